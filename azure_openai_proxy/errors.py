@@ -1,0 +1,219 @@
+"""One error tree; each error knows the reply it renders in OpenAI's error shape.
+
+    GatewayError                      500 server_error
+    ├── InvalidRequest                400 invalid_request_error
+    │   ├── MalformedBody             400 (bad JSON, bad multipart, missing model)
+    │   ├── UnsupportedParameter      400 (needs a newer api-version / other model)
+    │   └── HostileInput              400 (client text that would change an upstream URL)
+    ├── AuthenticationFailed          401 invalid_api_key
+    ├── NotFound                      404
+    │   ├── RouteNotFound             404 unknown_url
+    │   └── ModelNotFound             404 model_not_found
+    ├── MethodNotAllowed              405
+    ├── BodyTooLarge                  413
+    ├── RateLimited                   429 rate_limit_exceeded (carries retry-after)
+    ├── UpstreamHttpError             any status Azure answered, already in OpenAI's shape
+    └── UpstreamError                 502 upstream_error
+        ├── UpstreamUnreachable       502 (connect refused, DNS, reset before headers)
+        ├── UpstreamTimeout           504
+        └── NoDeploymentAvailable     503 (every deployment cooling down / circuit open)
+
+Errors are raised anywhere in the pipeline and rendered once, by the server's error
+middleware, through `GatewayError.body()` and `GatewayError.headers()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import orjson
+
+__all__ = [
+    "AuthenticationFailed",
+    "BodyTooLarge",
+    "GatewayError",
+    "HostileInput",
+    "InvalidRequest",
+    "MalformedBody",
+    "MethodNotAllowed",
+    "ModelNotFound",
+    "NoDeploymentAvailable",
+    "NotFound",
+    "RateLimited",
+    "RouteNotFound",
+    "UnsupportedParameter",
+    "UpstreamError",
+    "UpstreamHttpError",
+    "UpstreamTimeout",
+    "UpstreamUnreachable",
+    "error_body",
+]
+
+
+def error_body(
+    message: str,
+    type_: str | None,
+    code: str | None = None,
+    param: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """OpenAI's error object: `{"error": {"message", "type", "param", "code", ...}}`."""
+    error: dict[str, Any] = {"message": message, "type": type_, "param": param, "code": code}
+    error.update(extra)
+    return {"error": error}
+
+
+class GatewayError(Exception):
+    status: ClassVar[int] = 500
+    type_: ClassVar[str] = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    @property
+    def http_status(self) -> int:
+        return self.status
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type_, self.code, self.param)
+
+    def headers(self) -> Mapping[str, str]:
+        return {}
+
+    def render(self) -> bytes:
+        return orjson.dumps(self.body())
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type_ = "invalid_request_error"
+
+
+class MalformedBody(InvalidRequest):
+    pass
+
+
+class UnsupportedParameter(InvalidRequest):
+    code = "unsupported_parameter"
+
+
+class HostileInput(InvalidRequest):
+    code = "invalid_value"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type_ = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type_ = "invalid_request_error"
+
+
+class RouteNotFound(NotFound):
+    code = "unknown_url"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+    def __init__(self, model: str, available: tuple[str, ...] = ()):
+        listed = ", ".join(available[:50]) if available else "none"
+        super().__init__(
+            f"The model `{model}` does not exist or is not served by this gateway. "
+            f"Configured models: {listed}.",
+            param="model",
+        )
+        self.model = model
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    type_ = "invalid_request_error"
+    code = "method_not_allowed"
+
+
+class BodyTooLarge(GatewayError):
+    status = 413
+    type_ = "invalid_request_error"
+    code = "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type_ = "requests"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after_ms: int | None = None):
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+    def headers(self) -> Mapping[str, str]:
+        if self.retry_after_ms is None:
+            return {}
+        seconds = max(1, -(-self.retry_after_ms // 1000))
+        return {"retry-after": str(seconds), "retry-after-ms": str(self.retry_after_ms)}
+
+
+class UpstreamHttpError(GatewayError):
+    """An error status Azure answered, with its body already translated to OpenAI's shape."""
+
+    def __init__(
+        self,
+        status: int,
+        body: dict[str, Any],
+        headers: Mapping[str, str] | None = None,
+    ):
+        error = body.get("error") if isinstance(body.get("error"), dict) else {}
+        super().__init__(str(error.get("message") or f"Azure OpenAI answered {status}"))
+        self._status = status
+        self._body = body
+        self._headers = dict(headers or {})
+
+    @property
+    def http_status(self) -> int:
+        return self._status
+
+    def body(self) -> dict[str, Any]:
+        return self._body
+
+    def headers(self) -> Mapping[str, str]:
+        return self._headers
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    type_ = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamUnreachable(UpstreamError):
+    code = "upstream_unreachable"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class NoDeploymentAvailable(UpstreamError):
+    status = 503
+    code = "no_deployment_available"
+
+    def __init__(self, message: str, *, retry_after_ms: int | None = None):
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
+    def headers(self) -> Mapping[str, str]:
+        if self.retry_after_ms is None:
+            return {}
+        seconds = max(1, -(-self.retry_after_ms // 1000))
+        return {"retry-after": str(seconds), "retry-after-ms": str(self.retry_after_ms)}
