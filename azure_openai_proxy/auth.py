@@ -1,0 +1,70 @@
+"""Who is calling, and which key goes to Azure. Pure: headers in, decisions out.
+
+Two modes, chosen by the settings:
+- client keys configured: the caller must present one of the gateway's own keys
+  (`Authorization: Bearer` or `api-key`), compared in constant time; Azure keys stay
+  on the server.
+- no client keys: the caller's key is passed through to Azure as `api-key` for
+  deployments that have no key of their own (the Go tool's behaviour).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from azure_openai_proxy.errors import AuthenticationFailed
+
+__all__ = ["Caller", "ClientKeyring", "presented_key"]
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The key a client sent: `Authorization: Bearer K` (OpenAI clients) or `api-key: K`
+    (Azure clients)."""
+    authorization = headers.get("Authorization")
+    if authorization:
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    api_key = headers.get("api-key")
+    if api_key and api_key.strip():
+        return api_key.strip()
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An authenticated caller. `passthrough_key` is only set when no client keys are
+    configured; it is the caller's own Azure key and is never logged."""
+
+    key_id: str | None
+    passthrough_key: str | None
+
+
+class ClientKeyring:
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self._keys = tuple(key.encode() for key in keys)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys)
+
+    def authenticate(self, headers: Mapping[str, str]) -> Caller:
+        key = presented_key(headers)
+        if not self._keys:
+            return Caller(key_id=None, passthrough_key=key)
+        if key is None:
+            raise AuthenticationFailed(
+                "You didn't provide an API key. Send your gateway key as "
+                "'Authorization: Bearer YOUR_KEY'."
+            )
+        presented = key.encode()
+        matched: int | None = None
+        # Compare with every key so the time taken does not say which one was close.
+        for index, candidate in enumerate(self._keys):
+            if hmac.compare_digest(presented, candidate):
+                matched = index
+        if matched is None:
+            raise AuthenticationFailed("Incorrect API key provided for this gateway.")
+        return Caller(key_id=f"key-{matched + 1}", passthrough_key=None)

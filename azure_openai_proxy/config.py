@@ -1,0 +1,256 @@
+"""Build `Settings` from a YAML file, an environment mapping and command-line flags.
+
+Precedence is flag > environment > file > default. The file may be the Go
+azure-openai-proxy's `config.yaml` (`api_base`, `deployment_config`) unchanged, or use
+our extensions (`models:` pools, `client_keys`, `upstream`, ...). The environment
+variables are the Go tool's (`AZURE_OPENAI_ENDPOINT`, `AZURE_OPENAI_API_VER`,
+`AZURE_OPENAI_MODEL_MAPPER`, `AZURE_OPENAI_API_KEY`, `AZURE_OPENAI_HTTP_PROXY`,
+`AZURE_OPENAI_SOCKS_PROXY`) plus a few `AZURE_OPENAI_PROXY_*` ones of ours.
+
+Every problem becomes one `ConfigError` that names the key and what is wrong; the
+offending value is never echoed, since it may be a key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from azure_openai_proxy.settings import DEFAULT_API_VERSION, Settings
+
+__all__ = ["ConfigError", "load_settings", "parse_model_mapper"]
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+class _StringDatesLoader(yaml.SafeLoader):
+    """YAML without the timestamp resolver: `api_version: 2024-02-01` stays a string."""
+
+
+_StringDatesLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+_ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+# Our own environment variables, beside the Go tool's.
+_ENV_SCALARS = {
+    "AZURE_OPENAI_PROXY_LISTEN": "listen",
+    "AZURE_OPENAI_PROXY_API_BASE": "api_base",
+    "AZURE_OPENAI_PROXY_LOG_LEVEL": "log_level",
+}
+
+_TOP_LEVEL_KEYS = {
+    "listen", "api_base", "deployment_config", "models", "endpoint", "api_key", "api_version",
+    "model_mapper", "model_fallback", "client_keys", "allow_open", "cors", "cors_origins",
+    "upstream", "max_body_bytes", "response_model", "keep_azure_fields",
+    "honour_client_api_version", "log_level", "log_prompts", "workers", "routing_strategy",
+    "max_attempts", "retry_budget_seconds", "shutdown_grace_seconds", "metrics",
+}
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        data = yaml.load(text, Loader=_StringDatesLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of keys at the top level")
+    unknown = sorted(set(map(str, data)) - _TOP_LEVEL_KEYS)
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown key {unknown[0]!r}")
+    return data
+
+
+def parse_model_mapper(text: str) -> dict[str, str]:
+    """`gpt-3.5-turbo=gpt-35-turbo, gpt-4o=my-4o` -> {model: deployment}.
+
+    Whitespace around names is trimmed. `model:deployment` is accepted too (an old form
+    of the Go tool's docs) when a pair has no `=`.
+    """
+    mapping: dict[str, str] = {}
+    for raw_pair in text.split(","):
+        pair = raw_pair.strip()
+        if not pair:
+            continue
+        model, sep, deployment = pair.partition("=")
+        if not sep:
+            model, sep, deployment = pair.partition(":")
+        model, deployment = model.strip(), deployment.strip()
+        if not sep or not model or not deployment:
+            raise ConfigError(
+                f"AZURE_OPENAI_MODEL_MAPPER: {pair!r} is not MODEL=DEPLOYMENT "
+                "(pairs are separated by commas)"
+            )
+        mapping[model] = deployment
+    return mapping
+
+
+def _substitute_env(value: Any, environ: Mapping[str, str], where: str) -> Any:
+    """`api_key: ${AZURE_KEY_EAST}` reads the key from the environment."""
+    if isinstance(value, str):
+        match = _ENV_REFERENCE.match(value.strip())
+        if match is None:
+            return value
+        name = match.group(1)
+        if name not in environ:
+            raise ConfigError(f"{where}: environment variable {name} is not set")
+        return environ[name]
+    if isinstance(value, dict):
+        return {k: _substitute_env(v, environ, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute_env(v, environ, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _file_deployments(data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    deployments: list[dict[str, Any]] = []
+    flat = data.get("deployment_config") or []
+    if not isinstance(flat, list):
+        raise ConfigError("deployment_config must be a list of deployments")
+    for index, item in enumerate(flat):
+        if not isinstance(item, dict):
+            raise ConfigError(f"deployment_config[{index}] must be a mapping")
+        deployments.append(dict(item))
+    pools = data.get("models") or {}
+    if not isinstance(pools, dict):
+        raise ConfigError("models must map a model name to a list of deployments")
+    for model_name, members in pools.items():
+        if not isinstance(members, list) or not members:
+            raise ConfigError(f"models.{model_name} must be a non-empty list of deployments")
+        for index, item in enumerate(members):
+            if not isinstance(item, dict):
+                raise ConfigError(f"models.{model_name}[{index}] must be a mapping")
+            deployments.append({"model_name": str(model_name), **item})
+    return deployments
+
+
+def _env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    layer: dict[str, Any] = {}
+    if environ.get("AZURE_OPENAI_ENDPOINT", "").strip():
+        layer["endpoint"] = environ["AZURE_OPENAI_ENDPOINT"].strip()
+    if environ.get("AZURE_OPENAI_API_VER", "").strip():
+        layer["api_version"] = environ["AZURE_OPENAI_API_VER"].strip()
+    if environ.get("AZURE_OPENAI_API_KEY", "").strip():
+        layer["api_key"] = environ["AZURE_OPENAI_API_KEY"].strip()
+    upstream: dict[str, Any] = {}
+    if environ.get("AZURE_OPENAI_HTTP_PROXY", "").strip():
+        upstream["http_proxy"] = environ["AZURE_OPENAI_HTTP_PROXY"].strip()
+    if environ.get("AZURE_OPENAI_SOCKS_PROXY", "").strip():
+        upstream["socks_proxy"] = environ["AZURE_OPENAI_SOCKS_PROXY"].strip()
+    if upstream:
+        layer["upstream"] = upstream
+    keys = environ.get("AZURE_OPENAI_PROXY_CLIENT_KEYS", "")
+    if keys.strip():
+        layer["client_keys"] = [k.strip() for k in keys.split(",") if k.strip()]
+    for env_name, key in _ENV_SCALARS.items():
+        if environ.get(env_name, "").strip():
+            layer[key] = environ[env_name].strip()
+    mapper = parse_model_mapper(environ.get("AZURE_OPENAI_MODEL_MAPPER", ""))
+    return layer, mapper
+
+
+def _merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+    return merged
+
+
+def _resolve_deployments(
+    merged: dict[str, Any], file_deployments: list[dict[str, Any]], mapper: dict[str, str]
+) -> list[dict[str, Any]]:
+    endpoint = merged.get("endpoint")
+    api_version = str(merged.get("api_version") or DEFAULT_API_VERSION)
+    api_key = merged.get("api_key")
+    if mapper and not endpoint:
+        raise ConfigError("AZURE_OPENAI_MODEL_MAPPER is set but AZURE_OPENAI_ENDPOINT is not")
+    from_env = [
+        {"model_name": model, "deployment_name": dep, "endpoint": endpoint}
+        for model, dep in mapper.items()
+    ]
+    # The environment's mapping replaces the file's entries for the same model name.
+    kept = [d for d in file_deployments if d.get("model_name") not in mapper]
+    resolved = []
+    for index, item in enumerate(kept + from_env):
+        item = dict(item)
+        item.setdefault("api_version", api_version)
+        if item.get("api_version") is not None:
+            item["api_version"] = str(item["api_version"])
+        if not item.get("endpoint"):
+            if not endpoint:
+                name = item.get("model_name", f"#{index}")
+                raise ConfigError(
+                    f"deployment for {name}: no endpoint, and no default endpoint "
+                    "(AZURE_OPENAI_ENDPOINT or `endpoint:`) is set"
+                )
+            item["endpoint"] = endpoint
+        if item.get("api_key") in (None, "") and api_key and item.get("auth") != "entra":
+            item["api_key"] = api_key
+        resolved.append(item)
+    return resolved
+
+
+def _describe(exc: ValidationError, deployments: list[dict[str, Any]]) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = list(error["loc"])
+        if len(loc) >= 2 and loc[0] == "deployments" and isinstance(loc[1], int):
+            name = deployments[loc[1]].get("model_name", "?") if loc[1] < len(deployments) else "?"
+            where = f"deployment for model {name!r}: " + ".".join(map(str, loc[2:]))
+        else:
+            where = ".".join(str(part) for part in loc) or "config"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        lines.append(f"{where}: {message}")
+    return "; ".join(lines)
+
+
+def load_settings(
+    config_file: str | Path | None,
+    environ: Mapping[str, str],
+    flags: Mapping[str, Any] | None = None,
+) -> Settings:
+    """The one way to make `Settings`. A missing config file is fine when the
+    environment configures the gateway (the Go tool's env mode)."""
+    file_data = read_config_file(config_file) if config_file is not None else {}
+    file_data = _substitute_env(file_data, environ, "config")
+    env_layer, mapper = _env_layer(environ)
+    merged = _merge(file_data, env_layer, dict(flags or {}))
+    deployments = _resolve_deployments(merged, _file_deployments(file_data), mapper)
+
+    raw: dict[str, Any] = {
+        key: value
+        for key, value in merged.items()
+        if key not in {"deployment_config", "models", "endpoint", "api_key", "api_version",
+                       "model_mapper"}
+    }
+    raw["deployments"] = deployments
+    raw["default_endpoint"] = merged.get("endpoint")
+    raw["default_api_key"] = merged.get("api_key") or None
+    raw["default_api_version"] = str(merged.get("api_version") or DEFAULT_API_VERSION)
+    if isinstance(raw.get("client_keys"), str):
+        raw["client_keys"] = [k.strip() for k in raw["client_keys"].split(",") if k.strip()]
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, deployments)) from None

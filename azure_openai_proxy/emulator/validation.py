@@ -1,0 +1,197 @@
+"""Request-body checks Azure makes before generating anything (wire reference, section 3).
+
+Pure: each function takes the parsed body and the api-version and either returns
+or raises the `AzureError` Azure would answer with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from azure_openai_proxy.emulator import wire_errors
+from azure_openai_proxy.emulator.config import model_family
+from azure_openai_proxy.emulator.versions import REASONING_SINCE, ApiVersion
+
+_ALWAYS = "0000-00-00"
+_V1_ONLY = "9999-12-31"
+
+CHAT_PARAMS: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "messages", "model", "temperature", "top_p", "n", "stream", "stop", "max_tokens",
+            "presence_penalty", "frequency_penalty", "logit_bias", "user",
+        ),
+        _ALWAYS,
+    ),
+    **dict.fromkeys(("functions", "function_call"), "2023-07-01"),
+    **dict.fromkeys(
+        ("tools", "tool_choice", "data_sources", "seed", "logprobs", "top_logprobs",
+         "response_format"),
+        "2023-12-01",
+    ),
+    **dict.fromkeys(
+        ("max_completion_tokens", "parallel_tool_calls", "stream_options"), "2024-09-01"
+    ),
+    **dict.fromkeys(("store", "metadata", "reasoning_effort"), "2024-12-01"),
+    **dict.fromkeys(("prediction", "audio", "modalities"), "2025-01-01"),
+    "user_security_context": "2025-04-01",
+    **dict.fromkeys(
+        ("service_tier", "verbosity", "prompt_cache_key", "safety_identifier",
+         "web_search_options"),
+        _V1_ONLY,
+    ),
+}
+COMPLETION_PARAMS: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "prompt", "model", "suffix", "max_tokens", "temperature", "top_p", "n", "stream",
+            "logprobs", "echo", "stop", "presence_penalty", "frequency_penalty", "best_of",
+            "logit_bias", "user",
+        ),
+        _ALWAYS,
+    ),
+    "seed": "2023-12-01",
+    "stream_options": "2024-09-01",
+}
+EMBEDDING_PARAMS: dict[str, str] = dict.fromkeys(
+    ("input", "model", "user", "input_type", "encoding_format", "dimensions"), _ALWAYS
+)
+_REASONING_UNSUPPORTED = (
+    "temperature", "top_p", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs",
+)
+# `stream_options` is accepted on 2024-10-21 although that GA spec omits it.
+_GA_EXTRAS = {"2024-10-21": frozenset({"stream_options"})}
+
+
+def reject_unknown(body: Mapping[str, Any], table: Mapping[str, str], version: ApiVersion) -> None:
+    """Raise the version's "unrecognized argument" 400 for parameters it does not know."""
+    extras = _GA_EXTRAS.get(version.raw, frozenset())
+    rejected = [
+        key for key in body
+        if key not in extras and not version.at_least(table.get(key, _V1_ONLY + "~"))
+    ]
+    if rejected:
+        raise unrecognized(rejected, version)
+
+
+def unrecognized(names: Iterable[str], version: ApiVersion) -> wire_errors.AzureError:
+    """The two shapes of "you sent a parameter I don't know", chosen by api-version."""
+    names = list(names)
+    if version.new_error_shape:
+        return wire_errors.invalid_request(
+            f"Unknown parameter: '{names[0]}'.", names[0], "unknown_parameter"
+        )
+    if len(names) == 1:
+        return wire_errors.invalid_request(f"Unrecognized request argument supplied: {names[0]}")
+    return wire_errors.invalid_request(
+        f"Unrecognized request arguments supplied: {', '.join(names)}"
+    )
+
+
+def missing(name: str, version: ApiVersion) -> wire_errors.AzureError:
+    if version.new_error_shape:
+        return wire_errors.invalid_request(
+            f"Missing required parameter: '{name}'.", name, "missing_required_parameter"
+        )
+    return wire_errors.invalid_request(f"'{name}' is a required property")
+
+
+def invalid_type(name: str, expected: str, value: object) -> wire_errors.AzureError:
+    got = {str: "a string", bool: "a boolean", int: "an integer", float: "a decimal",
+           list: "an array", dict: "an object", type(None): "null"}.get(type(value), "a value")
+    return wire_errors.invalid_request(
+        f"Invalid type for '{name}': expected {expected}, but got {got} instead.",
+        name,
+        "invalid_type",
+    )
+
+
+def check_chat(body: Mapping[str, Any], version: ApiVersion, model: str, reasoning: bool) -> None:
+    """Everything Azure checks on a chat request before answering it."""
+    if reasoning and not version.at_least(REASONING_SINCE):
+        raise wire_errors.bad_request(
+            f"Model {model_family(model)} is enabled only for api versions "
+            "2024-12-01-preview and later"
+        )
+    reject_unknown(body, CHAT_PARAMS, version)
+    messages = body.get("messages")
+    if messages is None:
+        raise missing("messages", version)
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise invalid_type("messages", "an array of objects", messages)
+    if not messages:
+        raise wire_errors.invalid_request(
+            "Invalid 'messages': empty array. Expected an array with minimum length 1, "
+            "but got an empty array instead.", "messages", "empty_array",
+        )
+    if reasoning:
+        _check_reasoning(body)
+    _check_common(body, version)
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and not version.at_least(
+        "2024-08-01"
+    ):
+        raise wire_errors.invalid_request(
+            "Invalid parameter: 'response_format' must be one of 'json_object', 'text'.",
+            "response_format",
+        )
+
+
+def _check_reasoning(body: Mapping[str, Any]) -> None:
+    if "max_tokens" in body:
+        raise wire_errors.invalid_request(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            "max_tokens",
+            "unsupported_parameter",
+        )
+    for name in _REASONING_UNSUPPORTED:
+        if name in body:
+            raise wire_errors.invalid_request(
+                f"Unsupported parameter: '{name}' is not supported with this model.",
+                name,
+                "unsupported_parameter",
+            )
+
+
+def check_completions(body: Mapping[str, Any], version: ApiVersion) -> None:
+    reject_unknown(body, COMPLETION_PARAMS, version)
+    prompt = body.get("prompt", "<|endoftext|>")
+    if not isinstance(prompt, str | list):
+        raise invalid_type("prompt", "a string or array", prompt)
+    _check_common(body, version)
+
+
+def check_embeddings(body: Mapping[str, Any], version: ApiVersion) -> None:
+    reject_unknown(body, EMBEDDING_PARAMS, version)
+    if "input" not in body:
+        raise missing("input", version)
+    fmt = body.get("encoding_format", "float")
+    if fmt not in ("float", "base64"):
+        raise wire_errors.invalid_request(
+            f"Invalid value: '{fmt}'. Supported values are: 'float' and 'base64'.",
+            "encoding_format", "invalid_value",
+        )
+
+
+def _check_common(body: Mapping[str, Any], version: ApiVersion) -> None:
+    for name in ("max_tokens", "max_completion_tokens", "n", "seed"):
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise invalid_type(name, "an integer", value)
+    for name in ("max_tokens", "max_completion_tokens", "n"):
+        value = body.get(name)
+        if isinstance(value, int) and value < 1:
+            raise wire_errors.invalid_request(
+                f"Invalid '{name}': integer below minimum value. Expected a value >= 1, "
+                f"but got {value} instead.", name, "integer_below_min_value",
+            )
+    if "stream" in body and not isinstance(body["stream"], bool | None):
+        raise invalid_type("stream", "a boolean", body["stream"])
+    options = body.get("stream_options")
+    if options is not None and not body.get("stream"):
+        raise wire_errors.invalid_request(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+            "stream_options", "invalid_value" if version.new_error_shape else None,
+        )

@@ -1,0 +1,98 @@
+"""Which api-versions exist, and what each one accepts (wire reference, section 3).
+
+Pure tables and lookups. Dated versions compare by their date; the v1 family
+(`v1`, `preview`) sorts after every dated version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from azure_openai_proxy.emulator import wire_errors
+
+GA_VERSIONS = ("2022-12-01", "2023-05-15", "2024-02-01", "2024-06-01", "2024-10-21")
+PREVIEW_VERSIONS = tuple(
+    f"{day}-preview"
+    for day in (
+        "2022-03-01", "2022-06-01", "2023-03-15", "2023-06-01", "2023-07-01", "2023-08-01",
+        "2023-09-01", "2023-10-01", "2023-12-01", "2024-02-15", "2024-03-01", "2024-04-01",
+        "2024-05-01", "2024-07-01", "2024-08-01", "2024-09-01", "2024-10-01", "2024-11-01",
+        "2024-12-01", "2025-01-01", "2025-02-01", "2025-03-01", "2025-04-01",
+    )
+)
+DATED_VERSIONS = frozenset(GA_VERSIONS + PREVIEW_VERSIONS)
+V1_VERSIONS = ("v1", "preview")
+_V1_DATE = "9999-12-31"
+
+# The first version whose error bodies use OpenAI's newer `unknown_parameter` shape.
+NEW_ERROR_SHAPE_SINCE = "2024-09-01"
+REASONING_SINCE = "2024-12-01"
+# Streams and bodies name the prompt's filter results `prompt_annotations` on these.
+PROMPT_ANNOTATION_VERSIONS = frozenset(
+    {"2023-06-01-preview", "2023-07-01-preview", "2023-08-01-preview"}
+)
+# Before this version streams carry no filter results at all.
+FILTER_RESULTS_SINCE = "2023-06-01"
+
+# Operations that need a minimum dated version (and whether GA versions have them).
+OPERATION_SINCE: dict[str, str] = {
+    "responses": "2025-03-01",
+    "response": "2025-03-01",
+    "image_edits": "2025-04-01",
+    "batches": "2024-07-01",
+    "batch": "2024-07-01",
+    "batch_cancel": "2024-07-01",
+}
+PREVIEW_ONLY_OPERATIONS = frozenset({"speech", "responses", "response", "image_edits"})
+
+
+@dataclass(frozen=True)
+class ApiVersion:
+    """A request's api-version: `raw` as sent, `date` for comparisons."""
+
+    raw: str
+    date: str
+    preview: bool
+
+    @property
+    def is_v1(self) -> bool:
+        return self.date == _V1_DATE
+
+    def at_least(self, since: str) -> bool:
+        """True when this version accepts something first shipped on date `since`."""
+        return self.date >= since
+
+    @property
+    def new_error_shape(self) -> bool:
+        return self.at_least(NEW_ERROR_SHAPE_SINCE)
+
+    @property
+    def filter_results_key(self) -> str | None:
+        """Name of the prompt filter results on this version (None: not sent)."""
+        if self.raw in PROMPT_ANNOTATION_VERSIONS:
+            return "prompt_annotations"
+        return "prompt_filter_results" if self.at_least(FILTER_RESULTS_SINCE) else None
+
+
+def dated_version(raw: str | None) -> ApiVersion:
+    """The api-version of a dated-API request; missing or unknown answers 404."""
+    if raw is None or raw not in DATED_VERSIONS:
+        raise wire_errors.resource_not_found()
+    return ApiVersion(raw=raw, date=raw[:10], preview=raw.endswith("-preview"))
+
+
+def v1_version(raw: str | None) -> ApiVersion:
+    """The api-version of a v1 request: absent, `v1` or `preview`; anything else is 400."""
+    if raw is None or raw in V1_VERSIONS or raw == "":
+        return ApiVersion(raw=raw or "v1", date=_V1_DATE, preview=raw == "preview")
+    raise wire_errors.bad_request("API version not supported")
+
+
+def operation_available(operation: str, version: ApiVersion) -> bool:
+    """Whether `operation` exists on `version` (unavailable ones answer 404)."""
+    if version.is_v1:
+        return True
+    if operation in PREVIEW_ONLY_OPERATIONS and not version.preview:
+        return False
+    since = OPERATION_SINCE.get(operation)
+    return since is None or version.at_least(since)

@@ -1,0 +1,220 @@
+"""Which operation a request asks for, and which Azure deployments may serve its model.
+
+Pure functions over strings and settings; no I/O. Two jobs:
+
+- `classify(method, raw_path, api_base)` turns the client's path into a `Target`: an
+  Azure deployment operation (`chat/completions`, ...), a resource path Azure serves
+  without a deployment (`files/{id}`, `responses`, ...), or something the gateway answers
+  itself (`models`). Every client-controlled path segment is checked here, so nothing
+  that could change an upstream URL's host, path depth or query gets further.
+- `RoutingTable.resolve(model)` maps a client's model name to its `Pool` of deployments:
+  the explicit mapping first, then the `.`/`:`-stripping fallback, then the default
+  endpoint (the Go tool's env mode), else `ModelNotFound`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import unquote
+
+from azure_openai_proxy.errors import (
+    HostileInput,
+    MethodNotAllowed,
+    ModelNotFound,
+    RouteNotFound,
+)
+from azure_openai_proxy.settings import DEPLOYMENT_NAME, DeploymentSettings, Settings
+
+__all__ = [
+    "DEPLOYMENT_OPERATIONS",
+    "BodyKind",
+    "Pool",
+    "RoutingTable",
+    "Target",
+    "classify",
+]
+
+BodyKind = Literal["json", "multipart"]
+
+# Operations Azure serves under /openai/deployments/{deployment}/...
+DEPLOYMENT_OPERATIONS: dict[str, BodyKind] = {
+    "chat/completions": "json",
+    "completions": "json",
+    "embeddings": "json",
+    "audio/transcriptions": "multipart",
+    "audio/translations": "multipart",
+    "audio/speech": "json",
+    "images/generations": "json",
+    "images/edits": "multipart",
+    "images/variations": "multipart",
+}
+
+# Azure serves these under /openai/{path} with the deployment named in the body.
+RESOURCE_ROOTS = frozenset(
+    {
+        "responses", "files", "batches", "assistants", "threads", "vector_stores",
+        "fine_tuning", "uploads", "conversations",
+    }
+)
+_MAX_RESOURCE_DEPTH = 7
+_SEGMENT = re.compile(r"^[A-Za-z0-9_\-.]{1,200}$")
+_FALLBACK_STRIP = re.compile(r"[.:]")
+# Characters that can never be in a model name we would put into a URL.
+_URL_BREAKERS = re.compile(r"[/\\?#%\s\x00-\x1f\x7f]")
+MAX_MODEL_NAME = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What the client asked for, in the gateway's terms."""
+
+    kind: Literal["deployment", "resource", "models", "model"]
+    operation: str  # "chat/completions" for a deployment; "files/abc/content" for a resource
+    path_model: str | None = None  # a model named in the path (engines/..., native Azure)
+    native: bool = False  # came in on an Azure-native path (AzureOpenAI clients)
+
+    @property
+    def body_kind(self) -> BodyKind | None:
+        """The body a deployment operation takes; resources go by their content-type."""
+        if self.kind == "deployment":
+            return DEPLOYMENT_OPERATIONS[self.operation]
+        return None
+
+
+def _segments(raw_path: str) -> list[str]:
+    """Split on '/' first, then percent-decode each segment: `a%2Fb` stays one segment."""
+    parts = [unquote(part) for part in raw_path.split("/") if part]
+    return parts
+
+
+def _check_segment(segment: str) -> str:
+    if not _SEGMENT.match(segment) or segment in (".", ".."):
+        raise HostileInput(
+            "A path segment contains characters that are not allowed "
+            "(letters, digits, '-', '_' and '.' only).",
+            param="path",
+        )
+    return segment
+
+
+def _openai_style(method: str, parts: list[str], native: bool) -> Target:
+    path = "/".join(parts)
+    if path in DEPLOYMENT_OPERATIONS:
+        _require(method, "POST")
+        return Target("deployment", path, native=native)
+    if len(parts) >= 3 and parts[0] in ("engines", "deployments"):
+        operation = "/".join(parts[2:])
+        if operation in DEPLOYMENT_OPERATIONS:
+            _require(method, "POST")
+            return Target("deployment", operation, path_model=parts[1], native=native)
+    if path == "models":
+        _require(method, "GET")
+        return Target("models", "models")
+    if len(parts) == 2 and parts[0] == "models":
+        _require(method, "GET")
+        return Target("model", "models", path_model=parts[1])
+    if parts and parts[0] in RESOURCE_ROOTS and len(parts) <= _MAX_RESOURCE_DEPTH:
+        _require(method, "GET", "POST", "DELETE")
+        return Target("resource", "/".join(_check_segment(p) for p in parts), native=native)
+    raise RouteNotFound(f"Unknown request URL: {method} /{path}. Please check the URL.")
+
+
+def _require(method: str, *allowed: str) -> None:
+    if method not in allowed:
+        raise MethodNotAllowed(
+            f"Method {method} is not allowed here; use {' or '.join(allowed)}."
+        )
+
+
+def classify(method: str, raw_path: str, api_base: str) -> Target:
+    """Map a request's method and raw (still percent-encoded) path to a `Target`."""
+    parts = _segments(raw_path)
+    if len(parts) > 16:
+        raise RouteNotFound("Unknown request URL: the path is too long.")
+    if parts[:2] == ["openai", "deployments"] and len(parts) >= 4:
+        operation = "/".join(parts[3:])
+        if operation not in DEPLOYMENT_OPERATIONS:
+            raise RouteNotFound(f"Unknown request URL: {method} /{'/'.join(parts)}.")
+        _require(method, "POST")
+        return Target("deployment", operation, path_model=parts[2], native=True)
+    if parts[:2] == ["openai", "v1"]:
+        return _openai_style(method, parts[2:], native=False)
+    if parts[:1] == ["openai"] and len(parts) > 1:
+        return _openai_style(method, parts[1:], native=True)
+    base = [p for p in api_base.split("/") if p]
+    if base and parts[: len(base)] == base:
+        return _openai_style(method, parts[len(base):], native=False)
+    return _openai_style(method, parts, native=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """The deployments that may serve one client model name."""
+
+    model: str
+    deployments: tuple[DeploymentSettings, ...]
+    dynamic: bool = False  # built on the fly for the default endpoint
+
+
+def check_model_name(model: str) -> str:
+    if not model or len(model) > MAX_MODEL_NAME or _URL_BREAKERS.search(model):
+        raise HostileInput(
+            "The model name is empty, too long, or contains characters that cannot be "
+            "part of a model or deployment name ('/', '?', '#', '%', spaces, control "
+            "characters).",
+            param="model",
+        )
+    return model
+
+
+class RoutingTable:
+    """Client model name -> `Pool`, built once per settings value."""
+
+    def __init__(self, settings: Settings) -> None:
+        by_model: dict[str, list[DeploymentSettings]] = {}
+        by_deployment: dict[str, list[DeploymentSettings]] = {}
+        for deployment in settings.deployments:
+            by_model.setdefault(deployment.model_name, []).append(deployment)
+            by_deployment.setdefault(deployment.deployment_name, []).append(deployment)
+        self._pools = {name: Pool(name, tuple(ds)) for name, ds in by_model.items()}
+        self._by_deployment = {
+            name: Pool(name, tuple(ds)) for name, ds in by_deployment.items()
+        }
+        self._fallback = settings.model_fallback
+        self._settings = settings
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(self._pools)
+
+    @property
+    def pools(self) -> tuple[Pool, ...]:
+        return tuple(self._pools.values())
+
+    def resolve(self, model: str) -> Pool:
+        check_model_name(model)
+        pool = self._pools.get(model) or self._by_deployment.get(model)
+        if pool is not None:
+            return pool
+        candidate = _FALLBACK_STRIP.sub("", model) if self._fallback else model
+        pool = self._pools.get(candidate) or self._by_deployment.get(candidate)
+        if pool is not None:
+            return pool
+        endpoint = self._settings.default_endpoint
+        if endpoint is not None and DEPLOYMENT_NAME.match(candidate):
+            return Pool(model, (self._dynamic_deployment(model, candidate, endpoint),), True)
+        raise ModelNotFound(model, self.model_names)
+
+    def _dynamic_deployment(self, model: str, deployment: str, endpoint: str) -> DeploymentSettings:
+        settings = self._settings
+        key = settings.default_api_key
+        return DeploymentSettings(
+            model_name=model,
+            deployment_name=deployment,
+            endpoint=endpoint,
+            api_key=key,
+            api_version=settings.default_api_version,
+            auth="key" if key is not None else "passthrough",
+        )

@@ -1,0 +1,192 @@
+"""Settings are a value: parsed once, frozen, passed to `create_app(settings)`.
+
+`config.py` builds a `Settings` from a YAML file, the environment and flags; nothing else
+reads `os.environ`. Keys (Azure's and the clients') are `SecretStr` so that printing a
+setting never shows one.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+__all__ = [
+    "DEFAULT_API_VERSION",
+    "DeploymentSettings",
+    "Settings",
+    "UpstreamSettings",
+]
+
+DEFAULT_API_VERSION = "2024-10-21"
+
+# Azure deployment names: letters, digits, '-', '_', '.'; we also refuse a leading dot so a
+# name can never be a dot-segment in a URL path.
+DEPLOYMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+API_VERSION = re.compile(r"^(\d{4}-\d{2}-\d{2}(-preview)?|v1|preview|latest)$")
+
+AuthMode = Literal["key", "passthrough", "entra"]
+
+
+def check_endpoint(value: str) -> str:
+    """An http(s) URL with a host and maybe a path (an APIM prefix); no query, no fragment."""
+    value = value.strip()
+    if not re.match(r"^https?://[^/?#\s@]+(/[^?#\s]*)?$", value):
+        raise ValueError("must be an http(s) URL such as https://NAME.openai.azure.com/")
+    return value.rstrip("/")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DeploymentSettings(_Frozen):
+    """One Azure deployment that serves `model_name` to clients."""
+
+    model_name: str = Field(min_length=1, max_length=256)
+    deployment_name: str
+    endpoint: str
+    api_key: SecretStr | None = None
+    api_version: str = DEFAULT_API_VERSION
+    api: Literal["dated", "v1"] = "dated"
+    auth: AuthMode = "key"
+    entra_scope: str = "https://cognitiveservices.azure.com/.default"
+    weight: float = Field(default=1.0, gt=0)
+    priority: int = Field(default=1, ge=0)
+    tpm: int | None = Field(default=None, gt=0)
+    rpm: int | None = Field(default=None, gt=0)
+    model_family: Literal["auto", "reasoning", "standard"] = "auto"
+    unsupported_params: tuple[str, ...] = ()
+
+    @field_validator("deployment_name")
+    @classmethod
+    def _deployment_name_is_safe(cls, value: str) -> str:
+        if not DEPLOYMENT_NAME.match(value):
+            raise ValueError(
+                "must be 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"
+            )
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_key_means_passthrough(cls, data: object) -> object:
+        # The Go tool's rule: a deployment without an api_key uses the client's own key.
+        if isinstance(data, dict) and data.get("api_key") in (None, "") and (
+            data.get("auth") in (None, "key")
+        ):
+            return {**data, "api_key": None, "auth": "passthrough"}
+        return data
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_is_http(cls, value: str) -> str:
+        return check_endpoint(value)
+
+    @field_validator("api_version")
+    @classmethod
+    def _api_version_is_known_shape(cls, value: str) -> str:
+        if not API_VERSION.match(value):
+            raise ValueError("must look like 2024-10-21, 2025-04-01-preview, v1 or preview")
+        return value
+
+    @property
+    def key_label(self) -> str:
+        """How this deployment authenticates, for logs and check-config (never the key)."""
+        if self.auth == "key":
+            return "api-key (configured)"
+        if self.auth == "entra":
+            return f"Entra ID ({self.entra_scope})"
+        return "passthrough (client's key)"
+
+
+class UpstreamSettings(_Frozen):
+    http_proxy: str | None = None
+    socks_proxy: str | None = None
+    connect_timeout: float = Field(default=10.0, gt=0)
+    # Between two bytes of a response, not for the whole response: a long stream is fine.
+    read_timeout: float = Field(default=600.0, gt=0)
+    pool_size: int = Field(default=0, ge=0)  # 0: unlimited connections per worker
+    keepalive_timeout: float = Field(default=30.0, gt=0)
+
+
+class Settings(_Frozen):
+    listen: str = "0.0.0.0:8080"
+    api_base: str = "/v1"
+    deployments: tuple[DeploymentSettings, ...] = ()
+    # Env mode of the Go tool: unmapped models go to this endpoint as deployment names.
+    default_endpoint: str | None = None
+    default_api_key: SecretStr | None = None
+    default_api_version: str = DEFAULT_API_VERSION
+    model_fallback: bool = True
+    client_keys: tuple[SecretStr, ...] = ()
+    allow_open: bool = False
+    cors: bool = False
+    cors_origins: tuple[str, ...] = ("*",)
+    upstream: UpstreamSettings = UpstreamSettings()
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    response_model: Literal["client", "azure"] = "client"
+    keep_azure_fields: bool = True
+    honour_client_api_version: bool = True
+    log_level: str = "info"
+    log_prompts: bool = False
+    workers: int = Field(default=1, ge=1)
+    routing_strategy: Literal["weighted", "least-busy", "latency"] = "weighted"
+    max_attempts: int = Field(default=3, ge=1)
+    retry_budget_seconds: float = Field(default=30.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    metrics: bool = True
+
+    @field_validator("api_base")
+    @classmethod
+    def _normalize_api_base(cls, value: str) -> str:
+        value = "/" + value.strip().strip("/")
+        if not re.match(r"^(/[A-Za-z0-9_.\-]+)*/?$", value):
+            raise ValueError("must be a path such as /v1")
+        return value.rstrip("/") if value != "/" else ""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen_is_host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT, e.g. 0.0.0.0:8080")
+        return value if host else f"0.0.0.0:{port}"
+
+    @field_validator("default_endpoint")
+    @classmethod
+    def _default_endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return check_endpoint(value)
+
+    @model_validator(mode="after")
+    def _auth_is_coherent(self) -> Settings:
+        if self.client_keys:
+            passthrough = [d.model_name for d in self.deployments if d.auth == "passthrough"]
+            if passthrough or (self.default_endpoint and self.default_api_key is None):
+                names = ", ".join(passthrough) or "the default endpoint"
+                raise ValueError(
+                    "client_keys are set, so the gateway needs its own Azure key (or Entra ID) "
+                    f"for every deployment; these have none: {names}"
+                )
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def holds_server_side_keys(self) -> bool:
+        return self.default_api_key is not None or any(
+            d.auth in ("key", "entra") for d in self.deployments
+        )
+
+    @property
+    def is_open_relay(self) -> bool:
+        """True when anyone who can reach the gateway can spend the server's Azure quota."""
+        return self.holds_server_side_keys and not self.client_keys

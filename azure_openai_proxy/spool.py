@@ -1,0 +1,142 @@
+"""Request bodies that are kept, not re-encoded: multipart uploads are spooled (in
+memory when small, in a temporary file when large) so they can be sent again on a
+retry, and the `model` form field is found without parsing the whole form.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import IO
+
+from aiohttp import StreamReader
+
+from azure_openai_proxy.errors import BodyTooLarge, MalformedBody
+
+__all__ = ["SpooledBody", "multipart_boundary"]
+
+_MEMORY_LIMIT = 1024 * 1024
+_CHUNK = 256 * 1024
+_BOUNDARY = re.compile(r'boundary="?([^";]{1,200})"?', re.IGNORECASE)
+_FIELD_NAME = re.compile(rb'content-disposition:[^\r\n]*\bname="([^"]*)"', re.IGNORECASE)
+
+
+def multipart_boundary(content_type: str) -> bytes:
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise MalformedBody("This endpoint expects a multipart/form-data body.")
+    match = _BOUNDARY.search(content_type)
+    if match is None:
+        raise MalformedBody("The multipart/form-data body has no boundary.")
+    return match.group(1).encode()
+
+
+class SpooledBody:
+    """A body read once from the client and replayable any number of times."""
+
+    def __init__(self, memory: bytes | None, file: IO[bytes] | None, size: int) -> None:
+        self._memory = memory
+        self._file = file
+        self.size = size
+
+    @classmethod
+    async def read(cls, stream: StreamReader, limit: int) -> SpooledBody:
+        parts: list[bytes] = []
+        size = 0
+        file: IO[bytes] | None = None
+        async for chunk in stream.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                if file is not None:
+                    file.close()
+                raise BodyTooLarge(f"The request body is larger than {limit} bytes.")
+            if file is None and size > _MEMORY_LIMIT:
+                file = tempfile.TemporaryFile()
+                file.write(b"".join(parts))
+                parts = []
+            if file is not None:
+                file.write(chunk)
+            else:
+                parts.append(chunk)
+        if file is not None:
+            file.flush()
+            return cls(None, file, size)
+        return cls(b"".join(parts), None, size)
+
+    def _view(self) -> bytes | mmap.mmap:
+        if self._memory is not None:
+            return self._memory
+        assert self._file is not None
+        return mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def form_field(self, name: str, boundary: bytes) -> tuple[str, int, int] | None:
+        """The value of a small text field and its byte range, or None if absent."""
+        if self.size == 0:
+            return None
+        view = self._view()
+        try:
+            delimiter = b"--" + boundary
+            position = view.find(delimiter)
+            while position != -1:
+                header_start = position + len(delimiter) + 2
+                header_end = view.find(b"\r\n\r\n", header_start, header_start + 4096)
+                if header_end == -1:
+                    return None
+                headers = bytes(view[header_start:header_end])
+                next_part = view.find(b"\r\n" + delimiter, header_end)
+                if next_part == -1:
+                    return None
+                match = _FIELD_NAME.search(headers)
+                if match and match.group(1).decode("latin-1") == name and b"filename=" not in headers:
+                    value = bytes(view[header_end + 4 : next_part])
+                    return value.decode("utf-8", "replace").strip(), header_end + 4, next_part
+                position = view.find(delimiter, next_part + 2)
+            return None
+        finally:
+            if isinstance(view, mmap.mmap):
+                view.close()
+
+    def replaying(self, replace: tuple[int, int, bytes] | None = None) -> Callable[[], AsyncIterator[bytes]]:
+        """A body factory for the transport; `replace` swaps a byte range (a form field's
+        value) on the way out, without copying the rest."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            start, end, value = replace if replace is not None else (self.size, self.size, b"")
+            for piece in self._ranges(0, start):
+                yield piece
+            if value:
+                yield value
+            for piece in self._ranges(end, self.size):
+                yield piece
+
+        return chunks
+
+    def _ranges(self, start: int, end: int) -> Iterator[bytes]:
+        if start >= end:
+            return
+        if self._memory is not None:
+            yield self._memory[start:end]
+            return
+        assert self._file is not None
+        descriptor = self._file.fileno()
+        # pread, not seek+read: a replay never disturbs another reader's position.
+        while start < end:
+            piece = os.pread(descriptor, min(_CHUNK, end - start), start)
+            if not piece:
+                return
+            start += len(piece)
+            yield piece
+
+    def length(self, replace: tuple[int, int, bytes] | None = None) -> int:
+        """The body's size once `replace` is applied."""
+        if replace is None:
+            return self.size
+        start, end, value = replace
+        return self.size - (end - start) + len(value)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

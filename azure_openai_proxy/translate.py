@@ -1,0 +1,128 @@
+"""How an OpenAI-style request becomes an Azure request: URL, headers, `model` field.
+
+Pure functions. The URL rules (from the wire reference):
+
+    dated API, deployment operation:
+        {endpoint}/openai/deployments/{deployment}/{operation}?api-version=V
+    dated API, resource (responses, files, batches, ...):
+        {endpoint}/openai/{path}?api-version=V[&allowed client query]
+    v1 API:
+        {endpoint}/openai/v1/{operation or path}[?api-version=preview]
+
+The endpoint keeps its own path (an APIM prefix), exactly one `api-version` is sent,
+and the deployment name and every path segment are percent-encoded after `routing`
+has checked them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from azure_openai_proxy import __version__
+from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.errors import AuthenticationFailed
+from azure_openai_proxy.routing import Target
+from azure_openai_proxy.settings import API_VERSION, DeploymentSettings
+
+__all__ = [
+    "RESOURCE_QUERY_PARAMS",
+    "api_version_for",
+    "azure_auth_headers",
+    "forwarded_headers",
+    "relayed_response_headers",
+    "upstream_url",
+]
+
+# Query parameters a client may send to list/paginate resources; all else is dropped
+# (ChatGPT-Next-Web's `path=`, a second `api-version`, ...).
+RESOURCE_QUERY_PARAMS = frozenset(
+    {"limit", "after", "before", "order", "purpose", "include", "include[]", "filter",
+     "run_id", "stream", "starting_after"}
+)
+
+_FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "openai-beta", "x-ms-client-request-id")
+_USER_AGENT = f"azure-openai-proxy/{__version__}"
+
+# Response headers worth relaying to the client; the rest (hop-by-hop, Azure's
+# internals, content-length of a body we may rewrite) are not.
+_RELAYED_EXACT = frozenset(
+    {"content-type", "content-disposition", "x-request-id", "apim-request-id", "x-ms-region",
+     "retry-after", "retry-after-ms", "openai-processing-ms", "openai-version"}
+)
+
+
+def api_version_for(
+    deployment: DeploymentSettings, target: Target, client_version: str | None, honour: bool
+) -> str | None:
+    """The one api-version to send, or None for the v1 API's default."""
+    if deployment.api == "v1":
+        version = deployment.api_version if deployment.api_version in ("preview",) else None
+        return version
+    if honour and target.native and client_version and API_VERSION.match(client_version):
+        if client_version not in ("v1", "preview", "latest"):
+            return client_version
+    return deployment.api_version
+
+
+def upstream_url(
+    deployment: DeploymentSettings,
+    target: Target,
+    api_version: str | None,
+    client_query: Iterable[tuple[str, str]] = (),
+) -> str:
+    base = deployment.endpoint
+    if target.kind == "deployment" and deployment.api == "dated":
+        path = f"/openai/deployments/{quote(deployment.deployment_name, safe='')}/{target.operation}"
+    else:
+        segments = "/".join(quote(part, safe="") for part in target.operation.split("/"))
+        path = f"/openai/v1/{segments}" if deployment.api == "v1" else f"/openai/{segments}"
+    query: list[tuple[str, str]] = []
+    if api_version is not None:
+        query.append(("api-version", api_version))
+    if target.kind == "resource":
+        query.extend((k, v) for k, v in client_query if k in RESOURCE_QUERY_PARAMS)
+    return f"{base}{path}?{urlencode(query)}" if query else f"{base}{path}"
+
+
+def azure_auth_headers(
+    deployment: DeploymentSettings, caller: Caller, entra_token: str | None = None
+) -> dict[str, str]:
+    if deployment.auth == "key" and deployment.api_key is not None:
+        return {"api-key": deployment.api_key.get_secret_value()}
+    if deployment.auth == "entra":
+        if entra_token is None:
+            raise AuthenticationFailed("No Entra ID token is available for this deployment.")
+        return {"Authorization": f"Bearer {entra_token}"}
+    if caller.passthrough_key is None:
+        raise AuthenticationFailed(
+            "You didn't provide an API key. This gateway passes your key to Azure OpenAI: "
+            "send it as 'Authorization: Bearer YOUR_AZURE_KEY'."
+        )
+    return {"api-key": caller.passthrough_key}
+
+
+def forwarded_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
+    """The few client headers Azure needs. Never `Authorization`, cookies, or the
+    client's `api-key` (the key is set by `azure_auth_headers`)."""
+    headers = {"User-Agent": _USER_AGENT}
+    for name in _FORWARDED_REQUEST_HEADERS:
+        value = client_headers.get(name)
+        if value is not None:
+            headers[name] = value
+    return headers
+
+
+def relayed_response_headers(upstream_headers: Mapping[str, str]) -> dict[str, str]:
+    relayed: dict[str, str] = {}
+    for name, value in upstream_headers.items():
+        lower = name.lower()
+        if lower in _RELAYED_EXACT or lower.startswith("x-ratelimit-"):
+            relayed[lower] = value
+    return relayed
+
+
+def with_model(body: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """A JSON body with `model` set to the deployment name (v1 and resource calls)."""
+    return {**body, "model": model}

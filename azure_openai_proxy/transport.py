@@ -1,0 +1,193 @@
+"""The one place the gateway talks to Azure. Every upstream byte goes through
+`Transport.send`; aiohttp's exceptions are translated here, once, into ours.
+
+A `Transport` is a Protocol so the benchmark can compare clients and a test can plug
+in one built from a plain function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import aiohttp
+from yarl import URL
+
+from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from azure_openai_proxy.settings import UpstreamSettings
+
+__all__ = [
+    "AiohttpTransport",
+    "BodyFactory",
+    "Transport",
+    "UpstreamRequest",
+    "UpstreamResponse",
+    "UpstreamStreamBroken",
+]
+
+# A request body that can be produced again for a retry: bytes, or a function that
+# returns a fresh async iterator over the (spooled) body.
+BodyFactory = Callable[[], AsyncIterator[bytes]]
+
+
+class UpstreamStreamBroken(UpstreamUnreachable):
+    """The upstream connection failed after the response headers arrived."""
+
+    code = "upstream_stream_broken"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamRequest:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | BodyFactory | None = None
+
+
+class UpstreamResponse(Protocol):
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    async def read(self, limit: int) -> bytes:
+        """The whole body, up to `limit` bytes (the rest is discarded)."""
+        ...
+
+    def chunks(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; raises `UpstreamStreamBroken` if the connection fails."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection (to the pool if the body was read, else closed)."""
+        ...
+
+
+class Transport(Protocol):
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse: ...
+
+    async def close(self) -> None: ...
+
+
+class _AiohttpResponse:
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
+
+    async def read(self, limit: int) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.chunks():
+            if size < limit:
+                parts.append(chunk[: limit - size])
+            size += len(chunk)
+        return b"".join(parts)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+            raise UpstreamStreamBroken(
+                "The connection to Azure OpenAI broke while the response was being read."
+            ) from exc
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                "Azure OpenAI stopped sending data (read timeout) in the middle of the response."
+            ) from exc
+
+    def close(self) -> None:
+        self._response.release()
+
+
+def _connector(settings: UpstreamSettings) -> aiohttp.BaseConnector:
+    common = {
+        "limit": settings.pool_size,
+        "keepalive_timeout": settings.keepalive_timeout,
+        "ttl_dns_cache": 300,
+    }
+    proxy = settings.socks_proxy or settings.http_proxy
+    if proxy:
+        # aiohttp-socks tunnels through SOCKS5 and HTTP (CONNECT) proxies alike, with the
+        # same pooled connector, so an upstream proxy costs no new connection per request.
+        from aiohttp_socks import ProxyConnector
+
+        connector: aiohttp.BaseConnector = ProxyConnector.from_url(proxy, rdns=True, **common)
+        return connector
+    return aiohttp.TCPConnector(**common)  # type: ignore[arg-type]
+
+
+class AiohttpTransport:
+    """aiohttp's client with one pooled, keep-alive connector per worker."""
+
+    def __init__(self, settings: UpstreamSettings) -> None:
+        self._settings = settings
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=self._settings.connect_timeout,
+                sock_read=self._settings.read_timeout,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=_connector(self._settings),
+                timeout=timeout,
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+                trust_env=False,
+            )
+        return self._session
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        session = self._open()
+        body = request.body() if callable(request.body) else request.body
+        try:
+            response = await session.request(
+                request.method,
+                URL(request.url, encoded=True),
+                headers=request.headers,
+                data=body,
+                allow_redirects=False,
+            )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"Azure OpenAI did not answer in time ({_host(request.url)})."
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnreachable(
+                f"Cannot reach Azure OpenAI at {_host(request.url)}: {_reason(exc)}"
+            ) from exc
+        return _AiohttpResponse(response)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+            # Let the connector's transports finish closing (aiohttp's advice).
+            await asyncio.sleep(0)
+
+
+def _host(url: str) -> str:
+    return URL(url, encoded=True).host or "?"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection before answering"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "connection failed"
+    return type(exc).__name__
