@@ -207,6 +207,13 @@ class RoutingTable:
             return Pool(model, (self._dynamic_deployment(model, candidate, endpoint),), True)
         raise ModelNotFound(model, self.model_names)
 
+    def resolve_home(self) -> Pool:
+        """The default endpoint as a pool, for resource calls that name no model."""
+        endpoint = self._settings.default_endpoint
+        if endpoint is None:
+            raise ModelNotFound("(none)", self.model_names)
+        return Pool("", (self._dynamic_deployment("", "default", endpoint),), True)
+
     def _dynamic_deployment(self, model: str, deployment: str, endpoint: str) -> DeploymentSettings:
         settings = self._settings
         key = settings.default_api_key

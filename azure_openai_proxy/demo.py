@@ -1,0 +1,126 @@
+"""`azure-openai-proxy demo`: the bundled Azure emulator and the gateway, wired together.
+
+The gateway holds the emulator's key (server-side) and accepts one demo client key, so
+the printed `curl` line and `openai` snippet work exactly as printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from azure_openai_proxy.server.accesslog import configure_logging
+from azure_openai_proxy.server.app import create_app
+from azure_openai_proxy.settings import DeploymentSettings, Settings
+
+__all__ = ["DEMO_CLIENT_KEY", "DEMO_MODELS", "demo_settings", "main"]
+
+DEMO_CLIENT_KEY = "demo-client-key"
+_EMULATOR_KEY = "demo-azure-key"
+
+# OpenAI model name -> the emulator's default deployment name.
+DEMO_MODELS = {
+    "gpt-4o": "gpt-4o",
+    "gpt-4o-mini": "gpt-4o-mini",
+    "gpt-3.5-turbo": "gpt-35-turbo",
+    "o3-mini": "o3-mini",
+    "gpt-3.5-turbo-instruct": "gpt-35-turbo-instruct",
+    "text-embedding-3-small": "text-embedding-3-small",
+    "whisper-1": "whisper",
+    "tts-1": "tts",
+    "dall-e-3": "dall-e-3",
+}
+
+
+def demo_settings(listen: str, emulator_url: str) -> Settings:
+    deployments = tuple(
+        DeploymentSettings(
+            model_name=model,
+            deployment_name=deployment,
+            endpoint=emulator_url,
+            api_key=_EMULATOR_KEY,  # type: ignore[arg-type]
+            api_version="2025-04-01-preview",
+        )
+        for model, deployment in DEMO_MODELS.items()
+    )
+    return Settings(
+        listen=listen,
+        deployments=deployments,
+        default_endpoint=emulator_url,
+        default_api_key=_EMULATOR_KEY,  # type: ignore[arg-type]
+        client_keys=(DEMO_CLIENT_KEY,),  # type: ignore[arg-type]
+    )
+
+
+def _instructions(base: str) -> str:
+    return f"""
+azure-openai-proxy demo: the gateway at {base}/v1 in front of the bundled Azure emulator.
+Client key: {DEMO_CLIENT_KEY}
+
+Try it with curl:
+
+curl -s {base}/v1/chat/completions -H "Authorization: Bearer {DEMO_CLIENT_KEY}" -H "Content-Type: application/json" -d '{{"model": "gpt-4o", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+Or with the openai SDK (pip install openai):
+
+python3 -c 'from openai import OpenAI; c = OpenAI(base_url="{base}/v1", api_key="{DEMO_CLIENT_KEY}"); print(c.chat.completions.create(model="gpt-4o", messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)'
+
+Press Ctrl-C to stop.
+""".strip("\n")
+
+
+async def _run(listen: str, emulator_listen: str) -> None:
+    from azure_openai_proxy.emulator import create_emulator_app, load_emulator_config
+
+    emulator_host, _, emulator_port = emulator_listen.rpartition(":")
+    emulator = web.AppRunner(
+        create_emulator_app(load_emulator_config(None, api_key=_EMULATOR_KEY)),
+        access_log=None, handle_signals=False,
+    )
+    await emulator.setup()
+    await web.TCPSite(emulator, emulator_host, int(emulator_port)).start()
+    emulator_url = f"http://{emulator_host}:{emulator_port}"
+
+    settings = demo_settings(listen, emulator_url)
+    gateway = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    await gateway.setup()
+    await web.TCPSite(gateway, settings.host, settings.port).start()
+    shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
+    print(_instructions(f"http://{shown_host}:{settings.port}"), flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    await gateway.cleanup()
+    await emulator.cleanup()
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="azure-openai-proxy demo",
+        description="Run the gateway in front of the bundled Azure OpenAI emulator.",
+    )
+    parser.add_argument("-l", "--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
+    parser.add_argument("--emulator-listen", default="127.0.0.1:8001", metavar="HOST:PORT")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    configure_logging(args.log_level)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        asyncio.run(_run(args.listen, args.emulator_listen))
+    except OSError as exc:
+        print(f"azure-openai-proxy demo: {exc}", file=sys.stderr)
+        return 1
+    return 0

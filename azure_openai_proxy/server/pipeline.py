@@ -1,0 +1,417 @@
+"""The request path, in the order data flows:
+
+    classify -> authenticate -> read body -> pick deployment(s) -> translate
+      -> send upstream, with failover -> relay (normalized) -> log
+
+`Gateway.handle` is the one aiohttp handler for every proxied route. The decisions are
+made by pure modules (`routing`, `auth`, `translate`, `compat`, `normalize`); this module
+only sequences them and moves bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from azure_openai_proxy.auth import Caller, ClientKeyring
+from azure_openai_proxy.compat import DeploymentProfile, adapt_chat_request, infer_family
+from azure_openai_proxy.errors import (
+    BodyTooLarge,
+    GatewayError,
+    MalformedBody,
+    UpstreamError,
+    UpstreamHttpError,
+)
+from azure_openai_proxy.normalize.body import normalize_body
+from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
+from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate_upstream_error
+from azure_openai_proxy.routing import Pool, RoutingTable, Target, classify
+from azure_openai_proxy.server.accesslog import RequestRecord
+from azure_openai_proxy.server.balancer import Balancer
+from azure_openai_proxy.settings import DeploymentSettings, Settings
+from azure_openai_proxy.spool import SpooledBody, multipart_boundary
+from azure_openai_proxy.translate import (
+    api_version_for,
+    azure_auth_headers,
+    forwarded_headers,
+    relayed_response_headers,
+    upstream_url,
+)
+from azure_openai_proxy.transport import (
+    Transport,
+    UpstreamRequest,
+    UpstreamResponse,
+)
+
+__all__ = ["Gateway"]
+
+log = logging.getLogger("azure_openai_proxy")
+
+_ERROR_BODY_LIMIT = 1024 * 1024
+_JSON_RESPONSE_LIMIT = 256 * 1024 * 1024
+_NORMALIZED_STREAMS = frozenset({"chat/completions", "completions"})
+_MODEL_RESTORED = frozenset({"chat/completions", "completions", "embeddings"})
+
+
+@dataclass(slots=True)
+class _Body:
+    """The client's request body, as read once."""
+
+    json: dict[str, Any] | None = None
+    raw: bytes | None = None
+    spool: SpooledBody | None = None
+    boundary: bytes | None = None
+    content_type: str | None = None
+
+    def model(self) -> str | None:
+        if self.json is not None:
+            value = self.json.get("model")
+            if value is None:
+                return None
+            if not isinstance(value, str):
+                raise MalformedBody("`model` must be a string.", param="model")
+            return value
+        if self.spool is not None and self.boundary is not None:
+            field = self.spool.form_field("model", self.boundary)
+            return field[0] if field else None
+        return None
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+
+
+class Gateway:
+    """Per-worker request pipeline: one transport, one routing table, one balancer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Transport,
+        balancer: Balancer,
+        tokens: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.table = RoutingTable(settings)
+        self.keyring = ClientKeyring(tuple(k.get_secret_value() for k in settings.client_keys))
+        self.transport = transport
+        self.balancer = balancer
+        self.tokens = tokens
+        self._profiles: dict[int, DeploymentProfile] = {}
+
+    # -- entry point -----------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        record = RequestRecord(request_id=os.urandom(8).hex(), method=request.method)
+        request["record"] = record
+        started = time.perf_counter()
+        body: _Body | None = None
+        try:
+            target = classify(request.method, request.rel_url.raw_path, self.settings.api_base)
+            record.route = target.operation if target.kind != "resource" else target.operation.split("/")[0]
+            caller = self.keyring.authenticate(request.headers)
+            if target.kind in ("models", "model"):
+                return self._models(target)
+            body = await self._read_body(request, target)
+            response = await self._proxy(request, target, caller, body, record)
+            return response
+        except GatewayError as exc:
+            record.status = exc.http_status
+            record.error = type(exc).__name__
+            raise
+        finally:
+            if body is not None:
+                body.close()
+            record.total_ms = (time.perf_counter() - started) * 1000
+
+    # -- local answers -----------------------------------------------------------------
+
+    def _models(self, target: Target) -> web.Response:
+        created = 1_700_000_000
+        if target.kind == "model":
+            assert target.path_model is not None
+            pool = self.table.resolve(target.path_model)
+            return _json_response({"id": pool.model, "object": "model", "created": created,
+                                   "owned_by": "azure-openai"})
+        data = [
+            {"id": name, "object": "model", "created": created, "owned_by": "azure-openai"}
+            for name in self.table.model_names
+        ]
+        return _json_response({"object": "list", "data": data})
+
+    # -- reading the body ------------------------------------------------------------
+
+    async def _read_body(self, request: web.Request, target: Target) -> _Body:
+        content_type = request.headers.get("Content-Type", "")
+        if request.method in ("GET", "DELETE", "HEAD") and not request.can_read_body:
+            return _Body()
+        limit = self.settings.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise BodyTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+        wants_multipart = target.body_kind == "multipart" or (
+            target.kind == "resource" and content_type.lower().startswith("multipart/")
+        )
+        if wants_multipart:
+            boundary = multipart_boundary(content_type)
+            spool = await SpooledBody.read(request.content, limit)
+            return _Body(spool=spool, boundary=boundary, content_type=content_type)
+        raw = await _read_limited(request, limit)
+        if target.kind == "resource" and not raw:
+            return _Body(raw=raw, content_type=content_type or None)
+        if target.kind == "resource" and "json" not in content_type.lower() and content_type:
+            return _Body(raw=raw, content_type=content_type)
+        try:
+            parsed = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise MalformedBody(
+                "We could not parse the JSON body of your request. The body must be a "
+                "JSON object."
+            ) from None
+        if not isinstance(parsed, dict):
+            raise MalformedBody("The JSON body of your request must be an object.")
+        return _Body(json=parsed, raw=raw, content_type="application/json")
+
+    # -- proxying --------------------------------------------------------------------
+
+    def _pool_for(self, target: Target, body: _Body) -> tuple[Pool, str | None]:
+        model = target.path_model if target.kind == "deployment" and target.path_model else None
+        if model is None:
+            model = body.model()
+        if model is None:
+            if target.kind == "deployment":
+                raise MalformedBody("You must provide a model parameter.", param="model")
+            return self._home_pool(), None
+        return self.table.resolve(model), model
+
+    def _home_pool(self) -> Pool:
+        """Where deployment-less calls (GET files/{id}, ...) go when no model says."""
+        pools = self.table.pools
+        if self.settings.default_endpoint is not None:
+            return self.table.resolve_home()
+        if not pools:
+            raise MalformedBody("No deployment is configured to serve this request.")
+        return pools[0]
+
+    async def _proxy(
+        self, request: web.Request, target: Target, caller: Caller, body: _Body,
+        record: RequestRecord,
+    ) -> web.StreamResponse:
+        pool, client_model = self._pool_for(target, body)
+        record.model = client_model
+        candidates = self.balancer.candidates(pool)
+        last_error: GatewayError | None = None
+        for attempt, deployment in enumerate(candidates, start=1):
+            record.attempts = attempt
+            record.deployment = deployment.deployment_name
+            upstream_request, stream_policy = self._translate(
+                request, target, caller, body, deployment, client_model, record
+            )
+            sent = time.perf_counter()
+            lease = self.balancer.begin(deployment)
+            try:
+                response = await self.transport.send(upstream_request)
+            except UpstreamError as exc:
+                lease.failed(str(exc.code))
+                last_error = exc
+                record.retries.append(f"{deployment.deployment_name}:{exc.code}")
+                if not await self.balancer.may_retry(attempt, candidates, exc):
+                    break
+                continue
+            record.upstream_ms = (time.perf_counter() - sent) * 1000
+            record.azure_request_id = response.headers.get("x-request-id") or response.headers.get(
+                "apim-request-id"
+            )
+            lease.answered(response.status, response.headers)
+            if response.status >= 400:
+                error_body = await response.read(_ERROR_BODY_LIMIT)
+                response.close()
+                lease.done()
+                last_error = translate_upstream_error(
+                    response.status, response.headers, error_body,
+                    client_model=client_model, deployment=deployment.deployment_name,
+                )
+                if is_retryable(response.status):
+                    record.retries.append(f"{deployment.deployment_name}:{response.status}")
+                    if await self.balancer.may_retry(attempt, candidates, last_error):
+                        continue
+                raise last_error
+            try:
+                return await self._relay(request, target, response, stream_policy, client_model, record)
+            finally:
+                lease.done()
+        assert last_error is not None
+        raise self.balancer.exhausted(last_error)
+
+    def _profile(self, deployment: DeploymentSettings) -> DeploymentProfile:
+        key = id(deployment)
+        profile = self._profiles.get(key)
+        if profile is None:
+            family = (
+                deployment.model_family
+                if deployment.model_family != "auto"
+                else infer_family(deployment.deployment_name, deployment.model_name)
+            )
+            profile = DeploymentProfile(
+                api=deployment.api,
+                api_version=deployment.api_version,
+                family=family,
+                unsupported_params=frozenset(deployment.unsupported_params),
+            )
+            self._profiles[key] = profile
+        return profile
+
+    def _translate(
+        self, request: web.Request, target: Target, caller: Caller, body: _Body,
+        deployment: DeploymentSettings, client_model: str | None, record: RequestRecord,
+    ) -> tuple[UpstreamRequest, StreamPolicy | None]:
+        client_version = request.query.get("api-version") if target.native else None
+        version = api_version_for(
+            deployment, target, client_version, self.settings.honour_client_api_version
+        )
+        url = upstream_url(deployment, target, version, request.query.items())
+        headers = forwarded_headers(request.headers)
+        token = self.tokens.token_for(deployment) if deployment.auth == "entra" and self.tokens else None
+        headers.update(azure_auth_headers(deployment, caller, token))
+        needs_model = deployment.api == "v1" or target.kind == "resource"
+        policy: StreamPolicy | None = None
+        payload: bytes | Any = None
+        if body.json is not None:
+            data = body.json
+            changed = False
+            if target.operation in _NORMALIZED_STREAMS:
+                adapted = adapt_chat_request(data, self._profile(deployment))
+                if adapted.changed:
+                    data, changed = adapted.body, True
+                    record.adaptations = adapted.notes
+                if data.get("stream") is True:
+                    record.stream = True
+                    policy = StreamPolicy(
+                        client_model=client_model if self.settings.response_model == "client" else None,
+                        keep_azure_fields=self.settings.keep_azure_fields,
+                        strip_usage_frame=adapted.usage_injected,
+                    )
+            if needs_model and client_model is not None and data.get("model") != deployment.deployment_name:
+                data = {**data, "model": deployment.deployment_name}
+                changed = True
+            payload = orjson.dumps(data) if changed else body.raw
+            headers["content-type"] = "application/json"
+        elif body.spool is not None and body.boundary is not None:
+            replace = None
+            if needs_model and client_model is not None:
+                field = body.spool.form_field("model", body.boundary)
+                if field is not None and field[0] != deployment.deployment_name:
+                    replace = (field[1], field[2], deployment.deployment_name.encode())
+            payload = body.spool.replaying(replace)
+            headers["content-length"] = str(body.spool.length(replace))
+        elif body.raw:
+            payload = body.raw
+        return UpstreamRequest(request.method, url, headers, payload), policy
+
+    # -- relaying the answer ---------------------------------------------------------
+
+    async def _relay(
+        self, request: web.Request, target: Target, response: UpstreamResponse,
+        policy: StreamPolicy | None, client_model: str | None, record: RequestRecord,
+    ) -> web.StreamResponse:
+        record.status = response.status
+        headers = relayed_response_headers(response.headers)
+        content_type = headers.get("content-type", "")
+        if content_type.startswith("text/event-stream"):
+            return await self._relay_stream(request, response, headers, policy, record)
+        if content_type.startswith("application/json"):
+            raw = await response.read(_JSON_RESPONSE_LIMIT)
+            response.close()
+            if target.operation in _MODEL_RESTORED or target.operation == "responses":
+                restored = client_model if self.settings.response_model == "client" else None
+                raw = normalize_body(raw, client_model=restored,
+                                     keep_azure_fields=self.settings.keep_azure_fields)
+            if record.usage is None and b'"usage"' in raw:
+                record.usage = _usage_of(raw)
+            headers.pop("content-type", None)
+            return web.Response(status=response.status, body=raw, headers=headers,
+                                content_type="application/json")
+        return await self._relay_bytes(request, response, headers)
+
+    async def _relay_stream(
+        self, request: web.Request, response: UpstreamResponse, headers: dict[str, str],
+        policy: StreamPolicy | None, record: RequestRecord,
+    ) -> web.StreamResponse:
+        record.stream = True
+        headers["cache-control"] = "no-cache"
+        headers["x-accel-buffering"] = "no"
+        out = web.StreamResponse(status=response.status, headers=headers)
+        normalizer = ChatStreamNormalizer(policy) if policy is not None else None
+        await out.prepare(request)
+        ended_with_newline = True
+        try:
+            try:
+                async for chunk in response.chunks():
+                    data = normalizer.feed(chunk) if normalizer is not None else chunk
+                    if data:
+                        await out.write(data)
+                        ended_with_newline = data.endswith(b"\n")
+                tail = normalizer.finish() if normalizer is not None else b""
+            except UpstreamError as exc:
+                record.error = type(exc).__name__
+                tail = (
+                    normalizer.finish(upstream_failed=exc.message)
+                    if normalizer is not None
+                    else _raw_stream_error(exc)
+                )
+            if normalizer is None and not tail and not ended_with_newline:
+                tail = b"\n"  # chatgpt-web needs a newline after the last event
+            if tail:
+                await out.write(tail)
+            await out.write_eof()
+        finally:
+            response.close()
+            if normalizer is not None:
+                record.usage = normalizer.usage
+        return out
+
+    async def _relay_bytes(
+        self, request: web.Request, response: UpstreamResponse, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        out = web.StreamResponse(status=response.status, headers=headers)
+        await out.prepare(request)
+        try:
+            async for chunk in response.chunks():
+                await out.write(chunk)
+            await out.write_eof()
+        finally:
+            response.close()
+        return out
+
+
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"The request body is larger than the limit of {limit} bytes.")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _usage_of(raw: bytes) -> dict[str, Any] | None:
+    try:
+        usage = orjson.loads(raw).get("usage")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return usage if isinstance(usage, dict) else None
+
+
+def _raw_stream_error(exc: GatewayError) -> bytes:
+    return b"event: error\ndata: " + orjson.dumps(exc.body()) + b"\n\n"
+
+
+def _json_response(data: Mapping[str, Any], status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")

@@ -1,0 +1,161 @@
+"""Running the gateway: event loop, listening socket(s), worker processes, signals.
+
+- `SIGTERM`/`SIGINT`: stop accepting, let in-flight requests and streams finish for up to
+  `shutdown_grace_seconds`, then exit.
+- `SIGHUP`: reload the configuration. A bad new config is logged and the old one keeps
+  serving; requests already in flight finish on the routing they started with.
+- `--workers N`: N processes on one port (SO_REUSEPORT), each with its own pool state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from azure_openai_proxy.config import ConfigError, load_settings
+from azure_openai_proxy.server.accesslog import configure_logging
+from azure_openai_proxy.server.app import create_app, reload_app
+from azure_openai_proxy.settings import Settings
+
+__all__ = ["SettingsSource", "describe", "refuse_open_relay", "run", "serve_forever"]
+
+log = logging.getLogger("azure_openai_proxy")
+
+
+@dataclass(frozen=True)
+class SettingsSource:
+    """Where settings come from, so a worker or a reload can read them again."""
+
+    config_path: str | None
+    environ: Mapping[str, str] = field(default_factory=dict)
+    flags: Mapping[str, Any] = field(default_factory=dict)
+
+    def load(self) -> Settings:
+        return load_settings(self.config_path, self.environ, self.flags)
+
+
+def refuse_open_relay(settings: Settings) -> str | None:
+    if settings.is_open_relay and not settings.allow_open:
+        return (
+            "refusing to start: the gateway holds Azure keys but no client keys are set, so "
+            "anyone who can reach it could spend your quota. Set client_keys (config) or "
+            "AZURE_OPENAI_PROXY_CLIENT_KEYS, or pass --allow-open to run an open relay."
+        )
+    return None
+
+
+def describe(settings: Settings) -> str:
+    """The resolved routing table for `check-config`, with every key masked."""
+    rows = [("model", "deployment", "endpoint", "api", "api-version", "auth", "weight", "priority")]
+    for d in settings.deployments:
+        rows.append((d.model_name, d.deployment_name, d.endpoint, d.api, d.api_version,
+                     d.key_label, f"{d.weight:g}", str(d.priority)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append("")
+    lines.append(f"listen: {settings.listen}   api_base: {settings.api_base or '/'}")
+    if settings.default_endpoint:
+        key = "configured" if settings.default_api_key else "passthrough (client's key)"
+        lines.append(
+            f"default endpoint: {settings.default_endpoint} (api-version "
+            f"{settings.default_api_version}, key {key}); unmapped models go there"
+            + (" after the '.'/':' fallback" if settings.model_fallback else "")
+        )
+    lines.append(f"client keys: {len(settings.client_keys)} configured" if settings.client_keys
+                 else "client keys: none")
+    if settings.upstream.http_proxy or settings.upstream.socks_proxy:
+        lines.append(f"upstream proxy: {_mask_url(settings.upstream.socks_proxy or settings.upstream.http_proxy or '')}")
+    if settings.is_open_relay:
+        lines.append("WARNING: open relay: server-side Azure keys and no client keys")
+    return "\n".join(lines)
+
+
+def _mask_url(url: str) -> str:
+    """A proxy URL may carry user:password; show neither."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    return f"{scheme}{sep}{rest}"
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def serve_forever(settings: Settings, source: SettingsSource | None, reuse_port: bool) -> None:
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_grace_seconds
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host or None, settings.port, reuse_port=reuse_port,
+                       backlog=2048)
+    await site.start()
+    log.info("listening on http://%s (api_base %s, %d deployments)", settings.listen,
+             settings.api_base or "/", len(settings.deployments))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def reload() -> None:
+        if source is None:
+            return
+        try:
+            new = source.load()
+        except ConfigError as exc:
+            log.error("reload rejected, keeping the current configuration: %s", exc)
+            return
+        reload_app(app, new)
+        log.info("configuration reloaded (%d deployments)", len(new.deployments))
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    await stop.wait()
+    log.info("shutting down: finishing in-flight requests (up to %ss)",
+             settings.shutdown_grace_seconds)
+    await runner.cleanup()
+
+
+def _worker(settings: Settings, source: SettingsSource | None, reuse_port: bool) -> None:
+    configure_logging(settings.log_level)
+    _install_uvloop()
+    asyncio.run(serve_forever(settings, source, reuse_port))
+
+
+def run(settings: Settings, source: SettingsSource | None = None) -> int:
+    configure_logging(settings.log_level)
+    if settings.is_open_relay:
+        log.warning("OPEN RELAY: server-side Azure keys are set and no client keys are; anyone "
+                    "who can reach this gateway can use your Azure quota")
+    if settings.workers == 1:
+        _worker(settings, source, reuse_port=False)
+        return 0
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker, args=(settings, source, True), daemon=False)
+               for _ in range(settings.workers)]
+    for process in workers:
+        process.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for process in workers:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    for process in workers:
+        process.join()
+    return 0 if all(p.exitcode == 0 for p in workers) else 1
