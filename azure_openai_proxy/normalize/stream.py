@@ -1,0 +1,278 @@
+"""Rewrite an Azure OpenAI chat/completions SSE stream so it reads exactly like OpenAI's.
+
+`ChatStreamNormalizer` is a feed/finish object: the server feeds it upstream bytes and
+writes what it returns to the client; at upstream EOF (or failure) it calls `finish()`.
+It works for `chat.completion.chunk` and legacy `text_completion` streams alike.
+
+What reaches the client, one output event per kept upstream event (never split/merged):
+
+- Frames with no choice data are dropped: the prompt-annotation frame (`choices: []`
+  with `prompt_filter_results`, or `prompt_annotations` on 2023 previews) and the
+  asynchronous filter's annotation choices (no `delta`/`text`, only
+  `content_filter_results`/`content_filter_offsets`). When Azure fields are kept, the
+  dropped frame's prompt filter results ride on the next forwarded frame, so nothing
+  a client may want is lost. The async filter's per-offset annotations are dropped.
+- The usage frame (`choices: []` + `usage`) is kept, unless `strip_usage_frame` (the
+  gateway asked for usage on its own behalf); `usage` is recorded either way.
+- `id` and `created` are those of the first real frame, on every frame; `model` is
+  `policy.client_model` or else the first non-empty model Azure sent; an empty
+  `object` is filled from the stream's kind.
+- A kept choice always has `delta` (chat) or `text` (legacy), so `choices[0].delta`
+  never crashes a client.
+- Comments, `event:`/`id:`-only blocks, non-JSON data and JSON that is not an object
+  are dropped: OpenAI sends none, and naive line-splitting clients choke on them.
+- Each event goes out as `data: <json>\\n\\n`. A frame that needs no change is forwarded
+  as its raw bytes; only a changed frame is re-serialised (orjson).
+- The stream always ends with exactly one `data: [DONE]\\n\\n`, emitted when Azure's
+  `[DONE]` arrives (later bytes are ignored) or by `finish()`. Before it, at most one
+  synthesized error event, in OpenAI's `{"error": {...}}` shape that the openai SDKs
+  raise as `APIError`: `code: "content_filter"` if a choice finished with
+  `content_filter` (and `policy.error_on_content_filter`), else, if the stream was cut
+  (no `[DONE]`), `type: "server_error"`, `code: "stream_interrupted"`. None is added if
+  Azure itself sent an error event (it is forwarded as is).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from azure_openai_proxy.errors import error_body
+from azure_openai_proxy.sse import SseDecoder, SseEvent
+
+__all__ = ["ChatStreamNormalizer", "StreamPolicy"]
+
+DONE = b"data: [DONE]\n\n"
+CONTENT_FILTER_MESSAGE = (
+    "The response was filtered due to the content triggering Azure OpenAI's content "
+    "management policy."
+)
+_PROMPT_FILTER_KEYS = ("prompt_filter_results", "prompt_annotations")
+_CHOICE_FILTER_KEYS = ("content_filter_results", "content_filter_offsets")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamPolicy:
+    """How one stream is rewritten; built per request from the deployment's settings."""
+
+    client_model: str | None  # written into every frame's `model`; None keeps Azure's
+    keep_azure_fields: bool = True  # content_filter_results & co. kept or stripped
+    strip_usage_frame: bool = False  # gateway injected include_usage: hide its frame
+    error_on_content_filter: bool = True
+
+
+def _sse(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+class ChatStreamNormalizer:
+    """Feed upstream bytes, get client bytes; `finish()` once at upstream EOF or failure.
+
+    After the stream: `usage` (the usage frame's object, forwarded or not),
+    `finish_reasons` (choice index -> finish_reason), `frames_in` (upstream data
+    events, `[DONE]` included), `frames_out` (events written, `[DONE]` included),
+    `done` (the client's stream is complete).
+    """
+
+    def __init__(self, policy: StreamPolicy) -> None:
+        self._policy = policy
+        self._decoder = SseDecoder()
+        self._id: str | None = None
+        self._created: int | None = None
+        self._model: str | None = policy.client_model
+        self._object: str | None = None
+        self._carried: dict[str, Any] = {}  # prompt filter results for the next frame
+        self._filter_result: Any = None
+        self._error_sent = False
+        self.done = False
+        self.usage: dict[str, Any] | None = None
+        self.finish_reasons: dict[int, str] = {}
+        self.frames_in = 0
+        self.frames_out = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Return the bytes to write to the client for `chunk`: complete events only."""
+        if self.done:
+            return b""
+        return self._emit(self._decoder.feed(chunk))
+
+    def finish(self, *, upstream_failed: str | None = None) -> bytes:
+        """Close the client's stream: flush, add an error event if needed, then `[DONE]`.
+
+        `upstream_failed` describes why the upstream stopped (timeout, reset...); it goes
+        into the error event's message and must not contain secrets.
+        """
+        if self.done:
+            return b""
+        out = self._emit(self._decoder.flush())
+        if self.done:
+            return out
+        return out + self._close(cut=True, reason=upstream_failed)
+
+    def _emit(self, events: list[SseEvent]) -> bytes:
+        out = [b for b in map(self._frame, events) if b]
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _frame(self, event: SseEvent) -> bytes:
+        data = event.data
+        if data is None or self.done:
+            return b""
+        self.frames_in += 1
+        if data[:6] == b"[DONE]":
+            return self._close(cut=False, reason=None)
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return b""
+        if type(obj) is not dict:
+            return b""
+        if obj.get("error"):
+            self._error_sent = True
+            return self._out(event, obj, changed=False)
+        choices = obj.get("choices")
+        if not choices:
+            return self._usage_frame(event, obj)
+        if type(choices) is not list:
+            return b""
+        return self._choices_frame(event, obj, choices)
+
+    def _usage_frame(self, event: SseEvent, obj: dict[str, Any]) -> bytes:
+        usage = obj.get("usage")
+        if type(usage) is not dict:
+            # the prompt-annotation frame, or anything else without choice data
+            if self._policy.keep_azure_fields:
+                for key in _PROMPT_FILTER_KEYS:
+                    if key in obj:
+                        self._carried[key] = obj[key]
+            return b""
+        self.usage = usage
+        if self._policy.strip_usage_frame:
+            return b""
+        changed = self._restore(obj)
+        if type(obj.get("choices")) is not list:
+            obj["choices"] = []
+            changed = True
+        if not self._policy.keep_azure_fields:
+            changed = _strip_azure_fields(obj, []) or changed
+        return self._out(event, obj, changed=changed)
+
+    def _choices_frame(self, event: SseEvent, obj: dict[str, Any], choices: list[Any]) -> bytes:
+        kept = [c for c in choices if type(c) is dict and not _is_annotation(c)]
+        if not kept:
+            return b""
+        changed = len(kept) != len(choices)
+        if changed:
+            obj["choices"] = kept
+        self._note_finish(kept)
+        if self._policy.strip_usage_frame and "usage" in obj:
+            if type(obj["usage"]) is dict:
+                self.usage = obj["usage"]
+            del obj["usage"]
+            changed = True
+        elif type(obj.get("usage")) is dict:
+            self.usage = obj["usage"]
+        changed = self._restore(obj) or changed
+        key, empty = ("text", "") if self._object == "text_completion" else ("delta", {})
+        for choice in kept:
+            if "delta" not in choice and "text" not in choice:
+                choice[key] = empty
+                changed = True
+        if self._carried:
+            obj.update(self._carried)
+            self._carried = {}
+            changed = True
+        if not self._policy.keep_azure_fields:
+            changed = _strip_azure_fields(obj, kept) or changed
+        return self._out(event, obj, changed=changed)
+
+    def _note_finish(self, choices: list[dict[str, Any]]) -> None:
+        for choice in choices:
+            reason = choice.get("finish_reason")
+            if type(reason) is str:
+                index = choice.get("index")
+                self.finish_reasons[index if type(index) is int else 0] = reason
+                if reason == "content_filter":
+                    self._filter_result = choice.get("content_filter_results")
+
+    def _restore(self, obj: dict[str, Any]) -> bool:
+        """Adopt the first real id/created/model/object; write them into `obj`."""
+        if self._id is None and type(obj.get("id")) is str and obj["id"]:
+            self._id = obj["id"]
+        created = obj.get("created")
+        if self._created is None and type(created) is int and created:
+            self._created = created
+        if self._model is None and type(obj.get("model")) is str and obj["model"]:
+            self._model = obj["model"]
+        if self._object is None and type(obj.get("object")) is str and obj["object"]:
+            self._object = obj["object"]
+        changed = False
+        for key, want in (
+            ("id", self._id),
+            ("created", self._created),
+            ("model", self._model),
+            ("object", self._object),
+        ):
+            if want is not None and obj.get(key) != want:
+                obj[key] = want
+                changed = True
+        return changed
+
+    def _out(self, event: SseEvent, obj: dict[str, Any], *, changed: bool) -> bytes:
+        self.frames_out += 1
+        if not changed:
+            raw, data = event.raw, event.data
+            assert data is not None
+            if len(raw) == len(data) + 8 and raw[:6] == b"data: " and raw[-2:] == b"\n\n":
+                return raw
+            if b"\n" not in data and b"\r" not in data:
+                return _sse(data)
+        return _sse(orjson.dumps(obj))
+
+    def _close(self, *, cut: bool, reason: str | None) -> bytes:
+        self.done = True
+        out = b""
+        if not self._error_sent:
+            error = self._closing_error(cut=cut, reason=reason)
+            if error is not None:
+                self.frames_out += 1
+                out = _sse(orjson.dumps(error))
+        self.frames_out += 1
+        return out + DONE
+
+    def _closing_error(self, *, cut: bool, reason: str | None) -> dict[str, Any] | None:
+        policy = self._policy
+        if policy.error_on_content_filter and "content_filter" in self.finish_reasons.values():
+            extra: dict[str, Any] = {}
+            if policy.keep_azure_fields and self._filter_result:
+                extra["content_filter_result"] = self._filter_result
+            return error_body(
+                CONTENT_FILTER_MESSAGE, "invalid_request_error", "content_filter", **extra
+            )
+        if not cut:
+            return None
+        if reason:
+            message = f"The Azure OpenAI stream failed before it completed: {reason}"
+        else:
+            message = "The Azure OpenAI stream ended before it completed (no [DONE] received)."
+        return error_body(message, "server_error", "stream_interrupted")
+
+
+def _is_annotation(choice: dict[str, Any]) -> bool:
+    """An async-filter annotation: no delta/text and no finish_reason, only filter data."""
+    return "delta" not in choice and "text" not in choice and choice.get("finish_reason") is None
+
+
+def _strip_azure_fields(obj: dict[str, Any], choices: list[dict[str, Any]]) -> bool:
+    changed = False
+    for key in _PROMPT_FILTER_KEYS:
+        if key in obj:
+            del obj[key]
+            changed = True
+    for choice in choices:
+        for key in _CHOICE_FILTER_KEYS:
+            if key in choice:
+                del choice[key]
+                changed = True
+    return changed
