@@ -70,11 +70,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid YAML{where}") from None
     if data is None:
         return {}
+    return _checked_mapping(data, f"config file {path}")
+
+
+def _checked_mapping(data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must be a mapping of keys at the top level")
+        raise ConfigError(f"{where} must be a mapping of keys at the top level")
     unknown = sorted(set(map(str, data)) - _TOP_LEVEL_KEYS)
     if unknown:
-        raise ConfigError(f"config file {path}: unknown key {unknown[0]!r}")
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
     return data
 
 
@@ -226,13 +230,19 @@ def _describe(exc: ValidationError, deployments: list[dict[str, Any]]) -> str:
 
 
 def load_settings(
-    config_file: str | Path | None,
+    config: str | Path | Mapping[str, Any] | None,
     environ: Mapping[str, str],
     flags: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """The one way to make `Settings`. A missing config file is fine when the
-    environment configures the gateway (the Go tool's env mode)."""
-    file_data = read_config_file(config_file) if config_file is not None else {}
+    """The one way to make `Settings`. `config` is a file's path, or its already-parsed
+    mapping. A missing config file is fine when the environment configures the gateway
+    (the Go tool's env mode)."""
+    if config is None:
+        file_data: dict[str, Any] = {}
+    elif isinstance(config, Mapping):
+        file_data = _checked_mapping(dict(config), "config")
+    else:
+        file_data = read_config_file(config)
     file_data = _substitute_env(file_data, environ, "config")
     env_layer, mapper = _env_layer(environ)
     merged = _merge(file_data, env_layer, dict(flags or {}))

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from azure_openai_proxy.server.accesslog import configure_logging
 from azure_openai_proxy.server.app import create_app
+from azure_openai_proxy.server.runner import run_loop
 from azure_openai_proxy.settings import DeploymentSettings, Settings
 
 __all__ = ["DEMO_CLIENT_KEY", "DEMO_MODELS", "demo_settings", "main"]
@@ -113,13 +114,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
     try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        asyncio.run(_run(args.listen, args.emulator_listen))
+        run_loop(_run(args.listen, args.emulator_listen))
     except OSError as exc:
         print(f"azure-openai-proxy demo: {exc}", file=sys.stderr)
         return 1

@@ -14,7 +14,7 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,12 +87,14 @@ def _mask_url(url: str) -> str:
     return f"{scheme}{sep}{rest}"
 
 
-def _install_uvloop() -> None:
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """uvloop where it is installed (it is a dependency off Windows), else asyncio's."""
     try:
         import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+    except ImportError:  # pragma: no cover
+        asyncio.run(main)
         return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    uvloop.run(main)
 
 
 async def serve_forever(settings: Settings, source: SettingsSource | None, reuse_port: bool) -> None:
@@ -131,8 +133,7 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
 
 def _worker(settings: Settings, source: SettingsSource | None, reuse_port: bool) -> None:
     configure_logging(settings.log_level)
-    _install_uvloop()
-    asyncio.run(serve_forever(settings, source, reuse_port))
+    run_loop(serve_forever(settings, source, reuse_port))
 
 
 def run(settings: Settings, source: SettingsSource | None = None) -> int:

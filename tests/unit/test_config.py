@@ -1,0 +1,180 @@
+"""Settings from the Go tool's config.yaml and environment, and our extensions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from azure_openai_proxy.config import ConfigError, load_settings, parse_model_mapper
+
+# The Go azure-openai-proxy's README example config, unchanged (note the unquoted dates).
+GO_TOOL_CONFIG = """\
+api_base: "/v1"
+deployment_config:
+  - deployment_name: "xxx"
+    model_name: "text-davinci-003"
+    endpoint: "https://xxx-east-us.openai.azure.com/"
+    api_key: "11111111111"
+    api_version: "2024-02-01"
+  - deployment_name: "yyy"
+    model_name: "gpt-3.5-turbo"
+    endpoint: "https://yyy.openai.azure.com/"
+    api_key: "11111111111"
+    api_version: 2024-02-01
+  - deployment_name: "zzzz"
+    model_name: "text-embedding-ada-002"
+    endpoint: "https://zzzz.openai.azure.com/"
+    api_key: "11111111111"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_go_tool_config_loads_unchanged(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, GO_TOOL_CONFIG), {})
+    assert settings.api_base == "/v1"
+    by_model = {d.model_name: d for d in settings.deployments}
+    assert set(by_model) == {"text-davinci-003", "gpt-3.5-turbo", "text-embedding-ada-002"}
+    assert by_model["gpt-3.5-turbo"].deployment_name == "yyy"
+    # An unquoted YAML date is read as the string it looks like.
+    assert by_model["gpt-3.5-turbo"].api_version == "2024-02-01"
+    # A deployment without api_version gets the default.
+    assert by_model["text-embedding-ada-002"].api_version == "2024-10-21"
+    # Trailing slash dropped, path kept.
+    assert by_model["text-davinci-003"].endpoint == "https://xxx-east-us.openai.azure.com"
+    assert by_model["yyy" and "gpt-3.5-turbo"].auth == "key"
+
+
+def test_go_tool_env_mode() -> None:
+    env = {
+        "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com/",
+        "AZURE_OPENAI_API_VER": "2024-02-01",
+        "AZURE_OPENAI_MODEL_MAPPER": " gpt-3.5-turbo = gpt-35-turbo , gpt-4o=my-4o ,",
+    }
+    settings = load_settings(None, env)
+    assert [(d.model_name, d.deployment_name) for d in settings.deployments] == [
+        ("gpt-3.5-turbo", "gpt-35-turbo"),
+        ("gpt-4o", "my-4o"),
+    ]
+    assert all(d.api_version == "2024-02-01" for d in settings.deployments)
+    assert all(d.auth == "passthrough" for d in settings.deployments)
+    assert settings.default_endpoint == "https://res.openai.azure.com"
+    assert not settings.is_open_relay
+
+
+def test_env_server_key_makes_keyed_deployments_and_open_relay_flag() -> None:
+    env = {
+        "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
+        "AZURE_OPENAI_MODEL_MAPPER": "gpt-4o=my-4o",
+        "AZURE_OPENAI_API_KEY": "server-secret",
+    }
+    settings = load_settings(None, env)
+    assert settings.deployments[0].auth == "key"
+    assert settings.is_open_relay
+    keyed = load_settings(None, {**env, "AZURE_OPENAI_PROXY_CLIENT_KEYS": "a, b"})
+    assert [k.get_secret_value() for k in keyed.client_keys] == ["a", "b"]
+    assert not keyed.is_open_relay
+
+
+def test_env_and_file_merge_with_env_winning(tmp_path: Path) -> None:
+    config = write(tmp_path, GO_TOOL_CONFIG + 'listen: "127.0.0.1:9000"\n')
+    env = {
+        "AZURE_OPENAI_ENDPOINT": "https://env.openai.azure.com",
+        "AZURE_OPENAI_MODEL_MAPPER": "gpt-3.5-turbo=from-env",
+        "AZURE_OPENAI_PROXY_LISTEN": "127.0.0.1:9100",
+    }
+    settings = load_settings(config, env)
+    by_model = {d.model_name: d for d in settings.deployments}
+    assert by_model["gpt-3.5-turbo"].deployment_name == "from-env"
+    assert by_model["gpt-3.5-turbo"].endpoint == "https://env.openai.azure.com"
+    assert by_model["text-davinci-003"].deployment_name == "xxx"
+    assert settings.listen == "127.0.0.1:9100"
+    # A flag beats both.
+    assert load_settings(config, env, {"listen": "127.0.0.1:9200"}).listen == "127.0.0.1:9200"
+
+
+def test_pools_and_env_references(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        """
+client_keys: [ck-1]
+models:
+  gpt-4o:
+    - {deployment_name: east, endpoint: https://east.openai.azure.com, api_key: "${EAST_KEY}", priority: 1, weight: 3}
+    - {deployment_name: west, endpoint: https://west.openai.azure.com/apim/prefix, api_key: "${WEST_KEY}", priority: 2, api: v1}
+""",
+    )
+    settings = load_settings(config, {"EAST_KEY": "k-east", "WEST_KEY": "k-west"})
+    east, west = settings.deployments
+    assert (east.model_name, west.model_name) == ("gpt-4o", "gpt-4o")
+    assert east.api_key is not None and east.api_key.get_secret_value() == "k-east"
+    assert west.endpoint == "https://west.openai.azure.com/apim/prefix"
+    assert (east.weight, west.priority, west.api) == (3, 2, "v1")
+    with pytest.raises(ConfigError, match="WEST_KEY is not set"):
+        load_settings(config, {"EAST_KEY": "k-east"})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("deployment_config:\n  - {model_name: a, deployment_name: b, endpoint: 'ftp://x'}\n",
+         "deployment for model 'a': endpoint: must be an http"),
+        ("deployment_config:\n  - {model_name: a, deployment_name: '../x', endpoint: 'https://x'}\n",
+         "deployment_name: must be 1-64"),
+        ("deployment_config:\n  - {model_name: a, deployment_name: b, endpoint: 'https://x', api_version: 'soon'}\n",
+         "api_version: must look like"),
+        ("deployment_config:\n  - {model_name: a, deployment_name: b}\n", "no endpoint"),
+        ("listen: nowhere\n", "listen: must be HOST:PORT"),
+        ("bogus_key: 1\n", "unknown key 'bogus_key'"),
+        ("deployment_config: [\n", "not valid YAML at line"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ("client_keys: [k]\ndeployment_config:\n  - {model_name: a, deployment_name: b, endpoint: 'https://x'}\n",
+         "need"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(write(tmp_path, text), {})
+
+
+def test_config_errors_never_echo_a_key(tmp_path: Path) -> None:
+    config = write(
+        tmp_path,
+        "deployment_config:\n  - {model_name: a, deployment_name: b, endpoint: 'nope', "
+        "api_key: 'SUPER-SECRET-KEY'}\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, {})
+    assert "SUPER-SECRET-KEY" not in str(caught.value)
+    settings = load_settings(
+        write(tmp_path, "deployment_config:\n  - {model_name: a, deployment_name: b, "
+                        "endpoint: 'https://x', api_key: 'SUPER-SECRET-KEY'}\n"), {})
+    assert "SUPER-SECRET-KEY" not in repr(settings)
+
+
+def test_model_mapper_forms() -> None:
+    assert parse_model_mapper("a=b, c = d") == {"a": "b", "c": "d"}
+    assert parse_model_mapper("gpt-3.5-turbo:gpt-35-turbo") == {"gpt-3.5-turbo": "gpt-35-turbo"}
+    assert parse_model_mapper("") == {}
+    with pytest.raises(ConfigError, match="not MODEL=DEPLOYMENT"):
+        parse_model_mapper("gpt-4o")
+
+
+def test_mapper_without_endpoint_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="AZURE_OPENAI_ENDPOINT is not"):
+        load_settings(None, {"AZURE_OPENAI_MODEL_MAPPER": "a=b"})
+
+
+def test_proxies_from_env() -> None:
+    settings = load_settings(None, {
+        "AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com",
+        "AZURE_OPENAI_SOCKS_PROXY": "socks5://127.0.0.1:1080",
+        "AZURE_OPENAI_HTTP_PROXY": "http://127.0.0.1:3128",
+    })
+    assert settings.upstream.socks_proxy == "socks5://127.0.0.1:1080"
+    assert settings.upstream.http_proxy == "http://127.0.0.1:3128"

@@ -1,0 +1,141 @@
+"""Classifying client paths and resolving model names to pools."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from azure_openai_proxy.config import load_settings
+from azure_openai_proxy.errors import (
+    GatewayError,
+    HostileInput,
+    MethodNotAllowed,
+    ModelNotFound,
+    RouteNotFound,
+)
+from azure_openai_proxy.routing import RoutingTable, Target, classify
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("POST", "/v1/chat/completions", Target("deployment", "chat/completions")),
+        ("POST", "/chat/completions", Target("deployment", "chat/completions")),
+        ("POST", "/v1/embeddings", Target("deployment", "embeddings")),
+        ("POST", "/v1/engines/ada/embeddings", Target("deployment", "embeddings", "ada")),
+        ("POST", "/v1/audio/transcriptions", Target("deployment", "audio/transcriptions")),
+        ("POST", "/v1/images/edits", Target("deployment", "images/edits")),
+        ("GET", "/v1/models", Target("models", "models")),
+        ("GET", "/v1/models/gpt-4o", Target("model", "models", "gpt-4o")),
+        ("POST", "/v1/responses", Target("resource", "responses")),
+        ("GET", "/v1/files/file-abc/content", Target("resource", "files/file-abc/content")),
+        ("POST", "/v1/batches/batch_1/cancel", Target("resource", "batches/batch_1/cancel")),
+        ("POST", "/openai/deployments/my-4o/chat/completions",
+         Target("deployment", "chat/completions", "my-4o", native=True)),
+        ("POST", "/openai/responses", Target("resource", "responses", native=True)),
+        ("POST", "/openai/v1/chat/completions", Target("deployment", "chat/completions")),
+    ],
+)
+def test_classify(method: str, path: str, expected: Target) -> None:
+    assert classify(method, path, "/v1") == expected
+
+
+def test_classify_custom_api_base() -> None:
+    assert classify("POST", "/api/openai/chat/completions", "/api/openai") == Target(
+        "deployment", "chat/completions"
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "error"),
+    [
+        ("POST", "/v1/nothing/here", RouteNotFound),
+        ("GET", "/v1/chat/completions", MethodNotAllowed),
+        ("POST", "/v1/models", MethodNotAllowed),
+        ("GET", "/v1/files/a%2Fb", HostileInput),
+        ("GET", "/v1/files/%2e%2e", HostileInput),
+        ("GET", "/v1/files/..", HostileInput),
+        ("GET", "/v1/files/a%3Fb", HostileInput),
+        ("GET", "/v1/files/a%23b", HostileInput),
+        ("GET", "/v1/files/a%0d%0ab", HostileInput),
+        ("POST", "/openai/deployments/x/not-an-op", RouteNotFound),
+        ("GET", "/v1/files/1/2/3/4/5/6/7/8", RouteNotFound),
+    ],
+)
+def test_classify_rejects(method: str, path: str, error: type[GatewayError]) -> None:
+    with pytest.raises(error):
+        classify(method, path, "/v1")
+
+
+@given(st.text(max_size=300))
+def test_classify_never_lets_a_resource_segment_escape(path: str) -> None:
+    try:
+        target = classify("GET", "/v1/files/" + path, "/v1")
+    except GatewayError:
+        return
+    if target.kind == "resource":
+        for segment in target.operation.split("/"):
+            assert segment not in ("", ".", "..")
+            assert all(c.isascii() and (c.isalnum() or c in "-_.") for c in segment)
+
+
+def _table(**extra: object) -> RoutingTable:
+    config = {
+        "deployment_config": [
+            {"model_name": "gpt-3.5-turbo", "deployment_name": "gpt35", "endpoint": "https://a.example"},
+            {"model_name": "gpt-4o", "deployment_name": "east", "endpoint": "https://a.example"},
+            {"model_name": "gpt-4o", "deployment_name": "west", "endpoint": "https://b.example"},
+        ],
+        **extra,
+    }
+    return RoutingTable(load_settings(config, {}))
+
+
+def test_resolve_explicit_pool_and_by_deployment_name() -> None:
+    table = _table()
+    pool = table.resolve("gpt-4o")
+    assert [d.deployment_name for d in pool.deployments] == ["east", "west"]
+    assert table.resolve("gpt35").model == "gpt35"  # a deployment name resolves too
+
+
+def test_fallback_strips_dots_and_colons() -> None:
+    table = _table(deployment_config=[
+        {"model_name": "gpt-35-turbo", "deployment_name": "d", "endpoint": "https://a.example"}
+    ])
+    assert table.resolve("gpt-3.5-turbo").deployments[0].deployment_name == "d"
+    no_fallback = _table(model_fallback=False, deployment_config=[
+        {"model_name": "gpt-35-turbo", "deployment_name": "d", "endpoint": "https://a.example"}
+    ])
+    with pytest.raises(ModelNotFound) as caught:
+        no_fallback.resolve("gpt-3.5-turbo")
+    body = caught.value.body()["error"]
+    assert body["code"] == "model_not_found"
+    assert "gpt-3.5-turbo" in body["message"] and "gpt-35-turbo" in body["message"]
+
+
+def test_default_endpoint_serves_unmapped_models_as_deployments() -> None:
+    settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": "https://r.example",
+                                    "AZURE_OPENAI_MODEL_MAPPER": "gpt-4o=my-4o"})
+    table = RoutingTable(settings)
+    pool = table.resolve("gpt-4.1-mini")
+    assert pool.dynamic
+    assert pool.deployments[0].deployment_name == "gpt-41-mini"
+    assert pool.deployments[0].endpoint == "https://r.example"
+
+
+@pytest.mark.parametrize(
+    "model", ["../x", "a/b", "a?b", "a#b", "a b", "a\r\nb", "%2e%2e", "x" * 300, ""]
+)
+def test_hostile_model_names_are_refused(model: str) -> None:
+    settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": "https://r.example",
+                                    "AZURE_OPENAI_MODEL_MAPPER": "gpt-4o=my-4o"})
+    with pytest.raises(HostileInput):
+        RoutingTable(settings).resolve(model)
+
+
+def test_dot_only_names_never_become_a_deployment() -> None:
+    settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": "https://r.example",
+                                    "AZURE_OPENAI_MODEL_MAPPER": "gpt-4o=my-4o"})
+    with pytest.raises(ModelNotFound):
+        RoutingTable(settings).resolve("..")

@@ -1,0 +1,133 @@
+"""Upstream URLs and headers built from a target and a deployment."""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from azure_openai_proxy.auth import Caller, ClientKeyring, presented_key
+from azure_openai_proxy.errors import AuthenticationFailed
+from azure_openai_proxy.routing import Target
+from azure_openai_proxy.settings import DeploymentSettings
+from azure_openai_proxy.translate import (
+    api_version_for,
+    azure_auth_headers,
+    forwarded_headers,
+    relayed_response_headers,
+    upstream_url,
+)
+
+
+def deployment(**overrides: object) -> DeploymentSettings:
+    fields: dict[str, object] = {
+        "model_name": "gpt-4o", "deployment_name": "my-4o",
+        "endpoint": "https://res.openai.azure.com/", "api_key": "azure-secret",
+        "api_version": "2024-10-21",
+    }
+    fields.update(overrides)
+    return DeploymentSettings.model_validate(fields)
+
+
+CHAT = Target("deployment", "chat/completions")
+
+
+def test_dated_deployment_url_has_exactly_one_api_version() -> None:
+    d = deployment()
+    url = upstream_url(d, CHAT, api_version_for(d, CHAT, None, True))
+    assert url == "https://res.openai.azure.com/openai/deployments/my-4o/chat/completions?api-version=2024-10-21"
+
+
+def test_endpoint_path_prefix_is_kept() -> None:
+    d = deployment(endpoint="https://apim.example.com/team-a/aoai/")
+    url = upstream_url(d, CHAT, "2024-10-21")
+    assert url.startswith("https://apim.example.com/team-a/aoai/openai/deployments/my-4o/")
+
+
+def test_v1_deployment_url_has_no_dated_version() -> None:
+    d = deployment(api="v1", api_version="v1")
+    assert api_version_for(d, CHAT, "2024-02-01", True) is None
+    assert upstream_url(d, CHAT, None) == "https://res.openai.azure.com/openai/v1/chat/completions"
+    preview = deployment(api="v1", api_version="preview")
+    version = api_version_for(preview, CHAT, None, True)
+    assert upstream_url(preview, CHAT, version).endswith("/openai/v1/chat/completions?api-version=preview")
+
+
+def test_native_client_version_is_honoured_only_when_valid() -> None:
+    d = deployment()
+    native = Target("deployment", "chat/completions", "my-4o", native=True)
+    assert api_version_for(d, native, "2025-01-01-preview", True) == "2025-01-01-preview"
+    assert api_version_for(d, native, "2025-01-01-preview", False) == "2024-10-21"
+    assert api_version_for(d, native, "x&y=1", True) == "2024-10-21"
+    # An OpenAI-style path never takes a client's api-version.
+    assert api_version_for(d, CHAT, "2025-01-01-preview", True) == "2024-10-21"
+
+
+def test_resource_url_keeps_only_allowed_query() -> None:
+    d = deployment()
+    target = Target("resource", "files")
+    url = upstream_url(d, target, "2024-10-21", [("purpose", "batch"), ("path", "v1"),
+                                                  ("api-version", "evil"), ("limit", "5")])
+    parts = urlsplit(url)
+    assert parts.path == "/openai/files"
+    assert parse_qs(parts.query) == {"api-version": ["2024-10-21"], "purpose": ["batch"], "limit": ["5"]}
+
+
+def test_deployment_stray_query_is_dropped() -> None:
+    d = deployment()
+    url = upstream_url(d, CHAT, "2024-10-21", [("path", "v1"), ("path", "chat")])
+    assert "path=" not in url and url.count("api-version") == 1
+
+
+def test_deployment_name_is_percent_encoded() -> None:
+    # A configured name is already restricted; encoding is a second guard.
+    d = deployment(deployment_name="a.b_c-d")
+    assert "/deployments/a.b_c-d/" in upstream_url(d, CHAT, "v")
+
+
+def test_auth_headers_by_mode() -> None:
+    keyed = deployment()
+    assert azure_auth_headers(keyed, Caller(None, "client")) == {"api-key": "azure-secret"}
+    passthrough = deployment(api_key=None)
+    assert azure_auth_headers(passthrough, Caller(None, "client-azure-key")) == {
+        "api-key": "client-azure-key"
+    }
+    with pytest.raises(AuthenticationFailed):
+        azure_auth_headers(passthrough, Caller(None, None))
+    entra = deployment(api_key=None, auth="entra")
+    assert azure_auth_headers(entra, Caller(None, None), "tok") == {"Authorization": "Bearer tok"}
+
+
+def test_forwarded_headers_never_carry_client_credentials() -> None:
+    headers = forwarded_headers({
+        "Authorization": "Bearer sk-client", "api-key": "x", "Cookie": "c=1",
+        "content-type": "application/json", "OpenAI-Organization": "org", "openai-beta": "assistants=v2",
+    })
+    lowered = {k.lower() for k in headers}
+    assert "authorization" not in lowered and "api-key" not in lowered and "cookie" not in lowered
+    assert headers["content-type"] == "application/json"
+    assert headers["openai-beta"] == "assistants=v2"
+
+
+def test_relayed_response_headers() -> None:
+    relayed = relayed_response_headers({
+        "Content-Type": "application/json", "x-ratelimit-remaining-tokens": "10",
+        "retry-after-ms": "20", "Set-Cookie": "s", "Transfer-Encoding": "chunked",
+        "apim-request-id": "a", "Content-Length": "5",
+    })
+    assert relayed == {"content-type": "application/json", "x-ratelimit-remaining-tokens": "10",
+                       "retry-after-ms": "20", "apim-request-id": "a"}
+
+
+def test_presented_key_and_keyring() -> None:
+    assert presented_key({"Authorization": "Bearer  abc "}) == "abc"
+    assert presented_key({"api-key": "k"}) == "k"
+    assert presented_key({"Authorization": "Basic zzz"}) is None
+    ring = ClientKeyring(("one", "two"))
+    assert ring.authenticate({"Authorization": "Bearer two"}).key_id == "key-2"
+    with pytest.raises(AuthenticationFailed, match="didn't provide"):
+        ring.authenticate({})
+    with pytest.raises(AuthenticationFailed, match="Incorrect"):
+        ring.authenticate({"Authorization": "Bearer three"})
+    open_ring = ClientKeyring(())
+    assert open_ring.authenticate({"Authorization": "Bearer az"}).passthrough_key == "az"
