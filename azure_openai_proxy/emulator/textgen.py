@@ -20,11 +20,13 @@ TRIGGER_COMPLETION_FILTER = "TRIGGER_COMPLETION_FILTER"
 
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 _WORDS = (
-    "the azure model answers every request with a calm and careful sentence about clouds "
-    "rivers mountains data tokens streams gateways latency quotas regions deployments "
-    "engineers build reliable systems that keep working when networks fail and retries "
-    "succeed while users wait patiently for bright useful results in the quiet evening light"
-).split()
+    "the", "azure", "model", "answers", "every", "request", "with", "a", "calm", "and",
+    "careful", "sentence", "about", "clouds", "rivers", "mountains", "data", "tokens",
+    "streams", "gateways", "latency", "quotas", "regions", "deployments", "engineers", "build",
+    "reliable", "systems", "that", "keep", "working", "when", "networks", "fail", "and",
+    "retries", "succeed", "while", "users", "wait", "patiently", "for", "bright", "useful",
+    "results", "in", "the", "quiet", "evening", "light",
+)
 
 
 def count_tokens(text: str) -> int:

@@ -1,0 +1,224 @@
+"""The emulator's aiohttp application: the data-plane pipeline and its admin routes.
+
+Every data-plane request goes through one pipeline, in Azure's order:
+
+    log it -> route (404) -> authenticate (401) -> api-version (404 / 400 on v1)
+      -> deployment (404 DeploymentNotFound, 400 OperationNotSupported)
+      -> queued fault -> rate limit (429) -> operation handler
+
+and any `AzureError` raised on the way becomes its reply, with the Azure headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from azure_openai_proxy.emulator import admin, wire_errors
+from azure_openai_proxy.emulator.config import EmulatorConfig
+from azure_openai_proxy.emulator.exchange import ConnectionDropped, EmulatorState, Exchange
+from azure_openai_proxy.emulator.multipart import MultipartError, field, parse_form
+from azure_openai_proxy.emulator.ops import HANDLERS, JSON_OPERATIONS, MULTIPART_OPERATIONS, cost_of
+from azure_openai_proxy.emulator.ratelimit import RateLimiter, Verdict
+from azure_openai_proxy.emulator.requestlog import record
+from azure_openai_proxy.emulator.routing import OPERATION_TITLE, resolve
+from azure_openai_proxy.emulator.versions import dated_version, operation_available, v1_version
+
+STATE_KEY = web.AppKey("emulator_state", EmulatorState)
+_BAD_JSON = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
+    "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
+    "sent was not valid JSON. If you have trouble figuring out how to fix this, please contact "
+    "us through our help center at help.openai.com.)"
+)
+
+
+def create_emulator_app(config: EmulatorConfig) -> web.Application:
+    """A fresh emulator: its own deployments' windows, fault queue and request log."""
+    app = web.Application(client_max_size=config.max_body_bytes)
+    limits = [(d.name, d.tpm, d.rpm) for d in config.deployments]
+    app[STATE_KEY] = EmulatorState(config=config, limiter=RateLimiter(limits, time.monotonic))
+    admin.add_routes(app, STATE_KEY)
+    app.router.add_route("*", "/{tail:.*}", _handle)
+    return app
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    request_id = str(uuid.uuid4())
+    headers = _base_headers(state, request_id)
+    entry: dict[str, Any] = state.log.append(
+        record(
+            method=request.method, path=request.path, query=request.query_string,
+            query_pairs=request.query.items(), headers=request.headers.items(), body=b"",
+        )
+    )
+    exchange: Exchange | None = None
+    try:
+        raw = await _read_body(request, state.config.max_body_bytes, entry)
+        entry.update(record(method=request.method, path=request.path,
+                            query=request.query_string, query_pairs=request.query.items(),
+                            headers=request.headers.items(), body=raw))
+        route = resolve(request.method, request.path)
+        if route is None:
+            raise wire_errors.resource_not_found()
+        exchange = Exchange(request, state, route, raw, request_id, headers)
+        response = await _pipeline(exchange, entry)
+    except wire_errors.AzureError as error:
+        response = _error_response(error, headers)
+    except ConnectionDropped:
+        entry["status"] = exchange.answered if exchange is not None else None
+        raise asyncio.CancelledError() from None  # the socket is gone: write nothing
+    entry["status"] = response.status
+    return response
+
+
+async def _read_body(request: web.Request, limit: int, entry: dict[str, Any]) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        entry["body_size"] = request.content_length
+        raise wire_errors.payload_too_large(limit)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise wire_errors.payload_too_large(limit) from None
+
+
+async def _pipeline(ex: Exchange, entry: dict[str, Any]) -> web.StreamResponse:
+    state, route = ex.state, ex.route
+    _authenticate(ex)
+    raw_version = ex.request.query.get("api-version")
+    ex.version = v1_version(raw_version) if route.v1 else dated_version(raw_version)
+    if not operation_available(route.operation, ex.version):
+        raise wire_errors.resource_not_found()
+    if route.path_deployment is not None:
+        _bind_deployment(ex, route.path_deployment, entry)
+    _parse_body(ex)
+    if route.kind is not None and ex.deployment is None:
+        _bind_deployment(ex, _model_name(ex), entry)
+    name = ex.deployment.name if ex.deployment is not None else None
+    fault = state.faults.take(name)
+    if fault is not None:
+        entry["fault"] = fault.kind
+        await _apply_fault(ex, fault.kind, fault.seconds, fault.after_frames, fault.retry_after)
+    if ex.deployment is not None:
+        verdict = state.limiter.admit(ex.deployment.name, cost_of(ex))
+        if verdict is not None:
+            ex.headers.update(_limit_headers(verdict))
+            if not verdict.allowed:
+                raise wire_errors.rate_limited(
+                    OPERATION_TITLE.get(route.operation, route.operation),
+                    ex.version.raw, verdict.retry_after,
+                )
+    return await HANDLERS[route.operation](ex)
+
+
+def _authenticate(ex: Exchange) -> None:
+    config, headers = ex.config, ex.request.headers
+    key = headers.get("api-key")
+    if key is not None:
+        if key not in config.api_keys:
+            raise wire_errors.invalid_key()
+        return
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise wire_errors.invalid_key()
+    if token in config.entra_tokens or (ex.route.v1 and token in config.api_keys):
+        return
+    # A v1 bearer that is not a JWT was meant as a key; a JWT-shaped one as an Entra token.
+    if ex.route.v1 and token.count(".") != 2:
+        raise wire_errors.invalid_key()
+    raise wire_errors.invalid_token()
+
+
+def _parse_body(ex: Exchange) -> None:
+    operation = ex.route.operation
+    if operation in MULTIPART_OPERATIONS:
+        try:
+            ex.form = parse_form(ex.raw_body, ex.request.headers.get("Content-Type", ""))
+        except MultipartError as exc:
+            raise wire_errors.invalid_request(str(exc)) from None
+    elif operation in JSON_OPERATIONS:
+        try:
+            parsed = orjson.loads(ex.raw_body)
+        except orjson.JSONDecodeError:
+            raise wire_errors.invalid_request(_BAD_JSON) from None
+        if not isinstance(parsed, dict):
+            raise wire_errors.invalid_request(
+                f"{ex.raw_body[:80].decode('utf-8', 'replace')} is not of type 'object'"
+            )
+        ex.body = parsed
+
+
+def _model_name(ex: Exchange) -> str:
+    model = ex.body.get("model") if ex.body else field(ex.form, "model")
+    if not isinstance(model, str) or not model:
+        raise wire_errors.invalid_request(
+            "Missing required parameter: 'model'.", "model", "missing_required_parameter"
+        )
+    return model
+
+
+def _bind_deployment(ex: Exchange, name: str, entry: dict[str, Any]) -> None:
+    deployment = ex.config.deployment(name)
+    if deployment is None:
+        raise wire_errors.deployment_not_found()
+    entry["deployment"] = deployment.name
+    ex.deployment = deployment
+    ex.headers["azureml-model-session"] = f"{deployment.name}-emulated"
+    verdict = ex.state.limiter.peek(deployment.name)
+    if verdict is not None:
+        ex.headers.update(_limit_headers(verdict))
+    kind = ex.route.kind
+    if kind is not None and deployment.kind != kind:
+        raise wire_errors.operation_not_supported(
+            deployment.model, OPERATION_TITLE.get(ex.route.operation, ex.route.operation)
+        )
+
+
+async def _apply_fault(
+    ex: Exchange, kind: str, seconds: float, after_frames: int, retry_after: float
+) -> None:
+    if kind == "429":
+        assert ex.version is not None
+        operation = OPERATION_TITLE.get(ex.route.operation, ex.route.operation)
+        raise wire_errors.rate_limited(operation, ex.version.raw, retry_after)
+    if kind == "500":
+        raise wire_errors.server_error(ex.request_id)
+    if kind == "503":
+        raise wire_errors.service_unavailable()
+    if kind == "hang":
+        await asyncio.sleep(seconds)
+    elif kind == "drop":
+        raise ex.drop()
+    elif kind == "cut":
+        ex.cut_after = after_frames
+
+
+def _base_headers(state: EmulatorState, request_id: str) -> dict[str, str]:
+    return {
+        "apim-request-id": request_id,
+        "x-request-id": request_id,
+        "x-ms-region": state.config.region,
+        "x-ms-client-request-id": request_id,
+    }
+
+
+def _limit_headers(verdict: Verdict) -> dict[str, str]:
+    return {
+        "x-ratelimit-limit-requests": str(verdict.limit_requests),
+        "x-ratelimit-limit-tokens": str(verdict.limit_tokens),
+        "x-ratelimit-remaining-requests": str(verdict.remaining_requests),
+        "x-ratelimit-remaining-tokens": str(verdict.remaining_tokens),
+    }
+
+
+def _error_response(error: wire_errors.AzureError, headers: dict[str, str]) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(error.body), status=error.status,
+        headers={**headers, **error.headers}, content_type="application/json",
+    )

@@ -1,0 +1,73 @@
+"""The operation table: which handler answers each route, and what it costs on arrival."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from azure_openai_proxy.emulator import ops_media, ops_store, ops_text
+from azure_openai_proxy.emulator.exchange import Exchange
+from azure_openai_proxy.emulator.generation import prompt_list
+from azure_openai_proxy.emulator.ratelimit import estimate_cost
+from azure_openai_proxy.emulator.responses_api import input_text
+from azure_openai_proxy.emulator.textgen import messages_text
+
+Handler = Callable[[Exchange], Awaitable[web.StreamResponse]]
+
+HANDLERS: dict[str, Handler] = {
+    "chat": ops_text.chat,
+    "completions": ops_text.completions,
+    "embeddings": ops_text.embeddings,
+    "responses": ops_text.responses_create,
+    "transcriptions": ops_media.transcriptions,
+    "translations": ops_media.translations,
+    "speech": ops_media.speech,
+    "image_generations": ops_media.image_generations,
+    "image_edits": ops_media.image_edits,
+    "file_upload": ops_store.file_upload,
+    "files": ops_store.files,
+    "file": ops_store.file,
+    "file_content": ops_store.file_content,
+    "file_delete": ops_store.file_delete,
+    "batch_create": ops_store.batch_create,
+    "batch": ops_store.batch,
+    "batches": ops_store.batches,
+    "batch_cancel": ops_store.batch_cancel,
+    "models": ops_store.models,
+    "model": ops_store.model,
+    "response": ops_store.response,
+    "response_delete": ops_store.response_delete,
+}
+JSON_OPERATIONS = frozenset(
+    {"chat", "completions", "embeddings", "responses", "speech", "image_generations",
+     "batch_create"}
+)
+MULTIPART_OPERATIONS = frozenset({"transcriptions", "translations", "image_edits", "file_upload"})
+
+
+def _int(value: object, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def cost_of(ex: Exchange) -> int:
+    """The token cost Azure estimates on arrival: prompt characters / 4 + max tokens."""
+    body, natural = ex.body, ex.config.completion_tokens
+    operation = ex.route.operation
+    try:
+        if operation == "chat":
+            most = _int(body.get("max_completion_tokens") or body.get("max_tokens"), natural)
+            return estimate_cost(len(messages_text(body.get("messages") or [])),
+                                 most * max(1, _int(body.get("n"), 1)))
+        if operation == "completions":
+            chars = sum(len(text) for text, _ in prompt_list(body.get("prompt", "")))
+            copies = max(_int(body.get("n"), 1), _int(body.get("best_of"), 1))
+            return estimate_cost(chars, _int(body.get("max_tokens"), 16) * copies)
+        if operation == "embeddings":
+            return estimate_cost(len(str(body.get("input", ""))), 0)
+        if operation == "responses":
+            most = _int(body.get("max_output_tokens"), natural)
+            return estimate_cost(len(input_text(body)), most)
+    except Exception:  # a malformed body costs nothing here; its handler rejects it
+        return 0
+    return 0

@@ -1,0 +1,156 @@
+"""Handlers for audio (transcription, translation, speech) and images."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+from typing import Any
+
+from aiohttp import web
+
+from azure_openai_proxy.emulator import media, transcripts, wire_errors
+from azure_openai_proxy.emulator.exchange import Exchange
+from azure_openai_proxy.emulator.frames import prompt_results, safe_results
+from azure_openai_proxy.emulator.generation import check_prompt_filter
+from azure_openai_proxy.emulator.multipart import field
+
+_SIZE = re.compile(r"(\d{2,4})x(\d{2,4})")
+_VOICES = frozenset(
+    {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer",
+     "verse"}
+)
+
+
+async def transcriptions(ex: Exchange) -> web.StreamResponse:
+    return await _audio_text(ex, task="transcribe")
+
+
+async def translations(ex: Exchange) -> web.StreamResponse:
+    return await _audio_text(ex, task="translate")
+
+
+async def _audio_text(ex: Exchange, *, task: str) -> web.StreamResponse:
+    files = ex.form.get("file")
+    if not files:
+        raise wire_errors.invalid_request(
+            "Missing required parameter: 'file'.", "file", "missing_required_parameter"
+        )
+    fmt = field(ex.form, "response_format") or "json"
+    if fmt not in transcripts.FORMATS:
+        raise wire_errors.invalid_request(
+            f"Invalid value: '{fmt}'. Supported values are: "
+            + ", ".join(f"'{f}'" for f in transcripts.FORMATS) + ".",
+            "response_format", "invalid_value",
+        )
+    language = "english" if task == "translate" else (field(ex.form, "language") or "english")
+    granularities = [p.text for p in ex.form.get("timestamp_granularities[]", [])]
+    transcript = transcripts.transcribe(files[0].data, field(ex.form, "prompt") or "")
+    content_type, body = transcripts.render(
+        transcript, fmt, task=task, language=language, word_timestamps="word" in granularities
+    )
+    await ex.think(0)
+    if isinstance(body, dict):
+        return ex.json(body)
+    return ex.raw(body, content_type)
+
+
+async def speech(ex: Exchange) -> web.StreamResponse:
+    text = ex.body.get("input")
+    if not isinstance(text, str) or not text:
+        raise wire_errors.invalid_request(
+            "Missing required parameter: 'input'.", "input", "missing_required_parameter"
+        )
+    voice = ex.body.get("voice")
+    if voice not in _VOICES:
+        raise wire_errors.invalid_request(
+            f"Invalid value: '{voice}'. Supported values are: "
+            + ", ".join(f"'{v}'" for v in sorted(_VOICES)) + ".", "voice", "invalid_value",
+        )
+    fmt = ex.body.get("response_format", "mp3")
+    if fmt not in media.CONTENT_TYPES:
+        raise wire_errors.invalid_request(
+            f"Invalid value: '{fmt}'. Supported values are: "
+            + ", ".join(f"'{f}'" for f in media.CONTENT_TYPES) + ".",
+            "response_format", "invalid_value",
+        )
+    speed = ex.body.get("speed", 1.0)
+    if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0.25 <= speed <= 4:
+        raise wire_errors.invalid_request(
+            "Invalid 'speed': expected a number between 0.25 and 4.", "speed", "invalid_value"
+        )
+    check_prompt_filter(text)
+    audio = media.speech(fmt, text, float(speed))
+    await ex.think(0)
+    return ex.raw(audio, media.CONTENT_TYPES[fmt])
+
+
+def image_size(value: object) -> tuple[int, int]:
+    match = _SIZE.fullmatch(str(value))
+    if match is None or not all(16 <= int(g) <= 4096 for g in match.groups()):
+        raise wire_errors.invalid_request(
+            f"Invalid value: '{value}'. Supported values are: '1024x1024', '1792x1024', "
+            "and '1024x1792'.", "size", "invalid_value",
+        )
+    return int(match.group(1)), int(match.group(2))
+
+
+def _images_body(ex: Exchange, prompt: str, params: dict[str, Any], default_fmt: str) -> Any:
+    check_prompt_filter(prompt)
+    count = params.get("n", 1)
+    if isinstance(count, str) and count.isdigit():
+        count = int(count)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10:
+        raise wire_errors.invalid_request("Invalid 'n': expected 1 to 10.", "n", "invalid_value")
+    assert ex.deployment is not None
+    if ex.deployment.model.startswith("dall-e-3") and count != 1:
+        raise wire_errors.invalid_request("You must provide n=1 for this model.", "n")
+    width, height = image_size(params.get("size") or "1024x1024")
+    fmt = params.get("response_format") or default_fmt
+    if fmt not in ("url", "b64_json"):
+        raise wire_errors.invalid_request(
+            f"Invalid value: '{fmt}'. Supported values are: 'url' and 'b64_json'.",
+            "response_format", "invalid_value",
+        )
+    data = []
+    for index in range(count):
+        digest = hashlib.sha256(f"{prompt}\x1f{index}".encode()).digest()
+        image = media.png(width, height, (digest[0], digest[1], digest[2]))
+        item: dict[str, Any] = {"revised_prompt": prompt,
+                                "content_filter_results": safe_results(),
+                                "prompt_filter_results": prompt_results()}
+        if fmt == "b64_json":
+            item["b64_json"] = base64.b64encode(image).decode("ascii")
+        else:
+            image_id = ex.state.keep_image(image)
+            item["url"] = f"{ex.request.scheme}://{ex.request.host}/_emulator/images/{image_id}.png"
+        data.append(item)
+    return {"created": ex.created, "data": data}
+
+
+async def image_generations(ex: Exchange) -> web.StreamResponse:
+    prompt = ex.body.get("prompt")
+    if not isinstance(prompt, str) or not prompt:
+        raise wire_errors.invalid_request(
+            "Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter"
+        )
+    body = _images_body(ex, prompt, ex.body, "url")
+    await ex.think(0)
+    return ex.json(body)
+
+
+async def image_edits(ex: Exchange) -> web.StreamResponse:
+    if not (ex.form.get("image") or ex.form.get("image[]")):
+        raise wire_errors.invalid_request(
+            "Missing required parameter: 'image'.", "image", "missing_required_parameter"
+        )
+    prompt = field(ex.form, "prompt")
+    if not prompt:
+        raise wire_errors.invalid_request(
+            "Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter"
+        )
+    params = {name: parts[0].text for name, parts in ex.form.items()
+              if name in ("n", "size", "response_format")}
+    body = _images_body(ex, prompt, params, "b64_json")
+    await ex.think(0)
+    return ex.json(body)

@@ -1,0 +1,179 @@
+"""Handlers for the stored objects: files, batches, model listings, stored responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from azure_openai_proxy.emulator import frames, validation, wire_errors
+from azure_openai_proxy.emulator.config import EmulatorConfig
+from azure_openai_proxy.emulator.exchange import Exchange, new_id
+from azure_openai_proxy.emulator.generation import RequestFacts, plan_chat, plan_completions
+from azure_openai_proxy.emulator.multipart import field
+from azure_openai_proxy.emulator.ops_text import embeddings_body
+from azure_openai_proxy.emulator.versions import v1_version
+
+PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+BATCH_ENDPOINTS = ("/chat/completions", "/completions", "/embeddings", "/responses")
+_CAPABILITIES = {
+    "chat": {"chat_completion": True, "completion": False, "embeddings": False,
+             "inference": True, "fine_tune": False},
+    "completions": {"chat_completion": False, "completion": True, "embeddings": False,
+                    "inference": True, "fine_tune": False},
+    "embeddings": {"chat_completion": False, "completion": False, "embeddings": True,
+                   "inference": True, "fine_tune": False},
+}
+
+
+def _file(ex: Exchange) -> Any:
+    stored = ex.state.stores.files.get(ex.route.object_id or "")
+    if stored is None:
+        raise wire_errors.not_found_object("File", ex.route.object_id or "")
+    return stored
+
+
+async def file_upload(ex: Exchange) -> web.StreamResponse:
+    files = ex.form.get("file")
+    purpose = field(ex.form, "purpose")
+    if not files:
+        raise wire_errors.invalid_request(
+            "Missing required parameter: 'file'.", "file", "missing_required_parameter"
+        )
+    if purpose not in PURPOSES:
+        raise wire_errors.invalid_request(
+            f"Invalid value for 'purpose': {purpose!r}. Supported values are: "
+            + ", ".join(f"'{p}'" for p in PURPOSES) + ".", "purpose", "invalid_value",
+        )
+    meta = ex.state.stores.add_file(files[0].filename or "file", purpose, files[0].data)
+    return ex.json(meta, status=201)
+
+
+async def files(ex: Exchange) -> web.StreamResponse:
+    data = [f.meta for f in ex.state.stores.files.values()]
+    return ex.json({"object": "list", "data": data, "has_more": False})
+
+
+async def file(ex: Exchange) -> web.StreamResponse:
+    return ex.json(_file(ex).meta)
+
+
+async def file_content(ex: Exchange) -> web.StreamResponse:
+    return ex.raw(_file(ex).content, "application/octet-stream")
+
+
+async def file_delete(ex: Exchange) -> web.StreamResponse:
+    _file(ex)
+    del ex.state.stores.files[ex.route.object_id or ""]
+    return ex.json({"object": "file", "id": ex.route.object_id, "deleted": True})
+
+
+def run_batch_line(config: EmulatorConfig, item: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """Answer one JSONL batch request as the deployment named in its body would."""
+    body = item["body"]
+    deployment = config.deployment(str(body.get("model")))
+    if deployment is None:
+        return 404, dict(wire_errors.deployment_not_found().body)
+    url = str(item.get("url", "")).removeprefix("/v1")
+    facts = RequestFacts(deployment, new_id(""), 0, "prompt_filter_results",
+                         config.completion_tokens)
+    try:
+        if url == "/chat/completions" and deployment.kind == "chat":
+            validation.check_chat(body, v1_version(None), deployment.model, deployment.reasoning)
+            return 200, frames.chat_body(plan_chat(body, facts))
+        if url == "/completions" and deployment.kind == "completions":
+            return 200, frames.completions_body(plan_completions(body, facts))
+        if url == "/embeddings" and deployment.kind == "embeddings":
+            return 200, embeddings_body(body, deployment)
+    except wire_errors.AzureError as error:
+        return error.status, dict(error.body)
+    return 400, dict(wire_errors.operation_not_supported(deployment.model, url).body)
+
+
+def _batch_id(ex: Exchange) -> str:
+    batch_id = ex.route.object_id or ""
+    if batch_id not in ex.state.stores.batches:
+        raise wire_errors.not_found_object("Batch", batch_id)
+    return batch_id
+
+
+async def batch_create(ex: Exchange) -> web.StreamResponse:
+    assert ex.version is not None
+    for name in ("input_file_id", "endpoint", "completion_window"):
+        if name not in ex.body:
+            raise validation.missing(name, ex.version)
+    if ex.body["input_file_id"] not in ex.state.stores.files:
+        raise wire_errors.invalid_request(
+            f"File with id '{ex.body['input_file_id']}' not found.", "input_file_id"
+        )
+    if str(ex.body["endpoint"]).removeprefix("/v1") not in BATCH_ENDPOINTS:
+        raise wire_errors.invalid_request(
+            f"Invalid value: '{ex.body['endpoint']}'. Supported values are: "
+            + ", ".join(f"'{e}'" for e in BATCH_ENDPOINTS) + ".", "endpoint", "invalid_value",
+        )
+    return ex.json(ex.state.stores.create_batch(ex.body))
+
+
+async def batch(ex: Exchange) -> web.StreamResponse:
+    config = ex.config
+    batch_id = _batch_id(ex)
+    return ex.json(ex.state.stores.advance_batch(batch_id, lambda i: run_batch_line(config, i)))
+
+
+async def batches(ex: Exchange) -> web.StreamResponse:
+    config, stores = ex.config, ex.state.stores
+    data = [stores.advance_batch(b, lambda i: run_batch_line(config, i)) for b in stores.batches]
+    data.reverse()  # newest first, as the service lists them
+    return ex.json({"object": "list", "data": data, "has_more": False,
+                    "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None})
+
+
+async def batch_cancel(ex: Exchange) -> web.StreamResponse:
+    return ex.json(ex.state.stores.cancel_batch(_batch_id(ex)))
+
+
+def model_objects(config: EmulatorConfig) -> list[dict[str, Any]]:
+    """One model object per underlying model of the configured deployments."""
+    seen: dict[str, dict[str, Any]] = {}
+    for deployment in config.deployments:
+        seen.setdefault(deployment.model, {
+            "id": deployment.model,
+            "object": "model",
+            "created": 1_700_000_000,
+            "created_at": 1_700_000_000,
+            "owned_by": "system",
+            "status": "succeeded",
+            "lifecycle_status": "generally-available",
+            "capabilities": _CAPABILITIES.get(deployment.kind, {"inference": True}),
+            "deprecation": {"inference": 1_900_000_000},
+        })
+    return list(seen.values())
+
+
+async def models(ex: Exchange) -> web.StreamResponse:
+    return ex.json({"object": "list", "data": model_objects(ex.config)})
+
+
+async def model(ex: Exchange) -> web.StreamResponse:
+    for item in model_objects(ex.config):
+        if item["id"] == ex.route.object_id:
+            return ex.json(item)
+    raise wire_errors.not_found_object("Model", ex.route.object_id or "")
+
+
+def _stored_response(ex: Exchange) -> dict[str, Any]:
+    found = ex.state.stores.responses.get(ex.route.object_id or "")
+    if found is None:
+        raise wire_errors.not_found_object("Response", ex.route.object_id or "")
+    return found
+
+
+async def response(ex: Exchange) -> web.StreamResponse:
+    return ex.json(_stored_response(ex))
+
+
+async def response_delete(ex: Exchange) -> web.StreamResponse:
+    _stored_response(ex)
+    del ex.state.stores.responses[ex.route.object_id or ""]
+    return ex.json({"id": ex.route.object_id, "object": "response", "deleted": True})

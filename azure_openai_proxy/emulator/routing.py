@@ -1,0 +1,126 @@
+"""Which operation a method and path name, on either URL family. Pure.
+
+    /openai/deployments/{dep}/{op}?api-version=...   dated, deployment in the path
+    /openai/{responses|files|batches|models}...       dated, deployment (if any) in the body
+    /openai/v1/{op}                                    v1, deployment in the body's `model`
+
+`resolve` answers None for unknown paths and for a known path with the wrong method;
+the app turns both into Azure's 404 `Resource not found`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# operation -> the deployment kind it needs (None: not deployment-bound)
+OPERATION_KIND: dict[str, str | None] = {
+    "chat": "chat",
+    "completions": "completions",
+    "embeddings": "embeddings",
+    "transcriptions": "transcription",
+    "translations": "transcription",
+    "speech": "speech",
+    "image_generations": "images",
+    "image_edits": "images",
+    "responses": "chat",
+    "response": None,
+    "response_delete": None,
+    "files": None,
+    "file_upload": None,
+    "file": None,
+    "file_delete": None,
+    "file_content": None,
+    "batches": None,
+    "batch_create": None,
+    "batch": None,
+    "batch_cancel": None,
+    "models": None,
+    "model": None,
+}
+
+# Azure's names for operations, as its 429 and OperationNotSupported messages use them.
+OPERATION_TITLE = {
+    "chat": "ChatCompletions_Create",
+    "completions": "Completions_Create",
+    "embeddings": "Embeddings_Create",
+    "transcriptions": "AudioTranscriptions_Create",
+    "translations": "AudioTranslations_Create",
+    "speech": "AudioSpeech_Create",
+    "image_generations": "ImageGenerations_Create",
+    "image_edits": "ImageEdits_Create",
+    "responses": "Responses_Create",
+}
+
+_DEPLOYMENT_OPS = {
+    "chat/completions": "chat",
+    "completions": "completions",
+    "embeddings": "embeddings",
+    "audio/transcriptions": "transcriptions",
+    "audio/translations": "translations",
+    "audio/speech": "speech",
+    "images/generations": "image_generations",
+    "images/edits": "image_edits",
+}
+_ID = r"([A-Za-z0-9_.:-]{1,200})"
+# (pattern relative to /openai or /openai/v1, method, operation)
+_SHARED_ROUTES = [
+    (r"responses", "POST", "responses"),
+    (rf"responses/{_ID}", "GET", "response"),
+    (rf"responses/{_ID}", "DELETE", "response_delete"),
+    (r"files", "GET", "files"),
+    (r"files", "POST", "file_upload"),
+    (rf"files/{_ID}", "GET", "file"),
+    (rf"files/{_ID}", "DELETE", "file_delete"),
+    (rf"files/{_ID}/content", "GET", "file_content"),
+    (r"batches", "GET", "batches"),
+    (r"batches", "POST", "batch_create"),
+    (rf"batches/{_ID}", "GET", "batch"),
+    (rf"batches/{_ID}/cancel", "POST", "batch_cancel"),
+    (r"models", "GET", "models"),
+    (rf"models/{_ID}", "GET", "model"),
+]
+_V1_ROUTES = [(path, "POST", op) for path, op in _DEPLOYMENT_OPS.items()] + _SHARED_ROUTES
+_COMPILED_SHARED = [(re.compile(p + r"/?"), m, o) for p, m, o in _SHARED_ROUTES]
+_COMPILED_V1 = [(re.compile(p + r"/?"), m, o) for p, m, o in _V1_ROUTES]
+_DEPLOYMENT_PATH = re.compile(r"deployments/([^/]{1,256})/(.+?)/?")
+
+
+@dataclass(frozen=True)
+class Route:
+    """A resolved data-plane request: what to do, on which family, about what."""
+
+    operation: str
+    v1: bool
+    path_deployment: str | None = None
+    object_id: str | None = None
+
+    @property
+    def kind(self) -> str | None:
+        return OPERATION_KIND[self.operation]
+
+
+def resolve(method: str, path: str) -> Route | None:
+    """The route for `method path`, or None (Azure answers 404 for both cases)."""
+    if not path.startswith("/openai/"):
+        return None
+    rest = path[len("/openai/") :]
+    if rest.startswith("v1/"):
+        return _match(_COMPILED_V1, method, rest[3:], v1=True)
+    deployment = _DEPLOYMENT_PATH.fullmatch(rest)
+    if deployment is not None:
+        operation = _DEPLOYMENT_OPS.get(deployment.group(2))
+        if operation is None or method != "POST":
+            return None
+        return Route(operation, v1=False, path_deployment=deployment.group(1))
+    return _match(_COMPILED_SHARED, method, rest, v1=False)
+
+
+def _match(
+    routes: list[tuple[re.Pattern[str], str, str]], method: str, rest: str, *, v1: bool
+) -> Route | None:
+    for pattern, wanted, operation in routes:
+        found = pattern.fullmatch(rest)
+        if found is not None and wanted == method:
+            return Route(operation, v1=v1, object_id=found.group(1) if found.groups() else None)
+    return None
