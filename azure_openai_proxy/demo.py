@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from azure_openai_proxy.server.accesslog import configure_logging
-from azure_openai_proxy.server.app import create_app
+from azure_openai_proxy.server.app import RUNNER_OPTIONS, create_app
 from azure_openai_proxy.server.runner import run_loop
 from azure_openai_proxy.settings import DeploymentSettings, Settings
 
@@ -88,7 +88,7 @@ async def _run(listen: str, emulator_listen: str) -> None:
     emulator_url = f"http://{emulator_host}:{emulator_port}"
 
     settings = demo_settings(listen, emulator_url)
-    gateway = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    gateway = web.AppRunner(create_app(settings), handle_signals=False, **RUNNER_OPTIONS)  # type: ignore[arg-type]
     await gateway.setup()
     await web.TCPSite(gateway, settings.host, settings.port).start()
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host

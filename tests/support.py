@@ -31,6 +31,7 @@ class ServerThread:
 
     factory: AppFactory
     port: int = 0
+    runner_options: dict[str, Any] = field(default_factory=dict)
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     app: web.Application | None = None
     _runner: web.AppRunner | None = None
@@ -48,7 +49,8 @@ class ServerThread:
             made = self.factory()
             self.app = await made if asyncio.iscoroutine(made) else made  # type: ignore[assignment]
             assert self.app is not None
-            self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+            options = {"handle_signals": False, "access_log": None, **self.runner_options}
+            self._runner = web.AppRunner(self.app, **options)
             await self._runner.setup()
             site = web.TCPSite(self._runner, "127.0.0.1", self.port or free_port())
             await site.start()
@@ -88,8 +90,8 @@ class ServerThread:
 
 
 @contextmanager
-def serve(factory: AppFactory, port: int = 0) -> Iterator[ServerThread]:
-    server = ServerThread(factory, port=port).start()
+def serve(factory: AppFactory, port: int = 0, **runner_options: Any) -> Iterator[ServerThread]:
+    server = ServerThread(factory, port=port, runner_options=runner_options).start()
     try:
         yield server
     finally:

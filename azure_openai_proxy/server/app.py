@@ -30,7 +30,12 @@ from azure_openai_proxy.server.pipeline import Gateway
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.transport import AiohttpTransport, Transport
 
-__all__ = ["GATEWAY", "create_app"]
+__all__ = ["GATEWAY", "RUNNER_OPTIONS", "create_app", "reload_app"]
+
+# How the gateway must be served (aiohttp AppRunner options). Handler cancellation is
+# how a client that leaves mid-stream closes the upstream request at once, even while
+# the upstream is silent (a reasoning model thinking).
+RUNNER_OPTIONS: dict[str, object] = {"handler_cancellation": True, "access_log": None}
 
 log = logging.getLogger("azure_openai_proxy")
 

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.server.accesslog import configure_logging
-from azure_openai_proxy.server.app import create_app, reload_app
+from azure_openai_proxy.server.app import RUNNER_OPTIONS, create_app, reload_app
 from azure_openai_proxy.settings import Settings
 
 __all__ = ["SettingsSource", "describe", "refuse_open_relay", "run", "serve_forever"]
@@ -100,7 +100,8 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
 async def serve_forever(settings: Settings, source: SettingsSource | None, reuse_port: bool) -> None:
     app = create_app(settings)
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_grace_seconds
+        app, handle_signals=False, shutdown_timeout=settings.shutdown_grace_seconds,
+        **RUNNER_OPTIONS,  # type: ignore[arg-type]
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.host or None, settings.port, reuse_port=reuse_port,
