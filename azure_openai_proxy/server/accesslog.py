@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from aiohttp import web
 
-__all__ = ["RequestRecord", "access_logger", "configure_logging"]
+__all__ = ["RECORD", "RequestRecord", "access_logger", "configure_logging"]
 
 access_logger = logging.getLogger("azure_openai_proxy.access")
 log = logging.getLogger("azure_openai_proxy")
@@ -69,6 +70,12 @@ class RequestRecord:
         if self.error:
             line["error"] = self.error
         access_logger.info(orjson.dumps(line).decode())
+
+
+# Where a request's record is kept on the aiohttp request (typed key where aiohttp has one).
+RECORD: Any = (
+    web.RequestKey("record", RequestRecord) if hasattr(web, "RequestKey") else "record"
+)
 
 
 def configure_logging(level: str) -> None:

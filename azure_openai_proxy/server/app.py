@@ -24,7 +24,7 @@ from azure_openai_proxy.errors import (
     RouteNotFound,
     error_body,
 )
-from azure_openai_proxy.server.accesslog import RequestRecord
+from azure_openai_proxy.server.accesslog import RECORD, RequestRecord
 from azure_openai_proxy.server.balancer import Balancer
 from azure_openai_proxy.server.pipeline import Gateway
 from azure_openai_proxy.settings import Settings
@@ -86,7 +86,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         body = error_body("The gateway hit an unexpected error.", "server_error", "internal_error")
         response = web.Response(body=orjson.dumps(body), status=500,
                                 content_type="application/json")
-    record: RequestRecord | None = request.get("record")
+    record: RequestRecord | None = request.get(RECORD)
     if record is not None:
         if not record.status or response.status >= 400:
             record.status = response.status

@@ -33,7 +33,7 @@ from azure_openai_proxy.normalize.body import normalize_body
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate_upstream_error
 from azure_openai_proxy.routing import Pool, RoutingTable, Target, classify
-from azure_openai_proxy.server.accesslog import RequestRecord
+from azure_openai_proxy.server.accesslog import RECORD, RequestRecord
 from azure_openai_proxy.server.balancer import Balancer
 from azure_openai_proxy.settings import DeploymentSettings, Settings
 from azure_openai_proxy.spool import SpooledBody, multipart_boundary
@@ -110,7 +110,7 @@ class Gateway:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         record = RequestRecord(request_id=os.urandom(8).hex(), method=request.method)
-        request["record"] = record
+        request[RECORD] = record
         started = time.perf_counter()
         body: _Body | None = None
         try:
@@ -236,6 +236,7 @@ class Gateway:
                 last_error = translate_upstream_error(
                     response.status, response.headers, error_body,
                     client_model=client_model, deployment=deployment.deployment_name,
+                    client_credentials=deployment.auth == "passthrough",
                 )
                 if is_retryable(response.status):
                     record.retries.append(f"{deployment.deployment_name}:{response.status}")

@@ -81,8 +81,6 @@ def gateway_settings(upstream: str, **extra: Any) -> Settings:
              "api_key": AZURE_KEY, "api_version": "2025-04-01-preview"}
             for model, deployment in MODELS.items()
         ],
-        "endpoint": upstream,
-        "api_key": AZURE_KEY,
         "client_keys": [CLIENT_KEY],
     }
     config.update(extra)
