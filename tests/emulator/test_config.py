@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from azure_openai_proxy.emulator import DEFAULT_API_KEY, EmulatedDeployment, load_emulator_config
+from azure_openai_proxy.emulator.config import config_from_mapping, is_reasoning_model
+
+
+def test_default_set_covers_every_kind_and_required_names() -> None:
+    config = load_emulator_config(None)
+    assert config.api_keys == (DEFAULT_API_KEY,)
+    kinds = {d.kind for d in config.deployments}
+    assert kinds == {"chat", "completions", "embeddings", "transcription", "speech", "images"}
+    expected = {
+        "gpt-35-turbo": "gpt-35-turbo-0125", "gpt-4o": "gpt-4o-2024-08-06",
+        "gpt-4o-mini": "gpt-4o-mini-2024-07-18", "o3-mini": "o3-mini-2025-01-31",
+    }
+    for name, model in expected.items():
+        deployment = config.deployment(name)
+        assert deployment is not None and deployment.model == model
+    for name in ("gpt-35-turbo-instruct", "text-embedding-3-small", "whisper", "tts", "dall-e-3"):
+        assert config.deployment(name) is not None
+    assert all(d.tpm is not None and d.tpm >= 1_000_000 for d in config.deployments)
+
+
+def test_cli_key_is_key1_and_file_keys_follow(tmp_path: Path) -> None:
+    path = tmp_path / "e.yaml"
+    path.write_text(
+        "api_keys: [a, b]\nregion: swedencentral\nttft_ms: 5\n"
+        "deployments:\n  - {name: d, model: gpt-4o-2024-08-06, kind: chat, tpm: 1000}\n"
+    )
+    config = load_emulator_config(str(path), api_key="cli")
+    assert config.api_keys == ("cli", "a", "b")
+    assert config.region == "swedencentral" and config.ttft_ms == 5
+    deployment = config.deployments[0]
+    assert deployment.rpm == 6  # 6 RPM per 1,000 TPM
+
+
+def test_single_api_key_and_async_filter() -> None:
+    config = config_from_mapping(
+        {"api_key": "k", "deployments": [
+            {"name": "d", "model": "m", "kind": "chat", "async_filter": True, "tpm": None}
+        ]}
+    )
+    assert config.api_keys == ("k",)
+    assert config.deployments[0].async_filter is True
+    assert config.deployments[0].tpm is None and config.deployments[0].rpm is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        ({"deployments": []}, "deployments"),
+        ({"bogus": 1, "deployments": [{"name": "d", "model": "m", "kind": "chat"}]}, "bogus"),
+        ({"deployments": [{"name": "d", "model": "m", "kind": "video"}]}, "kind"),
+        ({"deployments": [{"model": "m", "kind": "chat"}]}, "name"),
+        ({"deployments": [{"name": "d", "model": "m", "kind": "chat", "tpm": -1}]}, "tpm"),
+        ({"deployments": [{"name": "d", "model": "m", "kind": "chat", "rpm": "x"}]}, "rpm"),
+        ({"deployments": [{"name": "d", "model": "m", "kind": "chat", "colour": 1}]}, "colour"),
+        ({"ttft_ms": "slow", "deployments": [{"name": "d", "model": "m", "kind": "chat"}]},
+         "ttft_ms"),
+        ({"api_key": "a", "api_keys": ["b"],
+          "deployments": [{"name": "d", "model": "m", "kind": "chat"}]}, "api_key"),
+        ({"deployments": [{"name": "d", "model": "m", "kind": "chat"},
+                          {"name": "d", "model": "m", "kind": "chat"}]}, "twice"),
+        ([1, 2], "mapping"),
+    ],
+)
+def test_invalid_config_names_the_key(raw: object, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        config_from_mapping(raw)
+
+
+def test_bad_yaml_is_a_value_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("deployments: [\n")
+    with pytest.raises(ValueError, match="YAML"):
+        load_emulator_config(str(path))
+
+
+def test_reasoning_models_by_prefix() -> None:
+    assert [is_reasoning_model(m) for m in ("o1", "o3-mini-2025-01-31", "o4-mini", "gpt-5-nano",
+                                            "gpt-4o", "gpt-35-turbo")] == [
+        True, True, True, True, False, False,
+    ]
+    assert EmulatedDeployment("x", "o1-2024-12-17", "chat").reasoning
+
+
+def test_deployment_overrides_latency() -> None:
+    config = config_from_mapping(
+        {"ttft_ms": 100, "token_ms": 10, "deployments": [
+            {"name": "a", "model": "m", "kind": "chat", "ttft_ms": 5},
+            {"name": "b", "model": "m", "kind": "chat"},
+        ]}
+    )
+    a, b = config.deployment("a"), config.deployment("b")
+    assert config.ttft_for(a) == 0.005 and config.token_delay_for(a) == 0.01
+    assert config.ttft_for(b) == 0.1

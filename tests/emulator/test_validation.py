@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from azure_openai_proxy.emulator import validation, wire_errors
+from azure_openai_proxy.emulator.versions import dated_version, v1_version
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def rejection(body: dict[str, Any], version: str, model: str = "gpt-4o-2024-08-06",
+              reasoning: bool = False) -> wire_errors.AzureError:
+    parsed = v1_version(None) if version == "v1" else dated_version(version)
+    with pytest.raises(wire_errors.AzureError) as caught:
+        validation.check_chat(body, parsed, model, reasoning)
+    return caught.value
+
+
+def accepts(body: dict[str, Any], version: str) -> None:
+    validation.check_chat(body, dated_version(version), "gpt-4o-2024-08-06", False)
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "first", "before"),
+    [
+        ("functions", [], "2023-07-01-preview", "2023-06-01-preview"),
+        ("tools", [], "2023-12-01-preview", "2023-10-01-preview"),
+        ("tools", [], "2024-02-01", "2023-05-15"),
+        ("max_completion_tokens", 5, "2024-09-01-preview", "2024-08-01-preview"),
+        ("parallel_tool_calls", True, "2024-10-21", "2024-06-01"),
+        ("store", True, "2024-12-01-preview", "2024-10-21"),
+        ("reasoning_effort", "low", "2024-12-01-preview", "2024-10-01-preview"),
+        ("prediction", {}, "2025-01-01-preview", "2024-12-01-preview"),
+    ],
+)
+def test_parameters_are_gated_by_version(param: str, value: Any, first: str, before: str) -> None:
+    accepts({"messages": MESSAGES, param: value}, first)
+    error = rejection({"messages": MESSAGES, param: value}, before)
+    assert error.status == 400
+    assert param in error.body["error"]["message"]
+
+
+def test_stream_options_accepted_on_2024_10_21_although_its_spec_omits_it() -> None:
+    accepts({"messages": MESSAGES, "stream": True, "stream_options": {}}, "2024-10-21")
+    error = rejection({"messages": MESSAGES, "stream": True, "stream_options": {}}, "2024-06-01")
+    assert error.body["error"]["message"] == "Unrecognized request argument supplied: stream_options"
+
+
+def test_older_shape_names_several_arguments() -> None:
+    error = rejection({"messages": MESSAGES, "store": True, "metadata": {}}, "2024-08-01-preview")
+    assert error.body == {"error": {
+        "message": "Unrecognized request arguments supplied: store, metadata",
+        "type": "invalid_request_error", "param": None, "code": None,
+    }}
+
+
+def test_newer_shape_is_unknown_parameter() -> None:
+    error = rejection({"messages": MESSAGES, "store": True}, "2024-10-21")
+    assert error.body == {"error": {
+        "message": "Unknown parameter: 'store'.", "type": "invalid_request_error",
+        "param": "store", "code": "unknown_parameter",
+    }}
+
+
+def test_unknown_parameters_rejected_even_on_v1() -> None:
+    assert rejection({"messages": MESSAGES, "frobnicate": 1}, "v1").body["error"]["code"] == (
+        "unknown_parameter"
+    )
+
+
+def test_missing_messages_has_both_shapes() -> None:
+    old = rejection({}, "2024-06-01").body["error"]
+    assert old["message"] == "'messages' is a required property"
+    new = rejection({}, "2024-10-21").body["error"]
+    assert new["code"] == "missing_required_parameter" and new["param"] == "messages"
+
+
+def test_bad_messages_types() -> None:
+    assert rejection({"messages": "hi"}, "2024-10-21").body["error"]["code"] == "invalid_type"
+    assert rejection({"messages": []}, "2024-10-21").body["error"]["code"] == "empty_array"
+    bad_tokens = rejection({"messages": MESSAGES, "max_tokens": "9"}, "2024-10-21")
+    assert bad_tokens.body["error"]["param"] == "max_tokens"
+
+
+def test_reasoning_model_rejects_max_tokens() -> None:
+    error = rejection({"messages": MESSAGES, "max_tokens": 10}, "2024-12-01-preview",
+                      "o3-mini-2025-01-31", True)
+    assert error.body["error"] == {
+        "message": "Unsupported parameter: 'max_tokens' is not supported with this model. "
+        "Use 'max_completion_tokens' instead.",
+        "type": "invalid_request_error", "param": "max_tokens", "code": "unsupported_parameter",
+    }
+
+
+@pytest.mark.parametrize("param", ["temperature", "top_p", "presence_penalty",
+                                   "frequency_penalty", "logprobs"])
+def test_reasoning_model_rejects_sampling(param: str) -> None:
+    error = rejection({"messages": MESSAGES, param: 0.5}, "2025-01-01-preview",
+                      "o3-mini-2025-01-31", True)
+    assert error.body["error"]["param"] == param
+    assert error.body["error"]["code"] == "unsupported_parameter"
+
+
+def test_reasoning_model_needs_2024_12_01_preview() -> None:
+    error = rejection({"messages": MESSAGES}, "2024-10-21", "o3-mini-2025-01-31", True)
+    assert error.body == {"error": {
+        "code": "BadRequest",
+        "message": "Model o3-mini is enabled only for api versions 2024-12-01-preview and later",
+    }}
+
+
+def test_json_schema_needs_2024_08_01_preview() -> None:
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}
+    accepts({"messages": MESSAGES, "response_format": fmt}, "2024-08-01-preview")
+    assert rejection({"messages": MESSAGES, "response_format": fmt}, "2024-06-01").status == 400
+
+
+def test_stream_options_without_stream() -> None:
+    error = rejection({"messages": MESSAGES, "stream_options": {"include_usage": True}}, "v1")
+    assert error.body["error"]["param"] == "stream_options"
+
+
+def test_embeddings_and_completions_checks() -> None:
+    version = dated_version("2024-10-21")
+    with pytest.raises(wire_errors.AzureError, match="input"):
+        validation.check_embeddings({}, version)
+    with pytest.raises(wire_errors.AzureError, match="encoding_format|float"):
+        validation.check_embeddings({"input": "x", "encoding_format": "int8"}, version)
+    with pytest.raises(wire_errors.AzureError, match="prompt"):
+        validation.check_completions({"prompt": 5}, version)
+    validation.check_completions({"prompt": "x", "best_of": 2, "echo": True}, version)
