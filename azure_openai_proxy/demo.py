@@ -58,6 +58,23 @@ def demo_settings(listen: str, emulator_url: str) -> Settings:
     )
 
 
+def _curl(base: str) -> str:
+    return (
+        f"curl -s {base}/v1/chat/completions -H 'Authorization: Bearer {DEMO_CLIENT_KEY}' "
+        "-H 'Content-Type: application/json' "
+        """-d '{"model": "gpt-4o", "messages": [{"role": "user", "content": "Hello"}]}'"""
+    )
+
+
+def _snippet(base: str) -> str:
+    return (
+        "python3 -c 'from openai import OpenAI; "
+        f'c = OpenAI(base_url="{base}/v1", api_key="{DEMO_CLIENT_KEY}"); '
+        'print(c.chat.completions.create(model="gpt-4o", messages=[{"role": "user", '
+        """"content": "Hello"}]).choices[0].message.content)'"""
+    )
+
+
 def _instructions(base: str) -> str:
     return f"""
 azure-openai-proxy demo: the gateway at {base}/v1 in front of the bundled Azure emulator.
@@ -65,11 +82,11 @@ Client key: {DEMO_CLIENT_KEY}
 
 Try it with curl:
 
-curl -s {base}/v1/chat/completions -H "Authorization: Bearer {DEMO_CLIENT_KEY}" -H "Content-Type: application/json" -d '{{"model": "gpt-4o", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+{_curl(base)}
 
 Or with the openai SDK (pip install openai):
 
-python3 -c 'from openai import OpenAI; c = OpenAI(base_url="{base}/v1", api_key="{DEMO_CLIENT_KEY}"); print(c.chat.completions.create(model="gpt-4o", messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)'
+{_snippet(base)}
 
 Press Ctrl-C to stop.
 """.strip("\n")

@@ -172,8 +172,9 @@ class UpstreamHttpError(GatewayError):
         body: dict[str, Any],
         headers: Mapping[str, str] | None = None,
     ):
-        error = body.get("error") if isinstance(body.get("error"), dict) else {}
-        super().__init__(str(error.get("message") or f"Azure OpenAI answered {status}"))
+        error = body.get("error")
+        message = error.get("message") if isinstance(error, dict) else None
+        super().__init__(str(message or f"Azure OpenAI answered {status}"))
         self._status = status
         self._body = body
         self._headers = dict(headers or {})

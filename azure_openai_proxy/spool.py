@@ -53,7 +53,7 @@ class SpooledBody:
                     file.close()
                 raise BodyTooLarge(f"The request body is larger than {limit} bytes.")
             if file is None and size > _MEMORY_LIMIT:
-                file = tempfile.TemporaryFile()
+                file = tempfile.TemporaryFile()  # noqa: SIM115  (owned by the SpooledBody)
                 file.write(b"".join(parts))
                 parts = []
             if file is not None:

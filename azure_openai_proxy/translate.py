@@ -60,9 +60,11 @@ def api_version_for(
     if deployment.api == "v1":
         version = deployment.api_version if deployment.api_version in ("preview",) else None
         return version
-    if honour and target.native and client_version and API_VERSION.match(client_version):
-        if client_version not in ("v1", "preview", "latest"):
-            return client_version
+    if (
+        honour and target.native and client_version and API_VERSION.match(client_version)
+        and client_version not in ("v1", "preview", "latest")
+    ):
+        return client_version
     return deployment.api_version
 
 

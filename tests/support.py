@@ -7,6 +7,7 @@ a blocking client (the official `openai` SDK's sync client) or from another loop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Iterator
@@ -80,10 +81,8 @@ class ServerThread:
 
     def stop(self) -> None:
         if self._runner is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.call(self._runner.cleanup)
-            except Exception:
-                pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         if self._thread is not None:
             self._thread.join(10)

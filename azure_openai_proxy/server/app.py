@@ -52,6 +52,7 @@ class GatewayHolder:
 GATEWAY = web.AppKey("gateway", GatewayHolder)
 _RETIRED = web.AppKey("retired_transports", set)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def _error_response(error: GatewayError) -> web.Response:
@@ -95,7 +96,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def _cors(settings: Settings) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def _cors(settings: Settings) -> Middleware:
     origins = frozenset(settings.cors_origins)
     any_origin = "*" in origins
 
@@ -141,11 +142,14 @@ async def _root(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, transport: Transport | None = None) -> web.Application:
     """The gateway as an aiohttp application. One per worker process."""
-    middlewares: list[Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]] = []
+    middlewares: list[Middleware] = []
     if settings.cors:
         middlewares.append(_cors(settings))
     middlewares.insert(0, errors)
-    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=middlewares,  # type: ignore[arg-type]  # aiohttp's Middleware is narrower
+        client_max_size=settings.max_body_bytes,
+    )
     app[_RETIRED] = set()
     holder = GatewayHolder(_gateway(settings, transport or AiohttpTransport(settings.upstream)))
     app[GATEWAY] = holder

@@ -27,7 +27,6 @@ from azure_openai_proxy.errors import (
     GatewayError,
     MalformedBody,
     UpstreamError,
-    UpstreamHttpError,
 )
 from azure_openai_proxy.normalize.body import normalize_body
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
@@ -291,6 +290,9 @@ class Gateway:
                 if adapted.changed:
                     data, changed = adapted.body, True
                     record.adaptations = adapted.notes
+                    if log.isEnabledFor(logging.DEBUG):
+                        log.debug("adapted request for %s: %s", deployment.deployment_name,
+                                  ", ".join(adapted.notes))
                 if data.get("stream") is True:
                     record.stream = True
                     policy = StreamPolicy(
@@ -323,6 +325,9 @@ class Gateway:
     ) -> web.StreamResponse:
         record.status = response.status
         headers = relayed_response_headers(response.headers)
+        if record.adaptations:
+            # Tell the client what the gateway changed so Azure would accept the request.
+            headers["x-proxy-adapted"] = ", ".join(record.adaptations)
         content_type = headers.get("content-type", "")
         if content_type.startswith("text/event-stream"):
             return await self._relay_stream(request, response, headers, policy, record)

@@ -73,7 +73,8 @@ def describe(settings: Settings) -> str:
     lines.append(f"client keys: {len(settings.client_keys)} configured" if settings.client_keys
                  else "client keys: none")
     if settings.upstream.http_proxy or settings.upstream.socks_proxy:
-        lines.append(f"upstream proxy: {_mask_url(settings.upstream.socks_proxy or settings.upstream.http_proxy or '')}")
+        proxy = settings.upstream.socks_proxy or settings.upstream.http_proxy or ""
+        lines.append(f"upstream proxy: {_mask_url(proxy)}")
     if settings.is_open_relay:
         lines.append("WARNING: open relay: server-side Azure keys and no client keys")
     return "\n".join(lines)
