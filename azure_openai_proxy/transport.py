@@ -167,7 +167,7 @@ class AiohttpTransport:
             raise UpstreamTimeout(
                 f"Azure OpenAI did not answer in time ({_host(request.url)})."
             ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
+        except (aiohttp.ClientError, OSError, *_PROXY_ERRORS) as exc:
             raise UpstreamUnreachable(
                 f"Cannot reach Azure OpenAI at {_host(request.url)}: {_reason(exc)}"
             ) from exc
@@ -181,6 +181,16 @@ class AiohttpTransport:
             await asyncio.sleep(0)
 
 
+def _proxy_errors() -> tuple[type[BaseException], ...]:
+    # aiohttp-socks raises its own errors (not aiohttp's, not OSError) for proxy failures.
+    from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
+
+    return (ProxyConnectionError, ProxyError, ProxyTimeoutError)
+
+
+_PROXY_ERRORS = _proxy_errors()
+
+
 def _host(url: str) -> str:
     return URL(url, encoded=True).host or "?"
 
@@ -190,4 +200,6 @@ def _reason(exc: BaseException) -> str:
         return "the server closed the connection before answering"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return "connection failed"
+    if isinstance(exc, _PROXY_ERRORS):
+        return "the upstream proxy failed (" + type(exc).__name__ + ")"
     return type(exc).__name__

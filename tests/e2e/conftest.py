@@ -74,10 +74,10 @@ def emulator() -> Iterator[Emulator]:
         yield Emulator(server)
 
 
-def gateway_settings(upstream: str, **extra: Any) -> Settings:
+def gateway_settings(endpoint: str, **extra: Any) -> Settings:
     config: dict[str, Any] = {
         "deployment_config": [
-            {"model_name": model, "deployment_name": deployment, "endpoint": upstream,
+            {"model_name": model, "deployment_name": deployment, "endpoint": endpoint,
              "api_key": AZURE_KEY, "api_version": "2025-04-01-preview"}
             for model, deployment in MODELS.items()
         ],
