@@ -1,0 +1,155 @@
+"""The console script as users run it: the Go tool's env mode and config.yaml, flags,
+check-config, open-relay refusal, config errors, logs, and the demo."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import AZURE_KEY, MASKED_AZURE_KEY, Emulator
+from tests.processes import cli, running
+from tests.support import free_port
+
+
+def post_chat(port: int, key: str, model: str = "gpt-3.5-turbo") -> dict[str, object]:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "secret prompt text"}])
+    return reply.model_dump()
+
+
+def test_go_tool_env_mode(emulator: Emulator) -> None:
+    port = free_port()
+    env = {
+        "AZURE_OPENAI_ENDPOINT": emulator.url + "/",
+        "AZURE_OPENAI_API_VER": "2024-02-01",
+        "AZURE_OPENAI_MODEL_MAPPER": "gpt-3.5-turbo=gpt-35-turbo",
+    }
+    with running(cli("-l", f"127.0.0.1:{port}"), port=port, env=env) as gateway:
+        reply = post_chat(port, AZURE_KEY)  # passthrough: the client's key is the Azure key
+        assert reply["model"] == "gpt-3.5-turbo"
+        entry = emulator.last()
+        assert entry["path"] == "/openai/deployments/gpt-35-turbo/chat/completions"
+        assert entry["query_params"] == {"api-version": ["2024-02-01"]}
+        assert entry["headers"]["api-key"] == MASKED_AZURE_KEY
+        # An unmapped model goes to the endpoint through the '.'/':' fallback.
+        post_chat(port, AZURE_KEY, model="gpt-4o")
+        assert emulator.last()["path"] == "/openai/deployments/gpt-4o/chat/completions"
+        output = gateway.output()
+    # One structured line per request; no prompts and no keys in the log.
+    lines = [json.loads(line.split(" ", 4)[4]) for line in output.splitlines() if '"request_id"' in line]
+    assert len(lines) == 2
+    assert lines[0]["route"] == "chat/completions" and lines[0]["status"] == 200
+    assert lines[0]["deployment"] == "gpt-35-turbo" and lines[0]["usage"]["total_tokens"] > 0
+    assert "secret prompt text" not in output and AZURE_KEY not in output
+
+
+def test_go_tool_config_file(emulator: Emulator, tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "config.yaml").write_text(f"""\
+api_base: "/v1"
+deployment_config:
+  - deployment_name: "gpt-35-turbo"
+    model_name: "gpt-3.5-turbo"
+    endpoint: "{emulator.url}/"
+    api_key: "{AZURE_KEY}"
+    api_version: 2024-02-01
+client_keys: ["team-key"]
+""")
+    # Run where the file is, with no -c: ./config.yaml is the default, as in the Go tool.
+    with running(cli("--listen", f"127.0.0.1:{port}"), port=port, cwd=tmp_path):
+        post_chat(port, "team-key")
+        entry = emulator.last()
+        assert entry["query_params"] == {"api-version": ["2024-02-01"]}
+        assert entry["headers"]["api-key"] == MASKED_AZURE_KEY
+        from openai import AuthenticationError
+
+        with pytest.raises(AuthenticationError):
+            post_chat(port, AZURE_KEY)  # the Azure key is not a gateway key
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cli(*args), capture_output=True, text=True, timeout=30, env=env, cwd=cwd)
+
+
+def test_check_config_prints_routing_table_with_keys_masked(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("""\
+client_keys: [client-secret-1]
+models:
+  gpt-4o:
+    - {deployment_name: east-4o, endpoint: "https://east.example/", api_key: "azure-secret-east", priority: 1}
+    - {deployment_name: west-4o, endpoint: "https://west.example/", api_key: "azure-secret-west", priority: 2, api: v1, api_version: v1}
+upstream: {socks_proxy: "socks5://user:proxy-pass@127.0.0.1:1080"}
+""")
+    result = run_cli("check-config", "-c", str(config), env={})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r"gpt-4o\s+east-4o\s+https://east.example\s+dated\s+2024-10-21\s+api-key \(configured\)", out)
+    assert re.search(r"gpt-4o\s+west-4o\s+https://west.example\s+v1\s+v1", out)
+    for secret in ("azure-secret-east", "azure-secret-west", "client-secret-1", "proxy-pass"):
+        assert secret not in out + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("deployment_config:\n  - {model_name: a, deployment_name: b, endpoint: 'nope'}\n",
+         "deployment for model 'a': endpoint: must be an http(s) URL"),
+        ("listen: [1]\n", "listen"),
+        ("cors: maybe\n", "cors"),
+    ],
+)
+def test_config_errors_stop_startup_with_one_clear_line(tmp_path: Path, text: str, message: str) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    result = run_cli("-c", str(config), env={})
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_open_relay_is_refused_unless_allowed(emulator: Emulator) -> None:
+    env = {"AZURE_OPENAI_ENDPOINT": emulator.url, "AZURE_OPENAI_MODEL_MAPPER": "gpt-4o=gpt-4o",
+           "AZURE_OPENAI_API_KEY": AZURE_KEY}
+    result = run_cli("-l", f"127.0.0.1:{free_port()}", env=env)
+    assert result.returncode == 2 and "open relay" in result.stderr
+    port = free_port()
+    with running(cli("-l", f"127.0.0.1:{port}", "--allow-open"), port=port, env=env) as gateway:
+        post_chat(port, "anything", model="gpt-4o")
+        assert "OPEN RELAY" in gateway.output()
+        assert AZURE_KEY not in gateway.output()
+
+
+def test_nothing_configured_is_a_clear_error(tmp_path: Path) -> None:
+    result = run_cli(env={}, cwd=tmp_path)
+    assert result.returncode == 2 and "nothing to serve" in result.stderr
+
+
+def test_version_flag() -> None:
+    result = run_cli("-v")
+    assert result.returncode == 0 and result.stdout.startswith("azure-openai-proxy ")
+
+
+def test_demo_works_as_printed() -> None:
+    port, emulator_port = free_port(), free_port()
+    with running(cli("demo", "--listen", f"127.0.0.1:{port}", "--emulator-listen",
+                     f"127.0.0.1:{emulator_port}"), port=port) as demo:
+        lines = demo.output().splitlines()
+        curl = next(line for line in lines if line.startswith("curl "))
+        snippet = next(line for line in lines if line.startswith("python3 -c "))
+        result = subprocess.run(curl, shell=True, capture_output=True, text=True, timeout=30)
+        assert json.loads(result.stdout)["choices"][0]["message"]["content"]
+        # The snippet, run with this interpreter (it has the openai SDK).
+        code = shlex.split(snippet)[2]
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip()
