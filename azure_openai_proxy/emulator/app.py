@@ -42,7 +42,9 @@ def create_emulator_app(config: EmulatorConfig) -> web.Application:
     """A fresh emulator: its own deployments' windows, fault queue and request log."""
     app = web.Application(client_max_size=config.max_body_bytes)
     limits = [(d.name, d.tpm, d.rpm) for d in config.deployments]
-    app[STATE_KEY] = EmulatorState(config=config, limiter=RateLimiter(limits, time.monotonic))
+    app[STATE_KEY] = EmulatorState(config=config, limiter=RateLimiter(
+        limits, time.monotonic, config.rate_window_seconds
+    ))
     admin.add_routes(app, STATE_KEY)
     app.router.add_route("*", "/{tail:.*}", _handle)
     return app

@@ -23,6 +23,7 @@ _TOP_KEYS = frozenset(
     {
         "api_keys", "api_key", "region", "entra_tokens", "ttft_ms", "token_ms",
         "max_body_bytes", "completion_tokens", "burst_tokens", "deployments",
+        "rate_window_seconds",
     }
 )
 _DEPLOYMENT_KEYS = frozenset(
@@ -80,6 +81,8 @@ class EmulatorConfig:
     max_body_bytes: int = 25 * _MiB
     completion_tokens: int = 16
     burst_tokens: int = 4
+    # Azure's TPM window is one minute (RPM: a sixth of it); tests may shrink it.
+    rate_window_seconds: float = 60.0
     _by_name: Mapping[str, EmulatedDeployment] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -150,6 +153,7 @@ def config_from_mapping(raw: object, *, api_key: str | None = None) -> EmulatorC
         max_body_bytes=int(_number(raw, "max_body_bytes", config.max_body_bytes, minimum=1)),
         completion_tokens=int(_number(raw, "completion_tokens", 16, minimum=1)),
         burst_tokens=int(_number(raw, "burst_tokens", 4, minimum=1)),
+        rate_window_seconds=float(_number(raw, "rate_window_seconds", 60.0, minimum=0.001)),
     )
 
 

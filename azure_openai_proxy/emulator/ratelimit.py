@@ -2,6 +2,7 @@
 
 Tokens: a one-minute sliding window of estimated costs against `tpm`.
 Requests: `rpm / 6` requests per sliding 10-second window.
+Tests may shrink both windows together (`rate_window_seconds`), keeping their 6:1 ratio.
 A request's cost is estimated on arrival, `estimate_cost`; it is charged when admitted.
 Pure: time comes from the injected `clock`, so tests drive it with a fake one.
 """
@@ -37,18 +38,20 @@ class Verdict:
 class DeploymentWindow:
     """The sliding windows of one deployment."""
 
-    def __init__(self, tpm: int, rpm: int) -> None:
+    def __init__(self, tpm: int, rpm: int, token_window: float = TOKEN_WINDOW) -> None:
         self.tpm = tpm
         self.rpm = rpm
+        self.token_window = token_window
+        self.request_window = token_window * REQUEST_WINDOW / TOKEN_WINDOW
         # Requests allowed per 10 s; fractional allowances are rounded down, minimum 1.
         self.per_window = max(1, rpm // 6)
         self._tokens: deque[tuple[float, int]] = deque()
         self._requests: deque[float] = deque()
 
     def _expire(self, now: float) -> None:
-        while self._tokens and self._tokens[0][0] <= now - TOKEN_WINDOW:
+        while self._tokens and self._tokens[0][0] <= now - self.token_window:
             self._tokens.popleft()
-        while self._requests and self._requests[0] <= now - REQUEST_WINDOW:
+        while self._requests and self._requests[0] <= now - self.request_window:
             self._requests.popleft()
 
     def _used_tokens(self) -> int:
@@ -75,14 +78,14 @@ class DeploymentWindow:
         for stamp, spent in self._tokens:
             excess -= spent
             if excess <= 0:
-                return stamp + TOKEN_WINDOW - now
-        return TOKEN_WINDOW
+                return stamp + self.token_window - now
+        return self.token_window
 
     def _request_wait(self, now: float) -> float:
         if len(self._requests) < self.per_window:
             return 0.0
         oldest_needed = self._requests[len(self._requests) - self.per_window]
-        return oldest_needed + REQUEST_WINDOW - now
+        return oldest_needed + self.request_window - now
 
     def _verdict(self, allowed: bool, wait: float) -> Verdict:
         return Verdict(
@@ -99,10 +102,14 @@ class RateLimiter:
     """The windows of every limited deployment; deployments without `tpm` are unlimited."""
 
     def __init__(
-        self, limits: Iterable[tuple[str, int | None, int | None]], clock: Callable[[], float]
+        self,
+        limits: Iterable[tuple[str, int | None, int | None]],
+        clock: Callable[[], float],
+        token_window: float = TOKEN_WINDOW,
     ) -> None:
         self._limits = {name: (tpm, rpm) for name, tpm, rpm in limits}
         self._clock = clock
+        self._token_window = token_window
         self._windows: dict[str, DeploymentWindow] = {}
 
     def _window(self, name: str) -> DeploymentWindow | None:
@@ -110,7 +117,8 @@ class RateLimiter:
         if tpm is None:
             return None
         if name not in self._windows:
-            self._windows[name] = DeploymentWindow(tpm, rpm if rpm is not None else tpm * 6 // 1000)
+            rpm = rpm if rpm is not None else tpm * 6 // 1000
+            self._windows[name] = DeploymentWindow(tpm, rpm, self._token_window)
         return self._windows[name]
 
     def admit(self, name: str, cost: int) -> Verdict | None:

@@ -10,7 +10,7 @@ import pytest
 from openai import AzureOpenAI, BadRequestError, NotFoundError
 from PIL import Image
 
-from azure_openai_proxy.emulator.media import wav, tone_samples
+from azure_openai_proxy.emulator.media import tone_samples, wav
 from tests.emulator.conftest import GA, KEY, PREVIEW, call
 from tests.support import ServerThread
 

@@ -69,3 +69,13 @@ def test_limiter_uses_injected_clock_and_resets() -> None:
     limiter.reset()
     peek = limiter.peek("a")
     assert peek is not None and peek.remaining_tokens == 100 and peek.limit_requests == 60
+
+
+def test_shrunken_windows_keep_their_ratio() -> None:
+    window = DeploymentWindow(tpm=100, rpm=6, token_window=6.0)
+    assert window.request_window == 1.0
+    assert window.admit(0.0, 10).allowed
+    blocked = window.admit(0.5, 10)
+    assert not blocked.allowed and blocked.retry_after == pytest.approx(0.5)
+    assert window.admit(1.0, 95).allowed is False  # tokens: 10 + 95 > 100 until t=6
+    assert window.admit(6.0, 95).allowed

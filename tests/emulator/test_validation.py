@@ -126,7 +126,7 @@ def test_embeddings_and_completions_checks() -> None:
     version = dated_version("2024-10-21")
     with pytest.raises(wire_errors.AzureError, match="input"):
         validation.check_embeddings({}, version)
-    with pytest.raises(wire_errors.AzureError, match="encoding_format|float"):
+    with pytest.raises(wire_errors.AzureError, match=r"encoding_format|float"):
         validation.check_embeddings({"input": "x", "encoding_format": "int8"}, version)
     with pytest.raises(wire_errors.AzureError, match="prompt"):
         validation.check_completions({"prompt": 5}, version)

@@ -1,0 +1,210 @@
+"""Raw HTTP against the emulator: exact error bodies, frame order and headers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from azure_openai_proxy.emulator import mask_secret
+from tests.emulator.conftest import (
+    ENTRA,
+    GA,
+    KEY,
+    admin_requests,
+    call,
+    chat_path,
+    hello,
+    sse_data,
+)
+from tests.support import ServerThread
+
+AUTH = {"api-key": KEY}
+RESOURCE_NOT_FOUND = {"error": {"code": "404", "message": "Resource not found"}}
+
+
+def test_every_data_plane_response_has_azure_headers(srv: ServerThread) -> None:
+    reply = call(srv.url, "POST", chat_path(), hello(), AUTH)
+    assert reply.status == 200
+    for name in ("apim-request-id", "x-request-id", "x-ms-region", "azureml-model-session",
+                 "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
+                 "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens"):
+        assert name in reply.headers, name
+    assert reply.headers["x-ms-region"] == "eastus"
+    assert reply.headers["x-ratelimit-limit-tokens"] == "1000000"
+    assert reply.headers["x-ratelimit-limit-requests"] == "6000"
+    cost = len("Hello there") // 4 + 1 + 16
+    assert int(reply.headers["x-ratelimit-remaining-tokens"]) == 1_000_000 - cost
+    assert call(srv.url, "GET", "/nowhere").headers["apim-request-id"]
+
+
+def test_exact_401_bodies(srv: ServerThread) -> None:
+    bad_key = call(srv.url, "POST", chat_path(), hello(), {"api-key": "wrong"})
+    assert bad_key.status == 401
+    assert bad_key.json() == {"error": {"code": "401", "message": (
+        "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
+        "provide a valid key for an active subscription and use a correct regional API "
+        "endpoint for your resource.")}}
+    assert call(srv.url, "POST", chat_path(), hello()).json() == bad_key.json()
+    bad_token = call(srv.url, "POST", chat_path(), hello(), {"Authorization": "Bearer a.b.c"})
+    assert bad_token.status == 401
+    assert bad_token.json() == {"statusCode": 401, "message": (
+        "Unauthorized. Access token is missing, invalid, audience is incorrect "
+        "(https://cognitiveservices.azure.com), or have expired.")}
+    # A key is a bearer token only on v1; api-key wins when both are sent.
+    assert call(srv.url, "POST", chat_path(), hello(),
+                {"Authorization": f"Bearer {KEY}"}).status == 401
+    assert call(srv.url, "POST", "/openai/v1/chat/completions", hello(model="gpt-4o"),
+                {"Authorization": f"Bearer {KEY}"}).status == 200
+    assert call(srv.url, "POST", chat_path(), hello(),
+                {"Authorization": f"Bearer {ENTRA}"}).status == 200
+    assert call(srv.url, "POST", chat_path(), hello(),
+                {"api-key": "wrong", "Authorization": f"Bearer {ENTRA}"}).status == 401
+
+
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [
+        ("/openai/deployments/gpt-4o/chat/completions", "POST"),
+        ("/openai/deployments/gpt-4o/chat/completions?api-version=2031-01-01", "POST"),
+        ("/openai/deployments/gpt-4o/chat/complete?api-version=2024-10-21", "POST"),
+        ("/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21", "GET"),
+        ("/v1/chat/completions", "POST"),
+        ("/openai/responses?api-version=2024-10-21", "POST"),
+    ],
+)
+def test_404_resource_not_found(srv: ServerThread, path: str, method: str) -> None:
+    reply = call(srv.url, method, path, hello() if method == "POST" else None, AUTH)
+    assert (reply.status, reply.json()) == (404, RESOURCE_NOT_FOUND)
+
+
+def test_deployment_not_found_and_operation_not_supported(srv: ServerThread) -> None:
+    missing = call(srv.url, "POST", chat_path("nope"), hello(), AUTH)
+    assert missing.status == 404 and missing.json()["error"]["code"] == "DeploymentNotFound"
+    assert missing.json()["error"]["message"].startswith(
+        "The API deployment for this resource does not exist.")
+    on_v1 = call(srv.url, "POST", "/openai/v1/chat/completions", hello(model="nope"), AUTH)
+    assert on_v1.json()["error"]["code"] == "DeploymentNotFound"
+    wrong = call(srv.url, "POST",
+                 f"/openai/deployments/gpt-4o/embeddings?api-version={GA}", {"input": "x"}, AUTH)
+    assert wrong.status == 400 and wrong.json()["error"]["code"] == "OperationNotSupported"
+
+
+def test_dated_version_on_v1(srv: ServerThread) -> None:
+    reply = call(srv.url, "POST", "/openai/v1/chat/completions?api-version=2024-10-21",
+                 hello(model="gpt-4o"), AUTH)
+    assert (reply.status, reply.json()) == (
+        400, {"error": {"code": "BadRequest", "message": "API version not supported"}})
+    assert call(srv.url, "POST", "/openai/v1/chat/completions?api-version=preview",
+                hello(model="gpt-4o"), AUTH).status == 200
+
+
+def test_bad_input_gets_azure_answers_never_a_traceback(srv: ServerThread) -> None:
+    malformed = call(srv.url, "POST", chat_path(), b'{"messages": [', {**AUTH,
+                     "Content-Type": "application/json"})
+    assert malformed.status == 400
+    assert malformed.json()["error"]["message"].startswith("We could not parse the JSON body")
+    assert call(srv.url, "POST", chat_path(), b"[1]", AUTH).status == 400
+    missing = call(srv.url, "POST", chat_path(), {"model": "x"}, AUTH)
+    assert missing.status == 400 and missing.json()["error"]["param"] == "messages"
+    too_big = call(srv.url, "POST", chat_path(), b"x" * (26 * 1024 * 1024), AUTH)
+    assert too_big.status == 413 and too_big.json()["error"]["code"] == "RequestEntityTooLarge"
+    multipart = call(srv.url, "POST",
+                     f"/openai/deployments/whisper/audio/transcriptions?api-version={GA}",
+                     b"garbage", {**AUTH, "Content-Type": "multipart/form-data; boundary=z"})
+    assert multipart.status == 400 and "error" in multipart.json()
+
+
+def test_parameter_gating_and_reasoning_rules_on_the_wire(srv: ServerThread) -> None:
+    old = call(srv.url, "POST", chat_path(version="2024-06-01"),
+               hello(stream=True, stream_options={"include_usage": True}), AUTH)
+    assert old.json() == {"error": {
+        "message": "Unrecognized request argument supplied: stream_options",
+        "type": "invalid_request_error", "param": None, "code": None}}
+    reasoning_old = call(srv.url, "POST", chat_path("o3-mini", GA), hello(), AUTH)
+    assert reasoning_old.json()["error"]["message"] == (
+        "Model o3-mini is enabled only for api versions 2024-12-01-preview and later")
+    temperature = call(srv.url, "POST", chat_path("o3-mini", "2025-01-01-preview"),
+                       hello(temperature=0.2), AUTH)
+    assert temperature.json()["error"]["code"] == "unsupported_parameter"
+
+
+def test_prompt_filter_error_exact_shape(srv: ServerThread) -> None:
+    reply = call(srv.url, "POST", chat_path(),
+                 {"messages": [{"role": "user", "content": "x TRIGGER_PROMPT_FILTER y"}]}, AUTH)
+    error = reply.json()["error"]
+    assert reply.status == 400
+    assert set(error) == {"message", "type", "param", "code", "status", "innererror"}
+    assert error["innererror"]["code"] == "ResponsibleAIPolicyViolation"
+    assert error["innererror"]["content_filter_result"]["hate"]["filtered"] is True
+
+
+def test_stream_frame_order_exactly(srv: ServerThread) -> None:
+    reply = call(srv.url, "POST", chat_path(),
+                 hello(stream=True, stream_options={"include_usage": True}), AUTH)
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    data = sse_data(reply.body)
+    assert data[-1] == "[DONE]"
+    frames = [json.loads(d) for d in data[:-1]]
+    assert frames[0]["choices"] == [] and frames[0]["id"] == "" and "prompt_filter_results" in frames[0]
+    assert frames[1]["choices"][0]["delta"]["role"] == "assistant"
+    contents = frames[2:-2]
+    assert len(contents) == 4 and all("content" in f["choices"][0]["delta"] for f in contents)
+    assert all(f["choices"][0]["content_filter_results"] for f in contents)
+    assert frames[-2]["choices"][0]["delta"] == {} and frames[-2]["choices"][0]["finish_reason"] == "stop"
+    assert frames[-1]["choices"] == [] and frames[-1]["usage"]["completion_tokens"] == 16
+    assert reply.body.endswith(b"data: [DONE]\n\n")
+
+
+def test_completion_filter_stream_and_prompt_annotations(srv: ServerThread) -> None:
+    reply = call(srv.url, "POST", chat_path(version="2023-07-01-preview"),
+                 {"messages": [{"role": "user", "content": "TRIGGER_COMPLETION_FILTER"}],
+                  "stream": True}, AUTH)
+    frames = [json.loads(d) for d in sse_data(reply.body)[:-1]]
+    assert "prompt_annotations" in frames[0]
+    assert any("content" in f["choices"][0]["delta"] for f in frames[2:-1])
+    assert frames[-1]["choices"][0]["finish_reason"] == "content_filter"
+
+
+def test_responses_stream_has_event_lines(srv: ServerThread) -> None:
+    reply = call(srv.url, "POST", "/openai/v1/responses",
+                 {"model": "gpt-4o", "input": "Hi", "stream": True}, AUTH)
+    blocks = [b for b in reply.body.decode().split("\n\n") if b]
+    first_event, first_data = blocks[0].split("\n")
+    assert first_event == "event: response.created"
+    assert json.loads(first_data[len("data: "):])["type"] == "response.created"
+    assert all(b.startswith("event: ") for b in blocks)
+    assert "[DONE]" not in reply.body.decode()
+
+
+def test_request_log_records_everything_with_secrets_masked(srv: ServerThread) -> None:
+    call(srv.url, "POST", chat_path() + "&extra=1&extra=2", hello(), {**AUTH, "X-Other": "v"})
+    call(srv.url, "POST", chat_path("nope"), hello(), {"api-key": "wrong"})
+    entries = admin_requests(srv.url)
+    assert [e["status"] for e in entries] == [200, 401]
+    first = entries[0]
+    assert first["method"] == "POST" and first["path"] == "/openai/deployments/gpt-4o/chat/completions"
+    assert first["query_params"] == {"api-version": [GA], "extra": ["1", "2"]}
+    assert first["query"] == f"api-version={GA}&extra=1&extra=2"
+    assert first["headers"]["api-key"] == mask_secret(KEY) and first["headers"]["x-other"] == "v"
+    assert first["json"] == hello() and first["deployment"] == "gpt-4o"
+    assert first["body_size"] == len(first["body"].encode())
+    assert entries[1]["deployment"] is None
+    assert call(srv.url, "DELETE", "/_emulator/requests").status == 200
+    assert admin_requests(srv.url) == []
+
+
+def test_async_filter_deployment_streams_annotations(config: object) -> None:
+    from dataclasses import replace
+
+    from azure_openai_proxy.emulator import EmulatedDeployment, EmulatorConfig, create_emulator_app
+    from tests.support import serve
+
+    assert isinstance(config, EmulatorConfig)
+    async_config = replace(config, deployments=(
+        EmulatedDeployment("af", "gpt-4o-2024-08-06", "chat", async_filter=True),))
+    with serve(lambda: create_emulator_app(async_config)) as srv:
+        reply = call(srv.url, "POST", chat_path("af"), hello(stream=True), AUTH)
+    frames = [json.loads(d) for d in sse_data(reply.body)[:-1]]
+    notes = [f for f in frames if f["choices"] and "content_filter_offsets" in f["choices"][0]]
+    assert notes and all("delta" not in n["choices"][0] and n["id"] == "" for n in notes)
