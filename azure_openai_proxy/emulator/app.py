@@ -54,6 +54,9 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     request_id = str(uuid.uuid4())
     headers = _base_headers(state, request_id)
+    client_id = request.headers.get("x-ms-client-request-id")
+    if client_id:
+        headers["x-ms-client-request-id"] = client_id
     entry: dict[str, Any] = state.log.append(
         record(
             method=request.method, path=request.path, query=request.query_string,
@@ -206,7 +209,6 @@ def _base_headers(state: EmulatorState, request_id: str) -> dict[str, str]:
         "apim-request-id": request_id,
         "x-request-id": request_id,
         "x-ms-region": state.config.region,
-        "x-ms-client-request-id": request_id,
     }
 
 

@@ -98,3 +98,15 @@ def test_deployment_overrides_latency() -> None:
     a, b = config.deployment("a"), config.deployment("b")
     assert config.ttft_for(a) == 0.005 and config.token_delay_for(a) == 0.01
     assert config.ttft_for(b) == 0.1
+
+
+def test_documented_example_config_loads(tmp_path: Path) -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "emulator.md").read_text()
+    example = doc.split("## Configuration file", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.yaml"
+    path.write_text(example)
+    config = load_emulator_config(str(path))
+    assert config.api_keys == ("key-one", "key-two") and config.region == "swedencentral"
+    assert config.deployment("chat-async").async_filter  # type: ignore[union-attr]
+    assert config.deployment("embed").tpm is None  # type: ignore[union-attr]
+    assert config.deployment("o3-mini").rpm == 20  # type: ignore[union-attr]
