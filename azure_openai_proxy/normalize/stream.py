@@ -46,11 +46,11 @@ __all__ = ["ChatStreamNormalizer", "StreamPolicy"]
 
 DONE = b"data: [DONE]\n\n"
 CONTENT_FILTER_MESSAGE = (
-    "The response was filtered due to the content triggering Azure OpenAI's content "
-    "management policy."
+    "The response was filtered due to the content triggering Azure OpenAI's content management policy."
 )
 _PROMPT_FILTER_KEYS = ("prompt_filter_results", "prompt_annotations")
 _CHOICE_FILTER_KEYS = ("content_filter_results", "content_filter_offsets")
+_AZURE_FIELDS = frozenset(_PROMPT_FILTER_KEYS + _CHOICE_FILTER_KEYS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +86,7 @@ class ChatStreamNormalizer:
         self._carried: dict[str, Any] = {}  # prompt filter results for the next frame
         self._filter_result: Any = None
         self._error_sent = False
+        self._steady = False  # id/created/model/object known and nothing to carry
         self.done = False
         self.usage: dict[str, Any] | None = None
         self.finish_reasons: dict[int, str] = {}
@@ -112,8 +113,9 @@ class ChatStreamNormalizer:
         return out + self._close(cut=True, reason=upstream_failed)
 
     def _emit(self, events: list[SseEvent]) -> bytes:
-        out = [b for b in map(self._frame, events) if b]
-        return out[0] if len(out) == 1 else b"".join(out)
+        if len(events) == 1:
+            return self._frame(events[0])
+        return b"".join([self._frame(event) for event in events])
 
     def _frame(self, event: SseEvent) -> bytes:
         data = event.data
@@ -128,6 +130,10 @@ class ChatStreamNormalizer:
             return b""
         if type(obj) is not dict:
             return b""
+        if self._steady:
+            fast = self._steady_frame(event, obj)
+            if fast is not None:
+                return fast
         if obj.get("error"):
             self._error_sent = True
             return self._out(event, obj, changed=False)
@@ -138,6 +144,35 @@ class ChatStreamNormalizer:
             return b""
         return self._choices_frame(event, obj, choices)
 
+    def _steady_frame(self, event: SseEvent, obj: dict[str, Any]) -> bytes | None:
+        """The hot path: a one-choice content frame that needs no change goes out raw.
+
+        None sends the frame down the general path, which gives the same result.
+        """
+        choices = obj.get("choices")
+        if type(choices) is not list or len(choices) != 1 or "usage" in obj:
+            return None
+        choice = choices[0]
+        if (
+            type(choice) is not dict
+            or ("delta" not in choice and "text" not in choice)
+            or obj.get("id") != self._id
+            or obj.get("created") != self._created
+            or obj.get("object") != self._object
+            or "error" in obj
+        ):
+            return None
+        if not self._policy.keep_azure_fields and (
+            not _AZURE_FIELDS.isdisjoint(obj) or not _AZURE_FIELDS.isdisjoint(choice)
+        ):
+            return None
+        if choice.get("finish_reason") is not None:
+            self._note_finish(choices)
+        if obj.get("model") == self._model:
+            return self._out(event, obj, changed=False)
+        obj["model"] = self._model  # the client's name, or Azure's first one
+        return self._out(event, obj, changed=True)
+
     def _usage_frame(self, event: SseEvent, obj: dict[str, Any]) -> bytes:
         usage = obj.get("usage")
         if type(usage) is not dict:
@@ -146,6 +181,7 @@ class ChatStreamNormalizer:
                 for key in _PROMPT_FILTER_KEYS:
                     if key in obj:
                         self._carried[key] = obj[key]
+                        self._steady = False
             return b""
         self.usage = usage
         if self._policy.strip_usage_frame:
@@ -207,6 +243,12 @@ class ChatStreamNormalizer:
             self._model = obj["model"]
         if self._object is None and type(obj.get("object")) is str and obj["object"]:
             self._object = obj["object"]
+        self._steady = not self._carried and None not in (
+            self._id,
+            self._created,
+            self._model,
+            self._object,
+        )
         changed = False
         for key, want in (
             ("id", self._id),
@@ -247,9 +289,7 @@ class ChatStreamNormalizer:
             extra: dict[str, Any] = {}
             if policy.keep_azure_fields and self._filter_result:
                 extra["content_filter_result"] = self._filter_result
-            return error_body(
-                CONTENT_FILTER_MESSAGE, "invalid_request_error", "content_filter", **extra
-            )
+            return error_body(CONTENT_FILTER_MESSAGE, "invalid_request_error", "content_filter", **extra)
         if not cut:
             return None
         if reason:

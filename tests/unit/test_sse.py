@@ -148,3 +148,26 @@ def test_agrees_with_the_openai_sdk_decoder_on_data() -> None:
     sdk = [sse.data for sse in SSEDecoder().iter_bytes(iter([stream]))]
     ours = [e.data.decode() for e in decode(stream) if e.data is not None]
     assert ours == sdk
+
+
+def test_chunks_without_a_line_break_are_queued_then_joined() -> None:
+    decoder = SseDecoder()
+    assert decoder.feed(b"data: {") == []
+    assert decoder.feed(b'"a":') == []
+    assert decoder.feed(b"1}") == []
+    assert decoder.feed(b"\n\n") == [SseEvent(b'data: {"a":1}\n\n', b'{"a":1}')]
+
+
+def test_queued_chunk_after_a_held_cr_releases_the_event() -> None:
+    decoder = SseDecoder()
+    assert decoder.feed(b"data: a\r\r") == []
+    assert decoder.feed(b"x") == [SseEvent(b"data: a\r\r", b"a")]
+    assert decoder.flush() == [SseEvent(b"x", None)]
+
+
+def test_events_are_immutable() -> None:
+    import pytest
+
+    event = SseEvent(b"data: x\n\n", b"x")
+    with pytest.raises(AttributeError):
+        event.data = b"y"  # type: ignore[misc]

@@ -38,9 +38,7 @@ DONE = b"data: [DONE]\n\n"
 
 
 def prompt_frame(key: str = "prompt_filter_results") -> bytes:
-    return frame(
-        {"choices": [], "created": 0, "id": "", "model": "", "object": "", key: PROMPT_FILTERS}
-    )
+    return frame({"choices": [], "created": 0, "id": "", "model": "", "object": "", key: PROMPT_FILTERS})
 
 
 def chunk(choice: dict[str, Any], *, object_: str = "chat.completion.chunk", **extra: Any) -> bytes:
@@ -176,9 +174,7 @@ FILTERED_MID_STREAM = [
     prompt_frame(),
     role_frame(),
     delta("Here is how to"),
-    finish_frame(
-        "content_filter", {**FILTERS, "violence": {"filtered": True, "severity": "medium"}}
-    ),
+    finish_frame("content_filter", {**FILTERS, "violence": {"filtered": True, "severity": "medium"}}),
     DONE,
 ]
 CUT = [prompt_frame(), role_frame(), delta("The capital of ")]
@@ -285,9 +281,7 @@ def test_content_filter_error_comes_after_the_usage_frame() -> None:
 
 
 def test_content_filter_error_can_be_turned_off() -> None:
-    _, out = run(
-        FILTERED_MID_STREAM, StreamPolicy(client_model=None, error_on_content_filter=False)
-    )
+    _, out = run(FILTERED_MID_STREAM, StreamPolicy(client_model=None, error_on_content_filter=False))
     assert not any("error" in e for e in events(out) if isinstance(e, dict))
     assert events(out)[-1] == "[DONE]"
 
@@ -307,18 +301,14 @@ def test_usage_frame_is_forwarded_when_the_client_asked() -> None:
 
 
 def test_usage_frame_is_stripped_but_recorded_when_the_gateway_asked() -> None:
-    normalizer, out = run(
-        DEFAULT_WITH_USAGE, StreamPolicy(client_model="gpt-4o", strip_usage_frame=True)
-    )
+    normalizer, out = run(DEFAULT_WITH_USAGE, StreamPolicy(client_model="gpt-4o", strip_usage_frame=True))
     assert all(f["choices"] for f in chunks(out))
     assert normalizer.usage == USAGE
 
 
 def test_usage_on_a_choices_frame_is_removed_when_stripping_and_recorded() -> None:
     usage_on_finish = chunk({"delta": {}, "finish_reason": "stop", "index": 0}, usage=USAGE)
-    normalizer, out = run(
-        [role_frame(), usage_on_finish, DONE], StreamPolicy(None, strip_usage_frame=True)
-    )
+    normalizer, out = run([role_frame(), usage_on_finish, DONE], StreamPolicy(None, strip_usage_frame=True))
     assert "usage" not in chunks(out)[-1]
     assert normalizer.usage == USAGE
 
@@ -409,6 +399,13 @@ def test_without_client_model_azure_model_is_kept_and_filled_where_empty() -> No
     )
 
 
+def test_a_zero_created_is_filled_in_on_a_steady_stream() -> None:
+    zero = orjson.loads(delta("x")[6:])
+    zero["created"] = 0
+    _, out = run([role_frame(), delta("a"), frame(zero), DONE], StreamPolicy(client_model=None))
+    assert [f["created"] for f in chunks(out)] == [CREATED] * 3
+
+
 def test_a_later_different_id_is_overwritten_for_consistency() -> None:
     other = frame(
         {"choices": [{"delta": {"content": "x"}, "index": 0}], "id": "chatcmpl-other", "created": 5}
@@ -417,10 +414,15 @@ def test_a_later_different_id_is_overwritten_for_consistency() -> None:
     assert {(f["id"], f["created"]) for f in chunks(out)} == {(ID, CREATED)}
 
 
+def test_only_the_id_differing_on_a_steady_stream_is_still_fixed() -> None:
+    other = orjson.loads(delta("x")[6:])
+    other["id"] = "chatcmpl-other"
+    _, out = run([role_frame(), delta("a"), frame(other), DONE], StreamPolicy(client_model=None))
+    assert [f["id"] for f in chunks(out)] == [ID] * 3
+
+
 def test_a_choice_with_a_finish_reason_but_no_delta_gets_an_empty_delta() -> None:
-    no_delta = chunk(
-        {"finish_reason": "content_filter", "index": 0, "content_filter_results": FILTERS}
-    )
+    no_delta = chunk({"finish_reason": "content_filter", "index": 0, "content_filter_results": FILTERS})
     _, out = run([role_frame(), no_delta, DONE], StreamPolicy(None, error_on_content_filter=False))
     assert chunks(out)[-1]["choices"][0]["delta"] == {}
 
@@ -456,9 +458,7 @@ def test_strip_azure_fields_removes_filter_results_everywhere() -> None:
 def test_strip_azure_fields_on_usage_frame() -> None:
     with_filters = orjson.loads(usage_frame()[6:])
     with_filters["prompt_filter_results"] = PROMPT_FILTERS
-    _, out = run(
-        [role_frame(), frame(with_filters), DONE], StreamPolicy(None, keep_azure_fields=False)
-    )
+    _, out = run([role_frame(), frame(with_filters), DONE], StreamPolicy(None, keep_azure_fields=False))
     assert "prompt_filter_results" not in chunks(out)[-1]
 
 
@@ -471,9 +471,7 @@ def test_done_is_emitted_exactly_once_and_later_bytes_are_ignored() -> None:
 
 
 def test_upstream_error_event_is_forwarded_and_no_second_error_is_added() -> None:
-    upstream = frame(
-        {"error": {"message": "boom", "type": "server_error", "param": None, "code": None}}
-    )
+    upstream = frame({"error": {"message": "boom", "type": "server_error", "param": None, "code": None}})
     _, out = run([role_frame(), upstream])
     got = events(out)
     assert [e["error"]["message"] for e in got if isinstance(e, dict) and "error" in e] == ["boom"]
@@ -507,9 +505,7 @@ def test_crlf_frames_are_reframed_with_lf() -> None:
 
 
 def test_multi_line_data_is_reserialized_on_one_line() -> None:
-    multi = (
-        b'data: {"choices":[{"delta":{"content":"a"},"index":0}],\ndata: "id":"x","created":1}\n\n'
-    )
+    multi = b'data: {"choices":[{"delta":{"content":"a"},"index":0}],\ndata: "id":"x","created":1}\n\n'
     _, out = run([multi, DONE], StreamPolicy(client_model=None))
     first = out.split(b"\n\n")[0]
     assert first.count(b"\n") == 0 and orjson.loads(first[6:])["id"] == "x"
@@ -647,3 +643,46 @@ def test_openai_sdk_raises_on_a_cut_stream() -> None:
 def test_the_raw_azure_cut_stream_is_silent_in_the_sdk_which_is_why_we_exist() -> None:
     # Control for the test above: without the normalizer the SDK sees a clean end.
     assert len(_sdk_stream(b"".join(CUT[1:]))) == 2
+
+
+class _GeneralPathOnly(ChatStreamNormalizer):
+    def _steady_frame(self, event: Any, obj: dict[str, Any]) -> bytes | None:
+        return None
+
+
+_ANY_FRAME = st.sampled_from(
+    [
+        *{f for seq in RECORDED for f in seq},
+        usage_frame(),
+        chunk({"delta": {"content": "x"}, "index": 0}, usage=None),
+        frame({"choices": [{"delta": {}, "index": 0}], "id": "other", "created": 1, "object": "x"}),
+        frame({"choices": [{"delta": {}, "index": 0}], "id": ID, "created": CREATED, "model": ""}),
+        frame(
+            {
+                "choices": [{"delta": {"content": "y"}, "index": 0}],
+                "id": ID,
+                "created": 0,
+                "model": AZURE_MODEL,
+                "object": "chat.completion.chunk",
+            }
+        ),
+        frame({"error": {"message": "m"}, "choices": [{"delta": {}}]}),
+    ]
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(_ANY_FRAME, max_size=12), POLICIES)
+def test_the_hot_path_gives_exactly_what_the_general_path_gives(
+    frames: list[bytes], policy: StreamPolicy
+) -> None:
+    fast = ChatStreamNormalizer(policy)
+    general = _GeneralPathOnly(policy)
+    for f in frames:
+        assert fast.feed(f) == general.feed(f)
+    assert fast.finish() == general.finish()
+    assert (fast.usage, fast.finish_reasons, fast.frames_out) == (
+        general.usage,
+        general.finish_reasons,
+        general.frames_out,
+    )

@@ -1,0 +1,124 @@
+"""Micro-benchmark (not a test): cost per frame of SSE decoding and stream normalization.
+
+Run: python bench/normalizer_bench.py [--frames 200] [--repeat 7]
+
+The stream is what Azure sends for a chat answer with the default content filter: the
+empty-choices prompt-filter frame, a role frame, N content frames each carrying
+`content_filter_results`, a finish frame, a usage frame and `[DONE]`, one frame per
+network chunk (the worst case for per-call overhead). Prints the best of `--repeat`
+runs in nanoseconds per upstream frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import timeit
+from collections.abc import Callable
+
+import orjson
+
+from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
+from azure_openai_proxy.sse import SseDecoder
+
+_SAFE = {"filtered": False, "severity": "safe"}
+_FILTERS = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
+_HEAD = {
+    "created": 1727000000,
+    "id": "chatcmpl-AzBench0001",
+    "model": "gpt-4o-2024-08-06",
+    "object": "chat.completion.chunk",
+    "system_fingerprint": "fp_5b26d85e12",
+}
+
+
+def _frame(obj: object) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def _choice(delta: dict[str, str], finish: str | None = None) -> dict[str, object]:
+    filters = {} if finish or "role" in delta else _FILTERS
+    return {
+        "content_filter_results": filters,
+        "delta": delta,
+        "finish_reason": finish,
+        "index": 0,
+        "logprobs": None,
+    }
+
+
+def azure_stream(frames: int) -> list[bytes]:
+    prompt = {
+        "choices": [],
+        "created": 0,
+        "id": "",
+        "model": "",
+        "object": "",
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": _FILTERS}],
+    }
+    out = [_frame(prompt), _frame({"choices": [_choice({"role": "assistant", "content": ""})], **_HEAD})]
+    out += [
+        _frame({"choices": [_choice({"content": f" token{i} and more"})], **_HEAD}) for i in range(frames)
+    ]
+    out.append(_frame({"choices": [_choice({}, "stop")], **_HEAD}))
+    usage = {"completion_tokens": frames, "prompt_tokens": 20, "total_tokens": frames + 20}
+    out.append(_frame({"choices": [], **_HEAD, "usage": usage}))
+    out.append(b"data: [DONE]\n\n")
+    return out
+
+
+def _decode(chunks: list[bytes]) -> Callable[[], object]:
+    def run() -> object:
+        decoder = SseDecoder()
+        for chunk in chunks:
+            decoder.feed(chunk)
+        return decoder.flush()
+
+    return run
+
+
+def _normalize(chunks: list[bytes], policy: StreamPolicy) -> Callable[[], object]:
+    def run() -> object:
+        normalizer = ChatStreamNormalizer(policy)
+        for chunk in chunks:
+            normalizer.feed(chunk)
+        return normalizer.finish()
+
+    return run
+
+
+def _parse_only(chunks: list[bytes]) -> Callable[[], object]:
+    def run() -> object:
+        return [orjson.loads(c[6:]) for c in chunks[:-1]]
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--frames", type=int, default=200, help="content frames per stream")
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    chunks = azure_stream(args.frames)
+    cases: list[tuple[str, Callable[[], object]]] = [
+        ("orjson.loads only (reference)", _parse_only(chunks)),
+        ("SSE decode", _decode(chunks)),
+        ("SSE decode, whole stream in one chunk", _decode([b"".join(chunks)])),
+        ("normalize: Azure model kept (raw forwarding)", _normalize(chunks, StreamPolicy(client_model=None))),
+        (
+            "normalize: client model written (re-serialised)",
+            _normalize(chunks, StreamPolicy(client_model="gpt-4o", strip_usage_frame=True)),
+        ),
+        (
+            "normalize: client model + Azure fields stripped",
+            _normalize(chunks, StreamPolicy(client_model="gpt-4o", keep_azure_fields=False)),
+        ),
+    ]
+    print(f"{len(chunks)} upstream frames per stream, one chunk each; best of {args.repeat}")
+    for name, fn in cases:
+        loops = max(1, 20000 // len(chunks))
+        best = min(timeit.repeat(fn, number=loops, repeat=args.repeat)) / loops
+        print(f"  {name:<50} {best / len(chunks) * 1e9:8.0f} ns/frame")
+
+
+if __name__ == "__main__":
+    main()
