@@ -1,6 +1,6 @@
 """Micro-benchmark (not a test): cost per frame of SSE decoding and stream normalization.
 
-Run: python bench/normalizer_bench.py [--frames 200] [--repeat 7]
+Run: python -m bench.normalizer_bench [--frames 200] [--repeat 7]
 
 The stream is what Azure sends for a chat answer with the default content filter: the
 empty-choices prompt-filter frame, a role frame, N content frames each carrying
