@@ -12,6 +12,7 @@ and any `AzureError` raised on the way becomes its reply, with the Azure headers
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Any
@@ -29,6 +30,7 @@ from azure_openai_proxy.emulator.requestlog import record
 from azure_openai_proxy.emulator.routing import OPERATION_TITLE, resolve
 from azure_openai_proxy.emulator.versions import dated_version, operation_available, v1_version
 
+_log = logging.getLogger(__name__)
 STATE_KEY = web.AppKey("emulator_state", EmulatorState)
 _BAD_JSON = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
@@ -79,6 +81,11 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     except ConnectionDropped:
         entry["status"] = exchange.answered if exchange is not None else None
         raise asyncio.CancelledError() from None  # the socket is gone: write nothing
+    except Exception:  # an emulator bug: answer like Azure's own 500, keep the traceback
+        _log.exception("emulator failed on %s %s", request.method, request.path)
+        if exchange is not None and exchange.answered is not None:
+            raise
+        response = _error_response(wire_errors.server_error(request_id), headers)
     entry["status"] = response.status
     return response
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 from typing import Any
 
 from aiohttp import web
@@ -15,7 +14,7 @@ from azure_openai_proxy.emulator.frames import prompt_results, safe_results
 from azure_openai_proxy.emulator.generation import check_prompt_filter
 from azure_openai_proxy.emulator.multipart import field
 
-_SIZE = re.compile(r"(\d{2,4})x(\d{2,4})")
+SIZES = ("256x256", "512x512", "1024x1024", "1792x1024", "1024x1792", "1536x1024", "1024x1536")
 _VOICES = frozenset(
     {"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer",
      "verse"}
@@ -86,13 +85,14 @@ async def speech(ex: Exchange) -> web.StreamResponse:
 
 
 def image_size(value: object) -> tuple[int, int]:
-    match = _SIZE.fullmatch(str(value))
-    if match is None or not all(16 <= int(g) <= 4096 for g in match.groups()):
+    size = "1024x1024" if value == "auto" else str(value)
+    if size not in SIZES:
         raise wire_errors.invalid_request(
-            f"Invalid value: '{value}'. Supported values are: '1024x1024', '1792x1024', "
-            "and '1024x1792'.", "size", "invalid_value",
+            f"Invalid value: '{value}'. Supported values are: "
+            + ", ".join(f"'{s}'" for s in SIZES) + ".", "size", "invalid_value",
         )
-    return int(match.group(1)), int(match.group(2))
+    width, _, height = size.partition("x")
+    return int(width), int(height)
 
 
 def _images_body(ex: Exchange, prompt: str, params: dict[str, Any], default_fmt: str) -> Any:

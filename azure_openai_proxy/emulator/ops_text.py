@@ -35,6 +35,7 @@ from azure_openai_proxy.emulator.textgen import (
 
 NATIVE_DIMENSIONS = {"text-embedding-3-large": 3072}
 _DEFAULT_DIMENSIONS = 1536
+MAX_INPUTS = 2048
 
 
 def facts(ex: Exchange) -> RequestFacts:
@@ -82,6 +83,10 @@ def embedding_inputs(value: object) -> list[tuple[str, int]]:
         raise wire_errors.invalid_request(
             "'$.input' is invalid. Please check the API reference: "
             "https://platform.openai.com/docs/api-reference.", "input",
+        )
+    if len(items) > MAX_INPUTS:
+        raise wire_errors.invalid_request(
+            f"Too many inputs. The max number of inputs is {MAX_INPUTS}.", "input"
         )
     out = []
     for item in items:

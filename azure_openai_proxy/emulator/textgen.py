@@ -82,7 +82,8 @@ def messages_text(messages: Iterable[Mapping[str, Any]]) -> str:
     lines = []
     for message in messages:
         lines.append(content_text(message.get("content")))
-        for call in message.get("tool_calls") or ():
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
             if isinstance(call, Mapping) and isinstance(call.get("function"), Mapping):
                 lines.append(str(call["function"].get("arguments", "")))
     return "\n".join(lines)

@@ -71,10 +71,11 @@ def example_for_schema(schema: object, prompt: str, seed: int | None, depth: int
         }
     if kind == "array":
         return [example_for_schema(schema.get("items"), prompt, seed, depth + 1)]
-    if kind == "integer":
-        return int(schema.get("minimum", 1))
-    if kind == "number":
-        return float(schema.get("minimum", 1.0))
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", 1)
+        usable = isinstance(low, int | float) and not isinstance(low, bool) and abs(low) < 2**53
+        value = low if usable else 1
+        return int(value) if kind == "integer" else float(value)
     if kind == "boolean":
         return True
     if kind == "null":

@@ -180,6 +180,12 @@ def _check_common(body: Mapping[str, Any], version: ApiVersion) -> None:
         value = body.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise invalid_type(name, "an integer", value)
+    n = body.get("n")
+    if isinstance(n, int) and n > 128:
+        raise wire_errors.invalid_request(
+            f"Invalid 'n': integer above maximum value. Expected a value <= 128, but got {n} "
+            "instead.", "n", "integer_above_max_value",
+        )
     for name in ("max_tokens", "max_completion_tokens", "n"):
         value = body.get(name)
         if isinstance(value, int) and value < 1:
