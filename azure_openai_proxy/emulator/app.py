@@ -125,6 +125,7 @@ async def _pipeline(ex: Exchange, entry: dict[str, Any]) -> web.StreamResponse:
                 raise wire_errors.rate_limited(
                     OPERATION_TITLE.get(route.operation, route.operation),
                     ex.version.raw, verdict.retry_after,
+                    "call" if verdict.limited_by == "requests" else "token",
                 )
     return await HANDLERS[route.operation](ex)
 

@@ -33,6 +33,7 @@ class Verdict:
     limit_requests: int
     remaining_tokens: int
     remaining_requests: int
+    limited_by: str | None = None  # "tokens" or "requests" when refused
 
 
 class DeploymentWindow:
@@ -61,11 +62,13 @@ class DeploymentWindow:
         """Charge `cost` tokens and one request if both windows have room."""
         self._expire(now)
         cost = min(cost, self.tpm)  # a request larger than the quota waits for an empty window
-        wait = max(self._token_wait(now, cost), self._request_wait(now))
+        token_wait, request_wait = self._token_wait(now, cost), self._request_wait(now)
+        wait = max(token_wait, request_wait)
         if wait <= 0:
             self._tokens.append((now, cost))
             self._requests.append(now)
-        return self._verdict(wait <= 0, max(0.0, wait))
+            return self._verdict(True, 0.0)
+        return self._verdict(False, wait, "tokens" if token_wait >= request_wait else "requests")
 
     def peek(self, now: float) -> Verdict:
         self._expire(now)
@@ -87,7 +90,7 @@ class DeploymentWindow:
         oldest_needed = self._requests[len(self._requests) - self.per_window]
         return oldest_needed + self.request_window - now
 
-    def _verdict(self, allowed: bool, wait: float) -> Verdict:
+    def _verdict(self, allowed: bool, wait: float, limited_by: str | None = None) -> Verdict:
         return Verdict(
             allowed=allowed,
             retry_after=wait,
@@ -95,6 +98,7 @@ class DeploymentWindow:
             limit_requests=self.rpm,
             remaining_tokens=max(0, self.tpm - self._used_tokens()),
             remaining_requests=max(0, self.per_window - len(self._requests)),
+            limited_by=limited_by,
         )
 
 

@@ -163,12 +163,15 @@ def payload_too_large(limit: int) -> AzureError:
     )
 
 
-def rate_limited(operation: str, api_version: str, seconds: float) -> AzureError:
-    """429 saying truthfully when to come back; headers in seconds (ceil) and ms."""
+def rate_limited(
+    operation: str, api_version: str, seconds: float, limit: str = "token"
+) -> AzureError:
+    """429 saying truthfully when to come back; headers in seconds (ceil) and ms.
+    `limit` is "token" (TPM) or "call" (RPM), as Azure words it."""
     whole = max(1, math.ceil(seconds))
     message = (
         f"Requests to the {operation} Operation under Azure OpenAI API version {api_version} "
-        "have exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry "
+        f"have exceeded {limit} rate limit of your current OpenAI S0 pricing tier. Please retry "
         f"after {whole} second{'s' if whole != 1 else ''}. Please go here: "
         "https://aka.ms/oai/quotaincrease if you would like to further increase the default "
         "rate limit."

@@ -43,6 +43,7 @@ def test_rpm_window_blocks_and_refills_for_real(config: EmulatorConfig) -> None:
         assert blocked.status == 429
         assert 9_000 <= int(blocked.headers["retry-after-ms"]) <= 10_000
         assert blocked.headers["retry-after"] == "10"
+        assert "exceeded call rate limit" in blocked.json()["error"]["message"]
 
 
 def test_blocked_then_accepted_after_retry_after(config: EmulatorConfig) -> None:

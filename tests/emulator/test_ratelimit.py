@@ -25,7 +25,7 @@ def test_token_window_blocks_then_refills_after_a_minute() -> None:
     blocked = window.admit(20.0, 200)
     assert not blocked.allowed
     assert blocked.retry_after == pytest.approx(40.0)  # when the first 600 leave the window
-    assert blocked.remaining_tokens == 100
+    assert blocked.remaining_tokens == 100 and blocked.limited_by == "tokens"
     assert not window.admit(59.9, 200).allowed
     assert window.admit(60.0, 200).allowed
 
@@ -45,7 +45,7 @@ def test_requests_limited_per_ten_seconds() -> None:
     assert window.admit(1.0, 1).allowed
     verdict = window.admit(2.0, 1)
     assert not verdict.allowed and verdict.retry_after == pytest.approx(8.0)
-    assert verdict.remaining_requests == 0
+    assert verdict.remaining_requests == 0 and verdict.limited_by == "requests"
     assert window.admit(10.0, 1).allowed
 
 
