@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from azure_openai_proxy.entra import missing_entra_support
 from azure_openai_proxy.settings import DEFAULT_API_VERSION, Settings
 
 __all__ = ["ConfigError", "load_settings", "parse_model_mapper"]
@@ -54,6 +55,8 @@ _TOP_LEVEL_KEYS = {
     "upstream", "max_body_bytes", "response_model", "keep_azure_fields",
     "honour_client_api_version", "log_level", "log_prompts", "workers", "routing_strategy",
     "max_attempts", "retry_budget_seconds", "shutdown_grace_seconds", "metrics",
+    "circuit_failures", "circuit_open_seconds", "cooldown_seconds", "latency_exploration",
+    "watch_config",
 }
 
 
@@ -261,6 +264,10 @@ def load_settings(
     if isinstance(raw.get("client_keys"), str):
         raw["client_keys"] = [k.strip() for k in raw["client_keys"].split(",") if k.strip()]
     try:
-        return Settings.model_validate(raw)
+        settings = Settings.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, deployments)) from None
+    problem = missing_entra_support(settings)
+    if problem is not None:
+        raise ConfigError(problem)
+    return settings

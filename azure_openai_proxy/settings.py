@@ -136,6 +136,17 @@ class Settings(_Frozen):
     retry_budget_seconds: float = Field(default=30.0, gt=0)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     metrics: bool = True
+    # Failover (see azure_openai_proxy.balancing): consecutive failures (5xx, connect
+    # errors, timeouts) that open a deployment's circuit, and how long it stays open
+    # before one probe request is let through.
+    circuit_failures: int = Field(default=5, ge=1)
+    circuit_open_seconds: float = Field(default=30.0, gt=0)
+    # A 429 without retry-after / retry-after-ms cools the deployment down this long.
+    cooldown_seconds: float = Field(default=10.0, gt=0)
+    # `latency` strategy: how often a random deployment goes first, to notice recoveries.
+    latency_exploration: float = Field(default=0.1, ge=0, le=1)
+    # Reload when the config file changes (polled every 2 s), besides SIGHUP.
+    watch_config: bool = False
 
     @field_validator("api_base")
     @classmethod

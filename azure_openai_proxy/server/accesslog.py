@@ -28,6 +28,7 @@ class RequestRecord:
     route: str = "-"
     model: str | None = None
     deployment: str | None = None
+    endpoint: str | None = None  # the deployment's endpoint (metrics label; not logged)
     status: int = 0
     attempts: int = 0
     upstream_ms: float | None = None

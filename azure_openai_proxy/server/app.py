@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 
@@ -17,6 +18,8 @@ import orjson
 from aiohttp import web
 
 from azure_openai_proxy import __version__
+from azure_openai_proxy.balancing import PoolState
+from azure_openai_proxy.entra import EntraTokens, TokenCredential
 from azure_openai_proxy.errors import (
     BodyTooLarge,
     GatewayError,
@@ -25,12 +28,13 @@ from azure_openai_proxy.errors import (
     error_body,
 )
 from azure_openai_proxy.server.accesslog import RECORD, RequestRecord
-from azure_openai_proxy.server.balancer import Balancer
+from azure_openai_proxy.server.balancer import Balancer, rules_of
+from azure_openai_proxy.server.metrics import Metrics, metrics_for
 from azure_openai_proxy.server.pipeline import Gateway
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.transport import AiohttpTransport, Transport
 
-__all__ = ["GATEWAY", "RUNNER_OPTIONS", "create_app", "reload_app"]
+__all__ = ["GATEWAY", "METRICS", "RUNNER_OPTIONS", "create_app", "reload_app"]
 
 # How the gateway must be served (aiohttp AppRunner options). Handler cancellation is
 # how a client that leaves mid-stream closes the upstream request at once, even while
@@ -50,6 +54,8 @@ class GatewayHolder:
 
 
 GATEWAY = web.AppKey("gateway", GatewayHolder)
+METRICS = web.AppKey("metrics", Metrics)
+_TOKENS = web.AppKey("entra_tokens", EntraTokens)
 _RETIRED = web.AppKey("retired_transports", set)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
@@ -66,34 +72,55 @@ def _error_response(error: GatewayError) -> web.Response:
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
+    metrics = request.app[METRICS]
+    metrics.request_started()
+    status = 499  # what the metrics say if the client leaves (the handler is cancelled)
     try:
-        response = await handler(request)
+        response = await _answer(request, handler)
+        status = response.status
+        return response
+    finally:
+        record: RequestRecord | None = request.get(RECORD)
+        if record is None:
+            record = RequestRecord("", request.method, route=_local_route(request))
+        if not record.status or status >= 400:
+            record.status = status
+        record.total_ms = (time.perf_counter() - started) * 1000
+        if record.request_id:
+            record.emit()
+        metrics.request_finished(record)
+
+
+def _local_route(request: web.Request) -> str:
+    """`/health`, `/metrics`...: routes the gateway answers itself; "-" for unknown paths."""
+    info = request.match_info
+    resource = info.route.resource if info.route is not None else None
+    name = resource.canonical if resource is not None else "-"
+    return "-" if "{" in name else name
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
     except GatewayError as exc:
-        response = _error_response(exc)
+        return _error_response(exc)
     except web.HTTPRequestEntityTooLarge:
-        response = _error_response(BodyTooLarge("The request body is too large."))
+        return _error_response(BodyTooLarge("The request body is too large."))
     except web.HTTPMethodNotAllowed:
-        response = _error_response(MethodNotAllowed(f"Method {request.method} is not allowed."))
+        return _error_response(MethodNotAllowed(f"Method {request.method} is not allowed."))
     except web.HTTPNotFound:
-        response = _error_response(RouteNotFound(f"Unknown request URL: {request.method} {request.path}"))
+        return _error_response(RouteNotFound(f"Unknown request URL: {request.method} {request.path}"))
     except web.HTTPException as exc:
         body = error_body(exc.reason, "invalid_request_error")
-        response = web.Response(body=orjson.dumps(body), status=exc.status,
-                                content_type="application/json")
+        return web.Response(body=orjson.dumps(body), status=exc.status,
+                            content_type="application/json")
     except Exception:
         # The reply never carries a traceback; the log gets one (it holds no keys: we
         # never put a key into an exception message).
         log.exception("unexpected error on %s %s", request.method, request.path)
         body = error_body("The gateway hit an unexpected error.", "server_error", "internal_error")
-        response = web.Response(body=orjson.dumps(body), status=500,
-                                content_type="application/json")
-    record: RequestRecord | None = request.get(RECORD)
-    if record is not None:
-        if not record.status or response.status >= 400:
-            record.status = response.status
-        record.total_ms = (time.perf_counter() - started) * 1000
-        record.emit()
-    return response
+        return web.Response(body=orjson.dumps(body), status=500,
+                            content_type="application/json")
 
 
 def _cors(settings: Settings) -> Middleware:
@@ -135,13 +162,42 @@ async def _health(request: web.Request) -> web.Response:
     return web.Response(body=b'{"status":"ok"}', content_type="application/json")
 
 
+async def _health_deployments(request: web.Request) -> web.Response:
+    """Each deployment's live state. Needs a client key when client keys are set; never
+    shows a key."""
+    gateway = request.app[GATEWAY].current
+    gateway.keyring.authenticate(request.headers)
+    body = {
+        "worker": os.getpid(),
+        "routing_strategy": gateway.settings.routing_strategy,
+        "deployments": gateway.balancer.snapshot(gateway.settings.deployments),
+    }
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body, content_type = request.app[METRICS].render()
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
 async def _root(request: web.Request) -> web.Response:
     body = {"service": "azure-openai-proxy", "version": __version__, "status": "ok"}
     return web.Response(body=orjson.dumps(body), content_type="application/json")
 
 
-def create_app(settings: Settings, transport: Transport | None = None) -> web.Application:
-    """The gateway as an aiohttp application. One per worker process."""
+def create_app(
+    settings: Settings,
+    transport: Transport | None = None,
+    *,
+    credential: TokenCredential | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> web.Application:
+    """The gateway as an aiohttp application. One per worker process.
+
+    `credential` replaces azure-identity's `DefaultAzureCredential` for `auth: entra`
+    deployments (tests); `clock` is the balancer's monotonic clock."""
     middlewares: list[Middleware] = []
     if settings.cors:
         middlewares.append(_cors(settings))
@@ -151,36 +207,60 @@ def create_app(settings: Settings, transport: Transport | None = None) -> web.Ap
         client_max_size=settings.max_body_bytes,
     )
     app[_RETIRED] = set()
-    holder = GatewayHolder(_gateway(settings, transport or AiohttpTransport(settings.upstream)))
+    holder_box: list[GatewayHolder] = []
+    app[METRICS] = metrics_for(
+        settings.metrics, lambda: holder_box[0].current.balancer.state, clock
+    )
+    tokens = EntraTokens(credential)
+    app[_TOKENS] = tokens
+    gateway = _gateway(app, settings, transport or AiohttpTransport(settings.upstream), None, clock)
+    holder = GatewayHolder(gateway)
+    holder_box.append(holder)
     app[GATEWAY] = holder
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         return await holder.current.handle(request)
 
-    async def close_transport(app: web.Application) -> None:
+    async def close_upstream(app: web.Application) -> None:
         await app[GATEWAY].current.transport.close()
+        await tokens.close()
 
-    app.on_cleanup.append(close_transport)
+    app.on_cleanup.append(close_upstream)
     app.router.add_get("/health", _health)
+    app.router.add_get("/health/deployments", _health_deployments)
+    if settings.metrics:
+        app.router.add_get("/metrics", _metrics)
     app.router.add_route("HEAD", "/", _root)
     app.router.add_route("GET", "/", _root)
     app.router.add_route("*", "/{tail:.+}", dispatch)
     return app
 
 
-def _gateway(settings: Settings, transport: Transport) -> Gateway:
-    return Gateway(settings, transport, Balancer(settings.max_attempts))
+def _gateway(
+    app: web.Application, settings: Settings, transport: Transport,
+    previous: Gateway | None, clock: Callable[[], float],
+) -> Gateway:
+    rules = rules_of(settings)
+    state = PoolState.for_deployments(
+        settings.deployments, rules, previous.balancer.state if previous is not None else None
+    )
+    balancer = Balancer(settings, state, app[METRICS], clock)
+    return Gateway(settings, transport, balancer, app[_TOKENS])
 
 
 def reload_app(app: web.Application, settings: Settings) -> None:
-    """Serve new requests with `settings`. The upstream connection pool is kept when the
-    upstream settings did not change (no reconnects, no dropped keep-alives)."""
+    """Serve new requests with `settings`. Requests in flight finish on the gateway they
+    started on; deployments that are still configured (same endpoint and deployment
+    name) keep their live state (cooldowns, circuits, in-flight counts). The upstream
+    connection pool is kept when the upstream settings did not change (no reconnects,
+    no dropped keep-alives). `/metrics` being on or off is fixed at start-up."""
     holder = app[GATEWAY]
     old = holder.current
+    clock = old.balancer.clock
     if settings.upstream == old.settings.upstream:
-        holder.current = _gateway(settings, old.transport)
+        holder.current = _gateway(app, settings, old.transport, old, clock)
         return
-    holder.current = _gateway(settings, AiohttpTransport(settings.upstream))
+    holder.current = _gateway(app, settings, AiohttpTransport(settings.upstream), old, clock)
     grace = old.settings.shutdown_grace_seconds + old.settings.upstream.read_timeout
 
     async def close_later() -> None:

@@ -1,71 +1,234 @@
-"""Which deployment of a pool to try, in what order, and whether to try another.
+"""The thin adapter between the pure failover policy (`azure_openai_proxy.balancing`)
+and the request pipeline: it supplies the clock, the random source and the metrics,
+and turns the policy's "give up" into the error the client gets.
 
-This first version orders a pool by priority and then by weight (a seeded random
-draw, so tests can pin it), and allows up to `max_attempts` tries. Live state
-(cooldowns after 429, circuit breakers, in-flight counts) plugs in behind the same
-methods.
+Per request the pipeline does:
+
+    run = balancer.failover(pool, cost)
+    while True:
+        step = run.next_step()        # a deployment, seconds to wait, or raises
+        lease = run.begin(deployment)
+        ... lease.failed(reason) | lease.answered(status, headers) ...; lease.done()
+        run.failed(error)             # when the attempt is worth retrying elsewhere
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from azure_openai_proxy.errors import GatewayError
+from azure_openai_proxy.balancing import (
+    BreakerRules,
+    DeploymentState,
+    FailoverRun,
+    GiveUp,
+    Member,
+    PoolState,
+    Strategy,
+    WaitFor,
+    remaining_quota,
+    retry_after_seconds,
+    strategy_named,
+)
+from azure_openai_proxy.errors import (
+    GatewayError,
+    NoDeploymentAvailable,
+    RateLimited,
+    UpstreamError,
+    UpstreamHttpError,
+)
 from azure_openai_proxy.routing import Pool
-from azure_openai_proxy.settings import DeploymentSettings
+from azure_openai_proxy.server.metrics import Metrics, NoMetrics
+from azure_openai_proxy.settings import DeploymentSettings, Settings
 
-__all__ = ["Balancer", "Lease"]
+__all__ = ["Balancer", "Failover", "Lease", "failure_reason", "rules_of"]
+
+_FAILED_STATUSES = frozenset({500, 502, 503, 504})
+
+
+def rules_of(settings: Settings) -> BreakerRules:
+    return BreakerRules(settings.circuit_failures, settings.circuit_open_seconds)
+
+
+def failure_reason(error: GatewayError) -> str:
+    """A short label for why an attempt failed: "429", "503", "timeout", "unreachable"."""
+    if isinstance(error, UpstreamHttpError):
+        return str(error.http_status)
+    if isinstance(error, UpstreamError) and error.code:
+        return error.code.removeprefix("upstream_")
+    return str(error.http_status)
 
 
 class Lease:
-    """One attempt on one deployment; tells the balancer how it went."""
+    """One attempt on one deployment; tells the deployment's state how it went."""
 
-    __slots__ = ("deployment",)
+    __slots__ = ("_balancer", "_open", "_probe", "_sent", "deployment", "state")
 
-    def __init__(self, deployment: DeploymentSettings) -> None:
+    def __init__(self, balancer: Balancer, deployment: DeploymentSettings, state: DeploymentState):
+        self._balancer = balancer
         self.deployment = deployment
+        self.state = state
+        now = balancer.clock()
+        self._sent = now
+        self._open = True
+        state.in_flight += 1
+        self._probe = state.breaker.admit(now)
 
     def failed(self, reason: str) -> None:
-        pass
+        """No answer: connect error, timeout, connection dropped before the headers."""
+        self._probe = False
+        if self.state.breaker.failed(self._balancer.clock()):
+            self._balancer.metrics.circuit_opened(self.deployment.deployment_name,
+                                                  self.deployment.endpoint)
 
     def answered(self, status: int, headers: Mapping[str, str]) -> None:
-        pass
+        balancer, state = self._balancer, self.state
+        now = balancer.clock()
+        self._probe = False
+        requests, tokens = remaining_quota(headers)
+        if requests is not None or tokens is not None:
+            state.observe_quota(now, requests, tokens)
+        if status == 429 or (status == 503 and "retry-after" in headers):
+            wait = retry_after_seconds(headers)
+            if state.cool_down(now, balancer.cooldown_seconds if wait is None else wait):
+                balancer.metrics.cooled_down(self.deployment.deployment_name, self.deployment.endpoint)
+        if status in _FAILED_STATUSES:
+            if state.breaker.failed(now):
+                balancer.metrics.circuit_opened(self.deployment.deployment_name,
+                                                self.deployment.endpoint)
+            return
+        # Any other answer, a 429 or a 400 included, shows the deployment is up.
+        state.breaker.succeeded()
+        if status < 400:
+            state.observe_latency((now - self._sent) * 1000, balancer.rules.latency_alpha)
 
     def done(self) -> None:
-        pass
+        if not self._open:
+            return
+        self._open = False
+        self.state.in_flight -= 1
+        if self._probe:
+            self.state.breaker.abandoned()
 
 
-def weighted_order(
-    deployments: Sequence[DeploymentSettings], rng: random.Random
-) -> list[DeploymentSettings]:
-    """Priority groups in order; inside a group, a weighted draw without replacement."""
-    ordered: list[DeploymentSettings] = []
-    for priority in sorted({d.priority for d in deployments}):
-        group = [d for d in deployments if d.priority == priority]
-        while group:
-            pick = rng.choices(range(len(group)), weights=[d.weight for d in group])[0]
-            ordered.append(group.pop(pick))
-    return ordered
+class Failover:
+    """One request's attempts on its pool."""
+
+    __slots__ = ("_balancer", "_last_error", "_pool", "_run")
+
+    def __init__(self, balancer: Balancer, pool: Pool, run: FailoverRun) -> None:
+        self._balancer = balancer
+        self._pool = pool
+        self._run = run
+        self._last_error: GatewayError | None = None
+
+    def next_step(self) -> DeploymentSettings | float:
+        """The deployment to try next, or seconds to wait first; raises when giving up."""
+        balancer = self._balancer
+        step = self._run.next_step(balancer.clock())
+        if isinstance(step, WaitFor):
+            return step.seconds
+        if isinstance(step, GiveUp):
+            raise self._give_up(step)
+        if step.retry_of is not None:
+            balancer.metrics.retried(step.retry_of, step.failover)
+        return step.member.settings
+
+    def begin(self, deployment: DeploymentSettings) -> Lease:
+        return Lease(self._balancer, deployment, self._balancer.state.of(deployment))
+
+    def failed(self, error: GatewayError) -> None:
+        """The attempt failed in a way another attempt may fix (429, 5xx, no answer)."""
+        self._last_error = error
+        self._run.failed(failure_reason(error), rate_limited=error.http_status == 429)
+
+    def _give_up(self, step: GiveUp) -> GatewayError:
+        last = self._last_error
+        wait_ms = None if step.retry_after is None else max(1, math.ceil(step.retry_after * 1000))
+        if last is not None and last.http_status == 429 and wait_ms is not None:
+            # Azure's own 429 body, with the soonest any deployment of the pool is free.
+            return _with_retry_after(last, wait_ms)
+        if step.cause in ("exhausted", "tried_all") and last is not None:
+            return last
+        model = self._pool.model or "this request"
+        if step.cause == "rate_limited":
+            return RateLimited(
+                f"Every deployment serving {model} is rate-limited; retry after "
+                f"{_seconds(wait_ms)} seconds.", retry_after_ms=wait_ms,
+            )
+        return NoDeploymentAvailable(
+            f"No deployment serving {model} is available right now (failing or cooling "
+            "down); please retry later.", retry_after_ms=wait_ms,
+        )
+
+
+def _seconds(ms: int | None) -> int:
+    return 1 if ms is None else max(1, -(-ms // 1000))
+
+
+def _with_retry_after(error: GatewayError, ms: int) -> GatewayError:
+    headers = {**error.headers(), "retry-after": str(_seconds(ms)), "retry-after-ms": str(ms)}
+    if isinstance(error, UpstreamHttpError):
+        return UpstreamHttpError(error.http_status, error.body(), headers)
+    return RateLimited(error.message, retry_after_ms=ms)
 
 
 class Balancer:
-    def __init__(self, max_attempts: int, rng: random.Random | None = None) -> None:
-        self._max_attempts = max_attempts
+    """Per-worker: the pool state, the routing strategy and the attempt limits."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: PoolState | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.rules = rules_of(settings)
+        self.state = state or PoolState.for_deployments(settings.deployments, self.rules)
+        self.metrics: Metrics = metrics or NoMetrics()
+        self.clock = clock
+        self.cooldown_seconds = settings.cooldown_seconds
+        self.strategy_name = settings.routing_strategy
+        self._strategy: Strategy = strategy_named(settings.routing_strategy,
+                                                  settings.latency_exploration)
         self._rng = rng or random.Random()
+        self._max_attempts = settings.max_attempts
+        self._budget = settings.retry_budget_seconds
+        self._members: dict[int, tuple[Pool, tuple[Member, ...]]] = {}
 
-    def candidates(self, pool: Pool) -> list[DeploymentSettings]:
-        if len(pool.deployments) == 1:
-            return list(pool.deployments)
-        return weighted_order(pool.deployments, self._rng)
+    def failover(self, pool: Pool, cost: int) -> Failover:
+        run = FailoverRun(
+            members=self._members_of(pool),
+            deadline=self.clock() + self._budget,
+            max_attempts=self._max_attempts,
+            cost=cost,
+            strategy=self._strategy,
+            rng=self._rng,
+        )
+        return Failover(self, pool, run)
 
-    def begin(self, deployment: DeploymentSettings) -> Lease:
-        return Lease(deployment)
+    def _members_of(self, pool: Pool) -> tuple[Member, ...]:
+        cached = self._members.get(id(pool))
+        if cached is not None and cached[0] is pool:
+            return cached[1]
+        members = tuple(Member(d, self.state.of(d)) for d in pool.deployments)
+        if not pool.dynamic:
+            self._members[id(pool)] = (pool, members)
+        return members
 
-    async def may_retry(
-        self, attempt: int, candidates: Sequence[DeploymentSettings], error: GatewayError
-    ) -> bool:
-        return attempt < min(len(candidates), self._max_attempts)
-
-    def exhausted(self, last_error: GatewayError) -> GatewayError:
-        return last_error
+    def snapshot(self, deployments: tuple[DeploymentSettings, ...]) -> list[dict[str, Any]]:
+        """Each configured deployment's live state, for `/health/deployments` (no keys)."""
+        now = self.clock()
+        rows = []
+        for d in deployments:
+            state = self.state.of(d)
+            rows.append({
+                "model": d.model_name, "deployment": d.deployment_name,
+                "endpoint": d.endpoint, "priority": d.priority, "weight": d.weight,
+                "available": state.available(now), **state.snapshot(now),
+            })
+        return rows

@@ -10,6 +10,7 @@ only sequences them and moves bytes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -21,7 +22,9 @@ import orjson
 from aiohttp import web
 
 from azure_openai_proxy.auth import Caller, ClientKeyring
+from azure_openai_proxy.balancing import estimated_cost
 from azure_openai_proxy.compat import DeploymentProfile, adapt_chat_request, infer_family
+from azure_openai_proxy.entra import EntraTokens
 from azure_openai_proxy.errors import (
     BodyTooLarge,
     GatewayError,
@@ -95,7 +98,7 @@ class Gateway:
         settings: Settings,
         transport: Transport,
         balancer: Balancer,
-        tokens: Any = None,
+        tokens: EntraTokens | None = None,
     ) -> None:
         self.settings = settings
         self.table = RoutingTable(settings)
@@ -202,52 +205,76 @@ class Gateway:
         self, request: web.Request, target: Target, caller: Caller, body: _Body,
         record: RequestRecord,
     ) -> web.StreamResponse:
+        """Try the pool's deployments as the balancer orders them until one answers.
+
+        Failover happens only before the first byte reaches the client: a 429, 5xx,
+        connect error or timeout moves on to the next deployment (or waits for the
+        first cooldown to end); once `_relay` starts, a failure is the client's."""
         pool, client_model = self._pool_for(target, body)
         record.model = client_model
-        candidates = self.balancer.candidates(pool)
-        last_error: GatewayError | None = None
-        for attempt, deployment in enumerate(candidates, start=1):
-            record.attempts = attempt
+        run = self.balancer.failover(pool, _cost_of(body))
+        while True:
+            step = run.next_step()  # raises when no attempt is left
+            if isinstance(step, float):
+                record.retries.append(f"wait:{round(step * 1000)}ms")
+                await asyncio.sleep(step)
+                continue
+            deployment = step
+            record.attempts += 1
             record.deployment = deployment.deployment_name
-            upstream_request, stream_policy = self._translate(
-                request, target, caller, body, deployment, client_model, record
-            )
-            sent = time.perf_counter()
-            lease = self.balancer.begin(deployment)
+            record.endpoint = deployment.endpoint
+            lease = run.begin(deployment)
             try:
-                response = await self.transport.send(upstream_request)
+                response, policy = await self._send(request, target, caller, body, deployment,
+                                                    client_model, record)
             except UpstreamError as exc:
                 lease.failed(str(exc.code))
-                last_error = exc
+                lease.done()
                 record.retries.append(f"{deployment.deployment_name}:{exc.code}")
-                if not await self.balancer.may_retry(attempt, candidates, exc):
-                    break
+                run.failed(exc)
                 continue
-            record.upstream_ms = (time.perf_counter() - sent) * 1000
-            record.azure_request_id = response.headers.get("x-request-id") or response.headers.get(
-                "apim-request-id"
-            )
+            except BaseException:
+                lease.done()
+                raise
             lease.answered(response.status, response.headers)
             if response.status >= 400:
-                error_body = await response.read(_ERROR_BODY_LIMIT)
-                response.close()
-                lease.done()
-                last_error = translate_upstream_error(
+                try:
+                    error_body = await response.read(_ERROR_BODY_LIMIT)
+                finally:
+                    response.close()
+                    lease.done()
+                error = translate_upstream_error(
                     response.status, response.headers, error_body,
                     client_model=client_model, deployment=deployment.deployment_name,
                     client_credentials=deployment.auth == "passthrough",
                 )
-                if is_retryable(response.status):
-                    record.retries.append(f"{deployment.deployment_name}:{response.status}")
-                    if await self.balancer.may_retry(attempt, candidates, last_error):
-                        continue
-                raise last_error
+                if not is_retryable(response.status):
+                    raise error
+                record.retries.append(f"{deployment.deployment_name}:{response.status}")
+                run.failed(error)
+                continue
             try:
-                return await self._relay(request, target, response, stream_policy, client_model, record)
+                return await self._relay(request, target, response, policy, client_model, record)
             finally:
                 lease.done()
-        assert last_error is not None
-        raise self.balancer.exhausted(last_error)
+
+    async def _send(
+        self, request: web.Request, target: Target, caller: Caller, body: _Body,
+        deployment: DeploymentSettings, client_model: str | None, record: RequestRecord,
+    ) -> tuple[UpstreamResponse, StreamPolicy | None]:
+        token = None
+        if deployment.auth == "entra" and self.tokens is not None:
+            token = await self.tokens.token_for(deployment)
+        upstream_request, stream_policy = self._translate(
+            request, target, caller, body, deployment, client_model, record, token
+        )
+        sent = time.perf_counter()
+        response = await self.transport.send(upstream_request)
+        record.upstream_ms = (time.perf_counter() - sent) * 1000
+        record.azure_request_id = response.headers.get("x-request-id") or response.headers.get(
+            "apim-request-id"
+        )
+        return response, stream_policy
 
     def _profile(self, deployment: DeploymentSettings) -> DeploymentProfile:
         key = id(deployment)
@@ -270,6 +297,7 @@ class Gateway:
     def _translate(
         self, request: web.Request, target: Target, caller: Caller, body: _Body,
         deployment: DeploymentSettings, client_model: str | None, record: RequestRecord,
+        token: str | None = None,
     ) -> tuple[UpstreamRequest, StreamPolicy | None]:
         client_version = request.query.get("api-version") if target.native else None
         version = api_version_for(
@@ -277,7 +305,6 @@ class Gateway:
         )
         url = upstream_url(deployment, target, version, request.query.items())
         headers = forwarded_headers(request.headers)
-        token = self.tokens.token_for(deployment) if deployment.auth == "entra" and self.tokens else None
         headers.update(azure_auth_headers(deployment, caller, token))
         needs_model = deployment.api == "v1" or target.kind == "resource"
         policy: StreamPolicy | None = None
@@ -405,6 +432,13 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
             raise BodyTooLarge(f"The request body is larger than the limit of {limit} bytes.")
         parts.append(chunk)
     return b"".join(parts)
+
+
+def _cost_of(body: _Body) -> int:
+    """The token cost Azure will estimate for this request, for quota-aware routing."""
+    if body.raw is not None:
+        return estimated_cost(len(body.raw), body.json)
+    return estimated_cost(0, None)  # multipart: audio or images, not prompt text
 
 
 def _usage_of(raw: bytes) -> dict[str, Any] | None:

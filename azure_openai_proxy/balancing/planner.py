@@ -1,0 +1,150 @@
+"""The failover policy: given a pool's live state and the time, what to do next. Pure.
+
+`plan()` answers one of:
+
+- `Ordered(candidates)`: the deployments to try, best first. Priority groups in order
+  (priority 2 only after every priority-1 deployment), each ordered by the strategy;
+  deployments near their quota (the last `x-ratelimit-remaining-*` reading, refilled
+  by the configured tpm/rpm, leaves less than this request's estimated cost) go after
+  all the others, so they are avoided before they answer 429.
+- `WaitFor(seconds)`: nothing is ready, but a deployment that is only cooling down after
+  a 429 will be ready in time for the request's budget.
+- `GiveUp(cause, retry_after)`: nothing is ready in time. `rate_limited` when every
+  blocked deployment is cooling down (the client gets 429), `unavailable` when circuits
+  are open (503), `tried_all` when every deployment already failed for this request.
+
+`FailoverRun` walks one request through its pool with these answers, counting attempts
+against `max_attempts` and time against the retry budget.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from azure_openai_proxy.balancing.state import DeploymentKey, DeploymentState, soonest
+from azure_openai_proxy.balancing.strategies import Member, Strategy
+
+__all__ = ["FailoverRun", "GiveUp", "Ordered", "Plan", "Try", "WaitFor", "near_quota", "plan"]
+
+Cause = Literal["rate_limited", "unavailable", "tried_all", "exhausted"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ordered:
+    candidates: tuple[Member, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WaitFor:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class GiveUp:
+    cause: Cause
+    retry_after: float | None  # seconds until the soonest deployment is ready again
+
+
+Plan = Ordered | WaitFor | GiveUp
+
+
+def near_quota(member: Member, now: float, cost: int) -> bool:
+    """Whether the deployment's last quota reading leaves too little for this request.
+
+    Requests already in flight there are assumed to cost as much as this one."""
+    state, settings = member.state, member.settings
+    requests = state.requests_left(now, settings.rpm)
+    if requests is not None and requests - state.in_flight < 1:
+        return True
+    tokens = state.tokens_left(now, settings.tpm)
+    return tokens is not None and tokens - state.in_flight * cost < cost
+
+
+def _by_priority(members: list[Member], strategy: Strategy, rng: random.Random) -> list[Member]:
+    if len(members) < 2:
+        return members
+    priorities = sorted({m.settings.priority for m in members})
+    ordered: list[Member] = []
+    for priority in priorities:
+        ordered.extend(strategy.order([m for m in members if m.settings.priority == priority], rng))
+    return ordered
+
+
+def plan(
+    members: Sequence[Member], *, now: float, deadline: float, cost: int,
+    strategy: Strategy, rng: random.Random, excluded: Iterable[DeploymentKey] = (),
+) -> Plan:
+    skip = set(excluded)
+    roomy: list[Member] = []
+    tight: list[Member] = []
+    blocked: list[DeploymentState] = []
+    for member in members:
+        if member.state.key in skip:
+            continue
+        if not member.state.available(now):
+            blocked.append(member.state)
+        elif near_quota(member, now, cost):
+            tight.append(member)
+        else:
+            roomy.append(member)
+    if roomy or tight:
+        return Ordered(tuple(_by_priority(roomy, strategy, rng) + _by_priority(tight, strategy, rng)))
+    if not blocked:
+        return GiveUp("tried_all", None)
+    # Only a cooldown (a 429's retry-after) is worth waiting for: a deployment whose
+    # circuit is open is down, and waiting for it would only delay the answer.
+    cooling = [s for s in blocked if s.breaker.state == "closed"]
+    wait = soonest(cooling, now)
+    if wait is not None and now + wait <= deadline:
+        return WaitFor(wait)
+    cause: Cause = "rate_limited" if len(cooling) == len(blocked) else "unavailable"
+    return GiveUp(cause, soonest(blocked, now))
+
+
+@dataclass(slots=True)
+class Try:
+    member: Member
+    retry_of: str | None = None  # why the previous attempt failed, when this is a retry
+    failover: bool = False  # a different deployment from the previous attempt
+
+
+@dataclass(slots=True)
+class FailoverRun:
+    """One client request's walk through its pool."""
+
+    members: Sequence[Member]
+    deadline: float
+    max_attempts: int
+    cost: int
+    strategy: Strategy
+    rng: random.Random
+    attempts: int = 0
+    excluded: set[DeploymentKey] = field(default_factory=set)
+    last_failure: str | None = None
+    last_key: DeploymentKey | None = None
+
+    def next_step(self, now: float) -> Try | WaitFor | GiveUp:
+        if self.attempts >= self.max_attempts or (self.attempts and now >= self.deadline):
+            return GiveUp("exhausted", soonest((m.state for m in self.members), now))
+        step = plan(self.members, now=now, deadline=self.deadline, cost=self.cost,
+                    strategy=self.strategy, rng=self.rng, excluded=self.excluded)
+        if not isinstance(step, Ordered):
+            return step
+        member = step.candidates[0]
+        self.attempts += 1
+        attempt = Try(member)
+        if self.last_failure is not None:
+            attempt.retry_of = self.last_failure
+            attempt.failover = member.state.key != self.last_key
+        self.last_key = member.state.key
+        return attempt
+
+    def failed(self, reason: str, *, rate_limited: bool = False) -> None:
+        """The attempt just made failed. A deployment that answered 429 may be tried
+        again after its cooldown; one that failed otherwise is not tried again."""
+        self.last_failure = reason
+        if not rate_limited and self.last_key is not None:
+            self.excluded.add(self.last_key)

@@ -1,0 +1,221 @@
+"""Prometheus metrics for `GET /metrics`, and a no-op stand-in when `metrics: false`.
+
+`Metrics` is what the pipeline and the balancer call; `PrometheusMetrics` records into a
+per-app `CollectorRegistry` (never the process-global one, so two apps in one process,
+as in the tests, do not share counters). Hot-path cost: one dict lookup for pre-bound
+label children per request; per-deployment live state (in flight, cooldown, circuit,
+quota) is read only when scraped.
+
+Metric names (prefix `azure_openai_proxy_`):
+
+    requests_total{route,model,deployment,endpoint,status}       counter
+    request_duration_seconds{route,model}                        histogram, whole request
+    upstream_ttfb_seconds{deployment,endpoint}                   histogram, to response headers
+    in_flight_requests                                           gauge
+    retries_total{reason} / failovers_total{reason}              counters
+    cooldowns_total{deployment,endpoint}                         counter (429s honoured)
+    circuit_opened_total{deployment,endpoint}                    counter
+    tokens_total{model,deployment,endpoint,direction="in"|"out"} counter
+    deployment_in_flight / deployment_cooldown_seconds / deployment_circuit_state
+      (0 closed, 1 half-open, 2 open) / deployment_latency_seconds /
+      deployment_remaining_tokens / deployment_remaining_requests  gauges, at scrape time
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from azure_openai_proxy.balancing import DeploymentState
+from azure_openai_proxy.server.accesslog import RequestRecord
+
+__all__ = ["Metrics", "NoMetrics", "PrometheusMetrics", "metrics_for"]
+
+_PREFIX = "azure_openai_proxy_"
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_CIRCUIT_VALUE = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
+# Default-endpoint mode accepts model names chosen by clients; past this many label sets
+# new ones are counted under model "_other" so a client cannot grow the registry forever.
+_MAX_LABEL_SETS = 2000
+
+StateSource = Callable[[], Iterable[DeploymentState]]
+
+
+class Metrics(Protocol):
+    def request_started(self) -> None: ...
+
+    def request_finished(self, record: RequestRecord) -> None: ...
+
+    def retried(self, reason: str, failover: bool) -> None: ...
+
+    def cooled_down(self, deployment: str, endpoint: str) -> None: ...
+
+    def circuit_opened(self, deployment: str, endpoint: str) -> None: ...
+
+    def render(self) -> tuple[bytes, str]: ...
+
+
+class NoMetrics:
+    """`metrics: false`: every call does nothing."""
+
+    def request_started(self) -> None:
+        pass
+
+    def request_finished(self, record: RequestRecord) -> None:
+        pass
+
+    def retried(self, reason: str, failover: bool) -> None:
+        pass
+
+    def cooled_down(self, deployment: str, endpoint: str) -> None:
+        pass
+
+    def circuit_opened(self, deployment: str, endpoint: str) -> None:
+        pass
+
+    def render(self) -> tuple[bytes, str]:
+        return b"", CONTENT_TYPE_LATEST
+
+
+class _DeploymentCollector:
+    """Per-deployment live state, read from the current pool state at scrape time."""
+
+    def __init__(self, states: StateSource, clock: Callable[[], float]) -> None:
+        self._states = states
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["deployment", "endpoint"]
+        families = {
+            name: GaugeMetricFamily(_PREFIX + name, doc, labels=labels)
+            for name, doc in (
+                ("deployment_in_flight", "Requests in flight to the deployment."),
+                ("deployment_cooldown_seconds", "Seconds left of the deployment's 429 cooldown."),
+                ("deployment_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open."),
+                ("deployment_latency_seconds", "Recent (EWMA) time to response headers."),
+                ("deployment_remaining_tokens", "Last x-ratelimit-remaining-tokens seen."),
+                ("deployment_remaining_requests", "Last x-ratelimit-remaining-requests seen."),
+            )
+        }
+        now = self._clock()
+        for state in self._states():
+            values = [state.key.deployment, state.key.host]
+            families["deployment_in_flight"].add_metric(values, state.in_flight)
+            families["deployment_cooldown_seconds"].add_metric(
+                values, max(0.0, state.cooldown_until - now)
+            )
+            families["deployment_circuit_state"].add_metric(
+                values, _CIRCUIT_VALUE[state.breaker.state]
+            )
+            if state.latency_ms is not None:
+                families["deployment_latency_seconds"].add_metric(values, state.latency_ms / 1000)
+            if state.tokens is not None:
+                families["deployment_remaining_tokens"].add_metric(values, state.tokens.remaining)
+            if state.requests is not None:
+                families["deployment_remaining_requests"].add_metric(values, state.requests.remaining)
+        yield from families.values()
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+
+class PrometheusMetrics:
+    def __init__(self, states: StateSource, clock: Callable[[], float]) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=False)
+        self._requests = Counter(
+            _PREFIX + "requests", "Requests answered.",
+            ["route", "model", "deployment", "endpoint", "status"], registry=registry,
+        )
+        self._duration = Histogram(
+            _PREFIX + "request_duration_seconds", "Whole request, to the last byte.",
+            ["route", "model"], buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+        self._ttfb = Histogram(
+            _PREFIX + "upstream_ttfb_seconds", "Upstream time to response headers.",
+            ["deployment", "endpoint"], buckets=_LATENCY_BUCKETS, registry=registry,
+        )
+        self._in_flight = Gauge(_PREFIX + "in_flight_requests", "Requests in progress.",
+                                registry=registry)
+        self._retries = Counter(_PREFIX + "retries", "Attempts after a failed one.",
+                                ["reason"], registry=registry)
+        self._failovers = Counter(_PREFIX + "failovers", "Retries on another deployment.",
+                                  ["reason"], registry=registry)
+        self._cooldowns = Counter(_PREFIX + "cooldowns", "429 cooldowns started or extended.",
+                                  ["deployment", "endpoint"], registry=registry)
+        self._opened = Counter(_PREFIX + "circuit_opened", "Circuit breakers opened.",
+                               ["deployment", "endpoint"], registry=registry)
+        self._tokens = Counter(_PREFIX + "tokens", "Tokens used, from Azure's usage.",
+                               ["model", "deployment", "endpoint", "direction"], registry=registry)
+        registry.register(_DeploymentCollector(states, clock))
+        self._bound: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+    def request_started(self) -> None:
+        self._in_flight.inc()
+
+    def request_finished(self, record: RequestRecord) -> None:
+        self._in_flight.dec()
+        key = (record.route, record.model, record.deployment, record.endpoint, record.status)
+        bound = self._bound.get(key)
+        if bound is None:
+            bound = self._bind(key)
+        requests, duration, ttfb, tokens_in, tokens_out = bound
+        requests.inc()
+        duration.observe(record.total_ms / 1000)
+        if ttfb is not None and record.upstream_ms is not None:
+            ttfb.observe(record.upstream_ms / 1000)
+        usage = record.usage
+        if usage and tokens_in is not None:
+            prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+            completion = usage.get("completion_tokens", usage.get("output_tokens"))
+            if isinstance(prompt, int):
+                tokens_in.inc(prompt)
+            if isinstance(completion, int):
+                tokens_out.inc(completion)
+
+    def _bind(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
+        route, model, deployment, endpoint, status = key
+        model_label = model or ""
+        if len(self._bound) >= _MAX_LABEL_SETS:
+            model_label = "_other"
+        deployment_label, endpoint_label = deployment or "", _host(endpoint)
+        ttfb = tokens_in = tokens_out = None
+        if deployment:
+            ttfb = self._ttfb.labels(deployment_label, endpoint_label)
+            tokens_in = self._tokens.labels(model_label, deployment_label, endpoint_label, "in")
+            tokens_out = self._tokens.labels(model_label, deployment_label, endpoint_label, "out")
+        bound = (
+            self._requests.labels(route, model_label, deployment_label, endpoint_label, str(status)),
+            self._duration.labels(route, model_label),
+            ttfb, tokens_in, tokens_out,
+        )
+        if len(self._bound) < _MAX_LABEL_SETS:
+            self._bound[key] = bound
+        return bound
+
+    def retried(self, reason: str, failover: bool) -> None:
+        self._retries.labels(reason).inc()
+        if failover:
+            self._failovers.labels(reason).inc()
+
+    def cooled_down(self, deployment: str, endpoint: str) -> None:
+        self._cooldowns.labels(deployment, _host(endpoint)).inc()
+
+    def circuit_opened(self, deployment: str, endpoint: str) -> None:
+        self._opened.labels(deployment, _host(endpoint)).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _host(endpoint: str | None) -> str:
+    if not endpoint:
+        return ""
+    return endpoint.partition("://")[2].partition("/")[0] or endpoint
+
+
+def metrics_for(enabled: bool, states: StateSource, clock: Callable[[], float]) -> Metrics:
+    return PrometheusMetrics(states, clock) if enabled else NoMetrics()
