@@ -1,0 +1,202 @@
+"""The gateway's benchmark, side by side with direct calls, nginx and LiteLLM, in one run.
+
+    python bench/run.py [--duration 10] [--smoke] [--only gateway-1w,nginx]
+                        [--litellm-venv /opt/litellm] [--results-dir bench/results]
+
+Prints one table, checks issue 6's budget, writes `latest.json` and `latency.png` to the
+results directory. See bench/README.md for set-up and the numbers of a real run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as `python bench/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import report, systems
+from bench.load import have_wrk, run_load
+from bench.procs import Children, descendants, rss_mb
+from bench.streams import many_streams, measure_ttft
+from bench.systems import SLOW_DEPLOYMENT, System
+
+SYSTEMS = ("direct", "nginx", "gateway-1w", "gateway-Nw", "LiteLLM")
+
+
+@dataclass(frozen=True)
+class Plan:
+    duration: float
+    warmup: float
+    ttft_streams: int
+    many: int
+    many_token_ms: float
+    many_tokens: int
+    many_ramp_s: float
+    workers: int
+    only: frozenset[str]
+    litellm: Path | None
+
+    def wants(self, name: str) -> bool:
+        return name == "direct" or not self.only or name in self.only
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    venv = args.litellm_venv or os.environ.get("LITELLM_VENV")
+    binary = systems.litellm_binary(venv)
+    if venv and binary is None:
+        print(f"LiteLLM: no bin/litellm in {venv}; skipped")
+    only = frozenset(s.strip() for s in args.only.split(",") if s.strip()) if args.only else frozenset()
+    unknown = only - {*SYSTEMS, "streams"}
+    if unknown:
+        raise SystemExit(f"--only: unknown {sorted(unknown)}; choose from {', '.join(SYSTEMS)}, streams")
+    workers = os.cpu_count() or 1
+    if args.smoke:
+        return Plan(min(args.duration, 1.0), 0.5, 5, 100, 50, 8, 0.3, workers, only, binary)
+    return Plan(args.duration, 2.0, 40, 2000, 300, 20, 2.0, workers, only, binary)
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _load_rows(plan: Plan, workdir: Path, system: System) -> dict[str, Any]:
+    run_load(workdir, system, 32, plan.warmup)
+    row: dict[str, Any] = {}
+    for conc in (1, 32):
+        result = run_load(workdir, system, conc, plan.duration)
+        row[f"c{conc}"] = result.as_dict()
+        _log(f"  {system.name} @{conc}: {result.rps:,.0f} req/s, p50 {result.p50_us:.0f} µs, "
+             f"p99 {result.p99_us:.0f} µs, errors {result.errors}")
+    return row
+
+
+def _memory(system: System) -> dict[str, float]:
+    assert system.pid is not None
+    time.sleep(0.5)
+    return {"idle_rss_mb": sum(rss_mb(p) for p in descendants(system.pid))}
+
+
+def _phase_requests(plan: Plan, children: Children, results: dict[str, Any]) -> None:
+    _log("== non-streamed chat")
+    upstream = (systems.start_nginx_upstream(children) if systems.have_nginx()
+                else systems.start_emulator(children))
+    results["config"]["upstream"] = "nginx" if systems.have_nginx() else "emulator"
+    assert upstream.child is not None
+    port = upstream.child.port
+    starters: list[tuple[str, Callable[[], System]]] = [
+        ("nginx", lambda: systems.start_nginx_proxy(children, port)),
+        ("gateway-1w", lambda: systems.start_gateway(children, port, 1, "gateway-1w")),
+        ("gateway-Nw", lambda: systems.start_gateway(children, port, plan.workers, "gateway-Nw")),
+    ]
+    if plan.litellm is not None:
+        binary = plan.litellm
+        starters.append(("LiteLLM", lambda: systems.start_litellm(children, binary, port)))
+    results["systems"]["direct"] = _load_rows(plan, children.workdir, upstream)
+    for name, start in starters:
+        if not plan.wants(name) or (name == "nginx" and not systems.have_nginx()):
+            continue
+        system = start()
+        row = {**system.extra, **_memory(system)}
+        row.update(_load_rows(plan, children.workdir, system))
+        results["systems"][name] = row
+        assert system.child is not None
+        children.stop(system.child)
+
+
+def _phase_streams(plan: Plan, children: Children, results: dict[str, Any]) -> None:
+    _log("== streams (emulator upstream: 20 ms to first token, 5 ms per token)")
+    emulator = systems.start_emulator(children, ttft_ms=20, token_ms=5,
+                                      slow_token_ms=plan.many_token_ms)
+    assert emulator.child is not None
+    port = emulator.child.port
+    starters: list[tuple[str, Callable[[], System]]] = [("direct", lambda: emulator)]
+    if systems.have_nginx():
+        starters.append(("nginx", lambda: systems.start_nginx_proxy(children, port)))
+    starters.append(("gateway-1w", lambda: systems.start_gateway(children, port, 1, "gateway-1w")))
+    if plan.litellm is not None:
+        binary = plan.litellm
+        starters.append(("LiteLLM", lambda: systems.start_litellm(children, binary, port)))
+    for name, start in starters:
+        if not plan.wants(name):
+            continue
+        system = start()
+        stats = measure_ttft(system, plan.ttft_streams, "gpt-4o", 16)
+        results["systems"].setdefault(name, {})["stream"] = stats.as_dict()
+        _log(f"  {name}: TTFT p50 {stats.ttft_p50_ms:.2f} ms, per chunk {stats.chunk_mean_ms:.3f} ms,"
+             f" {stats.streams} streams, {stats.failures} failed")
+        if name == "gateway-1w":
+            _phase_many(plan, system, results)
+        if name != "direct" and system.child is not None:
+            children.stop(system.child)
+
+
+def _phase_many(plan: Plan, gateway: System, results: dict[str, Any]) -> None:
+    assert gateway.pid is not None
+    many = many_streams(gateway, gateway.pid, plan.many, SLOW_DEPLOYMENT, plan.many_tokens,
+                        plan.many_ramp_s)
+    results["streams_many"] = many.as_dict()
+    _log(f"  {plan.many} concurrent streams on 1 worker: {many.completed} completed, "
+         f"{many.stalled} stalled, peak open {many.peak_open}, VmHWM {many.vm_hwm_mb:.1f} MB")
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < min(hard, 65536):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+
+
+def run(plan: Plan, results_dir: Path) -> dict[str, Any]:
+    _raise_fd_limit()
+    results: dict[str, Any] = {
+        "machine": report.machine(),
+        "config": {"duration_s": plan.duration, "load_tool": "wrk" if have_wrk() else "asyncio",
+                   "gateway_workers_N": plan.workers, "streams_many": plan.many},
+        "systems": {},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "loadavg_before": report.loadavg(),
+    }
+    with tempfile.TemporaryDirectory(prefix="aoai-bench-") as tmp:
+        children = Children(Path(tmp))
+        try:
+            _phase_requests(plan, children, results)
+            children.close()
+            if not plan.only or "streams" in plan.only or plan.only & {"gateway-1w"}:
+                _phase_streams(plan, children, results)
+        finally:
+            children.close()
+    results["loadavg_after"] = report.loadavg()
+    report.derive(results)
+    results["budget"] = report.budget(results)
+    report.write_json(results, results_dir / "latest.json")
+    _log("\n" + report.text_table(results))
+    _log("\nbudget (issue 6):\n" + report.budget_text(results["budget"]))
+    _log(report.write_chart(results, results_dir / "latency.png"))
+    _log(f"raw numbers: {results_dir / 'latest.json'}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per load point")
+    parser.add_argument("--smoke", action="store_true", help="seconds per system, few streams")
+    parser.add_argument("--only", help=f"comma-separated: {', '.join(SYSTEMS)}, streams")
+    parser.add_argument("--litellm-venv", help="virtualenv with litellm[proxy] (or $LITELLM_VENV)")
+    parser.add_argument("--results-dir", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` kills the children
+    run(_plan(args), args.results_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

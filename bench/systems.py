@@ -1,0 +1,241 @@
+"""The systems under test and the upstreams behind them, each as a child process.
+
+- `start_nginx_upstream`: nginx answering every chat call with a fixed Azure body.
+- `start_emulator`: the bundled Azure emulator (zero latency, or a per-token delay).
+- `start_nginx_proxy`: nginx doing the bare URL rewrite with `proxy_pass` (the limit).
+- `start_gateway`: this gateway through its real CLI, default features on.
+- `start_litellm`: LiteLLM's proxy from its own virtualenv, an `azure/` deployment.
+
+Each returns a `System`: where to send requests and which headers to send.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.procs import HOST, Child, Children, free_port, http_ok, wait_until
+
+REPO = Path(__file__).resolve().parent.parent
+AZURE_KEY = "bench-azure-key-0123456789"
+CLIENT_KEY = "sk-bench-client-key"
+DEPLOYMENT = "gpt-4o"
+SLOW_DEPLOYMENT = "gpt-4o-slow"
+API_VERSION = "2024-10-21"
+AZURE_PATH = f"/openai/deployments/{DEPLOYMENT}/chat/completions?api-version={API_VERSION}"
+
+# What an OpenAI client sends: a system prompt, a user turn, the usual parameters.
+CHAT_BODY: dict[str, object] = {
+    "model": "gpt-4o",
+    "messages": [
+        {"role": "system", "content": "You are a helpful assistant for an online shop. Answer in "
+                                      "two sentences at most and never invent order numbers."},
+        {"role": "user", "content": "My parcel 4411 was due on Tuesday and the tracking page "
+                                    "has not changed since Monday. What should I do?"},
+    ],
+    "temperature": 0.2,
+    "max_tokens": 64,
+    "user": "bench-user-1",
+}
+
+_SAFE = {"filtered": False, "severity": "safe"}
+_FILTERS = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
+# What Azure answers (gpt-4o, default content filter), byte for byte in shape.
+AZURE_ANSWER: dict[str, object] = {
+    "choices": [{
+        "content_filter_results": _FILTERS,
+        "finish_reason": "stop",
+        "index": 0,
+        "logprobs": None,
+        "message": {
+            "content": "I am sorry your parcel is late. Please wait one more working day, then "
+                       "reply to your shipping e-mail so we can open a claim with the carrier.",
+            "refusal": None,
+            "role": "assistant",
+        },
+    }],
+    "created": 1727000000,
+    "id": "chatcmpl-AzBench0001",
+    "model": "gpt-4o-2024-08-06",
+    "object": "chat.completion",
+    "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": _FILTERS}],
+    "system_fingerprint": "fp_5b26d85e12",
+    "usage": {"completion_tokens": 33, "prompt_tokens": 61, "total_tokens": 94},
+}
+
+
+@dataclass(frozen=True)
+class System:
+    """Something to load: a URL and the headers a client of it sends."""
+
+    name: str
+    url: str
+    headers: dict[str, str]
+    child: Child | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int | None:
+        return self.child.pid if self.child is not None else None
+
+
+def have_nginx() -> bool:
+    return shutil.which("nginx") is not None
+
+
+def _nginx_conf(workdir: Path, name: str, server: str, upstream: str = "") -> Path:
+    tmp = workdir / name
+    tmp.mkdir(exist_ok=True)
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    paths = "\n".join(f"  {kind}_temp_path {tmp / kind};"
+                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        f"{user}worker_processes 1;\npid {tmp / 'nginx.pid'};\nerror_log {tmp / 'error.log'} warn;\n"
+        "events { worker_connections 8192; multi_accept on; }\n"
+        f"http {{\n  access_log off;\n{paths}\n  keepalive_requests 1000000;\n"
+        f"{upstream}\n  server {{\n{server}\n  }}\n}}\n"
+    )
+    return conf
+
+
+def _start_nginx(children: Children, name: str, conf: Path, port: int) -> Child:
+    tmp = conf.parent
+    argv = ["nginx", "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf),
+            "-g", "daemon off;"]
+    return children.start(name, argv, port)
+
+
+def start_nginx_upstream(children: Children) -> System:
+    port = free_port()
+    body = json.dumps(AZURE_ANSWER, separators=(",", ":"))
+    server = (
+        f"    listen {HOST}:{port} backlog=4096;\n"
+        "    location ~ ^/openai/deployments/[^/]+/chat/completions$ {\n"
+        "      default_type application/json;\n"
+        "      add_header apim-request-id 5a1b2c3d-bench always;\n"
+        "      add_header x-ms-region \"East US\" always;\n"
+        f"      return 200 '{body}';\n"
+        "    }\n"
+    )
+    child = _start_nginx(children, "upstream-nginx", _nginx_conf(children.workdir, "upstream", server),
+                         port)
+    system = System("direct", f"http://{HOST}:{port}{AZURE_PATH}", {"api-key": AZURE_KEY}, child)
+    wait_until(child, lambda: _chat_ok(system), 10)
+    return system
+
+
+def start_emulator(children: Children, ttft_ms: float = 0, token_ms: float = 0,
+                   slow_token_ms: float = 250) -> System:
+    """The emulator: `gpt-4o` with the given timing, `gpt-4o-slow` for long streams."""
+    port = free_port()
+    config = children.workdir / f"emulator-{port}.yaml"
+    config.write_text(
+        "deployments:\n"
+        f"  - {{name: {DEPLOYMENT}, model: gpt-4o-2024-08-06, kind: chat, tpm: null, rpm: null,"
+        f" ttft_ms: {ttft_ms}, token_ms: {token_ms}}}\n"
+        f"  - {{name: {SLOW_DEPLOYMENT}, model: gpt-4o-2024-08-06, kind: chat, tpm: null,"
+        f" rpm: null, ttft_ms: 100, token_ms: {slow_token_ms}}}\n"
+    )
+    argv = [sys.executable, "-m", "azure_openai_proxy", "emulate", "--listen", f"{HOST}:{port}",
+            "--api-key", AZURE_KEY, "--config", str(config)]
+    child = children.start("emulator", argv, port, env=_python_env())
+    system = System("direct", f"http://{HOST}:{port}{AZURE_PATH}", {"api-key": AZURE_KEY}, child)
+    wait_until(child, lambda: _chat_ok(system), 30)
+    return system
+
+
+def start_nginx_proxy(children: Children, upstream_port: int) -> System:
+    port = free_port()
+    upstream = f"  upstream azure {{ server {HOST}:{upstream_port}; keepalive 256; }}"
+    server = (
+        f"    listen {HOST}:{port} backlog=4096;\n"
+        "    location ~ ^/v1/(chat/completions)$ {\n"
+        f"      proxy_pass http://azure/openai/deployments/{DEPLOYMENT}/$1?api-version={API_VERSION};\n"
+        "      proxy_http_version 1.1;\n"
+        "      proxy_set_header Connection \"\";\n"
+        "      proxy_set_header Authorization \"\";\n"
+        f"      proxy_set_header api-key {AZURE_KEY};\n"
+        "      proxy_buffering off;\n"
+        "    }\n"
+    )
+    child = _start_nginx(children, f"nginx-proxy-{port}", _nginx_conf(children.workdir, f"proxy-{port}",
+                                                                     server, upstream), port)
+    system = System("nginx", f"http://{HOST}:{port}/v1/chat/completions", _client_headers(), child)
+    wait_until(child, lambda: _chat_ok(system), 10)
+    return system
+
+
+def start_gateway(children: Children, upstream_port: int, workers: int, name: str) -> System:
+    """The gateway through its CLI: client keys, stream normalization, metrics and the
+    info-level access log (to a file) all on, as a user runs it."""
+    port = free_port()
+    config = children.workdir / f"gateway-{port}.yaml"
+    config.write_text(
+        f"listen: \"{HOST}:{port}\"\n"
+        f"client_keys: [\"{CLIENT_KEY}\"]\n"
+        "log_level: info\n"
+        "metrics: true\n"
+        "deployment_config:\n"
+        f"  - {{deployment_name: {DEPLOYMENT}, model_name: gpt-4o, endpoint: \"http://{HOST}:{upstream_port}/\","
+        f" api_key: \"{AZURE_KEY}\", api_version: \"{API_VERSION}\"}}\n"
+        f"  - {{deployment_name: {SLOW_DEPLOYMENT}, model_name: gpt-4o-slow,"
+        f" endpoint: \"http://{HOST}:{upstream_port}/\", api_key: \"{AZURE_KEY}\","
+        f" api_version: \"{API_VERSION}\"}}\n"
+    )
+    argv = [sys.executable, "-m", "azure_openai_proxy", "-c", str(config), "--workers", str(workers)]
+    child = children.start(name, argv, port, env=_python_env())
+    system = System(name, f"http://{HOST}:{port}/v1/chat/completions", _client_headers(), child)
+    cold = wait_until(child, lambda: _chat_ok(system), 30)
+    system.extra["cold_start_s"] = cold
+    return system
+
+
+def litellm_binary(venv: str | None) -> Path | None:
+    if not venv:
+        return None
+    binary = Path(venv) / "bin" / "litellm"
+    return binary if binary.is_file() else None
+
+
+def start_litellm(children: Children, binary: Path, upstream_port: int) -> System:
+    port = free_port()
+    config = children.workdir / f"litellm-{port}.yaml"
+    models = "".join(
+        f"  - model_name: {model}\n    litellm_params:\n      model: azure/{model}\n"
+        f"      api_base: http://{HOST}:{upstream_port}\n      api_key: {AZURE_KEY}\n"
+        f"      api_version: \"{API_VERSION}\"\n"
+        for model in (DEPLOYMENT, SLOW_DEPLOYMENT)
+    )
+    config.write_text(
+        f"model_list:\n{models}"
+        "litellm_settings:\n  set_verbose: false\n  drop_params: true\n"
+        f"general_settings:\n  master_key: {CLIENT_KEY}\n"
+    )
+    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
+           "DISABLE_SCHEMA_UPDATE": "True"}
+    env.pop("PYTHONPATH", None)
+    argv = [str(binary), "--config", str(config), "--host", HOST, "--port", str(port),
+            "--num_workers", "1"]
+    child = children.start("litellm", argv, port, env=env)
+    system = System("LiteLLM", f"http://{HOST}:{port}/v1/chat/completions", _client_headers(), child)
+    system.extra["cold_start_s"] = wait_until(child, lambda: _chat_ok(system), 180)
+    return system
+
+
+def _client_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {CLIENT_KEY}"}
+
+
+def _python_env() -> dict[str, str]:
+    path = os.environ.get("PYTHONPATH", "")
+    return {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{path}" if path else str(REPO)}
+
+
+def _chat_ok(system: System) -> bool:
+    headers = {"Content-Type": "application/json", **system.headers}
+    return http_ok(system.url, json.dumps(CHAT_BODY).encode(), headers)

@@ -1,0 +1,51 @@
+"""The benchmark command still works: `python bench/run.py --smoke` prints the table and
+writes a JSON with every system's numbers. A test of the script, never of the timings."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(120)
+def test_smoke_run_prints_the_table_and_writes_every_row(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    if not env.get("LITELLM_VENV"):
+        env.pop("LITELLM_VENV", None)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--smoke", "--results-dir", str(tmp_path)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=110, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    expected = ["direct", "gateway-1w", "gateway-Nw"]
+    if shutil.which("nginx"):
+        expected.append("nginx")
+    if env.get("LITELLM_VENV"):
+        expected.append("LiteLLM")
+    for name in expected:
+        assert f"\n{name} " in done.stdout, done.stdout
+    assert "budget (issue 6)" in done.stdout
+
+    results = json.loads((tmp_path / "latest.json").read_text())
+    for name in expected:
+        row = results["systems"][name]
+        for conc in ("c1", "c32"):
+            assert row[conc]["requests"] > 0 and row[conc]["rps"] > 0, (name, row)
+            assert row[conc]["p50_us"] > 0 and row[conc]["p99_us"] > 0, (name, row)
+            assert row[conc]["errors"] == 0, (name, row)
+    for name in ("direct", "gateway-1w"):
+        stream = results["systems"][name]["stream"]
+        assert stream["streams"] > 0 and stream["ttft_p50_ms"] > 0, stream
+    gateway = results["systems"]["gateway-1w"]
+    assert gateway["cold_start_s"] > 0 and gateway["idle_rss_mb"] > 0
+    many = results["streams_many"]
+    assert many["completed"] > 0 and many["vm_hwm_mb"] > 0
+    assert {line["line"] for line in results["budget"]}
