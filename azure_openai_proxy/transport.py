@@ -87,6 +87,15 @@ class _AiohttpResponse:
         return self._response.headers
 
     async def read(self, limit: int) -> bytes:
+        length = self._response.content_length
+        if length is not None and length <= limit:
+            # The common case (a JSON answer with Content-Length): one await, no generator.
+            try:
+                return await self._response.read()
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                raise _broken() from exc
+            except TimeoutError as exc:
+                raise _stalled() from exc
         parts: list[bytes] = []
         size = 0
         async for chunk in self.chunks():
@@ -100,13 +109,9 @@ class _AiohttpResponse:
             async for chunk in self._response.content.iter_any():
                 yield chunk
         except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-            raise UpstreamStreamBroken(
-                "The connection to Azure OpenAI broke while the response was being read."
-            ) from exc
+            raise _broken() from exc
         except TimeoutError as exc:
-            raise UpstreamTimeout(
-                "Azure OpenAI stopped sending data (read timeout) in the middle of the response."
-            ) from exc
+            raise _stalled() from exc
 
     def close(self) -> None:
         self._response.release()
@@ -167,7 +172,7 @@ class AiohttpTransport:
             raise UpstreamTimeout(
                 f"Azure OpenAI did not answer in time ({_host(request.url)})."
             ) from exc
-        except (aiohttp.ClientError, OSError, *_PROXY_ERRORS) as exc:
+        except _UNREACHABLE as exc:
             raise UpstreamUnreachable(
                 f"Cannot reach Azure OpenAI at {_host(request.url)}: {_reason(exc)}"
             ) from exc
@@ -189,6 +194,20 @@ def _proxy_errors() -> tuple[type[BaseException], ...]:
 
 
 _PROXY_ERRORS = _proxy_errors()
+# What "cannot reach Azure" looks like from aiohttp, the OS and aiohttp-socks.
+_UNREACHABLE: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, *_PROXY_ERRORS)
+
+
+def _broken() -> UpstreamStreamBroken:
+    return UpstreamStreamBroken(
+        "The connection to Azure OpenAI broke while the response was being read."
+    )
+
+
+def _stalled() -> UpstreamTimeout:
+    return UpstreamTimeout(
+        "Azure OpenAI stopped sending data (read timeout) in the middle of the response."
+    )
 
 
 def _host(url: str) -> str:
