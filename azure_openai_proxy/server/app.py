@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable
 
@@ -193,11 +194,13 @@ def create_app(
     *,
     credential: TokenCredential | None = None,
     clock: Callable[[], float] = time.monotonic,
+    rng: random.Random | None = None,
 ) -> web.Application:
     """The gateway as an aiohttp application. One per worker process.
 
     `credential` replaces azure-identity's `DefaultAzureCredential` for `auth: entra`
-    deployments (tests); `clock` is the balancer's monotonic clock."""
+    deployments; `clock` (monotonic seconds) and `rng` drive the balancer. Tests pass
+    fakes; a reload keeps them."""
     middlewares: list[Middleware] = []
     if settings.cors:
         middlewares.append(_cors(settings))
@@ -213,7 +216,8 @@ def create_app(
     )
     tokens = EntraTokens(credential)
     app[_TOKENS] = tokens
-    gateway = _gateway(app, settings, transport or AiohttpTransport(settings.upstream), None, clock)
+    gateway = _gateway(app, settings, transport or AiohttpTransport(settings.upstream), None,
+                       clock, rng or random.Random())
     holder = GatewayHolder(gateway)
     holder_box.append(holder)
     app[GATEWAY] = holder
@@ -238,13 +242,13 @@ def create_app(
 
 def _gateway(
     app: web.Application, settings: Settings, transport: Transport,
-    previous: Gateway | None, clock: Callable[[], float],
+    previous: Gateway | None, clock: Callable[[], float], rng: random.Random,
 ) -> Gateway:
     rules = rules_of(settings)
     state = PoolState.for_deployments(
         settings.deployments, rules, previous.balancer.state if previous is not None else None
     )
-    balancer = Balancer(settings, state, app[METRICS], clock)
+    balancer = Balancer(settings, state, app[METRICS], clock, rng)
     return Gateway(settings, transport, balancer, app[_TOKENS])
 
 
@@ -256,11 +260,11 @@ def reload_app(app: web.Application, settings: Settings) -> None:
     no dropped keep-alives). `/metrics` being on or off is fixed at start-up."""
     holder = app[GATEWAY]
     old = holder.current
-    clock = old.balancer.clock
+    clock, rng = old.balancer.clock, old.balancer.rng
     if settings.upstream == old.settings.upstream:
-        holder.current = _gateway(app, settings, old.transport, old, clock)
+        holder.current = _gateway(app, settings, old.transport, old, clock, rng)
         return
-    holder.current = _gateway(app, settings, AiohttpTransport(settings.upstream), old, clock)
+    holder.current = _gateway(app, settings, AiohttpTransport(settings.upstream), old, clock, rng)
     grace = old.settings.shutdown_grace_seconds + old.settings.upstream.read_timeout
 
     async def close_later() -> None:

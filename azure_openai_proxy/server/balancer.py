@@ -195,7 +195,7 @@ class Balancer:
         self.strategy_name = settings.routing_strategy
         self._strategy: Strategy = strategy_named(settings.routing_strategy,
                                                   settings.latency_exploration)
-        self._rng = rng or random.Random()
+        self.rng = rng or random.Random()
         self._max_attempts = settings.max_attempts
         self._budget = settings.retry_budget_seconds
         self._members: dict[int, tuple[Pool, tuple[Member, ...]]] = {}
@@ -207,7 +207,7 @@ class Balancer:
             max_attempts=self._max_attempts,
             cost=cost,
             strategy=self._strategy,
-            rng=self._rng,
+            rng=self.rng,
         )
         return Failover(self, pool, run)
 
