@@ -1,0 +1,122 @@
+"""Entra ID tokens with a fake credential: caching, early refresh, one refresh at a time."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+
+from azure_openai_proxy.config import load_settings
+from azure_openai_proxy.entra import EntraTokens, EntraUnavailable, missing_entra_support
+from azure_openai_proxy.settings import DeploymentSettings
+
+SCOPE = "https://cognitiveservices.azure.com/.default"
+
+
+@dataclass
+class AccessToken:
+    token: str
+    expires_on: int
+
+
+class FakeCredential:
+    def __init__(self, lifetime: int = 3600) -> None:
+        self.calls: list[str] = []
+        self.lifetime = lifetime
+        self.now = 0.0
+        self.gate: asyncio.Event | None = None
+        self.fail = False
+
+    async def get_token(self, *scopes: str) -> AccessToken:
+        self.calls.append(scopes[0])
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise RuntimeError("no identity here")
+        return AccessToken(f"token-{len(self.calls)}", int(self.now) + self.lifetime)
+
+
+class Clock:
+    def __init__(self, credential: FakeCredential) -> None:
+        self.credential = credential
+
+    def __call__(self) -> float:
+        return self.credential.now
+
+
+def tokens(credential: FakeCredential) -> EntraTokens:
+    return EntraTokens(credential, clock=Clock(credential), refresh_margin=300)
+
+
+async def test_tokens_are_cached_per_scope() -> None:
+    credential = FakeCredential()
+    cache = tokens(credential)
+    assert await cache.token(SCOPE) == "token-1"
+    assert await cache.token(SCOPE) == "token-1"
+    assert await cache.token("https://cognitiveservices.azure.us/.default") == "token-2"
+    assert credential.calls == [SCOPE, "https://cognitiveservices.azure.us/.default"]
+
+
+async def test_refreshed_five_minutes_before_expiry() -> None:
+    credential = FakeCredential(lifetime=3600)
+    cache = tokens(credential)
+    await cache.token(SCOPE)
+    credential.now = 3299.0
+    assert await cache.token(SCOPE) == "token-1"
+    credential.now = 3300.0
+    assert await cache.token(SCOPE) == "token-2"
+
+
+async def test_concurrent_requests_share_one_refresh() -> None:
+    credential = FakeCredential()
+    credential.gate = asyncio.Event()
+    cache = tokens(credential)
+    waiters = [asyncio.create_task(cache.token(SCOPE)) for _ in range(20)]
+    await asyncio.sleep(0)
+    credential.gate.set()
+    assert set(await asyncio.gather(*waiters)) == {"token-1"}
+    assert len(credential.calls) == 1
+
+
+async def test_a_waiter_that_leaves_does_not_cancel_the_refresh() -> None:
+    credential = FakeCredential()
+    credential.gate = asyncio.Event()
+    cache = tokens(credential)
+    leaving = asyncio.create_task(cache.token(SCOPE))
+    staying = asyncio.create_task(cache.token(SCOPE))
+    await asyncio.sleep(0)
+    leaving.cancel()
+    credential.gate.set()
+    assert await staying == "token-1"
+    assert len(credential.calls) == 1
+
+
+async def test_a_failed_refresh_uses_the_still_valid_token_else_raises() -> None:
+    credential = FakeCredential(lifetime=3600)
+    cache = tokens(credential)
+    await cache.token(SCOPE)
+    credential.now, credential.fail = 3400.0, True
+    assert await cache.token(SCOPE) == "token-1"  # inside the margin, still valid
+    credential.now = 3700.0
+    with pytest.raises(EntraUnavailable) as caught:
+        await cache.token(SCOPE)
+    assert "no identity here" not in caught.value.message
+    assert caught.value.http_status == 502
+
+
+async def test_token_for_uses_the_deployments_scope() -> None:
+    credential = FakeCredential()
+    deployment = DeploymentSettings(model_name="m", deployment_name="d", endpoint="https://x.example.com",
+                                    auth="entra", entra_scope="https://cognitiveservices.azure.us/.default")
+    await tokens(credential).token_for(deployment)
+    assert credential.calls == ["https://cognitiveservices.azure.us/.default"]
+
+
+def test_auth_entra_without_azure_identity_is_a_clear_config_error() -> None:
+    settings = load_settings({"deployment_config": [
+        {"model_name": "m", "deployment_name": "d", "endpoint": "https://x.example.com", "auth": "entra"}
+    ]}, {})
+    message = missing_entra_support(settings, installed=lambda: False)
+    assert message is not None and "pip install 'azure-openai-proxy[entra]'" in message
+    assert missing_entra_support(settings, installed=lambda: True) is None
