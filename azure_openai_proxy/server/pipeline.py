@@ -11,19 +11,25 @@ only sequences them and moves bytes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from aiohttp import web
 
 from azure_openai_proxy.auth import Caller, ClientKeyring
 from azure_openai_proxy.balancing import estimated_cost
-from azure_openai_proxy.compat import DeploymentProfile, adapt_chat_request, infer_family
+from azure_openai_proxy.compat import (
+    DeploymentProfile,
+    adapt_chat_request,
+    adapt_completions_request,
+    infer_family,
+)
 from azure_openai_proxy.entra import EntraTokens
 from azure_openai_proxy.errors import (
     BodyTooLarge,
@@ -106,7 +112,6 @@ class Gateway:
         self.transport = transport
         self.balancer = balancer
         self.tokens = tokens
-        self._profiles: dict[int, DeploymentProfile] = {}
 
     # -- entry point -----------------------------------------------------------------
 
@@ -276,23 +281,6 @@ class Gateway:
         )
         return response, stream_policy
 
-    def _profile(self, deployment: DeploymentSettings) -> DeploymentProfile:
-        key = id(deployment)
-        profile = self._profiles.get(key)
-        if profile is None:
-            family = (
-                deployment.model_family
-                if deployment.model_family != "auto"
-                else infer_family(deployment.deployment_name, deployment.model_name)
-            )
-            profile = DeploymentProfile(
-                api=deployment.api,
-                api_version=deployment.api_version,
-                family=family,
-                unsupported_params=frozenset(deployment.unsupported_params),
-            )
-            self._profiles[key] = profile
-        return profile
 
     def _translate(
         self, request: web.Request, target: Target, caller: Caller, body: _Body,
@@ -313,7 +301,10 @@ class Gateway:
             data = body.json
             changed = False
             if target.operation in _NORMALIZED_STREAMS:
-                adapted = adapt_chat_request(data, self._profile(deployment))
+                adapt = adapt_chat_request if target.operation == "chat/completions" else (
+                    adapt_completions_request
+                )
+                adapted = adapt(data, _profile(deployment, version))
                 if adapted.changed:
                     data, changed = adapted.body, True
                     record.adaptations = adapted.notes
@@ -421,6 +412,29 @@ class Gateway:
         finally:
             response.close()
         return out
+
+
+def _profile(deployment: DeploymentSettings, version: str | None) -> DeploymentProfile:
+    """What the deployment accepts, judged by the api-version actually sent (a native
+    client's own version may differ from the configured one)."""
+    return _cached_profile(
+        deployment.api, version if deployment.api == "dated" else deployment.api_version,
+        deployment.model_family, deployment.deployment_name, deployment.model_name,
+        tuple(deployment.unsupported_params),
+    )
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: dynamic deployment names come from clients
+def _cached_profile(
+    api: Literal["dated", "v1"], version: str | None, family: str, deployment_name: str,
+    model_name: str, unsupported: tuple[str, ...],
+) -> DeploymentProfile:
+    return DeploymentProfile(
+        api=api,
+        api_version=version,
+        family=infer_family(deployment_name, model_name) if family == "auto" else family,  # type: ignore[arg-type]
+        unsupported_params=frozenset(unsupported),
+    )
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes:
