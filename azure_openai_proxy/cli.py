@@ -37,6 +37,8 @@ def _serve_parser(prog: str) -> argparse.ArgumentParser:
                         help="answer CORS preflights and allow browsers to call the gateway")
     parser.add_argument("--workers", type=int, metavar="N", help="worker processes (one port)")
     parser.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning, error")
+    parser.add_argument("--watch-config", action="store_true", default=None,
+                        help="reload when the config file changes (polled every 2 s)")
     parser.add_argument("--allow-open", action="store_true", default=None,
                         help="start even though server-side keys are set and no client keys are")
     parser.add_argument("-v", "--version", action="version", version=f"azure-openai-proxy {__version__}")
@@ -45,7 +47,7 @@ def _serve_parser(prog: str) -> argparse.ArgumentParser:
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
     flags: dict[str, Any] = {}
-    for name in ("listen", "cors", "workers", "allow_open"):
+    for name in ("listen", "cors", "workers", "allow_open", "watch_config"):
         value = getattr(args, name, None)
         if value is not None:
             flags[name] = value
@@ -96,6 +98,7 @@ def _check_config(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     parser.add_argument("-c", "--configFile", "--config", dest="config", metavar="FILE")
     args = parser.parse_args(argv)
     args.listen = args.cors = args.workers = args.allow_open = args.log_level = None
+    args.watch_config = None
     try:
         settings = load(args, environ)
     except ConfigError as exc:

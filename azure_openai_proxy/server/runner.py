@@ -2,8 +2,10 @@
 
 - `SIGTERM`/`SIGINT`: stop accepting, let in-flight requests and streams finish for up to
   `shutdown_grace_seconds`, then exit.
-- `SIGHUP`: reload the configuration. A bad new config is logged and the old one keeps
-  serving; requests already in flight finish on the routing they started with.
+- `SIGHUP` (and, with `--watch-config`, a change of the config file): reload the
+  configuration. A bad new config is logged and the old one keeps serving; requests
+  already in flight finish on the routing they started with; deployments still
+  configured keep their live state (cooldowns, circuits).
 - `--workers N`: N processes on one port (SO_REUSEPORT), each with its own pool state.
 """
 
@@ -23,6 +25,7 @@ from aiohttp import web
 from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.server.accesslog import configure_logging
 from azure_openai_proxy.server.app import RUNNER_OPTIONS, create_app, reload_app
+from azure_openai_proxy.server.watch import ConfigWatcher
 from azure_openai_proxy.settings import Settings
 
 __all__ = ["SettingsSource", "describe", "refuse_open_relay", "run", "serve_forever"]
@@ -127,7 +130,12 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
+    watcher: asyncio.Task[None] | None = None
+    if settings.watch_config and source is not None and source.config_path:
+        watcher = loop.create_task(ConfigWatcher(source.config_path, reload).run())
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
     log.info("shutting down: finishing in-flight requests (up to %ss)",
              settings.shutdown_grace_seconds)
     await runner.cleanup()

@@ -1,0 +1,51 @@
+"""`--watch-config`: reload when the config file changes, by polling its mtime and size.
+
+Polling (every 2 s by default) needs no platform file-notification API and works on the
+bind-mounted files and ConfigMaps of containers, where inotify often sees nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+
+__all__ = ["ConfigWatcher"]
+
+log = logging.getLogger("azure_openai_proxy")
+
+Signature = tuple[int, int] | None
+
+
+def _signature(path: str) -> Signature:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None  # being replaced (editors write a new file and rename it)
+    return stat.st_mtime_ns, stat.st_size
+
+
+class ConfigWatcher:
+    """Calls `on_change()` once per change of the file at `path`."""
+
+    def __init__(self, path: str, on_change: Callable[[], None], interval: float = 2.0) -> None:
+        self._path = path
+        self._on_change = on_change
+        self._interval = interval
+        self._seen = _signature(path)
+
+    def check(self) -> bool:
+        """Look once; True (after calling `on_change`) when the file changed."""
+        current = _signature(self._path)
+        if current is None or current == self._seen:
+            return False
+        self._seen = current
+        log.info("config file %s changed; reloading", self._path)
+        self._on_change()
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            self.check()
