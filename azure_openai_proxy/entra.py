@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from azure_openai_proxy.errors import UpstreamError
+from azure_openai_proxy.errors import EntraUnavailable
 from azure_openai_proxy.settings import DeploymentSettings, Settings
 
 __all__ = [
@@ -40,12 +40,6 @@ class TokenCredential(Protocol):
     """What azure-identity's async credentials offer (`AccessToken` has `token`, `expires_on`)."""
 
     async def get_token(self, *scopes: str) -> Any: ...
-
-
-class EntraUnavailable(UpstreamError):
-    """No Entra ID token could be obtained for a deployment's scope."""
-
-    code = "upstream_credentials_unavailable"
 
 
 def entra_installed() -> bool:

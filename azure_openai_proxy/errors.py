@@ -16,6 +16,7 @@
     └── UpstreamError                 502 upstream_error
         ├── UpstreamUnreachable       502 (connect refused, DNS, reset before headers)
         ├── UpstreamTimeout           504
+        ├── EntraUnavailable          502 (no Entra ID token for a deployment's scope)
         └── NoDeploymentAvailable     503 (every deployment cooling down / circuit open)
 
 Errors are raised anywhere in the pipeline and rendered once, by the server's error
@@ -32,6 +33,7 @@ import orjson
 __all__ = [
     "AuthenticationFailed",
     "BodyTooLarge",
+    "EntraUnavailable",
     "GatewayError",
     "HostileInput",
     "InvalidRequest",
@@ -203,6 +205,10 @@ class UpstreamUnreachable(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
+
+
+class EntraUnavailable(UpstreamError):
+    code = "upstream_credentials_unavailable"
 
 
 class NoDeploymentAvailable(UpstreamError):

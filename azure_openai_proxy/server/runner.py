@@ -73,6 +73,11 @@ def describe(settings: Settings) -> str:
             f"{settings.default_api_version}, key {key}); unmapped models go there"
             + (" after the '.'/':' fallback" if settings.model_fallback else "")
         )
+    lines.append(
+        f"routing: {settings.routing_strategy}, up to {settings.max_attempts} attempts in "
+        f"{settings.retry_budget_seconds:g} s; circuit opens after {settings.circuit_failures} "
+        f"failures for {settings.circuit_open_seconds:g} s"
+    )
     lines.append(f"client keys: {len(settings.client_keys)} configured" if settings.client_keys
                  else "client keys: none")
     if settings.upstream.http_proxy or settings.upstream.socks_proxy:

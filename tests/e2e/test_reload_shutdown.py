@@ -179,3 +179,4 @@ def test_check_config_accepts_the_failover_keys(tmp_path: Path) -> None:
     result = subprocess.run(cli("check-config", "-c", str(config)), capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert MODEL in result.stdout and "dep-b" in result.stdout
+    assert "routing: latency" in result.stdout and "after 3 failures for 5 s" in result.stdout
