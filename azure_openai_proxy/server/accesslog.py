@@ -1,19 +1,25 @@
 """One structured line per request: no prompts, no keys.
 
-The line is a JSON object built only when the logger is enabled for INFO, so a gateway
-run at `warning` pays nothing for it.
+The line is a JSON object, built only when the `azure_openai_proxy.access` logger is
+enabled for INFO, so a gateway run at `warning` pays nothing for it. Lines go to stderr
+through `AccessLog`, buffered and written at most every 200 ms (or per 64 KiB): going
+through `logging` with a flush per line cost a fifth of the gateway's throughput. Attach
+a handler to `azure_openai_proxy.access` and the lines go through `logging` instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 from aiohttp import web
 
-__all__ = ["RECORD", "RequestRecord", "access_logger", "configure_logging"]
+__all__ = ["RECORD", "AccessLog", "RequestRecord", "access_logger", "configure_logging"]
 
 access_logger = logging.getLogger("azure_openai_proxy.access")
 log = logging.getLogger("azure_openai_proxy")
@@ -40,9 +46,7 @@ class RequestRecord:
     error: str | None = None
     retries: list[str] = field(default_factory=list)
 
-    def emit(self) -> None:
-        if not access_logger.isEnabledFor(logging.INFO):
-            return
+    def line(self) -> dict[str, Any]:
         line: dict[str, Any] = {
             "request_id": self.request_id,
             "method": self.method,
@@ -70,7 +74,64 @@ class RequestRecord:
             line["retries"] = self.retries
         if self.error:
             line["error"] = self.error
-        access_logger.info(orjson.dumps(line).decode())
+        return line
+
+
+class AccessLog:
+    """Buffered JSON lines: one write per flush interval, not one per request."""
+
+    def __init__(
+        self, stream: BinaryIO | None = None, *, flush_interval: float = 0.2,
+        max_buffered: int = 64 * 1024,
+    ) -> None:
+        self._stream = stream
+        self._interval = flush_interval
+        self._max = max_buffered
+        self._buffer: list[bytes] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._second = -1
+        self._stamp = ""
+
+    def write(self, record: RequestRecord) -> None:
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
+        line = record.line()
+        if access_logger.handlers:
+            access_logger.info(orjson.dumps(line).decode())
+            return
+        now = time.time()
+        line["ts"] = self._timestamp(now)
+        data = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+        self._buffer.append(data)
+        self._size += len(data)
+        if self._size >= self._max or self._interval <= 0:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._interval, self.flush)
+
+    def _timestamp(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:  # formatting a date costs more than the rest of a line
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._buffer:
+            return
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        self._size = 0
+        stream = self._stream if self._stream is not None else sys.stderr.buffer
+        try:
+            stream.write(data)
+            stream.flush()
+        except (OSError, ValueError):  # stderr closed or gone: never break a request for a log
+            pass
 
 
 # Where a request's record is kept on the aiohttp request (typed key where aiohttp has one).

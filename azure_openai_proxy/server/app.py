@@ -28,7 +28,7 @@ from azure_openai_proxy.errors import (
     RouteNotFound,
     error_body,
 )
-from azure_openai_proxy.server.accesslog import RECORD, RequestRecord
+from azure_openai_proxy.server.accesslog import RECORD, AccessLog, RequestRecord
 from azure_openai_proxy.server.balancer import Balancer, rules_of
 from azure_openai_proxy.server.metrics import Metrics, metrics_for
 from azure_openai_proxy.server.pipeline import Gateway
@@ -58,6 +58,7 @@ GATEWAY = web.AppKey("gateway", GatewayHolder)
 METRICS = web.AppKey("metrics", Metrics)
 _TOKENS = web.AppKey("entra_tokens", EntraTokens)
 _RETIRED = web.AppKey("retired_transports", set)
+ACCESS_LOG = web.AppKey("access_log", AccessLog)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
@@ -88,7 +89,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             record.status = status
         record.total_ms = (time.perf_counter() - started) * 1000
         if record.request_id:
-            record.emit()
+            request.app[ACCESS_LOG].write(record)
         metrics.request_finished(record)
 
 
@@ -195,6 +196,7 @@ def create_app(
     credential: TokenCredential | None = None,
     clock: Callable[[], float] = time.monotonic,
     rng: random.Random | None = None,
+    access_log: AccessLog | None = None,
 ) -> web.Application:
     """The gateway as an aiohttp application. One per worker process.
 
@@ -210,6 +212,7 @@ def create_app(
         client_max_size=settings.max_body_bytes,
     )
     app[_RETIRED] = set()
+    app[ACCESS_LOG] = access_log or AccessLog()
     holder_box: list[GatewayHolder] = []
     app[METRICS] = metrics_for(
         settings.metrics, lambda: holder_box[0].current.balancer.state, clock
@@ -226,6 +229,7 @@ def create_app(
         return await holder.current.handle(request)
 
     async def close_upstream(app: web.Application) -> None:
+        app[ACCESS_LOG].flush()
         await app[GATEWAY].current.transport.close()
         await tokens.close()
 

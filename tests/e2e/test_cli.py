@@ -8,12 +8,13 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import AZURE_KEY, MASKED_AZURE_KEY, Emulator
-from tests.processes import cli, running
+from tests.processes import Process, cli, running
 from tests.support import free_port
 
 
@@ -23,6 +24,16 @@ def post_chat(port: int, key: str, model: str = "gpt-3.5-turbo") -> dict[str, ob
     client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
     reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "secret prompt text"}])
     return reply.model_dump()
+
+
+def wait_for_output(process: Process, text: str, count: int = 1) -> str:
+    """Access lines are buffered (flushed every 200 ms); wait for them."""
+    for _ in range(100):
+        output = process.output()
+        if output.count(text) >= count:
+            return output
+        time.sleep(0.05)
+    return process.output()
 
 
 def test_go_tool_env_mode(emulator: Emulator) -> None:
@@ -42,12 +53,13 @@ def test_go_tool_env_mode(emulator: Emulator) -> None:
         # An unmapped model goes to the endpoint through the '.'/':' fallback.
         post_chat(port, AZURE_KEY, model="gpt-4o")
         assert emulator.last()["path"] == "/openai/deployments/gpt-4o/chat/completions"
-        output = gateway.output()
+        output = wait_for_output(gateway, '"route":"chat/completions"', count=2)
     # One structured line per request; no prompts and no keys in the log.
-    lines = [json.loads(line.split(" ", 4)[4]) for line in output.splitlines() if '"request_id"' in line]
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith('{"request_id"')]
     assert len(lines) == 2
     assert lines[0]["route"] == "chat/completions" and lines[0]["status"] == 200
     assert lines[0]["deployment"] == "gpt-35-turbo" and lines[0]["usage"]["total_tokens"] > 0
+    assert lines[0]["ts"].endswith("Z") and lines[0]["upstream_ms"] > 0
     assert "secret prompt text" not in output and AZURE_KEY not in output
 
 
