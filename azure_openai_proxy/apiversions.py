@@ -11,6 +11,7 @@ date (by default its preview date), so in `2024-10-21` but not in `2024-06-01`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 __all__ = ["ApiVersion", "Since", "parse_api_version"]
@@ -54,6 +55,7 @@ class ApiVersion:
         return self.raw
 
 
+@functools.lru_cache(maxsize=256)  # a handful of versions, parsed on every request
 def parse_api_version(raw: str | None) -> ApiVersion:
     """Parse `raw`; None, `v1`, `preview` and `latest` are the v1 API (accepts everything).
 

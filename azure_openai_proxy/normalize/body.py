@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["normalize_body"]
+__all__ = ["normalize_answer", "normalize_body"]
 
 _TOP_LEVEL_FIELDS = ("prompt_filter_results", "prompt_annotations")
 _ITEM_FIELDS = ("content_filter_results", "content_filter_offsets", "prompt_filter_results")
@@ -38,6 +38,30 @@ def normalize_body(body: bytes, *, client_model: str | None, keep_azure_fields: 
     if not keep_azure_fields:
         changed = _strip(obj) or changed
     return orjson.dumps(obj) if changed else body
+
+
+def normalize_answer(
+    body: bytes, *, client_model: str | None, keep_azure_fields: bool
+) -> tuple[bytes, dict[str, Any] | None]:
+    """`normalize_body` and the answer's `usage`, from one parse (the hot path's version)."""
+    if b'"usage"' not in body:
+        return normalize_body(body, client_model=client_model,
+                              keep_azure_fields=keep_azure_fields), None
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body, None
+    if not isinstance(obj, dict):
+        return body, None
+    usage = obj.get("usage")
+    usage = usage if isinstance(usage, dict) else None
+    changed = False
+    if client_model is not None and isinstance(obj.get("model"), str):
+        changed = obj["model"] != client_model
+        obj["model"] = client_model
+    if not keep_azure_fields:
+        changed = _strip(obj) or changed
+    return (orjson.dumps(obj) if changed else body), usage
 
 
 def _strip(obj: dict[str, Any]) -> bool:

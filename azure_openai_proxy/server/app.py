@@ -1,9 +1,9 @@
-"""`create_app(settings)`: the aiohttp application, its middlewares and its routes.
+"""`create_app(settings)`: the aiohttp application and its routes.
 
-Middlewares, outermost first:
-- `errors`: renders any `GatewayError` (and aiohttp's own HTTP errors) in OpenAI's
-  error shape; an unexpected exception becomes a 500 without a traceback in the reply.
-- `cors`: with `--cors`, answers preflights and adds `Access-Control-Allow-Origin`.
+Every route is wrapped by `_serve`, which renders any `GatewayError` (and aiohttp's own
+HTTP errors) in OpenAI's error shape (an unexpected exception becomes a 500 without a
+traceback in the reply), and counts and logs the request. The one middleware is `cors`,
+present only with `--cors`: it answers preflights and adds `Access-Control-Allow-Origin`.
 """
 
 from __future__ import annotations
@@ -71,8 +71,18 @@ def _error_response(error: GatewayError) -> web.Response:
     return response
 
 
-@web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+def _accounted(handler: Handler) -> Handler:
+    """`handler`, with errors rendered in OpenAI's shape and the request counted and
+    logged. A wrapper rather than a middleware: aiohttp rebuilds its middleware chain on
+    every request, which the hot path cannot afford."""
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        return await _serve(request, handler)
+
+    return serve
+
+
+async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     metrics = request.app[METRICS]
     metrics.request_started()
@@ -203,10 +213,7 @@ def create_app(
     `credential` replaces azure-identity's `DefaultAzureCredential` for `auth: entra`
     deployments; `clock` (monotonic seconds) and `rng` drive the balancer. Tests pass
     fakes; a reload keeps them."""
-    middlewares: list[Middleware] = []
-    if settings.cors:
-        middlewares.append(_cors(settings))
-    middlewares.insert(0, errors)
+    middlewares: list[Middleware] = [_cors(settings)] if settings.cors else []
     app = web.Application(
         middlewares=middlewares,  # type: ignore[arg-type]  # aiohttp's Middleware is narrower
         client_max_size=settings.max_body_bytes,
@@ -226,7 +233,7 @@ def create_app(
     app[GATEWAY] = holder
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
-        return await holder.current.handle(request)
+        return await _serve(request, holder.current.handle)
 
     async def close_upstream(app: web.Application) -> None:
         app[ACCESS_LOG].flush()
@@ -234,12 +241,12 @@ def create_app(
         await tokens.close()
 
     app.on_cleanup.append(close_upstream)
-    app.router.add_get("/health", _health)
-    app.router.add_get("/health/deployments", _health_deployments)
+    app.router.add_get("/health", _accounted(_health))
+    app.router.add_get("/health/deployments", _accounted(_health_deployments))
     if settings.metrics:
-        app.router.add_get("/metrics", _metrics)
-    app.router.add_route("HEAD", "/", _root)
-    app.router.add_route("GET", "/", _root)
+        app.router.add_get("/metrics", _accounted(_metrics))
+    app.router.add_route("HEAD", "/", _accounted(_root))
+    app.router.add_route("GET", "/", _accounted(_root))
     app.router.add_route("*", "/{tail:.+}", dispatch)
     return app
 

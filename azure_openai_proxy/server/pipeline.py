@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,7 +38,7 @@ from azure_openai_proxy.errors import (
     MalformedBody,
     UpstreamError,
 )
-from azure_openai_proxy.normalize.body import normalize_body
+from azure_openai_proxy.normalize.body import normalize_answer
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate_upstream_error
 from azure_openai_proxy.routing import Pool, RoutingTable, Target, classify
@@ -63,6 +64,7 @@ __all__ = ["Gateway"]
 log = logging.getLogger("azure_openai_proxy")
 
 _ERROR_BODY_LIMIT = 1024 * 1024
+_CACHE_LIMIT = 4096  # entries in the path and URL caches; cleared when full
 _JSON_RESPONSE_LIMIT = 256 * 1024 * 1024
 _NORMALIZED_STREAMS = frozenset({"chat/completions", "completions"})
 _MODEL_RESTORED = frozenset({"chat/completions", "completions", "embeddings"})
@@ -112,16 +114,19 @@ class Gateway:
         self.transport = transport
         self.balancer = balancer
         self.tokens = tokens
+        self._request_ids = _request_id_source()
+        self._targets: dict[tuple[str, str], Target] = {}
+        self._urls: dict[tuple[str, str, str, str, str | None], str] = {}
 
     # -- entry point -----------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        record = RequestRecord(request_id=os.urandom(8).hex(), method=request.method)
+        record = RequestRecord(request_id=self._request_ids(), method=request.method)
         request[RECORD] = record
         started = time.perf_counter()
         body: _Body | None = None
         try:
-            target = classify(request.method, request.rel_url.raw_path, self.settings.api_base)
+            target = self._classify(request.method, request.rel_url.raw_path)
             record.route = target.operation if target.kind != "resource" else target.operation.split("/")[0]
             caller = self.keyring.authenticate(request.headers)
             if target.kind in ("models", "model"):
@@ -137,6 +142,34 @@ class Gateway:
             if body is not None:
                 body.close()
             record.total_ms = (time.perf_counter() - started) * 1000
+
+    def _classify(self, method: str, raw_path: str) -> Target:
+        """`classify`, remembered: a few paths carry nearly all the traffic."""
+        key = (method, raw_path)
+        target = self._targets.get(key)
+        if target is None:
+            target = classify(method, raw_path, self.settings.api_base)
+            if len(self._targets) >= _CACHE_LIMIT:
+                self._targets.clear()
+            self._targets[key] = target
+        return target
+
+    def _url(
+        self, deployment: DeploymentSettings, target: Target, version: str | None,
+        query: Any,
+    ) -> str:
+        """The upstream URL; cached for deployment operations (they carry no client query)."""
+        if target.kind != "deployment":
+            return upstream_url(deployment, target, version, query.items())
+        key = (deployment.endpoint, deployment.deployment_name, deployment.api, target.operation,
+               version)
+        url = self._urls.get(key)
+        if url is None:
+            url = upstream_url(deployment, target, version)
+            if len(self._urls) >= _CACHE_LIMIT:
+                self._urls.clear()
+            self._urls[key] = url
+        return url
 
     # -- local answers -----------------------------------------------------------------
 
@@ -169,7 +202,12 @@ class Gateway:
             boundary = multipart_boundary(content_type)
             spool = await SpooledBody.read(request.content, limit)
             return _Body(spool=spool, boundary=boundary, content_type=content_type)
-        raw = await _read_limited(request, limit)
+        try:
+            raw = await request.read()  # bounded by the app's client_max_size
+        except web.HTTPRequestEntityTooLarge:
+            raise BodyTooLarge(
+                f"The request body is larger than the limit of {limit} bytes."
+            ) from None
         if target.kind == "resource" and not raw:
             return _Body(raw=raw, content_type=content_type or None)
         if target.kind == "resource" and "json" not in content_type.lower() and content_type:
@@ -291,7 +329,7 @@ class Gateway:
         version = api_version_for(
             deployment, target, client_version, self.settings.honour_client_api_version
         )
-        url = upstream_url(deployment, target, version, request.query.items())
+        url = self._url(deployment, target, version, request.query)
         headers = forwarded_headers(request.headers)
         headers.update(azure_auth_headers(deployment, caller, token))
         needs_model = deployment.api == "v1" or target.kind == "resource"
@@ -354,9 +392,10 @@ class Gateway:
             response.close()
             if target.operation in _MODEL_RESTORED or target.operation == "responses":
                 restored = client_model if self.settings.response_model == "client" else None
-                raw = normalize_body(raw, client_model=restored,
-                                     keep_azure_fields=self.settings.keep_azure_fields)
-            if record.usage is None and b'"usage"' in raw:
+                raw, record.usage = normalize_answer(
+                    raw, client_model=restored, keep_azure_fields=self.settings.keep_azure_fields
+                )
+            elif b'"usage"' in raw:
                 record.usage = _usage_of(raw)
             headers.pop("content-type", None)
             return web.Response(status=response.status, body=raw, headers=headers,
@@ -437,22 +476,19 @@ def _cached_profile(
     )
 
 
-async def _read_limited(request: web.Request, limit: int) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-        parts.append(chunk)
-    return b"".join(parts)
-
-
 def _cost_of(body: _Body) -> int:
     """The token cost Azure will estimate for this request, for quota-aware routing."""
     if body.raw is not None:
         return estimated_cost(len(body.raw), body.json)
     return estimated_cost(0, None)  # multipart: audio or images, not prompt text
+
+
+def _request_id_source() -> Callable[[], str]:
+    """Unique request ids without a system call each: a random per-process prefix and a
+    counter."""
+    prefix = os.urandom(4).hex()
+    counter = itertools.count(1)
+    return lambda: f"{prefix}{next(counter):08x}"
 
 
 def _usage_of(raw: bytes) -> dict[str, Any] | None:
