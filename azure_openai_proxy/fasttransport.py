@@ -51,6 +51,9 @@ _BROKEN = "The connection to Azure OpenAI broke while the response was being rea
 _STALLED = "Azure OpenAI stopped sending data (read timeout) in the middle of the response."
 
 
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
+
+
 class _Target(NamedTuple):
     """A URL parsed once: where to connect and the request line's tail with `Host`."""
 
@@ -459,8 +462,16 @@ class FastTransport:
         conn = await self._acquire(pool, target, fresh=False)
         try:
             return await self._exchange(conn, request, head, chunked)
-        except _Stale:
-            pass  # the server had closed this idle connection: once more on a new one
+        except _Stale as exc:
+            # The server closed this reused connection before answering. Most likely it
+            # had timed it out while idle, but it may have been processing the request:
+            # only an idempotent request is sent again (as aiohttp does); a POST fails
+            # over like any other unreachable upstream (a chat call must not run twice).
+            if request.method not in _IDEMPOTENT:
+                raise UpstreamUnreachable(
+                    f"Cannot reach Azure OpenAI at {target.host}: the server closed the "
+                    "connection before answering"
+                ) from exc
         conn = await self._acquire(pool, target, fresh=True)
         try:
             return await self._exchange(conn, request, head, chunked)
@@ -469,6 +480,10 @@ class FastTransport:
                 f"Cannot reach Azure OpenAI at {target.host}: the server closed the connection"
                 " before answering"
             ) from exc
+
+    def connections_in_use(self) -> int:
+        """Open connections carrying a request or an unread answer right now."""
+        return sum(len(pool.every) - len(pool.idle) for pool in self._pools.values())
 
     def release(self, conn: _Connection) -> None:
         """Back to the pool if the answer was read whole and keep-alive holds, else closed."""

@@ -101,6 +101,10 @@ class DeploymentSettings(_Frozen):
 
 
 class UpstreamSettings(_Frozen):
+    # `fast`: our HTTP/1.1 client (asyncio + httptools), about 2.5x aiohttp's on the upstream
+    # hop (bench/README.md); `aiohttp`: aiohttp's client, which also does upstream proxies;
+    # `auto`: fast, unless a proxy is configured.
+    transport: Literal["auto", "aiohttp", "fast"] = "auto"
     http_proxy: str | None = None
     socks_proxy: str | None = None
     connect_timeout: float = Field(default=10.0, gt=0)
@@ -108,6 +112,12 @@ class UpstreamSettings(_Frozen):
     read_timeout: float = Field(default=600.0, gt=0)
     pool_size: int = Field(default=0, ge=0)  # 0: unlimited connections per worker
     keepalive_timeout: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _fast_has_no_proxy(self) -> UpstreamSettings:
+        if self.transport == "fast" and (self.http_proxy or self.socks_proxy):
+            raise ValueError("transport 'fast' does not do upstream proxies; use 'aiohttp' or 'auto'")
+        return self
 
 
 class Settings(_Frozen):

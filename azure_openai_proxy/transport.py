@@ -69,6 +69,10 @@ class UpstreamResponse(Protocol):
 class Transport(Protocol):
     async def send(self, request: UpstreamRequest) -> UpstreamResponse: ...
 
+    def connections_in_use(self) -> int:
+        """Open connections carrying a request or an unread answer right now."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -177,6 +181,11 @@ class AiohttpTransport:
                 f"Cannot reach Azure OpenAI at {_host(request.url)}: {_reason(exc)}"
             ) from exc
         return _AiohttpResponse(response)
+
+    def connections_in_use(self) -> int:
+        if self._session is None or self._session.connector is None:
+            return 0
+        return len(self._session.connector._acquired)  # no public count in aiohttp
 
     async def close(self) -> None:
         if self._session is not None:

@@ -28,11 +28,12 @@ from azure_openai_proxy.errors import (
     RouteNotFound,
     error_body,
 )
+from azure_openai_proxy.fasttransport import FastTransport
 from azure_openai_proxy.server.accesslog import RECORD, AccessLog, RequestRecord
 from azure_openai_proxy.server.balancer import Balancer, rules_of
 from azure_openai_proxy.server.metrics import Metrics, metrics_for
 from azure_openai_proxy.server.pipeline import Gateway
-from azure_openai_proxy.settings import Settings
+from azure_openai_proxy.settings import Settings, UpstreamSettings
 from azure_openai_proxy.transport import AiohttpTransport, Transport
 
 __all__ = ["GATEWAY", "METRICS", "RUNNER_OPTIONS", "create_app", "reload_app"]
@@ -226,7 +227,7 @@ def create_app(
     )
     tokens = EntraTokens(credential)
     app[_TOKENS] = tokens
-    gateway = _gateway(app, settings, transport or AiohttpTransport(settings.upstream), None,
+    gateway = _gateway(app, settings, transport or transport_for(settings.upstream), None,
                        clock, rng or random.Random())
     holder = GatewayHolder(gateway)
     holder_box.append(holder)
@@ -249,6 +250,14 @@ def create_app(
     app.router.add_route("GET", "/", _accounted(_root))
     app.router.add_route("*", "/{tail:.+}", dispatch)
     return app
+
+
+def transport_for(upstream: UpstreamSettings) -> Transport:
+    """The upstream client the settings ask for (see `UpstreamSettings.transport`)."""
+    proxied = bool(upstream.http_proxy or upstream.socks_proxy)  # 'fast' + proxy is refused in settings
+    if upstream.transport == "aiohttp" or proxied:
+        return AiohttpTransport(upstream)
+    return FastTransport(upstream)
 
 
 def _gateway(
@@ -275,7 +284,7 @@ def reload_app(app: web.Application, settings: Settings) -> None:
     if settings.upstream == old.settings.upstream:
         holder.current = _gateway(app, settings, old.transport, old, clock, rng)
         return
-    holder.current = _gateway(app, settings, AiohttpTransport(settings.upstream), old, clock, rng)
+    holder.current = _gateway(app, settings, transport_for(settings.upstream), old, clock, rng)
     grace = old.settings.shutdown_grace_seconds + old.settings.upstream.read_timeout
 
     async def close_later() -> None:

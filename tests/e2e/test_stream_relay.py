@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from azure_openai_proxy.server.app import GATEWAY
@@ -62,12 +63,13 @@ class PacedUpstream:
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}], "stream": True}
 
 
+@pytest.mark.parametrize("transport", ["fast", "aiohttp"])
 async def test_first_event_reaches_client_before_upstream_finishes(
-    start_gateway: Callable[[Settings], ServerThread],
+    transport: str, start_gateway: Callable[[Settings], ServerThread],
 ) -> None:
     upstream = PacedUpstream()
     with serve(upstream.app) as server:
-        gateway = start_gateway(gateway_settings(server.url))
+        gateway = start_gateway(gateway_settings(server.url, upstream={"transport": transport}))
         async with aiohttp.ClientSession() as session, session.post(
             gateway.url + "/v1/chat/completions", json=BODY,
             headers={"Authorization": f"Bearer {CLIENT_KEY}"},
@@ -81,12 +83,13 @@ async def test_first_event_reaches_client_before_upstream_finishes(
         assert upstream.finished.wait(5)
 
 
+@pytest.mark.parametrize("transport", ["fast", "aiohttp"])
 async def test_client_disconnect_closes_the_upstream_request(
-    start_gateway: Callable[[Settings], ServerThread],
+    transport: str, start_gateway: Callable[[Settings], ServerThread],
 ) -> None:
     upstream = PacedUpstream()
     with serve(upstream.app) as server:
-        gateway = start_gateway(gateway_settings(server.url))
+        gateway = start_gateway(gateway_settings(server.url, upstream={"transport": transport}))
         async with aiohttp.ClientSession() as session:
             response = await session.post(gateway.url + "/v1/chat/completions", json=BODY,
                                           headers={"Authorization": f"Bearer {CLIENT_KEY}"})
@@ -96,9 +99,7 @@ async def test_client_disconnect_closes_the_upstream_request(
         assert not upstream.finished.is_set()
 
         def acquired() -> Any:
-            transport = gateway.app[GATEWAY].current.transport  # type: ignore[index]
-            session = transport._session
-            return len(session.connector._acquired) if session is not None else 0
+            return gateway.app[GATEWAY].current.transport.connections_in_use()  # type: ignore[index]
 
         for _ in range(100):
             if gateway.call(_async(acquired)) == 0:

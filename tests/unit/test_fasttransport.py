@@ -4,6 +4,7 @@ raw asyncio servers where a test needs bytes no HTTP framework would write."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import gzip
 import itertools
@@ -240,10 +241,24 @@ async def test_stale_pooled_connection_is_retried_once_on_a_new_one() -> None:
     url, server, connections = await serve_raw(_answer_once_per_connection())
     client = transport()
     for _ in range(3):
-        response = await client.send(post(url + "/"))
+        response = await client.send(dataclasses.replace(post(url + "/"), method="PUT"))
         assert await response.read(10) == b"ok"
         response.close()
     assert len(connections) == 3
+    await client.close()
+    server.close()
+
+
+async def test_a_stale_post_is_not_sent_twice() -> None:
+    """A POST (a chat call) may have been processed before the connection died."""
+    url, server, connections = await serve_raw(_answer_once_per_connection())
+    client = transport()
+    response = await client.send(post(url + "/"))
+    assert await response.read(10) == b"ok"
+    response.close()
+    with pytest.raises(UpstreamUnreachable):
+        await client.send(post(url + "/"))
+    assert len(connections) == 1
     await client.close()
     server.close()
 
@@ -266,7 +281,8 @@ async def test_stale_retry_replays_a_streamed_body() -> None:
         yield b"cd"
 
     for _ in range(2):
-        response = await client.send(post(url + "/", pieces, **{"content-length": "4"}))
+        request = post(url + "/", pieces, **{"content-length": "4"})
+        response = await client.send(dataclasses.replace(request, method="PUT"))
         assert await response.read(10) == b"ok"
         response.close()
     assert bodies == [b"abcd", b"abcd"]
