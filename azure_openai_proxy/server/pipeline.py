@@ -38,19 +38,18 @@ from azure_openai_proxy.errors import (
     MalformedBody,
     UpstreamError,
 )
-from azure_openai_proxy.normalize.body import normalize_answer
-from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
+from azure_openai_proxy.normalize.stream import StreamPolicy
 from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate_upstream_error
 from azure_openai_proxy.routing import Pool, RoutingTable, Target, classify
 from azure_openai_proxy.server.accesslog import RECORD, RequestRecord
 from azure_openai_proxy.server.balancer import Balancer
+from azure_openai_proxy.server.relay import relay
 from azure_openai_proxy.settings import DeploymentSettings, Settings
 from azure_openai_proxy.spool import SpooledBody, multipart_boundary
 from azure_openai_proxy.translate import (
     api_version_for,
     azure_auth_headers,
     forwarded_headers,
-    relayed_response_headers,
     upstream_url,
 )
 from azure_openai_proxy.transport import (
@@ -65,9 +64,7 @@ log = logging.getLogger("azure_openai_proxy")
 
 _ERROR_BODY_LIMIT = 1024 * 1024
 _CACHE_LIMIT = 4096  # entries in the path and URL caches; cleared when full
-_JSON_RESPONSE_LIMIT = 256 * 1024 * 1024
 _NORMALIZED_STREAMS = frozenset({"chat/completions", "completions"})
-_MODEL_RESTORED = frozenset({"chat/completions", "completions", "embeddings"})
 
 
 @dataclass(slots=True)
@@ -297,7 +294,9 @@ class Gateway:
                 run.failed(error)
                 continue
             try:
-                return await self._relay(request, target, response, policy, client_model, record)
+                restored = client_model if self.settings.response_model == "client" else None
+                return await relay(request, target.operation, response, policy, restored,
+                                   self.settings.keep_azure_fields, record)
             finally:
                 lease.done()
 
@@ -373,85 +372,6 @@ class Gateway:
             payload = body.raw
         return UpstreamRequest(request.method, url, headers, payload), policy
 
-    # -- relaying the answer ---------------------------------------------------------
-
-    async def _relay(
-        self, request: web.Request, target: Target, response: UpstreamResponse,
-        policy: StreamPolicy | None, client_model: str | None, record: RequestRecord,
-    ) -> web.StreamResponse:
-        record.status = response.status
-        headers = relayed_response_headers(response.headers)
-        if record.adaptations:
-            # Tell the client what the gateway changed so Azure would accept the request.
-            headers["x-proxy-adapted"] = ", ".join(record.adaptations)
-        content_type = headers.get("content-type", "")
-        if content_type.startswith("text/event-stream"):
-            return await self._relay_stream(request, response, headers, policy, record)
-        if content_type.startswith("application/json"):
-            raw = await response.read(_JSON_RESPONSE_LIMIT)
-            response.close()
-            if target.operation in _MODEL_RESTORED or target.operation == "responses":
-                restored = client_model if self.settings.response_model == "client" else None
-                raw, record.usage = normalize_answer(
-                    raw, client_model=restored, keep_azure_fields=self.settings.keep_azure_fields
-                )
-            elif b'"usage"' in raw:
-                record.usage = _usage_of(raw)
-            headers.pop("content-type", None)
-            return web.Response(status=response.status, body=raw, headers=headers,
-                                content_type="application/json")
-        return await self._relay_bytes(request, response, headers)
-
-    async def _relay_stream(
-        self, request: web.Request, response: UpstreamResponse, headers: dict[str, str],
-        policy: StreamPolicy | None, record: RequestRecord,
-    ) -> web.StreamResponse:
-        record.stream = True
-        headers["cache-control"] = "no-cache"
-        headers["x-accel-buffering"] = "no"
-        out = web.StreamResponse(status=response.status, headers=headers)
-        normalizer = ChatStreamNormalizer(policy) if policy is not None else None
-        await out.prepare(request)
-        ended_with_newline = True
-        try:
-            try:
-                async for chunk in response.chunks():
-                    data = normalizer.feed(chunk) if normalizer is not None else chunk
-                    if data:
-                        await out.write(data)
-                        ended_with_newline = data.endswith(b"\n")
-                tail = normalizer.finish() if normalizer is not None else b""
-            except UpstreamError as exc:
-                record.error = type(exc).__name__
-                tail = (
-                    normalizer.finish(upstream_failed=exc.message)
-                    if normalizer is not None
-                    else _raw_stream_error(exc)
-                )
-            if normalizer is None and not tail and not ended_with_newline:
-                tail = b"\n"  # chatgpt-web needs a newline after the last event
-            if tail:
-                await out.write(tail)
-            await out.write_eof()
-        finally:
-            response.close()
-            if normalizer is not None:
-                record.usage = normalizer.usage
-        return out
-
-    async def _relay_bytes(
-        self, request: web.Request, response: UpstreamResponse, headers: dict[str, str]
-    ) -> web.StreamResponse:
-        out = web.StreamResponse(status=response.status, headers=headers)
-        await out.prepare(request)
-        try:
-            async for chunk in response.chunks():
-                await out.write(chunk)
-            await out.write_eof()
-        finally:
-            response.close()
-        return out
-
 
 def _profile(deployment: DeploymentSettings, version: str | None) -> DeploymentProfile:
     """What the deployment accepts, judged by the api-version actually sent (a native
@@ -489,18 +409,6 @@ def _request_id_source() -> Callable[[], str]:
     prefix = os.urandom(4).hex()
     counter = itertools.count(1)
     return lambda: f"{prefix}{next(counter):08x}"
-
-
-def _usage_of(raw: bytes) -> dict[str, Any] | None:
-    try:
-        usage = orjson.loads(raw).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return usage if isinstance(usage, dict) else None
-
-
-def _raw_stream_error(exc: GatewayError) -> bytes:
-    return b"event: error\ndata: " + orjson.dumps(exc.body()) + b"\n\n"
 
 
 def _json_response(data: Mapping[str, Any], status: int = 200) -> web.Response:

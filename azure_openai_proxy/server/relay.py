@@ -1,0 +1,121 @@
+"""Relaying Azure's answer to the client, once an attempt has succeeded.
+
+Three shapes: a server-sent event stream (chat and completions streams go through
+`ChatStreamNormalizer`; other streams are relayed as they arrive), a JSON body (the
+client's model name restored and the usage read, from one parse), and anything else
+(audio, file contents) streamed through unchanged. A failure after the first byte is
+never retried: the client gets an error event instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from azure_openai_proxy.errors import GatewayError, UpstreamError
+from azure_openai_proxy.normalize.body import normalize_answer
+from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
+from azure_openai_proxy.server.accesslog import RequestRecord
+from azure_openai_proxy.translate import relayed_response_headers
+from azure_openai_proxy.transport import UpstreamResponse
+
+__all__ = ["relay"]
+
+_JSON_RESPONSE_LIMIT = 256 * 1024 * 1024
+# Answers whose `model` is the deployment's, to be replaced by the client's name.
+_MODEL_RESTORED = frozenset({"chat/completions", "completions", "embeddings", "responses"})
+
+
+async def relay(
+    request: web.Request, operation: str, response: UpstreamResponse,
+    policy: StreamPolicy | None, client_model: str | None, keep_azure_fields: bool,
+    record: RequestRecord,
+) -> web.StreamResponse:
+    """Send `response` to the client; `client_model` is the name to restore (or None)."""
+    record.status = response.status
+    headers = relayed_response_headers(response.headers)
+    if record.adaptations:
+        # Tell the client what the gateway changed so Azure would accept the request.
+        headers["x-proxy-adapted"] = ", ".join(record.adaptations)
+    content_type = headers.get("content-type", "")
+    if content_type.startswith("text/event-stream"):
+        return await _relay_stream(request, response, headers, policy, record)
+    if content_type.startswith("application/json"):
+        raw = await response.read(_JSON_RESPONSE_LIMIT)
+        response.close()
+        if operation in _MODEL_RESTORED:
+            raw, record.usage = normalize_answer(
+                raw, client_model=client_model, keep_azure_fields=keep_azure_fields
+            )
+        elif b'"usage"' in raw:
+            record.usage = _usage_of(raw)
+        headers.pop("content-type", None)
+        return web.Response(status=response.status, body=raw, headers=headers,
+                            content_type="application/json")
+    return await _relay_bytes(request, response, headers)
+
+
+async def _relay_stream(
+    request: web.Request, response: UpstreamResponse, headers: dict[str, str],
+    policy: StreamPolicy | None, record: RequestRecord,
+) -> web.StreamResponse:
+    record.stream = True
+    headers["cache-control"] = "no-cache"
+    headers["x-accel-buffering"] = "no"
+    out = web.StreamResponse(status=response.status, headers=headers)
+    normalizer = ChatStreamNormalizer(policy) if policy is not None else None
+    await out.prepare(request)
+    ended_with_newline = True
+    try:
+        try:
+            async for chunk in response.chunks():
+                data = normalizer.feed(chunk) if normalizer is not None else chunk
+                if data:
+                    await out.write(data)
+                    ended_with_newline = data.endswith(b"\n")
+            tail = normalizer.finish() if normalizer is not None else b""
+        except UpstreamError as exc:
+            record.error = type(exc).__name__
+            tail = (
+                normalizer.finish(upstream_failed=exc.message)
+                if normalizer is not None
+                else _raw_stream_error(exc)
+            )
+        if normalizer is None and not tail and not ended_with_newline:
+            tail = b"\n"  # chatgpt-web needs a newline after the last event
+        if tail:
+            await out.write(tail)
+        await out.write_eof()
+    finally:
+        response.close()
+        if normalizer is not None:
+            record.usage = normalizer.usage
+    return out
+
+
+async def _relay_bytes(
+    request: web.Request, response: UpstreamResponse, headers: dict[str, str]
+) -> web.StreamResponse:
+    out = web.StreamResponse(status=response.status, headers=headers)
+    await out.prepare(request)
+    try:
+        async for chunk in response.chunks():
+            await out.write(chunk)
+        await out.write_eof()
+    finally:
+        response.close()
+    return out
+
+
+def _usage_of(raw: bytes) -> dict[str, Any] | None:
+    try:
+        usage = orjson.loads(raw).get("usage")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return usage if isinstance(usage, dict) else None
+
+
+def _raw_stream_error(exc: GatewayError) -> bytes:
+    return b"event: error\ndata: " + orjson.dumps(exc.body()) + b"\n\n"
