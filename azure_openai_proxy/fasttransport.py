@@ -377,11 +377,12 @@ class _HostPool:
         self.discard(conn)
 
     def sweep(self, oldest: float) -> None:
-        keep = [conn for conn in self.idle if conn.idle_since >= oldest and not conn.closed]
-        for conn in self.idle:
-            if conn not in keep:
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            if conn.idle_since >= oldest and not conn.closed:
+                self.idle.append(conn)
+            else:
                 self.discard(conn)
-        self.idle = keep
 
     def retire(self) -> None:
         self.retired = True

@@ -225,6 +225,27 @@ async def test_close_delimited_body() -> None:
     server.close()
 
 
+async def test_interim_answers_are_skipped() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(2):
+            await read_head(reader)
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+                         b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\nX-Final: yes\r\n\r\ndone")
+            await writer.drain()
+
+    url, server, connections = await serve_raw(handler)
+    client = transport()
+    for _ in range(2):
+        response = await client.send(post(url + "/"))
+        assert response.status == 201
+        assert response.headers["x-final"] == "yes" and "link" not in response.headers
+        assert await response.read(10) == b"done"
+        response.close()
+    assert len(connections) == 1
+    await client.close()
+    server.close()
+
+
 def _answer_once_per_connection() -> RawHandler:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_head(reader)
