@@ -164,3 +164,20 @@ def _tiny_png() -> bytes:
     raw = b"\x00\xff\x00\x00"
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
             + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+async def test_engines_embeddings_path_and_stray_query(gateway: Any, emulator: Emulator) -> None:
+    """The old `/v1/engines/{model}/embeddings` path, with ChatGPT-Next-Web's stray
+    `path=` query parameters, which must not reach Azure."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.post(
+        gateway.url + "/v1/engines/text-embedding-3-small/embeddings?path=v1&path=embeddings",
+        json={"input": "hello"}, headers={"Authorization": "Bearer client-key-for-tests"},
+    ) as response:
+        assert response.status == 200
+        data = await response.json()
+    assert len(data["data"][0]["embedding"]) == 1536
+    entry = emulator.last()
+    assert_reached_azure(entry, "/openai/deployments/text-embedding-3-small/embeddings")
+    assert "path" not in entry["query_params"]
