@@ -149,10 +149,8 @@ class BodyTooLarge(GatewayError):
     code = "request_too_large"
 
 
-class RateLimited(GatewayError):
-    status = 429
-    type_ = "requests"
-    code = "rate_limit_exceeded"
+class _RetryAfter(GatewayError):
+    """An error that tells the client when to try again (`retry-after`, `retry-after-ms`)."""
 
     def __init__(self, message: str, *, retry_after_ms: int | None = None):
         super().__init__(message)
@@ -163,6 +161,12 @@ class RateLimited(GatewayError):
             return {}
         seconds = max(1, -(-self.retry_after_ms // 1000))
         return {"retry-after": str(seconds), "retry-after-ms": str(self.retry_after_ms)}
+
+
+class RateLimited(_RetryAfter):
+    status = 429
+    type_ = "requests"
+    code = "rate_limit_exceeded"
 
 
 class UpstreamHttpError(GatewayError):
@@ -211,16 +215,7 @@ class EntraUnavailable(UpstreamError):
     code = "upstream_credentials_unavailable"
 
 
-class NoDeploymentAvailable(UpstreamError):
+class NoDeploymentAvailable(_RetryAfter, UpstreamError):
     status = 503
     code = "no_deployment_available"
 
-    def __init__(self, message: str, *, retry_after_ms: int | None = None):
-        super().__init__(message)
-        self.retry_after_ms = retry_after_ms
-
-    def headers(self) -> Mapping[str, str]:
-        if self.retry_after_ms is None:
-            return {}
-        seconds = max(1, -(-self.retry_after_ms // 1000))
-        return {"retry-after": str(seconds), "retry-after-ms": str(self.retry_after_ms)}

@@ -25,19 +25,7 @@ def normalize_body(body: bytes, *, client_model: str | None, keep_azure_fields: 
         return body
     if keep_azure_fields and b'"model"' not in body:
         return body
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body
-    if not isinstance(obj, dict):
-        return body
-    changed = False
-    if client_model is not None and isinstance(obj.get("model"), str):
-        changed = obj["model"] != client_model
-        obj["model"] = client_model
-    if not keep_azure_fields:
-        changed = _strip(obj) or changed
-    return orjson.dumps(obj) if changed else body
+    return _rewrite(body, client_model, keep_azure_fields)[0]
 
 
 def normalize_answer(
@@ -47,6 +35,13 @@ def normalize_answer(
     if b'"usage"' not in body:
         return normalize_body(body, client_model=client_model,
                               keep_azure_fields=keep_azure_fields), None
+    return _rewrite(body, client_model, keep_azure_fields)
+
+
+def _rewrite(
+    body: bytes, client_model: str | None, keep_azure_fields: bool
+) -> tuple[bytes, dict[str, Any] | None]:
+    """Parse once: the rewritten body (the same object if unchanged) and its usage."""
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -54,14 +49,13 @@ def normalize_answer(
     if not isinstance(obj, dict):
         return body, None
     usage = obj.get("usage")
-    usage = usage if isinstance(usage, dict) else None
     changed = False
     if client_model is not None and isinstance(obj.get("model"), str):
         changed = obj["model"] != client_model
         obj["model"] = client_model
     if not keep_azure_fields:
         changed = _strip(obj) or changed
-    return (orjson.dumps(obj) if changed else body), usage
+    return (orjson.dumps(obj) if changed else body), (usage if isinstance(usage, dict) else None)
 
 
 def _strip(obj: dict[str, Any]) -> bool:

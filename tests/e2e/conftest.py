@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from azure_openai_proxy.config import load_settings
+from azure_openai_proxy.demo import DEMO_MODELS
 from azure_openai_proxy.emulator import create_emulator_app, load_emulator_config, mask_secret
 from azure_openai_proxy.server.app import RUNNER_OPTIONS, create_app
 from azure_openai_proxy.settings import Settings
@@ -18,18 +19,8 @@ from tests.support import ServerThread, serve
 AZURE_KEY = "azure-key-for-tests-0123456789"
 CLIENT_KEY = "client-key-for-tests"
 
-# OpenAI model name -> emulator deployment name.
-MODELS = {
-    "gpt-4o": "gpt-4o",
-    "gpt-4o-mini": "gpt-4o-mini",
-    "gpt-35-turbo": "gpt-35-turbo",
-    "o3-mini": "o3-mini",
-    "gpt-3.5-turbo-instruct": "gpt-35-turbo-instruct",
-    "text-embedding-3-small": "text-embedding-3-small",
-    "whisper-1": "whisper",
-    "tts-1": "tts",
-    "dall-e-3": "dall-e-3",
-}
+# OpenAI model name -> emulator deployment name (the demo's mapping, the emulator's defaults).
+MODELS = {**DEMO_MODELS, "gpt-35-turbo": "gpt-35-turbo"}
 
 
 class Emulator:
