@@ -19,8 +19,10 @@ from tests.support import ServerThread, serve
 AZURE_KEY = "azure-key-for-tests-0123456789"
 CLIENT_KEY = "client-key-for-tests"
 
-# OpenAI model name -> emulator deployment name (the demo's mapping, the emulator's defaults).
-MODELS = {**DEMO_MODELS, "gpt-35-turbo": "gpt-35-turbo"}
+# OpenAI model name -> emulator deployment name: the demo's mapping, except that
+# gpt-3.5-turbo is left to the '.'-stripping fallback (tests exercise it).
+MODELS = {**{m: d for m, d in DEMO_MODELS.items() if m != "gpt-3.5-turbo"},
+          "gpt-35-turbo": "gpt-35-turbo"}
 
 
 class Emulator:
