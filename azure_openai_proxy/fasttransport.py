@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
 import ssl
 import zlib
@@ -42,6 +43,9 @@ __all__ = ["FastTransport"]
 # drains the queue: a slow client of a 50 MB answer holds this much, not 50 MB.
 HIGH_WATER = 256 * 1024
 _URL_CACHE_SIZE = 256
+# A connection idle this long may have been closed by the server's idle timer without the
+# loop having seen it yet; its socket is looked at before reuse (a POST is not retried).
+_CHECK_IDLE_AFTER = 1.0
 _SKIPPED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
 # zlib's window bits for "gzip or zlib header, detected": covers gzip and deflate.
@@ -131,6 +135,18 @@ class _Connection(asyncio.Protocol):
         self.decoder: zlib._Decompress | None = None
         self.body.clear()
         self.buffered = 0
+
+    def quiet(self) -> bool:
+        """Whether an idle connection's socket has nothing to read. Something to read
+        is the server's FIN (or TLS close_notify), which the loop may not have seen yet:
+        a request written now would meet a closed connection."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return True
+        try:
+            return not _readable(sock.fileno())
+        except (OSError, ValueError):
+            return False
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -312,11 +328,12 @@ class _HostPool:
         self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
         self.retired = False
 
-    def take_idle(self, oldest: float) -> _Connection | None:
+    def take_idle(self, now: float, keepalive: float) -> _Connection | None:
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if conn.idle_since >= oldest and not conn.closed:
+            age = now - conn.idle_since
+            if age <= keepalive and not conn.closed and (age < _CHECK_IDLE_AFTER or conn.quiet()):
                 return conn
             self.discard(conn)
         return None
@@ -522,7 +539,7 @@ class FastTransport:
 
     async def _acquire(self, pool: _HostPool, target: _Target, fresh: bool) -> _Connection:
         if not fresh:
-            conn = pool.take_idle(pool.loop.time() - self._settings.keepalive_timeout)
+            conn = pool.take_idle(pool.loop.time(), self._settings.keepalive_timeout)
             if conn is not None:
                 return conn
         elif pool.idle and pool.limit and pool.size >= pool.limit:
@@ -642,6 +659,14 @@ def _head(request: UpstreamRequest, target: _Target) -> tuple[bytes, bool]:
     if head.count("\n") != len(lines) or head.count("\r") != len(lines):
         raise HostileInput("A header sent upstream holds a line break.")
     return head.encode(), chunked
+
+
+def _readable(fd: int) -> bool:
+    if hasattr(select, "poll"):  # no FD_SETSIZE limit
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def _reason(exc: OSError) -> str:

@@ -284,6 +284,53 @@ async def test_a_stale_post_is_not_sent_twice() -> None:
     server.close()
 
 
+async def test_an_idle_connection_the_server_closed_unseen_is_not_used_for_a_post(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server's FIN is in our socket but the loop has not run since: the socket is
+    looked at before reuse, so a POST (never retried) goes out on a new connection."""
+    import socket
+    import threading
+    import time
+
+    from azure_openai_proxy import fasttransport
+
+    monkeypatch.setattr(fasttransport, "_CHECK_IDLE_AFTER", 0.0)
+    listener = socket.create_server(("127.0.0.1", 0))
+    close_first = threading.Event()
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        while len(accepted) < 2:
+            conn, _ = listener.accept()
+            accepted.append(conn)
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            if len(accepted) == 1:
+                close_first.wait(5)
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    client = transport()
+    try:
+        for index in range(2):
+            if index:
+                close_first.set()
+                time.sleep(0.2)  # blocks the loop: it cannot see the FIN arrive
+            response = await client.send(post(url + "/"))
+            assert await response.read(10) == b"ok"
+            response.close()
+        assert len(accepted) == 2
+    finally:
+        await client.close()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        listener.close()
+
+
 async def test_stale_retry_replays_a_streamed_body() -> None:
     bodies: list[bytes] = []
 
