@@ -19,7 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from azure_openai_proxy.errors import HostileInput, UpstreamTimeout, UpstreamUnreachable
-from azure_openai_proxy.fasttransport import HIGH_WATER, FastTransport, _Connection, _HostPool
+from azure_openai_proxy.fasttransport import HIGH_WATER, FastTransport
+from azure_openai_proxy.fasttransport.connection import _Connection
+from azure_openai_proxy.fasttransport.pool import _HostPool
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.transport import UpstreamRequest, UpstreamStreamBroken
 from tests.support import free_port
@@ -293,9 +295,9 @@ async def test_an_idle_connection_the_server_closed_unseen_is_not_used_for_a_pos
     import threading
     import time
 
-    from azure_openai_proxy import fasttransport
+    from azure_openai_proxy.fasttransport import pool
 
-    monkeypatch.setattr(fasttransport, "_CHECK_IDLE_AFTER", 0.0)
+    monkeypatch.setattr(pool, "_CHECK_IDLE_AFTER", 0.0)
     listener = socket.create_server(("127.0.0.1", 0))
     close_first = threading.Event()
     accepted: list[socket.socket] = []

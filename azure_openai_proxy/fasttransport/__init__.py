@@ -1,0 +1,271 @@
+"""A lean HTTP/1.1 `Transport`: asyncio Protocols, llhttp (httptools) and a keep-alive pool.
+
+`FastTransport` does `AiohttpTransport`'s job for direct connections (http and https, no
+upstream proxy) with far less Python per request: the request head is one string, a body
+given as bytes leaves in the same `write`, and llhttp parses the answer straight into a
+small queue the caller drains. When the whole answer arrived in one read (the usual JSON
+reply), `send` returns with it complete and `read` does not await at all.
+
+Errors, translated here as in `transport.py`:
+
+    before the answer starts   UpstreamUnreachable (refused, DNS, TLS, reset, not HTTP)
+                               UpstreamTimeout (connect_timeout; read_timeout to the head)
+    after the head             UpstreamStreamBroken (reset, truncated body, bad chunking)
+                               UpstreamTimeout (no byte for read_timeout)
+
+A pooled connection that the server closed while it sat idle, and that fails before any
+byte of the answer, is retried once on a new connection, as aiohttp and httpx do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import AsyncIterator
+
+from multidict import CIMultiDict
+
+from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from azure_openai_proxy.fasttransport.connection import HIGH_WATER, _Connection, _Stale
+from azure_openai_proxy.fasttransport.pool import _HostPool
+from azure_openai_proxy.fasttransport.wire import _head, _parse_url, _Target
+from azure_openai_proxy.settings import UpstreamSettings
+from azure_openai_proxy.transport import UpstreamRequest, UpstreamResponse
+
+__all__ = ["HIGH_WATER", "FastTransport"]
+
+_URL_CACHE_SIZE = 256
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
+
+
+class _FastResponse:
+    """An answer whose head has arrived; the body is drained from the connection."""
+
+    __slots__ = ("_conn", "_owner", "headers", "status")
+
+    def __init__(self, owner: FastTransport, conn: _Connection) -> None:
+        self._owner = owner
+        self._conn: _Connection | None = conn
+        self.status = conn.status
+        self.headers: CIMultiDict[str] = conn.headers
+
+    async def read(self, limit: int) -> bytes:
+        conn = self._conn
+        length = conn.length if conn is not None else None
+        if conn is not None and length is not None and length <= limit:
+            # The common case (a JSON answer with Content-Length), usually complete by
+            # now: the body is wanted whole, so no flow control and no generator.
+            conn.greedy = True
+            conn.read_on()
+            while not conn.complete:
+                await conn.wait(self._owner.read_timeout)
+            return conn.take()
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.chunks():
+            if size < limit:
+                parts.append(chunk[: limit - size])
+            size += len(chunk)
+        return b"".join(parts)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        timeout = self._owner.read_timeout
+        while conn is not None and self._conn is conn:
+            if conn.body:
+                yield conn.take()
+            elif conn.complete:
+                return
+            else:
+                await conn.wait(timeout)
+
+    def close(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            self._conn = None
+            self._owner.release(conn)
+
+
+class FastTransport:
+    """HTTP/1.1 over asyncio Protocols with httptools' parser and one keep-alive pool per
+    (scheme, host, port). No upstream proxies: `AiohttpTransport` serves those.
+
+    `ssl_context` replaces `ssl.create_default_context()` (tests pass one that trusts a
+    self-signed certificate)."""
+
+    def __init__(self, settings: UpstreamSettings, *, ssl_context: ssl.SSLContext | None = None) -> None:
+        if settings.http_proxy or settings.socks_proxy:
+            raise ValueError("FastTransport does not use upstream proxies; use AiohttpTransport")
+        self.read_timeout = settings.read_timeout
+        self._settings = settings
+        self._ssl = ssl_context
+        self._targets: dict[str, _Target] = {}
+        self._pools: dict[tuple[str, str, int], _HostPool] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        target = self._targets.get(request.url) or self._remember(request.url)
+        pool = self._pools.get(target.key) or self._pool(target)
+        head, chunked = _head(request, target)
+        conn = await self._acquire(pool, target, fresh=False)
+        try:
+            return await self._exchange(conn, request, head, chunked)
+        except _Stale as exc:
+            # The server closed this reused connection before answering. Most likely it
+            # had timed it out while idle, but it may have been processing the request:
+            # only an idempotent request is sent again (as aiohttp does); a POST fails
+            # over like any other unreachable upstream (a chat call must not run twice).
+            if request.method not in _IDEMPOTENT:
+                raise UpstreamUnreachable(
+                    f"Cannot reach Azure OpenAI at {target.host}: the server closed the "
+                    "connection before answering"
+                ) from exc
+        conn = await self._acquire(pool, target, fresh=True)
+        try:
+            return await self._exchange(conn, request, head, chunked)
+        except _Stale as exc:
+            raise UpstreamUnreachable(
+                f"Cannot reach Azure OpenAI at {target.host}: the server closed the connection"
+                " before answering"
+            ) from exc
+
+    def connections_in_use(self) -> int:
+        """Open connections carrying a request or an unread answer right now."""
+        return sum(len(pool.every) - len(pool.idle) for pool in self._pools.values())
+
+    def release(self, conn: _Connection) -> None:
+        """Back to the pool if the answer was read whole and keep-alive holds, else closed."""
+        pool = conn.pool
+        if conn.complete and conn.keep_alive and conn.error is None and not conn.closed:
+            pool.put(conn)
+            if self._sweeper is None and pool.idle:
+                self._sweeper = pool.loop.call_later(self._settings.keepalive_timeout, self._sweep)
+        else:
+            pool.discard(conn)
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            pool.retire()
+            for waiter in pool.waiters:
+                if not waiter.done():
+                    waiter.set_exception(UpstreamUnreachable("The upstream transport was closed."))
+        # Let the transports finish closing.
+        await asyncio.sleep(0)
+
+    def _remember(self, url: str) -> _Target:
+        if len(self._targets) >= _URL_CACHE_SIZE:
+            self._targets.clear()
+        target = self._targets[url] = _parse_url(url)
+        return target
+
+    def _pool(self, target: _Target) -> _HostPool:
+        loop = asyncio.get_running_loop()
+        pool = self._pools[target.key] = _HostPool(loop, target.host, self._settings.pool_size)
+        return pool
+
+    async def _acquire(self, pool: _HostPool, target: _Target, fresh: bool) -> _Connection:
+        if not fresh:
+            conn = pool.take_idle(pool.loop.time(), self._settings.keepalive_timeout)
+            if conn is not None:
+                return conn
+        elif pool.idle and pool.limit and pool.size >= pool.limit:
+            pool.discard(pool.idle.pop(0))  # the oldest idle one makes room for a new one
+        if not pool.reserve():
+            handed = await pool.wait()
+            if handed is not None:
+                return handed
+        try:
+            return await self._connect(pool, target)
+        except BaseException:
+            pool.free_slot()
+            raise
+
+    async def _connect(self, pool: _HostPool, target: _Target) -> _Connection:
+        context = (self._ssl or self._default_context()) if target.tls else None
+        try:
+            async with asyncio.timeout(self._settings.connect_timeout):
+                _, conn = await pool.loop.create_connection(
+                    lambda: _Connection(pool), target.host, target.port, ssl=context,
+                    server_hostname=target.host if context is not None else None,
+                )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"Azure OpenAI did not accept a connection in time ({target.host})."
+            ) from exc
+        except OSError as exc:
+            raise UpstreamUnreachable(
+                f"Cannot reach Azure OpenAI at {target.host}: {_reason(exc)}"
+            ) from exc
+        pool.every.add(conn)
+        return conn
+
+    def _default_context(self) -> ssl.SSLContext:
+        # Built on first https use: loading the system's CA store takes milliseconds.
+        self._ssl = ssl.create_default_context()
+        return self._ssl
+
+    async def _exchange(
+        self, conn: _Connection, request: UpstreamRequest, head: bytes, chunked: bool
+    ) -> _FastResponse:
+        conn.start(head_only=request.method == "HEAD")
+        transport = conn.transport
+        assert transport is not None
+        try:
+            body = request.body
+            if callable(body):
+                await self._stream(conn, transport, head, body(), chunked)
+            elif body:
+                transport.write(head + body)
+            else:
+                transport.write(head)
+            while not conn.started:
+                await conn.wait(self.read_timeout)
+        except BaseException:
+            conn.pool.discard(conn)
+            raise
+        return _FastResponse(self, conn)
+
+    async def _stream(
+        self, conn: _Connection, transport: asyncio.Transport, head: bytes,
+        pieces: AsyncIterator[bytes], chunked: bool,
+    ) -> None:
+        transport.write(head)
+        async for piece in pieces:
+            if conn.closed:
+                break  # the wait for the head raises the connection's failure
+            if piece:
+                if chunked:
+                    transport.writelines((b"%x\r\n" % len(piece), piece, b"\r\n"))
+                else:
+                    transport.write(piece)
+            while conn.write_paused and not conn.closed:
+                await conn.wait(self.read_timeout)
+        if chunked and not conn.closed:
+            transport.write(b"0\r\n\r\n")
+
+    def _sweep(self) -> None:
+        """Close connections idle longer than keepalive_timeout; again later if any remain."""
+        self._sweeper = None
+        pools = list(self._pools.values())
+        if not pools:
+            return
+        loop = pools[0].loop
+        for pool in pools:
+            pool.sweep(loop.time() - self._settings.keepalive_timeout)
+        if any(pool.idle for pool in pools):
+            self._sweeper = loop.call_later(self._settings.keepalive_timeout / 2, self._sweep)
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, socket.gaierror):
+        return "DNS lookup failed"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed ({exc.reason or type(exc).__name__})"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    return f"connection failed ({type(exc).__name__})"

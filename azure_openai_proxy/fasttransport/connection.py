@@ -1,0 +1,266 @@
+"""One upstream HTTP/1.1 connection: an asyncio Protocol that llhttp (httptools) parses
+answers into, with flow control (reading pauses past `HIGH_WATER` unread bytes) and
+transparent gzip/deflate decoding."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import select
+import socket
+import zlib
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import httptools
+from multidict import CIMultiDict
+
+from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from azure_openai_proxy.transport import UpstreamStreamBroken
+
+if TYPE_CHECKING:
+    from azure_openai_proxy.fasttransport.pool import _HostPool
+
+__all__ = ["HIGH_WATER", "_Connection", "_Stale", "_readable"]
+
+# Unread body bytes at which a connection stops reading its socket until the caller
+# drains the queue: a slow client of a 50 MB answer holds this much, not 50 MB.
+HIGH_WATER = 256 * 1024
+# zlib's window bits for "gzip or zlib header, detected": covers gzip and deflate.
+_DECODED_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
+_AUTO_HEADER = 32 + zlib.MAX_WBITS
+_BROKEN = "The connection to Azure OpenAI broke while the response was being read."
+_STALLED = "Azure OpenAI stopped sending data (read timeout) in the middle of the response."
+
+
+class _Stale(Exception):
+    """A reused connection died before any byte of the answer: worth one retry."""
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection. `data_received` feeds llhttp, whose callbacks (`on_*`)
+    fill the current exchange: status, headers, a queue of body bytes. The caller waits
+    on `wait()`, which returns on any progress and raises the exchange's failure."""
+
+    __slots__ = (
+        "body", "buffered", "busy", "closed", "complete", "decoder", "error", "greedy",
+        "head_only", "headers", "idle_since", "interim", "keep_alive", "length", "loop",
+        "parser", "pool", "raw", "reading_paused", "received", "started", "status",
+        "transport", "until_eof", "uses", "waiter", "write_paused",
+    )
+
+    def __init__(self, pool: _HostPool) -> None:
+        self.pool = pool
+        self.loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.busy = False
+        self.uses = 0
+        self.idle_since = 0.0
+        self.write_paused = False
+        self.reading_paused = False
+        self.waiter: asyncio.Future[None] | None = None
+        self.body: deque[bytes] = deque()
+        self.start(head_only=False)
+        self.busy = False
+        self.uses = 0
+
+    def start(self, head_only: bool) -> None:
+        """Begin an exchange: forget the last one's answer."""
+        self.busy = True
+        self.uses += 1
+        self.head_only = head_only
+        self.status = 0
+        self.raw: list[tuple[str, str]] = []
+        self.headers: CIMultiDict[str] = CIMultiDict()
+        self.length: int | None = None
+        self.received = self.started = self.complete = False
+        self.interim = self.until_eof = self.keep_alive = self.greedy = False
+        self.error: Exception | None = None
+        self.decoder: zlib._Decompress | None = None
+        self.body.clear()
+        self.buffered = 0
+
+    def quiet(self) -> bool:
+        """Whether an idle connection's socket has nothing to read. Something to read
+        is the server's FIN (or TLS close_notify), which the loop may not have seen yet:
+        a request written now would meet a closed connection."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return True
+        try:
+            return not _readable(sock.fileno())
+        except (OSError, ValueError):
+            return False
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    # -- asyncio's callbacks ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport; they implement it.
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.busy:
+            # A server speaking on an idle connection (a 408, say) ends it.
+            self.close()
+            return
+        self.received = True
+        try:
+            self.parser.feed_data(data)
+        except Exception as exc:  # llhttp's errors, or ours from inside its callbacks
+            self._fail(self._failure("the answer is not valid HTTP/1.1"), exc)
+            self.close()
+
+    def eof_received(self) -> bool:
+        if self.until_eof and self.started and not self.complete:
+            self._end(keep_alive=False)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.busy:
+            self.pool.lost(self)
+        elif not self.complete:
+            self._fail(self._failure("the server closed the connection before answering"), exc)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake()
+
+    # -- llhttp's callbacks ----------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.raw.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:  # 100 Continue, 103 Early Hints: the real answer follows
+            self.interim = True
+            self.raw = []
+            return
+        self.status = status
+        self.headers = headers = CIMultiDict(self.raw)
+        length = headers.get("content-length")
+        if headers.get("content-encoding", "").lower() in _DECODED_ENCODINGS:
+            # We never send Accept-Encoding; if a server compresses anyway, callers
+            # still see identity bytes.
+            self.decoder = zlib.decompressobj(_AUTO_HEADER)
+            del headers["content-encoding"]
+            headers.popall("content-length", None)
+        elif length is not None:
+            self.length = int(length)
+        self.started = True
+        if self.head_only:
+            self._end(keep_alive=False)
+        elif length is None and status not in (204, 304):
+            self.until_eof = "chunked" not in headers.get("transfer-encoding", "").lower()
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        if self.complete:
+            return
+        if self.decoder is not None:
+            body = self.decoder.decompress(body)
+        if body:
+            self._queue(body)
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+        elif not self.complete:
+            self._end(self.parser.should_keep_alive())
+
+    # -- the exchange ----------------------------------------------------------------
+
+    def _queue(self, data: bytes) -> None:
+        self.body.append(data)
+        self.buffered += len(data)
+        if self.buffered > HIGH_WATER and not self.greedy and not self.reading_paused:
+            self.reading_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+        self._wake()
+
+    def take(self) -> bytes:
+        """Every body byte received and not yet taken; reading resumes if it had paused."""
+        body = self.body
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
+        self.buffered = 0
+        self.read_on()
+        return data
+
+    def read_on(self) -> None:
+        if self.reading_paused and not self.closed:
+            self.reading_paused = False
+            assert self.transport is not None
+            self.transport.resume_reading()
+
+    def _end(self, keep_alive: bool) -> None:
+        if self.decoder is not None:
+            tail = self.decoder.flush()
+            if tail:
+                self._queue(tail)
+        self.keep_alive = keep_alive
+        self.complete = True
+        self._wake()
+
+    def _failure(self, reason: str) -> Exception:
+        if self.started:
+            return UpstreamStreamBroken(_BROKEN)
+        if not self.received and self.uses > 1:
+            return _Stale()
+        return UpstreamUnreachable(f"Cannot reach Azure OpenAI at {self.pool.host}: {reason}")
+
+    def _fail(self, error: Exception, cause: BaseException | None) -> None:
+        if self.error is None and not self.complete:
+            error.__cause__ = cause
+            self.error = error
+        self.keep_alive = False
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _stall(self) -> None:
+        message = _STALLED if self.started else (
+            f"Azure OpenAI did not answer in time ({self.pool.host})."
+        )
+        self._fail(UpstreamTimeout(message), None)
+
+    async def wait(self, timeout: float) -> None:
+        """Until something happens (head, body bytes, the end, writable again); raises
+        the exchange's failure, or `UpstreamTimeout` after `timeout` s of silence."""
+        if self.error is None:
+            waiter = self.waiter = self.loop.create_future()
+            timer = self.loop.call_later(timeout, self._stall)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self.waiter = None
+        if self.error is not None:
+            raise self.error
+
+
+def _readable(fd: int) -> bool:
+    if hasattr(select, "poll"):  # no FD_SETSIZE limit
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])

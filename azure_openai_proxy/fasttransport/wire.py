@@ -1,0 +1,75 @@
+"""The request side on the wire: a URL parsed once into a `_Target`, and the request
+head built as one string."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+from azure_openai_proxy.errors import HostileInput, UpstreamUnreachable
+from azure_openai_proxy.transport import UpstreamRequest
+
+__all__ = ["_Target", "_head", "_parse_url"]
+
+_SKIPPED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+_BODYLESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
+
+
+class _Target(NamedTuple):
+    """A URL parsed once: where to connect and the request line's tail with `Host`."""
+
+    key: tuple[str, str, int]
+    host: str
+    port: int
+    tls: bool
+    head: str  # " /path?query HTTP/1.1\r\nHost: name\r\n"
+
+
+def _parse_url(url: str) -> _Target:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UpstreamUnreachable(f"Cannot reach Azure OpenAI: bad URL ({exc})") from exc
+    scheme, host = parts.scheme.lower(), parts.hostname
+    if scheme not in ("http", "https") or not host:
+        raise UpstreamUnreachable("Cannot reach Azure OpenAI: the URL is not http(s)://host/...")
+    default = 443 if scheme == "https" else 80
+    port = port or default
+    netloc = f"[{host}]" if ":" in host else host
+    if port != default:
+        netloc = f"{netloc}:{port}"
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return _Target((scheme, host, port), host, port, scheme == "https",
+                   f" {target} HTTP/1.1\r\nHost: {netloc}\r\n")
+
+
+def _head(request: UpstreamRequest, target: _Target) -> tuple[bytes, bool]:
+    """The request head, and whether the body goes chunked (a stream of unknown length)."""
+    lines = [request.method, target.head]
+    declared: str | None = None
+    for name, value in request.headers.items():
+        lower = name.lower()
+        if lower not in _SKIPPED_HEADERS:
+            lines.append(f"{name}: {value}\r\n")
+        elif lower == "content-length":
+            declared = value
+    body = request.body
+    chunked = False
+    if body is None:
+        if request.method not in _BODYLESS_METHODS:
+            lines.append("Content-Length: 0\r\n")
+    elif not callable(body):
+        lines.append(f"Content-Length: {len(body)}\r\n")
+    elif declared is not None:
+        lines.append(f"Content-Length: {declared}\r\n")
+    else:
+        lines.append("Transfer-Encoding: chunked\r\n")
+        chunked = True
+    lines.append("\r\n")
+    head = "".join(lines)
+    # Each line ends in exactly one CRLF (the target's part holds two lines): a CR or LF
+    # inside a name or value would start a header, or a request, of its own.
+    if head.count("\n") != len(lines) or head.count("\r") != len(lines):
+        raise HostileInput("A header sent upstream holds a line break.")
+    return head.encode(), chunked
