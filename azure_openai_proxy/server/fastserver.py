@@ -1,0 +1,589 @@
+"""`FastServer`: a lean HTTP/1.1 server engine for the gateway's aiohttp application.
+
+One `asyncio.Protocol` per client connection feeds llhttp (httptools); each request
+becomes a `FastRequest` (the slice of `web.Request` the gateway uses) and is handed to
+the handler the app's router resolves, with the app's middlewares, exactly as aiohttp
+would. A returned `web.Response` with a bytes body is written as one head+body `write`;
+anything else (a `web.StreamResponse` the relay prepared) goes through aiohttp's own
+`prepare`/`write`/`write_eof` onto our `PayloadWriter`, so streams leave as they come.
+
+Behaviour, as aiohttp's server with `handler_cancellation=True`:
+
+- keep-alive, and pipelining: one request is served at a time per connection, the
+  rest wait in order (reading pauses when `_PIPELINE_DEPTH` wait);
+- a client that leaves cancels its handler (the gateway then closes the upstream);
+- `Expect: 100-continue` is answered when the handler first reads the body, so a 401
+  or 413 goes out before the client uploads anything;
+- a body the handler did not read is discarded (up to `client_max_size`, else the
+  connection closes) so keep-alive survives an early error answer;
+- errors outside the handler are answered in OpenAI's shape: 400 malformed HTTP,
+  414/431 over-long request line or headers, 408 a stalled request, 404/405/413 from
+  routing or reading, 500 an unexpected exception (logged, never in the reply);
+- timeouts are checked by one sweep a second over all connections (no timer per
+  request): an idle keep-alive connection closes after `keepalive_timeout`, a
+  request whose head or body stalls for `request_timeout` gets a 408.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from functools import partial
+from typing import Any, cast
+
+import httptools
+import orjson
+from aiohttp import web
+from aiohttp.http import HttpVersion10, HttpVersion11
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from azure_openai_proxy.errors import (
+    BodyTooLarge,
+    GatewayError,
+    MethodNotAllowed,
+    RouteNotFound,
+    error_body,
+)
+from azure_openai_proxy.server.fastserver_request import (
+    BODY_HIGH_WATER,
+    ClientLeft,
+    FastRequest,
+    RequestBody,
+)
+
+__all__ = ["FastServer", "serve_fast"]
+
+log = logging.getLogger("azure_openai_proxy")
+
+Handler = Callable[[FastRequest], Awaitable[web.StreamResponse]]
+
+_MAX_TARGET = 16 * 1024  # request line's target, bytes
+_MAX_HEAD = 64 * 1024  # all header lines together, bytes
+_MAX_HEADERS = 128
+_PIPELINE_DEPTH = 16  # requests waiting behind the one being served
+_ROUTE_CACHE_SIZE = 4096
+_SWEEP_SECONDS = 1.0
+_BODYLESS_STATUS = frozenset({204, 304})
+_OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _Rejected(Exception):
+    """The request cannot be parsed or is over a limit: answered, then the connection closes."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _error_reply(date: str, status: int, message: str, code: str | None = None) -> bytes:
+    """A complete OpenAI-shaped error response that closes the connection."""
+    body = orjson.dumps(error_body(message, "invalid_request_error", code))
+    return _head(status, _reason(status), (("Content-Type", "application/json"),),
+                 len(body), False, date) + body
+
+
+def _reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+class _DateHeader:
+    """The `Date` value, formatted once a second rather than once a response."""
+
+    __slots__ = ("_second", "_value")
+
+    def __init__(self) -> None:
+        self._second = 0
+        self._value = ""
+
+    def __call__(self) -> str:
+        now = int(time.time())
+        if now != self._second:
+            self._second, self._value = now, formatdate(now, usegmt=True)
+        return self._value
+
+
+def _head(
+    status: int, reason: str, headers: Any, length: int | None, keep_alive: bool,
+    date: str | None,
+) -> bytes:
+    """A response head; `date` None when the headers carry their own."""
+    lines = [f"HTTP/1.1 {status} {reason}\r\n"]
+    for name, value in headers:
+        lines.append(f"{name}: {value}\r\n")
+    if date is not None:
+        lines.append(f"Date: {date}\r\n")
+    if length is not None:
+        lines.append(f"Content-Length: {length}\r\n")
+    if not keep_alive:
+        lines.append("Connection: close\r\n")
+    lines.append("\r\n")
+    head = "".join(lines)
+    # Each line holds exactly one LF: a line break inside a header would start another.
+    if head.count("\n") != len(lines):
+        raise ValueError("Newline or carriage return detected in headers")
+    return head.encode("latin-1")
+
+
+def _response_head(
+    response: web.Response, body_length: int, method: str, keep_alive: bool, date: str
+) -> bytes:
+    status = response.status
+    headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _OWN_HEADERS]
+    bodyless = status < 200 or status in _BODYLESS_STATUS
+    has_type = "Content-Type" in response.headers
+    if body_length and not has_type and not bodyless:
+        headers.append(("Content-Type", "application/octet-stream"))
+    length = None if bodyless or (method == "HEAD" and not body_length) else body_length
+    return _head(status, response.reason, headers, length, keep_alive,
+                 None if "Date" in response.headers else date)
+
+
+def _is_plain(response: web.StreamResponse) -> bool:
+    """A `web.Response` we may serialize ourselves: bytes body, no cookies, no compression."""
+    return (type(response) is web.Response and not response.prepared
+            and isinstance(response._body, (bytes, bytearray, type(None)))
+            and not response._cookies and not response._compression and not response._chunked)
+
+
+def _exception_response(exc: web.HTTPException, request: FastRequest) -> web.Response:
+    error: GatewayError
+    if isinstance(exc, web.HTTPNotFound):
+        error = RouteNotFound(f"Unknown request URL: {request.method} {request.path}")
+    elif isinstance(exc, web.HTTPMethodNotAllowed):
+        error = MethodNotAllowed(f"Method {request.method} is not allowed.")
+    elif isinstance(exc, web.HTTPRequestEntityTooLarge):
+        error = BodyTooLarge("The request body is too large.")
+    else:
+        body = orjson.dumps(error_body(exc.reason, "invalid_request_error"))
+        return web.Response(body=body, status=exc.status, content_type="application/json")
+    response = web.Response(body=error.render(), status=error.http_status,
+                            content_type="application/json")
+    response.headers.update(error.headers())
+    return response
+
+
+class _HttpConnection(asyncio.Protocol):
+    """One client connection: llhttp's callbacks (`on_*`) build requests; `_serve` runs
+    them one at a time in a task that a disconnect cancels."""
+
+    def __init__(self, server: FastServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.closing = False  # close once the request being served is answered
+        self.closed = False
+        self.task: asyncio.Task[None] | None = None
+        self.pending: deque[FastRequest | bytes] = deque()
+        self.parsing: FastRequest | None = None  # its head or body is still arriving
+        self.discarding: RequestBody | None = None  # an unread body being dropped
+        self.started = False  # a request's first byte arrived and its head did not end
+        self.ticks = 0  # sweeps since the last byte arrived
+        self.reading_paused = False
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self._target: list[bytes] = []
+        self._raw: list[tuple[str, str]] = []
+        self._head_size = 0
+        self._head_bytes = 0
+
+    # -- asyncio's callbacks ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.server.connections.add(self)
+        if self.server.closing:
+            self.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.ticks = 0
+        if self.started:
+            # httptools gathers a header in memory until its line ends: bound that too.
+            self._head_bytes += len(data)
+            if self._head_bytes > _MAX_HEAD + _MAX_TARGET:
+                self._reject(_error_reply(self.server.date(), 431,
+                                          "The request headers are too large."))
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.closing = True  # served as plain HTTP; nothing after it is parsed
+            self._pause_reading()
+        except httptools.HttpParserError as exc:
+            # httptools wraps what a callback raised; ours says which answer to give.
+            cause = exc.__context__
+            if isinstance(cause, _Rejected):
+                self._reject(_error_reply(self.server.date(), cause.status, cause.message))
+            else:
+                self._reject(_error_reply(self.server.date(), 400,
+                                          "The request is not valid HTTP/1.1.", "bad_request"))
+
+    def eof_received(self) -> bool | None:
+        # As aiohttp: a client that half-closes has left; the transport closes and
+        # connection_lost cancels the handler.
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()  # the client left: the handler stops (and the upstream closes)
+        if self.parsing is not None and self.parsing.body is not None:
+            self.parsing.body.fail(ClientLeft("The client closed the connection"))
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ClientLeft("The client closed the connection"))
+        self.pending.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- llhttp's callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.started = True
+        self._target = []
+        self._raw = []
+        self._head_size = self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._target.append(url)
+        self._head_size += len(url)
+        if self._head_size > _MAX_TARGET:
+            raise _Rejected(414, "The request URL is too long.")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._raw.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > _MAX_HEAD or len(self._raw) > _MAX_HEADERS:
+            raise _Rejected(431, "The request headers are too large.")
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        headers = CIMultiDictProxy(CIMultiDict(self._raw))
+        length_header = headers.get("content-length")
+        length = int(length_header) if length_header is not None else None
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        body = RequestBody(self) if chunked or length else None
+        if body is not None and headers.get("expect", "").lower() == "100-continue":
+            body.expect_continue = True
+        version = HttpVersion11 if parser.get_http_version() == "1.1" else HttpVersion10
+        request = FastRequest(
+            self, self.server.app, parser.get_method().decode("ascii"),
+            b"".join(self._target).decode("latin-1"), headers, version,
+            parser.should_keep_alive(), length, body,
+        )
+        self.started = False
+        self.parsing = request if body is not None else None
+        if self.task is None and not self.pending:
+            self.task = asyncio.get_running_loop().create_task(self._serve(request))
+        else:
+            self.pending.append(request)
+            if len(self.pending) >= _PIPELINE_DEPTH:
+                self._pause_reading()
+
+    def on_body(self, data: bytes) -> None:
+        discarding = self.discarding
+        if discarding is not None:
+            discarding.received += len(data)
+            if discarding.received > self.server.app._client_max_size:
+                self.discarding = None
+                self.closing = True
+                self.close()
+            return
+        if self.parsing is not None and self.parsing.body is not None:
+            self.parsing.body.feed(data)
+
+    def on_message_complete(self) -> None:
+        if self.discarding is not None:
+            self.discarding = None
+        elif self.parsing is not None and self.parsing.body is not None:
+            self.parsing.body.finish()
+        self.parsing = None
+
+    # -- the request body's channel ----------------------------------------------------
+
+    def pause_body(self) -> None:
+        self._pause_reading()
+
+    def resume_body(self) -> None:
+        if self.reading_paused and len(self.pending) < _PIPELINE_DEPTH and not self.closing:
+            body = self.parsing.body if self.parsing is not None else None
+            if body is None or body.buffered <= BODY_HIGH_WATER:
+                self.reading_paused = False
+                if self.transport is not None and not self.closed:
+                    self.transport.resume_reading()
+
+    def send_continue(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(_CONTINUE)
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ClientLeft("The client closed the connection")
+        if self.write_paused:
+            self.drain_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.drain_waiter
+            finally:
+                self.drain_waiter = None
+
+    # -- serving ---------------------------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _reject(self, reply: bytes) -> None:
+        """Answer an unparsable request once the ones before it are answered; then close."""
+        self._pause_reading()
+        self.closing = True
+        if self.parsing is not None and self.parsing.body is not None:
+            self.parsing.body.fail(ClientLeft("The request became unparsable"))
+        self.parsing = None
+        if self.task is None:
+            self._write_and_close(reply)
+        else:
+            self.pending.append(reply)
+
+    def _write_and_close(self, reply: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(reply)
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    async def _serve(self, request: FastRequest) -> None:
+        item: FastRequest | bytes = request
+        try:
+            while True:
+                if isinstance(item, bytes):
+                    self._write_and_close(item)
+                    return
+                if not await self._answer(item) or self.closing or self.closed:
+                    self.close()
+                    return
+                if not self.pending:
+                    return
+                item = self.pending.popleft()
+                self.resume_body()
+        finally:
+            self.task = None
+
+    async def _answer(self, request: FastRequest) -> bool:
+        """Run the handler and write its response; whether the connection stays open."""
+        try:
+            response = await self.server.dispatch(request)
+        except web.HTTPException as exc:
+            response = _exception_response(exc, request)
+        except GatewayError as exc:
+            response = web.Response(body=exc.render(), status=exc.http_status,
+                                    content_type="application/json")
+        except (ClientLeft, ConnectionError):
+            self.close()
+            return False
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.raw_target)
+            response = web.Response(body=orjson.dumps(error_body(
+                "The gateway hit an unexpected error.", "server_error", "internal_error",
+            )), status=500, content_type="application/json")
+        body = request.body
+        # A client still waiting for "100 Continue" never sends that body: close instead.
+        keep_alive = request.keep_alive and (body is None or body.done or not body.expect_continue)
+        if _is_plain(response):
+            await self._write_plain(cast(web.Response, response), request, keep_alive)
+        else:
+            if not keep_alive:
+                response.force_close()
+            if not response.prepared:
+                await response.prepare(request)  # type: ignore[arg-type]
+            await response.write_eof()
+            keep_alive = keep_alive and bool(response.keep_alive)
+        if keep_alive and body is not None and not body.done:
+            body.discard()
+            self.discarding = body
+            self.resume_body()
+        return keep_alive
+
+    async def _write_plain(self, response: web.Response, request: FastRequest, keep_alive: bool) -> None:
+        raw = response._body
+        data = bytes(cast(bytes, raw)) if raw is not None else b""
+        try:
+            head = _response_head(response, len(data), request.method, keep_alive,
+                                  self.server.date())
+        except ValueError:
+            log.error("response header with a line break on %s %s", request.method, request.raw_target)
+            head = _head(500, "Internal Server Error", (), 0, keep_alive, self.server.date())
+            data = b""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        if request.method == "HEAD" or response.status < 200 or response.status in _BODYLESS_STATUS:
+            transport.write(head)
+        elif len(data) < 65536:
+            transport.write(head + data)
+        else:
+            transport.write(head)
+            transport.write(data)
+        if self.write_paused:
+            with contextlib.suppress(ClientLeft):
+                await self.drain()
+
+    def sweep(self, keepalive_ticks: int, request_ticks: int) -> None:
+        """Called once a second: close idle connections, answer stalled requests with 408."""
+        self.ticks += 1
+        if self.closed:
+            return
+        busy = self.task is not None
+        if not busy and self.parsing is None and not self.started:
+            if self.ticks > keepalive_ticks:
+                self.close()
+        elif self.ticks > request_ticks and not self.reading_paused:
+            body = self.parsing.body if self.parsing is not None else None
+            if busy and body is not None and body.waiting:
+                body.fail(web.HTTPRequestTimeout())
+            elif not busy and self.discarding is None:
+                self._reject(_error_reply(self.server.date(), 408,
+                                          "The request was not received in time.", "timeout"))
+
+
+class FastServer:
+    """The listening socket(s) and every open connection of one worker."""
+
+    def __init__(self, app: web.Application, *, keepalive_timeout: float = 75.0,
+                 request_timeout: float = 60.0) -> None:
+        self.app = app
+        self.connections: set[_HttpConnection] = set()
+        self.closing = False
+        self.date = _DateHeader()
+        self._keepalive_ticks = max(1, round(keepalive_timeout / _SWEEP_SECONDS))
+        self._request_ticks = max(1, round(request_timeout / _SWEEP_SECONDS))
+        self._routes: dict[tuple[str, str], tuple[Handler, Any]] = {}
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._cleaned = False
+        self.shutdown_grace = 30.0
+
+    def connection(self) -> _HttpConnection:
+        return _HttpConnection(self)
+
+    async def listen(self, host: str | None, port: int, *, reuse_port: bool, backlog: int) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self.connection, host, port, reuse_port=reuse_port or None, backlog=backlog,
+        )
+        self._sweeper = loop.call_later(_SWEEP_SECONDS, self._sweep)
+
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        return tuple(self._server.sockets) if self._server is not None else ()
+
+    # -- dispatch ----------------------------------------------------------------------
+
+    async def dispatch(self, request: FastRequest) -> web.StreamResponse:
+        target = request.raw_target
+        key = (request.method, target.partition("?")[0])
+        found = self._routes.get(key)
+        if found is None:
+            found = await self._resolve(request)
+            if len(self._routes) >= _ROUTE_CACHE_SIZE:
+                self._routes.clear()
+            self._routes[key] = found
+        handler, request.match_info = found
+        return await handler(request)
+
+    async def _resolve(self, request: FastRequest) -> tuple[Handler, Any]:
+        """The app's route for the request's method and path, wrapped in its middlewares."""
+        app = self.app
+        match_info = await app.router.resolve(request)  # type: ignore[arg-type]
+        match_info.add_app(app)
+        match_info.freeze()
+        handler = cast(Handler, match_info.handler)
+        for middleware in reversed(app.middlewares):
+            handler = cast(Handler, partial(middleware, handler=handler))  # type: ignore[arg-type]
+        return handler, match_info
+
+    # -- shutting down ---------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        for conn in list(self.connections):
+            conn.sweep(self._keepalive_ticks, self._request_ticks)
+        if not self.closing:
+            self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_SECONDS, self._sweep)
+
+    def close(self) -> None:
+        """Stop accepting and close every connection now (handlers are cancelled)."""
+        self._stop_listening()
+        for conn in list(self.connections):
+            conn.close()
+
+    async def wait_closed(self) -> None:
+        """Until the sockets are closed; then the app's cleanup hooks run (once)."""
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+        if not self._cleaned:
+            self._cleaned = True
+            await self.app.cleanup()
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting; let in-flight requests and streams finish for up to `grace`
+        seconds (idle keep-alive connections close at once); then cancel the rest."""
+        self._stop_listening()
+        await self.app.shutdown()
+        for conn in list(self.connections):
+            conn.closing = True
+            if conn.task is None:
+                conn.close()
+        deadline = asyncio.get_running_loop().time() + grace
+        while any(c.task is not None for c in self.connections):
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        self.close()
+        await asyncio.sleep(0)
+        await self.wait_closed()
+
+    def _stop_listening(self) -> None:
+        self.closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if self._server is not None:
+            self._server.close()
+
+
+async def serve_fast(
+    app: web.Application, host: str | None, port: int, *, reuse_port: bool = False,
+    backlog: int = 2048, shutdown_grace: float = 30.0, keepalive_timeout: float = 75.0,
+    request_timeout: float = 60.0,
+) -> FastServer:
+    """Start `app` (its on_startup hooks) and serve it on `host:port` with `FastServer`.
+    `shutdown_grace` is kept for `FastServer.shutdown()`'s default caller."""
+    app.freeze()
+    await app.startup()
+    server = FastServer(app, keepalive_timeout=keepalive_timeout, request_timeout=request_timeout)
+    server.shutdown_grace = shutdown_grace
+    await server.listen(host, port, reuse_port=reuse_port, backlog=backlog)
+    return server

@@ -1,0 +1,384 @@
+"""FastServer on loopback, driven with raw sockets: the bytes a client sends, the bytes
+it gets back. The app is a plain aiohttp application, as the gateway's is."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from azure_openai_proxy.server.fastserver import FastServer, serve_fast
+from tests.support import free_port
+
+Reply = tuple[int, dict[str, str], bytes]
+
+
+class Events:
+    """What the handlers saw, for the tests to check."""
+
+    def __init__(self) -> None:
+        self.cancelled = asyncio.Event()
+        self.release = asyncio.Event()
+        self.reads: list[bytes] = []
+
+
+def make_app(events: Events, max_body: int = 1000) -> web.Application:
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.read()
+        events.reads.append(body)
+        return web.Response(body=body, content_type="application/octet-stream",
+                            headers={"X-Path": request.rel_url.raw_path,
+                                     "X-Query": request.query.get("q", "")})
+
+    async def chunks(request: web.Request) -> web.Response:
+        sizes = [len(piece) async for piece in request.content.iter_chunked(3)]
+        return web.Response(body=orjson.dumps(sizes), content_type="application/json")
+
+    async def reject(request: web.Request) -> web.Response:
+        return web.Response(status=401, body=b'{"error":{}}', content_type="application/json")
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await out.prepare(request)
+        await out.write(b"data: first\n\n")
+        try:
+            await events.release.wait()
+        except asyncio.CancelledError:
+            events.cancelled.set()
+            raise
+        await out.write(b"data: second\n\n")
+        await out.write_eof()
+        return out
+
+    async def crash(request: web.Request) -> web.Response:
+        raise RuntimeError("secret detail")
+
+    app = web.Application(client_max_size=max_body)
+    app.router.add_post("/echo", echo)
+    app.router.add_get("/echo", echo)
+    app.router.add_post("/chunks", chunks)
+    app.router.add_post("/reject", reject)
+    app.router.add_get("/stream", stream)
+    app.router.add_get("/crash", crash)
+    return app
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[tuple[FastServer, Events, int]]:
+    events = Events()
+    port = free_port()
+    fast = await serve_fast(make_app(events), "127.0.0.1", port, request_timeout=1.0,
+                            keepalive_timeout=2.0)
+    yield fast, events, port
+    fast.close()
+    await fast.wait_closed()
+
+
+async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port)
+
+
+async def read_reply(reader: asyncio.StreamReader) -> Reply:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines[1:] if line)}
+    if "content-length" in headers:
+        body = await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding") == "chunked":
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            parts.append(await reader.readexactly(size + 2))
+            if size == 0:
+                break
+        body = b"".join(p[:-2] for p in parts)
+    else:
+        body = await reader.read()
+    return status, headers, body
+
+
+def post(path: str, body: bytes, extra: str = "") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+            .encode() + body)
+
+
+async def closed(reader: asyncio.StreamReader) -> bool:
+    return await asyncio.wait_for(reader.read(), 5) == b""
+
+
+async def test_keep_alive_serves_several_requests_on_one_connection(server: Any) -> None:
+    _, _, port = server
+    reader, writer = await connect(port)
+    for n in range(3):
+        writer.write(post(f"/echo?q={n}", b"hello %d" % n))
+        status, headers, body = await read_reply(reader)
+        assert (status, body, headers["x-query"]) == (200, b"hello %d" % n, str(n))
+        assert "connection" not in headers and "date" in headers
+    writer.close()
+
+
+async def test_two_pipelined_requests_in_one_packet_answer_in_order(server: Any) -> None:
+    _, _, port = server
+    reader, writer = await connect(port)
+    writer.write(post("/echo", b"one") + b"GET /echo?q=two HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await read_reply(reader))[2] == b"one"
+    status, headers, body = await read_reply(reader)
+    assert (status, headers["x-query"], body) == (200, "two", b"")
+    writer.close()
+
+
+async def test_the_raw_path_stays_percent_encoded(server: Any) -> None:
+    _, _, port = server
+    reader, writer = await connect(port)
+    writer.write(b"GET /echo?q=a%20b HTTP/1.1\r\nHost: x\r\n\r\n")
+    _, headers, _ = await read_reply(reader)
+    assert headers["x-query"] == "a b" and headers["x-path"] == "/echo"
+    writer.close()
+
+
+async def test_chunked_body_split_at_odd_boundaries(server: Any) -> None:
+    _, _events, port = server
+    reader, writer = await connect(port)
+    wire = (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\n\r\n")
+    for start in range(0, len(wire), 7):
+        writer.write(wire[start : start + 7])
+        await writer.drain()
+        await asyncio.sleep(0.001)
+    status, _, body = await read_reply(reader)
+    assert (status, body) == (200, b"hello world")
+    writer.close()
+
+
+async def test_iter_chunked_gives_pieces_of_at_most_n(server: Any) -> None:
+    _, _, port = server
+    reader, writer = await connect(port)
+    writer.write(post("/chunks", b"abcdefgh"))
+    _, _, body = await read_reply(reader)
+    sizes = orjson.loads(body)
+    assert sum(sizes) == 8 and max(sizes) <= 3
+    writer.close()
+
+
+async def test_expect_100_continue_is_answered_when_the_body_is_read(server: Any) -> None:
+    _, _, port = server
+    reader, writer = await connect(port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+                 b"Expect: 100-continue\r\n\r\n")
+    interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert interim.startswith(b"HTTP/1.1 100 Continue")
+    writer.write(b"data")
+    assert (await read_reply(reader))[2] == b"data"
+    writer.close()
+
+
+async def test_expect_100_continue_refused_without_upload_then_closed(server: Any) -> None:
+    _, _events, port = server
+    reader, writer = await connect(port)
+    writer.write(b"POST /reject HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+                 b"Expect: 100-continue\r\n\r\n")
+    status, headers, _ = await read_reply(reader)
+    assert status == 401 and headers["connection"] == "close"
+    assert await closed(reader)
+
+
+async def test_oversize_body_is_413_in_openai_shape(server: Any) -> None:
+    _, _, port = server
+    reader, writer = await connect(port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 + b"400\r\n" + b"x" * 1024 + b"\r\n0\r\n\r\n")
+    status, _, body = await read_reply(reader)
+    assert status == 413
+    assert orjson.loads(body)["error"]["message"]
+    writer.close()
+
+
+async def test_an_unread_body_is_discarded_and_keep_alive_survives(server: Any) -> None:
+    _, _, port = server
+    reader, writer = await connect(port)
+    writer.write(post("/reject", b"y" * 900) + post("/echo", b"after"))
+    assert (await read_reply(reader))[0] == 401
+    assert (await read_reply(reader))[2] == b"after"
+    writer.close()
+
+
+@pytest.mark.parametrize("wire", [
+    b"NOT HTTP AT ALL\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -3\r\n\r\n",
+    b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+])
+async def test_malformed_request_is_400_in_openai_shape(server: Any, wire: bytes) -> None:
+    _, _, port = server
+    reader, writer = await connect(port)
+    writer.write(wire)
+    status, headers, body = await read_reply(reader)
+    assert status == 400 and headers["connection"] == "close"
+    assert orjson.loads(body)["error"]["type"] == "invalid_request_error"
+    assert await closed(reader)
+
+
+async def test_oversize_headers_are_431(server: Any) -> None:
+    _, _, port = server
+    reader, writer = await connect(port)
+    writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 70000 + b"\r\n\r\n")
+    status, _, body = await read_reply(reader)
+    assert status == 431 and "error" in orjson.loads(body)
+
+
+async def test_unknown_path_is_404_and_wrong_method_405_in_openai_shape(server: Any) -> None:
+    _, _, port = server
+    reader, writer = await connect(port)
+    writer.write(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = await read_reply(reader)
+    assert status == 404 and orjson.loads(body)["error"]["code"] == "unknown_url"
+    writer.write(b"DELETE /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = await read_reply(reader)
+    assert status == 405 and "error" in orjson.loads(body)
+    writer.close()
+
+
+async def test_an_unexpected_error_is_500_without_the_detail(server: Any) -> None:
+    _, _, port = server
+    reader, writer = await connect(port)
+    writer.write(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = await read_reply(reader)
+    assert status == 500 and b"secret" not in body
+    writer.close()
+
+
+async def test_a_slow_client_sending_byte_by_byte_is_served(server: Any) -> None:
+    _, _, port = server
+    reader, writer = await connect(port)
+    for byte in post("/echo", b"slow"):
+        writer.write(bytes([byte]))
+        await writer.drain()
+    assert (await read_reply(reader))[2] == b"slow"
+    writer.close()
+
+
+async def test_a_stalled_request_head_gets_408(server: Any) -> None:
+    _, _, port = server
+    reader, writer = await connect(port)
+    writer.write(b"GET /echo HTTP/1.1\r\nHo")
+    status, _, body = await read_reply(reader)
+    assert status == 408 and "error" in orjson.loads(body)
+
+
+async def test_an_idle_keep_alive_connection_is_closed(server: Any) -> None:
+    _, _, port = server
+    reader, writer = await connect(port)
+    writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    await read_reply(reader)
+    assert await closed(reader)  # keepalive_timeout is 2 s here
+
+
+async def test_stream_frames_leave_as_written(server: Any) -> None:
+    _, events, port = server
+    reader, writer = await connect(port)
+    writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert b"Transfer-Encoding: chunked" in head
+    first = await asyncio.wait_for(reader.readuntil(b"first\n\n\r\n"), 5)
+    assert first.endswith(b"data: first\n\n\r\n")
+    events.release.set()
+    rest = await asyncio.wait_for(reader.readuntil(b"0\r\n\r\n"), 5)
+    assert b"data: second" in rest
+    writer.close()
+
+
+async def test_client_leaving_mid_stream_cancels_the_handler(server: Any) -> None:
+    _, events, port = server
+    reader, writer = await connect(port)
+    writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(b"first"), 5)
+    writer.close()
+    await asyncio.wait_for(events.cancelled.wait(), 5)
+
+
+async def test_graceful_shutdown_lets_a_stream_finish() -> None:
+    events = Events()
+    port = free_port()
+    fast = await serve_fast(make_app(events), "127.0.0.1", port)
+    reader, writer = await connect(port)
+    writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(b"first"), 5)
+    stopping = asyncio.create_task(fast.shutdown(5))
+    await asyncio.sleep(0.1)
+    with pytest.raises(OSError):
+        await connect(port)  # no longer accepting
+    events.release.set()
+    rest = await asyncio.wait_for(reader.read(), 5)
+    assert b"data: second" in rest and rest.endswith(b"0\r\n\r\n")
+    await asyncio.wait_for(stopping, 5)
+    assert not events.cancelled.is_set()
+
+
+async def test_shutdown_cancels_what_outlives_the_grace() -> None:
+    events = Events()
+    port = free_port()
+    fast = await serve_fast(make_app(events), "127.0.0.1", port)
+    reader, writer = await connect(port)
+    writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(b"first"), 5)
+    await asyncio.wait_for(fast.shutdown(0.2), 5)
+    assert events.cancelled.is_set()
+    writer.close()
+
+
+async def test_startup_and_cleanup_hooks_run() -> None:
+    calls: list[str] = []
+    app = make_app(Events())
+
+    async def started(app: web.Application) -> None:
+        calls.append("startup")
+
+    async def cleaned(app: web.Application) -> None:
+        calls.append("cleanup")
+
+    app.on_startup.append(started)
+    app.on_cleanup.append(cleaned)
+    fast = await serve_fast(app, "127.0.0.1", free_port())
+    assert calls == ["startup"]
+    await fast.shutdown(0)
+    assert calls == ["startup", "cleanup"]
+
+
+_METHODS = st.sampled_from([b"GET", b"POST", b"PUT", b"\x00", b""])
+_HEADS = st.builds(
+    lambda method, path, lines, tail: method + b" " + path + b" HTTP/1.1\r\n" + b"".join(lines) + tail,
+    _METHODS, st.binary(max_size=20),
+    st.lists(st.binary(max_size=30).map(lambda b: b + b"\r\n"), max_size=5),
+    st.sampled_from([b"\r\n", b"", b"\r\n0\r\n\r\n"]),
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(garbage=st.one_of(st.binary(max_size=300), _HEADS))
+async def test_random_bytes_never_break_the_server(garbage: bytes) -> None:
+    events = Events()
+    port = free_port()
+    fast = await serve_fast(make_app(events), "127.0.0.1", port, request_timeout=1.0)
+    try:
+        reader, writer = await connect(port)
+        writer.write(garbage)
+        with contextlib.suppress(OSError):
+            await writer.drain()
+        writer.write_eof()
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        reader, writer = await connect(port)  # still serving
+        writer.write(post("/echo", b"fine"))
+        assert (await read_reply(reader))[2] == b"fine"
+        writer.close()
+    finally:
+        fast.close()
+        await fast.wait_closed()
