@@ -123,8 +123,3 @@ def relayed_response_headers(upstream_headers: Mapping[str, str]) -> dict[str, s
         if lower in _RELAYED_EXACT or lower.startswith("x-ratelimit-"):
             relayed[lower] = value
     return relayed
-
-
-def with_model(body: Mapping[str, Any], model: str) -> dict[str, Any]:
-    """A JSON body with `model` set to the deployment name (v1 and resource calls)."""
-    return {**body, "model": model}
