@@ -17,7 +17,6 @@ has checked them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 from urllib.parse import quote, urlencode
 
 from azure_openai_proxy import __version__
