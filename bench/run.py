@@ -62,7 +62,7 @@ def _plan(args: argparse.Namespace) -> Plan:
     workers = os.cpu_count() or 1
     if args.smoke:
         return Plan(min(args.duration, 1.0), 0.5, 5, 100, 50, 8, 0.3, workers, only, binary)
-    return Plan(args.duration, 2.0, 40, 2000, 300, 20, 2.0, workers, only, binary)
+    return Plan(args.duration, 2.0, 150, 2000, 300, 20, 2.0, workers, only, binary)
 
 
 def _log(message: str) -> None:
