@@ -41,6 +41,7 @@ import orjson
 from aiohttp import web
 from aiohttp.http import HttpVersion10, HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
 
 from azure_openai_proxy.errors import (
     BodyTooLarge,
@@ -288,7 +289,7 @@ class _HttpConnection(asyncio.Protocol):
         request = FastRequest(
             self, self.server.app, parser.get_method().decode("ascii"),
             b"".join(self._target).decode("latin-1"), headers, version,
-            parser.should_keep_alive(), length, body,
+            parser.should_keep_alive(), length, body, self.server.urls,
         )
         self.started = False
         self.parsing = request if body is not None else None
@@ -480,6 +481,7 @@ class FastServer:
         self._keepalive_ticks = max(1, round(keepalive_timeout / _SWEEP_SECONDS))
         self._request_ticks = max(1, round(request_timeout / _SWEEP_SECONDS))
         self._routes: dict[tuple[str, str], tuple[Handler, Any]] = {}
+        self.urls: dict[str, URL] = {}  # parsed request targets, shared by requests
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._cleaned = False

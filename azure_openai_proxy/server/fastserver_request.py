@@ -29,6 +29,7 @@ __all__ = ["Channel", "FastRequest", "PayloadWriter", "RequestBody"]
 
 # Unread request-body bytes at which the connection stops reading its socket.
 BODY_HIGH_WATER = 256 * 1024
+_URL_CACHE_SIZE = 1024
 
 
 class Channel(Protocol):
@@ -227,18 +228,31 @@ class PayloadWriter:
         await self._channel.drain()
 
 
+def _parse_target(raw_target: str) -> URL:
+    """The request target as aiohttp's parser reads it: an origin-form target is a path
+    (never `//host/...` taken as an authority), an absolute-form one its relative part."""
+    try:
+        if raw_target.startswith("/"):
+            path, _, fragment = raw_target.partition("#")
+            path, _, query = path.partition("?")
+            return URL.build(path=path, query_string=query, fragment=fragment, encoded=True)
+        return URL(raw_target, encoded=True).relative()
+    except ValueError:
+        return URL.build(path="/", encoded=True)
+
+
 class FastRequest(dict[Any, Any]):
     """One request as the gateway's handlers see it (a dict for `request[RECORD]`)."""
 
     __slots__ = (
-        "_channel", "_keep_alive", "_payload_writer", "_query", "_url", "app", "body",
+        "_channel", "_keep_alive", "_query", "_url", "_urls", "_writer", "app", "body",
         "content_length", "headers", "match_info", "method", "raw_target", "version",
     )
 
     def __init__(
         self, channel: Channel, app: web.Application, method: str, raw_target: str,
         headers: CIMultiDictProxy[str], version: HttpVersion, keep_alive: bool,
-        content_length: int | None, body: RequestBody | None,
+        content_length: int | None, body: RequestBody | None, urls: dict[str, URL],
     ) -> None:
         self._channel = channel
         self.app = app
@@ -251,17 +265,29 @@ class FastRequest(dict[Any, Any]):
         self.body = body
         self.match_info: Any = None
         self._url: URL | None = None
+        self._urls = urls
         self._query: MultiDictProxy[str] | None = None
-        self._payload_writer = PayloadWriter(channel)
+        self._writer: PayloadWriter | None = None
+
+    @property
+    def _payload_writer(self) -> PayloadWriter:
+        """Made on first use: a plain `web.Response` is written without one."""
+        if self._writer is None:
+            self._writer = PayloadWriter(self._channel)
+        return self._writer
 
     @property
     def rel_url(self) -> URL:
         url = self._url
         if url is None:
-            try:
-                url = URL(self.raw_target, encoded=True)
-            except ValueError:
-                url = URL("/")
+            # Parsed once per distinct target: a few paths carry nearly all the traffic,
+            # and a yarl URL (with its parsed query) is immutable, so it can be shared.
+            url = self._urls.get(self.raw_target)
+            if url is None:
+                url = _parse_target(self.raw_target)
+                if len(self._urls) >= _URL_CACHE_SIZE:
+                    self._urls.clear()
+                self._urls[self.raw_target] = url
             self._url = url
         return url
 

@@ -382,3 +382,12 @@ async def test_random_bytes_never_break_the_server(garbage: bytes) -> None:
     finally:
         fast.close()
         await fast.wait_closed()
+
+
+async def test_a_double_slash_target_is_a_path_not_a_host(server: Any) -> None:
+    _, _, port = server
+    reader, writer = await connect(port)
+    writer.write(b"GET //evil/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, _, body = await read_reply(reader)
+    assert status == 404 and orjson.loads(body)["error"]["code"] == "unknown_url"
+    writer.close()
