@@ -37,6 +37,8 @@ def _serve_parser(prog: str) -> argparse.ArgumentParser:
                         help="answer CORS preflights and allow browsers to call the gateway")
     parser.add_argument("--workers", type=int, metavar="N", help="worker processes (one port)")
     parser.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning, error")
+    parser.add_argument("--server-engine", choices=("aiohttp", "fast"),
+                        help="HTTP server: the lean one (default), or aiohttp's")
     parser.add_argument("--watch-config", action="store_true", default=None,
                         help="reload when the config file changes (polled every 2 s)")
     parser.add_argument("--allow-open", action="store_true", default=None,
@@ -98,6 +100,7 @@ def _check_config(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     parser.add_argument("-c", "--configFile", "--config", dest="config", metavar="FILE")
     args = parser.parse_args(argv)
     args.listen = args.cors = args.workers = args.allow_open = args.log_level = None
+    args.server_engine = None
     args.watch_config = None
     try:
         settings = load(args, environ)

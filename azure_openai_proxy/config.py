@@ -47,6 +47,7 @@ _ENV_SCALARS = {
     "AZURE_OPENAI_PROXY_LISTEN": "listen",
     "AZURE_OPENAI_PROXY_API_BASE": "api_base",
     "AZURE_OPENAI_PROXY_LOG_LEVEL": "log_level",
+    "AZURE_OPENAI_PROXY_SERVER_ENGINE": "server_engine",
 }
 
 _TOP_LEVEL_KEYS = {
@@ -54,7 +55,7 @@ _TOP_LEVEL_KEYS = {
     "model_mapper", "model_fallback", "client_keys", "allow_open", "cors", "cors_origins",
     "upstream", "max_body_bytes", "response_model", "keep_azure_fields",
     "honour_client_api_version", "log_level", "log_prompts", "workers", "routing_strategy",
-    "max_attempts", "retry_budget_seconds", "shutdown_grace_seconds", "metrics",
+    "max_attempts", "server_engine", "retry_budget_seconds", "shutdown_grace_seconds", "metrics",
     "circuit_failures", "circuit_open_seconds", "cooldown_seconds", "latency_exploration",
     "watch_config",
 }

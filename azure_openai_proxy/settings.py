@@ -141,6 +141,9 @@ class Settings(_Frozen):
     log_level: str = "info"
     log_prompts: bool = False
     workers: int = Field(default=1, ge=1)
+    # `fast`: our HTTP/1.1 server (asyncio + httptools, server/fastserver.py), ~20-30% more
+    # throughput than `aiohttp`'s server (bench/README.md); every gateway e2e test runs on both.
+    server_engine: Literal["aiohttp", "fast"] = "fast"
     routing_strategy: Literal["weighted", "least-busy", "latency"] = "weighted"
     max_attempts: int = Field(default=3, ge=1)
     retry_budget_seconds: float = Field(default=30.0, gt=0)

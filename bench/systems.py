@@ -170,7 +170,8 @@ def start_nginx_proxy(children: Children, upstream_port: int) -> System:
     return system
 
 
-def start_gateway(children: Children, upstream_port: int, workers: int, name: str) -> System:
+def start_gateway(children: Children, upstream_port: int, workers: int, name: str,
+                  engine: str | None = None) -> System:
     """The gateway through its CLI: client keys, stream normalization, metrics and the
     info-level access log (to a file) all on, as a user runs it."""
     port = free_port()
@@ -180,7 +181,8 @@ def start_gateway(children: Children, upstream_port: int, workers: int, name: st
         f"client_keys: [\"{CLIENT_KEY}\"]\n"
         "log_level: info\n"
         "metrics: true\n"
-        "deployment_config:\n"
+        + (f"server_engine: {engine}\n" if engine else "")
+        + "deployment_config:\n"
         f"  - {{deployment_name: {DEPLOYMENT}, model_name: gpt-4o, endpoint: \"http://{HOST}:{upstream_port}/\","
         f" api_key: \"{AZURE_KEY}\", api_version: \"{API_VERSION}\"}}\n"
         f"  - {{deployment_name: {SLOW_DEPLOYMENT}, model_name: gpt-4o-slow,"

@@ -18,6 +18,8 @@ from typing import Any
 from aiohttp import web
 
 AppFactory = Callable[[], web.Application | Awaitable[web.Application]]
+# Serves an app on a port and returns how to stop it (instead of aiohttp's AppRunner).
+Starter = Callable[[web.Application, int], Awaitable[Callable[[], Awaitable[None]]]]
 
 
 def free_port() -> int:
@@ -33,9 +35,11 @@ class ServerThread:
     factory: AppFactory
     port: int = 0
     runner_options: dict[str, Any] = field(default_factory=dict)
+    starter: Starter | None = None
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     app: web.Application | None = None
     _runner: web.AppRunner | None = None
+    _stop: Callable[[], Awaitable[None]] | None = None
     _thread: threading.Thread | None = None
 
     @property
@@ -50,6 +54,10 @@ class ServerThread:
             made = self.factory()
             self.app = await made if asyncio.iscoroutine(made) else made  # type: ignore[assignment]
             assert self.app is not None
+            if self.starter is not None:
+                self.port = self.port or free_port()
+                self._stop = await self.starter(self.app, self.port)
+                return
             options = {"handle_signals": False, "access_log": None, **self.runner_options}
             self._runner = web.AppRunner(self.app, **options)
             await self._runner.setup()
@@ -80,9 +88,10 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(fn(), self.loop).result(30)
 
     def stop(self) -> None:
-        if self._runner is not None:
+        stop = self._stop or (self._runner.cleanup if self._runner is not None else None)
+        if stop is not None:
             with contextlib.suppress(Exception):
-                self.call(self._runner.cleanup)
+                self.call(stop)
         self.loop.call_soon_threadsafe(self.loop.stop)
         if self._thread is not None:
             self._thread.join(10)

@@ -29,10 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from email.utils import formatdate
 from functools import partial
 from typing import Any, cast
 
@@ -44,10 +42,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from azure_openai_proxy.errors import (
-    BodyTooLarge,
     GatewayError,
-    MethodNotAllowed,
-    RouteNotFound,
     error_body,
 )
 from azure_openai_proxy.server.fastserver_request import (
@@ -55,6 +50,16 @@ from azure_openai_proxy.server.fastserver_request import (
     ClientLeft,
     FastRequest,
     RequestBody,
+)
+from azure_openai_proxy.server.fastserver_wire import (
+    _BODYLESS_STATUS,
+    _DateHeader,
+    _error_reply,
+    _exception_response,
+    _head,
+    _is_plain,
+    _Rejected,
+    _response_head,
 )
 
 __all__ = ["FastServer", "serve_fast"]
@@ -69,110 +74,8 @@ _MAX_HEADERS = 128
 _PIPELINE_DEPTH = 16  # requests waiting behind the one being served
 _ROUTE_CACHE_SIZE = 4096
 _SWEEP_SECONDS = 1.0
-_BODYLESS_STATUS = frozenset({204, 304})
-_OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-class _Rejected(Exception):
-    """The request cannot be parsed or is over a limit: answered, then the connection closes."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _error_reply(date: str, status: int, message: str, code: str | None = None) -> bytes:
-    """A complete OpenAI-shaped error response that closes the connection."""
-    body = orjson.dumps(error_body(message, "invalid_request_error", code))
-    return _head(status, _reason(status), (("Content-Type", "application/json"),),
-                 len(body), False, date) + body
-
-
-def _reason(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
-
-
-class _DateHeader:
-    """The `Date` value, formatted once a second rather than once a response."""
-
-    __slots__ = ("_second", "_value")
-
-    def __init__(self) -> None:
-        self._second = 0
-        self._value = ""
-
-    def __call__(self) -> str:
-        now = int(time.time())
-        if now != self._second:
-            self._second, self._value = now, formatdate(now, usegmt=True)
-        return self._value
-
-
-def _head(
-    status: int, reason: str, headers: Any, length: int | None, keep_alive: bool,
-    date: str | None,
-) -> bytes:
-    """A response head; `date` None when the headers carry their own."""
-    lines = [f"HTTP/1.1 {status} {reason}\r\n"]
-    for name, value in headers:
-        lines.append(f"{name}: {value}\r\n")
-    if date is not None:
-        lines.append(f"Date: {date}\r\n")
-    if length is not None:
-        lines.append(f"Content-Length: {length}\r\n")
-    if not keep_alive:
-        lines.append("Connection: close\r\n")
-    lines.append("\r\n")
-    head = "".join(lines)
-    # Each line holds exactly one LF: a line break inside a header would start another.
-    if head.count("\n") != len(lines):
-        raise ValueError("Newline or carriage return detected in headers")
-    return head.encode("latin-1")
-
-
-def _response_head(
-    response: web.Response, body_length: int, method: str, keep_alive: bool, date: str
-) -> bytes:
-    status = response.status
-    headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _OWN_HEADERS]
-    bodyless = status < 200 or status in _BODYLESS_STATUS
-    has_type = "Content-Type" in response.headers
-    if body_length and not has_type and not bodyless:
-        headers.append(("Content-Type", "application/octet-stream"))
-    length = None if bodyless or (method == "HEAD" and not body_length) else body_length
-    return _head(status, response.reason, headers, length, keep_alive,
-                 None if "Date" in response.headers else date)
-
-
-def _is_plain(response: web.StreamResponse) -> bool:
-    """A `web.Response` we may serialize ourselves: bytes body, no cookies, no compression."""
-    return (type(response) is web.Response and not response.prepared
-            and isinstance(response._body, (bytes, bytearray, type(None)))
-            and not response._cookies and not response._compression and not response._chunked)
-
-
-def _exception_response(exc: web.HTTPException, request: FastRequest) -> web.Response:
-    error: GatewayError
-    if isinstance(exc, web.HTTPNotFound):
-        error = RouteNotFound(f"Unknown request URL: {request.method} {request.path}")
-    elif isinstance(exc, web.HTTPMethodNotAllowed):
-        error = MethodNotAllowed(f"Method {request.method} is not allowed.")
-    elif isinstance(exc, web.HTTPRequestEntityTooLarge):
-        error = BodyTooLarge("The request body is too large.")
-    else:
-        body = orjson.dumps(error_body(exc.reason, "invalid_request_error"))
-        return web.Response(body=body, status=exc.status, content_type="application/json")
-    response = web.Response(body=error.render(), status=error.http_status,
-                            content_type="application/json")
-    response.headers.update(error.headers())
-    return response
+_LINGER_BYTES = 16 * 1024 * 1024  # at least this much of an unread body is dropped, not reset
 
 
 class _HttpConnection(asyncio.Protocol):
@@ -189,6 +92,7 @@ class _HttpConnection(asyncio.Protocol):
         self.pending: deque[FastRequest | bytes] = deque()
         self.parsing: FastRequest | None = None  # its head or body is still arriving
         self.discarding: RequestBody | None = None  # an unread body being dropped
+        self.discard_until = 0  # bytes of it to drop before giving up and closing
         self.started = False  # a request's first byte arrived and its head did not end
         self.ticks = 0  # sweeps since the last byte arrived
         self.reading_paused = False
@@ -304,7 +208,7 @@ class _HttpConnection(asyncio.Protocol):
         discarding = self.discarding
         if discarding is not None:
             discarding.received += len(data)
-            if discarding.received > self.server.app._client_max_size:
+            if discarding.received > self.discard_until:
                 self.discarding = None
                 self.closing = True
                 self.close()
@@ -422,8 +326,14 @@ class _HttpConnection(asyncio.Protocol):
             await response.write_eof()
             keep_alive = keep_alive and bool(response.keep_alive)
         if keep_alive and body is not None and not body.done:
+            # Read and drop the rest of the body (even past the size limit, for a while:
+            # a client still uploading when its 413 is sent must be able to read it, not
+            # get a reset), so the connection can serve its next request.
             body.discard()
             self.discarding = body
+            self.discard_until = body.received + max(
+                self.server.app._client_max_size, _LINGER_BYTES
+            )
             self.resume_body()
         return keep_alive
 

@@ -16,7 +16,7 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,16 +106,34 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
     uvloop.run(main)
 
 
-async def serve_forever(settings: Settings, source: SettingsSource | None, reuse_port: bool) -> None:
-    app = create_app(settings)
+async def start_server(
+    app: web.Application, settings: Settings, reuse_port: bool
+) -> Callable[[], Awaitable[None]]:
+    """Serve `app` with the configured engine; returns the graceful stop (stop accepting,
+    let requests and streams in flight finish for up to the grace period, clean up)."""
+    host = settings.host or None
+    if settings.server_engine == "fast":
+        from azure_openai_proxy.server.fastserver import serve_fast
+
+        server = await serve_fast(app, host, settings.port, reuse_port=reuse_port, backlog=2048,
+                                  shutdown_grace=settings.shutdown_grace_seconds)
+
+        async def stop_fast() -> None:
+            await server.shutdown(settings.shutdown_grace_seconds)
+
+        return stop_fast
     runner = web.AppRunner(
         app, handle_signals=False, shutdown_timeout=settings.shutdown_grace_seconds,
         **RUNNER_OPTIONS,  # type: ignore[arg-type]
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host or None, settings.port, reuse_port=reuse_port,
-                       backlog=2048)
-    await site.start()
+    await web.TCPSite(runner, host, settings.port, reuse_port=reuse_port, backlog=2048).start()
+    return runner.cleanup
+
+
+async def serve_forever(settings: Settings, source: SettingsSource | None, reuse_port: bool) -> None:
+    app = create_app(settings)
+    finish = await start_server(app, settings, reuse_port)
     log.info("listening on http://%s (api_base %s, %d deployments)", settings.listen,
              settings.api_base or "/", len(settings.deployments))
     stop = asyncio.Event()
@@ -143,7 +161,7 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
         watcher.cancel()
     log.info("shutting down: finishing in-flight requests (up to %ss)",
              settings.shutdown_grace_seconds)
-    await runner.cleanup()
+    await finish()
 
 
 def _worker(settings: Settings, source: SettingsSource | None, reuse_port: bool) -> None:
