@@ -25,6 +25,7 @@ __all__ = [
     "UpstreamRequest",
     "UpstreamResponse",
     "UpstreamStreamBroken",
+    "read_limited",
 ]
 
 # A request body that can be produced again for a retry: bytes, or a function that
@@ -66,6 +67,18 @@ class UpstreamResponse(Protocol):
         ...
 
 
+async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The first `limit` bytes of a body; the rest is read and dropped (so the connection
+    can be reused)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        if size < limit:
+            parts.append(chunk[: limit - size])
+        size += len(chunk)
+    return b"".join(parts)
+
+
 class Transport(Protocol):
     async def send(self, request: UpstreamRequest) -> UpstreamResponse: ...
 
@@ -100,13 +113,7 @@ class _AiohttpResponse:
                 raise _broken() from exc
             except TimeoutError as exc:
                 raise _stalled() from exc
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in self.chunks():
-            if size < limit:
-                parts.append(chunk[: limit - size])
-            size += len(chunk)
-        return b"".join(parts)
+        return await read_limited(self.chunks(), limit)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:

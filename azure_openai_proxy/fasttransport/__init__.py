@@ -31,7 +31,7 @@ from azure_openai_proxy.fasttransport.connection import HIGH_WATER, _Connection,
 from azure_openai_proxy.fasttransport.pool import _HostPool
 from azure_openai_proxy.fasttransport.wire import _head, _parse_url, _Target
 from azure_openai_proxy.settings import UpstreamSettings
-from azure_openai_proxy.transport import UpstreamRequest, UpstreamResponse
+from azure_openai_proxy.transport import UpstreamRequest, UpstreamResponse, read_limited
 
 __all__ = ["HIGH_WATER", "FastTransport"]
 
@@ -61,13 +61,7 @@ class _FastResponse:
             while not conn.complete:
                 await conn.wait(self._owner.read_timeout)
             return conn.take()
-        parts: list[bytes] = []
-        size = 0
-        async for chunk in self.chunks():
-            if size < limit:
-                parts.append(chunk[: limit - size])
-            size += len(chunk)
-        return b"".join(parts)
+        return await read_limited(self.chunks(), limit)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         conn = self._conn
