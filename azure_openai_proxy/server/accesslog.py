@@ -45,6 +45,7 @@ class RequestRecord:
     adaptations: tuple[str, ...] = ()
     error: str | None = None
     retries: list[str] = field(default_factory=list)
+    created_id: str | None = None  # an object Azure created (resource affinity; not logged)
 
     def line(self) -> dict[str, Any]:
         line: dict[str, Any] = {

@@ -269,7 +269,9 @@ def _gateway(
         settings.deployments, rules, previous.balancer.state if previous is not None else None
     )
     balancer = Balancer(settings, state, app[METRICS], clock, rng)
-    return Gateway(settings, transport, balancer, app[_TOKENS])
+    # A reload keeps which resource created which file, batch or response.
+    affinity = previous.affinity if previous is not None else None
+    return Gateway(settings, transport, balancer, app[_TOKENS], affinity)
 
 
 def reload_app(app: web.Application, settings: Settings) -> None:

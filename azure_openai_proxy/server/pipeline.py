@@ -23,6 +23,7 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
+from azure_openai_proxy.affinity import ResourceAffinity, ids_referenced
 from azure_openai_proxy.auth import Caller, ClientKeyring
 from azure_openai_proxy.balancing import estimated_cost
 from azure_openai_proxy.compat import (
@@ -104,6 +105,7 @@ class Gateway:
         transport: Transport,
         balancer: Balancer,
         tokens: EntraTokens | None = None,
+        affinity: ResourceAffinity | None = None,
     ) -> None:
         self.settings = settings
         self.table = RoutingTable(settings)
@@ -111,6 +113,7 @@ class Gateway:
         self.transport = transport
         self.balancer = balancer
         self.tokens = tokens
+        self.affinity = affinity or ResourceAffinity()
         self._request_ids = _request_id_source()
         self._targets: dict[tuple[str, str], Target] = {}
         self._urls: dict[tuple[str, str, str, str, str | None], str] = {}
@@ -229,8 +232,23 @@ class Gateway:
         if model is None:
             if target.kind == "deployment":
                 raise MalformedBody("You must provide a model parameter.", param="model")
-            return self._home_pool(), None
-        return self.table.resolve(model), model
+            pool = self._home_pool()
+        else:
+            pool = self.table.resolve(model)
+        if target.kind == "resource":
+            pool = self._sticky(pool, target, body)
+        return pool, model
+
+    def _sticky(self, pool: Pool, target: Target, body: _Body) -> Pool:
+        """A request about an object (a file, a response...) goes to the resource that
+        created it, when this worker saw it created and that deployment is still known."""
+        home = self.affinity.home_of(ids_referenced(target.operation, body.json))
+        if home is None:
+            return pool
+        for deployment in (*pool.deployments, *self.settings.deployments):
+            if (deployment.endpoint, deployment.deployment_name) == home:
+                return Pool(pool.model, (deployment,), dynamic=True)
+        return pool
 
     def _home_pool(self) -> Pool:
         """Where deployment-less calls (GET files/{id}, ...) go when no model says."""
@@ -295,8 +313,14 @@ class Gateway:
                 continue
             try:
                 restored = client_model if self.settings.response_model == "client" else None
-                return await relay(request, target.operation, response, policy, restored,
-                                   self.settings.keep_azure_fields, record)
+                answer = await relay(request, target.operation, response, policy, restored,
+                                     self.settings.keep_azure_fields, record,
+                                     want_id=target.kind == "resource")
+                if record.created_id is not None:
+                    self.affinity.remember(
+                        record.created_id, (deployment.endpoint, deployment.deployment_name)
+                    )
+                return answer
             finally:
                 lease.done()
 

@@ -31,9 +31,11 @@ _MODEL_RESTORED = frozenset({"chat/completions", "completions", "embeddings", "r
 async def relay(
     request: web.Request, operation: str, response: UpstreamResponse,
     policy: StreamPolicy | None, client_model: str | None, keep_azure_fields: bool,
-    record: RequestRecord,
+    record: RequestRecord, *, want_id: bool = False,
 ) -> web.StreamResponse:
-    """Send `response` to the client; `client_model` is the name to restore (or None)."""
+    """Send `response` to the client; `client_model` is the name to restore (or None).
+    With `want_id`, the `id` of a created object (a 2xx JSON answer) goes into
+    `record.created_id`, for resource affinity."""
     record.status = response.status
     headers = relayed_response_headers(response.headers)
     if record.adaptations:
@@ -51,6 +53,8 @@ async def relay(
             )
         elif b'"usage"' in raw:
             record.usage = _usage_of(raw)
+        if want_id and 200 <= response.status < 300:
+            record.created_id = _id_of(raw)
         headers.pop("content-type", None)
         return web.Response(status=response.status, body=raw, headers=headers,
                             content_type="application/json")
@@ -115,6 +119,14 @@ def _usage_of(raw: bytes) -> dict[str, Any] | None:
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return usage if isinstance(usage, dict) else None
+
+
+def _id_of(raw: bytes) -> str | None:
+    try:
+        value = orjson.loads(raw).get("id")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) and 0 < len(value) <= 256 else None
 
 
 def _raw_stream_error(exc: GatewayError) -> bytes:
