@@ -322,6 +322,9 @@ class Gateway:
                     )
                 return answer
             finally:
+                # Whatever happened (a client that left, a stalled upstream), the upstream
+                # connection is released: closing twice is harmless in both transports.
+                response.close()
                 lease.done()
 
     async def _send(

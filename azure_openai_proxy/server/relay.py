@@ -9,6 +9,8 @@ never retried: the client gets an error event instead.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 import orjson
@@ -22,6 +24,8 @@ from azure_openai_proxy.translate import relayed_response_headers
 from azure_openai_proxy.transport import UpstreamResponse
 
 __all__ = ["relay"]
+
+log = logging.getLogger("azure_openai_proxy")
 
 _JSON_RESPONSE_LIMIT = 256 * 1024 * 1024
 # Answers whose `model` is the deployment's, to be replaced by the client's name.
@@ -45,8 +49,10 @@ async def relay(
     if content_type.startswith("text/event-stream"):
         return await _relay_stream(request, response, headers, policy, record)
     if content_type.startswith("application/json"):
-        raw = await response.read(_JSON_RESPONSE_LIMIT)
-        response.close()
+        try:
+            raw = await response.read(_JSON_RESPONSE_LIMIT)
+        finally:
+            response.close()
         if operation in _MODEL_RESTORED:
             raw, record.usage = normalize_answer(
                 raw, client_model=client_model, keep_azure_fields=keep_azure_fields
@@ -70,9 +76,9 @@ async def _relay_stream(
     headers["x-accel-buffering"] = "no"
     out = web.StreamResponse(status=response.status, headers=headers)
     normalizer = ChatStreamNormalizer(policy) if policy is not None else None
-    await out.prepare(request)
     ended_with_newline = True
     try:
+        await out.prepare(request)
         try:
             async for chunk in response.chunks():
                 data = normalizer.feed(chunk) if normalizer is not None else chunk
@@ -86,6 +92,19 @@ async def _relay_stream(
                 normalizer.finish(upstream_failed=exc.message)
                 if normalizer is not None
                 else _raw_stream_error(exc)
+            )
+        except (ConnectionError, asyncio.CancelledError):
+            raise  # the client left: nothing more can be written
+        except Exception:
+            # A bug of ours mid-stream: the headers are gone, so the stream still ends
+            # properly (an error event and [DONE]) rather than with a second response.
+            log.exception("unexpected error while relaying a stream")
+            record.error = "internal_error"
+            failure = "The gateway hit an unexpected error while relaying the stream."
+            tail = (
+                normalizer.finish(upstream_failed=failure)
+                if normalizer is not None
+                else _raw_stream_error(UpstreamError(failure))
             )
         if normalizer is None and not tail and not ended_with_newline:
             tail = b"\n"  # chatgpt-web needs a newline after the last event
@@ -103,8 +122,8 @@ async def _relay_bytes(
     request: web.Request, response: UpstreamResponse, headers: dict[str, str]
 ) -> web.StreamResponse:
     out = web.StreamResponse(status=response.status, headers=headers)
-    await out.prepare(request)
     try:
+        await out.prepare(request)
         async for chunk in response.chunks():
             await out.write(chunk)
         await out.write_eof()
