@@ -102,6 +102,7 @@ class _HttpConnection(asyncio.Protocol):
         self._raw: list[tuple[str, str]] = []
         self._head_size = 0
         self._head_bytes = 0
+        self.stalled_ticks = 0  # sweeps during which the client has not read our writes
 
     # -- asyncio's callbacks ---------------------------------------------------------
 
@@ -289,6 +290,7 @@ class _HttpConnection(asyncio.Protocol):
                 if not await self._answer(item) or self.closing or self.closed:
                     self.close()
                     return
+                self.ticks = 0  # idle from now: a long request must not count as idle time
                 if not self.pending:
                     return
                 item = self.pending.popleft()
@@ -366,6 +368,17 @@ class _HttpConnection(asyncio.Protocol):
         self.ticks += 1
         if self.closed:
             return
+        if self.write_paused:
+            # A client that stops reading would hold its handler and an upstream
+            # connection forever: past the request timeout it is disconnected.
+            self.stalled_ticks += 1
+            if self.stalled_ticks > request_ticks and self.transport is not None:
+                # abort, not close: close() would wait for a buffer that never drains.
+                self.closed = True
+                self.transport.abort()
+                return
+        else:
+            self.stalled_ticks = 0
         busy = self.task is not None
         if not busy and self.parsing is None and not self.started:
             if self.ticks > keepalive_ticks:
