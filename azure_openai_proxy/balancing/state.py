@@ -186,6 +186,10 @@ class PoolState:
     def __len__(self) -> int:
         return len(self._states)
 
+    def is_configured(self, key: DeploymentKey) -> bool:
+        """False for a default-endpoint deployment named by a client's request."""
+        return key in self._configured
+
 
 def soonest(states: Iterable[DeploymentState], now: float) -> float | None:
     """Seconds until the first of `states` becomes available; None if none ever will."""

@@ -40,7 +40,8 @@ _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0
 _CIRCUIT_VALUE = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
 # Default-endpoint mode accepts model names chosen by clients; past this many label sets
 # new ones are counted under model "_other" so a client cannot grow the registry forever.
-_MAX_LABEL_SETS = 2000
+_MAX_LABEL_SETS = 500
+_MAX_DYNAMIC_GAUGES = 50
 
 StateSource = Callable[[], Iterable[DeploymentState]]
 
@@ -102,7 +103,14 @@ class _DeploymentCollector:
             )
         }
         now = self._clock()
-        for state in self._states():
+        dynamic = 0
+        pool = self._states()
+        configured: Callable[[Any], bool] = getattr(pool, "is_configured", lambda key: True)
+        for state in pool:
+            if not configured(state.key):
+                dynamic += 1
+                if dynamic > _MAX_DYNAMIC_GAUGES:
+                    continue  # client-named deployments: a bounded sample, not thousands
             values = [state.key.deployment, state.key.host]
             families["deployment_in_flight"].add_metric(values, state.in_flight)
             families["deployment_cooldown_seconds"].add_metric(
@@ -152,6 +160,7 @@ class PrometheusMetrics:
                                ["model", "deployment", "endpoint", "direction"], registry=registry)
         registry.register(_DeploymentCollector(states, clock))
         self._bound: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._deployments_seen: set[tuple[str, str]] = set()
 
     def request_started(self) -> None:
         self._in_flight.inc()
@@ -179,9 +188,11 @@ class PrometheusMetrics:
     def _bind(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
         route, model, deployment, endpoint, status = key
         model_label = model or ""
-        if len(self._bound) >= _MAX_LABEL_SETS:
-            model_label = "_other"
         deployment_label, endpoint_label = deployment or "", _host(endpoint)
+        if len(self._bound) >= _MAX_LABEL_SETS:
+            # In default-endpoint mode the deployment name is the client's model name too.
+            model_label = "_other"
+            deployment_label = "_other" if deployment else ""
         ttfb = tokens_in = tokens_out = None
         if deployment:
             ttfb = self._ttfb.labels(deployment_label, endpoint_label)
@@ -202,10 +213,19 @@ class PrometheusMetrics:
             self._failovers.labels(reason).inc()
 
     def cooled_down(self, deployment: str, endpoint: str) -> None:
-        self._cooldowns.labels(deployment, _host(endpoint)).inc()
+        self._cooldowns.labels(*self._deployment_labels(deployment, endpoint)).inc()
 
     def circuit_opened(self, deployment: str, endpoint: str) -> None:
-        self._opened.labels(deployment, _host(endpoint)).inc()
+        self._opened.labels(*self._deployment_labels(deployment, endpoint)).inc()
+
+    def _deployment_labels(self, deployment: str, endpoint: str) -> tuple[str, str]:
+        """Bounded like the request labels: past the cap, new deployments are `_other`."""
+        labels = (deployment, _host(endpoint))
+        if labels not in self._deployments_seen:
+            if len(self._deployments_seen) >= _MAX_LABEL_SETS:
+                return "_other", labels[1]
+            self._deployments_seen.add(labels)
+        return labels
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
