@@ -46,20 +46,25 @@ class SpooledBody:
         parts: list[bytes] = []
         size = 0
         file: IO[bytes] | None = None
-        async for chunk in stream.iter_chunked(_CHUNK):
-            size += len(chunk)
-            if size > limit:
+        try:
+            async for chunk in stream.iter_chunked(_CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(f"The request body is larger than {limit} bytes.")
+                if file is None and size > _MEMORY_LIMIT:
+                    file = tempfile.TemporaryFile()  # noqa: SIM115  (owned by the SpooledBody)
+                    file.write(b"".join(parts))
+                    parts = []
                 if file is not None:
-                    file.close()
-                raise BodyTooLarge(f"The request body is larger than {limit} bytes.")
-            if file is None and size > _MEMORY_LIMIT:
-                file = tempfile.TemporaryFile()  # noqa: SIM115  (owned by the SpooledBody)
-                file.write(b"".join(parts))
-                parts = []
+                    file.write(chunk)
+                else:
+                    parts.append(chunk)
+        except BaseException:
+            # Too large, the client left, the read timed out: the temporary file goes now,
+            # not whenever the garbage collector gets to it.
             if file is not None:
-                file.write(chunk)
-            else:
-                parts.append(chunk)
+                file.close()
+            raise
         if file is not None:
             file.flush()
             return cls(None, file, size)
