@@ -131,7 +131,8 @@ class FastTransport:
     def release(self, conn: _Connection) -> None:
         """Back to the pool if the answer was read whole and keep-alive holds, else closed."""
         pool = conn.pool
-        if conn.complete and conn.keep_alive and conn.error is None and not conn.closed:
+        if (conn.complete and conn.keep_alive and not conn.body_cut and conn.error is None
+                and not conn.closed):
             pool.put(conn)
             if self._sweeper is None and pool.idle:
                 self._sweeper = pool.loop.call_later(self._settings.keepalive_timeout, self._sweep)
@@ -230,17 +231,22 @@ class FastTransport:
     ) -> None:
         transport.write(head)
         async for piece in pieces:
-            if conn.closed:
-                break  # the wait for the head raises the connection's failure
+            if conn.closed or conn.started:
+                # Failed, or the upstream answered before taking the whole body (a 413 to
+                # an upload): stop sending. The connection cannot be reused (below).
+                break
             if piece:
                 if chunked:
                     transport.writelines((b"%x\r\n" % len(piece), piece, b"\r\n"))
                 else:
                     transport.write(piece)
-            while conn.write_paused and not conn.closed:
+            while conn.write_paused and not conn.closed and not conn.started:
                 await conn.wait(self.read_timeout)
-        if chunked and not conn.closed:
-            transport.write(b"0\r\n\r\n")
+        else:
+            if chunked and not conn.closed:
+                transport.write(b"0\r\n\r\n")
+            return
+        conn.body_cut = True  # the request body was cut short: the connection is spent
 
     def _sweep(self) -> None:
         """Close connections idle longer than keepalive_timeout; again later if any remain."""

@@ -43,7 +43,7 @@ class _Connection(asyncio.Protocol):
     on `wait()`, which returns on any progress and raises the exchange's failure."""
 
     __slots__ = (
-        "body", "buffered", "busy", "closed", "complete", "decoder", "error", "greedy",
+        "body", "body_cut", "buffered", "busy", "closed", "complete", "decoder", "error", "greedy",
         "head_only", "headers", "idle_since", "interim", "keep_alive", "length", "loop",
         "parser", "pool", "raw", "reading_paused", "received", "started", "status",
         "transport", "until_eof", "uses", "waiter", "write_paused",
@@ -77,6 +77,7 @@ class _Connection(asyncio.Protocol):
         self.length: int | None = None
         self.received = self.started = self.complete = False
         self.interim = self.until_eof = self.keep_alive = self.greedy = False
+        self.body_cut = False  # the request body was not sent whole: never reuse
         self.error: Exception | None = None
         self.decoder: zlib._Decompress | None = None
         self.body.clear()
