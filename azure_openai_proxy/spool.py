@@ -124,11 +124,15 @@ class SpooledBody:
         if self._memory is not None:
             yield self._memory[start:end]
             return
-        assert self._file is not None
-        descriptor = self._file.fileno()
-        # pread, not seek+read: a replay never disturbs another reader's position.
+        # pread, not seek+read: a replay never disturbs another reader's position. The
+        # file is looked up for every piece: an upstream client may still be sending the
+        # body after the request ended and closed it (an early answer), and a descriptor
+        # kept from before could by then belong to another file.
         while start < end:
-            piece = os.pread(descriptor, min(_CHUNK, end - start), start)
+            file = self._file
+            if file is None:
+                return
+            piece = os.pread(file.fileno(), min(_CHUNK, end - start), start)
             if not piece:
                 return
             start += len(piece)

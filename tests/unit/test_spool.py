@@ -65,3 +65,15 @@ def test_boundary_parsing() -> None:
         multipart_boundary("application/json")
     with pytest.raises(MalformedBody):
         multipart_boundary("multipart/form-data")
+
+
+async def test_a_replay_stops_once_the_spool_is_closed() -> None:
+    """An upstream client may still be sending after the request ended (an early answer):
+    it must not read a closed, possibly reused, file descriptor."""
+    body = await spool(form(("file", b"x" * (3 * 1024 * 1024), "a.wav")))
+    pieces = body.replaying()()
+    first = await pieces.__anext__()
+    assert first
+    body.close()
+    rest = [piece async for piece in pieces]
+    assert sum(map(len, rest)) < body.size  # stopped early, no error
