@@ -1,0 +1,365 @@
+"""One client connection of `FastServer`: an asyncio Protocol that llhttp (httptools)
+parses requests from, serving them one at a time (pipelined ones wait in order) and
+writing each answer (see `fastserver.py` for the behaviour as a whole)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import httptools
+import orjson
+from aiohttp import web
+from aiohttp.http import HttpVersion10, HttpVersion11
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from azure_openai_proxy.errors import (
+    GatewayError,
+    error_body,
+)
+from azure_openai_proxy.server.fastserver_request import (
+    BODY_HIGH_WATER,
+    ClientLeft,
+    FastRequest,
+    RequestBody,
+)
+from azure_openai_proxy.server.fastserver_wire import (
+    _BODYLESS_STATUS,
+    _error_reply,
+    _exception_response,
+    _head,
+    _is_plain,
+    _Rejected,
+    _response_head,
+)
+
+if TYPE_CHECKING:
+    from azure_openai_proxy.server.fastserver import FastServer
+
+__all__ = ["_HttpConnection"]
+
+log = logging.getLogger("azure_openai_proxy")
+
+_MAX_TARGET = 16 * 1024  # request line's target, bytes
+_MAX_HEAD = 64 * 1024  # all header lines together, bytes
+_MAX_HEADERS = 128
+_PIPELINE_DEPTH = 16  # requests waiting behind the one being served
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_LINGER_BYTES = 16 * 1024 * 1024  # at least this much of an unread body is dropped, not reset
+
+
+class _HttpConnection(asyncio.Protocol):
+    """One client connection: llhttp's callbacks (`on_*`) build requests; `_serve` runs
+    them one at a time in a task that a disconnect cancels."""
+
+    def __init__(self, server: FastServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.closing = False  # close once the request being served is answered
+        self.closed = False
+        self.task: asyncio.Task[None] | None = None
+        self.pending: deque[FastRequest | bytes] = deque()
+        self.parsing: FastRequest | None = None  # its head or body is still arriving
+        self.discarding: RequestBody | None = None  # an unread body being dropped
+        self.discard_until = 0  # bytes of it to drop before giving up and closing
+        self.started = False  # a request's first byte arrived and its head did not end
+        self.ticks = 0  # sweeps since the last byte arrived
+        self.reading_paused = False
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self._target: list[bytes] = []
+        self._raw: list[tuple[str, str]] = []
+        self._head_size = 0
+        self._head_bytes = 0
+        self.stalled_ticks = 0  # sweeps during which the client has not read our writes
+
+    # -- asyncio's callbacks ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.server.connections.add(self)
+        if self.server.closing:
+            self.close()
+
+    def data_received(self, data: bytes) -> None:
+        self.ticks = 0
+        if self.started:
+            # httptools gathers a header in memory until its line ends: bound that too.
+            self._head_bytes += len(data)
+            if self._head_bytes > _MAX_HEAD + _MAX_TARGET:
+                self._reject(_error_reply(self.server.date(), 431,
+                                          "The request headers are too large."))
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.closing = True  # served as plain HTTP; nothing after it is parsed
+            self._pause_reading()
+        except httptools.HttpParserError as exc:
+            # httptools wraps what a callback raised; ours says which answer to give.
+            cause = exc.__context__
+            if isinstance(cause, _Rejected):
+                self._reject(_error_reply(self.server.date(), cause.status, cause.message))
+            else:
+                self._reject(_error_reply(self.server.date(), 400,
+                                          "The request is not valid HTTP/1.1.", "bad_request"))
+
+    def eof_received(self) -> bool | None:
+        # As aiohttp: a client that half-closes has left; the transport closes and
+        # connection_lost cancels the handler.
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()  # the client left: the handler stops (and the upstream closes)
+        if self.parsing is not None and self.parsing.body is not None:
+            self.parsing.body.fail(ClientLeft("The client closed the connection"))
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(ClientLeft("The client closed the connection"))
+        self.pending.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- llhttp's callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.started = True
+        self._target = []
+        self._raw = []
+        self._head_size = self._head_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._target.append(url)
+        self._head_size += len(url)
+        if self._head_size > _MAX_TARGET:
+            raise _Rejected(414, "The request URL is too long.")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._raw.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > _MAX_HEAD or len(self._raw) > _MAX_HEADERS:
+            raise _Rejected(431, "The request headers are too large.")
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        headers = CIMultiDictProxy(CIMultiDict(self._raw))
+        length_header = headers.get("content-length")
+        length = int(length_header) if length_header is not None else None
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        body = RequestBody(self) if chunked or length else None
+        if body is not None and headers.get("expect", "").lower() == "100-continue":
+            body.expect_continue = True
+        version = HttpVersion11 if parser.get_http_version() == "1.1" else HttpVersion10
+        request = FastRequest(
+            self, self.server.app, parser.get_method().decode("ascii"),
+            b"".join(self._target).decode("latin-1"), headers, version,
+            parser.should_keep_alive(), length, body, self.server.urls,
+        )
+        self.started = False
+        self.parsing = request if body is not None else None
+        if self.task is None and not self.pending:
+            self.task = asyncio.get_running_loop().create_task(self._serve(request))
+        else:
+            self.pending.append(request)
+            if len(self.pending) >= _PIPELINE_DEPTH:
+                self._pause_reading()
+
+    def on_body(self, data: bytes) -> None:
+        discarding = self.discarding
+        if discarding is not None:
+            discarding.received += len(data)
+            if discarding.received > self.discard_until:
+                self.discarding = None
+                self.closing = True
+                self.close()
+            return
+        if self.parsing is not None and self.parsing.body is not None:
+            self.parsing.body.feed(data)
+
+    def on_message_complete(self) -> None:
+        if self.discarding is not None:
+            self.discarding = None
+        elif self.parsing is not None and self.parsing.body is not None:
+            self.parsing.body.finish()
+        self.parsing = None
+
+    # -- the request body's channel ----------------------------------------------------
+
+    def pause_body(self) -> None:
+        self._pause_reading()
+
+    def resume_body(self) -> None:
+        if self.reading_paused and len(self.pending) < _PIPELINE_DEPTH and not self.closing:
+            body = self.parsing.body if self.parsing is not None else None
+            if body is None or body.buffered <= BODY_HIGH_WATER:
+                self.reading_paused = False
+                if self.transport is not None and not self.closed:
+                    self.transport.resume_reading()
+
+    def send_continue(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(_CONTINUE)
+
+    async def drain(self) -> None:
+        if self.closed:
+            raise ClientLeft("The client closed the connection")
+        if self.write_paused:
+            self.drain_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self.drain_waiter
+            finally:
+                self.drain_waiter = None
+
+    # -- serving ---------------------------------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.closed:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _reject(self, reply: bytes) -> None:
+        """Answer an unparsable request once the ones before it are answered; then close."""
+        self._pause_reading()
+        self.closing = True
+        if self.parsing is not None and self.parsing.body is not None:
+            self.parsing.body.fail(ClientLeft("The request became unparsable"))
+        self.parsing = None
+        if self.task is None:
+            self._write_and_close(reply)
+        else:
+            self.pending.append(reply)
+
+    def _write_and_close(self, reply: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(reply)
+        self.close()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    async def _serve(self, request: FastRequest) -> None:
+        item: FastRequest | bytes = request
+        try:
+            while True:
+                if isinstance(item, bytes):
+                    self._write_and_close(item)
+                    return
+                if not await self._answer(item) or self.closing or self.closed:
+                    self.close()
+                    return
+                self.ticks = 0  # idle from now: a long request must not count as idle time
+                if not self.pending:
+                    return
+                item = self.pending.popleft()
+                self.resume_body()
+        finally:
+            self.task = None
+
+    async def _answer(self, request: FastRequest) -> bool:
+        """Run the handler and write its response; whether the connection stays open."""
+        try:
+            response = await self.server.dispatch(request)
+        except web.HTTPException as exc:
+            response = _exception_response(exc, request)
+        except GatewayError as exc:
+            response = web.Response(body=exc.render(), status=exc.http_status,
+                                    content_type="application/json")
+        except (ClientLeft, ConnectionError):
+            self.close()
+            return False
+        except Exception:
+            log.exception("unexpected error on %s %s", request.method, request.raw_target)
+            response = web.Response(body=orjson.dumps(error_body(
+                "The gateway hit an unexpected error.", "server_error", "internal_error",
+            )), status=500, content_type="application/json")
+        body = request.body
+        # A client still waiting for "100 Continue" never sends that body: close instead.
+        keep_alive = request.keep_alive and (body is None or body.done or not body.expect_continue)
+        if _is_plain(response):
+            await self._write_plain(cast(web.Response, response), request, keep_alive)
+        else:
+            if not keep_alive:
+                response.force_close()
+            if not response.prepared:
+                await response.prepare(request)  # type: ignore[arg-type]
+            await response.write_eof()
+            keep_alive = keep_alive and bool(response.keep_alive)
+        if keep_alive and body is not None and not body.done:
+            # Read and drop the rest of the body (even past the size limit, for a while:
+            # a client still uploading when its 413 is sent must be able to read it, not
+            # get a reset), so the connection can serve its next request.
+            body.discard()
+            self.discarding = body
+            self.discard_until = body.received + max(
+                self.server.app._client_max_size, _LINGER_BYTES
+            )
+            self.resume_body()
+        return keep_alive
+
+    async def _write_plain(self, response: web.Response, request: FastRequest, keep_alive: bool) -> None:
+        raw = response._body
+        data = bytes(cast(bytes, raw)) if raw is not None else b""
+        try:
+            head = _response_head(response, len(data), request.method, keep_alive,
+                                  self.server.date())
+        except ValueError:
+            log.error("response header with a line break on %s %s", request.method, request.raw_target)
+            head = _head(500, "Internal Server Error", (), 0, keep_alive, self.server.date())
+            data = b""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        if request.method == "HEAD" or response.status < 200 or response.status in _BODYLESS_STATUS:
+            transport.write(head)
+        elif len(data) < 65536:
+            transport.write(head + data)
+        else:
+            transport.write(head)
+            transport.write(data)
+        if self.write_paused:
+            with contextlib.suppress(ClientLeft):
+                await self.drain()
+
+    def sweep(self, keepalive_ticks: int, request_ticks: int) -> None:
+        """Called once a second: close idle connections, answer stalled requests with 408."""
+        self.ticks += 1
+        if self.closed:
+            return
+        if self.write_paused:
+            # A client that stops reading would hold its handler and an upstream
+            # connection forever: past the request timeout it is disconnected.
+            self.stalled_ticks += 1
+            if self.stalled_ticks > request_ticks and self.transport is not None:
+                # abort, not close: close() would wait for a buffer that never drains.
+                self.closed = True
+                self.transport.abort()
+                return
+        else:
+            self.stalled_ticks = 0
+        busy = self.task is not None
+        if not busy and self.parsing is None and not self.started:
+            if self.ticks > keepalive_ticks:
+                self.close()
+        elif self.ticks > request_ticks and not self.reading_paused:
+            body = self.parsing.body if self.parsing is not None else None
+            if busy and body is not None and body.waiting:
+                body.fail(web.HTTPRequestTimeout())
+            elif not busy and self.discarding is None:
+                self._reject(_error_reply(self.server.date(), 408,
+                                          "The request was not received in time.", "timeout"))
