@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -43,9 +44,15 @@ def test_counters_match_the_traffic_sent() -> None:
         with pytest.raises(NotFoundError):
             client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "x"}])
 
-        samples = scrape(gateway.url)
+        ok = {"route": "chat/completions", "model": "gpt-4o", "status": "200"}
+        # A request is counted when its handler ends, which for a stream can be just after
+        # the client read [DONE]: scrape until the last one is in (bounded).
+        for _ in range(50):
+            samples = scrape(gateway.url)
+            if value(samples, P + "requests_total", **ok) >= 4:
+                break
+            time.sleep(0.05)
 
-    ok = {"route": "chat/completions", "model": "gpt-4o", "status": "200"}
     assert value(samples, P + "requests_total", **ok) == 4
     # The first request was 429'd by dep-a and failed over to dep-b; dep-a then rested.
     assert value(samples, P + "requests_total", **ok, deployment="dep-b") == 4
