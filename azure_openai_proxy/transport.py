@@ -66,6 +66,20 @@ class UpstreamResponse(Protocol):
         """Release the connection (to the pool if the body was read, else closed)."""
         ...
 
+    def finish_in_background(self) -> None:
+        """Like `close()`, for an answer whose useful part has all been relayed (a
+        stream's `[DONE]`) but whose last bytes (the chunked terminator) may still be on
+        the way: they are read in the background, for at most `DRAIN_BYTES` and
+        `DRAIN_SECONDS`, so the connection goes back to the pool instead of being
+        closed. Closing it would cost the next request a new TCP and TLS handshake to
+        Azure whenever a client hangs up right after `[DONE]`, as many do."""
+        ...
+
+
+# Bounds on reading the tail of an answer nobody waits for (`finish_in_background`).
+DRAIN_BYTES = 64 * 1024
+DRAIN_SECONDS = 2.0
+
 
 async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
     """The first `limit` bytes of a body; the rest is read and dropped (so the connection
@@ -90,10 +104,11 @@ class Transport(Protocol):
 
 
 class _AiohttpResponse:
-    __slots__ = ("_response",)
+    __slots__ = ("_draining", "_response")
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
+        self._draining = False  # finish_in_background took over: close() does nothing
 
     @property
     def status(self) -> int:
@@ -125,7 +140,41 @@ class _AiohttpResponse:
             raise _stalled() from exc
 
     def close(self) -> None:
-        self._response.release()
+        if not self._draining:
+            self._response.release()
+
+    def finish_in_background(self) -> None:
+        response = self._response
+        if self._draining:
+            return
+        self._draining = True
+        if response.content.is_eof() or response.connection is None:
+            response.release()
+            return
+        task = asyncio.get_running_loop().create_task(_drain(response))
+        _DRAINING.add(task)
+        task.add_done_callback(_DRAINING.discard)
+
+
+# Drains in flight, referenced so the loop does not lose them.
+_DRAINING: set[asyncio.Task[None]] = set()
+
+
+async def _drain(response: aiohttp.ClientResponse) -> None:
+    """Read the rest of an answer (bounded) so aiohttp can keep the connection."""
+    size = 0
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for piece in response.content.iter_any():
+                size += len(piece)
+                if size > DRAIN_BYTES:
+                    break
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        pass
+    if response.content.is_eof():
+        response.release()  # read whole: the connection is kept
+    else:
+        response.close()
 
 
 def _connector(settings: UpstreamSettings) -> aiohttp.BaseConnector:

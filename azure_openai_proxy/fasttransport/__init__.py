@@ -31,7 +31,13 @@ from azure_openai_proxy.fasttransport.connection import HIGH_WATER, _Connection,
 from azure_openai_proxy.fasttransport.pool import _HostPool
 from azure_openai_proxy.fasttransport.wire import _head, _parse_url, _Target
 from azure_openai_proxy.settings import UpstreamSettings
-from azure_openai_proxy.transport import UpstreamRequest, UpstreamResponse, read_limited
+from azure_openai_proxy.transport import (
+    DRAIN_BYTES,
+    DRAIN_SECONDS,
+    UpstreamRequest,
+    UpstreamResponse,
+    read_limited,
+)
 
 __all__ = ["HIGH_WATER", "FastTransport"]
 
@@ -80,6 +86,16 @@ class _FastResponse:
             self._conn = None
             self._owner.release(conn)
 
+    def finish_in_background(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        self._conn = None
+        if conn.complete or conn.error is not None or conn.closed:
+            self._owner.release(conn)
+        else:
+            self._owner.drain(conn)
+
 
 class FastTransport:
     """HTTP/1.1 over asyncio Protocols with httptools' parser and one keep-alive pool per
@@ -97,6 +113,7 @@ class FastTransport:
         self._targets: dict[str, _Target] = {}
         self._pools: dict[tuple[str, str, int], _HostPool] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._draining: set[asyncio.Task[None]] = set()
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         target = self._targets.get(request.url) or self._remember(request.url)
@@ -139,7 +156,35 @@ class FastTransport:
         else:
             pool.discard(conn)
 
+    def drain(self, conn: _Connection) -> None:
+        """Read the rest of `conn`'s answer in the background, then release it."""
+        task = conn.loop.create_task(self._drain(conn))
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+
+    async def _drain(self, conn: _Connection) -> None:
+        size = 0
+        conn.greedy = True
+        try:
+            async with asyncio.timeout(DRAIN_SECONDS):
+                while True:
+                    size += conn.buffered
+                    conn.take()
+                    if conn.complete or size > DRAIN_BYTES:
+                        break
+                    await conn.wait(self.read_timeout)
+        except asyncio.CancelledError:
+            conn.pool.discard(conn)  # the transport is closing
+            raise
+        except Exception:
+            conn.close()
+        if not conn.complete:
+            conn.close()
+        self.release(conn)
+
     async def close(self) -> None:
+        for task in list(self._draining):
+            task.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None

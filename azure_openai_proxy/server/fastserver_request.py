@@ -16,6 +16,7 @@ talk to it through the small `Channel` protocol, so they are tested with a fake 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
@@ -162,11 +163,13 @@ class PayloadWriter:
     connection: the head is written when `send_headers` is called (a stream's first
     frame is never held back), chunked framing when the response asked for it."""
 
-    __slots__ = ("_channel", "_head", "buffer_size", "chunked", "eof", "length", "output_size")
+    __slots__ = ("_channel", "_head", "_head_due", "buffer_size", "chunked", "eof", "length",
+                 "output_size")
 
     def __init__(self, channel: Channel) -> None:
         self._channel = channel
         self._head = b""
+        self._head_due = False
         self.chunked = False
         self.eof = False
         self.length: int | None = None
@@ -191,9 +194,27 @@ class PayloadWriter:
         self._head = head.encode("latin-1")
 
     def send_headers(self) -> None:
+        """Called by `prepare()`: the head leaves with the first body bytes if they are
+        written in this turn of the loop (a stream's first frames usually arrive with
+        Azure's head), else alone at the end of it, so it is never held back. One write
+        instead of two saves a wake-up of the client, which on a busy machine can cost
+        the stream's first frame a scheduling slice."""
+        if self._head and not self._head_due:
+            self._head_due = True
+            asyncio.get_running_loop().call_soon(self._send_head)
+
+    def _send_head(self) -> None:
         if self._head:
-            self._send(self._head)
-            self._head = b""
+            head, self._head = self._head, b""
+            with contextlib.suppress(ClientLeft):
+                self._send(head)
+
+    def _with_head(self, data: bytes) -> bytes:
+        head = self._head
+        if not head:
+            return data
+        self._head = b""
+        return head + data
 
     def _send(self, data: bytes) -> None:
         transport = self._channel.transport
@@ -203,24 +224,25 @@ class PayloadWriter:
         transport.write(data)
 
     async def write(self, chunk: bytes | bytearray | memoryview) -> None:
-        self.send_headers()
         if not chunk:
+            self.send_headers()
             return
         data = bytes(chunk)
         if self.chunked:
             data = b"%x\r\n%b\r\n" % (len(data), data)
-        self._send(data)
+        self._send(self._with_head(data))
         await self._channel.drain()
 
     async def write_eof(self, chunk: bytes = b"") -> None:
         if self.eof:
             return
-        self.send_headers()
         if self.chunked:
             tail = (b"%x\r\n%b\r\n0\r\n\r\n" % (len(chunk), chunk)) if chunk else b"0\r\n\r\n"
-            self._send(tail)
-        elif chunk:
-            self._send(chunk)
+        else:
+            tail = bytes(chunk)
+        data = self._with_head(tail)
+        if data:
+            self._send(data)
         self.eof = True
         await self._channel.drain()
 

@@ -80,12 +80,19 @@ async def _relay_stream(
     try:
         await out.prepare(request)
         try:
+            tail = b""
             async for chunk in response.chunks():
                 data = normalizer.feed(chunk) if normalizer is not None else chunk
+                if normalizer is not None and normalizer.done:
+                    # Azure's [DONE]: end the client's stream now, [DONE] and the end
+                    # of the body in one write; Azure's own end is not waited for.
+                    tail = data
+                    break
                 if data:
                     await out.write(data)
                     ended_with_newline = data.endswith(b"\n")
-            tail = normalizer.finish() if normalizer is not None else b""
+            else:
+                tail = normalizer.finish() if normalizer is not None else b""
         except UpstreamError as exc:
             record.error = type(exc).__name__
             tail = (
@@ -108,11 +115,14 @@ async def _relay_stream(
             )
         if normalizer is None and not tail and not ended_with_newline:
             tail = b"\n"  # chatgpt-web needs a newline after the last event
-        if tail:
-            await out.write(tail)
-        await out.write_eof()
+        await out.write_eof(tail)
     finally:
-        response.close()
+        if normalizer is not None and normalizer.done and record.error is None:
+            # Only the chunked terminator can be left: keep the connection to Azure
+            # even if the client hangs up as soon as it has read [DONE].
+            response.finish_in_background()
+        else:
+            response.close()
         if normalizer is not None:
             record.usage = normalizer.usage
     return out

@@ -98,18 +98,73 @@ async def test_client_disconnect_closes_the_upstream_request(
         assert upstream.closed.wait(10), "the upstream request was left open"
         assert not upstream.finished.is_set()
 
-        def acquired() -> Any:
-            return gateway.app[GATEWAY].current.transport.connections_in_use()  # type: ignore[index]
-
-        for _ in range(100):
-            if gateway.call(_async(acquired)) == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert gateway.call(_async(acquired)) == 0, "an upstream connection leaked"
+        assert await upstream_connections_settle(gateway) == 0, "an upstream connection leaked"
 
 
-def _async(fn: Callable[[], Any]) -> Callable[[], Any]:
-    async def run() -> Any:
-        return fn()
+async def upstream_connections_settle(gateway: ServerThread) -> int:
+    """The gateway's upstream connections in use, once that number reaches 0 (or 5 s)."""
 
-    return run
+    async def in_use() -> int:
+        return gateway.app[GATEWAY].current.transport.connections_in_use()  # type: ignore[no-any-return,index]
+
+    for _ in range(100):
+        if gateway.call(in_use) == 0:
+            break
+        await asyncio.sleep(0.05)
+    return int(gateway.call(in_use))
+
+
+class SlowEndingUpstream:
+    """Sends a whole stream, `[DONE]` included, then holds the end of the body (the
+    chunked terminator) until the test releases it. Records each request's connection."""
+
+    def __init__(self) -> None:
+        self.end = threading.Event()
+        self.peers: list[Any] = []
+
+    def app(self) -> web.Application:
+        async def chat(request: web.Request) -> web.StreamResponse:
+            self.peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(FRAME + FINISH)
+            for _ in range(200):  # up to 10 s
+                if self.end.is_set():
+                    break
+                await asyncio.sleep(0.05)
+            await response.write_eof()
+            return response
+
+        app = web.Application()
+        app.router.add_post("/openai/deployments/{dep}/chat/completions", chat)
+        return app
+
+
+@pytest.mark.parametrize("transport", ["fast", "aiohttp"])
+async def test_stream_ends_at_done_and_the_upstream_connection_is_kept(
+    transport: str, start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    """The client's stream ends as soon as Azure's [DONE] is relayed, not when Azure's
+    body ends; the client may hang up at once, and the upstream connection is still
+    kept for the next request (no new TCP/TLS handshake to Azure)."""
+    upstream = SlowEndingUpstream()
+    with serve(upstream.app) as server:
+        gateway = start_gateway(gateway_settings(server.url, upstream={"transport": transport}))
+        async with aiohttp.ClientSession() as session:
+            async with session.post(gateway.url + "/v1/chat/completions", json=BODY,
+                                    headers={"Authorization": f"Bearer {CLIENT_KEY}"}) as response:
+                body = await asyncio.wait_for(response.content.read(), 20)
+            # The whole client body arrived while the upstream still holds its end.
+            assert body.endswith(b"data: [DONE]\n\n")
+            assert not upstream.end.is_set()
+        upstream.end.set()  # the client is gone; the upstream now ends its body
+        await asyncio.sleep(0)
+
+        assert await upstream_connections_settle(gateway) == 0
+        async with aiohttp.ClientSession() as session, session.post(
+            gateway.url + "/v1/chat/completions", json=BODY,
+            headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+        ) as response:
+            assert (await asyncio.wait_for(response.content.read(), 20)).endswith(b"data: [DONE]\n\n")
+        assert len(upstream.peers) == 2
+        assert upstream.peers[0] == upstream.peers[1], "the upstream connection was not reused"

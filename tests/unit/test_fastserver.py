@@ -391,3 +391,50 @@ async def test_a_double_slash_target_is_a_path_not_a_host(server: Any) -> None:
     status, _, body = await read_reply(reader)
     assert status == 404 and orjson.loads(body)["error"]["code"] == "unknown_url"
     writer.close()
+
+
+class RecordingChannel:
+    """A `Channel` whose transport records each write: the writer's contract is about
+    how bytes are grouped into writes, which a socket would not show."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.transport: Any = self
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_body(self) -> None: ...
+    def resume_body(self) -> None: ...
+    def send_continue(self) -> None: ...
+
+    async def drain(self) -> None:
+        return None
+
+
+async def test_a_streams_head_leaves_with_its_first_frame_or_alone_at_the_end_of_the_turn() -> None:
+    from azure_openai_proxy.server.fastserver_request import PayloadWriter
+
+    channel = RecordingChannel()
+    writer = PayloadWriter(channel)
+    writer.enable_chunking()
+    await writer.write_headers("HTTP/1.1 200 OK", {"Content-Type": "text/event-stream"})
+    writer.send_headers()  # what prepare() does
+    await writer.write(b"data: 1\n\n")  # in the same turn of the loop
+    assert channel.writes == [b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+                              b"9\r\ndata: 1\n\n\r\n"]
+    await asyncio.sleep(0)  # the scheduled flush finds nothing left to send
+    await writer.write_eof(b"data: [DONE]\n\n")  # the last frame and the end: one write
+    assert channel.writes[1:] == [b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"]
+
+    idle = RecordingChannel()
+    writer = PayloadWriter(idle)
+    await writer.write_headers("HTTP/1.1 200 OK", {"Content-Type": "text/event-stream"})
+    writer.send_headers()
+    assert idle.writes == []
+    await asyncio.sleep(0)  # no frame yet: the head is not held back past this turn
+    assert idle.writes == [b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"]

@@ -4,6 +4,7 @@ raw asyncio servers where a test needs bytes no HTTP framework would write."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import gzip
@@ -23,7 +24,7 @@ from azure_openai_proxy.fasttransport import HIGH_WATER, FastTransport
 from azure_openai_proxy.fasttransport.connection import _Connection
 from azure_openai_proxy.fasttransport.pool import _HostPool
 from azure_openai_proxy.settings import UpstreamSettings
-from azure_openai_proxy.transport import UpstreamRequest, UpstreamStreamBroken
+from azure_openai_proxy.transport import DRAIN_BYTES, AiohttpTransport, UpstreamRequest, UpstreamStreamBroken
 from tests.support import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -734,3 +735,50 @@ def test_chunked_decoding_survives_any_split(parts: list[bytes], cuts: list[int]
         assert received == b"".join(parts)
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("tail", [b"", b"x" * (DRAIN_BYTES + 1)], ids=["end", "oversize-tail"])
+@pytest.mark.parametrize("kind", ["fast", "aiohttp"])
+async def test_finish_in_background_keeps_the_connection_only_for_a_short_tail(
+    kind: str, tail: bytes
+) -> None:
+    """After the caller has what it wanted (a stream's [DONE]), the rest of the answer is
+    read in the background: a connection whose answer then ends is pooled; one with
+    more than DRAIN_BYTES still to come is closed rather than read on."""
+    release, stop = asyncio.Event(), asyncio.Event()
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        peers.saw(request)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(b"data: [DONE]\n\n")
+        await asyncio.wait_for(release.wait(), 5)  # only after the caller let go
+        release.clear()
+        if tail:
+            await response.write(tail)
+            # More than the bound, and no end in sight: the client must give up.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 5)
+        await response.write_eof()
+        return response
+
+    peers = Peers()
+    url, runner = await serve_app({"/stream": stream})
+    client: Any = transport() if kind == "fast" else AiohttpTransport(UpstreamSettings())
+    for _ in range(2):
+        response = await client.send(post(url + "/stream"))
+        chunks = response.chunks()
+        assert await chunks.__anext__() == b"data: [DONE]\n\n"
+        await chunks.aclose()
+        response.finish_in_background()
+        response.close()  # as the pipeline does afterwards: must not undo the hand-off
+        release.set()
+        for _ in range(100):
+            if client.connections_in_use() == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert client.connections_in_use() == 0
+    assert len(peers.ports) == (1 if not tail else 2)
+    stop.set()
+    await client.close()
+    await runner.cleanup()
