@@ -48,6 +48,7 @@ _ENV_SCALARS = {
     "AZURE_OPENAI_PROXY_API_BASE": "api_base",
     "AZURE_OPENAI_PROXY_LOG_LEVEL": "log_level",
     "AZURE_OPENAI_PROXY_SERVER_ENGINE": "server_engine",
+    "AZURE_OPENAI_PROXY_BUSY_POLL_US": "busy_poll_us",
 }
 
 _TOP_LEVEL_KEYS = {
@@ -57,7 +58,7 @@ _TOP_LEVEL_KEYS = {
     "honour_client_api_version", "log_level", "log_prompts", "workers", "routing_strategy",
     "max_attempts", "server_engine", "retry_budget_seconds", "shutdown_grace_seconds", "metrics",
     "circuit_failures", "circuit_open_seconds", "cooldown_seconds", "latency_exploration",
-    "watch_config",
+    "watch_config", "busy_poll_us",
 }
 
 

@@ -144,6 +144,10 @@ class Settings(_Frozen):
     # `fast`: our HTTP/1.1 server (asyncio + httptools, server/fastserver.py), ~20-30% more
     # throughput than `aiohttp`'s server (bench/README.md); every gateway e2e test runs on both.
     server_engine: Literal["aiohttp", "fast"] = "fast"
+    # After a request arrives and after Azure answers, the event loop polls instead of
+    # sleeping for this long (server/busypoll.py): less latency on a quiet gateway, for
+    # some CPU. 0 turns it off; it is off by itself with under two CPUs.
+    busy_poll_us: int = Field(default=200, ge=0, le=100_000)
     routing_strategy: Literal["weighted", "least-busy", "latency"] = "weighted"
     max_attempts: int = Field(default=3, ge=1)
     retry_budget_seconds: float = Field(default=30.0, gt=0)

@@ -44,6 +44,7 @@ from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate
 from azure_openai_proxy.routing import Pool, RoutingTable, Target, classify
 from azure_openai_proxy.server.accesslog import RECORD, RequestRecord
 from azure_openai_proxy.server.balancer import Balancer
+from azure_openai_proxy.server.busypoll import BusyPoll
 from azure_openai_proxy.server.relay import relay
 from azure_openai_proxy.settings import DeploymentSettings, Settings
 from azure_openai_proxy.spool import SpooledBody, multipart_boundary
@@ -115,12 +116,15 @@ class Gateway:
         self.tokens = tokens
         self.affinity = affinity or ResourceAffinity()
         self._request_ids = _request_id_source()
+        self._busy = BusyPoll.from_setting(settings.busy_poll_us)
         self._targets: dict[tuple[str, str], Target] = {}
         self._urls: dict[tuple[str, str, str, str, str | None], str] = {}
 
     # -- entry point -----------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self._busy is not None:
+            self._busy.poke()  # Azure's answer will follow soon: don't fall asleep
         record = RequestRecord(request_id=self._request_ids(), method=request.method)
         request[RECORD] = record
         started = time.perf_counter()
@@ -294,6 +298,8 @@ class Gateway:
             except BaseException:
                 lease.done()
                 raise
+            if self._busy is not None:
+                self._busy.poke()  # the client's next request often follows at once
             lease.answered(response.status, response.headers)
             if response.status >= 400:
                 try:

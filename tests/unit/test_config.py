@@ -178,3 +178,12 @@ def test_proxies_from_env() -> None:
     })
     assert settings.upstream.socks_proxy == "socks5://127.0.0.1:1080"
     assert settings.upstream.http_proxy == "http://127.0.0.1:3128"
+
+
+def test_busy_poll_window_from_file_and_env(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, GO_TOOL_CONFIG), {}).busy_poll_us == 200
+    config = write(tmp_path, GO_TOOL_CONFIG + "busy_poll_us: 50\n")
+    assert load_settings(config, {}).busy_poll_us == 50
+    assert load_settings(config, {"AZURE_OPENAI_PROXY_BUSY_POLL_US": "0"}).busy_poll_us == 0
+    with pytest.raises(ConfigError, match="busy_poll_us"):
+        load_settings(write(tmp_path, GO_TOOL_CONFIG + "busy_poll_us: -1\n"), {})
