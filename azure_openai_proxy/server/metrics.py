@@ -2,9 +2,12 @@
 
 `Metrics` is what the pipeline and the balancer call; `PrometheusMetrics` records into a
 per-app `CollectorRegistry` (never the process-global one, so two apps in one process,
-as in the tests, do not share counters). Hot-path cost: one dict lookup for pre-bound
-label children per request; per-deployment live state (in flight, cooldown, circuit,
-quota) is read only when scraped.
+as in the tests, do not share counters). The per-request series (requests, durations,
+time to first byte, tokens, in flight) are plain integers and lists that only the worker's
+event loop touches, turned into metric families when scraped: prometheus_client's own
+metrics take a lock on every update, and eleven of those per request cost measurable
+throughput. Per-deployment live state (in flight, cooldown, circuit, quota) is also read
+only when scraped.
 
 Metric names (prefix `azure_openai_proxy_`):
 
@@ -23,11 +26,17 @@ Metric names (prefix `azure_openai_proxy_`):
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from azure_openai_proxy.balancing import DeploymentState
@@ -131,23 +140,83 @@ class _DeploymentCollector:
         return ()
 
 
+class _Histogram:
+    """Counts per bucket (`le` inclusive, the last one +Inf) and the sum of what was seen."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(_LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(_LATENCY_BUCKETS, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        buckets: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*map(str, _LATENCY_BUCKETS), "+Inf"), self.counts, strict=True):
+            running += count
+            buckets.append((bound, running))
+        return buckets
+
+
+class _RequestSeries:
+    """The per-request series, as plain values; `collect()` renders them when scraped."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.requests: dict[tuple[str, str, str, str, str], int] = {}
+        self.durations: dict[tuple[str, str], _Histogram] = {}
+        self.ttfb: dict[tuple[str, str], _Histogram] = {}
+        self.tokens: dict[tuple[str, str, str, str], int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        in_flight = GaugeMetricFamily(_PREFIX + "in_flight_requests", "Requests in progress.")
+        in_flight.add_metric([], self.in_flight)
+        yield in_flight
+        requests = CounterMetricFamily(_PREFIX + "requests", "Requests answered.",
+                                       labels=["route", "model", "deployment", "endpoint", "status"])
+        for request_labels, count in self.requests.items():
+            requests.add_metric(list(request_labels), count)
+        yield requests
+        yield _histogram_family("request_duration_seconds", "Whole request, to the last byte.",
+                                ["route", "model"], self.durations)
+        yield _histogram_family("upstream_ttfb_seconds", "Upstream time to response headers.",
+                                ["deployment", "endpoint"], self.ttfb)
+        tokens = CounterMetricFamily(_PREFIX + "tokens", "Tokens used, from Azure's usage.",
+                                     labels=["model", "deployment", "endpoint", "direction"])
+        for token_labels, count in self.tokens.items():
+            tokens.add_metric(list(token_labels), count)
+        yield tokens
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+
+def _histogram_family(
+    name: str, doc: str, labels: list[str], series: dict[tuple[str, str], _Histogram]
+) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(_PREFIX + name, doc, labels=labels)
+    for values, histogram in series.items():
+        family.add_metric(list(values), histogram.cumulative(), histogram.total)
+    return family
+
+
+# What one label set of requests updates: its counter's key, its duration histogram,
+# and (when a deployment answered) its ttfb histogram and its two token counters' keys.
+_Bound = tuple[
+    tuple[str, str, str, str, str], _Histogram, "_Histogram | None",
+    "tuple[str, str, str, str] | None", "tuple[str, str, str, str] | None",
+]
+
+
 class PrometheusMetrics:
     def __init__(self, states: StateSource, clock: Callable[[], float]) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=False)
-        self._requests = Counter(
-            _PREFIX + "requests", "Requests answered.",
-            ["route", "model", "deployment", "endpoint", "status"], registry=registry,
-        )
-        self._duration = Histogram(
-            _PREFIX + "request_duration_seconds", "Whole request, to the last byte.",
-            ["route", "model"], buckets=_LATENCY_BUCKETS, registry=registry,
-        )
-        self._ttfb = Histogram(
-            _PREFIX + "upstream_ttfb_seconds", "Upstream time to response headers.",
-            ["deployment", "endpoint"], buckets=_LATENCY_BUCKETS, registry=registry,
-        )
-        self._in_flight = Gauge(_PREFIX + "in_flight_requests", "Requests in progress.",
-                                registry=registry)
+        self._series = _RequestSeries()
+        registry.register(self._series)
         self._retries = Counter(_PREFIX + "retries", "Attempts after a failed one.",
                                 ["reason"], registry=registry)
         self._failovers = Counter(_PREFIX + "failovers", "Retries on another deployment.",
@@ -156,36 +225,35 @@ class PrometheusMetrics:
                                   ["deployment", "endpoint"], registry=registry)
         self._opened = Counter(_PREFIX + "circuit_opened", "Circuit breakers opened.",
                                ["deployment", "endpoint"], registry=registry)
-        self._tokens = Counter(_PREFIX + "tokens", "Tokens used, from Azure's usage.",
-                               ["model", "deployment", "endpoint", "direction"], registry=registry)
         registry.register(_DeploymentCollector(states, clock))
-        self._bound: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._bound: dict[tuple[Any, ...], _Bound] = {}
         self._deployments_seen: set[tuple[str, str]] = set()
 
     def request_started(self) -> None:
-        self._in_flight.inc()
+        self._series.in_flight += 1
 
     def request_finished(self, record: RequestRecord) -> None:
-        self._in_flight.dec()
+        series = self._series
+        series.in_flight -= 1
         key = (record.route, record.model, record.deployment, record.endpoint, record.status)
         bound = self._bound.get(key)
         if bound is None:
             bound = self._bind(key)
         requests, duration, ttfb, tokens_in, tokens_out = bound
-        requests.inc()
+        series.requests[requests] += 1
         duration.observe(record.total_ms / 1000)
         if ttfb is not None and record.upstream_ms is not None:
             ttfb.observe(record.upstream_ms / 1000)
         usage = record.usage
-        if usage and tokens_in is not None:
+        if usage and tokens_in is not None and tokens_out is not None:
             prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
             completion = usage.get("completion_tokens", usage.get("output_tokens"))
             if isinstance(prompt, int):
-                tokens_in.inc(prompt)
+                series.tokens[tokens_in] += prompt
             if isinstance(completion, int):
-                tokens_out.inc(completion)
+                series.tokens[tokens_out] += completion
 
-    def _bind(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
+    def _bind(self, key: tuple[Any, ...]) -> _Bound:
         route, model, deployment, endpoint, status = key
         model_label = model or ""
         deployment_label, endpoint_label = deployment or "", _host(endpoint)
@@ -193,16 +261,18 @@ class PrometheusMetrics:
             # In default-endpoint mode the deployment name is the client's model name too.
             model_label = "_other"
             deployment_label = "_other" if deployment else ""
+        series = self._series
+        requests = (route, model_label, deployment_label, endpoint_label, str(status))
+        series.requests.setdefault(requests, 0)
+        duration = series.durations.setdefault((route, model_label), _Histogram())
         ttfb = tokens_in = tokens_out = None
         if deployment:
-            ttfb = self._ttfb.labels(deployment_label, endpoint_label)
-            tokens_in = self._tokens.labels(model_label, deployment_label, endpoint_label, "in")
-            tokens_out = self._tokens.labels(model_label, deployment_label, endpoint_label, "out")
-        bound = (
-            self._requests.labels(route, model_label, deployment_label, endpoint_label, str(status)),
-            self._duration.labels(route, model_label),
-            ttfb, tokens_in, tokens_out,
-        )
+            ttfb = series.ttfb.setdefault((deployment_label, endpoint_label), _Histogram())
+            tokens_in = (model_label, deployment_label, endpoint_label, "in")
+            tokens_out = (model_label, deployment_label, endpoint_label, "out")
+            series.tokens.setdefault(tokens_in, 0)
+            series.tokens.setdefault(tokens_out, 0)
+        bound: _Bound = (requests, duration, ttfb, tokens_in, tokens_out)
         if len(self._bound) < _MAX_LABEL_SETS:
             self._bound[key] = bound
         return bound

@@ -81,3 +81,21 @@ def test_metrics_off_is_a_no_op() -> None:
     assert isinstance(metrics, NoMetrics)
     metrics.request_finished(record())
     assert metrics.render()[0] == b""
+
+
+def test_duration_buckets_are_cumulative_and_inclusive() -> None:
+    metrics = PrometheusMetrics(lambda: [], lambda: 0.0)
+    for total_ms in (50.0, 51.0, 1_000_000.0):  # on the first bound, just past it, past all
+        metrics.request_started()
+        metrics.request_finished(RequestRecord("id", "POST", route="chat/completions",
+                                                model="gpt-4o", status=200, total_ms=total_ms))
+    got = samples(metrics)
+    bucket = "azure_openai_proxy_request_duration_seconds_bucket"
+    where = {"route": "chat/completions", "model": "gpt-4o"}
+    assert got[key(bucket, le="0.05", **where)] == 1
+    assert got[key(bucket, le="0.1", **where)] == 2
+    assert got[key(bucket, le="300.0", **where)] == 2
+    assert got[key(bucket, le="+Inf", **where)] == 3
+    assert got[key("azure_openai_proxy_request_duration_seconds_count", **where)] == 3
+    assert got[key("azure_openai_proxy_request_duration_seconds_sum", **where)] == pytest.approx(1000.101)
+    assert got[("azure_openai_proxy_in_flight_requests", ())] == 0
