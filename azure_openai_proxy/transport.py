@@ -8,7 +8,7 @@ in one built from a plain function.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -58,7 +58,7 @@ class UpstreamResponse(Protocol):
         """The whole body, up to `limit` bytes (the rest is discarded)."""
         ...
 
-    def chunks(self) -> AsyncIterator[bytes]:
+    def chunks(self) -> AsyncGenerator[bytes, None]:
         """The body as it arrives; raises `UpstreamStreamBroken` if the connection fails."""
         ...
 
@@ -130,7 +130,7 @@ class _AiohttpResponse:
                 raise _stalled() from exc
         return await read_limited(self.chunks(), limit)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk

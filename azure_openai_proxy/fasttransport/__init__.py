@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from multidict import CIMultiDict
 
@@ -69,7 +69,7 @@ class _FastResponse:
             return conn.take()
         return await read_limited(self.chunks(), limit)
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
         conn = self._conn
         timeout = self._owner.read_timeout
         while conn is not None and self._conn is conn:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter
 
@@ -47,12 +48,13 @@ class BusyPoll:
 
     def poke(self) -> None:
         self._until = perf_counter() + self._window
-        if not self._spinning:
-            loop = self._loop
-            if loop is None:
-                loop = self._loop = asyncio.get_running_loop()
-            self._spinning = True
-            loop.call_soon(self._tick)
+        if self._spinning and self._loop is not None and not self._loop.is_closed():
+            return
+        # Starting a chain: on the loop running now (a chain left on a closed loop, as
+        # when a test's loop ends mid-window, is forgotten).
+        self._loop = asyncio.get_running_loop()
+        self._spinning = True
+        self._loop.call_soon(self._tick)
 
     def _tick(self) -> None:
         if perf_counter() < self._until and self._loop is not None:
@@ -61,27 +63,63 @@ class BusyPoll:
             self._spinning = False
 
 
-def cpus_available(cgroup_root: Path = Path("/sys/fs/cgroup")) -> float:
-    """CPUs this process may use: its affinity, capped by a cgroup (v2 or v1) quota."""
+def cpus_available(
+    cgroup_root: Path = Path("/sys/fs/cgroup"), own_cgroups: Path = Path("/proc/self/cgroup")
+) -> float:
+    """CPUs this process may use: its affinity, capped by the tightest CPU quota on its
+    cgroup or any ancestor (cgroup v2, hybrid, or v1's cpu controller): a service under
+    systemd's `CPUQuota=` or a container's `--cpus` both count."""
     try:
         cpus = float(len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # pragma: no cover - not Linux
         cpus = float(os.cpu_count() or 1)
-    quota = _cgroup_quota(cgroup_root)
-    return min(cpus, quota) if quota is not None else cpus
-
-
-def _cgroup_quota(root: Path) -> float | None:
     try:
-        quota, _, period = (root / "cpu.max").read_text().partition(" ")  # cgroup v2
-        if quota.strip() != "max":
-            return int(quota) / int(period)
+        own = own_cgroups.read_text()
+    except OSError:
+        own = "0::/\n1:cpu:/\n"  # unknown: look at the root of each hierarchy
+    quotas = _quotas(cgroup_root, own)
+    return min(cpus, *quotas) if quotas else cpus
+
+
+def _quotas(root: Path, own: str) -> list[float]:
+    found: list[float] = []
+    for line in own.splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and not controllers:  # v2 (at the root, or under unified/)
+            for base in (root, root / "unified"):
+                found += _up_the_tree(base, path, _v2_quota)
+        elif "cpu" in controllers.split(","):  # v1
+            for base in {root / controllers, root / "cpu"}:
+                found += _up_the_tree(base, path, _v1_quota)
+    return found
+
+
+def _up_the_tree(base: Path, path: str, quota_of: Callable[[Path], float | None]) -> list[float]:
+    """The quotas set on `base/path` and each of its parents up to `base`."""
+    found: list[float] = []
+    directory = base / path.strip("/")
+    while True:
+        quota = quota_of(directory)
+        if quota is not None:
+            found.append(quota)
+        if directory == base or base not in directory.parents:
+            return found
+        directory = directory.parent
+
+
+def _v2_quota(directory: Path) -> float | None:
+    try:
+        quota, _, period = (directory / "cpu.max").read_text().partition(" ")
+        return None if quota.strip() == "max" else int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
         return None
-    except (OSError, ValueError):
-        pass
-    try:  # cgroup v1
-        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+
+
+def _v1_quota(directory: Path) -> float | None:
+    try:
+        quota_us = int((directory / "cpu.cfs_quota_us").read_text())
+        period_us = int((directory / "cpu.cfs_period_us").read_text())
     except (OSError, ValueError):
         return None
     return quota_us / period_us if quota_us > 0 and period_us > 0 else None

@@ -288,6 +288,12 @@ class _HttpConnection(asyncio.Protocol):
             response = web.Response(body=orjson.dumps(error_body(
                 "The gateway hit an unexpected error.", "server_error", "internal_error",
             )), status=500, content_type="application/json")
+        writer = request._writer
+        if writer is not None and not response.prepared and not writer.drop_pending_head():
+            # A response had started on the wire when the handler answered anew (an
+            # error after prepare()): a second response would corrupt the connection.
+            self.close()
+            return False
         body = request.body
         # A client still waiting for "100 Continue" never sends that body: close instead.
         keep_alive = request.keep_alive and (body is None or body.done or not body.expect_continue)

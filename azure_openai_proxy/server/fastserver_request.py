@@ -209,6 +209,13 @@ class PayloadWriter:
             with contextlib.suppress(ClientLeft):
                 self._send(head)
 
+    def drop_pending_head(self) -> bool:
+        """The handler answered with another response after preparing this one: forget
+        the head if it has not left yet (then the other response can be written
+        cleanly); False if bytes of this response are already on the wire."""
+        self._head = b""
+        return self.output_size == 0
+
     def _with_head(self, data: bytes) -> bytes:
         head = self._head
         if not head:

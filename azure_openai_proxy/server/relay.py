@@ -10,6 +10,7 @@ never retried: the client gets an error event instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -81,18 +82,20 @@ async def _relay_stream(
         await out.prepare(request)
         try:
             tail = b""
-            async for chunk in response.chunks():
-                data = normalizer.feed(chunk) if normalizer is not None else chunk
-                if normalizer is not None and normalizer.done:
-                    # Azure's [DONE]: end the client's stream now, [DONE] and the end
-                    # of the body in one write; Azure's own end is not waited for.
-                    tail = data
-                    break
-                if data:
-                    await out.write(data)
-                    ended_with_newline = data.endswith(b"\n")
-            else:
-                tail = normalizer.finish() if normalizer is not None else b""
+            # aclosing: a generator left at [DONE] is closed here, not by the loop later.
+            async with contextlib.aclosing(response.chunks()) as chunks:
+                async for chunk in chunks:
+                    data = normalizer.feed(chunk) if normalizer is not None else chunk
+                    if normalizer is not None and normalizer.done:
+                        # Azure's [DONE]: end the client's stream now, [DONE] and the end
+                        # of the body in one write; Azure's own end is not waited for.
+                        tail = data
+                        break
+                    if data:
+                        await out.write(data)
+                        ended_with_newline = data.endswith(b"\n")
+                else:
+                    tail = normalizer.finish() if normalizer is not None else b""
         except UpstreamError as exc:
             record.error = type(exc).__name__
             tail = (

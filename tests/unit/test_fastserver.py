@@ -60,6 +60,14 @@ def make_app(events: Events, max_body: int = 1000) -> web.Application:
     async def crash(request: web.Request) -> web.Response:
         raise RuntimeError("secret detail")
 
+    async def prepare_then_fail(request: web.Request) -> web.StreamResponse:
+        out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await out.prepare(request)
+        if request.query.get("after") == "frame":
+            await out.write(b"data: first\n\n")
+            await asyncio.sleep(0)
+        raise web.HTTPBadGateway()
+
     app = web.Application(client_max_size=max_body)
     app.router.add_post("/echo", echo)
     app.router.add_get("/echo", echo)
@@ -67,6 +75,7 @@ def make_app(events: Events, max_body: int = 1000) -> web.Application:
     app.router.add_post("/reject", reject)
     app.router.add_get("/stream", stream)
     app.router.add_get("/crash", crash)
+    app.router.add_get("/prepare-then-fail", prepare_then_fail)
     return app
 
 
@@ -438,3 +447,27 @@ async def test_a_streams_head_leaves_with_its_first_frame_or_alone_at_the_end_of
     assert idle.writes == []
     await asyncio.sleep(0)  # no frame yet: the head is not held back past this turn
     assert idle.writes == [b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"]
+
+
+async def test_an_error_after_prepare_is_one_clean_response_and_keep_alive_survives(server: Any) -> None:
+    _, _, port = server
+    reader, writer = await connect(port)
+    writer.write(b"GET /prepare-then-fail HTTP/1.1\r\nHost: x\r\n\r\n")
+    status, headers, body = await read_reply(reader)
+    assert status == 502 and "content-length" in headers
+    assert b'"error"' in body  # the OpenAI-shaped error, whole
+    writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")  # the same connection
+    status, _, _ = await read_reply(reader)
+    assert status == 200
+    writer.close()
+
+
+async def test_an_error_after_a_frame_left_closes_the_connection(server: Any) -> None:
+    _, _, port = server
+    reader, writer = await connect(port)
+    writer.write(b"GET /prepare-then-fail?after=frame HTTP/1.1\r\nHost: x\r\n\r\n")
+    received = await asyncio.wait_for(reader.read(), 5)  # read to EOF: the server closes
+    assert received.startswith(b"HTTP/1.1 200 OK")
+    assert b"data: first" in received
+    assert received.count(b"HTTP/1.1") == 1  # no second response after the stream's start
+    writer.close()
