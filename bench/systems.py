@@ -137,7 +137,7 @@ def start_emulator(children: Children, ttft_ms: float = 0, token_ms: float = 0,
     config.write_text(
         "deployments:\n"
         f"  - {{name: {DEPLOYMENT}, model: gpt-4o-2024-08-06, kind: chat, tpm: null, rpm: null,"
-        f" ttft_ms: {ttft_ms}, token_ms: {token_ms}}}\n"
+        f" ttft_ms: {ttft_ms}, token_ms: {token_ms}, precise_timing: true}}\n"
         f"  - {{name: {SLOW_DEPLOYMENT}, model: gpt-4o-2024-08-06, kind: chat, tpm: null,"
         f" rpm: null, ttft_ms: 100, token_ms: {slow_token_ms}}}\n"
     )

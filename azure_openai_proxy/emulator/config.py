@@ -27,7 +27,8 @@ _TOP_KEYS = frozenset(
     }
 )
 _DEPLOYMENT_KEYS = frozenset(
-    {"name", "model", "kind", "tpm", "rpm", "async_filter", "ttft_ms", "token_ms"}
+    {"name", "model", "kind", "tpm", "rpm", "async_filter", "ttft_ms", "token_ms",
+     "precise_timing"}
 )
 
 
@@ -56,6 +57,9 @@ class EmulatedDeployment:
     async_filter: bool = False
     ttft_ms: float | None = None
     token_ms: float | None = None
+    # Delays kept to ~0.1 ms of the schedule (a short spin after a coarse sleep) instead
+    # of the event loop's 1 ms timer grid: for measuring what a proxy adds to a stream.
+    precise_timing: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -182,6 +186,9 @@ def _deployment(index: int, raw: object) -> EmulatedDeployment:
     async_filter = raw.get("async_filter", False)
     if not isinstance(async_filter, bool):
         raise ValueError(f"{where}.async_filter: must be true or false")
+    precise_timing = raw.get("precise_timing", False)
+    if not isinstance(precise_timing, bool):
+        raise ValueError(f"{where}.precise_timing: must be true or false")
     return EmulatedDeployment(
         name=raw["name"],
         model=raw["model"],
@@ -191,6 +198,7 @@ def _deployment(index: int, raw: object) -> EmulatedDeployment:
         async_filter=async_filter,
         ttft_ms=_number(raw, "ttft_ms", None, where=where),
         token_ms=_number(raw, "token_ms", None, where=where),
+        precise_timing=precise_timing,
     )
 
 

@@ -110,3 +110,27 @@ def test_documented_example_config_loads(tmp_path: Path) -> None:
     assert config.deployment("chat-async").async_filter  # type: ignore[union-attr]
     assert config.deployment("embed").tpm is None  # type: ignore[union-attr]
     assert config.deployment("o3-mini").rpm == 20  # type: ignore[union-attr]
+
+
+def test_precise_timing_is_a_per_deployment_flag() -> None:
+    config = config_from_mapping({"deployments": [
+        {"name": "a", "model": "m", "kind": "chat", "precise_timing": True},
+        {"name": "b", "model": "m", "kind": "chat"},
+    ]})
+    assert config.deployment("a").precise_timing  # type: ignore[union-attr]
+    assert not config.deployment("b").precise_timing  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="precise_timing"):
+        config_from_mapping({"deployments": [
+            {"name": "a", "model": "m", "kind": "chat", "precise_timing": "yes"},
+        ]})
+
+
+async def test_precise_sleep_never_wakes_early() -> None:
+    import time
+
+    from azure_openai_proxy.emulator.exchange import precise_sleep
+
+    for seconds in (0.0005, 0.003, 0.012):
+        started = time.perf_counter()
+        await precise_sleep(seconds)
+        assert time.perf_counter() - started >= seconds
