@@ -45,6 +45,9 @@ class Caller:
 class ClientKeyring:
     def __init__(self, keys: tuple[str, ...]) -> None:
         self._keys = tuple(key.encode() for key in keys)
+        # One caller per key, made once: nothing is allocated per request.
+        self._callers = tuple(Caller(key_id=f"key-{i + 1}", passthrough_key=None)
+                              for i in range(len(keys)))
 
     @property
     def enabled(self) -> bool:
@@ -67,4 +70,4 @@ class ClientKeyring:
                 matched = index
         if matched is None:
             raise AuthenticationFailed("Incorrect API key provided for this gateway.")
-        return Caller(key_id=f"key-{matched + 1}", passthrough_key=None)
+        return self._callers[matched]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from azure_openai_proxy.balancing.state import DeploymentKey, DeploymentState, soonest
 from azure_openai_proxy.balancing.strategies import Member, Strategy
@@ -32,18 +32,16 @@ __all__ = ["FailoverRun", "GiveUp", "Ordered", "Plan", "Try", "WaitFor", "near_q
 Cause = Literal["rate_limited", "unavailable", "tried_all", "exhausted"]
 
 
-@dataclass(frozen=True, slots=True)
-class Ordered:
+# NamedTuples rather than frozen dataclasses: one is made per request.
+class Ordered(NamedTuple):
     candidates: tuple[Member, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class WaitFor:
+class WaitFor(NamedTuple):
     seconds: float
 
 
-@dataclass(frozen=True, slots=True)
-class GiveUp:
+class GiveUp(NamedTuple):
     cause: Cause
     retry_after: float | None  # seconds until the soonest deployment is ready again
 
@@ -127,6 +125,13 @@ class FailoverRun:
     last_key: DeploymentKey | None = None
 
     def next_step(self, now: float) -> Try | WaitFor | GiveUp:
+        if not self.attempts and len(self.members) == 1 and self.members[0].state.available(now):
+            # The common first step, a one-deployment pool that is up: what plan() would
+            # answer (near its quota or not, it is the only candidate), without the lists.
+            member = self.members[0]
+            self.attempts = 1
+            self.last_key = member.state.key
+            return Try(member)
         if self.attempts >= self.max_attempts or (self.attempts and now >= self.deadline):
             return GiveUp("exhausted", soonest((m.state for m in self.members), now))
         step = plan(self.members, now=now, deadline=self.deadline, cost=self.cost,

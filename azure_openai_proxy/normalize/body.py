@@ -31,10 +31,10 @@ def normalize_body(body: bytes, *, client_model: str | None, keep_azure_fields: 
 def normalize_answer(
     body: bytes, *, client_model: str | None, keep_azure_fields: bool
 ) -> tuple[bytes, dict[str, Any] | None]:
-    """`normalize_body` and the answer's `usage`, from one parse (the hot path's version)."""
-    if b'"usage"' not in body:
-        return normalize_body(body, client_model=client_model,
-                              keep_azure_fields=keep_azure_fields), None
+    """`normalize_body` and the answer's `usage`, from one parse (the hot path's version).
+    With a model to restore the body is parsed anyway, so it is not scanned first."""
+    if client_model is None and keep_azure_fields and b'"usage"' not in body:
+        return body, None
     return _rewrite(body, client_model, keep_azure_fields)
 
 

@@ -117,13 +117,14 @@ class Lease:
 class Failover:
     """One request's attempts on its pool."""
 
-    __slots__ = ("_balancer", "_last_error", "_pool", "_run")
+    __slots__ = ("_balancer", "_last_error", "_next", "_pool", "_run")
 
     def __init__(self, balancer: Balancer, pool: Pool, run: FailoverRun) -> None:
         self._balancer = balancer
         self._pool = pool
         self._run = run
         self._last_error: GatewayError | None = None
+        self._next: Member | None = None  # the deployment next_step() just chose
 
     def next_step(self) -> DeploymentSettings | float:
         """The deployment to try next, or seconds to wait first; raises when giving up."""
@@ -135,10 +136,16 @@ class Failover:
             raise self._give_up(step)
         if step.retry_of is not None:
             balancer.metrics.retried(step.retry_of, step.failover)
+        self._next = step.member
         return step.member.settings
 
     def begin(self, deployment: DeploymentSettings) -> Lease:
-        return Lease(self._balancer, deployment, self._balancer.state.of(deployment))
+        chosen = self._next
+        # The state next_step() chose it with, without looking it up again.
+        state = chosen.state if chosen is not None and chosen.settings is deployment else (
+            self._balancer.state.of(deployment)
+        )
+        return Lease(self._balancer, deployment, state)
 
     def failed(self, error: GatewayError) -> None:
         """The attempt failed in a way another attempt may fix (429, 5xx, no answer)."""

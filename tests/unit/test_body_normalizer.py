@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -7,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from azure_openai_proxy.normalize.body import normalize_body
+from azure_openai_proxy.normalize.body import normalize_answer, normalize_body
 
 SAFE = {"filtered": False, "severity": "safe"}
 FILTERS = {"hate": SAFE, "sexual": SAFE, "violence": SAFE, "self_harm": SAFE}
@@ -139,3 +140,29 @@ def test_any_json_object_normalizes_idempotently(obj: dict[str, Any]) -> None:
     body = orjson.dumps(obj)
     once = normalize_body(body, client_model="m", keep_azure_fields=False)
     assert normalize_body(once, client_model="m", keep_azure_fields=False) is once
+
+
+@given(
+    st.dictionaries(st.sampled_from(["model", "choices", "usage", "id", "x"]), _json),
+    st.text(max_size=12),
+    st.booleans(),
+)
+def test_the_answer_gets_the_client_model_and_its_usage_is_read(
+    obj: dict[str, Any], model: str, spaced: bool
+) -> None:
+    """Whatever the rest of the answer holds and however it is spaced, only the
+    top-level `model` changes, and the usage is the answer's."""
+    obj = {**obj, "model": model}
+    body = orjson.dumps(obj)
+    if spaced:  # another encoder's spacing
+        body = json.dumps(obj).encode()
+    out, usage = normalize_answer(body, client_model="client-name", keep_azure_fields=True)
+    assert orjson.loads(out) == {**obj, "model": "client-name"}
+    assert usage == (obj["usage"] if isinstance(obj.get("usage"), dict) and b'"usage"' in body else None)
+
+
+def test_only_the_top_level_model_is_restored() -> None:
+    obj = {"choices": [{"message": {"content": 'say "model":"gpt-4o" please'}}],
+           "model": "gpt-4o", "note": {"model": "gpt-4o"}}
+    out, _ = normalize_answer(orjson.dumps(obj), client_model="mine", keep_azure_fields=True)
+    assert orjson.loads(out) == {**obj, "model": "mine"}  # the nested one is left alone

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime
 import gzip
 import itertools
@@ -265,7 +264,7 @@ async def test_stale_pooled_connection_is_retried_once_on_a_new_one() -> None:
     url, server, connections = await serve_raw(_answer_once_per_connection())
     client = transport()
     for _ in range(3):
-        response = await client.send(dataclasses.replace(post(url + "/"), method="PUT"))
+        response = await client.send(post(url + "/")._replace(method="PUT"))
         assert await response.read(10) == b"ok"
         response.close()
     assert len(connections) == 3
@@ -353,7 +352,7 @@ async def test_stale_retry_replays_a_streamed_body() -> None:
 
     for _ in range(2):
         request = post(url + "/", pieces, **{"content-length": "4"})
-        response = await client.send(dataclasses.replace(request, method="PUT"))
+        response = await client.send(request._replace(method="PUT"))
         assert await response.read(10) == b"ok"
         response.close()
     assert bodies == [b"abcd", b"abcd"]
