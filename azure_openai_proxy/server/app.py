@@ -89,7 +89,10 @@ async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     metrics.request_started()
     status = 499  # what the metrics say if the client leaves (the handler is cancelled)
     try:
-        response = await _answer(request, handler)
+        try:
+            response = await handler(request)
+        except Exception as exc:  # every failure becomes an OpenAI-shaped answer
+            response = _answer_for(request, exc)
         status = response.status
         return response
     finally:
@@ -112,28 +115,26 @@ def _local_route(request: web.Request) -> str:
     return "-" if "{" in name else name
 
 
-async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except GatewayError as exc:
+def _answer_for(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The answer for a handler's failure (inline in `_serve`, not a coroutine around the
+    handler: one frame less on every request)."""
+    if isinstance(exc, GatewayError):
         return _error_response(exc)
-    except web.HTTPRequestEntityTooLarge:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return _error_response(BodyTooLarge("The request body is too large."))
-    except web.HTTPMethodNotAllowed:
+    if isinstance(exc, web.HTTPMethodNotAllowed):
         return _error_response(MethodNotAllowed(f"Method {request.method} is not allowed."))
-    except web.HTTPNotFound:
+    if isinstance(exc, web.HTTPNotFound):
         return _error_response(RouteNotFound(f"Unknown request URL: {request.method} {request.path}"))
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         body = error_body(exc.reason, "invalid_request_error")
         return web.Response(body=orjson.dumps(body), status=exc.status,
                             content_type="application/json")
-    except Exception:
-        # The reply never carries a traceback; the log gets one (it holds no keys: we
-        # never put a key into an exception message).
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        body = error_body("The gateway hit an unexpected error.", "server_error", "internal_error")
-        return web.Response(body=orjson.dumps(body), status=500,
-                            content_type="application/json")
+    # The reply never carries a traceback; the log gets one (it holds no keys: we never
+    # put a key into an exception message).
+    log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
+    body = error_body("The gateway hit an unexpected error.", "server_error", "internal_error")
+    return web.Response(body=orjson.dumps(body), status=500, content_type="application/json")
 
 
 def _cors(settings: Settings) -> Middleware:

@@ -88,15 +88,23 @@ class FastServer:
 
     # -- dispatch ----------------------------------------------------------------------
 
-    async def dispatch(self, request: FastRequest) -> web.StreamResponse:
-        target = request.raw_target
-        key = (request.method, target.partition("?")[0])
+    def dispatch(self, request: FastRequest) -> Awaitable[web.StreamResponse]:
+        """The handler's coroutine for `request` (not a coroutine of its own around it:
+        one frame less on every request)."""
+        key = (request.method, request.raw_target.partition("?")[0])
         found = self._routes.get(key)
         if found is None:
-            found = await self._resolve(request)
-            if len(self._routes) >= _ROUTE_CACHE_SIZE:
-                self._routes.clear()
-            self._routes[key] = found
+            return self._dispatch_new(request, key)
+        handler, request.match_info = found
+        return handler(request)
+
+    async def _dispatch_new(
+        self, request: FastRequest, key: tuple[str, str]
+    ) -> web.StreamResponse:
+        found = await self._resolve(request)
+        if len(self._routes) >= _ROUTE_CACHE_SIZE:
+            self._routes.clear()
+        self._routes[key] = found
         handler, request.match_info = found
         return await handler(request)
 

@@ -58,6 +58,8 @@ class _HttpConnection(asyncio.Protocol):
     def __init__(self, server: FastServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
+        # Kept: asyncio.get_running_loop() costs a getpid() system call on Python 3.11.
+        self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpRequestParser(self)
         self.closing = False  # close once the request being served is answered
         self.closed = False
@@ -172,7 +174,7 @@ class _HttpConnection(asyncio.Protocol):
         self.started = False
         self.parsing = request if body is not None else None
         if self.task is None and not self.pending:
-            self.task = asyncio.get_running_loop().create_task(self._serve(request))
+            self.task = self.loop.create_task(self._serve(request))
         else:
             self.pending.append(request)
             if len(self.pending) >= _PIPELINE_DEPTH:
@@ -218,7 +220,7 @@ class _HttpConnection(asyncio.Protocol):
         if self.closed:
             raise ClientLeft("The client closed the connection")
         if self.write_paused:
-            self.drain_waiter = asyncio.get_running_loop().create_future()
+            self.drain_waiter = self.loop.create_future()
             try:
                 await self.drain_waiter
             finally:
