@@ -117,8 +117,26 @@ def forwarded_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
 
 def relayed_response_headers(upstream_headers: Mapping[str, str]) -> dict[str, str]:
     relayed: dict[str, str] = {}
+    decided = _RELAYED_AS
     for name, value in upstream_headers.items():
-        lower = name.lower()
-        if lower in _RELAYED_EXACT or lower.startswith("x-ratelimit-"):
+        lower = decided.get(name, "")
+        if lower == "":
+            lower = _relayed_as(name)
+        if lower is not None:
             relayed[lower] = value
+    return relayed
+
+
+# Header name as Azure spelled it -> the name it is relayed under, or None: the same
+# dozen names come on every answer, so each is judged once. Bounded (names are Azure's,
+# but a misbehaving upstream could send endless new ones).
+_RELAYED_AS: dict[str, str | None] = {}
+
+
+def _relayed_as(name: str) -> str | None:
+    lower = name.lower()
+    relayed = lower if lower in _RELAYED_EXACT or lower.startswith("x-ratelimit-") else None
+    if len(_RELAYED_AS) >= 1024:
+        _RELAYED_AS.clear()
+    _RELAYED_AS[name] = relayed
     return relayed

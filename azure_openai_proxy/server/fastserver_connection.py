@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -28,6 +29,8 @@ from azure_openai_proxy.server.fastserver_request import (
 )
 from azure_openai_proxy.server.fastserver_wire import (
     _BODYLESS_STATUS,
+    PlainAnswer,
+    _answer_head,
     _error_reply,
     _exception_response,
     _head,
@@ -299,8 +302,16 @@ class _HttpConnection(asyncio.Protocol):
         body = request.body
         # A client still waiting for "100 Continue" never sends that body: close instead.
         keep_alive = request.keep_alive and (body is None or body.done or not body.expect_continue)
-        if _is_plain(response):
-            await self._write_plain(cast(web.Response, response), request, keep_alive)
+        answer = cast(object, response)  # relay.py's PlainAnswer travels typed as a response
+        if isinstance(answer, PlainAnswer):
+            await self._write_whole(answer.status, answer.body, request, keep_alive,
+                                    lambda date: _answer_head(answer, request.method, keep_alive, date))
+        elif _is_plain(response):
+            plain = cast(web.Response, response)
+            data = bytes(cast(bytes, plain._body)) if plain._body is not None else b""
+            await self._write_whole(plain.status, data, request, keep_alive,
+                                    lambda date: _response_head(plain, len(data), request.method,
+                                                                keep_alive, date))
         else:
             if not keep_alive:
                 response.force_close()
@@ -320,12 +331,13 @@ class _HttpConnection(asyncio.Protocol):
             self.resume_body()
         return keep_alive
 
-    async def _write_plain(self, response: web.Response, request: FastRequest, keep_alive: bool) -> None:
-        raw = response._body
-        data = bytes(cast(bytes, raw)) if raw is not None else b""
+    async def _write_whole(
+        self, status: int, data: bytes, request: FastRequest, keep_alive: bool,
+        head_of: Callable[[str], bytes],
+    ) -> None:
+        """A complete response: its head (from `head_of(date)`) and body in one write."""
         try:
-            head = _response_head(response, len(data), request.method, keep_alive,
-                                  self.server.date())
+            head = head_of(self.server.date())
         except ValueError:
             log.error("response header with a line break on %s %s", request.method, request.raw_target)
             head = _head(500, "Internal Server Error", (), 0, keep_alive, self.server.date())
@@ -333,7 +345,7 @@ class _HttpConnection(asyncio.Protocol):
         transport = self.transport
         if transport is None or self.closed:
             return
-        if request.method == "HEAD" or response.status < 200 or response.status in _BODYLESS_STATUS:
+        if request.method == "HEAD" or status < 200 or status in _BODYLESS_STATUS:
             transport.write(head)
         elif len(data) < 65536:
             transport.write(head + data)

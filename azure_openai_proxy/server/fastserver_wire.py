@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from email.utils import formatdate
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -21,6 +22,31 @@ from azure_openai_proxy.server.fastserver_request import FastRequest
 
 _BODYLESS_STATUS = frozenset({204, 304})
 _OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})
+
+
+class PlainAnswer:
+    """A whole answer (status, headers, body) that FastServer writes in one go, without
+    building an aiohttp `Response` and reading its head back out of it: `relay.py` makes
+    one for every JSON answer served by FastServer, the gateway's most common reply.
+    What the app's own code touches (`status`, `headers`, `prepared`) behaves as on a
+    `web.Response`; `headers` is a plain dict with one spelling per name."""
+
+    __slots__ = ("body", "headers", "status")
+    prepared = False
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+def _answer_head(answer: PlainAnswer, method: str, keep_alive: bool, date: str) -> bytes:
+    headers = answer.headers
+    if _OWN_HEADERS.intersection(map(str.lower, headers)):
+        headers = {k: v for k, v in headers.items() if k.lower() not in _OWN_HEADERS}
+    bodyless = answer.status < 200 or answer.status in _BODYLESS_STATUS
+    length = None if bodyless or (method == "HEAD" and not answer.body) else len(answer.body)
+    return _head(answer.status, _reason(answer.status), headers.items(), length, keep_alive, date)
 
 
 class _Rejected(Exception):
@@ -40,12 +66,17 @@ def _error_reply(date: str, status: int, message: str, code: str | None = None) 
 
 
 def _reason(status: int) -> str:
-    from http import HTTPStatus
+    phrase = _REASONS.get(status)
+    if phrase is None:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = "Unknown"
+        _REASONS[status] = phrase  # bounded: a status is three digits
+    return phrase
 
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return "Unknown"
+
+_REASONS: dict[int, str] = {}
 
 
 class _DateHeader:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
@@ -21,6 +21,8 @@ from azure_openai_proxy.errors import GatewayError, UpstreamError
 from azure_openai_proxy.normalize.body import normalize_answer
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from azure_openai_proxy.server.accesslog import RequestRecord
+from azure_openai_proxy.server.fastserver_request import FastRequest
+from azure_openai_proxy.server.fastserver_wire import PlainAnswer
 from azure_openai_proxy.translate import relayed_response_headers
 from azure_openai_proxy.transport import UpstreamResponse
 
@@ -62,6 +64,11 @@ async def relay(
             record.usage = _usage_of(raw)
         if want_id and 200 <= response.status < 300:
             record.created_id = _id_of(raw)
+        if isinstance(request, FastRequest):
+            # FastServer writes this straight out; the type is cast for the app's
+            # signatures, which only read `status`, `headers` and `prepared` from it.
+            headers["content-type"] = "application/json"
+            return cast(web.StreamResponse, PlainAnswer(response.status, headers, raw))
         headers.pop("content-type", None)
         return web.Response(status=response.status, body=raw, headers=headers,
                             content_type="application/json")
