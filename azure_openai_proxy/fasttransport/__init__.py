@@ -119,7 +119,10 @@ class FastTransport:
         target = self._targets.get(request.url) or self._remember(request.url)
         pool = self._pools.get(target.key) or self._pool(target)
         head, chunked = _head(request, target)
-        conn = await self._acquire(pool, target, fresh=False)
+        # An idle pooled connection, the usual case, without a coroutine to get it.
+        conn = pool.take_idle(pool.loop.time(), self._settings.keepalive_timeout) or (
+            await self._acquire(pool, target, fresh=False)
+        )
         try:
             return await self._exchange(conn, request, head, chunked)
         except _Stale as exc:

@@ -62,13 +62,9 @@ class RequestRecord:
         }
         if self.azure_request_id:
             line["azure_request_id"] = self.azure_request_id
-        if self.usage:
-            line["usage"] = {
-                k: self.usage.get(k)
-                for k in ("prompt_tokens", "completion_tokens", "total_tokens",
-                          "input_tokens", "output_tokens")
-                if k in self.usage
-            }
+        usage = self.usage
+        if usage:
+            line["usage"] = {k: usage[k] for k in _USAGE_KEYS if k in usage}
         if self.adaptations:
             line["adapted"] = list(self.adaptations)
         if self.retries:
@@ -78,6 +74,7 @@ class RequestRecord:
         return line
 
 
+_USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "input_tokens", "output_tokens")
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))  # the tail of every timestamp
 
 
@@ -105,7 +102,9 @@ class AccessLog:
             access_logger.info(orjson.dumps(line).decode())
             return
         now = time.time()
-        line["ts"] = self._timestamp(now)
+        second = int(now)
+        stamp = self._stamp if second == self._second else self._new_second(second)
+        line["ts"] = stamp + _MILLIS[int((now - second) * 1000) % 1000]
         data = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
         self._buffer.append(data)
         self._size += len(data)
@@ -114,12 +113,11 @@ class AccessLog:
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self._interval, self.flush)
 
-    def _timestamp(self, now: float) -> str:
-        second = int(now)
-        if second != self._second:  # formatting a date costs more than the rest of a line
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return self._stamp + _MILLIS[int((now - second) * 1000) % 1000]
+    def _new_second(self, second: int) -> str:
+        # Formatting a date costs more than the rest of a line: once a second.
+        self._second = second
+        self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return self._stamp
 
     def flush(self) -> None:
         if self._timer is not None:

@@ -287,8 +287,17 @@ class Gateway:
             record.endpoint = deployment.endpoint
             lease = run.begin(deployment)
             try:
-                response, policy = await self._send(request, target, caller, body, deployment,
-                                                    client_model, record)
+                token = None
+                if deployment.auth == "entra" and self.tokens is not None:
+                    token = await self.tokens.token_for(deployment)
+                upstream_request, policy = self._translate(
+                    request, target, caller, body, deployment, client_model, record, token
+                )
+                sent = time.perf_counter()
+                # Awaited here, not in a helper coroutine: every coroutine between the
+                # task and the socket is resumed again when Azure's answer arrives.
+                response = await self.transport.send(upstream_request)
+                _note_answer(record, response, sent)
             except UpstreamError as exc:
                 lease.failed(str(exc.code))
                 lease.done()
@@ -332,24 +341,6 @@ class Gateway:
                 # connection is released: closing twice is harmless in both transports.
                 response.close()
                 lease.done()
-
-    async def _send(
-        self, request: web.Request, target: Target, caller: Caller, body: _Body,
-        deployment: DeploymentSettings, client_model: str | None, record: RequestRecord,
-    ) -> tuple[UpstreamResponse, StreamPolicy | None]:
-        token = None
-        if deployment.auth == "entra" and self.tokens is not None:
-            token = await self.tokens.token_for(deployment)
-        upstream_request, stream_policy = self._translate(
-            request, target, caller, body, deployment, client_model, record, token
-        )
-        sent = time.perf_counter()
-        response = await self.transport.send(upstream_request)
-        record.upstream_ms = (time.perf_counter() - sent) * 1000
-        record.azure_request_id = response.headers.get("x-request-id") or response.headers.get(
-            "apim-request-id"
-        )
-        return response, stream_policy
 
 
     def _translate(
@@ -404,6 +395,13 @@ class Gateway:
         elif body.raw:
             payload = body.raw
         return UpstreamRequest(request.method, url, headers, payload), policy
+
+
+def _note_answer(record: RequestRecord, response: UpstreamResponse, sent: float) -> None:
+    record.upstream_ms = (time.perf_counter() - sent) * 1000
+    record.azure_request_id = response.headers.get("x-request-id") or response.headers.get(
+        "apim-request-id"
+    )
 
 
 def _profile(deployment: DeploymentSettings, version: str | None) -> DeploymentProfile:

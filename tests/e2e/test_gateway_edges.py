@@ -155,6 +155,12 @@ async def test_cors(emulator: Emulator, start_gateway: Callable[[Settings], Serv
     status, headers, _ = await call(gateway.url + "/v1/models", method="GET",
                                     headers={**AUTH, "Origin": "http://app.example"})
     assert status == 200 and headers["Access-Control-Allow-Origin"] == "*"
+    # A relayed answer too (on FastServer it is written without an aiohttp Response).
+    status, headers, body = await call(gateway.url + "/v1/chat/completions", body=CHAT, headers={
+        **AUTH, "Origin": "http://app.example", "Content-Type": "application/json"})
+    assert status == 200 and headers["Access-Control-Allow-Origin"] == "*"
+    assert headers["Content-Type"].startswith("application/json")
+    assert int(headers["Content-Length"]) == len(body) and json.loads(body)["model"] == "gpt-4o"
     # Without --cors there is no CORS header.
     plain = start_gateway(gateway_settings(emulator.url))
     _, headers, _ = await call(plain.url + "/v1/models", method="GET",
