@@ -46,7 +46,7 @@ class _Connection(asyncio.Protocol):
         "body", "body_cut", "buffered", "busy", "closed", "complete", "decoder", "error", "greedy",
         "head_only", "headers", "idle_since", "interim", "keep_alive", "length", "loop",
         "parser", "pool", "raw", "reading_paused", "received", "started", "status",
-        "transport", "until_eof", "uses", "waiter", "write_paused",
+        "timer", "transport", "until_eof", "uses", "waiter", "write_paused",
     )
 
     def __init__(self, pool: _HostPool) -> None:
@@ -61,6 +61,7 @@ class _Connection(asyncio.Protocol):
         self.write_paused = False
         self.reading_paused = False
         self.waiter: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None  # the waiter's read timeout
         self.body: deque[bytes] = deque()
         self.start(head_only=False)
         self.busy = False
@@ -96,6 +97,9 @@ class _Connection(asyncio.Protocol):
             return False
 
     def close(self) -> None:
+        if self.timer is not None:  # a waiter's task that was cancelled left it armed
+            self.timer.cancel()
+            self.timer = None
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.close()
@@ -235,8 +239,16 @@ class _Connection(asyncio.Protocol):
 
     def _wake(self) -> None:
         waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self.waiter = None
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+            if not waiter.done():  # else its task was cancelled
+                if self.error is not None:
+                    waiter.set_exception(self.error)
+                else:
+                    waiter.set_result(None)
 
     def _stall(self) -> None:
         message = _STALLED if self.started else (
@@ -244,19 +256,23 @@ class _Connection(asyncio.Protocol):
         )
         self._fail(UpstreamTimeout(message), None)
 
-    async def wait(self, timeout: float) -> None:
-        """Until something happens (head, body bytes, the end, writable again); raises
-        the exchange's failure, or `UpstreamTimeout` after `timeout` s of silence."""
-        if self.error is None:
-            waiter = self.waiter = self.loop.create_future()
-            timer = self.loop.call_later(timeout, self._stall)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self.waiter = None
+    def wait(self, timeout: float) -> asyncio.Future[None]:
+        """To await until something happens (head, body bytes, the end, writable again);
+        it raises the exchange's failure, or `UpstreamTimeout` after `timeout` s of
+        silence. A future rather than a coroutine: it is awaited for every answer and
+        every stream chunk, and each coroutine between the task and the socket costs a
+        resumption."""
+        waiter = self.loop.create_future()
         if self.error is not None:
-            raise self.error
+            waiter.set_exception(self.error)
+            return waiter
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.cancel()  # one waiter at a time; never expected
+        if self.timer is not None:
+            self.timer.cancel()
+        self.waiter = waiter
+        self.timer = self.loop.call_later(timeout, self._stall)
+        return waiter
 
 
 def _readable(fd: int) -> bool:

@@ -9,6 +9,7 @@ present only with `--cors`: it answers preflights and adds `Access-Control-Allow
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import random
@@ -53,6 +54,11 @@ class GatewayHolder:
 
     def __init__(self, gateway: Gateway) -> None:
         self.current = gateway
+
+    def __call__(self, request: web.Request) -> Awaitable[web.StreamResponse]:
+        """The current gateway's handling of `request` (its coroutine, not wrapped in one
+        more: `_serve` awaits it directly)."""
+        return self.current.handle(request)
 
 
 GATEWAY = web.AppKey("gateway", GatewayHolder)
@@ -234,9 +240,6 @@ def create_app(
     holder_box.append(holder)
     app[GATEWAY] = holder
 
-    async def dispatch(request: web.Request) -> web.StreamResponse:
-        return await _serve(request, holder.current.handle)
-
     async def close_upstream(app: web.Application) -> None:
         app[ACCESS_LOG].flush()
         await app[GATEWAY].current.transport.close()
@@ -249,7 +252,7 @@ def create_app(
         app.router.add_get("/metrics", _accounted(_metrics))
     app.router.add_route("HEAD", "/", _accounted(_root))
     app.router.add_route("GET", "/", _accounted(_root))
-    app.router.add_route("*", "/{tail:.+}", dispatch)
+    app.router.add_route("*", "/{tail:.+}", functools.partial(_serve, handler=holder))
     return app
 
 
