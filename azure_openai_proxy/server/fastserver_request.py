@@ -134,6 +134,16 @@ class RequestBody:
         self._channel.resume_body()
         return data
 
+    def whole(self, limit: int = -1) -> bytes | None:
+        """The whole body if all of it has arrived (a JSON request usually comes in one
+        packet with its head), else None; past `limit` bytes aiohttp's 413 exception."""
+        if not self.done or self._error is not None:
+            return None
+        data = self._take() if self._chunks else b""
+        if 0 <= limit < len(data):
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+        return data
+
     async def read(self, limit: int = -1) -> bytes:
         """The whole body; past `limit` bytes (when >= 0) aiohttp's 413 exception."""
         parts: list[bytes] = []
@@ -351,9 +361,11 @@ class FastRequest(dict[Any, Any]):
         return self.body
 
     async def read(self) -> bytes:
-        if self.body is None:
+        body = self.body
+        if body is None:
             return b""
-        return await self.body.read(self.app._client_max_size)
+        data = body.whole(self.app._client_max_size)  # without waiting, when it is all here
+        return data if data is not None else await body.read(self.app._client_max_size)
 
     @property
     def transport(self) -> asyncio.Transport | None:

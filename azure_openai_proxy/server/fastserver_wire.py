@@ -29,7 +29,9 @@ class PlainAnswer:
     building an aiohttp `Response` and reading its head back out of it: `relay.py` makes
     one for every JSON answer served by FastServer, the gateway's most common reply.
     What the app's own code touches (`status`, `headers`, `prepared`) behaves as on a
-    `web.Response`; `headers` is a plain dict with one spelling per name."""
+    `web.Response`; `headers` is a plain dict with one spelling per name, and framing
+    headers (length, encoding, connection) in it are dropped when spelled in lowercase,
+    as relay.py's are: the server writes its own."""
 
     __slots__ = ("body", "headers", "status")
     prepared = False
@@ -42,8 +44,8 @@ class PlainAnswer:
 
 def _answer_head(answer: PlainAnswer, method: str, keep_alive: bool, date: str) -> bytes:
     headers = answer.headers
-    if _OWN_HEADERS.intersection(map(str.lower, headers)):
-        headers = {k: v for k, v in headers.items() if k.lower() not in _OWN_HEADERS}
+    if not _OWN_HEADERS.isdisjoint(headers):
+        headers = {k: v for k, v in headers.items() if k not in _OWN_HEADERS}
     bodyless = answer.status < 200 or answer.status in _BODYLESS_STATUS
     length = None if bodyless or (method == "HEAD" and not answer.body) else len(answer.body)
     return _head(answer.status, _reason(answer.status), headers.items(), length, keep_alive, date)
