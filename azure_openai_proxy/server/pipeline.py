@@ -119,6 +119,7 @@ class Gateway:
         self._busy = BusyPoll.from_setting(settings.busy_poll_us)
         self._targets: dict[tuple[str, str], Target] = {}
         self._urls: dict[tuple[str, str, str, str, str | None], str] = {}
+        self._profiles: dict[tuple[int, str | None], tuple[DeploymentSettings, DeploymentProfile]] = {}
 
     # -- entry point -----------------------------------------------------------------
 
@@ -160,11 +161,12 @@ class Gateway:
 
     def _url(
         self, deployment: DeploymentSettings, target: Target, version: str | None,
-        query: Any,
+        request: web.Request,
     ) -> str:
-        """The upstream URL; cached for deployment operations (they carry no client query)."""
+        """The upstream URL; cached for deployment operations (they carry no client query,
+        so it is not even parsed for them)."""
         if target.kind != "deployment":
-            return upstream_url(deployment, target, version, query.items())
+            return upstream_url(deployment, target, version, request.query.items())
         key = (deployment.endpoint, deployment.deployment_name, deployment.api, target.operation,
                version)
         url = self._urls.get(key)
@@ -174,6 +176,18 @@ class Gateway:
                 self._urls.clear()
             self._urls[key] = url
         return url
+
+    def _profile(self, deployment: DeploymentSettings, version: str | None) -> DeploymentProfile:
+        """`_profile`, remembered per deployment object and api-version."""
+        key = (id(deployment), version)
+        known = self._profiles.get(key)
+        if known is not None and known[0] is deployment:  # the id was not reused
+            return known[1]
+        profile = _profile(deployment, version)
+        if len(self._profiles) >= _CACHE_LIMIT:
+            self._profiles.clear()
+        self._profiles[key] = (deployment, profile)
+        return profile
 
     # -- local answers -----------------------------------------------------------------
 
@@ -352,7 +366,7 @@ class Gateway:
         version = api_version_for(
             deployment, target, client_version, self.settings.honour_client_api_version
         )
-        url = self._url(deployment, target, version, request.query)
+        url = self._url(deployment, target, version, request)
         headers = forwarded_headers(request.headers)
         headers.update(azure_auth_headers(deployment, caller, token))
         needs_model = deployment.api == "v1" or target.kind == "resource"
@@ -365,7 +379,7 @@ class Gateway:
                 adapt = adapt_chat_request if target.operation == "chat/completions" else (
                     adapt_completions_request
                 )
-                adapted = adapt(data, _profile(deployment, version))
+                adapted = adapt(data, self._profile(deployment, version))
                 if adapted.changed:
                     data, changed = adapted.body, True
                     record.adaptations = adapted.notes
