@@ -127,8 +127,7 @@ class Gateway:
         if self._busy is not None:
             self._busy.poke()  # Azure's answer will follow soon: don't fall asleep
         record = RequestRecord(request_id=self._request_ids(), method=request.method)
-        request[RECORD] = record
-        started = time.perf_counter()
+        request[RECORD] = record  # app._serve times the request, logs it and counts it
         body: _Body | None = None
         try:
             target = self._classify(request.method, request.rel_url.raw_path)
@@ -146,7 +145,6 @@ class Gateway:
         finally:
             if body is not None:
                 body.close()
-            record.total_ms = (time.perf_counter() - started) * 1000
 
     def _classify(self, method: str, raw_path: str) -> Target:
         """`classify`, remembered: a few paths carry nearly all the traffic."""
