@@ -51,6 +51,7 @@ _CIRCUIT_VALUE = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
 # new ones are counted under model "_other" so a client cannot grow the registry forever.
 _MAX_LABEL_SETS = 500
 _MAX_DYNAMIC_GAUGES = 50
+_BATCH = 64  # finished requests counted at once
 
 StateSource = Callable[[], Iterable[DeploymentState]]
 
@@ -228,13 +229,27 @@ class PrometheusMetrics:
         registry.register(_DeploymentCollector(states, clock))
         self._bound: dict[tuple[Any, ...], _Bound] = {}
         self._deployments_seen: set[tuple[str, str]] = set()
+        # Finished requests not yet counted: counted in batches (and before every scrape),
+        # which costs measurably less than one at a time between two requests.
+        self._pending: list[RequestRecord] = []
 
     def request_started(self) -> None:
         self._series.in_flight += 1
 
     def request_finished(self, record: RequestRecord) -> None:
+        self._series.in_flight -= 1
+        pending = self._pending
+        pending.append(record)
+        if len(pending) >= _BATCH:
+            self._count_pending()
+
+    def _count_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for record in pending:
+            self._count(record)
+
+    def _count(self, record: RequestRecord) -> None:
         series = self._series
-        series.in_flight -= 1
         key = (record.route, record.model, record.deployment, record.endpoint, record.status)
         bound = self._bound.get(key)
         if bound is None:
@@ -298,6 +313,7 @@ class PrometheusMetrics:
         return labels
 
     def render(self) -> tuple[bytes, str]:
+        self._count_pending()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 

@@ -99,3 +99,16 @@ def test_duration_buckets_are_cumulative_and_inclusive() -> None:
     assert got[key("azure_openai_proxy_request_duration_seconds_count", **where)] == 3
     assert got[key("azure_openai_proxy_request_duration_seconds_sum", **where)] == pytest.approx(1000.101)
     assert got[("azure_openai_proxy_in_flight_requests", ())] == 0
+
+
+def test_requests_are_counted_across_batches_and_in_flight_at_once() -> None:
+    metrics = PrometheusMetrics(lambda: [], lambda: 0.0)
+    for _ in range(150):  # more than two batches, and a partial one left pending
+        metrics.request_started()
+    for _ in range(150):
+        metrics.request_finished(record())
+    assert metrics._series.in_flight == 0  # not deferred
+    got = samples(metrics)
+    labels = (("deployment", "east-4o"), ("endpoint", "east.example.com"), ("model", "gpt-4o"),
+              ("route", "chat/completions"), ("status", "200"))
+    assert got[("azure_openai_proxy_requests_total", labels)] == 150

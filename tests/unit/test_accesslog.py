@@ -1,0 +1,70 @@
+"""AccessLog: queued records become JSON lines when written out, in order, with the time
+each request finished; no prompt and no key is ever part of a record."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from azure_openai_proxy.server.accesslog import AccessLog, RequestRecord, configure_logging
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """configure_logging() sets the package logger; put it back as it was."""
+    root = logging.getLogger("azure_openai_proxy")
+    saved = (root.handlers[:], root.level, root.propagate)
+    yield
+    root.handlers[:], root.level, root.propagate = saved
+
+
+def record(n: int, **extra: object) -> RequestRecord:
+    return RequestRecord(f"id{n}", "POST", route="chat/completions", model="gpt-4o",
+                         deployment="dep", endpoint="https://x.example.com/", status=200,
+                         attempts=1, upstream_ms=1.234, total_ms=2.345, **extra)  # type: ignore[arg-type]
+
+
+async def test_lines_are_written_in_order_with_their_finish_time() -> None:
+    configure_logging("info")
+    stream = io.BytesIO()
+    log = AccessLog(stream, flush_interval=60)
+    log.write(record(1, usage={"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7,
+                               "completion_tokens_details": {"reasoning_tokens": 0}}))
+    log.write(record(2, error="UpstreamTimeout", retries=["dep:timeout"]))
+    assert stream.getvalue() == b""  # queued, not formatted yet
+    log.flush()
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["request_id"] for line in lines] == ["id1", "id2"]
+    assert lines[0]["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert lines[0]["upstream_ms"] == 1.23 and lines[0]["total_ms"] == 2.35
+    assert "endpoint" not in lines[0] and "error" not in lines[0]
+    assert lines[1]["error"] == "UpstreamTimeout" and lines[1]["retries"] == ["dep:timeout"]
+    for line in lines:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["ts"])
+
+
+async def test_a_full_queue_is_written_without_waiting_for_the_timer() -> None:
+    configure_logging("info")
+    stream = io.BytesIO()
+    log = AccessLog(stream, flush_interval=60, max_pending=3)
+    for n in range(7):
+        log.write(record(n))
+    assert len(stream.getvalue().splitlines()) == 6  # two full queues so far
+    log.flush()
+    assert [orjson.loads(line)["request_id"] for line in stream.getvalue().splitlines()] == [
+        f"id{n}" for n in range(7)
+    ]
+
+
+async def test_nothing_is_queued_below_info() -> None:
+    configure_logging("warning")
+    stream = io.BytesIO()
+    log = AccessLog(stream, flush_interval=60)
+    log.write(record(1))
+    log.flush()
+    assert stream.getvalue() == b""
