@@ -2,7 +2,7 @@
 
 The line is a JSON object, built only when the `azure_openai_proxy.access` logger is
 enabled for INFO, so a gateway run at `warning` pays nothing for it. Lines go to stderr
-through `AccessLog`, written at most every 200 ms (or per 256 requests): going through
+through `AccessLog`, written at most every 200 ms (or per 32 requests): going through
 `logging` with a flush per line cost a fifth of the gateway's throughput. A finished
 request's record is only queued with its time; the lines are built when the queue is
 written, many at a time, which costs measurably less than one at a time between two
@@ -86,7 +86,7 @@ class AccessLog:
 
     def __init__(
         self, stream: BinaryIO | None = None, *, flush_interval: float = 0.2,
-        max_pending: int = 256,
+        max_pending: int = 32,
     ) -> None:
         self._stream = stream
         self._interval = flush_interval

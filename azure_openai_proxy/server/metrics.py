@@ -51,7 +51,7 @@ _CIRCUIT_VALUE = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
 # new ones are counted under model "_other" so a client cannot grow the registry forever.
 _MAX_LABEL_SETS = 500
 _MAX_DYNAMIC_GAUGES = 50
-_BATCH = 64  # finished requests counted at once
+_BATCH = 16  # finished requests counted at once: small, as the one that fills it waits
 
 StateSource = Callable[[], Iterable[DeploymentState]]
 
