@@ -45,31 +45,49 @@ def _parse_url(url: str) -> _Target:
 
 
 def _head(request: UpstreamRequest, target: _Target) -> tuple[bytes, bool]:
-    """The request head, and whether the body goes chunked (a stream of unknown length)."""
+    """The request head, and whether the body goes chunked (a stream of unknown length).
+
+    All but the body's framing is remembered per method, target and headers: the
+    gateway sends the same few headers to the same URLs over and over."""
+    key = (request.method, target.head, *request.headers.items())
+    known = _PREFIXES.get(key)
+    if known is None:
+        known = _PREFIXES[key] = _prefix(request, target)
+        if len(_PREFIXES) > _PREFIX_CACHE_SIZE:
+            _PREFIXES.clear()
+    prefix, declared = known
+    body = request.body
+    if body is None:
+        if request.method in _BODYLESS_METHODS:
+            return prefix + b"\r\n", False
+        return prefix + b"Content-Length: 0\r\n\r\n", False
+    if not callable(body):
+        return prefix + b"Content-Length: %d\r\n\r\n" % len(body), False
+    if declared is not None:
+        return prefix + b"Content-Length: %d\r\n\r\n" % declared, False
+    return prefix + b"Transfer-Encoding: chunked\r\n\r\n", True
+
+
+_PREFIX_CACHE_SIZE = 256
+_PREFIXES: dict[tuple[object, ...], tuple[bytes, int | None]] = {}
+
+
+def _prefix(request: UpstreamRequest, target: _Target) -> tuple[bytes, int | None]:
+    """The request line and headers (not the body's framing), and a declared length."""
     lines = [request.method, target.head]
-    declared: str | None = None
+    declared: int | None = None
     for name, value in request.headers.items():
         lower = name.lower()
         if lower not in _SKIPPED_HEADERS:
             lines.append(f"{name}: {value}\r\n")
         elif lower == "content-length":
-            declared = value
-    body = request.body
-    chunked = False
-    if body is None:
-        if request.method not in _BODYLESS_METHODS:
-            lines.append("Content-Length: 0\r\n")
-    elif not callable(body):
-        lines.append(f"Content-Length: {len(body)}\r\n")
-    elif declared is not None:
-        lines.append(f"Content-Length: {declared}\r\n")
-    else:
-        lines.append("Transfer-Encoding: chunked\r\n")
-        chunked = True
-    lines.append("\r\n")
+            try:
+                declared = int(value)
+            except ValueError:
+                raise HostileInput("A content-length sent upstream is not a number.") from None
     head = "".join(lines)
     # Each line ends in exactly one CRLF (the target's part holds two lines): a CR or LF
     # inside a name or value would start a header, or a request, of its own.
     if head.count("\n") != len(lines) or head.count("\r") != len(lines):
         raise HostileInput("A header sent upstream holds a line break.")
-    return head.encode(), chunked
+    return head.encode(), declared

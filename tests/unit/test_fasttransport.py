@@ -781,3 +781,34 @@ async def test_finish_in_background_keeps_the_connection_only_for_a_short_tail(
     stop.set()
     await client.close()
     await runner.cleanup()
+
+
+def test_request_heads_frame_each_body_whatever_was_remembered() -> None:
+    """The head's prefix is remembered per method, URL and headers; each body still gets
+    its own framing, and a remembered prefix never hides a line break in a new header."""
+    from azure_openai_proxy.fasttransport.wire import _head, _parse_url
+
+    target = _parse_url("http://azure.example:8001/openai/x?api-version=1")
+    headers = {"api-key": "k", "content-type": "application/json"}
+
+    async def stream() -> Any:
+        yield b"x"
+
+    for _ in range(2):  # the second time from the cache
+        head, chunked = _head(UpstreamRequest("POST", "u", headers, b"12345"), target)
+        assert head == (b"POST /openai/x?api-version=1 HTTP/1.1\r\nHost: azure.example:8001\r\n"
+                        b"api-key: k\r\ncontent-type: application/json\r\n"
+                        b"Content-Length: 5\r\n\r\n") and not chunked
+        assert _head(UpstreamRequest("POST", "u", headers, b"123"), target)[0].endswith(
+            b"Content-Length: 3\r\n\r\n")
+        assert _head(UpstreamRequest("POST", "u", headers, None), target)[0].endswith(
+            b"Content-Length: 0\r\n\r\n")
+        assert _head(UpstreamRequest("GET", "u", headers, None), target)[0].endswith(
+            b"content-type: application/json\r\n\r\n")
+        assert _head(UpstreamRequest("POST", "u", headers, stream), target) == (
+            head.replace(b"Content-Length: 5\r\n", b"Transfer-Encoding: chunked\r\n"), True)
+        declared = {**headers, "content-length": "9"}
+        assert _head(UpstreamRequest("POST", "u", declared, stream), target)[0].endswith(
+            b"Content-Length: 9\r\n\r\n")
+    with pytest.raises(HostileInput):
+        _head(UpstreamRequest("POST", "u", {**headers, "x-a": "1\r\nx-b: 2"}, b""), target)
