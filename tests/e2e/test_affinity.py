@@ -56,13 +56,18 @@ def created_where(regions: tuple[Emulator, Emulator], before: tuple[int, int]) -
     return grew[0]
 
 
-def test_files_and_batches_stay_on_their_resource(client: Any, regions: tuple[Emulator, Emulator]) -> None:
-    homes: set[int] = set()
-    # The balancer picks at random: 8 rounds, or more until both resources were used
-    # (8 rounds alone all land on one resource in 1 run out of 128).
+def rounds(homes: set[int]) -> Iterator[int]:
+    """The balancer picks at random: 8 rounds, or more until both resources were used
+    (8 rounds alone all land on one resource in 1 run out of 128)."""
     for round_ in range(40):
         if round_ >= 8 and homes == {0, 1}:
-            break
+            return
+        yield round_
+
+
+def test_files_and_batches_stay_on_their_resource(client: Any, regions: tuple[Emulator, Emulator]) -> None:
+    homes: set[int] = set()
+    for _ in rounds(homes):
         before = counts(regions)
         file = client.files.create(file=("b.jsonl", LINE, "application/jsonl"), purpose="batch")
         home = created_where(regions, before)
@@ -81,11 +86,7 @@ def test_files_and_batches_stay_on_their_resource(client: Any, regions: tuple[Em
 
 def test_stored_responses_stay_on_their_resource(client: Any, regions: tuple[Emulator, Emulator]) -> None:
     homes: set[int] = set()
-    # The balancer picks at random: 8 rounds, or more until both resources were used
-    # (8 rounds alone all land on one resource in 1 run out of 128).
-    for round_ in range(40):
-        if round_ >= 8 and homes == {0, 1}:
-            break
+    for _ in rounds(homes):
         before = counts(regions)
         first = client.responses.create(model="gpt-4o", input="Remember this")
         home = created_where(regions, before)
