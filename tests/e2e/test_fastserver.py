@@ -5,7 +5,6 @@ reached "Azure"."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import socket
 import threading
@@ -20,6 +19,7 @@ from azure_openai_proxy.server.app import create_app
 from azure_openai_proxy.server.fastserver import FastServer, serve_fast
 from azure_openai_proxy.settings import Settings
 from tests.e2e.conftest import CLIENT_KEY, Emulator, gateway_settings
+from tests.e2e.scenarios import spoken_then_transcribed, streamed_chat
 from tests.e2e.test_gateway_routes import assert_reached_azure
 from tests.support import free_port
 
@@ -93,13 +93,7 @@ def test_chat_twice_on_one_connection(fast_client: Any, emulator: Emulator) -> N
 
 
 def test_streamed_chat(fast_client: Any, emulator: Emulator) -> None:
-    stream = fast_client.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "Stream please"}], stream=True
-    )
-    chunks = list(stream)
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert {c.model for c in chunks} == {"gpt-4o"}
-    assert chunks[-1].choices[0].finish_reason == "stop"
+    streamed_chat(fast_client)
 
 
 def test_embeddings(fast_client: Any, emulator: Emulator) -> None:
@@ -109,15 +103,7 @@ def test_embeddings(fast_client: Any, emulator: Emulator) -> None:
 
 
 def test_multipart_transcription(fast_client: Any, emulator: Emulator) -> None:
-    wav = fast_client.audio.speech.create(model="tts-1", voice="alloy", input="Hello world",
-                                          response_format="wav").read()
-    assert wav[:4] == b"RIFF"
-    text = fast_client.audio.transcriptions.create(
-        model="whisper-1", file=("a.wav", io.BytesIO(wav), "audio/wav")
-    )
-    assert isinstance(text.text, str) and text.text
-    entry = emulator.last()
-    assert_reached_azure(entry, "/openai/deployments/whisper/audio/transcriptions")
+    wav, entry = spoken_then_transcribed(fast_client, emulator)
     assert entry["body_size"] > len(wav)
 
 

@@ -3,7 +3,6 @@ emulator's request log shows what reached "Azure" over the lean transport."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 from azure_openai_proxy.fasttransport import FastTransport
 from azure_openai_proxy.server.app import RUNNER_OPTIONS, create_app
 from tests.e2e.conftest import CLIENT_KEY, Emulator, gateway_settings
+from tests.e2e.scenarios import spoken_then_transcribed, streamed_chat
 from tests.e2e.test_gateway_routes import assert_reached_azure
 from tests.support import ServerThread
 
@@ -54,26 +54,12 @@ def test_chat(fast_client: Any, emulator: Emulator) -> None:
 
 
 def test_streamed_chat(fast_client: Any, emulator: Emulator) -> None:
-    stream = fast_client.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "Stream please"}], stream=True
-    )
-    chunks = list(stream)
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert {c.model for c in chunks} == {"gpt-4o"}
-    assert chunks[-1].choices[0].finish_reason == "stop"
+    streamed_chat(fast_client)
     assert_reached_azure(emulator.last(), "/openai/deployments/gpt-4o/chat/completions")
 
 
 def test_multipart_transcription(fast_client: Any, emulator: Emulator) -> None:
-    wav = fast_client.audio.speech.create(model="tts-1", voice="alloy", input="Hello world",
-                                          response_format="wav").read()
-    assert wav[:4] == b"RIFF"
-    text = fast_client.audio.transcriptions.create(
-        model="whisper-1", file=("a.wav", io.BytesIO(wav), "audio/wav")
-    )
-    assert isinstance(text.text, str) and text.text
-    entry = emulator.last()
-    assert_reached_azure(entry, "/openai/deployments/whisper/audio/transcriptions")
+    wav, entry = spoken_then_transcribed(fast_client, emulator)
     headers = _lower(entry["headers"])
     # The spooled form goes out streamed, with the length the gateway declared.
     assert headers["content-length"] == str(entry["body_size"])

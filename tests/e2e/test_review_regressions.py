@@ -26,6 +26,14 @@ CHAT = {"id": "x", "object": "chat.completion", "created": 1, "model": "gpt-4o",
                      "finish_reason": "stop"}]}
 
 
+SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
 def json_reply(obj: Any) -> bytes:
     body = json.dumps(obj).encode()
     return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
@@ -115,10 +123,9 @@ async def test_a_bug_mid_stream_ends_the_stream_cleanly(
              b'"choices":[{"index":0,"delta":{"content":"x"}}]}\n\n')
 
     async def stream(writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        writer.write(SSE_HEAD)
         for _ in range(3):
-            writer.write(b"%x\r\n%b\r\n" % (len(frame), frame))
+            writer.write(chunk(frame))
             await writer.drain()
             await asyncio.sleep(0.05)
         writer.write(b"0\r\n\r\n")
@@ -177,10 +184,9 @@ async def test_a_client_that_stops_reading_is_disconnected(cleanup: list[Any]) -
              b'"choices":[{"index":0,"delta":{"content":"' + b"x" * 4000 + b'"}}]}\n\n')
 
     async def endless(writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        writer.write(SSE_HEAD)
         for _ in range(20000):
-            writer.write(b"%x\r\n%b\r\n" % (len(frame), frame))
+            writer.write(chunk(frame))
             await writer.drain()
 
     up, up_port = await upstream(endless)
