@@ -212,11 +212,11 @@ class FastTransport:
         return pool
 
     async def _acquire(self, pool: _HostPool, target: _Target, fresh: bool) -> _Connection:
-        if not fresh:
-            conn = pool.take_idle(pool.loop.time(), self._settings.keepalive_timeout)
-            if conn is not None:
-                return conn
-        elif pool.idle and pool.limit and pool.size >= pool.limit:
+        """A connection when no idle one was at hand (`send` looks first): a new one in a
+        free slot, or one handed over by a request that finishes. `fresh` (the retry after
+        a stale connection): at the pool's limit, the oldest idle one is closed to make
+        room rather than reused."""
+        if fresh and pool.idle and pool.limit and pool.size >= pool.limit:
             pool.discard(pool.idle.pop(0))  # the oldest idle one makes room for a new one
         if not pool.reserve():
             handed = await pool.wait()

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 import httptools
@@ -304,14 +303,9 @@ class _HttpConnection(asyncio.Protocol):
         keep_alive = request.keep_alive and (body is None or body.done or not body.expect_continue)
         answer = cast(object, response)  # relay.py's PlainAnswer travels typed as a response
         if isinstance(answer, PlainAnswer):
-            await self._write_whole(answer.status, answer.body, request, keep_alive,
-                                    lambda date: _answer_head(answer, request.method, keep_alive, date))
+            await self._write_whole(answer, request, keep_alive)
         elif _is_plain(response):
-            plain = cast(web.Response, response)
-            data = bytes(cast(bytes, plain._body)) if plain._body is not None else b""
-            await self._write_whole(plain.status, data, request, keep_alive,
-                                    lambda date: _response_head(plain, len(data), request.method,
-                                                                keep_alive, date))
+            await self._write_whole(cast(web.Response, response), request, keep_alive)
         else:
             if not keep_alive:
                 response.force_close()
@@ -332,15 +326,22 @@ class _HttpConnection(asyncio.Protocol):
         return keep_alive
 
     async def _write_whole(
-        self, status: int, data: bytes, request: FastRequest, keep_alive: bool,
-        head_of: Callable[[str], bytes],
+        self, response: PlainAnswer | web.Response, request: FastRequest, keep_alive: bool
     ) -> None:
-        """A complete response: its head (from `head_of(date)`) and body in one write."""
+        """A complete response (a PlainAnswer, or a plain web.Response): head and body in
+        one write."""
+        date = self.server.date()
+        status = response.status
         try:
-            head = head_of(self.server.date())
+            if isinstance(response, PlainAnswer):
+                data = response.body
+                head = _answer_head(response, request.method, keep_alive, date)
+            else:
+                data = bytes(cast(bytes, response._body)) if response._body is not None else b""
+                head = _response_head(response, len(data), request.method, keep_alive, date)
         except ValueError:
             log.error("response header with a line break on %s %s", request.method, request.raw_target)
-            head = _head(500, "Internal Server Error", (), 0, keep_alive, self.server.date())
+            head = _head(500, "Internal Server Error", (), 0, keep_alive, date)
             data = b""
         transport = self.transport
         if transport is None or self.closed:
