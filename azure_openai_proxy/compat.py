@@ -17,6 +17,7 @@ A parameter whose value means "unused" (`null`, `false`, `[]`, `{}`, `{"type":"t
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -147,6 +148,17 @@ def adapt_chat_request(
     body: dict[str, Any], profile: DeploymentProfile, *, want_stream_usage: bool = True
 ) -> Adaptation:
     """Adapt a chat/completions body to `profile`; raise `UnsupportedParameter` if it can't."""
+    if (profile.family == "standard" and body.get("stream") is not True
+            and body.keys().isdisjoint(_chat_names_to_check(profile))):
+        # Most requests: nothing in the body concerns this deployment's version. The
+        # answer the full walk below would give, without copying the body.
+        return Adaptation(body, False, (), False, False)
+    return _adapt_chat_fully(body, profile, want_stream_usage)
+
+
+def _adapt_chat_fully(
+    body: dict[str, Any], profile: DeploymentProfile, want_stream_usage: bool
+) -> Adaptation:
     version = profile.version
     out = dict(body)
     notes: list[str] = []
@@ -157,6 +169,23 @@ def adapt_chat_request(
     if "max_completion_tokens" in out and not version.accepts(MAX_COMPLETION_TOKENS_SINCE):
         _rename(out, "max_completion_tokens", "max_tokens", notes)
     return _finish(body, out, profile, version, notes, want_stream_usage)
+
+
+@functools.lru_cache(maxsize=256)
+def _chat_names_to_check(profile: DeploymentProfile) -> frozenset[str]:
+    """The body keys that make `adapt_chat_request` do anything for a standard model's
+    non-streamed request on `profile`: gated parameters the version lacks, the ones the
+    operator drops, and those the version renames or checks further."""
+    version = profile.version
+    names = set(profile.unsupported_params)
+    if not version.is_v1:
+        names.update(name for name, gate in CHAT_PARAMETERS.items()
+                     if not version.accepts(gate.since))
+    if not version.accepts(JSON_SCHEMA_SINCE):
+        names.add("response_format")
+    if not version.accepts(MAX_COMPLETION_TOKENS_SINCE):
+        names.add("max_completion_tokens")
+    return frozenset(names)
 
 
 def adapt_completions_request(

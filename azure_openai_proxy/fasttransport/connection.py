@@ -43,10 +43,11 @@ class _Connection(asyncio.Protocol):
     on `wait()`, which returns on any progress and raises the exchange's failure."""
 
     __slots__ = (
-        "body", "body_cut", "buffered", "busy", "closed", "complete", "decoder", "error", "greedy",
+        "body", "body_cut", "buffered", "busy", "closed", "complete", "deadline", "decoder", "error",
+        "greedy",
         "head_only", "headers", "idle_since", "interim", "keep_alive", "length", "loop",
         "parser", "pool", "raw", "reading_paused", "received", "started", "status",
-        "timer", "transport", "until_eof", "uses", "waiter", "write_paused",
+        "timer", "timer_at", "transport", "until_eof", "uses", "waiter", "write_paused",
     )
 
     def __init__(self, pool: _HostPool) -> None:
@@ -61,7 +62,11 @@ class _Connection(asyncio.Protocol):
         self.write_paused = False
         self.reading_paused = False
         self.waiter: asyncio.Future[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None  # the waiter's read timeout
+        # The waiter's read timeout: `deadline` moves with every wait; `timer` (armed for
+        # `timer_at`) only checks it, and is re-armed when it fires early (see `wait`).
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
         self.body: deque[bytes] = deque()
         self.start(head_only=False)
         self.busy = False
@@ -97,7 +102,7 @@ class _Connection(asyncio.Protocol):
             return False
 
     def close(self) -> None:
-        if self.timer is not None:  # a waiter's task that was cancelled left it armed
+        if self.timer is not None:
             self.timer.cancel()
             self.timer = None
         if self.transport is not None and not self.closed:
@@ -241,9 +246,6 @@ class _Connection(asyncio.Protocol):
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
-            if self.timer is not None:
-                self.timer.cancel()
-                self.timer = None
             if not waiter.done():  # else its task was cancelled
                 if self.error is not None:
                     waiter.set_exception(self.error)
@@ -261,18 +263,37 @@ class _Connection(asyncio.Protocol):
         it raises the exchange's failure, or `UpstreamTimeout` after `timeout` s of
         silence. A future rather than a coroutine: it is awaited for every answer and
         every stream chunk, and each coroutine between the task and the socket costs a
-        resumption."""
-        waiter = self.loop.create_future()
+        resumption. For the same reason the timeout is a deadline, not a timer per wait:
+        one timer checks it and re-arms itself while waits keep moving it (making and
+        cancelling a timer on every wait cost more than the rest of this method)."""
+        loop = self.loop
+        waiter = loop.create_future()
         if self.error is not None:
             waiter.set_exception(self.error)
             return waiter
         if self.waiter is not None and not self.waiter.done():
             self.waiter.cancel()  # one waiter at a time; never expected
+        self.waiter = waiter
+        self.deadline = deadline = loop.time() + timeout
+        if self.timer is None or self.timer_at > deadline:
+            self._arm(deadline)
+        return waiter
+
+    def _arm(self, when: float) -> None:
         if self.timer is not None:
             self.timer.cancel()
-        self.waiter = waiter
-        self.timer = self.loop.call_later(timeout, self._stall)
-        return waiter
+        self.timer_at = when
+        self.timer = self.loop.call_at(when, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self.timer = None
+        waiter = self.waiter
+        if waiter is None or waiter.done() or self.closed:
+            return  # nobody waits: the next wait arms a timer again
+        if self.loop.time() >= self.deadline:
+            self._stall()
+        else:
+            self._arm(self.deadline)
 
 
 def _readable(fd: int) -> bool:

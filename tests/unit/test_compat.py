@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from azure_openai_proxy import compat
 from azure_openai_proxy.apiversions import Since, parse_api_version
 from azure_openai_proxy.compat import (
     CHAT_PARAMETERS,
@@ -410,18 +411,17 @@ _values = st.one_of(
 _bodies = st.dictionaries(
     st.sampled_from([*CHAT_PARAMETERS, "max_tokens", "temperature", "stream", "messages"]), _values
 )
-_versions = st.sampled_from(
-    [
-        "2023-05-15",
-        "2023-07-01-preview",
-        "2024-02-01",
-        "2024-06-01",
-        "2024-09-01-preview",
-        "2024-10-21",
-        "2024-12-01-preview",
-        "v1",
-    ]
-)
+_VERSIONS = [
+    "2023-05-15",
+    "2023-07-01-preview",
+    "2024-02-01",
+    "2024-06-01",
+    "2024-09-01-preview",
+    "2024-10-21",
+    "2024-12-01-preview",
+    "v1",
+]
+_versions = st.sampled_from(_VERSIONS)
 
 
 @given(_bodies, _versions, st.sampled_from(["reasoning", "standard"]))
@@ -448,3 +448,25 @@ def test_adapting_twice_changes_nothing_more(body: dict[str, Any], version: str)
     except UnsupportedParameter:
         return
     assert not adapt_chat_request(once.body, p).changed
+
+
+def test_the_shortcut_answers_as_the_full_walk() -> None:
+    """Every body of one or two parameters, on every version, family and operator drop
+    list: `adapt_chat_request`'s shortcut gives exactly the full walk's answer."""
+    names = [*CHAT_PARAMETERS, "max_tokens", "max_completion_tokens", "temperature", "stream"]
+    values = [None, 5, True, {"type": "json_schema"}]
+    bodies = [{a: v} for a in names for v in values]
+    bodies += [{a: 5, b: True} for a in names for b in names if a < b]
+    profiles = [profile(version, family, unsupported_params=drop)
+                for version in _VERSIONS
+                for family in ("reasoning", "standard")
+                for drop in (frozenset(), frozenset({"seed", "stream_options"}))]
+    for p in profiles:
+        for body in bodies:
+            outcomes: list[object] = []
+            for adapt in (adapt_chat_request, lambda b, q: compat._adapt_chat_fully(b, q, True)):
+                try:
+                    outcomes.append(adapt(body, p))
+                except UnsupportedParameter as exc:
+                    outcomes.append(exc.message)
+            assert outcomes[0] == outcomes[1], (p, body)

@@ -443,6 +443,31 @@ async def test_silence_in_the_middle_of_a_body_is_a_timeout() -> None:
     server.close()
 
 
+async def test_a_slow_steady_body_outlives_the_read_timeout_then_silence_ends_it() -> None:
+    """The read timeout is silence, not the whole answer: chunks every 50 ms for longer
+    than the timeout keep it alive (the deadline moves), then silence ends it."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(24):
+            writer.write(b"1\r\nx\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(5)
+
+    url, server, _ = await serve_raw(handler)
+    client = transport(read_timeout=0.5)
+    response = await client.send(post(url + "/"))
+    received = []
+    with pytest.raises(UpstreamTimeout, match="stopped sending"):
+        async for chunk in response.chunks():
+            received.append(chunk)
+    assert b"".join(received) == b"x" * 24
+    response.close()
+    await client.close()
+    server.close()
+
+
 async def test_sse_events_arrive_before_the_server_finishes() -> None:
     first_seen = asyncio.Event()
 
