@@ -1,4 +1,5 @@
-"""Micro-benchmark (not a test): cost per frame of SSE decoding and stream normalization.
+"""Micro-benchmark (not a test): cost per frame of SSE decoding and stream normalization,
+and per answer of non-streamed body normalization.
 
 Run: python -m bench.normalizer_bench [--frames 200] [--repeat 7]
 
@@ -6,7 +7,8 @@ The stream is what Azure sends for a chat answer with the default content filter
 empty-choices prompt-filter frame, a role frame, N content frames each carrying
 `content_filter_results`, a finish frame, a usage frame and `[DONE]`, one frame per
 network chunk (the worst case for per-call overhead). Prints the best of `--repeat`
-runs in nanoseconds per upstream frame.
+runs in nanoseconds per upstream frame. The body is the benchmark upstream's chat answer
+(`bench/systems.py`), in nanoseconds per answer.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from collections.abc import Callable
 
 import orjson
 
+from azure_openai_proxy.normalize.body import normalize_answer
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from azure_openai_proxy.sse import SseDecoder
+from bench.systems import AZURE_ANSWER
 
 _SAFE = {"filtered": False, "severity": "safe"}
 _FILTERS = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
@@ -118,6 +122,18 @@ def main() -> None:
         loops = max(1, 20000 // len(chunks))
         best = min(timeit.repeat(fn, number=loops, repeat=args.repeat)) / loops
         print(f"  {name:<50} {best / len(chunks) * 1e9:8.0f} ns/frame")
+    answer = orjson.dumps(AZURE_ANSWER)
+    bodies: list[tuple[str, Callable[[], object]]] = [
+        ("orjson.loads + dumps (reference)", lambda: orjson.dumps(orjson.loads(answer))),
+        ("client model written, usage read", lambda: normalize_answer(
+            answer, client_model="gpt-4o", keep_azure_fields=True)),
+        ("client model written, Azure fields stripped", lambda: normalize_answer(
+            answer, client_model="gpt-4o", keep_azure_fields=False)),
+    ]
+    print(f"non-streamed chat answer, {len(answer)} bytes; best of {args.repeat}")
+    for name, fn in bodies:
+        best = min(timeit.repeat(fn, number=20000, repeat=args.repeat)) / 20000
+        print(f"  {name:<50} {best * 1e9:8.0f} ns/answer")
 
 
 if __name__ == "__main__":

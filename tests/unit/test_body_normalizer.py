@@ -166,3 +166,13 @@ def test_only_the_top_level_model_is_restored() -> None:
            "model": "gpt-4o", "note": {"model": "gpt-4o"}}
     out, _ = normalize_answer(orjson.dumps(obj), client_model="mine", keep_azure_fields=True)
     assert orjson.loads(out) == {**obj, "model": "mine"}  # the nested one is left alone
+
+
+def test_values_the_gateway_does_not_change_go_back_byte_for_byte() -> None:
+    """Only the top-level `model` is re-encoded: a number no float can hold, Azure's
+    spacing and escapes inside other values reach the client as Azure sent them."""
+    body = (b'{"model":"gpt-4o-2024-08-06","choices":[{"message": {"content": "caf\\u00e9"}}],'
+            b'"seed":123456789012345678901234567890}')
+    out, _ = normalize_answer(body, client_model="gpt-4o", keep_azure_fields=True)
+    assert out == (b'{"model":"gpt-4o","choices":[{"message": {"content": "caf\\u00e9"}}],'
+                   b'"seed":123456789012345678901234567890}')
