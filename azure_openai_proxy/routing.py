@@ -194,10 +194,10 @@ class RoutingTable:
         return tuple(self._pools.values())
 
     def resolve(self, model: str) -> Pool:
-        check_model_name(model)
         pool = self._pools.get(model) or self._by_deployment.get(model)
         if pool is not None:
-            return pool
+            return pool  # a configured name: checked only when it is not one
+        check_model_name(model)
         candidate = _FALLBACK_STRIP.sub("", model) if self._fallback else model
         pool = self._pools.get(candidate) or self._by_deployment.get(candidate)
         if pool is not None:

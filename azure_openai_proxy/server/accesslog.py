@@ -67,7 +67,11 @@ class RequestRecord:
             line["azure_request_id"] = self.azure_request_id
         usage = self.usage
         if usage:
-            line["usage"] = {k: usage[k] for k in _USAGE_KEYS if k in usage}
+            # Only the token counts (Azure's `*_details` objects would double a line);
+            # usually they are all there is, and the dict is logged as it is.
+            line["usage"] = usage if _USAGE_KEY_SET.issuperset(usage) else {
+                k: usage[k] for k in _USAGE_KEYS if k in usage
+            }
         if self.adaptations:
             line["adapted"] = list(self.adaptations)
         if self.retries:
@@ -78,6 +82,7 @@ class RequestRecord:
 
 
 _USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "input_tokens", "output_tokens")
+_USAGE_KEY_SET = frozenset(_USAGE_KEYS)
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))  # the tail of every timestamp
 
 

@@ -208,13 +208,9 @@ class Balancer:
         self._members: dict[int, tuple[Pool, tuple[Member, ...]]] = {}
 
     def failover(self, pool: Pool, cost: int) -> Failover:
-        run = FailoverRun(
-            members=self._members_of(pool),
-            deadline=self.clock() + self._budget,
-            max_attempts=self._max_attempts,
-            cost=cost,
-            strategy=self._strategy,
-            rng=self.rng,
+        run = FailoverRun(  # positional: made on every request
+            self._members_of(pool), self.clock() + self._budget, self._max_attempts, cost,
+            self._strategy, self.rng,
         )
         return Failover(self, pool, run)
 

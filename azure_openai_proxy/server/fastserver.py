@@ -149,10 +149,10 @@ class FastServer:
         await self.app.shutdown()
         for conn in list(self.connections):
             conn.closing = True
-            if conn.task is None:
+            if not conn.serving:
                 conn.close()
         deadline = asyncio.get_running_loop().time() + grace
-        while any(c.task is not None for c in self.connections):
+        while any(c.serving for c in self.connections):
             if asyncio.get_running_loop().time() >= deadline:
                 break
             await asyncio.sleep(0.05)

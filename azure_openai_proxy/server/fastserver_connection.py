@@ -65,7 +65,12 @@ class _HttpConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.closing = False  # close once the request being served is answered
         self.closed = False
+        # The connection's serving task, made for its first request and kept while the
+        # connection lives: between requests it waits on `idle_waiter`. (A task per
+        # request cost more than the rest of the connection's own work for it.)
         self.task: asyncio.Task[None] | None = None
+        self.idle_waiter: asyncio.Future[FastRequest | bytes] | None = None
+        self.serving = False  # a request is being answered
         self.pending: deque[FastRequest | bytes] = deque()
         self.parsing: FastRequest | None = None  # its head or body is still arriving
         self.discarding: RequestBody | None = None  # an unread body being dropped
@@ -121,7 +126,9 @@ class _HttpConnection(asyncio.Protocol):
         self.closed = True
         self.server.connections.discard(self)
         if self.task is not None and not self.task.done():
-            self.task.cancel()  # the client left: the handler stops (and the upstream closes)
+            # The client left: the handler stops (and the upstream closes), or the idle
+            # task ends.
+            self.task.cancel()
         if self.parsing is not None and self.parsing.body is not None:
             self.parsing.body.fail(ClientLeft("The client closed the connection"))
         waiter = self.drain_waiter
@@ -175,8 +182,8 @@ class _HttpConnection(asyncio.Protocol):
         )
         self.started = False
         self.parsing = request if body is not None else None
-        if self.task is None and not self.pending:
-            self.task = self.loop.create_task(self._serve(request))
+        if not self.serving and not self.pending:
+            self._start(request)
         else:
             self.pending.append(request)
             if len(self.pending) >= _PIPELINE_DEPTH:
@@ -242,7 +249,7 @@ class _HttpConnection(asyncio.Protocol):
         if self.parsing is not None and self.parsing.body is not None:
             self.parsing.body.fail(ClientLeft("The request became unparsable"))
         self.parsing = None
-        if self.task is None:
+        if not self.serving:
             self._write_and_close(reply)
         else:
             self.pending.append(reply)
@@ -257,6 +264,16 @@ class _HttpConnection(asyncio.Protocol):
             self.closed = True
             self.transport.close()
 
+    def _start(self, request: FastRequest) -> None:
+        """Serve `request` now: hand it to the idle serving task, or make that task."""
+        self.serving = True
+        waiter = self.idle_waiter
+        if waiter is not None and not waiter.done():
+            self.idle_waiter = None
+            waiter.set_result(request)
+        else:
+            self.task = self.loop.create_task(self._serve(request))
+
     async def _serve(self, request: FastRequest) -> None:
         item: FastRequest | bytes = request
         try:
@@ -268,11 +285,16 @@ class _HttpConnection(asyncio.Protocol):
                     self.close()
                     return
                 self.ticks = 0  # idle from now: a long request must not count as idle time
-                if not self.pending:
-                    return
-                item = self.pending.popleft()
-                self.resume_body()
+                if self.pending:
+                    item = self.pending.popleft()
+                    self.resume_body()
+                    continue
+                self.serving = False
+                self.idle_waiter = self.loop.create_future()
+                item = await self.idle_waiter
         finally:
+            self.serving = False
+            self.idle_waiter = None
             self.task = None
 
     async def _answer(self, request: FastRequest) -> bool:
@@ -373,7 +395,7 @@ class _HttpConnection(asyncio.Protocol):
                 return
         else:
             self.stalled_ticks = 0
-        busy = self.task is not None
+        busy = self.serving
         if not busy and self.parsing is None and not self.started:
             if self.ticks > keepalive_ticks:
                 self.close()

@@ -134,6 +134,24 @@ async def test_keep_alive_serves_several_requests_on_one_connection(server: Any)
     writer.close()
 
 
+async def test_one_task_serves_a_keep_alive_connection_and_ends_with_it(server: Any) -> None:
+    """The connection's task waits between requests rather than one being made per
+    request; the client leaving ends it."""
+    fast, _, port = server
+    reader, writer = await connect(port)
+    tasks = []
+    for n in range(3):
+        writer.write(post("/echo", b"%d" % n))
+        assert (await read_reply(reader))[0] == 200
+        (conn,) = fast.connections
+        tasks.append(conn.task)
+        assert not conn.serving
+    assert tasks[0] is not None and tasks.count(tasks[0]) == 3
+    writer.close()
+    await asyncio.wait_for(asyncio.gather(tasks[0], return_exceptions=True), 5)
+    assert tasks[0].done() and not fast.connections
+
+
 async def test_two_pipelined_requests_in_one_packet_answer_in_order(server: Any) -> None:
     _, _, port = server
     reader, writer = await connect(port)
