@@ -49,3 +49,15 @@ def test_smoke_run_prints_the_table_and_writes_every_row(tmp_path: Path) -> None
     many = results["streams_many"]
     assert many["completed"] > 0 and many["vm_hwm_mb"] > 0
     assert {line["line"] for line in results["budget"]}
+
+
+@pytest.mark.parametrize("flags", [[], ["--bare"]])
+def test_the_in_process_tool_serves_every_request(flags: list[str]) -> None:
+    """`python -m bench.inprocess` runs the request path on fake sockets to the end (it
+    waits for every answer, so a broken path hangs and fails here): a test of the tool."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", "--requests", "300", "--clients", "4", *flags],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert " µs CPU per request (300 requests, 4 clients)" in done.stdout

@@ -1,0 +1,212 @@
+"""The gateway's own cost per relayed request, without sockets (a tool, not a test).
+
+Run: python -m bench.inprocess [--requests 40000] [--clients 32] [--bare]
+
+The whole request path runs in one process, as in production (FastServer, the app with
+client keys, metrics and the info access log, FastTransport), but both sockets are
+fakes: a client writes the benchmark's chat request and, when its answer is written,
+the next one; the upstream "connection" answers every request with the benchmark
+upstream's Azure body on the next turn of the loop. What is left is the gateway's own
+Python, so numbers are steady where a wrk run on a shared VM swings by 10-20%.
+
+It prints CPU microseconds per request. For a figure that does not move at all, count
+instructions with callgrind, collected for the request loop only:
+
+    valgrind --tool=callgrind --instr-atstart=no python -m bench.inprocess --callgrind \\
+        --requests 2000
+
+(then Ir / 2000 is instructions per request; A/B two commits with it). `--bare` serves
+the same requests with a one-handler proxy on the same two I/O layers: the floor the
+gateway's features and pipeline sit on. The cyclic garbage collector is off during the
+loop: the fakes answer in lock step, so far more requests are in flight at once than on
+a real socket, and the collector would run there ~20x as often as it does under wrk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import io
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from azure_openai_proxy.config import load_settings
+from azure_openai_proxy.fasttransport import FastTransport
+from azure_openai_proxy.fasttransport.connection import _Connection
+from azure_openai_proxy.fasttransport.pool import _HostPool
+from azure_openai_proxy.fasttransport.wire import _Target
+from azure_openai_proxy.server.accesslog import AccessLog
+from azure_openai_proxy.server.app import create_app
+from azure_openai_proxy.server.fastserver import FastServer
+from azure_openai_proxy.server.runner import run_loop
+from azure_openai_proxy.transport import UpstreamRequest
+from bench.systems import AZURE_ANSWER, CHAT_BODY, CLIENT_KEY
+
+_UPSTREAM = "http://127.0.0.1:9"
+_BODY = json.dumps(CHAT_BODY).encode()
+REQUEST = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+    b"Authorization: Bearer " + CLIENT_KEY.encode() + b"\r\n"
+    b"Content-Type: application/json\r\nContent-Length: " + str(len(_BODY)).encode()
+    + b"\r\n\r\n" + _BODY
+)
+_ANSWER = json.dumps(AZURE_ANSWER, separators=(",", ":")).encode()
+ANSWER = (  # what the benchmark's nginx upstream sends, header for header
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Thu, 26 Nov 2026 17:00:00 GMT\r\n"
+    b"Content-Type: application/json\r\nContent-Length: " + str(len(_ANSWER)).encode()
+    + b"\r\nConnection: keep-alive\r\napim-request-id: 5a1b2c3d-bench\r\n"
+    b"x-ms-region: East US\r\n\r\n" + _ANSWER
+)
+
+
+class FakeSocket:
+    """The transport side of a connection: what is written goes to `on_write`."""
+
+    def __init__(self, on_write: Callable[[bytes], None]) -> None:
+        self._on_write = on_write
+        self._closing = False
+
+    def write(self, data: bytes) -> None:
+        self._on_write(data)
+
+    def writelines(self, pieces: list[bytes]) -> None:
+        self._on_write(b"".join(pieces))
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        self._closing = True
+
+    abort = close
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+class _LoopbackTransport(FastTransport):
+    """FastTransport whose connections are answered in memory, on the next loop turn."""
+
+    async def _connect(self, pool: _HostPool, target: _Target) -> _Connection:
+        conn = _Connection(pool)
+        loop = pool.loop
+        conn.connection_made(FakeSocket(lambda _: loop.call_soon(conn.data_received, ANSWER)))  # type: ignore[arg-type]
+        pool.every.add(conn)
+        return conn
+
+
+def _gateway_app() -> web.Application:
+    settings = load_settings({
+        "client_keys": [CLIENT_KEY], "log_level": "info", "metrics": True,
+        "deployment_config": [{
+            "deployment_name": "gpt-4o", "model_name": "gpt-4o", "endpoint": _UPSTREAM + "/",
+            "api_key": "bench-azure-key", "api_version": "2024-10-21",
+        }],
+    }, {})
+    # The access lines are built and written as in production, to memory.
+    return create_app(settings, _LoopbackTransport(settings.upstream),
+                      access_log=AccessLog(io.BytesIO()))
+
+
+def _bare_app() -> web.Application:
+    settings = load_settings({"endpoint": _UPSTREAM, "api_key": "k"}, {})
+    upstream = _LoopbackTransport(settings.upstream)
+    url = f"{_UPSTREAM}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+
+    async def proxy(request: web.Request) -> web.Response:
+        body = await request.read()
+        answer = await upstream.send(UpstreamRequest(
+            "POST", url, {"api-key": "k", "content-type": "application/json"}, body))
+        data = await answer.read(1 << 20)
+        answer.close()
+        return web.Response(body=data, status=answer.status, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", proxy)
+    return app
+
+
+async def measure(requests: int, clients: int, bare: bool, callgrind: bool) -> float:
+    """CPU seconds per request over `requests` requests from `clients` connections."""
+    from azure_openai_proxy.server import accesslog
+
+    accesslog.access_logger.setLevel("INFO")  # the gateway's default level
+    app = _bare_app() if bare else _gateway_app()
+    app.freeze()
+    await app.startup()
+    server = FastServer(app)
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    answered = failed = 0
+
+    def connect() -> None:
+        conn = server.connection()
+
+        def on_write(data: bytes) -> None:
+            nonlocal answered, failed
+            answered += 1
+            failed += not data.startswith(b"HTTP/1.1 200 OK\r\n")
+            if answered >= requests:
+                if not done.done():
+                    done.set_result(None)
+            else:
+                loop.call_soon(conn.data_received, REQUEST)
+
+        conn.connection_made(FakeSocket(on_write))  # type: ignore[arg-type]
+        loop.call_soon(conn.data_received, REQUEST)
+
+    gc.collect()
+    gc.disable()
+    if callgrind:
+        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=False,
+                       capture_output=True)
+    started = time.process_time()
+    for _ in range(clients):
+        connect()
+    await done
+    spent = time.process_time() - started
+    if callgrind:
+        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=False,
+                       capture_output=True)
+    gc.enable()
+    server.close()
+    await app.cleanup()
+    if failed:
+        raise SystemExit(f"{failed} of {requests} answers were not 200 OK")
+    return spent / requests
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--requests", type=int, default=40000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--bare", action="store_true", help="a one-handler proxy instead")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="switch callgrind's instrumentation on for the loop only")
+    args = parser.parse_args(argv)
+    result: list[float] = []
+
+    async def run() -> None:
+        result.append(await measure(args.requests, args.clients, args.bare, args.callgrind))
+
+    run_loop(run())
+    what = "bare proxy" if args.bare else "gateway"
+    print(f"{what}: {result[0] * 1e6:.1f} µs CPU per request "
+          f"({args.requests} requests, {args.clients} clients)")
+
+
+if __name__ == "__main__":
+    main()
