@@ -423,6 +423,21 @@ async def test_no_answer_is_a_timeout() -> None:
     server.close()
 
 
+async def body_until_timeout(handler: Any, read_timeout: float) -> list[bytes]:
+    """The chunks an answer from `handler` gives before its silence times out."""
+    url, server, _ = await serve_raw(handler)
+    client = transport(read_timeout=read_timeout)
+    response = await client.send(post(url + "/"))
+    received = []
+    with pytest.raises(UpstreamTimeout, match="stopped sending"):
+        async for chunk in response.chunks():
+            received.append(chunk)
+    response.close()
+    await client.close()
+    server.close()
+    return received
+
+
 async def test_silence_in_the_middle_of_a_body_is_a_timeout() -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_head(reader)
@@ -430,17 +445,7 @@ async def test_silence_in_the_middle_of_a_body_is_a_timeout() -> None:
         await writer.drain()
         await asyncio.sleep(5)
 
-    url, server, _ = await serve_raw(handler)
-    client = transport(read_timeout=0.2)
-    response = await client.send(post(url + "/"))
-    received = []
-    with pytest.raises(UpstreamTimeout, match="stopped sending"):
-        async for chunk in response.chunks():
-            received.append(chunk)
-    assert received == [b"abc"]
-    response.close()
-    await client.close()
-    server.close()
+    assert await body_until_timeout(handler, read_timeout=0.2) == [b"abc"]
 
 
 async def test_a_slow_steady_body_outlives_the_read_timeout_then_silence_ends_it() -> None:
@@ -455,17 +460,7 @@ async def test_a_slow_steady_body_outlives_the_read_timeout_then_silence_ends_it
             await asyncio.sleep(0.05)
         await asyncio.sleep(5)
 
-    url, server, _ = await serve_raw(handler)
-    client = transport(read_timeout=0.5)
-    response = await client.send(post(url + "/"))
-    received = []
-    with pytest.raises(UpstreamTimeout, match="stopped sending"):
-        async for chunk in response.chunks():
-            received.append(chunk)
-    assert b"".join(received) == b"x" * 24
-    response.close()
-    await client.close()
-    server.close()
+    assert b"".join(await body_until_timeout(handler, read_timeout=0.5)) == b"x" * 24
 
 
 async def test_sse_events_arrive_before_the_server_finishes() -> None:
