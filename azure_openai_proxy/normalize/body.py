@@ -58,11 +58,22 @@ def _rewrite(
     if not keep_azure_fields:
         return _rewrite_parsed(body, client_model)
     try:
-        top = _decode_object(body)
-    except msgspec.DecodeError:  # not JSON, or not an object
+        return _rewrite_top_level(body, client_model)
+    except (ValueError, RecursionError):
+        # Not JSON, not an object, invalid UTF-8 or a number no float holds in what
+        # is decoded (msgspec's errors are ValueErrors), nesting past the decoder's
+        # depth: the answer goes back as Azure sent it.
         return body, None
+
+
+def _rewrite_top_level(
+    body: bytes, client_model: str | None
+) -> tuple[bytes, dict[str, Any] | None]:
+    top = _decode_object(body)
     raw_usage = top.get("usage")
-    usage = _decode_any(raw_usage) if raw_usage is not None else None
+    # orjson, as everywhere else a usage is read: a count past 64 bits becomes a float,
+    # which the access line and the metrics can always take.
+    usage = orjson.loads(bytes(raw_usage)) if raw_usage is not None else None
     changed = False
     if client_model is not None:
         raw_model = top.get("model")

@@ -13,6 +13,7 @@ requests (the formatting code stays hot in the CPU's caches). Attach a handler t
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 import time
@@ -116,13 +117,18 @@ class AccessLog:
 
     def _lines(self) -> bytes:
         out: list[bytes] = []
-        for record, now in self._pending:
+        pending, self._pending = self._pending, []  # a record that fails is not retried
+        for record, now in pending:
             line = record.line()
             second = int(now)
             stamp = self._stamp if second == self._second else self._new_second(second)
             line["ts"] = stamp + _MILLIS[int((now - second) * 1000) % 1000]
-            out.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
-        self._pending.clear()
+            try:
+                out.append(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+            except orjson.JSONEncodeError:
+                # A value orjson cannot write (an integer past 64 bits, a lone surrogate
+                # in some text): the standard library writes anything.
+                out.append(json.dumps(line, default=str).encode() + b"\n")
         return b"".join(out)
 
     def _new_second(self, second: int) -> str:

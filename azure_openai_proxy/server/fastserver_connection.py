@@ -274,14 +274,18 @@ class _HttpConnection(asyncio.Protocol):
         else:
             self.task = self.loop.create_task(self._serve(request))
 
-    async def _serve(self, request: FastRequest) -> None:
-        item: FastRequest | bytes = request
+    async def _serve(self, first: FastRequest) -> None:
+        item: FastRequest | bytes = first
+        del first  # not kept for the connection's life
         try:
             while True:
                 if isinstance(item, bytes):
                     self._write_and_close(item)
                     return
                 if not await self._answer(item) or self.closing or self.closed:
+                    if self.pending and isinstance(self.pending[0], bytes):
+                        # The next request could not be parsed: its error, then close.
+                        self._write_and_close(self.pending[0])
                     self.close()
                     return
                 self.ticks = 0  # idle from now: a long request must not count as idle time
@@ -290,6 +294,7 @@ class _HttpConnection(asyncio.Protocol):
                     self.resume_body()
                     continue
                 self.serving = False
+                item = b""  # the answered request is not kept while the connection idles
                 self.idle_waiter = self.loop.create_future()
                 item = await self.idle_waiter
         finally:

@@ -4,6 +4,7 @@ each request finished; no prompt and no key is ever part of a record."""
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -68,3 +69,19 @@ async def test_nothing_is_queued_below_info() -> None:
     log.write(record(1))
     log.flush()
     assert stream.getvalue() == b""
+
+
+async def test_a_value_orjson_cannot_write_is_logged_anyway_and_the_queue_goes_on() -> None:
+    configure_logging("info")
+    stream = io.BytesIO()
+    log = AccessLog(stream, flush_interval=60)
+    odd = record(1, usage={"prompt_tokens": 2**70})
+    odd.model = "caf\udce9"  # a lone surrogate
+    log.write(odd)
+    log.write(record(2))
+    log.flush()
+    log.write(record(3))
+    log.flush()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["request_id"] for line in lines] == ["id1", "id2", "id3"]
+    assert lines[0]["usage"] == {"prompt_tokens": 2**70} and lines[0]["model"] == "caf\udce9"

@@ -176,3 +176,22 @@ def test_values_the_gateway_does_not_change_go_back_byte_for_byte() -> None:
     out, _ = normalize_answer(body, client_model="gpt-4o", keep_azure_fields=True)
     assert out == (b'{"model":"gpt-4o","choices":[{"message": {"content": "caf\\u00e9"}}],'
                    b'"seed":123456789012345678901234567890}')
+
+
+@pytest.mark.parametrize("body", [
+    b'{"model":"gpt-4o-2024-08-06","usage":{"total_tokens":1e400}}',  # no float holds it
+    b'{"model":"gpt-4o-2024-08-06","usage":{"note":"\xff"}}',  # invalid UTF-8 in what is read
+    b'{"\xff":1,"model":"gpt-4o-2024-08-06"}',
+    b'{"model":"\xff"}',
+    b'{"model":"gpt-4o-2024-08-06","x":' + b"[" * 5000 + b"]" * 5000 + b"}",  # too deep
+])
+def test_answers_the_decoder_cannot_take_go_back_unchanged(body: bytes) -> None:
+    assert normalize_answer(body, client_model="gpt-4o", keep_azure_fields=True) == (body, None)
+
+
+def test_a_token_count_past_64_bits_is_read_as_a_float_as_everywhere_else() -> None:
+    """The access line and the metrics take any float; a 100-bit int they could not."""
+    body = b'{"model":"gpt-4o-2024-08-06","usage":{"prompt_tokens":123456789012345678901234567890}}'
+    out, usage = normalize_answer(body, client_model="gpt-4o", keep_azure_fields=True)
+    assert usage == {"prompt_tokens": 1.2345678901234568e29}
+    assert out == body.replace(b"gpt-4o-2024-08-06", b"gpt-4o")

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from azure_openai_proxy.server.fastserver import FastServer, serve_fast
+from azure_openai_proxy.server.fastserver_request import FastRequest
 from tests.support import free_port
 
 Reply = tuple[int, dict[str, str], bytes]
@@ -150,6 +151,34 @@ async def test_one_task_serves_a_keep_alive_connection_and_ends_with_it(server: 
     writer.close()
     await asyncio.wait_for(asyncio.gather(tasks[0], return_exceptions=True), 5)
     assert tasks[0].done() and not fast.connections
+
+
+async def test_an_idle_connection_keeps_no_request(server: Any) -> None:
+    """Between requests the serving task holds neither the first request nor the last
+    (their headers and bodies would live as long as the connection)."""
+    fast, _, port = server
+    reader, writer = await connect(port)
+    for n in range(2):
+        writer.write(post("/echo", b"%d" % n))
+        assert (await read_reply(reader))[0] == 200
+    (conn,) = fast.connections
+    assert conn.task is not None
+    held = [v for v in conn.task.get_coro().cr_frame.f_locals.values() if v is not conn]
+    assert not any(isinstance(v, FastRequest) for v in held), held
+    writer.close()
+
+
+async def test_garbage_behind_a_busy_request_gets_its_400_after_that_answer(server: Any) -> None:
+    _, events, port = server
+    reader, writer = await connect(port)
+    writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE \x01\r\n\r\n")
+    await asyncio.sleep(0.1)  # the garbage is parsed while the stream is being served
+    events.release.set()
+    status, _, body = await read_reply(reader)
+    assert status == 200 and body == b"data: first\n\ndata: second\n\n"
+    assert (await read_reply(reader))[0] == 400
+    assert await closed(reader)
+    writer.close()
 
 
 async def test_two_pipelined_requests_in_one_packet_answer_in_order(server: Any) -> None:
