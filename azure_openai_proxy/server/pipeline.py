@@ -355,7 +355,6 @@ class Gateway:
                 response.close()
                 lease.done()
 
-
     def _translate(
         self, request: web.Request, target: Target, caller: Caller, body: _Body,
         deployment: DeploymentSettings, client_model: str | None, record: RequestRecord,
