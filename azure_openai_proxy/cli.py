@@ -82,7 +82,7 @@ def _serve(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     except ConfigError as exc:
         print(f"azure-openai-proxy: config error: {exc}", file=sys.stderr)
         return 2
-    from azure_openai_proxy.server.runner import SettingsSource, refuse_open_relay, run
+    from azure_openai_proxy.runtime.runner import SettingsSource, refuse_open_relay, run
 
     refusal = refuse_open_relay(settings)
     if refusal:
@@ -107,7 +107,7 @@ def _check_config(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
-    from azure_openai_proxy.server.runner import describe
+    from azure_openai_proxy.runtime.runner import describe
 
     print(describe(settings))
     return 0
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
 
         return emulate(rest)
     if command == "demo":
-        from azure_openai_proxy.demo import main as demo
+        from azure_openai_proxy.runtime.demo import main as demo
 
         return demo(rest)
     if command == "check-config":

@@ -21,8 +21,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from azure_openai_proxy.entra import missing_entra_support
 from azure_openai_proxy.settings import DEFAULT_API_VERSION, Settings
+from azure_openai_proxy.upstream.entra import missing_entra_support
 
 __all__ = ["ConfigError", "load_settings", "parse_model_mapper"]
 

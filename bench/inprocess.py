@@ -38,15 +38,15 @@ from typing import Any
 from aiohttp import web
 
 from azure_openai_proxy.config import load_settings
-from azure_openai_proxy.fasttransport import FastTransport
-from azure_openai_proxy.fasttransport.connection import _Connection
-from azure_openai_proxy.fasttransport.pool import _HostPool
-from azure_openai_proxy.fasttransport.wire import _Target
-from azure_openai_proxy.server.accesslog import AccessLog
-from azure_openai_proxy.server.app import create_app
-from azure_openai_proxy.server.fastserver import FastServer
-from azure_openai_proxy.server.runner import run_loop
-from azure_openai_proxy.transport import UpstreamRequest
+from azure_openai_proxy.gateway.app import create_app
+from azure_openai_proxy.http.server import FastServer
+from azure_openai_proxy.observability.accesslog import AccessLog
+from azure_openai_proxy.runtime.runner import run_loop
+from azure_openai_proxy.upstream.fast import FastTransport
+from azure_openai_proxy.upstream.fast.connection import _Connection
+from azure_openai_proxy.upstream.fast.pool import _HostPool
+from azure_openai_proxy.upstream.fast.wire import _Target
+from azure_openai_proxy.upstream.transport import UpstreamRequest
 from bench.systems import AZURE_ANSWER, CHAT_BODY, CLIENT_KEY
 
 _UPSTREAM = "http://127.0.0.1:9"
@@ -141,7 +141,7 @@ def _bare_app() -> web.Application:
 
 async def measure(requests: int, clients: int, bare: bool, callgrind: bool) -> float:
     """CPU seconds per request over `requests` requests from `clients` connections."""
-    from azure_openai_proxy.server import accesslog
+    from azure_openai_proxy.observability import accesslog
 
     accesslog.access_logger.setLevel("INFO")  # the gateway's default level
     app = _bare_app() if bare else _gateway_app()

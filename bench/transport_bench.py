@@ -34,11 +34,11 @@ def _transport(name: str) -> Any:
 
     settings = UpstreamSettings()
     if name == "aiohttp":
-        from azure_openai_proxy.transport import AiohttpTransport
+        from azure_openai_proxy.upstream.transport import AiohttpTransport
 
         return AiohttpTransport(settings)
     if name == "fast":
-        from azure_openai_proxy.fasttransport import FastTransport
+        from azure_openai_proxy.upstream.fast import FastTransport
 
         return FastTransport(settings)
     return _PyreqwestTransport()
@@ -80,7 +80,7 @@ def serve(port: int, upstream: str, name: str) -> None:
     import uvloop
     from aiohttp import web
 
-    from azure_openai_proxy.transport import UpstreamRequest
+    from azure_openai_proxy.upstream.transport import UpstreamRequest
 
     async def main() -> None:
         transport = _transport(name)

@@ -11,10 +11,10 @@ import pytest
 from aiohttp import web
 
 from azure_openai_proxy.config import load_settings
-from azure_openai_proxy.demo import DEMO_MODELS
 from azure_openai_proxy.emulator import create_emulator_app, load_emulator_config, mask_secret
-from azure_openai_proxy.server.app import RUNNER_OPTIONS, create_app
-from azure_openai_proxy.server.fastserver import serve_fast
+from azure_openai_proxy.gateway.app import RUNNER_OPTIONS, create_app
+from azure_openai_proxy.http.server import serve_fast
+from azure_openai_proxy.runtime.demo import DEMO_MODELS
 from azure_openai_proxy.settings import Settings
 from tests.support import ServerThread, serve
 

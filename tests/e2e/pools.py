@@ -13,7 +13,7 @@ from typing import Any
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.emulator import create_emulator_app
 from azure_openai_proxy.emulator.config import EmulatedDeployment
-from azure_openai_proxy.server.app import RUNNER_OPTIONS, create_app
+from azure_openai_proxy.gateway.app import RUNNER_OPTIONS, create_app
 from azure_openai_proxy.settings import Settings
 from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, Emulator, emulator_config
 from tests.support import ServerThread, serve

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from azure_openai_proxy.server.app import create_app
-from azure_openai_proxy.server.fastserver import FastServer, serve_fast
+from azure_openai_proxy.gateway.app import create_app
+from azure_openai_proxy.http.server import FastServer, serve_fast
 from azure_openai_proxy.settings import Settings
 from tests.e2e.conftest import CLIENT_KEY, Emulator, gateway_settings
 from tests.e2e.scenarios import spoken_then_transcribed, streamed_chat

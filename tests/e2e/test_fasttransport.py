@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from azure_openai_proxy.fasttransport import FastTransport
-from azure_openai_proxy.server.app import RUNNER_OPTIONS, create_app
+from azure_openai_proxy.gateway.app import RUNNER_OPTIONS, create_app
+from azure_openai_proxy.upstream.fast import FastTransport
 from tests.e2e.conftest import CLIENT_KEY, Emulator, gateway_settings
 from tests.e2e.scenarios import spoken_then_transcribed, streamed_chat
 from tests.e2e.test_gateway_routes import assert_reached_azure

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from azure_openai_proxy.server.app import reload_app
+from azure_openai_proxy.gateway.app import reload_app
 from tests.e2e.conftest import CLIENT_KEY
 from tests.e2e.pools import (
     MODEL,

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from azure_openai_proxy.server import relay as relay_module
-from azure_openai_proxy.server.app import GATEWAY, create_app
-from azure_openai_proxy.server.fastserver import FastServer, serve_fast
+from azure_openai_proxy.gateway import relay as relay_module
+from azure_openai_proxy.gateway.app import GATEWAY, create_app
+from azure_openai_proxy.http.server import FastServer, serve_fast
 from azure_openai_proxy.settings import DeploymentSettings, Settings, UpstreamSettings
 
 Answer = Callable[[asyncio.StreamWriter], Awaitable[None]]

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from azure_openai_proxy.server.app import GATEWAY
+from azure_openai_proxy.gateway.app import GATEWAY
 from azure_openai_proxy.settings import Settings
 from tests.e2e.conftest import CLIENT_KEY, gateway_settings
 from tests.support import ServerThread, serve

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from azure_openai_proxy.server.accesslog import AccessLog, RequestRecord, configure_logging
+from azure_openai_proxy.observability.accesslog import AccessLog, RequestRecord, configure_logging
 
 
 @pytest.fixture(autouse=True)

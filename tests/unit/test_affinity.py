@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from azure_openai_proxy.affinity import ResourceAffinity, ids_referenced
+from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
 
 
 def test_ids_from_paths_and_bodies() -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.errors import NoDeploymentAvailable, RateLimited, UpstreamHttpError, UpstreamTimeout
+from azure_openai_proxy.gateway.balancer import Balancer, failure_reason
 from azure_openai_proxy.routing import RoutingTable
-from azure_openai_proxy.server.balancer import Balancer, failure_reason
 
 
 class Clock:

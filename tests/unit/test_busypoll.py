@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from azure_openai_proxy.server.busypoll import BusyPoll, cpus_available
+from azure_openai_proxy.http.busypoll import BusyPoll, cpus_available
 
 
 class CountingBusyPoll(BusyPoll):

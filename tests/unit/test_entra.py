@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pytest
 
 from azure_openai_proxy.config import load_settings
-from azure_openai_proxy.entra import EntraTokens, EntraUnavailable, missing_entra_support
 from azure_openai_proxy.settings import DeploymentSettings
+from azure_openai_proxy.upstream.entra import EntraTokens, EntraUnavailable, missing_entra_support
 
 SCOPE = "https://cognitiveservices.azure.com/.default"
 

@@ -14,8 +14,8 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from azure_openai_proxy.server.fastserver import FastServer, serve_fast
-from azure_openai_proxy.server.fastserver_request import FastRequest
+from azure_openai_proxy.http.request import FastRequest
+from azure_openai_proxy.http.server import FastServer, serve_fast
 from tests.support import free_port
 
 Reply = tuple[int, dict[str, str], bytes]
@@ -473,7 +473,7 @@ class RecordingChannel:
 
 
 async def test_a_streams_head_leaves_with_its_first_frame_or_alone_at_the_end_of_the_turn() -> None:
-    from azure_openai_proxy.server.fastserver_request import PayloadWriter
+    from azure_openai_proxy.http.request import PayloadWriter
 
     channel = RecordingChannel()
     writer = PayloadWriter(channel)

@@ -19,11 +19,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from azure_openai_proxy.errors import HostileInput, UpstreamTimeout, UpstreamUnreachable
-from azure_openai_proxy.fasttransport import HIGH_WATER, FastTransport
-from azure_openai_proxy.fasttransport.connection import _Connection
-from azure_openai_proxy.fasttransport.pool import _HostPool
 from azure_openai_proxy.settings import UpstreamSettings
-from azure_openai_proxy.transport import DRAIN_BYTES, AiohttpTransport, UpstreamRequest, UpstreamStreamBroken
+from azure_openai_proxy.upstream.fast import HIGH_WATER, FastTransport
+from azure_openai_proxy.upstream.fast.connection import _Connection
+from azure_openai_proxy.upstream.fast.pool import _HostPool
+from azure_openai_proxy.upstream.transport import (
+    DRAIN_BYTES,
+    AiohttpTransport,
+    UpstreamRequest,
+    UpstreamStreamBroken,
+)
 from tests.support import free_port
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -295,7 +300,7 @@ async def test_an_idle_connection_the_server_closed_unseen_is_not_used_for_a_pos
     import threading
     import time
 
-    from azure_openai_proxy.fasttransport import pool
+    from azure_openai_proxy.upstream.fast import pool
 
     monkeypatch.setattr(pool, "_CHECK_IDLE_AFTER", 0.0)
     listener = socket.create_server(("127.0.0.1", 0))
@@ -806,7 +811,7 @@ async def test_finish_in_background_keeps_the_connection_only_for_a_short_tail(
 def test_request_heads_frame_each_body_whatever_was_remembered() -> None:
     """The head's prefix is remembered per method, URL and headers; each body still gets
     its own framing, and a remembered prefix never hides a line break in a new header."""
-    from azure_openai_proxy.fasttransport.wire import _head, _parse_url
+    from azure_openai_proxy.upstream.fast.wire import _head, _parse_url
 
     target = _parse_url("http://azure.example:8001/openai/x?api-version=1")
     headers = {"api-key": "k", "content-type": "application/json"}

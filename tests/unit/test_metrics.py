@@ -6,9 +6,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from azure_openai_proxy.balancing import BreakerRules, PoolState
-from azure_openai_proxy.server import metrics as metrics_module
-from azure_openai_proxy.server.accesslog import RequestRecord
-from azure_openai_proxy.server.metrics import NoMetrics, PrometheusMetrics, metrics_for
+from azure_openai_proxy.observability import metrics as metrics_module
+from azure_openai_proxy.observability.accesslog import RequestRecord
+from azure_openai_proxy.observability.metrics import NoMetrics, PrometheusMetrics, metrics_for
 from azure_openai_proxy.settings import DeploymentSettings
 
 DEP = DeploymentSettings(model_name="gpt-4o", deployment_name="east-4o",

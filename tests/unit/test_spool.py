@@ -9,7 +9,7 @@ from aiohttp import StreamReader
 from aiohttp.base_protocol import BaseProtocol
 
 from azure_openai_proxy.errors import BodyTooLarge, MalformedBody
-from azure_openai_proxy.spool import SpooledBody, multipart_boundary
+from azure_openai_proxy.gateway.spool import SpooledBody, multipart_boundary
 
 BOUNDARY = b"XyZ123"
 

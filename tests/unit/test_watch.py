@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from azure_openai_proxy.server.watch import ConfigWatcher
+from azure_openai_proxy.runtime.watch import ConfigWatcher
 
 
 def test_a_change_of_the_file_calls_back_once(tmp_path: Path) -> None:

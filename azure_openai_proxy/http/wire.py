@@ -18,7 +18,7 @@ from azure_openai_proxy.errors import (
     RouteNotFound,
     error_body,
 )
-from azure_openai_proxy.server.fastserver_request import FastRequest
+from azure_openai_proxy.http.request import FastRequest
 
 _BODYLESS_STATUS = frozenset({204, 304})
 _OWN_HEADERS = frozenset({"content-length", "transfer-encoding", "connection"})

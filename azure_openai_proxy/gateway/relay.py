@@ -18,13 +18,13 @@ import orjson
 from aiohttp import web
 
 from azure_openai_proxy.errors import GatewayError, UpstreamError
+from azure_openai_proxy.http.request import FastRequest
+from azure_openai_proxy.http.wire import PlainAnswer
 from azure_openai_proxy.normalize.body import normalize_answer
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
-from azure_openai_proxy.server.accesslog import RequestRecord
-from azure_openai_proxy.server.fastserver_request import FastRequest
-from azure_openai_proxy.server.fastserver_wire import PlainAnswer
+from azure_openai_proxy.observability.accesslog import RequestRecord
 from azure_openai_proxy.translate import relayed_response_headers
-from azure_openai_proxy.transport import UpstreamResponse
+from azure_openai_proxy.upstream.transport import UpstreamResponse
 
 __all__ = ["relay"]
 

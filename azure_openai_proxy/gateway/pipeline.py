@@ -23,7 +23,6 @@ from typing import Any, Literal
 import orjson
 from aiohttp import web
 
-from azure_openai_proxy.affinity import ResourceAffinity, ids_referenced
 from azure_openai_proxy.auth import Caller, ClientKeyring
 from azure_openai_proxy.balancing import estimated_cost
 from azure_openai_proxy.compat import (
@@ -32,29 +31,30 @@ from azure_openai_proxy.compat import (
     adapt_completions_request,
     infer_family,
 )
-from azure_openai_proxy.entra import EntraTokens
 from azure_openai_proxy.errors import (
     BodyTooLarge,
     GatewayError,
     MalformedBody,
     UpstreamError,
 )
+from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
+from azure_openai_proxy.gateway.balancer import Balancer
+from azure_openai_proxy.gateway.relay import relay
+from azure_openai_proxy.gateway.spool import SpooledBody, multipart_boundary
+from azure_openai_proxy.http.busypoll import BusyPoll
 from azure_openai_proxy.normalize.stream import StreamPolicy
 from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate_upstream_error
+from azure_openai_proxy.observability.accesslog import RECORD, RequestRecord
 from azure_openai_proxy.routing import Pool, RoutingTable, Target, classify
-from azure_openai_proxy.server.accesslog import RECORD, RequestRecord
-from azure_openai_proxy.server.balancer import Balancer
-from azure_openai_proxy.server.busypoll import BusyPoll
-from azure_openai_proxy.server.relay import relay
 from azure_openai_proxy.settings import DeploymentSettings, Settings
-from azure_openai_proxy.spool import SpooledBody, multipart_boundary
 from azure_openai_proxy.translate import (
     api_version_for,
     azure_auth_headers,
     forwarded_headers,
     upstream_url,
 )
-from azure_openai_proxy.transport import (
+from azure_openai_proxy.upstream.entra import EntraTokens
+from azure_openai_proxy.upstream.transport import (
     Transport,
     UpstreamRequest,
     UpstreamResponse,

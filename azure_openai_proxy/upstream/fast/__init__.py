@@ -27,11 +27,11 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from multidict import CIMultiDict
 
 from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
-from azure_openai_proxy.fasttransport.connection import HIGH_WATER, _Connection, _Stale
-from azure_openai_proxy.fasttransport.pool import _HostPool
-from azure_openai_proxy.fasttransport.wire import _head, _parse_url, _Target
 from azure_openai_proxy.settings import UpstreamSettings
-from azure_openai_proxy.transport import (
+from azure_openai_proxy.upstream.fast.connection import HIGH_WATER, _Connection, _Stale
+from azure_openai_proxy.upstream.fast.pool import _HostPool
+from azure_openai_proxy.upstream.fast.wire import _head, _parse_url, _Target
+from azure_openai_proxy.upstream.transport import (
     DRAIN_BYTES,
     DRAIN_SECONDS,
     UpstreamRequest,

@@ -40,7 +40,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from azure_openai_proxy.balancing import DeploymentState
-from azure_openai_proxy.server.accesslog import RequestRecord
+from azure_openai_proxy.observability.accesslog import RequestRecord
 
 __all__ = ["Metrics", "NoMetrics", "PrometheusMetrics", "metrics_for"]
 

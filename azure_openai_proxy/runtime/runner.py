@@ -23,9 +23,9 @@ from typing import Any
 from aiohttp import web
 
 from azure_openai_proxy.config import ConfigError, load_settings
-from azure_openai_proxy.server.accesslog import configure_logging
-from azure_openai_proxy.server.app import RUNNER_OPTIONS, create_app, reload_app
-from azure_openai_proxy.server.watch import ConfigWatcher
+from azure_openai_proxy.gateway.app import RUNNER_OPTIONS, create_app, reload_app
+from azure_openai_proxy.observability.accesslog import configure_logging
+from azure_openai_proxy.runtime.watch import ConfigWatcher
 from azure_openai_proxy.settings import Settings
 
 __all__ = ["SettingsSource", "describe", "refuse_open_relay", "run", "serve_forever"]
@@ -113,7 +113,7 @@ async def start_server(
     let requests and streams in flight finish for up to the grace period, clean up)."""
     host = settings.host or None
     if settings.server_engine == "fast":
-        from azure_openai_proxy.server.fastserver import serve_fast
+        from azure_openai_proxy.http.server import serve_fast
 
         server = await serve_fast(app, host, settings.port, reuse_port=reuse_port, backlog=2048,
                                   shutdown_grace=settings.shutdown_grace_seconds)

@@ -20,13 +20,13 @@ from azure_openai_proxy.errors import (
     GatewayError,
     error_body,
 )
-from azure_openai_proxy.server.fastserver_request import (
+from azure_openai_proxy.http.request import (
     BODY_HIGH_WATER,
     ClientLeft,
     FastRequest,
     RequestBody,
 )
-from azure_openai_proxy.server.fastserver_wire import (
+from azure_openai_proxy.http.wire import (
     _BODYLESS_STATUS,
     PlainAnswer,
     _answer_head,
@@ -39,7 +39,7 @@ from azure_openai_proxy.server.fastserver_wire import (
 )
 
 if TYPE_CHECKING:
-    from azure_openai_proxy.server.fastserver import FastServer
+    from azure_openai_proxy.http.server import FastServer
 
 __all__ = ["_HttpConnection"]
 

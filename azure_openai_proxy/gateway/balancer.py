@@ -40,8 +40,8 @@ from azure_openai_proxy.errors import (
     UpstreamError,
     UpstreamHttpError,
 )
+from azure_openai_proxy.observability.metrics import Metrics, NoMetrics
 from azure_openai_proxy.routing import Pool
-from azure_openai_proxy.server.metrics import Metrics, NoMetrics
 from azure_openai_proxy.settings import DeploymentSettings, Settings
 
 __all__ = ["Balancer", "Failover", "Lease", "failure_reason", "rules_of"]

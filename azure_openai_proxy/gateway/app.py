@@ -21,7 +21,6 @@ from aiohttp import web
 
 from azure_openai_proxy import __version__
 from azure_openai_proxy.balancing import PoolState
-from azure_openai_proxy.entra import EntraTokens, TokenCredential
 from azure_openai_proxy.errors import (
     BodyTooLarge,
     GatewayError,
@@ -29,13 +28,14 @@ from azure_openai_proxy.errors import (
     RouteNotFound,
     error_body,
 )
-from azure_openai_proxy.fasttransport import FastTransport
-from azure_openai_proxy.server.accesslog import RECORD, AccessLog, RequestRecord
-from azure_openai_proxy.server.balancer import Balancer, rules_of
-from azure_openai_proxy.server.metrics import Metrics, metrics_for
-from azure_openai_proxy.server.pipeline import Gateway
+from azure_openai_proxy.gateway.balancer import Balancer, rules_of
+from azure_openai_proxy.gateway.pipeline import Gateway
+from azure_openai_proxy.observability.accesslog import RECORD, AccessLog, RequestRecord
+from azure_openai_proxy.observability.metrics import Metrics, metrics_for
 from azure_openai_proxy.settings import Settings, UpstreamSettings
-from azure_openai_proxy.transport import AiohttpTransport, Transport
+from azure_openai_proxy.upstream.entra import EntraTokens, TokenCredential
+from azure_openai_proxy.upstream.fast import FastTransport
+from azure_openai_proxy.upstream.transport import AiohttpTransport, Transport
 
 __all__ = ["GATEWAY", "METRICS", "RUNNER_OPTIONS", "create_app", "reload_app"]
 

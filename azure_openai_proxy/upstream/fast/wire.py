@@ -7,7 +7,7 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from azure_openai_proxy.errors import HostileInput, UpstreamUnreachable
-from azure_openai_proxy.transport import UpstreamRequest
+from azure_openai_proxy.upstream.transport import UpstreamRequest
 
 __all__ = ["_Target", "_head", "_parse_url"]
 

@@ -16,10 +16,10 @@ import httptools
 from multidict import CIMultiDict
 
 from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
-from azure_openai_proxy.transport import UpstreamStreamBroken
+from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
 
 if TYPE_CHECKING:
-    from azure_openai_proxy.fasttransport.pool import _HostPool
+    from azure_openai_proxy.upstream.fast.pool import _HostPool
 
 __all__ = ["HIGH_WATER", "_Connection", "_Stale", "_readable"]
 

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from azure_openai_proxy.server.accesslog import configure_logging
-from azure_openai_proxy.server.app import RUNNER_OPTIONS, create_app
-from azure_openai_proxy.server.runner import run_loop
+from azure_openai_proxy.gateway.app import RUNNER_OPTIONS, create_app
+from azure_openai_proxy.observability.accesslog import configure_logging
+from azure_openai_proxy.runtime.runner import run_loop
 from azure_openai_proxy.settings import DeploymentSettings, Settings
 
 __all__ = ["DEMO_CLIENT_KEY", "DEMO_MODELS", "demo_settings", "main"]

@@ -36,11 +36,11 @@ from typing import Any, cast
 from aiohttp import web
 from yarl import URL
 
-from azure_openai_proxy.server.fastserver_connection import _HttpConnection
-from azure_openai_proxy.server.fastserver_request import (
+from azure_openai_proxy.http.connection import _HttpConnection
+from azure_openai_proxy.http.request import (
     FastRequest,
 )
-from azure_openai_proxy.server.fastserver_wire import (
+from azure_openai_proxy.http.wire import (
     _DateHeader,
 )
 

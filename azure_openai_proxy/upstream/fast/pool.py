@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from azure_openai_proxy.fasttransport.connection import _Connection
+from azure_openai_proxy.upstream.fast.connection import _Connection
 
 __all__ = ["_CHECK_IDLE_AFTER", "_HostPool"]
 

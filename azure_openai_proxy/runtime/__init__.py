@@ -1,0 +1,1 @@
+"""Running the gateway: the event loop, worker processes, signals, reload, and the demo."""
