@@ -37,8 +37,8 @@ def _serve_parser(prog: str) -> argparse.ArgumentParser:
                         help="answer CORS preflights and allow browsers to call the gateway")
     parser.add_argument("--workers", type=int, metavar="N", help="worker processes (one port)")
     parser.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning, error")
-    parser.add_argument("--server-engine", choices=("aiohttp", "fast"),
-                        help="HTTP server: the lean one (default), or aiohttp's")
+    parser.add_argument("--server-engine", choices=("fast",),
+                        help="HTTP server engine (only `fast`: see the README's 'The HTTP server')")
     parser.add_argument("--watch-config", action="store_true", default=None,
                         help="reload when the config file changes (polled every 2 s)")
     parser.add_argument("--allow-open", action="store_true", default=None,

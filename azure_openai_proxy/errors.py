@@ -10,6 +10,7 @@
     │   ├── RouteNotFound             404 unknown_url
     │   └── ModelNotFound             404 model_not_found
     ├── MethodNotAllowed              405
+    ├── RequestTimeout                408 (the request body stalled)
     ├── BodyTooLarge                  413
     ├── RateLimited                   429 rate_limit_exceeded (carries retry-after)
     ├── UpstreamHttpError             any status Azure answered, already in OpenAI's shape
@@ -19,8 +20,8 @@
         ├── EntraUnavailable          502 (no Entra ID token for a deployment's scope)
         └── NoDeploymentAvailable     503 (every deployment cooling down / circuit open)
 
-Errors are raised anywhere in the pipeline and rendered once, by the server's error
-middleware, through `GatewayError.body()` and `GatewayError.headers()`.
+Errors are raised anywhere in the pipeline and rendered once, by `gateway/app.py`'s
+`error_answer`, through `GatewayError.render()` and `GatewayError.headers()`.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "NoDeploymentAvailable",
     "NotFound",
     "RateLimited",
+    "RequestTimeout",
     "RouteNotFound",
     "UnsupportedParameter",
     "UpstreamError",
@@ -141,6 +143,12 @@ class MethodNotAllowed(GatewayError):
     status = 405
     type_ = "invalid_request_error"
     code = "method_not_allowed"
+
+
+class RequestTimeout(GatewayError):
+    status = 408
+    type_ = "invalid_request_error"
+    code = "timeout"
 
 
 class BodyTooLarge(GatewayError):

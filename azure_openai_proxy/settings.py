@@ -141,11 +141,12 @@ class Settings(_Frozen):
     log_level: str = "info"
     log_prompts: bool = False
     workers: int = Field(default=1, ge=1)
-    # `fast`: our HTTP/1.1 server (asyncio + httptools, server/fastserver.py), ~20-30% more
-    # throughput than `aiohttp`'s server (bench/README.md); every gateway e2e test runs on both.
-    server_engine: Literal["aiohttp", "fast"] = "fast"
+    # `fast`: our HTTP/1.1 server (asyncio + httptools, http/server.py), the one engine
+    # (bench/README.md says why). aiohttp's server engine was removed: it wrote the raw
+    # request head, `Authorization` included, to its log and its 400 body.
+    server_engine: Literal["fast"] = "fast"
     # After a request arrives and after Azure answers, the event loop polls instead of
-    # sleeping for this long (server/busypoll.py): less latency on a quiet gateway, for
+    # sleeping for this long (http/busypoll.py): less latency on a quiet gateway, for
     # some CPU. 0 turns it off; it is off by itself with under two CPUs.
     busy_poll_us: int = Field(default=200, ge=0, le=100_000)
     routing_strategy: Literal["weighted", "least-busy", "latency"] = "weighted"

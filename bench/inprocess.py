@@ -32,13 +32,12 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
-
-from aiohttp import web
 
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.gateway.app import create_app
+from azure_openai_proxy.http.interface import Answer, Application, HttpRequest, Reply
 from azure_openai_proxy.http.server import FastServer
 from azure_openai_proxy.observability.accesslog import AccessLog
 from azure_openai_proxy.runtime.runner import run_loop
@@ -108,7 +107,7 @@ class _LoopbackTransport(FastTransport):
         return conn
 
 
-def _gateway_app() -> web.Application:
+def _gateway_app() -> Application:
     settings = load_settings({
         "client_keys": [CLIENT_KEY], "log_level": "info", "metrics": True,
         "deployment_config": [{
@@ -121,22 +120,36 @@ def _gateway_app() -> web.Application:
                       access_log=AccessLog(io.BytesIO()))
 
 
-def _bare_app() -> web.Application:
-    settings = load_settings({"endpoint": _UPSTREAM, "api_key": "k"}, {})
-    upstream = _LoopbackTransport(settings.upstream)
-    url = f"{_UPSTREAM}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+class _BareApp:
+    """A one-handler proxy on the same engine and client: the floor."""
 
-    async def proxy(request: web.Request) -> web.Response:
-        body = await request.read()
-        answer = await upstream.send(UpstreamRequest(
-            "POST", url, {"api-key": "k", "content-type": "application/json"}, body))
+    def __init__(self) -> None:
+        settings = load_settings({"endpoint": _UPSTREAM, "api_key": "k"}, {})
+        self.upstream = _LoopbackTransport(settings.upstream)
+        self.url = f"{_UPSTREAM}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+
+    def __call__(self, request: HttpRequest) -> Awaitable[Reply]:
+        return self.proxy(request)
+
+    async def proxy(self, request: HttpRequest) -> Reply:
+        body = await request.read(1 << 20)
+        answer = await self.upstream.send(UpstreamRequest(
+            "POST", self.url, {"api-key": "k", "content-type": "application/json"}, body))
         data = await answer.read(1 << 20)
         answer.close()
-        return web.Response(body=data, status=answer.status, content_type="application/json")
+        return Answer(answer.status, {"content-type": "application/json"}, data)
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", proxy)
-    return app
+    def refusal(self, status: int, message: str, code: str | None = None) -> Answer:
+        return Answer(status, {}, message.encode())
+
+    async def startup(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+    async def cleanup(self) -> None:
+        await self.upstream.close()
 
 
 async def measure(requests: int, clients: int, bare: bool, callgrind: bool) -> float:
@@ -144,8 +157,7 @@ async def measure(requests: int, clients: int, bare: bool, callgrind: bool) -> f
     from azure_openai_proxy.observability import accesslog
 
     accesslog.access_logger.setLevel("INFO")  # the gateway's default level
-    app = _bare_app() if bare else _gateway_app()
-    app.freeze()
+    app: Application = _BareApp() if bare else _gateway_app()
     await app.startup()
     server = FastServer(app)
     loop = asyncio.get_running_loop()

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-ORDER = ("direct", "nginx", "gateway-1w", "gateway-Nw", "gateway-1w-aiohttp", "LiteLLM")
-GATEWAYS = ("gateway-1w", "gateway-Nw", "gateway-1w-aiohttp")
+ORDER = ("direct", "nginx", "gateway-1w", "gateway-Nw", "gateway-1w-granian", "LiteLLM")
+GATEWAYS = ("gateway-1w", "gateway-Nw", "gateway-1w-granian")
 Results = dict[str, Any]
 
 

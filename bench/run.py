@@ -30,7 +30,7 @@ from bench.procs import Children, descendants, rss_mb
 from bench.streams import many_streams, measure_ttft
 from bench.systems import SLOW_DEPLOYMENT, System
 
-SYSTEMS = ("direct", "nginx", "gateway-1w", "gateway-Nw", "gateway-1w-aiohttp", "LiteLLM")
+SYSTEMS = ("direct", "nginx", "gateway-1w", "gateway-Nw", "gateway-1w-granian", "LiteLLM")
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,6 @@ def _phase_requests(plan: Plan, children: Children, results: dict[str, Any]) -> 
         ("nginx", lambda: systems.start_nginx_proxy(children, port)),
         ("gateway-1w", lambda: systems.start_gateway(children, port, 1, "gateway-1w")),
         ("gateway-Nw", lambda: systems.start_gateway(children, port, plan.workers, "gateway-Nw")),
-        # The same gateway on aiohttp's HTTP server instead of the default lean one.
-        ("gateway-1w-aiohttp", lambda: systems.start_gateway(children, port, 1, "gateway-1w-aiohttp",
-                                                             engine="aiohttp")),
     ]
     if plan.litellm is not None:
         binary = plan.litellm

@@ -1,7 +1,10 @@
-"""Real servers on loopback for the tests: an aiohttp app in a thread of its own.
+"""Real servers on loopback for the tests, each in a thread of its own.
 
 Each server runs its own event loop in a daemon thread, so a test can drive it with
-a blocking client (the official `openai` SDK's sync client) or from another loop.
+a blocking client (the official `openai` SDK's sync client) or from another loop. The
+gateway (an `http.interface.Application`) is served by FastServer; the emulator (an
+aiohttp application) by aiohttp. Both listen on a socket bound here and handed over,
+never on a port guessed free and bound again later (a race under xdist).
 """
 
 from __future__ import annotations
@@ -17,28 +20,38 @@ from typing import Any
 
 from aiohttp import web
 
-AppFactory = Callable[[], web.Application | Awaitable[web.Application]]
-# Serves an app on a port and returns how to stop it (instead of aiohttp's AppRunner).
-Starter = Callable[[web.Application, int], Awaitable[Callable[[], Awaitable[None]]]]
+from azure_openai_proxy.gateway.app import GatewayApp
+from azure_openai_proxy.http.server import serve_fast
+
+App = web.Application | GatewayApp
+AppFactory = Callable[[], App | Awaitable[App]]
 
 
 def free_port() -> int:
+    """A port nothing listens on now (for a process that binds it itself, or a dead
+    upstream). In-process servers get a bound socket instead: `bound_socket()`."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+def bound_socket(port: int = 0) -> socket.socket:
+    """A listening-ready TCP socket bound on 127.0.0.1 (port 0: any free one)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
 @dataclass
 class ServerThread:
-    """An aiohttp application served on 127.0.0.1 from a background thread."""
+    """An application served on 127.0.0.1 from a background thread."""
 
     factory: AppFactory
     port: int = 0
-    runner_options: dict[str, Any] = field(default_factory=dict)
-    starter: Starter | None = None
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
-    app: web.Application | None = None
-    _runner: web.AppRunner | None = None
+    app: Any = None
+    shutdown_grace: float = 5.0
     _stop: Callable[[], Awaitable[None]] | None = None
     _thread: threading.Thread | None = None
 
@@ -46,29 +59,30 @@ class ServerThread:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    async def _boot(self) -> None:
+        made = self.factory()
+        self.app = await made if asyncio.iscoroutine(made) else made
+        sock = bound_socket(self.port)
+        self.port = int(sock.getsockname()[1])
+        if isinstance(self.app, GatewayApp):
+            server = await serve_fast(self.app, None, 0, backlog=128, sock=sock,
+                                      max_body_bytes=self.app.settings.max_body_bytes)
+            grace = self.shutdown_grace
+            self._stop = lambda: server.shutdown(grace)
+            return
+        runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        self._stop = runner.cleanup
+
     def start(self) -> ServerThread:
         started = threading.Event()
         failure: list[BaseException] = []
 
-        async def boot() -> None:
-            made = self.factory()
-            self.app = await made if asyncio.iscoroutine(made) else made  # type: ignore[assignment]
-            assert self.app is not None
-            if self.starter is not None:
-                self.port = self.port or free_port()
-                self._stop = await self.starter(self.app, self.port)
-                return
-            options = {"handle_signals": False, "access_log": None, **self.runner_options}
-            self._runner = web.AppRunner(self.app, **options)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", self.port or free_port())
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-
         def run() -> None:
             asyncio.set_event_loop(self.loop)
             try:
-                self.loop.run_until_complete(boot())
+                self.loop.run_until_complete(self._boot())
             except BaseException as exc:  # reported to the starting thread
                 failure.append(exc)
                 started.set()
@@ -88,18 +102,17 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(fn(), self.loop).result(30)
 
     def stop(self) -> None:
-        stop = self._stop or (self._runner.cleanup if self._runner is not None else None)
-        if stop is not None:
+        if self._stop is not None:
             with contextlib.suppress(Exception):
-                self.call(stop)
+                self.call(self._stop)
         self.loop.call_soon_threadsafe(self.loop.stop)
         if self._thread is not None:
             self._thread.join(10)
 
 
 @contextmanager
-def serve(factory: AppFactory, port: int = 0, **runner_options: Any) -> Iterator[ServerThread]:
-    server = ServerThread(factory, port=port, runner_options=runner_options).start()
+def serve(factory: AppFactory, port: int = 0) -> Iterator[ServerThread]:
+    server = ServerThread(factory, port=port).start()
     try:
         yield server
     finally:

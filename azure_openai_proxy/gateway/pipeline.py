@@ -3,7 +3,8 @@
     classify -> authenticate -> read body -> pick deployment(s) -> translate
       -> send upstream, with failover -> relay (normalized) -> log
 
-`Gateway.handle` is the one aiohttp handler for every proxied route. The decisions are
+`Gateway.handle` answers every proxied route (`app.py` sends it everything that is not
+the gateway's own: health, metrics). The decisions are
 made by pure modules (`routing`, `auth`, `translate`, `compat`, `normalize`); this module
 only sequences them and moves bytes.
 """
@@ -19,9 +20,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 import orjson
-from aiohttp import web
 
 from azure_openai_proxy.auth import Caller, ClientKeyring
 from azure_openai_proxy.balancing import estimated_cost
@@ -41,10 +42,12 @@ from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.relay import relay
 from azure_openai_proxy.gateway.spool import SpooledBody, multipart_boundary
+from azure_openai_proxy.http import interface as http
 from azure_openai_proxy.http.busypoll import BusyPoll
+from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.normalize.stream import StreamPolicy
 from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate_upstream_error
-from azure_openai_proxy.observability.accesslog import RECORD, RequestRecord
+from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, RoutingTable, Target, classify
 from azure_openai_proxy.settings import DeploymentSettings, Settings
 from azure_openai_proxy.translate import (
@@ -123,14 +126,18 @@ class Gateway:
 
     # -- entry point -----------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    def new_record(self, method: str) -> RequestRecord:
+        """The record of a request this gateway is about to handle, with its id."""
+        return RequestRecord(self._request_ids(), method)
+
+    async def handle(self, request: HttpRequest, record: RequestRecord) -> Reply:
+        """Answer `request`, filling in `record` as it goes. GatewayErrors propagate
+        (`app.py` renders them); their status is in the record first."""
         if self._busy is not None:
             self._busy.poke()  # Azure's answer will follow soon: don't fall asleep
-        record = RequestRecord(self._request_ids(), request.method)
-        request[RECORD] = record  # app._serve times the request, logs it and counts it
         body: _Body | None = None
         try:
-            target = self._classify(request.method, request.rel_url.raw_path)
+            target = self._classify(request.method, request.path)
             record.route = target.operation if target.kind != "resource" else target.operation.split("/")[0]
             caller = self.keyring.authenticate(request.headers)
             if target.kind in ("models", "model"):
@@ -159,12 +166,12 @@ class Gateway:
 
     def _url(
         self, deployment: DeploymentSettings, target: Target, version: str | None,
-        request: web.Request,
+        request: HttpRequest,
     ) -> str:
         """The upstream URL; cached for deployment operations (they carry no client query,
         so it is not even parsed for them)."""
         if target.kind != "deployment":
-            return upstream_url(deployment, target, version, request.query.items())
+            return upstream_url(deployment, target, version, _query(request))
         key = (deployment.endpoint, deployment.deployment_name, deployment.api, target.operation,
                version)
         url = self._urls.get(key)
@@ -189,24 +196,24 @@ class Gateway:
 
     # -- local answers -----------------------------------------------------------------
 
-    def _models(self, target: Target) -> web.Response:
+    def _models(self, target: Target) -> Answer:
         created = 1_700_000_000
         if target.kind == "model":
             assert target.path_model is not None
             pool = self.table.resolve(target.path_model)
-            return _json_response({"id": pool.model, "object": "model", "created": created,
+            return _json_answer({"id": pool.model, "object": "model", "created": created,
                                    "owned_by": "azure-openai"})
         data = [
             {"id": name, "object": "model", "created": created, "owned_by": "azure-openai"}
             for name in self.table.model_names
         ]
-        return _json_response({"object": "list", "data": data})
+        return _json_answer({"object": "list", "data": data})
 
     # -- reading the body ------------------------------------------------------------
 
-    async def _read_body(self, request: web.Request, target: Target) -> _Body:
+    async def _read_body(self, request: HttpRequest, target: Target) -> _Body:
         content_type = request.headers.get("Content-Type", "")
-        if request.method in ("GET", "DELETE", "HEAD") and not request.can_read_body:
+        if request.method in ("GET", "DELETE", "HEAD") and not request.has_body:
             return _Body()
         limit = self.settings.max_body_bytes
         if request.content_length is not None and request.content_length > limit:
@@ -216,14 +223,12 @@ class Gateway:
         )
         if wants_multipart:
             boundary = multipart_boundary(content_type)
-            spool = await SpooledBody.read(request.content, limit)
+            spool = await SpooledBody.read(request.body_chunks(), limit)
             return _Body(spool=spool, boundary=boundary, content_type=content_type)
         try:
-            raw = await request.read()  # bounded by the app's client_max_size
-        except web.HTTPRequestEntityTooLarge:
-            raise BodyTooLarge(
-                f"The request body is larger than the limit of {limit} bytes."
-            ) from None
+            raw = await request.read(limit)
+        except http.BodyTooLarge as exc:
+            raise BodyTooLarge(str(exc)) from None
         if target.kind == "resource" and not raw:
             return _Body(raw=raw, content_type=content_type or None)
         if target.kind == "resource" and "json" not in content_type.lower() and content_type:
@@ -276,9 +281,9 @@ class Gateway:
         return pools[0]
 
     async def _proxy(
-        self, request: web.Request, target: Target, caller: Caller, body: _Body,
+        self, request: HttpRequest, target: Target, caller: Caller, body: _Body,
         record: RequestRecord,
-    ) -> web.StreamResponse:
+    ) -> Reply:
         """Try the pool's deployments as the balancer orders them until one answers.
 
         Failover happens only before the first byte reaches the client: a 429, 5xx,
@@ -315,7 +320,10 @@ class Gateway:
                 lease.failed(str(exc.code))
                 lease.done()
                 record.retries.append(f"{deployment.deployment_name}:{exc.code}")
-                run.failed(exc)
+                # Without its traceback: the run outlives this frame's locals, and a
+                # traceback pointing back at this frame would keep the request body
+                # alive in a reference cycle until a full collection.
+                run.failed(exc.with_traceback(None))
                 continue
             except BaseException:
                 lease.done()
@@ -335,9 +343,16 @@ class Gateway:
                     client_credentials=deployment.auth == "passthrough",
                 )
                 if not is_retryable(response.status):
-                    raise error
+                    # Raised from a local that is cleared first: a frame that holds its
+                    # own exception is a reference cycle (frame -> exception ->
+                    # traceback -> frame) that keeps the request body alive.
+                    try:
+                        raise error
+                    finally:
+                        del error
                 record.retries.append(f"{deployment.deployment_name}:{response.status}")
                 run.failed(error)
+                del error
                 continue
             try:
                 restored = client_model if self.settings.response_model == "client" else None
@@ -356,11 +371,11 @@ class Gateway:
                 lease.done()
 
     def _translate(
-        self, request: web.Request, target: Target, caller: Caller, body: _Body,
+        self, request: HttpRequest, target: Target, caller: Caller, body: _Body,
         deployment: DeploymentSettings, client_model: str | None, record: RequestRecord,
         token: str | None = None,
     ) -> tuple[UpstreamRequest, StreamPolicy | None]:
-        client_version = request.query.get("api-version") if target.native else None
+        client_version = _query_value(request, "api-version") if target.native else None
         version = api_version_for(
             deployment, target, client_version, self.settings.honour_client_api_version
         )
@@ -394,7 +409,7 @@ class Gateway:
             if needs_model and client_model is not None and data.get("model") != deployment.deployment_name:
                 data = {**data, "model": deployment.deployment_name}
                 changed = True
-            payload = orjson.dumps(data) if changed else body.raw
+            payload = _reencoded(data) if changed else body.raw
             headers["content-type"] = "application/json"
         elif body.spool is not None and body.boundary is not None:
             replace = None
@@ -453,5 +468,28 @@ def _request_id_source() -> Callable[[], str]:
     return map(f"{prefix}{{:08x}}".format, itertools.count(1)).__next__
 
 
-def _json_response(data: Mapping[str, Any], status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+def _json_answer(data: Mapping[str, Any], status: int = 200) -> Answer:
+    return Answer(status, {"content-type": "application/json"}, orjson.dumps(data))
+
+
+def _reencoded(data: dict[str, Any]) -> bytes:
+    """The adapted body as JSON. orjson writes at most 254 levels of nesting while it
+    reads 1,024: a body between the two is the client's error, not ours."""
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        raise MalformedBody(
+            "The JSON body of your request is nested too deeply (at most 254 levels)."
+        ) from None
+
+
+def _query(request: HttpRequest) -> list[tuple[str, str]]:
+    """The client's query parameters, in order (only resource calls forward any)."""
+    return parse_qsl(request.query_string, keep_blank_values=True)
+
+
+def _query_value(request: HttpRequest, name: str) -> str | None:
+    for key, value in _query(request):
+        if key == name:
+            return value
+    return None

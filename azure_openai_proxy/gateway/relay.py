@@ -12,17 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, cast
 
 import orjson
-from aiohttp import web
 
 from azure_openai_proxy.errors import GatewayError, UpstreamError
-from azure_openai_proxy.http.request import FastRequest
-from azure_openai_proxy.http.wire import PlainAnswer
+from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply, ResponseStream
 from azure_openai_proxy.normalize.body import normalize_answer
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
-from azure_openai_proxy.observability.accesslog import RequestRecord
+from azure_openai_proxy.observability.record import RequestRecord, usage_of
 from azure_openai_proxy.translate import relayed_response_headers
 from azure_openai_proxy.upstream.transport import UpstreamResponse
 
@@ -36,10 +33,10 @@ _MODEL_RESTORED = frozenset({"chat/completions", "completions", "embeddings", "r
 
 
 async def relay(
-    request: web.Request, operation: str, response: UpstreamResponse,
+    request: HttpRequest, operation: str, response: UpstreamResponse,
     policy: StreamPolicy | None, client_model: str | None, keep_azure_fields: bool,
     record: RequestRecord, *, want_id: bool = False,
-) -> web.StreamResponse:
+) -> Reply:
     """Send `response` to the client; `client_model` is the name to restore (or None).
     With `want_id`, the `id` of a created object (a 2xx JSON answer) goes into
     `record.created_id`, for resource affinity."""
@@ -61,32 +58,25 @@ async def relay(
                 raw, client_model=client_model, keep_azure_fields=keep_azure_fields
             )
         elif b'"usage"' in raw:
-            record.usage = _usage_of(raw)
+            record.usage = usage_of(raw)
         if want_id and 200 <= response.status < 300:
             record.created_id = _id_of(raw)
-        if isinstance(request, FastRequest):
-            # FastServer writes this straight out; the type is cast for the app's
-            # signatures, which only read `status`, `headers` and `prepared` from it.
-            headers["content-type"] = "application/json"
-            return cast(web.StreamResponse, PlainAnswer(response.status, headers, raw))
-        headers.pop("content-type", None)
-        return web.Response(status=response.status, body=raw, headers=headers,
-                            content_type="application/json")
+        headers["content-type"] = "application/json"
+        return Answer(response.status, headers, raw)
     return await _relay_bytes(request, response, headers)
 
 
 async def _relay_stream(
-    request: web.Request, response: UpstreamResponse, headers: dict[str, str],
+    request: HttpRequest, response: UpstreamResponse, headers: dict[str, str],
     policy: StreamPolicy | None, record: RequestRecord,
-) -> web.StreamResponse:
+) -> ResponseStream:
     record.stream = True
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"
-    out = web.StreamResponse(status=response.status, headers=headers)
     normalizer = ChatStreamNormalizer(policy) if policy is not None else None
     ended_with_newline = True
     try:
-        await out.prepare(request)
+        out = request.stream(response.status, headers)
         try:
             tail = b""
             # aclosing: a generator left at [DONE] is closed here, not by the loop later.
@@ -125,7 +115,7 @@ async def _relay_stream(
             )
         if normalizer is None and not tail and not ended_with_newline:
             tail = b"\n"  # chatgpt-web needs a newline after the last event
-        await out.write_eof(tail)
+        await out.end(tail)
     finally:
         if normalizer is not None and normalizer.done and record.error is None:
             # Only the chunked terminator can be left: keep the connection to Azure
@@ -139,25 +129,16 @@ async def _relay_stream(
 
 
 async def _relay_bytes(
-    request: web.Request, response: UpstreamResponse, headers: dict[str, str]
-) -> web.StreamResponse:
-    out = web.StreamResponse(status=response.status, headers=headers)
+    request: HttpRequest, response: UpstreamResponse, headers: dict[str, str]
+) -> ResponseStream:
     try:
-        await out.prepare(request)
+        out = request.stream(response.status, headers)
         async for chunk in response.chunks():
             await out.write(chunk)
-        await out.write_eof()
+        await out.end()
     finally:
         response.close()
     return out
-
-
-def _usage_of(raw: bytes) -> dict[str, Any] | None:
-    try:
-        usage = orjson.loads(raw).get("usage")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return usage if isinstance(usage, dict) else None
 
 
 def _id_of(raw: bytes) -> str | None:

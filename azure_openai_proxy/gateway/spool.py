@@ -12,8 +12,6 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import IO
 
-from aiohttp import StreamReader
-
 from azure_openai_proxy.errors import BodyTooLarge, MalformedBody
 
 __all__ = ["SpooledBody", "multipart_boundary"]
@@ -42,12 +40,13 @@ class SpooledBody:
         self.size = size
 
     @classmethod
-    async def read(cls, stream: StreamReader, limit: int) -> SpooledBody:
+    async def read(cls, chunks: AsyncIterator[bytes], limit: int) -> SpooledBody:
+        """Everything `chunks` yields, up to `limit` bytes (`BodyTooLarge` past it)."""
         parts: list[bytes] = []
         size = 0
         file: IO[bytes] | None = None
         try:
-            async for chunk in stream.iter_chunked(_CHUNK):
+            async for chunk in chunks:
                 size += len(chunk)
                 if size > limit:
                     raise BodyTooLarge(f"The request body is larger than {limit} bytes.")

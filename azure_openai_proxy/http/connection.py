@@ -1,6 +1,6 @@
 """One client connection of `FastServer`: an asyncio Protocol that llhttp (httptools)
 parses requests from, serving them one at a time (pipelined ones wait in order) and
-writing each answer (see `fastserver.py` for the behaviour as a whole)."""
+writing each answer (see `server.py` for the behaviour as a whole)."""
 
 from __future__ import annotations
 
@@ -11,32 +11,16 @@ from collections import deque
 from typing import TYPE_CHECKING, cast
 
 import httptools
-import orjson
-from aiohttp import web
-from aiohttp.http import HttpVersion10, HttpVersion11
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from azure_openai_proxy.errors import (
-    GatewayError,
-    error_body,
+from azure_openai_proxy.http.interface import (
+    Answer,
+    BodyTimedOut,
+    BodyTooLarge,
+    ClientDisconnected,
 )
-from azure_openai_proxy.http.request import (
-    BODY_HIGH_WATER,
-    ClientLeft,
-    FastRequest,
-    RequestBody,
-)
-from azure_openai_proxy.http.wire import (
-    _BODYLESS_STATUS,
-    PlainAnswer,
-    _answer_head,
-    _error_reply,
-    _exception_response,
-    _head,
-    _is_plain,
-    _Rejected,
-    _response_head,
-)
+from azure_openai_proxy.http.request import BODY_HIGH_WATER, FastRequest, RequestBody
+from azure_openai_proxy.http.wire import BODYLESS_STATUS, UnsafeHeader, answer_head
 
 if TYPE_CHECKING:
     from azure_openai_proxy.http.server import FastServer
@@ -51,6 +35,15 @@ _MAX_HEADERS = 128
 _PIPELINE_DEPTH = 16  # requests waiting behind the one being served
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LINGER_BYTES = 16 * 1024 * 1024  # at least this much of an unread body is dropped, not reset
+
+
+class _Rejected(Exception):
+    """The request cannot be parsed or is over a limit: answered, then the connection closes."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 class _HttpConnection(asyncio.Protocol):
@@ -100,8 +93,7 @@ class _HttpConnection(asyncio.Protocol):
             # httptools gathers a header in memory until its line ends: bound that too.
             self._head_bytes += len(data)
             if self._head_bytes > _MAX_HEAD + _MAX_TARGET:
-                self._reject(_error_reply(self.server.date(), 431,
-                                          "The request headers are too large."))
+                self._reject(self.server.refusal(431, "The request headers are too large."))
                 return
         try:
             self.parser.feed_data(data)
@@ -112,10 +104,9 @@ class _HttpConnection(asyncio.Protocol):
             # httptools wraps what a callback raised; ours says which answer to give.
             cause = exc.__context__
             if isinstance(cause, _Rejected):
-                self._reject(_error_reply(self.server.date(), cause.status, cause.message))
+                self._reject(self.server.refusal(cause.status, cause.message))
             else:
-                self._reject(_error_reply(self.server.date(), 400,
-                                          "The request is not valid HTTP/1.1.", "bad_request"))
+                self._reject(self.server.refusal(400, "The request is not valid HTTP/1.1.", "bad_request"))
 
     def eof_received(self) -> bool | None:
         # As aiohttp: a client that half-closes has left; the transport closes and
@@ -130,10 +121,10 @@ class _HttpConnection(asyncio.Protocol):
             # task ends.
             self.task.cancel()
         if self.parsing is not None and self.parsing.body is not None:
-            self.parsing.body.fail(ClientLeft("The client closed the connection"))
+            self.parsing.body.fail(ClientDisconnected("The client closed the connection"))
         waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
-            waiter.set_exception(ClientLeft("The client closed the connection"))
+            waiter.set_exception(ClientDisconnected("The client closed the connection"))
         self.pending.clear()
 
     def pause_writing(self) -> None:
@@ -174,11 +165,10 @@ class _HttpConnection(asyncio.Protocol):
         body = RequestBody(self) if chunked or length else None
         if body is not None and headers.get("expect", "").lower() == "100-continue":
             body.expect_continue = True
-        version = HttpVersion11 if parser.get_http_version() == "1.1" else HttpVersion10
         request = FastRequest(
-            self, self.server.app, parser.get_method().decode("ascii"),
-            b"".join(self._target).decode("latin-1"), headers, version,
-            parser.should_keep_alive(), length, body, self.server.urls,
+            self, parser.get_method().decode("ascii"), b"".join(self._target).decode("latin-1"),
+            headers, parser.get_http_version() == "1.1", parser.should_keep_alive(), length,
+            body,
         )
         self.started = False
         self.parsing = request if body is not None else None
@@ -210,6 +200,9 @@ class _HttpConnection(asyncio.Protocol):
 
     # -- the request body's channel ----------------------------------------------------
 
+    def date(self) -> str:
+        return self.server.date()
+
     def pause_body(self) -> None:
         self._pause_reading()
 
@@ -227,7 +220,7 @@ class _HttpConnection(asyncio.Protocol):
 
     async def drain(self) -> None:
         if self.closed:
-            raise ClientLeft("The client closed the connection")
+            raise ClientDisconnected("The client closed the connection")
         if self.write_paused:
             self.drain_waiter = self.loop.create_future()
             try:
@@ -247,7 +240,7 @@ class _HttpConnection(asyncio.Protocol):
         self._pause_reading()
         self.closing = True
         if self.parsing is not None and self.parsing.body is not None:
-            self.parsing.body.fail(ClientLeft("The request became unparsable"))
+            self.parsing.body.fail(ClientDisconnected("The request became unparsable"))
         self.parsing = None
         if not self.serving:
             self._write_and_close(reply)
@@ -303,77 +296,68 @@ class _HttpConnection(asyncio.Protocol):
             self.task = None
 
     async def _answer(self, request: FastRequest) -> bool:
-        """Run the handler and write its response; whether the connection stays open."""
+        """Run the handler and write its answer; whether the connection stays open."""
+        server = self.server
         try:
-            response = await self.server.dispatch(request)
-        except web.HTTPException as exc:
-            response = _exception_response(exc, request)
-        except GatewayError as exc:
-            response = web.Response(body=exc.render(), status=exc.http_status,
-                                    content_type="application/json")
-        except (ClientLeft, ConnectionError):
+            reply = await server.app(request)
+        except (ClientDisconnected, ConnectionError):
             self.close()
             return False
+        except BodyTooLarge as exc:
+            reply = server.app.refusal(413, str(exc))
+        except BodyTimedOut:
+            reply = server.app.refusal(408, "The request body was not received in time.", "timeout")
         except Exception:
-            log.exception("unexpected error on %s %s", request.method, request.raw_target)
-            response = web.Response(body=orjson.dumps(error_body(
-                "The gateway hit an unexpected error.", "server_error", "internal_error",
-            )), status=500, content_type="application/json")
-        writer = request._writer
-        if writer is not None and not response.prepared and not writer.drop_pending_head():
-            # A response had started on the wire when the handler answered anew (an
-            # error after prepare()): a second response would corrupt the connection.
-            self.close()
-            return False
+            log.exception("unexpected error on %s %s", request.method, request.path)
+            reply = server.app.refusal(500, "The gateway hit an unexpected error.", "internal_error")
+        stream = request.started_stream
         body = request.body
         # A client still waiting for "100 Continue" never sends that body: close instead.
         keep_alive = request.keep_alive and (body is None or body.done or not body.expect_continue)
-        answer = cast(object, response)  # relay.py's PlainAnswer travels typed as a response
-        if isinstance(answer, PlainAnswer):
-            await self._write_whole(answer, request, keep_alive)
-        elif _is_plain(response):
-            await self._write_whole(cast(web.Response, response), request, keep_alive)
-        else:
-            if not keep_alive:
-                response.force_close()
-            if not response.prepared:
-                await response.prepare(request)  # type: ignore[arg-type]
-            await response.write_eof()
-            keep_alive = keep_alive and bool(response.keep_alive)
+        if stream is not None:
+            if reply is not stream and not stream.drop_pending_head():
+                # An answer had started on the wire when the handler answered anew (an
+                # error after stream()): a second answer would corrupt the connection.
+                self.close()
+                return False
+            if reply is stream:
+                await stream.end()  # a handler that returned without ending it
+                keep_alive = keep_alive and (stream.chunked or stream.bodyless)
+        if isinstance(reply, Answer):
+            await self._write_whole(reply, request, keep_alive)
+        elif reply is not stream:
+            log.error("the handler for %s %s returned %r, not an answer", request.method,
+                      request.path, type(reply).__name__)
+            await self._write_whole(server.app.refusal(
+                500, "The gateway hit an unexpected error.", "internal_error"), request, False)
+            keep_alive = False
         if keep_alive and body is not None and not body.done:
             # Read and drop the rest of the body (even past the size limit, for a while:
             # a client still uploading when its 413 is sent must be able to read it, not
             # get a reset), so the connection can serve its next request.
             body.discard()
             self.discarding = body
-            self.discard_until = body.received + max(
-                self.server.app._client_max_size, _LINGER_BYTES
-            )
+            self.discard_until = body.received + max(server.max_body_bytes, _LINGER_BYTES)
             self.resume_body()
         return keep_alive
 
-    async def _write_whole(
-        self, response: PlainAnswer | web.Response, request: FastRequest, keep_alive: bool
-    ) -> None:
-        """A complete response (a PlainAnswer, or a plain web.Response): head and body in
-        one write."""
+    async def _write_whole(self, answer: Answer, request: FastRequest, keep_alive: bool) -> None:
+        """A complete answer: head and body in one write."""
         date = self.server.date()
-        status = response.status
+        status = answer.status
+        data = answer.body
         try:
-            if isinstance(response, PlainAnswer):
-                data = response.body
-                head = _answer_head(response, request.method, keep_alive, date)
-            else:
-                data = bytes(cast(bytes, response._body)) if response._body is not None else b""
-                head = _response_head(response, len(data), request.method, keep_alive, date)
-        except ValueError:
-            log.error("response header with a line break on %s %s", request.method, request.raw_target)
-            head = _head(500, "Internal Server Error", (), 0, keep_alive, date)
-            data = b""
+            head = answer_head(answer, request.method, keep_alive, date, request.extra_headers)
+        except UnsafeHeader as exc:
+            log.error("unsafe response header on %s %s: %s", request.method, request.path, exc)
+            fallback = self.server.app.refusal(500, "The gateway hit an unexpected error.",
+                                               "internal_error")
+            head = answer_head(fallback, request.method, keep_alive, date)
+            status, data = fallback.status, fallback.body
         transport = self.transport
         if transport is None or self.closed:
             return
-        if request.method == "HEAD" or status < 200 or status in _BODYLESS_STATUS:
+        if request.method == "HEAD" or status < 200 or status in BODYLESS_STATUS:
             transport.write(head)
         elif len(data) < 65536:
             transport.write(head + data)
@@ -381,7 +365,7 @@ class _HttpConnection(asyncio.Protocol):
             transport.write(head)
             transport.write(data)
         if self.write_paused:
-            with contextlib.suppress(ClientLeft):
+            with contextlib.suppress(ClientDisconnected):
                 await self.drain()
 
     def sweep(self, keepalive_ticks: int, request_ticks: int) -> None:
@@ -407,7 +391,6 @@ class _HttpConnection(asyncio.Protocol):
         elif self.ticks > request_ticks and not self.reading_paused:
             body = self.parsing.body if self.parsing is not None else None
             if busy and body is not None and body.waiting:
-                body.fail(web.HTTPRequestTimeout())
+                body.fail(BodyTimedOut())
             elif not busy and self.discarding is None:
-                self._reject(_error_reply(self.server.date(), 408,
-                                          "The request was not received in time.", "timeout"))
+                self._reject(self.server.refusal(408, "The request was not received in time.", "timeout"))

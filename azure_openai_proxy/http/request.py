@@ -1,15 +1,8 @@
-"""What a handler sees under `FastServer`: the slice of aiohttp's `web.Request` the gateway
-uses, a request body that arrives as the client sends it, and the payload writer that lets
-aiohttp's own `web.StreamResponse.prepare()` write through our connection.
+"""What the application sees of a request under `FastServer`: `FastRequest` (the
+`HttpRequest` of `interface.py`), a request body that arrives as the client sends it, and
+`_Stream`, a streamed answer written through the connection.
 
-    FastRequest      method, path, rel_url, query, headers, content_length, can_read_body,
-                     read(), content (RequestBody), app, match_info, version, keep_alive,
-                     transport, remote, item get/set (`request[RECORD]`)
-    RequestBody      read(), iter_chunked(n), iter_any(): the StreamReader calls spool.py makes
-    PayloadWriter    write_headers/send_headers/write/write_eof/drain, what
-                     `StreamResponse._start` and `write` call on `request._payload_writer`
-
-The connection (`fastserver._HttpConnection`) is the only I/O underneath; these classes
+The connection (`connection._HttpConnection`) is the only I/O underneath; these classes
 talk to it through the small `Channel` protocol, so they are tested with a fake one.
 """
 
@@ -19,18 +12,15 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
-from aiohttp import web
-from aiohttp.http import HttpVersion
-from multidict import CIMultiDictProxy, MultiDictProxy
-from yarl import URL
+from azure_openai_proxy.http.interface import BodyTooLarge, ClientDisconnected, Headers
+from azure_openai_proxy.http.wire import BODYLESS_STATUS, response_head
 
-__all__ = ["Channel", "FastRequest", "PayloadWriter", "RequestBody"]
+__all__ = ["BODY_HIGH_WATER", "Channel", "FastRequest", "RequestBody"]
 
 # Unread request-body bytes at which the connection stops reading its socket.
 BODY_HIGH_WATER = 256 * 1024
-_URL_CACHE_SIZE = 1024
 
 
 class Channel(Protocol):
@@ -39,14 +29,11 @@ class Channel(Protocol):
     transport: asyncio.Transport | None
     closing: bool
 
+    def date(self) -> str: ...
     def pause_body(self) -> None: ...
     def resume_body(self) -> None: ...
     def send_continue(self) -> None: ...
     async def drain(self) -> None: ...
-
-
-class ClientLeft(ConnectionResetError):
-    """The client closed the connection before its request body arrived whole."""
 
 
 class RequestBody:
@@ -136,23 +123,23 @@ class RequestBody:
 
     def whole(self, limit: int = -1) -> bytes | None:
         """The whole body if all of it has arrived (a JSON request usually comes in one
-        packet with its head), else None; past `limit` bytes aiohttp's 413 exception."""
+        packet with its head), else None; `BodyTooLarge` past `limit` bytes."""
         if not self.done or self._error is not None:
             return None
         data = self._take() if self._chunks else b""
         if 0 <= limit < len(data):
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=len(data))
+            raise BodyTooLarge(limit)
         return data
 
     async def read(self, limit: int = -1) -> bytes:
-        """The whole body; past `limit` bytes (when >= 0) aiohttp's 413 exception."""
+        """The whole body; `BodyTooLarge` past `limit` bytes (when >= 0)."""
         parts: list[bytes] = []
         size = 0
         while await self._more():
             data = self._take()
             size += len(data)
             if 0 <= limit < size:
-                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+                raise BodyTooLarge(limit)
             parts.append(data)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
@@ -168,47 +155,30 @@ class RequestBody:
                 yield data[start : start + n]
 
 
-class PayloadWriter:
-    """aiohttp's `AbstractStreamWriter`, as much as `StreamResponse` uses, over our
-    connection: the head is written when `send_headers` is called (a stream's first
-    frame is never held back), chunked framing when the response asked for it."""
+class _Stream:
+    """A streamed answer (`interface.ResponseStream`) on our connection: chunked framing
+    for HTTP/1.1, the body to the end of the connection for HTTP/1.0."""
 
-    __slots__ = ("_channel", "_head", "_head_due", "buffer_size", "chunked", "eof", "length",
-                 "output_size")
+    __slots__ = ("_channel", "_head", "_head_due", "bodyless", "chunked", "ended", "output_size",
+                 "status")
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, status: int, head: bytes, chunked: bool,
+                 bodyless: bool) -> None:
         self._channel = channel
-        self._head = b""
+        self.status = status
+        self._head = head
         self._head_due = False
-        self.chunked = False
-        self.eof = False
-        self.length: int | None = None
+        self.chunked = chunked
+        self.bodyless = bodyless  # a HEAD request, 204 or 304: the head alone
+        self.ended = False
         self.output_size = 0
-        self.buffer_size = 0
 
-    @property
-    def transport(self) -> asyncio.Transport | None:
-        return self._channel.transport
-
-    def enable_chunking(self) -> None:
-        self.chunked = True
-
-    def enable_compression(self, encoding: str = "deflate", strategy: int | None = None) -> None:
-        raise RuntimeError("FastServer does not compress responses")
-
-    async def write_headers(self, status_line: str, headers: Mapping[str, str]) -> None:
-        lines = [status_line, *(f"{name}: {value}" for name, value in headers.items())]
-        head = "\r\n".join(lines) + "\r\n\r\n"
-        if "\n" in status_line or head.count("\n") != len(lines) + 1:
-            raise ValueError("Newline or carriage return detected in headers")
-        self._head = head.encode("latin-1")
-
-    def send_headers(self) -> None:
-        """Called by `prepare()`: the head leaves with the first body bytes if they are
-        written in this turn of the loop (a stream's first frames usually arrive with
-        Azure's head), else alone at the end of it, so it is never held back. One write
-        instead of two saves a wake-up of the client, which on a busy machine can cost
-        the stream's first frame a scheduling slice."""
+    def send_head_soon(self) -> None:
+        """The head leaves with the first body bytes if they are written in this turn of
+        the loop (a stream's first frames usually arrive with Azure's head), else alone
+        at the end of it, so it is never held back. One write instead of two saves a
+        wake-up of the client, which on a busy machine can cost the stream's first frame
+        a scheduling slice."""
         if self._head and not self._head_due:
             self._head_due = True
             asyncio.get_running_loop().call_soon(self._send_head)
@@ -216,13 +186,13 @@ class PayloadWriter:
     def _send_head(self) -> None:
         if self._head:
             head, self._head = self._head, b""
-            with contextlib.suppress(ClientLeft):
+            with contextlib.suppress(ClientDisconnected):
                 self._send(head)
 
     def drop_pending_head(self) -> bool:
-        """The handler answered with another response after preparing this one: forget
-        the head if it has not left yet (then the other response can be written
-        cleanly); False if bytes of this response are already on the wire."""
+        """The handler answered anew after starting this stream: forget the head if it
+        has not left yet (then the other answer can be written cleanly); False if bytes
+        of this answer are already on the wire."""
         self._head = b""
         return self.output_size == 0
 
@@ -236,99 +206,56 @@ class PayloadWriter:
     def _send(self, data: bytes) -> None:
         transport = self._channel.transport
         if transport is None or transport.is_closing():
-            raise ClientLeft("Cannot write to closing transport")
+            raise ClientDisconnected("The client closed the connection")
         self.output_size += len(data)
         transport.write(data)
 
-    async def write(self, chunk: bytes | bytearray | memoryview) -> None:
-        if not chunk:
-            self.send_headers()
+    async def write(self, data: bytes) -> None:
+        if self.ended:
+            raise RuntimeError("write() after end()")
+        if not data or self.bodyless:
             return
-        data = bytes(chunk)
         if self.chunked:
             data = b"%x\r\n%b\r\n" % (len(data), data)
         self._send(self._with_head(data))
         await self._channel.drain()
 
-    async def write_eof(self, chunk: bytes = b"") -> None:
-        if self.eof:
+    async def end(self, tail: bytes = b"") -> None:
+        if self.ended:
             return
-        if self.chunked:
-            tail = (b"%x\r\n%b\r\n0\r\n\r\n" % (len(chunk), chunk)) if chunk else b"0\r\n\r\n"
-        else:
-            tail = bytes(chunk)
+        self.ended = True
+        if self.bodyless:
+            tail = b""
+        elif self.chunked:
+            tail = (b"%x\r\n%b\r\n0\r\n\r\n" % (len(tail), tail)) if tail else b"0\r\n\r\n"
         data = self._with_head(tail)
         if data:
             self._send(data)
-        self.eof = True
-        await self._channel.drain()
-
-    async def drain(self) -> None:
         await self._channel.drain()
 
 
-def _parse_target(raw_target: str) -> URL:
-    """The request target as aiohttp's parser reads it: an origin-form target is a path
-    (never `//host/...` taken as an authority), an absolute-form one its relative part."""
-    try:
-        if raw_target.startswith("/"):
-            path, _, fragment = raw_target.partition("#")
-            path, _, query = path.partition("?")
-            return URL.build(path=path, query_string=query, fragment=fragment, encoded=True)
-        return URL(raw_target, encoded=True).relative()
-    except ValueError:
-        return URL.build(path="/", encoded=True)
-
-
-class FastRequest(dict[Any, Any]):
-    """One request as the gateway's handlers see it (a dict for `request[RECORD]`)."""
+class FastRequest:
+    """One request as the application sees it (`interface.HttpRequest`)."""
 
     __slots__ = (
-        "_channel", "_keep_alive", "_query", "_url", "_urls", "_writer", "app", "body",
-        "content_length", "headers", "match_info", "method", "raw_target", "version",
+        "_channel", "_keep_alive", "_stream", "body", "content_length", "extra_headers",
+        "headers", "http11", "method", "target",
     )
 
     def __init__(
-        self, channel: Channel, app: web.Application, method: str, raw_target: str,
-        headers: CIMultiDictProxy[str], version: HttpVersion, keep_alive: bool,
-        content_length: int | None, body: RequestBody | None, urls: dict[str, URL],
+        self, channel: Channel, method: str, target: str, headers: Headers, http11: bool,
+        keep_alive: bool, content_length: int | None, body: RequestBody | None,
     ) -> None:
         self._channel = channel
-        self.app = app
         self.method = method
-        self.raw_target = raw_target
+        self.target = target
         self.headers = headers
-        self.version = version
+        self.http11 = http11
         self._keep_alive = keep_alive
         self.content_length = content_length
         self.body = body
-        self.match_info: Any = None
-        self._url: URL | None = None
-        self._urls = urls
-        self._query: MultiDictProxy[str] | None = None
-        self._writer: PayloadWriter | None = None
-
-    @property
-    def _payload_writer(self) -> PayloadWriter:
-        """Made on first use: a plain `web.Response` is written without one."""
-        if self._writer is None:
-            self._writer = PayloadWriter(self._channel)
-        return self._writer
-
-    @property
-    def rel_url(self) -> URL:
-        url = self._url
-        if url is None:
-            # Parsed once per distinct target: a few paths carry nearly all the traffic,
-            # and a yarl URL (with its parsed query) is immutable, so it can be shared.
-            url = self._urls.get(self.raw_target)
-            if url is None:
-                url = _parse_target(self.raw_target)
-                if len(self._urls) >= _URL_CACHE_SIZE:
-                    self._urls.clear()
-                self._urls[self.raw_target] = url
-            self._url = url
-        return url
+        self.extra_headers: dict[str, str] | None = None
+        self._stream: _Stream | None = None
 
     @property
     def keep_alive(self) -> bool:
@@ -337,50 +264,56 @@ class FastRequest(dict[Any, Any]):
 
     @property
     def path(self) -> str:
-        return self.rel_url.path
+        return self.target.partition("?")[0]
 
     @property
-    def query(self) -> MultiDictProxy[str]:
-        if self._query is None:
-            self._query = self.rel_url.query
-        return self._query
+    def query_string(self) -> str:
+        return self.target.partition("?")[2]
 
     @property
-    def can_read_body(self) -> bool:
-        return self.body is not None and not (self.body.done and not self.body.buffered)
-
-    @property
-    def body_exists(self) -> bool:
+    def has_body(self) -> bool:
         return self.body is not None
 
     @property
-    def content(self) -> RequestBody:
-        if self.body is None:
-            self.body = RequestBody(self._channel)
-            self.body.done = True
-        return self.body
-
-    async def read(self) -> bytes:
-        body = self.body
-        if body is None:
-            return b""
-        data = body.whole(self.app._client_max_size)  # without waiting, when it is all here
-        return data if data is not None else await body.read(self.app._client_max_size)
-
-    @property
-    def transport(self) -> asyncio.Transport | None:
-        return self._channel.transport
-
-    @property
-    def remote(self) -> str | None:
+    def peer(self) -> str | None:
         transport = self._channel.transport
         peer = transport.get_extra_info("peername") if transport is not None else None
         return str(peer[0]) if isinstance(peer, (list, tuple)) and peer else None
 
-    async def _prepare_hook(self, response: web.StreamResponse) -> None:
-        signal = self.app.on_response_prepare
-        if signal:
-            await signal.send(self, response)  # type: ignore[arg-type]
+    async def read(self, limit: int) -> bytes:
+        body = self.body
+        if body is None:
+            return b""
+        data = body.whole(limit)  # without waiting, when it is all here
+        return data if data is not None else await body.read(limit)
 
-    def __repr__(self) -> str:  # a dict's repr would show our items only
-        return f"<FastRequest {self.method} {self.raw_target}>"
+    def body_chunks(self) -> AsyncIterator[bytes]:
+        if self.body is None:
+            return _no_chunks()
+        return self.body.iter_any()
+
+    def stream(self, status: int, headers: Mapping[str, str]) -> _Stream:
+        if self._stream is not None:
+            raise RuntimeError("the answer has already started")
+        keep_alive = self.keep_alive and self.http11
+        extra = self.extra_headers
+        pairs = [*headers.items(), *extra.items()] if extra else headers.items()
+        bodyless = self.method == "HEAD" or status < 200 or status in BODYLESS_STATUS
+        chunked = self.http11 and not bodyless
+        head = response_head(status, pairs, None, keep_alive, self._channel.date(),
+                             chunked=chunked)
+        self._stream = _Stream(self._channel, status, head, chunked, bodyless)
+        self._stream.send_head_soon()
+        return self._stream
+
+    @property
+    def started_stream(self) -> _Stream | None:
+        return self._stream
+
+    def __repr__(self) -> str:
+        return f"<FastRequest {self.method} {self.target}>"
+
+
+async def _no_chunks() -> AsyncIterator[bytes]:
+    return
+    yield  # an async generator that yields nothing

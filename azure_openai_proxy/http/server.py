@@ -1,24 +1,22 @@
-"""`FastServer`: a lean HTTP/1.1 server engine for the gateway's aiohttp application.
+"""`FastServer`: a lean HTTP/1.1 server engine for one `interface.Application`.
 
 One `asyncio.Protocol` per client connection feeds llhttp (httptools); each request
-becomes a `FastRequest` (the slice of `web.Request` the gateway uses) and is handed to
-the handler the app's router resolves, with the app's middlewares, exactly as aiohttp
-would. A returned `web.Response` with a bytes body is written as one head+body `write`;
-anything else (a `web.StreamResponse` the relay prepared) goes through aiohttp's own
-`prepare`/`write`/`write_eof` onto our `PayloadWriter`, so streams leave as they come.
+becomes a `FastRequest` and is handed to the application. An `Answer` is written as one
+head+body `write`; a `ResponseStream` leaves as the application writes it.
 
-Behaviour, as aiohttp's server with `handler_cancellation=True`:
+Behaviour:
 
 - keep-alive, and pipelining: one request is served at a time per connection, the
-  rest wait in order (reading pauses when `fastserver_connection._PIPELINE_DEPTH` wait);
+  rest wait in order (reading pauses when `connection._PIPELINE_DEPTH` wait);
 - a client that leaves cancels its handler (the gateway then closes the upstream);
 - `Expect: 100-continue` is answered when the handler first reads the body, so a 401
   or 413 goes out before the client uploads anything;
-- a body the handler did not read is discarded (up to `client_max_size`, else the
+- a body the handler did not read is discarded (up to `max_body_bytes`, else the
   connection closes) so keep-alive survives an early error answer;
-- errors outside the handler are answered in OpenAI's shape: 400 malformed HTTP,
-  414/431 over-long request line or headers, 408 a stalled request, 404/405/413 from
-  routing or reading, 500 an unexpected exception (logged, never in the reply);
+- requests the engine refuses itself are answered with the application's `refusal`:
+  400 malformed HTTP, 414/431 over-long request line or headers, 408 a stalled request,
+  413 a body over the handler's limit, 500 an unexpected exception (logged, never in
+  the reply);
 - timeouts are checked by one sweep a second over all connections (no timer per
   request): an idle keep-alive connection closes after `keepalive_timeout`, a
   request whose head or body stalls for `request_timeout` gets a 408.
@@ -29,95 +27,67 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from functools import partial
-from typing import Any, cast
+import socket
+from typing import Any
 
-from aiohttp import web
-from yarl import URL
+import orjson
 
 from azure_openai_proxy.http.connection import _HttpConnection
-from azure_openai_proxy.http.request import (
-    FastRequest,
-)
-from azure_openai_proxy.http.wire import (
-    _DateHeader,
-)
+from azure_openai_proxy.http.interface import Answer, Application
+from azure_openai_proxy.http.wire import DateHeader, answer_head
 
 __all__ = ["FastServer", "serve_fast"]
 
 log = logging.getLogger("azure_openai_proxy")
 
-Handler = Callable[[FastRequest], Awaitable[web.StreamResponse]]
-
-_ROUTE_CACHE_SIZE = 4096
 _SWEEP_SECONDS = 1.0
 
 
 class FastServer:
     """The listening socket(s) and every open connection of one worker."""
 
-    def __init__(self, app: web.Application, *, keepalive_timeout: float = 75.0,
-                 request_timeout: float = 60.0) -> None:
+    def __init__(self, app: Application, *, keepalive_timeout: float = 75.0,
+                 request_timeout: float = 60.0, max_body_bytes: int = 64 * 1024 * 1024) -> None:
         self.app = app
         self.connections: set[_HttpConnection] = set()
         self.closing = False
-        self.date = _DateHeader()
+        self.date = DateHeader()
+        self.max_body_bytes = max_body_bytes
         self._keepalive_ticks = max(1, round(keepalive_timeout / _SWEEP_SECONDS))
         self._request_ticks = max(1, round(request_timeout / _SWEEP_SECONDS))
-        self._routes: dict[tuple[str, str], tuple[Handler, Any]] = {}
-        self.urls: dict[str, URL] = {}  # parsed request targets, shared by requests
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._cleaned = False
-        self.shutdown_grace = 30.0
 
     def connection(self) -> _HttpConnection:
         return _HttpConnection(self)
 
-    async def listen(self, host: str | None, port: int, *, reuse_port: bool, backlog: int) -> None:
+    async def listen(self, host: str | None, port: int, *, reuse_port: bool = False,
+                     backlog: int = 2048, sock: socket.socket | None = None) -> None:
+        """Listen on `host:port`, or on `sock`, a socket already bound (tests hand one
+        over rather than guess a free port)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self.connection, host, port, reuse_port=reuse_port or None, backlog=backlog,
-        )
+        if sock is not None:
+            self._server = await loop.create_server(self.connection, sock=sock, backlog=backlog)
+        else:
+            self._server = await loop.create_server(
+                self.connection, host, port, reuse_port=reuse_port or None, backlog=backlog,
+            )
         self._sweeper = loop.call_later(_SWEEP_SECONDS, self._sweep)
 
     @property
     def sockets(self) -> tuple[Any, ...]:
         return tuple(self._server.sockets) if self._server is not None else ()
 
-    # -- dispatch ----------------------------------------------------------------------
-
-    def dispatch(self, request: FastRequest) -> Awaitable[web.StreamResponse]:
-        """The handler's coroutine for `request` (not a coroutine of its own around it:
-        one frame less on every request)."""
-        key = (request.method, request.raw_target.partition("?")[0])
-        found = self._routes.get(key)
-        if found is None:
-            return self._dispatch_new(request, key)
-        handler, request.match_info = found
-        return handler(request)
-
-    async def _dispatch_new(
-        self, request: FastRequest, key: tuple[str, str]
-    ) -> web.StreamResponse:
-        found = await self._resolve(request)
-        if len(self._routes) >= _ROUTE_CACHE_SIZE:
-            self._routes.clear()
-        self._routes[key] = found
-        handler, request.match_info = found
-        return await handler(request)
-
-    async def _resolve(self, request: FastRequest) -> tuple[Handler, Any]:
-        """The app's route for the request's method and path, wrapped in its middlewares."""
-        app = self.app
-        match_info = await app.router.resolve(request)  # type: ignore[arg-type]
-        match_info.add_app(app)
-        match_info.freeze()
-        handler = cast(Handler, match_info.handler)
-        for middleware in reversed(app.middlewares):
-            handler = cast(Handler, partial(middleware, handler=handler))  # type: ignore[arg-type]
-        return handler, match_info
+    def refusal(self, status: int, message: str, code: str | None = None) -> bytes:
+        """A complete answer, in the application's words, that closes the connection."""
+        try:
+            answer = self.app.refusal(status, message, code)
+        except Exception:  # the application's own bug must not leave the client hanging
+            log.exception("refusal() failed for %d", status)
+            answer = Answer(status, {"content-type": "application/json"},
+                            orjson.dumps({"error": {"message": message}}))
+        return answer_head(answer, "GET", False, self.date()) + answer.body
 
     # -- shutting down ---------------------------------------------------------------
 
@@ -134,7 +104,7 @@ class FastServer:
             conn.close()
 
     async def wait_closed(self) -> None:
-        """Until the sockets are closed; then the app's cleanup hooks run (once)."""
+        """Until the sockets are closed; then the application's cleanup runs (once)."""
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
@@ -170,15 +140,13 @@ class FastServer:
 
 
 async def serve_fast(
-    app: web.Application, host: str | None, port: int, *, reuse_port: bool = False,
-    backlog: int = 2048, shutdown_grace: float = 30.0, keepalive_timeout: float = 75.0,
-    request_timeout: float = 60.0,
+    app: Application, host: str | None, port: int, *, reuse_port: bool = False,
+    backlog: int = 2048, keepalive_timeout: float = 75.0, request_timeout: float = 60.0,
+    max_body_bytes: int = 64 * 1024 * 1024, sock: socket.socket | None = None,
 ) -> FastServer:
-    """Start `app` (its on_startup hooks) and serve it on `host:port` with `FastServer`.
-    `shutdown_grace` is kept for `FastServer.shutdown()`'s default caller."""
-    app.freeze()
+    """Start `app` and serve it on `host:port` (or the bound `sock`) with `FastServer`."""
     await app.startup()
-    server = FastServer(app, keepalive_timeout=keepalive_timeout, request_timeout=request_timeout)
-    server.shutdown_grace = shutdown_grace
-    await server.listen(host, port, reuse_port=reuse_port, backlog=backlog)
+    server = FastServer(app, keepalive_timeout=keepalive_timeout, request_timeout=request_timeout,
+                        max_body_bytes=max_body_bytes)
+    await server.listen(host, port, reuse_port=reuse_port, backlog=backlog, sock=sock)
     return server

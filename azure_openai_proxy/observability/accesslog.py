@@ -17,73 +17,18 @@ import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import orjson
-from aiohttp import web
 
-__all__ = ["RECORD", "AccessLog", "RequestRecord", "access_logger", "configure_logging"]
+from azure_openai_proxy.observability.record import RequestRecord
+
+__all__ = ["AccessLog", "access_logger", "configure_logging"]
 
 access_logger = logging.getLogger("azure_openai_proxy.access")
 log = logging.getLogger("azure_openai_proxy")
 
 
-@dataclass(slots=True)
-class RequestRecord:
-    """What the log line (and the metrics) say about one request; filled in as it goes."""
-
-    request_id: str
-    method: str
-    route: str = "-"
-    model: str | None = None
-    deployment: str | None = None
-    endpoint: str | None = None  # the deployment's endpoint (metrics label; not logged)
-    status: int = 0
-    attempts: int = 0
-    upstream_ms: float | None = None
-    total_ms: float = 0.0
-    azure_request_id: str | None = None
-    usage: dict[str, Any] | None = None
-    stream: bool = False
-    adaptations: tuple[str, ...] = ()
-    error: str | None = None
-    retries: list[str] = field(default_factory=list)
-    created_id: str | None = None  # an object Azure created (resource affinity; not logged)
-
-    def line(self) -> dict[str, Any]:
-        line: dict[str, Any] = {
-            "request_id": self.request_id,
-            "method": self.method,
-            "route": self.route,
-            "model": self.model,
-            "deployment": self.deployment,
-            "status": self.status,
-            "attempts": self.attempts,
-            "upstream_ms": None if self.upstream_ms is None else round(self.upstream_ms, 2),
-            "total_ms": round(self.total_ms, 2),
-            "stream": self.stream,
-        }
-        if self.azure_request_id:
-            line["azure_request_id"] = self.azure_request_id
-        usage = self.usage
-        if usage:
-            # Only the token counts (Azure's `*_details` objects would double a line);
-            # usually they are all there is, and the dict is logged as it is.
-            line["usage"] = usage if _USAGE_KEY_SET.issuperset(usage) else {
-                k: usage[k] for k in _USAGE_KEYS if k in usage
-            }
-        if self.adaptations:
-            line["adapted"] = list(self.adaptations)
-        if self.retries:
-            line["retries"] = self.retries
-        if self.error:
-            line["error"] = self.error
-        return line
-
-
-_USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens", "input_tokens", "output_tokens")
-_USAGE_KEY_SET = frozenset(_USAGE_KEYS)
 _MILLIS = tuple(f".{ms:03d}Z" for ms in range(1000))  # the tail of every timestamp
 
 
@@ -150,12 +95,6 @@ class AccessLog:
             stream.flush()
         except (OSError, ValueError):  # stderr closed or gone: never break a request for a log
             pass
-
-
-# Where a request's record is kept on the aiohttp request (typed key where aiohttp has one).
-RECORD: Any = (
-    web.RequestKey("record", RequestRecord) if hasattr(web, "RequestKey") else "record"
-)
 
 
 def configure_logging(level: str) -> None:

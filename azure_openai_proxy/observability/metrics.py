@@ -40,7 +40,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from azure_openai_proxy.balancing import DeploymentState
-from azure_openai_proxy.observability.accesslog import RequestRecord
+from azure_openai_proxy.observability.record import RequestRecord
 
 __all__ = ["Metrics", "NoMetrics", "PrometheusMetrics", "metrics_for"]
 
@@ -259,13 +259,11 @@ class PrometheusMetrics:
         duration.observe(record.total_ms / 1000)
         if ttfb is not None and record.upstream_ms is not None:
             ttfb.observe(record.upstream_ms / 1000)
-        usage = record.usage
-        if usage and tokens_in is not None and tokens_out is not None:
-            prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
-            completion = usage.get("completion_tokens", usage.get("output_tokens"))
-            if isinstance(prompt, int):
+        if record.usage and tokens_in is not None and tokens_out is not None:
+            prompt, completion = record.tokens()
+            if prompt is not None:
                 series.tokens[tokens_in] += prompt
-            if isinstance(completion, int):
+            if completion is not None:
                 series.tokens[tokens_out] += completion
 
     def _bind(self, key: tuple[Any, ...]) -> _Bound:

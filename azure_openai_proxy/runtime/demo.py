@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from azure_openai_proxy.gateway.app import RUNNER_OPTIONS, create_app
+from azure_openai_proxy.gateway.app import create_app
 from azure_openai_proxy.observability.accesslog import configure_logging
-from azure_openai_proxy.runtime.runner import run_loop
+from azure_openai_proxy.runtime.runner import run_loop, start_server
 from azure_openai_proxy.settings import DeploymentSettings, Settings
 
 __all__ = ["DEMO_CLIENT_KEY", "DEMO_MODELS", "demo_settings", "main"]
@@ -105,9 +105,7 @@ async def _run(listen: str, emulator_listen: str) -> None:
     emulator_url = f"http://{emulator_host}:{emulator_port}"
 
     settings = demo_settings(listen, emulator_url)
-    gateway = web.AppRunner(create_app(settings), handle_signals=False, **RUNNER_OPTIONS)  # type: ignore[arg-type]
-    await gateway.setup()
-    await web.TCPSite(gateway, settings.host, settings.port).start()
+    stop_gateway = await start_server(create_app(settings), settings, reuse_port=False)
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
     print(_instructions(f"http://{shown_host}:{settings.port}"), flush=True)
 
@@ -116,7 +114,7 @@ async def _run(listen: str, emulator_listen: str) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    await gateway.cleanup()
+    await stop_gateway()
     await emulator.cleanup()
 
 

@@ -20,10 +20,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-
 from azure_openai_proxy.config import ConfigError, load_settings
-from azure_openai_proxy.gateway.app import RUNNER_OPTIONS, create_app, reload_app
+from azure_openai_proxy.gateway.app import GatewayApp, create_app
+from azure_openai_proxy.http.server import serve_fast
 from azure_openai_proxy.observability.accesslog import configure_logging
 from azure_openai_proxy.runtime.watch import ConfigWatcher
 from azure_openai_proxy.settings import Settings
@@ -107,28 +106,19 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def start_server(
-    app: web.Application, settings: Settings, reuse_port: bool
+    app: GatewayApp, settings: Settings, reuse_port: bool
 ) -> Callable[[], Awaitable[None]]:
-    """Serve `app` with the configured engine; returns the graceful stop (stop accepting,
-    let requests and streams in flight finish for up to the grace period, clean up)."""
-    host = settings.host or None
-    if settings.server_engine == "fast":
-        from azure_openai_proxy.http.server import serve_fast
-
-        server = await serve_fast(app, host, settings.port, reuse_port=reuse_port, backlog=2048,
-                                  shutdown_grace=settings.shutdown_grace_seconds)
-
-        async def stop_fast() -> None:
-            await server.shutdown(settings.shutdown_grace_seconds)
-
-        return stop_fast
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=settings.shutdown_grace_seconds,
-        **RUNNER_OPTIONS,  # type: ignore[arg-type]
+    """Serve `app`; returns the graceful stop (stop accepting, let requests and streams in
+    flight finish for up to the grace period, clean up)."""
+    server = await serve_fast(
+        app, settings.host or None, settings.port, reuse_port=reuse_port, backlog=2048,
+        max_body_bytes=settings.max_body_bytes,
     )
-    await runner.setup()
-    await web.TCPSite(runner, host, settings.port, reuse_port=reuse_port, backlog=2048).start()
-    return runner.cleanup
+
+    async def stop() -> None:
+        await server.shutdown(settings.shutdown_grace_seconds)
+
+    return stop
 
 
 async def serve_forever(settings: Settings, source: SettingsSource | None, reuse_port: bool) -> None:
@@ -147,7 +137,7 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
         except ConfigError as exc:
             log.error("reload rejected, keeping the current configuration: %s", exc)
             return
-        reload_app(app, new)
+        app.reload(new)
         log.info("configuration reloaded (%d deployments)", len(new.deployments))
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)

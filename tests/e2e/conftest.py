@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.emulator import create_emulator_app, load_emulator_config, mask_secret
-from azure_openai_proxy.gateway.app import RUNNER_OPTIONS, create_app
-from azure_openai_proxy.http.server import serve_fast
+from azure_openai_proxy.gateway.app import create_app
 from azure_openai_proxy.runtime.demo import DEMO_MODELS
 from azure_openai_proxy.settings import Settings
 from tests.support import ServerThread, serve
@@ -82,26 +80,12 @@ def gateway_settings(endpoint: str, **extra: Any) -> Settings:
     return load_settings(config, {})
 
 
-async def _serve_fast(app: web.Application, port: int) -> Callable[[], Awaitable[None]]:
-    server = await serve_fast(app, "127.0.0.1", port, reuse_port=False, backlog=128,
-                              shutdown_grace=5)
-    return lambda: server.shutdown(5)
-
-
-@pytest.fixture(params=["aiohttp", "fast"])
-def server_engine(request: pytest.FixtureRequest) -> str:
-    """Every gateway end-to-end test runs on both HTTP server engines."""
-    return str(request.param)
-
-
 @pytest.fixture
-def start_gateway(server_engine: str) -> Iterator[Callable[[Settings], ServerThread]]:
+def start_gateway() -> Iterator[Callable[[Settings], ServerThread]]:
     started: list[ServerThread] = []
 
     def start(settings: Settings) -> ServerThread:
-        starter = _serve_fast if server_engine == "fast" else None
-        server = ServerThread(lambda: create_app(settings), runner_options=RUNNER_OPTIONS,
-                              starter=starter).start()
+        server = ServerThread(lambda: create_app(settings)).start()
         started.append(server)
         return server
 

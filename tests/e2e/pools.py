@@ -13,7 +13,7 @@ from typing import Any
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.emulator import create_emulator_app
 from azure_openai_proxy.emulator.config import EmulatedDeployment
-from azure_openai_proxy.gateway.app import RUNNER_OPTIONS, create_app
+from azure_openai_proxy.gateway.app import create_app
 from azure_openai_proxy.settings import Settings
 from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, Emulator, emulator_config
 from tests.support import ServerThread, serve
@@ -73,7 +73,7 @@ def pool_gateway(settings: Settings, clock: FakeClock | None = None, seed: int =
     options: dict[str, Any] = {"rng": random.Random(seed), **app_options}
     if clock is not None:
         options["clock"] = clock
-    with serve(lambda: create_app(settings, **options), **RUNNER_OPTIONS) as server:
+    with serve(lambda: create_app(settings, **options)) as server:
         yield server
 
 

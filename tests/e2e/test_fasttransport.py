@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from azure_openai_proxy.gateway.app import RUNNER_OPTIONS, create_app
+from azure_openai_proxy.gateway.app import create_app
 from azure_openai_proxy.upstream.fast import FastTransport
 from tests.e2e.conftest import CLIENT_KEY, Emulator, gateway_settings
 from tests.e2e.scenarios import spoken_then_transcribed, streamed_chat
@@ -21,7 +21,6 @@ def fast_gateway(emulator: Emulator) -> Iterator[ServerThread]:
     settings = gateway_settings(emulator.url)
     server = ServerThread(
         lambda: create_app(settings, transport=FastTransport(settings.upstream)),
-        runner_options=RUNNER_OPTIONS,
     ).start()
     yield server
     server.stop()

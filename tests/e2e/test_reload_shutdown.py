@@ -18,7 +18,6 @@ from typing import Any
 
 import yaml
 
-from azure_openai_proxy.gateway.app import reload_app
 from tests.e2e.conftest import CLIENT_KEY
 from tests.e2e.pools import (
     MODEL,
@@ -54,7 +53,7 @@ def finish(stream: Iterator[Any]) -> list[Any]:
 def reload(gateway: ServerThread, settings: Any) -> None:
     async def swap() -> None:
         assert gateway.app is not None
-        reload_app(gateway.app, settings)
+        gateway.app.reload(settings)
 
     gateway.call(swap)
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from azure_openai_proxy.gateway import relay as relay_module
-from azure_openai_proxy.gateway.app import GATEWAY, create_app
+from azure_openai_proxy.gateway.app import create_app
 from azure_openai_proxy.http.server import FastServer, serve_fast
 from azure_openai_proxy.settings import DeploymentSettings, Settings, UpstreamSettings
 
@@ -107,7 +107,7 @@ async def test_a_client_leaving_during_a_json_answer_releases_the_upstream_conne
     await asyncio.sleep(0.2)
     writer.close()  # the client leaves while the answer's body is arriving
     await asyncio.sleep(0.8)
-    assert app[GATEWAY].current.transport.connections_in_use() == 0
+    assert app.gateway.transport.connections_in_use() == 0
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(raw_post({}))
     await writer.drain()
@@ -201,9 +201,9 @@ async def test_a_client_that_stops_reading_is_disconnected(cleanup: list[Any]) -
     cleanup.append(client.close)
     for _ in range(100):  # the request timeout is 2 s; the sweep runs every second
         await asyncio.sleep(0.1)
-        if app[GATEWAY].current.transport.connections_in_use() == 0 and not any(
+        if app.gateway.transport.connections_in_use() == 0 and not any(
             c.task is not None for c in server.connections
         ):
             break
-    assert app[GATEWAY].current.transport.connections_in_use() == 0
+    assert app.gateway.transport.connections_in_use() == 0
     assert not any(c.task is not None for c in server.connections)

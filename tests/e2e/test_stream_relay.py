@@ -16,7 +16,6 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from azure_openai_proxy.gateway.app import GATEWAY
 from azure_openai_proxy.settings import Settings
 from tests.e2e.conftest import CLIENT_KEY, gateway_settings
 from tests.support import ServerThread, serve
@@ -105,7 +104,7 @@ async def upstream_connections_settle(gateway: ServerThread) -> int:
     """The gateway's upstream connections in use, once that number reaches 0 (or 5 s)."""
 
     async def in_use() -> int:
-        return gateway.app[GATEWAY].current.transport.connections_in_use()  # type: ignore[no-any-return,index]
+        return gateway.app.gateway.transport.connections_in_use()  # type: ignore[no-any-return]
 
     for _ in range(100):
         if gateway.call(in_use) == 0:

@@ -1,5 +1,5 @@
 """FastServer on loopback, driven with raw sockets: the bytes a client sends, the bytes
-it gets back. The app is a plain aiohttp application, as the gateway's is."""
+it gets back. The application is `tests.http_app.EngineTestApp`."""
 
 from __future__ import annotations
 
@@ -10,81 +10,22 @@ from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from azure_openai_proxy.http.request import FastRequest
 from azure_openai_proxy.http.server import FastServer, serve_fast
+from tests.http_app import EngineTestApp, Events
 from tests.support import free_port
 
 Reply = tuple[int, dict[str, str], bytes]
-
-
-class Events:
-    """What the handlers saw, for the tests to check."""
-
-    def __init__(self) -> None:
-        self.cancelled = asyncio.Event()
-        self.release = asyncio.Event()
-        self.reads: list[bytes] = []
-
-
-def make_app(events: Events, max_body: int = 1000) -> web.Application:
-    async def echo(request: web.Request) -> web.Response:
-        body = await request.read()
-        events.reads.append(body)
-        return web.Response(body=body, content_type="application/octet-stream",
-                            headers={"X-Path": request.rel_url.raw_path,
-                                     "X-Query": request.query.get("q", "")})
-
-    async def chunks(request: web.Request) -> web.Response:
-        sizes = [len(piece) async for piece in request.content.iter_chunked(3)]
-        return web.Response(body=orjson.dumps(sizes), content_type="application/json")
-
-    async def reject(request: web.Request) -> web.Response:
-        return web.Response(status=401, body=b'{"error":{}}', content_type="application/json")
-
-    async def stream(request: web.Request) -> web.StreamResponse:
-        out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await out.prepare(request)
-        await out.write(b"data: first\n\n")
-        try:
-            await events.release.wait()
-        except asyncio.CancelledError:
-            events.cancelled.set()
-            raise
-        await out.write(b"data: second\n\n")
-        await out.write_eof()
-        return out
-
-    async def crash(request: web.Request) -> web.Response:
-        raise RuntimeError("secret detail")
-
-    async def prepare_then_fail(request: web.Request) -> web.StreamResponse:
-        out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await out.prepare(request)
-        if request.query.get("after") == "frame":
-            await out.write(b"data: first\n\n")
-            await asyncio.sleep(0)
-        raise web.HTTPBadGateway()
-
-    app = web.Application(client_max_size=max_body)
-    app.router.add_post("/echo", echo)
-    app.router.add_get("/echo", echo)
-    app.router.add_post("/chunks", chunks)
-    app.router.add_post("/reject", reject)
-    app.router.add_get("/stream", stream)
-    app.router.add_get("/crash", crash)
-    app.router.add_get("/prepare-then-fail", prepare_then_fail)
-    return app
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[FastServer, Events, int]]:
     events = Events()
     port = free_port()
-    fast = await serve_fast(make_app(events), "127.0.0.1", port, request_timeout=1.0,
+    fast = await serve_fast(EngineTestApp(events), "127.0.0.1", port, request_timeout=1.0,
                             keepalive_timeout=2.0)
     yield fast, events, port
     fast.close()
@@ -214,13 +155,15 @@ async def test_chunked_body_split_at_odd_boundaries(server: Any) -> None:
     writer.close()
 
 
-async def test_iter_chunked_gives_pieces_of_at_most_n(server: Any) -> None:
+async def test_body_chunks_give_the_body_as_it_arrives(server: Any) -> None:
     _, _, port = server
     reader, writer = await connect(port)
-    writer.write(post("/chunks", b"abcdefgh"))
+    writer.write(b"POST /chunks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.write(b"5\r\ndefgh\r\n0\r\n\r\n")
     _, _, body = await read_reply(reader)
-    sizes = orjson.loads(body)
-    assert sum(sizes) == 8 and max(sizes) <= 3
+    assert orjson.loads(body) == [3, 5]
     writer.close()
 
 
@@ -362,7 +305,7 @@ async def test_client_leaving_mid_stream_cancels_the_handler(server: Any) -> Non
 async def test_graceful_shutdown_lets_a_stream_finish() -> None:
     events = Events()
     port = free_port()
-    fast = await serve_fast(make_app(events), "127.0.0.1", port)
+    fast = await serve_fast(EngineTestApp(events), "127.0.0.1", port)
     reader, writer = await connect(port)
     writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
     await asyncio.wait_for(reader.readuntil(b"first"), 5)
@@ -380,7 +323,7 @@ async def test_graceful_shutdown_lets_a_stream_finish() -> None:
 async def test_shutdown_cancels_what_outlives_the_grace() -> None:
     events = Events()
     port = free_port()
-    fast = await serve_fast(make_app(events), "127.0.0.1", port)
+    fast = await serve_fast(EngineTestApp(events), "127.0.0.1", port)
     reader, writer = await connect(port)
     writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
     await asyncio.wait_for(reader.readuntil(b"first"), 5)
@@ -389,22 +332,12 @@ async def test_shutdown_cancels_what_outlives_the_grace() -> None:
     writer.close()
 
 
-async def test_startup_and_cleanup_hooks_run() -> None:
-    calls: list[str] = []
-    app = make_app(Events())
-
-    async def started(app: web.Application) -> None:
-        calls.append("startup")
-
-    async def cleaned(app: web.Application) -> None:
-        calls.append("cleanup")
-
-    app.on_startup.append(started)
-    app.on_cleanup.append(cleaned)
-    fast = await serve_fast(app, "127.0.0.1", free_port())
-    assert calls == ["startup"]
+async def test_startup_shutdown_and_cleanup_hooks_run() -> None:
+    events = Events()
+    fast = await serve_fast(EngineTestApp(events), "127.0.0.1", 0)
+    assert events.calls == ["startup"]
     await fast.shutdown(0)
-    assert calls == ["startup", "cleanup"]
+    assert events.calls == ["startup", "shutdown", "cleanup"]
 
 
 _METHODS = st.sampled_from([b"GET", b"POST", b"PUT", b"\x00", b""])
@@ -421,7 +354,7 @@ _HEADS = st.builds(
 async def test_random_bytes_never_break_the_server(garbage: bytes) -> None:
     events = Events()
     port = free_port()
-    fast = await serve_fast(make_app(events), "127.0.0.1", port, request_timeout=1.0)
+    fast = await serve_fast(EngineTestApp(events), "127.0.0.1", port, request_timeout=1.0)
     try:
         reader, writer = await connect(port)
         writer.write(garbage)
@@ -464,6 +397,12 @@ class RecordingChannel:
     def is_closing(self) -> bool:
         return False
 
+    def date(self) -> str:
+        return "D"
+
+    def get_extra_info(self, name: str) -> Any:
+        return None
+
     def pause_body(self) -> None: ...
     def resume_body(self) -> None: ...
     def send_continue(self) -> None: ...
@@ -473,27 +412,29 @@ class RecordingChannel:
 
 
 async def test_a_streams_head_leaves_with_its_first_frame_or_alone_at_the_end_of_the_turn() -> None:
-    from azure_openai_proxy.http.request import PayloadWriter
+    from multidict import CIMultiDict, CIMultiDictProxy
 
+    from azure_openai_proxy.http.request import FastRequest
+
+    def request(channel: RecordingChannel) -> FastRequest:
+        return FastRequest(channel, "GET", "/", CIMultiDictProxy(CIMultiDict()), True, True,  # type: ignore[arg-type]
+                           None, None)
+
+    head = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nDate: D\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
     channel = RecordingChannel()
-    writer = PayloadWriter(channel)
-    writer.enable_chunking()
-    await writer.write_headers("HTTP/1.1 200 OK", {"Content-Type": "text/event-stream"})
-    writer.send_headers()  # what prepare() does
-    await writer.write(b"data: 1\n\n")  # in the same turn of the loop
-    assert channel.writes == [b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
-                              b"9\r\ndata: 1\n\n\r\n"]
+    out = request(channel).stream(200, {"content-type": "text/event-stream"})
+    await out.write(b"data: 1\n\n")  # in the same turn of the loop
+    assert channel.writes == [head + b"9\r\ndata: 1\n\n\r\n"]
     await asyncio.sleep(0)  # the scheduled flush finds nothing left to send
-    await writer.write_eof(b"data: [DONE]\n\n")  # the last frame and the end: one write
+    await out.end(b"data: [DONE]\n\n")  # the last frame and the end: one write
     assert channel.writes[1:] == [b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"]
 
     idle = RecordingChannel()
-    writer = PayloadWriter(idle)
-    await writer.write_headers("HTTP/1.1 200 OK", {"Content-Type": "text/event-stream"})
-    writer.send_headers()
+    request(idle).stream(200, {"content-type": "text/event-stream"})
     assert idle.writes == []
     await asyncio.sleep(0)  # no frame yet: the head is not held back past this turn
-    assert idle.writes == [b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"]
+    assert idle.writes == [head]
 
 
 async def test_an_error_after_prepare_is_one_clean_response_and_keep_alive_survives(server: Any) -> None:

@@ -1,0 +1,155 @@
+"""The contract between the HTTP engine and the application it serves.
+
+    engine                                     application
+    ------                                     -----------
+    HttpRequest (method, target, headers,  ->  await app(request) -> Answer | ResponseStream
+                 body, peer)
+    request.stream(status, headers)        <-  a streamed answer: its head, then
+                                               write(data)... end(tail)
+    app.refusal(status, message, code)     <-  the body of an answer the engine gives
+                                               itself (malformed HTTP, over a limit)
+
+The application never sees a socket, and the engine never sees the gateway: everything
+either side needs of the other is here. A test (tests/unit/test_layout.py) holds the
+engine to importing nothing of the gateway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Protocol
+
+from multidict import CIMultiDictProxy
+
+__all__ = [
+    "Answer",
+    "Application",
+    "BodyTimedOut",
+    "BodyTooLarge",
+    "ClientDisconnected",
+    "Headers",
+    "HttpRequest",
+    "Reply",
+    "ResponseStream",
+]
+
+# A request's headers: case-insensitive, repeated names kept, read-only.
+Headers = CIMultiDictProxy[str]
+
+
+class ClientDisconnected(ConnectionResetError):
+    """The client closed the connection (or it became unusable) before the exchange ended."""
+
+
+class BodyTimedOut(Exception):
+    """The request body stalled past the engine's body timeout."""
+
+
+class BodyTooLarge(Exception):
+    """The request body is longer than the limit the reader asked for."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request body is larger than the limit of {limit} bytes.")
+        self.limit = limit
+
+
+class Answer:
+    """A whole answer: status, headers and body, written in one go. `headers` has one
+    spelling per name; framing headers (content-length, transfer-encoding, connection)
+    in it are ignored: the engine writes its own."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+class ResponseStream(Protocol):
+    """A streamed answer whose head has been given (`HttpRequest.stream`). The head
+    leaves with the first bytes written in the same turn of the event loop, or alone at
+    its end, so it is never held back."""
+
+    @property
+    def status(self) -> int: ...
+
+    async def write(self, data: bytes) -> None:
+        """Send `data` now; waits while the client is not reading. Raises
+        `ClientDisconnected` once the client has left."""
+        ...
+
+    async def end(self, tail: bytes = b"") -> None:
+        """Send `tail` and end the answer (in one write)."""
+        ...
+
+
+Reply = Answer | ResponseStream
+
+
+class HttpRequest(Protocol):
+    """One request, as the engine parsed it. The body arrives as the client sends it."""
+
+    method: str
+    target: str  # the request target as sent, e.g. "/v1/chat/completions?x=1"
+    headers: Headers
+    content_length: int | None  # None when chunked or absent
+    # Added by the application to whatever answer goes out (e.g. CORS headers).
+    extra_headers: dict[str, str] | None
+
+    @property
+    def path(self) -> str:
+        """The target's path, percent-encoding kept."""
+        ...
+
+    @property
+    def query_string(self) -> str:
+        """The target's query, without the `?`; "" when there is none."""
+        ...
+
+    @property
+    def has_body(self) -> bool:
+        """Whether a body was announced (Content-Length > 0 or chunked)."""
+        ...
+
+    @property
+    def peer(self) -> str | None:
+        """The client's address."""
+        ...
+
+    async def read(self, limit: int) -> bytes:
+        """The whole body; `BodyTooLarge` past `limit` bytes."""
+        ...
+
+    def body_chunks(self) -> AsyncIterator[bytes]:
+        """The body in pieces as they arrive (for large uploads)."""
+        ...
+
+    def stream(self, status: int, headers: Mapping[str, str]) -> ResponseStream:
+        """Start a streamed answer (chunked, or to the end of the connection for an
+        HTTP/1.0 client); the handler then returns the stream."""
+        ...
+
+
+class Application(Protocol):
+    """What the engine serves: one callable for every request, plus its life cycle."""
+
+    def __call__(self, request: HttpRequest) -> Awaitable[Reply]:
+        """Answer `request`. Errors are the application's to render: an exception that
+        escapes is answered with a 500 (logged, never shown)."""
+        ...
+
+    def refusal(self, status: int, message: str, code: str | None = None) -> Answer:
+        """The answer for a request the engine refuses itself (400 malformed, 408, 413,
+        414, 431, 501, 503 over the connection cap...)."""
+        ...
+
+    async def startup(self) -> None: ...
+
+    async def shutdown(self) -> None:
+        """The engine stopped accepting: in-flight requests still run."""
+        ...
+
+    async def cleanup(self) -> None:
+        """Every connection is closed."""
+        ...
