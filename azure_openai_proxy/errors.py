@@ -12,6 +12,7 @@
     ├── MethodNotAllowed              405
     ├── RequestTimeout                408 (the request body stalled)
     ├── BodyTooLarge                  413
+    ├── UnsupportedMediaType          415 (a Content-Encoding we do not decode)
     ├── RateLimited                   429 rate_limit_exceeded (carries retry-after)
     ├── UpstreamHttpError             any status Azure answered, already in OpenAI's shape
     └── UpstreamError                 502 upstream_error
@@ -46,6 +47,7 @@ __all__ = [
     "RateLimited",
     "RequestTimeout",
     "RouteNotFound",
+    "UnsupportedMediaType",
     "UnsupportedParameter",
     "UpstreamError",
     "UpstreamHttpError",
@@ -155,6 +157,12 @@ class BodyTooLarge(GatewayError):
     status = 413
     type_ = "invalid_request_error"
     code = "request_too_large"
+
+
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    type_ = "invalid_request_error"
+    code = "unsupported_content_encoding"
 
 
 class _RetryAfter(GatewayError):

@@ -122,7 +122,8 @@ def _openai_style(method: str, parts: list[str], native: bool) -> Target:
 
 
 def _require(method: str, *allowed: str) -> None:
-    if method not in allowed:
+    # HEAD is GET without the body (RFC 9110 9.3.2): allowed wherever GET is.
+    if method not in allowed and not (method == "HEAD" and "GET" in allowed):
         raise MethodNotAllowed(
             f"Method {method} is not allowed here; use {' or '.join(allowed)}."
         )

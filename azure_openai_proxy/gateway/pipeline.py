@@ -26,6 +26,7 @@ import orjson
 
 from azure_openai_proxy.auth import Caller, ClientKeyring
 from azure_openai_proxy.balancing import estimated_cost
+from azure_openai_proxy.codings import decode_body
 from azure_openai_proxy.compat import (
     DeploymentProfile,
     adapt_chat_request,
@@ -36,6 +37,7 @@ from azure_openai_proxy.errors import (
     BodyTooLarge,
     GatewayError,
     MalformedBody,
+    UnsupportedMediaType,
     UpstreamError,
 )
 from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
@@ -221,7 +223,10 @@ class Gateway:
         wants_multipart = target.body_kind == "multipart" or (
             target.kind == "resource" and content_type.lower().startswith("multipart/")
         )
+        coding = request.headers.get("Content-Encoding")
         if wants_multipart:
+            if coding is not None and coding.strip().lower() != "identity":
+                raise UnsupportedMediaType("A multipart body cannot be sent with a Content-Encoding.")
             boundary = multipart_boundary(content_type)
             spool = await SpooledBody.read(request.body_chunks(), limit)
             return _Body(spool=spool, boundary=boundary, content_type=content_type)
@@ -229,6 +234,8 @@ class Gateway:
             raw = await request.read(limit)
         except http.BodyTooLarge as exc:
             raise BodyTooLarge(str(exc)) from None
+        if coding is not None:
+            raw = decode_body(raw, coding, limit)
         if target.kind == "resource" and not raw:
             return _Body(raw=raw, content_type=content_type or None)
         if target.kind == "resource" and "json" not in content_type.lower() and content_type:
