@@ -109,7 +109,7 @@ class _HttpConnection(asyncio.Protocol):
                 self._reject(self.server.refusal(400, "The request is not valid HTTP/1.1.", "bad_request"))
 
     def eof_received(self) -> bool | None:
-        # As aiohttp: a client that half-closes has left; the transport closes and
+        # A client that half-closes has left; the transport closes and
         # connection_lost cancels the handler.
         return None
 

@@ -105,11 +105,19 @@ class Transport(Protocol):
 
 
 class _AiohttpResponse:
-    __slots__ = ("_draining", "_response")
+    __slots__ = ("_draining", "_released", "_response", "_transport")
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, transport: AiohttpTransport) -> None:
         self._response = response
+        self._transport = transport
         self._draining = False  # finish_in_background took over: close() does nothing
+        self._released = False
+
+    def _release(self) -> None:
+        """Counted once, whether closed, drained or both."""
+        if not self._released:
+            self._released = True
+            self._transport.in_use -= 1
 
     @property
     def status(self) -> int:
@@ -143,6 +151,7 @@ class _AiohttpResponse:
     def close(self) -> None:
         if not self._draining:
             self._response.release()
+            self._release()
 
     def finish_in_background(self) -> None:
         response = self._response
@@ -151,10 +160,12 @@ class _AiohttpResponse:
         self._draining = True
         if response.content.is_eof() or response.connection is None:
             response.release()
+            self._release()
             return
         task = asyncio.get_running_loop().create_task(_drain(response))
         _DRAINING.add(task)
         task.add_done_callback(_DRAINING.discard)
+        task.add_done_callback(lambda _: self._release())
 
 
 # Drains in flight, referenced so the loop does not lose them.
@@ -201,6 +212,7 @@ class AiohttpTransport:
     def __init__(self, settings: UpstreamSettings) -> None:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
+        self.in_use = 0  # answers not yet closed (aiohttp has no public count)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -237,12 +249,11 @@ class AiohttpTransport:
             raise UpstreamUnreachable(
                 f"Cannot reach Azure OpenAI at {_host(request.url)}: {_reason(exc)}"
             ) from exc
-        return _AiohttpResponse(response)
+        self.in_use += 1
+        return _AiohttpResponse(response, self)
 
     def connections_in_use(self) -> int:
-        if self._session is None or self._session.connector is None:
-            return 0
-        return len(self._session.connector._acquired)  # no public count in aiohttp
+        return self.in_use
 
     async def close(self) -> None:
         if self._session is not None:

@@ -25,7 +25,7 @@ def test_smoke_run_prints_the_table_and_writes_every_row(tmp_path: Path) -> None
         cwd=REPO, env=env, capture_output=True, text=True, timeout=110, check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    expected = ["direct", "gateway-1w", "gateway-Nw", "gateway-1w-aiohttp"]
+    expected = ["direct", "gateway-1w", "gateway-Nw"]
     if shutil.which("nginx"):
         expected.append("nginx")
     if env.get("LITELLM_VENV"):

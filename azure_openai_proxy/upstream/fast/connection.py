@@ -10,7 +10,7 @@ import select
 import socket
 import zlib
 from collections import deque
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
 from multidict import CIMultiDict
@@ -35,6 +35,13 @@ _STALLED = "Azure OpenAI stopped sending data (read timeout) in the middle of th
 
 class _Stale(Exception):
     """A reused connection died before any byte of the answer: worth one retry."""
+
+
+class _Inflater(Protocol):
+    """What `zlib.decompressobj()` returns (its class is private to zlib)."""
+
+    def decompress(self, data: bytes, max_length: int = ..., /) -> bytes: ...
+    def flush(self, length: int = ..., /) -> bytes: ...
 
 
 class _Connection(asyncio.Protocol):
@@ -85,7 +92,7 @@ class _Connection(asyncio.Protocol):
         self.interim = self.until_eof = self.keep_alive = self.greedy = False
         self.body_cut = False  # the request body was not sent whole: never reuse
         self.error: Exception | None = None
-        self.decoder: zlib._Decompress | None = None
+        self.decoder: _Inflater | None = None
         self.body.clear()
         self.buffered = 0
 
