@@ -1,6 +1,7 @@
 """One error tree; each error knows the reply it renders in OpenAI's error shape.
 
-    GatewayError                      500 server_error
+    GatewayError                      500 server_error (an unexpected failure: internal_error)
+    ├── HttpRefused                   4xx/5xx: the HTTP engine refused the request itself
     ├── InvalidRequest                400 invalid_request_error
     │   ├── MalformedBody             400 (bad JSON, bad multipart, missing model)
     │   ├── UnsupportedParameter      400 (needs a newer api-version / other model)
@@ -38,6 +39,7 @@ __all__ = [
     "EntraUnavailable",
     "GatewayError",
     "HostileInput",
+    "HttpRefused",
     "InvalidRequest",
     "MalformedBody",
     "MethodNotAllowed",
@@ -94,6 +96,23 @@ class GatewayError(Exception):
 
     def render(self) -> bytes:
         return orjson.dumps(self.body())
+
+
+class HttpRefused(GatewayError):
+    """A request the HTTP engine refused before the gateway saw it (malformed HTTP, a
+    limit, a timeout): the engine names the status, the gateway renders it."""
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self._status = status
+
+    @property
+    def http_status(self) -> int:
+        return self._status
+
+    def body(self) -> dict[str, Any]:
+        type_ = "server_error" if self._status >= 500 else "invalid_request_error"
+        return error_body(self.message, type_, self.code, self.param)
 
 
 class InvalidRequest(GatewayError):

@@ -24,9 +24,9 @@ from azure_openai_proxy.balancing import PoolState
 from azure_openai_proxy.errors import BodyTooLarge as BodyTooLargeError
 from azure_openai_proxy.errors import (
     GatewayError,
+    HttpRefused,
     MethodNotAllowed,
     RequestTimeout,
-    error_body,
 )
 from azure_openai_proxy.gateway.balancer import Balancer, rules_of
 from azure_openai_proxy.gateway.pipeline import Gateway
@@ -51,9 +51,6 @@ log = logging.getLogger("azure_openai_proxy")
 
 _JSON = "application/json"
 _LOCAL_METHODS = frozenset({"GET", "HEAD"})
-_ERROR_TYPES = {400: "invalid_request_error", 408: "invalid_request_error",
-                413: "invalid_request_error", 414: "invalid_request_error",
-                431: "invalid_request_error", 501: "invalid_request_error"}
 
 LocalHandler = Callable[[HttpRequest], Answer]
 
@@ -70,8 +67,7 @@ def _unexpected(request: HttpRequest, exc: BaseException) -> Answer:
     # The reply never carries a traceback; the log gets one (it holds no keys: we never
     # put a key into an exception message).
     log.error("unexpected error on %s %s", request.method, request.path, exc_info=exc)
-    body = error_body("The gateway hit an unexpected error.", "server_error", "internal_error")
-    return Answer(500, {"content-type": _JSON}, orjson.dumps(body))
+    return error_answer(GatewayError("The gateway hit an unexpected error.", code="internal_error"))
 
 
 class GatewayApp:
@@ -100,8 +96,7 @@ class GatewayApp:
         return self._serve(request)
 
     def refusal(self, status: int, message: str, code: str | None = None) -> Answer:
-        type_ = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-        return Answer(status, {"content-type": _JSON}, orjson.dumps(error_body(message, type_, code)))
+        return error_answer(HttpRefused(status, message, code))
 
     async def startup(self) -> None:
         return None
