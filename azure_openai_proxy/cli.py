@@ -140,7 +140,8 @@ def _healthcheck(argv: Sequence[str], environ: Mapping[str, str]) -> int:
         print(f"unhealthy: {exc}", file=sys.stderr)
         return 1
     healthy, detail = _probe(host, port, args.timeout, any_answer)
-    print(f"{'healthy' if healthy else 'unhealthy'}: http://{listen}/health {detail}")
+    shown = f"[{host}]" if ":" in host else host
+    print(f"{'healthy' if healthy else 'unhealthy'}: http://{shown}:{port}/health {detail}")
     return 0 if healthy else 1
 
 
