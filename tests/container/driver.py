@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import http.client
 import json
+import shlex
 import subprocess
 import sys
 import threading
@@ -32,8 +33,40 @@ HEALTHY_WITHIN = 90.0  # seconds: the image's HEALTHCHECK probes every 10 s
 SLOW_TOKEN_MS = "500"  # the slow emulator: ~16 tokens of a short answer, about 8 s
 
 
+# The README's Docker section, verbatim: the checks run these (see as_run) and fail if the
+# README no longer shows them.
+README = Path(__file__).resolve().parent.parent.parent / "README.md"
+README_BUILD = "docker build -t azure-openai-proxy ."
+README_DEMO = "docker run --rm -p 8080:8080 azure-openai-proxy demo --listen 0.0.0.0:8080"
+README_EMULATOR = """docker run -d --network aop --network-alias emulator azure-openai-proxy \\
+  emulate --listen 0.0.0.0:8001 --api-key emulator-azure-key"""
+README_SEED = """docker run -d --network aop -p 8080:8080 \\
+  -e AZURE_OPENAI_ENDPOINT=http://emulator:8001 \\
+  -e AZURE_OPENAI_API_VER=2024-10-21 \\
+  -e AZURE_OPENAI_MODEL_MAPPER=gpt-4o=gpt-4o \\
+  azure-openai-proxy"""
+
+
 class CheckFailed(Exception):
     pass
+
+
+def as_run(command: str, image: str, network: str) -> list[str]:
+    """A README `docker run` line as this test runs it: detached (docker.run adds -d and a
+    name), published on a free port of 127.0.0.1, on this run's network, this image."""
+    args = shlex.split(command.replace("\\\n", " "))[2:]
+    out: list[str] = []
+    for arg in args:
+        if arg in ("-d", "--rm"):
+            continue
+        if out[-1:] == ["-p"]:
+            arg = "127.0.0.1::" + arg.rpartition(":")[2]
+        elif out[-1:] == ["--network"]:
+            arg = network
+        elif arg == "azure-openai-proxy":
+            arg = image
+        out.append(arg)
+    return out
 
 
 @dataclass
@@ -88,6 +121,7 @@ class Docker:
 @dataclass
 class Report:
     failures: int = 0
+    passes: int = 0
 
     @contextlib.contextmanager
     def check(self, name: str, docker: Docker | None = None, container: str | None = None) -> Iterator[list[str]]:
@@ -101,6 +135,7 @@ class Report:
                 print("  last log lines of " + container + ":\n    "
                       + docker.logs(container).replace("\n", "\n    "), flush=True)
         else:
+            self.passes += 1
             print(f"PASS {name}" + (f": {'; '.join(notes)}" if notes else ""), flush=True)
 
 
@@ -201,6 +236,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--image", default="azure-openai-proxy")
     parser.add_argument("--run-id", default=f"aop-ct-{uuid.uuid4().hex[:12]}")
     parser.add_argument("--version", required=True)
+    parser.add_argument("--base", help="the base image, to print what the image adds to it")
     parser.add_argument("--secrets", nargs="*", default=[])
     args = parser.parse_args(argv)
     docker, report, image = Docker(args.docker, args.run_id), Report(), args.image
@@ -208,18 +244,13 @@ def main(argv: Sequence[str]) -> int:
     check_image(docker, report, image, args.version, [Path(p) for p in args.secrets])
     net = docker.network()
     # Everything starts at once; the checks then wait on each (health probes every 10 s).
-    # The README's demo line, with a free host port for 8080:
-    demo = docker.run("demo", "-p", "127.0.0.1::8080", image, "demo", "--listen", "0.0.0.0:8080")
-    emulator = docker.run("emulator", "--network", net, "--network-alias", "emulator", image,
-                          "emulate", "--listen", "0.0.0.0:8001", "--api-key", EMULATOR_KEY)
+    demo = docker.run("demo", *as_run(README_DEMO, image, net))
+    emulator = docker.run("emulator", *as_run(README_EMULATOR, image, net))
     docker.run("slow-emulator", "--network", net, "--network-alias", "slow-emulator", image,
                 "emulate", "--listen", "0.0.0.0:8001", "--api-key", EMULATOR_KEY,
                 "--token-ms", SLOW_TOKEN_MS)
-    # The seed's own `docker run` line (env mode, clients send their Azure key), image renamed:
-    seed = docker.run("seed", "--network", net, "-p", "127.0.0.1::8080",
-                      "-e", "AZURE_OPENAI_ENDPOINT=http://emulator:8001",
-                      "-e", "AZURE_OPENAI_API_VER=2024-10-21",
-                      "-e", "AZURE_OPENAI_MODEL_MAPPER=gpt-4o=gpt-4o", image)
+    # The Go tool's own `docker run` line (env mode, clients send their Azure key), offline:
+    seed = docker.run("seed", *as_run(README_SEED, image, net))
     # A server-side Azure key with gateway client keys, listening on 9090 by the environment:
     keyed = docker.run("keyed", "--network", net, "-p", "127.0.0.1::9090",
                        "-e", "AZURE_OPENAI_ENDPOINT=http://emulator:8001",
@@ -241,6 +272,13 @@ def main(argv: Sequence[str]) -> int:
                           "-e", "AZURE_OPENAI_MODEL_MAPPER=gpt-4o=gpt-4o",
                           "-e", f"AZURE_OPENAI_PROXY_CLIENT_KEYS={CLIENT_KEY}", image)
 
+    with report.check("the README's Docker section shows the commands this test runs") as notes:
+        section = README.read_text().partition("\n## Docker\n")[2].partition("\n## ")[0]
+        missing = [c.splitlines()[0] for c in (README_BUILD, README_DEMO, README_EMULATOR, README_SEED)
+                   if c not in section]
+        if missing:
+            raise CheckFailed(f"not in the README's Docker section: {missing}")
+        notes.append("build, demo, emulator and the seed's line")
     check_demo(docker, report, demo)
     check_user(docker, report, demo)
     with report.check("seed-style `docker run -e AZURE_OPENAI_ENDPOINT=... -e AZURE_OPENAI_MODEL_MAPPER=...` "
@@ -267,8 +305,11 @@ def main(argv: Sequence[str]) -> int:
             docker.wait_healthy(container, deadline)
             notes.append(f"waited {time.monotonic() - started:.0f} s")
     check_compose(docker, report)
-    print(f"image size: {int(docker.inspect(image, '{{.Size}}')) / 1e6:.0f} MB ({image})", flush=True)
-    print(f"{report.failures} failed" if report.failures else "all container checks passed", flush=True)
+    size = int(docker.inspect(image, "{{.Size}}"))
+    added = f", {(size - int(docker.inspect(args.base, '{{.Size}}'))) / 1e6:.0f} MB on top of {args.base}" \
+        if args.base else ""
+    print(f"image size: {size / 1e6:.0f} MB ({image}{added})", flush=True)
+    print(f"container: {report.passes} passed, {report.failures} failed", flush=True)
     return 1 if report.failures else 0
 
 

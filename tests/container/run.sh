@@ -113,7 +113,7 @@ echo "PASS build: $image in $(( $(date +%s) - t0 )) s"
 
 # -- the checks ----------------------------------------------------------------------------
 status=0
-python3 "$here/driver.py" --docker "$docker" --image "$image" --run-id "$run_id" \
+python3 "$here/driver.py" --docker "$docker" --image "$image" --base "$base_image" --run-id "$run_id" \
   --version "$version" --secrets "$work/pip.conf" "$work/ca.pem" || status=$?
 say "took $(( $(date +%s) - started )) s in all"
 exit "$status"
