@@ -110,6 +110,8 @@ if ! "$docker" build --network host --progress plain \
   exit 1
 fi
 echo "PASS build: $image in $(( $(date +%s) - t0 )) s"
+# The build this one replaced, now untagged (only images with this project's label).
+"$docker" image prune -f --filter "label=org.opencontainers.image.title=azure-openai-proxy" >/dev/null || true
 
 # -- the checks ----------------------------------------------------------------------------
 status=0
