@@ -101,10 +101,10 @@ class Docker:
         return self("inspect", "-f", template, container)
 
     def wait_healthy(self, container: str, deadline: float) -> str:
-        status = ""
-        while time.monotonic() < deadline:
+        while True:
             status = self.inspect(container, "{{.State.Status}} {{.State.Health.Status}}")
-            if status == "running healthy" or not status.startswith("running"):
+            if status == "running healthy" or not status.startswith("running") \
+                    or time.monotonic() >= deadline:
                 break
             time.sleep(1)
         if status != "running healthy":
