@@ -1,5 +1,5 @@
 """Command line: `azure-openai-proxy [serve] [-c FILE] [-l HOST:PORT] [-s] ...`,
-`check-config`, `emulate`, `demo`. The only module that reads `os.environ`.
+`check-config`, `emulate`, `demo`, `healthcheck`. The only module that reads `os.environ`.
 
 The Go azure-openai-proxy's flags (`-c/--configFile`, `-l/--listen`, `-s/--cors`,
 `-v/--version`) work unchanged, so its users can switch by changing the image.
@@ -8,6 +8,7 @@ The Go azure-openai-proxy's flags (`-c/--configFile`, `-l/--listen`, `-s/--cors`
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -20,14 +21,17 @@ from azure_openai_proxy.settings import Settings
 
 __all__ = ["main"]
 
-_COMMANDS = ("serve", "check-config", "emulate", "demo")
+_COMMANDS = ("serve", "check-config", "emulate", "demo", "healthcheck")
+# The emulator's own default (emulator/cli.py), for a healthcheck of `emulate` without --listen.
+_EMULATOR_LISTEN = "127.0.0.1:8001"
 
 
 def _serve_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="An OpenAI-compatible gateway in front of Azure OpenAI.",
-        epilog="Other commands: check-config, emulate, demo (see `azure-openai-proxy CMD -h`).",
+        epilog="Other commands: check-config, emulate, demo, healthcheck "
+               "(see `azure-openai-proxy CMD -h`).",
     )
     parser.add_argument("-c", "--configFile", "--config", dest="config", metavar="FILE",
                         help="config file (default: ./config.yaml if it exists)")
@@ -58,10 +62,12 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     return flags
 
 
-def _config_path(explicit: str | None) -> str | None:
+def _config_path(explicit: str | None, cwd: Path | None = None) -> str | None:
+    """The config file a server started in `cwd` (default: here) reads."""
+    root = cwd or Path()
     if explicit:
-        return explicit
-    default = Path("config.yaml")
+        return str(root / explicit)
+    default = root / "config.yaml"
     return str(default) if default.is_file() else None
 
 
@@ -113,6 +119,99 @@ def _check_config(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     return 0
 
 
+def _healthcheck(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="azure-openai-proxy healthcheck",
+        description="Exit 0 if the server answers GET /health, else 1 (Docker's HEALTHCHECK). "
+                    "It probes --listen if given, else the address the server running as "
+                    "process --pid (default 1: a container's server) was told to listen on by "
+                    "its flags, environment or config file, else the one this command's own "
+                    "environment and config file give. 0.0.0.0 is probed on 127.0.0.1.",
+    )
+    parser.add_argument("-c", "--configFile", "--config", dest="config", metavar="FILE")
+    parser.add_argument("-l", "--listen", metavar="HOST:PORT")
+    parser.add_argument("--pid", type=int, default=1, help="the server's process id (default 1)")
+    parser.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS")
+    args = parser.parse_args(argv)
+    try:
+        listen, any_answer = _health_target(args, environ)
+        host, port = _probe_address(listen)
+    except (ConfigError, ValueError) as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
+    healthy, detail = _probe(host, port, args.timeout, any_answer)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"{'healthy' if healthy else 'unhealthy'}: http://{shown}:{port}/health {detail}")
+    return 0 if healthy else 1
+
+
+def _health_target(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, bool]:
+    """(listen address, whether any HTTP answer will do): the emulator has no /health."""
+    if args.listen:
+        return args.listen, False
+    server = _server_command(args.pid)
+    if server is None:
+        return load_settings(_config_path(args.config), environ, {}).listen, False
+    command, rest, cwd = server
+    if command == "emulate":
+        listener = argparse.ArgumentParser(add_help=False)
+        listener.add_argument("--listen", default=_EMULATOR_LISTEN)
+        return str(listener.parse_known_args(rest)[0].listen), True
+    if command == "demo":
+        from azure_openai_proxy.runtime.demo import demo_parser
+
+        return str(demo_parser().parse_known_args(rest)[0].listen), False
+    served = _serve_parser("azure-openai-proxy").parse_known_args(rest)[0]
+    return load_settings(_config_path(served.config, cwd), environ, _flags(served)).listen, False
+
+
+def _server_command(pid: int) -> tuple[str, list[str], Path] | None:
+    """(command, its arguments, working directory) of process `pid` when it is an
+    `azure-openai-proxy serve|demo|emulate`, else None."""
+    proc = Path("/proc") / str(pid)
+    try:
+        argv = [arg.decode(errors="replace") for arg in (proc / "cmdline").read_bytes().split(b"\0")]
+        cwd = Path(os.readlink(proc / "cwd"))
+    except OSError:
+        return None
+    for i, arg in enumerate(argv):
+        if Path(arg).name == "azure-openai-proxy":
+            rest = argv[i + 1:]
+            break
+        if arg == "-m" and argv[i + 1:i + 2] == ["azure_openai_proxy"]:
+            rest = argv[i + 2:]
+            break
+    else:
+        return None
+    rest = rest[:-1] if rest and rest[-1] == "" else rest  # cmdline ends with a NUL
+    command = rest[0] if rest and rest[0] in _COMMANDS else "serve"
+    if command not in ("serve", "demo", "emulate"):
+        return None
+    return command, rest[1:] if rest and rest[0] == command else rest, cwd
+
+
+def _probe_address(listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"listen address {listen!r} is not HOST:PORT")
+    host = host.strip("[]")
+    wildcard = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+    return wildcard.get(host, host), int(port)
+
+
+def _probe(host: str, port: int, timeout: float, any_answer: bool) -> tuple[bool, str]:
+    # http.client, not urllib: a container's HTTP(S)_PROXY must not carry the probe away.
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request("GET", "/health")
+        status = connection.getresponse().status
+    except (OSError, http.client.HTTPException) as exc:
+        return False, f"failed: {exc.__class__.__name__}: {exc}"
+    finally:
+        connection.close()
+    return status == 200 or (any_answer and status < 500), f"answered {status}"
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = dict(os.environ) if environ is None else environ
@@ -128,4 +227,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return demo(rest)
     if command == "check-config":
         return _check_config(rest, environ)
+    if command == "healthcheck":
+        return _healthcheck(rest, environ)
     return _serve(rest, environ)

@@ -19,7 +19,7 @@ from azure_openai_proxy.observability.accesslog import configure_logging
 from azure_openai_proxy.runtime.runner import run_loop, start_server
 from azure_openai_proxy.settings import DeploymentSettings, Settings
 
-__all__ = ["DEMO_CLIENT_KEY", "DEMO_MODELS", "demo_settings", "main"]
+__all__ = ["DEMO_CLIENT_KEY", "DEMO_MODELS", "demo_parser", "demo_settings", "main"]
 
 DEMO_CLIENT_KEY = "demo-client-key"
 _EMULATOR_KEY = "demo-azure-key"
@@ -118,15 +118,22 @@ async def _run(listen: str, emulator_listen: str) -> None:
     await emulator.cleanup()
 
 
-def main(argv: Sequence[str]) -> int:
+def demo_parser() -> argparse.ArgumentParser:
+    """The demo's flags (the healthcheck reads a running demo's --listen with it)."""
     parser = argparse.ArgumentParser(
         prog="azure-openai-proxy demo",
         description="Run the gateway in front of the bundled Azure OpenAI emulator.",
     )
-    parser.add_argument("-l", "--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
+    parser.add_argument("-l", "--listen", default="127.0.0.1:8080", metavar="HOST:PORT",
+                        help="where the gateway listens (default %(default)s; in a container: "
+                             "--listen 0.0.0.0:8080 to reach it through -p 8080:8080)")
     parser.add_argument("--emulator-listen", default="127.0.0.1:8001", metavar="HOST:PORT")
     parser.add_argument("--log-level", default="info")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    args = demo_parser().parse_args(argv)
     configure_logging(args.log_level)
     try:
         run_loop(_run(args.listen, args.emulator_listen))

@@ -165,3 +165,53 @@ def test_demo_works_as_printed() -> None:
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
         assert result.returncode == 0, result.stderr
         assert result.stdout.strip()
+
+
+def test_healthcheck_probes_the_configured_listen_address() -> None:
+    """Docker's HEALTHCHECK runs `azure-openai-proxy healthcheck` with the container's
+    environment: it probes where `serve` listens (here a port set by the environment),
+    exits 1 while nothing answers there and 0 once the gateway does, and shows no key."""
+    port = free_port()
+    env = {"AZURE_OPENAI_ENDPOINT": "http://127.0.0.1:9/", "AZURE_OPENAI_API_KEY": AZURE_KEY,
+           "AZURE_OPENAI_PROXY_CLIENT_KEYS": "team-key", "AZURE_OPENAI_PROXY_LISTEN": f"127.0.0.1:{port}"}
+    down = run_cli("healthcheck", env=env)
+    assert down.returncode == 1 and "unhealthy" in down.stdout, down
+    with running(cli(), port=port, env=env):
+        up = run_cli("healthcheck", env=env)
+    assert up.returncode == 0, up
+    assert f"http://127.0.0.1:{port}/health answered 200" in up.stdout
+    for result in (down, up):
+        assert AZURE_KEY not in result.stdout + result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "demo", "emulate"])
+def test_healthcheck_follows_the_running_servers_listen_flag(command: str) -> None:
+    """In a container the server is PID 1 and its --listen is on its command line, not in
+    the healthcheck's: `--pid` (default 1) reads it there, for the gateway, the demo and
+    the emulator (which has no /health: any answer from it will do)."""
+    port, emulator_port = free_port(), free_port()
+    args = {"serve": ["serve", "--listen", f"0.0.0.0:{port}", "--allow-open"],
+            "demo": ["demo", "--listen", f"0.0.0.0:{port}", "--emulator-listen", f"127.0.0.1:{emulator_port}"],
+            "emulate": ["emulate", "--listen", f"127.0.0.1:{port}"]}[command]
+    env = {"AZURE_OPENAI_ENDPOINT": "http://127.0.0.1:9/", "AZURE_OPENAI_API_KEY": AZURE_KEY}
+    with running(cli(*args), port=port, env=env) as server:
+        result = run_cli("healthcheck", "--pid", str(server.popen.pid), env=env)
+        assert result.returncode == 0, result
+        assert f":{port}/health answered " in result.stdout
+    # Gone, it is unhealthy (its process id no longer names it: this command's own
+    # address is probed, where nothing answers).
+    assert run_cli("healthcheck", "--pid", str(server.popen.pid), "--listen", f"127.0.0.1:{port}",
+                   env=env).returncode == 1
+
+
+def test_demo_listens_where_asked_for_a_container() -> None:
+    """`demo --listen 0.0.0.0:PORT` (what `docker run -p 8080:8080 ... demo` needs) takes
+    connections on every local address, not only 127.0.0.1: here on 127.0.0.2."""
+    port, emulator_port = free_port(), free_port()
+    with running(cli("demo", "--listen", f"0.0.0.0:{port}", "--emulator-listen",
+                     f"127.0.0.1:{emulator_port}"), port=port):
+        from openai import OpenAI
+
+        client = OpenAI(base_url=f"http://127.0.0.2:{port}/v1", api_key="demo-client-key", max_retries=0)
+        reply = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}])
+        assert reply.choices[0].message.content
