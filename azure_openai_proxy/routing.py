@@ -64,6 +64,10 @@ _FALLBACK_STRIP = re.compile(r"[.:]")
 # Characters that can never be in a model name we would put into a URL.
 _URL_BREAKERS = re.compile(r"[/\\?#%\s\x00-\x1f\x7f]")
 MAX_MODEL_NAME = 256
+# The default endpoint's stand-in deployment for resource calls: never in a URL (files,
+# batches... are served under /openai/{path}), but it must be a valid DeploymentSettings.
+_HOME_MODEL = "(default endpoint)"
+_HOME_DEPLOYMENT = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +189,12 @@ class RoutingTable:
         }
         self._fallback = settings.model_fallback
         self._settings = settings
+        # Built once, here: a resource call that names no model (GET /v1/files) goes to
+        # the default endpoint's resource, which needs no deployment in its URL.
+        endpoint = settings.default_endpoint
+        self._home = None if endpoint is None else Pool(
+            "", (self._dynamic_deployment(_HOME_MODEL, _HOME_DEPLOYMENT, endpoint),), True
+        )
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -210,10 +220,9 @@ class RoutingTable:
 
     def resolve_home(self) -> Pool:
         """The default endpoint as a pool, for resource calls that name no model."""
-        endpoint = self._settings.default_endpoint
-        if endpoint is None:
+        if self._home is None:
             raise ModelNotFound("(none)", self.model_names)
-        return Pool("", (self._dynamic_deployment("", "default", endpoint),), True)
+        return self._home
 
     def _dynamic_deployment(self, model: str, deployment: str, endpoint: str) -> DeploymentSettings:
         settings = self._settings
