@@ -139,7 +139,6 @@ class Settings(_Frozen):
     keep_azure_fields: bool = True
     honour_client_api_version: bool = True
     log_level: str = "info"
-    log_prompts: bool = False
     workers: int = Field(default=1, ge=1)
     # `fast`: our HTTP/1.1 server (asyncio + httptools, http/server.py), the one engine
     # (bench/README.md says why). aiohttp's server engine was removed: it wrote the raw
@@ -173,6 +172,14 @@ class Settings(_Frozen):
         if not re.match(r"^(/[A-Za-z0-9_.\-]+)*/?$", value):
             raise ValueError("must be a path such as /v1")
         return value.rstrip("/") if value != "/" else ""
+
+    @field_validator("default_api_version")
+    @classmethod
+    def _default_api_version_is_known_shape(cls, value: str) -> str:
+        # Checked here too: with no deployment configured (env mode) nothing else would.
+        if not API_VERSION.match(value):
+            raise ValueError("must look like 2024-10-21, 2025-04-01-preview, v1 or preview")
+        return value
 
     @field_validator("listen")
     @classmethod
