@@ -1,6 +1,5 @@
 """The real gateway served by FastServer in front of the emulator, driven by the `openai`
-SDK: the same answers as on aiohttp's server, and the emulator's request log shows what
-reached "Azure"."""
+SDK, and the emulator's request log shows what reached "Azure"."""
 
 from __future__ import annotations
 
