@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
 
+from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import (
     HostileInput,
     MethodNotAllowed,
@@ -68,6 +69,7 @@ MAX_MODEL_NAME = 256
 # batches... are served under /openai/{path}), but it must be a valid DeploymentSettings.
 _HOME_MODEL = "(default endpoint)"
 _HOME_DEPLOYMENT = "default"
+_DYNAMIC_POOLS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +193,9 @@ class RoutingTable:
         self._settings = settings
         # Built once, here: a resource call that names no model (GET /v1/files) goes to
         # the default endpoint's resource, which needs no deployment in its URL.
+        # Env mode: a model sent to the default endpoint is one deployment, made (and
+        # validated) once per name, not on every request. Bounded: the names are clients'.
+        self._dynamic: BoundedCache[str, Pool] = BoundedCache(_DYNAMIC_POOLS)
         endpoint = settings.default_endpoint
         self._home = None if endpoint is None else Pool(
             "", (self._dynamic_deployment(_HOME_MODEL, _HOME_DEPLOYMENT, endpoint),), True
@@ -208,6 +213,9 @@ class RoutingTable:
         pool = self._pools.get(model) or self._by_deployment.get(model)
         if pool is not None:
             return pool  # a configured name: checked only when it is not one
+        pool = self._dynamic.get(model)
+        if pool is not None:
+            return pool
         check_model_name(model)
         candidate = _FALLBACK_STRIP.sub("", model) if self._fallback else model
         pool = self._pools.get(candidate) or self._by_deployment.get(candidate)
@@ -215,7 +223,8 @@ class RoutingTable:
             return pool
         endpoint = self._settings.default_endpoint
         if endpoint is not None and DEPLOYMENT_NAME.match(candidate):
-            return Pool(model, (self._dynamic_deployment(model, candidate, endpoint),), True)
+            deployment = self._dynamic_deployment(model, candidate, endpoint)
+            return self._dynamic.put(model, Pool(model, (deployment,), True))
         raise ModelNotFound(model, self.model_names)
 
     def resolve_home(self) -> Pool:

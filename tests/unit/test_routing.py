@@ -158,3 +158,15 @@ def test_env_mode_home_pool_is_valid_and_built_once() -> None:
 def test_no_default_endpoint_has_no_home_pool() -> None:
     with pytest.raises(ModelNotFound):
         RoutingTable(load_settings({}, {})).resolve_home()
+
+
+def test_env_mode_pools_are_made_once_per_model_name() -> None:
+    settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": "https://r.example"})
+    table = RoutingTable(settings)
+    first = table.resolve("gpt-4.1-mini")
+    assert table.resolve("gpt-4.1-mini") is first  # not a new DeploymentSettings per request
+    assert table.resolve("gpt-4o") is not first
+    with pytest.raises(HostileInput):
+        table.resolve("a/b")  # a refused name is never remembered
+    with pytest.raises(HostileInput):
+        table.resolve("a/b")
