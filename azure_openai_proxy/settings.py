@@ -27,6 +27,7 @@ DEPLOYMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 API_VERSION = re.compile(r"^(\d{4}-\d{2}-\d{2}(-preview)?|v1|preview|latest)$")
 
 AuthMode = Literal["key", "passthrough", "entra"]
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def check_endpoint(value: str) -> str:
@@ -180,6 +181,15 @@ class Settings(_Frozen):
         if not API_VERSION.match(value):
             raise ValueError("must look like 2024-10-21, 2025-04-01-preview, v1 or preview")
         return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level_is_known(cls, value: str) -> str:
+        # A typo used to mean `info` silently; `warning` is how the access log is turned off.
+        level = value.strip().lower()
+        if level not in _LOG_LEVELS:
+            raise ValueError("must be one of " + ", ".join(_LOG_LEVELS))
+        return level
 
     @field_validator("listen")
     @classmethod

@@ -245,3 +245,11 @@ def test_bad_default_api_version_is_one_line_naming_the_key(config: object, env:
     message = str(caught.value)
     assert message.startswith("api_version (AZURE_OPENAI_API_VER): must look like")
     assert "\n" not in message and ";" not in message
+
+
+def test_log_level_is_checked_at_load() -> None:
+    assert load_settings({"log_level": "WARNING"}, {}).log_level == "warning"
+    assert load_settings(None, {"AZURE_OPENAI_ENDPOINT": "https://r.example",
+                                "AZURE_OPENAI_PROXY_LOG_LEVEL": "debug"}).log_level == "debug"
+    with pytest.raises(ConfigError, match=r"^log_level: must be one of debug, info, warning"):
+        load_settings({"log_level": "verbose"}, {})  # was silently `info`
