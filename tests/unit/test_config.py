@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -239,9 +240,11 @@ def test_model_mapper_without_endpoint_is_an_error() -> None:
             {"model_name": "m", "deployment_name": "d", "endpoint": "https://r.example"}]}, {}),
     ],
 )
-def test_bad_default_api_version_is_one_line_naming_the_key(config: object, env: dict[str, str]) -> None:
+def test_bad_default_api_version_is_one_line_naming_the_key(
+    config: dict[str, Any] | None, env: dict[str, str]
+) -> None:
     with pytest.raises(ConfigError) as caught:
-        load_settings(config, env)  # type: ignore[arg-type]
+        load_settings(config, env)
     message = str(caught.value)
     assert message.startswith("api_version (AZURE_OPENAI_API_VER): must look like")
     assert "\n" not in message and ";" not in message
