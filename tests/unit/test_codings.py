@@ -14,13 +14,13 @@ BODY = b'{"model": "gpt-4o", "messages": []}'
 
 
 @pytest.mark.parametrize("coding, data", [
-    ("gzip", gzip.compress(BODY)),
-    ("GZIP", gzip.compress(BODY)),
-    ("x-gzip", gzip.compress(BODY)),
+    ("gzip", gzip.compress(BODY, mtime=0)),
+    ("GZIP", gzip.compress(BODY, mtime=0)),
+    ("x-gzip", gzip.compress(BODY, mtime=0)),
     ("deflate", zlib.compress(BODY)),
     ("identity", BODY),
-    ("gzip, identity", gzip.compress(BODY)),
-    ("deflate, gzip", gzip.compress(zlib.compress(BODY))),
+    ("gzip, identity", gzip.compress(BODY, mtime=0)),
+    ("deflate, gzip", gzip.compress(zlib.compress(BODY), mtime=0)),
 ])
 def test_known_codings_are_decoded(coding: str, data: bytes) -> None:
     assert decode_body(data, coding, 1000) == BODY
@@ -40,7 +40,7 @@ def test_other_codings_are_415(coding: str) -> None:
     assert caught.value.http_status == 415
 
 
-@pytest.mark.parametrize("data", [b"not gzip at all", gzip.compress(BODY)[:-6]])
+@pytest.mark.parametrize("data", [b"not gzip at all", gzip.compress(BODY, mtime=0)[:-6]])
 def test_corrupt_or_truncated_bodies_are_415(data: bytes) -> None:
     with pytest.raises(UnsupportedMediaType):
         decode_body(data, "gzip", 1000)
