@@ -13,6 +13,7 @@ offending value is never echoed, since it may be a key.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,10 +22,24 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from azure_openai_proxy.settings import DEFAULT_API_VERSION, Settings
+from azure_openai_proxy.settings import API_VERSION, DEFAULT_API_VERSION, Settings
 from azure_openai_proxy.upstream.entra import missing_entra_support
 
 __all__ = ["ConfigError", "load_settings", "parse_model_mapper"]
+
+log = logging.getLogger("azure_openai_proxy")
+
+# Accepted so that old files still load, and read by nothing: each gets a one-line
+# warning at load. `log_prompts` was never implemented; prompts are never logged.
+_DEPRECATED_KEYS = {
+    "log_prompts": "log_prompts is deprecated and ignored: the gateway never logs prompts",
+}
+# Settings fields whose error should name the key the user wrote, not ours.
+_USER_KEYS = {
+    "default_api_version": "api_version (AZURE_OPENAI_API_VER)",
+    "default_endpoint": "endpoint (AZURE_OPENAI_ENDPOINT)",
+    "default_api_key": "api_key (AZURE_OPENAI_API_KEY)",
+}
 
 
 class ConfigError(Exception):
@@ -87,7 +102,7 @@ def _checked_mapping(data: Any, where: str) -> dict[str, Any]:
     return data
 
 
-def parse_model_mapper(text: str) -> dict[str, str]:
+def parse_model_mapper(text: str, where: str = "AZURE_OPENAI_MODEL_MAPPER") -> dict[str, str]:
     """`gpt-3.5-turbo=gpt-35-turbo, gpt-4o=my-4o` -> {model: deployment}.
 
     Whitespace around names is trimmed. `model:deployment` is accepted too (an old form
@@ -104,11 +119,28 @@ def parse_model_mapper(text: str) -> dict[str, str]:
         model, deployment = model.strip(), deployment.strip()
         if not sep or not model or not deployment:
             raise ConfigError(
-                f"AZURE_OPENAI_MODEL_MAPPER: {pair!r} is not MODEL=DEPLOYMENT "
+                f"{where}: {pair!r} is not MODEL=DEPLOYMENT "
                 "(pairs are separated by commas)"
             )
         mapping[model] = deployment
     return mapping
+
+
+def _file_model_mapper(value: Any) -> dict[str, str]:
+    """The file's `model_mapper`: the environment variable's text, or a mapping."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        return parse_model_mapper(value, "model_mapper")
+    if isinstance(value, dict) and all(
+        isinstance(k, str) and isinstance(v, str) and k.strip() and v.strip()
+        for k, v in value.items()
+    ):
+        return {k.strip(): v.strip() for k, v in value.items()}
+    raise ConfigError(
+        "model_mapper must be MODEL=DEPLOYMENT pairs separated by commas, or a mapping "
+        "of model names to deployment names"
+    )
 
 
 def _substitute_env(value: Any, environ: Mapping[str, str], where: str) -> Any:
@@ -193,7 +225,10 @@ def _resolve_deployments(
     api_version = str(merged.get("api_version") or DEFAULT_API_VERSION)
     api_key = merged.get("api_key")
     if mapper and not endpoint:
-        raise ConfigError("AZURE_OPENAI_MODEL_MAPPER is set but AZURE_OPENAI_ENDPOINT is not")
+        raise ConfigError(
+            "AZURE_OPENAI_MODEL_MAPPER (or model_mapper) is set but AZURE_OPENAI_ENDPOINT "
+            "is not (nor `endpoint:` in the file)"
+        )
     from_env = [
         {"model_name": model, "deployment_name": dep, "endpoint": endpoint}
         for model, dep in mapper.items()
@@ -220,6 +255,15 @@ def _resolve_deployments(
     return resolved
 
 
+def _check_default_api_version(value: Any) -> None:
+    """Before the deployments inherit it: one error naming the key, not one per deployment."""
+    if value is not None and not API_VERSION.match(str(value)):
+        raise ConfigError(
+            f"{_USER_KEYS['default_api_version']}: must look like 2024-10-21, "
+            "2025-04-01-preview, v1 or preview"
+        )
+
+
 def _describe(exc: ValidationError, deployments: list[dict[str, Any]]) -> str:
     lines = []
     for error in exc.errors():
@@ -227,6 +271,8 @@ def _describe(exc: ValidationError, deployments: list[dict[str, Any]]) -> str:
         if len(loc) >= 2 and loc[0] == "deployments" and isinstance(loc[1], int):
             name = deployments[loc[1]].get("model_name", "?") if loc[1] < len(deployments) else "?"
             where = f"deployment for model {name!r}: " + ".".join(map(str, loc[2:]))
+        elif loc and loc[0] in _USER_KEYS:
+            where = _USER_KEYS[str(loc[0])]
         else:
             where = ".".join(str(part) for part in loc) or "config"
         message = str(error["msg"]).removeprefix("Value error, ")
@@ -249,15 +295,21 @@ def load_settings(
     else:
         file_data = read_config_file(config)
     file_data = _substitute_env(file_data, environ, "config")
-    env_layer, mapper = _env_layer(environ)
+    for key, warning in _DEPRECATED_KEYS.items():
+        if key in file_data:
+            log.warning("config: %s", warning)
+    env_layer, env_mapper = _env_layer(environ)
+    # The environment's pairs win over the file's for the same model name.
+    mapper = {**_file_model_mapper(file_data.get("model_mapper")), **env_mapper}
     merged = _merge(file_data, env_layer, dict(flags or {}))
+    _check_default_api_version(merged.get("api_version"))
     deployments = _resolve_deployments(merged, _file_deployments(file_data), mapper)
 
     raw: dict[str, Any] = {
         key: value
         for key, value in merged.items()
         if key not in {"deployment_config", "models", "endpoint", "api_key", "api_version",
-                       "model_mapper"}
+                       "model_mapper", *_DEPRECATED_KEYS}
     }
     raw["deployments"] = deployments
     raw["default_endpoint"] = merged.get("endpoint")

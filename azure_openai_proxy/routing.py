@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
 
+from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import (
     HostileInput,
     MethodNotAllowed,
@@ -64,6 +65,11 @@ _FALLBACK_STRIP = re.compile(r"[.:]")
 # Characters that can never be in a model name we would put into a URL.
 _URL_BREAKERS = re.compile(r"[/\\?#%\s\x00-\x1f\x7f]")
 MAX_MODEL_NAME = 256
+# The default endpoint's stand-in deployment for resource calls: never in a URL (files,
+# batches... are served under /openai/{path}), but it must be a valid DeploymentSettings.
+_HOME_MODEL = "(default endpoint)"
+_HOME_DEPLOYMENT = "default"
+_DYNAMIC_POOLS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +191,15 @@ class RoutingTable:
         }
         self._fallback = settings.model_fallback
         self._settings = settings
+        # Built once, here: a resource call that names no model (GET /v1/files) goes to
+        # the default endpoint's resource, which needs no deployment in its URL.
+        # Env mode: a model sent to the default endpoint is one deployment, made (and
+        # validated) once per name, not on every request. Bounded: the names are clients'.
+        self._dynamic: BoundedCache[str, Pool] = BoundedCache(_DYNAMIC_POOLS)
+        endpoint = settings.default_endpoint
+        self._home = None if endpoint is None else Pool(
+            "", (self._dynamic_deployment(_HOME_MODEL, _HOME_DEPLOYMENT, endpoint),), True
+        )
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -198,6 +213,9 @@ class RoutingTable:
         pool = self._pools.get(model) or self._by_deployment.get(model)
         if pool is not None:
             return pool  # a configured name: checked only when it is not one
+        pool = self._dynamic.get(model)
+        if pool is not None:
+            return pool
         check_model_name(model)
         candidate = _FALLBACK_STRIP.sub("", model) if self._fallback else model
         pool = self._pools.get(candidate) or self._by_deployment.get(candidate)
@@ -205,15 +223,15 @@ class RoutingTable:
             return pool
         endpoint = self._settings.default_endpoint
         if endpoint is not None and DEPLOYMENT_NAME.match(candidate):
-            return Pool(model, (self._dynamic_deployment(model, candidate, endpoint),), True)
+            deployment = self._dynamic_deployment(model, candidate, endpoint)
+            return self._dynamic.put(model, Pool(model, (deployment,), True))
         raise ModelNotFound(model, self.model_names)
 
     def resolve_home(self) -> Pool:
         """The default endpoint as a pool, for resource calls that name no model."""
-        endpoint = self._settings.default_endpoint
-        if endpoint is None:
+        if self._home is None:
             raise ModelNotFound("(none)", self.model_names)
-        return Pool("", (self._dynamic_deployment("", "default", endpoint),), True)
+        return self._home
 
     def _dynamic_deployment(self, model: str, deployment: str, endpoint: str) -> DeploymentSettings:
         settings = self._settings

@@ -27,6 +27,7 @@ DEPLOYMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 API_VERSION = re.compile(r"^(\d{4}-\d{2}-\d{2}(-preview)?|v1|preview|latest)$")
 
 AuthMode = Literal["key", "passthrough", "entra"]
+_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def check_endpoint(value: str) -> str:
@@ -139,7 +140,6 @@ class Settings(_Frozen):
     keep_azure_fields: bool = True
     honour_client_api_version: bool = True
     log_level: str = "info"
-    log_prompts: bool = False
     workers: int = Field(default=1, ge=1)
     # `fast`: our HTTP/1.1 server (asyncio + httptools, http/server.py), the one engine
     # (bench/README.md says why). aiohttp's server engine was removed: it wrote the raw
@@ -173,6 +173,23 @@ class Settings(_Frozen):
         if not re.match(r"^(/[A-Za-z0-9_.\-]+)*/?$", value):
             raise ValueError("must be a path such as /v1")
         return value.rstrip("/") if value != "/" else ""
+
+    @field_validator("default_api_version")
+    @classmethod
+    def _default_api_version_is_known_shape(cls, value: str) -> str:
+        # Checked here too: with no deployment configured (env mode) nothing else would.
+        if not API_VERSION.match(value):
+            raise ValueError("must look like 2024-10-21, 2025-04-01-preview, v1 or preview")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level_is_known(cls, value: str) -> str:
+        # A typo used to mean `info` silently; `warning` is how the access log is turned off.
+        level = value.strip().lower()
+        if level not in _LOG_LEVELS:
+            raise ValueError("must be one of " + ", ".join(_LOG_LEVELS))
+        return level
 
     @field_validator("listen")
     @classmethod

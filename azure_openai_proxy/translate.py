@@ -21,6 +21,7 @@ from urllib.parse import quote, urlencode
 
 from azure_openai_proxy import __version__
 from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.routing import Target
 from azure_openai_proxy.settings import API_VERSION, DeploymentSettings
@@ -117,26 +118,23 @@ def forwarded_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
 
 def relayed_response_headers(upstream_headers: Mapping[str, str]) -> dict[str, str]:
     relayed: dict[str, str] = {}
-    decided = _RELAYED_AS
+    decided = _RELAYED_AS.get
     for name, value in upstream_headers.items():
-        lower = decided.get(name, "")
-        if lower == "":
+        lower = decided(name)
+        if lower is None:
             lower = _relayed_as(name)
-        if lower is not None:
+        if lower:
             relayed[lower] = value
     return relayed
 
 
-# Header name as Azure spelled it -> the name it is relayed under, or None: the same
-# dozen names come on every answer, so each is judged once. Bounded (names are Azure's,
-# but a misbehaving upstream could send endless new ones).
-_RELAYED_AS: dict[str, str | None] = {}
+# Header name as Azure spelled it -> the name it is relayed under, or "" when it is not
+# relayed: the same dozen names come on every answer, so each is judged once. Bounded
+# (names are Azure's, but a misbehaving upstream could send endless new ones).
+_RELAYED_AS: BoundedCache[str, str] = BoundedCache(1024)
 
 
-def _relayed_as(name: str) -> str | None:
+def _relayed_as(name: str) -> str:
     lower = name.lower()
-    relayed = lower if lower in _RELAYED_EXACT or lower.startswith("x-ratelimit-") else None
-    if len(_RELAYED_AS) >= 1024:
-        _RELAYED_AS.clear()
-    _RELAYED_AS[name] = relayed
-    return relayed
+    relayed = lower if lower in _RELAYED_EXACT or lower.startswith("x-ratelimit-") else ""
+    return _RELAYED_AS.put(name, relayed)

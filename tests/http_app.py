@@ -86,7 +86,10 @@ class EngineTestApp:
                             "x-query": query.get("q", "")}, body)
 
     async def chunks(self, request: HttpRequest) -> Reply:
-        sizes = [len(piece) async for piece in request.body_chunks()]
+        sizes = []
+        async for piece in request.body_chunks():
+            self.events.reads.append(piece)  # as it arrives: tests wait on it
+            sizes.append(len(piece))
         return Answer(200, {"content-type": "application/json"}, orjson.dumps(sizes))
 
     async def reject(self, request: HttpRequest) -> Reply:

@@ -8,25 +8,29 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def wait_for_port(port: int, timeout: float = 20.0, process: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def listening() -> bool:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"process exited early with {process.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
+                return True
         except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listened on port {port} within {timeout}s")
+            return False
+
+    try:
+        until(listening, timeout)
+    except AssertionError:
+        raise TimeoutError(f"nothing listened on port {port} within {timeout}s") from None
 
 
 class Process:

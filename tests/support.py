@@ -27,12 +27,17 @@ App = web.Application | GatewayApp
 AppFactory = Callable[[], App | Awaitable[App]]
 
 
-def free_port() -> int:
-    """A port nothing listens on now (for a process that binds it itself, or a dead
-    upstream). In-process servers get a bound socket instead: `bound_socket()`."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def reserved_socket() -> socket.socket:
+    """A socket bound on 127.0.0.1 and never listening, kept open by the test: its port
+    is refused to connections (a dead upstream) and never handed to anyone else's bind
+    to port 0, yet a child process may bind and listen on it (both sides set
+    SO_REUSEADDR, and Linux allows that while no socket listens). This is how a port is
+    handed to a process that binds it itself, instead of guessing a free port and
+    racing others for it. Use the `reserve_port` fixture, which closes it at the end."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 def bound_socket(port: int = 0) -> socket.socket:

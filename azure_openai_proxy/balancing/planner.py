@@ -8,7 +8,9 @@
   by the configured tpm/rpm, leaves less than this request's estimated cost) go after
   all the others, so they are avoided before they answer 429.
 - `WaitFor(seconds)`: nothing is ready, but a deployment that is only cooling down after
-  a 429 will be ready in time for the request's budget.
+  a 429 will be ready in time for the request's budget. The wait ends at the cooldown's
+  end plus a random jitter (`jitter_bound`), so the requests waiting for one deployment
+  do not all wake, and hit it, at the same instant.
 - `GiveUp(cause, retry_after)`: nothing is ready in time. `rate_limited` when every
   blocked deployment is cooling down (the client gets 429), `unavailable` when circuits
   are open (503), `tried_all` when every deployment already failed for this request.
@@ -19,6 +21,7 @@ against `max_attempts` and time against the retry budget.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +30,18 @@ from typing import Literal, NamedTuple
 from azure_openai_proxy.balancing.state import DeploymentKey, DeploymentState, soonest
 from azure_openai_proxy.balancing.strategies import Member, Strategy
 
-__all__ = ["FailoverRun", "GiveUp", "Ordered", "Plan", "Try", "WaitFor", "near_quota", "plan"]
+__all__ = [
+    "FailoverRun", "GiveUp", "Ordered", "Plan", "Try", "WaitFor", "jitter_bound", "near_quota", "plan",
+]
 
 Cause = Literal["rate_limited", "unavailable", "tried_all", "exhausted"]
+
+# Jitter added to a wait for a cooldown: a quarter of the wait, at least 50 ms (a short
+# retry-after still spreads its waiters) and at most 2 s (a long one is not stretched
+# much), never past the request's budget.
+_JITTER_SHARE = 0.25
+_JITTER_FLOOR = 0.05
+_JITTER_CAP = 2.0
 
 
 # NamedTuples rather than frozen dataclasses: one is made per request.
@@ -59,6 +71,12 @@ def near_quota(member: Member, now: float, cost: int) -> bool:
         return True
     tokens = state.tokens_left(now, settings.tpm)
     return tokens is not None and tokens - state.in_flight * cost < cost
+
+
+def jitter_bound(wait: float, room: float = math.inf) -> float:
+    """The most jitter added to a `wait` for a cooldown, with `room` seconds left in the
+    request's budget after it."""
+    return max(0.0, min(_JITTER_CAP, max(_JITTER_FLOOR, wait * _JITTER_SHARE), room))
 
 
 def _by_priority(members: list[Member], strategy: Strategy, rng: random.Random) -> list[Member]:
@@ -97,7 +115,7 @@ def plan(
     cooling = [s for s in blocked if s.breaker.state == "closed"]
     wait = soonest(cooling, now)
     if wait is not None and now + wait <= deadline:
-        return WaitFor(wait)
+        return WaitFor(wait + rng.random() * jitter_bound(wait, deadline - now - wait))
     cause: Cause = "rate_limited" if len(cooling) == len(blocked) else "unavailable"
     return GiveUp(cause, soonest(blocked, now))
 

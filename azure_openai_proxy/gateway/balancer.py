@@ -199,7 +199,6 @@ class Balancer:
         self.metrics: Metrics = metrics or NoMetrics()
         self.clock = clock
         self.cooldown_seconds = settings.cooldown_seconds
-        self.strategy_name = settings.routing_strategy
         self._strategy: Strategy = strategy_named(settings.routing_strategy,
                                                   settings.latency_exploration)
         self.rng = rng or random.Random()

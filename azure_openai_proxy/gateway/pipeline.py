@@ -26,6 +26,7 @@ import orjson
 
 from azure_openai_proxy.auth import Caller, ClientKeyring
 from azure_openai_proxy.balancing import estimated_cost
+from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.codings import decode_body
 from azure_openai_proxy.compat import (
     DeploymentProfile,
@@ -70,7 +71,7 @@ __all__ = ["Gateway"]
 log = logging.getLogger("azure_openai_proxy")
 
 _ERROR_BODY_LIMIT = 1024 * 1024
-_CACHE_LIMIT = 4096  # entries in the path and URL caches; cleared when full
+_CACHE_LIMIT = 4096  # entries in the path, URL and profile caches
 _NORMALIZED_STREAMS = frozenset({"chat/completions", "completions"})
 
 
@@ -122,9 +123,13 @@ class Gateway:
         self.affinity = affinity or ResourceAffinity()
         self._request_ids = _request_id_source()
         self._busy = BusyPoll.from_setting(settings.busy_poll_us)
-        self._targets: dict[tuple[str, str], Target] = {}
-        self._urls: dict[tuple[str, str, str, str, str | None], str] = {}
-        self._profiles: dict[tuple[int, str | None], tuple[DeploymentSettings, DeploymentProfile]] = {}
+        self._targets: BoundedCache[tuple[str, str], Target] = BoundedCache(_CACHE_LIMIT)
+        self._urls: BoundedCache[tuple[str, str, str, str, str | None], str] = BoundedCache(
+            _CACHE_LIMIT
+        )
+        self._profiles: BoundedCache[
+            tuple[int, str | None], tuple[DeploymentSettings, DeploymentProfile]
+        ] = BoundedCache(_CACHE_LIMIT)
 
     # -- entry point -----------------------------------------------------------------
 
@@ -160,10 +165,7 @@ class Gateway:
         key = (method, raw_path)
         target = self._targets.get(key)
         if target is None:
-            target = classify(method, raw_path, self.settings.api_base)
-            if len(self._targets) >= _CACHE_LIMIT:
-                self._targets.clear()
-            self._targets[key] = target
+            target = self._targets.put(key, classify(method, raw_path, self.settings.api_base))
         return target
 
     def _url(
@@ -178,10 +180,7 @@ class Gateway:
                version)
         url = self._urls.get(key)
         if url is None:
-            url = upstream_url(deployment, target, version)
-            if len(self._urls) >= _CACHE_LIMIT:
-                self._urls.clear()
-            self._urls[key] = url
+            url = self._urls.put(key, upstream_url(deployment, target, version))
         return url
 
     def _profile(self, deployment: DeploymentSettings, version: str | None) -> DeploymentProfile:
@@ -191,9 +190,7 @@ class Gateway:
         if known is not None and known[0] is deployment:  # the id was not reused
             return known[1]
         profile = _profile(deployment, version)
-        if len(self._profiles) >= _CACHE_LIMIT:
-            self._profiles.clear()
-        self._profiles[key] = (deployment, profile)
+        self._profiles.put(key, (deployment, profile))
         return profile
 
     # -- local answers -----------------------------------------------------------------

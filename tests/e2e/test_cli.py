@@ -3,19 +3,20 @@ check-config, open-relay refusal, config errors, logs, and the demo."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shlex
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.conftest import AZURE_KEY, MASKED_AZURE_KEY, Emulator
 from tests.processes import Process, cli, running
-from tests.support import free_port
+from tests.waiting import until
 
 
 def post_chat(port: int, key: str, model: str = "gpt-3.5-turbo") -> dict[str, object]:
@@ -28,16 +29,13 @@ def post_chat(port: int, key: str, model: str = "gpt-3.5-turbo") -> dict[str, ob
 
 def wait_for_output(process: Process, text: str, count: int = 1) -> str:
     """Access lines are buffered (flushed every 200 ms); wait for them."""
-    for _ in range(100):
-        output = process.output()
-        if output.count(text) >= count:
-            return output
-        time.sleep(0.05)
+    with contextlib.suppress(AssertionError):  # the caller's asserts say what is missing
+        until(lambda: process.output().count(text) >= count, timeout=5)
     return process.output()
 
 
-def test_go_tool_env_mode(emulator: Emulator) -> None:
-    port = free_port()
+def test_go_tool_env_mode(emulator: Emulator, reserve_port: Callable[[], int]) -> None:
+    port = reserve_port()
     env = {
         "AZURE_OPENAI_ENDPOINT": emulator.url + "/",
         "AZURE_OPENAI_API_VER": "2024-02-01",
@@ -63,8 +61,8 @@ def test_go_tool_env_mode(emulator: Emulator) -> None:
     assert "secret prompt text" not in output and AZURE_KEY not in output
 
 
-def test_go_tool_config_file(emulator: Emulator, tmp_path: Path) -> None:
-    port = free_port()
+def test_go_tool_config_file(emulator: Emulator, tmp_path: Path, reserve_port: Callable[[], int]) -> None:
+    port = reserve_port()
     (tmp_path / "config.yaml").write_text(f"""\
 api_base: "/v1"
 deployment_config:
@@ -129,12 +127,12 @@ def test_config_errors_stop_startup_with_one_clear_line(tmp_path: Path, text: st
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_open_relay_is_refused_unless_allowed(emulator: Emulator) -> None:
+def test_open_relay_is_refused_unless_allowed(emulator: Emulator, reserve_port: Callable[[], int]) -> None:
     env = {"AZURE_OPENAI_ENDPOINT": emulator.url, "AZURE_OPENAI_MODEL_MAPPER": "gpt-4o=gpt-4o",
            "AZURE_OPENAI_API_KEY": AZURE_KEY}
-    result = run_cli("-l", f"127.0.0.1:{free_port()}", env=env)
+    result = run_cli("-l", f"127.0.0.1:{reserve_port()}", env=env)
     assert result.returncode == 2 and "open relay" in result.stderr
-    port = free_port()
+    port = reserve_port()
     with running(cli("-l", f"127.0.0.1:{port}", "--allow-open"), port=port, env=env) as gateway:
         post_chat(port, "anything", model="gpt-4o")
         assert "OPEN RELAY" in gateway.output()
@@ -151,8 +149,8 @@ def test_version_flag() -> None:
     assert result.returncode == 0 and result.stdout.startswith("azure-openai-proxy ")
 
 
-def test_demo_works_as_printed() -> None:
-    port, emulator_port = free_port(), free_port()
+def test_demo_works_as_printed(reserve_port: Callable[[], int]) -> None:
+    port, emulator_port = reserve_port(), reserve_port()
     with running(cli("demo", "--listen", f"127.0.0.1:{port}", "--emulator-listen",
                      f"127.0.0.1:{emulator_port}"), port=port) as demo:
         lines = demo.output().splitlines()

@@ -1,6 +1,5 @@
 """The real gateway served by FastServer in front of the emulator, driven by the `openai`
-SDK: the same answers as on aiohttp's server, and the emulator's request log shows what
-reached "Azure"."""
+SDK, and the emulator's request log shows what reached "Azure"."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from azure_openai_proxy.settings import Settings
 from tests.e2e.conftest import CLIENT_KEY, Emulator, gateway_settings
 from tests.e2e.scenarios import spoken_then_transcribed, streamed_chat
 from tests.e2e.test_gateway_routes import assert_reached_azure
-from tests.support import free_port
+from tests.support import bound_socket
 
 
 class FastServerThread:
@@ -29,7 +28,8 @@ class FastServerThread:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.port = free_port()
+        self.sock = bound_socket()
+        self.port = self.sock.getsockname()[1]
         self.loop = asyncio.new_event_loop()
         self.server: FastServer | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -46,7 +46,7 @@ class FastServerThread:
         self._thread.start()
 
         async def boot() -> FastServer:
-            return await serve_fast(create_app(self.settings), "127.0.0.1", self.port)
+            return await serve_fast(create_app(self.settings), None, 0, sock=self.sock)
 
         self.server = asyncio.run_coroutine_threadsafe(boot(), self.loop).result(30)
         return self

@@ -13,7 +13,7 @@ import pytest
 
 from azure_openai_proxy.settings import Settings
 from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, MASKED_AZURE_KEY, Emulator, gateway_settings
-from tests.support import ServerThread, free_port
+from tests.support import ServerThread
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 
@@ -109,8 +109,10 @@ async def test_health_and_head_root_never_call_azure(gateway: ServerThread, emul
     assert emulator.requests() == []
 
 
-async def test_upstream_down_is_502(start_gateway: Callable[[Settings], ServerThread]) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
+async def test_upstream_down_is_502(
+    start_gateway: Callable[[Settings], ServerThread], reserve_port: Callable[[], int]
+) -> None:
+    dead = f"http://127.0.0.1:{reserve_port()}"  # held bound, never listening: refused
     gateway = start_gateway(gateway_settings(dead))
     status, _, body = await call(gateway.url + "/v1/chat/completions", body=CHAT,
                                  headers={**AUTH, "Content-Type": "application/json"})

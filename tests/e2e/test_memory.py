@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import http.client
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.e2e.conftest import Emulator
 from tests.processes import cli, running
-from tests.support import free_port
 
 _BODY_MB = 20
 _REQUESTS = 6
@@ -36,12 +36,14 @@ def post(port: int, body: bytes, key: str) -> int:
         connection.close()
 
 
-def test_large_requests_refused_by_azure_do_not_stay_in_memory(emulator: Emulator) -> None:
+def test_large_requests_refused_by_azure_do_not_stay_in_memory(
+    emulator: Emulator, reserve_port: Callable[[], int]
+) -> None:
     # A chat body of ~20 MB: one long message, so the gateway parses it (a dict and its
     # strings) and forwards it; Azure (the emulator) refuses the bogus passthrough key.
     text = "x" * (_BODY_MB * 1024 * 1024)
     body = json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}).encode()
-    port = free_port()
+    port = reserve_port()
     env = {"AZURE_OPENAI_ENDPOINT": emulator.url + "/", "AZURE_OPENAI_PROXY_LOG_LEVEL": "warning"}
     with running(cli("-l", f"127.0.0.1:{port}"), port=port, env=env) as gateway:
         pid = gateway.popen.pid

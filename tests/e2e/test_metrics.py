@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import urllib.error
 import urllib.request
 from typing import Any
@@ -11,6 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.pools import chat, pool_emulator, pool_gateway, pool_settings, sdk
+from tests.waiting import until
 
 P = "azure_openai_proxy_"
 MEMBERS = [("dep-a", {"priority": 1}), ("dep-b", {"priority": 2})]
@@ -47,11 +47,8 @@ def test_counters_match_the_traffic_sent() -> None:
         ok = {"route": "chat/completions", "model": "gpt-4o", "status": "200"}
         # A request is counted when its handler ends, which for a stream can be just after
         # the client read [DONE]: scrape until the last one is in (bounded).
-        for _ in range(50):
-            samples = scrape(gateway.url)
-            if value(samples, P + "requests_total", **ok) >= 4:
-                break
-            time.sleep(0.05)
+        until(lambda: value(scrape(gateway.url), P + "requests_total", **ok) >= 4)
+        samples = scrape(gateway.url)
 
     assert value(samples, P + "requests_total", **ok) == 4
     # The first request was 429'd by dep-a and failed over to dep-b; dep-a then rested.

@@ -17,6 +17,7 @@ from azure_openai_proxy.emulator import EmulatedDeployment, create_emulator_app
 from azure_openai_proxy.settings import Settings
 from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, Emulator, emulator_config
 from tests.support import ServerThread, serve
+from tests.waiting import until
 
 # client model name -> (emulator deployment, api-version or "v1")
 DEPLOYMENTS = {
@@ -118,13 +119,11 @@ _captured: list[dict[str, Any]] = []
 
 def _logged_usage() -> Any:
     """The usage in the last access-log line (written just after the response ends)."""
-    import time
-
-    for _ in range(100):
-        if _captured:
-            return _captured[-1].get("usage")
-        time.sleep(0.02)
-    return None
+    try:
+        until(lambda: _captured, timeout=5)
+    except AssertionError:
+        return None
+    return _captured[-1].get("usage")
 
 
 @pytest.fixture(autouse=True)

@@ -31,7 +31,8 @@ from tests.e2e.pools import (
     sdk,
 )
 from tests.processes import Process, cli, running
-from tests.support import ServerThread, free_port
+from tests.support import ServerThread, reserved_socket
+from tests.waiting import until
 
 PACED = {"token_ms": 40}
 
@@ -82,10 +83,7 @@ def write_config(path: Path, url: str, members: list[tuple[str, dict[str, Any]]]
 
 
 def wait_for_log(process: Process, text: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while text not in process.output():
-        assert time.monotonic() < deadline, process.output()
-        time.sleep(0.02)
+    until(lambda: text in process.output(), timeout, f"{text!r} not logged")
 
 
 def refused(port: int) -> bool:
@@ -98,14 +96,19 @@ def refused(port: int) -> bool:
 
 @contextmanager
 def gateway_process(config: Path, *args: str) -> Iterator[tuple[Process, Any]]:
-    port = free_port()
-    with running(cli("-c", str(config), "-l", f"127.0.0.1:{port}", *args), port=port) as process:
-        from openai import OpenAI
+    with reserved_socket() as held:  # bound, never listening: the gateway binds it too
+        port = held.getsockname()[1]
+        with running(cli("-c", str(config), "-l", f"127.0.0.1:{port}", *args), port=port) as process:
+            yield process, _client(port)
 
-        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=CLIENT_KEY, max_retries=0,
-                        timeout=30)
-        client.port = port  # type: ignore[attr-defined]
-        yield process, client
+
+def _client(port: int) -> Any:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=CLIENT_KEY, max_retries=0,
+                    timeout=30)
+    client.port = port  # type: ignore[attr-defined]
+    return client
 
 
 def test_sighup_reloads_and_a_bad_config_leaves_the_old_one_serving(tmp_path: Path) -> None:
@@ -136,10 +139,7 @@ def test_sigterm_lets_a_stream_finish_and_refuses_new_connections(tmp_path: Path
             stream = stream_of(client)
             next(stream)
             process.signal(signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while not refused(client.port):
-                assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
-                time.sleep(0.02)
+            until(lambda: refused(client.port), 10, "still accepting connections after SIGTERM")
             finish(stream)
             assert process.popen.wait(10) == 0
         assert [d for d, _ in hits(emulator)] == ["dep-a"]

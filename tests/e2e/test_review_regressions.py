@@ -19,6 +19,7 @@ from azure_openai_proxy.gateway import relay as relay_module
 from azure_openai_proxy.gateway.app import create_app
 from azure_openai_proxy.http.server import FastServer, serve_fast
 from azure_openai_proxy.settings import DeploymentSettings, Settings, UpstreamSettings
+from tests.waiting import until_async
 
 Answer = Callable[[asyncio.StreamWriter], Awaitable[None]]
 CHAT = {"id": "x", "object": "chat.completion", "created": 1, "model": "gpt-4o",
@@ -88,11 +89,14 @@ async def cleanup() -> AsyncIterator[list[Any]]:
 async def test_a_client_leaving_during_a_json_answer_releases_the_upstream_connection(
     cleanup: list[Any],
 ) -> None:
+    body_started = asyncio.Event()
+
     async def slow_body(writer: asyncio.StreamWriter) -> None:
         data = json_reply(CHAT)
         cut = data.index(b"\r\n\r\n") + 10
         writer.write(data[:cut])
         await writer.drain()
+        body_started.set()
         await asyncio.sleep(0.5)
         writer.write(data[cut:])
         await writer.drain()
@@ -104,9 +108,15 @@ async def test_a_client_leaving_during_a_json_answer_releases_the_upstream_conne
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(raw_post({}))
     await writer.drain()
-    await asyncio.sleep(0.2)
+    await asyncio.wait_for(body_started.wait(), 5)
+
+    def head_received() -> bool:  # the gateway has Azure's head and waits for the body
+        pools = app.gateway.transport._pools.values()
+        return any(c.received and not c.complete for pool in pools for c in pool.every)
+
+    await until_async(head_received)
     writer.close()  # the client leaves while the answer's body is arriving
-    await asyncio.sleep(0.8)
+    await until_async(lambda: app.gateway.transport.connections_in_use() == 0)
     assert app.gateway.transport.connections_in_use() == 0
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(raw_post({}))
@@ -199,11 +209,9 @@ async def test_a_client_that_stops_reading_is_disconnected(cleanup: list[Any]) -
     await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", port))
     client.send(raw_post({}, stream=True))  # and never reads the answer
     cleanup.append(client.close)
-    for _ in range(100):  # the request timeout is 2 s; the sweep runs every second
-        await asyncio.sleep(0.1)
-        if app.gateway.transport.connections_in_use() == 0 and not any(
-            c.task is not None for c in server.connections
-        ):
-            break
+    # The request timeout is 2 s; the sweep runs every second.
+    await until_async(lambda: app.gateway.transport.connections_in_use() == 0 and not any(
+        c.task is not None for c in server.connections
+    ))
     assert app.gateway.transport.connections_in_use() == 0
     assert not any(c.task is not None for c in server.connections)

@@ -8,6 +8,7 @@ the upstream only finishes after the client has seen the first event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ from aiohttp import web
 from azure_openai_proxy.settings import Settings
 from tests.e2e.conftest import CLIENT_KEY, gateway_settings
 from tests.support import ServerThread, serve
+from tests.waiting import until_async
 
 FRAME = (b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"gpt-4o",'
          b'"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n')
@@ -106,10 +108,8 @@ async def upstream_connections_settle(gateway: ServerThread) -> int:
     async def in_use() -> int:
         return gateway.app.gateway.transport.connections_in_use()  # type: ignore[no-any-return]
 
-    for _ in range(100):
-        if gateway.call(in_use) == 0:
-            break
-        await asyncio.sleep(0.05)
+    with contextlib.suppress(AssertionError):  # the caller asserts on the number
+        await until_async(lambda: gateway.call(in_use) == 0, timeout=5)
     return int(gateway.call(in_use))
 
 

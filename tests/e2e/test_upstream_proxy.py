@@ -11,14 +11,15 @@ from azure_openai_proxy.settings import Settings
 from tests.e2e.conftest import Emulator, gateway_settings
 from tests.e2e.test_gateway_edges import AUTH, CHAT, call
 from tests.processes import pproxy, running
-from tests.support import ServerThread, free_port
+from tests.support import ServerThread
 
 
 @pytest.mark.parametrize("scheme", ["socks5", "http"])
 async def test_traffic_goes_through_the_proxy(
-    scheme: str, emulator: Emulator, start_gateway: Callable[[Settings], ServerThread]
+    scheme: str, emulator: Emulator, start_gateway: Callable[[Settings], ServerThread],
+    reserve_port: Callable[[], int],
 ) -> None:
-    port = free_port()
+    port = reserve_port()
     key = "socks_proxy" if scheme == "socks5" else "http_proxy"
     gateway = start_gateway(gateway_settings(emulator.url, upstream={key: f"{scheme}://127.0.0.1:{port}"}))
     emulator_port = emulator.server.port

@@ -5,13 +5,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from azure_openai_proxy.emulator.cli import main
 from tests.emulator.conftest import call, chat_path, hello
-from tests.support import free_port
 
 
 def _start(*args: str) -> subprocess.Popen[str]:
@@ -22,10 +22,10 @@ def _start(*args: str) -> subprocess.Popen[str]:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_serves_until_signalled(tmp_path: Path, signum: signal.Signals) -> None:
+def test_serves_until_signalled(tmp_path: Path, signum: signal.Signals, reserve_port: Callable[[], int]) -> None:
     config = tmp_path / "emulator.yaml"
     config.write_text("deployments:\n  - {name: mine, model: gpt-4o-2024-08-06, kind: chat}\n")
-    port = free_port()
+    port = reserve_port()
     process = _start("--listen", f"127.0.0.1:{port}", "--api-key", "cli-key",
                      "--config", str(config), "--ttft-ms", "1")
     try:

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 from azure_openai_proxy.http.busypoll import BusyPoll, cpus_available
+from tests.waiting import until_async
 
 
 class CountingBusyPoll(BusyPoll):
@@ -27,10 +28,7 @@ async def test_a_poke_keeps_the_loop_polling_for_the_window_then_stops() -> None
     await asyncio.sleep(0.005)
     assert busy._spinning
     assert busy.ticks >= 3  # the loop came back many times instead of sleeping 5 ms
-    for _ in range(300):
-        if not busy._spinning:
-            break
-        await asyncio.sleep(0.01)
+    await until_async(lambda: not busy._spinning)
     assert not busy._spinning  # the window passed: no CPU spent while idle
     ticks = busy.ticks
     await asyncio.sleep(0.02)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,3 +189,70 @@ def test_busy_poll_window_from_file_and_env(tmp_path: Path) -> None:
     assert load_settings(config, {"AZURE_OPENAI_PROXY_BUSY_POLL_US": "0"}).busy_poll_us == 0
     with pytest.raises(ConfigError, match="busy_poll_us"):
         load_settings(write(tmp_path, GO_TOOL_CONFIG + "busy_poll_us: -1\n"), {})
+
+
+def test_log_prompts_is_deprecated_with_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
+        settings = load_settings({"log_prompts": True}, {})
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "log_prompts" in warnings[0] and "\n" not in warnings[0]
+    assert not hasattr(settings, "log_prompts")  # nothing can read it, so nothing logs prompts
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
+        load_settings({}, {})
+    assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    "mapper", ["gpt-3.5-turbo=gpt-35-turbo, gpt-4o=my-4o", {"gpt-3.5-turbo": "gpt-35-turbo", "gpt-4o": "my-4o"}]
+)
+def test_model_mapper_in_the_config_file(mapper: object) -> None:
+    settings = load_settings({"endpoint": "https://res.openai.azure.com/", "model_mapper": mapper}, {})
+    assert [(d.model_name, d.deployment_name, d.endpoint) for d in settings.deployments] == [
+        ("gpt-3.5-turbo", "gpt-35-turbo", "https://res.openai.azure.com"),
+        ("gpt-4o", "my-4o", "https://res.openai.azure.com"),
+    ]
+    # The environment's pair wins for the same model; the file's others stay.
+    env = {"AZURE_OPENAI_MODEL_MAPPER": "gpt-4o=env-4o"}
+    merged = load_settings({"endpoint": "https://res.openai.azure.com/", "model_mapper": mapper}, env)
+    assert {d.model_name: d.deployment_name for d in merged.deployments} == {
+        "gpt-3.5-turbo": "gpt-35-turbo", "gpt-4o": "env-4o",
+    }
+
+
+@pytest.mark.parametrize("mapper", ["gpt-4o", ["a=b"], {"a": 1}, {"a": " "}])
+def test_bad_model_mapper_in_the_file_names_the_key(mapper: object) -> None:
+    with pytest.raises(ConfigError, match=r"^model_mapper"):
+        load_settings({"endpoint": "https://res.openai.azure.com/", "model_mapper": mapper}, {})
+
+
+def test_model_mapper_without_endpoint_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="model_mapper"):
+        load_settings({"model_mapper": "a=b"}, {})
+
+
+@pytest.mark.parametrize(
+    ("config", "env"),
+    [
+        (None, {"AZURE_OPENAI_ENDPOINT": "https://r.example", "AZURE_OPENAI_API_VER": "yesterday"}),
+        ({"endpoint": "https://r.example", "api_version": "2024-1-1"}, {}),
+        ({"api_version": "bad", "deployment_config": [
+            {"model_name": "m", "deployment_name": "d", "endpoint": "https://r.example"}]}, {}),
+    ],
+)
+def test_bad_default_api_version_is_one_line_naming_the_key(
+    config: dict[str, Any] | None, env: dict[str, str]
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, env)
+    message = str(caught.value)
+    assert message.startswith("api_version (AZURE_OPENAI_API_VER): must look like")
+    assert "\n" not in message and ";" not in message
+
+
+def test_log_level_is_checked_at_load() -> None:
+    assert load_settings({"log_level": "WARNING"}, {}).log_level == "warning"
+    assert load_settings(None, {"AZURE_OPENAI_ENDPOINT": "https://r.example",
+                                "AZURE_OPENAI_PROXY_LOG_LEVEL": "debug"}).log_level == "debug"
+    with pytest.raises(ConfigError, match=r"^log_level: must be one of debug, info, warning"):
+        load_settings({"log_level": "verbose"}, {})  # was silently `info`

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from azure_openai_proxy.http.request import FastRequest
 from azure_openai_proxy.http.server import FastServer, serve_fast
 from tests.http_app import EngineTestApp, Events
-from tests.support import free_port
+from tests.support import bound_socket
+from tests.waiting import until_async
 
 Reply = tuple[int, dict[str, str], bytes]
 
@@ -24,9 +25,10 @@ Reply = tuple[int, dict[str, str], bytes]
 @pytest.fixture
 async def server() -> AsyncIterator[tuple[FastServer, Events, int]]:
     events = Events()
-    port = free_port()
-    fast = await serve_fast(EngineTestApp(events), "127.0.0.1", port, request_timeout=1.0,
-                            keepalive_timeout=2.0)
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    fast = await serve_fast(EngineTestApp(events), None, 0, request_timeout=1.0,
+                            keepalive_timeout=2.0, sock=sock)
     yield fast, events, port
     fast.close()
     await fast.wait_closed()
@@ -110,10 +112,11 @@ async def test_an_idle_connection_keeps_no_request(server: Any) -> None:
 
 
 async def test_garbage_behind_a_busy_request_gets_its_400_after_that_answer(server: Any) -> None:
-    _, events, port = server
+    fast, events, port = server
     reader, writer = await connect(port)
     writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE \x01\r\n\r\n")
-    await asyncio.sleep(0.1)  # the garbage is parsed while the stream is being served
+    # The garbage is parsed while the stream is being served: its 400 waits in line.
+    await until_async(lambda: any(isinstance(p, bytes) for c in fast.connections for p in c.pending))
     events.release.set()
     status, _, body = await read_reply(reader)
     assert status == 200 and body == b"data: first\n\ndata: second\n\n"
@@ -156,11 +159,11 @@ async def test_chunked_body_split_at_odd_boundaries(server: Any) -> None:
 
 
 async def test_body_chunks_give_the_body_as_it_arrives(server: Any) -> None:
-    _, _, port = server
+    _, events, port = server
     reader, writer = await connect(port)
     writer.write(b"POST /chunks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
     await writer.drain()
-    await asyncio.sleep(0.05)
+    await until_async(lambda: events.reads)  # the handler has the first piece
     writer.write(b"5\r\ndefgh\r\n0\r\n\r\n")
     _, _, body = await read_reply(reader)
     assert orjson.loads(body) == [3, 5]
@@ -304,13 +307,14 @@ async def test_client_leaving_mid_stream_cancels_the_handler(server: Any) -> Non
 
 async def test_graceful_shutdown_lets_a_stream_finish() -> None:
     events = Events()
-    port = free_port()
-    fast = await serve_fast(EngineTestApp(events), "127.0.0.1", port)
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    fast = await serve_fast(EngineTestApp(events), None, 0, sock=sock)
     reader, writer = await connect(port)
     writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
     await asyncio.wait_for(reader.readuntil(b"first"), 5)
     stopping = asyncio.create_task(fast.shutdown(5))
-    await asyncio.sleep(0.1)
+    await until_async(lambda: sock.fileno() == -1)  # the listening socket is closed
     with pytest.raises(OSError):
         await connect(port)  # no longer accepting
     events.release.set()
@@ -322,8 +326,9 @@ async def test_graceful_shutdown_lets_a_stream_finish() -> None:
 
 async def test_shutdown_cancels_what_outlives_the_grace() -> None:
     events = Events()
-    port = free_port()
-    fast = await serve_fast(EngineTestApp(events), "127.0.0.1", port)
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    fast = await serve_fast(EngineTestApp(events), None, 0, sock=sock)
     reader, writer = await connect(port)
     writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
     await asyncio.wait_for(reader.readuntil(b"first"), 5)
@@ -353,8 +358,9 @@ _HEADS = st.builds(
 @given(garbage=st.one_of(st.binary(max_size=300), _HEADS))
 async def test_random_bytes_never_break_the_server(garbage: bytes) -> None:
     events = Events()
-    port = free_port()
-    fast = await serve_fast(EngineTestApp(events), "127.0.0.1", port, request_timeout=1.0)
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    fast = await serve_fast(EngineTestApp(events), None, 0, request_timeout=1.0, sock=sock)
     try:
         reader, writer = await connect(port)
         writer.write(garbage)

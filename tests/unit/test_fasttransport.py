@@ -29,7 +29,8 @@ from azure_openai_proxy.upstream.transport import (
     UpstreamRequest,
     UpstreamStreamBroken,
 )
-from tests.support import free_port
+from tests.support import bound_socket, reserved_socket
+from tests.waiting import until_async
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -52,8 +53,9 @@ async def serve_app(routes: dict[str, Handler], ssl_context: ssl.SSLContext | No
         app.router.add_route("*", path, handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context).start()
+    sock = bound_socket()
+    port = sock.getsockname()[1]
+    await web.SockSite(runner, sock, ssl_context=ssl_context).start()
     scheme = "https" if ssl_context else "http"
     return f"{scheme}://127.0.0.1:{port}", runner
 
@@ -165,7 +167,7 @@ async def test_unread_body_closes_the_connection(upstream: tuple[str, Peers]) ->
     for _ in range(2):
         response = await client.send(UpstreamRequest("GET", url + "/late", {}))
         response.close()  # before the body came: the connection cannot be reused
-        await asyncio.sleep(0.05)
+        await until_async(lambda: client.connections_in_use() == 0)
     assert len(peers.ports) == 2
     await client.close()
 
@@ -298,13 +300,13 @@ async def test_an_idle_connection_the_server_closed_unseen_is_not_used_for_a_pos
     looked at before reuse, so a POST (never retried) goes out on a new connection."""
     import socket
     import threading
-    import time
 
     from azure_openai_proxy.upstream.fast import pool
 
     monkeypatch.setattr(pool, "_CHECK_IDLE_AFTER", 0.0)
     listener = socket.create_server(("127.0.0.1", 0))
     close_first = threading.Event()
+    first_closed = threading.Event()
     accepted: list[socket.socket] = []
 
     def serve() -> None:
@@ -316,6 +318,7 @@ async def test_an_idle_connection_the_server_closed_unseen_is_not_used_for_a_pos
             if len(accepted) == 1:
                 close_first.wait(5)
                 conn.close()
+                first_closed.set()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -325,7 +328,8 @@ async def test_an_idle_connection_the_server_closed_unseen_is_not_used_for_a_pos
         for index in range(2):
             if index:
                 close_first.set()
-                time.sleep(0.2)  # blocks the loop: it cannot see the FIN arrive
+                # Blocks the loop until the server has closed: it cannot see the FIN arrive.
+                assert first_closed.wait(5)
             response = await client.send(post(url + "/"))
             assert await response.read(10) == b"ok"
             response.close()
@@ -403,8 +407,8 @@ async def test_server_closing_mid_body_is_a_broken_stream(use_chunks: bool) -> N
 
 async def test_connect_refused_is_unreachable() -> None:
     client = transport()
-    with pytest.raises(UpstreamUnreachable, match="connection refused"):
-        await client.send(post(f"http://127.0.0.1:{free_port()}/"))
+    with reserved_socket() as dead, pytest.raises(UpstreamUnreachable, match="connection refused"):
+        await client.send(post(f"http://127.0.0.1:{dead.getsockname()[1]}/"))
     await client.close()
 
 
@@ -650,7 +654,7 @@ async def test_idle_connections_close_after_keepalive_timeout(upstream: tuple[st
     response.close()
     (pool,) = client._pools.values()
     (conn,) = pool.idle
-    await asyncio.sleep(0.35)
+    await until_async(lambda: conn.closed)  # the keep-alive timeout passed
     assert conn.closed and not pool.idle and pool.size == 0
     response = await client.send(post(url + "/echo"))  # a new one, transparently
     await response.read(1 << 20)
@@ -797,10 +801,7 @@ async def test_finish_in_background_keeps_the_connection_only_for_a_short_tail(
         response.finish_in_background()
         response.close()  # as the pipeline does afterwards: must not undo the hand-off
         release.set()
-        for _ in range(100):
-            if client.connections_in_use() == 0:
-                break
-            await asyncio.sleep(0.02)
+        await until_async(lambda: client.connections_in_use() == 0)
         assert client.connections_in_use() == 0
     assert len(peers.ports) == (1 if not tail else 2)
     stop.set()

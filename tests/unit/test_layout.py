@@ -3,7 +3,7 @@ source's own import statements (top-level and nested), so a new import that cros
 layer fails here.
 
     core (pure)     errors settings apiversions auth codings compat routing translate
-                    sse normalize/ balancing/       -> imports only core
+                    sse normalize/ balancing/ boundedcache  -> imports only core
     http/           the server engine               -> imports only http/
     upstream/       clients for Azure               -> core, upstream/
     observability/  record, access log, metrics     -> core, observability/
@@ -23,7 +23,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "azure_openai_proxy"
 CORE = {"errors", "settings", "apiversions", "auth", "codings", "compat", "routing",
-        "translate", "sse", "normalize", "balancing", "__init__"}
+        "translate", "sse", "normalize", "balancing", "boundedcache", "__init__"}
 ALLOWED: dict[str, set[str]] = {
     "core": CORE,
     "http": {"http"},

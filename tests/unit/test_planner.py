@@ -19,6 +19,7 @@ from azure_openai_proxy.balancing import (
     strategy_named,
 )
 from azure_openai_proxy.balancing.circuit import CircuitBreaker
+from azure_openai_proxy.balancing.planner import jitter_bound
 from azure_openai_proxy.balancing.state import DeploymentKey, DeploymentState
 from azure_openai_proxy.settings import DeploymentSettings
 
@@ -87,7 +88,7 @@ def test_all_cooling_waits_for_the_shortest_when_it_fits_the_budget() -> None:
     a.state.cool_down(NOW, 0.5)
     b.state.cool_down(NOW, 0.2)
     result = run_plan([a, b], deadline=NOW + 1)
-    assert isinstance(result, WaitFor) and result.seconds == pytest.approx(0.2)
+    assert isinstance(result, WaitFor) and 0.2 <= result.seconds <= 0.2 + jitter_bound(0.2)
 
 
 def test_all_cooling_gives_up_with_the_shortest_when_it_does_not_fit() -> None:
@@ -102,7 +103,7 @@ def test_open_circuits_are_not_waited_for_and_give_503_cause() -> None:
     open_circuit(a)
     b.state.cool_down(NOW, 0.5)
     result = run_plan([a, b], deadline=NOW + 60)
-    assert isinstance(result, WaitFor) and result.seconds == pytest.approx(0.5)  # b only cools
+    assert isinstance(result, WaitFor) and 0.5 <= result.seconds <= 0.5 + jitter_bound(0.5)  # b only cools
     b.state.cool_down(NOW, 100.0)
     assert run_plan([a, b], deadline=NOW + 60) == GiveUp("unavailable", 30.0)
     assert run_plan([a], deadline=NOW + 60) == GiveUp("unavailable", 30.0)
@@ -136,8 +137,8 @@ def test_run_retries_a_429d_deployment_after_its_cooldown() -> None:
     a.state.cool_down(NOW, 0.3)
     run.failed("429", rate_limited=True)
     wait = run.next_step(NOW)
-    assert isinstance(wait, WaitFor) and wait.seconds == pytest.approx(0.3)
-    again = run.next_step(NOW + 0.3)
+    assert isinstance(wait, WaitFor) and 0.3 <= wait.seconds <= 0.3 + jitter_bound(0.3)
+    again = run.next_step(NOW + wait.seconds)
     assert not isinstance(again, WaitFor | GiveUp)
     assert again.member is a and again.retry_of == "429" and not again.failover
 
@@ -156,3 +157,32 @@ def test_estimated_cost() -> None:
     assert estimated_cost(400, {"max_completion_tokens": 10, "n": 3}) == 130
     assert estimated_cost(0, None) == 16
     assert estimated_cost(3, {"max_tokens": "lots", "n": True}) == 17
+
+
+def test_waits_for_one_cooldown_are_spread_within_the_bound() -> None:
+    # Twenty requests waiting for the same cooled-down deployment: with jitter they wake
+    # at distinct instants, none before the cooldown ends, none past the bound.
+    a = member("a")
+    a.state.cool_down(NOW, 2.0)
+    rng = random.Random(7)
+    waits = []
+    for _ in range(20):
+        result = plan([a], now=NOW, deadline=NOW + 30, cost=1,
+                      strategy=strategy_named("weighted"), rng=rng)
+        assert isinstance(result, WaitFor)
+        waits.append(result.seconds)
+    assert len(set(waits)) == 20
+    assert all(2.0 <= w <= 2.0 + jitter_bound(2.0) for w in waits)
+    assert jitter_bound(2.0) == pytest.approx(0.5)
+    assert max(waits) - min(waits) > jitter_bound(2.0) / 2  # spread, not bunched
+
+
+def test_jitter_never_takes_a_wait_past_the_budget() -> None:
+    a = member("a")
+    a.state.cool_down(NOW, 0.9)
+    rng = random.Random(3)
+    for _ in range(20):
+        result = plan([a], now=NOW, deadline=NOW + 0.92, cost=1,
+                      strategy=strategy_named("weighted"), rng=rng)
+        assert isinstance(result, WaitFor) and 0.9 <= result.seconds <= 0.92
+    assert jitter_bound(100.0) == 2.0 and jitter_bound(0.0) == 0.05

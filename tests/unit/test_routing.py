@@ -139,3 +139,34 @@ def test_dot_only_names_never_become_a_deployment() -> None:
                                     "AZURE_OPENAI_MODEL_MAPPER": "gpt-4o=my-4o"})
     with pytest.raises(ModelNotFound):
         RoutingTable(settings).resolve("..")
+
+
+def test_env_mode_home_pool_is_valid_and_built_once() -> None:
+    # The Go tool's env mode: only the endpoint and a key. A resource call that names no
+    # model (GET /v1/files) is served by the default endpoint's home pool.
+    settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": "https://r.example",
+                                    "AZURE_OPENAI_API_KEY": "k"})
+    table = RoutingTable(settings)
+    home = table.resolve_home()
+    assert home is table.resolve_home()
+    (deployment,) = home.deployments
+    assert deployment.endpoint == "https://r.example"
+    assert deployment.auth == "key"
+    assert deployment.model_name  # a valid DeploymentSettings, not model_name=""
+
+
+def test_no_default_endpoint_has_no_home_pool() -> None:
+    with pytest.raises(ModelNotFound):
+        RoutingTable(load_settings({}, {})).resolve_home()
+
+
+def test_env_mode_pools_are_made_once_per_model_name() -> None:
+    settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": "https://r.example"})
+    table = RoutingTable(settings)
+    first = table.resolve("gpt-4.1-mini")
+    assert table.resolve("gpt-4.1-mini") is first  # not a new DeploymentSettings per request
+    assert table.resolve("gpt-4o") is not first
+    with pytest.raises(HostileInput):
+        table.resolve("a/b")  # a refused name is never remembered
+    with pytest.raises(HostileInput):
+        table.resolve("a/b")

@@ -87,15 +87,15 @@ def test_deployment_name_is_percent_encoded() -> None:
 
 def test_auth_headers_by_mode() -> None:
     keyed = deployment()
-    assert azure_auth_headers(keyed, Caller(None, "client")) == {"api-key": "azure-secret"}
+    assert azure_auth_headers(keyed, Caller("client")) == {"api-key": "azure-secret"}
     passthrough = deployment(api_key=None)
-    assert azure_auth_headers(passthrough, Caller(None, "client-azure-key")) == {
+    assert azure_auth_headers(passthrough, Caller("client-azure-key")) == {
         "api-key": "client-azure-key"
     }
     with pytest.raises(AuthenticationFailed):
-        azure_auth_headers(passthrough, Caller(None, None))
+        azure_auth_headers(passthrough, Caller(None))
     entra = deployment(api_key=None, auth="entra")
-    assert azure_auth_headers(entra, Caller(None, None), "tok") == {"Authorization": "Bearer tok"}
+    assert azure_auth_headers(entra, Caller(None), "tok") == {"Authorization": "Bearer tok"}
 
 
 def test_forwarded_headers_never_carry_client_credentials() -> None:
@@ -124,7 +124,8 @@ def test_presented_key_and_keyring() -> None:
     assert presented_key({"api-key": "k"}) == "k"
     assert presented_key({"Authorization": "Basic zzz"}) is None
     ring = ClientKeyring(("one", "two"))
-    assert ring.authenticate({"Authorization": "Bearer two"}).key_id == "key-2"
+    assert ring.authenticate({"Authorization": "Bearer two"}).passthrough_key is None  # never sent on
+    assert ring.authenticate({"api-key": "one"}).passthrough_key is None
     with pytest.raises(AuthenticationFailed, match="didn't provide"):
         ring.authenticate({})
     with pytest.raises(AuthenticationFailed, match="Incorrect"):

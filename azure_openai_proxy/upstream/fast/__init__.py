@@ -26,6 +26,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 from multidict import CIMultiDict
 
+from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.fast.connection import HIGH_WATER, _Connection, _Stale
@@ -110,7 +111,7 @@ class FastTransport:
         self.read_timeout = settings.read_timeout
         self._settings = settings
         self._ssl = ssl_context
-        self._targets: dict[str, _Target] = {}
+        self._targets: BoundedCache[str, _Target] = BoundedCache(_URL_CACHE_SIZE)
         self._pools: dict[tuple[str, str, int], _HostPool] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._draining: set[asyncio.Task[None]] = set()
@@ -201,10 +202,7 @@ class FastTransport:
         await asyncio.sleep(0)
 
     def _remember(self, url: str) -> _Target:
-        if len(self._targets) >= _URL_CACHE_SIZE:
-            self._targets.clear()
-        target = self._targets[url] = _parse_url(url)
-        return target
+        return self._targets.put(url, _parse_url(url))
 
     def _pool(self, target: _Target) -> _HostPool:
         loop = asyncio.get_running_loop()

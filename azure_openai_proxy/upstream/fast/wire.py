@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
+from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import HostileInput, UpstreamUnreachable
 from azure_openai_proxy.upstream.transport import UpstreamRequest
 
@@ -52,9 +53,7 @@ def _head(request: UpstreamRequest, target: _Target) -> tuple[bytes, bool]:
     key = (request.method, target.head, *request.headers.items())
     known = _PREFIXES.get(key)
     if known is None:
-        known = _PREFIXES[key] = _prefix(request, target)
-        if len(_PREFIXES) > _PREFIX_CACHE_SIZE:
-            _PREFIXES.clear()
+        known = _PREFIXES.put(key, _prefix(request, target))
     prefix, declared = known
     body = request.body
     if body is None:
@@ -69,7 +68,9 @@ def _head(request: UpstreamRequest, target: _Target) -> tuple[bytes, bool]:
 
 
 _PREFIX_CACHE_SIZE = 256
-_PREFIXES: dict[tuple[object, ...], tuple[bytes, int | None]] = {}
+_PREFIXES: BoundedCache[tuple[object, ...], tuple[bytes, int | None]] = BoundedCache(
+    _PREFIX_CACHE_SIZE
+)
 
 
 def _prefix(request: UpstreamRequest, target: _Target) -> tuple[bytes, int | None]:
