@@ -165,11 +165,11 @@ def test_demo_works_as_printed(reserve_port: Callable[[], int]) -> None:
         assert result.stdout.strip()
 
 
-def test_healthcheck_probes_the_configured_listen_address() -> None:
+def test_healthcheck_probes_the_configured_listen_address(reserve_port: Callable[[], int]) -> None:
     """Docker's HEALTHCHECK runs `azure-openai-proxy healthcheck` with the container's
     environment: it probes where `serve` listens (here a port set by the environment),
     exits 1 while nothing answers there and 0 once the gateway does, and shows no key."""
-    port = free_port()
+    port = reserve_port()
     env = {"AZURE_OPENAI_ENDPOINT": "http://127.0.0.1:9/", "AZURE_OPENAI_API_KEY": AZURE_KEY,
            "AZURE_OPENAI_PROXY_CLIENT_KEYS": "team-key", "AZURE_OPENAI_PROXY_LISTEN": f"127.0.0.1:{port}"}
     down = run_cli("healthcheck", env=env)
@@ -183,11 +183,11 @@ def test_healthcheck_probes_the_configured_listen_address() -> None:
 
 
 @pytest.mark.parametrize("command", ["serve", "demo", "emulate"])
-def test_healthcheck_follows_the_running_servers_listen_flag(command: str) -> None:
+def test_healthcheck_follows_the_running_servers_listen_flag(command: str, reserve_port: Callable[[], int]) -> None:
     """In a container the server is PID 1 and its --listen is on its command line, not in
     the healthcheck's: `--pid` (default 1) reads it there, for the gateway, the demo and
     the emulator (which has no /health: any answer from it will do)."""
-    port, emulator_port = free_port(), free_port()
+    port, emulator_port = reserve_port(), reserve_port()
     args = {"serve": ["serve", "--listen", f"0.0.0.0:{port}", "--allow-open"],
             "demo": ["demo", "--listen", f"0.0.0.0:{port}", "--emulator-listen", f"127.0.0.1:{emulator_port}"],
             "emulate": ["emulate", "--listen", f"127.0.0.1:{port}"]}[command]
@@ -202,10 +202,10 @@ def test_healthcheck_follows_the_running_servers_listen_flag(command: str) -> No
                    env=env).returncode == 1
 
 
-def test_demo_listens_where_asked_for_a_container() -> None:
+def test_demo_listens_where_asked_for_a_container(reserve_port: Callable[[], int]) -> None:
     """`demo --listen 0.0.0.0:PORT` (what `docker run -p 8080:8080 ... demo` needs) takes
     connections on every local address, not only 127.0.0.1: here on 127.0.0.2."""
-    port, emulator_port = free_port(), free_port()
+    port, emulator_port = reserve_port(), reserve_port()
     with running(cli("demo", "--listen", f"0.0.0.0:{port}", "--emulator-listen",
                      f"127.0.0.1:{emulator_port}"), port=port):
         from openai import OpenAI
