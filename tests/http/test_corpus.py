@@ -335,3 +335,14 @@ async def test_the_decision_holds_however_the_bytes_are_split(
     cuts = draw.draw(st.lists(st.integers(1, max(size - 1, 1)), max_size=8), label="cuts")
     _reset(served)
     await _judge(served, case, _split(case.data, cuts))
+
+
+@pytest.mark.xfail(strict=True, reason="server bug: an HTTP/1.0 keep-alive connection is kept "
+                   "open but its answer does not say `Connection: keep-alive`")
+async def test_an_http10_connection_kept_open_says_so(served: _Served) -> None:
+    """RFC 9112 9.3: an HTTP/1.0 client reuses the connection only if the answer says
+    keep-alive (`http10-keep-alive` shows that the server does keep it open)."""
+    request = b"GET /echo HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    data = await _exchange(served.port, [request, _SENTINEL], lambda answers: len(answers) == 2)
+    first = _parse_answers(data)[0]
+    assert first.headers.get("connection", "").lower() == "keep-alive", first.headers
