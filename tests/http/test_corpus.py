@@ -264,8 +264,9 @@ async def _judge(served: _Served, case: Case, pieces: Sequence[bytes]) -> None:
         wrong refusal, or the last one not announcing the close."""
         if len(answers) > total:
             return True
-        if expected.end == "reject" and len(answers) > len(wanted):
-            return answers[len(wanted)].status not in expected.statuses
+        refused = expected.end == "reject" and len(answers) > len(wanted)
+        if refused and answers[len(wanted)].status not in expected.statuses:
+            return True
         return len(answers) == total and not answers[-1].closes
 
     data = await _exchange(served.port, pieces, decided,
