@@ -1,4 +1,4 @@
-"""The reference decision for a corpus case: what h11, a strict sans-I/O HTTP/1.1
+"""The reference decision for a corpus case: what h11, a sans-I/O HTTP/1.1
 parser, makes of the same bytes in the server role.
 
 `h11_decision(data, eof=...)` feeds the bytes to an `h11.Connection`, answers every
@@ -28,10 +28,10 @@ import h11
 __all__ = ["CORPUS", "Case", "Decision", "Expected", "h11_decision", "load_corpus"]
 
 CORPUS = Path(__file__).with_name("corpus.json")
-# h11's default bound on a head still arriving: below the gateway's limits on the
-# target (16 KiB) and the headers (64 KiB), so the corpus's oversize cases exceed both.
-_MAX_INCOMPLETE = 16 * 1024  # h11's own default
-_PIECE = 1024
+# h11's default bound on a head still arriving (16 KiB), at or below the gateway's limits
+# on the target (16 KiB) and the headers (64 KiB): the corpus's oversize cases exceed both.
+_MAX_INCOMPLETE = 16 * 1024
+_PIECE = 1024  # bytes fed to h11 at a time
 
 Seen = tuple[str, str, bytes]  # method, target, body
 
