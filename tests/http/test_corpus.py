@@ -5,7 +5,7 @@ Each case's bytes go over a real loopback socket to FastServer serving
 the same requests handed to the application (method, target, body), then the same ending
 (the connection still serving, closed, one OpenAI-shaped 4xx/5xx refusal then closed, or
 closed without an answer after an early EOF). After every case a fresh connection must
-still be served. The same cases are replayed split at random points (hypothesis), each
+still be served, and a key sent in a refused request is in no answer and no log line. The same cases are replayed split at random points (hypothesis), each
 piece read by the server before the next is sent.
 
 The expectations are RFC 9112's; `h11_reference.py` derives h11's decision for the same
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ _SERVER_BUGS: dict[str, str] = {
 }
 
 _SENTINEL = b"GET /echo?q=sentinel HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+_SECRET = b"sk-corpus-secret"  # in the Authorization header of the secret-* cases
 _FRESH = b"GET /echo?q=fresh HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 # A bound on how long a case may take, for a server that neither answers nor closes
 # (it should not happen: its own request timeout, 1 s here, answers 408 before).
@@ -271,6 +273,7 @@ async def _judge(served: _Served, case: Case, pieces: Sequence[bytes]) -> None:
 
     data = await _exchange(served.port, pieces, decided,
                            then=_SENTINEL if expected.end == "open" else b"", half_close=case.eof)
+    assert _SECRET not in data
     answers = _parse_answers(data)
     assert len(answers) == total, f"{len(answers)} answers, {total} expected: {data[:300]!r}"
     for answer, (method, target, body) in zip(answers, wanted, strict=False):
@@ -316,8 +319,20 @@ def test_h11_agrees_unless_a_divergence_is_recorded(case: Case) -> None:
 
 
 @pytest.mark.parametrize("case", _params())
-async def test_the_server_decides_as_the_corpus(served: _Served, case: Case) -> None:
-    await _judge(served, case, [case.data])
+async def test_the_server_decides_as_the_corpus(served: _Served, case: Case,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    # Attached to the package's logger itself: configure_logging() (run by other tests in
+    # this process) stops it from propagating to the root logger caplog listens on.
+    logger = logging.getLogger("azure_openai_proxy")
+    logger.addHandler(caplog.handler)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        await _judge(served, case, [case.data])
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(level)
+    assert _SECRET.decode() not in caplog.text
 
 
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
