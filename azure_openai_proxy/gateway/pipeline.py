@@ -26,6 +26,7 @@ import orjson
 
 from azure_openai_proxy.auth import Caller, ClientKeyring
 from azure_openai_proxy.balancing import estimated_cost
+from azure_openai_proxy.balancing.resend import may_try_elsewhere
 from azure_openai_proxy.codings import decode_body
 from azure_openai_proxy.compat import (
     DeploymentProfile,
@@ -39,6 +40,7 @@ from azure_openai_proxy.errors import (
     MalformedBody,
     UnsupportedMediaType,
     UpstreamError,
+    UpstreamPoolTimeout,
 )
 from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
 from azure_openai_proxy.gateway.balancer import Balancer
@@ -295,7 +297,9 @@ class Gateway:
 
         Failover happens only before the first byte reaches the client: a 429, 5xx,
         connect error or timeout moves on to the next deployment (or waits for the
-        first cooldown to end); once `_relay` starts, a failure is the client's."""
+        first cooldown to end); once `_relay` starts, a failure is the client's. A
+        request that may have reached Azure is sent again only when the resend rule
+        (`balancing/resend.py`) allows: a POST after a reset, a timeout or a 500 is not."""
         pool, client_model = self._pool_for(target, body)
         record.model = client_model
         # The estimated cost only orders deployments near their quota: one has no order.
@@ -323,9 +327,17 @@ class Gateway:
                 # task and the socket is resumed again when Azure's answer arrives.
                 response = await self.transport.send(upstream_request)
                 _note_answer(record, response, sent)
+            except UpstreamPoolTimeout as exc:
+                # Our own pool was full: no judgement on the deployment's health.
+                lease.done()
+                record.retries.append(f"{deployment.deployment_name}:{exc.code}")
+                run.failed(exc.with_traceback(None))
+                continue
             except UpstreamError as exc:
                 lease.failed(str(exc.code))
                 lease.done()
+                if not may_try_elsewhere(request.method, None, exc.request_sent):
+                    raise  # it may have reached Azure: the client gets this failure
                 record.retries.append(f"{deployment.deployment_name}:{exc.code}")
                 # Without its traceback: the run outlives this frame's locals, and a
                 # traceback pointing back at this frame would keep the request body
@@ -349,7 +361,9 @@ class Gateway:
                     client_model=client_model, deployment=deployment.deployment_name,
                     client_credentials=deployment.auth == "passthrough",
                 )
-                if not is_retryable(response.status):
+                if not is_retryable(response.status) or not may_try_elsewhere(
+                    request.method, response.status, True
+                ):
                     # Raised from a local that is cleared first: a frame that holds its
                     # own exception is a reference cycle (frame -> exception ->
                     # traceback -> frame) that keeps the request body alive.

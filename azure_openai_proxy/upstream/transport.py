@@ -243,11 +243,13 @@ class AiohttpTransport:
             )
         except TimeoutError as exc:
             raise UpstreamTimeout(
-                f"Azure OpenAI did not answer in time ({_host(request.url)})."
+                f"Azure OpenAI did not answer in time ({_host(request.url)}).",
+                request_sent=not isinstance(exc, aiohttp.ConnectionTimeoutError),
             ) from exc
         except _UNREACHABLE as exc:
             raise UpstreamUnreachable(
-                f"Cannot reach Azure OpenAI at {_host(request.url)}: {_reason(exc)}"
+                f"Cannot reach Azure OpenAI at {_host(request.url)}: {_reason(exc)}",
+                request_sent=not isinstance(exc, _NOT_SENT),
             ) from exc
         self.in_use += 1
         return _AiohttpResponse(response, self)
@@ -273,6 +275,8 @@ def _proxy_errors() -> tuple[type[BaseException], ...]:
 _PROXY_ERRORS = _proxy_errors()
 # What "cannot reach Azure" looks like from aiohttp, the OS and aiohttp-socks.
 _UNREACHABLE: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, *_PROXY_ERRORS)
+# Failures while connecting (to Azure or through the proxy): no byte of the request left.
+_NOT_SENT: tuple[type[BaseException], ...] = (aiohttp.ClientConnectorError, *_PROXY_ERRORS)
 
 
 def _broken() -> UpstreamStreamBroken:

@@ -196,7 +196,9 @@ class FastTransport:
             pool.retire()
             for waiter in pool.waiters:
                 if not waiter.done():
-                    waiter.set_exception(UpstreamUnreachable("The upstream transport was closed."))
+                    waiter.set_exception(
+                        UpstreamUnreachable("The upstream transport was closed.", request_sent=False)
+                    )
         # Let the transports finish closing.
         await asyncio.sleep(0)
 
@@ -238,11 +240,13 @@ class FastTransport:
                 )
         except TimeoutError as exc:
             raise UpstreamTimeout(
-                f"Azure OpenAI did not accept a connection in time ({target.host})."
+                f"Azure OpenAI did not accept a connection in time ({target.host}).",
+                request_sent=False,
             ) from exc
         except OSError as exc:
             raise UpstreamUnreachable(
-                f"Cannot reach Azure OpenAI at {target.host}: {_reason(exc)}"
+                f"Cannot reach Azure OpenAI at {target.host}: {_reason(exc)}",
+                request_sent=False,
             ) from exc
         pool.every.add(conn)
         return conn
