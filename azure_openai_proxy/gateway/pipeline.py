@@ -39,6 +39,7 @@ from azure_openai_proxy.errors import (
     GatewayError,
     MalformedBody,
     UnsupportedMediaType,
+    UpstreamAnswerTooLarge,
     UpstreamError,
     UpstreamPoolTimeout,
 )
@@ -353,6 +354,8 @@ class Gateway:
             if response.status >= 400:
                 try:
                     error_body = await response.read(_ERROR_BODY_LIMIT)
+                except UpstreamAnswerTooLarge:
+                    error_body = b""  # no error message is a megabyte: keep the status only
                 finally:
                     response.close()
                     lease.done()
@@ -379,7 +382,8 @@ class Gateway:
                 restored = client_model if self.settings.response_model == "client" else None
                 answer = await relay(request, target.operation, response, policy, restored,
                                      self.settings.keep_azure_fields, record,
-                                     want_id=target.kind == "resource")
+                                     want_id=target.kind == "resource",
+                                     answer_limit=self.settings.upstream.max_answer_bytes)
                 if record.created_id is not None:
                     self.affinity.remember(
                         record.created_id, (deployment.endpoint, deployment.deployment_name)

@@ -14,7 +14,7 @@ from typing import NamedTuple, Protocol
 import aiohttp
 from yarl import URL
 
-from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from azure_openai_proxy.errors import UpstreamAnswerTooLarge, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "UpstreamRequest",
     "UpstreamResponse",
     "UpstreamStreamBroken",
+    "answer_too_large",
     "read_limited",
 ]
 
@@ -56,7 +57,8 @@ class UpstreamResponse(Protocol):
     def headers(self) -> Mapping[str, str]: ...
 
     async def read(self, limit: int) -> bytes:
-        """The whole body, up to `limit` bytes (the rest is discarded)."""
+        """The whole body; `UpstreamAnswerTooLarge` as soon as it passes `limit` bytes
+        (never a truncated body; the caller's `close()` then drops the connection)."""
         ...
 
     def chunks(self) -> AsyncGenerator[bytes, None]:
@@ -83,15 +85,22 @@ DRAIN_SECONDS = 2.0
 
 
 async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    """The first `limit` bytes of a body; the rest is read and dropped (so the connection
-    can be reused)."""
+    """A whole body of at most `limit` bytes; past it, `UpstreamAnswerTooLarge` at once
+    (nothing more is read: the connection is not worth the bytes)."""
     parts: list[bytes] = []
     size = 0
     async for chunk in chunks:
-        if size < limit:
-            parts.append(chunk[: limit - size])
         size += len(chunk)
+        if size > limit:
+            raise answer_too_large(limit)
+        parts.append(chunk)
     return b"".join(parts)
+
+
+def answer_too_large(limit: int) -> UpstreamAnswerTooLarge:
+    return UpstreamAnswerTooLarge(
+        f"Azure OpenAI's answer is larger than the gateway's limit of {limit} bytes."
+    )
 
 
 class Transport(Protocol):
@@ -129,7 +138,9 @@ class _AiohttpResponse:
 
     async def read(self, limit: int) -> bytes:
         length = self._response.content_length
-        if length is not None and length <= limit:
+        if length is not None and length > limit:
+            raise answer_too_large(limit)
+        if length is not None:
             # The common case (a JSON answer with Content-Length): one await, no generator.
             try:
                 return await self._response.read()

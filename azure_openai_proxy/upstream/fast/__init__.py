@@ -36,6 +36,7 @@ from azure_openai_proxy.upstream.transport import (
     DRAIN_SECONDS,
     UpstreamRequest,
     UpstreamResponse,
+    answer_too_large,
     read_limited,
 )
 
@@ -59,7 +60,9 @@ class _FastResponse:
     async def read(self, limit: int) -> bytes:
         conn = self._conn
         length = conn.length if conn is not None else None
-        if conn is not None and length is not None and length <= limit:
+        if length is not None and length > limit:
+            raise answer_too_large(limit)
+        if conn is not None and length is not None:
             # The common case (a JSON answer with Content-Length), usually complete by
             # now: the body is wanted whole, so no flow control and no generator.
             conn.greedy = True
