@@ -229,6 +229,8 @@ class AiohttpTransport:
         if self._session is None:
             timeout = aiohttp.ClientTimeout(
                 total=None,
+                # aiohttp's `connect` covers the wait for a free connection too.
+                connect=self._settings.pool_timeout + self._settings.connect_timeout,
                 sock_connect=self._settings.connect_timeout,
                 sock_read=self._settings.read_timeout,
             )

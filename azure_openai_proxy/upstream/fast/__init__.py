@@ -8,8 +8,10 @@ reply), `send` returns with it complete and `read` does not await at all.
 
 Errors, translated here as in `transport.py`:
 
+    before sending             UpstreamPoolTimeout (no free connection in pool_timeout)
     before the answer starts   UpstreamUnreachable (refused, DNS, TLS, reset, not HTTP)
                                UpstreamTimeout (connect_timeout; read_timeout to the head)
+                               UpstreamHeadTooLarge (past 64 KiB or 128 headers)
     after the head             UpstreamStreamBroken (reset, truncated body, bad chunking)
                                UpstreamTimeout (no byte for read_timeout)
 
@@ -26,7 +28,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 
 from multidict import CIMultiDict
 
-from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from azure_openai_proxy.errors import UpstreamPoolTimeout, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.fast.connection import HIGH_WATER, _Connection, _Stale
 from azure_openai_proxy.upstream.fast.pool import _HostPool
@@ -224,7 +226,14 @@ class FastTransport:
         if fresh and pool.idle and pool.limit and pool.size >= pool.limit:
             pool.discard(pool.idle.pop(0))  # the oldest idle one makes room for a new one
         if not pool.reserve():
-            handed = await pool.wait()
+            try:
+                handed = await pool.wait(self._settings.pool_timeout)
+            except TimeoutError:
+                raise UpstreamPoolTimeout(
+                    f"Every connection to {target.host} stayed busy for "
+                    f"{self._settings.pool_timeout:g} s (upstream.pool_size is "
+                    f"{pool.limit}); nothing was sent."
+                ) from None
             if handed is not None:
                 return handed
         try:
