@@ -31,6 +31,7 @@ from multidict import CIMultiDict
 from azure_openai_proxy.errors import UpstreamPoolTimeout, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.fast.connection import HIGH_WATER, _Connection, _Stale
+from azure_openai_proxy.upstream.fast.dns import DnsCache, Resolver, system_resolver
 from azure_openai_proxy.upstream.fast.pool import _HostPool
 from azure_openai_proxy.upstream.fast.wire import _head, _parse_url, _Target
 from azure_openai_proxy.upstream.transport import (
@@ -107,14 +108,19 @@ class FastTransport:
     (scheme, host, port). No upstream proxies: `AiohttpTransport` serves those.
 
     `ssl_context` replaces `ssl.create_default_context()` (tests pass one that trusts a
-    self-signed certificate)."""
+    self-signed certificate); `resolver` the system's name lookups (they are cached for
+    `dns_cache_ttl` seconds, see `dns.py`)."""
 
-    def __init__(self, settings: UpstreamSettings, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, settings: UpstreamSettings, *, ssl_context: ssl.SSLContext | None = None,
+        resolver: Resolver = system_resolver,
+    ) -> None:
         if settings.http_proxy or settings.socks_proxy:
             raise ValueError("FastTransport does not use upstream proxies; use AiohttpTransport")
         self.read_timeout = settings.read_timeout
         self._settings = settings
         self._ssl = ssl_context
+        self._dns = DnsCache(settings.dns_cache_ttl, resolver)
         self._targets: dict[str, _Target] = {}
         self._pools: dict[tuple[str, str, int], _HostPool] = {}
         self._sweeper: asyncio.TimerHandle | None = None
@@ -246,10 +252,8 @@ class FastTransport:
         context = (self._ssl or self._default_context()) if target.tls else None
         try:
             async with asyncio.timeout(self._settings.connect_timeout):
-                _, conn = await pool.loop.create_connection(
-                    lambda: _Connection(pool), target.host, target.port, ssl=context,
-                    server_hostname=target.host if context is not None else None,
-                )
+                addresses = await self._dns.addresses(target.host, target.port)
+                conn = await _open(pool, target, addresses, context)
         except TimeoutError as exc:
             raise UpstreamTimeout(
                 f"Azure OpenAI did not accept a connection in time ({target.host}).",
@@ -323,6 +327,30 @@ class FastTransport:
             pool.sweep(loop.time() - self._settings.keepalive_timeout)
         if any(pool.idle for pool in pools):
             self._sweeper = loop.call_later(self._settings.keepalive_timeout / 2, self._sweep)
+
+
+async def _open(
+    pool: _HostPool, target: _Target, addresses: list[tuple[int, str]],
+    context: ssl.SSLContext | None,
+) -> _Connection:
+    """A connection to the first of `addresses` that accepts (TLS checked against the
+    host's name, not the address)."""
+    failure: OSError | None = None
+    for _, address in addresses:
+        try:
+            _, conn = await pool.loop.create_connection(
+                lambda: _Connection(pool), address, target.port, ssl=context,
+                server_hostname=target.host if context is not None else None,
+            )
+        except OSError as exc:
+            failure = exc
+            continue
+        return conn
+    assert failure is not None  # `addresses` is never empty
+    try:
+        raise failure
+    finally:
+        del failure  # not kept in this frame: a reference cycle through its traceback
 
 
 def _reason(exc: OSError) -> str:
