@@ -170,22 +170,22 @@ class _Connection(asyncio.Protocol):
             return
         self.received = True
         try:
-            if self.started:
-                self.parser.feed_data(data)
-            else:
-                self._feed_head(data)
+            if not self.started:
+                size = self.head_size + len(data)
+                if size > MAX_HEAD_BYTES:
+                    self._feed_past_head_limit(data)
+                    return
+                self.head_size = size
+            self.parser.feed_data(data)
         except Exception as exc:  # llhttp's errors, or ours from inside its callbacks
             self._fail(self._failure("the answer is not valid HTTP/1.1"), exc)
             self.close()
 
-    def _feed_head(self, data: bytes) -> None:
-        """Feed bytes while the head is incomplete, never more than `MAX_HEAD_BYTES` of
-        them before it ends: a 10 MB header is refused after 64 KiB."""
+    def _feed_past_head_limit(self, data: bytes) -> None:
+        """Bytes that take an incomplete head past `MAX_HEAD_BYTES`: fed up to the limit;
+        the head must end there (a 10 MB header is refused after 64 KiB), and the rest
+        (the body that came with it) is fed after."""
         room = MAX_HEAD_BYTES - self.head_size
-        if len(data) <= room:
-            self.head_size += len(data)
-            self.parser.feed_data(data)
-            return
         self.head_size = MAX_HEAD_BYTES
         self.parser.feed_data(data[:room])
         if not self.started:
