@@ -84,7 +84,6 @@ async def test_a_ten_megabyte_header_is_refused_after_64_kib_in_bounded_memory(
 async def test_more_than_128_headers_are_refused_and_128_accepted(
     raw_server: Callable[[Handler], Awaitable[str]],
 ) -> None:
-
     def answer_with(count: int) -> Handler:
         async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             headers = [b"X-H%d: v" % i for i in range(count - 1)]  # + Content-Length

@@ -170,22 +170,28 @@ class _Connection(asyncio.Protocol):
             return
         self.received = True
         try:
-            if not self.started:
-                size = self.head_size + len(data)
-                if size > MAX_HEAD_BYTES:
-                    self._feed_past_head_limit(data)
-                    return
-                self.head_size = size
-            self.parser.feed_data(data)
+            # The usual case, a whole head in the first read, without arithmetic (an int
+            # past 256 is an allocation): the head's size is counted only once it spans
+            # reads or the read is large.
+            if self.started or (not self.head_size and len(data) <= MAX_HEAD_BYTES):
+                self.parser.feed_data(data)
+                if not self.started:
+                    self.head_size = len(data)
+            else:
+                self._feed_head(data)
         except Exception as exc:  # llhttp's errors, or ours from inside its callbacks
             self._fail(self._failure("the answer is not valid HTTP/1.1"), exc)
             self.close()
 
-    def _feed_past_head_limit(self, data: bytes) -> None:
-        """Bytes that take an incomplete head past `MAX_HEAD_BYTES`: fed up to the limit;
-        the head must end there (a 10 MB header is refused after 64 KiB), and the rest
-        (the body that came with it) is fed after."""
+    def _feed_head(self, data: bytes) -> None:
+        """Feed bytes of an incomplete head, never past `MAX_HEAD_BYTES` in all: the head
+        must end within them (a 10 MB header is refused after 64 KiB); the rest (the body
+        that came with it) is fed after."""
         room = MAX_HEAD_BYTES - self.head_size
+        if len(data) <= room:
+            self.head_size += len(data)
+            self.parser.feed_data(data)
+            return
         self.head_size = MAX_HEAD_BYTES
         self.parser.feed_data(data[:room])
         if not self.started:
@@ -220,13 +226,14 @@ class _Connection(asyncio.Protocol):
     # -- llhttp's callbacks ----------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        raw = self.raw
-        if len(raw) >= MAX_HEADERS:
-            self._refuse_head(f"it has more than {MAX_HEADERS} headers")
-            raise _HeadRefused  # stops llhttp; `data_received` keeps the error above
-        raw.append((name.decode("latin-1"), value.decode("latin-1")))
+        self.raw.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        # Counted once the head is whole (cheaper than per header): `MAX_HEAD_BYTES`
+        # already bounds what the list can hold meanwhile.
+        if len(self.raw) > MAX_HEADERS:
+            self._refuse_head(f"it has more than {MAX_HEADERS} headers")
+            raise _HeadRefused  # stops llhttp; `data_received` keeps the error above
         status = self.parser.get_status_code()
         if status < 200:  # 100 Continue, 103 Early Hints: the real answer follows
             self.interim = True
