@@ -125,6 +125,8 @@ class Gateway:
         self.affinity = affinity or ResourceAffinity()
         self._request_ids = _request_id_source()
         self._busy = BusyPoll.from_setting(settings.busy_poll_us)
+        # Read once: a settings model's attributes cost a __getattr__ hook per access.
+        self._answer_limit = settings.upstream.max_answer_bytes
         self._targets: dict[tuple[str, str], Target] = {}
         self._urls: dict[tuple[str, str, str, str, str | None], str] = {}
         self._profiles: dict[tuple[int, str | None], tuple[DeploymentSettings, DeploymentProfile]] = {}
@@ -383,7 +385,7 @@ class Gateway:
                 answer = await relay(request, target.operation, response, policy, restored,
                                      self.settings.keep_azure_fields, record,
                                      want_id=target.kind == "resource",
-                                     answer_limit=self.settings.upstream.max_answer_bytes)
+                                     answer_limit=self._answer_limit)
                 if record.created_id is not None:
                     self.affinity.remember(
                         record.created_id, (deployment.endpoint, deployment.deployment_name)
