@@ -16,11 +16,19 @@
     ├── UnsupportedMediaType          415 (a Content-Encoding we do not decode)
     ├── RateLimited                   429 rate_limit_exceeded (carries retry-after)
     ├── UpstreamHttpError             any status Azure answered, already in OpenAI's shape
-    └── UpstreamError                 502 upstream_error
+    └── UpstreamError                 502 upstream_error (carries `request_sent`)
         ├── UpstreamUnreachable       502 (connect refused, DNS, reset before headers)
         ├── UpstreamTimeout           504
+        ├── UpstreamHeadTooLarge      502 (Azure's answer head past the size/count limits)
+        ├── UpstreamAnswerTooLarge    502 (a JSON answer past `upstream.max_answer_bytes`)
+        ├── UpstreamPoolTimeout       503 (no free connection within `upstream.pool_timeout`)
         ├── EntraUnavailable          502 (no Entra ID token for a deployment's scope)
         └── NoDeploymentAvailable     503 (every deployment cooling down / circuit open)
+
+`UpstreamError.request_sent` says whether any byte of the request may have reached
+Azure: False only when the failure provably came before the first write (connect
+errors, DNS, a pool wait that timed out, no Entra token). Failover reads it
+(`balancing/resend.py`): a POST that may have reached Azure is not sent again.
 
 Errors are raised anywhere in the pipeline and rendered once, by `gateway/app.py`'s
 `error_answer`, through `GatewayError.render()` and `GatewayError.headers()`.
@@ -51,8 +59,11 @@ __all__ = [
     "RouteNotFound",
     "UnsupportedMediaType",
     "UnsupportedParameter",
+    "UpstreamAnswerTooLarge",
     "UpstreamError",
+    "UpstreamHeadTooLarge",
     "UpstreamHttpError",
+    "UpstreamPoolTimeout",
     "UpstreamTimeout",
     "UpstreamUnreachable",
     "error_body",
@@ -232,9 +243,21 @@ class UpstreamHttpError(GatewayError):
 
 
 class UpstreamError(GatewayError):
+    """Azure could not be asked or did not answer properly. `request_sent` (default
+    True, the safe assumption) is False when no byte of the request left the gateway."""
+
     status = 502
     type_ = "upstream_error"
     code = "upstream_error"
+    request_sent: bool = True
+
+    def __init__(
+        self, message: str, *, request_sent: bool | None = None, param: str | None = None,
+        code: str | None = None,
+    ):
+        super().__init__(message, param=param, code=code)
+        if request_sent is not None:
+            self.request_sent = request_sent
 
 
 class UpstreamUnreachable(UpstreamError):
@@ -246,11 +269,33 @@ class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
 
 
+class UpstreamHeadTooLarge(UpstreamError):
+    code = "upstream_head_too_large"
+
+
+class UpstreamAnswerTooLarge(UpstreamError):
+    code = "upstream_answer_too_large"
+
+
 class EntraUnavailable(UpstreamError):
     code = "upstream_credentials_unavailable"
+    request_sent = False
 
 
 class NoDeploymentAvailable(_RetryAfter, UpstreamError):
     status = 503
     code = "no_deployment_available"
+    request_sent = False
+
+
+class UpstreamPoolTimeout(_RetryAfter, UpstreamError):
+    """Every connection to the endpoint stayed busy for `pool_timeout`: nothing was sent,
+    so another deployment may be tried; alone, the client is told to retry shortly."""
+
+    status = 503
+    code = "upstream_pool_timeout"
+    request_sent = False
+
+    def __init__(self, message: str, *, retry_after_ms: int | None = 1000):
+        super().__init__(message, retry_after_ms=retry_after_ms)
 

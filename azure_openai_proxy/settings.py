@@ -112,7 +112,14 @@ class UpstreamSettings(_Frozen):
     # Between two bytes of a response, not for the whole response: a long stream is fine.
     read_timeout: float = Field(default=600.0, gt=0)
     pool_size: int = Field(default=0, ge=0)  # 0: unlimited connections per worker
+    # How long a request waits for a free connection when `pool_size` are all busy;
+    # then it fails over (nothing was sent) or gets a 503 with retry-after.
+    pool_timeout: float = Field(default=10.0, gt=0)
     keepalive_timeout: float = Field(default=30.0, gt=0)
+    # A JSON answer longer than this is a 502, never a truncated 200.
+    max_answer_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    # FastTransport: seconds a host's addresses are reused (0: resolved every connection).
+    dns_cache_ttl: float = Field(default=60.0, ge=0)
 
     @model_validator(mode="after")
     def _fast_has_no_proxy(self) -> UpstreamSettings:

@@ -26,6 +26,7 @@ import orjson
 
 from azure_openai_proxy.auth import Caller, ClientKeyring
 from azure_openai_proxy.balancing import estimated_cost
+from azure_openai_proxy.balancing.resend import may_try_elsewhere
 from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.codings import decode_body
 from azure_openai_proxy.compat import (
@@ -39,7 +40,9 @@ from azure_openai_proxy.errors import (
     GatewayError,
     MalformedBody,
     UnsupportedMediaType,
+    UpstreamAnswerTooLarge,
     UpstreamError,
+    UpstreamPoolTimeout,
 )
 from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
 from azure_openai_proxy.gateway.balancer import Balancer
@@ -123,6 +126,8 @@ class Gateway:
         self.affinity = affinity or ResourceAffinity()
         self._request_ids = _request_id_source()
         self._busy = BusyPoll.from_setting(settings.busy_poll_us)
+        # Read once: a settings model's attributes cost a __getattr__ hook per access.
+        self._answer_limit = settings.upstream.max_answer_bytes
         self._targets: BoundedCache[tuple[str, str], Target] = BoundedCache(_CACHE_LIMIT)
         self._urls: BoundedCache[tuple[str, str, str, str, str | None], str] = BoundedCache(
             _CACHE_LIMIT
@@ -292,7 +297,9 @@ class Gateway:
 
         Failover happens only before the first byte reaches the client: a 429, 5xx,
         connect error or timeout moves on to the next deployment (or waits for the
-        first cooldown to end); once `_relay` starts, a failure is the client's."""
+        first cooldown to end); once `_relay` starts, a failure is the client's. A
+        request that may have reached Azure is sent again only when the resend rule
+        (`balancing/resend.py`) allows: a POST after a reset, a timeout or a 500 is not."""
         pool, client_model = self._pool_for(target, body)
         record.model = client_model
         # The estimated cost only orders deployments near their quota: one has no order.
@@ -320,9 +327,17 @@ class Gateway:
                 # task and the socket is resumed again when Azure's answer arrives.
                 response = await self.transport.send(upstream_request)
                 _note_answer(record, response, sent)
+            except UpstreamPoolTimeout as exc:
+                # Our own pool was full: no judgement on the deployment's health.
+                lease.done()
+                record.retries.append(f"{deployment.deployment_name}:{exc.code}")
+                run.failed(exc.with_traceback(None))
+                continue
             except UpstreamError as exc:
                 lease.failed(str(exc.code))
                 lease.done()
+                if not may_try_elsewhere(request.method, None, exc.request_sent):
+                    raise  # it may have reached Azure: the client gets this failure
                 record.retries.append(f"{deployment.deployment_name}:{exc.code}")
                 # Without its traceback: the run outlives this frame's locals, and a
                 # traceback pointing back at this frame would keep the request body
@@ -338,6 +353,8 @@ class Gateway:
             if response.status >= 400:
                 try:
                     error_body = await response.read(_ERROR_BODY_LIMIT)
+                except UpstreamAnswerTooLarge:
+                    error_body = b""  # no error message is a megabyte: keep the status only
                 finally:
                     response.close()
                     lease.done()
@@ -346,7 +363,9 @@ class Gateway:
                     client_model=client_model, deployment=deployment.deployment_name,
                     client_credentials=deployment.auth == "passthrough",
                 )
-                if not is_retryable(response.status):
+                if not is_retryable(response.status) or not may_try_elsewhere(
+                    request.method, response.status, True
+                ):
                     # Raised from a local that is cleared first: a frame that holds its
                     # own exception is a reference cycle (frame -> exception ->
                     # traceback -> frame) that keeps the request body alive.
@@ -362,7 +381,8 @@ class Gateway:
                 restored = client_model if self.settings.response_model == "client" else None
                 answer = await relay(request, target.operation, response, policy, restored,
                                      self.settings.keep_azure_fields, record,
-                                     want_id=target.kind == "resource")
+                                     want_id=target.kind == "resource",
+                                     answer_limit=self._answer_limit)
                 if record.created_id is not None:
                     self.affinity.remember(
                         record.created_id, (deployment.endpoint, deployment.deployment_name)

@@ -35,11 +35,12 @@ _MODEL_RESTORED = frozenset({"chat/completions", "completions", "embeddings", "r
 async def relay(
     request: HttpRequest, operation: str, response: UpstreamResponse,
     policy: StreamPolicy | None, client_model: str | None, keep_azure_fields: bool,
-    record: RequestRecord, *, want_id: bool = False,
+    record: RequestRecord, *, want_id: bool = False, answer_limit: int = _JSON_RESPONSE_LIMIT,
 ) -> Reply:
     """Send `response` to the client; `client_model` is the name to restore (or None).
     With `want_id`, the `id` of a created object (a 2xx JSON answer) goes into
-    `record.created_id`, for resource affinity."""
+    `record.created_id`, for resource affinity. A JSON answer longer than
+    `answer_limit` raises `UpstreamAnswerTooLarge` (a 502), never a truncated 200."""
     record.status = response.status
     headers = relayed_response_headers(response.headers)
     if record.adaptations:
@@ -50,7 +51,7 @@ async def relay(
         return await _relay_stream(request, response, headers, policy, record)
     if content_type.startswith("application/json"):
         try:
-            raw = await response.read(_JSON_RESPONSE_LIMIT)
+            raw = await response.read(answer_limit)
         finally:
             response.close()
         if operation in _MODEL_RESTORED:

@@ -14,7 +14,7 @@ from typing import NamedTuple, Protocol
 import aiohttp
 from yarl import URL
 
-from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from azure_openai_proxy.errors import UpstreamAnswerTooLarge, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "UpstreamRequest",
     "UpstreamResponse",
     "UpstreamStreamBroken",
+    "answer_too_large",
     "read_limited",
 ]
 
@@ -56,7 +57,8 @@ class UpstreamResponse(Protocol):
     def headers(self) -> Mapping[str, str]: ...
 
     async def read(self, limit: int) -> bytes:
-        """The whole body, up to `limit` bytes (the rest is discarded)."""
+        """The whole body; `UpstreamAnswerTooLarge` as soon as it passes `limit` bytes
+        (never a truncated body; the caller's `close()` then drops the connection)."""
         ...
 
     def chunks(self) -> AsyncGenerator[bytes, None]:
@@ -83,15 +85,22 @@ DRAIN_SECONDS = 2.0
 
 
 async def read_limited(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    """The first `limit` bytes of a body; the rest is read and dropped (so the connection
-    can be reused)."""
+    """A whole body of at most `limit` bytes; past it, `UpstreamAnswerTooLarge` at once
+    (nothing more is read: the connection is not worth the bytes)."""
     parts: list[bytes] = []
     size = 0
     async for chunk in chunks:
-        if size < limit:
-            parts.append(chunk[: limit - size])
         size += len(chunk)
+        if size > limit:
+            raise answer_too_large(limit)
+        parts.append(chunk)
     return b"".join(parts)
+
+
+def answer_too_large(limit: int) -> UpstreamAnswerTooLarge:
+    return UpstreamAnswerTooLarge(
+        f"Azure OpenAI's answer is larger than the gateway's limit of {limit} bytes."
+    )
 
 
 class Transport(Protocol):
@@ -129,7 +138,9 @@ class _AiohttpResponse:
 
     async def read(self, limit: int) -> bytes:
         length = self._response.content_length
-        if length is not None and length <= limit:
+        if length is not None and length > limit:
+            raise answer_too_large(limit)
+        if length is not None:
             # The common case (a JSON answer with Content-Length): one await, no generator.
             try:
                 return await self._response.read()
@@ -218,6 +229,8 @@ class AiohttpTransport:
         if self._session is None:
             timeout = aiohttp.ClientTimeout(
                 total=None,
+                # aiohttp's `connect` covers the wait for a free connection too.
+                connect=self._settings.pool_timeout + self._settings.connect_timeout,
                 sock_connect=self._settings.connect_timeout,
                 sock_read=self._settings.read_timeout,
             )
@@ -243,11 +256,13 @@ class AiohttpTransport:
             )
         except TimeoutError as exc:
             raise UpstreamTimeout(
-                f"Azure OpenAI did not answer in time ({_host(request.url)})."
+                f"Azure OpenAI did not answer in time ({_host(request.url)}).",
+                request_sent=not isinstance(exc, aiohttp.ConnectionTimeoutError),
             ) from exc
         except _UNREACHABLE as exc:
             raise UpstreamUnreachable(
-                f"Cannot reach Azure OpenAI at {_host(request.url)}: {_reason(exc)}"
+                f"Cannot reach Azure OpenAI at {_host(request.url)}: {_reason(exc)}",
+                request_sent=not isinstance(exc, _NOT_SENT),
             ) from exc
         self.in_use += 1
         return _AiohttpResponse(response, self)
@@ -273,6 +288,8 @@ def _proxy_errors() -> tuple[type[BaseException], ...]:
 _PROXY_ERRORS = _proxy_errors()
 # What "cannot reach Azure" looks like from aiohttp, the OS and aiohttp-socks.
 _UNREACHABLE: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, *_PROXY_ERRORS)
+# Failures while connecting (to Azure or through the proxy): no byte of the request left.
+_NOT_SENT: tuple[type[BaseException], ...] = (aiohttp.ClientConnectorError, *_PROXY_ERRORS)
 
 
 def _broken() -> UpstreamStreamBroken:

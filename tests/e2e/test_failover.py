@@ -9,18 +9,23 @@ from collections import Counter
 
 import pytest
 
+from azure_openai_proxy.config import load_settings
+from tests.e2e.conftest import AZURE_KEY
 from tests.e2e.pools import (
+    MODEL,
     NAMES,
     FakeClock,
     chat,
     chat_deployment,
     circuit_of,
     hits,
+    pool_config,
     pool_emulator,
     pool_gateway,
     pool_settings,
     sdk,
 )
+from tests.support import bound_socket
 
 PRIMARY_FIRST = [("dep-a", {"priority": 1}), ("dep-b", {"priority": 2}), ("dep-c", {"priority": 2})]
 
@@ -45,6 +50,8 @@ def test_a_429_fails_over_and_the_deployment_rests_until_its_retry_after() -> No
 
 
 def test_dropped_connections_open_the_circuit_which_half_opens_and_recovers() -> None:
+    from openai import InternalServerError
+
     clock = FakeClock()
     with pool_emulator() as emulator:
         settings = pool_settings(emulator.url, PRIMARY_FIRST, circuit_failures=2,
@@ -52,10 +59,15 @@ def test_dropped_connections_open_the_circuit_which_half_opens_and_recovers() ->
         with pool_gateway(settings, clock) as gateway:
             client = sdk(gateway)
             emulator.fault("dep-a", "drop", count=2)
-            chat(client)
+            # A POST dropped after Azure read it may be running: the client gets the
+            # 502, never a second run elsewhere (balancing/resend.py).
+            with pytest.raises(InternalServerError):
+                chat(client)
             assert circuit_of(gateway, "dep-a") == "closed"
-            chat(client)
+            with pytest.raises(InternalServerError):
+                chat(client)
             assert circuit_of(gateway, "dep-a") == "open"
+            assert [d for d, _ in hits(emulator)] == ["dep-a", "dep-a"]
             seen = len(hits(emulator))
             chat(client)
             assert "dep-a" not in [d for d, _ in hits(emulator)[seen:]]  # not tried while open
@@ -69,6 +81,8 @@ def test_dropped_connections_open_the_circuit_which_half_opens_and_recovers() ->
 
 
 def test_a_failed_probe_reopens_the_circuit() -> None:
+    from openai import InternalServerError
+
     clock = FakeClock()
     with pool_emulator() as emulator:
         settings = pool_settings(emulator.url, PRIMARY_FIRST, circuit_failures=1,
@@ -76,12 +90,42 @@ def test_a_failed_probe_reopens_the_circuit() -> None:
         with pool_gateway(settings, clock) as gateway:
             client = sdk(gateway)
             emulator.fault("dep-a", "500", count=2)
-            chat(client)
+            with pytest.raises(InternalServerError):
+                chat(client)  # a 500 to a POST proves nothing: not sent again
             assert circuit_of(gateway, "dep-a") == "open"
+            chat(client)  # dep-a rests: dep-b answers
             clock.advance(10.0)
-            chat(client)  # the probe gets the second 500; dep-b answers
+            with pytest.raises(InternalServerError):
+                chat(client)  # the probe gets the second 500
             assert [s for d, s in hits(emulator) if d == "dep-a"] == [500, 500]
             assert circuit_of(gateway, "dep-a") == "open"
+
+
+def test_a_post_reset_after_azure_read_it_is_not_sent_to_another_deployment() -> None:
+    from openai import InternalServerError
+
+    with pool_emulator() as emulator, pool_gateway(
+        pool_settings(emulator.url, PRIMARY_FIRST)
+    ) as gateway:
+        emulator.fault("dep-a", "drop")
+        with pytest.raises(InternalServerError) as caught:
+            chat(sdk(gateway))
+        assert caught.value.response.status_code == 502
+        assert caught.value.response.json()["error"]["code"] == "upstream_unreachable"
+        assert [d for d, _ in hits(emulator)] == ["dep-a"]  # dep-b and dep-c saw nothing
+
+
+def test_a_connect_refused_deployment_is_failed_over_even_for_a_post() -> None:
+    with bound_socket() as refusing, pool_emulator() as emulator:
+        # Bound, never listening: a connection to it is refused, and the port cannot be
+        # taken by anyone else while the test runs.
+        dead = f"http://127.0.0.1:{refusing.getsockname()[1]}"
+        config = pool_config(emulator.url, [("dep-b", {"priority": 2})])
+        config["models"][MODEL].insert(0, {"deployment_name": "dep-a", "endpoint": dead,
+                                           "api_key": AZURE_KEY, "priority": 1})
+        with pool_gateway(load_settings(config, {})) as gateway:
+            assert chat(sdk(gateway)).choices[0].message.content
+        assert hits(emulator) == [("dep-b", 200)]
 
 
 def test_all_three_429_with_a_short_retry_after_waits_and_succeeds() -> None:

@@ -8,8 +8,10 @@ reply), `send` returns with it complete and `read` does not await at all.
 
 Errors, translated here as in `transport.py`:
 
+    before sending             UpstreamPoolTimeout (no free connection in pool_timeout)
     before the answer starts   UpstreamUnreachable (refused, DNS, TLS, reset, not HTTP)
                                UpstreamTimeout (connect_timeout; read_timeout to the head)
+                               UpstreamHeadTooLarge (past 64 KiB or 128 headers)
     after the head             UpstreamStreamBroken (reset, truncated body, bad chunking)
                                UpstreamTimeout (no byte for read_timeout)
 
@@ -27,9 +29,10 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from multidict import CIMultiDict
 
 from azure_openai_proxy.boundedcache import BoundedCache
-from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from azure_openai_proxy.errors import UpstreamPoolTimeout, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.fast.connection import HIGH_WATER, _Connection, _Stale
+from azure_openai_proxy.upstream.fast.dns import DnsCache, Resolver, system_resolver
 from azure_openai_proxy.upstream.fast.pool import _HostPool
 from azure_openai_proxy.upstream.fast.wire import _head, _parse_url, _Target
 from azure_openai_proxy.upstream.transport import (
@@ -37,6 +40,7 @@ from azure_openai_proxy.upstream.transport import (
     DRAIN_SECONDS,
     UpstreamRequest,
     UpstreamResponse,
+    answer_too_large,
     read_limited,
 )
 
@@ -60,7 +64,9 @@ class _FastResponse:
     async def read(self, limit: int) -> bytes:
         conn = self._conn
         length = conn.length if conn is not None else None
-        if conn is not None and length is not None and length <= limit:
+        if length is not None and length > limit:
+            raise answer_too_large(limit)
+        if conn is not None and length is not None:
             # The common case (a JSON answer with Content-Length), usually complete by
             # now: the body is wanted whole, so no flow control and no generator.
             conn.greedy = True
@@ -103,14 +109,19 @@ class FastTransport:
     (scheme, host, port). No upstream proxies: `AiohttpTransport` serves those.
 
     `ssl_context` replaces `ssl.create_default_context()` (tests pass one that trusts a
-    self-signed certificate)."""
+    self-signed certificate); `resolver` the system's name lookups (they are cached for
+    `dns_cache_ttl` seconds, see `dns.py`)."""
 
-    def __init__(self, settings: UpstreamSettings, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, settings: UpstreamSettings, *, ssl_context: ssl.SSLContext | None = None,
+        resolver: Resolver = system_resolver,
+    ) -> None:
         if settings.http_proxy or settings.socks_proxy:
             raise ValueError("FastTransport does not use upstream proxies; use AiohttpTransport")
         self.read_timeout = settings.read_timeout
         self._settings = settings
         self._ssl = ssl_context
+        self._dns = DnsCache(settings.dns_cache_ttl, resolver)
         self._targets: BoundedCache[str, _Target] = BoundedCache(_URL_CACHE_SIZE)
         self._pools: dict[tuple[str, str, int], _HostPool] = {}
         self._sweeper: asyncio.TimerHandle | None = None
@@ -197,7 +208,9 @@ class FastTransport:
             pool.retire()
             for waiter in pool.waiters:
                 if not waiter.done():
-                    waiter.set_exception(UpstreamUnreachable("The upstream transport was closed."))
+                    waiter.set_exception(
+                        UpstreamUnreachable("The upstream transport was closed.", request_sent=False)
+                    )
         # Let the transports finish closing.
         await asyncio.sleep(0)
 
@@ -217,7 +230,14 @@ class FastTransport:
         if fresh and pool.idle and pool.limit and pool.size >= pool.limit:
             pool.discard(pool.idle.pop(0))  # the oldest idle one makes room for a new one
         if not pool.reserve():
-            handed = await pool.wait()
+            try:
+                handed = await pool.wait(self._settings.pool_timeout)
+            except TimeoutError:
+                raise UpstreamPoolTimeout(
+                    f"Every connection to {target.host} stayed busy for "
+                    f"{self._settings.pool_timeout:g} s (upstream.pool_size is "
+                    f"{pool.limit}); nothing was sent."
+                ) from None
             if handed is not None:
                 return handed
         try:
@@ -230,17 +250,17 @@ class FastTransport:
         context = (self._ssl or self._default_context()) if target.tls else None
         try:
             async with asyncio.timeout(self._settings.connect_timeout):
-                _, conn = await pool.loop.create_connection(
-                    lambda: _Connection(pool), target.host, target.port, ssl=context,
-                    server_hostname=target.host if context is not None else None,
-                )
+                addresses = await self._dns.addresses(target.host, target.port)
+                conn = await _open(pool, target, addresses, context)
         except TimeoutError as exc:
             raise UpstreamTimeout(
-                f"Azure OpenAI did not accept a connection in time ({target.host})."
+                f"Azure OpenAI did not accept a connection in time ({target.host}).",
+                request_sent=False,
             ) from exc
         except OSError as exc:
             raise UpstreamUnreachable(
-                f"Cannot reach Azure OpenAI at {target.host}: {_reason(exc)}"
+                f"Cannot reach Azure OpenAI at {target.host}: {_reason(exc)}",
+                request_sent=False,
             ) from exc
         pool.every.add(conn)
         return conn
@@ -305,6 +325,30 @@ class FastTransport:
             pool.sweep(loop.time() - self._settings.keepalive_timeout)
         if any(pool.idle for pool in pools):
             self._sweeper = loop.call_later(self._settings.keepalive_timeout / 2, self._sweep)
+
+
+async def _open(
+    pool: _HostPool, target: _Target, addresses: list[tuple[int, str]],
+    context: ssl.SSLContext | None,
+) -> _Connection:
+    """A connection to the first of `addresses` that accepts (TLS checked against the
+    host's name, not the address)."""
+    failure: OSError | None = None
+    for _, address in addresses:
+        try:
+            _, conn = await pool.loop.create_connection(
+                lambda: _Connection(pool), address, target.port, ssl=context,
+                server_hostname=target.host if context is not None else None,
+            )
+        except OSError as exc:
+            failure = exc
+            continue
+        return conn
+    assert failure is not None  # `addresses` is never empty
+    try:
+        raise failure
+    finally:
+        del failure  # not kept in this frame: a reference cycle through its traceback
 
 
 def _reason(exc: OSError) -> str:

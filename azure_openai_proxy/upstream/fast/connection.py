@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Protocol, cast
 import httptools
 from multidict import CIMultiDict
 
-from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
 
 if TYPE_CHECKING:
     from azure_openai_proxy.upstream.fast.pool import _HostPool
 
-__all__ = ["HIGH_WATER", "_Connection", "_Stale", "_readable"]
+__all__ = ["HIGH_WATER", "MAX_HEADERS", "MAX_HEAD_BYTES", "_Connection", "_Stale", "_readable"]
 
 # Unread body bytes at which a connection stops reading its socket until the caller
 # drains the queue: a slow client of a 50 MB answer holds this much, not 50 MB.
@@ -29,12 +29,21 @@ HIGH_WATER = 256 * 1024
 # zlib's window bits for "gzip or zlib header, detected": covers gzip and deflate.
 _DECODED_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
 _AUTO_HEADER = 32 + zlib.MAX_WBITS
+# Bounds on an answer's head (status line, headers, interim 1xx heads): Azure's heads are
+# about 1 KiB and 20 headers. llhttp sets none, and httptools gathers a header's value in
+# memory until it ends, so the head is fed at most this much at a time.
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 128
 _BROKEN = "The connection to Azure OpenAI broke while the response was being read."
 _STALLED = "Azure OpenAI stopped sending data (read timeout) in the middle of the response."
 
 
 class _Stale(Exception):
     """A reused connection died before any byte of the answer: worth one retry."""
+
+
+class _HeadRefused(Exception):
+    """Raised from llhttp's callback to stop parsing a head past the limits."""
 
 
 class _Inflater(Protocol):
@@ -50,11 +59,38 @@ class _Connection(asyncio.Protocol):
     on `wait()`, which returns on any progress and raises the exchange's failure."""
 
     __slots__ = (
-        "body", "body_cut", "buffered", "busy", "closed", "complete", "deadline", "decoder", "error",
+        "body",
+        "body_cut",
+        "buffered",
+        "busy",
+        "closed",
+        "complete",
+        "deadline",
+        "decoder",
+        "error",
         "greedy",
-        "head_only", "headers", "idle_since", "interim", "keep_alive", "length", "loop",
-        "parser", "pool", "raw", "reading_paused", "received", "started", "status",
-        "timer", "timer_at", "transport", "until_eof", "uses", "waiter", "write_paused",
+        "head_only",
+        "head_size",
+        "headers",
+        "idle_since",
+        "interim",
+        "keep_alive",
+        "length",
+        "loop",
+        "parser",
+        "pool",
+        "raw",
+        "reading_paused",
+        "received",
+        "started",
+        "status",
+        "timer",
+        "timer_at",
+        "transport",
+        "until_eof",
+        "uses",
+        "waiter",
+        "write_paused",
     )
 
     def __init__(self, pool: _HostPool) -> None:
@@ -91,6 +127,7 @@ class _Connection(asyncio.Protocol):
         self.received = self.started = self.complete = False
         self.interim = self.until_eof = self.keep_alive = self.greedy = False
         self.body_cut = False  # the request body was not sent whole: never reuse
+        self.head_size = 0  # bytes received while the head was incomplete
         self.error: Exception | None = None
         self.decoder: _Inflater | None = None
         self.body.clear()
@@ -133,10 +170,39 @@ class _Connection(asyncio.Protocol):
             return
         self.received = True
         try:
-            self.parser.feed_data(data)
+            # The usual case, a whole head in the first read, without arithmetic (an int
+            # past 256 is an allocation): the head's size is counted only once it spans
+            # reads or the read is large.
+            if self.started or (not self.head_size and len(data) <= MAX_HEAD_BYTES):
+                self.parser.feed_data(data)
+                if not self.started:
+                    self.head_size = len(data)
+            else:
+                self._feed_head(data)
         except Exception as exc:  # llhttp's errors, or ours from inside its callbacks
             self._fail(self._failure("the answer is not valid HTTP/1.1"), exc)
             self.close()
+
+    def _feed_head(self, data: bytes) -> None:
+        """Feed bytes of an incomplete head, never past `MAX_HEAD_BYTES` in all: the head
+        must end within them (a 10 MB header is refused after 64 KiB); the rest (the body
+        that came with it) is fed after."""
+        room = MAX_HEAD_BYTES - self.head_size
+        if len(data) <= room:
+            self.head_size += len(data)
+            self.parser.feed_data(data)
+            return
+        self.head_size = MAX_HEAD_BYTES
+        self.parser.feed_data(data[:room])
+        if not self.started:
+            self._refuse_head(f"its head is larger than {MAX_HEAD_BYTES} bytes")
+            return
+        self.parser.feed_data(data[room:])
+
+    def _refuse_head(self, why: str) -> None:
+        error = UpstreamHeadTooLarge(f"Azure OpenAI's answer was refused: {why}.")
+        self._fail(error, None)
+        self.close()
 
     def eof_received(self) -> bool:
         if self.until_eof and self.started and not self.complete:
@@ -163,6 +229,11 @@ class _Connection(asyncio.Protocol):
         self.raw.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        # Counted once the head is whole (cheaper than per header): `MAX_HEAD_BYTES`
+        # already bounds what the list can hold meanwhile.
+        if len(self.raw) > MAX_HEADERS:
+            self._refuse_head(f"it has more than {MAX_HEADERS} headers")
+            raise _HeadRefused  # stops llhttp; `data_received` keeps the error above
         status = self.parser.get_status_code()
         if status < 200:  # 100 Continue, 103 Early Hints: the real answer follows
             self.interim = True

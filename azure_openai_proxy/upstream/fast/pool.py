@@ -4,6 +4,7 @@ first."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 
 from azure_openai_proxy.upstream.fast.connection import _Connection
@@ -47,20 +48,31 @@ class _HostPool:
         self.size += 1
         return True
 
-    async def wait(self) -> _Connection | None:
+    async def wait(self, timeout: float) -> _Connection | None:
+        """A connection handed over by a finished request, or None for a free slot (the
+        caller connects in it); `TimeoutError` after `timeout` seconds."""
         waiter: asyncio.Future[_Connection | None] = self.loop.create_future()
         self.waiters.append(waiter)
         try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                # Handed something just as we were cancelled: pass it on.
-                conn = waiter.result()
-                if conn is None:
-                    self.free_slot()
-                else:
-                    self.put(conn)
+            async with asyncio.timeout(timeout):
+                return await waiter
+        except BaseException:  # timed out or cancelled
+            self._forsake(waiter)
             raise
+
+    def _forsake(self, waiter: asyncio.Future[_Connection | None]) -> None:
+        """A waiter gives up: what it was handed just before goes on to the next one,
+        and it leaves the queue (a slot is never lost to, nor taken by, a dead waiter)."""
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            conn = waiter.result()
+            if conn is None:
+                self.free_slot()
+            else:
+                self.put(conn)
+            return
+        waiter.cancel()
+        with contextlib.suppress(ValueError):
+            self.waiters.remove(waiter)
 
     def put(self, conn: _Connection) -> None:
         conn.busy = False

@@ -31,10 +31,14 @@ def _parse_url(url: str) -> _Target:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise UpstreamUnreachable(f"Cannot reach Azure OpenAI: bad URL ({exc})") from exc
+        raise UpstreamUnreachable(
+            f"Cannot reach Azure OpenAI: bad URL ({exc})", request_sent=False
+        ) from exc
     scheme, host = parts.scheme.lower(), parts.hostname
     if scheme not in ("http", "https") or not host:
-        raise UpstreamUnreachable("Cannot reach Azure OpenAI: the URL is not http(s)://host/...")
+        raise UpstreamUnreachable(
+            "Cannot reach Azure OpenAI: the URL is not http(s)://host/...", request_sent=False
+        )
     default = 443 if scheme == "https" else 80
     port = port or default
     netloc = f"[{host}]" if ":" in host else host
