@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from azure_openai_proxy.errors import AuthenticationFailed
+from azure_openai_proxy.governance.model import Team, VirtualKey
 
 __all__ = ["Caller", "ClientKeyring", "presented_key"]
 
@@ -36,9 +37,12 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 @dataclass(frozen=True, slots=True)
 class Caller:
     """An authenticated caller. `passthrough_key` is only set when no client keys are
-    configured; it is the caller's own Azure key and is never logged."""
+    configured; it is the caller's own Azure key and is never logged. `key` and `team`
+    are set for a virtual key (governance); a static client key has neither."""
 
     passthrough_key: str | None
+    key: VirtualKey | None = None
+    team: Team | None = None
 
 
 # Every caller with a gateway key: none of them sends its own key on to Azure.

@@ -64,6 +64,8 @@ _ENV_SCALARS = {
     "AZURE_OPENAI_PROXY_LOG_LEVEL": "log_level",
     "AZURE_OPENAI_PROXY_SERVER_ENGINE": "server_engine",
     "AZURE_OPENAI_PROXY_BUSY_POLL_US": "busy_poll_us",
+    "AZURE_OPENAI_PROXY_DATABASE": "database",
+    "AZURE_OPENAI_PROXY_ADMIN_KEY": "admin_key",
 }
 
 _TOP_LEVEL_KEYS = {
@@ -73,7 +75,7 @@ _TOP_LEVEL_KEYS = {
     "honour_client_api_version", "log_level", "log_prompts", "workers", "routing_strategy",
     "max_attempts", "server_engine", "retry_budget_seconds", "shutdown_grace_seconds", "metrics",
     "circuit_failures", "circuit_open_seconds", "cooldown_seconds", "latency_exploration",
-    "watch_config", "busy_poll_us",
+    "watch_config", "busy_poll_us", "database", "admin_key",
 }
 
 

@@ -172,6 +172,11 @@ class Settings(_Frozen):
     latency_exploration: float = Field(default=0.1, ge=0, le=1)
     # Reload when the config file changes (polled every 2 s), besides SIGHUP.
     watch_config: bool = False
+    # Governance (virtual keys, teams, the usage ledger): `sqlite:///path/gateway.db`;
+    # unset, the default place (store/sqlite.py default_database()).
+    database: str | None = None
+    # The key of the /admin/ API; unset, the admin API is off. Never a client key.
+    admin_key: SecretStr | None = None
 
     @field_validator("api_base")
     @classmethod

@@ -39,6 +39,8 @@ class RequestRecord:
     error: str | None = None
     retries: list[str] = field(default_factory=list)
     created_id: str | None = None  # an object Azure created (resource affinity; not logged)
+    key_id: str | None = None  # the virtual key that called (governance), never its secret
+    team_id: str | None = None
 
     def tokens(self) -> tuple[int | None, int | None]:
         """(prompt or input tokens, completion or output tokens) from the usage, each

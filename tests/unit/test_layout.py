@@ -3,10 +3,12 @@ source's own import statements (top-level and nested), so a new import that cros
 layer fails here.
 
     core (pure)     errors settings apiversions auth codings compat routing translate
-                    sse normalize/ balancing/ boundedcache  -> imports only core
+                    sse normalize/ balancing/ boundedcache governance/ (keys, limits,
+                    prices, usage records)  -> imports only core
     http/           the server engine               -> imports only http/
     upstream/       clients for Azure               -> core, upstream/
     observability/  record, access log, metrics     -> core, observability/
+    store/          SQLite (and later engines)      -> core, store/
     config          settings from files and env     -> core, upstream/ (the Entra check)
     gateway/        the request path                -> all of the above
     runtime/, cli   processes, signals, the demo    -> anything
@@ -23,14 +25,15 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "azure_openai_proxy"
 CORE = {"errors", "settings", "apiversions", "auth", "codings", "compat", "routing",
-        "translate", "sse", "normalize", "balancing", "boundedcache", "__init__"}
+        "translate", "sse", "normalize", "balancing", "boundedcache", "governance", "__init__"}
 ALLOWED: dict[str, set[str]] = {
     "core": CORE,
     "http": {"http"},
     "upstream": CORE | {"upstream"},
     "observability": CORE | {"observability"},
+    "store": CORE | {"store"},
     "config": CORE | {"upstream", "config"},
-    "gateway": CORE | {"http", "upstream", "observability", "gateway", "config"},
+    "gateway": CORE | {"http", "upstream", "observability", "gateway", "config", "store"},
     "emulator": {"emulator", "__init__"},
 }
 
