@@ -19,7 +19,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +49,10 @@ class RsgiGateway:
     after."""
 
     def __init__(self, app: Application, limits: BodyLimits | None = None,
-                 announce: bool = False) -> None:
+                 on_ready: Callable[[], None] | None = None) -> None:
         self.app = app
         self.limits = limits or BodyLimits()
-        self.announce = announce
+        self.on_ready = on_ready
         self._hooks: set[asyncio.Task[None]] = set()
 
     def __rsgi__(self, scope: Scope, proto: HTTPProtocol) -> Coroutine[Any, Any, None]:
@@ -61,27 +61,39 @@ class RsgiGateway:
     __call__ = __rsgi__  # the plain RSGI form too
 
     def __rsgi_init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._run(loop, self._startup())
+        # granian starts serving right after this hook returns, before its loop turns
+        # again: `on_ready` is called from the loop, so the socket accepts by then.
+        if loop.is_running():  # embedded in a running loop
+            self._spawn(loop, self._startup())
+        else:  # a worker process: its loop runs once granian serves
+            loop.run_until_complete(self.app.startup())
+            if self.on_ready is not None:
+                loop.call_soon(self.on_ready)
 
     def __rsgi_del__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._run(loop, self._stop())
+        if loop.is_running():
+            self._spawn(loop, self._stop())
+        else:
+            loop.run_until_complete(self._stop())
 
     async def _startup(self) -> None:
         await self.app.startup()
-        if self.announce:
-            print(READY, flush=True)
+        if self.on_ready is not None:
+            self.on_ready()
 
     async def _stop(self) -> None:
         await self.app.shutdown()
         await self.app.cleanup()
 
-    def _run(self, loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None]) -> None:
-        if loop.is_running():
-            task = loop.create_task(work)
-            self._hooks.add(task)
-            task.add_done_callback(self._hooks.discard)
-        else:
-            loop.run_until_complete(work)
+    async def hooks_done(self) -> None:
+        """Until the life-cycle hooks started on a running loop (embedded) have run."""
+        while self._hooks:
+            await asyncio.gather(*self._hooks)
+
+    def _spawn(self, loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None]) -> None:
+        task = loop.create_task(work)
+        self._hooks.add(task)
+        task.add_done_callback(self._hooks.discard)
 
 
 def load_gateway(config_path: str) -> RsgiGateway:
@@ -89,7 +101,11 @@ def load_gateway(config_path: str) -> RsgiGateway:
     called in the worker process with the server's target, here the config path)."""
     settings = load_settings(config_path, dict(os.environ), {})
     configure_logging(settings.log_level)
-    return RsgiGateway(create_app(settings), announce=True)
+    return RsgiGateway(create_app(settings), on_ready=_announce)
+
+
+def _announce() -> None:
+    print(READY, flush=True)
 
 
 def serve(config_path: str, listen: str | None, uds: Path | None) -> None:
