@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from granian.rsgi import Scope
@@ -50,16 +50,50 @@ _PATH_SAFE = "/!$&'()*+,;=:@-._~"
 # A body announced up to this size is read whole in one call; larger or chunked ones
 # piece by piece, so the stall timeout applies to each piece rather than to the whole.
 _WHOLE_READ = 256 * 1024
+_STALLED = -1.0  # a read's deadline once the sweep has found it stalled
+_T = TypeVar("_T")
 
 
 class BodyLimits:
     """How long the adapter waits for the next piece of a request body (FastServer's
-    `request_timeout`: a stalled body is answered 408)."""
+    `request_timeout`: a stalled body is answered 408). One per worker: reads in progress
+    are checked by one sweep every second (no timer per read, which cost more than the
+    rest of the adapter's work for a request), and the sweep stops when none are."""
 
-    __slots__ = ("stall_seconds",)
+    __slots__ = ("_reads", "_sweeper", "stall_seconds", "sweep_seconds")
 
     def __init__(self, stall_seconds: float = 60.0) -> None:
         self.stall_seconds = stall_seconds
+        self.sweep_seconds = min(1.0, stall_seconds / 2)
+        self._reads: dict[asyncio.Task[Any], float] = {}  # reading task -> deadline
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    async def timed(self, read: Awaitable[_T]) -> _T:
+        """`await read`, or `BodyTimedOut` once it has waited `stall_seconds`."""
+        task = asyncio.current_task()
+        if task is None:
+            return await read
+        loop = asyncio.get_running_loop()
+        self._reads[task] = loop.time() + self.stall_seconds
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self.sweep_seconds, self._sweep, loop)
+        try:
+            return await read
+        except asyncio.CancelledError:
+            if self._reads.get(task) == _STALLED:
+                task.uncancel()  # the sweep's own cancellation, turned into an answer
+                raise BodyTimedOut() from None
+            raise
+        finally:
+            self._reads.pop(task, None)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for task, deadline in list(self._reads.items()):
+            if deadline != _STALLED and deadline <= now:
+                self._reads[task] = _STALLED
+                task.cancel()
+        self._sweeper = loop.call_later(self.sweep_seconds, self._sweep, loop) if self._reads else None
 
 
 class _StreamTransport(Protocol):
@@ -195,11 +229,7 @@ class GranianRequest:
                 return b""
             if length <= _WHOLE_READ:
                 # llhttp-style framing is hyper's: it never hands over more than announced.
-                try:
-                    async with asyncio.timeout(self._limits.stall_seconds):
-                        return await self._proto()
-                except TimeoutError:
-                    raise BodyTimedOut() from None
+                return await self._limits.timed(self._proto())
         elif not self.has_body:
             return b""
         parts: list[bytes] = []
@@ -218,15 +248,12 @@ class GranianRequest:
         if not self.has_body:
             return
         pieces = aiter(self._proto)
-        stall = self._limits.stall_seconds
+        timed = self._limits.timed
         while True:
             try:
-                async with asyncio.timeout(stall):
-                    piece = await anext(pieces)
+                piece = await timed(anext(pieces))
             except StopAsyncIteration:
                 return
-            except TimeoutError:
-                raise BodyTimedOut() from None
             if piece:
                 yield piece
 
