@@ -142,3 +142,17 @@ def test_malformed_json_is_openais_400(socket_path: Path) -> None:
                                    "content-type": "application/json"})
     assert reply.status_code == 400
     assert reply.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("target", ["/v1/files/%2e%2e%2fsecret", "/v1/files/..%2Fsecret",
+                                    "/v1/files/a%3Fb", "/v1/files/a%23b", "/v1/files/%0d%0a"])
+def test_hostile_ids_decoded_by_granian_are_still_refused(socket_path: Path, azure: Emulator,
+                                                          target: str) -> None:
+    """granian hands over the path decoded; the adapter encodes it again, and whatever
+    the gateway then makes of it is an OpenAI-shaped 4xx that never reaches Azure."""
+    before = len(azure.requests())
+    with httpx.Client(transport=httpx.HTTPTransport(uds=str(socket_path)), timeout=30) as http:
+        reply = http.get("http://gateway" + target, headers={"authorization": f"Bearer {CLIENT_KEY}"})
+    assert 400 <= reply.status_code < 500
+    assert reply.json()["error"]["message"]
+    assert len(azure.requests()) == before
