@@ -134,11 +134,6 @@ class GranianStream:
         self.ended = False
         asyncio.get_running_loop().call_soon(self._open)
 
-    @property
-    def started(self) -> bool:
-        """Whether the head has been handed to granian (it cannot be taken back)."""
-        return self._transport is not None
-
     def drop_pending_head(self) -> bool:
         """Forget the head if it has not left; False if it has."""
         self._head = None
@@ -228,7 +223,7 @@ class GranianRequest:
             if length == 0:
                 return b""
             if length <= _WHOLE_READ:
-                # llhttp-style framing is hyper's: it never hands over more than announced.
+                # hyper holds the body to its announced length: one call reads it all.
                 return await self._limits.timed(self._proto())
         elif not self.has_body:
             return b""
@@ -296,7 +291,7 @@ async def answer(app: Application, scope: Scope, proto: HTTPProtocol, limits: Bo
         if gone.done():
             return  # the client left: nobody to answer (the handler has stopped)
         raise
-    except (ClientDisconnected, ConnectionError):
+    except ConnectionError:  # ClientDisconnected too: the client left mid-answer
         return
     except BodyTooLarge as exc:
         reply = app.refusal(413, str(exc))
