@@ -97,6 +97,8 @@ def _phase_requests(plan: Plan, children: Children, results: dict[str, Any]) -> 
         ("nginx", lambda: systems.start_nginx_proxy(children, port)),
         ("gateway-1w", lambda: systems.start_gateway(children, port, 1, "gateway-1w")),
         ("gateway-Nw", lambda: systems.start_gateway(children, port, plan.workers, "gateway-Nw")),
+        # The same gateway and settings on granian (RSGI) instead of FastServer, one worker.
+        ("gateway-1w-granian", lambda: systems.start_gateway_granian(children, port)),
     ]
     if plan.litellm is not None:
         binary = plan.litellm
@@ -104,6 +106,9 @@ def _phase_requests(plan: Plan, children: Children, results: dict[str, Any]) -> 
     results["systems"]["direct"] = _load_rows(plan, children.workdir, upstream)
     for name, start in starters:
         if not plan.wants(name) or (name == "nginx" and not systems.have_nginx()):
+            continue
+        if name == "gateway-1w-granian" and not systems.have_granian():
+            _log("gateway-1w-granian: granian is not installed (pip install -e '.[bench]'); skipped")
             continue
         system = start()
         row = {**system.extra, **_memory(system)}
@@ -123,6 +128,8 @@ def _phase_streams(plan: Plan, children: Children, results: dict[str, Any]) -> N
     if systems.have_nginx():
         starters.append(("nginx", lambda: systems.start_nginx_proxy(children, port)))
     starters.append(("gateway-1w", lambda: systems.start_gateway(children, port, 1, "gateway-1w")))
+    if systems.have_granian():
+        starters.append(("gateway-1w-granian", lambda: systems.start_gateway_granian(children, port)))
     if plan.litellm is not None:
         binary = plan.litellm
         starters.append(("LiteLLM", lambda: systems.start_litellm(children, binary, port)))
@@ -170,7 +177,7 @@ def run(plan: Plan, results_dir: Path) -> dict[str, Any]:
         try:
             _phase_requests(plan, children, results)
             children.close()
-            if not plan.only or "streams" in plan.only or plan.only & {"gateway-1w"}:
+            if not plan.only or "streams" in plan.only or plan.only & {"gateway-1w", "gateway-1w-granian"}:
                 _phase_streams(plan, children, results)
         finally:
             children.close()

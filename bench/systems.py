@@ -4,6 +4,8 @@
 - `start_emulator`: the bundled Azure emulator (zero latency, or a per-token delay).
 - `start_nginx_proxy`: nginx doing the bare URL rewrite with `proxy_pass` (the limit).
 - `start_gateway`: this gateway through its real CLI, default features on.
+- `start_gateway_granian`: the same gateway and settings served by granian (RSGI, one
+  worker) instead of FastServer: `python -m bench.granian_engine`.
 - `start_litellm`: LiteLLM's proxy from its own virtualenv, an `azure/` deployment.
 
 Each returns a `System`: where to send requests and which headers to send.
@@ -11,6 +13,7 @@ Each returns a `System`: where to send requests and which headers to send.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -170,11 +173,10 @@ def start_nginx_proxy(children: Children, upstream_port: int) -> System:
     return system
 
 
-def start_gateway(children: Children, upstream_port: int, workers: int, name: str,
-                  engine: str | None = None) -> System:
-    """The gateway through its CLI: client keys, stream normalization, metrics and the
-    info-level access log (to a file) all on, as a user runs it."""
-    port = free_port()
+def _gateway_config(children: Children, port: int, upstream_port: int,
+                    engine: str | None = None) -> Path:
+    """Client keys, stream normalization, metrics and the info-level access log (to a
+    file) all on, as a user runs it."""
     config = children.workdir / f"gateway-{port}.yaml"
     config.write_text(
         f"listen: \"{HOST}:{port}\"\n"
@@ -189,7 +191,33 @@ def start_gateway(children: Children, upstream_port: int, workers: int, name: st
         f" endpoint: \"http://{HOST}:{upstream_port}/\", api_key: \"{AZURE_KEY}\","
         f" api_version: \"{API_VERSION}\"}}\n"
     )
+    return config
+
+
+def start_gateway(children: Children, upstream_port: int, workers: int, name: str,
+                  engine: str | None = None) -> System:
+    """The gateway through its CLI (FastServer), with `_gateway_config`'s settings."""
+    port = free_port()
+    config = _gateway_config(children, port, upstream_port, engine)
     argv = [sys.executable, "-m", "azure_openai_proxy", "-c", str(config), "--workers", str(workers)]
+    return _start_gateway_child(children, name, argv, port)
+
+
+def start_gateway_granian(children: Children, upstream_port: int,
+                          name: str = "gateway-1w-granian") -> System:
+    """The same gateway, settings and config file as `start_gateway` with one worker,
+    served by granian (its process manager, one worker process) instead of FastServer."""
+    port = free_port()
+    config = _gateway_config(children, port, upstream_port)
+    argv = [sys.executable, "-m", "bench.granian_engine", "-c", str(config)]
+    return _start_gateway_child(children, name, argv, port)
+
+
+def have_granian() -> bool:
+    return importlib.util.find_spec("granian") is not None
+
+
+def _start_gateway_child(children: Children, name: str, argv: list[str], port: int) -> System:
     child = children.start(name, argv, port, env=_python_env())
     system = System(name, f"http://{HOST}:{port}/v1/chat/completions", _client_headers(), child)
     cold = wait_until(child, lambda: _chat_ok(system), 30)
