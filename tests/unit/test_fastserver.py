@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from azure_openai_proxy.http.request import FastRequest
-from azure_openai_proxy.http.server import FastServer, serve_fast
+from azure_openai_proxy.http.server import FastServer, ServerLimits, serve_fast
 from tests.http_app import EngineTestApp, Events
 from tests.support import free_port
 
@@ -25,8 +25,8 @@ Reply = tuple[int, dict[str, str], bytes]
 async def server() -> AsyncIterator[tuple[FastServer, Events, int]]:
     events = Events()
     port = free_port()
-    fast = await serve_fast(EngineTestApp(events), "127.0.0.1", port, request_timeout=1.0,
-                            keepalive_timeout=2.0)
+    limits = ServerLimits(head_timeout=1.0, body_timeout=1.0, keepalive_timeout=2.0)
+    fast = await serve_fast(EngineTestApp(events), "127.0.0.1", port, limits=limits)
     yield fast, events, port
     fast.close()
     await fast.wait_closed()
@@ -354,7 +354,8 @@ _HEADS = st.builds(
 async def test_random_bytes_never_break_the_server(garbage: bytes) -> None:
     events = Events()
     port = free_port()
-    fast = await serve_fast(EngineTestApp(events), "127.0.0.1", port, request_timeout=1.0)
+    fast = await serve_fast(EngineTestApp(events), "127.0.0.1", port,
+                            limits=ServerLimits(head_timeout=1.0, body_timeout=1.0))
     try:
         reader, writer = await connect(port)
         writer.write(garbage)
