@@ -54,6 +54,7 @@ class _HttpConnection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpRequestParser(self)
         self.closing = False  # close once the request being served is answered
+        self.rejected = False  # a refusal is answered in its turn; nothing more is read
         self.closed = False
         # The connection's serving task, made for its first request and kept while the
         # connection lives: between requests it waits on `idle_waiter`. (A task per
@@ -270,7 +271,8 @@ class _HttpConnection(asyncio.Protocol):
         self._pause_reading()
 
     def resume_body(self) -> None:
-        if self.reading_paused and len(self.pending) < _PIPELINE_DEPTH and not self.closing:
+        if (self.reading_paused and len(self.pending) < _PIPELINE_DEPTH and not self.closing
+                and not self.rejected):
             body = self.parsing.body if self.parsing is not None else None
             if body is None or body.buffered <= BODY_HIGH_WATER:
                 self.reading_paused = False
@@ -311,9 +313,10 @@ class _HttpConnection(asyncio.Protocol):
 
     def _reject(self, status: int, message: str, code: str = "bad_request") -> None:
         """Refuse what the client is sending now: the refusal is answered in its turn
-        (after the answers to the requests before it), then the connection closes."""
+        (after the answers to the requests before it), then the connection closes.
+        Nothing after it is read."""
         self._pause_reading()
-        self.closing = True
+        self.rejected = True
         self.deadline = 0
         reply = self.server.refusal(status, message, code)
         parsing, self.parsing = self.parsing, None
@@ -332,10 +335,12 @@ class _HttpConnection(asyncio.Protocol):
                 return
             if self.pending and self.pending[-1] is parsing:
                 self.pending.pop()  # never served: the refusal is its answer
-            elif self.serving:
-                return  # it is answered already; the connection closes after that answer
             else:
-                self.close()  # answered, its unread body being dropped: nothing to add
+                # It is answered already (its unread body was being dropped): a second
+                # answer would be one too many. The connection closes after that answer.
+                self.closing = True
+                if not self.serving:
+                    self.close()
                 return
         if self.serving:
             self.pending.append(reply)
