@@ -5,7 +5,6 @@ writing each answer (see `server.py` for the behaviour as a whole)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, cast
@@ -13,15 +12,11 @@ from typing import TYPE_CHECKING, cast
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from azure_openai_proxy.http.answer import serve_request
+from azure_openai_proxy.http.deadlines import BODY, HEAD, IDLE, NOTHING, sweep
 from azure_openai_proxy.http.head import HeadRejected, check_version, request_framing
-from azure_openai_proxy.http.interface import (
-    Answer,
-    BodyTimedOut,
-    BodyTooLarge,
-    ClientDisconnected,
-)
+from azure_openai_proxy.http.interface import ClientDisconnected
 from azure_openai_proxy.http.request import BODY_HIGH_WATER, FastRequest, RequestBody
-from azure_openai_proxy.http.wire import BODYLESS_STATUS, UnsafeHeader, answer_head
 
 if TYPE_CHECKING:
     from azure_openai_proxy.http.server import FastServer
@@ -35,12 +30,7 @@ _MAX_HEAD = 64 * 1024  # all header lines together, bytes
 _MAX_HEADERS = 128
 _PIPELINE_DEPTH = 16  # requests waiting behind the one being served
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_LINGER_BYTES = 16 * 1024 * 1024  # at least this much of an unread body is dropped, not reset
 
-# What the connection waits for from the client, each with its own deadline (in sweeps
-# of the server, `FastServer.tick`): nothing (a request is being served), the next
-# request after an answer (keep-alive), the rest of a head, the rest of a body.
-_NOTHING, _IDLE, _HEAD, _BODY = 0, 1, 2, 3
 
 
 class _HttpConnection(asyncio.Protocol):
@@ -69,7 +59,7 @@ class _HttpConnection(asyncio.Protocol):
         self.discard_until = 0  # bytes of it to drop before giving up and closing
         self.started = False  # a request's first byte arrived and its head did not end
         # A new connection's first head is due `head_timeout` after the accept.
-        self.waiting_for = _HEAD
+        self.waiting_for = HEAD
         self.deadline = server.tick + server.head_ticks  # 0: none
         self.paused_at = 0  # the tick at which reading paused (the deadline waits too)
         self.upgrading: FastRequest | None = None  # llhttp stops after its head (Upgrade)
@@ -97,30 +87,36 @@ class _HttpConnection(asyncio.Protocol):
             # httptools gathers a header in memory until its line ends: bound that too.
             self._head_bytes += len(data)
             if self._head_bytes > _MAX_HEAD + _MAX_TARGET:
-                self._reject(431, "The request headers are too large.")
+                self.reject(431, "The request headers are too large.")
                 return
-        self._feed(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade_refused(data[int(exc.args[0]):])
+        except httptools.HttpParserError as exc:
+            self._parse_failed(exc)
 
-    def _feed(self, data: bytes) -> None:
-        while True:
+    def _parse_failed(self, exc: httptools.HttpParserError) -> None:
+        # httptools wraps what a callback raised; ours says which answer to give.
+        cause = exc.__context__
+        if isinstance(cause, HeadRejected):
+            self.reject(cause.status, cause.message, cause.code)
+        elif "HTTP version" in str(exc) or "PRI" in str(exc):
+            self.reject(505, "Only HTTP/1.1 and HTTP/1.0 are served here.",
+                        "http_version_not_supported")
+        else:
+            self.reject(400, "The request is not valid HTTP/1.1.")
+
+    def _upgrade_refused(self, rest: bytes) -> None:
+        """Go on parsing after each head that asked to switch protocols."""
+        while (more := self._after_upgrade(rest)) is not None:
             try:
-                self.parser.feed_data(data)
+                self.parser.feed_data(more)
                 return
             except httptools.HttpParserUpgrade as exc:
-                more = self._after_upgrade(data[int(exc.args[0]):])
-                if more is None:
-                    return
-                data = more
+                rest = more[int(exc.args[0]):]
             except httptools.HttpParserError as exc:
-                # httptools wraps what a callback raised; ours says which answer to give.
-                cause = exc.__context__
-                if isinstance(cause, HeadRejected):
-                    self._reject(cause.status, cause.message, cause.code)
-                elif "HTTP version" in str(exc) or "PRI" in str(exc):
-                    self._reject(505, "Only HTTP/1.1 and HTTP/1.0 are served here.",
-                                 "http_version_not_supported")
-                else:
-                    self._reject(400, "The request is not valid HTTP/1.1.")
+                self._parse_failed(exc)
                 return
 
     def _after_upgrade(self, rest: bytes) -> bytes | None:
@@ -174,8 +170,8 @@ class _HttpConnection(asyncio.Protocol):
         self._target = []
         self._raw = []
         self._head_size = self._head_bytes = 0
-        if self.waiting_for != _HEAD:  # else a new connection's: due since the accept
-            self.waiting_for = _HEAD
+        if self.waiting_for != HEAD:  # else a new connection's: due since the accept
+            self.waiting_for = HEAD
             self.deadline = self.server.tick + self.server.head_ticks
 
     def on_url(self, url: bytes) -> None:
@@ -211,7 +207,7 @@ class _HttpConnection(asyncio.Protocol):
         self.started = False
         if body is not None:
             self.parsing = request
-            self.waiting_for = _BODY
+            self.waiting_for = BODY
             if headers.get("expect", "").lower() == "100-continue":
                 body.expect_continue = True
                 self.deadline = 0  # the body is due once "100 Continue" has gone out
@@ -219,7 +215,7 @@ class _HttpConnection(asyncio.Protocol):
                 self.deadline = self.server.tick + self.server.body_ticks
         else:
             self.parsing = None
-            self.waiting_for = _NOTHING
+            self.waiting_for = NOTHING
         if parser.should_upgrade():
             self.upgrading = request  # llhttp stops after this head: see _after_upgrade
         if not self.serving and not self.pending:
@@ -227,14 +223,14 @@ class _HttpConnection(asyncio.Protocol):
         else:
             self.pending.append(request)
             if len(self.pending) >= _PIPELINE_DEPTH:
-                self._pause_reading()
+                self.pause_body()
 
     def _resume_body(self) -> None:
         """The stand-in head of `_after_upgrade` ended: the body that follows is the
         upgrade request's."""
         self.parsing, self.resuming = self.resuming, None
         self.started = False
-        self.waiting_for = _BODY
+        self.waiting_for = BODY
         self.deadline = self.resume_deadline
 
     def on_body(self, data: bytes) -> None:
@@ -258,17 +254,14 @@ class _HttpConnection(asyncio.Protocol):
             self.parsing.body.finish()
         self.parsing = None
         if self.serving or self.pending:
-            self.waiting_for = _NOTHING
+            self.waiting_for = NOTHING
         else:
-            self._wait_idle()  # an answered request's unread body ended
+            self.wait_idle()  # an answered request's unread body ended
 
     # -- the request body's channel ----------------------------------------------------
 
     def date(self) -> str:
         return self.server.date()
-
-    def pause_body(self) -> None:
-        self._pause_reading()
 
     def resume_body(self) -> None:
         if (self.reading_paused and len(self.pending) < _PIPELINE_DEPTH and not self.closing
@@ -282,7 +275,7 @@ class _HttpConnection(asyncio.Protocol):
                     self.transport.resume_reading()
 
     def send_continue(self) -> None:
-        if self.waiting_for == _BODY and not self.deadline:
+        if self.waiting_for == BODY and not self.deadline:
             self.deadline = self.server.tick + self.server.body_ticks
         if self.transport is not None and not self.closed:
             self.transport.write(_CONTINUE)
@@ -299,23 +292,24 @@ class _HttpConnection(asyncio.Protocol):
 
     # -- serving ---------------------------------------------------------------------
 
-    def _pause_reading(self) -> None:
+    def pause_body(self) -> None:
+        """Stop reading the socket (a full body buffer, a full pipeline, a refusal)."""
         if not self.reading_paused and self.transport is not None and not self.closed:
             self.reading_paused = True
             self.paused_at = self.server.tick
             self.transport.pause_reading()
 
-    def _wait_idle(self) -> None:
+    def wait_idle(self) -> None:
         """Nothing is being received or served: the next request is due within the
         keep-alive timeout."""
-        self.waiting_for = _IDLE
+        self.waiting_for = IDLE
         self.deadline = self.server.tick + self.server.keepalive_ticks
 
-    def _reject(self, status: int, message: str, code: str = "bad_request") -> None:
+    def reject(self, status: int, message: str, code: str = "bad_request") -> None:
         """Refuse what the client is sending now: the refusal is answered in its turn
         (after the answers to the requests before it), then the connection closes.
         Nothing after it is read."""
-        self._pause_reading()
+        self.pause_body()
         self.rejected = True
         self.deadline = 0
         reply = self.server.refusal(status, message, code)
@@ -376,7 +370,7 @@ class _HttpConnection(asyncio.Protocol):
                 if isinstance(item, bytes):
                     self._write_and_close(item)
                     return
-                if not await self._answer(item) or self.closing or self.closed:
+                if not await serve_request(self, item) or self.closing or self.closed:
                     if self.pending and isinstance(self.pending[0], bytes):
                         # The next request could not be parsed: its error, then close.
                         self._write_and_close(self.pending[0])
@@ -387,8 +381,9 @@ class _HttpConnection(asyncio.Protocol):
                     self.resume_body()
                     continue
                 self.serving = False
-                if self.waiting_for == _NOTHING:
-                    self._wait_idle()
+                if self.waiting_for == NOTHING:  # (wait_idle(), inlined: once a request)
+                    self.waiting_for = IDLE
+                    self.deadline = self.server.tick + self.server.keepalive_ticks
                 item = b""  # the answered request is not kept while the connection idles
                 self.idle_waiter = self.loop.create_future()
                 item = await self.idle_waiter
@@ -398,119 +393,5 @@ class _HttpConnection(asyncio.Protocol):
             self.idle_waiter = None
             self.task = None
 
-    async def _answer(self, request: FastRequest) -> bool:
-        """Run the handler and write its answer; whether the connection stays open."""
-        server = self.server
-        self.current = request
-        try:
-            reply = await server.app(request)
-        except (ClientDisconnected, ConnectionError):
-            self.close()
-            return False
-        except BodyTooLarge as exc:
-            reply = server.app.refusal(413, str(exc))
-        except BodyTimedOut:
-            reply = server.app.refusal(408, "The request body was not received in time.", "timeout")
-        except Exception:
-            log.exception("unexpected error on %s %s", request.method, request.path)
-            reply = server.app.refusal(500, "The gateway hit an unexpected error.", "internal_error")
-        finally:
-            self.current = None  # from here on, its answer is being written
-        stream = request.started_stream
-        body = request.body
-        # A client still waiting for "100 Continue" never sends that body: close instead.
-        keep_alive = request.keep_alive and (body is None or body.done or not body.expect_continue)
-        if stream is not None:
-            if reply is not stream and not stream.drop_pending_head():
-                # An answer had started on the wire when the handler answered anew (an
-                # error after stream()): a second answer would corrupt the connection.
-                self.close()
-                return False
-            if reply is stream:
-                await stream.end()  # a handler that returned without ending it
-                keep_alive = keep_alive and (stream.chunked or stream.bodyless)
-        if isinstance(reply, Answer):
-            await self._write_whole(reply, request, keep_alive)
-        elif reply is not stream:
-            log.error("the handler for %s %s returned %r, not an answer", request.method,
-                      request.path, type(reply).__name__)
-            await self._write_whole(server.app.refusal(
-                500, "The gateway hit an unexpected error.", "internal_error"), request, False)
-            keep_alive = False
-        if keep_alive and body is not None and not body.done:
-            # Read and drop the rest of the body (even past the size limit, for a while:
-            # a client still uploading when its 413 is sent must be able to read it, not
-            # get a reset), so the connection can serve its next request.
-            body.discard()
-            self.discarding = body
-            self.discard_until = body.received + max(server.max_body_bytes, _LINGER_BYTES)
-            self.resume_body()
-        return keep_alive
-
-    async def _write_whole(self, answer: Answer, request: FastRequest, keep_alive: bool) -> None:
-        """A complete answer: head and body in one write."""
-        date = self.server.date()
-        status = answer.status
-        data = answer.body
-        try:
-            head = answer_head(answer, request.method, keep_alive, date, request.extra_headers)
-        except UnsafeHeader as exc:
-            log.error("unsafe response header on %s %s: %s", request.method, request.path, exc)
-            fallback = self.server.app.refusal(500, "The gateway hit an unexpected error.",
-                                               "internal_error")
-            head = answer_head(fallback, request.method, keep_alive, date)
-            status, data = fallback.status, fallback.body
-        transport = self.transport
-        if transport is None or self.closed:
-            return
-        if request.method == "HEAD" or status < 200 or status in BODYLESS_STATUS:
-            transport.write(head)
-        elif len(data) < 65536:
-            transport.write(head + data)
-        else:
-            transport.write(head)
-            transport.write(data)
-        if self.write_paused:
-            with contextlib.suppress(ClientDisconnected):
-                await self.drain()
-
     def sweep(self, tick: int) -> None:
-        """Called by the server's sweep: a client that reads nothing of an answer for
-        `send_timeout` is cut off; a deadline passed answers 408 or closes."""
-        if self.closed:
-            return
-        if self.write_paused:
-            # A client that stops reading would hold its handler and an upstream
-            # connection forever.
-            self.stalled_ticks += 1
-            if self.stalled_ticks > self.server.send_ticks and self.transport is not None:
-                # abort, not close: close() would wait for a buffer that never drains.
-                self.closed = True
-                self.transport.abort()
-                return
-        else:
-            self.stalled_ticks = 0
-        deadline = self.deadline
-        if not deadline or tick < deadline or self.reading_paused:
-            return
-        self.deadline = 0
-        waiting = self.waiting_for
-        if waiting == _IDLE:
-            self.close()
-        elif waiting == _HEAD:
-            self._reject(408, "The request head was not received in time.", "timeout")
-        elif waiting == _BODY:
-            self._body_late()
-
-    def _body_late(self) -> None:
-        parsing = self.parsing
-        body = parsing.body if parsing is not None else None
-        if body is None or self.discarding is not None:
-            self.close()  # an answered request's unread body: there is nothing to say
-        elif parsing is self.current and body.waiting:
-            # Its handler is reading it: it answers the 408; then the connection closes.
-            self._pause_reading()
-            self.closing = True
-            body.fail(BodyTimedOut())
-        else:
-            self._reject(408, "The request body was not received in time.", "timeout")
+        sweep(self, tick)
