@@ -8,13 +8,17 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from azure_openai_proxy.http.deadlines import NOTHING
 from azure_openai_proxy.http.interface import (
     Answer,
     BodyTimedOut,
     BodyTooLarge,
     ClientDisconnected,
+    WebSocketClosed,
+    WebSocketHandler,
 )
 from azure_openai_proxy.http.request import FastRequest
+from azure_openai_proxy.http.websocket import run_websocket
 from azure_openai_proxy.http.wire import BODYLESS_STATUS, UnsafeHeader, answer_head
 
 if TYPE_CHECKING:
@@ -32,6 +36,13 @@ async def serve_request(conn: _HttpConnection, request: FastRequest) -> bool:
     server = conn.server
     conn.current = request
     try:
+        if request.upgrade_rest is not None:  # a WebSocket the application may take
+            handler = await server.websocket_hook(request) if server.websocket_hook else None
+            if handler is not None:
+                conn.current = None
+                await _run_websocket(conn, request, handler)
+                return False
+            conn.websocket_declined(request)
         reply = await server.app(request)
     except (ClientDisconnected, ConnectionError):
         conn.close()
@@ -103,3 +114,15 @@ async def _write_whole(conn: _HttpConnection, answer: Answer, request: FastReque
     if conn.write_paused:
         with contextlib.suppress(ClientDisconnected):
             await conn.drain()
+
+
+async def _run_websocket(conn: _HttpConnection, request: FastRequest,
+                         handler: WebSocketHandler) -> None:
+    rest, request.upgrade_rest = request.upgrade_rest or b"", None
+    conn.waiting_for, conn.deadline = NOTHING, 0  # no HTTP deadlines from here on
+    try:
+        await run_websocket(conn, request, handler, rest)
+    except (ClientDisconnected, ConnectionError, WebSocketClosed):
+        pass
+    except Exception:
+        log.exception("the WebSocket handler for %s failed", request.path)

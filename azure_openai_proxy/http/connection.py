@@ -107,9 +107,10 @@ class _HttpConnection(asyncio.Protocol):
         else:
             self.reject(400, "The request is not valid HTTP/1.1.")
 
-    def _upgrade_refused(self, rest: bytes) -> None:
+    def _upgrade_refused(self, rest: bytes, offer: bool = True) -> None:
         """Go on parsing after each head that asked to switch protocols."""
-        while (more := self._after_upgrade(rest)) is not None:
+        while (more := self._after_upgrade(rest, offer)) is not None:
+            offer = True
             try:
                 self.parser.feed_data(more)
                 return
@@ -119,13 +120,20 @@ class _HttpConnection(asyncio.Protocol):
                 self._parse_failed(exc)
                 return
 
-    def _after_upgrade(self, rest: bytes) -> bytes | None:
+    def _after_upgrade(self, rest: bytes, offer: bool) -> bytes | None:
         """llhttp stopped after a head that asks to switch protocols (`Upgrade: h2c`, what
-        `curl --http2` sends), leaving its body unread. We do not switch: the request is
-        plain HTTP/1.1, so a new parser goes on, reading the body behind a stand-in head
-        that frames it the same way (llhttp keeps judging the framing), then whatever
-        follows. The bytes to feed it, or None."""
+        `curl --http2` sends), leaving its body unread. A WebSocket the application may
+        take waits for its decision (`rest` held, reading paused: `websocket_declined`).
+        Else we do not switch: the request is plain HTTP/1.1, so a new parser goes on,
+        reading the body behind a stand-in head that frames it the same way (llhttp
+        keeps judging the framing), then whatever follows. The bytes to feed it, or None."""
         request, self.upgrading = self.upgrading, None
+        if (offer and request is not None and self.server.websocket_hook is not None
+                and request.method == "GET" and request.body is None
+                and request.headers.get("upgrade", "").lower() == "websocket"):
+            request.upgrade_rest = rest
+            self.pause_body()
+            return None
         self.parser = httptools.HttpRequestParser(self)
         if request is None or request.body is None or self.closed:
             return rest or None
@@ -134,6 +142,21 @@ class _HttpConnection(asyncio.Protocol):
         framing = (b"Transfer-Encoding: chunked" if request.content_length is None
                    else b"Content-Length: %d" % request.content_length)
         return b"POST / HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n" + rest
+
+    def websocket_declined(self, request: FastRequest) -> None:
+        """The application serves `request` as plain HTTP: parsing goes on after it."""
+        rest, request.upgrade_rest = request.upgrade_rest or b"", None
+        self.upgrading = request
+        self.resume_reading()
+        self._upgrade_refused(rest, offer=False)
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and not self.rejected and not self.closing:
+            self.reading_paused = False
+            if self.deadline:  # the time spent paused was ours, not the client's
+                self.deadline += self.server.tick - self.paused_at
+            if self.transport is not None and not self.closed:
+                self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         # A client that half-closes has left; the transport closes and
@@ -200,7 +223,12 @@ class _HttpConnection(asyncio.Protocol):
         method = parser.get_method().decode("ascii")
         target = b"".join(self._target).decode("latin-1")
         headers = CIMultiDictProxy(CIMultiDict(self._raw))
-        length, chunked = request_framing(method, target, version == "1.1", headers)
+        if target[:1] == "/" and "transfer-encoding" not in headers and len(
+                headers.getall("host", ())) == 1:  # the usual head: `request_framing` in short
+            length_header = headers.get("content-length")
+            length, chunked = (int(length_header) if length_header is not None else None), False
+        else:
+            length, chunked = request_framing(method, target, version == "1.1", headers)
         body = RequestBody(self) if chunked or length else None
         request = FastRequest(self, method, target, headers, version == "1.1",
                               parser.should_keep_alive(), length, body)
@@ -268,11 +296,7 @@ class _HttpConnection(asyncio.Protocol):
                 and not self.rejected):
             body = self.parsing.body if self.parsing is not None else None
             if body is None or body.buffered <= BODY_HIGH_WATER:
-                self.reading_paused = False
-                if self.deadline:  # the time spent paused was ours, not the client's
-                    self.deadline += self.server.tick - self.paused_at
-                if self.transport is not None and not self.closed:
-                    self.transport.resume_reading()
+                self.resume_reading()
 
     def send_continue(self) -> None:
         if self.waiting_for == BODY and not self.deadline:

@@ -37,13 +37,20 @@ import contextlib
 import logging
 import math
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
 
 from azure_openai_proxy.http.connection import _HttpConnection
-from azure_openai_proxy.http.interface import Answer, Application
+from azure_openai_proxy.http.interface import (
+    Answer,
+    Application,
+    HttpRequest,
+    WebSocketApplication,
+    WebSocketHandler,
+)
 from azure_openai_proxy.http.wire import DateHeader, answer_head
 
 __all__ = ["FastServer", "ServerLimits", "serve_fast"]
@@ -88,6 +95,9 @@ class FastServer:
     def __init__(self, app: Application, *, limits: ServerLimits | None = None,
                  max_body_bytes: int = 64 * 1024 * 1024) -> None:
         self.app = app
+        # The application's WebSocket hook, if it has one (see websocket.py).
+        self.websocket_hook: Callable[[HttpRequest], Awaitable[WebSocketHandler | None]] | None = (
+            app.websocket if isinstance(app, WebSocketApplication) else None)
         self.limits = limits = limits or ServerLimits()
         self.connections: set[_HttpConnection] = set()
         self.refusing: set[_OverCapacity] = set()
