@@ -13,6 +13,7 @@ import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from azure_openai_proxy.http.answer import serve_request
+from azure_openai_proxy.http.closing import linger
 from azure_openai_proxy.http.deadlines import BODY, HEAD, IDLE, NOTHING, sweep
 from azure_openai_proxy.http.head import HeadRejected, check_version, request_framing
 from azure_openai_proxy.http.interface import ClientDisconnected
@@ -366,9 +367,19 @@ class _HttpConnection(asyncio.Protocol):
             self._write_and_close(reply)
 
     def _write_and_close(self, reply: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(reply)
-        self.close()
+        """The connection's last answer: written, then closed so that it is read
+        (`closing.linger`)."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        transport.write(reply)
+        linger(self, transport)
+
+    def linger_until(self, deadline: int) -> None:
+        """Nothing more is read or served: the sweep closes the connection at `deadline`."""
+        self.rejected = self.closing = True
+        self.reading_paused = False
+        self.waiting_for, self.deadline = IDLE, deadline
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -398,7 +409,8 @@ class _HttpConnection(asyncio.Protocol):
                     if self.pending and isinstance(self.pending[0], bytes):
                         # The next request could not be parsed: its error, then close.
                         self._write_and_close(self.pending[0])
-                    self.close()
+                    else:
+                        self.close()
                     return
                 if self.pending:
                     item = self.pending.popleft()

@@ -39,10 +39,11 @@ import math
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
+from azure_openai_proxy.http.closing import OverCapacity
 from azure_openai_proxy.http.connection import _HttpConnection
 from azure_openai_proxy.http.interface import (
     Answer,
@@ -100,7 +101,7 @@ class FastServer:
             app.websocket if isinstance(app, WebSocketApplication) else None)
         self.limits = limits = limits or ServerLimits()
         self.connections: set[_HttpConnection] = set()
-        self.refusing: set[_OverCapacity] = set()
+        self.refusing: set[OverCapacity] = set()
         self.closing = False
         self.date = DateHeader()
         self.max_body_bytes = max_body_bytes
@@ -117,7 +118,7 @@ class FastServer:
     def connection(self) -> asyncio.Protocol:
         """The protocol for a new connection: served, or refused past the cap."""
         if len(self.connections) >= self.limits.max_connections:
-            return _OverCapacity(self)
+            return OverCapacity(self)
         return _HttpConnection(self)
 
     async def listen(self, host: str | None, port: int, *, reuse_port: bool = False,
@@ -202,48 +203,6 @@ class FastServer:
             self._sweeper = None
         if self._server is not None:
             self._server.close()
-
-
-class _OverCapacity(asyncio.Protocol):
-    """A connection past `max_connections`: a 503 at once, then closed. What the client
-    sends meanwhile is read and dropped, so that closing does not turn into a reset
-    that could destroy the 503 before the client reads it; the next sweep but one
-    closes it (or the client's own close does, sooner)."""
-
-    def __init__(self, server: FastServer) -> None:
-        self.server = server
-        self.transport: asyncio.Transport | None = None
-        self.deadline = server.tick + 2
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport = cast(asyncio.Transport, transport)
-        server = self.server
-        if len(server.refusing) >= server.limits.max_connections:
-            transport.abort()  # a flood: no fd is kept even for a refusal
-            return
-        server.refusing.add(self)
-        transport.write(server.refusal(
-            503, "The server has too many connections open; retry shortly.",
-            "server_overloaded", {"retry-after": "1"}))
-        if transport.can_write_eof():
-            transport.write_eof()
-
-    def data_received(self, data: bytes) -> None:
-        return None
-
-    def eof_received(self) -> bool | None:
-        return None  # the client read its 503 and left: close
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.server.refusing.discard(self)
-
-    def sweep(self, tick: int) -> None:
-        if tick >= self.deadline:
-            self.close()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
 
 
 async def serve_fast(
