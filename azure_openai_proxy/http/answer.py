@@ -54,8 +54,7 @@ async def serve_request(conn: _HttpConnection, request: FastRequest) -> bool:
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         reply = server.app.refusal(500, "The gateway hit an unexpected error.", "internal_error")
-    finally:
-        conn.current = None  # from here on, its answer is being written
+    conn.current = None  # from here on, its answer is being written
     stream = request.started_stream
     body = request.body
     # A client still waiting for "100 Continue" never sends that body: close instead.

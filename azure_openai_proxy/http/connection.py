@@ -61,9 +61,8 @@ class _HttpConnection(asyncio.Protocol):
         self.started = False  # a request's first byte arrived and its head did not end
         # A new connection's first head is due `head_timeout` after the accept.
         self.waiting_for = HEAD
-        self.deadline = server.tick + server.head_ticks  # 0: none
+        self.deadline = server.head_due  # 0: none
         self.paused_at = 0  # the tick at which reading paused (the deadline waits too)
-        self.upgrading: FastRequest | None = None  # llhttp stops after its head (Upgrade)
         self.resuming: FastRequest | None = None  # its body is parsed behind a stand-in head
         self.resume_deadline = 0
         self.reading_paused = False
@@ -128,15 +127,24 @@ class _HttpConnection(asyncio.Protocol):
         Else we do not switch: the request is plain HTTP/1.1, so a new parser goes on,
         reading the body behind a stand-in head that frames it the same way (llhttp
         keeps judging the framing), then whatever follows. The bytes to feed it, or None."""
-        request, self.upgrading = self.upgrading, None
-        if (offer and request is not None and self.server.websocket_hook is not None
+        # The request of that head is the last one made: waiting, or being served.
+        request = self.pending[-1] if self.pending else self.current
+        if not isinstance(request, FastRequest) or self.closed:
+            return None
+        if request.body is not None and not request.body.received:
+            # llhttp ended the message at its head (it left the body to the new
+            # protocol): the body is still to come.
+            request.body.done = False
+            self.parsing = request
+            self.waiting_for = BODY
+        if (offer and self.server.websocket_hook is not None
                 and request.method == "GET" and request.body is None
                 and request.headers.get("upgrade", "").lower() == "websocket"):
             request.upgrade_rest = rest
             self.pause_body()
             return None
         self.parser = httptools.HttpRequestParser(self)
-        if request is None or request.body is None or self.closed:
+        if request.body is None:
             return rest or None
         self.resuming = request
         self.resume_deadline = self.deadline
@@ -147,7 +155,6 @@ class _HttpConnection(asyncio.Protocol):
     def websocket_declined(self, request: FastRequest) -> None:
         """The application serves `request` as plain HTTP: parsing goes on after it."""
         rest, request.upgrade_rest = request.upgrade_rest or b"", None
-        self.upgrading = request
         self.resume_reading()
         self._upgrade_refused(rest, offer=False)
 
@@ -196,7 +203,7 @@ class _HttpConnection(asyncio.Protocol):
         self._head_size = self._head_bytes = 0
         if self.waiting_for != HEAD:  # else a new connection's: due since the accept
             self.waiting_for = HEAD
-            self.deadline = self.server.tick + self.server.head_ticks
+            self.deadline = self.server.head_due
 
     def on_url(self, url: bytes) -> None:
         self._target.append(url)
@@ -219,7 +226,8 @@ class _HttpConnection(asyncio.Protocol):
             return
         parser = self.parser
         version = parser.get_http_version()
-        if version != "1.1":
+        http11 = version == "1.1"
+        if not http11:
             check_version(version)
         method = parser.get_method().decode("ascii")
         target = b"".join(self._target).decode("latin-1")
@@ -227,12 +235,13 @@ class _HttpConnection(asyncio.Protocol):
         if target[:1] == "/" and "transfer-encoding" not in headers and len(
                 headers.getall("host", ())) == 1:  # the usual head: `request_framing` in short
             length_header = headers.get("content-length")
-            length, chunked = (int(length_header) if length_header is not None else None), False
+            length = int(length_header) if length_header is not None else None
+            chunked = False
         else:
-            length, chunked = request_framing(method, target, version == "1.1", headers)
+            length, chunked = request_framing(method, target, http11, headers)
         body = RequestBody(self) if chunked or length else None
-        request = FastRequest(self, method, target, headers, version == "1.1",
-                              parser.should_keep_alive(), length, body)
+        request = FastRequest(self, method, target, headers, http11, parser.should_keep_alive(),
+                              length, body)
         self.started = False
         if body is not None:
             self.parsing = request
@@ -241,12 +250,10 @@ class _HttpConnection(asyncio.Protocol):
                 body.expect_continue = True
                 self.deadline = 0  # the body is due once "100 Continue" has gone out
             else:
-                self.deadline = self.server.tick + self.server.body_ticks
+                self.deadline = self.server.body_due
         else:
             self.parsing = None
             self.waiting_for = NOTHING
-        if parser.should_upgrade():
-            self.upgrading = request  # llhttp stops after this head: see _after_upgrade
         if not self.serving and not self.pending:
             self._start(request)
         else:
@@ -275,17 +282,14 @@ class _HttpConnection(asyncio.Protocol):
             self.parsing.body.feed(data)
 
     def on_message_complete(self) -> None:
-        if self.upgrading is not None:
-            return  # llhttp left the body unread: see _after_upgrade
+        self.waiting_for = NOTHING
         if self.discarding is not None:
             self.discarding = None
+            if not self.serving and not self.pending:
+                self.wait_idle()  # an answered request's unread body ended
         elif self.parsing is not None and self.parsing.body is not None:
             self.parsing.body.finish()
         self.parsing = None
-        if self.serving or self.pending:
-            self.waiting_for = NOTHING
-        else:
-            self.wait_idle()  # an answered request's unread body ended
 
     # -- the request body's channel ----------------------------------------------------
 
@@ -301,7 +305,7 @@ class _HttpConnection(asyncio.Protocol):
 
     def send_continue(self) -> None:
         if self.waiting_for == BODY and not self.deadline:
-            self.deadline = self.server.tick + self.server.body_ticks
+            self.deadline = self.server.body_due
         if self.transport is not None and not self.closed:
             self.transport.write(_CONTINUE)
 
@@ -328,7 +332,7 @@ class _HttpConnection(asyncio.Protocol):
         """Nothing is being received or served: the next request is due within the
         keep-alive timeout."""
         self.waiting_for = IDLE
-        self.deadline = self.server.tick + self.server.keepalive_ticks
+        self.deadline = self.server.idle_due
 
     def reject(self, status: int, message: str, code: str = "bad_request") -> None:
         """Refuse what the client is sending now: the refusal is answered in its turn
@@ -419,7 +423,7 @@ class _HttpConnection(asyncio.Protocol):
                 self.serving = False
                 if self.waiting_for == NOTHING:  # (wait_idle(), inlined: once a request)
                     self.waiting_for = IDLE
-                    self.deadline = self.server.tick + self.server.keepalive_ticks
+                    self.deadline = self.server.idle_due
                 item = b""  # the answered request is not kept while the connection idles
                 self.idle_waiter = self.loop.create_future()
                 item = await self.idle_waiter

@@ -106,11 +106,15 @@ class FastServer:
         self.date = DateHeader()
         self.max_body_bytes = max_body_bytes
         # Deadlines count sweeps: `tick` is the number of sweeps so far.
-        self.tick = 1
+        self.tick = 0
         self.head_ticks = limits.ticks(limits.head_timeout)
         self.body_ticks = limits.ticks(limits.body_timeout)
         self.keepalive_ticks = limits.ticks(limits.keepalive_timeout)
         self.send_ticks = limits.ticks(limits.send_timeout)
+        # The deadline of a head, body or idle wait starting now (kept by the sweep, so
+        # that a request pays one attribute read for each).
+        self.head_due = self.body_due = self.idle_due = 0
+        self._advance(1)
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._cleaned = False
@@ -151,8 +155,15 @@ class FastServer:
 
     # -- shutting down ---------------------------------------------------------------
 
+    def _advance(self, tick: int) -> None:
+        self.tick = tick
+        self.head_due = tick + self.head_ticks
+        self.body_due = tick + self.body_ticks
+        self.idle_due = tick + self.keepalive_ticks
+
     def _sweep(self) -> None:
-        self.tick = tick = self.tick + 1
+        tick = self.tick + 1
+        self._advance(tick)
         for conn in list(self.connections):
             conn.sweep(tick)
         for refused in list(self.refusing):
