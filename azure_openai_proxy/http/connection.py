@@ -29,6 +29,7 @@ log = logging.getLogger("azure_openai_proxy")
 _MAX_TARGET = 16 * 1024  # request line's target, bytes
 _MAX_HEAD = 64 * 1024  # all header lines together, bytes
 _MAX_HEADERS = 128
+_NOT_CHUNKED = -(1 << 62)
 _PIPELINE_DEPTH = 16  # requests waiting behind the one being served
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -59,6 +60,11 @@ class _HttpConnection(asyncio.Protocol):
         self.discarding: RequestBody | None = None  # an unread body being dropped
         self.discard_until = 0  # bytes of it to drop before giving up and closing
         self.started = False  # a request's first byte arrived and its head did not end
+        # A chunked body's bytes that are not its data since its last chunk: its trailer
+        # (httptools holds a header line in memory until it ends), refused past 64 KB.
+        # The read its head came in is not counted (at most 256 KB more), so it may run
+        # below 0; `_NOT_CHUNKED` for other bodies.
+        self.framing = _NOT_CHUNKED
         # A new connection's first head is due `head_timeout` after the accept.
         self.waiting_for = HEAD
         self.deadline = server.head_due  # 0: none
@@ -89,12 +95,17 @@ class _HttpConnection(asyncio.Protocol):
             if self._head_bytes > _MAX_HEAD + _MAX_TARGET:
                 self.reject(431, "The request headers are too large.")
                 return
+        elif self.framing != _NOT_CHUNKED:
+            self.framing += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._upgrade_refused(data[int(exc.args[0]):])
         except httptools.HttpParserError as exc:
             self._parse_failed(exc)
+        else:
+            if self.framing > _MAX_HEAD:
+                self.reject(400, "The request body's chunked trailer is too large.")
 
     def _parse_failed(self, exc: httptools.HttpParserError) -> None:
         # httptools wraps what a callback raised; ours says which answer to give.
@@ -239,6 +250,8 @@ class _HttpConnection(asyncio.Protocol):
             chunked = False
         else:
             length, chunked = request_framing(method, target, http11, headers)
+        if chunked:
+            self.framing = 0
         body = RequestBody(self) if chunked or length else None
         request = FastRequest(self, method, target, headers, http11, parser.should_keep_alive(),
                               length, body)
@@ -270,6 +283,8 @@ class _HttpConnection(asyncio.Protocol):
         self.deadline = self.resume_deadline
 
     def on_body(self, data: bytes) -> None:
+        if self.framing != _NOT_CHUNKED:
+            self.framing -= len(data)
         discarding = self.discarding
         if discarding is not None:
             discarding.received += len(data)
@@ -281,8 +296,12 @@ class _HttpConnection(asyncio.Protocol):
         if self.parsing is not None and self.parsing.body is not None:
             self.parsing.body.feed(data)
 
+    def on_chunk_complete(self) -> None:
+        self.framing = 0
+
     def on_message_complete(self) -> None:
         self.waiting_for = NOTHING
+        self.framing = _NOT_CHUNKED
         if self.discarding is not None:
             self.discarding = None
             if not self.serving and not self.pending:

@@ -5,6 +5,7 @@ logged as an error."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import orjson
@@ -98,3 +99,19 @@ async def test_a_malformed_chunked_body_gets_exactly_one_400(
         assert orjson.loads(body)["error"]["type"] == "invalid_request_error"
         writer.close()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_trailer_line_that_never_ends_is_refused_without_waiting_for_it() -> None:
+    """httptools holds a header line in memory until it ends: a trailer line that does
+    not end is cut past the trailer limit (64 KB, give or take one read of the socket),
+    not at the body deadline."""
+    async with engine(body_timeout=30) as e:
+        reader, writer = await e.connect()
+        writer.write(chunked("/echo", b"5\r\nhello\r\n0\r\nX-Trailer: "))
+        with contextlib.suppress(ConnectionError):
+            for _ in range(16):  # 1 MB of one header line, in pieces
+                writer.write(b"t" * 65536)
+                await writer.drain()
+        received = await rest(reader, wait=5)
+        assert received.startswith(b"HTTP/1.1 400 ") and received.count(b"HTTP/1.1 ") == 1
+        writer.close()
