@@ -19,8 +19,10 @@ Behaviour:
   version other than 1.0/1.1, 414/431 over-long request line or headers, 408 a head or
   body not received in time, 413 a body over the handler's limit, 500 an unexpected
   exception (logged, never in the reply), 503 a connection over `max_connections`;
-- `Upgrade` (h2c, websocket) is not performed: the request is served as HTTP/1.1, body
-  and all;
+- `Upgrade` is not performed (h2c): the request is served as HTTP/1.1, body and all,
+  except a WebSocket the application's `websocket` hook takes (`websocket.py`);
+- a connection's last answer (a refusal) is followed by a lingering close
+  (`closing.py`), so that a client still sending reads it rather than a reset;
 - timeouts are deadlines (`ServerLimits`), checked by one sweep over all connections
   (no timer per request; once a second, more often only when a timeout is under 4 s):
   a head is due `head_timeout` after its first byte (a new connection's first head,
