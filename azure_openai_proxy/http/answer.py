@@ -18,6 +18,7 @@ from azure_openai_proxy.http.interface import (
     WebSocketHandler,
 )
 from azure_openai_proxy.http.request import FastRequest
+from azure_openai_proxy.http.upgrade import websocket_declined
 from azure_openai_proxy.http.websocket import run_websocket
 from azure_openai_proxy.http.wire import BODYLESS_STATUS, UnsafeHeader, answer_head
 
@@ -42,7 +43,7 @@ async def serve_request(conn: _HttpConnection, request: FastRequest) -> bool:
                 conn.current = None
                 await _run_websocket(conn, request, handler)
                 return False
-            conn.websocket_declined(request)
+            websocket_declined(conn, request)
         reply = await server.app(request)
     except (ClientDisconnected, ConnectionError):
         conn.close()

@@ -18,6 +18,7 @@ from azure_openai_proxy.http.deadlines import BODY, HEAD, IDLE, NOTHING, sweep
 from azure_openai_proxy.http.head import HeadRejected, check_version, request_framing
 from azure_openai_proxy.http.interface import ClientDisconnected
 from azure_openai_proxy.http.request import BODY_HIGH_WATER, FastRequest, RequestBody
+from azure_openai_proxy.http.upgrade import upgrade_refused
 
 if TYPE_CHECKING:
     from azure_openai_proxy.http.server import FastServer
@@ -100,14 +101,14 @@ class _HttpConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
-            self._upgrade_refused(data[int(exc.args[0]):])
+            upgrade_refused(self, data[int(exc.args[0]):])
         except httptools.HttpParserError as exc:
-            self._parse_failed(exc)
+            self.parse_failed(exc)
         else:
             if self.framing > _MAX_HEAD:
                 self.reject(400, "The request body's chunked trailer is too large.")
 
-    def _parse_failed(self, exc: httptools.HttpParserError) -> None:
+    def parse_failed(self, exc: httptools.HttpParserError) -> None:
         # httptools wraps what a callback raised; ours says which answer to give.
         cause = exc.__context__
         if isinstance(cause, HeadRejected):
@@ -117,57 +118,6 @@ class _HttpConnection(asyncio.Protocol):
                         "http_version_not_supported")
         else:
             self.reject(400, "The request is not valid HTTP/1.1.")
-
-    def _upgrade_refused(self, rest: bytes, offer: bool = True) -> None:
-        """Go on parsing after each head that asked to switch protocols."""
-        while (more := self._after_upgrade(rest, offer)) is not None:
-            offer = True
-            try:
-                self.parser.feed_data(more)
-                return
-            except httptools.HttpParserUpgrade as exc:
-                rest = more[int(exc.args[0]):]
-            except httptools.HttpParserError as exc:
-                self._parse_failed(exc)
-                return
-
-    def _after_upgrade(self, rest: bytes, offer: bool) -> bytes | None:
-        """llhttp stopped after a head that asks to switch protocols (`Upgrade: h2c`, what
-        `curl --http2` sends), leaving its body unread. A WebSocket the application may
-        take waits for its decision (`rest` held, reading paused: `websocket_declined`).
-        Else we do not switch: the request is plain HTTP/1.1, so a new parser goes on,
-        reading the body behind a stand-in head that frames it the same way (llhttp
-        keeps judging the framing), then whatever follows. The bytes to feed it, or None."""
-        # The request of that head is the last one made: waiting, or being served.
-        request = self.pending[-1] if self.pending else self.current
-        if not isinstance(request, FastRequest) or self.closed:
-            return None
-        if request.body is not None and not request.body.received:
-            # llhttp ended the message at its head (it left the body to the new
-            # protocol): the body is still to come.
-            request.body.done = False
-            self.parsing = request
-            self.waiting_for = BODY
-        if (offer and self.server.websocket_hook is not None
-                and request.method == "GET" and request.body is None
-                and request.headers.get("upgrade", "").lower() == "websocket"):
-            request.upgrade_rest = rest
-            self.pause_body()
-            return None
-        self.parser = httptools.HttpRequestParser(self)
-        if request.body is None:
-            return rest or None
-        self.resuming = request
-        self.resume_deadline = self.deadline
-        framing = (b"Transfer-Encoding: chunked" if request.content_length is None
-                   else b"Content-Length: %d" % request.content_length)
-        return b"POST / HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n\r\n" + rest
-
-    def websocket_declined(self, request: FastRequest) -> None:
-        """The application serves `request` as plain HTTP: parsing goes on after it."""
-        rest, request.upgrade_rest = request.upgrade_rest or b"", None
-        self.resume_reading()
-        self._upgrade_refused(rest, offer=False)
 
     def resume_reading(self) -> None:
         if self.reading_paused and not self.rejected and not self.closing:
