@@ -24,6 +24,7 @@ __all__ = ["main"]
 _COMMANDS = ("serve", "check-config", "emulate", "demo", "healthcheck")
 # The emulator's own default (emulator/cli.py), for a healthcheck of `emulate` without --listen.
 _EMULATOR_LISTEN = "127.0.0.1:8001"
+_SERVER_FLAGS = ("max_connections", "head_timeout", "body_timeout", "keepalive_timeout")
 
 
 def _serve_parser(prog: str) -> argparse.ArgumentParser:
@@ -43,6 +44,14 @@ def _serve_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning, error")
     parser.add_argument("--server-engine", choices=("fast",),
                         help="HTTP server engine (only `fast`: see the README's 'The HTTP server')")
+    parser.add_argument("--max-connections", type=int, metavar="N",
+                        help="connections per worker before new ones get a 503 (default 10000)")
+    parser.add_argument("--head-timeout", type=float, metavar="S",
+                        help="seconds for a request head to arrive, from its first byte")
+    parser.add_argument("--body-timeout", type=float, metavar="S",
+                        help="seconds for a request body to arrive, from its head")
+    parser.add_argument("--keepalive-timeout", type=float, metavar="S",
+                        help="seconds a connection may idle between requests")
     parser.add_argument("--watch-config", action="store_true", default=None,
                         help="reload when the config file changes (polled every 2 s)")
     parser.add_argument("--allow-open", action="store_true", default=None,
@@ -59,6 +68,10 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
             flags[name] = value
     if getattr(args, "log_level", None):
         flags["log_level"] = args.log_level
+    server = {name: getattr(args, name) for name in _SERVER_FLAGS
+              if getattr(args, name, None) is not None}
+    if server:
+        flags["server"] = server
     return flags
 
 

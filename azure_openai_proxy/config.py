@@ -67,6 +67,15 @@ _ENV_SCALARS = {
     "AZURE_OPENAI_PROXY_DATABASE": "database",
     "AZURE_OPENAI_PROXY_ADMIN_KEY": "admin_key",
 }
+# ... and those of the `server:` section.
+_ENV_SERVER = {
+    "AZURE_OPENAI_PROXY_HEAD_TIMEOUT": "head_timeout",
+    "AZURE_OPENAI_PROXY_BODY_TIMEOUT": "body_timeout",
+    "AZURE_OPENAI_PROXY_KEEPALIVE_TIMEOUT": "keepalive_timeout",
+    "AZURE_OPENAI_PROXY_SEND_TIMEOUT": "send_timeout",
+    "AZURE_OPENAI_PROXY_MAX_CONNECTIONS": "max_connections",
+    "AZURE_OPENAI_PROXY_BACKLOG": "backlog",
+}
 
 _TOP_LEVEL_KEYS = {
     "listen", "api_base", "deployment_config", "models", "endpoint", "api_key", "api_version",
@@ -75,7 +84,7 @@ _TOP_LEVEL_KEYS = {
     "honour_client_api_version", "log_level", "log_prompts", "workers", "routing_strategy",
     "max_attempts", "server_engine", "retry_budget_seconds", "shutdown_grace_seconds", "metrics",
     "circuit_failures", "circuit_open_seconds", "cooldown_seconds", "latency_exploration",
-    "watch_config", "busy_poll_us", "database", "admin_key",
+    "watch_config", "busy_poll_us", "database", "admin_key", "server",
 }
 
 
@@ -205,6 +214,10 @@ def _env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, st
     for env_name, key in _ENV_SCALARS.items():
         if environ.get(env_name, "").strip():
             layer[key] = environ[env_name].strip()
+    server = {key: environ[name].strip() for name, key in _ENV_SERVER.items()
+              if environ.get(name, "").strip()}
+    if server:
+        layer["server"] = server
     mapper = parse_model_mapper(environ.get("AZURE_OPENAI_MODEL_MAPPER", ""))
     return layer, mapper
 

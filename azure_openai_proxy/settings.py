@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 __all__ = [
     "DEFAULT_API_VERSION",
     "DeploymentSettings",
+    "ServerSettings",
     "Settings",
     "UpstreamSettings",
 ]
@@ -128,6 +129,18 @@ class UpstreamSettings(_Frozen):
         return self
 
 
+class ServerSettings(_Frozen):
+    """The HTTP server that clients talk to (http/server.py `ServerLimits`). Timeouts
+    are deadlines in seconds, however slowly the bytes trickle in."""
+
+    head_timeout: float = Field(default=30.0, gt=0)  # a request head, from its first byte
+    body_timeout: float = Field(default=300.0, gt=0)  # a request body, from its head's end
+    keepalive_timeout: float = Field(default=75.0, gt=0)  # idle between two requests
+    send_timeout: float = Field(default=60.0, gt=0)  # a client reading nothing of an answer
+    max_connections: int = Field(default=10_000, ge=1)  # per worker; past it a 503
+    backlog: int = Field(default=2048, ge=1)  # the listening socket's accept queue
+
+
 class Settings(_Frozen):
     listen: str = "0.0.0.0:8080"
     api_base: str = "/v1"
@@ -142,6 +155,7 @@ class Settings(_Frozen):
     cors: bool = False
     cors_origins: tuple[str, ...] = ("*",)
     upstream: UpstreamSettings = UpstreamSettings()
+    server: ServerSettings = ServerSettings()
     max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     response_model: Literal["client", "azure"] = "client"
     keep_azure_fields: bool = True

@@ -5,7 +5,6 @@ writing each answer (see `server.py` for the behaviour as a whole)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import deque
 from typing import TYPE_CHECKING, cast
@@ -13,14 +12,13 @@ from typing import TYPE_CHECKING, cast
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from azure_openai_proxy.http.interface import (
-    Answer,
-    BodyTimedOut,
-    BodyTooLarge,
-    ClientDisconnected,
-)
+from azure_openai_proxy.http.answer import serve_request
+from azure_openai_proxy.http.closing import linger
+from azure_openai_proxy.http.deadlines import BODY, HEAD, IDLE, NOTHING, sweep
+from azure_openai_proxy.http.head import HeadRejected, check_version, request_framing
+from azure_openai_proxy.http.interface import ClientDisconnected
 from azure_openai_proxy.http.request import BODY_HIGH_WATER, FastRequest, RequestBody
-from azure_openai_proxy.http.wire import BODYLESS_STATUS, UnsafeHeader, answer_head
+from azure_openai_proxy.http.upgrade import upgrade_refused
 
 if TYPE_CHECKING:
     from azure_openai_proxy.http.server import FastServer
@@ -32,18 +30,10 @@ log = logging.getLogger("azure_openai_proxy")
 _MAX_TARGET = 16 * 1024  # request line's target, bytes
 _MAX_HEAD = 64 * 1024  # all header lines together, bytes
 _MAX_HEADERS = 128
+_NOT_CHUNKED = -(1 << 62)
 _PIPELINE_DEPTH = 16  # requests waiting behind the one being served
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_LINGER_BYTES = 16 * 1024 * 1024  # at least this much of an unread body is dropped, not reset
 
-
-class _Rejected(Exception):
-    """The request cannot be parsed or is over a limit: answered, then the connection closes."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 class _HttpConnection(asyncio.Protocol):
@@ -57,6 +47,7 @@ class _HttpConnection(asyncio.Protocol):
         self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpRequestParser(self)
         self.closing = False  # close once the request being served is answered
+        self.rejected = False  # a refusal is answered in its turn; nothing more is read
         self.closed = False
         # The connection's serving task, made for its first request and kept while the
         # connection lives: between requests it waits on `idle_waiter`. (A task per
@@ -64,12 +55,23 @@ class _HttpConnection(asyncio.Protocol):
         self.task: asyncio.Task[None] | None = None
         self.idle_waiter: asyncio.Future[FastRequest | bytes] | None = None
         self.serving = False  # a request is being answered
+        self.current: FastRequest | None = None  # being served, its answer not begun
         self.pending: deque[FastRequest | bytes] = deque()
         self.parsing: FastRequest | None = None  # its head or body is still arriving
         self.discarding: RequestBody | None = None  # an unread body being dropped
         self.discard_until = 0  # bytes of it to drop before giving up and closing
         self.started = False  # a request's first byte arrived and its head did not end
-        self.ticks = 0  # sweeps since the last byte arrived
+        # A chunked body's bytes that are not its data since its last chunk: its trailer
+        # (httptools holds a header line in memory until it ends), refused past 64 KB.
+        # The read its head came in is not counted (at most 256 KB more), so it may run
+        # below 0; `_NOT_CHUNKED` for other bodies.
+        self.framing = _NOT_CHUNKED
+        # A new connection's first head is due `head_timeout` after the accept.
+        self.waiting_for = HEAD
+        self.deadline = server.head_due  # 0: none
+        self.paused_at = 0  # the tick at which reading paused (the deadline waits too)
+        self.resuming: FastRequest | None = None  # its body is parsed behind a stand-in head
+        self.resume_deadline = 0
         self.reading_paused = False
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
@@ -88,25 +90,42 @@ class _HttpConnection(asyncio.Protocol):
             self.close()
 
     def data_received(self, data: bytes) -> None:
-        self.ticks = 0
         if self.started:
             # httptools gathers a header in memory until its line ends: bound that too.
             self._head_bytes += len(data)
             if self._head_bytes > _MAX_HEAD + _MAX_TARGET:
-                self._reject(self.server.refusal(431, "The request headers are too large."))
+                self.reject(431, "The request headers are too large.")
                 return
+        elif self.framing != _NOT_CHUNKED:
+            self.framing += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self.closing = True  # served as plain HTTP; nothing after it is parsed
-            self._pause_reading()
+        except httptools.HttpParserUpgrade as exc:
+            upgrade_refused(self, data[int(exc.args[0]):])
         except httptools.HttpParserError as exc:
-            # httptools wraps what a callback raised; ours says which answer to give.
-            cause = exc.__context__
-            if isinstance(cause, _Rejected):
-                self._reject(self.server.refusal(cause.status, cause.message))
-            else:
-                self._reject(self.server.refusal(400, "The request is not valid HTTP/1.1.", "bad_request"))
+            self.parse_failed(exc)
+        else:
+            if self.framing > _MAX_HEAD:
+                self.reject(400, "The request body's chunked trailer is too large.")
+
+    def parse_failed(self, exc: httptools.HttpParserError) -> None:
+        # httptools wraps what a callback raised; ours says which answer to give.
+        cause = exc.__context__
+        if isinstance(cause, HeadRejected):
+            self.reject(cause.status, cause.message, cause.code)
+        elif "HTTP version" in str(exc) or "PRI" in str(exc):
+            self.reject(505, "Only HTTP/1.1 and HTTP/1.0 are served here.",
+                        "http_version_not_supported")
+        else:
+            self.reject(400, "The request is not valid HTTP/1.1.")
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and not self.rejected and not self.closing:
+            self.reading_paused = False
+            if self.deadline:  # the time spent paused was ours, not the client's
+                self.deadline += self.server.tick - self.paused_at
+            if self.transport is not None and not self.closed:
+                self.transport.resume_reading()
 
     def eof_received(self) -> bool | None:
         # A client that half-closes has left; the transport closes and
@@ -143,43 +162,79 @@ class _HttpConnection(asyncio.Protocol):
         self._target = []
         self._raw = []
         self._head_size = self._head_bytes = 0
+        if self.waiting_for != HEAD:  # else a new connection's: due since the accept
+            self.waiting_for = HEAD
+            self.deadline = self.server.head_due
 
     def on_url(self, url: bytes) -> None:
         self._target.append(url)
         self._head_size += len(url)
         if self._head_size > _MAX_TARGET:
-            raise _Rejected(414, "The request URL is too long.")
+            raise HeadRejected(414, "The request URL is too long.")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._raw.append((name.decode("latin-1"), value.decode("latin-1")))
         self._head_size += len(name) + len(value) + 4
         if self._head_size > _MAX_HEAD or len(self._raw) > _MAX_HEADERS:
-            raise _Rejected(431, "The request headers are too large.")
+            if self.started:
+                raise HeadRejected(431, "The request headers are too large.")
+            # After the head: the trailer of a chunked body.
+            raise HeadRejected(400, "The request body's chunked trailer is too large.")
 
     def on_headers_complete(self) -> None:
+        if self.resuming is not None:
+            self._resume_body()
+            return
         parser = self.parser
+        version = parser.get_http_version()
+        http11 = version == "1.1"
+        if not http11:
+            check_version(version)
+        method = parser.get_method().decode("ascii")
+        target = b"".join(self._target).decode("latin-1")
         headers = CIMultiDictProxy(CIMultiDict(self._raw))
-        length_header = headers.get("content-length")
-        length = int(length_header) if length_header is not None else None
-        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        if target[:1] == "/" and "transfer-encoding" not in headers and len(
+                headers.getall("host", ())) == 1:  # the usual head: `request_framing` in short
+            length_header = headers.get("content-length")
+            length = int(length_header) if length_header is not None else None
+            chunked = False
+        else:
+            length, chunked = request_framing(method, target, http11, headers)
+        if chunked:
+            self.framing = 0
         body = RequestBody(self) if chunked or length else None
-        if body is not None and headers.get("expect", "").lower() == "100-continue":
-            body.expect_continue = True
-        request = FastRequest(
-            self, parser.get_method().decode("ascii"), b"".join(self._target).decode("latin-1"),
-            headers, parser.get_http_version() == "1.1", parser.should_keep_alive(), length,
-            body,
-        )
+        request = FastRequest(self, method, target, headers, http11, parser.should_keep_alive(),
+                              length, body)
         self.started = False
-        self.parsing = request if body is not None else None
+        if body is not None:
+            self.parsing = request
+            self.waiting_for = BODY
+            if headers.get("expect", "").lower() == "100-continue":
+                body.expect_continue = True
+                self.deadline = 0  # the body is due once "100 Continue" has gone out
+            else:
+                self.deadline = self.server.body_due
+        else:
+            self.parsing = None
+            self.waiting_for = NOTHING
         if not self.serving and not self.pending:
             self._start(request)
         else:
             self.pending.append(request)
             if len(self.pending) >= _PIPELINE_DEPTH:
-                self._pause_reading()
+                self.pause_body()
+
+    def _resume_body(self) -> None:
+        """The stand-in head of `_after_upgrade` ended: the body that follows is the
+        upgrade request's."""
+        self.parsing, self.resuming = self.resuming, None
+        self.started = False
+        self.waiting_for = BODY
+        self.deadline = self.resume_deadline
 
     def on_body(self, data: bytes) -> None:
+        if self.framing != _NOT_CHUNKED:
+            self.framing -= len(data)
         discarding = self.discarding
         if discarding is not None:
             discarding.received += len(data)
@@ -191,9 +246,16 @@ class _HttpConnection(asyncio.Protocol):
         if self.parsing is not None and self.parsing.body is not None:
             self.parsing.body.feed(data)
 
+    def on_chunk_complete(self) -> None:
+        self.framing = 0
+
     def on_message_complete(self) -> None:
+        self.waiting_for = NOTHING
+        self.framing = _NOT_CHUNKED
         if self.discarding is not None:
             self.discarding = None
+            if not self.serving and not self.pending:
+                self.wait_idle()  # an answered request's unread body ended
         elif self.parsing is not None and self.parsing.body is not None:
             self.parsing.body.finish()
         self.parsing = None
@@ -203,18 +265,16 @@ class _HttpConnection(asyncio.Protocol):
     def date(self) -> str:
         return self.server.date()
 
-    def pause_body(self) -> None:
-        self._pause_reading()
-
     def resume_body(self) -> None:
-        if self.reading_paused and len(self.pending) < _PIPELINE_DEPTH and not self.closing:
+        if (self.reading_paused and len(self.pending) < _PIPELINE_DEPTH and not self.closing
+                and not self.rejected):
             body = self.parsing.body if self.parsing is not None else None
             if body is None or body.buffered <= BODY_HIGH_WATER:
-                self.reading_paused = False
-                if self.transport is not None and not self.closed:
-                    self.transport.resume_reading()
+                self.resume_reading()
 
     def send_continue(self) -> None:
+        if self.waiting_for == BODY and not self.deadline:
+            self.deadline = self.server.body_due
         if self.transport is not None and not self.closed:
             self.transport.write(_CONTINUE)
 
@@ -230,27 +290,69 @@ class _HttpConnection(asyncio.Protocol):
 
     # -- serving ---------------------------------------------------------------------
 
-    def _pause_reading(self) -> None:
+    def pause_body(self) -> None:
+        """Stop reading the socket (a full body buffer, a full pipeline, a refusal)."""
         if not self.reading_paused and self.transport is not None and not self.closed:
             self.reading_paused = True
+            self.paused_at = self.server.tick
             self.transport.pause_reading()
 
-    def _reject(self, reply: bytes) -> None:
-        """Answer an unparsable request once the ones before it are answered; then close."""
-        self._pause_reading()
-        self.closing = True
-        if self.parsing is not None and self.parsing.body is not None:
-            self.parsing.body.fail(ClientDisconnected("The request became unparsable"))
-        self.parsing = None
-        if not self.serving:
-            self._write_and_close(reply)
-        else:
+    def wait_idle(self) -> None:
+        """Nothing is being received or served: the next request is due within the
+        keep-alive timeout."""
+        self.waiting_for = IDLE
+        self.deadline = self.server.idle_due
+
+    def reject(self, status: int, message: str, code: str = "bad_request") -> None:
+        """Refuse what the client is sending now: the refusal is answered in its turn
+        (after the answers to the requests before it), then the connection closes.
+        Nothing after it is read."""
+        self.pause_body()
+        self.rejected = True
+        self.deadline = 0
+        reply = self.server.refusal(status, message, code)
+        parsing, self.parsing = self.parsing, None
+        if parsing is not None:
+            if parsing is self.current:
+                # The request being served cannot be read to its end: the refusal is its
+                # answer (unless part of another one already left), and its handler
+                # stops as if the client had left.
+                stream = parsing.started_stream
+                if stream is None or stream.drop_pending_head():
+                    self._write_and_close(reply)
+                else:
+                    self.close()
+                if self.task is not None:
+                    self.task.cancel()
+                return
+            if self.pending and self.pending[-1] is parsing:
+                self.pending.pop()  # never served: the refusal is its answer
+            else:
+                # It is answered already (its unread body was being dropped): a second
+                # answer would be one too many. The connection closes after that answer.
+                self.closing = True
+                if not self.serving:
+                    self.close()
+                return
+        if self.serving:
             self.pending.append(reply)
+        else:
+            self._write_and_close(reply)
 
     def _write_and_close(self, reply: bytes) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.write(reply)
-        self.close()
+        """The connection's last answer: written, then closed so that it is read
+        (`closing.linger`)."""
+        transport = self.transport
+        if transport is None or self.closed:
+            return
+        transport.write(reply)
+        linger(self, transport)
+
+    def linger_until(self, deadline: int) -> None:
+        """Nothing more is read or served: the sweep closes the connection at `deadline`."""
+        self.rejected = self.closing = True
+        self.reading_paused = False
+        self.waiting_for, self.deadline = IDLE, deadline
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -260,6 +362,7 @@ class _HttpConnection(asyncio.Protocol):
     def _start(self, request: FastRequest) -> None:
         """Serve `request` now: hand it to the idle serving task, or make that task."""
         self.serving = True
+        self.current = request
         waiter = self.idle_waiter
         if waiter is not None and not waiter.done():
             self.idle_waiter = None
@@ -275,122 +378,29 @@ class _HttpConnection(asyncio.Protocol):
                 if isinstance(item, bytes):
                     self._write_and_close(item)
                     return
-                if not await self._answer(item) or self.closing or self.closed:
+                if not await serve_request(self, item) or self.closing or self.closed:
                     if self.pending and isinstance(self.pending[0], bytes):
                         # The next request could not be parsed: its error, then close.
                         self._write_and_close(self.pending[0])
-                    self.close()
+                    else:
+                        self.close()
                     return
-                self.ticks = 0  # idle from now: a long request must not count as idle time
                 if self.pending:
                     item = self.pending.popleft()
                     self.resume_body()
                     continue
                 self.serving = False
+                if self.waiting_for == NOTHING:  # (wait_idle(), inlined: once a request)
+                    self.waiting_for = IDLE
+                    self.deadline = self.server.idle_due
                 item = b""  # the answered request is not kept while the connection idles
                 self.idle_waiter = self.loop.create_future()
                 item = await self.idle_waiter
         finally:
             self.serving = False
+            self.current = None
             self.idle_waiter = None
             self.task = None
 
-    async def _answer(self, request: FastRequest) -> bool:
-        """Run the handler and write its answer; whether the connection stays open."""
-        server = self.server
-        try:
-            reply = await server.app(request)
-        except (ClientDisconnected, ConnectionError):
-            self.close()
-            return False
-        except BodyTooLarge as exc:
-            reply = server.app.refusal(413, str(exc))
-        except BodyTimedOut:
-            reply = server.app.refusal(408, "The request body was not received in time.", "timeout")
-        except Exception:
-            log.exception("unexpected error on %s %s", request.method, request.path)
-            reply = server.app.refusal(500, "The gateway hit an unexpected error.", "internal_error")
-        stream = request.started_stream
-        body = request.body
-        # A client still waiting for "100 Continue" never sends that body: close instead.
-        keep_alive = request.keep_alive and (body is None or body.done or not body.expect_continue)
-        if stream is not None:
-            if reply is not stream and not stream.drop_pending_head():
-                # An answer had started on the wire when the handler answered anew (an
-                # error after stream()): a second answer would corrupt the connection.
-                self.close()
-                return False
-            if reply is stream:
-                await stream.end()  # a handler that returned without ending it
-                keep_alive = keep_alive and (stream.chunked or stream.bodyless)
-        if isinstance(reply, Answer):
-            await self._write_whole(reply, request, keep_alive)
-        elif reply is not stream:
-            log.error("the handler for %s %s returned %r, not an answer", request.method,
-                      request.path, type(reply).__name__)
-            await self._write_whole(server.app.refusal(
-                500, "The gateway hit an unexpected error.", "internal_error"), request, False)
-            keep_alive = False
-        if keep_alive and body is not None and not body.done:
-            # Read and drop the rest of the body (even past the size limit, for a while:
-            # a client still uploading when its 413 is sent must be able to read it, not
-            # get a reset), so the connection can serve its next request.
-            body.discard()
-            self.discarding = body
-            self.discard_until = body.received + max(server.max_body_bytes, _LINGER_BYTES)
-            self.resume_body()
-        return keep_alive
-
-    async def _write_whole(self, answer: Answer, request: FastRequest, keep_alive: bool) -> None:
-        """A complete answer: head and body in one write."""
-        date = self.server.date()
-        status = answer.status
-        data = answer.body
-        try:
-            head = answer_head(answer, request.method, keep_alive, date, request.extra_headers)
-        except UnsafeHeader as exc:
-            log.error("unsafe response header on %s %s: %s", request.method, request.path, exc)
-            fallback = self.server.app.refusal(500, "The gateway hit an unexpected error.",
-                                               "internal_error")
-            head = answer_head(fallback, request.method, keep_alive, date)
-            status, data = fallback.status, fallback.body
-        transport = self.transport
-        if transport is None or self.closed:
-            return
-        if request.method == "HEAD" or status < 200 or status in BODYLESS_STATUS:
-            transport.write(head)
-        elif len(data) < 65536:
-            transport.write(head + data)
-        else:
-            transport.write(head)
-            transport.write(data)
-        if self.write_paused:
-            with contextlib.suppress(ClientDisconnected):
-                await self.drain()
-
-    def sweep(self, keepalive_ticks: int, request_ticks: int) -> None:
-        """Called once a second: close idle connections, answer stalled requests with 408."""
-        self.ticks += 1
-        if self.closed:
-            return
-        if self.write_paused:
-            # A client that stops reading would hold its handler and an upstream
-            # connection forever: past the request timeout it is disconnected.
-            self.stalled_ticks += 1
-            if self.stalled_ticks > request_ticks and self.transport is not None:
-                # abort, not close: close() would wait for a buffer that never drains.
-                self.closed = True
-                self.transport.abort()
-                return
-        else:
-            self.stalled_ticks = 0
-        busy = self.serving
-        if not busy and self.parsing is None and not self.started:
-            if self.ticks > keepalive_ticks:
-                self.close()
-        elif self.ticks > request_ticks and not self.reading_paused:
-            body = self.parsing.body if self.parsing is not None else None
-            if busy and body is not None and body.waiting:
-                body.fail(BodyTimedOut())
-            elif not busy and self.discarding is None:
-                self._reject(self.server.refusal(408, "The request was not received in time.", "timeout"))
+    def sweep(self, tick: int) -> None:
+        sweep(self, tick)

@@ -16,8 +16,8 @@ engine to importing nothing of the gateway.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Mapping
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Protocol, runtime_checkable
 
 from multidict import CIMultiDictProxy
 
@@ -31,6 +31,10 @@ __all__ = [
     "HttpRequest",
     "Reply",
     "ResponseStream",
+    "WebSocket",
+    "WebSocketApplication",
+    "WebSocketClosed",
+    "WebSocketHandler",
 ]
 
 # A request's headers: case-insensitive, repeated names kept, read-only.
@@ -152,4 +156,56 @@ class Application(Protocol):
 
     async def cleanup(self) -> None:
         """Every connection is closed."""
+        ...
+
+
+# -- WebSocket (the Realtime API) ----------------------------------------------------------
+
+
+class WebSocketClosed(Exception):
+    """The WebSocket is closed (by either side); `code` and `reason` are the peer's, when
+    it said them."""
+
+    def __init__(self, code: int | None, reason: str = "") -> None:
+        super().__init__(f"the WebSocket is closed ({code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason
+
+
+class WebSocket(Protocol):
+    """An accepted WebSocket connection, as its handler sees it."""
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code, once the closing handshake began; else None."""
+        ...
+
+    async def receive(self) -> str | bytes:
+        """The next whole message: text as `str`, binary as `bytes`. Raises
+        `WebSocketClosed` once the connection is closing or closed."""
+        ...
+
+    async def send(self, data: str | bytes) -> None:
+        """Send a text (`str`) or binary (`bytes`) message; waits while the client is not
+        reading. Raises `WebSocketClosed` once the connection is closing or closed."""
+        ...
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Begin the closing handshake (nothing if it has begun)."""
+        ...
+
+
+WebSocketHandler = Callable[[WebSocket], Awaitable[None]]
+
+
+@runtime_checkable
+class WebSocketApplication(Protocol):
+    """An `Application` that may take WebSocket connections. The engine offers it each
+    request with `Upgrade: websocket`; an application without this method declines them
+    all (the request is then served as plain HTTP)."""
+
+    def websocket(self, request: HttpRequest) -> Awaitable[WebSocketHandler | None]:
+        """A handler to run on the connection once the engine has done the handshake
+        (the connection closes when it returns), or None to decline: the request is then
+        an ordinary one, given to `__call__`."""
         ...

@@ -239,7 +239,7 @@ class FastRequest:
 
     __slots__ = (
         "_channel", "_keep_alive", "_stream", "body", "content_length", "extra_headers",
-        "headers", "http11", "method", "target",
+        "headers", "http11", "method", "target", "upgrade_rest",
     )
 
     def __init__(
@@ -256,6 +256,9 @@ class FastRequest:
         self.body = body
         self.extra_headers: dict[str, str] | None = None
         self._stream: _Stream | None = None
+        # Set for a WebSocket upgrade the application may take: what the client sent
+        # after the head, held until it decides.
+        self.upgrade_rest: bytes | None = None
 
     @property
     def keep_alive(self) -> bool:

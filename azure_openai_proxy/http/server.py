@@ -13,13 +13,23 @@ Behaviour:
   or 413 goes out before the client uploads anything;
 - a body the handler did not read is discarded (up to `max_body_bytes`, else the
   connection closes) so keep-alive survives an early error answer;
-- requests the engine refuses itself are answered with the application's `refusal`:
-  400 malformed HTTP, 414/431 over-long request line or headers, 408 a stalled request,
-  413 a body over the handler's limit, 500 an unexpected exception (logged, never in
-  the reply);
-- timeouts are checked by one sweep a second over all connections (no timer per
-  request): an idle keep-alive connection closes after `keepalive_timeout`, a
-  request whose head or body stalls for `request_timeout` gets a 408.
+- requests the engine refuses itself are answered with the application's `refusal`,
+  once, then the connection closes: 400 malformed HTTP or framing (`head.py` has the
+  RFC 9112 rules), 405 CONNECT, 501 a transfer coding other than chunked, 505 an HTTP
+  version other than 1.0/1.1, 414/431 over-long request line or headers, 408 a head or
+  body not received in time, 413 a body over the handler's limit, 500 an unexpected
+  exception (logged, never in the reply), 503 a connection over `max_connections`;
+- `Upgrade` is not performed (h2c): the request is served as HTTP/1.1, body and all,
+  except a WebSocket the application's `websocket` hook takes (`websocket.py`);
+- a connection's last answer (a refusal) is followed by a lingering close
+  (`closing.py`), so that a client still sending reads it rather than a reset;
+- timeouts are deadlines (`ServerLimits`), checked by one sweep over all connections
+  (no timer per request; once a second, more often only when a timeout is under 4 s):
+  a head is due `head_timeout` after its first byte (a new connection's first head,
+  after the accept), however it trickles in; a body `body_timeout` after its head (or
+  after "100 Continue"); the next request `keepalive_timeout` after an answer; a client
+  that reads nothing of an answer for `send_timeout` is cut off. Time during which the
+  server itself paused reading (pipelining, a full body buffer) does not count.
 """
 
 from __future__ import annotations
@@ -27,39 +37,94 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from azure_openai_proxy.http.closing import OverCapacity
 from azure_openai_proxy.http.connection import _HttpConnection
-from azure_openai_proxy.http.interface import Answer, Application
+from azure_openai_proxy.http.interface import (
+    Answer,
+    Application,
+    HttpRequest,
+    WebSocketApplication,
+    WebSocketHandler,
+)
 from azure_openai_proxy.http.wire import DateHeader, answer_head
 
-__all__ = ["FastServer", "serve_fast"]
+__all__ = ["FastServer", "ServerLimits", "serve_fast"]
 
 log = logging.getLogger("azure_openai_proxy")
 
-_SWEEP_SECONDS = 1.0
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """Timeouts (seconds) and the connection cap of one worker's server."""
+
+    head_timeout: float = 30.0  # the whole head, from its first byte
+    body_timeout: float = 300.0  # the whole body, from the end of its head
+    keepalive_timeout: float = 75.0  # idle between two requests
+    send_timeout: float = 60.0  # a client reading nothing of an answer
+    max_connections: int = 10_000  # past it a new connection gets a 503 and is closed
+
+    def __post_init__(self) -> None:
+        for name in ("head_timeout", "body_timeout", "keepalive_timeout", "send_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be above 0")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+
+    @property
+    def sweep_seconds(self) -> float:
+        """Once a second; more often when a timeout is short (tests), so that a deadline
+        fires at most a quarter late."""
+        shortest = min(self.head_timeout, self.body_timeout, self.keepalive_timeout,
+                       self.send_timeout)
+        return max(0.01, min(1.0, shortest / 4))
+
+    def ticks(self, seconds: float) -> int:
+        """Sweeps from now until `seconds` have surely passed (the current sweep
+        period has already begun: one more)."""
+        return math.ceil(seconds / self.sweep_seconds) + 1
 
 
 class FastServer:
     """The listening socket(s) and every open connection of one worker."""
 
-    def __init__(self, app: Application, *, keepalive_timeout: float = 75.0,
-                 request_timeout: float = 60.0, max_body_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, app: Application, *, limits: ServerLimits | None = None,
+                 max_body_bytes: int = 64 * 1024 * 1024) -> None:
         self.app = app
+        # The application's WebSocket hook, if it has one (see websocket.py).
+        self.websocket_hook: Callable[[HttpRequest], Awaitable[WebSocketHandler | None]] | None = (
+            app.websocket if isinstance(app, WebSocketApplication) else None)
+        self.limits = limits = limits or ServerLimits()
         self.connections: set[_HttpConnection] = set()
+        self.refusing: set[OverCapacity] = set()
         self.closing = False
         self.date = DateHeader()
         self.max_body_bytes = max_body_bytes
-        self._keepalive_ticks = max(1, round(keepalive_timeout / _SWEEP_SECONDS))
-        self._request_ticks = max(1, round(request_timeout / _SWEEP_SECONDS))
+        # Deadlines count sweeps: `tick` is the number of sweeps so far.
+        self.tick = 0
+        self.head_ticks = limits.ticks(limits.head_timeout)
+        self.body_ticks = limits.ticks(limits.body_timeout)
+        self.keepalive_ticks = limits.ticks(limits.keepalive_timeout)
+        self.send_ticks = limits.ticks(limits.send_timeout)
+        # The deadline of a head, body or idle wait starting now (kept by the sweep, so
+        # that a request pays one attribute read for each).
+        self.head_due = self.body_due = self.idle_due = 0
+        self._advance(1)
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._cleaned = False
 
-    def connection(self) -> _HttpConnection:
+    def connection(self) -> asyncio.Protocol:
+        """The protocol for a new connection: served, or refused past the cap."""
+        if len(self.connections) >= self.limits.max_connections:
+            return OverCapacity(self)
         return _HttpConnection(self)
 
     async def listen(self, host: str | None, port: int, *, reuse_port: bool = False,
@@ -73,13 +138,14 @@ class FastServer:
             self._server = await loop.create_server(
                 self.connection, host, port, reuse_port=reuse_port or None, backlog=backlog,
             )
-        self._sweeper = loop.call_later(_SWEEP_SECONDS, self._sweep)
+        self._sweeper = loop.call_later(self.limits.sweep_seconds, self._sweep)
 
     @property
     def sockets(self) -> tuple[Any, ...]:
         return tuple(self._server.sockets) if self._server is not None else ()
 
-    def refusal(self, status: int, message: str, code: str | None = None) -> bytes:
+    def refusal(self, status: int, message: str, code: str | None = None,
+                headers: dict[str, str] | None = None) -> bytes:
         """A complete answer, in the application's words, that closes the connection."""
         try:
             answer = self.app.refusal(status, message, code)
@@ -87,21 +153,34 @@ class FastServer:
             log.exception("refusal() failed for %d", status)
             answer = Answer(status, {"content-type": "application/json"},
                             orjson.dumps({"error": {"message": message}}))
-        return answer_head(answer, "GET", False, self.date()) + answer.body
+        return answer_head(answer, "GET", False, self.date(), headers) + answer.body
 
     # -- shutting down ---------------------------------------------------------------
 
+    def _advance(self, tick: int) -> None:
+        self.tick = tick
+        self.head_due = tick + self.head_ticks
+        self.body_due = tick + self.body_ticks
+        self.idle_due = tick + self.keepalive_ticks
+
     def _sweep(self) -> None:
+        tick = self.tick + 1
+        self._advance(tick)
         for conn in list(self.connections):
-            conn.sweep(self._keepalive_ticks, self._request_ticks)
+            conn.sweep(tick)
+        for refused in list(self.refusing):
+            refused.sweep(tick)
         if not self.closing:
-            self._sweeper = asyncio.get_running_loop().call_later(_SWEEP_SECONDS, self._sweep)
+            self._sweeper = asyncio.get_running_loop().call_later(self.limits.sweep_seconds,
+                                                                  self._sweep)
 
     def close(self) -> None:
         """Stop accepting and close every connection now (handlers are cancelled)."""
         self._stop_listening()
         for conn in list(self.connections):
             conn.close()
+        for refused in list(self.refusing):
+            refused.close()
 
     async def wait_closed(self) -> None:
         """Until the sockets are closed; then the application's cleanup runs (once)."""
@@ -141,12 +220,11 @@ class FastServer:
 
 async def serve_fast(
     app: Application, host: str | None, port: int, *, reuse_port: bool = False,
-    backlog: int = 2048, keepalive_timeout: float = 75.0, request_timeout: float = 60.0,
+    backlog: int = 2048, limits: ServerLimits | None = None,
     max_body_bytes: int = 64 * 1024 * 1024, sock: socket.socket | None = None,
 ) -> FastServer:
     """Start `app` and serve it on `host:port` (or the bound `sock`) with `FastServer`."""
     await app.startup()
-    server = FastServer(app, keepalive_timeout=keepalive_timeout, request_timeout=request_timeout,
-                        max_body_bytes=max_body_bytes)
+    server = FastServer(app, limits=limits, max_body_bytes=max_body_bytes)
     await server.listen(host, port, reuse_port=reuse_port, backlog=backlog, sock=sock)
     return server

@@ -22,12 +22,13 @@ from typing import Any
 
 from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.gateway.app import GatewayApp, create_app
-from azure_openai_proxy.http.server import serve_fast
+from azure_openai_proxy.http.server import ServerLimits, serve_fast
 from azure_openai_proxy.observability.accesslog import configure_logging
 from azure_openai_proxy.runtime.watch import ConfigWatcher
-from azure_openai_proxy.settings import Settings
+from azure_openai_proxy.settings import ServerSettings, Settings
 
-__all__ = ["SettingsSource", "describe", "refuse_open_relay", "run", "serve_forever"]
+__all__ = ["SettingsSource", "describe", "refuse_open_relay", "run", "serve_forever",
+           "server_limits"]
 
 log = logging.getLogger("azure_openai_proxy")
 
@@ -79,6 +80,12 @@ def describe(settings: Settings) -> str:
     )
     lines.append(f"client keys: {len(settings.client_keys)} configured" if settings.client_keys
                  else "client keys: none")
+    server = settings.server
+    lines.append(
+        f"server: head {server.head_timeout:g} s, body {server.body_timeout:g} s, keep-alive "
+        f"{server.keepalive_timeout:g} s, send {server.send_timeout:g} s; up to "
+        f"{server.max_connections} connections per worker, backlog {server.backlog}"
+    )
     if settings.upstream.http_proxy or settings.upstream.socks_proxy:
         proxy = settings.upstream.socks_proxy or settings.upstream.http_proxy or ""
         lines.append(f"upstream proxy: {_mask_url(proxy)}")
@@ -105,13 +112,23 @@ def run_loop(main: Coroutine[Any, Any, None]) -> None:
     uvloop.run(main)
 
 
+def server_limits(server: ServerSettings) -> ServerLimits:
+    """The `server:` settings as the HTTP engine takes them (it knows no settings)."""
+    return ServerLimits(
+        head_timeout=server.head_timeout, body_timeout=server.body_timeout,
+        keepalive_timeout=server.keepalive_timeout, send_timeout=server.send_timeout,
+        max_connections=server.max_connections,
+    )
+
+
 async def start_server(
     app: GatewayApp, settings: Settings, reuse_port: bool
 ) -> Callable[[], Awaitable[None]]:
     """Serve `app`; returns the graceful stop (stop accepting, let requests and streams in
     flight finish for up to the grace period, clean up)."""
     server = await serve_fast(
-        app, settings.host or None, settings.port, reuse_port=reuse_port, backlog=2048,
+        app, settings.host or None, settings.port, reuse_port=reuse_port,
+        backlog=settings.server.backlog, limits=server_limits(settings.server),
         max_body_bytes=settings.max_body_bytes,
     )
 

@@ -17,7 +17,7 @@ import pytest
 
 from azure_openai_proxy.gateway import relay as relay_module
 from azure_openai_proxy.gateway.app import create_app
-from azure_openai_proxy.http.server import FastServer, serve_fast
+from azure_openai_proxy.http.server import FastServer, ServerLimits, serve_fast
 from azure_openai_proxy.settings import DeploymentSettings, Settings, UpstreamSettings
 from tests.waiting import until_async
 
@@ -72,7 +72,8 @@ async def gateway(port: int, **upstream_settings: Any) -> tuple[Any, FastServer,
         upstream=UpstreamSettings(**upstream_settings), allow_open=True, log_level="warning",
     )
     app = create_app(settings)
-    server = await serve_fast(app, "127.0.0.1", 0, keepalive_timeout=2, request_timeout=2)
+    limits = ServerLimits(head_timeout=2, body_timeout=2, keepalive_timeout=2, send_timeout=2)
+    server = await serve_fast(app, "127.0.0.1", 0, limits=limits)
     return app, server, server.sockets[0].getsockname()[1]
 
 
@@ -209,7 +210,7 @@ async def test_a_client_that_stops_reading_is_disconnected(cleanup: list[Any]) -
     await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", port))
     client.send(raw_post({}, stream=True))  # and never reads the answer
     cleanup.append(client.close)
-    # The request timeout is 2 s; the sweep runs every second.
+    # The send timeout is 2 s; the sweep runs every half second.
     await until_async(lambda: app.gateway.transport.connections_in_use() == 0 and not any(
         c.task is not None for c in server.connections
     ))

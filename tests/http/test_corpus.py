@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from azure_openai_proxy.http.interface import HttpRequest, Reply
-from azure_openai_proxy.http.server import FastServer, serve_fast
+from azure_openai_proxy.http.server import FastServer, ServerLimits, serve_fast
 from tests.http.h11_reference import Case, h11_decision, load_corpus
 from tests.http_app import EngineTestApp, Events
 from tests.support import bound_socket
@@ -112,7 +112,7 @@ class _Served:
 async def served() -> AsyncIterator[_Served]:
     app = _SeenApp(Events())
     sock = bound_socket()
-    server = await serve_fast(app, None, 0, sock=sock, request_timeout=1.0, keepalive_timeout=2.0)
+    server = await serve_fast(app, None, 0, sock=sock, limits=ServerLimits(head_timeout=1.0, body_timeout=1.0, keepalive_timeout=2.0))
     try:
         yield _Served(server, app, int(sock.getsockname()[1]))
     finally:

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from azure_openai_proxy.http.request import FastRequest
-from azure_openai_proxy.http.server import FastServer, serve_fast
+from azure_openai_proxy.http.server import FastServer, ServerLimits, serve_fast
 from tests.http_app import EngineTestApp, Events
 from tests.support import bound_socket
 from tests.waiting import until_async
@@ -27,8 +27,8 @@ async def server() -> AsyncIterator[tuple[FastServer, Events, int]]:
     events = Events()
     sock = bound_socket()
     port = sock.getsockname()[1]
-    fast = await serve_fast(EngineTestApp(events), None, 0, request_timeout=1.0,
-                            keepalive_timeout=2.0, sock=sock)
+    limits = ServerLimits(head_timeout=1.0, body_timeout=1.0, keepalive_timeout=2.0)
+    fast = await serve_fast(EngineTestApp(events), None, 0, limits=limits, sock=sock)
     yield fast, events, port
     fast.close()
     await fast.wait_closed()
@@ -360,7 +360,8 @@ async def test_random_bytes_never_break_the_server(garbage: bytes) -> None:
     events = Events()
     sock = bound_socket()
     port = sock.getsockname()[1]
-    fast = await serve_fast(EngineTestApp(events), None, 0, request_timeout=1.0, sock=sock)
+    fast = await serve_fast(EngineTestApp(events), None, 0, sock=sock,
+                            limits=ServerLimits(head_timeout=1.0, body_timeout=1.0))
     try:
         reader, writer = await connect(port)
         writer.write(garbage)

@@ -1,0 +1,64 @@
+"""The deadlines of a connection, checked by the server's sweep (no timer per request).
+
+A connection waits for one thing at a time from its client, each with its own deadline
+in sweeps (`FastServer.tick`): nothing (a request is being served: its answer's pace is
+`send_timeout`'s), the next request after an answer (`keepalive_timeout`: then it just
+closes), the rest of a head (`head_timeout`: 408), the rest of a body (`body_timeout`:
+408, from the handler if it is reading the body, else from the engine). The connection
+sets `waiting_for` and `deadline` as requests go; a deadline of 0 is none.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from azure_openai_proxy.http.interface import BodyTimedOut
+
+if TYPE_CHECKING:
+    from azure_openai_proxy.http.connection import _HttpConnection
+
+__all__ = ["BODY", "HEAD", "IDLE", "NOTHING", "sweep"]
+
+NOTHING, IDLE, HEAD, BODY = 0, 1, 2, 3
+
+
+def sweep(conn: _HttpConnection, tick: int) -> None:
+    """Called by the server's sweep: a client that reads nothing of an answer for
+    `send_timeout` is cut off; a deadline passed answers 408 or closes."""
+    if conn.closed:
+        return
+    if conn.write_paused:
+        # A client that stops reading would hold its handler and an upstream
+        # connection forever.
+        conn.stalled_ticks += 1
+        if conn.stalled_ticks > conn.server.send_ticks and conn.transport is not None:
+            # abort, not close: close() would wait for a buffer that never drains.
+            conn.closed = True
+            conn.transport.abort()
+            return
+    else:
+        conn.stalled_ticks = 0
+    deadline = conn.deadline
+    if not deadline or tick < deadline or conn.reading_paused:
+        return
+    conn.deadline = 0
+    waiting = conn.waiting_for
+    if waiting == IDLE:
+        conn.close()
+    elif waiting == HEAD:
+        conn.reject(408, "The request head was not received in time.", "timeout")
+    elif waiting == BODY:
+        _body_late(conn)
+
+def _body_late(conn: _HttpConnection) -> None:
+    parsing = conn.parsing
+    body = parsing.body if parsing is not None else None
+    if body is None or conn.discarding is not None:
+        conn.close()  # an answered request's unread body: there is nothing to say
+    elif parsing is conn.current and body.waiting:
+        # Its handler is reading it: it answers the 408; then the connection closes.
+        conn.pause_body()
+        conn.closing = True
+        body.fail(BodyTimedOut())
+    else:
+        conn.reject(408, "The request body was not received in time.", "timeout")

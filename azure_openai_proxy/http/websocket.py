@@ -1,0 +1,176 @@
+"""WebSocket connections (for the Realtime API): the handshake and the framing are the
+`websockets` library's sans-I/O `ServerProtocol`; this module only moves its bytes and
+gives the application's handler a small `interface.WebSocket`.
+
+A request with `Upgrade: websocket` is offered to the application's `websocket(request)`
+hook (see `interface.WebSocketApplication`); None declines and the request is served as
+plain HTTP. An accepted connection leaves HTTP for good: the transport's protocol becomes
+a `_WebSocketConnection`, and the HTTP connection keeps only its bookkeeping (its task
+runs the handler; its deadlines are off; a client that stops reading is still cut off
+after `send_timeout`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+from websockets.exceptions import InvalidState
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request as WsRequest
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from azure_openai_proxy.http.interface import WebSocketClosed, WebSocketHandler
+
+if TYPE_CHECKING:
+    from azure_openai_proxy.http.connection import _HttpConnection
+    from azure_openai_proxy.http.request import FastRequest
+
+__all__ = ["run_websocket"]
+
+_MAX_MESSAGE = 16 * 1024 * 1024
+
+
+class _WebSocketConnection(asyncio.Protocol):
+    """The transport's protocol once the handshake is done; also the handler's
+    `interface.WebSocket`."""
+
+    def __init__(self, conn: _HttpConnection, protocol: ServerProtocol) -> None:
+        self._conn = conn
+        self._protocol = protocol
+        self._messages: deque[str | bytes] = deque()
+        self._parts: list[bytes] = []
+        self._text = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    # -- asyncio's callbacks, from the transport ----------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self._protocol.receive_data(data)
+        self._take_events()
+
+    def eof_received(self) -> bool | None:
+        self._protocol.receive_eof()
+        self._take_events()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._wake()
+        self._conn.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._conn.resume_writing()
+
+    def _take_events(self) -> None:
+        for event in self._protocol.events_received():
+            if isinstance(event, Frame):
+                self._frame(event)
+        self._flush()  # pongs and the closing handshake
+        self._wake()
+
+    def _frame(self, frame: Frame) -> None:
+        if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
+            self._text = frame.opcode is Opcode.TEXT
+            self._parts = [bytes(frame.data)]
+        elif frame.opcode is Opcode.CONT:
+            self._parts.append(bytes(frame.data))
+        else:
+            return  # ping, pong, close: the protocol answers them itself
+        if frame.fin:
+            data = b"".join(self._parts)
+            self._parts = []
+            self._messages.append(data.decode() if self._text else data)
+
+    def _flush(self) -> None:
+        transport = self._conn.transport
+        for data in self._protocol.data_to_send():
+            if transport is None or transport.is_closing():
+                return
+            if data:
+                transport.write(data)
+            else:  # the protocol is done: close the TCP connection
+                self._conn.close()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- interface.WebSocket -------------------------------------------------------------
+
+    @property
+    def close_code(self) -> int | None:
+        return self._protocol.close_code
+
+    async def receive(self) -> str | bytes:
+        while not self._messages:
+            if self._closed or self._protocol.state in (State.CLOSING, State.CLOSED):
+                raise WebSocketClosed(self._protocol.close_code, self._protocol.close_reason or "")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._messages.popleft()
+
+    async def send(self, data: str | bytes) -> None:
+        if self._closed or self._protocol.state is not State.OPEN:
+            raise WebSocketClosed(self._protocol.close_code, self._protocol.close_reason or "")
+        if isinstance(data, str):
+            self._protocol.send_text(data.encode())
+        else:
+            self._protocol.send_binary(data)
+        self._flush()
+        await self._conn.drain()
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self._closed or self._protocol.state is not State.OPEN:
+            return
+        try:
+            self._protocol.send_close(code, reason)
+        except InvalidState:
+            return
+        self._flush()
+
+
+async def run_websocket(conn: _HttpConnection, request: FastRequest,
+                        handler: WebSocketHandler, rest: bytes) -> None:
+    """Answer the handshake of `request` and, if it succeeds, run `handler` on the
+    connection until it returns; `rest` is what the client sent after the head."""
+    protocol = ServerProtocol(max_size=_MAX_MESSAGE)
+    # The protocol reads the handshake itself: it gets the head llhttp already checked.
+    head = "".join([f"GET {request.target} HTTP/1.1\r\n",
+                    *(f"{name}: {value}\r\n" for name, value in request.headers.items()), "\r\n"])
+    protocol.receive_data(head.encode("latin-1"))
+    handshake = next((e for e in protocol.events_received() if isinstance(e, WsRequest)), None)
+    if handshake is None:  # (llhttp accepted it, so this does not happen)
+        conn.close()
+        return
+    response = protocol.accept(handshake)
+    protocol.send_response(response)
+    transport = conn.transport
+    if transport is None or conn.closed:
+        return
+    for data in protocol.data_to_send():
+        transport.write(data)
+    if response.status_code != 101:  # a bad handshake: the protocol's own 4xx, then close
+        conn.close()
+        return
+    socket = _WebSocketConnection(conn, protocol)
+    transport.set_protocol(socket)
+    if rest:
+        socket.data_received(rest)
+    conn.resume_reading()
+    code = 1011  # the handler failed (its exception goes on to the connection's log)
+    try:
+        await handler(socket)
+        code = 1000
+    finally:
+        await socket.close(code)
