@@ -60,7 +60,7 @@ RESOURCE_ROOTS = frozenset(
     }
 )
 _MAX_RESOURCE_DEPTH = 7
-_SEGMENT = re.compile(r"^[A-Za-z0-9_\-.]{1,200}$")
+_SEGMENT = re.compile(r"^[A-Za-z0-9_\-.]{1,200}\Z")
 _FALLBACK_STRIP = re.compile(r"[.:]")
 # Characters that can never be in a model name we would put into a URL.
 _URL_BREAKERS = re.compile(r"[/\\?#%\s\x00-\x1f\x7f]")

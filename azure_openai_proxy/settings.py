@@ -24,8 +24,8 @@ DEFAULT_API_VERSION = "2024-10-21"
 
 # Azure deployment names: letters, digits, '-', '_', '.'; we also refuse a leading dot so a
 # name can never be a dot-segment in a URL path.
-DEPLOYMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-API_VERSION = re.compile(r"^(\d{4}-\d{2}-\d{2}(-preview)?|v1|preview|latest)$")
+DEPLOYMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")
+API_VERSION = re.compile(r"^(\d{4}-\d{2}-\d{2}(-preview)?|v1|preview|latest)\Z")
 
 AuthMode = Literal["key", "passthrough", "entra"]
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")

@@ -170,3 +170,18 @@ def test_env_mode_pools_are_made_once_per_model_name() -> None:
         table.resolve("a/b")  # a refused name is never remembered
     with pytest.raises(HostileInput):
         table.resolve("a/b")
+
+
+@pytest.mark.parametrize("path", ["/v1/files/file-1\n", "/v1/files/file-1/content\n"])
+def test_a_trailing_line_feed_is_not_a_segment(path: str) -> None:
+    """`$` matches before a final line feed; the checks use `\\Z`, so a name that ends in
+    one is hostile, never part of an upstream URL (found by the property test above)."""
+    with pytest.raises(GatewayError):
+        classify("GET", path, "/v1")
+
+
+def test_names_and_versions_ending_in_a_line_feed_are_refused() -> None:
+    from azure_openai_proxy.settings import API_VERSION, DEPLOYMENT_NAME
+
+    assert DEPLOYMENT_NAME.match("gpt-4o") and not DEPLOYMENT_NAME.match("gpt-4o\n")
+    assert API_VERSION.match("2024-10-21") and not API_VERSION.match("2024-10-21\n")
