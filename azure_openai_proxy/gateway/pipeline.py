@@ -467,13 +467,14 @@ def _profile(deployment: DeploymentSettings, version: str | None) -> DeploymentP
 
 @functools.lru_cache(maxsize=1024)  # bounded: dynamic deployment names come from clients
 def _cached_profile(
-    api: Literal["dated", "v1"], version: str | None, family: str, deployment_name: str,
+    api: Literal["dated", "v1"], version: str | None,
+    family: Literal["auto", "reasoning", "standard"], deployment_name: str,
     model_name: str, unsupported: tuple[str, ...],
 ) -> DeploymentProfile:
     return DeploymentProfile(
         api=api,
         api_version=version,
-        family=infer_family(deployment_name, model_name) if family == "auto" else family,  # type: ignore[arg-type]
+        family=infer_family(deployment_name, model_name) if family == "auto" else family,
         unsupported_params=frozenset(unsupported),
     )
 

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from aiohttp import web
+from pydantic import SecretStr
 
 from azure_openai_proxy.gateway.app import create_app
 from azure_openai_proxy.observability.accesslog import configure_logging
@@ -44,7 +45,7 @@ def demo_settings(listen: str, emulator_url: str) -> Settings:
             model_name=model,
             deployment_name=deployment,
             endpoint=emulator_url,
-            api_key=_EMULATOR_KEY,  # type: ignore[arg-type]
+            api_key=SecretStr(_EMULATOR_KEY),
             api_version="2025-04-01-preview",
         )
         for model, deployment in DEMO_MODELS.items()
@@ -53,8 +54,8 @@ def demo_settings(listen: str, emulator_url: str) -> Settings:
         listen=listen,
         deployments=deployments,
         default_endpoint=emulator_url,
-        default_api_key=_EMULATOR_KEY,  # type: ignore[arg-type]
-        client_keys=(DEMO_CLIENT_KEY,),  # type: ignore[arg-type]
+        default_api_key=SecretStr(_EMULATOR_KEY),
+        client_keys=(SecretStr(DEMO_CLIENT_KEY),),
     )
 
 
