@@ -26,6 +26,7 @@ __all__ = [
     "key_view",
     "model_allowed",
     "new_secret",
+    "parse_duration",
     "parse_expiry",
     "parse_limits",
     "parse_models",
@@ -155,6 +156,16 @@ def parse_expiry(value: Any, now: float) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def parse_duration(text: str) -> float:
+    """`90s`, `45m`, `12h`, `30d`, `2w`, or plain seconds."""
+    text = text.strip()
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    if text[:-1].isdigit() and text[-1:] in _UNITS:
+        return float(int(text[:-1]) * _UNITS[text[-1]])
+    raise ValueError(f"{text!r} is not a duration like 90s, 45m, 12h or 30d")
 
 
 def parse_models(value: Any) -> tuple[str, ...]:
