@@ -123,3 +123,20 @@ def test_mistakes_get_one_line_and_a_nonzero_exit(tmp_path: Path) -> None:
         assert done.stderr.strip() and "Traceback" not in done.stderr
     done = run("keys", "list", "--database", "postgres://nowhere", check=False)
     assert done.returncode == 2 and "sqlite" in done.stderr
+
+
+def test_without_governance_no_database_is_opened_or_made(
+        tmp_path: Path, emulator: Emulator, reserve_port: Callable[[], int]) -> None:
+    config = {"deployment_config": [{"model_name": "gpt-4o", "deployment_name": "gpt-4o",
+                                     "endpoint": emulator.url, "api_key": AZURE_KEY}],
+              "client_keys": ["static-key"]}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "XDG_DATA_HOME": str(home / "data")}
+    port = reserve_port()
+    with running(cli("-c", str(path), "-l", f"127.0.0.1:{port}"), port=port, env=env):
+        assert chat_status(port, "static-key") == 200
+        assert chat_status(port, "sk-aop-anything") == 401
+    assert list(home.rglob("*")) == []  # no database file, no directory

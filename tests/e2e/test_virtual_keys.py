@@ -3,9 +3,11 @@ emulator, with keys written to the same SQLite database the CLI and admin API us
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 import time
+import wave
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -243,3 +245,37 @@ def test_the_database_gone_keeps_known_keys_served(
         assert chat(client).choices
     assert not governed.database.exists()
     assert secret not in caplog.text
+
+
+def test_every_route_counts_and_none_bypasses_the_limit(governed: Governed,
+                                                        emulator: Emulator) -> None:
+    _, secret = governed.key("every-route", limits=Limits(rpm=3))
+    client = governed.client(secret)
+    client.files.list()
+    client.audio.transcriptions.create(model="whisper-1",
+                                       file=("a.wav", io.BytesIO(_wav()), "audio/wav"))
+    client.images.generate(model="dall-e-3", prompt="a lighthouse", response_format="b64_json")
+    before = len(emulator.requests())
+    azure = openai.AzureOpenAI(azure_endpoint=governed.server.url, api_key=secret,
+                               api_version="2024-10-21", max_retries=0)
+    refusals = (
+        lambda: azure.chat.completions.create(model="gpt-4o", messages=HELLO),
+        lambda: client.embeddings.create(model="text-embedding-3-small", input="x"),
+        lambda: client.batches.list(),
+        lambda: client.audio.transcriptions.create(
+            model="whisper-1", file=("a.wav", io.BytesIO(_wav()), "audio/wav")),
+    )
+    for call in refusals:
+        with pytest.raises(openai.RateLimitError):
+            call()
+    assert len(emulator.requests()) == before
+
+
+def _wav() -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\0\0" * 800)
+    return buffer.getvalue()
