@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -140,3 +141,17 @@ def test_without_governance_no_database_is_opened_or_made(
         assert chat_status(port, "static-key") == 200
         assert chat_status(port, "sk-aop-anything") == 401
     assert list(home.rglob("*")) == []  # no database file, no directory
+
+
+def test_the_readme_walkthrough_runs_as_printed(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- readme-walkthrough -->", 1)[1].split("<!-- /readme-walkthrough -->")[0]
+    script = block.split("```sh\n", 1)[1].split("```", 1)[0]
+    bin_dir = Path(sys.executable).parent
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path, text=True,
+                          capture_output=True, timeout=120,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("key: sk-aop-") == 3  # two creates and a rotation
+    assert "revoked" in done.stdout and "alice" in done.stdout
+    assert (tmp_path / "gateway.db").is_file()
