@@ -155,3 +155,14 @@ def test_the_readme_walkthrough_runs_as_printed(tmp_path: Path) -> None:
     assert done.stdout.count("key: sk-aop-") == 3  # two creates and a rotation
     assert "revoked" in done.stdout and "alice" in done.stdout
     assert (tmp_path / "gateway.db").is_file()
+
+
+def test_a_database_that_is_not_sqlite_is_a_one_line_config_error(
+        reserve_port: Callable[[], int]) -> None:
+    env = {"AZURE_OPENAI_ENDPOINT": "https://a.openai.azure.com/", "PATH": "/usr/bin:/bin",
+           "AZURE_OPENAI_PROXY_DATABASE": "postgres://db.example/gateway"}
+    done = run("-l", f"127.0.0.1:{reserve_port()}", env=env, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "azure-openai-proxy: config error: database: only sqlite:// databases are supported "
+        "(e.g. sqlite:///var/lib/azure-openai-proxy/gateway.db)"]
