@@ -212,6 +212,7 @@ class Gateway:
         key = caller.key
         assert key is not None and self.limiter is not None
         routed = self._pool_for(target, body)
+        record.model = routed[1]
         if key.models and routed[1] is not None and not model_allowed(
                 key.models, routed[1], routed[0].model):
             raise ModelNotAllowed(routed[1])
