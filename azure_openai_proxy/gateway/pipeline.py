@@ -557,8 +557,13 @@ def _refused(refusal: Refusal) -> KeyRateLimited:
     else:
         what = f"Rate limit reached for this {whose} ({refusal.kind} per minute)"
     retry_ms = max(1, round(refusal.retry_after * 1000))
+    headers = refusal.headers
+    if refusal.never:  # waiting will not help: the SDKs do not retry on this header
+        return KeyRateLimited(f"{what}: lower max_tokens or the prompt.",
+                              retry_after_ms=retry_ms,
+                              limit_headers={**headers, "x-should-retry": "false"})
     return KeyRateLimited(f"{what}. Please try again in {retry_ms} ms.",
-                          retry_after_ms=retry_ms, limit_headers=refusal.headers)
+                          retry_after_ms=retry_ms, limit_headers=headers)
 
 
 def _used_tokens(record: RequestRecord) -> int | None:

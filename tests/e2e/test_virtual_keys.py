@@ -142,16 +142,21 @@ def test_an_rpm_of_5_admits_exactly_5_of_a_burst_of_20(governed: Governed,
 
 def test_a_tpm_limit_refuses_from_the_reservation_before_azure_is_called(
         governed: Governed, emulator: Emulator) -> None:
-    _, secret = governed.key("tpm", limits=Limits(tpm=1000))
+    _, secret = governed.key("tpm", limits=Limits(tpm=100))
     client = governed.client(secret)
-    assert chat(client, max_tokens=100).choices  # reserves ~102, settles at the real usage
+    first = chat(client, max_tokens=40)  # reserves 2 + 40, settles at Azure's usage
+    assert first.usage.total_tokens >= 10  # the bucket refills 100/60 a second: seconds of margin
     before = len(emulator.requests())
     with pytest.raises(openai.RateLimitError) as refused:
-        chat(client, max_tokens=990)  # max_tokens alone is more than what is left
-    assert refused.value.response.headers["x-ratelimit-limit-tokens"] == "1000"
+        chat(client, max_tokens=98)  # max_tokens alone is more than what is left
+    headers = refused.value.response.headers
+    assert headers["x-ratelimit-limit-tokens"] == "100"
+    assert int(headers["x-ratelimit-remaining-tokens"]) < 98 and int(headers["retry-after-ms"]) > 0
     assert len(emulator.requests()) == before  # Azure never saw it
-    with pytest.raises(openai.RateLimitError):
-        chat(client, max_tokens=5000)  # more than the whole minute: refused as well
+    retrying = governed.client(secret, max_retries=2)
+    with pytest.raises(openai.RateLimitError) as never:
+        chat(retrying, max_tokens=5000)  # more than the whole minute: waiting will not help
+    assert never.value.response.headers["x-should-retry"] == "false"  # so the SDK did not wait
     assert len(emulator.requests()) == before
 
 
