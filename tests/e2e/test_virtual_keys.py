@@ -37,9 +37,9 @@ class Governed:
     database: Path
     store: KeyStore
 
-    def client(self, key: str, **options: Any) -> OpenAI:
-        return OpenAI(base_url=self.server.url + "/v1", api_key=key, max_retries=0,
-                      timeout=30, **options)
+    def client(self, key: str, max_retries: int = 0) -> OpenAI:
+        return OpenAI(base_url=self.server.url + "/v1", api_key=key, max_retries=max_retries,
+                      timeout=30)
 
     def known(self, secret: str) -> str:
         """Wait until the gateway has loaded the key (it polls the store)."""
