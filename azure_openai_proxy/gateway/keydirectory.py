@@ -112,7 +112,9 @@ class KeyDirectory:
         failure keeps the keys known so far."""
         try:
             version = await self.call(lambda store: store.version())
-            if force or version != self._version:
+            # After a failure the database may be another one (restored from a backup),
+            # whose counter could equal the old one's: read it all.
+            if force or self._failing or version != self._version:
                 version, keys, teams = await self.call(lambda store: store.snapshot())
                 self._install(version, keys, teams)
         except Exception as exc:  # sqlite3 errors, a vanished directory, a full disk...

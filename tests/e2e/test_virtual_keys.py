@@ -60,7 +60,7 @@ def _status(url: str, secret: str) -> int:
 def governed_gateway(tmp_path: Path, emulator_url: str,
                      start_gateway: Callable[[Settings], ServerThread]) -> Iterator[Governed]:
     database = tmp_path / "data" / "gateway.db"
-    settings = gateway_settings(emulator_url, database=f"sqlite:///{database}",
+    settings = gateway_settings(emulator_url, database=f"sqlite://{database}",
                                 admin_key=ADMIN_KEY)
     server = start_gateway(settings)
     store = KeyStore.open(database)
