@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -132,3 +134,19 @@ def test_bad_admin_requests_get_openai_shaped_errors(governed: Governed) -> None
 def test_the_admin_api_is_off_without_an_admin_key(gateway: ServerThread) -> None:
     response = httpx.get(gateway.url + "/admin/keys", headers=ADMIN)
     assert response.status_code == 404
+
+
+def test_the_readme_admin_call_runs_as_printed(governed: Governed) -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- readme-admin -->", 1)[1].split("<!-- /readme-admin -->")[0]
+    script = block.split("```sh\n", 1)[1].split("```", 1)[0]
+    # The one change: the gateway under test listens on its own port, not 8080.
+    script = script.replace("localhost:8080", governed.server.url.removeprefix("http://"))
+    governed.store.create_team("research", now=0.0)
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True,
+                          text=True, timeout=60, env={"PATH": "/usr/bin:/bin",
+                                                      "ADMIN_KEY": ADMIN_KEY})
+    assert done.returncode == 0, done.stderr
+    created = json.loads(done.stdout)
+    assert created["name"] == "carol" and created["key"].startswith("sk-aop-")
+    assert chat_status(governed.server.url, created["key"]) == 200
