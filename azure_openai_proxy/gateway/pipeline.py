@@ -42,6 +42,7 @@ from azure_openai_proxy.errors import (
     KeyRateLimited,
     MalformedBody,
     ModelNotAllowed,
+    ModelNotFound,
     UnsupportedMediaType,
     UpstreamAnswerTooLarge,
     UpstreamError,
@@ -211,7 +212,12 @@ class Gateway:
         let through its and its team's limits, which it holds until it ends."""
         key = caller.key
         assert key is not None and self.limiter is not None
-        routed = self._pool_for(target, body)
+        try:
+            routed = self._pool_for(target, body)
+        except ModelNotFound as exc:
+            if key.models:  # the usual answer lists every configured model: not for this key
+                raise ModelNotAllowed(exc.model) from None
+            raise
         record.model = routed[1]
         if key.models and routed[1] is not None and not model_allowed(
                 key.models, routed[1], routed[0].model):

@@ -91,6 +91,9 @@ def test_a_key_limited_to_gpt4o_is_refused_o3_mini_and_sees_only_gpt4o(governed:
     assert refused.value.body["message"] == (  # type: ignore[index]
         "The model `o3-mini` does not exist or you do not have access to it.")
     assert [m.id for m in client.models.list()] == ["gpt-4o"]
+    with pytest.raises(openai.NotFoundError) as unknown:
+        chat(client, "no-such-model")
+    assert "gpt-4o-mini" not in str(unknown.value.body)  # the other models stay unnamed
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("o3-mini")
     # Azure's native path names the deployment: it is the model it serves that counts.
