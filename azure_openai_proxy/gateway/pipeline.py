@@ -275,7 +275,12 @@ class Gateway:
         allowed = caller.key.models if caller.key is not None else ()
         if target.kind == "model":
             assert target.path_model is not None
-            pool = self.table.resolve(target.path_model)
+            try:
+                pool = self.table.resolve(target.path_model)
+            except ModelNotFound:
+                if allowed:  # without the list of every configured model
+                    raise ModelNotAllowed(target.path_model) from None
+                raise
             if allowed and not model_allowed(allowed, target.path_model, pool.model):
                 raise ModelNotAllowed(target.path_model)
             return _json_answer({"id": pool.model, "object": "model", "created": created,

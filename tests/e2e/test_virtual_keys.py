@@ -94,6 +94,9 @@ def test_a_key_limited_to_gpt4o_is_refused_o3_mini_and_sees_only_gpt4o(governed:
     with pytest.raises(openai.NotFoundError) as unknown:
         chat(client, "no-such-model")
     assert "gpt-4o-mini" not in str(unknown.value.body)  # the other models stay unnamed
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.models.retrieve("no-such-model")
+    assert "gpt-4o-mini" not in str(unknown.value.body)
     with pytest.raises(openai.NotFoundError):
         client.models.retrieve("o3-mini")
     # Azure's native path names the deployment: it is the model it serves that counts.
