@@ -295,3 +295,18 @@ def _wav() -> bytes:
         out.setframerate(8000)
         out.writeframes(b"\0\0" * 800)
     return buffer.getvalue()
+
+
+def test_a_reload_keeps_the_keys_and_what_they_have_spent(governed: Governed) -> None:
+    _, secret = governed.key("across-reloads", limits=Limits(rpm=2))
+    client = governed.client(secret)
+    chat(client)
+    app = governed.server.app
+
+    async def reload() -> None:
+        app.reload(app.gateway.settings)
+
+    governed.server.call(reload)
+    chat(client)  # known at once by the new routing
+    with pytest.raises(openai.RateLimitError):
+        chat(client)  # the minute's two requests were counted across the reload
