@@ -116,8 +116,16 @@ class _Subject:
     tokens: _Bucket | None = None
     parallel: int | None = None
     in_flight: int = 0
+    limits: Limits | None = None
 
     def configure(self, limits: Limits, now: float) -> None:
+        if limits is self.limits:  # the same key as last time: only refill
+            if self.requests is not None:
+                self.requests.refill(now)
+            if self.tokens is not None:
+                self.tokens.refill(now)
+            return
+        self.limits = limits
         self.requests = _bucket(self.requests, limits.rpm, now)
         self.tokens = _bucket(self.tokens, limits.tpm, now)
         self.parallel = limits.max_parallel
