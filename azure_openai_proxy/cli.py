@@ -1,5 +1,5 @@
 """Command line: `azure-openai-proxy [serve] [-c FILE] [-l HOST:PORT] [-s] ...`,
-`check-config`, `emulate`, `demo`, `healthcheck`. The only module that reads `os.environ`.
+`check-config`, `emulate`, `demo`, `healthcheck`, `keys`, `teams`. The only module that reads `os.environ`.
 
 The Go azure-openai-proxy's flags (`-c/--configFile`, `-l/--listen`, `-s/--cors`,
 `-v/--version`) work unchanged, so its users can switch by changing the image.
@@ -21,7 +21,7 @@ from azure_openai_proxy.settings import Settings
 
 __all__ = ["main"]
 
-_COMMANDS = ("serve", "check-config", "emulate", "demo", "healthcheck")
+_COMMANDS = ("serve", "check-config", "emulate", "demo", "healthcheck", "keys", "teams")
 # The emulator's own default (emulator/cli.py), for a healthcheck of `emulate` without --listen.
 _EMULATOR_LISTEN = "127.0.0.1:8001"
 _SERVER_FLAGS = ("max_connections", "head_timeout", "body_timeout", "keepalive_timeout")
@@ -31,7 +31,7 @@ def _serve_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="An OpenAI-compatible gateway in front of Azure OpenAI.",
-        epilog="Other commands: check-config, emulate, demo, healthcheck "
+        epilog="Other commands: check-config, emulate, demo, healthcheck, keys, teams "
                "(see `azure-openai-proxy CMD -h`).",
     )
     parser.add_argument("-c", "--configFile", "--config", dest="config", metavar="FILE",
@@ -91,6 +91,13 @@ def load(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
             "nothing to serve: set AZURE_OPENAI_ENDPOINT (and AZURE_OPENAI_MODEL_MAPPER), "
             "or give a config file with deployment_config (-c config.yaml)"
         )
+    if settings.database is not None:
+        from azure_openai_proxy.store.sqlite import sqlite_path
+
+        try:
+            sqlite_path(settings.database)
+        except ValueError as exc:
+            raise ConfigError(f"database: {exc}") from None
     return settings
 
 
@@ -242,4 +249,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return _check_config(rest, environ)
     if command == "healthcheck":
         return _healthcheck(rest, environ)
+    if command in ("keys", "teams"):
+        from azure_openai_proxy.runtime.keys_cli import main as keys
+
+        return keys(command, rest, environ)
     return _serve(rest, environ)

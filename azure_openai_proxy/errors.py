@@ -9,12 +9,15 @@
     ├── AuthenticationFailed          401 invalid_api_key
     ├── NotFound                      404
     │   ├── RouteNotFound             404 unknown_url
-    │   └── ModelNotFound             404 model_not_found
+    │   ├── ModelNotFound             404 model_not_found
+    │   └── ModelNotAllowed           404 model_not_found (a virtual key's allow-list)
     ├── MethodNotAllowed              405
     ├── RequestTimeout                408 (the request body stalled)
     ├── BodyTooLarge                  413
     ├── UnsupportedMediaType          415 (a Content-Encoding we do not decode)
     ├── RateLimited                   429 rate_limit_exceeded (carries retry-after)
+    │   └── KeyRateLimited            429 a virtual key's or team's own limit (x-ratelimit-*)
+    ├── AdminForbidden                403 the admin API with a key that is not the admin key
     ├── UpstreamHttpError             any status Azure answered, already in OpenAI's shape
     └── UpstreamError                 502 upstream_error (carries `request_sent`)
         ├── UpstreamUnreachable       502 (connect refused, DNS, reset before headers)
@@ -42,6 +45,7 @@ from typing import Any, ClassVar
 import orjson
 
 __all__ = [
+    "AdminForbidden",
     "AuthenticationFailed",
     "BodyTooLarge",
     "EntraUnavailable",
@@ -49,8 +53,10 @@ __all__ = [
     "HostileInput",
     "HttpRefused",
     "InvalidRequest",
+    "KeyRateLimited",
     "MalformedBody",
     "MethodNotAllowed",
+    "ModelNotAllowed",
     "ModelNotFound",
     "NoDeploymentAvailable",
     "NotFound",
@@ -171,6 +177,26 @@ class ModelNotFound(NotFound):
         self.model = model
 
 
+class ModelNotAllowed(NotFound):
+    """A model the caller's virtual key may not use: OpenAI's answer for a model the key
+    has no access to (it does not say whether the model exists)."""
+
+    code = "model_not_found"
+
+    def __init__(self, model: str):
+        super().__init__(
+            f"The model `{model}` does not exist or you do not have access to it.",
+            param="model",
+        )
+        self.model = model
+
+
+class AdminForbidden(GatewayError):
+    status = 403
+    type_ = "invalid_request_error"
+    code = "forbidden"
+
+
 class MethodNotAllowed(GatewayError):
     status = 405
     type_ = "invalid_request_error"
@@ -213,6 +239,18 @@ class RateLimited(_RetryAfter):
     status = 429
     type_ = "requests"
     code = "rate_limit_exceeded"
+
+
+class KeyRateLimited(RateLimited):
+    """Over a virtual key's or its team's RPM, TPM or parallel limit: the gateway's own
+    refusal, before Azure is called, with OpenAI's `x-ratelimit-*` headers."""
+
+    def __init__(self, message: str, *, retry_after_ms: int, limit_headers: Mapping[str, str]):
+        super().__init__(message, retry_after_ms=retry_after_ms)
+        self._limit_headers = dict(limit_headers)
+
+    def headers(self) -> Mapping[str, str]:
+        return {**super().headers(), **self._limit_headers}
 
 
 class UpstreamHttpError(GatewayError):

@@ -259,6 +259,12 @@ class Settings(_Frozen):
         )
 
     @property
+    def governance_enabled(self) -> bool:
+        """Virtual keys are served when a database or an admin key is configured
+        (gateway/keydirectory.py); without either no database is opened or created."""
+        return self.database is not None or self.admin_key is not None
+
+    @property
     def is_open_relay(self) -> bool:
         """True when anyone who can reach the gateway can spend the server's Azure quota."""
-        return self.holds_server_side_keys and not self.client_keys
+        return self.holds_server_side_keys and not self.client_keys and not self.governance_enabled

@@ -28,8 +28,11 @@ from azure_openai_proxy.errors import (
     MethodNotAllowed,
     RequestTimeout,
 )
+from azure_openai_proxy.gateway.admin import AdminApi
 from azure_openai_proxy.gateway.balancer import Balancer, rules_of
+from azure_openai_proxy.gateway.keydirectory import KeyDirectory
 from azure_openai_proxy.gateway.pipeline import Gateway
+from azure_openai_proxy.governance.ratelimit import RateLimiter
 from azure_openai_proxy.http.interface import (
     Answer,
     BodyTimedOut,
@@ -41,6 +44,7 @@ from azure_openai_proxy.observability.accesslog import AccessLog
 from azure_openai_proxy.observability.metrics import Metrics, metrics_for
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings, UpstreamSettings
+from azure_openai_proxy.store.sqlite import default_database, sqlite_path
 from azure_openai_proxy.upstream.entra import EntraTokens, TokenCredential
 from azure_openai_proxy.upstream.fast import FastTransport
 from azure_openai_proxy.upstream.transport import AiohttpTransport, Transport
@@ -89,6 +93,11 @@ class GatewayApp:
         }
         if settings.metrics:
             self._local["/metrics"] = self._metrics
+        self._admin: AdminApi | None = None
+        directory, limiter = gateway.directory, gateway.limiter
+        if settings.admin_key is not None and directory is not None and limiter is not None:
+            self._admin = AdminApi(settings.admin_key.get_secret_value(), directory, limiter,
+                                   lambda headers: self.gateway.authenticate(headers))
 
     # -- interface.Application ---------------------------------------------------------
 
@@ -99,7 +108,8 @@ class GatewayApp:
         return error_answer(HttpRefused(status, message, code))
 
     async def startup(self) -> None:
-        return None
+        if self.gateway.directory is not None:
+            await self.gateway.directory.start()
 
     async def shutdown(self) -> None:
         return None
@@ -108,6 +118,8 @@ class GatewayApp:
         self.access_log.flush()
         await self.gateway.transport.close()
         await self.tokens.close()
+        if self.gateway.directory is not None:
+            await self.gateway.directory.close()
         for task in self.retired:
             task.cancel()
 
@@ -128,6 +140,11 @@ class GatewayApp:
             local = self._local.get(request.path)
             if local is not None:
                 reply: Reply = self._local_answer(request, local)
+            elif self._admin is not None and request.path.startswith("/admin/"):
+                try:
+                    reply = await self._admin.handle(request)
+                except Exception as exc:
+                    reply = self._failure(request, exc)
             else:
                 gateway = self.gateway
                 record = gateway.new_record(request.method)
@@ -178,7 +195,7 @@ class GatewayApp:
         """Each deployment's live state. Needs a client key when client keys are set;
         never shows a key."""
         gateway = self.gateway
-        gateway.keyring.authenticate(request.headers)
+        gateway.authenticate(request.headers)
         body = {
             "worker": os.getpid(),
             "routing_strategy": gateway.settings.routing_strategy,
@@ -198,7 +215,7 @@ class GatewayApp:
         deployment name) keep their live state (cooldowns, circuits, in-flight counts).
         The upstream connection pool is kept when the upstream settings did not change
         (no reconnects, no dropped keep-alives). `/metrics` being on or off, and CORS,
-        are fixed at start-up."""
+        are fixed at start-up, and so are the key directory and the limiters (governance)."""
         old = self.gateway
         clock, rng = old.balancer.clock, old.balancer.rng
         if settings.upstream == old.settings.upstream:
@@ -270,6 +287,10 @@ def create_app(
     tokens = EntraTokens(credential)
     gateway = _gateway(settings, transport or transport_for(settings.upstream), metrics,
                        tokens, None, clock, rng or random.Random())
+    if settings.governance_enabled:
+        gateway.directory = KeyDirectory(sqlite_path(settings.database or default_database()))
+        gateway.limiter = RateLimiter(clock)
+        gateway.directory.on_reload = gateway.limiter.forget
     app = GatewayApp(settings, gateway, metrics, access_log or AccessLog(), tokens)
     app_box.append(app)
     return app
@@ -294,4 +315,7 @@ def _gateway(
     balancer = Balancer(settings, state, metrics, clock, rng)
     # A reload keeps which resource created which file, batch or response.
     affinity = previous.affinity if previous is not None else None
-    return Gateway(settings, transport, balancer, tokens, affinity)
+    if previous is None:
+        return Gateway(settings, transport, balancer, tokens, affinity)
+    return Gateway(settings, transport, balancer, tokens, affinity, previous.directory,
+                   previous.limiter)

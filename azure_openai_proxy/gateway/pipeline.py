@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from azure_openai_proxy.auth import Caller, ClientKeyring
+from azure_openai_proxy.auth import Caller, ClientKeyring, presented_key
 from azure_openai_proxy.balancing import estimated_cost
 from azure_openai_proxy.balancing.resend import may_try_elsewhere
 from azure_openai_proxy.boundedcache import BoundedCache
@@ -36,9 +36,13 @@ from azure_openai_proxy.compat import (
     infer_family,
 )
 from azure_openai_proxy.errors import (
+    AuthenticationFailed,
     BodyTooLarge,
     GatewayError,
+    KeyRateLimited,
     MalformedBody,
+    ModelNotAllowed,
+    ModelNotFound,
     UnsupportedMediaType,
     UpstreamAnswerTooLarge,
     UpstreamError,
@@ -46,8 +50,16 @@ from azure_openai_proxy.errors import (
 )
 from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
 from azure_openai_proxy.gateway.balancer import Balancer
+from azure_openai_proxy.gateway.keydirectory import KeyDirectory
+from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_to
 from azure_openai_proxy.gateway.relay import relay
 from azure_openai_proxy.gateway.spool import SpooledBody, multipart_boundary
+from azure_openai_proxy.governance.keys import SECRET_PREFIX, allowed_names, model_allowed
+from azure_openai_proxy.governance.ratelimit import (
+    RateLimiter,
+    Refusal,
+    estimate_tokens,
+)
 from azure_openai_proxy.http import interface as http
 from azure_openai_proxy.http.busypoll import BusyPoll
 from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
@@ -116,8 +128,13 @@ class Gateway:
         balancer: Balancer,
         tokens: EntraTokens | None = None,
         affinity: ResourceAffinity | None = None,
+        directory: KeyDirectory | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.settings = settings
+        # Governance (virtual keys and their limits): None when it is off.
+        self.directory = directory
+        self.limiter = limiter
         self.table = RoutingTable(settings)
         self.keyring = ClientKeyring(tuple(k.get_secret_value() for k in settings.client_keys))
         self.transport = transport
@@ -151,10 +168,18 @@ class Gateway:
         try:
             target = self._classify(request.method, request.path)
             record.route = target.operation if target.kind != "resource" else target.operation.split("/")[0]
-            caller = self.keyring.authenticate(request.headers)
+            if self.directory is None:
+                caller = self.keyring.authenticate(request.headers)
+            else:
+                caller = self.authenticate(request.headers)
+                if caller.key is not None:
+                    record.key_id = caller.key.id
+                    record.team_id = caller.key.team_id
             if target.kind in ("models", "model"):
-                return self._models(target)
+                return self._models(target, caller)
             body = await self._read_body(request, target)
+            if caller.key is not None:
+                return await self._governed(request, target, caller, body, record)
             response = await self._proxy(request, target, caller, body, record)
             return response
         except GatewayError as exc:
@@ -164,6 +189,51 @@ class Gateway:
         finally:
             if body is not None:
                 body.close()
+
+    def authenticate(self, headers: Mapping[str, str]) -> Caller:
+        """The caller: a virtual key (`sk-aop-...`) when governance is on, else a static
+        client key, else (no client keys, no server-side Azure keys) passthrough."""
+        directory = self.directory
+        presented = presented_key(headers)
+        if directory is not None and presented is not None and presented.startswith(SECRET_PREFIX):
+            return directory.authenticate(presented)
+        if (directory is not None and not self.keyring.enabled
+                and self.settings.holds_server_side_keys):
+            # Governance instead of client keys: only virtual keys may spend the server's
+            # Azure keys.
+            raise AuthenticationFailed("Incorrect API key provided for this gateway.")
+        return self.keyring.authenticate(headers)
+
+    async def _governed(
+        self, request: HttpRequest, target: Target, caller: Caller, body: _Body,
+        record: RequestRecord,
+    ) -> Reply:
+        """A virtual key's request: its model checked against the key's allow-list, then
+        let through its and its team's limits, which it holds until it ends."""
+        key = caller.key
+        assert key is not None and self.limiter is not None
+        try:
+            routed = self._pool_for(target, body)
+        except ModelNotFound as exc:
+            if key.models:  # the usual answer lists every configured model: not for this key
+                raise ModelNotAllowed(exc.model) from None
+            raise
+        record.model = routed[1]
+        if key.models and routed[1] is not None and not model_allowed(
+                key.models, routed[1], routed[0].model):
+            raise ModelNotAllowed(routed[1])
+        subjects = [("key:" + key.id, key.limits)]
+        if caller.team is not None:
+            subjects.append(("team:" + caller.team.id, caller.team.limits))
+        admitted = self.limiter.admit(subjects, estimate_tokens(body.json))
+        if isinstance(admitted, Refusal):
+            raise _refused(admitted)
+        try:
+            reply = await self._proxy(LimitedRequest(request, admitted.headers), target,
+                                      caller, body, record, routed)
+            return apply_to(reply, admitted.headers)
+        finally:
+            self.limiter.settle(admitted, _used_tokens(record))
 
     def _classify(self, method: str, raw_path: str) -> Target:
         """`classify`, remembered: a few paths carry nearly all the traffic."""
@@ -200,16 +270,27 @@ class Gateway:
 
     # -- local answers -----------------------------------------------------------------
 
-    def _models(self, target: Target) -> Answer:
+    def _models(self, target: Target, caller: Caller) -> Answer:
         created = 1_700_000_000
+        allowed = caller.key.models if caller.key is not None else ()
         if target.kind == "model":
             assert target.path_model is not None
-            pool = self.table.resolve(target.path_model)
+            try:
+                pool = self.table.resolve(target.path_model)
+            except ModelNotFound:
+                if allowed:  # without the list of every configured model
+                    raise ModelNotAllowed(target.path_model) from None
+                raise
+            if allowed and not model_allowed(allowed, target.path_model, pool.model):
+                raise ModelNotAllowed(target.path_model)
             return _json_answer({"id": pool.model, "object": "model", "created": created,
                                    "owned_by": "azure-openai"})
+        names = self.table.model_names
+        if allowed:
+            names = tuple(allowed_names(allowed, names))
         data = [
             {"id": name, "object": "model", "created": created, "owned_by": "azure-openai"}
-            for name in self.table.model_names
+            for name in names
         ]
         return _json_answer({"object": "list", "data": data})
 
@@ -291,7 +372,7 @@ class Gateway:
 
     async def _proxy(
         self, request: HttpRequest, target: Target, caller: Caller, body: _Body,
-        record: RequestRecord,
+        record: RequestRecord, routed: tuple[Pool, str | None] | None = None,
     ) -> Reply:
         """Try the pool's deployments as the balancer orders them until one answers.
 
@@ -300,7 +381,7 @@ class Gateway:
         first cooldown to end); once `_relay` starts, a failure is the client's. A
         request that may have reached Azure is sent again only when the resend rule
         (`balancing/resend.py`) allows: a POST after a reset, a timeout or a 500 is not."""
-        pool, client_model = self._pool_for(target, body)
+        pool, client_model = routed or self._pool_for(target, body)
         record.model = client_model
         # The estimated cost only orders deployments near their quota: one has no order.
         run = self.balancer.failover(pool, _cost_of(body) if len(pool.deployments) > 1 else 0)
@@ -477,6 +558,32 @@ def _cached_profile(
         family=infer_family(deployment_name, model_name) if family == "auto" else family,
         unsupported_params=frozenset(unsupported),
     )
+
+
+def _refused(refusal: Refusal) -> KeyRateLimited:
+    whose = "team" if refusal.subject.startswith("team:") else "key"
+    if refusal.kind == "parallel":
+        what = f"Too many requests in flight for this {whose}"
+    elif refusal.never:
+        what = f"This request alone is larger than this {whose}'s tokens per minute"
+    else:
+        what = f"Rate limit reached for this {whose} ({refusal.kind} per minute)"
+    retry_ms = max(1, round(refusal.retry_after * 1000))
+    headers = refusal.headers
+    if refusal.never:  # waiting will not help: the SDKs do not retry on this header
+        return KeyRateLimited(f"{what}: lower max_tokens or the prompt.",
+                              retry_after_ms=retry_ms,
+                              limit_headers={**headers, "x-should-retry": "false"})
+    return KeyRateLimited(f"{what}. Please try again in {retry_ms} ms.",
+                          retry_after_ms=retry_ms, limit_headers=headers)
+
+
+def _used_tokens(record: RequestRecord) -> int | None:
+    """Tokens Azure said the request used (None: it did not say)."""
+    prompt, completion = record.tokens()
+    if prompt is None and completion is None:
+        return None
+    return (prompt or 0) + (completion or 0)
 
 
 def _cost_of(body: _Body) -> int:

@@ -1,0 +1,291 @@
+"""The admin API under `/admin/`: keys and teams, and the live state of their limits.
+
+    POST   /admin/keys                 create (the secret is in this answer, and never again)
+    GET    /admin/keys                 list
+    GET    /admin/keys/{id}            show (an id, or a name that only one key has)
+    PATCH  /admin/keys/{id}            change name, team, models, limits, expiry, blocked
+    DELETE /admin/keys/{id}            revoke: the key is deleted and stops working
+    POST   /admin/keys/{id}/rotate     a new secret; the old one works `grace_seconds` more
+    POST/GET /admin/teams, GET/PATCH/DELETE /admin/teams/{id}
+    GET    /admin/limits               each key's and team's buckets in this worker
+
+Only `Authorization: Bearer <admin_key>` opens it (compared in constant time); a client
+key or a virtual key gets a 403, anything else a 401. Off (404 as an unknown route)
+when no admin key is configured. Every write reloads the key directory before it
+answers, so the change is in force in this worker when the client reads the answer
+(other workers and processes follow within a poll).
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from azure_openai_proxy.auth import Caller, presented_key
+from azure_openai_proxy.errors import (
+    AdminForbidden,
+    AuthenticationFailed,
+    GatewayError,
+    InvalidRequest,
+    MalformedBody,
+    MethodNotAllowed,
+    NotFound,
+    RouteNotFound,
+)
+from azure_openai_proxy.gateway.keydirectory import KeyDirectory
+from azure_openai_proxy.governance.keys import (
+    key_view,
+    parse_expiry,
+    parse_limits,
+    parse_models,
+    team_view,
+)
+from azure_openai_proxy.governance.model import Limits
+from azure_openai_proxy.governance.ratelimit import RateLimiter
+from azure_openai_proxy.http import interface as http
+from azure_openai_proxy.http.interface import Answer, HttpRequest
+from azure_openai_proxy.store.keys import KeyStore, StoreConflict, StoreNotFound
+
+__all__ = ["AdminApi"]
+
+_BODY_LIMIT = 1024 * 1024
+_KEY_FIELDS = frozenset({"name", "team", "team_id", "models", "expires", "expires_at",
+                         "blocked", "metadata", "rpm", "tpm", "max_parallel", "budget_usd",
+                         "budget_period", "soft_budget_usd"})
+_TEAM_FIELDS = frozenset({"name", "blocked", "metadata", "rpm", "tpm", "max_parallel",
+                          "budget_usd", "budget_period", "soft_budget_usd"})
+
+
+class Conflict(GatewayError):
+    status = 409
+    type_ = "invalid_request_error"
+    code = "conflict"
+
+
+class AdminApi:
+    """The admin routes of one worker, over its key directory and limiter."""
+
+    def __init__(self, admin_key: str, directory: KeyDirectory, limiter: RateLimiter,
+                 caller_of: Callable[[Mapping[str, str]], Caller],
+                 clock: Callable[[], float] = time.time) -> None:
+        self._admin_key = admin_key.encode()
+        self._directory = directory
+        self._limiter = limiter
+        self._caller_of = caller_of
+        self._clock = clock
+
+    async def handle(self, request: HttpRequest) -> Answer:
+        self._authorize(request.headers)
+        parts = request.path.strip("/").split("/")[1:]  # after "admin"
+        if parts == ["limits"]:
+            _only(request, "GET")
+            return _json({"object": "list", "data": self._limits()})
+        if not parts or parts[0] not in ("keys", "teams") or len(parts) > 3:
+            raise RouteNotFound(f"Unknown admin route {request.path}.")
+        kind, rest = parts[0], parts[1:]
+        if len(rest) == 2 and not (kind == "keys" and rest[1] == "rotate"):
+            raise RouteNotFound(f"Unknown admin route {request.path}.")
+        data = await _body(request) if request.method in ("POST", "PATCH") else {}
+        if kind == "keys":
+            return await self._keys(request.method, rest, data)
+        return await self._teams(request.method, rest, data)
+
+    def _authorize(self, headers: Mapping[str, str]) -> None:
+        presented = presented_key(headers)
+        if presented is None:
+            raise AuthenticationFailed("The admin API needs 'Authorization: Bearer ADMIN_KEY'.")
+        if hmac.compare_digest(presented.encode(), self._admin_key):
+            return
+        try:
+            caller = self._caller_of(headers)
+        except GatewayError:
+            raise AuthenticationFailed("Incorrect admin key.") from None
+        if caller.key is not None or caller.passthrough_key is None:
+            raise AdminForbidden("This key may call the models, not the admin API.")
+        raise AuthenticationFailed("Incorrect admin key.")
+
+    # -- keys -------------------------------------------------------------------------
+
+    async def _keys(self, method: str, rest: list[str], data: dict[str, Any]) -> Answer:
+        now = self._clock()
+        if not rest:
+            if method == "GET":
+                keys = await self._read(lambda s: s.list_keys())
+                return _json({"object": "list", "data": [key_view(k) for k in keys]})
+            if method != "POST":
+                raise MethodNotAllowed(f"Method {method} is not allowed.")
+            fields = _key_fields(data, now, creating=True)
+            key, secret = await self._write(lambda s: s.create_key(
+                fields.pop("name"), team=fields.pop("team_id", None), now=now,
+                limits=Limits(**fields.pop("limits", {})), **fields))
+            return _json({**key_view(key), "key": secret}, 201)
+        ref = rest[0]
+        if len(rest) == 2:
+            if method != "POST":
+                raise MethodNotAllowed(f"Method {method} is not allowed.")
+            grace = data.get("grace_seconds", 0)
+            if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0:
+                raise InvalidRequest("grace_seconds must be a number >= 0.", param="grace_seconds")
+            key, secret = await self._write(
+                lambda s: s.rotate_key(ref, grace_seconds=float(grace), now=now))
+            return _json({**key_view(key), "key": secret})
+        if method == "GET":
+            return _json(key_view(await self._read(lambda s: s.key(ref))))
+        if method == "PATCH":
+            changes = _key_fields(data, now, creating=False)
+            return _json(key_view(await self._write(lambda s: s.update_key(ref, changes))))
+        if method == "DELETE":
+            key = await self._write(lambda s: s.delete_key(ref))
+            return _json({"id": key.id, "object": "key", "deleted": True})
+        raise MethodNotAllowed(f"Method {method} is not allowed.")
+
+    # -- teams ------------------------------------------------------------------------
+
+    async def _teams(self, method: str, rest: list[str], data: dict[str, Any]) -> Answer:
+        now = self._clock()
+        if not rest:
+            if method == "GET":
+                teams = await self._read(lambda s: s.list_teams())
+                return _json({"object": "list", "data": [team_view(t) for t in teams]})
+            if method != "POST":
+                raise MethodNotAllowed(f"Method {method} is not allowed.")
+            fields = _team_fields(data, creating=True)
+            team = await self._write(lambda s: s.create_team(
+                fields["name"], limits=Limits(**fields.get("limits", {})),
+                metadata=fields.get("metadata"), now=now))
+            return _json(team_view(team), 201)
+        ref = rest[0]
+        if method == "GET":
+            return _json(team_view(await self._read(lambda s: s.team(ref))))
+        if method == "PATCH":
+            changes = _team_fields(data, creating=False)
+            return _json(team_view(await self._write(lambda s: s.update_team(ref, changes))))
+        if method == "DELETE":
+            team = await self._write(lambda s: s.delete_team(ref))
+            return _json({"id": team.id, "object": "team", "deleted": True})
+        raise MethodNotAllowed(f"Method {method} is not allowed.")
+
+    # -- the store --------------------------------------------------------------------
+
+    async def _read(self, operation: Callable[[KeyStore], Any]) -> Any:
+        try:
+            return await self._directory.call(operation)
+        except StoreNotFound as exc:
+            raise NotFound(str(exc), code="not_found") from None
+        except StoreConflict as exc:
+            raise Conflict(str(exc)) from None
+        except Exception as exc:  # the database itself failed: a 503, never a traceback
+            raise _Unavailable(f"The key store is unavailable ({type(exc).__name__}).") from None
+
+    async def _write(self, operation: Callable[[KeyStore], Any]) -> Any:
+        result = await self._read(operation)
+        await self._directory.refresh(force=True)
+        return result
+
+    def _limits(self) -> list[dict[str, Any]]:
+        return [{"subject": name, **state} for name, state in self._limiter.snapshot().items()]
+
+
+class _Unavailable(GatewayError):
+    status = 503
+    code = "store_unavailable"
+
+
+def _only(request: HttpRequest, method: str) -> None:
+    if request.method != method:
+        raise MethodNotAllowed(f"Method {request.method} is not allowed.")
+
+
+async def _body(request: HttpRequest) -> dict[str, Any]:
+    try:
+        raw = await request.read(_BODY_LIMIT)
+    except http.BodyTooLarge:
+        raise MalformedBody("The admin request body is too large.") from None
+    if not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise MalformedBody("The body must be a JSON object.") from None
+    if not isinstance(data, dict):
+        raise MalformedBody("The body must be a JSON object.")
+    return data
+
+
+def _key_fields(data: Mapping[str, Any], now: float, *, creating: bool) -> dict[str, Any]:
+    """The store's keyword arguments from a key's JSON (ValueError -> 400)."""
+    _no_unknown(data, _KEY_FIELDS)
+    out: dict[str, Any] = {}
+    try:
+        if creating or "name" in data:
+            out["name"] = _name(data.get("name"))
+        for field in ("team", "team_id"):
+            if field in data:
+                team = data[field]
+                if team is not None and not isinstance(team, str):
+                    raise ValueError(f"{field} must be a team's id or name")
+                out["team_id"] = team
+        if "models" in data:
+            out["models"] = parse_models(data["models"])
+        for field in ("expires", "expires_at"):
+            if field in data:
+                out["expires_at"] = parse_expiry(data[field], now)
+        if "blocked" in data:
+            if not isinstance(data["blocked"], bool):
+                raise ValueError("blocked must be true or false")
+            out["blocked"] = data["blocked"]
+        if "metadata" in data:
+            out["metadata"] = _metadata(data["metadata"])
+        limits = parse_limits(data)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _team_fields(data: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
+    _no_unknown(data, _TEAM_FIELDS)
+    out: dict[str, Any] = {}
+    try:
+        if creating or "name" in data:
+            out["name"] = _name(data.get("name"))
+        if "blocked" in data:
+            if not isinstance(data["blocked"], bool):
+                raise ValueError("blocked must be true or false")
+            out["blocked"] = data["blocked"]
+        if "metadata" in data:
+            out["metadata"] = _metadata(data["metadata"])
+        limits = parse_limits(data)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def _no_unknown(data: Mapping[str, Any], known: frozenset[str]) -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InvalidRequest(f"Unknown field(s): {', '.join(unknown)}.", param=unknown[0])
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise ValueError("name must be a non-empty string (at most 200 characters)")
+    return value.strip()
+
+
+def _metadata(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("metadata must be a JSON object")
+    return value
+
+
+def _json(data: Any, status: int = 200) -> Answer:
+    return Answer(status, {"content-type": "application/json"}, orjson.dumps(data))
+

@@ -1,0 +1,180 @@
+"""Every virtual key in memory, kept in step with the store: how the gateway
+authenticates a virtual key without touching the database on the request path.
+
+`KeyDirectory.authenticate(secret)` is a dict lookup of the secret's hash. A background
+task asks the store for its change counter every `poll_seconds` (0.5 s) and reloads all
+keys and teams when it moved, so a key revoked through the CLI, the admin API or another
+worker stops working within a second; an admin API write reloads at once. Every database
+call runs on one worker thread of its own: the event loop never waits on SQLite.
+
+When the database is slow, locked or gone, the last keys loaded keep being served (one
+warning is logged, and one more when it is back): a database problem never turns into a
+401 or a 500 for a client with a known key.
+
+Governance is on when the settings name a `database` or an `admin_key`
+(`Settings.governance_enabled`); otherwise no directory exists, no file is opened or
+created, and the request path pays one `is None` check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.errors import AuthenticationFailed
+from azure_openai_proxy.governance.keys import key_state, presented_hash_valid
+from azure_openai_proxy.governance.model import Team, VirtualKey
+from azure_openai_proxy.store.keys import KeyStore
+
+__all__ = ["KeyDirectory"]
+
+log = logging.getLogger("azure_openai_proxy")
+
+T = TypeVar("T")
+
+_INVALID = "Incorrect API key provided for this gateway."
+_REASONS = {
+    "expired": "This API key has expired.",
+    "blocked": "This API key has been blocked.",
+    "team_blocked": "This API key's team has been blocked.",
+}
+_FIRST_LOAD_SECONDS = 5.0
+
+
+class KeyDirectory:
+    """The keys of one database, for one worker: loaded at start-up, refreshed on change."""
+
+    def __init__(self, path: Path, *, poll_seconds: float = 0.5,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.poll_seconds = poll_seconds
+        self._clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aop-keystore")
+        self._store: KeyStore | None = None
+        self._by_hash: dict[str, tuple[VirtualKey, Team | None]] = {}
+        self._teams: dict[str, Team] = {}
+        self._version: int | None = None
+        self._failing = False
+        self._poller: asyncio.Task[None] | None = None
+        # Called with the ids of every key and team after each reload (the limiter forgets
+        # the others).
+        self.on_reload: Callable[[set[str]], None] | None = None
+
+    # -- life cycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the keys (waiting a few seconds at most: a slow database must not hold
+        the gateway's start) and start watching for changes."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.refresh()), _FIRST_LOAD_SECONDS)
+        if self._poller is None:
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def close(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        store, self._store = self._store, None
+        if store is not None:
+            self._executor.submit(store.close)
+        self._executor.shutdown(wait=False)
+
+    # -- the database thread ----------------------------------------------------------
+
+    async def call(self, operation: Callable[[KeyStore], T]) -> T:
+        """Run `operation` on the store, on the database thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._run, operation)
+
+    def _run(self, operation: Callable[[KeyStore], T]) -> T:
+        if self._store is None:
+            if self._version is not None and not self.path.exists():
+                # The database vanished after it was read: making an empty one here would
+                # forget every key. Keep serving the known ones until it is back.
+                raise FileNotFoundError(self.path)
+            self._store = KeyStore.open(self.path)
+        return operation(self._store)
+
+    # -- refreshing -------------------------------------------------------------------
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """Reload the keys if the store changed since the last load (or `force`). A
+        failure keeps the keys known so far."""
+        try:
+            version = await self.call(lambda store: store.version())
+            # After a failure the database may be another one (restored from a backup),
+            # whose counter could equal the old one's: read it all.
+            if force or self._failing or version != self._version:
+                version, keys, teams = await self.call(lambda store: store.snapshot())
+                self._install(version, keys, teams)
+        except Exception as exc:  # sqlite3 errors, a vanished directory, a full disk...
+            if not self._failing:
+                self._failing = True
+                log.warning("key store %s unavailable (%s); serving the %d keys known",
+                            self.path, type(exc).__name__, len(self._by_hash))
+            self._reopen_later()
+            return
+        if self._failing:
+            self._failing = False
+            log.warning("key store %s available again", self.path)
+
+    def _reopen_later(self) -> None:
+        """After a failure the connection is opened afresh next time (the file may have
+        been replaced)."""
+        store, self._store = self._store, None
+        if store is not None:
+            self._executor.submit(store.close)
+
+    def _install(self, version: int, keys: list[VirtualKey], teams: list[Team]) -> None:
+        by_team = {team.id: team for team in teams}
+        by_hash: dict[str, tuple[VirtualKey, Team | None]] = {}
+        for key in keys:
+            entry = (key, by_team.get(key.team_id) if key.team_id else None)
+            by_hash[key.secret_hash] = entry
+            if key.previous_secret_hash is not None:
+                by_hash[key.previous_secret_hash] = entry
+        # One assignment each: a request in between sees the old or the new directory.
+        self._by_hash = by_hash
+        self._teams = by_team
+        self._version = version
+        if self.on_reload is not None:
+            self.on_reload({"key:" + k.id for k in keys} | {"team:" + t for t in by_team})
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            await self.refresh()
+
+    # -- authenticating ---------------------------------------------------------------
+
+    def authenticate(self, secret: str) -> Caller:
+        """The caller a virtual key's secret stands for, or AuthenticationFailed (401)."""
+        # A plain dict lookup, not a constant-time comparison: the key is a hash of the
+        # secret, so the time a lookup takes can only tell an attacker about hashes of
+        # secrets they already hold, never about a secret they do not.
+        presented = hashlib.sha256(secret.encode()).hexdigest()
+        entry = self._by_hash.get(presented)
+        if entry is None:
+            raise AuthenticationFailed(_INVALID)
+        key, team = entry
+        now = self._clock()
+        if not presented_hash_valid(key, presented, now):
+            raise AuthenticationFailed(_INVALID)
+        state = key_state(key, team, now)
+        if state != "active":
+            raise AuthenticationFailed(_REASONS[state])
+        return Caller(passthrough_key=None, key=key, team=team)
+
+    @property
+    def key_count(self) -> int:
+        return len({key.id for key, _ in self._by_hash.values()})

@@ -1,0 +1,76 @@
+"""A virtual key's `x-ratelimit-*` headers on the answers it gets.
+
+Azure sends its own `x-ratelimit-*` headers (the deployment's quota), and the gateway
+relays them to clients with static keys. A virtual key's caller gets the limits that
+apply to it, the key's and its team's, instead: Azure's are removed from the answer and
+ours set, on whole answers (`apply_to`) and on streams, whose head is written by the
+relay (`LimitedRequest.stream`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+
+from azure_openai_proxy.http.interface import Answer, Headers, HttpRequest, Reply, ResponseStream
+
+__all__ = ["LimitedRequest", "apply_to", "without_limits"]
+
+_PREFIX = "x-ratelimit-"
+
+
+def without_limits(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if not k.lower().startswith(_PREFIX)}
+
+
+def apply_to(reply: Reply, limits: Mapping[str, str]) -> Reply:
+    """`reply` with Azure's rate-limit headers replaced by `limits` (whole answers; a
+    stream's head went out through `LimitedRequest`)."""
+    if isinstance(reply, Answer):
+        reply.headers = {**without_limits(reply.headers), **limits}
+    return reply
+
+
+class LimitedRequest:
+    """The client's request, as the relay sees it: a stream's head carries `limits`
+    instead of Azure's rate-limit headers. Everything else is the request's own."""
+
+    def __init__(self, request: HttpRequest, limits: Mapping[str, str]) -> None:
+        self._request = request
+        self._limits = limits
+        self.method = request.method
+        self.target = request.target
+        self.headers: Headers = request.headers
+        self.content_length = request.content_length
+
+    @property
+    def extra_headers(self) -> dict[str, str] | None:
+        return self._request.extra_headers
+
+    @extra_headers.setter
+    def extra_headers(self, value: dict[str, str] | None) -> None:
+        self._request.extra_headers = value
+
+    @property
+    def path(self) -> str:
+        return self._request.path
+
+    @property
+    def query_string(self) -> str:
+        return self._request.query_string
+
+    @property
+    def has_body(self) -> bool:
+        return self._request.has_body
+
+    @property
+    def peer(self) -> str | None:
+        return self._request.peer
+
+    async def read(self, limit: int) -> bytes:
+        return await self._request.read(limit)
+
+    def body_chunks(self) -> AsyncIterator[bytes]:
+        return self._request.body_chunks()
+
+    def stream(self, status: int, headers: Mapping[str, str]) -> ResponseStream:
+        return self._request.stream(status, {**without_limits(headers), **self._limits})

@@ -1,0 +1,208 @@
+"""Virtual keys: making a secret, recognising it, and deciding whether a key may call.
+
+Pure: the clock is a parameter (`now`, epoch seconds) and randomness comes only from
+`secrets` when a new secret is made. The store keeps only `secret_hash(secret)`; the
+secret itself is shown once, when it is made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import secrets
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
+
+__all__ = [
+    "SECRET_PREFIX",
+    "KeyState",
+    "allowed_names",
+    "display_prefix",
+    "key_state",
+    "key_view",
+    "model_allowed",
+    "new_secret",
+    "parse_duration",
+    "parse_expiry",
+    "parse_limits",
+    "parse_models",
+    "presented_hash_valid",
+    "secret_hash",
+    "team_view",
+]
+
+SECRET_PREFIX = "sk-aop-"
+_DISPLAY_LENGTH = len(SECRET_PREFIX) + 6
+
+KeyState = Literal["active", "expired", "blocked", "team_blocked"]
+
+
+def new_secret() -> str:
+    """A fresh secret: `sk-aop-` and 32 random bytes, URL-safe (43 characters)."""
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def secret_hash(secret: str) -> str:
+    """What the store keeps: sha256 of the secret, hex. A secret has 256 random bits, so
+    a plain hash is enough (no salt or slow KDF: there is nothing to guess)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def display_prefix(secret: str) -> str:
+    """The first characters of a secret, for people to tell keys apart (`sk-aop-AbC123`)."""
+    return secret[:_DISPLAY_LENGTH]
+
+
+def model_allowed(patterns: Iterable[str], *names: str | None) -> bool:
+    """Whether any of `names` (the client's model name, the model a deployment serves)
+    matches the key's allowed models: exact names or shell-style patterns (`gpt-4o*`).
+    No patterns: every model."""
+    patterns = tuple(patterns)
+    if not patterns:
+        return True
+    for name in names:
+        if name is None:
+            continue
+        for pattern in patterns:
+            if name == pattern or fnmatch.fnmatchcase(name, pattern):
+                return True
+    return False
+
+
+def allowed_names(patterns: Iterable[str], names: Iterable[str]) -> list[str]:
+    """The subset of `names` a key may use, in their order."""
+    patterns = tuple(patterns)
+    return [name for name in names if model_allowed(patterns, name)]
+
+
+def key_state(key: VirtualKey, team: Team | None, now: float) -> KeyState:
+    """Why a key may not call, or "active"."""
+    if key.blocked:
+        return "blocked"
+    if key.expires_at is not None and now >= key.expires_at:
+        return "expired"
+    if team is not None and team.blocked:
+        return "team_blocked"
+    return "active"
+
+
+def presented_hash_valid(key: VirtualKey, presented_hash: str, now: float) -> bool:
+    """Whether `presented_hash` opens `key`: its current secret, or the one it had before
+    a rotation while the grace period lasts."""
+    if presented_hash == key.secret_hash:
+        return True
+    return (
+        key.previous_secret_hash is not None
+        and presented_hash == key.previous_secret_hash
+        and key.previous_valid_until is not None
+        and now < key.previous_valid_until
+    )
+
+
+# -- reading what people type (the admin API's JSON, the CLI's flags) -------------------
+
+_LIMIT_FIELDS = ("rpm", "tpm", "max_parallel")
+_BUDGET_FIELDS = ("budget_usd", "soft_budget_usd")
+_PERIODS = ("daily", "weekly", "monthly", "none")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_limits(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The limit fields present in `data`, checked: rpm, tpm, max_parallel (positive
+    integers, or null for none), budget_usd, soft_budget_usd (>= 0, or null),
+    budget_period. ValueError names the field that is wrong."""
+    out: dict[str, Any] = {}
+    for name in _LIMIT_FIELDS:
+        if name in data:
+            value = data[name]
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value <= 0):
+                raise ValueError(f"{name} must be a positive integer or null")
+            out[name] = value
+    for name in _BUDGET_FIELDS:
+        if name in data:
+            value = data[name]
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                      or value < 0):
+                raise ValueError(f"{name} must be a number >= 0 or null")
+            out[name] = None if value is None else float(value)
+    if "budget_period" in data:
+        if data["budget_period"] not in _PERIODS:
+            raise ValueError("budget_period must be one of " + ", ".join(_PERIODS))
+        out["budget_period"] = data["budget_period"]
+    return out
+
+
+def parse_expiry(value: Any, now: float) -> float | None:
+    """`30d`, `12h`, `45m`, `90s`, `2w` from now; an ISO 8601 time (UTC if no zone);
+    epoch seconds; or None/"never" for no expiry."""
+    if value is None or value == "never":
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expires must be like 30d, 12h, an ISO 8601 time, or null")
+    text = value.strip()
+    if text[:-1].isdigit() and text[-1] in _UNITS:
+        return now + int(text[:-1]) * _UNITS[text[-1]]
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("expires must be like 30d, 12h, an ISO 8601 time, or null") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def parse_duration(text: str) -> float:
+    """`90s`, `45m`, `12h`, `30d`, `2w`, or plain seconds."""
+    text = text.strip()
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    if text[:-1].isdigit() and text[-1:] in _UNITS:
+        return float(int(text[:-1]) * _UNITS[text[-1]])
+    raise ValueError(f"{text!r} is not a duration like 90s, 45m, 12h or 30d")
+
+
+def parse_models(value: Any) -> tuple[str, ...]:
+    """A list of model names or patterns, or one comma-separated string."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",")]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("models must be a list of model names or patterns")
+    return tuple(v for v in value if v)
+
+
+def key_view(key: VirtualKey) -> dict[str, Any]:
+    """A key as shown to people: never its secret or the secret's hash."""
+    view: dict[str, Any] = {
+        "id": key.id, "name": key.name, "prefix": key.prefix, "team_id": key.team_id,
+        "models": list(key.models), "limits": _limits_view(key.limits),
+        "expires_at": _iso(key.expires_at), "blocked": key.blocked,
+        "metadata": key.metadata, "created_at": _iso(key.created_at),
+    }
+    if key.previous_valid_until is not None:
+        view["previous_secret_valid_until"] = _iso(key.previous_valid_until)
+    return view
+
+
+def team_view(team: Team) -> dict[str, Any]:
+    return {"id": team.id, "name": team.name, "limits": _limits_view(team.limits),
+            "blocked": team.blocked, "metadata": team.metadata,
+            "created_at": _iso(team.created_at)}
+
+
+def _limits_view(limits: Limits) -> dict[str, Any]:
+    return {f.name: getattr(limits, f.name) for f in dataclasses.fields(limits)}
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")

@@ -1,0 +1,145 @@
+"""The per-key and per-team limiter, on a clock the test moves."""
+
+from __future__ import annotations
+
+from azure_openai_proxy.governance.model import Limits
+from azure_openai_proxy.governance.ratelimit import (
+    DEFAULT_COMPLETION_TOKENS,
+    Admission,
+    RateLimiter,
+    Refusal,
+    duration,
+    estimate_tokens,
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def admitted(result: Admission | Refusal) -> Admission:
+    assert isinstance(result, Admission), result
+    return result
+
+
+def refused(result: Admission | Refusal) -> Refusal:
+    assert isinstance(result, Refusal), result
+    return result
+
+
+def test_rpm_admits_the_minute_in_a_burst_then_at_the_refill_rate() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    subjects = [("key:a", Limits(rpm=5))]
+    results = [limiter.admit(subjects, 0) for _ in range(20)]
+    assert sum(isinstance(r, Admission) for r in results) == 5
+    refusal = refused(results[5])
+    assert refusal.kind == "requests" and abs(refusal.retry_after - 12.0) < 1e-6
+    assert refusal.headers["x-ratelimit-limit-requests"] == "5"
+    assert refusal.headers["x-ratelimit-remaining-requests"] == "0"
+    clock.now += 12
+    admitted(limiter.admit(subjects, 0))
+    refused(limiter.admit(subjects, 0))
+
+
+def test_tpm_reserves_then_settles_with_the_real_usage() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    subjects = [("key:a", Limits(tpm=1000))]
+    first = admitted(limiter.admit(subjects, 600))
+    assert first.headers["x-ratelimit-remaining-tokens"] == "400"
+    refusal = refused(limiter.admit(subjects, 500))  # only 400 left
+    assert refusal.kind == "tokens" and not refusal.never
+    limiter.settle(first, 100)  # it used 100: 500 come back
+    admitted(limiter.admit(subjects, 500))
+
+
+def test_a_request_larger_than_the_minute_is_refused_for_good() -> None:
+    limiter = RateLimiter(Clock())
+    refusal = refused(limiter.admit([("key:a", Limits(tpm=1000))], 1001))
+    assert refusal.never and refusal.retry_after == 60.0
+
+
+def test_unknown_usage_gives_the_reservation_back() -> None:
+    limiter = RateLimiter(Clock())
+    subjects = [("key:a", Limits(tpm=1000))]
+    limiter.settle(admitted(limiter.admit(subjects, 1000)), None)
+    admitted(limiter.admit(subjects, 1000))
+
+
+def test_usage_over_the_reservation_is_a_debt() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    subjects = [("key:a", Limits(tpm=600))]
+    limiter.settle(admitted(limiter.admit(subjects, 100)), 700)  # 600 over: -100 left
+    refused(limiter.admit(subjects, 1))
+    clock.now += 11  # 10 a second: 110 back, 10 in the bucket
+    admitted(limiter.admit(subjects, 10))
+
+
+def test_parallel_slots_are_released_once() -> None:
+    limiter = RateLimiter(Clock())
+    subjects = [("key:a", Limits(max_parallel=2))]
+    one = admitted(limiter.admit(subjects, 0))
+    admitted(limiter.admit(subjects, 0))
+    assert refused(limiter.admit(subjects, 0)).kind == "parallel"
+    limiter.settle(one, None)
+    limiter.settle(one, None)  # twice: still one slot freed
+    admitted(limiter.admit(subjects, 0))
+    assert refused(limiter.admit(subjects, 0)).kind == "parallel"
+
+
+def test_key_and_team_must_both_pass_and_a_refusal_takes_nothing() -> None:
+    limiter = RateLimiter(Clock())
+    team = ("team:t", Limits(rpm=2))
+    first = [("key:a", Limits(rpm=10)), team]
+    second = [("key:b", Limits(rpm=1)), team]
+    admitted(limiter.admit(first, 0))
+    admitted(limiter.admit(second, 0))
+    refusal = refused(limiter.admit(second, 0))
+    assert refusal.subject == "key:b"
+    assert refused(limiter.admit(first, 0)).subject == "team:t"  # the team's minute is spent
+    snapshot = limiter.snapshot()
+    assert snapshot["key:a"]["requests"]["remaining"] == 9  # the refusals took nothing
+
+
+def test_changed_limits_apply_to_the_same_bucket() -> None:
+    limiter = RateLimiter(Clock())
+    admitted(limiter.admit([("key:a", Limits(rpm=10))], 0))
+    # Lowered to 1: the 9 left are clamped to the new minute's 1.
+    admitted(limiter.admit([("key:a", Limits(rpm=1))], 0))
+    refusal = refused(limiter.admit([("key:a", Limits(rpm=1))], 0))
+    assert refusal.headers["x-ratelimit-limit-requests"] == "1"
+    admitted(limiter.admit([("key:a", Limits())], 0))  # no limit any more
+
+
+def test_forget_drops_deleted_subjects_but_not_those_in_flight() -> None:
+    limiter = RateLimiter(Clock())
+    held = admitted(limiter.admit([("key:a", Limits(rpm=5))], 0))
+    admitted(limiter.admit([("key:b", Limits(rpm=5))], 0))
+    limiter.settle(admitted(limiter.admit([("key:c", Limits(rpm=5))], 0)), None)
+    limiter.forget({"key:b"})
+    assert set(limiter.snapshot()) == {"key:a", "key:b"}
+    limiter.settle(held, None)
+
+
+def test_estimate_counts_text_and_max_tokens() -> None:
+    body = {"messages": [{"role": "user", "content": "x" * 400},
+                         {"role": "user", "content": [{"type": "text", "text": "y" * 40}]}],
+            "max_tokens": 50}
+    assert estimate_tokens(body) == 110 + 50
+    assert estimate_tokens({"input": "abcd", "max_output_tokens": 7}) == 8
+    assert estimate_tokens({"prompt": "abcdefgh"}) == 2 + DEFAULT_COMPLETION_TOKENS
+    assert estimate_tokens({"messages": [], "max_completion_tokens": 9}, 0) == 9
+    assert estimate_tokens(None) == 0
+    assert estimate_tokens({"max_tokens": True}, 3) == 3  # a bool is not a count
+
+
+def test_durations_as_openai_writes_them() -> None:
+    assert duration(0.02) == "20ms"
+    assert duration(1.5) == "1.5s"
+    assert duration(360) == "6m0s"
