@@ -15,6 +15,7 @@
     ├── BodyTooLarge                  413
     ├── UnsupportedMediaType          415 (a Content-Encoding we do not decode)
     ├── RateLimited                   429 rate_limit_exceeded (carries retry-after)
+    ├── BudgetExhausted               429 insufficient_quota (x-should-retry: false)
     ├── UpstreamHttpError             any status Azure answered, already in OpenAI's shape
     └── UpstreamError                 502 upstream_error (carries `request_sent`)
         ├── UpstreamUnreachable       502 (connect refused, DNS, reset before headers)
@@ -44,6 +45,7 @@ import orjson
 __all__ = [
     "AuthenticationFailed",
     "BodyTooLarge",
+    "BudgetExhausted",
     "EntraUnavailable",
     "GatewayError",
     "HostileInput",
@@ -213,6 +215,18 @@ class RateLimited(_RetryAfter):
     status = 429
     type_ = "requests"
     code = "rate_limit_exceeded"
+
+
+class BudgetExhausted(GatewayError):
+    """A key or team has spent its budget for the period. OpenAI's answer for an
+    exhausted quota; `x-should-retry: false` stops the SDKs' automatic retries."""
+
+    status = 429
+    type_ = "insufficient_quota"
+    code = "insufficient_quota"
+
+    def headers(self) -> Mapping[str, str]:
+        return {"x-should-retry": "false"}
 
 
 class UpstreamHttpError(GatewayError):

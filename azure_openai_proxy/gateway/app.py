@@ -29,7 +29,15 @@ from azure_openai_proxy.errors import (
     RequestTimeout,
 )
 from azure_openai_proxy.gateway.balancer import Balancer, rules_of
+from azure_openai_proxy.gateway.ledger import (
+    LedgerWriter,
+    deployment_models,
+    ledger_enabled,
+    open_ledger,
+    prices_of,
+)
 from azure_openai_proxy.gateway.pipeline import Gateway
+from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.http.interface import (
     Answer,
     BodyTimedOut,
@@ -76,8 +84,10 @@ class GatewayApp:
     routing it began on."""
 
     def __init__(self, settings: Settings, gateway: Gateway, metrics: Metrics,
-                 access_log: AccessLog, tokens: EntraTokens) -> None:
+                 access_log: AccessLog, tokens: EntraTokens,
+                 ledger: LedgerWriter | None = None) -> None:
         self.settings = settings
+        self.ledger = ledger
         self.gateway = gateway
         self.metrics = metrics
         self.access_log = access_log
@@ -99,13 +109,16 @@ class GatewayApp:
         return error_answer(HttpRefused(status, message, code))
 
     async def startup(self) -> None:
-        return None
+        if self.ledger is not None:
+            await asyncio.to_thread(self.ledger.start)
 
     async def shutdown(self) -> None:
         return None
 
     async def cleanup(self) -> None:
         self.access_log.flush()
+        if self.ledger is not None:
+            await asyncio.to_thread(self.ledger.close)
         await self.gateway.transport.close()
         await self.tokens.close()
         for task in self.retired:
@@ -145,6 +158,8 @@ class GatewayApp:
             record.total_ms = (time.perf_counter() - started) * 1000
             if record.request_id:
                 self.access_log.write(record)
+                if self.ledger is not None:
+                    self.ledger.add(record)
             metrics.request_finished(record)
 
     def _local_answer(self, request: HttpRequest, handler: LocalHandler) -> Answer:
@@ -201,6 +216,8 @@ class GatewayApp:
         are fixed at start-up."""
         old = self.gateway
         clock, rng = old.balancer.clock, old.balancer.rng
+        if self.ledger is not None:
+            self.ledger.reconfigure(prices_of(settings), deployment_models(settings))
         if settings.upstream == old.settings.upstream:
             self.gateway = _gateway(settings, old.transport, self.metrics, self.tokens, old,
                                     clock, rng)
@@ -270,7 +287,11 @@ def create_app(
     tokens = EntraTokens(credential)
     gateway = _gateway(settings, transport or transport_for(settings.upstream), metrics,
                        tokens, None, clock, rng or random.Random())
-    app = GatewayApp(settings, gateway, metrics, access_log or AccessLog(), tokens)
+    ledger = None
+    if ledger_enabled(settings):
+        ledger = open_ledger(settings, BudgetGuard())
+        gateway.budgets = ledger.guard
+    app = GatewayApp(settings, gateway, metrics, access_log or AccessLog(), tokens, ledger)
     app_box.append(app)
     return app
 
@@ -294,4 +315,7 @@ def _gateway(
     balancer = Balancer(settings, state, metrics, clock, rng)
     # A reload keeps which resource created which file, batch or response.
     affinity = previous.affinity if previous is not None else None
-    return Gateway(settings, transport, balancer, tokens, affinity)
+    gateway = Gateway(settings, transport, balancer, tokens, affinity)
+    if previous is not None:
+        gateway.budgets = previous.budgets  # spend is the ledger's, not the settings'
+    return gateway

@@ -46,8 +46,10 @@ from azure_openai_proxy.errors import (
 )
 from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
 from azure_openai_proxy.gateway.balancer import Balancer
+from azure_openai_proxy.gateway.ledger import enforce_budget
 from azure_openai_proxy.gateway.relay import relay
 from azure_openai_proxy.gateway.spool import SpooledBody, multipart_boundary
+from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.http import interface as http
 from azure_openai_proxy.http.busypoll import BusyPoll
 from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
@@ -124,6 +126,7 @@ class Gateway:
         self.balancer = balancer
         self.tokens = tokens
         self.affinity = affinity or ResourceAffinity()
+        self.budgets: BudgetGuard | None = None  # set when the ledger is on (app.py)
         self._request_ids = _request_id_source()
         self._busy = BusyPoll.from_setting(settings.busy_poll_us)
         # Read once: a settings model's attributes cost a __getattr__ hook per access.
@@ -152,6 +155,8 @@ class Gateway:
             target = self._classify(request.method, request.path)
             record.route = target.operation if target.kind != "resource" else target.operation.split("/")[0]
             caller = self.keyring.authenticate(request.headers)
+            if self.budgets is not None and caller.key is not None:
+                enforce_budget(self.budgets, caller, request)
             if target.kind in ("models", "model"):
                 return self._models(target)
             body = await self._read_body(request, target)
@@ -382,7 +387,8 @@ class Gateway:
                 answer = await relay(request, target.operation, response, policy, restored,
                                      self.settings.keep_azure_fields, record,
                                      want_id=target.kind == "resource",
-                                     answer_limit=self._answer_limit)
+                                     answer_limit=self._answer_limit,
+                                     prompt=body.json if policy is not None else None)
                 if record.created_id is not None:
                     self.affinity.remember(
                         record.created_id, (deployment.endpoint, deployment.deployment_name)
