@@ -155,8 +155,11 @@ class Gateway:
             target = self._classify(request.method, request.path)
             record.route = target.operation if target.kind != "resource" else target.operation.split("/")[0]
             caller = self.keyring.authenticate(request.headers)
-            if self.budgets is not None and caller.key is not None:
-                enforce_budget(self.budgets, caller, request)
+            if caller.key is not None:
+                record.key_id = caller.key.id
+                record.team_id = caller.team.id if caller.team is not None else None
+                if self.budgets is not None:
+                    enforce_budget(self.budgets, caller, request)
             if target.kind in ("models", "model"):
                 return self._models(target)
             body = await self._read_body(request, target)

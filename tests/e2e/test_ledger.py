@@ -1,0 +1,273 @@
+"""The usage ledger, end to end: the official `openai` SDK through the gateway to the
+bundled emulator, and the records read back from the SQLite database."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from azure_openai_proxy.auth import Caller, presented_key
+from azure_openai_proxy.errors import AuthenticationFailed
+from azure_openai_proxy.gateway.app import GatewayApp, create_app
+from azure_openai_proxy.governance.model import Limits, Team, UsageRecord, VirtualKey
+from azure_openai_proxy.governance.prices import PriceTable, token_counts
+from azure_openai_proxy.settings import Settings
+from azure_openai_proxy.store.ledger import LedgerStore
+from tests.e2e.conftest import CLIENT_KEY, Emulator, emulator_config, gateway_settings
+from tests.support import ServerThread, serve
+from tests.waiting import until
+
+
+@pytest.fixture
+def slow_emulator() -> Iterator[Emulator]:
+    """Streams paced at 20 ms a token, so a client can leave in the middle of one."""
+    from azure_openai_proxy.emulator import create_emulator_app
+
+    with serve(lambda: create_emulator_app(emulator_config(token_ms=20))) as server:
+        yield Emulator(server)
+
+
+def _start(settings: Settings) -> ServerThread:
+    return ServerThread(lambda: create_app(settings)).start()
+
+
+@pytest.fixture
+def ledger_gateway(tmp_path: Path) -> Iterator[Callable[..., ServerThread]]:
+    started: list[ServerThread] = []
+
+    def start(emulator: Emulator, **extra: Any) -> ServerThread:
+        settings = gateway_settings(emulator.url, database=f"sqlite:///{tmp_path / 'gw.db'}",
+                                    **extra)
+        server = _start(settings)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _app(server: ServerThread) -> GatewayApp:
+    assert isinstance(server.app, GatewayApp)
+    return server.app
+
+
+def records(server: ServerThread) -> list[UsageRecord]:
+    """Every record, once the writer has written what was queued."""
+    ledger = _app(server).ledger
+    assert ledger is not None
+    assert ledger.flush()
+    store = LedgerStore.open(ledger.database)
+    try:
+        return store.records()
+    finally:
+        store.close()
+
+
+def sdk(server: ServerThread, key: str = CLIENT_KEY, retries: int = 0) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=retries,
+                         timeout=30)
+
+
+def test_a_non_streamed_call_costs_what_the_price_table_says(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    gateway = ledger_gateway(emulator)
+    answer = sdk(gateway).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "price me"}])
+    assert answer.usage is not None
+    [record] = records(gateway)
+    assert (record.model, record.deployment, record.route, record.status) == (
+        "gpt-4o", "gpt-4o", "chat/completions", 200)
+    assert record.usage_source == "measured" and record.priced
+    assert (record.prompt_tokens, record.completion_tokens) == (
+        answer.usage.prompt_tokens, answer.usage.completion_tokens)
+    # gpt-4o: $2.50 in, $10.00 out per 1M tokens (prices.yaml)
+    expected = (answer.usage.prompt_tokens * 2.50 + answer.usage.completion_tokens * 10.00) / 1e6
+    assert record.cost_usd == pytest.approx(expected, rel=1e-12)
+    assert record.cost_usd > 0
+
+
+def test_a_completed_stream_is_recorded_with_azures_usage(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    gateway = ledger_gateway(emulator)
+    stream = sdk(gateway).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "stream me"}], stream=True,
+        stream_options={"include_usage": True})
+    usage = [chunk.usage for chunk in stream if chunk.usage is not None]
+    assert len(usage) == 1
+    [record] = records(gateway)
+    assert record.stream and record.usage_source == "measured"
+    assert (record.prompt_tokens, record.completion_tokens) == (
+        usage[0].prompt_tokens, usage[0].completion_tokens)
+    tokens = token_counts(usage[0].model_dump())
+    assert record.cost_usd == PriceTable.shipped().cost(["gpt-4o-mini"], tokens)[0]
+
+
+def test_a_stream_the_gateway_asked_usage_for_is_measured_too(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    """The client did not ask for usage; the gateway did, and hid the frame."""
+    gateway = ledger_gateway(emulator)
+    chunks = list(sdk(gateway).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True))
+    assert all(chunk.usage is None for chunk in chunks)
+    [record] = records(gateway)
+    assert record.usage_source == "measured" and record.completion_tokens > 0
+
+
+def test_a_stream_the_client_abandons_is_recorded_with_a_flagged_estimate(
+    slow_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    gateway = ledger_gateway(slow_emulator)
+    stream = sdk(gateway).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "tell me a long story"}],
+        stream=True, max_tokens=400)
+    for _, _chunk in zip(range(3), stream, strict=False):
+        pass
+    stream.close()
+
+    def recorded() -> list[UsageRecord]:
+        return records(gateway)
+
+    until(recorded, 10, "the abandoned stream was not recorded")
+    [record] = recorded()
+    assert record.stream and record.status == 499
+    assert record.usage_source == "estimated"
+    assert record.prompt_tokens > 0 and record.completion_tokens > 0
+    assert record.completion_tokens < 400  # the relayed part, not the whole answer
+    assert record.cost_usd > 0
+
+
+# -- budgets: part 1's key directory stands in as a small keyring of virtual keys --------
+
+
+class _VirtualKeys:
+    """Bearer secret -> (key, team): what part 1's keyring answers for a virtual key."""
+
+    def __init__(self, keys: Mapping[str, tuple[VirtualKey, Team | None]]) -> None:
+        self._keys = dict(keys)
+        self.enabled = True
+
+    def authenticate(self, headers: Mapping[str, str]) -> Caller:
+        found = self._keys.get(presented_key(headers) or "")
+        if found is None:
+            raise AuthenticationFailed("Incorrect API key provided for this gateway.")
+        return Caller(None, key=found[0], team=found[1])
+
+
+def _key(name: str, team: Team | None = None, **limits: Any) -> VirtualKey:
+    return VirtualKey(id=f"key-{name}", name=name, secret_hash="-", prefix="sk-aop-",
+                      team_id=team.id if team else None, limits=Limits(**limits))
+
+
+# Every call costs more than a cent at these prices.
+_DEAR = {"prices": {"gpt-4o": {"input": 1000.0, "output": 1000.0}}}
+
+
+def test_a_spent_budget_stops_the_key_without_an_sdk_retry(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    gateway = ledger_gateway(emulator, **_DEAR)
+    key = _key("a", budget_usd=0.01, budget_period="daily")
+    _app(gateway).gateway.keyring = _VirtualKeys({"sk-aop-a": (key, None)})  # type: ignore[assignment]
+    client = sdk(gateway, "sk-aop-a", retries=3)
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    [first] = records(gateway)  # the record reaches the budget
+    assert first.key_id == "key-a" and first.cost_usd > 0.01
+    served = len(emulator.requests())
+
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "y"}])
+    assert refused.value.code == "insufficient_quota"
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    assert len(emulator.requests()) == served  # Azure never saw it
+    refusals = [r for r in records(gateway) if r.status == 429]
+    assert len(refusals) == 1  # max_retries=3, and the SDK did not retry
+
+
+def test_a_team_budget_stops_every_key_of_the_team(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    gateway = ledger_gateway(emulator, **_DEAR)
+    team = Team(id="team-x", name="x", limits=Limits(budget_usd=0.01, budget_period="monthly"))
+    _app(gateway).gateway.keyring = _VirtualKeys({  # type: ignore[assignment]
+        "sk-aop-a": (_key("a", team), team), "sk-aop-b": (_key("b", team), team)})
+    sdk(gateway, "sk-aop-a").chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    records(gateway)
+    for secret in ("sk-aop-a", "sk-aop-b"):
+        with pytest.raises(openai.RateLimitError) as refused:
+            sdk(gateway, secret, retries=2).chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "y"}])
+        assert refused.value.code == "insufficient_quota"
+
+
+def test_a_soft_budget_warns_and_serves(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    gateway = ledger_gateway(emulator, **_DEAR)
+    key = _key("a", soft_budget_usd=0.01, budget_period="daily")
+    _app(gateway).gateway.keyring = _VirtualKeys({"sk-aop-a": (key, None)})  # type: ignore[assignment]
+    client = sdk(gateway, "sk-aop-a")
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    records(gateway)
+    answer = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "y"}])
+    assert answer.status_code == 200
+    assert answer.headers["x-aop-budget-warning"] == "key"
+
+
+# -- nothing lost ----------------------------------------------------------------------
+
+
+def _load(server: ServerThread, requests: int, threads: int = 4) -> int:
+    """`requests` chat calls from `threads` threads; returns how many were answered."""
+    answered = 0
+    lock = threading.Lock()
+    per_thread = requests // threads
+
+    def work() -> None:
+        nonlocal answered
+        client = sdk(server)
+        for _ in range(per_thread):
+            client.chat.completions.create(model="gpt-4o",
+                                           messages=[{"role": "user", "content": "load"}])
+            with lock:
+                answered += 1
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    return answered
+
+
+def test_a_locked_database_loses_no_record_and_fails_no_request(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,
+) -> None:
+    gateway = ledger_gateway(emulator)
+    ledger = _app(gateway).ledger
+    assert ledger is not None
+    ledger.flush()
+    lock = sqlite3.connect(tmp_path / "gw.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # every writer is refused until the commit
+    try:
+        answered = _load(gateway, 120)  # raises on any client error
+        until(lambda: ledger.failures > 0 and ledger.flush(), 20, "the writer never hit the lock")
+        assert ledger.spool_path.exists()
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    answered += _load(gateway, 40)
+    until(lambda: len(records(gateway)) == answered, 20, "records missing after the database came back")
+    assert len({r.request_id for r in records(gateway)}) == answered == 160
+    assert not ledger.spool_path.exists()
