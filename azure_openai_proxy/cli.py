@@ -21,7 +21,7 @@ from azure_openai_proxy.settings import Settings
 
 __all__ = ["main"]
 
-_COMMANDS = ("serve", "check-config", "emulate", "demo", "healthcheck")
+_COMMANDS = ("serve", "check-config", "emulate", "demo", "healthcheck", "usage")
 # The emulator's own default (emulator/cli.py), for a healthcheck of `emulate` without --listen.
 _EMULATOR_LISTEN = "127.0.0.1:8001"
 
@@ -30,7 +30,7 @@ def _serve_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="An OpenAI-compatible gateway in front of Azure OpenAI.",
-        epilog="Other commands: check-config, emulate, demo, healthcheck "
+        epilog="Other commands: check-config, emulate, demo, healthcheck, usage "
                "(see `azure-openai-proxy CMD -h`).",
     )
     parser.add_argument("-c", "--configFile", "--config", dest="config", metavar="FILE",
@@ -229,4 +229,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return _check_config(rest, environ)
     if command == "healthcheck":
         return _healthcheck(rest, environ)
+    if command == "usage":
+        from azure_openai_proxy.runtime.usage_cli import main as usage
+
+        return usage(rest, environ, _config_path(None))
     return _serve(rest, environ)

@@ -28,6 +28,7 @@ from azure_openai_proxy.errors import (
     MethodNotAllowed,
     RequestTimeout,
 )
+from azure_openai_proxy.gateway.admin_usage import ADMIN_USAGE_PATH, usage_answer
 from azure_openai_proxy.gateway.balancer import Balancer, rules_of
 from azure_openai_proxy.gateway.ledger import (
     LedgerWriter,
@@ -141,6 +142,8 @@ class GatewayApp:
             local = self._local.get(request.path)
             if local is not None:
                 reply: Reply = self._local_answer(request, local)
+            elif request.path == ADMIN_USAGE_PATH:
+                reply = await self._admin_usage(request)
             else:
                 gateway = self.gateway
                 record = gateway.new_record(request.method)
@@ -167,6 +170,14 @@ class GatewayApp:
             return error_answer(MethodNotAllowed(f"Method {request.method} is not allowed."))
         try:
             return handler(request)
+        except Exception as exc:
+            return self._failure(request, exc)
+
+    async def _admin_usage(self, request: HttpRequest) -> Answer:
+        if request.method not in _LOCAL_METHODS:
+            return error_answer(MethodNotAllowed(f"Method {request.method} is not allowed."))
+        try:
+            return await usage_answer(self.gateway.settings, request)
         except Exception as exc:
             return self._failure(request, exc)
 

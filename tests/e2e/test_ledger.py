@@ -271,3 +271,91 @@ def test_a_locked_database_loses_no_record_and_fails_no_request(
     until(lambda: len(records(gateway)) == answered, 20, "records missing after the database came back")
     assert len({r.request_id for r in records(gateway)}) == answered == 160
     assert not ledger.spool_path.exists()
+
+
+# -- usage queries ------------------------------------------------------------------------
+
+ADMIN_KEY = "admin-key-for-tests-0123456789"
+
+
+def _get(url: str, key: str | None) -> tuple[int, str, bytes]:
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return r.status, r.headers["content-type"], r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["content-type"], exc.read()
+
+
+def test_admin_usage_groups_the_ledger_as_json_and_csv(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    import json
+
+    gateway = ledger_gateway(emulator, admin_key=ADMIN_KEY)
+    client = sdk(gateway)
+    for model in ("gpt-4o", "gpt-4o", "gpt-4o-mini"):
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "q"}])
+    spent = {r.model: 0.0 for r in records(gateway)}
+    for r in records(gateway):
+        spent[r.model] = spent.get(r.model, 0.0) + r.cost_usd  # type: ignore[index]
+
+    status, kind, body = _get(f"{gateway.url}/admin/usage?by=model&since=1h", ADMIN_KEY)
+    assert (status, kind) == (200, "application/json")
+    data = {row["model"]: row for row in json.loads(body)["data"]}
+    assert {m: row["requests"] for m, row in data.items()} == {"gpt-4o": 2, "gpt-4o-mini": 1}
+    assert data["gpt-4o"]["cost_usd"] == pytest.approx(spent["gpt-4o"], abs=1e-6)
+
+    status, kind, body = _get(f"{gateway.url}/admin/usage?by=deployment&format=csv", ADMIN_KEY)
+    assert status == 200 and kind.startswith("text/csv")
+    lines = body.decode().splitlines()
+    assert lines[0].startswith("deployment,requests,")
+    assert sorted(line.split(",")[:2] for line in lines[1:]) == [["gpt-4o", "2"], ["gpt-4o-mini", "1"]]
+
+
+@pytest.mark.parametrize("key", [None, CLIENT_KEY, "wrong"])
+def test_admin_usage_needs_the_admin_key(
+    key: str | None, emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    gateway = ledger_gateway(emulator, admin_key=ADMIN_KEY)
+    status, _, body = _get(f"{gateway.url}/admin/usage", key)
+    assert status == 401 and b"invalid_api_key" in body and ADMIN_KEY.encode() not in body
+
+
+def test_admin_usage_refuses_bad_parameters_and_is_off_without_an_admin_key(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], start_gateway: Any,
+) -> None:
+    gateway = ledger_gateway(emulator, admin_key=ADMIN_KEY)
+    for query in ("by=owner", "format=xml", "since=yesterday"):
+        status, kind, body = _get(f"{gateway.url}/admin/usage?{query}", ADMIN_KEY)
+        assert (status, kind) == (400, "application/json"), query
+        assert b'"invalid_request_error"' in body
+    plain = start_gateway(gateway_settings(emulator.url))
+    assert _get(f"{plain.url}/admin/usage", ADMIN_KEY)[0] == 404
+
+
+def test_the_usage_command_reads_the_ledger(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from azure_openai_proxy.cli import main
+
+    gateway = ledger_gateway(emulator)
+    sdk(gateway).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    [record] = records(gateway)
+    database = f"sqlite:///{tmp_path / 'gw.db'}"
+    assert main(["usage", "--database", database, "--by", "model", "--json"], {}) == 0
+    [row] = json.loads(capsys.readouterr().out)["data"]
+    assert (row["model"], row["requests"]) == ("gpt-4o", 1)
+    assert row["cost_usd"] == pytest.approx(record.cost_usd, abs=1e-6)
+    assert main(["usage", "--database", database, "--by", "day", "--since", "2d"], {}) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:2] == ["day", "requests"] and table[-1].split()[:2] == ["total", "1"]
+    assert main(["usage", "--database", database, "--by", "key", "--csv"], {}) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith(",1,")  # a static client key: no key id
+    assert main(["usage", "--database", database, "--since", "soon"], {}) == 2
