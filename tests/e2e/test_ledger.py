@@ -359,3 +359,62 @@ def test_the_usage_command_reads_the_ledger(
     assert main(["usage", "--database", database, "--by", "key", "--csv"], {}) == 0
     assert capsys.readouterr().out.splitlines()[1].startswith(",1,")  # a static client key: no key id
     assert main(["usage", "--database", database, "--since", "soon"], {}) == 2
+
+
+def test_sigterm_under_load_loses_no_record(tmp_path: Path) -> None:
+    """A gateway process stopped by SIGTERM while clients keep calling: every request it
+    answered is in the ledger afterwards (the app's cleanup flushes the writer)."""
+    import signal
+
+    import httpx
+    import yaml
+
+    from tests.e2e.pools import pool_config, pool_emulator
+    from tests.e2e.test_reload_shutdown import gateway_process
+
+    config = tmp_path / "config.yaml"
+    database = tmp_path / "gw.db"
+    with pool_emulator(token_ms=2) as emulator:
+        config.write_text(yaml.safe_dump({
+            **pool_config(emulator.url, [("dep-a", {})]),
+            "database": f"sqlite:///{database}", "log_level": "warning",
+            "shutdown_grace_seconds": 10}))
+        with gateway_process(config) as (process, client):
+            answered = 0
+            lock = threading.Lock()
+            enough = threading.Event()
+
+            def work() -> None:
+                nonlocal answered
+                with httpx.Client(timeout=30) as http:
+                    for _ in range(2000):  # bounded; ends at the first refusal
+                        try:
+                            response = http.post(
+                                f"http://127.0.0.1:{client.port}/v1/chat/completions",
+                                headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+                                json={"model": "gpt-4o", "max_tokens": 4,
+                                      "messages": [{"role": "user", "content": "load"}]})
+                        except httpx.HTTPError:
+                            return
+                        if response.status_code != 200:
+                            return
+                        with lock:
+                            answered += 1
+                            if answered >= 150:
+                                enough.set()
+
+            workers = [threading.Thread(target=work) for _ in range(4)]
+            for worker in workers:
+                worker.start()
+            assert enough.wait(60), "the load never reached 150 requests"
+            process.signal(signal.SIGTERM)
+            for worker in workers:
+                worker.join(60)
+            assert process.popen.wait(30) == 0, process.output()
+    store = LedgerStore.open(database)
+    try:
+        served = [r for r in store.records() if r.status == 200]
+    finally:
+        store.close()
+    assert answered >= 150
+    assert len(served) == answered
