@@ -47,6 +47,9 @@ __all__ = ["LedgerWriter", "enforce_budget", "ledger_enabled", "usage_record"]
 log = logging.getLogger("azure_openai_proxy")
 
 _RETENTION_EVERY = 3600.0
+# Other workers (and processes) write to the same database: their spend is read back
+# at least this often, not only after this worker's own writes.
+_BUDGET_REFRESH_EVERY = 5.0
 _BUDGET_WARNING_HEADER = "x-aop-budget-warning"
 
 
@@ -132,6 +135,7 @@ class LedgerWriter:
         self._thread: threading.Thread | None = None
         self._store: LedgerStore | None = None
         self._last_retention = 0.0
+        self._last_refresh = 0.0
         self.failures = 0  # database errors seen (the tests and the log read it)
 
     # -- the event loop's side ---------------------------------------------------------
@@ -240,12 +244,12 @@ class LedgerWriter:
         if store is None:
             return
         try:
-            if self._replay(store):
-                self._refresh_budgets(store)
+            replayed = self._replay(store)
             now = self._clock()
             if now - self._last_retention >= _RETENTION_EVERY:
                 store.delete_before(now - self._retention)
                 self._last_retention = now
+            if replayed or now - self._last_refresh >= _BUDGET_REFRESH_EVERY:
                 self._refresh_budgets(store)
         except Exception as exc:
             self._failed(exc)
@@ -272,6 +276,7 @@ class LedgerWriter:
     def _refresh_budgets(self, store: LedgerStore) -> None:
         with contextlib.suppress(Exception):
             self.guard.replace(SpendBook.from_rows(store.daily_spend("")))
+            self._last_refresh = self._clock()
 
     # -- the spool ---------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ from azure_openai_proxy.governance.model import BudgetPeriod, Limits, Team, Virt
 __all__ = ["BudgetDecision", "BudgetGuard", "SpendBook", "day_of", "period_start"]
 
 Owner = tuple[str, str]  # ("key", key id) or ("team", team id)
+# Spend is a sum of floats (0.009 + 0.001 < 0.01): a nano-dollar of slack in comparisons.
+_EPSILON_USD = 1e-9
 
 
 def day_of(epoch: float) -> str:
@@ -118,6 +120,7 @@ class BudgetGuard:
             if owner is None or limits is None or not _budgeted(limits):
                 continue
             spent = self.spent(owner, limits.budget_period)
+            spent += _EPSILON_USD
             if limits.budget_usd is not None and spent >= limits.budget_usd:
                 return BudgetDecision(exhausted=who)
             if limits.soft_budget_usd is not None and spent >= limits.soft_budget_usd:

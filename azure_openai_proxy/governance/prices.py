@@ -27,7 +27,7 @@ import yaml
 
 __all__ = ["Price", "PriceTable", "TokenCounts", "token_counts"]
 
-_PER_TOKEN = 1 / 1_000_000
+_TOKENS_PER_PRICE = 1_000_000  # prices are per 1M tokens
 _DATED = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
@@ -129,5 +129,5 @@ class PriceTable:
             return 0.0, False
         cached_rate = price.input if price.cached_input is None else price.cached_input
         usd = ((tokens.prompt - tokens.cached) * price.input + tokens.cached * cached_rate
-               + tokens.completion * price.output) * _PER_TOKEN
+               + tokens.completion * price.output) / _TOKENS_PER_PRICE
         return usd, True

@@ -135,10 +135,10 @@ class LedgerStore:
         """Totals grouped `by` for records from `since` to `until` (epoch seconds), the
         largest spend first (by day: in date order)."""
         column = _GROUP_COLUMN[by]
-        order = "grp" if by == "day" else "cost_usd DESC, grp"
+        order = "grp" if by == "day" else "spent DESC, grp"
         rows = self._db.execute(
             f"SELECT {column} AS grp, count(*), sum(prompt_tokens), sum(cached_tokens), "
-            "sum(completion_tokens), sum(reasoning_tokens), sum(cost_usd), "
+            "sum(completion_tokens), sum(reasoning_tokens), sum(cost_usd) AS spent, "
             "sum(usage_source = 'estimated'), sum(priced = 0) "
             "FROM usage_records WHERE time >= ? AND time < ? "
             f"GROUP BY grp ORDER BY {order}",

@@ -299,9 +299,9 @@ def test_admin_usage_groups_the_ledger_as_json_and_csv(
     client = sdk(gateway)
     for model in ("gpt-4o", "gpt-4o", "gpt-4o-mini"):
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "q"}])
-    spent = {r.model: 0.0 for r in records(gateway)}
+    spent: dict[str | None, float] = {}
     for r in records(gateway):
-        spent[r.model] = spent.get(r.model, 0.0) + r.cost_usd  # type: ignore[index]
+        spent[r.model] = spent.get(r.model, 0.0) + r.cost_usd
 
     status, kind, body = _get(f"{gateway.url}/admin/usage?by=model&since=1h", ADMIN_KEY)
     assert (status, kind) == (200, "application/json")
