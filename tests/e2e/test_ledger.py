@@ -359,6 +359,14 @@ def test_the_usage_command_reads_the_ledger(
     assert main(["usage", "--database", database, "--by", "key", "--csv"], {}) == 0
     assert capsys.readouterr().out.splitlines()[1].startswith(",1,")  # a static client key: no key id
     assert main(["usage", "--database", database, "--since", "soon"], {}) == 2
+    # as the README prints it: the database named by the config file
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database: {database}\n")
+    assert main(["usage", "-c", str(config), "--by", "key", "--since", "7d"], {}) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split()[:2] == ["total", "1"]
+    assert main(["usage", "-c", str(config), "--by", "model", "--since", "2026-12-01",
+                 "--until", "2099-12-02", "--csv"], {}) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("gpt-4o,1,")
 
 
 def test_sigterm_under_load_loses_no_record(tmp_path: Path) -> None:
