@@ -143,9 +143,11 @@ class LedgerWriter:
     def add(self, record: RequestRecord) -> None:
         queue = self._queue
         queue.append((record, self._clock()))
-        if len(queue) >= self._batch:
-            self._wake.set()
-            if len(queue) > self._max:
+        waiting = len(queue)
+        if waiting >= self._batch:
+            if waiting == self._batch:
+                self._wake.set()  # once: the thread drains all there is when it wakes
+            elif waiting > self._max:
                 self._overflow()
 
     def reconfigure(self, prices: PriceTable, models: Mapping[tuple[str, str], str]) -> None:

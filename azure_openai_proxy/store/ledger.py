@@ -17,7 +17,8 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import astuple, fields
+from dataclasses import fields
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,7 @@ from azure_openai_proxy.store.sqlite import connect
 __all__ = ["GROUPINGS", "Grouping", "LedgerStore", "UsageRow"]
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord))
+_ROW = attrgetter(*_FIELDS, "time")  # the row's values and the time again, for its day
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage_records (
     time REAL NOT NULL, request_id TEXT NOT NULL, key_id TEXT, team_id TEXT, model TEXT,
@@ -95,11 +97,11 @@ class LedgerStore:
         if not records:
             return 0
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
+        db.execute("BEGIN IMMEDIATE")  # a busy database raises here, nothing to undo
         try:
             last = db.execute("SELECT coalesce(max(rowid), 0) FROM usage_records").fetchone()[0]
             before = db.total_changes
-            db.executemany(_INSERT, ((*astuple(r), r.time) for r in records))
+            db.executemany(_INSERT, map(_ROW, records))
             inserted = db.total_changes - before
             if inserted:
                 for kind, column in _ROLLUP_KINDS:
