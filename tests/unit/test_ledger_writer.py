@@ -102,3 +102,17 @@ def test_the_budgets_follow_the_records_written(tmp_path: Path) -> None:
     assert ledger.guard.book.spent(("key", "k1"), "") == pytest.approx(cost)
     assert ledger.guard.book.spent(("team", "t1"), "2026-12-02") == pytest.approx(cost)
     ledger.close()
+
+
+def test_the_writer_applies_the_retention_to_raw_records(tmp_path: Path) -> None:
+    from azure_openai_proxy.governance.model import UsageRecord
+
+    path = tmp_path / "gw.db"
+    store = LedgerStore.open(path)
+    store.write([UsageRecord(NOW - 91 * 86400, "old", "k1", None, "gpt-4o", "dep", "e", "r", 200),
+                 UsageRecord(NOW - 89 * 86400, "recent", "k1", None, "gpt-4o", "dep", "e", "r", 200)])
+    store.close()
+    ledger = writer(path)  # the default retention: 90 days
+    ledger.start()
+    ledger.close()
+    assert stored(path) == ["recent"]
