@@ -391,7 +391,7 @@ class Gateway:
                                      self.settings.keep_azure_fields, record,
                                      want_id=target.kind == "resource",
                                      answer_limit=self._answer_limit,
-                                     prompt=body.json if policy is not None else None)
+                                     prompt=body.json)
                 if record.created_id is not None:
                     self.affinity.remember(
                         record.created_id, (deployment.endpoint, deployment.deployment_name)

@@ -21,7 +21,11 @@ from azure_openai_proxy.errors import GatewayError, UpstreamError
 from azure_openai_proxy.governance.estimate import estimated_usage
 from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply, ResponseStream
 from azure_openai_proxy.normalize.body import normalize_answer
-from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
+from azure_openai_proxy.normalize.stream import (
+    ChatStreamNormalizer,
+    ResponsesStreamMeter,
+    StreamPolicy,
+)
 from azure_openai_proxy.observability.record import RequestRecord, usage_of
 from azure_openai_proxy.translate import relayed_response_headers
 from azure_openai_proxy.upstream.transport import UpstreamResponse
@@ -45,7 +49,7 @@ async def relay(
     With `want_id`, the `id` of a created object (a 2xx JSON answer) goes into
     `record.created_id`, for resource affinity. A JSON answer longer than
     `answer_limit` raises `UpstreamAnswerTooLarge` (a 502), never a truncated 200.
-    `prompt` (a streamed request's body) is read only when a stream ends before Azure's
+    `prompt` (the request body) is read only when a stream ends before Azure's
     usage frame, to estimate its usage."""
     record.status = response.status
     headers = relayed_response_headers(response.headers)
@@ -54,7 +58,8 @@ async def relay(
         headers["x-proxy-adapted"] = ", ".join(record.adaptations)
     content_type = headers.get("content-type", "")
     if content_type.startswith("text/event-stream"):
-        return await _relay_stream(request, response, headers, policy, record, prompt)
+        meter = ResponsesStreamMeter() if policy is None and operation == "responses" else None
+        return await _relay_stream(request, response, headers, policy, record, prompt, meter)
     if content_type.startswith("application/json"):
         try:
             raw = await response.read(answer_limit)
@@ -76,6 +81,7 @@ async def relay(
 async def _relay_stream(
     request: HttpRequest, response: UpstreamResponse, headers: dict[str, str],
     policy: StreamPolicy | None, record: RequestRecord, prompt: Mapping[str, Any] | None,
+    meter: ResponsesStreamMeter | None = None,
 ) -> ResponseStream:
     record.stream = True
     headers["cache-control"] = "no-cache"
@@ -89,6 +95,8 @@ async def _relay_stream(
             # aclosing: a generator left at [DONE] is closed here, not by the loop later.
             async with contextlib.aclosing(response.chunks()) as chunks:
                 async for chunk in chunks:
+                    if meter is not None:
+                        meter.feed(chunk)
                     data = normalizer.feed(chunk) if normalizer is not None else chunk
                     if normalizer is not None and normalizer.done:
                         # Azure's [DONE]: end the client's stream now, [DONE] and the end
@@ -134,6 +142,8 @@ async def _relay_stream(
             # Never missing: Azure's usage, or (the client left, the stream broke) the
             # tokens relayed so far and the prompt's, estimated and marked so.
             record.usage = normalizer.usage or estimated_usage(prompt, normalizer.content_chars)
+        elif meter is not None:
+            record.usage = meter.usage or estimated_usage(prompt, meter.content_chars)
     return out
 
 

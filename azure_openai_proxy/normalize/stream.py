@@ -42,7 +42,7 @@ import orjson
 from azure_openai_proxy.errors import error_body
 from azure_openai_proxy.sse import SseDecoder, SseEvent
 
-__all__ = ["ChatStreamNormalizer", "StreamPolicy"]
+__all__ = ["ChatStreamNormalizer", "ResponsesStreamMeter", "StreamPolicy"]
 
 DONE = b"data: [DONE]\n\n"
 CONTENT_FILTER_MESSAGE = (
@@ -302,6 +302,38 @@ class ChatStreamNormalizer:
         else:
             message = "The Azure OpenAI stream ended before it completed (no [DONE] received)."
         return error_body(message, "server_error", "stream_interrupted")
+
+
+class ResponsesStreamMeter:
+    """Reads a Responses API stream as it is relayed unchanged: `usage` from its
+    `response.completed` (or `.incomplete`/`.failed`) event, `content_chars` of the
+    `response.output_text.delta` events, for an estimate when it ends first. Only the
+    events that can carry either are parsed."""
+
+    def __init__(self) -> None:
+        self._decoder = SseDecoder()
+        self.usage: dict[str, Any] | None = None
+        self.content_chars = 0
+
+    def feed(self, chunk: bytes) -> None:
+        for event in self._decoder.feed(chunk):
+            data = event.data
+            if data is None or (b'"usage"' not in data and b"output_text.delta" not in data):
+                continue
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if type(obj) is not dict:
+                continue
+            delta = obj.get("delta")
+            if obj.get("type") == "response.output_text.delta" and type(delta) is str:
+                self.content_chars += len(delta)
+                continue
+            response = obj.get("response")
+            usage = response.get("usage") if type(response) is dict else None
+            if type(usage) is dict:
+                self.usage = usage
 
 
 def _content_chars(choice: dict[str, Any]) -> int:

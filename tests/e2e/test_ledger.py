@@ -426,3 +426,37 @@ def test_sigterm_under_load_loses_no_record(tmp_path: Path) -> None:
         store.close()
     assert answered >= 150
     assert len(served) == answered
+
+
+def test_a_responses_stream_is_recorded_with_its_usage(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    """Responses streams are relayed unchanged; their usage is read on the way."""
+    gateway = ledger_gateway(emulator)
+    completed = [event for event in sdk(gateway).responses.create(
+        model="gpt-4o", input="stream a response", stream=True)
+        if event.type == "response.completed"]
+    usage = completed[0].response.usage
+    assert usage is not None
+    [record] = records(gateway)
+    assert record.route == "responses" and record.usage_source == "measured"
+    assert (record.prompt_tokens, record.completion_tokens) == (usage.input_tokens, usage.output_tokens)
+    assert record.cost_usd > 0
+
+
+def test_an_abandoned_responses_stream_is_estimated(
+    slow_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    gateway = ledger_gateway(slow_emulator)
+    stream = sdk(gateway).responses.create(model="gpt-4o", input="tell me a long story",
+                                           stream=True, max_output_tokens=400)
+    seen = 0
+    for event in stream:
+        seen += event.type == "response.output_text.delta"
+        if seen == 3:
+            break
+    stream.close()
+    until(lambda: records(gateway), 10, "the abandoned stream was not recorded")
+    [record] = records(gateway)
+    assert record.usage_source == "estimated" and record.status == 499
+    assert record.prompt_tokens > 0 and record.completion_tokens > 0
