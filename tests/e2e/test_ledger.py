@@ -369,9 +369,11 @@ def test_the_usage_command_reads_the_ledger(
     assert capsys.readouterr().out.splitlines()[1].startswith("gpt-4o,1,")
 
 
-def test_sigterm_under_load_loses_no_record(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_under_load_loses_no_record(tmp_path: Path, workers: str) -> None:
     """A gateway process stopped by SIGTERM while clients keep calling: every request it
-    answered is in the ledger afterwards (the app's cleanup flushes the writer)."""
+    answered is in the ledger afterwards (the app's cleanup flushes the writer). With two
+    workers, two writers share the database."""
     import signal
 
     import httpx
@@ -387,7 +389,7 @@ def test_sigterm_under_load_loses_no_record(tmp_path: Path) -> None:
             **pool_config(emulator.url, [("dep-a", {})]),
             "database": f"sqlite:///{database}", "log_level": "warning",
             "shutdown_grace_seconds": 10}))
-        with gateway_process(config) as (process, client):
+        with gateway_process(config, "--workers", workers) as (process, client):
             answered = 0
             lock = threading.Lock()
             enough = threading.Event()
