@@ -462,3 +462,22 @@ def test_an_abandoned_responses_stream_is_estimated(
     [record] = records(gateway)
     assert record.usage_source == "estimated" and record.status == 499
     assert record.prompt_tokens > 0 and record.completion_tokens > 0
+
+
+def test_a_reload_flushes_the_ledger_and_prices_later_records_with_the_new_prices(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,
+) -> None:
+    gateway = ledger_gateway(emulator)
+    client = sdk(gateway)
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    assert records(gateway)[0].cost_usd < 0.01
+    new = gateway_settings(emulator.url, database=f"sqlite:///{tmp_path / 'gw.db'}", **_DEAR)
+
+    async def swap() -> None:
+        _app(gateway).reload(new)
+
+    gateway.call(swap)
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    later = records(gateway)[1]
+    assert later.cost_usd == pytest.approx(
+        (later.prompt_tokens + later.completion_tokens) * 1000.0 / 1e6)
