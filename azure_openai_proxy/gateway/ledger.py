@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import orjson
 
@@ -127,7 +127,7 @@ class LedgerWriter:
         self._max = max_buffer
         self._busy_ms = busy_timeout_ms
         self._clock = clock
-        self._queue: deque[tuple[RequestRecord, float]] = deque()
+        self._queue: deque[tuple[RequestRecord, float] | _Reconfigured] = deque()
         self._wake = threading.Event()
         self._stopping = False
         self._idle = threading.Condition()
@@ -151,8 +151,10 @@ class LedgerWriter:
                 self._overflow()
 
     def reconfigure(self, prices: PriceTable, models: Mapping[tuple[str, str], str]) -> None:
-        """A reload's prices and deployments; the records queued are flushed first."""
-        self._prices, self._models = prices, dict(models)
+        """A reload's prices and deployments, for the requests served after it (queued in
+        order: the records already queued keep the prices they were served at); and a
+        flush."""
+        self._queue.append(_Reconfigured(prices, dict(models)))
         self._wake.set()
 
     # -- life cycle ------------------------------------------------------------------
@@ -215,9 +217,14 @@ class LedgerWriter:
         out: list[UsageRecord] = []
         for _ in range(count):
             try:
-                record, ended = queue.popleft()
+                item = queue.popleft()
             except IndexError:
                 break
+            if isinstance(item, _Reconfigured):
+                self._prices = prices = item.prices
+                self._models = models = item.models
+                continue
+            record, ended = item
             arrived = ended - record.total_ms / 1000
             out.append(usage_record(record, arrived, prices, models))
         return out
@@ -323,6 +330,13 @@ class LedgerWriter:
             self.spool_path.unlink()
         log.info("usage ledger: %d spooled records written to the database", len(valid))
         return True
+
+
+class _Reconfigured(NamedTuple):
+    """In the queue: the records after it are priced with these."""
+
+    prices: PriceTable
+    models: dict[tuple[str, str], str]
 
 
 def _from_line(line: bytes) -> UsageRecord | None:

@@ -116,3 +116,21 @@ def test_the_writer_applies_the_retention_to_raw_records(tmp_path: Path) -> None
     ledger.start()
     ledger.close()
     assert stored(path) == ["recent"]
+
+
+def test_records_served_before_a_reload_keep_the_prices_they_were_served_at(tmp_path: Path) -> None:
+    from azure_openai_proxy.governance.prices import Price
+
+    path = tmp_path / "gw.db"
+    ledger = writer(path)
+    ledger.add(finished(1))
+    ledger.reconfigure(PriceTable({"gpt-4o": Price(input=1000.0, output=1000.0)}), {})
+    ledger.add(finished(2))
+    ledger.close()
+    store = LedgerStore.open(path)
+    try:
+        costs = {r.request_id: r.cost_usd for r in store.records()}
+    finally:
+        store.close()
+    assert costs["req-1"] == pytest.approx((1000 * 2.50 + 100 * 10.00) / 1e6)
+    assert costs["req-2"] == pytest.approx(1100 * 1000.0 / 1e6)
