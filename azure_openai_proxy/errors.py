@@ -16,6 +16,7 @@
     ├── UnsupportedMediaType          415 (a Content-Encoding we do not decode)
     ├── RateLimited                   429 rate_limit_exceeded (carries retry-after)
     ├── BudgetExhausted               429 insufficient_quota (x-should-retry: false)
+    ├── DatabaseUnavailable           503 (the admin API's queries; never a proxied request)
     ├── UpstreamHttpError             any status Azure answered, already in OpenAI's shape
     └── UpstreamError                 502 upstream_error (carries `request_sent`)
         ├── UpstreamUnreachable       502 (connect refused, DNS, reset before headers)
@@ -46,6 +47,7 @@ __all__ = [
     "AuthenticationFailed",
     "BodyTooLarge",
     "BudgetExhausted",
+    "DatabaseUnavailable",
     "EntraUnavailable",
     "GatewayError",
     "HostileInput",
@@ -227,6 +229,14 @@ class BudgetExhausted(GatewayError):
 
     def headers(self) -> Mapping[str, str]:
         return {"x-should-retry": "false"}
+
+
+class DatabaseUnavailable(GatewayError):
+    """The governance database cannot answer a query (the admin API's). Proxied
+    requests never see it: the ledger spools instead."""
+
+    status = 503
+    code = "database_unavailable"
 
 
 class UpstreamHttpError(GatewayError):

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import sqlite3
 import time
 from collections.abc import Mapping
 from urllib.parse import parse_qsl
 
 from azure_openai_proxy.auth import presented_key
-from azure_openai_proxy.errors import AuthenticationFailed, InvalidRequest, RouteNotFound
+from azure_openai_proxy.errors import (
+    AuthenticationFailed,
+    DatabaseUnavailable,
+    InvalidRequest,
+    RouteNotFound,
+)
 from azure_openai_proxy.http.interface import Answer, HttpRequest
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.ledger import GROUPINGS, Grouping, LedgerStore, UsageRow
@@ -64,7 +70,10 @@ async def usage_answer(settings: Settings, request: HttpRequest) -> Answer:
     if settings.database is None:
         rows: list[UsageRow] = []
     else:
-        rows = await asyncio.to_thread(_query, settings.database, by, since, until)
+        try:
+            rows = await asyncio.to_thread(_query, settings.database, by, since, until)
+        except (sqlite3.Error, OSError):
+            raise DatabaseUnavailable("The usage database cannot be read right now.") from None
     if form == "csv":
         return Answer(200, {"content-type": "text/csv; charset=utf-8"}, as_csv(by, rows).encode())
     return Answer(200, {"content-type": "application/json"}, as_json(by, rows, since, until).encode())

@@ -481,3 +481,16 @@ def test_a_reload_flushes_the_ledger_and_prices_later_records_with_the_new_price
     later = records(gateway)[1]
     assert later.cost_usd == pytest.approx(
         (later.prompt_tokens + later.completion_tokens) * 1000.0 / 1e6)
+
+
+def test_admin_usage_answers_503_when_the_database_cannot_be_read(
+    emulator: Emulator, start_gateway: Callable[[Settings], ServerThread], tmp_path: Path,
+) -> None:
+    (tmp_path / "gw.db").mkdir()  # where the database should be: nothing can open it
+    gateway = start_gateway(gateway_settings(
+        emulator.url, database=f"sqlite:///{tmp_path / 'gw.db'}", admin_key=ADMIN_KEY))
+    status, kind, body = _get(f"{gateway.url}/admin/usage", ADMIN_KEY)
+    assert (status, kind) == (503, "application/json") and b"database_unavailable" in body
+    # and the proxied requests do not notice
+    assert sdk(gateway).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "q"}]).choices
