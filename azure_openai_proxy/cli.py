@@ -21,7 +21,7 @@ from azure_openai_proxy.settings import Settings
 
 __all__ = ["main"]
 
-_COMMANDS = ("serve", "check-config", "emulate", "demo", "healthcheck", "keys", "teams")
+_COMMANDS = ("serve", "check-config", "emulate", "demo", "healthcheck", "keys", "teams", "usage")
 # The emulator's own default (emulator/cli.py), for a healthcheck of `emulate` without --listen.
 _EMULATOR_LISTEN = "127.0.0.1:8001"
 _SERVER_FLAGS = ("max_connections", "head_timeout", "body_timeout", "keepalive_timeout")
@@ -31,7 +31,7 @@ def _serve_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="An OpenAI-compatible gateway in front of Azure OpenAI.",
-        epilog="Other commands: check-config, emulate, demo, healthcheck, keys, teams "
+        epilog="Other commands: check-config, emulate, demo, healthcheck, keys, teams, usage "
                "(see `azure-openai-proxy CMD -h`).",
     )
     parser.add_argument("-c", "--configFile", "--config", dest="config", metavar="FILE",
@@ -253,4 +253,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from azure_openai_proxy.runtime.keys_cli import main as keys
 
         return keys(command, rest, environ)
+    if command == "usage":
+        from azure_openai_proxy.runtime.usage_cli import main as usage
+
+        return usage(rest, environ, _config_path(None))
     return _serve(rest, environ)

@@ -84,7 +84,8 @@ _TOP_LEVEL_KEYS = {
     "honour_client_api_version", "log_level", "log_prompts", "workers", "routing_strategy",
     "max_attempts", "server_engine", "retry_budget_seconds", "shutdown_grace_seconds", "metrics",
     "circuit_failures", "circuit_open_seconds", "cooldown_seconds", "latency_exploration",
-    "watch_config", "busy_poll_us", "database", "admin_key", "server",
+    "watch_config", "busy_poll_us", "database", "admin_key", "server", "prices",
+    "ledger_retention_days",
 }
 
 

@@ -18,6 +18,8 @@
     ├── RateLimited                   429 rate_limit_exceeded (carries retry-after)
     │   └── KeyRateLimited            429 a virtual key's or team's own limit (x-ratelimit-*)
     ├── AdminForbidden                403 the admin API with a key that is not the admin key
+    ├── BudgetExhausted               429 insufficient_quota (x-should-retry: false)
+    ├── DatabaseUnavailable           503 (the admin API's queries; never a proxied request)
     ├── UpstreamHttpError             any status Azure answered, already in OpenAI's shape
     └── UpstreamError                 502 upstream_error (carries `request_sent`)
         ├── UpstreamUnreachable       502 (connect refused, DNS, reset before headers)
@@ -48,6 +50,8 @@ __all__ = [
     "AdminForbidden",
     "AuthenticationFailed",
     "BodyTooLarge",
+    "BudgetExhausted",
+    "DatabaseUnavailable",
     "EntraUnavailable",
     "GatewayError",
     "HostileInput",
@@ -251,6 +255,26 @@ class KeyRateLimited(RateLimited):
 
     def headers(self) -> Mapping[str, str]:
         return {**super().headers(), **self._limit_headers}
+
+
+class BudgetExhausted(GatewayError):
+    """A key or team has spent its budget for the period. OpenAI's answer for an
+    exhausted quota; `x-should-retry: false` stops the SDKs' automatic retries."""
+
+    status = 429
+    type_ = "insufficient_quota"
+    code = "insufficient_quota"
+
+    def headers(self) -> Mapping[str, str]:
+        return {"x-should-retry": "false"}
+
+
+class DatabaseUnavailable(GatewayError):
+    """The governance database cannot answer a query (the admin API's). Proxied
+    requests never see it: the ledger spools instead."""
+
+    status = 503
+    code = "database_unavailable"
 
 
 class UpstreamHttpError(GatewayError):

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 __all__ = [
     "DEFAULT_API_VERSION",
     "DeploymentSettings",
+    "PriceSettings",
     "ServerSettings",
     "Settings",
     "UpstreamSettings",
@@ -141,6 +142,15 @@ class ServerSettings(_Frozen):
     backlog: int = Field(default=2048, ge=1)  # the listening socket's accept queue
 
 
+class PriceSettings(_Frozen):
+    """A model's price in the config's `prices:` (USD per 1M tokens), over the shipped
+    table (governance/prices.yaml)."""
+
+    input: float = Field(ge=0)
+    output: float = Field(default=0.0, ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+
+
 class Settings(_Frozen):
     listen: str = "0.0.0.0:8080"
     api_base: str = "/v1"
@@ -191,6 +201,11 @@ class Settings(_Frozen):
     database: str | None = None
     # The key of the /admin/ API; unset, the admin API is off. Never a client key.
     admin_key: SecretStr | None = None
+    # Model -> price, over the shipped table (the usage ledger's costs).
+    prices: dict[str, PriceSettings] = Field(default_factory=dict)
+    # Raw ledger records older than this are deleted by the ledger writer; the daily
+    # rollups are kept.
+    ledger_retention_days: int = Field(default=90, ge=1)
 
     @field_validator("api_base")
     @classmethod

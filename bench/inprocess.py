@@ -107,8 +107,10 @@ class _LoopbackTransport(FastTransport):
         return conn
 
 
-def _gateway_app() -> Application:
+def _gateway_app(database: str | None = None) -> Application:
+    extra = {"database": database} if database else {}
     settings = load_settings({
+        **extra,
         "client_keys": [CLIENT_KEY], "log_level": "info", "metrics": True,
         "deployment_config": [{
             "deployment_name": "gpt-4o", "model_name": "gpt-4o", "endpoint": _UPSTREAM + "/",
@@ -152,12 +154,13 @@ class _BareApp:
         await self.upstream.close()
 
 
-async def measure(requests: int, clients: int, bare: bool, callgrind: bool) -> float:
+async def measure(requests: int, clients: int, bare: bool, callgrind: bool,
+                  database: str | None = None) -> float:
     """CPU seconds per request over `requests` requests from `clients` connections."""
     from azure_openai_proxy.observability import accesslog
 
     accesslog.access_logger.setLevel("INFO")  # the gateway's default level
-    app: Application = _BareApp() if bare else _gateway_app()
+    app: Application = _BareApp() if bare else _gateway_app(database)
     await app.startup()
     server = FastServer(app)
     loop = asyncio.get_running_loop()
@@ -206,16 +209,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=40000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--bare", action="store_true", help="a one-handler proxy instead")
+    parser.add_argument("--ledger", action="store_true",
+                        help="the usage ledger on (a SQLite database in a temporary directory)")
     parser.add_argument("--callgrind", action="store_true",
                         help="switch callgrind's instrumentation on for the loop only")
     args = parser.parse_args(argv)
     result: list[float] = []
 
-    async def run() -> None:
-        result.append(await measure(args.requests, args.clients, args.bare, args.callgrind))
+    async def run(database: str | None) -> None:
+        result.append(await measure(args.requests, args.clients, args.bare, args.callgrind,
+                                    database))
 
-    run_loop(run())
-    what = "bare proxy" if args.bare else "gateway"
+    if args.ledger:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as directory:
+            run_loop(run(f"sqlite:///{directory}/gateway.db"))
+    else:
+        run_loop(run(None))
+    what = "bare proxy" if args.bare else "gateway with the ledger" if args.ledger else "gateway"
     print(f"{what}: {result[0] * 1e6:.1f} µs CPU per request "
           f"({args.requests} requests, {args.clients} clients)")
 

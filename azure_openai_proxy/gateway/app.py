@@ -29,9 +29,18 @@ from azure_openai_proxy.errors import (
     RequestTimeout,
 )
 from azure_openai_proxy.gateway.admin import AdminApi
+from azure_openai_proxy.gateway.admin_usage import ADMIN_USAGE_PATH, usage_answer
 from azure_openai_proxy.gateway.balancer import Balancer, rules_of
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
+from azure_openai_proxy.gateway.ledger import (
+    LedgerWriter,
+    deployment_models,
+    ledger_enabled,
+    open_ledger,
+    prices_of,
+)
 from azure_openai_proxy.gateway.pipeline import Gateway
+from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.ratelimit import RateLimiter
 from azure_openai_proxy.http.interface import (
     Answer,
@@ -44,7 +53,7 @@ from azure_openai_proxy.observability.accesslog import AccessLog
 from azure_openai_proxy.observability.metrics import Metrics, metrics_for
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings, UpstreamSettings
-from azure_openai_proxy.store.sqlite import default_database, sqlite_path
+from azure_openai_proxy.store.sqlite import database_path
 from azure_openai_proxy.upstream.entra import EntraTokens, TokenCredential
 from azure_openai_proxy.upstream.fast import FastTransport
 from azure_openai_proxy.upstream.transport import AiohttpTransport, Transport
@@ -80,8 +89,10 @@ class GatewayApp:
     routing it began on."""
 
     def __init__(self, settings: Settings, gateway: Gateway, metrics: Metrics,
-                 access_log: AccessLog, tokens: EntraTokens) -> None:
+                 access_log: AccessLog, tokens: EntraTokens,
+                 ledger: LedgerWriter | None = None) -> None:
         self.settings = settings
+        self.ledger = ledger
         self.gateway = gateway
         self.metrics = metrics
         self.access_log = access_log
@@ -110,12 +121,16 @@ class GatewayApp:
     async def startup(self) -> None:
         if self.gateway.directory is not None:
             await self.gateway.directory.start()
+        if self.ledger is not None:
+            await asyncio.to_thread(self.ledger.start)
 
     async def shutdown(self) -> None:
         return None
 
     async def cleanup(self) -> None:
         self.access_log.flush()
+        if self.ledger is not None:
+            await asyncio.to_thread(self.ledger.close)
         await self.gateway.transport.close()
         await self.tokens.close()
         if self.gateway.directory is not None:
@@ -140,6 +155,8 @@ class GatewayApp:
             local = self._local.get(request.path)
             if local is not None:
                 reply: Reply = self._local_answer(request, local)
+            elif request.path == ADMIN_USAGE_PATH:
+                reply = await self._admin_usage(request)
             elif self._admin is not None and request.path.startswith("/admin/"):
                 try:
                     reply = await self._admin.handle(request)
@@ -162,6 +179,8 @@ class GatewayApp:
             record.total_ms = (time.perf_counter() - started) * 1000
             if record.request_id:
                 self.access_log.write(record)
+                if self.ledger is not None:
+                    self.ledger.add(record)
             metrics.request_finished(record)
 
     def _local_answer(self, request: HttpRequest, handler: LocalHandler) -> Answer:
@@ -169,6 +188,14 @@ class GatewayApp:
             return error_answer(MethodNotAllowed(f"Method {request.method} is not allowed."))
         try:
             return handler(request)
+        except Exception as exc:
+            return self._failure(request, exc)
+
+    async def _admin_usage(self, request: HttpRequest) -> Answer:
+        if request.method not in _LOCAL_METHODS:
+            return error_answer(MethodNotAllowed(f"Method {request.method} is not allowed."))
+        try:
+            return await usage_answer(self.gateway.settings, request)
         except Exception as exc:
             return self._failure(request, exc)
 
@@ -218,6 +245,8 @@ class GatewayApp:
         are fixed at start-up, and so are the key directory and the limiters (governance)."""
         old = self.gateway
         clock, rng = old.balancer.clock, old.balancer.rng
+        if self.ledger is not None:
+            self.ledger.reconfigure(prices_of(settings), deployment_models(settings))
         if settings.upstream == old.settings.upstream:
             self.gateway = _gateway(settings, old.transport, self.metrics, self.tokens, old,
                                     clock, rng)
@@ -288,10 +317,14 @@ def create_app(
     gateway = _gateway(settings, transport or transport_for(settings.upstream), metrics,
                        tokens, None, clock, rng or random.Random())
     if settings.governance_enabled:
-        gateway.directory = KeyDirectory(sqlite_path(settings.database or default_database()))
+        gateway.directory = KeyDirectory(database_path(settings))
         gateway.limiter = RateLimiter(clock)
         gateway.directory.on_reload = gateway.limiter.forget
-    app = GatewayApp(settings, gateway, metrics, access_log or AccessLog(), tokens)
+    ledger = None
+    if ledger_enabled(settings):
+        ledger = open_ledger(settings, BudgetGuard())
+        gateway.budgets = ledger.guard
+    app = GatewayApp(settings, gateway, metrics, access_log or AccessLog(), tokens, ledger)
     app_box.append(app)
     return app
 
@@ -317,5 +350,7 @@ def _gateway(
     affinity = previous.affinity if previous is not None else None
     if previous is None:
         return Gateway(settings, transport, balancer, tokens, affinity)
-    return Gateway(settings, transport, balancer, tokens, affinity, previous.directory,
-                   previous.limiter)
+    gateway = Gateway(settings, transport, balancer, tokens, affinity, previous.directory,
+                      previous.limiter)
+    gateway.budgets = previous.budgets  # spend is the ledger's, not the settings'
+    return gateway

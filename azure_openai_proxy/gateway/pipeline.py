@@ -51,9 +51,11 @@ from azure_openai_proxy.errors import (
 from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
+from azure_openai_proxy.gateway.ledger import enforce_budget
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_to
 from azure_openai_proxy.gateway.relay import relay
 from azure_openai_proxy.gateway.spool import SpooledBody, multipart_boundary
+from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.keys import SECRET_PREFIX, allowed_names, model_allowed
 from azure_openai_proxy.governance.ratelimit import (
     RateLimiter,
@@ -141,6 +143,7 @@ class Gateway:
         self.balancer = balancer
         self.tokens = tokens
         self.affinity = affinity or ResourceAffinity()
+        self.budgets: BudgetGuard | None = None  # set when the ledger is on (app.py)
         self._request_ids = _request_id_source()
         self._busy = BusyPoll.from_setting(settings.busy_poll_us)
         # Read once: a settings model's attributes cost a __getattr__ hook per access.
@@ -175,6 +178,8 @@ class Gateway:
                 if caller.key is not None:
                     record.key_id = caller.key.id
                     record.team_id = caller.key.team_id
+                    if self.budgets is not None:
+                        enforce_budget(self.budgets, caller, request)
             if target.kind in ("models", "model"):
                 return self._models(target, caller)
             body = await self._read_body(request, target)
@@ -463,7 +468,8 @@ class Gateway:
                 answer = await relay(request, target.operation, response, policy, restored,
                                      self.settings.keep_azure_fields, record,
                                      want_id=target.kind == "resource",
-                                     answer_limit=self._answer_limit)
+                                     answer_limit=self._answer_limit,
+                                     prompt=body.json)
                 if record.created_id is not None:
                     self.affinity.remember(
                         record.created_id, (deployment.endpoint, deployment.deployment_name)

@@ -12,13 +12,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
 from azure_openai_proxy.errors import GatewayError, UpstreamError
+from azure_openai_proxy.governance.estimate import estimated_usage
 from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply, ResponseStream
 from azure_openai_proxy.normalize.body import normalize_answer
-from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
+from azure_openai_proxy.normalize.stream import (
+    ChatStreamNormalizer,
+    ResponsesStreamMeter,
+    StreamPolicy,
+)
 from azure_openai_proxy.observability.record import RequestRecord, usage_of
 from azure_openai_proxy.translate import relayed_response_headers
 from azure_openai_proxy.upstream.transport import UpstreamResponse
@@ -36,11 +43,14 @@ async def relay(
     request: HttpRequest, operation: str, response: UpstreamResponse,
     policy: StreamPolicy | None, client_model: str | None, keep_azure_fields: bool,
     record: RequestRecord, *, want_id: bool = False, answer_limit: int = _JSON_RESPONSE_LIMIT,
+    prompt: Mapping[str, Any] | None = None,
 ) -> Reply:
     """Send `response` to the client; `client_model` is the name to restore (or None).
     With `want_id`, the `id` of a created object (a 2xx JSON answer) goes into
     `record.created_id`, for resource affinity. A JSON answer longer than
-    `answer_limit` raises `UpstreamAnswerTooLarge` (a 502), never a truncated 200."""
+    `answer_limit` raises `UpstreamAnswerTooLarge` (a 502), never a truncated 200.
+    `prompt` (the request body) is read only when a stream ends before Azure's
+    usage frame, to estimate its usage."""
     record.status = response.status
     headers = relayed_response_headers(response.headers)
     if record.adaptations:
@@ -48,7 +58,8 @@ async def relay(
         headers["x-proxy-adapted"] = ", ".join(record.adaptations)
     content_type = headers.get("content-type", "")
     if content_type.startswith("text/event-stream"):
-        return await _relay_stream(request, response, headers, policy, record)
+        meter = ResponsesStreamMeter() if policy is None and operation == "responses" else None
+        return await _relay_stream(request, response, headers, policy, record, prompt, meter)
     if content_type.startswith("application/json"):
         try:
             raw = await response.read(answer_limit)
@@ -69,7 +80,8 @@ async def relay(
 
 async def _relay_stream(
     request: HttpRequest, response: UpstreamResponse, headers: dict[str, str],
-    policy: StreamPolicy | None, record: RequestRecord,
+    policy: StreamPolicy | None, record: RequestRecord, prompt: Mapping[str, Any] | None,
+    meter: ResponsesStreamMeter | None = None,
 ) -> ResponseStream:
     record.stream = True
     headers["cache-control"] = "no-cache"
@@ -83,6 +95,8 @@ async def _relay_stream(
             # aclosing: a generator left at [DONE] is closed here, not by the loop later.
             async with contextlib.aclosing(response.chunks()) as chunks:
                 async for chunk in chunks:
+                    if meter is not None:
+                        meter.feed(chunk)
                     data = normalizer.feed(chunk) if normalizer is not None else chunk
                     if normalizer is not None and normalizer.done:
                         # Azure's [DONE]: end the client's stream now, [DONE] and the end
@@ -125,7 +139,11 @@ async def _relay_stream(
         else:
             response.close()
         if normalizer is not None:
-            record.usage = normalizer.usage
+            # Never missing: Azure's usage, or (the client left, the stream broke) the
+            # tokens relayed so far and the prompt's, estimated and marked so.
+            record.usage = normalizer.usage or estimated_usage(prompt, normalizer.content_chars)
+        elif meter is not None:
+            record.usage = meter.usage or estimated_usage(prompt, meter.content_chars)
     return out
 
 

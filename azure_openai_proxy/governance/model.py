@@ -86,3 +86,5 @@ class UsageRecord:
     # "measured": Azure's usage; "estimated": counted by the gateway (a stream the client
     # left, or that broke, before Azure's usage frame); "none": nothing to count.
     usage_source: Literal["measured", "estimated", "none"] = "none"
+    # False: no price for the model (governance/prices.py), so cost_usd is 0 by default.
+    priced: bool = True

@@ -42,7 +42,7 @@ import orjson
 from azure_openai_proxy.errors import error_body
 from azure_openai_proxy.sse import SseDecoder, SseEvent
 
-__all__ = ["ChatStreamNormalizer", "StreamPolicy"]
+__all__ = ["ChatStreamNormalizer", "ResponsesStreamMeter", "StreamPolicy"]
 
 DONE = b"data: [DONE]\n\n"
 CONTENT_FILTER_MESSAGE = (
@@ -73,7 +73,8 @@ class ChatStreamNormalizer:
     After the stream: `usage` (the usage frame's object, forwarded or not),
     `finish_reasons` (choice index -> finish_reason), `frames_in` (upstream data
     events, `[DONE]` included), `frames_out` (events written, `[DONE]` included),
-    `done` (the client's stream is complete).
+    `done` (the client's stream is complete), `content_chars` (characters of content
+    relayed: the ledger's estimate when the stream ends before Azure's usage frame).
     """
 
     def __init__(self, policy: StreamPolicy) -> None:
@@ -92,6 +93,7 @@ class ChatStreamNormalizer:
         self.finish_reasons: dict[int, str] = {}
         self.frames_in = 0
         self.frames_out = 0
+        self.content_chars = 0
 
     def feed(self, chunk: bytes) -> bytes:
         """Return the bytes to write to the client for `chunk`: complete events only."""
@@ -168,6 +170,7 @@ class ChatStreamNormalizer:
             return None
         if choice.get("finish_reason") is not None:
             self._note_finish(choices)
+        self.content_chars += _content_chars(choice)
         if obj.get("model") == self._model:
             return self._out(event, obj, changed=False)
         obj["model"] = self._model  # the client's name, or Azure's first one
@@ -202,6 +205,8 @@ class ChatStreamNormalizer:
         if changed:
             obj["choices"] = kept
         self._note_finish(kept)
+        for choice in kept:
+            self.content_chars += _content_chars(choice)
         if self._policy.strip_usage_frame and "usage" in obj:
             if type(obj["usage"]) is dict:
                 self.usage = obj["usage"]
@@ -297,6 +302,49 @@ class ChatStreamNormalizer:
         else:
             message = "The Azure OpenAI stream ended before it completed (no [DONE] received)."
         return error_body(message, "server_error", "stream_interrupted")
+
+
+class ResponsesStreamMeter:
+    """Reads a Responses API stream as it is relayed unchanged: `usage` from its
+    `response.completed` (or `.incomplete`/`.failed`) event, `content_chars` of the
+    `response.output_text.delta` events, for an estimate when it ends first. Only the
+    events that can carry either are parsed."""
+
+    def __init__(self) -> None:
+        self._decoder = SseDecoder()
+        self.usage: dict[str, Any] | None = None
+        self.content_chars = 0
+
+    def feed(self, chunk: bytes) -> None:
+        for event in self._decoder.feed(chunk):
+            data = event.data
+            if data is None or (b'"usage"' not in data and b"output_text.delta" not in data):
+                continue
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if type(obj) is not dict:
+                continue
+            delta = obj.get("delta")
+            if obj.get("type") == "response.output_text.delta" and type(delta) is str:
+                self.content_chars += len(delta)
+                continue
+            response = obj.get("response")
+            usage = response.get("usage") if type(response) is dict else None
+            if type(usage) is dict:
+                self.usage = usage
+
+
+def _content_chars(choice: dict[str, Any]) -> int:
+    """Characters of text a choice carries (chat's delta content or a legacy choice's
+    text): a running count, from the frame already parsed."""
+    delta = choice.get("delta")
+    if type(delta) is dict:
+        content = delta.get("content")
+        return len(content) if type(content) is str else 0
+    text = choice.get("text")
+    return len(text) if type(text) is str else 0
 
 
 def _is_annotation(choice: dict[str, Any]) -> bool:

@@ -28,7 +28,7 @@ from azure_openai_proxy.governance.keys import (
 )
 from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
 from azure_openai_proxy.store.keys import KeyStore, StoreConflict, StoreNotFound
-from azure_openai_proxy.store.sqlite import default_database, sqlite_path
+from azure_openai_proxy.store.sqlite import database_path, sqlite_path
 
 __all__ = ["main"]
 
@@ -63,7 +63,7 @@ def _database(args: argparse.Namespace, environ: Mapping[str, str]) -> Path:
         return sqlite_path(args.database)
     config = args.config or ("config.yaml" if Path("config.yaml").is_file() else None)
     settings = load_settings(config, environ, {})
-    return sqlite_path(settings.database or default_database())
+    return database_path(settings)
 
 
 # -- parsers --------------------------------------------------------------------------

@@ -13,7 +13,9 @@ import os
 import sqlite3
 from pathlib import Path
 
-__all__ = ["DATA_VOLUME", "connect", "default_database", "sqlite_path"]
+from azure_openai_proxy.settings import Settings
+
+__all__ = ["DATA_VOLUME", "connect", "database_path", "default_database", "sqlite_path"]
 
 DATA_VOLUME = Path("/var/lib/azure-openai-proxy")
 _BUSY_TIMEOUT_MS = 5000
@@ -35,6 +37,12 @@ def sqlite_path(url: str) -> Path:
     if not rest or rest == "/":
         raise ValueError("a sqlite:// database needs a file path")
     return Path(rest)
+
+
+def database_path(settings: Settings) -> Path:
+    """The governance database's file: the configured one, else the default. One place,
+    so the key directory, the ledger, the admin API and the CLI agree."""
+    return sqlite_path(settings.database or default_database())
 
 
 def connect(path: Path) -> sqlite3.Connection:

@@ -686,3 +686,43 @@ def test_the_hot_path_gives_exactly_what_the_general_path_gives(
         general.finish_reasons,
         general.frames_out,
     )
+
+
+def test_the_content_relayed_is_counted_for_estimates() -> None:
+    """A running count of the characters of content relayed, on the steady path and the
+    general one; a usage frame and an empty delta count nothing."""
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model=None))
+    frames = [
+        {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+         "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+        {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+         "choices": [{"index": 0, "delta": {"content": "Hello"}}]},
+        {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+         "choices": [{"index": 0, "delta": {"content": ", world"}, "finish_reason": "stop"}]},
+        {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [],
+         "usage": {"prompt_tokens": 1, "completion_tokens": 3}},
+    ]
+    for frame in frames:
+        normalizer.feed(b"data: " + orjson.dumps(frame) + b"\n\n")
+    assert normalizer.content_chars == len("Hello, world")
+    legacy = ChatStreamNormalizer(StreamPolicy(client_model=None))
+    legacy.feed(b'data: {"id":"x","object":"text_completion","created":1,"model":"m",'
+                b'"choices":[{"index":0,"text":"abc"}]}\n\n')
+    assert legacy.content_chars == 3
+
+
+def test_the_responses_meter_reads_usage_and_counts_deltas_across_chunk_splits() -> None:
+    from azure_openai_proxy.normalize.stream import ResponsesStreamMeter
+
+    stream = (
+        b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Hello"}\n\n'
+        b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":", you"}\n\n'
+        b'event: response.completed\ndata: {"type":"response.completed","response":{"usage":'
+        b'{"input_tokens":7,"output_tokens":3,"output_tokens_details":{"reasoning_tokens":1}}}}\n\n'
+    )
+    meter = ResponsesStreamMeter()
+    for i in range(0, len(stream), 7):
+        meter.feed(stream[i:i + 7])
+    assert meter.content_chars == len("Hello, you")
+    assert meter.usage == {"input_tokens": 7, "output_tokens": 3,
+                           "output_tokens_details": {"reasoning_tokens": 1}}

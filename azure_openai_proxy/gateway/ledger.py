@@ -1,0 +1,366 @@
+"""The usage ledger's writer: every finished request becomes a UsageRecord in the
+database, off the request path, and nothing is lost.
+
+    event loop: add(record)  -> a deque (one append; no pricing, no I/O)
+    writer thread, every 0.5 s or 500 records:
+        price the records -> LedgerStore.write (one transaction; rollups with it)
+        database error    -> the spool file (JSON lines next to the database)
+        database back     -> the spool replayed (idempotent: request_id is unique)
+        then the budgets' SpendBook is rebuilt from the rollups (every worker's spend)
+
+The deque is bounded (`max_buffer`): past it, records go straight to the spool. `close()`
+(SIGTERM, via the app's cleanup) writes or spools everything left; a reload asks for a
+flush. A database failure is logged, never raised into a request.
+
+The ledger is on when a `database` is configured (`ledger_enabled`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import orjson
+
+from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.errors import BudgetExhausted
+from azure_openai_proxy.governance.budget import BudgetGuard, SpendBook, day_of
+from azure_openai_proxy.governance.model import UsageRecord
+from azure_openai_proxy.governance.prices import PriceTable, token_counts
+from azure_openai_proxy.http.interface import HttpRequest
+from azure_openai_proxy.observability.record import RequestRecord
+from azure_openai_proxy.settings import Settings
+from azure_openai_proxy.store.ledger import LedgerStore
+from azure_openai_proxy.store.sqlite import database_path
+
+__all__ = ["LedgerWriter", "enforce_budget", "ledger_enabled", "usage_record"]
+
+log = logging.getLogger("azure_openai_proxy")
+
+_RETENTION_EVERY = 3600.0
+# Other workers (and processes) write to the same database: their spend is read back
+# at least this often, not only after this worker's own writes.
+_BUDGET_REFRESH_EVERY = 5.0
+_BUDGET_WARNING_HEADER = "x-aop-budget-warning"
+
+
+def ledger_enabled(settings: Settings) -> bool:
+    """The ledger (and budgets) run with governance: a database or an admin key
+    configured. Without either nothing is recorded and no file is made."""
+    return settings.governance_enabled
+
+
+def prices_of(settings: Settings) -> PriceTable:
+    return PriceTable.shipped({name: p.model_dump() for name, p in settings.prices.items()})
+
+
+def deployment_models(settings: Settings) -> dict[tuple[str, str], str]:
+    """(endpoint, deployment name) -> the deployment's model name, for pricing."""
+    return {(d.endpoint, d.deployment_name): d.model_name for d in settings.deployments}
+
+
+def usage_record(record: RequestRecord, arrived: float, prices: PriceTable,
+                 models: Mapping[tuple[str, str], str]) -> UsageRecord:
+    """The ledger's line for a finished request."""
+    usage = record.usage
+    tokens = token_counts(usage)
+    cost, priced = 0.0, True
+    if any(tokens):
+        model = models.get((record.endpoint or "", record.deployment or ""))
+        cost, priced = prices.cost((record.model, model, record.deployment), tokens)
+    source: Literal["measured", "estimated", "none"] = (
+        "none" if not usage else "estimated" if usage.get("estimated") else "measured")
+    return UsageRecord(
+        arrived, record.request_id, record.key_id, record.team_id, record.model,
+        record.deployment, record.endpoint, record.route, record.status, tokens.prompt,
+        tokens.cached, tokens.completion, tokens.reasoning, cost, record.upstream_ms,
+        record.total_ms, record.stream, record.attempts, source, priced,
+    )
+
+
+def enforce_budget(guard: BudgetGuard, caller: Caller, request: HttpRequest) -> None:
+    """Refuse a caller whose key or team has spent its budget (429 insufficient_quota);
+    mark the answer of one past a soft budget. Call after authentication."""
+    decision = guard.check(caller.key, caller.team)
+    if decision.exhausted is not None:
+        raise BudgetExhausted(
+            f"You exceeded your current quota: this {decision.exhausted}'s budget for the "
+            "period is spent. Ask the gateway's administrator to raise it."
+        )
+    if decision.warnings:
+        for who in decision.first:
+            owner = caller.key if who == "key" else caller.team
+            log.warning("%s %s is past its soft budget for the period", who,
+                        owner.id if owner is not None else "?")
+        extra = request.extra_headers or {}
+        extra[_BUDGET_WARNING_HEADER] = ", ".join(decision.warnings)
+        request.extra_headers = extra
+
+
+class LedgerWriter:
+    """One worker's ledger writer (a daemon thread). `add` is called on the event loop;
+    everything else happens on the thread, or in `start`/`close` (call those off the
+    loop: they touch the database)."""
+
+    def __init__(
+        self, database: Path, prices: PriceTable, models: Mapping[tuple[str, str], str],
+        guard: BudgetGuard, *, retention_days: int = 90, batch_size: int = 500,
+        interval: float = 0.5, max_buffer: int = 100_000, busy_timeout_ms: int = 1000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.database = database
+        self.spool_path = database.with_name(database.name + ".spool.jsonl")
+        self.guard = guard
+        self._prices = prices
+        self._models = dict(models)
+        self._retention = retention_days * 86400.0
+        self._batch = batch_size
+        self._interval = interval
+        self._max = max_buffer
+        self._busy_ms = busy_timeout_ms
+        self._clock = clock
+        self._queue: deque[tuple[RequestRecord, float] | _Reconfigured] = deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._idle = threading.Condition()
+        self._written = 0  # batches handled, for flush()
+        self._thread: threading.Thread | None = None
+        self._store: LedgerStore | None = None
+        self._last_retention = 0.0
+        self._last_refresh = 0.0
+        self.failures = 0  # database errors seen (the tests and the log read it)
+
+    # -- the event loop's side ---------------------------------------------------------
+
+    def add(self, record: RequestRecord) -> None:
+        queue = self._queue
+        queue.append((record, self._clock()))
+        waiting = len(queue)
+        if waiting >= self._batch:
+            if waiting == self._batch:
+                self._wake.set()  # once: the thread drains all there is when it wakes
+            elif waiting > self._max:
+                self._overflow()
+
+    def reconfigure(self, prices: PriceTable, models: Mapping[tuple[str, str], str]) -> None:
+        """A reload's prices and deployments, for the requests served after it (queued in
+        order: the records already queued keep the prices they were served at); and a
+        flush."""
+        self._queue.append(_Reconfigured(prices, dict(models)))
+        self._wake.set()
+
+    # -- life cycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the database, load the budgets' spend, replay a spool left by an earlier
+        run, and start the thread. A database that cannot be opened is retried later."""
+        self._cycle()
+        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until what was queued before the call is written or spooled."""
+        with self._idle:
+            target = self._written + 2  # the batch in progress may predate the call
+            self._wake.set()
+            return self._idle.wait_for(lambda: self._written >= target or self._thread is None,
+                                       timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write (or spool) every queued record, then stop the thread."""
+        self._stopping = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        if thread is None or not thread.is_alive():
+            self._drain()  # anything added after the thread's last pass
+            if self._store is not None:
+                with contextlib.suppress(Exception):
+                    self._store.close()
+                self._store = None
+        else:
+            self._spool(self._take(len(self._queue)))
+
+    # -- the thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self._cycle()
+        self._cycle()
+        with self._idle:
+            self._thread = None if self._stopping else self._thread
+            self._idle.notify_all()
+
+    def _cycle(self) -> None:
+        try:
+            self._drain()
+            self._maintain()
+        except Exception:  # a bug of ours must not stop the ledger
+            log.exception("ledger writer: unexpected error")
+        with self._idle:
+            self._written += 1
+            self._idle.notify_all()
+
+    def _take(self, count: int) -> list[UsageRecord]:
+        queue, prices, models = self._queue, self._prices, self._models
+        out: list[UsageRecord] = []
+        for _ in range(count):
+            try:
+                item = queue.popleft()
+            except IndexError:
+                break
+            if isinstance(item, _Reconfigured):
+                self._prices = prices = item.prices
+                self._models = models = item.models
+                continue
+            record, ended = item
+            arrived = ended - record.total_ms / 1000
+            out.append(usage_record(record, arrived, prices, models))
+        return out
+
+    def _drain(self) -> None:
+        while self._queue:
+            batch = self._take(self._batch)
+            if not self._write(batch):
+                self._spool(batch)
+                self.guard.replace(self.guard.book.plus(_costs(batch)))
+
+    def _write(self, batch: list[UsageRecord]) -> bool:
+        store = self._open()
+        if store is None:
+            return False
+        try:
+            store.write(batch)
+        except Exception as exc:
+            self._failed(exc)
+            return False
+        self._refresh_budgets(store)
+        return True
+
+    def _maintain(self) -> None:
+        store = self._open()
+        if store is None:
+            return
+        try:
+            replayed = self._replay(store)
+            now = self._clock()
+            if now - self._last_retention >= _RETENTION_EVERY:
+                store.delete_before(now - self._retention)
+                self._last_retention = now
+            if replayed or now - self._last_refresh >= _BUDGET_REFRESH_EVERY:
+                self._refresh_budgets(store)
+        except Exception as exc:
+            self._failed(exc)
+
+    def _open(self) -> LedgerStore | None:
+        if self._store is None:
+            try:
+                self._store = LedgerStore.open(self.database, busy_timeout_ms=self._busy_ms)
+            except Exception as exc:
+                self._failed(exc)
+                return None
+        return self._store
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        if self.failures == 1 or self.failures % 100 == 0:
+            log.warning("usage ledger: database unavailable (%s: %s); records go to %s "
+                        "until it is back", type(exc).__name__, exc, self.spool_path)
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                self._store.close()
+            self._store = None
+
+    def _refresh_budgets(self, store: LedgerStore) -> None:
+        with contextlib.suppress(Exception):
+            self.guard.replace(SpendBook.from_rows(store.daily_spend("")))
+            self._last_refresh = self._clock()
+
+    # -- the spool ---------------------------------------------------------------------
+
+    def _overflow(self) -> None:
+        # The thread is behind (a slow database): spool the oldest records now rather
+        # than let the buffer grow without bound. Rare, and a single append.
+        self._spool(self._take(len(self._queue) - self._max // 2))
+
+    def _spool(self, records: list[UsageRecord]) -> None:
+        if not records:
+            return
+        data = b"".join(orjson.dumps(dataclasses.asdict(r), option=orjson.OPT_APPEND_NEWLINE)
+                        for r in records)
+        for _ in range(3):
+            try:
+                self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.spool_path, "ab") as spool:
+                    fcntl.flock(spool, fcntl.LOCK_EX)
+                    if os.fstat(spool.fileno()).st_nlink == 0:
+                        continue  # replayed and removed while we waited: open it again
+                    spool.write(data)
+                    return
+            except OSError as exc:
+                log.error("usage ledger: cannot write the spool %s (%s): %d records lost",
+                          self.spool_path, exc.strerror, len(records))
+                return
+
+    def _replay(self, store: LedgerStore) -> bool:
+        """Write the spool's records to the database, then remove it. True if any."""
+        try:
+            spool = open(self.spool_path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return False
+        with spool:
+            fcntl.flock(spool, fcntl.LOCK_EX)
+            if os.fstat(spool.fileno()).st_nlink == 0:
+                return False
+            records = [_from_line(line) for line in spool if line.strip()]
+            valid = [r for r in records if r is not None]
+            for start in range(0, len(valid), self._batch):
+                store.write(valid[start:start + self._batch])  # raises: the spool stays
+            self.spool_path.unlink()
+        log.info("usage ledger: %d spooled records written to the database", len(valid))
+        return True
+
+
+class _Reconfigured(NamedTuple):
+    """In the queue: the records after it are priced with these."""
+
+    prices: PriceTable
+    models: dict[tuple[str, str], str]
+
+
+def _from_line(line: bytes) -> UsageRecord | None:
+    try:
+        return UsageRecord(**orjson.loads(line))
+    except (orjson.JSONDecodeError, TypeError):
+        return None  # a line cut by a crash: the rest still counts
+
+
+def _costs(batch: list[UsageRecord]) -> list[tuple[tuple[str, str], str, float]]:
+    costs: list[tuple[tuple[str, str], str, float]] = []
+    for r in batch:
+        if r.cost_usd:
+            day = day_of(r.time)
+            if r.key_id:
+                costs.append((("key", r.key_id), day, r.cost_usd))
+            if r.team_id:
+                costs.append((("team", r.team_id), day, r.cost_usd))
+    return costs
+
+
+def open_ledger(settings: Settings, guard: BudgetGuard) -> LedgerWriter:
+    """The writer for the governance database (store/sqlite.py database_path)."""
+    return LedgerWriter(database_path(settings), prices_of(settings),
+                        deployment_models(settings), guard,
+                        retention_days=settings.ledger_retention_days)

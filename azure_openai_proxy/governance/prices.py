@@ -1,0 +1,133 @@
+"""What a request cost: the price table and the arithmetic.
+
+`PriceTable.shipped(overrides)` is the table in `prices.yaml` (package data) with the
+config's `prices:` on top (model -> {input, cached_input, output}, USD per 1M tokens).
+`PriceTable.cost(names, tokens)` prices a request's token counts with the first name
+that has a price: the client's model, then the deployment's model, then the deployment
+name; each tried as written, lower-cased, and without a dated suffix
+(`gpt-4o-2024-08-06` -> `gpt-4o`, `gpt-4-0613` -> `gpt-4`). No price for any: the cost
+is 0 and `priced` is False, which the ledger records, so an unpriced model shows up
+instead of being silently free.
+
+Cached prompt tokens cost `cached_input` (or `input` when the model has no cache price);
+reasoning tokens are already counted in the completion tokens (OpenAI's and Azure's
+usage both say so) and cost `output`.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, NamedTuple
+
+import yaml
+
+__all__ = ["Price", "PriceTable", "TokenCounts", "token_counts"]
+
+_TOKENS_PER_PRICE = 1_000_000  # prices are per 1M tokens
+_DATED = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per 1M tokens."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+
+
+class TokenCounts(NamedTuple):
+    prompt: int
+    cached: int
+    completion: int
+    reasoning: int
+
+
+def _int(value: Any) -> int:
+    return value if type(value) is int and value > 0 else 0
+
+
+def token_counts(usage: Mapping[str, Any] | None) -> TokenCounts:
+    """A usage object's counts, whatever the API: chat's prompt/completion tokens with
+    `prompt_tokens_details.cached_tokens` and `completion_tokens_details.reasoning_tokens`,
+    or Responses' input/output tokens with `input_tokens_details`/`output_tokens_details`."""
+    if not usage:
+        return TokenCounts(0, 0, 0, 0)
+    prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
+    completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
+    prompt_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+    completion_details = (usage.get("completion_tokens_details")
+                          or usage.get("output_tokens_details"))
+    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
+    reasoning = (_int(completion_details.get("reasoning_tokens"))
+                 if isinstance(completion_details, dict) else 0)
+    return TokenCounts(prompt, min(cached, prompt), completion, reasoning)
+
+
+def _price_of(name: str, entry: Any) -> Price:
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"prices.{name} must be a mapping of input, cached_input, output")
+    try:
+        cached = entry.get("cached_input")
+        price = Price(float(entry.get("input", 0)), float(entry.get("output", 0)),
+                      None if cached is None else float(cached))
+    except (TypeError, ValueError):
+        raise ValueError(f"prices.{name}: input, cached_input and output must be numbers") from None
+    if min(price.input, price.output, price.cached_input or 0) < 0:
+        raise ValueError(f"prices.{name}: a price cannot be negative")
+    return price
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped() -> dict[str, Price]:
+    text = resources.files("azure_openai_proxy.governance").joinpath("prices.yaml").read_text()
+    data = yaml.safe_load(text)
+    return {str(name).lower(): _price_of(str(name), entry) for name, entry in data.items()}
+
+
+class PriceTable:
+    """Model name -> Price, with the lookup rules above (remembered per name)."""
+
+    def __init__(self, prices: Mapping[str, Price]) -> None:
+        self._prices = {name.lower(): price for name, price in prices.items()}
+        self.lookup = functools.lru_cache(maxsize=1024)(self._lookup)
+
+    @classmethod
+    def shipped(cls, overrides: Mapping[str, Any] | None = None) -> PriceTable:
+        """The shipped table, with `overrides` (the config's `prices:`) on top. A
+        malformed override is a ValueError naming it."""
+        prices = dict(_shipped())
+        for name, entry in (overrides or {}).items():
+            prices[str(name).lower()] = _price_of(str(name), entry)
+        return cls(prices)
+
+    def _lookup(self, name: str) -> Price | None:
+        lowered = name.lower()
+        price = self._prices.get(lowered)
+        if price is None:
+            undated = _DATED.sub("", lowered)
+            price = self._prices.get(undated)
+        return price
+
+    def price_for(self, names: Iterable[str | None]) -> Price | None:
+        for name in names:
+            if name:
+                price = self.lookup(name)
+                if price is not None:
+                    return price
+        return None
+
+    def cost(self, names: Iterable[str | None], tokens: TokenCounts) -> tuple[float, bool]:
+        """(USD, priced): the tokens priced with the first of `names` that has a price;
+        (0.0, False) when none has."""
+        price = self.price_for(names)
+        if price is None:
+            return 0.0, False
+        cached_rate = price.input if price.cached_input is None else price.cached_input
+        usd = ((tokens.prompt - tokens.cached) * price.input + tokens.cached * cached_rate
+               + tokens.completion * price.output) / _TOKENS_PER_PRICE
+        return usd, True

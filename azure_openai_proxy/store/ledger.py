@@ -1,0 +1,160 @@
+"""The usage ledger in SQLite: raw records, daily rollups, retention, queries.
+
+Tables:
+
+    usage_records   one row per request (UsageRecord's fields); `request_id` is unique,
+                    so a batch written twice (a spool replayed after a crash) counts once
+    usage_rollups   (day, kind, id) -> requests, tokens, cost; kind is key, team or model.
+                    Updated in the same transaction as the records it sums, from exactly
+                    the rows that transaction inserted. Budgets read these.
+
+`LedgerStore` is used from one thread at a time (the gateway's ledger writer, or the CLI).
+Every method raises `sqlite3.Error` as it comes: the writer decides what a failure means.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import fields
+from operator import attrgetter
+from pathlib import Path
+from typing import Any, Literal
+
+from azure_openai_proxy.governance.model import UsageRecord
+from azure_openai_proxy.store.sqlite import connect
+
+__all__ = ["GROUPINGS", "Grouping", "LedgerStore", "UsageRow"]
+
+_FIELDS = tuple(f.name for f in fields(UsageRecord))
+_ROW = attrgetter(*_FIELDS, "time")  # the row's values and the time again, for its day
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS usage_records (
+    time REAL NOT NULL, request_id TEXT NOT NULL, key_id TEXT, team_id TEXT, model TEXT,
+    deployment TEXT, endpoint TEXT, route TEXT NOT NULL, status INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL, upstream_ms REAL, total_ms REAL NOT NULL, stream INTEGER NOT NULL,
+    attempts INTEGER NOT NULL, usage_source TEXT NOT NULL, priced INTEGER NOT NULL,
+    day TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS usage_records_request ON usage_records (request_id);
+CREATE INDEX IF NOT EXISTS usage_records_time ON usage_records (time);
+CREATE TABLE IF NOT EXISTS usage_rollups (
+    day TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL,
+    requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    PRIMARY KEY (day, kind, id)
+);
+"""
+_INSERT = (f"INSERT OR IGNORE INTO usage_records ({', '.join(_FIELDS)}, day) "
+           f"VALUES ({', '.join('?' for _ in _FIELDS)}, date(?, 'unixepoch'))")
+_ROLLUP = """
+INSERT INTO usage_rollups (day, kind, id, requests, prompt_tokens, cached_tokens,
+                           completion_tokens, reasoning_tokens, cost_usd)
+SELECT day, ?, {column}, count(*), sum(prompt_tokens), sum(cached_tokens),
+       sum(completion_tokens), sum(reasoning_tokens), sum(cost_usd)
+FROM usage_records WHERE rowid > ? AND {column} IS NOT NULL GROUP BY day, {column}
+ON CONFLICT (day, kind, id) DO UPDATE SET
+    requests = requests + excluded.requests,
+    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+    cached_tokens = cached_tokens + excluded.cached_tokens,
+    completion_tokens = completion_tokens + excluded.completion_tokens,
+    reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
+    cost_usd = cost_usd + excluded.cost_usd
+"""
+_ROLLUP_KINDS = (("key", "key_id"), ("team", "team_id"), ("model", "model"))
+
+Grouping = Literal["key", "team", "model", "deployment", "day"]
+GROUPINGS: tuple[Grouping, ...] = ("key", "team", "model", "deployment", "day")
+_GROUP_COLUMN = {"key": "key_id", "team": "team_id", "model": "model",
+                 "deployment": "deployment", "day": "day"}
+UsageRow = dict[str, Any]
+
+
+class LedgerStore:
+    """The ledger's tables in one SQLite database."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+        self._db.executescript(_SCHEMA)
+
+    @classmethod
+    def open(cls, path: Path, *, busy_timeout_ms: int | None = None) -> LedgerStore:
+        connection = connect(path)
+        if busy_timeout_ms is not None:
+            connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        return cls(connection)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def write(self, records: Sequence[UsageRecord]) -> int:
+        """Insert `records` (those already there are skipped) and add the new ones to the
+        rollups, in one transaction. Returns how many were new."""
+        if not records:
+            return 0
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")  # a busy database raises here, nothing to undo
+        try:
+            last = db.execute("SELECT coalesce(max(rowid), 0) FROM usage_records").fetchone()[0]
+            before = db.total_changes
+            db.executemany(_INSERT, map(_ROW, records))
+            inserted = db.total_changes - before
+            if inserted:
+                for kind, column in _ROLLUP_KINDS:
+                    db.execute(_ROLLUP.format(column=column), (kind, last))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return inserted
+
+    def delete_before(self, cutoff: float) -> int:
+        """Retention: raw records older than `cutoff` (epoch seconds) go; rollups stay."""
+        cursor = self._db.execute("DELETE FROM usage_records WHERE time < ?", (cutoff,))
+        return cursor.rowcount
+
+    def daily_spend(self, since_day: str) -> list[tuple[str, str, str, float]]:
+        """(kind, id, day, cost) of keys and teams from `since_day` (YYYY-MM-DD) on."""
+        rows = self._db.execute(
+            "SELECT kind, id, day, cost_usd FROM usage_rollups "
+            "WHERE day >= ? AND kind IN ('key', 'team')", (since_day,)).fetchall()
+        return [(str(k), str(i), str(d), float(c)) for k, i, d, c in rows]
+
+    def count(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM usage_records").fetchone()[0])
+
+    def records(self, since: float = 0.0) -> list[UsageRecord]:
+        rows = self._db.execute(
+            f"SELECT {', '.join(_FIELDS)} FROM usage_records WHERE time >= ? ORDER BY time",
+            (since,)).fetchall()
+        return [_record(row) for row in rows]
+
+    def usage(self, by: Grouping, since: float, until: float | None = None) -> list[UsageRow]:
+        """Totals grouped `by` for records from `since` to `until` (epoch seconds), the
+        largest spend first (by day: in date order)."""
+        column = _GROUP_COLUMN[by]
+        order = "grp" if by == "day" else "spent DESC, grp"
+        rows = self._db.execute(
+            f"SELECT {column} AS grp, count(*), sum(prompt_tokens), sum(cached_tokens), "
+            "sum(completion_tokens), sum(reasoning_tokens), sum(cost_usd) AS spent, "
+            "sum(usage_source = 'estimated'), sum(priced = 0) "
+            "FROM usage_records WHERE time >= ? AND time < ? "
+            f"GROUP BY grp ORDER BY {order}",
+            (since, until if until is not None else time.time() + 86400)).fetchall()
+        return [
+            {by: grp, "requests": n, "prompt_tokens": p, "cached_tokens": c,
+             "completion_tokens": o, "reasoning_tokens": r, "cost_usd": round(cost, 6),
+             "estimated": est, "unpriced": unpriced}
+            for grp, n, p, c, o, r, cost, est, unpriced in rows
+        ]
+
+
+def _record(row: Iterable[Any]) -> UsageRecord:
+    values = dict(zip(_FIELDS, row, strict=True))
+    values["stream"] = bool(values["stream"])
+    values["priced"] = bool(values["priced"])
+    return UsageRecord(**values)

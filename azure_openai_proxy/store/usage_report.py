@@ -1,0 +1,81 @@
+"""Usage queries as people read them: a time range from `7d`/`24h`/a date, and the
+rows as a table, CSV or JSON. Shared by `azure-openai-proxy usage` and GET /admin/usage."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from azure_openai_proxy.store.ledger import Grouping, UsageRow
+
+__all__ = ["COLUMNS", "as_csv", "as_json", "as_table", "parse_time"]
+
+COLUMNS = ("requests", "prompt_tokens", "cached_tokens", "completion_tokens",
+           "reasoning_tokens", "cost_usd", "estimated", "unpriced")
+_RELATIVE = re.compile(r"^(\d+)([smhdw])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_time(text: str, now: float) -> float:
+    """`7d`, `24h`, `30m` (that long before `now`), an ISO date or date-time (UTC unless
+    it says), or epoch seconds. A ValueError names what is accepted."""
+    text = text.strip()
+    match = _RELATIVE.match(text)
+    if match:
+        return now - int(match.group(1)) * _UNIT[match.group(2)]
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a time: use 7d, 24h, 30m, 2026-12-01 or "
+                         "2026-12-01T08:00:00") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _header(by: Grouping) -> list[str]:
+    return [by, *COLUMNS]
+
+
+def _cells(by: Grouping, row: UsageRow) -> list[str]:
+    cells = ["-" if row[by] is None else str(row[by])]
+    for column in COLUMNS:
+        value = row[column]
+        cells.append(f"{value:.6f}" if column == "cost_usd" else str(value or 0))
+    return cells
+
+
+def as_table(by: Grouping, rows: Sequence[UsageRow]) -> str:
+    lines = [_header(by)] + [_cells(by, row) for row in rows]
+    total = ["total"] + [
+        f"{sum(r[c] or 0 for r in rows):.6f}" if c == "cost_usd" else str(sum(r[c] or 0 for r in rows))
+        for c in COLUMNS]
+    lines.append(total)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    out = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                     for i, (cell, w) in enumerate(zip(line, widths, strict=True)))
+           for line in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    out.insert(len(out) - 1, out[1])
+    return "\n".join(out)
+
+
+def as_csv(by: Grouping, rows: Sequence[UsageRow]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(_header(by))
+    for row in rows:
+        writer.writerow([row[by], *(row[c] for c in COLUMNS)])
+    return buffer.getvalue()
+
+
+def as_json(by: Grouping, rows: Sequence[UsageRow], since: float, until: float | None) -> str:
+    return json.dumps({"by": by, "since": since, "until": until, "data": list(rows)})

@@ -1,0 +1,496 @@
+"""The usage ledger, end to end: the official `openai` SDK through the gateway to the
+bundled emulator, and the records read back from the SQLite database."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from azure_openai_proxy.auth import Caller, presented_key
+from azure_openai_proxy.errors import AuthenticationFailed
+from azure_openai_proxy.gateway.app import GatewayApp, create_app
+from azure_openai_proxy.governance.model import Limits, Team, UsageRecord, VirtualKey
+from azure_openai_proxy.governance.prices import PriceTable, token_counts
+from azure_openai_proxy.settings import Settings
+from azure_openai_proxy.store.ledger import LedgerStore
+from tests.e2e.conftest import CLIENT_KEY, Emulator, emulator_config, gateway_settings
+from tests.support import ServerThread, serve
+from tests.waiting import until
+
+
+@pytest.fixture
+def slow_emulator() -> Iterator[Emulator]:
+    """Streams paced at 20 ms a token, so a client can leave in the middle of one."""
+    from azure_openai_proxy.emulator import create_emulator_app
+
+    with serve(lambda: create_emulator_app(emulator_config(token_ms=20))) as server:
+        yield Emulator(server)
+
+
+def _start(settings: Settings) -> ServerThread:
+    return ServerThread(lambda: create_app(settings)).start()
+
+
+@pytest.fixture
+def ledger_gateway(tmp_path: Path) -> Iterator[Callable[..., ServerThread]]:
+    started: list[ServerThread] = []
+
+    def start(emulator: Emulator, **extra: Any) -> ServerThread:
+        settings = gateway_settings(emulator.url, database=f"sqlite:///{tmp_path / 'gw.db'}",
+                                    **extra)
+        server = _start(settings)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _app(server: ServerThread) -> GatewayApp:
+    assert isinstance(server.app, GatewayApp)
+    return server.app
+
+
+def records(server: ServerThread) -> list[UsageRecord]:
+    """Every record, once the writer has written what was queued."""
+    ledger = _app(server).ledger
+    assert ledger is not None
+    assert ledger.flush()
+    store = LedgerStore.open(ledger.database)
+    try:
+        return store.records()
+    finally:
+        store.close()
+
+
+def sdk(server: ServerThread, key: str = CLIENT_KEY, retries: int = 0) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=retries,
+                         timeout=30)
+
+
+def test_a_non_streamed_call_costs_what_the_price_table_says(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    gateway = ledger_gateway(emulator)
+    answer = sdk(gateway).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "price me"}])
+    assert answer.usage is not None
+    [record] = records(gateway)
+    assert (record.model, record.deployment, record.route, record.status) == (
+        "gpt-4o", "gpt-4o", "chat/completions", 200)
+    assert record.usage_source == "measured" and record.priced
+    assert (record.prompt_tokens, record.completion_tokens) == (
+        answer.usage.prompt_tokens, answer.usage.completion_tokens)
+    # gpt-4o: $2.50 in, $10.00 out per 1M tokens (prices.yaml)
+    expected = (answer.usage.prompt_tokens * 2.50 + answer.usage.completion_tokens * 10.00) / 1e6
+    assert record.cost_usd == pytest.approx(expected, rel=1e-12)
+    assert record.cost_usd > 0
+
+
+def test_a_completed_stream_is_recorded_with_azures_usage(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    gateway = ledger_gateway(emulator)
+    stream = sdk(gateway).chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "stream me"}], stream=True,
+        stream_options={"include_usage": True})
+    usage = [chunk.usage for chunk in stream if chunk.usage is not None]
+    assert len(usage) == 1
+    [record] = records(gateway)
+    assert record.stream and record.usage_source == "measured"
+    assert (record.prompt_tokens, record.completion_tokens) == (
+        usage[0].prompt_tokens, usage[0].completion_tokens)
+    tokens = token_counts(usage[0].model_dump())
+    assert record.cost_usd == PriceTable.shipped().cost(["gpt-4o-mini"], tokens)[0]
+
+
+def test_a_stream_the_gateway_asked_usage_for_is_measured_too(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    """The client did not ask for usage; the gateway did, and hid the frame."""
+    gateway = ledger_gateway(emulator)
+    chunks = list(sdk(gateway).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}], stream=True))
+    assert all(chunk.usage is None for chunk in chunks)
+    [record] = records(gateway)
+    assert record.usage_source == "measured" and record.completion_tokens > 0
+
+
+def test_a_stream_the_client_abandons_is_recorded_with_a_flagged_estimate(
+    slow_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    gateway = ledger_gateway(slow_emulator)
+    stream = sdk(gateway).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "tell me a long story"}],
+        stream=True, max_tokens=400)
+    for _, _chunk in zip(range(3), stream, strict=False):
+        pass
+    stream.close()
+
+    def recorded() -> list[UsageRecord]:
+        return records(gateway)
+
+    until(recorded, 10, "the abandoned stream was not recorded")
+    [record] = recorded()
+    assert record.stream and record.status == 499
+    assert record.usage_source == "estimated"
+    assert record.prompt_tokens > 0 and record.completion_tokens > 0
+    assert record.completion_tokens < 400  # the relayed part, not the whole answer
+    assert record.cost_usd > 0
+
+
+# -- budgets: part 1's key directory stands in as a small keyring of virtual keys --------
+
+
+class _VirtualKeys:
+    """Bearer secret -> (key, team): what part 1's keyring answers for a virtual key."""
+
+    def __init__(self, keys: Mapping[str, tuple[VirtualKey, Team | None]]) -> None:
+        self._keys = dict(keys)
+        self.enabled = True
+
+    def authenticate(self, headers: Mapping[str, str]) -> Caller:
+        found = self._keys.get(presented_key(headers) or "")
+        if found is None:
+            raise AuthenticationFailed("Incorrect API key provided for this gateway.")
+        return Caller(None, key=found[0], team=found[1])
+
+
+def _key(name: str, team: Team | None = None, **limits: Any) -> VirtualKey:
+    return VirtualKey(id=f"key-{name}", name=name, secret_hash="-", prefix="sk-aop-",
+                      team_id=team.id if team else None, limits=Limits(**limits))
+
+
+# Every call costs more than a cent at these prices.
+_DEAR = {"prices": {"gpt-4o": {"input": 1000.0, "output": 1000.0}}}
+
+
+def test_a_spent_budget_stops_the_key_without_an_sdk_retry(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    gateway = ledger_gateway(emulator, **_DEAR)
+    key = _key("a", budget_usd=0.01, budget_period="daily")
+    _app(gateway).gateway.keyring = _VirtualKeys({"sk-aop-a": (key, None)})  # type: ignore[assignment]
+    client = sdk(gateway, "sk-aop-a", retries=3)
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    [first] = records(gateway)  # the record reaches the budget
+    assert first.key_id == "key-a" and first.cost_usd > 0.01
+    served = len(emulator.requests())
+
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "y"}])
+    assert refused.value.code == "insufficient_quota"
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    assert len(emulator.requests()) == served  # Azure never saw it
+    refusals = [r for r in records(gateway) if r.status == 429]
+    assert len(refusals) == 1  # max_retries=3, and the SDK did not retry
+
+
+def test_a_team_budget_stops_every_key_of_the_team(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    gateway = ledger_gateway(emulator, **_DEAR)
+    team = Team(id="team-x", name="x", limits=Limits(budget_usd=0.01, budget_period="monthly"))
+    _app(gateway).gateway.keyring = _VirtualKeys({  # type: ignore[assignment]
+        "sk-aop-a": (_key("a", team), team), "sk-aop-b": (_key("b", team), team)})
+    sdk(gateway, "sk-aop-a").chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    records(gateway)
+    for secret in ("sk-aop-a", "sk-aop-b"):
+        with pytest.raises(openai.RateLimitError) as refused:
+            sdk(gateway, secret, retries=2).chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "y"}])
+        assert refused.value.code == "insufficient_quota"
+
+
+def test_a_soft_budget_warns_and_serves(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    gateway = ledger_gateway(emulator, **_DEAR)
+    key = _key("a", soft_budget_usd=0.01, budget_period="daily")
+    _app(gateway).gateway.keyring = _VirtualKeys({"sk-aop-a": (key, None)})  # type: ignore[assignment]
+    client = sdk(gateway, "sk-aop-a")
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
+    records(gateway)
+    answer = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "y"}])
+    assert answer.status_code == 200
+    assert answer.headers["x-aop-budget-warning"] == "key"
+
+
+# -- nothing lost ----------------------------------------------------------------------
+
+
+def _load(server: ServerThread, requests: int, threads: int = 4) -> int:
+    """`requests` chat calls from `threads` threads; returns how many were answered."""
+    answered = 0
+    lock = threading.Lock()
+    per_thread = requests // threads
+
+    def work() -> None:
+        nonlocal answered
+        client = sdk(server)
+        for _ in range(per_thread):
+            client.chat.completions.create(model="gpt-4o",
+                                           messages=[{"role": "user", "content": "load"}])
+            with lock:
+                answered += 1
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    return answered
+
+
+def test_a_locked_database_loses_no_record_and_fails_no_request(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,
+) -> None:
+    gateway = ledger_gateway(emulator)
+    ledger = _app(gateway).ledger
+    assert ledger is not None
+    ledger.flush()
+    lock = sqlite3.connect(tmp_path / "gw.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # every writer is refused until the commit
+    try:
+        answered = _load(gateway, 120)  # raises on any client error
+        until(lambda: ledger.failures > 0 and ledger.flush(), 20, "the writer never hit the lock")
+        assert ledger.spool_path.exists()
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    answered += _load(gateway, 40)
+    until(lambda: len(records(gateway)) == answered, 20, "records missing after the database came back")
+    assert len({r.request_id for r in records(gateway)}) == answered == 160
+    assert not ledger.spool_path.exists()
+
+
+# -- usage queries ------------------------------------------------------------------------
+
+ADMIN_KEY = "admin-key-for-tests-0123456789"
+
+
+def _get(url: str, key: str | None) -> tuple[int, str, bytes]:
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return r.status, r.headers["content-type"], r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["content-type"], exc.read()
+
+
+def test_admin_usage_groups_the_ledger_as_json_and_csv(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    import json
+
+    gateway = ledger_gateway(emulator, admin_key=ADMIN_KEY)
+    client = sdk(gateway)
+    for model in ("gpt-4o", "gpt-4o", "gpt-4o-mini"):
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "q"}])
+    spent: dict[str | None, float] = {}
+    for r in records(gateway):
+        spent[r.model] = spent.get(r.model, 0.0) + r.cost_usd
+
+    status, kind, body = _get(f"{gateway.url}/admin/usage?by=model&since=1h", ADMIN_KEY)
+    assert (status, kind) == (200, "application/json")
+    data = {row["model"]: row for row in json.loads(body)["data"]}
+    assert {m: row["requests"] for m, row in data.items()} == {"gpt-4o": 2, "gpt-4o-mini": 1}
+    assert data["gpt-4o"]["cost_usd"] == pytest.approx(spent["gpt-4o"], abs=1e-6)
+
+    status, kind, body = _get(f"{gateway.url}/admin/usage?by=deployment&format=csv", ADMIN_KEY)
+    assert status == 200 and kind.startswith("text/csv")
+    lines = body.decode().splitlines()
+    assert lines[0].startswith("deployment,requests,")
+    assert sorted(line.split(",")[:2] for line in lines[1:]) == [["gpt-4o", "2"], ["gpt-4o-mini", "1"]]
+
+
+@pytest.mark.parametrize("key", [None, CLIENT_KEY, "wrong"])
+def test_admin_usage_needs_the_admin_key(
+    key: str | None, emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    gateway = ledger_gateway(emulator, admin_key=ADMIN_KEY)
+    status, _, body = _get(f"{gateway.url}/admin/usage", key)
+    assert status == 401 and b"invalid_api_key" in body and ADMIN_KEY.encode() not in body
+
+
+def test_admin_usage_refuses_bad_parameters_and_is_off_without_an_admin_key(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], start_gateway: Any,
+) -> None:
+    gateway = ledger_gateway(emulator, admin_key=ADMIN_KEY)
+    for query in ("by=owner", "format=xml", "since=yesterday"):
+        status, kind, body = _get(f"{gateway.url}/admin/usage?{query}", ADMIN_KEY)
+        assert (status, kind) == (400, "application/json"), query
+        assert b'"invalid_request_error"' in body
+    plain = start_gateway(gateway_settings(emulator.url))
+    assert _get(f"{plain.url}/admin/usage", ADMIN_KEY)[0] == 404
+
+
+def test_the_usage_command_reads_the_ledger(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from azure_openai_proxy.cli import main
+
+    gateway = ledger_gateway(emulator)
+    sdk(gateway).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    [record] = records(gateway)
+    database = f"sqlite:///{tmp_path / 'gw.db'}"
+    assert main(["usage", "--database", database, "--by", "model", "--json"], {}) == 0
+    [row] = json.loads(capsys.readouterr().out)["data"]
+    assert (row["model"], row["requests"]) == ("gpt-4o", 1)
+    assert row["cost_usd"] == pytest.approx(record.cost_usd, abs=1e-6)
+    assert main(["usage", "--database", database, "--by", "day", "--since", "2d"], {}) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:2] == ["day", "requests"] and table[-1].split()[:2] == ["total", "1"]
+    assert main(["usage", "--database", database, "--by", "key", "--csv"], {}) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith(",1,")  # a static client key: no key id
+    assert main(["usage", "--database", database, "--since", "soon"], {}) == 2
+    # as the README prints it: the database named by the config file
+    config = tmp_path / "config.yaml"
+    config.write_text(f"database: {database}\n")
+    assert main(["usage", "-c", str(config), "--by", "key", "--since", "7d"], {}) == 0
+    assert capsys.readouterr().out.splitlines()[-1].split()[:2] == ["total", "1"]
+    assert main(["usage", "-c", str(config), "--by", "model", "--since", "2026-12-01",
+                 "--until", "2099-12-02", "--csv"], {}) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("gpt-4o,1,")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_under_load_loses_no_record(tmp_path: Path, workers: str) -> None:
+    """A gateway process stopped by SIGTERM while clients keep calling: every request it
+    answered is in the ledger afterwards (the app's cleanup flushes the writer). With two
+    workers, two writers share the database."""
+    import signal
+
+    import httpx
+    import yaml
+
+    from tests.e2e.pools import pool_config, pool_emulator
+    from tests.e2e.test_reload_shutdown import gateway_process
+
+    config = tmp_path / "config.yaml"
+    database = tmp_path / "gw.db"
+    with pool_emulator(token_ms=2) as emulator:
+        config.write_text(yaml.safe_dump({
+            **pool_config(emulator.url, [("dep-a", {})]),
+            "database": f"sqlite:///{database}", "log_level": "warning",
+            "shutdown_grace_seconds": 10}))
+        with gateway_process(config, "--workers", workers) as (process, client):
+            answered = 0
+            lock = threading.Lock()
+            enough = threading.Event()
+
+            def work() -> None:
+                nonlocal answered
+                with httpx.Client(timeout=30) as http:
+                    for _ in range(2000):  # bounded; ends at the first refusal
+                        try:
+                            response = http.post(
+                                f"http://127.0.0.1:{client.port}/v1/chat/completions",
+                                headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+                                json={"model": "gpt-4o", "max_tokens": 4,
+                                      "messages": [{"role": "user", "content": "load"}]})
+                        except httpx.HTTPError:
+                            return
+                        if response.status_code != 200:
+                            return
+                        with lock:
+                            answered += 1
+                            if answered >= 150:
+                                enough.set()
+
+            workers = [threading.Thread(target=work) for _ in range(4)]
+            for worker in workers:
+                worker.start()
+            assert enough.wait(60), "the load never reached 150 requests"
+            process.signal(signal.SIGTERM)
+            for worker in workers:
+                worker.join(60)
+            assert process.popen.wait(30) == 0, process.output()
+    store = LedgerStore.open(database)
+    try:
+        served = [r for r in store.records() if r.status == 200]
+    finally:
+        store.close()
+    assert answered >= 150
+    assert len(served) == answered
+
+
+def test_a_responses_stream_is_recorded_with_its_usage(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    """Responses streams are relayed unchanged; their usage is read on the way."""
+    gateway = ledger_gateway(emulator)
+    completed = [event for event in sdk(gateway).responses.create(
+        model="gpt-4o", input="stream a response", stream=True)
+        if event.type == "response.completed"]
+    usage = completed[0].response.usage
+    assert usage is not None
+    [record] = records(gateway)
+    assert record.route == "responses" and record.usage_source == "measured"
+    assert (record.prompt_tokens, record.completion_tokens) == (usage.input_tokens, usage.output_tokens)
+    assert record.cost_usd > 0
+
+
+def test_an_abandoned_responses_stream_is_estimated(
+    slow_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    gateway = ledger_gateway(slow_emulator)
+    stream = sdk(gateway).responses.create(model="gpt-4o", input="tell me a long story",
+                                           stream=True, max_output_tokens=400)
+    seen = 0
+    for event in stream:
+        seen += event.type == "response.output_text.delta"
+        if seen == 3:
+            break
+    stream.close()
+    until(lambda: records(gateway), 10, "the abandoned stream was not recorded")
+    [record] = records(gateway)
+    assert record.usage_source == "estimated" and record.status == 499
+    assert record.prompt_tokens > 0 and record.completion_tokens > 0
+
+
+def test_a_reload_flushes_the_ledger_and_prices_later_records_with_the_new_prices(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,
+) -> None:
+    gateway = ledger_gateway(emulator)
+    client = sdk(gateway)
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    assert records(gateway)[0].cost_usd < 0.01
+    new = gateway_settings(emulator.url, database=f"sqlite:///{tmp_path / 'gw.db'}", **_DEAR)
+
+    async def swap() -> None:
+        _app(gateway).reload(new)
+
+    gateway.call(swap)
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "q"}])
+    later = records(gateway)[1]
+    assert later.cost_usd == pytest.approx(
+        (later.prompt_tokens + later.completion_tokens) * 1000.0 / 1e6)
+
+
+def test_admin_usage_answers_503_when_the_database_cannot_be_read(
+    emulator: Emulator, start_gateway: Callable[[Settings], ServerThread], tmp_path: Path,
+) -> None:
+    (tmp_path / "gw.db").mkdir()  # where the database should be: nothing can open it
+    gateway = start_gateway(gateway_settings(
+        emulator.url, database=f"sqlite:///{tmp_path / 'gw.db'}", admin_key=ADMIN_KEY))
+    status, kind, body = _get(f"{gateway.url}/admin/usage", ADMIN_KEY)
+    assert (status, kind) == (503, "application/json") and b"database_unavailable" in body
+    # and the proxied requests do not notice
+    assert sdk(gateway).chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "q"}]).choices

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from azure_openai_proxy.governance.budget import (
+    BudgetDecision,
+    BudgetGuard,
+    SpendBook,
+    day_of,
+    period_start,
+)
+from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
+
+NOW = 1_796_212_800.0  # 2026-12-02T12:00:00Z, a Wednesday
+
+
+def key(limits: Limits, team: str | None = None) -> VirtualKey:
+    return VirtualKey(id="k1", name="k", secret_hash="-", prefix="sk-aop-", team_id=team, limits=limits)
+
+
+def test_periods_are_utc_calendar_periods() -> None:
+    today = date(2026, 12, 2)
+    assert day_of(NOW) == "2026-12-02"
+    assert period_start("daily", today) == "2026-12-02"
+    assert period_start("weekly", today) == "2026-11-30"  # Monday, across a month's end
+    assert period_start("monthly", today) == "2026-12-01"
+    assert period_start("none", today) == ""
+
+
+@pytest.mark.parametrize(("period", "spent"), [
+    ("daily", 1.0), ("weekly", 7.0), ("monthly", 5.0), ("none", 15.0)])
+def test_spend_counts_only_the_days_of_the_period(period: str, spent: float) -> None:
+    book = SpendBook.from_rows([("key", "k1", "2026-12-02", 1.0), ("key", "k1", "2026-11-30", 2.0),
+                                ("key", "k1", "2026-12-01", 4.0), ("key", "k1", "2026-11-01", 8.0),
+                                ("key", "other", "2026-12-02", 100.0)])
+    guard = BudgetGuard(clock=lambda: NOW)
+    guard.replace(book)
+    assert guard.spent(("key", "k1"), period) == spent  # type: ignore[arg-type]
+
+
+def test_a_key_at_its_budget_is_exhausted_and_below_it_is_not() -> None:
+    guard = BudgetGuard(clock=lambda: NOW)
+    limited = key(Limits(budget_usd=0.01, budget_period="daily"))
+    assert guard.check(limited, None) == BudgetDecision()
+    guard.replace(guard.book.plus([(("key", "k1"), "2026-12-02", 0.009)]))
+    assert guard.check(limited, None).exhausted is None
+    guard.replace(guard.book.plus([(("key", "k1"), "2026-12-02", 0.001)]))
+    assert guard.check(limited, None).exhausted == "key"
+    # yesterday's spend does not count against today's budget
+    guard.replace(SpendBook.from_rows([("key", "k1", "2026-12-01", 5.0)]))
+    assert guard.check(limited, None).exhausted is None
+
+
+def test_a_team_budget_binds_every_key_of_the_team() -> None:
+    team = Team(id="t1", name="t", limits=Limits(budget_usd=1.0, budget_period="monthly"))
+    guard = BudgetGuard(clock=lambda: NOW)
+    guard.replace(SpendBook.from_rows([("team", "t1", "2026-12-01", 1.5)]))
+    assert guard.check(key(Limits(), "t1"), team).exhausted == "team"
+    assert guard.check(key(Limits(budget_usd=100.0), "t1"), team).exhausted == "team"
+
+
+def test_a_soft_budget_warns_once_per_period_and_serves() -> None:
+    clock = [NOW]
+    guard = BudgetGuard(clock=lambda: clock[0])
+    soft = key(Limits(soft_budget_usd=1.0, budget_usd=10.0, budget_period="daily"))
+    guard.replace(SpendBook.from_rows([("key", "k1", "2026-12-02", 2.0),
+                                       ("key", "k1", "2026-12-03", 2.0)]))
+    assert guard.check(soft, None) == BudgetDecision(None, ("key",), ("key",))
+    assert guard.check(soft, None) == BudgetDecision(None, ("key",), ())
+    clock[0] += 86400  # the next day: warned again, once
+    assert guard.check(soft, None).first == ("key",)
+
+
+def test_no_key_or_no_budget_costs_nothing() -> None:
+    guard = BudgetGuard(clock=lambda: NOW)
+    assert guard.check(None, None) is guard.check(key(Limits(rpm=5)), None)

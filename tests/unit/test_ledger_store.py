@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from azure_openai_proxy.governance.model import UsageRecord
+from azure_openai_proxy.store.ledger import LedgerStore
+
+DAY = 1_796_212_800.0  # 2026-12-02T12:00:00Z
+
+
+def record(n: int, *, key: str | None = "k1", team: str | None = "t1", model: str = "gpt-4o",
+           time: float = DAY, cost: float = 0.5) -> UsageRecord:
+    return UsageRecord(time, f"req-{n}", key, team, model, "dep", "https://e/", "chat/completions",
+                       200, prompt_tokens=10, cached_tokens=2, completion_tokens=5,
+                       reasoning_tokens=1, cost_usd=cost, total_ms=3.0, usage_source="measured")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LedgerStore:
+    return LedgerStore.open(tmp_path / "gw.db")
+
+
+def rollups(store: LedgerStore, path: Path) -> set[tuple[str, str, str, int, float]]:
+    db = sqlite3.connect(path)
+    try:
+        return set(db.execute("SELECT day, kind, id, requests, cost_usd FROM usage_rollups"))
+    finally:
+        db.close()
+
+
+def test_records_round_trip_and_a_second_write_of_the_same_request_counts_once(
+    store: LedgerStore, tmp_path: Path,
+) -> None:
+    batch = [record(1), record(2, key="k2", team=None), record(3, model="o3-mini", time=DAY + 86400)]
+    assert store.write(batch) == 3
+    assert store.write([*batch[:2], record(4)]) == 1  # a replayed spool: only req-4 is new
+    assert store.count() == 4
+    assert store.records()[0] == batch[0]
+    assert rollups(store, tmp_path / "gw.db") == {
+        ("2026-12-02", "key", "k1", 2, 1.0), ("2026-12-02", "key", "k2", 1, 0.5),
+        ("2026-12-02", "team", "t1", 2, 1.0), ("2026-12-02", "model", "gpt-4o", 3, 1.5),
+        ("2026-12-03", "key", "k1", 1, 0.5), ("2026-12-03", "team", "t1", 1, 0.5),
+        ("2026-12-03", "model", "o3-mini", 1, 0.5),
+    }
+    assert sorted(store.daily_spend("2026-12-03")) == [
+        ("key", "k1", "2026-12-03", 0.5), ("team", "t1", "2026-12-03", 0.5)]
+
+
+def test_retention_deletes_old_records_and_keeps_the_rollups(store: LedgerStore, tmp_path: Path) -> None:
+    store.write([record(1, time=DAY - 100 * 86400), record(2)])
+    assert store.delete_before(DAY - 90 * 86400) == 1
+    assert [r.request_id for r in store.records()] == ["req-2"]
+    assert len(rollups(store, tmp_path / "gw.db")) == 6
+
+
+def test_usage_groups_and_orders(store: LedgerStore) -> None:
+    store.write([record(1, cost=1.0), record(2, key="k2", cost=3.0), record(3, key=None, cost=0.25),
+                 record(4, time=DAY + 86400, cost=2.0)])
+    by_key = store.usage("key", DAY - 1, DAY + 2 * 86400)
+    assert [(r["key"], r["requests"], r["cost_usd"]) for r in by_key] == [
+        ("k1", 2, 3.0), ("k2", 1, 3.0), (None, 1, 0.25)]
+    by_day = store.usage("day", 0, DAY + 2 * 86400)
+    assert [(r["day"], r["requests"]) for r in by_day] == [("2026-12-02", 3), ("2026-12-03", 1)]
+    assert store.usage("deployment", DAY + 3 * 86400) == []

@@ -1,0 +1,136 @@
+"""The ledger writer with a real SQLite file: overflow to the spool, replay, close."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from azure_openai_proxy.gateway.ledger import LedgerWriter, usage_record
+from azure_openai_proxy.governance.budget import BudgetGuard
+from azure_openai_proxy.governance.prices import PriceTable
+from azure_openai_proxy.observability.record import RequestRecord
+from azure_openai_proxy.store.ledger import LedgerStore
+
+NOW = 1_796_212_800.0
+
+
+def finished(n: int, **fields: object) -> RequestRecord:
+    record = RequestRecord(f"req-{n}", "POST", route="chat/completions", model="gpt-4o",
+                           deployment="dep", endpoint="https://e/", status=200, total_ms=1000.0,
+                           usage={"prompt_tokens": 1000, "completion_tokens": 100})
+    for name, value in fields.items():
+        setattr(record, name, value)
+    return record
+
+
+def writer(path: Path, **options: int) -> LedgerWriter:
+    return LedgerWriter(path, PriceTable.shipped(), {("https://e/", "dep"): "gpt-4o-mini"},
+                        BudgetGuard(clock=lambda: NOW), clock=lambda: NOW, **options)
+
+
+def stored(path: Path) -> list[str]:
+    store = LedgerStore.open(path)
+    try:
+        return sorted(r.request_id for r in store.records())
+    finally:
+        store.close()
+
+
+def test_a_record_is_priced_and_timed_from_its_arrival() -> None:
+    table = PriceTable.shipped()
+    record = usage_record(finished(1), NOW - 1.0, table, {})
+    assert record.time == NOW - 1.0 and record.usage_source == "measured" and record.priced
+    assert record.cost_usd == (1000 * 2.50 + 100 * 10.00) / 1e6
+    # an unknown client model: the deployment's model prices it
+    aliased = usage_record(finished(2, model="alias"), NOW, table, {("https://e/", "dep"): "gpt-4o-mini"})
+    assert aliased.cost_usd == pytest.approx((1000 * 0.15 + 100 * 0.60) / 1e6)
+    unknown = usage_record(finished(3, model="alias", deployment="x"), NOW, table, {})
+    assert (unknown.cost_usd, unknown.priced) == (0.0, False)
+    estimated = usage_record(finished(4, usage={"prompt_tokens": 3, "completion_tokens": 2,
+                                                "estimated": True}), NOW, table, {})
+    assert estimated.usage_source == "estimated"
+    assert usage_record(finished(5, usage=None), NOW, table, {}).usage_source == "none"
+
+
+def test_overflow_goes_to_the_spool_and_is_replayed_once(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    ledger = writer(path, batch_size=5, max_buffer=10)
+    for n in range(25):  # nothing drains the buffer yet: the thread is not started
+        ledger.add(finished(n))
+    assert ledger.spool_path.exists()
+    ledger.spool_path.write_bytes(ledger.spool_path.read_bytes() + b'{"cut by a cra')
+    ledger.start()
+    ledger.close()
+    assert stored(path) == sorted(f"req-{n}" for n in range(25))
+    assert not ledger.spool_path.exists()
+
+
+def test_a_database_that_cannot_be_opened_spools_and_a_later_run_replays(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    path.mkdir()  # a directory where the database should be: every open fails
+    ledger = writer(path)
+    ledger.start()
+    for n in range(3):
+        ledger.add(finished(n, key_id="k1"))
+    ledger.close()  # never raises
+    assert ledger.failures > 0 and ledger.spool_path.exists()
+    # meanwhile the budgets counted the spend from the records themselves
+    assert ledger.guard.book.spent(("key", "k1"), "") > 0
+    path.rmdir()
+    again = writer(path)
+    again.start()
+    again.close()
+    assert stored(path) == ["req-0", "req-1", "req-2"]
+    assert not again.spool_path.exists()
+
+
+def test_close_without_a_thread_writes_what_is_queued(tmp_path: Path) -> None:
+    ledger = writer(tmp_path / "gw.db")
+    for n in range(3):
+        ledger.add(finished(n))
+    ledger.close()
+    assert stored(tmp_path / "gw.db") == ["req-0", "req-1", "req-2"]
+
+
+def test_the_budgets_follow_the_records_written(tmp_path: Path) -> None:
+    ledger = writer(tmp_path / "gw.db")
+    ledger.start()
+    ledger.add(finished(1, key_id="k1", team_id="t1"))
+    assert ledger.flush()
+    cost = (1000 * 2.50 + 100 * 10.00) / 1e6
+    assert ledger.guard.book.spent(("key", "k1"), "") == pytest.approx(cost)
+    assert ledger.guard.book.spent(("team", "t1"), "2026-12-02") == pytest.approx(cost)
+    ledger.close()
+
+
+def test_the_writer_applies_the_retention_to_raw_records(tmp_path: Path) -> None:
+    from azure_openai_proxy.governance.model import UsageRecord
+
+    path = tmp_path / "gw.db"
+    store = LedgerStore.open(path)
+    store.write([UsageRecord(NOW - 91 * 86400, "old", "k1", None, "gpt-4o", "dep", "e", "r", 200),
+                 UsageRecord(NOW - 89 * 86400, "recent", "k1", None, "gpt-4o", "dep", "e", "r", 200)])
+    store.close()
+    ledger = writer(path)  # the default retention: 90 days
+    ledger.start()
+    ledger.close()
+    assert stored(path) == ["recent"]
+
+
+def test_records_served_before_a_reload_keep_the_prices_they_were_served_at(tmp_path: Path) -> None:
+    from azure_openai_proxy.governance.prices import Price
+
+    path = tmp_path / "gw.db"
+    ledger = writer(path)
+    ledger.add(finished(1))
+    ledger.reconfigure(PriceTable({"gpt-4o": Price(input=1000.0, output=1000.0)}), {})
+    ledger.add(finished(2))
+    ledger.close()
+    store = LedgerStore.open(path)
+    try:
+        costs = {r.request_id: r.cost_usd for r in store.records()}
+    finally:
+        store.close()
+    assert costs["req-1"] == pytest.approx((1000 * 2.50 + 100 * 10.00) / 1e6)
+    assert costs["req-2"] == pytest.approx(1100 * 1000.0 / 1e6)
