@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
-from azure_openai_proxy.auth import Caller, presented_key
-from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.gateway.app import GatewayApp, create_app
-from azure_openai_proxy.governance.model import Limits, Team, UsageRecord, VirtualKey
+from azure_openai_proxy.governance.model import Limits, UsageRecord
 from azure_openai_proxy.governance.prices import PriceTable, token_counts
 from azure_openai_proxy.settings import Settings
+from azure_openai_proxy.store.keys import KeyStore
 from azure_openai_proxy.store.ledger import LedgerStore
 from tests.e2e.conftest import CLIENT_KEY, Emulator, emulator_config, gateway_settings
 from tests.support import ServerThread, serve
@@ -146,26 +147,30 @@ def test_a_stream_the_client_abandons_is_recorded_with_a_flagged_estimate(
     assert record.cost_usd > 0
 
 
-# -- budgets: part 1's key directory stands in as a small keyring of virtual keys --------
+# -- budgets: real virtual keys, made in the same database the gateway reads ------------
 
 
-class _VirtualKeys:
-    """Bearer secret -> (key, team): what part 1's keyring answers for a virtual key."""
+def _virtual_key(gateway: ServerThread, database: Path, name: str, *, team: str | None = None,
+                 **limits: Any) -> tuple[str, str]:
+    """A key made in the store (as the CLI and the admin API do); returns (id, secret)
+    once the gateway's key directory has loaded it."""
+    store = KeyStore.open(database)
+    try:
+        key, secret = store.create_key(name, team=team, limits=Limits(**limits), now=time.time())
+    finally:
+        store.close()
+    until(lambda: httpx.get(gateway.url + "/v1/models",
+                            headers={"Authorization": f"Bearer {secret}"}).status_code == 200,
+          timeout=10, message="the gateway never loaded the new key")
+    return key.id, secret
 
-    def __init__(self, keys: Mapping[str, tuple[VirtualKey, Team | None]]) -> None:
-        self._keys = dict(keys)
-        self.enabled = True
 
-    def authenticate(self, headers: Mapping[str, str]) -> Caller:
-        found = self._keys.get(presented_key(headers) or "")
-        if found is None:
-            raise AuthenticationFailed("Incorrect API key provided for this gateway.")
-        return Caller(None, key=found[0], team=found[1])
-
-
-def _key(name: str, team: Team | None = None, **limits: Any) -> VirtualKey:
-    return VirtualKey(id=f"key-{name}", name=name, secret_hash="-", prefix="sk-aop-",
-                      team_id=team.id if team else None, limits=Limits(**limits))
+def _team(database: Path, name: str, **limits: Any) -> str:
+    store = KeyStore.open(database)
+    try:
+        return store.create_team(name, limits=Limits(**limits), now=time.time()).name
+    finally:
+        store.close()
 
 
 # Every call costs more than a cent at these prices.
@@ -173,15 +178,16 @@ _DEAR = {"prices": {"gpt-4o": {"input": 1000.0, "output": 1000.0}}}
 
 
 def test_a_spent_budget_stops_the_key_without_an_sdk_retry(
-    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,
 ) -> None:
     gateway = ledger_gateway(emulator, **_DEAR)
-    key = _key("a", budget_usd=0.01, budget_period="daily")
-    _app(gateway).gateway.keyring = _VirtualKeys({"sk-aop-a": (key, None)})  # type: ignore[assignment]
-    client = sdk(gateway, "sk-aop-a", retries=3)
+    key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "a", budget_usd=0.01,
+                                  budget_period="daily")
+    client = sdk(gateway, secret, retries=3)
     client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
-    [first] = records(gateway)  # the record reaches the budget
-    assert first.key_id == "key-a" and first.cost_usd > 0.01
+    # The record reaches the budget (the key's /v1/models calls above cost nothing).
+    [first] = [r for r in records(gateway) if r.key_id == key_id and r.cost_usd > 0]
+    assert first.cost_usd > 0.01
     served = len(emulator.requests())
 
     with pytest.raises(openai.RateLimitError) as refused:
@@ -194,16 +200,16 @@ def test_a_spent_budget_stops_the_key_without_an_sdk_retry(
 
 
 def test_a_team_budget_stops_every_key_of_the_team(
-    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,
 ) -> None:
     gateway = ledger_gateway(emulator, **_DEAR)
-    team = Team(id="team-x", name="x", limits=Limits(budget_usd=0.01, budget_period="monthly"))
-    _app(gateway).gateway.keyring = _VirtualKeys({  # type: ignore[assignment]
-        "sk-aop-a": (_key("a", team), team), "sk-aop-b": (_key("b", team), team)})
-    sdk(gateway, "sk-aop-a").chat.completions.create(
+    database = tmp_path / "gw.db"
+    team = _team(database, "x", budget_usd=0.01, budget_period="monthly")
+    secrets = [_virtual_key(gateway, database, name, team=team)[1] for name in ("a", "b")]
+    sdk(gateway, secrets[0]).chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": "x"}])
     records(gateway)
-    for secret in ("sk-aop-a", "sk-aop-b"):
+    for secret in secrets:
         with pytest.raises(openai.RateLimitError) as refused:
             sdk(gateway, secret, retries=2).chat.completions.create(
                 model="gpt-4o", messages=[{"role": "user", "content": "y"}])
@@ -211,12 +217,12 @@ def test_a_team_budget_stops_every_key_of_the_team(
 
 
 def test_a_soft_budget_warns_and_serves(
-    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,
 ) -> None:
     gateway = ledger_gateway(emulator, **_DEAR)
-    key = _key("a", soft_budget_usd=0.01, budget_period="daily")
-    _app(gateway).gateway.keyring = _VirtualKeys({"sk-aop-a": (key, None)})  # type: ignore[assignment]
-    client = sdk(gateway, "sk-aop-a")
+    _, secret = _virtual_key(gateway, tmp_path / "gw.db", "a", soft_budget_usd=0.01,
+                             budget_period="daily")
+    client = sdk(gateway, secret)
     client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
     records(gateway)
     answer = client.chat.completions.with_raw_response.create(
