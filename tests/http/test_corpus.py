@@ -40,12 +40,8 @@ CASES = load_corpus()
 # fix turns it into a failure to remove from here). None at present: the hardening's
 # rules and the four server bugs the corpus found are in the server.
 _KNOWN_FAILURES: dict[str, str] = {
-    "pipeline-close-middle": "server bug: a request pipelined behind `Connection: close` "
-                             "gets a second answer (400) instead of none",
     "expect-continue-too-large": "server bug: read(limit) sends 100 Continue for a "
                                  "Content-Length over the limit, instead of a 413",
-    "asterisk-options": "server bug: OPTIONS * is refused instead of reaching the application",
-    "host-list": "server bug: a Host value that is no host (`x, y`) is served, not refused",
 }
 
 _SENTINEL = b"GET /echo?q=sentinel HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
