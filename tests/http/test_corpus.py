@@ -39,10 +39,7 @@ CASES = load_corpus()
 # Cases the server is known to decide otherwise, each a strict xfail with its reason (a
 # fix turns it into a failure to remove from here). None at present: the hardening's
 # rules and the four server bugs the corpus found are in the server.
-_KNOWN_FAILURES: dict[str, str] = {
-    "expect-continue-too-large": "server bug: read(limit) sends 100 Continue for a "
-                                 "Content-Length over the limit, instead of a 413",
-}
+_KNOWN_FAILURES: dict[str, str] = {}
 
 _SENTINEL = b"GET /echo?q=sentinel HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 _SECRET = b"sk-corpus-secret"  # in the Authorization header of the secret-* cases
@@ -346,3 +343,13 @@ async def test_an_http10_connection_kept_open_says_so(served: _Served) -> None:
     data = await _exchange(served.port, [request, _SENTINEL], lambda answers: len(answers) == 2)
     first = _parse_answers(data)[0]
     assert first.headers.get("connection", "").lower() == "keep-alive", first.headers
+
+
+async def test_an_announced_body_over_the_limit_gets_no_continue(served: _Served) -> None:
+    """RFC 9110 10.1.1: a server that will refuse the body answers without `100 Continue`
+    (`expect-continue-too-large` checks the 413 and the close; interim answers are
+    left out there)."""
+    request = b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n"
+    data = await _exchange(served.port, [request], lambda answers: False)
+    assert data.startswith(b"HTTP/1.1 413 "), data[:100]
+    assert b"100 Continue" not in data
