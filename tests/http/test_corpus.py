@@ -334,8 +334,6 @@ async def test_the_decision_holds_however_the_bytes_are_split(
     await _judge(served, case, _split(case.data, cuts))
 
 
-@pytest.mark.xfail(strict=True, reason="server bug: an HTTP/1.0 keep-alive connection is kept "
-                   "open but its answer does not say `Connection: keep-alive`")
 async def test_an_http10_connection_kept_open_says_so(served: _Served) -> None:
     """RFC 9112 9.3: an HTTP/1.0 client reuses the connection only if the answer says
     keep-alive (`http10-keep-alive` shows that the server does keep it open)."""
