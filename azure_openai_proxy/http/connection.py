@@ -115,9 +115,10 @@ class _HttpConnection(asyncio.Protocol):
         if str(exc) == _AFTER_CLOSE:
             # Bytes behind a request that closes the connection (`Connection: close`,
             # HTTP/1.0 without keep-alive): its answer is the last; they get none (RFC
-            # 9112 9.6), and nothing more is read.
+            # 9112 9.6), and nothing more is read. (Not `closing`: requests pipelined
+            # before it are still answered and kept alive up to it.)
             self.pause_body()
-            self.closing = True
+            self.rejected = True
             if not self.serving and not self.pending:
                 self.close()
         elif isinstance(cause, HeadRejected):
