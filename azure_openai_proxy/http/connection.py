@@ -15,7 +15,13 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from azure_openai_proxy.http.answer import serve_request
 from azure_openai_proxy.http.closing import linger
 from azure_openai_proxy.http.deadlines import BODY, HEAD, IDLE, NOTHING, sweep
-from azure_openai_proxy.http.head import HeadRejected, check_version, request_framing, valid_host
+from azure_openai_proxy.http.head import (
+    KNOWN_HOSTS,
+    HeadRejected,
+    check_version,
+    request_framing,
+    valid_host,
+)
 from azure_openai_proxy.http.interface import ClientDisconnected
 from azure_openai_proxy.http.request import BODY_HIGH_WATER, FastRequest, RequestBody
 from azure_openai_proxy.http.upgrade import upgrade_refused
@@ -205,7 +211,8 @@ class _HttpConnection(asyncio.Protocol):
         headers = CIMultiDictProxy(CIMultiDict(self._raw))
         hosts = headers.getall("host", ())
         if (target[:1] == "/" and "transfer-encoding" not in headers and len(hosts) == 1
-                and valid_host(hosts[0])):  # the usual head: `request_framing` in short
+                and (hosts[0] in KNOWN_HOSTS or valid_host(hosts[0]))):
+            # The usual head: `request_framing` in short.
             length_header = headers.get("content-length")
             length = int(length_header) if length_header is not None else None
             chunked = False
