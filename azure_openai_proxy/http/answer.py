@@ -101,6 +101,9 @@ async def _write_whole(conn: _HttpConnection, answer: Answer, request: FastReque
                                            "internal_error")
         head = answer_head(fallback, request.method, keep_alive, date)
         status, data = fallback.status, fallback.body
+    if keep_alive and not request.http11:
+        # HTTP/1.0 closes unless the answer says otherwise (RFC 9112 9.3, appendix C.2.2).
+        head = head[:-2] + b"Connection: keep-alive\r\n\r\n"
     transport = conn.transport
     if transport is None or conn.closed:
         return

@@ -15,7 +15,13 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from azure_openai_proxy.http.answer import serve_request
 from azure_openai_proxy.http.closing import linger
 from azure_openai_proxy.http.deadlines import BODY, HEAD, IDLE, NOTHING, sweep
-from azure_openai_proxy.http.head import HeadRejected, check_version, request_framing
+from azure_openai_proxy.http.head import (
+    KNOWN_HOSTS,
+    HeadRejected,
+    check_version,
+    request_framing,
+    valid_host,
+)
 from azure_openai_proxy.http.interface import ClientDisconnected
 from azure_openai_proxy.http.request import BODY_HIGH_WATER, FastRequest, RequestBody
 from azure_openai_proxy.http.upgrade import upgrade_refused
@@ -33,6 +39,7 @@ _MAX_HEADERS = 128
 _NOT_CHUNKED = -(1 << 62)
 _PIPELINE_DEPTH = 16  # requests waiting behind the one being served
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_AFTER_CLOSE = "Data after `Connection: close`"  # llhttp's error for it
 
 
 
@@ -111,7 +118,16 @@ class _HttpConnection(asyncio.Protocol):
     def parse_failed(self, exc: httptools.HttpParserError) -> None:
         # httptools wraps what a callback raised; ours says which answer to give.
         cause = exc.__context__
-        if isinstance(cause, HeadRejected):
+        if str(exc) == _AFTER_CLOSE:
+            # Bytes behind a request that closes the connection (`Connection: close`,
+            # HTTP/1.0 without keep-alive): its answer is the last; they get none (RFC
+            # 9112 9.6), and nothing more is read. (Not `closing`: requests pipelined
+            # before it are still answered and kept alive up to it.)
+            self.pause_body()
+            self.rejected = True
+            if not self.serving and not self.pending:
+                self.close()
+        elif isinstance(cause, HeadRejected):
             self.reject(cause.status, cause.message, cause.code)
         elif "HTTP version" in str(exc) or "PRI" in str(exc):
             self.reject(505, "Only HTTP/1.1 and HTTP/1.0 are served here.",
@@ -193,8 +209,10 @@ class _HttpConnection(asyncio.Protocol):
         method = parser.get_method().decode("ascii")
         target = b"".join(self._target).decode("latin-1")
         headers = CIMultiDictProxy(CIMultiDict(self._raw))
-        if target[:1] == "/" and "transfer-encoding" not in headers and len(
-                headers.getall("host", ())) == 1:  # the usual head: `request_framing` in short
+        hosts = headers.getall("host", ())
+        if (target[:1] == "/" and "transfer-encoding" not in headers and len(hosts) == 1
+                and (hosts[0] in KNOWN_HOSTS or valid_host(hosts[0]))):
+            # The usual head: `request_framing` in short.
             length_header = headers.get("content-length")
             length = int(length_header) if length_header is not None else None
             chunked = False

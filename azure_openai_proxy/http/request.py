@@ -288,7 +288,14 @@ class FastRequest:
         if body is None:
             return b""
         data = body.whole(limit)  # without waiting, when it is all here
-        return data if data is not None else await body.read(limit)
+        if data is not None:
+            return data
+        length = self.content_length
+        if length is not None and 0 <= limit < length:
+            # Announced over the limit: refused before "100 Continue" (which the first
+            # read sends) invites a body that would be refused.
+            raise BodyTooLarge(limit)
+        return await body.read(limit)
 
     def body_chunks(self) -> AsyncIterator[bytes]:
         if self.body is None:

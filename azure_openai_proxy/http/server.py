@@ -7,10 +7,13 @@ head+body `write`; a `ResponseStream` leaves as the application writes it.
 Behaviour:
 
 - keep-alive, and pipelining: one request is served at a time per connection, the
-  rest wait in order (reading pauses when `connection._PIPELINE_DEPTH` wait);
+  rest wait in order (reading pauses when `connection._PIPELINE_DEPTH` wait); an
+  HTTP/1.0 request kept alive is answered `Connection: keep-alive`; bytes behind a
+  request that closes the connection get no answer (RFC 9112 9.6);
 - a client that leaves cancels its handler (the gateway then closes the upstream);
 - `Expect: 100-continue` is answered when the handler first reads the body, so a 401
-  or 413 goes out before the client uploads anything;
+  or 413 goes out before the client uploads anything (a Content-Length over the
+  handler's limit is a 413 without "100 Continue", then the connection closes);
 - a body the handler did not read is discarded (up to `max_body_bytes`, else the
   connection closes) so keep-alive survives an early error answer;
 - requests the engine refuses itself are answered with the application's `refusal`,

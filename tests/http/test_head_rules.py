@@ -29,12 +29,14 @@ H = b"Host: x\r\n"
     (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400),
     (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
     (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello", 400),
-    # Host: exactly one in HTTP/1.1.
+    # Host: exactly one in HTTP/1.1, and a host.
     (b"GET /echo HTTP/1.1\r\n\r\n", 400),
     (b"GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    (b"GET /echo HTTP/1.1\r\nHost: a, b\r\n\r\n", 400),
+    (b"GET /echo HTTP/1.0\r\nHost: a b\r\n\r\n", 400),
     # Targets: a path only (origin-form).
     (b"GET http://x/echo HTTP/1.1\r\nHost: x\r\n\r\n", 400),
-    (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),  # asterisk-form is OPTIONS's only
     (b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n", 405),
     # Versions.
     (b"GET /echo HTTP/2.0\r\nHost: x\r\n\r\n", 505),
