@@ -9,8 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-ORDER = ("direct", "nginx", "gateway-1w", "gateway-Nw", "gateway-1w-granian", "LiteLLM")
-GATEWAYS = ("gateway-1w", "gateway-Nw", "gateway-1w-granian")
+ORDER = ("direct", "nginx", "gateway-1w", "gateway-1w-gov", "gateway-Nw", "gateway-1w-granian",
+         "LiteLLM")
+GATEWAYS = ("gateway-1w", "gateway-1w-gov", "gateway-Nw", "gateway-1w-granian")
 Results = dict[str, Any]
 
 

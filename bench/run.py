@@ -3,7 +3,8 @@
     python bench/run.py [--duration 10] [--smoke] [--only gateway-1w,nginx]
                         [--litellm-venv /opt/litellm] [--results-dir bench/results]
 
-Prints one table, checks issue 6's budget, writes `latest.json` and `latency.png` to the
+Prints one table, checks issue 6's budget (and issue 13's governance budget: the same
+gateway with governance on against it off, when both ran), writes `latest.json` and `latency.png` to the
 results directory. See bench/README.md for set-up and the numbers of a real run.
 """
 
@@ -30,7 +31,11 @@ from bench.procs import Children, descendants, rss_mb
 from bench.streams import many_streams, measure_ttft
 from bench.systems import SLOW_DEPLOYMENT, System
 
-SYSTEMS = ("direct", "nginx", "gateway-1w", "gateway-Nw", "gateway-1w-granian", "LiteLLM")
+SYSTEMS = ("direct", "nginx", "gateway-1w", "gateway-1w-gov", "gateway-Nw", "gateway-1w-granian",
+           "LiteLLM")
+GOV, GOV_BASE = "gateway-1w-gov", "gateway-1w"
+# The startup probe: one chat call answered before the load starts.
+_PROBES = 1
 
 
 @dataclass(frozen=True)
@@ -70,11 +75,14 @@ def _log(message: str) -> None:
 
 
 def _load_rows(plan: Plan, workdir: Path, system: System) -> dict[str, Any]:
-    run_load(workdir, system, 32, plan.warmup)
-    row: dict[str, Any] = {}
+    warmup = run_load(workdir, system, 32, plan.warmup)
+    # Every request answered and every error, warm-up included (the ledger's check).
+    row: dict[str, Any] = {"load_requests": warmup.requests, "load_errors": warmup.errors}
     for conc in (1, 32):
         result = run_load(workdir, system, conc, plan.duration)
         row[f"c{conc}"] = result.as_dict()
+        row["load_requests"] += result.requests
+        row["load_errors"] += result.errors
         _log(f"  {system.name} @{conc}: {result.rps:,.0f} req/s, p50 {result.p50_us:.0f} µs, "
              f"p99 {result.p99_us:.0f} µs, errors {result.errors}")
     return row
@@ -96,6 +104,8 @@ def _phase_requests(plan: Plan, children: Children, results: dict[str, Any]) -> 
     starters: list[tuple[str, Callable[[], System]]] = [
         ("nginx", lambda: systems.start_nginx_proxy(children, port)),
         ("gateway-1w", lambda: systems.start_gateway(children, port, 1, "gateway-1w")),
+        # gateway-1w with governance on: 100 virtual keys, RPM/TPM limits, the ledger.
+        (GOV, lambda: systems.start_gateway_governed(children, port)),
         ("gateway-Nw", lambda: systems.start_gateway(children, port, plan.workers, "gateway-Nw")),
         # The same gateway and settings on granian (RSGI) instead of FastServer, one worker.
         ("gateway-1w-granian", lambda: systems.start_gateway_granian(children, port)),
@@ -111,11 +121,13 @@ def _phase_requests(plan: Plan, children: Children, results: dict[str, Any]) -> 
             _log("gateway-1w-granian: granian is not installed (pip install -e '.[bench]'); skipped")
             continue
         system = start()
-        row = {**system.extra, **_memory(system)}
+        row: dict[str, Any] = {**system.extra, **_memory(system)}
         row.update(_load_rows(plan, children.workdir, system))
         results["systems"][name] = row
         assert system.child is not None
         children.stop(system.child)
+        if system.database is not None:
+            row["ledger"] = _ledger(system, row["load_requests"] + _PROBES)
 
 
 def _phase_streams(plan: Plan, children: Children, results: dict[str, Any]) -> None:
@@ -128,6 +140,7 @@ def _phase_streams(plan: Plan, children: Children, results: dict[str, Any]) -> N
     if systems.have_nginx():
         starters.append(("nginx", lambda: systems.start_nginx_proxy(children, port)))
     starters.append(("gateway-1w", lambda: systems.start_gateway(children, port, 1, "gateway-1w")))
+    starters.append((GOV, lambda: systems.start_gateway_governed(children, port)))
     if systems.have_granian():
         starters.append(("gateway-1w-granian", lambda: systems.start_gateway_granian(children, port)))
     if plan.litellm is not None:
@@ -145,6 +158,9 @@ def _phase_streams(plan: Plan, children: Children, results: dict[str, Any]) -> N
             _phase_many(plan, system, results)
         if name != "direct" and system.child is not None:
             children.stop(system.child)
+        if system.database is not None:
+            answered = plan.ttft_streams + 2 - stats.failures + _PROBES  # 2 warm-up streams
+            results["systems"][name]["stream"]["ledger"] = _ledger(system, answered)
 
 
 def _phase_many(plan: Plan, gateway: System, results: dict[str, Any]) -> None:
@@ -154,6 +170,55 @@ def _phase_many(plan: Plan, gateway: System, results: dict[str, Any]) -> None:
     results["streams_many"] = many.as_dict()
     _log(f"  {plan.many} concurrent streams on 1 worker: {many.completed} completed, "
          f"{many.stalled} stalled, peak open {many.peak_open}, VmHWM {many.vm_hwm_mb:.1f} MB")
+
+
+def _ledger(system: System, answered: int) -> dict[str, Any]:
+    """The ledger's records once the gateway stopped, against the requests answered:
+    every answer is recorded. A few more records are expected: the requests in flight
+    when the load tool stopped were served (or recorded as abandoned, 499) but not
+    counted by it."""
+    assert system.database is not None
+    statuses, spooled = systems.ledger_records(system.database)
+    records = sum(statuses.values())
+    by_status = ", ".join(f"{status}: {count:,}" for status, count in statuses.items())
+    _log(f"  {system.name} ledger: {records:,} records ({by_status}), {spooled} spooled, "
+         f"for {answered:,} requests answered")
+    return {"records": records, "by_status": statuses, "spooled": spooled, "answered": answered}
+
+
+def _num_at(results: dict[str, Any], name: str, *path: str) -> float | None:
+    node: Any = results["systems"].get(name)
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return float(node) if isinstance(node, int | float) else None
+
+
+def governance_budget(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 13's budget: gateway-1w-gov against gateway-1w of the same run; empty unless
+    both ran."""
+    def at(name: str, *path: str) -> float | None:
+        return _num_at(results, name, *path)
+
+    rps, base_rps = at(GOV, "c32", "rps"), at(GOV_BASE, "c32", "rps")
+    p50, base_p50 = at(GOV, "c1", "p50_us"), at(GOV_BASE, "c1", "p50_us")
+    if rps is None or base_rps is None or p50 is None or base_p50 is None:
+        return []
+    ledger = results["systems"][GOV].get("ledger") or {}
+    # Every request wrk saw answered was a 200 (errors 0): each needs a 200 record.
+    missing = (max(0, ledger["answered"] - ledger["by_status"].get("200", 0)) if ledger
+               else None)
+    lines: list[tuple[str, float | None, str, float]] = [
+        ("governance on vs off req/s @32", rps / base_rps, ">=", 0.90),
+        ("governance added p50 @1 (µs)", p50 - base_p50, "<=", 25.0),
+        ("governance on: errors and non-2xx", at(GOV, "load_errors"), "<=", 0.0),
+        ("governance on: 200s answered without a ledger record", None if missing is None else float(missing),
+         "<=", 0.0),
+    ]
+    return [{"line": label, "value": value, "op": op, "limit": limit,
+             "met": None if value is None else value >= limit if op == ">=" else value <= limit}
+            for label, value, op, limit in lines]
 
 
 def _raise_fd_limit() -> None:
@@ -177,16 +242,21 @@ def run(plan: Plan, results_dir: Path) -> dict[str, Any]:
         try:
             _phase_requests(plan, children, results)
             children.close()
-            if not plan.only or "streams" in plan.only or plan.only & {"gateway-1w", "gateway-1w-granian"}:
+            if not plan.only or "streams" in plan.only or plan.only & {"gateway-1w", GOV,
+                                                                        "gateway-1w-granian"}:
                 _phase_streams(plan, children, results)
         finally:
             children.close()
     results["loadavg_after"] = report.loadavg()
     report.derive(results)
     results["budget"] = report.budget(results)
+    results["budget_governance"] = governance_budget(results)
     report.write_json(results, results_dir / "latest.json")
     _log("\n" + report.text_table(results))
     _log("\nbudget (issue 6):\n" + report.budget_text(results["budget"]))
+    if results["budget_governance"]:
+        _log("\ngovernance budget (issue 13, gateway-1w-gov vs gateway-1w, same run):\n"
+             + report.budget_text(results["budget_governance"]))
     _log(report.write_chart(results, results_dir / "latency.png"))
     _log(f"raw numbers: {results_dir / 'latest.json'}")
     return results

@@ -6,6 +6,8 @@
 - `start_gateway`: this gateway through its real CLI, default features on.
 - `start_gateway_granian`: the same gateway and settings served by granian (RSGI, one
   worker) instead of FastServer: `python -m bench.granian_engine`.
+- `start_gateway_governed`: the same gateway, one worker, with governance on: 100 virtual
+  keys in a SQLite database, RPM/TPM limits on each, the usage ledger writing to it.
 - `start_litellm`: LiteLLM's proxy from its own virtualenv, an `azure/` deployment.
 
 Each returns a `System`: where to send requests and which headers to send.
@@ -17,10 +19,14 @@ import importlib.util
 import json
 import os
 import shutil
+import sqlite3
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from azure_openai_proxy.governance.model import Limits
+from azure_openai_proxy.store.keys import KeyStore
 from bench.procs import HOST, Child, Children, free_port, http_ok, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -28,6 +34,13 @@ AZURE_KEY = "bench-azure-key-0123456789"
 CLIENT_KEY = "sk-bench-client-key"
 DEPLOYMENT = "gpt-4o"
 SLOW_DEPLOYMENT = "gpt-4o-slow"
+ADMIN_KEY = "bench-admin-key-0123456789abcdef"
+GOV_KEYS = 100
+# The key wrk sends: limits so high that nothing is ever refused, so the limiter does its
+# whole work on every request and every answer is a 200.
+GOV_KEY_LIMITS = Limits(rpm=100_000_000, tpm=10_000_000_000)
+# The other 99 keys: the limits a person or an app would get.
+OTHER_KEY_LIMITS = Limits(rpm=600, tpm=200_000)
 API_VERSION = "2024-10-21"
 AZURE_PATH = f"/openai/deployments/{DEPLOYMENT}/chat/completions?api-version={API_VERSION}"
 
@@ -80,6 +93,8 @@ class System:
     headers: dict[str, str]
     child: Child | None = None
     extra: dict[str, float] = field(default_factory=dict)
+    # With governance on: the database the usage ledger writes to.
+    database: Path | None = None
 
     @property
     def pid(self) -> int | None:
@@ -174,16 +189,20 @@ def start_nginx_proxy(children: Children, upstream_port: int) -> System:
 
 
 def _gateway_config(children: Children, port: int, upstream_port: int,
-                    engine: str | None = None) -> Path:
+                    engine: str | None = None, database: Path | None = None) -> Path:
     """Client keys, stream normalization, metrics and the info-level access log (to a
-    file) all on, as a user runs it."""
+    file) all on, as a user runs it; with `database`, governance on too (virtual keys,
+    limits, the usage ledger, the admin API)."""
     config = children.workdir / f"gateway-{port}.yaml"
+    governance = (f"database: \"sqlite:///{database}\"\nadmin_key: \"{ADMIN_KEY}\"\n"
+                  if database is not None else "")
     config.write_text(
         f"listen: \"{HOST}:{port}\"\n"
         f"client_keys: [\"{CLIENT_KEY}\"]\n"
         "log_level: info\n"
         "metrics: true\n"
         + (f"server_engine: {engine}\n" if engine else "")
+        + governance
         + "deployment_config:\n"
         f"  - {{deployment_name: {DEPLOYMENT}, model_name: gpt-4o, endpoint: \"http://{HOST}:{upstream_port}/\","
         f" api_key: \"{AZURE_KEY}\", api_version: \"{API_VERSION}\"}}\n"
@@ -213,13 +232,58 @@ def start_gateway_granian(children: Children, upstream_port: int,
     return _start_gateway_child(children, name, argv, port)
 
 
+def start_gateway_governed(children: Children, upstream_port: int,
+                           name: str = "gateway-1w-gov") -> System:
+    """`start_gateway` with one worker and governance on: the same config plus a SQLite
+    database (made before the start, holding `GOV_KEYS` virtual keys with RPM/TPM limits)
+    and an admin key. The client sends the secret of the first key."""
+    port = free_port()
+    database = children.workdir / f"gov-{port}" / "gateway.db"
+    secret = create_keys(database, GOV_KEYS)
+    config = _gateway_config(children, port, upstream_port, database=database)
+    argv = [sys.executable, "-m", "azure_openai_proxy", "-c", str(config), "--workers", "1"]
+    return _start_gateway_child(children, name, argv, port,
+                                {"Authorization": f"Bearer {secret}"}, database)
+
+
+def create_keys(database: Path, count: int) -> str:
+    """`count` virtual keys in a new database, each with RPM/TPM limits; the secret of
+    the first, whose limits (`GOV_KEY_LIMITS`) never refuse during a run."""
+    store = KeyStore.open(database)
+    try:
+        now = time.time()
+        _, secret = store.create_key("bench-wrk", limits=GOV_KEY_LIMITS, now=now)
+        for index in range(1, count):
+            store.create_key(f"bench-{index:03d}", limits=OTHER_KEY_LIMITS, now=now)
+    finally:
+        store.close()
+    return secret
+
+
+def ledger_records(database: Path) -> tuple[dict[str, int], int]:
+    """(the ledger's records by status, records left in its spool file): read after the
+    gateway stopped (SIGTERM writes or spools every queued record)."""
+    connection = sqlite3.connect(database)
+    try:
+        rows = connection.execute(
+            "SELECT status, count(*) FROM usage_records GROUP BY status ORDER BY status").fetchall()
+    finally:
+        connection.close()
+    spool = database.with_name(database.name + ".spool.jsonl")
+    spooled = sum(1 for line in spool.read_bytes().splitlines() if line.strip()) if spool.exists() else 0
+    return {str(status): int(count) for status, count in rows}, spooled
+
+
 def have_granian() -> bool:
     return importlib.util.find_spec("granian") is not None
 
 
-def _start_gateway_child(children: Children, name: str, argv: list[str], port: int) -> System:
+def _start_gateway_child(children: Children, name: str, argv: list[str], port: int,
+                         headers: dict[str, str] | None = None,
+                         database: Path | None = None) -> System:
     child = children.start(name, argv, port, env=_python_env())
-    system = System(name, f"http://{HOST}:{port}/v1/chat/completions", _client_headers(), child)
+    system = System(name, f"http://{HOST}:{port}/v1/chat/completions",
+                    headers or _client_headers(), child, database=database)
     cold = wait_until(child, lambda: _chat_ok(system), 30)
     system.extra["cold_start_s"] = cold
     return system

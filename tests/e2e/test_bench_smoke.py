@@ -25,7 +25,7 @@ def test_smoke_run_prints_the_table_and_writes_every_row(tmp_path: Path) -> None
         cwd=REPO, env=env, capture_output=True, text=True, timeout=110, check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    expected = ["direct", "gateway-1w", "gateway-Nw"]
+    expected = ["direct", "gateway-1w", "gateway-1w-gov", "gateway-Nw"]
     if shutil.which("nginx"):
         expected.append("nginx")
     if env.get("LITELLM_VENV"):
@@ -49,6 +49,15 @@ def test_smoke_run_prints_the_table_and_writes_every_row(tmp_path: Path) -> None
     many = results["streams_many"]
     assert many["completed"] > 0 and many["vm_hwm_mb"] > 0
     assert {line["line"] for line in results["budget"]}
+
+    # Governance on: nothing refused (no 401/429), every 200 answered is in the ledger.
+    governed = results["systems"]["gateway-1w-gov"]
+    assert governed["load_errors"] == 0, governed
+    for ledger in (governed["ledger"], governed["stream"]["ledger"]):
+        assert ledger["by_status"].get("200", 0) >= ledger["answered"] > 0, ledger
+        assert set(ledger["by_status"]) <= {"200", "499"}, ledger
+    assert "governance budget (issue 13" in done.stdout
+    assert {line["line"] for line in results["budget_governance"]}
 
 
 @pytest.mark.parametrize("flags", [[], ["--bare"]])
