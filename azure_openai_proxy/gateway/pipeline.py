@@ -245,8 +245,11 @@ class Gateway:
             reply = await self._proxy(LimitedRequest(request, admitted.headers), target,
                                       caller, body, record, routed)
             return apply_to(reply, admitted.headers)
-        except BaseException:
-            note_unanswered(record, body.json, target.operation)
+        except BaseException as exc:
+            # Sent and never answered (the client left, a timeout): Azure may bill it.
+            if (exc.request_sent if isinstance(exc, UpstreamError)
+                    else not isinstance(exc, GatewayError)):
+                note_unanswered(record, body.json, target.operation)
             raise
         finally:
             self.limiter.settle(admitted, _used_tokens(record))
