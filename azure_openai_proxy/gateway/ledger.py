@@ -90,10 +90,17 @@ def deployment_models(settings: Settings) -> dict[tuple[str, str], str]:
     return {(d.endpoint, d.deployment_name): d.model_name for d in settings.deployments}
 
 
+# Routes Azure bills by the image, the audio minute or the character (prices.yaml lists
+# the units). Without token usage in the answer their cost is not known: the record says
+# `priced: false` (usage reports count it), never a silent, priced $0.
+_UNIT_PRICED = frozenset({"images/generations", "images/edits", "images/variations",
+                          "audio/transcriptions", "audio/translations", "audio/speech"})
+
+
 def _cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple[str, str], str],
           tokens: TokenCounts) -> tuple[float, bool]:
     if not any(tokens):
-        return 0.0, True
+        return 0.0, not (record.route in _UNIT_PRICED and 200 <= record.status < 300)
     model = models.get((record.endpoint or "", record.deployment or ""))
     return prices.cost((record.model, model, record.deployment), tokens)
 

@@ -60,6 +60,20 @@ def test_a_record_is_priced_and_timed_from_its_arrival() -> None:
     assert usage_record(finished(5, usage=None), NOW, table, {}).usage_source == "none"
 
 
+@pytest.mark.parametrize("route", ["images/generations", "images/edits",
+                                   "audio/transcriptions", "audio/speech"])
+def test_a_unit_priced_answer_without_usage_is_marked_unpriced(route: str) -> None:
+    """Images, audio and speech are billed by units the ledger does not count: a 2xx
+    without token usage is recorded as unpriced, not as a priced $0."""
+    table = PriceTable.shipped()
+    answered = usage_record(finished(1, route=route, model="dall-e-3", usage=None), NOW, table, {})
+    assert (answered.cost_usd, answered.priced) == (0.0, False)
+    refused = usage_record(finished(2, route=route, status=400, usage=None), NOW, table, {})
+    assert refused.priced  # an error answer costs nothing, truly
+    listed = usage_record(finished(3, route="files", usage=None), NOW, table, {})
+    assert listed.priced
+
+
 def test_overflow_goes_to_the_spool_and_is_replayed_once(tmp_path: Path) -> None:
     path = tmp_path / "gw.db"
     ledger = writer(path, batch_size=5, max_buffer=10)
