@@ -90,9 +90,10 @@ def deployment_models(settings: Settings) -> dict[tuple[str, str], str]:
     return {(d.endpoint, d.deployment_name): d.model_name for d in settings.deployments}
 
 
-# Routes Azure bills by the image, the audio minute or the character (prices.yaml lists
-# the units). Without token usage in the answer their cost is not known: the record says
-# `priced: false` (usage reports count it), never a silent, priced $0.
+# Routes Azure bills by the image, the audio minute or the character (prices.yaml): priced
+# from the units the relay counted (relay.py). Without them (a transcription's plain-text
+# answer has no duration) the record says `priced: false` (usage reports count it), never
+# a silent, priced $0.
 _UNIT_PRICED = frozenset({"images/generations", "images/edits", "images/variations",
                           "audio/transcriptions", "audio/translations", "audio/speech"})
 
@@ -100,7 +101,12 @@ _UNIT_PRICED = frozenset({"images/generations", "images/edits", "images/variatio
 def _cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple[str, str], str],
           tokens: TokenCounts) -> tuple[float, bool]:
     if not any(tokens):
-        return 0.0, not (record.route in _UNIT_PRICED and 200 <= record.status < 300)
+        if record.route not in _UNIT_PRICED or not 200 <= record.status < 300:
+            return 0.0, True
+        if not record.usage:
+            return 0.0, False
+        model = models.get((record.endpoint or "", record.deployment or ""))
+        return prices.unit_cost((record.model, model, record.deployment), record.usage)
     model = models.get((record.endpoint or "", record.deployment or ""))
     return prices.cost((record.model, model, record.deployment), tokens)
 

@@ -595,3 +595,40 @@ def test_a_client_leaving_before_the_first_byte_is_recorded_with_an_estimate(
     # A non-streamed call is finished and billed by Azure: its max_tokens count too.
     assert record.completion_tokens == (0 if stream else 50)
     assert record.cost_usd > 0
+
+
+# -- routes billed by units: images, audio minutes, speech characters (finding 4) --------
+
+
+def test_images_audio_and_speech_are_priced_by_their_units_or_marked_unpriced(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    import io
+    import wave
+
+    gateway = ledger_gateway(emulator)
+    client = sdk(gateway)
+    client.images.generate(model="dall-e-3", prompt="a lighthouse", n=1,
+                           response_format="b64_json")
+    client.images.generate(model="dall-e-3", prompt="a lighthouse", quality="hd",
+                           response_format="b64_json")
+    client.audio.speech.create(model="tts", voice="alloy", input="Hello there, world.")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\0\0" * 16000)  # two seconds
+    audio = buffer.getvalue()
+    verbose = client.audio.transcriptions.create(model="whisper", file=("a.wav", audio),
+                                                 response_format="verbose_json")
+    client.audio.transcriptions.create(model="whisper", file=("a.wav", audio),
+                                       response_format="text")
+    standard, hd, speech, timed, plain = records(gateway)
+    assert (standard.route, standard.priced, standard.cost_usd) == (
+        "images/generations", True, pytest.approx(0.04))  # prices.yaml: dall-e-3 per_image
+    assert (hd.priced, hd.cost_usd) == (False, 0.0)  # no price for hd: not guessed
+    assert (speech.route, speech.priced) == ("audio/speech", True)
+    assert speech.cost_usd == pytest.approx(len("Hello there, world.") * 15.00 / 1e6)
+    assert timed.priced and timed.cost_usd == pytest.approx(verbose.duration / 60 * 0.006)
+    assert (plain.priced, plain.cost_usd) == (False, 0.0)  # no duration in a text answer
