@@ -47,7 +47,7 @@ from azure_openai_proxy.governance.estimate import (
     max_output_tokens,
     unanswered_usage,
 )
-from azure_openai_proxy.governance.model import UsageRecord
+from azure_openai_proxy.governance.model import Limits, UsageRecord
 from azure_openai_proxy.governance.prices import PriceTable, TokenCounts, token_counts
 from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.observability.record import RequestRecord
@@ -149,8 +149,10 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
     `names`' model) against its key's and team's budgets, or refuse it (429
     insufficient_quota) when what they spent and hold already reaches a budget. Call
     just before the request goes out; `settle_budget` once it has ended."""
-    if caller.key is None:
-        return None
+    key, team = caller.key, caller.team
+    if key is None or not (_budgeted(key.limits)
+                           or (team is not None and _budgeted(team.limits))):
+        return None  # nothing to estimate: most keys
     prices = guard.prices
     tokens = 0, 0
     if prices is not None and body:
@@ -180,6 +182,10 @@ def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
     if record.usage is None and record.attempts and (
             record.upstream_ms is None or 200 <= record.status < 300):
         record.usage = unanswered_usage(body, operation, record.stream)
+
+
+def _budgeted(limits: Limits) -> bool:
+    return limits.budget_usd is not None or limits.soft_budget_usd is not None
 
 
 def _exhausted(who: str) -> BudgetExhausted:
@@ -377,11 +383,10 @@ class LedgerWriter:
         """Every worker's spend, from the rollups: the days of the longest period that
         can be current, and one total per owner for the days before (budgets with no
         period)."""
-        written = self._unread
         with contextlib.suppress(Exception):
             since = earliest_period_start(self._clock())
-            self.guard.replace(SpendBook.from_rows(store.spend_since(since)), written)
-            self._unread = [] if written is self._unread else self._unread
+            self.guard.replace(SpendBook.from_rows(store.spend_since(since)), self._unread)
+            self._unread = []  # only this thread (or start(), before it) touches it
             self._last_refresh = self._clock()
 
     # -- the spool ---------------------------------------------------------------------
