@@ -144,7 +144,7 @@ def enforce_budget(guard: BudgetGuard, caller: Caller, request: HttpRequest) -> 
 
 
 def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] | None,
-                   names: tuple[str | None, ...]) -> BudgetHold | None:
+                   names: tuple[str | None, ...], operation: str = "") -> BudgetHold | None:
     """Hold the request's estimated cost (its prompt and its max output tokens, priced as
     `names`' model) against its key's and team's budgets, or refuse it (429
     insufficient_quota) when what they spent and hold already reaches a budget. Call
@@ -159,10 +159,23 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
         prompt = estimated_usage(body, 0)["prompt_tokens"]
         tokens = prompt, max_output_tokens(body)
     usd = prices.cost(names, TokenCounts(tokens[0], 0, tokens[1], 0))[0] if prices else 0.0
+    if prices is not None and body and operation in _UNIT_PRICED:
+        usd += prices.unit_cost(names, _units_asked(operation, body))[0]
     held = guard.reserve(caller.key, caller.team, usd)
     if isinstance(held, str):
         raise _exhausted(held)
     return held
+
+
+def _units_asked(operation: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The units a unit-billed request asks for: images (`n`, 1 by default, with their
+    size and quality) or speech characters."""
+    if operation == "audio/speech":
+        text = body.get("input")
+        return {"characters": len(text)} if isinstance(text, str) else {}
+    n = body.get("n", 1)
+    return {"images": n if type(n) is int else 1, "size": body.get("size"),
+            "quality": body.get("quality")}
 
 
 def settle_budget(guard: BudgetGuard, hold: BudgetHold | None, record: RequestRecord) -> None:

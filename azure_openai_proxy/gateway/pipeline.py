@@ -241,7 +241,8 @@ class Gateway:
         budgets, hold = self.budgets, None
         try:
             if budgets is not None:
-                hold = reserve_budget(budgets, caller, body.json, _price_names(*routed))
+                hold = reserve_budget(budgets, caller, body.json, _price_names(*routed),
+                                      target.operation)
             reply = await self._proxy(LimitedRequest(request, admitted.headers), target,
                                       caller, body, record, routed)
             return apply_to(reply, admitted.headers)
