@@ -6,7 +6,9 @@ database, off the request path, and nothing is lost.
         price the records -> LedgerStore.write (one transaction; rollups with it)
         database error    -> the spool file (JSON lines next to the database)
         database back     -> the spool replayed (idempotent: request_id is unique)
-        then the budgets' SpendBook is rebuilt from the rollups (every worker's spend)
+        every few seconds the budgets' SpendBook is rebuilt from the rollups (every
+        worker's spend; one SQL aggregate from the earliest period start on); the costs
+        this worker held in memory for the records written so far are let go then
 
 The deque is bounded (`max_buffer`): past it, records go straight to the spool. `close()`
 (SIGTERM, via the app's cleanup) writes or spools everything left; a reload asks for a
@@ -27,29 +29,49 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import BudgetExhausted
-from azure_openai_proxy.governance.budget import BudgetGuard, SpendBook, day_of
-from azure_openai_proxy.governance.model import UsageRecord
-from azure_openai_proxy.governance.prices import PriceTable, token_counts
+from azure_openai_proxy.governance.budget import (
+    BudgetGuard,
+    BudgetHold,
+    SpendBook,
+    day_of,
+    earliest_period_start,
+)
+from azure_openai_proxy.governance.estimate import (
+    estimated_usage,
+    max_output_tokens,
+    unanswered_usage,
+)
+from azure_openai_proxy.governance.model import Limits, UsageRecord
+from azure_openai_proxy.governance.prices import PriceTable, TokenCounts, token_counts
 from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.ledger import LedgerStore
 from azure_openai_proxy.store.sqlite import database_path
 
-__all__ = ["LedgerWriter", "enforce_budget", "ledger_enabled", "usage_record"]
+__all__ = [
+    "LedgerWriter",
+    "enforce_budget",
+    "ledger_enabled",
+    "note_unanswered",
+    "reserve_budget",
+    "settle_budget",
+    "usage_record",
+]
 
 log = logging.getLogger("azure_openai_proxy")
 
 _RETENTION_EVERY = 3600.0
 # Other workers (and processes) write to the same database: their spend is read back
 # at least this often, not only after this worker's own writes.
-_BUDGET_REFRESH_EVERY = 5.0
+# Also the longest this worker holds a written record's cost in memory (BudgetGuard).
+_BUDGET_REFRESH_EVERY = 2.0
 _BUDGET_WARNING_HEADER = "x-aop-budget-warning"
 
 
@@ -68,15 +90,33 @@ def deployment_models(settings: Settings) -> dict[tuple[str, str], str]:
     return {(d.endpoint, d.deployment_name): d.model_name for d in settings.deployments}
 
 
+# Routes Azure bills by the image, the audio minute or the character (prices.yaml): priced
+# from the units the relay counted (relay.py). Without them (a transcription's plain-text
+# answer has no duration) the record says `priced: false` (usage reports count it), never
+# a silent, priced $0.
+_UNIT_PRICED = frozenset({"images/generations", "images/edits", "images/variations",
+                          "audio/transcriptions", "audio/translations", "audio/speech"})
+
+
+def _cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple[str, str], str],
+          tokens: TokenCounts) -> tuple[float, bool]:
+    if not any(tokens):
+        if record.route not in _UNIT_PRICED or not 200 <= record.status < 300:
+            return 0.0, True
+        if not record.usage:
+            return 0.0, False
+        model = models.get((record.endpoint or "", record.deployment or ""))
+        return prices.unit_cost((record.model, model, record.deployment), record.usage)
+    model = models.get((record.endpoint or "", record.deployment or ""))
+    return prices.cost((record.model, model, record.deployment), tokens)
+
+
 def usage_record(record: RequestRecord, arrived: float, prices: PriceTable,
                  models: Mapping[tuple[str, str], str]) -> UsageRecord:
     """The ledger's line for a finished request."""
     usage = record.usage
     tokens = token_counts(usage)
-    cost, priced = 0.0, True
-    if any(tokens):
-        model = models.get((record.endpoint or "", record.deployment or ""))
-        cost, priced = prices.cost((record.model, model, record.deployment), tokens)
+    cost, priced = _cost(record, prices, models, tokens)
     source: Literal["measured", "estimated", "none"] = (
         "none" if not usage else "estimated" if usage.get("estimated") else "measured")
     return UsageRecord(
@@ -92,10 +132,7 @@ def enforce_budget(guard: BudgetGuard, caller: Caller, request: HttpRequest) -> 
     mark the answer of one past a soft budget. Call after authentication."""
     decision = guard.check(caller.key, caller.team)
     if decision.exhausted is not None:
-        raise BudgetExhausted(
-            f"You exceeded your current quota: this {decision.exhausted}'s budget for the "
-            "period is spent. Ask the gateway's administrator to raise it."
-        )
+        raise _exhausted(decision.exhausted)
     if decision.warnings:
         for who in decision.first:
             owner = caller.key if who == "key" else caller.team
@@ -104,6 +141,71 @@ def enforce_budget(guard: BudgetGuard, caller: Caller, request: HttpRequest) -> 
         extra = request.extra_headers or {}
         extra[_BUDGET_WARNING_HEADER] = ", ".join(decision.warnings)
         request.extra_headers = extra
+
+
+def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] | None,
+                   names: tuple[str | None, ...], operation: str = "") -> BudgetHold | None:
+    """Hold the request's estimated cost (its prompt and its max output tokens, priced as
+    `names`' model) against its key's and team's budgets, or refuse it (429
+    insufficient_quota) when what they spent and hold already reaches a budget. Call
+    just before the request goes out; `settle_budget` once it has ended."""
+    key, team = caller.key, caller.team
+    if key is None or not (_budgeted(key.limits)
+                           or (team is not None and _budgeted(team.limits))):
+        return None  # nothing to estimate: most keys
+    prices = guard.prices
+    tokens = 0, 0
+    if prices is not None and body:
+        prompt = estimated_usage(body, 0)["prompt_tokens"]
+        tokens = prompt, max_output_tokens(body)
+    usd = prices.cost(names, TokenCounts(tokens[0], 0, tokens[1], 0))[0] if prices else 0.0
+    if prices is not None and body and operation in _UNIT_PRICED:
+        usd += prices.unit_cost(names, _units_asked(operation, body))[0]
+    held = guard.reserve(caller.key, caller.team, usd)
+    if isinstance(held, str):
+        raise _exhausted(held)
+    return held
+
+
+def _units_asked(operation: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The units a unit-billed request asks for: images (`n`, 1 by default, with their
+    size and quality) or speech characters."""
+    if operation == "audio/speech":
+        text = body.get("input")
+        return {"characters": len(text)} if isinstance(text, str) else {}
+    n = body.get("n", 1)
+    return {"images": n if type(n) is int else 1, "size": body.get("size"),
+            "quality": body.get("quality")}
+
+
+def settle_budget(guard: BudgetGuard, hold: BudgetHold | None, record: RequestRecord) -> None:
+    """The request ended: its hold becomes its cost, priced as the ledger will price it."""
+    if hold is None:
+        return
+    prices, models = guard.prices, guard.models
+    usd = _cost(record, prices, models, token_counts(record.usage))[0] if prices else 0.0
+    guard.settle(hold, record.request_id, usd)
+
+
+def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
+                    operation: str) -> None:
+    """A request that ended without an answer's usage after it was sent (the client left
+    before the first byte, the upstream timed out): Azure may bill it, so it is recorded
+    with an estimate (flagged) rather than as free."""
+    if record.usage is None and record.attempts and (
+            record.upstream_ms is None or 200 <= record.status < 300):
+        record.usage = unanswered_usage(body, operation, record.stream)
+
+
+def _budgeted(limits: Limits) -> bool:
+    return limits.budget_usd is not None or limits.soft_budget_usd is not None
+
+
+def _exhausted(who: str) -> BudgetExhausted:
+    return BudgetExhausted(
+        f"You exceeded your current quota: this {who}'s budget for the "
+        "period is spent. Ask the gateway's administrator to raise it."
+    )
 
 
 class LedgerWriter:
@@ -120,6 +222,7 @@ class LedgerWriter:
         self.database = database
         self.spool_path = database.with_name(database.name + ".spool.jsonl")
         self.guard = guard
+        guard.prices, guard.models = prices, dict(models)
         self._prices = prices
         self._models = dict(models)
         self._retention = retention_days * 86400.0
@@ -137,6 +240,8 @@ class LedgerWriter:
         self._store: LedgerStore | None = None
         self._last_retention = 0.0
         self._last_refresh = 0.0
+        # Records written since the book was last read: their held costs go with the next.
+        self._unread: list[str] = []
         self.failures = 0  # database errors seen (the tests and the log read it)
 
     # -- the event loop's side ---------------------------------------------------------
@@ -156,6 +261,7 @@ class LedgerWriter:
         order: the records already queued keep the prices they were served at); and a
         flush."""
         self._queue.append(_Reconfigured(prices, dict(models)))
+        self.guard.prices, self.guard.models = prices, dict(models)
         self._wake.set()
 
     # -- life cycle ------------------------------------------------------------------
@@ -235,7 +341,8 @@ class LedgerWriter:
             batch = self._take(self._batch)
             if not self._write(batch):
                 self._spool(batch)
-                self.guard.replace(self.guard.book.plus(_costs(batch)))
+                self.guard.replace(self.guard.book.plus(_costs(batch)),
+                                   [r.request_id for r in batch])
 
     def _write(self, batch: list[UsageRecord]) -> bool:
         store = self._open()
@@ -246,7 +353,9 @@ class LedgerWriter:
         except Exception as exc:
             self._failed(exc)
             return False
-        self._refresh_budgets(store)
+        pending = self.guard.pending()
+        if pending:
+            self._unread.extend(r.request_id for r in batch if r.request_id in pending)
         return True
 
     def _maintain(self) -> None:
@@ -284,34 +393,51 @@ class LedgerWriter:
             self._store = None
 
     def _refresh_budgets(self, store: LedgerStore) -> None:
+        """Every worker's spend, from the rollups: the days of the longest period that
+        can be current, and one total per owner for the days before (budgets with no
+        period)."""
         with contextlib.suppress(Exception):
-            self.guard.replace(SpendBook.from_rows(store.daily_spend("")))
+            since = earliest_period_start(self._clock())
+            self.guard.replace(SpendBook.from_rows(store.spend_since(since)), self._unread)
+            self._unread = []  # only this thread (or start(), before it) touches it
             self._last_refresh = self._clock()
 
     # -- the spool ---------------------------------------------------------------------
 
     def _overflow(self) -> None:
         # The thread is behind (a slow database): spool the oldest records now rather
-        # than let the buffer grow without bound. Rare, and a single append.
-        self._spool(self._take(len(self._queue) - self._max // 2))
+        # than let the buffer grow without bound. Rare, and a single append. On the event
+        # loop: never wait for the spool's lock (a replay holds it for its whole
+        # database write); if it is held, the records stay queued and the next request
+        # past the bound tries again.
+        self._spool(self._queue, len(self._queue) - self._max // 2, block=False)
 
-    def _spool(self, records: list[UsageRecord]) -> None:
+    def _spool(self, records: list[UsageRecord] | deque[tuple[RequestRecord, float] | _Reconfigured],
+               count: int = 0, *, block: bool = True) -> None:
+        """Append `records` to the spool; or, given the queue, `count` records taken from
+        it once the lock is held (`block=False`: only if it is free at once)."""
         if not records:
             return
-        data = b"".join(orjson.dumps(dataclasses.asdict(r), option=orjson.OPT_APPEND_NEWLINE)
-                        for r in records)
         for _ in range(3):
             try:
                 self.spool_path.parent.mkdir(parents=True, exist_ok=True)
                 with open(self.spool_path, "ab") as spool:
-                    fcntl.flock(spool, fcntl.LOCK_EX)
+                    try:
+                        fcntl.flock(spool, fcntl.LOCK_EX if block else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        return  # a replay holds it: the records stay queued
                     if os.fstat(spool.fileno()).st_nlink == 0:
                         continue  # replayed and removed while we waited: open it again
+                    taken = records if isinstance(records, list) else self._take(count)
+                    data = b"".join(orjson.dumps(dataclasses.asdict(r),
+                                                 option=orjson.OPT_APPEND_NEWLINE)
+                                    for r in taken)
                     spool.write(data)
                     return
             except OSError as exc:
+                lost = len(records) if isinstance(records, list) else count
                 log.error("usage ledger: cannot write the spool %s (%s): %d records lost",
-                          self.spool_path, exc.strerror, len(records))
+                          self.spool_path, exc.strerror, lost)
                 return
 
     def _replay(self, store: LedgerStore) -> bool:
@@ -329,6 +455,9 @@ class LedgerWriter:
             for start in range(0, len(valid), self._batch):
                 store.write(valid[start:start + self._batch])  # raises: the spool stays
             self.spool_path.unlink()
+        pending = self.guard.pending()
+        if pending:  # spooled from the event loop: their costs are still held
+            self._unread.extend(r.request_id for r in valid if r.request_id in pending)
         log.info("usage ledger: %d spooled records written to the database", len(valid))
         return True
 

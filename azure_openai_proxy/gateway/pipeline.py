@@ -51,7 +51,12 @@ from azure_openai_proxy.errors import (
 from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
-from azure_openai_proxy.gateway.ledger import enforce_budget
+from azure_openai_proxy.gateway.ledger import (
+    enforce_budget,
+    note_unanswered,
+    reserve_budget,
+    settle_budget,
+)
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_to
 from azure_openai_proxy.gateway.relay import relay
 from azure_openai_proxy.gateway.spool import SpooledBody, multipart_boundary
@@ -233,12 +238,24 @@ class Gateway:
         admitted = self.limiter.admit(subjects, estimate_tokens(body.json))
         if isinstance(admitted, Refusal):
             raise _refused(admitted)
+        budgets, hold = self.budgets, None
         try:
+            if budgets is not None:
+                hold = reserve_budget(budgets, caller, body.json, _price_names(*routed),
+                                      target.operation)
             reply = await self._proxy(LimitedRequest(request, admitted.headers), target,
                                       caller, body, record, routed)
             return apply_to(reply, admitted.headers)
+        except BaseException as exc:
+            # Sent and never answered (the client left, a timeout): Azure may bill it.
+            if (exc.request_sent if isinstance(exc, UpstreamError)
+                    else not isinstance(exc, GatewayError)):
+                note_unanswered(record, body.json, target.operation)
+            raise
         finally:
             self.limiter.settle(admitted, _used_tokens(record))
+            if budgets is not None:
+                settle_budget(budgets, hold, record)
 
     def _classify(self, method: str, raw_path: str) -> Target:
         """`classify`, remembered: a few paths carry nearly all the traffic."""
@@ -590,6 +607,15 @@ def _used_tokens(record: RequestRecord) -> int | None:
     if prompt is None and completion is None:
         return None
     return (prompt or 0) + (completion or 0)
+
+
+def _price_names(pool: Pool, client_model: str | None) -> tuple[str | None, ...]:
+    """The names a request to `pool` is priced by, as the ledger will (its first
+    deployment's: the one the balancer most likely picks)."""
+    first = pool.deployments[0] if pool.deployments else None
+    if first is None:
+        return (client_model, pool.model)
+    return (client_model, first.model_name, first.deployment_name)
 
 
 def _cost_of(body: _Body) -> int:

@@ -37,6 +37,10 @@ log = logging.getLogger("azure_openai_proxy")
 _JSON_RESPONSE_LIMIT = 256 * 1024 * 1024
 # Answers whose `model` is the deployment's, to be replaced by the client's name.
 _MODEL_RESTORED = frozenset({"chat/completions", "completions", "embeddings", "responses"})
+# Answers billed by units (images, audio minutes): their units are counted when Azure's
+# answer carries no token usage.
+_UNIT_BILLED = frozenset({"images/generations", "images/edits", "images/variations",
+                          "audio/transcriptions", "audio/translations"})
 
 
 async def relay(
@@ -71,10 +75,16 @@ async def relay(
             )
         elif b'"usage"' in raw:
             record.usage = usage_of(raw)
+        elif operation in _UNIT_BILLED and 200 <= response.status < 300:
+            record.usage = _unit_usage(operation, raw, prompt)
         if want_id and 200 <= response.status < 300:
             record.created_id = _id_of(raw)
         headers["content-type"] = "application/json"
         return Answer(response.status, headers, raw)
+    if operation == "audio/speech" and 200 <= response.status < 300 and prompt:
+        text = prompt.get("input")
+        if isinstance(text, str) and text:
+            record.usage = {"characters": len(text)}  # billed by the input's characters
     return await _relay_bytes(request, response, headers)
 
 
@@ -158,6 +168,28 @@ async def _relay_bytes(
     finally:
         response.close()
     return out
+
+
+def _unit_usage(operation: str, raw: bytes, prompt: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The units a unit-billed JSON answer without token usage is priced by: the images
+    returned (with the request's size and quality; a multipart edit's are not read:
+    "unknown", left unpriced), or a verbose transcription's duration."""
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(answer, dict):
+        return None
+    if operation.startswith("images/"):
+        data = answer.get("data")
+        if not isinstance(data, list) or not data:
+            return None
+        size, quality = (prompt.get("size"), prompt.get("quality")) if prompt else ("unknown", None)
+        return {"images": len(data), "size": size, "quality": quality}
+    duration = answer.get("duration")
+    if isinstance(duration, int | float) and not isinstance(duration, bool) and duration > 0:
+        return {"audio_seconds": float(duration)}
+    return None
 
 
 def _id_of(raw: bytes) -> str | None:

@@ -10,18 +10,42 @@ and served.
 `SpendBook` is a value: the ledger writer builds a new one (from the database's daily
 rollups, or the old book plus a batch's costs) and `BudgetGuard.replace` swaps it in with
 one assignment, so the event loop reads a consistent book without a lock.
+
+The book only knows what the writer has written, up to a few seconds late. What this
+worker has admitted and not yet seen in the book is held in memory:
+
+    guard.reserve(key, team, usd)    at admission: refused when the book's spend plus what
+                                     is held reaches the budget; else the request's
+                                     estimated cost is held
+    guard.settle(hold, request_id, usd)  when it ends: the estimate is replaced by the real
+                                     cost, held under its request id until...
+    guard.replace(book, recorded)    ...the writer swaps in a book that has the record
+
+so N concurrent (or quick sequential) requests cannot spend a budget N times over. Held
+amounts count against every period (at midnight a held cost of yesterday may still count
+against today's budget for a few seconds: the safe side).
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from azure_openai_proxy.governance.model import BudgetPeriod, Limits, Team, VirtualKey
+from azure_openai_proxy.governance.prices import PriceTable
 
-__all__ = ["BudgetDecision", "BudgetGuard", "SpendBook", "day_of", "period_start"]
+__all__ = [
+    "BudgetDecision",
+    "BudgetGuard",
+    "BudgetHold",
+    "SpendBook",
+    "day_of",
+    "earliest_period_start",
+    "period_start",
+]
 
 Owner = tuple[str, str]  # ("key", key id) or ("team", team id)
 # Spend is a sum of floats (0.009 + 0.001 < 0.01): a nano-dollar of slack in comparisons.
@@ -42,6 +66,13 @@ def period_start(period: BudgetPeriod, today: date) -> str:
     if period == "monthly":
         return today.replace(day=1).isoformat()
     return ""
+
+
+def earliest_period_start(epoch: float) -> str:
+    """The first day of the longest calendar period that contains `epoch` (its week may
+    begin in the month before): older days only count towards budgets with no period."""
+    today = datetime.fromtimestamp(epoch, UTC).date()
+    return min(period_start("weekly", today), period_start("monthly", today))
 
 
 class SpendBook:
@@ -91,20 +122,92 @@ class BudgetDecision:
 _OK = BudgetDecision()
 
 
+@dataclass(slots=True)
+class BudgetHold:
+    """What one admitted request holds against its owners' budgets until it settles."""
+
+    owners: tuple[Owner, ...]
+    usd: float
+    settled: bool = False
+
+
 class BudgetGuard:
-    """Answers "may this caller spend?" from the current SpendBook."""
+    """Answers "may this caller spend?" from the current SpendBook and what this worker
+    holds (reservations of requests in flight, costs not yet in the book)."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.book = SpendBook()
         self._clock = clock
         self._warned: set[tuple[Owner, str]] = set()
+        # Written by the event loop (reserve, settle) and the writer thread (replace).
+        self._lock = threading.Lock()
+        self._held: dict[Owner, float] = {}
+        self._unrecorded: dict[str, BudgetHold] = {}
+        # How the ledger prices (set by its writer): reservations and settlements use it.
+        self.prices: PriceTable | None = None
+        self.models: Mapping[tuple[str, str], str] = {}
 
-    def replace(self, book: SpendBook) -> None:
-        self.book = book
+    def replace(self, book: SpendBook, recorded: Iterable[str] = ()) -> None:
+        """Swap in `book`, which has the records of the request ids `recorded`: their
+        costs stop being held."""
+        with self._lock:
+            self.book = book
+            for request_id in recorded:
+                hold = self._unrecorded.pop(request_id, None)
+                if hold is not None:
+                    self._add(hold.owners, -hold.usd)
 
     def spent(self, owner: Owner, period: BudgetPeriod) -> float:
         today = datetime.fromtimestamp(self._clock(), UTC).date()
-        return self.book.spent(owner, period_start(period, today))
+        return self.book.spent(owner, period_start(period, today)) + self._held.get(owner, 0.0)
+
+    def held(self, owner: Owner) -> float:
+        """Reserved or spent by this worker and not yet in the book."""
+        return self._held.get(owner, 0.0)
+
+    def reserve(self, key: VirtualKey | None, team: Team | None,
+                usd: float) -> BudgetHold | str | None:
+        """Admit a request estimated at `usd`: None (no budget applies: nothing held),
+        a BudgetHold, or who is exhausted ("key" or "team")."""
+        owners = _budget_owners(key, team)
+        if not owners:
+            return None
+        with self._lock:
+            for who, owner, limits in owners:
+                if (limits.budget_usd is not None
+                        and self.spent(owner, limits.budget_period) + _EPSILON_USD
+                        >= limits.budget_usd):
+                    return who
+            hold = BudgetHold(tuple(owner for _, owner, _ in owners), max(usd, 0.0))
+            self._add(hold.owners, hold.usd)
+        return hold
+
+    def settle(self, hold: BudgetHold, request_id: str, usd: float) -> None:
+        """The request ended having cost `usd`: held under `request_id` until the book
+        has its record (`replace`). Once per hold; a second call does nothing."""
+        if hold.settled:
+            return
+        hold.settled = True
+        with self._lock:
+            self._add(hold.owners, usd - hold.usd)
+            hold.usd = usd
+            if usd > 0 and request_id:
+                self._unrecorded[request_id] = hold
+            else:
+                hold.usd = 0.0
+
+    def pending(self) -> Collection[str]:
+        """Request ids whose cost is held until the book has them."""
+        return self._unrecorded.keys()
+
+    def _add(self, owners: tuple[Owner, ...], usd: float) -> None:
+        held = self._held
+        for owner in owners:
+            left = held.get(owner, 0.0) + usd
+            if left > _EPSILON_USD:
+                held[owner] = left
+            else:
+                held.pop(owner, None)
 
     def check(self, key: VirtualKey | None, team: Team | None) -> BudgetDecision:
         """The key's and the team's budgets; both must allow the request."""
@@ -131,6 +234,19 @@ class BudgetGuard:
                     self._warned.add(mark)
                     first.append(who)
         return BudgetDecision(None, tuple(warnings), tuple(first)) if warnings else _OK
+
+
+def _budget_owners(key: VirtualKey | None,
+                   team: Team | None) -> list[tuple[str, Owner, Limits]]:
+    """The (who, owner, limits) whose budget (hard or soft) applies to this caller."""
+    if key is None:
+        return []
+    owners: list[tuple[str, Owner, Limits]] = []
+    if _budgeted(key.limits):
+        owners.append(("key", ("key", key.id), key.limits))
+    if team is not None and _budgeted(team.limits):
+        owners.append(("team", ("team", team.id), team.limits))
+    return owners
 
 
 def _budgeted(limits: Limits) -> bool:

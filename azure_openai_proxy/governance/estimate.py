@@ -12,9 +12,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["CHARS_PER_TOKEN", "estimated_usage", "prompt_chars", "tokens_for_chars"]
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "DEFAULT_COMPLETION_TOKENS",
+    "estimated_usage",
+    "max_output_tokens",
+    "prompt_chars",
+    "tokens_for_chars",
+    "unanswered_usage",
+]
 
 CHARS_PER_TOKEN = 4
+# An answer's size when the request names no maximum (the rate limiter's default).
+DEFAULT_COMPLETION_TOKENS = 1024
+_MAX_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+# Operations whose answer is text tokens; embeddings produce none.
+_COMPLETING = frozenset({"chat/completions", "completions", "responses"})
 # Per message, the chat format adds a few tokens of its own (role, separators).
 _MESSAGE_OVERHEAD_TOKENS = 4
 
@@ -59,3 +72,30 @@ def estimated_usage(body: Mapping[str, Any] | None, completion_chars: int) -> di
     completion = tokens_for_chars(completion_chars)
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion, "estimated": True}
+
+
+def max_output_tokens(body: Mapping[str, Any] | None,
+                      default: int = DEFAULT_COMPLETION_TOKENS) -> int:
+    """The most the answer may cost: the request's max tokens, else `default`."""
+    if body:
+        for name in _MAX_FIELDS:
+            value = body.get(name)
+            if type(value) is int and value >= 0:
+                return value
+    return default
+
+
+def unanswered_usage(body: Mapping[str, Any] | None, operation: str,
+                     stream: bool) -> dict[str, Any] | None:
+    """The usage of a request Azure received whose answer never came back (the client
+    left, the upstream timed out): the prompt, and for a non-streamed call the whole
+    answer it may be billed for (Azure finishes those); marked estimated. None for an
+    operation that is not priced by tokens."""
+    if operation not in _COMPLETING and operation != "embeddings":
+        return None
+    usage = estimated_usage(body, 0)
+    if operation in _COMPLETING and not stream:
+        completion = max_output_tokens(body)
+        usage["completion_tokens"] = completion
+        usage["total_tokens"] += completion
+    return usage if usage["total_tokens"] else None

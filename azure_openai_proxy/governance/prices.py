@@ -9,6 +9,12 @@ name; each tried as written, lower-cased, and without a dated suffix
 is 0 and `priced` is False, which the ledger records, so an unpriced model shows up
 instead of being silently free.
 
+Routes billed by units (images, audio minutes, speech characters) are priced by
+`PriceTable.unit_cost` from a usage object the relay writes for them (`images`,
+`audio_seconds`, `characters`): the first name with a price for that unit. An image of a
+size or quality other than the table's standard (1024x1024, standard) has no price here
+and is recorded unpriced rather than guessed.
+
 Cached prompt tokens cost `cached_input` (or `input` when the model has no cache price);
 reasoning tokens are already counted in the completion tokens (OpenAI's and Azure's
 usage both say so) and cost `output`.
@@ -25,7 +31,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
-__all__ = ["Price", "PriceTable", "TokenCounts", "token_counts"]
+__all__ = ["Price", "PriceTable", "TokenCounts", "token_counts", "unit_counts"]
 
 _TOKENS_PER_PRICE = 1_000_000  # prices are per 1M tokens
 _DATED = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
@@ -33,11 +39,30 @@ _DATED = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per 1M tokens."""
+    """USD per 1M tokens; and per unit for the models billed by units."""
 
     input: float
     output: float
     cached_input: float | None = None
+    per_image: float | None = None
+    per_minute: float | None = None
+    per_1m_characters: float | None = None
+
+
+# usage key -> (the Price field, units per priced unit)
+_UNITS = {"images": ("per_image", 1.0), "audio_seconds": ("per_minute", 60.0),
+          "characters": ("per_1m_characters", 1_000_000.0)}
+_STANDARD_IMAGE = ({None, "1024x1024"}, {None, "standard", "auto"})
+
+
+def unit_counts(usage: Mapping[str, Any] | None) -> tuple[str, float] | None:
+    """The (unit, count) of a unit-billed answer's usage, or None."""
+    if usage:
+        for unit in _UNITS:
+            count = usage.get(unit)
+            if isinstance(count, int | float) and not isinstance(count, bool) and count > 0:
+                return unit, float(count)
+    return None
 
 
 class TokenCounts(NamedTuple):
@@ -72,12 +97,16 @@ def _price_of(name: str, entry: Any) -> Price:
     if not isinstance(entry, Mapping):
         raise ValueError(f"prices.{name} must be a mapping of input, cached_input, output")
     try:
-        cached = entry.get("cached_input")
+        units = [entry.get(unit) for unit in ("cached_input", "per_image", "per_minute",
+                                              "per_1m_characters")]
+        cached, image, minute, characters = (None if u is None else float(u) for u in units)
         price = Price(float(entry.get("input", 0)), float(entry.get("output", 0)),
-                      None if cached is None else float(cached))
+                      cached, image, minute, characters)
     except (TypeError, ValueError):
-        raise ValueError(f"prices.{name}: input, cached_input and output must be numbers") from None
-    if min(price.input, price.output, price.cached_input or 0) < 0:
+        raise ValueError(f"prices.{name}: input, cached_input, output and the unit prices "
+                         "must be numbers") from None
+    if min(price.input, price.output, price.cached_input or 0, price.per_image or 0,
+           price.per_minute or 0, price.per_1m_characters or 0) < 0:
         raise ValueError(f"prices.{name}: a price cannot be negative")
     return price
 
@@ -131,3 +160,23 @@ class PriceTable:
         usd = ((tokens.prompt - tokens.cached) * price.input + tokens.cached * cached_rate
                + tokens.completion * price.output) / _TOKENS_PER_PRICE
         return usd, True
+
+    def unit_cost(self, names: Iterable[str | None],
+                  usage: Mapping[str, Any]) -> tuple[float, bool]:
+        """(USD, priced) of a unit-billed answer (its usage from `unit_counts`'s keys);
+        (0.0, False) when no name has a price for the unit (or the image's size or
+        quality is not the priced one)."""
+        counted = unit_counts(usage)
+        if counted is None:
+            return 0.0, False
+        unit, count = counted
+        if unit == "images" and (usage.get("size") not in _STANDARD_IMAGE[0]
+                                 or usage.get("quality") not in _STANDARD_IMAGE[1]):
+            return 0.0, False
+        field, per = _UNITS[unit]
+        for name in names:
+            price = self.lookup(name) if name else None
+            rate = getattr(price, field) if price is not None else None
+            if rate is not None:
+                return count / per * rate, True
+        return 0.0, False

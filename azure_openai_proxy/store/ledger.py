@@ -124,6 +124,17 @@ class LedgerStore:
             "WHERE day >= ? AND kind IN ('key', 'team')", (since_day,)).fetchall()
         return [(str(k), str(i), str(d), float(c)) for k, i, d, c in rows]
 
+    def spend_since(self, since_day: str) -> list[tuple[str, str, str, float]]:
+        """(kind, id, day, cost) of keys and teams: a row per day from `since_day` on, and
+        one per owner summing every day before it, under the day `0000-00-00`. The sums
+        are SQLite's (it runs without the GIL): the rows read are few whatever the
+        ledger's age."""
+        rows = self._db.execute(
+            "SELECT kind, id, CASE WHEN day >= ?1 THEN day ELSE '0000-00-00' END AS d, "
+            "sum(cost_usd) FROM usage_rollups WHERE kind IN ('key', 'team') "
+            "GROUP BY kind, id, d", (since_day,)).fetchall()
+        return [(str(k), str(i), str(d), float(c)) for k, i, d, c in rows]
+
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM usage_records").fetchone()[0])
 

@@ -500,3 +500,135 @@ def test_admin_usage_answers_503_when_the_database_cannot_be_read(
     # and the proxied requests do not notice
     assert sdk(gateway).chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": "q"}]).choices
+
+
+# -- budgets hold what is in flight and not yet written (review of issue 13, finding 1) ---
+
+
+def _chat(gateway: ServerThread, secret: str, text: str = "x") -> int:
+    return httpx.post(gateway.url + "/v1/chat/completions", timeout=30,
+                      headers={"Authorization": f"Bearer {secret}"},
+                      json={"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}
+                      ).status_code
+
+
+def test_a_budget_stops_quick_sequential_requests_before_the_ledger_writes_them(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,
+) -> None:
+    """Each call costs more than the whole budget: the second is refused at once, not
+    after the writer's next batch."""
+    gateway = ledger_gateway(emulator, **_DEAR)
+    key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "a", budget_usd=0.01,
+                                  budget_period="daily")
+    statuses = [_chat(gateway, secret) for _ in range(10)]
+    assert statuses == [200] + [429] * 9
+    spent = [r.cost_usd for r in records(gateway) if r.key_id == key_id and r.cost_usd > 0]
+    assert len(spent) == 1
+
+
+def test_a_budget_admits_one_of_many_concurrent_requests(
+    slow_emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,
+) -> None:
+    """Concurrent requests: the first holds its estimated cost, which already reaches the
+    budget, so the others are refused while it is in flight."""
+    gateway = ledger_gateway(slow_emulator, **_DEAR)
+    _, secret = _virtual_key(gateway, tmp_path / "gw.db", "a", budget_usd=0.01,
+                             budget_period="daily")
+    statuses: list[int] = []
+    threads = [threading.Thread(target=lambda: statuses.append(_chat(gateway, secret)))
+               for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(statuses) == [200] + [429] * 9
+
+
+# -- a client that leaves before the first byte (finding 3) -------------------------------
+
+
+@pytest.fixture
+def late_emulator() -> Iterator[Emulator]:
+    """Azure's first byte comes 600 ms after the request: a client can leave before it."""
+    from azure_openai_proxy.emulator import create_emulator_app
+
+    with serve(lambda: create_emulator_app(emulator_config(ttft_ms=600))) as server:
+        yield Emulator(server)
+
+
+def _leave_once_azure_has_it(gateway: ServerThread, emulator: Emulator, secret: str,
+                             body: dict[str, Any]) -> None:
+    """Send `body` on a raw connection and close it as soon as Azure has the request."""
+    import json
+    import socket
+
+    seen = len(emulator.requests())
+    host, port = gateway.url.split("//")[1].split(":")
+    data = json.dumps(body).encode()
+    with socket.create_connection((host, int(port))) as conn:
+        conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                     + secret.encode() + b"\r\nContent-Type: application/json\r\n"
+                     + b"Content-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
+        until(lambda: len(emulator.requests()) > seen, 10, "Azure never got the request")
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_leaving_before_the_first_byte_is_recorded_with_an_estimate(
+    late_emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,
+    stream: bool,
+) -> None:
+    gateway = ledger_gateway(late_emulator)
+    key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "a", tpm=100_000)
+    prompt = "a long prompt " * 200  # 2,800 characters: about 700 tokens
+    _leave_once_azure_has_it(gateway, late_emulator, secret, {
+        "model": "gpt-4o", "messages": [{"role": "user", "content": prompt}],
+        "stream": stream, "max_tokens": 50})
+
+    def left() -> list[UsageRecord]:
+        return [r for r in records(gateway)
+                if r.key_id == key_id and r.route == "chat/completions"]
+
+    until(left, 10, "the request was not recorded")
+    [record] = left()
+    assert record.status == 499 and record.usage_source == "estimated"
+    assert record.prompt_tokens >= 700
+    # A non-streamed call is finished and billed by Azure: its max_tokens count too.
+    assert record.completion_tokens == (0 if stream else 50)
+    assert record.cost_usd > 0
+
+
+# -- routes billed by units: images, audio minutes, speech characters (finding 4) --------
+
+
+def test_images_audio_and_speech_are_priced_by_their_units_or_marked_unpriced(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+) -> None:
+    import io
+    import wave
+
+    gateway = ledger_gateway(emulator)
+    client = sdk(gateway)
+    client.images.generate(model="dall-e-3", prompt="a lighthouse", n=1,
+                           response_format="b64_json")
+    client.images.generate(model="dall-e-3", prompt="a lighthouse", quality="hd",
+                           response_format="b64_json")
+    client.audio.speech.create(model="tts", voice="alloy", input="Hello there, world.")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\0\0" * 16000)  # two seconds
+    audio = buffer.getvalue()
+    verbose = client.audio.transcriptions.create(model="whisper", file=("a.wav", audio),
+                                                 response_format="verbose_json")
+    client.audio.transcriptions.create(model="whisper", file=("a.wav", audio),
+                                       response_format="text")
+    standard, hd, speech, timed, plain = records(gateway)
+    assert (standard.route, standard.priced, standard.cost_usd) == (
+        "images/generations", True, pytest.approx(0.04))  # prices.yaml: dall-e-3 per_image
+    assert (hd.priced, hd.cost_usd) == (False, 0.0)  # no price for hd: not guessed
+    assert (speech.route, speech.priced) == ("audio/speech", True)
+    assert speech.cost_usd == pytest.approx(len("Hello there, world.") * 15.00 / 1e6)
+    assert timed.priced and timed.cost_usd == pytest.approx(verbose.duration / 60 * 0.006)
+    assert (plain.priced, plain.cost_usd) == (False, 0.0)  # no duration in a text answer

@@ -7,8 +7,10 @@ import pytest
 from azure_openai_proxy.governance.budget import (
     BudgetDecision,
     BudgetGuard,
+    BudgetHold,
     SpendBook,
     day_of,
+    earliest_period_start,
     period_start,
 )
 from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
@@ -76,3 +78,39 @@ def test_a_soft_budget_warns_once_per_period_and_serves() -> None:
 def test_no_key_or_no_budget_costs_nothing() -> None:
     guard = BudgetGuard(clock=lambda: NOW)
     assert guard.check(None, None) is guard.check(key(Limits(rpm=5)), None)
+
+
+def test_a_reservation_holds_the_budget_until_the_book_has_the_record() -> None:
+    guard = BudgetGuard(clock=lambda: NOW)
+    team = Team(id="t1", name="t", limits=Limits(budget_usd=1.0, budget_period="daily"))
+    limited = key(Limits(budget_usd=0.01, budget_period="daily"), "t1")
+    hold = guard.reserve(limited, team, 0.02)
+    assert isinstance(hold, BudgetHold)
+    assert guard.reserve(limited, team, 0.02) == "key"  # the first one's estimate holds it
+    assert guard.check(limited, team).exhausted == "key"
+    guard.settle(hold, "r1", 0.004)  # it cost less: the rest is given back
+    assert guard.held(("key", "k1")) == pytest.approx(0.004)
+    assert guard.held(("team", "t1")) == pytest.approx(0.004)
+    second = guard.reserve(limited, team, 0.02)
+    assert isinstance(second, BudgetHold)
+    guard.settle(second, "r2", 0.0)  # nothing spent (an error answer): nothing held
+    guard.settle(second, "r2", 5.0)  # settled once only
+    assert guard.held(("key", "k1")) == pytest.approx(0.004)
+    # The writer's book now has r1: its cost is counted once, from the book.
+    guard.replace(SpendBook.from_rows([("key", "k1", "2026-12-02", 0.004)]), ["r1"])
+    assert guard.held(("key", "k1")) == 0.0
+    assert guard.spent(("key", "k1"), "daily") == pytest.approx(0.004)
+    assert set(guard.pending()) == set()
+
+
+def test_a_key_without_a_budget_holds_nothing() -> None:
+    guard = BudgetGuard(clock=lambda: NOW)
+    assert guard.reserve(key(Limits(rpm=5)), None, 1.0) is None
+    assert guard.reserve(None, None, 1.0) is None
+
+
+def test_older_spend_counts_only_for_budgets_without_a_period() -> None:
+    book = SpendBook.from_rows([("key", "k1", "0000-00-00", 8.0), ("key", "k1", "2026-12-02", 1.0)])
+    assert book.spent(("key", "k1"), "") == 9.0
+    assert book.spent(("key", "k1"), "2026-12-01") == 1.0
+    assert earliest_period_start(NOW) == "2026-11-30"  # this week began last month

@@ -65,3 +65,17 @@ def test_usage_groups_and_orders(store: LedgerStore) -> None:
     by_day = store.usage("day", 0, DAY + 2 * 86400)
     assert [(r["day"], r["requests"]) for r in by_day] == [("2026-12-02", 3), ("2026-12-03", 1)]
     assert store.usage("deployment", DAY + 3 * 86400) == []
+
+
+def test_spend_since_sums_the_days_before_it_in_sql(store: LedgerStore) -> None:
+    """The budgets' refresh reads a row per owner and day of the current periods, and one
+    per owner for all the days before: not every rollup row ever written."""
+    day = 86400.0
+    start = 1_796_212_800.0 - 400 * day
+    store.write([record(n, cost=0.5, time=start + n * day) for n in range(401)])
+    rows = store.spend_since("2026-11-30")
+    keys = sorted(r for r in rows if r[0] == "key")
+    assert keys == [("key", "k1", "0000-00-00", pytest.approx(0.5 * 398)),
+                    ("key", "k1", "2026-11-30", 0.5), ("key", "k1", "2026-12-01", 0.5),
+                    ("key", "k1", "2026-12-02", 0.5)]
+    assert len(rows) == 8  # the same for the team

@@ -6,8 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from azure_openai_proxy.gateway.ledger import LedgerWriter, usage_record
+from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.gateway.ledger import (
+    LedgerWriter,
+    reserve_budget,
+    settle_budget,
+    usage_record,
+)
 from azure_openai_proxy.governance.budget import BudgetGuard
+from azure_openai_proxy.governance.model import Limits, VirtualKey
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ledger import LedgerStore
@@ -53,6 +60,20 @@ def test_a_record_is_priced_and_timed_from_its_arrival() -> None:
     assert usage_record(finished(5, usage=None), NOW, table, {}).usage_source == "none"
 
 
+@pytest.mark.parametrize("route", ["images/generations", "images/edits",
+                                   "audio/transcriptions", "audio/speech"])
+def test_a_unit_priced_answer_without_usage_is_marked_unpriced(route: str) -> None:
+    """Images, audio and speech are billed by units the ledger does not count: a 2xx
+    without token usage is recorded as unpriced, not as a priced $0."""
+    table = PriceTable.shipped()
+    answered = usage_record(finished(1, route=route, model="dall-e-3", usage=None), NOW, table, {})
+    assert (answered.cost_usd, answered.priced) == (0.0, False)
+    refused = usage_record(finished(2, route=route, status=400, usage=None), NOW, table, {})
+    assert refused.priced  # an error answer costs nothing, truly
+    listed = usage_record(finished(3, route="files", usage=None), NOW, table, {})
+    assert listed.priced
+
+
 def test_overflow_goes_to_the_spool_and_is_replayed_once(tmp_path: Path) -> None:
     path = tmp_path / "gw.db"
     ledger = writer(path, batch_size=5, max_buffer=10)
@@ -64,6 +85,34 @@ def test_overflow_goes_to_the_spool_and_is_replayed_once(tmp_path: Path) -> None
     ledger.close()
     assert stored(path) == sorted(f"req-{n}" for n in range(25))
     assert not ledger.spool_path.exists()
+
+
+def test_overflow_on_the_event_loop_never_waits_for_the_spool_lock(tmp_path: Path) -> None:
+    """A replay holds the spool's lock for its whole database write: a request past the
+    buffer's bound must not wait for it (it runs on the event loop); its records stay
+    queued and nothing is lost."""
+    import fcntl
+    import threading
+
+    path = tmp_path / "gw.db"
+    ledger = writer(path, batch_size=5, max_buffer=10)
+    with open(ledger.spool_path, "ab") as replaying:
+        fcntl.flock(replaying, fcntl.LOCK_EX)  # as _replay holds it
+        added = threading.Event()
+
+        def add() -> None:
+            for n in range(25):
+                ledger.add(finished(n))
+            added.set()
+
+        threading.Thread(target=add, daemon=True).start()
+        assert added.wait(10), "add() waited for the spool's lock"
+        fcntl.flock(replaying, fcntl.LOCK_UN)
+    ledger.add(finished(25))  # past the bound, the lock free: spooled now
+    assert ledger.spool_path.stat().st_size > 0
+    ledger.start()
+    ledger.close()
+    assert stored(path) == sorted(f"req-{n}" for n in range(26))
 
 
 def test_a_database_that_cannot_be_opened_spools_and_a_later_run_replays(tmp_path: Path) -> None:
@@ -94,13 +143,30 @@ def test_close_without_a_thread_writes_what_is_queued(tmp_path: Path) -> None:
 
 
 def test_the_budgets_follow_the_records_written(tmp_path: Path) -> None:
-    ledger = writer(tmp_path / "gw.db")
+    """The book is read again every few seconds (not after every batch); until then the
+    cost this worker settled is held in memory, and counted once either way."""
+    clock = [NOW]
+    guard = BudgetGuard(clock=lambda: clock[0])
+    ledger = LedgerWriter(tmp_path / "gw.db", PriceTable.shipped(),
+                          {("https://e/", "dep"): "gpt-4o-mini"}, guard, clock=lambda: clock[0])
     ledger.start()
-    ledger.add(finished(1, key_id="k1", team_id="t1"))
-    assert ledger.flush()
+    limited = VirtualKey(id="k1", name="k", secret_hash="-", prefix="sk-aop-", team_id="t1",
+                         limits=Limits(budget_usd=100.0, budget_period="daily"))
+    record = finished(1, key_id="k1", team_id="t1")
+    hold = reserve_budget(guard, Caller(None, limited), {"max_tokens": 10}, ("gpt-4o",))
+    settle_budget(guard, hold, record)
     cost = (1000 * 2.50 + 100 * 10.00) / 1e6
-    assert ledger.guard.book.spent(("key", "k1"), "") == pytest.approx(cost)
-    assert ledger.guard.book.spent(("team", "t1"), "2026-12-02") == pytest.approx(cost)
+    assert guard.spent(("key", "k1"), "daily") == pytest.approx(cost)
+    ledger.add(record)
+    assert ledger.flush()
+    assert guard.book.spent(("key", "k1"), "") == 0.0  # not read back yet: still held
+    assert guard.spent(("key", "k1"), "daily") == pytest.approx(cost)
+    clock[0] += 3
+    assert ledger.flush()
+    assert guard.book.spent(("key", "k1"), "") == pytest.approx(cost)
+    assert guard.book.spent(("team", "t1"), "2026-12-02") == pytest.approx(cost)
+    assert guard.held(("key", "k1")) == 0.0
+    assert guard.spent(("key", "k1"), "daily") == pytest.approx(cost)
     ledger.close()
 
 

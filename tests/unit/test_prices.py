@@ -76,3 +76,13 @@ def test_config_prices_override_and_extend_the_table() -> None:
 def test_a_bad_price_is_a_config_error(prices: object) -> None:
     with pytest.raises(ConfigError, match="prices"):
         load_settings({"prices": prices}, {})
+
+
+def test_unit_prices_are_read_and_applied() -> None:
+    table = PriceTable.shipped({"my-tts": {"input": 0, "output": 0, "per_1m_characters": 20}})
+    assert table.unit_cost(["my-tts"], {"characters": 500_000}) == (10.0, True)
+    assert table.unit_cost(["whisper"], {"audio_seconds": 30}) == (0.003, True)
+    assert table.unit_cost(["dall-e-3"], {"images": 2, "size": None}) == (0.08, True)
+    assert table.unit_cost(["dall-e-3"], {"images": 2, "size": "1792x1024"}) == (0.0, False)
+    assert table.unit_cost(["gpt-4o"], {"images": 1}) == (0.0, False)  # no image price
+    assert table.unit_cost(["dall-e-3"], {}) == (0.0, False)
