@@ -353,4 +353,5 @@ def _gateway(
     gateway = Gateway(settings, transport, balancer, tokens, affinity, previous.directory,
                       previous.limiter)
     gateway.budgets = previous.budgets  # spend is the ledger's, not the settings'
+    gateway.owners = previous.owners  # which key created which object
     return gateway
