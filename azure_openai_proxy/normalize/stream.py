@@ -317,8 +317,8 @@ _COUNTED_DELTAS = frozenset({
 class ResponsesStreamMeter:
     """Reads a Responses API stream as it is relayed unchanged: `usage` from its
     `response.completed` (or `.incomplete`/`.failed`) event, `content_chars` of the
-    text deltas (output text, refusal, reasoning, function-call arguments), for an estimate when it ends first. Only the
-    events that can carry either are parsed."""
+    text deltas (output text, refusal, reasoning, function-call arguments), for an
+    estimate when it ends first. Only the events that can carry either are parsed."""
 
     def __init__(self) -> None:
         self._decoder = SseDecoder()
