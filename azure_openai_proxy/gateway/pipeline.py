@@ -165,6 +165,7 @@ class Gateway:
         self._busy = BusyPoll.from_setting(settings.busy_poll_us)
         # Read once: a settings model's attributes cost a __getattr__ hook per access.
         self._answer_limit = settings.upstream.max_answer_bytes
+        self._default_completion = settings.default_completion_tokens
         self._targets: BoundedCache[tuple[str, str], Target] = BoundedCache(_CACHE_LIMIT)
         self._urls: BoundedCache[tuple[str, str, str, str, str | None], str] = BoundedCache(
             _CACHE_LIMIT
@@ -256,7 +257,8 @@ class Gateway:
         subjects = [("key:" + key.id, key.limits)]
         if caller.team is not None:
             subjects.append(("team:" + caller.team.id, caller.team.limits))
-        admitted = self.limiter.admit(subjects, estimate_tokens(body.json))
+        admitted = self.limiter.admit(
+            subjects, estimate_tokens(body.json, self._default_completion, target.operation))
         if isinstance(admitted, Refusal):
             raise _refused(admitted)
         try:
