@@ -60,8 +60,8 @@ def estimate_tokens(body: Mapping[str, Any] | None,
             chars += _text_length(value, 0)
     completion = default_completion if operation is None or _generates(operation) else 0
     for name in _MAX_FIELDS:
-        value = body.get(name)
-        if _count(value):
+        value = _count(body.get(name))
+        if value is not None:
             completion = value
             break
     return -(-chars // 4) + completion * _choices(body)
@@ -72,16 +72,19 @@ def _generates(operation: str) -> bool:
     return operation in _GENERATING or operation.endswith("/runs") or operation == "threads/runs"
 
 
-def _count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _count(value: Any) -> int | None:
+    """`value` if it is a count (an int >= 0, not a bool), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 def _choices(body: Mapping[str, Any]) -> int:
     """How many completions a request asks Azure to generate (`n`, `best_of`)."""
     n = 1
     for name in ("n", "best_of"):
-        value = body.get(name)
-        if _count(value) and value > n:
+        value = _count(body.get(name))
+        if value is not None and value > n:
             n = value
     return n
 
