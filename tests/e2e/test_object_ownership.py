@@ -131,3 +131,17 @@ def test_the_native_path_checks_the_model_a_deployment_serves(
         assert [m.id for m in gw.client(by_model).models.list()] == ["gpt-3.5-turbo"]
     finally:
         store.close()
+
+
+def test_a_reload_keeps_who_owns_what(governed: Governed) -> None:
+    _, secret = governed.key("owner", models=("gpt-4o",))
+    client = governed.client(secret)
+    uploaded = client.files.create(file=_batch_file("gpt-4o"), purpose="batch")
+    app = governed.server.app
+
+    async def reload() -> None:
+        app.reload(app.gateway.settings)
+
+    governed.server.call(reload)
+    assert client.files.retrieve(uploaded.id).id == uploaded.id  # still known as the key's
+    assert _batch(client, uploaded.id).input_file_id == uploaded.id
