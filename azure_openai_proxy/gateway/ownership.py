@@ -16,8 +16,10 @@ POST creates an object, that the object is the key's. Then:
 
 Ownership is per key, not per team: keys of one team do not see each other's objects.
 
-Limits of this step (plainly): owners are kept in memory, per worker, bounded
-(`_CAPACITY`, least recently used forgotten); a restart or another worker forgets them.
+Owners are written to the governance database (`object_owners`, store/ownership.py)
+before the creating answer leaves, so every worker and a restarted gateway know them;
+the recent ones are also kept in memory, bounded (`_CAPACITY`). When the database
+fails, memory alone answers (this worker's recent objects; others are unknown).
 Objects created by a stream (a streamed `responses` call) are not recorded (their id is
 not read from the stream), nor objects created inside another answer (an upload's file).
 
@@ -28,15 +30,25 @@ checked against the key's allow-list when it is created.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import sqlite3
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import orjson
 
 from azure_openai_proxy.errors import GatewayError, NotFound
 from azure_openai_proxy.gateway.affinity import ids_referenced
+from azure_openai_proxy.store.ownership import OwnerStore
+
+log = logging.getLogger("azure_openai_proxy")
+_T = TypeVar("_T")
 
 __all__ = [
     "BatchNotAllowed",
@@ -44,7 +56,9 @@ __all__ = [
     "ObjectOwners",
     "Owned",
     "batch_file_models",
-    "filter_list",
+    "filtered",
+    "is_list",
+    "list_ids",
     "object_ids",
 ]
 
@@ -81,43 +95,104 @@ class BatchNotAllowed(GatewayError):
 
 
 class ObjectOwners:
-    """object id -> `Owned`; least recently used forgotten past `capacity`."""
+    """object id -> `Owned`: the recent ones in memory (least recently used forgotten
+    past `capacity`), all of them in the governance database when one is given (so every
+    worker, and the gateway after a restart, knows them). The database is used from one
+    thread of its own; when it fails, the memory alone answers (an unknown owner: the
+    safe side, see the module's docstring)."""
 
-    def __init__(self, capacity: int = _CAPACITY) -> None:
+    def __init__(self, capacity: int = _CAPACITY, database: Path | None = None) -> None:
         self._capacity = capacity
         self._owners: OrderedDict[str, Owned] = OrderedDict()
+        self._database = database
+        self._store: OwnerStore | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._failing = False
 
-    def remember(self, object_id: str, owned: Owned) -> None:
-        """Record a new object's owner; an object already owned keeps its owner."""
-        if object_id in self._owners:
-            self._owners.move_to_end(object_id)
-            return
-        self._owners[object_id] = owned
-        if len(self._owners) > self._capacity:
-            self._owners.popitem(last=False)
+    async def remember(self, object_id: str, owned: Owned) -> None:
+        """Record a new object's owner; an object already owned keeps its owner. Written
+        to the database before the answer leaves, so another worker knows it at once."""
+        if object_id not in self._owners:
+            self._keep(object_id, owned)
+            await self._call(lambda store: store.add(object_id, owned.key_id, owned.models,
+                                                     time.time()))
 
-    def get(self, object_id: str) -> Owned | None:
+    async def get(self, object_id: str) -> Owned | None:
         owned = self._owners.get(object_id)
         if owned is not None:
             self._owners.move_to_end(object_id)
+            return owned
+        row = await self._call(lambda store: store.get(object_id))
+        if row is None:
+            return None
+        owned = Owned(row[0], row[1])
+        self._keep(object_id, owned)
         return owned
 
-    def check(self, ids: Iterable[str], key_id: str, restricted: bool) -> None:
+    async def check(self, ids: Iterable[str], key_id: str, restricted: bool) -> None:
         """Raise `ObjectNotFound` for the first id that is not this key's to use."""
         for object_id in ids:
-            owned = self._owners.get(object_id)
+            owned = await self.get(object_id)
             if owned is None:
                 if restricted:
                     raise ObjectNotFound(object_id)
             elif owned.key_id != key_id:
                 raise ObjectNotFound(object_id)
 
-    def owns(self, key_id: str) -> Callable[[str], bool]:
-        def owned_by_key(object_id: str) -> bool:
+    async def owned_of(self, key_id: str, object_ids: list[str]) -> set[str]:
+        """Those of `object_ids` that `key_id` owns."""
+        mine = set()
+        rest = []
+        for object_id in object_ids:
             owned = self._owners.get(object_id)
-            return owned is not None and owned.key_id == key_id
+            if owned is None:
+                rest.append(object_id)
+            elif owned.key_id == key_id:
+                mine.add(object_id)
+        if rest:
+            mine |= await self._call(lambda store: store.owned_of(key_id, rest)) or set()
+        return mine
 
-        return owned_by_key
+    def close(self) -> None:
+        """Close the database (its thread closes it); the memory stays usable."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.submit(self._close_store)
+            thread.shutdown(wait=True)
+
+    def _keep(self, object_id: str, owned: Owned) -> None:
+        self._owners[object_id] = owned
+        self._owners.move_to_end(object_id)
+        if len(self._owners) > self._capacity:
+            self._owners.popitem(last=False)
+
+    async def _call(self, work: Callable[[OwnerStore], _T]) -> _T | None:
+        if self._database is None:
+            return None
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="object-owners")
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self._thread, self._in_thread, work)
+        except (sqlite3.Error, OSError) as exc:
+            if not self._failing:
+                log.warning("object owners: the database failed (%s); using memory only",
+                            type(exc).__name__)
+            self._failing = True
+            return None
+        self._failing = False
+        return result
+
+    def _in_thread(self, work: Callable[[OwnerStore], _T]) -> _T:
+        if self._store is None:
+            assert self._database is not None
+            self._store = OwnerStore.open(self._database)
+        return work(self._store)
+
+    def _close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
 
     def __len__(self) -> int:
         return len(self._owners)
@@ -139,16 +214,23 @@ def is_list(method: str, operation: str) -> bool:
     return method == "GET" and operation in _LISTS
 
 
-def filter_list(raw: bytes, owned: Callable[[str], bool]) -> bytes | None:
-    """A list answer with only the objects `owned` accepts (None: not a list answer)."""
+def list_ids(raw: bytes) -> tuple[dict[str, Any], list[str]] | None:
+    """A list answer, parsed, and the ids it lists (None: not a list answer)."""
     try:
         answer = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
     if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
         return None
+    ids = [item["id"] for item in answer["data"]
+           if isinstance(item, dict) and isinstance(item.get("id"), str)]
+    return answer, ids
+
+
+def filtered(answer: dict[str, Any], kept: set[str]) -> bytes:
+    """The list answer with only the objects whose id is in `kept`."""
     data = [item for item in answer["data"]
-            if isinstance(item, dict) and isinstance(item.get("id"), str) and owned(item["id"])]
+            if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"] in kept]
     answer["data"] = data
     if "first_id" in answer:
         answer["first_id"] = data[0]["id"] if data else None

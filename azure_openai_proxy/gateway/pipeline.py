@@ -58,8 +58,9 @@ from azure_openai_proxy.gateway.ownership import (
     ObjectOwners,
     Owned,
     batch_file_models,
-    filter_list,
+    filtered,
     is_list,
+    list_ids,
     object_ids,
 )
 from azure_openai_proxy.gateway.relay import relay
@@ -247,11 +248,11 @@ class Gateway:
             raise ModelNotAllowed(routed[1])
         batch_models: frozenset[str] | None = None
         if target.kind == "resource":
-            self.owners.check(object_ids(target.operation, body.json), key.id,
-                              is_restricted(key, caller.team))
+            await self.owners.check(object_ids(target.operation, body.json), key.id,
+                                    is_restricted(key, caller.team))
             if request.method == "POST":
                 if target.operation == "batches":
-                    self._check_batch(caller, body)
+                    await self._check_batch(caller, body)
                 elif target.operation == "files":
                     batch_models = await _uploaded_batch_models(body)
         subjects = [("key:" + key.id, key.limits)]
@@ -265,28 +266,28 @@ class Gateway:
             reply = await self._proxy(LimitedRequest(request, admitted.headers), target,
                                       caller, body, record, routed)
             if target.kind == "resource":
-                reply = self._owned(request.method, target, key.id, record, reply,
+                reply = await self._owned(request.method, target, key.id, record, reply,
                                     batch_models)
             return apply_to(reply, admitted.headers)
         finally:
             self.limiter.settle(admitted, _used_tokens(record))
 
-    def _owned(
+    async def _owned(
         self, method: str, target: Target, key_id: str, record: RequestRecord, reply: Reply,
         batch_models: frozenset[str] | None,
     ) -> Reply:
         """A resource answer for a virtual key: a created object becomes the key's, a
         list shows only the key's own objects."""
         if method == "POST" and record.created_id is not None:
-            self.owners.remember(record.created_id, Owned(key_id, batch_models))
+            await self.owners.remember(record.created_id, Owned(key_id, batch_models))
         elif (is_list(method, target.operation) and isinstance(reply, Answer)
               and reply.status == 200):
-            mine = filter_list(reply.body, self.owners.owns(key_id))
-            if mine is not None:
-                reply.body = mine
+            listed = list_ids(reply.body)
+            if listed is not None:
+                reply.body = filtered(listed[0], await self.owners.owned_of(key_id, listed[1]))
         return reply
 
-    def _check_batch(self, caller: Caller, body: _Body) -> None:
+    async def _check_batch(self, caller: Caller, body: _Body) -> None:
         """A batch is not metered per request: a key with a budget may not make one, and
         a key with an allow-list only from a file whose every line names a model it may
         use (recorded when the file was uploaded through the gateway)."""
@@ -299,7 +300,7 @@ class Gateway:
         if not key.models:
             return
         file_id = body.json.get("input_file_id") if body.json is not None else None
-        owned = self.owners.get(file_id) if isinstance(file_id, str) else None
+        owned = await self.owners.get(file_id) if isinstance(file_id, str) else None
         if owned is None or owned.models is None:
             raise BatchNotAllowed(
                 "This key may only make batches from files uploaded through the gateway "

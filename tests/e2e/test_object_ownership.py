@@ -14,12 +14,13 @@ from typing import Any
 import openai
 import pytest
 
+from azure_openai_proxy.gateway.app import create_app
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.keys import KeyStore
 from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, Emulator, gateway_settings
 from tests.e2e.test_virtual_keys import HELLO, Governed, governed_gateway
-from tests.support import ServerThread
+from tests.support import ServerThread, serve
 
 
 @pytest.fixture
@@ -145,3 +146,34 @@ def test_a_reload_keeps_who_owns_what(governed: Governed) -> None:
     governed.server.call(reload)
     assert client.files.retrieve(uploaded.id).id == uploaded.id  # still known as the key's
     assert _batch(client, uploaded.id).input_file_id == uploaded.id
+
+
+def test_another_worker_and_a_restart_know_who_owns_what(
+        tmp_path: Path, emulator: Emulator) -> None:
+    """Two gateways on one database are two workers; the one started after both stopped
+    is a restart. Owners live in the database, not in one worker's memory."""
+    database = tmp_path / "gateway.db"
+    settings = gateway_settings(emulator.url, database=f"sqlite://{database}")
+    store = KeyStore.open(database)
+    try:
+        with serve(lambda: create_app(settings)) as one, serve(lambda: create_app(settings)) as two:
+            first, second = Governed(one, database, store), Governed(two, database, store)
+            _, a = first.key("a", models=("gpt-4o",))
+            _, b = first.key("b")
+            second.known(a)
+            second.known(b)
+            uploaded = first.client(a).files.create(file=_batch_file("gpt-4o"),
+                                                    purpose="batch")
+            assert second.client(a).files.retrieve(uploaded.id).id == uploaded.id
+            assert uploaded.id in [f.id for f in second.client(a).files.list()]
+            with pytest.raises(openai.NotFoundError):
+                second.client(b).files.retrieve(uploaded.id)
+            assert _batch(second.client(a), uploaded.id).input_file_id == uploaded.id
+        with serve(lambda: create_app(settings)) as three:
+            restarted = Governed(three, database, store)
+            restarted.known(a)
+            assert restarted.client(a).files.retrieve(uploaded.id).id == uploaded.id
+            with pytest.raises(openai.NotFoundError):
+                restarted.client(b).files.retrieve(uploaded.id)
+    finally:
+        store.close()
