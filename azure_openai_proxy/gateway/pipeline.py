@@ -267,7 +267,7 @@ class Gateway:
                                       caller, body, record, routed)
             if target.kind == "resource":
                 reply = await self._owned(request.method, target, key.id, record, reply,
-                                    batch_models)
+                                          batch_models)
             return apply_to(reply, admitted.headers)
         finally:
             self.limiter.settle(admitted, _used_tokens(record))
