@@ -85,7 +85,7 @@ _TOP_LEVEL_KEYS = {
     "max_attempts", "server_engine", "retry_budget_seconds", "shutdown_grace_seconds", "metrics",
     "circuit_failures", "circuit_open_seconds", "cooldown_seconds", "latency_exploration",
     "watch_config", "busy_poll_us", "database", "admin_key", "server", "prices",
-    "ledger_retention_days",
+    "ledger_retention_days", "default_completion_tokens",
 }
 
 

@@ -206,6 +206,9 @@ class Settings(_Frozen):
     # Raw ledger records older than this are deleted by the ledger writer; the daily
     # rollups are kept.
     ledger_retention_days: int = Field(default=90, ge=1)
+    # Completion tokens reserved against TPM for a text-generating request that sets no
+    # max_tokens / max_completion_tokens / max_output_tokens (times its `n`).
+    default_completion_tokens: int = Field(default=1024, ge=0)
 
     @field_validator("api_base")
     @classmethod

@@ -39,6 +39,7 @@ from azure_openai_proxy.gateway.ledger import (
     open_ledger,
     prices_of,
 )
+from azure_openai_proxy.gateway.ownership import ObjectOwners
 from azure_openai_proxy.gateway.pipeline import Gateway
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.ratelimit import RateLimiter
@@ -135,6 +136,7 @@ class GatewayApp:
         await self.tokens.close()
         if self.gateway.directory is not None:
             await self.gateway.directory.close()
+        await asyncio.to_thread(self.gateway.owners.close)
         for task in self.retired:
             task.cancel()
 
@@ -320,6 +322,7 @@ def create_app(
         gateway.directory = KeyDirectory(database_path(settings))
         gateway.limiter = RateLimiter(clock)
         gateway.directory.on_reload = gateway.limiter.forget
+        gateway.owners = ObjectOwners(database=database_path(settings))
     ledger = None
     if ledger_enabled(settings):
         ledger = open_ledger(settings, BudgetGuard())
@@ -353,4 +356,5 @@ def _gateway(
     gateway = Gateway(settings, transport, balancer, tokens, affinity, previous.directory,
                       previous.limiter)
     gateway.budgets = previous.budgets  # spend is the ledger's, not the settings'
+    gateway.owners = previous.owners  # which key created which object
     return gateway

@@ -58,10 +58,26 @@ from azure_openai_proxy.gateway.ledger import (
     settle_budget,
 )
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_to
+from azure_openai_proxy.gateway.ownership import (
+    BatchNotAllowed,
+    ObjectOwners,
+    Owned,
+    batch_file_models,
+    filtered,
+    is_list,
+    list_ids,
+    object_ids,
+)
 from azure_openai_proxy.gateway.relay import relay
 from azure_openai_proxy.gateway.spool import SpooledBody, multipart_boundary
 from azure_openai_proxy.governance.budget import BudgetGuard
-from azure_openai_proxy.governance.keys import SECRET_PREFIX, allowed_names, model_allowed
+from azure_openai_proxy.governance.keys import (
+    SECRET_PREFIX,
+    allowed_names,
+    has_budget,
+    is_restricted,
+    model_allowed,
+)
 from azure_openai_proxy.governance.ratelimit import (
     RateLimiter,
     Refusal,
@@ -149,10 +165,13 @@ class Gateway:
         self.tokens = tokens
         self.affinity = affinity or ResourceAffinity()
         self.budgets: BudgetGuard | None = None  # set when the ledger is on (app.py)
+        # Which virtual key created which object (gateway/ownership.py); kept on reload.
+        self.owners = ObjectOwners()
         self._request_ids = _request_id_source()
         self._busy = BusyPoll.from_setting(settings.busy_poll_us)
         # Read once: a settings model's attributes cost a __getattr__ hook per access.
         self._answer_limit = settings.upstream.max_answer_bytes
+        self._default_completion = settings.default_completion_tokens
         self._targets: BoundedCache[tuple[str, str], Target] = BoundedCache(_CACHE_LIMIT)
         self._urls: BoundedCache[tuple[str, str, str, str, str | None], str] = BoundedCache(
             _CACHE_LIMIT
@@ -229,13 +248,23 @@ class Gateway:
                 raise ModelNotAllowed(exc.model) from None
             raise
         record.model = routed[1]
-        if key.models and routed[1] is not None and not model_allowed(
-                key.models, routed[1], routed[0].model):
+        if key.models and routed[1] is not None and not _pool_allowed(
+                key.models, routed[1], routed[0]):
             raise ModelNotAllowed(routed[1])
+        batch_models: frozenset[str] | None = None
+        if target.kind == "resource":
+            await self.owners.check(object_ids(target.operation, body.json), key.id,
+                                    is_restricted(key, caller.team))
+            if request.method == "POST":
+                if target.operation == "batches":
+                    await self._check_batch(caller, body)
+                elif target.operation == "files":
+                    batch_models = await _uploaded_batch_models(body)
         subjects = [("key:" + key.id, key.limits)]
         if caller.team is not None:
             subjects.append(("team:" + caller.team.id, caller.team.limits))
-        admitted = self.limiter.admit(subjects, estimate_tokens(body.json))
+        admitted = self.limiter.admit(
+            subjects, estimate_tokens(body.json, self._default_completion, target.operation))
         if isinstance(admitted, Refusal):
             raise _refused(admitted)
         budgets, hold = self.budgets, None
@@ -245,6 +274,9 @@ class Gateway:
                                       target.operation)
             reply = await self._proxy(LimitedRequest(request, admitted.headers), target,
                                       caller, body, record, routed)
+            if target.kind == "resource":
+                reply = await self._owned(request.method, target, key.id, record, reply,
+                                          batch_models)
             return apply_to(reply, admitted.headers)
         except BaseException as exc:
             # Sent and never answered (the client left, a timeout): Azure may bill it.
@@ -256,6 +288,47 @@ class Gateway:
             self.limiter.settle(admitted, _used_tokens(record))
             if budgets is not None:
                 settle_budget(budgets, hold, record)
+
+    async def _owned(
+        self, method: str, target: Target, key_id: str, record: RequestRecord, reply: Reply,
+        batch_models: frozenset[str] | None,
+    ) -> Reply:
+        """A resource answer for a virtual key: a created object becomes the key's, a
+        list shows only the key's own objects."""
+        if method == "POST" and record.created_id is not None:
+            await self.owners.remember(record.created_id, Owned(key_id, batch_models))
+        elif (is_list(method, target.operation) and isinstance(reply, Answer)
+              and reply.status == 200):
+            listed = list_ids(reply.body)
+            if listed is not None:
+                reply.body = filtered(listed[0], await self.owners.owned_of(key_id, listed[1]))
+        return reply
+
+    async def _check_batch(self, caller: Caller, body: _Body) -> None:
+        """A batch is not metered per request: a key with a budget may not make one, and
+        a key with an allow-list only from a file whose every line names a model it may
+        use (recorded when the file was uploaded through the gateway)."""
+        key = caller.key
+        assert key is not None
+        if has_budget(key, caller.team):
+            raise BatchNotAllowed(
+                "Batches are not available to keys with a budget: their usage is not "
+                "metered per request.")
+        if not key.models:
+            return
+        file_id = body.json.get("input_file_id") if body.json is not None else None
+        owned = await self.owners.get(file_id) if isinstance(file_id, str) else None
+        if owned is None or owned.models is None:
+            raise BatchNotAllowed(
+                "This key may only make batches from files uploaded through the gateway "
+                "with purpose `batch` whose every line names a model.")
+        for model in sorted(owned.models):
+            try:
+                pool = self.table.resolve(model)
+            except GatewayError:
+                raise ModelNotAllowed(model) from None
+            if not _pool_allowed(key.models, model, pool):
+                raise ModelNotAllowed(model)
 
     def _classify(self, method: str, raw_path: str) -> Target:
         """`classify`, remembered: a few paths carry nearly all the traffic."""
@@ -303,7 +376,7 @@ class Gateway:
                 if allowed:  # without the list of every configured model
                     raise ModelNotAllowed(target.path_model) from None
                 raise
-            if allowed and not model_allowed(allowed, target.path_model, pool.model):
+            if allowed and not _pool_allowed(allowed, target.path_model, pool):
                 raise ModelNotAllowed(target.path_model)
             return _json_answer({"id": pool.model, "object": "model", "created": created,
                                    "owned_by": "azure-openai"})
@@ -550,6 +623,26 @@ class Gateway:
         elif body.raw:
             payload = body.raw
         return UpstreamRequest(request.method, url, headers, payload), policy
+
+
+def _pool_allowed(patterns: tuple[str, ...], name: str, pool: Pool) -> bool:
+    """Whether a key's allow-list lets `name` through. A pool found by a deployment's
+    name (Azure's native paths, or a deployment name sent as `model`) is judged by the
+    model each of its deployments serves, never by the deployment's name."""
+    models = {deployment.model_name for deployment in pool.deployments}
+    if pool.dynamic or models == {pool.model}:
+        return model_allowed(patterns, name, pool.model)
+    return all(model_allowed(patterns, model) for model in models)
+
+
+async def _uploaded_batch_models(body: _Body) -> frozenset[str] | None:
+    """For an upload with purpose `batch`, the models its lines name."""
+    if body.spool is None or body.boundary is None:
+        return None
+    purpose = body.spool.form_field("purpose", body.boundary)
+    if purpose is None or purpose[0] != "batch":
+        return None
+    return await batch_file_models(body.spool.replaying()(), body.boundary)
 
 
 def _note_answer(record: RequestRecord, response: UpstreamResponse, sent: float) -> None:

@@ -22,6 +22,8 @@ __all__ = [
     "KeyState",
     "allowed_names",
     "display_prefix",
+    "has_budget",
+    "is_restricted",
     "key_state",
     "key_view",
     "model_allowed",
@@ -71,6 +73,18 @@ def model_allowed(patterns: Iterable[str], *names: str | None) -> bool:
             if name == pattern or fnmatch.fnmatchcase(name, pattern):
                 return True
     return False
+
+
+def has_budget(key: VirtualKey, team: Team | None) -> bool:
+    """Whether the key or its team has a budget."""
+    return key.limits.budget_usd is not None or (
+        team is not None and team.limits.budget_usd is not None)
+
+
+def is_restricted(key: VirtualKey, team: Team | None) -> bool:
+    """A key with an allow-list or a budget (its own or its team's): objects whose owner
+    the gateway does not know are refused to it (gateway/ownership.py)."""
+    return bool(key.models) or has_budget(key, team)
 
 
 def allowed_names(patterns: Iterable[str], names: Iterable[str]) -> list[str]:

@@ -304,11 +304,21 @@ class ChatStreamNormalizer:
         return error_body(message, "server_error", "stream_interrupted")
 
 
+# Responses API stream events whose `delta` is generated text (billed as output tokens).
+_COUNTED_DELTAS = frozenset({
+    "response.output_text.delta", "response.refusal.delta",
+    "response.function_call_arguments.delta", "response.reasoning_text.delta",
+    "response.reasoning_summary_text.delta", "response.audio_transcript.delta",
+    "response.custom_tool_call_input.delta", "response.mcp_call_arguments.delta",
+    "response.code_interpreter_call_code.delta",
+})
+
+
 class ResponsesStreamMeter:
     """Reads a Responses API stream as it is relayed unchanged: `usage` from its
     `response.completed` (or `.incomplete`/`.failed`) event, `content_chars` of the
-    `response.output_text.delta` events, for an estimate when it ends first. Only the
-    events that can carry either are parsed."""
+    text deltas (output text, refusal, reasoning, function-call arguments), for an
+    estimate when it ends first. Only the events that can carry either are parsed."""
 
     def __init__(self) -> None:
         self._decoder = SseDecoder()
@@ -318,8 +328,9 @@ class ResponsesStreamMeter:
     def feed(self, chunk: bytes) -> None:
         for event in self._decoder.feed(chunk):
             data = event.data
-            if data is None or (b'"usage"' not in data and b"output_text.delta" not in data):
-                continue
+            if data is None or (b'"usage"' not in data and (
+                    b'.delta"' not in data or b'.audio.delta"' in data)):
+                continue  # audio deltas are base64 sound, not text: not parsed
             try:
                 obj = orjson.loads(data)
             except orjson.JSONDecodeError:
@@ -327,7 +338,7 @@ class ResponsesStreamMeter:
             if type(obj) is not dict:
                 continue
             delta = obj.get("delta")
-            if obj.get("type") == "response.output_text.delta" and type(delta) is str:
+            if type(delta) is str and obj.get("type") in _COUNTED_DELTAS:
                 self.content_chars += len(delta)
                 continue
             response = obj.get("response")
@@ -337,14 +348,47 @@ class ResponsesStreamMeter:
 
 
 def _content_chars(choice: dict[str, Any]) -> int:
-    """Characters of text a choice carries (chat's delta content or a legacy choice's
-    text): a running count, from the frame already parsed."""
+    """Characters of generated text a choice carries (chat's delta content, refusal,
+    reasoning and tool-call arguments, or a legacy choice's text): a running count, from
+    the frame already parsed."""
     delta = choice.get("delta")
     if type(delta) is dict:
         content = delta.get("content")
-        return len(content) if type(content) is str else 0
+        chars = len(content) if type(content) is str else 0
+        if len(delta) > 1 or content is None:  # a plain content delta has one field
+            chars += _other_delta_chars(delta)
+        return chars
     text = choice.get("text")
     return len(text) if type(text) is str else 0
+
+
+def _other_delta_chars(delta: dict[str, Any]) -> int:
+    """Characters of a delta's generated text besides `content`: Azure bills them as
+    completion tokens too, so an abandoned tool-call stream is not estimated at zero."""
+    chars = 0
+    for key in ("refusal", "reasoning_content"):
+        value = delta.get(key)
+        if type(value) is str:
+            chars += len(value)
+    calls = delta.get("tool_calls")
+    if type(calls) is list:
+        for call in calls:
+            function = call.get("function") if type(call) is dict else None
+            if type(function) is dict:
+                chars += _function_chars(function)
+    function = delta.get("function_call")  # the legacy functions API
+    if type(function) is dict:
+        chars += _function_chars(function)
+    return chars
+
+
+def _function_chars(function: dict[str, Any]) -> int:
+    chars = 0
+    for key in ("name", "arguments"):
+        value = function.get(key)
+        if type(value) is str:
+            chars += len(value)
+    return chars
 
 
 def _is_annotation(choice: dict[str, Any]) -> bool:

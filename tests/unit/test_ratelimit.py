@@ -143,3 +143,24 @@ def test_durations_as_openai_writes_them() -> None:
     assert duration(0.02) == "20ms"
     assert duration(1.5) == "1.5s"
     assert duration(360) == "6m0s"
+
+
+def test_estimate_reserves_a_completion_only_for_text_generating_operations() -> None:
+    """Embeddings produce no completion: a TPM of 1,024 or less did refuse every one."""
+    embedding = {"input": "abcd"}
+    assert estimate_tokens(embedding, 1024, "embeddings") == 1
+    assert estimate_tokens({"input": "abcd"}, 1024, "audio/speech") == 1
+    assert estimate_tokens({"input_file_id": "f"}, 1024, "batches") == 0
+    assert estimate_tokens({"prompt": "abcd"}, 300, "completions") == 1 + 300  # configured
+    assert estimate_tokens({"messages": []}, 300, "chat/completions") == 300
+    assert estimate_tokens({"input": "abcd"}, 300, "responses") == 1 + 300
+    assert estimate_tokens({}, 300, "threads/thread_1/runs") == 300
+
+
+def test_estimate_multiplies_the_completion_by_n() -> None:
+    assert estimate_tokens({"messages": [], "max_tokens": 10, "n": 3}, 0,
+                           "chat/completions") == 30
+    assert estimate_tokens({"messages": [], "n": 4}, 100, "chat/completions") == 400
+    assert estimate_tokens({"prompt": "", "max_tokens": 10, "n": 2, "best_of": 5}, 0,
+                           "completions") == 50
+    assert estimate_tokens({"messages": [], "max_tokens": 10, "n": True}, 0) == 10

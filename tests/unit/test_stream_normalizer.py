@@ -726,3 +726,35 @@ def test_the_responses_meter_reads_usage_and_counts_deltas_across_chunk_splits()
     assert meter.content_chars == len("Hello, you")
     assert meter.usage == {"input_tokens": 7, "output_tokens": 3,
                            "output_tokens_details": {"reasoning_tokens": 1}}
+
+
+def test_tool_call_refusal_and_reasoning_deltas_are_counted() -> None:
+    """An abandoned tool-call stream is estimated from the arguments relayed, not 0."""
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model=None))
+    deltas: list[dict[str, Any]] = [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"index": 0, "id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": ""}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": '{"city":'}}]},
+        {"tool_calls": [{"index": 0, "function": {"arguments": ' "Paris"}'}}]},
+        {"content": None, "function_call": {"name": "f", "arguments": "{}"}},
+        {"refusal": "No."},
+        {"reasoning_content": "Think", "content": "Hi"},
+    ]
+    for d in deltas:
+        normalizer.feed(b"data: " + orjson.dumps(
+            {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": d}]}) + b"\n\n")
+    assert normalizer.content_chars == len(
+        'get_weather{"city": "Paris"}' + "f{}" + "No." + "ThinkHi")
+
+
+def test_the_responses_meter_counts_function_call_and_refusal_deltas() -> None:
+    from azure_openai_proxy.normalize.stream import ResponsesStreamMeter
+
+    meter = ResponsesStreamMeter()
+    for kind, delta in (("function_call_arguments", '{"a":1}'), ("refusal", "No"),
+                        ("reasoning_summary_text", "Hm"), ("audio", "AAAA")):
+        meter.feed(b"event: response.%s.delta\ndata: " % kind.encode() + orjson.dumps(
+            {"type": f"response.{kind}.delta", "delta": delta}) + b"\n\n")
+    assert meter.content_chars == len('{"a":1}' + "No" + "Hm")

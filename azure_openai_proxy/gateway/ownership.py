@@ -1,0 +1,283 @@
+"""Objects Azure creates (files, batches, responses, vector stores, assistants,
+threads...) belong to the virtual key that created them.
+
+Azure keeps these objects per resource, not per caller: without this, any key could
+list, read or delete what another key uploaded. The gateway records, when a virtual key's
+POST creates an object, that the object is the key's. Then:
+
+- a request naming an object (in its path, or in a body field such as `input_file_id`)
+  that another key owns gets OpenAI's 404 for an object that is not yours;
+- a list (`GET /v1/files`, `/v1/batches`...) shows only the key's own objects;
+- an object the gateway does not know the owner of (created before a restart, by another
+  worker, by a static or passthrough key, or forgotten past the bound) is refused (404)
+  to a key with restrictions (an allow-list or a budget, its own or its team's) and let
+  through for a key without any: the safe side for keys that are restricted, the old
+  behaviour for the others.
+
+Ownership is per key, not per team: keys of one team do not see each other's objects.
+
+Owners are written to the governance database (`object_owners`, store/ownership.py)
+before the creating answer leaves, so every worker and a restarted gateway know them;
+the recent ones are also kept in memory, bounded (`_CAPACITY`). When the database
+fails, memory alone answers (this worker's recent objects; others are unknown).
+Objects created by a stream (a streamed `responses` call) are not recorded (their id is
+not read from the stream), nor objects created inside another answer (an upload's file).
+
+Batch input files: when a virtual key uploads a file with purpose `batch`, the models
+its lines name (`body.model`) are recorded with it, so a batch made from it can be
+checked against the key's allow-list when it is created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from azure_openai_proxy.errors import GatewayError, NotFound
+from azure_openai_proxy.gateway.affinity import ids_referenced
+from azure_openai_proxy.store.ownership import OwnerStore
+
+log = logging.getLogger("azure_openai_proxy")
+_T = TypeVar("_T")
+
+__all__ = [
+    "BatchNotAllowed",
+    "ObjectNotFound",
+    "ObjectOwners",
+    "Owned",
+    "batch_file_models",
+    "filtered",
+    "is_list",
+    "list_ids",
+    "object_ids",
+]
+
+_CAPACITY = 200_000
+# Collections whose GET lists objects created at the top level.
+_LISTS = frozenset({"files", "batches", "vector_stores", "assistants", "fine_tuning/jobs",
+                    "responses", "threads", "uploads", "conversations"})
+# `threads/runs` creates a thread and a run: "runs" is no id.
+_NOT_IDS = frozenset({"runs"})
+
+
+@dataclass(frozen=True, slots=True)
+class Owned:
+    """Who created an object; for a batch input file, the models its lines name (None:
+    not a batch file, or a line the gateway could not read)."""
+
+    key_id: str
+    models: frozenset[str] | None = None
+
+
+class ObjectNotFound(NotFound):
+    """OpenAI's answer for an object that does not exist or is not the caller's."""
+
+    def __init__(self, object_id: str) -> None:
+        super().__init__(f"No such object: {object_id}", param="id")
+
+
+class BatchNotAllowed(GatewayError):
+    """A batch this key may not create (its models, or a budget batches would escape)."""
+
+    status = 403
+    type_ = "invalid_request_error"
+    code = "batch_not_allowed"
+
+
+class ObjectOwners:
+    """object id -> `Owned`: the recent ones in memory (least recently used forgotten
+    past `capacity`), all of them in the governance database when one is given (so every
+    worker, and the gateway after a restart, knows them). The database is used from one
+    thread of its own; when it fails, the memory alone answers (an unknown owner: the
+    safe side, see the module's docstring)."""
+
+    def __init__(self, capacity: int = _CAPACITY, database: Path | None = None) -> None:
+        self._capacity = capacity
+        self._owners: OrderedDict[str, Owned] = OrderedDict()
+        self._database = database
+        self._store: OwnerStore | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._failing = False
+
+    async def remember(self, object_id: str, owned: Owned) -> None:
+        """Record a new object's owner; an object already owned keeps its owner. Written
+        to the database before the answer leaves, so another worker knows it at once."""
+        if object_id not in self._owners:
+            self._keep(object_id, owned)
+            await self._call(lambda store: store.add(object_id, owned.key_id, owned.models,
+                                                     time.time()))
+
+    async def get(self, object_id: str) -> Owned | None:
+        owned = self._owners.get(object_id)
+        if owned is not None:
+            self._owners.move_to_end(object_id)
+            return owned
+        row = await self._call(lambda store: store.get(object_id))
+        if row is None:
+            return None
+        owned = Owned(row[0], row[1])
+        self._keep(object_id, owned)
+        return owned
+
+    async def check(self, ids: Iterable[str], key_id: str, restricted: bool) -> None:
+        """Raise `ObjectNotFound` for the first id that is not this key's to use."""
+        for object_id in ids:
+            owned = await self.get(object_id)
+            if owned is None:
+                if restricted:
+                    raise ObjectNotFound(object_id)
+            elif owned.key_id != key_id:
+                raise ObjectNotFound(object_id)
+
+    async def owned_of(self, key_id: str, object_ids: list[str]) -> set[str]:
+        """Those of `object_ids` that `key_id` owns."""
+        mine = set()
+        rest = []
+        for object_id in object_ids:
+            owned = self._owners.get(object_id)
+            if owned is None:
+                rest.append(object_id)
+            elif owned.key_id == key_id:
+                mine.add(object_id)
+        if rest:
+            mine |= await self._call(lambda store: store.owned_of(key_id, rest)) or set()
+        return mine
+
+    def close(self) -> None:
+        """Close the database (its thread closes it); the memory stays usable."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.submit(self._close_store)
+            thread.shutdown(wait=True)
+
+    def _keep(self, object_id: str, owned: Owned) -> None:
+        self._owners[object_id] = owned
+        self._owners.move_to_end(object_id)
+        if len(self._owners) > self._capacity:
+            self._owners.popitem(last=False)
+
+    async def _call(self, work: Callable[[OwnerStore], _T]) -> _T | None:
+        if self._database is None:
+            return None
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="object-owners")
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self._thread, self._in_thread, work)
+        except (sqlite3.Error, OSError) as exc:
+            if not self._failing:
+                log.warning("object owners: the database failed (%s); using memory only",
+                            type(exc).__name__)
+            self._failing = True
+            return None
+        self._failing = False
+        return result
+
+    def _in_thread(self, work: Callable[[OwnerStore], _T]) -> _T:
+        if self._store is None:
+            assert self._database is not None
+            self._store = OwnerStore.open(self._database)
+        return work(self._store)
+
+    def _close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def __len__(self) -> int:
+        return len(self._owners)
+
+
+def object_ids(operation: str, body: Mapping[str, Any] | None) -> list[str]:
+    """The ids of existing objects a resource request names (path first, then body)."""
+    parts = operation.split("/")
+    if parts[0] == "fine_tuning":
+        ids = [parts[2]] if len(parts) >= 3 and parts[1] == "jobs" else []
+        return ids + ids_referenced("", body)
+    ids = ids_referenced(operation, body)
+    if len(parts) >= 2 and parts[1] in _NOT_IDS:
+        ids = ids[1:]
+    return ids
+
+
+def is_list(method: str, operation: str) -> bool:
+    return method == "GET" and operation in _LISTS
+
+
+def list_ids(raw: bytes) -> tuple[dict[str, Any], list[str]] | None:
+    """A list answer, parsed, and the ids it lists (None: not a list answer)."""
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+        return None
+    ids = [item["id"] for item in answer["data"]
+           if isinstance(item, dict) and isinstance(item.get("id"), str)]
+    return answer, ids
+
+
+def filtered(answer: dict[str, Any], kept: set[str]) -> bytes:
+    """The list answer with only the objects whose id is in `kept`."""
+    data = [item for item in answer["data"]
+            if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"] in kept]
+    answer["data"] = data
+    if "first_id" in answer:
+        answer["first_id"] = data[0]["id"] if data else None
+    if "last_id" in answer:
+        answer["last_id"] = data[-1]["id"] if data else None
+    return orjson.dumps(answer)
+
+
+async def batch_file_models(
+    chunks: AsyncIterator[bytes], boundary: bytes, field: str = "file",
+) -> frozenset[str] | None:
+    """The models the lines of an uploaded batch file name (`body.model`); None when a
+    line cannot be read (then a batch from it cannot be checked)."""
+    content = _file_part(b"".join([chunk async for chunk in chunks]), boundary, field)
+    if content is None:
+        return None
+    models: set[str] = set()
+    for line in content.splitlines():
+        if not line.strip():
+            continue
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return None
+        body = entry.get("body") if isinstance(entry, dict) else None
+        model = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(model, str):
+            return None
+        models.add(model)
+    return frozenset(models)
+
+
+def _file_part(form: bytes, boundary: bytes, field: str) -> bytes | None:
+    """The content of the file part named `field` of a multipart form."""
+    delimiter = b"--" + boundary
+    name = b'name="' + field.encode() + b'"'
+    position = form.find(delimiter)
+    while position != -1:
+        header_start = position + len(delimiter) + 2
+        header_end = form.find(b"\r\n\r\n", header_start, header_start + 4096)
+        if header_end == -1:
+            return None
+        next_part = form.find(b"\r\n" + delimiter, header_end)
+        if next_part == -1:
+            return None
+        headers = form[header_start:header_end].lower()
+        if name in headers and b"filename=" in headers:
+            return form[header_end + 4:next_part]
+        position = form.find(delimiter, next_part + 2)
+    return None

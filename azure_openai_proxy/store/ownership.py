@@ -1,0 +1,67 @@
+"""Which virtual key created which Azure object, in the governance database, so every
+worker and every restart agree (gateway/ownership.py keeps the recent ones in memory).
+
+One connection, used from one thread at a time (the caller's executor).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from azure_openai_proxy.store.sqlite import connect
+
+__all__ = ["OwnerStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS object_owners (
+    id TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL,
+    models TEXT,           -- a batch input file's models, newline-separated; NULL: none
+    created REAL NOT NULL
+) WITHOUT ROWID
+"""
+_IN_CHUNK = 500  # ids per IN (...) query, under SQLite's parameter limit
+
+
+class OwnerStore:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+        self._db.execute(_SCHEMA)
+
+    @classmethod
+    def open(cls, path: Path) -> OwnerStore:
+        return cls(connect(path))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def add(self, object_id: str, key_id: str, models: frozenset[str] | None,
+            now: float) -> None:
+        """Record an object's owner; an object already recorded keeps its owner."""
+        joined = None if models is None else "\n".join(sorted(models))
+        self._db.execute(
+            "INSERT OR IGNORE INTO object_owners (id, key_id, models, created) VALUES (?, ?, ?, ?)",
+            (object_id, key_id, joined, now))
+
+    def get(self, object_id: str) -> tuple[str, frozenset[str] | None] | None:
+        row = self._db.execute("SELECT key_id, models FROM object_owners WHERE id = ?",
+                               (object_id,)).fetchone()
+        if row is None:
+            return None
+        models = None if row[1] is None else frozenset(m for m in row[1].split("\n") if m)
+        return str(row[0]), models
+
+    def owned_of(self, key_id: str, object_ids: Iterable[str]) -> set[str]:
+        """Those of `object_ids` that `key_id` owns."""
+        ids = list(object_ids)
+        owned: set[str] = set()
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start:start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT id FROM object_owners WHERE key_id = ? AND id IN ({marks})",
+                (key_id, *chunk))
+            owned.update(str(row[0]) for row in rows)
+        return owned

@@ -1,0 +1,179 @@
+"""Objects Azure creates belong to the virtual key that created them; batches are
+checked against the key's allow-list and refused to keys with a budget; the allow-list
+on Azure's native paths judges the model a deployment serves (review of issue 13,
+findings 2 and 5). The official `openai` SDK through the gateway to the emulator."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from azure_openai_proxy.gateway.app import create_app
+from azure_openai_proxy.governance.model import Limits
+from azure_openai_proxy.settings import Settings
+from azure_openai_proxy.store.keys import KeyStore
+from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, Emulator, gateway_settings
+from tests.e2e.test_virtual_keys import HELLO, Governed, governed_gateway
+from tests.support import ServerThread, serve
+
+
+@pytest.fixture
+def governed(tmp_path: Path, emulator: Emulator,
+             start_gateway: Callable[[Settings], ServerThread]) -> Iterator[Governed]:
+    with governed_gateway(tmp_path, emulator.url, start_gateway) as governed:
+        yield governed
+
+
+def _batch_file(*models: str) -> Any:
+    lines = [json.dumps({"custom_id": str(n), "method": "POST", "url": "/chat/completions",
+                         "body": {"model": model, "messages": HELLO}})
+             for n, model in enumerate(models)]
+    return ("batch.jsonl", io.BytesIO("\n".join(lines).encode() + b"\n"), "application/jsonl")
+
+
+def _batch(client: openai.OpenAI, file_id: str) -> Any:
+    return client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                                 completion_window="24h")
+
+
+def test_a_key_cannot_list_read_or_use_another_keys_files(governed: Governed) -> None:
+    _, a_secret = governed.key("a")
+    _, b_secret = governed.key("b")
+    a, b = governed.client(a_secret), governed.client(b_secret)
+    uploaded = a.files.create(file=_batch_file("gpt-4o"), purpose="batch")
+    assert uploaded.id in [f.id for f in a.files.list()]
+    assert a.files.content(uploaded.id).read()
+    assert uploaded.id not in [f.id for f in b.files.list()]
+    for call in (lambda: b.files.retrieve(uploaded.id),
+                 lambda: b.files.content(uploaded.id),
+                 lambda: b.files.delete(uploaded.id),
+                 lambda: _batch(b, uploaded.id)):
+        with pytest.raises(openai.NotFoundError) as refused:
+            call()
+        assert refused.value.body["message"] == f"No such object: {uploaded.id}"  # type: ignore[index]
+    batch = _batch(a, uploaded.id)
+    assert a.batches.retrieve(batch.id).id == batch.id
+    assert [x.id for x in a.batches.list()] == [batch.id]
+    assert b.batches.list().data == []
+    with pytest.raises(openai.NotFoundError):
+        b.batches.cancel(batch.id)
+    assert a.files.retrieve(uploaded.id).id == uploaded.id  # still a's
+
+
+def test_an_object_of_unknown_owner_is_refused_to_a_restricted_key_only(
+        governed: Governed) -> None:
+    static = openai.OpenAI(base_url=governed.server.url + "/v1", api_key=CLIENT_KEY,
+                           max_retries=0)
+    unknown = static.files.create(file=_batch_file("gpt-4o"), purpose="batch")
+    _, free = governed.key("free")
+    _, listed = governed.key("listed", models=("gpt-4o",))
+    _, budgeted = governed.key("budgeted", limits=Limits(budget_usd=100.0))
+    assert governed.client(free).files.retrieve(unknown.id).id == unknown.id
+    for secret in (listed, budgeted):
+        with pytest.raises(openai.NotFoundError):
+            governed.client(secret).files.retrieve(unknown.id)
+
+
+def test_a_batch_is_checked_against_the_keys_allow_list(governed: Governed) -> None:
+    _, secret = governed.key("mini-only", models=("gpt-4o-mini",))
+    client = governed.client(secret)
+    with pytest.raises(openai.NotFoundError):  # directly: refused
+        client.chat.completions.create(model="o3-mini", messages=HELLO)
+    bad = client.files.create(file=_batch_file("gpt-4o-mini", "o3-mini"), purpose="batch")
+    with pytest.raises(openai.NotFoundError) as refused:
+        _batch(client, bad.id)
+    assert refused.value.code == "model_not_found"
+    assert "o3-mini" in refused.value.body["message"]  # type: ignore[index]
+    good = client.files.create(file=_batch_file("gpt-4o-mini"), purpose="batch")
+    assert _batch(client, good.id).input_file_id == good.id
+
+
+def test_a_key_with_a_budget_may_not_make_a_batch(governed: Governed) -> None:
+    _, secret = governed.key("budget", limits=Limits(budget_usd=100.0))
+    client = governed.client(secret)
+    uploaded = client.files.create(file=_batch_file("gpt-4o"), purpose="batch")
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        _batch(client, uploaded.id)
+    assert refused.value.code == "batch_not_allowed"
+
+
+def test_the_native_path_checks_the_model_a_deployment_serves(
+        tmp_path: Path, emulator: Emulator,
+        start_gateway: Callable[[Settings], ServerThread]) -> None:
+    database = tmp_path / "gateway.db"
+    deployment = {"model_name": "gpt-3.5-turbo", "deployment_name": "gpt-35-turbo",
+                  "endpoint": emulator.url, "api_key": AZURE_KEY,
+                  "api_version": "2025-04-01-preview"}
+    settings = gateway_settings(emulator.url, database=f"sqlite://{database}",
+                                deployment_config=[deployment])
+    store = KeyStore.open(database)
+    try:
+        gw = Governed(start_gateway(settings), database, store)
+        _, by_model = gw.key("by-model", models=("gpt-3.5-turbo",))
+        _, by_name = gw.key("by-deployment-name", models=("gpt-35-turbo",))
+
+        def native(secret: str) -> openai.AzureOpenAI:
+            return openai.AzureOpenAI(azure_endpoint=gw.server.url, api_key=secret,
+                                      api_version="2024-10-21", max_retries=0)
+
+        assert native(by_model).chat.completions.create(model="gpt-35-turbo",
+                                                        messages=HELLO).choices
+        assert gw.client(by_model).chat.completions.create(model="gpt-3.5-turbo",
+                                                           messages=HELLO).choices
+        # The deployment's name is not a model: the allow-list names models.
+        with pytest.raises(openai.NotFoundError):
+            native(by_name).chat.completions.create(model="gpt-35-turbo", messages=HELLO)
+        assert [m.id for m in gw.client(by_model).models.list()] == ["gpt-3.5-turbo"]
+    finally:
+        store.close()
+
+
+def test_a_reload_keeps_who_owns_what(governed: Governed) -> None:
+    _, secret = governed.key("owner", models=("gpt-4o",))
+    client = governed.client(secret)
+    uploaded = client.files.create(file=_batch_file("gpt-4o"), purpose="batch")
+    app = governed.server.app
+
+    async def reload() -> None:
+        app.reload(app.gateway.settings)
+
+    governed.server.call(reload)
+    assert client.files.retrieve(uploaded.id).id == uploaded.id  # still known as the key's
+    assert _batch(client, uploaded.id).input_file_id == uploaded.id
+
+
+def test_another_worker_and_a_restart_know_who_owns_what(
+        tmp_path: Path, emulator: Emulator) -> None:
+    """Two gateways on one database are two workers; the one started after both stopped
+    is a restart. Owners live in the database, not in one worker's memory."""
+    database = tmp_path / "gateway.db"
+    settings = gateway_settings(emulator.url, database=f"sqlite://{database}")
+    store = KeyStore.open(database)
+    try:
+        with serve(lambda: create_app(settings)) as one, serve(lambda: create_app(settings)) as two:
+            first, second = Governed(one, database, store), Governed(two, database, store)
+            _, a = first.key("a", models=("gpt-4o",))
+            _, b = first.key("b")
+            second.known(a)
+            second.known(b)
+            uploaded = first.client(a).files.create(file=_batch_file("gpt-4o"),
+                                                    purpose="batch")
+            assert second.client(a).files.retrieve(uploaded.id).id == uploaded.id
+            assert uploaded.id in [f.id for f in second.client(a).files.list()]
+            with pytest.raises(openai.NotFoundError):
+                second.client(b).files.retrieve(uploaded.id)
+            assert _batch(second.client(a), uploaded.id).input_file_id == uploaded.id
+        with serve(lambda: create_app(settings)) as three:
+            restarted = Governed(three, database, store)
+            restarted.known(a)
+            assert restarted.client(a).files.retrieve(uploaded.id).id == uploaded.id
+            with pytest.raises(openai.NotFoundError):
+                restarted.client(b).files.retrieve(uploaded.id)
+    finally:
+        store.close()

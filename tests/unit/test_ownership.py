@@ -1,0 +1,115 @@
+"""Object ownership: pure parts (gateway/ownership.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from azure_openai_proxy.gateway.ownership import (
+    ObjectNotFound,
+    ObjectOwners,
+    Owned,
+    batch_file_models,
+    filtered,
+    list_ids,
+    object_ids,
+)
+
+
+def test_a_known_owner_is_the_only_one_let_through() -> None:
+    async def scenario() -> None:
+        owners = ObjectOwners(capacity=2)
+        await owners.remember("file-a", Owned("key-a"))
+        await owners.remember("file-a", Owned("key-b"))  # an owned object keeps its owner
+        await owners.check(["file-a"], "key-a", restricted=True)
+        with pytest.raises(ObjectNotFound):
+            await owners.check(["file-a"], "key-b", restricted=False)
+        await owners.check(["file-x"], "key-b", restricted=False)  # unknown: unrestricted only
+        with pytest.raises(ObjectNotFound):
+            await owners.check(["file-x"], "key-b", restricted=True)
+        await owners.remember("file-b", Owned("key-a"))
+        await owners.remember("file-c", Owned("key-a"))
+        assert len(owners) == 2 and await owners.get("file-a") is None  # bounded
+
+    asyncio.run(scenario())
+
+
+def test_the_database_remembers_past_the_memory_and_across_instances(tmp_path: Path) -> None:
+    database = tmp_path / "gateway.db"
+
+    async def scenario() -> None:
+        first = ObjectOwners(capacity=1, database=database)
+        await first.remember("file-a", Owned("key-a", frozenset({"gpt-4o", "o3-mini"})))
+        await first.remember("file-b", Owned("key-b"))  # file-a leaves the memory
+        assert await first.get("file-a") == Owned("key-a", frozenset({"gpt-4o", "o3-mini"}))
+        second = ObjectOwners(database=database)  # another worker, or after a restart
+        await second.check(["file-a"], "key-a", restricted=True)
+        with pytest.raises(ObjectNotFound):
+            await second.check(["file-b"], "key-a", restricted=False)
+        assert await second.owned_of("key-a", ["file-a", "file-b", "file-z"]) == {"file-a"}
+        first.close()
+        second.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_ids_a_request_names() -> None:
+    assert object_ids("files/file-1/content", None) == ["file-1"]
+    assert object_ids("batches", {"input_file_id": "file-2"}) == ["file-2"]
+    assert object_ids("threads/runs", {"assistant_id": "asst-1"}) == ["asst-1"]
+    assert object_ids("fine_tuning/jobs/ftjob-1/cancel", None) == ["ftjob-1"]
+    assert object_ids("fine_tuning/jobs", {"training_file": "x"}) == []
+    assert object_ids("files", None) == []
+
+
+def test_a_list_keeps_only_the_owned_objects() -> None:
+    raw = orjson.dumps({"object": "list", "data": [{"id": "a"}, {"id": "b"}, {"id": "c"}],
+                        "first_id": "a", "last_id": "c", "has_more": False})
+    listed = list_ids(raw)
+    assert listed is not None and listed[1] == ["a", "b", "c"]
+    kept = orjson.loads(filtered(listed[0], {"b", "c"}))
+    assert [x["id"] for x in kept["data"]] == ["b", "c"]
+    assert (kept["first_id"], kept["last_id"]) == ("b", "c")
+    assert list_ids(b'{"id": "x"}') is None
+    assert list_ids(b"not json") is None
+
+
+def _form(content: bytes) -> bytes:
+    return (b"--B\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"
+            b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.jsonl\"\r\n"
+            b"Content-Type: application/jsonl\r\n\r\n" + content + b"\r\n--B--\r\n")
+
+
+def _models(form: bytes) -> frozenset[str] | None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield form[:10]
+        yield form[10:]
+
+    return asyncio.run(batch_file_models(chunks(), b"B"))
+
+
+def test_the_models_of_a_batch_file() -> None:
+    lines = b'{"body": {"model": "gpt-4o"}}\n\n{"body": {"model": "o3-mini"}}\n'
+    assert _models(_form(lines)) == frozenset({"gpt-4o", "o3-mini"})
+    assert _models(_form(b'{"body": {}}\n')) is None  # a line without a model
+    assert _models(_form(b"{not json\n")) is None
+    assert _models(b"--B--\r\n") is None  # no file part
+
+
+def test_a_failing_database_leaves_the_memory_answering(tmp_path: Path) -> None:
+    (tmp_path / "not-a-directory").write_text("")
+
+    async def scenario() -> None:
+        owners = ObjectOwners(database=tmp_path / "not-a-directory" / "gateway.db")
+        await owners.remember("file-a", Owned("key-a"))  # no exception: memory only
+        await owners.check(["file-a"], "key-a", restricted=True)
+        with pytest.raises(ObjectNotFound):  # unknown, and the key is restricted
+            await owners.check(["file-b"], "key-a", restricted=True)
+        assert await owners.owned_of("key-a", ["file-a", "file-b"]) == {"file-a"}
+        owners.close()
+
+    asyncio.run(scenario())
