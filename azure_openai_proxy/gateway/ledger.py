@@ -43,6 +43,7 @@ from azure_openai_proxy.governance.budget import (
     earliest_period_start,
 )
 from azure_openai_proxy.governance.estimate import (
+    DEFAULT_COMPLETION_TOKENS,
     estimated_usage,
     max_output_tokens,
     unanswered_usage,
@@ -144,7 +145,8 @@ def enforce_budget(guard: BudgetGuard, caller: Caller, request: HttpRequest) -> 
 
 
 def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] | None,
-                   names: tuple[str | None, ...], operation: str = "") -> BudgetHold | None:
+                   names: tuple[str | None, ...], operation: str = "",
+                   default_completion: int = DEFAULT_COMPLETION_TOKENS) -> BudgetHold | None:
     """Hold the request's estimated cost (its prompt and its max output tokens, priced as
     `names`' model) against its key's and team's budgets, or refuse it (429
     insufficient_quota) when what they spent and hold already reaches a budget. Call
@@ -157,7 +159,7 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
     tokens = 0, 0
     if prices is not None and body:
         prompt = estimated_usage(body, 0)["prompt_tokens"]
-        tokens = prompt, max_output_tokens(body)
+        tokens = prompt, max_output_tokens(body, default_completion, operation or None)
     usd = prices.cost(names, TokenCounts(tokens[0], 0, tokens[1], 0))[0] if prices else 0.0
     if prices is not None and body and operation in _UNIT_PRICED:
         usd += prices.unit_cost(names, _units_asked(operation, body))[0]
@@ -188,13 +190,13 @@ def settle_budget(guard: BudgetGuard, hold: BudgetHold | None, record: RequestRe
 
 
 def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
-                    operation: str) -> None:
+                    operation: str, default_completion: int = DEFAULT_COMPLETION_TOKENS) -> None:
     """A request that ended without an answer's usage after it was sent (the client left
     before the first byte, the upstream timed out): Azure may bill it, so it is recorded
     with an estimate (flagged) rather than as free."""
     if record.usage is None and record.attempts and (
             record.upstream_ms is None or 200 <= record.status < 300):
-        record.usage = unanswered_usage(body, operation, record.stream)
+        record.usage = unanswered_usage(body, operation, record.stream, default_completion)
 
 
 def _budgeted(limits: Limits) -> bool:

@@ -271,7 +271,7 @@ class Gateway:
         try:
             if budgets is not None:
                 hold = reserve_budget(budgets, caller, body.json, _price_names(*routed),
-                                      target.operation)
+                                      target.operation, self._default_completion)
             reply = await self._proxy(LimitedRequest(request, admitted.headers), target,
                                       caller, body, record, routed)
             if target.kind == "resource":
@@ -282,7 +282,7 @@ class Gateway:
             # Sent and never answered (the client left, a timeout): Azure may bill it.
             if (exc.request_sent if isinstance(exc, UpstreamError)
                     else not isinstance(exc, GatewayError)):
-                note_unanswered(record, body.json, target.operation)
+                note_unanswered(record, body.json, target.operation, self._default_completion)
             raise
         finally:
             self.limiter.settle(admitted, _used_tokens(record))

@@ -16,6 +16,7 @@ __all__ = [
     "CHARS_PER_TOKEN",
     "DEFAULT_COMPLETION_TOKENS",
     "estimated_usage",
+    "generates",
     "max_output_tokens",
     "prompt_chars",
     "tokens_for_chars",
@@ -23,7 +24,9 @@ __all__ = [
 ]
 
 CHARS_PER_TOKEN = 4
-# An answer's size when the request names no maximum (the rate limiter's default).
+# An answer's size when the request names no maximum: what a typical chat answer costs,
+# so a TPM limit or a budget still bites on requests that do not say. The setting
+# `default_completion_tokens` overrides it.
 DEFAULT_COMPLETION_TOKENS = 1024
 _MAX_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 # Operations whose answer is text tokens; embeddings produce none.
@@ -75,18 +78,47 @@ def estimated_usage(body: Mapping[str, Any] | None, completion_chars: int) -> di
 
 
 def max_output_tokens(body: Mapping[str, Any] | None,
-                      default: int = DEFAULT_COMPLETION_TOKENS) -> int:
-    """The most the answer may cost: the request's max tokens, else `default`."""
-    if body:
-        for name in _MAX_FIELDS:
-            value = body.get(name)
-            if type(value) is int and value >= 0:
-                return value
-    return default
+                      default: int = DEFAULT_COMPLETION_TOKENS,
+                      operation: str | None = None) -> int:
+    """The most the answer may cost in output tokens: the request's max tokens (else
+    `default` when `operation` generates text; None: assumed to; embeddings, speech,
+    files and batches produce none), times its `n` (or `best_of`). The one reading, for
+    the TPM reservation, the budget hold and an unanswered request's estimate."""
+    completion = default if operation is None or generates(operation) else 0
+    if not body:
+        return completion
+    for name in _MAX_FIELDS:
+        value = _count(body.get(name))
+        if value is not None:
+            completion = value
+            break
+    return completion * _choices(body)
 
 
-def unanswered_usage(body: Mapping[str, Any] | None, operation: str,
-                     stream: bool) -> dict[str, Any] | None:
+def generates(operation: str) -> bool:
+    """Whether an operation's answer is generated text, billed as completion tokens."""
+    return operation in _COMPLETING or operation.endswith("/runs")
+
+
+def _count(value: Any) -> int | None:
+    """`value` if it is a count (an int >= 0, not a bool), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _choices(body: Mapping[str, Any]) -> int:
+    """How many completions a request asks Azure to generate (`n`, `best_of`)."""
+    n = 1
+    for name in ("n", "best_of"):
+        value = _count(body.get(name))
+        if value is not None and value > n:
+            n = value
+    return n
+
+
+def unanswered_usage(body: Mapping[str, Any] | None, operation: str, stream: bool,
+                     default: int = DEFAULT_COMPLETION_TOKENS) -> dict[str, Any] | None:
     """The usage of a request Azure received whose answer never came back (the client
     left, the upstream timed out): the prompt, and for a non-streamed call the whole
     answer it may be billed for (Azure finishes those); marked estimated. None for an
@@ -95,7 +127,7 @@ def unanswered_usage(body: Mapping[str, Any] | None, operation: str,
         return None
     usage = estimated_usage(body, 0)
     if operation in _COMPLETING and not stream:
-        completion = max_output_tokens(body)
+        completion = max_output_tokens(body, default, operation)
         usage["completion_tokens"] = completion
         usage["total_tokens"] += completion
     return usage if usage["total_tokens"] else None

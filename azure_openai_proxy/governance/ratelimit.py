@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from azure_openai_proxy.governance.estimate import DEFAULT_COMPLETION_TOKENS, max_output_tokens
 from azure_openai_proxy.governance.model import Limits
 
 __all__ = [
@@ -32,13 +33,7 @@ __all__ = [
     "estimate_tokens",
 ]
 
-# Reserved for the answer when the request names no max_tokens: what a typical chat
-# answer costs, so that a TPM limit still bites on requests that do not say.
-DEFAULT_COMPLETION_TOKENS = 1024
 _PARALLEL_RETRY_SECONDS = 1.0
-_MAX_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
-# Operations whose answer is generated text (their completion is reserved by default).
-_GENERATING = frozenset({"chat/completions", "completions", "responses"})
 
 LimitKind = Literal["requests", "tokens", "parallel"]
 
@@ -47,10 +42,9 @@ def estimate_tokens(body: Mapping[str, Any] | None,
                     default_completion: int = DEFAULT_COMPLETION_TOKENS,
                     operation: str | None = None) -> int:
     """Tokens a request may cost: about a token per four characters of its text
-    (`messages`, `input`, `prompt`, `instructions`), plus its max output tokens times
-    its `n` (or `best_of`). A request that names no max output gets `default_completion`
-    when `operation` generates text (chat, completions, Responses, runs; None: assumed
-    to), else none (embeddings, speech, files, batches: they produce no completion)."""
+    (`messages`, `input`, `prompt`, `instructions`), plus its most output tokens
+    (governance/estimate.py `max_output_tokens`: its max, else `default_completion`
+    when it generates text, times its `n`)."""
     if body is None:
         return 0
     chars = 0
@@ -58,35 +52,7 @@ def estimate_tokens(body: Mapping[str, Any] | None,
         value = body.get(name)
         if value is not None:
             chars += _text_length(value, 0)
-    completion = default_completion if operation is None or _generates(operation) else 0
-    for name in _MAX_FIELDS:
-        value = _count(body.get(name))
-        if value is not None:
-            completion = value
-            break
-    return -(-chars // 4) + completion * _choices(body)
-
-
-def _generates(operation: str) -> bool:
-    """Whether an operation's answer is generated text, billed as completion tokens."""
-    return operation in _GENERATING or operation.endswith("/runs") or operation == "threads/runs"
-
-
-def _count(value: Any) -> int | None:
-    """`value` if it is a count (an int >= 0, not a bool), else None."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    return None
-
-
-def _choices(body: Mapping[str, Any]) -> int:
-    """How many completions a request asks Azure to generate (`n`, `best_of`)."""
-    n = 1
-    for name in ("n", "best_of"):
-        value = _count(body.get(name))
-        if value is not None and value > n:
-            n = value
-    return n
+    return -(-chars // 4) + max_output_tokens(body, default_completion, operation)
 
 
 def _text_length(value: Any, depth: int) -> int:
