@@ -56,6 +56,7 @@ class _HttpConnection(asyncio.Protocol):
         self.closing = False  # close once the request being served is answered
         self.rejected = False  # a refusal is answered in its turn; nothing more is read
         self.closed = False
+        self.closed_at = 0  # the tick at which close() began (the sweep aborts it later)
         # The connection's serving task, made for its first request and kept while the
         # connection lives: between requests it waits on `idle_waiter`. (A task per
         # request cost more than the rest of the connection's own work for it.)
@@ -375,6 +376,7 @@ class _HttpConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None and not self.closed:
             self.closed = True
+            self.closed_at = self.server.tick
             self.transport.close()
 
     def _start(self, request: FastRequest) -> None:
