@@ -63,7 +63,7 @@ def _body_late(conn: _HttpConnection) -> None:
     elif parsing is conn.current and body.waiting:
         # Its handler is reading it: it answers the 408; then the connection closes.
         conn.pause_body()
-        conn.closing = True
+        conn.closing = conn.rejected = True  # nothing more is read
         body.fail(BodyTimedOut())
     else:
         conn.reject(408, "The request body was not received in time.", "timeout")
