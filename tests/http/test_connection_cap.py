@@ -81,7 +81,7 @@ async def _stuck_client(e: Engine) -> tuple[asyncio.StreamWriter, _HttpConnectio
     raise AssertionError("the server's answers never waited in its buffer")
 
 
-@pytest.mark.parametrize("close", ["keep-alive deadline", "Connection: close"])
+@pytest.mark.parametrize("close", ["keep-alive deadline", "Connection: close", "a refusal"])
 async def test_a_closed_connection_whose_client_reads_nothing_is_cut_after_send_timeout(
         close: str) -> None:
     """Closing waits to flush what is buffered; a client that reads nothing would keep
@@ -91,6 +91,9 @@ async def test_a_closed_connection_whose_client_reads_nothing_is_cut_after_send_
         writer, conn = await _stuck_client(e)
         if close == "Connection: close":
             writer.write(post("/echo", b"x" * 1000, "Connection: close\r\n"))
+            await writer.drain()
+        elif close == "a refusal":  # a 400, then the lingering close
+            writer.write(b"NOT HTTP\r\n\r\n")
             await writer.drain()
         await until(lambda: conn.closed)
         await until(lambda: not e.server.connections)
