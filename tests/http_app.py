@@ -21,6 +21,7 @@ class Events:
         self.cancelled = asyncio.Event()
         self.release = asyncio.Event()
         self.reads: list[bytes] = []
+        self.body_read = asyncio.Event()  # `/chunks` has a piece of its body
         self.requests: list[tuple[str, str, bytes]] = []  # method, target, body
         self.calls: list[str] = []
 
@@ -89,6 +90,7 @@ class EngineTestApp:
         sizes = []
         async for piece in request.body_chunks():
             self.events.reads.append(piece)  # as it arrives: tests wait on it
+            self.events.body_read.set()
             sizes.append(len(piece))
         return Answer(200, {"content-type": "application/json"}, orjson.dumps(sizes))
 

@@ -53,9 +53,12 @@ class _HttpConnection(asyncio.Protocol):
         # Kept: asyncio.get_running_loop() costs a getpid() system call on Python 3.11.
         self.loop = asyncio.get_running_loop()
         self.parser = httptools.HttpRequestParser(self)
-        self.closing = False  # close once the request being served is answered
+        # Close once the request being served is answered (no keep-alive after it); its
+        # body is still read to its end (a graceful shutdown sets it on uploads).
+        self.closing = False
         self.rejected = False  # a refusal is answered in its turn; nothing more is read
         self.closed = False
+        self.closed_at = 0  # the tick at which close() began (the sweep aborts it later)
         # The connection's serving task, made for its first request and kept while the
         # connection lives: between requests it waits on `idle_waiter`. (A task per
         # request cost more than the rest of the connection's own work for it.)
@@ -136,7 +139,7 @@ class _HttpConnection(asyncio.Protocol):
             self.reject(400, "The request is not valid HTTP/1.1.")
 
     def resume_reading(self) -> None:
-        if self.reading_paused and not self.rejected and not self.closing:
+        if self.reading_paused and not self.rejected:
             self.reading_paused = False
             if self.deadline:  # the time spent paused was ours, not the client's
                 self.deadline += self.server.tick - self.paused_at
@@ -284,8 +287,7 @@ class _HttpConnection(asyncio.Protocol):
         return self.server.date()
 
     def resume_body(self) -> None:
-        if (self.reading_paused and len(self.pending) < _PIPELINE_DEPTH and not self.closing
-                and not self.rejected):
+        if self.reading_paused and len(self.pending) < _PIPELINE_DEPTH and not self.rejected:
             body = self.parsing.body if self.parsing is not None else None
             if body is None or body.buffered <= BODY_HIGH_WATER:
                 self.resume_reading()
@@ -375,6 +377,7 @@ class _HttpConnection(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None and not self.closed:
             self.closed = True
+            self.closed_at = self.server.tick
             self.transport.close()
 
     def _start(self, request: FastRequest) -> None:

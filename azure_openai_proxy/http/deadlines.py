@@ -26,6 +26,11 @@ def sweep(conn: _HttpConnection, tick: int) -> None:
     """Called by the server's sweep: a client that reads nothing of an answer for
     `send_timeout` is cut off; a deadline passed answers 408 or closes."""
     if conn.closed:
+        # Closed, yet not lost: the transport waits to flush what is still buffered,
+        # below the high-water mark (so writing never paused), to a client that reads
+        # nothing. Its fd and its place under `max_connections` last until it is cut.
+        if tick - conn.closed_at > conn.server.send_ticks and conn.transport is not None:
+            conn.transport.abort()
         return
     if conn.write_paused:
         # A client that stops reading would hold its handler and an upstream
@@ -58,7 +63,7 @@ def _body_late(conn: _HttpConnection) -> None:
     elif parsing is conn.current and body.waiting:
         # Its handler is reading it: it answers the 408; then the connection closes.
         conn.pause_body()
-        conn.closing = True
+        conn.closing = conn.rejected = True  # nothing more is read
         body.fail(BodyTimedOut())
     else:
         conn.reject(408, "The request body was not received in time.", "timeout")

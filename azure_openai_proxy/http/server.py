@@ -11,6 +11,8 @@ Behaviour:
   HTTP/1.0 request kept alive is answered `Connection: keep-alive`; bytes behind a
   request that closes the connection get no answer (RFC 9112 9.6);
 - a client that leaves cancels its handler (the gateway then closes the upstream);
+- a graceful shutdown (`shutdown`) lets the requests being served finish, their
+  bodies read to the end, and closes each connection after its answer;
 - `Expect: 100-continue` is answered when the handler first reads the body, so a 401
   or 413 goes out before the client uploads anything (a Content-Length over the
   handler's limit is a 413 without "100 Continue", then the connection closes);

@@ -8,6 +8,11 @@ plain HTTP. An accepted connection leaves HTTP for good: the transport's protoco
 a `_WebSocketConnection`, and the HTTP connection keeps only its bookkeeping (its task
 runs the handler; its deadlines are off; a client that stops reading is still cut off
 after `send_timeout`).
+
+What the client sends is bounded: a message past `_MAX_MESSAGE` closes the connection
+(1009, the protocol's own check), a text message that is not UTF-8 too (1007), and once
+`_UNREAD_MESSAGES` messages (or `_UNREAD_SIZE` bytes) wait for the handler, reading pauses
+until it has taken half of them.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from websockets.exceptions import InvalidState
-from websockets.frames import Frame, Opcode
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request as WsRequest
 from websockets.protocol import State
 from websockets.server import ServerProtocol
@@ -31,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["run_websocket"]
 
 _MAX_MESSAGE = 16 * 1024 * 1024
+_UNREAD_MESSAGES = 16
+_UNREAD_SIZE = 1024 * 1024  # bytes, or characters of text
 
 
 class _WebSocketConnection(asyncio.Protocol):
@@ -41,6 +48,8 @@ class _WebSocketConnection(asyncio.Protocol):
         self._conn = conn
         self._protocol = protocol
         self._messages: deque[str | bytes] = deque()
+        self._unread_size = 0  # of the messages waiting: bytes, or characters of text
+        self._paused = False  # reading paused: the handler has not taken its messages
         self._parts: list[bytes] = []
         self._text = False
         self._waiter: asyncio.Future[None] | None = None
@@ -69,9 +78,13 @@ class _WebSocketConnection(asyncio.Protocol):
         self._conn.resume_writing()
 
     def _take_events(self) -> None:
-        for event in self._protocol.events_received():
-            if isinstance(event, Frame):
-                self._frame(event)
+        try:
+            for event in self._protocol.events_received():
+                if isinstance(event, Frame):
+                    self._frame(event)
+        except UnicodeDecodeError:
+            # (The protocol does not check UTF-8 itself.) Nothing after it is read.
+            self._protocol.fail(CloseCode.INVALID_DATA, "A text message is not UTF-8.")
         self._flush()  # pongs and the closing handshake
         self._wake()
 
@@ -86,7 +99,27 @@ class _WebSocketConnection(asyncio.Protocol):
         if frame.fin:
             data = b"".join(self._parts)
             self._parts = []
-            self._messages.append(data.decode() if self._text else data)
+            message = data.decode() if self._text else data
+            self._messages.append(message)
+            self._unread_size += len(message)
+            if (len(self._messages) >= _UNREAD_MESSAGES
+                    or self._unread_size >= _UNREAD_SIZE) and not self._paused:
+                self._pause_reading()
+
+    def _pause_reading(self) -> None:
+        transport = self._conn.transport
+        if transport is not None and not transport.is_closing():
+            self._paused = True
+            transport.pause_reading()
+
+    def _resume_if_drained(self) -> None:
+        """Reading resumes once the handler has taken half of what was waiting."""
+        if (len(self._messages) <= _UNREAD_MESSAGES // 2
+                and self._unread_size <= _UNREAD_SIZE // 2):
+            self._paused = False
+            transport = self._conn.transport
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
 
     def _flush(self) -> None:
         transport = self._conn.transport
@@ -118,7 +151,11 @@ class _WebSocketConnection(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._messages.popleft()
+        message = self._messages.popleft()
+        self._unread_size -= len(message)
+        if self._paused:
+            self._resume_if_drained()
+        return message
 
     async def send(self, data: str | bytes) -> None:
         if self._closed or self._protocol.state is not State.OPEN:
@@ -165,9 +202,9 @@ async def run_websocket(conn: _HttpConnection, request: FastRequest,
         return
     socket = _WebSocketConnection(conn, protocol)
     transport.set_protocol(socket)
+    conn.resume_reading()  # (before `rest`, whose messages may pause reading again)
     if rest:
         socket.data_received(rest)
-    conn.resume_reading()
     code = 1011  # the handler failed (its exception goes on to the connection's log)
     try:
         await handler(socket)

@@ -3,9 +3,15 @@
 
 from __future__ import annotations
 
-import orjson
+import asyncio
+import functools
+import socket
 
-from tests.http.engine import engine, read_reply, rest, until
+import orjson
+import pytest
+
+from azure_openai_proxy.http.connection import _HttpConnection
+from tests.http.engine import Engine, engine, post, read_reply, rest, until
 
 GET = b"GET /echo?q=%d HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -46,3 +52,53 @@ async def test_a_refused_connection_that_sends_nothing_still_gets_its_503() -> N
         await until(lambda: not e.server.refusing)
         writer.close()
         first[1].close()
+
+
+def _answered(e: Engine, conn: _HttpConnection, requests: int) -> bool:
+    return len(e.events.requests) == requests and not conn.serving
+
+
+async def _stuck_client(e: Engine) -> tuple[asyncio.StreamWriter, _HttpConnection]:
+    """A client that sends keep-alive requests and reads nothing: sent until the server
+    has answered them all and part of the answers waits in its transport's buffer
+    (below the high-water mark, so writing never paused)."""
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", e.port))
+    _, writer = await asyncio.open_connection(sock=client)
+    await until(lambda: len(e.server.connections) == 1)
+    conn = next(iter(e.server.connections))
+    assert conn.transport is not None
+    conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    for sent in range(1, 2001):
+        writer.write(post("/echo", b"x" * 1000))
+        await writer.drain()
+        await until(functools.partial(_answered, e, conn, sent))
+        if conn.transport.get_write_buffer_size():
+            assert not conn.write_paused
+            return writer, conn
+    raise AssertionError("the server's answers never waited in its buffer")
+
+
+@pytest.mark.parametrize("close", ["keep-alive deadline", "Connection: close", "a refusal"])
+async def test_a_closed_connection_whose_client_reads_nothing_is_cut_after_send_timeout(
+        close: str) -> None:
+    """Closing waits to flush what is buffered; a client that reads nothing would keep
+    the connection (its fd, its place under the cap) for ever."""
+    async with engine(head_timeout=0.5, body_timeout=0.5, keepalive_timeout=0.5,
+                      send_timeout=0.5, max_connections=1) as e:
+        writer, conn = await _stuck_client(e)
+        if close == "Connection: close":
+            writer.write(post("/echo", b"x" * 1000, "Connection: close\r\n"))
+            await writer.drain()
+        elif close == "a refusal":  # a 400, then the lingering close
+            writer.write(b"NOT HTTP\r\n\r\n")
+            await writer.drain()
+        await until(lambda: conn.closed)
+        await until(lambda: not e.server.connections)
+        reader, other = await e.connect()  # its place is free
+        other.write(GET % 1)
+        assert (await read_reply(reader))[0] == 200
+        other.close()
+        writer.close()

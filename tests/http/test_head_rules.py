@@ -83,16 +83,17 @@ BAD_BODIES = {
 @pytest.mark.parametrize("name", list(BAD_BODIES))
 async def test_a_malformed_chunked_body_gets_exactly_one_400(
         name: str, split: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Whole, or after the handler (`/chunks`) has read the body's first piece."""
     caplog.set_level(logging.INFO)
     async with engine() as e:
         reader, writer = await e.connect()
-        head = chunked("/echo", b"")
+        head = chunked("/chunks", b"")
         if split == "one packet":
             writer.write(head + BAD_BODIES[name])
         else:
             writer.write(head + b"3\r\nabc\r\n")
             await writer.drain()
-            await asyncio.sleep(0.1)  # the handler is reading the body by now
+            await asyncio.wait_for(e.events.body_read.wait(), 5)  # the handler is reading
             writer.write(BAD_BODIES[name])
         received = await rest(reader)
         assert received.count(b"HTTP/1.1 ") == 1, received[:300]

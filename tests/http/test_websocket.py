@@ -6,6 +6,7 @@ protocol); one that declines serves the request as plain HTTP. Driven by a real
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 
 import pytest
@@ -13,13 +14,14 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from azure_openai_proxy.http.interface import HttpRequest, WebSocket, WebSocketHandler
-from tests.http.engine import engine, read_reply
+from tests.http.engine import engine, read_reply, until
 from tests.http_app import EngineTestApp, Events
 
 
 class EchoSocketApp(EngineTestApp):
     """`/ws-echo`: every message back (text as text, bytes as bytes) until the client
-    says "bye"; `/ws-fail`: a handler that raises; anything else: declined."""
+    says "bye"; `/ws-fail`: a handler that raises; `/ws-hold`: a handler that reads
+    nothing until released; anything else: declined."""
 
     def __init__(self, events: Events) -> None:
         super().__init__(events)
@@ -31,6 +33,8 @@ class EchoSocketApp(EngineTestApp):
                 return self.echo_socket
             if request.path == "/ws-fail":
                 return self.failing_socket
+            if request.path == "/ws-hold":
+                return self.holding_socket
             return None
         return decide()
 
@@ -45,6 +49,14 @@ class EchoSocketApp(EngineTestApp):
     async def failing_socket(self, socket: WebSocket) -> None:
         await socket.receive()
         raise RuntimeError("handler bug")
+
+    async def holding_socket(self, socket: WebSocket) -> None:
+        """Reads nothing until `events.release`; then counts messages up to "end"."""
+        await self.events.release.wait()
+        count = 0
+        while await socket.receive() != "end":
+            count += 1
+        await socket.send(str(count))
 
 
 async def test_an_echo_over_a_real_websockets_client() -> None:
@@ -112,3 +124,27 @@ async def test_a_bad_handshake_gets_the_protocols_400() -> None:
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 400 ")
         writer.close()
+
+
+async def test_a_text_message_that_is_not_utf8_closes_with_1007(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with engine(EchoSocketApp(Events())) as e, connect(f"ws://127.0.0.1:{e.port}/ws-echo") as ws:
+        await ws.send(b"\xff\xfe", text=True)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_messages_the_handler_has_not_read_pause_reading_until_it_reads() -> None:
+    events = Events()
+    async with engine(EchoSocketApp(events)) as e, connect(f"ws://127.0.0.1:{e.port}/ws-hold") as ws:
+        for n in range(200):
+            await ws.send(f"message {n}")
+        await ws.send("end")
+        conn = next(iter(e.server.connections))
+        assert conn.transport is not None
+        transport = conn.transport
+        await until(lambda: not transport.is_reading())
+        events.release.set()
+        assert await asyncio.wait_for(ws.recv(), 5) == "200"
