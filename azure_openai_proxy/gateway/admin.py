@@ -234,18 +234,23 @@ def _key_fields(data: Mapping[str, Any], now: float, *, creating: bool) -> dict[
         for field in ("expires", "expires_at"):
             if field in data:
                 out["expires_at"] = parse_expiry(data[field], now)
-        if "blocked" in data:
-            if not isinstance(data["blocked"], bool):
-                raise ValueError("blocked must be true or false")
-            out["blocked"] = data["blocked"]
-        if "metadata" in data:
-            out["metadata"] = _metadata(data["metadata"])
-        limits = parse_limits(data)
+        _common_fields(data, out)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
+    return out
+
+
+def _common_fields(data: Mapping[str, Any], out: dict[str, Any]) -> None:
+    """What keys and teams both carry: blocked, metadata, limits (ValueError if bad)."""
+    if "blocked" in data:
+        if not isinstance(data["blocked"], bool):
+            raise ValueError("blocked must be true or false")
+        out["blocked"] = data["blocked"]
+    if "metadata" in data:
+        out["metadata"] = _metadata(data["metadata"])
+    limits = parse_limits(data)
     if limits:
         out["limits"] = limits
-    return out
 
 
 def _team_fields(data: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
@@ -254,17 +259,9 @@ def _team_fields(data: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
     try:
         if creating or "name" in data:
             out["name"] = _name(data.get("name"))
-        if "blocked" in data:
-            if not isinstance(data["blocked"], bool):
-                raise ValueError("blocked must be true or false")
-            out["blocked"] = data["blocked"]
-        if "metadata" in data:
-            out["metadata"] = _metadata(data["metadata"])
-        limits = parse_limits(data)
+        _common_fields(data, out)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    if limits:
-        out["limits"] = limits
     return out
 
 
