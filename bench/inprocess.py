@@ -31,6 +31,7 @@ import io
 import json
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -50,6 +51,15 @@ from bench.systems import AZURE_ANSWER, CHAT_BODY, CLIENT_KEY
 
 _UPSTREAM = "http://127.0.0.1:9"
 _BODY = json.dumps(CHAT_BODY).encode()
+def _request(key: str) -> bytes:
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+        b"Authorization: Bearer " + key.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: " + str(len(_BODY)).encode()
+        + b"\r\n\r\n" + _BODY
+    )
+
+
 REQUEST = (
     b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
     b"Authorization: Bearer " + CLIENT_KEY.encode() + b"\r\n"
@@ -154,9 +164,19 @@ class _BareApp:
         await self.upstream.close()
 
 
+def _writer_cpu() -> float:
+    """CPU seconds the ledger's writer thread has used so far (0 without one)."""
+    for thread in threading.enumerate():
+        if thread.name == "ledger-writer" and thread.ident is not None:
+            return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    return 0.0
+
+
 async def measure(requests: int, clients: int, bare: bool, callgrind: bool,
-                  database: str | None = None) -> float:
-    """CPU seconds per request over `requests` requests from `clients` connections."""
+                  database: str | None = None, request: bytes = REQUEST,
+                  split: list[float] | None = None) -> float:
+    """CPU seconds per request over `requests` requests from `clients` connections;
+    `split`, when given, receives the loop thread's and the writer thread's shares."""
     from azure_openai_proxy.observability import accesslog
 
     accesslog.access_logger.setLevel("INFO")  # the gateway's default level
@@ -178,21 +198,26 @@ async def measure(requests: int, clients: int, bare: bool, callgrind: bool,
                 if not done.done():
                     done.set_result(None)
             else:
-                loop.call_soon(conn.data_received, REQUEST)
+                loop.call_soon(conn.data_received, request)
 
         conn.connection_made(FakeSocket(on_write))  # type: ignore[arg-type]
-        loop.call_soon(conn.data_received, REQUEST)
+        loop.call_soon(conn.data_received, request)
 
     gc.collect()
     gc.disable()
     if callgrind:
         subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=False,
                        capture_output=True)
-    started = time.process_time()
+    started, loop_started, writer_started = (
+        time.process_time(), time.thread_time(), _writer_cpu())
     for _ in range(clients):
         connect()
     await done
     spent = time.process_time() - started
+    loop_spent = time.thread_time() - loop_started
+    if split is not None:
+        await asyncio.to_thread(_flush_ledger)  # the writer's work for these requests too
+        split[:] = [loop_spent / requests, (_writer_cpu() - writer_started) / requests]
     if callgrind:
         subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=False,
                        capture_output=True)
@@ -204,6 +229,33 @@ async def measure(requests: int, clients: int, bare: bool, callgrind: bool,
     return spent / requests
 
 
+def _flush_ledger() -> None:
+    """Wait for the writer to have written what is queued (bounded by flush's timeout)."""
+    from azure_openai_proxy.gateway.ledger import LedgerWriter
+
+    for obj in gc.get_objects():
+        if isinstance(obj, LedgerWriter):
+            obj.flush()
+
+
+def _governed_key(directory: str) -> str:
+    """A virtual key with RPM/TPM limits (high enough never to refuse) and 99 others
+    beside it, in the database the gateway will open; its secret."""
+    from pathlib import Path
+
+    from azure_openai_proxy.governance.model import Limits
+    from azure_openai_proxy.store.keys import KeyStore
+
+    store = KeyStore.open(Path(directory) / "gateway.db")
+    try:
+        limits = Limits(rpm=10_000_000, tpm=10_000_000_000)
+        for n in range(99):
+            store.create_key(f"bench-{n}", limits=limits, now=time.time())
+        return store.create_key("bench", limits=limits, now=time.time())[1]
+    finally:
+        store.close()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=40000)
@@ -211,25 +263,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bare", action="store_true", help="a one-handler proxy instead")
     parser.add_argument("--ledger", action="store_true",
                         help="the usage ledger on (a SQLite database in a temporary directory)")
+    parser.add_argument("--governed", action="store_true",
+                        help="the ledger on and requests with a virtual key (RPM/TPM limits) "
+                             "among 100 in the temporary database; CPU split loop/writer")
     parser.add_argument("--callgrind", action="store_true",
                         help="switch callgrind's instrumentation on for the loop only")
     args = parser.parse_args(argv)
     result: list[float] = []
+    split: list[float] = []
 
-    async def run(database: str | None) -> None:
+    async def run(database: str | None, request: bytes = REQUEST) -> None:
         result.append(await measure(args.requests, args.clients, args.bare, args.callgrind,
-                                    database))
+                                    database, request, split if database else None))
 
-    if args.ledger:
+    if args.ledger or args.governed:
         import tempfile
 
         with tempfile.TemporaryDirectory() as directory:
-            run_loop(run(f"sqlite:///{directory}/gateway.db"))
+            request = _request(_governed_key(directory)) if args.governed else REQUEST
+            run_loop(run(f"sqlite:///{directory}/gateway.db", request))
     else:
         run_loop(run(None))
-    what = "bare proxy" if args.bare else "gateway with the ledger" if args.ledger else "gateway"
+    what = ("bare proxy" if args.bare else "gateway, governed key" if args.governed
+            else "gateway with the ledger" if args.ledger else "gateway")
     print(f"{what}: {result[0] * 1e6:.1f} µs CPU per request "
           f"({args.requests} requests, {args.clients} clients)")
+    if split:
+        print(f"  loop thread {split[0] * 1e6:.1f} µs, ledger-writer thread "
+              f"{split[1] * 1e6:.1f} µs per request")
 
 
 if __name__ == "__main__":
