@@ -242,21 +242,29 @@ def _check(name: str, state: _Subject, tokens: int) -> Refusal | None:
     return None
 
 
+_HEADER_NAMES = {kind: (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}",
+                         f"x-ratelimit-reset-{kind}") for kind in ("requests", "tokens")}
+
+
 def _headers(states: Iterable[_Subject]) -> dict[str, str]:
     """OpenAI's `x-ratelimit-*` headers for the tightest of `states`' buckets."""
-    tightest: dict[str, _Bucket] = {}
+    tight_requests: _Bucket | None = None
+    tight_tokens: _Bucket | None = None
     for state in states:
-        for kind, bucket in (("requests", state.requests), ("tokens", state.tokens)):
-            if bucket is None:
-                continue
-            known = tightest.get(kind)
-            if known is None or bucket.level < known.level:
-                tightest[kind] = bucket
+        bucket = state.requests
+        if bucket is not None and (tight_requests is None
+                                   or bucket.level < tight_requests.level):
+            tight_requests = bucket
+        bucket = state.tokens
+        if bucket is not None and (tight_tokens is None or bucket.level < tight_tokens.level):
+            tight_tokens = bucket
     headers: dict[str, str] = {}
-    for kind, bucket in tightest.items():
-        headers[f"x-ratelimit-limit-{kind}"] = str(int(bucket.capacity))
-        headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, math.floor(bucket.level)))
-        headers[f"x-ratelimit-reset-{kind}"] = duration(bucket.reset_after())
+    for kind, bucket in (("requests", tight_requests), ("tokens", tight_tokens)):
+        if bucket is not None:
+            limit, remaining, reset = _HEADER_NAMES[kind]
+            headers[limit] = str(int(bucket.capacity))
+            headers[remaining] = str(max(0, math.floor(bucket.level)))
+            headers[reset] = duration(bucket.reset_after())
     return headers
 
 
