@@ -62,15 +62,30 @@ def _text_length(value: Any, depth: int) -> int:
     if depth > 8:  # deeper structures are not prompt text
         return 0
     if isinstance(value, list):
-        return sum(_text_length(item, depth + 1) for item in value)
+        total = 0
+        for item in value:
+            # The common list, messages with string contents, without a call per item.
+            if isinstance(item, dict) and depth < 8:
+                for name in _TEXT_FIELDS:
+                    part = item.get(name)
+                    if isinstance(part, str):
+                        total += len(part)
+                    elif part is not None:
+                        total += _text_length(part, depth + 2)
+            else:
+                total += _text_length(item, depth + 1)
+        return total
     if isinstance(value, dict):
         total = 0
-        for name in ("content", "text", "input_text", "arguments"):
+        for name in _TEXT_FIELDS:
             item = value.get(name)
             if item is not None:
                 total += _text_length(item, depth + 1)
         return total
     return 0
+
+
+_TEXT_FIELDS = ("content", "text", "input_text", "arguments")
 
 
 @dataclass(slots=True)
