@@ -39,7 +39,6 @@ from azure_openai_proxy.errors import (
     AuthenticationFailed,
     BodyTooLarge,
     GatewayError,
-    KeyRateLimited,
     MalformedBody,
     ModelNotAllowed,
     ModelNotFound,
@@ -50,6 +49,7 @@ from azure_openai_proxy.errors import (
 )
 from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
 from azure_openai_proxy.gateway.balancer import Balancer
+from azure_openai_proxy.gateway.governed import limit_refusal, pool_allowed, price_names, used_tokens
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
 from azure_openai_proxy.gateway.ledger import (
     enforce_budget,
@@ -76,7 +76,6 @@ from azure_openai_proxy.governance.keys import (
     allowed_names,
     has_budget,
     is_restricted,
-    model_allowed,
 )
 from azure_openai_proxy.governance.ratelimit import (
     RateLimiter,
@@ -248,7 +247,7 @@ class Gateway:
                 raise ModelNotAllowed(exc.model) from None
             raise
         record.model = routed[1]
-        if key.models and routed[1] is not None and not _pool_allowed(
+        if key.models and routed[1] is not None and not pool_allowed(
                 key.models, routed[1], routed[0]):
             raise ModelNotAllowed(routed[1])
         batch_models: frozenset[str] | None = None
@@ -266,11 +265,11 @@ class Gateway:
         admitted = self.limiter.admit(
             subjects, estimate_tokens(body.json, self._default_completion, target.operation))
         if isinstance(admitted, Refusal):
-            raise _refused(admitted)
+            raise limit_refusal(admitted)
         budgets, hold = self.budgets, None
         try:
             if budgets is not None:
-                hold = reserve_budget(budgets, caller, body.json, _price_names(*routed),
+                hold = reserve_budget(budgets, caller, body.json, price_names(*routed),
                                       target.operation, self._default_completion)
             reply = await self._proxy(LimitedRequest(request, admitted.headers), target,
                                       caller, body, record, routed)
@@ -285,7 +284,7 @@ class Gateway:
                 note_unanswered(record, body.json, target.operation, self._default_completion)
             raise
         finally:
-            self.limiter.settle(admitted, _used_tokens(record))
+            self.limiter.settle(admitted, used_tokens(record))
             if budgets is not None:
                 settle_budget(budgets, hold, record)
 
@@ -327,7 +326,7 @@ class Gateway:
                 pool = self.table.resolve(model)
             except GatewayError:
                 raise ModelNotAllowed(model) from None
-            if not _pool_allowed(key.models, model, pool):
+            if not pool_allowed(key.models, model, pool):
                 raise ModelNotAllowed(model)
 
     def _classify(self, method: str, raw_path: str) -> Target:
@@ -376,7 +375,7 @@ class Gateway:
                 if allowed:  # without the list of every configured model
                     raise ModelNotAllowed(target.path_model) from None
                 raise
-            if allowed and not _pool_allowed(allowed, target.path_model, pool):
+            if allowed and not pool_allowed(allowed, target.path_model, pool):
                 raise ModelNotAllowed(target.path_model)
             return _json_answer({"id": pool.model, "object": "model", "created": created,
                                    "owned_by": "azure-openai"})
@@ -625,16 +624,6 @@ class Gateway:
         return UpstreamRequest(request.method, url, headers, payload), policy
 
 
-def _pool_allowed(patterns: tuple[str, ...], name: str, pool: Pool) -> bool:
-    """Whether a key's allow-list lets `name` through. A pool found by a deployment's
-    name (Azure's native paths, or a deployment name sent as `model`) is judged by the
-    model each of its deployments serves, never by the deployment's name."""
-    models = {deployment.model_name for deployment in pool.deployments}
-    if pool.dynamic or models == {pool.model}:
-        return model_allowed(patterns, name, pool.model)
-    return all(model_allowed(patterns, model) for model in models)
-
-
 async def _uploaded_batch_models(body: _Body) -> frozenset[str] | None:
     """For an upload with purpose `batch`, the models its lines name."""
     if body.spool is None or body.boundary is None:
@@ -674,41 +663,6 @@ def _cached_profile(
         family=infer_family(deployment_name, model_name) if family == "auto" else family,
         unsupported_params=frozenset(unsupported),
     )
-
-
-def _refused(refusal: Refusal) -> KeyRateLimited:
-    whose = "team" if refusal.subject.startswith("team:") else "key"
-    if refusal.kind == "parallel":
-        what = f"Too many requests in flight for this {whose}"
-    elif refusal.never:
-        what = f"This request alone is larger than this {whose}'s tokens per minute"
-    else:
-        what = f"Rate limit reached for this {whose} ({refusal.kind} per minute)"
-    retry_ms = max(1, round(refusal.retry_after * 1000))
-    headers = refusal.headers
-    if refusal.never:  # waiting will not help: the SDKs do not retry on this header
-        return KeyRateLimited(f"{what}: lower max_tokens or the prompt.",
-                              retry_after_ms=retry_ms,
-                              limit_headers={**headers, "x-should-retry": "false"})
-    return KeyRateLimited(f"{what}. Please try again in {retry_ms} ms.",
-                          retry_after_ms=retry_ms, limit_headers=headers)
-
-
-def _used_tokens(record: RequestRecord) -> int | None:
-    """Tokens Azure said the request used (None: it did not say)."""
-    prompt, completion = record.tokens()
-    if prompt is None and completion is None:
-        return None
-    return (prompt or 0) + (completion or 0)
-
-
-def _price_names(pool: Pool, client_model: str | None) -> tuple[str | None, ...]:
-    """The names a request to `pool` is priced by, as the ledger will (its first
-    deployment's: the one the balancer most likely picks)."""
-    first = pool.deployments[0] if pool.deployments else None
-    if first is None:
-        return (client_model, pool.model)
-    return (client_model, first.model_name, first.deployment_name)
 
 
 def _cost_of(body: _Body) -> int:
