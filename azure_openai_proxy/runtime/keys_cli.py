@@ -197,11 +197,7 @@ def _rotate_key(store: KeyStore, args: argparse.Namespace) -> int:
 
 def _revoke_key(store: KeyStore, args: argparse.Namespace) -> int:
     key = store.delete_key(args.key)
-    if args.json:
-        print(json.dumps({"id": key.id, "deleted": True}))
-    else:
-        print(f"revoked {key.id} ({key.name})")
-    return 0
+    return _deleted_out(args, "revoked", key.id, key.name)
 
 
 def _list_keys(store: KeyStore, args: argparse.Namespace) -> int:
@@ -265,10 +261,14 @@ def _update_team(store: KeyStore, args: argparse.Namespace) -> int:
 
 def _delete_team(store: KeyStore, args: argparse.Namespace) -> int:
     team = store.delete_team(args.team)
+    return _deleted_out(args, "deleted", team.id, team.name)
+
+
+def _deleted_out(args: argparse.Namespace, verb: str, id_: str, name: str) -> int:
     if args.json:
-        print(json.dumps({"id": team.id, "deleted": True}))
+        print(json.dumps({"id": id_, "deleted": True}))
     else:
-        print(f"deleted {team.id} ({team.name})")
+        print(f"{verb} {id_} ({name})")
     return 0
 
 
