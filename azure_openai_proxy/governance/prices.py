@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, NamedTuple
@@ -170,8 +171,8 @@ class PriceTable:
         if counted is None:
             return 0.0, False
         unit, count = counted
-        if unit == "images" and (usage.get("size") not in _STANDARD_IMAGE[0]
-                                 or usage.get("quality") not in _STANDARD_IMAGE[1]):
+        if unit == "images" and not (_one_of(usage.get("size"), _STANDARD_IMAGE[0])
+                                     and _one_of(usage.get("quality"), _STANDARD_IMAGE[1])):
             return 0.0, False
         field, per = _UNITS[unit]
         for name in names:
@@ -180,3 +181,9 @@ class PriceTable:
             if rate is not None:
                 return count / per * rate, True
         return 0.0, False
+
+
+def _one_of(value: Any, allowed: AbstractSet[str | None]) -> bool:
+    """`value in allowed` for what a client sent: a list or an object (unhashable) is
+    simply not one of them, never a TypeError."""
+    return (value is None or isinstance(value, str)) and value in allowed

@@ -86,3 +86,11 @@ def test_unit_prices_are_read_and_applied() -> None:
     assert table.unit_cost(["dall-e-3"], {"images": 2, "size": "1792x1024"}) == (0.0, False)
     assert table.unit_cost(["gpt-4o"], {"images": 1}) == (0.0, False)  # no image price
     assert table.unit_cost(["dall-e-3"], {}) == (0.0, False)
+
+
+def test_an_image_size_or_quality_that_is_not_a_string_is_unpriced_not_an_error() -> None:
+    """A client's `size: ["1024x1024"]` reached a set membership test (TypeError: a 500
+    for a budgeted key); it is simply not the priced size."""
+    table = PriceTable.shipped({})
+    assert table.unit_cost(("dall-e-3",), {"images": 1, "size": ["1024x1024"]}) == (0.0, False)
+    assert table.unit_cost(("dall-e-3",), {"images": 1, "quality": {"x": 1}}) == (0.0, False)
