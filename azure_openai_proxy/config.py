@@ -254,7 +254,8 @@ def _resolve_deployments(
     resolved = []
     for index, item in enumerate(kept + from_env):
         item = dict(item)
-        item.setdefault("api_version", api_version)
+        if item.get("api") != "foundry":  # Foundry's versions are not Azure OpenAI's
+            item.setdefault("api_version", api_version)
         if item.get("api_version") is not None:
             item["api_version"] = str(item["api_version"])
         if not item.get("endpoint"):

@@ -10,18 +10,21 @@ Pure functions over strings and settings; no I/O. Two jobs:
 - `RoutingTable.resolve(model)` maps a client's model name to its `Pool` of deployments:
   the explicit mapping first, then the `.`/`:`-stripping fallback, then the default
   endpoint (the Go tool's env mode), else `ModelNotFound`.
+- `servable(pool, target)` keeps the members that can serve the operation: a Foundry
+  deployment (Azure AI model inference) serves only chat/completions and embeddings.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import unquote
 
 from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import (
     HostileInput,
+    InvalidRequest,
     MethodNotAllowed,
     ModelNotFound,
     RouteNotFound,
@@ -30,11 +33,14 @@ from azure_openai_proxy.settings import DEPLOYMENT_NAME, DeploymentSettings, Set
 
 __all__ = [
     "DEPLOYMENT_OPERATIONS",
+    "FOUNDRY_OPERATIONS",
     "BodyKind",
     "Pool",
     "RoutingTable",
     "Target",
+    "can_serve",
     "classify",
+    "servable",
 ]
 
 BodyKind = Literal["json", "multipart"]
@@ -51,6 +57,9 @@ DEPLOYMENT_OPERATIONS: dict[str, BodyKind] = {
     "images/edits": "multipart",
     "images/variations": "multipart",
 }
+
+# What Azure AI model inference (`api: foundry`) serves, under {endpoint}/models/.
+FOUNDRY_OPERATIONS = frozenset({"chat/completions", "embeddings"})
 
 # Azure serves these under /openai/{path} with the deployment named in the body.
 RESOURCE_ROOTS = frozenset(
@@ -162,7 +171,40 @@ class Pool:
 
     model: str
     deployments: tuple[DeploymentSettings, ...]
-    dynamic: bool = False  # built on the fly for the default endpoint
+    dynamic: bool = False  # built on the fly (the default endpoint, a servable() subset)
+    # The members that serve every operation (all but Foundry's), found once.
+    general: tuple[DeploymentSettings, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        general = tuple(d for d in self.deployments if d.api != "foundry")
+        object.__setattr__(self, "general", general)
+
+
+def can_serve(deployment: DeploymentSettings, target: Target) -> bool:
+    """Whether `deployment` has the operation `target` asks for."""
+    return deployment.api != "foundry" or (
+        target.kind == "deployment" and target.operation in FOUNDRY_OPERATIONS
+    )
+
+
+def servable(pool: Pool, target: Target) -> Pool:
+    """`pool` with only the members that can serve `target` (most pools: itself).
+
+    A Foundry deployment pooled with Azure OpenAI ones takes its share of chat and
+    embeddings; images, audio, files... go to the others. A pool of Foundry deployments
+    alone answers those with a 400 naming what it serves."""
+    if len(pool.general) == len(pool.deployments) or (
+        target.kind == "deployment" and target.operation in FOUNDRY_OPERATIONS
+    ):
+        return pool
+    if not pool.general:
+        what = target.operation.split("/")[0] if target.kind == "resource" else target.operation
+        raise InvalidRequest(
+            f"The model '{pool.model}' is served by Azure AI Foundry model deployments, "
+            f"which answer only chat/completions and embeddings, not {what}.",
+            param="model", code="operation_not_supported",
+        )
+    return Pool(pool.model, pool.general, dynamic=True)
 
 
 def check_model_name(model: str) -> str:

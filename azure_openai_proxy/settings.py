@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 __all__ = [
     "DEFAULT_API_VERSION",
+    "FOUNDRY_API_VERSION",
+    "ApiFamily",
     "DeploymentSettings",
     "PriceSettings",
     "ServerSettings",
@@ -29,6 +31,12 @@ DEPLOYMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}\Z")
 API_VERSION = re.compile(r"^(\d{4}-\d{2}-\d{2}(-preview)?|v1|preview|latest)\Z")
 
 AuthMode = Literal["key", "passthrough", "entra"]
+# `dated`: {endpoint}/openai/deployments/{dep}/...?api-version=V; `v1`: {endpoint}/openai/v1/...;
+# `foundry`: Azure AI model inference, {endpoint}/models/...?api-version=V (translate.py).
+ApiFamily = Literal["dated", "v1", "foundry"]
+# The Azure AI model inference API's version, for a Foundry deployment that names none:
+# a Foundry deployment does not inherit the Azure OpenAI default (`api_version:`).
+FOUNDRY_API_VERSION = "2024-05-01-preview"
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -52,7 +60,7 @@ class DeploymentSettings(_Frozen):
     endpoint: str
     api_key: SecretStr | None = None
     api_version: str = DEFAULT_API_VERSION
-    api: Literal["dated", "v1"] = "dated"
+    api: ApiFamily = "dated"
     auth: AuthMode = "key"
     entra_scope: str = "https://cognitiveservices.azure.com/.default"
     weight: float = Field(default=1.0, gt=0)
@@ -70,6 +78,15 @@ class DeploymentSettings(_Frozen):
                 "must be 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit"
             )
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _foundry_has_its_own_version(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("api") == "foundry" and (
+            data.get("api_version") in (None, "")
+        ):
+            return {**data, "api_version": FOUNDRY_API_VERSION}
+        return data
 
     @model_validator(mode="before")
     @classmethod

@@ -8,6 +8,11 @@ Pure functions. The URL rules (from the wire reference):
         {endpoint}/openai/{path}?api-version=V[&allowed client query]
     v1 API:
         {endpoint}/openai/v1/{operation or path}[?api-version=preview]
+    Foundry (Azure AI model inference; chat/completions and embeddings only):
+        {endpoint}/models/{operation}?api-version=V   (an endpoint ending in /models
+        is taken as it is: the portal shows it that way)
+
+On the v1 API, Foundry and resource calls, `model` in the body is the deployment name.
 
 The endpoint keeps its own path (an APIM prefix), exactly one `api-version` is sent,
 and the deployment name and every path segment are percent-encoded after `routing`
@@ -31,6 +36,7 @@ __all__ = [
     "api_version_for",
     "azure_auth_headers",
     "forwarded_headers",
+    "names_deployment_in_body",
     "relayed_response_headers",
     "upstream_url",
 ]
@@ -60,6 +66,9 @@ def api_version_for(
     if deployment.api == "v1":
         version = deployment.api_version if deployment.api_version in ("preview",) else None
         return version
+    if deployment.api == "foundry":
+        # A native client's version is Azure OpenAI's, not the model inference API's.
+        return deployment.api_version
     if (
         honour and target.native and client_version and API_VERSION.match(client_version)
         and client_version not in ("v1", "preview", "latest")
@@ -75,7 +84,12 @@ def upstream_url(
     client_query: Iterable[tuple[str, str]] = (),
 ) -> str:
     base = deployment.endpoint
-    if target.kind == "deployment" and deployment.api == "dated":
+    if deployment.api == "foundry":
+        # routing.servable() lets only chat/completions and embeddings reach a Foundry
+        # deployment; the operation is one of ours, not client text.
+        prefix = "" if base.endswith("/models") else "/models"
+        path = f"{prefix}/{target.operation}"
+    elif target.kind == "deployment" and deployment.api == "dated":
         path = f"/openai/deployments/{quote(deployment.deployment_name, safe='')}/{target.operation}"
     else:
         segments = "/".join(quote(part, safe="") for part in target.operation.split("/"))
@@ -86,6 +100,13 @@ def upstream_url(
     if target.kind == "resource":
         query.extend((k, v) for k, v in client_query if k in RESOURCE_QUERY_PARAMS)
     return f"{base}{path}?{urlencode(query)}" if query else f"{base}{path}"
+
+
+def names_deployment_in_body(deployment: DeploymentSettings, target: Target) -> bool:
+    """Whether the upstream body's `model` must be the deployment's name: on the v1 API,
+    Foundry's model inference API and resource calls (the dated API's deployment
+    operations name it in the path instead)."""
+    return deployment.api != "dated" or target.kind == "resource"
 
 
 def azure_auth_headers(

@@ -88,12 +88,13 @@ from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.normalize.stream import StreamPolicy
 from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate_upstream_error
 from azure_openai_proxy.observability.record import RequestRecord
-from azure_openai_proxy.routing import Pool, RoutingTable, Target, classify
+from azure_openai_proxy.routing import Pool, RoutingTable, Target, classify, servable
 from azure_openai_proxy.settings import DeploymentSettings, Settings
 from azure_openai_proxy.translate import (
     api_version_for,
     azure_auth_headers,
     forwarded_headers,
+    names_deployment_in_body,
     upstream_url,
 )
 from azure_openai_proxy.upstream.entra import EntraTokens
@@ -439,7 +440,7 @@ class Gateway:
                 raise MalformedBody("You must provide a model parameter.", param="model")
             pool = self._home_pool()
         else:
-            pool = self.table.resolve(model)
+            pool = servable(self.table.resolve(model), target)
         if target.kind == "resource":
             pool = self._sticky(pool, target, body)
         return pool, model
@@ -460,9 +461,11 @@ class Gateway:
         pools = self.table.pools
         if self.settings.default_endpoint is not None:
             return self.table.resolve_home()
-        if not pools:
-            raise MalformedBody("No deployment is configured to serve this request.")
-        return pools[0]
+        for pool in pools:  # a Foundry deployment has no files, batches...
+            if pool.general:
+                return Pool(pool.model, pool.general, dynamic=True) if (
+                    len(pool.general) < len(pool.deployments)) else pool
+        raise MalformedBody("No deployment is configured to serve this request.")
 
     async def _proxy(
         self, request: HttpRequest, target: Target, caller: Caller, body: _Body,
@@ -582,7 +585,7 @@ class Gateway:
         url = self._url(deployment, target, version, request)
         headers = forwarded_headers(request.headers)
         headers.update(azure_auth_headers(deployment, caller, token))
-        needs_model = deployment.api == "v1" or target.kind == "resource"
+        needs_model = names_deployment_in_body(deployment, target)
         policy: StreamPolicy | None = None
         payload: bytes | Any = None
         if body.json is not None:
@@ -644,8 +647,12 @@ def _note_answer(record: RequestRecord, response: UpstreamResponse, sent: float)
 def _profile(deployment: DeploymentSettings, version: str | None) -> DeploymentProfile:
     """What the deployment accepts, judged by the api-version actually sent (a native
     client's own version may differ from the configured one)."""
+    # Foundry's model inference API gates parameters by api-version as the dated API
+    # does (it answers OpenAI models with Azure OpenAI's "enabled only for api versions"
+    # errors): its version is judged on the same table.
+    api: Literal["dated", "v1"] = "v1" if deployment.api == "v1" else "dated"
     return _cached_profile(
-        deployment.api, version if deployment.api == "dated" else deployment.api_version,
+        api, version if api == "dated" else deployment.api_version,
         deployment.model_family, deployment.deployment_name, deployment.model_name,
         tuple(deployment.unsupported_params),
     )

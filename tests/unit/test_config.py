@@ -256,3 +256,32 @@ def test_log_level_is_checked_at_load() -> None:
                                 "AZURE_OPENAI_PROXY_LOG_LEVEL": "debug"}).log_level == "debug"
     with pytest.raises(ConfigError, match=r"^log_level: must be one of debug, info, warning"):
         load_settings({"log_level": "verbose"}, {})  # was silently `info`
+
+
+def test_a_foundry_deployment_loads_with_its_own_api_version(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, """
+api_version: "2025-04-01-preview"
+models:
+  llama:
+    - {deployment_name: Llama-3-70B, endpoint: "https://f.services.ai.azure.com/", api: foundry}
+    - {deployment_name: llama-pinned, endpoint: "https://g.services.ai.azure.com/", api: foundry,
+       api_version: "2024-12-01-preview"}
+    - {deployment_name: gpt-4o, endpoint: "https://a.openai.azure.com/"}
+"""), {})
+    by_name = {d.deployment_name: d for d in settings.deployments}
+    assert by_name["Llama-3-70B"].api == "foundry"
+    # the file's api_version is Azure OpenAI's default: not Foundry's
+    assert by_name["Llama-3-70B"].api_version == "2024-05-01-preview"
+    assert by_name["llama-pinned"].api_version == "2024-12-01-preview"  # explicit: kept
+    assert by_name["gpt-4o"].api == "dated"
+    assert by_name["gpt-4o"].api_version == "2025-04-01-preview"
+
+
+@pytest.mark.parametrize("value", ["Foundry", "azure-ai", "", "inference"])
+def test_a_bad_api_value_is_one_clear_line(tmp_path: Path, value: str) -> None:
+    text = ("deployment_config:\n  - {model_name: a, deployment_name: b, "
+            f"endpoint: 'https://x', api: '{value}'}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), {})
+    message = str(caught.value)
+    assert message == "deployment for model 'a': api: Input should be 'dated', 'v1' or 'foundry'"

@@ -10,11 +10,12 @@ from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.errors import (
     GatewayError,
     HostileInput,
+    InvalidRequest,
     MethodNotAllowed,
     ModelNotFound,
     RouteNotFound,
 )
-from azure_openai_proxy.routing import RoutingTable, Target, classify
+from azure_openai_proxy.routing import RoutingTable, Target, classify, servable
 
 
 @pytest.mark.parametrize(
@@ -185,3 +186,41 @@ def test_names_and_versions_ending_in_a_line_feed_are_refused() -> None:
 
     assert DEPLOYMENT_NAME.match("gpt-4o") and not DEPLOYMENT_NAME.match("gpt-4o\n")
     assert API_VERSION.match("2024-10-21") and not API_VERSION.match("2024-10-21\n")
+
+
+# -- Foundry model deployments in pools ------------------------------------------------
+
+def _mixed_table(*, with_openai: bool = True) -> RoutingTable:
+    members = [{"deployment_name": "Llama-3-70B", "endpoint": "https://f.services.ai.azure.com",
+                "api": "foundry", "api_key": "k"}]
+    if with_openai:
+        members.append({"deployment_name": "gpt-4o", "endpoint": "https://a.openai.azure.com",
+                        "api_key": "k"})
+    return RoutingTable(load_settings({"models": {"llama": members}, "client_keys": ["c"]}, {}))
+
+
+@pytest.mark.parametrize("operation", ["chat/completions", "embeddings"])
+def test_a_foundry_member_serves_chat_and_embeddings_in_its_pool(operation: str) -> None:
+    pool = _mixed_table().resolve("llama")
+    assert servable(pool, Target("deployment", operation)) is pool
+
+
+@pytest.mark.parametrize(
+    "target",
+    [Target("deployment", "images/generations"), Target("deployment", "audio/speech"),
+     Target("deployment", "completions"), Target("resource", "responses"),
+     Target("resource", "files/file-1")],
+)
+def test_other_operations_go_to_the_pools_azure_openai_members(target: Target) -> None:
+    pool = servable(_mixed_table().resolve("llama"), target)
+    assert [d.deployment_name for d in pool.deployments] == ["gpt-4o"]
+    assert pool.model == "llama" and pool.dynamic  # a subset: not a pool the balancer keeps
+
+
+def test_a_foundry_only_pool_refuses_what_foundry_cannot_serve() -> None:
+    pool = _mixed_table(with_openai=False).resolve("llama")
+    with pytest.raises(InvalidRequest) as caught:
+        servable(pool, Target("deployment", "images/generations"))
+    assert caught.value.http_status == 400
+    assert caught.value.code == "operation_not_supported"
+    assert "llama" in caught.value.message and "images/generations" in caught.value.message

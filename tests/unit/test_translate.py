@@ -14,6 +14,7 @@ from azure_openai_proxy.translate import (
     api_version_for,
     azure_auth_headers,
     forwarded_headers,
+    names_deployment_in_body,
     relayed_response_headers,
     upstream_url,
 )
@@ -132,3 +133,58 @@ def test_presented_key_and_keyring() -> None:
         ring.authenticate({"Authorization": "Bearer three"})
     open_ring = ClientKeyring(())
     assert open_ring.authenticate({"Authorization": "Bearer az"}).passthrough_key == "az"
+
+
+# -- Foundry model deployments (Azure AI model inference) -----------------------------
+
+EMBEDDINGS = Target("deployment", "embeddings")
+
+
+def foundry(**overrides: object) -> DeploymentSettings:
+    return deployment(**{"model_name": "deepseek", "deployment_name": "DeepSeek-R1",
+                         "endpoint": "https://res.services.ai.azure.com/", "api": "foundry",
+                         "api_version": None, **overrides})
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "target", "expected"),
+    [
+        ("https://res.services.ai.azure.com/", CHAT,
+         "https://res.services.ai.azure.com/models/chat/completions?api-version=2024-05-01-preview"),
+        ("https://res.services.ai.azure.com", EMBEDDINGS,
+         "https://res.services.ai.azure.com/models/embeddings?api-version=2024-05-01-preview"),
+        # the portal shows the endpoint with /models: not doubled
+        ("https://res.services.ai.azure.com/models/", CHAT,
+         "https://res.services.ai.azure.com/models/chat/completions?api-version=2024-05-01-preview"),
+        # any endpoint is accepted, its path (an APIM prefix) kept
+        ("http://127.0.0.1:8001/apim/ai", CHAT,
+         "http://127.0.0.1:8001/apim/ai/models/chat/completions?api-version=2024-05-01-preview"),
+    ],
+)
+def test_foundry_urls_are_the_model_inference_family(
+    endpoint: str, target: Target, expected: str
+) -> None:
+    d = foundry(endpoint=endpoint)
+    assert upstream_url(d, target, api_version_for(d, target, None, True)) == expected
+
+
+def test_foundry_keeps_its_own_api_version_and_ignores_a_native_clients() -> None:
+    native = Target("deployment", "chat/completions", path_model="deepseek", native=True)
+    assert api_version_for(foundry(), native, "2025-04-01-preview", True) == "2024-05-01-preview"
+    explicit = foundry(api_version="2024-12-01-preview")
+    assert api_version_for(explicit, native, "2024-10-21", True) == "2024-12-01-preview"
+
+
+def test_the_body_names_the_deployment_on_foundry_and_v1_but_not_on_dated_paths() -> None:
+    assert names_deployment_in_body(foundry(), CHAT)
+    assert names_deployment_in_body(foundry(), EMBEDDINGS)
+    assert names_deployment_in_body(deployment(api="v1"), CHAT)
+    assert not names_deployment_in_body(deployment(), CHAT)
+    assert names_deployment_in_body(deployment(), Target("resource", "files"))
+
+
+def test_foundry_takes_the_same_keys_as_azure_openai() -> None:
+    caller = ClientKeyring(()).authenticate({})
+    assert azure_auth_headers(foundry(), caller) == {"api-key": "azure-secret"}
+    entra = foundry(auth="entra", api_key=None)
+    assert azure_auth_headers(entra, caller, "tok") == {"Authorization": "Bearer tok"}
