@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from azure_openai_proxy.emulator import admin, wire_errors
+from azure_openai_proxy.emulator import admin, foundry, wire_errors
 from azure_openai_proxy.emulator.config import EmulatorConfig
 from azure_openai_proxy.emulator.exchange import ConnectionDropped, EmulatorState, Exchange
 from azure_openai_proxy.emulator.multipart import MultipartError, field, parse_form
@@ -48,6 +48,7 @@ def create_emulator_app(config: EmulatorConfig) -> web.Application:
         limits, time.monotonic, config.rate_window_seconds
     ))
     admin.add_routes(app, STATE_KEY)
+    foundry.add_routes(app, STATE_KEY)  # /models/...: Azure AI model inference
     app.router.add_route("*", "/{tail:.*}", _handle)
     return app
 

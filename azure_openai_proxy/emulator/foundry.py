@@ -1,0 +1,247 @@
+"""Azure AI model inference (Foundry model deployments) on the emulator.
+
+    POST /models/chat/completions?api-version=V   `model` in the body: a deployment's name
+    POST /models/embeddings?api-version=V
+    GET  /models/info?api-version=V                the model in `x-ms-model-mesh-model-name`
+                                                   (or a `model` query parameter)
+
+A Foundry resource serves the same deployments as its Azure OpenAI paths do, so the
+model names are the configured deployments' names; their windows, queued faults and
+request log are the ones `/openai/...` uses. The pipeline, in the service's order:
+
+    log it -> authenticate (401) -> api-version (400) -> body (400)
+      -> model (400 no_model_name, 404 unknown_model, 400 OperationNotSupported)
+      -> queued fault -> rate limit (429) -> the chat / embeddings handler
+
+Foundry's own error shapes (`unknown_model`, `no_model_name`, its 429 wording) are the
+ones its clients report; the rest is Azure's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from azure_openai_proxy.emulator import wire_errors
+from azure_openai_proxy.emulator.config import EmulatedDeployment
+from azure_openai_proxy.emulator.exchange import ConnectionDropped, EmulatorState, Exchange
+from azure_openai_proxy.emulator.ops import HANDLERS, cost_of
+from azure_openai_proxy.emulator.ratelimit import Verdict
+from azure_openai_proxy.emulator.requestlog import record
+from azure_openai_proxy.emulator.routing import Route
+from azure_openai_proxy.emulator.versions import DATED_VERSIONS, ApiVersion
+
+__all__ = ["FOUNDRY_VERSIONS", "add_routes"]
+
+_log = logging.getLogger(__name__)
+
+# The model inference API's own version, and Azure OpenAI's dated ones (its OpenAI models
+# answer "enabled only for api versions ..." by the same table).
+FOUNDRY_VERSIONS = DATED_VERSIONS | {"2024-05-01-preview"}
+_MODEL_HEADER = "x-ms-model-mesh-model-name"
+_PROVIDERS = (
+    ("deepseek", "DeepSeek"), ("llama", "Meta"), ("mistral", "Mistral AI"),
+    ("phi", "Microsoft"), ("grok", "xAI"), ("cohere", "Cohere"),
+)
+_NO_MODEL = (
+    "No model specified in request. Please provide a model name in the request body or "
+    "as a x-ms-model-mesh-model-name header."
+)
+
+
+def add_routes(app: web.Application, key: web.AppKey[EmulatorState]) -> None:
+    """Register the Foundry family; call before the catch-all data-plane route."""
+
+    def serving(operation: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            return await _serve(request, request.app[key], operation)
+        return handle
+
+    app.router.add_post("/models/chat/completions", serving("chat"))
+    app.router.add_post("/models/embeddings", serving("embeddings"))
+    app.router.add_get("/models/info", serving("info"))
+
+
+async def _serve(request: web.Request, state: EmulatorState, name: str) -> web.StreamResponse:
+    request_id = str(uuid.uuid4())
+    headers = {"apim-request-id": request_id, "x-request-id": request_id,
+               "x-ms-region": state.config.region}
+    entry: dict[str, Any] = state.log.append(_logged(request, b""))
+    exchange: Exchange | None = None
+    try:
+        raw = await _read_body(request, state.config.max_body_bytes)
+        entry.update(_logged(request, raw))
+        exchange = Exchange(request, state, Route(name, v1=False), raw, request_id, headers)
+        response = await _pipeline(exchange, entry)
+    except wire_errors.AzureError as error:
+        response = _error(error, headers)
+    except ConnectionDropped:
+        entry["status"] = exchange.answered if exchange is not None else None
+        raise asyncio.CancelledError() from None  # the socket is gone: write nothing
+    except Exception:  # an emulator bug: answer like the service's own 500
+        _log.exception("emulator failed on %s %s", request.method, request.path)
+        if exchange is not None and exchange.answered is not None:
+            raise
+        response = _error(wire_errors.server_error(request_id), headers)
+    entry["status"] = response.status
+    return response
+
+
+def _logged(request: web.Request, body: bytes) -> dict[str, Any]:
+    return record(method=request.method, path=request.path, query=request.query_string,
+                  query_pairs=request.query.items(), headers=request.headers.items(), body=body)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise wire_errors.payload_too_large(limit) from None
+
+
+async def _pipeline(ex: Exchange, entry: dict[str, Any]) -> web.StreamResponse:
+    _authenticate(ex.request.headers, ex.config.api_keys, ex.config.entra_tokens)
+    ex.version = foundry_version(ex.request.query.get("api-version"))
+    operation = ex.route.operation
+    if operation == "info":
+        model = ex.request.headers.get(_MODEL_HEADER) or ex.request.query.get("model")
+        return ex.json(model_info(_bind(ex, model, entry)))
+    ex.body = _json_object(ex.raw_body)
+    model = ex.body.get("model") or ex.request.headers.get(_MODEL_HEADER)
+    deployment = _bind(ex, model if isinstance(model, str) else None, entry)
+    if deployment.kind != ex.route.kind:
+        title = "chatCompletion" if operation == "chat" else "embeddings"
+        raise wire_errors.operation_not_supported(deployment.model, title)
+    fault = ex.state.faults.take(deployment.name)
+    if fault is not None:
+        entry["fault"] = fault.kind
+        await _apply_fault(ex, fault.kind, fault.seconds, fault.after_frames, fault.retry_after)
+    verdict = ex.state.limiter.admit(deployment.name, cost_of(ex))
+    if verdict is not None:
+        ex.headers.update(_limit_headers(verdict))
+        if not verdict.allowed:
+            raise rate_limited(verdict.retry_after)
+    return await HANDLERS[operation](ex)
+
+
+def _authenticate(
+    headers: Mapping[str, str], keys: tuple[str, ...], tokens: tuple[str, ...]
+) -> None:
+    """`api-key`, or `Authorization: Bearer` with a key or an Entra token."""
+    key = headers.get("api-key")
+    if key is not None:
+        if key not in keys:
+            raise wire_errors.invalid_key()
+        return
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise wire_errors.invalid_key()
+    if token in keys or token in tokens:
+        return
+    if token.count(".") != 2:  # not a JWT: it was meant as a key
+        raise wire_errors.invalid_key()
+    raise wire_errors.invalid_token()
+
+
+def foundry_version(raw: str | None) -> ApiVersion:
+    """The request's api-version; missing or unknown is a 400 (not the dated API's 404)."""
+    if raw is None or raw not in FOUNDRY_VERSIONS:
+        raise wire_errors.bad_request("API version not supported")
+    return ApiVersion(raw=raw, date=raw[:10], preview=raw.endswith("-preview"))
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise wire_errors.invalid_request("The request body is not valid JSON.") from None
+    if not isinstance(parsed, dict):
+        raise wire_errors.invalid_request("The request body must be a JSON object.")
+    return parsed
+
+
+def _bind(ex: Exchange, model: str | None, entry: dict[str, Any]) -> EmulatedDeployment:
+    if not model:
+        raise _coded(400, "no_model_name", _NO_MODEL)
+    deployment = ex.config.deployment(model)
+    if deployment is None:
+        raise unknown_model(model)
+    entry["deployment"] = deployment.name
+    ex.deployment = deployment
+    verdict = ex.state.limiter.peek(deployment.name)
+    if verdict is not None:
+        ex.headers.update(_limit_headers(verdict))
+    return deployment
+
+
+def unknown_model(model: str) -> wire_errors.AzureError:
+    message = f"Unknown model: {model}"
+    return wire_errors.AzureError(
+        404, {"error": {"code": "unknown_model", "message": message, "details": message}}
+    )
+
+
+def rate_limited(seconds: float) -> wire_errors.AzureError:
+    """429 with the retry headers Azure OpenAI sends (the gateway's failover reads them)."""
+    whole = max(1, math.ceil(seconds))
+    return wire_errors.AzureError(
+        429,
+        {"error": {"code": "429",
+                   "message": f"Rate limit is exceeded. Try again in {whole} seconds."}},
+        {"retry-after": str(whole), "retry-after-ms": str(max(1, math.ceil(seconds * 1000)))},
+    )
+
+
+def model_info(deployment: EmulatedDeployment) -> dict[str, str]:
+    """`GET /models/info`: the model's name, type and provider."""
+    lowered = deployment.model.lower()
+    provider = next((p for word, p in _PROVIDERS if word in lowered), "OpenAI")
+    kind = "embeddings" if deployment.kind == "embeddings" else "chat-completion"
+    return {"model_name": deployment.model, "model_type": kind, "model_provider_name": provider}
+
+
+async def _apply_fault(
+    ex: Exchange, kind: str, seconds: float, after_frames: int, retry_after: float
+) -> None:
+    if kind == "429":
+        raise rate_limited(retry_after)
+    if kind == "500":
+        raise wire_errors.server_error(ex.request_id)
+    if kind == "503":
+        raise wire_errors.service_unavailable()
+    if kind == "hang":
+        await asyncio.sleep(seconds)
+    elif kind == "drop":
+        raise ex.drop()
+    elif kind == "cut":
+        ex.cut_after = after_frames
+
+
+def _coded(status: int, code: str, message: str) -> wire_errors.AzureError:
+    return wire_errors.AzureError(
+        status, {"error": {"code": code, "message": message, "details": message}}
+    )
+
+
+def _limit_headers(verdict: Verdict) -> dict[str, str]:
+    return {
+        "x-ratelimit-limit-requests": str(verdict.limit_requests),
+        "x-ratelimit-limit-tokens": str(verdict.limit_tokens),
+        "x-ratelimit-remaining-requests": str(verdict.remaining_requests),
+        "x-ratelimit-remaining-tokens": str(verdict.remaining_tokens),
+    }
+
+
+def _error(error: wire_errors.AzureError, headers: Mapping[str, str]) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(error.body), status=error.status,
+        headers={**headers, **error.headers}, content_type="application/json",
+    )
+
