@@ -9,6 +9,7 @@ non-JSON and empty bodies) into an `UpstreamHttpError` whose body is OpenAI's
                              extra `error.content_filter_result` (the categories) and
                              `error.innererror` (Azure's, as sent)
     DeploymentNotFound       404 invalid_request_error model_not_found, the client's model
+    unknown_model (Foundry)  the same: a Foundry resource without that deployment
     401/403, PermissionDenied
       gateway's credentials  502 upstream_error (+ x-should-retry: false): the client's
                              key was accepted; the gateway's Azure key or role is wrong
@@ -140,7 +141,7 @@ def _translate(
     inner_code = azure.innererror.get("code") if azure.innererror else None
     if code in ("content_filter", "contentFilter") or inner_code == "ResponsibleAIPolicyViolation":
         return 400, _content_filter(azure)
-    if code == "DeploymentNotFound":
+    if code in ("DeploymentNotFound", "unknown_model"):
         model = f"`{client_model}`" if client_model else "requested"
         return 404, _error(
             f"The model {model} does not exist or you do not have access to it (its Azure "

@@ -178,6 +178,16 @@ def test_deployment_not_found_names_the_clients_model_not_the_deployment() -> No
     assert "prod-gpt4o-eastus" not in error["message"]
 
 
+def test_foundrys_unknown_model_is_model_not_found_too() -> None:
+    message = "Unknown model: prod-llama-eastus"
+    exc = translate(404, {"error": {"code": "unknown_model", "message": message,
+                                    "details": message}}, client_model="llama")
+    error = error_of(exc)
+    assert exc.http_status == 404
+    assert (error["code"], error["param"]) == ("model_not_found", "model")
+    assert "`llama`" in error["message"] and "prod-llama-eastus" not in error["message"]
+
+
 def test_deployment_not_found_without_a_client_model() -> None:
     assert "model requested" in error_of(translate(404, DEPLOYMENT_NOT_FOUND, client_model=None))["message"]
 
