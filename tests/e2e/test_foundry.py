@@ -146,3 +146,17 @@ def test_models_lists_foundry_pools_and_check_config_names_the_family() -> None:
         row = next(line for line in table.splitlines() if "DeepSeek-R1" in line)
         assert "foundry" in row.split() and "2024-05-01-preview" in row.split()
         assert AZURE_KEY not in table
+
+
+def test_a_native_azure_clients_api_version_is_not_passed_to_foundry() -> None:
+    from openai import AzureOpenAI
+
+    with _serving() as (emulator, gateway, _):
+        client = AzureOpenAI(azure_endpoint=gateway.url, api_key=CLIENT_KEY, max_retries=0,
+                             api_version="2025-04-01-preview")
+        answer = client.chat.completions.create(
+            model=CHAT_MODEL, messages=[{"role": "user", "content": "hello"}])
+        assert answer.choices[0].message.content
+        sent = emulator.last()
+        assert sent["path"] == "/models/chat/completions"
+        assert sent["query_params"] == {"api-version": ["2024-05-01-preview"]}
