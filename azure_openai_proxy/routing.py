@@ -172,11 +172,14 @@ class Pool:
     model: str
     deployments: tuple[DeploymentSettings, ...]
     dynamic: bool = False  # built on the fly (the default endpoint, a servable() subset)
-    # The members that serve every operation (all but Foundry's), found once.
+    # The members that serve every operation (all but Foundry's), found once: the
+    # `deployments` tuple itself when that is all of them (the request path checks that).
     general: tuple[DeploymentSettings, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         general = tuple(d for d in self.deployments if d.api != "foundry")
+        if len(general) == len(self.deployments):
+            general = self.deployments
         object.__setattr__(self, "general", general)
 
 
@@ -193,7 +196,7 @@ def servable(pool: Pool, target: Target) -> Pool:
     A Foundry deployment pooled with Azure OpenAI ones takes its share of chat and
     embeddings; images, audio, files... go to the others. A pool of Foundry deployments
     alone answers those with a 400 naming what it serves."""
-    if len(pool.general) == len(pool.deployments) or (
+    if pool.general is pool.deployments or (
         target.kind == "deployment" and target.operation in FOUNDRY_OPERATIONS
     ):
         return pool

@@ -440,7 +440,9 @@ class Gateway:
                 raise MalformedBody("You must provide a model parameter.", param="model")
             pool = self._home_pool()
         else:
-            pool = servable(self.table.resolve(model), target)
+            pool = self.table.resolve(model)
+            if pool.general is not pool.deployments:  # a Foundry member: not everything
+                pool = servable(pool, target)
         if target.kind == "resource":
             pool = self._sticky(pool, target, body)
         return pool, model
@@ -463,8 +465,8 @@ class Gateway:
             return self.table.resolve_home()
         for pool in pools:  # a Foundry deployment has no files, batches...
             if pool.general:
-                return Pool(pool.model, pool.general, dynamic=True) if (
-                    len(pool.general) < len(pool.deployments)) else pool
+                return pool if pool.general is pool.deployments else Pool(
+                    pool.model, pool.general, dynamic=True)
         raise MalformedBody("No deployment is configured to serve this request.")
 
     async def _proxy(
