@@ -454,7 +454,10 @@ class Gateway:
         if home is None:
             return pool
         for deployment in (*pool.deployments, *self.settings.deployments):
-            if (deployment.endpoint, deployment.deployment_name) == home:
+            # A Foundry deployment may share its resource and name with the Azure
+            # OpenAI one that made the object, but serves no objects.
+            if (deployment.endpoint, deployment.deployment_name) == home and (
+                    deployment.api != "foundry"):
                 return Pool(pool.model, (deployment,), dynamic=True)
         return pool
 

@@ -160,3 +160,24 @@ def test_a_native_azure_clients_api_version_is_not_passed_to_foundry() -> None:
         sent = emulator.last()
         assert sent["path"] == "/models/chat/completions"
         assert sent["query_params"] == {"api-version": ["2024-05-01-preview"]}
+
+
+def test_an_object_goes_back_to_its_azure_deployment_never_to_a_foundry_twin() -> None:
+    # One resource serves a deployment on both families; an object it created (a
+    # response) is followed up on its Azure OpenAI path, whatever model the call names.
+    with pool_emulator(*DEPLOYMENTS) as emulator:
+        foundry = {"endpoint": emulator.url, "api_key": AZURE_KEY, "api": "foundry"}
+        azure = {"endpoint": emulator.url, "api_key": AZURE_KEY,
+                 "api_version": "2025-04-01-preview"}
+        settings = load_settings({"models": {
+            "twin": [{"deployment_name": "gpt-4o", **foundry}],
+            "gpt-4o": [{"deployment_name": "gpt-4o", **azure}],
+            "other": [{"deployment_name": "Llama-3-70B", **azure}],
+        }, "client_keys": [CLIENT_KEY]}, {})
+        with pool_gateway(settings, FakeClock()) as gateway:
+            client = sdk(gateway)
+            first = client.responses.create(model="gpt-4o", input="hi")
+            client.responses.create(model="other", input="and then?",
+                                    previous_response_id=first.id)
+            assert [r["path"] for r in emulator.requests()] == ["/openai/responses"] * 2
+            assert emulator.last()["deployment"] == "gpt-4o"
