@@ -5,19 +5,26 @@ request log."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import httpx
+import openai
 import pytest
 
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.emulator.config import EmulatedDeployment
+from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.runtime.runner import describe
 from azure_openai_proxy.settings import Settings
+from azure_openai_proxy.store.keys import KeyStore
 from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, Emulator
 from tests.e2e.pools import FakeClock, pool_emulator, pool_gateway, sdk
 from tests.support import ServerThread
+from tests.waiting import until
 
 CHAT_MODEL = "llama"
 EMBED_MODEL = "embedder"
@@ -181,3 +188,33 @@ def test_an_object_goes_back_to_its_azure_deployment_never_to_a_foundry_twin() -
                                     previous_response_id=first.id)
             assert [r["path"] for r in emulator.requests()] == ["/openai/responses"] * 2
             assert emulator.last()["deployment"] == "gpt-4o"
+
+
+def test_a_virtual_key_is_governed_on_a_foundry_pool(tmp_path: Path) -> None:
+    with pool_emulator(*DEPLOYMENTS) as emulator:
+        database = tmp_path / "gateway.db"
+        raw = _settings(emulator.url).model_dump()
+        settings = Settings.model_validate(
+            {**raw, "database": f"sqlite://{database}", "admin_key": "admin-key-0123456789"})
+        with pool_gateway(settings, FakeClock()) as gateway:
+            store = KeyStore.open(database)
+            try:
+                _, secret = store.create_key("llama-only", models=(CHAT_MODEL,),
+                                             limits=Limits(rpm=2), now=time.time())
+            finally:
+                store.close()
+            client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0)
+            until(lambda: _models_status(gateway.url, secret) == 200, timeout=10,
+                  message="the gateway never loaded the new key")
+            assert _chat(client).choices[0].message.content
+            assert emulator.last()["path"] == "/models/chat/completions"
+            with pytest.raises(openai.NotFoundError):
+                _chat(client, FOUNDRY_ONLY)  # not on the key's allow-list
+            with pytest.raises(openai.RateLimitError):
+                _chat(client)  # its RPM of 2 (the /v1/models polls do not count)
+                _chat(client)
+            assert [r["path"] for r in emulator.requests()] == ["/models/chat/completions"] * 2
+
+
+def _models_status(url: str, secret: str) -> int:
+    return httpx.get(url + "/v1/models", headers={"Authorization": f"Bearer {secret}"}).status_code
