@@ -38,7 +38,6 @@ __all__ = [
     "Pool",
     "RoutingTable",
     "Target",
-    "can_serve",
     "classify",
     "servable",
 ]
@@ -181,13 +180,6 @@ class Pool:
         if len(general) == len(self.deployments):
             general = self.deployments
         object.__setattr__(self, "general", general)
-
-
-def can_serve(deployment: DeploymentSettings, target: Target) -> bool:
-    """Whether `deployment` has the operation `target` asks for."""
-    return deployment.api != "foundry" or (
-        target.kind == "deployment" and target.operation in FOUNDRY_OPERATIONS
-    )
 
 
 def servable(pool: Pool, target: Target) -> Pool:
