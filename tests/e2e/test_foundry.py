@@ -129,14 +129,12 @@ def test_embeddings_fail_over_from_foundry_to_azure_openai() -> None:
 
 
 def test_what_foundry_cannot_serve_goes_to_the_azure_member_or_is_refused() -> None:
-    from openai import BadRequestError
-
     with _serving() as (emulator, _, client):
         # A Responses call for the mixed pool skips its Foundry member.
         client.responses.create(model=CHAT_MODEL, input="hi")
         assert _hits(emulator)[-1][:2] == ("/openai/responses", "gpt-4o")
         seen = len(emulator.requests())
-        with pytest.raises(BadRequestError) as caught:
+        with pytest.raises(openai.BadRequestError) as caught:
             client.images.generate(model=FOUNDRY_ONLY, prompt="a cat")
         error = caught.value.body
         assert isinstance(error, dict) and error["code"] == "operation_not_supported"
@@ -156,10 +154,8 @@ def test_models_lists_foundry_pools_and_check_config_names_the_family() -> None:
 
 
 def test_a_native_azure_clients_api_version_is_not_passed_to_foundry() -> None:
-    from openai import AzureOpenAI
-
     with _serving() as (emulator, gateway, _):
-        client = AzureOpenAI(azure_endpoint=gateway.url, api_key=CLIENT_KEY, max_retries=0,
+        client = openai.AzureOpenAI(azure_endpoint=gateway.url, api_key=CLIENT_KEY, max_retries=0,
                              api_version="2025-04-01-preview")
         answer = client.chat.completions.create(
             model=CHAT_MODEL, messages=[{"role": "user", "content": "hello"}])
