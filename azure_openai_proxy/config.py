@@ -238,7 +238,9 @@ def _resolve_deployments(
     merged: dict[str, Any], file_deployments: list[dict[str, Any]], mapper: dict[str, str]
 ) -> list[dict[str, Any]]:
     endpoint = merged.get("endpoint")
-    api_version = str(merged.get("api_version") or DEFAULT_API_VERSION)
+    # Only a version the operator set is inherited; else each deployment's is chosen for
+    # what it serves (settings.py, apiversions.py).
+    api_version = merged.get("api_version")
     api_key = merged.get("api_key")
     if mapper and not endpoint:
         raise ConfigError(
@@ -254,7 +256,11 @@ def _resolve_deployments(
     resolved = []
     for index, item in enumerate(kept + from_env):
         item = dict(item)
-        item.setdefault("api_version", api_version)
+        if "api_version_reason" in item:
+            name = item.get("model_name", f"#{index}")
+            raise ConfigError(f"deployment for {name}: unknown key 'api_version_reason'")
+        if item.get("api_version") is None and api_version is not None:
+            item["api_version"] = api_version
         if item.get("api_version") is not None:
             item["api_version"] = str(item["api_version"])
         if not item.get("endpoint"):
@@ -331,6 +337,7 @@ def load_settings(
     raw["default_endpoint"] = merged.get("endpoint")
     raw["default_api_key"] = merged.get("api_key") or None
     raw["default_api_version"] = str(merged.get("api_version") or DEFAULT_API_VERSION)
+    raw["default_api_version_explicit"] = bool(merged.get("api_version"))
     if isinstance(raw.get("client_keys"), str):
         raw["client_keys"] = [k.strip() for k in raw["client_keys"].split(",") if k.strip()]
     try:

@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from azure_openai_proxy.apiversions import DEFAULT_API_VERSION, choose_api_version, deployment_need
+
 __all__ = [
     "DEFAULT_API_VERSION",
     "DeploymentSettings",
@@ -20,8 +22,6 @@ __all__ = [
     "Settings",
     "UpstreamSettings",
 ]
-
-DEFAULT_API_VERSION = "2024-10-21"
 
 # Azure deployment names: letters, digits, '-', '_', '.'; we also refuse a leading dot so a
 # name can never be a dot-segment in a URL path.
@@ -51,7 +51,10 @@ class DeploymentSettings(_Frozen):
     deployment_name: str
     endpoint: str
     api_key: SecretStr | None = None
+    # Without one configured (here or as the default), the version table chooses it once,
+    # at load, for what the deployment serves; `api_version_reason` says how it was set.
     api_version: str = DEFAULT_API_VERSION
+    api_version_reason: str = "explicit"
     api: Literal["dated", "v1"] = "dated"
     auth: AuthMode = "key"
     entra_scope: str = "https://cognitiveservices.azure.com/.default"
@@ -80,6 +83,19 @@ class DeploymentSettings(_Frozen):
         ):
             return {**data, "api_key": None, "auth": "passthrough"}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _api_version_chosen_when_unset(cls, data: object) -> object:
+        if not isinstance(data, dict) or data.get("api_version") is not None:
+            return data
+        need = None
+        if data.get("api", "dated") == "dated":
+            need = deployment_need(str(data.get("deployment_name") or ""),
+                                   str(data.get("model_name") or ""),
+                                   str(data.get("model_family") or "auto"))
+        choice = choose_api_version(need)
+        return {**data, "api_version": choice.version, "api_version_reason": choice.reason}
 
     @field_validator("endpoint")
     @classmethod
@@ -159,6 +175,9 @@ class Settings(_Frozen):
     default_endpoint: str | None = None
     default_api_key: SecretStr | None = None
     default_api_version: str = DEFAULT_API_VERSION
+    # Set by the operator (file `api_version:`, AZURE_OPENAI_API_VER, a flag): every
+    # deployment without its own uses it unchanged. Else each gets the table's choice.
+    default_api_version_explicit: bool = False
     model_fallback: bool = True
     client_keys: tuple[SecretStr, ...] = ()
     allow_open: bool = False
