@@ -65,7 +65,7 @@ def refuse_open_relay(settings: Settings) -> str | None:
 def describe(settings: Settings, today: str | None = None) -> str:
     """The resolved routing table for `check-config`, with every key masked. `today`
     (YYYY-MM-DD, default the UTC date) decides which configured api-versions are retired."""
-    today = today or datetime.datetime.now(datetime.UTC).date().isoformat()
+    today = today or _today()
     rows = [("model", "deployment", "endpoint", "api", "api-version", "auth", "weight", "priority")]
     for d in settings.deployments:
         rows.append((d.model_name, d.deployment_name, d.endpoint, d.api, d.api_version,
@@ -104,20 +104,30 @@ def describe(settings: Settings, today: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def _today() -> str:
+    return datetime.datetime.now(datetime.UTC).date().isoformat()
+
+
 def _api_version_lines(settings: Settings, today: str) -> list[str]:
-    """Per deployment, the api-version it will send and why; warnings for retired ones."""
+    """Per deployment, the api-version it will send and why; then the warnings."""
     lines = ["", "api-versions:"] if settings.deployments else []
-    warnings: list[str] = []
     for d in settings.deployments:
         lines.append(f"  {d.model_name} -> {d.deployment_name}: {_version_and_reason(d)}")
+    return lines + [f"WARNING: {warning}" for warning in _api_version_warnings(settings, today)]
+
+
+def _api_version_warnings(settings: Settings, today: str) -> list[str]:
+    """Configured api-versions Azure retired or that cannot serve their deployment."""
+    warnings: list[str] = []
+    for d in settings.deployments:
         warning = _version_warning(d, today) if d.api == "dated" else None
         if warning is not None:
-            warnings.append(f"WARNING: {d.model_name} -> {d.deployment_name}: {warning}")
+            warnings.append(f"{d.model_name} -> {d.deployment_name}: {warning}")
     if settings.default_api_version_explicit:
         warning = support_warning(settings.default_api_version, today)
         if warning is not None:
-            warnings.append(f"WARNING: the default api-version: {warning}")
-    return lines + warnings
+            warnings.append(f"the default api-version: {warning}")
+    return warnings
 
 
 def _version_warning(d: DeploymentSettings, today: str) -> str | None:
@@ -229,6 +239,8 @@ def run(settings: Settings, source: SettingsSource | None = None) -> int:
     if settings.is_open_relay:
         log.warning("OPEN RELAY: server-side Azure keys are set and no client keys are; anyone "
                     "who can reach this gateway can use your Azure quota")
+    for warning in _api_version_warnings(settings, _today()):
+        log.warning("config: %s", warning)
     if settings.workers == 1:
         _worker(settings, source, reuse_port=False)
         return 0

@@ -15,7 +15,8 @@ import pytest
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.settings import Settings
 from tests.e2e.conftest import AZURE_KEY, MASKED_AZURE_KEY, Emulator
-from tests.e2e.test_cli import run_cli
+from tests.e2e.test_cli import run_cli, wait_for_output
+from tests.processes import cli, running
 from tests.support import ServerThread
 
 THINK = [{"role": "user", "content": "think"}]
@@ -134,3 +135,14 @@ def test_check_config_in_env_mode_says_how_versions_are_chosen() -> None:
     assert ("WARNING: the default api-version: api-version 2023-08-01-preview was retired by "
             "Azure on 2024-07-01: move to 2025-04-01-preview") in result.stdout
     assert "azure-secret" not in result.stdout + result.stderr
+
+
+def test_serve_warns_about_a_retired_api_version_at_start(
+    emulator: Emulator, reserve_port: Callable[[], int]
+) -> None:
+    port = reserve_port()
+    env = {"AZURE_OPENAI_ENDPOINT": emulator.url, "AZURE_OPENAI_API_VER": "2023-12-01-preview"}
+    with running(cli("-l", f"127.0.0.1:{port}"), port=port, env=env) as gateway:
+        output = wait_for_output(gateway, "retired by Azure")
+    assert ("config: the default api-version: api-version 2023-12-01-preview was retired by "
+            "Azure on 2024-07-01: move to 2025-04-01-preview") in output
