@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from azure_openai_proxy.settings import API_VERSION, DEFAULT_API_VERSION, Settings
+from azure_openai_proxy.settings import API_VERSION, Settings
 from azure_openai_proxy.upstream.entra import missing_entra_support
 
 __all__ = ["ConfigError", "load_settings", "parse_model_mapper"]
@@ -336,8 +336,8 @@ def load_settings(
     raw["deployments"] = deployments
     raw["default_endpoint"] = merged.get("endpoint")
     raw["default_api_key"] = merged.get("api_key") or None
-    raw["default_api_version"] = str(merged.get("api_version") or DEFAULT_API_VERSION)
-    raw["default_api_version_explicit"] = bool(merged.get("api_version"))
+    if merged.get("api_version"):  # else Settings' default, not explicit
+        raw["default_api_version"] = str(merged["api_version"])
     if isinstance(raw.get("client_keys"), str):
         raw["client_keys"] = [k.strip() for k in raw["client_keys"].split(",") if k.strip()]
     try:

@@ -237,6 +237,13 @@ class Settings(_Frozen):
             raise ValueError("must be a path such as /v1")
         return value.rstrip("/") if value != "/" else ""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _a_given_default_api_version_is_explicit(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("default_api_version") is not None:
+            return {"default_api_version_explicit": True, **data}
+        return data
+
     @field_validator("default_api_version")
     @classmethod
     def _default_api_version_is_known_shape(cls, value: str) -> str:

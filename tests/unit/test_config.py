@@ -320,3 +320,10 @@ def test_the_reason_is_not_a_config_key() -> None:
 def test_the_v1_api_is_left_alone() -> None:
     settings = load_settings({"deployment_config": [_deployment("o3-mini", api="v1")]}, {})
     assert settings.deployments[0].api_version_reason == "default"
+
+
+def test_settings_made_directly_know_a_given_default_api_version_is_explicit() -> None:
+    from azure_openai_proxy.settings import Settings
+
+    assert Settings(default_api_version="2024-02-01").default_api_version_explicit
+    assert not Settings().default_api_version_explicit
