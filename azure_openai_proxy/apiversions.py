@@ -23,6 +23,7 @@ __all__ = [
     "MODEL_NEEDS",
     "NEWEST_PREVIEW",
     "PREVIEW_VERSIONS",
+    "RETIRED",
     "ApiVersion",
     "ModelNeed",
     "Retirement",
@@ -99,7 +100,8 @@ def _is_date(text: str) -> bool:
 
 # -- the version table --------------------------------------------------------------------
 # Facts from the wire reference (sections 3 and 8) and Azure's "API preview lifecycle"
-# page. To follow Azure, edit these lines; nothing else holds a version.
+# page. To follow Azure, edit these lines: nothing else in the gateway lists versions (the
+# emulator, a sibling, keeps its own copy in emulator/versions.py).
 
 GA_VERSIONS = ("2022-12-01", "2023-05-15", "2024-02-01", "2024-06-01", "2024-10-21")
 PREVIEW_VERSIONS = tuple(
