@@ -1,4 +1,6 @@
-"""Azure OpenAI api-versions: parsing, ordering, and "does this version accept X?".
+"""Azure OpenAI api-versions: parsing, ordering, "does this version accept X?", and the
+table of known versions: which exist, which Azure retired, and which model families need
+a newer version than the gateway's default (wire reference, sections 3 and 8).
 
 Dated versions are `YYYY-MM-DD` (GA) or `YYYY-MM-DD-preview`. They order by date, and a
 preview sorts before the GA of the same date. The v1 API's `v1`/`preview` (and `latest`)
@@ -12,9 +14,28 @@ date (by default its preview date), so in `2024-10-21` but not in `2024-06-01`.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 
-__all__ = ["ApiVersion", "Since", "parse_api_version"]
+__all__ = [
+    "DEFAULT_API_VERSION",
+    "GA_VERSIONS",
+    "MODEL_NEEDS",
+    "NEWEST_PREVIEW",
+    "PREVIEW_VERSIONS",
+    "RETIRED",
+    "ApiVersion",
+    "ModelNeed",
+    "Retirement",
+    "Since",
+    "VersionChoice",
+    "choose_api_version",
+    "deployment_need",
+    "model_need",
+    "parse_api_version",
+    "reasoning_need",
+    "support_warning",
+]
 
 _V1_NAMES = frozenset({"v1", "preview", "latest"})
 _V1_DATE = "9999-12-31"
@@ -75,3 +96,161 @@ def _is_date(text: str) -> bool:
         and text[4] == text[7] == "-"
         and (text[:4] + text[5:7] + text[8:]).isdigit()
     )
+
+
+# -- the version table --------------------------------------------------------------------
+# Facts from the wire reference (sections 3 and 8) and Azure's "API preview lifecycle"
+# page. To follow Azure, edit these lines: nothing else in the gateway lists versions (the
+# emulator, a sibling, keeps its own copy in emulator/versions.py).
+
+GA_VERSIONS = ("2022-12-01", "2023-05-15", "2024-02-01", "2024-06-01", "2024-10-21")
+PREVIEW_VERSIONS = tuple(
+    f"{day}-preview"
+    for day in (
+        "2022-03-01", "2022-06-01", "2023-03-15", "2023-06-01", "2023-07-01", "2023-08-01",
+        "2023-09-01", "2023-10-01", "2023-12-01", "2024-02-15", "2024-03-01", "2024-04-01",
+        "2024-05-01", "2024-07-01", "2024-08-01", "2024-09-01", "2024-10-01", "2024-11-01",
+        "2024-12-01", "2025-01-01", "2025-02-01", "2025-03-01", "2025-04-01",
+    )
+)
+DEFAULT_API_VERSION = GA_VERSIONS[-1]  # the last dated GA: every OpenAI route but a few
+NEWEST_PREVIEW = PREVIEW_VERSIONS[-1]  # the last dated preview: accepts every model
+
+
+@dataclass(frozen=True, slots=True)
+class Retirement:
+    """Azure stopped answering a version on `date` (YYYY-MM-DD); `move_to` replaces it."""
+
+    date: str
+    move_to: str
+
+
+# Retired on 2024-07-01 ("API preview lifecycle"): requests on them are refused.
+RETIRED: dict[str, Retirement] = dict.fromkeys(
+    ("2023-03-15-preview", "2023-07-01-preview", "2023-08-01-preview", "2023-09-01-preview",
+     "2023-12-01-preview"),
+    Retirement("2024-07-01", NEWEST_PREVIEW),
+)
+# Azure supports only its latest three previews, and these two kept by name.
+_SUPPORTED_PREVIEWS = 3
+_KEPT_PREVIEWS = frozenset({"2023-06-01-preview", "2023-10-01-preview"})
+
+
+@dataclass(frozen=True, slots=True)
+class ModelNeed:
+    """A model family that needs a newer api-version than most: on an older one, Azure
+    answers 400 (reasoning models: "Model o3-mini is enabled only for api versions
+    2024-12-01-preview and later") or 404 (a preview-only operation)."""
+
+    family: str  # as Azure names the model in its messages
+    kind: str  # "reasoning models", "realtime models"... for messages
+    since: Since
+    preview_only: bool = False  # its operation exists on preview versions only
+
+    def accepted_by(self, version: ApiVersion) -> bool:
+        if version.is_v1:
+            return True
+        return version.accepts(self.since) and not (self.preview_only and version.ga)
+
+    def describe(self) -> str:
+        return f"{self.kind} need >= {self.since.preview}-preview" + (
+            " (previews only)" if self.preview_only else ""
+        )
+
+
+def _need(family: str, kind: str, since: str, preview_only: bool = False) -> ModelNeed:
+    return ModelNeed(family, kind, Since(since), preview_only)
+
+
+_REASONING = "reasoning models"
+# Most specific first: the first pattern that matches a name decides. A pattern matches
+# at the start of a name or after a separator (`my-o3-mini`, `o3-mini-2025-01-31`), so
+# `gpt-4o` is not `o4` and `o365-bot` is no `o3`. gpt-4.1 is not here: the wire
+# reference names no minimum version for it, so the default serves it.
+MODEL_NEEDS: tuple[tuple[str, ModelNeed], ...] = (
+    (r"o1-preview", _need("o1-preview", _REASONING, "2024-09-01")),
+    (r"o1-mini", _need("o1-mini", _REASONING, "2024-09-01")),
+    (r"o1", _need("o1", _REASONING, "2024-12-01")),
+    (r"o3-mini", _need("o3-mini", _REASONING, "2024-12-01")),
+    (r"o3", _need("o3", _REASONING, "2025-04-01")),
+    (r"o4-mini", _need("o4-mini", _REASONING, "2025-04-01")),
+    (r"codex-mini", _need("codex-mini", _REASONING, "2025-04-01")),
+    (r"gpt-?5", _need("gpt-5", _REASONING, "2025-04-01")),
+    # The dated realtime endpoint takes previews from 2024-10-01-preview on.
+    (r"gpt-4o(?:-mini)?-realtime|gpt-realtime",
+     _need("realtime", "realtime models", "2024-10-01", preview_only=True)),
+    # Audio output in chat (`modalities`, `audio`) from 2025-01-01-preview on.
+    (r"gpt-4o(?:-mini)?-audio|gpt-audio", _need("audio", "audio models", "2025-01-01")),
+    # Speech (TTS) is served on preview versions only.
+    (r"tts(?:-hd)?|gpt-4o-mini-tts", _need("tts", "speech models", "2024-02-15",
+                                           preview_only=True)),
+)
+_NEEDS = tuple(
+    (re.compile(rf"(?:^|[^a-z0-9])(?:{pattern})(?![0-9])"), need) for pattern, need in MODEL_NEEDS
+)
+
+
+def model_need(*names: str) -> ModelNeed | None:
+    """The need of the first family any name (model, deployment) belongs to, or None."""
+    lowered = [name.lower() for name in names]
+    for pattern, need in _NEEDS:
+        if any(pattern.search(name) for name in lowered):
+            return need
+    return None
+
+
+_ANY_REASONING = ModelNeed("a reasoning model", _REASONING, Since("2024-12-01"))
+
+
+def deployment_need(deployment_name: str, model_name: str, family: str = "auto") -> ModelNeed | None:
+    """What a deployment serves, as far as api-versions go. `family` is its configured
+    `model_family`: `reasoning` for a name the table does not know means Azure's general
+    rule for reasoning models; `standard` means no reasoning need whatever the name."""
+    need = model_need(deployment_name, model_name)
+    is_reasoning = need is not None and need.kind == _REASONING
+    if family == "standard" and is_reasoning:
+        return None
+    if family == "reasoning" and not is_reasoning:
+        return _ANY_REASONING
+    return need
+
+
+def reasoning_need(need: ModelNeed | None) -> ModelNeed:
+    """The version rule for a deployment known to serve a reasoning model."""
+    return need if need is not None and need.kind == _REASONING else _ANY_REASONING
+
+
+@dataclass(frozen=True, slots=True)
+class VersionChoice:
+    """The api-version a deployment uses, and why: `explicit`, `default`, or
+    `chosen for o3-mini: reasoning models need >= 2024-12-01-preview`."""
+
+    version: str
+    reason: str
+
+
+def choose_api_version(need: ModelNeed | None, default: str = DEFAULT_API_VERSION) -> VersionChoice:
+    """The version for a deployment that configures none: `default` when it serves the
+    model, else the newest known dated preview. Not the oldest version that enables the
+    model: Azure keeps only its latest three previews, so that one would soon be refused."""
+    if need is None or need.accepted_by(parse_api_version(default)):
+        return VersionChoice(default, "default")
+    return VersionChoice(NEWEST_PREVIEW, f"chosen for {need.family}: {need.describe()}")
+
+
+def support_warning(raw: str, today: str) -> str | None:
+    """Why a configured version is a problem on `today` (YYYY-MM-DD), or None."""
+    retired = RETIRED.get(raw)
+    if retired is not None:
+        tense = "was retired" if retired.date <= today else "retires"
+        return f"api-version {raw} {tense} by Azure on {retired.date}: move to {retired.move_to}"
+    if parse_api_version(raw).is_v1 or raw in GA_VERSIONS or raw in _KEPT_PREVIEWS:
+        return None
+    if raw not in PREVIEW_VERSIONS:
+        return f"api-version {raw} is not one the gateway knows: Azure may answer 404"
+    if raw not in PREVIEW_VERSIONS[-_SUPPORTED_PREVIEWS:]:
+        return (
+            f"api-version {raw} is past Azure's preview support (only the latest three "
+            f"previews stay supported): move to {NEWEST_PREVIEW}"
+        )
+    return None

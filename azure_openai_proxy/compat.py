@@ -22,7 +22,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from azure_openai_proxy.apiversions import ApiVersion, Since, parse_api_version
+from azure_openai_proxy.apiversions import (
+    ApiVersion,
+    ModelNeed,
+    Since,
+    parse_api_version,
+    reasoning_need,
+)
 from azure_openai_proxy.errors import UnsupportedParameter
 
 __all__ = [
@@ -58,8 +64,9 @@ _V1_ONLY = Since("9999-12-31")
 STREAM_OPTIONS_SINCE = Since("2024-09-01", ga="2024-10-21")
 MAX_COMPLETION_TOKENS_SINCE = Since("2024-09-01")
 JSON_SCHEMA_SINCE = Since("2024-08-01", ga="2024-10-21")
-# Reasoning models answer 400 "enabled only for api versions 2024-12-01-preview and later".
-REASONING_SINCE = Since("2024-12-01")
+# Reasoning models answer 400 "enabled only for api versions 2024-12-01-preview and later";
+# some need more (apiversions.MODEL_NEEDS: o4-mini, gpt-5... 2025-04-01-preview).
+REASONING_SINCE = reasoning_need(None).since
 # Sampling parameters Azure's reasoning models reject; dropping them is what OpenAI's
 # own guidance for these models amounts to.
 REASONING_DROPPED = (
@@ -122,6 +129,7 @@ class DeploymentProfile:
     api_version: str | None  # None, "v1" or "preview" on the v1 API
     family: ModelFamily
     unsupported_params: frozenset[str] = frozenset()  # from config: always dropped
+    need: ModelNeed | None = None  # apiversions.deployment_need: the version it needs
 
     @property
     def version(self) -> ApiVersion:
@@ -163,7 +171,7 @@ def _adapt_chat_fully(
     out = dict(body)
     notes: list[str] = []
     if profile.family == "reasoning":
-        _adapt_reasoning(out, version, notes)
+        _adapt_reasoning(out, version, reasoning_need(profile.need), notes)
     _apply_gates(out, version, CHAT_PARAMETERS, notes)
     _check_json_schema(out, version)
     if "max_completion_tokens" in out and not version.accepts(MAX_COMPLETION_TOKENS_SINCE):
@@ -199,11 +207,13 @@ def adapt_completions_request(
     return _finish(body, out, profile, version, notes, want_stream_usage)
 
 
-def _adapt_reasoning(out: dict[str, Any], version: ApiVersion, notes: list[str]) -> None:
-    if not version.accepts(REASONING_SINCE):
+def _adapt_reasoning(
+    out: dict[str, Any], version: ApiVersion, need: ModelNeed, notes: list[str]
+) -> None:
+    if not need.accepted_by(version):
         raise UnsupportedParameter(
-            f"This deployment serves a reasoning model (o-series, gpt-5), which Azure "
-            f"enables only for api-version {REASONING_SINCE.describe()}; the deployment "
+            f"This deployment serves a reasoning model ({need.family}), which Azure "
+            f"enables only for api-version {need.since.describe()}; the deployment "
             f"is configured with api-version {version}.",
             param="model",
         )

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from azure_openai_proxy.settings import API_VERSION, DEFAULT_API_VERSION, Settings
+from azure_openai_proxy.settings import API_VERSION, Settings
 from azure_openai_proxy.upstream.entra import missing_entra_support
 
 __all__ = ["ConfigError", "load_settings", "parse_model_mapper"]
@@ -238,7 +238,9 @@ def _resolve_deployments(
     merged: dict[str, Any], file_deployments: list[dict[str, Any]], mapper: dict[str, str]
 ) -> list[dict[str, Any]]:
     endpoint = merged.get("endpoint")
-    api_version = str(merged.get("api_version") or DEFAULT_API_VERSION)
+    # Only a version the operator set is inherited; else each deployment's is chosen for
+    # what it serves (settings.py, apiversions.py).
+    api_version = merged.get("api_version")
     api_key = merged.get("api_key")
     if mapper and not endpoint:
         raise ConfigError(
@@ -254,8 +256,13 @@ def _resolve_deployments(
     resolved = []
     for index, item in enumerate(kept + from_env):
         item = dict(item)
-        if item.get("api") != "foundry":  # Foundry's versions are not Azure OpenAI's
-            item.setdefault("api_version", api_version)
+        if "api_version_reason" in item:
+            name = item.get("model_name", f"#{index}")
+            raise ConfigError(f"deployment for {name}: unknown key 'api_version_reason'")
+        # Foundry's versions are not Azure OpenAI's: it never inherits the default.
+        if item.get("api_version") is None and api_version is not None and (
+                item.get("api") != "foundry"):
+            item["api_version"] = api_version
         if item.get("api_version") is not None:
             item["api_version"] = str(item["api_version"])
         if not item.get("endpoint"):
@@ -331,7 +338,8 @@ def load_settings(
     raw["deployments"] = deployments
     raw["default_endpoint"] = merged.get("endpoint")
     raw["default_api_key"] = merged.get("api_key") or None
-    raw["default_api_version"] = str(merged.get("api_version") or DEFAULT_API_VERSION)
+    if merged.get("api_version"):  # else Settings' default, not explicit
+        raw["default_api_version"] = str(merged["api_version"])
     if isinstance(raw.get("client_keys"), str):
         raw["client_keys"] = [k.strip() for k in raw["client_keys"].split(",") if k.strip()]
     try:

@@ -273,11 +273,14 @@ class RoutingTable:
     def _dynamic_deployment(self, model: str, deployment: str, endpoint: str) -> DeploymentSettings:
         settings = self._settings
         key = settings.default_api_key
-        return DeploymentSettings(
-            model_name=model,
-            deployment_name=deployment,
-            endpoint=endpoint,
-            api_key=key,
-            api_version=settings.default_api_version,
-            auth="key" if key is not None else "passthrough",
-        )
+        # Made once per model name (then cached): without an api-version set by the
+        # operator, DeploymentSettings chooses one for what the name says it serves.
+        version = settings.default_api_version if settings.default_api_version_explicit else None
+        return DeploymentSettings.model_validate({
+            "model_name": model,
+            "deployment_name": deployment,
+            "endpoint": endpoint,
+            "api_key": key,
+            "api_version": version,
+            "auth": "key" if key is not None else "passthrough",
+        })

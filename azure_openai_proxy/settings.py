@@ -12,6 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from azure_openai_proxy.apiversions import DEFAULT_API_VERSION, choose_api_version, deployment_need
+
 __all__ = [
     "DEFAULT_API_VERSION",
     "FOUNDRY_API_VERSION",
@@ -22,8 +24,6 @@ __all__ = [
     "Settings",
     "UpstreamSettings",
 ]
-
-DEFAULT_API_VERSION = "2024-10-21"
 
 # Azure deployment names: letters, digits, '-', '_', '.'; we also refuse a leading dot so a
 # name can never be a dot-segment in a URL path.
@@ -59,7 +59,10 @@ class DeploymentSettings(_Frozen):
     deployment_name: str
     endpoint: str
     api_key: SecretStr | None = None
+    # Without one configured (here or as the default), the version table chooses it once,
+    # at load, for what the deployment serves; `api_version_reason` says how it was set.
     api_version: str = DEFAULT_API_VERSION
+    api_version_reason: str = "explicit"
     api: ApiFamily = "dated"
     auth: AuthMode = "key"
     entra_scope: str = "https://cognitiveservices.azure.com/.default"
@@ -81,15 +84,6 @@ class DeploymentSettings(_Frozen):
 
     @model_validator(mode="before")
     @classmethod
-    def _foundry_has_its_own_version(cls, data: object) -> object:
-        if isinstance(data, dict) and data.get("api") == "foundry" and (
-            data.get("api_version") in (None, "")
-        ):
-            return {**data, "api_version": FOUNDRY_API_VERSION}
-        return data
-
-    @model_validator(mode="before")
-    @classmethod
     def _no_key_means_passthrough(cls, data: object) -> object:
         # The Go tool's rule: a deployment without an api_key uses the client's own key.
         if isinstance(data, dict) and data.get("api_key") in (None, "") and (
@@ -97,6 +91,27 @@ class DeploymentSettings(_Frozen):
         ):
             return {**data, "api_key": None, "auth": "passthrough"}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _api_version_chosen_when_unset(cls, data: object) -> object:
+        if not isinstance(data, dict) or data.get("api_version") is not None:
+            return data
+        api = data.get("api", "dated")
+        need = None
+        if api in ("dated", "foundry"):
+            need = deployment_need(str(data.get("deployment_name") or ""),
+                                   str(data.get("model_name") or ""),
+                                   str(data.get("model_family") or "auto"))
+        if api == "foundry":
+            # The model inference API's own version, unless it cannot serve the model
+            # (OpenAI's reasoning models there follow Azure OpenAI's table).
+            choice = choose_api_version(need, FOUNDRY_API_VERSION)
+            reason = ("Foundry model inference default" if choice.reason == "default"
+                      else choice.reason)
+            return {**data, "api_version": choice.version, "api_version_reason": reason}
+        choice = choose_api_version(need)
+        return {**data, "api_version": choice.version, "api_version_reason": choice.reason}
 
     @field_validator("endpoint")
     @classmethod
@@ -176,6 +191,9 @@ class Settings(_Frozen):
     default_endpoint: str | None = None
     default_api_key: SecretStr | None = None
     default_api_version: str = DEFAULT_API_VERSION
+    # Set by the operator (file `api_version:`, AZURE_OPENAI_API_VER, a flag): every
+    # deployment without its own uses it unchanged. Else each gets the table's choice.
+    default_api_version_explicit: bool = False
     model_fallback: bool = True
     client_keys: tuple[SecretStr, ...] = ()
     allow_open: bool = False
@@ -234,6 +252,13 @@ class Settings(_Frozen):
         if not re.match(r"^(/[A-Za-z0-9_.\-]+)*/?$", value):
             raise ValueError("must be a path such as /v1")
         return value.rstrip("/") if value != "/" else ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_given_default_api_version_is_explicit(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("default_api_version") is not None:
+            return {"default_api_version_explicit": True, **data}
+        return data
 
     @field_validator("default_api_version")
     @classmethod

@@ -11,7 +11,7 @@ from typing import Any
 
 from azure_openai_proxy.emulator import wire_errors
 from azure_openai_proxy.emulator.config import model_family
-from azure_openai_proxy.emulator.versions import REASONING_SINCE, ApiVersion
+from azure_openai_proxy.emulator.versions import ApiVersion, reasoning_since
 
 _ALWAYS = "0000-00-00"
 _V1_ONLY = "9999-12-31"
@@ -109,10 +109,11 @@ def invalid_type(name: str, expected: str, value: object) -> wire_errors.AzureEr
 
 def check_chat(body: Mapping[str, Any], version: ApiVersion, model: str, reasoning: bool) -> None:
     """Everything Azure checks on a chat request before answering it."""
-    if reasoning and not version.at_least(REASONING_SINCE):
+    since = reasoning_since(model) if reasoning else ""
+    if reasoning and not version.at_least(since):
         raise wire_errors.bad_request(
             f"Model {model_family(model)} is enabled only for api versions "
-            "2024-12-01-preview and later"
+            f"{since}-preview and later"
         )
     reject_unknown(body, CHAT_PARAMS, version)
     messages = body.get("messages")

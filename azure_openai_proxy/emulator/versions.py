@@ -27,6 +27,18 @@ _V1_DATE = "9999-12-31"
 # The first version whose error bodies use OpenAI's newer `unknown_parameter` shape.
 NEW_ERROR_SHAPE_SINCE = "2024-09-01"
 REASONING_SINCE = "2024-12-01"
+# The first version Azure enables each reasoning model on (wire reference, section 8),
+# most specific name first; other reasoning models: REASONING_SINCE.
+REASONING_SINCE_BY_MODEL = (
+    ("o1-preview", "2024-09-01"),
+    ("o1-mini", "2024-09-01"),
+    ("o1", "2024-12-01"),
+    ("o3-mini", "2024-12-01"),
+    ("o3", "2025-04-01"),
+    ("o4-mini", "2025-04-01"),
+    ("codex-mini", "2025-04-01"),
+    ("gpt-5", "2025-04-01"),
+)
 # Streams and bodies name the prompt's filter results `prompt_annotations` on these.
 PROMPT_ANNOTATION_VERSIONS = frozenset(
     {"2023-06-01-preview", "2023-07-01-preview", "2023-08-01-preview"}
@@ -72,6 +84,14 @@ class ApiVersion:
         if self.raw in PROMPT_ANNOTATION_VERSIONS:
             return "prompt_annotations"
         return "prompt_filter_results" if self.at_least(FILTER_RESULTS_SINCE) else None
+
+
+def reasoning_since(model: str) -> str:
+    """The first api-version date on which Azure serves reasoning model `model`."""
+    for prefix, since in REASONING_SINCE_BY_MODEL:
+        if model.startswith(prefix):
+            return since
+    return REASONING_SINCE
 
 
 def dated_version(raw: str | None) -> ApiVersion:

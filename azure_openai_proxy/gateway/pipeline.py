@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from azure_openai_proxy.apiversions import deployment_need
 from azure_openai_proxy.auth import Caller, ClientKeyring, presented_key
 from azure_openai_proxy.balancing import estimated_cost
 from azure_openai_proxy.balancing.resend import may_try_elsewhere
@@ -674,6 +675,7 @@ def _cached_profile(
         api_version=version,
         family=infer_family(deployment_name, model_name) if family == "auto" else family,
         unsupported_params=frozenset(unsupported),
+        need=deployment_need(deployment_name, model_name, family),
     )
 
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import multiprocessing
 import os
@@ -20,12 +21,18 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from azure_openai_proxy.apiversions import (
+    NEWEST_PREVIEW,
+    deployment_need,
+    parse_api_version,
+    support_warning,
+)
 from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.gateway.app import GatewayApp, create_app
 from azure_openai_proxy.http.server import ServerLimits, serve_fast
 from azure_openai_proxy.observability.accesslog import configure_logging
 from azure_openai_proxy.runtime.watch import ConfigWatcher
-from azure_openai_proxy.settings import ServerSettings, Settings
+from azure_openai_proxy.settings import DeploymentSettings, ServerSettings, Settings
 
 __all__ = ["SettingsSource", "describe", "refuse_open_relay", "run", "serve_forever",
            "server_limits"]
@@ -55,8 +62,10 @@ def refuse_open_relay(settings: Settings) -> str | None:
     return None
 
 
-def describe(settings: Settings) -> str:
-    """The resolved routing table for `check-config`, with every key masked."""
+def describe(settings: Settings, today: str | None = None) -> str:
+    """The resolved routing table for `check-config`, with every key masked. `today`
+    (YYYY-MM-DD, default the UTC date) decides which configured api-versions are retired."""
+    today = today or _today()
     rows = [("model", "deployment", "endpoint", "api", "api-version", "auth", "weight", "priority")]
     for d in settings.deployments:
         rows.append((d.model_name, d.deployment_name, d.endpoint, d.api, d.api_version,
@@ -64,13 +73,14 @@ def describe(settings: Settings) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.extend(_api_version_lines(settings, today))
     lines.append("")
     lines.append(f"listen: {settings.listen}   api_base: {settings.api_base or '/'}")
     if settings.default_endpoint:
         key = "configured" if settings.default_api_key else "passthrough (client's key)"
         lines.append(
             f"default endpoint: {settings.default_endpoint} (api-version "
-            f"{settings.default_api_version}, key {key}); unmapped models go there"
+            f"{_default_version(settings)}, key {key}); unmapped models go there"
             + (" after the '.'/':' fallback" if settings.model_fallback else "")
         )
     lines.append(
@@ -92,6 +102,54 @@ def describe(settings: Settings) -> str:
     if settings.is_open_relay:
         lines.append("WARNING: open relay: server-side Azure keys and no client keys")
     return "\n".join(lines)
+
+
+def _today() -> str:
+    return datetime.datetime.now(datetime.UTC).date().isoformat()
+
+
+def _api_version_lines(settings: Settings, today: str) -> list[str]:
+    """Per deployment, the api-version it will send and why; then the warnings."""
+    lines = ["", "api-versions:"] if settings.deployments else []
+    for d in settings.deployments:
+        lines.append(f"  {d.model_name} -> {d.deployment_name}: {_version_and_reason(d)}")
+    return lines + [f"WARNING: {warning}" for warning in _api_version_warnings(settings, today)]
+
+
+def _api_version_warnings(settings: Settings, today: str) -> list[str]:
+    """Configured api-versions Azure retired or that cannot serve their deployment."""
+    warnings: list[str] = []
+    for d in settings.deployments:
+        warning = _version_warning(d, today) if d.api == "dated" else None
+        if warning is not None:
+            warnings.append(f"{d.model_name} -> {d.deployment_name}: {warning}")
+    if settings.default_api_version_explicit:
+        warning = support_warning(settings.default_api_version, today)
+        if warning is not None:
+            warnings.append(f"the default api-version: {warning}")
+    return warnings
+
+
+def _version_warning(d: DeploymentSettings, today: str) -> str | None:
+    need = deployment_need(d.deployment_name, d.model_name, d.model_family)
+    if need is not None and not need.accepted_by(parse_api_version(d.api_version)):
+        return (f"api-version {d.api_version} cannot serve {need.family} ({need.describe()}): "
+                f"its requests will be refused; remove the explicit api-version to let the gateway "
+                f"choose, or set {NEWEST_PREVIEW}")
+    return support_warning(d.api_version, today)
+
+
+def _version_and_reason(d: DeploymentSettings) -> str:
+    if d.api == "v1":
+        return "v1 API, api-version " + ("preview" if d.api_version == "preview" else "none")
+    return f"{d.api_version} ({d.api_version_reason})"
+
+
+def _default_version(settings: Settings) -> str:
+    if settings.default_api_version_explicit:
+        return f"{settings.default_api_version}, explicit"
+    return (f"{settings.default_api_version} by default; {NEWEST_PREVIEW} for models that "
+            "need a newer one (reasoning, realtime, audio, speech)")
 
 
 def _mask_url(url: str) -> str:
@@ -181,6 +239,8 @@ def run(settings: Settings, source: SettingsSource | None = None) -> int:
     if settings.is_open_relay:
         log.warning("OPEN RELAY: server-side Azure keys are set and no client keys are; anyone "
                     "who can reach this gateway can use your Azure quota")
+    for warning in _api_version_warnings(settings, _today()):
+        log.warning("config: %s", warning)
     if settings.workers == 1:
         _worker(settings, source, reuse_port=False)
         return 0

@@ -111,6 +111,27 @@ def test_reasoning_model_needs_2024_12_01_preview() -> None:
     }}
 
 
+@pytest.mark.parametrize(
+    ("model", "first", "before"),
+    [
+        ("o1-mini-2024-09-12", "2024-09-01-preview", "2024-08-01-preview"),
+        ("o1-2024-12-17", "2024-12-01-preview", "2024-10-01-preview"),
+        ("o3-mini-2025-01-31", "2024-12-01-preview", "2024-10-21"),
+        ("o3-2025-04-16", "2025-04-01-preview", "2025-03-01-preview"),
+        ("o4-mini-2025-04-16", "2025-04-01-preview", "2024-12-01-preview"),
+        ("gpt-5-mini-2025-08-07", "2025-04-01-preview", "2025-03-01-preview"),
+    ],
+)
+def test_each_reasoning_model_needs_its_own_first_version(model: str, first: str, before: str) -> None:
+    # Wire reference, section 8: not every reasoning model starts on 2024-12-01-preview.
+    validation.check_chat({"messages": MESSAGES}, dated_version(first), model, True)
+    error = rejection({"messages": MESSAGES}, before, model, True)
+    family = model.rsplit("-", 3)[0]
+    assert error.body["error"]["message"] == (
+        f"Model {family} is enabled only for api versions {first} and later"
+    )
+
+
 def test_json_schema_needs_2024_08_01_preview() -> None:
     fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}
     accepts({"messages": MESSAGES, "response_format": fmt}, "2024-08-01-preview")

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from azure_openai_proxy import compat
-from azure_openai_proxy.apiversions import Since, parse_api_version
+from azure_openai_proxy.apiversions import Since, deployment_need, parse_api_version
 from azure_openai_proxy.compat import (
     CHAT_PARAMETERS,
     DeploymentProfile,
@@ -177,6 +177,24 @@ def test_reasoning_on_an_old_version_is_refused_naming_the_version() -> None:
         adapt_chat_request(chat(), profile("2024-10-21", "reasoning"))
     assert "2024-12-01-preview" in raised.value.message and "2024-10-21" in raised.value.message
     assert raised.value.status == 400 and raised.value.param == "model"
+
+
+def test_a_reasoning_model_with_a_later_first_version_is_refused_naming_it() -> None:
+    # o4-mini needs 2025-04-01-preview: on an explicit 2024-12-01-preview the gateway
+    # refuses it (as Azure would) with the version it needs.
+    o4 = profile("2024-12-01-preview", "reasoning", need=deployment_need("o4-mini", "o4-mini"))
+    with pytest.raises(UnsupportedParameter) as raised:
+        adapt_chat_request(chat(), o4)
+    message = raised.value.message
+    assert "(o4-mini)" in message and "2025-04-01-preview or later" in message
+    assert "2024-12-01-preview" in message and raised.value.param == "model"
+    served = profile("2025-04-01-preview", "reasoning", need=deployment_need("o4-mini", "o4-mini"))
+    assert adapt_chat_request(chat(max_tokens=3), served).body == chat(max_completion_tokens=3)
+
+
+def test_o1_mini_is_served_from_its_own_first_version() -> None:
+    o1_mini = profile("2024-10-21", "reasoning", need=deployment_need("o1-mini", "o1-mini"))
+    assert adapt_chat_request(chat(max_tokens=3), o1_mini).body == chat(max_completion_tokens=3)
 
 
 def test_standard_models_keep_sampling_parameters() -> None:

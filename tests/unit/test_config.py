@@ -272,7 +272,9 @@ models:
     assert by_name["Llama-3-70B"].api == "foundry"
     # the file's api_version is Azure OpenAI's default: not Foundry's
     assert by_name["Llama-3-70B"].api_version == "2024-05-01-preview"
+    assert by_name["Llama-3-70B"].api_version_reason == "Foundry model inference default"
     assert by_name["llama-pinned"].api_version == "2024-12-01-preview"  # explicit: kept
+    assert by_name["llama-pinned"].api_version_reason == "explicit"
     assert by_name["gpt-4o"].api == "dated"
     assert by_name["gpt-4o"].api_version == "2025-04-01-preview"
 
@@ -285,3 +287,84 @@ def test_a_bad_api_value_is_one_clear_line(tmp_path: Path, value: str) -> None:
         load_settings(write(tmp_path, text), {})
     message = str(caught.value)
     assert message == "deployment for model 'a': api: Input should be 'dated', 'v1' or 'foundry'"
+
+
+# ---- api-versions: explicit, default, or chosen for what a deployment serves ----
+
+
+def _deployment(model: str, **extra: Any) -> dict[str, Any]:
+    return {"model_name": model, "deployment_name": model, "endpoint": "https://r.example",
+            **extra}
+
+
+def test_a_reasoning_deployment_without_api_version_gets_one_that_serves_it() -> None:
+    settings = load_settings({"deployment_config": [_deployment("o3-mini"),
+                                                    _deployment("gpt-4o")]}, {})
+    o3, gpt4o = settings.deployments
+    assert (o3.api_version, o3.api_version_reason) == (
+        "2025-04-01-preview", "chosen for o3-mini: reasoning models need >= 2024-12-01-preview"
+    )
+    assert (gpt4o.api_version, gpt4o.api_version_reason) == ("2024-10-21", "default")
+    assert not settings.default_api_version_explicit
+
+
+@pytest.mark.parametrize(
+    ("config", "environ"),
+    [
+        ({"api_version": "2024-10-21"}, {}),
+        ({}, {"AZURE_OPENAI_API_VER": "2024-10-21"}),
+    ],
+)
+def test_an_explicit_default_api_version_is_never_changed(
+    config: dict[str, Any], environ: dict[str, str]
+) -> None:
+    # The operator asked for 2024-10-21 (even if it is the default's value): o3-mini keeps
+    # it, and is refused on the request path with the message naming the version needed.
+    settings = load_settings({**config, "deployment_config": [_deployment("o3-mini")]}, environ)
+    (o3,) = settings.deployments
+    assert (o3.api_version, o3.api_version_reason) == ("2024-10-21", "explicit")
+    assert settings.default_api_version_explicit
+
+
+def test_a_deployments_own_api_version_is_never_changed() -> None:
+    settings = load_settings(
+        {"deployment_config": [_deployment("o4-mini", api_version="2024-12-01-preview")]}, {}
+    )
+    (o4,) = settings.deployments
+    assert (o4.api_version, o4.api_version_reason) == ("2024-12-01-preview", "explicit")
+
+
+def test_env_mapper_deployments_get_a_chosen_version_without_azure_openai_api_ver() -> None:
+    env = {"AZURE_OPENAI_ENDPOINT": "https://r.example",
+           "AZURE_OPENAI_MODEL_MAPPER": "o3-mini=my-o3,gpt-4o=my-4o"}
+    by_model = {d.model_name: d for d in load_settings(None, env).deployments}
+    assert by_model["o3-mini"].api_version == "2025-04-01-preview"
+    assert by_model["gpt-4o"].api_version == "2024-10-21"
+
+
+def test_the_reason_is_not_a_config_key() -> None:
+    with pytest.raises(ConfigError, match="api_version_reason"):
+        load_settings({"deployment_config": [_deployment("o3-mini",
+                                                         api_version_reason="explicit")]}, {})
+
+
+def test_the_v1_api_is_left_alone() -> None:
+    settings = load_settings({"deployment_config": [_deployment("o3-mini", api="v1")]}, {})
+    assert settings.deployments[0].api_version_reason == "default"
+
+
+def test_settings_made_directly_know_a_given_default_api_version_is_explicit() -> None:
+    from azure_openai_proxy.settings import Settings
+
+    assert Settings(default_api_version="2024-02-01").default_api_version_explicit
+    assert not Settings().default_api_version_explicit
+
+
+def test_a_foundry_deployment_gets_foundrys_version_unless_its_model_needs_newer() -> None:
+    settings = load_settings({"deployment_config": [
+        _deployment("DeepSeek-R1", api="foundry"), _deployment("o3-mini", api="foundry")]}, {})
+    deepseek, o3 = settings.deployments
+    assert (deepseek.api_version, deepseek.api_version_reason) == (
+        "2024-05-01-preview", "Foundry model inference default")
+    assert (o3.api_version, o3.api_version_reason) == (
+        "2025-04-01-preview", "chosen for o3-mini: reasoning models need >= 2024-12-01-preview")

@@ -224,3 +224,21 @@ def test_a_foundry_only_pool_refuses_what_foundry_cannot_serve() -> None:
     assert caught.value.http_status == 400
     assert caught.value.code == "operation_not_supported"
     assert "llama" in caught.value.message and "images/generations" in caught.value.message
+
+
+def test_env_mode_chooses_a_reasoning_models_api_version_once() -> None:
+    # Only AZURE_OPENAI_ENDPOINT: o3-mini gets a version Azure serves it on, chosen when
+    # its pool is made (once per name), gpt-4o the default.
+    table = RoutingTable(load_settings(None, {"AZURE_OPENAI_ENDPOINT": "https://r.example"}))
+    (o3,) = table.resolve("o3-mini").deployments
+    assert o3.api_version == "2025-04-01-preview"
+    assert o3.api_version_reason.startswith("chosen for o3-mini")
+    (gpt4o,) = table.resolve("gpt-4o").deployments
+    assert (gpt4o.api_version, gpt4o.api_version_reason) == ("2024-10-21", "default")
+
+
+def test_env_mode_with_azure_openai_api_ver_keeps_it_for_every_model() -> None:
+    table = RoutingTable(load_settings(None, {"AZURE_OPENAI_ENDPOINT": "https://r.example",
+                                              "AZURE_OPENAI_API_VER": "2024-10-21"}))
+    (o3,) = table.resolve("o3-mini").deployments
+    assert (o3.api_version, o3.api_version_reason) == ("2024-10-21", "explicit")

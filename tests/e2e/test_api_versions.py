@@ -1,0 +1,148 @@
+"""api-versions that choose themselves (issue 14): the Go tool's env mode with only
+AZURE_OPENAI_ENDPOINT serves a reasoning model on a version Azure enables it on, an
+explicit version is kept (and refused as before), and check-config says which version
+each deployment sends and why."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from azure_openai_proxy.config import load_settings
+from azure_openai_proxy.settings import Settings
+from tests.e2e.conftest import AZURE_KEY, MASKED_AZURE_KEY, Emulator
+from tests.e2e.test_cli import run_cli, wait_for_output
+from tests.processes import cli, running
+from tests.support import ServerThread
+
+THINK = [{"role": "user", "content": "think"}]
+
+
+def _client(gateway: ServerThread) -> Any:
+    from openai import OpenAI
+
+    # Passthrough: the client's key is the Azure key, as in the Go tool's env mode.
+    return OpenAI(base_url=gateway.url + "/v1", api_key=AZURE_KEY, max_retries=0, timeout=30)
+
+
+def test_env_mode_with_only_the_endpoint_serves_o3_mini_on_a_chosen_version(
+    emulator: Emulator, start_gateway: Callable[[Settings], ServerThread]
+) -> None:
+    settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": emulator.url})
+    client = _client(start_gateway(settings))
+    raw = client.chat.completions.with_raw_response.create(
+        model="o3-mini", messages=THINK, max_tokens=30, temperature=0.2
+    )
+    assert raw.parse().choices[0].message.content
+    adapted = raw.headers["x-proxy-adapted"]
+    assert "max_tokens->max_completion_tokens" in adapted and "dropped:temperature" in adapted
+    sent = emulator.last()
+    assert sent["path"] == "/openai/deployments/o3-mini/chat/completions"
+    assert sent["query_params"]["api-version"] == ["2025-04-01-preview"]
+    assert sent["status"] == 200
+    assert sent["json"]["max_completion_tokens"] == 30
+    assert "max_tokens" not in sent["json"] and "temperature" not in sent["json"]
+    assert sent["headers"]["api-key"] == MASKED_AZURE_KEY
+    # A standard model on the same endpoint keeps the default.
+    client.chat.completions.create(model="gpt-4o", messages=THINK, max_tokens=5)
+    assert emulator.last()["query_params"]["api-version"] == ["2024-10-21"]
+
+
+def test_the_emulator_refuses_o3_mini_on_the_default_version(emulator: Emulator) -> None:
+    # What the choice spares env-mode users: Azure's own refusal, faithfully emulated.
+    from openai import AzureOpenAI
+
+    azure = AzureOpenAI(azure_endpoint=emulator.url, api_key=AZURE_KEY,
+                        api_version="2024-10-21", max_retries=0, timeout=30)
+    with pytest.raises(openai.BadRequestError) as refused:
+        azure.chat.completions.create(model="o3-mini", messages=THINK,
+                                      max_completion_tokens=30)
+    assert refused.value.body == {
+        "code": "BadRequest",
+        "message": "Model o3-mini is enabled only for api versions 2024-12-01-preview and later",
+    }
+
+
+def test_an_explicit_api_version_is_kept_and_refused_with_the_version_needed(
+    emulator: Emulator, start_gateway: Callable[[Settings], ServerThread]
+) -> None:
+    settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": emulator.url,
+                                    "AZURE_OPENAI_API_VER": "2024-10-21"})
+    client = _client(start_gateway(settings))
+    before = len(emulator.requests())
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="o3-mini", messages=THINK, max_tokens=30)
+    message = refused.value.message
+    assert "2024-12-01-preview or later" in message and "api-version 2024-10-21" in message
+    assert len(emulator.requests()) == before  # refused by the gateway, never sent
+
+
+CONFIG = """\
+client_keys: [client-secret-1]
+models:
+  o3-mini:
+    - {deployment_name: o3-mini, endpoint: "https://east.example/", api_key: "azure-secret-east"}
+  o4-mini:
+    - {deployment_name: o4-mini, endpoint: "https://east.example/", api_key: "azure-secret-east",
+       api_version: 2024-12-01-preview}
+  gpt-4o:
+    - {deployment_name: east-4o, endpoint: "https://east.example/", api_key: "azure-secret-east"}
+    - {deployment_name: west-4o, endpoint: "https://west.example/", api_key: "azure-secret-west",
+       api: v1}
+  gpt-35-turbo:
+    - {deployment_name: old-35, endpoint: "https://east.example/", api_key: "azure-secret-east",
+       api_version: 2023-12-01-preview}
+"""
+
+
+def test_check_config_prints_each_deployments_api_version_and_why(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(CONFIG)
+    result = run_cli("check-config", "-c", str(config), env={})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    expected = """\
+api-versions:
+  o3-mini -> o3-mini: 2025-04-01-preview (chosen for o3-mini: reasoning models need >= 2024-12-01-preview)
+  o4-mini -> o4-mini: 2024-12-01-preview (explicit)
+  gpt-4o -> east-4o: 2024-10-21 (default)
+  gpt-4o -> west-4o: v1 API, api-version none
+  gpt-35-turbo -> old-35: 2023-12-01-preview (explicit)
+WARNING: o4-mini -> o4-mini: api-version 2024-12-01-preview cannot serve o4-mini (reasoning models need >= 2025-04-01-preview): its requests will be refused; remove the explicit api-version to let the gateway choose, or set 2025-04-01-preview
+WARNING: gpt-35-turbo -> old-35: api-version 2023-12-01-preview was retired by Azure on 2024-07-01: move to 2025-04-01-preview
+"""
+    assert expected in out
+    for secret in ("azure-secret-east", "azure-secret-west", "client-secret-1"):
+        assert secret not in out + result.stderr
+
+
+def test_check_config_in_env_mode_says_how_versions_are_chosen() -> None:
+    result = run_cli("check-config", env={"AZURE_OPENAI_ENDPOINT": "https://r.example/",
+                                          "AZURE_OPENAI_API_KEY": "azure-secret"})
+    assert result.returncode == 0, result.stderr
+    assert (
+        "default endpoint: https://r.example (api-version 2024-10-21 by default; "
+        "2025-04-01-preview for models that need a newer one (reasoning, realtime, audio, "
+        "speech), key configured)"
+    ) in result.stdout
+    result = run_cli("check-config", env={"AZURE_OPENAI_ENDPOINT": "https://r.example/",
+                                          "AZURE_OPENAI_API_VER": "2023-08-01-preview"})
+    assert "(api-version 2023-08-01-preview, explicit, key passthrough" in result.stdout
+    assert ("WARNING: the default api-version: api-version 2023-08-01-preview was retired by "
+            "Azure on 2024-07-01: move to 2025-04-01-preview") in result.stdout
+    assert "azure-secret" not in result.stdout + result.stderr
+
+
+def test_serve_warns_about_a_retired_api_version_at_start(
+    emulator: Emulator, reserve_port: Callable[[], int]
+) -> None:
+    port = reserve_port()
+    env = {"AZURE_OPENAI_ENDPOINT": emulator.url, "AZURE_OPENAI_API_VER": "2023-12-01-preview"}
+    with running(cli("-l", f"127.0.0.1:{port}"), port=port, env=env) as gateway:
+        output = wait_for_output(gateway, "retired by Azure")
+    assert ("config: the default api-version: api-version 2023-12-01-preview was retired by "
+            "Azure on 2024-07-01: move to 2025-04-01-preview") in output
