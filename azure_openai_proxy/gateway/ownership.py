@@ -35,7 +35,7 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +45,8 @@ import orjson
 
 from azure_openai_proxy.errors import GatewayError, NotFound
 from azure_openai_proxy.gateway.affinity import ids_referenced
+from azure_openai_proxy.http.interface import Answer, Reply
+from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ownership import OwnerStore
 
 log = logging.getLogger("azure_openai_proxy")
@@ -55,11 +57,11 @@ __all__ = [
     "ObjectNotFound",
     "ObjectOwners",
     "Owned",
-    "batch_file_models",
     "filtered",
     "is_list",
     "list_ids",
     "object_ids",
+    "owned_answer",
 ]
 
 _CAPACITY = 200_000
@@ -239,45 +241,16 @@ def filtered(answer: dict[str, Any], kept: set[str]) -> bytes:
     return orjson.dumps(answer)
 
 
-async def batch_file_models(
-    chunks: AsyncIterator[bytes], boundary: bytes, field: str = "file",
-) -> frozenset[str] | None:
-    """The models the lines of an uploaded batch file name (`body.model`); None when a
-    line cannot be read (then a batch from it cannot be checked)."""
-    content = _file_part(b"".join([chunk async for chunk in chunks]), boundary, field)
-    if content is None:
-        return None
-    models: set[str] = set()
-    for line in content.splitlines():
-        if not line.strip():
-            continue
-        try:
-            entry = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            return None
-        body = entry.get("body") if isinstance(entry, dict) else None
-        model = body.get("model") if isinstance(body, dict) else None
-        if not isinstance(model, str):
-            return None
-        models.add(model)
-    return frozenset(models)
-
-
-def _file_part(form: bytes, boundary: bytes, field: str) -> bytes | None:
-    """The content of the file part named `field` of a multipart form."""
-    delimiter = b"--" + boundary
-    name = b'name="' + field.encode() + b'"'
-    position = form.find(delimiter)
-    while position != -1:
-        header_start = position + len(delimiter) + 2
-        header_end = form.find(b"\r\n\r\n", header_start, header_start + 4096)
-        if header_end == -1:
-            return None
-        next_part = form.find(b"\r\n" + delimiter, header_end)
-        if next_part == -1:
-            return None
-        headers = form[header_start:header_end].lower()
-        if name in headers and b"filename=" in headers:
-            return form[header_end + 4:next_part]
-        position = form.find(delimiter, next_part + 2)
-    return None
+async def owned_answer(
+    owners: ObjectOwners, method: str, operation: str, key_id: str, record: RequestRecord,
+    reply: Reply, batch_models: frozenset[str] | None,
+) -> Reply:
+    """A resource answer for a virtual key: a created object becomes the key's, a
+    list shows only the key's own objects."""
+    if method == "POST" and record.created_id is not None:
+        await owners.remember(record.created_id, Owned(key_id, batch_models))
+    elif is_list(method, operation) and isinstance(reply, Answer) and reply.status == 200:
+        listed = list_ids(reply.body)
+        if listed is not None:
+            reply.body = filtered(listed[0], await owners.owned_of(key_id, listed[1]))
+    return reply

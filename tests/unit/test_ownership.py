@@ -9,11 +9,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from azure_openai_proxy.gateway.batchcheck import batch_file_models
 from azure_openai_proxy.gateway.ownership import (
     ObjectNotFound,
     ObjectOwners,
     Owned,
-    batch_file_models,
     filtered,
     list_ids,
     object_ids,
