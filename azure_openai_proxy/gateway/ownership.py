@@ -5,8 +5,12 @@ Azure keeps these objects per resource, not per caller: without this, any key co
 list, read or delete what another key uploaded. The gateway records, when a virtual key's
 POST creates an object, that the object is the key's. Then:
 
-- a request naming an object (in its path, or in a body field such as `input_file_id`)
-  that another key owns gets OpenAI's 404 for an object that is not yours;
+- a request naming an object that another key owns gets OpenAI's 404 for an object
+  that is not yours: in its path (the first id; an id past it, such as a run of a
+  thread, when known to be another key's), or anywhere in its body (`file_ids`,
+  `tool_resources...vector_stores[].file_ids`, `training_file`, an `input_file` part,
+  `attachments[].file_id`, `previous_response_id`, `conversation`...: affinity.py's
+  `ids_referenced`, a walk bounded in depth and size; a body past the bounds is a 400);
 - a list (`GET /v1/files`, `/v1/batches`...) shows only the key's own objects;
 - an object the gateway does not know the owner of (created before a restart, by another
   worker, by a static or passthrough key, or forgotten past the bound) is refused (404)
@@ -131,14 +135,21 @@ class ObjectOwners:
         self._keep(object_id, owned)
         return owned
 
-    async def check(self, ids: Iterable[str], key_id: str, restricted: bool) -> None:
-        """Raise `ObjectNotFound` for the first id that is not this key's to use."""
+    async def check(self, ids: Iterable[str], key_id: str, restricted: bool,
+                    inner: Iterable[str] = ()) -> None:
+        """Raise `ObjectNotFound` for the first id that is not this key's to use: of
+        `ids`, one another key owns, or (`restricted`) one of unknown owner; of `inner`
+        (sub-objects of an object already checked), one another key owns."""
         for object_id in ids:
             owned = await self.get(object_id)
             if owned is None:
                 if restricted:
                     raise ObjectNotFound(object_id)
             elif owned.key_id != key_id:
+                raise ObjectNotFound(object_id)
+        for object_id in inner:
+            owned = await self.get(object_id)
+            if owned is not None and owned.key_id != key_id:
                 raise ObjectNotFound(object_id)
 
     async def owned_of(self, key_id: str, object_ids: list[str]) -> set[str]:
@@ -200,16 +211,20 @@ class ObjectOwners:
         return len(self._owners)
 
 
-def object_ids(operation: str, body: Mapping[str, Any] | None) -> list[str]:
-    """The ids of existing objects a resource request names (path first, then body)."""
+def object_ids(operation: str, body: Mapping[str, Any] | None) -> tuple[list[str], list[str]]:
+    """The ids of existing objects a resource request names: those the key must own (the
+    path's first, every reference in the body), and the sub-objects its path names past
+    the first (`threads/{id}/runs/{run}`, `vector_stores/{id}/files/{file}`): those live
+    inside the first, so they are refused only when known to be another key's."""
     parts = operation.split("/")
     if parts[0] == "fine_tuning":
-        ids = [parts[2]] if len(parts) >= 3 and parts[1] == "jobs" else []
-        return ids + ids_referenced("", body)
-    ids = ids_referenced(operation, body)
+        named = [parts[2]] if len(parts) >= 3 and parts[1] == "jobs" else []
+        inner = parts[4::2] if parts[1:2] == ["jobs"] else parts[2::2]
+        return named + ids_referenced("", body, strict=True), inner
+    named = ids_referenced(operation, body, strict=True)
     if len(parts) >= 2 and parts[1] in _NOT_IDS:
-        ids = ids[1:]
-    return ids
+        named = named[1:]
+    return named, parts[3::2]
 
 
 def is_list(method: str, operation: str) -> bool:

@@ -243,8 +243,8 @@ class Gateway:
             raise ModelNotAllowed(routed[1])
         batch_models: frozenset[str] | None = None
         if target.kind == "resource":
-            await self.owners.check(object_ids(target.operation, body.json), key.id,
-                                    is_restricted(key, caller.team))
+            named, inner = object_ids(target.operation, body.json)
+            await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
             if request.method == "POST":
                 if target.operation == "batches":
                     await check_batch(self.owners, self.table, caller, body.json)

@@ -177,3 +177,76 @@ def test_another_worker_and_a_restart_know_who_owns_what(
                 restarted.client(b).files.retrieve(uploaded.id)
     finally:
         store.close()
+
+
+def _refused(call: Callable[[], Any], object_id: str) -> None:
+    with pytest.raises(openai.NotFoundError) as refused:
+        call()
+    assert refused.value.body["message"] == f"No such object: {object_id}"  # type: ignore[index]
+
+
+def test_a_key_cannot_use_another_keys_objects_by_reference(
+        governed: Governed, emulator: Emulator) -> None:
+    """Issue 13, review: every reference in a body is checked, not only six flat fields;
+    refused at the gateway (Azure never sees the request)."""
+    _, a_secret = governed.key("a")
+    _, b_secret = governed.key("b")
+    a, b = governed.client(a_secret), governed.client(b_secret)
+    file_id = a.files.create(file=_batch_file("gpt-4o"), purpose="assistants").id
+    response_id = a.responses.create(model="gpt-4o", input="hi").id
+    seen = len(emulator.requests())
+    attachment = [{"file_id": file_id, "tools": [{"type": "file_search"}]}]
+    for call in (
+        lambda: b.vector_stores.create(name="v", file_ids=[file_id]),
+        lambda: b.beta.assistants.create(
+            model="gpt-4o", tools=[{"type": "code_interpreter"}],
+            tool_resources={"code_interpreter": {"file_ids": [file_id]}}),
+        lambda: b.beta.assistants.create(
+            model="gpt-4o", tool_resources={"file_search": {
+                "vector_stores": [{"file_ids": [file_id]}]}}),
+        lambda: b.beta.threads.create(messages=[
+            {"role": "user", "content": "look", "attachments": attachment}]),
+        lambda: b.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=file_id),
+        lambda: b.fine_tuning.jobs.create(model="gpt-4o-mini", training_file="file-mine",
+                                          validation_file=file_id),
+        lambda: b.responses.create(model="gpt-4o", input=[{"role": "user", "content": [
+            {"type": "input_file", "file_id": file_id}]}]),
+        lambda: b.responses.create(model="gpt-4o", input="hi", tools=[
+            {"type": "file_search", "vector_store_ids": [file_id]}]),
+    ):
+        _refused(call, file_id)
+    _refused(lambda: b.responses.create(model="gpt-4o", input="more",
+                                        previous_response_id=response_id), response_id)
+    _refused(lambda: b.post("/threads/thread_b/messages", cast_to=object, body={
+        "role": "user", "content": "x", "attachments": attachment}), file_id)
+    _refused(lambda: b.post("/vector_stores/vs_b/file_batches", cast_to=object,
+                            body={"file_ids": ["file-b", file_id]}), file_id)
+    assert len(emulator.requests()) == seen  # none of them reached Azure
+    # The owner may.
+    assert a.responses.create(model="gpt-4o", input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "hi"}]}], previous_response_id=response_id).id
+
+
+def test_ids_past_the_first_in_a_path_are_checked(governed: Governed) -> None:
+    _, a_secret = governed.key("a")
+    _, b_secret = governed.key("b")
+    a, b = governed.client(a_secret), governed.client(b_secret)
+    response_id = a.responses.create(model="gpt-4o", input="hi").id
+    # b's own thread (unknown to the gateway: let through to an unrestricted key), a's
+    # object named as a sub-object of it.
+    _refused(lambda: b.get(f"/threads/thread_b/runs/{response_id}", cast_to=object),
+             response_id)
+    _refused(lambda: b.get(f"/vector_stores/vs_b/files/{response_id}", cast_to=object),
+             response_id)
+
+
+def test_a_body_too_deep_to_check_gets_a_400(governed: Governed, emulator: Emulator) -> None:
+    _, secret = governed.key("k")
+    nested: dict[str, Any] = {"file_id": "file-x"}
+    for _ in range(100):
+        nested = {"a": nested}
+    seen = len(emulator.requests())
+    with pytest.raises(openai.BadRequestError) as refused:
+        governed.client(secret).post("/vector_stores", cast_to=object, body=nested)
+    assert "nested deeper than 32 levels" in refused.value.body["message"]  # type: ignore[index]
+    assert len(emulator.requests()) == seen
