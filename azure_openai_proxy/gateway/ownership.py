@@ -27,9 +27,10 @@ fails, memory alone answers (this worker's recent objects; others are unknown).
 Objects created by a stream (a streamed `responses` call) are not recorded (their id is
 not read from the stream), nor objects created inside another answer (an upload's file).
 
-Batch input files: when a virtual key uploads a file with purpose `batch`, the models
-its lines name (`body.model`) are recorded with it, so a batch made from it can be
-checked against the key's allow-list when it is created.
+Batch input files: when a virtual key with an allow-list uploads a file with purpose
+`batch`, the models its lines name (`body.model`) are recorded with it
+(gateway/batchcheck.py), so a batch made from it can be checked against the allow-list
+when it is created.
 """
 
 from __future__ import annotations

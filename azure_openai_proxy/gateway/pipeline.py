@@ -245,11 +245,8 @@ class Gateway:
         if target.kind == "resource":
             named, inner = object_ids(target.operation, body.json)
             await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
-            if request.method == "POST":
-                if target.operation == "batches":
-                    await check_batch(self.owners, self.table, caller, body.json)
-                elif target.operation == "files":
-                    batch_models = await uploaded_batch_models(body.spool, body.boundary)
+            if request.method == "POST" and target.operation == "batches":
+                await check_batch(self.owners, self.table, caller, body.json)
         subjects = [("key:" + key.id, key.limits)]
         if caller.team is not None:
             subjects.append(("team:" + caller.team.id, caller.team.limits))
@@ -262,6 +259,8 @@ class Gateway:
             if budgets is not None:
                 hold = reserve_budget(budgets, caller, body.json, price_names(*routed),
                                       target.operation, self._default_completion)
+            if key.models and target.operation == "files" and request.method == "POST":
+                batch_models = await uploaded_batch_models(body.spool, body.boundary)
             reply = await self._proxy(LimitedRequest(request, admitted.headers), target,
                                       caller, body, record, routed)
             if target.kind == "resource":

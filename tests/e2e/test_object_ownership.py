@@ -5,13 +5,17 @@ findings 2 and 5). The official `openai` SDK through the gateway to the emulator
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
+import orjson
 import pytest
 
 from azure_openai_proxy.gateway.app import create_app
@@ -250,3 +254,79 @@ def test_a_body_too_deep_to_check_gets_a_400(governed: Governed, emulator: Emula
         governed.client(secret).post("/vector_stores", cast_to=object, body=nested)
     assert "nested deeper than 32 levels" in refused.value.body["message"]  # type: ignore[index]
     assert len(emulator.requests()) == seen
+
+
+class _BatchLineSpy:
+    """orjson.loads, still the real one, that notes every batch line of this test it
+    reads (the gateway's, not the emulator's) and can hold the first one until released: where the gateway parses an
+    uploaded batch file (on its event loop or off it) shows in what a concurrent request
+    can do meanwhile."""
+
+    MARKER = b'"custom_id": "spied"'
+
+    def __init__(self, hold: bool) -> None:
+        self.real = orjson.loads
+        self.hold = hold
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.lines = 0
+
+    def __call__(self, data: Any) -> Any:
+        caller = inspect.currentframe()
+        by_gateway = caller is not None and caller.f_back is not None and str(
+            caller.f_back.f_globals.get("__name__")).startswith("azure_openai_proxy.gateway")
+        if by_gateway and isinstance(data, bytes) and self.MARKER in data:
+            self.lines += 1
+            if self.hold and not self.started.is_set():
+                self.started.set()
+                self.release.wait(10)
+        return self.real(data)
+
+
+def _spied_file(*models: str) -> Any:
+    lines = [json.dumps({"custom_id": "spied", "method": "POST", "url": "/chat/completions",
+                         "body": {"model": model, "messages": HELLO}}) for model in models]
+    return ("batch.jsonl", io.BytesIO("\n".join(lines).encode() + b"\n"), "application/jsonl")
+
+
+def test_an_uploaded_batch_file_is_read_off_the_event_loop(
+        governed: Governed, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, secret = governed.key("mini-only", models=("gpt-4o-mini",))
+    client = governed.client(secret)
+    spy = _BatchLineSpy(hold=True)
+    monkeypatch.setattr(orjson, "loads", spy)
+    uploaded: list[Any] = []
+    upload = threading.Thread(target=lambda: uploaded.append(client.files.create(
+        file=_spied_file("gpt-4o-mini", "o3-mini"), purpose="batch")))
+    upload.start()
+    try:
+        assert spy.started.wait(10), "the gateway never read the batch file"
+        # The file's first line is being read, and held: the gateway still answers.
+        answered = httpx.get(governed.server.url + "/v1/models", timeout=5,
+                             headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+        assert answered.status_code == 200
+    finally:
+        spy.release.set()
+        upload.join(30)
+    assert spy.lines == 2
+    with pytest.raises(openai.NotFoundError) as refused:  # the allow-list still holds
+        _batch(client, uploaded[0].id)
+    assert "o3-mini" in refused.value.body["message"]  # type: ignore[index]
+
+
+def test_an_uploaded_batch_file_is_read_only_for_an_allow_list_and_once_admitted(
+        governed: Governed, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, free = governed.key("free")
+    _, limited = governed.key("limited", models=("gpt-4o-mini",), limits=Limits(rpm=1))
+    spy = _BatchLineSpy(hold=False)
+    monkeypatch.setattr(orjson, "loads", spy)
+    governed.client(free).files.create(file=_spied_file("gpt-4o-mini"), purpose="batch")
+    assert spy.lines == 0  # no allow-list: nothing to check a batch against
+    client = governed.client(limited)
+    with pytest.raises(openai.RateLimitError):
+        for _ in range(2):  # the RPM of 1 is spent
+            client.models.list()
+            client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    with pytest.raises(openai.RateLimitError):
+        client.files.create(file=_spied_file("gpt-4o-mini"), purpose="batch")
+    assert spy.lines == 0  # refused by the limiter before it was read

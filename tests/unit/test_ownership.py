@@ -16,7 +16,11 @@ from azure_openai_proxy.gateway.affinity import (
     ReferencesUncheckable,
     ids_referenced,
 )
-from azure_openai_proxy.gateway.batchcheck import batch_file_models
+from azure_openai_proxy.gateway.batchcheck import (
+    MAX_BATCH_LINES,
+    batch_file_models,
+    uploaded_batch_models,
+)
 from azure_openai_proxy.gateway.ownership import (
     ObjectNotFound,
     ObjectOwners,
@@ -25,6 +29,7 @@ from azure_openai_proxy.gateway.ownership import (
     list_ids,
     object_ids,
 )
+from azure_openai_proxy.gateway.spool import SpooledBody
 
 
 def test_a_known_owner_is_the_only_one_let_through() -> None:
@@ -142,7 +147,14 @@ def _models(form: bytes) -> frozenset[str] | None:
         yield form[:10]
         yield form[10:]
 
-    return asyncio.run(batch_file_models(chunks(), b"B"))
+    async def read() -> frozenset[str] | None:
+        spool = await SpooledBody.read(chunks(), len(form))
+        try:
+            return await uploaded_batch_models(spool, b"B")
+        finally:
+            spool.close()
+
+    return asyncio.run(read())
 
 
 def test_the_models_of_a_batch_file() -> None:
@@ -151,6 +163,13 @@ def test_the_models_of_a_batch_file() -> None:
     assert _models(_form(b'{"body": {}}\n')) is None  # a line without a model
     assert _models(_form(b"{not json\n")) is None
     assert _models(b"--B--\r\n") is None  # no file part
+    assert _models(_form(lines).replace(b"\r\nbatch\r\n", b"\r\nuser_data\r\n")) is None
+
+
+def test_a_batch_file_past_azures_bound_is_not_read_to_its_end() -> None:
+    line = b'{"body": {"model": "gpt-4o"}}\n'
+    assert batch_file_models(line * MAX_BATCH_LINES) == frozenset({"gpt-4o"})
+    assert batch_file_models(line * (MAX_BATCH_LINES + 1)) is None
 
 
 def test_a_failing_database_leaves_the_memory_answering(tmp_path: Path) -> None:
