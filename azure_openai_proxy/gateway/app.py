@@ -224,13 +224,13 @@ class GatewayApp:
         """Each deployment's live state. Needs a client key when client keys are set;
         never shows a key."""
         gateway = self.gateway
-        gateway.authenticate(request.headers)
+        limits = gateway.admit_local(gateway.authenticate(request.headers))
         body = {
             "worker": os.getpid(),
             "routing_strategy": gateway.settings.routing_strategy,
             "deployments": gateway.balancer.snapshot(gateway.settings.deployments),
         }
-        return Answer(200, {"content-type": _JSON}, orjson.dumps(body))
+        return Answer(200, {"content-type": _JSON, **limits}, orjson.dumps(body))
 
     def _metrics(self, request: HttpRequest) -> Answer:
         body, content_type = self.metrics.render()

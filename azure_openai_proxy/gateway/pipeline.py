@@ -195,7 +195,7 @@ class Gateway:
                     if self.budgets is not None:
                         enforce_budget(self.budgets, caller, request)
             if target.kind in ("models", "model"):
-                return self._models(target, caller)
+                return apply_to(self._models(target, caller), self.admit_local(caller))
             body = await self._read_body(request, target)
             if caller.key is not None:
                 return await self._governed(request, target, caller, body, record)
@@ -222,6 +222,22 @@ class Gateway:
             # Azure keys.
             raise AuthenticationFailed("Incorrect API key provided for this gateway.")
         return self.keyring.authenticate(headers)
+
+    def admit_local(self, caller: Caller) -> Mapping[str, str]:
+        """A request the gateway answers itself (the model list) still counts against a
+        virtual key's limits and its team's: no route bypasses them. Raises their 429;
+        else the `x-ratelimit-*` headers to answer with (none for other callers)."""
+        key, limiter = caller.key, self.limiter
+        if key is None or limiter is None:
+            return {}
+        subjects = [("key:" + key.id, key.limits)]
+        if caller.team is not None:
+            subjects.append(("team:" + caller.team.id, caller.team.limits))
+        admitted = limiter.admit(subjects, 0)
+        if isinstance(admitted, Refusal):
+            raise limit_refusal(admitted)
+        limiter.settle(admitted, None)  # answered at once: nothing stays in flight
+        return admitted.headers
 
     async def _governed(
         self, request: HttpRequest, target: Target, caller: Caller, body: _Body,
