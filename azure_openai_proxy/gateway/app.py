@@ -49,6 +49,7 @@ from azure_openai_proxy.http.interface import (
     BodyTooLarge,
     HttpRequest,
     Reply,
+    answered_by_engine,
 )
 from azure_openai_proxy.observability.accesslog import AccessLog
 from azure_openai_proxy.observability.metrics import Metrics, metrics_for
@@ -173,6 +174,11 @@ class GatewayApp:
                     reply = self._failure(request, exc)
             status = reply.status
             return reply
+        except asyncio.CancelledError as exc:
+            # The engine answered the request itself (a malformed or late body): log what
+            # the client got, not a client that left.
+            status = answered_by_engine(exc) or status
+            raise
         finally:
             if record is None:
                 record = RequestRecord("", request.method, route=self._route_name(request))
