@@ -36,9 +36,12 @@ _REFERENCE_FIELDS = frozenset({
     "vector_store_ids", "assistant_id", "thread_id", "training_file", "validation_file",
     "conversation",
 })
-# The client's own data, never a reference: JSON schemas (a function's `parameters`, a
-# structured output's `schema`) and `metadata` may use the same names for anything.
-_OPAQUE_FIELDS = frozenset({"metadata", "parameters", "schema", "json_schema"})
+# Never a reference: the client's own data (JSON schemas, a function's `parameters`, a
+# structured output's `schema`, and `metadata` may use the same names for anything), and
+# earlier outputs sent back as input (`annotations` citing a file, a file search's
+# `results`): they quote a file, they do not give the model access to it.
+_OPAQUE_FIELDS = frozenset({"metadata", "parameters", "schema", "json_schema", "annotations",
+                            "results"})
 # What a walk may cost: a body nested or spread past these is refused when checked
 # (`strict`), and only partly read for affinity.
 MAX_REFERENCE_DEPTH = 32

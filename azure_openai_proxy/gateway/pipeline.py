@@ -263,6 +263,9 @@ class Gateway:
             await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
             if request.method == "POST" and target.operation == "batches":
                 await check_batch(self.owners, self.table, caller, body.json)
+        elif body.raw is not None and b'"file_id"' in body.raw:  # a chat message's file part
+            named, _ = object_ids("", body.json)
+            await self.owners.check(named, key.id, is_restricted(key, caller.team))
         subjects = [("key:" + key.id, key.limits)]
         if caller.team is not None:
             subjects.append(("team:" + caller.team.id, caller.team.limits))

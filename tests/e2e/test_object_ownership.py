@@ -225,6 +225,10 @@ def test_a_key_cannot_use_another_keys_objects_by_reference(
         "role": "user", "content": "x", "attachments": attachment}), file_id)
     _refused(lambda: b.post("/vector_stores/vs_b/file_batches", cast_to=object,
                             body={"file_ids": ["file-b", file_id]}), file_id)
+    _refused(lambda: b.chat.completions.create(model="gpt-4o", messages=[
+        {"role": "user", "content": [{"type": "text", "text": "read"},
+                                     {"type": "file", "file": {"file_id": file_id}}]}]),
+             file_id)
     assert len(emulator.requests()) == seen  # none of them reached Azure
     # The owner may.
     assert a.responses.create(model="gpt-4o", input=[{"role": "user", "content": [

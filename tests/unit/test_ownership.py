@@ -100,6 +100,10 @@ def test_every_reference_in_a_body_is_named() -> None:
         "conversation": {"id": "conv-1"},
         "metadata": {"file_id": "not-a-reference-either"},
         "text": {"format": {"type": "json_schema", "schema": {"file_id": "schema"}}},
+        "include": [{"type": "message", "role": "assistant", "content": [
+            {"type": "output_text", "text": "see",
+             "annotations": [{"type": "container_file_citation", "file_id": "cfile-1"}]}]},
+            {"type": "file_search_call", "results": [{"file_id": "f-quoted"}]}],
     }
     named, inner = object_ids("responses", body)
     assert sorted(named) == ["conv-1", "f-1", "f-2", "f-3", "f-4", "f-5", "vs-1", "vs-2"]
