@@ -62,6 +62,7 @@ __all__ = [
     "ObjectNotFound",
     "ObjectOwners",
     "Owned",
+    "chat_file_ids",
     "filtered",
     "is_list",
     "list_ids",
@@ -226,6 +227,24 @@ def object_ids(operation: str, body: Mapping[str, Any] | None) -> tuple[list[str
     if len(parts) >= 2 and parts[1] in _NOT_IDS:
         named = named[1:]
     return named, parts[3::2]
+
+
+def chat_file_ids(raw: bytes, body: Mapping[str, Any] | None) -> list[str]:
+    """The files a chat request's messages name (`{"type": "file", "file": {"file_id"}}`
+    parts). The bytes are searched first: without "file" (or a `\\u` escape that could
+    spell it), no message has a file part, and the messages are not walked."""
+    if body is None or (b"file" not in raw and b"\\u" not in raw):
+        return []
+    messages = body.get("messages")
+    ids: list[str] = []
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else ():
+            file = part.get("file") if isinstance(part, dict) else None
+            file_id = file.get("file_id") if isinstance(file, dict) else None
+            if isinstance(file_id, str) and file_id:
+                ids.append(file_id)
+    return ids
 
 
 def is_list(method: str, operation: str) -> bool:

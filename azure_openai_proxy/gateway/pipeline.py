@@ -59,7 +59,12 @@ from azure_openai_proxy.gateway.ledger import (
     settle_budget,
 )
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_to
-from azure_openai_proxy.gateway.ownership import ObjectOwners, object_ids, owned_answer
+from azure_openai_proxy.gateway.ownership import (
+    ObjectOwners,
+    chat_file_ids,
+    object_ids,
+    owned_answer,
+)
 from azure_openai_proxy.gateway.relay import relay
 from azure_openai_proxy.gateway.spool import SpooledBody, multipart_boundary
 from azure_openai_proxy.governance.budget import BudgetGuard
@@ -263,9 +268,10 @@ class Gateway:
             await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
             if request.method == "POST" and target.operation == "batches":
                 await check_batch(self.owners, self.table, caller, body.json)
-        elif body.raw is not None and b'"file_id"' in body.raw:  # a chat message's file part
-            named, _ = object_ids("", body.json)
-            await self.owners.check(named, key.id, is_restricted(key, caller.team))
+        elif target.operation == "chat/completions" and body.raw is not None:
+            files = chat_file_ids(body.raw, body.json)  # a message's file parts
+            if files:
+                await self.owners.check(files, key.id, is_restricted(key, caller.team))
         subjects = [("key:" + key.id, key.limits)]
         if caller.team is not None:
             subjects.append(("team:" + caller.team.id, caller.team.limits))

@@ -25,6 +25,7 @@ from azure_openai_proxy.gateway.ownership import (
     ObjectNotFound,
     ObjectOwners,
     Owned,
+    chat_file_ids,
     filtered,
     list_ids,
     object_ids,
@@ -189,3 +190,17 @@ def test_a_failing_database_leaves_the_memory_answering(tmp_path: Path) -> None:
         owners.close()
 
     asyncio.run(scenario())
+
+
+def test_the_files_a_chat_request_names() -> None:
+    def named(raw: bytes) -> list[str]:
+        return chat_file_ids(raw, orjson.loads(raw))
+
+    part = b'{"type": "file", "file": {"file_id": "file-1"}}'
+    assert named(b'{"messages": [{"role": "user", "content": [' + part + b"]}]}") == ["file-1"]
+    # Spelled with escapes, the key still names a file: the bytes search lets it through.
+    escaped = b'{"messages": [{"role": "user", "content": [{"type": "\\u0066ile", ' \
+              b'"\\u0066ile": {"\\u0066ile_id": "f-2"}}]}]}'
+    assert b"file" not in escaped and named(escaped) == ["f-2"]
+    assert named(b'{"messages": [{"role": "user", "content": "a file"}]}') == []
+    assert named(b'{"messages": "file"}') == [] and chat_file_ids(b"file", None) == []
