@@ -189,6 +189,7 @@ def _refused(call: Callable[[], Any], object_id: str) -> None:
     assert refused.value.body["message"] == f"No such object: {object_id}"  # type: ignore[index]
 
 
+@pytest.mark.filterwarnings("ignore:.*deprecated:DeprecationWarning")  # Assistants
 def test_a_key_cannot_use_another_keys_objects_by_reference(
         governed: Governed, emulator: Emulator) -> None:
     """Issue 13, review: every reference in a body is checked, not only six flat fields;
