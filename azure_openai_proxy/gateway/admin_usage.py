@@ -13,7 +13,6 @@ import hmac
 import sqlite3
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from urllib.parse import parse_qsl
 
 from azure_openai_proxy.auth import presented_key
@@ -25,9 +24,9 @@ from azure_openai_proxy.errors import (
 )
 from azure_openai_proxy.http.interface import Answer, HttpRequest
 from azure_openai_proxy.settings import Settings
-from azure_openai_proxy.store.ledger import GROUPINGS, Grouping, LedgerStore, UsageRow
+from azure_openai_proxy.store.ledger import GROUPINGS
 from azure_openai_proxy.store.sqlite import database_path
-from azure_openai_proxy.store.usage_report import as_csv, as_json, parse_time
+from azure_openai_proxy.store.usage_report import as_csv, as_json, parse_time, read_usage
 
 __all__ = ["ADMIN_USAGE_PATH", "check_admin", "usage_answer"]
 
@@ -43,14 +42,6 @@ def check_admin(settings: Settings, headers: Mapping[str, str]) -> None:
     expected = settings.admin_key.get_secret_value().encode()
     if presented is None or not hmac.compare_digest(presented.encode(), expected):
         raise AuthenticationFailed("The admin API needs the admin key as 'Authorization: Bearer'.")
-
-
-def _query(path: Path, by: Grouping, since: float, until: float | None) -> list[UsageRow]:
-    store = LedgerStore.open(path)
-    try:
-        return store.usage(by, since, until)
-    finally:
-        store.close()
 
 
 async def usage_answer(settings: Settings, request: HttpRequest) -> Answer:
@@ -69,7 +60,7 @@ async def usage_answer(settings: Settings, request: HttpRequest) -> Answer:
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="since") from None
     try:
-        rows = await asyncio.to_thread(_query, database_path(settings), by, since, until)
+        rows = await asyncio.to_thread(read_usage, database_path(settings), by, since, until)
     except (sqlite3.Error, OSError):
         raise DatabaseUnavailable("The usage database cannot be read right now.") from None
     if form == "csv":

@@ -18,11 +18,34 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ResourceAffinity", "ids_referenced"]
+from azure_openai_proxy.errors import MalformedBody
 
-# Body fields that name an object created earlier.
-_REFERENCE_FIELDS = ("previous_response_id", "input_file_id", "file_id", "vector_store_id",
-                     "assistant_id", "thread_id")
+__all__ = [
+    "MAX_REFERENCE_DEPTH",
+    "MAX_REFERENCE_VALUES",
+    "ReferencesUncheckable",
+    "ResourceAffinity",
+    "ids_referenced",
+]
+
+# Keys whose value names an object created earlier (a string, or a list of them), at any
+# depth of a body: `tool_resources.file_search.vector_stores[].file_ids`,
+# `input[].content[].file_id`, `messages[].attachments[].file_id`, `tools[].vector_store_ids`...
+_REFERENCE_FIELDS = frozenset({
+    "previous_response_id", "input_file_id", "file_id", "file_ids", "vector_store_id",
+    "vector_store_ids", "assistant_id", "thread_id", "training_file", "validation_file",
+    "conversation",
+})
+# Never a reference: the client's own data (JSON schemas, a function's `parameters`, a
+# structured output's `schema`, and `metadata` may use the same names for anything), and
+# earlier outputs sent back as input (`annotations` citing a file, a file search's
+# `results`): they quote a file, they do not give the model access to it.
+_OPAQUE_FIELDS = frozenset({"metadata", "parameters", "schema", "json_schema", "annotations",
+                            "results"})
+# What a walk may cost: a body nested or spread past these is refused when checked
+# (`strict`), and only partly read for affinity.
+MAX_REFERENCE_DEPTH = 32
+MAX_REFERENCE_VALUES = 50_000
 # Path roots whose second segment is an object id (files/{id}, batches/{id}/cancel, ...).
 _ID_ROOTS = frozenset({"files", "batches", "responses", "vector_stores", "assistants", "threads",
                        "uploads", "conversations"})
@@ -30,18 +53,65 @@ _ID_ROOTS = frozenset({"files", "batches", "responses", "vector_stores", "assist
 Home = tuple[str, str]  # (endpoint, deployment name)
 
 
-def ids_referenced(operation: str, body: Mapping[str, Any] | None) -> list[str]:
-    """The object ids a resource request refers to, the path's first."""
+class ReferencesUncheckable(MalformedBody):
+    """A body too deep or too large for its references to be read at a bounded cost."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"The request body is nested deeper than {MAX_REFERENCE_DEPTH} levels or holds "
+            f"more than {MAX_REFERENCE_VALUES} values where objects may be named.")
+
+
+def ids_referenced(operation: str, body: Mapping[str, Any] | None, *,
+                   strict: bool = False) -> list[str]:
+    """The object ids a resource request refers to: the path's first, then every one its
+    body names. Past the walk's bounds: `ReferencesUncheckable` when `strict`, else the
+    ids found so far."""
     ids: list[str] = []
     parts = operation.split("/")
     if len(parts) >= 2 and parts[0] in _ID_ROOTS:
         ids.append(parts[1])
     if body:
-        for field in _REFERENCE_FIELDS:
-            value = body.get(field)
-            if isinstance(value, str) and value:
-                ids.append(value)
+        try:
+            _walk(body, ids)
+        except ReferencesUncheckable:
+            if strict:
+                raise
     return ids
+
+
+def _walk(body: Mapping[str, Any], ids: list[str]) -> None:
+    """Append to `ids` every reference in `body`, depth first, within the bounds."""
+    budget = MAX_REFERENCE_VALUES
+    stack: list[tuple[Any, int]] = [(body, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_REFERENCE_DEPTH:
+            raise ReferencesUncheckable
+        budget -= len(node)
+        if budget < 0:
+            raise ReferencesUncheckable
+        if isinstance(node, list):
+            stack.extend((item, depth + 1) for item in node
+                         if isinstance(item, dict | list) and item)
+            continue
+        for field, value in node.items():
+            if field in _REFERENCE_FIELDS:
+                _add_reference(field, value, ids)
+            elif isinstance(value, dict | list) and value and field not in _OPAQUE_FIELDS:
+                stack.append((value, depth + 1))
+
+
+def _add_reference(field: str, value: Any, ids: list[str]) -> None:
+    if isinstance(value, str):
+        if value:
+            ids.append(value)
+    elif isinstance(value, list):
+        ids.extend(item for item in value if isinstance(item, str) and item)
+    elif field == "conversation" and isinstance(value, dict):  # {"id": "conv_..."}
+        conversation = value.get("id")
+        if isinstance(conversation, str) and conversation:
+            ids.append(conversation)
 
 
 class ResourceAffinity:

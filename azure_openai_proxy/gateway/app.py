@@ -49,6 +49,7 @@ from azure_openai_proxy.http.interface import (
     BodyTooLarge,
     HttpRequest,
     Reply,
+    answered_by_engine,
 )
 from azure_openai_proxy.observability.accesslog import AccessLog
 from azure_openai_proxy.observability.metrics import Metrics, metrics_for
@@ -173,6 +174,11 @@ class GatewayApp:
                     reply = self._failure(request, exc)
             status = reply.status
             return reply
+        except asyncio.CancelledError as exc:
+            # The engine answered the request itself (a malformed or late body): log what
+            # the client got, not a client that left.
+            status = answered_by_engine(exc) or status
+            raise
         finally:
             if record is None:
                 record = RequestRecord("", request.method, route=self._route_name(request))
@@ -224,13 +230,13 @@ class GatewayApp:
         """Each deployment's live state. Needs a client key when client keys are set;
         never shows a key."""
         gateway = self.gateway
-        gateway.authenticate(request.headers)
+        limits = gateway.admit_local(gateway.authenticate(request.headers))
         body = {
             "worker": os.getpid(),
             "routing_strategy": gateway.settings.routing_strategy,
             "deployments": gateway.balancer.snapshot(gateway.settings.deployments),
         }
-        return Answer(200, {"content-type": _JSON}, orjson.dumps(body))
+        return Answer(200, {"content-type": _JSON, **limits}, orjson.dumps(body))
 
     def _metrics(self, request: HttpRequest) -> Answer:
         body, content_type = self.metrics.render()

@@ -5,8 +5,12 @@ Azure keeps these objects per resource, not per caller: without this, any key co
 list, read or delete what another key uploaded. The gateway records, when a virtual key's
 POST creates an object, that the object is the key's. Then:
 
-- a request naming an object (in its path, or in a body field such as `input_file_id`)
-  that another key owns gets OpenAI's 404 for an object that is not yours;
+- a request naming an object that another key owns gets OpenAI's 404 for an object
+  that is not yours: in its path (the first id; an id past it, such as a run of a
+  thread, when known to be another key's), or anywhere in its body (`file_ids`,
+  `tool_resources...vector_stores[].file_ids`, `training_file`, an `input_file` part,
+  `attachments[].file_id`, `previous_response_id`, `conversation`...: affinity.py's
+  `ids_referenced`, a walk bounded in depth and size; a body past the bounds is a 400);
 - a list (`GET /v1/files`, `/v1/batches`...) shows only the key's own objects;
 - an object the gateway does not know the owner of (created before a restart, by another
   worker, by a static or passthrough key, or forgotten past the bound) is refused (404)
@@ -23,9 +27,10 @@ fails, memory alone answers (this worker's recent objects; others are unknown).
 Objects created by a stream (a streamed `responses` call) are not recorded (their id is
 not read from the stream), nor objects created inside another answer (an upload's file).
 
-Batch input files: when a virtual key uploads a file with purpose `batch`, the models
-its lines name (`body.model`) are recorded with it, so a batch made from it can be
-checked against the key's allow-list when it is created.
+Batch input files: when a virtual key with an allow-list uploads a file with purpose
+`batch`, the models its lines name (`body.model`) are recorded with it
+(gateway/batchcheck.py), so a batch made from it can be checked against the allow-list
+when it is created.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +50,8 @@ import orjson
 
 from azure_openai_proxy.errors import GatewayError, NotFound
 from azure_openai_proxy.gateway.affinity import ids_referenced
+from azure_openai_proxy.http.interface import Answer, Reply
+from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ownership import OwnerStore
 
 log = logging.getLogger("azure_openai_proxy")
@@ -55,11 +62,12 @@ __all__ = [
     "ObjectNotFound",
     "ObjectOwners",
     "Owned",
-    "batch_file_models",
+    "chat_file_ids",
     "filtered",
     "is_list",
     "list_ids",
     "object_ids",
+    "owned_answer",
 ]
 
 _CAPACITY = 200_000
@@ -129,14 +137,21 @@ class ObjectOwners:
         self._keep(object_id, owned)
         return owned
 
-    async def check(self, ids: Iterable[str], key_id: str, restricted: bool) -> None:
-        """Raise `ObjectNotFound` for the first id that is not this key's to use."""
+    async def check(self, ids: Iterable[str], key_id: str, restricted: bool,
+                    inner: Iterable[str] = ()) -> None:
+        """Raise `ObjectNotFound` for the first id that is not this key's to use: of
+        `ids`, one another key owns, or (`restricted`) one of unknown owner; of `inner`
+        (sub-objects of an object already checked), one another key owns."""
         for object_id in ids:
             owned = await self.get(object_id)
             if owned is None:
                 if restricted:
                     raise ObjectNotFound(object_id)
             elif owned.key_id != key_id:
+                raise ObjectNotFound(object_id)
+        for object_id in inner:
+            owned = await self.get(object_id)
+            if owned is not None and owned.key_id != key_id:
                 raise ObjectNotFound(object_id)
 
     async def owned_of(self, key_id: str, object_ids: list[str]) -> set[str]:
@@ -198,15 +213,37 @@ class ObjectOwners:
         return len(self._owners)
 
 
-def object_ids(operation: str, body: Mapping[str, Any] | None) -> list[str]:
-    """The ids of existing objects a resource request names (path first, then body)."""
+def object_ids(operation: str, body: Mapping[str, Any] | None) -> tuple[list[str], list[str]]:
+    """The ids of existing objects a resource request names: those the key must own (the
+    path's first, every reference in the body), and the sub-objects its path names past
+    the first (`threads/{id}/runs/{run}`, `vector_stores/{id}/files/{file}`): those live
+    inside the first, so they are refused only when known to be another key's."""
     parts = operation.split("/")
     if parts[0] == "fine_tuning":
-        ids = [parts[2]] if len(parts) >= 3 and parts[1] == "jobs" else []
-        return ids + ids_referenced("", body)
-    ids = ids_referenced(operation, body)
+        named = [parts[2]] if len(parts) >= 3 and parts[1] == "jobs" else []
+        inner = parts[4::2] if parts[1:2] == ["jobs"] else parts[2::2]
+        return named + ids_referenced("", body, strict=True), inner
+    named = ids_referenced(operation, body, strict=True)
     if len(parts) >= 2 and parts[1] in _NOT_IDS:
-        ids = ids[1:]
+        named = named[1:]
+    return named, parts[3::2]
+
+
+def chat_file_ids(raw: bytes, body: Mapping[str, Any] | None) -> list[str]:
+    """The files a chat request's messages name (`{"type": "file", "file": {"file_id"}}`
+    parts). The bytes are searched first: without "file" (or a `\\u` escape that could
+    spell it), no message has a file part, and the messages are not walked."""
+    if body is None or (b"file" not in raw and b"\\u" not in raw):
+        return []
+    messages = body.get("messages")
+    ids: list[str] = []
+    for message in messages if isinstance(messages, list) else ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else ():
+            file = part.get("file") if isinstance(part, dict) else None
+            file_id = file.get("file_id") if isinstance(file, dict) else None
+            if isinstance(file_id, str) and file_id:
+                ids.append(file_id)
     return ids
 
 
@@ -239,45 +276,16 @@ def filtered(answer: dict[str, Any], kept: set[str]) -> bytes:
     return orjson.dumps(answer)
 
 
-async def batch_file_models(
-    chunks: AsyncIterator[bytes], boundary: bytes, field: str = "file",
-) -> frozenset[str] | None:
-    """The models the lines of an uploaded batch file name (`body.model`); None when a
-    line cannot be read (then a batch from it cannot be checked)."""
-    content = _file_part(b"".join([chunk async for chunk in chunks]), boundary, field)
-    if content is None:
-        return None
-    models: set[str] = set()
-    for line in content.splitlines():
-        if not line.strip():
-            continue
-        try:
-            entry = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            return None
-        body = entry.get("body") if isinstance(entry, dict) else None
-        model = body.get("model") if isinstance(body, dict) else None
-        if not isinstance(model, str):
-            return None
-        models.add(model)
-    return frozenset(models)
-
-
-def _file_part(form: bytes, boundary: bytes, field: str) -> bytes | None:
-    """The content of the file part named `field` of a multipart form."""
-    delimiter = b"--" + boundary
-    name = b'name="' + field.encode() + b'"'
-    position = form.find(delimiter)
-    while position != -1:
-        header_start = position + len(delimiter) + 2
-        header_end = form.find(b"\r\n\r\n", header_start, header_start + 4096)
-        if header_end == -1:
-            return None
-        next_part = form.find(b"\r\n" + delimiter, header_end)
-        if next_part == -1:
-            return None
-        headers = form[header_start:header_end].lower()
-        if name in headers and b"filename=" in headers:
-            return form[header_end + 4:next_part]
-        position = form.find(delimiter, next_part + 2)
-    return None
+async def owned_answer(
+    owners: ObjectOwners, method: str, operation: str, key_id: str, record: RequestRecord,
+    reply: Reply, batch_models: frozenset[str] | None,
+) -> Reply:
+    """A resource answer for a virtual key: a created object becomes the key's, a
+    list shows only the key's own objects."""
+    if method == "POST" and record.created_id is not None:
+        await owners.remember(record.created_id, Owned(key_id, batch_models))
+    elif is_list(method, operation) and isinstance(reply, Answer) and reply.status == 200:
+        listed = list_ids(reply.body)
+        if listed is not None:
+            reply.body = filtered(listed[0], await owners.owned_of(key_id, listed[1]))
+    return reply

@@ -50,6 +50,7 @@ from azure_openai_proxy.errors import (
 )
 from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
 from azure_openai_proxy.gateway.balancer import Balancer
+from azure_openai_proxy.gateway.batchcheck import check_batch, uploaded_batch_models
 from azure_openai_proxy.gateway.governed import limit_refusal, pool_allowed, price_names, used_tokens
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
 from azure_openai_proxy.gateway.ledger import (
@@ -60,14 +61,10 @@ from azure_openai_proxy.gateway.ledger import (
 )
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_to
 from azure_openai_proxy.gateway.ownership import (
-    BatchNotAllowed,
     ObjectOwners,
-    Owned,
-    batch_file_models,
-    filtered,
-    is_list,
-    list_ids,
+    chat_file_ids,
     object_ids,
+    owned_answer,
 )
 from azure_openai_proxy.gateway.relay import relay
 from azure_openai_proxy.gateway.spool import SpooledBody, multipart_boundary
@@ -75,7 +72,6 @@ from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.keys import (
     SECRET_PREFIX,
     allowed_names,
-    has_budget,
     is_restricted,
 )
 from azure_openai_proxy.governance.ratelimit import (
@@ -206,7 +202,7 @@ class Gateway:
                     if self.budgets is not None:
                         enforce_budget(self.budgets, caller, request)
             if target.kind in ("models", "model"):
-                return self._models(target, caller)
+                return apply_to(self._models(target, caller), self.admit_local(caller))
             body = await self._read_body(request, target)
             if caller.key is not None:
                 return await self._governed(request, target, caller, body, record)
@@ -234,6 +230,22 @@ class Gateway:
             raise AuthenticationFailed("Incorrect API key provided for this gateway.")
         return self.keyring.authenticate(headers)
 
+    def admit_local(self, caller: Caller) -> Mapping[str, str]:
+        """A request the gateway answers itself (the model list) still counts against a
+        virtual key's limits and its team's: no route bypasses them. Raises their 429;
+        else the `x-ratelimit-*` headers to answer with (none for other callers)."""
+        key, limiter = caller.key, self.limiter
+        if key is None or limiter is None:
+            return {}
+        subjects = [("key:" + key.id, key.limits)]
+        if caller.team is not None:
+            subjects.append(("team:" + caller.team.id, caller.team.limits))
+        admitted = limiter.admit(subjects, 0)
+        if isinstance(admitted, Refusal):
+            raise limit_refusal(admitted)
+        limiter.settle(admitted, None)  # answered at once: nothing stays in flight
+        return admitted.headers
+
     async def _governed(
         self, request: HttpRequest, target: Target, caller: Caller, body: _Body,
         record: RequestRecord,
@@ -254,13 +266,14 @@ class Gateway:
             raise ModelNotAllowed(routed[1])
         batch_models: frozenset[str] | None = None
         if target.kind == "resource":
-            await self.owners.check(object_ids(target.operation, body.json), key.id,
-                                    is_restricted(key, caller.team))
-            if request.method == "POST":
-                if target.operation == "batches":
-                    await self._check_batch(caller, body)
-                elif target.operation == "files":
-                    batch_models = await _uploaded_batch_models(body)
+            named, inner = object_ids(target.operation, body.json)
+            await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
+            if request.method == "POST" and target.operation == "batches":
+                await check_batch(self.owners, self.table, caller, body.json)
+        elif target.operation == "chat/completions" and body.raw is not None:
+            files = chat_file_ids(body.raw, body.json)  # a message's file parts
+            if files:
+                await self.owners.check(files, key.id, is_restricted(key, caller.team))
         subjects = [("key:" + key.id, key.limits)]
         if caller.team is not None:
             subjects.append(("team:" + caller.team.id, caller.team.limits))
@@ -273,11 +286,13 @@ class Gateway:
             if budgets is not None:
                 hold = reserve_budget(budgets, caller, body.json, price_names(*routed),
                                       target.operation, self._default_completion)
+            if key.models and target.operation == "files" and request.method == "POST":
+                batch_models = await uploaded_batch_models(body.spool, body.boundary)
             reply = await self._proxy(LimitedRequest(request, admitted.headers), target,
                                       caller, body, record, routed)
             if target.kind == "resource":
-                reply = await self._owned(request.method, target, key.id, record, reply,
-                                          batch_models)
+                reply = await owned_answer(self.owners, request.method, target.operation,
+                                           key.id, record, reply, batch_models)
             return apply_to(reply, admitted.headers)
         except BaseException as exc:
             # Sent and never answered (the client left, a timeout): Azure may bill it.
@@ -289,47 +304,6 @@ class Gateway:
             self.limiter.settle(admitted, used_tokens(record))
             if budgets is not None:
                 settle_budget(budgets, hold, record)
-
-    async def _owned(
-        self, method: str, target: Target, key_id: str, record: RequestRecord, reply: Reply,
-        batch_models: frozenset[str] | None,
-    ) -> Reply:
-        """A resource answer for a virtual key: a created object becomes the key's, a
-        list shows only the key's own objects."""
-        if method == "POST" and record.created_id is not None:
-            await self.owners.remember(record.created_id, Owned(key_id, batch_models))
-        elif (is_list(method, target.operation) and isinstance(reply, Answer)
-              and reply.status == 200):
-            listed = list_ids(reply.body)
-            if listed is not None:
-                reply.body = filtered(listed[0], await self.owners.owned_of(key_id, listed[1]))
-        return reply
-
-    async def _check_batch(self, caller: Caller, body: _Body) -> None:
-        """A batch is not metered per request: a key with a budget may not make one, and
-        a key with an allow-list only from a file whose every line names a model it may
-        use (recorded when the file was uploaded through the gateway)."""
-        key = caller.key
-        assert key is not None
-        if has_budget(key, caller.team):
-            raise BatchNotAllowed(
-                "Batches are not available to keys with a budget: their usage is not "
-                "metered per request.")
-        if not key.models:
-            return
-        file_id = body.json.get("input_file_id") if body.json is not None else None
-        owned = await self.owners.get(file_id) if isinstance(file_id, str) else None
-        if owned is None or owned.models is None:
-            raise BatchNotAllowed(
-                "This key may only make batches from files uploaded through the gateway "
-                "with purpose `batch` whose every line names a model.")
-        for model in sorted(owned.models):
-            try:
-                pool = self.table.resolve(model)
-            except GatewayError:
-                raise ModelNotAllowed(model) from None
-            if not pool_allowed(key.models, model, pool):
-                raise ModelNotAllowed(model)
 
     def _classify(self, method: str, raw_path: str) -> Target:
         """`classify`, remembered: a few paths carry nearly all the traffic."""
@@ -631,16 +605,6 @@ class Gateway:
         elif body.raw:
             payload = body.raw
         return UpstreamRequest(request.method, url, headers, payload), policy
-
-
-async def _uploaded_batch_models(body: _Body) -> frozenset[str] | None:
-    """For an upload with purpose `batch`, the models its lines name."""
-    if body.spool is None or body.boundary is None:
-        return None
-    purpose = body.spool.form_field("purpose", body.boundary)
-    if purpose is None or purpose[0] != "batch":
-        return None
-    return await batch_file_models(body.spool.replaying()(), body.boundary)
 
 
 def _note_answer(record: RequestRecord, response: UpstreamResponse, sent: float) -> None:

@@ -117,6 +117,11 @@ class SpooledBody:
 
         return chunks
 
+    def pieces(self) -> Iterator[bytes]:
+        """The body, in pieces, read synchronously (from a worker thread: it may read a
+        file; after `close` it ends early or raises OSError)."""
+        return self._ranges(0, self.size)
+
     def _ranges(self, start: int, end: int) -> Iterator[bytes]:
         if start >= end:
             return

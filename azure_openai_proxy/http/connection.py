@@ -22,7 +22,7 @@ from azure_openai_proxy.http.head import (
     request_framing,
     valid_host,
 )
-from azure_openai_proxy.http.interface import ClientDisconnected
+from azure_openai_proxy.http.interface import AnsweredByEngine, ClientDisconnected
 from azure_openai_proxy.http.request import BODY_HIGH_WATER, FastRequest, RequestBody
 from azure_openai_proxy.http.upgrade import upgrade_refused
 
@@ -338,12 +338,13 @@ class _HttpConnection(asyncio.Protocol):
                 # answer (unless part of another one already left), and its handler
                 # stops as if the client had left.
                 stream = parsing.started_stream
-                if stream is None or stream.drop_pending_head():
+                answered = stream is None or stream.drop_pending_head()
+                if answered:
                     self._write_and_close(reply)
                 else:
                     self.close()
                 if self.task is not None:
-                    self.task.cancel()
+                    self.task.cancel(AnsweredByEngine(status) if answered else None)
                 return
             if self.pending and self.pending[-1] is parsing:
                 self.pending.pop()  # never served: the refusal is its answer

@@ -23,6 +23,7 @@ from multidict import CIMultiDictProxy
 
 __all__ = [
     "Answer",
+    "AnsweredByEngine",
     "Application",
     "BodyTimedOut",
     "BodyTooLarge",
@@ -35,6 +36,7 @@ __all__ = [
     "WebSocketApplication",
     "WebSocketClosed",
     "WebSocketHandler",
+    "answered_by_engine",
 ]
 
 # A request's headers: case-insensitive, repeated names kept, read-only.
@@ -55,6 +57,25 @@ class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"The request body is larger than the limit of {limit} bytes.")
         self.limit = limit
+
+
+class AnsweredByEngine:
+    """Why the engine cancelled a handler, when not because the client left: the engine
+    answered the request itself (its body malformed or late: 400, 408) with `status`. The
+    message of that cancellation (`answered_by_engine` reads it)."""
+
+    __slots__ = ("status",)
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+def answered_by_engine(cancelled: BaseException) -> int | None:
+    """The status the client got from the engine, when `cancelled` (a handler's
+    CancelledError) came from the engine answering the request itself; None when the
+    client left."""
+    reason = cancelled.args[0] if cancelled.args else None
+    return reason.status if isinstance(reason, AnsweredByEngine) else None
 
 
 class Answer:

@@ -11,9 +11,15 @@ import time
 from collections.abc import Mapping, Sequence
 
 from azure_openai_proxy.config import ConfigError, load_settings
-from azure_openai_proxy.store.ledger import GROUPINGS, LedgerStore
+from azure_openai_proxy.store.ledger import GROUPINGS
 from azure_openai_proxy.store.sqlite import database_path, sqlite_path
-from azure_openai_proxy.store.usage_report import as_csv, as_json, as_table, parse_time
+from azure_openai_proxy.store.usage_report import (
+    as_csv,
+    as_json,
+    as_table,
+    parse_time,
+    read_usage,
+)
 
 __all__ = ["main"]
 
@@ -50,11 +56,7 @@ def main(argv: Sequence[str], environ: Mapping[str, str], config_path: str | Non
               file=sys.stderr)
         return 1
     try:
-        store = LedgerStore.open(path)
-        try:
-            rows = store.usage(args.by, since, until)
-        finally:
-            store.close()
+        rows = read_usage(path, args.by, since, until)
     except sqlite3.Error as exc:
         print(f"azure-openai-proxy usage: cannot read {path}: {exc}", file=sys.stderr)
         return 1

@@ -1,5 +1,6 @@
-"""Usage queries as people read them: a time range from `7d`/`24h`/a date, and the
-rows as a table, CSV or JSON. Shared by `azure-openai-proxy usage` and GET /admin/usage."""
+"""Usage queries as people read them: a time range from `7d`/`24h`/a date, a key's or
+team's name beside its id, and the rows as a table, CSV or JSON. Shared by
+`azure-openai-proxy usage` and GET /admin/usage."""
 
 from __future__ import annotations
 
@@ -7,17 +8,49 @@ import csv
 import io
 import json
 import re
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
-from azure_openai_proxy.store.ledger import Grouping, UsageRow
+from azure_openai_proxy.store.ledger import Grouping, LedgerStore, UsageRow
+from azure_openai_proxy.store.sqlite import connect
 
-__all__ = ["COLUMNS", "as_csv", "as_json", "as_table", "parse_time"]
+__all__ = ["COLUMNS", "as_csv", "as_json", "as_table", "parse_time", "read_usage"]
 
 COLUMNS = ("requests", "prompt_tokens", "cached_tokens", "completion_tokens",
            "reasoning_tokens", "cost_usd", "estimated", "unpriced")
 _RELATIVE = re.compile(r"^(\d+)([smhdw])$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Groupings by an id that has a name, and the table it is in (store/keys.py).
+_NAMED: dict[str, str] = {"key": "keys", "team": "teams"}
+
+
+def read_usage(path: Path, by: Grouping, since: float, until: float | None) -> list[UsageRow]:
+    """The ledger's totals grouped `by`; by key or team, each row's `name` beside its id
+    (None: a static key, or a key or team since deleted)."""
+    store = LedgerStore.open(path)
+    try:
+        rows = store.usage(by, since, until)
+    finally:
+        store.close()
+    table = _NAMED.get(by)
+    if table is None or not rows:
+        return rows
+    names = _names(path, table)
+    return [{by: row[by], "name": names.get(row[by]),
+             **{k: v for k, v in row.items() if k != by}} for row in rows]
+
+
+def _names(path: Path, table: str) -> dict[str, str]:
+    """id -> name of every key or team (none when the database holds no keys table)."""
+    db = connect(path)
+    try:
+        return {str(i): str(n) for i, n in db.execute(f"SELECT id, name FROM {table}")}
+    except sqlite3.OperationalError:  # a ledger written without governance's tables
+        return {}
+    finally:
+        db.close()
 
 
 def parse_time(text: str, now: float) -> float:
@@ -42,11 +75,13 @@ def parse_time(text: str, now: float) -> float:
 
 
 def _header(by: Grouping) -> list[str]:
-    return [by, *COLUMNS]
+    return [by, "name", *COLUMNS] if by in _NAMED else [by, *COLUMNS]
 
 
 def _cells(by: Grouping, row: UsageRow) -> list[str]:
     cells = ["-" if row[by] is None else str(row[by])]
+    if by in _NAMED:
+        cells.append(row.get("name") or "-")
     for column in COLUMNS:
         value = row[column]
         cells.append(f"{value:.6f}" if column == "cost_usd" else str(value or 0))
@@ -55,12 +90,13 @@ def _cells(by: Grouping, row: UsageRow) -> list[str]:
 
 def as_table(by: Grouping, rows: Sequence[UsageRow]) -> str:
     lines = [_header(by)] + [_cells(by, row) for row in rows]
-    total = ["total"] + [
+    total = ["total", *([""] if by in _NAMED else [])] + [
         f"{sum(r[c] or 0 for r in rows):.6f}" if c == "cost_usd" else str(sum(r[c] or 0 for r in rows))
         for c in COLUMNS]
     lines.append(total)
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    out = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+    left = 2 if by in _NAMED else 1  # the id and the name are text, the rest numbers
+    out = ["  ".join(cell.ljust(w) if i < left else cell.rjust(w)
                      for i, (cell, w) in enumerate(zip(line, widths, strict=True)))
            for line in lines]
     out.insert(1, "  ".join("-" * w for w in widths))
@@ -73,7 +109,8 @@ def as_csv(by: Grouping, rows: Sequence[UsageRow]) -> str:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(_header(by))
     for row in rows:
-        writer.writerow([row[by], *(row[c] for c in COLUMNS)])
+        named = [row.get("name")] if by in _NAMED else []
+        writer.writerow([row[by], *named, *(row[c] for c in COLUMNS)])
     return buffer.getvalue()
 
 

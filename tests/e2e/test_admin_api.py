@@ -16,6 +16,7 @@ from azure_openai_proxy.settings import Settings
 from tests.e2e.conftest import CLIENT_KEY, Emulator
 from tests.e2e.test_virtual_keys import ADMIN_KEY, HELLO, Governed, governed_gateway
 from tests.support import ServerThread
+from tests.waiting import until
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
@@ -150,3 +151,20 @@ def test_the_readme_admin_call_runs_as_printed(governed: Governed) -> None:
     created = json.loads(done.stdout)
     assert created["name"] == "carol" and created["key"].startswith("sk-aop-")
     assert chat_status(governed.server.url, created["key"]) == 200
+
+
+def test_usage_by_key_names_each_key(governed: Governed) -> None:
+    """GET /admin/usage?by=key shows the key's name beside its id (JSON and CSV)."""
+    key_id, secret = governed.key("dashboard-app")
+    assert chat_status(governed.server.url, secret) == 200
+    admin = Admin(governed.server.url)
+
+    def rows() -> list[Any]:
+        return [r for r in admin("GET", "/admin/usage?by=key&since=1h")["data"]
+                if r["key"] == key_id]
+
+    until(lambda: rows(), timeout=10, message="the ledger never recorded the request")
+    assert rows()[0]["name"] == "dashboard-app"
+    text = admin.http.get("/admin/usage?by=key&since=1h&format=csv").text
+    assert text.splitlines()[0].startswith("key,name,requests,")
+    assert f"{key_id},dashboard-app,1," in text

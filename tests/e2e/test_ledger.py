@@ -363,7 +363,8 @@ def test_the_usage_command_reads_the_ledger(
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:2] == ["day", "requests"] and table[-1].split()[:2] == ["total", "1"]
     assert main(["usage", "--database", database, "--by", "key", "--csv"], {}) == 0
-    assert capsys.readouterr().out.splitlines()[1].startswith(",1,")  # a static client key: no key id
+    # a static client key: no key id, no name
+    assert capsys.readouterr().out.splitlines()[1].startswith(",,1,")
     assert main(["usage", "--database", database, "--since", "soon"], {}) == 2
     # as the README prints it: the database named by the config file
     config = tmp_path / "config.yaml"

@@ -5,13 +5,17 @@ findings 2 and 5). The official `openai` SDK through the gateway to the emulator
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import openai
+import orjson
 import pytest
 
 from azure_openai_proxy.gateway.app import create_app
@@ -177,3 +181,157 @@ def test_another_worker_and_a_restart_know_who_owns_what(
                 restarted.client(b).files.retrieve(uploaded.id)
     finally:
         store.close()
+
+
+def _refused(call: Callable[[], Any], object_id: str) -> None:
+    with pytest.raises(openai.NotFoundError) as refused:
+        call()
+    assert refused.value.body["message"] == f"No such object: {object_id}"  # type: ignore[index]
+
+
+@pytest.mark.filterwarnings("ignore:.*deprecated:DeprecationWarning")  # Assistants
+def test_a_key_cannot_use_another_keys_objects_by_reference(
+        governed: Governed, emulator: Emulator) -> None:
+    """Issue 13, review: every reference in a body is checked, not only six flat fields;
+    refused at the gateway (Azure never sees the request)."""
+    _, a_secret = governed.key("a")
+    _, b_secret = governed.key("b")
+    a, b = governed.client(a_secret), governed.client(b_secret)
+    file_id = a.files.create(file=_batch_file("gpt-4o"), purpose="assistants").id
+    response_id = a.responses.create(model="gpt-4o", input="hi").id
+    seen = len(emulator.requests())
+    attachment = [{"file_id": file_id, "tools": [{"type": "file_search"}]}]
+    for call in (
+        lambda: b.vector_stores.create(name="v", file_ids=[file_id]),
+        lambda: b.beta.assistants.create(
+            model="gpt-4o", tools=[{"type": "code_interpreter"}],
+            tool_resources={"code_interpreter": {"file_ids": [file_id]}}),
+        lambda: b.beta.assistants.create(
+            model="gpt-4o", tool_resources={"file_search": {
+                "vector_stores": [{"file_ids": [file_id]}]}}),
+        lambda: b.beta.threads.create(messages=[
+            {"role": "user", "content": "look", "attachments": attachment}]),
+        lambda: b.fine_tuning.jobs.create(model="gpt-4o-mini", training_file=file_id),
+        lambda: b.fine_tuning.jobs.create(model="gpt-4o-mini", training_file="file-mine",
+                                          validation_file=file_id),
+        lambda: b.responses.create(model="gpt-4o", input=[{"role": "user", "content": [
+            {"type": "input_file", "file_id": file_id}]}]),
+        lambda: b.responses.create(model="gpt-4o", input="hi", tools=[
+            {"type": "file_search", "vector_store_ids": [file_id]}]),
+    ):
+        _refused(call, file_id)
+    _refused(lambda: b.responses.create(model="gpt-4o", input="more",
+                                        previous_response_id=response_id), response_id)
+    _refused(lambda: b.post("/threads/thread_b/messages", cast_to=object, body={
+        "role": "user", "content": "x", "attachments": attachment}), file_id)
+    _refused(lambda: b.post("/vector_stores/vs_b/file_batches", cast_to=object,
+                            body={"file_ids": ["file-b", file_id]}), file_id)
+    _refused(lambda: b.chat.completions.create(model="gpt-4o", messages=[
+        {"role": "user", "content": [{"type": "text", "text": "read"},
+                                     {"type": "file", "file": {"file_id": file_id}}]}]),
+             file_id)
+    assert len(emulator.requests()) == seen  # none of them reached Azure
+    # The owner may.
+    assert a.responses.create(model="gpt-4o", input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "hi"}]}], previous_response_id=response_id).id
+
+
+def test_ids_past_the_first_in_a_path_are_checked(governed: Governed) -> None:
+    _, a_secret = governed.key("a")
+    _, b_secret = governed.key("b")
+    a, b = governed.client(a_secret), governed.client(b_secret)
+    response_id = a.responses.create(model="gpt-4o", input="hi").id
+    # b's own thread (unknown to the gateway: let through to an unrestricted key), a's
+    # object named as a sub-object of it.
+    _refused(lambda: b.get(f"/threads/thread_b/runs/{response_id}", cast_to=object),
+             response_id)
+    _refused(lambda: b.get(f"/vector_stores/vs_b/files/{response_id}", cast_to=object),
+             response_id)
+
+
+def test_a_body_too_deep_to_check_gets_a_400(governed: Governed, emulator: Emulator) -> None:
+    _, secret = governed.key("k")
+    nested: dict[str, Any] = {"file_id": "file-x"}
+    for _ in range(100):
+        nested = {"a": nested}
+    seen = len(emulator.requests())
+    with pytest.raises(openai.BadRequestError) as refused:
+        governed.client(secret).post("/vector_stores", cast_to=object, body=nested)
+    assert "nested deeper than 32 levels" in refused.value.body["message"]  # type: ignore[index]
+    assert len(emulator.requests()) == seen
+
+
+class _BatchLineSpy:
+    """orjson.loads, still the real one, that notes every batch line of this test it
+    reads (the gateway's, not the emulator's) and can hold the first one until released: where the gateway parses an
+    uploaded batch file (on its event loop or off it) shows in what a concurrent request
+    can do meanwhile."""
+
+    MARKER = b'"custom_id": "spied"'
+
+    def __init__(self, hold: bool) -> None:
+        self.real = orjson.loads
+        self.hold = hold
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.lines = 0
+
+    def __call__(self, data: Any) -> Any:
+        caller = inspect.currentframe()
+        by_gateway = caller is not None and caller.f_back is not None and str(
+            caller.f_back.f_globals.get("__name__")).startswith("azure_openai_proxy.gateway")
+        if by_gateway and isinstance(data, bytes) and self.MARKER in data:
+            self.lines += 1
+            if self.hold and not self.started.is_set():
+                self.started.set()
+                self.release.wait(10)
+        return self.real(data)
+
+
+def _spied_file(*models: str) -> Any:
+    lines = [json.dumps({"custom_id": "spied", "method": "POST", "url": "/chat/completions",
+                         "body": {"model": model, "messages": HELLO}}) for model in models]
+    return ("batch.jsonl", io.BytesIO("\n".join(lines).encode() + b"\n"), "application/jsonl")
+
+
+def test_an_uploaded_batch_file_is_read_off_the_event_loop(
+        governed: Governed, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, secret = governed.key("mini-only", models=("gpt-4o-mini",))
+    client = governed.client(secret)
+    spy = _BatchLineSpy(hold=True)
+    monkeypatch.setattr(orjson, "loads", spy)
+    uploaded: list[Any] = []
+    upload = threading.Thread(target=lambda: uploaded.append(client.files.create(
+        file=_spied_file("gpt-4o-mini", "o3-mini"), purpose="batch")))
+    upload.start()
+    try:
+        assert spy.started.wait(10), "the gateway never read the batch file"
+        # The file's first line is being read, and held: the gateway still answers.
+        answered = httpx.get(governed.server.url + "/v1/models", timeout=5,
+                             headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+        assert answered.status_code == 200
+    finally:
+        spy.release.set()
+        upload.join(30)
+    assert spy.lines == 2
+    with pytest.raises(openai.NotFoundError) as refused:  # the allow-list still holds
+        _batch(client, uploaded[0].id)
+    assert "o3-mini" in refused.value.body["message"]  # type: ignore[index]
+
+
+def test_an_uploaded_batch_file_is_read_only_for_an_allow_list_and_once_admitted(
+        governed: Governed, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, free = governed.key("free")
+    _, limited = governed.key("limited", models=("gpt-4o-mini",), limits=Limits(rpm=1))
+    spy = _BatchLineSpy(hold=False)
+    monkeypatch.setattr(orjson, "loads", spy)
+    governed.client(free).files.create(file=_spied_file("gpt-4o-mini"), purpose="batch")
+    assert spy.lines == 0  # no allow-list: nothing to check a batch against
+    client = governed.client(limited)
+    with pytest.raises(openai.RateLimitError):
+        for _ in range(2):  # the RPM of 1 is spent
+            client.models.list()
+            client.chat.completions.create(model="gpt-4o-mini", messages=HELLO)
+    with pytest.raises(openai.RateLimitError):
+        client.files.create(file=_spied_file("gpt-4o-mini"), purpose="batch")
+    assert spy.lines == 0  # refused by the limiter before it was read

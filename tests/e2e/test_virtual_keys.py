@@ -20,6 +20,7 @@ import pytest
 from openai import OpenAI
 
 from azure_openai_proxy.emulator import create_emulator_app
+from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.keys import KeyStore
@@ -42,10 +43,22 @@ class Governed:
                       timeout=30)
 
     def known(self, secret: str) -> str:
-        """Wait until the gateway has loaded the key (it polls the store)."""
-        until(lambda: _status(self.server.url, secret) == 200, timeout=10,
+        """Wait until the gateway has loaded the key (it polls the store). Asked of its
+        key directory, not with a request: every request counts against the key's RPM."""
+        until(lambda: self._loaded(secret), timeout=10,
               message="the gateway never loaded the new key")
         return secret
+
+    def _loaded(self, secret: str) -> bool:
+        async def ask() -> bool:
+            directory = self.server.app.gateway.directory
+            try:
+                directory.authenticate(secret)
+            except AuthenticationFailed:
+                return False
+            return True
+
+        return bool(self.server.call(ask))
 
     def key(self, name: str, **fields: Any) -> tuple[str, str]:
         key, secret = self.store.create_key(name, now=time.time(), **fields)
@@ -310,3 +323,25 @@ def test_a_reload_keeps_the_keys_and_what_they_have_spent(governed: Governed) ->
     chat(client)  # known at once by the new routing
     with pytest.raises(openai.RateLimitError):
         chat(client)  # the minute's two requests were counted across the reload
+
+
+def test_the_answers_the_gateway_gives_itself_count_too(governed: Governed) -> None:
+    """`/v1/models`, `/v1/models/{id}` and `/health/deployments` are answered without
+    Azure, and still count against the key's RPM (review of issue 13)."""
+    _, secret = governed.key("local-routes", limits=Limits(rpm=3))
+    client = governed.client(secret)
+    listed = client.models.with_raw_response.list()
+    assert listed.headers["x-ratelimit-limit-requests"] == "3"
+    assert listed.headers["x-ratelimit-remaining-requests"] == "2"
+    assert client.models.retrieve("gpt-4o").id == "gpt-4o"
+    health = governed.server.url + "/health/deployments"
+    auth = {"Authorization": f"Bearer {secret}"}
+    assert httpx.get(health, headers=auth).status_code == 200
+    for call in (client.models.list, lambda: client.models.retrieve("gpt-4o"),
+                 lambda: chat(client)):
+        with pytest.raises(openai.RateLimitError):
+            call()
+    refused = httpx.get(health, headers=auth)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert "retry-after" in refused.headers

@@ -13,7 +13,8 @@ def test_ids_from_paths_and_bodies() -> None:
     assert ids_referenced("batches", {"input_file_id": "file-9", "endpoint": "/v1/x"}) == ["file-9"]
     assert ids_referenced("responses", {"previous_response_id": "resp_1", "model": "m"}) == ["resp_1"]
     assert ids_referenced("responses", {"previous_response_id": 5}) == []
-    assert ids_referenced("fine_tuning/jobs", {"training_file": "f"}) == []
+    # A fine-tuning job goes where its training file is (it exists on one resource).
+    assert ids_referenced("fine_tuning/jobs", {"training_file": "f"}) == ["f"]
 
 
 def test_remember_and_find_the_first_known_id() -> None:

@@ -5,19 +5,32 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
+from azure_openai_proxy.gateway.affinity import (
+    MAX_REFERENCE_DEPTH,
+    MAX_REFERENCE_VALUES,
+    ReferencesUncheckable,
+    ids_referenced,
+)
+from azure_openai_proxy.gateway.batchcheck import (
+    MAX_BATCH_LINES,
+    batch_file_models,
+    uploaded_batch_models,
+)
 from azure_openai_proxy.gateway.ownership import (
     ObjectNotFound,
     ObjectOwners,
     Owned,
-    batch_file_models,
+    chat_file_ids,
     filtered,
     list_ids,
     object_ids,
 )
+from azure_openai_proxy.gateway.spool import SpooledBody
 
 
 def test_a_known_owner_is_the_only_one_let_through() -> None:
@@ -58,12 +71,62 @@ def test_the_database_remembers_past_the_memory_and_across_instances(tmp_path: P
 
 
 def test_the_ids_a_request_names() -> None:
-    assert object_ids("files/file-1/content", None) == ["file-1"]
-    assert object_ids("batches", {"input_file_id": "file-2"}) == ["file-2"]
-    assert object_ids("threads/runs", {"assistant_id": "asst-1"}) == ["asst-1"]
-    assert object_ids("fine_tuning/jobs/ftjob-1/cancel", None) == ["ftjob-1"]
-    assert object_ids("fine_tuning/jobs", {"training_file": "x"}) == []
-    assert object_ids("files", None) == []
+    assert object_ids("files/file-1/content", None) == (["file-1"], [])
+    assert object_ids("batches", {"input_file_id": "file-2"}) == (["file-2"], [])
+    assert object_ids("threads/runs", {"assistant_id": "asst-1"}) == (["asst-1"], [])
+    assert object_ids("fine_tuning/jobs/ftjob-1/cancel", None) == (["ftjob-1"], [])
+    assert object_ids("fine_tuning/jobs", {"training_file": "x", "validation_file": "y"}) == (
+        ["x", "y"], [])
+    assert object_ids("files", None) == ([], [])
+    # Past the first id, a path names sub-objects of it.
+    assert object_ids("threads/t-1/runs/run-1/steps/step-1", None) == (
+        ["t-1"], ["run-1", "step-1"])
+    assert object_ids("vector_stores/vs-1/files/file-1", None) == (["vs-1"], ["file-1"])
+    assert object_ids("fine_tuning/checkpoints/ck-1/permissions/p-1", None) == (
+        [], ["ck-1", "p-1"])
+
+
+def test_every_reference_in_a_body_is_named() -> None:
+    body = {
+        "file_ids": ["f-1", 7, ""],
+        "tool_resources": {"code_interpreter": {"file_ids": ["f-2"]},
+                           "file_search": {"vector_store_ids": ["vs-1"],
+                                           "vector_stores": [{"file_ids": ["f-3"]}]}},
+        "tools": [{"type": "file_search", "vector_store_ids": ["vs-2"]},
+                  {"type": "function", "function": {"name": "f", "parameters": {
+                      "properties": {"file_id": {"default": "not-a-reference"}}}}}],
+        "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f-4"},
+                                                {"type": "input_text", "text": "file_id"}]}],
+        "attachments": [{"file_id": "f-5"}],
+        "conversation": {"id": "conv-1"},
+        "metadata": {"file_id": "not-a-reference-either"},
+        "text": {"format": {"type": "json_schema", "schema": {"file_id": "schema"}}},
+        "include": [{"type": "message", "role": "assistant", "content": [
+            {"type": "output_text", "text": "see",
+             "annotations": [{"type": "container_file_citation", "file_id": "cfile-1"}]}]},
+            {"type": "file_search_call", "results": [{"file_id": "f-quoted"}]}],
+    }
+    named, inner = object_ids("responses", body)
+    assert sorted(named) == ["conv-1", "f-1", "f-2", "f-3", "f-4", "f-5", "vs-1", "vs-2"]
+    assert inner == []
+    assert object_ids("responses", {"conversation": "conv-2"})[0] == ["conv-2"]
+
+
+def test_a_body_too_deep_or_too_wide_to_check_is_refused() -> None:
+    deep: dict[str, Any] = {"file_id": "f-deep"}
+    for _ in range(MAX_REFERENCE_DEPTH + 1):
+        deep = {"a": deep}
+    wide = {"input": [{"role": "user"}] * (MAX_REFERENCE_VALUES + 1)}
+    for body in (deep, wide):
+        with pytest.raises(ReferencesUncheckable) as refused:
+            object_ids("responses", body)
+        assert refused.value.http_status == 400
+        # Affinity reads what it can, and never refuses.
+        assert ids_referenced("responses/r-1", body) == ["r-1"]
+    fits: dict[str, Any] = {"file_id": "f-1"}
+    for _ in range(MAX_REFERENCE_DEPTH - 1):
+        fits = {"a": fits}
+    assert object_ids("responses", fits) == (["f-1"], [])
 
 
 def test_a_list_keeps_only_the_owned_objects() -> None:
@@ -89,7 +152,14 @@ def _models(form: bytes) -> frozenset[str] | None:
         yield form[:10]
         yield form[10:]
 
-    return asyncio.run(batch_file_models(chunks(), b"B"))
+    async def read() -> frozenset[str] | None:
+        spool = await SpooledBody.read(chunks(), len(form))
+        try:
+            return await uploaded_batch_models(spool, b"B")
+        finally:
+            spool.close()
+
+    return asyncio.run(read())
 
 
 def test_the_models_of_a_batch_file() -> None:
@@ -98,6 +168,13 @@ def test_the_models_of_a_batch_file() -> None:
     assert _models(_form(b'{"body": {}}\n')) is None  # a line without a model
     assert _models(_form(b"{not json\n")) is None
     assert _models(b"--B--\r\n") is None  # no file part
+    assert _models(_form(lines).replace(b"\r\nbatch\r\n", b"\r\nuser_data\r\n")) is None
+
+
+def test_a_batch_file_past_azures_bound_is_not_read_to_its_end() -> None:
+    line = b'{"body": {"model": "gpt-4o"}}\n'
+    assert batch_file_models(line * MAX_BATCH_LINES) == frozenset({"gpt-4o"})
+    assert batch_file_models(line * (MAX_BATCH_LINES + 1)) is None
 
 
 def test_a_failing_database_leaves_the_memory_answering(tmp_path: Path) -> None:
@@ -113,3 +190,17 @@ def test_a_failing_database_leaves_the_memory_answering(tmp_path: Path) -> None:
         owners.close()
 
     asyncio.run(scenario())
+
+
+def test_the_files_a_chat_request_names() -> None:
+    def named(raw: bytes) -> list[str]:
+        return chat_file_ids(raw, orjson.loads(raw))
+
+    part = b'{"type": "file", "file": {"file_id": "file-1"}}'
+    assert named(b'{"messages": [{"role": "user", "content": [' + part + b"]}]}") == ["file-1"]
+    # Spelled with escapes, the key still names a file: the bytes search lets it through.
+    escaped = b'{"messages": [{"role": "user", "content": [{"type": "\\u0066ile", ' \
+              b'"\\u0066ile": {"\\u0066ile_id": "f-2"}}]}]}'
+    assert b"file" not in escaped and named(escaped) == ["f-2"]
+    assert named(b'{"messages": [{"role": "user", "content": "a file"}]}') == []
+    assert named(b'{"messages": "file"}') == [] and chat_file_ids(b"file", None) == []
