@@ -77,6 +77,9 @@ async def _handle(request: web.Request) -> web.StreamResponse:
             raise wire_errors.resource_not_found()
         exchange = Exchange(request, state, route, raw, request_id, headers)
         response = await _pipeline(exchange, entry)
+        if isinstance(response, web.WebSocketResponse):
+            # When and how the session ended: tests time a client's leaving by it.
+            entry["closed_at"], entry["close_code"] = time.monotonic(), response.close_code
     except wire_errors.AzureError as error:
         response = _error_response(error, headers)
     except ConnectionDropped:

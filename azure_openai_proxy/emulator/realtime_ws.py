@@ -11,6 +11,7 @@ mid-response).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,7 +19,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from azure_openai_proxy.emulator import wire_errors
-from azure_openai_proxy.emulator.exchange import Exchange, new_id
+from azure_openai_proxy.emulator.exchange import ConnectionDropped, Exchange, new_id
 from azure_openai_proxy.emulator.realtime import RealtimeSession
 
 __all__ = ["connect", "realtime_deployment"]
@@ -37,7 +38,9 @@ def realtime_deployment(ex: Exchange) -> str:
 
 
 async def connect(ex: Exchange) -> web.StreamResponse:
-    """Upgrade to a WebSocket and play the conversation until the client leaves."""
+    """Upgrade to a WebSocket and play the conversation until the client leaves. The
+    client's events are read while a response is being sent, as Azure does: a close
+    ends the session at once, mid-response too."""
     socket = web.WebSocketResponse(protocols=("realtime",), max_msg_size=_MAX_MESSAGE,
                                    autoping=True)
     if not socket.can_prepare(ex.request).ok:
@@ -49,11 +52,32 @@ async def connect(ex: Exchange) -> web.StreamResponse:
     await socket.prepare(ex.request)
     ex.answered = 101
     await _send(socket, ex, [(event, 0) for event in session.opened()])
-    async for message in socket:
-        if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-            break
-        await _send(socket, ex, session.receive(message.data))
+    # Each message's answer is sent after the previous one's (a chain of tasks).
+    sending: asyncio.Future[None] | None = None
+    try:
+        async for message in socket:
+            if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                break
+            sending = asyncio.ensure_future(
+                _after(sending, socket, ex, session.receive(message.data)))
+    finally:
+        if sending is not None and not sending.done():
+            sending.cancel()
+    if sending is not None and sending.done() and not sending.cancelled():
+        failure = sending.exception()
+        if isinstance(failure, ConnectionDropped):
+            raise ConnectionDropped()  # a `cut` fault: the socket is gone
     return socket
+
+
+async def _after(previous: asyncio.Future[None] | None, socket: web.WebSocketResponse,
+                 ex: Exchange, events: Iterable[tuple[dict[str, Any], int]]) -> None:
+    if previous is not None:
+        await previous  # (its failure, a `cut`, ends the chain; cancelling this cancels it)
+    try:
+        await _send(socket, ex, events)
+    except ConnectionResetError:
+        return  # the client left mid-response
 
 
 async def _send(socket: web.WebSocketResponse, ex: Exchange,

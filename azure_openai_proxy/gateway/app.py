@@ -50,7 +50,6 @@ from azure_openai_proxy.http.interface import (
     BodyTooLarge,
     HttpRequest,
     Reply,
-    WebSocket,
     WebSocketHandler,
 )
 from azure_openai_proxy.observability.accesslog import AccessLog
@@ -131,7 +130,8 @@ class GatewayApp:
             return None
         record = gateway.new_record(request.method)
         try:
-            session = await open_session(gateway, request, target, record, self._responded)
+            session = await open_session(gateway, request, target, record, self._responded,
+                                         self.access_log.write)
         except Exception as exc:
             answer = self._failure(request, exc)
             record.status = answer.status
@@ -140,14 +140,7 @@ class GatewayApp:
             self._refused[request] = answer
             return None
         record.status = 101
-
-        async def relay(client: WebSocket) -> None:
-            try:
-                await session.run(client)
-            finally:
-                self.access_log.write(session.record)
-
-        return relay
+        return session
 
     def _responded(self, record: RequestRecord) -> None:
         """A realtime response's usage: logged and in the ledger, one record each."""

@@ -177,10 +177,12 @@ def error_event(message: str, code: str, kind: str = "server_error") -> str:
 
 
 async def open_session(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
-                       record: RequestRecord, on_response: OnResponse) -> RealtimeSession:
+                       record: RequestRecord, on_response: OnResponse,
+                       on_end: OnResponse) -> RealtimeSession:
     """Everything that may refuse the session, before its handshake; raises the
     `GatewayError` to answer with. `record` is the session's (its key, model,
-    deployment), copied into each response's record."""
+    deployment), copied into each response's record (`on_response`); `on_end` gets it
+    when the session ends."""
     record.route = "realtime"
     caller = gateway.authenticate(credentials(request.headers))
     key = caller.key
@@ -218,7 +220,7 @@ async def open_session(gateway: Gateway, request: HttpRequest, target: RealtimeT
         raise
     names = price_names(pool, model)
     return RealtimeSession(gateway, caller, upstream, lease, admission, record, names,
-                           on_response)
+                           on_response, on_end)
 
 
 async def _connect(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
@@ -289,11 +291,16 @@ def _missing_model(target: RealtimeTarget) -> GatewayError:
 
 class RealtimeSession:
     """An opened session: the upstream socket and what the session holds (a balancer
-    lease, a rate-limit admission) until `run` ends."""
+    lease, a rate-limit admission) until it ends. Called with the client's WebSocket
+    (an `interface.WebSocketHandler`), it relays until either side ends."""
+
+    # Chosen when a browser offers it (with its key as `openai-insecure-api-key.KEY`).
+    subprotocols = ("realtime",)
 
     def __init__(self, gateway: Gateway, caller: Caller, upstream: UpstreamSocket,
                  lease: Lease, admission: Admission | None, record: RequestRecord,
-                 names: tuple[str | None, ...], on_response: OnResponse) -> None:
+                 names: tuple[str | None, ...], on_response: OnResponse,
+                 on_end: OnResponse) -> None:
         self._gateway = gateway
         self._caller = caller
         self._upstream = upstream
@@ -302,12 +309,12 @@ class RealtimeSession:
         self.record = record
         self._names = names
         self._on_response = on_response
+        self._on_end = on_end
         self._opened = time.perf_counter()
         self._tokens = 0  # used by the session's responses, for the rate limiter
         self._out_of_budget = False
 
-    async def run(self, client: WebSocket) -> None:
-        """Relay until either side ends (`interface.WebSocketHandler`)."""
+    async def __call__(self, client: WebSocket) -> None:
         to_client = asyncio.ensure_future(self._to_client(client))
         to_upstream = asyncio.ensure_future(self._to_upstream(client))
         try:
@@ -393,3 +400,4 @@ class RealtimeSession:
         if self._admission is not None and limiter is not None:
             limiter.settle(self._admission, self._tokens)
         self.record.total_ms = (time.perf_counter() - self._opened) * 1000
+        self._on_end(self.record)
