@@ -25,6 +25,7 @@ from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.keys import KeyStore
 from azure_openai_proxy.store.ledger import LedgerStore
 from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, Emulator, emulator_config, gateway_settings
+from tests.processes import pproxy, running
 from tests.support import ServerThread, serve
 from tests.waiting import until
 
@@ -338,3 +339,22 @@ def test_each_response_is_one_ledger_record_with_its_usage(
         (key_id, V1, V1, 200)] * 2
     assert sorted((r.prompt_tokens, r.completion_tokens) for r in recorded) == sorted(
         (u.input_tokens, u.output_tokens) for u in usages)
+
+
+@pytest.mark.parametrize("scheme", ["socks5", "http"])
+def test_the_upstream_socket_goes_through_the_configured_proxy(
+    scheme: str, emulator: Emulator, start_gateway: Callable[[Settings], ServerThread],
+    reserve_port: Callable[[], int],
+) -> None:
+    port = reserve_port()
+    key = "socks_proxy" if scheme == "socks5" else "http_proxy"
+    gateway = start_gateway(realtime_settings(
+        emulator.url, upstream={key: f"{scheme}://127.0.0.1:{port}"}))
+    with running(pproxy(f"{scheme}://127.0.0.1:{port}"), port=port) as proxy:
+        with open_raw(gateway) as connection:
+            events_until(connection, "session.created")
+        assert f"-> 127.0.0.1:{emulator.server.port}" in proxy.output()
+    # With the proxy gone, Azure cannot be reached: the gateway really depended on it.
+    status, body = refusal(gateway, f"/v1/realtime?model={DATED}",
+                           {"Authorization": f"Bearer {CLIENT_KEY}"})
+    assert (status, body["error"]["code"]) == (502, "upstream_unreachable")
