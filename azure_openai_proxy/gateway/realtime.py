@@ -27,12 +27,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
 import orjson
+from websockets.datastructures import Headers as WsHeaders
+from websockets.http11 import Request as WsRequest
+from websockets.server import ServerProtocol
 
 from azure_openai_proxy.auth import Caller, presented_key
 from azure_openai_proxy.errors import (
@@ -67,6 +70,7 @@ __all__ = [
     "RealtimeSession",
     "RealtimeTarget",
     "credentials",
+    "handshake_problem",
     "open_session",
     "realtime_api_version",
     "realtime_target",
@@ -81,6 +85,7 @@ _REALTIME_SINCE = "2024-10-01"
 _KEY_SUBPROTOCOL = "openai-insecure-api-key."
 _FORWARDED = ("openai-beta", "x-ms-client-request-id")
 _UPSTREAM_LOST = 1011
+_UNCLAIMED_SECONDS = 10.0
 
 OnResponse = Callable[[RequestRecord], None]
 
@@ -108,6 +113,16 @@ def realtime_target(path: str, query: str, api_base: str) -> RealtimeTarget | No
     if stripped in {"/openai/v1/realtime", "/realtime", base + "/realtime"}:
         return RealtimeTarget(dict(parse_qsl(query)).get("model"), False)
     return None
+
+
+def handshake_problem(target: str, headers: Iterable[tuple[str, str]]) -> str | None:
+    """Why the engine's WebSocket handshake (`websockets`' own checks) would refuse this
+    request, or None: judged before Azure is called, so a session is never opened for
+    a handshake that then fails."""
+    response = ServerProtocol().accept(WsRequest(target, WsHeaders(headers)))
+    if response.status_code == 101:
+        return None
+    return bytes(response.body or b"").decode("utf-8", "replace").strip() or "Bad handshake."
 
 
 def credentials(headers: Mapping[str, str]) -> Mapping[str, str]:
@@ -184,6 +199,9 @@ async def open_session(gateway: Gateway, request: HttpRequest, target: RealtimeT
     deployment), copied into each response's record (`on_response`); `on_end` gets it
     when the session ends."""
     record.route = "realtime"
+    problem = handshake_problem(request.target, request.headers.items())
+    if problem is not None:
+        raise MalformedBody(f"Not a valid WebSocket handshake: {problem}")
     caller = gateway.authenticate(credentials(request.headers))
     key = caller.key
     if key is not None:
@@ -311,10 +329,20 @@ class RealtimeSession:
         self._on_response = on_response
         self._on_end = on_end
         self._opened = time.perf_counter()
+        self._ended = False
+        # The engine runs the session right after its handshake; if the handshake fails
+        # or the client is gone by then, nothing runs it: this ends it instead.
+        self._unclaimed: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            _UNCLAIMED_SECONDS, self._abandon)
         self._tokens = 0  # used by the session's responses, for the rate limiter
         self._out_of_budget = False
 
     async def __call__(self, client: WebSocket) -> None:
+        if self._unclaimed is not None:
+            self._unclaimed.cancel()
+            self._unclaimed = None
+        if self._ended:
+            return
         to_client = asyncio.ensure_future(self._to_client(client))
         to_upstream = asyncio.ensure_future(self._to_upstream(client))
         try:
@@ -394,7 +422,17 @@ class RealtimeSession:
             self._out_of_budget = budgets.check(caller.key, caller.team).exhausted is not None
         self._on_response(record)
 
+    def _abandon(self) -> None:
+        """Never run: Azure's socket is dropped, and what the session held released."""
+        self._unclaimed = None
+        if not self._ended:
+            self._upstream.abort()
+            self._end()
+
     def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
         self._lease.done()
         limiter = self._gateway.limiter
         if self._admission is not None and limiter is not None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -158,12 +159,12 @@ def test_a_client_that_leaves_closes_the_upstream_within_100_ms(
     slow_emulator: Emulator, start_gateway: Callable[[Settings], ServerThread],
 ) -> None:
     gateway = start_gateway(realtime_settings(slow_emulator.url))
-    connection = open_raw(gateway)
-    events_until(connection, "session.created")
-    connection.send(json.dumps({"type": "response.create"}))
-    events_until(connection, "response.created")  # mid-response: 16 tokens at 20 ms
-    left = time.monotonic()
-    connection.socket.close()  # no closing handshake: the client is simply gone
+    with open_raw(gateway) as connection:
+        events_until(connection, "session.created")
+        connection.send(json.dumps({"type": "response.create"}))
+        events_until(connection, "response.created")  # mid-response: 16 tokens at 20 ms
+        left = time.monotonic()
+        connection.socket.close()  # no closing handshake: the client is simply gone
     until(lambda: "closed_at" in realtime_entries(slow_emulator)[0],
           message="the upstream session never ended")
     # The one timed assertion the issue asks for.
@@ -232,6 +233,21 @@ def test_unknown_models_and_missing_models_are_refused_before_the_upgrade(
     assert (status, body["error"]["code"]) == (404, "model_not_found")
     status, body = refusal(gateway, "/v1/realtime", auth)
     assert (status, body["error"]["param"]) == (400, "model")
+
+
+def test_a_bad_handshake_is_refused_before_azure_is_called(
+    emulator: Emulator, gateway: ServerThread,
+) -> None:
+    # A valid key but no Sec-WebSocket-Key: the engine's handshake would fail after the
+    # upstream session was opened, leaving it (and its balancer lease) behind.
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as raw:
+        raw.sendall(f"GET /v1/realtime?model={DATED} HTTP/1.1\r\nHost: x\r\n"
+                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                    f"Authorization: Bearer {CLIENT_KEY}\r\n\r\n".encode())
+        head, _, body = raw.recv(65536).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert "Sec-WebSocket-Key" in json.loads(body)["error"]["message"]
+    assert realtime_entries(emulator) == []
 
 
 def test_azures_refusal_at_open_is_an_http_answer(

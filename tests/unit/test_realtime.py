@@ -10,6 +10,7 @@ from azure_openai_proxy.gateway.realtime import (
     REALTIME_API_VERSION,
     RealtimeTarget,
     credentials,
+    handshake_problem,
     realtime_api_version,
     realtime_target,
     realtime_url,
@@ -99,3 +100,13 @@ def test_usage_is_read_from_response_done_only() -> None:
 def test_close_codes_that_a_frame_cannot_carry_become_a_normal_close() -> None:
     assert [sendable_close(c) for c in (None, 1000, 1005, 1006, 1015, 4001, 999, 5000)] == [
         1000, 1000, 1000, 1000, 1000, 4001, 1000, 1000]
+
+
+def test_a_handshake_is_judged_by_the_websockets_library_before_azure_is_called() -> None:
+    good = [("Host", "x"), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]
+    assert handshake_problem("/v1/realtime?model=m", good) is None
+    no_key = [h for h in good if h[0] != "Sec-WebSocket-Key"]
+    assert "Sec-WebSocket-Key" in (handshake_problem("/v1/realtime", no_key) or "")
+    old = [h if h[0] != "Sec-WebSocket-Version" else (h[0], "8") for h in good]
+    assert handshake_problem("/v1/realtime", old) is not None
