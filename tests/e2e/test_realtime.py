@@ -19,13 +19,15 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from azure_openai_proxy.emulator import create_emulator_app, mask_secret
+from azure_openai_proxy.emulator import EmulatedDeployment, create_emulator_app, mask_secret
 from azure_openai_proxy.gateway.app import GatewayApp
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.keys import KeyStore
 from azure_openai_proxy.store.ledger import LedgerStore
 from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, Emulator, emulator_config, gateway_settings
+from tests.e2e.pools import MODEL, pool_emulator, pool_gateway, pool_settings
+from tests.e2e.test_entra import FakeCredential
 from tests.processes import pproxy, running
 from tests.support import ServerThread, serve
 from tests.waiting import until
@@ -374,3 +376,32 @@ def test_the_upstream_socket_goes_through_the_configured_proxy(
     status, body = refusal(gateway, f"/v1/realtime?model={DATED}",
                            {"Authorization": f"Bearer {CLIENT_KEY}"})
     assert (status, body["error"]["code"]) == (502, "upstream_unreachable")
+
+
+# -- pools and Entra ID --------------------------------------------------------------------
+
+
+def realtime_pool_emulator(**config: Any) -> Any:
+    return pool_emulator(*(EmulatedDeployment(name, "gpt-4o-realtime-preview-2024-12-17",
+                                              "realtime") for name in ("rt-a", "rt-b")), **config)
+
+
+def test_a_pool_opens_on_another_deployment_when_azure_answers_429() -> None:
+    with realtime_pool_emulator() as emulator:
+        emulator.fault("rt-a", "429", retry_after=600)
+        settings = pool_settings(emulator.url, [("rt-a", {"priority": 1}), ("rt-b", {"priority": 2})])
+        with pool_gateway(settings) as gateway, open_raw(gateway, model=MODEL) as connection:
+            events_until(connection, "session.created")
+        assert [(e["deployment"], e["status"]) for e in realtime_entries(emulator)] == [
+            ("rt-a", 429), ("rt-b", 101)]
+
+
+def test_an_entra_token_reaches_azure_as_bearer_and_no_api_key() -> None:
+    with realtime_pool_emulator(entra_tokens=("the-token",)) as emulator:
+        settings = pool_settings(emulator.url, [("rt-a", {"auth": "entra", "api_key": None})])
+        with pool_gateway(settings, credential=FakeCredential("the-token")) as gateway, \
+                open_raw(gateway, model=MODEL) as connection:
+            events_until(connection, "session.created")
+        [entry] = realtime_entries(emulator)
+        assert entry["headers"]["authorization"] == mask_secret("Bearer the-token")
+        assert "api-key" not in entry["headers"]
