@@ -4,22 +4,25 @@
     GET /openai/v1/realtime?model=NAME               /openai/v1/realtime)
     GET /openai/realtime?api-version=V&deployment=D (AzureOpenAI clients)
 
-`open_session` does everything that may refuse, before the handshake, so a refusal is an
-ordinary OpenAI-shaped HTTP answer: the client's key (a header, or for browsers the
-`openai-insecure-api-key.KEY` subprotocol) checked like on HTTP routes; for a virtual
-key its model allow-list, its budget, and one request of its RPM (the session holds one
-in-flight slot until it ends); the model mapped to its pool, and one deployment picked
-and connected (Azure's refusal, 401/404/429, fails over like HTTP, then is the answer).
-The upstream URL is the deployment's family: dated `/openai/realtime?api-version=&deployment=`
-or v1 `/openai/v1/realtime?model=`; the server's key or Entra token goes with it, never
-the client's gateway key.
+The wire rules (which URLs, the browser's key, the upstream URL and api-version, a
+response's usage) are plain functions in `realtime_wire.py`. `open_session` does
+everything that may refuse, before the handshake, so a refusal is an ordinary
+OpenAI-shaped HTTP answer: the handshake judged by `websockets`' own checks; the
+client's key (a header, or for browsers the `openai-insecure-api-key.KEY` subprotocol)
+checked like on HTTP routes; for a virtual key its model allow-list, its budget, and
+one request of its RPM (the session holds one in-flight slot until it ends); the model
+mapped to its pool, and one deployment picked and connected (Azure's refusal, 401/404/429,
+fails over like HTTP, then is the answer). The upstream URL is the deployment's family:
+dated `/openai/realtime?api-version=&deployment=` or v1 `/openai/v1/realtime?model=`; the
+server's key or Entra token goes with it, never the client's gateway key.
 
-`RealtimeSession.run` then relays messages both ways as they come, one at a time (each
-send waits until the other side takes it: a slow side slows the other, nothing piles up).
-Close codes and reasons pass through; a client that leaves closes the upstream at once;
-an upstream that drops becomes an `error` event, then a 1011 close. Each `response.done`
-is one usage record (`on_response`: the access log and the ledger) with the session's
-key, model and deployment.
+The `RealtimeSession` (the engine's handler for the connection) then relays messages
+both ways as they come, one at a time (each send waits until the other side takes it: a
+slow side slows the other, nothing piles up). Close codes and reasons pass through; a
+client that leaves closes the upstream at once; an upstream that drops becomes an
+`error` event, then a 1011 close. Each `response.done` is one usage record
+(`on_response`: the access log and the ledger) with the session's key, model and
+deployment; its tokens go to the key's TPM and its cost to the budget.
 """
 
 from __future__ import annotations
@@ -27,17 +30,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode
 
-import orjson
-from websockets.datastructures import Headers as WsHeaders
-from websockets.http11 import Request as WsRequest
-from websockets.server import ServerProtocol
-
-from azure_openai_proxy.auth import Caller, presented_key
+from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import (
     BudgetExhausted,
     GatewayError,
@@ -50,13 +46,22 @@ from azure_openai_proxy.gateway.balancer import Lease
 from azure_openai_proxy.gateway.governed import limit_refusal, pool_allowed, price_names, used_tokens
 from azure_openai_proxy.gateway.ledger import enforce_budget, reserve_budget, settle_budget
 from azure_openai_proxy.gateway.pipeline import Gateway
+from azure_openai_proxy.gateway.realtime_wire import (
+    RealtimeTarget,
+    credentials,
+    error_event,
+    handshake_problem,
+    realtime_api_version,
+    realtime_target,
+    realtime_url,
+    response_usage,
+)
 from azure_openai_proxy.governance.keys import has_budget
 from azure_openai_proxy.governance.ratelimit import Admission, Refusal
 from azure_openai_proxy.http.interface import HttpRequest, WebSocket, WebSocketClosed
 from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate_upstream_error
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, check_model_name
-from azure_openai_proxy.settings import API_VERSION, DeploymentSettings
 from azure_openai_proxy.translate import azure_auth_headers
 from azure_openai_proxy.upstream.websocket import (
     UpstreamRefused,
@@ -65,127 +70,13 @@ from azure_openai_proxy.upstream.websocket import (
     open_socket,
 )
 
-__all__ = [
-    "REALTIME_API_VERSION",
-    "RealtimeSession",
-    "RealtimeTarget",
-    "credentials",
-    "handshake_problem",
-    "open_session",
-    "realtime_api_version",
-    "realtime_target",
-    "realtime_url",
-    "response_usage",
-]
+__all__ = ["RealtimeSession", "open_session", "realtime_target"]
 
-# The api-version a dated deployment's realtime URL gets when its own cannot do realtime
-# (realtime is a preview feature of the dated API, from 2024-10-01-preview).
-REALTIME_API_VERSION = "2025-04-01-preview"
-_REALTIME_SINCE = "2024-10-01"
-_KEY_SUBPROTOCOL = "openai-insecure-api-key."
 _FORWARDED = ("openai-beta", "x-ms-client-request-id")
 _UPSTREAM_LOST = 1011
 _UNCLAIMED_SECONDS = 10.0
 
 OnResponse = Callable[[RequestRecord], None]
-
-
-# -- pure parts ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class RealtimeTarget:
-    """A realtime URL as the client sent it: the model (or deployment) it names."""
-
-    model: str | None
-    native: bool  # Azure's dated path: `deployment=` names a deployment
-    client_version: str | None = None
-
-
-def realtime_target(path: str, query: str, api_base: str) -> RealtimeTarget | None:
-    """The realtime request `path?query` makes, or None when it is not one."""
-    base = "/" + api_base.strip("/") if api_base.strip("/") else ""
-    stripped = path.rstrip("/")
-    if stripped == "/openai/realtime":
-        pairs = dict(parse_qsl(query))
-        return RealtimeTarget(pairs.get("deployment") or pairs.get("model"), True,
-                              pairs.get("api-version"))
-    if stripped in {"/openai/v1/realtime", "/realtime", base + "/realtime"}:
-        return RealtimeTarget(dict(parse_qsl(query)).get("model"), False)
-    return None
-
-
-def handshake_problem(target: str, headers: Iterable[tuple[str, str]]) -> str | None:
-    """Why the engine's WebSocket handshake (`websockets`' own checks) would refuse this
-    request, or None: judged before Azure is called, so a session is never opened for
-    a handshake that then fails."""
-    response = ServerProtocol().accept(WsRequest(target, WsHeaders(headers)))
-    if response.status_code == 101:
-        return None
-    return bytes(response.body or b"").decode("utf-8", "replace").strip() or "Bad handshake."
-
-
-def credentials(headers: Mapping[str, str]) -> Mapping[str, str]:
-    """The headers a key is read from: the request's, or for a browser (which cannot
-    set headers on a WebSocket) its `openai-insecure-api-key.KEY` subprotocol as a bearer."""
-    if presented_key(headers) is not None:
-        return headers
-    for offered in headers.get("sec-websocket-protocol", "").split(","):
-        offered = offered.strip()
-        if offered.startswith(_KEY_SUBPROTOCOL) and len(offered) > len(_KEY_SUBPROTOCOL):
-            return {"Authorization": "Bearer " + offered[len(_KEY_SUBPROTOCOL):]}
-    return headers
-
-
-def realtime_api_version(deployment: DeploymentSettings, client_version: str | None,
-                         honour: bool) -> str | None:
-    """The api-version of a dated deployment's realtime URL (None for the v1 API): a
-    native client's own when honoured and able, else the deployment's if it is a
-    realtime-capable preview, else `REALTIME_API_VERSION`."""
-    if deployment.api == "v1":
-        return "preview" if deployment.api_version == "preview" else None
-    for version in ((client_version if honour else None), deployment.api_version):
-        if (version and API_VERSION.match(version) and version.endswith("-preview")
-                and version[:10] >= _REALTIME_SINCE):
-            return version
-    return REALTIME_API_VERSION
-
-
-def realtime_url(deployment: DeploymentSettings, version: str | None) -> str:
-    """The deployment's realtime WebSocket URL (ws:// for an http:// endpoint)."""
-    endpoint = deployment.endpoint
-    base = "wss://" + endpoint[8:] if endpoint.startswith("https://") else "ws://" + endpoint[7:]
-    name = deployment.deployment_name
-    if deployment.api == "v1":
-        query = [("model", name)] + ([("api-version", version)] if version else [])
-        return f"{base}/openai/v1/realtime?{urlencode(query, quote_via=quote)}"
-    query = [("api-version", version or REALTIME_API_VERSION), ("deployment", name)]
-    return f"{base}/openai/realtime?{urlencode(query, quote_via=quote)}"
-
-
-def response_usage(message: str | bytes) -> dict[str, Any] | None:
-    """The usage of a `response.done` event, or None for any other message. Parses only
-    messages that may be one (most are deltas)."""
-    if isinstance(message, str):
-        if "response.done" not in message:
-            return None
-    elif b"response.done" not in message:
-        return None
-    try:
-        event = orjson.loads(message)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(event, dict) or event.get("type") != "response.done":
-        return None
-    response = event.get("response")
-    usage = response.get("usage") if isinstance(response, dict) else None
-    return usage if isinstance(usage, dict) else None
-
-
-def error_event(message: str, code: str, kind: str = "server_error") -> str:
-    return orjson.dumps({"type": "error", "event_id": None, "error": {
-        "type": kind, "code": code, "message": message, "param": None, "event_id": None,
-    }}).decode()
 
 
 # -- opening -------------------------------------------------------------------------------

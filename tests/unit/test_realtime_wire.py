@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from azure_openai_proxy.gateway.realtime import (
+from azure_openai_proxy.gateway.realtime_wire import (
     REALTIME_API_VERSION,
     RealtimeTarget,
     credentials,
