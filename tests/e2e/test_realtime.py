@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 from openai import AzureOpenAI, OpenAI
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -405,3 +406,35 @@ def test_an_entra_token_reaches_azure_as_bearer_and_no_api_key() -> None:
         [entry] = realtime_entries(emulator)
         assert entry["headers"]["authorization"] == mask_secret("Bearer the-token")
         assert "api-key" not in entry["headers"]
+
+
+def closing_upstream() -> web.Application:
+    """An upstream that closes with 4002 "going" when told to."""
+    async def realtime(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        await socket.send_str('{"type":"session.created"}')
+        async for message in socket:
+            if message.data == "close-me":
+                await socket.close(code=4002, message=b"going")
+        return socket
+
+    app = web.Application()
+    app.router.add_get("/openai/v1/realtime", realtime)
+    return app
+
+
+def test_azures_close_code_and_reason_reach_the_client(
+    start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    with serve(closing_upstream) as upstream:
+        gateway = start_gateway(gateway_settings(upstream.url, deployment_config=[
+            {"model_name": V1, "deployment_name": V1, "endpoint": upstream.url,
+             "api_key": AZURE_KEY, "api": "v1"}]))
+        with open_raw(gateway, model=V1) as connection:
+            events_until(connection, "session.created")
+            connection.send("close-me")
+            with pytest.raises(ConnectionClosed) as closed:
+                connection.recv(timeout=10)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4002, "going")
