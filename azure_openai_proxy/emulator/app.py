@@ -26,6 +26,7 @@ from azure_openai_proxy.emulator.exchange import ConnectionDropped, EmulatorStat
 from azure_openai_proxy.emulator.multipart import MultipartError, field, parse_form
 from azure_openai_proxy.emulator.ops import HANDLERS, JSON_OPERATIONS, MULTIPART_OPERATIONS, cost_of
 from azure_openai_proxy.emulator.ratelimit import RateLimiter, Verdict
+from azure_openai_proxy.emulator.realtime_ws import realtime_deployment
 from azure_openai_proxy.emulator.requestlog import record
 from azure_openai_proxy.emulator.routing import OPERATION_TITLE, resolve
 from azure_openai_proxy.emulator.versions import dated_version, operation_available, v1_version
@@ -77,6 +78,9 @@ async def _handle(request: web.Request) -> web.StreamResponse:
             raise wire_errors.resource_not_found()
         exchange = Exchange(request, state, route, raw, request_id, headers)
         response = await _pipeline(exchange, entry)
+        if isinstance(response, web.WebSocketResponse):
+            # When and how the session ended: tests time a client's leaving by it.
+            entry["closed_at"], entry["close_code"] = time.monotonic(), response.close_code
     except wire_errors.AzureError as error:
         response = _error_response(error, headers)
     except ConnectionDropped:
@@ -110,6 +114,8 @@ async def _pipeline(ex: Exchange, entry: dict[str, Any]) -> web.StreamResponse:
         raise wire_errors.resource_not_found()
     if route.path_deployment is not None:
         _bind_deployment(ex, route.path_deployment, entry)
+    elif route.operation == "realtime":
+        _bind_deployment(ex, realtime_deployment(ex), entry)
     _parse_body(ex)
     if route.kind is not None and ex.deployment is None:
         _bind_deployment(ex, _model_name(ex), entry)

@@ -16,7 +16,7 @@ import yaml
 
 DEFAULT_API_KEY = "emulator-key"
 DEFAULT_TPM = 1_000_000
-KINDS = ("chat", "completions", "embeddings", "transcription", "speech", "images")
+KINDS = ("chat", "completions", "embeddings", "transcription", "speech", "images", "realtime")
 _REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 _MiB = 1024 * 1024
 _TOP_KEYS = frozenset(

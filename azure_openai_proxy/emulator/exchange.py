@@ -90,6 +90,11 @@ class Exchange:
         if delay > 0:
             await self._sleep(delay)
 
+    async def pace(self, tokens: int) -> None:
+        """Wait as long as the model takes for `tokens` more tokens."""
+        if tokens and self.token_delay > 0:
+            await self._sleep(self.token_delay * tokens)
+
     async def _sleep(self, seconds: float) -> None:
         if self.deployment is not None and self.deployment.precise_timing:
             await precise_sleep(seconds)

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from azure_openai_proxy.emulator import ops_media, ops_store, ops_text
+from azure_openai_proxy.emulator import ops_media, ops_store, ops_text, realtime_ws
 from azure_openai_proxy.emulator.exchange import Exchange
 from azure_openai_proxy.emulator.generation import prompt_list
 from azure_openai_proxy.emulator.ratelimit import estimate_cost
@@ -38,6 +38,7 @@ HANDLERS: dict[str, Handler] = {
     "model": ops_store.model,
     "response": ops_store.response,
     "response_delete": ops_store.response_delete,
+    "realtime": realtime_ws.connect,
 }
 JSON_OPERATIONS = frozenset(
     {"chat", "completions", "embeddings", "responses", "speech", "image_generations",

@@ -3,6 +3,7 @@
     /openai/deployments/{dep}/{op}?api-version=...   dated, deployment in the path
     /openai/{responses|files|batches|models}...       dated, deployment (if any) in the body
     /openai/v1/{op}                                    v1, deployment in the body's `model`
+    /openai/realtime?deployment=D, /openai/v1/realtime?model=D   the Realtime WebSocket
 
 `resolve` answers None for unknown paths and for a known path with the wrong method;
 the app turns both into Azure's 404 `Resource not found`.
@@ -37,6 +38,7 @@ OPERATION_KIND: dict[str, str | None] = {
     "batch_cancel": None,
     "models": None,
     "model": None,
+    "realtime": "realtime",
 }
 
 # Azure's names for operations, as its 429 and OperationNotSupported messages use them.
@@ -50,6 +52,7 @@ OPERATION_TITLE = {
     "image_generations": "ImageGenerations_Create",
     "image_edits": "ImageEdits_Create",
     "responses": "Responses_Create",
+    "realtime": "Realtime_Connect",
 }
 
 _DEPLOYMENT_OPS = {
@@ -79,6 +82,7 @@ _SHARED_ROUTES = [
     (rf"batches/{_ID}/cancel", "POST", "batch_cancel"),
     (r"models", "GET", "models"),
     (rf"models/{_ID}", "GET", "model"),
+    (r"realtime", "GET", "realtime"),  # a WebSocket; the deployment is in the query
 ]
 _V1_ROUTES = [(path, "POST", op) for path, op in _DEPLOYMENT_OPS.items()] + _SHARED_ROUTES
 _COMPILED_SHARED = [(re.compile(p + r"/?"), m, o) for p, m, o in _SHARED_ROUTES]

@@ -54,8 +54,10 @@ OPERATION_SINCE: dict[str, str] = {
     "batches": "2024-07-01",
     "batch": "2024-07-01",
     "batch_cancel": "2024-07-01",
+    "realtime": "2024-10-01",
 }
-PREVIEW_ONLY_OPERATIONS = frozenset({"speech", "responses", "response", "image_edits"})
+PREVIEW_ONLY_OPERATIONS = frozenset({"speech", "responses", "response", "image_edits",
+                                     "realtime"})
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from azure_openai_proxy.gateway.ledger import (
 )
 from azure_openai_proxy.gateway.ownership import ObjectOwners
 from azure_openai_proxy.gateway.pipeline import Gateway
+from azure_openai_proxy.gateway.realtime import open_session, realtime_target
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.ratelimit import RateLimiter
 from azure_openai_proxy.http.interface import (
@@ -49,6 +50,7 @@ from azure_openai_proxy.http.interface import (
     BodyTooLarge,
     HttpRequest,
     Reply,
+    WebSocketHandler,
     answered_by_engine,
 )
 from azure_openai_proxy.observability.accesslog import AccessLog
@@ -106,6 +108,9 @@ class GatewayApp:
         }
         if settings.metrics:
             self._local["/metrics"] = self._metrics
+        # Realtime sessions refused before their handshake: the answer `__call__` gives
+        # (the engine serves a declined upgrade as plain HTTP at once, so it is popped).
+        self._refused: dict[HttpRequest, Answer] = {}
         self._admin: AdminApi | None = None
         directory, limiter = gateway.directory, gateway.limiter
         if settings.admin_key is not None and directory is not None and limiter is not None:
@@ -116,6 +121,33 @@ class GatewayApp:
 
     def __call__(self, request: HttpRequest) -> Awaitable[Reply]:
         return self._serve(request)
+
+    async def websocket(self, request: HttpRequest) -> WebSocketHandler | None:
+        """The Realtime API (`gateway/realtime.py`): a session's relay, or None when the
+        request is not a realtime one or is refused (then answered by `__call__`)."""
+        gateway = self.gateway
+        target = realtime_target(request.path, request.query_string, gateway.settings.api_base)
+        if target is None:
+            return None
+        record = gateway.new_record(request.method)
+        try:
+            session = await open_session(gateway, request, target, record, self._responded,
+                                         self.access_log.write)
+        except Exception as exc:
+            answer = self._failure(request, exc)
+            record.status = answer.status
+            record.error = type(exc).__name__
+            self.access_log.write(record)
+            self._refused[request] = answer
+            return None
+        record.status = 101
+        return session
+
+    def _responded(self, record: RequestRecord) -> None:
+        """A realtime response's usage: logged and in the ledger, one record each."""
+        self.access_log.write(record)
+        if self.ledger is not None:
+            self.ledger.add(record)
 
     def refusal(self, status: int, message: str, code: str | None = None) -> Answer:
         return error_answer(HttpRefused(status, message, code))
@@ -150,6 +182,11 @@ class GatewayApp:
         status = 499  # what the metrics say if the client leaves (the handler is cancelled)
         record: RequestRecord | None = None
         try:
+            if self._refused:
+                refused = self._refused.pop(request, None)
+                if refused is not None:
+                    status = refused.status
+                    return refused
             if self._cors is not None:
                 preflight = self._cors.apply(request)
                 if preflight is not None:

@@ -216,6 +216,8 @@ class WebSocket(Protocol):
         ...
 
 
+# A handler may have a `subprotocols` attribute (a tuple of names): the handshake then
+# chooses the first of them the client offers (browsers need one chosen when they offer).
 WebSocketHandler = Callable[[WebSocket], Awaitable[None]]
 
 

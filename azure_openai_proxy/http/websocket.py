@@ -26,6 +26,7 @@ from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Request as WsRequest
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
 from azure_openai_proxy.http.interface import WebSocketClosed, WebSocketHandler
 
@@ -145,7 +146,7 @@ class _WebSocketConnection(asyncio.Protocol):
     async def receive(self) -> str | bytes:
         while not self._messages:
             if self._closed or self._protocol.state in (State.CLOSING, State.CLOSED):
-                raise WebSocketClosed(self._protocol.close_code, self._protocol.close_reason or "")
+                raise self._closed_error()
             self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await self._waiter
@@ -159,13 +160,21 @@ class _WebSocketConnection(asyncio.Protocol):
 
     async def send(self, data: str | bytes) -> None:
         if self._closed or self._protocol.state is not State.OPEN:
-            raise WebSocketClosed(self._protocol.close_code, self._protocol.close_reason or "")
+            raise self._closed_error()
         if isinstance(data, str):
             self._protocol.send_text(data.encode())
         else:
             self._protocol.send_binary(data)
         self._flush()
         await self._conn.drain()
+
+    def _closed_error(self) -> WebSocketClosed:
+        # The peer's close frame as soon as it came (the protocol's `close_code` waits for
+        # the TCP connection's end, and says 1006 when it ended without one).
+        received = self._protocol.close_rcvd
+        if received is not None:
+            return WebSocketClosed(received.code, received.reason)
+        return WebSocketClosed(self._protocol.close_code, self._protocol.close_reason or "")
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if self._closed or self._protocol.state is not State.OPEN:
@@ -181,7 +190,11 @@ async def run_websocket(conn: _HttpConnection, request: FastRequest,
                         handler: WebSocketHandler, rest: bytes) -> None:
     """Answer the handshake of `request` and, if it succeeds, run `handler` on the
     connection until it returns; `rest` is what the client sent after the head."""
-    protocol = ServerProtocol(max_size=_MAX_MESSAGE)
+    # A handler may name the subprotocols it speaks (`interface.WebSocketHandler`): the
+    # first of them the client offers is chosen; none offered, none is.
+    speaks: tuple[str, ...] = getattr(handler, "subprotocols", ())
+    protocol = ServerProtocol(max_size=_MAX_MESSAGE, select_subprotocol=(
+        lambda _, offered: next((Subprotocol(p) for p in speaks if p in offered), None)))
     # The protocol reads the handshake itself: it gets the head llhttp already checked.
     head = "".join([f"GET {request.target} HTTP/1.1\r\n",
                     *(f"{name}: {value}\r\n" for name, value in request.headers.items()), "\r\n"])

@@ -12,7 +12,8 @@ def test_default_set_covers_every_kind_and_required_names() -> None:
     config = load_emulator_config(None)
     assert config.api_keys == (DEFAULT_API_KEY,)
     kinds = {d.kind for d in config.deployments}
-    assert kinds == {"chat", "completions", "embeddings", "transcription", "speech", "images"}
+    assert kinds == {"chat", "completions", "embeddings", "transcription", "speech", "images",
+                     "realtime"}
     expected = {
         "gpt-35-turbo": "gpt-35-turbo-0125", "gpt-4o": "gpt-4o-2024-08-06",
         "gpt-4o-mini": "gpt-4o-mini-2024-07-18", "o3-mini": "o3-mini-2025-01-31",
@@ -20,7 +21,8 @@ def test_default_set_covers_every_kind_and_required_names() -> None:
     for name, model in expected.items():
         deployment = config.deployment(name)
         assert deployment is not None and deployment.model == model
-    for name in ("gpt-35-turbo-instruct", "text-embedding-3-small", "whisper", "tts", "dall-e-3"):
+    for name in ("gpt-35-turbo-instruct", "text-embedding-3-small", "whisper", "tts", "dall-e-3",
+                 "gpt-4o-realtime-preview", "gpt-realtime"):
         assert config.deployment(name) is not None
     assert all(d.tpm is not None and d.tpm >= 1_000_000 for d in config.deployments)
 

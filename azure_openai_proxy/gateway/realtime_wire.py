@@ -1,0 +1,132 @@
+"""The Realtime API's wire rules, as plain functions (`gateway/realtime.py` opens and
+relays the sessions): which client URLs are realtime ones, where a browser's key is, a
+deployment's realtime URL and api-version, whether a handshake would be accepted, and the
+usage of a `response.done` event."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
+
+import orjson
+from websockets.datastructures import Headers as WsHeaders
+from websockets.http11 import Request as WsRequest
+from websockets.server import ServerProtocol
+
+from azure_openai_proxy.auth import presented_key
+from azure_openai_proxy.settings import API_VERSION, DeploymentSettings
+
+__all__ = [
+    "REALTIME_API_VERSION",
+    "RealtimeTarget",
+    "credentials",
+    "error_event",
+    "handshake_problem",
+    "realtime_api_version",
+    "realtime_target",
+    "realtime_url",
+    "response_usage",
+]
+
+# The api-version a dated deployment's realtime URL gets when its own cannot do realtime
+# (realtime is a preview feature of the dated API, from 2024-10-01-preview).
+REALTIME_API_VERSION = "2025-04-01-preview"
+_REALTIME_SINCE = "2024-10-01"
+_KEY_SUBPROTOCOL = "openai-insecure-api-key."
+
+
+@dataclass(frozen=True, slots=True)
+class RealtimeTarget:
+    """A realtime URL as the client sent it: the model (or deployment) it names."""
+
+    model: str | None
+    native: bool  # Azure's dated path: `deployment=` names a deployment
+    client_version: str | None = None
+
+
+def realtime_target(path: str, query: str, api_base: str) -> RealtimeTarget | None:
+    """The realtime request `path?query` makes, or None when it is not one."""
+    base = "/" + api_base.strip("/") if api_base.strip("/") else ""
+    stripped = path.rstrip("/")
+    if stripped == "/openai/realtime":
+        pairs = dict(parse_qsl(query))
+        return RealtimeTarget(pairs.get("deployment") or pairs.get("model"), True,
+                              pairs.get("api-version"))
+    if stripped in {"/openai/v1/realtime", "/realtime", base + "/realtime"}:
+        return RealtimeTarget(dict(parse_qsl(query)).get("model"), False)
+    return None
+
+
+def handshake_problem(target: str, headers: Iterable[tuple[str, str]]) -> str | None:
+    """Why the engine's WebSocket handshake (`websockets`' own checks) would refuse this
+    request, or None: judged before Azure is called, so a session is never opened for
+    a handshake that then fails."""
+    response = ServerProtocol().accept(WsRequest(target, WsHeaders(headers)))
+    if response.status_code == 101:
+        return None
+    return bytes(response.body or b"").decode("utf-8", "replace").strip() or "Bad handshake."
+
+
+def credentials(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """The headers a key is read from: the request's, or for a browser (which cannot
+    set headers on a WebSocket) its `openai-insecure-api-key.KEY` subprotocol as a bearer."""
+    if presented_key(headers) is not None:
+        return headers
+    for offered in headers.get("sec-websocket-protocol", "").split(","):
+        offered = offered.strip()
+        if offered.startswith(_KEY_SUBPROTOCOL) and len(offered) > len(_KEY_SUBPROTOCOL):
+            return {"Authorization": "Bearer " + offered[len(_KEY_SUBPROTOCOL):]}
+    return headers
+
+
+def realtime_api_version(deployment: DeploymentSettings, client_version: str | None,
+                         honour: bool) -> str | None:
+    """The api-version of a dated deployment's realtime URL (None for the v1 API): a
+    native client's own when honoured and able, else the deployment's if it is a
+    realtime-capable preview, else `REALTIME_API_VERSION`."""
+    if deployment.api == "v1":
+        return "preview" if deployment.api_version == "preview" else None
+    for version in ((client_version if honour else None), deployment.api_version):
+        if (version and API_VERSION.match(version) and version.endswith("-preview")
+                and version[:10] >= _REALTIME_SINCE):
+            return version
+    return REALTIME_API_VERSION
+
+
+def realtime_url(deployment: DeploymentSettings, version: str | None) -> str:
+    """The deployment's realtime WebSocket URL (ws:// for an http:// endpoint)."""
+    endpoint = deployment.endpoint
+    base = "wss://" + endpoint[8:] if endpoint.startswith("https://") else "ws://" + endpoint[7:]
+    name = deployment.deployment_name
+    if deployment.api == "v1":
+        query = [("model", name)] + ([("api-version", version)] if version else [])
+        return f"{base}/openai/v1/realtime?{urlencode(query, quote_via=quote)}"
+    query = [("api-version", version or REALTIME_API_VERSION), ("deployment", name)]
+    return f"{base}/openai/realtime?{urlencode(query, quote_via=quote)}"
+
+
+def response_usage(message: str | bytes) -> dict[str, Any] | None:
+    """The usage of a `response.done` event, or None for any other message. Parses only
+    messages that may be one (most are deltas)."""
+    if isinstance(message, str):
+        if "response.done" not in message:
+            return None
+    elif b"response.done" not in message:
+        return None
+    try:
+        event = orjson.loads(message)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(event, dict) or event.get("type") != "response.done":
+        return None
+    response = event.get("response")
+    usage = response.get("usage") if isinstance(response, dict) else None
+    return usage if isinstance(usage, dict) else None
+
+
+def error_event(message: str, code: str, kind: str = "server_error") -> str:
+    return orjson.dumps({"type": "error", "event_id": None, "error": {
+        "type": kind, "code": code, "message": message, "param": None, "event_id": None,
+    }}).decode()

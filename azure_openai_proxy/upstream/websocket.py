@@ -1,0 +1,135 @@
+"""WebSocket connections to Azure (the Realtime API), with `websockets`' asyncio client.
+
+`open_socket(url, headers, settings)` does the handshake, through the configured upstream
+proxy when there is one (`websockets` speaks HTTP CONNECT itself and SOCKS5 through
+python-socks; the environment's proxy variables are never read: settings are a value).
+Its failures are ours, translated here once:
+
+    UpstreamRefused          Azure answered the handshake with an HTTP error (401, 404,
+                             429...): status, headers and body, for the gateway to translate
+    UpstreamUnreachable      no connection (refused, DNS, TLS, proxy)
+    UpstreamTimeout          no handshake within `connect_timeout`
+    UpstreamSocketClosed     the open connection ended: `code`/`reason` as Azure said them,
+                             `dropped` when it ended without a closing handshake
+
+Messages are handed on as they arrive: `websockets` keeps at most `_MAX_QUEUE` unread
+messages and then stops reading the socket, so a slow reader slows Azure's side too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.frames import CloseCode
+
+from azure_openai_proxy import __version__
+from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from azure_openai_proxy.settings import UpstreamSettings
+
+__all__ = ["UpstreamRefused", "UpstreamSocket", "UpstreamSocketClosed", "open_socket"]
+
+_MAX_MESSAGE = 16 * 1024 * 1024
+_MAX_QUEUE = 16
+_CLOSE_TIMEOUT = 2.0
+_USER_AGENT = f"azure-openai-proxy/{__version__}"
+# Codes a close frame may not carry (RFC 6455 7.4.1): they only describe what happened.
+_UNSENDABLE = frozenset({CloseCode.NO_STATUS_RCVD, CloseCode.ABNORMAL_CLOSURE,
+                         CloseCode.TLS_HANDSHAKE})
+
+
+class UpstreamRefused(Exception):
+    """Azure answered the handshake with `status` (not 101)."""
+
+    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        super().__init__(f"Azure OpenAI refused the WebSocket with {status}")
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+
+class UpstreamSocketClosed(Exception):
+    """The upstream WebSocket is closed; `dropped` when without a closing handshake."""
+
+    def __init__(self, code: int | None, reason: str, dropped: bool) -> None:
+        super().__init__(f"the upstream WebSocket closed ({code})")
+        self.code = code
+        self.reason = reason
+        self.dropped = dropped
+
+
+def sendable_close(code: int | None) -> int:
+    """`code` if a close frame may carry it, else 1000 (a normal close)."""
+    if code is None or code in _UNSENDABLE or not (1000 <= code <= 4999):
+        return 1000
+    return code
+
+
+class UpstreamSocket:
+    """An open WebSocket to Azure."""
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self._connection = connection
+
+    @property
+    def response_headers(self) -> Mapping[str, str]:
+        response = self._connection.response
+        return response.headers if response is not None else {}
+
+    async def receive(self) -> str | bytes:
+        """The next message; `UpstreamSocketClosed` once the connection has ended."""
+        try:
+            return await self._connection.recv()
+        except ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+    async def send(self, data: str | bytes) -> None:
+        """Send one message; waits while Azure is not reading."""
+        try:
+            await self._connection.send(data)
+        except ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame at once; the handshake's end is waited for at most
+        `_CLOSE_TIMEOUT`, then the TCP connection is closed anyway."""
+        await self._connection.close(sendable_close(code), reason[:123])
+
+    def abort(self) -> None:
+        """Drop the TCP connection now, without a closing handshake."""
+        transport = self._connection.transport
+        if transport is not None:
+            transport.abort()
+
+
+async def open_socket(url: str, headers: Mapping[str, str],
+                      settings: UpstreamSettings) -> UpstreamSocket:
+    """Connect to `url` (ws:// or wss://) with `headers`; raises as the module says."""
+    proxy = settings.http_proxy or settings.socks_proxy or None
+    try:
+        connection = await connect(
+            url, additional_headers=dict(headers), user_agent_header=_USER_AGENT,
+            proxy=proxy, open_timeout=settings.connect_timeout, compression=None,
+            max_size=_MAX_MESSAGE, max_queue=_MAX_QUEUE, close_timeout=_CLOSE_TIMEOUT,
+        )
+    except InvalidStatus as exc:
+        response = exc.response
+        raise UpstreamRefused(response.status_code, dict(response.headers.raw_items()),
+                              bytes(response.body or b"")) from None
+    except TimeoutError:
+        raise UpstreamTimeout("Azure OpenAI did not accept the WebSocket in time.",
+                              request_sent=True) from None
+    except (OSError, WebSocketException, asyncio.IncompleteReadError) as exc:
+        raise UpstreamUnreachable(
+            f"Could not open a WebSocket to Azure OpenAI ({type(exc).__name__}).",
+            request_sent=False) from None
+    return UpstreamSocket(connection)
+
+
+def _closed(exc: ConnectionClosed) -> UpstreamSocketClosed:
+    received = exc.rcvd
+    if received is None:
+        return UpstreamSocketClosed(None, "", dropped=exc.sent is None)
+    return UpstreamSocketClosed(received.code, received.reason, dropped=False)
