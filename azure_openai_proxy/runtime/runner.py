@@ -24,6 +24,7 @@ from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.gateway.app import GatewayApp, create_app
 from azure_openai_proxy.http.server import ServerLimits, serve_fast
 from azure_openai_proxy.observability.accesslog import configure_logging
+from azure_openai_proxy.runtime.capacity import backlog_for, prepare_process
 from azure_openai_proxy.runtime.watch import ConfigWatcher
 from azure_openai_proxy.settings import ServerSettings, Settings
 
@@ -128,7 +129,7 @@ async def start_server(
     flight finish for up to the grace period, clean up)."""
     server = await serve_fast(
         app, settings.host or None, settings.port, reuse_port=reuse_port,
-        backlog=settings.server.backlog, limits=server_limits(settings.server),
+        backlog=backlog_for(settings.server), limits=server_limits(settings.server),
         max_body_bytes=settings.max_body_bytes,
     )
 
@@ -181,6 +182,7 @@ def run(settings: Settings, source: SettingsSource | None = None) -> int:
     if settings.is_open_relay:
         log.warning("OPEN RELAY: server-side Azure keys are set and no client keys are; anyone "
                     "who can reach this gateway can use your Azure quota")
+    prepare_process(settings.server)  # before listening; workers inherit the limit
     if settings.workers == 1:
         _worker(settings, source, reuse_port=False)
         return 0
