@@ -21,7 +21,8 @@ pytestmark = pytest.mark.skipif(not have_echo_module(),
 
 
 def _dechunk(body: bytes) -> bytes:
-    out, pos = [], 0
+    out: list[bytes] = []
+    pos = 0
     while True:
         line_end = body.index(b"\r\n", pos)
         size = int(body[pos:line_end], 16)
