@@ -290,7 +290,7 @@ def table(rows: list[ScaleRow]) -> str:
     return "\n".join(lines)
 
 
-def _counts(text: str) -> tuple[int, ...]:
+def counts(text: str) -> tuple[int, ...]:
     counts = tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
     if not counts or min(counts) < 1 or max(counts) > 20_000:
         raise argparse.ArgumentTypeError("--n: counts between 1 and 20,000, comma-separated")
@@ -300,7 +300,7 @@ def _counts(text: str) -> tuple[int, ...]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.streamscale",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=_counts, default=(1000, 5000, 10_000),
+    parser.add_argument("--n", type=counts, default=(1000, 5000, 10_000),
                         help="concurrent streams per run, comma-separated (default 1000,5000,10000)")
     parser.add_argument("--frames", type=int, default=50, help="content frames per stream")
     parser.add_argument("--interval-ms", type=float, default=75.0, help="between content frames")
