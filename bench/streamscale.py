@@ -181,6 +181,7 @@ class ScalePlan:
     only: tuple[str, ...]
     seed_gz: Path
     stall_s: float = 10.0
+    upstream_workers: int = 1  # nginx workers of the paced upstream (reuseport past 1)
     upstream_port: int = 0  # set once the upstream runs
 
 
@@ -234,7 +235,7 @@ def run_matrix(plan: ScalePlan, say: Callable[[str], object] = print) -> list[Sc
             seed = _unpack_seed(Path(tmp), plan.seed_gz) if "seed" in plan.only else None
             if "seed" in plan.only and seed is None:
                 say(f"seed: {plan.seed_gz} is absent; the Go seed is skipped")
-            upstream_port, master = start_paced(children, plan.shape)
+            upstream_port, master = start_paced(children, plan.shape, workers=plan.upstream_workers)
             wait_until(children.running[-1], lambda: _accepting(upstream_port), 10)
             upstream_pids = [p for p in descendants(master) if p != master]
             plan = replace(plan, upstream_port=upstream_port)
@@ -306,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval-ms", type=float, default=75.0, help="between content frames")
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which streams open")
     parser.add_argument("--procs", type=int, default=1, help="load generator processes")
+    parser.add_argument("--upstream-workers", type=int, default=1,
+                        help="nginx workers pacing the streams (one holds ~19,900 at a 20,000 fd limit)")
     parser.add_argument("--only", default=",".join(SYSTEMS), help=f"of {', '.join(SYSTEMS)}")
     parser.add_argument("--seed", type=Path, default=SEED_GZ, help="the Go seed's .gz")
     parser.add_argument("--results-dir", type=Path,
@@ -317,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.frames <= 1000 or not 1 <= args.interval_ms <= 10_000:
         parser.error("--frames 1..1000, --interval-ms 1..10000")
     plan = ScalePlan(args.n, PacedStream(args.frames, args.interval_ms), args.ramp,
-                     max(1, args.procs), only, args.seed)
+                     max(1, args.procs), only, args.seed,
+                     upstream_workers=min(8, max(1, args.upstream_workers)))
     rows = run_matrix(plan)
     print("\n" + table(rows))
     args.results_dir.mkdir(parents=True, exist_ok=True)
