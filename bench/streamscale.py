@@ -63,6 +63,9 @@ class ScaleRow:
     peak_rss_mb: float
     kb_per_stream: float
     cpu_s: float
+    # Of the run's seconds, how long the system was runnable but waiting for a CPU
+    # (the machine's contention, not the system's own cost).
+    runqueue_wait_s: float
     cpu_us_per_frame: float
     content_frames: int
     loadgen_cpu_us_per_frame: float
@@ -78,6 +81,16 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def runqueue_wait_seconds(pid: int) -> float:
+    """Seconds the threads of `pid` have spent runnable but waiting for a CPU
+    (/proc/PID/task/*/schedstat): how much a busy machine held the system back."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += int(task.read_text().split()[1])
+    return total / 1e9
 
 
 def request_bytes(path: str, port: int, headers: dict[str, str], body: bytes) -> bytes:
@@ -98,7 +111,7 @@ def _mean_ms(values: list[float]) -> float | None:
 
 def summarize(system: str, streams: int, share: LoadShare, cpu_s: float, upstream_cpu_s: float,
               frames_sent: int, rss_before: float, peak: float,
-              control: LoadShare | None = None) -> ScaleRow:
+              control: LoadShare | None = None, runqueue_wait_s: float = 0.0) -> ScaleRow:
     """The row of one run, from the load generator's results and /proc's figures; the
     control streams (straight to the upstream at the same time) give the upstream's own
     lateness, which the time added per frame is measured against."""
@@ -114,7 +127,8 @@ def summarize(system: str, streams: int, share: LoadShare, cpu_s: float, upstrea
         lateness_ms=lateness, control_lateness_ms=control_lateness, added_per_frame_ms=added,
         rss_before_mb=rss_before,
         peak_rss_mb=peak, kb_per_stream=max(0.0, peak - rss_before) * 1024 / streams if peak else 0.0,
-        cpu_s=cpu_s, cpu_us_per_frame=cpu_s / frames * 1e6 if frames else 0.0,
+        cpu_s=cpu_s, runqueue_wait_s=runqueue_wait_s,
+        cpu_us_per_frame=cpu_s / frames * 1e6 if frames else 0.0,
         content_frames=frames,
         loadgen_cpu_us_per_frame=share.cpu_s / frames * 1e6 if frames else 0.0,
         upstream_cpu_us_per_frame_sent=upstream_cpu_s / frames_sent * 1e6 if frames_sent else 0.0,
@@ -187,8 +201,10 @@ class ScalePlan:
 
 def _one(plan: ScalePlan, target: _Target, upstream_pids: list[int], streams: int) -> ScaleRow:
     pid = target.child.pid if target.child is not None else None
+    measured = [pid] if pid else upstream_pids
     rss_before = rss_mb(pid) if pid else 0.0
     cpu0 = cpu_seconds(pid) if pid else 0.0
+    wait0 = sum(runqueue_wait_seconds(p) for p in measured)
     up0 = sum(cpu_seconds(p) for p in upstream_pids)
     load = LoadPlan(HOST, target.port, request_bytes(target.path, target.port, target.headers,
                                                      stream_body()),
@@ -209,12 +225,14 @@ def _one(plan: ScalePlan, target: _Target, upstream_pids: list[int], streams: in
             control_run = threads.submit(run_load, control_plan, start_at)
             share, control = main_run.result(), control_run.result()
     cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
+    wait = sum(runqueue_wait_seconds(p) for p in measured) - wait0
     upstream_cpu = sum(cpu_seconds(p) for p in upstream_pids) - up0
     peak = peak_rss_mb(pid) if pid else 0.0
     sent = share.completed * frames_per_stream(plan.shape)
     if control is not None:
         sent += control.completed * frames_per_stream(plan.shape)
-    row = summarize(target.name, streams, share, cpu, upstream_cpu, sent, rss_before, peak, control)
+    row = summarize(target.name, streams, share, cpu, upstream_cpu, sent, rss_before, peak, control,
+                    wait)
     if target.name == "direct":  # the upstream is the system: its CPU is the row's
         row.cpu_s = upstream_cpu
         row.cpu_us_per_frame = upstream_cpu / row.content_frames * 1e6 if row.content_frames else 0.0
@@ -269,7 +287,8 @@ def _line(row: ScaleRow) -> str:
     return (f"  {row.system} N={row.streams:,}: {row.completed:,} completed, {row.stalled} stalled, "
             f"{row.errors} errors; TTFT p50 {row.ttft_p50_ms:.1f} ms p99 {row.ttft_p99_ms:.1f} ms; "
             f"lateness {row.lateness_ms:.2f} ms (control {row.control_lateness_ms or 0:.2f} ms); "
-            f"CPU {row.cpu_us_per_frame:.1f} µs/frame; "
+            f"CPU {row.cpu_us_per_frame:.1f} µs/frame, {row.cpu_s:.1f} s, waited for a CPU "
+            f"{row.runqueue_wait_s:.1f} s; "
             f"VmHWM {row.peak_rss_mb:.0f} MB; load gen {row.loadgen_cpu_us_per_frame:.1f} µs/frame"
             + (f"; errors e.g. {row.error_samples[:2]}" if row.error_samples else ""))
 
@@ -277,7 +296,7 @@ def _line(row: ScaleRow) -> str:
 def table(rows: list[ScaleRow]) -> str:
     """The markdown table of bench/README.md's "Streams at scale" section."""
     head = ("| system | N | completed | stalled | errors | TTFT p50 | TTFT p99 | added per frame "
-            "| peak RSS | KB per stream | CPU µs per frame | load gen µs per frame "
+            "| peak RSS | KB per stream | CPU µs per frame | CPU s / waited s | load gen µs per frame "
             "| upstream µs per frame sent |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -286,7 +305,8 @@ def table(rows: list[ScaleRow]) -> str:
         lines.append(
             f"| {r.system} | {r.streams:,} | {r.completed:,} | {r.stalled:,} | {r.errors:,} "
             f"| {r.ttft_p50_ms:.1f} ms | {r.ttft_p99_ms:.1f} ms | {added} | {memory[0]} | {memory[1]} "
-            f"| {r.cpu_us_per_frame:.1f} | {r.loadgen_cpu_us_per_frame:.1f} "
+            f"| {r.cpu_us_per_frame:.1f} | {r.cpu_s:.1f} / {r.runqueue_wait_s:.1f} "
+            f"| {r.loadgen_cpu_us_per_frame:.1f} "
             f"| {r.upstream_cpu_us_per_frame_sent:.1f} |")
     return "\n".join(lines)
 

@@ -13,7 +13,7 @@ import pytest
 from azure_openai_proxy.sse import SseDecoder
 from bench.paced import CONTENT_MARK, PacedStream, _echo, frames, frames_per_stream, nginx_conf
 from bench.streamload import LoadPlan, LoadShare, _Run, _Stream
-from bench.streamscale import request_bytes, summarize
+from bench.streamscale import request_bytes, runqueue_wait_seconds, summarize
 
 SHAPE = PacedStream(content_frames=5, interval_ms=75, annotate_every=2)
 
@@ -116,13 +116,19 @@ def test_a_row_from_a_run() -> None:
                       ttft_s=[0.08, 0.09, 0.1, 0.2], lateness_s=[0.004] * 4)
     control = LoadShare(streams=1, completed=1, lateness_s=[0.001])
     row = summarize("gateway-1w", 4, share, cpu_s=0.01, upstream_cpu_s=0.002, frames_sent=240,
-                    rss_before=50.0, peak=51.0, control=control)
+                    rss_before=50.0, peak=51.0, control=control, runqueue_wait_s=0.5)
     assert row.cpu_us_per_frame == pytest.approx(50.0)
     assert row.loadgen_cpu_us_per_frame == pytest.approx(5.0)
     assert row.upstream_cpu_us_per_frame_sent == pytest.approx(2000 / 240)
     assert row.kb_per_stream == pytest.approx(256.0)
     assert row.added_per_frame_ms == pytest.approx(3.0)
     assert row.ttft_p50_ms == pytest.approx(95.0, abs=5.1)
+    assert (row.cpu_s, row.runqueue_wait_s) == (0.01, 0.5)
+
+
+def test_the_wait_for_a_cpu_is_read_for_every_thread() -> None:
+    assert runqueue_wait_seconds(os.getpid()) >= 0.0
+    assert runqueue_wait_seconds(2**22 + 1) == 0.0  # no such process: nothing waited
 
 
 def test_a_request_closes_its_connection() -> None:
