@@ -111,3 +111,13 @@ def test_a_connection_past_the_cap_gets_an_openai_503_and_is_closed(
         extra.close()
         for sock in held:
             sock.close()
+
+
+def test_check_config_says_when_the_kernel_caps_the_backlog(tmp_path: Path) -> None:
+    kernel = int(Path("/proc/sys/net/core/somaxconn").read_text())
+    config = tmp_path / "config.yaml"
+    config.write_text("endpoint: https://r.openai.azure.com/\nserver:\n"
+                      f"  backlog: {kernel + 1}\n")
+    done = subprocess.run([sys.executable, "-m", "azure_openai_proxy", "check-config", "-c",
+                           str(config)], capture_output=True, text=True, timeout=60, check=True)
+    assert f"backlog {kernel + 1} (net.core.somaxconn caps it at {kernel})" in done.stdout
