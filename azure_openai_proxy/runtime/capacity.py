@@ -24,7 +24,7 @@ from pathlib import Path
 
 from azure_openai_proxy.settings import ServerSettings
 
-__all__ = ["FDS_PER_CONNECTION", "FD_MARGIN", "FdLimit", "backlog_for", "fd_warning", "fds_needed",
+__all__ = ["FDS_PER_CONNECTION", "FD_MARGIN", "FdLimit", "backlog_for", "backlog_note", "fd_warning", "fds_needed",
            "listen_backlog", "prepare_process", "raise_fd_limit", "somaxconn"]
 
 log = logging.getLogger("azure_openai_proxy")
@@ -108,6 +108,14 @@ def prepare_process(server: ServerSettings) -> FdLimit:
     if warning is not None:
         log.warning("%s", warning)
     return limit
+
+
+def backlog_note(backlog: int) -> str:
+    """For check-config: what the kernel makes of `backlog` ("" when it keeps it)."""
+    kernel_max = somaxconn()
+    if listen_backlog(backlog, kernel_max) < backlog:
+        return f" (net.core.somaxconn caps it at {kernel_max})"
+    return ""
 
 
 def backlog_for(server: ServerSettings) -> int:

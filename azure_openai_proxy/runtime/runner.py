@@ -24,12 +24,7 @@ from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.gateway.app import GatewayApp, create_app
 from azure_openai_proxy.http.server import ServerLimits, serve_fast
 from azure_openai_proxy.observability.accesslog import configure_logging
-from azure_openai_proxy.runtime.capacity import (
-    backlog_for,
-    listen_backlog,
-    prepare_process,
-    somaxconn,
-)
+from azure_openai_proxy.runtime.capacity import backlog_for, backlog_note, prepare_process
 from azure_openai_proxy.runtime.watch import ConfigWatcher
 from azure_openai_proxy.settings import ServerSettings, Settings
 
@@ -91,7 +86,7 @@ def describe(settings: Settings) -> str:
         f"server: head {server.head_timeout:g} s, body {server.body_timeout:g} s, keep-alive "
         f"{server.keepalive_timeout:g} s, send {server.send_timeout:g} s; up to "
         f"{server.max_connections} connections per worker, backlog {server.backlog}"
-        + _backlog_note(server.backlog)
+        + backlog_note(server.backlog)
     )
     if settings.upstream.http_proxy or settings.upstream.socks_proxy:
         proxy = settings.upstream.socks_proxy or settings.upstream.http_proxy or ""
@@ -99,13 +94,6 @@ def describe(settings: Settings) -> str:
     if settings.is_open_relay:
         lines.append("WARNING: open relay: server-side Azure keys and no client keys")
     return "\n".join(lines)
-
-
-def _backlog_note(backlog: int) -> str:
-    kernel_max = somaxconn()
-    if listen_backlog(backlog, kernel_max) < backlog:
-        return f" (net.core.somaxconn caps it at {kernel_max})"
-    return ""
 
 
 def _mask_url(url: str) -> str:
@@ -192,10 +180,10 @@ def _worker(settings: Settings, source: SettingsSource | None, reuse_port: bool)
 
 def run(settings: Settings, source: SettingsSource | None = None) -> int:
     configure_logging(settings.log_level)
+    prepare_process(settings.server)  # before listening; workers inherit the limit
     if settings.is_open_relay:
         log.warning("OPEN RELAY: server-side Azure keys are set and no client keys are; anyone "
                     "who can reach this gateway can use your Azure quota")
-    prepare_process(settings.server)  # before listening; workers inherit the limit
     if settings.workers == 1:
         _worker(settings, source, reuse_port=False)
         return 0
