@@ -24,8 +24,8 @@ from pathlib import Path
 
 from azure_openai_proxy.settings import ServerSettings
 
-__all__ = ["FDS_PER_CONNECTION", "FD_MARGIN", "FdLimit", "backlog_for", "backlog_note", "fd_warning", "fds_needed",
-           "listen_backlog", "prepare_process", "raise_fd_limit", "somaxconn"]
+__all__ = ["FDS_PER_CONNECTION", "FD_MARGIN", "FdLimit", "backlog_for", "backlog_note", "fd_warning",
+           "fds_needed", "listen_backlog", "prepare_process", "raise_fd_limit", "somaxconn"]
 
 log = logging.getLogger("azure_openai_proxy")
 
