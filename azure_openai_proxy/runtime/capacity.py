@@ -7,8 +7,9 @@
 - The descriptor limit: the soft `RLIMIT_NOFILE` raised to the hard one, since every
   stream holds two descriptors (the client's socket and its upstream's) and the usual
   soft limit (1024) is a few hundred streams.
-- A warning at start when even that limit cannot hold `server.max_connections`: the
-  connections past it would fail at accept (EMFILE) instead of getting the cap's 503.
+- A warning at start when even that limit cannot hold `server.max_connections`, and the
+  cap lowered to what it can hold: the connections past it would fail at accept (EMFILE,
+  a reset) instead of getting the cap's 503.
 
 `prepare_process` raises the limit and warns; `backlog_for` is the backlog to listen
 with. The helpers take their inputs as arguments (the somaxconn file, the limits) so
@@ -24,8 +25,9 @@ from pathlib import Path
 
 from azure_openai_proxy.settings import ServerSettings
 
-__all__ = ["FDS_PER_CONNECTION", "FD_MARGIN", "FdLimit", "backlog_for", "backlog_note", "fd_warning",
-           "fds_needed", "listen_backlog", "prepare_process", "raise_fd_limit", "somaxconn"]
+__all__ = ["FDS_PER_CONNECTION", "FD_MARGIN", "FdLimit", "backlog_for", "backlog_note",
+           "connection_cap", "connection_cap_for", "fd_warning", "fds_needed", "listen_backlog",
+           "prepare_process", "raise_fd_limit", "somaxconn"]
 
 log = logging.getLogger("azure_openai_proxy")
 
@@ -70,15 +72,25 @@ def fds_needed(max_connections: int) -> int:
     return max_connections * FDS_PER_CONNECTION + FD_MARGIN
 
 
+def connection_cap(max_connections: int, soft: int) -> int:
+    """The connections one worker takes before answering 503: `max_connections`, or
+    fewer when `soft` descriptors cannot hold that many streams. Past the descriptors, a
+    new connection would fail at accept (the client sees a reset) instead of getting the
+    cap's 503, so the cap comes first."""
+    if soft == resource.RLIM_INFINITY or soft >= fds_needed(max_connections):
+        return max_connections
+    return max(1, min(max_connections, (soft - FD_MARGIN) // FDS_PER_CONNECTION))
+
+
 def fd_warning(soft: int, max_connections: int) -> str | None:
     """The start-up warning when `soft` descriptors cannot hold the connection cap."""
     if soft == resource.RLIM_INFINITY or soft >= fds_needed(max_connections):
         return None
     return (f"the descriptor limit ({soft}) cannot hold server.max_connections "
             f"({max_connections}: about {fds_needed(max_connections)} descriptors, two per "
-            f"stream); past about {max(0, (soft - FD_MARGIN) // FDS_PER_CONNECTION)} streams new "
-            "connections will fail at accept instead of getting a 503. Raise the hard limit "
-            "(ulimit -Hn, LimitNOFILE=, docker --ulimit nofile=) or lower max_connections")
+            f"stream); each worker answers 503 past {connection_cap(max_connections, soft)} "
+            "connections instead. Raise the hard limit (ulimit -Hn, LimitNOFILE=, docker "
+            "--ulimit nofile=) or lower max_connections")
 
 
 def raise_fd_limit(nr_open: Path = NR_OPEN) -> FdLimit:
@@ -108,6 +120,11 @@ def prepare_process(server: ServerSettings) -> FdLimit:
     if warning is not None:
         log.warning("%s", warning)
     return limit
+
+
+def connection_cap_for(server: ServerSettings) -> int:
+    """`connection_cap` under this process's descriptor limit (a worker's, inherited)."""
+    return connection_cap(server.max_connections, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 def backlog_note(backlog: int) -> str:

@@ -17,14 +17,19 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.gateway.app import GatewayApp, create_app
 from azure_openai_proxy.http.server import ServerLimits, serve_fast
 from azure_openai_proxy.observability.accesslog import configure_logging
-from azure_openai_proxy.runtime.capacity import backlog_for, backlog_note, prepare_process
+from azure_openai_proxy.runtime.capacity import (
+    backlog_for,
+    backlog_note,
+    connection_cap_for,
+    prepare_process,
+)
 from azure_openai_proxy.runtime.watch import ConfigWatcher
 from azure_openai_proxy.settings import ServerSettings, Settings
 
@@ -130,7 +135,10 @@ async def start_server(
     flight finish for up to the grace period, clean up)."""
     server = await serve_fast(
         app, settings.host or None, settings.port, reuse_port=reuse_port,
-        backlog=backlog_for(settings.server), limits=server_limits(settings.server),
+        backlog=backlog_for(settings.server),
+        # At most what the descriptor limit holds, so the 503 comes before EMFILE.
+        limits=replace(server_limits(settings.server),
+                       max_connections=connection_cap_for(settings.server)),
         max_body_bytes=settings.max_body_bytes,
     )
 

@@ -15,16 +15,16 @@ import orjson
 
 from tests.processes import running
 
-# Start the CLI with a low soft descriptor limit (exec keeps the pid, so /proc shows it).
+# Start the CLI with low descriptor limits (exec keeps the pid, so /proc shows them).
 _LIMITED = ("import os, resource, sys\n"
-            "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1024))\n"
-            "os.execv(sys.executable, [sys.executable, '-m', 'azure_openai_proxy', *sys.argv[1:]])\n")
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), int(sys.argv[2])))\n"
+            "os.execv(sys.executable, [sys.executable, '-m', 'azure_openai_proxy', *sys.argv[3:]])\n")
 _ENV = {"AZURE_OPENAI_ENDPOINT": "http://127.0.0.1:9/"}
 
 
-def _gateway(port: int, *flags: str) -> list[str]:
-    return [sys.executable, "-c", _LIMITED, "-l", f"127.0.0.1:{port}", "--log-level", "debug",
-            *flags]
+def _gateway(port: int, *flags: str, soft: int = 256, hard: int = 1024) -> list[str]:
+    return [sys.executable, "-c", _LIMITED, str(soft), str(hard), "-l", f"127.0.0.1:{port}",
+            "--log-level", "debug", *flags]
 
 
 def _soft_fd_limit(pid: int) -> int:
@@ -48,6 +48,7 @@ def test_the_descriptor_limit_is_raised_and_a_cap_it_cannot_hold_is_warned(
         assert _soft_fd_limit(gateway.popen.pid) == 1024
         output = gateway.output()
     assert "cannot hold server.max_connections (1000" in output
+    assert "each worker answers 503 past 480 connections" in output
     assert "descriptor limit: soft 1024 (was 256), hard 1024" in output
 
 
@@ -90,27 +91,53 @@ def _read_all(sock: socket.socket) -> bytes:
     return b"".join(parts)
 
 
+def _hold(port: int, count: int) -> list[socket.socket]:
+    """`count` connections the gateway serves, kept open."""
+    held: list[socket.socket] = []
+    for _ in range(count + 20):  # bounded: the probe's connection leaves within a few tries
+        if len(held) == count:
+            break
+        if (sock := _served(port)) is not None:
+            held.append(sock)
+    assert len(held) == count
+    return held
+
+
+def _assert_refused(port: int) -> None:
+    """The next connection gets OpenAI's 503, then the gateway closes it."""
+    extra = socket.create_connection(("127.0.0.1", port), timeout=10)
+    extra.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n\r\n")
+    reply = _read_all(extra)  # ends: the gateway closed it, no hang
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503")
+    assert b"retry-after: 1" in head.lower()
+    assert orjson.loads(body)["error"]["code"] == "server_overloaded"
+    extra.close()
+
+
 def test_a_connection_past_the_cap_gets_an_openai_503_and_is_closed(
         reserve_port: Callable[[], int]) -> None:
     port = reserve_port()
     with running(_gateway(port, "--max-connections", "2"), port=port, env=_ENV):
-        held: list[socket.socket] = []
-        for _ in range(20):  # bounded: the probe's connection leaves within a few tries
-            if len(held) == 2:
-                break
-            if (sock := _served(port)) is not None:
-                held.append(sock)
-        assert len(held) == 2
-        extra = socket.create_connection(("127.0.0.1", port), timeout=10)
-        extra.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n\r\n")
-        reply = _read_all(extra)  # ends: the gateway closed it, no hang
-        head, _, body = reply.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 503")
-        assert b"retry-after: 1" in head.lower()
-        assert orjson.loads(body)["error"]["code"] == "server_overloaded"
-        extra.close()
+        held = _hold(port, 2)
+        _assert_refused(port)
         for sock in held:
             sock.close()
+
+
+def test_the_cap_is_lowered_to_what_the_descriptor_limit_holds(
+        reserve_port: Callable[[], int]) -> None:
+    """80 descriptors: (80 - 64 of margin) / 2 per stream = 8 connections, then 503s,
+    rather than accepts failing (a reset) once the descriptors run out."""
+    port = reserve_port()
+    with running(_gateway(port, "--max-connections", "1000", soft=80, hard=80), port=port,
+                 env=_ENV) as gateway:
+        held = _hold(port, 8)
+        _assert_refused(port)
+        for sock in held:
+            sock.close()
+        output = gateway.output()
+    assert "each worker answers 503 past 8 connections" in output
 
 
 def test_check_config_says_when_the_kernel_caps_the_backlog(tmp_path: Path) -> None:

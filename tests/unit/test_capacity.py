@@ -11,6 +11,7 @@ import pytest
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.runtime.capacity import (
     FD_MARGIN,
+    connection_cap,
     fd_warning,
     fds_needed,
     listen_backlog,
@@ -53,3 +54,10 @@ def test_the_warning_names_the_limit_and_the_cap() -> None:
     assert fd_warning(fds_needed(10_000), 10_000) is None
     assert fd_warning(fds_needed(10_000) - 1, 10_000) is not None
     assert fd_warning(resource.RLIM_INFINITY, 10_000) is None
+
+
+def test_the_cap_is_what_the_descriptors_hold() -> None:
+    assert connection_cap(10_000, 20_000) == (20_000 - FD_MARGIN) // 2
+    assert connection_cap(100, 20_000) == 100
+    assert connection_cap(10_000, resource.RLIM_INFINITY) == 10_000
+    assert connection_cap(10_000, 10) == 1  # never 0: one connection still gets served
