@@ -171,7 +171,9 @@ class ServerSettings(_Frozen):
     keepalive_timeout: float = Field(default=75.0, gt=0)  # idle between two requests
     send_timeout: float = Field(default=60.0, gt=0)  # a client reading nothing of an answer
     max_connections: int = Field(default=10_000, ge=1)  # per worker; past it a 503
-    backlog: int = Field(default=2048, ge=1)  # the listening socket's accept queue
+    # The listening socket's accept queue, bounded at start by net.core.somaxconn: long,
+    # so that thousands of clients connecting at once are queued, not dropped and retried.
+    backlog: int = Field(default=65_535, ge=1)
 
 
 class PriceSettings(_Frozen):

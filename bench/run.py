@@ -2,6 +2,7 @@
 
     python bench/run.py [--duration 10] [--smoke] [--only gateway-1w,nginx]
                         [--litellm-venv /opt/litellm] [--results-dir bench/results]
+                        [--streamscale 1000,5000,10000]
 
 Prints one table, checks issue 6's budget (and issue 13's governance budget: the same
 gateway with governance on against it off, when both ran), writes `latest.json` and `latency.png` to the
@@ -18,15 +19,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import report, systems
+from bench import report, streamscale, systems
 from bench.load import have_wrk, run_load
+from bench.paced import PacedStream
 from bench.procs import Children, descendants, rss_mb
 from bench.streams import many_streams, measure_ttft
 from bench.systems import SLOW_DEPLOYMENT, System
@@ -50,6 +52,8 @@ class Plan:
     workers: int
     only: frozenset[str]
     litellm: Path | None
+    # Streams at scale (issue 15): these N, after the other phases (bench/streamscale.py).
+    streamscale: tuple[int, ...] = ()
 
     def wants(self, name: str) -> bool:
         return name == "direct" or not self.only or name in self.only
@@ -65,9 +69,10 @@ def _plan(args: argparse.Namespace) -> Plan:
     if unknown:
         raise SystemExit(f"--only: unknown {sorted(unknown)}; choose from {', '.join(SYSTEMS)}, streams")
     workers = os.cpu_count() or 1
+    scale = args.streamscale or ()
     if args.smoke:
-        return Plan(min(args.duration, 1.0), 0.5, 5, 100, 50, 8, 0.3, workers, only, binary)
-    return Plan(args.duration, 2.0, 150, 2000, 300, 20, 2.0, workers, only, binary)
+        return Plan(min(args.duration, 1.0), 0.5, 5, 100, 50, 8, 0.3, workers, only, binary, scale)
+    return Plan(args.duration, 2.0, 150, 2000, 300, 20, 2.0, workers, only, binary, scale)
 
 
 def _log(message: str) -> None:
@@ -172,6 +177,17 @@ def _phase_many(plan: Plan, gateway: System, results: dict[str, Any]) -> None:
          f"{many.stalled} stalled, peak open {many.peak_open}, VmHWM {many.vm_hwm_mb:.1f} MB")
 
 
+def _phase_streamscale(plan: Plan, results: dict[str, Any]) -> None:
+    """N concurrent long streams: gateway-1w, the Go seed and direct (bench/streamscale.py)."""
+    _log(f"== streams at scale: N = {', '.join(f'{n:,}' for n in plan.streamscale)}")
+    scale = streamscale.ScalePlan(plan.streamscale, PacedStream(), 5.0, 1,
+                                  streamscale.SYSTEMS, streamscale.SEED_GZ)
+    rows = streamscale.run_matrix(scale, _log)
+    results["streamscale"] = [asdict(row) for row in rows]
+    if rows:
+        _log("\n" + streamscale.table(rows))
+
+
 def _ledger(system: System, answered: int) -> dict[str, Any]:
     """The ledger's records once the gateway stopped, against the requests answered:
     every answer is recorded. A few more records are expected: the requests in flight
@@ -247,6 +263,8 @@ def run(plan: Plan, results_dir: Path) -> dict[str, Any]:
                 _phase_streams(plan, children, results)
         finally:
             children.close()
+    if plan.streamscale:
+        _phase_streamscale(plan, results)
     results["loadavg_after"] = report.loadavg()
     report.derive(results)
     results["budget"] = report.budget(results)
@@ -269,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help=f"comma-separated: {', '.join(SYSTEMS)}, streams")
     parser.add_argument("--litellm-venv", help="virtualenv with litellm[proxy] (or $LITELLM_VENV)")
     parser.add_argument("--results-dir", type=Path, default=Path(__file__).resolve().parent / "results")
+    parser.add_argument("--streamscale", type=streamscale.counts, metavar="N,N",
+                        help="also N concurrent streams (issue 15), e.g. 1000,5000,10000")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so `finally` kills the children
     run(_plan(args), args.results_dir)

@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from azure_openai_proxy.apiversions import (
@@ -31,6 +31,12 @@ from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.gateway.app import GatewayApp, create_app
 from azure_openai_proxy.http.server import ServerLimits, serve_fast
 from azure_openai_proxy.observability.accesslog import configure_logging
+from azure_openai_proxy.runtime.capacity import (
+    backlog_for,
+    backlog_note,
+    connection_cap_for,
+    prepare_process,
+)
 from azure_openai_proxy.runtime.watch import ConfigWatcher
 from azure_openai_proxy.settings import DeploymentSettings, ServerSettings, Settings
 
@@ -95,6 +101,7 @@ def describe(settings: Settings, today: str | None = None) -> str:
         f"server: head {server.head_timeout:g} s, body {server.body_timeout:g} s, keep-alive "
         f"{server.keepalive_timeout:g} s, send {server.send_timeout:g} s; up to "
         f"{server.max_connections} connections per worker, backlog {server.backlog}"
+        + backlog_note(server.backlog)
     )
     if settings.upstream.http_proxy or settings.upstream.socks_proxy:
         proxy = settings.upstream.socks_proxy or settings.upstream.http_proxy or ""
@@ -186,7 +193,10 @@ async def start_server(
     flight finish for up to the grace period, clean up)."""
     server = await serve_fast(
         app, settings.host or None, settings.port, reuse_port=reuse_port,
-        backlog=settings.server.backlog, limits=server_limits(settings.server),
+        backlog=backlog_for(settings.server),
+        # At most what the descriptor limit holds, so the 503 comes before EMFILE.
+        limits=replace(server_limits(settings.server),
+                       max_connections=connection_cap_for(settings.server)),
         max_body_bytes=settings.max_body_bytes,
     )
 
@@ -236,6 +246,7 @@ def _worker(settings: Settings, source: SettingsSource | None, reuse_port: bool)
 
 def run(settings: Settings, source: SettingsSource | None = None) -> int:
     configure_logging(settings.log_level)
+    prepare_process(settings.server)  # before listening; workers inherit the limit
     if settings.is_open_relay:
         log.warning("OPEN RELAY: server-side Azure keys are set and no client keys are; anyone "
                     "who can reach this gateway can use your Azure quota")

@@ -18,7 +18,7 @@ BASE = {"endpoint": "https://r.openai.azure.com/"}
 def test_defaults() -> None:
     server = load_settings(BASE, {}).server
     assert (server.head_timeout, server.body_timeout, server.keepalive_timeout,
-            server.send_timeout, server.max_connections, server.backlog) == (30, 300, 75, 60, 10_000, 2048)
+            server.send_timeout, server.max_connections, server.backlog) == (30, 300, 75, 60, 10_000, 65_535)
     assert server_limits(server) == ServerLimits()
 
 

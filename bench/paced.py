@@ -1,0 +1,172 @@
+"""A paced SSE upstream for the stream-scale benchmark (issue 15) that is never the
+bottleneck: nginx with the echo module (`libnginx-mod-http-echo`) answering every chat
+call with Azure's real stream, frame by frame, `echo_sleep` between content frames and
+`echo_flush` after each, all in C (no interpreter per frame).
+
+The frames, in Azure's order (/work/shared/azure-openai-wire.md, section 4):
+
+1. the prompt-filter frame (`choices: []`, `prompt_filter_results`), at once;
+2. the role frame (`delta: {"role": "assistant", "content": ""}`), at once;
+3. `content` frames, one every `interval_ms`; every `annotate_every`-th is followed by
+   an asynchronous content-filter annotation frame (no `delta`, `id: ""`,
+   `content_filter_offsets`);
+4. the finish frame (`finish_reason: stop`, `delta: {}`);
+5. the usage frame (`choices: []`, `usage`);
+6. `data: [DONE]`.
+
+Every content token ends in `~` (`CONTENT_MARK`), a byte no other frame holds, so the load
+generator counts content frames with one `bytes.count` whatever a proxy did to the rest.
+
+`frames` and `nginx_conf` are pure (tested with plain data); `start_paced` runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from bench.procs import HOST, Children, free_port
+
+__all__ = ["CONTENT_MARK", "ECHO_MODULE", "PacedStream", "frames", "have_echo_module",
+           "nginx_conf", "start_paced"]
+
+CONTENT_MARK = b"~"
+ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
+_SAFE = {"filtered": False, "severity": "safe"}
+_FILTERS = {"hate": _SAFE, "self_harm": _SAFE, "sexual": _SAFE, "violence": _SAFE}
+_ID, _CREATED, _MODEL, _FINGERPRINT = "chatcmpl-AzPaced0001", 1727000000, "gpt-4o-2024-08-06", "fp_5b26d85e12"
+_WORDS = ("Your", " parcel", " is", " late", ",", " so", " please", " wait", " one", " more", " day")
+
+
+@dataclass(frozen=True)
+class PacedStream:
+    """One stream's shape: `content_frames` tokens `interval_ms` apart."""
+
+    content_frames: int = 50
+    interval_ms: float = 75.0
+    annotate_every: int = 10  # an annotation frame after every 10th content frame (0: none)
+
+
+def _frame(payload: dict[str, object] | str) -> bytes:
+    data = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
+    return b"data: " + data + b"\n\n"
+
+
+def _chunk(choices: list[dict[str, object]], **extra: object) -> bytes:
+    return _frame({"choices": choices, "created": _CREATED, "id": _ID, "model": _MODEL,
+                   "object": "chat.completion.chunk", "system_fingerprint": _FINGERPRINT, **extra})
+
+
+def _content(index: int) -> bytes:
+    token = _WORDS[index % len(_WORDS)] + CONTENT_MARK.decode()
+    return _chunk([{"content_filter_results": _FILTERS, "delta": {"content": token},
+                    "finish_reason": None, "index": 0, "logprobs": None}])
+
+
+def _annotation(offset: int) -> bytes:
+    return _frame({"choices": [{"content_filter_offsets": {"check_offset": 0, "start_offset": 0,
+                                                           "end_offset": offset},
+                                "content_filter_results": _FILTERS, "index": 0,
+                                "finish_reason": None}],
+                   "created": 0, "id": "", "model": "", "object": ""})
+
+
+def frames(shape: PacedStream) -> tuple[bytes, list[bytes], bytes]:
+    """(what is sent at once, each content step's bytes, what ends the stream). A content
+    step is its content frame plus the annotation frame that follows it, if any."""
+    head = _frame({"choices": [], "created": 0, "id": "", "model": "", "object": "",
+                   "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": _FILTERS}]})
+    head += _chunk([{"content_filter_results": {}, "delta": {"content": "", "refusal": None,
+                                                            "role": "assistant"},
+                     "finish_reason": None, "index": 0, "logprobs": None}])
+    steps = []
+    for index in range(shape.content_frames):
+        step = _content(index)
+        if shape.annotate_every and (index + 1) % shape.annotate_every == 0:
+            step += _annotation(index + 1)
+        steps.append(step)
+    tail = _chunk([{"content_filter_results": {}, "delta": {}, "finish_reason": "stop",
+                    "index": 0, "logprobs": None}])
+    tail += _chunk([], usage={"completion_tokens": shape.content_frames, "prompt_tokens": 61,
+                              "total_tokens": 61 + shape.content_frames})
+    tail += _frame("[DONE]")
+    return head, steps, tail
+
+
+def frames_per_stream(shape: PacedStream) -> int:
+    """Every SSE frame the upstream sends for one stream, `[DONE]` included."""
+    head, steps, tail = frames(shape)
+    return sum(part.count(b"data: ") for part in (head, *steps, tail))
+
+
+def _echo(data: bytes) -> str:
+    """An `echo -n` directive sending `data` exactly: nginx's quoted strings know `\\n`,
+    `\\"` and `\\\\`; `$` would start a variable, so the frames carry none."""
+    text = data.decode()
+    if "$" in text or "'" in text:
+        raise ValueError("a paced frame must hold no '$' and no single quote")
+    return "echo -n '" + text.replace("\\", "\\\\").replace("\n", "\\n") + "';"
+
+
+def nginx_conf(tmp: Path, port: int, shape: PacedStream, *, workers: int = 1,
+               nofile: int = 20_000, as_root: bool = False) -> str:
+    """The nginx configuration of the paced upstream on `HOST:port`, with `tmp` for its
+    pid, logs and temporary files, each worker holding up to `nofile` descriptors (the
+    hard limit it inherits: a worker cannot raise it). Several workers share the port
+    with `reuseport`, so the kernel spreads the connections evenly."""
+    head, steps, tail = frames(shape)
+    sleep = f"echo_sleep {shape.interval_ms / 1000:.3f};"
+    body = [_echo(head), "echo_flush;"]
+    for step in steps:
+        body += [sleep, _echo(step), "echo_flush;"]
+    body += [_echo(tail)]
+    location = "\n".join("      " + line for line in body)
+    paths = "\n".join(f"  {kind}_temp_path {tmp / kind};"
+                      for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    return (
+        f"load_module {ECHO_MODULE};\n"
+        + ("user root;\n" if as_root else "")
+        + f"worker_processes {workers};\n"
+        f"worker_rlimit_nofile {nofile};\n"
+        f"pid {tmp / 'nginx.pid'};\nerror_log {tmp / 'error.log'} warn;\n"
+        f"events {{ worker_connections {max(64, nofile - 64)}; multi_accept on; }}\n"
+        f"http {{\n  access_log off;\n{paths}\n  keepalive_requests 1000000;\n"
+        "  keepalive_timeout 75s;\n  client_body_buffer_size 64k;\n"
+        "  server {\n"
+        f"    listen {HOST}:{port} backlog=65535{' reuseport' if workers > 1 else ''};\n"
+        "    location ~ ^/openai/deployments/[^/]+/chat/completions$ {\n"
+        "      default_type text/event-stream;\n"
+        "      add_header apim-request-id 5a1b2c3d-paced always;\n"
+        "      add_header x-ms-region \"East US\" always;\n"
+        "      echo_read_request_body;\n"
+        f"{location}\n"
+        "    }\n"
+        "  }\n}\n"
+    )
+
+
+def have_echo_module() -> bool:
+    return shutil.which("nginx") is not None and ECHO_MODULE.is_file()
+
+
+def start_paced(children: Children, shape: PacedStream, *, workers: int = 1) -> tuple[int, int]:
+    """Start the paced upstream; (its port, the pid of its master). Its workers are the
+    master's children (`bench.procs.descendants`)."""
+    port = free_port()
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if nofile == resource.RLIM_INFINITY:
+        nofile = 1 << 20
+    tmp = children.workdir / f"paced-{port}"
+    tmp.mkdir(exist_ok=True)
+    conf = tmp / "nginx.conf"
+    conf.write_text(nginx_conf(tmp, port, shape, workers=workers, nofile=nofile,
+                               as_root=os.geteuid() == 0))
+    argv = ["nginx", "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf),
+            "-g", "daemon off;"]
+    child = children.start(f"paced-{port}", argv, port)
+    return port, child.pid

@@ -1,0 +1,358 @@
+"""Streams at scale (issue 15): N concurrent long streams through one gateway worker,
+the Go seed, and straight to the upstream, side by side in one run.
+
+    python -m bench.streamscale --n 1000,5000,10000 [--frames 50] [--interval-ms 75]
+                                [--ramp 5] [--procs 1] [--only direct,gateway-1w,seed]
+
+The upstream is `bench.paced` (nginx + echo: Azure's frame sequence, content frames
+`--interval-ms` apart). Each system is started fresh for each N; the raw-socket load
+generator (`bench.streamload`) opens N streams over `--ramp` seconds. Per system and N:
+completed / stalled / errors, time to first token, the time added to each frame against
+direct, peak RSS (VmHWM) and KB per stream, CPU µs per relayed content frame (utime +
+stime from /proc over the run, divided by the content frames the clients received), and
+the CPU per frame of the load generator and of the upstream (so neither is mistaken for
+the system's limit). See bench/README.md, "Streams at scale (issue 15)".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as `python bench/streamscale.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import systems
+from bench.load import percentile
+from bench.paced import PacedStream, frames_per_stream, have_echo_module, start_paced
+from bench.procs import HOST, Child, Children, descendants, free_port, peak_rss_mb, rss_mb, wait_until
+from bench.streamload import LoadPlan, LoadShare, raise_fd_limit, run_load, start_time
+
+SEED_GZ = systems.REPO.parent / "shared" / "peers" / "azure-openai-proxy-seed.gz"
+SYSTEMS = ("direct", "gateway-1w", "seed")
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class ScaleRow:
+    """One system at one N (see the module docstring for each figure)."""
+
+    system: str
+    streams: int
+    completed: int
+    stalled: int
+    errors: int
+    ttft_p50_ms: float
+    ttft_p99_ms: float
+    lateness_ms: float  # mean over the completed streams of their frames' mean lateness
+    # The same for the control streams: a few straight to the upstream during the run.
+    control_lateness_ms: float | None
+    added_per_frame_ms: float | None  # lateness minus the control streams' lateness
+    rss_before_mb: float
+    peak_rss_mb: float
+    kb_per_stream: float
+    cpu_s: float
+    # Of the run's seconds, how long the system was runnable but waiting for a CPU
+    # (the machine's contention, not the system's own cost).
+    runqueue_wait_s: float
+    cpu_us_per_frame: float
+    content_frames: int
+    loadgen_cpu_us_per_frame: float
+    upstream_cpu_us_per_frame_sent: float
+    seconds: float
+    error_samples: list[str]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` (every thread), from /proc; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def runqueue_wait_seconds(pid: int) -> float:
+    """Seconds the threads of `pid` have spent runnable but waiting for a CPU
+    (/proc/PID/task/*/schedstat): how much a busy machine held the system back."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += int(task.read_text().split()[1])
+    return total / 1e9
+
+
+def request_bytes(path: str, port: int, headers: dict[str, str], body: bytes) -> bytes:
+    """One HTTP/1.1 request that closes its connection after the answer."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {HOST}:{port}", "Content-Type: application/json",
+             f"Content-Length: {len(body)}", "Connection: close",
+             *(f"{name}: {value}" for name, value in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def stream_body() -> bytes:
+    return json.dumps({**systems.CHAT_BODY, "stream": True, "max_tokens": 256}).encode()
+
+
+def _mean_ms(values: list[float]) -> float | None:
+    return statistics.fmean(values) * 1000 if values else None
+
+
+def summarize(system: str, streams: int, share: LoadShare, cpu_s: float, upstream_cpu_s: float,
+              frames_sent: int, rss_before: float, peak: float,
+              control: LoadShare | None = None, runqueue_wait_s: float = 0.0) -> ScaleRow:
+    """The row of one run, from the load generator's results and /proc's figures; the
+    control streams (straight to the upstream at the same time) give the upstream's own
+    lateness, which the time added per frame is measured against."""
+    ttfts = sorted(t * 1000 for t in share.ttft_s)
+    lateness = _mean_ms(share.lateness_s) or 0.0
+    control_lateness = _mean_ms(control.lateness_s) if control is not None else None
+    added = (lateness - control_lateness
+             if control_lateness is not None and share.completed else None)
+    frames = share.content_frames
+    return ScaleRow(
+        system=system, streams=streams, completed=share.completed, stalled=share.stalled,
+        errors=share.errors, ttft_p50_ms=percentile(ttfts, 50), ttft_p99_ms=percentile(ttfts, 99),
+        lateness_ms=lateness, control_lateness_ms=control_lateness, added_per_frame_ms=added,
+        rss_before_mb=rss_before,
+        peak_rss_mb=peak, kb_per_stream=max(0.0, peak - rss_before) * 1024 / streams if peak else 0.0,
+        cpu_s=cpu_s, runqueue_wait_s=runqueue_wait_s,
+        cpu_us_per_frame=cpu_s / frames * 1e6 if frames else 0.0,
+        content_frames=frames,
+        loadgen_cpu_us_per_frame=share.cpu_s / frames * 1e6 if frames else 0.0,
+        upstream_cpu_us_per_frame_sent=upstream_cpu_s / frames_sent * 1e6 if frames_sent else 0.0,
+        seconds=share.seconds, error_samples=share.error_samples,
+    )
+
+
+def _accepting(port: int) -> bool:
+    with socket.create_connection((HOST, port), timeout=1):
+        return True
+
+
+@dataclass
+class _Target:
+    name: str
+    port: int
+    path: str
+    headers: dict[str, str]
+    child: Child | None  # None: direct (the upstream itself)
+
+
+def _start_gateway(children: Children, upstream_port: int) -> _Target:
+    port = free_port()
+    config = systems._gateway_config(children, port, upstream_port)
+    argv = [sys.executable, "-m", "azure_openai_proxy", "-c", str(config), "--workers", "1"]
+    child = children.start(f"gateway-{port}", argv, port, env=systems._python_env())
+    wait_until(child, lambda: _accepting(port), 30)
+    return _Target("gateway-1w", port, "/v1/chat/completions",
+                   {"Authorization": f"Bearer {systems.CLIENT_KEY}"}, child)
+
+
+def _start_seed(children: Children, binary: Path, upstream_port: int) -> _Target:
+    port = free_port()
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("LISTEN", "API_BASE", "CORS")}
+    env.update({"AZURE_OPENAI_ENDPOINT": f"http://{HOST}:{upstream_port}",
+                "AZURE_OPENAI_MODEL_MAPPER": f"gpt-4o={systems.DEPLOYMENT}",
+                "AZURE_OPENAI_API_VER": systems.API_VERSION})
+    child = children.start(f"seed-{port}", [str(binary), "-l", f"{HOST}:{port}"], port, env=env)
+    wait_until(child, lambda: _accepting(port), 30)
+    return _Target("seed", port, "/v1/chat/completions",
+                   {"Authorization": f"Bearer {systems.AZURE_KEY}"}, child)
+
+
+def _unpack_seed(workdir: Path, gz: Path) -> Path | None:
+    if not gz.is_file():
+        return None
+    import gzip
+    import shutil
+
+    binary = workdir / "azure-openai-proxy-seed"
+    with gzip.open(gz) as packed, binary.open("wb") as out:
+        shutil.copyfileobj(packed, out)
+    binary.chmod(0o755)
+    return binary
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    counts: tuple[int, ...]
+    shape: PacedStream
+    ramp_s: float
+    procs: int
+    only: tuple[str, ...]
+    seed_gz: Path
+    stall_s: float = 10.0
+    upstream_workers: int = 1  # nginx workers of the paced upstream (reuseport past 1)
+    upstream_port: int = 0  # set once the upstream runs
+
+
+def _one(plan: ScalePlan, target: _Target, upstream_pids: list[int], streams: int) -> ScaleRow:
+    pid = target.child.pid if target.child is not None else None
+    measured = [pid] if pid else upstream_pids
+    rss_before = rss_mb(pid) if pid else 0.0
+    cpu0 = cpu_seconds(pid) if pid else 0.0
+    wait0 = sum(runqueue_wait_seconds(p) for p in measured)
+    up0 = sum(cpu_seconds(p) for p in upstream_pids)
+    load = LoadPlan(HOST, target.port, request_bytes(target.path, target.port, target.headers,
+                                                     stream_body()),
+                    streams, plan.ramp_s, plan.shape.interval_ms / 1000, stall_s=plan.stall_s,
+                    limit_s=plan.shape.content_frames * plan.shape.interval_ms / 1000 + 30,
+                    procs=plan.procs)
+    control: LoadShare | None = None
+    if target.child is None:
+        share = run_load(load)
+    else:  # control streams straight to the upstream, at the same time
+        control_plan = replace(load, port=plan.upstream_port, streams=max(20, streams // 50),
+                               procs=1, request=request_bytes(
+                                   systems.AZURE_PATH, plan.upstream_port,
+                                   {"api-key": systems.AZURE_KEY}, stream_body()))
+        start_at = start_time(load.procs + 1)
+        with ThreadPoolExecutor(2) as threads:
+            main_run = threads.submit(run_load, load, start_at)
+            control_run = threads.submit(run_load, control_plan, start_at)
+            share, control = main_run.result(), control_run.result()
+    cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
+    wait = sum(runqueue_wait_seconds(p) for p in measured) - wait0
+    upstream_cpu = sum(cpu_seconds(p) for p in upstream_pids) - up0
+    peak = peak_rss_mb(pid) if pid else 0.0
+    sent = share.completed * frames_per_stream(plan.shape)
+    if control is not None:
+        sent += control.completed * frames_per_stream(plan.shape)
+    row = summarize(target.name, streams, share, cpu, upstream_cpu, sent, rss_before, peak, control,
+                    wait)
+    if target.name == "direct":  # the upstream is the system: its CPU is the row's
+        row.cpu_s = upstream_cpu
+        row.cpu_us_per_frame = upstream_cpu / row.content_frames * 1e6 if row.content_frames else 0.0
+    return row
+
+
+def run_matrix(plan: ScalePlan, say: Callable[[str], object] = print) -> list[ScaleRow]:
+    """Every system of `plan.only` at every N of `plan.counts`; the rows, direct first."""
+    if not have_echo_module():
+        say("streamscale: nginx or its echo module is missing "
+            "(apt-get install -y nginx libnginx-mod-http-echo); skipped")
+        return []
+    raise_fd_limit()
+    rows: list[ScaleRow] = []
+    with tempfile.TemporaryDirectory(prefix="aoai-streamscale-") as tmp:
+        children = Children(Path(tmp))
+        try:
+            seed = _unpack_seed(Path(tmp), plan.seed_gz) if "seed" in plan.only else None
+            if "seed" in plan.only and seed is None:
+                say(f"seed: {plan.seed_gz} is absent; the Go seed is skipped")
+            upstream_port, master = start_paced(children, plan.shape, workers=plan.upstream_workers)
+            wait_until(children.running[-1], lambda: _accepting(upstream_port), 10)
+            upstream_pids = [p for p in descendants(master) if p != master]
+            plan = replace(plan, upstream_port=upstream_port)
+            for streams in plan.counts:
+                for name in SYSTEMS:
+                    if name not in plan.only or (name == "seed" and seed is None):
+                        continue
+                    if name == "direct":
+                        target = _Target("direct", upstream_port, systems.AZURE_PATH,
+                                         {"api-key": systems.AZURE_KEY}, None)
+                    elif name == "gateway-1w":
+                        target = _start_gateway(children, upstream_port)
+                    else:
+                        assert seed is not None
+                        target = _start_seed(children, seed, upstream_port)
+                    try:
+                        row = _one(plan, target, upstream_pids, streams)
+                    finally:
+                        if target.child is not None:
+                            children.stop(target.child)
+                    rows.append(row)
+                    say(_line(row))
+                    # Let the machine settle after a large run (closing thousands of sockets).
+                    time.sleep(min(2.0, streams / 1000))
+        finally:
+            children.close()
+    return rows
+
+
+def _line(row: ScaleRow) -> str:
+    return (f"  {row.system} N={row.streams:,}: {row.completed:,} completed, {row.stalled} stalled, "
+            f"{row.errors} errors; TTFT p50 {row.ttft_p50_ms:.1f} ms p99 {row.ttft_p99_ms:.1f} ms; "
+            f"lateness {row.lateness_ms:.2f} ms (control {row.control_lateness_ms or 0:.2f} ms); "
+            f"CPU {row.cpu_us_per_frame:.1f} µs/frame, {row.cpu_s:.1f} s, waited for a CPU "
+            f"{row.runqueue_wait_s:.1f} s; "
+            f"VmHWM {row.peak_rss_mb:.0f} MB; load gen {row.loadgen_cpu_us_per_frame:.1f} µs/frame"
+            + (f"; errors e.g. {row.error_samples[:2]}" if row.error_samples else ""))
+
+
+def table(rows: list[ScaleRow]) -> str:
+    """The markdown table of bench/README.md's "Streams at scale" section."""
+    head = ("| system | N | completed | stalled | errors | TTFT p50 | TTFT p99 | added per frame "
+            "| peak RSS | KB per stream | CPU µs per frame | CPU s / waited s | load gen µs per frame "
+            "| upstream µs per frame sent |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        added = "" if r.added_per_frame_ms is None else f"{r.added_per_frame_ms:+.2f} ms"
+        memory = (f"{r.peak_rss_mb:.0f} MB", f"{r.kb_per_stream:.1f}") if r.system != "direct" else ("", "")
+        lines.append(
+            f"| {r.system} | {r.streams:,} | {r.completed:,} | {r.stalled:,} | {r.errors:,} "
+            f"| {r.ttft_p50_ms:.1f} ms | {r.ttft_p99_ms:.1f} ms | {added} | {memory[0]} | {memory[1]} "
+            f"| {r.cpu_us_per_frame:.1f} | {r.cpu_s:.1f} / {r.runqueue_wait_s:.1f} "
+            f"| {r.loadgen_cpu_us_per_frame:.1f} "
+            f"| {r.upstream_cpu_us_per_frame_sent:.1f} |")
+    return "\n".join(lines)
+
+
+def counts(text: str) -> tuple[int, ...]:
+    counts = tuple(int(part.replace("_", "")) for part in text.split(",") if part.strip())
+    if not counts or min(counts) < 1 or max(counts) > 20_000:
+        raise argparse.ArgumentTypeError("--n: counts between 1 and 20,000, comma-separated")
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.streamscale",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=counts, default=(1000, 5000, 10_000),
+                        help="concurrent streams per run, comma-separated (default 1000,5000,10000)")
+    parser.add_argument("--frames", type=int, default=50, help="content frames per stream")
+    parser.add_argument("--interval-ms", type=float, default=75.0, help="between content frames")
+    parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which streams open")
+    parser.add_argument("--procs", type=int, default=1, help="load generator processes")
+    parser.add_argument("--upstream-workers", type=int, default=1,
+                        help="nginx workers pacing the streams (one holds ~19,900 at a 20,000 fd limit)")
+    parser.add_argument("--only", default=",".join(SYSTEMS), help=f"of {', '.join(SYSTEMS)}")
+    parser.add_argument("--seed", type=Path, default=SEED_GZ, help="the Go seed's .gz")
+    parser.add_argument("--results-dir", type=Path,
+                        default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args(argv)
+    only = tuple(s.strip() for s in args.only.split(",") if s.strip())
+    if set(only) - set(SYSTEMS):
+        parser.error(f"--only: choose from {', '.join(SYSTEMS)}")
+    if not 1 <= args.frames <= 1000 or not 1 <= args.interval_ms <= 10_000:
+        parser.error("--frames 1..1000, --interval-ms 1..10000")
+    plan = ScalePlan(args.n, PacedStream(args.frames, args.interval_ms), args.ramp,
+                     max(1, args.procs), only, args.seed,
+                     upstream_workers=min(8, max(1, args.upstream_workers)))
+    rows = run_matrix(plan)
+    print("\n" + table(rows))
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    out = args.results_dir / "streamscale.json"
+    with contextlib.suppress(OSError):
+        out.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                   "loadavg": os.getloadavg(), "rows": [asdict(r) for r in rows]},
+                                  indent=2))
+        print(f"raw numbers: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

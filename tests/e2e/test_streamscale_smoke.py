@@ -1,0 +1,37 @@
+"""`python -m bench.streamscale` still works: a tiny run prints its table and writes a
+row for each system with every stream completed. A test of the script, never of the
+timings (skipped where nginx or its echo module is absent)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.paced import have_echo_module
+from bench.streamscale import SEED_GZ
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(not have_echo_module(), reason="apt-get install -y nginx libnginx-mod-http-echo")
+@pytest.mark.timeout(180)
+def test_a_small_run_prints_the_table_and_every_stream_completes(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.streamscale", "--n", "20", "--frames", "3",
+         "--interval-ms", "5", "--ramp", "0.2", "--results-dir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=170, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "| system | N | completed |" in done.stdout
+    rows = json.loads((tmp_path / "streamscale.json").read_text())["rows"]
+    expected = ["direct", "gateway-1w"] + (["seed"] if SEED_GZ.is_file() else [])
+    assert [row["system"] for row in rows] == expected
+    for row in rows:
+        assert (row["completed"], row["stalled"], row["errors"]) == (20, 0, 0), row
+        assert row["content_frames"] == 60
+    if not SEED_GZ.is_file():
+        assert "the Go seed is skipped" in done.stdout
