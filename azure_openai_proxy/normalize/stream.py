@@ -351,8 +351,9 @@ class ResponsesStreamMeter:
     def feed(self, chunk: bytes) -> None:
         for event in self._decoder.feed(chunk):
             data = event.data
-            if data is None or (b'"usage"' not in data and (
-                    b'.delta"' not in data or b'.audio.delta"' in data)):
+            # find(), not `in`: see sse.py
+            if data is None or (data.find(b'"usage"') == -1 and (
+                    data.find(b'.delta"') == -1 or data.find(b'.audio.delta"') != -1)):
                 continue  # audio deltas are base64 sound, not text: not parsed
             try:
                 obj = orjson.loads(data)
