@@ -115,7 +115,8 @@ async def _relay_stream(
                         break
                     if data:
                         await out.write(data)
-                        ended_with_newline = data.endswith(b"\n")
+                        if normalizer is None:  # a normalized stream ends with [DONE]
+                            ended_with_newline = data[-1:] == b"\n"
                 else:
                     tail = normalizer.finish() if normalizer is not None else b""
         except UpstreamError as exc:

@@ -75,7 +75,8 @@ class SteadyFrameTemplate:
         if end <= len(prefix) or not data.startswith(prefix) or not data.endswith(suffix):
             return None
         try:
-            rest = orjson.loads(b'{"delta":' + memoryview(data)[len(prefix):end])
+            # A slice and a concatenation: cheaper than a memoryview for ~100 bytes.
+            rest = orjson.loads(b'{"delta":' + data[len(prefix):end])
         except orjson.JSONDecodeError:
             return None
         # A repeated filter key would make the choice the general path sees another one.
@@ -85,5 +86,5 @@ class SteadyFrameTemplate:
 
     def relayed(self, data: bytes) -> bytes:
         """The event for a frame `match()` accepted: its bytes, the model spliced."""
-        return b"".join((b"data: ", memoryview(data)[:len(data) - len(self._suffix)],
-                         self._out_suffix, b"\n\n"))
+        return b"".join((b"data: ", data[:len(data) - len(self._suffix)], self._out_suffix,
+                         b"\n\n"))
