@@ -217,7 +217,7 @@ class _Stream:
             return
         if self.chunked:
             data = b"%x\r\n%b\r\n" % (len(data), data)
-        self._send(self._with_head(data))
+        self._send(self._with_head(data) if self._head else data)
         await self._channel.drain()
 
     async def end(self, tail: bytes = b"") -> None:
