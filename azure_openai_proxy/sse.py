@@ -120,6 +120,16 @@ class SseDecoder:
         self._cr = cr - start if cr != -1 else -1
         return events
 
+    def single(self, chunk: bytes) -> bytes | None:
+        """The data of `chunk` if it is exactly one `data: <payload>\\n\\n` event and
+        nothing is buffered (what `feed` would return as its one event's `data`), else
+        None; the decoder is left as it was either way. For a caller with a fast path
+        for such chunks, which then need no `SseEvent`."""
+        if (self._buf or self._parts or chunk[:6] != b"data: " or chunk[-1:] != b"\n"
+                or chunk.find(b"\n") != len(chunk) - 2 or chunk.find(b"\r") != -1):
+            return None
+        return chunk[6:-2]
+
     def flush(self) -> list[SseEvent]:
         """Return the buffered trailing event, terminated or not, and reset the decoder."""
         rest = self._buf + b"".join(self._parts)

@@ -108,6 +108,14 @@ class ChatStreamNormalizer:
         """Return the bytes to write to the client for `chunk`: complete events only."""
         if self.done:
             return b""
+        template = self._template
+        if template is not None and self._steady:  # a read of one steady frame
+            data = self._decoder.single(chunk)
+            if data is not None:
+                out = self._steady_relayed(template, data)
+                if out is not None:
+                    self.frames_in += 1
+                    return out
         return self._emit(self._decoder.feed(chunk))
 
     def finish(self, *, upstream_failed: str | None = None) -> bytes:
@@ -137,11 +145,9 @@ class ChatStreamNormalizer:
             return self._close(cut=False, reason=None)
         template = self._template
         if template is not None and self._steady:
-            rest = template.match(data)
-            if rest is not None and rest.get("finish_reason") is None:
-                self.content_chars += _content_chars(rest)
-                self.frames_out += 1
-                return template.relayed(data)
+            out = self._steady_relayed(template, data)
+            if out is not None:
+                return out
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -161,6 +167,16 @@ class ChatStreamNormalizer:
         if type(choices) is not list:
             return b""
         return self._choices_frame(event, obj, choices)
+
+    def _steady_relayed(self, template: SteadyFrameTemplate, data: bytes) -> bytes | None:
+        """A steady content frame of the learned shape, relayed without a whole parse
+        (steady.py); None sends it down the general path."""
+        rest = template.match(data)
+        if rest is None or rest.get("finish_reason") is not None:
+            return None
+        self.content_chars += _content_chars(rest)
+        self.frames_out += 1
+        return template.relayed(data)
 
     def _steady_frame(self, event: SseEvent, obj: dict[str, Any]) -> bytes | None:
         """The hot path: a one-choice content frame that needs no change goes out raw.
