@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
@@ -61,10 +62,8 @@ async def _cancelled_after(turns: int) -> tuple[_Answer, _Request, RequestRecord
     for _ in range(turns):
         await asyncio.sleep(0)  # one turn of the loop: no clock involved
     handler.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError):
         await handler
-    except asyncio.CancelledError:
-        pass
     assert handler.cancelled()
     return answer, request, record
 
