@@ -1,6 +1,7 @@
 """The gateway's own cost per relayed request, without sockets (a tool, not a test).
 
 Run: python -m bench.inprocess [--requests 40000] [--clients 32] [--bare]
+     python -m bench.inprocess --stream [--count]   (per stream frame: bench/inprocess_stream.py)
 
 The whole request path runs in one process, as in production (FastServer, the app with
 client keys, metrics and the info access log, FastTransport), but both sockets are
@@ -117,7 +118,8 @@ class _LoopbackTransport(FastTransport):
         return conn
 
 
-def _gateway_app(database: str | None = None) -> Application:
+def _gateway_app(database: str | None = None,
+                 transport_class: type[FastTransport] | None = None) -> Application:
     extra = {"database": database} if database else {}
     settings = load_settings({
         **extra,
@@ -128,7 +130,8 @@ def _gateway_app(database: str | None = None) -> Application:
         }],
     }, {})
     # The access lines are built and written as in production, to memory.
-    return create_app(settings, _LoopbackTransport(settings.upstream),
+    transport = (transport_class or _LoopbackTransport)(settings.upstream)
+    return create_app(settings, transport,
                       access_log=AccessLog(io.BytesIO()))
 
 
@@ -257,6 +260,14 @@ def _governed_key(directory: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if "--stream" in argv:  # CPU per relayed stream frame (issue 15): its own options
+        from bench.inprocess_stream import main as stream_main
+
+        stream_main(argv)
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=40000)
     parser.add_argument("--clients", type=int, default=32)

@@ -63,7 +63,22 @@ async def relay(
     content_type = headers.get("content-type", "")
     if content_type.startswith("text/event-stream"):
         meter = ResponsesStreamMeter() if policy is None and operation == "responses" else None
-        return await _relay_stream(request, response, headers, policy, record, prompt, meter)
+        # A task of its own: each chunk then resumes this one coroutine, not the whole
+        # chain of handlers awaiting it (server, app, pipeline, here). A disconnect
+        # cancels the handler, and with it this task.
+        relaying = asyncio.get_running_loop().create_task(
+            _relay_stream(request, response, headers, policy, record, prompt, meter))
+        try:
+            return await relaying
+        except asyncio.CancelledError:
+            relaying.cancel()
+            # Cancelled before its first step, it ran nothing: release Azure's answer and
+            # estimate the usage here (both are no-ops once it has run).
+            response.close()
+            record.stream = True
+            if record.usage is None and (policy is not None or meter is not None):
+                record.usage = estimated_usage(prompt, 0)
+            raise
     if content_type.startswith("application/json"):
         try:
             raw = await response.read(answer_limit)
@@ -115,7 +130,8 @@ async def _relay_stream(
                         break
                     if data:
                         await out.write(data)
-                        ended_with_newline = data.endswith(b"\n")
+                        if normalizer is None:  # a normalized stream ends with [DONE]
+                            ended_with_newline = data[-1:] == b"\n"
                 else:
                     tail = normalizer.finish() if normalizer is not None else b""
         except UpstreamError as exc:

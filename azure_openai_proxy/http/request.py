@@ -28,6 +28,7 @@ class Channel(Protocol):
 
     transport: asyncio.Transport | None
     closing: bool
+    write_paused: bool  # the transport's buffer is past its high-water mark
 
     def date(self) -> str: ...
     def pause_body(self) -> None: ...
@@ -217,8 +218,9 @@ class _Stream:
             return
         if self.chunked:
             data = b"%x\r\n%b\r\n" % (len(data), data)
-        self._send(self._with_head(data))
-        await self._channel.drain()
+        self._send(self._with_head(data) if self._head else data)
+        if self._channel.write_paused:  # else no coroutine per chunk to learn it
+            await self._channel.drain()
 
     async def end(self, tail: bytes = b"") -> None:
         if self.ended:

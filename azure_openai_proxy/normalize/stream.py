@@ -22,7 +22,9 @@ What reaches the client, one output event per kept upstream event (never split/m
 - Comments, `event:`/`id:`-only blocks, non-JSON data and JSON that is not an object
   are dropped: OpenAI sends none, and naive line-splitting clients choke on them.
 - Each event goes out as `data: <json>\\n\\n`. A frame that needs no change is forwarded
-  as its raw bytes; only a changed frame is re-serialised (orjson).
+  as its raw bytes; only a changed frame is re-serialised (orjson), except a steady
+  content frame of the learned shape, whose bytes go out with only `model`'s value
+  spliced in (`steady.py`: the same bytes as re-serialising for orjson-form input).
 - The stream always ends with exactly one `data: [DONE]\\n\\n`, emitted when Azure's
   `[DONE]` arrives (later bytes are ignored) or by `finish()`. Before it, at most one
   synthesized error event, in OpenAI's `{"error": {...}}` shape that the openai SDKs
@@ -40,6 +42,7 @@ from typing import Any
 import orjson
 
 from azure_openai_proxy.errors import error_body
+from azure_openai_proxy.normalize.steady import SteadyFrameTemplate
 from azure_openai_proxy.sse import SseDecoder, SseEvent
 
 __all__ = ["ChatStreamNormalizer", "ResponsesStreamMeter", "StreamPolicy"]
@@ -51,6 +54,7 @@ CONTENT_FILTER_MESSAGE = (
 _PROMPT_FILTER_KEYS = ("prompt_filter_results", "prompt_annotations")
 _CHOICE_FILTER_KEYS = ("content_filter_results", "content_filter_offsets")
 _AZURE_FIELDS = frozenset(_PROMPT_FILTER_KEYS + _CHOICE_FILTER_KEYS)
+_LEARNING_TRIES = 3  # steady frames a template is tried from (one extra dumps each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +81,9 @@ class ChatStreamNormalizer:
     relayed: the ledger's estimate when the stream ends before Azure's usage frame).
     """
 
-    def __init__(self, policy: StreamPolicy) -> None:
+    def __init__(self, policy: StreamPolicy, *, fast: bool = True) -> None:
+        """`fast=False` keeps every frame on the general path (parsed, re-serialised
+        when changed): the reference `steady.py`'s fast path is tested against."""
         self._policy = policy
         self._decoder = SseDecoder()
         self._id: str | None = None
@@ -88,6 +94,9 @@ class ChatStreamNormalizer:
         self._filter_result: Any = None
         self._error_sent = False
         self._steady = False  # id/created/model/object known and nothing to carry
+        # The steady frames' bytes, learned from one of the first few (steady.py).
+        self._template: SteadyFrameTemplate | None = None
+        self._learning = _LEARNING_TRIES if fast and policy.keep_azure_fields else 0
         self.done = False
         self.usage: dict[str, Any] | None = None
         self.finish_reasons: dict[int, str] = {}
@@ -99,6 +108,14 @@ class ChatStreamNormalizer:
         """Return the bytes to write to the client for `chunk`: complete events only."""
         if self.done:
             return b""
+        template = self._template
+        if template is not None and self._steady:  # a read of one steady frame
+            data = self._decoder.single(chunk)
+            if data is not None:
+                out = self._steady_relayed(template, data)
+                if out is not None:
+                    self.frames_in += 1
+                    return out
         return self._emit(self._decoder.feed(chunk))
 
     def finish(self, *, upstream_failed: str | None = None) -> bytes:
@@ -126,6 +143,11 @@ class ChatStreamNormalizer:
         self.frames_in += 1
         if data[:6] == b"[DONE]":
             return self._close(cut=False, reason=None)
+        template = self._template
+        if template is not None and self._steady:
+            out = self._steady_relayed(template, data)
+            if out is not None:
+                return out
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -145,6 +167,16 @@ class ChatStreamNormalizer:
         if type(choices) is not list:
             return b""
         return self._choices_frame(event, obj, choices)
+
+    def _steady_relayed(self, template: SteadyFrameTemplate, data: bytes) -> bytes | None:
+        """A steady content frame of the learned shape, relayed without a whole parse
+        (steady.py); None sends it down the general path."""
+        rest = template.match(data)
+        if rest is None or rest.get("finish_reason") is not None:
+            return None
+        self.content_chars += _content_chars(rest)
+        self.frames_out += 1
+        return template.relayed(data)
 
     def _steady_frame(self, event: SseEvent, obj: dict[str, Any]) -> bytes | None:
         """The hot path: a one-choice content frame that needs no change goes out raw.
@@ -170,6 +202,13 @@ class ChatStreamNormalizer:
             return None
         if choice.get("finish_reason") is not None:
             self._note_finish(choices)
+        elif self._learning and "delta" in choice:
+            self._learning -= 1
+            model = self._model
+            assert model is not None  # steady
+            self._template = SteadyFrameTemplate.learn(event.data or b"", obj, model)
+            if self._template is not None:
+                self._learning = 0
         self.content_chars += _content_chars(choice)
         if obj.get("model") == self._model:
             return self._out(event, obj, changed=False)
@@ -328,8 +367,9 @@ class ResponsesStreamMeter:
     def feed(self, chunk: bytes) -> None:
         for event in self._decoder.feed(chunk):
             data = event.data
-            if data is None or (b'"usage"' not in data and (
-                    b'.delta"' not in data or b'.audio.delta"' in data)):
+            # find(), not `in`: see sse.py
+            if data is None or (data.find(b'"usage"') == -1 and (
+                    data.find(b'.delta"') == -1 or data.find(b'.audio.delta"') != -1)):
                 continue  # audio deltas are base64 sound, not text: not parsed
             try:
                 obj = orjson.loads(data)

@@ -70,3 +70,17 @@ def test_the_in_process_tool_serves_every_request(flags: list[str]) -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " µs CPU per request (300 requests, 4 clients)" in done.stdout
+
+
+@pytest.mark.parametrize("per_read", ["1", "4"])
+def test_the_in_process_stream_mode_relays_every_stream(per_read: str) -> None:
+    """`python -m bench.inprocess --stream` relays every stream to its [DONE] (it waits for
+    each, so a broken path hangs and fails here): a test of the tool, never a timing."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", "--stream", "--streams", "20", "--rounds",
+         "2", "--frames", "12", "--per-read", per_read],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"µs CPU per relayed frame (20 streams x 2 rounds x 18 frames, {per_read} per read" \
+        in done.stdout

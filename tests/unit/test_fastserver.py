@@ -397,6 +397,7 @@ class RecordingChannel:
         self.writes: list[bytes] = []
         self.transport: Any = self
         self.closing = False
+        self.write_paused = False
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)

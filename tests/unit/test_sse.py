@@ -171,3 +171,31 @@ def test_events_are_immutable() -> None:
     event = SseEvent(b"data: x\n\n", b"x")
     with pytest.raises(AttributeError):
         event.data = b"y"  # type: ignore[misc]
+
+
+@given(_stream, st.lists(st.integers(min_value=0), max_size=6), st.binary(max_size=40))
+def test_single_is_feed_for_a_lone_plain_event_and_changes_nothing(
+        data: bytes, cuts: list[int], tail: bytes) -> None:
+    pieces = _chunked(data, cuts)
+    before, chunk = pieces[:-1], pieces[-1] + tail
+    for candidate in (chunk, b"data: " + tail + b"\n\n"):
+        decoder, twin = SseDecoder(), SseDecoder()
+        for piece in before:
+            decoder.feed(piece)
+            twin.feed(piece)
+        got = decoder.single(candidate)
+        expected = twin.feed(candidate)
+        assert decoder.feed(candidate) == expected  # single() changed nothing
+        if got is not None:
+            assert [(e.data, e.raw) for e in expected] == [(got, candidate)]
+        assert decoder.flush() == twin.flush()
+
+
+def test_single_takes_only_a_whole_plain_event_with_nothing_buffered() -> None:
+    decoder = SseDecoder()
+    assert decoder.single(b'data: {"a":1}\n\n') == b'{"a":1}'
+    for chunk in (b'data: {"a":1}\n', b'data: {"a":1}\r\n\r\n', b"data: a\n\ndata: b\n\n",
+                  b"event: x\ndata: a\n\n", b"data:a\n\n", b""):
+        assert decoder.single(chunk) is None
+    decoder.feed(b"data: par")
+    assert decoder.single(b'data: {"a":1}\n\n') is None

@@ -288,7 +288,8 @@ class _Connection(asyncio.Protocol):
         data = body[0] if len(body) == 1 else b"".join(body)
         body.clear()
         self.buffered = 0
-        self.read_on()
+        if self.reading_paused:  # rarely: no call per stream chunk otherwise
+            self.read_on()
         return data
 
     def read_on(self) -> None:

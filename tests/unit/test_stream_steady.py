@@ -1,0 +1,159 @@
+"""The stream normalizer's steady-frame fast path (`normalize/steady.py`) against its
+general path (`ChatStreamNormalizer(..., fast=False)`): byte for byte on recorded Azure
+frame sequences, however the bytes are split into reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from azure_openai_proxy.normalize.steady import SteadyFrameTemplate
+from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
+from tests.unit.test_stream_normalizer import (
+    ASYNC_FILTER,
+    AZURE_MODEL,
+    CREATED,
+    CUT,
+    DEFAULT_FILTER,
+    DEFAULT_WITH_USAGE,
+    DONE,
+    FILTERED_MID_STREAM,
+    FILTERS,
+    ID,
+    PROMPT_ANNOTATIONS,
+    TOOL_CALLS,
+    async_annotation,
+    chunk,
+    delta,
+    events,
+    finish_frame,
+    prompt_frame,
+    role_frame,
+    usage_frame,
+)
+
+POLICIES = [
+    StreamPolicy(client_model="gpt-4o"),
+    StreamPolicy(client_model="gpt-4o", strip_usage_frame=True),
+    StreamPolicy(client_model=None),
+    StreamPolicy(client_model=AZURE_MODEL),
+    StreamPolicy(client_model="gpt-4o", keep_azure_fields=False),
+]
+WORDS = [" The", " capital", " of", " France", " is", " Paris", ".", ' "quoted"', " \\ slash",
+         " é ü 中文 🙂", ' "model":"x"', '],"created":1', "\n\nnewline"]
+
+
+def long_stream(words: list[str] = WORDS, *, annotate: bool = True) -> list[bytes]:
+    """A default-filter stream long enough for the template to be learned and used."""
+    out = [prompt_frame(), role_frame()]
+    for n, word in enumerate(words):
+        out.append(delta(word))
+        if annotate and n % 4 == 3:
+            out.append(async_annotation(n, n, n + 4))
+    return [*out, finish_frame("stop"), usage_frame(), DONE]
+
+
+SEQUENCES = [DEFAULT_FILTER, DEFAULT_WITH_USAGE, ASYNC_FILTER, PROMPT_ANNOTATIONS, TOOL_CALLS,
+             FILTERED_MID_STREAM, CUT, long_stream(), long_stream(annotate=False),
+             [*long_stream()[:6], prompt_frame(), *long_stream()[6:]]]
+
+
+def relay(reads: list[bytes], policy: StreamPolicy, *, fast: bool) -> tuple[bytes, Any]:
+    normalizer = ChatStreamNormalizer(policy, fast=fast)
+    out = b"".join(normalizer.feed(read) for read in reads) + normalizer.finish()
+    return out, (normalizer.usage, normalizer.finish_reasons, normalizer.frames_in,
+                 normalizer.frames_out, normalizer.done, normalizer.content_chars)
+
+
+def test_recorded_sequences_come_out_byte_identical_to_the_general_path() -> None:
+    for frames in SEQUENCES:
+        for policy in POLICIES:
+            assert relay(frames, policy, fast=True) == relay(frames, policy, fast=False)
+
+
+def test_the_template_is_learned_from_a_recorded_content_frame() -> None:
+    content = delta("The capital of ")
+    data = content[6:-2]
+    template = SteadyFrameTemplate.learn(data, orjson.loads(data), "gpt-4o")
+    assert template is not None
+    later = delta(' France "is" Paris.')[6:-2]
+    rest = template.match(later)
+    assert rest == {"delta": {"content": ' France "is" Paris.'}, "finish_reason": None,
+                    "index": 0, "logprobs": None}
+    want = orjson.loads(later)
+    want["model"] = "gpt-4o"
+    assert template.relayed(later) == b"data: " + orjson.dumps(want) + b"\n\n"
+
+
+def test_frames_of_another_shape_are_not_matched() -> None:
+    data = delta("x")[6:-2]
+    template = SteadyFrameTemplate.learn(data, orjson.loads(data), "gpt-4o")
+    assert template is not None
+    other_filters = delta("x", filters={**FILTERS, "hate": {"filtered": True, "severity": "low"}})
+    two_choices = orjson.loads(data)
+    two_choices["choices"] *= 2
+    other_id = orjson.loads(data)
+    other_id["id"] = "chatcmpl-other"
+    repeated_filter = data.replace(b'"index":0', b'"index":0,"content_filter_results":{}')
+    broken = data.replace(b'"logprobs":null', b'"logprobs":nul')
+    for frame in (other_filters[6:-2], orjson.dumps(two_choices), orjson.dumps(other_id),
+                  repeated_filter, broken, usage_frame()[6:-2]):
+        assert template.match(frame) is None
+
+
+def test_no_template_from_a_frame_not_in_orjson_form_or_without_filter_results() -> None:
+    data = delta("x")[6:-2]
+    spaced = data.replace(b'"created":', b'"created": ')
+    assert SteadyFrameTemplate.learn(spaced, orjson.loads(spaced), "m") is None
+    bare = chunk({"delta": {"content": "x"}, "index": 0})[6:-2]
+    assert SteadyFrameTemplate.learn(bare, orjson.loads(bare), "m") is None
+
+
+def test_a_steady_frame_keeps_azure_spelling_with_only_the_model_spliced() -> None:
+    # Azure may escape what orjson writes raw: the fast path relays its bytes as they
+    # are (the JSON value is the same as the general path's).
+    escaped = delta("caf\u00e9")[:-2].replace("é".encode(), b"\\u00e9") + b"\n\n"
+    frames = [prompt_frame(), role_frame(), delta("a"), delta("b"), escaped, DONE]
+    policy = StreamPolicy(client_model="gpt-4o")
+    fast, fast_state = relay(frames, policy, fast=True)
+    general, general_state = relay(frames, policy, fast=False)
+    assert b"caf\\u00e9" in fast and b"caf\\u00e9" not in general
+    assert events(fast) == events(general) and fast_state == general_state
+    [spliced] = [e for e in fast.split(b"\n\n") if b"caf" in e]
+    assert spliced == escaped[:-2].replace(f'"model":"{AZURE_MODEL}"'.encode(),
+                                           b'"model":"gpt-4o"')
+
+
+def test_id_created_and_object_of_the_stream_hold_on_fast_frames() -> None:
+    out, _ = relay(long_stream(), StreamPolicy(client_model="gpt-4o"), fast=True)
+    frames = [e for e in events(out) if isinstance(e, dict) and e.get("choices")]
+    assert {(f["id"], f["created"], f["model"], f["object"]) for f in frames} == {
+        (ID, CREATED, "gpt-4o", "chat.completion.chunk")}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(max_size=12), min_size=1, max_size=12), st.data())
+def test_any_split_into_reads_gives_the_general_paths_bytes(words: list[str],
+                                                            data: st.DataObject) -> None:
+    frames = long_stream(words)
+    whole = b"".join(frames)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=20)))
+    reads = [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True)]
+    policy = data.draw(st.sampled_from(POLICIES))
+    expected = relay(frames, policy, fast=False)
+    assert relay(reads, policy, fast=True) == expected
+    per_read = data.draw(st.integers(1, 6))  # several whole frames per read
+    grouped = [b"".join(frames[i:i + per_read]) for i in range(0, len(frames), per_read)]
+    assert relay(grouped, policy, fast=True) == expected
+
+
+def test_every_single_split_point_of_a_recorded_stream() -> None:
+    frames = long_stream(WORDS[:6])
+    whole = b"".join(frames)
+    policy = StreamPolicy(client_model="gpt-4o", strip_usage_frame=True)
+    expected = relay(frames, policy, fast=False)
+    for cut in range(len(whole) + 1):
+        assert relay([whole[:cut], whole[cut:]], policy, fast=True) == expected
