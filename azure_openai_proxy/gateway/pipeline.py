@@ -259,11 +259,11 @@ class Gateway:
                     await self._check_batch(caller, body)
                 elif target.operation == "files":
                     batch_models = await _uploaded_batch_models(body)
-        subjects = [("key:" + key.id, key.limits)]
-        if caller.team is not None:
-            subjects.append(("team:" + caller.team.id, caller.team.limits))
-        admitted = self.limiter.admit(
-            subjects, estimate_tokens(body.json, self._default_completion, target.operation))
+        team = caller.team
+        plan = self.limiter.plan(key.id, key.limits, *(
+            (team.id, team.limits) if team is not None else (None, None)))
+        admitted = self.limiter.take(
+            plan, estimate_tokens(body.json, self._default_completion, target.operation))
         if isinstance(admitted, Refusal):
             raise limit_refusal(admitted)
         budgets, hold = self.budgets, None

@@ -164,3 +164,39 @@ def test_estimate_multiplies_the_completion_by_n() -> None:
     assert estimate_tokens({"prompt": "", "max_tokens": 10, "n": 2, "best_of": 5}, 0,
                            "completions") == 50
     assert estimate_tokens({"messages": [], "max_tokens": 10, "n": True}, 0) == 10
+
+
+def test_a_plan_is_made_once_per_version_of_a_keys_limits() -> None:
+    """The request path configures a key's subjects when its limits change, not per
+    request; the buckets outlive the plan."""
+    limiter = RateLimiter(Clock())
+    limits, team = Limits(rpm=3), Limits(rpm=10)
+    plan = limiter.plan("k", limits, "t", team)
+    assert limiter.plan("k", limits, "t", team) is plan
+    admitted(limiter.take(plan, 0))
+    admitted(limiter.take(plan, 0))
+    reloaded = limiter.plan("k", Limits(rpm=3), "t", Limits(rpm=10))  # equal, new objects
+    assert reloaded is not plan
+    admitted(limiter.take(reloaded, 0))
+    assert refused(limiter.take(reloaded, 0)).subject == "key:k"  # the same bucket
+    assert limiter.plan("k", limits, "other", team) is not plan  # another team
+    assert limiter.snapshot()["team:t"]["requests"]["remaining"] == 7
+    limiter.forget({"key:k", "team:t"})  # a reload: plans are made again
+    assert limiter.plan("k", limits, "t", team) is not plan
+
+
+def test_take_refuses_on_the_first_limit_reached_and_names_it() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    plan = limiter.plan("k", Limits(rpm=100, tpm=1000, max_parallel=1), None, None)
+    held = admitted(limiter.take(plan, 900))
+    assert held.headers == {
+        "x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "99",
+        "x-ratelimit-reset-requests": "600ms", "x-ratelimit-limit-tokens": "1000",
+        "x-ratelimit-remaining-tokens": "100", "x-ratelimit-reset-tokens": "54s",
+    }
+    assert refused(limiter.take(plan, 0)).kind == "parallel"
+    limiter.settle(held, 900)
+    assert refused(limiter.take(plan, 200)).kind == "tokens"
+    clock.now += 6  # 100 tokens back
+    admitted(limiter.take(plan, 200))
