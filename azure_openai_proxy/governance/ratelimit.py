@@ -61,14 +61,15 @@ def estimate_tokens(body: Mapping[str, Any] | None,
     if body is None:
         return 0
     chars = 0
-    for name in _PROMPT_FIELDS:
-        value = body.get(name)
+    # Only the fields the body has (one set operation in C instead of four look-ups).
+    for name in _PROMPT_FIELDS.intersection(body):
+        value = body[name]
         if value is not None:
             chars += _text_length(value, 0)
     return -(-chars // 4) + max_output_tokens(body, default_completion, operation)
 
 
-_PROMPT_FIELDS = ("messages", "input", "prompt", "instructions")
+_PROMPT_FIELDS = frozenset({"messages", "input", "prompt", "instructions"})
 
 
 def _text_length(value: Any, depth: int) -> int:
@@ -340,12 +341,14 @@ def _bucket_view(cap: float | None, level: float, rate: float) -> dict[str, Any]
 def _headers(subjects: tuple[_Subject, ...]) -> dict[str, str]:
     """OpenAI's `x-ratelimit-*` headers for the tightest of `subjects`' buckets."""
     requests = tokens = subjects[0]
-    for state in subjects[1:]:
-        if state.rpm is not None and (requests.rpm is None
-                                      or state.rpm_level < requests.rpm_level):
-            requests = state
-        if state.tpm is not None and (tokens.tpm is None or state.tpm_level < tokens.tpm_level):
-            tokens = state
+    if len(subjects) > 1:
+        for state in subjects[1:]:
+            if state.rpm is not None and (requests.rpm is None
+                                          or state.rpm_level < requests.rpm_level):
+                requests = state
+            if state.tpm is not None and (tokens.tpm is None
+                                          or state.tpm_level < tokens.tpm_level):
+                tokens = state
     headers: dict[str, str] = {}
     cap = requests.rpm
     if cap is not None:

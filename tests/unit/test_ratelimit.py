@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import (
     DEFAULT_COMPLETION_TOKENS,
@@ -200,3 +206,42 @@ def test_take_refuses_on_the_first_limit_reached_and_names_it() -> None:
     assert refused(limiter.take(plan, 200)).kind == "tokens"
     clock.now += 6  # 100 tokens back
     admitted(limiter.take(plan, 200))
+
+
+def python_calls(work: Callable[[], object]) -> int:
+    """How many Python functions `work` calls (not counting itself): the request path's
+    cost that does not depend on the machine or the clock."""
+    calls = 0
+
+    def profile(frame: FrameType, event: str, arg: Any) -> None:
+        nonlocal calls
+        calls += event == "call"
+
+    sys.setprofile(profile)
+    try:
+        work()
+    finally:
+        sys.setprofile(None)
+    return calls - 1
+
+
+def test_a_governed_requests_limiter_work_is_a_handful_of_calls() -> None:
+    """plan, take (and its headers and Admission) and settle: nothing per bucket, per
+    subject or per header (it was 20 calls)."""
+    limiter = RateLimiter(itertools.count(1000.0).__next__)  # a clock that is no Python call
+    limits = Limits(rpm=600, tpm=100_000)
+    admitted(limiter.take(limiter.plan("k", limits, None, None), 10))
+
+    def request() -> None:
+        held = limiter.take(limiter.plan("k", limits, None, None), 100)
+        assert isinstance(held, Admission)
+        limiter.settle(held, 90)
+
+    assert python_calls(request) <= 5
+
+
+def test_a_chat_estimate_makes_no_call_per_message_or_field() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x" * 40}] * 10,
+            "max_tokens": 5}
+    assert estimate_tokens(body, 0, "chat/completions") == 100 + 5
+    assert python_calls(lambda: estimate_tokens(body, 0, "chat/completions")) <= 3
