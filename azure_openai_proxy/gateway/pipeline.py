@@ -49,14 +49,9 @@ from azure_openai_proxy.errors import (
 )
 from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
 from azure_openai_proxy.gateway.balancer import Balancer
-from azure_openai_proxy.gateway.governed import limit_refusal, pool_allowed, price_names, used_tokens
+from azure_openai_proxy.gateway.governed import hold, pool_allowed, release, unanswered
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
-from azure_openai_proxy.gateway.ledger import (
-    enforce_budget,
-    note_unanswered,
-    reserve_budget,
-    settle_budget,
-)
+from azure_openai_proxy.gateway.ledger import enforce_budget, note_unanswered
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_to
 from azure_openai_proxy.gateway.ownership import (
     BatchNotAllowed,
@@ -79,8 +74,6 @@ from azure_openai_proxy.governance.keys import (
 )
 from azure_openai_proxy.governance.ratelimit import (
     RateLimiter,
-    Refusal,
-    estimate_tokens,
 )
 from azure_openai_proxy.http import interface as http
 from azure_openai_proxy.http.busypoll import BusyPoll
@@ -206,10 +199,27 @@ class Gateway:
             if target.kind in ("models", "model"):
                 return self._models(target, caller)
             body = await self._read_body(request, target)
-            if caller.key is not None:
+            if caller.key is None:
+                return await self._proxy(request, target, caller, body, record)
+            if target.kind == "resource":
                 return await self._governed(request, target, caller, body, record)
-            response = await self._proxy(request, target, caller, body, record)
-            return response
+            # A virtual key's call, governed here and not in a coroutine of its own (which
+            # would be resumed again at every await of the proxy's).
+            limiter = self.limiter
+            assert limiter is not None  # set with the directory
+            routed = self._key_pool(target, caller, body, record)
+            held = hold(limiter, self.budgets, caller, body.json, routed, target.operation,
+                        self._default_completion)
+            try:
+                limits = held[0].headers
+                return apply_to(await self._proxy(LimitedRequest(request, limits), target,
+                                                  caller, body, record, routed), limits)
+            except BaseException as exc:
+                if unanswered(exc):
+                    note_unanswered(record, body.json, target.operation, self._default_completion)
+                raise
+            finally:
+                release(limiter, self.budgets, held, record)
         except GatewayError as exc:
             record.status = exc.http_status
             record.error = type(exc).__name__
@@ -232,14 +242,12 @@ class Gateway:
             raise AuthenticationFailed("Incorrect API key provided for this gateway.")
         return self.keyring.authenticate(headers)
 
-    async def _governed(
-        self, request: HttpRequest, target: Target, caller: Caller, body: _Body,
-        record: RequestRecord,
-    ) -> Reply:
-        """A virtual key's request: its model checked against the key's allow-list, then
-        let through its and its team's limits, which it holds until it ends."""
+    def _key_pool(self, target: Target, caller: Caller, body: _Body,
+                  record: RequestRecord) -> tuple[Pool, str | None]:
+        """The pool a virtual key's request goes to, its model checked against the key's
+        allow-list."""
         key = caller.key
-        assert key is not None and self.limiter is not None
+        assert key is not None
         try:
             routed = self._pool_for(target, body)
         except ModelNotFound as exc:
@@ -250,43 +258,40 @@ class Gateway:
         if key.models and routed[1] is not None and not pool_allowed(
                 key.models, routed[1], routed[0]):
             raise ModelNotAllowed(routed[1])
+        return routed
+
+    async def _governed(
+        self, request: HttpRequest, target: Target, caller: Caller, body: _Body,
+        record: RequestRecord,
+    ) -> Reply:
+        """A virtual key's call on a resource (files, batches...): its objects checked
+        as its own, then governed as every call is (`handle`)."""
+        key, limiter = caller.key, self.limiter
+        assert key is not None and limiter is not None
+        routed = self._key_pool(target, caller, body, record)
         batch_models: frozenset[str] | None = None
-        if target.kind == "resource":
-            await self.owners.check(object_ids(target.operation, body.json), key.id,
-                                    is_restricted(key, caller.team))
-            if request.method == "POST":
-                if target.operation == "batches":
-                    await self._check_batch(caller, body)
-                elif target.operation == "files":
-                    batch_models = await _uploaded_batch_models(body)
-        team = caller.team
-        plan = self.limiter.plan(key.id, key.limits, *(
-            (team.id, team.limits) if team is not None else (None, None)))
-        admitted = self.limiter.take(
-            plan, estimate_tokens(body.json, self._default_completion, target.operation))
-        if isinstance(admitted, Refusal):
-            raise limit_refusal(admitted)
-        budgets, hold = self.budgets, None
+        await self.owners.check(object_ids(target.operation, body.json), key.id,
+                                is_restricted(key, caller.team))
+        if request.method == "POST":
+            if target.operation == "batches":
+                await self._check_batch(caller, body)
+            elif target.operation == "files":
+                batch_models = await _uploaded_batch_models(body)
+        held = hold(limiter, self.budgets, caller, body.json, routed, target.operation,
+                    self._default_completion)
         try:
-            if budgets is not None:
-                hold = reserve_budget(budgets, caller, body.json, price_names(*routed),
-                                      target.operation, self._default_completion)
-            reply = await self._proxy(LimitedRequest(request, admitted.headers), target,
-                                      caller, body, record, routed)
-            if target.kind == "resource":
-                reply = await self._owned(request.method, target, key.id, record, reply,
-                                          batch_models)
-            return apply_to(reply, admitted.headers)
+            limits = held[0].headers
+            reply = await self._proxy(LimitedRequest(request, limits), target, caller, body,
+                                      record, routed)
+            reply = await self._owned(request.method, target, key.id, record, reply,
+                                      batch_models)
+            return apply_to(reply, limits)
         except BaseException as exc:
-            # Sent and never answered (the client left, a timeout): Azure may bill it.
-            if (exc.request_sent if isinstance(exc, UpstreamError)
-                    else not isinstance(exc, GatewayError)):
+            if unanswered(exc):
                 note_unanswered(record, body.json, target.operation, self._default_completion)
             raise
         finally:
-            self.limiter.settle(admitted, used_tokens(record))
-            if budgets is not None:
-                settle_budget(budgets, hold, record)
+            release(limiter, self.budgets, held, record)
 
     async def _owned(
         self, method: str, target: Target, key_id: str, record: RequestRecord, reply: Reply,
