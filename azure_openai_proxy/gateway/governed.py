@@ -44,15 +44,17 @@ def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
          body: Mapping[str, Any] | None, routed: tuple[Pool, str | None], operation: str,
          default_completion: int) -> Held:
     """Let a virtual key's request through its key's and team's limits (tokens estimated
-    from the parsed body) and hold its estimated cost against their budgets; a 429 when
-    either says no, having taken nothing. `release` it once the request has ended."""
+    from the parsed body, when a TPM limit applies) and hold its estimated cost against
+    their budgets; a 429 when either says no, having taken nothing. `release` it once
+    the request has ended."""
     key, team = caller.key, caller.team
     assert key is not None
     if team is None:
         plan = limiter.plan(key.id, key.limits, None, None)
     else:
         plan = limiter.plan(key.id, key.limits, team.id, team.limits)
-    admitted = limiter.take(plan, estimate_tokens(body, default_completion, operation))
+    tokens = estimate_tokens(body, default_completion, operation) if plan.counts_tokens else 0
+    admitted = limiter.take(plan, tokens)
     if isinstance(admitted, Refusal):
         raise limit_refusal(admitted)
     if budgets is None:

@@ -168,13 +168,15 @@ def _limit(value: int | None) -> float | None:
 
 class LimitPlan:
     """The subjects a key's requests go through (the key's, then its team's), configured
-    for one version of the key's and team's limits."""
+    for one version of the key's and team's limits. `counts_tokens`: whether any has a
+    TPM limit (else a request's token estimate would change nothing: it is not made)."""
 
-    __slots__ = ("key_limits", "subjects", "team_id", "team_limits")
+    __slots__ = ("counts_tokens", "key_limits", "subjects", "team_id", "team_limits")
 
     def __init__(self, subjects: tuple[_Subject, ...], key_limits: Limits | None = None,
                  team_id: str | None = None, team_limits: Limits | None = None) -> None:
         self.subjects = subjects
+        self.counts_tokens = any(state.tpm is not None for state in subjects)
         self.key_limits = key_limits
         self.team_id = team_id
         self.team_limits = team_limits
@@ -232,7 +234,10 @@ class RateLimiter:
             state = self._subjects.get(name)
             if state is None:
                 state = self._subjects[name] = _Subject(name)
+            counted = state.tpm is not None
             state.configure(limits, now)
+            if (state.tpm is not None) != counted:
+                self._plans = {}  # their `counts_tokens` may be stale (`admit`'s limits)
             states.append(state)
         return LimitPlan(tuple(states))
 

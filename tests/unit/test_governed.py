@@ -57,3 +57,15 @@ def test_a_refusal_takes_nothing_and_a_budget_refusal_gives_the_limits_back() ->
         hold(limiter, BudgetGuard(lambda: 1000.0), spent, BODY, ROUTED, "chat/completions", 0)
     state = limiter.snapshot()["key:k2"]
     assert state["tokens"]["remaining"] == 1000 and state["in_flight"] == 0
+
+
+def test_no_estimate_is_made_for_a_key_without_a_tpm_limit() -> None:
+    limiter = _limiter()
+    held = hold(limiter, None, _caller(Limits(rpm=5)), BODY, ROUTED, "chat/completions", 0)
+    assert held[0].reserved == 0 and "x-ratelimit-limit-tokens" not in held[0].headers
+    release(limiter, None, held, RequestRecord("r1", "POST"))
+    # A TPM limit added later (a reload makes new plans) counts tokens again.
+    limiter.forget({"key:k1"})
+    held = hold(limiter, None, _caller(Limits(rpm=5, tpm=1000)), BODY, ROUTED,
+                "chat/completions", 0)
+    assert held[0].reserved == 200

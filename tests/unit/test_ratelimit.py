@@ -245,3 +245,16 @@ def test_a_chat_estimate_makes_no_call_per_message_or_field() -> None:
             "max_tokens": 5}
     assert estimate_tokens(body, 0, "chat/completions") == 100 + 5
     assert python_calls(lambda: estimate_tokens(body, 0, "chat/completions")) <= 3
+
+
+def test_a_plan_is_made_again_when_admit_changed_its_subjects_limits() -> None:
+    """A plan's limits are applied when it is made: one kept after `admit` gave its
+    subject a TPM limit would skip the token estimate the subject needs."""
+    limiter = RateLimiter(Clock())
+    limits = Limits(rpm=5)
+    plan = limiter.plan("k", limits, None, None)
+    assert not plan.counts_tokens
+    admitted(limiter.admit([("key:k", Limits(rpm=5, tpm=100))], 10))
+    again = limiter.plan("k", limits, None, None)
+    assert again is not plan and not again.counts_tokens
+    assert limiter.snapshot()["key:k"]["tokens"] is None  # the plan's limits, applied again
