@@ -1,8 +1,8 @@
 """What the request path applies for a virtual key, as plain functions: the allow-list
 judged over a pool, the limits and budget a request holds while it runs (`hold`, then
 `release` whatever happened), a limiter's refusal as OpenAI's 429, the tokens a request
-is settled with, the names its cost is priced by. `Gateway.handle` and
-`Gateway._governed` (gateway/pipeline.py) call them.
+is settled with, the names its cost is priced by. `Gateway._governed`
+(gateway/pipeline.py) calls them.
 """
 
 from __future__ import annotations

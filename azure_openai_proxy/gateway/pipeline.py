@@ -72,9 +72,7 @@ from azure_openai_proxy.governance.keys import (
     has_budget,
     is_restricted,
 )
-from azure_openai_proxy.governance.ratelimit import (
-    RateLimiter,
-)
+from azure_openai_proxy.governance.ratelimit import RateLimiter
 from azure_openai_proxy.http import interface as http
 from azure_openai_proxy.http.busypoll import BusyPoll
 from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
@@ -199,27 +197,10 @@ class Gateway:
             if target.kind in ("models", "model"):
                 return self._models(target, caller)
             body = await self._read_body(request, target)
-            if caller.key is None:
-                return await self._proxy(request, target, caller, body, record)
-            if target.kind == "resource":
+            if caller.key is not None:
                 return await self._governed(request, target, caller, body, record)
-            # A virtual key's call, governed here and not in a coroutine of its own (which
-            # would be resumed again at every await of the proxy's).
-            limiter = self.limiter
-            assert limiter is not None  # set with the directory
-            routed = self._key_pool(target, caller, body, record)
-            held = hold(limiter, self.budgets, caller, body.json, routed, target.operation,
-                        self._default_completion)
-            try:
-                limits = held[0].headers
-                return apply_to(await self._proxy(LimitedRequest(request, limits), target,
-                                                  caller, body, record, routed), limits)
-            except BaseException as exc:
-                if unanswered(exc):
-                    note_unanswered(record, body.json, target.operation, self._default_completion)
-                raise
-            finally:
-                release(limiter, self.budgets, held, record)
+            response = await self._proxy(request, target, caller, body, record)
+            return response
         except GatewayError as exc:
             record.status = exc.http_status
             record.error = type(exc).__name__
@@ -242,12 +223,15 @@ class Gateway:
             raise AuthenticationFailed("Incorrect API key provided for this gateway.")
         return self.keyring.authenticate(headers)
 
-    def _key_pool(self, target: Target, caller: Caller, body: _Body,
-                  record: RequestRecord) -> tuple[Pool, str | None]:
-        """The pool a virtual key's request goes to, its model checked against the key's
-        allow-list."""
-        key = caller.key
-        assert key is not None
+    async def _governed(
+        self, request: HttpRequest, target: Target, caller: Caller, body: _Body,
+        record: RequestRecord,
+    ) -> Reply:
+        """A virtual key's request: its model checked against the key's allow-list (and
+        on a resource, the objects it names as the key's own), then let through its and
+        its team's limits and budgets (gateway/governed.py), which it holds until it ends."""
+        key, limiter = caller.key, self.limiter
+        assert key is not None and limiter is not None
         try:
             routed = self._pool_for(target, body)
         except ModelNotFound as exc:
@@ -258,36 +242,27 @@ class Gateway:
         if key.models and routed[1] is not None and not pool_allowed(
                 key.models, routed[1], routed[0]):
             raise ModelNotAllowed(routed[1])
-        return routed
-
-    async def _governed(
-        self, request: HttpRequest, target: Target, caller: Caller, body: _Body,
-        record: RequestRecord,
-    ) -> Reply:
-        """A virtual key's call on a resource (files, batches...): its objects checked
-        as its own, then governed as every call is (`handle`)."""
-        key, limiter = caller.key, self.limiter
-        assert key is not None and limiter is not None
-        routed = self._key_pool(target, caller, body, record)
         batch_models: frozenset[str] | None = None
-        await self.owners.check(object_ids(target.operation, body.json), key.id,
-                                is_restricted(key, caller.team))
-        if request.method == "POST":
-            if target.operation == "batches":
-                await self._check_batch(caller, body)
-            elif target.operation == "files":
-                batch_models = await _uploaded_batch_models(body)
+        if target.kind == "resource":
+            await self.owners.check(object_ids(target.operation, body.json), key.id,
+                                    is_restricted(key, caller.team))
+            if request.method == "POST":
+                if target.operation == "batches":
+                    await self._check_batch(caller, body)
+                elif target.operation == "files":
+                    batch_models = await _uploaded_batch_models(body)
         held = hold(limiter, self.budgets, caller, body.json, routed, target.operation,
                     self._default_completion)
         try:
             limits = held[0].headers
             reply = await self._proxy(LimitedRequest(request, limits), target, caller, body,
                                       record, routed)
-            reply = await self._owned(request.method, target, key.id, record, reply,
-                                      batch_models)
+            if target.kind == "resource":
+                reply = await self._owned(request.method, target, key.id, record, reply,
+                                          batch_models)
             return apply_to(reply, limits)
         except BaseException as exc:
-            if unanswered(exc):
+            if unanswered(exc):  # sent and never answered: Azure may bill it
                 note_unanswered(record, body.json, target.operation, self._default_completion)
             raise
         finally:
