@@ -1,17 +1,86 @@
 """What the request path applies for a virtual key, as plain functions: the allow-list
-judged over a pool, a limiter's refusal as OpenAI's 429, the tokens a request is settled
-with, the names its cost is priced by. `Gateway._governed` (gateway/pipeline.py) calls them.
+judged over a pool, the limits and budget a request holds while it runs (`hold`, then
+`release` whatever happened), a limiter's refusal as OpenAI's 429, the tokens a request
+is settled with, the names its cost is priced by. `Gateway._governed`
+(gateway/pipeline.py) calls them.
 """
 
 from __future__ import annotations
 
-from azure_openai_proxy.errors import KeyRateLimited
+from collections.abc import Mapping
+from typing import Any
+
+from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.errors import GatewayError, KeyRateLimited, UpstreamError
+from azure_openai_proxy.gateway.ledger import reserve_budget, settle_budget
+from azure_openai_proxy.governance.budget import BudgetGuard, BudgetHold
 from azure_openai_proxy.governance.keys import model_allowed
-from azure_openai_proxy.governance.ratelimit import Refusal
+from azure_openai_proxy.governance.ratelimit import (
+    Admission,
+    RateLimiter,
+    Refusal,
+    estimate_tokens,
+)
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool
 
-__all__ = ["limit_refusal", "pool_allowed", "price_names", "used_tokens"]
+__all__ = [
+    "Held",
+    "hold",
+    "limit_refusal",
+    "pool_allowed",
+    "price_names",
+    "release",
+    "unanswered",
+    "used_tokens",
+]
+
+# A governed request's limiter admission and budget hold (None: no budget), as a tuple:
+# made for every request, and a tuple is the cheapest object there is.
+Held = tuple[Admission, BudgetHold | None]
+
+
+def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
+         body: Mapping[str, Any] | None, routed: tuple[Pool, str | None], operation: str,
+         default_completion: int) -> Held:
+    """Let a virtual key's request through its key's and team's limits (tokens estimated
+    from the parsed body, when a TPM limit applies) and hold its estimated cost against
+    their budgets; a 429 when either says no, having taken nothing. `release` it once
+    the request has ended."""
+    key, team = caller.key, caller.team
+    assert key is not None
+    if team is None:
+        plan = limiter.plan(key.id, key.limits, None, None)
+    else:
+        plan = limiter.plan(key.id, key.limits, team.id, team.limits)
+    tokens = estimate_tokens(body, default_completion, operation) if plan.counts_tokens else 0
+    admitted = limiter.take(plan, tokens)
+    if isinstance(admitted, Refusal):
+        raise limit_refusal(admitted)
+    if budgets is None:
+        return admitted, None
+    try:
+        return admitted, reserve_budget(budgets, caller, body, price_names(*routed),
+                                        operation, default_completion)
+    except BaseException:
+        limiter.settle(admitted, None)  # over budget: the limits are given back
+        raise
+
+
+def release(limiter: RateLimiter, budgets: BudgetGuard | None, held: Held,
+            record: RequestRecord) -> None:
+    """The request ended (answered, failed, or its client left): its tokens and cost are
+    settled with what Azure said it used (or the estimate recorded instead)."""
+    limiter.settle(held[0], used_tokens(record))
+    if budgets is not None:
+        settle_budget(budgets, held[1], record)
+
+
+def unanswered(exc: BaseException) -> bool:
+    """Whether a request that failed with `exc` may have been sent and never answered
+    (the client left, a timeout): Azure may bill it."""
+    return exc.request_sent if isinstance(exc, UpstreamError) else not isinstance(
+        exc, GatewayError)
 
 
 def pool_allowed(patterns: tuple[str, ...], name: str, pool: Pool) -> bool:

@@ -1,7 +1,11 @@
 """Every virtual key in memory, kept in step with the store: how the gateway
 authenticates a virtual key without touching the database on the request path.
 
-`KeyDirectory.authenticate(secret)` is a dict lookup of the secret's hash. A background
+`KeyDirectory.authenticate(secret)` is a dict lookup of the secret's hash, done once per
+secret and key version: the caller it stands for is then remembered by the secret
+itself (a bounded map emptied at every reload, holding only secrets that opened a key,
+each until its key expires or its rotation grace ends), so a request with a known key
+costs one dict look-up and a clock read, not a sha256 and a hex string. A background
 task asks the store for its change counter every `poll_seconds` (0.5 s) and reloads all
 keys and teams when it moved, so a key revoked through the CLI, the admin API or another
 worker stops working within a second; an admin API write reloads at once. Every database
@@ -29,6 +33,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.governance.keys import key_state, presented_hash_valid
 from azure_openai_proxy.governance.model import Team, VirtualKey
@@ -47,6 +52,8 @@ _REASONS = {
     "team_blocked": "This API key's team has been blocked.",
 }
 _FIRST_LOAD_SECONDS = 5.0
+_KNOWN_LIMIT = 4096  # secrets remembered between reloads (beyond it: hashed again)
+_FOREVER = float("inf")
 
 
 class KeyDirectory:
@@ -60,6 +67,8 @@ class KeyDirectory:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aop-keystore")
         self._store: KeyStore | None = None
         self._by_hash: dict[str, tuple[VirtualKey, Team | None]] = {}
+        # secret -> (the caller it opened, until when): `authenticate`'s fast path.
+        self._known: BoundedCache[str, tuple[Caller, float]] = BoundedCache(_KNOWN_LIMIT)
         self._teams: dict[str, Team] = {}
         self._version: int | None = None
         self._failing = False
@@ -145,6 +154,7 @@ class KeyDirectory:
                 by_hash[key.previous_secret_hash] = entry
         # One assignment each: a request in between sees the old or the new directory.
         self._by_hash = by_hash
+        self._known = BoundedCache(_KNOWN_LIMIT)
         self._teams = by_team
         self._version = version
         if self.on_reload is not None:
@@ -159,6 +169,12 @@ class KeyDirectory:
 
     def authenticate(self, secret: str) -> Caller:
         """The caller a virtual key's secret stands for, or AuthenticationFailed (401)."""
+        known = self._known.get(secret)
+        if known is not None and self._clock() < known[1]:
+            return known[0]
+        return self._authenticate(secret)
+
+    def _authenticate(self, secret: str) -> Caller:
         # A plain dict lookup, not a constant-time comparison: the key is a hash of the
         # secret, so the time a lookup takes can only tell an attacker about hashes of
         # secrets they already hold, never about a secret they do not.
@@ -173,7 +189,14 @@ class KeyDirectory:
         state = key_state(key, team, now)
         if state != "active":
             raise AuthenticationFailed(_REASONS[state])
-        return Caller(passthrough_key=None, key=key, team=team)
+        caller = Caller(passthrough_key=None, key=key, team=team)
+        # Valid until the key expires, or its previous secret's grace period ends; a
+        # block, a revocation or a rotation reloads the keys, which forgets this.
+        until = _FOREVER if key.expires_at is None else key.expires_at
+        if presented != key.secret_hash and key.previous_valid_until is not None:
+            until = min(until, key.previous_valid_until)
+        self._known.put(secret, (caller, until))
+        return caller
 
     @property
     def key_count(self) -> int:

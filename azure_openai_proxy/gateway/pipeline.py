@@ -51,14 +51,15 @@ from azure_openai_proxy.errors import (
 from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.batchcheck import check_batch, uploaded_batch_models
-from azure_openai_proxy.gateway.governed import limit_refusal, pool_allowed, price_names, used_tokens
-from azure_openai_proxy.gateway.keydirectory import KeyDirectory
-from azure_openai_proxy.gateway.ledger import (
-    enforce_budget,
-    note_unanswered,
-    reserve_budget,
-    settle_budget,
+from azure_openai_proxy.gateway.governed import (
+    hold,
+    limit_refusal,
+    pool_allowed,
+    release,
+    unanswered,
 )
+from azure_openai_proxy.gateway.keydirectory import KeyDirectory
+from azure_openai_proxy.gateway.ledger import enforce_budget, note_unanswered
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_to
 from azure_openai_proxy.gateway.ownership import (
     ObjectOwners,
@@ -74,11 +75,7 @@ from azure_openai_proxy.governance.keys import (
     allowed_names,
     is_restricted,
 )
-from azure_openai_proxy.governance.ratelimit import (
-    RateLimiter,
-    Refusal,
-    estimate_tokens,
-)
+from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal
 from azure_openai_proxy.http import interface as http
 from azure_openai_proxy.http.busypoll import BusyPoll
 from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
@@ -237,10 +234,10 @@ class Gateway:
         key, limiter = caller.key, self.limiter
         if key is None or limiter is None:
             return {}
-        subjects = [("key:" + key.id, key.limits)]
-        if caller.team is not None:
-            subjects.append(("team:" + caller.team.id, caller.team.limits))
-        admitted = limiter.admit(subjects, 0)
+        team = caller.team
+        plan = (limiter.plan(key.id, key.limits, None, None) if team is None
+                else limiter.plan(key.id, key.limits, team.id, team.limits))
+        admitted = limiter.take(plan, 0)
         if isinstance(admitted, Refusal):
             raise limit_refusal(admitted)
         limiter.settle(admitted, None)  # answered at once: nothing stays in flight
@@ -250,10 +247,11 @@ class Gateway:
         self, request: HttpRequest, target: Target, caller: Caller, body: _Body,
         record: RequestRecord,
     ) -> Reply:
-        """A virtual key's request: its model checked against the key's allow-list, then
-        let through its and its team's limits, which it holds until it ends."""
-        key = caller.key
-        assert key is not None and self.limiter is not None
+        """A virtual key's request: its model checked against the key's allow-list (and
+        on a resource, the objects it names as the key's own), then let through its and
+        its team's limits and budgets (gateway/governed.py), which it holds until it ends."""
+        key, limiter = caller.key, self.limiter
+        assert key is not None and limiter is not None
         try:
             routed = self._pool_for(target, body)
         except ModelNotFound as exc:
@@ -274,36 +272,24 @@ class Gateway:
             files = chat_file_ids(body.raw, body.json)  # a message's file parts
             if files:
                 await self.owners.check(files, key.id, is_restricted(key, caller.team))
-        subjects = [("key:" + key.id, key.limits)]
-        if caller.team is not None:
-            subjects.append(("team:" + caller.team.id, caller.team.limits))
-        admitted = self.limiter.admit(
-            subjects, estimate_tokens(body.json, self._default_completion, target.operation))
-        if isinstance(admitted, Refusal):
-            raise limit_refusal(admitted)
-        budgets, hold = self.budgets, None
+        held = hold(limiter, self.budgets, caller, body.json, routed, target.operation,
+                    self._default_completion)
         try:
-            if budgets is not None:
-                hold = reserve_budget(budgets, caller, body.json, price_names(*routed),
-                                      target.operation, self._default_completion)
             if key.models and target.operation == "files" and request.method == "POST":
                 batch_models = await uploaded_batch_models(body.spool, body.boundary)
-            reply = await self._proxy(LimitedRequest(request, admitted.headers), target,
-                                      caller, body, record, routed)
+            limits = held[0].headers
+            reply = await self._proxy(LimitedRequest(request, limits), target, caller, body,
+                                      record, routed)
             if target.kind == "resource":
                 reply = await owned_answer(self.owners, request.method, target.operation,
                                            key.id, record, reply, batch_models)
-            return apply_to(reply, admitted.headers)
+            return apply_to(reply, limits)
         except BaseException as exc:
-            # Sent and never answered (the client left, a timeout): Azure may bill it.
-            if (exc.request_sent if isinstance(exc, UpstreamError)
-                    else not isinstance(exc, GatewayError)):
+            if unanswered(exc):  # sent and never answered: Azure may bill it
                 note_unanswered(record, body.json, target.operation, self._default_completion)
             raise
         finally:
-            self.limiter.settle(admitted, used_tokens(record))
-            if budgets is not None:
-                settle_budget(budgets, hold, record)
+            release(limiter, self.budgets, held, record)
 
     def _classify(self, method: str, raw_path: str) -> Target:
         """`classify`, remembered: a few paths carry nearly all the traffic."""

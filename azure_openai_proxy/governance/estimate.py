@@ -84,14 +84,22 @@ def max_output_tokens(body: Mapping[str, Any] | None,
     `default` when `operation` generates text; None: assumed to; embeddings, speech,
     files and batches produce none), times its `n` (or `best_of`). The one reading, for
     the TPM reservation, the budget hold and an unanswered request's estimate."""
-    completion = default if operation is None or generates(operation) else 0
+    # `generates(operation)`, inline: this runs for every governed request.
+    completion = default if operation is None or operation in _COMPLETING or (
+        operation.endswith("/runs")) else 0
     if not body:
         return completion
     for name in _MAX_FIELDS:
-        value = _count(body.get(name))
-        if value is not None:
-            completion = value
+        value = body.get(name)
+        if value is None:
+            continue
+        # A plain int inline (every JSON count), anything else judged by `_count`.
+        count = value if type(value) is int and value >= 0 else _count(value)
+        if count is not None:
+            completion = count
             break
+    if body.get("n") is None and body.get("best_of") is None:
+        return completion  # one completion: most requests
     return completion * _choices(body)
 
 

@@ -1,16 +1,25 @@
 """Per-key and per-team request limits: requests per minute, tokens per minute, and
 requests in flight. Pure: the clock is injected, nothing here awaits or does I/O.
 
-    limiter.admit([("key:k1", key_limits), ("team:t1", team_limits)], tokens)
+    plan = limiter.plan(key_id, key_limits, team_id, team_limits)  # once per key version
+    limiter.take(plan, tokens)
         -> Admission (every subject passed; tokens reserved, one request in flight each)
         |  Refusal (nothing was taken from any subject)
     limiter.settle(admission, used_tokens)   # once, whatever happened to the request
+
+`admit([("key:k1", key_limits), ("team:t1", team_limits)], tokens)` does the same with
+a plan made for the one call (tests, tools).
 
 RPM and TPM are token buckets holding a minute's worth (capacity = the limit, refilled
 at limit/60 per second): a burst of the whole minute's allowance passes at once, then
 requests pass at the refill rate. TPM is reserved before the request goes out (the
 estimate of `estimate_tokens`) and settled with Azure's usage when it is known: the
 difference is given back, or taken (a bucket may go below zero: the next requests wait).
+
+The request path pays for a few attribute reads and float operations per subject: a
+key's subjects are looked up and configured once per version of the key (`plan`, kept
+until the limits change or the keys are reloaded), not per request, and `take` and
+`settle` refill, check and take inline, with no object per bucket.
 
 State is per process: with `--workers N` each worker keeps its own buckets (README).
 """
@@ -22,12 +31,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from azure_openai_proxy.governance.estimate import DEFAULT_COMPLETION_TOKENS, max_output_tokens
+from azure_openai_proxy.governance.estimate import (
+    DEFAULT_COMPLETION_TOKENS,
+    max_output_tokens,
+)
 from azure_openai_proxy.governance.model import Limits
 
 __all__ = [
     "DEFAULT_COMPLETION_TOKENS",
     "Admission",
+    "LimitPlan",
     "RateLimiter",
     "Refusal",
     "estimate_tokens",
@@ -48,11 +61,15 @@ def estimate_tokens(body: Mapping[str, Any] | None,
     if body is None:
         return 0
     chars = 0
-    for name in ("messages", "input", "prompt", "instructions"):
-        value = body.get(name)
+    # Only the fields the body has (one set operation in C instead of four look-ups).
+    for name in _PROMPT_FIELDS.intersection(body):
+        value = body[name]
         if value is not None:
             chars += _text_length(value, 0)
     return -(-chars // 4) + max_output_tokens(body, default_completion, operation)
+
+
+_PROMPT_FIELDS = frozenset({"messages", "input", "prompt", "instructions"})
 
 
 def _text_length(value: Any, depth: int) -> int:
@@ -64,8 +81,13 @@ def _text_length(value: Any, depth: int) -> int:
     if isinstance(value, list):
         total = 0
         for item in value:
-            # The common list, messages with string contents, without a call per item.
             if isinstance(item, dict) and depth < 8:
+                # The common message, a role and a string content, in three checks
+                # instead of a look-up per text field.
+                content = item.get("content")
+                if len(item) == 2 and isinstance(content, str) and "role" in item:
+                    total += len(content)
+                    continue
                 for name in _TEXT_FIELDS:
                     part = item.get(name)
                     if isinstance(part, str):
@@ -88,65 +110,76 @@ def _text_length(value: Any, depth: int) -> int:
 _TEXT_FIELDS = ("content", "text", "input_text", "arguments")
 
 
-@dataclass(slots=True)
-class _Bucket:
-    capacity: float
-    level: float
-    stamp: float
+class _Subject:
+    """One key's or team's state: its two buckets (`rpm`/`tpm` None: no such limit),
+    each a level refilled from its stamp, and its requests in flight."""
 
-    @property
-    def rate(self) -> float:
-        return self.capacity / 60.0
+    __slots__ = ("in_flight", "limits", "name", "parallel", "rpm", "rpm_level", "rpm_rate",
+                 "rpm_stamp", "rpm_text", "tpm", "tpm_level", "tpm_rate", "tpm_stamp",
+                 "tpm_text")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.limits: Limits | None = None
+        self.rpm: float | None = None
+        self.rpm_level = self.rpm_rate = self.rpm_stamp = 0.0
+        self.rpm_text = ""
+        self.tpm: float | None = None
+        self.tpm_level = self.tpm_rate = self.tpm_stamp = 0.0
+        self.tpm_text = ""
+        self.parallel: int | None = None
+        self.in_flight = 0
 
     def refill(self, now: float) -> None:
-        if now > self.stamp:
-            self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
-        self.stamp = now
-
-    def resize(self, capacity: float) -> None:
-        if capacity != self.capacity:
-            self.level = min(self.level, capacity)
-            self.capacity = capacity
-
-    def wait_for(self, amount: float) -> float:
-        """Seconds until `amount` is in the bucket (now: 0)."""
-        missing = min(amount, self.capacity) - self.level
-        return max(0.0, missing / self.rate)
-
-    def reset_after(self) -> float:
-        """Seconds until the bucket is full again."""
-        return max(0.0, (self.capacity - self.level) / self.rate)
-
-
-@dataclass(slots=True)
-class _Subject:
-    requests: _Bucket | None = None
-    tokens: _Bucket | None = None
-    parallel: int | None = None
-    in_flight: int = 0
-    limits: Limits | None = None
+        cap = self.rpm
+        if cap is not None and now > self.rpm_stamp:
+            level = self.rpm_level + (now - self.rpm_stamp) * self.rpm_rate
+            self.rpm_level = cap if level > cap else level
+        self.rpm_stamp = now
+        cap = self.tpm
+        if cap is not None and now > self.tpm_stamp:
+            level = self.tpm_level + (now - self.tpm_stamp) * self.tpm_rate
+            self.tpm_level = cap if level > cap else level
+        self.tpm_stamp = now
 
     def configure(self, limits: Limits, now: float) -> None:
-        if limits is self.limits:  # the same key as last time: only refill
-            if self.requests is not None:
-                self.requests.refill(now)
-            if self.tokens is not None:
-                self.tokens.refill(now)
+        """Apply `limits` (a changed limit keeps what is left, up to the new minute)."""
+        self.refill(now)
+        if limits is self.limits:
             return
         self.limits = limits
-        self.requests = _bucket(self.requests, limits.rpm, now)
-        self.tokens = _bucket(self.tokens, limits.tpm, now)
+        rpm, tpm = _limit(limits.rpm), _limit(limits.tpm)
+        if rpm is None:
+            self.rpm = None
+        elif rpm != self.rpm:
+            self.rpm_level = rpm if self.rpm is None else min(self.rpm_level, rpm)
+            self.rpm, self.rpm_rate, self.rpm_text = rpm, rpm / 60.0, str(int(rpm))
+        if tpm is None:
+            self.tpm = None
+        elif tpm != self.tpm:
+            self.tpm_level = tpm if self.tpm is None else min(self.tpm_level, tpm)
+            self.tpm, self.tpm_rate, self.tpm_text = tpm, tpm / 60.0, str(int(tpm))
         self.parallel = limits.max_parallel
 
 
-def _bucket(bucket: _Bucket | None, limit: int | None, now: float) -> _Bucket | None:
-    if limit is None or limit <= 0:
-        return None
-    if bucket is None:
-        return _Bucket(float(limit), float(limit), now)
-    bucket.refill(now)
-    bucket.resize(float(limit))
-    return bucket
+def _limit(value: int | None) -> float | None:
+    return float(value) if value is not None and value > 0 else None
+
+
+class LimitPlan:
+    """The subjects a key's requests go through (the key's, then its team's), configured
+    for one version of the key's and team's limits. `counts_tokens`: whether any has a
+    TPM limit (else a request's token estimate would change nothing: it is not made)."""
+
+    __slots__ = ("counts_tokens", "key_limits", "subjects", "team_id", "team_limits")
+
+    def __init__(self, subjects: tuple[_Subject, ...], key_limits: Limits | None = None,
+                 team_id: str | None = None, team_limits: Limits | None = None) -> None:
+        self.subjects = subjects
+        self.counts_tokens = any(state.tpm is not None for state in subjects)
+        self.key_limits = key_limits
+        self.team_id = team_id
+        self.team_limits = team_limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,29 +210,71 @@ class RateLimiter:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._subjects: dict[str, _Subject] = {}
+        self._plans: dict[str, LimitPlan] = {}  # by key id; emptied by `forget`
 
-    def admit(self, subjects: Sequence[tuple[str, Limits]], tokens: int) -> Admission | Refusal:
-        """Let a request costing `tokens` through every subject's limits, or refuse it
-        without taking anything from any of them."""
+    def plan(self, key_id: str, key_limits: Limits, team_id: str | None,
+             team_limits: Limits | None) -> LimitPlan:
+        """The plan of a key (and its team): the one made last time while their limits
+        are the same objects, else a new one with every subject configured."""
+        plan = self._plans.get(key_id)
+        if (plan is not None and plan.key_limits is key_limits
+                and plan.team_limits is team_limits and plan.team_id == team_id):
+            return plan
+        subjects = [("key:" + key_id, key_limits)]
+        if team_id is not None and team_limits is not None:
+            subjects.append(("team:" + team_id, team_limits))
+        plan = self._plans[key_id] = self._plan_of(subjects)
+        plan.key_limits, plan.team_id, plan.team_limits = key_limits, team_id, team_limits
+        return plan
+
+    def _plan_of(self, subjects: Sequence[tuple[str, Limits]]) -> LimitPlan:
         now = self._clock()
         states = []
         for name, limits in subjects:
             state = self._subjects.get(name)
             if state is None:
-                state = self._subjects[name] = _Subject()
+                state = self._subjects[name] = _Subject(name)
+            counted = state.tpm is not None
             state.configure(limits, now)
-            states.append((name, state))
-        for name, state in states:
-            refusal = _check(name, state, tokens)
-            if refusal is not None:
-                return refusal
-        for _, state in states:
-            if state.requests is not None:
-                state.requests.level -= 1
-            if state.tokens is not None:
-                state.tokens.level -= tokens
+            if (state.tpm is not None) != counted:
+                self._plans = {}  # their `counts_tokens` may be stale (`admit`'s limits)
+            states.append(state)
+        return LimitPlan(tuple(states))
+
+    def admit(self, subjects: Sequence[tuple[str, Limits]], tokens: int) -> Admission | Refusal:
+        """Let a request costing `tokens` through every subject's limits, or refuse it
+        without taking anything from any of them."""
+        return self.take(self._plan_of(subjects), tokens)
+
+    def take(self, plan: LimitPlan, tokens: int) -> Admission | Refusal:
+        """`admit` for a plan: the request path's call."""
+        now = self._clock()
+        subjects = plan.subjects
+        for state in subjects:
+            # Refilled inline (`_Subject.refill`): this runs for every request.
+            cap = state.rpm
+            if cap is not None:
+                if now > state.rpm_stamp:
+                    level = state.rpm_level + (now - state.rpm_stamp) * state.rpm_rate
+                    state.rpm_level = cap if level > cap else level
+                state.rpm_stamp = now
+                if state.rpm_level < 1:
+                    return _refusal(state, tokens, now)
+            cap = state.tpm
+            if cap is not None:
+                if now > state.tpm_stamp:
+                    level = state.tpm_level + (now - state.tpm_stamp) * state.tpm_rate
+                    state.tpm_level = cap if level > cap else level
+                state.tpm_stamp = now
+                if tokens > state.tpm_level:
+                    return _refusal(state, tokens, now)
+            if state.parallel is not None and state.in_flight >= state.parallel:
+                return _refusal(state, tokens, now)
+        for state in subjects:
+            state.rpm_level -= 1  # harmless without a limit: never read then
+            state.tpm_level -= tokens
             state.in_flight += 1
-        return Admission(tuple(s for _, s in states), tokens, _headers(s for _, s in states))
+        return Admission(subjects, tokens, _headers(subjects))
 
     def settle(self, admission: Admission, used_tokens: int | None) -> None:
         """The request ended (answered, failed, or its client left): its in-flight slot
@@ -208,18 +283,26 @@ class RateLimiter:
         if admission.settled:
             return
         admission.settled = True
-        now = self._clock()
-        give_back = admission.reserved - (used_tokens if used_tokens is not None else 0)
+        give_back = admission.reserved - (used_tokens or 0)
+        now = self._clock() if give_back else 0.0
         for state in admission.subjects:
-            state.in_flight = max(0, state.in_flight - 1)
-            bucket = state.tokens
-            if bucket is not None and give_back:
-                bucket.refill(now)
-                bucket.level = max(-bucket.capacity, min(bucket.capacity, bucket.level + give_back))
+            if state.in_flight > 0:
+                state.in_flight -= 1
+            cap = state.tpm
+            if cap is not None and give_back:
+                level = state.tpm_level
+                if now > state.tpm_stamp:
+                    level += (now - state.tpm_stamp) * state.tpm_rate
+                    if level > cap:
+                        level = cap
+                state.tpm_stamp = now
+                level += give_back
+                state.tpm_level = cap if level > cap else -cap if level < -cap else level
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop the state of subjects not in `keep` and with nothing in flight (keys and
-        teams that were deleted)."""
+        teams that were deleted), and every plan (the keys were reloaded)."""
+        self._plans = {}
         kept = set(keep)
         for name in [n for n, s in self._subjects.items() if n not in kept and not s.in_flight]:
             del self._subjects[name]
@@ -229,57 +312,65 @@ class RateLimiter:
         now = self._clock()
         out: dict[str, dict[str, Any]] = {}
         for name, state in self._subjects.items():
-            entry: dict[str, Any] = {"in_flight": state.in_flight,
-                                     "max_parallel": state.parallel}
-            for kind, bucket in (("requests", state.requests), ("tokens", state.tokens)):
-                if bucket is None:
-                    entry[kind] = None
-                    continue
-                bucket.refill(now)
-                entry[kind] = {"limit": int(bucket.capacity),
-                               "remaining": max(0, math.floor(bucket.level)),
-                               "reset_seconds": round(bucket.reset_after(), 3)}
-            out[name] = entry
+            state.refill(now)
+            out[name] = {
+                "in_flight": state.in_flight, "max_parallel": state.parallel,
+                "requests": _bucket_view(state.rpm, state.rpm_level, state.rpm_rate),
+                "tokens": _bucket_view(state.tpm, state.tpm_level, state.tpm_rate),
+            }
         return out
 
 
-def _check(name: str, state: _Subject, tokens: int) -> Refusal | None:
+def _refusal(state: _Subject, tokens: int, now: float) -> Refusal:
+    """Why `state` refuses a request of `tokens` (parallel, then requests, then tokens)."""
+    state.refill(now)
+    name, headers = state.name, _headers((state,))
     if state.parallel is not None and state.in_flight >= state.parallel:
-        return Refusal(name, "parallel", _PARALLEL_RETRY_SECONDS, _headers((state,)))
-    requests = state.requests
-    if requests is not None and requests.level < 1:
-        return Refusal(name, "requests", requests.wait_for(1), _headers((state,)))
-    bucket = state.tokens
-    if bucket is not None and tokens > bucket.level:
-        if tokens > bucket.capacity:
-            return Refusal(name, "tokens", 60.0, _headers((state,)), never=True)
-        return Refusal(name, "tokens", bucket.wait_for(tokens), _headers((state,)))
-    return None
+        return Refusal(name, "parallel", _PARALLEL_RETRY_SECONDS, headers)
+    if state.rpm is not None and state.rpm_level < 1:
+        return Refusal(name, "requests", (1 - state.rpm_level) / state.rpm_rate, headers)
+    cap = state.tpm
+    assert cap is not None
+    if tokens > cap:
+        return Refusal(name, "tokens", 60.0, headers, never=True)
+    return Refusal(name, "tokens", (tokens - state.tpm_level) / state.tpm_rate, headers)
 
 
-_HEADER_NAMES = {kind: (f"x-ratelimit-limit-{kind}", f"x-ratelimit-remaining-{kind}",
-                         f"x-ratelimit-reset-{kind}") for kind in ("requests", "tokens")}
+def _bucket_view(cap: float | None, level: float, rate: float) -> dict[str, Any] | None:
+    if cap is None:
+        return None
+    return {"limit": int(cap), "remaining": max(0, math.floor(level)),
+            "reset_seconds": round(max(0.0, (cap - level) / rate), 3)}
 
 
-def _headers(states: Iterable[_Subject]) -> dict[str, str]:
-    """OpenAI's `x-ratelimit-*` headers for the tightest of `states`' buckets."""
-    tight_requests: _Bucket | None = None
-    tight_tokens: _Bucket | None = None
-    for state in states:
-        bucket = state.requests
-        if bucket is not None and (tight_requests is None
-                                   or bucket.level < tight_requests.level):
-            tight_requests = bucket
-        bucket = state.tokens
-        if bucket is not None and (tight_tokens is None or bucket.level < tight_tokens.level):
-            tight_tokens = bucket
+def _headers(subjects: tuple[_Subject, ...]) -> dict[str, str]:
+    """OpenAI's `x-ratelimit-*` headers for the tightest of `subjects`' buckets."""
+    requests = tokens = subjects[0]
+    if len(subjects) > 1:
+        for state in subjects[1:]:
+            if state.rpm is not None and (requests.rpm is None
+                                          or state.rpm_level < requests.rpm_level):
+                requests = state
+            if state.tpm is not None and (tokens.tpm is None
+                                          or state.tpm_level < tokens.tpm_level):
+                tokens = state
     headers: dict[str, str] = {}
-    for kind, bucket in (("requests", tight_requests), ("tokens", tight_tokens)):
-        if bucket is not None:
-            limit, remaining, reset = _HEADER_NAMES[kind]
-            headers[limit] = str(int(bucket.capacity))
-            headers[remaining] = str(max(0, math.floor(bucket.level)))
-            headers[reset] = duration(bucket.reset_after())
+    cap = requests.rpm
+    if cap is not None:
+        level = requests.rpm_level
+        wait = (cap - level) / requests.rpm_rate
+        headers["x-ratelimit-limit-requests"] = requests.rpm_text
+        headers["x-ratelimit-remaining-requests"] = str(int(level)) if level >= 1 else "0"
+        headers["x-ratelimit-reset-requests"] = (
+            f"{round(wait * 1000)}ms" if wait < 1 else duration(wait))
+    cap = tokens.tpm
+    if cap is not None:
+        level = tokens.tpm_level
+        wait = (cap - level) / tokens.tpm_rate
+        headers["x-ratelimit-limit-tokens"] = tokens.tpm_text
+        headers["x-ratelimit-remaining-tokens"] = str(int(level)) if level >= 1 else "0"
+        headers["x-ratelimit-reset-tokens"] = (
+            f"{round(wait * 1000)}ms" if wait < 1 else duration(wait))
     return headers
 
 

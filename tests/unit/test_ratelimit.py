@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import (
     DEFAULT_COMPLETION_TOKENS,
@@ -164,3 +170,91 @@ def test_estimate_multiplies_the_completion_by_n() -> None:
     assert estimate_tokens({"prompt": "", "max_tokens": 10, "n": 2, "best_of": 5}, 0,
                            "completions") == 50
     assert estimate_tokens({"messages": [], "max_tokens": 10, "n": True}, 0) == 10
+
+
+def test_a_plan_is_made_once_per_version_of_a_keys_limits() -> None:
+    """The request path configures a key's subjects when its limits change, not per
+    request; the buckets outlive the plan."""
+    limiter = RateLimiter(Clock())
+    limits, team = Limits(rpm=3), Limits(rpm=10)
+    plan = limiter.plan("k", limits, "t", team)
+    assert limiter.plan("k", limits, "t", team) is plan
+    admitted(limiter.take(plan, 0))
+    admitted(limiter.take(plan, 0))
+    reloaded = limiter.plan("k", Limits(rpm=3), "t", Limits(rpm=10))  # equal, new objects
+    assert reloaded is not plan
+    admitted(limiter.take(reloaded, 0))
+    assert refused(limiter.take(reloaded, 0)).subject == "key:k"  # the same bucket
+    assert limiter.plan("k", limits, "other", team) is not plan  # another team
+    assert limiter.snapshot()["team:t"]["requests"]["remaining"] == 7
+    limiter.forget({"key:k", "team:t"})  # a reload: plans are made again
+    assert limiter.plan("k", limits, "t", team) is not plan
+
+
+def test_take_refuses_on_the_first_limit_reached_and_names_it() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    plan = limiter.plan("k", Limits(rpm=100, tpm=1000, max_parallel=1), None, None)
+    held = admitted(limiter.take(plan, 900))
+    assert held.headers == {
+        "x-ratelimit-limit-requests": "100", "x-ratelimit-remaining-requests": "99",
+        "x-ratelimit-reset-requests": "600ms", "x-ratelimit-limit-tokens": "1000",
+        "x-ratelimit-remaining-tokens": "100", "x-ratelimit-reset-tokens": "54s",
+    }
+    assert refused(limiter.take(plan, 0)).kind == "parallel"
+    limiter.settle(held, 900)
+    assert refused(limiter.take(plan, 200)).kind == "tokens"
+    clock.now += 6  # 100 tokens back
+    admitted(limiter.take(plan, 200))
+
+
+def python_calls(work: Callable[[], object]) -> int:
+    """How many Python functions `work` calls (not counting itself): the request path's
+    cost that does not depend on the machine or the clock."""
+    calls = 0
+
+    def profile(frame: FrameType, event: str, arg: Any) -> None:
+        nonlocal calls
+        calls += event == "call"
+
+    sys.setprofile(profile)
+    try:
+        work()
+    finally:
+        sys.setprofile(None)
+    return calls - 1
+
+
+def test_a_governed_requests_limiter_work_is_a_handful_of_calls() -> None:
+    """plan, take (and its headers and Admission) and settle: nothing per bucket, per
+    subject or per header (it was 20 calls)."""
+    limiter = RateLimiter(itertools.count(1000.0).__next__)  # a clock that is no Python call
+    limits = Limits(rpm=600, tpm=100_000)
+    admitted(limiter.take(limiter.plan("k", limits, None, None), 10))
+
+    def request() -> None:
+        held = limiter.take(limiter.plan("k", limits, None, None), 100)
+        assert isinstance(held, Admission)
+        limiter.settle(held, 90)
+
+    assert python_calls(request) <= 5
+
+
+def test_a_chat_estimate_makes_no_call_per_message_or_field() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "x" * 40}] * 10,
+            "max_tokens": 5}
+    assert estimate_tokens(body, 0, "chat/completions") == 100 + 5
+    assert python_calls(lambda: estimate_tokens(body, 0, "chat/completions")) <= 3
+
+
+def test_a_plan_is_made_again_when_admit_changed_its_subjects_limits() -> None:
+    """A plan's limits are applied when it is made: one kept after `admit` gave its
+    subject a TPM limit would skip the token estimate the subject needs."""
+    limiter = RateLimiter(Clock())
+    limits = Limits(rpm=5)
+    plan = limiter.plan("k", limits, None, None)
+    assert not plan.counts_tokens
+    admitted(limiter.admit([("key:k", Limits(rpm=5, tpm=100))], 10))
+    again = limiter.plan("k", limits, None, None)
+    assert again is not plan and not again.counts_tokens
+    assert limiter.snapshot()["key:k"]["tokens"] is None  # the plan's limits, applied again

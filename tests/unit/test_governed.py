@@ -1,0 +1,71 @@
+"""What a virtual key's request holds while it runs (gateway/governed.py): its limits
+taken from the parsed body's estimate, settled with Azure's usage, given back on a
+refusal."""
+
+from __future__ import annotations
+
+import pytest
+
+from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.errors import BudgetExhausted, KeyRateLimited
+from azure_openai_proxy.gateway.governed import hold, release
+from azure_openai_proxy.governance.budget import BudgetGuard
+from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
+from azure_openai_proxy.governance.ratelimit import RateLimiter
+from azure_openai_proxy.observability.record import RequestRecord
+from azure_openai_proxy.routing import Pool
+
+ROUTED = (Pool("gpt-4o", ()), "gpt-4o")
+BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 400}],
+        "max_tokens": 100}  # 100 + 100 tokens estimated
+
+
+def _caller(limits: Limits, team: Team | None = None, key_id: str = "k1") -> Caller:
+    key = VirtualKey(key_id, "k", "hash", "sk-aop-abc", team_id=team.id if team else None,
+                     limits=limits)
+    return Caller(passthrough_key=None, key=key, team=team)
+
+
+def _limiter() -> RateLimiter:
+    return RateLimiter(lambda: 1000.0)
+
+
+def test_a_request_holds_its_estimate_and_settles_with_the_usage() -> None:
+    limiter = _limiter()
+    team = Team("t1", "t", Limits(rpm=10))
+    caller = _caller(Limits(tpm=1000), team)
+    held = hold(limiter, None, caller, BODY, ROUTED, "chat/completions", 1024)
+    assert held[0].headers["x-ratelimit-remaining-tokens"] == "800"
+    state = limiter.snapshot()
+    assert state["key:k1"]["in_flight"] == state["team:t1"]["in_flight"] == 1
+    record = RequestRecord("r1", "POST")
+    record.usage = {"prompt_tokens": 90, "completion_tokens": 10, "total_tokens": 100}
+    release(limiter, None, held, record)
+    state = limiter.snapshot()
+    assert state["key:k1"]["tokens"]["remaining"] == 900
+    assert state["team:t1"]["requests"]["remaining"] == 9
+    assert state["key:k1"]["in_flight"] == state["team:t1"]["in_flight"] == 0
+
+
+def test_a_refusal_takes_nothing_and_a_budget_refusal_gives_the_limits_back() -> None:
+    limiter = _limiter()
+    with pytest.raises(KeyRateLimited):
+        hold(limiter, None, _caller(Limits(tpm=150)), BODY, ROUTED, "chat/completions", 0)
+    assert limiter.snapshot()["key:k1"]["tokens"]["remaining"] == 150
+    spent = _caller(Limits(tpm=1000, budget_usd=0.0), key_id="k2")
+    with pytest.raises(BudgetExhausted):
+        hold(limiter, BudgetGuard(lambda: 1000.0), spent, BODY, ROUTED, "chat/completions", 0)
+    state = limiter.snapshot()["key:k2"]
+    assert state["tokens"]["remaining"] == 1000 and state["in_flight"] == 0
+
+
+def test_no_estimate_is_made_for_a_key_without_a_tpm_limit() -> None:
+    limiter = _limiter()
+    held = hold(limiter, None, _caller(Limits(rpm=5)), BODY, ROUTED, "chat/completions", 0)
+    assert held[0].reserved == 0 and "x-ratelimit-limit-tokens" not in held[0].headers
+    release(limiter, None, held, RequestRecord("r1", "POST"))
+    # A TPM limit added later (a reload makes new plans) counts tokens again.
+    limiter.forget({"key:k1"})
+    held = hold(limiter, None, _caller(Limits(rpm=5, tpm=1000)), BODY, ROUTED,
+                "chat/completions", 0)
+    assert held[0].reserved == 200

@@ -1,0 +1,90 @@
+"""The key directory over a real SQLite key store: what a secret opens, and for how long
+a remembered secret keeps opening it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from azure_openai_proxy.errors import AuthenticationFailed
+from azure_openai_proxy.gateway.keydirectory import KeyDirectory
+from azure_openai_proxy.store.keys import KeyStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[KeyStore]:
+    store = KeyStore.open(tmp_path / "gateway.db")
+    yield store
+    store.close()
+
+
+def _loaded(path: Path, clock: Clock) -> KeyDirectory:
+    directory = KeyDirectory(path, clock=clock)
+    asyncio.run(directory.refresh())
+    return directory
+
+
+def _reload(directory: KeyDirectory) -> None:
+    asyncio.run(directory.refresh())
+
+
+def test_a_known_secret_opens_the_same_caller_without_hashing_again(
+        store: KeyStore, tmp_path: Path) -> None:
+    clock = Clock()
+    key, secret = store.create_key("a", now=clock.now)
+    directory = _loaded(tmp_path / "gateway.db", clock)
+    caller = directory.authenticate(secret)
+    assert caller.key is not None and caller.key.id == key.id
+    assert directory.authenticate(secret) is caller  # remembered, not made again
+    with pytest.raises(AuthenticationFailed):
+        directory.authenticate(secret + "x")
+    asyncio.run(directory.close())
+
+
+def test_a_remembered_secret_stops_at_expiry_and_at_a_revocation(
+        store: KeyStore, tmp_path: Path) -> None:
+    clock = Clock()
+    _, first = store.create_key("a", expires_at=clock.now + 60, now=clock.now)
+    revoked, second = store.create_key("b", now=clock.now)
+    directory = _loaded(tmp_path / "gateway.db", clock)
+    directory.authenticate(first)
+    directory.authenticate(second)
+    clock.now += 60
+    with pytest.raises(AuthenticationFailed, match="expired"):
+        directory.authenticate(first)
+    store.update_key(revoked.id, {"blocked": True})
+    _reload(directory)
+    with pytest.raises(AuthenticationFailed, match="blocked"):
+        directory.authenticate(second)
+    store.delete_key(revoked.id)
+    _reload(directory)
+    with pytest.raises(AuthenticationFailed):
+        directory.authenticate(second)
+    asyncio.run(directory.close())
+
+
+def test_a_rotated_secret_opens_until_its_grace_ends(store: KeyStore, tmp_path: Path) -> None:
+    clock = Clock()
+    key, old = store.create_key("a", now=clock.now)
+    directory = _loaded(tmp_path / "gateway.db", clock)
+    directory.authenticate(old)
+    _, new = store.rotate_key(key.id, grace_seconds=30, now=clock.now)
+    _reload(directory)
+    assert directory.authenticate(old).key is not None  # in its grace period
+    assert directory.authenticate(new).key is not None
+    clock.now += 30
+    with pytest.raises(AuthenticationFailed):
+        directory.authenticate(old)
+    assert directory.authenticate(new).key is not None
+    asyncio.run(directory.close())
