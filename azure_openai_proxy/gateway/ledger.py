@@ -34,6 +34,7 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import BudgetExhausted
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
@@ -49,11 +50,17 @@ from azure_openai_proxy.governance.estimate import (
     unanswered_usage,
 )
 from azure_openai_proxy.governance.model import Limits, UsageRecord
-from azure_openai_proxy.governance.prices import PriceTable, TokenCounts, token_counts
+from azure_openai_proxy.governance.prices import (
+    PriceTable,
+    Rates,
+    TokenCounts,
+    token_cost,
+    token_counts,
+)
 from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
-from azure_openai_proxy.store.ledger import LedgerStore
+from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore, record_of, row_of
 from azure_openai_proxy.store.sqlite import database_path
 
 __all__ = [
@@ -74,6 +81,7 @@ _RETENTION_EVERY = 3600.0
 # Also the longest this worker holds a written record's cost in memory (BudgetGuard).
 _BUDGET_REFRESH_EVERY = 2.0
 _BUDGET_WARNING_HEADER = "x-aop-budget-warning"
+_NO_TOKENS = TokenCounts(0, 0, 0, 0)
 
 
 def ledger_enabled(settings: Settings) -> bool:
@@ -112,20 +120,55 @@ def _cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple[str, 
     return prices.cost((record.model, model, record.deployment), tokens)
 
 
+def ledger_row(record: RequestRecord, arrived: float, day: str, prices: PriceTable,
+               models: Mapping[tuple[str, str], str]) -> LedgerRow:
+    """The ledger's row for a finished request that arrived at `arrived`, on UTC `day`
+    (store/ledger.py `LedgerRow`)."""
+    return _Pricer(prices, models).row(record, arrived, day)
+
+
+class _Pricer:
+    """Rows priced as `_cost` prices, with the token rates remembered per (client model,
+    endpoint, deployment): the writer prices every record, and the names a record is
+    priced by are nearly always the same few."""
+
+    def __init__(self, prices: PriceTable, models: Mapping[tuple[str, str], str]) -> None:
+        self.prices, self.models = prices, models
+        # () for names without a token price (a BoundedCache holds no None)
+        self._rates: BoundedCache[tuple[str | None, str | None, str | None],
+                                  Rates | tuple[()]] = BoundedCache(256)
+
+    def row(self, record: RequestRecord, arrived: float, day: str) -> LedgerRow:
+        usage = record.usage
+        source: Literal["measured", "estimated", "none"]
+        if usage:
+            prompt, cached, completion, reasoning = tokens = token_counts(usage)
+            source = "estimated" if usage.get("estimated") else "measured"
+        else:
+            prompt = cached = completion = reasoning = 0
+            tokens, source = _NO_TOKENS, "none"
+        if prompt or completion or reasoning:
+            names = record.model, record.endpoint, record.deployment
+            rates = self._rates.get(names)
+            if rates is None:
+                model = self.models.get((record.endpoint or "", record.deployment or ""))
+                rates = self._rates.put(names, self.prices.rates(
+                    (record.model, model, record.deployment)) or ())
+            cost, priced = (token_cost(rates, prompt, cached, completion), 1) if rates else (0.0, 0)
+        else:
+            usd, unit_priced = _cost(record, self.prices, self.models, tokens)
+            cost, priced = usd, 1 if unit_priced else 0
+        return (arrived, record.request_id, record.key_id or "", record.team_id or "",
+                record.model or "", record.deployment or "", record.endpoint or "",
+                record.route, record.status, prompt, cached, completion, reasoning, cost,
+                record.upstream_ms, record.total_ms, 1 if record.stream else 0,
+                record.attempts, source, priced, day)
+
+
 def usage_record(record: RequestRecord, arrived: float, prices: PriceTable,
                  models: Mapping[tuple[str, str], str]) -> UsageRecord:
     """The ledger's line for a finished request."""
-    usage = record.usage
-    tokens = token_counts(usage)
-    cost, priced = _cost(record, prices, models, tokens)
-    source: Literal["measured", "estimated", "none"] = (
-        "none" if not usage else "estimated" if usage.get("estimated") else "measured")
-    return UsageRecord(
-        arrived, record.request_id, record.key_id, record.team_id, record.model,
-        record.deployment, record.endpoint, record.route, record.status, tokens.prompt,
-        tokens.cached, tokens.completion, tokens.reasoning, cost, record.upstream_ms,
-        record.total_ms, record.stream, record.attempts, source, priced,
-    )
+    return record_of(ledger_row(record, arrived, day_of(arrived), prices, models))
 
 
 def enforce_budget(guard: BudgetGuard, caller: Caller, request: HttpRequest) -> None:
@@ -217,7 +260,7 @@ class LedgerWriter:
 
     def __init__(
         self, database: Path, prices: PriceTable, models: Mapping[tuple[str, str], str],
-        guard: BudgetGuard, *, retention_days: int = 90, batch_size: int = 500,
+        guard: BudgetGuard, *, retention_days: int = 90, batch_size: int = 2000,
         interval: float = 0.5, max_buffer: int = 100_000, busy_timeout_ms: int = 1000,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -225,8 +268,7 @@ class LedgerWriter:
         self.spool_path = database.with_name(database.name + ".spool.jsonl")
         self.guard = guard
         guard.prices, guard.models = prices, dict(models)
-        self._prices = prices
-        self._models = dict(models)
+        self._pricer = _Pricer(prices, dict(models))
         self._retention = retention_days * 86400.0
         self._batch = batch_size
         self._interval = interval
@@ -241,6 +283,7 @@ class LedgerWriter:
         self._thread: threading.Thread | None = None
         self._store: LedgerStore | None = None
         self._last_retention = 0.0
+        self._day = 0.0, 0.0, ""  # the UTC day being written: its start, end and name
         self._last_refresh = 0.0
         # Records written since the book was last read: their held costs go with the next.
         self._unread: list[str] = []
@@ -321,21 +364,26 @@ class LedgerWriter:
             self._written += 1
             self._idle.notify_all()
 
-    def _take(self, count: int) -> list[UsageRecord]:
-        queue, prices, models = self._queue, self._prices, self._models
-        out: list[UsageRecord] = []
+    def _take(self, count: int) -> list[LedgerRow]:
+        queue, row = self._queue, self._pricer.row
+        start, end, day = self._day
+        out: list[LedgerRow] = []
         for _ in range(count):
             try:
                 item = queue.popleft()
             except IndexError:
                 break
             if isinstance(item, _Reconfigured):
-                self._prices = prices = item.prices
-                self._models = models = item.models
+                self._pricer = _Pricer(item.prices, item.models)
+                row = self._pricer.row
                 continue
             record, ended = item
             arrived = ended - record.total_ms / 1000
-            out.append(usage_record(record, arrived, prices, models))
+            if not start <= arrived < end:
+                start = arrived - arrived % 86400
+                end, day = start + 86400, day_of(start)
+                self._day = start, end, day
+            out.append(row(record, arrived, day))
         return out
 
     def _drain(self) -> None:
@@ -344,20 +392,20 @@ class LedgerWriter:
             if not self._write(batch):
                 self._spool(batch)
                 self.guard.replace(self.guard.book.plus(_costs(batch)),
-                                   [r.request_id for r in batch])
+                                   [r[1] for r in batch])
 
-    def _write(self, batch: list[UsageRecord]) -> bool:
+    def _write(self, batch: list[LedgerRow]) -> bool:
         store = self._open()
         if store is None:
             return False
         try:
-            store.write(batch)
+            store.write_rows(batch)
         except Exception as exc:
             self._failed(exc)
             return False
         pending = self.guard.pending()
         if pending:
-            self._unread.extend(r.request_id for r in batch if r.request_id in pending)
+            self._unread.extend(r[1] for r in batch if r[1] in pending)
         return True
 
     def _maintain(self) -> None:
@@ -414,7 +462,7 @@ class LedgerWriter:
         # past the bound tries again.
         self._spool(self._queue, len(self._queue) - self._max // 2, block=False)
 
-    def _spool(self, records: list[UsageRecord] | deque[tuple[RequestRecord, float] | _Reconfigured],
+    def _spool(self, records: list[LedgerRow] | deque[tuple[RequestRecord, float] | _Reconfigured],
                count: int = 0, *, block: bool = True) -> None:
         """Append `records` to the spool; or, given the queue, `count` records taken from
         it once the lock is held (`block=False`: only if it is free at once)."""
@@ -431,7 +479,7 @@ class LedgerWriter:
                     if os.fstat(spool.fileno()).st_nlink == 0:
                         continue  # replayed and removed while we waited: open it again
                     taken = records if isinstance(records, list) else self._take(count)
-                    data = b"".join(orjson.dumps(dataclasses.asdict(r),
+                    data = b"".join(orjson.dumps(dataclasses.asdict(record_of(r)),
                                                  option=orjson.OPT_APPEND_NEWLINE)
                                     for r in taken)
                     spool.write(data)
@@ -455,11 +503,11 @@ class LedgerWriter:
             records = [_from_line(line) for line in spool if line.strip()]
             valid = [r for r in records if r is not None]
             for start in range(0, len(valid), self._batch):
-                store.write(valid[start:start + self._batch])  # raises: the spool stays
+                store.write_rows(valid[start:start + self._batch])  # raises: the spool stays
             self.spool_path.unlink()
         pending = self.guard.pending()
         if pending:  # spooled from the event loop: their costs are still held
-            self._unread.extend(r.request_id for r in valid if r.request_id in pending)
+            self._unread.extend(r[1] for r in valid if r[1] in pending)
         log.info("usage ledger: %d spooled records written to the database", len(valid))
         return True
 
@@ -471,22 +519,23 @@ class _Reconfigured(NamedTuple):
     models: dict[tuple[str, str], str]
 
 
-def _from_line(line: bytes) -> UsageRecord | None:
+def _from_line(line: bytes) -> LedgerRow | None:
     try:
-        return UsageRecord(**orjson.loads(line))
+        return row_of(UsageRecord(**orjson.loads(line)))
     except (orjson.JSONDecodeError, TypeError):
         return None  # a line cut by a crash: the rest still counts
 
 
-def _costs(batch: list[UsageRecord]) -> list[tuple[tuple[str, str], str, float]]:
+def _costs(batch: list[LedgerRow]) -> list[tuple[tuple[str, str], str, float]]:
     costs: list[tuple[tuple[str, str], str, float]] = []
-    for r in batch:
-        if r.cost_usd:
-            day = day_of(r.time)
-            if r.key_id:
-                costs.append((("key", r.key_id), day, r.cost_usd))
-            if r.team_id:
-                costs.append((("team", r.team_id), day, r.cost_usd))
+    for row in batch:
+        cost = row[13]
+        if cost:
+            key_id, team_id, day = row[2], row[3], row[20]
+            if key_id:
+                costs.append((("key", key_id), day, cost))
+            if team_id:
+                costs.append((("team", team_id), day, cost))
     return costs
 
 
