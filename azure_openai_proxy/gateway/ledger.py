@@ -54,6 +54,7 @@ from azure_openai_proxy.governance.prices import (
     PriceTable,
     Rates,
     TokenCounts,
+    count_tokens,
     token_cost,
     token_counts,
 )
@@ -142,27 +143,29 @@ class _Pricer:
         usage = record.usage
         source: Literal["measured", "estimated", "none"]
         if usage:
-            prompt, cached, completion, reasoning = tokens = token_counts(usage)
+            prompt, cached, completion, reasoning = count_tokens(usage)
             source = "estimated" if usage.get("estimated") else "measured"
         else:
             prompt = cached = completion = reasoning = 0
-            tokens, source = _NO_TOKENS, "none"
+            source = "none"
         if prompt or completion or reasoning:
             names = record.model, record.endpoint, record.deployment
             rates = self._rates.get(names)
             if rates is None:
-                model = self.models.get((record.endpoint or "", record.deployment or ""))
-                rates = self._rates.put(names, self.prices.rates(
-                    (record.model, model, record.deployment)) or ())
+                rates = self._rates.put(names, self._rates_of(record))
             cost, priced = (token_cost(rates, prompt, cached, completion), 1) if rates else (0.0, 0)
         else:
-            usd, unit_priced = _cost(record, self.prices, self.models, tokens)
+            usd, unit_priced = _cost(record, self.prices, self.models, _NO_TOKENS)
             cost, priced = usd, 1 if unit_priced else 0
         return (arrived, record.request_id, record.key_id or "", record.team_id or "",
                 record.model or "", record.deployment or "", record.endpoint or "",
                 record.route, record.status, prompt, cached, completion, reasoning, cost,
                 record.upstream_ms, record.total_ms, 1 if record.stream else 0,
                 record.attempts, source, priced, day)
+
+    def _rates_of(self, record: RequestRecord) -> Rates | tuple[()]:
+        model = self.models.get((record.endpoint or "", record.deployment or ""))
+        return self.prices.rates((record.model, model, record.deployment)) or ()
 
 
 def usage_record(record: RequestRecord, arrived: float, prices: PriceTable,

@@ -32,8 +32,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
-__all__ = ["Price", "PriceTable", "Rates", "TokenCounts", "token_cost", "token_counts",
-           "unit_counts"]
+__all__ = ["Price", "PriceTable", "Rates", "TokenCounts", "count_tokens", "token_cost",
+           "token_counts", "unit_counts"]
 
 _TOKENS_PER_PRICE = 1_000_000  # prices are per 1M tokens
 _DATED = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
@@ -77,10 +77,14 @@ class TokenCounts(NamedTuple):
 def token_counts(usage: Mapping[str, Any] | None) -> TokenCounts:
     """A usage object's counts, whatever the API: chat's prompt/completion tokens with
     `prompt_tokens_details.cached_tokens` and `completion_tokens_details.reasoning_tokens`,
-    or Responses' input/output tokens with `input_tokens_details`/`output_tokens_details`.
-    (Inline, not a helper per count: the ledger writer reads one per request.)"""
-    if not usage:
-        return _NO_TOKENS
+    or Responses' input/output tokens with `input_tokens_details`/`output_tokens_details`."""
+    return TokenCounts(*count_tokens(usage)) if usage else _NO_TOKENS
+
+
+def count_tokens(usage: Mapping[str, Any]) -> tuple[int, int, int, int]:
+    """`token_counts` as a plain tuple (prompt, cached, completion, reasoning), for the
+    ledger writer, which reads one per request: inline, no NamedTuple, no helper per
+    count."""
     prompt = usage.get("prompt_tokens")
     if prompt is None:
         prompt = usage.get("input_tokens")
@@ -100,7 +104,7 @@ def token_counts(usage: Mapping[str, Any] | None) -> TokenCounts:
     if isinstance(details, dict):
         count = details.get("reasoning_tokens")
         reasoning = count if type(count) is int and count > 0 else 0
-    return TokenCounts(prompt, cached, completion, reasoning)
+    return prompt, cached, completion, reasoning
 
 
 _NO_TOKENS = TokenCounts(0, 0, 0, 0)
