@@ -290,6 +290,11 @@ class LedgerWriter:
         self._last_refresh = 0.0
         # Records written since the book was last read: their held costs go with the next.
         self._unread: list[str] = []
+        # Request ids whose records the event loop spooled (`_overflow`) with their costs
+        # still held: handed to the thread, which releases each hold once a book read
+        # from the database has its record, whoever replayed it.
+        self._spooled: deque[str] = deque()
+        self._awaiting: set[str] = set()
         self.failures = 0  # database errors seen (the tests and the log read it)
 
     # -- the event loop's side ---------------------------------------------------------
@@ -448,10 +453,21 @@ class LedgerWriter:
     def _refresh_budgets(self, store: LedgerStore) -> None:
         """Every worker's spend, from the rollups: the days of the longest period that
         can be current, and one total per owner for the days before (budgets with no
-        period)."""
+        period). The holds of the records this worker wrote since the last read go with
+        it, and those of the records its event loop spooled once the book has them
+        (whichever worker replayed the spool) or once the spool they went to is gone
+        and the database does not have them (a line cut by a crash: lost)."""
         with contextlib.suppress(Exception):
+            awaiting, spooled = self._awaiting, self._spooled
+            while spooled:
+                awaiting.add(spooled.popleft())
+            # Before the database is read: a spool replayed is committed, then removed.
+            spool_gone = bool(awaiting) and not self.spool_path.exists()
             since = earliest_period_start(self._clock())
-            self.guard.replace(SpendBook.from_rows(store.spend_since(since)), self._unread)
+            rows, recorded = store.spend_and_recorded(since, awaiting)
+            released = set(awaiting) if spool_gone else recorded
+            self.guard.replace(SpendBook.from_rows(rows), [*self._unread, *released])
+            awaiting -= released
             self._unread = []  # only this thread (or start(), before it) touches it
             self._last_refresh = self._clock()
 
@@ -463,14 +479,20 @@ class LedgerWriter:
         # loop: never wait for the spool's lock (a replay holds it for its whole
         # database write); if it is held, the records stay queued and the next request
         # past the bound tries again.
-        self._spool(self._queue, len(self._queue) - self._max // 2, block=False)
+        taken = self._spool(self._queue, len(self._queue) - self._max // 2, block=False)
+        pending = self.guard.pending()
+        if taken and pending:
+            # Their costs stay held until the book has them: the writer's refresh.
+            self._spooled.extend(r[1] for r in taken if r[1] in pending)
 
     def _spool(self, records: list[LedgerRow] | deque[tuple[RequestRecord, float] | _Reconfigured],
-               count: int = 0, *, block: bool = True) -> None:
+               count: int = 0, *, block: bool = True) -> list[LedgerRow]:
         """Append `records` to the spool; or, given the queue, `count` records taken from
-        it once the lock is held (`block=False`: only if it is free at once)."""
+        it once the lock is held (`block=False`: only if it is free at once). Returns
+        the rows written."""
         if not records:
-            return
+            return []
+        taken: list[LedgerRow] = []
         for _ in range(3):
             try:
                 self.spool_path.parent.mkdir(parents=True, exist_ok=True)
@@ -478,20 +500,36 @@ class LedgerWriter:
                     try:
                         fcntl.flock(spool, fcntl.LOCK_EX if block else fcntl.LOCK_EX | fcntl.LOCK_NB)
                     except BlockingIOError:
-                        return  # a replay holds it: the records stay queued
+                        return []  # a replay holds it: the records stay queued
                     if os.fstat(spool.fileno()).st_nlink == 0:
                         continue  # replayed and removed while we waited: open it again
                     taken = records if isinstance(records, list) else self._take(count)
-                    data = b"".join(orjson.dumps(dataclasses.asdict(record_of(r)),
-                                                 option=orjson.OPT_APPEND_NEWLINE)
-                                    for r in taken)
-                    spool.write(data)
-                    return
+                    spool.write(b"".join(orjson.dumps(dataclasses.asdict(record_of(r)),
+                                                      option=orjson.OPT_APPEND_NEWLINE)
+                                         for r in taken))
+                return taken
             except OSError as exc:
-                lost = len(records) if isinstance(records, list) else count
-                log.error("usage ledger: cannot write the spool %s (%s): %d records lost",
-                          self.spool_path, exc.strerror, lost)
-                return
+                self._unspooled(records, taken, count, exc)
+                return []
+        return []
+
+    def _unspooled(self, records: list[LedgerRow] | deque[tuple[RequestRecord, float] | _Reconfigured],
+                   taken: list[LedgerRow], count: int, exc: OSError) -> None:
+        """The spool could not be written: say what became of the records."""
+        if isinstance(records, list) or taken:
+            lost = records if isinstance(records, list) else taken
+            log.error("usage ledger: cannot write the spool %s (%s): %d records lost "
+                      "(the database was unavailable too)", self.spool_path,
+                      exc.strerror or exc, len(lost))
+            if taken and not isinstance(records, list):
+                # Taken from the queue by the event loop: their costs will never be in the
+                # book (the writer's own batches are released by _drain).
+                self.guard.release(r[1] for r in taken)
+        else:
+            log.error("usage ledger: cannot write the spool %s (%s): the %d oldest of %d "
+                      "queued records stay in memory; the next request past the buffer's "
+                      "bound tries again", self.spool_path, exc.strerror or exc, count,
+                      len(records))
 
     def _replay(self, store: LedgerStore) -> bool:
         """Write the spool's records to the database, then remove it. True if any."""
@@ -508,9 +546,6 @@ class LedgerWriter:
             for start in range(0, len(valid), self._batch):
                 store.write_rows(valid[start:start + self._batch])  # raises: the spool stays
             self.spool_path.unlink()
-        pending = self.guard.pending()
-        if pending:  # spooled from the event loop: their costs are still held
-            self._unread.extend(r[1] for r in valid if r[1] in pending)
         log.info("usage ledger: %d spooled records written to the database", len(valid))
         return True
 

@@ -20,10 +20,15 @@ worker has admitted and not yet seen in the book is held in memory:
     guard.settle(hold, request_id, usd)  when it ends: the estimate is replaced by the real
                                      cost, held under its request id until...
     guard.replace(book, recorded)    ...the writer swaps in a book that has the record
+    guard.release(request_ids)       (or the record is lost: it never will)
 
 so N concurrent (or quick sequential) requests cannot spend a budget N times over. Held
 amounts count against every period (at midnight a held cost of yesterday may still count
-against today's budget for a few seconds: the safe side).
+against today's budget for a few seconds: the safe side). A hold is released once, by
+whichever call comes first (the request id is popped); which process wrote the record
+does not matter: the writer releases a hold when a book read from the database has the
+record (gateway/ledger.py). Holds live in the worker's memory: a worker that crashes
+takes its holds with it, and the records it spooled count once, from the database.
 """
 
 from __future__ import annotations
@@ -152,10 +157,19 @@ class BudgetGuard:
         costs stop being held."""
         with self._lock:
             self.book = book
-            for request_id in recorded:
-                hold = self._unrecorded.pop(request_id, None)
-                if hold is not None:
-                    self._add(hold.owners, -hold.usd)
+            self._release(recorded)
+
+    def release(self, request_ids: Iterable[str]) -> None:
+        """Stop holding the costs of `request_ids`, whose records will never reach the
+        book (lost). Like `replace`, once per request id: a second release does nothing."""
+        with self._lock:
+            self._release(request_ids)
+
+    def _release(self, request_ids: Iterable[str]) -> None:
+        for request_id in request_ids:
+            hold = self._unrecorded.pop(request_id, None)
+            if hold is not None:
+                self._add(hold.owners, -hold.usd)
 
     def spent(self, owner: Owner, period: BudgetPeriod) -> float:
         today = datetime.fromtimestamp(self._clock(), UTC).date()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import fields
 from itertools import chain
 from operator import attrgetter, itemgetter
@@ -177,6 +177,25 @@ class LedgerStore:
             "sum(cost_usd) FROM usage_rollups WHERE kind IN ('key', 'team') "
             "GROUP BY kind, id, d", (since_day,)).fetchall()
         return [(str(k), str(i), str(d), float(c)) for k, i, d, c in rows]
+
+    def spend_and_recorded(self, since_day: str, request_ids: Collection[str],
+                           ) -> tuple[list[tuple[str, str, str, float]], set[str]]:
+        """`spend_since(since_day)`, and which of `request_ids` the ledger has, read from
+        one snapshot of the database: a record is either in both or in neither."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            spend = self.spend_since(since_day)
+            ids = list(request_ids)
+            found: set[str] = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                found.update(row[0] for row in db.execute(
+                    "SELECT request_id FROM usage_records WHERE request_id IN "
+                    f"({', '.join('?' * len(chunk))})", chunk))
+        finally:
+            db.execute("COMMIT")
+        return spend, found
 
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM usage_records").fetchone()[0])
