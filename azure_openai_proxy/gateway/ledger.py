@@ -56,7 +56,6 @@ from azure_openai_proxy.governance.prices import (
     TokenCounts,
     count_tokens,
     token_cost,
-    token_counts,
 )
 from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.observability.record import RequestRecord
@@ -109,7 +108,9 @@ _UNIT_PRICED = frozenset({"images/generations", "images/edits", "images/variatio
 
 
 def _cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple[str, str], str],
-          tokens: TokenCounts) -> tuple[float, bool]:
+          tokens: tuple[int, int, int, int]) -> tuple[float, bool]:
+    """(USD, priced) of a finished request with these (prompt, cached, completion,
+    reasoning) tokens (`count_tokens`)."""
     if not any(tokens):
         if record.route not in _UNIT_PRICED or not 200 <= record.status < 300:
             return 0.0, True
@@ -118,7 +119,10 @@ def _cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple[str, 
         model = models.get((record.endpoint or "", record.deployment or ""))
         return prices.unit_cost((record.model, model, record.deployment), record.usage)
     model = models.get((record.endpoint or "", record.deployment or ""))
-    return prices.cost((record.model, model, record.deployment), tokens)
+    rates = prices.rates((record.model, model, record.deployment))
+    if rates is None:
+        return 0.0, False
+    return token_cost(rates, tokens[0], tokens[1], tokens[2]), True
 
 
 def ledger_row(record: RequestRecord, arrived: float, day: str, prices: PriceTable,
@@ -206,7 +210,8 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
     if prices is not None and body:
         prompt = estimated_usage(body, 0)["prompt_tokens"]
         tokens = prompt, max_output_tokens(body, default_completion, operation or None)
-    usd = prices.cost(names, TokenCounts(tokens[0], 0, tokens[1], 0))[0] if prices else 0.0
+    rates = prices.rates(names) if prices is not None else None
+    usd = token_cost(rates, tokens[0], 0, tokens[1]) if rates is not None else 0.0
     if prices is not None and body and operation in _UNIT_PRICED:
         usd += prices.unit_cost(names, _units_asked(operation, body))[0]
     held = guard.reserve(caller.key, caller.team, usd)
@@ -231,7 +236,9 @@ def settle_budget(guard: BudgetGuard, hold: BudgetHold | None, record: RequestRe
     if hold is None:
         return
     prices, models = guard.prices, guard.models
-    usd = _cost(record, prices, models, token_counts(record.usage))[0] if prices else 0.0
+    usage = record.usage
+    tokens = count_tokens(usage) if usage else _NO_TOKENS
+    usd = _cost(record, prices, models, tokens)[0] if prices else 0.0
     guard.settle(hold, record.request_id, usd)
 
 
