@@ -32,6 +32,8 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from azure_openai_proxy.boundedcache import BoundedCache
+
 __all__ = ["Price", "PriceTable", "Rates", "TokenCounts", "count_tokens", "token_cost",
            "token_counts", "unit_counts"]
 
@@ -148,6 +150,8 @@ class PriceTable:
     def __init__(self, prices: Mapping[str, Price]) -> None:
         self._prices = {name.lower(): price for name, price in prices.items()}
         self.lookup = functools.lru_cache(maxsize=1024)(self._lookup)
+        # () for names without a price (a BoundedCache holds no None)
+        self._rates: BoundedCache[tuple[str | None, ...], Rates | tuple[()]] = BoundedCache(1024)
 
     @classmethod
     def shipped(cls, overrides: Mapping[str, Any] | None = None) -> PriceTable:
@@ -175,12 +179,18 @@ class PriceTable:
         return None
 
     def rates(self, names: Iterable[str | None]) -> Rates | None:
-        """The token rates of the first of `names` that has a price, or None."""
-        price = self.price_for(names)
-        if price is None:
-            return None
-        cached_rate = price.input if price.cached_input is None else price.cached_input
-        return price.input, cached_rate, price.output
+        """The token rates of the first of `names` that has a price, or None (remembered
+        per names: the budget hold and its settlement ask on every budgeted request)."""
+        names = tuple(names)
+        rates = self._rates.get(names)
+        if rates is None:
+            price = self.price_for(names)
+            if price is None:
+                rates = self._rates.put(names, ())
+            else:
+                cached_rate = price.input if price.cached_input is None else price.cached_input
+                rates = self._rates.put(names, (price.input, cached_rate, price.output))
+        return rates or None
 
     def cost(self, names: Iterable[str | None], tokens: TokenCounts) -> tuple[float, bool]:
         """(USD, priced): the tokens priced with the first of `names` that has a price;
