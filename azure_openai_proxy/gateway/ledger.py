@@ -1,18 +1,22 @@
-"""The usage ledger's writer: every finished request becomes a UsageRecord in the
-database, off the request path, and nothing is lost.
+"""The usage ledger's writer: every finished request becomes a row of the usage ledger
+in the database, off the request path, and nothing is lost.
 
     event loop: add(record)  -> a deque (one append; no pricing, no I/O)
-    writer thread, every 0.5 s or 500 records:
-        price the records -> LedgerStore.write (one transaction; rollups with it)
+    writer thread, every 0.5 s or 2,000 records:
+        price the records into plain row tuples -> LedgerStore.write_rows (one
+                             transaction; multi-row INSERTs; rollups summed per batch)
         database error    -> the spool file (JSON lines next to the database)
         database back     -> the spool replayed (idempotent: request_id is unique)
         every few seconds the budgets' SpendBook is rebuilt from the rollups (every
         worker's spend; one SQL aggregate from the earliest period start on); the costs
-        this worker held in memory for the records written so far are let go then
+        this worker held in memory for the records the book now has are let go then,
+        whichever worker wrote them
 
-The deque is bounded (`max_buffer`): past it, records go straight to the spool. `close()`
-(SIGTERM, via the app's cleanup) writes or spools everything left; a reload asks for a
-flush. A database failure is logged, never raised into a request.
+The deque is bounded (`max_buffer`): past it, the oldest records go to the spool from
+the event loop (their held costs wait for a book that has them, or are let go if they
+could not be written). `close()` (SIGTERM, via the app's cleanup) writes or spools
+everything left; a reload asks for a flush. A database failure is logged, never raised
+into a request.
 
 The ledger is on when a `database` is configured (`ledger_enabled`).
 """
