@@ -1,18 +1,22 @@
-"""The usage ledger's writer: every finished request becomes a UsageRecord in the
-database, off the request path, and nothing is lost.
+"""The usage ledger's writer: every finished request becomes a row of the usage ledger
+in the database, off the request path, and nothing is lost.
 
     event loop: add(record)  -> a deque (one append; no pricing, no I/O)
-    writer thread, every 0.5 s or 500 records:
-        price the records -> LedgerStore.write (one transaction; rollups with it)
+    writer thread, every 0.5 s or 2,000 records:
+        price the records into plain row tuples -> LedgerStore.write_rows (one
+                             transaction; multi-row INSERTs; rollups summed per batch)
         database error    -> the spool file (JSON lines next to the database)
         database back     -> the spool replayed (idempotent: request_id is unique)
         every few seconds the budgets' SpendBook is rebuilt from the rollups (every
         worker's spend; one SQL aggregate from the earliest period start on); the costs
-        this worker held in memory for the records written so far are let go then
+        this worker held in memory for the records the book now has are let go then,
+        whichever worker wrote them
 
-The deque is bounded (`max_buffer`): past it, records go straight to the spool. `close()`
-(SIGTERM, via the app's cleanup) writes or spools everything left; a reload asks for a
-flush. A database failure is logged, never raised into a request.
+The deque is bounded (`max_buffer`): past it, the oldest records go to the spool from
+the event loop (their held costs wait for a book that has them, or are let go if they
+could not be written). `close()` (SIGTERM, via the app's cleanup) writes or spools
+everything left; a reload asks for a flush. A database failure is logged, never raised
+into a request.
 
 The ledger is on when a `database` is configured (`ledger_enabled`).
 """
@@ -34,6 +38,7 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import BudgetExhausted
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
@@ -49,11 +54,17 @@ from azure_openai_proxy.governance.estimate import (
     unanswered_usage,
 )
 from azure_openai_proxy.governance.model import Limits, UsageRecord
-from azure_openai_proxy.governance.prices import PriceTable, TokenCounts, token_counts
+from azure_openai_proxy.governance.prices import (
+    PriceTable,
+    Rates,
+    TokenCounts,
+    count_tokens,
+    token_cost,
+)
 from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
-from azure_openai_proxy.store.ledger import LedgerStore
+from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore, record_of, row_of
 from azure_openai_proxy.store.sqlite import database_path
 
 __all__ = [
@@ -74,6 +85,7 @@ _RETENTION_EVERY = 3600.0
 # Also the longest this worker holds a written record's cost in memory (BudgetGuard).
 _BUDGET_REFRESH_EVERY = 2.0
 _BUDGET_WARNING_HEADER = "x-aop-budget-warning"
+_NO_TOKENS = TokenCounts(0, 0, 0, 0)
 
 
 def ledger_enabled(settings: Settings) -> bool:
@@ -100,7 +112,9 @@ _UNIT_PRICED = frozenset({"images/generations", "images/edits", "images/variatio
 
 
 def _cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple[str, str], str],
-          tokens: TokenCounts) -> tuple[float, bool]:
+          tokens: tuple[int, int, int, int]) -> tuple[float, bool]:
+    """(USD, priced) of a finished request with these (prompt, cached, completion,
+    reasoning) tokens (`count_tokens`)."""
     if not any(tokens):
         if record.route not in _UNIT_PRICED or not 200 <= record.status < 300:
             return 0.0, True
@@ -109,23 +123,63 @@ def _cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple[str, 
         model = models.get((record.endpoint or "", record.deployment or ""))
         return prices.unit_cost((record.model, model, record.deployment), record.usage)
     model = models.get((record.endpoint or "", record.deployment or ""))
-    return prices.cost((record.model, model, record.deployment), tokens)
+    rates = prices.rates((record.model, model, record.deployment))
+    if rates is None:
+        return 0.0, False
+    return token_cost(rates, tokens[0], tokens[1], tokens[2]), True
+
+
+def ledger_row(record: RequestRecord, arrived: float, day: str, prices: PriceTable,
+               models: Mapping[tuple[str, str], str]) -> LedgerRow:
+    """The ledger's row for a finished request that arrived at `arrived`, on UTC `day`
+    (store/ledger.py `LedgerRow`)."""
+    return _Pricer(prices, models).row(record, arrived, day)
+
+
+class _Pricer:
+    """Rows priced as `_cost` prices, with the token rates remembered per (client model,
+    endpoint, deployment): the writer prices every record, and the names a record is
+    priced by are nearly always the same few."""
+
+    def __init__(self, prices: PriceTable, models: Mapping[tuple[str, str], str]) -> None:
+        self.prices, self.models = prices, models
+        # () for names without a token price (a BoundedCache holds no None)
+        self._rates: BoundedCache[tuple[str | None, str | None, str | None],
+                                  Rates | tuple[()]] = BoundedCache(256)
+
+    def row(self, record: RequestRecord, arrived: float, day: str) -> LedgerRow:
+        usage = record.usage
+        source: Literal["measured", "estimated", "none"]
+        if usage:
+            prompt, cached, completion, reasoning = count_tokens(usage)
+            source = "estimated" if usage.get("estimated") else "measured"
+        else:
+            prompt = cached = completion = reasoning = 0
+            source = "none"
+        if prompt or completion or reasoning:
+            names = record.model, record.endpoint, record.deployment
+            rates = self._rates.get(names)
+            if rates is None:
+                rates = self._rates.put(names, self._rates_of(record))
+            cost, priced = (token_cost(rates, prompt, cached, completion), 1) if rates else (0.0, 0)
+        else:
+            usd, unit_priced = _cost(record, self.prices, self.models, _NO_TOKENS)
+            cost, priced = usd, 1 if unit_priced else 0
+        return (arrived, record.request_id, record.key_id or "", record.team_id or "",
+                record.model or "", record.deployment or "", record.endpoint or "",
+                record.route, record.status, prompt, cached, completion, reasoning, cost,
+                record.upstream_ms, record.total_ms, 1 if record.stream else 0,
+                record.attempts, source, priced, day)
+
+    def _rates_of(self, record: RequestRecord) -> Rates | tuple[()]:
+        model = self.models.get((record.endpoint or "", record.deployment or ""))
+        return self.prices.rates((record.model, model, record.deployment)) or ()
 
 
 def usage_record(record: RequestRecord, arrived: float, prices: PriceTable,
                  models: Mapping[tuple[str, str], str]) -> UsageRecord:
     """The ledger's line for a finished request."""
-    usage = record.usage
-    tokens = token_counts(usage)
-    cost, priced = _cost(record, prices, models, tokens)
-    source: Literal["measured", "estimated", "none"] = (
-        "none" if not usage else "estimated" if usage.get("estimated") else "measured")
-    return UsageRecord(
-        arrived, record.request_id, record.key_id, record.team_id, record.model,
-        record.deployment, record.endpoint, record.route, record.status, tokens.prompt,
-        tokens.cached, tokens.completion, tokens.reasoning, cost, record.upstream_ms,
-        record.total_ms, record.stream, record.attempts, source, priced,
-    )
+    return record_of(ledger_row(record, arrived, day_of(arrived), prices, models))
 
 
 def enforce_budget(guard: BudgetGuard, caller: Caller, request: HttpRequest) -> None:
@@ -160,7 +214,8 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
     if prices is not None and body:
         prompt = estimated_usage(body, 0)["prompt_tokens"]
         tokens = prompt, max_output_tokens(body, default_completion, operation or None)
-    usd = prices.cost(names, TokenCounts(tokens[0], 0, tokens[1], 0))[0] if prices else 0.0
+    rates = prices.rates(names) if prices is not None else None
+    usd = token_cost(rates, tokens[0], 0, tokens[1]) if rates is not None else 0.0
     if prices is not None and body and operation in _UNIT_PRICED:
         usd += prices.unit_cost(names, _units_asked(operation, body))[0]
     held = guard.reserve(caller.key, caller.team, usd)
@@ -185,7 +240,9 @@ def settle_budget(guard: BudgetGuard, hold: BudgetHold | None, record: RequestRe
     if hold is None:
         return
     prices, models = guard.prices, guard.models
-    usd = _cost(record, prices, models, token_counts(record.usage))[0] if prices else 0.0
+    usage = record.usage
+    tokens = count_tokens(usage) if usage else _NO_TOKENS
+    usd = _cost(record, prices, models, tokens)[0] if prices else 0.0
     guard.settle(hold, record.request_id, usd)
 
 
@@ -217,7 +274,7 @@ class LedgerWriter:
 
     def __init__(
         self, database: Path, prices: PriceTable, models: Mapping[tuple[str, str], str],
-        guard: BudgetGuard, *, retention_days: int = 90, batch_size: int = 500,
+        guard: BudgetGuard, *, retention_days: int = 90, batch_size: int = 2000,
         interval: float = 0.5, max_buffer: int = 100_000, busy_timeout_ms: int = 1000,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -225,8 +282,7 @@ class LedgerWriter:
         self.spool_path = database.with_name(database.name + ".spool.jsonl")
         self.guard = guard
         guard.prices, guard.models = prices, dict(models)
-        self._prices = prices
-        self._models = dict(models)
+        self._pricer = _Pricer(prices, dict(models))
         self._retention = retention_days * 86400.0
         self._batch = batch_size
         self._interval = interval
@@ -241,9 +297,15 @@ class LedgerWriter:
         self._thread: threading.Thread | None = None
         self._store: LedgerStore | None = None
         self._last_retention = 0.0
+        self._day = 0.0, 0.0, ""  # the UTC day being written: its start, end and name
         self._last_refresh = 0.0
         # Records written since the book was last read: their held costs go with the next.
         self._unread: list[str] = []
+        # Request ids whose records the event loop spooled (`_overflow`) with their costs
+        # still held: handed to the thread, which releases each hold once a book read
+        # from the database has its record, whoever replayed it.
+        self._spooled: deque[str] = deque()
+        self._awaiting: set[str] = set()
         self.failures = 0  # database errors seen (the tests and the log read it)
 
     # -- the event loop's side ---------------------------------------------------------
@@ -321,21 +383,26 @@ class LedgerWriter:
             self._written += 1
             self._idle.notify_all()
 
-    def _take(self, count: int) -> list[UsageRecord]:
-        queue, prices, models = self._queue, self._prices, self._models
-        out: list[UsageRecord] = []
+    def _take(self, count: int) -> list[LedgerRow]:
+        queue, row = self._queue, self._pricer.row
+        start, end, day = self._day
+        out: list[LedgerRow] = []
         for _ in range(count):
             try:
                 item = queue.popleft()
             except IndexError:
                 break
             if isinstance(item, _Reconfigured):
-                self._prices = prices = item.prices
-                self._models = models = item.models
+                self._pricer = _Pricer(item.prices, item.models)
+                row = self._pricer.row
                 continue
             record, ended = item
             arrived = ended - record.total_ms / 1000
-            out.append(usage_record(record, arrived, prices, models))
+            if not start <= arrived < end:
+                start = arrived - arrived % 86400
+                end, day = start + 86400, day_of(start)
+                self._day = start, end, day
+            out.append(row(record, arrived, day))
         return out
 
     def _drain(self) -> None:
@@ -344,20 +411,20 @@ class LedgerWriter:
             if not self._write(batch):
                 self._spool(batch)
                 self.guard.replace(self.guard.book.plus(_costs(batch)),
-                                   [r.request_id for r in batch])
+                                   [r[1] for r in batch])
 
-    def _write(self, batch: list[UsageRecord]) -> bool:
+    def _write(self, batch: list[LedgerRow]) -> bool:
         store = self._open()
         if store is None:
             return False
         try:
-            store.write(batch)
+            store.write_rows(batch)
         except Exception as exc:
             self._failed(exc)
             return False
         pending = self.guard.pending()
         if pending:
-            self._unread.extend(r.request_id for r in batch if r.request_id in pending)
+            self._unread.extend(r[1] for r in batch if r[1] in pending)
         return True
 
     def _maintain(self) -> None:
@@ -397,10 +464,21 @@ class LedgerWriter:
     def _refresh_budgets(self, store: LedgerStore) -> None:
         """Every worker's spend, from the rollups: the days of the longest period that
         can be current, and one total per owner for the days before (budgets with no
-        period)."""
+        period). The holds of the records this worker wrote since the last read go with
+        it, and those of the records its event loop spooled once the book has them
+        (whichever worker replayed the spool) or once the spool they went to is gone
+        and the database does not have them (a line cut by a crash: lost)."""
         with contextlib.suppress(Exception):
+            awaiting, spooled = self._awaiting, self._spooled
+            while spooled:
+                awaiting.add(spooled.popleft())
+            # Before the database is read: a spool replayed is committed, then removed.
+            spool_gone = bool(awaiting) and not self.spool_path.exists()
             since = earliest_period_start(self._clock())
-            self.guard.replace(SpendBook.from_rows(store.spend_since(since)), self._unread)
+            rows, recorded = store.spend_and_recorded(since, awaiting)
+            released = set(awaiting) if spool_gone else recorded
+            self.guard.replace(SpendBook.from_rows(rows), [*self._unread, *released])
+            awaiting -= released
             self._unread = []  # only this thread (or start(), before it) touches it
             self._last_refresh = self._clock()
 
@@ -412,14 +490,20 @@ class LedgerWriter:
         # loop: never wait for the spool's lock (a replay holds it for its whole
         # database write); if it is held, the records stay queued and the next request
         # past the bound tries again.
-        self._spool(self._queue, len(self._queue) - self._max // 2, block=False)
+        taken = self._spool(self._queue, len(self._queue) - self._max // 2, block=False)
+        pending = self.guard.pending()
+        if taken and pending:
+            # Their costs stay held until the book has them: the writer's refresh.
+            self._spooled.extend(r[1] for r in taken if r[1] in pending)
 
-    def _spool(self, records: list[UsageRecord] | deque[tuple[RequestRecord, float] | _Reconfigured],
-               count: int = 0, *, block: bool = True) -> None:
+    def _spool(self, records: list[LedgerRow] | deque[tuple[RequestRecord, float] | _Reconfigured],
+               count: int = 0, *, block: bool = True) -> list[LedgerRow]:
         """Append `records` to the spool; or, given the queue, `count` records taken from
-        it once the lock is held (`block=False`: only if it is free at once)."""
+        it once the lock is held (`block=False`: only if it is free at once). Returns
+        the rows written."""
         if not records:
-            return
+            return []
+        taken: list[LedgerRow] = []
         for _ in range(3):
             try:
                 self.spool_path.parent.mkdir(parents=True, exist_ok=True)
@@ -427,20 +511,36 @@ class LedgerWriter:
                     try:
                         fcntl.flock(spool, fcntl.LOCK_EX if block else fcntl.LOCK_EX | fcntl.LOCK_NB)
                     except BlockingIOError:
-                        return  # a replay holds it: the records stay queued
+                        return []  # a replay holds it: the records stay queued
                     if os.fstat(spool.fileno()).st_nlink == 0:
                         continue  # replayed and removed while we waited: open it again
                     taken = records if isinstance(records, list) else self._take(count)
-                    data = b"".join(orjson.dumps(dataclasses.asdict(r),
-                                                 option=orjson.OPT_APPEND_NEWLINE)
-                                    for r in taken)
-                    spool.write(data)
-                    return
+                    spool.write(b"".join(orjson.dumps(dataclasses.asdict(record_of(r)),
+                                                      option=orjson.OPT_APPEND_NEWLINE)
+                                         for r in taken))
+                return taken
             except OSError as exc:
-                lost = len(records) if isinstance(records, list) else count
-                log.error("usage ledger: cannot write the spool %s (%s): %d records lost",
-                          self.spool_path, exc.strerror, lost)
-                return
+                self._unspooled(records, taken, count, exc)
+                return []
+        return []
+
+    def _unspooled(self, records: list[LedgerRow] | deque[tuple[RequestRecord, float] | _Reconfigured],
+                   taken: list[LedgerRow], count: int, exc: OSError) -> None:
+        """The spool could not be written: say what became of the records."""
+        if isinstance(records, list) or taken:
+            lost = records if isinstance(records, list) else taken
+            log.error("usage ledger: cannot write the spool %s (%s): %d records lost "
+                      "(the database was unavailable too)", self.spool_path,
+                      exc.strerror or exc, len(lost))
+            if taken and not isinstance(records, list):
+                # Taken from the queue by the event loop: their costs will never be in the
+                # book (the writer's own batches are released by _drain).
+                self.guard.release(r[1] for r in taken)
+        else:
+            log.error("usage ledger: cannot write the spool %s (%s): the %d oldest of %d "
+                      "queued records stay in memory; the next request past the buffer's "
+                      "bound tries again", self.spool_path, exc.strerror or exc, count,
+                      len(records))
 
     def _replay(self, store: LedgerStore) -> bool:
         """Write the spool's records to the database, then remove it. True if any."""
@@ -455,11 +555,8 @@ class LedgerWriter:
             records = [_from_line(line) for line in spool if line.strip()]
             valid = [r for r in records if r is not None]
             for start in range(0, len(valid), self._batch):
-                store.write(valid[start:start + self._batch])  # raises: the spool stays
+                store.write_rows(valid[start:start + self._batch])  # raises: the spool stays
             self.spool_path.unlink()
-        pending = self.guard.pending()
-        if pending:  # spooled from the event loop: their costs are still held
-            self._unread.extend(r.request_id for r in valid if r.request_id in pending)
         log.info("usage ledger: %d spooled records written to the database", len(valid))
         return True
 
@@ -471,22 +568,23 @@ class _Reconfigured(NamedTuple):
     models: dict[tuple[str, str], str]
 
 
-def _from_line(line: bytes) -> UsageRecord | None:
+def _from_line(line: bytes) -> LedgerRow | None:
     try:
-        return UsageRecord(**orjson.loads(line))
+        return row_of(UsageRecord(**orjson.loads(line)))
     except (orjson.JSONDecodeError, TypeError):
         return None  # a line cut by a crash: the rest still counts
 
 
-def _costs(batch: list[UsageRecord]) -> list[tuple[tuple[str, str], str, float]]:
+def _costs(batch: list[LedgerRow]) -> list[tuple[tuple[str, str], str, float]]:
     costs: list[tuple[tuple[str, str], str, float]] = []
-    for r in batch:
-        if r.cost_usd:
-            day = day_of(r.time)
-            if r.key_id:
-                costs.append((("key", r.key_id), day, r.cost_usd))
-            if r.team_id:
-                costs.append((("team", r.team_id), day, r.cost_usd))
+    for row in batch:
+        cost = row[13]
+        if cost:
+            key_id, team_id, day = row[2], row[3], row[20]
+            if key_id:
+                costs.append((("key", key_id), day, cost))
+            if team_id:
+                costs.append((("team", team_id), day, cost))
     return costs
 
 

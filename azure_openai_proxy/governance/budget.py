@@ -20,10 +20,15 @@ worker has admitted and not yet seen in the book is held in memory:
     guard.settle(hold, request_id, usd)  when it ends: the estimate is replaced by the real
                                      cost, held under its request id until...
     guard.replace(book, recorded)    ...the writer swaps in a book that has the record
+    guard.release(request_ids)       (or the record is lost: it never will)
 
 so N concurrent (or quick sequential) requests cannot spend a budget N times over. Held
 amounts count against every period (at midnight a held cost of yesterday may still count
-against today's budget for a few seconds: the safe side).
+against today's budget for a few seconds: the safe side). A hold is released once, by
+whichever call comes first (the request id is popped); which process wrote the record
+does not matter: the writer releases a hold when a book read from the database has the
+record (gateway/ledger.py). Holds live in the worker's memory: a worker that crashes
+takes its holds with it, and the records it spooled count once, from the database.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ __all__ = [
 ]
 
 Owner = tuple[str, str]  # ("key", key id) or ("team", team id)
+_PERIODS: tuple[BudgetPeriod, ...] = ("daily", "weekly", "monthly", "none")
 # Spend is a sum of floats (0.009 + 0.001 < 0.01): a nano-dollar of slack in comparisons.
 _EPSILON_USD = 1e-9
 
@@ -138,6 +144,7 @@ class BudgetGuard:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.book = SpendBook()
         self._clock = clock
+        self._today: tuple[float, float, dict[BudgetPeriod, str]] = (0.0, 0.0, {})
         self._warned: set[tuple[Owner, str]] = set()
         # Written by the event loop (reserve, settle) and the writer thread (replace).
         self._lock = threading.Lock()
@@ -152,14 +159,34 @@ class BudgetGuard:
         costs stop being held."""
         with self._lock:
             self.book = book
-            for request_id in recorded:
-                hold = self._unrecorded.pop(request_id, None)
-                if hold is not None:
-                    self._add(hold.owners, -hold.usd)
+            self._release(recorded)
+
+    def release(self, request_ids: Iterable[str]) -> None:
+        """Stop holding the costs of `request_ids`, whose records will never reach the
+        book (lost). Like `replace`, once per request id: a second release does nothing."""
+        with self._lock:
+            self._release(request_ids)
+
+    def _release(self, request_ids: Iterable[str]) -> None:
+        for request_id in request_ids:
+            hold = self._unrecorded.pop(request_id, None)
+            if hold is not None:
+                self._add(hold.owners, -hold.usd)
 
     def spent(self, owner: Owner, period: BudgetPeriod) -> float:
-        today = datetime.fromtimestamp(self._clock(), UTC).date()
-        return self.book.spent(owner, period_start(period, today)) + self._held.get(owner, 0.0)
+        return self.book.spent(owner, self._period_start(period)) + self._held.get(owner, 0.0)
+
+    def _period_start(self, period: BudgetPeriod) -> str:
+        """`period_start` of today (UTC), remembered for the day: every budgeted request
+        asks, and a datetime and an isoformat cost ~15,000 instructions."""
+        now = self._clock()
+        start, end, starts = self._today
+        if not start <= now < end:
+            start = now - now % 86400
+            today = datetime.fromtimestamp(start, UTC).date()
+            starts = {p: period_start(p, today) for p in _PERIODS}
+            self._today = start, start + 86400, starts
+        return starts[period]
 
     def held(self, owner: Owner) -> float:
         """Reserved or spent by this worker and not yet in the book."""
@@ -228,8 +255,7 @@ class BudgetGuard:
                 return BudgetDecision(exhausted=who)
             if limits.soft_budget_usd is not None and spent >= limits.soft_budget_usd:
                 warnings.append(who)
-                today = datetime.fromtimestamp(self._clock(), UTC).date()
-                mark = (owner, period_start(limits.budget_period, today))
+                mark = (owner, self._period_start(limits.budget_period))
                 if mark not in self._warned:
                     self._warned.add(mark)
                     first.append(who)

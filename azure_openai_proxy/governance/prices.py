@@ -32,7 +32,10 @@ from typing import Any, NamedTuple
 
 import yaml
 
-__all__ = ["Price", "PriceTable", "TokenCounts", "token_counts", "unit_counts"]
+from azure_openai_proxy.boundedcache import BoundedCache
+
+__all__ = ["Price", "PriceTable", "Rates", "TokenCounts", "count_tokens", "token_cost",
+           "token_counts", "unit_counts"]
 
 _TOKENS_PER_PRICE = 1_000_000  # prices are per 1M tokens
 _DATED = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
@@ -73,25 +76,47 @@ class TokenCounts(NamedTuple):
     reasoning: int
 
 
-def _int(value: Any) -> int:
-    return value if type(value) is int and value > 0 else 0
-
-
 def token_counts(usage: Mapping[str, Any] | None) -> TokenCounts:
     """A usage object's counts, whatever the API: chat's prompt/completion tokens with
     `prompt_tokens_details.cached_tokens` and `completion_tokens_details.reasoning_tokens`,
     or Responses' input/output tokens with `input_tokens_details`/`output_tokens_details`."""
-    if not usage:
-        return TokenCounts(0, 0, 0, 0)
-    prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
-    completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
-    prompt_details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
-    completion_details = (usage.get("completion_tokens_details")
-                          or usage.get("output_tokens_details"))
-    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
-    reasoning = (_int(completion_details.get("reasoning_tokens"))
-                 if isinstance(completion_details, dict) else 0)
-    return TokenCounts(prompt, min(cached, prompt), completion, reasoning)
+    return TokenCounts(*count_tokens(usage)) if usage else _NO_TOKENS
+
+
+def count_tokens(usage: Mapping[str, Any]) -> tuple[int, int, int, int]:
+    """`token_counts` as a plain tuple (prompt, cached, completion, reasoning), for the
+    ledger writer, which reads one per request: inline, no NamedTuple, no helper per
+    count."""
+    prompt = usage.get("prompt_tokens")
+    if prompt is None:
+        prompt = usage.get("input_tokens")
+    if type(prompt) is not int or prompt < 0:
+        prompt = 0
+    completion = usage.get("completion_tokens")
+    if completion is None:
+        completion = usage.get("output_tokens")
+    if type(completion) is not int or completion < 0:
+        completion = 0
+    cached = reasoning = 0
+    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+    if isinstance(details, dict):
+        count = details.get("cached_tokens")
+        cached = min(count, prompt) if type(count) is int and count > 0 else 0
+    details = usage.get("completion_tokens_details") or usage.get("output_tokens_details")
+    if isinstance(details, dict):
+        count = details.get("reasoning_tokens")
+        reasoning = count if type(count) is int and count > 0 else 0
+    return prompt, cached, completion, reasoning
+
+
+_NO_TOKENS = TokenCounts(0, 0, 0, 0)
+Rates = tuple[float, float, float]  # USD per 1M input, cached input and output tokens
+
+
+def token_cost(rates: Rates, prompt: int, cached: int, completion: int) -> float:
+    """The cost of token counts at `rates` (`PriceTable.rates`)."""
+    return ((prompt - cached) * rates[0] + cached * rates[1]
+            + completion * rates[2]) / _TOKENS_PER_PRICE
 
 
 def _price_of(name: str, entry: Any) -> Price:
@@ -125,6 +150,8 @@ class PriceTable:
     def __init__(self, prices: Mapping[str, Price]) -> None:
         self._prices = {name.lower(): price for name, price in prices.items()}
         self.lookup = functools.lru_cache(maxsize=1024)(self._lookup)
+        # () for names without a price (a BoundedCache holds no None)
+        self._rates: BoundedCache[tuple[str | None, ...], Rates | tuple[()]] = BoundedCache(1024)
 
     @classmethod
     def shipped(cls, overrides: Mapping[str, Any] | None = None) -> PriceTable:
@@ -151,16 +178,27 @@ class PriceTable:
                     return price
         return None
 
+    def rates(self, names: Iterable[str | None]) -> Rates | None:
+        """The token rates of the first of `names` that has a price, or None (remembered
+        per names: the budget hold and its settlement ask on every budgeted request)."""
+        names = tuple(names)
+        rates = self._rates.get(names)
+        if rates is None:
+            price = self.price_for(names)
+            if price is None:
+                rates = self._rates.put(names, ())
+            else:
+                cached_rate = price.input if price.cached_input is None else price.cached_input
+                rates = self._rates.put(names, (price.input, cached_rate, price.output))
+        return rates or None
+
     def cost(self, names: Iterable[str | None], tokens: TokenCounts) -> tuple[float, bool]:
         """(USD, priced): the tokens priced with the first of `names` that has a price;
         (0.0, False) when none has."""
-        price = self.price_for(names)
-        if price is None:
+        rates = self.rates(names)
+        if rates is None:
             return 0.0, False
-        cached_rate = price.input if price.cached_input is None else price.cached_input
-        usd = ((tokens.prompt - tokens.cached) * price.input + tokens.cached * cached_rate
-               + tokens.completion * price.output) / _TOKENS_PER_PRICE
-        return usd, True
+        return token_cost(rates, tokens.prompt, tokens.cached, tokens.completion), True
 
     def unit_cost(self, names: Iterable[str | None],
                   usage: Mapping[str, Any]) -> tuple[float, bool]:

@@ -8,6 +8,14 @@ Tables:
                     Updated in the same transaction as the records it sums, from exactly
                     the rows that transaction inserted. Budgets read these.
 
+The writer's rows (`LedgerRow`) are plain tuples in the table's column order, `day`
+included, with "" for a missing key, team, model, deployment or endpoint (stored as
+NULL): the sqlite3 module binds str, int and float directly, while every None or bool
+goes through its adapter lookup (a formatted AttributeError each, ~3,000 instructions).
+A batch's rollups are summed in Python, one upsert per (day, kind, id); only a batch
+with rows already in the table (a spool replayed twice) is summed in SQL from the rows
+inserted.
+
 `LedgerStore` is used from one thread at a time (the gateway's ledger writer, or the CLI).
 Every method raises `sqlite3.Error` as it comes: the writer decides what a failure means.
 """
@@ -16,19 +24,30 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import fields
-from operator import attrgetter
+from itertools import chain
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
+from azure_openai_proxy.governance.budget import day_of
 from azure_openai_proxy.governance.model import UsageRecord
 from azure_openai_proxy.store.sqlite import connect
 
-__all__ = ["GROUPINGS", "Grouping", "LedgerStore", "UsageRow"]
+__all__ = ["GROUPINGS", "Grouping", "LedgerRow", "LedgerStore", "UsageRow", "record_of", "row_of"]
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord))
-_ROW = attrgetter(*_FIELDS, "time")  # the row's values and the time again, for its day
+_ROW = attrgetter(*_FIELDS)
+# time, request_id, key_id, team_id, model, deployment, endpoint, route, status,
+# prompt, cached, completion, reasoning tokens, cost_usd, upstream_ms, total_ms,
+# stream (0/1), attempts, usage_source, priced (0/1), day (YYYY-MM-DD, UTC)
+LedgerRow = tuple[float, str, str, str, str, str, str, str, int, int, int, int, int, float,
+                  float | None, float, int, int, Literal["measured", "estimated", "none"], int,
+                  str]
+_OPTIONAL_TEXT = frozenset({"key_id", "team_id", "model", "deployment", "endpoint"})
+_GROUP = itemgetter(20, 2, 3, 4)  # day, key, team, model
+_SUMMED = tuple(itemgetter(i) for i in (9, 10, 11, 12, 13))  # tokens and cost
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage_records (
     time REAL NOT NULL, request_id TEXT NOT NULL, key_id TEXT, team_id TEXT, model TEXT,
@@ -49,8 +68,26 @@ CREATE TABLE IF NOT EXISTS usage_rollups (
     PRIMARY KEY (day, kind, id)
 );
 """
-_INSERT = (f"INSERT OR IGNORE INTO usage_records ({', '.join(_FIELDS)}, day) "
-           f"VALUES ({', '.join('?' for _ in _FIELDS)}, date(?, 'unixepoch'))")
+_PLACES = "(" + ", ".join("nullif(?, '')" if f in _OPTIONAL_TEXT else "?" for f in _FIELDS) + ", ?)"
+_INSERT = f"INSERT OR IGNORE INTO usage_records ({', '.join(_FIELDS)}, day) VALUES "
+# Rows go in by statements of 128, 32, 8 or 1 rows (multi-row VALUES): per row, no
+# statement of its own to step, reset and halt, and the GIL, which the sqlite3 module
+# lets go around every step, changes hands once per statement rather than once per row
+# (each time the event loop has it, the writer waits up to the 5 ms switch interval).
+# Each size is prepared once per connection (~45,000 instructions per row of VALUES).
+_INSERTS = tuple((size, _INSERT + ", ".join([_PLACES] * size)) for size in (128, 32, 8, 1))
+_UPSERT = """
+INSERT INTO usage_rollups (day, kind, id, requests, prompt_tokens, cached_tokens,
+                           completion_tokens, reasoning_tokens, cost_usd)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (day, kind, id) DO UPDATE SET
+    requests = requests + excluded.requests,
+    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+    cached_tokens = cached_tokens + excluded.cached_tokens,
+    completion_tokens = completion_tokens + excluded.completion_tokens,
+    reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
+    cost_usd = cost_usd + excluded.cost_usd
+"""
 _ROLLUP = """
 INSERT INTO usage_rollups (day, kind, id, requests, prompt_tokens, cached_tokens,
                            completion_tokens, reasoning_tokens, cost_usd)
@@ -94,16 +131,22 @@ class LedgerStore:
     def write(self, records: Sequence[UsageRecord]) -> int:
         """Insert `records` (those already there are skipped) and add the new ones to the
         rollups, in one transaction. Returns how many were new."""
-        if not records:
+        return self.write_rows([row_of(r) for r in records])
+
+    def write_rows(self, rows: Sequence[LedgerRow]) -> int:
+        """`write` for rows the writer made (`LedgerRow`)."""
+        if not rows:
             return 0
         db = self._db
         db.execute("BEGIN IMMEDIATE")  # a busy database raises here, nothing to undo
         try:
             last = db.execute("SELECT coalesce(max(rowid), 0) FROM usage_records").fetchone()[0]
             before = db.total_changes
-            db.executemany(_INSERT, map(_ROW, records))
+            _insert(db, rows)
             inserted = db.total_changes - before
-            if inserted:
+            if inserted == len(rows):
+                db.executemany(_UPSERT, _rollups(rows))
+            elif inserted:
                 for kind, column in _ROLLUP_KINDS:
                     db.execute(_ROLLUP.format(column=column), (kind, last))
             db.execute("COMMIT")
@@ -135,6 +178,25 @@ class LedgerStore:
             "GROUP BY kind, id, d", (since_day,)).fetchall()
         return [(str(k), str(i), str(d), float(c)) for k, i, d, c in rows]
 
+    def spend_and_recorded(self, since_day: str, request_ids: Collection[str],
+                           ) -> tuple[list[tuple[str, str, str, float]], set[str]]:
+        """`spend_since(since_day)`, and which of `request_ids` the ledger has, read from
+        one snapshot of the database: a record is either in both or in neither."""
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            spend = self.spend_since(since_day)
+            ids = list(request_ids)
+            found: set[str] = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                found.update(row[0] for row in db.execute(
+                    "SELECT request_id FROM usage_records WHERE request_id IN "
+                    f"({', '.join('?' * len(chunk))})", chunk))
+        finally:
+            db.execute("COMMIT")
+        return spend, found
+
     def count(self) -> int:
         return int(self._db.execute("SELECT count(*) FROM usage_records").fetchone()[0])
 
@@ -162,6 +224,66 @@ class LedgerStore:
              "estimated": est, "unpriced": unpriced}
             for grp, n, p, c, o, r, cost, est, unpriced in rows
         ]
+
+
+def _insert(db: sqlite3.Connection, rows: Sequence[LedgerRow]) -> None:
+    """INSERT OR IGNORE `rows`, by the largest statements of `_INSERTS` that fit (and that
+    the database's limit of parameters allows)."""
+    most = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // (len(_FIELDS) + 1)
+    start, left = 0, len(rows)
+    for size, sql in _INSERTS:
+        if size > most:
+            continue
+        while left >= size:
+            db.execute(sql, list(chain.from_iterable(rows[start:start + size])))
+            start, left = start + size, left - size
+
+
+def row_of(record: UsageRecord) -> LedgerRow:
+    """A record as the writer's row (its UTC day computed)."""
+    (time_, request_id, key_id, team_id, model, deployment, endpoint, route, status, prompt,
+     cached, completion, reasoning, cost, upstream_ms, total_ms, stream, attempts, source,
+     priced) = _ROW(record)
+    return (time_, request_id, key_id or "", team_id or "", model or "", deployment or "",
+            endpoint or "", route, status, prompt, cached, completion, reasoning, cost,
+            upstream_ms, total_ms, int(stream), attempts, source, int(priced), day_of(time_))
+
+
+def record_of(row: LedgerRow) -> UsageRecord:
+    """A row as the record it stores (`row_of`'s inverse)."""
+    (time_, request_id, key_id, team_id, model, deployment, endpoint, route, status, prompt,
+     cached, completion, reasoning, cost, upstream_ms, total_ms, stream, attempts, source,
+     priced, _) = row
+    return UsageRecord(time_, request_id, key_id or None, team_id or None, model or None,
+                       deployment or None, endpoint or None, route, status, prompt, cached,
+                       completion, reasoning, cost, upstream_ms, total_ms, bool(stream),
+                       attempts, source, bool(priced))
+
+
+def _rollups(rows: Sequence[LedgerRow]) -> list[tuple[str, str, str, int, int, int, int, int, float]]:
+    """The upserts of a batch: one per (day, kind, id), from its (day, key, team, model)
+    groups."""
+    groups: dict[tuple[str, str, str, str], list[LedgerRow]] = {}
+    for row in rows:
+        group = _GROUP(row)
+        members = groups.get(group)
+        if members is None:
+            groups[group] = [row]
+        else:
+            members.append(row)
+    totals: dict[tuple[str, str, str], list[float]] = {}
+    for (day, key_id, team_id, model), members in groups.items():
+        sums = [len(members), *(sum(map(get, members)) for get in _SUMMED)]
+        for kind, owner in (("key", key_id), ("team", team_id), ("model", model)):
+            if owner:
+                total = totals.get((day, kind, owner))
+                if total is None:
+                    totals[(day, kind, owner)] = sums[:]
+                else:
+                    for i, value in enumerate(sums):
+                        total[i] += value
+    return [(day, kind, owner, int(n), int(p), int(c), int(o), int(r), cost)
+            for (day, kind, owner), (n, p, c, o, r, cost) in totals.items()]
 
 
 def _record(row: Iterable[Any]) -> UsageRecord:

@@ -114,3 +114,24 @@ def test_older_spend_counts_only_for_budgets_without_a_period() -> None:
     assert book.spent(("key", "k1"), "") == 9.0
     assert book.spent(("key", "k1"), "2026-12-01") == 1.0
     assert earliest_period_start(NOW) == "2026-11-30"  # this week began last month
+
+
+def test_the_periods_move_on_at_midnight_utc() -> None:
+    """The guard remembers today's period starts for the day (every budgeted request
+    asks): at midnight UTC a new day's, week's and month's periods begin."""
+    clock = [1_796_169_599.0]  # 2026-12-01T23:59:59Z, a Tuesday
+    guard = BudgetGuard(clock=lambda: clock[0])
+    limited = key(Limits(budget_usd=1.0, budget_period="daily"))
+    guard.replace(SpendBook.from_rows([("key", "k1", "2026-12-01", 1.0),
+                                       ("key", "k1", "2026-11-30", 2.0)]))
+    assert guard.check(limited, None).exhausted == "key"
+    assert guard.spent(("key", "k1"), "weekly") == 3.0
+    assert guard.spent(("key", "k1"), "monthly") == 1.0
+    clock[0] += 1  # 2026-12-02T00:00:00Z
+    assert guard.check(limited, None).exhausted is None
+    assert guard.spent(("key", "k1"), "weekly") == 3.0
+    clock[0] += 5 * 86400  # Monday 2026-12-07: a new week
+    assert guard.spent(("key", "k1"), "weekly") == 0.0
+    assert guard.spent(("key", "k1"), "none") == 3.0
+    clock[0] -= 6 * 86400 + 1  # a clock set back: the day it says counts
+    assert guard.check(limited, None).exhausted == "key"

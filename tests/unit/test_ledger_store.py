@@ -79,3 +79,27 @@ def test_spend_since_sums_the_days_before_it_in_sql(store: LedgerStore) -> None:
                     ("key", "k1", "2026-11-30", 0.5), ("key", "k1", "2026-12-01", 0.5),
                     ("key", "k1", "2026-12-02", 0.5)]
     assert len(rows) == 8  # the same for the team
+
+
+@pytest.mark.parametrize("limit", [None, 100])
+def test_a_large_batch_goes_in_whole_and_counts_once_in_the_rollups(
+    tmp_path: Path, limit: int | None,
+) -> None:
+    """Rows are inserted by multi-row statements (128, 32, 8, 1 rows; fewer when the
+    database allows fewer parameters): every row of a batch of any size is written, each
+    once, and the rollups sum exactly the new ones."""
+    store = LedgerStore.open(tmp_path / "gw.db")
+    if limit is not None:
+        store._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)  # one row a statement
+    first = [record(n, key=f"k{n % 3}", team=None if n % 2 else "t1", cost=0.25)
+             for n in range(301)]
+    assert store.write(first) == 301
+    again = [*first[100:150], *(record(n, cost=0.25) for n in range(301, 330))]
+    assert store.write(again) == 29  # a replay: only the new rows count
+    assert store.count() == 330
+    assert store.records()[-1] == again[-1]
+    totals = {(kind, owner): (n, cost) for _, kind, owner, n, cost in rollups(store, tmp_path / "gw.db")}
+    assert totals[("model", "gpt-4o")] == (330, 330 * 0.25)
+    assert totals[("key", "k1")][0] == 100 + 29
+    assert totals[("team", "t1")][0] == 151 + 29
+    assert sum(n for (kind, _), (n, _) in totals.items() if kind == "key") == 330

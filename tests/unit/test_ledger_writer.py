@@ -200,3 +200,113 @@ def test_records_served_before_a_reload_keep_the_prices_they_were_served_at(tmp_
         store.close()
     assert costs["req-1"] == pytest.approx((1000 * 2.50 + 100 * 10.00) / 1e6)
     assert costs["req-2"] == pytest.approx(1100 * 1000.0 / 1e6)
+
+
+def _budgeted_key() -> VirtualKey:
+    return VirtualKey(id="k1", name="k", secret_hash="-", prefix="sk-aop-",
+                      limits=Limits(budget_usd=100.0, budget_period="daily"))
+
+
+def _served(guard: BudgetGuard, ledger: LedgerWriter, n: int) -> None:
+    """Request n of the budgeted key: held, ended (its cost settled) and handed over."""
+    record = finished(n, key_id="k1")
+    hold = reserve_budget(guard, Caller(None, _budgeted_key()), {"max_tokens": 10}, ("gpt-4o",))
+    settle_budget(guard, hold, record)
+    ledger.add(record)
+
+
+COST = (1000 * 2.50 + 100 * 10.00) / 1e6
+
+
+def test_a_hold_is_released_once_when_another_worker_replays_the_spool(tmp_path: Path) -> None:
+    """Worker A's buffer overflows to the spool (from its event loop); worker B replays the
+    spool into the database. A's holds for those records must go when A's book has them
+    (counted once, not held on top of the book until A restarts)."""
+    path = tmp_path / "gw.db"
+    clock = [NOW]
+    guard = BudgetGuard(clock=lambda: clock[0])
+    a = LedgerWriter(path, PriceTable.shipped(), {}, guard, clock=lambda: clock[0],
+                     batch_size=5, max_buffer=10)
+    for n in range(25):  # A's thread is not started: its buffer overflows to the spool
+        _served(guard, a, n)
+    assert a.spool_path.exists()
+    assert guard.spent(("key", "k1"), "daily") == pytest.approx(25 * COST)
+    b = writer(path)
+    b.start()  # B replays the spool
+    b.close()
+    assert not a.spool_path.exists()
+    a.start()
+    clock[0] += 3
+    assert a.flush()
+    assert guard.book.spent(("key", "k1"), "") == pytest.approx(25 * COST)
+    assert guard.held(("key", "k1")) == 0.0
+    assert guard.spent(("key", "k1"), "daily") == pytest.approx(25 * COST)
+    a.close()
+
+
+def test_the_hold_of_a_spooled_record_cut_by_a_crash_is_released(tmp_path: Path) -> None:
+    """A spool line cut by a crash is skipped by the replay: once the spool is gone and
+    the database does not have the record, its hold goes (it would never be released)."""
+    path = tmp_path / "gw.db"
+    clock = [NOW]
+    guard = BudgetGuard(clock=lambda: clock[0])
+    a = LedgerWriter(path, PriceTable.shipped(), {}, guard, clock=lambda: clock[0],
+                     batch_size=5, max_buffer=10)
+    for n in range(25):
+        _served(guard, a, n)
+    a.spool_path.write_bytes(a.spool_path.read_bytes()[:-20])  # the last line cut
+    b = writer(path)
+    b.start()
+    b.close()
+    a.start()
+    clock[0] += 3
+    assert a.flush()
+    assert len(stored(path)) == 24
+    assert guard.held(("key", "k1")) == 0.0
+    assert guard.spent(("key", "k1"), "daily") == pytest.approx(24 * COST)
+    a.close()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_hold_whose_record_could_not_be_spooled_is_released(tmp_path: Path) -> None:
+    """The spool cannot be written (here it is /dev/full: every write fails with ENOSPC)
+    when the buffer overflows: the records taken for it are lost, and their holds must
+    not keep counting against the key for as long as the worker runs."""
+    path = tmp_path / "gw.db"
+    clock = [NOW]
+    guard = BudgetGuard(clock=lambda: clock[0])
+    ledger = LedgerWriter(path, PriceTable.shipped(), {}, guard, clock=lambda: clock[0],
+                          batch_size=5, max_buffer=10)
+    ledger.spool_path.symlink_to("/dev/full")
+    for n in range(25):
+        _served(guard, ledger, n)
+    ledger.spool_path.unlink()  # nothing was spooled: nothing to replay
+    ledger.start()
+    clock[0] += 3
+    assert ledger.flush()
+    kept = len(stored(path))
+    assert 0 < kept < 25  # the rest were lost
+    assert guard.book.spent(("key", "k1"), "") == pytest.approx(kept * COST)
+    assert guard.held(("key", "k1")) == 0.0
+    assert guard.spent(("key", "k1"), "daily") == pytest.approx(kept * COST)
+    ledger.close()
+
+
+def test_a_spool_that_cannot_be_opened_keeps_the_records_queued_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Opening the spool fails before any record is taken from the queue: nothing is
+    lost, and the log says the records stay queued rather than "records lost"."""
+    path = tmp_path / "gw.db"
+    ledger = writer(path, batch_size=5, max_buffer=10)
+    ledger.spool_path.mkdir(parents=True)  # a directory where the spool should be
+    with caplog.at_level("ERROR", logger="azure_openai_proxy"):
+        for n in range(12):
+            ledger.add(finished(n))
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages and not any("lost" in m for m in messages)
+    assert "the 6 oldest of 11 queued records stay in memory" in messages[0]
+    ledger.spool_path.rmdir()
+    ledger.start()
+    ledger.close()
+    assert stored(path) == sorted(f"req-{n}" for n in range(12))
