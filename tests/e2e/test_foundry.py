@@ -196,7 +196,7 @@ def test_a_virtual_key_is_governed_on_a_foundry_pool(tmp_path: Path) -> None:
             store = KeyStore.open(database)
             try:
                 _, secret = store.create_key("llama-only", models=(CHAT_MODEL,),
-                                             limits=Limits(rpm=2), now=time.time())
+                                             limits=Limits(rpm=3), now=time.time())
             finally:
                 store.close()
             client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0)
@@ -207,7 +207,7 @@ def test_a_virtual_key_is_governed_on_a_foundry_pool(tmp_path: Path) -> None:
             with pytest.raises(openai.NotFoundError):
                 _chat(client, FOUNDRY_ONLY)  # not on the key's allow-list
             with pytest.raises(openai.RateLimitError):
-                _chat(client)  # its RPM of 2 (the /v1/models polls do not count)
+                _chat(client)  # its RPM of 3: the /v1/models answer that found the key, two chats
                 _chat(client)
             assert [r["path"] for r in emulator.requests()] == ["/models/chat/completions"] * 2
 
