@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from aiohttp import web
 from openai import AzureOpenAI, OpenAI
@@ -21,6 +20,7 @@ from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from azure_openai_proxy.emulator import EmulatedDeployment, create_emulator_app, mask_secret
+from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.gateway.app import GatewayApp
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.settings import Settings
@@ -305,10 +305,22 @@ def virtual_key(gateway: ServerThread, database: Path, **limits: Any) -> tuple[s
                                        now=time.time())
     finally:
         store.close()
-    until(lambda: httpx.get(gateway.url + "/v1/models",
-                            headers={"Authorization": f"Bearer {secret}"}).status_code == 200,
-          message="the gateway never loaded the new key")
+    until(lambda: _loaded(gateway, secret), message="the gateway never loaded the new key")
     return key.id, secret
+
+
+def _loaded(gateway: ServerThread, secret: str) -> bool:
+    """Asked of the key directory, not with a request: /v1/models counts against RPM."""
+    async def ask() -> bool:
+        app = gateway.app
+        assert isinstance(app, GatewayApp) and app.gateway.directory is not None
+        try:
+            app.gateway.directory.authenticate(secret)
+        except AuthenticationFailed:
+            return False
+        return True
+
+    return bool(gateway.call(ask))
 
 
 def test_a_virtual_key_may_only_open_the_models_it_allows(
@@ -326,7 +338,7 @@ def test_a_virtual_key_may_only_open_the_models_it_allows(
 def test_a_session_counts_one_request_of_the_keys_rpm(governed: ServerThread,
                                                       tmp_path: Path) -> None:
     _, secret = virtual_key(governed, tmp_path / "gw.db", rpm=2)
-    # /v1/models (the key's loading check above) is not metered; the first session is.
+    # The key's loading check asks the key directory, not a request: each session counts.
     with open_raw(governed, secret) as connection:
         events_until(connection, "session.created")
     with open_raw(governed, secret) as connection:
