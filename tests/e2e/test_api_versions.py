@@ -5,6 +5,7 @@ each deployment sends and why."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,13 @@ import openai
 import pytest
 
 from azure_openai_proxy.config import load_settings
+from azure_openai_proxy.emulator import create_emulator_app
+from azure_openai_proxy.emulator.config import EmulatedDeployment
 from azure_openai_proxy.settings import Settings
-from tests.e2e.conftest import AZURE_KEY, MASKED_AZURE_KEY, Emulator
+from tests.e2e.conftest import AZURE_KEY, MASKED_AZURE_KEY, Emulator, emulator_config
 from tests.e2e.test_cli import run_cli, wait_for_output
 from tests.processes import cli, running
-from tests.support import ServerThread
+from tests.support import ServerThread, serve
 
 THINK = [{"role": "user", "content": "think"}]
 
@@ -50,6 +53,31 @@ def test_env_mode_with_only_the_endpoint_serves_o3_mini_on_a_chosen_version(
     # A standard model on the same endpoint keeps the default.
     client.chat.completions.create(model="gpt-4o", messages=THINK, max_tokens=5)
     assert emulator.last()["query_params"]["api-version"] == ["2024-10-21"]
+
+
+def test_env_mode_serves_a_reasoning_name_the_version_table_does_not_list(
+    start_gateway: Callable[[Settings], ServerThread]
+) -> None:
+    # `my-o4` is a reasoning model by its name; it used to keep the default 2024-10-21
+    # and be refused by the gateway itself. The general reasoning rule now chooses.
+    config = emulator_config()
+    my_o4 = EmulatedDeployment("my-o4", "o4-mini-2025-04-16", "chat")
+    with serve(lambda: create_emulator_app(
+            dataclasses.replace(config, deployments=(*config.deployments, my_o4)))) as server:
+        emulator = Emulator(server)
+        settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": emulator.url})
+        _served_on_the_chosen_version(_client(start_gateway(settings)), emulator)
+
+
+def _served_on_the_chosen_version(client: Any, emulator: Emulator) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="my-o4", messages=THINK, max_tokens=30, temperature=0.2
+    )
+    assert raw.parse().choices[0].message.content
+    sent = emulator.last()
+    assert sent["path"] == "/openai/deployments/my-o4/chat/completions"
+    assert sent["query_params"]["api-version"] == ["2025-04-01-preview"]
+    assert sent["json"]["max_completion_tokens"] == 30 and "temperature" not in sent["json"]
 
 
 def test_the_emulator_refuses_o3_mini_on_the_default_version(emulator: Emulator) -> None:
