@@ -148,6 +148,36 @@ WARNING: gpt-35-turbo -> old-35: api-version 2023-12-01-preview was retired by A
         assert secret not in out + result.stderr
 
 
+FOUNDRY_CONFIG = """\
+client_keys: [client-secret-1]
+models:
+  o3-mini:
+    - {deployment_name: o3-mini, endpoint: "https://f.services.ai.azure.com/", api: foundry,
+       api_key: "foundry-secret", api_version: 2024-05-01-preview}
+  llama:
+    - {deployment_name: llama-3, endpoint: "https://f.services.ai.azure.com/", api: foundry,
+       api_key: "foundry-secret", api_version: 2024-05-01-preview}
+"""
+
+
+def test_check_config_warns_about_a_foundry_version_that_cannot_serve_its_model(
+    tmp_path: Path
+) -> None:
+    # Review: only `api: dated` deployments were checked, yet compat refuses o3-mini on
+    # Foundry's 2024-05-01-preview. Foundry's own version is no retired Azure OpenAI one.
+    config = tmp_path / "c.yaml"
+    config.write_text(FOUNDRY_CONFIG)
+    result = run_cli("check-config", "-c", str(config), env={})
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("WARNING:")]
+    assert warnings == [
+        "WARNING: o3-mini -> o3-mini: api-version 2024-05-01-preview cannot serve o3-mini "
+        "(reasoning models need >= 2024-12-01-preview): its requests will be refused; remove "
+        "the explicit api-version to let the gateway choose, or set 2025-04-01-preview"
+    ]
+    assert "foundry-secret" not in result.stdout + result.stderr
+
+
 def test_check_config_in_env_mode_says_how_versions_are_chosen() -> None:
     result = run_cli("check-config", env={"AZURE_OPENAI_ENDPOINT": "https://r.example/",
                                           "AZURE_OPENAI_API_KEY": "azure-secret"})
