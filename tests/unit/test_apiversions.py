@@ -16,6 +16,7 @@ from azure_openai_proxy.apiversions import (
     parse_api_version,
     support_warning,
 )
+from azure_openai_proxy.compat import infer_family
 
 
 @pytest.mark.parametrize(
@@ -164,8 +165,6 @@ def test_a_reasoning_name_the_table_does_not_list_gets_the_general_rule(name: st
              "gpt-4o", "o365-bot", "gpt-4o-realtime-preview", "tts-hd", "photo1"]
 )
 def test_family_and_version_come_from_the_same_table(name: str) -> None:
-    from azure_openai_proxy.compat import infer_family
-
     need = deployment_need(name, name)
     reasoning = need is not None and need.kind == "reasoning models"
     assert (infer_family(name) == "reasoning") == reasoning
