@@ -31,6 +31,7 @@ __all__ = [
     "VersionChoice",
     "choose_api_version",
     "deployment_need",
+    "is_reasoning",
     "model_need",
     "parse_api_version",
     "reasoning_need",
@@ -190,16 +191,30 @@ _NEEDS = tuple(
 )
 
 
+# Any o-series or gpt-5 name: a reasoning model, even one the table above does not list
+# (`o4`, `my-o4`, `o1-pro`...). Such a name gets Azure's general rule for reasoning models.
+# With the table, the one place that says which names are reasoning models: compat's
+# infer_family asks model_need, so a name's family and its api-version always agree.
+_REASONING_NAME = re.compile(r"(?:^|[^a-z0-9])(?:o[134]|gpt-?5)(?![0-9])")
+_ANY_REASONING = ModelNeed("a reasoning model", _REASONING, Since("2024-12-01"))
+
+
 def model_need(*names: str) -> ModelNeed | None:
-    """The need of the first family any name (model, deployment) belongs to, or None."""
+    """The need of the first family any name (model, deployment) belongs to; for an
+    o-series or gpt-5 name the table does not list, the general rule for reasoning models;
+    else None."""
     lowered = [name.lower() for name in names]
     for pattern, need in _NEEDS:
         if any(pattern.search(name) for name in lowered):
             return need
+    if any(_REASONING_NAME.search(name) for name in lowered):
+        return _ANY_REASONING
     return None
 
 
-_ANY_REASONING = ModelNeed("a reasoning model", _REASONING, Since("2024-12-01"))
+def is_reasoning(need: ModelNeed | None) -> bool:
+    """Whether `need` is a reasoning model's (compat then renames and drops parameters)."""
+    return need is not None and need.kind == _REASONING
 
 
 def deployment_need(deployment_name: str, model_name: str, family: str = "auto") -> ModelNeed | None:
@@ -207,17 +222,17 @@ def deployment_need(deployment_name: str, model_name: str, family: str = "auto")
     `model_family`: `reasoning` for a name the table does not know means Azure's general
     rule for reasoning models; `standard` means no reasoning need whatever the name."""
     need = model_need(deployment_name, model_name)
-    is_reasoning = need is not None and need.kind == _REASONING
-    if family == "standard" and is_reasoning:
+    reasoning = is_reasoning(need)
+    if family == "standard" and reasoning:
         return None
-    if family == "reasoning" and not is_reasoning:
+    if family == "reasoning" and not reasoning:
         return _ANY_REASONING
     return need
 
 
 def reasoning_need(need: ModelNeed | None) -> ModelNeed:
     """The version rule for a deployment known to serve a reasoning model."""
-    return need if need is not None and need.kind == _REASONING else _ANY_REASONING
+    return need if need is not None and is_reasoning(need) else _ANY_REASONING
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,6 @@ A parameter whose value means "unused" (`null`, `false`, `[]`, `{}`, `{"type":"t
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -26,6 +25,8 @@ from azure_openai_proxy.apiversions import (
     ApiVersion,
     ModelNeed,
     Since,
+    is_reasoning,
+    model_need,
     parse_api_version,
     reasoning_need,
 )
@@ -109,16 +110,11 @@ COMPLETIONS_PARAMETERS: dict[str, Gate] = {
     "stream_options": Gate(STREAM_OPTIONS_SINCE, "drop"),
 }
 
-# o1, o3, o4-mini, gpt-5... at the start of a name or after a separator, so that
-# `my-o3-mini` matches but `gpt-4o` and `o365-bot` do not.
-_REASONING_NAME = re.compile(r"(?:^|[^a-z0-9])(?:o[134]|gpt-?5)(?![0-9])")
-
-
 def infer_family(*names: str) -> ModelFamily:
-    """`reasoning` if any name (model or deployment) names an o-series or gpt-5 model."""
-    if any(_REASONING_NAME.search(name.lower()) for name in names):
-        return "reasoning"
-    return "standard"
+    """`reasoning` if any name (model or deployment) names a reasoning model: o-series,
+    gpt-5, codex-mini... as apiversions' table says, the same table that chooses the
+    deployment's api-version."""
+    return "reasoning" if is_reasoning(model_need(*names)) else "standard"
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,7 +208,7 @@ def _adapt_reasoning(
 ) -> None:
     if not need.accepted_by(version):
         raise UnsupportedParameter(
-            f"This deployment serves a reasoning model ({need.family}), which Azure "
+            f"This deployment serves {_reasoning_model(need)}, which Azure "
             f"enables only for api-version {need.since.describe()}; the deployment "
             f"is configured with api-version {version}.",
             param="model",
@@ -223,6 +219,12 @@ def _adapt_reasoning(
         if name in out:
             del out[name]
             notes.append(f"dropped:{name}")
+
+
+def _reasoning_model(need: ModelNeed) -> str:
+    """`a reasoning model (o3-mini)`; just `a reasoning model` for the general rule."""
+    general = reasoning_need(None)
+    return general.family if need == general else f"{general.family} ({need.family})"
 
 
 def _rename(out: dict[str, Any], old: str, new: str, notes: list[str]) -> None:

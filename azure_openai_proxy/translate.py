@@ -87,7 +87,7 @@ def upstream_url(
     if deployment.api == "foundry":
         # routing.servable() lets only chat/completions and embeddings reach a Foundry
         # deployment; the operation is one of ours, not client text.
-        prefix = "" if base.endswith("/models") else "/models"
+        prefix = "" if base.lower().endswith("/models") else "/models"
         path = f"{prefix}/{target.operation}"
     elif target.kind == "deployment" and deployment.api == "dated":
         path = f"/openai/deployments/{quote(deployment.deployment_name, safe='')}/{target.operation}"

@@ -127,7 +127,7 @@ def _api_version_warnings(settings: Settings, today: str) -> list[str]:
     """Configured api-versions Azure retired or that cannot serve their deployment."""
     warnings: list[str] = []
     for d in settings.deployments:
-        warning = _version_warning(d, today) if d.api == "dated" else None
+        warning = _version_warning(d, today) if d.api != "v1" else None
         if warning is not None:
             warnings.append(f"{d.model_name} -> {d.deployment_name}: {warning}")
     if settings.default_api_version_explicit:
@@ -143,6 +143,11 @@ def _version_warning(d: DeploymentSettings, today: str) -> str | None:
         return (f"api-version {d.api_version} cannot serve {need.family} ({need.describe()}): "
                 f"its requests will be refused; remove the explicit api-version to let the gateway "
                 f"choose, or set {NEWEST_PREVIEW}")
+    if d.api == "foundry":
+        # Foundry's model inference API has its own versions (2024-05-01-preview): Azure
+        # OpenAI's retirement table says nothing about them. The need above still holds:
+        # OpenAI models there follow Azure OpenAI's table (compat judges them on it).
+        return None
     return support_warning(d.api_version, today)
 
 

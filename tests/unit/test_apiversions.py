@@ -16,6 +16,7 @@ from azure_openai_proxy.apiversions import (
     parse_api_version,
     support_warning,
 )
+from azure_openai_proxy.compat import infer_family
 
 
 @pytest.mark.parametrize(
@@ -145,3 +146,25 @@ def test_the_table_is_ordered_and_parses() -> None:
 )
 def test_support_warnings(version: str, warning: str | None) -> None:
     assert support_warning(version, "2026-12-03") == warning
+
+
+# ---- one table decides "reasoning" (review: compat and this table used to disagree) ----
+
+@pytest.mark.parametrize("name", ["o4", "my-o4", "O4-pro", "team/o4mini"])
+def test_a_reasoning_name_the_table_does_not_list_gets_the_general_rule(name: str) -> None:
+    need = deployment_need(name, name)
+    assert need is not None and need.kind == "reasoning models"
+    assert need.since.preview == "2024-12-01"
+    choice = choose_api_version(need)
+    assert choice.version == NEWEST_PREVIEW
+    assert choice.reason == "chosen for a reasoning model: reasoning models need >= 2024-12-01-preview"
+
+
+@pytest.mark.parametrize(
+    "name", ["o1", "o3-mini", "o4", "my-o4", "o4-mini", "codex-mini", "my-codex-mini", "gpt-5",
+             "gpt-4o", "o365-bot", "gpt-4o-realtime-preview", "tts-hd", "photo1"]
+)
+def test_family_and_version_come_from_the_same_table(name: str) -> None:
+    need = deployment_need(name, name)
+    reasoning = need is not None and need.kind == "reasoning models"
+    assert (infer_family(name) == "reasoning") == reasoning

@@ -106,6 +106,10 @@ def test_none_latest_and_preview_are_the_v1_api() -> None:
         "gpt-5.1",
         "gpt5",
         "team/o4mini",
+        "codex-mini",
+        "my-codex-mini",
+        "o4",
+        "my-o4",
     ],
 )
 def test_reasoning_names(name: str) -> None:
@@ -190,6 +194,24 @@ def test_a_reasoning_model_with_a_later_first_version_is_refused_naming_it() -> 
     assert "2024-12-01-preview" in message and raised.value.param == "model"
     served = profile("2025-04-01-preview", "reasoning", need=deployment_need("o4-mini", "o4-mini"))
     assert adapt_chat_request(chat(max_tokens=3), served).body == chat(max_completion_tokens=3)
+
+
+def test_codex_mini_is_adapted_as_the_reasoning_model_it_is() -> None:
+    # The table chooses 2025-04-01-preview for codex-mini "for reasoning models"; the
+    # family agrees, so max_tokens is renamed and temperature dropped.
+    name = "codex-mini"
+    codex = profile("2025-04-01-preview", infer_family(name), need=deployment_need(name, name))
+    got = adapt_chat_request(chat(max_tokens=5, temperature=0.3), codex)
+    assert got.body == chat(max_completion_tokens=5)
+
+
+def test_a_reasoning_name_the_table_does_not_list_is_refused_without_repeating_itself() -> None:
+    o4 = profile("2024-10-21", infer_family("my-o4"), need=deployment_need("my-o4", "my-o4"))
+    with pytest.raises(UnsupportedParameter) as raised:
+        adapt_chat_request(chat(), o4)
+    message = raised.value.message
+    assert message.startswith("This deployment serves a reasoning model, which Azure enables")
+    assert "(a reasoning model)" not in message and "2024-12-01-preview or later" in message
 
 
 def test_o1_mini_is_served_from_its_own_first_version() -> None:

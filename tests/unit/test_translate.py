@@ -156,6 +156,11 @@ def foundry(**overrides: object) -> DeploymentSettings:
         # the portal shows the endpoint with /models: not doubled
         ("https://res.services.ai.azure.com/models/", CHAT,
          "https://res.services.ai.azure.com/models/chat/completions?api-version=2024-05-01-preview"),
+        # ... in whatever case it was written (review: `/Models` became `/Models/models`)
+        ("https://f.services.ai.azure.com/Models", CHAT,
+         "https://f.services.ai.azure.com/Models/chat/completions?api-version=2024-05-01-preview"),
+        ("https://f.services.ai.azure.com/MODELS/", EMBEDDINGS,
+         "https://f.services.ai.azure.com/MODELS/embeddings?api-version=2024-05-01-preview"),
         # any endpoint is accepted, its path (an APIM prefix) kept
         ("http://127.0.0.1:8001/apim/ai", CHAT,
          "http://127.0.0.1:8001/apim/ai/models/chat/completions?api-version=2024-05-01-preview"),
