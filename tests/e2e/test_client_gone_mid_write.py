@@ -105,6 +105,19 @@ def access_lines() -> Iterator[_Lines]:
 async def test_a_client_that_leaves_as_a_frame_is_written_is_a_499_with_estimated_usage(
     access_lines: _Lines, caplog: pytest.LogCaptureFixture,
 ) -> None:
+    await _client_leaves_as_a_frame_is_written(access_lines, caplog)
+
+
+def test_the_same_on_uvloop(access_lines: _Lines, caplog: pytest.LogCaptureFixture) -> None:
+    """uvloop's transports close the same way (and `serve` runs on uvloop)."""
+    uvloop = pytest.importorskip("uvloop")
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_client_leaves_as_a_frame_is_written(access_lines, caplog))
+
+
+async def _client_leaves_as_a_frame_is_written(
+    access_lines: _Lines, caplog: pytest.LogCaptureFixture,
+) -> None:
     loop = asyncio.get_running_loop()
     azure = _Azure()
     upstream = await asyncio.start_server(azure.handle, sock=bound_socket())
