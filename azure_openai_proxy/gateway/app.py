@@ -48,6 +48,7 @@ from azure_openai_proxy.http.interface import (
     Answer,
     BodyTimedOut,
     BodyTooLarge,
+    ClientDisconnected,
     HttpRequest,
     Reply,
     WebSocketHandler,
@@ -207,6 +208,12 @@ class GatewayApp:
                 record = gateway.new_record(request.method)
                 try:
                     reply = await gateway.handle(request, record)
+                except ClientDisconnected:
+                    # The client left while its answer was being written, before the
+                    # engine saw the connection close (so before the handler could be
+                    # cancelled): a 499 like any client that leaves, not our error. The
+                    # engine closes the connection quietly.
+                    raise
                 except Exception as exc:  # every failure becomes an OpenAI-shaped answer
                     reply = self._failure(request, exc)
             status = reply.status
