@@ -12,6 +12,7 @@ from azure_openai_proxy.errors import BudgetExhausted, KeyRateLimited
 from azure_openai_proxy.gateway.governed import hold, pool_allowed, release
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
+from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.governance.ratelimit import RateLimiter
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, RoutingTable, Target, servable
@@ -95,3 +96,29 @@ def test_a_trimmed_pool_is_judged_by_its_models_not_the_name_sent(operation: str
                     Target("deployment", operation))
     assert not pool_allowed(patterns, "team-a-shared", pool)
     assert pool_allowed((*patterns, "gpt-image-1"), "team-a-shared", pool)
+
+
+# -- the prompt, measured once ------------------------------------------------------
+
+class _CountedText(str):
+    """Prompt text that counts how often it is measured."""
+
+    measured = 0
+
+    def __len__(self) -> int:
+        _CountedText.measured += 1
+        return super().__len__()
+
+
+@pytest.mark.parametrize("tpm", [None, 1000])
+def test_a_budgeted_request_measures_its_prompt_once(tpm: int | None) -> None:
+    budgets = BudgetGuard(lambda: 1000.0)
+    budgets.prices = PriceTable.shipped()
+    body = {**BODY, "messages": [{"role": "user", "content": _CountedText("x" * 400)}]}
+    _CountedText.measured = 0
+    held = hold(_limiter(), budgets, _caller(Limits(tpm=tpm, budget_usd=1.0)), body, ROUTED,
+                "chat/completions", 1024)
+    assert _CountedText.measured == 1
+    assert held[0].reserved == (200 if tpm else 0)
+    # gpt-4o: 104 prompt tokens (400 chars / 4 + 4 for the message) at $2.50, 100 at $10
+    assert held[1] is not None and held[1].usd == pytest.approx((104 * 2.5 + 100 * 10) / 1e6)
