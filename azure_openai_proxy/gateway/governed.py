@@ -92,7 +92,10 @@ def unanswered(exc: BaseException) -> bool:
 def pool_allowed(patterns: tuple[str, ...], name: str, pool: Pool) -> bool:
     """Whether a key's allow-list lets `name` through. A pool found by a deployment's
     name (Azure's native paths, or a deployment name sent as `model`) is judged by the
-    model each of its deployments serves, never by the deployment's name."""
+    model each of its deployments serves, never by the deployment's name; so is one
+    trimmed to an operation's members or to an object's deployment (`Pool.transient`).
+    Only a pool made for the client's own name (`Pool.dynamic`, env mode) is judged by
+    that name."""
     models = {deployment.model_name for deployment in pool.deployments}
     if pool.dynamic or models == {pool.model}:
         return model_allowed(patterns, name, pool.model)
