@@ -170,7 +170,12 @@ class Pool:
 
     model: str
     deployments: tuple[DeploymentSettings, ...]
-    dynamic: bool = False  # built on the fly (the default endpoint, a servable() subset)
+    # Made for a client's own model name (env mode's default endpoint): the allow-list
+    # judges it by that name alone (gateway/governed.py `pool_allowed`).
+    dynamic: bool = False
+    # Made for one request (a servable() subset, a sticky deployment): the balancer does
+    # not keep its members. It says nothing about how the allow-list judges the pool.
+    transient: bool = False
     # The members that serve every operation (all but Foundry's), found once: the
     # `deployments` tuple itself when that is all of them (the request path checks that).
     general: tuple[DeploymentSettings, ...] = field(init=False, repr=False, compare=False)
@@ -199,7 +204,7 @@ def servable(pool: Pool, target: Target) -> Pool:
             f"which answer only chat/completions and embeddings, not {what}.",
             param="model", code="operation_not_supported",
         )
-    return Pool(pool.model, pool.general, dynamic=True)
+    return Pool(pool.model, pool.general, dynamic=pool.dynamic, transient=True)
 
 
 def check_model_name(model: str) -> str:

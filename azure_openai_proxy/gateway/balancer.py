@@ -218,7 +218,7 @@ class Balancer:
         if cached is not None and cached[0] is pool:
             return cached[1]
         members = tuple(Member(d, self.state.of(d)) for d in pool.deployments)
-        if not pool.dynamic:
+        if not (pool.dynamic or pool.transient):
             self._members[id(pool)] = (pool, members)
         return members
 

@@ -12,14 +12,15 @@ from typing import Any
 
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import GatewayError, KeyRateLimited, UpstreamError
-from azure_openai_proxy.gateway.ledger import reserve_budget, settle_budget
+from azure_openai_proxy.gateway.ledger import budgeted, reserve_budget, settle_budget
 from azure_openai_proxy.governance.budget import BudgetGuard, BudgetHold
+from azure_openai_proxy.governance.estimate import max_output_tokens
 from azure_openai_proxy.governance.keys import model_allowed
 from azure_openai_proxy.governance.ratelimit import (
     Admission,
     RateLimiter,
     Refusal,
-    estimate_tokens,
+    prompt_tokens,
 )
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool
@@ -53,15 +54,20 @@ def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
         plan = limiter.plan(key.id, key.limits, None, None)
     else:
         plan = limiter.plan(key.id, key.limits, team.id, team.limits)
-    tokens = estimate_tokens(body, default_completion, operation) if plan.counts_tokens else 0
+    budget = budgets is not None and budgeted(caller)
+    estimate = None  # (prompt, max output) tokens: measured once, for either or both
+    if body is not None and (plan.counts_tokens or budget):
+        estimate = (prompt_tokens(body),
+                    max_output_tokens(body, default_completion, operation))
+    tokens = estimate[0] + estimate[1] if plan.counts_tokens and estimate else 0
     admitted = limiter.take(plan, tokens)
     if isinstance(admitted, Refusal):
         raise limit_refusal(admitted)
-    if budgets is None:
+    if budgets is None or not budget:
         return admitted, None
     try:
         return admitted, reserve_budget(budgets, caller, body, price_names(*routed),
-                                        operation, default_completion)
+                                        operation, default_completion, estimate)
     except BaseException:
         limiter.settle(admitted, None)  # over budget: the limits are given back
         raise
@@ -86,7 +92,10 @@ def unanswered(exc: BaseException) -> bool:
 def pool_allowed(patterns: tuple[str, ...], name: str, pool: Pool) -> bool:
     """Whether a key's allow-list lets `name` through. A pool found by a deployment's
     name (Azure's native paths, or a deployment name sent as `model`) is judged by the
-    model each of its deployments serves, never by the deployment's name."""
+    model each of its deployments serves, never by the deployment's name; so is one
+    trimmed to an operation's members or to an object's deployment (`Pool.transient`).
+    Only a pool made for the client's own name (`Pool.dynamic`, env mode) is judged by
+    that name."""
     models = {deployment.model_name for deployment in pool.deployments}
     if pool.dynamic or models == {pool.model}:
         return model_allowed(patterns, name, pool.model)

@@ -49,7 +49,7 @@ from azure_openai_proxy.governance.budget import (
 )
 from azure_openai_proxy.governance.estimate import (
     DEFAULT_COMPLETION_TOKENS,
-    estimated_usage,
+    MESSAGE_OVERHEAD_TOKENS,
     max_output_tokens,
     unanswered_usage,
 )
@@ -61,6 +61,7 @@ from azure_openai_proxy.governance.prices import (
     count_tokens,
     token_cost,
 )
+from azure_openai_proxy.governance.ratelimit import prompt_tokens
 from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
@@ -69,6 +70,7 @@ from azure_openai_proxy.store.sqlite import database_path
 
 __all__ = [
     "LedgerWriter",
+    "budgeted",
     "enforce_budget",
     "ledger_enabled",
     "note_unanswered",
@@ -198,22 +200,34 @@ def enforce_budget(guard: BudgetGuard, caller: Caller, request: HttpRequest) -> 
         request.extra_headers = extra
 
 
+def budgeted(caller: Caller) -> bool:
+    """Whether the caller's key or team has a budget (most keys: no)."""
+    key, team = caller.key, caller.team
+    return key is not None and (_budgeted(key.limits)
+                                or (team is not None and _budgeted(team.limits)))
+
+
 def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] | None,
                    names: tuple[str | None, ...], operation: str = "",
-                   default_completion: int = DEFAULT_COMPLETION_TOKENS) -> BudgetHold | None:
+                   default_completion: int = DEFAULT_COMPLETION_TOKENS,
+                   estimate: tuple[int, int] | None = None) -> BudgetHold | None:
     """Hold the request's estimated cost (its prompt and its max output tokens, priced as
     `names`' model) against its key's and team's budgets, or refuse it (429
     insufficient_quota) when what they spent and hold already reaches a budget. Call
-    just before the request goes out; `settle_budget` once it has ended."""
-    key, team = caller.key, caller.team
-    if key is None or not (_budgeted(key.limits)
-                           or (team is not None and _budgeted(team.limits))):
+    just before the request goes out; `settle_budget` once it has ended. `estimate`:
+    the body's (prompt, max output) tokens when the caller has them already (the rate
+    limit's, gateway/governed.py `hold`), so the prompt is measured once."""
+    if not budgeted(caller):
         return None  # nothing to estimate: most keys
     prices = guard.prices
     tokens = 0, 0
     if prices is not None and body:
-        prompt = estimated_usage(body, 0)["prompt_tokens"]
-        tokens = prompt, max_output_tokens(body, default_completion, operation or None)
+        if estimate is None:
+            estimate = (prompt_tokens(body),
+                        max_output_tokens(body, default_completion, operation or None))
+        messages = body.get("messages")  # the chat format's few tokens per message
+        overhead = len(messages) * MESSAGE_OVERHEAD_TOKENS if isinstance(messages, list) else 0
+        tokens = estimate[0] + overhead, estimate[1]
     rates = prices.rates(names) if prices is not None else None
     usd = token_cost(rates, tokens[0], 0, tokens[1]) if rates is not None else 0.0
     if prices is not None and body and operation in _UNIT_PRICED:

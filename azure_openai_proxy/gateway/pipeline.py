@@ -419,7 +419,11 @@ class Gateway:
             # OpenAI one that made the object, but serves no objects.
             if (deployment.endpoint, deployment.deployment_name) == home and (
                     deployment.api != "foundry"):
-                return Pool(pool.model, (deployment,), dynamic=True)
+                # Judged by the allow-list as what it is: a configured deployment found
+                # here is judged by its model, not by the name the client sent.
+                own = any(member is deployment for member in pool.deployments)
+                return Pool(pool.model, (deployment,), dynamic=pool.dynamic and own,
+                            transient=True)
         return pool
 
     def _home_pool(self) -> Pool:
@@ -430,7 +434,7 @@ class Gateway:
         for pool in pools:  # a Foundry deployment has no files, batches...
             if pool.general:
                 return pool if pool.general is pool.deployments else Pool(
-                    pool.model, pool.general, dynamic=True)
+                    pool.model, pool.general, transient=True)
         raise MalformedBody("No deployment is configured to serve this request.")
 
     async def _proxy(

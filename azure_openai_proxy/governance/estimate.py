@@ -15,6 +15,7 @@ from typing import Any
 __all__ = [
     "CHARS_PER_TOKEN",
     "DEFAULT_COMPLETION_TOKENS",
+    "MESSAGE_OVERHEAD_TOKENS",
     "estimated_usage",
     "generates",
     "max_output_tokens",
@@ -32,7 +33,7 @@ _MAX_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 # Operations whose answer is text tokens; embeddings produce none.
 _COMPLETING = frozenset({"chat/completions", "completions", "responses"})
 # Per message, the chat format adds a few tokens of its own (role, separators).
-_MESSAGE_OVERHEAD_TOKENS = 4
+MESSAGE_OVERHEAD_TOKENS = 4
 
 
 def tokens_for_chars(chars: int) -> int:
@@ -71,7 +72,7 @@ def estimated_usage(body: Mapping[str, Any] | None, completion_chars: int) -> di
     """A usage object (chat's shape) estimated from the request and the characters of
     content relayed, marked `"estimated": True`."""
     chars, messages = prompt_chars(body)
-    prompt = tokens_for_chars(chars) + messages * _MESSAGE_OVERHEAD_TOKENS
+    prompt = tokens_for_chars(chars) + messages * MESSAGE_OVERHEAD_TOKENS
     completion = tokens_for_chars(completion_chars)
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion, "estimated": True}

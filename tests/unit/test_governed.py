@@ -7,13 +7,15 @@ from __future__ import annotations
 import pytest
 
 from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.errors import BudgetExhausted, KeyRateLimited
-from azure_openai_proxy.gateway.governed import hold, release
+from azure_openai_proxy.gateway.governed import hold, pool_allowed, release
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
+from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.governance.ratelimit import RateLimiter
 from azure_openai_proxy.observability.record import RequestRecord
-from azure_openai_proxy.routing import Pool
+from azure_openai_proxy.routing import Pool, RoutingTable, Target, servable
 
 ROUTED = (Pool("gpt-4o", ()), "gpt-4o")
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 400}],
@@ -69,3 +71,54 @@ def test_no_estimate_is_made_for_a_key_without_a_tpm_limit() -> None:
     held = hold(limiter, None, _caller(Limits(rpm=5, tpm=1000)), BODY, ROUTED,
                 "chat/completions", 0)
     assert held[0].reserved == 200
+
+
+# -- the allow-list over a pool found by a deployment's name -------------------------
+
+def _shared_deployment_table() -> RoutingTable:
+    """One deployment name, `team-a-shared`, serving two models: a Foundry Llama and an
+    Azure OpenAI gpt-image-1."""
+    return RoutingTable(load_settings({"models": {
+        "llama": [{"deployment_name": "team-a-shared", "api": "foundry",
+                   "endpoint": "https://f.services.ai.azure.com", "api_key": "k"}],
+        "gpt-image-1": [{"deployment_name": "team-a-shared",
+                         "endpoint": "https://a.openai.azure.com", "api_key": "k",
+                         "api_version": "2025-04-01-preview"}],
+    }, "client_keys": ["c"]}, {}))
+
+
+@pytest.mark.parametrize("operation", ["chat/completions", "images/generations"])
+def test_a_trimmed_pool_is_judged_by_its_models_not_the_name_sent(operation: str) -> None:
+    # "team-a-*" matches the deployment's name, never a model it serves: gpt-image-1 is
+    # not on the list, whichever members the operation leaves in the pool.
+    patterns = ("team-a-*", "llama")
+    pool = servable(_shared_deployment_table().resolve("team-a-shared"),
+                    Target("deployment", operation))
+    assert not pool_allowed(patterns, "team-a-shared", pool)
+    assert pool_allowed((*patterns, "gpt-image-1"), "team-a-shared", pool)
+
+
+# -- the prompt, measured once ------------------------------------------------------
+
+class _CountedText(str):
+    """Prompt text that counts how often it is measured."""
+
+    measured = 0
+
+    def __len__(self) -> int:
+        _CountedText.measured += 1
+        return super().__len__()
+
+
+@pytest.mark.parametrize("tpm", [None, 1000])
+def test_a_budgeted_request_measures_its_prompt_once(tpm: int | None) -> None:
+    budgets = BudgetGuard(lambda: 1000.0)
+    budgets.prices = PriceTable.shipped()
+    body = {**BODY, "messages": [{"role": "user", "content": _CountedText("x" * 400)}]}
+    _CountedText.measured = 0
+    held = hold(_limiter(), budgets, _caller(Limits(tpm=tpm, budget_usd=1.0)), body, ROUTED,
+                "chat/completions", 1024)
+    assert _CountedText.measured == 1
+    assert held[0].reserved == (200 if tpm else 0)
+    # gpt-4o: 104 prompt tokens (400 chars / 4 + 4 for the message) at $2.50, 100 at $10
+    assert held[1] is not None and held[1].usd == pytest.approx((104 * 2.5 + 100 * 10) / 1e6)

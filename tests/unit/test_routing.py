@@ -214,7 +214,7 @@ def test_a_foundry_member_serves_chat_and_embeddings_in_its_pool(operation: str)
 def test_other_operations_go_to_the_pools_azure_openai_members(target: Target) -> None:
     pool = servable(_mixed_table().resolve("llama"), target)
     assert [d.deployment_name for d in pool.deployments] == ["gpt-4o"]
-    assert pool.model == "llama" and pool.dynamic  # a subset: not a pool the balancer keeps
+    assert pool.model == "llama" and pool.transient  # a subset: not a pool the balancer keeps
 
 
 def test_a_foundry_only_pool_refuses_what_foundry_cannot_serve() -> None:

@@ -1,0 +1,58 @@
+"""A request about an object goes to the deployment that made it (gateway/pipeline.py
+`_sticky`); a virtual key's allow-list judges that deployment by the model it serves,
+not by the model name the request sent."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from azure_openai_proxy.config import load_settings
+from azure_openai_proxy.emulator.config import EmulatedDeployment
+from azure_openai_proxy.settings import Settings
+from azure_openai_proxy.store.keys import KeyStore
+from tests.e2e.conftest import AZURE_KEY
+from tests.e2e.pools import FakeClock, pool_emulator, pool_gateway
+from tests.waiting import until
+
+DEPLOYMENTS = (
+    EmulatedDeployment("gpt-4o", "gpt-4o-2024-08-06", "chat", rpm=60_000),
+    EmulatedDeployment("Llama-3-70B", "Llama-3-70B-Instruct", "chat", rpm=60_000),
+)
+
+
+def test_an_object_on_a_deployment_the_key_may_not_use_is_not_reached_by_another_name(
+        tmp_path: Path) -> None:
+    with pool_emulator(*DEPLOYMENTS) as emulator:
+        azure = {"endpoint": emulator.url, "api_key": AZURE_KEY,
+                 "api_version": "2025-04-01-preview"}
+        database = tmp_path / "gateway.db"
+        raw = load_settings({"models": {
+            "gpt-4o": [{"deployment_name": "gpt-4o", **azure}],  # where uploads go
+            "other": [{"deployment_name": "Llama-3-70B", **azure}],
+        }, "client_keys": ["client-key-0123456789"]}, {}).model_dump()
+        settings = Settings.model_validate(
+            {**raw, "database": f"sqlite://{database}", "admin_key": "admin-key-0123456789"})
+        with pool_gateway(settings, FakeClock()) as gateway:
+            store = KeyStore.open(database)
+            try:
+                _, secret = store.create_key("other-only", models=("other",), now=time.time())
+            finally:
+                store.close()
+            until(lambda: httpx.get(gateway.url + "/v1/models", headers={
+                "Authorization": f"Bearer {secret}"}).status_code == 200, timeout=10,
+                message="the gateway never loaded the new key")
+            client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret,
+                                   max_retries=0)
+            file = client.files.create(file=("notes.txt", b"hello", "text/plain"),
+                                       purpose="assistants")  # lands on gpt-4o's resource
+            with pytest.raises(openai.NotFoundError) as refused:
+                client.responses.create(model="other", input=[{"role": "user", "content": [
+                    {"type": "input_file", "file_id": file.id}]}])
+            assert refused.value.status_code == 404
+            assert all(r.get("deployment") != "gpt-4o" for r in emulator.requests()
+                       if r["path"] == "/openai/responses")
