@@ -21,11 +21,12 @@ import orjson
 from aiohttp import web
 
 from azure_openai_proxy.emulator import admin, foundry, wire_errors
+from azure_openai_proxy.emulator.answers import error_response, limit_headers
 from azure_openai_proxy.emulator.config import EmulatorConfig
 from azure_openai_proxy.emulator.exchange import ConnectionDropped, EmulatorState, Exchange
 from azure_openai_proxy.emulator.multipart import MultipartError, field, parse_form
 from azure_openai_proxy.emulator.ops import HANDLERS, JSON_OPERATIONS, MULTIPART_OPERATIONS, cost_of
-from azure_openai_proxy.emulator.ratelimit import RateLimiter, Verdict
+from azure_openai_proxy.emulator.ratelimit import RateLimiter
 from azure_openai_proxy.emulator.realtime_ws import realtime_deployment
 from azure_openai_proxy.emulator.requestlog import record
 from azure_openai_proxy.emulator.routing import OPERATION_TITLE, resolve
@@ -82,7 +83,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
             # When and how the session ended: tests time a client's leaving by it.
             entry["closed_at"], entry["close_code"] = time.monotonic(), response.close_code
     except wire_errors.AzureError as error:
-        response = _error_response(error, headers)
+        response = error_response(error, headers)
     except ConnectionDropped:
         entry["status"] = exchange.answered if exchange is not None else None
         raise asyncio.CancelledError() from None  # the socket is gone: write nothing
@@ -90,7 +91,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         _log.exception("emulator failed on %s %s", request.method, request.path)
         if exchange is not None and exchange.answered is not None:
             raise
-        response = _error_response(wire_errors.server_error(request_id), headers)
+        response = error_response(wire_errors.server_error(request_id), headers)
     entry["status"] = response.status
     return response
 
@@ -127,7 +128,7 @@ async def _pipeline(ex: Exchange, entry: dict[str, Any]) -> web.StreamResponse:
     if ex.deployment is not None:
         verdict = state.limiter.admit(ex.deployment.name, cost_of(ex))
         if verdict is not None:
-            ex.headers.update(_limit_headers(verdict))
+            ex.headers.update(limit_headers(verdict))
             if not verdict.allowed:
                 raise wire_errors.rate_limited(
                     OPERATION_TITLE.get(route.operation, route.operation),
@@ -192,7 +193,7 @@ def _bind_deployment(ex: Exchange, name: str, entry: dict[str, Any]) -> None:
     ex.headers["azureml-model-session"] = f"{deployment.name}-emulated"
     verdict = ex.state.limiter.peek(deployment.name)
     if verdict is not None:
-        ex.headers.update(_limit_headers(verdict))
+        ex.headers.update(limit_headers(verdict))
     kind = ex.route.kind
     if kind is not None and deployment.kind != kind:
         raise wire_errors.operation_not_supported(
@@ -225,19 +226,3 @@ def _base_headers(state: EmulatorState, request_id: str) -> dict[str, str]:
         "x-request-id": request_id,
         "x-ms-region": state.config.region,
     }
-
-
-def _limit_headers(verdict: Verdict) -> dict[str, str]:
-    return {
-        "x-ratelimit-limit-requests": str(verdict.limit_requests),
-        "x-ratelimit-limit-tokens": str(verdict.limit_tokens),
-        "x-ratelimit-remaining-requests": str(verdict.remaining_requests),
-        "x-ratelimit-remaining-tokens": str(verdict.remaining_tokens),
-    }
-
-
-def _error_response(error: wire_errors.AzureError, headers: dict[str, str]) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(error.body), status=error.status,
-        headers={**headers, **error.headers}, content_type="application/json",
-    )

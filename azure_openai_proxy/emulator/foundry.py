@@ -30,10 +30,10 @@ import orjson
 from aiohttp import web
 
 from azure_openai_proxy.emulator import wire_errors
+from azure_openai_proxy.emulator.answers import error_response, limit_headers
 from azure_openai_proxy.emulator.config import EmulatedDeployment
 from azure_openai_proxy.emulator.exchange import ConnectionDropped, EmulatorState, Exchange
 from azure_openai_proxy.emulator.ops import HANDLERS, cost_of
-from azure_openai_proxy.emulator.ratelimit import Verdict
 from azure_openai_proxy.emulator.requestlog import record
 from azure_openai_proxy.emulator.routing import Route
 from azure_openai_proxy.emulator.versions import DATED_VERSIONS, ApiVersion
@@ -81,7 +81,7 @@ async def _serve(request: web.Request, state: EmulatorState, name: str) -> web.S
         exchange = Exchange(request, state, Route(name, v1=False), raw, request_id, headers)
         response = await _pipeline(exchange, entry)
     except wire_errors.AzureError as error:
-        response = _error(error, headers)
+        response = error_response(error, headers)
     except ConnectionDropped:
         entry["status"] = exchange.answered if exchange is not None else None
         raise asyncio.CancelledError() from None  # the socket is gone: write nothing
@@ -89,7 +89,7 @@ async def _serve(request: web.Request, state: EmulatorState, name: str) -> web.S
         _log.exception("emulator failed on %s %s", request.method, request.path)
         if exchange is not None and exchange.answered is not None:
             raise
-        response = _error(wire_errors.server_error(request_id), headers)
+        response = error_response(wire_errors.server_error(request_id), headers)
     entry["status"] = response.status
     return response
 
@@ -125,7 +125,7 @@ async def _pipeline(ex: Exchange, entry: dict[str, Any]) -> web.StreamResponse:
         await _apply_fault(ex, fault.kind, fault.seconds, fault.after_frames, fault.retry_after)
     verdict = ex.state.limiter.admit(deployment.name, cost_of(ex))
     if verdict is not None:
-        ex.headers.update(_limit_headers(verdict))
+        ex.headers.update(limit_headers(verdict))
         if not verdict.allowed:
             raise rate_limited(verdict.retry_after)
     return await HANDLERS[operation](ex)
@@ -177,7 +177,7 @@ def _bind(ex: Exchange, model: str | None, entry: dict[str, Any]) -> EmulatedDep
     ex.deployment = deployment
     verdict = ex.state.limiter.peek(deployment.name)
     if verdict is not None:
-        ex.headers.update(_limit_headers(verdict))
+        ex.headers.update(limit_headers(verdict))
     return deployment
 
 
@@ -227,21 +227,5 @@ async def _apply_fault(
 def _coded(status: int, code: str, message: str) -> wire_errors.AzureError:
     return wire_errors.AzureError(
         status, {"error": {"code": code, "message": message, "details": message}}
-    )
-
-
-def _limit_headers(verdict: Verdict) -> dict[str, str]:
-    return {
-        "x-ratelimit-limit-requests": str(verdict.limit_requests),
-        "x-ratelimit-limit-tokens": str(verdict.limit_tokens),
-        "x-ratelimit-remaining-requests": str(verdict.remaining_requests),
-        "x-ratelimit-remaining-tokens": str(verdict.remaining_tokens),
-    }
-
-
-def _error(error: wire_errors.AzureError, headers: Mapping[str, str]) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(error.body), status=error.status,
-        headers={**headers, **error.headers}, content_type="application/json",
     )
 
