@@ -97,21 +97,30 @@ def _walk(body: Mapping[str, Any], ids: list[str]) -> None:
             continue
         for field, value in node.items():
             if field in _REFERENCE_FIELDS:
-                _add_reference(field, value, ids)
+                budget -= _add_reference(field, value, ids)
+                if budget < 0:
+                    raise ReferencesUncheckable
             elif isinstance(value, dict | list) and value and field not in _OPAQUE_FIELDS:
                 stack.append((value, depth + 1))
 
 
-def _add_reference(field: str, value: Any, ids: list[str]) -> None:
+def _add_reference(field: str, value: Any, ids: list[str]) -> int:
+    """Append the ids `value` names; return how many values it holds (a list's items
+    count against the walk's bound like any other values: it is refused before they are
+    copied)."""
     if isinstance(value, str):
         if value:
             ids.append(value)
     elif isinstance(value, list):
+        if len(value) > MAX_REFERENCE_VALUES:
+            raise ReferencesUncheckable
         ids.extend(item for item in value if isinstance(item, str) and item)
+        return len(value)
     elif field == "conversation" and isinstance(value, dict):  # {"id": "conv_..."}
         conversation = value.get("id")
         if isinstance(conversation, str) and conversation:
             ids.append(conversation)
+    return 0
 
 
 class ResourceAffinity:

@@ -49,7 +49,11 @@ from typing import Any, TypeVar
 import orjson
 
 from azure_openai_proxy.errors import GatewayError, NotFound
-from azure_openai_proxy.gateway.affinity import ids_referenced
+from azure_openai_proxy.gateway.affinity import (
+    MAX_REFERENCE_VALUES,
+    ReferencesUncheckable,
+    ids_referenced,
+)
 from azure_openai_proxy.http.interface import Answer, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ownership import OwnerStore
@@ -141,18 +145,41 @@ class ObjectOwners:
                     inner: Iterable[str] = ()) -> None:
         """Raise `ObjectNotFound` for the first id that is not this key's to use: of
         `ids`, one another key owns, or (`restricted`) one of unknown owner; of `inner`
-        (sub-objects of an object already checked), one another key owns."""
-        for object_id in ids:
-            owned = await self.get(object_id)
+        (sub-objects of an object already checked), one another key owns. Each distinct
+        id is looked up once; those not in memory in one database query per chunk."""
+        named = list(dict.fromkeys(ids))
+        within = list(dict.fromkeys(inner))
+        owners = await self._get_many(named + within)
+        for object_id in named:
+            owned = owners.get(object_id)
             if owned is None:
                 if restricted:
                     raise ObjectNotFound(object_id)
             elif owned.key_id != key_id:
                 raise ObjectNotFound(object_id)
-        for object_id in inner:
-            owned = await self.get(object_id)
+        for object_id in within:
+            owned = owners.get(object_id)
             if owned is not None and owned.key_id != key_id:
                 raise ObjectNotFound(object_id)
+
+    async def _get_many(self, object_ids: list[str]) -> dict[str, Owned]:
+        """The known owners of distinct `object_ids`: memory first, the rest at once."""
+        found: dict[str, Owned] = {}
+        rest: list[str] = []
+        for object_id in object_ids:
+            owned = self._owners.get(object_id)
+            if owned is None:
+                rest.append(object_id)
+            else:
+                self._owners.move_to_end(object_id)
+                found[object_id] = owned
+        if rest:
+            rows = await self._call(lambda store: store.get_many(rest)) or {}
+            for object_id, (owner, models) in rows.items():
+                owned = Owned(owner, models)
+                self._keep(object_id, owned)
+                found[object_id] = owned
+        return found
 
     async def owned_of(self, key_id: str, object_ids: list[str]) -> set[str]:
         """Those of `object_ids` that `key_id` owns."""
@@ -232,14 +259,20 @@ def object_ids(operation: str, body: Mapping[str, Any] | None) -> tuple[list[str
 def chat_file_ids(raw: bytes, body: Mapping[str, Any] | None) -> list[str]:
     """The files a chat request's messages name (`{"type": "file", "file": {"file_id"}}`
     parts). The bytes are searched first: without "file" (or a `\\u` escape that could
-    spell it), no message has a file part, and the messages are not walked."""
+    spell it), no message has a file part, and the messages are not walked. More parts
+    than the walk's bound (`MAX_REFERENCE_VALUES`): `ReferencesUncheckable`, a 400."""
     if body is None or (b"file" not in raw and b"\\u" not in raw):
         return []
     messages = body.get("messages")
     ids: list[str] = []
+    budget = MAX_REFERENCE_VALUES  # the same bound as a resource body's walk
     for message in messages if isinstance(messages, list) else ():
         content = message.get("content") if isinstance(message, dict) else None
-        for part in content if isinstance(content, list) else ():
+        parts = content if isinstance(content, list) else ()
+        budget -= len(parts) + 1
+        if budget < 0:
+            raise ReferencesUncheckable
+        for part in parts:
             file = part.get("file") if isinstance(part, dict) else None
             file_id = file.get("file_id") if isinstance(file, dict) else None
             if isinstance(file_id, str) and file_id:

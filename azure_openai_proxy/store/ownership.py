@@ -53,6 +53,22 @@ class OwnerStore:
         models = None if row[1] is None else frozenset(m for m in row[1].split("\n") if m)
         return str(row[0]), models
 
+    def get_many(self, object_ids: Iterable[str]
+                 ) -> dict[str, tuple[str, frozenset[str] | None]]:
+        """The recorded owners (and models) of those of `object_ids` that are known."""
+        ids = list(object_ids)
+        found: dict[str, tuple[str, frozenset[str] | None]] = {}
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start:start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT id, key_id, models FROM object_owners WHERE id IN ({marks})", chunk)
+            for row in rows:
+                models = None if row[2] is None else frozenset(
+                    m for m in row[2].split("\n") if m)
+                found[str(row[0])] = (str(row[1]), models)
+        return found
+
     def owned_of(self, key_id: str, object_ids: Iterable[str]) -> set[str]:
         """Those of `object_ids` that `key_id` owns."""
         ids = list(object_ids)

@@ -31,6 +31,8 @@ from azure_openai_proxy.gateway.ownership import (
     object_ids,
 )
 from azure_openai_proxy.gateway.spool import SpooledBody
+from azure_openai_proxy.store.ownership import OwnerStore
+from azure_openai_proxy.store.sqlite import connect
 
 
 def test_a_known_owner_is_the_only_one_let_through() -> None:
@@ -127,6 +129,55 @@ def test_a_body_too_deep_or_too_wide_to_check_is_refused() -> None:
     for _ in range(MAX_REFERENCE_DEPTH - 1):
         fits = {"a": fits}
     assert object_ids("responses", fits) == (["f-1"], [])
+
+
+def test_a_list_of_ids_counts_against_the_bound() -> None:
+    # Found by review: an id field's list was copied uncounted, so a million ids passed.
+    for body in ({"file_ids": ["file-x"] * 1_000_000},
+                 {"tools": [{"vector_store_ids": ["vs-x"] * (MAX_REFERENCE_VALUES + 1)}]}):
+        with pytest.raises(ReferencesUncheckable) as refused:
+            object_ids("vector_stores", body)
+        assert refused.value.http_status == 400
+        assert ids_referenced("vector_stores/vs-1", body) == ["vs-1"]
+    assert object_ids("vector_stores", {"file_ids": ["f"] * 1000})[0] == ["f"] * 1000
+    parts = [{"type": "file", "file": {"file_id": "file-x"}}] * (MAX_REFERENCE_VALUES + 1)
+    with pytest.raises(ReferencesUncheckable):
+        chat_file_ids(b"file", {"messages": [{"role": "user", "content": parts}]})
+
+
+def test_check_looks_up_many_ids_in_one_query(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    database = tmp_path / "gateway.db"
+    statements: list[str] = []
+
+    def traced(path: Path) -> OwnerStore:  # the real store, its statements counted
+        connection = connect(path)
+        connection.set_trace_callback(statements.append)
+        return OwnerStore(connection)
+
+    monkeypatch.setattr(OwnerStore, "open", staticmethod(traced))
+
+    def lookups() -> int:
+        return sum(1 for s in statements if s.startswith("SELECT") and "object_owners" in s)
+
+    async def scenario() -> None:
+        owners = ObjectOwners(capacity=10, database=database)
+        await owners.remember("file-mine", Owned("key-a"))
+        before = lookups()
+        ids = ["file-mine"] + ["file-x"] * 20_000 + [f"file-{n}" for n in range(1200)]
+        await owners.check(ids, "key-a", restricted=False, inner=["file-x"] * 100)
+        assert lookups() - before <= 3  # one IN query per 500 distinct ids, not one per id
+        with pytest.raises(ObjectNotFound) as refused:
+            await owners.check(["file-mine", "file-unknown"], "key-a", restricted=True)
+        assert "file-unknown" in str(refused.value)
+        other = ObjectOwners(database=database)  # knows file-mine from the database only
+        with pytest.raises(ObjectNotFound):
+            await other.check(["file-y", "file-mine"], "key-b", restricted=False)
+        await other.check(["file-mine"] * 3, "key-a", restricted=True)
+        owners.close()
+        other.close()
+
+    asyncio.run(scenario())
 
 
 def test_a_list_keeps_only_the_owned_objects() -> None:
