@@ -18,6 +18,7 @@ import openai
 import orjson
 import pytest
 
+from azure_openai_proxy.gateway.affinity import MAX_REFERENCE_VALUES
 from azure_openai_proxy.gateway.app import create_app
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.settings import Settings
@@ -258,6 +259,24 @@ def test_a_body_too_deep_to_check_gets_a_400(governed: Governed, emulator: Emula
     with pytest.raises(openai.BadRequestError) as refused:
         governed.client(secret).post("/vector_stores", cast_to=object, body=nested)
     assert "nested deeper than 32 levels" in refused.value.body["message"]  # type: ignore[index]
+    assert len(emulator.requests()) == seen
+
+
+def test_a_list_of_ids_too_long_to_check_gets_a_400(governed: Governed,
+                                                    emulator: Emulator) -> None:
+    # Found by review: an id list was walked uncounted, and each id cost a lookup.
+    _, secret = governed.key("k")
+    client = governed.client(secret)
+    seen = len(emulator.requests())
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.post("/vector_stores", cast_to=object,
+                    body={"file_ids": ["file-x"] * (MAX_REFERENCE_VALUES + 1)})
+    assert "more than 50000 values" in refused.value.body["message"]  # type: ignore[index]
+    part = {"type": "file", "file": {"file_id": "file-x"}}
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user",
+                                       "content": [part] * (MAX_REFERENCE_VALUES + 1)}])
     assert len(emulator.requests()) == seen
 
 
