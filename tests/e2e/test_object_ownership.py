@@ -274,9 +274,9 @@ def test_a_list_of_ids_too_long_to_check_gets_a_400(governed: Governed,
     assert "more than 50000 values" in refused.value.body["message"]  # type: ignore[index]
     part = {"type": "file", "file": {"file_id": "file-x"}}
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user",
-                                       "content": [part] * (MAX_REFERENCE_VALUES + 1)}])
+        client.post("/chat/completions", cast_to=object, body={
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": [part] * (MAX_REFERENCE_VALUES + 1)}]})
     assert len(emulator.requests()) == seen
 
 
