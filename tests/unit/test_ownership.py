@@ -255,3 +255,27 @@ def test_the_files_a_chat_request_names() -> None:
     assert b"file" not in escaped and named(escaped) == ["f-2"]
     assert named(b'{"messages": [{"role": "user", "content": "a file"}]}') == []
     assert named(b'{"messages": "file"}') == [] and chat_file_ids(b"file", None) == []
+
+
+def test_a_decoy_part_does_not_stand_for_the_file() -> None:
+    allowed = b'{"body": {"model": "gpt-4o"}}\n'
+    denied = b'{"body": {"model": "o3-mini"}}\n'
+    decoy = (b"--B\r\nContent-Disposition: form-data; name=\"decoy\"; filename=\"file\"\r\n"
+             b"Content-Type: application/jsonl\r\n\r\n" + allowed + b"\r\n")
+    # The real `file` part follows the decoy: its models are the ones recorded.
+    assert _models(decoy + _form(denied)) == frozenset({"o3-mini"})
+    # Parameter names are case-insensitive; a `name` parameter inside a quoted
+    # filename is not the part's name.
+    upper = _form(denied).replace(b'; name="file"', b'; NAME="file"')
+    assert _models(upper) == frozenset({"o3-mini"})
+    quoted = (b"--B\r\nContent-Disposition: form-data; filename=\"x; name=file\"; "
+              b"name=\"other\"\r\n\r\n" + allowed + b"\r\n")
+    assert _models(quoted + _form(denied)) == frozenset({"o3-mini"})
+    # Two parts that could each be the file: which one Azure takes is unknown.
+    twice = _form(allowed).replace(b"--B--\r\n", b"") + _form(denied)[len(
+        b"--B\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n"):]
+    assert _models(twice) is None
+    two_purposes = _form(allowed).replace(
+        b"--B\r\n", b"--B\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n"
+        b"batch\r\n--B\r\n", 1)
+    assert _models(two_purposes) is None
