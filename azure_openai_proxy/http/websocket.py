@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["run_websocket"]
 
 _MAX_MESSAGE = 16 * 1024 * 1024
+# The protocol's max_size counts payload bytes only: empty continuation frames would
+# otherwise go on forever. A message of more frames than this is closed with 1009.
+_MAX_FRAMES = 65_536
 _UNREAD_MESSAGES = 16
 _UNREAD_SIZE = 1024 * 1024  # bytes, or characters of text
 
@@ -51,7 +54,8 @@ class _WebSocketConnection(asyncio.Protocol):
         self._messages: deque[str | bytes] = deque()
         self._unread_size = 0  # of the messages waiting: bytes, or characters of text
         self._paused = False  # reading paused: the handler has not taken its messages
-        self._parts: list[bytes] = []
+        self._parts = bytearray()
+        self._frames = 0
         self._text = False
         self._waiter: asyncio.Future[None] | None = None
         self._closed = False
@@ -92,14 +96,20 @@ class _WebSocketConnection(asyncio.Protocol):
     def _frame(self, frame: Frame) -> None:
         if frame.opcode in (Opcode.TEXT, Opcode.BINARY):
             self._text = frame.opcode is Opcode.TEXT
-            self._parts = [bytes(frame.data)]
+            self._parts = bytearray(frame.data)
+            self._frames = 1
         elif frame.opcode is Opcode.CONT:
-            self._parts.append(bytes(frame.data))
+            self._frames += 1
+            if self._frames > _MAX_FRAMES:
+                self._parts = bytearray()
+                self._protocol.fail(CloseCode.MESSAGE_TOO_BIG, "A message of too many frames.")
+                return
+            self._parts += frame.data
         else:
             return  # ping, pong, close: the protocol answers them itself
         if frame.fin:
-            data = b"".join(self._parts)
-            self._parts = []
+            data = bytes(self._parts)
+            self._parts = bytearray()
             message = data.decode() if self._text else data
             self._messages.append(message)
             self._unread_size += len(message)

@@ -80,6 +80,16 @@ async def test_a_fragmented_message_arrives_whole() -> None:
         assert await asyncio.wait_for(ws.recv(), 5) == "fragmented"
 
 
+async def test_a_message_of_endless_empty_fragments_closes_with_1009() -> None:
+    async with engine(EchoSocketApp(Events())) as e, connect(f"ws://127.0.0.1:{e.port}/ws-echo") as ws:
+        with pytest.raises(ConnectionClosed):
+            await ws.send(["a", *([""] * 70_000)])
+            await asyncio.wait_for(ws.recv(), 10)
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
 async def test_a_failing_handler_closes_with_1011() -> None:
     async with engine(EchoSocketApp(Events())) as e, connect(f"ws://127.0.0.1:{e.port}/ws-fail") as ws:
         await ws.send("go")
