@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -68,6 +69,7 @@ from azure_openai_proxy.upstream.websocket import (
     UpstreamSocket,
     UpstreamSocketClosed,
     open_socket,
+    sendable_close,
 )
 
 __all__ = ["RealtimeSession", "open_session", "realtime_target"]
@@ -77,6 +79,8 @@ _UPSTREAM_LOST = 1011
 _UNCLAIMED_SECONDS = 10.0
 
 OnResponse = Callable[[RequestRecord], None]
+
+log = logging.getLogger("azure_openai_proxy")
 
 
 # -- opening -------------------------------------------------------------------------------
@@ -244,6 +248,9 @@ class RealtimeSession:
         finally:
             to_client.cancel()
             to_upstream.cancel()
+            for task in (to_client, to_upstream):
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    log.error("realtime relay failed", exc_info=task.exception())
             self._upstream.abort()  # nothing, after a closing handshake
             self._end()
 
@@ -276,7 +283,7 @@ class RealtimeSession:
                             "The connection to Azure OpenAI was lost.", "upstream_disconnected"))
                         await client.close(_UPSTREAM_LOST, "upstream connection lost")
                     else:
-                        await client.close(closed.code or 1000, closed.reason)
+                        await client.close(sendable_close(closed.code), closed.reason)
                     return
                 usage = response_usage(message)
                 await client.send(message)

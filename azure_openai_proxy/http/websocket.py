@@ -189,6 +189,8 @@ class _WebSocketConnection(asyncio.Protocol):
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if self._closed or self._protocol.state is not State.OPEN:
             return
+        if code in (1005, 1006, 1015):  # reserved: never sent in a close frame
+            code, reason = 1000, ""
         try:
             self._protocol.send_close(code, reason)
         except InvalidState:

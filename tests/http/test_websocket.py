@@ -33,6 +33,8 @@ class EchoSocketApp(EngineTestApp):
                 return self.echo_socket
             if request.path == "/ws-fail":
                 return self.failing_socket
+            if request.path == "/ws-1005":
+                return self.no_status_socket
             if request.path == "/ws-hold":
                 return self.holding_socket
             return None
@@ -45,6 +47,10 @@ class EchoSocketApp(EngineTestApp):
                 await socket.close(4000, "bye")
                 return
             await socket.send(message)
+
+    async def no_status_socket(self, socket: WebSocket) -> None:
+        await socket.receive()
+        await socket.close(1005, "")  # what a peer's close without a code reads as
 
     async def failing_socket(self, socket: WebSocket) -> None:
         await socket.receive()
@@ -88,6 +94,14 @@ async def test_a_message_of_endless_empty_fragments_closes_with_1009() -> None:
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), 10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_a_close_with_a_reserved_code_is_sent_as_1000() -> None:
+    async with engine(EchoSocketApp(Events())) as e, connect(f"ws://127.0.0.1:{e.port}/ws-1005") as ws:
+        await ws.send("go")
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
 
 
 async def test_a_failing_handler_closes_with_1011() -> None:
