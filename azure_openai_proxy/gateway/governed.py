@@ -12,7 +12,7 @@ from typing import Any
 
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import GatewayError, KeyRateLimited, UpstreamError
-from azure_openai_proxy.gateway.ledger import budgeted, reserve_budget, settle_budget
+from azure_openai_proxy.gateway.budgethold import budgeted, reserve_budget, settle_budget
 from azure_openai_proxy.governance.budget import BudgetGuard, BudgetHold
 from azure_openai_proxy.governance.estimate import max_output_tokens
 from azure_openai_proxy.governance.keys import model_allowed

@@ -33,27 +33,18 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import orjson
 
-from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.boundedcache import BoundedCache
-from azure_openai_proxy.errors import BudgetExhausted
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
-    BudgetHold,
     SpendBook,
     day_of,
     earliest_period_start,
 )
-from azure_openai_proxy.governance.estimate import (
-    DEFAULT_COMPLETION_TOKENS,
-    MESSAGE_OVERHEAD_TOKENS,
-    max_output_tokens,
-    unanswered_usage,
-)
-from azure_openai_proxy.governance.model import Limits, UsageRecord
+from azure_openai_proxy.governance.model import UsageRecord
 from azure_openai_proxy.governance.prices import (
     PriceTable,
     Rates,
@@ -61,21 +52,20 @@ from azure_openai_proxy.governance.prices import (
     count_tokens,
     token_cost,
 )
-from azure_openai_proxy.governance.ratelimit import prompt_tokens
-from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore, record_of, row_of
 from azure_openai_proxy.store.sqlite import database_path
 
 __all__ = [
+    "NO_TOKENS",
+    "UNIT_PRICED",
     "LedgerWriter",
-    "budgeted",
-    "enforce_budget",
+    "deployment_models",
     "ledger_enabled",
-    "note_unanswered",
-    "reserve_budget",
-    "settle_budget",
+    "open_ledger",
+    "prices_of",
+    "record_cost",
     "usage_record",
 ]
 
@@ -86,8 +76,7 @@ _RETENTION_EVERY = 3600.0
 # at least this often, not only after this worker's own writes.
 # Also the longest this worker holds a written record's cost in memory (BudgetGuard).
 _BUDGET_REFRESH_EVERY = 2.0
-_BUDGET_WARNING_HEADER = "x-aop-budget-warning"
-_NO_TOKENS = TokenCounts(0, 0, 0, 0)
+NO_TOKENS = TokenCounts(0, 0, 0, 0)
 
 
 def ledger_enabled(settings: Settings) -> bool:
@@ -109,16 +98,16 @@ def deployment_models(settings: Settings) -> dict[tuple[str, str], str]:
 # from the units the relay counted (relay.py). Without them (a transcription's plain-text
 # answer has no duration) the record says `priced: false` (usage reports count it), never
 # a silent, priced $0.
-_UNIT_PRICED = frozenset({"images/generations", "images/edits", "images/variations",
+UNIT_PRICED = frozenset({"images/generations", "images/edits", "images/variations",
                           "audio/transcriptions", "audio/translations", "audio/speech"})
 
 
-def _cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple[str, str], str],
+def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple[str, str], str],
           tokens: tuple[int, int, int, int]) -> tuple[float, bool]:
     """(USD, priced) of a finished request with these (prompt, cached, completion,
     reasoning) tokens (`count_tokens`)."""
     if not any(tokens):
-        if record.route not in _UNIT_PRICED or not 200 <= record.status < 300:
+        if record.route not in UNIT_PRICED or not 200 <= record.status < 300:
             return 0.0, True
         if not record.usage:
             return 0.0, False
@@ -165,7 +154,7 @@ class _Pricer:
                 rates = self._rates.put(names, self._rates_of(record))
             cost, priced = (token_cost(rates, prompt, cached, completion), 1) if rates else (0.0, 0)
         else:
-            usd, unit_priced = _cost(record, self.prices, self.models, _NO_TOKENS)
+            usd, unit_priced = record_cost(record, self.prices, self.models, NO_TOKENS)
             cost, priced = usd, 1 if unit_priced else 0
         return (arrived, record.request_id, record.key_id or "", record.team_id or "",
                 record.model or "", record.deployment or "", record.endpoint or "",
@@ -182,103 +171,6 @@ def usage_record(record: RequestRecord, arrived: float, prices: PriceTable,
                  models: Mapping[tuple[str, str], str]) -> UsageRecord:
     """The ledger's line for a finished request."""
     return record_of(ledger_row(record, arrived, day_of(arrived), prices, models))
-
-
-def enforce_budget(guard: BudgetGuard, caller: Caller, request: HttpRequest) -> None:
-    """Refuse a caller whose key or team has spent its budget (429 insufficient_quota);
-    mark the answer of one past a soft budget. Call after authentication."""
-    decision = guard.check(caller.key, caller.team)
-    if decision.exhausted is not None:
-        raise _exhausted(decision.exhausted)
-    if decision.warnings:
-        for who in decision.first:
-            owner = caller.key if who == "key" else caller.team
-            log.warning("%s %s is past its soft budget for the period", who,
-                        owner.id if owner is not None else "?")
-        extra = request.extra_headers or {}
-        extra[_BUDGET_WARNING_HEADER] = ", ".join(decision.warnings)
-        request.extra_headers = extra
-
-
-def budgeted(caller: Caller) -> bool:
-    """Whether the caller's key or team has a budget (most keys: no)."""
-    key, team = caller.key, caller.team
-    return key is not None and (_budgeted(key.limits)
-                                or (team is not None and _budgeted(team.limits)))
-
-
-def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] | None,
-                   names: tuple[str | None, ...], operation: str = "",
-                   default_completion: int = DEFAULT_COMPLETION_TOKENS,
-                   estimate: tuple[int, int] | None = None) -> BudgetHold | None:
-    """Hold the request's estimated cost (its prompt and its max output tokens, priced as
-    `names`' model) against its key's and team's budgets, or refuse it (429
-    insufficient_quota) when what they spent and hold already reaches a budget. Call
-    just before the request goes out; `settle_budget` once it has ended. `estimate`:
-    the body's (prompt, max output) tokens when the caller has them already (the rate
-    limit's, gateway/governed.py `hold`), so the prompt is measured once."""
-    if not budgeted(caller):
-        return None  # nothing to estimate: most keys
-    prices = guard.prices
-    tokens = 0, 0
-    if prices is not None and body:
-        if estimate is None:
-            estimate = (prompt_tokens(body),
-                        max_output_tokens(body, default_completion, operation or None))
-        messages = body.get("messages")  # the chat format's few tokens per message
-        overhead = len(messages) * MESSAGE_OVERHEAD_TOKENS if isinstance(messages, list) else 0
-        tokens = estimate[0] + overhead, estimate[1]
-    rates = prices.rates(names) if prices is not None else None
-    usd = token_cost(rates, tokens[0], 0, tokens[1]) if rates is not None else 0.0
-    if prices is not None and body and operation in _UNIT_PRICED:
-        usd += prices.unit_cost(names, _units_asked(operation, body))[0]
-    held = guard.reserve(caller.key, caller.team, usd)
-    if isinstance(held, str):
-        raise _exhausted(held)
-    return held
-
-
-def _units_asked(operation: str, body: Mapping[str, Any]) -> dict[str, Any]:
-    """The units a unit-billed request asks for: images (`n`, 1 by default, with their
-    size and quality) or speech characters."""
-    if operation == "audio/speech":
-        text = body.get("input")
-        return {"characters": len(text)} if isinstance(text, str) else {}
-    n = body.get("n", 1)
-    return {"images": n if type(n) is int else 1, "size": body.get("size"),
-            "quality": body.get("quality")}
-
-
-def settle_budget(guard: BudgetGuard, hold: BudgetHold | None, record: RequestRecord) -> None:
-    """The request ended: its hold becomes its cost, priced as the ledger will price it."""
-    if hold is None:
-        return
-    prices, models = guard.prices, guard.models
-    usage = record.usage
-    tokens = count_tokens(usage) if usage else _NO_TOKENS
-    usd = _cost(record, prices, models, tokens)[0] if prices else 0.0
-    guard.settle(hold, record.request_id, usd)
-
-
-def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
-                    operation: str, default_completion: int = DEFAULT_COMPLETION_TOKENS) -> None:
-    """A request that ended without an answer's usage after it was sent (the client left
-    before the first byte, the upstream timed out): Azure may bill it, so it is recorded
-    with an estimate (flagged) rather than as free."""
-    if record.usage is None and record.attempts and (
-            record.upstream_ms is None or 200 <= record.status < 300):
-        record.usage = unanswered_usage(body, operation, record.stream, default_completion)
-
-
-def _budgeted(limits: Limits) -> bool:
-    return limits.budget_usd is not None or limits.soft_budget_usd is not None
-
-
-def _exhausted(who: str) -> BudgetExhausted:
-    return BudgetExhausted(
-        f"You exceeded your current quota: this {who}'s budget for the "
-        "period is spent. Ask the gateway's administrator to raise it."
-    )
 
 
 class LedgerWriter:

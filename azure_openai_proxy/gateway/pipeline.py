@@ -51,6 +51,7 @@ from azure_openai_proxy.errors import (
 from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.batchcheck import check_batch, uploaded_batch_models
+from azure_openai_proxy.gateway.budgethold import enforce_budget, note_unanswered
 from azure_openai_proxy.gateway.governed import (
     hold,
     limit_refusal,
@@ -59,7 +60,6 @@ from azure_openai_proxy.gateway.governed import (
     unanswered,
 )
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
-from azure_openai_proxy.gateway.ledger import enforce_budget, note_unanswered
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_to
 from azure_openai_proxy.gateway.ownership import (
     ObjectOwners,

@@ -44,8 +44,8 @@ from azure_openai_proxy.errors import (
     UpstreamError,
 )
 from azure_openai_proxy.gateway.balancer import Lease
+from azure_openai_proxy.gateway.budgethold import enforce_budget, reserve_budget, settle_budget
 from azure_openai_proxy.gateway.governed import limit_refusal, pool_allowed, price_names, used_tokens
-from azure_openai_proxy.gateway.ledger import enforce_budget, reserve_budget, settle_budget
 from azure_openai_proxy.gateway.pipeline import Gateway
 from azure_openai_proxy.gateway.realtime_wire import (
     RealtimeTarget,

@@ -1,4 +1,4 @@
-"""What a budgeted request holds at admission (gateway/ledger.py reserve_budget)."""
+"""What a budgeted request holds at admission (gateway/budgethold.py reserve_budget)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import BudgetExhausted
-from azure_openai_proxy.gateway.ledger import reserve_budget, settle_budget
+from azure_openai_proxy.gateway.budgethold import reserve_budget, settle_budget
 from azure_openai_proxy.governance.budget import BudgetGuard, BudgetHold
 from azure_openai_proxy.governance.model import Limits, VirtualKey
 from azure_openai_proxy.governance.prices import PriceTable

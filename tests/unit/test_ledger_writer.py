@@ -7,12 +7,8 @@ from pathlib import Path
 import pytest
 
 from azure_openai_proxy.auth import Caller
-from azure_openai_proxy.gateway.ledger import (
-    LedgerWriter,
-    reserve_budget,
-    settle_budget,
-    usage_record,
-)
+from azure_openai_proxy.gateway.budgethold import reserve_budget, settle_budget
+from azure_openai_proxy.gateway.ledger import LedgerWriter, usage_record
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.model import Limits, VirtualKey
 from azure_openai_proxy.governance.prices import PriceTable

@@ -1,0 +1,141 @@
+"""A budgeted request on the request path: refused when its key or team has spent its
+budget, its estimated cost held while it runs, settled with what it cost; and the usage
+of a request sent and never answered, estimated. The writer (gateway/ledger.py) turns
+the finished records into rows."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.errors import BudgetExhausted
+from azure_openai_proxy.gateway.ledger import NO_TOKENS, UNIT_PRICED, record_cost
+from azure_openai_proxy.governance.budget import (
+    BudgetGuard,
+    BudgetHold,
+)
+from azure_openai_proxy.governance.estimate import (
+    DEFAULT_COMPLETION_TOKENS,
+    MESSAGE_OVERHEAD_TOKENS,
+    max_output_tokens,
+    unanswered_usage,
+)
+from azure_openai_proxy.governance.model import Limits
+from azure_openai_proxy.governance.prices import (
+    count_tokens,
+    token_cost,
+)
+from azure_openai_proxy.governance.ratelimit import prompt_tokens
+from azure_openai_proxy.http.interface import HttpRequest
+from azure_openai_proxy.observability.record import RequestRecord
+
+__all__ = [
+    "budgeted",
+    "enforce_budget",
+    "note_unanswered",
+    "reserve_budget",
+    "settle_budget",
+]
+
+log = logging.getLogger("azure_openai_proxy")
+
+_BUDGET_WARNING_HEADER = "x-aop-budget-warning"
+
+
+def enforce_budget(guard: BudgetGuard, caller: Caller, request: HttpRequest) -> None:
+    """Refuse a caller whose key or team has spent its budget (429 insufficient_quota);
+    mark the answer of one past a soft budget. Call after authentication."""
+    decision = guard.check(caller.key, caller.team)
+    if decision.exhausted is not None:
+        raise _exhausted(decision.exhausted)
+    if decision.warnings:
+        for who in decision.first:
+            owner = caller.key if who == "key" else caller.team
+            log.warning("%s %s is past its soft budget for the period", who,
+                        owner.id if owner is not None else "?")
+        extra = request.extra_headers or {}
+        extra[_BUDGET_WARNING_HEADER] = ", ".join(decision.warnings)
+        request.extra_headers = extra
+
+
+def budgeted(caller: Caller) -> bool:
+    """Whether the caller's key or team has a budget (most keys: no)."""
+    key, team = caller.key, caller.team
+    return key is not None and (_budgeted(key.limits)
+                                or (team is not None and _budgeted(team.limits)))
+
+
+def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] | None,
+                   names: tuple[str | None, ...], operation: str = "",
+                   default_completion: int = DEFAULT_COMPLETION_TOKENS,
+                   estimate: tuple[int, int] | None = None) -> BudgetHold | None:
+    """Hold the request's estimated cost (its prompt and its max output tokens, priced as
+    `names`' model) against its key's and team's budgets, or refuse it (429
+    insufficient_quota) when what they spent and hold already reaches a budget. Call
+    just before the request goes out; `settle_budget` once it has ended. `estimate`:
+    the body's (prompt, max output) tokens when the caller has them already (the rate
+    limit's, gateway/governed.py `hold`), so the prompt is measured once."""
+    if not budgeted(caller):
+        return None  # nothing to estimate: most keys
+    prices = guard.prices
+    tokens = 0, 0
+    if prices is not None and body:
+        if estimate is None:
+            estimate = (prompt_tokens(body),
+                        max_output_tokens(body, default_completion, operation or None))
+        messages = body.get("messages")  # the chat format's few tokens per message
+        overhead = len(messages) * MESSAGE_OVERHEAD_TOKENS if isinstance(messages, list) else 0
+        tokens = estimate[0] + overhead, estimate[1]
+    rates = prices.rates(names) if prices is not None else None
+    usd = token_cost(rates, tokens[0], 0, tokens[1]) if rates is not None else 0.0
+    if prices is not None and body and operation in UNIT_PRICED:
+        usd += prices.unit_cost(names, _units_asked(operation, body))[0]
+    held = guard.reserve(caller.key, caller.team, usd)
+    if isinstance(held, str):
+        raise _exhausted(held)
+    return held
+
+
+def _units_asked(operation: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The units a unit-billed request asks for: images (`n`, 1 by default, with their
+    size and quality) or speech characters."""
+    if operation == "audio/speech":
+        text = body.get("input")
+        return {"characters": len(text)} if isinstance(text, str) else {}
+    n = body.get("n", 1)
+    return {"images": n if type(n) is int else 1, "size": body.get("size"),
+            "quality": body.get("quality")}
+
+
+def settle_budget(guard: BudgetGuard, hold: BudgetHold | None, record: RequestRecord) -> None:
+    """The request ended: its hold becomes its cost, priced as the ledger will price it."""
+    if hold is None:
+        return
+    prices, models = guard.prices, guard.models
+    usage = record.usage
+    tokens = count_tokens(usage) if usage else NO_TOKENS
+    usd = record_cost(record, prices, models, tokens)[0] if prices else 0.0
+    guard.settle(hold, record.request_id, usd)
+
+
+def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
+                    operation: str, default_completion: int = DEFAULT_COMPLETION_TOKENS) -> None:
+    """A request that ended without an answer's usage after it was sent (the client left
+    before the first byte, the upstream timed out): Azure may bill it, so it is recorded
+    with an estimate (flagged) rather than as free."""
+    if record.usage is None and record.attempts and (
+            record.upstream_ms is None or 200 <= record.status < 300):
+        record.usage = unanswered_usage(body, operation, record.stream, default_completion)
+
+
+def _budgeted(limits: Limits) -> bool:
+    return limits.budget_usd is not None or limits.soft_budget_usd is not None
+
+
+def _exhausted(who: str) -> BudgetExhausted:
+    return BudgetExhausted(
+        f"You exceeded your current quota: this {who}'s budget for the "
+        "period is spent. Ask the gateway's administrator to raise it."
+    )
