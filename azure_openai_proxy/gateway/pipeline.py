@@ -4,51 +4,36 @@
       -> send upstream, with failover -> relay (normalized) -> log
 
 `Gateway.handle` answers every proxied route (`app.py` sends it everything that is not
-the gateway's own: health, metrics). The decisions are
-made by pure modules (`routing`, `auth`, `translate`, `compat`, `normalize`); this module
-only sequences them and moves bytes.
+the gateway's own: health, metrics). It sequences the steps; each is its own module:
+
+    authenticate      `auth.py` (static keys), `gateway/keydirectory.py` (virtual keys)
+    limit             `_governed` here, over `gateway/governed.py` and `budgethold.py`
+    read the body     `gateway/requestbody.py`
+    pick the pool     `gateway/poolchoice.py`
+    translate         `gateway/translation.py` (over the pure `translate`, `compat`)
+    send, fail over   `gateway/attempts.py` (over `gateway/balancer.py`)
+    relay, account    `gateway/relay.py`, `observability/record.py`
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import itertools
-import logging
 import os
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Literal
-from urllib.parse import parse_qsl
+from typing import Any
 
 import orjson
 
-from azure_openai_proxy.apiversions import deployment_need
 from azure_openai_proxy.auth import Caller, ClientKeyring, presented_key
-from azure_openai_proxy.balancing import estimated_cost
-from azure_openai_proxy.balancing.resend import may_try_elsewhere
 from azure_openai_proxy.boundedcache import BoundedCache
-from azure_openai_proxy.codings import decode_body
-from azure_openai_proxy.compat import (
-    DeploymentProfile,
-    adapt_chat_request,
-    adapt_completions_request,
-    infer_family,
-)
 from azure_openai_proxy.errors import (
     AuthenticationFailed,
-    BodyTooLarge,
     GatewayError,
-    MalformedBody,
     ModelNotAllowed,
     ModelNotFound,
-    UnsupportedMediaType,
-    UpstreamAnswerTooLarge,
-    UpstreamError,
-    UpstreamPoolTimeout,
 )
-from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
+from azure_openai_proxy.gateway.affinity import ResourceAffinity
+from azure_openai_proxy.gateway.attempts import UpstreamAttempts
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.batchcheck import check_batch, uploaded_batch_models
 from azure_openai_proxy.gateway.budgethold import enforce_budget, note_unanswered
@@ -67,8 +52,8 @@ from azure_openai_proxy.gateway.ownership import (
     object_ids,
     owned_answer,
 )
-from azure_openai_proxy.gateway.relay import relay
-from azure_openai_proxy.gateway.spool import SpooledBody, multipart_boundary
+from azure_openai_proxy.gateway.poolchoice import PoolChooser
+from azure_openai_proxy.gateway.requestbody import RequestBody, read_body
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.keys import (
     SECRET_PREFIX,
@@ -76,63 +61,17 @@ from azure_openai_proxy.governance.keys import (
     is_restricted,
 )
 from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal
-from azure_openai_proxy.http import interface as http
 from azure_openai_proxy.http.busypoll import BusyPoll
 from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
-from azure_openai_proxy.normalize.stream import StreamPolicy
-from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate_upstream_error
 from azure_openai_proxy.observability.record import RequestRecord
-from azure_openai_proxy.routing import Pool, RoutingTable, Target, classify, servable
-from azure_openai_proxy.settings import DeploymentSettings, Settings
-from azure_openai_proxy.translate import (
-    api_version_for,
-    azure_auth_headers,
-    forwarded_headers,
-    names_deployment_in_body,
-    upstream_url,
-)
+from azure_openai_proxy.routing import RoutingTable, Target, classify
+from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.upstream.entra import EntraTokens
-from azure_openai_proxy.upstream.transport import (
-    Transport,
-    UpstreamRequest,
-    UpstreamResponse,
-)
+from azure_openai_proxy.upstream.transport import Transport
 
 __all__ = ["Gateway"]
 
-log = logging.getLogger("azure_openai_proxy")
-
-_ERROR_BODY_LIMIT = 1024 * 1024
-_CACHE_LIMIT = 4096  # entries in the path, URL and profile caches
-_NORMALIZED_STREAMS = frozenset({"chat/completions", "completions"})
-
-
-@dataclass(slots=True)
-class _Body:
-    """The client's request body, as read once."""
-
-    json: dict[str, Any] | None = None
-    raw: bytes | None = None
-    spool: SpooledBody | None = None
-    boundary: bytes | None = None
-    content_type: str | None = None
-
-    def model(self) -> str | None:
-        if self.json is not None:
-            value = self.json.get("model")
-            if value is None:
-                return None
-            if not isinstance(value, str):
-                raise MalformedBody("`model` must be a string.", param="model")
-            return value
-        if self.spool is not None and self.boundary is not None:
-            field = self.spool.form_field("model", self.boundary)
-            return field[0] if field else None
-        return None
-
-    def close(self) -> None:
-        if self.spool is not None:
-            self.spool.close()
+_CACHE_LIMIT = 4096  # entries in the path cache
 
 
 class Gateway:
@@ -163,16 +102,13 @@ class Gateway:
         self.owners = ObjectOwners()
         self._request_ids = _request_id_source()
         self._busy = BusyPoll.from_setting(settings.busy_poll_us)
+        self._pools = PoolChooser(settings, self.table, self.affinity)
+        self._attempts = UpstreamAttempts(settings, transport, balancer, tokens, self.affinity,
+                                          self._busy)
         # Read once: a settings model's attributes cost a __getattr__ hook per access.
-        self._answer_limit = settings.upstream.max_answer_bytes
+        self._body_limit = settings.max_body_bytes
         self._default_completion = settings.default_completion_tokens
         self._targets: BoundedCache[tuple[str, str], Target] = BoundedCache(_CACHE_LIMIT)
-        self._urls: BoundedCache[tuple[str, str, str, str, str | None], str] = BoundedCache(
-            _CACHE_LIMIT
-        )
-        self._profiles: BoundedCache[
-            tuple[int, str | None], tuple[DeploymentSettings, DeploymentProfile]
-        ] = BoundedCache(_CACHE_LIMIT)
 
     # -- entry point -----------------------------------------------------------------
 
@@ -185,7 +121,7 @@ class Gateway:
         (`app.py` renders them); their status is in the record first."""
         if self._busy is not None:
             self._busy.poke()  # Azure's answer will follow soon: don't fall asleep
-        body: _Body | None = None
+        body: RequestBody | None = None
         try:
             target = self._classify(request.method, request.path)
             record.route = target.operation if target.kind != "resource" else target.operation.split("/")[0]
@@ -200,11 +136,11 @@ class Gateway:
                         enforce_budget(self.budgets, caller, request)
             if target.kind in ("models", "model"):
                 return apply_to(self._models(target, caller), self.admit_local(caller))
-            body = await self._read_body(request, target)
+            body = await read_body(request, target, self._body_limit)
             if caller.key is not None:
                 return await self._governed(request, target, caller, body, record)
-            response = await self._proxy(request, target, caller, body, record)
-            return response
+            return await self._attempts.send(request, target, caller, body, record,
+                                             self._pools.pool_for(target, body))
         except GatewayError as exc:
             record.status = exc.http_status
             record.error = type(exc).__name__
@@ -244,7 +180,7 @@ class Gateway:
         return admitted.headers
 
     async def _governed(
-        self, request: HttpRequest, target: Target, caller: Caller, body: _Body,
+        self, request: HttpRequest, target: Target, caller: Caller, body: RequestBody,
         record: RequestRecord,
     ) -> Reply:
         """A virtual key's request: its model checked against the key's allow-list (and
@@ -253,7 +189,7 @@ class Gateway:
         key, limiter = caller.key, self.limiter
         assert key is not None and limiter is not None
         try:
-            routed = self._pool_for(target, body)
+            routed = self._pools.pool_for(target, body)
         except ModelNotFound as exc:
             if key.models:  # the usual answer lists every configured model: not for this key
                 raise ModelNotAllowed(exc.model) from None
@@ -278,8 +214,8 @@ class Gateway:
             if key.models and target.operation == "files" and request.method == "POST":
                 batch_models = await uploaded_batch_models(body.spool, body.boundary)
             limits = held[0].headers
-            reply = await self._proxy(LimitedRequest(request, limits), target, caller, body,
-                                      record, routed)
+            reply = await self._attempts.send(LimitedRequest(request, limits), target, caller,
+                                              body, record, routed)
             if target.kind == "resource":
                 reply = await owned_answer(self.owners, request.method, target.operation,
                                            key.id, record, reply, batch_models)
@@ -298,31 +234,6 @@ class Gateway:
         if target is None:
             target = self._targets.put(key, classify(method, raw_path, self.settings.api_base))
         return target
-
-    def _url(
-        self, deployment: DeploymentSettings, target: Target, version: str | None,
-        request: HttpRequest,
-    ) -> str:
-        """The upstream URL; cached for deployment operations (they carry no client query,
-        so it is not even parsed for them)."""
-        if target.kind != "deployment":
-            return upstream_url(deployment, target, version, _query(request))
-        key = (deployment.endpoint, deployment.deployment_name, deployment.api, target.operation,
-               version)
-        url = self._urls.get(key)
-        if url is None:
-            url = self._urls.put(key, upstream_url(deployment, target, version))
-        return url
-
-    def _profile(self, deployment: DeploymentSettings, version: str | None) -> DeploymentProfile:
-        """`_profile`, remembered per deployment object and api-version."""
-        key = (id(deployment), version)
-        known = self._profiles.get(key)
-        if known is not None and known[0] is deployment:  # the id was not reused
-            return known[1]
-        profile = _profile(deployment, version)
-        self._profiles.put(key, (deployment, profile))
-        return profile
 
     # -- local answers -----------------------------------------------------------------
 
@@ -350,295 +261,6 @@ class Gateway:
         ]
         return _json_answer({"object": "list", "data": data})
 
-    # -- reading the body ------------------------------------------------------------
-
-    async def _read_body(self, request: HttpRequest, target: Target) -> _Body:
-        content_type = request.headers.get("Content-Type", "")
-        if request.method in ("GET", "DELETE", "HEAD") and not request.has_body:
-            return _Body()
-        limit = self.settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise BodyTooLarge(f"The request body is larger than the limit of {limit} bytes.")
-        wants_multipart = target.body_kind == "multipart" or (
-            target.kind == "resource" and content_type.lower().startswith("multipart/")
-        )
-        coding = request.headers.get("Content-Encoding")
-        if wants_multipart:
-            if coding is not None and coding.strip().lower() != "identity":
-                raise UnsupportedMediaType("A multipart body cannot be sent with a Content-Encoding.")
-            boundary = multipart_boundary(content_type)
-            spool = await SpooledBody.read(request.body_chunks(), limit)
-            return _Body(spool=spool, boundary=boundary, content_type=content_type)
-        try:
-            raw = await request.read(limit)
-        except http.BodyTooLarge as exc:
-            raise BodyTooLarge(str(exc)) from None
-        if coding is not None:
-            raw = decode_body(raw, coding, limit)
-        if target.kind == "resource" and not raw:
-            return _Body(raw=raw, content_type=content_type or None)
-        if target.kind == "resource" and "json" not in content_type.lower() and content_type:
-            return _Body(raw=raw, content_type=content_type)
-        try:
-            parsed = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise MalformedBody(
-                "We could not parse the JSON body of your request. The body must be a "
-                "JSON object."
-            ) from None
-        if not isinstance(parsed, dict):
-            raise MalformedBody("The JSON body of your request must be an object.")
-        return _Body(parsed, raw, None, None, "application/json")  # positional: every request
-
-    # -- proxying --------------------------------------------------------------------
-
-    def _pool_for(self, target: Target, body: _Body) -> tuple[Pool, str | None]:
-        model = target.path_model if target.kind == "deployment" and target.path_model else None
-        if model is None:
-            model = body.model()
-        if model is None:
-            if target.kind == "deployment":
-                raise MalformedBody("You must provide a model parameter.", param="model")
-            pool = self._home_pool()
-        else:
-            pool = self.table.resolve(model)
-            if pool.general is not pool.deployments:  # a Foundry member: not everything
-                pool = servable(pool, target)
-        if target.kind == "resource":
-            pool = self._sticky(pool, target, body)
-        return pool, model
-
-    def _sticky(self, pool: Pool, target: Target, body: _Body) -> Pool:
-        """A request about an object (a file, a response...) goes to the resource that
-        created it, when this worker saw it created and that deployment is still known."""
-        home = self.affinity.home_of(ids_referenced(target.operation, body.json))
-        if home is None:
-            return pool
-        for deployment in (*pool.deployments, *self.settings.deployments):
-            # A Foundry deployment may share its resource and name with the Azure
-            # OpenAI one that made the object, but serves no objects.
-            if (deployment.endpoint, deployment.deployment_name) == home and (
-                    deployment.api != "foundry"):
-                # Judged by the allow-list as what it is: a configured deployment found
-                # here is judged by its model, not by the name the client sent.
-                own = any(member is deployment for member in pool.deployments)
-                return Pool(pool.model, (deployment,), dynamic=pool.dynamic and own,
-                            transient=True)
-        return pool
-
-    def _home_pool(self) -> Pool:
-        """Where deployment-less calls (GET files/{id}, ...) go when no model says."""
-        pools = self.table.pools
-        if self.settings.default_endpoint is not None:
-            return self.table.resolve_home()
-        for pool in pools:  # a Foundry deployment has no files, batches...
-            if pool.general:
-                return pool if pool.general is pool.deployments else Pool(
-                    pool.model, pool.general, transient=True)
-        raise MalformedBody("No deployment is configured to serve this request.")
-
-    async def _proxy(
-        self, request: HttpRequest, target: Target, caller: Caller, body: _Body,
-        record: RequestRecord, routed: tuple[Pool, str | None] | None = None,
-    ) -> Reply:
-        """Try the pool's deployments as the balancer orders them until one answers.
-
-        Failover happens only before the first byte reaches the client: a 429, 5xx,
-        connect error or timeout moves on to the next deployment (or waits for the
-        first cooldown to end); once `_relay` starts, a failure is the client's. A
-        request that may have reached Azure is sent again only when the resend rule
-        (`balancing/resend.py`) allows: a POST after a reset, a timeout or a 500 is not."""
-        pool, client_model = routed or self._pool_for(target, body)
-        record.model = client_model
-        # The estimated cost only orders deployments near their quota: one has no order.
-        run = self.balancer.failover(pool, _cost_of(body) if len(pool.deployments) > 1 else 0)
-        while True:
-            step = run.next_step()  # raises when no attempt is left
-            if isinstance(step, float):
-                record.retries.append(f"wait:{round(step * 1000)}ms")
-                await asyncio.sleep(step)
-                continue
-            deployment = step
-            record.attempts += 1
-            record.deployment = deployment.deployment_name
-            record.endpoint = deployment.endpoint
-            lease = run.begin(deployment)
-            try:
-                token = None
-                if deployment.auth == "entra" and self.tokens is not None:
-                    token = await self.tokens.token_for(deployment)
-                upstream_request, policy = self._translate(
-                    request, target, caller, body, deployment, client_model, record, token
-                )
-                sent = time.perf_counter()
-                # Awaited here, not in a helper coroutine: every coroutine between the
-                # task and the socket is resumed again when Azure's answer arrives.
-                response = await self.transport.send(upstream_request)
-                _note_answer(record, response, sent)
-            except UpstreamPoolTimeout as exc:
-                # Our own pool was full: no judgement on the deployment's health.
-                lease.done()
-                record.retries.append(f"{deployment.deployment_name}:{exc.code}")
-                run.failed(exc.with_traceback(None))
-                continue
-            except UpstreamError as exc:
-                lease.failed(str(exc.code))
-                lease.done()
-                if not may_try_elsewhere(request.method, None, exc.request_sent):
-                    raise  # it may have reached Azure: the client gets this failure
-                record.retries.append(f"{deployment.deployment_name}:{exc.code}")
-                # Without its traceback: the run outlives this frame's locals, and a
-                # traceback pointing back at this frame would keep the request body
-                # alive in a reference cycle until a full collection.
-                run.failed(exc.with_traceback(None))
-                continue
-            except BaseException:
-                lease.done()
-                raise
-            if self._busy is not None:
-                self._busy.poke()  # the client's next request often follows at once
-            lease.answered(response.status, response.headers)
-            if response.status >= 400:
-                try:
-                    error_body = await response.read(_ERROR_BODY_LIMIT)
-                except UpstreamAnswerTooLarge:
-                    error_body = b""  # no error message is a megabyte: keep the status only
-                finally:
-                    response.close()
-                    lease.done()
-                error = translate_upstream_error(
-                    response.status, response.headers, error_body,
-                    client_model=client_model, deployment=deployment.deployment_name,
-                    client_credentials=deployment.auth == "passthrough",
-                )
-                if not is_retryable(response.status) or not may_try_elsewhere(
-                    request.method, response.status, True
-                ):
-                    # Raised from a local that is cleared first: a frame that holds its
-                    # own exception is a reference cycle (frame -> exception ->
-                    # traceback -> frame) that keeps the request body alive.
-                    try:
-                        raise error
-                    finally:
-                        del error
-                record.retries.append(f"{deployment.deployment_name}:{response.status}")
-                run.failed(error)
-                del error
-                continue
-            try:
-                restored = client_model if self.settings.response_model == "client" else None
-                answer = await relay(request, target.operation, response, policy, restored,
-                                     self.settings.keep_azure_fields, record,
-                                     want_id=target.kind == "resource",
-                                     answer_limit=self._answer_limit,
-                                     prompt=body.json)
-                if record.created_id is not None:
-                    self.affinity.remember(
-                        record.created_id, (deployment.endpoint, deployment.deployment_name)
-                    )
-                return answer
-            finally:
-                # Whatever happened (a client that left, a stalled upstream), the upstream
-                # connection is released: closing twice is harmless in both transports.
-                response.close()
-                lease.done()
-
-    def _translate(
-        self, request: HttpRequest, target: Target, caller: Caller, body: _Body,
-        deployment: DeploymentSettings, client_model: str | None, record: RequestRecord,
-        token: str | None = None,
-    ) -> tuple[UpstreamRequest, StreamPolicy | None]:
-        client_version = _query_value(request, "api-version") if target.native else None
-        version = api_version_for(
-            deployment, target, client_version, self.settings.honour_client_api_version
-        )
-        url = self._url(deployment, target, version, request)
-        headers = forwarded_headers(request.headers)
-        headers.update(azure_auth_headers(deployment, caller, token))
-        needs_model = names_deployment_in_body(deployment, target)
-        policy: StreamPolicy | None = None
-        payload: bytes | Any = None
-        if body.json is not None:
-            data = body.json
-            changed = False
-            if target.operation in _NORMALIZED_STREAMS:
-                adapt = adapt_chat_request if target.operation == "chat/completions" else (
-                    adapt_completions_request
-                )
-                adapted = adapt(data, self._profile(deployment, version))
-                if adapted.changed:
-                    data, changed = adapted.body, True
-                    record.adaptations = adapted.notes
-                    if log.isEnabledFor(logging.DEBUG):
-                        log.debug("adapted request for %s: %s", deployment.deployment_name,
-                                  ", ".join(adapted.notes))
-                if data.get("stream") is True:
-                    record.stream = True
-                    policy = StreamPolicy(
-                        client_model=client_model if self.settings.response_model == "client" else None,
-                        keep_azure_fields=self.settings.keep_azure_fields,
-                        strip_usage_frame=adapted.usage_injected,
-                    )
-            if needs_model and client_model is not None and data.get("model") != deployment.deployment_name:
-                data = {**data, "model": deployment.deployment_name}
-                changed = True
-            payload = _reencoded(data) if changed else body.raw
-            headers["content-type"] = "application/json"
-        elif body.spool is not None and body.boundary is not None:
-            replace = None
-            if needs_model and client_model is not None:
-                field = body.spool.form_field("model", body.boundary)
-                if field is not None and field[0] != deployment.deployment_name:
-                    replace = (field[1], field[2], deployment.deployment_name.encode())
-            payload = body.spool.replaying(replace)
-            headers["content-length"] = str(body.spool.length(replace))
-        elif body.raw:
-            payload = body.raw
-        return UpstreamRequest(request.method, url, headers, payload), policy
-
-
-def _note_answer(record: RequestRecord, response: UpstreamResponse, sent: float) -> None:
-    record.upstream_ms = (time.perf_counter() - sent) * 1000
-    record.azure_request_id = response.headers.get("x-request-id") or response.headers.get(
-        "apim-request-id"
-    )
-
-
-def _profile(deployment: DeploymentSettings, version: str | None) -> DeploymentProfile:
-    """What the deployment accepts, judged by the api-version actually sent (a native
-    client's own version may differ from the configured one)."""
-    # Foundry's model inference API gates parameters by api-version as the dated API
-    # does (it answers OpenAI models with Azure OpenAI's "enabled only for api versions"
-    # errors): its version is judged on the same table.
-    api: Literal["dated", "v1"] = "v1" if deployment.api == "v1" else "dated"
-    return _cached_profile(
-        api, version if api == "dated" else deployment.api_version,
-        deployment.model_family, deployment.deployment_name, deployment.model_name,
-        tuple(deployment.unsupported_params),
-    )
-
-
-@functools.lru_cache(maxsize=1024)  # bounded: dynamic deployment names come from clients
-def _cached_profile(
-    api: Literal["dated", "v1"], version: str | None,
-    family: Literal["auto", "reasoning", "standard"], deployment_name: str,
-    model_name: str, unsupported: tuple[str, ...],
-) -> DeploymentProfile:
-    return DeploymentProfile(
-        api=api,
-        api_version=version,
-        family=infer_family(deployment_name, model_name) if family == "auto" else family,
-        unsupported_params=frozenset(unsupported),
-        need=deployment_need(deployment_name, model_name, family),
-    )
-
-
-def _cost_of(body: _Body) -> int:
-    """The token cost Azure will estimate for this request, for quota-aware routing."""
-    if body.raw is not None:
-        return estimated_cost(len(body.raw), body.json)
-    return estimated_cost(0, None)  # multipart: audio or images, not prompt text
-
 
 def _request_id_source() -> Callable[[], str]:
     """Unique request ids without a system call each: a random per-process prefix and a
@@ -649,26 +271,3 @@ def _request_id_source() -> Callable[[], str]:
 
 def _json_answer(data: Mapping[str, Any], status: int = 200) -> Answer:
     return Answer(status, {"content-type": "application/json"}, orjson.dumps(data))
-
-
-def _reencoded(data: dict[str, Any]) -> bytes:
-    """The adapted body as JSON. orjson writes at most 254 levels of nesting while it
-    reads 1,024: a body between the two is the client's error, not ours."""
-    try:
-        return orjson.dumps(data)
-    except orjson.JSONEncodeError:
-        raise MalformedBody(
-            "The JSON body of your request is nested too deeply (at most 254 levels)."
-        ) from None
-
-
-def _query(request: HttpRequest) -> list[tuple[str, str]]:
-    """The client's query parameters, in order (only resource calls forward any)."""
-    return parse_qsl(request.query_string, keep_blank_values=True)
-
-
-def _query_value(request: HttpRequest, name: str) -> str | None:
-    for key, value in _query(request):
-        if key == name:
-            return value
-    return None

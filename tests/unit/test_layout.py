@@ -10,7 +10,9 @@ layer fails here.
     observability/  record, access log, metrics     -> core, observability/
     store/          SQLite (and later engines)      -> core, store/
     config          settings from files and env     -> core, upstream/ (the Entra check)
-    gateway/        the request path                -> all of the above
+    gateway/        the request path                -> all of the above; within it the
+                    request path's steps import downward only: requestbody <- poolchoice,
+                    translation <- attempts <- pipeline
     runtime/, cli   processes, signals, the demo    -> anything
     emulator/       a sibling                       -> only itself (and the gateway never
                                                         imports it)
@@ -86,6 +88,30 @@ def test_the_rule_catches_a_crossing(tmp_path: Path) -> None:
     offender.write_text("from azure_openai_proxy.gateway.app import create_app\n"
                         "def f():\n    import azure_openai_proxy.runtime.runner\n")
     assert imported_parts(offender) == {"gateway", "runtime"}
+
+
+# The request path's steps, lowest first: each may import only the ones before it.
+REQUEST_PATH = ("requestbody", "poolchoice", "translation", "attempts", "pipeline")
+
+
+def _gateway_modules_imported(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    return {node.module.split(".")[2] for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and node.module
+            and node.module.startswith("azure_openai_proxy.gateway.")}
+
+
+@pytest.mark.parametrize("step", REQUEST_PATH)
+def test_the_request_path_steps_import_downward_only(step: str) -> None:
+    later = set(REQUEST_PATH[REQUEST_PATH.index(step):])
+    crossing = _gateway_modules_imported(PACKAGE / "gateway" / f"{step}.py") & later
+    assert not crossing, f"gateway/{step}.py imports {sorted(crossing)}"
+
+
+@pytest.mark.parametrize("step", REQUEST_PATH)
+def test_the_request_path_steps_stay_small(step: str) -> None:
+    lines = (PACKAGE / "gateway" / f"{step}.py").read_text().count("\n")
+    assert lines <= (350 if step == "pipeline" else 500), f"gateway/{step}.py: {lines} lines"
 
 
 def _private_names_we_define() -> set[str]:

@@ -1,0 +1,168 @@
+"""Sending a request upstream, with failover: the pool's deployments are tried in the
+balancer's order (`gateway/balancer.py`) until one answers, each attempt translated for
+its deployment (`gateway/translation.py`), and the answer relayed (`gateway/relay.py`).
+
+Failover happens only before the first byte reaches the client, and a request that may
+have reached Azure is sent again only when the resend rule (`balancing/resend.py`) allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.balancing.resend import may_try_elsewhere
+from azure_openai_proxy.errors import (
+    UpstreamAnswerTooLarge,
+    UpstreamError,
+    UpstreamPoolTimeout,
+)
+from azure_openai_proxy.gateway.affinity import ResourceAffinity
+from azure_openai_proxy.gateway.balancer import Balancer
+from azure_openai_proxy.gateway.relay import relay
+from azure_openai_proxy.gateway.requestbody import RequestBody, cost_of
+from azure_openai_proxy.gateway.translation import RequestTranslator
+from azure_openai_proxy.http.busypoll import BusyPoll
+from azure_openai_proxy.http.interface import HttpRequest, Reply
+from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate_upstream_error
+from azure_openai_proxy.observability.record import RequestRecord
+from azure_openai_proxy.routing import Pool, Target
+from azure_openai_proxy.settings import Settings
+from azure_openai_proxy.upstream.entra import EntraTokens
+from azure_openai_proxy.upstream.transport import Transport, UpstreamResponse
+
+__all__ = ["UpstreamAttempts"]
+
+_ERROR_BODY_LIMIT = 1024 * 1024
+
+
+class UpstreamAttempts:
+    """One worker's attempt loop: its transport, balancer, Entra tokens and translator."""
+
+    def __init__(
+        self, settings: Settings, transport: Transport, balancer: Balancer,
+        tokens: EntraTokens | None, affinity: ResourceAffinity, busy: BusyPoll | None,
+    ) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.balancer = balancer
+        self.tokens = tokens
+        self.affinity = affinity
+        self.translator = RequestTranslator(settings)
+        self._busy = busy
+        # Read once: a settings model's attributes cost a __getattr__ hook per access.
+        self._answer_limit = settings.upstream.max_answer_bytes
+
+    async def send(
+        self, request: HttpRequest, target: Target, caller: Caller, body: RequestBody,
+        record: RequestRecord, routed: tuple[Pool, str | None],
+    ) -> Reply:
+        """Try the pool's deployments as the balancer orders them until one answers.
+
+        Failover happens only before the first byte reaches the client: a 429, 5xx,
+        connect error or timeout moves on to the next deployment (or waits for the
+        first cooldown to end); once `relay` starts, a failure is the client's. A
+        request that may have reached Azure is sent again only when the resend rule
+        (`balancing/resend.py`) allows: a POST after a reset, a timeout or a 500 is not."""
+        pool, client_model = routed
+        record.model = client_model
+        # The estimated cost only orders deployments near their quota: one has no order.
+        run = self.balancer.failover(pool, cost_of(body) if len(pool.deployments) > 1 else 0)
+        while True:
+            step = run.next_step()  # raises when no attempt is left
+            if isinstance(step, float):
+                record.retries.append(f"wait:{round(step * 1000)}ms")
+                await asyncio.sleep(step)
+                continue
+            deployment = step
+            record.attempts += 1
+            record.deployment = deployment.deployment_name
+            record.endpoint = deployment.endpoint
+            lease = run.begin(deployment)
+            try:
+                token = None
+                if deployment.auth == "entra" and self.tokens is not None:
+                    token = await self.tokens.token_for(deployment)
+                upstream_request, policy = self.translator.translate(
+                    request, target, caller, body, deployment, client_model, record, token
+                )
+                sent = time.perf_counter()
+                # Awaited here, not in a helper coroutine: every coroutine between the
+                # task and the socket is resumed again when Azure's answer arrives.
+                response = await self.transport.send(upstream_request)
+                _note_answer(record, response, sent)
+            except UpstreamPoolTimeout as exc:
+                # Our own pool was full: no judgement on the deployment's health.
+                lease.done()
+                record.retries.append(f"{deployment.deployment_name}:{exc.code}")
+                run.failed(exc.with_traceback(None))
+                continue
+            except UpstreamError as exc:
+                lease.failed(str(exc.code))
+                lease.done()
+                if not may_try_elsewhere(request.method, None, exc.request_sent):
+                    raise  # it may have reached Azure: the client gets this failure
+                record.retries.append(f"{deployment.deployment_name}:{exc.code}")
+                # Without its traceback: the run outlives this frame's locals, and a
+                # traceback pointing back at this frame would keep the request body
+                # alive in a reference cycle until a full collection.
+                run.failed(exc.with_traceback(None))
+                continue
+            except BaseException:
+                lease.done()
+                raise
+            if self._busy is not None:
+                self._busy.poke()  # the client's next request often follows at once
+            lease.answered(response.status, response.headers)
+            if response.status >= 400:
+                try:
+                    error_body = await response.read(_ERROR_BODY_LIMIT)
+                except UpstreamAnswerTooLarge:
+                    error_body = b""  # no error message is a megabyte: keep the status only
+                finally:
+                    response.close()
+                    lease.done()
+                error = translate_upstream_error(
+                    response.status, response.headers, error_body,
+                    client_model=client_model, deployment=deployment.deployment_name,
+                    client_credentials=deployment.auth == "passthrough",
+                )
+                if not is_retryable(response.status) or not may_try_elsewhere(
+                    request.method, response.status, True
+                ):
+                    # Raised from a local that is cleared first: a frame that holds its
+                    # own exception is a reference cycle (frame -> exception ->
+                    # traceback -> frame) that keeps the request body alive.
+                    try:
+                        raise error
+                    finally:
+                        del error
+                record.retries.append(f"{deployment.deployment_name}:{response.status}")
+                run.failed(error)
+                del error
+                continue
+            try:
+                restored = client_model if self.settings.response_model == "client" else None
+                answer = await relay(request, target.operation, response, policy, restored,
+                                     self.settings.keep_azure_fields, record,
+                                     want_id=target.kind == "resource",
+                                     answer_limit=self._answer_limit,
+                                     prompt=body.json)
+                if record.created_id is not None:
+                    self.affinity.remember(
+                        record.created_id, (deployment.endpoint, deployment.deployment_name)
+                    )
+                return answer
+            finally:
+                # Whatever happened (a client that left, a stalled upstream), the upstream
+                # connection is released: closing twice is harmless in both transports.
+                response.close()
+                lease.done()
+
+
+def _note_answer(record: RequestRecord, response: UpstreamResponse, sent: float) -> None:
+    record.upstream_ms = (time.perf_counter() - sent) * 1000
+    record.azure_request_id = response.headers.get("x-request-id") or response.headers.get(
+        "apim-request-id"
+    )

@@ -1,0 +1,194 @@
+"""One client request made into the request for one deployment: the URL and api-version
+(`translate.py`), Azure's auth headers, the body adapted to what the deployment accepts
+(`compat.py`) with its `model` renamed where the API wants the deployment's name, and
+the stream policy the relay will apply.
+
+The decisions are the pure modules'; this one sequences them and remembers the URLs and
+deployment profiles that nearly every request repeats.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any, Literal
+from urllib.parse import parse_qsl
+
+import orjson
+
+from azure_openai_proxy.apiversions import deployment_need
+from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.boundedcache import BoundedCache
+from azure_openai_proxy.compat import (
+    DeploymentProfile,
+    adapt_chat_request,
+    adapt_completions_request,
+    infer_family,
+)
+from azure_openai_proxy.errors import MalformedBody
+from azure_openai_proxy.gateway.requestbody import RequestBody
+from azure_openai_proxy.http.interface import HttpRequest
+from azure_openai_proxy.normalize.stream import StreamPolicy
+from azure_openai_proxy.observability.record import RequestRecord
+from azure_openai_proxy.routing import Target
+from azure_openai_proxy.settings import DeploymentSettings, Settings
+from azure_openai_proxy.translate import (
+    api_version_for,
+    azure_auth_headers,
+    forwarded_headers,
+    names_deployment_in_body,
+    upstream_url,
+)
+from azure_openai_proxy.upstream.transport import UpstreamRequest
+
+__all__ = ["RequestTranslator"]
+
+log = logging.getLogger("azure_openai_proxy")
+
+_CACHE_LIMIT = 4096  # entries in the URL and profile caches
+_NORMALIZED_STREAMS = frozenset({"chat/completions", "completions"})
+
+
+class RequestTranslator:
+    """Builds upstream requests for one worker's settings, remembering URLs and profiles."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._urls: BoundedCache[tuple[str, str, str, str, str | None], str] = BoundedCache(
+            _CACHE_LIMIT
+        )
+        self._profiles: BoundedCache[
+            tuple[int, str | None], tuple[DeploymentSettings, DeploymentProfile]
+        ] = BoundedCache(_CACHE_LIMIT)
+
+    def translate(
+        self, request: HttpRequest, target: Target, caller: Caller, body: RequestBody,
+        deployment: DeploymentSettings, client_model: str | None, record: RequestRecord,
+        token: str | None = None,
+    ) -> tuple[UpstreamRequest, StreamPolicy | None]:
+        """The request for `deployment`, and the stream policy when it is a normalized
+        stream (None otherwise). Notes adaptations and streaming in `record`."""
+        client_version = _query_value(request, "api-version") if target.native else None
+        version = api_version_for(
+            deployment, target, client_version, self.settings.honour_client_api_version
+        )
+        url = self._url(deployment, target, version, request)
+        headers = forwarded_headers(request.headers)
+        headers.update(azure_auth_headers(deployment, caller, token))
+        needs_model = names_deployment_in_body(deployment, target)
+        policy: StreamPolicy | None = None
+        payload: bytes | Any = None
+        if body.json is not None:
+            data = body.json
+            changed = False
+            if target.operation in _NORMALIZED_STREAMS:
+                adapt = adapt_chat_request if target.operation == "chat/completions" else (
+                    adapt_completions_request
+                )
+                adapted = adapt(data, self._profile(deployment, version))
+                if adapted.changed:
+                    data, changed = adapted.body, True
+                    record.adaptations = adapted.notes
+                    if log.isEnabledFor(logging.DEBUG):
+                        log.debug("adapted request for %s: %s", deployment.deployment_name,
+                                  ", ".join(adapted.notes))
+                if data.get("stream") is True:
+                    record.stream = True
+                    policy = StreamPolicy(
+                        client_model=client_model if self.settings.response_model == "client" else None,
+                        keep_azure_fields=self.settings.keep_azure_fields,
+                        strip_usage_frame=adapted.usage_injected,
+                    )
+            if needs_model and client_model is not None and data.get("model") != deployment.deployment_name:
+                data = {**data, "model": deployment.deployment_name}
+                changed = True
+            payload = _reencoded(data) if changed else body.raw
+            headers["content-type"] = "application/json"
+        elif body.spool is not None and body.boundary is not None:
+            replace = None
+            if needs_model and client_model is not None:
+                field = body.spool.form_field("model", body.boundary)
+                if field is not None and field[0] != deployment.deployment_name:
+                    replace = (field[1], field[2], deployment.deployment_name.encode())
+            payload = body.spool.replaying(replace)
+            headers["content-length"] = str(body.spool.length(replace))
+        elif body.raw:
+            payload = body.raw
+        return UpstreamRequest(request.method, url, headers, payload), policy
+
+    def _url(
+        self, deployment: DeploymentSettings, target: Target, version: str | None,
+        request: HttpRequest,
+    ) -> str:
+        """The upstream URL; cached for deployment operations (they carry no client query,
+        so it is not even parsed for them)."""
+        if target.kind != "deployment":
+            return upstream_url(deployment, target, version, _query(request))
+        key = (deployment.endpoint, deployment.deployment_name, deployment.api, target.operation,
+               version)
+        url = self._urls.get(key)
+        if url is None:
+            url = self._urls.put(key, upstream_url(deployment, target, version))
+        return url
+
+    def _profile(self, deployment: DeploymentSettings, version: str | None) -> DeploymentProfile:
+        """`_profile`, remembered per deployment object and api-version."""
+        key = (id(deployment), version)
+        known = self._profiles.get(key)
+        if known is not None and known[0] is deployment:  # the id was not reused
+            return known[1]
+        profile = _profile(deployment, version)
+        self._profiles.put(key, (deployment, profile))
+        return profile
+
+
+def _profile(deployment: DeploymentSettings, version: str | None) -> DeploymentProfile:
+    """What the deployment accepts, judged by the api-version actually sent (a native
+    client's own version may differ from the configured one)."""
+    # Foundry's model inference API gates parameters by api-version as the dated API
+    # does (it answers OpenAI models with Azure OpenAI's "enabled only for api versions"
+    # errors): its version is judged on the same table.
+    api: Literal["dated", "v1"] = "v1" if deployment.api == "v1" else "dated"
+    return _cached_profile(
+        api, version if api == "dated" else deployment.api_version,
+        deployment.model_family, deployment.deployment_name, deployment.model_name,
+        tuple(deployment.unsupported_params),
+    )
+
+
+@functools.lru_cache(maxsize=1024)  # bounded: dynamic deployment names come from clients
+def _cached_profile(
+    api: Literal["dated", "v1"], version: str | None,
+    family: Literal["auto", "reasoning", "standard"], deployment_name: str,
+    model_name: str, unsupported: tuple[str, ...],
+) -> DeploymentProfile:
+    return DeploymentProfile(
+        api=api,
+        api_version=version,
+        family=infer_family(deployment_name, model_name) if family == "auto" else family,
+        unsupported_params=frozenset(unsupported),
+        need=deployment_need(deployment_name, model_name, family),
+    )
+
+
+def _reencoded(data: dict[str, Any]) -> bytes:
+    """The adapted body as JSON. orjson writes at most 254 levels of nesting while it
+    reads 1,024: a body between the two is the client's error, not ours."""
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError:
+        raise MalformedBody(
+            "The JSON body of your request is nested too deeply (at most 254 levels)."
+        ) from None
+
+
+def _query(request: HttpRequest) -> list[tuple[str, str]]:
+    """The client's query parameters, in order (only resource calls forward any)."""
+    return parse_qsl(request.query_string, keep_blank_values=True)
+
+
+def _query_value(request: HttpRequest, name: str) -> str | None:
+    for key, value in _query(request):
+        if key == name:
+            return value
+    return None
