@@ -1,5 +1,6 @@
 """What is known about one request, and its token usage: the record the gateway fills in
-as the request goes (`gateway/pipeline.py` and `gateway/relay.py`) and every observer
+as the request goes (`gateway/pipeline.py`, `gateway/attempts.py` and
+`gateway/relay.py`) and every observer
 reads when it ends (the access log, the metrics).
 
 Usage is accounted here: `usage_of` reads it from a JSON answer, the stream normalizer

@@ -1,4 +1,4 @@
-"""A request about an object goes to the deployment that made it (gateway/pipeline.py
+"""A request about an object goes to the deployment that made it (gateway/poolchoice.py
 `_sticky`); a virtual key's allow-list judges that deployment by the model it serves,
 not by the model name the request sent."""
 
