@@ -10,7 +10,7 @@ everything that may refuse, before the handshake, so a refusal is an ordinary
 OpenAI-shaped HTTP answer: the handshake judged by `websockets`' own checks; the
 client's key (a header, or for browsers the `openai-insecure-api-key.KEY` subprotocol)
 checked like on HTTP routes; for a virtual key its model allow-list, its budget, and
-one request of its RPM (the session holds one in-flight slot until it ends); the model
+one request of its RPM (in flight until Azure's socket is open); the model
 mapped to its pool, and one deployment picked and connected (Azure's refusal, 401/404/429,
 fails over like HTTP, then is the answer). The upstream URL is the deployment's family:
 dated `/openai/realtime?api-version=&deployment=` or v1 `/openai/v1/realtime?model=`; the
@@ -22,7 +22,10 @@ slow side slows the other, nothing piles up). Close codes and reasons pass throu
 client that leaves closes the upstream at once; an upstream that drops becomes an
 `error` event, then a 1011 close. Each `response.done` is one usage record
 (`on_response`: the access log and the ledger) with the session's key, model and
-deployment; its tokens go to the key's TPM and its cost to the budget.
+deployment; its cost goes to the budget. For a virtual key each `response.create` is
+one request of its RPM and TPM, in flight until its `response.done` settles its tokens
+with the usage; a refused one never reaches Azure: the client gets a
+`rate_limit_exceeded` `error` event, and the session goes on.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -49,16 +53,19 @@ from azure_openai_proxy.gateway.governed import limit_refusal, pool_allowed, pri
 from azure_openai_proxy.gateway.pipeline import Gateway
 from azure_openai_proxy.gateway.realtime_wire import (
     RealtimeTarget,
+    ResponseRequested,
     credentials,
     error_event,
     handshake_problem,
     realtime_api_version,
     realtime_target,
     realtime_url,
-    response_usage,
+    response_ended,
+    response_requested,
+    upstream_error_id,
 )
 from azure_openai_proxy.governance.keys import has_budget
-from azure_openai_proxy.governance.ratelimit import Admission, Refusal
+from azure_openai_proxy.governance.ratelimit import Admission, LimitPlan, Refusal
 from azure_openai_proxy.http.interface import HttpRequest, WebSocket, WebSocketClosed
 from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate_upstream_error
 from azure_openai_proxy.observability.record import RequestRecord
@@ -116,24 +123,23 @@ async def open_session(gateway: Gateway, request: HttpRequest, target: RealtimeT
     if key is not None and key.models and not pool_allowed(key.models, model, pool):
         raise ModelNotAllowed(model)
     admission = None
-    if key is not None and gateway.limiter is not None:
-        subjects = [("key:" + key.id, key.limits)]
-        if caller.team is not None:
-            subjects.append(("team:" + caller.team.id, caller.team.limits))
-        admitted = gateway.limiter.admit(subjects, 0)  # tokens are counted per response
+    plan = _limit_plan(gateway, caller)
+    if plan is not None and gateway.limiter is not None:
+        admitted = gateway.limiter.take(plan, 0)  # tokens are counted per response
         if isinstance(admitted, Refusal):
             raise limit_refusal(admitted)
         admission = admitted
     try:
         upstream, lease = await _connect(gateway, request, target, caller, pool, model,
                                          record)
-    except BaseException:
+    finally:
+        # The opening is one request, in flight until Azure's socket is open; then each
+        # `response.create` is one (`RealtimeSession._admit`).
         if admission is not None and gateway.limiter is not None:
             gateway.limiter.settle(admission, None)
-        raise
     names = price_names(pool, model)
-    return RealtimeSession(gateway, caller, upstream, lease, admission, record, names,
-                           on_response, on_end)
+    return RealtimeSession(gateway, caller, upstream, lease, record, names, on_response,
+                           on_end)
 
 
 async def _connect(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
@@ -194,6 +200,16 @@ async def _connect(gateway: Gateway, request: HttpRequest, target: RealtimeTarge
         return upstream, lease
 
 
+def _limit_plan(gateway: Gateway, caller: Caller) -> LimitPlan | None:
+    """The limits a virtual key's session and its responses go through (None: none)."""
+    key, team, limiter = caller.key, caller.team, gateway.limiter
+    if key is None or limiter is None:
+        return None
+    if team is None:
+        return limiter.plan(key.id, key.limits, None, None)
+    return limiter.plan(key.id, key.limits, team.id, team.limits)
+
+
 def _missing_model(target: RealtimeTarget) -> GatewayError:
     name = "deployment" if target.native else "model"
     return MalformedBody(f"Missing required query parameter: '{name}'.", param=name)
@@ -204,21 +220,20 @@ def _missing_model(target: RealtimeTarget) -> GatewayError:
 
 class RealtimeSession:
     """An opened session: the upstream socket and what the session holds (a balancer
-    lease, a rate-limit admission) until it ends. Called with the client's WebSocket
-    (an `interface.WebSocketHandler`), it relays until either side ends."""
+    lease; for a virtual key, a rate-limit admission per response being generated)
+    until it ends. Called with the client's WebSocket (an `interface.WebSocketHandler`),
+    it relays until either side ends."""
 
     # Chosen when a browser offers it (with its key as `openai-insecure-api-key.KEY`).
     subprotocols = ("realtime",)
 
     def __init__(self, gateway: Gateway, caller: Caller, upstream: UpstreamSocket,
-                 lease: Lease, admission: Admission | None, record: RequestRecord,
-                 names: tuple[str | None, ...], on_response: OnResponse,
-                 on_end: OnResponse) -> None:
+                 lease: Lease, record: RequestRecord, names: tuple[str | None, ...],
+                 on_response: OnResponse, on_end: OnResponse) -> None:
         self._gateway = gateway
         self._caller = caller
         self._upstream = upstream
         self._lease = lease
-        self._admission = admission
         self.record = record
         self._names = names
         self._on_response = on_response
@@ -229,8 +244,16 @@ class RealtimeSession:
         # or the client is gone by then, nothing runs it: this ends it instead.
         self._unclaimed: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             _UNCLAIMED_SECONDS, self._abandon)
-        self._tokens = 0  # used by the session's responses, for the rate limiter
         self._out_of_budget = False
+        # A virtual key's limits, which each `response.create` goes through (None: no
+        # limits); the responses admitted and not yet done, oldest first, each with the
+        # client event that asked for it.
+        self._plan = _limit_plan(gateway, caller)
+        self._running: deque[tuple[str | None, Admission]] = deque()
+        self._last_tokens = 0  # the last response's input and output: the next one's context
+        # Messages to the client come from both relay tasks (a refused `response.create`
+        # is answered from the client's side): one at a time.
+        self._to_client_lock = asyncio.Lock()
 
     async def __call__(self, client: WebSocket) -> None:
         if self._unclaimed is not None:
@@ -256,7 +279,8 @@ class RealtimeSession:
 
     async def _to_upstream(self, client: WebSocket) -> bool:
         """Client -> Azure. True when Azure's side closed; False when the client left
-        (Azure's socket is then closed at once, with the client's code and reason)."""
+        (Azure's socket is then closed at once, with the client's code and reason).
+        A virtual key's `response.create` goes only when its limits let it."""
         upstream = self._upstream
         while True:
             try:
@@ -264,43 +288,97 @@ class RealtimeSession:
             except WebSocketClosed as closed:
                 await upstream.close(closed.code or 1000, closed.reason)
                 return False
+            if self._plan is not None:
+                asked = response_requested(message)
+                if asked is not None and not await self._admit(client, asked):
+                    continue
             try:
                 await upstream.send(message)
             except UpstreamSocketClosed:
                 return True
 
+    async def _admit(self, client: WebSocket, asked: ResponseRequested) -> bool:
+        """Let a `response.create` through the key's and team's RPM and TPM (its tokens
+        estimated as the conversation so far plus its most output), or answer it with
+        a `rate_limit_exceeded` error event; the session goes on either way."""
+        plan, limiter = self._plan, self._gateway.limiter
+        assert plan is not None and limiter is not None
+        tokens = 0
+        if plan.counts_tokens:
+            most = asked.max_output
+            if most is None:
+                most = self._gateway.settings.default_completion_tokens
+            tokens = self._last_tokens + most
+        admitted = limiter.take(plan, tokens)
+        if isinstance(admitted, Refusal):
+            refused = limit_refusal(admitted)
+            async with self._to_client_lock:
+                await client.send(error_event(refused.message, "rate_limit_exceeded",
+                                              "rate_limit_exceeded", asked.event_id))
+            return False
+        self._running.append((asked.event_id, admitted))
+        return True
+
     async def _to_client(self, client: WebSocket) -> None:
         """Azure -> client, noting each response's usage; Azure's close passed on, or
         its drop reported as an `error` event and a 1011 close."""
-        upstream = self._upstream
+        upstream, lock = self._upstream, self._to_client_lock
         try:
             while True:
                 try:
                     message = await upstream.receive()
                 except UpstreamSocketClosed as closed:
-                    if closed.dropped:
-                        await client.send(error_event(
-                            "The connection to Azure OpenAI was lost.", "upstream_disconnected"))
-                        await client.close(_UPSTREAM_LOST, "upstream connection lost")
-                    else:
-                        await client.close(sendable_close(closed.code), closed.reason)
+                    async with lock:
+                        if closed.dropped:
+                            await client.send(error_event(
+                                "The connection to Azure OpenAI was lost.",
+                                "upstream_disconnected"))
+                            await client.close(_UPSTREAM_LOST, "upstream connection lost")
+                        else:
+                            await client.close(sendable_close(closed.code), closed.reason)
                     return
-                usage = response_usage(message)
-                await client.send(message)
+                usage = response_ended(message)
+                if usage is None and self._running:
+                    self._refused_upstream(message)
+                async with lock:
+                    await client.send(message)
                 if usage is not None:
                     self._responded(usage)
                     if self._out_of_budget:
-                        await client.send(error_event(
-                            "This key's budget is spent; the session ends.",
-                            "insufficient_quota", "insufficient_quota"))
-                        await client.close(1008, "budget exhausted")
+                        async with lock:
+                            await client.send(error_event(
+                                "This key's budget is spent; the session ends.",
+                                "insufficient_quota", "insufficient_quota"))
+                            await client.close(1008, "budget exhausted")
                         await upstream.close(1000, "")
                         return
         except WebSocketClosed:
             return  # the client left: `_to_upstream` closes Azure's side
 
+    def _refused_upstream(self, message: str | bytes) -> None:
+        """Azure's `error` event about a `response.create` it refused: no response comes
+        of it, so its admission is settled (its reservation given back)."""
+        event_id = upstream_error_id(message)
+        if event_id is None:
+            return
+        for running in self._running:
+            if running[0] == event_id:
+                self._running.remove(running)
+                self._settle(running[1], None)
+                return
+
     def _responded(self, usage: dict[str, Any]) -> None:
-        """One response's usage: its record, its tokens, its cost against the budget."""
+        """One response done: its admission settled with its tokens; when Azure counted
+        them, its record and its cost against the budget."""
+        tokens = None
+        if usage:
+            tokens = self._record_response(usage)
+            self._last_tokens = tokens or 0
+        if self._running:
+            self._settle(self._running.popleft()[1], tokens)
+
+    def _record_response(self, usage: dict[str, Any]) -> int | None:
+        """One response's record and its cost against the budget; its tokens."""
         session = self.record
         record = self._gateway.new_record("GET")
         record.route, record.model, record.status, record.attempts = (
@@ -309,7 +387,6 @@ class RealtimeSession:
         record.upstream_ms, record.azure_request_id = session.upstream_ms, session.azure_request_id
         record.key_id, record.team_id, record.usage = session.key_id, session.team_id, usage
         record.total_ms = (time.perf_counter() - self._opened) * 1000
-        self._tokens += used_tokens(record) or 0
         caller, budgets = self._caller, self._gateway.budgets
         if (budgets is not None and caller.key is not None
                 and has_budget(caller.key, caller.team)):
@@ -319,6 +396,12 @@ class RealtimeSession:
                               record)
             self._out_of_budget = budgets.check(caller.key, caller.team).exhausted is not None
         self._on_response(record)
+        return used_tokens(record)
+
+    def _settle(self, admission: Admission, tokens: int | None) -> None:
+        limiter = self._gateway.limiter
+        if limiter is not None:
+            limiter.settle(admission, tokens)
 
     def _abandon(self) -> None:
         """Never run: Azure's socket is dropped, and what the session held released."""
@@ -332,8 +415,7 @@ class RealtimeSession:
             return
         self._ended = True
         self._lease.done()
-        limiter = self._gateway.limiter
-        if self._admission is not None and limiter is not None:
-            limiter.settle(self._admission, self._tokens)
+        while self._running:  # responses that never finished: their reservations back
+            self._settle(self._running.popleft()[1], None)
         self.record.total_ms = (time.perf_counter() - self._opened) * 1000
         self._on_end(self.record)

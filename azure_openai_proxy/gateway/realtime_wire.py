@@ -27,7 +27,10 @@ __all__ = [
     "realtime_api_version",
     "realtime_target",
     "realtime_url",
+    "response_ended",
+    "response_requested",
     "response_usage",
+    "upstream_error_id",
 ]
 
 # The api-version a dated deployment's realtime URL gets when its own cannot do realtime
@@ -107,26 +110,83 @@ def realtime_url(deployment: DeploymentSettings, version: str | None) -> str:
     return f"{base}/openai/realtime?{urlencode(query, quote_via=quote)}"
 
 
+@dataclass(frozen=True, slots=True)
+class ResponseRequested:
+    """A client's `response.create`: its `event_id` (echoed in an error about it) and
+    the most output tokens it asks for (None: it does not say)."""
+
+    event_id: str | None
+    max_output: int | None
+
+
+_MAX_OUTPUT_FIELDS = ("max_output_tokens", "max_response_output_tokens")
+
+
+def response_requested(message: str | bytes) -> ResponseRequested | None:
+    """The `response.create` event `message` is, or None for any other message. Parses
+    only messages that may be one (most are audio appends)."""
+    event = _event_of(message, "response.create")
+    if event is None:
+        return None
+    event_id = event.get("event_id")
+    response = event.get("response")
+    most = None
+    if isinstance(response, dict):
+        for name in _MAX_OUTPUT_FIELDS:
+            value = response.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                most = value
+                break
+    return ResponseRequested(event_id if isinstance(event_id, str) else None, most)
+
+
+def response_ended(message: str | bytes) -> dict[str, Any] | None:
+    """The usage of a `response.done` event ({} when it has none: a response cancelled
+    or failed before Azure counted it), or None for any other message."""
+    event = _event_of(message, "response.done")
+    if event is None:
+        return None
+    response = event.get("response")
+    usage = response.get("usage") if isinstance(response, dict) else None
+    return usage if isinstance(usage, dict) else {}
+
+
 def response_usage(message: str | bytes) -> dict[str, Any] | None:
-    """The usage of a `response.done` event, or None for any other message. Parses only
-    messages that may be one (most are deltas)."""
+    """The usage of a `response.done` event, or None for any other message or a
+    `response.done` without usage."""
+    return response_ended(message) or None
+
+
+def upstream_error_id(message: str | bytes) -> str | None:
+    """The client event an `error` event from Azure is about (`error.event_id`), or None
+    (another message, or an error about no event in particular)."""
+    event = _event_of(message, "error")
+    error = event.get("error") if event is not None else None
+    event_id = error.get("event_id") if isinstance(error, dict) else None
+    return event_id if isinstance(event_id, str) else None
+
+
+def _event_of(message: str | bytes, kind: str) -> dict[str, Any] | None:
+    """`message` decoded, when it is an event of type `kind`; only a message that names
+    `kind` is parsed."""
     if isinstance(message, str):
-        if "response.done" not in message:
+        if kind not in message:
             return None
-    elif b"response.done" not in message:
+    elif kind.encode() not in message:
         return None
     try:
         event = orjson.loads(message)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(event, dict) or event.get("type") != "response.done":
+    if not isinstance(event, dict) or event.get("type") != kind:
         return None
-    response = event.get("response")
-    usage = response.get("usage") if isinstance(response, dict) else None
-    return usage if isinstance(usage, dict) else None
+    return event
 
 
-def error_event(message: str, code: str, kind: str = "server_error") -> str:
+def error_event(message: str, code: str, kind: str = "server_error",
+                event_id: str | None = None) -> str:
+    """A realtime `error` event, as Azure and OpenAI send them; `event_id` names the
+    client event it is about."""
     return orjson.dumps({"type": "error", "event_id": None, "error": {
-        "type": kind, "code": code, "message": message, "param": None, "event_id": None,
+        "type": kind, "code": code, "message": message, "param": None, "event_id": event_id,
     }}).decode()
