@@ -35,7 +35,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from azure_openai_proxy.auth import Caller
@@ -79,7 +79,7 @@ from azure_openai_proxy.upstream.websocket import (
     sendable_close,
 )
 
-__all__ = ["RealtimeSession", "open_session", "realtime_target"]
+__all__ = ["RealtimeSession", "UpgradeRequired", "not_upgraded", "open_session", "realtime_target"]
 
 _FORWARDED = ("openai-beta", "x-ms-client-request-id")
 _UPSTREAM_LOST = 1011
@@ -213,6 +213,28 @@ def _limit_plan(gateway: Gateway, caller: Caller) -> LimitPlan | None:
 def _missing_model(target: RealtimeTarget) -> GatewayError:
     name = "deployment" if target.native else "model"
     return MalformedBody(f"Missing required query parameter: '{name}'.", param=name)
+
+
+class UpgradeRequired(GatewayError):
+    """A realtime URL asked for without `Upgrade: websocket`: only a WebSocket is served
+    there (RFC 9110 15.5.22: the answer names the protocol to switch to)."""
+
+    status = 426
+    type_ = "invalid_request_error"
+    code = "upgrade_required"
+
+    def headers(self) -> Mapping[str, str]:
+        return {"upgrade": "websocket"}
+
+
+def not_upgraded(request: HttpRequest, api_base: str) -> UpgradeRequired | None:
+    """The answer to a plain HTTP GET of a realtime URL (which no HTTP route serves),
+    or None when `request` is not one."""
+    if request.method != "GET" or realtime_target(request.path, request.query_string,
+                                                  api_base) is None:
+        return None
+    return UpgradeRequired("The Realtime API is a WebSocket: connect with "
+                           "'Upgrade: websocket' (ws:// or wss://).")
 
 
 # -- relaying ------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ import base64
 import json
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -450,3 +452,21 @@ def test_azures_close_code_and_reason_reach_the_client(
                 connection.recv(timeout=10)
     assert closed.value.rcvd is not None
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4002, "going")
+
+
+@pytest.mark.parametrize("path", [f"/v1/realtime?model={DATED}",
+                                  f"/openai/realtime?api-version=2025-04-01-preview&deployment={DATED}",
+                                  f"/openai/v1/realtime?model={V1}"])
+def test_a_plain_get_of_a_realtime_url_is_426_upgrade_required(
+    emulator: Emulator, gateway: ServerThread, path: str,
+) -> None:
+    request = urllib.request.Request(gateway.url + path,
+                                     headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    answer = refused.value
+    assert answer.code == 426 and answer.headers["upgrade"] == "websocket"
+    error = json.loads(answer.read())["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "upgrade_required")
+    assert "Upgrade: websocket" in error["message"]
+    assert realtime_entries(emulator) == []
