@@ -100,6 +100,26 @@ async def open_session(gateway: Gateway, request: HttpRequest, target: RealtimeT
     `GatewayError` to answer with. `record` is the session's (its key, model,
     deployment), copied into each response's record (`on_response`); `on_end` gets it
     when the session ends."""
+    series = gateway.balancer.metrics.realtime
+    try:
+        session = await _open(gateway, request, target, record, on_response, on_end)
+    except BaseException as exc:
+        series.asked(_status_of(exc))
+        raise
+    series.asked(101)
+    return session
+
+
+def _status_of(exc: BaseException) -> int:
+    """The status a session refused with `exc` is answered with (499: the client left)."""
+    if isinstance(exc, GatewayError):
+        return exc.http_status
+    return 499 if isinstance(exc, asyncio.CancelledError) else 500
+
+
+async def _open(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
+                record: RequestRecord, on_response: OnResponse,
+                on_end: OnResponse) -> RealtimeSession:
     record.route = "realtime"
     problem = handshake_problem(request.target, request.headers.items())
     if problem is not None:
@@ -267,6 +287,8 @@ class RealtimeSession:
         self._unclaimed: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             _UNCLAIMED_SECONDS, self._abandon)
         self._out_of_budget = False
+        self._series = gateway.balancer.metrics.realtime
+        self._series.open += 1
         # A virtual key's limits, which each `response.create` goes through (None: no
         # limits); the responses admitted and not yet done, oldest first, each with the
         # client event that asked for it.
@@ -303,7 +325,7 @@ class RealtimeSession:
         """Client -> Azure. True when Azure's side closed; False when the client left
         (Azure's socket is then closed at once, with the client's code and reason).
         A virtual key's `response.create` goes only when its limits let it."""
-        upstream = self._upstream
+        upstream, series = self._upstream, self._series
         while True:
             try:
                 message = await client.receive()
@@ -318,6 +340,7 @@ class RealtimeSession:
                 await upstream.send(message)
             except UpstreamSocketClosed:
                 return True
+            series.to_azure += 1
 
     async def _admit(self, client: WebSocket, asked: ResponseRequested) -> bool:
         """Let a `response.create` through the key's and team's RPM and TPM (its tokens
@@ -344,7 +367,7 @@ class RealtimeSession:
     async def _to_client(self, client: WebSocket) -> None:
         """Azure -> client, noting each response's usage; Azure's close passed on, or
         its drop reported as an `error` event and a 1011 close."""
-        upstream, lock = self._upstream, self._to_client_lock
+        upstream, lock, series = self._upstream, self._to_client_lock, self._series
         try:
             while True:
                 try:
@@ -364,6 +387,7 @@ class RealtimeSession:
                     self._refused_upstream(message)
                 async with lock:
                     await client.send(message)
+                series.to_client += 1
                 if usage is not None:
                     self._responded(usage)
                     if self._out_of_budget:
@@ -436,6 +460,7 @@ class RealtimeSession:
         if self._ended:
             return
         self._ended = True
+        self._series.open -= 1
         self._lease.done()
         while self._running:  # responses that never finished: their reservations back
             self._settle(self._running.popleft()[1], None)

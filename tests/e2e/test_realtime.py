@@ -470,3 +470,25 @@ def test_a_plain_get_of_a_realtime_url_is_426_upgrade_required(
     assert (error["type"], error["code"]) == ("invalid_request_error", "upgrade_required")
     assert "Upgrade: websocket" in error["message"]
     assert realtime_entries(emulator) == []
+
+
+def test_metrics_count_sessions_by_outcome_and_events_by_direction(
+    gateway: ServerThread,
+) -> None:
+    from tests.e2e.test_metrics import scrape, value
+
+    p = "azure_openai_proxy_realtime_"
+    refusal(gateway, f"/v1/realtime?model={DATED}", {"Authorization": "Bearer wrong"})
+    with open_raw(gateway) as connection:
+        events_until(connection, "session.created")
+        connection.send(json.dumps({"type": "conversation.item.create", "item": HELLO}))
+        connection.send(json.dumps({"type": "response.create"}))
+        received = 1 + len(events_until(connection, "response.done"))
+        during = scrape(gateway.url)
+    assert value(during, p + "sessions_open") == 1
+    assert value(during, p + "sessions_total", outcome="opened", status="101") == 1
+    assert value(during, p + "sessions_total", outcome="refused", status="401") == 1
+    assert value(during, p + "events_total", direction="to_azure") == 2
+    assert value(during, p + "events_total", direction="to_client") == received
+    until(lambda: value(scrape(gateway.url), p + "sessions_open") == 0,
+          message="the session never counted as closed")
