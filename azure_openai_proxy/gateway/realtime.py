@@ -14,7 +14,8 @@ one request of its RPM (in flight until Azure's socket is open); the model
 mapped to its pool, and one deployment picked and connected (Azure's refusal, 401/404/429,
 fails over like HTTP, then is the answer). The upstream URL is the deployment's family:
 dated `/openai/realtime?api-version=&deployment=` or v1 `/openai/v1/realtime?model=`; the
-server's key or Entra token goes with it, never the client's gateway key.
+server's key or Entra token goes with it, never the client's gateway key. The client's
+subprotocols but its key go on too, and its handshake answers with the one Azure took.
 
 The `RealtimeSession` (the engine's handler for the connection) then relays messages
 both ways as they come, one at a time (each send waits until the other side takes it: a
@@ -56,6 +57,7 @@ from azure_openai_proxy.gateway.realtime_wire import (
     ResponseRequested,
     credentials,
     error_event,
+    forwarded_subprotocols,
     handshake_problem,
     realtime_api_version,
     realtime_target,
@@ -169,6 +171,9 @@ async def _connect(gateway: Gateway, request: HttpRequest, target: RealtimeTarge
     retryable refusals (429, 5xx) and connect failures moving on to the next."""
     run = gateway.balancer.failover(pool, 0)
     forwarded = {name: request.headers[name] for name in _FORWARDED if name in request.headers}
+    subprotocols, beta = forwarded_subprotocols(request.headers)
+    if beta is not None:
+        forwarded["openai-beta"] = beta
     while True:
         step = run.next_step()  # raises when no attempt is left
         if isinstance(step, float):
@@ -188,7 +193,7 @@ async def _connect(gateway: Gateway, request: HttpRequest, target: RealtimeTarge
                                            else None, gateway.settings.honour_client_api_version)
             sent = time.perf_counter()
             upstream = await open_socket(realtime_url(deployment, version), headers,
-                                         gateway.settings.upstream)
+                                         gateway.settings.upstream, subprotocols)
         except UpstreamRefused as refused:
             lease.answered(refused.status, refused.headers)
             lease.done()
@@ -266,9 +271,6 @@ class RealtimeSession:
     until it ends. Called with the client's WebSocket (an `interface.WebSocketHandler`),
     it relays until either side ends."""
 
-    # Chosen when a browser offers it (with its key as `openai-insecure-api-key.KEY`).
-    subprotocols = ("realtime",)
-
     def __init__(self, gateway: Gateway, caller: Caller, upstream: UpstreamSocket,
                  lease: Lease, record: RequestRecord, names: tuple[str | None, ...],
                  on_response: OnResponse, on_end: OnResponse) -> None:
@@ -282,6 +284,9 @@ class RealtimeSession:
         self._on_end = on_end
         self._opened = time.perf_counter()
         self._ended = False
+        # The client's handshake answers with the subprotocol Azure accepted, if any
+        # (the engine reads this: `interface.WebSocketHandler`).
+        self.subprotocols = (upstream.subprotocol,) if upstream.subprotocol else ()
         # The engine runs the session right after its handshake; if the handshake fails
         # or the client is gone by then, nothing runs it: this ends it instead.
         self._unclaimed: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(

@@ -23,6 +23,7 @@ __all__ = [
     "RealtimeTarget",
     "credentials",
     "error_event",
+    "forwarded_subprotocols",
     "handshake_problem",
     "realtime_api_version",
     "realtime_target",
@@ -82,6 +83,25 @@ def credentials(headers: Mapping[str, str]) -> Mapping[str, str]:
         if offered.startswith(_KEY_SUBPROTOCOL) and len(offered) > len(_KEY_SUBPROTOCOL):
             return {"Authorization": "Bearer " + offered[len(_KEY_SUBPROTOCOL):]}
     return headers
+
+
+_BETA_SUBPROTOCOL = "openai-beta."
+
+
+def forwarded_subprotocols(headers: Mapping[str, str]) -> tuple[list[str], str | None]:
+    """The subprotocols a client offered that go on to Azure, in its order: all but the
+    browser's key (`openai-insecure-api-key.KEY`, which is never forwarded); and the
+    `OpenAI-Beta` header a browser means by `openai-beta.VALUE` (it cannot set headers),
+    unless it sent the header itself. (The handshake's own checks have judged the
+    header's syntax.)"""
+    offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
+    forwarded = [p for p in offered if p and not p.startswith(_KEY_SUBPROTOCOL)]
+    beta = None
+    if "openai-beta" not in headers:
+        beta = next((p[len(_BETA_SUBPROTOCOL):] for p in forwarded
+                     if p.startswith(_BETA_SUBPROTOCOL) and len(p) > len(_BETA_SUBPROTOCOL)),
+                    None)
+    return forwarded, beta
 
 
 def realtime_api_version(deployment: DeploymentSettings, client_version: str | None,

@@ -19,11 +19,12 @@ messages and then stops reading the socket, so a slow reader slows Azure's side 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.frames import CloseCode
+from websockets.typing import Subprotocol
 
 from azure_openai_proxy import __version__
 from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
@@ -74,6 +75,11 @@ class UpstreamSocket:
         self._connection = connection
 
     @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol Azure accepted (None: none)."""
+        return self._connection.subprotocol
+
+    @property
     def response_headers(self) -> Mapping[str, str]:
         response = self._connection.response
         return response.headers if response is not None else {}
@@ -104,13 +110,16 @@ class UpstreamSocket:
             transport.abort()
 
 
-async def open_socket(url: str, headers: Mapping[str, str],
-                      settings: UpstreamSettings) -> UpstreamSocket:
-    """Connect to `url` (ws:// or wss://) with `headers`; raises as the module says."""
+async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSettings,
+                      subprotocols: Sequence[str] = ()) -> UpstreamSocket:
+    """Connect to `url` (ws:// or wss://) with `headers`, offering `subprotocols`;
+    raises as the module says."""
     proxy = settings.http_proxy or settings.socks_proxy or None
+    offered = [Subprotocol(name) for name in subprotocols] or None
     try:
         connection = await connect(
             url, additional_headers=dict(headers), user_agent_header=_USER_AGENT,
+            subprotocols=offered,
             proxy=proxy, open_timeout=settings.connect_timeout, compression=None,
             max_size=_MAX_MESSAGE, max_queue=_MAX_QUEUE, close_timeout=_CLOSE_TIMEOUT,
         )

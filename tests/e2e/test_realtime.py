@@ -280,13 +280,49 @@ def test_a_browser_may_send_its_key_as_a_subprotocol(emulator: Emulator,
                                                      gateway: ServerThread) -> None:
     with connect(ws_url(gateway, f"/v1/realtime?model={DATED}"),
                  subprotocols=[Subprotocol("realtime"),
-                               Subprotocol(f"openai-insecure-api-key.{CLIENT_KEY}")],
+                               Subprotocol(f"openai-insecure-api-key.{CLIENT_KEY}"),
+                               Subprotocol("openai-beta.realtime-v1")],
                  ) as connection:
         assert connection.subprotocol == "realtime"
         events_until(connection, "session.created")
     [entry] = realtime_entries(emulator)
-    assert_server_key_only(entry)
-    assert "sec-websocket-protocol" not in entry["headers"]
+    assert_server_key_only(entry)  # the key subprotocol never reaches Azure
+    # The others do, in the client's order; `openai-beta.X` is also the header it means.
+    assert entry["headers"]["sec-websocket-protocol"] == "realtime, openai-beta.realtime-v1"
+    assert entry["headers"]["openai-beta"] == "realtime-v1"
+
+
+def subprotocol_upstream() -> web.Application:
+    """An upstream that speaks only the `custom.v2` subprotocol."""
+    async def realtime(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse(protocols=("custom.v2",))
+        await socket.prepare(request)
+        await socket.send_str('{"type":"session.created"}')
+        async for _ in socket:
+            pass
+        return socket
+
+    app = web.Application()
+    app.router.add_get("/openai/v1/realtime", realtime)
+    return app
+
+
+@pytest.mark.parametrize("offered, chosen", [
+    (["realtime", "custom.v2"], "custom.v2"),  # Azure's choice, not the gateway's
+    (["realtime"], None),  # Azure chose none: so does the client's answer
+])
+def test_the_client_gets_the_subprotocol_azure_accepted(
+    start_gateway: Callable[[Settings], ServerThread], offered: list[str],
+    chosen: str | None,
+) -> None:
+    with serve(subprotocol_upstream) as upstream:
+        gateway = start_gateway(gateway_settings(upstream.url, deployment_config=[
+            {"model_name": V1, "deployment_name": V1, "endpoint": upstream.url,
+             "api_key": AZURE_KEY, "api": "v1"}]))
+        with open_raw(gateway, model=V1,
+                      subprotocols=[Subprotocol(p) for p in offered]) as connection:
+            assert connection.subprotocol == chosen
+            events_until(connection, "session.created")
 
 
 # -- virtual keys: the allow-list, RPM per session, and the ledger ------------------------

@@ -135,3 +135,17 @@ def test_a_response_done_without_usage_still_ends_a_response() -> None:
     assert upstream_error_id(error) == "e1"
     assert upstream_error_id('{"type":"error","error":{"event_id":null}}') is None
     assert upstream_error_id('{"type":"response.text.delta","delta":"error"}') is None
+
+
+def test_every_subprotocol_but_the_key_is_forwarded_and_openai_beta_becomes_its_header() -> None:
+    from azure_openai_proxy.gateway.realtime_wire import forwarded_subprotocols
+
+    offered = {"sec-websocket-protocol":
+               "realtime, openai-insecure-api-key.sk-secret,openai-beta.realtime-v1"}
+    assert forwarded_subprotocols(offered) == (
+        ["realtime", "openai-beta.realtime-v1"], "realtime-v1")
+    # A header the client sent itself is kept (it is forwarded as it is).
+    assert forwarded_subprotocols({**offered, "openai-beta": "x"})[1] is None
+    assert forwarded_subprotocols({}) == ([], None)
+    assert forwarded_subprotocols({"sec-websocket-protocol": "openai-beta."}) == (
+        ["openai-beta."], None)
