@@ -528,3 +528,38 @@ def test_metrics_count_sessions_by_outcome_and_events_by_direction(
     assert value(during, p + "events_total", direction="to_client") == received
     until(lambda: value(scrape(gateway.url), p + "sessions_open") == 0,
           message="the session never counted as closed")
+
+
+def test_a_client_that_leaves_while_azure_is_being_connected_cancels_the_connect(
+    start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    from tests.e2e.test_metrics import scrape, value
+    from tests.support import bound_socket
+
+    silent = bound_socket()  # listens, never accepts: the handshake never gets an answer
+    silent.listen(8)
+    with silent:
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        gateway = start_gateway(gateway_settings(endpoint, upstream={"connect_timeout": 120},
+                                                 deployment_config=[
+            {"model_name": V1, "deployment_name": V1, "endpoint": endpoint,
+             "api_key": AZURE_KEY, "api": "v1"}]))
+
+        def connecting() -> float:
+            return value(scrape(gateway.url), "azure_openai_proxy_deployment_in_flight",
+                         deployment=V1)
+
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as raw:
+            raw.sendall(f"GET /v1/realtime?model={V1} HTTP/1.1\r\nHost: x\r\n"
+                        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                        "Sec-WebSocket-Version: 13\r\n"
+                        f"Authorization: Bearer {CLIENT_KEY}\r\n\r\n".encode())
+            until(lambda: connecting() == 1, message="the gateway never began the connect")
+        # The client is gone: the connect (120 s of patience) is cancelled at once.
+        until(lambda: connecting() == 0, message="the upstream connect outlived its client")
+        upstream, _ = silent.accept()
+        with upstream:
+            upstream.settimeout(10)
+            while upstream.recv(65536):
+                pass  # the upgrade request, then the gateway's end of the connection
