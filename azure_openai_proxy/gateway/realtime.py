@@ -86,6 +86,7 @@ __all__ = ["RealtimeSession", "UpgradeRequired", "not_upgraded", "open_session",
 _FORWARDED = ("openai-beta", "x-ms-client-request-id")
 _UPSTREAM_LOST = 1011
 _UNCLAIMED_SECONDS = 10.0
+_MAX_RUNNING = 32  # a session's responses admitted and not done, at most
 
 OnResponse = Callable[[RequestRecord], None]
 
@@ -294,10 +295,10 @@ class RealtimeSession:
         self._out_of_budget = False
         self._series = gateway.balancer.metrics.realtime
         self._series.open += 1
-        # A virtual key's limits, which each `response.create` goes through (None: no
-        # limits); the responses admitted and not yet done, oldest first, each with the
-        # client event that asked for it.
-        self._plan = _limit_plan(gateway, caller)
+        # Whether each `response.create` goes through a virtual key's limits; the
+        # responses admitted and not yet done, oldest first, each with the client
+        # event that asked for it.
+        self._limited = caller.key is not None and gateway.limiter is not None
         self._running: deque[tuple[str | None, Admission]] = deque()
         self._last_tokens = 0  # the last response's input and output: the next one's context
         # Messages to the client come from both relay tasks (a refused `response.create`
@@ -337,7 +338,7 @@ class RealtimeSession:
             except WebSocketClosed as closed:
                 await upstream.close(closed.code or 1000, closed.reason)
                 return False
-            if self._plan is not None:
+            if self._limited:
                 asked = response_requested(message)
                 if asked is not None and not await self._admit(client, asked):
                     continue
@@ -351,7 +352,8 @@ class RealtimeSession:
         """Let a `response.create` through the key's and team's RPM and TPM (its tokens
         estimated as the conversation so far plus its most output), or answer it with
         a `rate_limit_exceeded` error event; the session goes on either way."""
-        plan, limiter = self._plan, self._gateway.limiter
+        # Planned anew (the limiter keeps a key's plan): a reload of the keys drops plans.
+        plan, limiter = _limit_plan(self._gateway, self._caller), self._gateway.limiter
         assert plan is not None and limiter is not None
         tokens = 0
         if plan.counts_tokens:
@@ -366,7 +368,12 @@ class RealtimeSession:
                 await client.send(error_event(refused.message, "rate_limit_exceeded",
                                               "rate_limit_exceeded", asked.event_id))
             return False
-        self._running.append((asked.event_id, admitted))
+        running = self._running
+        running.append((asked.event_id, admitted))
+        if len(running) > _MAX_RUNNING:
+            # Refused by Azure without naming themselves (no `event_id`), not limited by
+            # `max_parallel`: the oldest is given up on, so the list stays bounded.
+            self._settle(running.popleft()[1], None)
         return True
 
     async def _to_client(self, client: WebSocket) -> None:

@@ -44,7 +44,7 @@ def handshake() -> bytes:
 async def test_a_client_that_leaves_during_the_decision_cancels_it() -> None:
     events = Events()
     async with engine(SlowDeciderApp(events)) as e:
-        reader, writer = await e.connect()
+        _, writer = await e.connect()
         writer.write(handshake())
         await asyncio.wait_for(events.body_read.wait(), 5)
         writer.close()  # a FIN: the client has left
