@@ -301,9 +301,11 @@ class RealtimeSession:
         self._limited = caller.key is not None and gateway.limiter is not None
         self._running: deque[tuple[str | None, Admission]] = deque()
         self._last_tokens = 0  # the last response's input and output: the next one's context
-        # Messages to the client come from both relay tasks (a refused `response.create`
-        # is answered from the client's side): one at a time.
-        self._to_client_lock = asyncio.Lock()
+        # With limits, messages to the client come from both relay tasks (a refused
+        # `response.create` is answered from the client's side): one at a time, as the
+        # engine's `send` waits for the client with one waiter. (Without, a lock on each
+        # message relayed would cost about a microsecond for nothing.)
+        self._to_client_lock = asyncio.Lock() if self._limited else None
 
     async def __call__(self, client: WebSocket) -> None:
         if self._unclaimed is not None:
@@ -364,6 +366,7 @@ class RealtimeSession:
         admitted = limiter.take(plan, tokens)
         if isinstance(admitted, Refusal):
             refused = limit_refusal(admitted)
+            assert self._to_client_lock is not None  # (limited)
             async with self._to_client_lock:
                 await client.send(error_event(refused.message, "rate_limit_exceeded",
                                               "rate_limit_exceeded", asked.event_id))
@@ -379,7 +382,9 @@ class RealtimeSession:
     async def _to_client(self, client: WebSocket) -> None:
         """Azure -> client, noting each response's usage; Azure's close passed on, or
         its drop reported as an `error` event and a 1011 close."""
-        upstream, lock, series = self._upstream, self._to_client_lock, self._series
+        upstream, series = self._upstream, self._series
+        locked = self._to_client_lock
+        lock = locked or contextlib.nullcontext()  # (for what is sent once)
         try:
             while True:
                 try:
@@ -397,8 +402,11 @@ class RealtimeSession:
                 usage = response_ended(message)
                 if usage is None and self._running:
                     self._refused_upstream(message)
-                async with lock:
+                if locked is None:
                     await client.send(message)
+                else:
+                    async with locked:
+                        await client.send(message)
                 series.to_client += 1
                 if usage is not None:
                     self._responded(usage)
