@@ -162,7 +162,13 @@ def response_requested(message: str | bytes) -> ResponseRequested | None:
 
 def response_ended(message: str | bytes) -> dict[str, Any] | None:
     """The usage of a `response.done` event ({} when it has none: a response cancelled
-    or failed before Azure counted it), or None for any other message."""
+    or failed before Azure counted it), or None for any other message. Called for every
+    message Azure sends: most are rejected by the one substring test, without a call."""
+    if isinstance(message, str):
+        if "response.done" not in message:
+            return None
+    elif b"response.done" not in message:
+        return None
     event = _event_of(message, "response.done")
     if event is None:
         return None
