@@ -5,14 +5,18 @@ sent to Azure when a limit says no."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from websockets.sync.client import ClientConnection
 
 from azure_openai_proxy.gateway.app import GatewayApp
-from tests.e2e.test_realtime import events_until, governed, open_raw, virtual_key
-from tests.support import ServerThread
+from azure_openai_proxy.settings import Settings
+from tests.e2e.conftest import AZURE_KEY, gateway_settings
+from tests.e2e.test_realtime import V1, events_until, governed, open_raw, virtual_key
+from tests.support import ServerThread, serve
 
 __all__ = ["governed"]  # the fixture, used by name
 
@@ -85,3 +89,52 @@ def test_a_response_reserves_its_tokens_and_is_settled_with_its_usage(
         assert again["error"]["event_id"] == "again"
         assert "tokens per minute" in again["error"]["message"]
         assert_session_goes_on(connection)
+
+
+def refusing_upstream() -> web.Application:
+    """Azure's realtime endpoint as far as the limits care: `response.create` with
+    event_id "refuse-me" is refused with an `error` naming it (as Azure refuses a second
+    response while one is active); any other gets a `response.done` with usage."""
+    async def realtime(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        await socket.send_str('{"type":"session.created"}')
+        async for message in socket:
+            event = json.loads(message.data)
+            if event.get("event_id") == "refuse-me":
+                await socket.send_json({"type": "error", "event_id": "event_1", "error": {
+                    "type": "invalid_request_error",
+                    "code": "conversation_already_has_active_response",
+                    "message": "Conversation already has an active response",
+                    "param": None, "event_id": "refuse-me"}})
+            elif event.get("type") == "response.create":
+                await socket.send_json({"type": "response.done", "response": {"usage": {
+                    "total_tokens": 3, "input_tokens": 1, "output_tokens": 2}}})
+        return socket
+
+    app = web.Application()
+    app.router.add_get("/openai/v1/realtime", realtime)
+    return app
+
+
+def test_a_response_azure_refuses_gives_its_slot_back(
+    tmp_path: Path, start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    with serve(refusing_upstream) as upstream:
+        gateway = start_gateway(gateway_settings(
+            upstream.url, database=f"sqlite:///{tmp_path / 'gw.db'}", deployment_config=[
+                {"model_name": V1, "deployment_name": V1, "endpoint": upstream.url,
+                 "api_key": AZURE_KEY, "api": "v1"}]))
+        key_id, secret = virtual_key(gateway, tmp_path / "gw.db", max_parallel=1)
+        with open_raw(gateway, secret, V1) as connection:
+            events_until(connection, "session.created")
+            # Open and idle, the session holds no slot: its responses may use the one.
+            assert limits_of(gateway, key_id)["in_flight"] == 0
+            create(connection, "refuse-me")
+            [refused] = events_until(connection, "error")
+            assert refused["error"]["code"] == "conversation_already_has_active_response"
+            assert limits_of(gateway, key_id)["in_flight"] == 0
+            create(connection, "ok")
+            [done] = events_until(connection, "response.done")
+            assert limits_of(gateway, key_id)["in_flight"] == 0
+        assert done["response"]["usage"]["total_tokens"] == 3
