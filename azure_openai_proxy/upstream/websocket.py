@@ -7,6 +7,8 @@ Its failures are ours, translated here once:
 
     UpstreamRefused          Azure answered the handshake with an HTTP error (401, 404,
                              429...): status, headers and body, for the gateway to translate
+    UpstreamError            Azure answered with another status (a redirect, never
+                             followed: it would take the key elsewhere)
     UpstreamUnreachable      no connection (refused, DNS, TLS, proxy)
     UpstreamTimeout          no handshake within `connect_timeout`
     UpstreamSocketClosed     the open connection ended: `code`/`reason` as Azure said them,
@@ -27,7 +29,7 @@ from websockets.frames import CloseCode
 from websockets.typing import Subprotocol
 
 from azure_openai_proxy import __version__
-from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from azure_openai_proxy.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
 
 __all__ = ["UpstreamRefused", "UpstreamSocket", "UpstreamSocketClosed", "open_socket"]
@@ -110,6 +112,16 @@ class UpstreamSocket:
             transport.abort()
 
 
+class _Connect(connect):
+    """`websockets`' connect, never following a redirect: the library would send our
+    headers to wherever the answer points (on another origin it drops only
+    `Authorization` and cookies, not `api-key`). A redirect is Azure's answer, as on
+    HTTP routes."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
 async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSettings,
                       subprotocols: Sequence[str] = ()) -> UpstreamSocket:
     """Connect to `url` (ws:// or wss://) with `headers`, offering `subprotocols`;
@@ -117,7 +129,7 @@ async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSe
     proxy = settings.http_proxy or settings.socks_proxy or None
     offered = [Subprotocol(name) for name in subprotocols] or None
     try:
-        connection = await connect(
+        connection = await _Connect(
             url, additional_headers=dict(headers), user_agent_header=_USER_AGENT,
             subprotocols=offered,
             proxy=proxy, open_timeout=settings.connect_timeout, compression=None,
@@ -125,6 +137,9 @@ async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSe
         )
     except InvalidStatus as exc:
         response = exc.response
+        if response.status_code < 400:  # a redirect (not followed) or another oddity
+            raise UpstreamError(f"Azure OpenAI answered the WebSocket with "
+                                f"{response.status_code}, not 101.") from None
         raise UpstreamRefused(response.status_code, dict(response.headers.raw_items()),
                               bytes(response.body or b"")) from None
     except TimeoutError:

@@ -563,3 +563,36 @@ def test_a_client_that_leaves_while_azure_is_being_connected_cancels_the_connect
             upstream.settimeout(10)
             while upstream.recv(65536):
                 pass  # the upgrade request, then the gateway's end of the connection
+
+
+def test_azures_redirect_is_not_followed_with_the_key(
+    start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    seen: list[str] = []
+
+    def elsewhere() -> web.Application:
+        async def anything(request: web.Request) -> web.Response:
+            seen.append(request.headers.get("api-key", ""))
+            return web.Response(status=404)
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", anything)
+        return app
+
+    with serve(elsewhere) as other:
+        def redirecting() -> web.Application:
+            async def realtime(request: web.Request) -> web.Response:
+                raise web.HTTPFound(other.url.replace("http://", "ws://") + "/openai/v1/realtime")
+
+            app = web.Application()
+            app.router.add_get("/openai/v1/realtime", realtime)
+            return app
+
+        with serve(redirecting) as upstream:
+            gateway = start_gateway(gateway_settings(upstream.url, deployment_config=[
+                {"model_name": V1, "deployment_name": V1, "endpoint": upstream.url,
+                 "api_key": AZURE_KEY, "api": "v1"}]))
+            status, body = refusal(gateway, f"/v1/realtime?model={V1}",
+                                   {"Authorization": f"Bearer {CLIENT_KEY}"})
+    assert (status, body["error"]["code"]) == (502, "upstream_error")
+    assert seen == []  # the other origin never saw a request, let alone the key
