@@ -115,8 +115,7 @@ class UpstreamSocket:
 class _Connect(connect):
     """`websockets`' connect, never following a redirect: the library would send our
     headers to wherever the answer points (on another origin it drops only
-    `Authorization` and cookies, not `api-key`). A redirect is Azure's answer, as on
-    HTTP routes."""
+    `Authorization` and cookies, not `api-key`). `open_socket` makes a redirect a 502."""
 
     def process_redirect(self, exc: Exception) -> Exception | str:
         return exc
