@@ -5,6 +5,7 @@ sent to Azure when a limit says no."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,20 @@ from aiohttp import web
 from websockets.sync.client import ClientConnection
 
 from azure_openai_proxy.gateway.app import GatewayApp
+from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.settings import Settings
+from azure_openai_proxy.store.keys import KeyStore
 from tests.e2e.conftest import AZURE_KEY, gateway_settings
-from tests.e2e.test_realtime import V1, events_until, governed, open_raw, virtual_key
+from tests.e2e.test_realtime import (
+    V1,
+    _loaded,
+    events_until,
+    governed,
+    open_raw,
+    virtual_key,
+)
 from tests.support import ServerThread, serve
+from tests.waiting import until
 
 __all__ = ["governed"]  # the fixture, used by name
 
@@ -138,3 +149,23 @@ def test_a_response_azure_refuses_gives_its_slot_back(
             [done] = events_until(connection, "response.done")
             assert limits_of(gateway, key_id)["in_flight"] == 0
         assert done["response"]["usage"]["total_tokens"] == 3
+
+
+def test_the_teams_rpm_counts_its_keys_responses_too(
+    governed: ServerThread, tmp_path: Path,
+) -> None:
+    store = KeyStore.open(tmp_path / "gw.db")
+    try:
+        team = store.create_team("voice", limits=Limits(rpm=2), now=time.time())
+        _, secret = store.create_key("rt-team", team=team.id, now=time.time())
+    finally:
+        store.close()
+    until(lambda: _loaded(governed, secret), message="the gateway never loaded the new key")
+    with open_raw(governed, secret) as connection:  # the team's first request
+        events_until(connection, "session.created")
+        create(connection, "first")  # its second
+        events_until(connection, "response.done")
+        create(connection, "second")
+        [*_, refused] = events_until(connection, "error")
+    assert refused["error"]["code"] == "rate_limit_exceeded"
+    assert "this team" in refused["error"]["message"]
