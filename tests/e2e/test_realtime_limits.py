@@ -17,19 +17,21 @@ from azure_openai_proxy.gateway.app import GatewayApp
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.keys import KeyStore
-from tests.e2e.conftest import AZURE_KEY, gateway_settings
+from tests.e2e.conftest import AZURE_KEY, Emulator, gateway_settings
 from tests.e2e.test_realtime import (
     V1,
     _loaded,
     events_until,
     governed,
     open_raw,
+    realtime_settings,
+    slow_emulator,
     virtual_key,
 )
 from tests.support import ServerThread, serve
 from tests.waiting import until
 
-__all__ = ["governed"]  # the fixture, used by name
+__all__ = ["governed", "slow_emulator"]  # the fixtures, used by name
 
 
 def create(connection: ClientConnection, event_id: str, **response: Any) -> None:
@@ -169,3 +171,23 @@ def test_the_teams_rpm_counts_its_keys_responses_too(
         [*_, refused] = events_until(connection, "error")
     assert refused["error"]["code"] == "rate_limit_exceeded"
     assert "this team" in refused["error"]["message"]
+
+
+def test_a_refusal_while_a_response_streams_reaches_the_client_and_the_response_ends(
+    slow_emulator: Emulator, tmp_path: Path, start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    gateway = start_gateway(realtime_settings(
+        slow_emulator.url, database=f"sqlite:///{tmp_path / 'gw.db'}"))
+    _, secret = virtual_key(gateway, tmp_path / "gw.db", rpm=2)
+    with open_raw(gateway, secret) as connection:
+        events_until(connection, "session.created")
+        create(connection, "streams")  # 16 tokens at 20 ms each
+        events_until(connection, "response.created")
+        create(connection, "refused")  # answered from the client's side, meanwhile
+        events = events_until(connection, "response.done")
+    kinds = [e["type"] for e in events]
+    assert kinds.count("error") == 1
+    refused = events[kinds.index("error")]
+    assert refused["error"]["event_id"] == "refused"
+    # (Usually between the response's deltas: both relay tasks then send to the client.
+    # Not asserted: that is a matter of timing.)
