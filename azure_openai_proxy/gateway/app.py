@@ -27,6 +27,7 @@ from azure_openai_proxy.errors import (
     HttpRefused,
     MethodNotAllowed,
     RequestTimeout,
+    RouteNotFound,
 )
 from azure_openai_proxy.gateway.admin import AdminApi
 from azure_openai_proxy.gateway.admin_usage import ADMIN_USAGE_PATH, usage_answer
@@ -41,7 +42,7 @@ from azure_openai_proxy.gateway.ledger import (
 )
 from azure_openai_proxy.gateway.ownership import ObjectOwners
 from azure_openai_proxy.gateway.pipeline import Gateway
-from azure_openai_proxy.gateway.realtime import open_session, realtime_target
+from azure_openai_proxy.gateway.realtime import not_upgraded, open_session, realtime_target
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.ratelimit import RateLimiter
 from azure_openai_proxy.http.interface import (
@@ -252,6 +253,8 @@ class GatewayApp:
             return self._failure(request, exc)
 
     def _failure(self, request: HttpRequest, exc: Exception) -> Answer:
+        if isinstance(exc, RouteNotFound):  # a realtime URL without its WebSocket: 426
+            exc = not_upgraded(request, self.gateway.settings.api_base) or exc
         if isinstance(exc, GatewayError):
             return error_answer(exc)
         if isinstance(exc, BodyTooLarge):

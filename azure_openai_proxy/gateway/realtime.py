@@ -10,11 +10,12 @@ everything that may refuse, before the handshake, so a refusal is an ordinary
 OpenAI-shaped HTTP answer: the handshake judged by `websockets`' own checks; the
 client's key (a header, or for browsers the `openai-insecure-api-key.KEY` subprotocol)
 checked like on HTTP routes; for a virtual key its model allow-list, its budget, and
-one request of its RPM (the session holds one in-flight slot until it ends); the model
+one request of its RPM (in flight until Azure's socket is open); the model
 mapped to its pool, and one deployment picked and connected (Azure's refusal, 401/404/429,
 fails over like HTTP, then is the answer). The upstream URL is the deployment's family:
 dated `/openai/realtime?api-version=&deployment=` or v1 `/openai/v1/realtime?model=`; the
-server's key or Entra token goes with it, never the client's gateway key.
+server's key or Entra token goes with it, never the client's gateway key. The client's
+subprotocols but its key go on too, and its handshake answers with the one Azure took.
 
 The `RealtimeSession` (the engine's handler for the connection) then relays messages
 both ways as they come, one at a time (each send waits until the other side takes it: a
@@ -22,7 +23,10 @@ slow side slows the other, nothing piles up). Close codes and reasons pass throu
 client that leaves closes the upstream at once; an upstream that drops becomes an
 `error` event, then a 1011 close. Each `response.done` is one usage record
 (`on_response`: the access log and the ledger) with the session's key, model and
-deployment; its tokens go to the key's TPM and its cost to the budget.
+deployment; its cost goes to the budget. For a virtual key each `response.create` is
+one request of its RPM and TPM, in flight until its `response.done` settles its tokens
+with the usage; a refused one never reaches Azure: the client gets a
+`rate_limit_exceeded` `error` event, and the session goes on.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from azure_openai_proxy.auth import Caller
@@ -49,16 +54,20 @@ from azure_openai_proxy.gateway.governed import limit_refusal, pool_allowed, pri
 from azure_openai_proxy.gateway.pipeline import Gateway
 from azure_openai_proxy.gateway.realtime_wire import (
     RealtimeTarget,
+    ResponseRequested,
     credentials,
     error_event,
+    forwarded_subprotocols,
     handshake_problem,
     realtime_api_version,
     realtime_target,
     realtime_url,
-    response_usage,
+    response_ended,
+    response_requested,
+    upstream_error_id,
 )
 from azure_openai_proxy.governance.keys import has_budget
-from azure_openai_proxy.governance.ratelimit import Admission, Refusal
+from azure_openai_proxy.governance.ratelimit import Admission, LimitPlan, Refusal
 from azure_openai_proxy.http.interface import HttpRequest, WebSocket, WebSocketClosed
 from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate_upstream_error
 from azure_openai_proxy.observability.record import RequestRecord
@@ -72,11 +81,12 @@ from azure_openai_proxy.upstream.websocket import (
     sendable_close,
 )
 
-__all__ = ["RealtimeSession", "open_session", "realtime_target"]
+__all__ = ["RealtimeSession", "UpgradeRequired", "not_upgraded", "open_session", "realtime_target"]
 
 _FORWARDED = ("openai-beta", "x-ms-client-request-id")
 _UPSTREAM_LOST = 1011
 _UNCLAIMED_SECONDS = 10.0
+_MAX_RUNNING = 32  # a session's responses admitted and not done, at most
 
 OnResponse = Callable[[RequestRecord], None]
 
@@ -93,6 +103,26 @@ async def open_session(gateway: Gateway, request: HttpRequest, target: RealtimeT
     `GatewayError` to answer with. `record` is the session's (its key, model,
     deployment), copied into each response's record (`on_response`); `on_end` gets it
     when the session ends."""
+    series = gateway.balancer.metrics.realtime
+    try:
+        session = await _open(gateway, request, target, record, on_response, on_end)
+    except BaseException as exc:
+        series.asked(_status_of(exc))
+        raise
+    series.asked(101)
+    return session
+
+
+def _status_of(exc: BaseException) -> int:
+    """The status a session refused with `exc` is answered with (499: the client left)."""
+    if isinstance(exc, GatewayError):
+        return exc.http_status
+    return 499 if isinstance(exc, asyncio.CancelledError) else 500
+
+
+async def _open(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
+                record: RequestRecord, on_response: OnResponse,
+                on_end: OnResponse) -> RealtimeSession:
     record.route = "realtime"
     problem = handshake_problem(request.target, request.headers.items())
     if problem is not None:
@@ -116,24 +146,23 @@ async def open_session(gateway: Gateway, request: HttpRequest, target: RealtimeT
     if key is not None and key.models and not pool_allowed(key.models, model, pool):
         raise ModelNotAllowed(model)
     admission = None
-    if key is not None and gateway.limiter is not None:
-        subjects = [("key:" + key.id, key.limits)]
-        if caller.team is not None:
-            subjects.append(("team:" + caller.team.id, caller.team.limits))
-        admitted = gateway.limiter.admit(subjects, 0)  # tokens are counted per response
+    plan = _limit_plan(gateway, caller)
+    if plan is not None and gateway.limiter is not None:
+        admitted = gateway.limiter.take(plan, 0)  # tokens are counted per response
         if isinstance(admitted, Refusal):
             raise limit_refusal(admitted)
         admission = admitted
     try:
         upstream, lease = await _connect(gateway, request, target, caller, pool, model,
                                          record)
-    except BaseException:
+    finally:
+        # The opening is one request, in flight until Azure's socket is open; then each
+        # `response.create` is one (`RealtimeSession._admit`).
         if admission is not None and gateway.limiter is not None:
             gateway.limiter.settle(admission, None)
-        raise
     names = price_names(pool, model)
-    return RealtimeSession(gateway, caller, upstream, lease, admission, record, names,
-                           on_response, on_end)
+    return RealtimeSession(gateway, caller, upstream, lease, record, names, on_response,
+                           on_end)
 
 
 async def _connect(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
@@ -143,6 +172,9 @@ async def _connect(gateway: Gateway, request: HttpRequest, target: RealtimeTarge
     retryable refusals (429, 5xx) and connect failures moving on to the next."""
     run = gateway.balancer.failover(pool, 0)
     forwarded = {name: request.headers[name] for name in _FORWARDED if name in request.headers}
+    subprotocols, beta = forwarded_subprotocols(request.headers)
+    if beta is not None:
+        forwarded["openai-beta"] = beta
     while True:
         step = run.next_step()  # raises when no attempt is left
         if isinstance(step, float):
@@ -162,7 +194,7 @@ async def _connect(gateway: Gateway, request: HttpRequest, target: RealtimeTarge
                                            else None, gateway.settings.honour_client_api_version)
             sent = time.perf_counter()
             upstream = await open_socket(realtime_url(deployment, version), headers,
-                                         gateway.settings.upstream)
+                                         gateway.settings.upstream, subprotocols)
         except UpstreamRefused as refused:
             lease.answered(refused.status, refused.headers)
             lease.done()
@@ -194,9 +226,41 @@ async def _connect(gateway: Gateway, request: HttpRequest, target: RealtimeTarge
         return upstream, lease
 
 
+def _limit_plan(gateway: Gateway, caller: Caller) -> LimitPlan | None:
+    """The limits a virtual key's session and its responses go through (None: none)."""
+    key, team, limiter = caller.key, caller.team, gateway.limiter
+    if key is None or limiter is None:
+        return None
+    if team is None:
+        return limiter.plan(key.id, key.limits, None, None)
+    return limiter.plan(key.id, key.limits, team.id, team.limits)
+
+
 def _missing_model(target: RealtimeTarget) -> GatewayError:
     name = "deployment" if target.native else "model"
     return MalformedBody(f"Missing required query parameter: '{name}'.", param=name)
+
+
+class UpgradeRequired(GatewayError):
+    """A realtime URL asked for without `Upgrade: websocket`: only a WebSocket is served
+    there (RFC 9110 15.5.22: the answer names the protocol to switch to)."""
+
+    status = 426
+    type_ = "invalid_request_error"
+    code = "upgrade_required"
+
+    def headers(self) -> Mapping[str, str]:
+        return {"upgrade": "websocket"}
+
+
+def not_upgraded(request: HttpRequest, api_base: str) -> UpgradeRequired | None:
+    """The answer to a plain HTTP GET of a realtime URL (which no HTTP route serves),
+    or None when `request` is not one."""
+    if request.method != "GET" or realtime_target(request.path, request.query_string,
+                                                  api_base) is None:
+        return None
+    return UpgradeRequired("The Realtime API is a WebSocket: connect with "
+                           "'Upgrade: websocket' (ws:// or wss://).")
 
 
 # -- relaying ------------------------------------------------------------------------------
@@ -204,33 +268,44 @@ def _missing_model(target: RealtimeTarget) -> GatewayError:
 
 class RealtimeSession:
     """An opened session: the upstream socket and what the session holds (a balancer
-    lease, a rate-limit admission) until it ends. Called with the client's WebSocket
-    (an `interface.WebSocketHandler`), it relays until either side ends."""
-
-    # Chosen when a browser offers it (with its key as `openai-insecure-api-key.KEY`).
-    subprotocols = ("realtime",)
+    lease; for a virtual key, a rate-limit admission per response being generated)
+    until it ends. Called with the client's WebSocket (an `interface.WebSocketHandler`),
+    it relays until either side ends."""
 
     def __init__(self, gateway: Gateway, caller: Caller, upstream: UpstreamSocket,
-                 lease: Lease, admission: Admission | None, record: RequestRecord,
-                 names: tuple[str | None, ...], on_response: OnResponse,
-                 on_end: OnResponse) -> None:
+                 lease: Lease, record: RequestRecord, names: tuple[str | None, ...],
+                 on_response: OnResponse, on_end: OnResponse) -> None:
         self._gateway = gateway
         self._caller = caller
         self._upstream = upstream
         self._lease = lease
-        self._admission = admission
         self.record = record
         self._names = names
         self._on_response = on_response
         self._on_end = on_end
         self._opened = time.perf_counter()
         self._ended = False
+        # The client's handshake answers with the subprotocol Azure accepted, if any
+        # (the engine reads this: `interface.WebSocketHandler`).
+        self.subprotocols = (upstream.subprotocol,) if upstream.subprotocol else ()
         # The engine runs the session right after its handshake; if the handshake fails
         # or the client is gone by then, nothing runs it: this ends it instead.
         self._unclaimed: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
             _UNCLAIMED_SECONDS, self._abandon)
-        self._tokens = 0  # used by the session's responses, for the rate limiter
         self._out_of_budget = False
+        self._series = gateway.balancer.metrics.realtime
+        self._series.open += 1
+        # Whether each `response.create` goes through a virtual key's limits; the
+        # responses admitted and not yet done, oldest first, each with the client
+        # event that asked for it.
+        self._limited = caller.key is not None and gateway.limiter is not None
+        self._running: deque[tuple[str | None, Admission]] = deque()
+        self._last_tokens = 0  # the last response's input and output: the next one's context
+        # With limits, messages to the client come from both relay tasks (a refused
+        # `response.create` is answered from the client's side): one at a time, as the
+        # engine's `send` waits for the client with one waiter. (Without, a lock on each
+        # message relayed would cost about a microsecond for nothing.)
+        self._to_client_lock = asyncio.Lock() if self._limited else None
 
     async def __call__(self, client: WebSocket) -> None:
         if self._unclaimed is not None:
@@ -256,51 +331,120 @@ class RealtimeSession:
 
     async def _to_upstream(self, client: WebSocket) -> bool:
         """Client -> Azure. True when Azure's side closed; False when the client left
-        (Azure's socket is then closed at once, with the client's code and reason)."""
-        upstream = self._upstream
+        (Azure's socket is then closed at once, with the client's code and reason).
+        A virtual key's `response.create` goes only when its limits let it."""
+        upstream, series = self._upstream, self._series
         while True:
             try:
                 message = await client.receive()
             except WebSocketClosed as closed:
                 await upstream.close(closed.code or 1000, closed.reason)
                 return False
+            if self._limited:
+                asked = response_requested(message)
+                if asked is not None and not await self._admit(client, asked):
+                    continue
             try:
                 await upstream.send(message)
             except UpstreamSocketClosed:
                 return True
+            series.to_azure += 1
+
+    async def _admit(self, client: WebSocket, asked: ResponseRequested) -> bool:
+        """Let a `response.create` through the key's and team's RPM and TPM (its tokens
+        estimated as the conversation so far plus its most output), or answer it with
+        a `rate_limit_exceeded` error event; the session goes on either way."""
+        # Planned anew (the limiter keeps a key's plan): a reload of the keys drops plans.
+        plan, limiter = _limit_plan(self._gateway, self._caller), self._gateway.limiter
+        assert plan is not None and limiter is not None
+        tokens = 0
+        if plan.counts_tokens:
+            most = asked.max_output
+            if most is None:
+                most = self._gateway.settings.default_completion_tokens
+            tokens = self._last_tokens + most
+        admitted = limiter.take(plan, tokens)
+        if isinstance(admitted, Refusal):
+            refused = limit_refusal(admitted)
+            assert self._to_client_lock is not None  # (limited)
+            async with self._to_client_lock:
+                await client.send(error_event(refused.message, "rate_limit_exceeded",
+                                              "rate_limit_exceeded", asked.event_id))
+            return False
+        running = self._running
+        running.append((asked.event_id, admitted))
+        if len(running) > _MAX_RUNNING:
+            # Refused by Azure without naming themselves (no `event_id`), not limited by
+            # `max_parallel`: the oldest is given up on, so the list stays bounded.
+            self._settle(running.popleft()[1], None)
+        return True
 
     async def _to_client(self, client: WebSocket) -> None:
         """Azure -> client, noting each response's usage; Azure's close passed on, or
         its drop reported as an `error` event and a 1011 close."""
-        upstream = self._upstream
+        upstream, series = self._upstream, self._series
+        locked = self._to_client_lock
+        lock = locked or contextlib.nullcontext()  # (for what is sent once)
         try:
             while True:
                 try:
                     message = await upstream.receive()
                 except UpstreamSocketClosed as closed:
-                    if closed.dropped:
-                        await client.send(error_event(
-                            "The connection to Azure OpenAI was lost.", "upstream_disconnected"))
-                        await client.close(_UPSTREAM_LOST, "upstream connection lost")
-                    else:
-                        await client.close(sendable_close(closed.code), closed.reason)
+                    async with lock:
+                        if closed.dropped:
+                            await client.send(error_event(
+                                "The connection to Azure OpenAI was lost.",
+                                "upstream_disconnected"))
+                            await client.close(_UPSTREAM_LOST, "upstream connection lost")
+                        else:
+                            await client.close(sendable_close(closed.code), closed.reason)
                     return
-                usage = response_usage(message)
-                await client.send(message)
+                usage = response_ended(message)
+                if usage is None and self._running:
+                    self._refused_upstream(message)
+                if locked is None:
+                    await client.send(message)
+                else:
+                    async with locked:
+                        await client.send(message)
+                series.to_client += 1
                 if usage is not None:
                     self._responded(usage)
                     if self._out_of_budget:
-                        await client.send(error_event(
-                            "This key's budget is spent; the session ends.",
-                            "insufficient_quota", "insufficient_quota"))
-                        await client.close(1008, "budget exhausted")
+                        async with lock:
+                            await client.send(error_event(
+                                "This key's budget is spent; the session ends.",
+                                "insufficient_quota", "insufficient_quota"))
+                            await client.close(1008, "budget exhausted")
                         await upstream.close(1000, "")
                         return
         except WebSocketClosed:
             return  # the client left: `_to_upstream` closes Azure's side
 
+    def _refused_upstream(self, message: str | bytes) -> None:
+        """Azure's `error` event about a `response.create` it refused: no response comes
+        of it, so its admission is settled (its reservation given back)."""
+        event_id = upstream_error_id(message)
+        if event_id is None:
+            return
+        for running in self._running:
+            if running[0] == event_id:
+                self._running.remove(running)
+                self._settle(running[1], None)
+                return
+
     def _responded(self, usage: dict[str, Any]) -> None:
-        """One response's usage: its record, its tokens, its cost against the budget."""
+        """One response done: its admission settled with its tokens; when Azure counted
+        them, its record and its cost against the budget."""
+        tokens = None
+        if usage:
+            tokens = self._record_response(usage)
+            self._last_tokens = tokens or 0
+        if self._running:
+            self._settle(self._running.popleft()[1], tokens)
+
+    def _record_response(self, usage: dict[str, Any]) -> int | None:
+        """One response's record and its cost against the budget; its tokens."""
         session = self.record
         record = self._gateway.new_record("GET")
         record.route, record.model, record.status, record.attempts = (
@@ -309,7 +453,6 @@ class RealtimeSession:
         record.upstream_ms, record.azure_request_id = session.upstream_ms, session.azure_request_id
         record.key_id, record.team_id, record.usage = session.key_id, session.team_id, usage
         record.total_ms = (time.perf_counter() - self._opened) * 1000
-        self._tokens += used_tokens(record) or 0
         caller, budgets = self._caller, self._gateway.budgets
         if (budgets is not None and caller.key is not None
                 and has_budget(caller.key, caller.team)):
@@ -319,6 +462,12 @@ class RealtimeSession:
                               record)
             self._out_of_budget = budgets.check(caller.key, caller.team).exhausted is not None
         self._on_response(record)
+        return used_tokens(record)
+
+    def _settle(self, admission: Admission, tokens: int | None) -> None:
+        limiter = self._gateway.limiter
+        if limiter is not None:
+            limiter.settle(admission, tokens)
 
     def _abandon(self) -> None:
         """Never run: Azure's socket is dropped, and what the session held released."""
@@ -331,9 +480,9 @@ class RealtimeSession:
         if self._ended:
             return
         self._ended = True
+        self._series.open -= 1
         self._lease.done()
-        limiter = self._gateway.limiter
-        if self._admission is not None and limiter is not None:
-            limiter.settle(self._admission, self._tokens)
+        while self._running:  # responses that never finished: their reservations back
+            self._settle(self._running.popleft()[1], None)
         self.record.total_ms = (time.perf_counter() - self._opened) * 1000
         self._on_end(self.record)

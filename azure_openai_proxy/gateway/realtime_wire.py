@@ -23,11 +23,15 @@ __all__ = [
     "RealtimeTarget",
     "credentials",
     "error_event",
+    "forwarded_subprotocols",
     "handshake_problem",
     "realtime_api_version",
     "realtime_target",
     "realtime_url",
+    "response_ended",
+    "response_requested",
     "response_usage",
+    "upstream_error_id",
 ]
 
 # The api-version a dated deployment's realtime URL gets when its own cannot do realtime
@@ -81,6 +85,25 @@ def credentials(headers: Mapping[str, str]) -> Mapping[str, str]:
     return headers
 
 
+_BETA_SUBPROTOCOL = "openai-beta."
+
+
+def forwarded_subprotocols(headers: Mapping[str, str]) -> tuple[list[str], str | None]:
+    """The subprotocols a client offered that go on to Azure, in its order: all but the
+    browser's key (`openai-insecure-api-key.KEY`, which is never forwarded); and the
+    `OpenAI-Beta` header a browser means by `openai-beta.VALUE` (it cannot set headers),
+    unless it sent the header itself. (The handshake's own checks have judged the
+    header's syntax.)"""
+    offered = [p.strip() for p in headers.get("sec-websocket-protocol", "").split(",")]
+    forwarded = [p for p in offered if p and not p.startswith(_KEY_SUBPROTOCOL)]
+    beta = None
+    if "openai-beta" not in headers:
+        beta = next((p[len(_BETA_SUBPROTOCOL):] for p in forwarded
+                     if p.startswith(_BETA_SUBPROTOCOL) and len(p) > len(_BETA_SUBPROTOCOL)),
+                    None)
+    return forwarded, beta
+
+
 def realtime_api_version(deployment: DeploymentSettings, client_version: str | None,
                          honour: bool) -> str | None:
     """The api-version of a dated deployment's realtime URL (None for the v1 API): a
@@ -107,26 +130,89 @@ def realtime_url(deployment: DeploymentSettings, version: str | None) -> str:
     return f"{base}/openai/realtime?{urlencode(query, quote_via=quote)}"
 
 
-def response_usage(message: str | bytes) -> dict[str, Any] | None:
-    """The usage of a `response.done` event, or None for any other message. Parses only
-    messages that may be one (most are deltas)."""
+@dataclass(frozen=True, slots=True)
+class ResponseRequested:
+    """A client's `response.create`: its `event_id` (echoed in an error about it) and
+    the most output tokens it asks for (None: it does not say)."""
+
+    event_id: str | None
+    max_output: int | None
+
+
+_MAX_OUTPUT_FIELDS = ("max_output_tokens", "max_response_output_tokens")
+
+
+def response_requested(message: str | bytes) -> ResponseRequested | None:
+    """The `response.create` event `message` is, or None for any other message. Parses
+    only messages that may be one (most are audio appends)."""
+    event = _event_of(message, "response.create")
+    if event is None:
+        return None
+    event_id = event.get("event_id")
+    response = event.get("response")
+    most = None
+    if isinstance(response, dict):
+        for name in _MAX_OUTPUT_FIELDS:
+            value = response.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                most = value
+                break
+    return ResponseRequested(event_id if isinstance(event_id, str) else None, most)
+
+
+def response_ended(message: str | bytes) -> dict[str, Any] | None:
+    """The usage of a `response.done` event ({} when it has none: a response cancelled
+    or failed before Azure counted it), or None for any other message. Called for every
+    message Azure sends: most are rejected by the one substring test, without a call."""
     if isinstance(message, str):
         if "response.done" not in message:
             return None
     elif b"response.done" not in message:
         return None
+    event = _event_of(message, "response.done")
+    if event is None:
+        return None
+    response = event.get("response")
+    usage = response.get("usage") if isinstance(response, dict) else None
+    return usage if isinstance(usage, dict) else {}
+
+
+def response_usage(message: str | bytes) -> dict[str, Any] | None:
+    """The usage of a `response.done` event, or None for any other message or a
+    `response.done` without usage."""
+    return response_ended(message) or None
+
+
+def upstream_error_id(message: str | bytes) -> str | None:
+    """The client event an `error` event from Azure is about (`error.event_id`), or None
+    (another message, or an error about no event in particular)."""
+    event = _event_of(message, "error")
+    error = event.get("error") if event is not None else None
+    event_id = error.get("event_id") if isinstance(error, dict) else None
+    return event_id if isinstance(event_id, str) else None
+
+
+def _event_of(message: str | bytes, kind: str) -> dict[str, Any] | None:
+    """`message` decoded, when it is an event of type `kind`; only a message that names
+    `kind` is parsed."""
+    if isinstance(message, str):
+        if kind not in message:
+            return None
+    elif kind.encode() not in message:
+        return None
     try:
         event = orjson.loads(message)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(event, dict) or event.get("type") != "response.done":
+    if not isinstance(event, dict) or event.get("type") != kind:
         return None
-    response = event.get("response")
-    usage = response.get("usage") if isinstance(response, dict) else None
-    return usage if isinstance(usage, dict) else None
+    return event
 
 
-def error_event(message: str, code: str, kind: str = "server_error") -> str:
+def error_event(message: str, code: str, kind: str = "server_error",
+                event_id: str | None = None) -> str:
+    """A realtime `error` event, as Azure and OpenAI send them; `event_id` names the
+    client event it is about."""
     return orjson.dumps({"type": "error", "event_id": None, "error": {
-        "type": kind, "code": code, "message": message, "param": None, "event_id": None,
+        "type": kind, "code": code, "message": message, "param": None, "event_id": event_id,
     }}).decode()

@@ -18,7 +18,7 @@ from azure_openai_proxy.http.interface import (
     WebSocketHandler,
 )
 from azure_openai_proxy.http.request import FastRequest
-from azure_openai_proxy.http.upgrade import websocket_declined
+from azure_openai_proxy.http.upgrade import upgrade_decided, websocket_declined
 from azure_openai_proxy.http.websocket import run_websocket
 from azure_openai_proxy.http.wire import BODYLESS_STATUS, UnsafeHeader, answer_head
 
@@ -38,7 +38,10 @@ async def serve_request(conn: _HttpConnection, request: FastRequest) -> bool:
     conn.current = request
     try:
         if request.upgrade_rest is not None:  # a WebSocket the application may take
-            handler = await server.websocket_hook(request) if server.websocket_hook else None
+            try:
+                handler = await server.websocket_hook(request) if server.websocket_hook else None
+            finally:
+                upgrade_decided(conn)
             if handler is not None:
                 conn.current = None
                 await _run_websocket(conn, request, handler)

@@ -6,11 +6,14 @@ application takes (`websocket.py`): the request is plain HTTP/1.1. llhttp has en
 message at its head and left the body to "the new protocol", so a new parser reads the
 body behind a stand-in head that frames it the same way (llhttp keeps judging the
 framing: chunked stays chunked), then whatever follows. A WebSocket the application
-may take waits for its decision with what followed the head held and reading paused.
+may take waits for its decision with what followed the head held (`_HeldUpgrade`:
+reading goes on, up to `_HELD_BYTES`, so that a client that leaves meanwhile is seen
+at once and the decision, which may be opening a connection upstream, is cancelled).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import httptools
@@ -21,7 +24,9 @@ from azure_openai_proxy.http.request import FastRequest
 if TYPE_CHECKING:
     from azure_openai_proxy.http.connection import _HttpConnection
 
-__all__ = ["upgrade_refused", "websocket_declined"]
+__all__ = ["upgrade_decided", "upgrade_refused", "websocket_declined"]
+
+_HELD_BYTES = 64 * 1024  # of what a client sends while its upgrade is decided
 
 
 def upgrade_refused(conn: _HttpConnection, rest: bytes, offer: bool = True) -> None:
@@ -59,7 +64,10 @@ def _after_upgrade(conn: _HttpConnection, rest: bytes, offer: bool) -> bytes | N
             and request.method == "GET" and request.body is None
             and request.headers.get("upgrade", "").lower() == "websocket"):
         request.upgrade_rest = rest
-        conn.pause_body()
+        if len(rest) >= _HELD_BYTES:
+            conn.pause_body()
+        if conn.transport is not None:
+            conn.transport.set_protocol(_HeldUpgrade(conn, request))
         return None
     conn.parser = httptools.HttpRequestParser(conn)
     if request.body is None:
@@ -76,3 +84,39 @@ def websocket_declined(conn: _HttpConnection, request: FastRequest) -> None:
     rest, request.upgrade_rest = request.upgrade_rest or b"", None
     conn.resume_reading()
     upgrade_refused(conn, rest, offer=False)
+
+
+def upgrade_decided(conn: _HttpConnection) -> None:
+    """The application has decided (or failed to) on a WebSocket: the connection reads
+    the transport again (until the WebSocket, if any, takes it)."""
+    transport = conn.transport
+    if transport is not None and not conn.closed and transport.get_protocol() is not conn:
+        transport.set_protocol(conn)
+
+
+class _HeldUpgrade(asyncio.Protocol):
+    """The transport's protocol while the application decides on a WebSocket: what the
+    client sends is kept for after it (reading pauses past `_HELD_BYTES`), and a client
+    that leaves or half-closes is the connection's end at once, as on HTTP."""
+
+    def __init__(self, conn: _HttpConnection, request: FastRequest) -> None:
+        self._conn = conn
+        self._request = request
+
+    def data_received(self, data: bytes) -> None:
+        held = (self._request.upgrade_rest or b"") + data
+        self._request.upgrade_rest = held
+        if len(held) >= _HELD_BYTES:
+            self._conn.pause_body()
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes: `connection_lost`
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._conn.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self._conn.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._conn.resume_writing()

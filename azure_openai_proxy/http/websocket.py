@@ -12,7 +12,10 @@ after `send_timeout`).
 What the client sends is bounded: a message past `_MAX_MESSAGE` closes the connection
 (1009, the protocol's own check), a text message that is not UTF-8 too (1007), and once
 `_UNREAD_MESSAGES` messages (or `_UNREAD_SIZE` bytes) wait for the handler, reading pauses
-until it has taken half of them.
+until it has taken half of them. Reading pauses too while the client is not reading
+what is written (the transport's `pause_writing`): each ping it sends adds a pong to
+write, so a client that sends pings and never reads would otherwise grow what waits
+to be written without bound.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class _WebSocketConnection(asyncio.Protocol):
         self._messages: deque[str | bytes] = deque()
         self._unread_size = 0  # of the messages waiting: bytes, or characters of text
         self._paused = False  # reading paused: the handler has not taken its messages
+        self._write_paused = False  # and while the client does not read what is written
         self._parts = bytearray()
         self._frames = 0
         self._text = False
@@ -77,9 +81,13 @@ class _WebSocketConnection(asyncio.Protocol):
         self._conn.connection_lost(exc)
 
     def pause_writing(self) -> None:
+        self._write_paused = True
+        self._reading()
         self._conn.pause_writing()
 
     def resume_writing(self) -> None:
+        self._write_paused = False
+        self._reading()
         self._conn.resume_writing()
 
     def _take_events(self) -> None:
@@ -118,19 +126,25 @@ class _WebSocketConnection(asyncio.Protocol):
                 self._pause_reading()
 
     def _pause_reading(self) -> None:
-        transport = self._conn.transport
-        if transport is not None and not transport.is_closing():
-            self._paused = True
-            transport.pause_reading()
+        self._paused = True
+        self._reading()
 
     def _resume_if_drained(self) -> None:
         """Reading resumes once the handler has taken half of what was waiting."""
         if (len(self._messages) <= _UNREAD_MESSAGES // 2
                 and self._unread_size <= _UNREAD_SIZE // 2):
             self._paused = False
-            transport = self._conn.transport
-            if transport is not None and not transport.is_closing():
-                transport.resume_reading()
+            self._reading()
+
+    def _reading(self) -> None:
+        """Read the client while neither its messages wait nor it leaves ours unread."""
+        transport = self._conn.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._paused or self._write_paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     def _flush(self) -> None:
         transport = self._conn.transport

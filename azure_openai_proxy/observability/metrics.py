@@ -22,6 +22,12 @@ Metric names (prefix `azure_openai_proxy_`):
     deployment_in_flight / deployment_cooldown_seconds / deployment_circuit_state
       (0 closed, 1 half-open, 2 open) / deployment_latency_seconds /
       deployment_remaining_tokens / deployment_remaining_requests  gauges, at scrape time
+    realtime_sessions_open                                       gauge
+    realtime_sessions_total{outcome="opened"|"refused",status}   counter, sessions asked for
+    realtime_events_total{direction="to_azure"|"to_client"}      counter, messages relayed
+
+The realtime series are plain integers too (`RealtimeSeries`): a session adds to them
+itself, one attribute increment per message relayed.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from azure_openai_proxy.balancing import DeploymentState
 from azure_openai_proxy.observability.record import RequestRecord
 
-__all__ = ["Metrics", "NoMetrics", "PrometheusMetrics", "metrics_for"]
+__all__ = ["Metrics", "NoMetrics", "PrometheusMetrics", "RealtimeSeries", "metrics_for"]
 
 _PREFIX = "azure_openai_proxy_"
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -56,7 +62,48 @@ _BATCH = 16  # finished requests counted at once: small, as the one that fills i
 StateSource = Callable[[], Iterable[DeploymentState]]
 
 
+class RealtimeSeries:
+    """The Realtime API's sessions and messages (`gateway/realtime.py` adds to them),
+    rendered when scraped."""
+
+    __slots__ = ("open", "outcomes", "to_azure", "to_client")
+
+    def __init__(self) -> None:
+        self.open = 0  # sessions open now
+        self.outcomes: dict[tuple[str, str], int] = {}  # (outcome, status) -> sessions
+        self.to_azure = 0  # messages relayed from clients to Azure
+        self.to_client = 0  # and from Azure to clients
+
+    def asked(self, status: int) -> None:
+        """A session was asked for: opened (101), or refused with `status`."""
+        labels = ("opened" if status == 101 else "refused", str(status))
+        self.outcomes[labels] = self.outcomes.get(labels, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        sessions = GaugeMetricFamily(_PREFIX + "realtime_sessions_open",
+                                     "Realtime sessions open.")
+        sessions.add_metric([], self.open)
+        yield sessions
+        asked = CounterMetricFamily(_PREFIX + "realtime_sessions",
+                                    "Realtime sessions asked for, by outcome.",
+                                    labels=["outcome", "status"])
+        for labels, count in self.outcomes.items():
+            asked.add_metric(list(labels), count)
+        yield asked
+        events = CounterMetricFamily(_PREFIX + "realtime_events",
+                                     "Realtime messages relayed, by direction.",
+                                     labels=["direction"])
+        events.add_metric(["to_azure"], self.to_azure)
+        events.add_metric(["to_client"], self.to_client)
+        yield events
+
+    def describe(self) -> Iterable[Metric]:
+        return ()
+
+
 class Metrics(Protocol):
+    realtime: RealtimeSeries
+
     def request_started(self) -> None: ...
 
     def request_finished(self, record: RequestRecord) -> None: ...
@@ -72,6 +119,9 @@ class Metrics(Protocol):
 
 class NoMetrics:
     """`metrics: false`: every call does nothing."""
+
+    def __init__(self) -> None:
+        self.realtime = RealtimeSeries()  # counted, never shown
 
     def request_started(self) -> None:
         pass
@@ -227,6 +277,8 @@ class PrometheusMetrics:
         self._opened = Counter(_PREFIX + "circuit_opened", "Circuit breakers opened.",
                                ["deployment", "endpoint"], registry=registry)
         registry.register(_DeploymentCollector(states, clock))
+        self.realtime = RealtimeSeries()
+        registry.register(self.realtime)
         self._bound: dict[tuple[Any, ...], _Bound] = {}
         self._deployments_seen: set[tuple[str, str]] = set()
         # Finished requests not yet counted: counted in batches (and before every scrape),

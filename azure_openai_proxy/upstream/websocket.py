@@ -7,6 +7,8 @@ Its failures are ours, translated here once:
 
     UpstreamRefused          Azure answered the handshake with an HTTP error (401, 404,
                              429...): status, headers and body, for the gateway to translate
+    UpstreamError            Azure answered with another status (a redirect, never
+                             followed: it would take the key elsewhere)
     UpstreamUnreachable      no connection (refused, DNS, TLS, proxy)
     UpstreamTimeout          no handshake within `connect_timeout`
     UpstreamSocketClosed     the open connection ended: `code`/`reason` as Azure said them,
@@ -19,14 +21,15 @@ messages and then stops reading the socket, so a slow reader slows Azure's side 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.frames import CloseCode
+from websockets.typing import Subprotocol
 
 from azure_openai_proxy import __version__
-from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from azure_openai_proxy.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
 
 __all__ = ["UpstreamRefused", "UpstreamSocket", "UpstreamSocketClosed", "open_socket"]
@@ -74,6 +77,11 @@ class UpstreamSocket:
         self._connection = connection
 
     @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol Azure accepted (None: none)."""
+        return self._connection.subprotocol
+
+    @property
     def response_headers(self) -> Mapping[str, str]:
         response = self._connection.response
         return response.headers if response is not None else {}
@@ -104,18 +112,33 @@ class UpstreamSocket:
             transport.abort()
 
 
-async def open_socket(url: str, headers: Mapping[str, str],
-                      settings: UpstreamSettings) -> UpstreamSocket:
-    """Connect to `url` (ws:// or wss://) with `headers`; raises as the module says."""
+class _Connect(connect):
+    """`websockets`' connect, never following a redirect: the library would send our
+    headers to wherever the answer points (on another origin it drops only
+    `Authorization` and cookies, not `api-key`). `open_socket` makes a redirect a 502."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
+async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSettings,
+                      subprotocols: Sequence[str] = ()) -> UpstreamSocket:
+    """Connect to `url` (ws:// or wss://) with `headers`, offering `subprotocols`;
+    raises as the module says."""
     proxy = settings.http_proxy or settings.socks_proxy or None
+    offered = [Subprotocol(name) for name in subprotocols] or None
     try:
-        connection = await connect(
+        connection = await _Connect(
             url, additional_headers=dict(headers), user_agent_header=_USER_AGENT,
+            subprotocols=offered,
             proxy=proxy, open_timeout=settings.connect_timeout, compression=None,
             max_size=_MAX_MESSAGE, max_queue=_MAX_QUEUE, close_timeout=_CLOSE_TIMEOUT,
         )
     except InvalidStatus as exc:
         response = exc.response
+        if response.status_code < 400:  # a redirect (not followed) or another oddity
+            raise UpstreamError(f"Azure OpenAI answered the WebSocket with "
+                                f"{response.status_code}, not 101.") from None
         raise UpstreamRefused(response.status_code, dict(response.headers.raw_items()),
                               bytes(response.body or b"")) from None
     except TimeoutError:

@@ -8,6 +8,8 @@ import base64
 import json
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -278,13 +280,49 @@ def test_a_browser_may_send_its_key_as_a_subprotocol(emulator: Emulator,
                                                      gateway: ServerThread) -> None:
     with connect(ws_url(gateway, f"/v1/realtime?model={DATED}"),
                  subprotocols=[Subprotocol("realtime"),
-                               Subprotocol(f"openai-insecure-api-key.{CLIENT_KEY}")],
+                               Subprotocol(f"openai-insecure-api-key.{CLIENT_KEY}"),
+                               Subprotocol("openai-beta.realtime-v1")],
                  ) as connection:
         assert connection.subprotocol == "realtime"
         events_until(connection, "session.created")
     [entry] = realtime_entries(emulator)
-    assert_server_key_only(entry)
-    assert "sec-websocket-protocol" not in entry["headers"]
+    assert_server_key_only(entry)  # the key subprotocol never reaches Azure
+    # The others do, in the client's order; `openai-beta.X` is also the header it means.
+    assert entry["headers"]["sec-websocket-protocol"] == "realtime, openai-beta.realtime-v1"
+    assert entry["headers"]["openai-beta"] == "realtime-v1"
+
+
+def subprotocol_upstream() -> web.Application:
+    """An upstream that speaks only the `custom.v2` subprotocol."""
+    async def realtime(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse(protocols=("custom.v2",))
+        await socket.prepare(request)
+        await socket.send_str('{"type":"session.created"}')
+        async for _ in socket:
+            pass
+        return socket
+
+    app = web.Application()
+    app.router.add_get("/openai/v1/realtime", realtime)
+    return app
+
+
+@pytest.mark.parametrize("offered, chosen", [
+    (["realtime", "custom.v2"], "custom.v2"),  # Azure's choice, not the gateway's
+    (["realtime"], None),  # Azure chose none: so does the client's answer
+])
+def test_the_client_gets_the_subprotocol_azure_accepted(
+    start_gateway: Callable[[Settings], ServerThread], offered: list[str],
+    chosen: str | None,
+) -> None:
+    with serve(subprotocol_upstream) as upstream:
+        gateway = start_gateway(gateway_settings(upstream.url, deployment_config=[
+            {"model_name": V1, "deployment_name": V1, "endpoint": upstream.url,
+             "api_key": AZURE_KEY, "api": "v1"}]))
+        with open_raw(gateway, model=V1,
+                      subprotocols=[Subprotocol(p) for p in offered]) as connection:
+            assert connection.subprotocol == chosen
+            events_until(connection, "session.created")
 
 
 # -- virtual keys: the allow-list, RPM per session, and the ledger ------------------------
@@ -450,3 +488,111 @@ def test_azures_close_code_and_reason_reach_the_client(
                 connection.recv(timeout=10)
     assert closed.value.rcvd is not None
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4002, "going")
+
+
+@pytest.mark.parametrize("path", [f"/v1/realtime?model={DATED}",
+                                  f"/openai/realtime?api-version=2025-04-01-preview&deployment={DATED}",
+                                  f"/openai/v1/realtime?model={V1}"])
+def test_a_plain_get_of_a_realtime_url_is_426_upgrade_required(
+    emulator: Emulator, gateway: ServerThread, path: str,
+) -> None:
+    request = urllib.request.Request(gateway.url + path,
+                                     headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    answer = refused.value
+    assert answer.code == 426 and answer.headers["upgrade"] == "websocket"
+    error = json.loads(answer.read())["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "upgrade_required")
+    assert "Upgrade: websocket" in error["message"]
+    assert realtime_entries(emulator) == []
+
+
+def test_metrics_count_sessions_by_outcome_and_events_by_direction(
+    gateway: ServerThread,
+) -> None:
+    from tests.e2e.test_metrics import scrape, value
+
+    p = "azure_openai_proxy_realtime_"
+    refusal(gateway, f"/v1/realtime?model={DATED}", {"Authorization": "Bearer wrong"})
+    with open_raw(gateway) as connection:
+        events_until(connection, "session.created")
+        connection.send(json.dumps({"type": "conversation.item.create", "item": HELLO}))
+        connection.send(json.dumps({"type": "response.create"}))
+        received = 1 + len(events_until(connection, "response.done"))
+        during = scrape(gateway.url)
+    assert value(during, p + "sessions_open") == 1
+    assert value(during, p + "sessions_total", outcome="opened", status="101") == 1
+    assert value(during, p + "sessions_total", outcome="refused", status="401") == 1
+    assert value(during, p + "events_total", direction="to_azure") == 2
+    assert value(during, p + "events_total", direction="to_client") == received
+    until(lambda: value(scrape(gateway.url), p + "sessions_open") == 0,
+          message="the session never counted as closed")
+
+
+def test_a_client_that_leaves_while_azure_is_being_connected_cancels_the_connect(
+    start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    from tests.e2e.test_metrics import scrape, value
+    from tests.support import bound_socket
+
+    silent = bound_socket()  # listens, never accepts: the handshake never gets an answer
+    silent.listen(8)
+    with silent:
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        gateway = start_gateway(gateway_settings(endpoint, upstream={"connect_timeout": 120},
+                                                 deployment_config=[
+            {"model_name": V1, "deployment_name": V1, "endpoint": endpoint,
+             "api_key": AZURE_KEY, "api": "v1"}]))
+
+        def connecting() -> float:
+            return value(scrape(gateway.url), "azure_openai_proxy_deployment_in_flight",
+                         deployment=V1)
+
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as raw:
+            raw.sendall(f"GET /v1/realtime?model={V1} HTTP/1.1\r\nHost: x\r\n"
+                        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                        "Sec-WebSocket-Version: 13\r\n"
+                        f"Authorization: Bearer {CLIENT_KEY}\r\n\r\n".encode())
+            until(lambda: connecting() == 1, message="the gateway never began the connect")
+        # The client is gone: the connect (120 s of patience) is cancelled at once.
+        until(lambda: connecting() == 0, message="the upstream connect outlived its client")
+        upstream, _ = silent.accept()
+        with upstream:
+            upstream.settimeout(10)
+            while upstream.recv(65536):
+                pass  # the upgrade request, then the gateway's end of the connection
+
+
+def test_azures_redirect_is_not_followed_with_the_key(
+    start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    seen: list[str] = []
+
+    def elsewhere() -> web.Application:
+        async def anything(request: web.Request) -> web.Response:
+            seen.append(request.headers.get("api-key", ""))
+            return web.Response(status=404)
+
+        app = web.Application()
+        app.router.add_get("/{tail:.*}", anything)
+        return app
+
+    with serve(elsewhere) as other:
+        def redirecting() -> web.Application:
+            async def realtime(request: web.Request) -> web.Response:
+                raise web.HTTPFound(other.url.replace("http://", "ws://") + "/openai/v1/realtime")
+
+            app = web.Application()
+            app.router.add_get("/openai/v1/realtime", realtime)
+            return app
+
+        with serve(redirecting) as upstream:
+            gateway = start_gateway(gateway_settings(upstream.url, deployment_config=[
+                {"model_name": V1, "deployment_name": V1, "endpoint": upstream.url,
+                 "api_key": AZURE_KEY, "api": "v1"}]))
+            status, body = refusal(gateway, f"/v1/realtime?model={V1}",
+                                   {"Authorization": f"Bearer {CLIENT_KEY}"})
+    assert (status, body["error"]["code"]) == (502, "upstream_error")
+    assert seen == []  # the other origin never saw a request, let alone the key

@@ -110,3 +110,42 @@ def test_a_handshake_is_judged_by_the_websockets_library_before_azure_is_called(
     assert "Sec-WebSocket-Key" in (handshake_problem("/v1/realtime", no_key) or "")
     old = [h if h[0] != "Sec-WebSocket-Version" else (h[0], "8") for h in good]
     assert handshake_problem("/v1/realtime", old) is not None
+
+
+def test_a_response_create_is_read_with_its_event_id_and_most_output() -> None:
+    from azure_openai_proxy.gateway.realtime_wire import ResponseRequested, response_requested
+
+    assert response_requested('{"type":"response.create"}') == ResponseRequested(None, None)
+    asked = orjson.dumps({"type": "response.create", "event_id": "e1",
+                          "response": {"max_output_tokens": 20}})
+    assert response_requested(asked) == ResponseRequested("e1", 20)
+    assert response_requested(
+        '{"type":"response.create","response":{"max_response_output_tokens":"inf"}}'
+    ) == ResponseRequested(None, None)
+    assert response_requested('{"type":"session.update","x":"response.create"}') is None
+    assert response_requested(b'{"type":"response.create"') is None
+
+
+def test_a_response_done_without_usage_still_ends_a_response() -> None:
+    from azure_openai_proxy.gateway.realtime_wire import response_ended, upstream_error_id
+
+    assert response_ended('{"type":"response.done","response":{"usage":null}}') == {}
+    assert response_ended('{"type":"response.created"}') is None
+    error = '{"type":"error","error":{"code":"x","event_id":"e1"}}'
+    assert upstream_error_id(error) == "e1"
+    assert upstream_error_id('{"type":"error","error":{"event_id":null}}') is None
+    assert upstream_error_id('{"type":"response.text.delta","delta":"error"}') is None
+
+
+def test_every_subprotocol_but_the_key_is_forwarded_and_openai_beta_becomes_its_header() -> None:
+    from azure_openai_proxy.gateway.realtime_wire import forwarded_subprotocols
+
+    offered = {"sec-websocket-protocol":
+               "realtime, openai-insecure-api-key.sk-secret,openai-beta.realtime-v1"}
+    assert forwarded_subprotocols(offered) == (
+        ["realtime", "openai-beta.realtime-v1"], "realtime-v1")
+    # A header the client sent itself is kept (it is forwarded as it is).
+    assert forwarded_subprotocols({**offered, "openai-beta": "x"})[1] is None
+    assert forwarded_subprotocols({}) == ([], None)
+    assert forwarded_subprotocols({"sec-websocket-protocol": "openai-beta."}) == (
+        ["openai-beta."], None)
