@@ -25,7 +25,12 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import quote, urlencode
 
 from azure_openai_proxy import __version__
-from azure_openai_proxy.apiversions import OperationNeed, operation_need, operation_version
+from azure_openai_proxy.apiversions import (
+    OPERATION_NEEDS,
+    OperationNeed,
+    operation_need,
+    operation_version,
+)
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import AuthenticationFailed, InvalidRequest
@@ -76,7 +81,9 @@ def api_version_for(
         and client_version not in ("v1", "preview", "latest")
     ):
         return client_version
-    need = operation_need(target.operation)
+    if target.kind == "deployment" and target.operation not in OPERATION_NEEDS:
+        return deployment.api_version  # chat, the hot path: one `in`, no call
+    need = operation_need(target.operation)  # a resource: by its path's first segment
     if need is None:
         return deployment.api_version
     return _operation_version(deployment, need)
