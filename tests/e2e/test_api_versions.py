@@ -131,6 +131,20 @@ def test_env_mode_sends_the_responses_api_on_a_version_that_serves_it(
     assert emulator.last()["query_params"]["api-version"] == ["2024-10-21"]
 
 
+def test_env_mode_sends_vector_stores_on_a_version_that_serves_them(
+    emulator: Emulator, start_gateway: Callable[[Settings], ServerThread]
+) -> None:
+    # The emulator does not serve vector stores (it answers Azure's 404 for any unknown
+    # path); what is tested is the version the gateway sends, from its request log.
+    settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": emulator.url})
+    client = _client(start_gateway(settings))
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.create(name="notes")
+    sent = emulator.last()
+    assert (sent["method"], sent["path"]) == ("POST", "/openai/vector_stores")
+    assert sent["query_params"]["api-version"] == [NEWEST_PREVIEW]
+
+
 def test_an_explicit_version_too_old_for_the_responses_api_is_a_clear_400(
     emulator: Emulator, start_gateway: Callable[[Settings], ServerThread]
 ) -> None:
