@@ -280,8 +280,8 @@ class OperationNeed:
         return (
             f"{self.title[0].upper()}{self.title[1:]} needs api-version {self.describe()}; "
             f"deployment '{deployment}' is configured with api-version {version}, on which "
-            f"Azure does not serve it. Configure a newer api_version for it (or none: the "
-            f"gateway then chooses one)."
+            f"Azure does not serve it. Configure a newer one (`api_version`, or "
+            f"AZURE_OPENAI_API_VER), or none: the gateway then chooses one per request."
         )
 
 
