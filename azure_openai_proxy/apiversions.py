@@ -22,10 +22,12 @@ __all__ = [
     "GA_VERSIONS",
     "MODEL_NEEDS",
     "NEWEST_PREVIEW",
+    "OPERATION_NEEDS",
     "PREVIEW_VERSIONS",
     "RETIRED",
     "ApiVersion",
     "ModelNeed",
+    "OperationNeed",
     "Retirement",
     "Since",
     "VersionChoice",
@@ -33,6 +35,8 @@ __all__ = [
     "deployment_need",
     "is_reasoning",
     "model_need",
+    "operation_need",
+    "operation_version",
     "parse_api_version",
     "reasoning_need",
     "support_warning",
@@ -251,6 +255,82 @@ def choose_api_version(need: ModelNeed | None, default: str = DEFAULT_API_VERSIO
     if need is None or need.accepted_by(parse_api_version(default)):
         return VersionChoice(default, "default")
     return VersionChoice(NEWEST_PREVIEW, f"chosen for {need.family}: {need.describe()}")
+
+
+@dataclass(frozen=True, slots=True)
+class OperationNeed:
+    """An operation Azure serves only from some api-version on: on an older one the dated
+    API answers 404 `Resource not found` (wire reference, sections 1 and 8)."""
+
+    title: str  # for messages: "the Responses API"
+    since: Since
+    preview_only: bool = False  # no GA dated version serves it (the v1 API does)
+
+    def accepted_by(self, version: ApiVersion) -> bool:
+        if version.is_v1:
+            return True
+        return version.accepts(self.since) and not (self.preview_only and version.ga)
+
+    def describe(self) -> str:
+        only = " (preview versions only)" if self.preview_only else ""
+        return f"{self.since.preview}-preview or later{only}"
+
+    def refusal(self, version: str, deployment: str) -> str:
+        """The message for an explicit version that cannot serve the operation."""
+        return (
+            f"{self.title[0].upper()}{self.title[1:]} needs api-version {self.describe()}; "
+            f"deployment '{deployment}' is configured with api-version {version}, on which "
+            f"Azure does not serve it. Configure a newer one (`api_version`, or "
+            f"AZURE_OPENAI_API_VER), or none: the gateway then chooses one per request."
+        )
+
+
+def _op(title: str, since: str, preview_only: bool = False) -> OperationNeed:
+    return OperationNeed(title, Since(since), preview_only)
+
+
+_ASSISTANTS = "2024-05-01"  # Assistants v2 (`OpenAI-Beta: assistants=v2`, vector stores)
+# Keyed by the gateway's operation: a deployment operation's whole path, or a resource's
+# first segment (`responses/{id}/input_items` is `responses`). An operation not listed
+# is served on every version the gateway sends. The v1 API (`api: v1`) serves them all
+# without an api-version. Realtime's WebSocket chooses its own version from the same
+# facts (gateway/realtime_wire.py); it is listed for check-config and the unit tests.
+OPERATION_NEEDS: dict[str, OperationNeed] = {
+    "responses": _op("the Responses API", "2025-03-01", preview_only=True),
+    "vector_stores": _op("vector stores", _ASSISTANTS, preview_only=True),
+    "assistants": _op("the Assistants API", _ASSISTANTS, preview_only=True),
+    "threads": _op("the Assistants API's threads", _ASSISTANTS, preview_only=True),
+    "batches": _op("the Batch API", "2024-07-01"),  # in 2024-10-21 GA, not 2024-06-01
+    "audio/speech": _op("speech (text to speech)", "2024-02-15", preview_only=True),
+    "images/edits": _op("image edits", "2025-04-01", preview_only=True),
+    "realtime": _op("the Realtime API", "2024-10-01", preview_only=True),
+}
+
+
+def operation_need(operation: str) -> OperationNeed | None:
+    """What `operation` (a deployment operation, or a resource path) needs, or None."""
+    need = OPERATION_NEEDS.get(operation)
+    if need is None and "/" in operation:
+        need = OPERATION_NEEDS.get(operation[: operation.index("/")])
+    return need
+
+
+def operation_version(version: str, explicit: bool, need: OperationNeed) -> str | None:
+    """The api-version to send for an operation with `need` on a deployment whose
+    version (configured, or chosen at load for its model) is `version`.
+
+    `version` itself when it serves the operation. Else, for a version the gateway chose,
+    the newest of what the model and the operation need: the newest known preview, which
+    serves every model and operation in the table and is never below the version chosen
+    for the model. An `explicit` version is never changed: None, and the caller refuses
+    the request with `need.refusal(...)` rather than sending what Azure answers with 404.
+    """
+    parsed = parse_api_version(version)
+    if need.accepted_by(parsed):
+        return version
+    if explicit:
+        return None
+    return max(parsed, parse_api_version(NEWEST_PREVIEW)).raw
 
 
 def support_warning(raw: str, today: str) -> str | None:

@@ -25,9 +25,15 @@ from collections.abc import Iterable, Mapping
 from urllib.parse import quote, urlencode
 
 from azure_openai_proxy import __version__
+from azure_openai_proxy.apiversions import (
+    OPERATION_NEEDS,
+    OperationNeed,
+    operation_need,
+    operation_version,
+)
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.boundedcache import BoundedCache
-from azure_openai_proxy.errors import AuthenticationFailed
+from azure_openai_proxy.errors import AuthenticationFailed, InvalidRequest
 from azure_openai_proxy.routing import Target
 from azure_openai_proxy.settings import API_VERSION, DeploymentSettings
 
@@ -62,7 +68,8 @@ _RELAYED_EXACT = frozenset(
 def api_version_for(
     deployment: DeploymentSettings, target: Target, client_version: str | None, honour: bool
 ) -> str | None:
-    """The one api-version to send, or None for the v1 API's default."""
+    """The one api-version to send, or None for the v1 API's default: a native client's
+    own when honoured, else the deployment's, or a newer one its operation needs."""
     if deployment.api == "v1":
         version = deployment.api_version if deployment.api_version in ("preview",) else None
         return version
@@ -74,7 +81,23 @@ def api_version_for(
         and client_version not in ("v1", "preview", "latest")
     ):
         return client_version
-    return deployment.api_version
+    if target.kind == "deployment" and target.operation not in OPERATION_NEEDS:
+        return deployment.api_version  # chat, the hot path: one `in`, no call
+    need = operation_need(target.operation)  # a resource: by its path's first segment
+    if need is None:
+        return deployment.api_version
+    return _operation_version(deployment, need)
+
+
+def _operation_version(deployment: DeploymentSettings, need: OperationNeed) -> str:
+    """The deployment's version, or a newer one the operation needs (apiversions'
+    choice); an explicit version too old for it is refused, not sent to get a 404."""
+    explicit = deployment.api_version_reason == "explicit"
+    version = operation_version(deployment.api_version, explicit, need)
+    if version is None:
+        raise InvalidRequest(need.refusal(deployment.api_version, deployment.deployment_name),
+                             code="unsupported_api_version")
+    return version
 
 
 def upstream_url(

@@ -50,14 +50,17 @@ FILTER_RESULTS_SINCE = "2023-06-01"
 OPERATION_SINCE: dict[str, str] = {
     "responses": "2025-03-01",
     "response": "2025-03-01",
+    "response_delete": "2025-03-01",
     "image_edits": "2025-04-01",
     "batches": "2024-07-01",
+    "batch_create": "2024-07-01",
     "batch": "2024-07-01",
     "batch_cancel": "2024-07-01",
     "realtime": "2024-10-01",
 }
-PREVIEW_ONLY_OPERATIONS = frozenset({"speech", "responses", "response", "image_edits",
-                                     "realtime"})
+# Every operation on a Responses object is the Responses API's: none is in a GA version.
+PREVIEW_ONLY_OPERATIONS = frozenset({"speech", "responses", "response", "response_delete",
+                                     "image_edits", "realtime"})
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ POST creates an object, that the object is the key's. Then:
   thread, when known to be another key's), or anywhere in its body (`file_ids`,
   `tool_resources...vector_stores[].file_ids`, `training_file`, an `input_file` part,
   `attachments[].file_id`, `previous_response_id`, `conversation`...: affinity.py's
-  `ids_referenced`, a walk bounded in depth and size; a body past the bounds is a 400);
+  `ids_referenced`, a walk bounded in depth and size; a body past the bounds is a 400;
+  and a Responses `item_reference` in `input`, or in a conversation's `items`);
 - a list (`GET /v1/files`, `/v1/batches`...) shows only the key's own objects;
 - an object the gateway does not know the owner of (created before a restart, by another
   worker, by a static or passthrough key, or forgotten past the bound) is refused (404)
@@ -24,8 +25,11 @@ Owners are written to the governance database (`object_owners`, store/ownership.
 before the creating answer leaves, so every worker and a restarted gateway know them;
 the recent ones are also kept in memory, bounded (`_CAPACITY`). When the database
 fails, memory alone answers (this worker's recent objects; others are unknown).
-Objects created by a stream (a streamed `responses` call) are not recorded (their id is
-not read from the stream), nor objects created inside another answer (an upload's file).
+A created response's `output` items are the key's with it (an `item_reference` may name
+them), and so are its input items once its owner lists them (`responses/{id}/input_items`).
+Objects created by a stream (a streamed `responses` call and its items) are not recorded
+(their ids are not read from the stream), nor objects created inside another answer (an
+upload's file): a key with restrictions cannot name them later.
 
 Batch input files: when a virtual key with an allow-list uploads a file with purpose
 `batch`, the models its lines name (`body.model`) are recorded with it
@@ -69,8 +73,10 @@ __all__ = [
     "chat_file_ids",
     "filtered",
     "is_list",
+    "item_references",
     "list_ids",
     "object_ids",
+    "output_item_ids",
     "owned_answer",
 ]
 
@@ -80,6 +86,8 @@ _LISTS = frozenset({"files", "batches", "vector_stores", "assistants", "fine_tun
                     "responses", "threads", "uploads", "conversations"})
 # `threads/runs` creates a thread and a run: "runs" is no id.
 _NOT_IDS = frozenset({"runs"})
+# Where a body lists input items, which may be `item_reference`s to stored items.
+_ITEM_LISTS = ("input", "items")
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +132,23 @@ class ObjectOwners:
     async def remember(self, object_id: str, owned: Owned) -> None:
         """Record a new object's owner; an object already owned keeps its owner. Written
         to the database before the answer leaves, so another worker knows it at once."""
-        if object_id not in self._owners:
+        await self.remember_all((object_id,), owned)
+
+    async def remember_all(self, object_ids: Iterable[str], owned: Owned) -> None:
+        """`remember` for several objects (a response's items), in one database trip."""
+        new = [object_id for object_id in dict.fromkeys(object_ids)
+               if object_id not in self._owners]
+        if not new:
+            return
+        for object_id in new:
             self._keep(object_id, owned)
-            await self._call(lambda store: store.add(object_id, owned.key_id, owned.models,
-                                                     time.time()))
+        now = time.time()
+
+        def add(store: OwnerStore) -> None:
+            for object_id in new:
+                store.add(object_id, owned.key_id, owned.models, now)
+
+        await self._call(add)
 
     async def get(self, object_id: str) -> Owned | None:
         owned = self._owners.get(object_id)
@@ -253,7 +274,24 @@ def object_ids(operation: str, body: Mapping[str, Any] | None) -> tuple[list[str
     named = ids_referenced(operation, body, strict=True)
     if len(parts) >= 2 and parts[1] in _NOT_IDS:
         named = named[1:]
-    return named, parts[3::2]
+    return named + item_references(body), parts[3::2]
+
+
+def item_references(body: Mapping[str, Any] | None) -> list[str]:
+    """The stored items a Responses `input` (or a conversation's `items`) names by
+    reference: `{"type": "item_reference", "id": "msg_..."}`. Only top-level items can be
+    references, and `ids_referenced` has already bounded the body's size."""
+    if not body:
+        return []
+    ids: list[str] = []
+    for field in _ITEM_LISTS:
+        items = body.get(field)
+        for item in items if isinstance(items, list) else ():
+            if isinstance(item, dict) and item.get("type") == "item_reference":
+                item_id = item.get("id")
+                if isinstance(item_id, str) and item_id:
+                    ids.append(item_id)
+    return ids
 
 
 def chat_file_ids(raw: bytes, body: Mapping[str, Any] | None) -> list[str]:
@@ -316,9 +354,39 @@ async def owned_answer(
     """A resource answer for a virtual key: a created object becomes the key's, a
     list shows only the key's own objects."""
     if method == "POST" and record.created_id is not None:
-        await owners.remember(record.created_id, Owned(key_id, batch_models))
+        owned = Owned(key_id, batch_models)
+        await owners.remember(record.created_id, owned)
+        if operation == "responses" and isinstance(reply, Answer):
+            await owners.remember_all(output_item_ids(reply.body), owned)
     elif is_list(method, operation) and isinstance(reply, Answer) and reply.status == 200:
         listed = list_ids(reply.body)
         if listed is not None:
             reply.body = filtered(listed[0], await owners.owned_of(key_id, listed[1]))
+    elif _lists_input_items(method, operation) and isinstance(reply, Answer) and (
+            reply.status == 200):
+        # The input items of a response (checked as this key's or of unknown owner):
+        # the key may reference them later. Claimed only when the response is its own.
+        owner = await owners.get(operation.split("/")[1])
+        listed = list_ids(reply.body)
+        if owner is not None and owner.key_id == key_id and listed is not None:
+            await owners.remember_all(listed[1], Owned(key_id))
     return reply
+
+
+def output_item_ids(raw: bytes) -> list[str]:
+    """The ids of a created response's `output` items (messages, function calls,
+    reasoning...), which a later request may name in an `item_reference`."""
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return []
+    output = answer.get("output") if isinstance(answer, dict) else None
+    return [item["id"] for item in output if isinstance(item, dict)
+            and isinstance(item.get("id"), str) and item["id"]] if isinstance(
+        output, list) else []
+
+
+def _lists_input_items(method: str, operation: str) -> bool:
+    parts = operation.split("/")
+    return method == "GET" and len(parts) == 3 and parts[0] == "responses" and (
+        parts[2] == "input_items")

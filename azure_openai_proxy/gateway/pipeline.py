@@ -189,7 +189,7 @@ class Gateway:
         key, limiter = caller.key, self.limiter
         assert key is not None and limiter is not None
         try:
-            routed = self._pools.pool_for(target, body)
+            routed = self._pools.pool_for(target, body, key.models)
         except ModelNotFound as exc:
             if key.models:  # the usual answer lists every configured model: not for this key
                 raise ModelNotAllowed(exc.model) from None

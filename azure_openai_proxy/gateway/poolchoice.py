@@ -1,6 +1,7 @@
 """Which deployments may serve a request: the pool its model names (in the path or the
 body), narrowed to the members that serve the operation, sent to the resource that
-created the object it is about, or the home pool when no model says.
+created the object it is about, or the home pool when no model says (for a virtual key
+with an allow-list, the first pool it may use that holds objects).
 
 The balancer then orders the pool's members (`gateway/balancer.py`); this module only
 chooses the pool.
@@ -8,13 +9,23 @@ chooses the pool.
 
 from __future__ import annotations
 
-from azure_openai_proxy.errors import MalformedBody
+from azure_openai_proxy.errors import GatewayError, MalformedBody
 from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
+from azure_openai_proxy.gateway.governed import pool_allowed
 from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.routing import Pool, RoutingTable, Target, servable
 from azure_openai_proxy.settings import Settings
 
-__all__ = ["PoolChooser"]
+__all__ = ["NoPoolAllowed", "PoolChooser"]
+
+
+class NoPoolAllowed(GatewayError):
+    """A virtual key's request that names no model (an upload, a batch...), when the
+    key may use no pool that holds objects."""
+
+    status = 403
+    type_ = "invalid_request_error"
+    code = "no_deployment_allowed"
 
 
 class PoolChooser:
@@ -25,15 +36,17 @@ class PoolChooser:
         self.table = table
         self.affinity = affinity
 
-    def pool_for(self, target: Target, body: RequestBody) -> tuple[Pool, str | None]:
-        """The pool and the model name the client sent (None: no model named)."""
+    def pool_for(self, target: Target, body: RequestBody,
+                 allowed: tuple[str, ...] = ()) -> tuple[Pool, str | None]:
+        """The pool and the model name the client sent (None: no model named). `allowed`:
+        a virtual key's allow-list, which a request naming no model is kept within."""
         model = target.path_model if target.kind == "deployment" and target.path_model else None
         if model is None:
             model = body.model()
         if model is None:
             if target.kind == "deployment":
                 raise MalformedBody("You must provide a model parameter.", param="model")
-            pool = self._home_pool()
+            pool = self._allowed_home_pool(allowed) if allowed else self._home_pool()
         else:
             pool = self.table.resolve(model)
             if pool.general is not pool.deployments:  # a Foundry member: not everything
@@ -59,6 +72,33 @@ class PoolChooser:
                 return Pool(pool.model, (deployment,), dynamic=pool.dynamic and own,
                             transient=True)
         return pool
+
+    def _allowed_home_pool(self, allowed: tuple[str, ...]) -> Pool:
+        """Where a key with an allow-list keeps its files, batches...: the default
+        endpoint when one of its names reaches it (env mode), else the first configured
+        pool in config order that it may use and that holds objects (not Foundry's)."""
+        if self.settings.default_endpoint is not None and any(
+                self._reaches_default_endpoint(name) for name in allowed):
+            return self.table.resolve_home()
+        for pool in self.table.pools:
+            if pool.general and pool_allowed(allowed, pool.model, pool):
+                return pool if pool.general is pool.deployments else Pool(
+                    pool.model, pool.general, transient=True)
+        raise NoPoolAllowed(
+            "This key may use no deployment that can hold files, batches or other stored "
+            "objects (its models are served by none, or only by Azure AI Foundry model "
+            "deployments). Name a model it may use in the request, or use a key allowed a "
+            "model served by Azure OpenAI.")
+
+    def _reaches_default_endpoint(self, name: str) -> bool:
+        """Whether an allow-list entry is a model name that the default endpoint serves
+        (a pool made for it: env mode); a pattern reaches it only through such names."""
+        if any(char in name for char in "*?["):
+            return False
+        try:
+            return self.table.resolve(name).dynamic
+        except GatewayError:
+            return False
 
     def _home_pool(self) -> Pool:
         """Where deployment-less calls (GET files/{id}, ...) go when no model says."""

@@ -13,6 +13,7 @@ from typing import Any
 import openai
 import pytest
 
+from azure_openai_proxy.apiversions import NEWEST_PREVIEW
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.emulator import create_emulator_app
 from azure_openai_proxy.emulator.config import EmulatedDeployment
@@ -106,6 +107,57 @@ def test_an_explicit_api_version_is_kept_and_refused_with_the_version_needed(
         client.chat.completions.create(model="o3-mini", messages=THINK, max_tokens=30)
     message = refused.value.message
     assert "2024-12-01-preview or later" in message and "api-version 2024-10-21" in message
+    assert len(emulator.requests()) == before  # refused by the gateway, never sent
+
+
+def test_env_mode_sends_the_responses_api_on_a_version_that_serves_it(
+    emulator: Emulator, start_gateway: Callable[[Settings], ServerThread]
+) -> None:
+    # gpt-4o's own version (the default GA, 2024-10-21) has no Responses API: Azure
+    # answers 404. The operation's need chooses the version, per request.
+    settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": emulator.url})
+    client = _client(start_gateway(settings))
+    created = client.responses.create(model="gpt-4o", input="Tell me something")
+    assert created.output_text
+    sent = emulator.last()
+    assert sent["path"] == "/openai/responses" and sent["status"] == 200
+    assert sent["query_params"]["api-version"] == [NEWEST_PREVIEW]
+    assert client.responses.retrieve(created.id).id == created.id  # no model: home pool
+    assert emulator.last()["query_params"]["api-version"] == [NEWEST_PREVIEW]
+    client.responses.delete(created.id)
+    assert emulator.last()["status"] == 200
+    # Chat on the same deployment keeps the model's version.
+    client.chat.completions.create(model="gpt-4o", messages=THINK, max_tokens=5)
+    assert emulator.last()["query_params"]["api-version"] == ["2024-10-21"]
+
+
+def test_env_mode_sends_vector_stores_on_a_version_that_serves_them(
+    emulator: Emulator, start_gateway: Callable[[Settings], ServerThread]
+) -> None:
+    # The emulator does not serve vector stores (it answers Azure's 404 for any unknown
+    # path); what is tested is the version the gateway sends, from its request log.
+    settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": emulator.url})
+    client = _client(start_gateway(settings))
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.create(name="notes")
+    sent = emulator.last()
+    assert (sent["method"], sent["path"]) == ("POST", "/openai/vector_stores")
+    assert sent["query_params"]["api-version"] == [NEWEST_PREVIEW]
+
+
+def test_an_explicit_version_too_old_for_the_responses_api_is_a_clear_400(
+    emulator: Emulator, start_gateway: Callable[[Settings], ServerThread]
+) -> None:
+    settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": emulator.url,
+                                    "AZURE_OPENAI_API_VER": "2024-10-21"})
+    client = _client(start_gateway(settings))
+    before = len(emulator.requests())
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(model="gpt-4o", input="Tell me something")
+    assert refused.value.code == "unsupported_api_version"
+    message = refused.value.message
+    assert "The Responses API needs api-version 2025-03-01-preview or later" in message
+    assert "api-version 2024-10-21" in message and AZURE_KEY not in message
     assert len(emulator.requests()) == before  # refused by the gateway, never sent
 
 

@@ -40,19 +40,30 @@ def test_an_object_on_a_deployment_the_key_may_not_use_is_not_reached_by_another
         with pool_gateway(settings, FakeClock()) as gateway:
             store = KeyStore.open(database)
             try:
-                _, secret = store.create_key("other-only", models=("other",), now=time.time())
+                # Allowed both at first: its upload lands on gpt-4o's resource (the first
+                # pool it may use). Then its allow-list shrinks to `other`.
+                key, secret = store.create_key("other-only", models=("gpt-4o", "other"),
+                                               now=time.time())
+                client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret,
+                                       max_retries=0)
+                until(lambda: _models(gateway.url, secret) == ["gpt-4o", "other"],
+                      timeout=10, message="the gateway never loaded the new key")
+                file = client.files.create(file=("notes.txt", b"hello", "text/plain"),
+                                           purpose="assistants")
+                assert emulator.requests()[-1]["path"] == "/openai/files"
+                store.update_key(key.id, {"models": ("other",)})
             finally:
                 store.close()
-            until(lambda: httpx.get(gateway.url + "/v1/models", headers={
-                "Authorization": f"Bearer {secret}"}).status_code == 200, timeout=10,
-                message="the gateway never loaded the new key")
-            client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret,
-                                   max_retries=0)
-            file = client.files.create(file=("notes.txt", b"hello", "text/plain"),
-                                       purpose="assistants")  # lands on gpt-4o's resource
+            until(lambda: _models(gateway.url, secret) == ["other"], timeout=10,
+                  message="the gateway never loaded the key's new allow-list")
             with pytest.raises(openai.NotFoundError) as refused:
                 client.responses.create(model="other", input=[{"role": "user", "content": [
                     {"type": "input_file", "file_id": file.id}]}])
             assert refused.value.status_code == 404
             assert all(r.get("deployment") != "gpt-4o" for r in emulator.requests()
                        if r["path"] == "/openai/responses")
+
+
+def _models(url: str, secret: str) -> list[str] | None:
+    answer = httpx.get(url + "/v1/models", headers={"Authorization": f"Bearer {secret}"})
+    return [m["id"] for m in answer.json()["data"]] if answer.status_code == 200 else None

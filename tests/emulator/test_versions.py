@@ -58,3 +58,14 @@ def test_operation_availability() -> None:
     assert not operation_available("image_edits", dated_version("2025-03-01-preview"))
     assert operation_available("image_edits", v1_version(None))
     assert operation_available("chat", dated_version("2023-05-15"))
+
+
+def test_every_responses_and_batch_operation_needs_its_version() -> None:
+    # DELETE /responses/{id} is the Responses API too, and creating a batch is the Batch
+    # API (2024-07-01-preview; in 2024-10-21 GA): Azure answers 404 on older versions.
+    for operation in ("responses", "response", "response_delete"):
+        assert not operation_available(operation, dated_version("2024-10-21"))
+        assert operation_available(operation, dated_version("2025-03-01-preview"))
+    for operation in ("batches", "batch_create", "batch", "batch_cancel"):
+        assert not operation_available(operation, dated_version("2024-06-01"))
+        assert operation_available(operation, dated_version("2024-10-21"))
