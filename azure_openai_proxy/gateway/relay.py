@@ -222,18 +222,20 @@ async def _pushed(response: FastResponse, out: FastStream,
 
 
 class _StreamPush:
-    """The sink of a pushed stream (`upstream.fast.BodySink`): each read of Azure's body
-    is normalized and written to the client inside the upstream connection's callback.
-    `outcome` is set once: the tail to end with (`[DONE]` came, or the body ended), or
-    the exception `_pushed` raises."""
+    """The sink of a pushed stream (`upstream.fast.BodySink`): each piece of Azure's body
+    is normalized inside the upstream connection's callback, and what a read yields is
+    written to the client in one write. `outcome` is set once: the tail to end with
+    (`[DONE]` came, or the body ended), or the exception `_pushed` raises."""
 
-    __slots__ = ("_normalizer", "_out", "_response", "_waiter", "outcome", "paused")
+    __slots__ = ("_normalizer", "_out", "_pending", "_response", "_waiter", "outcome",
+                 "paused")
 
     def __init__(self, response: FastResponse, out: FastStream,
                  normalizer: ChatStreamNormalizer) -> None:
         self._response = response
         self._out = out
         self._normalizer = normalizer
+        self._pending = b""  # normalized, not yet written
         self._waiter: asyncio.Future[None] | None = None
         self.outcome: bytes | BaseException | None = None
         self.paused = False
@@ -244,32 +246,50 @@ class _StreamPush:
         normalizer = self._normalizer
         try:
             relayed = normalizer.feed(data)
-            if normalizer.done:
-                # Azure's [DONE]: the rest of its body (the chunked terminator) is
-                # queued, for `finish_in_background`.
-                self._response.detach()
-                self._settle(relayed)
-            elif relayed and not self._out.send(relayed) and not self.paused:
-                self.paused = True
-                self._response.pause()
-                self._wake()
-        except Exception as exc:  # the client left (ClientDisconnected), or a bug
-            self._response.detach()
+        except Exception as exc:  # a bug of ours
             self._settle(exc)
+            return
+        if normalizer.done:
+            # Azure's [DONE]: the client's stream ends with it; the rest of Azure's body
+            # (the chunked terminator) is queued, for `finish_in_background`.
+            pending, self._pending = self._pending, b""
+            self._settle(pending + relayed if pending else relayed)
+        elif relayed:
+            if self._pending:
+                self._pending += relayed
+            else:
+                self._pending = relayed
+
+    def flush(self) -> None:
+        pending = self._pending
+        if pending:
+            self._pending = b""
+            try:
+                if not self._out.send(pending) and not self.paused:
+                    # The client stopped reading: so does Azure's socket, until
+                    # `_pushed` has seen it drain.
+                    self.paused = True
+                    self._response.pause()
+                    self._wake()
+            except Exception as exc:  # the client left (ClientDisconnected)
+                self._settle(exc)
 
     def end(self) -> None:
+        self.flush()
         if self.outcome is None:
             try:
                 self._settle(self._normalizer.finish())
-            except Exception as exc:
+            except Exception as exc:  # a bug of ours
                 self._settle(exc)
 
     def fail(self, error: Exception) -> None:
+        self.flush()
         if self.outcome is None:
             self._settle(error)
 
     def _settle(self, outcome: bytes | BaseException) -> None:
         self.outcome = outcome
+        self._response.detach()
         self._wake()
 
     def _wake(self) -> None:

@@ -63,12 +63,15 @@ class _Inflater(Protocol):
 
 class BodySink(Protocol):
     """Where a pushed answer's body goes (`_Connection.push_to`). Called from the
-    connection's protocol callbacks, so never awaiting: `feed` with each piece of the
-    body as it is parsed, then exactly one of `end` (the body ended whole) or `fail`
-    (it broke, or Azure went silent for the read timeout), unless the sink is detached
-    first. A sink may detach itself from inside `feed`."""
+    connection's protocol callbacks, so never awaiting and never raising: `feed` with
+    each piece of the body as it is parsed (an HTTP chunk, say), `flush` after each read
+    that was parsed whole (a read's pieces go to the client in one write), then once
+    `end` (the body ended whole) or `fail` (it broke, or Azure went silent for the read
+    timeout), unless the sink is detached first; what was fed and not flushed goes out
+    before either. A sink may detach itself from inside `feed`."""
 
     def feed(self, data: bytes) -> None: ...
+    def flush(self) -> None: ...
     def end(self) -> None: ...
     def fail(self, error: Exception) -> None: ...
 
@@ -211,6 +214,9 @@ class _Connection(asyncio.Protocol):
         except Exception as exc:  # llhttp's errors, or ours from inside its callbacks
             self._fail(self._failure("the answer is not valid HTTP/1.1"), exc)
             self.close()
+        else:
+            if self.sink is not None:
+                self.sink.flush()  # the read's pieces fed: one write to the client
 
     def _feed_head(self, data: bytes) -> None:
         """Feed bytes of an incomplete head, never past `MAX_HEAD_BYTES` in all: the head
@@ -417,6 +423,7 @@ class _Connection(asyncio.Protocol):
             sink.feed(self.take())
             if self.sink is not sink:
                 return  # it detached itself
+            sink.flush()
         if self.error is not None:
             self.sink = None
             sink.fail(self.error)
