@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import zlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -132,8 +133,9 @@ class Pulled:
 class Exchange:
     """One relayed stream: Azure's connection, fed reads by the test, and the client's."""
 
-    def __init__(self, *, pushed: bool, policy: StreamPolicy, read_timeout: float = 600.0
-                 ) -> None:
+    def __init__(self, *, pushed: bool, policy: StreamPolicy, read_timeout: float = 600.0,
+                 head: bytes = HEAD) -> None:
+        self.head = head
         loop = asyncio.get_running_loop()
         self.owner = FastTransport(UpstreamSettings(read_timeout=read_timeout))
         self.pool = _HostPool(loop, "azure.test", 0)
@@ -150,7 +152,7 @@ class Exchange:
 
     def start(self, first: bytes) -> None:
         """Azure's head (with `first`, the rest of its first read) has arrived: relay."""
-        self.conn.data_received(HEAD + first)
+        self.conn.data_received(self.head + first)
         response = FastResponse(self.owner, self.conn)
         answer: Any = response if self.pushed else Pulled(response)
         request = FastRequest(self.channel, "POST", "/v1/chat/completions",
@@ -176,8 +178,9 @@ class Exchange:
             await asyncio.sleep(0)  # one turn of the loop: no clock involved
         raise AssertionError("the relay never waited for the next read")
 
-    async def run(self, reads: list[bytes], *, lost: bool = False) -> bytes:
-        """Feed Azure's `reads`, then (`lost`) its connection breaks; the client's bytes."""
+    async def run(self, reads: list[bytes], *, lost: bool = False, eof: bool = False) -> bytes:
+        """Feed Azure's `reads`, then (`lost`) its connection breaks or (`eof`) it ends
+        its side; the client's bytes."""
         self.start(reads[0])
         await self.settle()
         for _ in range(3):  # the head leaves alone if the first read wrote nothing
@@ -187,6 +190,8 @@ class Exchange:
             await self.settle()
         if lost:
             self.conn.connection_lost(ConnectionResetError())
+        if eof:
+            self.conn.eof_received()
         assert self.task is not None
         await asyncio.wait_for(self.task, 5)
         return b"".join(self.channel.writes)
@@ -259,6 +264,28 @@ def test_any_split_into_reads_pushed_is_pulled(points: list[int], which: int,
         assert pushed == pulled
 
     asyncio.run(compare())
+
+
+async def test_a_gzipped_stream_and_one_ended_by_eof_are_pushed_as_pulled() -> None:
+    frames = long_stream()
+    policy = StreamPolicy(client_model="gpt-4o")
+    packer = zlib.compressobj(wbits=31)  # gzip
+    packed = packer.compress(b"".join(frames)) + packer.flush(zlib.Z_SYNC_FLUSH)
+    gzipped = HEAD.replace(b"\r\n\r\n", b"\r\nContent-Encoding: gzip\r\n\r\n")
+    until_eof = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n"
+    cases = [(gzipped, cut(wire([packed, packer.flush()]), [40, 200, 201]), False),
+             (until_eof, cut(b"".join(frames[:-1]), [10, 500, 900]), True)]
+    for head, reads, eof in cases:
+        results = []
+        for pushed in (True, False):
+            exchange = Exchange(pushed=pushed, policy=policy, head=head)
+            await exchange.run(reads, eof=eof)
+            results.append((exchange.channel.writes, exchange.record.usage,
+                            exchange.record.error))
+        assert results[0] == results[1]
+        body = b"".join(results[0][0])
+        assert body.count(b'"model":"gpt-4o"') >= len(WORDS)
+        assert b"data: [DONE]\n\n" in body
 
 
 async def test_azure_cut_mid_stream_ends_with_the_same_error_event() -> None:
