@@ -10,7 +10,8 @@ Azure stream: the prompt-filter frame, the role frame, `--frames` content frames
 its `content_filter_results`, an asynchronous filter annotation frame after every
 `--annotate-every` content frames, the finish frame, the usage frame and `[DONE]`, each
 frame in its own HTTP chunk, as Azure sends them. Each read delivers `--per-read` frames;
-the next read comes once the gateway waits for it, having relayed (or dropped) the last
+the next read comes once the gateway has relayed (or dropped) the last: when it waits for
+one (pulled) or right after the read was handed to its sink (pushed, `gateway/relay.py`)
 (lock step per stream, every stream at once), so `--per-read 1` is "one frame per read"
 and a larger value "several frames per read". Each client runs `--rounds` streams in a row.
 
