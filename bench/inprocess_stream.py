@@ -10,7 +10,8 @@ Azure stream: the prompt-filter frame, the role frame, `--frames` content frames
 its `content_filter_results`, an asynchronous filter annotation frame after every
 `--annotate-every` content frames, the finish frame, the usage frame and `[DONE]`, each
 frame in its own HTTP chunk, as Azure sends them. Each read delivers `--per-read` frames;
-the next read comes once the gateway waits for it, having relayed (or dropped) the last
+the next read comes once the gateway has relayed (or dropped) the last: when it waits for
+one (pulled) or right after the read was handed to its sink (pushed, `gateway/relay.py`)
 (lock step per stream, every stream at once), so `--per-read 1` is "one frame per read"
 and a larger value "several frames per read". Each client runs `--rounds` streams in a row.
 
@@ -40,7 +41,7 @@ from typing import Any
 import orjson
 
 from azure_openai_proxy.http.server import FastServer
-from azure_openai_proxy.upstream.fast.connection import _Connection
+from azure_openai_proxy.upstream.fast.connection import BodySink, _Connection
 from azure_openai_proxy.upstream.fast.pool import _HostPool
 from azure_openai_proxy.upstream.fast.wire import _Target
 from bench import inprocess
@@ -120,7 +121,8 @@ def _request() -> bytes:
 
 class _PacedConnection(_Connection):
     """An upstream connection whose fake Azure sends its next read when the gateway waits
-    for one: every read is relayed (or dropped) before the next arrives."""
+    for one (pulled), or once the last was handed to the relay's sink (pushed): every
+    read is relayed (or dropped) before the next arrives."""
 
     reads: list[bytes]
     pending: list[bytes]
@@ -138,6 +140,13 @@ class _PacedConnection(_Connection):
     def _send(self) -> None:
         self.due = False
         self.data_received(self.pending.pop())
+        if self.sink is not None and not self.reading_paused:
+            self._send_soon()
+
+    def push_to(self, sink: BodySink, timeout: float) -> None:
+        super().push_to(sink, timeout)
+        if self.sink is not None:
+            self._send_soon()
 
     def wait(self, timeout: float) -> asyncio.Future[None]:
         waiter = super().wait(timeout)

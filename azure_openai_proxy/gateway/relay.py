@@ -5,6 +5,12 @@ Three shapes: a server-sent event stream (chat and completions streams go throug
 client's model name restored and the usage read, from one parse), and anything else
 (audio, file contents) streamed through unchanged. A failure after the first byte is
 never retried: the client gets an error event instead.
+
+A normalized stream from `FastTransport` to `FastServer` is pushed (`_StreamPush`): the
+upstream connection's callback normalizes each read and writes it to the client's
+transport at once, waking the relaying task only to pause for a slow client and at the
+end. Other pairs (aiohttp upstreams behind a proxy, other engines, unnormalized streams)
+are pulled read by read; both send the client the same bytes.
 """
 
 from __future__ import annotations
@@ -19,7 +25,13 @@ import orjson
 
 from azure_openai_proxy.errors import GatewayError, UpstreamError
 from azure_openai_proxy.governance.estimate import estimated_usage
-from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply, ResponseStream
+from azure_openai_proxy.http.interface import (
+    Answer,
+    HttpRequest,
+    Reply,
+    ResponseStream,
+)
+from azure_openai_proxy.http.request import FastStream
 from azure_openai_proxy.normalize.body import normalize_answer
 from azure_openai_proxy.normalize.stream import (
     ChatStreamNormalizer,
@@ -28,6 +40,7 @@ from azure_openai_proxy.normalize.stream import (
 )
 from azure_openai_proxy.observability.record import RequestRecord, usage_of
 from azure_openai_proxy.translate import relayed_response_headers
+from azure_openai_proxy.upstream.fast import FastResponse
 from azure_openai_proxy.upstream.transport import UpstreamResponse
 
 __all__ = ["relay"]
@@ -116,24 +129,11 @@ async def _relay_stream(
     try:
         out = request.stream(response.status, headers)
         try:
-            tail = b""
-            # aclosing: a generator left at [DONE] is closed here, not by the loop later.
-            async with contextlib.aclosing(response.chunks()) as chunks:
-                async for chunk in chunks:
-                    if meter is not None:
-                        meter.feed(chunk)
-                    data = normalizer.feed(chunk) if normalizer is not None else chunk
-                    if normalizer is not None and normalizer.done:
-                        # Azure's [DONE]: end the client's stream now, [DONE] and the end
-                        # of the body in one write; Azure's own end is not waited for.
-                        tail = data
-                        break
-                    if data:
-                        await out.write(data)
-                        if normalizer is None:  # a normalized stream ends with [DONE]
-                            ended_with_newline = data[-1:] == b"\n"
-                else:
-                    tail = normalizer.finish() if normalizer is not None else b""
+            if (normalizer is not None and type(out) is FastStream
+                    and type(response) is FastResponse):
+                tail = await _pushed(response, out, normalizer)
+            else:
+                tail, ended_with_newline = await _pulled(response, out, normalizer, meter)
         except UpstreamError as exc:
             record.error = type(exc).__name__
             tail = (
@@ -171,6 +171,142 @@ async def _relay_stream(
         elif meter is not None:
             record.usage = meter.usage or estimated_usage(prompt, meter.content_chars)
     return out
+
+
+async def _pulled(
+    response: UpstreamResponse, out: ResponseStream, normalizer: ChatStreamNormalizer | None,
+    meter: ResponsesStreamMeter | None,
+) -> tuple[bytes, bool]:
+    """Relay read by read: the tail to end the client's stream with, and whether what was
+    written ended with a newline."""
+    ended_with_newline = True
+    # aclosing: a generator left at [DONE] is closed here, not by the loop later.
+    async with contextlib.aclosing(response.chunks()) as chunks:
+        async for chunk in chunks:
+            if meter is not None:
+                meter.feed(chunk)
+            data = normalizer.feed(chunk) if normalizer is not None else chunk
+            if normalizer is not None and normalizer.done:
+                # Azure's [DONE]: end the client's stream now, [DONE] and the end of
+                # the body in one write; Azure's own end is not waited for.
+                return data, ended_with_newline
+            if data:
+                await out.write(data)
+                if normalizer is None:  # a normalized stream ends with [DONE]
+                    ended_with_newline = data[-1:] == b"\n"
+    return (normalizer.finish() if normalizer is not None else b""), ended_with_newline
+
+
+async def _pushed(response: FastResponse, out: FastStream,
+                  normalizer: ChatStreamNormalizer) -> bytes:
+    """Relay from the upstream connection's callback (`_StreamPush`); this task wakes to
+    wait for a slow client and at the end. The tail to end the client's stream with;
+    raises what `_pulled` would (an `UpstreamError`, `ClientDisconnected`, a bug)."""
+    push = _StreamPush(response, out, normalizer)
+    response.relay(push)
+    while True:
+        await push.changed()
+        if push.outcome is not None:
+            break
+        # The client stopped reading: Azure's socket is not read until it reads again.
+        await out.drained()
+        push.paused = False
+        response.resume()
+    outcome, push.outcome = push.outcome, None
+    if isinstance(outcome, bytes):
+        return outcome
+    try:
+        raise outcome  # kept in no local past here: no cycle through its traceback
+    finally:
+        del outcome
+
+
+class _StreamPush:
+    """The sink of a pushed stream (`upstream.fast.BodySink`): each piece of Azure's body
+    is normalized inside the upstream connection's callback, and what a read yields is
+    written to the client in one write. `outcome` is set once: the tail to end with
+    (`[DONE]` came, or the body ended), or the exception `_pushed` raises."""
+
+    __slots__ = ("_normalizer", "_out", "_pending", "_response", "_waiter", "outcome",
+                 "paused")
+
+    def __init__(self, response: FastResponse, out: FastStream,
+                 normalizer: ChatStreamNormalizer) -> None:
+        self._response = response
+        self._out = out
+        self._normalizer = normalizer
+        self._pending = b""  # normalized, not yet written
+        self._waiter: asyncio.Future[None] | None = None
+        self.outcome: bytes | BaseException | None = None
+        self.paused = False
+
+    def feed(self, data: bytes) -> None:
+        if self.outcome is not None:
+            return
+        normalizer = self._normalizer
+        try:
+            relayed = normalizer.feed(data)
+        except Exception as exc:  # a bug of ours
+            self._settle(exc)
+            return
+        if normalizer.done:
+            # Azure's [DONE]: the client's stream ends with it; the rest of Azure's body
+            # (the chunked terminator) is queued, for `finish_in_background`.
+            pending, self._pending = self._pending, b""
+            self._settle(pending + relayed if pending else relayed)
+        elif relayed:
+            if self._pending:
+                self._pending += relayed
+            else:
+                self._pending = relayed
+
+    def flush(self) -> None:
+        pending = self._pending
+        if pending:
+            self._pending = b""
+            try:
+                if not self._out.send(pending) and not self.paused:
+                    # The client stopped reading: so does Azure's socket, until
+                    # `_pushed` has seen it drain.
+                    self.paused = True
+                    self._response.pause()
+                    self._wake()
+            except Exception as exc:  # the client left (ClientDisconnected)
+                self._settle(exc)
+
+    def end(self) -> None:
+        self.flush()
+        if self.outcome is None:
+            try:
+                self._settle(self._normalizer.finish())
+            except Exception as exc:  # a bug of ours
+                self._settle(exc)
+
+    def fail(self, error: Exception) -> None:
+        self.flush()
+        if self.outcome is None:
+            self._settle(error)
+
+    def _settle(self, outcome: bytes | BaseException) -> None:
+        self.outcome = outcome
+        self._response.detach()
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def changed(self) -> asyncio.Future[None]:
+        """To await until the outcome is settled or the client must be waited for."""
+        waiter = asyncio.get_running_loop().create_future()
+        if self.outcome is not None or self.paused:
+            waiter.set_result(None)
+        else:
+            self._waiter = waiter
+        return waiter
 
 
 async def _relay_bytes(

@@ -1,6 +1,6 @@
 """What the application sees of a request under `FastServer`: `FastRequest` (the
 `HttpRequest` of `interface.py`), a request body that arrives as the client sends it, and
-`_Stream`, a streamed answer written through the connection.
+`FastStream`, a streamed answer written through the connection.
 
 The connection (`connection._HttpConnection`) is the only I/O underneath; these classes
 talk to it through the small `Channel` protocol, so they are tested with a fake one.
@@ -17,7 +17,7 @@ from typing import Protocol
 from azure_openai_proxy.http.interface import BodyTooLarge, ClientDisconnected, Headers
 from azure_openai_proxy.http.wire import BODYLESS_STATUS, response_head
 
-__all__ = ["BODY_HIGH_WATER", "Channel", "FastRequest", "RequestBody"]
+__all__ = ["BODY_HIGH_WATER", "Channel", "FastRequest", "FastStream", "RequestBody"]
 
 # Unread request-body bytes at which the connection stops reading its socket.
 BODY_HIGH_WATER = 256 * 1024
@@ -156,7 +156,7 @@ class RequestBody:
                 yield data[start : start + n]
 
 
-class _Stream:
+class FastStream:
     """A streamed answer (`interface.ResponseStream`) on our connection: chunked framing
     for HTTP/1.1, the body to the end of the connection for HTTP/1.0."""
 
@@ -222,6 +222,23 @@ class _Stream:
         if self._channel.write_paused:  # else no coroutine per chunk to learn it
             await self._channel.drain()
 
+    def send(self, data: bytes) -> bool:
+        """`write()` without waiting, for a caller that cannot await (a protocol
+        callback relaying a stream): False once the client is not reading, after which
+        nothing more is sent until `drained()` returns. Raises `ClientDisconnected`
+        once the client has left."""
+        if self.ended:
+            raise RuntimeError("send() after end()")
+        if data and not self.bodyless:
+            if self.chunked:
+                data = b"%x\r\n%b\r\n" % (len(data), data)
+            self._send(self._with_head(data) if self._head else data)
+        return not self._channel.write_paused
+
+    async def drained(self) -> None:
+        """Return once the client reads again (at once if it is not behind)."""
+        await self._channel.drain()
+
     async def end(self, tail: bytes = b"") -> None:
         if self.ended:
             return
@@ -257,7 +274,7 @@ class FastRequest:
         self.content_length = content_length
         self.body = body
         self.extra_headers: dict[str, str] | None = None
-        self._stream: _Stream | None = None
+        self._stream: FastStream | None = None
         # Set for a WebSocket upgrade the application may take: what the client sent
         # after the head, held until it decides.
         self.upgrade_rest: bytes | None = None
@@ -304,7 +321,7 @@ class FastRequest:
             return _no_chunks()
         return self.body.iter_any()
 
-    def stream(self, status: int, headers: Mapping[str, str]) -> _Stream:
+    def stream(self, status: int, headers: Mapping[str, str]) -> FastStream:
         if self._stream is not None:
             raise RuntimeError("the answer has already started")
         keep_alive = self.keep_alive and self.http11
@@ -314,12 +331,12 @@ class FastRequest:
         chunked = self.http11 and not bodyless
         head = response_head(status, pairs, None, keep_alive, self._channel.date(),
                              chunked=chunked)
-        self._stream = _Stream(self._channel, status, head, chunked, bodyless)
+        self._stream = FastStream(self._channel, status, head, chunked, bodyless)
         self._stream.send_head_soon()
         return self._stream
 
     @property
-    def started_stream(self) -> _Stream | None:
+    def started_stream(self) -> FastStream | None:
         return self._stream
 
     def __repr__(self) -> str:

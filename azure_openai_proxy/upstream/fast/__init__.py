@@ -17,6 +17,10 @@ Errors, translated here as in `transport.py`:
 
 A pooled connection that the server closed while it sat idle, and that fails before any
 byte of the answer, is retried once on a new connection, as aiohttp and httpx do.
+
+A stream's body can be pulled (`chunks()`, each read a wake-up of the awaiting task) or
+pushed: `FastResponse.relay(sink)` hands each piece to `sink.feed()` from the
+connection's own callback (see `BodySink`), with `pause()`/`resume()` for flow control.
 """
 
 from __future__ import annotations
@@ -31,7 +35,12 @@ from multidict import CIMultiDict
 from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import UpstreamPoolTimeout, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
-from azure_openai_proxy.upstream.fast.connection import HIGH_WATER, _Connection, _Stale
+from azure_openai_proxy.upstream.fast.connection import (
+    HIGH_WATER,
+    BodySink,
+    _Connection,
+    _Stale,
+)
 from azure_openai_proxy.upstream.fast.dns import DnsCache, Resolver, system_resolver
 from azure_openai_proxy.upstream.fast.pool import _HostPool
 from azure_openai_proxy.upstream.fast.wire import _head, _parse_url, _Target
@@ -44,14 +53,15 @@ from azure_openai_proxy.upstream.transport import (
     read_limited,
 )
 
-__all__ = ["HIGH_WATER", "FastTransport"]
+__all__ = ["HIGH_WATER", "BodySink", "FastResponse", "FastTransport"]
 
 _URL_CACHE_SIZE = 256
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "PUT"})
 
 
-class _FastResponse:
-    """An answer whose head has arrived; the body is drained from the connection."""
+class FastResponse:
+    """An answer whose head has arrived; the body is drained from the connection
+    (`read`, `chunks`) or pushed into a sink (`relay`)."""
 
     __slots__ = ("_conn", "_owner", "headers", "status")
 
@@ -87,10 +97,36 @@ class _FastResponse:
             else:
                 await conn.wait(timeout)
 
+    def relay(self, sink: BodySink) -> None:
+        """Push the body into `sink` as it arrives, from the connection's callbacks (see
+        `BodySink`); what arrived already goes first, now. For a stream's relay: no task
+        is woken per read. Azure silent for the read timeout fails the sink. `close()`
+        or `finish_in_background()` (or `detach()`) stops it."""
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("relay() after close()")
+        conn.push_to(sink, self._owner.read_timeout)
+
+    def detach(self) -> None:
+        """Stop pushing into the sink; what follows is queued (as for `chunks()`)."""
+        if self._conn is not None:
+            self._conn.sink = None
+
+    def pause(self) -> None:
+        """Stop reading from Azure (the sink's reader is slow); no read timeout meanwhile."""
+        if self._conn is not None:
+            self._conn.pause()
+
+    def resume(self) -> None:
+        if self._conn is not None:
+            self._conn.resume()
+
     def close(self) -> None:
         conn = self._conn
         if conn is not None:
             self._conn = None
+            conn.sink = None
+            conn.read_on()  # a pushed answer may have paused it: never pooled paused
             self._owner.release(conn)
 
     def finish_in_background(self) -> None:
@@ -98,6 +134,7 @@ class _FastResponse:
         if conn is None:
             return
         self._conn = None
+        conn.sink = None
         if conn.complete or conn.error is not None or conn.closed:
             self._owner.release(conn)
         else:
@@ -272,7 +309,7 @@ class FastTransport:
 
     async def _exchange(
         self, conn: _Connection, request: UpstreamRequest, head: bytes, chunked: bool
-    ) -> _FastResponse:
+    ) -> FastResponse:
         conn.start(head_only=request.method == "HEAD")
         transport = conn.transport
         assert transport is not None
@@ -289,7 +326,7 @@ class FastTransport:
         except BaseException:
             conn.pool.discard(conn)
             raise
-        return _FastResponse(self, conn)
+        return FastResponse(self, conn)
 
     async def _stream(
         self, conn: _Connection, transport: asyncio.Transport, head: bytes,

@@ -1,6 +1,11 @@
 """One upstream HTTP/1.1 connection: an asyncio Protocol that llhttp (httptools) parses
 answers into, with flow control (reading pauses past `HIGH_WATER` unread bytes) and
-transparent gzip/deflate decoding."""
+transparent gzip/deflate decoding.
+
+An answer's body is either queued for a caller that awaits `wait()` and `take()`s it
+(pull), or pushed into a `BodySink` straight from llhttp's callbacks (`push_to`): no
+future, task step or generator per read, which for a long stream of small frames was a
+quarter of the gateway's CPU per frame (issue 15)."""
 
 from __future__ import annotations
 
@@ -21,7 +26,10 @@ from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
 if TYPE_CHECKING:
     from azure_openai_proxy.upstream.fast.pool import _HostPool
 
-__all__ = ["HIGH_WATER", "MAX_HEADERS", "MAX_HEAD_BYTES", "_Connection", "_Stale", "_readable"]
+__all__ = [
+    "HIGH_WATER", "MAX_HEADERS", "MAX_HEAD_BYTES", "BodySink", "_Connection", "_Stale",
+    "_readable",
+]
 
 # Unread body bytes at which a connection stops reading its socket until the caller
 # drains the queue: a slow client of a 50 MB answer holds this much, not 50 MB.
@@ -53,6 +61,21 @@ class _Inflater(Protocol):
     def flush(self, length: int = ..., /) -> bytes: ...
 
 
+class BodySink(Protocol):
+    """Where a pushed answer's body goes (`_Connection.push_to`). Called from the
+    connection's protocol callbacks, so never awaiting and never raising: `feed` with
+    each piece of the body as it is parsed (an HTTP chunk, say), `flush` after each read
+    that was parsed whole (a read's pieces go to the client in one write), then once
+    `end` (the body ended whole) or `fail` (it broke, or Azure went silent for the read
+    timeout), unless the sink is detached first; what was fed and not flushed goes out
+    before either. A sink may detach itself from inside `feed`."""
+
+    def feed(self, data: bytes) -> None: ...
+    def flush(self) -> None: ...
+    def end(self) -> None: ...
+    def fail(self, error: Exception) -> None: ...
+
+
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection. `data_received` feeds llhttp, whose callbacks (`on_*`)
     fill the current exchange: status, headers, a queue of body bytes. The caller waits
@@ -82,8 +105,10 @@ class _Connection(asyncio.Protocol):
         "raw",
         "reading_paused",
         "received",
+        "sink",
         "started",
         "status",
+        "timeout",
         "timer",
         "timer_at",
         "transport",
@@ -111,6 +136,9 @@ class _Connection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
         self.body: deque[bytes] = deque()
+        # A pushed answer's sink, and its read timeout (`deadline` moves with each read).
+        self.sink: BodySink | None = None
+        self.timeout = 0.0
         self.start(head_only=False)
         self.busy = False
         self.uses = 0
@@ -130,6 +158,7 @@ class _Connection(asyncio.Protocol):
         self.head_size = 0  # bytes received while the head was incomplete
         self.error: Exception | None = None
         self.decoder: _Inflater | None = None
+        self.sink = None
         self.body.clear()
         self.buffered = 0
 
@@ -146,6 +175,7 @@ class _Connection(asyncio.Protocol):
             return False
 
     def close(self) -> None:
+        self.sink = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -169,6 +199,8 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.received = True
+        if self.sink is not None:  # pushed: the read timeout counts from the last read
+            self.deadline = self.loop.time() + self.timeout
         try:
             # The usual case, a whole head in the first read, without arithmetic (an int
             # past 256 is an allocation): the head's size is counted only once it spans
@@ -182,6 +214,9 @@ class _Connection(asyncio.Protocol):
         except Exception as exc:  # llhttp's errors, or ours from inside its callbacks
             self._fail(self._failure("the answer is not valid HTTP/1.1"), exc)
             self.close()
+        else:
+            if self.sink is not None:
+                self.sink.flush()  # the read's pieces fed: one write to the client
 
     def _feed_head(self, data: bytes) -> None:
         """Feed bytes of an incomplete head, never past `MAX_HEAD_BYTES` in all: the head
@@ -274,6 +309,10 @@ class _Connection(asyncio.Protocol):
     # -- the exchange ----------------------------------------------------------------
 
     def _queue(self, data: bytes) -> None:
+        sink = self.sink
+        if sink is not None:
+            sink.feed(data)
+            return
         self.body.append(data)
         self.buffered += len(data)
         if self.buffered > HIGH_WATER and not self.greedy and not self.reading_paused:
@@ -305,7 +344,12 @@ class _Connection(asyncio.Protocol):
                 self._queue(tail)
         self.keep_alive = keep_alive
         self.complete = True
-        self._wake()
+        sink = self.sink
+        if sink is not None:
+            self.sink = None
+            sink.end()
+        else:
+            self._wake()
 
     def _failure(self, reason: str) -> Exception:
         if self.started:
@@ -318,6 +362,10 @@ class _Connection(asyncio.Protocol):
         if self.error is None and not self.complete:
             error.__cause__ = cause
             self.error = error
+            sink = self.sink
+            if sink is not None:
+                self.sink = None
+                sink.fail(error)
         self.keep_alive = False
         self._wake()
 
@@ -364,11 +412,57 @@ class _Connection(asyncio.Protocol):
         self.timer_at = when
         self.timer = self.loop.call_at(when, self._check_deadline)
 
+    def push_to(self, sink: BodySink, timeout: float) -> None:
+        """From now on, hand the body to `sink` as it is parsed, beginning with what is
+        queued; `sink.end()` or `sink.fail()` at once if the answer is already over.
+        Azure silent for `timeout` s fails it with `UpstreamTimeout` (while `pause()`d
+        the silence is ours and not counted)."""
+        self.sink = sink
+        self.timeout = timeout
+        if self.body:
+            sink.feed(self.take())
+            if self.sink is not sink:
+                return  # it detached itself
+            sink.flush()
+        if self.error is not None:
+            self.sink = None
+            sink.fail(self.error)
+        elif self.complete:
+            self.sink = None
+            sink.end()
+        else:
+            self._watch()
+
+    def pause(self) -> None:
+        """Stop reading the socket (a pushed answer's reader cannot keep up)."""
+        if not self.reading_paused and not self.closed:
+            self.reading_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        """Read the socket again after `pause()`; the read timeout starts anew."""
+        if self.reading_paused and not self.closed:
+            self.read_on()
+            if self.sink is not None:
+                self._watch()
+
+    def _watch(self) -> None:
+        self.deadline = deadline = self.loop.time() + self.timeout
+        if self.timer is None or self.timer_at > deadline:
+            self._arm(deadline)
+
     def _check_deadline(self) -> None:
         self.timer = None
-        waiter = self.waiter
-        if waiter is None or waiter.done() or self.closed:
-            return  # nobody waits: the next wait arms a timer again
+        if self.closed:
+            return
+        if self.sink is not None:
+            if self.reading_paused:
+                return  # our reader is slow, not Azure: `resume()` watches again
+        else:
+            waiter = self.waiter
+            if waiter is None or waiter.done():
+                return  # nobody waits: the next wait arms a timer again
         if self.loop.time() >= self.deadline:
             self._stall()
         else:
