@@ -21,7 +21,11 @@ key's subjects are looked up and configured once per version of the key (`plan`,
 until the limits change or the keys are reloaded), not per request, and `take` and
 `settle` refill, check and take inline, with no object per bucket.
 
-State is per process: with `--workers N` each worker keeps its own buckets (README).
+With `--workers N` the workers share their buckets and in-flight counts through a table
+in shared memory (governance/sharedlimits.py, `share`): a take or settle then copies its
+subjects' levels in from the table, decides as above, and writes them back, holding the
+table's lock. With one worker (or a subject the full table has no row for) the state is
+the process's own, and nothing is locked.
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from azure_openai_proxy.governance.estimate import (
     DEFAULT_COMPLETION_TOKENS,
     max_output_tokens,
 )
 from azure_openai_proxy.governance.model import Limits
+from azure_openai_proxy.governance.sharedlimits import ROW_FIXED, SharedTable
 
 __all__ = [
     "DEFAULT_COMPLETION_TOKENS",
@@ -50,6 +55,9 @@ __all__ = [
 _PARALLEL_RETRY_SECONDS = 1.0
 
 LimitKind = Literal["requests", "tokens", "parallel"]
+_Decision = TypeVar("_Decision")
+_A = TypeVar("_A")
+_B = TypeVar("_B")
 
 
 def estimate_tokens(body: Mapping[str, Any] | None,
@@ -127,12 +135,13 @@ class _Subject:
     """One key's or team's state: its two buckets (`rpm`/`tpm` None: no such limit),
     each a level refilled from its stamp, and its requests in flight."""
 
-    __slots__ = ("in_flight", "limits", "name", "parallel", "rpm", "rpm_level", "rpm_rate",
-                 "rpm_stamp", "rpm_text", "tpm", "tpm_level", "tpm_rate", "tpm_stamp",
-                 "tpm_text")
+    __slots__ = ("in_flight", "limits", "name", "parallel", "row", "rpm", "rpm_level",
+                 "rpm_rate", "rpm_stamp", "rpm_text", "tpm", "tpm_level", "tpm_rate",
+                 "tpm_stamp", "tpm_text")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, row: int | None = None) -> None:
         self.name = name
+        self.row = row  # its row in the shared table; None: this process's alone
         self.limits: Limits | None = None
         self.rpm: float | None = None
         self.rpm_level = self.rpm_rate = self.rpm_stamp = 0.0
@@ -218,12 +227,23 @@ class Admission:
 
 
 class RateLimiter:
-    """Every subject's buckets and in-flight count, in one worker."""
+    """Every subject's buckets and in-flight count: one worker's, or, once `share`d, the
+    server's (all its workers')."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._subjects: dict[str, _Subject] = {}
         self._plans: dict[str, LimitPlan] = {}  # by key id; emptied by `forget`
+        self._table: SharedTable | None = None
+        self._here = self  # what decides, on state copied in from the table (`share`)
+
+    def share(self, table: SharedTable) -> None:
+        """Count in `table`, with the server's other workers, from now on (called once,
+        before the first request: what was counted here alone is dropped). `clock` must
+        be one all the workers read alike (time.monotonic is: one clock per machine)."""
+        self._here = RateLimiter(self._clock)  # unshared: its take and settle decide
+        self._table = table
+        self._subjects, self._plans = {}, {}
 
     def plan(self, key_id: str, key_limits: Limits, team_id: str | None,
              team_limits: Limits | None) -> LimitPlan:
@@ -241,14 +261,18 @@ class RateLimiter:
         return plan
 
     def _plan_of(self, subjects: Sequence[tuple[str, Limits]]) -> LimitPlan:
-        now = self._clock()
+        table = self._table
         states = []
         for name, limits in subjects:
             state = self._subjects.get(name)
             if state is None:
-                state = self._subjects[name] = _Subject(name)
+                row = table.row(name) if table is not None else None
+                state = self._subjects[name] = _Subject(name, row)
             counted = state.tpm is not None
-            state.configure(limits, now)
+            if state.row is None or table is None:
+                state.configure(limits, self._clock())
+            else:
+                _configure_shared(state, limits, table, self._clock)
             if (state.tpm is not None) != counted:
                 self._plans = {}  # their `counts_tokens` may be stale (`admit`'s limits)
             states.append(state)
@@ -261,6 +285,8 @@ class RateLimiter:
 
     def take(self, plan: LimitPlan, tokens: int) -> Admission | Refusal:
         """`admit` for a plan: the request path's call."""
+        if self._table is not None:
+            return self._shared(plan.subjects, self._here.take, plan, tokens)
         now = self._clock()
         subjects = plan.subjects
         for state in subjects:
@@ -295,6 +321,9 @@ class RateLimiter:
         the reservation is given back). Settling twice does nothing."""
         if admission.settled:
             return
+        if self._table is not None:
+            self._shared(admission.subjects, self._here.settle, admission, used_tokens)
+            return
         admission.settled = True
         give_back = admission.reserved - (used_tokens or 0)
         now = self._clock() if give_back else 0.0
@@ -312,26 +341,99 @@ class RateLimiter:
                 level += give_back
                 state.tpm_level = cap if level > cap else -cap if level < -cap else level
 
+    def _shared(self, subjects: tuple[_Subject, ...], decide: Callable[[_A, _B], _Decision],
+                first: _A, second: _B) -> _Decision:
+        """`decide(first, second)` (this limiter's own take or settle, unshared) on
+        `subjects`' shared state: copied in from the table, then written back with this
+        worker's in-flight change, under the table's lock (the clock is read inside it,
+        so the stamps the workers write only go forward)."""
+        table = self._table
+        assert table is not None
+        cells, column, stride = table.cells, table.column, table.stride
+        table.lock()
+        try:
+            for state in subjects:
+                if state.row is not None:
+                    _pull(state, cells, state.row, stride)
+            result = decide(first, second)
+            # Taken: one more in flight; settled (None): one fewer.
+            change = 1 if isinstance(result, Admission) else -1 if result is None else 0
+            for state in subjects:
+                if state.row is not None:
+                    _push(state, cells, state.row, column, change)
+        finally:
+            table.unlock()
+        return result
+
     def forget(self, keep: Iterable[str]) -> None:
-        """Drop the state of subjects not in `keep` and with nothing in flight (keys and
-        teams that were deleted), and every plan (the keys were reloaded)."""
+        """Drop the state of subjects not in `keep` and with nothing in flight here (keys
+        and teams that were deleted), and every plan (the keys were reloaded). A shared
+        subject's state stays in the table: dropping it here loses nothing."""
         self._plans = {}
         kept = set(keep)
-        for name in [n for n, s in self._subjects.items() if n not in kept and not s.in_flight]:
+        for name in [n for n, s in self._subjects.items()
+                     if n not in kept and (s.row is not None or not s.in_flight)]:
             del self._subjects[name]
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Each subject's live state, for the admin API."""
+        subjects = tuple(self._subjects.values())
+        if self._table is not None:
+            return self._shared(subjects, self._here._snapshot_of, subjects, None)
+        return self._snapshot_of(subjects, None)
+
+    def _snapshot_of(self, subjects: tuple[_Subject, ...],
+                    _unused: None) -> dict[str, dict[str, Any]]:
         now = self._clock()
         out: dict[str, dict[str, Any]] = {}
-        for name, state in self._subjects.items():
+        for state in subjects:
             state.refill(now)
-            out[name] = {
+            out[state.name] = {
                 "in_flight": state.in_flight, "max_parallel": state.parallel,
                 "requests": _bucket_view(state.rpm, state.rpm_level, state.rpm_rate),
                 "tokens": _bucket_view(state.tpm, state.tpm_level, state.tpm_rate),
             }
         return out
+
+
+def _pull(state: _Subject, cells: memoryview[float], row: int, stride: int) -> None:
+    """Copy a subject's shared levels, stamps and in-flight total into `state`."""
+    state.rpm_level, state.rpm_stamp = cells[row + 2], cells[row + 3]
+    state.tpm_level, state.tpm_stamp = cells[row + 5], cells[row + 6]
+    state.in_flight = int(sum(cells[row + ROW_FIXED:row + stride]))
+
+
+def _push(state: _Subject, cells: memoryview[float], row: int, column: int, change: int) -> None:
+    """Write `state`'s levels and stamps back, and this worker's in-flight `change`."""
+    cells[row + 2], cells[row + 3] = state.rpm_level, state.rpm_stamp
+    cells[row + 5], cells[row + 6] = state.tpm_level, state.tpm_stamp
+    if change:
+        held = cells[row + column] + change
+        cells[row + column] = held if held > 0 else 0.0
+
+
+def _configure_shared(state: _Subject, limits: Limits, table: SharedTable,
+                      clock: Callable[[], float]) -> None:
+    """`_Subject.configure` for a shared subject: its buckets are set up from the limit
+    the table last saw (by any worker): full when new, kept up to a new minute."""
+    row, cells = state.row, table.cells
+    assert row is not None
+    table.lock()
+    try:
+        now = clock()
+        _pull(state, cells, row, table.stride)
+        state.configure(limits, now)  # this worker's caps and rates; levels refilled
+        for cap, at in ((state.rpm, row + 1), (state.tpm, row + 4)):
+            if cap is None:
+                continue
+            if cells[at] == 0.0:  # the first limit anyone set: a full minute
+                cells[at + 1], cells[at + 2] = cap, now
+            elif cells[at] != cap:
+                cells[at + 1] = min(cells[at + 1], cap)
+            cells[at] = cap
+        _pull(state, cells, row, table.stride)
+    finally:
+        table.unlock()
 
 
 def _refusal(state: _Subject, tokens: int, now: float) -> Refusal:

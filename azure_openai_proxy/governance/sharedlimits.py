@@ -1,0 +1,153 @@
+"""Rate-limit state shared by the worker processes of one server (`--workers N`), so a
+key's RPM, TPM and parallel limits hold across all of them instead of multiplying by N.
+
+The parent creates the table (`SharedLimits.create`) before it starts the workers, and
+passes the value (a path and two sizes: it pickles, the workers are spawned); each worker
+maps it (`SharedLimits.open`) and `RateLimiter.share`s it. The parent zeroes a dead
+worker's in-flight column (`SharedTable.reset_worker`) and removes the file at exit.
+The only governance module with OS state: a file, a mapping and a lock.
+
+The table is a file (in /dev/shm where it exists: memory, never written to disk) of
+`slots` rows of doubles, read and written through a `memoryview` cast to "d":
+
+    0     tag: the subject's name hash (52 bits, + 1; 0 marks a free row)
+    1-3   RPM: the limit the level was last set for (0: none yet), level, stamp
+    4-6   TPM: the same
+    7     spare
+    8...  requests in flight, one column per worker (the total is their sum)
+
+A subject's row is found by open addressing (linear probing from its hash) when a worker
+first plans it, and is never freed (keys are few; a full table is logged once and the
+subjects that find no row are counted per worker, as before). Two names with the same
+52-bit hash would share a row: with 10,000 subjects, a chance of about 1 in 10^8.
+
+The lock is `fcntl.lockf` on the file: the kernel releases it when its holder dies, so
+a worker killed while holding it never blocks the others (a POSIX semaphore, under
+`multiprocessing.Lock`, would stay taken). It is held for the few reads and writes of
+one take or settle. Record locks are per process, not per thread: only one thread of a
+worker (its event loop's) may use the table; and closing any descriptor of the file
+releases the process's lock, so a worker keeps its one `SharedTable` open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import mmap
+import os
+import tempfile
+from dataclasses import dataclass
+
+__all__ = ["ROW_FIXED", "SharedLimits", "SharedTable"]
+
+log = logging.getLogger("azure_openai_proxy")
+
+ROW_FIXED = 8  # doubles before the in-flight columns
+DEFAULT_SLOTS = 16384  # rows: a sparse file, the pages of unused rows are never touched
+_TAG_BITS = 52  # a double holds every integer up to 2**53 exactly
+
+
+@dataclass(frozen=True)
+class SharedLimits:
+    """Where a server's shared table lives and its shape: what a worker needs to map it."""
+
+    path: str
+    slots: int
+    workers: int
+
+    @property
+    def stride(self) -> int:
+        return ROW_FIXED + self.workers
+
+    @classmethod
+    def create(cls, workers: int, slots: int = DEFAULT_SLOTS,
+               directory: str | None = None) -> SharedLimits:
+        """A new, zeroed table for `workers` workers (the caller `remove`s it)."""
+        if directory is None and os.path.isdir("/dev/shm"):
+            directory = "/dev/shm"
+        fd, path = tempfile.mkstemp(prefix="azure-openai-proxy-limits-", dir=directory)
+        try:
+            os.ftruncate(fd, slots * (ROW_FIXED + workers) * 8)
+        finally:
+            os.close(fd)
+        return cls(path, slots, workers)
+
+    def open(self, worker: int) -> SharedTable:
+        """The table as worker number `worker` (0 to workers - 1) uses it."""
+        if not 0 <= worker < self.workers:
+            raise ValueError(f"worker {worker} is not one of {self.workers}")
+        return SharedTable(self, worker)
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def reset_worker(self, worker: int) -> None:
+        """`SharedTable.reset_worker`, from the parent, which does not keep it mapped."""
+        table = SharedTable(self, worker)
+        try:
+            table.reset_worker(worker)
+        finally:
+            table.close()
+
+
+class SharedTable:
+    """One process's mapping of a `SharedLimits` table, and its lock."""
+
+    def __init__(self, spec: SharedLimits, worker: int) -> None:
+        self.spec = spec
+        self.stride = spec.stride
+        self.column = ROW_FIXED + worker  # this worker's in-flight column in a row
+        self._fd = os.open(spec.path, os.O_RDWR)
+        self._map = mmap.mmap(self._fd, spec.slots * spec.stride * 8)
+        self.cells = memoryview(self._map).cast("d")
+        self._full_logged = False
+
+    def lock(self) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+
+    def unlock(self) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_UN)
+
+    def row(self, name: str) -> int | None:
+        """The offset of `name`'s row in `cells`, claimed if it had none; None when the
+        table is full (logged once: the subject is then counted by each worker alone)."""
+        digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+        hashed = int.from_bytes(digest, "big") >> (64 - _TAG_BITS)
+        tag = float(hashed + 1)
+        slots, stride, cells = self.spec.slots, self.stride, self.cells
+        self.lock()
+        try:
+            for probe in range(slots):
+                offset = (hashed + probe) % slots * stride
+                found = cells[offset]
+                if found == tag:
+                    return offset
+                if found == 0.0:
+                    cells[offset] = tag
+                    return offset
+        finally:
+            self.unlock()
+        if not self._full_logged:
+            self._full_logged = True
+            log.warning("the shared rate-limit table is full (%d keys and teams): the ones "
+                        "beyond it are limited per worker process", slots)
+        return None
+
+    def reset_worker(self, worker: int) -> None:
+        """Zero `worker`'s in-flight counts in every row (it died: what it held is gone)."""
+        column, stride, cells = ROW_FIXED + worker, self.stride, self.cells
+        self.lock()
+        try:
+            for offset in range(0, self.spec.slots * stride, stride):
+                if cells[offset] != 0.0:
+                    cells[offset + column] = 0.0
+        finally:
+            self.unlock()
+
+    def close(self) -> None:
+        self.cells.release()
+        self._map.close()
+        os.close(self._fd)
