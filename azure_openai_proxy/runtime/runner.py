@@ -21,7 +21,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -46,7 +46,7 @@ from azure_openai_proxy.runtime.watch import ConfigWatcher
 from azure_openai_proxy.settings import DeploymentSettings, ServerSettings, Settings
 
 __all__ = ["SettingsSource", "describe", "refuse_open_relay", "run", "serve_forever",
-           "server_limits"]
+           "server_limits", "supervise"]
 
 log = logging.getLogger("azure_openai_proxy")
 
@@ -295,16 +295,22 @@ def _run_workers(settings: Settings, source: SettingsSource | None,
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
+    supervise(workers, shared)
+    return 0 if all(p.exitcode == 0 for p in workers) else 1
+
+
+def supervise(workers: Sequence[multiprocessing.process.BaseProcess],
+              shared: SharedLimits | None) -> None:
+    """Wait for every worker to exit. One that dies (a non-zero exit: killed, crashed)
+    leaves its requests in flight counted in the shared limits table: they are zeroed,
+    or the keys' parallel limits would stay taken by requests that will never end."""
     running = {process.sentinel: index for index, process in enumerate(workers)}
     while running:
         ready = set(multiprocessing.connection.wait(list(running)))
         for index in [running.pop(s) for s in list(running) if s in ready]:
             workers[index].join()
             if shared is not None and workers[index].exitcode != 0:
-                # What it had in flight will never be settled: the others must not
-                # keep counting it against the keys' parallel limits.
                 shared.reset_worker(index)
                 log.warning("worker %d (pid %s) exited with %s; its requests in flight "
                             "are no longer counted", index, workers[index].pid,
                             workers[index].exitcode)
-    return 0 if all(p.exitcode == 0 for p in workers) else 1

@@ -18,6 +18,7 @@ import pytest
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import Admission, RateLimiter, Refusal
 from azure_openai_proxy.governance.sharedlimits import SharedLimits, SharedTable
+from azure_openai_proxy.runtime.runner import supervise
 
 
 class Clock:
@@ -207,3 +208,30 @@ def _locks_within(table: SharedTable, seconds: float) -> bool:
 
     threading.Thread(target=lock, daemon=True).start()
     return locked.wait(seconds)
+
+
+def _take_two_then_exit(spec: SharedLimits, worker: int, killed: bool) -> None:
+    limiter = RateLimiter(_frozen_clock)
+    limiter.share(spec.open(worker))
+    plan = limiter.plan("k", Limits(max_parallel=8), None, None)
+    for _ in range(2):
+        admitted(limiter.take(plan, 0))
+    if killed:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_the_parent_zeroes_the_requests_in_flight_of_a_worker_that_died(
+        spec: SharedLimits, caplog: pytest.LogCaptureFixture) -> None:
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_take_two_then_exit, args=(spec, n, n == 1))
+               for n in (0, 1)]
+    for process in workers:
+        process.start()
+    with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
+        supervise(workers, spec)
+    assert [p.exitcode for p in workers] == [0, -signal.SIGKILL]
+    assert "worker 1 (pid" in caplog.text and "worker 0 (pid" not in caplog.text
+    limiter = shared_limiter(spec, 0, Clock())
+    limiter.plan("k", Limits(max_parallel=8), None, None)
+    # Worker 0 exited on its own (a clean exit settles first); worker 1's two are gone.
+    assert limiter.snapshot()["key:k"]["in_flight"] == 2
