@@ -21,12 +21,13 @@ first plans it, and is never freed (keys are few; a full table is logged once an
 subjects that find no row are counted per worker, as before). Two names with the same
 52-bit hash would share a row: with 10,000 subjects, a chance of about 1 in 10^8.
 
-The lock is `fcntl.lockf` on the file: the kernel releases it when its holder dies, so
+The lock is `fcntl.flock` on the file, which the kernel releases when its holder dies:
 a worker killed while holding it never blocks the others (a POSIX semaphore, under
 `multiprocessing.Lock`, would stay taken). It is held for the few reads and writes of
-one take or settle. Record locks are per process, not per thread: only one thread of a
-worker (its event loop's) may use the table; and closing any descriptor of the file
-releases the process's lock, so a worker keeps its one `SharedTable` open.
+one take or settle. Measured on a 2-core VM, a lock and unlock: flock 0.4-0.55 µs,
+`fcntl.lockf` 0.7-1.1 µs, `multiprocessing.Lock` 0.07-0.1 µs (uncontended; load 2.2).
+flock belongs to the open file, not to the process or thread: only one thread of a
+worker (its event loop's) may use its table, and never while it holds the lock.
 """
 
 from __future__ import annotations
@@ -106,10 +107,10 @@ class SharedTable:
         self._full_logged = False
 
     def lock(self) -> None:
-        fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
 
     def unlock(self) -> None:
-        fcntl.lockf(self._fd, fcntl.LOCK_UN)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def row(self, name: str) -> int | None:
         """The offset of `name`'s row in `cells`, claimed if it had none; None when the

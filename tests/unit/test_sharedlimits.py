@@ -174,7 +174,7 @@ def test_two_processes_hammering_one_key_admit_exactly_its_limit(spec: SharedLim
 
 
 def _hold_the_lock(spec: SharedLimits, held: Any) -> None:
-    table = spec.open(1)  # kept: its mapping's descriptor closed would release the lock
+    table = spec.open(1)
     table.lock()
     held.set()
     threading.Event().wait(60)  # killed before this ends
