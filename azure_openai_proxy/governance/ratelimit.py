@@ -41,7 +41,7 @@ from azure_openai_proxy.governance.estimate import (
     max_output_tokens,
 )
 from azure_openai_proxy.governance.model import Limits
-from azure_openai_proxy.governance.sharedlimits import ROW_FIXED, SharedTable
+from azure_openai_proxy.governance.sharedlimits import IN_FLIGHT, SharedTable
 
 __all__ = [
     "DEFAULT_COMPLETION_TOKENS",
@@ -350,12 +350,12 @@ class RateLimiter:
         so the stamps the workers write only go forward)."""
         table = self._table
         assert table is not None
-        cells, column, stride = table.cells, table.column, table.stride
+        cells, column = table.cells, table.column
         table.lock()
         try:
             for state in subjects:
                 if state.row is not None:
-                    _pull(state, cells, state.row, stride)
+                    _pull(state, cells, state.row)
             result = decide(first, second)
             # Taken: one more in flight; settled (None): one fewer.
             change = 1 if isinstance(result, Admission) else -1 if result is None else 0
@@ -397,20 +397,28 @@ class RateLimiter:
         return out
 
 
-def _pull(state: _Subject, cells: memoryview[float], row: int, stride: int) -> None:
-    """Copy a subject's shared levels, stamps and in-flight total into `state`."""
-    state.rpm_level, state.rpm_stamp = cells[row + 2], cells[row + 3]
-    state.tpm_level, state.tpm_stamp = cells[row + 5], cells[row + 6]
-    state.in_flight = int(sum(cells[row + ROW_FIXED:row + stride]))
+def _pull(state: _Subject, cells: memoryview[float], row: int) -> None:
+    """Copy a subject's shared levels and stamps (of the limits it has here) and its
+    in-flight total into `state`."""
+    if state.rpm is not None:
+        state.rpm_level, state.rpm_stamp = cells[row + 2], cells[row + 3]
+    if state.tpm is not None:
+        state.tpm_level, state.tpm_stamp = cells[row + 5], cells[row + 6]
+    state.in_flight = int(cells[row + IN_FLIGHT])
 
 
 def _push(state: _Subject, cells: memoryview[float], row: int, column: int, change: int) -> None:
-    """Write `state`'s levels and stamps back, and this worker's in-flight `change`."""
-    cells[row + 2], cells[row + 3] = state.rpm_level, state.rpm_stamp
-    cells[row + 5], cells[row + 6] = state.tpm_level, state.tpm_stamp
+    """Write `state`'s levels and stamps back, and this worker's in-flight `change` (to
+    its column and to the total)."""
+    if state.rpm is not None:
+        cells[row + 2], cells[row + 3] = state.rpm_level, state.rpm_stamp
+    if state.tpm is not None:
+        cells[row + 5], cells[row + 6] = state.tpm_level, state.tpm_stamp
     if change:
         held = cells[row + column] + change
-        cells[row + column] = held if held > 0 else 0.0
+        if held >= 0:  # a column zeroed by a reset is not taken below zero
+            cells[row + column] = held
+            cells[row + IN_FLIGHT] += change
 
 
 def _configure_shared(state: _Subject, limits: Limits, table: SharedTable,
@@ -422,7 +430,7 @@ def _configure_shared(state: _Subject, limits: Limits, table: SharedTable,
     table.lock()
     try:
         now = clock()
-        _pull(state, cells, row, table.stride)
+        _pull(state, cells, row)
         state.configure(limits, now)  # this worker's caps and rates; levels refilled
         for cap, at in ((state.rpm, row + 1), (state.tpm, row + 4)):
             if cap is None:
@@ -432,7 +440,7 @@ def _configure_shared(state: _Subject, limits: Limits, table: SharedTable,
             elif cells[at] != cap:
                 cells[at + 1] = min(cells[at + 1], cap)
             cells[at] = cap
-        _pull(state, cells, row, table.stride)
+        _pull(state, cells, row)
     finally:
         table.unlock()
 

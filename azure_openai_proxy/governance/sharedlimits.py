@@ -13,8 +13,8 @@ The table is a file (in /dev/shm where it exists: memory, never written to disk)
     0     tag: the subject's name hash (52 bits, + 1; 0 marks a free row)
     1-3   RPM: the limit the level was last set for (0: none yet), level, stamp
     4-6   TPM: the same
-    7     spare
-    8...  requests in flight, one column per worker (the total is their sum)
+    7     requests in flight: the total
+    8...  requests in flight, one column per worker (their sum is the total)
 
 A subject's row is found by open addressing (linear probing from its hash) when a worker
 first plans it, and is never freed (keys are few; a full table is logged once and the
@@ -34,18 +34,21 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import logging
 import mmap
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["ROW_FIXED", "SharedLimits", "SharedTable"]
+__all__ = ["IN_FLIGHT", "ROW_FIXED", "SharedLimits", "SharedTable"]
 
 log = logging.getLogger("azure_openai_proxy")
 
 ROW_FIXED = 8  # doubles before the in-flight columns
+IN_FLIGHT = 7  # the total of the in-flight columns
 DEFAULT_SLOTS = 16384  # rows: a sparse file, the pages of unused rows are never touched
 _TAG_BITS = 52  # a double holds every integer up to 2**53 exactly
 
@@ -104,13 +107,10 @@ class SharedTable:
         self._fd = os.open(spec.path, os.O_RDWR)
         self._map = mmap.mmap(self._fd, spec.slots * spec.stride * 8)
         self.cells = memoryview(self._map).cast("d")
+        # Called twice a request: C callables, no Python frame.
+        self.lock: Callable[[], object] = functools.partial(fcntl.flock, self._fd, fcntl.LOCK_EX)
+        self.unlock: Callable[[], object] = functools.partial(fcntl.flock, self._fd, fcntl.LOCK_UN)
         self._full_logged = False
-
-    def lock(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-
-    def unlock(self) -> None:
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def row(self, name: str) -> int | None:
         """The offset of `name`'s row in `cells`, claimed if it had none; None when the
@@ -143,7 +143,8 @@ class SharedTable:
         self.lock()
         try:
             for offset in range(0, self.spec.slots * stride, stride):
-                if cells[offset] != 0.0:
+                if cells[offset] != 0.0 and cells[offset + column]:
+                    cells[offset + IN_FLIGHT] -= cells[offset + column]
                     cells[offset + column] = 0.0
         finally:
             self.unlock()
