@@ -7,7 +7,7 @@ maps it (`SharedLimits.open`) and `RateLimiter.share`s it. The parent zeroes a d
 worker's in-flight column (`SharedTable.reset_worker`) and removes the file at exit.
 The only governance module with OS state: a file, a mapping and a lock.
 
-The table is a file (in /dev/shm where it exists: memory, never written to disk) of
+The table is a file (in /dev/shm where it can be: memory, never written to disk) of
 `slots` rows of doubles, read and written through a `memoryview` cast to "d":
 
     0     tag: the subject's name hash (52 bits, + 1; 0 marks a free row)
@@ -49,7 +49,7 @@ log = logging.getLogger("azure_openai_proxy")
 
 ROW_FIXED = 8  # doubles before the in-flight columns
 IN_FLIGHT = 7  # the total of the in-flight columns
-DEFAULT_SLOTS = 16384  # rows: a sparse file, the pages of unused rows are never touched
+DEFAULT_SLOTS = 16384  # rows: 1.3 MB with two workers, 2 MB with eight
 _TAG_BITS = 52  # a double holds every integer up to 2**53 exactly
 
 
@@ -69,11 +69,19 @@ class SharedLimits:
     def create(cls, workers: int, slots: int = DEFAULT_SLOTS,
                directory: str | None = None) -> SharedLimits:
         """A new, zeroed table for `workers` workers (the caller `remove`s it)."""
-        if directory is None and os.path.isdir("/dev/shm"):
-            directory = "/dev/shm"
+        if directory is None:
+            try:  # memory; a container may have it read-only or small: then the temp dir
+                return cls.create(workers, slots, "/dev/shm")
+            except OSError:
+                pass
         fd, path = tempfile.mkstemp(prefix="azure-openai-proxy-limits-", dir=directory)
         try:
-            os.ftruncate(fd, slots * (ROW_FIXED + workers) * 8)
+            # Allocated now, not page by page later: a full tmpfs would fail a worker's
+            # write into the mapping with SIGBUS.
+            os.posix_fallocate(fd, 0, slots * (ROW_FIXED + workers) * 8)
+        except OSError:
+            os.unlink(path)
+            raise
         finally:
             os.close(fd)
         return cls(path, slots, workers)

@@ -235,3 +235,19 @@ def test_the_parent_zeroes_the_requests_in_flight_of_a_worker_that_died(
     limiter.plan("k", Limits(max_parallel=8), None, None)
     # Worker 0 exited on its own (a clean exit settles first); worker 1's two are gone.
     assert limiter.snapshot()["key:k"]["in_flight"] == 2
+
+
+def test_a_table_that_cannot_be_made_leaves_no_file(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        SharedLimits.create(workers=2, slots=2**40, directory=str(tmp_path))  # 88 TB: no room
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_table_is_made_in_memory_where_it_can_be() -> None:
+    spec = SharedLimits.create(workers=2, slots=4)
+    try:
+        assert Path(spec.path).exists()
+        assert Path(spec.path).parent == Path("/dev/shm") or not Path("/dev/shm").is_dir()
+    finally:
+        spec.remove()
+    assert not Path(spec.path).exists()
