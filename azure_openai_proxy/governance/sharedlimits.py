@@ -151,8 +151,10 @@ class SharedTable:
         self.lock()
         try:
             for offset in range(0, self.spec.slots * stride, stride):
-                if cells[offset] != 0.0 and cells[offset + column]:
-                    cells[offset + IN_FLIGHT] -= cells[offset + column]
+                held = cells[offset + column]
+                if held and cells[offset] != 0.0:
+                    # Never below zero (it died mid-write): then more would be let in.
+                    cells[offset + IN_FLIGHT] = max(0.0, cells[offset + IN_FLIGHT] - held)
                     cells[offset + column] = 0.0
         finally:
             self.unlock()
