@@ -41,7 +41,12 @@ from azure_openai_proxy.governance.estimate import (
     max_output_tokens,
 )
 from azure_openai_proxy.governance.model import Limits
-from azure_openai_proxy.governance.sharedlimits import IN_FLIGHT, SharedTable
+from azure_openai_proxy.governance.sharedlimits import (
+    SharedTable,
+    configure_shared,
+    pull,
+    push,
+)
 
 __all__ = [
     "DEFAULT_COMPLETION_TOKENS",
@@ -273,7 +278,7 @@ class RateLimiter:
             if state.row is None or table is None:
                 state.configure(limits, self._clock())
             else:
-                _configure_shared(state, limits, table, self._clock)
+                configure_shared(state, limits, table, self._clock)
             if (state.tpm is not None) != counted:
                 self._plans = {}  # their `counts_tokens` may be stale (`admit`'s limits)
             states.append(state)
@@ -355,13 +360,13 @@ class RateLimiter:
         try:
             for state in subjects:
                 if state.row is not None:
-                    _pull(state, cells, state.row)
+                    pull(state, cells, state.row)
             result = decide(first, second)
             # Taken: one more in flight; settled (None): one fewer.
             change = 1 if isinstance(result, Admission) else -1 if result is None else 0
             for state in subjects:
                 if state.row is not None:
-                    _push(state, cells, state.row, column, change)
+                    push(state, cells, state.row, column, change)
         finally:
             table.unlock()
         return result
@@ -395,54 +400,6 @@ class RateLimiter:
                 "tokens": _bucket_view(state.tpm, state.tpm_level, state.tpm_rate),
             }
         return out
-
-
-def _pull(state: _Subject, cells: memoryview[float], row: int) -> None:
-    """Copy a subject's shared levels and stamps (of the limits it has here) and its
-    in-flight total into `state`."""
-    if state.rpm is not None:
-        state.rpm_level, state.rpm_stamp = cells[row + 2], cells[row + 3]
-    if state.tpm is not None:
-        state.tpm_level, state.tpm_stamp = cells[row + 5], cells[row + 6]
-    state.in_flight = int(cells[row + IN_FLIGHT])
-
-
-def _push(state: _Subject, cells: memoryview[float], row: int, column: int, change: int) -> None:
-    """Write `state`'s levels and stamps back, and this worker's in-flight `change` (to
-    its column and to the total)."""
-    if state.rpm is not None:
-        cells[row + 2], cells[row + 3] = state.rpm_level, state.rpm_stamp
-    if state.tpm is not None:
-        cells[row + 5], cells[row + 6] = state.tpm_level, state.tpm_stamp
-    if change:
-        held = cells[row + column] + change
-        if held >= 0:  # a column zeroed by a reset is not taken below zero
-            cells[row + column] = held
-            cells[row + IN_FLIGHT] += change
-
-
-def _configure_shared(state: _Subject, limits: Limits, table: SharedTable,
-                      clock: Callable[[], float]) -> None:
-    """`_Subject.configure` for a shared subject: its buckets are set up from the limit
-    the table last saw (by any worker): full when new, kept up to a new minute."""
-    row, cells = state.row, table.cells
-    assert row is not None
-    table.lock()
-    try:
-        now = clock()
-        _pull(state, cells, row)
-        state.configure(limits, now)  # this worker's caps and rates; levels refilled
-        for cap, at in ((state.rpm, row + 1), (state.tpm, row + 4)):
-            if cap is None:
-                continue
-            if cells[at] == 0.0:  # the first limit anyone set: a full minute
-                cells[at + 1], cells[at + 2] = cap, now
-            elif cells[at] != cap:
-                cells[at + 1] = min(cells[at + 1], cap)
-            cells[at] = cap
-        _pull(state, cells, row)
-    finally:
-        table.unlock()
 
 
 def _refusal(state: _Subject, tokens: int, now: float) -> Refusal:

@@ -5,7 +5,9 @@ The parent creates the table (`SharedLimits.create`) before it starts the worker
 passes the value (a path and two sizes: it pickles, the workers are spawned); each worker
 maps it (`SharedLimits.open`) and `RateLimiter.share`s it. The parent zeroes a dead
 worker's in-flight column (`SharedTable.reset_worker`) and removes the file at exit.
-The only governance module with OS state: a file, a mapping and a lock.
+The only governance module with OS state: a file, a mapping and a lock. `pull`, `push`
+and `configure_shared` copy a subject's state between its row and the limiter's
+(governance/ratelimit.py) around each decision.
 
 The table is a file (in /dev/shm where it can be: memory, never written to disk) of
 `slots` rows of doubles, read and written through a `memoryview` cast to "d":
@@ -42,12 +44,19 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["IN_FLIGHT", "ROW_FIXED", "SharedLimits", "SharedTable"]
+from azure_openai_proxy.governance.model import Limits
+
+__all__ = ["ROW_FIXED", "SharedBuckets", "SharedLimits", "SharedTable", "configure_shared",
+           "pull", "push"]
 
 log = logging.getLogger("azure_openai_proxy")
 
 ROW_FIXED = 8  # doubles before the in-flight columns
+# Offsets in a row (the module docstring draws it).
+_RPM_CAP, _RPM_LEVEL, _RPM_STAMP = 1, 2, 3
+_TPM_CAP, _TPM_LEVEL, _TPM_STAMP = 4, 5, 6
 IN_FLIGHT = 7  # the total of the in-flight columns
 DEFAULT_SLOTS = 16384  # rows: 1.3 MB with two workers, 2 MB with eight
 _TAG_BITS = 52  # a double holds every integer up to 2**53 exactly
@@ -163,3 +172,68 @@ class SharedTable:
         self.cells.release()
         self._map.close()
         os.close(self._fd)
+
+
+class SharedBuckets(Protocol):
+    """A subject's state as the limiter keeps it (governance/ratelimit.py `_Subject`):
+    what is copied in from its row before a decision and written back after."""
+
+    row: int | None
+    rpm: float | None
+    rpm_level: float
+    rpm_stamp: float
+    tpm: float | None
+    tpm_level: float
+    tpm_stamp: float
+    in_flight: int
+
+    def configure(self, limits: Limits, now: float) -> None: ...
+
+
+def pull(state: SharedBuckets, cells: memoryview[float], row: int) -> None:
+    """Copy a subject's shared levels and stamps (of the limits it has here) and its
+    in-flight total into `state`."""
+    if state.rpm is not None:
+        state.rpm_level, state.rpm_stamp = cells[row + _RPM_LEVEL], cells[row + _RPM_STAMP]
+    if state.tpm is not None:
+        state.tpm_level, state.tpm_stamp = cells[row + _TPM_LEVEL], cells[row + _TPM_STAMP]
+    state.in_flight = int(cells[row + IN_FLIGHT])
+
+
+def push(state: SharedBuckets, cells: memoryview[float], row: int, column: int, change: int) -> None:
+    """Write `state`'s levels and stamps back, and this worker's in-flight `change` (to
+    its column and to the total)."""
+    if state.rpm is not None:
+        cells[row + _RPM_LEVEL], cells[row + _RPM_STAMP] = state.rpm_level, state.rpm_stamp
+    if state.tpm is not None:
+        cells[row + _TPM_LEVEL], cells[row + _TPM_STAMP] = state.tpm_level, state.tpm_stamp
+    if change:
+        held = cells[row + column] + change
+        if held >= 0:  # a column zeroed by a reset is not taken below zero
+            cells[row + column] = held
+            cells[row + IN_FLIGHT] += change
+
+
+def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
+                     clock: Callable[[], float]) -> None:
+    """A shared subject's `configure`: its buckets are set up from the limit the table
+    last saw (by any worker): full when new, kept up to a new minute."""
+    row, cells = state.row, table.cells
+    assert row is not None
+    table.lock()
+    try:
+        now = clock()
+        pull(state, cells, row)
+        state.configure(limits, now)  # this worker's caps and rates; levels refilled
+        for cap, at in ((state.rpm, row + _RPM_CAP), (state.tpm, row + _TPM_CAP)):
+            if cap is None:
+                continue
+            # A bucket's level and stamp follow its limit (`_RPM_CAP`, `_RPM_LEVEL`, ...).
+            if cells[at] == 0.0:  # the first limit anyone set: a full minute
+                cells[at + 1], cells[at + 2] = cap, now
+            elif cells[at] != cap:
+                cells[at + 1] = min(cells[at + 1], cap)
+            cells[at] = cap
+        pull(state, cells, row)
+    finally:
+        table.unlock()
