@@ -6,7 +6,10 @@
   configuration. A bad new config is logged and the old one keeps serving; requests
   already in flight finish on the routing they started with; deployments still
   configured keep their live state (cooldowns, circuits).
-- `--workers N`: N processes on one port (SO_REUSEPORT), each with its own pool state.
+- `--workers N`: N processes on one port (SO_REUSEPORT), each with its own pool state;
+  the virtual keys' rate limits are shared by all of them, through a table the parent
+  creates before it starts them (governance/sharedlimits.py) and removes at exit. When a
+  worker dies, the parent zeroes the requests it had in flight in that table.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ import asyncio
 import datetime
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,6 +33,7 @@ from azure_openai_proxy.apiversions import (
 )
 from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.gateway.app import GatewayApp, create_app
+from azure_openai_proxy.governance.sharedlimits import SharedLimits
 from azure_openai_proxy.http.server import ServerLimits, serve_fast
 from azure_openai_proxy.observability.accesslog import configure_logging
 from azure_openai_proxy.runtime.capacity import (
@@ -41,7 +46,7 @@ from azure_openai_proxy.runtime.watch import ConfigWatcher
 from azure_openai_proxy.settings import DeploymentSettings, ServerSettings, Settings
 
 __all__ = ["SettingsSource", "describe", "refuse_open_relay", "run", "serve_forever",
-           "server_limits"]
+           "server_limits", "supervise"]
 
 log = logging.getLogger("azure_openai_proxy")
 
@@ -211,8 +216,13 @@ async def start_server(
     return stop
 
 
-async def serve_forever(settings: Settings, source: SettingsSource | None, reuse_port: bool) -> None:
+async def serve_forever(settings: Settings, source: SettingsSource | None, reuse_port: bool,
+                        shared: tuple[SharedLimits, int] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT. `shared`: the server's shared limits table and this
+    worker's number in it (`--workers N`)."""
     app = create_app(settings)
+    if shared is not None and app.gateway.limiter is not None:
+        app.gateway.limiter.share(shared[0].open(shared[1]))
     finish = await start_server(app, settings, reuse_port)
     log.info("listening on http://%s (api_base %s, %d deployments)", settings.listen,
              settings.api_base or "/", len(settings.deployments))
@@ -244,9 +254,10 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
     await finish()
 
 
-def _worker(settings: Settings, source: SettingsSource | None, reuse_port: bool) -> None:
+def _worker(settings: Settings, source: SettingsSource | None, reuse_port: bool,
+            shared: tuple[SharedLimits, int] | None = None) -> None:
     configure_logging(settings.log_level)
-    run_loop(serve_forever(settings, source, reuse_port))
+    run_loop(serve_forever(settings, source, reuse_port, shared))
 
 
 def run(settings: Settings, source: SettingsSource | None = None) -> int:
@@ -260,9 +271,20 @@ def run(settings: Settings, source: SettingsSource | None = None) -> int:
     if settings.workers == 1:
         _worker(settings, source, reuse_port=False)
         return 0
+    shared = SharedLimits.create(settings.workers) if settings.governance_enabled else None
+    try:
+        return _run_workers(settings, source, shared)
+    finally:
+        if shared is not None:
+            shared.remove()
+
+
+def _run_workers(settings: Settings, source: SettingsSource | None,
+                 shared: SharedLimits | None) -> int:
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker, args=(settings, source, True), daemon=False)
-               for _ in range(settings.workers)]
+    workers = [context.Process(target=_worker, daemon=False, args=(
+        settings, source, True, None if shared is None else (shared, index)))
+        for index in range(settings.workers)]
     for process in workers:
         process.start()
 
@@ -273,6 +295,22 @@ def run(settings: Settings, source: SettingsSource | None = None) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
-    for process in workers:
-        process.join()
+    supervise(workers, shared)
     return 0 if all(p.exitcode == 0 for p in workers) else 1
+
+
+def supervise(workers: Sequence[multiprocessing.process.BaseProcess],
+              shared: SharedLimits | None) -> None:
+    """Wait for every worker to exit. One that dies (a non-zero exit: killed, crashed)
+    leaves its requests in flight counted in the shared limits table: they are zeroed,
+    or the keys' parallel limits would stay taken by requests that will never end."""
+    running = {process.sentinel: index for index, process in enumerate(workers)}
+    while running:
+        ready = set(multiprocessing.connection.wait(list(running)))
+        for index in [running.pop(s) for s in list(running) if s in ready]:
+            workers[index].join()
+            if shared is not None and workers[index].exitcode != 0:
+                shared.reset_worker(index)
+                log.warning("worker %d (pid %s) exited with %s; its requests in flight "
+                            "are no longer counted", index, workers[index].pid,
+                            workers[index].exitcode)

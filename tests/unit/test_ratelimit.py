@@ -149,6 +149,31 @@ def test_durations_as_openai_writes_them() -> None:
     assert duration(0.02) == "20ms"
     assert duration(1.5) == "1.5s"
     assert duration(360) == "6m0s"
+    assert duration(0) == duration(-1) == "0ms"
+    assert duration(0.9996) == "1000ms"
+    assert duration(2.0) == "2s" and duration(1.234) == "1.234s" and duration(1.2) == "1.2s"
+    assert duration(59.9996) == "1m0s" and duration(361.25) == "6m1.25s"
+    assert duration(1.5) == "1.5s"  # remembered: the same again
+
+
+def test_headers_of_a_subject_with_one_limit_and_of_a_key_and_team() -> None:
+    limiter = RateLimiter(Clock())
+    only_rpm = admitted(limiter.take(limiter.plan("r", Limits(rpm=30), None, None), 5))
+    assert only_rpm.headers == {
+        "x-ratelimit-limit-requests": "30", "x-ratelimit-remaining-requests": "29",
+        "x-ratelimit-reset-requests": "2s"}
+    only_tpm = admitted(limiter.take(limiter.plan("t", Limits(tpm=600), None, None), 15))
+    assert only_tpm.headers == {
+        "x-ratelimit-limit-tokens": "600", "x-ratelimit-remaining-tokens": "585",
+        "x-ratelimit-reset-tokens": "1.5s"}
+    assert admitted(limiter.take(limiter.plan("n", Limits(), None, None), 5)).headers == {}
+    # The tightest bucket of each kind, whichever subject has it.
+    both = admitted(limiter.take(limiter.plan(
+        "k", Limits(rpm=100, tpm=100), "team", Limits(rpm=10, tpm=1000)), 90))
+    assert both.headers == {
+        "x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "9",
+        "x-ratelimit-reset-requests": "6s", "x-ratelimit-limit-tokens": "100",
+        "x-ratelimit-remaining-tokens": "10", "x-ratelimit-reset-tokens": "54s"}
 
 
 def test_estimate_reserves_a_completion_only_for_text_generating_operations() -> None:

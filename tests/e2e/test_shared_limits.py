@@ -1,0 +1,74 @@
+"""A virtual key's limits hold across `--workers N` (issue 13: "limits that multiply by
+the number of workers"): a real gateway process with two workers, the emulator behind it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+import yaml
+
+from azure_openai_proxy.governance.model import Limits
+from azure_openai_proxy.store.keys import KeyStore
+from tests.e2e.conftest import CLIENT_KEY
+from tests.e2e.pools import pool_config, pool_emulator
+from tests.e2e.test_reload_shutdown import gateway_process
+
+
+def _worker_pids(port: int, want: int, deadline: float) -> set[int]:
+    """Pids of the workers that answer `/health/deployments`, once `want` of them did
+    (each on a new connection: the kernel spreads them over the workers)."""
+    pids: set[int] = set()
+    for _ in range(2000):  # bounded in count and time
+        if len(pids) >= want or time.monotonic() > deadline:
+            break
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/health/deployments",
+            headers={"Authorization": f"Bearer {CLIENT_KEY}", "Connection": "close"})
+        with urllib.request.urlopen(request, timeout=5) as response:
+            pids.add(json.loads(response.read())["worker"])
+    return pids
+
+
+def test_an_rpm_of_5_admits_exactly_5_of_a_burst_of_20_across_two_workers(
+        tmp_path: Path) -> None:
+    config, database = tmp_path / "config.yaml", tmp_path / "gw.db"
+    store = KeyStore.open(database)
+    try:
+        _, secret = store.create_key("rpm5", limits=Limits(rpm=5), now=time.time())
+    finally:
+        store.close()
+    with pool_emulator() as emulator:
+        config.write_text(yaml.safe_dump({
+            **pool_config(emulator.url, [("dep-a", {})]),
+            "database": f"sqlite:///{database}", "log_level": "warning"}))
+        with gateway_process(config, "--workers", "2") as (process, client):
+            assert len(_worker_pids(client.port, 2, time.monotonic() + 30)) == 2
+            statuses: list[int] = []
+            lock, start = threading.Lock(), threading.Barrier(20)
+
+            def call() -> None:
+                start.wait(30)
+                with httpx.Client(timeout=30) as http:  # a connection of its own
+                    response = http.post(
+                        f"http://127.0.0.1:{client.port}/v1/chat/completions",
+                        headers={"Authorization": f"Bearer {secret}"},
+                        json={"model": "gpt-4o", "max_tokens": 1,
+                              "messages": [{"role": "user", "content": "hi"}]})
+                with lock:
+                    statuses.append(response.status_code)
+
+            threads = [threading.Thread(target=call) for _ in range(20)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+            assert sorted(statuses) == [200] * 5 + [429] * 15
+            assert len([r for r in emulator.requests() if r["status"] == 200]) == 5
+            process.signal(signal.SIGTERM)
+            assert process.popen.wait(15) == 0
