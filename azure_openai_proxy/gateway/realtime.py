@@ -65,6 +65,7 @@ from azure_openai_proxy.gateway.realtime_wire import (
     response_ended,
     response_requested,
     upstream_error_id,
+    with_event_id,
 )
 from azure_openai_proxy.governance.keys import has_budget
 from azure_openai_proxy.governance.ratelimit import Admission, LimitPlan, Refusal
@@ -299,7 +300,8 @@ class RealtimeSession:
         # responses admitted and not yet done, oldest first, each with the client
         # event that asked for it.
         self._limited = caller.key is not None and gateway.limiter is not None
-        self._running: deque[tuple[str | None, Admission]] = deque()
+        self._running: deque[tuple[str, Admission]] = deque()
+        self._named = 0  # the `event_id`s given to `response.create`s without one
         self._last_tokens = 0  # the last response's input and output: the next one's context
         # With limits, messages to the client come from both relay tasks (a refused
         # `response.create` is answered from the client's side): one at a time, as the
@@ -342,18 +344,24 @@ class RealtimeSession:
                 return False
             if self._limited:
                 asked = response_requested(message)
-                if asked is not None and not await self._admit(client, asked):
-                    continue
+                if asked is not None:
+                    admitted = await self._admit(client, asked, message)
+                    if admitted is None:
+                        continue
+                    message = admitted
             try:
                 await upstream.send(message)
             except UpstreamSocketClosed:
                 return True
             series.to_azure += 1
 
-    async def _admit(self, client: WebSocket, asked: ResponseRequested) -> bool:
+    async def _admit(self, client: WebSocket, asked: ResponseRequested,
+                     message: str | bytes) -> str | bytes | None:
         """Let a `response.create` through the key's and team's RPM and TPM (its tokens
-        estimated as the conversation so far plus its most output), or answer it with
-        a `rate_limit_exceeded` error event; the session goes on either way."""
+        estimated as the conversation so far plus its most output): the message to send
+        Azure; or answer it with a `rate_limit_exceeded` error event: None. The session
+        goes on either way. One without an `event_id` (the SDKs send none) is given one,
+        so that Azure's `error` refusing it names it and its admission is settled."""
         # Planned anew (the limiter keeps a key's plan): a reload of the keys drops plans.
         plan, limiter = _limit_plan(self._gateway, self._caller), self._gateway.limiter
         assert plan is not None and limiter is not None
@@ -370,14 +378,19 @@ class RealtimeSession:
             async with self._to_client_lock:
                 await client.send(error_event(refused.message, "rate_limit_exceeded",
                                               "rate_limit_exceeded", asked.event_id))
-            return False
+            return None
+        event_id = asked.event_id
+        if event_id is None:
+            self._named += 1
+            event_id = f"gw_rc_{self._named}"
+            message = with_event_id(message, event_id)
         running = self._running
-        running.append((asked.event_id, admitted))
+        running.append((event_id, admitted))
         if len(running) > _MAX_RUNNING:
             # Refused by Azure without naming themselves (no `event_id`), not limited by
             # `max_parallel`: the oldest is given up on, so the list stays bounded.
             self._settle(running.popleft()[1], None)
-        return True
+        return message
 
     async def _to_client(self, client: WebSocket) -> None:
         """Azure -> client, noting each response's usage; Azure's close passed on, or

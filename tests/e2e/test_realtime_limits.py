@@ -191,3 +191,57 @@ def test_a_refusal_while_a_response_streams_reaches_the_client_and_the_response_
     assert refused["error"]["event_id"] == "refused"
     # (Usually between the response's deltas: both relay tasks then send to the client.
     # Not asserted: that is a matter of timing.)
+
+
+def refusing_first_upstream() -> web.Application:
+    """Azure's realtime endpoint refusing the first `response.create` with an `error`
+    that names its `event_id` as the client sent it (null when it sent none), as Azure
+    refuses a second response while one is active; a `response.done` for the others."""
+    async def realtime(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        await socket.send_str('{"type":"session.created"}')
+        creates = 0
+        async for message in socket:
+            event = json.loads(message.data)
+            if event.get("type") != "response.create":
+                continue
+            creates += 1
+            if creates == 1:
+                await socket.send_json({"type": "error", "event_id": "event_1", "error": {
+                    "type": "invalid_request_error",
+                    "code": "conversation_already_has_active_response",
+                    "message": "Conversation already has an active response",
+                    "param": None, "event_id": event.get("event_id")}})
+            else:
+                await socket.send_json({"type": "response.done", "response": {"usage": {
+                    "total_tokens": 3, "input_tokens": 1, "output_tokens": 2}}})
+        return socket
+
+    app = web.Application()
+    app.router.add_get("/openai/v1/realtime", realtime)
+    return app
+
+
+def test_a_refused_response_create_without_an_event_id_gives_its_slot_back(
+    tmp_path: Path, start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    # The SDKs send `response.create` without an `event_id`: Azure's refusal must still
+    # settle its admission, or a max_parallel=1 session could never respond again.
+    with serve(refusing_first_upstream) as upstream:
+        gateway = start_gateway(gateway_settings(
+            upstream.url, database=f"sqlite:///{tmp_path / 'gw.db'}", deployment_config=[
+                {"model_name": V1, "deployment_name": V1, "endpoint": upstream.url,
+                 "api_key": AZURE_KEY, "api": "v1"}]))
+        key_id, secret = virtual_key(gateway, tmp_path / "gw.db", max_parallel=1)
+        with open_raw(gateway, secret, V1) as connection:
+            events_until(connection, "session.created")
+            connection.send(json.dumps({"type": "response.create"}))
+            [refused] = events_until(connection, "error")
+            assert refused["error"]["code"] == "conversation_already_has_active_response"
+            assert limits_of(gateway, key_id)["in_flight"] == 0
+            connection.send(json.dumps({"type": "response.create"}))
+            [*events, done] = events_until(connection, "response.done")
+            assert "error" not in [e["type"] for e in events]
+            assert limits_of(gateway, key_id)["in_flight"] == 0
+        assert done["response"]["usage"]["total_tokens"] == 3
