@@ -302,6 +302,7 @@ class RealtimeSession:
         self._limited = caller.key is not None and gateway.limiter is not None
         self._running: deque[tuple[str, Admission]] = deque()
         self._named = 0  # the `event_id`s given to `response.create`s without one
+        self._owed = 0  # tokens of responses Azure started by itself, not yet charged
         self._last_tokens = 0  # the last response's input and output: the next one's context
         # With limits, messages to the client come from both relay tasks (a refused
         # `response.create` is answered from the client's side): one at a time, as the
@@ -455,6 +456,11 @@ class RealtimeSession:
             self._last_tokens = tokens or 0
         if self._running:
             self._settle(self._running.popleft()[1], tokens)
+        elif self._limited and tokens:
+            # A response Azure started by itself (server VAD: no `response.create`): one
+            # request of the key's limits, already made; its tokens count all the same.
+            self._owed += tokens
+            self._charge_owed()
 
     def _record_response(self, usage: dict[str, Any]) -> int | None:
         """One response's record and its cost against the budget; its tokens."""
@@ -478,9 +484,23 @@ class RealtimeSession:
         return used_tokens(record)
 
     def _settle(self, admission: Admission, tokens: int | None) -> None:
+        """`admission` settled with `tokens`, and with the tokens owed (`_charge_owed`)."""
         limiter = self._gateway.limiter
         if limiter is not None:
+            if self._owed:
+                tokens, self._owed = (tokens or 0) + self._owed, 0
             limiter.settle(admission, tokens)
+
+    def _charge_owed(self) -> None:
+        """The tokens of responses no `response.create` asked for, charged to the key's
+        (and team's) limits as one request; when the limits refuse it (it happened
+        anyway), they stay owed until the session's next settlement."""
+        plan, limiter = _limit_plan(self._gateway, self._caller), self._gateway.limiter
+        if plan is None or limiter is None:
+            return
+        admitted = limiter.take(plan, 0)
+        if not isinstance(admitted, Refusal):
+            self._settle(admitted, 0)
 
     def _abandon(self) -> None:
         """Never run: Azure's socket is dropped, and what the session held released."""
@@ -497,5 +517,7 @@ class RealtimeSession:
         self._lease.done()
         while self._running:  # responses that never finished: their reservations back
             self._settle(self._running.popleft()[1], None)
+        if self._owed:
+            self._charge_owed()
         self.record.total_ms = (time.perf_counter() - self._opened) * 1000
         self._on_end(self.record)

@@ -245,3 +245,41 @@ def test_a_refused_response_create_without_an_event_id_gives_its_slot_back(
             assert "error" not in [e["type"] for e in events]
             assert limits_of(gateway, key_id)["in_flight"] == 0
         assert done["response"]["usage"]["total_tokens"] == 3
+
+
+def vad_upstream() -> web.Application:
+    """Azure's realtime endpoint under server VAD (the default turn detection): a
+    committed audio buffer starts a response by itself, no `response.create` asked."""
+    async def realtime(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        await socket.send_str('{"type":"session.created"}')
+        async for message in socket:
+            if json.loads(message.data).get("type") == "input_audio_buffer.commit":
+                await socket.send_json({"type": "response.created", "response": {}})
+                await socket.send_json({"type": "response.done", "response": {"usage": {
+                    "total_tokens": 30, "input_tokens": 20, "output_tokens": 10}}})
+        return socket
+
+    app = web.Application()
+    app.router.add_get("/openai/v1/realtime", realtime)
+    return app
+
+
+def test_a_response_azure_starts_by_itself_counts_against_the_keys_tpm(
+    tmp_path: Path, start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    with serve(vad_upstream) as upstream:
+        gateway = start_gateway(gateway_settings(
+            upstream.url, database=f"sqlite:///{tmp_path / 'gw.db'}", deployment_config=[
+                {"model_name": V1, "deployment_name": V1, "endpoint": upstream.url,
+                 "api_key": AZURE_KEY, "api": "v1"}]))
+        key_id, secret = virtual_key(gateway, tmp_path / "gw.db", tpm=60)
+        with open_raw(gateway, secret, V1) as connection:
+            events_until(connection, "session.created")
+            connection.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            events_until(connection, "response.done")
+            limits = limits_of(gateway, key_id)
+            # Charged at once (the bucket refills at one token a second meanwhile).
+            assert 30 <= limits["tokens"]["remaining"] < 40
+            assert limits["in_flight"] == 0
