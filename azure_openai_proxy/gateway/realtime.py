@@ -177,15 +177,12 @@ async def _connect(gateway: Gateway, request: HttpRequest, target: RealtimeTarge
     if beta is not None:
         forwarded["openai-beta"] = beta
     while True:
-        step = run.next_step()  # raises when no attempt is left
+        step = run.next_step(record)  # raises when no attempt is left
         if isinstance(step, float):
-            record.retries.append(f"wait:{round(step * 1000)}ms")
             await asyncio.sleep(step)
             continue
         deployment = step
-        record.attempts += 1
-        record.deployment, record.endpoint = deployment.deployment_name, deployment.endpoint
-        lease = run.begin(deployment)
+        lease = run.begin(deployment, record)
         try:
             token = None
             if deployment.auth == "entra" and gateway.tokens is not None:
@@ -205,8 +202,7 @@ async def _connect(gateway: Gateway, request: HttpRequest, target: RealtimeTarge
                 client_credentials=deployment.auth == "passthrough")
             if not is_retryable(refused.status):
                 raise error from None
-            record.retries.append(f"{deployment.deployment_name}:{refused.status}")
-            run.failed(error)
+            run.moved_on(record, deployment, refused.status, error)
             del error
             continue
         except GatewayError as exc:
@@ -214,8 +210,7 @@ async def _connect(gateway: Gateway, request: HttpRequest, target: RealtimeTarge
             lease.done()
             if not isinstance(exc, UpstreamError):
                 raise  # not Azure's doing (no key to send): the client's answer
-            record.retries.append(f"{deployment.deployment_name}:{exc.code}")
-            run.failed(exc.with_traceback(None))
+            run.moved_on(record, deployment, exc.code, exc)
             continue
         except BaseException:
             lease.done()
