@@ -15,7 +15,8 @@ mapped to its pool, and one deployment picked and connected (Azure's refusal, 40
 fails over like HTTP, then is the answer). The upstream URL is the deployment's family:
 dated `/openai/realtime?api-version=&deployment=` or v1 `/openai/v1/realtime?model=`; the
 server's key or Entra token goes with it, never the client's gateway key. The client's
-subprotocols but its key go on too, and its handshake answers with the one Azure took.
+subprotocols but its key go on too, and its handshake answers with the one Azure took
+(or `realtime`, when offered and Azure took none).
 
 The `RealtimeSession` (the engine's handler for the connection) then relays messages
 both ways as they come, one at a time (each send waits until the other side takes it: a
@@ -87,6 +88,7 @@ __all__ = ["RealtimeSession", "UpgradeRequired", "not_upgraded", "open_session",
 _FORWARDED = ("openai-beta", "x-ms-client-request-id")
 _UPSTREAM_LOST = 1011
 _UNCLAIMED_SECONDS = 10.0
+_DEFAULT_SUBPROTOCOLS = ("realtime",)  # chosen when offered and Azure chose none
 _MAX_RUNNING = 32  # a session's responses admitted and not done, at most
 
 OnResponse = Callable[[RequestRecord], None]
@@ -281,9 +283,12 @@ class RealtimeSession:
         self._on_end = on_end
         self._opened = time.perf_counter()
         self._ended = False
-        # The client's handshake answers with the subprotocol Azure accepted, if any
-        # (the engine reads this: `interface.WebSocketHandler`).
-        self.subprotocols = (upstream.subprotocol,) if upstream.subprotocol else ()
+        # The client's handshake answers with the subprotocol Azure accepted; when it
+        # accepted none, with `realtime` if the client offered it (the engine reads this:
+        # `interface.WebSocketHandler`): a browser (Chrome) fails a handshake that
+        # offered subprotocols, as it always does (its key), and got none back.
+        self.subprotocols = ((upstream.subprotocol,) if upstream.subprotocol
+                             else _DEFAULT_SUBPROTOCOLS)
         # The engine runs the session right after its handshake; if the handshake fails
         # or the client is gone by then, nothing runs it: this ends it instead.
         self._unclaimed: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(

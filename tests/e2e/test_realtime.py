@@ -309,7 +309,10 @@ def subprotocol_upstream() -> web.Application:
 
 @pytest.mark.parametrize("offered, chosen", [
     (["realtime", "custom.v2"], "custom.v2"),  # Azure's choice, not the gateway's
-    (["realtime"], None),  # Azure chose none: so does the client's answer
+    # Azure chose none: `realtime` when offered (a browser that offered subprotocols
+    # fails a handshake answered with none), else none.
+    (["realtime", "openai-beta.realtime-v1"], "realtime"),
+    (["openai-beta.realtime-v1"], None),
 ])
 def test_the_client_gets_the_subprotocol_azure_accepted(
     start_gateway: Callable[[Settings], ServerThread], offered: list[str],
