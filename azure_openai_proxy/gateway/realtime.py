@@ -346,7 +346,11 @@ class RealtimeSession:
             if self._limited:
                 asked = response_requested(message)
                 if asked is not None:
-                    admitted = await self._admit(client, asked, message)
+                    try:
+                        admitted = await self._admit(client, asked, message)
+                    except WebSocketClosed as closed:  # its refusal found the client gone
+                        await upstream.close(closed.code or 1000, closed.reason)
+                        return False
                     if admitted is None:
                         continue
                     message = admitted

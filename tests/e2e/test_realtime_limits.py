@@ -4,6 +4,7 @@ sent to Azure when a limit says no."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -11,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close, Frame, Opcode
 from websockets.sync.client import ClientConnection
 
 from azure_openai_proxy.gateway.app import GatewayApp
@@ -283,3 +286,45 @@ def test_a_response_azure_starts_by_itself_counts_against_the_keys_tpm(
             # Charged at once (the bucket refills at one token a second meanwhile).
             assert 30 <= limits["tokens"]["remaining"] < 40
             assert limits["in_flight"] == 0
+
+
+def test_a_client_that_closes_while_its_refusal_is_sent_closes_azures_side(
+    tmp_path: Path, start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    # A refused `response.create` and the client's close frame in one write: the refusal
+    # finds the client closing. That is the client leaving (Azure's socket closed with
+    # its code), not a relay failure (an ERROR log line and Azure's socket aborted).
+    closes: list[int | None] = []
+
+    def upstream_app() -> web.Application:
+        async def realtime(request: web.Request) -> web.WebSocketResponse:
+            socket = web.WebSocketResponse()
+            await socket.prepare(request)
+            await socket.send_str('{"type":"session.created"}')
+            async for _ in socket:
+                pass
+            closes.append(socket.close_code)
+            return socket
+
+        app = web.Application()
+        app.router.add_get("/openai/v1/realtime", realtime)
+        return app
+
+    with serve(upstream_app) as upstream:
+        gateway = start_gateway(gateway_settings(
+            upstream.url, database=f"sqlite:///{tmp_path / 'gw.db'}", deployment_config=[
+                {"model_name": V1, "deployment_name": V1, "endpoint": upstream.url,
+                 "api_key": AZURE_KEY, "api": "v1"}]))
+        _, secret = virtual_key(gateway, tmp_path / "gw.db", rpm=1)  # the opening's
+        with open_raw(gateway, secret, V1) as connection:
+            events_until(connection, "session.created")
+            refused = Frame(Opcode.TEXT, json.dumps(
+                {"type": "response.create", "event_id": "late"}).encode())
+            close = Frame(Opcode.CLOSE, Close(4001, "bye").serialize())
+            connection.socket.sendall(b"".join(
+                frame.serialize(mask=True, extensions=[]) for frame in (refused, close)))
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    connection.recv(timeout=10)
+        until(lambda: closes, message="Azure's side never ended")
+    assert closes == [4001]
