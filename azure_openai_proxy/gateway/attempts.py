@@ -70,16 +70,12 @@ class UpstreamAttempts:
         # The estimated cost only orders deployments near their quota: one has no order.
         run = self.balancer.failover(pool, cost_of(body) if len(pool.deployments) > 1 else 0)
         while True:
-            step = run.next_step()  # raises when no attempt is left
+            step = run.next_step(record)  # raises when no attempt is left
             if isinstance(step, float):
-                record.retries.append(f"wait:{round(step * 1000)}ms")
-                await asyncio.sleep(step)
+                await asyncio.sleep(step)  # (noted in the record's retries)
                 continue
             deployment = step
-            record.attempts += 1
-            record.deployment = deployment.deployment_name
-            record.endpoint = deployment.endpoint
-            lease = run.begin(deployment)
+            lease = run.begin(deployment, record)  # (noted in the record)
             try:
                 token = None
                 if deployment.auth == "entra" and self.tokens is not None:
@@ -103,11 +99,7 @@ class UpstreamAttempts:
                 lease.done()
                 if not may_try_elsewhere(request.method, None, exc.request_sent):
                     raise  # it may have reached Azure: the client gets this failure
-                record.retries.append(f"{deployment.deployment_name}:{exc.code}")
-                # Without its traceback: the run outlives this frame's locals, and a
-                # traceback pointing back at this frame would keep the request body
-                # alive in a reference cycle until a full collection.
-                run.failed(exc.with_traceback(None))
+                run.moved_on(record, deployment, exc.code, exc)  # (without its traceback)
                 continue
             except BaseException:
                 lease.done()

@@ -6,10 +6,11 @@ Per request the pipeline does:
 
     run = balancer.failover(pool, cost)
     while True:
-        step = run.next_step()        # a deployment, seconds to wait, or raises
-        lease = run.begin(deployment)
+        step = run.next_step(record)  # a deployment, seconds to wait, or raises
+        lease = run.begin(deployment, record)
         ... lease.failed(reason) | lease.answered(status, headers) ...; lease.done()
         run.failed(error)             # when the attempt is worth retrying elsewhere
+        run.moved_on(record, deployment, why, error)  # the same, noted in the record
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from azure_openai_proxy.errors import (
     UpstreamHttpError,
 )
 from azure_openai_proxy.observability.metrics import Metrics, NoMetrics
+from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool
 from azure_openai_proxy.settings import DeploymentSettings, Settings
 
@@ -126,11 +128,14 @@ class Failover:
         self._last_error: GatewayError | None = None
         self._next: Member | None = None  # the deployment next_step() just chose
 
-    def next_step(self) -> DeploymentSettings | float:
-        """The deployment to try next, or seconds to wait first; raises when giving up."""
+    def next_step(self, record: RequestRecord | None = None) -> DeploymentSettings | float:
+        """The deployment to try next, or seconds to wait first (noted in `record`'s
+        retries); raises when giving up."""
         balancer = self._balancer
         step = self._run.next_step(balancer.clock())
         if isinstance(step, WaitFor):
+            if record is not None:
+                record.retries.append(f"wait:{round(step.seconds * 1000)}ms")
             return step.seconds
         if isinstance(step, GiveUp):
             raise self._give_up(step)
@@ -139,7 +144,13 @@ class Failover:
         self._next = step.member
         return step.member.settings
 
-    def begin(self, deployment: DeploymentSettings) -> Lease:
+    def begin(self, deployment: DeploymentSettings,
+              record: RequestRecord | None = None) -> Lease:
+        """An attempt on `deployment` starts (one more of `record`'s attempts, on it)."""
+        if record is not None:
+            record.attempts += 1
+            record.deployment = deployment.deployment_name
+            record.endpoint = deployment.endpoint
         chosen = self._next
         # The state next_step() chose it with, without looking it up again.
         state = chosen.state if chosen is not None and chosen.settings is deployment else (
@@ -151,6 +162,16 @@ class Failover:
         """The attempt failed in a way another attempt may fix (429, 5xx, no answer)."""
         self._last_error = error
         self._run.failed(failure_reason(error), rate_limited=error.http_status == 429)
+
+    def moved_on(self, record: RequestRecord, deployment: DeploymentSettings,
+                 why: object, error: GatewayError) -> None:
+        """The attempt on `deployment` failed in a way another may fix: noted in the
+        record's retries (`deployment:why`), and the run goes on (`failed`). Without its
+        traceback: the run outlives the attempt's frame, and a traceback pointing back at
+        it would keep its locals (a request body) alive in a reference cycle until a
+        full collection."""
+        record.retries.append(f"{deployment.deployment_name}:{why}")
+        self.failed(error.with_traceback(None))
 
     def _give_up(self, step: GiveUp) -> GatewayError:
         last = self._last_error

@@ -15,7 +15,8 @@ mapped to its pool, and one deployment picked and connected (Azure's refusal, 40
 fails over like HTTP, then is the answer). The upstream URL is the deployment's family:
 dated `/openai/realtime?api-version=&deployment=` or v1 `/openai/v1/realtime?model=`; the
 server's key or Entra token goes with it, never the client's gateway key. The client's
-subprotocols but its key go on too, and its handshake answers with the one Azure took.
+subprotocols but its key go on too, and its handshake answers with the one Azure took
+(or `realtime`, when offered and Azure took none).
 
 The `RealtimeSession` (the engine's handler for the connection) then relays messages
 both ways as they come, one at a time (each send waits until the other side takes it: a
@@ -65,6 +66,7 @@ from azure_openai_proxy.gateway.realtime_wire import (
     response_ended,
     response_requested,
     upstream_error_id,
+    with_event_id,
 )
 from azure_openai_proxy.governance.keys import has_budget
 from azure_openai_proxy.governance.ratelimit import Admission, LimitPlan, Refusal
@@ -86,6 +88,7 @@ __all__ = ["RealtimeSession", "UpgradeRequired", "not_upgraded", "open_session",
 _FORWARDED = ("openai-beta", "x-ms-client-request-id")
 _UPSTREAM_LOST = 1011
 _UNCLAIMED_SECONDS = 10.0
+_DEFAULT_SUBPROTOCOLS = ("realtime",)  # chosen when offered and Azure chose none
 _MAX_RUNNING = 32  # a session's responses admitted and not done, at most
 
 OnResponse = Callable[[RequestRecord], None]
@@ -176,15 +179,12 @@ async def _connect(gateway: Gateway, request: HttpRequest, target: RealtimeTarge
     if beta is not None:
         forwarded["openai-beta"] = beta
     while True:
-        step = run.next_step()  # raises when no attempt is left
+        step = run.next_step(record)  # raises when no attempt is left
         if isinstance(step, float):
-            record.retries.append(f"wait:{round(step * 1000)}ms")
             await asyncio.sleep(step)
             continue
         deployment = step
-        record.attempts += 1
-        record.deployment, record.endpoint = deployment.deployment_name, deployment.endpoint
-        lease = run.begin(deployment)
+        lease = run.begin(deployment, record)
         try:
             token = None
             if deployment.auth == "entra" and gateway.tokens is not None:
@@ -204,8 +204,7 @@ async def _connect(gateway: Gateway, request: HttpRequest, target: RealtimeTarge
                 client_credentials=deployment.auth == "passthrough")
             if not is_retryable(refused.status):
                 raise error from None
-            record.retries.append(f"{deployment.deployment_name}:{refused.status}")
-            run.failed(error)
+            run.moved_on(record, deployment, refused.status, error)
             del error
             continue
         except GatewayError as exc:
@@ -213,8 +212,7 @@ async def _connect(gateway: Gateway, request: HttpRequest, target: RealtimeTarge
             lease.done()
             if not isinstance(exc, UpstreamError):
                 raise  # not Azure's doing (no key to send): the client's answer
-            record.retries.append(f"{deployment.deployment_name}:{exc.code}")
-            run.failed(exc.with_traceback(None))
+            run.moved_on(record, deployment, exc.code, exc)
             continue
         except BaseException:
             lease.done()
@@ -285,9 +283,12 @@ class RealtimeSession:
         self._on_end = on_end
         self._opened = time.perf_counter()
         self._ended = False
-        # The client's handshake answers with the subprotocol Azure accepted, if any
-        # (the engine reads this: `interface.WebSocketHandler`).
-        self.subprotocols = (upstream.subprotocol,) if upstream.subprotocol else ()
+        # The client's handshake answers with the subprotocol Azure accepted; when it
+        # accepted none, with `realtime` if the client offered it (the engine reads this:
+        # `interface.WebSocketHandler`): a browser (Chrome) fails a handshake that
+        # offered subprotocols, as it always does (its key), and got none back.
+        self.subprotocols = ((upstream.subprotocol,) if upstream.subprotocol
+                             else _DEFAULT_SUBPROTOCOLS)
         # The engine runs the session right after its handshake; if the handshake fails
         # or the client is gone by then, nothing runs it: this ends it instead.
         self._unclaimed: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
@@ -299,7 +300,9 @@ class RealtimeSession:
         # responses admitted and not yet done, oldest first, each with the client
         # event that asked for it.
         self._limited = caller.key is not None and gateway.limiter is not None
-        self._running: deque[tuple[str | None, Admission]] = deque()
+        self._running: deque[tuple[str, Admission]] = deque()
+        self._named = 0  # the `event_id`s given to `response.create`s without one
+        self._owed = 0  # tokens of responses Azure started by itself, not yet charged
         self._last_tokens = 0  # the last response's input and output: the next one's context
         # With limits, messages to the client come from both relay tasks (a refused
         # `response.create` is answered from the client's side): one at a time, as the
@@ -342,18 +345,28 @@ class RealtimeSession:
                 return False
             if self._limited:
                 asked = response_requested(message)
-                if asked is not None and not await self._admit(client, asked):
-                    continue
+                if asked is not None:
+                    try:
+                        admitted = await self._admit(client, asked, message)
+                    except WebSocketClosed as closed:  # its refusal found the client gone
+                        await upstream.close(closed.code or 1000, closed.reason)
+                        return False
+                    if admitted is None:
+                        continue
+                    message = admitted
             try:
                 await upstream.send(message)
             except UpstreamSocketClosed:
                 return True
             series.to_azure += 1
 
-    async def _admit(self, client: WebSocket, asked: ResponseRequested) -> bool:
+    async def _admit(self, client: WebSocket, asked: ResponseRequested,
+                     message: str | bytes) -> str | bytes | None:
         """Let a `response.create` through the key's and team's RPM and TPM (its tokens
-        estimated as the conversation so far plus its most output), or answer it with
-        a `rate_limit_exceeded` error event; the session goes on either way."""
+        estimated as the conversation so far plus its most output): the message to send
+        Azure; or answer it with a `rate_limit_exceeded` error event: None. The session
+        goes on either way. One without an `event_id` (the SDKs send none) is given one,
+        so that Azure's `error` refusing it names it and its admission is settled."""
         # Planned anew (the limiter keeps a key's plan): a reload of the keys drops plans.
         plan, limiter = _limit_plan(self._gateway, self._caller), self._gateway.limiter
         assert plan is not None and limiter is not None
@@ -370,14 +383,19 @@ class RealtimeSession:
             async with self._to_client_lock:
                 await client.send(error_event(refused.message, "rate_limit_exceeded",
                                               "rate_limit_exceeded", asked.event_id))
-            return False
+            return None
+        event_id = asked.event_id
+        if event_id is None:
+            self._named += 1
+            event_id = f"gw_rc_{self._named}"
+            message = with_event_id(message, event_id)
         running = self._running
-        running.append((asked.event_id, admitted))
+        running.append((event_id, admitted))
         if len(running) > _MAX_RUNNING:
             # Refused by Azure without naming themselves (no `event_id`), not limited by
             # `max_parallel`: the oldest is given up on, so the list stays bounded.
             self._settle(running.popleft()[1], None)
-        return True
+        return message
 
     async def _to_client(self, client: WebSocket) -> None:
         """Azure -> client, noting each response's usage; Azure's close passed on, or
@@ -442,6 +460,11 @@ class RealtimeSession:
             self._last_tokens = tokens or 0
         if self._running:
             self._settle(self._running.popleft()[1], tokens)
+        elif self._limited and tokens:
+            # A response Azure started by itself (server VAD: no `response.create`): one
+            # request of the key's limits, already made; its tokens count all the same.
+            self._owed += tokens
+            self._charge_owed()
 
     def _record_response(self, usage: dict[str, Any]) -> int | None:
         """One response's record and its cost against the budget; its tokens."""
@@ -465,9 +488,23 @@ class RealtimeSession:
         return used_tokens(record)
 
     def _settle(self, admission: Admission, tokens: int | None) -> None:
+        """`admission` settled with `tokens`, and with the tokens owed (`_charge_owed`)."""
         limiter = self._gateway.limiter
         if limiter is not None:
+            if self._owed:
+                tokens, self._owed = (tokens or 0) + self._owed, 0
             limiter.settle(admission, tokens)
+
+    def _charge_owed(self) -> None:
+        """The tokens of responses no `response.create` asked for, charged to the key's
+        (and team's) limits as one request; when the limits refuse it (it happened
+        anyway), they stay owed until the session's next settlement."""
+        plan, limiter = _limit_plan(self._gateway, self._caller), self._gateway.limiter
+        if plan is None or limiter is None:
+            return
+        admitted = limiter.take(plan, 0)
+        if not isinstance(admitted, Refusal):
+            self._settle(admitted, 0)
 
     def _abandon(self) -> None:
         """Never run: Azure's socket is dropped, and what the session held released."""
@@ -484,5 +521,7 @@ class RealtimeSession:
         self._lease.done()
         while self._running:  # responses that never finished: their reservations back
             self._settle(self._running.popleft()[1], None)
+        if self._owed:
+            self._charge_owed()
         self.record.total_ms = (time.perf_counter() - self._opened) * 1000
         self._on_end(self.record)

@@ -32,6 +32,7 @@ __all__ = [
     "response_requested",
     "response_usage",
     "upstream_error_id",
+    "with_event_id",
 ]
 
 # The api-version a dated deployment's realtime URL gets when its own cannot do realtime
@@ -158,6 +159,15 @@ def response_requested(message: str | bytes) -> ResponseRequested | None:
                 most = value
                 break
     return ResponseRequested(event_id if isinstance(event_id, str) else None, most)
+
+
+def with_event_id(message: str | bytes, event_id: str) -> str | bytes:
+    """`message` (a client event) with `event_id` as its `event_id`, as text or bytes
+    like `message`: an error Azure sends about it then names it."""
+    event = orjson.loads(message)
+    event["event_id"] = event_id
+    named = orjson.dumps(event)
+    return named.decode() if isinstance(message, str) else named
 
 
 def response_ended(message: str | bytes) -> dict[str, Any] | None:

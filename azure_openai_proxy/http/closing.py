@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from azure_openai_proxy.http.connection import _HttpConnection
     from azure_openai_proxy.http.server import FastServer
 
-__all__ = ["OverCapacity", "linger"]
+__all__ = ["OverCapacity", "StandIn", "linger"]
 
 LINGER_TICKS = 2
 
@@ -35,17 +35,15 @@ def linger(conn: _HttpConnection, transport: asyncio.Transport) -> None:
     transport.resume_reading()
 
 
-class _Lingering(asyncio.Protocol):
-    """The protocol of a connection after its last answer: reads and drops."""
+class StandIn(asyncio.Protocol):
+    """A protocol standing in for a connection's own for a while (it reads what comes
+    its own way): the client's end and the write flow still reach the connection."""
 
     def __init__(self, conn: _HttpConnection) -> None:
         self._conn = conn
 
-    def data_received(self, data: bytes) -> None:
-        return None
-
     def eof_received(self) -> bool | None:
-        return None  # the client is done too: the transport closes
+        return None  # the client is done: the transport closes (`connection_lost`)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._conn.connection_lost(exc)
@@ -55,6 +53,13 @@ class _Lingering(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._conn.resume_writing()
+
+
+class _Lingering(StandIn):
+    """The protocol of a connection after its last answer: reads and drops."""
+
+    def data_received(self, data: bytes) -> None:
+        return None
 
 
 class OverCapacity(asyncio.Protocol):

@@ -13,11 +13,11 @@ at once and the decision, which may be opening a connection upstream, is cancell
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 import httptools
 
+from azure_openai_proxy.http.closing import StandIn
 from azure_openai_proxy.http.deadlines import BODY
 from azure_openai_proxy.http.request import FastRequest
 
@@ -94,13 +94,13 @@ def upgrade_decided(conn: _HttpConnection) -> None:
         transport.set_protocol(conn)
 
 
-class _HeldUpgrade(asyncio.Protocol):
+class _HeldUpgrade(StandIn):
     """The transport's protocol while the application decides on a WebSocket: what the
     client sends is kept for after it (reading pauses past `_HELD_BYTES`), and a client
     that leaves or half-closes is the connection's end at once, as on HTTP."""
 
     def __init__(self, conn: _HttpConnection, request: FastRequest) -> None:
-        self._conn = conn
+        super().__init__(conn)
         self._request = request
 
     def data_received(self, data: bytes) -> None:
@@ -108,15 +108,3 @@ class _HeldUpgrade(asyncio.Protocol):
         self._request.upgrade_rest = held
         if len(held) >= _HELD_BYTES:
             self._conn.pause_body()
-
-    def eof_received(self) -> bool | None:
-        return None  # the transport closes: `connection_lost`
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._conn.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._conn.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._conn.resume_writing()

@@ -10,7 +10,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -309,7 +309,10 @@ def subprotocol_upstream() -> web.Application:
 
 @pytest.mark.parametrize("offered, chosen", [
     (["realtime", "custom.v2"], "custom.v2"),  # Azure's choice, not the gateway's
-    (["realtime"], None),  # Azure chose none: so does the client's answer
+    # Azure chose none: `realtime` when offered (a browser that offered subprotocols
+    # fails a handshake answered with none), else none.
+    (["realtime", "openai-beta.realtime-v1"], "realtime"),
+    (["openai-beta.realtime-v1"], None),
 ])
 def test_the_client_gets_the_subprotocol_azure_accepted(
     start_gateway: Callable[[Settings], ServerThread], offered: list[str],
@@ -458,20 +461,37 @@ def test_an_entra_token_reaches_azure_as_bearer_and_no_api_key() -> None:
         assert "api-key" not in entry["headers"]
 
 
-def closing_upstream() -> web.Application:
-    """An upstream that closes with 4002 "going" when told to."""
-    async def realtime(request: web.Request) -> web.WebSocketResponse:
-        socket = web.WebSocketResponse()
-        await socket.prepare(request)
-        await socket.send_str('{"type":"session.created"}')
-        async for message in socket:
-            if message.data == "close-me":
-                await socket.close(code=4002, message=b"going")
-        return socket
+Reply = Callable[[web.WebSocketResponse, dict[str, Any]], Awaitable[None]]
 
-    app = web.Application()
-    app.router.add_get("/openai/v1/realtime", realtime)
-    return app
+
+def fake_azure(reply: Reply, ended: Callable[[web.WebSocketResponse], None] | None = None,
+               ) -> Callable[[], web.Application]:
+    """Azure's v1 realtime endpoint as far as a test needs: `session.created`, then
+    `reply` to each client event; `ended` is told when the client's side ends."""
+    def factory() -> web.Application:
+        async def realtime(request: web.Request) -> web.WebSocketResponse:
+            socket = web.WebSocketResponse()
+            await socket.prepare(request)
+            await socket.send_str('{"type":"session.created"}')
+            async for message in socket:
+                await reply(socket, json.loads(message.data))
+            if ended is not None:
+                ended(socket)
+            return socket
+
+        app = web.Application()
+        app.router.add_get("/openai/v1/realtime", realtime)
+        return app
+
+    return factory
+
+
+async def _close_when_told(socket: web.WebSocketResponse, event: dict[str, Any]) -> None:
+    if event.get("type") == "close-me":
+        await socket.close(code=4002, message=b"going")
+
+
+closing_upstream = fake_azure(_close_when_told)  # closes with 4002 "going" when told to
 
 
 def test_azures_close_code_and_reason_reach_the_client(
@@ -483,7 +503,7 @@ def test_azures_close_code_and_reason_reach_the_client(
              "api_key": AZURE_KEY, "api": "v1"}]))
         with open_raw(gateway, model=V1) as connection:
             events_until(connection, "session.created")
-            connection.send("close-me")
+            connection.send('{"type":"close-me"}')
             with pytest.raises(ConnectionClosed) as closed:
                 connection.recv(timeout=10)
     assert closed.value.rcvd is not None

@@ -4,13 +4,16 @@ sent to Azure when a limit says no."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from websockets.exceptions import ConnectionClosed
+from websockets.frames import Close, Frame, Opcode
 from websockets.sync.client import ClientConnection
 
 from azure_openai_proxy.gateway.app import GatewayApp
@@ -22,6 +25,7 @@ from tests.e2e.test_realtime import (
     V1,
     _loaded,
     events_until,
+    fake_azure,
     governed,
     open_raw,
     realtime_settings,
@@ -191,3 +195,107 @@ def test_a_refusal_while_a_response_streams_reaches_the_client_and_the_response_
     assert refused["error"]["event_id"] == "refused"
     # (Usually between the response's deltas: both relay tasks then send to the client.
     # Not asserted: that is a matter of timing.)
+
+
+
+@contextlib.contextmanager
+def session_on(upstream: Callable[[], web.Application], tmp_path: Path,
+               start_gateway: Callable[[Settings], ServerThread],
+               **limits: Any) -> Iterator[tuple[ServerThread, str, ClientConnection]]:
+    """A session of a virtual key with `limits` on a gateway before `upstream` (a v1
+    deployment), its `session.created` read: the gateway, the key's id, the client."""
+    with serve(upstream) as azure:
+        gateway = start_gateway(gateway_settings(
+            azure.url, database=f"sqlite:///{tmp_path / 'gw.db'}", deployment_config=[
+                {"model_name": V1, "deployment_name": V1, "endpoint": azure.url,
+                 "api_key": AZURE_KEY, "api": "v1"}]))
+        key_id, secret = virtual_key(gateway, tmp_path / "gw.db", **limits)
+        with open_raw(gateway, secret, V1) as connection:
+            events_until(connection, "session.created")
+            yield gateway, key_id, connection
+
+
+DONE = {"type": "response.done", "response": {"usage": {
+    "total_tokens": 3, "input_tokens": 1, "output_tokens": 2}}}
+
+
+def test_a_refused_response_create_without_an_event_id_gives_its_slot_back(
+    tmp_path: Path, start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    # The SDKs send `response.create` without an `event_id`: Azure's refusal must still
+    # settle its admission, or a max_parallel=1 session could never respond again.
+    creates: list[dict[str, Any]] = []
+
+    async def refuse_the_first(socket: web.WebSocketResponse, event: dict[str, Any]) -> None:
+        """Azure refuses the first `response.create` with an `error` naming its
+        `event_id` as sent (null when none), as it refuses a second active response."""
+        if event.get("type") != "response.create":
+            return
+        creates.append(event)
+        if len(creates) > 1:
+            await socket.send_json(DONE)
+            return
+        await socket.send_json({"type": "error", "event_id": "event_1", "error": {
+            "type": "invalid_request_error",
+            "code": "conversation_already_has_active_response",
+            "message": "Conversation already has an active response",
+            "param": None, "event_id": event.get("event_id")}})
+
+    with session_on(fake_azure(refuse_the_first), tmp_path, start_gateway,
+                    max_parallel=1) as (gateway, key_id, connection):
+        connection.send(json.dumps({"type": "response.create"}))
+        [refused] = events_until(connection, "error")
+        assert refused["error"]["code"] == "conversation_already_has_active_response"
+        assert limits_of(gateway, key_id)["in_flight"] == 0
+        connection.send(json.dumps({"type": "response.create"}))
+        [*events, done] = events_until(connection, "response.done")
+        assert "error" not in [e["type"] for e in events]
+        assert limits_of(gateway, key_id)["in_flight"] == 0
+    assert done["response"]["usage"]["total_tokens"] == 3
+
+
+def test_a_response_azure_starts_by_itself_counts_against_the_keys_tpm(
+    tmp_path: Path, start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    async def server_vad(socket: web.WebSocketResponse, event: dict[str, Any]) -> None:
+        """Under server VAD (the default turn detection) a committed audio buffer
+        starts a response by itself, no `response.create` asked."""
+        if event.get("type") == "input_audio_buffer.commit":
+            await socket.send_json({"type": "response.created", "response": {}})
+            await socket.send_json({"type": "response.done", "response": {"usage": {
+                "total_tokens": 30, "input_tokens": 20, "output_tokens": 10}}})
+
+    with session_on(fake_azure(server_vad), tmp_path, start_gateway,
+                    tpm=60) as (gateway, key_id, connection):
+        connection.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        events_until(connection, "response.done")
+        limits = limits_of(gateway, key_id)
+    # Charged at once (the bucket refills at one token a second meanwhile).
+    assert 30 <= limits["tokens"]["remaining"] < 40
+    assert limits["in_flight"] == 0
+
+
+async def _ignore(socket: web.WebSocketResponse, event: dict[str, Any]) -> None:
+    return None
+
+
+def test_a_client_that_closes_while_its_refusal_is_sent_closes_azures_side(
+    tmp_path: Path, start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    # A refused `response.create` and the client's close frame in one write: the refusal
+    # finds the client closing. That is the client leaving (Azure's socket closed with
+    # its code), not a relay failure (an ERROR log line and Azure's socket aborted).
+    closes: list[int | None] = []
+    ended = fake_azure(_ignore, lambda socket: closes.append(socket.close_code))
+    with session_on(ended, tmp_path, start_gateway, rpm=1) as (_, _, connection):
+        # (The opening took the one request of the minute: the create is refused.)
+        refused = Frame(Opcode.TEXT, json.dumps(
+            {"type": "response.create", "event_id": "late"}).encode())
+        close = Frame(Opcode.CLOSE, Close(4001, "bye").serialize())
+        connection.socket.sendall(b"".join(
+            frame.serialize(mask=True, extensions=[]) for frame in (refused, close)))
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                connection.recv(timeout=10)
+        until(lambda: closes, message="Azure's side never ended")
+    assert closes == [4001]
