@@ -124,7 +124,7 @@ async def _write_whole(conn: _HttpConnection, answer: Answer, request: FastReque
 
 async def _run_websocket(conn: _HttpConnection, request: FastRequest,
                          handler: WebSocketHandler) -> None:
-    rest, request.upgrade_rest = request.upgrade_rest or b"", None
+    rest, request.upgrade_rest = bytes(request.upgrade_rest or b""), None
     conn.waiting_for, conn.deadline = NOTHING, 0  # no HTTP deadlines from here on
     try:
         await run_websocket(conn, request, handler, rest)

@@ -276,8 +276,8 @@ class FastRequest:
         self.extra_headers: dict[str, str] | None = None
         self._stream: FastStream | None = None
         # Set for a WebSocket upgrade the application may take: what the client sent
-        # after the head, held until it decides.
-        self.upgrade_rest: bytes | None = None
+        # after the head, held until it decides (a bytearray once reads are added to it).
+        self.upgrade_rest: bytes | bytearray | None = None
 
     @property
     def keep_alive(self) -> bool:

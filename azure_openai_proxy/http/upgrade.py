@@ -81,7 +81,7 @@ def _after_upgrade(conn: _HttpConnection, rest: bytes, offer: bool) -> bytes | N
 
 def websocket_declined(conn: _HttpConnection, request: FastRequest) -> None:
     """The application serves `request` as plain HTTP: parsing goes on after it."""
-    rest, request.upgrade_rest = request.upgrade_rest or b"", None
+    rest, request.upgrade_rest = bytes(request.upgrade_rest or b""), None
     conn.resume_reading()
     upgrade_refused(conn, rest, offer=False)
 
@@ -104,7 +104,11 @@ class _HeldUpgrade(StandIn):
         self._request = request
 
     def data_received(self, data: bytes) -> None:
-        held = (self._request.upgrade_rest or b"") + data
-        self._request.upgrade_rest = held
+        # One growing buffer, not a new `bytes` per read: a client dribbling a byte per
+        # segment would otherwise cost a copy of everything held on every read.
+        held = self._request.upgrade_rest
+        if not isinstance(held, bytearray):
+            held = self._request.upgrade_rest = bytearray(held or b"")
+        held += data
         if len(held) >= _HELD_BYTES:
             self._conn.pause_body()
