@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import orjson
 
@@ -54,7 +54,7 @@ from azure_openai_proxy.governance.prices import (
 )
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
-from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore, record_of, row_of
+from azure_openai_proxy.store.ledger import SOURCE_CODE, LedgerRow, LedgerStore, record_of, row_of
 from azure_openai_proxy.store.sqlite import database_path
 
 __all__ = [
@@ -77,6 +77,8 @@ _RETENTION_EVERY = 3600.0
 # Also the longest this worker holds a written record's cost in memory (BudgetGuard).
 _BUDGET_REFRESH_EVERY = 2.0
 NO_TOKENS = TokenCounts(0, 0, 0, 0)
+# A row's flags (store/ledger.py): the usage's source; stream is 1, priced 2.
+_MEASURED, _ESTIMATED = SOURCE_CODE["measured"] << 2, SOURCE_CODE["estimated"] << 2
 
 
 def ledger_enabled(settings: Settings) -> bool:
@@ -140,27 +142,32 @@ class _Pricer:
 
     def row(self, record: RequestRecord, arrived: float, day: str) -> LedgerRow:
         usage = record.usage
-        source: Literal["measured", "estimated", "none"]
         if usage:
             prompt, cached, completion, reasoning = count_tokens(usage)
-            source = "estimated" if usage.get("estimated") else "measured"
+            flags = _ESTIMATED if usage.get("estimated") else _MEASURED
         else:
-            prompt = cached = completion = reasoning = 0
-            source = "none"
+            prompt = cached = completion = reasoning = flags = 0
+        model, endpoint, deployment = record.model, record.endpoint, record.deployment
         if prompt or completion or reasoning:
-            names = record.model, record.endpoint, record.deployment
+            names = model, endpoint, deployment
             rates = self._rates.get(names)
             if rates is None:
                 rates = self._rates.put(names, self._rates_of(record))
-            cost, priced = (token_cost(rates, prompt, cached, completion), 1) if rates else (0.0, 0)
+            if rates:
+                cost = token_cost(rates, prompt, cached, completion)
+                flags |= 2  # priced
+            else:
+                cost = 0.0
         else:
-            usd, unit_priced = record_cost(record, self.prices, self.models, NO_TOKENS)
-            cost, priced = usd, 1 if unit_priced else 0
-        return (arrived, record.request_id, record.key_id or "", record.team_id or "",
-                record.model or "", record.deployment or "", record.endpoint or "",
-                record.route, record.status, prompt, cached, completion, reasoning, cost,
-                record.upstream_ms, record.total_ms, 1 if record.stream else 0,
-                record.attempts, source, priced, day)
+            cost, priced = record_cost(record, self.prices, self.models, NO_TOKENS)
+            flags |= priced << 1
+        if record.stream:
+            flags |= 1
+        return (arrived, record.request_id,
+                (record.key_id or "", record.team_id or "", model or "", deployment or "",
+                 endpoint or "", record.route),
+                record.status, prompt, cached, completion, reasoning, cost, record.upstream_ms,
+                record.total_ms, record.attempts, flags, day)
 
     def _rates_of(self, record: RequestRecord) -> Rates | tuple[()]:
         model = self.models.get((record.endpoint or "", record.deployment or ""))
@@ -484,9 +491,9 @@ def _from_line(line: bytes) -> LedgerRow | None:
 def _costs(batch: list[LedgerRow]) -> list[tuple[tuple[str, str], str, float]]:
     costs: list[tuple[tuple[str, str], str, float]] = []
     for row in batch:
-        cost = row[13]
+        cost = row[8]
         if cost:
-            key_id, team_id, day = row[2], row[3], row[20]
+            (key_id, team_id, *_), day = row[2], row[13]
             if key_id:
                 costs.append((("key", key_id), day, cost))
             if team_id:
