@@ -210,6 +210,8 @@ class LedgerWriter:
         self._written = 0  # batches handled, for flush()
         self._thread: threading.Thread | None = None
         self._store: LedgerStore | None = None
+        self._opened = False  # a database was opened once (then it is never made anew)
+        self._file: tuple[int, int] | None = None  # the open one's (device, inode)
         self._last_retention = 0.0
         self._day = 0.0, 0.0, ""  # the UTC day being written: its start, end and name
         self._last_refresh = 0.0
@@ -357,23 +359,47 @@ class LedgerWriter:
             self._failed(exc)
 
     def _open(self) -> LedgerStore | None:
+        if self._store is not None and self._identity() != self._file:
+            # Removed or replaced under the open connection: what it wrote now would go
+            # to the old, unlinked file, and be lost.
+            self._close_store()
         if self._store is None:
             try:
+                file = self._identity()
+                if self._opened and file is None:
+                    # Gone after it was opened (deleted, its directory removed): an empty
+                    # one made here would stand in for the lost one, as the key directory
+                    # refuses to. The records spool until it is back (restored, or made
+                    # by the CLI or a restart).
+                    raise FileNotFoundError(f"{self.database} is gone")
                 self._store = LedgerStore.open(self.database, busy_timeout_ms=self._busy_ms)
+                self._file = file or self._identity()
+                self._opened = True
             except Exception as exc:
                 self._failed(exc)
                 return None
         return self._store
+
+    def _identity(self) -> tuple[int, int] | None:
+        """The database file's (device, inode), None when there is none."""
+        try:
+            stat = os.stat(self.database)
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def _close_store(self) -> None:
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                self._store.close()
+            self._store = None
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
         if self.failures == 1 or self.failures % 100 == 0:
             log.warning("usage ledger: database unavailable (%s: %s); records go to %s "
                         "until it is back", type(exc).__name__, exc, self.spool_path)
-        if self._store is not None:
-            with contextlib.suppress(Exception):
-                self._store.close()
-            self._store = None
+        self._close_store()
 
     def _refresh_budgets(self, store: LedgerStore) -> None:
         """Every worker's spend, from the rollups: the days of the longest period that
