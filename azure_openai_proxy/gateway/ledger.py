@@ -4,7 +4,8 @@ in the database, off the request path, and nothing is lost.
     event loop: add(record)  -> a deque (one append; no pricing, no I/O)
     writer thread, every 0.5 s or 2,000 records:
         price the records into plain row tuples -> LedgerStore.write_rows (one
-                             transaction; multi-row INSERTs; rollups summed per batch)
+                             transaction; multi-row INSERTs of narrow rows, the labels
+                             a record repeats as one id; rollups summed per batch)
         database error    -> the spool file (JSON lines next to the database)
         database back     -> the spool replayed (idempotent: request_id is unique)
         every few seconds the budgets' SpendBook is rebuilt from the rollups (every
@@ -33,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import orjson
 
@@ -54,7 +55,7 @@ from azure_openai_proxy.governance.prices import (
 )
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
-from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore, record_of, row_of
+from azure_openai_proxy.store.ledger import SOURCE_CODE, LedgerRow, LedgerStore, record_of, row_of
 from azure_openai_proxy.store.sqlite import database_path
 
 __all__ = [
@@ -77,6 +78,8 @@ _RETENTION_EVERY = 3600.0
 # Also the longest this worker holds a written record's cost in memory (BudgetGuard).
 _BUDGET_REFRESH_EVERY = 2.0
 NO_TOKENS = TokenCounts(0, 0, 0, 0)
+# A row's flags (store/ledger.py): the usage's source; stream is 1, priced 2.
+_MEASURED, _ESTIMATED = SOURCE_CODE["measured"] << 2, SOURCE_CODE["estimated"] << 2
 
 
 def ledger_enabled(settings: Settings) -> bool:
@@ -140,27 +143,32 @@ class _Pricer:
 
     def row(self, record: RequestRecord, arrived: float, day: str) -> LedgerRow:
         usage = record.usage
-        source: Literal["measured", "estimated", "none"]
         if usage:
             prompt, cached, completion, reasoning = count_tokens(usage)
-            source = "estimated" if usage.get("estimated") else "measured"
+            flags = _ESTIMATED if usage.get("estimated") else _MEASURED
         else:
-            prompt = cached = completion = reasoning = 0
-            source = "none"
+            prompt = cached = completion = reasoning = flags = 0
+        model, endpoint, deployment = record.model, record.endpoint, record.deployment
         if prompt or completion or reasoning:
-            names = record.model, record.endpoint, record.deployment
+            names = model, endpoint, deployment
             rates = self._rates.get(names)
             if rates is None:
                 rates = self._rates.put(names, self._rates_of(record))
-            cost, priced = (token_cost(rates, prompt, cached, completion), 1) if rates else (0.0, 0)
+            if rates:
+                cost = token_cost(rates, prompt, cached, completion)
+                flags |= 2  # priced
+            else:
+                cost = 0.0
         else:
-            usd, unit_priced = record_cost(record, self.prices, self.models, NO_TOKENS)
-            cost, priced = usd, 1 if unit_priced else 0
-        return (arrived, record.request_id, record.key_id or "", record.team_id or "",
-                record.model or "", record.deployment or "", record.endpoint or "",
-                record.route, record.status, prompt, cached, completion, reasoning, cost,
-                record.upstream_ms, record.total_ms, 1 if record.stream else 0,
-                record.attempts, source, priced, day)
+            cost, priced = record_cost(record, self.prices, self.models, NO_TOKENS)
+            flags |= priced << 1
+        if record.stream:
+            flags |= 1
+        return (arrived, record.request_id,
+                (record.key_id or "", record.team_id or "", model or "", deployment or "",
+                 endpoint or "", record.route),
+                record.status, prompt, cached, completion, reasoning, cost, record.upstream_ms,
+                record.total_ms, record.attempts, flags, day)
 
     def _rates_of(self, record: RequestRecord) -> Rates | tuple[()]:
         model = self.models.get((record.endpoint or "", record.deployment or ""))
@@ -202,6 +210,8 @@ class LedgerWriter:
         self._written = 0  # batches handled, for flush()
         self._thread: threading.Thread | None = None
         self._store: LedgerStore | None = None
+        self._opened = False  # a database was opened once (then it is never made anew)
+        self._file: tuple[int, int] | None = None  # the open one's (device, inode)
         self._last_retention = 0.0
         self._day = 0.0, 0.0, ""  # the UTC day being written: its start, end and name
         self._last_refresh = 0.0
@@ -349,23 +359,47 @@ class LedgerWriter:
             self._failed(exc)
 
     def _open(self) -> LedgerStore | None:
+        if self._store is not None and self._identity() != self._file:
+            # Removed or replaced under the open connection: what it wrote now would go
+            # to the old, unlinked file, and be lost.
+            self._close_store()
         if self._store is None:
             try:
+                file = self._identity()
+                if self._opened and file is None:
+                    # Gone after it was opened (deleted, its directory removed): an empty
+                    # one made here would stand in for the lost one, as the key directory
+                    # refuses to. The records spool until it is back (restored, or made
+                    # by the CLI or a restart).
+                    raise FileNotFoundError(f"{self.database} is gone")
                 self._store = LedgerStore.open(self.database, busy_timeout_ms=self._busy_ms)
+                self._file = file or self._identity()
+                self._opened = True
             except Exception as exc:
                 self._failed(exc)
                 return None
         return self._store
+
+    def _identity(self) -> tuple[int, int] | None:
+        """The database file's (device, inode), None when there is none."""
+        try:
+            stat = os.stat(self.database)
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def _close_store(self) -> None:
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                self._store.close()
+            self._store = None
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
         if self.failures == 1 or self.failures % 100 == 0:
             log.warning("usage ledger: database unavailable (%s: %s); records go to %s "
                         "until it is back", type(exc).__name__, exc, self.spool_path)
-        if self._store is not None:
-            with contextlib.suppress(Exception):
-                self._store.close()
-            self._store = None
+        self._close_store()
 
     def _refresh_budgets(self, store: LedgerStore) -> None:
         """Every worker's spend, from the rollups: the days of the longest period that
@@ -484,9 +518,9 @@ def _from_line(line: bytes) -> LedgerRow | None:
 def _costs(batch: list[LedgerRow]) -> list[tuple[tuple[str, str], str, float]]:
     costs: list[tuple[tuple[str, str], str, float]] = []
     for row in batch:
-        cost = row[13]
+        cost = row[8]
         if cost:
-            key_id, team_id, day = row[2], row[3], row[20]
+            (key_id, team_id, *_), day = row[2], row[13]
             if key_id:
                 costs.append((("key", key_id), day, cost))
             if team_id:

@@ -1,20 +1,24 @@
 """The usage ledger in SQLite: raw records, daily rollups, retention, queries.
 
-Tables:
+Tables (store/ledger_schema.py has their columns, indexes and migration):
 
-    usage_records   one row per request (UsageRecord's fields); `request_id` is unique,
-                    so a batch written twice (a spool replayed after a crash) counts once
+    usage_records   one narrow row per request; `request_id` is unique, so a batch
+                    written twice (a spool replayed after a crash) counts once
+    usage_labels    what repeats between records (key, team, model, deployment,
+                    endpoint, route), one row per combination, named by its id
     usage_rollups   (day, kind, id) -> requests, tokens, cost; kind is key, team or model.
                     Updated in the same transaction as the records it sums, from exactly
                     the rows that transaction inserted. Budgets read these.
 
-The writer's rows (`LedgerRow`) are plain tuples in the table's column order, `day`
-included, with "" for a missing key, team, model, deployment or endpoint (stored as
-NULL): the sqlite3 module binds str, int and float directly, while every None or bool
-goes through its adapter lookup (a formatted AttributeError each, ~3,000 instructions).
-A batch's rollups are summed in Python, one upsert per (day, kind, id); only a batch
-with rows already in the table (a spool replayed twice) is summed in SQL from the rows
-inserted.
+The writer's rows (`LedgerRow`) are plain tuples: the record's labels as one tuple of
+str ("" for a missing key, team, model, deployment or endpoint), which the store turns
+into a label id from a dict it keeps (a new combination is inserted once), stream,
+priced and the usage's source packed as `flags` (`SOURCE_CODE`), and the UTC day. The sqlite3
+module binds str, int and float directly, while every None or bool goes through its
+adapter lookup (a formatted AttributeError each, ~3,000 instructions); a row binds 13
+parameters, one of them text. A batch's rollups are summed in Python, one upsert per
+(day, kind, id); only a batch with rows already in the table (a spool replayed twice)
+is summed in SQL from the rows inserted.
 
 `LedgerStore` is used from one thread at a time (the gateway's ledger writer, or the CLI).
 Every method raises `sqlite3.Error` as it comes: the writer decides what a failure means.
@@ -26,56 +30,47 @@ import sqlite3
 import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import fields
-from itertools import chain
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Literal
 
 from azure_openai_proxy.governance.budget import day_of
 from azure_openai_proxy.governance.model import UsageRecord
+from azure_openai_proxy.store.ledger_schema import prepare
 from azure_openai_proxy.store.sqlite import connect
 
-__all__ = ["GROUPINGS", "Grouping", "LedgerRow", "LedgerStore", "UsageRow", "record_of", "row_of"]
+__all__ = ["GROUPINGS", "SOURCE_CODE", "Grouping", "LedgerRow", "LedgerStore", "UsageRow",
+           "record_of", "row_of"]
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord))
-_ROW = attrgetter(*_FIELDS)
-# time, request_id, key_id, team_id, model, deployment, endpoint, route, status,
-# prompt, cached, completion, reasoning tokens, cost_usd, upstream_ms, total_ms,
-# stream (0/1), attempts, usage_source, priced (0/1), day (YYYY-MM-DD, UTC)
-LedgerRow = tuple[float, str, str, str, str, str, str, str, int, int, int, int, int, float,
-                  float | None, float, int, int, Literal["measured", "estimated", "none"], int,
-                  str]
-_OPTIONAL_TEXT = frozenset({"key_id", "team_id", "model", "deployment", "endpoint"})
-_GROUP = itemgetter(20, 2, 3, 4)  # day, key, team, model
-_SUMMED = tuple(itemgetter(i) for i in (9, 10, 11, 12, 13))  # tokens and cost
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS usage_records (
-    time REAL NOT NULL, request_id TEXT NOT NULL, key_id TEXT, team_id TEXT, model TEXT,
-    deployment TEXT, endpoint TEXT, route TEXT NOT NULL, status INTEGER NOT NULL,
-    prompt_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL,
-    cost_usd REAL NOT NULL, upstream_ms REAL, total_ms REAL NOT NULL, stream INTEGER NOT NULL,
-    attempts INTEGER NOT NULL, usage_source TEXT NOT NULL, priced INTEGER NOT NULL,
-    day TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS usage_records_request ON usage_records (request_id);
-CREATE INDEX IF NOT EXISTS usage_records_time ON usage_records (time);
-CREATE TABLE IF NOT EXISTS usage_rollups (
-    day TEXT NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL,
-    requests INTEGER NOT NULL, prompt_tokens INTEGER NOT NULL, cached_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL, reasoning_tokens INTEGER NOT NULL,
-    cost_usd REAL NOT NULL,
-    PRIMARY KEY (day, kind, id)
-);
-"""
-_PLACES = "(" + ", ".join("nullif(?, '')" if f in _OPTIONAL_TEXT else "?" for f in _FIELDS) + ", ?)"
-_INSERT = f"INSERT OR IGNORE INTO usage_records ({', '.join(_FIELDS)}, day) VALUES "
+# (key_id, team_id, model, deployment, endpoint, route), "" for none
+Labels = tuple[str, str, str, str, str, str]
+# time, request_id, labels, status, prompt, cached, completion, reasoning tokens,
+# cost_usd, upstream_ms, total_ms, attempts, flags, day (YYYY-MM-DD, UTC; not stored:
+# the rollups' and the budgets' day)
+LedgerRow = tuple[float, str, Labels, int, int, int, int, int, float, float | None, float, int,
+                  int, str]
+Source = Literal["measured", "estimated", "none"]
+# flags: stream (1) | priced (2) | the usage's source's code << 2 (`SOURCE_CODE`)
+SOURCE_CODE: dict[str, int] = {"none": 0, "measured": 1, "estimated": 2}
+_SOURCES: tuple[Source, ...] = ("none", "measured", "estimated")
+_SUMMED = tuple(itemgetter(i) for i in (4, 5, 6, 7, 8))  # tokens and cost
+_COLUMNS = ("time, request_id, label, status, prompt_tokens, cached_tokens, completion_tokens, "
+            "reasoning_tokens, cost_usd, upstream_ms, total_ms, attempts, flags")
+_WIDTH = 13  # parameters a row binds
+_PLACES = "(" + ", ".join(["?"] * _WIDTH) + ")"
+_INSERT = f"INSERT OR IGNORE INTO usage_records ({_COLUMNS}) VALUES "
 # Rows go in by statements of 128, 32, 8 or 1 rows (multi-row VALUES): per row, no
 # statement of its own to step, reset and halt, and the GIL, which the sqlite3 module
 # lets go around every step, changes hands once per statement rather than once per row
 # (each time the event loop has it, the writer waits up to the 5 ms switch interval).
-# Each size is prepared once per connection (~45,000 instructions per row of VALUES).
+# Each size is prepared once per connection (the sqlite3 module's statement cache).
 _INSERTS = tuple((size, _INSERT + ", ".join([_PLACES] * size)) for size in (128, 32, 8, 1))
+_LABELS = "SELECT id, key_id, team_id, model, deployment, endpoint, route FROM usage_labels"
+_NEW_LABEL = ("INSERT OR IGNORE INTO usage_labels (key_id, team_id, model, deployment, endpoint, "
+              "route) VALUES (?, ?, ?, ?, ?, ?)")
+_LABEL_ID = ("SELECT id FROM usage_labels WHERE key_id = ? AND team_id = ? AND model = ? "
+             "AND deployment = ? AND endpoint = ? AND route = ?")
 _UPSERT = """
 INSERT INTO usage_rollups (day, kind, id, requests, prompt_tokens, cached_tokens,
                            completion_tokens, reasoning_tokens, cost_usd)
@@ -91,9 +86,10 @@ ON CONFLICT (day, kind, id) DO UPDATE SET
 _ROLLUP = """
 INSERT INTO usage_rollups (day, kind, id, requests, prompt_tokens, cached_tokens,
                            completion_tokens, reasoning_tokens, cost_usd)
-SELECT day, ?, {column}, count(*), sum(prompt_tokens), sum(cached_tokens),
-       sum(completion_tokens), sum(reasoning_tokens), sum(cost_usd)
-FROM usage_records WHERE rowid > ? AND {column} IS NOT NULL GROUP BY day, {column}
+SELECT date(r.time, 'unixepoch') AS d, ?, l.{column}, count(*), sum(r.prompt_tokens),
+       sum(r.cached_tokens), sum(r.completion_tokens), sum(r.reasoning_tokens), sum(r.cost_usd)
+FROM usage_records AS r JOIN usage_labels AS l ON l.id = r.label
+WHERE r.rowid > ? AND l.{column} != '' GROUP BY d, l.{column}
 ON CONFLICT (day, kind, id) DO UPDATE SET
     requests = requests + excluded.requests,
     prompt_tokens = prompt_tokens + excluded.prompt_tokens,
@@ -103,11 +99,17 @@ ON CONFLICT (day, kind, id) DO UPDATE SET
     cost_usd = cost_usd + excluded.cost_usd
 """
 _ROLLUP_KINDS = (("key", "key_id"), ("team", "team_id"), ("model", "model"))
+# A record as UsageRecord's fields, from usage_records joined with usage_labels.
+_RECORD = ("SELECT r.time, r.request_id, l.key_id, l.team_id, l.model, l.deployment, "
+           "l.endpoint, l.route, r.status, r.prompt_tokens, r.cached_tokens, "
+           "r.completion_tokens, r.reasoning_tokens, r.cost_usd, r.upstream_ms, r.total_ms, "
+           "r.attempts, r.flags FROM usage_records AS r JOIN usage_labels AS l ON l.id = r.label")
 
 Grouping = Literal["key", "team", "model", "deployment", "day"]
 GROUPINGS: tuple[Grouping, ...] = ("key", "team", "model", "deployment", "day")
-_GROUP_COLUMN = {"key": "key_id", "team": "team_id", "model": "model",
-                 "deployment": "deployment", "day": "day"}
+_GROUP_COLUMN = {"key": "nullif(l.key_id, '')", "team": "nullif(l.team_id, '')",
+                 "model": "nullif(l.model, '')", "deployment": "nullif(l.deployment, '')",
+                 "day": "date(r.time, 'unixepoch')"}
 UsageRow = dict[str, Any]
 
 
@@ -116,7 +118,10 @@ class LedgerStore:
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
-        self._db.executescript(_SCHEMA)
+        prepare(connection)
+        # labels -> id, read from usage_labels at the first write (None: read it again,
+        # after a transaction that may have inserted labels was rolled back)
+        self._labels: dict[Labels, int] | None = None
 
     @classmethod
     def open(cls, path: Path, *, busy_timeout_ms: int | None = None) -> LedgerStore:
@@ -141,9 +146,7 @@ class LedgerStore:
         db.execute("BEGIN IMMEDIATE")  # a busy database raises here, nothing to undo
         try:
             last = db.execute("SELECT coalesce(max(rowid), 0) FROM usage_records").fetchone()[0]
-            before = db.total_changes
-            _insert(db, rows)
-            inserted = db.total_changes - before
+            inserted = self._insert(rows)
             if inserted == len(rows):
                 db.executemany(_UPSERT, _rollups(rows))
             elif inserted:
@@ -151,9 +154,45 @@ class LedgerStore:
                     db.execute(_ROLLUP.format(column=column), (kind, last))
             db.execute("COMMIT")
         except BaseException:
+            self._labels = None  # the labels this transaction inserted are gone
             db.execute("ROLLBACK")
             raise
         return inserted
+
+    def _insert(self, rows: Sequence[LedgerRow]) -> int:
+        """INSERT OR IGNORE `rows`, by the largest statements of `_INSERTS` that fit (and
+        that the database's limit of parameters allows), their labels as ids. Returns how
+        many were new."""
+        db = self._db
+        labels = self._labels
+        if labels is None:
+            labels = self._labels = {(k, t, m, d, e, r): i
+                                     for i, k, t, m, d, e, r in db.execute(_LABELS)}
+        params: list[object] = []
+        put = params.extend
+        get = labels.get
+        for (time_, request_id, names, status, prompt, cached, completion, reasoning, cost,
+             upstream_ms, total_ms, attempts, flags, _) in rows:
+            label = get(names)
+            if label is None:
+                label = labels[names] = self._new_label(names)
+            put((time_, request_id, label, status, prompt, cached, completion, reasoning, cost,
+                 upstream_ms, total_ms, attempts, flags))
+        most = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _WIDTH
+        before = db.total_changes  # after the labels' inserts
+        start, left = 0, len(rows)
+        for size, sql in _INSERTS:
+            if size > most:
+                continue
+            while left >= size:
+                db.execute(sql, params[start * _WIDTH:(start + size) * _WIDTH])
+                start, left = start + size, left - size
+        return db.total_changes - before
+
+    def _new_label(self, names: Labels) -> int:
+        """The id of a combination of labels not seen yet (inserted, or another writer's)."""
+        self._db.execute(_NEW_LABEL, names)
+        return int(self._db.execute(_LABEL_ID, names).fetchone()[0])
 
     def delete_before(self, cutoff: float) -> int:
         """Retention: raw records older than `cutoff` (epoch seconds) go; rollups stay."""
@@ -201,9 +240,8 @@ class LedgerStore:
         return int(self._db.execute("SELECT count(*) FROM usage_records").fetchone()[0])
 
     def records(self, since: float = 0.0) -> list[UsageRecord]:
-        rows = self._db.execute(
-            f"SELECT {', '.join(_FIELDS)} FROM usage_records WHERE time >= ? ORDER BY time",
-            (since,)).fetchall()
+        rows = self._db.execute(f"{_RECORD} WHERE r.time >= ? ORDER BY r.time",
+                                (since,)).fetchall()
         return [_record(row) for row in rows]
 
     def usage(self, by: Grouping, since: float, until: float | None = None) -> list[UsageRow]:
@@ -212,10 +250,11 @@ class LedgerStore:
         column = _GROUP_COLUMN[by]
         order = "grp" if by == "day" else "spent DESC, grp"
         rows = self._db.execute(
-            f"SELECT {column} AS grp, count(*), sum(prompt_tokens), sum(cached_tokens), "
-            "sum(completion_tokens), sum(reasoning_tokens), sum(cost_usd) AS spent, "
-            "sum(usage_source = 'estimated'), sum(priced = 0) "
-            "FROM usage_records WHERE time >= ? AND time < ? "
+            f"SELECT {column} AS grp, count(*), sum(r.prompt_tokens), sum(r.cached_tokens), "
+            "sum(r.completion_tokens), sum(r.reasoning_tokens), sum(r.cost_usd) AS spent, "
+            "sum(r.flags >> 2 = 2), sum(r.flags & 2 = 0) "
+            "FROM usage_records AS r JOIN usage_labels AS l ON l.id = r.label "
+            "WHERE r.time >= ? AND r.time < ? "
             f"GROUP BY grp ORDER BY {order}",
             (since, until if until is not None else time.time() + 86400)).fetchall()
         return [
@@ -226,53 +265,39 @@ class LedgerStore:
         ]
 
 
-def _insert(db: sqlite3.Connection, rows: Sequence[LedgerRow]) -> None:
-    """INSERT OR IGNORE `rows`, by the largest statements of `_INSERTS` that fit (and that
-    the database's limit of parameters allows)."""
-    most = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // (len(_FIELDS) + 1)
-    start, left = 0, len(rows)
-    for size, sql in _INSERTS:
-        if size > most:
-            continue
-        while left >= size:
-            db.execute(sql, list(chain.from_iterable(rows[start:start + size])))
-            start, left = start + size, left - size
-
-
 def row_of(record: UsageRecord) -> LedgerRow:
     """A record as the writer's row (its UTC day computed)."""
-    (time_, request_id, key_id, team_id, model, deployment, endpoint, route, status, prompt,
-     cached, completion, reasoning, cost, upstream_ms, total_ms, stream, attempts, source,
-     priced) = _ROW(record)
-    return (time_, request_id, key_id or "", team_id or "", model or "", deployment or "",
-            endpoint or "", route, status, prompt, cached, completion, reasoning, cost,
-            upstream_ms, total_ms, int(stream), attempts, source, int(priced), day_of(time_))
+    labels = (record.key_id or "", record.team_id or "", record.model or "",
+              record.deployment or "", record.endpoint or "", record.route)
+    return (record.time, record.request_id, labels, record.status, record.prompt_tokens,
+            record.cached_tokens, record.completion_tokens, record.reasoning_tokens,
+            record.cost_usd, record.upstream_ms, record.total_ms, record.attempts,
+            int(record.stream) | int(record.priced) << 1 | SOURCE_CODE[record.usage_source] << 2,
+            day_of(record.time))
 
 
 def record_of(row: LedgerRow) -> UsageRecord:
     """A row as the record it stores (`row_of`'s inverse)."""
-    (time_, request_id, key_id, team_id, model, deployment, endpoint, route, status, prompt,
-     cached, completion, reasoning, cost, upstream_ms, total_ms, stream, attempts, source,
-     priced, _) = row
+    (time_, request_id, (key_id, team_id, model, deployment, endpoint, route), status, prompt,
+     cached, completion, reasoning, cost, upstream_ms, total_ms, attempts, flags, _) = row
     return UsageRecord(time_, request_id, key_id or None, team_id or None, model or None,
                        deployment or None, endpoint or None, route, status, prompt, cached,
-                       completion, reasoning, cost, upstream_ms, total_ms, bool(stream),
-                       attempts, source, bool(priced))
+                       completion, reasoning, cost, upstream_ms, total_ms, bool(flags & 1),
+                       attempts, _SOURCES[flags >> 2], bool(flags & 2))
 
 
 def _rollups(rows: Sequence[LedgerRow]) -> list[tuple[str, str, str, int, int, int, int, int, float]]:
-    """The upserts of a batch: one per (day, kind, id), from its (day, key, team, model)
-    groups."""
-    groups: dict[tuple[str, str, str, str], list[LedgerRow]] = {}
+    """The upserts of a batch: one per (day, kind, id), from its (day, labels) groups."""
+    groups: dict[tuple[str, Labels], list[LedgerRow]] = {}
     for row in rows:
-        group = _GROUP(row)
+        group = row[13], row[2]
         members = groups.get(group)
         if members is None:
             groups[group] = [row]
         else:
             members.append(row)
     totals: dict[tuple[str, str, str], list[float]] = {}
-    for (day, key_id, team_id, model), members in groups.items():
+    for (day, (key_id, team_id, model, *_)), members in groups.items():
         sums = [len(members), *(sum(map(get, members)) for get in _SUMMED)]
         for kind, owner in (("key", key_id), ("team", team_id), ("model", model)):
             if owner:
@@ -287,7 +312,9 @@ def _rollups(rows: Sequence[LedgerRow]) -> list[tuple[str, str, str, int, int, i
 
 
 def _record(row: Iterable[Any]) -> UsageRecord:
-    values = dict(zip(_FIELDS, row, strict=True))
-    values["stream"] = bool(values["stream"])
-    values["priced"] = bool(values["priced"])
-    return UsageRecord(**values)
+    (time_, request_id, key_id, team_id, model, deployment, endpoint, route, status, prompt,
+     cached, completion, reasoning, cost, upstream_ms, total_ms, attempts, flags) = row
+    return UsageRecord(time_, request_id, key_id or None, team_id or None, model or None,
+                       deployment or None, endpoint or None, route, status, prompt, cached,
+                       completion, reasoning, cost, upstream_ms, total_ms, bool(flags & 1),
+                       attempts, _SOURCES[flags >> 2], bool(flags & 2))

@@ -103,3 +103,24 @@ def test_a_large_batch_goes_in_whole_and_counts_once_in_the_rollups(
     assert totals[("key", "k1")][0] == 100 + 29
     assert totals[("team", "t1")][0] == 151 + 29
     assert sum(n for (kind, _), (n, _) in totals.items() if kind == "key") == 330
+
+
+def test_two_writers_on_one_database_agree_on_every_records_labels(tmp_path: Path) -> None:
+    """Each store keeps its own map of labels to ids: a combination another worker
+    inserted first is found, not duplicated, and every record reads back as written."""
+    first, second = LedgerStore.open(tmp_path / "gw.db"), LedgerStore.open(tmp_path / "gw.db")
+    try:
+        assert first.write([record(1, key="k1"), record(2, key="k2")]) == 2
+        assert second.write([record(3, key="k2"), record(4, key="k3", team=None)]) == 2
+        assert first.write([record(5, key="k3", team=None), record(6, key="k4")]) == 2
+        by_id = {r.request_id: (r.key_id, r.team_id) for r in second.records()}
+        assert by_id == {"req-1": ("k1", "t1"), "req-2": ("k2", "t1"), "req-3": ("k2", "t1"),
+                         "req-4": ("k3", None), "req-5": ("k3", None), "req-6": ("k4", "t1")}
+        db = sqlite3.connect(tmp_path / "gw.db")
+        try:
+            assert db.execute("SELECT count(*) FROM usage_labels").fetchone() == (4,)
+        finally:
+            db.close()
+    finally:
+        first.close()
+        second.close()

@@ -306,3 +306,29 @@ def test_a_spool_that_cannot_be_opened_keeps_the_records_queued_and_says_so(
     ledger.start()
     ledger.close()
     assert stored(path) == sorted(f"req-{n}" for n in range(12))
+
+
+def test_a_database_removed_after_it_was_opened_is_not_made_anew(tmp_path: Path) -> None:
+    """Its directory removed under a running writer: records spool, no empty database
+    takes its place (the key directory refuses to make one too), and once it is back
+    (restored) the spool is written to it."""
+    import shutil
+
+    path = tmp_path / "data" / "gw.db"
+    ledger = writer(path)
+    ledger.start()
+    try:
+        ledger.add(finished(1))
+        assert ledger.flush()
+        assert stored(path) == ["req-1"]
+        shutil.rmtree(path.parent)
+        ledger.add(finished(2))
+        assert ledger.flush()
+        assert not path.exists()
+        assert ledger.spool_path.exists() and ledger.failures > 0
+        LedgerStore.open(path).close()  # restored (here: made empty by the operator)
+        assert ledger.flush()
+        assert stored(path) == ["req-2"]
+        assert not ledger.spool_path.exists()
+    finally:
+        ledger.close()

@@ -1,0 +1,104 @@
+"""The usage ledger writer's cost per record, alone (a tool, not a test).
+
+Run: python -m bench.ledgerwriter [--records 20000] [--batch 2000]
+
+Records shaped like bench.inprocess's governed requests (a virtual key, a chat
+completion with Azure's usage) are added to a `LedgerWriter` on a SQLite file in a
+temporary directory, as fast as a loop can, so the writer drains them in full batches
+(`--batch`, as under load: at thousands of requests a second every wake finds a full
+batch), then `flush()` waits for them. It prints the writer thread's CPU microseconds per
+record. For instructions, count the writer thread alone:
+
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes \\
+        python -m bench.ledgerwriter --callgrind --records 10000
+
+(the `-02` file is the writer thread: its Ir / records). A first round of records, not
+counted, opens the database and prepares the statements, which a running gateway does
+once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from azure_openai_proxy.gateway.ledger import LedgerWriter
+from azure_openai_proxy.governance.budget import BudgetGuard
+from azure_openai_proxy.governance.prices import PriceTable
+from azure_openai_proxy.observability.record import RequestRecord
+
+_ENDPOINT = "http://127.0.0.1:9/"
+_USAGE = {"completion_tokens": 33, "prompt_tokens": 61, "total_tokens": 94}
+
+
+def _records(first: int, count: int) -> list[RequestRecord]:
+    return [RequestRecord(f"aop-{n:012x}-0123456789abcdef", "POST", route="chat/completions",
+                          model="gpt-4o", deployment="gpt-4o", endpoint=_ENDPOINT, status=200,
+                          attempts=1, upstream_ms=0.7, total_ms=1.2, usage=dict(_USAGE),
+                          key_id="key-0123456789abcdef")
+            for n in range(first, first + count)]
+
+
+def _writer_cpu() -> float:
+    for thread in threading.enumerate():
+        if thread.name == "ledger-writer" and thread.ident is not None:
+            return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+    return 0.0
+
+
+def _callgrind(state: str) -> None:
+    subprocess.run(["callgrind_control", "-i", state, str(os.getpid())], check=False,
+                   capture_output=True)
+
+
+def measure(records: int, batch: int, callgrind: bool) -> float:
+    """The writer thread's CPU seconds per record."""
+    with tempfile.TemporaryDirectory() as directory:
+        writer = LedgerWriter(Path(directory) / "gateway.db", PriceTable.shipped(),
+                              {(_ENDPOINT, "gpt-4o"): "gpt-4o"}, BudgetGuard(),
+                              batch_size=batch)
+        writer.start()
+        try:
+            for record in _records(0, 2 * batch):
+                writer.add(record)
+            if not writer.flush():
+                raise SystemExit("the writer did not write the warm-up records")
+            measured = _records(2 * batch, records)
+            gc.collect()
+            if callgrind:
+                _callgrind("on")
+            started = _writer_cpu()
+            for record in measured:
+                writer.add(record)
+            if not writer.flush(timeout=600):
+                raise SystemExit("the writer did not write the records in time")
+            spent = _writer_cpu() - started
+            if callgrind:
+                _callgrind("off")
+        finally:
+            writer.close()
+        if writer.failures:
+            raise SystemExit(f"{writer.failures} database failures")
+        return spent / records
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--records", type=int, default=20000)
+    parser.add_argument("--batch", type=int, default=2000, help="the writer's batch size")
+    parser.add_argument("--callgrind", action="store_true",
+                        help="switch callgrind's instrumentation on for the records only")
+    args = parser.parse_args(argv)
+    per_record = measure(args.records, args.batch, args.callgrind)
+    print(f"ledger writer: {per_record * 1e6:.2f} µs CPU per record "
+          f"({args.records} records, batches of {args.batch})")
+
+
+if __name__ == "__main__":
+    main()
