@@ -1,0 +1,122 @@
+"""The listening sockets of one `FastServer`, and the accept loop that empties their
+queues.
+
+Why not `loop.create_server`: since libuv 1.45 (uvloop 0.18 on) a listening socket is
+accepted from once per loop iteration ("unix: don't accept() connections in a loop",
+libuv #3696). An iteration of a worker holding thousands of streams lasts tens of
+milliseconds or more, so it accepted tens of connections a second while hundreds
+arrived; the rest waited in the kernel's accept queue, silent, until their clients gave
+up (issue 15: 3,173 of 10,000 streams "stalled" with the worker still serving the ones it
+had). Here each wake-up takes every connection waiting, up to the backlog, and hands each
+to the loop with `connect_accepted_socket` (public on asyncio's loop and on uvloop's).
+
+An accept that fails for another reason than an empty queue (descriptors running out:
+EMFILE, ENFILE; ENOBUFS, ENOMEM) would leave the socket readable and the loop spinning:
+accepting pauses for a second instead, as asyncio's own accept loop does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+
+__all__ = ["Listener", "listening_sockets"]
+
+log = logging.getLogger("azure_openai_proxy")
+
+# After a failed accept (out of descriptors, say), accepting waits this long.
+_RETRY_AFTER_S = 1.0
+
+
+def listening_sockets(host: str | None, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
+    """Sockets bound on every address of `host` (None or "": all interfaces), as
+    `loop.create_server` binds them (SO_REUSEADDR; IPv6 sockets IPv6-only)."""
+    infos = socket.getaddrinfo(host or None, port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                               0, socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+class Listener:
+    """Accepts from `sockets` and gives each connection a protocol from `factory`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sockets: list[socket.socket],
+                 factory: Callable[[], asyncio.Protocol], backlog: int) -> None:
+        self.loop = loop
+        self.sockets = sockets
+        self.factory = factory
+        self.backlog = max(1, backlog)
+        # Connections handed to the loop whose protocol is not made yet (a task each;
+        # kept so that none is collected half-way).
+        self.opening: set[asyncio.Task[object]] = set()
+        self.closed = False
+
+    def start(self) -> None:
+        for sock in self.sockets:
+            sock.listen(self.backlog)
+            sock.setblocking(False)
+            self.loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _accept(self, sock: socket.socket) -> None:
+        """The socket is readable: take every connection waiting, up to the backlog."""
+        for _ in range(self.backlog):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                self._failed(sock, exc)
+                return
+            self._open(conn)
+
+    def _open(self, conn: socket.socket) -> None:
+        conn.setblocking(False)
+        if conn.family in (socket.AF_INET, socket.AF_INET6):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        task: asyncio.Task[object] = self.loop.create_task(
+            self.loop.connect_accepted_socket(self.factory, conn))
+        self.opening.add(task)
+        task.add_done_callback(self._opened)
+
+    def _opened(self, task: asyncio.Task[object]) -> None:
+        self.opening.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.debug("an accepted connection could not be opened: %r", exc)
+
+    def _failed(self, sock: socket.socket, exc: OSError) -> None:
+        # The queue stays readable: without a pause the loop would spin on it.
+        log.warning("accept() failed (%s): not accepting for %g s", exc, _RETRY_AFTER_S)
+        self.loop.remove_reader(sock.fileno())
+        self.loop.call_later(_RETRY_AFTER_S, self._resume, sock)
+
+    def _resume(self, sock: socket.socket) -> None:
+        if not self.closed:
+            self.loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def close(self) -> None:
+        """Stop accepting and close the sockets (connections already open stay)."""
+        if self.closed:
+            return
+        self.closed = True
+        for sock in self.sockets:
+            if sock.fileno() >= 0:
+                self.loop.remove_reader(sock.fileno())
+            sock.close()

@@ -1,0 +1,67 @@
+"""FastServer takes every connection waiting in its accept queue at each wake-up, on
+uvloop as on asyncio's loop (issue 15: libuv accepts one connection per loop iteration
+since 1.45, so a worker whose iterations were long with thousands of open streams
+accepted far fewer connections a second than arrived, and new streams waited silently
+in the kernel's queue until their clients gave up)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import uvloop
+
+from azure_openai_proxy.http.server import FastServer, serve_fast
+from tests.http_app import EngineTestApp, Events
+from tests.support import bound_socket
+
+_WAITING = 64
+Runner = Callable[[Coroutine[Any, Any, int]], int]
+_LOOPS: dict[str, Runner] = {"asyncio": asyncio.run, "uvloop": uvloop.run}
+
+
+async def _iterations_to_accept(waiting: int) -> int:
+    """Loop iterations from the first wake-up until `waiting` connections, all queued in
+    the kernel before the loop looked, are every one being served."""
+    sock = bound_socket()
+    fast = await serve_fast(EngineTestApp(Events()), None, 0, sock=sock)
+    port = sock.getsockname()[1]
+    # Blocking connects: the kernel completes each handshake into the accept queue
+    # while the loop is held here.
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(waiting)]
+    try:
+        return await _count_iterations(fast, waiting)
+    finally:
+        for client in clients:
+            client.close()
+        fast.close()
+        await fast.wait_closed()
+
+
+async def _count_iterations(fast: FastServer, waiting: int) -> int:
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    turns = 0
+
+    def turn() -> None:  # once per loop iteration: a callback that schedules itself
+        nonlocal turns
+        turns += 1
+        if len(fast.connections) >= waiting:
+            done.set_result(turns)
+        elif turns < 10 * waiting:
+            loop.call_soon(turn)
+        else:
+            done.set_result(turns)
+
+    loop.call_soon(turn)
+    return int(await done)
+
+
+@pytest.mark.parametrize("loop_name", sorted(_LOOPS))
+def test_every_waiting_connection_is_taken_at_once(loop_name: str) -> None:
+    turns = _LOOPS[loop_name](_iterations_to_accept(_WAITING))
+    # One wake-up accepts them all; their protocols are made in the next turn or two.
+    assert turns <= 4, f"{_WAITING} waiting connections took {turns} loop iterations"
