@@ -72,6 +72,10 @@ class ScaleRow:
     upstream_cpu_us_per_frame_sent: float
     seconds: float
     error_samples: list[str]
+    # Of `stalled`: never connected (the accept queue dropped the SYN), and connected but
+    # never answered a byte (streamload's docstring).
+    stalled_unconnected: int = 0
+    stalled_unanswered: int = 0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -133,6 +137,7 @@ def summarize(system: str, streams: int, share: LoadShare, cpu_s: float, upstrea
         loadgen_cpu_us_per_frame=share.cpu_s / frames * 1e6 if frames else 0.0,
         upstream_cpu_us_per_frame_sent=upstream_cpu_s / frames_sent * 1e6 if frames_sent else 0.0,
         seconds=share.seconds, error_samples=share.error_samples,
+        stalled_unconnected=share.stalled_unconnected, stalled_unanswered=share.stalled_unanswered,
     )
 
 
@@ -284,13 +289,21 @@ def run_matrix(plan: ScalePlan, say: Callable[[str], object] = print) -> list[Sc
 
 
 def _line(row: ScaleRow) -> str:
-    return (f"  {row.system} N={row.streams:,}: {row.completed:,} completed, {row.stalled} stalled, "
+    return (f"  {row.system} N={row.streams:,}: {row.completed:,} completed, {_stalled(row)} stalled, "
             f"{row.errors} errors; TTFT p50 {row.ttft_p50_ms:.1f} ms p99 {row.ttft_p99_ms:.1f} ms; "
             f"lateness {row.lateness_ms:.2f} ms (control {row.control_lateness_ms or 0:.2f} ms); "
             f"CPU {row.cpu_us_per_frame:.1f} µs/frame, {row.cpu_s:.1f} s, waited for a CPU "
             f"{row.runqueue_wait_s:.1f} s; "
             f"VmHWM {row.peak_rss_mb:.0f} MB; load gen {row.loadgen_cpu_us_per_frame:.1f} µs/frame"
             + (f"; errors e.g. {row.error_samples[:2]}" if row.error_samples else ""))
+
+
+def _stalled(row: ScaleRow) -> str:
+    """The stalled count, and where they stopped when any did."""
+    if not row.stalled:
+        return "0"
+    return (f"{row.stalled:,} ({row.stalled_unconnected:,} never connected, "
+            f"{row.stalled_unanswered:,} never answered)")
 
 
 def table(rows: list[ScaleRow]) -> str:
@@ -303,7 +316,7 @@ def table(rows: list[ScaleRow]) -> str:
         added = "" if r.added_per_frame_ms is None else f"{r.added_per_frame_ms:+.2f} ms"
         memory = (f"{r.peak_rss_mb:.0f} MB", f"{r.kb_per_stream:.1f}") if r.system != "direct" else ("", "")
         lines.append(
-            f"| {r.system} | {r.streams:,} | {r.completed:,} | {r.stalled:,} | {r.errors:,} "
+            f"| {r.system} | {r.streams:,} | {r.completed:,} | {_stalled(r)} | {r.errors:,} "
             f"| {r.ttft_p50_ms:.1f} ms | {r.ttft_p99_ms:.1f} ms | {added} | {memory[0]} | {memory[1]} "
             f"| {r.cpu_us_per_frame:.1f} | {r.cpu_s:.1f} / {r.runqueue_wait_s:.1f} "
             f"| {r.loadgen_cpu_us_per_frame:.1f} "
