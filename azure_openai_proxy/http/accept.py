@@ -38,7 +38,10 @@ def listening_sockets(host: str | None, port: int, *, reuse_port: bool = False) 
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
-            sock = socket.socket(family, kind, proto)
+            try:
+                sock = socket.socket(family, kind, proto)
+            except OSError:  # a family this host lacks (IPv6 off): skipped, as asyncio does
+                continue
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if reuse_port:
@@ -46,6 +49,8 @@ def listening_sockets(host: str | None, port: int, *, reuse_port: bool = False) 
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
+        if not sockets:
+            raise OSError(f"no socket could be made for {host or '*'}:{port}")
     except OSError:
         for sock in sockets:
             sock.close()

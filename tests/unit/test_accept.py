@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from azure_openai_proxy.http.accept import listening_sockets
 from azure_openai_proxy.http.server import FastServer, serve_fast
 from tests.http_app import EngineTestApp, Events
 from tests.support import bound_socket
@@ -65,3 +66,24 @@ def test_every_waiting_connection_is_taken_at_once(loop_name: str) -> None:
     turns = _LOOPS[loop_name](_iterations_to_accept(_WAITING))
     # One wake-up accepts them all; their protocols are made in the next turn or two.
     assert turns <= 4, f"{_WAITING} waiting connections took {turns} loop iterations"
+
+
+async def test_the_server_binds_its_own_sockets_and_serves_on_them() -> None:
+    fast = await serve_fast(EngineTestApp(Events()), "127.0.0.1", 0)
+    try:
+        (sock,) = fast.sockets
+        reader, writer = await asyncio.open_connection(*sock.getsockname())
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert (await reader.read()).startswith(b"HTTP/1.1 ")
+        writer.close()
+    finally:
+        fast.close()
+        await fast.wait_closed()
+    assert sock.fileno() == -1  # closed with the server
+
+
+def test_a_port_in_use_is_an_error_at_start() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError):
+            listening_sockets("127.0.0.1", port)
