@@ -323,7 +323,11 @@ def paced_at(plan: ScalePlan, point: int | ScalePoint) -> ScalePlan:
 def _start_upstream(children: Children, plan: ScalePlan) -> tuple[int, list[int]]:
     """A paced upstream for `plan.shape`: its port and its worker processes."""
     port, master = start_paced(children, plan.shape, workers=plan.upstream_workers)
-    wait_until(children.running[-1], lambda: _accepting(port), 10)
+    child = children.running[-1]
+    wait_until(child, lambda: _accepting(port), 10)
+    # nginx listens before it forks its workers: without them, the upstream's CPU
+    # columns would read 0 (they did on a busy machine).
+    wait_until(child, lambda: len(descendants(master)) > plan.upstream_workers, 10)
     return port, [p for p in descendants(master) if p != master]
 
 
