@@ -28,6 +28,7 @@ import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -80,6 +81,9 @@ class ScaleRow:
     # never answered a byte (streamload's docstring).
     stalled_unconnected: int = 0
     stalled_unanswered: int = 0
+    # The most streams the system held open at once: its descriptors over the run's
+    # (sampled twice a second) less those before, two per relayed stream (one direct).
+    peak_open: int = 0
     interval_ms: float = 0.0  # the pacing of this run: between content frames
     ramp_s: float = 0.0  # over which the streams were opened
 
@@ -101,6 +105,37 @@ def runqueue_wait_seconds(pid: int) -> float:
         with contextlib.suppress(OSError, IndexError, ValueError):
             total += int(task.read_text().split()[1])
     return total / 1e9
+
+
+def open_descriptors(pids: list[int]) -> int:
+    """Descriptors open in `pids` now (0 for those gone)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += len(os.listdir(f"/proc/{pid}/fd"))
+    return total
+
+
+class _PeakDescriptors:
+    """The most descriptors `pids` held at once while it ran (a thread samples them)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.before = self.peak = open_descriptors(pids)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, open_descriptors(self.pids))
+
+    def __enter__(self) -> _PeakDescriptors:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def request_bytes(path: str, port: int, headers: dict[str, str], body: bytes) -> bytes:
@@ -231,19 +266,8 @@ def _one(plan: ScalePlan, target: _Target, upstream_pids: list[int], streams: in
                     streams, plan.ramp_s, plan.shape.interval_ms / 1000, stall_s=plan.stall_s,
                     limit_s=plan.shape.content_frames * plan.shape.interval_ms / 1000 + 30,
                     procs=plan.procs)
-    control: LoadShare | None = None
-    if target.child is None:
-        share = run_load(load)
-    else:  # control streams straight to the upstream, at the same time
-        control_plan = replace(load, port=plan.upstream_port, streams=max(20, streams // 50),
-                               procs=1, request=request_bytes(
-                                   systems.AZURE_PATH, plan.upstream_port,
-                                   {"api-key": systems.AZURE_KEY}, stream_body()))
-        start_at = start_time(load.procs + 1)
-        with ThreadPoolExecutor(2) as threads:
-            main_run = threads.submit(run_load, load, start_at)
-            control_run = threads.submit(run_load, control_plan, start_at)
-            share, control = main_run.result(), control_run.result()
+    with _PeakDescriptors(measured) as descriptors:
+        share, control = _load(plan, load, target, streams)
     cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
     wait = sum(runqueue_wait_seconds(p) for p in measured) - wait0
     upstream_cpu = sum(cpu_seconds(p) for p in upstream_pids) - up0
@@ -254,10 +278,28 @@ def _one(plan: ScalePlan, target: _Target, upstream_pids: list[int], streams: in
     row = summarize(target.name, streams, share, cpu, upstream_cpu, sent, rss_before, peak, control,
                     wait)
     row.interval_ms, row.ramp_s = plan.shape.interval_ms, plan.ramp_s
+    row.peak_open = (descriptors.peak - descriptors.before) // (2 if pid else 1)
     if target.name == "direct":  # the upstream is the system: its CPU is the row's
         row.cpu_s = upstream_cpu
         row.cpu_us_per_frame = upstream_cpu / row.content_frames * 1e6 if row.content_frames else 0.0
     return row
+
+
+def _load(plan: ScalePlan, load: LoadPlan, target: _Target,
+          streams: int) -> tuple[LoadShare, LoadShare | None]:
+    """The load of one row; through a proxy, with control streams straight to the
+    upstream at the same time."""
+    if target.child is None:
+        return run_load(load), None
+    control_plan = replace(load, port=plan.upstream_port, streams=max(20, streams // 50),
+                           procs=1, request=request_bytes(
+                               systems.AZURE_PATH, plan.upstream_port,
+                               {"api-key": systems.AZURE_KEY}, stream_body()))
+    start_at = start_time(load.procs + 1)
+    with ThreadPoolExecutor(2) as threads:
+        main_run = threads.submit(run_load, load, start_at)
+        control_run = threads.submit(run_load, control_plan, start_at)
+        return main_run.result(), control_run.result()
 
 
 def run_matrix(plan: ScalePlan, say: Callable[[str], object] = print) -> list[ScaleRow]:
@@ -338,7 +380,8 @@ def _line(row: ScaleRow) -> str:
             f"lateness {row.lateness_ms:.2f} ms (control {row.control_lateness_ms or 0:.2f} ms); "
             f"CPU {row.cpu_us_per_frame:.1f} µs/frame, {row.cpu_s:.1f} s, waited for a CPU "
             f"{row.runqueue_wait_s:.1f} s; "
-            f"VmHWM {row.peak_rss_mb:.0f} MB; load gen {row.loadgen_cpu_us_per_frame:.1f} µs/frame"
+            f"VmHWM {row.peak_rss_mb:.0f} MB; peak open {row.peak_open:,}; "
+            f"load gen {row.loadgen_cpu_us_per_frame:.1f} µs/frame"
             + (f"; errors e.g. {row.error_samples[:2]}" if row.error_samples else ""))
 
 
@@ -352,7 +395,7 @@ def _stalled(row: ScaleRow) -> str:
 
 def table(rows: list[ScaleRow]) -> str:
     """The markdown table of bench/README.md's "Streams at scale" section."""
-    head = ("| system | N | interval / ramp | completed | stalled | errors | TTFT p50 | TTFT p99 "
+    head = ("| system | N | interval / ramp | peak open | completed | stalled | errors | TTFT p50 | TTFT p99 "
             "| added per frame "
             "| peak RSS | KB per stream | CPU µs per frame | CPU s / waited s | load gen µs per frame "
             "| upstream µs per frame sent |")
@@ -362,7 +405,7 @@ def table(rows: list[ScaleRow]) -> str:
         memory = (f"{r.peak_rss_mb:.0f} MB", f"{r.kb_per_stream:.1f}") if r.system != "direct" else ("", "")
         lines.append(
             f"| {r.system} | {r.streams:,} | {r.interval_ms:,g} ms / {r.ramp_s:g} s "
-            f"| {r.completed:,} | {_stalled(r)} | {r.errors:,} "
+            f"| {r.peak_open:,} | {r.completed:,} | {_stalled(r)} | {r.errors:,} "
             f"| {r.ttft_p50_ms:.1f} ms | {r.ttft_p99_ms:.1f} ms | {added} | {memory[0]} | {memory[1]} "
             f"| {r.cpu_us_per_frame:.1f} | {r.cpu_s:.1f} / {r.runqueue_wait_s:.1f} "
             f"| {r.loadgen_cpu_us_per_frame:.1f} "

@@ -17,6 +17,7 @@ from bench.streamload import LoadPlan, LoadShare, _Run, _Stream
 from bench.streamscale import (
     ScalePlan,
     ScalePoint,
+    open_descriptors,
     paced_at,
     points,
     request_bytes,
@@ -175,3 +176,10 @@ def test_a_point_paces_its_run_and_the_others_keep_the_plans() -> None:
     slow = paced_at(plan, ScalePoint(10_000, 2000.0, 20.0))
     assert (slow.shape, slow.ramp_s) == (PacedStream(50, 2000.0), 20.0)
     assert paced_at(plan, ScalePoint(10_000, 500.0)).ramp_s == 5.0
+
+
+def test_open_descriptors_are_counted_per_process(tmp_path: Path) -> None:
+    before = open_descriptors([os.getpid()])
+    with (tmp_path / "a").open("w"), (tmp_path / "b").open("w"):
+        assert open_descriptors([os.getpid()]) == before + 2
+    assert open_descriptors([os.getpid(), 2**22 + 1]) == before  # a process gone counts 0
