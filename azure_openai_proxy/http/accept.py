@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 __all__ = ["Listener", "listening_sockets"]
 
@@ -67,9 +68,6 @@ class Listener:
         self.sockets = sockets
         self.factory = factory
         self.backlog = max(1, backlog)
-        # Connections handed to the loop whose protocol is not made yet (a task each;
-        # kept so that none is collected half-way).
-        self.opening: set[asyncio.Task[object]] = set()
         self.closed = False
 
     def start(self) -> None:
@@ -96,15 +94,24 @@ class Listener:
         conn.setblocking(False)
         if conn.family in (socket.AF_INET, socket.AF_INET6):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        task: asyncio.Task[object] = self.loop.create_task(
-            self.loop.connect_accepted_socket(self.factory, conn))
-        self.opening.add(task)
-        task.add_done_callback(self._opened)
+        self._step(self.loop.connect_accepted_socket(self.factory, conn))
 
-    def _opened(self, task: asyncio.Task[object]) -> None:
-        self.opening.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+    def _step(self, opening: Coroutine[Any, Any, object]) -> None:
+        """Run `connect_accepted_socket` now, up to its wait for `connection_made`, and
+        on from there when that is done: as a task would, without the task's extra loop
+        turn before it starts (under load, each turn of a busy loop is long, and a new
+        stream already needs several before its first byte) nor its bookkeeping."""
+        try:
+            waiting = opening.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:  # the connection is closed by it; the listener goes on
             log.debug("an accepted connection could not be opened: %r", exc)
+            return
+        if isinstance(waiting, asyncio.Future):
+            waiting.add_done_callback(lambda _: self._step(opening))
+        else:  # a bare yield: go on at the next turn
+            self.loop.call_soon(self._step, opening)
 
     def _failed(self, sock: socket.socket, exc: OSError) -> None:
         # The queue stays readable: without a pause the loop would spin on it.
