@@ -6,6 +6,8 @@ head+body `write`; a `ResponseStream` leaves as the application writes it.
 
 Behaviour:
 
+- every connection waiting in the accept queue is taken at each wake-up (`accept.py`:
+  libuv takes one per loop iteration, which starved new connections under load);
 - keep-alive, and pipelining: one request is served at a time per connection, the
   rest wait in order (reading pauses when `connection._PIPELINE_DEPTH` wait); an
   HTTP/1.0 request kept alive is answered `Connection: keep-alive`; bytes behind a
