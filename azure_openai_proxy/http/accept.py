@@ -7,8 +7,8 @@ libuv #3696). An iteration of a worker holding thousands of streams lasts tens o
 milliseconds or more, so it accepted tens of connections a second while hundreds
 arrived; the rest waited in the kernel's accept queue, silent, until their clients gave
 up (issue 15: 3,173 of 10,000 streams "stalled" with the worker still serving the ones it
-had). Here each wake-up takes every connection waiting, up to the backlog, and hands each
-to the loop with `connect_accepted_socket` (public on asyncio's loop and on uvloop's).
+had). Here each wake-up takes the connections waiting, up to `ACCEPT_PER_WAKE`, and hands
+each to the loop with `connect_accepted_socket` (public on asyncio's loop and on uvloop's).
 
 An accept that fails for another reason than an empty queue (descriptors running out:
 EMFILE, ENFILE; ENOBUFS, ENOMEM) would leave the socket readable and the loop spinning:
@@ -23,12 +23,19 @@ import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-__all__ = ["Listener", "listening_sockets"]
+__all__ = ["ACCEPT_PER_WAKE", "Listener", "listening_sockets"]
 
 log = logging.getLogger("azure_openai_proxy")
 
 # After a failed accept (out of descriptors, say), accepting waits this long.
 _RETRY_AFTER_S = 1.0
+# At most this many connections are taken per wake-up: each costs the loop a stream's
+# set-up (about half a millisecond through the gateway), and a loop turn holding
+# thousands of them makes every stream wait that long, the new ones several times over
+# (issue 15: at 5,000 streams on a CPU-starved worker, interleaved runs completed 4,578
+# and 5,000 streams with 128 a wake-up, 3,355 and 3,028 taking all, 1,480 and 2,623
+# taking one per iteration). 128 a turn is still thousands a second.
+ACCEPT_PER_WAKE = 128
 
 
 def listening_sockets(host: str | None, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
@@ -77,8 +84,9 @@ class Listener:
             self.loop.add_reader(sock.fileno(), self._accept, sock)
 
     def _accept(self, sock: socket.socket) -> None:
-        """The socket is readable: take every connection waiting, up to the backlog."""
-        for _ in range(self.backlog):
+        """The socket is readable: take the connections waiting, `ACCEPT_PER_WAKE` at
+        most (the rest at the next turn: the socket stays readable)."""
+        for _ in range(ACCEPT_PER_WAKE):
             try:
                 conn, _ = sock.accept()
             except (BlockingIOError, InterruptedError):

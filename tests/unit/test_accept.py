@@ -14,19 +14,24 @@ from typing import Any
 import pytest
 import uvloop
 
-from azure_openai_proxy.http.accept import listening_sockets
+from azure_openai_proxy.http.accept import ACCEPT_PER_WAKE, listening_sockets
 from azure_openai_proxy.http.server import FastServer, serve_fast
 from tests.http_app import EngineTestApp, Events
 from tests.support import bound_socket
 
 _WAITING = 64
-Runner = Callable[[Coroutine[Any, Any, int]], int]
+Runner = Callable[[Coroutine[Any, Any, Any]], Any]
 _LOOPS: dict[str, Runner] = {"asyncio": asyncio.run, "uvloop": uvloop.run}
 
 
 async def _iterations_to_accept(waiting: int) -> int:
     """Loop iterations from the first wake-up until `waiting` connections, all queued in
     the kernel before the loop looked, are every one being served."""
+    return len(await _served_per_iteration(waiting))
+
+
+async def _served_per_iteration(waiting: int) -> list[int]:
+    """The connections being served at each loop iteration until all `waiting` are."""
     sock = bound_socket()
     fast = await serve_fast(EngineTestApp(Events()), None, 0, sock=sock)
     port = sock.getsockname()[1]
@@ -42,27 +47,25 @@ async def _iterations_to_accept(waiting: int) -> int:
         await fast.wait_closed()
 
 
-async def _count_iterations(fast: FastServer, waiting: int) -> int:
+async def _count_iterations(fast: FastServer, waiting: int) -> list[int]:
     loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    turns = 0
+    done: asyncio.Future[None] = loop.create_future()
+    served: list[int] = []
 
     def turn() -> None:  # once per loop iteration: a callback that schedules itself
-        nonlocal turns
-        turns += 1
-        if len(fast.connections) >= waiting:
-            done.set_result(turns)
-        elif turns < 10 * waiting:
-            loop.call_soon(turn)
+        served.append(len(fast.connections))
+        if served[-1] >= waiting or len(served) >= 10 * waiting:
+            done.set_result(None)
         else:
-            done.set_result(turns)
+            loop.call_soon(turn)
 
     loop.call_soon(turn)
-    return int(await done)
+    await done
+    return served
 
 
 @pytest.mark.parametrize("loop_name", sorted(_LOOPS))
-def test_every_waiting_connection_is_taken_at_once(loop_name: str) -> None:
+def test_the_waiting_connections_are_taken_at_once(loop_name: str) -> None:
     turns = _LOOPS[loop_name](_iterations_to_accept(_WAITING))
     # One wake-up accepts them all and makes their protocols; `connection_made` runs at
     # the next turn (2 turns on uvloop, 3 on asyncio: as for one connection before).
@@ -88,3 +91,15 @@ def test_a_port_in_use_is_an_error_at_start() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(OSError):
             listening_sockets("127.0.0.1", port)
+
+
+@pytest.mark.parametrize("loop_name", sorted(_LOOPS))
+def test_a_wake_up_takes_a_bounded_number(loop_name: str) -> None:
+    """A long queue is taken over a few turns, `ACCEPT_PER_WAKE` at a time, so that a
+    turn never holds the set-up of thousands of streams."""
+    waiting = 2 * ACCEPT_PER_WAKE + 10
+    served = _LOOPS[loop_name](_served_per_iteration(waiting))
+    steps = [after - before for before, after in zip([0, *served], served, strict=False)]
+    assert served[-1] == waiting
+    assert max(steps) <= ACCEPT_PER_WAKE
+    assert len(served) <= 6, served  # 3 wake-ups, and a turn or two for connection_made
