@@ -17,6 +17,10 @@ proxy adds to each frame.
 
 Outcomes: completed (`[DONE]` seen), stalled (silent for `stall_s`, or still open at the
 run's end), errors (connect failed, a status other than 200, closed before `[DONE]`).
+A stalled stream is also counted by where it stopped: its connection never completed (a
+SYN the listener's full accept queue dropped), connected but not a byte received (the
+request waited in the system), or stopped mid-stream; the three say which part of an
+overloaded system starved it.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class LoadShare:
     streams: int = 0
     completed: int = 0
     stalled: int = 0
+    stalled_unconnected: int = 0  # of `stalled`: the TCP connection never completed
+    stalled_unanswered: int = 0  # of `stalled`: connected, not a byte received
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     ttft_s: list[float] = field(default_factory=list)
@@ -74,6 +80,8 @@ class LoadShare:
         self.streams += other.streams
         self.completed += other.completed
         self.stalled += other.stalled
+        self.stalled_unconnected += other.stalled_unconnected
+        self.stalled_unanswered += other.stalled_unanswered
         self.errors += other.errors
         self.error_samples = (self.error_samples + other.error_samples)[:5]
         self.ttft_s += other.ttft_s
@@ -156,6 +164,10 @@ class _Stream(asyncio.Protocol):
                                         - mean_k * run.plan.interval_s)
         elif outcome == "stalled":
             share.stalled += 1
+            if self.transport is None:
+                share.stalled_unconnected += 1
+            elif not self.checked and not self.tail:
+                share.stalled_unanswered += 1
         else:
             share.error(why)
         if self.transport is not None:

@@ -3,6 +3,10 @@ the Go seed, and straight to the upstream, side by side in one run.
 
     python -m bench.streamscale --n 1000,5000,10000 [--frames 50] [--interval-ms 75]
                                 [--ramp 5] [--procs 1] [--only direct,gateway-1w,seed]
+    python -m bench.streamscale --n 1000,10000:2000:20   # N=10,000 at 2 s a frame, 20 s ramp
+
+An N may carry its own pacing, `N:INTERVAL_MS` or `N:INTERVAL_MS:RAMP_S` (a paced
+upstream is started for each interval used).
 
 The upstream is `bench.paced` (nginx + echo: Azure's frame sequence, content frames
 `--interval-ms` apart). Each system is started fresh for each N; the raw-socket load
@@ -24,6 +28,7 @@ import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -72,6 +77,15 @@ class ScaleRow:
     upstream_cpu_us_per_frame_sent: float
     seconds: float
     error_samples: list[str]
+    # Of `stalled`: never connected (the accept queue dropped the SYN), and connected but
+    # never answered a byte (streamload's docstring).
+    stalled_unconnected: int = 0
+    stalled_unanswered: int = 0
+    # The most streams the system held open at once: its descriptors over the run's
+    # (sampled twice a second) less those before, two per relayed stream (one direct).
+    peak_open: int = 0
+    interval_ms: float = 0.0  # the pacing of this run: between content frames
+    ramp_s: float = 0.0  # over which the streams were opened
 
 
 def cpu_seconds(pid: int) -> float:
@@ -91,6 +105,37 @@ def runqueue_wait_seconds(pid: int) -> float:
         with contextlib.suppress(OSError, IndexError, ValueError):
             total += int(task.read_text().split()[1])
     return total / 1e9
+
+
+def open_descriptors(pids: list[int]) -> int:
+    """Descriptors open in `pids` now (0 for those gone)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += len(os.listdir(f"/proc/{pid}/fd"))
+    return total
+
+
+class _PeakDescriptors:
+    """The most descriptors `pids` held at once while it ran (a thread samples them)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.before = self.peak = open_descriptors(pids)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, open_descriptors(self.pids))
+
+    def __enter__(self) -> _PeakDescriptors:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def request_bytes(path: str, port: int, headers: dict[str, str], body: bytes) -> bytes:
@@ -133,6 +178,7 @@ def summarize(system: str, streams: int, share: LoadShare, cpu_s: float, upstrea
         loadgen_cpu_us_per_frame=share.cpu_s / frames * 1e6 if frames else 0.0,
         upstream_cpu_us_per_frame_sent=upstream_cpu_s / frames_sent * 1e6 if frames_sent else 0.0,
         seconds=share.seconds, error_samples=share.error_samples,
+        stalled_unconnected=share.stalled_unconnected, stalled_unanswered=share.stalled_unanswered,
     )
 
 
@@ -187,8 +233,17 @@ def _unpack_seed(workdir: Path, gz: Path) -> Path | None:
 
 
 @dataclass(frozen=True)
+class ScalePoint:
+    """One N of a run, with its own pacing where given (None: the plan's)."""
+
+    streams: int
+    interval_ms: float | None = None
+    ramp_s: float | None = None
+
+
+@dataclass(frozen=True)
 class ScalePlan:
-    counts: tuple[int, ...]
+    counts: tuple[int | ScalePoint, ...]
     shape: PacedStream
     ramp_s: float
     procs: int
@@ -211,19 +266,8 @@ def _one(plan: ScalePlan, target: _Target, upstream_pids: list[int], streams: in
                     streams, plan.ramp_s, plan.shape.interval_ms / 1000, stall_s=plan.stall_s,
                     limit_s=plan.shape.content_frames * plan.shape.interval_ms / 1000 + 30,
                     procs=plan.procs)
-    control: LoadShare | None = None
-    if target.child is None:
-        share = run_load(load)
-    else:  # control streams straight to the upstream, at the same time
-        control_plan = replace(load, port=plan.upstream_port, streams=max(20, streams // 50),
-                               procs=1, request=request_bytes(
-                                   systems.AZURE_PATH, plan.upstream_port,
-                                   {"api-key": systems.AZURE_KEY}, stream_body()))
-        start_at = start_time(load.procs + 1)
-        with ThreadPoolExecutor(2) as threads:
-            main_run = threads.submit(run_load, load, start_at)
-            control_run = threads.submit(run_load, control_plan, start_at)
-            share, control = main_run.result(), control_run.result()
+    with _PeakDescriptors(measured) as descriptors:
+        share, control = _load(plan, load, target, streams)
     cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
     wait = sum(runqueue_wait_seconds(p) for p in measured) - wait0
     upstream_cpu = sum(cpu_seconds(p) for p in upstream_pids) - up0
@@ -233,10 +277,29 @@ def _one(plan: ScalePlan, target: _Target, upstream_pids: list[int], streams: in
         sent += control.completed * frames_per_stream(plan.shape)
     row = summarize(target.name, streams, share, cpu, upstream_cpu, sent, rss_before, peak, control,
                     wait)
+    row.interval_ms, row.ramp_s = plan.shape.interval_ms, plan.ramp_s
+    row.peak_open = (descriptors.peak - descriptors.before) // (2 if pid else 1)
     if target.name == "direct":  # the upstream is the system: its CPU is the row's
         row.cpu_s = upstream_cpu
         row.cpu_us_per_frame = upstream_cpu / row.content_frames * 1e6 if row.content_frames else 0.0
     return row
+
+
+def _load(plan: ScalePlan, load: LoadPlan, target: _Target,
+          streams: int) -> tuple[LoadShare, LoadShare | None]:
+    """The load of one row; through a proxy, with control streams straight to the
+    upstream at the same time."""
+    if target.child is None:
+        return run_load(load), None
+    control_plan = replace(load, port=plan.upstream_port, streams=max(20, streams // 50),
+                           procs=1, request=request_bytes(
+                               systems.AZURE_PATH, plan.upstream_port,
+                               {"api-key": systems.AZURE_KEY}, stream_body()))
+    start_at = start_time(load.procs + 1)
+    with ThreadPoolExecutor(2) as threads:
+        main_run = threads.submit(run_load, load, start_at)
+        control_run = threads.submit(run_load, control_plan, start_at)
+        return main_run.result(), control_run.result()
 
 
 def run_matrix(plan: ScalePlan, say: Callable[[str], object] = print) -> list[ScaleRow]:
@@ -253,11 +316,14 @@ def run_matrix(plan: ScalePlan, say: Callable[[str], object] = print) -> list[Sc
             seed = _unpack_seed(Path(tmp), plan.seed_gz) if "seed" in plan.only else None
             if "seed" in plan.only and seed is None:
                 say(f"seed: {plan.seed_gz} is absent; the Go seed is skipped")
-            upstream_port, master = start_paced(children, plan.shape, workers=plan.upstream_workers)
-            wait_until(children.running[-1], lambda: _accepting(upstream_port), 10)
-            upstream_pids = [p for p in descendants(master) if p != master]
-            plan = replace(plan, upstream_port=upstream_port)
-            for streams in plan.counts:
+            upstreams: dict[PacedStream, tuple[int, list[int]]] = {}
+            for point in plan.counts:
+                at = paced_at(plan, point)
+                if at.shape not in upstreams:
+                    upstreams[at.shape] = _start_upstream(children, at)
+                upstream_port, upstream_pids = upstreams[at.shape]
+                at = replace(at, upstream_port=upstream_port)
+                streams = at_streams(point)
                 for name in SYSTEMS:
                     if name not in plan.only or (name == "seed" and seed is None):
                         continue
@@ -270,7 +336,7 @@ def run_matrix(plan: ScalePlan, say: Callable[[str], object] = print) -> list[Sc
                         assert seed is not None
                         target = _start_seed(children, seed, upstream_port)
                     try:
-                        row = _one(plan, target, upstream_pids, streams)
+                        row = _one(at, target, upstream_pids, streams)
                     finally:
                         if target.child is not None:
                             children.stop(target.child)
@@ -283,19 +349,54 @@ def run_matrix(plan: ScalePlan, say: Callable[[str], object] = print) -> list[Sc
     return rows
 
 
+def at_streams(point: int | ScalePoint) -> int:
+    return point if isinstance(point, int) else point.streams
+
+
+def paced_at(plan: ScalePlan, point: int | ScalePoint) -> ScalePlan:
+    """`plan` with the pacing of `point` (its own interval and ramp where it has them)."""
+    if isinstance(point, int):
+        return plan
+    shape = plan.shape if point.interval_ms is None else replace(plan.shape,
+                                                                 interval_ms=point.interval_ms)
+    return replace(plan, shape=shape, ramp_s=plan.ramp_s if point.ramp_s is None else point.ramp_s)
+
+
+def _start_upstream(children: Children, plan: ScalePlan) -> tuple[int, list[int]]:
+    """A paced upstream for `plan.shape`: its port and its worker processes."""
+    port, master = start_paced(children, plan.shape, workers=plan.upstream_workers)
+    child = children.running[-1]
+    wait_until(child, lambda: _accepting(port), 10)
+    # nginx listens before it forks its workers: without them, the upstream's CPU
+    # columns would read 0 (they did on a busy machine).
+    wait_until(child, lambda: len(descendants(master)) > plan.upstream_workers, 10)
+    return port, [p for p in descendants(master) if p != master]
+
+
 def _line(row: ScaleRow) -> str:
-    return (f"  {row.system} N={row.streams:,}: {row.completed:,} completed, {row.stalled} stalled, "
+    return (f"  {row.system} N={row.streams:,} ({row.interval_ms:g} ms, {row.ramp_s:g} s ramp): "
+            f"{row.completed:,} completed, {_stalled(row)} stalled, "
             f"{row.errors} errors; TTFT p50 {row.ttft_p50_ms:.1f} ms p99 {row.ttft_p99_ms:.1f} ms; "
             f"lateness {row.lateness_ms:.2f} ms (control {row.control_lateness_ms or 0:.2f} ms); "
             f"CPU {row.cpu_us_per_frame:.1f} µs/frame, {row.cpu_s:.1f} s, waited for a CPU "
             f"{row.runqueue_wait_s:.1f} s; "
-            f"VmHWM {row.peak_rss_mb:.0f} MB; load gen {row.loadgen_cpu_us_per_frame:.1f} µs/frame"
+            f"VmHWM {row.peak_rss_mb:.0f} MB; peak open {row.peak_open:,}; "
+            f"load gen {row.loadgen_cpu_us_per_frame:.1f} µs/frame"
             + (f"; errors e.g. {row.error_samples[:2]}" if row.error_samples else ""))
+
+
+def _stalled(row: ScaleRow) -> str:
+    """The stalled count, and where they stopped when any did."""
+    if not row.stalled:
+        return "0"
+    return (f"{row.stalled:,} ({row.stalled_unconnected:,} never connected, "
+            f"{row.stalled_unanswered:,} never answered)")
 
 
 def table(rows: list[ScaleRow]) -> str:
     """The markdown table of bench/README.md's "Streams at scale" section."""
-    head = ("| system | N | completed | stalled | errors | TTFT p50 | TTFT p99 | added per frame "
+    head = ("| system | N | interval / ramp | peak open | completed | stalled | errors | TTFT p50 | TTFT p99 "
+            "| added per frame "
             "| peak RSS | KB per stream | CPU µs per frame | CPU s / waited s | load gen µs per frame "
             "| upstream µs per frame sent |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -303,7 +404,8 @@ def table(rows: list[ScaleRow]) -> str:
         added = "" if r.added_per_frame_ms is None else f"{r.added_per_frame_ms:+.2f} ms"
         memory = (f"{r.peak_rss_mb:.0f} MB", f"{r.kb_per_stream:.1f}") if r.system != "direct" else ("", "")
         lines.append(
-            f"| {r.system} | {r.streams:,} | {r.completed:,} | {r.stalled:,} | {r.errors:,} "
+            f"| {r.system} | {r.streams:,} | {r.interval_ms:,g} ms / {r.ramp_s:g} s "
+            f"| {r.peak_open:,} | {r.completed:,} | {_stalled(r)} | {r.errors:,} "
             f"| {r.ttft_p50_ms:.1f} ms | {r.ttft_p99_ms:.1f} ms | {added} | {memory[0]} | {memory[1]} "
             f"| {r.cpu_us_per_frame:.1f} | {r.cpu_s:.1f} / {r.runqueue_wait_s:.1f} "
             f"| {r.loadgen_cpu_us_per_frame:.1f} "
@@ -318,11 +420,35 @@ def counts(text: str) -> tuple[int, ...]:
     return counts
 
 
+def points(text: str) -> tuple[int | ScalePoint, ...]:
+    """`--n`: counts, each optionally `N:INTERVAL_MS` or `N:INTERVAL_MS:RAMP_S`."""
+    parsed: list[int | ScalePoint] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        fields = part.split(":")
+        try:
+            if len(fields) > 3:
+                raise ValueError(part)
+            streams = counts(fields[0])[0]
+            numbers = [float(f) for f in fields[1:]]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"--n: {part!r} is not N, N:INTERVAL_MS or N:INTERVAL_MS:RAMP_S") from None
+        if not all(0 < n <= 10_000 for n in numbers):
+            raise argparse.ArgumentTypeError(f"--n: {part!r}: interval and ramp above 0")
+        parsed.append(streams if not numbers else ScalePoint(streams, *numbers))
+    if not parsed:
+        raise argparse.ArgumentTypeError("--n: counts between 1 and 20,000, comma-separated")
+    return tuple(parsed)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.streamscale",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=counts, default=(1000, 5000, 10_000),
-                        help="concurrent streams per run, comma-separated (default 1000,5000,10000)")
+    parser.add_argument("--n", type=points, default=(1000, 5000, 10_000),
+                        help="concurrent streams per run, comma-separated (default 1000,5000,10000); "
+                             "N:INTERVAL_MS[:RAMP_S] gives one its own pacing")
     parser.add_argument("--frames", type=int, default=50, help="content frames per stream")
     parser.add_argument("--interval-ms", type=float, default=75.0, help="between content frames")
     parser.add_argument("--ramp", type=float, default=5.0, help="seconds over which streams open")

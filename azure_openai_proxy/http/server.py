@@ -6,6 +6,8 @@ head+body `write`; a `ResponseStream` leaves as the application writes it.
 
 Behaviour:
 
+- every connection waiting in the accept queue is taken at each wake-up (`accept.py`:
+  libuv takes one per loop iteration, which starved new connections under load);
 - keep-alive, and pipelining: one request is served at a time per connection, the
   rest wait in order (reading pauses when `connection._PIPELINE_DEPTH` wait); an
   HTTP/1.0 request kept alive is answered `Connection: keep-alive`; bytes behind a
@@ -40,7 +42,6 @@ Behaviour:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import socket
@@ -50,6 +51,7 @@ from typing import Any
 
 import orjson
 
+from azure_openai_proxy.http.accept import Listener, listening_sockets
 from azure_openai_proxy.http.closing import OverCapacity
 from azure_openai_proxy.http.connection import _HttpConnection
 from azure_openai_proxy.http.interface import (
@@ -122,7 +124,7 @@ class FastServer:
         # that a request pays one attribute read for each).
         self.head_due = self.body_due = self.idle_due = 0
         self._advance(1)
-        self._server: asyncio.Server | None = None
+        self._listener: Listener | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._cleaned = False
 
@@ -135,19 +137,18 @@ class FastServer:
     async def listen(self, host: str | None, port: int, *, reuse_port: bool = False,
                      backlog: int = 2048, sock: socket.socket | None = None) -> None:
         """Listen on `host:port`, or on `sock`, a socket already bound (tests hand one
-        over rather than guess a free port)."""
+        over rather than guess a free port). Every connection waiting is accepted at each
+        wake-up (`accept.py` says why this is not `loop.create_server`)."""
         loop = asyncio.get_running_loop()
-        if sock is not None:
-            self._server = await loop.create_server(self.connection, sock=sock, backlog=backlog)
-        else:
-            self._server = await loop.create_server(
-                self.connection, host, port, reuse_port=reuse_port or None, backlog=backlog,
-            )
+        sockets = [sock] if sock is not None else listening_sockets(host, port,
+                                                                     reuse_port=reuse_port)
+        self._listener = Listener(loop, sockets, self.connection, backlog)
+        self._listener.start()
         self._sweeper = loop.call_later(self.limits.sweep_seconds, self._sweep)
 
     @property
     def sockets(self) -> tuple[Any, ...]:
-        return tuple(self._server.sockets) if self._server is not None else ()
+        return tuple(self._listener.sockets) if self._listener is not None else ()
 
     def refusal(self, status: int, message: str, code: str | None = None,
                 headers: dict[str, str] | None = None) -> bytes:
@@ -188,10 +189,8 @@ class FastServer:
             refused.close()
 
     async def wait_closed(self) -> None:
-        """Until the sockets are closed; then the application's cleanup runs (once)."""
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 5)
+        """Until the sockets are closed (at once: `close` closes them); then the
+        application's cleanup runs (once)."""
         if not self._cleaned:
             self._cleaned = True
             await self.app.cleanup()
@@ -219,8 +218,8 @@ class FastServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        if self._server is not None:
-            self._server.close()
+        if self._listener is not None:
+            self._listener.close()
 
 
 async def serve_fast(

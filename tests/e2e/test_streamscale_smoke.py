@@ -26,7 +26,7 @@ def test_a_small_run_prints_the_table_and_every_stream_completes(tmp_path: Path)
         cwd=REPO, capture_output=True, text=True, timeout=170, check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "| system | N | completed |" in done.stdout
+    assert "| system | N | interval / ramp | peak open | completed |" in done.stdout
     rows = json.loads((tmp_path / "streamscale.json").read_text())["rows"]
     expected = ["direct", "gateway-1w"] + (["seed"] if SEED_GZ.is_file() else [])
     assert [row["system"] for row in rows] == expected

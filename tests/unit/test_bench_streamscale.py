@@ -4,6 +4,7 @@ and the figures of a row."""
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -13,7 +14,16 @@ import pytest
 from azure_openai_proxy.sse import SseDecoder
 from bench.paced import CONTENT_MARK, PacedStream, _echo, frames, frames_per_stream, nginx_conf
 from bench.streamload import LoadPlan, LoadShare, _Run, _Stream
-from bench.streamscale import request_bytes, runqueue_wait_seconds, summarize
+from bench.streamscale import (
+    ScalePlan,
+    ScalePoint,
+    open_descriptors,
+    paced_at,
+    points,
+    request_bytes,
+    runqueue_wait_seconds,
+    summarize,
+)
 
 SHAPE = PacedStream(content_frames=5, interval_ms=75, annotate_every=2)
 
@@ -150,3 +160,26 @@ def test_nginx_accepts_the_generated_config(tmp_path: Path) -> None:
     done = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"),
                            "-c", str(conf)], capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def test_an_n_may_carry_its_own_pacing() -> None:
+    assert points("1000, 10000:2000:20,5000:500") == (
+        1000, ScalePoint(10_000, 2000.0, 20.0), ScalePoint(5000, 500.0))
+    for bad in ("10000:x", "0", "10000:1:2:3", "10000:0", "20001:75", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            points(bad)
+
+
+def test_a_point_paces_its_run_and_the_others_keep_the_plans() -> None:
+    plan = ScalePlan((1000,), PacedStream(50, 75.0), 5.0, 1, ("direct",), Path("seed.gz"))
+    assert paced_at(plan, 1000) is plan
+    slow = paced_at(plan, ScalePoint(10_000, 2000.0, 20.0))
+    assert (slow.shape, slow.ramp_s) == (PacedStream(50, 2000.0), 20.0)
+    assert paced_at(plan, ScalePoint(10_000, 500.0)).ramp_s == 5.0
+
+
+def test_open_descriptors_are_counted_per_process(tmp_path: Path) -> None:
+    before = open_descriptors([os.getpid()])
+    with (tmp_path / "a").open("w"), (tmp_path / "b").open("w"):
+        assert open_descriptors([os.getpid()]) == before + 2
+    assert open_descriptors([os.getpid(), 2**22 + 1]) == before  # a process gone counts 0
