@@ -5,14 +5,18 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from azure_openai_proxy.governance.model import Limits
-from azure_openai_proxy.governance.ratelimit import Refusal
+from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal
 from azure_openai_proxy.governance.sharedlimits import SharedLimits
 from tests.unit.test_sharedlimits import Clock, admitted, shared_limiter
 
 
+@pytest.mark.xfail(strict=True, reason="review2 finding S1: a bug to fix (see /work/notes/s7/review2-findings.md)")
 def test_keys_without_limits_do_not_take_the_rows_a_limited_key_needs(tmp_path: Path) -> None:
     # Every key that makes a request claims a row in `_plan_of`, limits or none, and
     # rows are never freed (a deleted key's stays): once keys without any limit have
@@ -34,6 +38,7 @@ def test_keys_without_limits_do_not_take_the_rows_a_limited_key_needs(tmp_path: 
         spec.remove()
 
 
+@pytest.mark.xfail(strict=True, reason="review2 finding S2: a bug to fix (see /work/notes/s7/review2-findings.md)")
 def test_the_table_of_a_killed_parent_is_removed_at_the_next_start(tmp_path: Path) -> None:
     # The parent removes its table in a `finally`: a parent killed with SIGKILL (the
     # OOM killer, `kill -9`, a supervisor's hard stop) leaves its file, in /dev/shm
@@ -52,3 +57,28 @@ def test_the_table_of_a_killed_parent_is_removed_at_the_next_start(tmp_path: Pat
     following = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
     following.remove()  # the next server ran and exited cleanly
     assert os.listdir(tmp_path) == [], "a killed parent's table is never removed"
+
+
+@pytest.mark.xfail(strict=True, reason="review2 finding S3: a bug to fix (see /work/notes/s7/review2-findings.md)")
+def test_a_raised_limit_keeps_what_was_left_shared_as_unshared(tmp_path: Path) -> None:
+    # `_Subject.configure` refills at the old rate, then keeps what is left (capped by
+    # the new limit). `configure_shared` discards that refill (it pulls the row's stale
+    # level and stamp back over it), so the idle time is refilled at the *new* rate on
+    # the next take: a key raised from RPM 10 to 1000 after an idle hour has 1000 left
+    # shared, 10 unshared (then both refill at 1000 a minute).
+    def remaining_after_raise(limiter_of: Callable[[Clock], RateLimiter]) -> str:
+        clock = Clock()
+        limiter = limiter_of(clock)
+        for _ in range(10):
+            admitted(limiter.take(limiter.plan("k", Limits(rpm=10), None, None), 0))
+        clock.now += 3600.0  # an idle hour: the old minute is full again (10)
+        result = admitted(limiter.take(limiter.plan("k", Limits(rpm=1000), None, None), 0))
+        return result.headers["x-ratelimit-remaining-requests"]
+
+    spec = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
+    try:
+        unshared = remaining_after_raise(RateLimiter)
+        shared = remaining_after_raise(lambda clock: shared_limiter(spec, 0, clock))
+    finally:
+        spec.remove()
+    assert shared == unshared, (shared, unshared)
