@@ -38,7 +38,7 @@ def test_keys_without_limits_do_not_take_the_rows_a_limited_key_needs(tmp_path: 
         spec.remove()
 
 
-@pytest.mark.xfail(strict=True, reason="review2 finding S2: a bug to fix (see /work/notes/s7/review2-findings.md)")
+@pytest.mark.xfail(strict=True, reason="review2 finding S2 (risk): demonstrates it (see /work/notes/s7/review2-findings.md)")
 def test_the_table_of_a_killed_parent_is_removed_at_the_next_start(tmp_path: Path) -> None:
     # The parent removes its table in a `finally`: a parent killed with SIGKILL (the
     # OOM killer, `kill -9`, a supervisor's hard stop) leaves its file, in /dev/shm
@@ -59,7 +59,7 @@ def test_the_table_of_a_killed_parent_is_removed_at_the_next_start(tmp_path: Pat
     assert os.listdir(tmp_path) == [], "a killed parent's table is never removed"
 
 
-@pytest.mark.xfail(strict=True, reason="review2 finding S3: a bug to fix (see /work/notes/s7/review2-findings.md)")
+@pytest.mark.xfail(strict=True, reason="review2 finding S3 (nit): demonstrates it (see /work/notes/s7/review2-findings.md)")
 def test_a_raised_limit_keeps_what_was_left_shared_as_unshared(tmp_path: Path) -> None:
     # `_Subject.configure` refills at the old rate, then keeps what is left (capped by
     # the new limit). `configure_shared` discards that refill (it pulls the row's stale
