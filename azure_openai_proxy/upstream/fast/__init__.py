@@ -135,6 +135,7 @@ class FastResponse:
             return
         self._conn = None
         conn.sink = None
+        conn.read_on()  # as in close(): a pushed answer may have paused it at its end
         if conn.complete or conn.error is not None or conn.closed:
             self._owner.release(conn)
         else:

@@ -14,7 +14,6 @@ from tests.unit.test_relay_push import Exchange, wire
 from tests.unit.test_stream_steady import long_stream
 
 
-@pytest.mark.xfail(strict=True, reason="review2 finding R1: a bug to fix (see /work/notes/s7/review2-findings.md)")
 async def test_a_stream_ended_without_done_to_a_slow_client_is_never_pooled_paused() -> None:
     # Azure's body ends whole (the chunked terminator) without `data: [DONE]`, and the
     # read that ends it finds the client behind: `_StreamPush.end()` flushes, `send()`
