@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                 shape = PacedStream(content_frames=frames)
                 port, master = start_paced(children, shape)
                 upstream = children.running[-1]
-                wait_until(upstream, lambda: _accepting(port), 10)
+                wait_until(upstream, lambda port=port: _accepting(port), 10)
                 assert descendants(master)
                 for _ in range(args.repeat):
                     for name in names:
