@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as `python bench/framecpu.py`
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 shape = PacedStream(content_frames=frames)
                 port, master = start_paced(children, shape)
                 upstream = children.running[-1]
-                wait_until(upstream, lambda port=port: _accepting(port), 10)
+                wait_until(upstream, partial(_accepting, port), 10)
                 assert descendants(master)
                 for _ in range(args.repeat):
                     for name in names:
