@@ -106,7 +106,8 @@ def _attach(argv: list[str], after_s: float, seconds: float) -> threading.Thread
 
 def one_run(children: Children, name: str, upstream_port: int, shape: PacedStream, streams: int,
             ramp_s: float, seed: Path | None, gc_on: bool, strace_s: float,
-            pyspy_s: float = 0.0, pyspy_out: str = "", perf_out: str = "") -> FrameRun:
+            pyspy_s: float = 0.0, pyspy_out: str = "", perf_out: str = "",
+            strace_from: float | None = None) -> FrameRun:
     gc_out = children.workdir / f"gc-{time.monotonic_ns()}.json" if gc_on else None
     child = (_gateway(children, upstream_port, gc_out) if name == "gateway"
              else _seed(children, seed or Path("/nonexistent"), upstream_port))
@@ -121,7 +122,8 @@ def one_run(children: Children, name: str, upstream_port: int, shape: PacedStrea
     loadavg = Path("/proc/loadavg").read_text().split()[0]
     strace_out = children.workdir / f"strace-{pid}.txt"
     tracer = (_attach(["strace", "-c", "-f", "-p", str(pid), "-o", str(strace_out)],
-                      2.0 + ramp_s / 2, strace_s) if strace_s else None)
+                      2.0 + ramp_s / 2 if strace_from is None else strace_from, strace_s)
+              if strace_s else None)
     if perf_out:  # CPU samples only (user and kernel), unlike py-spy's wall-clock ones
         tracer = _attach(["perf", "record", "-F", "997", "-g", "-p", str(pid), "-o",
                           str(Path(f"{perf_out}-{name}").resolve()), "--", "sleep", "5"],
@@ -199,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ramp", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--strace", type=float, default=0.0, help="seconds of strace -c per run")
+    parser.add_argument("--strace-from", type=float, default=None,
+                        help="attach strace this many seconds after the load starts "
+                        "(default: mid-ramp; 0 with a long --strace counts a whole run)")
     parser.add_argument("--gc", action="store_true", help="count the gateway's collections")
     parser.add_argument("--pyspy", type=float, default=0.0,
                         help="seconds of py-spy (--native) on the gateway per run")
@@ -227,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                             continue
                         run = one_run(children, name, port, shape, args.n, args.ramp, seed,
                                       args.gc and name == "gateway", args.strace,
-                                      args.pyspy, args.pyspy_out, args.perf)
+                                      args.pyspy, args.pyspy_out, args.perf,
+                                      args.strace_from)
                         runs.append(run)
                         _say(run)
                 children.stop(upstream)
