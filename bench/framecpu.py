@@ -150,12 +150,15 @@ def one_run(children: Children, name: str, upstream_port: int, shape: PacedStrea
 
 
 def _in_window(report: dict[str, object], t0: float, t1: float) -> dict[str, object]:
-    """The collections that ended inside the run: count and CPU seconds per generation."""
+    """The collections that ended inside the run: count and CPU seconds per generation.
+    Where the worker froze its start-up heap, the collection just before (`settle_heap`'s
+    own, which can fall after the port first accepts) is start-up's, not the run's."""
     events = report.pop("events")
     assert isinstance(events, list)
+    froze = bool(report.get("frozen"))
     count, cpu = [0, 0, 0], [0.0, 0.0, 0.0]
-    for at, generation, took in events:
-        if t0 <= at <= t1:
+    for at, generation, took, frozen in events:
+        if t0 <= at <= t1 and (frozen or not froze):
             count[generation] += 1
             cpu[generation] += took
     return {**report, "run_count": count, "run_cpu_s": cpu}

@@ -27,9 +27,9 @@ class GcWatch:
         self.longest = [0.0, 0.0, 0.0]
         self.collected = [0, 0, 0]  # unreachable objects found: garbage in reference cycles
         self.tracked_after_gen2: list[int] = []
-        # (CLOCK_MONOTONIC at the end, generation, CPU seconds): the driver keeps the
+        # (CLOCK_MONOTONIC at the end, generation, CPU seconds, frozen): the driver keeps the
         # collections inside its run's window (the clock is the machine's, not the process's).
-        self.events: list[tuple[float, int, float]] = []
+        self.events: list[tuple[float, int, float, int]] = []
         self._start = 0.0
 
     def __call__(self, phase: str, info: dict[str, int]) -> None:
@@ -42,8 +42,8 @@ class GcWatch:
         self.collected[generation] += info["collected"]
         self.seconds[generation] += took
         self.longest[generation] = max(self.longest[generation], took)
-        if len(self.events) < 200_000:
-            self.events.append((time.monotonic(), generation, took))
+        if len(self.events) < 200_000:  # frozen: 0 until runtime/heap.py has run
+            self.events.append((time.monotonic(), generation, took, gc.get_freeze_count()))
         if generation == 2 and len(self.tracked_after_gen2) < 100:
             self.tracked_after_gen2.append(len(gc.get_objects()))
 
