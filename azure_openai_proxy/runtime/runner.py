@@ -42,6 +42,7 @@ from azure_openai_proxy.runtime.capacity import (
     connection_cap_for,
     prepare_process,
 )
+from azure_openai_proxy.runtime.heap import settle_heap
 from azure_openai_proxy.runtime.watch import ConfigWatcher
 from azure_openai_proxy.settings import DeploymentSettings, ServerSettings, Settings
 
@@ -224,6 +225,7 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
     if shared is not None and app.gateway.limiter is not None:
         app.gateway.limiter.share(shared[0].open(shared[1]))
     finish = await start_server(app, settings, reuse_port)
+    settle_heap()  # start-up's objects out of every later collection (runtime/heap.py)
     log.info("listening on http://%s (api_base %s, %d deployments)", settings.listen,
              settings.api_base or "/", len(settings.deployments))
     stop = asyncio.Event()
