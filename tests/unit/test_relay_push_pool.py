@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from azure_openai_proxy.normalize.stream import StreamPolicy
 from tests.unit.test_relay_push import Exchange, wire
 from tests.unit.test_stream_steady import long_stream
