@@ -76,14 +76,18 @@ class PoolChooser:
     def _allowed_home_pool(self, allowed: tuple[str, ...]) -> Pool:
         """Where a key with an allow-list keeps its files, batches...: the default
         endpoint when one of its names reaches it (env mode), else the first configured
-        pool in config order that it may use and that holds objects (not Foundry's)."""
-        if self.settings.default_endpoint is not None and any(
-                self._reaches_default_endpoint(name) for name in allowed):
+        pool in config order that it may use and that holds objects (not Foundry's), else
+        the default endpoint when a pattern may reach it (it serves any name not
+        configured, judged by that name)."""
+        default = self.settings.default_endpoint is not None
+        if default and any(self._reaches_default_endpoint(name) for name in allowed):
             return self.table.resolve_home()
         for pool in self.table.pools:
             if pool.general and pool_allowed(allowed, pool.model, pool):
                 return pool if pool.general is pool.deployments else Pool(
                     pool.model, pool.general, transient=True)
+        if default and any(_is_pattern(name) for name in allowed):
+            return self.table.resolve_home()
         raise NoPoolAllowed(
             "This key may use no deployment that can hold files, batches or other stored "
             "objects (its models are served by none, or only by Azure AI Foundry model "
@@ -92,8 +96,8 @@ class PoolChooser:
 
     def _reaches_default_endpoint(self, name: str) -> bool:
         """Whether an allow-list entry is a model name that the default endpoint serves
-        (a pool made for it: env mode); a pattern reaches it only through such names."""
-        if any(char in name for char in "*?["):
+        (a pool made for it: env mode); a pattern is judged after the configured pools."""
+        if _is_pattern(name):
             return False
         try:
             return self.table.resolve(name).dynamic
@@ -110,3 +114,8 @@ class PoolChooser:
                 return pool if pool.general is pool.deployments else Pool(
                     pool.model, pool.general, transient=True)
         raise MalformedBody("No deployment is configured to serve this request.")
+
+
+def _is_pattern(name: str) -> bool:
+    """An allow-list entry that is a shell-style pattern (`gpt-4o*`), not a name."""
+    return any(char in name for char in "*?[")

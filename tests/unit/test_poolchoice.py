@@ -79,7 +79,21 @@ def test_env_mode_a_name_that_reaches_the_default_endpoint_keeps_it() -> None:
                "AZURE_OPENAI_MODEL_MAPPER": "gpt-4o-mini=mini"}
     chooser = _chooser({}, environ)
     assert _endpoints(chooser, ("gpt-4o",)) == ["https://default.example"]
-    # A pattern does not reach it by itself; the mapped pool is on the same endpoint.
     assert _endpoints(chooser, ("gpt-4o-mini*",)) == ["https://default.example"]
-    with pytest.raises(NoPoolAllowed):
-        chooser.pool_for(FILES, NO_MODEL, ("o3*",))
+
+
+def test_env_mode_a_pattern_reaches_the_default_endpoint() -> None:
+    """A key allowed `o3*` chats with o3-mini on the default endpoint (a pool made for
+    the client's name): its uploads go there too, not a 403 (a regression of `gaps`)."""
+    chooser = _chooser({}, {"AZURE_OPENAI_ENDPOINT": "https://default.example/"})
+    assert _endpoints(chooser, ("o3*",)) == ["https://default.example"]
+    assert _endpoints(chooser, ("gpt-4?",)) == ["https://default.example"]
+
+
+def test_a_pattern_reaches_the_default_endpoint_after_configured_pools() -> None:
+    """With configured pools and a default endpoint, a configured pool the pattern allows
+    is not skipped for the default endpoint only because the pattern could reach it."""
+    config = {"deployment_config": [_deployment("gpt-4o", "east-4o", "https://east.example/")]}
+    chooser = _chooser(config, {"AZURE_OPENAI_ENDPOINT": "https://default.example/"})
+    assert _endpoints(chooser, ("gpt-4o",)) == ["https://east.example"]
+    assert _endpoints(chooser, ("o3*",)) == ["https://default.example"]
