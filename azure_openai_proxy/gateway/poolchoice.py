@@ -9,12 +9,14 @@ chooses the pool.
 
 from __future__ import annotations
 
+from azure_openai_proxy.apiversions import OPERATION_NEEDS
 from azure_openai_proxy.errors import GatewayError, MalformedBody
 from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
 from azure_openai_proxy.gateway.governed import pool_allowed
 from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.routing import Pool, RoutingTable, Target, servable
 from azure_openai_proxy.settings import Settings
+from azure_openai_proxy.translate import serves_operation
 
 __all__ = ["NoPoolAllowed", "PoolChooser"]
 
@@ -51,6 +53,9 @@ class PoolChooser:
             pool = self.table.resolve(model)
             if pool.general is not pool.deployments:  # a Foundry member: not everything
                 pool = servable(pool, target)
+        if len(pool.deployments) > 1 and not target.native and (
+                target.kind == "resource" or target.operation in OPERATION_NEEDS):
+            pool = _serving_operation(pool, target)
         if target.kind == "resource":
             pool = self._sticky(pool, target, body)
         return pool, model
@@ -119,3 +124,14 @@ class PoolChooser:
 def _is_pattern(name: str) -> bool:
     """An allow-list entry that is a shell-style pattern (`gpt-4o*`), not a name."""
     return any(char in name for char in "*?[")
+
+
+def _serving_operation(pool: Pool, target: Target) -> Pool:
+    """`pool` without the members whose explicit api-version cannot serve the operation
+    (a Responses call, vector stores...), when another member can: they would be refused
+    by the gateway whichever the balancer tried first. When none can, the pool is kept and
+    the request gets the refusal naming the version it needs (translate.api_version_for)."""
+    members = tuple(d for d in pool.deployments if serves_operation(d, target))
+    if not members or len(members) == len(pool.deployments):
+        return pool
+    return Pool(pool.model, members, dynamic=pool.dynamic, transient=True)
