@@ -132,23 +132,32 @@ class ObjectOwners:
     async def remember(self, object_id: str, owned: Owned) -> None:
         """Record a new object's owner; an object already owned keeps its owner. Written
         to the database before the answer leaves, so another worker knows it at once."""
-        await self.remember_all((object_id,), owned)
+        if object_id not in self._owners:  # a new id: nothing to read back
+            self._keep(object_id, owned)
+            now = time.time()
+            await self._call(lambda store: store.add(object_id, owned.key_id, owned.models,
+                                                     now))
 
     async def remember_all(self, object_ids: Iterable[str], owned: Owned) -> None:
-        """`remember` for several objects (a response's items), in one database trip."""
+        """`remember` for several objects that may already exist (a response's items, a
+        listing's), in one database trip.
+        Memory keeps what the database holds after it: an id already recorded there
+        (another worker's, or forgotten here) keeps its owner, never the claimant."""
         new = [object_id for object_id in dict.fromkeys(object_ids)
                if object_id not in self._owners]
         if not new:
             return
-        for object_id in new:
-            self._keep(object_id, owned)
         now = time.time()
 
-        def add(store: OwnerStore) -> None:
+        def add(store: OwnerStore) -> dict[str, tuple[str, frozenset[str] | None]]:
             for object_id in new:
                 store.add(object_id, owned.key_id, owned.models, now)
+            return store.get_many(new)
 
-        await self._call(add)
+        recorded = await self._call(add) or {}
+        for object_id in new:
+            row = recorded.get(object_id)
+            self._keep(object_id, owned if row is None else Owned(row[0], row[1]))
 
     async def get(self, object_id: str) -> Owned | None:
         owned = self._owners.get(object_id)

@@ -4,6 +4,7 @@ names, which a created response owns, and which an input-items list hands its ow
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import orjson
 
@@ -71,5 +72,34 @@ def test_listing_its_own_responses_input_items_hands_them_to_the_key() -> None:
                            RequestRecord("r", "GET"), Answer(200, {}, orjson.dumps(
                                {"data": [{"id": "msg_x"}]})), None)
         assert await owners.get("msg_x") is None  # resp_x is nobody's known: no claim
+
+    asyncio.run(scenario())
+
+
+def test_a_listing_never_takes_an_item_the_database_knows_as_anothers(tmp_path: Path) -> None:
+    """An input item listed with an id another key owns (an item replayed inline keeps its
+    id) stays that key's, even when this worker has forgotten it or never saw it: memory
+    must not believe the claimant while the database keeps the owner."""
+    listed = orjson.dumps({"object": "list", "data": [{"id": "msg_b"}, {"id": "msg_new"}]})
+    database = tmp_path / "owners.db"
+
+    async def scenario() -> None:
+        other_worker = ObjectOwners(database=database)
+        await other_worker.remember("msg_b", Owned("key-b"))
+        other_worker.close()
+        owners = ObjectOwners(capacity=4, database=database)
+        await owners.remember("resp_a", Owned("key-a"))
+        await owned_answer(owners, "GET", "responses/resp_a/input_items", "key-a",
+                           RequestRecord("r", "GET"), Answer(200, {}, listed), None)
+        assert await owners.get("msg_b") == Owned("key-b")
+        assert await owners.get("msg_new") == Owned("key-a")
+        try:
+            await owners.check(["msg_b"], "key-a", False)
+        except ObjectNotFound:
+            pass
+        else:
+            raise AssertionError("a listing handed another key's item to the lister")
+        finally:
+            owners.close()
 
     asyncio.run(scenario())
