@@ -103,3 +103,43 @@ def test_a_listing_never_takes_an_item_the_database_knows_as_anothers(tmp_path: 
             owners.close()
 
     asyncio.run(scenario())
+
+
+def test_a_background_responses_output_is_its_owners_once_read() -> None:
+    """Created with `background: true`, a response has no output yet: its items are
+    claimed when its owner reads it, and a restricted key may then reference them."""
+    done = orjson.dumps({"id": "resp_bg", "status": "completed",
+                         "output": [{"id": "msg_bg", "type": "message"}]})
+
+    async def scenario() -> None:
+        owners = ObjectOwners()
+        record = RequestRecord("r1", "POST")
+        record.created_id = "resp_bg"
+        await owned_answer(owners, "POST", "responses", "key-a", record, Answer(
+            200, {}, orjson.dumps({"id": "resp_bg", "status": "queued", "output": []})), None)
+        for key in ("key-b", "key-a"):  # b reading a's response claims nothing
+            await owned_answer(owners, "GET", "responses/resp_bg", key,
+                               RequestRecord("r", "GET"), Answer(200, {}, done), None)
+        await owners.check(["msg_bg"], "key-a", True)
+        assert await owners.get("msg_bg") == Owned("key-a")
+
+    asyncio.run(scenario())
+
+
+def test_a_conversations_items_are_its_owners_once_added_or_listed() -> None:
+    added = orjson.dumps({"object": "list", "data": [{"id": "msg_c1", "type": "message"}]})
+    listed = orjson.dumps({"object": "list", "data": [{"id": "msg_c2", "type": "message"}]})
+
+    async def scenario() -> None:
+        owners = ObjectOwners()
+        await owners.remember("conv_a", Owned("key-a"))
+        await owned_answer(owners, "POST", "conversations/conv_a/items", "key-b",
+                           RequestRecord("r", "POST"), Answer(200, {}, added), None)
+        assert await owners.get("msg_c1") is None
+        await owned_answer(owners, "POST", "conversations/conv_a/items", "key-a",
+                           RequestRecord("r", "POST"), Answer(200, {}, added), None)
+        await owned_answer(owners, "GET", "conversations/conv_a/items", "key-a",
+                           RequestRecord("r", "GET"), Answer(200, {}, listed), None)
+        await owners.check(["msg_c1", "msg_c2"], "key-a", True)
+
+    asyncio.run(scenario())
