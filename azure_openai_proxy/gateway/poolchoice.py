@@ -53,8 +53,10 @@ class PoolChooser:
             pool = self.table.resolve(model)
             if pool.general is not pool.deployments:  # a Foundry member: not everything
                 pool = servable(pool, target)
-        if len(pool.deployments) > 1 and not target.native and (
-                target.kind == "resource" or target.operation in OPERATION_NEEDS):
+        # Chat: one `in`; a resource by its path's first segment (apiversions.operation_need).
+        operation = target.operation
+        if (operation in OPERATION_NEEDS or (target.kind == "resource" and operation.partition(
+                "/")[0] in OPERATION_NEEDS)) and len(pool.deployments) > 1 and not target.native:
             pool = _serving_operation(pool, target)
         if target.kind == "resource":
             pool = self._sticky(pool, target, body)
