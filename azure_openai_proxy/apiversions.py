@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_API_VERSION",
     "GA_VERSIONS",
     "MODEL_NEEDS",
+    "MODEL_OPERATIONS",
     "NEWEST_PREVIEW",
     "OPERATION_NEEDS",
     "PREVIEW_VERSIONS",
@@ -35,6 +36,7 @@ __all__ = [
     "deployment_need",
     "is_reasoning",
     "model_need",
+    "model_operations",
     "operation_need",
     "operation_version",
     "parse_api_version",
@@ -272,8 +274,9 @@ class OperationNeed:
         return version.accepts(self.since) and not (self.preview_only and version.ga)
 
     def describe(self) -> str:
-        only = " (preview versions only)" if self.preview_only else ""
-        return f"{self.since.preview}-preview or later{only}"
+        if self.preview_only:
+            return f"{self.since.preview}-preview or later (preview versions only)"
+        return self.since.describe()  # names the first GA too (batches: 2024-10-21)
 
     def refusal(self, version: str, deployment: str) -> str:
         """The message for an explicit version that cannot serve the operation."""
@@ -285,8 +288,9 @@ class OperationNeed:
         )
 
 
-def _op(title: str, since: str, preview_only: bool = False) -> OperationNeed:
-    return OperationNeed(title, Since(since), preview_only)
+def _op(title: str, since: str, preview_only: bool = False,
+        ga: str | None = None) -> OperationNeed:
+    return OperationNeed(title, Since(since, ga), preview_only)
 
 
 _ASSISTANTS = "2024-05-01"  # Assistants v2 (`OpenAI-Beta: assistants=v2`, vector stores)
@@ -300,11 +304,37 @@ OPERATION_NEEDS: dict[str, OperationNeed] = {
     "vector_stores": _op("vector stores", _ASSISTANTS, preview_only=True),
     "assistants": _op("the Assistants API", _ASSISTANTS, preview_only=True),
     "threads": _op("the Assistants API's threads", _ASSISTANTS, preview_only=True),
-    "batches": _op("the Batch API", "2024-07-01"),  # in 2024-10-21 GA, not 2024-06-01
+    "batches": _op("the Batch API", "2024-07-01", ga="2024-10-21"),  # not in 2024-06-01
     "audio/speech": _op("speech (text to speech)", "2024-02-15", preview_only=True),
     "images/edits": _op("image edits", "2025-04-01", preview_only=True),
     "realtime": _op("the Realtime API", "2024-10-01", preview_only=True),
 }
+
+
+# What a model offers that needs a version of its own (check-config warns when an explicit
+# version cannot serve it). Matched as MODEL_NEEDS is, the first pattern deciding: a
+# speech, realtime or audio model offers no Responses API.
+MODEL_OPERATIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (r"tts(?:-hd)?|gpt-4o-mini-tts", ("audio/speech",)),
+    (r"gpt-4o(?:-mini)?-realtime|gpt-realtime", ("realtime",)),
+    (r"gpt-4o(?:-mini)?-(?:audio|transcribe)|gpt-audio|whisper", ()),
+    (r"gpt-image", ("images/edits",)),
+    (r"gpt-4o|gpt-4\.1|gpt-?5|o1|o3|o4-mini|codex-mini|computer-use", ("responses",)),
+)
+_OFFERS = tuple(
+    (re.compile(rf"(?:^|[^a-z0-9])(?:{pattern})(?![0-9])"), operations)
+    for pattern, operations in MODEL_OPERATIONS
+)
+
+
+def model_operations(*names: str) -> tuple[str, ...]:
+    """The operations in OPERATION_NEEDS that a model (by its model or deployment name)
+    offers; () for a name the table does not know."""
+    lowered = [name.lower() for name in names]
+    for pattern, operations in _OFFERS:
+        if any(pattern.search(name) for name in lowered):
+            return operations
+    return ()
 
 
 def operation_need(operation: str) -> OperationNeed | None:

@@ -30,6 +30,7 @@ from azure_openai_proxy.apiversions import (
     OperationNeed,
     operation_need,
     operation_version,
+    parse_api_version,
 )
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.boundedcache import BoundedCache
@@ -44,6 +45,7 @@ __all__ = [
     "forwarded_headers",
     "names_deployment_in_body",
     "relayed_response_headers",
+    "serves_operation",
     "upstream_url",
 ]
 
@@ -87,6 +89,18 @@ def api_version_for(
     if need is None:
         return deployment.api_version
     return _operation_version(deployment, need)
+
+
+def serves_operation(deployment: DeploymentSettings, target: Target) -> bool:
+    """Whether `deployment`'s api-version (or the one the gateway would choose for it)
+    serves `target`'s operation: False only for an explicit dated version too old for it,
+    which `api_version_for` refuses. A native client's own version is not considered."""
+    if deployment.api == "v1" or deployment.api_version_reason != "explicit":
+        return True
+    if target.kind == "deployment" and target.operation not in OPERATION_NEEDS:
+        return True
+    need = operation_need(target.operation)
+    return need is None or need.accepted_by(parse_api_version(deployment.api_version))
 
 
 def _operation_version(deployment: DeploymentSettings, need: OperationNeed) -> str:

@@ -26,7 +26,9 @@ before the creating answer leaves, so every worker and a restarted gateway know 
 the recent ones are also kept in memory, bounded (`_CAPACITY`). When the database
 fails, memory alone answers (this worker's recent objects; others are unknown).
 A created response's `output` items are the key's with it (an `item_reference` may name
-them), and so are its input items once its owner lists them (`responses/{id}/input_items`).
+them), and so are those its owner reads later (`GET responses/{id}`: a background
+response's), its input items once its owner lists them (`responses/{id}/input_items`), and
+a conversation's items its owner adds or lists (`conversations/{id}/items`).
 Objects created by a stream (a streamed `responses` call and its items) are not recorded
 (their ids are not read from the stream), nor objects created inside another answer (an
 upload's file): a key with restrictions cannot name them later.
@@ -132,23 +134,32 @@ class ObjectOwners:
     async def remember(self, object_id: str, owned: Owned) -> None:
         """Record a new object's owner; an object already owned keeps its owner. Written
         to the database before the answer leaves, so another worker knows it at once."""
-        await self.remember_all((object_id,), owned)
+        if object_id not in self._owners:  # a new id: nothing to read back
+            self._keep(object_id, owned)
+            now = time.time()
+            await self._call(lambda store: store.add(object_id, owned.key_id, owned.models,
+                                                     now))
 
     async def remember_all(self, object_ids: Iterable[str], owned: Owned) -> None:
-        """`remember` for several objects (a response's items), in one database trip."""
+        """`remember` for several objects that may already exist (a response's items, a
+        listing's), in one database trip.
+        Memory keeps what the database holds after it: an id already recorded there
+        (another worker's, or forgotten here) keeps its owner, never the claimant."""
         new = [object_id for object_id in dict.fromkeys(object_ids)
                if object_id not in self._owners]
         if not new:
             return
-        for object_id in new:
-            self._keep(object_id, owned)
         now = time.time()
 
-        def add(store: OwnerStore) -> None:
+        def add(store: OwnerStore) -> dict[str, tuple[str, frozenset[str] | None]]:
             for object_id in new:
                 store.add(object_id, owned.key_id, owned.models, now)
+            return store.get_many(new)
 
-        await self._call(add)
+        recorded = await self._call(add) or {}
+        for object_id in new:
+            row = recorded.get(object_id)
+            self._keep(object_id, owned if row is None else Owned(row[0], row[1]))
 
     async def get(self, object_id: str) -> Owned | None:
         owned = self._owners.get(object_id)
@@ -362,14 +373,16 @@ async def owned_answer(
         listed = list_ids(reply.body)
         if listed is not None:
             reply.body = filtered(listed[0], await owners.owned_of(key_id, listed[1]))
-    elif _lists_input_items(method, operation) and isinstance(reply, Answer) and (
-            reply.status == 200):
-        # The input items of a response (checked as this key's or of unknown owner):
-        # the key may reference them later. Claimed only when the response is its own.
-        owner = await owners.get(operation.split("/")[1])
-        listed = list_ids(reply.body)
-        if owner is not None and owner.key_id == key_id and listed is not None:
-            await owners.remember_all(listed[1], Owned(key_id))
+    elif isinstance(reply, Answer) and reply.status == 200 and (
+            holder := _item_holder(method, operation)) is not None:
+        # Items of a response or a conversation (checked as this key's, or of unknown
+        # owner, before it was sent): the key may reference them later. Claimed only when
+        # the response or conversation is its own.
+        owner = await owners.get(holder)
+        if owner is not None and owner.key_id == key_id:
+            parent = operation.count("/") == 1  # `responses/{id}`: its output items
+            items = output_item_ids(reply.body) if parent else _listed(reply.body)
+            await owners.remember_all(items, Owned(key_id))
     return reply
 
 
@@ -386,7 +399,22 @@ def output_item_ids(raw: bytes) -> list[str]:
         output, list) else []
 
 
-def _lists_input_items(method: str, operation: str) -> bool:
+def _item_holder(method: str, operation: str) -> str | None:
+    """The response or conversation whose items this answer holds, or None: a response
+    read (`GET responses/{id}`: its output, e.g. a background one's once done), its
+    input items listed, a conversation's items added or listed."""
     parts = operation.split("/")
-    return method == "GET" and len(parts) == 3 and parts[0] == "responses" and (
-        parts[2] == "input_items")
+    if len(parts) == 2 and parts[0] == "responses" and method == "GET":
+        return parts[1]
+    if len(parts) != 3:
+        return None
+    if (parts[0], parts[2]) == ("responses", "input_items") and method == "GET":
+        return parts[1]
+    if (parts[0], parts[2]) == ("conversations", "items") and method in ("GET", "POST"):
+        return parts[1]
+    return None
+
+
+def _listed(raw: bytes) -> list[str]:
+    listed = list_ids(raw)
+    return [] if listed is None else listed[1]

@@ -9,12 +9,14 @@ chooses the pool.
 
 from __future__ import annotations
 
+from azure_openai_proxy.apiversions import OPERATION_NEEDS
 from azure_openai_proxy.errors import GatewayError, MalformedBody
 from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
 from azure_openai_proxy.gateway.governed import pool_allowed
 from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.routing import Pool, RoutingTable, Target, servable
 from azure_openai_proxy.settings import Settings
+from azure_openai_proxy.translate import serves_operation
 
 __all__ = ["NoPoolAllowed", "PoolChooser"]
 
@@ -51,6 +53,11 @@ class PoolChooser:
             pool = self.table.resolve(model)
             if pool.general is not pool.deployments:  # a Foundry member: not everything
                 pool = servable(pool, target)
+        # Chat: one `in`; a resource by its path's first segment (apiversions.operation_need).
+        operation = target.operation
+        if (operation in OPERATION_NEEDS or (target.kind == "resource" and operation.partition(
+                "/")[0] in OPERATION_NEEDS)) and len(pool.deployments) > 1 and not target.native:
+            pool = _serving_operation(pool, target)
         if target.kind == "resource":
             pool = self._sticky(pool, target, body)
         return pool, model
@@ -76,14 +83,18 @@ class PoolChooser:
     def _allowed_home_pool(self, allowed: tuple[str, ...]) -> Pool:
         """Where a key with an allow-list keeps its files, batches...: the default
         endpoint when one of its names reaches it (env mode), else the first configured
-        pool in config order that it may use and that holds objects (not Foundry's)."""
-        if self.settings.default_endpoint is not None and any(
-                self._reaches_default_endpoint(name) for name in allowed):
+        pool in config order that it may use and that holds objects (not Foundry's), else
+        the default endpoint when a pattern may reach it (it serves any name not
+        configured, judged by that name)."""
+        default = self.settings.default_endpoint is not None
+        if default and any(self._reaches_default_endpoint(name) for name in allowed):
             return self.table.resolve_home()
         for pool in self.table.pools:
             if pool.general and pool_allowed(allowed, pool.model, pool):
                 return pool if pool.general is pool.deployments else Pool(
                     pool.model, pool.general, transient=True)
+        if default and any(_is_pattern(name) for name in allowed):
+            return self.table.resolve_home()
         raise NoPoolAllowed(
             "This key may use no deployment that can hold files, batches or other stored "
             "objects (its models are served by none, or only by Azure AI Foundry model "
@@ -92,8 +103,8 @@ class PoolChooser:
 
     def _reaches_default_endpoint(self, name: str) -> bool:
         """Whether an allow-list entry is a model name that the default endpoint serves
-        (a pool made for it: env mode); a pattern reaches it only through such names."""
-        if any(char in name for char in "*?["):
+        (a pool made for it: env mode); a pattern is judged after the configured pools."""
+        if _is_pattern(name):
             return False
         try:
             return self.table.resolve(name).dynamic
@@ -110,3 +121,19 @@ class PoolChooser:
                 return pool if pool.general is pool.deployments else Pool(
                     pool.model, pool.general, transient=True)
         raise MalformedBody("No deployment is configured to serve this request.")
+
+
+def _is_pattern(name: str) -> bool:
+    """An allow-list entry that is a shell-style pattern (`gpt-4o*`), not a name."""
+    return any(char in name for char in "*?[")
+
+
+def _serving_operation(pool: Pool, target: Target) -> Pool:
+    """`pool` without the members whose explicit api-version cannot serve the operation
+    (a Responses call, vector stores...), when another member can: they would be refused
+    by the gateway whichever the balancer tried first. When none can, the pool is kept and
+    the request gets the refusal naming the version it needs (translate.api_version_for)."""
+    members = tuple(d for d in pool.deployments if serves_operation(d, target))
+    if not members or len(members) == len(pool.deployments):
+        return pool
+    return Pool(pool.model, members, dynamic=pool.dynamic, transient=True)

@@ -27,7 +27,9 @@ from typing import Any
 
 from azure_openai_proxy.apiversions import (
     NEWEST_PREVIEW,
+    OPERATION_NEEDS,
     deployment_need,
+    model_operations,
     parse_api_version,
     support_warning,
 )
@@ -130,17 +132,57 @@ def _api_version_lines(settings: Settings, today: str) -> list[str]:
 
 
 def _api_version_warnings(settings: Settings, today: str) -> list[str]:
-    """Configured api-versions Azure retired or that cannot serve their deployment."""
+    """Configured api-versions Azure retired or that cannot serve their deployment, or
+    an operation its model offers (then the default's, which env mode's models use)."""
     warnings: list[str] = []
     for d in settings.deployments:
         warning = _version_warning(d, today) if d.api != "v1" else None
         if warning is not None:
             warnings.append(f"{d.model_name} -> {d.deployment_name}: {warning}")
+    warnings.extend(warning for d in settings.deployments for warning in _operation_warnings(d))
     if settings.default_api_version_explicit:
         warning = support_warning(settings.default_api_version, today)
         if warning is not None:
             warnings.append(f"the default api-version: {warning}")
+        if settings.default_endpoint is not None:
+            warnings.extend(_default_operation_warnings(settings.default_api_version))
     return warnings
+
+
+def _operation_warnings(d: DeploymentSettings) -> list[str]:
+    """An explicit dated version too old for an operation the model offers (Responses
+    on gpt-4o...): the gateway refuses those requests with a 400 naming the version."""
+    if d.api != "dated" or d.api_version_reason != "explicit":
+        return []
+    version = parse_api_version(d.api_version)
+    model = deployment_need(d.deployment_name, d.model_name, d.model_family)
+    if model is not None and not model.accepted_by(version):
+        return []  # the model's own warning says the deployment serves nothing
+    warnings = []
+    for operation in model_operations(d.deployment_name, d.model_name):
+        need = OPERATION_NEEDS[operation]
+        if not need.accepted_by(version):
+            warnings.append(
+                f"{d.model_name} -> {d.deployment_name}: api-version {d.api_version} cannot "
+                f"serve {need.title} ({need.describe()}), which its model offers: those "
+                f"requests are refused with a 400; remove the explicit api-version to let "
+                f"the gateway choose per request, or set {NEWEST_PREVIEW}")
+    return warnings
+
+
+def _default_operation_warnings(raw: str) -> list[str]:
+    """The default endpoint's models go out on the explicit default (env mode's
+    AZURE_OPENAI_API_VER): the operations it cannot serve are refused for every one of
+    them. Realtime is left out: its bridge chooses its own version."""
+    version = parse_api_version(raw)
+    titles = [need.title for operation, need in OPERATION_NEEDS.items()
+              if operation != "realtime" and not need.accepted_by(version)]
+    if not titles:
+        return []
+    return [f"the default api-version {raw} cannot serve {', '.join(titles)}: requests for "
+            f"them to the default endpoint are refused with a 400; unset it "
+            f"(AZURE_OPENAI_API_VER, `api_version`) to let the gateway choose per request, "
+            f"or set {NEWEST_PREVIEW}"]
 
 
 def _version_warning(d: DeploymentSettings, today: str) -> str | None:

@@ -256,3 +256,63 @@ def test_serve_warns_about_a_retired_api_version_at_start(
         output = wait_for_output(gateway, "retired by Azure")
     assert ("config: the default api-version: api-version 2023-12-01-preview was retired by "
             "Azure on 2024-07-01: move to 2025-04-01-preview") in output
+
+
+OPERATIONS_CONFIG = """\
+client_keys: [client-secret-1]
+models:
+  gpt-4o:
+    - {deployment_name: ga-4o, endpoint: "https://east.example/", api_key: "azure-secret-east",
+       api_version: 2024-10-21}
+    - {deployment_name: chosen-4o, endpoint: "https://east.example/", api_key: "azure-secret-east"}
+  gpt-image-1:
+    - {deployment_name: image-1, endpoint: "https://east.example/", api_key: "azure-secret-east",
+       api_version: 2025-03-01-preview}
+  tts:
+    - {deployment_name: tts-1, endpoint: "https://east.example/", api_key: "azure-secret-east",
+       api_version: 2024-06-01}
+  gpt-35-turbo:
+    - {deployment_name: ga-35, endpoint: "https://east.example/", api_key: "azure-secret-east",
+       api_version: 2024-10-21}
+"""
+
+
+def test_check_config_warns_about_an_explicit_version_too_old_for_what_its_model_offers(
+    tmp_path: Path
+) -> None:
+    """An explicit version that cannot serve the Responses API on gpt-4o, or image edits
+    on gpt-image-1: the gateway refuses those requests with a 400, so say it before (a tts
+    model on a GA version already gets the model's own warning, once)."""
+    config = tmp_path / "c.yaml"
+    config.write_text(OPERATIONS_CONFIG)
+    result = run_cli("check-config", "-c", str(config), env={})
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("WARNING:")]
+    assert warnings == [
+        "WARNING: tts -> tts-1: api-version 2024-06-01 cannot serve tts (speech models need >= "
+        "2024-02-15-preview (previews only)): its requests will be refused; remove the "
+        "explicit api-version to let the gateway choose, or set 2025-04-01-preview",
+        "WARNING: gpt-4o -> ga-4o: api-version 2024-10-21 cannot serve the Responses API "
+        "(2025-03-01-preview or later (preview versions only)), which its model offers: "
+        "those requests are refused with a 400; remove the explicit api-version to let the "
+        "gateway choose per request, or set 2025-04-01-preview",
+        "WARNING: gpt-image-1 -> image-1: api-version 2025-03-01-preview cannot serve image "
+        "edits (2025-04-01-preview or later (preview versions only)), which its model offers: "
+        "those requests are refused with a 400; remove the explicit api-version to let the "
+        "gateway choose per request, or set 2025-04-01-preview",
+    ]
+    assert "azure-secret-east" not in result.stdout + result.stderr
+
+
+def test_check_config_in_env_mode_warns_what_an_explicit_default_cannot_serve() -> None:
+    env = {"AZURE_OPENAI_ENDPOINT": "https://r.example/", "AZURE_OPENAI_API_VER": "2024-06-01"}
+    result = run_cli("check-config", env=env)
+    assert result.returncode == 0, result.stderr
+    assert ("WARNING: the default api-version 2024-06-01 cannot serve the Responses API, "
+            "vector stores, the Assistants API, the Assistants API's threads, the Batch API, "
+            "speech (text to speech), image edits: requests for them to the default endpoint "
+            "are refused with a 400; unset it (AZURE_OPENAI_API_VER, `api_version`) to let "
+            "the gateway choose per request, or set 2025-04-01-preview") in result.stdout
+    env["AZURE_OPENAI_API_VER"] = "2025-04-01-preview"
+    result = run_cli("check-config", env=env)
+    assert "cannot serve" not in result.stdout

@@ -69,3 +69,16 @@ def test_an_item_of_unknown_owner_is_refused_to_a_restricted_key_only(
         model="gpt-4o", input=_referencing(item_id)), item_id)
     assert governed.client(free).responses.create(model="gpt-4o",
                                                   input=_referencing(item_id)).id
+
+
+def test_listing_another_keys_responses_input_items_is_refused_before_it_is_sent(
+        governed: Governed, emulator: Emulator) -> None:
+    """Review (gapsreview): the listing that hands input items to the key must never run
+    for another key's response, so nothing of it can be claimed."""
+    _, a_secret = governed.key("a", models=("gpt-4o",))
+    _, free_secret = governed.key("free")
+    created = governed.client(a_secret).responses.create(model="gpt-4o", input="hi")
+    seen = len(emulator.requests())
+    _refused(lambda: governed.client(free_secret).responses.input_items.list(created.id),
+             created.id)
+    assert len(emulator.requests()) == seen

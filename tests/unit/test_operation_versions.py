@@ -12,6 +12,7 @@ from azure_openai_proxy.apiversions import (
     MODEL_NEEDS,
     NEWEST_PREVIEW,
     OPERATION_NEEDS,
+    model_operations,
     operation_need,
     operation_version,
     parse_api_version,
@@ -138,3 +139,35 @@ def test_a_native_clients_own_version_and_the_v1_api_are_left_alone() -> None:
     native = Target("resource", "responses", native=True)
     assert api_version_for(_deployment(), native, "2024-10-21", True) == "2024-10-21"
     assert api_version_for(_deployment(api="v1"), RESPONSES, None, True) is None
+
+
+def test_the_batch_apis_refusal_names_the_ga_version_that_serves_it() -> None:
+    """An env-mode user on GA 2024-06-01 wants GA 2024-10-21, not only a preview."""
+    need = OPERATION_NEEDS["batches"]
+    assert need.describe() == "2024-07-01-preview or later (GA 2024-10-21 or later)"
+    assert need.accepted_by(parse_api_version("2024-10-21"))
+    assert not need.accepted_by(parse_api_version("2024-06-01"))
+    assert "GA 2024-10-21" in need.refusal("2024-06-01", "gpt-4o")
+
+
+@pytest.mark.parametrize(
+    ("names", "operations"),
+    [
+        (("gpt-4o",), ("responses",)),
+        (("prod-chat", "gpt-4.1-mini"), ("responses",)),
+        (("o3-mini",), ("responses",)),
+        (("gpt-5-nano",), ("responses",)),
+        (("gpt-4o-mini-tts",), ("audio/speech",)),
+        (("tts-hd",), ("audio/speech",)),
+        (("gpt-4o-realtime-preview",), ("realtime",)),
+        (("gpt-4o-transcribe",), ()),
+        (("gpt-4o-audio-preview",), ()),
+        (("gpt-image-1",), ("images/edits",)),
+        (("gpt-35-turbo",), ()),
+        (("text-embedding-3-large",), ()),
+    ],
+)
+def test_what_a_model_offers_that_needs_its_own_version(
+        names: tuple[str, ...], operations: tuple[str, ...]) -> None:
+    assert model_operations(*names) == operations
+    assert all(operation in OPERATION_NEEDS for operation in operations)

@@ -79,7 +79,55 @@ def test_env_mode_a_name_that_reaches_the_default_endpoint_keeps_it() -> None:
                "AZURE_OPENAI_MODEL_MAPPER": "gpt-4o-mini=mini"}
     chooser = _chooser({}, environ)
     assert _endpoints(chooser, ("gpt-4o",)) == ["https://default.example"]
-    # A pattern does not reach it by itself; the mapped pool is on the same endpoint.
     assert _endpoints(chooser, ("gpt-4o-mini*",)) == ["https://default.example"]
-    with pytest.raises(NoPoolAllowed):
-        chooser.pool_for(FILES, NO_MODEL, ("o3*",))
+
+
+def test_env_mode_a_pattern_reaches_the_default_endpoint() -> None:
+    """A key allowed `o3*` chats with o3-mini on the default endpoint (a pool made for
+    the client's name): its uploads go there too, not a 403 (a regression of `gaps`)."""
+    chooser = _chooser({}, {"AZURE_OPENAI_ENDPOINT": "https://default.example/"})
+    assert _endpoints(chooser, ("o3*",)) == ["https://default.example"]
+    assert _endpoints(chooser, ("gpt-4?",)) == ["https://default.example"]
+
+
+def test_a_pattern_reaches_the_default_endpoint_after_configured_pools() -> None:
+    """With configured pools and a default endpoint, a configured pool the pattern allows
+    is not skipped for the default endpoint only because the pattern could reach it."""
+    config = {"deployment_config": [_deployment("gpt-4o", "east-4o", "https://east.example/")]}
+    chooser = _chooser(config, {"AZURE_OPENAI_ENDPOINT": "https://default.example/"})
+    assert _endpoints(chooser, ("gpt-4o",)) == ["https://east.example"]
+    assert _endpoints(chooser, ("o3*",)) == ["https://default.example"]
+
+
+MIXED_VERSIONS = {"deployment_config": [
+    _deployment("gpt-4o", "old-4o", "https://old.example/", api_version="2024-10-21"),
+    _deployment("gpt-4o", "new-4o", "https://new.example/"),
+    _deployment("gpt-4o", "v1-4o", "https://v1.example/", api="v1"),
+    _deployment("tts", "old-tts", "https://old.example/", api_version="2024-10-21"),
+    _deployment("tts", "older-tts", "https://older.example/", api_version="2024-06-01"),
+]}
+GPT_4O = RequestBody(json={"model": "gpt-4o"})
+
+
+@pytest.mark.parametrize("target", [Target("resource", "responses"),
+                                    Target("resource", "vector_stores"),
+                                    Target("deployment", "audio/speech", "gpt-4o")])
+def test_a_member_whose_explicit_version_cannot_serve_the_operation_is_left_out(
+        target: Target) -> None:
+    """Not refused or sent depending on which member the balancer tries first."""
+    pool, _ = _chooser(MIXED_VERSIONS).pool_for(target, GPT_4O)
+    assert [d.deployment_name for d in pool.deployments] == ["new-4o", "v1-4o"]
+
+
+def test_every_member_serves_what_its_version_serves() -> None:
+    chat = Target("deployment", "chat/completions", "gpt-4o")
+    pool, _ = _chooser(MIXED_VERSIONS).pool_for(chat, GPT_4O)
+    assert len(pool.deployments) == 3
+    # None can: the pool is kept, and the request gets the gateway's 400 naming the version.
+    speech = Target("deployment", "audio/speech", "tts")
+    pool, _ = _chooser(MIXED_VERSIONS).pool_for(speech, RequestBody(json={}))
+    assert len(pool.deployments) == 2
+    # A native client's own api-version is sent as it is: no member is judged by config.
+    native = Target("resource", "responses", native=True)
+    pool, _ = _chooser(MIXED_VERSIONS).pool_for(native, GPT_4O)
+    assert len(pool.deployments) == 3
