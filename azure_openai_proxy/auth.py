@@ -38,11 +38,15 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 class Caller:
     """An authenticated caller. `passthrough_key` is only set when no client keys are
     configured; it is the caller's own Azure key and is never logged. `key` and `team`
-    are set for a virtual key (governance); a static client key has neither."""
+    are set for a virtual key (governance); a static client key has neither.
+    `budgeted`: whether the key or its team has a budget, decided once per key version
+    by the key directory so that a key without one skips the budget checks; None: not
+    decided (`gateway/budgethold.budgeted` reads the limits)."""
 
     passthrough_key: str | None
     key: VirtualKey | None = None
     team: Team | None = None
+    budgeted: bool | None = None
 
 
 # Every caller with a gateway key: none of them sends its own key on to Azure.

@@ -35,6 +35,7 @@ from typing import TypeVar
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import AuthenticationFailed
+from azure_openai_proxy.governance.budget import budget_applies
 from azure_openai_proxy.governance.keys import key_state, presented_hash_valid
 from azure_openai_proxy.governance.model import Team, VirtualKey
 from azure_openai_proxy.store.keys import KeyStore
@@ -189,7 +190,8 @@ class KeyDirectory:
         state = key_state(key, team, now)
         if state != "active":
             raise AuthenticationFailed(_REASONS[state])
-        caller = Caller(passthrough_key=None, key=key, team=team)
+        caller = Caller(passthrough_key=None, key=key, team=team,
+                        budgeted=budget_applies(key, team))
         # Valid until the key expires, or its previous secret's grace period ends; a
         # block, a revocation or a rotation reloads the keys, which forgets this.
         until = _FOREVER if key.expires_at is None else key.expires_at

@@ -132,7 +132,7 @@ class Gateway:
                 if caller.key is not None:
                     record.key_id = caller.key.id
                     record.team_id = caller.key.team_id
-                    if self.budgets is not None:
+                    if self.budgets is not None and caller.budgeted is not False:
                         enforce_budget(self.budgets, caller, request)
             if target.kind in ("models", "model"):
                 return apply_to(self._models(target, caller), self.admit_local(caller))

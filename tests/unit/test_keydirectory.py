@@ -88,3 +88,28 @@ def test_a_rotated_secret_opens_until_its_grace_ends(store: KeyStore, tmp_path: 
         directory.authenticate(old)
     assert directory.authenticate(new).key is not None
     asyncio.run(directory.close())
+
+
+def test_whether_a_budget_applies_is_decided_with_the_key_and_follows_its_changes(
+        store: KeyStore, tmp_path: Path) -> None:
+    from azure_openai_proxy.gateway.budgethold import budgeted
+    from azure_openai_proxy.governance.model import Limits
+
+    clock = Clock()
+    store.create_team("budgeted", limits=Limits(budget_usd=5.0), now=clock.now)
+    store.create_team("free", now=clock.now)
+    plain, plain_secret = store.create_key("plain", team="free", now=clock.now)
+    _, soft_secret = store.create_key("soft", limits=Limits(soft_budget_usd=1.0),
+                                      now=clock.now)
+    _, team_secret = store.create_key("team", team="budgeted", now=clock.now)
+    directory = _loaded(tmp_path / "gateway.db", clock)
+    decided = {secret: directory.authenticate(secret)
+               for secret in (plain_secret, soft_secret, team_secret)}
+    assert [caller.budgeted for caller in decided.values()] == [False, True, True]
+    for caller in decided.values():  # the decision is the one the limits give
+        undecided = type(caller)(None, caller.key, caller.team)
+        assert undecided.budgeted is None and budgeted(undecided) is caller.budgeted
+    store.update_key(plain.id, {"limits": {"budget_usd": 2.0}})
+    _reload(directory)
+    assert directory.authenticate(plain_secret).budgeted is True
+    asyncio.run(directory.close())
