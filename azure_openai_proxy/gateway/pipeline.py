@@ -40,6 +40,7 @@ from azure_openai_proxy.gateway.budgethold import enforce_budget, note_unanswere
 from azure_openai_proxy.gateway.governed import (
     hold,
     limit_refusal,
+    plain_chat_chars,
     pool_allowed,
     release,
     unanswered,
@@ -199,17 +200,19 @@ class Gateway:
                 key.models, routed[1], routed[0]):
             raise ModelNotAllowed(routed[1])
         batch_models: frozenset[str] | None = None
+        prompt_chars = None  # the usual chat's prompt, measured once for files and tokens
         if target.kind == "resource":
             named, inner = object_ids(target.operation, body.json)
             await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
             if request.method == "POST" and target.operation == "batches":
                 await check_batch(self.owners, self.table, caller, body.json)
         elif target.operation == "chat/completions" and body.raw is not None:
-            files = chat_file_ids(body.raw, body.json)  # a message's file parts
+            prompt_chars = plain_chat_chars(body.json)
+            files = chat_file_ids(body.raw, body.json, prompt_chars >= 0)  # its file parts
             if files:
                 await self.owners.check(files, key.id, is_restricted(key, caller.team))
         held = hold(limiter, self.budgets, caller, body.json, routed, target.operation,
-                    self._default_completion)
+                    self._default_completion, prompt_chars)
         try:
             if key.models and target.operation == "files" and request.method == "POST":
                 batch_models = await uploaded_batch_models(body.spool, body.boundary)

@@ -11,6 +11,7 @@ from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.errors import BudgetExhausted, KeyRateLimited
 from azure_openai_proxy.gateway.governed import (
     hold,
+    plain_chat_chars,
     pool_allowed,
     release,
     request_estimate,
@@ -169,6 +170,8 @@ _ESTIMATED = [
 def test_the_estimate_is_the_general_walks_own(body: dict[str, object], operation: str) -> None:
     expected = (prompt_tokens(body), max_output_tokens(body, 1024, operation))
     assert request_estimate(body, 1024, operation) == expected
+    # Measured first (the chat request's file check does), then given: the same.
+    assert request_estimate(body, 1024, operation, plain_chat_chars(body)) == expected
 
 
 @pytest.mark.parametrize("usage", [
