@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from azure_openai_proxy.auth import Caller, ClientKeyring, presented_key
+from azure_openai_proxy.auth import Caller, ClientKeyring, bearer_token, presented_key
 from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import (
     AuthenticationFailed,
@@ -154,9 +154,17 @@ class Gateway:
         """The caller: a virtual key (`sk-aop-...`) when governance is on, else a static
         client key, else (no client keys, no server-side Azure keys) passthrough."""
         directory = self.directory
+        authorization = headers.get("Authorization")
+        if directory is not None and authorization is not None:
+            known = directory.authenticate_bearer(authorization)  # the header seen before
+            if known is not None:
+                return known
         presented = presented_key(headers)
         if directory is not None and presented is not None and presented.startswith(SECRET_PREFIX):
-            return directory.authenticate(presented)
+            caller = directory.authenticate(presented)
+            if authorization is not None and bearer_token(authorization) == presented:
+                directory.remember_bearer(authorization, presented)
+            return caller
         if (directory is not None and not self.keyring.enabled
                 and self.settings.holds_server_side_keys):
             # Governance instead of client keys: only virtual keys may spend the server's

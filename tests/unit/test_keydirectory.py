@@ -11,6 +11,7 @@ import pytest
 
 from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
+from azure_openai_proxy.gateway.pipeline import Gateway
 from azure_openai_proxy.store.keys import KeyStore
 
 
@@ -112,4 +113,49 @@ def test_whether_a_budget_applies_is_decided_with_the_key_and_follows_its_change
     store.update_key(plain.id, {"limits": {"budget_usd": 2.0}})
     _reload(directory)
     assert directory.authenticate(plain_secret).budgeted is True
+    asyncio.run(directory.close())
+
+
+def _gateway(directory: KeyDirectory, client_keys: list[str]) -> Gateway:
+    from azure_openai_proxy.config import load_settings
+    from azure_openai_proxy.gateway.balancer import Balancer
+    from azure_openai_proxy.gateway.pipeline import Gateway
+    from azure_openai_proxy.upstream.fast import FastTransport
+
+    settings = load_settings({"client_keys": client_keys, "deployment_config": [{
+        "deployment_name": "gpt-4o", "model_name": "gpt-4o",
+        "endpoint": "http://127.0.0.1:9/", "api_key": "azure-key"}]}, {})
+    return Gateway(settings, FastTransport(settings.upstream), Balancer(settings),
+                   directory=directory)
+
+
+def test_a_bearer_header_seen_before_opens_the_same_key_as_its_secret(
+        store: KeyStore, tmp_path: Path) -> None:
+    clock = Clock()
+    key, secret = store.create_key("a", expires_at=clock.now + 60, now=clock.now)
+    _, other = store.create_key("b", now=clock.now)
+    directory = _loaded(tmp_path / "gateway.db", clock)
+    gateway = _gateway(directory, ["static-key"])
+    bearer = {"Authorization": f"Bearer {secret}"}
+    first = gateway.authenticate(bearer)
+    assert first.key is not None and first.key.id == key.id
+    assert directory.authenticate_bearer(f"Bearer {secret}") is first  # remembered
+    assert gateway.authenticate(bearer) is first
+    # Another scheme is never remembered for the api-key that came with it.
+    basic = {"Authorization": "Basic abc", "api-key": other}
+    assert gateway.authenticate(basic).key != first.key
+    assert directory.authenticate_bearer("Basic abc") is None
+    with pytest.raises(AuthenticationFailed):
+        gateway.authenticate({"Authorization": "Basic abc", "api-key": "wrong"})
+    clock.now += 61  # expired: the remembered header stops with its secret
+    assert directory.authenticate_bearer(f"Bearer {secret}") is None
+    with pytest.raises(AuthenticationFailed):
+        gateway.authenticate(bearer)
+    clock.now -= 61
+    assert gateway.authenticate(bearer) is not None
+    store.delete_key(key.id)
+    _reload(directory)  # a revocation forgets every remembered header
+    assert directory.authenticate_bearer(f"Bearer {secret}") is None
+    with pytest.raises(AuthenticationFailed):
+        gateway.authenticate(bearer)
     asyncio.run(directory.close())
