@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.governance.model import Team, VirtualKey
 
-__all__ = ["Caller", "ClientKeyring", "presented_key"]
+__all__ = ["Caller", "ClientKeyring", "bearer_token", "presented_key"]
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -25,12 +25,20 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     (Azure clients)."""
     authorization = headers.get("Authorization")
     if authorization:
-        scheme, _, token = authorization.strip().partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
+        token = bearer_token(authorization)
+        if token is not None:
+            return token
     api_key = headers.get("api-key")
     if api_key and api_key.strip():
         return api_key.strip()
+    return None
+
+
+def bearer_token(authorization: str) -> str | None:
+    """The key in an `Authorization: Bearer K` header's value (None: another scheme)."""
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
     return None
 
 
@@ -38,11 +46,15 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 class Caller:
     """An authenticated caller. `passthrough_key` is only set when no client keys are
     configured; it is the caller's own Azure key and is never logged. `key` and `team`
-    are set for a virtual key (governance); a static client key has neither."""
+    are set for a virtual key (governance); a static client key has neither.
+    `budgeted`: whether the key or its team has a budget, decided once per key version
+    by the key directory so that a key without one skips the budget checks; None: not
+    decided (`gateway/budgethold.budgeted` reads the limits)."""
 
     passthrough_key: str | None
     key: VirtualKey | None = None
     team: Team | None = None
+    budgeted: bool | None = None
 
 
 # Every caller with a gateway key: none of them sends its own key on to Azure.

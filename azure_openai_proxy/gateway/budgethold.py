@@ -15,6 +15,7 @@ from azure_openai_proxy.gateway.ledger import NO_TOKENS, UNIT_PRICED, record_cos
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
     BudgetHold,
+    budget_applies,
 )
 from azure_openai_proxy.governance.estimate import (
     DEFAULT_COMPLETION_TOKENS,
@@ -22,7 +23,6 @@ from azure_openai_proxy.governance.estimate import (
     max_output_tokens,
     unanswered_usage,
 )
-from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.prices import (
     count_tokens,
     token_cost,
@@ -62,9 +62,9 @@ def enforce_budget(guard: BudgetGuard, caller: Caller, request: HttpRequest) -> 
 
 def budgeted(caller: Caller) -> bool:
     """Whether the caller's key or team has a budget (most keys: no)."""
-    key, team = caller.key, caller.team
-    return key is not None and (_budgeted(key.limits)
-                                or (team is not None and _budgeted(team.limits)))
+    if caller.budgeted is not None:  # decided by the key directory
+        return caller.budgeted
+    return caller.key is not None and budget_applies(caller.key, caller.team)
 
 
 def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] | None,
@@ -128,10 +128,6 @@ def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
     if record.usage is None and record.attempts and (
             record.upstream_ms is None or 200 <= record.status < 300):
         record.usage = unanswered_usage(body, operation, record.stream, default_completion)
-
-
-def _budgeted(limits: Limits) -> bool:
-    return limits.budget_usd is not None or limits.soft_budget_usd is not None
 
 
 def _exhausted(who: str) -> BudgetExhausted:

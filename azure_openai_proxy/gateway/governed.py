@@ -29,9 +29,11 @@ __all__ = [
     "Held",
     "hold",
     "limit_refusal",
+    "plain_chat_chars",
     "pool_allowed",
     "price_names",
     "release",
+    "request_estimate",
     "unanswered",
     "used_tokens",
 ]
@@ -43,22 +45,23 @@ Held = tuple[Admission, BudgetHold | None]
 
 def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
          body: Mapping[str, Any] | None, routed: tuple[Pool, str | None], operation: str,
-         default_completion: int) -> Held:
+         default_completion: int, prompt_chars: int | None = None) -> Held:
     """Let a virtual key's request through its key's and team's limits (tokens estimated
     from the parsed body, when a TPM limit applies) and hold its estimated cost against
     their budgets; a 429 when either says no, having taken nothing. `release` it once
-    the request has ended."""
+    the request has ended. `prompt_chars`: `plain_chat_chars(body)`, when measured."""
     key, team = caller.key, caller.team
     assert key is not None
     if team is None:
         plan = limiter.plan(key.id, key.limits, None, None)
     else:
         plan = limiter.plan(key.id, key.limits, team.id, team.limits)
-    budget = budgets is not None and budgeted(caller)
+    # Decided once per key version by the key directory (`Caller.budgeted`).
+    budget = budgets is not None and (
+        caller.budgeted if caller.budgeted is not None else budgeted(caller))
     estimate = None  # (prompt, max output) tokens: measured once, for either or both
     if body is not None and (plan.counts_tokens or budget):
-        estimate = (prompt_tokens(body),
-                    max_output_tokens(body, default_completion, operation))
+        estimate = request_estimate(body, default_completion, operation, prompt_chars)
     tokens = estimate[0] + estimate[1] if plan.counts_tokens and estimate else 0
     admitted = limiter.take(plan, tokens)
     if isinstance(admitted, Refusal):
@@ -78,7 +81,7 @@ def release(limiter: RateLimiter, budgets: BudgetGuard | None, held: Held,
     """The request ended (answered, failed, or its client left): its tokens and cost are
     settled with what Azure said it used (or the estimate recorded instead)."""
     limiter.settle(held[0], used_tokens(record))
-    if budgets is not None:
+    if budgets is not None and held[1] is not None:
         settle_budget(budgets, held[1], record)
 
 
@@ -122,10 +125,52 @@ def limit_refusal(refusal: Refusal) -> KeyRateLimited:
 
 def used_tokens(record: RequestRecord) -> int | None:
     """Tokens Azure said the request used (None: it did not say)."""
+    usage = record.usage
+    if not usage:
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if type(prompt) is int and type(completion) is int:  # chat's usage: most answers
+        return prompt + completion
     prompt, completion = record.tokens()
     if prompt is None and completion is None:
         return None
     return (prompt or 0) + (completion or 0)
+
+
+def request_estimate(body: Mapping[str, Any], default_completion: int, operation: str,
+                     prompt_chars: int | None = None) -> tuple[int, int]:
+    """(prompt, max output) tokens of a request body: `prompt_tokens` and
+    `max_output_tokens`, with the usual chat request (messages of a `role` and a string
+    `content`, a `max_tokens`, one choice) read on a short path instead of their general
+    walks. `prompt_chars`: `plain_chat_chars(body)` when the caller has it already."""
+    chars = plain_chat_chars(body) if prompt_chars is None else prompt_chars
+    prompt = prompt_tokens(body) if chars < 0 else -(-chars // 4)  # rounded up, as it does
+    value = body.get("max_tokens")
+    if type(value) is int and value >= 0 and "n" not in body and "best_of" not in body:
+        return prompt, value  # the first maximum `max_output_tokens` reads, one choice
+    return prompt, max_output_tokens(body, default_completion, operation)
+
+
+def plain_chat_chars(body: Mapping[str, Any] | None) -> int:
+    """The characters of a chat body's prompt when it is the usual one: `messages` and no
+    other prompt field, each message exactly a `role` and a string `content` (then
+    `prompt_tokens` counts these and nothing else, and no message can name a file);
+    else -1. One short loop."""
+    if body is None:
+        return -1
+    messages = body.get("messages")
+    if (type(messages) is not list or "input" in body or "prompt" in body
+            or "instructions" in body):
+        return -1
+    chars = 0
+    for message in messages:
+        if type(message) is dict and len(message) == 2 and "role" in message:
+            content = message.get("content")
+            if type(content) is str:
+                chars += len(content)
+                continue
+        return -1
+    return chars
 
 
 def price_names(pool: Pool, client_model: str | None) -> tuple[str | None, ...]:

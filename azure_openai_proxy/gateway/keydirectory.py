@@ -35,6 +35,7 @@ from typing import TypeVar
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import AuthenticationFailed
+from azure_openai_proxy.governance.budget import budget_applies
 from azure_openai_proxy.governance.keys import key_state, presented_hash_valid
 from azure_openai_proxy.governance.model import Team, VirtualKey
 from azure_openai_proxy.store.keys import KeyStore
@@ -69,6 +70,9 @@ class KeyDirectory:
         self._by_hash: dict[str, tuple[VirtualKey, Team | None]] = {}
         # secret -> (the caller it opened, until when): `authenticate`'s fast path.
         self._known: BoundedCache[str, tuple[Caller, float]] = BoundedCache(_KNOWN_LIMIT)
+        # An `Authorization` header's whole value -> the same, for a `Bearer <secret>`
+        # that opened a key: `authenticate_bearer`'s fast path (no parsing of the header).
+        self._bearers: BoundedCache[str, tuple[Caller, float]] = BoundedCache(_KNOWN_LIMIT)
         self._teams: dict[str, Team] = {}
         self._version: int | None = None
         self._failing = False
@@ -155,6 +159,7 @@ class KeyDirectory:
         # One assignment each: a request in between sees the old or the new directory.
         self._by_hash = by_hash
         self._known = BoundedCache(_KNOWN_LIMIT)
+        self._bearers = BoundedCache(_KNOWN_LIMIT)
         self._teams = by_team
         self._version = version
         if self.on_reload is not None:
@@ -174,6 +179,23 @@ class KeyDirectory:
             return known[0]
         return self._authenticate(secret)
 
+    def authenticate_bearer(self, authorization: str) -> Caller | None:
+        """The caller an `Authorization` header's value stands for when the same value
+        (a `Bearer <secret>`) opened a key before and still would, else None (then
+        `presented_key` and `authenticate` decide, and `remember_bearer` keeps it)."""
+        known = self._bearers.get(authorization)
+        if known is not None and self._clock() < known[1]:
+            return known[0]
+        return None
+
+    def remember_bearer(self, authorization: str, secret: str) -> None:
+        """`authorization` is `Bearer <secret>`, and `secret` just opened a key: the
+        next request with this header is answered by `authenticate_bearer`, for as long
+        as the secret itself would be (until its expiry, its grace's end, or a reload)."""
+        known = self._known.get(secret)
+        if known is not None:
+            self._bearers.put(authorization, known)
+
     def _authenticate(self, secret: str) -> Caller:
         # A plain dict lookup, not a constant-time comparison: the key is a hash of the
         # secret, so the time a lookup takes can only tell an attacker about hashes of
@@ -189,7 +211,8 @@ class KeyDirectory:
         state = key_state(key, team, now)
         if state != "active":
             raise AuthenticationFailed(_REASONS[state])
-        caller = Caller(passthrough_key=None, key=key, team=team)
+        caller = Caller(passthrough_key=None, key=key, team=team,
+                        budgeted=budget_applies(key, team))
         # Valid until the key expires, or its previous secret's grace period ends; a
         # block, a revocation or a rotation reloads the keys, which forgets this.
         until = _FOREVER if key.expires_at is None else key.expires_at

@@ -40,6 +40,9 @@ class LimitedRequest:
     """The client's request, as the relay sees it: a stream's head carries `limits`
     instead of Azure's rate-limit headers. Everything else is the request's own."""
 
+    # One is made for every governed request: no instance dict.
+    __slots__ = ("_limits", "_request", "content_length", "headers", "method", "target")
+
     def __init__(self, request: HttpRequest, limits: Mapping[str, str]) -> None:
         self._request = request
         self._limits = limits

@@ -305,12 +305,17 @@ def item_references(body: Mapping[str, Any] | None) -> list[str]:
     return ids
 
 
-def chat_file_ids(raw: bytes, body: Mapping[str, Any] | None) -> list[str]:
+def chat_file_ids(raw: bytes, body: Mapping[str, Any] | None,
+                  plain: bool = False) -> list[str]:
     """The files a chat request's messages name (`{"type": "file", "file": {"file_id"}}`
     parts). The bytes are searched first: without "file" (or a `\\u` escape that could
     spell it), no message has a file part, and the messages are not walked. More parts
-    than the walk's bound (`MAX_REFERENCE_VALUES`): `ReferencesUncheckable`, a 400."""
-    if body is None or (b"file" not in raw and b"\\u" not in raw):
+    than the walk's bound (`MAX_REFERENCE_VALUES`): `ReferencesUncheckable`, a 400.
+    `plain`: the caller found every message a role and a string content
+    (gateway/governed.py `plain_chat_chars`): none names a file, and the bytes are not
+    searched either."""
+    if body is None or (plain and len(body["messages"]) <= MAX_REFERENCE_VALUES) or (
+            b"file" not in raw and b"\\u" not in raw):
         return []
     messages = body.get("messages")
     ids: list[str] = []

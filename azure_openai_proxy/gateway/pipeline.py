@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from azure_openai_proxy.auth import Caller, ClientKeyring, presented_key
+from azure_openai_proxy.auth import Caller, ClientKeyring, bearer_token, presented_key
 from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import (
     AuthenticationFailed,
@@ -40,6 +40,7 @@ from azure_openai_proxy.gateway.budgethold import enforce_budget, note_unanswere
 from azure_openai_proxy.gateway.governed import (
     hold,
     limit_refusal,
+    plain_chat_chars,
     pool_allowed,
     release,
     unanswered,
@@ -132,7 +133,7 @@ class Gateway:
                 if caller.key is not None:
                     record.key_id = caller.key.id
                     record.team_id = caller.key.team_id
-                    if self.budgets is not None:
+                    if self.budgets is not None and caller.budgeted is not False:
                         enforce_budget(self.budgets, caller, request)
             if target.kind in ("models", "model"):
                 return apply_to(self._models(target, caller), self.admit_local(caller))
@@ -153,9 +154,17 @@ class Gateway:
         """The caller: a virtual key (`sk-aop-...`) when governance is on, else a static
         client key, else (no client keys, no server-side Azure keys) passthrough."""
         directory = self.directory
+        authorization = headers.get("Authorization")
+        if directory is not None and authorization is not None:
+            known = directory.authenticate_bearer(authorization)  # the header seen before
+            if known is not None:
+                return known
         presented = presented_key(headers)
         if directory is not None and presented is not None and presented.startswith(SECRET_PREFIX):
-            return directory.authenticate(presented)
+            caller = directory.authenticate(presented)
+            if authorization is not None and bearer_token(authorization) == presented:
+                directory.remember_bearer(authorization, presented)
+            return caller
         if (directory is not None and not self.keyring.enabled
                 and self.settings.holds_server_side_keys):
             # Governance instead of client keys: only virtual keys may spend the server's
@@ -199,17 +208,19 @@ class Gateway:
                 key.models, routed[1], routed[0]):
             raise ModelNotAllowed(routed[1])
         batch_models: frozenset[str] | None = None
+        prompt_chars = None  # the usual chat's prompt, measured once for files and tokens
         if target.kind == "resource":
             named, inner = object_ids(target.operation, body.json)
             await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
             if request.method == "POST" and target.operation == "batches":
                 await check_batch(self.owners, self.table, caller, body.json)
         elif target.operation == "chat/completions" and body.raw is not None:
-            files = chat_file_ids(body.raw, body.json)  # a message's file parts
+            prompt_chars = plain_chat_chars(body.json)
+            files = chat_file_ids(body.raw, body.json, prompt_chars >= 0)  # its file parts
             if files:
                 await self.owners.check(files, key.id, is_restricted(key, caller.team))
         held = hold(limiter, self.budgets, caller, body.json, routed, target.operation,
-                    self._default_completion)
+                    self._default_completion, prompt_chars)
         try:
             if key.models and target.operation == "files" and request.method == "POST":
                 batch_models = await uploaded_batch_models(body.spool, body.boundary)

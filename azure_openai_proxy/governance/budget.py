@@ -47,6 +47,7 @@ __all__ = [
     "BudgetGuard",
     "BudgetHold",
     "SpendBook",
+    "budget_applies",
     "day_of",
     "earliest_period_start",
     "period_start",
@@ -273,6 +274,12 @@ def _budget_owners(key: VirtualKey | None,
     if team is not None and _budgeted(team.limits):
         owners.append(("team", ("team", team.id), team.limits))
     return owners
+
+
+def budget_applies(key: VirtualKey, team: Team | None) -> bool:
+    """Whether a key or its team has a budget (hard or soft): most keys have none, and
+    then nothing about budgets needs doing for their requests."""
+    return _budgeted(key.limits) or (team is not None and _budgeted(team.limits))
 
 
 def _budgeted(limits: Limits) -> bool:

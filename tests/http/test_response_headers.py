@@ -107,3 +107,50 @@ async def test_framing_set_by_the_application_never_reaches_the_wire() -> None:
         assert "connection" not in headers
         assert (await read_reply(reader))[1]["x-query"] == "3"  # keep-alive held
         writer.close()
+
+
+def _reference_head(status: int, headers: list[tuple[str, object]], length: int | None,
+                    keep_alive: bool, date: str, chunked: bool = False) -> bytes:
+    """The head written one f-string per header (the engine's general way before its
+    lines were joined in C): the fast path must write the same bytes."""
+    lines = [f"HTTP/1.1 {status} {'OK' if status == 200 else 'Too Many Requests'}\r\n"]
+    for name, value in headers:
+        if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+            lines.append(f"{name}: {value}\r\n")
+    lines.append(f"Date: {date}\r\n")
+    if length is not None:
+        lines.append(f"Content-Length: {length}\r\n")
+    elif chunked:
+        lines.append("Transfer-Encoding: chunked\r\n")
+    if not keep_alive:
+        lines.append("Connection: close\r\n")
+    return "".join([*lines, "\r\n"]).encode("latin-1")
+
+
+_LIMITS = [("x-ratelimit-limit-requests", "600"), ("x-ratelimit-remaining-requests", "599"),
+           ("x-ratelimit-reset-requests", "100ms"), ("x-ratelimit-limit-tokens", "200000"),
+           ("x-ratelimit-remaining-tokens", "198000"), ("x-ratelimit-reset-tokens", "6s")]
+
+
+@pytest.mark.parametrize("headers", [
+    [],
+    [("content-type", "application/json")],
+    [("content-type", "application/json"), ("x-request-id", "r1"), *_LIMITS],
+    [("Content-Length", "3"), (f"x-new-name-{id(object())}", "v"), ("Connection", "x")],
+    [("retry-after", 5), ("x-flag", None)],  # not str: formatted as before
+    [("x-a", "a\tb"), ("x-b", "caf\xe9"), ("x-empty", "")],
+])
+@pytest.mark.parametrize(("status", "length", "keep_alive", "chunked"), [
+    (200, 11, True, False), (429, 0, False, False), (200, None, True, True),
+    (200, None, False, False),
+])
+def test_the_head_is_the_one_written_a_line_at_a_time(
+        headers: list[tuple[str, object]], status: int, length: int | None,
+        keep_alive: bool, chunked: bool) -> None:
+    expected = _reference_head(status, headers, length, keep_alive, "D", chunked)
+    pairs: list[tuple[str, str]] = headers  # type: ignore[assignment]  # non-str on purpose
+    assert response_head(status, pairs, length, keep_alive, "D", chunked=chunked) == expected
+    assert response_head(status, iter(pairs), length, keep_alive, "D",
+                         chunked=chunked) == expected
+    assert response_head(status, dict(pairs).items(), length, keep_alive, "D",
+                         chunked=chunked) == expected

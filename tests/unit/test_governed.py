@@ -9,11 +9,19 @@ import pytest
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.errors import BudgetExhausted, KeyRateLimited
-from azure_openai_proxy.gateway.governed import hold, pool_allowed, release
+from azure_openai_proxy.gateway.governed import (
+    hold,
+    plain_chat_chars,
+    pool_allowed,
+    release,
+    request_estimate,
+    used_tokens,
+)
 from azure_openai_proxy.governance.budget import BudgetGuard
+from azure_openai_proxy.governance.estimate import max_output_tokens
 from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
 from azure_openai_proxy.governance.prices import PriceTable
-from azure_openai_proxy.governance.ratelimit import RateLimiter
+from azure_openai_proxy.governance.ratelimit import RateLimiter, prompt_tokens
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, RoutingTable, Target, servable
 
@@ -122,3 +130,61 @@ def test_a_budgeted_request_measures_its_prompt_once(tpm: int | None) -> None:
     assert held[0].reserved == (200 if tpm else 0)
     # gpt-4o: 104 prompt tokens (400 chars / 4 + 4 for the message) at $2.50, 100 at $10
     assert held[1] is not None and held[1].usd == pytest.approx((104 * 2.5 + 100 * 10) / 1e6)
+
+
+# -- the usual request, read on a short path ------------------------------------------
+
+_ESTIMATED = [
+    BODY,
+    {"model": "m", "messages": [{"role": "system", "content": "abc"},
+                                {"role": "user", "content": "x" * 401}], "max_tokens": 7},
+    {"messages": [], "max_tokens": 0},
+    {"messages": [{"role": "user", "content": ""}]},  # no maximum: the default
+    {"messages": [{"role": "user", "content": "hi", "name": "bob"}], "max_tokens": 5},
+    {"messages": [{"content": "hi", "text": "more"}], "max_tokens": 5},  # no role
+    {"messages": [{"role": "user", "content": [{"type": "text", "text": "abcdef"}]}]},
+    {"messages": [{"role": "assistant", "content": None,
+                   "tool_calls": [{"function": {"arguments": "{}"}}]}]},
+    {"messages": ["loose text", {"role": "user", "content": "x"}]},
+    {"messages": [{"role": "user", "content": "x" * 9}], "input": "also", "max_tokens": 1},
+    {"messages": [{"role": "user", "content": "x"}], "instructions": None},
+    {"messages": {"role": "user", "content": "not a list"}},
+    {"messages": None, "prompt": "abcdefgh", "max_tokens": 3},
+    {"input": [{"role": "user", "content": "abc"}], "max_output_tokens": 9},
+    {"prompt": ["ab", "cd"], "max_tokens": 4, "n": 3},
+    {"messages": [{"role": "user", "content": "x" * 8}], "max_tokens": 4, "best_of": 2},
+    {"messages": [{"role": "user", "content": "x"}], "max_tokens": 4, "n": None},
+    {"messages": [{"role": "user", "content": "x"}], "max_tokens": True},
+    {"messages": [{"role": "user", "content": "x"}], "max_tokens": -1,
+     "max_completion_tokens": 12},
+    {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2.5},
+    {"messages": [{"role": "user", "content": "x"}], "max_tokens": None,
+     "max_completion_tokens": 12},
+    {"messages": [{"role": "user", "content": _CountedText("x" * 12)}]},
+    {"model": "m"},
+]
+
+
+@pytest.mark.parametrize("body", _ESTIMATED)
+@pytest.mark.parametrize("operation", ["chat/completions", "embeddings", "responses"])
+def test_the_estimate_is_the_general_walks_own(body: dict[str, object], operation: str) -> None:
+    expected = (prompt_tokens(body), max_output_tokens(body, 1024, operation))
+    assert request_estimate(body, 1024, operation) == expected
+    # Measured first (the chat request's file check does), then given: the same.
+    assert request_estimate(body, 1024, operation, plain_chat_chars(body)) == expected
+
+
+@pytest.mark.parametrize("usage", [
+    None, {}, {"prompt_tokens": 90, "completion_tokens": 10, "total_tokens": 100},
+    {"prompt_tokens": 90}, {"completion_tokens": 4}, {"input_tokens": 5, "output_tokens": 6},
+    {"prompt_tokens": True, "completion_tokens": 3}, {"prompt_tokens": 2.0,
+                                                      "completion_tokens": 3},
+    {"prompt_tokens": None, "input_tokens": 7, "completion_tokens": 1},
+])
+def test_the_tokens_used_are_the_records_own_count(usage: dict[str, object] | None) -> None:
+    record = RequestRecord("r1", "POST")
+    record.usage = usage
+    prompt, completion = record.tokens()
+    expected = None if prompt is None and completion is None else (
+        (prompt or 0) + (completion or 0))
+    assert used_tokens(record) == expected

@@ -11,6 +11,7 @@ import pytest
 
 from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
+from azure_openai_proxy.gateway.pipeline import Gateway
 from azure_openai_proxy.store.keys import KeyStore
 
 
@@ -87,4 +88,74 @@ def test_a_rotated_secret_opens_until_its_grace_ends(store: KeyStore, tmp_path: 
     with pytest.raises(AuthenticationFailed):
         directory.authenticate(old)
     assert directory.authenticate(new).key is not None
+    asyncio.run(directory.close())
+
+
+def test_whether_a_budget_applies_is_decided_with_the_key_and_follows_its_changes(
+        store: KeyStore, tmp_path: Path) -> None:
+    from azure_openai_proxy.gateway.budgethold import budgeted
+    from azure_openai_proxy.governance.model import Limits
+
+    clock = Clock()
+    store.create_team("budgeted", limits=Limits(budget_usd=5.0), now=clock.now)
+    store.create_team("free", now=clock.now)
+    plain, plain_secret = store.create_key("plain", team="free", now=clock.now)
+    _, soft_secret = store.create_key("soft", limits=Limits(soft_budget_usd=1.0),
+                                      now=clock.now)
+    _, team_secret = store.create_key("team", team="budgeted", now=clock.now)
+    directory = _loaded(tmp_path / "gateway.db", clock)
+    decided = {secret: directory.authenticate(secret)
+               for secret in (plain_secret, soft_secret, team_secret)}
+    assert [caller.budgeted for caller in decided.values()] == [False, True, True]
+    for caller in decided.values():  # the decision is the one the limits give
+        undecided = type(caller)(None, caller.key, caller.team)
+        assert undecided.budgeted is None and budgeted(undecided) is caller.budgeted
+    store.update_key(plain.id, {"limits": {"budget_usd": 2.0}})
+    _reload(directory)
+    assert directory.authenticate(plain_secret).budgeted is True
+    asyncio.run(directory.close())
+
+
+def _gateway(directory: KeyDirectory, client_keys: list[str]) -> Gateway:
+    from azure_openai_proxy.config import load_settings
+    from azure_openai_proxy.gateway.balancer import Balancer
+    from azure_openai_proxy.gateway.pipeline import Gateway
+    from azure_openai_proxy.upstream.fast import FastTransport
+
+    settings = load_settings({"client_keys": client_keys, "deployment_config": [{
+        "deployment_name": "gpt-4o", "model_name": "gpt-4o",
+        "endpoint": "http://127.0.0.1:9/", "api_key": "azure-key"}]}, {})
+    return Gateway(settings, FastTransport(settings.upstream), Balancer(settings),
+                   directory=directory)
+
+
+def test_a_bearer_header_seen_before_opens_the_same_key_as_its_secret(
+        store: KeyStore, tmp_path: Path) -> None:
+    clock = Clock()
+    key, secret = store.create_key("a", expires_at=clock.now + 60, now=clock.now)
+    _, other = store.create_key("b", now=clock.now)
+    directory = _loaded(tmp_path / "gateway.db", clock)
+    gateway = _gateway(directory, ["static-key"])
+    bearer = {"Authorization": f"Bearer {secret}"}
+    first = gateway.authenticate(bearer)
+    assert first.key is not None and first.key.id == key.id
+    assert directory.authenticate_bearer(f"Bearer {secret}") is first  # remembered
+    assert gateway.authenticate(bearer) is first
+    # Another scheme is never remembered for the api-key that came with it.
+    basic = {"Authorization": "Basic abc", "api-key": other}
+    assert gateway.authenticate(basic).key != first.key
+    assert directory.authenticate_bearer("Basic abc") is None
+    with pytest.raises(AuthenticationFailed):
+        gateway.authenticate({"Authorization": "Basic abc", "api-key": "wrong"})
+    clock.now += 61  # expired: the remembered header stops with its secret
+    assert directory.authenticate_bearer(f"Bearer {secret}") is None
+    with pytest.raises(AuthenticationFailed):
+        gateway.authenticate(bearer)
+    clock.now -= 61
+    assert gateway.authenticate(bearer) is not None
+    store.delete_key(key.id)
+    _reload(directory)  # a revocation forgets every remembered header
+    assert directory.authenticate_bearer(f"Bearer {secret}") is None
+    with pytest.raises(AuthenticationFailed):
+        gateway.authenticate(bearer)
     asyncio.run(directory.close())

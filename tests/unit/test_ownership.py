@@ -279,3 +279,30 @@ def test_a_decoy_part_does_not_stand_for_the_file() -> None:
         b"--B\r\n", b"--B\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n"
         b"batch\r\n--B\r\n", 1)
     assert _models(two_purposes) is None
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"messages": [{"role": "user", "content": "a file"}]}',
+    b'{"messages": [{"role": "user", "content": "\\u0066ile"}, {"role": "system",'
+    b' "content": "x"}]}',
+    b'{"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "f"}}]}]}',
+    b'{"messages": [{"role": "user", "content": "x", "file": {"file_id": "f"}}]}',
+    b'{"messages": [{"role": "user", "content": "x"}], "input": "file"}',
+    b'{"messages": [' + b", ".join([b'{"role": "user", "content": "file"}'] * 50_001) + b"]}",
+])
+def test_plain_messages_name_the_files_the_bytes_search_finds(raw: bytes) -> None:
+    # A governed chat request skips the bytes search when its messages are all a role and
+    # a string content (`plain_chat_chars`, measured for the token estimate anyway).
+    from azure_openai_proxy.gateway.governed import plain_chat_chars
+
+    body = orjson.loads(raw)
+    plain = plain_chat_chars(body) >= 0
+    try:
+        expected: list[str] | type[Exception] = chat_file_ids(raw, body)
+    except ReferencesUncheckable:
+        expected = ReferencesUncheckable
+    if expected is ReferencesUncheckable:
+        with pytest.raises(ReferencesUncheckable):
+            chat_file_ids(raw, body, plain)
+    else:
+        assert chat_file_ids(raw, body, plain) == expected
