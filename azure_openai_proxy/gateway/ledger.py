@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import fcntl
 import logging
+import math
 import os
 import threading
 import time
@@ -38,7 +39,6 @@ from typing import NamedTuple
 
 import orjson
 
-from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
     SpendBook,
@@ -126,53 +126,87 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
 def ledger_row(record: RequestRecord, arrived: float, day: str, prices: PriceTable,
                models: Mapping[tuple[str, str], str]) -> LedgerRow:
     """The ledger's row for a finished request that arrived at `arrived`, on UTC `day`
-    (store/ledger.py `LedgerRow`)."""
-    return _Pricer(prices, models).row(record, arrived, day)
+    (store/ledger.py `LedgerRow`): the writer's pricing, for one record."""
+    queue: deque[tuple[RequestRecord, float] | _Reconfigured] = deque([(record, 0.0)])
+    rows: list[LedgerRow] = []
+    _Pricer(prices, models).take(queue, 1, rows, (-math.inf, math.inf, day))
+    return (arrived, *rows[0][1:13], day)
+
+
+# Records priced in one stretch: between two, the writer lets the GIL go (a batch of
+# 2,000 priced at once would keep the event loop waiting for ~2 ms).
+_CHUNK = 200
 
 
 class _Pricer:
-    """Rows priced as `_cost` prices, with the token rates remembered per (client model,
+    """Records priced into rows, with the token rates remembered per (client model,
     endpoint, deployment): the writer prices every record, and the names a record is
     priced by are nearly always the same few."""
 
     def __init__(self, prices: PriceTable, models: Mapping[tuple[str, str], str]) -> None:
         self.prices, self.models = prices, models
-        # () for names without a token price (a BoundedCache holds no None)
-        self._rates: BoundedCache[tuple[str | None, str | None, str | None],
-                                  Rates | tuple[()]] = BoundedCache(256)
+        # () for names without a token price; bounded: the names come from clients
+        self._rates: dict[tuple[str | None, str | None, str | None], Rates | tuple[()]] = {}
 
-    def row(self, record: RequestRecord, arrived: float, day: str) -> LedgerRow:
-        usage = record.usage
-        if usage:
-            prompt, cached, completion, reasoning = count_tokens(usage)
-            flags = _ESTIMATED if usage.get("estimated") else _MEASURED
-        else:
-            prompt = cached = completion = reasoning = flags = 0
-        model, endpoint, deployment = record.model, record.endpoint, record.deployment
-        if prompt or completion or reasoning:
-            names = model, endpoint, deployment
-            rates = self._rates.get(names)
-            if rates is None:
-                rates = self._rates.put(names, self._rates_of(record))
-            if rates:
-                cost = token_cost(rates, prompt, cached, completion)
-                flags |= 2  # priced
+    def take(self, queue: deque[tuple[RequestRecord, float] | _Reconfigured], count: int,
+             out: list[LedgerRow], days: tuple[float, float, str]) -> tuple[float, float, str]:
+        """Up to `count` items of `queue` priced into `out`; `days` is the UTC day of the
+        last record priced (its start, end and name), returned as it is after these.
+        Stops before a `_Reconfigured` (it is left first in the queue). One loop, no call
+        per record: the token counts, the rates (one dict look-up), the cost's arithmetic
+        (`token_cost`'s, inline) and the row (one tuple display)."""
+        start, end, day = days
+        rates_of = self._rates.get
+        popleft = queue.popleft
+        append = out.append
+        for _ in range(count):
+            try:
+                item = popleft()
+            except IndexError:
+                break
+            if isinstance(item, _Reconfigured):
+                queue.appendleft(item)
+                break
+            record, ended = item
+            arrived = ended - record.total_ms / 1000
+            if not start <= arrived < end:
+                start = arrived - arrived % 86400
+                end, day = start + 86400, day_of(start)
+            usage = record.usage
+            if usage:
+                prompt, cached, completion, reasoning = count_tokens(usage)
+                flags = _ESTIMATED if usage.get("estimated") else _MEASURED
             else:
-                cost = 0.0
-        else:
-            cost, priced = record_cost(record, self.prices, self.models, NO_TOKENS)
-            flags |= priced << 1
-        if record.stream:
-            flags |= 1
-        return (arrived, record.request_id,
-                (record.key_id or "", record.team_id or "", model or "", deployment or "",
-                 endpoint or "", record.route),
-                record.status, prompt, cached, completion, reasoning, cost, record.upstream_ms,
-                record.total_ms, record.attempts, flags, day)
+                prompt = cached = completion = reasoning = flags = 0
+            model, endpoint, deployment = record.model, record.endpoint, record.deployment
+            if prompt or completion or reasoning:
+                rates = rates_of((model, endpoint, deployment))
+                if rates is None:
+                    rates = self._rates_of(record)
+                if rates:
+                    cost = ((prompt - cached) * rates[0] + cached * rates[1]
+                            + completion * rates[2]) / 1_000_000
+                    flags |= 2  # priced
+                else:
+                    cost = 0.0
+            else:
+                cost, priced = record_cost(record, self.prices, self.models, NO_TOKENS)
+                flags |= priced << 1
+            append((arrived, record.request_id,
+                    (record.key_id or "", record.team_id or "", model or "", deployment or "",
+                     endpoint or "", record.route),
+                    record.status, prompt, cached, completion, reasoning, cost,
+                    record.upstream_ms, record.total_ms, record.attempts, flags | record.stream,
+                    day))
+        return start, end, day
 
     def _rates_of(self, record: RequestRecord) -> Rates | tuple[()]:
+        if len(self._rates) >= 256:
+            self._rates.clear()
         model = self.models.get((record.endpoint or "", record.deployment or ""))
-        return self.prices.rates((record.model, model, record.deployment)) or ()
+        rates = self.prices.rates((record.model, model, record.deployment)) or ()
+        self._rates[record.model, record.endpoint, record.deployment] = rates
+        return rates
 
 
 def usage_record(record: RequestRecord, arrived: float, prices: PriceTable,
@@ -299,31 +333,27 @@ class LedgerWriter:
             self._written += 1
             self._idle.notify_all()
 
-    def _take(self, count: int) -> list[LedgerRow]:
-        queue, row = self._queue, self._pricer.row
-        start, end, day = self._day
+    def _take(self, count: int, *, chunked: bool = False) -> list[LedgerRow]:
+        """Up to `count` queued records as rows, in order, each priced as it was served
+        (a `_Reconfigured` in the queue switches the prices). `chunked` (the thread):
+        the GIL is let go between chunks of `_CHUNK` records."""
+        queue = self._queue
         out: list[LedgerRow] = []
-        for _ in range(count):
-            try:
-                item = queue.popleft()
-            except IndexError:
-                break
-            if isinstance(item, _Reconfigured):
-                self._pricer = _Pricer(item.prices, item.models)
-                row = self._pricer.row
+        while queue and len(out) < count:
+            head = queue[0]
+            if isinstance(head, _Reconfigured):
+                queue.popleft()
+                self._pricer = _Pricer(head.prices, head.models)
                 continue
-            record, ended = item
-            arrived = ended - record.total_ms / 1000
-            if not start <= arrived < end:
-                start = arrived - arrived % 86400
-                end, day = start + 86400, day_of(start)
-                self._day = start, end, day
-            out.append(row(record, arrived, day))
+            self._day = self._pricer.take(queue, min(count - len(out), _CHUNK if chunked
+                                                     else count), out, self._day)
+            if chunked and queue and len(out) < count:
+                time.sleep(0)  # lets the GIL go: the event loop waits at most a chunk
         return out
 
     def _drain(self) -> None:
         while self._queue:
-            batch = self._take(self._batch)
+            batch = self._take(self._batch, chunked=True)
             if not self._write(batch):
                 self._spool(batch)
                 self.guard.replace(self.guard.book.plus(_costs(batch)),
