@@ -55,7 +55,14 @@ from azure_openai_proxy.governance.prices import (
 )
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
-from azure_openai_proxy.store.ledger import SOURCE_CODE, LedgerRow, LedgerStore, record_of, row_of
+from azure_openai_proxy.store.ledger import (
+    SOURCE_CODE,
+    Labels,
+    LedgerRow,
+    LedgerStore,
+    record_of,
+    row_of,
+)
 from azure_openai_proxy.store.sqlite import database_path
 
 __all__ = [
@@ -123,11 +130,19 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
     return token_cost(rates, tokens[0], tokens[1], tokens[2]), True
 
 
+# The queue: (a finished request, when it ended); or a reload's mark, `_RELOADED` (its
+# prices wait in `LedgerWriter._reloads`): a record is told from a mark by `is None`,
+# where an isinstance that fails would look up `__class__` (~700 instructions a record).
+_Queued = tuple[RequestRecord | None, float]
+# A record's key, team, client model, deployment, endpoint and route, as it has them.
+_Names = tuple[str | None, str | None, str | None, str | None, str | None, str]
+_RELOADED: _Queued = (None, 0.0)
+
 def ledger_row(record: RequestRecord, arrived: float, day: str, prices: PriceTable,
                models: Mapping[tuple[str, str], str]) -> LedgerRow:
     """The ledger's row for a finished request that arrived at `arrived`, on UTC `day`
     (store/ledger.py `LedgerRow`): the writer's pricing, for one record."""
-    queue: deque[tuple[RequestRecord, float] | _Reconfigured] = deque([(record, 0.0)])
+    queue: deque[_Queued] = deque([(record, 0.0)])
     rows: list[LedgerRow] = []
     _Pricer(prices, models).take(queue, 1, rows, (-math.inf, math.inf, day))
     return (arrived, *rows[0][1:13], day)
@@ -139,24 +154,26 @@ _CHUNK = 200
 
 
 class _Pricer:
-    """Records priced into rows, with the token rates remembered per (client model,
-    endpoint, deployment): the writer prices every record, and the names a record is
-    priced by are nearly always the same few."""
+    """Records priced into rows, with each combination of a record's names (key, team,
+    client model, deployment, endpoint, route) remembered with its row's labels and its
+    token rates: the writer prices every record, and the combinations are nearly always
+    the same few. One look-up a record gives both; every row of a combination shares
+    one labels tuple (the store's label-id look-up then matches it by identity)."""
 
     def __init__(self, prices: PriceTable, models: Mapping[tuple[str, str], str]) -> None:
         self.prices, self.models = prices, models
-        # () for names without a token price; bounded: the names come from clients
-        self._rates: dict[tuple[str | None, str | None, str | None], Rates | tuple[()]] = {}
+        # bounded (cleared when full): the names come from clients
+        self._named: dict[_Names, tuple[Labels, Rates | tuple[()]]] = {}
 
-    def take(self, queue: deque[tuple[RequestRecord, float] | _Reconfigured], count: int,
+    def take(self, queue: deque[_Queued], count: int,
              out: list[LedgerRow], days: tuple[float, float, str]) -> tuple[float, float, str]:
         """Up to `count` items of `queue` priced into `out`; `days` is the UTC day of the
         last record priced (its start, end and name), returned as it is after these.
-        Stops before a `_Reconfigured` (it is left first in the queue). One loop, no call
+        Stops before a reload's mark (it is left first in the queue). One loop, no call
         per record: the token counts, the rates (one dict look-up), the cost's arithmetic
         (`token_cost`'s, inline) and the row (one tuple display)."""
         start, end, day = days
-        rates_of = self._rates.get
+        named = self._named.get
         popleft = queue.popleft
         append = out.append
         for _ in range(count):
@@ -164,10 +181,10 @@ class _Pricer:
                 item = popleft()
             except IndexError:
                 break
-            if isinstance(item, _Reconfigured):
+            record, ended = item
+            if record is None:  # a reload's mark
                 queue.appendleft(item)
                 break
-            record, ended = item
             arrived = ended - record.total_ms / 1000
             if not start <= arrived < end:
                 start = arrived - arrived % 86400
@@ -178,11 +195,13 @@ class _Pricer:
                 flags = _ESTIMATED if usage.get("estimated") else _MEASURED
             else:
                 prompt = cached = completion = reasoning = flags = 0
-            model, endpoint, deployment = record.model, record.endpoint, record.deployment
+            names = (record.key_id, record.team_id, record.model, record.deployment,
+                     record.endpoint, record.route)
+            known = named(names)
+            if known is None:
+                known = self._name(names)
+            labels, rates = known
             if prompt or completion or reasoning:
-                rates = rates_of((model, endpoint, deployment))
-                if rates is None:
-                    rates = self._rates_of(record)
                 if rates:
                     cost = ((prompt - cached) * rates[0] + cached * rates[1]
                             + completion * rates[2]) / 1_000_000
@@ -192,21 +211,21 @@ class _Pricer:
             else:
                 cost, priced = record_cost(record, self.prices, self.models, NO_TOKENS)
                 flags |= priced << 1
-            append((arrived, record.request_id,
-                    (record.key_id or "", record.team_id or "", model or "", deployment or "",
-                     endpoint or "", record.route),
-                    record.status, prompt, cached, completion, reasoning, cost,
-                    record.upstream_ms, record.total_ms, record.attempts, flags | record.stream,
-                    day))
+            append((arrived, record.request_id, labels, record.status, prompt, cached,
+                    completion, reasoning, cost, record.upstream_ms, record.total_ms,
+                    record.attempts, flags | record.stream, day))
         return start, end, day
 
-    def _rates_of(self, record: RequestRecord) -> Rates | tuple[()]:
-        if len(self._rates) >= 256:
-            self._rates.clear()
-        model = self.models.get((record.endpoint or "", record.deployment or ""))
-        rates = self.prices.rates((record.model, model, record.deployment)) or ()
-        self._rates[record.model, record.endpoint, record.deployment] = rates
-        return rates
+    def _name(self, names: _Names) -> tuple[Labels, Rates | tuple[()]]:
+        """A new combination's labels ("" for none) and token rates (() for none)."""
+        if len(self._named) >= 4096:
+            self._named.clear()
+        key_id, team_id, model, deployment, endpoint, route = names
+        served_by = self.models.get((endpoint or "", deployment or ""))
+        known = ((key_id or "", team_id or "", model or "", deployment or "", endpoint or "",
+                  route), self.prices.rates((model, served_by, deployment)) or ())
+        self._named[names] = known
+        return known
 
 
 def usage_record(record: RequestRecord, arrived: float, prices: PriceTable,
@@ -237,7 +256,8 @@ class LedgerWriter:
         self._max = max_buffer
         self._busy_ms = busy_timeout_ms
         self._clock = clock
-        self._queue: deque[tuple[RequestRecord, float] | _Reconfigured] = deque()
+        self._queue: deque[_Queued] = deque()
+        self._reloads: deque[_Reconfigured] = deque()  # one per mark in the queue
         self._wake = threading.Event()
         self._stopping = False
         self._idle = threading.Condition()
@@ -274,7 +294,8 @@ class LedgerWriter:
         """A reload's prices and deployments, for the requests served after it (queued in
         order: the records already queued keep the prices they were served at); and a
         flush."""
-        self._queue.append(_Reconfigured(prices, dict(models)))
+        self._reloads.append(_Reconfigured(prices, dict(models)))  # before its mark
+        self._queue.append(_RELOADED)
         self.guard.prices, self.guard.models = prices, dict(models)
         self._wake.set()
 
@@ -335,15 +356,15 @@ class LedgerWriter:
 
     def _take(self, count: int, *, chunked: bool = False) -> list[LedgerRow]:
         """Up to `count` queued records as rows, in order, each priced as it was served
-        (a `_Reconfigured` in the queue switches the prices). `chunked` (the thread):
+        (a reload's mark in the queue switches the prices). `chunked` (the thread):
         the GIL is let go between chunks of `_CHUNK` records."""
         queue = self._queue
         out: list[LedgerRow] = []
         while queue and len(out) < count:
-            head = queue[0]
-            if isinstance(head, _Reconfigured):
+            if queue[0][0] is None:  # a reload's mark: its prices are next in line
                 queue.popleft()
-                self._pricer = _Pricer(head.prices, head.models)
+                reload = self._reloads.popleft()
+                self._pricer = _Pricer(reload.prices, reload.models)
                 continue
             self._day = self._pricer.take(queue, min(count - len(out), _CHUNK if chunked
                                                      else count), out, self._day)
@@ -466,7 +487,7 @@ class LedgerWriter:
             # Their costs stay held until the book has them: the writer's refresh.
             self._spooled.extend(r[1] for r in taken if r[1] in pending)
 
-    def _spool(self, records: list[LedgerRow] | deque[tuple[RequestRecord, float] | _Reconfigured],
+    def _spool(self, records: list[LedgerRow] | deque[_Queued],
                count: int = 0, *, block: bool = True) -> list[LedgerRow]:
         """Append `records` to the spool; or, given the queue, `count` records taken from
         it once the lock is held (`block=False`: only if it is free at once). Returns
@@ -494,7 +515,7 @@ class LedgerWriter:
                 return []
         return []
 
-    def _unspooled(self, records: list[LedgerRow] | deque[tuple[RequestRecord, float] | _Reconfigured],
+    def _unspooled(self, records: list[LedgerRow] | deque[_Queued],
                    taken: list[LedgerRow], count: int, exc: OSError) -> None:
         """The spool could not be written: say what became of the records."""
         if isinstance(records, list) or taken:
@@ -532,7 +553,7 @@ class LedgerWriter:
 
 
 class _Reconfigured(NamedTuple):
-    """In the queue: the records after it are priced with these."""
+    """A reload's prices: the records queued after its mark are priced with these."""
 
     prices: PriceTable
     models: dict[tuple[str, str], str]

@@ -39,7 +39,7 @@ from azure_openai_proxy.governance.model import UsageRecord
 from azure_openai_proxy.store.ledger_schema import prepare
 from azure_openai_proxy.store.sqlite import connect
 
-__all__ = ["GROUPINGS", "SOURCE_CODE", "Grouping", "LedgerRow", "LedgerStore", "UsageRow",
+__all__ = ["GROUPINGS", "SOURCE_CODE", "Grouping", "Labels", "LedgerRow", "LedgerStore", "UsageRow",
            "record_of", "row_of"]
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord))
