@@ -163,42 +163,42 @@ class LedgerStore:
                 ) -> tuple[int, list[tuple[str, str, str, int, int, int, int, int, float]]]:
         """INSERT OR IGNORE `rows`, by the largest statements of `_INSERTS` that fit (and
         that the database's limit of parameters allows), their labels as ids. Returns how
-        many were new, and the rollups' upserts if all were (`_rollups`), summed in the
-        same pass over the rows."""
+        many were new, and the rollups' upserts if all were (`_rollups`), grouped in the
+        same pass over the rows. Each statement's parameters are made just before it runs:
+        the GIL, which the statement lets go, is held for one statement's rows at a time,
+        not the whole batch's."""
         db = self._db
         labels = self._labels
         if labels is None:
             labels = self._labels = {(k, t, m, d, e, r): i
                                      for i, k, t, m, d, e, r in db.execute(_LABELS)}
-        params: list[object] = []
-        put = params.extend
         get = labels.get
         # (day, label id) -> its rows, summed by `_rollups` (in C: sum over itemgetter)
         groups: dict[tuple[str, int], list[LedgerRow]] = {}
         group = groups.get
-        for row in rows:
-            (time_, request_id, names, status, prompt, cached, completion, reasoning, cost,
-             upstream_ms, total_ms, attempts, flags, day) = row
-            label = get(names)
-            if label is None:
-                label = labels[names] = self._new_label(names)
-            put((time_, request_id, label, status, prompt, cached, completion, reasoning, cost,
-                 upstream_ms, total_ms, attempts, flags))
-            members = group((day, label))
-            if members is None:
-                groups[day, label] = [row]
-            else:
-                members.append(row)
         most = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _WIDTH
-        before = db.total_changes  # after the labels' inserts
-        start, left = 0, len(rows)
+        inserted = start = 0
         for size, sql in _INSERTS:
             if size > most:
                 continue
-            while left >= size:
-                db.execute(sql, params[start * _WIDTH:(start + size) * _WIDTH])
-                start, left = start + size, left - size
-        inserted = db.total_changes - before
+            while len(rows) - start >= size:
+                params: list[object] = []
+                put = params.extend
+                for row in rows[start:start + size]:
+                    (time_, request_id, names, status, prompt, cached, completion, reasoning,
+                     cost, upstream_ms, total_ms, attempts, flags, day) = row
+                    label = get(names)
+                    if label is None:
+                        label = labels[names] = self._new_label(names)
+                    put((time_, request_id, label, status, prompt, cached, completion,
+                         reasoning, cost, upstream_ms, total_ms, attempts, flags))
+                    members = group((day, label))
+                    if members is None:
+                        groups[day, label] = [row]
+                    else:
+                        members.append(row)
+                inserted += db.execute(sql, params).rowcount
+                start += size
         return inserted, _rollups(groups) if inserted == len(rows) else []
 
     def _new_label(self, names: Labels) -> int:
