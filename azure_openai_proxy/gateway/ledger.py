@@ -3,9 +3,11 @@ in the database, off the request path, and nothing is lost.
 
     event loop: add(record)  -> a deque (one append; no pricing, no I/O)
     writer thread, every 0.5 s or 2,000 records:
-        price the records into plain row tuples -> LedgerStore.write_rows (one
-                             transaction; multi-row INSERTs of narrow rows, the labels
-                             a record repeats as one id; rollups summed per batch)
+        price the records into plain row tuples, 200 at a time (the GIL let go between:
+                             the loop never waits for a whole batch's pricing)
+                          -> LedgerStore.write_rows (one transaction; multi-row
+                             INSERTs of narrow rows, the labels a record repeats as one
+                             id; rollups summed per batch)
         database error    -> the spool file (JSON lines next to the database)
         database back     -> the spool replayed (idempotent: request_id is unique)
         every few seconds the budgets' SpendBook is rebuilt from the rollups (every
