@@ -134,11 +134,12 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
 
 # The queue: (a finished request, when it ended); or a reload's mark, `_RELOADED` (its
 # prices wait in `LedgerWriter._reloads`): a record is told from a mark by `is None`,
-# where an isinstance that fails would look up `__class__` (~700 instructions a record).
+# where an isinstance that fails would look up `__class__` (~400 instructions a record).
 _Queued = tuple[RequestRecord | None, float]
 # A record's key, team, client model, deployment, endpoint and route, as it has them.
 _Names = tuple[str | None, str | None, str | None, str | None, str | None, str]
 _RELOADED: _Queued = (None, 0.0)
+
 
 def ledger_row(record: RequestRecord, arrived: float, day: str, prices: PriceTable,
                models: Mapping[tuple[str, str], str]) -> LedgerRow:
@@ -171,10 +172,12 @@ class _Pricer:
         self._named: dict[_Names, tuple[Labels, Rates | tuple[()]]] = {}
 
     def take(self, queue: deque[_Queued], count: int,
-             out: list[LedgerRow], days: tuple[float, float, str]) -> tuple[float, float, str]:
+             out: list[LedgerRow], days: tuple[float, float, str],
+             ) -> tuple[tuple[float, float, str], bool]:
         """Up to `count` items of `queue` priced into `out`; `days` is the UTC day of the
-        last record priced (its start, end and name), returned as it is after these.
-        Stops before a reload's mark (it is left first in the queue). One loop, no call
+        last record priced (its start, end and name), returned as it is after these, with
+        whether a reload's mark was taken (then it stops: the records after the mark are
+        the next prices' to price). One loop, no call
         per record: the token counts, the rates (one dict look-up), the cost's arithmetic
         (`token_cost`'s, inline) and the row (one tuple display)."""
         start, end, day = days
@@ -188,8 +191,7 @@ class _Pricer:
                 break
             record, ended = item
             if record is None:  # a reload's mark
-                queue.appendleft(item)
-                break
+                return (start, end, day), True
             arrived = ended - record.total_ms / 1000
             if not start <= arrived < end:
                 start = arrived - arrived % 86400
@@ -219,7 +221,7 @@ class _Pricer:
             append((arrived, record.request_id, labels, record.status, prompt, cached,
                     completion, reasoning, cost, record.upstream_ms, record.total_ms,
                     record.attempts, flags | record.stream, day))
-        return start, end, day
+        return (start, end, day), False
 
     def _name(self, names: _Names) -> tuple[Labels, Rates | tuple[()]]:
         """A new combination's labels ("" for none) and token rates (() for none)."""
@@ -366,14 +368,12 @@ class LedgerWriter:
         queue = self._queue
         out: list[LedgerRow] = []
         while queue and len(out) < count:
-            if queue[0][0] is None:  # a reload's mark: its prices are next in line
-                queue.popleft()
+            self._day, marked = self._pricer.take(
+                queue, min(count - len(out), _CHUNK if chunked else count), out, self._day)
+            if marked:  # its prices are the first waiting
                 reload = self._reloads.popleft()
                 self._pricer = _Pricer(reload.prices, reload.models)
-                continue
-            self._day = self._pricer.take(queue, min(count - len(out), _CHUNK if chunked
-                                                     else count), out, self._day)
-            if chunked and queue and len(out) < count:
+            elif chunked and queue and len(out) < count:
                 time.sleep(_PAUSE)  # lets the GIL go: the event loop waits at most a chunk
         return out
 
