@@ -154,8 +154,10 @@ def ledger_row(record: RequestRecord, arrived: float, day: str, prices: PriceTab
 # Records priced in one stretch: between two, the writer lets the GIL go (a batch of
 # 2,000 priced at once would keep the event loop waiting for ~2 ms).
 _CHUNK = 200
-# How long the writer stands back between chunks: long enough for a thread woken when it
-# let the GIL go to take it (a time.sleep(0) takes it straight back).
+# How long the writer stands back between chunks: time for a thread woken when it let
+# the GIL go to take it (after a time.sleep(0) the writer can take it back first: without
+# a switch request, which a waiting thread makes only after 5 ms, CPython hands it to no
+# one in particular). Not shown in wall-clock time on a busy machine (bench/README.md).
 _PAUSE = 50e-6
 
 
