@@ -15,6 +15,10 @@ record. For instructions, count the writer thread alone:
 (the `-02` file is the writer thread: its Ir / records). A first round of records, not
 counted, opens the database and prepares the statements, which a running gateway does
 once.
+
+`--gil-waits` instead times how long a thread that wants the GIL waits while the writer
+drains the records: the main thread sleeps 0.5 ms (letting the GIL go, as the event loop
+does in epoll) and times each wake-up past it. Wall-clock: state the load average.
 """
 
 from __future__ import annotations
@@ -88,13 +92,53 @@ def measure(records: int, batch: int, callgrind: bool) -> float:
         return spent / records
 
 
+def gil_waits(records: int, batch: int) -> list[float]:
+    """Seconds a sleeping thread's wake-ups came late while the writer drained `records`."""
+    with tempfile.TemporaryDirectory() as directory:
+        writer = LedgerWriter(Path(directory) / "gateway.db", PriceTable.shipped(),
+                              {(_ENDPOINT, "gpt-4o"): "gpt-4o"}, BudgetGuard(),
+                              batch_size=batch)
+        writer.start()
+        try:
+            for record in _records(0, 2 * batch):
+                writer.add(record)
+            writer.flush()
+            measured = _records(2 * batch, records)
+            done = threading.Event()
+            for record in measured:
+                writer.add(record)
+
+            def drain() -> None:
+                writer.flush(timeout=600)
+                done.set()
+
+            threading.Thread(target=drain).start()
+            late: list[float] = []
+            last = time.perf_counter()
+            while not done.is_set():
+                time.sleep(0.0005)
+                now = time.perf_counter()
+                late.append(now - last - 0.0005)
+                last = now
+        finally:
+            writer.close()
+        return sorted(late)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=2000, help="the writer's batch size")
     parser.add_argument("--callgrind", action="store_true",
                         help="switch callgrind's instrumentation on for the records only")
+    parser.add_argument("--gil-waits", action="store_true",
+                        help="time a sleeping thread's late wake-ups while the writer drains")
     args = parser.parse_args(argv)
+    if args.gil_waits:
+        late = gil_waits(args.records, args.batch)
+        print(f"wake-ups {len(late)}, over 1 ms {sum(t > 1e-3 for t in late)}, "
+              f"p50 {late[len(late) // 2] * 1e3:.3f} ms, longest {late[-1] * 1e3:.3f} ms")
+        return
     per_record = measure(args.records, args.batch, args.callgrind)
     print(f"ledger writer: {per_record * 1e6:.2f} µs CPU per record "
           f"({args.records} records, batches of {args.batch})")

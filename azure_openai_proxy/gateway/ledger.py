@@ -3,9 +3,11 @@ in the database, off the request path, and nothing is lost.
 
     event loop: add(record)  -> a deque (one append; no pricing, no I/O)
     writer thread, every 0.5 s or 2,000 records:
-        price the records into plain row tuples -> LedgerStore.write_rows (one
-                             transaction; multi-row INSERTs of narrow rows, the labels
-                             a record repeats as one id; rollups summed per batch)
+        price the records into plain row tuples, 200 at a time (the GIL let go between:
+                             the loop never waits for a whole batch's pricing)
+                          -> LedgerStore.write_rows (one transaction; multi-row
+                             INSERTs of narrow rows, the labels a record repeats as one
+                             id; rollups summed per batch)
         database error    -> the spool file (JSON lines next to the database)
         database back     -> the spool replayed (idempotent: request_id is unique)
         every few seconds the budgets' SpendBook is rebuilt from the rollups (every
@@ -28,6 +30,7 @@ import contextlib
 import dataclasses
 import fcntl
 import logging
+import math
 import os
 import threading
 import time
@@ -38,7 +41,6 @@ from typing import NamedTuple
 
 import orjson
 
-from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
     SpendBook,
@@ -55,7 +57,14 @@ from azure_openai_proxy.governance.prices import (
 )
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
-from azure_openai_proxy.store.ledger import SOURCE_CODE, LedgerRow, LedgerStore, record_of, row_of
+from azure_openai_proxy.store.ledger import (
+    SOURCE_CODE,
+    Labels,
+    LedgerRow,
+    LedgerStore,
+    record_of,
+    row_of,
+)
 from azure_openai_proxy.store.sqlite import database_path
 
 __all__ = [
@@ -123,56 +132,109 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
     return token_cost(rates, tokens[0], tokens[1], tokens[2]), True
 
 
+# The queue: (a finished request, when it ended); or a reload's mark, `_RELOADED` (its
+# prices wait in `LedgerWriter._reloads`): a record is told from a mark by `is None`,
+# where an isinstance that fails would look up `__class__` (~400 instructions a record).
+_Queued = tuple[RequestRecord | None, float]
+# A record's key, team, client model, deployment, endpoint and route, as it has them.
+_Names = tuple[str | None, str | None, str | None, str | None, str | None, str]
+_RELOADED: _Queued = (None, 0.0)
+
+
 def ledger_row(record: RequestRecord, arrived: float, day: str, prices: PriceTable,
                models: Mapping[tuple[str, str], str]) -> LedgerRow:
     """The ledger's row for a finished request that arrived at `arrived`, on UTC `day`
-    (store/ledger.py `LedgerRow`)."""
-    return _Pricer(prices, models).row(record, arrived, day)
+    (store/ledger.py `LedgerRow`): the writer's pricing, for one record."""
+    queue: deque[_Queued] = deque([(record, 0.0)])
+    rows: list[LedgerRow] = []
+    _Pricer(prices, models).take(queue, 1, rows, (-math.inf, math.inf, day))
+    return (arrived, *rows[0][1:13], day)
+
+
+# Records priced in one stretch: between two, the writer lets the GIL go (a batch of
+# 2,000 priced at once would keep the event loop waiting for ~2 ms).
+_CHUNK = 200
+# How long the writer stands back between chunks: time for a thread woken when it let
+# the GIL go to take it (after a time.sleep(0) the writer can take it back first: without
+# a switch request, which a waiting thread makes only after 5 ms, CPython hands it to no
+# one in particular). Not shown in wall-clock time on a busy machine (bench/README.md).
+_PAUSE = 50e-6
 
 
 class _Pricer:
-    """Rows priced as `_cost` prices, with the token rates remembered per (client model,
-    endpoint, deployment): the writer prices every record, and the names a record is
-    priced by are nearly always the same few."""
+    """Records priced into rows, with each combination of a record's names (key, team,
+    client model, deployment, endpoint, route) remembered with its row's labels and its
+    token rates: the writer prices every record, and the combinations are nearly always
+    the same few. One look-up a record gives both; every row of a combination shares
+    one labels tuple (the store's label-id look-up then matches it by identity)."""
 
     def __init__(self, prices: PriceTable, models: Mapping[tuple[str, str], str]) -> None:
         self.prices, self.models = prices, models
-        # () for names without a token price (a BoundedCache holds no None)
-        self._rates: BoundedCache[tuple[str | None, str | None, str | None],
-                                  Rates | tuple[()]] = BoundedCache(256)
+        # bounded (cleared when full): the names come from clients
+        self._named: dict[_Names, tuple[Labels, Rates | tuple[()]]] = {}
 
-    def row(self, record: RequestRecord, arrived: float, day: str) -> LedgerRow:
-        usage = record.usage
-        if usage:
-            prompt, cached, completion, reasoning = count_tokens(usage)
-            flags = _ESTIMATED if usage.get("estimated") else _MEASURED
-        else:
-            prompt = cached = completion = reasoning = flags = 0
-        model, endpoint, deployment = record.model, record.endpoint, record.deployment
-        if prompt or completion or reasoning:
-            names = model, endpoint, deployment
-            rates = self._rates.get(names)
-            if rates is None:
-                rates = self._rates.put(names, self._rates_of(record))
-            if rates:
-                cost = token_cost(rates, prompt, cached, completion)
-                flags |= 2  # priced
+    def take(self, queue: deque[_Queued], count: int,
+             out: list[LedgerRow], days: tuple[float, float, str],
+             ) -> tuple[tuple[float, float, str], bool]:
+        """Up to `count` items of `queue` priced into `out`; `days` is the UTC day of the
+        last record priced (its start, end and name), returned as it is after these, with
+        whether a reload's mark was taken (then it stops: the records after the mark are
+        the next prices' to price). One loop, no call
+        per record: the token counts, the rates (one dict look-up), the cost's arithmetic
+        (`token_cost`'s, inline) and the row (one tuple display)."""
+        start, end, day = days
+        named = self._named.get
+        popleft = queue.popleft
+        append = out.append
+        for _ in range(count):
+            try:
+                item = popleft()
+            except IndexError:
+                break
+            record, ended = item
+            if record is None:  # a reload's mark
+                return (start, end, day), True
+            arrived = ended - record.total_ms / 1000
+            if not start <= arrived < end:
+                start = arrived - arrived % 86400
+                end, day = start + 86400, day_of(start)
+            usage = record.usage
+            if usage:
+                prompt, cached, completion, reasoning = count_tokens(usage)
+                flags = _ESTIMATED if usage.get("estimated") else _MEASURED
             else:
-                cost = 0.0
-        else:
-            cost, priced = record_cost(record, self.prices, self.models, NO_TOKENS)
-            flags |= priced << 1
-        if record.stream:
-            flags |= 1
-        return (arrived, record.request_id,
-                (record.key_id or "", record.team_id or "", model or "", deployment or "",
-                 endpoint or "", record.route),
-                record.status, prompt, cached, completion, reasoning, cost, record.upstream_ms,
-                record.total_ms, record.attempts, flags, day)
+                prompt = cached = completion = reasoning = flags = 0
+            names = (record.key_id, record.team_id, record.model, record.deployment,
+                     record.endpoint, record.route)
+            known = named(names)
+            if known is None:
+                known = self._name(names)
+            labels, rates = known
+            if prompt or completion or reasoning:
+                if rates:
+                    cost = ((prompt - cached) * rates[0] + cached * rates[1]
+                            + completion * rates[2]) / 1_000_000
+                    flags |= 2  # priced
+                else:
+                    cost = 0.0
+            else:
+                cost, priced = record_cost(record, self.prices, self.models, NO_TOKENS)
+                flags |= priced << 1
+            append((arrived, record.request_id, labels, record.status, prompt, cached,
+                    completion, reasoning, cost, record.upstream_ms, record.total_ms,
+                    record.attempts, flags | record.stream, day))
+        return (start, end, day), False
 
-    def _rates_of(self, record: RequestRecord) -> Rates | tuple[()]:
-        model = self.models.get((record.endpoint or "", record.deployment or ""))
-        return self.prices.rates((record.model, model, record.deployment)) or ()
+    def _name(self, names: _Names) -> tuple[Labels, Rates | tuple[()]]:
+        """A new combination's labels ("" for none) and token rates (() for none)."""
+        if len(self._named) >= 4096:
+            self._named.clear()
+        key_id, team_id, model, deployment, endpoint, route = names
+        served_by = self.models.get((endpoint or "", deployment or ""))
+        known = ((key_id or "", team_id or "", model or "", deployment or "", endpoint or "",
+                  route), self.prices.rates((model, served_by, deployment)) or ())
+        self._named[names] = known
+        return known
 
 
 def usage_record(record: RequestRecord, arrived: float, prices: PriceTable,
@@ -203,7 +265,8 @@ class LedgerWriter:
         self._max = max_buffer
         self._busy_ms = busy_timeout_ms
         self._clock = clock
-        self._queue: deque[tuple[RequestRecord, float] | _Reconfigured] = deque()
+        self._queue: deque[_Queued] = deque()
+        self._reloads: deque[_Reconfigured] = deque()  # one per mark in the queue
         self._wake = threading.Event()
         self._stopping = False
         self._idle = threading.Condition()
@@ -240,7 +303,8 @@ class LedgerWriter:
         """A reload's prices and deployments, for the requests served after it (queued in
         order: the records already queued keep the prices they were served at); and a
         flush."""
-        self._queue.append(_Reconfigured(prices, dict(models)))
+        self._reloads.append(_Reconfigured(prices, dict(models)))  # before its mark
+        self._queue.append(_RELOADED)
         self.guard.prices, self.guard.models = prices, dict(models)
         self._wake.set()
 
@@ -299,31 +363,25 @@ class LedgerWriter:
             self._written += 1
             self._idle.notify_all()
 
-    def _take(self, count: int) -> list[LedgerRow]:
-        queue, row = self._queue, self._pricer.row
-        start, end, day = self._day
+    def _take(self, count: int, *, chunked: bool = False) -> list[LedgerRow]:
+        """Up to `count` queued records as rows, in order, each priced as it was served
+        (a reload's mark in the queue switches the prices). `chunked` (the thread):
+        the GIL is let go between chunks of `_CHUNK` records."""
+        queue = self._queue
         out: list[LedgerRow] = []
-        for _ in range(count):
-            try:
-                item = queue.popleft()
-            except IndexError:
-                break
-            if isinstance(item, _Reconfigured):
-                self._pricer = _Pricer(item.prices, item.models)
-                row = self._pricer.row
-                continue
-            record, ended = item
-            arrived = ended - record.total_ms / 1000
-            if not start <= arrived < end:
-                start = arrived - arrived % 86400
-                end, day = start + 86400, day_of(start)
-                self._day = start, end, day
-            out.append(row(record, arrived, day))
+        while queue and len(out) < count:
+            self._day, marked = self._pricer.take(
+                queue, min(count - len(out), _CHUNK if chunked else count), out, self._day)
+            if marked:  # its prices are the first waiting
+                reload = self._reloads.popleft()
+                self._pricer = _Pricer(reload.prices, reload.models)
+            elif chunked and queue and len(out) < count:
+                time.sleep(_PAUSE)  # lets the GIL go: the event loop waits at most a chunk
         return out
 
     def _drain(self) -> None:
         while self._queue:
-            batch = self._take(self._batch)
+            batch = self._take(self._batch, chunked=True)
             if not self._write(batch):
                 self._spool(batch)
                 self.guard.replace(self.guard.book.plus(_costs(batch)),
@@ -436,7 +494,7 @@ class LedgerWriter:
             # Their costs stay held until the book has them: the writer's refresh.
             self._spooled.extend(r[1] for r in taken if r[1] in pending)
 
-    def _spool(self, records: list[LedgerRow] | deque[tuple[RequestRecord, float] | _Reconfigured],
+    def _spool(self, records: list[LedgerRow] | deque[_Queued],
                count: int = 0, *, block: bool = True) -> list[LedgerRow]:
         """Append `records` to the spool; or, given the queue, `count` records taken from
         it once the lock is held (`block=False`: only if it is free at once). Returns
@@ -464,7 +522,7 @@ class LedgerWriter:
                 return []
         return []
 
-    def _unspooled(self, records: list[LedgerRow] | deque[tuple[RequestRecord, float] | _Reconfigured],
+    def _unspooled(self, records: list[LedgerRow] | deque[_Queued],
                    taken: list[LedgerRow], count: int, exc: OSError) -> None:
         """The spool could not be written: say what became of the records."""
         if isinstance(records, list) or taken:
@@ -502,7 +560,7 @@ class LedgerWriter:
 
 
 class _Reconfigured(NamedTuple):
-    """In the queue: the records after it are priced with these."""
+    """A reload's prices: the records queued after its mark are priced with these."""
 
     prices: PriceTable
     models: dict[tuple[str, str], str]

@@ -98,12 +98,14 @@ def count_tokens(usage: Mapping[str, Any]) -> tuple[int, int, int, int]:
     if type(completion) is not int or completion < 0:
         completion = 0
     cached = reasoning = 0
+    # `details and`: an isinstance that fails (None: no details, as embeddings and older
+    # api-versions answer) looks up `__class__`, ~300 instructions each
     details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
-    if isinstance(details, dict):
+    if details and isinstance(details, dict):
         count = details.get("cached_tokens")
         cached = min(count, prompt) if type(count) is int and count > 0 else 0
     details = usage.get("completion_tokens_details") or usage.get("output_tokens_details")
-    if isinstance(details, dict):
+    if details and isinstance(details, dict):
         count = details.get("reasoning_tokens")
         reasoning = count if type(count) is int and count > 0 else 0
     return prompt, cached, completion, reasoning

@@ -39,7 +39,7 @@ from azure_openai_proxy.governance.model import UsageRecord
 from azure_openai_proxy.store.ledger_schema import prepare
 from azure_openai_proxy.store.sqlite import connect
 
-__all__ = ["GROUPINGS", "SOURCE_CODE", "Grouping", "LedgerRow", "LedgerStore", "UsageRow",
+__all__ = ["GROUPINGS", "SOURCE_CODE", "Grouping", "Labels", "LedgerRow", "LedgerStore", "UsageRow",
            "record_of", "row_of"]
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord))
@@ -54,10 +54,10 @@ Source = Literal["measured", "estimated", "none"]
 # flags: stream (1) | priced (2) | the usage's source's code << 2 (`SOURCE_CODE`)
 SOURCE_CODE: dict[str, int] = {"none": 0, "measured": 1, "estimated": 2}
 _SOURCES: tuple[Source, ...] = ("none", "measured", "estimated")
-_SUMMED = tuple(itemgetter(i) for i in (4, 5, 6, 7, 8))  # tokens and cost
 _COLUMNS = ("time, request_id, label, status, prompt_tokens, cached_tokens, completion_tokens, "
             "reasoning_tokens, cost_usd, upstream_ms, total_ms, attempts, flags")
 _WIDTH = 13  # parameters a row binds
+_SUMMED = tuple(itemgetter(i) for i in (4, 5, 6, 7, 8))  # tokens and cost
 _PLACES = "(" + ", ".join(["?"] * _WIDTH) + ")"
 _INSERT = f"INSERT OR IGNORE INTO usage_records ({_COLUMNS}) VALUES "
 # Rows go in by statements of 128, 32, 8 or 1 rows (multi-row VALUES): per row, no
@@ -146,9 +146,9 @@ class LedgerStore:
         db.execute("BEGIN IMMEDIATE")  # a busy database raises here, nothing to undo
         try:
             last = db.execute("SELECT coalesce(max(rowid), 0) FROM usage_records").fetchone()[0]
-            inserted = self._insert(rows)
+            inserted, sums = self._insert(rows)
             if inserted == len(rows):
-                db.executemany(_UPSERT, _rollups(rows))
+                db.executemany(_UPSERT, sums)
             elif inserted:
                 for kind, column in _ROLLUP_KINDS:
                     db.execute(_ROLLUP.format(column=column), (kind, last))
@@ -159,35 +159,47 @@ class LedgerStore:
             raise
         return inserted
 
-    def _insert(self, rows: Sequence[LedgerRow]) -> int:
+    def _insert(self, rows: Sequence[LedgerRow],
+                ) -> tuple[int, list[tuple[str, str, str, int, int, int, int, int, float]]]:
         """INSERT OR IGNORE `rows`, by the largest statements of `_INSERTS` that fit (and
         that the database's limit of parameters allows), their labels as ids. Returns how
-        many were new."""
+        many were new, and the rollups' upserts if all were (`_rollups`), grouped in the
+        same pass over the rows. Each statement's parameters are made just before it runs:
+        the GIL, which the statement lets go, is held for one statement's rows at a time,
+        not the whole batch's."""
         db = self._db
         labels = self._labels
         if labels is None:
             labels = self._labels = {(k, t, m, d, e, r): i
                                      for i, k, t, m, d, e, r in db.execute(_LABELS)}
-        params: list[object] = []
-        put = params.extend
         get = labels.get
-        for (time_, request_id, names, status, prompt, cached, completion, reasoning, cost,
-             upstream_ms, total_ms, attempts, flags, _) in rows:
-            label = get(names)
-            if label is None:
-                label = labels[names] = self._new_label(names)
-            put((time_, request_id, label, status, prompt, cached, completion, reasoning, cost,
-                 upstream_ms, total_ms, attempts, flags))
+        # (day, label id) -> its rows, summed by `_rollups` (in C: sum over itemgetter)
+        groups: dict[tuple[str, int], list[LedgerRow]] = {}
+        group = groups.get
         most = db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _WIDTH
-        before = db.total_changes  # after the labels' inserts
-        start, left = 0, len(rows)
+        inserted = start = 0
         for size, sql in _INSERTS:
             if size > most:
                 continue
-            while left >= size:
-                db.execute(sql, params[start * _WIDTH:(start + size) * _WIDTH])
-                start, left = start + size, left - size
-        return db.total_changes - before
+            while len(rows) - start >= size:
+                params: list[object] = []
+                put = params.extend
+                for row in rows[start:start + size]:
+                    (time_, request_id, names, status, prompt, cached, completion, reasoning,
+                     cost, upstream_ms, total_ms, attempts, flags, day) = row
+                    label = get(names)
+                    if label is None:
+                        label = labels[names] = self._new_label(names)
+                    put((time_, request_id, label, status, prompt, cached, completion,
+                         reasoning, cost, upstream_ms, total_ms, attempts, flags))
+                    members = group((day, label))
+                    if members is None:
+                        groups[day, label] = [row]
+                    else:
+                        members.append(row)
+                inserted += db.execute(sql, params).rowcount
+                start += size
+        return inserted, _rollups(groups) if inserted == len(rows) else []
 
     def _new_label(self, names: Labels) -> int:
         """The id of a combination of labels not seen yet (inserted, or another writer's)."""
@@ -286,18 +298,13 @@ def record_of(row: LedgerRow) -> UsageRecord:
                        attempts, _SOURCES[flags >> 2], bool(flags & 2))
 
 
-def _rollups(rows: Sequence[LedgerRow]) -> list[tuple[str, str, str, int, int, int, int, int, float]]:
-    """The upserts of a batch: one per (day, kind, id), from its (day, labels) groups."""
-    groups: dict[tuple[str, Labels], list[LedgerRow]] = {}
-    for row in rows:
-        group = row[13], row[2]
-        members = groups.get(group)
-        if members is None:
-            groups[group] = [row]
-        else:
-            members.append(row)
+def _rollups(groups: dict[tuple[str, int], list[LedgerRow]],
+             ) -> list[tuple[str, str, str, int, int, int, int, int, float]]:
+    """The upserts of a batch: one per (day, kind, id), from its rows grouped per (day,
+    label id) (`LedgerStore._insert`)."""
     totals: dict[tuple[str, str, str], list[float]] = {}
-    for (day, (key_id, team_id, model, *_)), members in groups.items():
+    for (day, _), members in groups.items():
+        key_id, team_id, model, *_ = members[0][2]
         sums = [len(members), *(sum(map(get, members)) for get in _SUMMED)]
         for kind, owner in (("key", key_id), ("team", team_id), ("model", model)):
             if owner:

@@ -332,3 +332,91 @@ def test_a_database_removed_after_it_was_opened_is_not_made_anew(tmp_path: Path)
         assert not ledger.spool_path.exists()
     finally:
         ledger.close()
+
+
+def _costs_stored(path: Path) -> dict[str, tuple[float, bool, str | None]]:
+    store = LedgerStore.open(path)
+    try:
+        return {r.request_id: (r.cost_usd, r.priced, r.key_id) for r in store.records()}
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("model", "deployment", "served_by"), [
+    ("gpt-4o", "dep", None), ("gpt-4o-2024-08-06", "dep", None), ("alias", "dep", "gpt-4o-mini"),
+    ("o3-mini", "dep", None), ("GPT-4O", "dep", None),
+])
+def test_the_writers_cost_is_the_price_tables_arithmetic_exactly(
+    model: str, deployment: str, served_by: str | None,
+) -> None:
+    """The writer prices inline (no call per record): to the last bit what
+    `PriceTable.cost` says for the same names and counts, cached and reasoning tokens
+    included."""
+    from azure_openai_proxy.governance.prices import TokenCounts
+
+    table = PriceTable.shipped()
+    models = {("https://e/", deployment): served_by} if served_by else {}
+    for n, (prompt, cached, completion, reasoning) in enumerate(
+            [(1000, 0, 100, 0), (1234, 1000, 77, 0), (3, 3, 1, 1), (987_654, 123_456, 54_321, 999),
+             (1, 0, 0, 0), (0, 0, 5, 5)]):
+        usage: dict[str, object] = {
+            "prompt_tokens": prompt, "completion_tokens": completion,
+            "prompt_tokens_details": {"cached_tokens": cached},
+            "completion_tokens_details": {"reasoning_tokens": reasoning}}
+        record = usage_record(finished(n, model=model, deployment=deployment, usage=usage), NOW,
+                              table, models)
+        expected = table.cost((model, served_by, deployment),
+                              TokenCounts(prompt, cached, completion, reasoning))
+        assert (record.cost_usd, record.priced) == expected
+        assert (record.prompt_tokens, record.cached_tokens, record.completion_tokens,
+                record.reasoning_tokens) == (prompt, cached, completion, reasoning)
+
+
+def test_a_reload_inside_a_batch_of_several_chunks_prices_each_side_at_its_own(
+    tmp_path: Path,
+) -> None:
+    """The writer prices a batch by chunks and a reload's mark can fall anywhere in it:
+    the records before it keep the old prices, those after get the new, none is lost
+    or priced twice."""
+    from azure_openai_proxy.governance.prices import Price
+
+    path = tmp_path / "gw.db"
+    ledger = writer(path)  # batches of 2,000: all 1,000 below are one drain
+    for n in range(450):
+        ledger.add(finished(n))
+    ledger.reconfigure(PriceTable({"gpt-4o": Price(input=1000.0, output=1000.0)}), {})
+    for n in range(450, 650):
+        ledger.add(finished(n))
+    ledger.reconfigure(PriceTable({"gpt-4o": Price(input=1.0, output=2.0)}), {})
+    for n in range(650, 1000):
+        ledger.add(finished(n))
+    ledger.start()
+    ledger.close()
+    costs = _costs_stored(path)
+    assert len(costs) == 1000
+    first, second, third = (1000 * 2.50 + 100 * 10.00) / 1e6, 1100 * 1000.0 / 1e6, 1200 / 1e6
+    assert all(costs[f"req-{n}"][0] == first for n in range(450))
+    assert all(costs[f"req-{n}"][0] == second for n in range(450, 650))
+    assert all(costs[f"req-{n}"][0] == third for n in range(650, 1000))
+
+
+def test_past_the_writers_memory_of_names_every_record_keeps_its_own(tmp_path: Path) -> None:
+    """The writer remembers each combination of names (key, model, deployment...) with
+    its labels and rates, bounded: past the bound it forgets and starts again, and every
+    record is still stored under its own key with its own price."""
+    path = tmp_path / "gw.db"
+    ledger = writer(path, batch_size=5000)
+    for n in range(4200):
+        ledger.add(finished(n, key_id=f"key-{n}",
+                            model="gpt-4o" if n % 2 else "nothing-prices-this"))
+    ledger.start()
+    ledger.close()
+    costs = _costs_stored(path)
+    assert len(costs) == 4200
+    for n in range(4200):
+        cost, priced, key_id = costs[f"req-{n}"]
+        assert key_id == f"key-{n}"
+        if n % 2:
+            assert (cost, priced) == ((1000 * 2.50 + 100 * 10.00) / 1e6, True)
+        else:  # the deployment's model (gpt-4o-mini) prices it
+            assert (cost, priced) == ((1000 * 0.15 + 100 * 0.60) / 1e6, True)

@@ -94,3 +94,23 @@ def test_an_image_size_or_quality_that_is_not_a_string_is_unpriced_not_an_error(
     table = PriceTable.shipped({})
     assert table.unit_cost(("dall-e-3",), {"images": 1, "size": ["1024x1024"]}) == (0.0, False)
     assert table.unit_cost(("dall-e-3",), {"images": 1, "quality": {"x": 1}}) == (0.0, False)
+
+
+def test_token_details_of_any_shape_are_read_or_ignored_never_raised() -> None:
+    """No details (None: embeddings, older api-versions), empty, not an object, or an
+    object of a dict subclass: the counts are read where there are any, never an error."""
+    from collections import OrderedDict
+
+    from azure_openai_proxy.governance.prices import count_tokens
+
+    base = {"prompt_tokens": 10, "completion_tokens": 4}
+    shapes: list[object] = [None, {}, 0, "", [], "x", [1]]
+    for details in shapes:
+        usage = {**base, "prompt_tokens_details": details, "completion_tokens_details": details}
+        assert count_tokens(usage) == (10, 0, 4, 0)
+    usage = {**base, "prompt_tokens_details": OrderedDict(cached_tokens=3),
+             "completion_tokens_details": OrderedDict(reasoning_tokens=2)}
+    assert count_tokens(usage) == (10, 3, 4, 2)
+    usage = {"input_tokens": 10, "output_tokens": 4, "prompt_tokens_details": None,
+             "input_tokens_details": {"cached_tokens": 12}}
+    assert count_tokens(usage) == (10, 10, 4, 0)
