@@ -24,8 +24,8 @@ until the limits change or the keys are reloaded), not per request, and `take` a
 With `--workers N` the workers share their buckets and in-flight counts through a table
 in shared memory (governance/sharedlimits.py, `share`): a take or settle then copies its
 subjects' levels in from the table, decides as above, and writes them back, holding the
-table's lock. With one worker (or a subject the full table has no row for) the state is
-the process's own, and nothing is locked.
+table's lock. With one worker (or a subject without any limit, or one the full table has
+no row for) the state is the process's own, and nothing is locked.
 """
 
 from __future__ import annotations
@@ -42,10 +42,13 @@ from azure_openai_proxy.governance.estimate import (
 )
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.sharedlimits import (
+    RPM_CAP,
+    TPM_CAP,
     SharedTable,
     configure_shared,
     pull,
     push,
+    tag_of,
 )
 
 __all__ = [
@@ -142,12 +145,13 @@ class _Subject:
     each a level refilled from its stamp, and its requests in flight."""
 
     __slots__ = ("in_flight", "limits", "name", "parallel", "row", "rpm", "rpm_level",
-                 "rpm_rate", "rpm_stamp", "rpm_text", "tpm", "tpm_level", "tpm_rate",
+                 "rpm_rate", "rpm_stamp", "rpm_text", "tag", "tpm", "tpm_level", "tpm_rate",
                  "tpm_stamp", "tpm_text")
 
-    def __init__(self, name: str, row: int | None = None) -> None:
+    def __init__(self, name: str, row: int | None = None, tag: float = 0.0) -> None:
         self.name = name
         self.row = row  # its row in the shared table; None: this process's alone
+        self.tag = tag  # what marks the row as its own (sharedlimits.tag_of)
         self.limits: Limits | None = None
         self.rpm: float | None = None
         self.rpm_level = self.rpm_rate = self.rpm_stamp = 0.0
@@ -192,6 +196,11 @@ class _Subject:
 
 def _limit(value: int | None) -> float | None:
     return float(value) if value is not None and value > 0 else None
+
+
+def _limited(limits: Limits) -> bool:
+    return (_limit(limits.rpm) is not None or _limit(limits.tpm) is not None
+            or limits.max_parallel is not None)
 
 
 class LimitPlan:
@@ -272,8 +281,11 @@ class RateLimiter:
         for name, limits in subjects:
             state = self._subjects.get(name)
             if state is None:
-                row = table.row(name) if table is not None else None
-                state = self._subjects[name] = _Subject(name, row)
+                state = self._subjects[name] = _Subject(name)
+            if state.row is None and table is not None and _limited(limits):
+                # Only a subject with a limit takes a row (the others count nothing).
+                state.tag = tag_of(name)
+                state.row = table.row(name)
             counted = state.tpm is not None
             if state.row is None or table is None:
                 state.configure(limits, self._clock())
@@ -359,8 +371,13 @@ class RateLimiter:
         table.lock()
         try:
             for state in subjects:
-                if state.row is not None:
-                    pull(state, cells, state.row)
+                row = state.row
+                if row is not None:
+                    if cells[row] != state.tag:  # given back (`forget`): claimed anew
+                        row = state.row = _reclaim(state, table)
+                        if row is None:
+                            continue
+                    pull(state, cells, row)
             result = decide(first, second)
             # Taken: one more in flight; settled (None): one fewer.
             change = 1 if isinstance(result, Admission) else -1 if result is None else 0
@@ -372,14 +389,31 @@ class RateLimiter:
         return result
 
     def forget(self, keep: Iterable[str]) -> None:
-        """Drop the state of subjects not in `keep` and with nothing in flight here (keys
-        and teams that were deleted), and every plan (the keys were reloaded). A shared
-        subject's state stays in the table: dropping it here loses nothing."""
+        """Drop the state of subjects not in `keep` and with nothing in flight (keys and
+        teams that were deleted), and every plan (the keys were reloaded). A shared
+        subject's row is given back (`SharedTable.free`) when no worker has a request
+        in flight in it; else it is kept, and given back by a later `forget`."""
         self._plans = {}
         kept = set(keep)
-        for name in [n for n, s in self._subjects.items()
-                     if n not in kept and (s.row is not None or not s.in_flight)]:
-            del self._subjects[name]
+        gone = [s for n, s in self._subjects.items() if n not in kept]
+        table = self._table
+        if table is not None and any(s.row is not None for s in gone):
+            table.lock()
+            try:
+                for state in gone:
+                    if state.row is not None:
+                        table.free(state.row, state.tag)
+                        if table.cells[state.row] == state.tag:
+                            continue  # in flight somewhere: kept for now
+                    elif state.in_flight:
+                        continue
+                    del self._subjects[state.name]
+            finally:
+                table.unlock()
+            return
+        for state in gone:
+            if not state.in_flight or state.row is not None:
+                del self._subjects[state.name]
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Each subject's live state, for the admin API."""
@@ -400,6 +434,18 @@ class RateLimiter:
                 "tokens": _bucket_view(state.tpm, state.tpm_level, state.tpm_rate),
             }
         return out
+
+
+def _reclaim(state: _Subject, table: SharedTable) -> int | None:
+    """A row for `state` again, with the table's lock held, after another worker gave
+    its row back (the key or team was deleted there first): this worker's copy of its
+    levels is written to it (None: no row is free, it is counted here alone)."""
+    row = table.claim(state.tag)
+    if row is not None:
+        cells = table.cells
+        cells[row + RPM_CAP], cells[row + TPM_CAP] = state.rpm or 0.0, state.tpm or 0.0
+        push(state, cells, row, table.column, 0)
+    return row
 
 
 def _refusal(state: _Subject, tokens: int, now: float) -> Refusal:
