@@ -163,16 +163,20 @@ class _Subject:
         self.in_flight = 0
 
     def refill(self, now: float) -> None:
-        cap = self.rpm
-        if cap is not None and now > self.rpm_stamp:
-            level = self.rpm_level + (now - self.rpm_stamp) * self.rpm_rate
-            self.rpm_level = cap if level > cap else level
-        self.rpm_stamp = now
-        cap = self.tpm
-        if cap is not None and now > self.tpm_stamp:
-            level = self.tpm_level + (now - self.tpm_stamp) * self.tpm_rate
-            self.tpm_level = cap if level > cap else level
-        self.tpm_stamp = now
+        """Refill up to `now`. A stamp never goes back (a clock read earlier than it, in
+        another worker: the time up to it is not refilled twice)."""
+        if now > self.rpm_stamp:
+            cap = self.rpm
+            if cap is not None:
+                level = self.rpm_level + (now - self.rpm_stamp) * self.rpm_rate
+                self.rpm_level = cap if level > cap else level
+            self.rpm_stamp = now
+        if now > self.tpm_stamp:
+            cap = self.tpm
+            if cap is not None:
+                level = self.tpm_level + (now - self.tpm_stamp) * self.tpm_rate
+                self.tpm_level = cap if level > cap else level
+            self.tpm_stamp = now
 
     def configure(self, limits: Limits, now: float) -> None:
         """Apply `limits` (a changed limit keeps what is left, up to the new minute)."""
@@ -251,12 +255,16 @@ class RateLimiter:
         self._plans: dict[str, LimitPlan] = {}  # by key id; emptied by `forget`
         self._table: SharedTable | None = None
         self._here = self  # what decides, on state copied in from the table (`share`)
+        # Its take and settle, bound once (not per request).
+        self._take_here: Callable[[LimitPlan, int], Admission | Refusal] = self.take
+        self._settle_here: Callable[[Admission, int | None], None] = self.settle
 
     def share(self, table: SharedTable) -> None:
         """Count in `table`, with the server's other workers, from now on (called once,
         before the first request: what was counted here alone is dropped). `clock` must
         be one all the workers read alike (time.monotonic is: one clock per machine)."""
         self._here = RateLimiter(self._clock)  # unshared: its take and settle decide
+        self._take_here, self._settle_here = self._here.take, self._here.settle
         self._table = table
         self._subjects, self._plans = {}, {}
 
@@ -304,7 +312,7 @@ class RateLimiter:
     def take(self, plan: LimitPlan, tokens: int) -> Admission | Refusal:
         """`admit` for a plan: the request path's call."""
         if self._table is not None:
-            return self._shared(plan.subjects, self._here.take, plan, tokens)
+            return self._shared(plan.subjects, self._take_here, plan, tokens)
         now = self._clock()
         subjects = plan.subjects
         for state in subjects:
@@ -314,7 +322,7 @@ class RateLimiter:
                 if now > state.rpm_stamp:
                     level = state.rpm_level + (now - state.rpm_stamp) * state.rpm_rate
                     state.rpm_level = cap if level > cap else level
-                state.rpm_stamp = now
+                    state.rpm_stamp = now
                 if state.rpm_level < 1:
                     return _refusal(state, tokens, now)
             cap = state.tpm
@@ -322,7 +330,7 @@ class RateLimiter:
                 if now > state.tpm_stamp:
                     level = state.tpm_level + (now - state.tpm_stamp) * state.tpm_rate
                     state.tpm_level = cap if level > cap else level
-                state.tpm_stamp = now
+                    state.tpm_stamp = now
                 if tokens > state.tpm_level:
                     return _refusal(state, tokens, now)
             if state.parallel is not None and state.in_flight >= state.parallel:
@@ -340,7 +348,7 @@ class RateLimiter:
         if admission.settled:
             return
         if self._table is not None:
-            self._shared(admission.subjects, self._here.settle, admission, used_tokens)
+            self._shared(admission.subjects, self._settle_here, admission, used_tokens, False)
             return
         admission.settled = True
         give_back = admission.reserved - (used_tokens or 0)
@@ -355,16 +363,18 @@ class RateLimiter:
                     level += (now - state.tpm_stamp) * state.tpm_rate
                     if level > cap:
                         level = cap
-                state.tpm_stamp = now
+                    state.tpm_stamp = now
                 level += give_back
                 state.tpm_level = cap if level > cap else -cap if level < -cap else level
 
     def _shared(self, subjects: tuple[_Subject, ...], decide: Callable[[_A, _B], _Decision],
-                first: _A, second: _B) -> _Decision:
+                first: _A, second: _B, checked: bool = True) -> _Decision:
         """`decide(first, second)` (this limiter's own take or settle, unshared) on
         `subjects`' shared state: copied in from the table, then written back with this
         worker's in-flight change, under the table's lock (the clock is read inside it,
-        so the stamps the workers write only go forward)."""
+        so the stamps the workers write only go forward). Each row is checked to be its
+        subject's still (`checked`), but for a settle: the request it settles holds one in
+        flight in each, and a row with requests in flight is never given back."""
         table = self._table
         assert table is not None
         cells, column = table.cells, table.column
@@ -373,7 +383,8 @@ class RateLimiter:
             for state in subjects:
                 row = state.row
                 if row is not None:
-                    if cells[row] != state.tag:  # given back (`forget`): claimed anew
+                    if checked and cells[row] != state.tag:
+                        # Given back by another worker (`forget`): it claims one anew.
                         row = state.row = _reclaim(state, table)
                         if row is None:
                             continue
@@ -382,8 +393,9 @@ class RateLimiter:
             # Taken: one more in flight; settled (None): one fewer.
             change = 1 if isinstance(result, Admission) else -1 if result is None else 0
             for state in subjects:
-                if state.row is not None:
-                    push(state, cells, state.row, column, change)
+                row = state.row
+                if row is not None:
+                    push(state, cells, row, column, change)
         finally:
             table.unlock()
         return result

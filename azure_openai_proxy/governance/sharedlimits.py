@@ -263,6 +263,7 @@ class SharedBuckets(Protocol):
     what is copied in from its row before a decision and written back after."""
 
     row: int | None
+    tag: float
     rpm: float | None
     rpm_level: float
     rpm_stamp: float
@@ -286,17 +287,12 @@ def pull(state: SharedBuckets, cells: memoryview[float], row: int) -> None:
 
 def push(state: SharedBuckets, cells: memoryview[float], row: int, column: int, change: int) -> None:
     """Write `state`'s levels and stamps back, and this worker's in-flight `change` (to
-    its column and to the total). A stamp never goes back: a worker whose clock read
-    earlier than the stamp decided without refilling, and the time up to that stamp is
-    not refilled twice."""
+    its column and to the total). Its stamps are the row's or later: the limiter never
+    moves a stamp back (`_Subject.refill`), so the time up to a stamp is refilled once."""
     if state.rpm is not None:
-        cells[row + _RPM_LEVEL] = state.rpm_level
-        if state.rpm_stamp > cells[row + _RPM_STAMP]:
-            cells[row + _RPM_STAMP] = state.rpm_stamp
+        cells[row + _RPM_LEVEL], cells[row + _RPM_STAMP] = state.rpm_level, state.rpm_stamp
     if state.tpm is not None:
-        cells[row + _TPM_LEVEL] = state.tpm_level
-        if state.tpm_stamp > cells[row + _TPM_STAMP]:
-            cells[row + _TPM_STAMP] = state.tpm_stamp
+        cells[row + _TPM_LEVEL], cells[row + _TPM_STAMP] = state.tpm_level, state.tpm_stamp
     if change:
         held = cells[row + column] + change
         if held >= 0:  # a column zeroed by a reset is not taken below zero
@@ -314,6 +310,10 @@ def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
     table.lock()
     try:
         state.configure(limits, clock())  # this worker's caps and rates
+        if cells[row] != state.tag:  # given back by another worker: claimed anew
+            row = state.row = table.claim(state.tag)
+            if row is None:
+                return
         for cap, at in ((state.rpm, row + RPM_CAP), (state.tpm, row + TPM_CAP)):
             if cap is None:
                 continue

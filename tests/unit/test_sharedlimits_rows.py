@@ -278,3 +278,15 @@ def test_a_table_named_after_a_reused_pid_is_swept(tmp_path: Path) -> None:
 def test_tags_are_where_probing_starts() -> None:
     assert tag_of("key:a") != tag_of("key:b") and tag_of("key:a") == tag_of("key:a")
     assert 0 < tag_of("key:a") <= 2.0**52
+
+
+def test_a_limit_changed_on_a_row_given_back_claims_a_row_anew(spec: SharedLimits) -> None:
+    clock = Clock()
+    first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+    for limiter in (first, second):
+        limiter.settle(admitted(limiter.take(limiter.plan("k", Limits(rpm=3), None, None), 0)), 0)
+    first.forget([])  # deleted, as worker 0 saw it; worker 1 then sees a new limit
+    lower = Limits(rpm=1)
+    admitted(second.take(second.plan("k", lower, None, None), 0))
+    assert _tagged_rows(spec) == 1
+    assert isinstance(first.take(first.plan("k", lower, None, None), 0), Refusal)
