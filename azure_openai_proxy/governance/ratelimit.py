@@ -290,10 +290,13 @@ class RateLimiter:
             state = self._subjects.get(name)
             if state is None:
                 state = self._subjects[name] = _Subject(name)
-            if state.row is None and table is not None and _limited(limits):
-                # Only a subject with a limit takes a row (the others count nothing).
-                state.tag = tag_of(name)
-                state.row = table.row(name)
+            if table is not None:
+                # Only a subject with a limit has a row (the others count nothing).
+                if state.row is None and _limited(limits):
+                    state.tag = tag_of(name)
+                    state.row = table.row(name)
+                elif state.row is not None and not _limited(limits):
+                    _give_back(state, table)
             counted = state.tpm is not None
             if state.row is None or table is None:
                 state.configure(limits, self._clock())
@@ -446,6 +449,20 @@ class RateLimiter:
                 "tokens": _bucket_view(state.tpm, state.tpm_level, state.tpm_rate),
             }
         return out
+
+
+def _give_back(state: _Subject, table: SharedTable) -> None:
+    """Free `state`'s row (its limits were removed) unless requests are in flight in
+    it: then it keeps it until a later plan or `forget`."""
+    row = state.row
+    assert row is not None
+    table.lock()
+    try:
+        table.free(row, state.tag)
+        if table.cells[row] != state.tag:
+            state.row = None
+    finally:
+        table.unlock()
 
 
 def _reclaim(state: _Subject, table: SharedTable) -> int | None:

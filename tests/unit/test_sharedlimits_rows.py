@@ -290,3 +290,19 @@ def test_a_limit_changed_on_a_row_given_back_claims_a_row_anew(spec: SharedLimit
     admitted(second.take(second.plan("k", lower, None, None), 0))
     assert _tagged_rows(spec) == 1
     assert isinstance(first.take(first.plan("k", lower, None, None), 0), Refusal)
+
+
+def test_a_key_whose_limits_are_removed_gives_its_row_back(spec: SharedLimits) -> None:
+    clock = Clock()
+    first = shared_limiter(spec, 0, clock)
+    held = admitted(first.take(first.plan("k", Limits(rpm=5), None, None), 0))
+    first.settle(admitted(first.take(first.plan("k", Limits(), None, None), 0)), 0)
+    assert _tagged_rows(spec) == 1  # a request is in flight in it
+    first.settle(held, 0)
+    first.settle(admitted(first.take(first.plan("k", Limits(rpm=6), None, None), 0)), 0)
+    admitted(first.take(first.plan("k", Limits(), None, None), 0))
+    assert _tagged_rows(spec) == 0
+    admitted(first.take(first.plan("k", Limits(rpm=1), None, None), 0))
+    assert _tagged_rows(spec) == 1
+    second = shared_limiter(spec, 1, clock)
+    assert isinstance(second.take(second.plan("k", Limits(rpm=1), None, None), 0), Refusal)
