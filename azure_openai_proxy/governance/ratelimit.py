@@ -262,7 +262,10 @@ class RateLimiter:
     def share(self, table: SharedTable) -> None:
         """Count in `table`, with the server's other workers, from now on (called once,
         before the first request: what was counted here alone is dropped). `clock` must
-        be one all the workers read alike (time.monotonic is: one clock per machine)."""
+        be one all the workers read alike (time.monotonic is: one clock per machine;
+        the runner's workers use it). A worker whose clock reads behind a stamp another
+        wrote does not move it back (`_Subject.refill`): it refills nothing until its
+        clock passes it."""
         self._here = RateLimiter(self._clock)  # unshared: its take and settle decide
         self._take_here, self._settle_here = self._here.take, self._here.settle
         self._table = table
