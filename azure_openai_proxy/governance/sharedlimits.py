@@ -30,10 +30,10 @@ A worker that still has the row it knew reads its tag before each use: another n
 (or freed) means it claims a row again with what it had. Two names with the same
 52-bit hash would share a row: with 10,000 subjects, a chance of about 1 in 10^8.
 
-The table's name holds the parent's pid and start time: a parent killed before it could
-remove it (SIGKILL, the OOM killer) leaves it, and the next server started in the same
-directory removes it (`sweep`: that pid is gone, or was given to a process started at
-another time).
+The table's name holds the parent's pid namespace, pid and start time: a parent killed
+before it could remove it (SIGKILL, the OOM killer) leaves it, and the next server started
+in the same directory and pid namespace removes it (`sweep`: that pid is gone, or was
+given to a process started at another time).
 
 Stamps are `time.monotonic()` (the limiter's clock, one per machine, read under the
 lock), and a stamp written back never goes below the one in the row (`push`).
@@ -103,23 +103,37 @@ def _started(pid: int) -> str | None:
     return fields[19].decode() if len(fields) > 19 else None
 
 
+def _namespace() -> str:
+    """This process's pid namespace (its inode), or "0" when it cannot be read: pids
+    are only compared within one (containers sharing /dev/shm may have others)."""
+    try:
+        link = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return "0"
+    digits = link.rpartition("[")[2].rstrip("]")
+    return digits if digits.isdigit() else "0"
+
+
 def sweep(directory: str) -> None:
     """Remove the tables in `directory` whose parent is gone (SIGKILLed, so it could not
-    remove its own): named `<prefix><pid>-<start time>-...`, and that pid is no longer
-    running or started at another time (it was reused)."""
+    remove its own): named `<prefix><pid namespace>-<pid>-<start time>-...`, of this
+    pid namespace, and that pid is no longer running or started at another time (it
+    was reused)."""
+    namespace = _namespace()
     try:
         names = [n for n in os.listdir(directory) if n.startswith(_PREFIX)]
     except OSError:
         return
     for name in names:
-        pid, _, rest = name[len(_PREFIX):].partition("-")
-        started = rest.partition("-")[0]
-        if not pid.isdigit() or not started.isdigit() or _started(int(pid)) == started:
+        fields = name[len(_PREFIX):].split("-")
+        if (len(fields) < 4 or namespace == "0" or fields[0] != namespace
+                or not fields[1].isdigit() or not fields[2].isdigit()
+                or _started(int(fields[1])) == fields[2]):
             continue
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(directory, name))
             log.warning("removed the shared rate-limit table of a server that was killed "
-                        "(pid %s): %s", pid, name)
+                        "(pid %s): %s", fields[1], name)
 
 
 @dataclass(frozen=True)
@@ -147,7 +161,8 @@ class SharedLimits:
                 pass
         sweep(directory or tempfile.gettempdir())
         pid = os.getpid()
-        fd, path = tempfile.mkstemp(prefix=f"{_PREFIX}{pid}-{_started(pid)}-", dir=directory)
+        fd, path = tempfile.mkstemp(prefix=f"{_PREFIX}{_namespace()}-{pid}-{_started(pid)}-",
+                                    dir=directory)
         try:
             # Allocated now, not page by page later: a full tmpfs would fail a worker's
             # write into the mapping with SIGBUS.

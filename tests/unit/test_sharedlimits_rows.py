@@ -264,15 +264,27 @@ def test_a_running_servers_table_is_never_swept(tmp_path: Path) -> None:
         running.remove()
 
 
+def _pid_namespace() -> str:
+    return os.readlink("/proc/self/ns/pid").rpartition("[")[2].rstrip("]")
+
+
 def test_a_table_named_after_a_reused_pid_is_swept(tmp_path: Path) -> None:
     # Our own pid, but a start time that is not ours: that parent died and the pid was
     # given to this process since.
-    stale = tmp_path / f"azure-openai-proxy-limits-{os.getpid()}-1-abcd"
+    stale = tmp_path / f"azure-openai-proxy-limits-{_pid_namespace()}-{os.getpid()}-1-abcd"
     other = tmp_path / "someone-elses-file"
     stale.write_bytes(b"")
     other.write_bytes(b"")
     sweep(str(tmp_path))
     assert not stale.exists() and other.exists()
+
+
+def test_a_table_of_another_pid_namespace_is_never_swept(tmp_path: Path) -> None:
+    # Another container sharing /dev/shm: its pids are not ours to look up.
+    theirs = tmp_path / f"azure-openai-proxy-limits-1{_pid_namespace()}-{os.getpid()}-1-abcd"
+    theirs.write_bytes(b"")
+    sweep(str(tmp_path))
+    assert theirs.exists()
 
 
 def test_tags_are_where_probing_starts() -> None:
