@@ -297,7 +297,7 @@ class RateLimiter:
                 # Only a subject with a limit has a row (the others count nothing).
                 if state.row is None and _limited(limits):
                     state.tag = tag_of(name)
-                    state.row = table.row(name)
+                    state.row = table.row(name, self._clock())
                 elif state.row is not None and not _limited(limits):
                     _give_back(state, table)
             counted = state.tpm is not None
@@ -391,7 +391,7 @@ class RateLimiter:
                 if row is not None:
                     if checked and cells[row] != state.tag:
                         # Given back by another worker (`forget`): it claims one anew.
-                        row = state.row = _reclaim(state, table)
+                        row = state.row = _reclaim(state, table, self._clock())
                         if row is None:
                             continue
                     pull(state, cells, row)
@@ -468,11 +468,11 @@ def _give_back(state: _Subject, table: SharedTable) -> None:
         table.unlock()
 
 
-def _reclaim(state: _Subject, table: SharedTable) -> int | None:
+def _reclaim(state: _Subject, table: SharedTable, now: float) -> int | None:
     """A row for `state` again, with the table's lock held, after another worker gave
     its row back (the key or team was deleted there first): this worker's copy of its
     levels is written to it (None: no row is free, it is counted here alone)."""
-    row = table.claim(state.tag)
+    row = table.claim(state.tag, now)
     if row is not None:
         cells = table.cells
         cells[row + RPM_CAP], cells[row + TPM_CAP] = state.rpm or 0.0, state.tpm or 0.0

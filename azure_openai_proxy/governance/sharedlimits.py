@@ -26,7 +26,10 @@ a key or team without any takes no row. A deleted key's or team's row is given b
 the first worker that reloads its keys without it (`RateLimiter.forget`), once no worker
 has a request in flight in it; it is then marked freed (tag -1), not free, so that the
 names probed past it are still found, and the next name probing through it takes it.
-A worker that still has the row it knew reads its tag before each use: another name's
+When no row is free within `PROBES`, a row with nothing in flight and no take for
+`IDLE_SECONDS` (its buckets full again: nothing is lost) goes to the new name: rows of
+keys no longer used, or left by a worker that died, do not fill the table for good.
+A worker that still has the row it knew reads its tag before each take: another name's
 (or freed) means it claims a row again with what it had. Two names with the same
 52-bit hash would share a row: with 10,000 subjects, a chance of about 1 in 10^8.
 
@@ -63,7 +66,7 @@ from typing import Protocol
 
 from azure_openai_proxy.governance.model import Limits
 
-__all__ = ["PROBES", "ROW_FIXED", "RPM_CAP", "TPM_CAP", "SharedBuckets", "SharedLimits",
+__all__ = ["IDLE_SECONDS", "PROBES", "ROW_FIXED", "RPM_CAP", "TPM_CAP", "SharedBuckets", "SharedLimits",
            "SharedTable", "configure_shared", "pull", "push", "sweep", "tag_of"]
 
 log = logging.getLogger("azure_openai_proxy")
@@ -77,6 +80,9 @@ DEFAULT_SLOTS = 16384  # rows: 1.3 MB with two workers, 2 MB with eight
 _TAG_BITS = 52  # a double holds every integer up to 2**53 exactly
 _FREED = -1.0  # the tag of a row given back (a tombstone: probing goes on past it)
 PROBES = 64  # rows looked at for a name: past them it is counted per worker
+# A row not taken from for this long may go to another name when no other is free: its
+# buckets are full again (a TPM level is never below -limit, refilled in a minute).
+IDLE_SECONDS = 120.0
 _PREFIX = "azure-openai-proxy-limits-"
 
 
@@ -208,22 +214,23 @@ class SharedTable:
         self.unlock: Callable[[], object] = functools.partial(fcntl.flock, self._fd, fcntl.LOCK_UN)
         self._full_logged = False
 
-    def row(self, name: str) -> int | None:
+    def row(self, name: str, now: float | None = None) -> int | None:
         """The offset of `name`'s row in `cells`, claimed if it had none; None when no
-        row is free within `PROBES` of its place (logged once: the subject is then
-        counted by each worker alone)."""
+        row is free (or idle, `claim`) within `PROBES` of its place (logged once: the
+        subject is then counted by each worker alone)."""
         self.lock()
         try:
-            return self.claim(tag_of(name))
+            return self.claim(tag_of(name), now)
         finally:
             self.unlock()
 
-    def claim(self, tag: float) -> int | None:
+    def claim(self, tag: float, now: float | None = None) -> int | None:
         """`row`, with the lock held: the row tagged `tag`, else the first free or freed
-        one within `PROBES` of its place (zeroed and tagged), else None."""
+        one within `PROBES` of its place, else (given the clock's `now`) one idle for
+        `IDLE_SECONDS`, zeroed and tagged; else None."""
         slots, stride, cells = self.spec.slots, self.stride, self.cells
         hashed = int(tag) - 1
-        freed = None
+        freed = idle = None
         for probe in range(min(slots, PROBES)):
             offset = (hashed + probe) % slots * stride
             found = cells[offset]
@@ -232,8 +239,13 @@ class SharedTable:
             if found == 0.0:
                 freed = offset if freed is None else freed
                 break
-            if found == _FREED and freed is None:
-                freed = offset  # reused unless `tag` is further on
+            if found == _FREED:
+                if freed is None:
+                    freed = offset  # reused unless `tag` is further on
+            elif idle is None and now is not None and self._idle(offset, now):
+                idle = offset
+        if freed is None:
+            freed = idle
         if freed is not None:
             cells[freed:freed + stride] = _zeros(stride)
             cells[freed] = tag
@@ -243,6 +255,15 @@ class SharedTable:
             log.warning("the shared rate-limit table is full (%d keys and teams): the ones "
                         "beyond it are limited per worker process", slots)
         return None
+
+    def _idle(self, row: int, now: float) -> bool:
+        """Whether `row` holds nothing another name's state could not replace: no request
+        in flight and no take for `IDLE_SECONDS` (its buckets are full again: a row made
+        anew is the same). Its owner, if any is left, claims a row again at its next take
+        (its tag is checked)."""
+        cells = self.cells
+        return (cells[row + IN_FLIGHT] <= 0.0 and cells[row + _RPM_STAMP] <= now - IDLE_SECONDS
+                and cells[row + _TPM_STAMP] <= now - IDLE_SECONDS)
 
     def free(self, row: int, tag: float) -> None:
         """Give back `row` if it is still `tag`'s and nothing is in flight in it (its key
@@ -326,7 +347,7 @@ def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
     try:
         state.configure(limits, clock())  # this worker's caps and rates
         if cells[row] != state.tag:  # given back by another worker: claimed anew
-            row = state.row = table.claim(state.tag)
+            row = state.row = table.claim(state.tag, clock())
             if row is None:
                 return
         for cap, at in ((state.rpm, row + RPM_CAP), (state.tpm, row + TPM_CAP)):

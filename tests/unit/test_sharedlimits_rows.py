@@ -15,7 +15,13 @@ import pytest
 
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal
-from azure_openai_proxy.governance.sharedlimits import PROBES, SharedLimits, sweep, tag_of
+from azure_openai_proxy.governance.sharedlimits import (
+    IDLE_SECONDS,
+    PROBES,
+    SharedLimits,
+    sweep,
+    tag_of,
+)
 from tests.unit.test_sharedlimits import Clock, admitted, shared_limiter
 
 
@@ -318,3 +324,27 @@ def test_a_key_whose_limits_are_removed_gives_its_row_back(spec: SharedLimits) -
     assert _tagged_rows(spec) == 1
     second = shared_limiter(spec, 1, clock)
     assert isinstance(second.take(second.plan("k", Limits(rpm=1), None, None), 0), Refusal)
+
+
+def test_a_row_idle_for_two_minutes_goes_to_a_new_name_when_none_is_free(
+        tmp_path: Path) -> None:
+    # Rows of keys no longer used (or of a worker that died, which no `forget` frees)
+    # would fill the table for good; a row idle long enough holds full buckets and
+    # nothing in flight, so a new name may take it, and its owner claims one anew.
+    spec = SharedLimits.create(workers=2, slots=4, directory=str(tmp_path))
+    try:
+        clock = Clock()
+        first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+        limits = Limits(rpm=1)
+        for n in range(4):
+            first.settle(admitted(first.take(first.plan(f"k{n}", limits, None, None), 0)), 0)
+        clock.now += IDLE_SECONDS - 1  # "k0" is used again: it stays
+        first.settle(admitted(first.take(first.plan("k0", Limits(rpm=2), None, None), 0)), 0)
+        clock.now += 2
+        admitted(second.take(second.plan("new", limits, None, None), 0))
+        assert isinstance(first.take(first.plan("new", limits, None, None), 0), Refusal)
+        assert isinstance(second.take(second.plan("k0", Limits(rpm=2), None, None), 0),
+                          Refusal), "k0's row was taken while it was in use"
+        assert _tagged_rows(spec) == 4
+    finally:
+        spec.remove()
