@@ -39,7 +39,8 @@ in the same directory and pid namespace removes it (`sweep`: that pid is gone, o
 given to a process started at another time).
 
 Stamps are `time.monotonic()` (the limiter's clock, one per machine, read under the
-lock), and a stamp written back never goes below the one in the row (`push`).
+lock), and a stamp written back never goes below the one in the row: the limiter never
+moves a stamp back (`_Subject.refill`), whatever a worker's clock reads.
 
 The lock is `fcntl.flock` on the file, which the kernel releases when its holder dies:
 a worker killed while holding it never blocks the others (a POSIX semaphore, under
@@ -66,8 +67,9 @@ from typing import Protocol
 
 from azure_openai_proxy.governance.model import Limits
 
-__all__ = ["IDLE_SECONDS", "PROBES", "ROW_FIXED", "RPM_CAP", "TPM_CAP", "SharedBuckets", "SharedLimits",
-           "SharedTable", "configure_shared", "pull", "push", "sweep", "tag_of"]
+__all__ = ["IDLE_SECONDS", "PROBES", "ROW_FIXED", "RPM_CAP", "TPM_CAP", "SharedBuckets",
+           "SharedLimits", "SharedTable", "configure_shared", "pull", "push", "sweep",
+           "tag_of"]
 
 log = logging.getLogger("azure_openai_proxy")
 
@@ -158,8 +160,8 @@ class SharedLimits:
     def create(cls, workers: int, slots: int = DEFAULT_SLOTS,
                directory: str | None = None) -> SharedLimits:
         """A new, zeroed table for `workers` workers (the caller `remove`s it). Its name
-        holds this process's pid and start time; the tables of parents that are gone
-        (killed before they could remove theirs) are removed first."""
+        holds this process's pid namespace, pid and start time; the tables of parents
+        that are gone (killed before they could remove theirs) are removed first."""
         if directory is None:
             try:  # memory; a container may have it read-only or small: then the temp dir
                 return cls.create(workers, slots, "/dev/shm")
@@ -353,7 +355,7 @@ def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
         for cap, at in ((state.rpm, row + RPM_CAP), (state.tpm, row + TPM_CAP)):
             if cap is None:
                 continue
-            # A bucket's level and stamp follow its limit (`_RPM_CAP`, `_RPM_LEVEL`, ...).
+            # A bucket's level and stamp follow its limit (`RPM_CAP`, `_RPM_LEVEL`, ...).
             old, level, stamp = cells[at], cells[at + 1], cells[at + 2]
             now = max(clock(), stamp)
             # The first limit anyone set: a full minute.
