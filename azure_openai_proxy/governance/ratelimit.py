@@ -24,8 +24,8 @@ until the limits change or the keys are reloaded), not per request, and `take` a
 With `--workers N` the workers share their buckets and in-flight counts through a table
 in shared memory (governance/sharedlimits.py, `share`): a take or settle then copies its
 subjects' levels in from the table, decides as above, and writes them back, holding the
-table's lock. With one worker (or a subject the full table has no row for) the state is
-the process's own, and nothing is locked.
+table's lock. With one worker (or a subject without any limit, or one the full table has
+no row for) the state is the process's own, and nothing is locked.
 """
 
 from __future__ import annotations
@@ -42,10 +42,13 @@ from azure_openai_proxy.governance.estimate import (
 )
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.sharedlimits import (
+    RPM_CAP,
+    TPM_CAP,
     SharedTable,
     configure_shared,
     pull,
     push,
+    tag_of,
 )
 
 __all__ = [
@@ -142,12 +145,13 @@ class _Subject:
     each a level refilled from its stamp, and its requests in flight."""
 
     __slots__ = ("in_flight", "limits", "name", "parallel", "row", "rpm", "rpm_level",
-                 "rpm_rate", "rpm_stamp", "rpm_text", "tpm", "tpm_level", "tpm_rate",
+                 "rpm_rate", "rpm_stamp", "rpm_text", "tag", "tpm", "tpm_level", "tpm_rate",
                  "tpm_stamp", "tpm_text")
 
-    def __init__(self, name: str, row: int | None = None) -> None:
+    def __init__(self, name: str, row: int | None = None, tag: float = 0.0) -> None:
         self.name = name
         self.row = row  # its row in the shared table; None: this process's alone
+        self.tag = tag  # what marks the row as its own (sharedlimits.tag_of)
         self.limits: Limits | None = None
         self.rpm: float | None = None
         self.rpm_level = self.rpm_rate = self.rpm_stamp = 0.0
@@ -159,16 +163,20 @@ class _Subject:
         self.in_flight = 0
 
     def refill(self, now: float) -> None:
-        cap = self.rpm
-        if cap is not None and now > self.rpm_stamp:
-            level = self.rpm_level + (now - self.rpm_stamp) * self.rpm_rate
-            self.rpm_level = cap if level > cap else level
-        self.rpm_stamp = now
-        cap = self.tpm
-        if cap is not None and now > self.tpm_stamp:
-            level = self.tpm_level + (now - self.tpm_stamp) * self.tpm_rate
-            self.tpm_level = cap if level > cap else level
-        self.tpm_stamp = now
+        """Refill up to `now`. A stamp never goes back (a clock read earlier than it, in
+        another worker: the time up to it is not refilled twice)."""
+        if now > self.rpm_stamp:
+            cap = self.rpm
+            if cap is not None:
+                level = self.rpm_level + (now - self.rpm_stamp) * self.rpm_rate
+                self.rpm_level = cap if level > cap else level
+            self.rpm_stamp = now
+        if now > self.tpm_stamp:
+            cap = self.tpm
+            if cap is not None:
+                level = self.tpm_level + (now - self.tpm_stamp) * self.tpm_rate
+                self.tpm_level = cap if level > cap else level
+            self.tpm_stamp = now
 
     def configure(self, limits: Limits, now: float) -> None:
         """Apply `limits` (a changed limit keeps what is left, up to the new minute)."""
@@ -192,6 +200,11 @@ class _Subject:
 
 def _limit(value: int | None) -> float | None:
     return float(value) if value is not None and value > 0 else None
+
+
+def _limited(limits: Limits) -> bool:
+    return (_limit(limits.rpm) is not None or _limit(limits.tpm) is not None
+            or limits.max_parallel is not None)
 
 
 class LimitPlan:
@@ -242,12 +255,19 @@ class RateLimiter:
         self._plans: dict[str, LimitPlan] = {}  # by key id; emptied by `forget`
         self._table: SharedTable | None = None
         self._here = self  # what decides, on state copied in from the table (`share`)
+        # Its take and settle, bound once (not per request).
+        self._take_here: Callable[[LimitPlan, int], Admission | Refusal] = self.take
+        self._settle_here: Callable[[Admission, int | None], None] = self.settle
 
     def share(self, table: SharedTable) -> None:
         """Count in `table`, with the server's other workers, from now on (called once,
         before the first request: what was counted here alone is dropped). `clock` must
-        be one all the workers read alike (time.monotonic is: one clock per machine)."""
+        be one all the workers read alike (time.monotonic is: one clock per machine;
+        the runner's workers use it). A worker whose clock reads behind a stamp another
+        wrote does not move it back (`_Subject.refill`): it refills nothing until its
+        clock passes it."""
         self._here = RateLimiter(self._clock)  # unshared: its take and settle decide
+        self._take_here, self._settle_here = self._here.take, self._here.settle
         self._table = table
         self._subjects, self._plans = {}, {}
 
@@ -272,8 +292,14 @@ class RateLimiter:
         for name, limits in subjects:
             state = self._subjects.get(name)
             if state is None:
-                row = table.row(name) if table is not None else None
-                state = self._subjects[name] = _Subject(name, row)
+                state = self._subjects[name] = _Subject(name)
+            if table is not None:
+                # Only a subject with a limit has a row (the others count nothing).
+                if state.row is None and _limited(limits):
+                    state.tag = tag_of(name)
+                    state.row = table.row(name, self._clock())
+                elif state.row is not None and not _limited(limits):
+                    _give_back(state, table)
             counted = state.tpm is not None
             if state.row is None or table is None:
                 state.configure(limits, self._clock())
@@ -292,7 +318,7 @@ class RateLimiter:
     def take(self, plan: LimitPlan, tokens: int) -> Admission | Refusal:
         """`admit` for a plan: the request path's call."""
         if self._table is not None:
-            return self._shared(plan.subjects, self._here.take, plan, tokens)
+            return self._shared(plan.subjects, self._take_here, plan, tokens)
         now = self._clock()
         subjects = plan.subjects
         for state in subjects:
@@ -302,7 +328,7 @@ class RateLimiter:
                 if now > state.rpm_stamp:
                     level = state.rpm_level + (now - state.rpm_stamp) * state.rpm_rate
                     state.rpm_level = cap if level > cap else level
-                state.rpm_stamp = now
+                    state.rpm_stamp = now
                 if state.rpm_level < 1:
                     return _refusal(state, tokens, now)
             cap = state.tpm
@@ -310,7 +336,7 @@ class RateLimiter:
                 if now > state.tpm_stamp:
                     level = state.tpm_level + (now - state.tpm_stamp) * state.tpm_rate
                     state.tpm_level = cap if level > cap else level
-                state.tpm_stamp = now
+                    state.tpm_stamp = now
                 if tokens > state.tpm_level:
                     return _refusal(state, tokens, now)
             if state.parallel is not None and state.in_flight >= state.parallel:
@@ -328,7 +354,7 @@ class RateLimiter:
         if admission.settled:
             return
         if self._table is not None:
-            self._shared(admission.subjects, self._here.settle, admission, used_tokens)
+            self._shared(admission.subjects, self._settle_here, admission, used_tokens, False)
             return
         admission.settled = True
         give_back = admission.reserved - (used_tokens or 0)
@@ -343,43 +369,69 @@ class RateLimiter:
                     level += (now - state.tpm_stamp) * state.tpm_rate
                     if level > cap:
                         level = cap
-                state.tpm_stamp = now
+                    state.tpm_stamp = now
                 level += give_back
                 state.tpm_level = cap if level > cap else -cap if level < -cap else level
 
     def _shared(self, subjects: tuple[_Subject, ...], decide: Callable[[_A, _B], _Decision],
-                first: _A, second: _B) -> _Decision:
+                first: _A, second: _B, checked: bool = True) -> _Decision:
         """`decide(first, second)` (this limiter's own take or settle, unshared) on
         `subjects`' shared state: copied in from the table, then written back with this
         worker's in-flight change, under the table's lock (the clock is read inside it,
-        so the stamps the workers write only go forward)."""
+        so the stamps the workers write only go forward). Each row is checked to be its
+        subject's still (`checked`), but for a settle: the request it settles holds one in
+        flight in each, and a row with requests in flight is never given back."""
         table = self._table
         assert table is not None
         cells, column = table.cells, table.column
         table.lock()
         try:
             for state in subjects:
-                if state.row is not None:
-                    pull(state, cells, state.row)
+                row = state.row
+                if row is not None:
+                    if checked and cells[row] != state.tag:
+                        # Given back by another worker (`forget`): it claims one anew.
+                        row = state.row = _reclaim(state, table, self._clock())
+                        if row is None:
+                            continue
+                    pull(state, cells, row)
             result = decide(first, second)
             # Taken: one more in flight; settled (None): one fewer.
             change = 1 if isinstance(result, Admission) else -1 if result is None else 0
             for state in subjects:
-                if state.row is not None:
-                    push(state, cells, state.row, column, change)
+                row = state.row
+                if row is not None:
+                    push(state, cells, row, column, change)
         finally:
             table.unlock()
         return result
 
     def forget(self, keep: Iterable[str]) -> None:
-        """Drop the state of subjects not in `keep` and with nothing in flight here (keys
-        and teams that were deleted), and every plan (the keys were reloaded). A shared
-        subject's state stays in the table: dropping it here loses nothing."""
+        """Drop the state of subjects not in `keep` and with nothing in flight (keys and
+        teams that were deleted), and every plan (the keys were reloaded). A shared
+        subject's row is given back (`SharedTable.free`) when no worker has a request
+        in flight in it; else it is kept, and given back by a later `forget`."""
         self._plans = {}
         kept = set(keep)
-        for name in [n for n, s in self._subjects.items()
-                     if n not in kept and (s.row is not None or not s.in_flight)]:
-            del self._subjects[name]
+        gone = [s for n, s in self._subjects.items() if n not in kept]
+        table = self._table
+        if table is not None and any(s.row is not None for s in gone):
+            table.lock()
+            try:
+                for state in gone:
+                    if state.row is not None:
+                        table.free(state.row, state.tag)
+                        if table.cells[state.row] == state.tag:
+                            continue  # in flight somewhere: kept for now
+                    elif state.in_flight:
+                        continue
+                    del self._subjects[state.name]
+            finally:
+                table.unlock()
+            return
+        for state in gone:
+            if not state.in_flight or state.row is not None:
+                del self._subjects[state.name]
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Each subject's live state, for the admin API."""
@@ -400,6 +452,32 @@ class RateLimiter:
                 "tokens": _bucket_view(state.tpm, state.tpm_level, state.tpm_rate),
             }
         return out
+
+
+def _give_back(state: _Subject, table: SharedTable) -> None:
+    """Free `state`'s row (its limits were removed) unless requests are in flight in
+    it: then it keeps it until a later plan or `forget`."""
+    row = state.row
+    assert row is not None
+    table.lock()
+    try:
+        table.free(row, state.tag)
+        if table.cells[row] != state.tag:
+            state.row = None
+    finally:
+        table.unlock()
+
+
+def _reclaim(state: _Subject, table: SharedTable, now: float) -> int | None:
+    """A row for `state` again, with the table's lock held, after another worker gave
+    its row back (the key or team was deleted there first): this worker's copy of its
+    levels is written to it (None: no row is free, it is counted here alone)."""
+    row = table.claim(state.tag, now)
+    if row is not None:
+        cells = table.cells
+        cells[row + RPM_CAP], cells[row + TPM_CAP] = state.rpm or 0.0, state.tpm or 0.0
+        push(state, cells, row, table.column, 0)
+    return row
 
 
 def _refusal(state: _Subject, tokens: int, now: float) -> Refusal:

@@ -4,7 +4,8 @@ key's RPM, TPM and parallel limits hold across all of them instead of multiplyin
 The parent creates the table (`SharedLimits.create`) before it starts the workers, and
 passes the value (a path and two sizes: it pickles, the workers are spawned); each worker
 maps it (`SharedLimits.open`) and `RateLimiter.share`s it. The parent zeroes a dead
-worker's in-flight column (`SharedTable.reset_worker`) and removes the file at exit.
+worker's in-flight column (`SharedTable.reset_worker`) and removes the file at exit (or
+the next server does, `sweep`).
 The only governance module with OS state: a file, a mapping and a lock. `pull`, `push`
 and `configure_shared` copy a subject's state between its row and the limiter's
 (governance/ratelimit.py) around each decision.
@@ -12,16 +13,34 @@ and `configure_shared` copy a subject's state between its row and the limiter's
 The table is a file (in /dev/shm where it can be: memory, never written to disk) of
 `slots` rows of doubles, read and written through a `memoryview` cast to "d":
 
-    0     tag: the subject's name hash (52 bits, + 1; 0 marks a free row)
+    0     tag: the subject's name hash (52 bits, + 1; 0 marks a free row, -1 a freed one)
     1-3   RPM: the limit the level was last set for (0: none yet), level, stamp
     4-6   TPM: the same
     7     requests in flight: the total
     8...  requests in flight, one column per worker (their sum is the total)
 
-A subject's row is found by open addressing (linear probing from its hash) when a worker
-first plans it, and is never freed (keys are few; a full table is logged once and the
-subjects that find no row are counted per worker, as before). Two names with the same
+A subject's row is found by open addressing (linear probing from its hash, at most
+`PROBES` rows: past them, or when the table is full, the subject is counted per worker,
+as before, and a warning is logged once) when a worker first plans it with some limit:
+a key or team without any takes no row. A deleted key's or team's row is given back by
+the first worker that reloads its keys without it (`RateLimiter.forget`), once no worker
+has a request in flight in it; it is then marked freed (tag -1), not free, so that the
+names probed past it are still found, and the next name probing through it takes it.
+When no row is free within `PROBES`, a row with nothing in flight and no take for
+`IDLE_SECONDS` (its buckets full again: nothing is lost) goes to the new name: rows of
+keys no longer used, or left by a worker that died, do not fill the table for good.
+A worker that still has the row it knew reads its tag before each take: another name's
+(or freed) means it claims a row again with what it had. Two names with the same
 52-bit hash would share a row: with 10,000 subjects, a chance of about 1 in 10^8.
+
+The table's name holds the parent's pid namespace, pid and start time: a parent killed
+before it could remove it (SIGKILL, the OOM killer) leaves it, and the next server started
+in the same directory and pid namespace removes it (`sweep`: that pid is gone, or was
+given to a process started at another time).
+
+Stamps are `time.monotonic()` (the limiter's clock, one per machine, read under the
+lock), and a stamp written back never goes below the one in the row: the limiter never
+moves a stamp back (`_Subject.refill`), whatever a worker's clock reads.
 
 The lock is `fcntl.flock` on the file, which the kernel releases when its holder dies:
 a worker killed while holding it never blocks the others (a POSIX semaphore, under
@@ -48,18 +67,81 @@ from typing import Protocol
 
 from azure_openai_proxy.governance.model import Limits
 
-__all__ = ["ROW_FIXED", "SharedBuckets", "SharedLimits", "SharedTable", "configure_shared",
-           "pull", "push"]
+__all__ = ["IDLE_SECONDS", "PROBES", "ROW_FIXED", "RPM_CAP", "TPM_CAP", "SharedBuckets",
+           "SharedLimits", "SharedTable", "configure_shared", "pull", "push", "sweep",
+           "tag_of"]
 
 log = logging.getLogger("azure_openai_proxy")
 
 ROW_FIXED = 8  # doubles before the in-flight columns
 # Offsets in a row (the module docstring draws it).
-_RPM_CAP, _RPM_LEVEL, _RPM_STAMP = 1, 2, 3
-_TPM_CAP, _TPM_LEVEL, _TPM_STAMP = 4, 5, 6
+RPM_CAP, _RPM_LEVEL, _RPM_STAMP = 1, 2, 3
+TPM_CAP, _TPM_LEVEL, _TPM_STAMP = 4, 5, 6
 IN_FLIGHT = 7  # the total of the in-flight columns
 DEFAULT_SLOTS = 16384  # rows: 1.3 MB with two workers, 2 MB with eight
 _TAG_BITS = 52  # a double holds every integer up to 2**53 exactly
+_FREED = -1.0  # the tag of a row given back (a tombstone: probing goes on past it)
+PROBES = 64  # rows looked at for a name: past them it is counted per worker
+# A row not taken from for this long may go to another name when no other is free: its
+# buckets are full again (a TPM level is never below -limit, refilled in a minute).
+IDLE_SECONDS = 120.0
+_PREFIX = "azure-openai-proxy-limits-"
+
+
+def tag_of(name: str) -> float:
+    """`name`'s tag: its 52-bit hash + 1 (0 marks a free row), which is also where its
+    probing starts (`tag - 1`)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
+    return float((int.from_bytes(digest, "big") >> (64 - _TAG_BITS)) + 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _zeros(stride: int) -> memoryview[float]:
+    return memoryview(bytes(stride * 8)).cast("d")
+
+
+def _started(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot; None: no such process). A
+    pid is reused; a pid and its start time are not."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    return fields[19].decode() if len(fields) > 19 else None
+
+
+def _namespace() -> str:
+    """This process's pid namespace (its inode), or "0" when it cannot be read: pids
+    are only compared within one (containers sharing /dev/shm may have others)."""
+    try:
+        link = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return "0"
+    digits = link.rpartition("[")[2].rstrip("]")
+    return digits if digits.isdigit() else "0"
+
+
+def sweep(directory: str) -> None:
+    """Remove the tables in `directory` whose parent is gone (SIGKILLed, so it could not
+    remove its own): named `<prefix><pid namespace>-<pid>-<start time>-...`, of this
+    pid namespace, and that pid is no longer running or started at another time (it
+    was reused)."""
+    namespace = _namespace()
+    try:
+        names = [n for n in os.listdir(directory) if n.startswith(_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        fields = name[len(_PREFIX):].split("-")
+        if (len(fields) < 4 or namespace == "0" or fields[0] != namespace
+                or not fields[1].isdigit() or not fields[2].isdigit()
+                or _started(int(fields[1])) == fields[2]):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(directory, name))
+            log.warning("removed the shared rate-limit table of a server that was killed "
+                        "(pid %s): %s", fields[1], name)
 
 
 @dataclass(frozen=True)
@@ -77,13 +159,18 @@ class SharedLimits:
     @classmethod
     def create(cls, workers: int, slots: int = DEFAULT_SLOTS,
                directory: str | None = None) -> SharedLimits:
-        """A new, zeroed table for `workers` workers (the caller `remove`s it)."""
+        """A new, zeroed table for `workers` workers (the caller `remove`s it). Its name
+        holds this process's pid namespace, pid and start time; the tables of parents
+        that are gone (killed before they could remove theirs) are removed first."""
         if directory is None:
             try:  # memory; a container may have it read-only or small: then the temp dir
                 return cls.create(workers, slots, "/dev/shm")
             except OSError:
                 pass
-        fd, path = tempfile.mkstemp(prefix="azure-openai-proxy-limits-", dir=directory)
+        sweep(directory or tempfile.gettempdir())
+        pid = os.getpid()
+        fd, path = tempfile.mkstemp(prefix=f"{_PREFIX}{_namespace()}-{pid}-{_started(pid)}-",
+                                    dir=directory)
         try:
             # Allocated now, not page by page later: a full tmpfs would fail a worker's
             # write into the mapping with SIGBUS.
@@ -129,30 +216,65 @@ class SharedTable:
         self.unlock: Callable[[], object] = functools.partial(fcntl.flock, self._fd, fcntl.LOCK_UN)
         self._full_logged = False
 
-    def row(self, name: str) -> int | None:
-        """The offset of `name`'s row in `cells`, claimed if it had none; None when the
-        table is full (logged once: the subject is then counted by each worker alone)."""
-        digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
-        hashed = int.from_bytes(digest, "big") >> (64 - _TAG_BITS)
-        tag = float(hashed + 1)
-        slots, stride, cells = self.spec.slots, self.stride, self.cells
+    def row(self, name: str, now: float | None = None) -> int | None:
+        """The offset of `name`'s row in `cells`, claimed if it had none; None when no
+        row is free (or idle, `claim`) within `PROBES` of its place (logged once: the
+        subject is then counted by each worker alone)."""
         self.lock()
         try:
-            for probe in range(slots):
-                offset = (hashed + probe) % slots * stride
-                found = cells[offset]
-                if found == tag:
-                    return offset
-                if found == 0.0:
-                    cells[offset] = tag
-                    return offset
+            return self.claim(tag_of(name), now)
         finally:
             self.unlock()
+
+    def claim(self, tag: float, now: float | None = None) -> int | None:
+        """`row`, with the lock held: the row tagged `tag`, else the first free or freed
+        one within `PROBES` of its place, else (given the clock's `now`) one idle for
+        `IDLE_SECONDS`, zeroed and tagged; else None."""
+        slots, stride, cells = self.spec.slots, self.stride, self.cells
+        hashed = int(tag) - 1
+        freed = idle = None
+        for probe in range(min(slots, PROBES)):
+            offset = (hashed + probe) % slots * stride
+            found = cells[offset]
+            if found == tag:
+                return offset
+            if found == 0.0:
+                freed = offset if freed is None else freed
+                break
+            if found == _FREED:
+                if freed is None:
+                    freed = offset  # reused unless `tag` is further on
+            elif idle is None and now is not None and self._idle(offset, now):
+                idle = offset
+        if freed is None:
+            freed = idle
+        if freed is not None:
+            cells[freed:freed + stride] = _zeros(stride)
+            cells[freed] = tag
+            return freed
         if not self._full_logged:
             self._full_logged = True
             log.warning("the shared rate-limit table is full (%d keys and teams): the ones "
                         "beyond it are limited per worker process", slots)
         return None
+
+    def _idle(self, row: int, now: float) -> bool:
+        """Whether `row` holds nothing another name's state could not replace: no request
+        in flight and no take for `IDLE_SECONDS` (its buckets are full again: a row made
+        anew is the same). Its owner, if any is left, claims a row again at its next take
+        (its tag is checked)."""
+        cells = self.cells
+        return (cells[row + IN_FLIGHT] <= 0.0 and cells[row + _RPM_STAMP] <= now - IDLE_SECONDS
+                and cells[row + _TPM_STAMP] <= now - IDLE_SECONDS)
+
+    def free(self, row: int, tag: float) -> None:
+        """Give back `row` if it is still `tag`'s and nothing is in flight in it (its key
+        or team was deleted), with the lock held. It is marked freed, not free: the rows
+        probed past it stay found."""
+        cells = self.cells
+        if cells[row] == tag and cells[row + IN_FLIGHT] <= 0.0:
+            cells[row:row + self.stride] = _zeros(self.stride)
+            cells[row] = _FREED
 
     def reset_worker(self, worker: int) -> None:
         """Zero `worker`'s in-flight counts in every row (it died: what it held is gone)."""
@@ -179,6 +301,7 @@ class SharedBuckets(Protocol):
     what is copied in from its row before a decision and written back after."""
 
     row: int | None
+    tag: float
     rpm: float | None
     rpm_level: float
     rpm_stamp: float
@@ -202,7 +325,8 @@ def pull(state: SharedBuckets, cells: memoryview[float], row: int) -> None:
 
 def push(state: SharedBuckets, cells: memoryview[float], row: int, column: int, change: int) -> None:
     """Write `state`'s levels and stamps back, and this worker's in-flight `change` (to
-    its column and to the total)."""
+    its column and to the total). Its stamps are the row's or later: the limiter never
+    moves a stamp back (`_Subject.refill`), so the time up to a stamp is refilled once."""
     if state.rpm is not None:
         cells[row + _RPM_LEVEL], cells[row + _RPM_STAMP] = state.rpm_level, state.rpm_stamp
     if state.tpm is not None:
@@ -216,24 +340,27 @@ def push(state: SharedBuckets, cells: memoryview[float], row: int, column: int, 
 
 def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
                      clock: Callable[[], float]) -> None:
-    """A shared subject's `configure`: its buckets are set up from the limit the table
-    last saw (by any worker): full when new, kept up to a new minute."""
+    """A shared subject's `configure`, as `_Subject.configure` does it on the row: each
+    bucket is refilled at the rate of the limit the row last had (set by any worker),
+    then kept up to the new limit (full when it had none)."""
     row, cells = state.row, table.cells
     assert row is not None
     table.lock()
     try:
-        now = clock()
-        pull(state, cells, row)
-        state.configure(limits, now)  # this worker's caps and rates; levels refilled
-        for cap, at in ((state.rpm, row + _RPM_CAP), (state.tpm, row + _TPM_CAP)):
+        state.configure(limits, clock())  # this worker's caps and rates
+        if cells[row] != state.tag:  # given back by another worker: claimed anew
+            row = state.row = table.claim(state.tag, clock())
+            if row is None:
+                return
+        for cap, at in ((state.rpm, row + RPM_CAP), (state.tpm, row + TPM_CAP)):
             if cap is None:
                 continue
-            # A bucket's level and stamp follow its limit (`_RPM_CAP`, `_RPM_LEVEL`, ...).
-            if cells[at] == 0.0:  # the first limit anyone set: a full minute
-                cells[at + 1], cells[at + 2] = cap, now
-            elif cells[at] != cap:
-                cells[at + 1] = min(cells[at + 1], cap)
-            cells[at] = cap
+            # A bucket's level and stamp follow its limit (`RPM_CAP`, `_RPM_LEVEL`, ...).
+            old, level, stamp = cells[at], cells[at + 1], cells[at + 2]
+            now = max(clock(), stamp)
+            # The first limit anyone set: a full minute.
+            level = cap if old == 0.0 else min(old, level + (now - stamp) * old / 60.0, cap)
+            cells[at], cells[at + 1], cells[at + 2] = cap, level, now
         pull(state, cells, row)
     finally:
         table.unlock()

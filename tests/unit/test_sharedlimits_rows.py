@@ -1,0 +1,350 @@
+"""The shared rate-limit table's rows over a server's life (governance/sharedlimits.py):
+who takes a row, when it is given back, how far a name is looked for, a changed limit
+shared as unshared, stamps that never go back, and the tables of killed parents."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from azure_openai_proxy.governance.model import Limits
+from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal
+from azure_openai_proxy.governance.sharedlimits import (
+    IDLE_SECONDS,
+    PROBES,
+    SharedLimits,
+    sweep,
+    tag_of,
+)
+from tests.unit.test_sharedlimits import Clock, admitted, shared_limiter
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> Iterator[SharedLimits]:
+    made = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
+    try:
+        yield made
+    finally:
+        made.remove()
+
+
+def _tagged_rows(spec: SharedLimits) -> int:
+    table = spec.open(0)
+    try:
+        return sum(1 for offset in range(0, spec.slots * spec.stride, spec.stride)
+                   if table.cells[offset] > 0.0)
+    finally:
+        table.close()
+
+
+def test_keys_without_limits_do_not_take_the_rows_a_limited_key_needs(tmp_path: Path) -> None:
+    # Keys without any limit (or deleted ones) filled the table, and a key with RPM 1 was
+    # then counted by each worker alone: with two workers, two requests a minute.
+    spec = SharedLimits.create(workers=2, slots=4, directory=str(tmp_path))
+    try:
+        clock = Clock()
+        first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+        for n in range(4):
+            admitted(first.take(first.plan(f"open{n}", Limits(), None, None), 0))
+        first.forget([])
+        limited = Limits(rpm=1)
+        admitted(first.take(first.plan("limited", limited, None, None), 0))
+        assert isinstance(second.take(second.plan("limited", limited, None, None), 0),
+                          Refusal), "an RPM of 1 admitted twice in one minute"
+    finally:
+        spec.remove()
+
+
+def test_an_unlimited_key_takes_no_row_until_it_gets_a_limit(spec: SharedLimits) -> None:
+    clock = Clock()
+    first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+    admitted(first.take(first.plan("k", Limits(), "t", Limits()), 0))
+    assert _tagged_rows(spec) == 0
+    limited = Limits(max_parallel=1)
+    admitted(first.take(first.plan("k", limited, "t", Limits()), 0))
+    assert _tagged_rows(spec) == 1
+    assert isinstance(second.take(second.plan("k", limited, None, None), 0), Refusal)
+
+
+def test_deleted_keys_give_their_rows_back(tmp_path: Path) -> None:
+    # Keys that churn (created, used, deleted) never fill the table.
+    spec = SharedLimits.create(workers=2, slots=8, directory=str(tmp_path))
+    try:
+        clock = Clock()
+        first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+        limits = Limits(rpm=1)
+        for n in range(50):
+            first.settle(admitted(first.take(first.plan(f"churn{n}", limits, None, None), 0)), 0)
+            first.forget([])
+        assert _tagged_rows(spec) == 0
+        admitted(first.take(first.plan("last", limits, None, None), 0))
+        assert isinstance(second.take(second.plan("last", limits, None, None), 0), Refusal)
+    finally:
+        spec.remove()
+
+
+def test_a_row_with_requests_in_flight_is_kept_until_they_end(spec: SharedLimits) -> None:
+    clock = Clock()
+    first = shared_limiter(spec, 0, clock)
+    admission = admitted(first.take(first.plan("k", Limits(max_parallel=1), None, None), 0))
+    first.forget([])
+    assert _tagged_rows(spec) == 1
+    first.settle(admission, 0)
+    first.forget([])
+    assert _tagged_rows(spec) == 0
+
+
+def test_rows_probed_past_a_given_back_row_are_still_found(tmp_path: Path) -> None:
+    # Four slots, all names probe from where their hash says: whichever rows the names
+    # take, giving back the others must not hide the kept one behind a free row.
+    spec = SharedLimits.create(workers=2, slots=4, directory=str(tmp_path))
+    try:
+        clock = Clock()
+        first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+        limits = Limits(rpm=1)
+        names = [f"k{n}" for n in range(4)]
+        for name in names:
+            first.settle(admitted(first.take(first.plan(name, limits, None, None), 0)), 0)
+        first.forget(["key:k3"])
+        assert _tagged_rows(spec) == 1
+        assert isinstance(second.take(second.plan("k3", limits, None, None), 0), Refusal)
+        table = spec.open(1)
+        assert table.row("key:k3") == first.plan("k3", limits, None, None).subjects[0].row
+    finally:
+        spec.remove()
+
+
+def test_a_worker_whose_row_was_given_back_by_another_never_writes_into_its_next_owner(
+        tmp_path: Path) -> None:
+    # Worker 0 saw the key "old" deleted and gave its row back, and the row went to
+    # "new"; worker 1 has not reloaded yet and still serves "old" from the row it knew.
+    spec = SharedLimits.create(workers=2, slots=1, directory=str(tmp_path))
+    try:
+        clock = Clock()
+        first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+        limits = Limits(rpm=3)
+        for limiter in (first, second):
+            limiter.settle(admitted(limiter.take(limiter.plan("old", limits, None, None), 0)), 0)
+        first.forget([])
+        admitted(first.take(first.plan("new", limits, None, None), 0))
+        # "old" finds its row is another's and no other free: it is counted here alone
+        # (what it had left: 1), and "new" is untouched.
+        admitted(second.take(second.plan("old", limits, None, None), 0))
+        assert isinstance(second.take(second.plan("old", limits, None, None), 0), Refusal)
+        assert first.snapshot()["key:new"]["requests"]["remaining"] == 2
+        admitted(second.take(second.plan("new", limits, None, None), 0))
+        assert first.snapshot()["key:new"]["requests"]["remaining"] == 1
+    finally:
+        spec.remove()
+
+
+def test_a_worker_whose_row_was_given_back_by_another_claims_one_with_what_it_had(
+        spec: SharedLimits) -> None:
+    clock = Clock()
+    first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+    limits = Limits(rpm=3)
+    for limiter in (first, second):
+        limiter.settle(admitted(limiter.take(limiter.plan("old", limits, None, None), 0)), 0)
+    first.forget([])
+    assert _tagged_rows(spec) == 0
+    admitted(second.take(second.plan("old", limits, None, None), 0))
+    assert _tagged_rows(spec) == 1
+    # The row it claimed holds what it had (3 - 2 - 1): worker 0, seeing the key again
+    # (it was not deleted after all), finds the minute spent.
+    assert isinstance(first.take(first.plan("old", limits, None, None), 0), Refusal)
+
+
+def test_a_name_is_looked_for_within_a_bounded_number_of_rows(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # The table was scanned whole, holding the server-wide lock, for each new name once
+    # it was full: 17.5 ms at 16,384 rows. Now a name is only looked for (and placed)
+    # within PROBES rows of where its hash puts it.
+    spec = SharedLimits.create(workers=2, slots=4 * PROBES, directory=str(tmp_path))
+    try:
+        table = spec.open(0)
+        home = (int(tag_of("key:new")) - 1) % spec.slots
+        for probe in range(PROBES):  # taken by other names (tags no name has: 1 to 64)
+            table.cells[(home + probe) % spec.slots * spec.stride] = float(probe + 1)
+        with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
+            assert table.row("key:new") is None  # the free rows further on are not looked at
+        assert "the shared rate-limit table is full" in caplog.text
+        assert _tagged_rows(spec) == PROBES
+        table.cells[(home + PROBES - 1) % spec.slots * spec.stride] = -1.0  # given back
+        assert table.row("key:new") == (home + PROBES - 1) % spec.slots * spec.stride
+    finally:
+        spec.remove()
+
+
+def test_a_raised_limit_keeps_what_was_left_shared_as_unshared(tmp_path: Path) -> None:
+    # Unshared, a raised limit keeps what the old one had refilled (10 after an idle
+    # hour at RPM 10); shared, the idle time was refilled at the new rate (1000).
+    def remaining_after_raise(limiter_of: Callable[[Clock], RateLimiter]) -> str:
+        clock = Clock()
+        limiter = limiter_of(clock)
+        for _ in range(10):
+            admitted(limiter.take(limiter.plan("k", Limits(rpm=10), None, None), 0))
+        clock.now += 3600.0
+        result = admitted(limiter.take(limiter.plan("k", Limits(rpm=1000), None, None), 0))
+        return result.headers["x-ratelimit-remaining-requests"]
+
+    spec = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
+    try:
+        unshared = remaining_after_raise(RateLimiter)
+        shared = remaining_after_raise(lambda clock: shared_limiter(spec, 0, clock))
+    finally:
+        spec.remove()
+    assert shared == unshared, (shared, unshared)
+
+
+@pytest.mark.parametrize("change", [
+    (Limits(rpm=10), Limits(rpm=1000), 30.0),  # raised, half a minute after the last
+    (Limits(rpm=1000), Limits(rpm=10), 0.3),  # lowered
+    (Limits(rpm=10), Limits(rpm=10, tpm=5000), 12.0),  # another limit added
+])
+def test_a_changed_limit_leaves_the_same_allowance_shared_and_unshared(
+        tmp_path: Path, change: tuple[Limits, Limits, float]) -> None:
+    before, after, idle = change
+
+    def run(limiter_of: Callable[[Clock], RateLimiter]) -> list[dict[str, str] | str]:
+        clock = Clock()
+        limiter = limiter_of(clock)
+        for _ in range(10):
+            admitted(limiter.take(limiter.plan("k", before, None, None), 1))
+        clock.now += idle
+        seen: list[dict[str, str] | str] = []
+        for _ in range(12):
+            result = limiter.take(limiter.plan("k", after, None, None), 1)
+            seen.append(result.headers if not isinstance(result, Refusal) else result.kind)
+            clock.now += 0.5
+        return seen
+
+    spec = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
+    try:
+        assert run(lambda clock: shared_limiter(spec, 0, clock)) == run(RateLimiter)
+    finally:
+        spec.remove()
+
+
+def test_a_worker_with_a_clock_behind_never_moves_a_stamp_back(spec: SharedLimits) -> None:
+    # Worker 1 reads a clock 30 s behind worker 0's. Were the stamp it writes taken as
+    # is, worker 0's next take would refill those 30 s again (5 more requests of 10).
+    ahead, behind = Clock(1030.0), Clock(1000.0)
+    first, second = shared_limiter(spec, 0, ahead), shared_limiter(spec, 1, behind)
+    limits = Limits(rpm=10)
+    for _ in range(9):
+        admitted(first.take(first.plan("k", limits, None, None), 0))
+    admitted(second.take(second.plan("k", limits, None, None), 0))
+    assert isinstance(first.take(first.plan("k", limits, None, None), 0), Refusal)
+
+
+# -- the tables of parents killed before they removed theirs ---------------------------
+
+def test_the_table_of_a_killed_parent_is_removed_at_the_next_start(tmp_path: Path) -> None:
+    script = (
+        "import os, signal, sys\n"
+        "from azure_openai_proxy.governance.sharedlimits import SharedLimits\n"
+        "SharedLimits.create(workers=2, slots=64, directory=sys.argv[1])\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=False,
+                            timeout=60)
+    assert killed.returncode == -9
+    assert len(os.listdir(tmp_path)) == 1  # the killed parent's table
+    following = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
+    following.remove()
+    assert os.listdir(tmp_path) == [], "a killed parent's table is never removed"
+
+
+def test_a_running_servers_table_is_never_swept(tmp_path: Path) -> None:
+    running = SharedLimits.create(workers=2, slots=4, directory=str(tmp_path))
+    try:
+        sweep(str(tmp_path))
+        assert Path(running.path).exists()
+    finally:
+        running.remove()
+
+
+def _pid_namespace() -> str:
+    return os.readlink("/proc/self/ns/pid").rpartition("[")[2].rstrip("]")
+
+
+def test_a_table_named_after_a_reused_pid_is_swept(tmp_path: Path) -> None:
+    # Our own pid, but a start time that is not ours: that parent died and the pid was
+    # given to this process since.
+    stale = tmp_path / f"azure-openai-proxy-limits-{_pid_namespace()}-{os.getpid()}-1-abcd"
+    other = tmp_path / "someone-elses-file"
+    stale.write_bytes(b"")
+    other.write_bytes(b"")
+    sweep(str(tmp_path))
+    assert not stale.exists() and other.exists()
+
+
+def test_a_table_of_another_pid_namespace_is_never_swept(tmp_path: Path) -> None:
+    # Another container sharing /dev/shm: its pids are not ours to look up.
+    theirs = tmp_path / f"azure-openai-proxy-limits-1{_pid_namespace()}-{os.getpid()}-1-abcd"
+    theirs.write_bytes(b"")
+    sweep(str(tmp_path))
+    assert theirs.exists()
+
+
+def test_tags_are_where_probing_starts() -> None:
+    assert tag_of("key:a") != tag_of("key:b") and tag_of("key:a") == tag_of("key:a")
+    assert 0 < tag_of("key:a") <= 2.0**52
+
+
+def test_a_limit_changed_on_a_row_given_back_claims_a_row_anew(spec: SharedLimits) -> None:
+    clock = Clock()
+    first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+    for limiter in (first, second):
+        limiter.settle(admitted(limiter.take(limiter.plan("k", Limits(rpm=3), None, None), 0)), 0)
+    first.forget([])  # deleted, as worker 0 saw it; worker 1 then sees a new limit
+    lower = Limits(rpm=1)
+    admitted(second.take(second.plan("k", lower, None, None), 0))
+    assert _tagged_rows(spec) == 1
+    assert isinstance(first.take(first.plan("k", lower, None, None), 0), Refusal)
+
+
+def test_a_key_whose_limits_are_removed_gives_its_row_back(spec: SharedLimits) -> None:
+    clock = Clock()
+    first = shared_limiter(spec, 0, clock)
+    held = admitted(first.take(first.plan("k", Limits(rpm=5), None, None), 0))
+    first.settle(admitted(first.take(first.plan("k", Limits(), None, None), 0)), 0)
+    assert _tagged_rows(spec) == 1  # a request is in flight in it
+    first.settle(held, 0)
+    first.settle(admitted(first.take(first.plan("k", Limits(rpm=6), None, None), 0)), 0)
+    admitted(first.take(first.plan("k", Limits(), None, None), 0))
+    assert _tagged_rows(spec) == 0
+    admitted(first.take(first.plan("k", Limits(rpm=1), None, None), 0))
+    assert _tagged_rows(spec) == 1
+    second = shared_limiter(spec, 1, clock)
+    assert isinstance(second.take(second.plan("k", Limits(rpm=1), None, None), 0), Refusal)
+
+
+def test_a_row_idle_for_two_minutes_goes_to_a_new_name_when_none_is_free(
+        tmp_path: Path) -> None:
+    # Rows of keys no longer used (or of a worker that died, which no `forget` frees)
+    # would fill the table for good; a row idle long enough holds full buckets and
+    # nothing in flight, so a new name may take it, and its owner claims one anew.
+    spec = SharedLimits.create(workers=2, slots=4, directory=str(tmp_path))
+    try:
+        clock = Clock()
+        first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+        limits = Limits(rpm=1)
+        for n in range(4):
+            first.settle(admitted(first.take(first.plan(f"k{n}", limits, None, None), 0)), 0)
+        clock.now += IDLE_SECONDS - 1  # "k0" is used again: it stays
+        first.settle(admitted(first.take(first.plan("k0", Limits(rpm=2), None, None), 0)), 0)
+        clock.now += 2
+        admitted(second.take(second.plan("new", limits, None, None), 0))
+        assert isinstance(first.take(first.plan("new", limits, None, None), 0), Refusal)
+        assert isinstance(second.take(second.plan("k0", Limits(rpm=2), None, None), 0),
+                          Refusal), "k0's row was taken while it was in use"
+        assert _tagged_rows(spec) == 4
+    finally:
+        spec.remove()
