@@ -21,13 +21,13 @@ from azure_openai_proxy.governance.estimate import (
     DEFAULT_COMPLETION_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
     max_output_tokens,
+    prompt_tokens,
     unanswered_usage,
 )
 from azure_openai_proxy.governance.prices import (
     count_tokens,
     token_cost,
 )
-from azure_openai_proxy.governance.ratelimit import prompt_tokens
 from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.observability.record import RequestRecord
 

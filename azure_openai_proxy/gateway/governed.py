@@ -14,13 +14,12 @@ from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import GatewayError, KeyRateLimited, UpstreamError
 from azure_openai_proxy.gateway.budgethold import budgeted, reserve_budget, settle_budget
 from azure_openai_proxy.governance.budget import BudgetGuard, BudgetHold
-from azure_openai_proxy.governance.estimate import max_output_tokens
+from azure_openai_proxy.governance.estimate import max_output_tokens, prompt_tokens
 from azure_openai_proxy.governance.keys import model_allowed
 from azure_openai_proxy.governance.ratelimit import (
     Admission,
     RateLimiter,
     Refusal,
-    prompt_tokens,
 )
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool

@@ -30,16 +30,13 @@ no row for) the state is the process's own, and nothing is locked.
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from azure_openai_proxy.governance.estimate import (
-    DEFAULT_COMPLETION_TOKENS,
-    max_output_tokens,
-)
+from azure_openai_proxy.governance.estimate import DEFAULT_COMPLETION_TOKENS
+from azure_openai_proxy.governance.limitheaders import limit_headers
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.sharedlimits import (
     RPM_CAP,
@@ -57,8 +54,6 @@ __all__ = [
     "LimitPlan",
     "RateLimiter",
     "Refusal",
-    "estimate_tokens",
-    "prompt_tokens",
 ]
 
 _PARALLEL_RETRY_SECONDS = 1.0
@@ -67,77 +62,6 @@ LimitKind = Literal["requests", "tokens", "parallel"]
 _Decision = TypeVar("_Decision")
 _A = TypeVar("_A")
 _B = TypeVar("_B")
-
-
-def estimate_tokens(body: Mapping[str, Any] | None,
-                    default_completion: int = DEFAULT_COMPLETION_TOKENS,
-                    operation: str | None = None) -> int:
-    """Tokens a request may cost: about a token per four characters of its text
-    (`messages`, `input`, `prompt`, `instructions`), plus its most output tokens
-    (governance/estimate.py `max_output_tokens`: its max, else `default_completion`
-    when it generates text, times its `n`)."""
-    if body is None:
-        return 0
-    chars = 0  # `prompt_tokens`, inline: no call more than the limit's own
-    for name in _PROMPT_FIELDS.intersection(body):
-        value = body[name]
-        if value is not None:
-            chars += _text_length(value, 0)
-    return -(-chars // 4) + max_output_tokens(body, default_completion, operation)
-
-
-def prompt_tokens(body: Mapping[str, Any]) -> int:
-    """`estimate_tokens`' prompt part: about a token per four characters of the body's
-    text. A governed request measures it once, for its TPM limit and its budget hold
-    (gateway/governed.py `hold`)."""
-    chars = 0
-    # Only the fields the body has (one set operation in C instead of four look-ups).
-    for name in _PROMPT_FIELDS.intersection(body):
-        value = body[name]
-        if value is not None:
-            chars += _text_length(value, 0)
-    return -(-chars // 4)
-
-
-_PROMPT_FIELDS = frozenset({"messages", "input", "prompt", "instructions"})
-
-
-def _text_length(value: Any, depth: int) -> int:
-    """Characters of text in a message list, content parts or plain strings."""
-    if isinstance(value, str):
-        return len(value)
-    if depth > 8:  # deeper structures are not prompt text
-        return 0
-    if isinstance(value, list):
-        total = 0
-        for item in value:
-            if isinstance(item, dict) and depth < 8:
-                # The common message, a role and a string content, in three checks
-                # instead of a look-up per text field.
-                content = item.get("content")
-                if len(item) == 2 and isinstance(content, str) and "role" in item:
-                    total += len(content)
-                    continue
-                for name in _TEXT_FIELDS:
-                    part = item.get(name)
-                    if isinstance(part, str):
-                        total += len(part)
-                    elif part is not None:
-                        total += _text_length(part, depth + 2)
-            else:
-                total += _text_length(item, depth + 1)
-        return total
-    if isinstance(value, dict):
-        total = 0
-        for name in _TEXT_FIELDS:
-            item = value.get(name)
-            if item is not None:
-                total += _text_length(item, depth + 1)
-        return total
-    return 0
-
-
-_TEXT_FIELDS = ("content", "text", "input_text", "arguments")
 
 
 class _Subject:
@@ -345,7 +269,7 @@ class RateLimiter:
             state.rpm_level -= 1  # harmless without a limit: never read then
             state.tpm_level -= tokens
             state.in_flight += 1
-        return Admission(subjects, tokens, _headers(subjects))
+        return Admission(subjects, tokens, limit_headers(subjects))
 
     def settle(self, admission: Admission, used_tokens: int | None) -> None:
         """The request ended (answered, failed, or its client left): its in-flight slot
@@ -483,7 +407,7 @@ def _reclaim(state: _Subject, table: SharedTable, now: float) -> int | None:
 def _refusal(state: _Subject, tokens: int, now: float) -> Refusal:
     """Why `state` refuses a request of `tokens` (parallel, then requests, then tokens)."""
     state.refill(now)
-    name, headers = state.name, _headers((state,))
+    name, headers = state.name, limit_headers((state,))
     if state.parallel is not None and state.in_flight >= state.parallel:
         return Refusal(name, "parallel", _PARALLEL_RETRY_SECONDS, headers)
     if state.rpm is not None and state.rpm_level < 1:
@@ -500,71 +424,3 @@ def _bucket_view(cap: float | None, level: float, rate: float) -> dict[str, Any]
         return None
     return {"limit": int(cap), "remaining": max(0, math.floor(level)),
             "reset_seconds": round(max(0.0, (cap - level) / rate), 3)}
-
-
-def _headers(subjects: tuple[_Subject, ...]) -> dict[str, str]:
-    """OpenAI's `x-ratelimit-*` headers for the tightest of `subjects`' buckets. Runs for
-    every request: a subject with both limits (the usual) is one dict display, and the
-    numbers are formatted with `%` (one operation in C where `str(int(x))` and `round`
-    are calls: about 750 instructions fewer for two numbers, measured with callgrind)."""
-    requests = tokens = subjects[0]
-    if len(subjects) > 1:
-        for state in subjects[1:]:
-            if state.rpm is not None and (requests.rpm is None
-                                          or state.rpm_level < requests.rpm_level):
-                requests = state
-            if state.tpm is not None and (tokens.tpm is None
-                                          or state.tpm_level < tokens.tpm_level):
-                tokens = state
-    cap, tpm = requests.rpm, tokens.tpm
-    if cap is not None and tpm is not None:
-        level, tokens_level = requests.rpm_level, tokens.tpm_level
-        wait = (cap - level) / requests.rpm_rate
-        tokens_wait = (tpm - tokens_level) / tokens.tpm_rate
-        return {
-            "x-ratelimit-limit-requests": requests.rpm_text,
-            "x-ratelimit-remaining-requests": "%d" % level if level >= 1 else "0",  # noqa: UP031
-            "x-ratelimit-reset-requests": (
-                "%dms" % (wait * 1000 + 0.5) if wait < 1 else duration(wait)),  # noqa: UP031
-            "x-ratelimit-limit-tokens": tokens.tpm_text,
-            "x-ratelimit-remaining-tokens": "%d" % tokens_level if tokens_level >= 1 else "0",  # noqa: UP031
-            "x-ratelimit-reset-tokens": (
-                "%dms" % (tokens_wait * 1000 + 0.5) if tokens_wait < 1  # noqa: UP031
-                else duration(tokens_wait)),
-        }
-    if cap is not None:
-        return _bucket_headers("requests", requests.rpm_text, cap, requests.rpm_level,
-                               requests.rpm_rate)
-    if tpm is not None:
-        return _bucket_headers("tokens", tokens.tpm_text, tpm, tokens.tpm_level,
-                               tokens.tpm_rate)
-    return {}
-
-
-def _bucket_headers(kind: str, text: str, cap: float, level: float,
-                    rate: float) -> dict[str, str]:
-    """`_headers` for a subject limited on one bucket alone."""
-    wait = (cap - level) / rate
-    return {
-        "x-ratelimit-limit-" + kind: text,
-        "x-ratelimit-remaining-" + kind: "%d" % level if level >= 1 else "0",  # noqa: UP031
-        "x-ratelimit-reset-" + kind: (
-            "%dms" % (wait * 1000 + 0.5) if wait < 1 else duration(wait)),  # noqa: UP031
-    }
-
-
-def duration(seconds: float) -> str:
-    """OpenAI's spelling of a reset time: `20ms`, `1.5s`, `6m0s`, to the millisecond."""
-    if seconds < 1:
-        return f"{int(seconds * 1000 + 0.5)}ms" if seconds > 0 else "0ms"
-    return _seconds_text(int(seconds * 1000 + 0.5))
-
-
-@functools.lru_cache(maxsize=4096)
-def _seconds_text(ms: int) -> str:
-    """`duration` from a second up, remembered: a request's TPM reset is often a second
-    or more, and formatting it costs more than the rest of its headers."""
-    whole, ms = divmod(ms, 1000)
-    minutes, whole = divmod(whole, 60)
-    text = f"{minutes}m{whole}" if minutes else f"{whole}"
-    return f"{text}.{ms:03d}".rstrip("0") + "s" if ms else text + "s"

@@ -18,10 +18,10 @@ from azure_openai_proxy.gateway.governed import (
     used_tokens,
 )
 from azure_openai_proxy.governance.budget import BudgetGuard
-from azure_openai_proxy.governance.estimate import max_output_tokens
+from azure_openai_proxy.governance.estimate import max_output_tokens, prompt_tokens
 from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
 from azure_openai_proxy.governance.prices import PriceTable
-from azure_openai_proxy.governance.ratelimit import RateLimiter, prompt_tokens
+from azure_openai_proxy.governance.ratelimit import RateLimiter
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, RoutingTable, Target, servable
 

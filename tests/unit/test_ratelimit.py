@@ -8,14 +8,14 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from azure_openai_proxy.governance.estimate import estimate_tokens
+from azure_openai_proxy.governance.limitheaders import duration
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import (
     DEFAULT_COMPLETION_TOKENS,
     Admission,
     RateLimiter,
     Refusal,
-    duration,
-    estimate_tokens,
 )
 
 

@@ -1,0 +1,91 @@
+"""OpenAI's `x-ratelimit-*` headers for a key's (and its team's) buckets: what the
+limiter (governance/ratelimit.py) puts on every admitted answer and every refusal.
+Pure: numbers in, header strings out."""
+
+from __future__ import annotations
+
+import functools
+from typing import Protocol
+
+__all__ = ["BucketState", "duration", "limit_headers"]
+
+
+class BucketState(Protocol):
+    """What the headers read of a subject's buckets (ratelimit.py's `_Subject`)."""
+
+    rpm: float | None
+    rpm_level: float
+    rpm_rate: float
+    rpm_text: str
+    tpm: float | None
+    tpm_level: float
+    tpm_rate: float
+    tpm_text: str
+
+
+def limit_headers(subjects: tuple[BucketState, ...]) -> dict[str, str]:
+    """OpenAI's `x-ratelimit-*` headers for the tightest of `subjects`' buckets. Runs for
+    every request: a subject with both limits (the usual) is one dict display, and the
+    numbers are formatted with `%` (one operation in C where `str(int(x))` and `round`
+    are calls: about 750 instructions fewer for two numbers, measured with callgrind)."""
+    requests = tokens = subjects[0]
+    if len(subjects) > 1:
+        for state in subjects[1:]:
+            if state.rpm is not None and (requests.rpm is None
+                                          or state.rpm_level < requests.rpm_level):
+                requests = state
+            if state.tpm is not None and (tokens.tpm is None
+                                          or state.tpm_level < tokens.tpm_level):
+                tokens = state
+    cap, tpm = requests.rpm, tokens.tpm
+    if cap is not None and tpm is not None:
+        level, tokens_level = requests.rpm_level, tokens.tpm_level
+        wait = (cap - level) / requests.rpm_rate
+        tokens_wait = (tpm - tokens_level) / tokens.tpm_rate
+        return {
+            "x-ratelimit-limit-requests": requests.rpm_text,
+            "x-ratelimit-remaining-requests": "%d" % level if level >= 1 else "0",  # noqa: UP031
+            "x-ratelimit-reset-requests": (
+                "%dms" % (wait * 1000 + 0.5) if wait < 1 else duration(wait)),  # noqa: UP031
+            "x-ratelimit-limit-tokens": tokens.tpm_text,
+            "x-ratelimit-remaining-tokens": "%d" % tokens_level if tokens_level >= 1 else "0",  # noqa: UP031
+            "x-ratelimit-reset-tokens": (
+                "%dms" % (tokens_wait * 1000 + 0.5) if tokens_wait < 1  # noqa: UP031
+                else duration(tokens_wait)),
+        }
+    if cap is not None:
+        return _bucket_headers("requests", requests.rpm_text, cap, requests.rpm_level,
+                               requests.rpm_rate)
+    if tpm is not None:
+        return _bucket_headers("tokens", tokens.tpm_text, tpm, tokens.tpm_level,
+                               tokens.tpm_rate)
+    return {}
+
+
+def _bucket_headers(kind: str, text: str, cap: float, level: float,
+                    rate: float) -> dict[str, str]:
+    """`limit_headers` for a subject limited on one bucket alone."""
+    wait = (cap - level) / rate
+    return {
+        "x-ratelimit-limit-" + kind: text,
+        "x-ratelimit-remaining-" + kind: "%d" % level if level >= 1 else "0",  # noqa: UP031
+        "x-ratelimit-reset-" + kind: (
+            "%dms" % (wait * 1000 + 0.5) if wait < 1 else duration(wait)),  # noqa: UP031
+    }
+
+
+def duration(seconds: float) -> str:
+    """OpenAI's spelling of a reset time: `20ms`, `1.5s`, `6m0s`, to the millisecond."""
+    if seconds < 1:
+        return f"{int(seconds * 1000 + 0.5)}ms" if seconds > 0 else "0ms"
+    return _seconds_text(int(seconds * 1000 + 0.5))
+
+
+@functools.lru_cache(maxsize=4096)
+def _seconds_text(ms: int) -> str:
+    """`duration` from a second up, remembered: a request's TPM reset is often a second
+    or more, and formatting it costs more than the rest of its headers."""
+    whole, ms = divmod(ms, 1000)
+    minutes, whole = divmod(whole, 60)
+    text = f"{minutes}m{whole}" if minutes else f"{whole}"
+    return f"{text}.{ms:03d}".rstrip("0") + "s" if ms else text + "s"
