@@ -159,3 +159,23 @@ def test_a_bearer_header_seen_before_opens_the_same_key_as_its_secret(
     with pytest.raises(AuthenticationFailed):
         gateway.authenticate(bearer)
     asyncio.run(directory.close())
+
+
+def test_only_the_plain_spelling_of_a_bearer_header_is_remembered(
+        store: KeyStore, tmp_path: Path) -> None:
+    # A header padded with blanks opens the key (the token is stripped), but remembering
+    # every padding would let one key holder fill the table with entries of up to a
+    # whole header (64 KiB) each: 4096 of them, about 256 MiB per worker.
+    clock = Clock()
+    key, secret = store.create_key("a", now=clock.now)
+    directory = _loaded(tmp_path / "gateway.db", clock)
+    gateway = _gateway(directory, ["static-key"])
+    for padding in (" ", "  ", " " * 1000, " \t"):
+        padded = f"Bearer{padding}{secret}" if padding != " " else f"Bearer {secret} "
+        caller = gateway.authenticate({"Authorization": padded})
+        assert caller.key is not None and caller.key.id == key.id  # still opens it
+        assert directory.authenticate_bearer(padded) is None  # but is not remembered
+    for plain in (f"Bearer {secret}", f"bearer {secret}"):
+        caller = gateway.authenticate({"Authorization": plain})
+        assert directory.authenticate_bearer(plain) is caller
+    asyncio.run(directory.close())
