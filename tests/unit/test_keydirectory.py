@@ -179,3 +179,33 @@ def test_only_the_plain_spelling_of_a_bearer_header_is_remembered(
         caller = gateway.authenticate({"Authorization": plain})
         assert directory.authenticate_bearer(plain) is caller
     asyncio.run(directory.close())
+
+
+def test_a_remembered_bearer_header_follows_its_teams_changes(
+        store: KeyStore, tmp_path: Path) -> None:
+    # The key's own row never changes here: a team's budget added, its block and its
+    # unblock reach the key's remembered header at the next reload all the same.
+    clock = Clock()
+    team = store.create_team("t", now=clock.now)
+    store.create_key("a", team="t", now=clock.now)
+    key, secret = store.create_key("b", team="t", now=clock.now)
+    directory = _loaded(tmp_path / "gateway.db", clock)
+    gateway = _gateway(directory, ["static-key"])
+    bearer = {"Authorization": f"Bearer {secret}"}
+    assert gateway.authenticate(bearer).budgeted is False
+    assert directory.authenticate_bearer(bearer["Authorization"]) is not None
+    store.update_team(team.id, {"limits": {"soft_budget_usd": 1.0}})
+    _reload(directory)
+    assert directory.authenticate_bearer(bearer["Authorization"]) is None
+    assert gateway.authenticate(bearer).budgeted is True
+    assert directory.authenticate_bearer(bearer["Authorization"]) is not None
+    store.update_team(team.id, {"blocked": True})
+    _reload(directory)
+    with pytest.raises(AuthenticationFailed, match="team has been blocked"):
+        gateway.authenticate(bearer)
+    assert directory.authenticate_bearer(bearer["Authorization"]) is None  # not kept
+    store.update_team(team.id, {"blocked": False, "limits": {"soft_budget_usd": None}})
+    _reload(directory)
+    caller = gateway.authenticate(bearer)
+    assert caller.key is not None and caller.key.id == key.id and caller.budgeted is False
+    asyncio.run(directory.close())
