@@ -209,3 +209,29 @@ def test_a_remembered_bearer_header_follows_its_teams_changes(
     caller = gateway.authenticate(bearer)
     assert caller.key is not None and caller.key.id == key.id and caller.budgeted is False
     asyncio.run(directory.close())
+
+
+def test_a_remembered_bearer_header_stops_at_a_block_and_a_rotations_grace_end(
+        store: KeyStore, tmp_path: Path) -> None:
+    clock = Clock()
+    key, old = store.create_key("a", now=clock.now)
+    directory = _loaded(tmp_path / "gateway.db", clock)
+    gateway = _gateway(directory, ["static-key"])
+    header = f"Bearer {old}"
+    gateway.authenticate({"Authorization": header})
+    _, new = store.rotate_key(key.id, grace_seconds=30, now=clock.now)
+    _reload(directory)
+    assert directory.authenticate_bearer(header) is None  # the reload forgot it
+    assert gateway.authenticate({"Authorization": header}).key is not None  # in grace
+    assert directory.authenticate_bearer(header) is not None
+    clock.now += 30
+    assert directory.authenticate_bearer(header) is None  # the grace ended
+    with pytest.raises(AuthenticationFailed):
+        gateway.authenticate({"Authorization": header})
+    fresh = f"Bearer {new}"
+    assert gateway.authenticate({"Authorization": fresh}).key is not None
+    store.update_key(key.id, {"blocked": True})
+    _reload(directory)
+    with pytest.raises(AuthenticationFailed, match="blocked"):
+        gateway.authenticate({"Authorization": fresh})
+    asyncio.run(directory.close())
