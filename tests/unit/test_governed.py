@@ -191,6 +191,21 @@ def test_the_tokens_used_are_the_records_own_count(usage: dict[str, object] | No
     assert used_tokens(record) == expected
 
 
+@pytest.mark.parametrize(("usage", "used"), [
+    ({"prompt_tokens": 10, "completion_tokens": -1_000_000}, 10),
+    ({"prompt_tokens": -5, "completion_tokens": 3, "total_tokens": -2}, 3),
+    ({"input_tokens": -7, "output_tokens": 2}, 2),
+    ({"prompt_tokens": -9}, 0),
+])
+def test_a_negative_count_in_the_usage_is_read_as_none(
+        usage: dict[str, object], used: int) -> None:
+    # As the ledger reads it: a negative count settled with the limiter would give its
+    # TPM limit back more than the request reserved (up to the whole minute's tokens).
+    record = RequestRecord("r1", "POST")
+    record.usage = usage
+    assert used_tokens(record) == used
+
+
 @pytest.mark.parametrize("body", [
     {"messages": [{"role": "user", "content": "héllo wörld, 日本語 🙂" * 3}], "max_tokens": 9},
     {"messages": [{"role": "user", "content": "x" * 1_000_003}]},
