@@ -123,17 +123,19 @@ def limit_refusal(refusal: Refusal) -> KeyRateLimited:
 
 
 def used_tokens(record: RequestRecord) -> int | None:
-    """Tokens Azure said the request used (None: it did not say)."""
+    """Tokens Azure said the request used (None: it did not say). A negative count is
+    read as none, as the ledger reads it (`count_tokens`): an upstream's usage must not
+    give a TPM limit back more than the request reserved."""
     usage = record.usage
     if not usage:
         return None
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if type(prompt) is int and type(completion) is int:  # chat's usage: most answers
-        return prompt + completion
+    if type(prompt) is int and type(completion) is int and prompt >= 0 and completion >= 0:
+        return prompt + completion  # chat's usage: most answers
     prompt, completion = record.tokens()
     if prompt is None and completion is None:
         return None
-    return (prompt or 0) + (completion or 0)
+    return max(prompt or 0, 0) + max(completion or 0, 0)
 
 
 def request_estimate(body: Mapping[str, Any], default_completion: int, operation: str,

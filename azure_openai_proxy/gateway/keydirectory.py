@@ -55,6 +55,7 @@ _REASONS = {
 _FIRST_LOAD_SECONDS = 5.0
 _KNOWN_LIMIT = 4096  # secrets remembered between reloads (beyond it: hashed again)
 _FOREVER = float("inf")
+_BEARER_PREFIX = len("Bearer ")  # the scheme and one space before a remembered secret
 
 
 class KeyDirectory:
@@ -191,9 +192,12 @@ class KeyDirectory:
     def remember_bearer(self, authorization: str, secret: str) -> None:
         """`authorization` is `Bearer <secret>`, and `secret` just opened a key: the
         next request with this header is answered by `authenticate_bearer`, for as long
-        as the secret itself would be (until its expiry, its grace's end, or a reload)."""
+        as the secret itself would be (until its expiry, its grace's end, or a reload).
+        Only the plain spelling, the scheme, one space and the secret, is kept: a value
+        padded with blanks opens the same key, but remembering each padding would let one
+        key holder fill the table with entries of up to a whole header (64 KiB) each."""
         known = self._known.get(secret)
-        if known is not None:
+        if known is not None and len(authorization) == len(secret) + _BEARER_PREFIX:
             self._bearers.put(authorization, known)
 
     def _authenticate(self, secret: str) -> Caller:

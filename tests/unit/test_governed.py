@@ -4,6 +4,7 @@ refusal."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from azure_openai_proxy.auth import Caller
@@ -188,3 +189,41 @@ def test_the_tokens_used_are_the_records_own_count(usage: dict[str, object] | No
     expected = None if prompt is None and completion is None else (
         (prompt or 0) + (completion or 0))
     assert used_tokens(record) == expected
+
+
+@pytest.mark.parametrize(("usage", "used"), [
+    ({"prompt_tokens": 10, "completion_tokens": -1_000_000}, 10),
+    ({"prompt_tokens": -5, "completion_tokens": 3, "total_tokens": -2}, 3),
+    ({"input_tokens": -7, "output_tokens": 2}, 2),
+    ({"prompt_tokens": -9}, 0),
+])
+def test_a_negative_count_in_the_usage_is_read_as_none(
+        usage: dict[str, object], used: int) -> None:
+    # As the ledger reads it: a negative count settled with the limiter would give its
+    # TPM limit back more than the request reserved (up to the whole minute's tokens).
+    record = RequestRecord("r1", "POST")
+    record.usage = usage
+    assert used_tokens(record) == used
+
+
+@pytest.mark.parametrize("body", [
+    {"messages": [{"role": "user", "content": "héllo wörld, 日本語 🙂" * 3}], "max_tokens": 9},
+    {"messages": [{"role": "user", "content": "x" * 1_000_003}]},
+    {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 99}},
+        {"type": "text", "text": "what is this"}]}], "max_tokens": 3},
+    {"messages": [{"role": "user", "content": [
+        {"type": "file", "file": {"file_id": "file-1"}}, {"type": "text", "text": "sum"}]}]},
+    {"messages": [{"role": "user", "content": 12}], "max_tokens": 1},
+    {"messages": [{"role": "user", "content": ["loose", "strings"]}]},
+    {"messages": [{"role": "tool", "content": "42", "tool_call_id": "c1"}]},
+    {"messages": [{"role": "user", "file": {"file_id": "file-1"}}]},
+])
+def test_the_estimate_of_unusual_messages_is_the_general_walks_own(
+        body: dict[str, object]) -> None:
+    expected = (prompt_tokens(body), max_output_tokens(body, 1024, "chat/completions"))
+    assert request_estimate(body, 1024, "chat/completions") == expected
+    plain = plain_chat_chars(body)
+    assert request_estimate(body, 1024, "chat/completions", plain) == expected
+    if b"file" in orjson.dumps(body):  # a message naming a file is never "plain"
+        assert plain < 0

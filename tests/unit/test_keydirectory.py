@@ -159,3 +159,79 @@ def test_a_bearer_header_seen_before_opens_the_same_key_as_its_secret(
     with pytest.raises(AuthenticationFailed):
         gateway.authenticate(bearer)
     asyncio.run(directory.close())
+
+
+def test_only_the_plain_spelling_of_a_bearer_header_is_remembered(
+        store: KeyStore, tmp_path: Path) -> None:
+    # A header padded with blanks opens the key (the token is stripped), but remembering
+    # every padding would let one key holder fill the table with entries of up to a
+    # whole header (64 KiB) each: 4096 of them, about 256 MiB per worker.
+    clock = Clock()
+    key, secret = store.create_key("a", now=clock.now)
+    directory = _loaded(tmp_path / "gateway.db", clock)
+    gateway = _gateway(directory, ["static-key"])
+    for padding in (" ", "  ", " " * 1000, " \t"):
+        padded = f"Bearer{padding}{secret}" if padding != " " else f"Bearer {secret} "
+        caller = gateway.authenticate({"Authorization": padded})
+        assert caller.key is not None and caller.key.id == key.id  # still opens it
+        assert directory.authenticate_bearer(padded) is None  # but is not remembered
+    for plain in (f"Bearer {secret}", f"bearer {secret}"):
+        caller = gateway.authenticate({"Authorization": plain})
+        assert directory.authenticate_bearer(plain) is caller
+    asyncio.run(directory.close())
+
+
+def test_a_remembered_bearer_header_follows_its_teams_changes(
+        store: KeyStore, tmp_path: Path) -> None:
+    # The key's own row never changes here: a team's budget added, its block and its
+    # unblock reach the key's remembered header at the next reload all the same.
+    clock = Clock()
+    team = store.create_team("t", now=clock.now)
+    store.create_key("a", team="t", now=clock.now)
+    key, secret = store.create_key("b", team="t", now=clock.now)
+    directory = _loaded(tmp_path / "gateway.db", clock)
+    gateway = _gateway(directory, ["static-key"])
+    bearer = {"Authorization": f"Bearer {secret}"}
+    assert gateway.authenticate(bearer).budgeted is False
+    assert directory.authenticate_bearer(bearer["Authorization"]) is not None
+    store.update_team(team.id, {"limits": {"soft_budget_usd": 1.0}})
+    _reload(directory)
+    assert directory.authenticate_bearer(bearer["Authorization"]) is None
+    assert gateway.authenticate(bearer).budgeted is True
+    assert directory.authenticate_bearer(bearer["Authorization"]) is not None
+    store.update_team(team.id, {"blocked": True})
+    _reload(directory)
+    with pytest.raises(AuthenticationFailed, match="team has been blocked"):
+        gateway.authenticate(bearer)
+    assert directory.authenticate_bearer(bearer["Authorization"]) is None  # not kept
+    store.update_team(team.id, {"blocked": False, "limits": {"soft_budget_usd": None}})
+    _reload(directory)
+    caller = gateway.authenticate(bearer)
+    assert caller.key is not None and caller.key.id == key.id and caller.budgeted is False
+    asyncio.run(directory.close())
+
+
+def test_a_remembered_bearer_header_stops_at_a_block_and_a_rotations_grace_end(
+        store: KeyStore, tmp_path: Path) -> None:
+    clock = Clock()
+    key, old = store.create_key("a", now=clock.now)
+    directory = _loaded(tmp_path / "gateway.db", clock)
+    gateway = _gateway(directory, ["static-key"])
+    header = f"Bearer {old}"
+    gateway.authenticate({"Authorization": header})
+    _, new = store.rotate_key(key.id, grace_seconds=30, now=clock.now)
+    _reload(directory)
+    assert directory.authenticate_bearer(header) is None  # the reload forgot it
+    assert gateway.authenticate({"Authorization": header}).key is not None  # in grace
+    assert directory.authenticate_bearer(header) is not None
+    clock.now += 30
+    assert directory.authenticate_bearer(header) is None  # the grace ended
+    with pytest.raises(AuthenticationFailed):
+        gateway.authenticate({"Authorization": header})
+    fresh = f"Bearer {new}"
+    assert gateway.authenticate({"Authorization": fresh}).key is not None
+    store.update_key(key.id, {"blocked": True})
+    _reload(directory)
+    with pytest.raises(AuthenticationFailed, match="blocked"):
+        gateway.authenticate({"Authorization": fresh})
+    asyncio.run(directory.close())
