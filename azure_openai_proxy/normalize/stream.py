@@ -126,8 +126,9 @@ class ChatStreamNormalizer:
                 rest = template.match(data)
                 if rest is not None and rest.get("finish_reason") is None:
                     delta = rest.get("delta")
-                    content = delta.get("content") if type(delta) is dict else None
-                    if type(content) is str and len(delta) == 1:  # a plain content delta
+                    content = (delta.get("content")
+                               if type(delta) is dict and len(delta) == 1 else None)
+                    if type(content) is str:  # a plain content delta
                         self.content_chars += len(content)
                     else:
                         self.content_chars += _content_chars(rest)
