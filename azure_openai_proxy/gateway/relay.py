@@ -31,7 +31,7 @@ from azure_openai_proxy.http.interface import (
     Reply,
     ResponseStream,
 )
-from azure_openai_proxy.http.request import FastStream
+from azure_openai_proxy.http.request import FastRequest, FastStream
 from azure_openai_proxy.normalize.body import normalize_answer
 from azure_openai_proxy.normalize.stream import (
     ChatStreamNormalizer,
@@ -75,6 +75,11 @@ async def relay(
         headers["x-proxy-adapted"] = ", ".join(record.adaptations)
     content_type = headers.get("content-type", "")
     if content_type.startswith("text/event-stream"):
+        if policy is not None and type(response) is FastResponse and type(request) is FastRequest:
+            # Pushed (`_pushed`): this coroutine wakes only at the end and for a slow
+            # client, so a task of its own would cost more than the chain it spares. A
+            # disconnect cancels it here, and `_relay_stream` releases Azure's answer.
+            return await _relay_stream(request, response, headers, policy, record, prompt)
         meter = ResponsesStreamMeter() if policy is None and operation == "responses" else None
         # A task of its own: each chunk then resumes this one coroutine, not the whole
         # chain of handlers awaiting it (server, app, pipeline, here). A disconnect
@@ -227,12 +232,13 @@ class _StreamPush:
     written to the client in one write. `outcome` is set once: the tail to end with
     (`[DONE]` came, or the body ended), or the exception `_pushed` raises."""
 
-    __slots__ = ("_normalizer", "_out", "_pending", "_response", "_waiter", "outcome",
-                 "paused")
+    __slots__ = ("_loop", "_normalizer", "_out", "_pending", "_response", "_waiter",
+                 "outcome", "paused")
 
     def __init__(self, response: FastResponse, out: FastStream,
                  normalizer: ChatStreamNormalizer) -> None:
         self._response = response
+        self._loop = response.loop
         self._out = out
         self._normalizer = normalizer
         self._pending = b""  # normalized, not yet written
@@ -301,7 +307,7 @@ class _StreamPush:
 
     def changed(self) -> asyncio.Future[None]:
         """To await until the outcome is settled or the client must be waited for."""
-        waiter = asyncio.get_running_loop().create_future()
+        waiter = self._loop.create_future()
         if self.outcome is not None or self.paused:
             waiter.set_result(None)
         else:

@@ -229,11 +229,19 @@ class FastStream:
         once the client has left."""
         if self.ended:
             raise RuntimeError("send() after end()")
+        channel = self._channel
         if data and not self.bodyless:
             if self.chunked:
                 data = b"%x\r\n%b\r\n" % (len(data), data)
-            self._send(self._with_head(data) if self._head else data)
-        return not self._channel.write_paused
+            if self._head:
+                data = self._with_head(data)
+            # _send, inline: one call less per frame of a pushed stream.
+            transport = channel.transport
+            if transport is None or transport.is_closing():
+                raise ClientDisconnected("The client closed the connection")
+            self.output_size += len(data)
+            transport.write(data)
+        return not channel.write_paused
 
     async def drained(self) -> None:
         """Return once the client reads again (at once if it is not behind)."""

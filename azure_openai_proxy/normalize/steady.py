@@ -38,12 +38,15 @@ class SteadyFrameTemplate:
     """The learned ends of a stream's steady frames; `match()` a frame's data against it,
     `relayed()` the event to write for a match."""
 
-    __slots__ = ("_out_suffix", "_prefix", "_suffix")
+    __slots__ = ("_out_tail", "_prefix", "_prefix_size", "_suffix", "_suffix_size")
 
     def __init__(self, prefix: bytes, suffix: bytes, out_suffix: bytes) -> None:
         self._prefix = prefix
         self._suffix = suffix
-        self._out_suffix = out_suffix
+        # Sizes and the event's end computed once, not per frame.
+        self._prefix_size = len(prefix)
+        self._suffix_size = len(suffix)
+        self._out_tail = out_suffix + b"\n\n"
 
     @classmethod
     def learn(cls, data: bytes, obj: dict[str, Any], model: str) -> SteadyFrameTemplate | None:
@@ -70,13 +73,13 @@ class SteadyFrameTemplate:
     def match(self, data: bytes) -> dict[str, Any] | None:
         """The frame's choice without its `content_filter_results` (the learned one), if
         the frame has the learned ends and one valid choice between them; else None."""
-        prefix, suffix = self._prefix, self._suffix
-        end = len(data) - len(suffix)
-        if end <= len(prefix) or not data.startswith(prefix) or not data.endswith(suffix):
+        start = self._prefix_size
+        end = len(data) - self._suffix_size
+        if end <= start or not data.startswith(self._prefix) or not data.endswith(self._suffix):
             return None
         try:
             # A slice and a concatenation: cheaper than a memoryview for ~100 bytes.
-            rest = orjson.loads(b'{"delta":' + data[len(prefix):end])
+            rest = orjson.loads(b'{"delta":' + data[start:end])
         except orjson.JSONDecodeError:
             return None
         # A repeated filter key would make the choice the general path sees another one.
@@ -86,5 +89,4 @@ class SteadyFrameTemplate:
 
     def relayed(self, data: bytes) -> bytes:
         """The event for a frame `match()` accepted: its bytes, the model spliced."""
-        return b"".join((b"data: ", data[:len(data) - len(self._suffix)], self._out_suffix,
-                         b"\n\n"))
+        return b"".join((b"data: ", data[:-self._suffix_size], self._out_tail))

@@ -100,9 +100,19 @@ class ChatStreamNormalizer:
         self.done = False
         self.usage: dict[str, Any] | None = None
         self.finish_reasons: dict[int, str] = {}
-        self.frames_in = 0
-        self.frames_out = 0
+        # Counted apart: a steady frame (one in, one out) adds to `_steady_frames` only.
+        self._frames_in = 0
+        self._frames_out = 0
+        self._steady_frames = 0
         self.content_chars = 0
+
+    @property
+    def frames_in(self) -> int:
+        return self._frames_in + self._steady_frames
+
+    @property
+    def frames_out(self) -> int:
+        return self._frames_out + self._steady_frames
 
     def feed(self, chunk: bytes) -> bytes:
         """Return the bytes to write to the client for `chunk`: complete events only."""
@@ -112,10 +122,22 @@ class ChatStreamNormalizer:
         if template is not None and self._steady:  # a read of one steady frame
             data = self._decoder.single(chunk)
             if data is not None:
-                out = self._steady_relayed(template, data)
-                if out is not None:
-                    self.frames_in += 1
-                    return out
+                # _steady_relayed, inline: the hot path of a stream.
+                rest = template.match(data)
+                if rest is not None and rest.get("finish_reason") is None:
+                    delta = rest.get("delta")
+                    content = (delta.get("content")
+                               if type(delta) is dict and len(delta) == 1 else None)
+                    if type(content) is str:  # a plain content delta
+                        self.content_chars += len(content)
+                    else:
+                        self.content_chars += _content_chars(rest)
+                    self._steady_frames += 1
+                    return template.relayed(data)
+                # The frame is not of the learned shape: the general path, not tried again.
+                events = self._decoder.feed(chunk)
+                return self._frame(events[0], steady_tried=True) if len(events) == 1 else (
+                    self._emit(events))
         return self._emit(self._decoder.feed(chunk))
 
     def finish(self, *, upstream_failed: str | None = None) -> bytes:
@@ -136,18 +158,18 @@ class ChatStreamNormalizer:
             return self._frame(events[0])
         return b"".join([self._frame(event) for event in events])
 
-    def _frame(self, event: SseEvent) -> bytes:
+    def _frame(self, event: SseEvent, *, steady_tried: bool = False) -> bytes:
         data = event.data
         if data is None or self.done:
             return b""
-        self.frames_in += 1
-        if data[:6] == b"[DONE]":
-            return self._close(cut=False, reason=None)
         template = self._template
-        if template is not None and self._steady:
-            out = self._steady_relayed(template, data)
+        if template is not None and self._steady and not steady_tried:
+            out = self._steady_relayed(template, data)  # never [DONE]
             if out is not None:
                 return out
+        self._frames_in += 1
+        if data[:6] == b"[DONE]":
+            return self._close(cut=False, reason=None)
         try:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -175,7 +197,7 @@ class ChatStreamNormalizer:
         if rest is None or rest.get("finish_reason") is not None:
             return None
         self.content_chars += _content_chars(rest)
-        self.frames_out += 1
+        self._steady_frames += 1
         return template.relayed(data)
 
     def _steady_frame(self, event: SseEvent, obj: dict[str, Any]) -> bytes | None:
@@ -306,7 +328,7 @@ class ChatStreamNormalizer:
         return changed
 
     def _out(self, event: SseEvent, obj: dict[str, Any], *, changed: bool) -> bytes:
-        self.frames_out += 1
+        self._frames_out += 1
         if not changed:
             raw, data = event.raw, event.data
             assert data is not None
@@ -322,9 +344,9 @@ class ChatStreamNormalizer:
         if not self._error_sent:
             error = self._closing_error(cut=cut, reason=reason)
             if error is not None:
-                self.frames_out += 1
+                self._frames_out += 1
                 out = _sse(orjson.dumps(error))
-        self.frames_out += 1
+        self._frames_out += 1
         return out + DONE
 
     def _closing_error(self, *, cut: bool, reason: str | None) -> dict[str, Any] | None:

@@ -63,11 +63,13 @@ class FastResponse:
     """An answer whose head has arrived; the body is drained from the connection
     (`read`, `chunks`) or pushed into a sink (`relay`)."""
 
-    __slots__ = ("_conn", "_owner", "headers", "status")
+    __slots__ = ("_conn", "_owner", "headers", "loop", "status")
 
     def __init__(self, owner: FastTransport, conn: _Connection) -> None:
         self._owner = owner
         self._conn: _Connection | None = conn
+        # Its connection's: asyncio.get_running_loop() costs a getpid() call on 3.11.
+        self.loop = conn.loop
         self.status = conn.status
         self.headers: CIMultiDict[str] = conn.headers
 

@@ -1,0 +1,53 @@
+"""What a pushed stream does not do, for its CPU cost (issue 15): it is relayed in the
+handler's own task (no task of its own), and a steady stream's frame that is not of the
+learned shape is matched against the template once, not twice. The bytes are held to
+the pulled relay and the general path by test_relay_push.py and test_stream_steady.py."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from azure_openai_proxy.normalize.steady import SteadyFrameTemplate
+from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
+from tests.unit.test_relay_push import Exchange, wire
+from tests.unit.test_stream_normalizer import async_annotation, delta
+from tests.unit.test_stream_steady import long_stream
+
+
+async def test_a_pushed_stream_is_relayed_in_the_handlers_own_task() -> None:
+    policy = StreamPolicy(client_model="gpt-4o", strip_usage_frame=True)
+    frames = long_stream()
+    before = asyncio.all_tasks()
+    exchange = Exchange(pushed=True, policy=policy)
+    exchange.start(wire(frames[:4], end=False))
+    await exchange.settle()
+    assert exchange.task is not None and not exchange.task.done()
+    assert asyncio.all_tasks() - before == {exchange.task}
+    exchange.conn.data_received(wire(frames[4:]))
+    await asyncio.wait_for(exchange.task, 5)
+    assert b"".join(exchange.channel.writes).endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+
+
+def test_a_frame_off_the_template_is_matched_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[bytes] = []
+    match = SteadyFrameTemplate.match
+
+    def counted(self: SteadyFrameTemplate, data: bytes) -> Any:
+        calls.append(data)
+        return match(self, data)
+
+    monkeypatch.setattr(SteadyFrameTemplate, "match", counted)
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for frame in long_stream(annotate=False)[:5]:  # prompt filter, role, three deltas
+        normalizer.feed(frame)
+    calls.clear()
+    steady = delta(" more")
+    assert normalizer.feed(steady).startswith(b"data: ")
+    assert len(calls) == 1  # the template was learned: a steady frame is matched once
+    calls.clear()
+    assert normalizer.feed(async_annotation(0, 0, 4)) == b""  # dropped, as before
+    assert len(calls) == 1
+    assert (normalizer.frames_in, normalizer.frames_out) == (7, 5)
