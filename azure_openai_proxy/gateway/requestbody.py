@@ -32,6 +32,10 @@ class RequestBody:
     spool: SpooledBody | None = None
     boundary: bytes | None = None
     content_type: str | None = None
+    # Send the parsed JSON, not the client's bytes: set where the gateway checked what
+    # the body names (a virtual key's references), so that Azure reads what was checked
+    # even when the client's JSON repeats a key (orjson keeps the last; Azure may not).
+    canonical: bool = False
 
     def model(self) -> str | None:
         if self.json is not None:

@@ -102,7 +102,7 @@ class RequestTranslator:
             if needs_model and client_model is not None and data.get("model") != deployment.deployment_name:
                 data = {**data, "model": deployment.deployment_name}
                 changed = True
-            payload = _reencoded(data) if changed else body.raw
+            payload = _reencoded(data) if changed or body.canonical else body.raw
             headers["content-type"] = "application/json"
         elif body.spool is not None and body.boundary is not None:
             replace = None

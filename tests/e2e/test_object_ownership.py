@@ -354,3 +354,31 @@ def test_an_uploaded_batch_file_is_read_only_for_an_allow_list_and_once_admitted
     with pytest.raises(openai.RateLimitError):
         client.files.create(file=_spied_file("gpt-4o-mini"), purpose="batch")
     assert spy.lines == 0  # refused by the limiter before it was read
+
+
+def test_a_repeated_key_cannot_hide_a_reference_from_the_check(
+        governed: Governed, emulator: Emulator) -> None:
+    """Review of the governed path (finding F3): orjson keeps the last of two repeated
+    keys, so a body could show the check a plain message or a harmless id while the
+    bytes sent carried another key's object under the first. What was checked is what
+    is sent: Azure never reads the hidden reference."""
+    _, a_secret = governed.key("a")
+    _, b_secret = governed.key("b")
+    a = governed.client(a_secret)
+    file_id = a.files.create(file=_batch_file("gpt-4o"), purpose="assistants").id
+    response_id = a.responses.create(model="gpt-4o", input="hi").id
+    headers = {"Authorization": f"Bearer {b_secret}", "Content-Type": "application/json"}
+    part = json.dumps({"type": "file", "file": {"file_id": file_id}})
+    chat = ('{"model": "gpt-4o", "messages": [{"role": "user", "content": [' + part +
+            '], "content": "hi"}]}')
+    reply = httpx.post(governed.server.url + "/v1/chat/completions", content=chat,
+                       headers=headers, timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert file_id not in emulator.last()["body"]
+    responses = ('{"model": "gpt-4o", "input": "more", "previous_response_id": "'
+                 + response_id + '", "previous_response_id": null}')
+    httpx.post(governed.server.url + "/v1/responses", content=responses, headers=headers,
+               timeout=30)
+    sent = [seen["body"] for seen in emulator.requests() if '"more"' in seen["body"]]
+    assert sent, "the Responses call reached Azure"
+    assert all(response_id not in body for body in sent)
