@@ -75,7 +75,8 @@ async def relay(
         headers["x-proxy-adapted"] = ", ".join(record.adaptations)
     content_type = headers.get("content-type", "")
     if content_type.startswith("text/event-stream"):
-        meter = ResponsesStreamMeter() if policy is None and operation == "responses" else None
+        meter = (ResponsesStreamMeter(record.claim)
+                 if policy is None and operation == "responses" else None)
         # A task of its own: each chunk then resumes this one coroutine, not the whole
         # chain of handlers awaiting it (server, app, pipeline, here). A disconnect
         # cancels the handler, and with it this task.
