@@ -183,6 +183,11 @@ class ObjectOwners:
             self._writes.add(write)
             write.add_done_callback(self._writes.discard)
 
+    async def written(self) -> None:
+        """Wait until the database holds every id claimed so far (or has failed)."""
+        while self._writes:
+            await asyncio.gather(*self._writes)
+
     async def _write_claim(self, new: list[str], owned: Owned) -> None:
         now = time.time()
 

@@ -38,7 +38,7 @@ def _streamed(client: openai.OpenAI) -> tuple[str, list[str]]:
                 added.append(event.item.id or "")
         final = stream.get_final_response()
     assert created is not None and created == final.id
-    assert added and added == [item.id for item in final.output]
+    assert added and added == [getattr(item, "id", None) for item in final.output]
     return final.id, added
 
 
@@ -54,6 +54,14 @@ def _refused(call: Callable[[], Any], object_id: str) -> None:
     assert refused.value.body == {
         "message": f"No such object: {object_id}", "type": "invalid_request_error",
         "param": "id", "code": None}
+
+
+def _refuses_all(other: openai.OpenAI, response_id: str, item_id: str) -> None:
+    _refused(lambda: other.responses.create(model="gpt-4o", input="x",
+                                            previous_response_id=response_id), response_id)
+    _refused(lambda: other.responses.create(model="gpt-4o", input=_referencing(item_id)),
+             item_id)
+    _refused(lambda: other.responses.retrieve(response_id), response_id)
 
 
 def test_a_restricted_key_chains_from_its_own_streamed_response(
@@ -82,23 +90,23 @@ def test_another_key_may_not_name_a_streamed_response_or_its_items(
     _, free_secret = governed.key("free")
     response_id, items = _streamed(governed.client(a_secret))
     seen = len(emulator.requests())
-    for other in (governed.client(b_secret), governed.client(free_secret)):
-        _refused(lambda client=other: client.responses.create(
-            model="gpt-4o", input="x", previous_response_id=response_id), response_id)
-        _refused(lambda client=other: client.responses.create(
-            model="gpt-4o", input=_referencing(items[0])), items[0])
-        _refused(lambda client=other: client.responses.retrieve(response_id), response_id)
+    for secret in (b_secret, free_secret):
+        _refuses_all(governed.client(secret), response_id, items[0])
     assert len(emulator.requests()) == seen  # refused at the gateway
 
 
 def test_a_key_without_restrictions_chains_from_its_stream_as_before(
         governed: Governed) -> None:
+    """Its own flow unchanged; its streamed response is now its own, as a created one
+    is: another key, even one without restrictions, may not name it."""
     _, secret = governed.key("free")
+    _, other_secret = governed.key("other-free")
     client = governed.client(secret)
     response_id, items = _streamed(client)
     assert client.responses.create(model="gpt-4o", input="x",
                                    previous_response_id=response_id).id
     assert client.responses.create(model="gpt-4o", input=_referencing(items[0])).id
+    _refuses_all(governed.client(other_secret), response_id, items[0])
 
 
 def test_what_a_stream_left_midway_showed_is_the_keys(governed: Governed) -> None:
