@@ -384,11 +384,14 @@ class ResponsesStreamMeter:
         for event in self._decoder.feed(chunk):
             data = event.data
             # find(), not `in`: see sse.py
-            if data is None or (data.find(b'"usage"') == -1 and (
-                    data.find(b'.delta"') == -1 or data.find(b'.audio.delta"') != -1)
-                    and data.find(b'output_item.') == -1
-                    and data.find(b'response.created') == -1):
-                continue  # audio deltas are base64 sound, not text: not parsed
+            if data is None:
+                continue
+            if data.find(b'"usage"') == -1:
+                if data.find(b'.delta"') != -1:
+                    if data.find(b'.audio.delta"') != -1:
+                        continue  # audio deltas are base64 sound, not text: not parsed
+                elif data.find(b'output_item.') == -1 and data.find(b'response.created') == -1:
+                    continue  # names no id the stream creates
             try:
                 obj = orjson.loads(data)
             except orjson.JSONDecodeError:
