@@ -75,8 +75,7 @@ async def relay(
         headers["x-proxy-adapted"] = ", ".join(record.adaptations)
     content_type = headers.get("content-type", "")
     if content_type.startswith("text/event-stream"):
-        meter = (ResponsesStreamMeter(record.claim)
-                 if policy is None and operation == "responses" else None)
+        meter = ResponsesStreamMeter() if policy is None and operation == "responses" else None
         # A task of its own: each chunk then resumes this one coroutine, not the whole
         # chain of handlers awaiting it (server, app, pipeline, here). A disconnect
         # cancels the handler, and with it this task.
@@ -123,6 +122,8 @@ async def _relay_stream(
     meter: ResponsesStreamMeter | None = None,
 ) -> ResponseStream:
     record.stream = True
+    if meter is not None:
+        meter.claim = record.claim  # the ids the stream creates: the caller's (ownership)
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"
     normalizer = ChatStreamNormalizer(policy) if policy is not None else None

@@ -367,14 +367,14 @@ class ResponsesStreamMeter:
     estimate when it ends first, and the ids the stream creates: the response's (from
     `response.created`, kept in `response_id`) and its output items' (from
     `response.output_item.added`/`.done` and the final response's `output`). Each new id
-    is handed to `claim` (when given) as soon as the event naming it is fed, before the
+    is handed to `claim` (when set) as soon as the event naming it is fed, before the
     caller relays that event. Only the events that can carry one of these are parsed."""
 
-    __slots__ = ("_claim", "_decoder", "_seen", "content_chars", "response_id", "usage")
+    __slots__ = ("_decoder", "_seen", "claim", "content_chars", "response_id", "usage")
 
     def __init__(self, claim: Callable[[list[str]], None] | None = None) -> None:
         self._decoder = SseDecoder()
-        self._claim = claim
+        self.claim = claim
         self._seen: set[str] = set()
         self.usage: dict[str, Any] | None = None
         self.content_chars = 0
@@ -425,8 +425,8 @@ class ResponsesStreamMeter:
                 and 0 < len(response_id) <= _MAX_ID):
             self.response_id = response_id
             self._seen.add(response_id)
-            if self._claim is not None:
-                self._claim([response_id])
+            if self.claim is not None:
+                self.claim([response_id])
 
     def _ids_of(self, items: list[Any]) -> None:
         fresh: list[str] = []
@@ -436,8 +436,8 @@ class ResponsesStreamMeter:
                     and item_id not in self._seen and len(self._seen) < _MAX_IDS):
                 self._seen.add(item_id)
                 fresh.append(item_id)
-        if fresh and self._claim is not None:
-            self._claim(fresh)
+        if fresh and self.claim is not None:
+            self.claim(fresh)
 
 
 def _content_chars(choice: dict[str, Any]) -> int:
