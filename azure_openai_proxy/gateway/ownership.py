@@ -29,9 +29,12 @@ A created response's `output` items are the key's with it (an `item_reference` m
 them), and so are those its owner reads later (`GET responses/{id}`: a background
 response's), its input items once its owner lists them (`responses/{id}/input_items`), and
 a conversation's items its owner adds or lists (`conversations/{id}/items`).
-Objects created by a stream (a streamed `responses` call and its items) are not recorded
-(their ids are not read from the stream), nor objects created inside another answer (an
-upload's file): a key with restrictions cannot name them later.
+A streamed `responses` call's id and output items are the key's too: the relay reads
+them from the stream (normalize/stream.py `ResponsesStreamMeter`) and `claim`s them as
+the events naming them pass: in memory at once, in the database in the background. So a
+stream the client leaves midway leaves what it showed the key's. Objects created inside
+another answer (an upload's file) are not recorded: a key with restrictions cannot name
+them later.
 
 Batch input files: when a virtual key with an allow-list uploads a file with purpose
 `batch`, the models its lines name (`body.model`) are recorded with it
@@ -130,6 +133,7 @@ class ObjectOwners:
         self._store: OwnerStore | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._failing = False
+        self._writes: set[asyncio.Task[None]] = set()  # `claim`'s, until written
 
     async def remember(self, object_id: str, owned: Owned) -> None:
         """Record a new object's owner; an object already owned keeps its owner. Written
@@ -160,6 +164,42 @@ class ObjectOwners:
         for object_id in new:
             row = recorded.get(object_id)
             self._keep(object_id, owned if row is None else Owned(row[0], row[1]))
+
+    def claim(self, object_ids: Iterable[str], owned: Owned) -> None:
+        """`remember_all` without waiting: for the ids a stream creates, claimed as the
+        events naming them pass, before they reach the client (no await on a stream's
+        path). Memory knows them at once, so this worker answers the client's next
+        request; the database is written in the background (another worker knows them a
+        moment later). An id the database already holds keeps its owner there, and
+        memory takes it back from the database once written."""
+        new = [object_id for object_id in dict.fromkeys(object_ids)
+               if object_id not in self._owners]
+        if not new:
+            return
+        for object_id in new:
+            self._keep(object_id, owned)
+        if self._database is not None:
+            write = asyncio.get_running_loop().create_task(self._write_claim(new, owned))
+            self._writes.add(write)
+            write.add_done_callback(self._writes.discard)
+
+    async def written(self) -> None:
+        """Wait until the database holds every id claimed so far (or has failed)."""
+        while self._writes:
+            await asyncio.gather(*self._writes)
+
+    async def _write_claim(self, new: list[str], owned: Owned) -> None:
+        now = time.time()
+
+        def add(store: OwnerStore) -> dict[str, tuple[str, frozenset[str] | None]]:
+            for object_id in new:
+                store.add(object_id, owned.key_id, owned.models, now)
+            return store.get_many(new)
+
+        recorded = await self._call(add) or {}
+        for object_id, (owner, models) in recorded.items():
+            if owner != owned.key_id and object_id in self._owners:
+                self._owners[object_id] = Owned(owner, models)
 
     async def get(self, object_id: str) -> Owned | None:
         owned = self._owners.get(object_id)

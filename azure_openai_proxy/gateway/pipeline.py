@@ -49,6 +49,7 @@ from azure_openai_proxy.gateway.keydirectory import KeyDirectory
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_to
 from azure_openai_proxy.gateway.ownership import (
     ObjectOwners,
+    Owned,
     chat_file_ids,
     object_ids,
     owned_answer,
@@ -225,6 +226,10 @@ class Gateway:
                 await self.owners.check(files, key.id, is_restricted(key, caller.team))
         held = hold(limiter, self.budgets, caller, body.json, routed, target.operation,
                     self._default_completion, prompt_chars)
+        if target.operation == "responses" and request.method == "POST":
+            # A streamed response's id and items, the key's as the stream shows them.
+            owned = Owned(key.id)
+            record.claim = lambda ids: self.owners.claim(ids, owned)
         try:
             if key.models and target.operation == "files" and request.method == "POST":
                 batch_models = await uploaded_batch_models(body.spool, body.boundary)

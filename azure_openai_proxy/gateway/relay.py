@@ -127,6 +127,8 @@ async def _relay_stream(
     meter: ResponsesStreamMeter | None = None,
 ) -> ResponseStream:
     record.stream = True
+    if meter is not None:
+        meter.claim = record.claim  # the ids the stream creates: the caller's (ownership)
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"
     normalizer = ChatStreamNormalizer(policy) if policy is not None else None

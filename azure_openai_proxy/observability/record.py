@@ -11,6 +11,7 @@ input/output).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ class RequestRecord:
     error: str | None = None
     retries: list[str] = field(default_factory=list)
     created_id: str | None = None  # an object Azure created (resource affinity; not logged)
+    # Handed the ids a stream creates as they pass (a virtual key's: gateway/ownership.py)
+    claim: Callable[[list[str]], None] | None = None
     key_id: str | None = None  # the virtual key that called (governance), never its secret
     team_id: str | None = None
 

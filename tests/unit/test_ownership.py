@@ -306,3 +306,37 @@ def test_plain_messages_name_the_files_the_bytes_search_finds(raw: bytes) -> Non
             chat_file_ids(raw, body, plain)
     else:
         assert chat_file_ids(raw, body, plain) == expected
+
+
+def test_a_claim_is_known_at_once_and_written_in_the_background(tmp_path: Path) -> None:
+    """A stream's ids (a streamed response's, its items'): memory knows them without an
+    await, the database once written, so another worker knows them too."""
+    database = tmp_path / "gateway.db"
+
+    async def scenario() -> None:
+        first = ObjectOwners(database=database)
+        await first.remember("msg-b", Owned("key-b"))
+        other = ObjectOwners(database=database)  # another worker: msg-b in its database only
+        other.claim(["resp-a", "msg-a", "resp-a"], Owned("key-a"))
+        assert await other.get("resp-a") == Owned("key-a")  # before any write is awaited
+        other.claim(["msg-b"], Owned("key-a"))  # the database says it is key-b's
+        await other.written()
+        assert await other.get("msg-b") == Owned("key-b")  # memory took it back
+        await first.check(["resp-a", "msg-a"], "key-a", restricted=True)
+        with pytest.raises(ObjectNotFound):
+            await first.check(["msg-b"], "key-a", restricted=False)
+        first.close()
+        other.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_claim_without_a_database_is_memory_only() -> None:
+    async def scenario() -> None:
+        owners = ObjectOwners()
+        owners.claim(["resp-a"], Owned("key-a"))
+        owners.claim(["resp-a"], Owned("key-b"))  # already owned: keeps its owner
+        await owners.written()
+        await owners.check(["resp-a"], "key-a", restricted=True)
+
+    asyncio.run(scenario())

@@ -758,3 +758,41 @@ def test_the_responses_meter_counts_function_call_and_refusal_deltas() -> None:
         meter.feed(b"event: response.%s.delta\ndata: " % kind.encode() + orjson.dumps(
             {"type": f"response.{kind}.delta", "delta": delta}) + b"\n\n")
     assert meter.content_chars == len('{"a":1}' + "No" + "Hm")
+
+
+def test_the_responses_meter_claims_the_streams_ids_as_their_events_pass() -> None:
+    """The response's id as soon as `response.created` is fed, each item's once, in
+    order; an id that only appears inside generated text is no item of the stream."""
+    from azure_openai_proxy.normalize.stream import ResponsesStreamMeter
+
+    def event(obj: dict[str, Any]) -> bytes:
+        kind: str = obj["type"]
+        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
+
+    decoy = orjson.dumps({"type": "response.output_item.added", "item": {"id": "msg_x"}})
+    message = {"id": "msg_1", "type": "message"}
+    events = [
+        event({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}}),
+        event({"type": "response.in_progress", "response": {"id": "resp_1", "usage": None}}),
+        event({"type": "response.output_item.added", "item": {"id": "rs_1", "type": "reasoning"}}),
+        event({"type": "response.output_item.done", "item": {"id": "rs_1", "type": "reasoning"}}),
+        event({"type": "response.output_item.added", "item": message}),
+        event({"type": "response.output_text.delta", "item_id": "msg_1",
+               "delta": decoy.decode()}),
+        event({"type": "response.output_item.done", "item": message}),
+        event({"type": "response.completed", "response": {
+            "id": "resp_1", "output": [{"id": "rs_1"}, message, {"id": "fc_1"}],
+            "usage": {"input_tokens": 1, "output_tokens": 2}}}),
+    ]
+    claimed: list[list[str]] = []
+    meter = ResponsesStreamMeter(claimed.append)
+    meter.feed(events[0][:20])
+    assert claimed == []
+    meter.feed(events[0][20:])
+    assert claimed == [["resp_1"]] and meter.response_id == "resp_1"
+    stream = b"".join(events[1:])
+    for i in range(0, len(stream), 7):
+        meter.feed(stream[i:i + 7])
+    assert claimed == [["resp_1"], ["rs_1"], ["msg_1"], ["fc_1"]]
+    assert meter.usage == {"input_tokens": 1, "output_tokens": 2}
+    assert meter.content_chars == len(decoy.decode())
