@@ -9,7 +9,8 @@ in the database, off the request path, and nothing is lost.
                           -> LedgerStore.write_rows (one transaction; multi-row
                              INSERTs of narrow rows, the labels a record repeats as one
                              id; rollups summed per batch)
-        database error    -> the spool file (JSON lines next to the database)
+        database error    -> the spool file (JSON lines next to the database:
+                             ledgerspool.py)
         database back     -> the spool replayed (idempotent: request_id is unique)
         every few seconds the budgets' SpendBook is rebuilt from the rollups (every
         worker's spend; one SQL aggregate from the earliest period start on); the costs
@@ -28,8 +29,6 @@ The ledger is on when a `database` is configured (`ledger_enabled`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import fcntl
 import logging
 import os
 import threading
@@ -38,8 +37,6 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
-
-import orjson
 
 from azure_openai_proxy.gateway.ledgerrows import (
     NO_TOKENS,
@@ -50,16 +47,16 @@ from azure_openai_proxy.gateway.ledgerrows import (
     record_cost,
     usage_record,
 )
+from azure_openai_proxy.gateway.ledgerspool import LedgerSpool
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
     SpendBook,
     earliest_period_start,
 )
-from azure_openai_proxy.governance.model import UsageRecord
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
-from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore, record_of, row_of
+from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore
 from azure_openai_proxy.store.sqlite import database_path
 
 __all__ = [
@@ -121,6 +118,7 @@ class LedgerWriter:
     ) -> None:
         self.database = database
         self.spool_path = database.with_name(database.name + ".spool.jsonl")
+        self._spool_file = LedgerSpool(self.spool_path)
         self.guard = guard
         guard.prices, guard.models = prices, dict(models)
         self._pricer = RowPricer(prices, dict(models))
@@ -366,35 +364,21 @@ class LedgerWriter:
         the rows written."""
         if not records:
             return []
-        taken: list[LedgerRow] = []
-        for _ in range(3):
-            try:
-                self.spool_path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.spool_path, "ab") as spool:
-                    try:
-                        fcntl.flock(spool, fcntl.LOCK_EX if block else fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        return []  # a replay holds it: the records stay queued
-                    if os.fstat(spool.fileno()).st_nlink == 0:
-                        continue  # replayed and removed while we waited: open it again
-                    taken = records if isinstance(records, list) else self._take(count)
-                    spool.write(b"".join(orjson.dumps(dataclasses.asdict(record_of(r)),
-                                                      option=orjson.OPT_APPEND_NEWLINE)
-                                         for r in taken))
-                return taken
-            except OSError as exc:
-                self._unspooled(records, taken, count, exc)
-                return []
-        return []
+        rows = records if isinstance(records, list) else (lambda: self._take(count))
+        taken, problem = self._spool_file.append(rows, block=block)
+        if problem is not None:
+            self._unspooled(records, taken, count, problem)
+            return []
+        return taken
 
     def _unspooled(self, records: list[LedgerRow] | deque[Queued],
-                   taken: list[LedgerRow], count: int, exc: OSError) -> None:
+                   taken: list[LedgerRow], count: int, problem: str) -> None:
         """The spool could not be written: say what became of the records."""
         if isinstance(records, list) or taken:
             lost = records if isinstance(records, list) else taken
             log.error("usage ledger: cannot write the spool %s (%s): %d records lost "
                       "(the database was unavailable too)", self.spool_path,
-                      exc.strerror or exc, len(lost))
+                      problem, len(lost))
             if taken and not isinstance(records, list):
                 # Taken from the queue by the event loop: their costs will never be in the
                 # book (the writer's own batches are released by _drain).
@@ -402,25 +386,15 @@ class LedgerWriter:
         else:
             log.error("usage ledger: cannot write the spool %s (%s): the %d oldest of %d "
                       "queued records stay in memory; the next request past the buffer's "
-                      "bound tries again", self.spool_path, exc.strerror or exc, count,
+                      "bound tries again", self.spool_path, problem, count,
                       len(records))
 
     def _replay(self, store: LedgerStore) -> bool:
         """Write the spool's records to the database, then remove it. True if any."""
-        try:
-            spool = open(self.spool_path, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
+        replayed = self._spool_file.replay(store, self._batch)
+        if replayed is None:
             return False
-        with spool:
-            fcntl.flock(spool, fcntl.LOCK_EX)
-            if os.fstat(spool.fileno()).st_nlink == 0:
-                return False
-            records = [_from_line(line) for line in spool if line.strip()]
-            valid = [r for r in records if r is not None]
-            for start in range(0, len(valid), self._batch):
-                store.write_rows(valid[start:start + self._batch])  # raises: the spool stays
-            self.spool_path.unlink()
-        log.info("usage ledger: %d spooled records written to the database", len(valid))
+        log.info("usage ledger: %d spooled records written to the database", replayed)
         return True
 
 
@@ -429,13 +403,6 @@ class _Reconfigured(NamedTuple):
 
     prices: PriceTable
     models: dict[tuple[str, str], str]
-
-
-def _from_line(line: bytes) -> LedgerRow | None:
-    try:
-        return row_of(UsageRecord(**orjson.loads(line)))
-    except (orjson.JSONDecodeError, TypeError):
-        return None  # a line cut by a crash: the rest still counts
 
 
 def _costs(batch: list[LedgerRow]) -> list[tuple[tuple[str, str], str, float]]:
