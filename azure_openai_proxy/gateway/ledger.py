@@ -3,12 +3,14 @@ in the database, off the request path, and nothing is lost.
 
     event loop: add(record)  -> a deque (one append; no pricing, no I/O)
     writer thread, every 0.5 s or 2,000 records:
-        price the records into plain row tuples, 200 at a time (the GIL let go between:
-                             the loop never waits for a whole batch's pricing)
+        price the records into plain row tuples (ledgerrows.py), 200 at a time (the
+                             GIL let go between: the loop never waits for a whole
+                             batch's pricing)
                           -> LedgerStore.write_rows (one transaction; multi-row
                              INSERTs of narrow rows, the labels a record repeats as one
                              id; rollups summed per batch)
-        database error    -> the spool file (JSON lines next to the database)
+        database error    -> the spool file (JSON lines next to the database:
+                             ledgerspool.py)
         database back     -> the spool replayed (idempotent: request_id is unique)
         every few seconds the budgets' SpendBook is rebuilt from the rollups (every
         worker's spend; one SQL aggregate from the earliest period start on); the costs
@@ -27,10 +29,7 @@ The ledger is on when a `database` is configured (`ledger_enabled`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import fcntl
 import logging
-import math
 import os
 import threading
 import time
@@ -39,32 +38,25 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-import orjson
-
+from azure_openai_proxy.gateway.ledgerrows import (
+    NO_TOKENS,
+    RELOADED,
+    UNIT_PRICED,
+    Queued,
+    RowPricer,
+    record_cost,
+    usage_record,
+)
+from azure_openai_proxy.gateway.ledgerspool import LedgerSpool
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
     SpendBook,
-    day_of,
     earliest_period_start,
 )
-from azure_openai_proxy.governance.model import UsageRecord
-from azure_openai_proxy.governance.prices import (
-    PriceTable,
-    Rates,
-    TokenCounts,
-    count_tokens,
-    token_cost,
-)
+from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
-from azure_openai_proxy.store.ledger import (
-    SOURCE_CODE,
-    Labels,
-    LedgerRow,
-    LedgerStore,
-    record_of,
-    row_of,
-)
+from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore
 from azure_openai_proxy.store.sqlite import database_path
 
 __all__ = [
@@ -86,9 +78,6 @@ _RETENTION_EVERY = 3600.0
 # at least this often, not only after this worker's own writes.
 # Also the longest this worker holds a written record's cost in memory (BudgetGuard).
 _BUDGET_REFRESH_EVERY = 2.0
-NO_TOKENS = TokenCounts(0, 0, 0, 0)
-# A row's flags (store/ledger.py): the usage's source; stream is 1, priced 2.
-_MEASURED, _ESTIMATED = SOURCE_CODE["measured"] << 2, SOURCE_CODE["estimated"] << 2
 
 
 def ledger_enabled(settings: Settings) -> bool:
@@ -106,51 +95,6 @@ def deployment_models(settings: Settings) -> dict[tuple[str, str], str]:
     return {(d.endpoint, d.deployment_name): d.model_name for d in settings.deployments}
 
 
-# Routes Azure bills by the image, the audio minute or the character (prices.yaml): priced
-# from the units the relay counted (relay.py). Without them (a transcription's plain-text
-# answer has no duration) the record says `priced: false` (usage reports count it), never
-# a silent, priced $0.
-UNIT_PRICED = frozenset({"images/generations", "images/edits", "images/variations",
-                          "audio/transcriptions", "audio/translations", "audio/speech"})
-
-
-def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple[str, str], str],
-          tokens: tuple[int, int, int, int]) -> tuple[float, bool]:
-    """(USD, priced) of a finished request with these (prompt, cached, completion,
-    reasoning) tokens (`count_tokens`)."""
-    if not any(tokens):
-        if record.route not in UNIT_PRICED or not 200 <= record.status < 300:
-            return 0.0, True
-        if not record.usage:
-            return 0.0, False
-        model = models.get((record.endpoint or "", record.deployment or ""))
-        return prices.unit_cost((record.model, model, record.deployment), record.usage)
-    model = models.get((record.endpoint or "", record.deployment or ""))
-    rates = prices.rates((record.model, model, record.deployment))
-    if rates is None:
-        return 0.0, False
-    return token_cost(rates, tokens[0], tokens[1], tokens[2]), True
-
-
-# The queue: (a finished request, when it ended); or a reload's mark, `_RELOADED` (its
-# prices wait in `LedgerWriter._reloads`): a record is told from a mark by `is None`,
-# where an isinstance that fails would look up `__class__` (~400 instructions a record).
-_Queued = tuple[RequestRecord | None, float]
-# A record's key, team, client model, deployment, endpoint and route, as it has them.
-_Names = tuple[str | None, str | None, str | None, str | None, str | None, str]
-_RELOADED: _Queued = (None, 0.0)
-
-
-def ledger_row(record: RequestRecord, arrived: float, day: str, prices: PriceTable,
-               models: Mapping[tuple[str, str], str]) -> LedgerRow:
-    """The ledger's row for a finished request that arrived at `arrived`, on UTC `day`
-    (store/ledger.py `LedgerRow`): the writer's pricing, for one record."""
-    queue: deque[_Queued] = deque([(record, 0.0)])
-    rows: list[LedgerRow] = []
-    _Pricer(prices, models).take(queue, 1, rows, (-math.inf, math.inf, day))
-    return (arrived, *rows[0][1:13], day)
-
-
 # Records priced in one stretch: between two, the writer lets the GIL go (a batch of
 # 2,000 priced at once would keep the event loop waiting for ~2 ms).
 _CHUNK = 200
@@ -159,88 +103,6 @@ _CHUNK = 200
 # a switch request, which a waiting thread makes only after 5 ms, CPython hands it to no
 # one in particular). Not shown in wall-clock time on a busy machine (bench/README.md).
 _PAUSE = 50e-6
-
-
-class _Pricer:
-    """Records priced into rows, with each combination of a record's names (key, team,
-    client model, deployment, endpoint, route) remembered with its row's labels and its
-    token rates: the writer prices every record, and the combinations are nearly always
-    the same few. One look-up a record gives both; every row of a combination shares
-    one labels tuple (the store's label-id look-up then matches it by identity)."""
-
-    def __init__(self, prices: PriceTable, models: Mapping[tuple[str, str], str]) -> None:
-        self.prices, self.models = prices, models
-        # bounded (cleared when full): the names come from clients
-        self._named: dict[_Names, tuple[Labels, Rates | tuple[()]]] = {}
-
-    def take(self, queue: deque[_Queued], count: int,
-             out: list[LedgerRow], days: tuple[float, float, str],
-             ) -> tuple[tuple[float, float, str], bool]:
-        """Up to `count` items of `queue` priced into `out`; `days` is the UTC day of the
-        last record priced (its start, end and name), returned as it is after these, with
-        whether a reload's mark was taken (then it stops: the records after the mark are
-        the next prices' to price). One loop, no call
-        per record: the token counts, the rates (one dict look-up), the cost's arithmetic
-        (`token_cost`'s, inline) and the row (one tuple display)."""
-        start, end, day = days
-        named = self._named.get
-        popleft = queue.popleft
-        append = out.append
-        for _ in range(count):
-            try:
-                item = popleft()
-            except IndexError:
-                break
-            record, ended = item
-            if record is None:  # a reload's mark
-                return (start, end, day), True
-            arrived = ended - record.total_ms / 1000
-            if not start <= arrived < end:
-                start = arrived - arrived % 86400
-                end, day = start + 86400, day_of(start)
-            usage = record.usage
-            if usage:
-                prompt, cached, completion, reasoning = count_tokens(usage)
-                flags = _ESTIMATED if usage.get("estimated") else _MEASURED
-            else:
-                prompt = cached = completion = reasoning = flags = 0
-            names = (record.key_id, record.team_id, record.model, record.deployment,
-                     record.endpoint, record.route)
-            known = named(names)
-            if known is None:
-                known = self._name(names)
-            labels, rates = known
-            if prompt or completion or reasoning:
-                if rates:
-                    cost = ((prompt - cached) * rates[0] + cached * rates[1]
-                            + completion * rates[2]) / 1_000_000
-                    flags |= 2  # priced
-                else:
-                    cost = 0.0
-            else:
-                cost, priced = record_cost(record, self.prices, self.models, NO_TOKENS)
-                flags |= priced << 1
-            append((arrived, record.request_id, labels, record.status, prompt, cached,
-                    completion, reasoning, cost, record.upstream_ms, record.total_ms,
-                    record.attempts, flags | record.stream, day))
-        return (start, end, day), False
-
-    def _name(self, names: _Names) -> tuple[Labels, Rates | tuple[()]]:
-        """A new combination's labels ("" for none) and token rates (() for none)."""
-        if len(self._named) >= 4096:
-            self._named.clear()
-        key_id, team_id, model, deployment, endpoint, route = names
-        served_by = self.models.get((endpoint or "", deployment or ""))
-        known = ((key_id or "", team_id or "", model or "", deployment or "", endpoint or "",
-                  route), self.prices.rates((model, served_by, deployment)) or ())
-        self._named[names] = known
-        return known
-
-
-def usage_record(record: RequestRecord, arrived: float, prices: PriceTable,
-                 models: Mapping[tuple[str, str], str]) -> UsageRecord:
-    """The ledger's line for a finished request."""
-    return record_of(ledger_row(record, arrived, day_of(arrived), prices, models))
 
 
 class LedgerWriter:
@@ -256,16 +118,17 @@ class LedgerWriter:
     ) -> None:
         self.database = database
         self.spool_path = database.with_name(database.name + ".spool.jsonl")
+        self._spool_file = LedgerSpool(self.spool_path)
         self.guard = guard
         guard.prices, guard.models = prices, dict(models)
-        self._pricer = _Pricer(prices, dict(models))
+        self._pricer = RowPricer(prices, dict(models))
         self._retention = retention_days * 86400.0
         self._batch = batch_size
         self._interval = interval
         self._max = max_buffer
         self._busy_ms = busy_timeout_ms
         self._clock = clock
-        self._queue: deque[_Queued] = deque()
+        self._queue: deque[Queued] = deque()
         self._reloads: deque[_Reconfigured] = deque()  # one per mark in the queue
         self._wake = threading.Event()
         self._stopping = False
@@ -304,7 +167,7 @@ class LedgerWriter:
         order: the records already queued keep the prices they were served at); and a
         flush."""
         self._reloads.append(_Reconfigured(prices, dict(models)))  # before its mark
-        self._queue.append(_RELOADED)
+        self._queue.append(RELOADED)
         self.guard.prices, self.guard.models = prices, dict(models)
         self._wake.set()
 
@@ -374,7 +237,7 @@ class LedgerWriter:
                 queue, min(count - len(out), _CHUNK if chunked else count), out, self._day)
             if marked:  # its prices are the first waiting
                 reload = self._reloads.popleft()
-                self._pricer = _Pricer(reload.prices, reload.models)
+                self._pricer = RowPricer(reload.prices, reload.models)
             elif chunked and queue and len(out) < count:
                 time.sleep(_PAUSE)  # lets the GIL go: the event loop waits at most a chunk
         return out
@@ -494,42 +357,28 @@ class LedgerWriter:
             # Their costs stay held until the book has them: the writer's refresh.
             self._spooled.extend(r[1] for r in taken if r[1] in pending)
 
-    def _spool(self, records: list[LedgerRow] | deque[_Queued],
+    def _spool(self, records: list[LedgerRow] | deque[Queued],
                count: int = 0, *, block: bool = True) -> list[LedgerRow]:
         """Append `records` to the spool; or, given the queue, `count` records taken from
         it once the lock is held (`block=False`: only if it is free at once). Returns
         the rows written."""
         if not records:
             return []
-        taken: list[LedgerRow] = []
-        for _ in range(3):
-            try:
-                self.spool_path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.spool_path, "ab") as spool:
-                    try:
-                        fcntl.flock(spool, fcntl.LOCK_EX if block else fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        return []  # a replay holds it: the records stay queued
-                    if os.fstat(spool.fileno()).st_nlink == 0:
-                        continue  # replayed and removed while we waited: open it again
-                    taken = records if isinstance(records, list) else self._take(count)
-                    spool.write(b"".join(orjson.dumps(dataclasses.asdict(record_of(r)),
-                                                      option=orjson.OPT_APPEND_NEWLINE)
-                                         for r in taken))
-                return taken
-            except OSError as exc:
-                self._unspooled(records, taken, count, exc)
-                return []
-        return []
+        rows = records if isinstance(records, list) else (lambda: self._take(count))
+        taken, problem = self._spool_file.append(rows, block=block)
+        if problem is not None:
+            self._unspooled(records, taken, count, problem)
+            return []
+        return taken
 
-    def _unspooled(self, records: list[LedgerRow] | deque[_Queued],
-                   taken: list[LedgerRow], count: int, exc: OSError) -> None:
+    def _unspooled(self, records: list[LedgerRow] | deque[Queued],
+                   taken: list[LedgerRow], count: int, problem: str) -> None:
         """The spool could not be written: say what became of the records."""
         if isinstance(records, list) or taken:
             lost = records if isinstance(records, list) else taken
             log.error("usage ledger: cannot write the spool %s (%s): %d records lost "
                       "(the database was unavailable too)", self.spool_path,
-                      exc.strerror or exc, len(lost))
+                      problem, len(lost))
             if taken and not isinstance(records, list):
                 # Taken from the queue by the event loop: their costs will never be in the
                 # book (the writer's own batches are released by _drain).
@@ -537,25 +386,15 @@ class LedgerWriter:
         else:
             log.error("usage ledger: cannot write the spool %s (%s): the %d oldest of %d "
                       "queued records stay in memory; the next request past the buffer's "
-                      "bound tries again", self.spool_path, exc.strerror or exc, count,
+                      "bound tries again", self.spool_path, problem, count,
                       len(records))
 
     def _replay(self, store: LedgerStore) -> bool:
         """Write the spool's records to the database, then remove it. True if any."""
-        try:
-            spool = open(self.spool_path, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
+        replayed = self._spool_file.replay(store, self._batch)
+        if replayed is None:
             return False
-        with spool:
-            fcntl.flock(spool, fcntl.LOCK_EX)
-            if os.fstat(spool.fileno()).st_nlink == 0:
-                return False
-            records = [_from_line(line) for line in spool if line.strip()]
-            valid = [r for r in records if r is not None]
-            for start in range(0, len(valid), self._batch):
-                store.write_rows(valid[start:start + self._batch])  # raises: the spool stays
-            self.spool_path.unlink()
-        log.info("usage ledger: %d spooled records written to the database", len(valid))
+        log.info("usage ledger: %d spooled records written to the database", replayed)
         return True
 
 
@@ -564,13 +403,6 @@ class _Reconfigured(NamedTuple):
 
     prices: PriceTable
     models: dict[tuple[str, str], str]
-
-
-def _from_line(line: bytes) -> LedgerRow | None:
-    try:
-        return row_of(UsageRecord(**orjson.loads(line)))
-    except (orjson.JSONDecodeError, TypeError):
-        return None  # a line cut by a crash: the rest still counts
 
 
 def _costs(batch: list[LedgerRow]) -> list[tuple[tuple[str, str], str, float]]:

@@ -11,10 +11,11 @@ OpenAI-shaped HTTP answer: the handshake judged by `websockets`' own checks; the
 client's key (a header, or for browsers the `openai-insecure-api-key.KEY` subprotocol)
 checked like on HTTP routes; for a virtual key its model allow-list, its budget, and
 one request of its RPM (in flight until Azure's socket is open); the model
-mapped to its pool, and one deployment picked and connected (Azure's refusal, 401/404/429,
-fails over like HTTP, then is the answer). The upstream URL is the deployment's family:
-dated `/openai/realtime?api-version=&deployment=` or v1 `/openai/v1/realtime?model=`; the
-server's key or Entra token goes with it, never the client's gateway key. The client's
+mapped to its pool, and one deployment picked and connected (`realtime_connect.py`;
+Azure's refusal, 401/404/429, fails over like HTTP, then is the answer). The upstream
+URL is the deployment's family: dated `/openai/realtime?api-version=&deployment=` or
+v1 `/openai/v1/realtime?model=`; the server's key or Entra token goes with it, never
+the client's gateway key. The client's
 subprotocols but its key go on too, and its handshake answers with the one Azure took
 (or `realtime`, when offered and Azure took none).
 
@@ -26,7 +27,7 @@ client that leaves closes the upstream at once; an upstream that drops becomes a
 (`on_response`: the access log and the ledger) with the session's key, model and
 deployment; its cost goes to the budget. For a virtual key each `response.create` is
 one request of its RPM and TPM, in flight until its `response.done` settles its tokens
-with the usage; a refused one never reaches Azure: the client gets a
+with the usage (`realtime_limits.py`); a refused one never reaches Azure: the client gets a
 `rate_limit_exceeded` `error` event, and the session goes on.
 """
 
@@ -36,7 +37,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -44,52 +44,43 @@ from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import (
     BudgetExhausted,
     GatewayError,
+    KeyRateLimited,
     MalformedBody,
     ModelNotAllowed,
     ModelNotFound,
-    UpstreamError,
 )
 from azure_openai_proxy.gateway.balancer import Lease
 from azure_openai_proxy.gateway.budgethold import enforce_budget, reserve_budget, settle_budget
 from azure_openai_proxy.gateway.governed import limit_refusal, pool_allowed, price_names, used_tokens
 from azure_openai_proxy.gateway.pipeline import Gateway
+from azure_openai_proxy.gateway.realtime_connect import connect_upstream
+from azure_openai_proxy.gateway.realtime_limits import ResponseLimits, limit_plan
 from azure_openai_proxy.gateway.realtime_wire import (
     RealtimeTarget,
     ResponseRequested,
     credentials,
     error_event,
-    forwarded_subprotocols,
     handshake_problem,
-    realtime_api_version,
     realtime_target,
-    realtime_url,
     response_ended,
     response_requested,
-    upstream_error_id,
-    with_event_id,
 )
 from azure_openai_proxy.governance.keys import has_budget
-from azure_openai_proxy.governance.ratelimit import Admission, LimitPlan, Refusal
+from azure_openai_proxy.governance.ratelimit import Refusal
 from azure_openai_proxy.http.interface import HttpRequest, WebSocket, WebSocketClosed
-from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate_upstream_error
 from azure_openai_proxy.observability.record import RequestRecord
-from azure_openai_proxy.routing import Pool, check_model_name
-from azure_openai_proxy.translate import azure_auth_headers
+from azure_openai_proxy.routing import check_model_name
 from azure_openai_proxy.upstream.websocket import (
-    UpstreamRefused,
     UpstreamSocket,
     UpstreamSocketClosed,
-    open_socket,
     sendable_close,
 )
 
 __all__ = ["RealtimeSession", "UpgradeRequired", "not_upgraded", "open_session", "realtime_target"]
 
-_FORWARDED = ("openai-beta", "x-ms-client-request-id")
 _UPSTREAM_LOST = 1011
 _UNCLAIMED_SECONDS = 10.0
 _DEFAULT_SUBPROTOCOLS = ("realtime",)  # chosen when offered and Azure chose none
-_MAX_RUNNING = 32  # a session's responses admitted and not done, at most
 
 OnResponse = Callable[[RequestRecord], None]
 
@@ -149,14 +140,14 @@ async def _open(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
     if key is not None and key.models and not pool_allowed(key.models, model, pool):
         raise ModelNotAllowed(model)
     admission = None
-    plan = _limit_plan(gateway, caller)
+    plan = limit_plan(gateway, caller)
     if plan is not None and gateway.limiter is not None:
         admitted = gateway.limiter.take(plan, 0)  # tokens are counted per response
         if isinstance(admitted, Refusal):
             raise limit_refusal(admitted)
         admission = admitted
     try:
-        upstream, lease = await _connect(gateway, request, target, caller, pool, model,
+        upstream, lease = await connect_upstream(gateway, request, target, caller, pool, model,
                                          record)
     finally:
         # The opening is one request, in flight until Azure's socket is open; then each
@@ -166,72 +157,6 @@ async def _open(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
     names = price_names(pool, model)
     return RealtimeSession(gateway, caller, upstream, lease, record, names, on_response,
                            on_end)
-
-
-async def _connect(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
-                   caller: Caller, pool: Pool, model: str,
-                   record: RequestRecord) -> tuple[UpstreamSocket, Lease]:
-    """One deployment of the pool, connected: tried in the balancer's order, Azure's
-    retryable refusals (429, 5xx) and connect failures moving on to the next."""
-    run = gateway.balancer.failover(pool, 0)
-    forwarded = {name: request.headers[name] for name in _FORWARDED if name in request.headers}
-    subprotocols, beta = forwarded_subprotocols(request.headers)
-    if beta is not None:
-        forwarded["openai-beta"] = beta
-    while True:
-        step = run.next_step(record)  # raises when no attempt is left
-        if isinstance(step, float):
-            await asyncio.sleep(step)
-            continue
-        deployment = step
-        lease = run.begin(deployment, record)
-        try:
-            token = None
-            if deployment.auth == "entra" and gateway.tokens is not None:
-                token = await gateway.tokens.token_for(deployment)
-            headers = {**forwarded, **azure_auth_headers(deployment, caller, token)}
-            version = realtime_api_version(deployment, target.client_version if target.native
-                                           else None, gateway.settings.honour_client_api_version)
-            sent = time.perf_counter()
-            upstream = await open_socket(realtime_url(deployment, version), headers,
-                                         gateway.settings.upstream, subprotocols)
-        except UpstreamRefused as refused:
-            lease.answered(refused.status, refused.headers)
-            lease.done()
-            error = translate_upstream_error(
-                refused.status, refused.headers, refused.body, client_model=model,
-                deployment=deployment.deployment_name,
-                client_credentials=deployment.auth == "passthrough")
-            if not is_retryable(refused.status):
-                raise error from None
-            run.moved_on(record, deployment, refused.status, error)
-            del error
-            continue
-        except GatewayError as exc:
-            lease.failed(str(exc.code))
-            lease.done()
-            if not isinstance(exc, UpstreamError):
-                raise  # not Azure's doing (no key to send): the client's answer
-            run.moved_on(record, deployment, exc.code, exc)
-            continue
-        except BaseException:
-            lease.done()
-            raise
-        record.upstream_ms = (time.perf_counter() - sent) * 1000
-        lease.answered(101, upstream.response_headers)
-        record.azure_request_id = (upstream.response_headers.get("x-request-id")
-                                   or upstream.response_headers.get("apim-request-id"))
-        return upstream, lease
-
-
-def _limit_plan(gateway: Gateway, caller: Caller) -> LimitPlan | None:
-    """The limits a virtual key's session and its responses go through (None: none)."""
-    key, team, limiter = caller.key, caller.team, gateway.limiter
-    if key is None or limiter is None:
-        return None
-    if team is None:
-        return limiter.plan(key.id, key.limits, None, None)
-    return limiter.plan(key.id, key.limits, team.id, team.limits)
 
 
 def _missing_model(target: RealtimeTarget) -> GatewayError:
@@ -297,13 +222,11 @@ class RealtimeSession:
         self._series = gateway.balancer.metrics.realtime
         self._series.open += 1
         # Whether each `response.create` goes through a virtual key's limits; the
-        # responses admitted and not yet done, oldest first, each with the client
-        # event that asked for it.
+        # responses admitted and not yet done (the limits' own list, read on each message
+        # from Azure).
         self._limited = caller.key is not None and gateway.limiter is not None
-        self._running: deque[tuple[str, Admission]] = deque()
-        self._named = 0  # the `event_id`s given to `response.create`s without one
-        self._owed = 0  # tokens of responses Azure started by itself, not yet charged
-        self._last_tokens = 0  # the last response's input and output: the next one's context
+        self._limits = ResponseLimits(gateway, caller)
+        self._running = self._limits.running
         # With limits, messages to the client come from both relay tasks (a refused
         # `response.create` is answered from the client's side): one at a time, as the
         # engine's `send` waits for the client with one waiter. (Without, a lock on each
@@ -362,40 +285,17 @@ class RealtimeSession:
 
     async def _admit(self, client: WebSocket, asked: ResponseRequested,
                      message: str | bytes) -> str | bytes | None:
-        """Let a `response.create` through the key's and team's RPM and TPM (its tokens
-        estimated as the conversation so far plus its most output): the message to send
-        Azure; or answer it with a `rate_limit_exceeded` error event: None. The session
-        goes on either way. One without an `event_id` (the SDKs send none) is given one,
-        so that Azure's `error` refusing it names it and its admission is settled."""
-        # Planned anew (the limiter keeps a key's plan): a reload of the keys drops plans.
-        plan, limiter = _limit_plan(self._gateway, self._caller), self._gateway.limiter
-        assert plan is not None and limiter is not None
-        tokens = 0
-        if plan.counts_tokens:
-            most = asked.max_output
-            if most is None:
-                most = self._gateway.settings.default_completion_tokens
-            tokens = self._last_tokens + most
-        admitted = limiter.take(plan, tokens)
-        if isinstance(admitted, Refusal):
-            refused = limit_refusal(admitted)
-            assert self._to_client_lock is not None  # (limited)
-            async with self._to_client_lock:
-                await client.send(error_event(refused.message, "rate_limit_exceeded",
-                                              "rate_limit_exceeded", asked.event_id))
-            return None
-        event_id = asked.event_id
-        if event_id is None:
-            self._named += 1
-            event_id = f"gw_rc_{self._named}"
-            message = with_event_id(message, event_id)
-        running = self._running
-        running.append((event_id, admitted))
-        if len(running) > _MAX_RUNNING:
-            # Refused by Azure without naming themselves (no `event_id`), not limited by
-            # `max_parallel`: the oldest is given up on, so the list stays bounded.
-            self._settle(running.popleft()[1], None)
-        return message
+        """The message to send Azure for a `response.create` the key's limits let
+        through (`ResponseLimits.admit`); or None, when it was answered with a
+        `rate_limit_exceeded` error event. The session goes on either way."""
+        admitted = self._limits.admit(asked, message)
+        if not isinstance(admitted, KeyRateLimited):
+            return admitted
+        assert self._to_client_lock is not None  # (limited)
+        async with self._to_client_lock:
+            await client.send(error_event(admitted.message, "rate_limit_exceeded",
+                                          "rate_limit_exceeded", asked.event_id))
+        return None
 
     async def _to_client(self, client: WebSocket) -> None:
         """Azure -> client, noting each response's usage; Azure's close passed on, or
@@ -419,7 +319,7 @@ class RealtimeSession:
                     return
                 usage = response_ended(message)
                 if usage is None and self._running:
-                    self._refused_upstream(message)
+                    self._limits.refused_upstream(message)
                 if locked is None:
                     await client.send(message)
                 else:
@@ -439,32 +339,15 @@ class RealtimeSession:
         except WebSocketClosed:
             return  # the client left: `_to_upstream` closes Azure's side
 
-    def _refused_upstream(self, message: str | bytes) -> None:
-        """Azure's `error` event about a `response.create` it refused: no response comes
-        of it, so its admission is settled (its reservation given back)."""
-        event_id = upstream_error_id(message)
-        if event_id is None:
-            return
-        for running in self._running:
-            if running[0] == event_id:
-                self._running.remove(running)
-                self._settle(running[1], None)
-                return
-
     def _responded(self, usage: dict[str, Any]) -> None:
         """One response done: its admission settled with its tokens; when Azure counted
         them, its record and its cost against the budget."""
         tokens = None
         if usage:
             tokens = self._record_response(usage)
-            self._last_tokens = tokens or 0
-        if self._running:
-            self._settle(self._running.popleft()[1], tokens)
-        elif self._limited and tokens:
-            # A response Azure started by itself (server VAD: no `response.create`): one
-            # request of the key's limits, already made; its tokens count all the same.
-            self._owed += tokens
-            self._charge_owed()
+            self._limits.last_tokens = tokens or 0
+        if self._limited:
+            self._limits.responded(tokens)
 
     def _record_response(self, usage: dict[str, Any]) -> int | None:
         """One response's record and its cost against the budget; its tokens."""
@@ -487,25 +370,6 @@ class RealtimeSession:
         self._on_response(record)
         return used_tokens(record)
 
-    def _settle(self, admission: Admission, tokens: int | None) -> None:
-        """`admission` settled with `tokens`, and with the tokens owed (`_charge_owed`)."""
-        limiter = self._gateway.limiter
-        if limiter is not None:
-            if self._owed:
-                tokens, self._owed = (tokens or 0) + self._owed, 0
-            limiter.settle(admission, tokens)
-
-    def _charge_owed(self) -> None:
-        """The tokens of responses no `response.create` asked for, charged to the key's
-        (and team's) limits as one request; when the limits refuse it (it happened
-        anyway), they stay owed until the session's next settlement."""
-        plan, limiter = _limit_plan(self._gateway, self._caller), self._gateway.limiter
-        if plan is None or limiter is None:
-            return
-        admitted = limiter.take(plan, 0)
-        if not isinstance(admitted, Refusal):
-            self._settle(admitted, 0)
-
     def _abandon(self) -> None:
         """Never run: Azure's socket is dropped, and what the session held released."""
         self._unclaimed = None
@@ -519,9 +383,6 @@ class RealtimeSession:
         self._ended = True
         self._series.open -= 1
         self._lease.done()
-        while self._running:  # responses that never finished: their reservations back
-            self._settle(self._running.popleft()[1], None)
-        if self._owed:
-            self._charge_owed()
+        self._limits.end()  # responses that never finished: their reservations back
         self.record.total_ms = (time.perf_counter() - self._opened) * 1000
         self._on_end(self.record)

@@ -1,0 +1,164 @@
+"""A finished request priced into the usage ledger's row: the writer's pricing
+(`RowPricer`, one loop over a batch of queued records), one record's row and line
+(`ledger_row`, `usage_record`) and a request's cost (`record_cost`, which the budgets'
+holds use too). Plain data in, plain tuples out: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping
+
+from azure_openai_proxy.governance.budget import day_of
+from azure_openai_proxy.governance.model import UsageRecord
+from azure_openai_proxy.governance.prices import (
+    PriceTable,
+    Rates,
+    TokenCounts,
+    count_tokens,
+    token_cost,
+)
+from azure_openai_proxy.observability.record import RequestRecord
+from azure_openai_proxy.store.ledger import SOURCE_CODE, Labels, LedgerRow, record_of
+
+__all__ = [
+    "NO_TOKENS",
+    "RELOADED",
+    "UNIT_PRICED",
+    "Queued",
+    "RowPricer",
+    "ledger_row",
+    "record_cost",
+    "usage_record",
+]
+
+NO_TOKENS = TokenCounts(0, 0, 0, 0)
+# A row's flags (store/ledger.py): the usage's source; stream is 1, priced 2.
+_MEASURED, _ESTIMATED = SOURCE_CODE["measured"] << 2, SOURCE_CODE["estimated"] << 2
+
+
+# Routes Azure bills by the image, the audio minute or the character (prices.yaml): priced
+# from the units the relay counted (relay.py). Without them (a transcription's plain-text
+# answer has no duration) the record says `priced: false` (usage reports count it), never
+# a silent, priced $0.
+UNIT_PRICED = frozenset({"images/generations", "images/edits", "images/variations",
+                          "audio/transcriptions", "audio/translations", "audio/speech"})
+
+
+def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple[str, str], str],
+          tokens: tuple[int, int, int, int]) -> tuple[float, bool]:
+    """(USD, priced) of a finished request with these (prompt, cached, completion,
+    reasoning) tokens (`count_tokens`)."""
+    if not any(tokens):
+        if record.route not in UNIT_PRICED or not 200 <= record.status < 300:
+            return 0.0, True
+        if not record.usage:
+            return 0.0, False
+        model = models.get((record.endpoint or "", record.deployment or ""))
+        return prices.unit_cost((record.model, model, record.deployment), record.usage)
+    model = models.get((record.endpoint or "", record.deployment or ""))
+    rates = prices.rates((record.model, model, record.deployment))
+    if rates is None:
+        return 0.0, False
+    return token_cost(rates, tokens[0], tokens[1], tokens[2]), True
+
+
+# The queue: (a finished request, when it ended); or a reload's mark, `RELOADED` (its
+# prices wait in `LedgerWriter._reloads`): a record is told from a mark by `is None`,
+# where an isinstance that fails would look up `__class__` (~400 instructions a record).
+Queued = tuple[RequestRecord | None, float]
+# A record's key, team, client model, deployment, endpoint and route, as it has them.
+_Names = tuple[str | None, str | None, str | None, str | None, str | None, str]
+RELOADED: Queued = (None, 0.0)
+
+
+def ledger_row(record: RequestRecord, arrived: float, day: str, prices: PriceTable,
+               models: Mapping[tuple[str, str], str]) -> LedgerRow:
+    """The ledger's row for a finished request that arrived at `arrived`, on UTC `day`
+    (store/ledger.py `LedgerRow`): the writer's pricing, for one record."""
+    queue: deque[Queued] = deque([(record, 0.0)])
+    rows: list[LedgerRow] = []
+    RowPricer(prices, models).take(queue, 1, rows, (-math.inf, math.inf, day))
+    return (arrived, *rows[0][1:13], day)
+
+class RowPricer:
+    """Records priced into rows, with each combination of a record's names (key, team,
+    client model, deployment, endpoint, route) remembered with its row's labels and its
+    token rates: the writer prices every record, and the combinations are nearly always
+    the same few. One look-up a record gives both; every row of a combination shares
+    one labels tuple (the store's label-id look-up then matches it by identity)."""
+
+    def __init__(self, prices: PriceTable, models: Mapping[tuple[str, str], str]) -> None:
+        self.prices, self.models = prices, models
+        # bounded (cleared when full): the names come from clients
+        self._named: dict[_Names, tuple[Labels, Rates | tuple[()]]] = {}
+
+    def take(self, queue: deque[Queued], count: int,
+             out: list[LedgerRow], days: tuple[float, float, str],
+             ) -> tuple[tuple[float, float, str], bool]:
+        """Up to `count` items of `queue` priced into `out`; `days` is the UTC day of the
+        last record priced (its start, end and name), returned as it is after these, with
+        whether a reload's mark was taken (then it stops: the records after the mark are
+        the next prices' to price). One loop, no call
+        per record: the token counts, the rates (one dict look-up), the cost's arithmetic
+        (`token_cost`'s, inline) and the row (one tuple display)."""
+        start, end, day = days
+        named = self._named.get
+        popleft = queue.popleft
+        append = out.append
+        for _ in range(count):
+            try:
+                item = popleft()
+            except IndexError:
+                break
+            record, ended = item
+            if record is None:  # a reload's mark
+                return (start, end, day), True
+            arrived = ended - record.total_ms / 1000
+            if not start <= arrived < end:
+                start = arrived - arrived % 86400
+                end, day = start + 86400, day_of(start)
+            usage = record.usage
+            if usage:
+                prompt, cached, completion, reasoning = count_tokens(usage)
+                flags = _ESTIMATED if usage.get("estimated") else _MEASURED
+            else:
+                prompt = cached = completion = reasoning = flags = 0
+            names = (record.key_id, record.team_id, record.model, record.deployment,
+                     record.endpoint, record.route)
+            known = named(names)
+            if known is None:
+                known = self._name(names)
+            labels, rates = known
+            if prompt or completion or reasoning:
+                if rates:
+                    cost = ((prompt - cached) * rates[0] + cached * rates[1]
+                            + completion * rates[2]) / 1_000_000
+                    flags |= 2  # priced
+                else:
+                    cost = 0.0
+            else:
+                cost, priced = record_cost(record, self.prices, self.models, NO_TOKENS)
+                flags |= priced << 1
+            append((arrived, record.request_id, labels, record.status, prompt, cached,
+                    completion, reasoning, cost, record.upstream_ms, record.total_ms,
+                    record.attempts, flags | record.stream, day))
+        return (start, end, day), False
+
+    def _name(self, names: _Names) -> tuple[Labels, Rates | tuple[()]]:
+        """A new combination's labels ("" for none) and token rates (() for none)."""
+        if len(self._named) >= 4096:
+            self._named.clear()
+        key_id, team_id, model, deployment, endpoint, route = names
+        served_by = self.models.get((endpoint or "", deployment or ""))
+        known = ((key_id or "", team_id or "", model or "", deployment or "", endpoint or "",
+                  route), self.prices.rates((model, served_by, deployment)) or ())
+        self._named[names] = known
+        return known
+
+
+def usage_record(record: RequestRecord, arrived: float, prices: PriceTable,
+                 models: Mapping[tuple[str, str], str]) -> UsageRecord:
+    """The ledger's line for a finished request."""
+    return record_of(ledger_row(record, arrived, day_of(arrived), prices, models))

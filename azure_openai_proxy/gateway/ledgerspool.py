@@ -1,0 +1,83 @@
+"""The usage ledger's spool: a file of JSON lines next to the database, one
+`UsageRecord` a line, where the writer puts the rows the database would not take, and
+from which they are replayed once it is back (idempotent: request_id is unique).
+
+Every worker of a database shares its spool: an append and a replay each hold the
+file's lock (`flock`) for their whole work, and a replay removes the file while it holds
+it, so an append that waited for it opens the new one. A line cut by a crash is skipped;
+the rest still counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from azure_openai_proxy.governance.model import UsageRecord
+from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore, record_of, row_of
+
+__all__ = ["LedgerSpool"]
+
+
+class LedgerSpool:
+    """The spool file of the ledger at `path` (the database's name plus
+    `.spool.jsonl`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def append(self, rows: list[LedgerRow] | Callable[[], list[LedgerRow]], *,
+               block: bool = True) -> tuple[list[LedgerRow], str | None]:
+        """Append `rows`, or those `rows()` takes once the lock is held (`block=False`:
+        only if it is free at once): the rows written and None; nothing written and None
+        when the lock was busy; or, when the file cannot be written, the rows taken
+        (lost) and why."""
+        taken: list[LedgerRow] = []
+        for _ in range(3):
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "ab") as spool:
+                    try:
+                        fcntl.flock(spool, fcntl.LOCK_EX if block else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        return [], None  # a replay holds it: the records stay queued
+                    if os.fstat(spool.fileno()).st_nlink == 0:
+                        continue  # replayed and removed while we waited: open it again
+                    taken = rows if isinstance(rows, list) else rows()
+                    spool.write(b"".join(orjson.dumps(dataclasses.asdict(record_of(r)),
+                                                      option=orjson.OPT_APPEND_NEWLINE)
+                                         for r in taken))
+                return taken, None
+            except OSError as exc:
+                return taken, str(exc.strerror or exc)
+        return [], None
+
+    def replay(self, store: LedgerStore, batch: int) -> int | None:
+        """Write the spool's rows to `store`, `batch` at a time, then remove it: how many
+        (None: there was no spool). A database error is raised: the spool stays."""
+        try:
+            spool = open(self.path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            return None
+        with spool:
+            fcntl.flock(spool, fcntl.LOCK_EX)
+            if os.fstat(spool.fileno()).st_nlink == 0:
+                return None
+            records = [_from_line(line) for line in spool if line.strip()]
+            valid = [r for r in records if r is not None]
+            for start in range(0, len(valid), batch):
+                store.write_rows(valid[start:start + batch])  # raises: the spool stays
+            self.path.unlink()
+        return len(valid)
+
+
+def _from_line(line: bytes) -> LedgerRow | None:
+    try:
+        return row_of(UsageRecord(**orjson.loads(line)))
+    except (orjson.JSONDecodeError, TypeError):
+        return None  # a line cut by a crash: the rest still counts
