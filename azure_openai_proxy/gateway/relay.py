@@ -33,11 +33,8 @@ from azure_openai_proxy.http.interface import (
 )
 from azure_openai_proxy.http.request import FastRequest, FastStream
 from azure_openai_proxy.normalize.body import normalize_answer
-from azure_openai_proxy.normalize.stream import (
-    ChatStreamNormalizer,
-    ResponsesStreamMeter,
-    StreamPolicy,
-)
+from azure_openai_proxy.normalize.responses_meter import ResponsesStreamMeter
+from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from azure_openai_proxy.observability.record import RequestRecord, usage_of
 from azure_openai_proxy.translate import relayed_response_headers
 from azure_openai_proxy.upstream.fast import FastResponse

@@ -712,7 +712,7 @@ def test_the_content_relayed_is_counted_for_estimates() -> None:
 
 
 def test_the_responses_meter_reads_usage_and_counts_deltas_across_chunk_splits() -> None:
-    from azure_openai_proxy.normalize.stream import ResponsesStreamMeter
+    from azure_openai_proxy.normalize.responses_meter import ResponsesStreamMeter
 
     stream = (
         b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"Hello"}\n\n'
@@ -750,7 +750,7 @@ def test_tool_call_refusal_and_reasoning_deltas_are_counted() -> None:
 
 
 def test_the_responses_meter_counts_function_call_and_refusal_deltas() -> None:
-    from azure_openai_proxy.normalize.stream import ResponsesStreamMeter
+    from azure_openai_proxy.normalize.responses_meter import ResponsesStreamMeter
 
     meter = ResponsesStreamMeter()
     for kind, delta in (("function_call_arguments", '{"a":1}'), ("refusal", "No"),
@@ -763,7 +763,7 @@ def test_the_responses_meter_counts_function_call_and_refusal_deltas() -> None:
 def test_the_responses_meter_claims_the_streams_ids_as_their_events_pass() -> None:
     """The response's id as soon as `response.created` is fed, each item's once, in
     order; an id that only appears inside generated text is no item of the stream."""
-    from azure_openai_proxy.normalize.stream import ResponsesStreamMeter
+    from azure_openai_proxy.normalize.responses_meter import ResponsesStreamMeter
 
     def event(obj: dict[str, Any]) -> bytes:
         kind: str = obj["type"]

@@ -1,0 +1,110 @@
+"""The Responses API stream's meter: Responses streams are relayed unchanged (no
+normalizer), and this reads, as they pass, what the gateway must know of them: the usage,
+the characters of generated text (for an estimate when the stream ends first) and the
+ids the stream creates (so that they become the caller's key's own)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from azure_openai_proxy.sse import SseDecoder
+
+__all__ = ["ResponsesStreamMeter"]
+
+# Responses API stream events whose `delta` is generated text (billed as output tokens).
+# The events that name an output item (`item.id`), and those that end a response
+# (`response.output` lists its items).
+_ITEM_EVENTS = frozenset({"response.output_item.added", "response.output_item.done"})
+_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_MAX_ID = 256  # longer is no id Azure made (as relay.py's `_id_of`)
+_MAX_IDS = 10_000  # per stream: what one response may create, and more
+_COUNTED_DELTAS = frozenset({
+    "response.output_text.delta", "response.refusal.delta",
+    "response.function_call_arguments.delta", "response.reasoning_text.delta",
+    "response.reasoning_summary_text.delta", "response.audio_transcript.delta",
+    "response.custom_tool_call_input.delta", "response.mcp_call_arguments.delta",
+    "response.code_interpreter_call_code.delta",
+})
+
+
+class ResponsesStreamMeter:
+    """Reads a Responses API stream as it is relayed unchanged: `usage` from its
+    `response.completed` (or `.incomplete`/`.failed`) event, `content_chars` of the
+    text deltas (output text, refusal, reasoning, function-call arguments), for an
+    estimate when it ends first, and the ids the stream creates: the response's (from
+    `response.created`, kept in `response_id`) and its output items' (from
+    `response.output_item.added`/`.done` and the final response's `output`). Each new id
+    is handed to `claim` (when set) as soon as the event naming it is fed, before the
+    caller relays that event. Only the events that can carry one of these are parsed."""
+
+    __slots__ = ("_decoder", "_seen", "claim", "content_chars", "response_id", "usage")
+
+    def __init__(self, claim: Callable[[list[str]], None] | None = None) -> None:
+        self._decoder = SseDecoder()
+        self.claim = claim
+        self._seen: set[str] = set()
+        self.usage: dict[str, Any] | None = None
+        self.content_chars = 0
+        self.response_id: str | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        for event in self._decoder.feed(chunk):
+            data = event.data
+            # find(), not `in`: see sse.py
+            if data is None:
+                continue
+            if data.find(b'"usage"') == -1:
+                if data.find(b'.delta"') != -1:
+                    if data.find(b'.audio.delta"') != -1:
+                        continue  # audio deltas are base64 sound, not text: not parsed
+                elif data.find(b'output_item.') == -1 and data.find(b'response.created') == -1:
+                    continue  # names no id the stream creates
+            try:
+                obj = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if type(obj) is not dict:
+                continue
+            delta = obj.get("delta")
+            kind = obj.get("type")
+            if type(delta) is str and kind in _COUNTED_DELTAS:
+                self.content_chars += len(delta)
+                continue
+            if kind in _ITEM_EVENTS:
+                self._ids_of([obj.get("item")])
+                continue
+            response = obj.get("response")
+            if type(response) is not dict:
+                continue
+            usage = response.get("usage")
+            if type(usage) is dict:
+                self.usage = usage
+            if kind == "response.created":
+                self._response_created(response)
+            elif kind in _FINAL_EVENTS:
+                output = response.get("output")
+                if type(output) is list:
+                    self._ids_of(output)
+
+    def _response_created(self, response: dict[str, Any]) -> None:
+        response_id = response.get("id")
+        if (self.response_id is None and type(response_id) is str
+                and 0 < len(response_id) <= _MAX_ID):
+            self.response_id = response_id
+            self._seen.add(response_id)
+            if self.claim is not None:
+                self.claim([response_id])
+
+    def _ids_of(self, items: list[Any]) -> None:
+        fresh: list[str] = []
+        for item in items:
+            item_id = item.get("id") if type(item) is dict else None
+            if (type(item_id) is str and 0 < len(item_id) <= _MAX_ID
+                    and item_id not in self._seen and len(self._seen) < _MAX_IDS):
+                self._seen.add(item_id)
+                fresh.append(item_id)
+        if fresh and self.claim is not None:
+            self.claim(fresh)
