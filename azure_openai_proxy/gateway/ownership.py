@@ -30,7 +30,7 @@ them), and so are those its owner reads later (`GET responses/{id}`: a backgroun
 response's), its input items once its owner lists them (`responses/{id}/input_items`), and
 a conversation's items its owner adds or lists (`conversations/{id}/items`).
 A streamed `responses` call's id and output items are the key's too: the relay reads
-them from the stream (normalize/stream.py `ResponsesStreamMeter`) and `claim`s them as
+them from the stream (normalize/responses_meter.py `ResponsesStreamMeter`) and `claim`s them as
 the events naming them pass: in memory at once, in the database in the background. So a
 stream the client leaves midway leaves what it showed the key's. Objects created inside
 another answer (an upload's file) are not recorded: a key with restrictions cannot name

@@ -218,9 +218,9 @@ class Gateway:
                 await check_batch(self.owners, self.table, caller, body.json)
         elif target.operation == "chat/completions" and body.raw is not None:
             prompt_chars = plain_chat_chars(body.json)
-            # A file part spells "file" (or hides it in a \u escape): only such a body
-            # could name one under a repeated key that the parsed JSON does not show.
-            body.canonical = b"file" in body.raw or b"\\u" in body.raw
+            # A file part's key is spelled `"file"` (or hidden in a \u escape): only such a
+            # body could name one under a repeated key that the parsed JSON does not show.
+            body.canonical = b'"file"' in body.raw or b"\\u" in body.raw
             files = chat_file_ids(body.raw, body.json, prompt_chars >= 0)  # its file parts
             if files:
                 await self.owners.check(files, key.id, is_restricted(key, caller.team))

@@ -172,8 +172,9 @@ def _cached_profile(
 
 
 def _reencoded(data: dict[str, Any]) -> bytes:
-    """The adapted body as JSON. orjson writes at most 254 levels of nesting while it
-    reads 1,024: a body between the two is the client's error, not ours."""
+    """The body as JSON: adapted, or checked and sent as parsed (`RequestBody.canonical`).
+    orjson writes at most 254 levels of nesting while it reads 1,024: a body between the
+    two is the client's error, not ours."""
     try:
         return orjson.dumps(data)
     except orjson.JSONEncodeError:

@@ -13,7 +13,7 @@ a plan made for the one call (tests, tools).
 RPM and TPM are token buckets holding a minute's worth (capacity = the limit, refilled
 at limit/60 per second): a burst of the whole minute's allowance passes at once, then
 requests pass at the refill rate. TPM is reserved before the request goes out (the
-estimate of `estimate_tokens`) and settled with Azure's usage when it is known: the
+estimate of governance/estimate.py `estimate_tokens`) and settled with Azure's usage when it is known: the
 difference is given back, or taken (a bucket may go below zero: the next requests wait).
 
 The request path pays for a few attribute reads and float operations per subject: a
@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from azure_openai_proxy.governance.estimate import DEFAULT_COMPLETION_TOKENS
-from azure_openai_proxy.governance.limitheaders import limit_headers
 from azure_openai_proxy.governance.model import Limits
+from azure_openai_proxy.governance.ratelimitheaders import limit_headers
 from azure_openai_proxy.governance.sharedlimits import (
     RPM_CAP,
     TPM_CAP,

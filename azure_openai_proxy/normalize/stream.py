@@ -426,4 +426,3 @@ def _strip_azure_fields(obj: dict[str, Any], choices: list[dict[str, Any]]) -> b
                 del choice[key]
                 changed = True
     return changed
-

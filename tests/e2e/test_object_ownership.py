@@ -375,6 +375,11 @@ def test_a_repeated_key_cannot_hide_a_reference_from_the_check(
                        headers=headers, timeout=30)
     assert reply.status_code == 200, reply.text
     assert file_id not in emulator.last()["body"]
+    escaped = part.replace('"file": {', '"fil\\u0065": {')  # the key spelled with an escape
+    reply = httpx.post(governed.server.url + "/v1/chat/completions", headers=headers,
+                       content=chat.replace(part, escaped), timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert file_id not in emulator.last()["body"]
     responses = ('{"model": "gpt-4o", "input": "more", "previous_response_id": "'
                  + response_id + '", "previous_response_id": null}')
     httpx.post(governed.server.url + "/v1/responses", content=responses, headers=headers,

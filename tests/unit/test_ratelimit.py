@@ -9,7 +9,6 @@ from types import FrameType
 from typing import Any
 
 from azure_openai_proxy.governance.estimate import estimate_tokens
-from azure_openai_proxy.governance.limitheaders import duration
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import (
     DEFAULT_COMPLETION_TOKENS,
@@ -17,6 +16,7 @@ from azure_openai_proxy.governance.ratelimit import (
     RateLimiter,
     Refusal,
 )
+from azure_openai_proxy.governance.ratelimitheaders import duration
 
 
 class Clock:

@@ -1,4 +1,5 @@
-"""Review 2 (the pushed stream relay): failing tests that demonstrate findings.
+"""The pushed stream relay never returns a paused connection to the pool (found by
+review: a stream ending without [DONE] to a slow client left it paused).
 
 They reuse the harness of test_relay_push.py: the real `_Connection` (llhttp behind it)
 fed its reads directly, the real FastResponse, FastStream and relay()."""
