@@ -153,14 +153,7 @@ class ObjectOwners:
                if object_id not in self._owners]
         if not new:
             return
-        now = time.time()
-
-        def add(store: OwnerStore) -> dict[str, tuple[str, frozenset[str] | None]]:
-            for object_id in new:
-                store.add(object_id, owned.key_id, owned.models, now)
-            return store.get_many(new)
-
-        recorded = await self._call(add) or {}
+        recorded = await self._call(_recording(new, owned)) or {}
         for object_id in new:
             row = recorded.get(object_id)
             self._keep(object_id, owned if row is None else Owned(row[0], row[1]))
@@ -189,14 +182,7 @@ class ObjectOwners:
             await asyncio.gather(*self._writes)
 
     async def _write_claim(self, new: list[str], owned: Owned) -> None:
-        now = time.time()
-
-        def add(store: OwnerStore) -> dict[str, tuple[str, frozenset[str] | None]]:
-            for object_id in new:
-                store.add(object_id, owned.key_id, owned.models, now)
-            return store.get_many(new)
-
-        recorded = await self._call(add) or {}
+        recorded = await self._call(_recording(new, owned)) or {}
         for object_id, (owner, models) in recorded.items():
             if owner != owned.key_id and object_id in self._owners:
                 self._owners[object_id] = Owned(owner, models)
@@ -344,6 +330,21 @@ def item_references(body: Mapping[str, Any] | None) -> list[str]:
                     ids.append(item_id)
     return ids
 
+
+
+def _recording(
+    new: list[str], owned: Owned,
+) -> Callable[[OwnerStore], dict[str, tuple[str, frozenset[str] | None]]]:
+    """The store call that records `new` as `owned`'s (an id already there keeps its
+    owner) and reads back who owns each."""
+    now = time.time()
+
+    def add(store: OwnerStore) -> dict[str, tuple[str, frozenset[str] | None]]:
+        for object_id in new:
+            store.add(object_id, owned.key_id, owned.models, now)
+        return store.get_many(new)
+
+    return add
 
 def chat_file_ids(raw: bytes, body: Mapping[str, Any] | None,
                   plain: bool = False) -> list[str]:
