@@ -23,7 +23,12 @@ from aiohttp import web
 from azure_openai_proxy.emulator import admin, foundry, wire_errors
 from azure_openai_proxy.emulator.answers import error_response, limit_headers
 from azure_openai_proxy.emulator.config import EmulatorConfig
-from azure_openai_proxy.emulator.exchange import ConnectionDropped, EmulatorState, Exchange
+from azure_openai_proxy.emulator.exchange import (
+    ConnectionDropped,
+    EmulatorState,
+    Exchange,
+    apply_fault,
+)
 from azure_openai_proxy.emulator.multipart import MultipartError, field, parse_form
 from azure_openai_proxy.emulator.ops import HANDLERS, JSON_OPERATIONS, MULTIPART_OPERATIONS, cost_of
 from azure_openai_proxy.emulator.ratelimit import RateLimiter
@@ -124,7 +129,7 @@ async def _pipeline(ex: Exchange, entry: dict[str, Any]) -> web.StreamResponse:
     fault = state.faults.take(name)
     if fault is not None:
         entry["fault"] = fault.kind
-        await _apply_fault(ex, fault.kind, fault.seconds, fault.after_frames, fault.retry_after)
+        await apply_fault(ex, fault, lambda retry_after: _rate_limited(ex, retry_after))
     if ex.deployment is not None:
         verdict = state.limiter.admit(ex.deployment.name, cost_of(ex))
         if verdict is not None:
@@ -201,23 +206,10 @@ def _bind_deployment(ex: Exchange, name: str, entry: dict[str, Any]) -> None:
         )
 
 
-async def _apply_fault(
-    ex: Exchange, kind: str, seconds: float, after_frames: int, retry_after: float
-) -> None:
-    if kind == "429":
-        assert ex.version is not None
-        operation = OPERATION_TITLE.get(ex.route.operation, ex.route.operation)
-        raise wire_errors.rate_limited(operation, ex.version.raw, retry_after)
-    if kind == "500":
-        raise wire_errors.server_error(ex.request_id)
-    if kind == "503":
-        raise wire_errors.service_unavailable()
-    if kind == "hang":
-        await asyncio.sleep(seconds)
-    elif kind == "drop":
-        raise ex.drop()
-    elif kind == "cut":
-        ex.cut_after = after_frames
+def _rate_limited(ex: Exchange, retry_after: float) -> wire_errors.AzureError:
+    assert ex.version is not None
+    operation = OPERATION_TITLE.get(ex.route.operation, ex.route.operation)
+    return wire_errors.rate_limited(operation, ex.version.raw, retry_after)
 
 
 def _base_headers(state: EmulatorState, request_id: str) -> dict[str, str]:

@@ -9,15 +9,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from azure_openai_proxy.emulator import wire_errors
 from azure_openai_proxy.emulator.config import EmulatedDeployment, EmulatorConfig
-from azure_openai_proxy.emulator.faults import FaultBook
+from azure_openai_proxy.emulator.faults import Fault, FaultBook
 from azure_openai_proxy.emulator.multipart import Part
 from azure_openai_proxy.emulator.ratelimit import RateLimiter
 from azure_openai_proxy.emulator.requestlog import RequestLog
@@ -155,3 +156,22 @@ async def precise_sleep(seconds: float) -> None:
         await asyncio.sleep(seconds - _SPIN_SECONDS)
     while time.perf_counter() < deadline:
         await asyncio.sleep(0)
+
+
+async def apply_fault(
+    ex: Exchange, fault: Fault, too_many: Callable[[float], BaseException]
+) -> None:
+    """Act out an injected fault on this exchange. `too_many(retry_after)` is the 429 the
+    surface answers (Azure OpenAI's and Foundry's differ in body and headers)."""
+    if fault.kind == "429":
+        raise too_many(fault.retry_after)
+    if fault.kind == "500":
+        raise wire_errors.server_error(ex.request_id)
+    if fault.kind == "503":
+        raise wire_errors.service_unavailable()
+    if fault.kind == "hang":
+        await asyncio.sleep(fault.seconds)
+    elif fault.kind == "drop":
+        raise ex.drop()
+    elif fault.kind == "cut":
+        ex.cut_after = fault.after_frames

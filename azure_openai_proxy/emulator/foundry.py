@@ -32,7 +32,12 @@ from aiohttp import web
 from azure_openai_proxy.emulator import wire_errors
 from azure_openai_proxy.emulator.answers import error_response, limit_headers
 from azure_openai_proxy.emulator.config import EmulatedDeployment
-from azure_openai_proxy.emulator.exchange import ConnectionDropped, EmulatorState, Exchange
+from azure_openai_proxy.emulator.exchange import (
+    ConnectionDropped,
+    EmulatorState,
+    Exchange,
+    apply_fault,
+)
 from azure_openai_proxy.emulator.ops import HANDLERS, cost_of
 from azure_openai_proxy.emulator.requestlog import record
 from azure_openai_proxy.emulator.routing import Route
@@ -122,7 +127,7 @@ async def _pipeline(ex: Exchange, entry: dict[str, Any]) -> web.StreamResponse:
     fault = ex.state.faults.take(deployment.name)
     if fault is not None:
         entry["fault"] = fault.kind
-        await _apply_fault(ex, fault.kind, fault.seconds, fault.after_frames, fault.retry_after)
+        await apply_fault(ex, fault, rate_limited)
     verdict = ex.state.limiter.admit(deployment.name, cost_of(ex))
     if verdict is not None:
         ex.headers.update(limit_headers(verdict))
@@ -205,23 +210,6 @@ def model_info(deployment: EmulatedDeployment) -> dict[str, str]:
     provider = next((p for word, p in _PROVIDERS if word in lowered), "OpenAI")
     kind = "embeddings" if deployment.kind == "embeddings" else "chat-completion"
     return {"model_name": deployment.model, "model_type": kind, "model_provider_name": provider}
-
-
-async def _apply_fault(
-    ex: Exchange, kind: str, seconds: float, after_frames: int, retry_after: float
-) -> None:
-    if kind == "429":
-        raise rate_limited(retry_after)
-    if kind == "500":
-        raise wire_errors.server_error(ex.request_id)
-    if kind == "503":
-        raise wire_errors.service_unavailable()
-    if kind == "hang":
-        await asyncio.sleep(seconds)
-    elif kind == "drop":
-        raise ex.drop()
-    elif kind == "cut":
-        ex.cut_after = after_frames
 
 
 def _coded(status: int, code: str, message: str) -> wire_errors.AzureError:
