@@ -52,6 +52,13 @@ from bench.systems import AZURE_ANSWER, CHAT_BODY, CLIENT_KEY
 
 _UPSTREAM = "http://127.0.0.1:9"
 _BODY = json.dumps(CHAT_BODY).encode()
+
+def instrument(on: bool) -> None:
+    """Switch callgrind's instrumentation of this process on or off (`--instr-atstart=no`
+    runs count only what lies between)."""
+    subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(os.getpid())],
+                   check=False, capture_output=True)
+
 def _request(key: str) -> bytes:
     return (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
@@ -209,8 +216,7 @@ async def measure(requests: int, clients: int, bare: bool, callgrind: bool,
     gc.collect()
     gc.disable()
     if callgrind:
-        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=False,
-                       capture_output=True)
+        instrument(True)
     started, loop_started, writer_started = (
         time.process_time(), time.thread_time(), _writer_cpu())
     for _ in range(clients):
@@ -222,8 +228,7 @@ async def measure(requests: int, clients: int, bare: bool, callgrind: bool,
         await _flush_ledger(app)  # the writer's work for these requests too
         split[:] = [loop_spent / requests, (_writer_cpu() - writer_started) / requests]
     if callgrind:
-        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=False,
-                       capture_output=True)
+        instrument(False)
     gc.enable()
     server.close()
     await app.cleanup()

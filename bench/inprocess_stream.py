@@ -213,16 +213,14 @@ async def measure_stream(streams: int, rounds: int, frames: list[bytes], per_rea
     gc.collect()
     gc.disable()
     if callgrind:
-        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=False,
-                       capture_output=True)
+        inprocess.instrument(True)
     started = time.process_time()
     for _ in range(streams):
         connect()
     await done
     spent = time.process_time() - started
     if callgrind:
-        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())], check=False,
-                       capture_output=True)
+        inprocess.instrument(False)
     gc.enable()
     server.close()
     await app.cleanup()
