@@ -336,9 +336,10 @@ class LedgerWriter:
             # Before the database is read: a spool replayed is committed, then removed.
             spool_gone = bool(awaiting) and not self.spool_path.exists()
             since = earliest_period_start(self._clock())
+            read_at = self.guard.book_read_started()  # what was committed before is in it
             rows, recorded = store.spend_and_recorded(since, awaiting)
             released = set(awaiting) if spool_gone else recorded
-            self.guard.replace(SpendBook.from_rows(rows), [*self._unread, *released])
+            self.guard.replace(SpendBook.from_rows(rows), [*self._unread, *released], read_at)
             awaiting -= released
             self._unread = []  # only this thread (or start(), before it) touches it
             self._last_refresh = self._clock()

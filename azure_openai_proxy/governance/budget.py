@@ -29,18 +29,26 @@ whichever call comes first (the request id is popped); which process wrote the r
 does not matter: the writer releases a hold when a book read from the database has the
 record (gateway/ledger.py). Holds live in the worker's memory: a worker that crashes
 takes its holds with it, and the records it spooled count once, from the database.
+
+With `--workers N` the guard is `share`d: what each worker holds is also written to a
+table in shared memory (governance/sharedholds.py), and every worker admits against its
+book plus its own holds plus the other workers'. A cost released from this worker's holds
+(its book has the record) stays in its shared column until every worker's book has it:
+`replace` is given when its book was read (`read_at`, from `book_read_started`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from azure_openai_proxy.governance.model import BudgetPeriod, Limits, Team, VirtualKey
 from azure_openai_proxy.governance.prices import PriceTable
+from azure_openai_proxy.governance.sharedholds import MAX_LINGER, Owner, SharedHolds
 
 __all__ = [
     "BudgetDecision",
@@ -53,7 +61,6 @@ __all__ = [
     "period_start",
 ]
 
-Owner = tuple[str, str]  # ("key", key id) or ("team", team id)
 _PERIODS: tuple[BudgetPeriod, ...] = ("daily", "weekly", "monthly", "none")
 # Spend is a sum of floats (0.009 + 0.001 < 0.01): a nano-dollar of slack in comparisons.
 _EPSILON_USD = 1e-9
@@ -140,11 +147,15 @@ class BudgetHold:
 
 class BudgetGuard:
     """Answers "may this caller spend?" from the current SpendBook and what this worker
-    holds (reservations of requests in flight, costs not yet in the book)."""
+    holds (reservations of requests in flight, costs not yet in the book); once `share`d,
+    what the server's other workers hold too. `clock`: wall time (the periods);
+    `monotonic`: the one every worker reads alike (when a book was read)."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.book = SpendBook()
         self._clock = clock
+        self._monotonic = monotonic
         self._today: tuple[float, float, dict[BudgetPeriod, str]] = (0.0, 0.0, {})
         self._warned: set[tuple[Owner, str]] = set()
         # Written by the event loop (reserve, settle) and the writer thread (replace).
@@ -154,28 +165,110 @@ class BudgetGuard:
         # How the ledger prices (set by its writer): reservations and settlements use it.
         self.prices: PriceTable | None = None
         self.models: Mapping[tuple[str, str], str] = {}
+        # Shared (`share`): the server's table; the costs released here that stay in this
+        # worker's column until every worker's book has them: (read at, owners, usd) in
+        # the order of their reads, and their sum per owner.
+        self._shared: SharedHolds | None = None
+        self._lingering: deque[tuple[float, tuple[Owner, ...], float]] = deque()
+        self._lingers: dict[Owner, float] = {}
+        self._read_at = 0.0  # when the book in use was read (0: none from the database)
 
-    def replace(self, book: SpendBook, recorded: Iterable[str] = ()) -> None:
+    def share(self, holds: SharedHolds) -> None:
+        """Count holds with the server's other workers from now on (call it before the
+        first request, from the thread that will admit them)."""
+        with self._lock:
+            holds.lock()
+            try:
+                for owner in self._held:
+                    holds.put(owner, self._held[owner])
+                if self._read_at:
+                    holds.mark_read(self._read_at)
+            finally:
+                holds.unlock()
+            self._shared = holds
+
+    def book_read_started(self) -> float:
+        """Call just before reading a book from the database, and pass the value to
+        `replace` with it: the records committed before it are in that book."""
+        return self._monotonic()
+
+    def replace(self, book: SpendBook, recorded: Iterable[str] = (),
+                read_at: float | None = None) -> None:
         """Swap in `book`, which has the records of the request ids `recorded`: their
-        costs stop being held."""
+        costs stop being held. `read_at`: `book_read_started` of a book read from the
+        database (None: a book made here, `SpendBook.plus`)."""
         with self._lock:
             self.book = book
-            self._release(recorded)
+            if read_at is not None:
+                self._read_at = read_at
+            shared = self._shared
+            if shared is None:
+                self._release(recorded)
+                return
+            shared.lock()
+            try:
+                if read_at is not None:
+                    shared.mark_read(read_at)
+                released = self._release(recorded)
+                stamp = self._monotonic() if read_at is None else read_at
+                for hold in released:
+                    self._lingering.append((stamp, hold.owners, hold.usd))
+                    _add_to(self._lingers, hold.owners, hold.usd)
+                self._publish(self._unlinger(shared), *(h.owners for h in released))
+            finally:
+                shared.unlock()
 
     def release(self, request_ids: Iterable[str]) -> None:
         """Stop holding the costs of `request_ids`, whose records will never reach the
         book (lost). Like `replace`, once per request id: a second release does nothing."""
         with self._lock:
-            self._release(request_ids)
+            shared = self._shared
+            if shared is None:
+                self._release(request_ids)
+                return
+            shared.lock()
+            try:
+                self._publish(*(h.owners for h in self._release(request_ids)))
+            finally:
+                shared.unlock()
 
-    def _release(self, request_ids: Iterable[str]) -> None:
+    def _release(self, request_ids: Iterable[str]) -> list[BudgetHold]:
+        released = []
         for request_id in request_ids:
             hold = self._unrecorded.pop(request_id, None)
             if hold is not None:
                 self._add(hold.owners, -hold.usd)
+                released.append(hold)
+        return released
+
+    def _unlinger(self, shared: SharedHolds) -> tuple[Owner, ...]:
+        """Let go of the lingering costs every worker's book has now (or that lingered
+        `MAX_LINGER`); the owners whose columns changed."""
+        lingering = self._lingering
+        if not lingering:
+            return ()
+        oldest = min(shared.oldest_read(), self._monotonic() - MAX_LINGER)
+        owners: list[Owner] = []
+        while lingering and lingering[0][0] <= oldest:
+            _, held_by, usd = lingering.popleft()
+            _add_to(self._lingers, held_by, -usd)
+            owners.extend(held_by)
+        return tuple(owners)
+
+    def _publish(self, *owner_groups: tuple[Owner, ...]) -> None:
+        """Write this worker's column of each owner's row: what it holds and what lingers
+        (shared, with its lock held)."""
+        shared = self._shared
+        assert shared is not None
+        held, lingers = self._held, self._lingers
+        for owner in {o for group in owner_groups for o in group}:
+            shared.put(owner, held.get(owner, 0.0) + lingers.get(owner, 0.0))
 
     def spent(self, owner: Owner, period: BudgetPeriod) -> float:
-        return self.book.spent(owner, self._period_start(period)) + self._held.get(owner, 0.0)
+        spent = self.book.spent(owner, self._period_start(period)) + self._held.get(owner, 0.0)
+        if self._shared is not None:
+            spent += self._shared.others(owner)  # a look: `reserve` decides under the lock
+        return spent
 
     def _period_start(self, period: BudgetPeriod) -> str:
         """`period_start` of today (UTC), remembered for the day: every budgeted request
@@ -201,6 +294,9 @@ class BudgetGuard:
         if not owners:
             return None
         with self._lock:
+            shared = self._shared
+            if shared is not None:
+                return self._reserve_shared(shared, owners, usd)
             for who, owner, limits in owners:
                 if (limits.budget_usd is not None
                         and self.spent(owner, limits.budget_period) + _EPSILON_USD
@@ -208,6 +304,26 @@ class BudgetGuard:
                     return who
             hold = BudgetHold(tuple(owner for _, owner, _ in owners), max(usd, 0.0))
             self._add(hold.owners, hold.usd)
+        return hold
+
+    def _reserve_shared(self, shared: SharedHolds, owners: list[tuple[str, Owner, Limits]],
+                        usd: float) -> BudgetHold | str:
+        """`reserve` against what every worker holds, under the table's lock: no other
+        worker admits in between."""
+        shared.lock()
+        try:
+            for who, owner, limits in owners:
+                if limits.budget_usd is None:
+                    continue
+                spent = (self.book.spent(owner, self._period_start(limits.budget_period))
+                         + self._held.get(owner, 0.0) + shared.others_locked(owner))
+                if spent + _EPSILON_USD >= limits.budget_usd:
+                    return who
+            hold = BudgetHold(tuple(owner for _, owner, _ in owners), max(usd, 0.0))
+            self._add(hold.owners, hold.usd)
+            self._publish(hold.owners)
+        finally:
+            shared.unlock()
         return hold
 
     def settle(self, hold: BudgetHold, request_id: str, usd: float) -> None:
@@ -223,19 +339,20 @@ class BudgetGuard:
                 self._unrecorded[request_id] = hold
             else:
                 hold.usd = 0.0
+            shared = self._shared
+            if shared is not None:
+                shared.lock()
+                try:
+                    self._publish(hold.owners)
+                finally:
+                    shared.unlock()
 
     def pending(self) -> Collection[str]:
         """Request ids whose cost is held until the book has them."""
         return self._unrecorded.keys()
 
     def _add(self, owners: tuple[Owner, ...], usd: float) -> None:
-        held = self._held
-        for owner in owners:
-            left = held.get(owner, 0.0) + usd
-            if left > _EPSILON_USD:
-                held[owner] = left
-            else:
-                held.pop(owner, None)
+        _add_to(self._held, owners, usd)
 
     def check(self, key: VirtualKey | None, team: Team | None) -> BudgetDecision:
         """The key's and the team's budgets; both must allow the request."""
@@ -261,6 +378,16 @@ class BudgetGuard:
                     self._warned.add(mark)
                     first.append(who)
         return BudgetDecision(None, tuple(warnings), tuple(first)) if warnings else _OK
+
+
+def _add_to(amounts: dict[Owner, float], owners: tuple[Owner, ...], usd: float) -> None:
+    """Add `usd` to each owner's amount; one left at zero (or below) is dropped."""
+    for owner in owners:
+        left = amounts.get(owner, 0.0) + usd
+        if left > _EPSILON_USD:
+            amounts[owner] = left
+        else:
+            amounts.pop(owner, None)
 
 
 def _budget_owners(key: VirtualKey | None,

@@ -19,6 +19,12 @@ The table is a file (in /dev/shm where it can be: memory, never written to disk)
     7     requests in flight: the total
     8...  requests in flight, one column per worker (their sum is the total)
 
+The same machinery keeps budgets' holds (governance/sharedholds.py) in a second table of
+another shape (`fixed` columns before the per-worker ones; the last of them is always
+their total): there a row is `tag, USD held: the total, USD held per worker`. After the
+`slots` rows comes one more, never probed: per-worker values that belong to no subject
+(the budget table's: when each worker last read its book), zeroed with a dead worker's.
+
 A subject's row is found by open addressing (linear probing from its hash, at most
 `PROBES` rows: past them, or when the table is full, the subject is counted per worker,
 as before, and a warning is logged once) when a worker first plans it with some limit:
@@ -88,6 +94,10 @@ IDLE_SECONDS = 120.0
 _PREFIX = "azure-openai-proxy-limits-"
 
 
+def _kind(fixed: int) -> str:
+    return "rate-limit" if fixed == ROW_FIXED else "budget"
+
+
 def tag_of(name: str) -> float:
     """`name`'s tag: its 52-bit hash + 1 (0 marks a free row), which is also where its
     probing starts (`tag - 1`)."""
@@ -140,31 +150,42 @@ def sweep(directory: str) -> None:
             continue
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(directory, name))
-            log.warning("removed the shared rate-limit table of a server that was killed "
+            log.warning("removed a shared table of a server that was killed "
                         "(pid %s): %s", fields[1], name)
 
 
 @dataclass(frozen=True)
 class SharedLimits:
-    """Where a server's shared table lives and its shape: what a worker needs to map it."""
+    """Where a server's shared table lives and its shape: what a worker needs to map it.
+    `fixed`: the columns of a row before the per-worker ones (the rate limits'
+    `ROW_FIXED`, or fewer for a table without buckets: the budgets')."""
 
     path: str
     slots: int
     workers: int
+    fixed: int = ROW_FIXED
 
     @property
     def stride(self) -> int:
-        return ROW_FIXED + self.workers
+        return self.fixed + self.workers
+
+    @property
+    def workers_row(self) -> int:
+        """The offset of the row after the subjects' (`slots`), never probed: per-worker
+        values of no subject, in the per-worker columns."""
+        return self.slots * self.stride
 
     @classmethod
     def create(cls, workers: int, slots: int = DEFAULT_SLOTS,
-               directory: str | None = None) -> SharedLimits:
+               directory: str | None = None, fixed: int = ROW_FIXED) -> SharedLimits:
         """A new, zeroed table for `workers` workers (the caller `remove`s it). Its name
         holds this process's pid namespace, pid and start time; the tables of parents
         that are gone (killed before they could remove theirs) are removed first."""
+        if not 2 <= fixed <= ROW_FIXED:
+            raise ValueError(f"a row has 2 to {ROW_FIXED} fixed columns, not {fixed}")
         if directory is None:
             try:  # memory; a container may have it read-only or small: then the temp dir
-                return cls.create(workers, slots, "/dev/shm")
+                return cls.create(workers, slots, "/dev/shm", fixed)
             except OSError:
                 pass
         sweep(directory or tempfile.gettempdir())
@@ -174,13 +195,13 @@ class SharedLimits:
         try:
             # Allocated now, not page by page later: a full tmpfs would fail a worker's
             # write into the mapping with SIGBUS.
-            os.posix_fallocate(fd, 0, slots * (ROW_FIXED + workers) * 8)
+            os.posix_fallocate(fd, 0, (slots + 1) * (fixed + workers) * 8)
         except OSError:
             os.unlink(path)
             raise
         finally:
             os.close(fd)
-        return cls(path, slots, workers)
+        return cls(path, slots, workers, fixed)
 
     def open(self, worker: int) -> SharedTable:
         """The table as worker number `worker` (0 to workers - 1) uses it."""
@@ -207,9 +228,10 @@ class SharedTable:
     def __init__(self, spec: SharedLimits, worker: int) -> None:
         self.spec = spec
         self.stride = spec.stride
-        self.column = ROW_FIXED + worker  # this worker's in-flight column in a row
+        self.column = spec.fixed + worker  # this worker's column in a row
+        self.total = spec.fixed - 1  # the sum of the per-worker columns, in a row
         self._fd = os.open(spec.path, os.O_RDWR)
-        self._map = mmap.mmap(self._fd, spec.slots * spec.stride * 8)
+        self._map = mmap.mmap(self._fd, (spec.slots + 1) * spec.stride * 8)
         self.cells = memoryview(self._map).cast("d")
         # Called twice a request: C callables, no Python frame.
         self.lock: Callable[[], object] = functools.partial(fcntl.flock, self._fd, fcntl.LOCK_EX)
@@ -254,39 +276,45 @@ class SharedTable:
             return freed
         if not self._full_logged:
             self._full_logged = True
-            log.warning("the shared rate-limit table is full (%d keys and teams): the ones "
-                        "beyond it are limited per worker process", slots)
+            log.warning("the shared %s table is full (%d keys and teams): the ones "
+                        "beyond it are %s per worker process", _kind(self.spec.fixed),
+                        slots, "limited" if self.spec.fixed == ROW_FIXED else "held")
         return None
 
     def _idle(self, row: int, now: float) -> bool:
-        """Whether `row` holds nothing another name's state could not replace: no request
-        in flight and no take for `IDLE_SECONDS` (its buckets are full again: a row made
-        anew is the same). Its owner, if any is left, claims a row again at its next take
-        (its tag is checked)."""
+        """Whether `row` holds nothing another name's state could not replace: nothing
+        in flight (held) and, for rate limits, no take for `IDLE_SECONDS` (its buckets
+        are full again: a row made anew is the same). Its owner, if any is left, claims
+        a row again at its next take (its tag is checked)."""
         cells = self.cells
-        return (cells[row + IN_FLIGHT] <= 0.0 and cells[row + _RPM_STAMP] <= now - IDLE_SECONDS
-                and cells[row + _TPM_STAMP] <= now - IDLE_SECONDS)
+        if cells[row + self.total] > 0.0:
+            return False
+        return self.spec.fixed != ROW_FIXED or (cells[row + _RPM_STAMP] <= now - IDLE_SECONDS
+                                                and cells[row + _TPM_STAMP] <= now - IDLE_SECONDS)
 
     def free(self, row: int, tag: float) -> None:
         """Give back `row` if it is still `tag`'s and nothing is in flight in it (its key
         or team was deleted), with the lock held. It is marked freed, not free: the rows
         probed past it stay found."""
         cells = self.cells
-        if cells[row] == tag and cells[row + IN_FLIGHT] <= 0.0:
+        if cells[row] == tag and cells[row + self.total] <= 0.0:
             cells[row:row + self.stride] = _zeros(self.stride)
             cells[row] = _FREED
 
     def reset_worker(self, worker: int) -> None:
-        """Zero `worker`'s in-flight counts in every row (it died: what it held is gone)."""
-        column, stride, cells = ROW_FIXED + worker, self.stride, self.cells
+        """Zero `worker`'s column in every row, and its value in the workers' row (it
+        died: what it held is gone)."""
+        column, stride, cells = self.spec.fixed + worker, self.stride, self.cells
+        total = self.total
         self.lock()
         try:
             for offset in range(0, self.spec.slots * stride, stride):
                 held = cells[offset + column]
                 if held and cells[offset] != 0.0:
                     # Never below zero (it died mid-write): then more would be let in.
-                    cells[offset + IN_FLIGHT] = max(0.0, cells[offset + IN_FLIGHT] - held)
+                    cells[offset + total] = max(0.0, cells[offset + total] - held)
                     cells[offset + column] = 0.0
+            cells[self.spec.workers_row + column] = 0.0
         finally:
             self.unlock()
 

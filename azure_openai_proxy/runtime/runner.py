@@ -35,6 +35,7 @@ from azure_openai_proxy.apiversions import (
 )
 from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.gateway.app import GatewayApp, create_app
+from azure_openai_proxy.governance.sharedholds import SharedHolds, holds_table
 from azure_openai_proxy.governance.sharedlimits import SharedLimits
 from azure_openai_proxy.http.server import ServerLimits, serve_fast
 from azure_openai_proxy.observability.accesslog import configure_logging
@@ -259,13 +260,37 @@ async def start_server(
     return stop
 
 
+@dataclass(frozen=True)
+class SharedTables:
+    """The tables the workers of one server share (`--workers N` with governance): the
+    limits' and the budget holds'. A value: it pickles to the spawned workers."""
+
+    limits: SharedLimits
+    holds: SharedLimits
+
+    @classmethod
+    def create(cls, workers: int) -> SharedTables:
+        limits = SharedLimits.create(workers)
+        try:
+            return cls(limits, holds_table(workers))
+        except BaseException:
+            limits.remove()
+            raise
+
+    def remove(self) -> None:
+        self.limits.remove()
+        self.holds.remove()
+
+
 async def serve_forever(settings: Settings, source: SettingsSource | None, reuse_port: bool,
-                        shared: tuple[SharedLimits, int] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT. `shared`: the server's shared limits table and this
-    worker's number in it (`--workers N`)."""
+                        shared: tuple[SharedTables, int] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT. `shared`: the server's shared tables and this
+    worker's number in them (`--workers N`)."""
     app = create_app(settings)
     if shared is not None and app.gateway.limiter is not None:
-        app.gateway.limiter.share(shared[0].open(shared[1]))
+        app.gateway.limiter.share(shared[0].limits.open(shared[1]))
+    if shared is not None and app.gateway.budgets is not None:
+        app.gateway.budgets.share(SharedHolds(shared[0].holds.open(shared[1])))
     finish = await start_server(app, settings, reuse_port)
     settle_heap()  # start-up's objects out of every later collection (runtime/heap.py)
     log.info("listening on http://%s (api_base %s, %d deployments)", settings.listen,
@@ -299,7 +324,7 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
 
 
 def _worker(settings: Settings, source: SettingsSource | None, reuse_port: bool,
-            shared: tuple[SharedLimits, int] | None = None) -> None:
+            shared: tuple[SharedTables, int] | None = None) -> None:
     configure_logging(settings.log_level)
     run_loop(serve_forever(settings, source, reuse_port, shared))
 
@@ -315,7 +340,7 @@ def run(settings: Settings, source: SettingsSource | None = None) -> int:
     if settings.workers == 1:
         _worker(settings, source, reuse_port=False)
         return 0
-    shared = SharedLimits.create(settings.workers) if settings.governance_enabled else None
+    shared = SharedTables.create(settings.workers) if settings.governance_enabled else None
     try:
         return _run_workers(settings, source, shared)
     finally:
@@ -324,7 +349,7 @@ def run(settings: Settings, source: SettingsSource | None = None) -> int:
 
 
 def _run_workers(settings: Settings, source: SettingsSource | None,
-                 shared: SharedLimits | None) -> int:
+                 shared: SharedTables | None) -> int:
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_worker, daemon=False, args=(
         settings, source, True, None if shared is None else (shared, index)))
@@ -339,22 +364,30 @@ def _run_workers(settings: Settings, source: SettingsSource | None,
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
-    supervise(workers, shared)
+    if shared is None:
+        supervise(workers, None)
+    else:
+        supervise(workers, shared.limits, shared.holds)
     return 0 if all(p.exitcode == 0 for p in workers) else 1
 
 
 def supervise(workers: Sequence[multiprocessing.process.BaseProcess],
-              shared: SharedLimits | None) -> None:
+              shared: SharedLimits | None, holds: SharedLimits | None = None) -> None:
     """Wait for every worker to exit. One that dies (a non-zero exit: killed, crashed)
     leaves its requests in flight counted in the shared limits table: they are zeroed,
-    or the keys' parallel limits would stay taken by requests that will never end."""
+    or the keys' parallel limits would stay taken by requests that will never end. The
+    budget holds of one that exits, whatever its exit, are zeroed in `holds`: nothing
+    will release them (a clean exit has its records written: every book has them
+    within a refresh)."""
     running = {process.sentinel: index for index, process in enumerate(workers)}
     while running:
         ready = set(multiprocessing.connection.wait(list(running)))
         for index in [running.pop(s) for s in list(running) if s in ready]:
             workers[index].join()
+            if holds is not None:
+                holds.reset_worker(index)
             if shared is not None and workers[index].exitcode != 0:
                 shared.reset_worker(index)
                 log.warning("worker %d (pid %s) exited with %s; its requests in flight "
-                            "are no longer counted", index, workers[index].pid,
+                            "and budget holds are no longer counted", index, workers[index].pid,
                             workers[index].exitcode)

@@ -1,0 +1,126 @@
+"""Budget holds shared by the worker processes of one server (`--workers N`), so that a
+key's and a team's requests in flight, and their costs not yet in every worker's book,
+count against their budgets in every worker instead of only the one that admitted them.
+
+The parent creates the table (`holds_table`, a governance/sharedlimits.py table of another
+shape) before it starts the workers; each worker maps it and `BudgetGuard.share`s it
+(governance/budget.py). A row, found as the limits' are (open addressing on the
+subject's name hash), is
+
+    0     tag: the subject's name hash ("key:ID", "team:ID")
+    1     USD held: the total of the columns
+    2...  USD held, one column per worker: what it has reserved or settled and not yet
+          released (its `BudgetGuard`'s holds and lingering costs, below)
+
+and the row after the subjects' holds, per worker, the `time.monotonic()` at which the
+book it is using was read from the database (0: none yet, or the worker is gone).
+
+Each worker writes only its own column, and writes it whole (what its guard holds for
+that subject, never a difference): a hold counts once whatever happens, and a column is
+never below zero. A worker decides on the book it read plus what it holds itself plus
+the others' columns. A subject takes a row only once a budgeted request of it is held
+(a key without a budget never has one), and a row nothing is held in goes to another
+subject when the table has no free one (nothing is lost: a row held in is never taken).
+
+A worker's costs leave its own holds as soon as its book has their records, as with one
+worker; they leave its column later, when every worker's book has them: each book read
+is stamped, and a cost found in the read that began at `t` lingers in the column until
+every other worker's last read began at `t` or later (a record committed before `t` is
+in every book read after it), or `MAX_LINGER` seconds at most (a worker whose reads have
+stopped is not waited for forever). Meanwhile a worker whose book already has the record
+counts it twice: the safe side, for a few seconds.
+
+A worker that dies takes its column with it: the parent zeroes it and its stamp
+(`SharedTable.reset_worker`), as it does a dead worker's requests in flight. The lock is
+the table's `flock`, released by the kernel when its holder dies.
+"""
+
+from __future__ import annotations
+
+import math
+
+from azure_openai_proxy.governance.sharedlimits import SharedLimits, SharedTable, tag_of
+
+__all__ = ["HOLD_COLUMNS", "MAX_LINGER", "Owner", "SharedHolds", "holds_table"]
+
+Owner = tuple[str, str]  # ("key", key id) or ("team", team id)
+HOLD_COLUMNS = 2  # tag, total: the columns before the per-worker ones
+_TOTAL = 1
+# The longest a cost lingers in a worker's column once its own book has it: two of the
+# ledger's book refreshes (every 2 s) and some. A worker whose reads stopped (its
+# database failing) has a stale book whatever is held for it.
+MAX_LINGER = 10.0
+
+
+def holds_table(workers: int) -> SharedLimits:
+    """A new budget holds table for `workers` workers (the caller `remove`s it)."""
+    return SharedLimits.create(workers, fixed=HOLD_COLUMNS)
+
+
+class SharedHolds:
+    """One worker's side of the budget holds table: its column of each subject's row,
+    and the others' totals. Call its methods with `lock()` held, but `others`, which
+    may read without it (an estimate: the decision that holds takes the lock), and
+    only from one thread at a time (the guard's own lock sees to it)."""
+
+    def __init__(self, table: SharedTable) -> None:
+        self.table = table
+        self.lock = table.lock
+        self.unlock = table.unlock
+        self._rows: dict[Owner, tuple[int, float]] = {}  # a subject's row, and its tag
+        self._first = table.spec.fixed  # the first per-worker column
+
+    def others(self, owner: Owner) -> float:
+        """What the other workers hold for `owner`, read as it is (no row known here
+        yet, or the row taken by another subject since: 0)."""
+        known = self._rows.get(owner)
+        if known is None:
+            return 0.0
+        row, tag = known
+        cells = self.table.cells
+        if cells[row] != tag:
+            return 0.0
+        return max(0.0, cells[row + _TOTAL] - cells[row + self.table.column])
+
+    def others_locked(self, owner: Owner) -> float:
+        """`others` with the lock held: the subject's row found (or claimed) first."""
+        row = self._row(owner, claim=True)
+        if row is None:
+            return 0.0  # no room in the table: this worker's own holds only
+        cells = self.table.cells
+        return max(0.0, cells[row + _TOTAL] - cells[row + self.table.column])
+
+    def put(self, owner: Owner, usd: float) -> None:
+        """Set this worker's column of `owner`'s row to `usd` (≥ 0), and the row's total
+        to the sum of its columns. A subject with nothing held and no row takes none."""
+        row = self._row(owner, claim=usd > 0.0)
+        if row is None:
+            return
+        cells, first = self.table.cells, row + self._first
+        cells[row + self.table.column] = max(usd, 0.0)
+        cells[row + _TOTAL] = math.fsum(cells[first:first + self.table.spec.workers])
+
+    def _row(self, owner: Owner, *, claim: bool) -> int | None:
+        known = self._rows.get(owner)
+        cells = self.table.cells
+        if known is not None and cells[known[0]] == known[1]:
+            return known[0]
+        if not claim:
+            return None
+        tag = known[1] if known is not None else tag_of(f"{owner[0]}:{owner[1]}")
+        row = self.table.claim(tag, 0.0)  # a row held in is never idle: only those are taken
+        if row is None:
+            self._rows.pop(owner, None)
+            return None
+        self._rows[owner] = row, tag
+        return row
+
+    def mark_read(self, stamp: float) -> None:
+        """This worker's book was read from the database at `stamp` (monotonic)."""
+        self.table.cells[self.table.spec.workers_row + self.table.column] = stamp
+
+    def oldest_read(self) -> float:
+        """When the oldest book among the workers' was read (inf: none read yet)."""
+        cells, start = self.table.cells, self.table.spec.workers_row + self._first
+        reads = [s for s in cells[start:start + self.table.spec.workers] if s > 0.0]
+        return min(reads, default=math.inf)

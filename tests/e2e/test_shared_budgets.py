@@ -1,0 +1,189 @@
+"""A key's budget holds across `--workers N` (issue 13: "budgets bypassed"): what one
+worker holds for requests in flight counts in the others, and a worker killed while
+holding leaves nothing held. A real gateway process with two workers, the emulator
+behind it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from azure_openai_proxy.governance.model import Limits
+from azure_openai_proxy.store.keys import KeyStore
+from tests.e2e.pools import chat_deployment, pool_config, pool_emulator
+from tests.e2e.test_reload_shutdown import gateway_process
+from tests.e2e.test_shared_limits import _worker_pids
+from tests.processes import Process
+from tests.waiting import until
+
+# A request's reservation is its max_tokens at the output price (input is free): 10
+# tokens at $1,000 per million, one cent.
+_PRICES = {"gpt-4o": {"input": 0.0, "output": 1000.0}}
+_BODY = {"model": "gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+_RESERVATION = 0.01
+
+
+def _budgeted_key(database: Path, budget_usd: float) -> str:
+    store = KeyStore.open(database)
+    try:
+        _, secret = store.create_key("budgeted", now=time.time(), limits=Limits(
+            budget_usd=budget_usd, budget_period="daily"))
+    finally:
+        store.close()
+    return secret
+
+
+@contextmanager
+def _two_workers(tmp_path: Path, budget_usd: float,
+                 **emulator: Any) -> Iterator[tuple[Process, int, str, Any, set[int]]]:
+    """A two-worker gateway over one emulator deployment, a key with `budget_usd`:
+    (the process, its port, the key's secret, the emulator, the workers' pids)."""
+    config, database = tmp_path / "config.yaml", tmp_path / "gw.db"
+    secret = _budgeted_key(database, budget_usd)
+    with pool_emulator(chat_deployment("dep-a"), **emulator) as upstream:
+        config.write_text(yaml.safe_dump({
+            **pool_config(upstream.url, [("dep-a", {})]), "prices": _PRICES,
+            "database": f"sqlite:///{database}", "log_level": "warning"}))
+        with gateway_process(config, "--workers", "2") as (process, client):
+            pids = _worker_pids(client.port, 2, time.monotonic() + 30)
+            assert len(pids) == 2
+            yield process, client.port, secret, upstream, pids
+
+
+def _connect(port: int) -> http.client.HTTPConnection:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.connect()
+    return connection
+
+
+def _send(connection: http.client.HTTPConnection, secret: str) -> None:
+    connection.request("POST", "/v1/chat/completions", body=json.dumps(_BODY),
+                       headers={"Authorization": f"Bearer {secret}",
+                                "Content-Type": "application/json"})
+
+
+def _answer(connection: http.client.HTTPConnection) -> tuple[int, dict[str, Any], str]:
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    return response.status, body, response.headers.get("x-should-retry", "")
+
+
+def test_a_burst_over_two_workers_admits_what_the_budget_allows_as_one_worker_would(
+        tmp_path: Path) -> None:
+    # 2.5 reservations wide: with every request in flight at once, one worker admits
+    # three (each while less than the budget is held), and refuses the rest.
+    with _two_workers(tmp_path, 2.5 * _RESERVATION, ttft_ms=3000) as (
+            process, port, secret, upstream, _):
+        answers: list[tuple[int, dict[str, Any], str]] = []
+        lock, start = threading.Lock(), threading.Barrier(12)
+
+        def call() -> None:
+            connection = _connect(port)  # a connection of its own: spread over the workers
+            try:
+                start.wait(30)
+                _send(connection, secret)
+                answer = _answer(connection)
+            finally:
+                connection.close()
+            with lock:
+                answers.append(answer)
+
+        threads = [threading.Thread(target=call) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sorted(status for status, _, _ in answers) == [200] * 3 + [429] * 9
+        refused = [(body["error"]["code"], retry) for status, body, retry in answers
+                   if status == 429]
+        assert refused == [("insufficient_quota", "false")] * 9
+        assert len([r for r in upstream.requests() if r["status"] == 200]) == 3
+        process.signal(signal.SIGTERM)
+        assert process.popen.wait(15) == 0
+
+
+def _server_socket_inode(port: int, client_port: int) -> str | None:
+    """The inode of the gateway's side of the loopback connection from `client_port`."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1].split(":"), fields[2].split(":")
+        if int(local[1], 16) == port and int(remote[1], 16) == client_port:
+            return fields[9]
+    return None
+
+
+def _worker_of(connection: http.client.HTTPConnection, port: int, pids: set[int]) -> int | None:
+    """Which worker accepted `connection` (None: none has yet)."""
+    assert connection.sock is not None
+    inode = _server_socket_inode(port, connection.sock.getsockname()[1])
+    if inode is None:
+        return None
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return pid
+            except OSError:
+                continue  # closed meanwhile
+    return None
+
+
+def _connect_to(port: int, pids: set[int], wanted: int) -> http.client.HTTPConnection:
+    """A connection the worker `wanted` accepted (the kernel spreads new ones)."""
+    for _ in range(200):  # bounded: each new connection goes to either worker
+        connection = _connect(port)
+        accepted: list[int | None] = [None]
+
+        def seen(c: http.client.HTTPConnection = connection, a: list[int | None] = accepted) -> bool:
+            a[0] = _worker_of(c, port, pids)
+            return a[0] is not None
+
+        until(seen, 10, "no worker accepted the connection")
+        if accepted[0] == wanted:
+            return connection
+        connection.close()
+    raise AssertionError(f"no connection reached worker {wanted}")
+
+
+def test_a_worker_killed_while_holding_a_budget_does_not_block_the_key(
+        tmp_path: Path) -> None:
+    # One reservation wide: a request in flight holds the whole budget.
+    with _two_workers(tmp_path, _RESERVATION) as (process, port, secret, upstream, pids):
+        # Long enough to outlast the steps up to the kill (about a second; checked below),
+        # short enough not to keep the emulator's shutdown waiting long after.
+        upstream.fault("dep-a", "hang", count=1, seconds=8)
+        first = _connect(port)
+        _send(first, secret)
+        until(lambda: len(upstream.requests()) == 1, 10, "Azure never got the request")
+        holder = _worker_of(first, port, pids)
+        assert holder is not None
+        [other] = pids - {holder}
+        # The other worker sees the hold: refused, as the holder would.
+        second = _connect_to(port, pids, other)
+        _send(second, secret)
+        status, body, retry = _answer(second)
+        second.close()
+        assert status == 429
+        assert (body["error"]["code"], retry) == ("insufficient_quota", "false")
+        assert len(upstream.requests()) == 1
+
+        os.kill(holder, signal.SIGKILL)
+        assert upstream.requests()[0]["status"] is None  # killed while it held the budget
+        until(lambda: f"(pid {holder}) exited" in process.output(), 10,
+              "the parent never saw the worker die")
+        first.close()
+        third = _connect(port)  # only the other worker listens now
+        _send(third, secret)
+        status, _, _ = _answer(third)
+        third.close()
+        assert status == 200
