@@ -247,9 +247,10 @@ class BudgetGuard:
         lingering = self._lingering
         if not lingering:
             return ()
-        oldest = min(shared.oldest_read(), self._monotonic() - MAX_LINGER)
+        # In every book (the oldest was read after it), or lingered long enough.
+        through = max(shared.oldest_read(), self._monotonic() - MAX_LINGER)
         owners: list[Owner] = []
-        while lingering and lingering[0][0] <= oldest:
+        while lingering and lingering[0][0] <= through:
             _, held_by, usd = lingering.popleft()
             _add_to(self._lingers, held_by, -usd)
             owners.extend(held_by)

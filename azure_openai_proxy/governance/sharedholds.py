@@ -52,6 +52,10 @@ _TOTAL = 1
 MAX_LINGER = 10.0
 
 
+def _tag(owner: Owner) -> float:
+    return tag_of(f"{owner[0]}:{owner[1]}")
+
+
 def holds_table(workers: int) -> SharedLimits:
     """A new budget holds table for `workers` workers (the caller `remove`s it)."""
     return SharedLimits.create(workers, fixed=HOLD_COLUMNS)
@@ -71,24 +75,22 @@ class SharedHolds:
         self._first = table.spec.fixed  # the first per-worker column
 
     def others(self, owner: Owner) -> float:
-        """What the other workers hold for `owner`, read as it is (no row known here
-        yet, or the row taken by another subject since: 0)."""
+        """What the other workers hold for `owner`, read as it is, without the lock (a
+        look: a subject without a row holds nothing)."""
         known = self._rows.get(owner)
-        if known is None:
-            return 0.0
-        row, tag = known
         cells = self.table.cells
-        if cells[row] != tag:
-            return 0.0
+        if known is None or cells[known[0]] != known[1]:
+            tag = known[1] if known is not None else _tag(owner)
+            row = self.table.find(tag)
+            if row is None:
+                return 0.0
+            known = self._rows[owner] = row, tag
+        row = known[0]
         return max(0.0, cells[row + _TOTAL] - cells[row + self.table.column])
 
     def others_locked(self, owner: Owner) -> float:
-        """`others` with the lock held: the subject's row found (or claimed) first."""
-        row = self._row(owner, claim=True)
-        if row is None:
-            return 0.0  # no room in the table: this worker's own holds only
-        cells = self.table.cells
-        return max(0.0, cells[row + _TOTAL] - cells[row + self.table.column])
+        """`others` with the lock held: what the decision is made on."""
+        return self.others(owner)
 
     def put(self, owner: Owner, usd: float) -> None:
         """Set this worker's column of `owner`'s row to `usd` (≥ 0), and the row's total
@@ -107,7 +109,7 @@ class SharedHolds:
             return known[0]
         if not claim:
             return None
-        tag = known[1] if known is not None else tag_of(f"{owner[0]}:{owner[1]}")
+        tag = known[1] if known is not None else _tag(owner)
         row = self.table.claim(tag, 0.0)  # a row held in is never idle: only those are taken
         if row is None:
             self._rows.pop(owner, None)

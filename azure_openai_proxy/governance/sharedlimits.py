@@ -248,6 +248,20 @@ class SharedTable:
         finally:
             self.unlock()
 
+    def find(self, tag: float) -> int | None:
+        """The row tagged `tag`, or None; claims nothing. Without the lock it is a look
+        (a row being claimed meanwhile may be missed): decide with the lock held."""
+        slots, stride, cells = self.spec.slots, self.stride, self.cells
+        hashed = int(tag) - 1
+        for probe in range(min(slots, PROBES)):
+            offset = (hashed + probe) % slots * stride
+            found = cells[offset]
+            if found == tag:
+                return offset
+            if found == 0.0:
+                break
+        return None
+
     def claim(self, tag: float, now: float | None = None) -> int | None:
         """`row`, with the lock held: the row tagged `tag`, else the first free or freed
         one within `PROBES` of its place, else (given the clock's `now`) one idle for
