@@ -317,7 +317,7 @@ class BudgetGuard:
                 if limits.budget_usd is None:
                     continue
                 spent = (self.book.spent(owner, self._period_start(limits.budget_period))
-                         + self._held.get(owner, 0.0) + shared.others_locked(owner))
+                         + self._held.get(owner, 0.0) + shared.others(owner))
                 if spent + _EPSILON_USD >= limits.budget_usd:
                     return who
             hold = BudgetHold(tuple(owner for _, owner, _ in owners), max(usd, 0.0))

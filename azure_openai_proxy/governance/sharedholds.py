@@ -63,9 +63,10 @@ def holds_table(workers: int) -> SharedLimits:
 
 class SharedHolds:
     """One worker's side of the budget holds table: its column of each subject's row,
-    and the others' totals. Call its methods with `lock()` held, but `others`, which
-    may read without it (an estimate: the decision that holds takes the lock), and
-    only from one thread at a time (the guard's own lock sees to it)."""
+    and the others' totals. Call `put` and `mark_read` with `lock()` held, and from one
+    thread at a time (the guard's own lock sees to it: flock does not exclude the
+    threads of one process). `others` may also be read without the lock: a look, which
+    a decision repeats under it."""
 
     def __init__(self, table: SharedTable) -> None:
         self.table = table
@@ -75,8 +76,7 @@ class SharedHolds:
         self._first = table.spec.fixed  # the first per-worker column
 
     def others(self, owner: Owner) -> float:
-        """What the other workers hold for `owner`, read as it is, without the lock (a
-        look: a subject without a row holds nothing)."""
+        """What the other workers hold for `owner` (a subject without a row: nothing)."""
         known = self._rows.get(owner)
         cells = self.table.cells
         if known is None or cells[known[0]] != known[1]:
@@ -87,10 +87,6 @@ class SharedHolds:
             known = self._rows[owner] = row, tag
         row = known[0]
         return max(0.0, cells[row + _TOTAL] - cells[row + self.table.column])
-
-    def others_locked(self, owner: Owner) -> float:
-        """`others` with the lock held: what the decision is made on."""
-        return self.others(owner)
 
     def put(self, owner: Owner, usd: float) -> None:
         """Set this worker's column of `owner`'s row to `usd` (≥ 0), and the row's total
