@@ -268,7 +268,7 @@ class BudgetGuard:
     def spent(self, owner: Owner, period: BudgetPeriod) -> float:
         spent = self.book.spent(owner, self._period_start(period)) + self._held.get(owner, 0.0)
         if self._shared is not None:
-            spent += self._shared.others(owner)  # a look: `reserve` decides under the lock
+            spent += self._shared.others(owner)  # a look, but under the lock in `reserve`
         return spent
 
     def _period_start(self, period: BudgetPeriod) -> str:
@@ -297,34 +297,20 @@ class BudgetGuard:
         with self._lock:
             shared = self._shared
             if shared is not None:
-                return self._reserve_shared(shared, owners, usd)
-            for who, owner, limits in owners:
-                if (limits.budget_usd is not None
-                        and self.spent(owner, limits.budget_period) + _EPSILON_USD
-                        >= limits.budget_usd):
-                    return who
-            hold = BudgetHold(tuple(owner for _, owner, _ in owners), max(usd, 0.0))
-            self._add(hold.owners, hold.usd)
-        return hold
-
-    def _reserve_shared(self, shared: SharedHolds, owners: list[tuple[str, Owner, Limits]],
-                        usd: float) -> BudgetHold | str:
-        """`reserve` against what every worker holds, under the table's lock: no other
-        worker admits in between."""
-        shared.lock()
-        try:
-            for who, owner, limits in owners:
-                if limits.budget_usd is None:
-                    continue
-                spent = (self.book.spent(owner, self._period_start(limits.budget_period))
-                         + self._held.get(owner, 0.0) + shared.others(owner))
-                if spent + _EPSILON_USD >= limits.budget_usd:
-                    return who
-            hold = BudgetHold(tuple(owner for _, owner, _ in owners), max(usd, 0.0))
-            self._add(hold.owners, hold.usd)
-            self._publish(hold.owners)
-        finally:
-            shared.unlock()
+                shared.lock()  # no other worker admits between the look and the hold
+            try:
+                for who, owner, limits in owners:
+                    if (limits.budget_usd is not None
+                            and self.spent(owner, limits.budget_period) + _EPSILON_USD
+                            >= limits.budget_usd):
+                        return who
+                hold = BudgetHold(tuple(owner for _, owner, _ in owners), max(usd, 0.0))
+                self._add(hold.owners, hold.usd)
+                if shared is not None:
+                    self._publish(hold.owners)
+            finally:
+                if shared is not None:
+                    shared.unlock()
         return hold
 
     def settle(self, hold: BudgetHold, request_id: str, usd: float) -> None:
