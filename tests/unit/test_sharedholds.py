@@ -6,6 +6,7 @@ reservations, settlements, records, book reads and deaths (hypothesis)."""
 from __future__ import annotations
 
 import math
+import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from azure_openai_proxy.governance.sharedholds import (
     SharedHolds,
 )
 from azure_openai_proxy.governance.sharedlimits import SharedLimits, tag_of
+from azure_openai_proxy.runtime.runner import supervise
 
 NOW = 1_796_212_800.0  # 2026-12-02T12:00:00Z
 TODAY = "2026-12-02"
@@ -145,6 +147,32 @@ def test_a_dead_workers_holds_and_read_are_zeroed_by_the_parent(spec: SharedLimi
         assert table.cells[spec.workers_row + HOLD_COLUMNS] == 0.0  # its read: no more
     finally:
         table.close()
+
+
+def _hold_then_exit(spec: SharedLimits, worker: int) -> None:
+    guard = guard_of(spec, worker, Clock())
+    held(guard.reserve(key("k1", budget=0.03), None, 0.01))
+
+
+def test_the_parent_clears_the_holds_of_a_worker_that_exits_however_it_exits(
+        spec: SharedLimits) -> None:
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_hold_then_exit, args=(spec, n)) for n in (0, 1)]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(30)
+    assert [p.exitcode for p in workers] == [0, 0]
+    third = guard_of(spec, 2, Clock())
+    assert third.spent(("key", "k1"), "daily") == pytest.approx(0.02)  # nothing released them
+    supervise(workers, None, spec)
+    assert third.spent(("key", "k1"), "daily") == 0.0
+
+
+def test_a_table_has_two_to_eight_fixed_columns(tmp_path: Path) -> None:
+    for fixed in (1, 9):
+        with pytest.raises(ValueError, match="fixed columns"):
+            SharedLimits.create(workers=2, slots=4, directory=str(tmp_path), fixed=fixed)
 
 
 def test_a_key_without_a_budget_takes_no_row(spec: SharedLimits) -> None:
