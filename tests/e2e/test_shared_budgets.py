@@ -187,3 +187,25 @@ def test_a_worker_killed_while_holding_a_budget_does_not_block_the_key(
         status, _, _ = _answer(third)
         third.close()
         assert status == 200
+
+
+def test_a_cost_one_worker_spent_stops_the_other_before_its_book_has_the_record(
+        tmp_path: Path) -> None:
+    # One reservation wide: the first request's cost (one cent) spends it all.
+    with _two_workers(tmp_path, _RESERVATION) as (_, port, secret, upstream, pids):
+        first = _connect(port)
+        until(lambda: _worker_of(first, port, pids) is not None, 10, "never accepted")
+        holder = _worker_of(first, port, pids)
+        _send(first, secret)
+        status, _, _ = _answer(first)
+        first.close()
+        assert status == 200
+        [other] = pids - {holder}
+        # At once: the other worker's book (read every 2 s) may not have the record yet.
+        second = _connect_to(port, pids, other)
+        _send(second, secret)
+        status, body, _ = _answer(second)
+        second.close()
+        assert status == 429
+        assert body["error"]["code"] == "insufficient_quota"
+        assert len(upstream.requests()) == 1
