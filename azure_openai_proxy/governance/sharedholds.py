@@ -28,7 +28,10 @@ is stamped, and a cost found in the read that began at `t` lingers in the column
 every other worker's last read began at `t` or later (a record committed before `t` is
 in every book read after it), or `MAX_LINGER` seconds at most (a worker whose reads have
 stopped is not waited for forever). Meanwhile a worker whose book already has the record
-counts it twice: the safe side, for a few seconds.
+counts it twice: the safe side, for a few seconds. A cost added to a worker's book
+without a read (its records spooled while the database fails: `SpendBook.plus`) lingers
+from then: the others' books will not have it until the spool is written, and while
+the database fails theirs are not read again either.
 
 A worker that dies takes its column with it: the parent zeroes it and its stamp
 (`SharedTable.reset_worker`), as it does a dead worker's requests in flight. The lock is
