@@ -82,7 +82,9 @@ def test_what_one_worker_holds_refuses_the_others(spec: SharedLimits) -> None:
     limited = key("k1", budget=0.03)
     held(one.reserve(limited, None, 0.02))
     assert two.spent(("key", "k1"), "daily") == pytest.approx(0.02)
+    assert two.check(limited, None).exhausted is None
     held(two.reserve(limited, None, 0.02))  # 0.02 < 0.03: admitted, as one worker would
+    assert one.check(limited, None).exhausted == "key"  # the early refusal sees it too
     assert one.reserve(limited, None, 0.001) == "key"
     assert two.reserve(limited, None, 0.001) == "key"
 
