@@ -1,8 +1,9 @@
 """The client's request body, read once: JSON (parsed), raw bytes, or a spooled
 multipart form; and the model it names.
 
-`read_body` enforces the size limit (413), the content coding, and that a JSON body is
-an object (400); `RequestBody.model` is the `model` a JSON body or a form names.
+`read_body` enforces the size limit (413), the content coding, and that a body that is
+not multipart is a JSON object (400), whatever its Content-Type; `RequestBody.model` is
+the `model` a JSON body or a form names.
 """
 
 from __future__ import annotations
@@ -83,8 +84,12 @@ async def read_body(request: HttpRequest, target: Target, limit: int) -> Request
         raw = decode_body(raw, coding, limit)
     if target.kind == "resource" and not raw:
         return RequestBody(raw=raw, content_type=content_type or None)
-    if target.kind == "resource" and "json" not in content_type.lower() and content_type:
-        return RequestBody(raw=raw, content_type=content_type)
+    # Every other body is JSON, whatever Content-Type the client gave it (text/plain, a
+    # form's, none), as on the deployment routes: OpenAI's and Azure's specs give these
+    # routes no other body (multipart went above), and an upstream that reads a body as
+    # JSON whatever its type (the emulator does; Azure documents nothing else) would act
+    # on references the gateway never checked (a virtual key's, gateway/ownership.py)
+    # had it passed the body on unread. It goes out as `application/json`.
     try:
         parsed = orjson.loads(raw)
     except orjson.JSONDecodeError:
