@@ -9,7 +9,7 @@ the `model` a JSON body or a form names.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -22,7 +22,7 @@ from azure_openai_proxy.http import interface as http
 from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.routing import Target
 
-__all__ = ["RequestBody", "cost_of", "read_body", "repeats_a_key"]
+__all__ = ["LargeRequestBody", "RequestBody", "cost_of", "read_body", "repeats_a_key"]
 
 # Below this, re-encoding a checked body (`RequestBody.canonical`) costs less than
 # proving its bytes repeat no key: orjson.dumps takes about 1 µs for 10 KB of text and
@@ -50,26 +50,14 @@ class RequestBody:
     spool: SpooledBody | None = None
     boundary: bytes | None = None
     content_type: str | None = None
-    _canonical: bool = field(default=False, init=False, repr=False)
-
-    @property
-    def canonical(self) -> bool:
-        """Send the parsed JSON, not the client's bytes: set (to True) where the gateway
-        checked what the body names (a virtual key's references), so that Azure reads
-        what was checked even when the client's JSON repeats a key (orjson keeps the
-        last; Azure may not). It stays False for a large body shown to repeat no key
-        (`repeats_a_key`): its bytes say what was checked, and are sent as they came.
-        The price, where it holds: one orjson.dumps per attempt (about 1 µs for 10 KB),
-        and such a body nested deeper than orjson writes (254 levels) is refused with a
-        400; an integer past 64 bits, which orjson reads as a float, goes out as one."""
-        return self._canonical
-
-    @canonical.setter
-    def canonical(self, checked: bool) -> None:
-        raw = self.raw
-        self._canonical = checked and not (
-            raw is not None and len(raw) >= _SCANNED_FROM and self.json is not None
-            and repeats_a_key(raw, len(raw) >> _BYTES_PER_STEP_LOG2) is False)
+    # Send the parsed JSON, not the client's bytes: set where the gateway checked what
+    # the body names (a virtual key's references), so that Azure reads what was checked
+    # even when the client's JSON repeats a key (orjson keeps the last; Azure may not).
+    # The price: one orjson.dumps per attempt (about 1 µs for 10 KB), and such a body
+    # nested deeper than orjson writes (254 levels) is refused with a 400; an integer
+    # past 64 bits, which orjson reads as a float, goes out as one. A large body is
+    # spared the dumps when its bytes repeat no key (`LargeRequestBody`).
+    canonical: bool = False
 
     def model(self) -> str | None:
         if self.json is not None:
@@ -87,6 +75,26 @@ class RequestBody:
     def close(self) -> None:
         if self.spool is not None:
             self.spool.close()
+
+
+class LargeRequestBody(RequestBody):
+    """A JSON body of `_SCANNED_FROM` bytes or more: one checked (`canonical` set) is
+    re-encoded only when its bytes repeat a key, or when that could not be told within
+    the budget (`repeats_a_key`); otherwise the bytes say what was checked, and are sent
+    as they came. A class of its own so that the usual body keeps a plain attribute."""
+
+    __slots__ = ("_canonical",)
+
+    @property
+    def canonical(self) -> bool:
+        return self._canonical
+
+    @canonical.setter
+    def canonical(self, checked: bool) -> None:
+        raw = self.raw
+        self._canonical = checked and not (
+            raw is not None and self.json is not None
+            and repeats_a_key(raw, len(raw) >> _BYTES_PER_STEP_LOG2) is False)
 
 
 async def read_body(request: HttpRequest, target: Target, limit: int) -> RequestBody:
@@ -129,6 +137,8 @@ async def read_body(request: HttpRequest, target: Target, limit: int) -> Request
         ) from None
     if not isinstance(parsed, dict):
         raise MalformedBody("The JSON body of your request must be an object.")
+    if len(raw) >= _SCANNED_FROM:
+        return LargeRequestBody(parsed, raw, None, None, "application/json")
     return RequestBody(parsed, raw, None, None, "application/json")  # positional: every request
 
 

@@ -1,6 +1,7 @@
 """`repeats_a_key` against a reference parser that keeps every pair, and when a checked
 body is re-encoded (`RequestBody.canonical`): always when small, for a large one only
-when its bytes repeat a key or that could not be told within the budget."""
+when its bytes repeat a key or that could not be told within the budget
+(`LargeRequestBody`, which `read_body` makes of such a body)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from azure_openai_proxy.gateway.requestbody import RequestBody, repeats_a_key
+from azure_openai_proxy.gateway.requestbody import LargeRequestBody, RequestBody, repeats_a_key
 
 UNLIMITED = 10**9
 
@@ -103,7 +104,9 @@ def test_it_says_none_past_its_budget_or_a_long_run_of_backslashes() -> None:
 
 
 def _body(raw: bytes) -> RequestBody:
-    return RequestBody(orjson.loads(raw), raw)
+    """As `read_body` makes it: a body of 1 MiB or more is a `LargeRequestBody`."""
+    kind = LargeRequestBody if len(raw) >= 1024 * 1024 else RequestBody
+    return kind(orjson.loads(raw), raw)
 
 
 IMAGE = "data:image/png;base64," + "QUJD" * 300_000  # 1.2 MB, as a base64 data URL
