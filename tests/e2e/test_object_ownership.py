@@ -429,3 +429,22 @@ def test_a_large_checked_body_that_repeats_no_key_is_sent_as_it_came(
     assert sent["body_size"] == len(body)
     assert sent["body"].encode() == body[:len(sent["body"].encode())]
     assert sent["json"]["previous_response_id"] == first
+
+
+def test_a_governed_chat_body_is_sent_as_its_limits_read_it(
+        governed: Governed, emulator: Emulator) -> None:
+    """Not only a hidden file part: a repeated `max_tokens` or `messages` would let the
+    key's reservation read the small one while Azure may read the other. Azure gets the
+    body the gateway read, whatever the client repeated."""
+    _, secret = governed.key("a", models=("gpt-4o",))
+    body = ('{"model": "gpt-4o", "max_tokens": 4000, "messages": [{"role": "user", '
+            '"content": "' + "long " * 2000 + '"}], "messages": [{"role": "user", '
+            '"content": "hi"}], "max_tokens": 5}')
+    reply = httpx.post(governed.server.url + "/v1/chat/completions", content=body,
+                       timeout=30, headers={"Authorization": f"Bearer {secret}",
+                                            "Content-Type": "application/json"})
+    assert reply.status_code == 200, reply.text
+    sent = emulator.last()["body"]
+    assert "4000" not in sent and "long" not in sent
+    assert orjson.loads(sent) == {"model": "gpt-4o", "max_tokens": 5,
+                                  "messages": [{"role": "user", "content": "hi"}]}
