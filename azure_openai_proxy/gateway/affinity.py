@@ -5,7 +5,8 @@ a pool spans several resources (regions), `GET files/{id}`, `batches` with an
 `input_file_id`, or `responses` with a `previous_response_id` must go back to the
 resource that created the object, not wherever the balancer would send them. The
 gateway remembers, per worker, which deployment created each id it saw answered (a
-bounded LRU), and `ResourceAffinity.home_of` finds the id a request refers to.
+bounded LRU; a streamed response's as soon as its `response.created` event passes), and
+`ResourceAffinity.home_of` finds the id a request refers to.
 
 Pure: plain data in, plain data out. Ids are remembered only for what went through this
 worker; with `--workers N` a follow-up call may land on a worker that has not seen the
@@ -15,7 +16,7 @@ id, and then goes where the pool sends it (as without affinity).
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from azure_openai_proxy.errors import MalformedBody
@@ -135,6 +136,12 @@ class ResourceAffinity:
         self._homes.move_to_end(object_id)
         if len(self._homes) > self._capacity:
             self._homes.popitem(last=False)
+
+    def recorder(self, home: Home) -> Callable[[str], None]:
+        """`remember` for ids `home` makes: a streamed response's, as its stream names it
+        (normalize/responses_meter.py), so a call about it made while the stream still
+        runs, or after the client left it, goes there too."""
+        return lambda object_id: self.remember(object_id, home)
 
     def home_of(self, ids: list[str]) -> Home | None:
         for object_id in ids:

@@ -218,9 +218,10 @@ class Gateway:
                 await check_batch(self.owners, self.table, caller, body.json)
         elif target.operation == "chat/completions" and body.raw is not None:
             prompt_chars = plain_chat_chars(body.json)
-            # A file part's key is spelled `"file"` (or hidden in a \u escape): only such a
-            # body could name one under a repeated key that the parsed JSON does not show.
-            body.canonical = b'"file"' in body.raw or b"\\u" in body.raw
+            # What was checked (its file parts, its tokens) is what is sent, even when the
+            # client's JSON repeats a key: re-encoded (cheaper than searching the bytes for
+            # a key that could hide a file), or a large body's bytes shown to repeat none.
+            body.canonical = True
             files = chat_file_ids(body.raw, body.json, prompt_chars >= 0)  # its file parts
             if files:
                 await self.owners.check(files, key.id, is_restricted(key, caller.team))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -57,11 +57,12 @@ async def relay(
     request: HttpRequest, operation: str, response: UpstreamResponse,
     policy: StreamPolicy | None, client_model: str | None, keep_azure_fields: bool,
     record: RequestRecord, *, want_id: bool = False, answer_limit: int = _JSON_RESPONSE_LIMIT,
-    prompt: Mapping[str, Any] | None = None,
+    prompt: Mapping[str, Any] | None = None, created: Callable[[str], None] | None = None,
 ) -> Reply:
     """Send `response` to the client; `client_model` is the name to restore (or None).
     With `want_id`, the `id` of a created object (a 2xx JSON answer) goes into
-    `record.created_id`, for resource affinity. A JSON answer longer than
+    `record.created_id`, for resource affinity; a Responses stream's id is handed to
+    `created` as soon as it passes. A JSON answer longer than
     `answer_limit` raises `UpstreamAnswerTooLarge` (a 502), never a truncated 200.
     `prompt` (the request body) is read only when a stream ends before Azure's
     usage frame, to estimate its usage."""
@@ -77,7 +78,8 @@ async def relay(
             # client, so a task of its own would cost more than the chain it spares. A
             # disconnect cancels it here, and `_relay_stream` releases Azure's answer.
             return await _relay_stream(request, response, headers, policy, record, prompt)
-        meter = ResponsesStreamMeter() if policy is None and operation == "responses" else None
+        meter = (ResponsesStreamMeter(created=created)
+                 if policy is None and operation == "responses" else None)
         # A task of its own: each chunk then resumes this one coroutine, not the whole
         # chain of handlers awaiting it (server, app, pipeline, here). A disconnect
         # cancels the handler, and with it this task.

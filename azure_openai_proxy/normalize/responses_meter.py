@@ -38,13 +38,18 @@ class ResponsesStreamMeter:
     `response.created`, kept in `response_id`) and its output items' (from
     `response.output_item.added`/`.done` and the final response's `output`). Each new id
     is handed to `claim` (when set) as soon as the event naming it is fed, before the
-    caller relays that event. Only the events that can carry one of these are parsed."""
+    caller relays that event; the response's id to `created` too (when set: the resource
+    that made it is remembered, gateway/affinity.py). Only the events that can carry one
+    of these are parsed."""
 
-    __slots__ = ("_decoder", "_seen", "claim", "content_chars", "response_id", "usage")
+    __slots__ = ("_decoder", "_seen", "claim", "content_chars", "created", "response_id",
+                 "usage")
 
-    def __init__(self, claim: Callable[[list[str]], None] | None = None) -> None:
+    def __init__(self, claim: Callable[[list[str]], None] | None = None,
+                 created: Callable[[str], None] | None = None) -> None:
         self._decoder = SseDecoder()
         self.claim = claim
+        self.created = created
         self._seen: set[str] = set()
         self.usage: dict[str, Any] | None = None
         self.content_chars = 0
@@ -95,6 +100,8 @@ class ResponsesStreamMeter:
                 and 0 < len(response_id) <= _MAX_ID):
             self.response_id = response_id
             self._seen.add(response_id)
+            if self.created is not None:
+                self.created(response_id)
             if self.claim is not None:
                 self.claim([response_id])
 

@@ -99,3 +99,50 @@ def test_stored_responses_stay_on_their_resource(client: Any, regions: tuple[Emu
         after = counts(regions)
         assert after[1 - home] == before[1 - home]
     assert homes == {0, 1}
+
+
+def test_streamed_responses_stay_on_their_resource(
+        client: Any, regions: tuple[Emulator, Emulator]) -> None:
+    """The id of a streamed response is known from its `response.created` event: a later
+    retrieve, chain, input-items listing or delete goes to the resource that made it."""
+    homes: set[int] = set()
+    for _ in rounds(homes):
+        before = counts(regions)
+        with client.responses.stream(model="gpt-4o", input="Remember this") as stream:
+            first = stream.get_final_response()
+        home = created_where(regions, before)
+        homes.add(home)
+        before = counts(regions)
+        assert client.responses.retrieve(first.id).id == first.id
+        assert client.responses.create(model="gpt-4o", input="And now?",
+                                       previous_response_id=first.id).output_text
+        with client.responses.stream(model="gpt-4o", input="Streamed again",
+                                     previous_response_id=first.id) as stream:
+            assert stream.get_final_response().output_text
+        after = counts(regions)
+        assert after[1 - home] == before[1 - home]  # the other resource never saw it
+        assert after[home] == before[home] + 3
+    assert homes == {0, 1}
+
+
+def test_a_stream_left_midway_stays_on_its_resource(
+        client: Any, regions: tuple[Emulator, Emulator]) -> None:
+    """Recorded when the stream names it, not when the stream ends: a client that reads
+    the id and leaves (or asks while the stream still runs) finds it."""
+    homes: set[int] = set()
+    for _ in rounds(homes):
+        before = counts(regions)
+        response_id = None
+        with client.responses.create(model="gpt-4o", input="hi", stream=True) as stream:
+            for event in stream:
+                if event.type == "response.created":
+                    response_id = event.response.id
+                    break  # the client leaves at the first event
+        assert response_id is not None
+        home = created_where(regions, before)
+        homes.add(home)
+        before = counts(regions)
+        assert client.responses.retrieve(response_id).id == response_id
+        after = counts(regions)
+        assert after == tuple(before[i] + (i == home) for i in (0, 1))
+    assert homes == {0, 1}

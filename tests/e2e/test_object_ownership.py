@@ -387,3 +387,64 @@ def test_a_repeated_key_cannot_hide_a_reference_from_the_check(
     sent = [seen["body"] for seen in emulator.requests() if '"more"' in seen["body"]]
     assert sent, "the Responses call reached Azure"
     assert all(response_id not in body for body in sent)
+
+
+_IMAGE = "data:image/png;base64," + "QUJD" * 400_000  # 1.6 MB inline, as an image is sent
+
+
+def test_a_large_body_that_repeats_a_key_is_still_sent_as_checked(
+        governed: Governed, emulator: Emulator) -> None:
+    """The repeated-key test above for a body past the size where the gateway looks for
+    a repeated key instead of re-encoding every body (requestbody.py `repeats_a_key`)."""
+    _, a_secret = governed.key("a")
+    _, b_secret = governed.key("b")
+    response_id = governed.client(a_secret).responses.create(model="gpt-4o", input="hi").id
+    hidden = ('{"model": "gpt-4o", "previous_response_id": "' + response_id + '", "input": '
+              '[{"role": "user", "content": [{"type": "input_image", "image_url": "'
+              + _IMAGE + '"}]}], "previous_response_id": null}')
+    reply = httpx.post(governed.server.url + "/v1/responses", content=hidden, timeout=30,
+                       headers={"Authorization": f"Bearer {b_secret}",
+                                "Content-Type": "application/json"})
+    assert reply.status_code == 200, reply.text
+    sent = emulator.last()
+    assert sent["json"]["previous_response_id"] is None
+    assert response_id not in sent["body"]
+
+
+def test_a_large_checked_body_that_repeats_no_key_is_sent_as_it_came(
+        governed: Governed, emulator: Emulator) -> None:
+    """Not re-encoded (a 20 MB image cost about 7 ms an attempt): Azure gets the client's
+    own bytes, spacing and all, and the reference in them was checked."""
+    _, secret = governed.key("a", models=("gpt-4o",))
+    client = governed.client(secret)
+    first = client.responses.create(model="gpt-4o", input="hi").id
+    body = ('{"model": "gpt-4o", "previous_response_id": "' + first + '", "input": [{"role": '
+            '"user", "content": [{"type": "input_text", "text": "What is it?\\n"}, {"type": '
+            '"input_image", "image_url": "' + _IMAGE + '"}]}]}').encode()
+    reply = httpx.post(governed.server.url + "/v1/responses", content=body, timeout=30,
+                       headers={"Authorization": f"Bearer {secret}",
+                                "Content-Type": "application/json"})
+    assert reply.status_code == 200, reply.text
+    sent = emulator.last()
+    assert sent["body_size"] == len(body)
+    assert sent["body"].encode() == body[:len(sent["body"].encode())]
+    assert sent["json"]["previous_response_id"] == first
+
+
+def test_a_governed_chat_body_is_sent_as_its_limits_read_it(
+        governed: Governed, emulator: Emulator) -> None:
+    """Not only a hidden file part: a repeated `max_tokens` or `messages` would let the
+    key's reservation read the small one while Azure may read the other. Azure gets the
+    body the gateway read, whatever the client repeated."""
+    _, secret = governed.key("a", models=("gpt-4o",))
+    body = ('{"model": "gpt-4o", "max_tokens": 4000, "messages": [{"role": "user", '
+            '"content": "' + "long " * 2000 + '"}], "messages": [{"role": "user", '
+            '"content": "hi"}], "max_tokens": 5}')
+    reply = httpx.post(governed.server.url + "/v1/chat/completions", content=body,
+                       timeout=30, headers={"Authorization": f"Bearer {secret}",
+                                            "Content-Type": "application/json"})
+    assert reply.status_code == 200, reply.text
+    sent = emulator.last()["body"]
+    assert "4000" not in sent and "long" not in sent
+    assert orjson.loads(sent) == {"model": "gpt-4o", "max_tokens": 5,
+                                  "messages": [{"role": "user", "content": "hi"}]}

@@ -33,3 +33,10 @@ def test_least_recently_used_ids_are_forgotten() -> None:
     assert len(affinity) == 2
     assert affinity.home_of(["b"]) is None
     assert affinity.home_of(["a"]) == ("e", "d1")
+
+
+def test_a_recorder_remembers_ids_at_its_home() -> None:
+    affinity = ResourceAffinity()
+    record = affinity.recorder(("https://west", "gpt-4o"))
+    record("resp_1")
+    assert affinity.home_of(["resp_1"]) == ("https://west", "gpt-4o")

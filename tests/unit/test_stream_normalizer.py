@@ -796,3 +796,21 @@ def test_the_responses_meter_claims_the_streams_ids_as_their_events_pass() -> No
     assert claimed == [["resp_1"], ["rs_1"], ["msg_1"], ["fc_1"]]
     assert meter.usage == {"input_tokens": 1, "output_tokens": 2}
     assert meter.content_chars == len(decoy.decode())
+
+
+def test_the_responses_meter_hands_the_response_id_to_created_once() -> None:
+    """For resource affinity: the response's id alone (never an item's), as soon as its
+    `response.created` event is whole, without a claim set (a static key's stream)."""
+    from azure_openai_proxy.normalize.responses_meter import ResponsesStreamMeter
+
+    created: list[str] = []
+    meter = ResponsesStreamMeter(created=created.append)
+    first = (b'event: response.created\ndata: {"type":"response.created","response":'
+             b'{"id":"resp_9","status":"in_progress"}}\n\n')
+    meter.feed(first[:-1])
+    assert created == []
+    meter.feed(first[-1:])
+    assert created == ["resp_9"]
+    meter.feed(b'event: response.output_item.added\ndata: {"type":"response.output_item.added"'
+               b',"item":{"id":"msg_1"}}\n\n' + first.replace(b"resp_9", b"resp_other"))
+    assert created == ["resp_9"]
