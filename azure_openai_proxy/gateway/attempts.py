@@ -104,8 +104,12 @@ class UpstreamAttempts:
             except BaseException:
                 lease.done()
                 raise
-            if self._busy is not None:
-                self._busy.poke()  # the client's next request often follows at once
+            if self._busy is not None and not record.stream:
+                # The client's next request often follows a JSON answer at once; not a
+                # stream's, whose frames come at Azure's pace. (Busy polling off cost
+                # 60-120 µs less CPU per stream at 1,000 streams, issue 15: this is one
+                # of its two windows.)
+                self._busy.poke()
             lease.answered(response.status, response.headers)
             if response.status >= 400:
                 try:

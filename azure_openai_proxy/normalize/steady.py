@@ -27,11 +27,12 @@ from typing import Any
 
 import orjson
 
-__all__ = ["SteadyFrameTemplate"]
+__all__ = ["AnnotationFrameTemplate", "SteadyFrameTemplate"]
 
 _HEAD = b'{"choices":[{"content_filter_results":'
 _DELTA = b',"delta":'
 _TAIL = b'],"created":'
+_OFFSETS = b'{"choices":[{"content_filter_offsets":'
 
 
 class SteadyFrameTemplate:
@@ -90,3 +91,54 @@ class SteadyFrameTemplate:
     def relayed(self, data: bytes) -> bytes:
         """The event for a frame `match()` accepted: its bytes, the model spliced."""
         return b"".join((b"data: ", data[:-self._suffix_size], self._out_tail))
+
+
+class AnnotationFrameTemplate:
+    """The learned ends of a stream's asynchronous-filter annotation frames, which the
+    normalizer drops (about one frame in ten of a long stream with the async filter on):
+    `matches()` tells, without parsing the frame whole, that a frame is one of them.
+
+    Learned from one annotation frame the general path has parsed and dropped, in
+    orjson's form, its one choice's first member `content_filter_offsets`: the bytes up
+    to the inside of that object (`{"choices":[{"content_filter_offsets":{`) and from
+    its closing brace to the end. A later frame with those two ends whose middle makes
+    one valid JSON object when braced (`{"check_offset":40,...}`) is the learned frame
+    with other offsets: the middle cannot reach past the offsets object (a brace or
+    quote that would escape it leaves the braced middle invalid), so every other member,
+    of the choice and of the frame, is the learned one's. The general path would drop it
+    alike: it reads neither the offsets nor anything the ends do not fix."""
+
+    __slots__ = ("_prefix", "_prefix_size", "_suffix", "_suffix_size")
+
+    def __init__(self, prefix: bytes, suffix: bytes) -> None:
+        self._prefix = prefix
+        self._suffix = suffix
+        self._prefix_size = len(prefix)
+        self._suffix_size = len(suffix)
+
+    @classmethod
+    def learn(cls, data: bytes, obj: dict[str, Any]) -> AnnotationFrameTemplate | None:
+        """From a dropped annotation frame's data and its parse; None when the frame's
+        shape does not allow it."""
+        choices = obj.get("choices")
+        choice = choices[0] if type(choices) is list and len(choices) == 1 else None
+        offsets = choice.get("content_filter_offsets") if type(choice) is dict else None
+        if type(offsets) is not dict or not data.startswith(_OFFSETS):
+            return None
+        inside = orjson.dumps(offsets)  # b"{...}"
+        cut = len(_OFFSETS) + len(inside) - 1  # at the offsets object's closing brace
+        if data[len(_OFFSETS):cut + 1] != inside or orjson.dumps(obj) != data:
+            return None
+        return cls(_OFFSETS + b"{", data[cut:])
+
+    def matches(self, data: bytes) -> bool:
+        """Whether the frame is the learned annotation frame with other offsets."""
+        start = self._prefix_size
+        end = len(data) - self._suffix_size
+        if end < start or not data.startswith(self._prefix) or not data.endswith(self._suffix):
+            return False
+        try:
+            orjson.loads(b"{" + data[start:end] + b"}")
+        except orjson.JSONDecodeError:
+            return False
+        return True

@@ -42,7 +42,7 @@ from typing import Any
 import orjson
 
 from azure_openai_proxy.errors import error_body
-from azure_openai_proxy.normalize.steady import SteadyFrameTemplate
+from azure_openai_proxy.normalize.steady import AnnotationFrameTemplate, SteadyFrameTemplate
 from azure_openai_proxy.sse import SseDecoder, SseEvent
 
 __all__ = ["ChatStreamNormalizer", "StreamPolicy"]
@@ -97,6 +97,9 @@ class ChatStreamNormalizer:
         # The steady frames' bytes, learned from one of the first few (steady.py).
         self._template: SteadyFrameTemplate | None = None
         self._learning = _LEARNING_TRIES if fast and policy.keep_azure_fields else 0
+        # The async filter's annotation frames, dropped: their learned ends (steady.py).
+        self._annotation: AnnotationFrameTemplate | None = None
+        self._annotation_learning = _LEARNING_TRIES if fast else 0
         self.done = False
         self.usage: dict[str, Any] | None = None
         self.finish_reasons: dict[int, str] = {}
@@ -134,6 +137,13 @@ class ChatStreamNormalizer:
                         self.content_chars += _content_chars(rest)
                     self._steady_frames += 1
                     return template.relayed(data)
+                annotation = self._annotation
+                if annotation is not None and annotation.matches(data):
+                    self._frames_in += 1  # dropped, as the general path drops it
+                    return b""
+                if data[:6] == b"[DONE]":  # as `_frame` ends it, without an SseEvent
+                    self._frames_in += 1
+                    return self._close(cut=False, reason=None)
                 # The frame is not of the learned shape: the general path, not tried again.
                 events = self._decoder.feed(chunk)
                 return self._frame(events[0], steady_tried=True) if len(events) == 1 else (
@@ -167,6 +177,10 @@ class ChatStreamNormalizer:
             out = self._steady_relayed(template, data)  # never [DONE]
             if out is not None:
                 return out
+            annotation = self._annotation
+            if annotation is not None and annotation.matches(data):
+                self._frames_in += 1
+                return b""
         self._frames_in += 1
         if data[:6] == b"[DONE]":
             return self._close(cut=False, reason=None)
@@ -261,6 +275,9 @@ class ChatStreamNormalizer:
     def _choices_frame(self, event: SseEvent, obj: dict[str, Any], choices: list[Any]) -> bytes:
         kept = [c for c in choices if type(c) is dict and not _is_annotation(c)]
         if not kept:
+            if self._annotation_learning and self._annotation is None:
+                self._annotation_learning -= 1
+                self._annotation = AnnotationFrameTemplate.learn(event.data or b"", obj)
             return b""
         changed = len(kept) != len(choices)
         if changed:
@@ -285,6 +302,8 @@ class ChatStreamNormalizer:
             obj.update(self._carried)
             self._carried = {}
             changed = True
+            # Nothing left to carry: the next frame may take the steady path.
+            self._steady = None not in (self._id, self._created, self._model, self._object)
         if not self._policy.keep_azure_fields:
             changed = _strip_azure_fields(obj, kept) or changed
         return self._out(event, obj, changed=changed)

@@ -1,6 +1,8 @@
 """What a pushed stream does not do, for its CPU cost (issue 15): it is relayed in the
-handler's own task (no task of its own), and a steady stream's frame that is not of the
-learned shape is matched against the template once, not twice. The bytes are held to
+handler's own task (no task of its own), a steady stream's frame that is not of the
+learned shape is matched against the template once, not twice, the template is learned
+from the first content frame, and the async filter's later annotation frames and
+`[DONE]` are not parsed whole. The bytes are held to
 the pulled relay and the general path by test_relay_push.py and test_stream_steady.py."""
 
 from __future__ import annotations
@@ -8,12 +10,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 
+from azure_openai_proxy.normalize import stream
 from azure_openai_proxy.normalize.steady import SteadyFrameTemplate
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from tests.unit.test_relay_push import Exchange, wire
-from tests.unit.test_stream_normalizer import async_annotation, delta
+from tests.unit.test_stream_normalizer import DONE, async_annotation, delta
 from tests.unit.test_stream_steady import long_stream
 
 
@@ -51,3 +55,45 @@ def test_a_frame_off_the_template_is_matched_once(monkeypatch: pytest.MonkeyPatc
     assert normalizer.feed(async_annotation(0, 0, 4)) == b""  # dropped, as before
     assert len(calls) == 1
     assert (normalizer.frames_in, normalizer.frames_out) == (7, 5)
+
+
+def _general_parses(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The frames the general path parses whole (`orjson.loads` in stream.py)."""
+    parsed: list[bytes] = []
+
+    class Counted:
+        JSONDecodeError = orjson.JSONDecodeError
+        dumps = staticmethod(orjson.dumps)
+
+        @staticmethod
+        def loads(data: bytes) -> Any:
+            parsed.append(data)
+            return orjson.loads(data)
+
+    monkeypatch.setattr(stream, "orjson", Counted)
+    return parsed
+
+
+def test_the_template_is_learned_from_the_first_content_frame(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed = _general_parses(monkeypatch)
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for frame in long_stream(annotate=False)[:3]:  # prompt filter, role, the first delta
+        normalizer.feed(frame)
+    assert len(parsed) == 3
+    normalizer.feed(delta(" more"))
+    assert len(parsed) == 3  # the second content frame is already a steady one
+
+
+def test_later_annotation_frames_and_done_are_not_parsed_whole(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    parsed = _general_parses(monkeypatch)
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for frame in long_stream(annotate=False)[:4]:
+        normalizer.feed(frame)
+    assert normalizer.feed(async_annotation(0, 0, 4)) == b""  # learned from this one
+    parsed.clear()
+    assert normalizer.feed(async_annotation(4, 4, 8)) == b""
+    assert normalizer.feed(DONE) == DONE
+    assert parsed == []
+    assert (normalizer.frames_in, normalizer.frames_out) == (7, 4)

@@ -1,4 +1,5 @@
-"""The stream normalizer's steady-frame fast path (`normalize/steady.py`) against its
+"""The stream normalizer's fast paths (`normalize/steady.py`: steady content frames, and
+the async filter's annotation frames, dropped) against its
 general path (`ChatStreamNormalizer(..., fast=False)`): byte for byte on recorded Azure
 frame sequences, however the bytes are split into reads."""
 
@@ -10,7 +11,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from azure_openai_proxy.normalize.steady import SteadyFrameTemplate
+from azure_openai_proxy.normalize.steady import AnnotationFrameTemplate, SteadyFrameTemplate
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from tests.unit.test_stream_normalizer import (
     ASYNC_FILTER,
@@ -157,3 +158,52 @@ def test_every_single_split_point_of_a_recorded_stream() -> None:
     expected = relay(frames, policy, fast=False)
     for cut in range(len(whole) + 1):
         assert relay([whole[:cut], whole[cut:]], policy, fast=True) == expected
+
+
+def _annotation_template() -> AnnotationFrameTemplate:
+    data = async_annotation(0, 0, 22)[6:-2]
+    template = AnnotationFrameTemplate.learn(data, orjson.loads(data))
+    assert template is not None
+    return template
+
+
+def test_the_annotation_template_matches_the_async_filters_later_frames() -> None:
+    template = _annotation_template()
+    assert template.matches(async_annotation(22, 22, 1032)[6:-2])
+    assert template.matches(async_annotation(7, 0, 0)[6:-2].replace(
+        b'"check_offset":7,"start_offset":0,"end_offset":0', b""))  # empty offsets
+
+
+def test_no_frame_that_the_general_path_would_keep_matches_the_annotation_template() -> None:
+    template = _annotation_template()
+    data = async_annotation(0, 0, 22)[6:-2]
+    inner = b'"check_offset":0,"start_offset":0,"end_offset":22'
+    smuggled = [  # a middle that would reach past the offsets object
+        b'"a":1},"delta":{"content":"evil"},"x":{"b":2',
+        b'"a":"}],\\"x\\":\\"',
+        b'"a":1}}],"error":{"message":"x"},"z":[{"q":{"b":2',
+        b'"a":[1}',
+    ]
+    for middle in smuggled:
+        assert not template.matches(data.replace(inner, middle))
+    other_results = async_annotation(0, 0, 22).replace(b'"safe"', b'"low"', 1)[6:-2]
+    for frame in (delta("x")[6:-2], finish_frame()[6:-2], usage_frame()[6:-2], other_results,
+                  data[:-1], data + b" "):
+        assert not template.matches(frame)
+
+
+def test_no_annotation_template_from_a_frame_not_in_orjson_form() -> None:
+    data = async_annotation(0, 0, 22)[6:-2]
+    spaced = data.replace(b'"index":0', b'"index": 0')
+    assert AnnotationFrameTemplate.learn(spaced, orjson.loads(spaced)) is None
+    assert AnnotationFrameTemplate.learn(delta("x")[6:-2], orjson.loads(delta("x")[6:-2])) is None
+
+
+def test_a_stream_of_annotations_comes_out_as_the_general_paths() -> None:
+    frames = [prompt_frame(), role_frame(), delta("a"), async_annotation(0, 0, 1), delta("b"),
+              async_annotation(1, 1, 2),
+              async_annotation(1, 1, 2).replace(b'"check_offset":1', b'"check_offset":1.5e3'),
+              async_annotation(2, 2, 3)[:-2].replace(b'"end_offset":3}', b'"end_offset":3},"delta":{}') + b"\n\n",
+              delta("c"), finish_frame(), async_annotation(3, 3, 4), usage_frame(), DONE]
+    for policy in POLICIES:
+        assert relay(frames, policy, fast=True) == relay(frames, policy, fast=False)

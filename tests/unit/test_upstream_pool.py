@@ -5,6 +5,7 @@ keeps nor takes a slot."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -127,3 +128,17 @@ async def test_a_slot_handed_to_a_waiter_cancelled_at_that_moment_is_passed_on()
         await first
     assert await second is None  # the slot went on to the next waiter
     assert pool.size == 1
+
+
+async def test_an_upstream_connection_sends_without_nagles_delay(held: HeldUpstream) -> None:
+    # TCP_NODELAY is the loop's own doing (asyncio's and uvloop's TCP transports set it),
+    # so a new connection makes no system call of its own for it (issue 15).
+    client = FastTransport(UpstreamSettings())
+    held.release.set()
+    assert await read_one(client, held.url) == b"ok"
+    [pool] = client._pools.values()
+    [conn] = pool.every
+    assert conn.transport is not None
+    sock = conn.transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    await client.close()

@@ -10,9 +10,7 @@ quarter of the gateway's CPU per frame (issue 15)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import select
-import socket
 import zlib
 from collections import deque
 from typing import TYPE_CHECKING, Protocol, cast
@@ -187,11 +185,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they implement it.
+        # (TCP_NODELAY: both loops' TCP transports set it themselves.)
         self.transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
         if not self.busy:
