@@ -39,6 +39,7 @@ book plus its own holds plus the other workers'. A cost released from this worke
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -143,6 +144,9 @@ class BudgetHold:
     owners: tuple[Owner, ...]
     usd: float
     settled: bool = False
+    # The most it may hold: its owners' largest budget (more refuses alike), so that no
+    # amount (an estimate of `inf` from a huge max_tokens, NaN) is beyond the floats' sums.
+    cap: float = math.inf
 
 
 class BudgetGuard:
@@ -304,7 +308,9 @@ class BudgetGuard:
                             and self.spent(owner, limits.budget_period) + _EPSILON_USD
                             >= limits.budget_usd):
                         return who
-                hold = BudgetHold(tuple(owner for _, owner, _ in owners), max(usd, 0.0))
+                cap = max(_most(limits) for _, _, limits in owners)
+                hold = BudgetHold(tuple(owner for _, owner, _ in owners), _bounded(usd, cap),
+                                  cap=cap)
                 self._add(hold.owners, hold.usd)
                 if shared is not None:
                     self._publish(hold.owners)
@@ -319,6 +325,7 @@ class BudgetGuard:
         if hold.settled:
             return
         hold.settled = True
+        usd = _bounded(usd, hold.cap)
         with self._lock:
             self._add(hold.owners, usd - hold.usd)
             hold.usd = usd
@@ -375,6 +382,18 @@ def _add_to(amounts: dict[Owner, float], owners: tuple[Owner, ...], usd: float) 
             amounts[owner] = left
         else:
             amounts.pop(owner, None)
+
+
+def _bounded(usd: float, cap: float) -> float:
+    """`usd` within [0, `cap`]; NaN is `cap` (an amount not known is the most)."""
+    if usd >= 0.0:
+        return usd if usd <= cap else cap
+    return 0.0 if usd < 0.0 else cap
+
+
+def _most(limits: Limits) -> float:
+    """The largest of a budget's hard and soft limits (holding more changes nothing)."""
+    return max(limits.budget_usd or 0.0, limits.soft_budget_usd or 0.0)
 
 
 def _budget_owners(key: VirtualKey | None,
