@@ -59,9 +59,10 @@ def _tag(owner: Owner) -> float:
     return tag_of(f"{owner[0]}:{owner[1]}")
 
 
-def holds_table(workers: int) -> SharedLimits:
-    """A new budget holds table for `workers` workers (the caller `remove`s it)."""
-    return SharedLimits.create(workers, fixed=HOLD_COLUMNS)
+def holds_table(workers: int, directory: str | None = None) -> SharedLimits:
+    """A new budget holds table for `workers` workers (the caller `remove`s it), in
+    `directory` (None: /dev/shm, else the temp dir)."""
+    return SharedLimits.create(workers, directory=directory, fixed=HOLD_COLUMNS)
 
 
 class SharedHolds:

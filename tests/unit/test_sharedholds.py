@@ -5,11 +5,13 @@ reservations, settlements, records, book reads and deaths (hypothesis)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,7 +25,7 @@ from azure_openai_proxy.governance.sharedholds import (
     SharedHolds,
 )
 from azure_openai_proxy.governance.sharedlimits import SharedLimits, tag_of
-from azure_openai_proxy.runtime.runner import supervise
+from azure_openai_proxy.runtime.runner import SharedTables, supervise
 
 NOW = 1_796_212_800.0  # 2026-12-02T12:00:00Z
 TODAY = "2026-12-02"
@@ -355,3 +357,42 @@ def _check(server: _Server) -> None:
                          if owner in h.hold.owners and h.committed is not None
                          and h.committed < read_at and h.worker != worker)
             assert counted <= book + lacking + recent + 1e-6
+
+
+def _hold_then_wait(spec: SharedLimits, worker: int, mapped: Any, go: Any) -> None:
+    guard = guard_of(spec, worker, Clock())
+    held(guard.reserve(key("k1", budget=0.03), None, 0.01))
+    mapped.wait(30)
+    go.wait(30)
+
+
+def test_a_table_gone_from_its_directory_does_not_end_the_parents_supervision(
+        spec: SharedLimits, caplog: pytest.LogCaptureFixture) -> None:
+    # Failed before: the FileNotFoundError of the first reset left the parent's loop, and
+    # the second worker was never waited for (nor its column reset).
+    context = multiprocessing.get_context("spawn")
+    mapped, go = context.Barrier(3), context.Event()
+    workers = [context.Process(target=_hold_then_wait, args=(spec, n, mapped, go))
+               for n in (0, 1)]
+    for process in workers:
+        process.start()
+    mapped.wait(30)
+    spec.remove()  # /dev/shm cleaned up under the server (systemd's RemoveIPC, an operator)
+    go.set()
+    with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
+        supervise(workers, None, spec)
+    assert [p.exitcode for p in workers] == [0, 0]
+    assert caplog.text.count("cannot reset worker") == 2
+
+
+def test_tables_that_cannot_be_made_are_none_and_said_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
+        tables = SharedTables.create(2, directory=str(not_a_directory))
+    assert tables == SharedTables(None, None)
+    assert tables.open(0) == (None, None)
+    tables.remove()
+    assert "shared table of rate limits" in caplog.text
+    assert "shared table of budget holds" in caplog.text
