@@ -396,3 +396,25 @@ def test_tables_that_cannot_be_made_are_none_and_said_so(
     tables.remove()
     assert "shared table of rate limits" in caplog.text
     assert "shared table of budget holds" in caplog.text
+
+
+def test_a_worker_killed_between_its_column_and_the_total_leaves_no_false_refusal(
+        spec: SharedLimits) -> None:
+    clock = Clock()
+    one, two = guard_of(spec, 0, clock), guard_of(spec, 1, clock)
+    limited = key("k1", budget=0.5)
+    held(one.reserve(limited, None, 0.5))
+    assert two.reserve(limited, None, 0.1) == "key"
+    # Worker 0 lets go of it (its column written: 0) and is killed before the total is
+    # written, as SIGKILL may land between the two writes of `SharedHolds.put`.
+    table = spec.open(0)
+    try:
+        row = table.find(tag_of("key:k1"))
+        assert row is not None
+        table.cells[row + table.column] = 0.0
+    finally:
+        table.close()
+    spec.reset_worker(0)  # the parent, as it sees worker 0 exit
+    # Failed before: the total kept 0.5 with every column 0, and every worker refused
+    # the key for good (only a put rewrites a total, and a refused key puts nothing).
+    held(two.reserve(limited, None, 0.1))
