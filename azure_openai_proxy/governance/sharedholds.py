@@ -122,7 +122,8 @@ class SharedHolds:
         self.table.cells[self.table.spec.workers_row + self.table.column] = stamp
 
     def oldest_read(self) -> float:
-        """When the oldest book among the workers' was read (inf: none read yet)."""
+        """When the oldest book among the workers' was read (-inf: none was: no book has
+        anything, and what lingers waits `MAX_LINGER`)."""
         cells, start = self.table.cells, self.table.spec.workers_row + self._first
         reads = [s for s in cells[start:start + self.table.spec.workers] if s > 0.0]
-        return min(reads, default=math.inf)
+        return min(reads, default=-math.inf)
