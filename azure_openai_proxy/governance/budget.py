@@ -226,13 +226,13 @@ class BudgetGuard:
         """Stop holding the costs of `request_ids`, whose records will never reach the
         book (lost). Like `replace`, once per request id: a second release does nothing."""
         with self._lock:
+            released = self._release(request_ids)
             shared = self._shared
-            if shared is None:
-                self._release(request_ids)
-                return
+            if shared is None or not released:
+                return  # no flock for nothing (the event loop calls it with any records)
             shared.lock()
             try:
-                self._publish(*(h.owners for h in self._release(request_ids)))
+                self._publish(*(h.owners for h in released))
             finally:
                 shared.unlock()
 

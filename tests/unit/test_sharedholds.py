@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -418,3 +419,42 @@ def test_a_worker_killed_between_its_column_and_the_total_leaves_no_false_refusa
     # Failed before: the total kept 0.5 with every column 0, and every worker refused
     # the key for good (only a put rewrites a total, and a refused key puts nothing).
     held(two.reserve(limited, None, 0.1))
+
+
+def test_with_no_book_read_anywhere_a_spooled_cost_still_lingers_up_to_max_linger(
+        spec: SharedLimits) -> None:
+    # The database down since start: no worker has read a book. A batch that could not
+    # be written is added to worker 0's book (`SpendBook.plus`); worker 1's has nothing.
+    clock = Clock()
+    one, two = BudgetGuard(lambda: NOW, clock), BudgetGuard(lambda: NOW, clock)
+    one.share(SharedHolds(spec.open(0)))
+    two.share(SharedHolds(spec.open(1)))
+    one.settle(held(one.reserve(key("k1"), None, 0.5)), "r1", 0.2)
+    one.replace(one.book.plus([(("key", "k1"), TODAY, 0.2)]), ["r1"])
+    # Failed before: "no read" counted as every book having it, and it left at once.
+    assert two.spent(("key", "k1"), "daily") == pytest.approx(0.2)
+    clock.now += MAX_LINGER + 0.5
+    one.replace(one.book, [])
+    assert two.spent(("key", "k1"), "daily") == 0.0
+
+
+def test_releasing_what_is_not_held_takes_no_lock(spec: SharedLimits) -> None:
+    # The event loop releases the records it could not spool, budgeted or not: it must
+    # not wait for the table's lock for nothing (another process holding it).
+    guard = guard_of(spec, 0, Clock())
+    other = spec.open(1)  # another open file: its flock excludes this worker's
+    other.lock()
+    done = threading.Event()
+
+    def release() -> None:
+        guard.release(["not-held"])
+        done.set()
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    try:
+        assert done.wait(10)  # failed before: it waited for the lock held above
+    finally:
+        other.unlock()
+        thread.join()
+        other.close()
