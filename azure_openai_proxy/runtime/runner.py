@@ -23,7 +23,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from azure_openai_proxy.apiversions import (
     NEWEST_PREVIEW,
@@ -35,7 +35,7 @@ from azure_openai_proxy.apiversions import (
 )
 from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.gateway.app import GatewayApp, create_app
-from azure_openai_proxy.governance.sharedholds import SharedHolds, holds_table
+from azure_openai_proxy.governance.sharedholds import ExitedColumns, SharedHolds, holds_table
 from azure_openai_proxy.governance.sharedlimits import SharedLimits, SharedTable
 from azure_openai_proxy.http.server import ServerLimits, serve_fast
 from azure_openai_proxy.observability.accesslog import configure_logging
@@ -53,6 +53,7 @@ __all__ = ["SettingsSource", "describe", "refuse_open_relay", "run", "serve_fore
            "server_limits", "supervise"]
 
 log = logging.getLogger("azure_openai_proxy")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -404,28 +405,37 @@ def supervise(workers: Sequence[multiprocessing.process.BaseProcess],
     """Wait for every worker to exit. One that dies (a non-zero exit: killed, crashed)
     leaves its requests in flight counted in the shared limits table: they are zeroed,
     or the keys' parallel limits would stay taken by requests that will never end. The
-    budget holds of one that exits, whatever its exit, are zeroed in `holds`: nothing
-    will release them (a clean exit has its records written: every book has them
-    within a refresh)."""
+    budget holds of one that exits, whatever its exit, are zeroed in `holds` once every
+    live worker's book has its records (`ExitedColumns`: seconds): nothing else would
+    release them."""
+    exited = ExitedColumns(holds) if holds is not None else None
     running = {process.sentinel: index for index, process in enumerate(workers)}
     while running:
-        ready = set(multiprocessing.connection.wait(list(running)))
+        due = None if exited is None else _tended(exited.reset_due)
+        wait = None if due is None else min(due, _EXITED_POLL)
+        ready = set(multiprocessing.connection.wait(list(running), wait))
         for index in [running.pop(s) for s in list(running) if s in ready]:
             workers[index].join()
-            if holds is not None:
-                _reset(holds, index)
+            if exited is not None:
+                _tended(exited.exited, index)
             if shared is not None and workers[index].exitcode != 0:
-                _reset(shared, index)
+                _tended(shared.reset_worker, index)
                 log.warning("worker %d (pid %s) exited with %s; its requests in flight "
                             "and budget holds are no longer counted", index, workers[index].pid,
                             workers[index].exitcode)
+    if exited is not None:
+        _tended(exited.reset_due, True)
 
 
-def _reset(table: SharedLimits, index: int) -> None:
-    """`table.reset_worker(index)`; a table gone from its directory (an operator's or
-    systemd's clean-up of /dev/shm) is logged, and the other workers are still waited for."""
+_EXITED_POLL = 1.0  # seconds between looks at the live workers' reads, while one exited
+
+
+def _tended(step: Callable[..., _T], *args: object) -> _T | None:
+    """`step(*args)` on a shared table; a table gone from its directory (an operator's
+    or systemd's clean-up of /dev/shm) is logged, and the other workers are still
+    waited for."""
     try:
-        table.reset_worker(index)
+        return step(*args)
     except OSError as exc:
-        log.warning("cannot reset worker %d's column of the shared table %s: %s", index,
-                    table.path, exc)
+        log.warning("cannot reset an exited worker's column of a shared table: %s", exc)
+        return None

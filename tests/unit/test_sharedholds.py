@@ -8,8 +8,10 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from azure_openai_proxy.governance.sharedholds import (
 )
 from azure_openai_proxy.governance.sharedlimits import SharedLimits, tag_of
 from azure_openai_proxy.runtime.runner import SharedTables, supervise
+from tests.waiting import until
 
 NOW = 1_796_212_800.0  # 2026-12-02T12:00:00Z
 TODAY = "2026-12-02"
@@ -57,7 +60,7 @@ def spec(tmp_path: Path) -> Iterator[SharedLimits]:
         made.remove()
 
 
-def guard_of(spec: SharedLimits, worker: int, monotonic: Clock) -> BudgetGuard:
+def guard_of(spec: SharedLimits, worker: int, monotonic: Callable[[], float]) -> BudgetGuard:
     """A worker's guard, as the runner shares it: its first book read (the ledger's
     start) already in."""
     guard = BudgetGuard(clock=lambda: NOW, monotonic=monotonic)
@@ -383,7 +386,7 @@ def test_a_table_gone_from_its_directory_does_not_end_the_parents_supervision(
     with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
         supervise(workers, None, spec)
     assert [p.exitcode for p in workers] == [0, 0]
-    assert caplog.text.count("cannot reset worker") == 2
+    assert caplog.text.count("cannot reset an exited worker") == 2
 
 
 def test_tables_that_cannot_be_made_are_none_and_said_so(
@@ -458,3 +461,50 @@ def test_releasing_what_is_not_held_takes_no_lock(spec: SharedLimits) -> None:
         other.unlock()
         thread.join()
         other.close()
+
+
+def _spend_then_exit(spec: SharedLimits) -> None:
+    """Worker 0: a cost of 0.2 recorded and in its own book (lingering in its column
+    for the others), then a clean exit."""
+    guard = guard_of(spec, 0, time.monotonic)
+    guard.settle(held(guard.reserve(key("k1"), None, 0.5)), "r1", 0.2)
+    guard.replace(SpendBook.from_rows([("key", "k1", TODAY, 0.2)]), ["r1"],
+                  read_at=guard.book_read_started())
+
+
+def _wait_for(go: Any) -> None:
+    go.wait(60)
+
+
+def test_an_exited_workers_recorded_costs_count_until_every_live_book_has_them(
+        spec: SharedLimits) -> None:
+    context = multiprocessing.get_context("spawn")
+    go = context.Event()
+    workers = [context.Process(target=_spend_then_exit, args=(spec,)),
+               context.Process(target=_wait_for, args=(go,))]  # keeps the server up
+    mine = guard_of(spec, 2, time.monotonic)  # a live worker: its book predates the cost
+    for process in workers:
+        process.start()
+    supervising = threading.Thread(target=supervise, args=(workers, None, spec))
+    supervising.start()
+    try:
+        assert multiprocessing.connection.wait([workers[0].sentinel], 60)
+        table = spec.open(2)
+        try:  # its read stamp was set: the parent has seen the exit once it is 0 again
+            until(lambda: table.cells[spec.workers_row + HOLD_COLUMNS] == 0.0, 30,
+                  "the parent never saw worker 0 exit")
+        finally:
+            table.close()
+        # Failed before: its column was zeroed at its exit, and this worker, whose book
+        # does not have the record yet, counted the cost nowhere.
+        assert mine.spent(("key", "k1"), "daily") == pytest.approx(0.2)
+        recorded = SpendBook.from_rows([("key", "k1", TODAY, 0.2)])
+        mine.replace(recorded, [], read_at=mine.book_read_started())  # a read after it
+        until(lambda: mine.spent(("key", "k1"), "daily") == pytest.approx(0.2), 30,
+              "the exited worker's column was never let go")  # its book's, once
+    finally:
+        go.set()
+        supervising.join(60)
+    assert not supervising.is_alive()
+    assert [p.exitcode for p in workers] == [0, 0]
+    assert tagged_rows(spec) == 1 and mine.spent(("key", "k1"), "daily") == pytest.approx(0.2)
