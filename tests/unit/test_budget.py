@@ -137,9 +137,10 @@ def test_the_periods_move_on_at_midnight_utc() -> None:
     assert guard.check(limited, None).exhausted == "key"
 
 
-@pytest.mark.parametrize("amount", [float("inf"), float("nan"), -5.0])
+@pytest.mark.parametrize("amount", [9e15, float("inf"), float("nan"), -5.0])
 def test_an_amount_out_of_bounds_never_takes_the_other_holds_with_it(amount: float) -> None:
-    # max_tokens: 10**308 prices at inf; inf - inf is NaN, and a NaN sum dropped the
+    # max_tokens: 9 * 10**18 (accepted) holds $9e15 at $1,000 per 1M: 0.9 + 9e15 - 9e15
+    # is 1.0, a phantom for good. An inf amount: inf - inf is NaN, and a NaN sum dropped the
     # owner's whole amount: the $0.90 still in flight was no longer held (bypassed).
     guard = BudgetGuard(clock=lambda: NOW)
     limited = key(Limits(budget_usd=1.0, budget_period="daily"))
