@@ -303,14 +303,18 @@ class BudgetGuard:
             if shared is not None:
                 shared.lock()  # no other worker admits between the look and the hold
             try:
+                cap = 0.0  # the most it may hold: its owners' largest budget
                 for who, owner, limits in owners:
-                    if (limits.budget_usd is not None
-                            and self.spent(owner, limits.budget_period) + _EPSILON_USD
-                            >= limits.budget_usd):
-                        return who
-                cap = max(_most(limits) for _, _, limits in owners)
-                hold = BudgetHold(tuple(owner for _, owner, _ in owners), _bounded(usd, cap),
-                                  cap=cap)
+                    budget, soft = limits.budget_usd, limits.soft_budget_usd
+                    if budget is not None:
+                        if self.spent(owner, limits.budget_period) + _EPSILON_USD >= budget:
+                            return who
+                        cap = budget if budget > cap else cap
+                    if soft is not None and soft > cap:
+                        cap = soft
+                if not 0.0 <= usd <= cap:  # inline: the usual estimate is within
+                    usd = _bounded(usd, cap)
+                hold = BudgetHold(tuple(owner for _, owner, _ in owners), usd, cap=cap)
                 self._add(hold.owners, hold.usd)
                 if shared is not None:
                     self._publish(hold.owners)
@@ -325,7 +329,8 @@ class BudgetGuard:
         if hold.settled:
             return
         hold.settled = True
-        usd = _bounded(usd, hold.cap)
+        if not 0.0 <= usd <= hold.cap:
+            usd = _bounded(usd, hold.cap)
         with self._lock:
             self._add(hold.owners, usd - hold.usd)
             hold.usd = usd
@@ -389,11 +394,6 @@ def _bounded(usd: float, cap: float) -> float:
     if usd >= 0.0:
         return usd if usd <= cap else cap
     return 0.0 if usd < 0.0 else cap
-
-
-def _most(limits: Limits) -> float:
-    """The largest of a budget's hard and soft limits (holding more changes nothing)."""
-    return max(limits.budget_usd or 0.0, limits.soft_budget_usd or 0.0)
 
 
 def _budget_owners(key: VirtualKey | None,
