@@ -185,6 +185,9 @@ class SharedLimits:
         if not 2 <= fixed <= ROW_FIXED:
             raise ValueError(f"a row has 2 to {ROW_FIXED} fixed columns, not {fixed}")
         if directory is None:
+            # A killed parent's table may be in either: one that fell back leaves it in
+            # the temp dir, which a server made in /dev/shm would never look at.
+            sweep(tempfile.gettempdir())
             try:  # memory; a container may have it read-only or small: then the temp dir
                 return cls.create(workers, slots, "/dev/shm", fixed)
             except OSError:
