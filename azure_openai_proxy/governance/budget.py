@@ -144,8 +144,9 @@ class BudgetHold:
     owners: tuple[Owner, ...]
     usd: float
     settled: bool = False
-    # The most it may hold: its owners' largest budget (more refuses alike), so that no
-    # amount (an estimate of `inf` from a huge max_tokens, NaN) is beyond the floats' sums.
+    # The most it may hold: its owners' largest budget (more refuses alike). An estimate
+    # of max_tokens 9 * 10**18 ($9e13) added to and taken from an owner's other holds
+    # would lose them to rounding (inf and NaN: all of them).
     cap: float = math.inf
 
 

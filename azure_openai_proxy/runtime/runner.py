@@ -421,7 +421,8 @@ def supervise(workers: Sequence[multiprocessing.process.BaseProcess],
             if shared is not None and workers[index].exitcode != 0:
                 _tended(shared.reset_worker, index)
                 log.warning("worker %d (pid %s) exited with %s; its requests in flight "
-                            "and budget holds are no longer counted", index, workers[index].pid,
+                            "are no longer counted (its budget holds once the others have "
+                            "read its last records)", index, workers[index].pid,
                             workers[index].exitcode)
     if exited is not None:
         _tended(exited.reset_due, True)
