@@ -39,6 +39,7 @@ book plus its own holds plus the other workers'. A cost released from this worke
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
@@ -143,6 +144,10 @@ class BudgetHold:
     owners: tuple[Owner, ...]
     usd: float
     settled: bool = False
+    # The most it may hold: its owners' largest budget (more refuses alike). An estimate
+    # of max_tokens 9 * 10**18 ($9e13) added to and taken from an owner's other holds
+    # would lose them to rounding (inf and NaN: all of them).
+    cap: float = math.inf
 
 
 class BudgetGuard:
@@ -222,13 +227,13 @@ class BudgetGuard:
         """Stop holding the costs of `request_ids`, whose records will never reach the
         book (lost). Like `replace`, once per request id: a second release does nothing."""
         with self._lock:
+            released = self._release(request_ids)
             shared = self._shared
-            if shared is None:
-                self._release(request_ids)
-                return
+            if shared is None or not released:
+                return  # no flock for nothing (the event loop calls it with any records)
             shared.lock()
             try:
-                self._publish(*(h.owners for h in self._release(request_ids)))
+                self._publish(*(h.owners for h in released))
             finally:
                 shared.unlock()
 
@@ -299,12 +304,18 @@ class BudgetGuard:
             if shared is not None:
                 shared.lock()  # no other worker admits between the look and the hold
             try:
+                cap = 0.0  # the most it may hold: its owners' largest budget
                 for who, owner, limits in owners:
-                    if (limits.budget_usd is not None
-                            and self.spent(owner, limits.budget_period) + _EPSILON_USD
-                            >= limits.budget_usd):
-                        return who
-                hold = BudgetHold(tuple(owner for _, owner, _ in owners), max(usd, 0.0))
+                    budget, soft = limits.budget_usd, limits.soft_budget_usd
+                    if budget is not None:
+                        if self.spent(owner, limits.budget_period) + _EPSILON_USD >= budget:
+                            return who
+                        cap = budget if budget > cap else cap
+                    if soft is not None and soft > cap:
+                        cap = soft
+                if not 0.0 <= usd <= cap:  # inline: the usual estimate is within
+                    usd = _bounded(usd, cap)
+                hold = BudgetHold(tuple(owner for _, owner, _ in owners), usd, cap=cap)
                 self._add(hold.owners, hold.usd)
                 if shared is not None:
                     self._publish(hold.owners)
@@ -319,6 +330,8 @@ class BudgetGuard:
         if hold.settled:
             return
         hold.settled = True
+        if not 0.0 <= usd <= hold.cap:
+            usd = _bounded(usd, hold.cap)
         with self._lock:
             self._add(hold.owners, usd - hold.usd)
             hold.usd = usd
@@ -375,6 +388,13 @@ def _add_to(amounts: dict[Owner, float], owners: tuple[Owner, ...], usd: float) 
             amounts[owner] = left
         else:
             amounts.pop(owner, None)
+
+
+def _bounded(usd: float, cap: float) -> float:
+    """`usd` within [0, `cap`]; NaN is `cap` (an amount not known is the most)."""
+    if usd >= 0.0:
+        return usd if usd <= cap else cap
+    return 0.0 if usd < 0.0 else cap
 
 
 def _budget_owners(key: VirtualKey | None,

@@ -33,18 +33,23 @@ without a read (its records spooled while the database fails: `SpendBook.plus`) 
 from then: the others' books will not have it until the spool is written, and while
 the database fails theirs are not read again either.
 
-A worker that dies takes its column with it: the parent zeroes it and its stamp
-(`SharedTable.reset_worker`), as it does a dead worker's requests in flight. The lock is
+A worker that exits (or dies) takes its column with it, a little later: the parent zeroes
+its stamp at once and its column once every live worker's book was read after the exit,
+or `MAX_LINGER` (`ExitedColumns`): what it committed is then in every book; what it held
+for requests that died with it is counted those few seconds more (the safe side). The lock is
 the table's `flock`, released by the kernel when its holder dies.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
 
 from azure_openai_proxy.governance.sharedlimits import SharedLimits, SharedTable, tag_of
 
-__all__ = ["HOLD_COLUMNS", "MAX_LINGER", "Owner", "SharedHolds", "holds_table"]
+__all__ = ["HOLD_COLUMNS", "MAX_LINGER", "ExitedColumns", "Owner", "SharedHolds",
+           "holds_table"]
 
 Owner = tuple[str, str]  # ("key", key id) or ("team", team id)
 HOLD_COLUMNS = 2  # tag, total: the columns before the per-worker ones
@@ -59,9 +64,10 @@ def _tag(owner: Owner) -> float:
     return tag_of(f"{owner[0]}:{owner[1]}")
 
 
-def holds_table(workers: int) -> SharedLimits:
-    """A new budget holds table for `workers` workers (the caller `remove`s it)."""
-    return SharedLimits.create(workers, fixed=HOLD_COLUMNS)
+def holds_table(workers: int, directory: str | None = None) -> SharedLimits:
+    """A new budget holds table for `workers` workers (the caller `remove`s it), in
+    `directory` (None: /dev/shm, else the temp dir)."""
+    return SharedLimits.create(workers, directory=directory, fixed=HOLD_COLUMNS)
 
 
 class SharedHolds:
@@ -121,7 +127,54 @@ class SharedHolds:
         self.table.cells[self.table.spec.workers_row + self.table.column] = stamp
 
     def oldest_read(self) -> float:
-        """When the oldest book among the workers' was read (inf: none read yet)."""
+        """When the oldest book among the workers' was read (-inf: none was: no book has
+        anything, and what lingers waits `MAX_LINGER`)."""
         cells, start = self.table.cells, self.table.spec.workers_row + self._first
         reads = [s for s in cells[start:start + self.table.spec.workers] if s > 0.0]
-        return min(reads, default=math.inf)
+        return min(reads, default=-math.inf)
+
+
+class ExitedColumns:
+    """The parent's side of the table: a worker that exited keeps its column until every
+    live worker's book was read after the exit (the records it committed are then in
+    every book), or `MAX_LINGER`; its read stamp is zeroed at once (no one waits for it).
+    Zeroed at once, the costs it released in its last seconds would be counted by no
+    worker until their next read. Call from one thread (the parent's supervision)."""
+
+    def __init__(self, spec: SharedLimits,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.spec = spec
+        self._monotonic = monotonic
+        self._exited: dict[int, float] = {}  # worker -> when its exit was seen
+
+    def exited(self, worker: int) -> None:
+        table = SharedTable(self.spec, worker)
+        try:
+            table.lock()
+            try:
+                table.cells[self.spec.workers_row + table.column] = 0.0
+            finally:
+                table.unlock()
+        finally:
+            table.close()
+        self._exited[worker] = self._monotonic()
+
+    def reset_due(self, every: bool = False) -> float | None:
+        """Reset the columns every live book has (`every`: all of them, no worker is
+        left); the seconds until the next one is due at the latest (None: none left)."""
+        if not self._exited:
+            return None
+        now = self._monotonic()
+        oldest = -math.inf if every else self._oldest_live_read()
+        for worker, at in list(self._exited.items()):
+            if every or at <= oldest or now >= at + MAX_LINGER:
+                del self._exited[worker]
+                self.spec.reset_worker(worker)
+        return min((at + MAX_LINGER - now for at in self._exited.values()), default=None)
+
+    def _oldest_live_read(self) -> float:
+        table = SharedTable(self.spec, 0)
+        try:
+            return SharedHolds(table).oldest_read()
+        finally:
+            table.close()

@@ -64,6 +64,7 @@ import fcntl
 import functools
 import hashlib
 import logging
+import math
 import mmap
 import os
 import tempfile
@@ -184,6 +185,9 @@ class SharedLimits:
         if not 2 <= fixed <= ROW_FIXED:
             raise ValueError(f"a row has 2 to {ROW_FIXED} fixed columns, not {fixed}")
         if directory is None:
+            # A killed parent's table may be in either: one that fell back leaves it in
+            # the temp dir, which a server made in /dev/shm would never look at.
+            sweep(tempfile.gettempdir())
             try:  # memory; a container may have it read-only or small: then the temp dir
                 return cls.create(workers, slots, "/dev/shm", fixed)
             except OSError:
@@ -317,17 +321,19 @@ class SharedTable:
 
     def reset_worker(self, worker: int) -> None:
         """Zero `worker`'s column in every row, and its value in the workers' row (it
-        died: what it held is gone)."""
+        died: what it held is gone). Each row's total is made the sum of its columns
+        again: one killed between writing its column and the total left the total
+        wrong, and nothing else would correct it (a total too high refuses for good)."""
         column, stride, cells = self.spec.fixed + worker, self.stride, self.cells
-        total = self.total
+        total, first, workers = self.total, self.spec.fixed, self.spec.workers
         self.lock()
         try:
             for offset in range(0, self.spec.slots * stride, stride):
-                held = cells[offset + column]
-                if held and cells[offset] != 0.0:
-                    # Never below zero (it died mid-write): then more would be let in.
-                    cells[offset + total] = max(0.0, cells[offset + total] - held)
+                if cells[offset] != 0.0:
                     cells[offset + column] = 0.0
+                    kept = math.fsum(cells[offset + first:offset + first + workers])
+                    if cells[offset + total] != kept:
+                        cells[offset + total] = kept
             cells[self.spec.workers_row + column] = 0.0
         finally:
             self.unlock()

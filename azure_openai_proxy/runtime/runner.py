@@ -23,7 +23,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from azure_openai_proxy.apiversions import (
     NEWEST_PREVIEW,
@@ -35,8 +35,8 @@ from azure_openai_proxy.apiversions import (
 )
 from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.gateway.app import GatewayApp, create_app
-from azure_openai_proxy.governance.sharedholds import SharedHolds, holds_table
-from azure_openai_proxy.governance.sharedlimits import SharedLimits
+from azure_openai_proxy.governance.sharedholds import ExitedColumns, SharedHolds, holds_table
+from azure_openai_proxy.governance.sharedlimits import SharedLimits, SharedTable
 from azure_openai_proxy.http.server import ServerLimits, serve_fast
 from azure_openai_proxy.observability.accesslog import configure_logging
 from azure_openai_proxy.runtime.capacity import (
@@ -53,6 +53,7 @@ __all__ = ["SettingsSource", "describe", "refuse_open_relay", "run", "serve_fore
            "server_limits", "supervise"]
 
 log = logging.getLogger("azure_openai_proxy")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -263,23 +264,50 @@ async def start_server(
 @dataclass(frozen=True)
 class SharedTables:
     """The tables the workers of one server share (`--workers N` with governance): the
-    limits' and the budget holds'. A value: it pickles to the spawned workers."""
+    limits' and the budget holds'. A value: it pickles to the spawned workers. A table
+    that cannot be made (no writable /dev/shm nor temp dir) is None: the gateway serves,
+    each worker counting alone what that table would have shared (a warning says so)."""
 
-    limits: SharedLimits
-    holds: SharedLimits
+    limits: SharedLimits | None
+    holds: SharedLimits | None
 
     @classmethod
-    def create(cls, workers: int) -> SharedTables:
-        limits = SharedLimits.create(workers)
-        try:
-            return cls(limits, holds_table(workers))
-        except BaseException:
-            limits.remove()
-            raise
+    def create(cls, workers: int, directory: str | None = None) -> SharedTables:
+        """`directory`: where to make them (None: /dev/shm, else the temp dir)."""
+        return cls(_made(lambda: SharedLimits.create(workers, directory=directory),
+                         "rate limits"),
+                   _made(lambda: holds_table(workers, directory), "budget holds"))
 
     def remove(self) -> None:
-        self.limits.remove()
-        self.holds.remove()
+        for table in (self.limits, self.holds):
+            if table is not None:
+                table.remove()
+
+    def open(self, worker: int) -> tuple[SharedTable | None, SharedTable | None]:
+        """Worker `worker`'s mappings of the limits' and the holds' tables (None: that
+        one could not be mapped, and is counted by this worker alone)."""
+        return (_opened(self.limits, worker, "rate limits"),
+                _opened(self.holds, worker, "budget holds"))
+
+
+def _made(create: Callable[[], SharedLimits], what: str) -> SharedLimits | None:
+    try:
+        return create()
+    except OSError as exc:
+        log.warning("cannot make the shared table of %s (%s): each worker process counts "
+                    "them alone, so a key may use them once per worker", what, exc)
+        return None
+
+
+def _opened(spec: SharedLimits | None, worker: int, what: str) -> SharedTable | None:
+    if spec is None:
+        return None
+    try:
+        return spec.open(worker)
+    except OSError as exc:
+        log.warning("worker %d cannot map the shared table of %s (%s): it counts them "
+                    "alone", worker, what, exc)
+        return None
 
 
 async def serve_forever(settings: Settings, source: SettingsSource | None, reuse_port: bool,
@@ -287,10 +315,11 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
     """Serve until SIGTERM/SIGINT. `shared`: the server's shared tables and this
     worker's number in them (`--workers N`)."""
     app = create_app(settings)
-    if shared is not None and app.gateway.limiter is not None:
-        app.gateway.limiter.share(shared[0].limits.open(shared[1]))
-    if shared is not None and app.gateway.budgets is not None:
-        app.gateway.budgets.share(SharedHolds(shared[0].holds.open(shared[1])))
+    limits, holds = shared[0].open(shared[1]) if shared is not None else (None, None)
+    if limits is not None and app.gateway.limiter is not None:
+        app.gateway.limiter.share(limits)
+    if holds is not None and app.gateway.budgets is not None:
+        app.gateway.budgets.share(SharedHolds(holds))
     finish = await start_server(app, settings, reuse_port)
     settle_heap()  # start-up's objects out of every later collection (runtime/heap.py)
     log.info("listening on http://%s (api_base %s, %d deployments)", settings.listen,
@@ -376,18 +405,38 @@ def supervise(workers: Sequence[multiprocessing.process.BaseProcess],
     """Wait for every worker to exit. One that dies (a non-zero exit: killed, crashed)
     leaves its requests in flight counted in the shared limits table: they are zeroed,
     or the keys' parallel limits would stay taken by requests that will never end. The
-    budget holds of one that exits, whatever its exit, are zeroed in `holds`: nothing
-    will release them (a clean exit has its records written: every book has them
-    within a refresh)."""
+    budget holds of one that exits, whatever its exit, are zeroed in `holds` once every
+    live worker's book has its records (`ExitedColumns`: seconds): nothing else would
+    release them."""
+    exited = ExitedColumns(holds) if holds is not None else None
     running = {process.sentinel: index for index, process in enumerate(workers)}
     while running:
-        ready = set(multiprocessing.connection.wait(list(running)))
+        due = None if exited is None else _tended(exited.reset_due)
+        wait = None if due is None else min(due, _EXITED_POLL)
+        ready = set(multiprocessing.connection.wait(list(running), wait))
         for index in [running.pop(s) for s in list(running) if s in ready]:
             workers[index].join()
-            if holds is not None:
-                holds.reset_worker(index)
+            if exited is not None:
+                _tended(exited.exited, index)
             if shared is not None and workers[index].exitcode != 0:
-                shared.reset_worker(index)
+                _tended(shared.reset_worker, index)
                 log.warning("worker %d (pid %s) exited with %s; its requests in flight "
-                            "and budget holds are no longer counted", index, workers[index].pid,
+                            "are no longer counted (its budget holds once the others have "
+                            "read its last records)", index, workers[index].pid,
                             workers[index].exitcode)
+    if exited is not None:
+        _tended(exited.reset_due, True)
+
+
+_EXITED_POLL = 1.0  # seconds between looks at the live workers' reads, while one exited
+
+
+def _tended(step: Callable[..., _T], *args: object) -> _T | None:
+    """`step(*args)` on a shared table; a table gone from its directory (an operator's
+    or systemd's clean-up of /dev/shm) is logged, and the other workers are still
+    waited for."""
+    try:
+        return step(*args)
+    except OSError as exc:
+        log.warning("cannot reset an exited worker's column of a shared table: %s", exc)
+        return None

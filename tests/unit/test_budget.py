@@ -135,3 +135,25 @@ def test_the_periods_move_on_at_midnight_utc() -> None:
     assert guard.spent(("key", "k1"), "none") == 3.0
     clock[0] -= 6 * 86400 + 1  # a clock set back: the day it says counts
     assert guard.check(limited, None).exhausted == "key"
+
+
+@pytest.mark.parametrize("amount", [9e15, float("inf"), float("nan"), -5.0])
+def test_an_amount_out_of_bounds_never_takes_the_other_holds_with_it(amount: float) -> None:
+    # max_tokens: 9 * 10**18 (accepted) holds $9e15 at $1,000 per 1M: 0.9 + 9e15 - 9e15
+    # is 1.0, a phantom for good. An inf amount: inf - inf is NaN, and a NaN sum dropped the
+    # owner's whole amount: the $0.90 still in flight was no longer held (bypassed).
+    guard = BudgetGuard(clock=lambda: NOW)
+    limited = key(Limits(budget_usd=1.0, budget_period="daily"))
+    in_flight = guard.reserve(limited, None, 0.9)
+    assert isinstance(in_flight, BudgetHold)
+    odd = guard.reserve(limited, None, amount)
+    assert isinstance(odd, BudgetHold)
+    assert 0.9 <= guard.held(("key", "k1")) <= 1.9  # bounded by the budget: no inf
+    guard.settle(odd, "r-odd", 0.0)  # Azure refused it: it cost nothing
+    assert guard.held(("key", "k1")) == pytest.approx(0.9)
+    assert guard.reserve(limited, None, 0.05) is not None
+    odd = guard.reserve(limited, None, 0.0)
+    assert isinstance(odd, BudgetHold)
+    guard.settle(odd, "r-odd2", amount)  # a cost out of bounds, as settled
+    guard.release(["r-odd2"])
+    assert guard.held(("key", "k1")) == pytest.approx(0.95)

@@ -5,14 +5,19 @@ reservations, settlements, records, book reads and deaths (hypothesis)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import multiprocessing
-from collections.abc import Iterator
+import multiprocessing.connection
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from azure_openai_proxy.governance.budget import BudgetGuard, BudgetHold, SpendBook
@@ -20,10 +25,12 @@ from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
 from azure_openai_proxy.governance.sharedholds import (
     HOLD_COLUMNS,
     MAX_LINGER,
+    ExitedColumns,
     SharedHolds,
 )
 from azure_openai_proxy.governance.sharedlimits import SharedLimits, tag_of
-from azure_openai_proxy.runtime.runner import supervise
+from azure_openai_proxy.runtime.runner import SharedTables, supervise
+from tests.waiting import until
 
 NOW = 1_796_212_800.0  # 2026-12-02T12:00:00Z
 TODAY = "2026-12-02"
@@ -54,7 +61,7 @@ def spec(tmp_path: Path) -> Iterator[SharedLimits]:
         made.remove()
 
 
-def guard_of(spec: SharedLimits, worker: int, monotonic: Clock) -> BudgetGuard:
+def guard_of(spec: SharedLimits, worker: int, monotonic: Callable[[], float]) -> BudgetGuard:
     """A worker's guard, as the runner shares it: its first book read (the ledger's
     start) already in."""
     guard = BudgetGuard(clock=lambda: NOW, monotonic=monotonic)
@@ -232,6 +239,10 @@ class _Server:
     holds: list[_Hold] = field(default_factory=list)
     read_at: dict[int, float] = field(default_factory=dict)
     sequence: int = 0
+    # The parent's side (supervise): an exited worker's column kept until every live
+    # book has what it committed; and what it held uncommitted, counted meanwhile.
+    exited: ExitedColumns | None = None
+    gone: list[_Hold] = field(default_factory=list)
 
     def tick(self) -> float:
         self.clock.now += 0.01  # never MAX_LINGER in a run: nothing leaves early
@@ -273,9 +284,17 @@ class _Server:
     def kill(self, worker: int) -> None:
         del self.guards[worker]
         self.read_at.pop(worker, None)
-        self.spec.reset_worker(worker)
-        # What it held and had not written is gone with it (as in a real crash).
+        assert self.exited is not None
+        self.exited.exited(worker)
+        # What it held and had not written is gone with it (as in a real crash); its
+        # column counts it until the parent resets it.
+        self.gone += [h for h in self.holds if h.worker == worker and h.committed is None]
         self.holds = [h for h in self.holds if h.worker != worker or h.committed is not None]
+
+    def supervise(self) -> None:
+        """The parent's look (every second in supervise)."""
+        assert self.exited is not None
+        self.exited.reset_due()
 
 
 _EVENTS = st.lists(st.one_of(
@@ -291,12 +310,17 @@ _EVENTS = st.lists(st.one_of(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=_EVENTS)
+# A worker killed once its cost is in the database and before the others read it: its
+# column must count it until they have (failed with the parent's reset at exit).
+@example(events=[("reserve", 0, 0, 0.5), ("settle", 0, 0, 0.3), ("commit", 0, 0, 0.0),
+                 ("kill", 0, 0, 0.0)])
 def test_every_worker_counts_every_live_hold_its_book_lacks_and_nothing_twice_for_long(
         tmp_path_factory: pytest.TempPathFactory, events: list[tuple[str, int, int, float]]) -> None:
     spec = SharedLimits.create(workers=3, slots=64, fixed=HOLD_COLUMNS,
                                directory=str(tmp_path_factory.mktemp("holds")))
     try:
         server = _Server(spec, Clock())
+        server.exited = ExitedColumns(spec, server.clock)
         server.guards = {w: guard_of(spec, w, server.clock) for w in range(3)}
         server.read_at = {w: server.clock.now for w in range(3)}
         for kind, number, which, usd in events:
@@ -310,6 +334,7 @@ def test_every_worker_counts_every_live_hold_its_book_lacks_and_nothing_twice_fo
                 server.refresh(number)
             elif kind == "kill" and number in server.guards and len(server.guards) > 1:
                 server.kill(number)
+            server.supervise()
             _check(server)
         # Every record written, every worker reading twice: nothing is held any more.
         for index in range(len(server.holds)):
@@ -318,6 +343,7 @@ def test_every_worker_counts_every_live_hold_its_book_lacks_and_nothing_twice_fo
         for _ in range(2):
             for worker in list(server.guards):
                 server.refresh(worker)
+            server.supervise()
         _check(server)
         table = spec.open(0)
         try:
@@ -343,9 +369,11 @@ def _check(server: _Server) -> None:
     for worker, guard in server.guards.items():
         read_at = server.read_at.get(worker, -math.inf)
         for owner in OWNERS:
-            # What it counts is at least its book plus every live hold its book lacks...
+            # What it counts is at least its book plus every live hold its book lacks
+            # (an exited worker's records too: its column stays until every book has
+            # them)...
             lacking = sum(h.usd for h in server.holds
-                          if owner in h.hold.owners and h.worker in server.guards
+                          if owner in h.hold.owners
                           and (h.committed is None or h.committed >= read_at))
             book = guard.book.spent(owner, TODAY)
             counted = guard.spent(owner, "daily")
@@ -354,4 +382,152 @@ def _check(server: _Server) -> None:
             recent = sum(h.usd for h in server.holds
                          if owner in h.hold.owners and h.committed is not None
                          and h.committed < read_at and h.worker != worker)
+            recent += sum(h.usd for h in server.gone if owner in h.hold.owners)
             assert counted <= book + lacking + recent + 1e-6
+
+
+def _hold_then_wait(spec: SharedLimits, worker: int, mapped: Any, go: Any) -> None:
+    guard = guard_of(spec, worker, Clock())
+    held(guard.reserve(key("k1", budget=0.03), None, 0.01))
+    mapped.wait(30)
+    go.wait(30)
+
+
+def test_a_table_gone_from_its_directory_does_not_end_the_parents_supervision(
+        spec: SharedLimits, caplog: pytest.LogCaptureFixture) -> None:
+    # Failed before: the FileNotFoundError of the first reset left the parent's loop, and
+    # the second worker was never waited for (nor its column reset).
+    context = multiprocessing.get_context("spawn")
+    mapped, go = context.Barrier(3), context.Event()
+    workers = [context.Process(target=_hold_then_wait, args=(spec, n, mapped, go))
+               for n in (0, 1)]
+    for process in workers:
+        process.start()
+    mapped.wait(30)
+    spec.remove()  # /dev/shm cleaned up under the server (systemd's RemoveIPC, an operator)
+    go.set()
+    with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
+        supervise(workers, None, spec)
+    assert [p.exitcode for p in workers] == [0, 0]
+    assert caplog.text.count("cannot reset an exited worker") == 2
+
+
+def test_tables_that_cannot_be_made_are_none_and_said_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+    with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
+        tables = SharedTables.create(2, directory=str(not_a_directory))
+    assert tables == SharedTables(None, None)
+    assert tables.open(0) == (None, None)
+    tables.remove()
+    assert "shared table of rate limits" in caplog.text
+    assert "shared table of budget holds" in caplog.text
+
+
+def test_a_worker_killed_between_its_column_and_the_total_leaves_no_false_refusal(
+        spec: SharedLimits) -> None:
+    clock = Clock()
+    one, two = guard_of(spec, 0, clock), guard_of(spec, 1, clock)
+    limited = key("k1", budget=0.5)
+    held(one.reserve(limited, None, 0.5))
+    assert two.reserve(limited, None, 0.1) == "key"
+    # Worker 0 lets go of it (its column written: 0) and is killed before the total is
+    # written, as SIGKILL may land between the two writes of `SharedHolds.put`.
+    table = spec.open(0)
+    try:
+        row = table.find(tag_of("key:k1"))
+        assert row is not None
+        table.cells[row + table.column] = 0.0
+    finally:
+        table.close()
+    spec.reset_worker(0)  # the parent, as it sees worker 0 exit
+    # Failed before: the total kept 0.5 with every column 0, and every worker refused
+    # the key for good (only a put rewrites a total, and a refused key puts nothing).
+    held(two.reserve(limited, None, 0.1))
+
+
+def test_with_no_book_read_anywhere_a_spooled_cost_still_lingers_up_to_max_linger(
+        spec: SharedLimits) -> None:
+    # The database down since start: no worker has read a book. A batch that could not
+    # be written is added to worker 0's book (`SpendBook.plus`); worker 1's has nothing.
+    clock = Clock()
+    one, two = BudgetGuard(lambda: NOW, clock), BudgetGuard(lambda: NOW, clock)
+    one.share(SharedHolds(spec.open(0)))
+    two.share(SharedHolds(spec.open(1)))
+    one.settle(held(one.reserve(key("k1"), None, 0.5)), "r1", 0.2)
+    one.replace(one.book.plus([(("key", "k1"), TODAY, 0.2)]), ["r1"])
+    # Failed before: "no read" counted as every book having it, and it left at once.
+    assert two.spent(("key", "k1"), "daily") == pytest.approx(0.2)
+    clock.now += MAX_LINGER + 0.5
+    one.replace(one.book, [])
+    assert two.spent(("key", "k1"), "daily") == 0.0
+
+
+def test_releasing_what_is_not_held_takes_no_lock(spec: SharedLimits) -> None:
+    # The event loop releases the records it could not spool, budgeted or not: it must
+    # not wait for the table's lock for nothing (another process holding it).
+    guard = guard_of(spec, 0, Clock())
+    other = spec.open(1)  # another open file: its flock excludes this worker's
+    other.lock()
+    done = threading.Event()
+
+    def release() -> None:
+        guard.release(["not-held"])
+        done.set()
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    try:
+        assert done.wait(10)  # failed before: it waited for the lock held above
+    finally:
+        other.unlock()
+        thread.join()
+        other.close()
+
+
+def _spend_then_exit(spec: SharedLimits) -> None:
+    """Worker 0: a cost of 0.2 recorded and in its own book (lingering in its column
+    for the others), then a clean exit."""
+    guard = guard_of(spec, 0, time.monotonic)
+    guard.settle(held(guard.reserve(key("k1"), None, 0.5)), "r1", 0.2)
+    guard.replace(SpendBook.from_rows([("key", "k1", TODAY, 0.2)]), ["r1"],
+                  read_at=guard.book_read_started())
+
+
+def _wait_for(go: Any) -> None:
+    go.wait(60)
+
+
+def test_an_exited_workers_recorded_costs_count_until_every_live_book_has_them(
+        spec: SharedLimits) -> None:
+    context = multiprocessing.get_context("spawn")
+    go = context.Event()
+    workers = [context.Process(target=_spend_then_exit, args=(spec,)),
+               context.Process(target=_wait_for, args=(go,))]  # keeps the server up
+    mine = guard_of(spec, 2, time.monotonic)  # a live worker: its book predates the cost
+    for process in workers:
+        process.start()
+    supervising = threading.Thread(target=supervise, args=(workers, None, spec))
+    supervising.start()
+    try:
+        assert multiprocessing.connection.wait([workers[0].sentinel], 60)
+        table = spec.open(2)
+        try:  # its read stamp was set: the parent has seen the exit once it is 0 again
+            until(lambda: table.cells[spec.workers_row + HOLD_COLUMNS] == 0.0, 30,
+                  "the parent never saw worker 0 exit")
+        finally:
+            table.close()
+        # Failed before: its column was zeroed at its exit, and this worker, whose book
+        # does not have the record yet, counted the cost nowhere.
+        assert mine.spent(("key", "k1"), "daily") == pytest.approx(0.2)
+        recorded = SpendBook.from_rows([("key", "k1", TODAY, 0.2)])
+        mine.replace(recorded, [], read_at=mine.book_read_started())  # a read after it
+        until(lambda: mine.spent(("key", "k1"), "daily") == pytest.approx(0.2), 30,
+              "the exited worker's column was never let go")  # its book's, once
+    finally:
+        go.set()
+        supervising.join(60)
+    assert not supervising.is_alive()
+    assert [p.exitcode for p in workers] == [0, 0]
+    assert tagged_rows(spec) == 1 and mine.spent(("key", "k1"), "daily") == pytest.approx(0.2)

@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -348,3 +349,18 @@ def test_a_row_idle_for_two_minutes_goes_to_a_new_name_when_none_is_free(
         assert _tagged_rows(spec) == 4
     finally:
         spec.remove()
+
+
+def test_a_killed_parents_table_in_the_temp_dir_is_swept_by_one_made_in_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Failed before: only the directory the new table went to (/dev/shm) was swept, so a
+    # table left in the temp dir (its parent had fallen back there) stayed for good.
+    if not os.access("/dev/shm", os.W_OK):
+        pytest.skip("no writable /dev/shm")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the fallback went
+    stale = tmp_path / f"azure-openai-proxy-limits-{_pid_namespace()}-{os.getpid()}-1-abcd"
+    stale.write_bytes(b"")
+    made = SharedLimits.create(workers=2, slots=4)
+    made.remove()
+    assert Path(made.path).parent == Path("/dev/shm")
+    assert not stale.exists()
