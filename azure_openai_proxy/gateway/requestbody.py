@@ -177,6 +177,8 @@ def repeats_a_key(raw: bytes, budget: int) -> bool | None:
             if run % 2 == 0:
                 break
             budget -= 1
+            if budget <= 0:
+                return None  # a string of many escaped quotes: each one is a step
             end = find(b'"', end + 1)
         position = end + 1
         owner = keys[-1] if keys else None
