@@ -356,14 +356,32 @@ def chat_file_ids(raw: bytes, body: Mapping[str, Any] | None,
     a body of `_WALKED_FROM` bytes or more: such a body is large for a few long strings
     (an inline image), whose parts are walked in microseconds, while searching its bytes
     costs 1.5-2.5 ns a byte (31-50 ms for 20 MB). More parts than the walk's bound
-    (`MAX_REFERENCE_VALUES`): `ReferencesUncheckable`, a 400.
+    (`MAX_REFERENCE_VALUES`): `ReferencesUncheckable`, a 400, unless the bytes show no
+    file (searched then, whatever the size).
     `plain`: the caller found every message a role and a string content
     (gateway/governed.py `plain_chat_chars`): none names a file, and the bytes are not
     searched either."""
     if body is None or (plain and len(body["messages"]) <= MAX_REFERENCE_VALUES) or (
-            len(raw) < _WALKED_FROM and b"file" not in raw and b"\\u" not in raw):
+            len(raw) < _WALKED_FROM and _names_no_file(raw)):
         return []
-    messages = body.get("messages")
+    try:
+        return _file_parts(body.get("messages"))
+    except ReferencesUncheckable:
+        # Too many parts to walk: a large body is searched now, as a smaller one was
+        # first, and one that cannot name a file goes through (as it did before large
+        # bodies were walked) rather than getting a 400.
+        if len(raw) >= _WALKED_FROM and _names_no_file(raw):
+            return []
+        raise
+
+
+def _names_no_file(raw: bytes) -> bool:
+    """No "file" in the bytes, nor a `\\u` escape that could spell it."""
+    return b"file" not in raw and b"\\u" not in raw
+
+
+def _file_parts(messages: Any) -> list[str]:
+    """The `file_id` of every file part of `messages`, within the walk's bound."""
     ids: list[str] = []
     budget = MAX_REFERENCE_VALUES  # the same bound as a resource body's walk
     for message in messages if isinstance(messages, list) else ():

@@ -225,6 +225,8 @@ class Gateway:
             files = chat_file_ids(body.raw, body.json, prompt_chars >= 0)  # its file parts
             if files:
                 await self.owners.check(files, key.id, is_restricted(key, caller.team))
+        else:  # embeddings, completions...: what the hold reads (input, max_tokens, n)
+            body.canonical = body.json is not None  # is what is sent, as for chat
         held = hold(limiter, self.budgets, caller, body.json, routed, target.operation,
                     self._default_completion, prompt_chars)
         if target.operation == "responses" and request.method == "POST":

@@ -2,8 +2,8 @@
 multipart form; and the model it names.
 
 `read_body` enforces the size limit (413), the content coding, and that a body that is
-not multipart is a JSON object (400), whatever its Content-Type; `RequestBody.model` is
-the `model` a JSON body or a form names.
+not a form (an audio or image operation's, a file upload's) is a JSON object (400),
+whatever its Content-Type; `RequestBody.model` is the `model` a JSON body or a form names.
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ async def read_body(request: HttpRequest, target: Target, limit: int) -> Request
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge(f"The request body is larger than the limit of {limit} bytes.")
     wants_multipart = target.body_kind == "multipart" or (
-        target.kind == "resource" and content_type.lower().startswith("multipart/")
+        target.kind == "resource" and _takes_a_form(target.operation)
+        and content_type.lower().startswith("multipart/")
     )
     coding = request.headers.get("Content-Encoding")
     if wants_multipart:
@@ -123,9 +124,10 @@ async def read_body(request: HttpRequest, target: Target, limit: int) -> Request
     if target.kind == "resource" and not raw:
         return RequestBody(raw=raw, content_type=content_type or None)
     # Every other body is JSON, whatever Content-Type the client gave it (text/plain, a
-    # form's, none), as on the deployment routes: OpenAI's and Azure's specs give these
-    # routes no other body (multipart went above), and an upstream that reads a body as
-    # JSON whatever its type (the emulator does; Azure documents nothing else) would act
+    # form's, multipart where no form is taken, none), as on the deployment routes:
+    # OpenAI's and Azure's specs give these routes no other body (forms went above), and
+    # an upstream that reads a body as JSON whatever its type (the emulator does, even
+    # one said to be multipart; Azure documents nothing else) would act
     # on references the gateway never checked (a virtual key's, gateway/ownership.py)
     # had it passed the body on unread. It goes out as `application/json`.
     try:
@@ -140,6 +142,18 @@ async def read_body(request: HttpRequest, target: Target, limit: int) -> Request
     if len(raw) >= _SCANNED_FROM:
         return LargeRequestBody(parsed, raw, None, None, "application/json")
     return RequestBody(parsed, raw, None, None, "application/json")  # positional: every request
+
+
+def _takes_a_form(operation: str) -> bool:
+    """A resource route whose body is a multipart form: a file upload (`files`) or an
+    upload's part (`uploads/{id}/parts`). Any other takes JSON only, and a body sent to
+    one as multipart is read as JSON like any other: passed on unread, it could name
+    objects the gateway never checked to an upstream that reads it as JSON anyway (the
+    emulator does)."""
+    if operation == "files":
+        return True
+    parts = operation.split("/")
+    return len(parts) == 3 and parts[0] == "uploads" and parts[2] == "parts"
 
 
 def repeats_a_key(raw: bytes, budget: int) -> bool | None:
@@ -177,6 +191,8 @@ def repeats_a_key(raw: bytes, budget: int) -> bool | None:
             if run % 2 == 0:
                 break
             budget -= 1
+            if budget <= 0:
+                return None  # a string of many escaped quotes: each one is a step
             end = find(b'"', end + 1)
         position = end + 1
         owner = keys[-1] if keys else None

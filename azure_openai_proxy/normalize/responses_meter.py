@@ -35,12 +35,12 @@ class ResponsesStreamMeter:
     `response.completed` (or `.incomplete`/`.failed`) event, `content_chars` of the
     text deltas (output text, refusal, reasoning, function-call arguments), for an
     estimate when it ends first, and the ids the stream creates: the response's (from
-    `response.created`, kept in `response_id`) and its output items' (from
-    `response.output_item.added`/`.done` and the final response's `output`). Each new id
-    is handed to `claim` (when set) as soon as the event naming it is fed, before the
-    caller relays that event; the response's id to `created` too (when set: the resource
-    that made it is remembered, gateway/affinity.py). Only the events that can carry one
-    of these are parsed."""
+    `response.created`, or from the final event when none came first; kept in
+    `response_id`) and its output items' (from `response.output_item.added`/`.done` and
+    the final response's `output`). Each new id is handed to `claim` (when set) as soon
+    as the event naming it is fed, before the caller relays that event; the response's
+    id to `created` too (when set: the resource that made it is remembered,
+    gateway/affinity.py). Only the events that can carry one of these are parsed."""
 
     __slots__ = ("_decoder", "_seen", "claim", "content_chars", "created", "response_id",
                  "usage")
@@ -90,6 +90,9 @@ class ResponsesStreamMeter:
             if kind == "response.created":
                 self._response_created(response)
             elif kind in _FINAL_EVENTS:
+                # A stream that did not begin with `response.created` (cut, or not as
+                # documented) still names its response here, before its items.
+                self._response_created(response)
                 output = response.get("output")
                 if type(output) is list:
                     self._ids_of(output)

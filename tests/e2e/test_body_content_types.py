@@ -126,3 +126,35 @@ def test_a_body_that_is_not_json_gets_a_400_and_is_not_sent(
         assert answer.status_code == 400, answer.text
         assert answer.json()["error"]["type"] == "invalid_request_error"
     assert len(emulator.requests()) == seen
+
+
+@pytest.mark.parametrize("content_type", ["multipart/form-data; boundary=x",
+                                          "multipart/mixed; boundary=x"])
+def test_a_json_body_said_to_be_multipart_cannot_name_another_keys_objects(
+        governed: Governed, emulator: Emulator, content_type: str) -> None:
+    """Only a file upload (`files`, `uploads/{id}/parts`) takes a form; before, any
+    resource body said to be multipart went to Azure unread, and the emulator (reading
+    `responses` as JSON whatever its type) chained from key a's response for key b."""
+    response_id, _, b_secret = _owned_by_a(governed)
+    seen = len(emulator.requests())
+    _not_found(_post(governed, b_secret, "/v1/responses",
+                     {"model": "gpt-4o", "input": "x", "previous_response_id": response_id},
+                     content_type), response_id)
+    assert len(emulator.requests()) == seen
+    answer = _post(governed, b_secret, "/v1/responses", {"model": "gpt-4o", "input": "x"},
+                   content_type)
+    assert answer.status_code == 200, answer.text  # read and sent as JSON, as any other
+    assert emulator.last()["headers"]["content-type"] == "application/json"
+    form = httpx.post(governed.server.url + "/v1/responses", timeout=30,
+                      headers={"Authorization": f"Bearer {b_secret}"},
+                      files={"model": (None, "gpt-4o"), "input": (None, "x")})
+    assert form.status_code == 400, form.text  # a real form where JSON is taken: not JSON
+    assert form.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_file_upload_is_still_a_form(governed: Governed, emulator: Emulator) -> None:
+    _, secret = governed.key("a", models=("gpt-4o",))
+    uploaded = governed.client(secret).files.create(
+        file=("notes.txt", io.BytesIO(b"hello"), "text/plain"), purpose="assistants")
+    assert uploaded.bytes == 5
+    assert emulator.last()["headers"]["content-type"].startswith("multipart/form-data")

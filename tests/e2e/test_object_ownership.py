@@ -448,3 +448,27 @@ def test_a_governed_chat_body_is_sent_as_its_limits_read_it(
     assert "4000" not in sent and "long" not in sent
     assert orjson.loads(sent) == {"model": "gpt-4o", "max_tokens": 5,
                                   "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(("path", "body", "read"), [
+    ("/v1/embeddings",
+     '{"model": "text-embedding-3-small", "input": "' + "long " * 2000 + '", "input": "hi"}',
+     {"model": "text-embedding-3-small", "input": "hi"}),
+    ("/v1/completions",
+     '{"model": "gpt-35-turbo-instruct", "max_tokens": 4000, "prompt": "hi", "max_tokens": 5}',
+     {"model": "gpt-35-turbo-instruct", "max_tokens": 5, "prompt": "hi"}),
+])
+def test_every_governed_json_body_is_sent_as_its_limits_read_it(
+        governed: Governed, emulator: Emulator, path: str, body: str,
+        read: dict[str, Any]) -> None:
+    """As for chat: a repeated `input` or `max_tokens` would let the key's reservation
+    read the small one while Azure may read the other (before: sent as the client's
+    bytes, both values in them)."""
+    _, secret = governed.key("a")
+    reply = httpx.post(governed.server.url + path, content=body, timeout=30,
+                       headers={"Authorization": f"Bearer {secret}",
+                                "Content-Type": "application/json"})
+    assert reply.status_code == 200, reply.text
+    sent = emulator.last()["body"]
+    assert "4000" not in sent and "long" not in sent
+    assert orjson.loads(sent) == read

@@ -368,3 +368,18 @@ def test_a_large_chat_body_is_walked_not_searched() -> None:
     small = _SearchedBytes(b'{"messages": [{"role": "user", "content": [{"type": "text"}]}]}')
     assert chat_file_ids(small, orjson.loads(bytes(small))) == []
     assert _SearchedBytes.searches == 2  # a small one is searched first, as before
+
+
+def test_a_large_chat_body_of_too_many_parts_to_walk_is_searched() -> None:
+    """Past the walk's bound a large body is searched as a smaller one is: naming no file
+    it goes through (before, the walk of large bodies gave it a 400), else it is a 400."""
+    parts = [{"type": "text", "text": "a line of a long agent transcript"}]
+    messages = [{"role": "user", "content": parts}] * (MAX_REFERENCE_VALUES // 2 + 1)
+    body = {"messages": messages}
+    raw = orjson.dumps(body)
+    assert len(raw) >= 1024 * 1024
+    assert chat_file_ids(raw, body) == []
+    named = {"messages": [*messages, {"role": "user", "content": [
+        {"type": "file", "file": {"file_id": "file-9"}}]}]}
+    with pytest.raises(ReferencesUncheckable):
+        chat_file_ids(orjson.dumps(named), named)

@@ -146,3 +146,22 @@ def test_a_large_body_of_many_small_strings_is_sent_as_parsed() -> None:
     body = _body(raw)
     body.canonical = True
     assert body.canonical is True
+
+
+def test_escaped_quotes_count_against_the_budget() -> None:
+    """Each escaped quote in a string is a step: a body of them is not walked to its end
+    past the budget (before, 10 MB of `\\"` held the event loop for seconds)."""
+    raw = b'{"messages": [{"role": "user", "content": "' + b'\\"' * 600_000 + b'"}]}'
+    orjson.loads(raw)
+    calls = 0
+    real_find = bytes.find
+
+    class Counted(bytes):
+        def find(self, *args: Any) -> int:  # type: ignore[override]
+            nonlocal calls
+            calls += 1
+            return real_find(self, *args)
+
+    assert repeats_a_key(Counted(raw), len(raw) >> 14) is None
+    assert calls <= len(raw) >> 14
+    assert repeats_a_key(raw, UNLIMITED) is False  # with the steps to spare: told

@@ -814,3 +814,25 @@ def test_the_responses_meter_hands_the_response_id_to_created_once() -> None:
     meter.feed(b'event: response.output_item.added\ndata: {"type":"response.output_item.added"'
                b',"item":{"id":"msg_1"}}\n\n' + first.replace(b"resp_9", b"resp_other"))
     assert created == ["resp_9"]
+
+
+def test_a_stream_without_response_created_names_its_response_at_its_end() -> None:
+    """A stream whose first event is not `response.created` (none comes) still hands its
+    response's id to `created` and `claim` from the final event, before its items'; a
+    later `response.created` of another id changes nothing. Before, it named none: no
+    affinity, and the key did not own the response it was shown."""
+    from azure_openai_proxy.normalize.responses_meter import ResponsesStreamMeter
+
+    created: list[str] = []
+    claimed: list[list[str]] = []
+    meter = ResponsesStreamMeter(claimed.append, created=created.append)
+    meter.feed(b'event: response.in_progress\ndata: {"type":"response.in_progress",'
+               b'"response":{"id":"resp_7"}}\n\n')
+    meter.feed(b'event: response.completed\ndata: ' + orjson.dumps(
+        {"type": "response.completed", "response": {
+            "id": "resp_7", "output": [{"id": "msg_7"}],
+            "usage": {"input_tokens": 1, "output_tokens": 1}}}) + b"\n\n")
+    assert created == ["resp_7"] and meter.response_id == "resp_7"
+    assert claimed == [["resp_7"], ["msg_7"]]
+    meter.feed(b'data: {"type":"response.created","response":{"id":"resp_8"}}\n\n')
+    assert created == ["resp_7"]
