@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from azure_openai_proxy.governance.estimate import DEFAULT_COMPLETION_TOKENS
 from azure_openai_proxy.governance.model import Limits
-from azure_openai_proxy.governance.ratelimitheaders import limit_headers
+from azure_openai_proxy.governance.ratelimitheaders import limit_headers, limit_lines, parse_lines
 from azure_openai_proxy.governance.sharedlimits import (
     RPM_CAP,
     TPM_CAP,
@@ -159,14 +159,24 @@ class Refusal:
     never: bool = False  # the request alone is over the limit: waiting will not help
 
 
-@dataclass(slots=True)
 class Admission:
-    """A request let through: what it holds until `RateLimiter.settle`."""
+    """A request let through: what it holds until `RateLimiter.settle`, and the
+    `x-ratelimit-*` headers to answer with, as the lines of a response head
+    (`head_lines`, ratelimitheaders.py `limit_lines`) or as a dict (`headers`)."""
 
-    subjects: tuple[_Subject, ...]
-    reserved: int
-    headers: dict[str, str]
-    settled: bool = field(default=False)
+    # One is made for every governed request: no instance dict.
+    __slots__ = ("head_lines", "reserved", "settled", "subjects")
+
+    def __init__(self, subjects: tuple[_Subject, ...], reserved: int,
+                 head_lines: bytes) -> None:
+        self.subjects = subjects
+        self.reserved = reserved
+        self.head_lines = head_lines
+        self.settled = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return parse_lines(self.head_lines)
 
 
 class RateLimiter:
@@ -269,7 +279,7 @@ class RateLimiter:
             state.rpm_level -= 1  # harmless without a limit: never read then
             state.tpm_level -= tokens
             state.in_flight += 1
-        return Admission(subjects, tokens, limit_headers(subjects))
+        return Admission(subjects, tokens, limit_lines(subjects))
 
     def settle(self, admission: Admission, used_tokens: int | None) -> None:
         """The request ended (answered, failed, or its client left): its in-flight slot
