@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Protocol
 
-__all__ = ["BucketState", "duration", "limit_headers", "limit_lines", "parse_lines"]
+__all__ = ["BOTH_LIMITS", "BucketState", "duration", "limit_headers", "limit_lines", "parse_lines"]
 
 
 class BucketState(Protocol):
@@ -28,7 +28,7 @@ class BucketState(Protocol):
 # `limit_headers`' six headers, for a subject limited on both buckets, as head lines:
 # indexed by (requests' reset under a second) * 2 + (tokens' reset under a second), the
 # resets spelled `%dms` (the number formatted in place) or `duration`'s text.
-_BOTH = tuple(
+BOTH_LIMITS = tuple(
     ("x-ratelimit-limit-requests: %s\r\nx-ratelimit-remaining-requests: %d\r\n"
      f"x-ratelimit-reset-requests: {requests}\r\nx-ratelimit-limit-tokens: %s\r\n"
      f"x-ratelimit-remaining-tokens: %d\r\nx-ratelimit-reset-tokens: {tokens}\r\n")
@@ -51,7 +51,7 @@ def limit_lines(subjects: tuple[BucketState, ...]) -> bytes:
     wait = (cap - level) / requests.rpm_rate
     tokens_wait = (tpm - tokens_level) / tokens.tpm_rate
     # A reset under a second is `%dms` of (ms + 0.5), as `limit_headers` spells it.
-    return (_BOTH[(wait < 1) * 2 + (tokens_wait < 1)] % (
+    return (BOTH_LIMITS[(wait < 1) * 2 + (tokens_wait < 1)] % (
         requests.rpm_text, level if level >= 1 else 0,
         wait * 1000 + 0.5 if wait < 1 else duration(wait),
         tokens.tpm_text, tokens_level if tokens_level >= 1 else 0,
