@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
+from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.http.interface import Answer, Headers, HttpRequest, Reply, ResponseStream
 
 __all__ = ["LimitedRequest", "apply_lines", "apply_to", "without_limits"]
@@ -48,13 +49,27 @@ def apply_to(reply: Reply, limits: Mapping[str, str]) -> Reply:
     return reply
 
 
+# An answer's header names, in order -> those of them that are rate-limit headers
+# (Azure's, to remove): an upstream sends the same dozen names on every answer, so each
+# set is judged once. Bounded: the names are the upstream's.
+_LIMIT_NAMES: BoundedCache[tuple[str, ...], tuple[str, ...]] = BoundedCache(256)
+
+
 def apply_lines(reply: Reply, limits: Limits) -> Reply:
     """`apply_to` with the limits' head lines (`Answer.head_lines`): the same head, made
-    without a dict of six strings that the engine formats and checks a line at a time."""
+    without a dict of six strings that the engine formats and checks a line at a time,
+    and Azure's limits found by one look-up of the answer's names."""
     if isinstance(reply, Answer):
         headers = reply.headers
-        if _FIRST_PREFIX in ("\n" + "\n".join(headers)).lower():
-            reply.headers = without_limits(headers)
+        names = tuple(headers)
+        azures = _LIMIT_NAMES.get(names)
+        if azures is None:
+            azures = _LIMIT_NAMES.put(names, tuple(
+                name for name in names if name.lower().startswith(_PREFIX)))
+        if azures:
+            headers = reply.headers = dict(headers)  # a copy, as `without_limits` makes
+            for name in azures:
+                del headers[name]
         reply.head_lines = limits.head_lines
     return reply
 

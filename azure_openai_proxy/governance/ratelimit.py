@@ -91,13 +91,9 @@ class _Subject:
         self.tpm_text = ""
         self.parallel: int | None = None
         self.in_flight = 0
-        self.forget_lines()
-
-    def forget_lines(self) -> None:
-        """No head lines remembered (`_take_only`): the limits they were made for changed.
-        NaN equals no level."""
-        self.lines = b""
-        self.lines_rpm_level = self.lines_tpm_level = math.nan
+        # The head lines of its last answer and the levels they were made from
+        # (`_take_only`); NaN equals no level. Forgotten when its limits change.
+        self.lines, self.lines_rpm_level, self.lines_tpm_level = b"", math.nan, math.nan
 
     def refill(self, now: float) -> None:
         """Refill up to `now`. A stamp never goes back (a clock read earlier than it, in
@@ -121,7 +117,7 @@ class _Subject:
         if limits is self.limits:
             return
         self.limits = limits
-        self.forget_lines()
+        self.lines, self.lines_rpm_level, self.lines_tpm_level = b"", math.nan, math.nan
         rpm, tpm = _limit(limits.rpm), _limit(limits.tpm)
         if rpm is None:
             self.rpm = None
@@ -444,10 +440,8 @@ def _reclaim(state: _Subject, table: SharedTable, now: float) -> int | None:
 
 def _take_only(state: _Subject, subjects: tuple[_Subject, ...], tokens: int,
                now: float) -> Admission | Refusal:
-    """`RateLimiter.take` for a plan of one subject with both limits and no parallel one
-    (`LimitPlan.only`), the usual: refilled, checked and taken on local variables, and
-    its headers' lines (`limit_lines`) formatted here from them. The same decisions and
-    the same text (tests/unit/test_ratelimit_only.py holds it to the general path)."""
+    """`RateLimiter.take` for `LimitPlan.only`: refilled, checked and taken on locals,
+    its lines (`limit_lines`) formatted from them (tests/unit/test_ratelimit_only.py)."""
     cap, level, tpm, tokens_level = state.rpm, state.rpm_level, state.tpm, state.tpm_level
     assert cap is not None and tpm is not None
     rate, tokens_rate = state.rpm_rate, state.tpm_rate
@@ -468,9 +462,8 @@ def _take_only(state: _Subject, subjects: tuple[_Subject, ...], tokens: int,
     state.rpm_level, state.tpm_level = level, tokens_level
     state.in_flight += 1
     if level == state.lines_rpm_level and tokens_level == state.lines_tpm_level:
-        # The same levels as the last answer's (both buckets full before it, and a
-        # request of the same size): the same lines. Two float comparisons where the
-        # format costs ~5,000 instructions.
+        # The last answer's levels (both buckets were full, a request of the same size):
+        # its lines. Two comparisons where the format costs ~12,000 instructions.
         return Admission(subjects, tokens, state.lines)
     wait = (cap - level) / rate
     tokens_wait = (tpm - tokens_level) / tokens_rate

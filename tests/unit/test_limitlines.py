@@ -82,6 +82,8 @@ def _heads(headers: dict[str, str], extra: dict[str, str] | None, status: int,
     fast = apply_lines(Answer(status, dict(headers), b"{}"), _Limits())
     general = apply_to(Answer(status, dict(headers), b"{}"), _Limits.headers)
     assert isinstance(fast, Answer) and isinstance(general, Answer)
+    assert [*fast.headers.items(), *head_line_pairs(fast.head_lines)] == list(
+        general.headers.items())
     return (answer_head(fast, method, keep_alive, "Thu, 03 Dec 2026 16:00:00 GMT", extra),
             answer_head(general, method, keep_alive, "Thu, 03 Dec 2026 16:00:00 GMT", extra))
 
@@ -103,3 +105,15 @@ def test_the_engine_writes_the_same_head_from_lines_as_from_the_dict(
 def test_head_line_pairs_read_the_lines_back() -> None:
     assert head_line_pairs(_LINES) == list(_Limits.headers.items())
     assert head_line_pairs(b"") == []
+
+
+def test_azures_limits_go_from_every_answer_with_the_same_names() -> None:
+    """The names judged once per set of names: the second answer is cleaned as well,
+    and an answer's own dict is not changed (it may be shared)."""
+    for _ in range(2):
+        headers = {"content-type": "application/json", "x-ratelimit-remaining-tokens": "9"}
+        answer = apply_lines(Answer(200, headers, b"{}"), _Limits())
+        assert isinstance(answer, Answer)
+        assert answer.headers == {"content-type": "application/json"}
+        assert headers["x-ratelimit-remaining-tokens"] == "9"
+        assert answer.head_lines == _LINES
