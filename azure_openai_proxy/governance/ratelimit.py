@@ -38,11 +38,12 @@ from typing import Any, Literal, TypeVar
 from azure_openai_proxy.governance.estimate import DEFAULT_COMPLETION_TOKENS
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimitheaders import (
-    BOTH_LIMITS,
+    TOKENS_LINES,
     duration,
     limit_headers,
     limit_lines,
     parse_lines,
+    requests_lines,
 )
 from azure_openai_proxy.governance.sharedlimits import (
     RPM_CAP,
@@ -74,9 +75,10 @@ class _Subject:
     """One key's or team's state: its two buckets (`rpm`/`tpm` None: no such limit),
     each a level refilled from its stamp, and its requests in flight."""
 
-    __slots__ = ("in_flight", "limits", "lines", "lines_rpm_level", "lines_tpm_level", "name",
-                 "parallel", "row", "rpm", "rpm_level", "rpm_rate", "rpm_stamp", "rpm_text",
-                 "tag", "tpm", "tpm_level", "tpm_rate", "tpm_stamp", "tpm_text")
+    __slots__ = ("in_flight", "limits", "lines_rpm_level", "lines_tpm_level", "name",
+                 "parallel", "row", "rpm", "rpm_level", "rpm_lines", "rpm_rate", "rpm_stamp",
+                 "rpm_text", "tag", "tpm", "tpm_level", "tpm_lines", "tpm_rate", "tpm_stamp",
+                 "tpm_text")
 
     def __init__(self, name: str, row: int | None = None, tag: float = 0.0) -> None:
         self.name = name
@@ -91,9 +93,10 @@ class _Subject:
         self.tpm_text = ""
         self.parallel: int | None = None
         self.in_flight = 0
-        # The head lines of its last answer and the levels they were made from
+        # Each bucket's head lines in its last answer and the level they were made from
         # (`_take_only`); NaN equals no level. Forgotten when its limits change.
-        self.lines, self.lines_rpm_level, self.lines_tpm_level = b"", math.nan, math.nan
+        self.rpm_lines = self.tpm_lines = b""
+        self.lines_rpm_level = self.lines_tpm_level = math.nan
 
     def refill(self, now: float) -> None:
         """Refill up to `now`. A stamp never goes back (a clock read earlier than it, in
@@ -117,7 +120,8 @@ class _Subject:
         if limits is self.limits:
             return
         self.limits = limits
-        self.lines, self.lines_rpm_level, self.lines_tpm_level = b"", math.nan, math.nan
+        self.rpm_lines = self.tpm_lines = b""
+        self.lines_rpm_level = self.lines_tpm_level = math.nan
         rpm, tpm = _limit(limits.rpm), _limit(limits.tpm)
         if rpm is None:
             self.rpm = None
@@ -179,11 +183,9 @@ class Refusal:
 
 
 class Admission:
-    """A request let through: what it holds until `RateLimiter.settle`, and the
-    `x-ratelimit-*` headers to answer with, as the lines of a response head
-    (`head_lines`, ratelimitheaders.py `limit_lines`) or as a dict (`headers`)."""
+    """A request let through: what it holds until `RateLimiter.settle`, and its
+    `x-ratelimit-*` headers as a head's lines (`limit_lines`) or a dict (`headers`)."""
 
-    # One is made for every governed request: no instance dict.
     __slots__ = ("head_lines", "reserved", "settled", "subjects")
 
     def __init__(self, subjects: tuple[_Subject, ...], reserved: int,
@@ -461,19 +463,17 @@ def _take_only(state: _Subject, subjects: tuple[_Subject, ...], tokens: int,
     tokens_level -= tokens
     state.rpm_level, state.tpm_level = level, tokens_level
     state.in_flight += 1
-    if level == state.lines_rpm_level and tokens_level == state.lines_tpm_level:
-        # The last answer's levels (both buckets were full, a request of the same size):
-        # its lines. Two comparisons where the format costs ~12,000 instructions.
-        return Admission(subjects, tokens, state.lines)
-    wait = (cap - level) / rate
-    tokens_wait = (tpm - tokens_level) / tokens_rate
-    lines = state.lines = (BOTH_LIMITS[(wait < 1) * 2 + (tokens_wait < 1)] % (
-        state.rpm_text, level if level >= 1 else 0,
-        wait * 1000 + 0.5 if wait < 1 else duration(wait),
-        state.tpm_text, tokens_level if tokens_level >= 1 else 0,
-        tokens_wait * 1000 + 0.5 if tokens_wait < 1 else duration(tokens_wait))).encode()
-    state.lines_rpm_level, state.lines_tpm_level = level, tokens_level
-    return Admission(subjects, tokens, lines)
+    # A bucket at its level in the last answer (full before the take; for tokens, a
+    # request of the same size) has the same lines: a comparison, not a format. The
+    # tokens' (which change with every request's size) are made here, no call.
+    requests = state.rpm_lines if level == state.lines_rpm_level else requests_lines(state)
+    if tokens_level != state.lines_tpm_level:
+        wait = (tpm - tokens_level) / tokens_rate
+        state.tpm_lines = (TOKENS_LINES[wait < 1] % (
+            state.tpm_text, tokens_level if tokens_level >= 1 else 0,
+            wait * 1000 + 0.5 if wait < 1 else duration(wait))).encode()
+        state.lines_tpm_level = tokens_level
+    return Admission(subjects, tokens, requests + state.tpm_lines)
 
 
 def _refusal(state: _Subject, tokens: int, now: float) -> Refusal:

@@ -9,7 +9,16 @@ from __future__ import annotations
 import functools
 from typing import Protocol
 
-__all__ = ["BOTH_LIMITS", "BucketState", "duration", "limit_headers", "limit_lines", "parse_lines"]
+__all__ = [
+    "TOKENS_LINES",
+    "BucketState",
+    "RememberedLines",
+    "duration",
+    "limit_headers",
+    "limit_lines",
+    "parse_lines",
+    "requests_lines",
+]
 
 
 class BucketState(Protocol):
@@ -25,14 +34,47 @@ class BucketState(Protocol):
     tpm_text: str
 
 
+class RememberedLines(BucketState, Protocol):
+    """A subject that remembers its buckets' last lines and the levels they were made
+    at (ratelimit.py's `_Subject`)."""
+
+    rpm_lines: bytes
+    lines_rpm_level: float
+    tpm_lines: bytes
+    lines_tpm_level: float
+
+
 # `limit_headers`' six headers, for a subject limited on both buckets, as head lines:
 # indexed by (requests' reset under a second) * 2 + (tokens' reset under a second), the
 # resets spelled `%dms` (the number formatted in place) or `duration`'s text.
-BOTH_LIMITS = tuple(
+_BOTH = tuple(
     ("x-ratelimit-limit-requests: %s\r\nx-ratelimit-remaining-requests: %d\r\n"
      f"x-ratelimit-reset-requests: {requests}\r\nx-ratelimit-limit-tokens: %s\r\n"
      f"x-ratelimit-remaining-tokens: %d\r\nx-ratelimit-reset-tokens: {tokens}\r\n")
     for requests in ("%s", "%dms") for tokens in ("%s", "%dms"))
+
+
+# The same, one bucket's three lines: indexed by (its reset under a second).
+_REQUESTS = tuple(
+    "x-ratelimit-limit-requests: %s\r\nx-ratelimit-remaining-requests: %d\r\n"
+    f"x-ratelimit-reset-requests: {reset}\r\n" for reset in ("%s", "%dms"))
+TOKENS_LINES = tuple(
+    "x-ratelimit-limit-tokens: %s\r\nx-ratelimit-remaining-tokens: %d\r\n"
+    f"x-ratelimit-reset-tokens: {reset}\r\n" for reset in ("%s", "%dms"))
+
+
+def requests_lines(state: RememberedLines) -> bytes:
+    """`limit_lines`' three lines of a subject's requests bucket (it has one), made at
+    its level and remembered on it with that level (ratelimit.py `_take_only`, which
+    makes the tokens bucket's, `TOKENS_LINES`, itself)."""
+    cap, level = state.rpm, state.rpm_level
+    assert cap is not None
+    wait = (cap - level) / state.rpm_rate
+    lines = state.rpm_lines = (_REQUESTS[wait < 1] % (
+        state.rpm_text, level if level >= 1 else 0,
+        wait * 1000 + 0.5 if wait < 1 else duration(wait))).encode()
+    state.lines_rpm_level = level
+    return lines
 
 
 def limit_lines(subjects: tuple[BucketState, ...]) -> bytes:
@@ -51,7 +93,7 @@ def limit_lines(subjects: tuple[BucketState, ...]) -> bytes:
     wait = (cap - level) / requests.rpm_rate
     tokens_wait = (tpm - tokens_level) / tokens.tpm_rate
     # A reset under a second is `%dms` of (ms + 0.5), as `limit_headers` spells it.
-    return (BOTH_LIMITS[(wait < 1) * 2 + (tokens_wait < 1)] % (
+    return (_BOTH[(wait < 1) * 2 + (tokens_wait < 1)] % (
         requests.rpm_text, level if level >= 1 else 0,
         wait * 1000 + 0.5 if wait < 1 else duration(wait),
         tokens.tpm_text, tokens_level if tokens_level >= 1 else 0,
