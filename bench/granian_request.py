@@ -36,6 +36,7 @@ from azure_openai_proxy.http.interface import (
     BodyTooLarge,
     ClientDisconnected,
     Headers,
+    head_line_pairs,
 )
 
 __all__ = ["BodyLimits", "GranianRequest", "GranianStream", "HTTPProtocol", "answer"]
@@ -263,7 +264,8 @@ class GranianRequest:
     def respond(self, reply: Answer) -> None:
         """Hand a whole answer to granian (it writes the framing and the date)."""
         extra = self.extra_headers
-        pairs = _pairs([*reply.headers.items(), *extra.items()] if extra else reply.headers.items())
+        pairs = _pairs([*reply.headers.items(), *head_line_pairs(reply.head_lines),
+                        *(extra.items() if extra else ())])
         with contextlib.suppress(RuntimeError):  # granian's ProtocolClosed: the client left
             self._proto.response_bytes(reply.status, pairs, reply.body)
 

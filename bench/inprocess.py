@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import gc
 import io
+import itertools
 import json
 import os
 import subprocess
@@ -59,13 +60,21 @@ def instrument(on: bool) -> None:
     subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(os.getpid())],
                    check=False, capture_output=True)
 
-def _request(key: str) -> bytes:
+def _request(key: str, body: bytes = _BODY) -> bytes:
     return (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
         b"Authorization: Bearer " + key.encode() + b"\r\n"
-        b"Content-Type: application/json\r\nContent-Length: " + str(len(_BODY)).encode()
-        + b"\r\n\r\n" + _BODY
+        b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+        + b"\r\n\r\n" + body
     )
+
+
+def _varied(key: str) -> tuple[bytes, bytes]:
+    """Two requests of the key whose token reservations differ (`max_tokens` 64 and 65),
+    sent in turn: its TPM bucket's level differs from one answer to the next, as under
+    real traffic, so the limiter never reuses the last answer's head lines."""
+    other = json.dumps({**CHAT_BODY, "max_tokens": 65}).encode()
+    return _request(key), _request(key, other)
 
 
 REQUEST = (
@@ -183,10 +192,11 @@ def _writer_cpu() -> float:
 
 
 async def measure(requests: int, clients: int, bare: bool, callgrind: bool,
-                  database: str | None = None, request: bytes = REQUEST,
+                  database: str | None = None, request: bytes | tuple[bytes, ...] = REQUEST,
                   split: list[float] | None = None) -> float:
     """CPU seconds per request over `requests` requests from `clients` connections;
-    `split`, when given, receives the loop thread's and the writer thread's shares."""
+    `split`, when given, receives the loop thread's and the writer thread's shares.
+    `request`: several are sent in turn."""
     from azure_openai_proxy.observability import accesslog
 
     accesslog.access_logger.setLevel("INFO")  # the gateway's default level
@@ -196,6 +206,10 @@ async def measure(requests: int, clients: int, bare: bool, callgrind: bool,
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     answered = failed = 0
+
+    # One turn for all the connections: the requests the gateway reads one after the
+    # other are the next in turn, whichever connection sends them.
+    sent = itertools.cycle((request,) if isinstance(request, bytes) else request)
 
     def connect() -> None:
         conn = server.connection()
@@ -208,10 +222,10 @@ async def measure(requests: int, clients: int, bare: bool, callgrind: bool,
                 if not done.done():
                     done.set_result(None)
             else:
-                loop.call_soon(conn.data_received, request)
+                loop.call_soon(conn.data_received, next(sent))
 
         conn.connection_made(FakeSocket(on_write))  # type: ignore[arg-type]
-        loop.call_soon(conn.data_received, request)
+        loop.call_soon(conn.data_received, next(sent))
 
     gc.collect()
     gc.disable()
@@ -283,13 +297,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--governed", action="store_true",
                         help="the ledger on and requests with a virtual key (RPM/TPM limits) "
                              "among 100 in the temporary database; CPU split loop/writer")
+    parser.add_argument("--varied", action="store_true",
+                        help="with --governed: two request sizes in turn (the limiter's "
+                             "head lines made anew for every answer)")
     parser.add_argument("--callgrind", action="store_true",
                         help="switch callgrind's instrumentation on for the loop only")
     args = parser.parse_args(argv)
     result: list[float] = []
     split: list[float] = []
 
-    async def run(database: str | None, request: bytes = REQUEST) -> None:
+    async def run(database: str | None, request: bytes | tuple[bytes, ...] = REQUEST) -> None:
         result.append(await measure(args.requests, args.clients, args.bare, args.callgrind,
                                     database, request, split if database else None))
 
@@ -297,11 +314,15 @@ def main(argv: list[str] | None = None) -> None:
         import tempfile
 
         with tempfile.TemporaryDirectory() as directory:
-            request = _request(_governed_key(directory)) if args.governed else REQUEST
-            run_loop(run(f"sqlite:///{directory}/gateway.db", request))
+            sent: bytes | tuple[bytes, ...] = REQUEST
+            if args.governed:
+                key = _governed_key(directory)
+                sent = _varied(key) if args.varied else _request(key)
+            run_loop(run(f"sqlite:///{directory}/gateway.db", sent))
     else:
         run_loop(run(None))
-    what = ("bare proxy" if args.bare else "gateway, governed key" if args.governed
+    what = ("bare proxy" if args.bare else "gateway, governed key, two sizes" if args.varied
+            else "gateway, governed key" if args.governed
             else "gateway with the ledger" if args.ledger else "gateway")
     print(f"{what}: {result[0] * 1e6:.1f} µs CPU per request "
           f"({args.requests} requests, {args.clients} clients)")

@@ -48,7 +48,9 @@ def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
     """Let a virtual key's request through its key's and team's limits (tokens estimated
     from the parsed body, when a TPM limit applies) and hold its estimated cost against
     their budgets; a 429 when either says no, having taken nothing. `release` it once
-    the request has ended. `prompt_chars`: `plain_chat_chars(body)`, when measured."""
+    the request has ended. `prompt_chars`: `plain_chat_chars(body)`, when measured.
+    Runs for every governed request: the usual one (a plain chat, its `max_tokens` set,
+    no budget) is estimated inline, `request_estimate`'s short path."""
     key, team = caller.key, caller.team
     assert key is not None
     if team is None:
@@ -58,15 +60,23 @@ def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
     # Decided once per key version by the key directory (`Caller.budgeted`).
     budget = budgets is not None and (
         caller.budgeted if caller.budgeted is not None else budgeted(caller))
-    estimate = None  # (prompt, max output) tokens: measured once, for either or both
-    if body is not None and (plan.counts_tokens or budget):
-        estimate = request_estimate(body, default_completion, operation, prompt_chars)
-    tokens = estimate[0] + estimate[1] if plan.counts_tokens and estimate else 0
+    if body is None or not (plan.counts_tokens or budget):
+        estimate = None  # (prompt, max output) tokens: measured once, for either or both
+        tokens = 0
+    else:
+        most = body.get("max_tokens")
+        if (prompt_chars is not None and prompt_chars >= 0 and type(most) is int
+                and most >= 0 and "n" not in body and "best_of" not in body):
+            estimate = (-(-prompt_chars // 4), most)  # as `request_estimate` makes it
+        else:
+            estimate = request_estimate(body, default_completion, operation, prompt_chars)
+        tokens = estimate[0] + estimate[1] if plan.counts_tokens else 0
     admitted = limiter.take(plan, tokens)
     if isinstance(admitted, Refusal):
         raise limit_refusal(admitted)
-    if budgets is None or not budget:
+    if not budget:
         return admitted, None
+    assert budgets is not None
     try:
         return admitted, reserve_budget(budgets, caller, body, price_names(*routed),
                                         operation, default_completion, estimate)
@@ -79,8 +89,18 @@ def release(limiter: RateLimiter, budgets: BudgetGuard | None, held: Held,
             record: RequestRecord) -> None:
     """The request ended (answered, failed, or its client left): its tokens and cost are
     settled with what Azure said it used (or the estimate recorded instead)."""
-    limiter.settle(held[0], used_tokens(record))
-    if budgets is not None and held[1] is not None:
+    usage = record.usage
+    if usage:
+        # `used_tokens`' short path, chat's usage: most answers.
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if (type(prompt) is int and type(completion) is int and prompt >= 0
+                and completion >= 0):
+            limiter.settle(held[0], prompt + completion)
+        else:
+            limiter.settle(held[0], used_tokens(record))
+    else:
+        limiter.settle(held[0], None)
+    if held[1] is not None and budgets is not None:
         settle_budget(budgets, held[1], record)
 
 

@@ -3,17 +3,30 @@
 Azure sends its own `x-ratelimit-*` headers (the deployment's quota), and the gateway
 relays them to clients with static keys. A virtual key's caller gets the limits that
 apply to it, the key's and its team's, instead: Azure's are removed from the answer and
-ours set, on whole answers (`apply_to`) and on streams, whose head is written by the
+ours set, on whole answers (`apply_to`; on the request path `apply_lines`, which hands
+them to the engine as head lines made once) and on streams, whose head is written by the
 relay (`LimitedRequest.stream`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
 
+from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.http.interface import Answer, Headers, HttpRequest, Reply, ResponseStream
 
-__all__ = ["LimitedRequest", "apply_to", "without_limits"]
+__all__ = ["LimitedRequest", "apply_lines", "apply_to", "without_limits"]
+
+
+class Limits(Protocol):
+    """A request's admission (governance/ratelimit.py `Admission`): its headers."""
+
+    @property
+    def head_lines(self) -> bytes: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
 
 _PREFIX = "x-ratelimit-"
 _FIRST_PREFIX = "\n" + _PREFIX
@@ -36,6 +49,31 @@ def apply_to(reply: Reply, limits: Mapping[str, str]) -> Reply:
     return reply
 
 
+# An answer's header names, in order -> those of them that are rate-limit headers
+# (Azure's, to remove): an upstream sends the same dozen names on every answer, so each
+# set is judged once. Bounded: the names are the upstream's.
+_LIMIT_NAMES: BoundedCache[tuple[str, ...], tuple[str, ...]] = BoundedCache(256)
+
+
+def apply_lines(reply: Reply, limits: Limits) -> Reply:
+    """`apply_to` with the limits' head lines (`Answer.head_lines`): the same head, made
+    without a dict of six strings that the engine formats and checks a line at a time,
+    and Azure's limits found by one look-up of the answer's names."""
+    if isinstance(reply, Answer):
+        headers = reply.headers
+        names = tuple(headers)
+        azures = _LIMIT_NAMES.get(names)
+        if azures is None:
+            azures = _LIMIT_NAMES.put(names, tuple(
+                name for name in names if name.lower().startswith(_PREFIX)))
+        if azures:
+            headers = reply.headers = dict(headers)  # a copy, as `without_limits` makes
+            for name in azures:
+                del headers[name]
+        reply.head_lines = limits.head_lines
+    return reply
+
+
 class LimitedRequest:
     """The client's request, as the relay sees it: a stream's head carries `limits`
     instead of Azure's rate-limit headers. Everything else is the request's own."""
@@ -43,7 +81,7 @@ class LimitedRequest:
     # One is made for every governed request: no instance dict.
     __slots__ = ("_limits", "_request", "content_length", "headers", "method", "target")
 
-    def __init__(self, request: HttpRequest, limits: Mapping[str, str]) -> None:
+    def __init__(self, request: HttpRequest, limits: Limits) -> None:
         self._request = request
         self._limits = limits
         self.method = request.method
@@ -82,4 +120,5 @@ class LimitedRequest:
         return self._request.body_chunks()
 
     def stream(self, status: int, headers: Mapping[str, str]) -> ResponseStream:
-        return self._request.stream(status, {**without_limits(headers), **self._limits})
+        return self._request.stream(status, {**without_limits(headers),
+                                             **self._limits.headers})

@@ -46,7 +46,7 @@ from azure_openai_proxy.gateway.governed import (
     unanswered,
 )
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
-from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_to
+from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_lines, apply_to
 from azure_openai_proxy.gateway.ownership import (
     ObjectOwners,
     Owned,
@@ -236,13 +236,12 @@ class Gateway:
         try:
             if key.models and target.operation == "files" and request.method == "POST":
                 batch_models = await uploaded_batch_models(body.spool, body.boundary)
-            limits = held[0].headers
-            reply = await self._attempts.send(LimitedRequest(request, limits), target, caller,
-                                              body, record, routed)
+            reply = await self._attempts.send(LimitedRequest(request, held[0]), target,
+                                              caller, body, record, routed)
             if target.kind == "resource":
                 reply = await owned_answer(self.owners, request.method, target.operation,
                                            key.id, record, reply, batch_models)
-            return apply_to(reply, limits)
+            return apply_lines(reply, held[0])
         except BaseException as exc:
             if unanswered(exc):  # sent and never answered: Azure may bill it
                 note_unanswered(record, body.json, target.operation, self._default_completion)

@@ -32,12 +32,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from azure_openai_proxy.governance.estimate import DEFAULT_COMPLETION_TOKENS
 from azure_openai_proxy.governance.model import Limits
-from azure_openai_proxy.governance.ratelimitheaders import limit_headers
+from azure_openai_proxy.governance.ratelimitheaders import (
+    TOKENS_LINES,
+    duration,
+    limit_headers,
+    limit_lines,
+    parse_lines,
+    requests_lines,
+)
 from azure_openai_proxy.governance.sharedlimits import (
     RPM_CAP,
     TPM_CAP,
@@ -68,9 +75,10 @@ class _Subject:
     """One key's or team's state: its two buckets (`rpm`/`tpm` None: no such limit),
     each a level refilled from its stamp, and its requests in flight."""
 
-    __slots__ = ("in_flight", "limits", "name", "parallel", "row", "rpm", "rpm_level",
-                 "rpm_rate", "rpm_stamp", "rpm_text", "tag", "tpm", "tpm_level", "tpm_rate",
-                 "tpm_stamp", "tpm_text")
+    __slots__ = ("in_flight", "limits", "lines_rpm_level", "lines_tpm_level", "name",
+                 "parallel", "row", "rpm", "rpm_level", "rpm_lines", "rpm_rate", "rpm_stamp",
+                 "rpm_text", "tag", "tpm", "tpm_level", "tpm_lines", "tpm_rate", "tpm_stamp",
+                 "tpm_text")
 
     def __init__(self, name: str, row: int | None = None, tag: float = 0.0) -> None:
         self.name = name
@@ -85,6 +93,10 @@ class _Subject:
         self.tpm_text = ""
         self.parallel: int | None = None
         self.in_flight = 0
+        # Each bucket's head lines in its last answer and the level they were made from
+        # (`_take_only`); NaN equals no level. Forgotten when its limits change.
+        self.rpm_lines = self.tpm_lines = b""
+        self.lines_rpm_level = self.lines_tpm_level = math.nan
 
     def refill(self, now: float) -> None:
         """Refill up to `now`. A stamp never goes back (a clock read earlier than it, in
@@ -108,6 +120,8 @@ class _Subject:
         if limits is self.limits:
             return
         self.limits = limits
+        self.rpm_lines = self.tpm_lines = b""
+        self.lines_rpm_level = self.lines_tpm_level = math.nan
         rpm, tpm = _limit(limits.rpm), _limit(limits.tpm)
         if rpm is None:
             self.rpm = None
@@ -120,6 +134,11 @@ class _Subject:
             self.tpm_level = tpm if self.tpm is None else min(self.tpm_level, tpm)
             self.tpm, self.tpm_rate, self.tpm_text = tpm, tpm / 60.0, str(int(tpm))
         self.parallel = limits.max_parallel
+
+
+def _shape(state: _Subject) -> tuple[bool, bool, int | None]:
+    """What a plan made of `state` depends on: which limits it has."""
+    return state.rpm is not None, state.tpm is not None, state.parallel
 
 
 def _limit(value: int | None) -> float | None:
@@ -136,12 +155,16 @@ class LimitPlan:
     for one version of the key's and team's limits. `counts_tokens`: whether any has a
     TPM limit (else a request's token estimate would change nothing: it is not made)."""
 
-    __slots__ = ("counts_tokens", "key_limits", "subjects", "team_id", "team_limits")
+    __slots__ = ("counts_tokens", "key_limits", "only", "subjects", "team_id", "team_limits")
 
     def __init__(self, subjects: tuple[_Subject, ...], key_limits: Limits | None = None,
                  team_id: str | None = None, team_limits: Limits | None = None) -> None:
         self.subjects = subjects
         self.counts_tokens = any(state.tpm is not None for state in subjects)
+        # The usual plan, one subject with an RPM and a TPM limit and no parallel one,
+        # taken on `RateLimiter.take`'s short path; None: any other.
+        first = subjects[0] if len(subjects) == 1 else None
+        self.only = first if first is not None and _shape(first) == (True, True, None) else None
         self.key_limits = key_limits
         self.team_id = team_id
         self.team_limits = team_limits
@@ -159,14 +182,22 @@ class Refusal:
     never: bool = False  # the request alone is over the limit: waiting will not help
 
 
-@dataclass(slots=True)
 class Admission:
-    """A request let through: what it holds until `RateLimiter.settle`."""
+    """A request let through: what it holds until `RateLimiter.settle`, and its
+    `x-ratelimit-*` headers as a head's lines (`limit_lines`) or a dict (`headers`)."""
 
-    subjects: tuple[_Subject, ...]
-    reserved: int
-    headers: dict[str, str]
-    settled: bool = field(default=False)
+    __slots__ = ("head_lines", "reserved", "settled", "subjects")
+
+    def __init__(self, subjects: tuple[_Subject, ...], reserved: int,
+                 head_lines: bytes) -> None:
+        self.subjects = subjects
+        self.reserved = reserved
+        self.head_lines = head_lines
+        self.settled = False
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return parse_lines(self.head_lines)
 
 
 class RateLimiter:
@@ -224,13 +255,15 @@ class RateLimiter:
                     state.row = table.row(name, self._clock())
                 elif state.row is not None and not _limited(limits):
                     _give_back(state, table)
-            counted = state.tpm is not None
+            shape = _shape(state)
             if state.row is None or table is None:
                 state.configure(limits, self._clock())
             else:
                 configure_shared(state, limits, table, self._clock)
-            if (state.tpm is not None) != counted:
-                self._plans = {}  # their `counts_tokens` may be stale (`admit`'s limits)
+            if _shape(state) != shape:
+                # Other plans of this subject (its team's keys', or `admit`'s limits):
+                # their `counts_tokens` and `only` may be stale.
+                self._plans = {}
             states.append(state)
         return LimitPlan(tuple(states))
 
@@ -244,6 +277,9 @@ class RateLimiter:
         if self._table is not None:
             return self._shared(plan.subjects, self._take_here, plan, tokens)
         now = self._clock()
+        state = plan.only
+        if state is not None:
+            return _take_only(state, plan.subjects, tokens, now)
         subjects = plan.subjects
         for state in subjects:
             # Refilled inline (`_Subject.refill`): this runs for every request.
@@ -269,7 +305,7 @@ class RateLimiter:
             state.rpm_level -= 1  # harmless without a limit: never read then
             state.tpm_level -= tokens
             state.in_flight += 1
-        return Admission(subjects, tokens, limit_headers(subjects))
+        return Admission(subjects, tokens, limit_lines(subjects))
 
     def settle(self, admission: Admission, used_tokens: int | None) -> None:
         """The request ended (answered, failed, or its client left): its in-flight slot
@@ -402,6 +438,42 @@ def _reclaim(state: _Subject, table: SharedTable, now: float) -> int | None:
         cells[row + RPM_CAP], cells[row + TPM_CAP] = state.rpm or 0.0, state.tpm or 0.0
         push(state, cells, row, table.column, 0)
     return row
+
+
+def _take_only(state: _Subject, subjects: tuple[_Subject, ...], tokens: int,
+               now: float) -> Admission | Refusal:
+    """`RateLimiter.take` for `LimitPlan.only`: refilled, checked and taken on locals,
+    its lines (`limit_lines`) formatted from them (tests/unit/test_ratelimit_only.py)."""
+    cap, level, tpm, tokens_level = state.rpm, state.rpm_level, state.tpm, state.tpm_level
+    assert cap is not None and tpm is not None
+    rate, tokens_rate = state.rpm_rate, state.tpm_rate
+    if now > state.rpm_stamp:
+        level += (now - state.rpm_stamp) * rate
+        if level > cap:
+            level = cap
+        state.rpm_level, state.rpm_stamp = level, now
+    if now > state.tpm_stamp:
+        tokens_level += (now - state.tpm_stamp) * tokens_rate
+        if tokens_level > tpm:
+            tokens_level = tpm
+        state.tpm_level, state.tpm_stamp = tokens_level, now
+    if level < 1 or tokens > tokens_level:
+        return _refusal(state, tokens, now)
+    level -= 1
+    tokens_level -= tokens
+    state.rpm_level, state.tpm_level = level, tokens_level
+    state.in_flight += 1
+    # A bucket at its level in the last answer (full before the take; for tokens, a
+    # request of the same size) has the same lines: a comparison, not a format. The
+    # tokens' (which change with every request's size) are made here, no call.
+    requests = state.rpm_lines if level == state.lines_rpm_level else requests_lines(state)
+    if tokens_level != state.lines_tpm_level:
+        wait = (tpm - tokens_level) / tokens_rate
+        state.tpm_lines = (TOKENS_LINES[wait < 1] % (
+            state.tpm_text, tokens_level if tokens_level >= 1 else 0,
+            wait * 1000 + 0.5 if wait < 1 else duration(wait))).encode()
+        state.lines_tpm_level = tokens_level
+    return Admission(subjects, tokens, requests + state.tpm_lines)
 
 
 def _refusal(state: _Subject, tokens: int, now: float) -> Refusal:

@@ -1,13 +1,24 @@
 """OpenAI's `x-ratelimit-*` headers for a key's (and its team's) buckets: what the
 limiter (governance/ratelimit.py) puts on every admitted answer and every refusal.
-Pure: numbers in, header strings out."""
+Pure: numbers in, header strings out: a dict (`limit_headers`), or the same headers as
+the lines of a response head (`limit_lines`), which the HTTP engine adds as they are
+(`Answer.head_lines`): every value is a number or a duration the limiter made."""
 
 from __future__ import annotations
 
 import functools
 from typing import Protocol
 
-__all__ = ["BucketState", "duration", "limit_headers"]
+__all__ = [
+    "TOKENS_LINES",
+    "BucketState",
+    "RememberedLines",
+    "duration",
+    "limit_headers",
+    "limit_lines",
+    "parse_lines",
+    "requests_lines",
+]
 
 
 class BucketState(Protocol):
@@ -23,6 +34,91 @@ class BucketState(Protocol):
     tpm_text: str
 
 
+class RememberedLines(BucketState, Protocol):
+    """A subject that remembers its buckets' last lines and the levels they were made
+    at (ratelimit.py's `_Subject`)."""
+
+    rpm_lines: bytes
+    lines_rpm_level: float
+    tpm_lines: bytes
+    lines_tpm_level: float
+
+
+# `limit_headers`' six headers, for a subject limited on both buckets, as head lines:
+# indexed by (requests' reset under a second) * 2 + (tokens' reset under a second), the
+# resets spelled `%dms` (the number formatted in place) or `duration`'s text.
+_BOTH = tuple(
+    ("x-ratelimit-limit-requests: %s\r\nx-ratelimit-remaining-requests: %d\r\n"
+     f"x-ratelimit-reset-requests: {requests}\r\nx-ratelimit-limit-tokens: %s\r\n"
+     f"x-ratelimit-remaining-tokens: %d\r\nx-ratelimit-reset-tokens: {tokens}\r\n")
+    for requests in ("%s", "%dms") for tokens in ("%s", "%dms"))
+
+
+# The same, one bucket's three lines: indexed by (its reset under a second).
+_REQUESTS = tuple(
+    "x-ratelimit-limit-requests: %s\r\nx-ratelimit-remaining-requests: %d\r\n"
+    f"x-ratelimit-reset-requests: {reset}\r\n" for reset in ("%s", "%dms"))
+TOKENS_LINES = tuple(
+    "x-ratelimit-limit-tokens: %s\r\nx-ratelimit-remaining-tokens: %d\r\n"
+    f"x-ratelimit-reset-tokens: {reset}\r\n" for reset in ("%s", "%dms"))
+
+
+def requests_lines(state: RememberedLines) -> bytes:
+    """`limit_lines`' three lines of a subject's requests bucket (it has one), made at
+    its level and remembered on it with that level (ratelimit.py `_take_only`, which
+    makes the tokens bucket's, `TOKENS_LINES`, itself)."""
+    cap, level = state.rpm, state.rpm_level
+    assert cap is not None
+    wait = (cap - level) / state.rpm_rate
+    lines = state.rpm_lines = (_REQUESTS[wait < 1] % (
+        state.rpm_text, level if level >= 1 else 0,
+        wait * 1000 + 0.5 if wait < 1 else duration(wait))).encode()
+    state.lines_rpm_level = level
+    return lines
+
+
+def limit_lines(subjects: tuple[BucketState, ...]) -> bytes:
+    """`limit_headers(subjects)` as the lines of a response head (`name: value\r\n`
+    each, ASCII), the same text in the same order. Runs for every governed request: the
+    usual subject (both limits) is one `%` format of a template, where a dict of six
+    formatted strings cost the engine a line each to format and check again."""
+    requests = tokens = subjects[0]
+    if len(subjects) > 1:
+        requests, tokens = _tightest(subjects)
+    cap, tpm = requests.rpm, tokens.tpm
+    if cap is None or tpm is None:
+        return "".join([f"{name}: {value}\r\n"
+                        for name, value in limit_headers(subjects).items()]).encode()
+    level, tokens_level = requests.rpm_level, tokens.tpm_level
+    wait = (cap - level) / requests.rpm_rate
+    tokens_wait = (tpm - tokens_level) / tokens.tpm_rate
+    # A reset under a second is `%dms` of (ms + 0.5), as `limit_headers` spells it.
+    return (_BOTH[(wait < 1) * 2 + (tokens_wait < 1)] % (
+        requests.rpm_text, level if level >= 1 else 0,
+        wait * 1000 + 0.5 if wait < 1 else duration(wait),
+        tokens.tpm_text, tokens_level if tokens_level >= 1 else 0,
+        tokens_wait * 1000 + 0.5 if tokens_wait < 1 else duration(tokens_wait))).encode()
+
+
+def parse_lines(lines: bytes) -> dict[str, str]:
+    """The headers `limit_lines` wrote, as `limit_headers` gives them."""
+    pairs = (line.split(": ", 1) for line in lines.decode("latin-1").split("\r\n") if line)
+    return {name: value for name, value in pairs}
+
+
+def _tightest(subjects: tuple[BucketState, ...]) -> tuple[BucketState, BucketState]:
+    """The subjects with the least left of their requests and of their tokens."""
+    requests = tokens = subjects[0]
+    for state in subjects[1:]:
+        if state.rpm is not None and (requests.rpm is None
+                                      or state.rpm_level < requests.rpm_level):
+            requests = state
+        if state.tpm is not None and (tokens.tpm is None
+                                      or state.tpm_level < tokens.tpm_level):
+            tokens = state
+    return requests, tokens
+
+
 def limit_headers(subjects: tuple[BucketState, ...]) -> dict[str, str]:
     """OpenAI's `x-ratelimit-*` headers for the tightest of `subjects`' buckets. Runs for
     every request: a subject with both limits (the usual) is one dict display, and the
@@ -30,13 +126,7 @@ def limit_headers(subjects: tuple[BucketState, ...]) -> dict[str, str]:
     are calls: about 750 instructions fewer for two numbers, measured with callgrind)."""
     requests = tokens = subjects[0]
     if len(subjects) > 1:
-        for state in subjects[1:]:
-            if state.rpm is not None and (requests.rpm is None
-                                          or state.rpm_level < requests.rpm_level):
-                requests = state
-            if state.tpm is not None and (tokens.tpm is None
-                                          or state.tpm_level < tokens.tpm_level):
-                tokens = state
+        requests, tokens = _tightest(subjects)
     cap, tpm = requests.rpm, tokens.tpm
     if cap is not None and tpm is not None:
         level, tokens_level = requests.rpm_level, tokens.tpm_level

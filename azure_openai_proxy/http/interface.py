@@ -37,6 +37,7 @@ __all__ = [
     "WebSocketClosed",
     "WebSocketHandler",
     "answered_by_engine",
+    "head_line_pairs",
 ]
 
 # A request's headers: case-insensitive, repeated names kept, read-only.
@@ -81,14 +82,25 @@ def answered_by_engine(cancelled: BaseException) -> int | None:
 class Answer:
     """A whole answer: status, headers and body, written in one go. `headers` has one
     spelling per name; framing headers (content-length, transfer-encoding, connection)
-    in it are ignored: the engine writes its own."""
+    in it are ignored: the engine writes its own. `head_lines`: more headers, already
+    the lines of a head (`name: value\r\n` each, ASCII, no framing header), that the
+    engine writes after `headers` as they are, unchecked: only for text the application
+    made itself from its own numbers (a virtual key's `x-ratelimit-*`), never a client's
+    or an upstream's."""
 
-    __slots__ = ("body", "headers", "status")
+    __slots__ = ("body", "head_lines", "headers", "status")
 
     def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
         self.status = status
         self.headers = headers
         self.body = body
+        self.head_lines = b""
+
+
+def head_line_pairs(lines: bytes) -> list[tuple[str, str]]:
+    """`Answer.head_lines` as (name, value) pairs."""
+    return [(name, value) for name, _, value in (
+        line.partition(": ") for line in lines.decode("latin-1").split("\r\n") if line)]
 
 
 class ResponseStream(Protocol):

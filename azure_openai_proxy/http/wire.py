@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from email.utils import formatdate
 from http import HTTPStatus
 
-from azure_openai_proxy.http.interface import Answer
+from azure_openai_proxy.http.interface import Answer, head_line_pairs
 
 __all__ = ["BODYLESS_STATUS", "DateHeader", "answer_head", "response_head"]
 
@@ -32,12 +32,21 @@ class UnsafeHeader(ValueError):
 def answer_head(answer: Answer, method: str, keep_alive: bool, date: str,
                 extra: dict[str, str] | None = None) -> bytes:
     headers: Iterable[tuple[str, str]] = answer.headers.items()
+    lines = answer.head_lines
     if extra:
-        headers = [*headers, *extra.items()]
+        headers = ([*headers, *extra.items()] if not lines
+                   else [*headers, *head_line_pairs(lines), *extra.items()])
+        lines = b""
     status = answer.status
     bodyless = status < 200 or status in BODYLESS_STATUS
     length = None if bodyless or (method == "HEAD" and not answer.body) else len(answer.body)
-    return response_head(status, headers, length, keep_alive, date)
+    head = response_head(status, headers, length, keep_alive, date)
+    if lines:
+        # After the answer's own headers, before the engine's: the last "Date" line's
+        # (no header value holds a CR or LF, so this one is the engine's).
+        cut = head.rindex(b"\r\nDate: ") + 2
+        head = head[:cut] + lines + head[cut:]
+    return head
 
 
 def response_head(
