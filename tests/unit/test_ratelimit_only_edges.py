@@ -97,12 +97,12 @@ def test_remembered_lines_are_fresh_lines_and_the_short_path_is_the_loop(
                 plan = short[worker].plan("k", limits, None, None)
                 general = loop[worker].plan("k", limits, None, None)
                 general.only = None  # the general loop, on twin buckets
-                fast, slow = short[worker].take(plan, tokens), loop[worker].take(general, tokens)
-                assert _outcome(fast) == _outcome(slow)
-                if isinstance(fast, Admission) and isinstance(slow, Admission):
+                taken, looped = short[worker].take(plan, tokens), loop[worker].take(general, tokens)
+                assert _outcome(taken) == _outcome(looped)
+                if isinstance(taken, Admission) and isinstance(looped, Admission):
                     # What the answer says is what the buckets say now, made fresh.
-                    assert fast.head_lines == limit_lines(plan.subjects)
-                    held.append((worker, fast, slow))
+                    assert taken.head_lines == limit_lines(plan.subjects)
+                    held.append((worker, taken, looped))
         assert short[0].snapshot() == loop[0].snapshot()
 
 
