@@ -303,6 +303,11 @@ class UpstreamHttpError(GatewayError):
     def headers(self) -> Mapping[str, str]:
         return self._headers
 
+    def replace_headers(self, headers: Mapping[str, str]) -> None:
+        """Answer with `headers` instead (a virtual key's own limits in place of Azure's:
+        gateway/limitheaders.py `limit_error`)."""
+        self._headers = dict(headers)
+
 
 class UpstreamError(GatewayError):
     """Azure could not be asked or did not answer properly. `request_sent` (default

@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
 from azure_openai_proxy.boundedcache import BoundedCache
+from azure_openai_proxy.errors import UpstreamHttpError
 from azure_openai_proxy.http.interface import Answer, Headers, HttpRequest, Reply, ResponseStream
 
-__all__ = ["LimitedRequest", "apply_lines", "apply_to", "without_limits"]
+__all__ = ["LimitedRequest", "apply_lines", "apply_to", "limit_error", "without_limits"]
 
 
 class Limits(Protocol):
@@ -72,6 +73,15 @@ def apply_lines(reply: Reply, limits: Limits) -> Reply:
                 del headers[name]
         reply.head_lines = limits.head_lines
     return reply
+
+
+def limit_error(exc: BaseException, limits: Limits) -> None:
+    """An error answer Azure gave (`UpstreamHttpError`, raised, so never seen by
+    `apply_lines`) carries the key's limits too, not Azure's: those are the shared
+    deployment's quota, not what applies to the caller. Its other headers (Azure's
+    `retry-after`) are kept. Anything else raised is left as it is."""
+    if isinstance(exc, UpstreamHttpError):
+        exc.replace_headers({**without_limits(exc.headers()), **limits.headers})
 
 
 class LimitedRequest:

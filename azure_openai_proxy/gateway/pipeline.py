@@ -46,7 +46,7 @@ from azure_openai_proxy.gateway.governed import (
     unanswered,
 )
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
-from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_lines, apply_to
+from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_lines, apply_to, limit_error
 from azure_openai_proxy.gateway.ownership import (
     ObjectOwners,
     Owned,
@@ -245,6 +245,7 @@ class Gateway:
         except BaseException as exc:
             if unanswered(exc):  # sent and never answered: Azure may bill it
                 note_unanswered(record, body.json, target.operation, self._default_completion)
+            limit_error(exc, held[0])  # Azure's error answer: the key's limits, not Azure's
             raise
         finally:
             release(limiter, self.budgets, held, record)
