@@ -122,7 +122,7 @@ class Gateway:
         """Answer `request`, filling in `record` as it goes. GatewayErrors propagate
         (`app.py` renders them); their status is in the record first."""
         if self._busy is not None:
-            self._busy.request_arrived()  # Azure's answer may follow soon: stay awake
+            self._busy.poke()  # Azure's answer will follow soon: don't fall asleep
         body: RequestBody | None = None
         try:
             target = self._classify(request.method, request.path)

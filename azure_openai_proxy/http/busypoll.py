@@ -1,6 +1,6 @@
 """Busy polling: after a request arrives or Azure answers a JSON request, the event loop
-keeps polling its sockets for a short window instead of going to sleep, where that can
-pay.
+keeps polling its sockets for a short window instead of going to sleep, when the worker
+is quiet enough for that to pay.
 
 Why: a quiet gateway sleeps between every two events of a request (the client's
 request, Azure's answer, the client's next request), and on a virtual machine waking a
@@ -11,21 +11,14 @@ with a 200 µs window; at 32 clients no change (the loop is never idle there).
 Cost: up to one window of CPU after each poke that starts a spin. A request's arrival
 pokes, and Azure's answer to a JSON request (not a stream's: its frames come at Azure's
 pace, `gateway/attempts.py`), so a request costs at most about two windows of spinning,
-whatever its length. A spin starts only when it can pay:
-
-- not while more than `QUIET_AT_MOST` requests hold an upstream connection (the count
-  the transport keeps, read only when a spin would start): the loop has their events to
-  wake it, and between a stream's frames a spin is pure CPU (issue 15: at 1,000
-  one-frame streams busy polling cost 60-120 µs of user CPU per stream, bench/README.md);
-- not at a request's arrival while most recent answers came later than two windows
-  after their request (`answered_in_time`; a stream, whose answer does not poke, counts
-  as late): Azure itself answers after tens to thousands of milliseconds, and a 200 µs
-  spin waiting for that is never repaid. (Kept up while spinning is off, so that a
-  faster upstream turns it back on.)
-
-`busy_poll_us: 0` turns it off. It is off by itself where spinning would hurt: fewer
-than two CPUs to run on, or a cgroup CPU quota under two CPUs (a container limited to a
-fraction of a CPU would spend its quota spinning and then be throttled).
+whatever its length. A poke starts no spin while more than `QUIET_AT_MOST` requests hold
+an upstream connection (the count the transport keeps, read only when a spin would
+start): the loop has their events to wake it, and between a stream's frames a spin is
+pure CPU (issue 15: at 1,000 one-frame streams busy polling cost 60-120 µs of user CPU
+per stream, bench/README.md). `busy_poll_us: 0` turns it off. It is off by itself where
+spinning would hurt: fewer than two CPUs to run on, or a cgroup CPU quota under two CPUs
+(a container limited to a fraction of a CPU would spend its quota spinning and then be
+throttled).
 
 Spinning is a chain of `call_soon` callbacks: while one is ready, uvloop (and asyncio)
 poll with a zero timeout rather than block.
@@ -39,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter
 
-__all__ = ["QUIET_AT_MOST", "BusyPoll", "answered_in_time", "cpus_available", "worth_spinning"]
+__all__ = ["QUIET_AT_MOST", "BusyPoll", "cpus_available", "worth_spinning"]
 
 # The most requests open (each holding an upstream connection) at which a poke still
 # starts a spin. Measured: one client gains (p50 282 -> 216 µs added), 32 clients see no
@@ -54,45 +47,22 @@ def worth_spinning(open_requests: int) -> bool:
     return open_requests <= QUIET_AT_MOST
 
 
-# An arrival's window "paid off" when Azure's answer came within this many windows of
-# it: twice the window, so that answers which come just after a window (late by the
-# wake-up that the spin would have saved) turn spinning back on; a real Azure
-# deployment's milliseconds to seconds never do.
-_IN_TIME = 2
-# How fast the record of arrivals forgets: each one weighs an eighth.
-_WEIGHT = 1 / 8
-
-
-def answered_in_time(share: float, in_time: bool) -> float:
-    """The share of recent requests whose answer came in time (see `_IN_TIME`), after one
-    more: an exponentially weighted average."""
-    return share + ((1.0 if in_time else 0.0) - share) * _WEIGHT
-
-
 def _none_open() -> int:
     return 0
 
 
 class BusyPoll:
     """`poke()` keeps the running loop awake for `window_us` microseconds from now, unless
-    `open_requests()` (requests in flight on this worker) says the worker is busy;
-    `request_arrived()` does too while Azure has lately answered in time."""
+    `open_requests()` (requests in flight on this worker) says the worker is busy."""
 
-    __slots__ = ("_asked", "_clock", "_in_time", "_loop", "_open", "_spinning", "_until",
-                 "_window")
+    __slots__ = ("_loop", "_open", "_spinning", "_until", "_window")
 
-    def __init__(self, window_us: int, open_requests: Callable[[], int] = _none_open,
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, window_us: int, open_requests: Callable[[], int] = _none_open) -> None:
         self._window = window_us / 1_000_000
         self._open = open_requests
-        self._clock = clock or perf_counter
         self._until = 0.0
         self._spinning = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Until when the last request's answer counts as in time (0: it came), and the
-        # share of recent requests answered in time (at first: all, as on a fast upstream).
-        self._asked = 0.0
-        self._in_time = 1.0
 
     @classmethod
     def from_setting(cls, window_us: int,
@@ -106,28 +76,8 @@ class BusyPoll:
         """A spin is under way (its window has not passed)."""
         return self._spinning
 
-    def request_arrived(self) -> None:
-        """A request arrived: Azure's answer follows. Spin for it while most recent
-        answers came in time (a fast upstream, as on the bench); against Azure itself,
-        tens to thousands of milliseconds away, a window would only burn CPU. A streamed
-        answer does not poke (`gateway/attempts.py`), so a stream counts as late."""
-        now = self._clock()
-        if self._asked and now >= self._asked:  # the last one's answer did not come in time
-            self._in_time = answered_in_time(self._in_time, False)
-        self._asked = now + self._window * _IN_TIME
-        if self._in_time >= 0.5:
-            self._spin(now)
-
     def poke(self) -> None:
-        """Azure answered (a JSON request): the client's next request often follows."""
-        now = self._clock()
-        if self._asked:
-            self._in_time = answered_in_time(self._in_time, now < self._asked)
-            self._asked = 0.0
-        self._spin(now)
-
-    def _spin(self, now: float) -> None:
-        self._until = now + self._window
+        self._until = perf_counter() + self._window
         if self._spinning and self._loop is not None and not self._loop.is_closed():
             return
         if not worth_spinning(self._open()):
@@ -139,7 +89,7 @@ class BusyPoll:
         self._loop.call_soon(self._tick)
 
     def _tick(self) -> None:
-        if self._clock() < self._until and self._loop is not None:
+        if perf_counter() < self._until and self._loop is not None:
             self._loop.call_soon(self._tick)
         else:
             self._spinning = False

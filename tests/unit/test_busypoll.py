@@ -5,13 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from azure_openai_proxy.http.busypoll import (
-    QUIET_AT_MOST,
-    BusyPoll,
-    answered_in_time,
-    cpus_available,
-    worth_spinning,
-)
+from azure_openai_proxy.http.busypoll import QUIET_AT_MOST, BusyPoll, cpus_available, worth_spinning
 from tests.waiting import until_async
 
 
@@ -107,58 +101,3 @@ async def test_with_many_requests_open_a_poke_starts_no_spin() -> None:
     busy.poke()  # a spin under way is extended without reading the count again
     assert streams.reads == 2
     await until_async(lambda: not busy.spinning)
-
-
-def test_the_share_answered_in_time_is_a_weighted_average() -> None:
-    assert answered_in_time(1.0, True) == 1.0
-    assert answered_in_time(1.0, False) == 0.875  # one late answer weighs an eighth
-    assert answered_in_time(0.0, True) == 0.125
-    share = 1.0
-    for _ in range(6):
-        share = answered_in_time(share, False)
-    assert share < 0.5  # six late answers in a row: spinning at arrival stops
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def _arrives(busy: BusyPoll, clock: FakeClock, answer_after: float | None) -> bool:
-    """One request: whether its arrival started a spin; then Azure's answer pokes after
-    `answer_after` seconds (None: a stream, whose answer does not), and a second passes."""
-    busy.request_arrived()
-    spun = busy.spinning
-    clock.now += 0.010  # the window passes (the chain ends at its next tick)
-    await until_async(lambda: not busy.spinning)
-    if answer_after is not None:
-        clock.now += answer_after - 0.010
-        busy.poke()
-        clock.now += 0.010
-        await until_async(lambda: not busy.spinning)
-    clock.now += 1.0
-    return spun
-
-
-async def test_arrivals_spin_only_while_azure_answers_within_the_window() -> None:
-    clock = FakeClock()
-    busy = BusyPoll(200, clock=clock)  # a 200 µs window
-    # A fast upstream (the bench's): answered 150 µs after each request.
-    assert all([await _arrives(busy, clock, 0.000_150) for _ in range(10)])
-    # Azure itself: 50 ms to the answer's head. A few arrivals still spin, then none.
-    slow = [await _arrives(busy, clock, 0.050) for _ in range(10)]
-    assert slow[0] and not any(slow[6:])
-    # Faster again (answered in time even without the spin's saved wake-up, 300 µs):
-    # measured while not spinning, so spinning comes back.
-    back = [await _arrives(busy, clock, 0.000_300) for _ in range(4)]
-    assert not back[0] and back[-1]
-
-
-async def test_streams_against_azure_stop_the_arrival_spin() -> None:
-    clock = FakeClock()
-    busy = BusyPoll(200, clock=clock)
-    streams = [await _arrives(busy, clock, None) for _ in range(10)]
-    assert streams[0] and not any(streams[7:])
