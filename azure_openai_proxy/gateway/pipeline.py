@@ -103,7 +103,7 @@ class Gateway:
         # Which virtual key created which object (gateway/ownership.py); kept on reload.
         self.owners = ObjectOwners()
         self._request_ids = _request_id_source()
-        self._busy = BusyPoll.from_setting(settings.busy_poll_us)
+        self._busy = BusyPoll.from_setting(settings.busy_poll_us, transport.connections_in_use)
         self._pools = PoolChooser(settings, self.table, self.affinity)
         self._attempts = UpstreamAttempts(settings, transport, balancer, tokens, self.affinity,
                                           self._busy)

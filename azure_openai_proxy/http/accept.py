@@ -99,9 +99,10 @@ class Listener:
             self._open(conn)
 
     def _open(self, conn: socket.socket) -> None:
-        conn.setblocking(False)
-        if conn.family in (socket.AF_INET, socket.AF_INET6):
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # No setblocking(False) or TCP_NODELAY here: connect_accepted_socket does both
+        # itself (strace shows uvloop's FIONBIO and setsockopt; asyncio's loop sets
+        # TCP_NODELAY on a socket whose protocol is IPPROTO_TCP, as `listening_sockets`
+        # makes them), and a second time was two system calls per connection.
         self._step(self.loop.connect_accepted_socket(self.factory, conn))
 
     def _step(self, opening: Coroutine[Any, Any, object]) -> None:

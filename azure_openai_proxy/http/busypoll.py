@@ -1,5 +1,6 @@
-"""Busy polling: after a request arrives or Azure answers, the event loop keeps polling
-its sockets for a short window instead of going to sleep.
+"""Busy polling: after a request arrives or Azure answers a JSON request, the event loop
+keeps polling its sockets for a short window instead of going to sleep, when the worker
+is quiet enough for that to pay.
 
 Why: a quiet gateway sleeps between every two events of a request (the client's
 request, Azure's answer, the client's next request), and on a virtual machine waking a
@@ -7,9 +8,14 @@ sleeping process costs tens of microseconds each time. Measured with `bench/run.
 the 2-vCPU bench machine, one client, nginx upstream: added p50 282 µs without, 216 µs
 with a 200 µs window; at 32 clients no change (the loop is never idle there).
 
-Cost: up to one window of CPU after each poke. Only a request's arrival and Azure's
-answer poke (not every stream chunk), so a request costs at most about two windows of
-spinning, whatever its length. `busy_poll_us: 0` turns it off. It is off by itself where
+Cost: up to one window of CPU after each poke that starts a spin. A request's arrival
+pokes, and Azure's answer to a JSON request (not a stream's: its frames come at Azure's
+pace, `gateway/attempts.py`), so a request costs at most about two windows of spinning,
+whatever its length. A poke starts no spin while more than `QUIET_AT_MOST` requests hold
+an upstream connection (the count the transport keeps, read only when a spin would
+start): the loop has their events to wake it, and between a stream's frames a spin is
+pure CPU (issue 15: at 1,000 one-frame streams busy polling cost 60-120 µs of user CPU
+per stream, bench/README.md). `busy_poll_us: 0` turns it off. It is off by itself where
 spinning would hurt: fewer than two CPUs to run on, or a cgroup CPU quota under two CPUs
 (a container limited to a fraction of a CPU would spend its quota spinning and then be
 throttled).
@@ -26,30 +32,56 @@ from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter
 
-__all__ = ["BusyPoll", "cpus_available"]
+__all__ = ["QUIET_AT_MOST", "BusyPoll", "cpus_available", "worth_spinning"]
+
+# The most requests open (each holding an upstream connection) at which a poke still
+# starts a spin. Measured: one client gains (p50 282 -> 216 µs added), 32 clients see no
+# change, 1,000 streams only pay for it; a handful open still leaves the loop idle most
+# of the time against a fast upstream.
+QUIET_AT_MOST = 4
+
+
+def worth_spinning(open_requests: int) -> bool:
+    """Whether a poke should start a spin with `open_requests` requests in flight: only
+    when the worker is quiet, so that the loop would otherwise go to sleep."""
+    return open_requests <= QUIET_AT_MOST
+
+
+def _none_open() -> int:
+    return 0
 
 
 class BusyPoll:
-    """`poke()` keeps the running loop awake for `window_us` microseconds from now."""
+    """`poke()` keeps the running loop awake for `window_us` microseconds from now, unless
+    `open_requests()` (requests in flight on this worker) says the worker is busy."""
 
-    __slots__ = ("_loop", "_spinning", "_until", "_window")
+    __slots__ = ("_loop", "_open", "_spinning", "_until", "_window")
 
-    def __init__(self, window_us: int) -> None:
+    def __init__(self, window_us: int, open_requests: Callable[[], int] = _none_open) -> None:
         self._window = window_us / 1_000_000
+        self._open = open_requests
         self._until = 0.0
         self._spinning = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
-    def from_setting(cls, window_us: int) -> BusyPoll | None:
+    def from_setting(cls, window_us: int,
+                     open_requests: Callable[[], int] = _none_open) -> BusyPoll | None:
         if window_us <= 0 or cpus_available() < 2:
             return None
-        return cls(window_us)
+        return cls(window_us, open_requests)
+
+    @property
+    def spinning(self) -> bool:
+        """A spin is under way (its window has not passed)."""
+        return self._spinning
 
     def poke(self) -> None:
         self._until = perf_counter() + self._window
         if self._spinning and self._loop is not None and not self._loop.is_closed():
             return
+        if not worth_spinning(self._open()):
+            return  # other requests' events will wake the loop; a spin would only burn
         # Starting a chain: on the loop running now (a chain left on a closed loop, as
         # when a test's loop ends mid-window, is forgotten).
         self._loop = asyncio.get_running_loop()

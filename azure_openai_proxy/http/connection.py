@@ -50,8 +50,9 @@ class _HttpConnection(asyncio.Protocol):
     def __init__(self, server: FastServer) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        # Kept: asyncio.get_running_loop() costs a getpid() system call on Python 3.11.
-        self.loop = asyncio.get_running_loop()
+        # The server's: asyncio.get_running_loop() costs a getpid() system call on
+        # Python 3.11, once per connection.
+        self.loop = server.loop
         self.parser = httptools.HttpRequestParser(self)
         # Close once the request being served is answered (no keep-alive after it); its
         # body is still read to its end (a graceful shutdown sets it on uploads).

@@ -29,6 +29,7 @@ class Channel(Protocol):
     transport: asyncio.Transport | None
     closing: bool
     write_paused: bool  # the transport's buffer is past its high-water mark
+    loop: asyncio.AbstractEventLoop  # the running loop, kept (its lookup is a syscall)
 
     def date(self) -> str: ...
     def pause_body(self) -> None: ...
@@ -182,7 +183,7 @@ class FastStream:
         a scheduling slice."""
         if self._head and not self._head_due:
             self._head_due = True
-            asyncio.get_running_loop().call_soon(self._send_head)
+            self._channel.loop.call_soon(self._send_head)
 
     def _send_head(self) -> None:
         if self._head:

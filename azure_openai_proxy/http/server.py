@@ -125,8 +125,18 @@ class FastServer:
         self.head_due = self.body_due = self.idle_due = 0
         self._advance(1)
         self._listener: Listener | None = None
+        # The loop it serves on, looked up once (`listen`, or the first connection's).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._cleaned = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, kept: `asyncio.get_running_loop()` is a getpid() system call
+        on Python 3.11, and a connection and its streams need it."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def connection(self) -> asyncio.Protocol:
         """The protocol for a new connection: served, or refused past the cap."""
@@ -139,7 +149,7 @@ class FastServer:
         """Listen on `host:port`, or on `sock`, a socket already bound (tests hand one
         over rather than guess a free port). Every connection waiting is accepted at each
         wake-up (`accept.py` says why this is not `loop.create_server`)."""
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         sockets = [sock] if sock is not None else listening_sockets(host, port,
                                                                      reuse_port=reuse_port)
         self._listener = Listener(loop, sockets, self.connection, backlog)

@@ -103,3 +103,40 @@ def test_a_wake_up_takes_a_bounded_number(loop_name: str) -> None:
     assert served[-1] == waiting
     assert max(steps) <= ACCEPT_PER_WAKE
     assert len(served) <= 6, served  # 3 wake-ups, and a turn or two for connection_made
+
+
+async def _accepted_socket_options() -> tuple[int, float | None]:
+    # The server's own listening socket (its protocol is IPPROTO_TCP, which asyncio's loop
+    # checks before setting TCP_NODELAY; uvloop sets it on any TCP socket).
+    fast = await serve_fast(EngineTestApp(Events()), "127.0.0.1", 0)
+    (sock,) = fast.sockets
+    client = socket.create_connection(sock.getsockname())
+    try:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def look() -> None:
+            if fast.connections:
+                done.set_result(None)
+            else:
+                loop.call_soon(look)
+
+        loop.call_soon(look)
+        await done
+        [conn] = fast.connections
+        assert conn.transport is not None
+        accepted = conn.transport.get_extra_info("socket")
+        return accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), accepted.gettimeout()
+    finally:
+        client.close()
+        fast.close()
+        await fast.wait_closed()
+
+
+@pytest.mark.parametrize("loop_name", sorted(_LOOPS))
+def test_accepted_connections_send_without_nagles_delay(loop_name: str) -> None:
+    # The listener sets neither TCP_NODELAY nor non-blocking mode itself (two system calls
+    # a connection): connect_accepted_socket does both, on uvloop as on asyncio's loop.
+    nodelay, timeout = _LOOPS[loop_name](_accepted_socket_options())
+    assert nodelay != 0
+    assert timeout == 0.0  # non-blocking

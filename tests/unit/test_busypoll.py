@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from azure_openai_proxy.http.busypoll import BusyPoll, cpus_available
+from azure_openai_proxy.http.busypoll import QUIET_AT_MOST, BusyPoll, cpus_available, worth_spinning
 from tests.waiting import until_async
 
 
@@ -68,3 +68,36 @@ def test_cpu_quotas_are_read_up_the_process_cgroup_tree(tmp_path: Path) -> None:
     assert cpus_available(tmp_path / "v1", own) == min(0.25, unlimited)
     (v1 / "cpu.cfs_quota_us").write_text("-1\n")
     assert cpus_available(tmp_path / "v1", own) == unlimited
+
+
+def test_a_spin_is_worth_it_only_while_the_worker_is_quiet() -> None:
+    assert worth_spinning(0)  # one client: its request is the only one
+    assert worth_spinning(QUIET_AT_MOST)
+    assert not worth_spinning(QUIET_AT_MOST + 1)
+    assert not worth_spinning(1000)  # a thousand streams open
+
+
+class OpenRequests:
+    """A stand-in for the transport's count of connections in use, and how often it is read."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.reads = 0
+
+    def __call__(self) -> int:
+        self.reads += 1
+        return self.count
+
+
+async def test_with_many_requests_open_a_poke_starts_no_spin() -> None:
+    streams = OpenRequests(1000)
+    busy = BusyPoll(300_000, streams)
+    busy.poke()
+    assert not busy.spinning
+    assert streams.reads == 1
+    streams.count = 1  # the streams ended: the next poke spins again
+    busy.poke()
+    assert busy.spinning
+    busy.poke()  # a spin under way is extended without reading the count again
+    assert streams.reads == 2
+    await until_async(lambda: not busy.spinning)

@@ -4,6 +4,8 @@ request's arrival still does, and a JSON answer still does too."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from azure_openai_proxy.http import busypoll
@@ -35,3 +37,47 @@ async def test_a_stream_pokes_once_for_its_request_not_for_azures_answer(
 async def test_a_json_answer_still_pokes_when_azure_answers(pokes: list[None]) -> None:
     await inprocess.measure(10, 1, bare=False, callgrind=False)  # one client: 10 requests
     assert len(pokes) == 2 * 10  # each request's arrival, and Azure's answer
+
+
+async def test_with_many_streams_open_a_poke_starts_no_spin(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The whole path (FastServer, pipeline, FastTransport on fake sockets): 20 clients
+    # stream at once. Two loop turns after their requests arrived (the first request's
+    # spin has ended by then), with the 20 streams still open, the pipeline's busy poll
+    # is poked again, as another request's arrival would.
+    from bench.inprocess_stream import _StreamTransport
+
+    transports: list[_StreamTransport] = []
+    made = _StreamTransport.__init__
+
+    def making(self: _StreamTransport, *args: object, **kwargs: object) -> None:
+        made(self, *args, **kwargs)  # type: ignore[arg-type]
+        transports.append(self)
+
+    seen: list[tuple[int, bool, bool]] = []  # (streams open, was spinning, spinning after)
+    poke = BusyPoll.poke
+
+    def poke_later(busy: BusyPoll, turns: int) -> None:
+        if turns:
+            asyncio.get_running_loop().call_soon(poke_later, busy, turns - 1)
+            return
+        was = busy._spinning
+        poke(busy)
+        seen.append((transports[-1].connections_in_use(), was, busy._spinning))
+
+    def arrived(self: BusyPoll) -> None:
+        poke(self)
+        if transports[-1].connections_in_use() == 19 and not seen:  # the last of 20
+            poke_later(self, 2)
+
+    # Each read of the busy poll's clock is a millisecond later: a window has passed by
+    # the loop turn after its poke (in real time one window would span all these turns).
+    ticks = iter(range(1, 10**9))
+    monkeypatch.setattr(busypoll, "perf_counter", lambda: next(ticks) / 1000)
+    monkeypatch.setattr(busypoll, "cpus_available", lambda: 2.0)
+    monkeypatch.setattr(_StreamTransport, "__init__", making)
+    monkeypatch.setattr(BusyPoll, "poke", arrived)
+    await measure_stream(20, 1, azure_frames(10), 1, callgrind=False)
+    [(open_now, was_spinning, spinning)] = seen
+    assert open_now == 20 and not was_spinning  # the moment this test is about
+    assert not spinning  # no spin: the streams' own frames wake the loop

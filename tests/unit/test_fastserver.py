@@ -398,6 +398,7 @@ class RecordingChannel:
         self.transport: Any = self
         self.closing = False
         self.write_paused = False
+        self.loop = asyncio.get_running_loop()
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)

@@ -74,6 +74,7 @@ class ClientChannel:
         self.closed = False
         self.write_paused = False
         self.waiter: asyncio.Future[None] | None = None
+        self.loop = asyncio.get_running_loop()
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
