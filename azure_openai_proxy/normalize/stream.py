@@ -29,7 +29,9 @@ What reaches the client, one output event per kept upstream event (never split/m
   `[DONE]` arrives (later bytes are ignored) or by `finish()`. Before it, at most one
   synthesized error event, in OpenAI's `{"error": {...}}` shape that the openai SDKs
   raise as `APIError`: `code: "content_filter"` if a choice finished with
-  `content_filter` (and `policy.error_on_content_filter`), else, if the stream was cut
+  `content_filter`, or an async-filter annotation's verdict says `filtered: true` (what
+  Azure sends for a block found after the model's stop), and `policy.error_on_content_filter`;
+  else, if the stream was cut
   (no `[DONE]`), `type: "server_error"`, `code: "stream_interrupted"`. None is added if
   Azure itself sent an error event (it is forwarded as is).
 """
@@ -92,6 +94,7 @@ class ChatStreamNormalizer:
         self._object: str | None = None
         self._carried: dict[str, Any] = {}  # prompt filter results for the next frame
         self._filter_result: Any = None
+        self._blocked = False  # an annotation's verdict blocked the answer (no finish says so)
         self._error_sent = False
         self._steady = False  # id/created/model/object known and nothing to carry
         # The steady frames' bytes, learned from one of the first few (steady.py).
@@ -275,6 +278,16 @@ class ChatStreamNormalizer:
     def _choices_frame(self, event: SseEvent, obj: dict[str, Any], choices: list[Any]) -> bytes:
         kept = [c for c in choices if type(c) is dict and not _is_annotation(c)]
         if not kept:
+            verdict = _blocking_verdict(choices)
+            if verdict is not None:
+                # A block the async filter found after the model's stop comes only as an
+                # annotation with `filtered: true`: the stream then ends with the content
+                # filter's error, never silently. (Never learned: the template drops only
+                # what carries no such verdict.)
+                self._blocked = True
+                if not self._filter_result:
+                    self._filter_result = verdict
+                return b""
             if self._annotation_learning and self._annotation is None:
                 self._annotation_learning -= 1
                 self._annotation = AnnotationFrameTemplate.learn(event.data or b"", obj)
@@ -370,7 +383,8 @@ class ChatStreamNormalizer:
 
     def _closing_error(self, *, cut: bool, reason: str | None) -> dict[str, Any] | None:
         policy = self._policy
-        if policy.error_on_content_filter and "content_filter" in self.finish_reasons.values():
+        if policy.error_on_content_filter and (
+                self._blocked or "content_filter" in self.finish_reasons.values()):
             extra: dict[str, Any] = {}
             if policy.keep_azure_fields and self._filter_result:
                 extra["content_filter_result"] = self._filter_result
@@ -431,6 +445,23 @@ def _function_chars(function: dict[str, Any]) -> int:
 def _is_annotation(choice: dict[str, Any]) -> bool:
     """An async-filter annotation: no delta/text and no finish_reason, only filter data."""
     return "delta" not in choice and "text" not in choice and choice.get("finish_reason") is None
+
+
+def _blocking_verdict(choices: list[Any]) -> dict[str, Any] | None:
+    """The `content_filter_results` of an annotation choice that says the text was
+    filtered (`{"filtered": true, ...}` in a category, or in a list such as
+    `custom_blocklists`), else None."""
+    for choice in choices:
+        results = choice.get("content_filter_results") if type(choice) is dict else None
+        if type(results) is dict and any(_filtered(value) for value in results.values()):
+            return results
+    return None
+
+
+def _filtered(value: Any) -> bool:
+    if type(value) is list:
+        return any(type(item) is dict and item.get("filtered") is True for item in value)
+    return type(value) is dict and value.get("filtered") is True
 
 
 def _strip_azure_fields(obj: dict[str, Any], choices: list[dict[str, Any]]) -> bool:
