@@ -101,8 +101,9 @@ class ChatStreamNormalizer:
         self._template: SteadyFrameTemplate | None = None
         self._learning = _LEARNING_TRIES if fast and policy.keep_azure_fields else 0
         # The async filter's annotation frames, dropped: their learned ends (steady.py).
+        # Tried only beside a steady template, so not learned where none can be.
         self._annotation: AnnotationFrameTemplate | None = None
-        self._annotation_learning = _LEARNING_TRIES if fast else 0
+        self._annotation_learning = self._learning
         self.done = False
         self.usage: dict[str, Any] | None = None
         self.finish_reasons: dict[int, str] = {}
