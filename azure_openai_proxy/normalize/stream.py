@@ -278,22 +278,17 @@ class ChatStreamNormalizer:
 
     def _choices_frame(self, event: SseEvent, obj: dict[str, Any], choices: list[Any]) -> bytes:
         kept = [c for c in choices if type(c) is dict and not _is_annotation(c)]
+        changed = len(kept) != len(choices)
+        # A block the async filter found after the model's stop comes only as an
+        # annotation with `filtered: true`: the stream then ends with the content filter's
+        # error, never silently. (Never learned: the template drops only what carries no
+        # such verdict.)
+        blocked = changed and self._note_block(choices)
         if not kept:
-            verdict = _blocking_verdict(choices)
-            if verdict is not None:
-                # A block the async filter found after the model's stop comes only as an
-                # annotation with `filtered: true`: the stream then ends with the content
-                # filter's error, never silently. (Never learned: the template drops only
-                # what carries no such verdict.)
-                self._blocked = True
-                if not self._filter_result:
-                    self._filter_result = verdict
-                return b""
-            if self._annotation_learning and self._annotation is None:
+            if not blocked and self._annotation_learning and self._annotation is None:
                 self._annotation_learning -= 1
                 self._annotation = AnnotationFrameTemplate.learn(event.data or b"", obj)
             return b""
-        changed = len(kept) != len(choices)
         if changed:
             obj["choices"] = kept
         self._note_finish(kept)
@@ -321,6 +316,16 @@ class ChatStreamNormalizer:
         if not self._policy.keep_azure_fields:
             changed = _strip_azure_fields(obj, kept) or changed
         return self._out(event, obj, changed=changed)
+
+    def _note_block(self, choices: list[Any]) -> bool:
+        """Whether a dropped annotation choice's verdict blocks the text; noted if so."""
+        verdict = _blocking_verdict(choices)
+        if verdict is None:
+            return False
+        self._blocked = True
+        if not self._filter_result:
+            self._filter_result = verdict
+        return True
 
     def _note_finish(self, choices: list[dict[str, Any]]) -> None:
         for choice in choices:
@@ -453,7 +458,9 @@ def _blocking_verdict(choices: list[Any]) -> dict[str, Any] | None:
     filtered (`{"filtered": true, ...}` in a category, or in a list such as
     `custom_blocklists`), else None."""
     for choice in choices:
-        results = choice.get("content_filter_results") if type(choice) is dict else None
+        if type(choice) is not dict or not _is_annotation(choice):
+            continue
+        results = choice.get("content_filter_results")
         if type(results) is dict and any(_filtered(value) for value in results.values()):
             return results
     return None

@@ -316,6 +316,18 @@ def test_a_block_found_after_the_stop_ends_with_the_content_filter_error() -> No
     assert not any("error" in e for e in events(quiet) if isinstance(e, dict))
 
 
+def test_a_blocking_annotation_beside_a_kept_choice_is_not_lost() -> None:
+    # n > 1: one frame may hold choice 1's delta and choice 0's annotation.
+    mixed = orjson.loads(delta(" more")[6:-2])
+    mixed["choices"] = [orjson.loads(blocking_annotation(0, 0, 7)[6:-2])["choices"][0],
+                        {**mixed["choices"][0], "index": 1}]
+    _, out = run([*BLOCKED_AFTER_STOP[:5], frame(mixed), finish_frame("stop"), DONE])
+    got = events(out)
+    assert got[-3]["choices"][0]["delta"] == {}  # the finish frame
+    assert [c["index"] for c in got[-4]["choices"]] == [1]  # the annotation dropped
+    assert got[-2]["error"]["code"] == "content_filter" and got[-1] == "[DONE]"
+
+
 def test_an_annotation_that_only_detects_ends_the_stream_as_usual() -> None:
     detected = orjson.loads(async_annotation(0, 0, 7)[6:-2])
     detected["choices"][0]["content_filter_results"]["protected_material_text"] = {
