@@ -44,6 +44,14 @@ from typing import Any
 import orjson
 
 from azure_openai_proxy.errors import error_body
+from azure_openai_proxy.normalize.choices import (
+    CHOICE_FILTER_KEYS,
+    PROMPT_FILTER_KEYS,
+    blocking_verdict,
+    choice_chars,
+    is_annotation,
+    strip_azure_fields,
+)
 from azure_openai_proxy.normalize.steady import AnnotationFrameTemplate, SteadyFrameTemplate
 from azure_openai_proxy.sse import SseDecoder, SseEvent
 
@@ -53,9 +61,7 @@ DONE = b"data: [DONE]\n\n"
 CONTENT_FILTER_MESSAGE = (
     "The response was filtered due to the content triggering Azure OpenAI's content management policy."
 )
-_PROMPT_FILTER_KEYS = ("prompt_filter_results", "prompt_annotations")
-_CHOICE_FILTER_KEYS = ("content_filter_results", "content_filter_offsets")
-_AZURE_FIELDS = frozenset(_PROMPT_FILTER_KEYS + _CHOICE_FILTER_KEYS)
+_AZURE_FIELDS = frozenset(PROMPT_FILTER_KEYS + CHOICE_FILTER_KEYS)
 _LEARNING_TRIES = 3  # steady frames a template is tried from (one extra dumps each)
 
 
@@ -138,7 +144,7 @@ class ChatStreamNormalizer:
                     if type(content) is str:  # a plain content delta
                         self.content_chars += len(content)
                     else:
-                        self.content_chars += _content_chars(rest)
+                        self.content_chars += choice_chars(rest)
                     self._steady_frames += 1
                     return template.relayed(data)
                 annotation = self._annotation
@@ -214,7 +220,7 @@ class ChatStreamNormalizer:
         rest = template.match(data)
         if rest is None or rest.get("finish_reason") is not None:
             return None
-        self.content_chars += _content_chars(rest)
+        self.content_chars += choice_chars(rest)
         self._steady_frames += 1
         return template.relayed(data)
 
@@ -249,7 +255,7 @@ class ChatStreamNormalizer:
             self._template = SteadyFrameTemplate.learn(event.data or b"", obj, model)
             if self._template is not None:
                 self._learning = 0
-        self.content_chars += _content_chars(choice)
+        self.content_chars += choice_chars(choice)
         if obj.get("model") == self._model:
             return self._out(event, obj, changed=False)
         obj["model"] = self._model  # the client's name, or Azure's first one
@@ -260,7 +266,7 @@ class ChatStreamNormalizer:
         if type(usage) is not dict:
             # the prompt-annotation frame, or anything else without choice data
             if self._policy.keep_azure_fields:
-                for key in _PROMPT_FILTER_KEYS:
+                for key in PROMPT_FILTER_KEYS:
                     if key in obj:
                         self._carried[key] = obj[key]
                         self._steady = False
@@ -273,11 +279,11 @@ class ChatStreamNormalizer:
             obj["choices"] = []
             changed = True
         if not self._policy.keep_azure_fields:
-            changed = _strip_azure_fields(obj, []) or changed
+            changed = strip_azure_fields(obj, []) or changed
         return self._out(event, obj, changed=changed)
 
     def _choices_frame(self, event: SseEvent, obj: dict[str, Any], choices: list[Any]) -> bytes:
-        kept = [c for c in choices if type(c) is dict and not _is_annotation(c)]
+        kept = [c for c in choices if type(c) is dict and not is_annotation(c)]
         changed = len(kept) != len(choices)
         # A block the async filter found after the model's stop comes only as an
         # annotation with `filtered: true`: the stream then ends with the content filter's
@@ -293,7 +299,7 @@ class ChatStreamNormalizer:
             obj["choices"] = kept
         self._note_finish(kept)
         for choice in kept:
-            self.content_chars += _content_chars(choice)
+            self.content_chars += choice_chars(choice)
         if self._policy.strip_usage_frame and "usage" in obj:
             if type(obj["usage"]) is dict:
                 self.usage = obj["usage"]
@@ -314,12 +320,12 @@ class ChatStreamNormalizer:
             # Nothing left to carry: the next frame may take the steady path.
             self._steady = None not in (self._id, self._created, self._model, self._object)
         if not self._policy.keep_azure_fields:
-            changed = _strip_azure_fields(obj, kept) or changed
+            changed = strip_azure_fields(obj, kept) or changed
         return self._out(event, obj, changed=changed)
 
     def _note_block(self, choices: list[Any]) -> bool:
         """Whether a dropped annotation choice's verdict blocks the text; noted if so."""
-        verdict = _blocking_verdict(choices)
+        verdict = blocking_verdict(choices)
         if verdict is None:
             return False
         self._blocked = True
@@ -402,85 +408,3 @@ class ChatStreamNormalizer:
         else:
             message = "The Azure OpenAI stream ended before it completed (no [DONE] received)."
         return error_body(message, "server_error", "stream_interrupted")
-
-
-def _content_chars(choice: dict[str, Any]) -> int:
-    """Characters of generated text a choice carries (chat's delta content, refusal,
-    reasoning and tool-call arguments, or a legacy choice's text): a running count, from
-    the frame already parsed."""
-    delta = choice.get("delta")
-    if type(delta) is dict:
-        content = delta.get("content")
-        chars = len(content) if type(content) is str else 0
-        if len(delta) > 1 or content is None:  # a plain content delta has one field
-            chars += _other_delta_chars(delta)
-        return chars
-    text = choice.get("text")
-    return len(text) if type(text) is str else 0
-
-
-def _other_delta_chars(delta: dict[str, Any]) -> int:
-    """Characters of a delta's generated text besides `content`: Azure bills them as
-    completion tokens too, so an abandoned tool-call stream is not estimated at zero."""
-    chars = 0
-    for key in ("refusal", "reasoning_content"):
-        value = delta.get(key)
-        if type(value) is str:
-            chars += len(value)
-    calls = delta.get("tool_calls")
-    if type(calls) is list:
-        for call in calls:
-            function = call.get("function") if type(call) is dict else None
-            if type(function) is dict:
-                chars += _function_chars(function)
-    function = delta.get("function_call")  # the legacy functions API
-    if type(function) is dict:
-        chars += _function_chars(function)
-    return chars
-
-
-def _function_chars(function: dict[str, Any]) -> int:
-    chars = 0
-    for key in ("name", "arguments"):
-        value = function.get(key)
-        if type(value) is str:
-            chars += len(value)
-    return chars
-
-
-def _is_annotation(choice: dict[str, Any]) -> bool:
-    """An async-filter annotation: no delta/text and no finish_reason, only filter data."""
-    return "delta" not in choice and "text" not in choice and choice.get("finish_reason") is None
-
-
-def _blocking_verdict(choices: list[Any]) -> dict[str, Any] | None:
-    """The `content_filter_results` of an annotation choice that says the text was
-    filtered (`{"filtered": true, ...}` in a category, or in a list such as
-    `custom_blocklists`), else None."""
-    for choice in choices:
-        if type(choice) is not dict or not _is_annotation(choice):
-            continue
-        results = choice.get("content_filter_results")
-        if type(results) is dict and any(_filtered(value) for value in results.values()):
-            return results
-    return None
-
-
-def _filtered(value: Any) -> bool:
-    if type(value) is list:
-        return any(type(item) is dict and item.get("filtered") is True for item in value)
-    return type(value) is dict and value.get("filtered") is True
-
-
-def _strip_azure_fields(obj: dict[str, Any], choices: list[dict[str, Any]]) -> bool:
-    changed = False
-    for key in _PROMPT_FILTER_KEYS:
-        if key in obj:
-            del obj[key]
-            changed = True
-    for choice in choices:
-        for key in _CHOICE_FILTER_KEYS:
-            if key in choice:
-                del choice[key]
-                changed = True
-    return changed
