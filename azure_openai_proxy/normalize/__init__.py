@@ -1,7 +1,7 @@
 """Make Azure OpenAI's answers read exactly like OpenAI's: pure functions over bytes.
 
 - `stream`: `ChatStreamNormalizer` rewrites chat/completions SSE streams (`steady`: its
-  fast path for frames of one shape).
+  fast path for frames of one shape; `choices`: what it reads in a frame's choices).
 - `responses_meter`: `ResponsesStreamMeter` reads a Responses stream relayed unchanged.
 - `body`: `normalize_body` rewrites non-streamed JSON answers.
 - `upstream_errors`: `translate_upstream_error` turns Azure's error answers into OpenAI's.

@@ -29,7 +29,9 @@ What reaches the client, one output event per kept upstream event (never split/m
   `[DONE]` arrives (later bytes are ignored) or by `finish()`. Before it, at most one
   synthesized error event, in OpenAI's `{"error": {...}}` shape that the openai SDKs
   raise as `APIError`: `code: "content_filter"` if a choice finished with
-  `content_filter` (and `policy.error_on_content_filter`), else, if the stream was cut
+  `content_filter`, or an async-filter annotation's verdict says `filtered: true` (what
+  Azure sends for a block found after the model's stop), and `policy.error_on_content_filter`;
+  else, if the stream was cut
   (no `[DONE]`), `type: "server_error"`, `code: "stream_interrupted"`. None is added if
   Azure itself sent an error event (it is forwarded as is).
 """
@@ -42,6 +44,14 @@ from typing import Any
 import orjson
 
 from azure_openai_proxy.errors import error_body
+from azure_openai_proxy.normalize.choices import (
+    CHOICE_FILTER_KEYS,
+    PROMPT_FILTER_KEYS,
+    blocking_verdict,
+    choice_chars,
+    is_annotation,
+    strip_azure_fields,
+)
 from azure_openai_proxy.normalize.steady import AnnotationFrameTemplate, SteadyFrameTemplate
 from azure_openai_proxy.sse import SseDecoder, SseEvent
 
@@ -51,9 +61,7 @@ DONE = b"data: [DONE]\n\n"
 CONTENT_FILTER_MESSAGE = (
     "The response was filtered due to the content triggering Azure OpenAI's content management policy."
 )
-_PROMPT_FILTER_KEYS = ("prompt_filter_results", "prompt_annotations")
-_CHOICE_FILTER_KEYS = ("content_filter_results", "content_filter_offsets")
-_AZURE_FIELDS = frozenset(_PROMPT_FILTER_KEYS + _CHOICE_FILTER_KEYS)
+_AZURE_FIELDS = frozenset(PROMPT_FILTER_KEYS + CHOICE_FILTER_KEYS)
 _LEARNING_TRIES = 3  # steady frames a template is tried from (one extra dumps each)
 
 
@@ -81,6 +89,11 @@ class ChatStreamNormalizer:
     relayed: the ledger's estimate when the stream ends before Azure's usage frame).
     """
 
+    # An annotation's verdict blocked the answer (no finish says so). A class default,
+    # set on the instance only for such a stream: a 22nd instance attribute cost 9k
+    # instructions a stream in callgrind (the instances' shared keys outgrown).
+    _blocked = False
+
     def __init__(self, policy: StreamPolicy, *, fast: bool = True) -> None:
         """`fast=False` keeps every frame on the general path (parsed, re-serialised
         when changed): the reference `steady.py`'s fast path is tested against."""
@@ -98,8 +111,9 @@ class ChatStreamNormalizer:
         self._template: SteadyFrameTemplate | None = None
         self._learning = _LEARNING_TRIES if fast and policy.keep_azure_fields else 0
         # The async filter's annotation frames, dropped: their learned ends (steady.py).
+        # Tried only beside a steady template, so not learned where none can be.
         self._annotation: AnnotationFrameTemplate | None = None
-        self._annotation_learning = _LEARNING_TRIES if fast else 0
+        self._annotation_learning = self._learning
         self.done = False
         self.usage: dict[str, Any] | None = None
         self.finish_reasons: dict[int, str] = {}
@@ -134,7 +148,7 @@ class ChatStreamNormalizer:
                     if type(content) is str:  # a plain content delta
                         self.content_chars += len(content)
                     else:
-                        self.content_chars += _content_chars(rest)
+                        self.content_chars += choice_chars(rest)
                     self._steady_frames += 1
                     return template.relayed(data)
                 annotation = self._annotation
@@ -210,7 +224,7 @@ class ChatStreamNormalizer:
         rest = template.match(data)
         if rest is None or rest.get("finish_reason") is not None:
             return None
-        self.content_chars += _content_chars(rest)
+        self.content_chars += choice_chars(rest)
         self._steady_frames += 1
         return template.relayed(data)
 
@@ -245,7 +259,7 @@ class ChatStreamNormalizer:
             self._template = SteadyFrameTemplate.learn(event.data or b"", obj, model)
             if self._template is not None:
                 self._learning = 0
-        self.content_chars += _content_chars(choice)
+        self.content_chars += choice_chars(choice)
         if obj.get("model") == self._model:
             return self._out(event, obj, changed=False)
         obj["model"] = self._model  # the client's name, or Azure's first one
@@ -256,7 +270,7 @@ class ChatStreamNormalizer:
         if type(usage) is not dict:
             # the prompt-annotation frame, or anything else without choice data
             if self._policy.keep_azure_fields:
-                for key in _PROMPT_FILTER_KEYS:
+                for key in PROMPT_FILTER_KEYS:
                     if key in obj:
                         self._carried[key] = obj[key]
                         self._steady = False
@@ -269,22 +283,29 @@ class ChatStreamNormalizer:
             obj["choices"] = []
             changed = True
         if not self._policy.keep_azure_fields:
-            changed = _strip_azure_fields(obj, []) or changed
+            changed = strip_azure_fields(obj, []) or changed
         return self._out(event, obj, changed=changed)
 
     def _choices_frame(self, event: SseEvent, obj: dict[str, Any], choices: list[Any]) -> bytes:
-        kept = [c for c in choices if type(c) is dict and not _is_annotation(c)]
+        kept = [c for c in choices if type(c) is dict and not is_annotation(c)]
+        changed = len(kept) != len(choices)
+        # A block the async filter found after the model's stop comes only as an
+        # annotation with `filtered: true`: the stream then ends with the content filter's
+        # error, never silently. (Never learned: the template drops only what carries no
+        # such verdict.) A verdict that blocks is spelled with `true`: a frame without
+        # one, the usual annotation, is not searched.
+        blocked = (changed and (event.data or b"").find(b"true") != -1
+                   and self._note_block(choices))
         if not kept:
-            if self._annotation_learning and self._annotation is None:
+            if not blocked and self._annotation_learning and self._annotation is None:
                 self._annotation_learning -= 1
                 self._annotation = AnnotationFrameTemplate.learn(event.data or b"", obj)
             return b""
-        changed = len(kept) != len(choices)
         if changed:
             obj["choices"] = kept
         self._note_finish(kept)
         for choice in kept:
-            self.content_chars += _content_chars(choice)
+            self.content_chars += choice_chars(choice)
         if self._policy.strip_usage_frame and "usage" in obj:
             if type(obj["usage"]) is dict:
                 self.usage = obj["usage"]
@@ -305,8 +326,18 @@ class ChatStreamNormalizer:
             # Nothing left to carry: the next frame may take the steady path.
             self._steady = None not in (self._id, self._created, self._model, self._object)
         if not self._policy.keep_azure_fields:
-            changed = _strip_azure_fields(obj, kept) or changed
+            changed = strip_azure_fields(obj, kept) or changed
         return self._out(event, obj, changed=changed)
+
+    def _note_block(self, choices: list[Any]) -> bool:
+        """Whether a dropped annotation choice's verdict blocks the text; noted if so."""
+        verdict = blocking_verdict(choices)
+        if verdict is None:
+            return False
+        self._blocked = True
+        if not self._filter_result:
+            self._filter_result = verdict
+        return True
 
     def _note_finish(self, choices: list[dict[str, Any]]) -> None:
         for choice in choices:
@@ -370,7 +401,8 @@ class ChatStreamNormalizer:
 
     def _closing_error(self, *, cut: bool, reason: str | None) -> dict[str, Any] | None:
         policy = self._policy
-        if policy.error_on_content_filter and "content_filter" in self.finish_reasons.values():
+        if policy.error_on_content_filter and (
+                self._blocked or "content_filter" in self.finish_reasons.values()):
             extra: dict[str, Any] = {}
             if policy.keep_azure_fields and self._filter_result:
                 extra["content_filter_result"] = self._filter_result
@@ -382,66 +414,3 @@ class ChatStreamNormalizer:
         else:
             message = "The Azure OpenAI stream ended before it completed (no [DONE] received)."
         return error_body(message, "server_error", "stream_interrupted")
-
-
-def _content_chars(choice: dict[str, Any]) -> int:
-    """Characters of generated text a choice carries (chat's delta content, refusal,
-    reasoning and tool-call arguments, or a legacy choice's text): a running count, from
-    the frame already parsed."""
-    delta = choice.get("delta")
-    if type(delta) is dict:
-        content = delta.get("content")
-        chars = len(content) if type(content) is str else 0
-        if len(delta) > 1 or content is None:  # a plain content delta has one field
-            chars += _other_delta_chars(delta)
-        return chars
-    text = choice.get("text")
-    return len(text) if type(text) is str else 0
-
-
-def _other_delta_chars(delta: dict[str, Any]) -> int:
-    """Characters of a delta's generated text besides `content`: Azure bills them as
-    completion tokens too, so an abandoned tool-call stream is not estimated at zero."""
-    chars = 0
-    for key in ("refusal", "reasoning_content"):
-        value = delta.get(key)
-        if type(value) is str:
-            chars += len(value)
-    calls = delta.get("tool_calls")
-    if type(calls) is list:
-        for call in calls:
-            function = call.get("function") if type(call) is dict else None
-            if type(function) is dict:
-                chars += _function_chars(function)
-    function = delta.get("function_call")  # the legacy functions API
-    if type(function) is dict:
-        chars += _function_chars(function)
-    return chars
-
-
-def _function_chars(function: dict[str, Any]) -> int:
-    chars = 0
-    for key in ("name", "arguments"):
-        value = function.get(key)
-        if type(value) is str:
-            chars += len(value)
-    return chars
-
-
-def _is_annotation(choice: dict[str, Any]) -> bool:
-    """An async-filter annotation: no delta/text and no finish_reason, only filter data."""
-    return "delta" not in choice and "text" not in choice and choice.get("finish_reason") is None
-
-
-def _strip_azure_fields(obj: dict[str, Any], choices: list[dict[str, Any]]) -> bool:
-    changed = False
-    for key in _PROMPT_FILTER_KEYS:
-        if key in obj:
-            del obj[key]
-            changed = True
-    for choice in choices:
-        for key in _CHOICE_FILTER_KEYS:
-            if key in choice:
-                del choice[key]
-                changed = True
-    return changed

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from azure_openai_proxy.normalize import stream
-from azure_openai_proxy.normalize.steady import SteadyFrameTemplate
+from azure_openai_proxy.normalize.steady import AnnotationFrameTemplate, SteadyFrameTemplate
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from tests.unit.test_relay_push import Exchange, wire
 from tests.unit.test_stream_normalizer import DONE, async_annotation, delta
@@ -97,3 +97,25 @@ def test_later_annotation_frames_and_done_are_not_parsed_whole(
     assert normalizer.feed(DONE) == DONE
     assert parsed == []
     assert (normalizer.frames_in, normalizer.frames_out) == (7, 4)
+
+
+def test_no_annotation_template_is_learned_where_it_is_never_tried(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Azure's fields stripped: no steady template, so the annotation template, only ever
+    # tried beside one, would cost two dumps per learning try for nothing.
+    learned: list[bytes] = []
+    learn = AnnotationFrameTemplate.learn
+
+    def spied(data: bytes, obj: dict[str, Any]) -> AnnotationFrameTemplate | None:
+        learned.append(data)
+        return learn(data, obj)
+
+    monkeypatch.setattr(AnnotationFrameTemplate, "learn", staticmethod(spied))
+    stripped = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o", keep_azure_fields=False))
+    for frame in long_stream():
+        stripped.feed(frame)
+    assert learned == []
+    kept = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for frame in long_stream():
+        kept.feed(frame)
+    assert len(learned) == 1

@@ -180,6 +180,30 @@ FILTERED_MID_STREAM = [
 CUT = [prompt_frame(), role_frame(), delta("The capital of ")]
 
 
+def blocking_annotation(check: int, start: int, end: int) -> bytes:
+    """An async-filter annotation whose verdict blocks the text (a custom blocklist's)."""
+    data = orjson.loads(async_annotation(check, start, end)[6:-2])
+    data["choices"][0]["content_filter_results"] = {
+        "custom_blocklists": [{"filtered": True, "id": "blocked-words"}]}
+    return frame(data)
+
+
+# A block the async filter found after the model's stop: only the annotation's verdict
+# says the answer was blocked (no finish_reason content_filter), then usage and [DONE].
+BLOCKED_AFTER_STOP = [
+    prompt_frame(),
+    role_frame(),
+    delta("Here is", filters={}),
+    async_annotation(0, 0, 7),
+    delta(" how to", filters={}),
+    finish_frame("stop"),
+    async_annotation(7, 7, 14),
+    blocking_annotation(7, 0, 14),
+    usage_frame(),
+    DONE,
+]
+
+
 def run(
     frames: list[bytes], policy: StreamPolicy | None = None, **finish: Any
 ) -> tuple[ChatStreamNormalizer, bytes]:
@@ -272,6 +296,44 @@ def test_content_filter_finish_ends_with_an_error_event_then_done() -> None:
     assert error["content_filter_result"]["violence"] == {"filtered": True, "severity": "medium"}
     assert got[-1] == "[DONE]"
     assert normalizer.finish_reasons == {0: "content_filter"}
+
+
+def test_a_block_found_after_the_stop_ends_with_the_content_filter_error() -> None:
+    # Dropped silently before: the client read a complete answer Azure had blocked.
+    normalizer, out = run(BLOCKED_AFTER_STOP)
+    got = events(out)
+    kept = [f["choices"][0] for f in chunks(out) if f["choices"]]
+    assert "".join(c["delta"].get("content", "") for c in kept) == "Here is how to"
+    assert all("content_filter_offsets" not in c for c in kept)
+    assert got[-3]["usage"] == USAGE
+    error = got[-2]["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "content_filter")
+    assert error["content_filter_result"] == {
+        "custom_blocklists": [{"filtered": True, "id": "blocked-words"}]}
+    assert got[-1] == "[DONE]"
+    assert normalizer.finish_reasons == {0: "stop"}
+    _, quiet = run(BLOCKED_AFTER_STOP, StreamPolicy(client_model=None, error_on_content_filter=False))
+    assert not any("error" in e for e in events(quiet) if isinstance(e, dict))
+
+
+def test_a_blocking_annotation_beside_a_kept_choice_is_not_lost() -> None:
+    # n > 1: one frame may hold choice 1's delta and choice 0's annotation.
+    mixed = orjson.loads(delta(" more")[6:-2])
+    mixed["choices"] = [orjson.loads(blocking_annotation(0, 0, 7)[6:-2])["choices"][0],
+                        {**mixed["choices"][0], "index": 1}]
+    _, out = run([*BLOCKED_AFTER_STOP[:5], frame(mixed), finish_frame("stop"), DONE])
+    got = events(out)
+    assert got[-3]["choices"][0]["delta"] == {}  # the finish frame
+    assert [c["index"] for c in got[-4]["choices"]] == [1]  # the annotation dropped
+    assert got[-2]["error"]["code"] == "content_filter" and got[-1] == "[DONE]"
+
+
+def test_an_annotation_that_only_detects_ends_the_stream_as_usual() -> None:
+    detected = orjson.loads(async_annotation(0, 0, 7)[6:-2])
+    detected["choices"][0]["content_filter_results"]["protected_material_text"] = {
+        "detected": True, "filtered": False}
+    _, out = run([*BLOCKED_AFTER_STOP[:7], frame(detected), usage_frame(), DONE])
+    assert not any("error" in e for e in events(out) if isinstance(e, dict))
 
 
 def test_content_filter_error_comes_after_the_usage_frame() -> None:

@@ -16,6 +16,7 @@ from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPoli
 from tests.unit.test_stream_normalizer import (
     ASYNC_FILTER,
     AZURE_MODEL,
+    BLOCKED_AFTER_STOP,
     CREATED,
     CUT,
     DEFAULT_FILTER,
@@ -58,7 +59,7 @@ def long_stream(words: list[str] = WORDS, *, annotate: bool = True) -> list[byte
 
 
 SEQUENCES = [DEFAULT_FILTER, DEFAULT_WITH_USAGE, ASYNC_FILTER, PROMPT_ANNOTATIONS, TOOL_CALLS,
-             FILTERED_MID_STREAM, CUT, long_stream(), long_stream(annotate=False),
+             FILTERED_MID_STREAM, CUT, BLOCKED_AFTER_STOP, long_stream(), long_stream(annotate=False),
              [*long_stream()[:6], prompt_frame(), *long_stream()[6:]]]
 
 

@@ -1,0 +1,102 @@
+"""What the stream normalizer (`stream.py`) reads in a frame's choices, as plain
+functions over parsed JSON: the generated text a choice carries (the ledger's estimate
+for a stream that ends before Azure's usage frame), whether a choice is an async-filter
+annotation and whether its verdict blocks the text, and Azure's own filter fields."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CHOICE_FILTER_KEYS",
+    "PROMPT_FILTER_KEYS",
+    "blocking_verdict",
+    "choice_chars",
+    "is_annotation",
+    "strip_azure_fields",
+]
+
+PROMPT_FILTER_KEYS = ("prompt_filter_results", "prompt_annotations")
+CHOICE_FILTER_KEYS = ("content_filter_results", "content_filter_offsets")
+
+
+def choice_chars(choice: dict[str, Any]) -> int:
+    """Characters of generated text a choice carries (chat's delta content, refusal,
+    reasoning and tool-call arguments, or a legacy choice's text): a running count, from
+    the frame already parsed."""
+    delta = choice.get("delta")
+    if type(delta) is dict:
+        content = delta.get("content")
+        chars = len(content) if type(content) is str else 0
+        if len(delta) > 1 or content is None:  # a plain content delta has one field
+            chars += _other_delta_chars(delta)
+        return chars
+    text = choice.get("text")
+    return len(text) if type(text) is str else 0
+
+
+def _other_delta_chars(delta: dict[str, Any]) -> int:
+    """Characters of a delta's generated text besides `content`: Azure bills them as
+    completion tokens too, so an abandoned tool-call stream is not estimated at zero."""
+    chars = 0
+    for key in ("refusal", "reasoning_content"):
+        value = delta.get(key)
+        if type(value) is str:
+            chars += len(value)
+    calls = delta.get("tool_calls")
+    if type(calls) is list:
+        for call in calls:
+            function = call.get("function") if type(call) is dict else None
+            if type(function) is dict:
+                chars += _function_chars(function)
+    function = delta.get("function_call")  # the legacy functions API
+    if type(function) is dict:
+        chars += _function_chars(function)
+    return chars
+
+
+def _function_chars(function: dict[str, Any]) -> int:
+    chars = 0
+    for key in ("name", "arguments"):
+        value = function.get(key)
+        if type(value) is str:
+            chars += len(value)
+    return chars
+
+
+def is_annotation(choice: dict[str, Any]) -> bool:
+    """An async-filter annotation: no delta/text and no finish_reason, only filter data."""
+    return "delta" not in choice and "text" not in choice and choice.get("finish_reason") is None
+
+
+def blocking_verdict(choices: list[Any]) -> dict[str, Any] | None:
+    """The `content_filter_results` of an annotation choice that says the text was
+    filtered (`{"filtered": true, ...}` in a category, or in a list such as
+    `custom_blocklists`), else None."""
+    for choice in choices:
+        if type(choice) is not dict or not is_annotation(choice):
+            continue
+        results = choice.get("content_filter_results")
+        if type(results) is dict and any(_filtered(value) for value in results.values()):
+            return results
+    return None
+
+
+def _filtered(value: Any) -> bool:
+    if type(value) is list:
+        return any(type(item) is dict and item.get("filtered") is True for item in value)
+    return type(value) is dict and value.get("filtered") is True
+
+
+def strip_azure_fields(obj: dict[str, Any], choices: list[dict[str, Any]]) -> bool:
+    changed = False
+    for key in PROMPT_FILTER_KEYS:
+        if key in obj:
+            del obj[key]
+            changed = True
+    for choice in choices:
+        for key in CHOICE_FILTER_KEYS:
+            if key in choice:
+                del choice[key]
+                changed = True
+    return changed
