@@ -271,10 +271,10 @@ def _chat_chunk(
     results: dict[str, Any],
     finish: str | None = None,
 ) -> StreamFrame:
-    entry: dict[str, Any] = {"delta": delta, "finish_reason": finish, "index": choice.index,
-                             "logprobs": None}
-    if plan.filter_key is not None:
-        entry["content_filter_results"] = results
+    # Azure's choice keys come sorted, content_filter_results first (azure-openai-wire.md
+    # section 4); the gateway's steady-frame fast paths rely on that order.
+    entry: dict[str, Any] = {} if plan.filter_key is None else {"content_filter_results": results}
+    entry.update(delta=delta, finish_reason=finish, index=choice.index, logprobs=None)
     return StreamFrame(
         {"choices": [entry], "created": plan.created, "id": plan.id, "model": plan.model,
          "object": "chat.completion.chunk", "system_fingerprint": plan.fingerprint}
@@ -288,9 +288,7 @@ def _text_chunk(
     results: dict[str, Any],
     finish: str | None = None,
 ) -> dict[str, Any]:
-    entry: dict[str, Any] = {"finish_reason": finish, "index": choice.index, "logprobs": None,
-                             "text": text}
-    if plan.filter_key is not None:
-        entry["content_filter_results"] = results
+    entry: dict[str, Any] = {} if plan.filter_key is None else {"content_filter_results": results}
+    entry.update(finish_reason=finish, index=choice.index, logprobs=None, text=text)
     return {"choices": [entry], "created": plan.created, "id": plan.id, "model": plan.model,
             "object": "text_completion", "system_fingerprint": plan.fingerprint}

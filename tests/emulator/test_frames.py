@@ -130,3 +130,14 @@ def test_completions_body_and_stream() -> None:
     assert stream[3].data["choices"][0]["finish_reason"] == "length"  # type: ignore[index]
     assert stream[4].data["usage"]["total_tokens"] == 7  # type: ignore[index]
     assert stream[5].data is None
+
+
+def test_stream_choices_keep_azures_sorted_key_order() -> None:
+    # Azure sends each choice's keys sorted, content_filter_results first; the gateway's
+    # steady-frame fast paths match that shape, so an emulator that put it last would
+    # exercise only the general path in every e2e test and bench phase.
+    chat = frames.chat_stream(plan_chat(body(stream=True), FACTS), 4)
+    text = frames.completions_stream(plan_completions({"prompt": "hi", "stream": True}, FACTS), 4)
+    for frame in chat + text:
+        for choice in (frame.data or {}).get("choices", []):
+            assert list(choice) == sorted(choice), list(choice)
