@@ -57,10 +57,11 @@ from typing import Any, TypeVar
 
 import orjson
 
-from azure_openai_proxy.errors import GatewayError, NotFound
+from azure_openai_proxy.errors import GatewayError, MalformedBody, NotFound
 from azure_openai_proxy.gateway.affinity import (
     MAX_REFERENCE_VALUES,
     ReferencesUncheckable,
+    folded,
     ids_referenced,
 )
 from azure_openai_proxy.http.interface import Answer, Reply
@@ -319,17 +320,26 @@ def object_ids(operation: str, body: Mapping[str, Any] | None) -> tuple[list[str
 def item_references(body: Mapping[str, Any] | None) -> list[str]:
     """The stored items a Responses `input` (or a conversation's `items`) names by
     reference: `{"type": "item_reference", "id": "msg_..."}`. Only top-level items can be
-    references, and `ids_referenced` has already bounded the body's size."""
+    references, and `ids_referenced` has already bounded the body's size (and refused
+    `Input`, `Type` or `Id` for the names). A type spelled `Item_Reference` is refused: an
+    enum bound case-insensitively would make it a reference."""
     if not body:
         return []
     ids: list[str] = []
     for field in _ITEM_LISTS:
         items = body.get(field)
         for item in items if isinstance(items, list) else ():
-            if isinstance(item, dict) and item.get("type") == "item_reference":
+            if not isinstance(item, dict):
+                continue
+            kind = item.get("type")
+            if kind == "item_reference":
                 item_id = item.get("id")
                 if isinstance(item_id, str) and item_id:
                     ids.append(item_id)
+            elif isinstance(kind, str) and folded(kind) == "item_reference":
+                raise MalformedBody(f"Invalid value for '{field}[].type': "
+                                    "'item_reference' is spelled in lower case.",
+                                    param=f"{field}[].type")
     return ids
 
 
