@@ -60,6 +60,7 @@ import orjson
 from azure_openai_proxy.errors import GatewayError, MalformedBody, NotFound
 from azure_openai_proxy.gateway.affinity import (
     MAX_REFERENCE_VALUES,
+    ReferenceKeyCased,
     ReferencesUncheckable,
     folded,
     ids_referenced,
@@ -96,6 +97,10 @@ _NOT_IDS = frozenset({"runs"})
 _ITEM_LISTS = ("input", "items")
 # A chat body this large has its messages walked without searching its bytes first.
 _WALKED_FROM = 1024 * 1024
+# The names a chat body's file parts are read by (`messages[].content[].file.file_id`):
+# spelled in other letters, refused (affinity.py `ReferenceKeyCased`, and why).
+_CHAT_NAMES = frozenset({"messages", "content", "file", "file_id"})
+_DOTLESS = "_\u0131".encode()  # `_` and a dotless i, which .NET upper-cases to `I`
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +376,10 @@ def chat_file_ids(raw: bytes, body: Mapping[str, Any] | None,
     `plain`: the caller found every message a role and a string content
     (gateway/governed.py `plain_chat_chars`): none names a file, and the bytes are not
     searched either."""
-    if body is None or (plain and len(body["messages"]) <= MAX_REFERENCE_VALUES) or (
+    if body is None:
+        return []
+    _exact_names(body)  # one `Messages` beside `messages` would hide its files
+    if (plain and len(body["messages"]) <= MAX_REFERENCE_VALUES) or (
             len(raw) < _WALKED_FROM and _names_no_file(raw)):
         return []
     try:
@@ -386,8 +394,22 @@ def chat_file_ids(raw: bytes, body: Mapping[str, Any] | None,
 
 
 def _names_no_file(raw: bytes) -> bool:
-    """No "file" in the bytes, nor a `\\u` escape that could spell it."""
-    return b"file" not in raw and b"\\u" not in raw
+    """No "file" in the bytes, nor a `\\u` escape that could spell it, nor what another
+    spelling of `file_id` holds (`_i`, `_I`, `_` and a dotless i)."""
+    return (b"file" not in raw and b"\\u" not in raw and b"_i" not in raw
+            and b"_I" not in raw and _DOTLESS not in raw)
+
+
+def _exact_names(node: Mapping[str, Any]) -> None:
+    """Raise `ReferenceKeyCased` if a key of `node` spells a chat name in other letters.
+    Keys all lower-case ASCII (nearly always): one join and two tests."""
+    keys = "".join(node)
+    if keys.isascii() and keys.islower():
+        return
+    for field in node:
+        name = folded(field)
+        if name in _CHAT_NAMES and name != field:
+            raise ReferenceKeyCased(field, name)
 
 
 def _file_parts(messages: Any) -> list[str]:
@@ -395,14 +417,23 @@ def _file_parts(messages: Any) -> list[str]:
     ids: list[str] = []
     budget = MAX_REFERENCE_VALUES  # the same bound as a resource body's walk
     for message in messages if isinstance(messages, list) else ():
-        content = message.get("content") if isinstance(message, dict) else None
+        content = None
+        if isinstance(message, dict):
+            _exact_names(message)
+            content = message.get("content")
         parts = content if isinstance(content, list) else ()
         budget -= len(parts) + 1
         if budget < 0:
             raise ReferencesUncheckable
         for part in parts:
-            file = part.get("file") if isinstance(part, dict) else None
-            file_id = file.get("file_id") if isinstance(file, dict) else None
+            if not isinstance(part, dict):
+                continue
+            _exact_names(part)
+            file = part.get("file")
+            if not isinstance(file, dict):
+                continue
+            _exact_names(file)
+            file_id = file.get("file_id")
             if isinstance(file_id, str) and file_id:
                 ids.append(file_id)
     return ids

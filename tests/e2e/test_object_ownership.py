@@ -517,3 +517,32 @@ def test_a_reference_spelled_in_other_letters_never_reaches_azure(
                                                    previous_response_id=response_id)
     assert a.responses.create(model="gpt-4o", input="more",
                               previous_response_id=response_id).id
+
+
+def test_a_chat_file_part_spelled_in_other_letters_never_reaches_azure(
+        governed: Governed, emulator: Emulator) -> None:
+    """Chat's file parts (`messages[].content[].file.file_id`) and the `messages` that
+    hold them: another spelling of any of these names is a 400, Azure sees none."""
+    _, b_secret = governed.key("b", models=("gpt-4o",))  # restricted
+    headers = {"Authorization": f"Bearer {b_secret}", "Content-Type": "application/json"}
+    seen = len(emulator.requests())
+    hidden = [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-x"}}]}]
+    for body in (
+        {"model": "gpt-4o", "messages": HELLO, "Messages": hidden},
+        {"model": "gpt-4o", "messages": [{"role": "user", "Content": hidden[0]["content"]}]},
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": [
+            {"type": "file", "File": {"file_id": "file-x"}}]}]},
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": [
+            {"type": "FILE", "FILE": {"FILE_ID": "file-x"}}]}]},
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "x"}, {"type": "file", "file": {"File_Id": "file-x"}}]}]},
+    ):
+        reply = httpx.post(governed.server.url + "/v1/chat/completions", headers=headers,
+                           json=body, timeout=30)
+        assert reply.status_code == 400, (body, reply.text)
+        assert reply.json()["error"]["type"] == "invalid_request_error", body
+    assert len(emulator.requests()) == seen  # none of them reached Azure
+    # Other capitalised names are Azure's to judge, as before (the emulator refuses it).
+    httpx.post(governed.server.url + "/v1/chat/completions", headers=headers,
+               json={"model": "gpt-4o", "messages": HELLO, "User": "u"}, timeout=30)
+    assert len(emulator.requests()) == seen + 1
