@@ -37,11 +37,12 @@ def chat_file_ids(raw: bytes, body: Mapping[str, Any] | None,
     `plain`: the caller found every message a role and a string content
     (gateway/governed.py `plain_chat_chars`): none names a file, and the bytes are not
     searched either."""
-    if body is None:
-        return []
-    _exact_names(body)  # one `Messages` beside `messages` would hide its files
-    if (plain and len(body["messages"]) <= MAX_REFERENCE_VALUES) or (
-            len(raw) < _WALKED_FROM and _names_no_file(raw)):
+    if body is None or (plain and len(body["messages"]) <= MAX_REFERENCE_VALUES):
+        return []  # the usual body: no step more than before (a join alone is ~4k)
+    keys = "".join(body)  # `_exact_names` inline: the usual body's keys are lower-case
+    if not (keys.isascii() and keys.islower()):
+        _exact_names(body)  # one `Messages` beside `messages` would hide its files
+    if len(raw) < _WALKED_FROM and _names_no_file(raw):
         return []
     try:
         return _file_parts(body.get("messages"))

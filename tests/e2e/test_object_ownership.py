@@ -528,7 +528,7 @@ def test_a_chat_file_part_spelled_in_other_letters_never_reaches_azure(
     seen = len(emulator.requests())
     hidden = [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-x"}}]}]
     for body in (
-        {"model": "gpt-4o", "messages": HELLO, "Messages": hidden},
+        {"model": "gpt-4o", "messages": hidden, "Messages": HELLO},
         {"model": "gpt-4o", "messages": [{"role": "user", "Content": hidden[0]["content"]}]},
         {"model": "gpt-4o", "messages": [{"role": "user", "content": [
             {"type": "file", "File": {"file_id": "file-x"}}]}]},
