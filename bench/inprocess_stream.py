@@ -111,10 +111,10 @@ def _reads(frames: list[bytes], per_read: int) -> list[bytes]:
     return reads
 
 
-def _request() -> bytes:
+def _request(key: str = CLIENT_KEY) -> bytes:
     body = json.dumps({**CHAT_BODY, "stream": True}).encode()
     return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
-            b"Authorization: Bearer " + CLIENT_KEY.encode() + b"\r\n"
+            b"Authorization: Bearer " + key.encode() + b"\r\n"
             b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
             + b"\r\n\r\n" + body)
 
@@ -167,14 +167,16 @@ class _StreamTransport(inprocess._LoopbackTransport):
 
 
 async def measure_stream(streams: int, rounds: int, frames: list[bytes], per_read: int,
-                         callgrind: bool) -> tuple[float, int]:
+                         callgrind: bool, database: str | None = None,
+                         key: str = CLIENT_KEY) -> tuple[float, int]:
     """CPU seconds for `streams` clients each relaying `rounds` streams of `frames`, and
-    how many client writes carried them."""
+    how many client writes carried them. With `database` and a virtual `key` in it: the
+    governed path (limits, the ledger)."""
     from azure_openai_proxy.observability import accesslog
 
     accesslog.access_logger.setLevel("INFO")
     _StreamTransport.reads = _reads(frames, per_read)
-    app = inprocess._gateway_app(transport_class=_StreamTransport)
+    app = inprocess._gateway_app(database, transport_class=_StreamTransport)
     await app.startup()
     server = FastServer(app)
     loop = asyncio.get_running_loop()
@@ -183,7 +185,7 @@ async def measure_stream(streams: int, rounds: int, frames: list[bytes], per_rea
     writes = 0
     bad: list[bytes] = []
 
-    request = _request()
+    request = _request(key)
 
     def connect() -> None:
         conn = server.connection()
@@ -219,6 +221,8 @@ async def measure_stream(streams: int, rounds: int, frames: list[bytes], per_rea
         connect()
     await done
     spent = time.process_time() - started
+    if database is not None:
+        await inprocess._flush_ledger(app)  # the writer's work for these streams too
     if callgrind:
         inprocess.instrument(False)
     gc.enable()
@@ -235,11 +239,16 @@ def _run_once(args: argparse.Namespace) -> None:
     frames = azure_frames(args.frames, args.annotate_every)
     result: list[Any] = []
 
-    async def run() -> None:
+    async def run(database: str | None = None, key: str = CLIENT_KEY) -> None:
         result.extend(await measure_stream(args.streams, args.rounds, frames, args.per_read,
-                                           args.callgrind))
+                                           args.callgrind, database, key))
 
-    run_loop(run())
+    if args.governed:
+        with tempfile.TemporaryDirectory() as directory:
+            key = inprocess._governed_key(directory)
+            run_loop(run(f"sqlite:///{directory}/gateway.db", key))
+    else:
+        run_loop(run())
     spent, writes = result
     relayed = args.streams * args.rounds * len(frames)
     print(f"gateway streams: {spent / relayed * 1e6:.2f} µs CPU per relayed frame "
@@ -257,6 +266,7 @@ def _callgrind_total(args: argparse.Namespace, frames: int, per_read: int) -> in
             "--streams", str(args.streams), "--rounds", str(args.rounds),
             "--frames", str(frames), "--per-read", str(per_read),
             "--annotate-every", str(args.annotate_every),
+            *(["--governed"] if args.governed else []),
         ]
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         subprocess.run(command, check=True, capture_output=True, env=env)
@@ -294,6 +304,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--per-read", type=int, default=1, help="upstream frames per read")
     parser.add_argument("--callgrind", action="store_true",
                         help="switch callgrind's instrumentation on for the loop only")
+    parser.add_argument("--governed", action="store_true",
+                        help="a virtual key with RPM/TPM limits among 100, the ledger on")
     parser.add_argument("--count", action="store_true",
                         help="run callgrind itself: instructions per frame, marginal and fixed")
     parser.add_argument("--extra-frames", type=int, default=100,

@@ -24,8 +24,10 @@ from azure_openai_proxy.errors import MalformedBody
 __all__ = [
     "MAX_REFERENCE_DEPTH",
     "MAX_REFERENCE_VALUES",
+    "ReferenceKeyCased",
     "ReferencesUncheckable",
     "ResourceAffinity",
+    "folded",
     "ids_referenced",
 ]
 
@@ -43,6 +45,10 @@ _REFERENCE_FIELDS = frozenset({
 # `results`): they quote a file, they do not give the model access to it.
 _OPAQUE_FIELDS = frozenset({"metadata", "parameters", "schema", "json_schema", "annotations",
                             "results"})
+# The names a strict walk (and ownership.py's `item_references`) reads: a body spelling one
+# of them in other letters is refused (`ReferenceKeyCased`), since a frontend that binds JSON
+# case-insensitively (ASP.NET Core's web defaults) would read an object the check did not.
+_NAMES_READ = _REFERENCE_FIELDS | {"id", "type", "input", "items"}
 # What a walk may cost: a body nested or spread past these is refused when checked
 # (`strict`), and only partly read for affinity.
 MAX_REFERENCE_DEPTH = 32
@@ -63,25 +69,49 @@ class ReferencesUncheckable(MalformedBody):
             f"more than {MAX_REFERENCE_VALUES} values where objects may be named.")
 
 
+class ReferenceKeyCased(MalformedBody):
+    """A checked body spelling a name the gateway reads in other letters
+    (`Previous_Response_Id`): refused rather than guessing which one Azure would bind."""
+
+    def __init__(self, field: str, name: str) -> None:
+        super().__init__(f"Unrecognized request argument {field[:64]!r}: "
+                         f"the parameter is spelled {name!r}.", param=name)
+
+
+def folded(name: str) -> str:
+    """`name` as a case-insensitive comparison sees it: upper-cased first, as .NET's
+    OrdinalIgnoreCase does (dotless i -> `I`), then lower-cased (the Kelvin sign -> `k`)."""
+    return name.upper().lower()
+
+
+def check_cased(field: str) -> None:
+    """Raise `ReferenceKeyCased` if `field` is another spelling of a name read."""
+    if not (field.isascii() and field.islower()):  # else it is exact or no name read
+        name = folded(field)
+        if name in _NAMES_READ and name != field:
+            raise ReferenceKeyCased(field, name)
+
+
 def ids_referenced(operation: str, body: Mapping[str, Any] | None, *,
                    strict: bool = False) -> list[str]:
     """The object ids a resource request refers to: the path's first, then every one its
     body names. Past the walk's bounds: `ReferencesUncheckable` when `strict`, else the
-    ids found so far."""
+    ids found so far. `strict` also refuses a name read spelled in other letters
+    (`ReferenceKeyCased`)."""
     ids: list[str] = []
     parts = operation.split("/")
     if len(parts) >= 2 and parts[0] in _ID_ROOTS:
         ids.append(parts[1])
     if body:
         try:
-            _walk(body, ids)
+            _walk(body, ids, strict)
         except ReferencesUncheckable:
             if strict:
                 raise
     return ids
 
 
-def _walk(body: Mapping[str, Any], ids: list[str]) -> None:
+def _walk(body: Mapping[str, Any], ids: list[str], strict: bool = False) -> None:
     """Append to `ids` every reference in `body`, depth first, within the bounds."""
     budget = MAX_REFERENCE_VALUES
     stack: list[tuple[Any, int]] = [(body, 0)]
@@ -98,14 +128,17 @@ def _walk(body: Mapping[str, Any], ids: list[str]) -> None:
             continue
         for field, value in node.items():
             if field in _REFERENCE_FIELDS:
-                budget -= _add_reference(field, value, ids)
+                budget -= _add_reference(field, value, ids, strict)
                 if budget < 0:
                     raise ReferencesUncheckable
-            elif isinstance(value, dict | list) and value and field not in _OPAQUE_FIELDS:
+                continue
+            if strict:
+                check_cased(field)
+            if isinstance(value, dict | list) and value and field not in _OPAQUE_FIELDS:
                 stack.append((value, depth + 1))
 
 
-def _add_reference(field: str, value: Any, ids: list[str]) -> int:
+def _add_reference(field: str, value: Any, ids: list[str], strict: bool = False) -> int:
     """Append the ids `value` names; return how many values it holds (a list's items
     count against the walk's bound like any other values: it is refused before they are
     copied)."""
@@ -118,6 +151,9 @@ def _add_reference(field: str, value: Any, ids: list[str]) -> int:
         ids.extend(item for item in value if isinstance(item, str) and item)
         return len(value)
     elif field == "conversation" and isinstance(value, dict):  # {"id": "conv_..."}
+        if strict:
+            for name in value:
+                check_cased(name)
         conversation = value.get("id")
         if isinstance(conversation, str) and conversation:
             ids.append(conversation)

@@ -100,6 +100,12 @@ class LimitedRequest:
         self.content_length = request.content_length
 
     @property
+    def wrapped(self) -> HttpRequest:
+        """The client's request itself: the relay pushes a stream to a `FastRequest`'s
+        (its `stream` returns the wrapped request's, with the limits on its head)."""
+        return self._request
+
+    @property
     def extra_headers(self) -> dict[str, str] | None:
         return self._request.extra_headers
 

@@ -57,12 +57,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from azure_openai_proxy.errors import GatewayError, NotFound
-from azure_openai_proxy.gateway.affinity import (
-    MAX_REFERENCE_VALUES,
-    ReferencesUncheckable,
-    ids_referenced,
-)
+from azure_openai_proxy.errors import GatewayError, MalformedBody, NotFound
+from azure_openai_proxy.gateway.affinity import folded, ids_referenced
+from azure_openai_proxy.gateway.chatfiles import chat_file_ids
 from azure_openai_proxy.http.interface import Answer, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ownership import OwnerStore
@@ -93,8 +90,6 @@ _LISTS = frozenset({"files", "batches", "vector_stores", "assistants", "fine_tun
 _NOT_IDS = frozenset({"runs"})
 # Where a body lists input items, which may be `item_reference`s to stored items.
 _ITEM_LISTS = ("input", "items")
-# A chat body this large has its messages walked without searching its bytes first.
-_WALKED_FROM = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,17 +314,26 @@ def object_ids(operation: str, body: Mapping[str, Any] | None) -> tuple[list[str
 def item_references(body: Mapping[str, Any] | None) -> list[str]:
     """The stored items a Responses `input` (or a conversation's `items`) names by
     reference: `{"type": "item_reference", "id": "msg_..."}`. Only top-level items can be
-    references, and `ids_referenced` has already bounded the body's size."""
+    references, and `ids_referenced` has already bounded the body's size (and refused
+    `Input`, `Type` or `Id` for the names). A type spelled `Item_Reference` is refused: an
+    enum bound case-insensitively would make it a reference."""
     if not body:
         return []
     ids: list[str] = []
     for field in _ITEM_LISTS:
         items = body.get(field)
         for item in items if isinstance(items, list) else ():
-            if isinstance(item, dict) and item.get("type") == "item_reference":
+            if not isinstance(item, dict):
+                continue
+            kind = item.get("type")
+            if kind == "item_reference":
                 item_id = item.get("id")
                 if isinstance(item_id, str) and item_id:
                     ids.append(item_id)
+            elif isinstance(kind, str) and folded(kind) == "item_reference":
+                raise MalformedBody(f"Invalid value for '{field}[].type': "
+                                    "'item_reference' is spelled in lower case.",
+                                    param=f"{field}[].type")
     return ids
 
 
@@ -347,56 +351,6 @@ def _recording(
         return store.get_many(new)
 
     return add
-
-def chat_file_ids(raw: bytes, body: Mapping[str, Any] | None,
-                  plain: bool = False) -> list[str]:
-    """The files a chat request's messages name (`{"type": "file", "file": {"file_id"}}`
-    parts). The bytes are searched first: without "file" (or a `\\u` escape that could
-    spell it), no message has a file part, and the messages are not walked. Not those of
-    a body of `_WALKED_FROM` bytes or more: such a body is large for a few long strings
-    (an inline image), whose parts are walked in microseconds, while searching its bytes
-    costs 1.5-2.5 ns a byte (31-50 ms for 20 MB). More parts than the walk's bound
-    (`MAX_REFERENCE_VALUES`): `ReferencesUncheckable`, a 400, unless the bytes show no
-    file (searched then, whatever the size).
-    `plain`: the caller found every message a role and a string content
-    (gateway/governed.py `plain_chat_chars`): none names a file, and the bytes are not
-    searched either."""
-    if body is None or (plain and len(body["messages"]) <= MAX_REFERENCE_VALUES) or (
-            len(raw) < _WALKED_FROM and _names_no_file(raw)):
-        return []
-    try:
-        return _file_parts(body.get("messages"))
-    except ReferencesUncheckable:
-        # Too many parts to walk: a large body is searched now, as a smaller one was
-        # first, and one that cannot name a file goes through (as it did before large
-        # bodies were walked) rather than getting a 400.
-        if len(raw) >= _WALKED_FROM and _names_no_file(raw):
-            return []
-        raise
-
-
-def _names_no_file(raw: bytes) -> bool:
-    """No "file" in the bytes, nor a `\\u` escape that could spell it."""
-    return b"file" not in raw and b"\\u" not in raw
-
-
-def _file_parts(messages: Any) -> list[str]:
-    """The `file_id` of every file part of `messages`, within the walk's bound."""
-    ids: list[str] = []
-    budget = MAX_REFERENCE_VALUES  # the same bound as a resource body's walk
-    for message in messages if isinstance(messages, list) else ():
-        content = message.get("content") if isinstance(message, dict) else None
-        parts = content if isinstance(content, list) else ()
-        budget -= len(parts) + 1
-        if budget < 0:
-            raise ReferencesUncheckable
-        for part in parts:
-            file = part.get("file") if isinstance(part, dict) else None
-            file_id = file.get("file_id") if isinstance(file, dict) else None
-            if isinstance(file_id, str) and file_id:
-                ids.append(file_id)
-    return ids
-
 
 def is_list(method: str, operation: str) -> bool:
     return method == "GET" and operation in _LISTS

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from azure_openai_proxy.errors import GatewayError, UpstreamError
+from azure_openai_proxy.gateway.limitheaders import LimitedRequest
 from azure_openai_proxy.governance.estimate import estimated_usage
 from azure_openai_proxy.http.interface import (
     Answer,
@@ -73,7 +74,9 @@ async def relay(
         headers["x-proxy-adapted"] = ", ".join(record.adaptations)
     content_type = headers.get("content-type", "")
     if content_type.startswith("text/event-stream"):
-        if policy is not None and type(response) is FastResponse and type(request) is FastRequest:
+        if policy is not None and type(response) is FastResponse and (
+                type(request) is FastRequest  # ungoverned: one test, as before
+                or (type(request) is LimitedRequest and type(request.wrapped) is FastRequest)):
             # Pushed (`_pushed`): this coroutine wakes only at the end and for a slow
             # client, so a task of its own would cost more than the chain it spares. A
             # disconnect cancels it here, and `_relay_stream` releases Azure's answer.
@@ -105,7 +108,7 @@ async def relay(
             raw, record.usage = normalize_answer(
                 raw, client_model=client_model, keep_azure_fields=keep_azure_fields
             )
-        elif b'"usage"' in raw:
+        elif raw.find(b'"usage"') >= 0:  # `find`: ~1k instructions fewer than `in`
             record.usage = usage_of(raw)
         elif operation in _UNIT_BILLED and 200 <= response.status < 300:
             record.usage = _unit_usage(operation, raw, prompt)

@@ -472,3 +472,77 @@ def test_every_governed_json_body_is_sent_as_its_limits_read_it(
     sent = emulator.last()["body"]
     assert "4000" not in sent and "long" not in sent
     assert orjson.loads(sent) == read
+
+
+def test_a_reference_spelled_in_other_letters_never_reaches_azure(
+        governed: Governed, emulator: Emulator) -> None:
+    """A frontend that binds JSON case-insensitively (ASP.NET Core's web defaults) would
+    read `Previous_Response_Id` as `previous_response_id`: a body naming an object so,
+    or an item reference so, is refused with a 400 before Azure sees it."""
+    _, a_secret = governed.key("a")
+    _, b_secret = governed.key("b", models=("gpt-4o",))  # restricted
+    a = governed.client(a_secret)
+    created = a.responses.create(model="gpt-4o", input="hi")
+    response_id, item_id = created.id, created.output[0].id
+    assert item_id
+    headers = {"Authorization": f"Bearer {b_secret}", "Content-Type": "application/json"}
+    seen = len(emulator.requests())
+    reference = {"type": "item_reference", "id": item_id}
+    for body in (
+        {"model": "gpt-4o", "input": "more", "Previous_Response_Id": response_id},
+        {"model": "gpt-4o", "input": "more", "PREVIOUS_RESPONSE_ID": response_id},
+        {"model": "gpt-4o", "input": "more", "prev\u0131ous_response_id": response_id},
+        {"model": "gpt-4o", "Input": [reference]},
+        {"model": "gpt-4o", "input": [{"type": "item_reference", "ID": item_id}]},
+        {"model": "gpt-4o", "input": [{"Type": "item_reference", "id": item_id}]},
+        {"model": "gpt-4o", "input": [{"type": "Item_Reference", "id": item_id}]},
+        {"model": "gpt-4o", "input": "more", "conversation": {"Id": response_id}},
+        {"model": "gpt-4o", "input": [{"role": "user", "content": [
+            {"type": "input_file", "File_Id": "file-x"}]}]},
+    ):
+        reply = httpx.post(governed.server.url + "/v1/responses", headers=headers,
+                           json=body, timeout=30)
+        assert reply.status_code == 400, (body, reply.text)
+        error = reply.json()["error"]
+        assert error["type"] == "invalid_request_error", body
+        assert b_secret not in reply.text
+    reply = httpx.post(governed.server.url + "/v1/batches", headers=headers, timeout=30,
+                       json={"Input_File_Id": "file-x", "endpoint": "/v1/chat/completions",
+                             "completion_window": "24h"})
+    assert reply.status_code == 400, reply.text
+    assert len(emulator.requests()) == seen  # none of them reached Azure
+    # The exact spelling is checked as before: a's response is not b's.
+    with pytest.raises(openai.NotFoundError):
+        governed.client(b_secret).responses.create(model="gpt-4o", input="more",
+                                                   previous_response_id=response_id)
+    assert a.responses.create(model="gpt-4o", input="more",
+                              previous_response_id=response_id).id
+
+
+def test_a_chat_file_part_spelled_in_other_letters_never_reaches_azure(
+        governed: Governed, emulator: Emulator) -> None:
+    """Chat's file parts (`messages[].content[].file.file_id`) and the `messages` that
+    hold them: another spelling of any of these names is a 400, Azure sees none."""
+    _, b_secret = governed.key("b", models=("gpt-4o",))  # restricted
+    headers = {"Authorization": f"Bearer {b_secret}", "Content-Type": "application/json"}
+    seen = len(emulator.requests())
+    hidden = [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-x"}}]}]
+    for body in (
+        {"model": "gpt-4o", "messages": hidden, "Messages": HELLO},
+        {"model": "gpt-4o", "messages": [{"role": "user", "Content": hidden[0]["content"]}]},
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": [
+            {"type": "file", "File": {"file_id": "file-x"}}]}]},
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": [
+            {"type": "FILE", "FILE": {"FILE_ID": "file-x"}}]}]},
+        {"model": "gpt-4o", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "x"}, {"type": "file", "file": {"File_Id": "file-x"}}]}]},
+    ):
+        reply = httpx.post(governed.server.url + "/v1/chat/completions", headers=headers,
+                           json=body, timeout=30)
+        assert reply.status_code == 400, (body, reply.text)
+        assert reply.json()["error"]["type"] == "invalid_request_error", body
+    assert len(emulator.requests()) == seen  # none of them reached Azure
+    # Other capitalised names are Azure's to judge, as before (the emulator refuses it).
+    httpx.post(governed.server.url + "/v1/chat/completions", headers=headers,
+               json={"model": "gpt-4o", "messages": HELLO, "User": "u"}, timeout=30)
+    assert len(emulator.requests()) == seen + 1

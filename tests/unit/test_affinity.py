@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
+import pytest
+
+from azure_openai_proxy.gateway.affinity import ReferenceKeyCased, ResourceAffinity, ids_referenced
 
 
 def test_ids_from_paths_and_bodies() -> None:
@@ -40,3 +42,21 @@ def test_a_recorder_remembers_ids_at_its_home() -> None:
     record = affinity.recorder(("https://west", "gpt-4o"))
     record("resp_1")
     assert affinity.home_of(["resp_1"]) == ("https://west", "gpt-4o")
+
+
+def test_a_checked_body_naming_a_reference_in_other_letters_is_refused() -> None:
+    for body in ({"Previous_Response_Id": "resp_1"}, {"FILE_IDS": ["file-1"]},
+                 {"input": [{"role": "user", "content": [{"type": "input_file",
+                                                          "f\u0131le_id": "file-1"}]}]},
+                 {"tools": [{"Type": "file_search", "vector_store_ids": ["vs_1"]}]},
+                 {"conversation": {"ID": "conv_1"}}, {"Input": "hi"}):
+        with pytest.raises(ReferenceKeyCased):
+            ids_referenced("responses", body, strict=True)
+    # Not strict (affinity's look-up): the ids found, nothing refused.
+    assert ids_referenced("responses", {"Previous_Response_Id": "resp_1",
+                                        "previous_response_id": "resp_2"}) == ["resp_2"]
+    # The exact names, other names in capitals, and opaque fields pass as before.
+    assert ids_referenced("responses", {
+        "previous_response_id": "resp_1", "Temperature": 1, "metadata": {"File_Id": "x"},
+        "text": {"format": {"type": "json_schema", "schema": {"ID": {"type": "string"}}}},
+    }, strict=True) == ["resp_1"]

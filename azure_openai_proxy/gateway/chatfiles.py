@@ -1,0 +1,101 @@
+"""The files a governed chat request's messages name (`{"type": "file", "file":
+{"file_id"}}` parts), to be checked as the key's own (gateway/ownership.py), at a cost
+that leaves the usual chat body's path as it was."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from azure_openai_proxy.gateway.affinity import (
+    MAX_REFERENCE_VALUES,
+    ReferenceKeyCased,
+    ReferencesUncheckable,
+    folded,
+)
+
+__all__ = ["chat_file_ids"]
+
+# A chat body this large has its messages walked without searching its bytes first.
+_WALKED_FROM = 1024 * 1024
+# The names a chat body's file parts are read by (`messages[].content[].file.file_id`):
+# spelled in other letters, refused (affinity.py `ReferenceKeyCased`, and why).
+_CHAT_NAMES = frozenset({"messages", "content", "file", "file_id"})
+_DOTLESS = "_\u0131".encode()  # `_` and a dotless i, which .NET upper-cases to `I`
+
+
+def chat_file_ids(raw: bytes, body: Mapping[str, Any] | None,
+                  plain: bool = False) -> list[str]:
+    """The files a chat request's messages name (`{"type": "file", "file": {"file_id"}}`
+    parts). The bytes are searched first: without "file" (or a `\\u` escape that could
+    spell it), no message has a file part, and the messages are not walked. Not those of
+    a body of `_WALKED_FROM` bytes or more: such a body is large for a few long strings
+    (an inline image), whose parts are walked in microseconds, while searching its bytes
+    costs 1.5-2.5 ns a byte (31-50 ms for 20 MB). More parts than the walk's bound
+    (`MAX_REFERENCE_VALUES`): `ReferencesUncheckable`, a 400, unless the bytes show no
+    file (searched then, whatever the size).
+    `plain`: the caller found every message a role and a string content
+    (gateway/governed.py `plain_chat_chars`): none names a file, and the bytes are not
+    searched either."""
+    if body is None or (plain and len(body["messages"]) <= MAX_REFERENCE_VALUES):
+        return []  # the usual body: no step more than before (a join alone is ~4k)
+    keys = "".join(body)  # `_exact_names` inline: the usual body's keys are lower-case
+    if not (keys.isascii() and keys.islower()):
+        _exact_names(body)  # one `Messages` beside `messages` would hide its files
+    if len(raw) < _WALKED_FROM and _names_no_file(raw):
+        return []
+    try:
+        return _file_parts(body.get("messages"))
+    except ReferencesUncheckable:
+        # Too many parts to walk: a large body is searched now, as a smaller one was
+        # first, and one that cannot name a file goes through (as it did before large
+        # bodies were walked) rather than getting a 400.
+        if len(raw) >= _WALKED_FROM and _names_no_file(raw):
+            return []
+        raise
+
+
+def _names_no_file(raw: bytes) -> bool:
+    """No "file" in the bytes, nor a `\\u` escape that could spell it, nor what another
+    spelling of `file_id` holds (`_i`, `_I`, `_` and a dotless i)."""
+    return (b"file" not in raw and b"\\u" not in raw and b"_i" not in raw
+            and b"_I" not in raw and _DOTLESS not in raw)
+
+
+def _exact_names(node: Mapping[str, Any]) -> None:
+    """Raise `ReferenceKeyCased` if a key of `node` spells a chat name in other letters.
+    Keys all lower-case ASCII (nearly always): one join and two tests."""
+    keys = "".join(node)
+    if keys.isascii() and keys.islower():
+        return
+    for field in node:
+        name = folded(field)
+        if name in _CHAT_NAMES and name != field:
+            raise ReferenceKeyCased(field, name)
+
+
+def _file_parts(messages: Any) -> list[str]:
+    """The `file_id` of every file part of `messages`, within the walk's bound."""
+    ids: list[str] = []
+    budget = MAX_REFERENCE_VALUES  # the same bound as a resource body's walk
+    for message in messages if isinstance(messages, list) else ():
+        content = None
+        if isinstance(message, dict):
+            _exact_names(message)
+            content = message.get("content")
+        parts = content if isinstance(content, list) else ()
+        budget -= len(parts) + 1
+        if budget < 0:
+            raise ReferencesUncheckable
+        for part in parts:
+            if not isinstance(part, dict):
+                continue
+            _exact_names(part)
+            file = part.get("file")
+            if not isinstance(file, dict):
+                continue
+            _exact_names(file)
+            file_id = file.get("file_id")
+            if isinstance(file_id, str) and file_id:
+                ids.append(file_id)
+    return ids
