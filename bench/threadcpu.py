@@ -1,0 +1,107 @@
+"""CPU per request of each thread of the gateway (and of its child processes) under wrk,
+governance off and on: where a governed request's time goes with real sockets (a tool,
+not a test).
+
+    python -m bench.threadcpu off gov [off gov ...]     # needs nginx and wrk
+
+Each name starts a fresh gateway (`off`: bench/systems.py `start_gateway`, one worker;
+`gov`: `start_gateway_governed`, 100 virtual keys and the ledger), warms it for 3 s, then
+reads every thread's user and system clock ticks (/proc/<pid>/task/*/stat), its minor
+faults and context switches, and its child processes' CPU before and after 8 s of wrk at
+32 clients. Divided by the requests answered: microseconds per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from bench import load, systems
+from bench.procs import Children
+
+_TICK = os.sysconf("SC_CLK_TCK")
+_SWITCHES = re.compile(rb"(nonvoluntary|voluntary)_ctxt_switches:\s+(\d+)")
+
+
+def threads(pid: int) -> dict[tuple[str, str], tuple[float, float, int, int, int]]:
+    """(tid, name) -> (user s, system s, minor faults, voluntary, involuntary switches)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_bytes()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        switches = {kind: int(count) for kind, count in _SWITCHES.findall(status)}
+        out[(tid, name)] = (int(fields[11]) / _TICK, int(fields[12]) / _TICK, int(fields[7]),
+                            switches.get(b"voluntary", 0), switches.get(b"nonvoluntary", 0))
+    return out
+
+
+def children_cpu(pid: int) -> float:
+    """CPU seconds of `pid`'s child processes (the ledger's writer process, if any)."""
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[1]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / _TICK
+    return total
+
+
+def measure(workdir: Path, system: systems.System, seconds: float) -> list[str]:
+    assert system.child is not None
+    pid = system.child.pid
+    load.run_wrk(workdir, system, 32, 3)  # warm-up
+    before, kids_before = threads(pid), children_cpu(pid)
+    result = load.run_wrk(workdir, system, 32, seconds)
+    after, kids_after = threads(pid), children_cpu(pid)
+    answered = result.requests
+    per = 1e6 / answered
+    lines = [f"{system.name}: {result.rps:,.0f} req/s, {answered:,} requests, children "
+             f"{(kids_after - kids_before) * per:.1f} µs/request"]
+    for key, (user, sys_, faults, vol, invol) in after.items():
+        user0, sys0, faults0, vol0, invol0 = before.get(key, (0.0, 0.0, 0, 0, 0))
+        if user - user0 + sys_ - sys0 > 0.01:
+            lines.append(f"  {key[1]:16s} user {(user - user0) * per:5.1f} µs  system "
+                         f"{(sys_ - sys0) * per:5.1f} µs  minor faults {(faults - faults0) / answered:.3f}"
+                         f"  switches {(vol - vol0) / answered:.3f} / {(invol - invol0) / answered:.3f}"
+                         " per request")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", choices=("off", "gov"))
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        children = Children(workdir)
+        try:
+            upstream = systems.start_nginx_upstream(children)
+            assert upstream.child is not None
+            for run in args.runs:
+                system = (systems.start_gateway(children, upstream.child.port, 1, "gateway-1w")
+                          if run == "off" else
+                          systems.start_gateway_governed(children, upstream.child.port))
+                print("\n".join(measure(workdir, system, args.seconds)), flush=True)
+                assert system.child is not None
+                system.child.process.terminate()
+                system.child.process.wait()
+        finally:
+            children.close()
+
+
+if __name__ == "__main__":
+    main()
