@@ -44,7 +44,13 @@ _REFERENCE_FIELDS = frozenset({
 # earlier outputs sent back as input (`annotations` citing a file, a file search's
 # `results`): they quote a file, they do not give the model access to it.
 _OPAQUE_FIELDS = frozenset({"metadata", "parameters", "schema", "json_schema", "annotations",
-                            "results"})
+                            "results", "item_schema", "attributes", "headers"})
+# Maps keyed by the client's own names, whose values may still name objects, so walked: a
+# prompt's `variables` (a value may be an `input_file`), whose keys alone are the client's,
+# and an eval's data rows (`item`, `sample`), every key below them the client's. A strict
+# walk does not refuse those keys for their spelling (`File_Id` there is a name, not the
+# parameter).
+_KEYS_NAMED = {"variables": 1, "item": 2, "sample": 2}
 # The names a strict walk (and ownership.py's `item_references`) reads: a body spelling one
 # of them in other letters is refused (`ReferenceKeyCased`), since a frontend that binds JSON
 # case-insensitively (ASP.NET Core's web defaults) would read an object the check did not.
@@ -114,16 +120,17 @@ def ids_referenced(operation: str, body: Mapping[str, Any] | None, *,
 def _walk(body: Mapping[str, Any], ids: list[str], strict: bool = False) -> None:
     """Append to `ids` every reference in `body`, depth first, within the bounds."""
     budget = MAX_REFERENCE_VALUES
-    stack: list[tuple[Any, int]] = [(body, 0)]
+    # (node, depth, whose keys): 0 the API's, 1 this node's the client's, 2 all below too.
+    stack: list[tuple[Any, int, int]] = [(body, 0, 0)]
     while stack:
-        node, depth = stack.pop()
+        node, depth, named = stack.pop()
         if depth > MAX_REFERENCE_DEPTH:
             raise ReferencesUncheckable
         budget -= len(node)
         if budget < 0:
             raise ReferencesUncheckable
         if isinstance(node, list):
-            stack.extend((item, depth + 1) for item in node
+            stack.extend((item, depth + 1, named) for item in node
                          if isinstance(item, dict | list) and item)
             continue
         for field, value in node.items():
@@ -132,10 +139,11 @@ def _walk(body: Mapping[str, Any], ids: list[str], strict: bool = False) -> None
                 if budget < 0:
                     raise ReferencesUncheckable
                 continue
-            if strict:
+            if strict and not named:
                 check_cased(field)
             if isinstance(value, dict | list) and value and field not in _OPAQUE_FIELDS:
-                stack.append((value, depth + 1))
+                stack.append((value, depth + 1,
+                              2 if named == 2 else _KEYS_NAMED.get(field, 0) if not named else 0))
 
 
 def _add_reference(field: str, value: Any, ids: list[str], strict: bool = False) -> int:

@@ -13,6 +13,7 @@ import pytest
 from azure_openai_proxy.gateway.affinity import (
     MAX_REFERENCE_DEPTH,
     MAX_REFERENCE_VALUES,
+    ReferenceKeyCased,
     ReferencesUncheckable,
     ids_referenced,
 )
@@ -385,3 +386,33 @@ def test_a_large_chat_body_of_too_many_parts_to_walk_is_searched() -> None:
         {"type": "file", "file": {"file_id": "file-9"}}]}]}
     with pytest.raises(ReferencesUncheckable):
         chat_file_ids(orjson.dumps(named), named)
+
+
+@pytest.mark.parametrize("operation, body", [
+    # A prompt's variables are named by the client (a value may still be a file: below).
+    ("responses", {"model": "m", "input": "hi",
+                   "prompt": {"id": "pmpt_1", "variables": {"File_Id": "x", "Type": "y"}}}),
+    # A vector store file's attributes, an MCP tool's headers: the client's names.
+    ("vector_stores/vs_1/files", {"file_id": "file-1", "attributes": {"Type": "doc", "ID": "7"}}),
+    ("responses", {"model": "m", "input": "hi", "tools": [
+        {"type": "mcp", "server_label": "s", "server_url": "https://x", "headers": {"Input": "1"}}]}),
+    # An eval's item schema and its data rows.
+    ("evals", {"name": "e", "testing_criteria": [], "data_source_config": {
+        "type": "custom", "item_schema": {"properties": {"Input": {"type": "string"}}}}}),
+    ("evals/eval_1/runs", {"data_source": {"type": "jsonl", "source": {
+        "type": "file_content", "content": [{"item": {"Input": "x", "ID": {"Type": 3}},
+                                             "sample": {"Id": 1}}]}}}),
+])
+def test_the_clients_own_names_are_not_refused_for_their_letters(
+        operation: str, body: dict[str, object]) -> None:
+    object_ids(operation, body)  # no ReferenceKeyCased
+
+
+def test_a_prompt_variable_still_names_its_file_and_is_checked() -> None:
+    def body(part: dict[str, str]) -> dict[str, Any]:
+        return {"model": "m", "input": "hi",
+                "prompt": {"id": "pmpt_1", "variables": {"Doc": part}}}
+
+    assert "file-1" in object_ids("responses", body({"type": "input_file", "file_id": "file-1"}))[0]
+    with pytest.raises(ReferenceKeyCased):
+        object_ids("responses", body({"type": "input_file", "File_Id": "file-1"}))
