@@ -81,9 +81,17 @@ class Listener:
         for sock in self.sockets:
             sock.listen(self.backlog)
             sock.setblocking(False)
-            self.loop.add_reader(sock.fileno(), self._accept, sock)
+            self._watch(sock)
 
-    def _accept(self, sock: socket.socket) -> None:
+    def _watch(self, sock: socket.socket) -> None:
+        # asyncio's loop sets TCP_NODELAY only on a socket whose protocol is IPPROTO_TCP
+        # (`listening_sockets` makes them so); one handed over (`socket.socket()`,
+        # protocol 0) has it set on each connection here instead.
+        nodelay = (sock.family in (socket.AF_INET, socket.AF_INET6)
+                   and sock.proto != socket.IPPROTO_TCP)
+        self.loop.add_reader(sock.fileno(), self._accept, sock, nodelay)
+
+    def _accept(self, sock: socket.socket, nodelay: bool = False) -> None:
         """The socket is readable: take the connections waiting, `ACCEPT_PER_WAKE` at
         most (the rest at the next turn: the socket stays readable)."""
         for _ in range(ACCEPT_PER_WAKE):
@@ -96,6 +104,8 @@ class Listener:
             except OSError as exc:
                 self._failed(sock, exc)
                 return
+            if nodelay:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._open(conn)
 
     def _open(self, conn: socket.socket) -> None:
@@ -130,7 +140,7 @@ class Listener:
 
     def _resume(self, sock: socket.socket) -> None:
         if not self.closed:
-            self.loop.add_reader(sock.fileno(), self._accept, sock)
+            self._watch(sock)
 
     def close(self) -> None:
         """Stop accepting and close the sockets (connections already open stay)."""

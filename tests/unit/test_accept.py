@@ -140,3 +140,38 @@ def test_accepted_connections_send_without_nagles_delay(loop_name: str) -> None:
     nodelay, timeout = _LOOPS[loop_name](_accepted_socket_options())
     assert nodelay != 0
     assert timeout == 0.0  # non-blocking
+
+
+async def _handed_socket_options() -> int:
+    # A socket handed over (`sock=`), made by `socket.socket()`: its protocol is 0, so
+    # asyncio's loop would not set TCP_NODELAY on the connections it accepts.
+    sock = bound_socket()
+    assert sock.proto == 0
+    fast = await serve_fast(EngineTestApp(Events()), None, 0, sock=sock)
+    client = socket.create_connection(sock.getsockname())
+    try:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def look() -> None:
+            if fast.connections:
+                done.set_result(None)
+            else:
+                loop.call_soon(look)
+
+        loop.call_soon(look)
+        await done
+        [conn] = fast.connections
+        assert conn.transport is not None
+        accepted = conn.transport.get_extra_info("socket")
+        assert accepted.gettimeout() == 0.0  # non-blocking
+        return int(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+    finally:
+        client.close()
+        fast.close()
+        await fast.wait_closed()
+
+
+@pytest.mark.parametrize("loop_name", sorted(_LOOPS))
+def test_connections_on_a_handed_socket_send_without_nagles_delay(loop_name: str) -> None:
+    assert _LOOPS[loop_name](_handed_socket_options()) != 0
