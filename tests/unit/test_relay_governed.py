@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest
 from azure_openai_proxy.gateway.relay import relay
+from azure_openai_proxy.http.interface import ClientDisconnected
 from azure_openai_proxy.http.request import FastRequest
 from azure_openai_proxy.normalize.stream import StreamPolicy
 from azure_openai_proxy.upstream.fast import FastResponse
@@ -75,3 +77,39 @@ async def test_a_governed_stream_is_pushed_with_the_keys_limits_on_its_head() ->
     assert governed.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
     usage = exchange.record.usage
     assert usage is not None and not usage.get("estimated")
+
+
+async def test_a_governed_client_that_leaves_closes_azure_and_usage_is_estimated() -> None:
+    # Pushed in the handler's task: a client gone mid-stream still closes Azure's answer
+    # and leaves an estimated usage for the pipeline to settle (its `finally` releases
+    # the parallel slot: tests/e2e/test_virtual_keys.py, on the pushed path since).
+    policy = StreamPolicy(client_model="gpt-4o")
+    frames = long_stream()
+    exchange = GovernedExchange(pushed=True, policy=policy, head=AZURE_HEAD)
+    exchange.start(wire(frames[:3], end=False))
+    await exchange.settle()
+    assert exchange.conn.sink is not None  # pushed
+    exchange.channel.lose()
+    exchange.conn.data_received(wire(frames[3:5], end=False))
+    assert exchange.task is not None
+    with pytest.raises(ClientDisconnected):
+        await asyncio.wait_for(exchange.task, 10)
+    assert exchange.socket.closed and exchange.conn.sink is None
+    usage = exchange.record.usage
+    assert usage is not None and usage["estimated"] is True and exchange.record.stream
+
+
+async def test_a_governed_stream_cancelled_mid_stream_closes_azure_and_estimates() -> None:
+    # The server cancels the handler when the client's connection is lost.
+    policy = StreamPolicy(client_model="gpt-4o")
+    frames = long_stream()
+    exchange = GovernedExchange(pushed=True, policy=policy, head=AZURE_HEAD)
+    exchange.start(wire(frames[:3], end=False))
+    await exchange.settle()
+    assert exchange.task is not None and exchange.conn.sink is not None
+    exchange.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await exchange.task
+    assert exchange.socket.closed and exchange.conn.sink is None
+    usage = exchange.record.usage
+    assert usage is not None and usage["estimated"] is True and exchange.record.stream
