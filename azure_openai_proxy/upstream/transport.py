@@ -223,7 +223,7 @@ class AiohttpTransport:
     def __init__(self, settings: UpstreamSettings) -> None:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
-        self.in_use = 0  # answers not yet closed (aiohttp has no public count)
+        self.in_use = 0  # requests sent or answers not yet closed (aiohttp has no public count)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -246,6 +246,9 @@ class AiohttpTransport:
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         session = self._open()
         body = request.body() if callable(request.body) else request.body
+        # Counted from now, as FastTransport counts a connection from its acquisition: a
+        # request waiting for Azure's head holds one (http/busypoll.py reads the count).
+        self.in_use += 1
         try:
             response = await session.request(
                 request.method,
@@ -255,16 +258,20 @@ class AiohttpTransport:
                 allow_redirects=False,
             )
         except TimeoutError as exc:
+            self.in_use -= 1
             raise UpstreamTimeout(
                 f"Azure OpenAI did not answer in time ({_host(request.url)}).",
                 request_sent=not isinstance(exc, aiohttp.ConnectionTimeoutError),
             ) from exc
         except _UNREACHABLE as exc:
+            self.in_use -= 1
             raise UpstreamUnreachable(
                 f"Cannot reach Azure OpenAI at {_host(request.url)}: {_reason(exc)}",
                 request_sent=not isinstance(exc, _NOT_SENT),
             ) from exc
-        self.in_use += 1
+        except BaseException:  # cancelled (the client left), or anything else
+            self.in_use -= 1
+            raise
         return _AiohttpResponse(response, self)
 
     def connections_in_use(self) -> int:

@@ -9,11 +9,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from azure_openai_proxy.errors import UpstreamAnswerTooLarge, UpstreamHeadTooLarge
+from azure_openai_proxy.errors import (
+    UpstreamAnswerTooLarge,
+    UpstreamHeadTooLarge,
+    UpstreamUnreachable,
+)
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.fast import FastTransport
 from azure_openai_proxy.upstream.fast.connection import MAX_HEAD_BYTES, MAX_HEADERS
 from azure_openai_proxy.upstream.transport import AiohttpTransport, Transport, UpstreamRequest
+from tests.support import reserved_socket
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -162,5 +167,41 @@ async def test_a_body_past_the_read_limit_is_refused_never_truncated(
     exact = await client.send(get(url))
     assert await exact.read(len(body)) == body
     exact.close()
+    assert client.connections_in_use() == 0
+    await client.close()
+
+
+@pytest.mark.parametrize("kind", [FastTransport, AiohttpTransport])
+async def test_a_request_waiting_for_azures_head_counts_as_in_use(
+    raw_server: Callable[[Handler], Awaitable[str]], kind: Callable[[UpstreamSettings], Transport],
+) -> None:
+    # The busy poll (http/busypoll.py) reads this count to stop spinning when the worker
+    # is busy: a request Azure has not answered yet (the long part of a JSON request)
+    # holds its connection on either transport, the aiohttp one (upstream proxies) too.
+    arrived = asyncio.Event()
+    go = asyncio.Event()
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        arrived.set()
+        await go.wait()
+        writer.write(answer([]))
+        await writer.drain()
+
+    client = kind(UpstreamSettings())
+    sending = asyncio.ensure_future(client.send(get(await raw_server(slow))))
+    await arrived.wait()
+    assert client.connections_in_use() == 1
+    go.set()
+    response = await sending
+    assert await response.read(10) == b"{}"
+    response.close()
+    assert client.connections_in_use() == 0
+    # One that fails (a port nobody listens on) leaves no count behind.
+    dead = reserved_socket()
+    try:
+        with pytest.raises(UpstreamUnreachable):
+            await client.send(get(f"http://127.0.0.1:{dead.getsockname()[1]}/"))
+    finally:
+        dead.close()
     assert client.connections_in_use() == 0
     await client.close()
