@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from azure_openai_proxy.errors import AuthenticationFailed
+from azure_openai_proxy.governance.buckets import UsualLimits
 from azure_openai_proxy.governance.model import Team, VirtualKey
 
-__all__ = ["Caller", "ClientKeyring", "bearer_token", "presented_key"]
+__all__ = ["Caller", "ClientKeyring", "Decided", "bearer_token", "presented_key"]
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -55,6 +56,23 @@ class Caller:
     key: VirtualKey | None = None
     team: Team | None = None
     budgeted: bool | None = None
+    # What the request path decided about this version of the key (`Decided`); None:
+    # nothing is kept (a caller made elsewhere than the key directory).
+    decided: Decided | None = field(default=None, compare=False)
+
+
+class Decided:
+    """What the request path decides once per version of a virtual key, kept on its
+    `Caller` (made with it by the key directory, dropped with it at the next reload):
+    `usual`, the key's `UsualLimits` when its requests take the limiter's short path
+    (None: the general one), as of the limiter's `epoch` (gateway/pipeline.py
+    `Gateway._usual`). Plain slots: the request path reads two attributes."""
+
+    __slots__ = ("epoch", "usual")
+
+    def __init__(self) -> None:
+        self.epoch: object = None
+        self.usual: UsualLimits | None = None
 
 
 # Every caller with a gateway key: none of them sends its own key on to Azure.

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.auth import Caller, Decided
 from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.governance.budget import budget_applies
@@ -216,7 +216,7 @@ class KeyDirectory:
         if state != "active":
             raise AuthenticationFailed(_REASONS[state])
         caller = Caller(passthrough_key=None, key=key, team=team,
-                        budgeted=budget_applies(key, team))
+                        budgeted=budget_applies(key, team), decided=Decided())
         # Valid until the key expires, or its previous secret's grace period ends; a
         # block, a revocation or a rotation reloads the keys, which forgets this.
         until = _FOREVER if key.expires_at is None else key.expires_at

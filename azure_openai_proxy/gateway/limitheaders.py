@@ -11,24 +11,16 @@ relay (`LimitedRequest.stream`).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import Protocol
 
 from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import UpstreamHttpError
+from azure_openai_proxy.governance.ratelimitheaders import parse_lines
 from azure_openai_proxy.http.interface import Answer, Headers, HttpRequest, Reply, ResponseStream
 
 __all__ = ["LimitedRequest", "apply_lines", "apply_to", "limit_error", "without_limits"]
 
-
-class Limits(Protocol):
-    """A request's admission (governance/ratelimit.py `Admission`): its headers."""
-
-    @property
-    def head_lines(self) -> bytes: ...
-
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
+# A request's limits are its admission's `x-ratelimit-*` head lines (bytes:
+# governance/ratelimitheaders.py `limit_lines`), as the limiter made them.
 _PREFIX = "x-ratelimit-"
 _FIRST_PREFIX = "\n" + _PREFIX
 
@@ -56,7 +48,7 @@ def apply_to(reply: Reply, limits: Mapping[str, str]) -> Reply:
 _LIMIT_NAMES: BoundedCache[tuple[str, ...], tuple[str, ...]] = BoundedCache(256)
 
 
-def apply_lines(reply: Reply, limits: Limits) -> Reply:
+def apply_lines(reply: Reply, lines: bytes) -> Reply:
     """`apply_to` with the limits' head lines (`Answer.head_lines`): the same head, made
     without a dict of six strings that the engine formats and checks a line at a time,
     and Azure's limits found by one look-up of the answer's names."""
@@ -71,29 +63,30 @@ def apply_lines(reply: Reply, limits: Limits) -> Reply:
             headers = reply.headers = dict(headers)  # a copy, as `without_limits` makes
             for name in azures:
                 del headers[name]
-        reply.head_lines = limits.head_lines
+        reply.head_lines = lines
     return reply
 
 
-def limit_error(exc: BaseException, limits: Limits) -> None:
+def limit_error(exc: BaseException, lines: bytes) -> None:
     """An error answer Azure gave (`UpstreamHttpError`, raised, so never seen by
     `apply_lines`) carries the key's limits too, not Azure's: those are the shared
     deployment's quota, not what applies to the caller. Its other headers (Azure's
     `retry-after`) are kept. Anything else raised is left as it is."""
     if isinstance(exc, UpstreamHttpError):
-        exc.replace_headers({**without_limits(exc.headers()), **limits.headers})
+        exc.replace_headers({**without_limits(exc.headers()), **parse_lines(lines)})
 
 
 class LimitedRequest:
-    """The client's request, as the relay sees it: a stream's head carries `limits`
-    instead of Azure's rate-limit headers. Everything else is the request's own."""
+    """The client's request, as the relay sees it: a stream's head carries the key's
+    limits (`lines`) instead of Azure's rate-limit headers. Everything else is the
+    request's own."""
 
     # One is made for every governed request: no instance dict.
-    __slots__ = ("_limits", "_request", "content_length", "headers", "method", "target")
+    __slots__ = ("_lines", "_request", "content_length", "headers", "method", "target")
 
-    def __init__(self, request: HttpRequest, limits: Limits) -> None:
+    def __init__(self, request: HttpRequest, lines: bytes) -> None:
         self._request = request
-        self._limits = limits
+        self._lines = lines
         self.method = request.method
         self.target = request.target
         self.headers: Headers = request.headers
@@ -137,4 +130,4 @@ class LimitedRequest:
 
     def stream(self, status: int, headers: Mapping[str, str]) -> ResponseStream:
         return self._request.stream(status, {**without_limits(headers),
-                                             **self._limits.headers})
+                                             **parse_lines(self._lines)})

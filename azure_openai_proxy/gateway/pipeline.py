@@ -36,14 +36,17 @@ from azure_openai_proxy.gateway.affinity import ResourceAffinity
 from azure_openai_proxy.gateway.attempts import UpstreamAttempts
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.batchcheck import check_batch, uploaded_batch_models
-from azure_openai_proxy.gateway.budgethold import enforce_budget, note_unanswered
+from azure_openai_proxy.gateway.budgethold import budgeted, enforce_budget, note_unanswered
 from azure_openai_proxy.gateway.governed import (
+    Held,
     hold,
     limit_refusal,
     plain_chat_chars,
     pool_allowed,
     release,
+    request_estimate,
     unanswered,
+    used_tokens,
 )
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_lines, apply_to, limit_error
@@ -62,7 +65,7 @@ from azure_openai_proxy.governance.keys import (
     allowed_names,
     is_restricted,
 )
-from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal
+from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal, UsualLimits
 from azure_openai_proxy.http.busypoll import BusyPoll
 from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
@@ -227,8 +230,28 @@ class Gateway:
                 await self.owners.check(files, key.id, is_restricted(key, caller.team))
         else:  # embeddings, completions...: what the hold reads (input, max_tokens, n)
             body.canonical = body.json is not None  # is what is sent, as for chat
-        held = hold(limiter, self.budgets, caller, body.json, routed, target.operation,
-                    self._default_completion, prompt_chars)
+        decided = caller.decided
+        usual = (decided.usual if decided is not None and decided.epoch is limiter.epoch
+                 else self._usual(caller))
+        held: Held | None = None
+        tokens = 0
+        if usual is not None:  # the usual key: its plan's one object, no `hold`
+            json = body.json
+            if json is not None:
+                most = json.get("max_tokens")
+                if (prompt_chars is not None and prompt_chars >= 0 and type(most) is int
+                        and most >= 0 and "n" not in json and "best_of" not in json):
+                    tokens = -(-prompt_chars // 4) + most  # as `request_estimate` makes it
+                else:
+                    tokens = sum(request_estimate(json, self._default_completion,
+                                                  target.operation, prompt_chars))
+            lines = usual.take(tokens)
+            if type(lines) is Refusal:
+                raise limit_refusal(lines)
+        else:
+            held = hold(limiter, self.budgets, caller, body.json, routed, target.operation,
+                        self._default_completion, prompt_chars)
+            lines = held[0].head_lines
         if target.operation == "responses" and request.method == "POST":
             # A streamed response's id and items, the key's as the stream shows them.
             owned = Owned(key.id)
@@ -236,19 +259,37 @@ class Gateway:
         try:
             if key.models and target.operation == "files" and request.method == "POST":
                 batch_models = await uploaded_batch_models(body.spool, body.boundary)
-            reply = await self._attempts.send(LimitedRequest(request, held[0]), target,
+            reply = await self._attempts.send(LimitedRequest(request, lines), target,
                                               caller, body, record, routed)
             if target.kind == "resource":
                 reply = await owned_answer(self.owners, request.method, target.operation,
                                            key.id, record, reply, batch_models)
-            return apply_lines(reply, held[0])
+            return apply_lines(reply, lines)
         except BaseException as exc:
             if unanswered(exc):  # sent and never answered: Azure may bill it
                 note_unanswered(record, body.json, target.operation, self._default_completion)
-            limit_error(exc, held[0])  # Azure's error answer: the key's limits, not Azure's
+            limit_error(exc, lines)  # Azure's error answer: the key's limits, not Azure's
             raise
         finally:
-            release(limiter, self.budgets, held, record)
+            if held is None:
+                assert usual is not None
+                usual.settle(tokens, used_tokens(record))
+            else:
+                release(limiter, self.budgets, held, record)
+
+    def _usual(self, caller: Caller) -> UsualLimits | None:
+        """A virtual key's `UsualLimits` when its requests take the limiter's short path
+        (its plan the usual one, this worker's limits alone, no budget); else None.
+        Decided once per key version and limiter epoch, kept on the caller (`Decided`)."""
+        key, team, limiter = caller.key, caller.team, self.limiter
+        assert key is not None and limiter is not None
+        usual = None
+        if not limiter.shared and not (self.budgets is not None and budgeted(caller)):
+            usual = (limiter.plan(key.id, key.limits, None, None) if team is None
+                     else limiter.plan(key.id, key.limits, team.id, team.limits)).usual
+        if caller.decided is not None:
+            caller.decided.usual, caller.decided.epoch = usual, limiter.epoch
+        return usual
 
     def _classify(self, method: str, raw_path: str) -> Target:
         """`classify`, remembered: a few paths carry nearly all the traffic."""

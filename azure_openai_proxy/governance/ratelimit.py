@@ -30,21 +30,20 @@ no row for) the state is the process's own, and nothing is locked.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
+from azure_openai_proxy.governance.buckets import (
+    Refusal,
+    UsualLimits,
+    bucket_view,
+    limit_of,
+    refusal,
+)
+from azure_openai_proxy.governance.buckets import Subject as _Subject
 from azure_openai_proxy.governance.estimate import DEFAULT_COMPLETION_TOKENS
 from azure_openai_proxy.governance.model import Limits
-from azure_openai_proxy.governance.ratelimitheaders import (
-    TOKENS_LINES,
-    duration,
-    limit_headers,
-    limit_lines,
-    parse_lines,
-    requests_lines,
-)
+from azure_openai_proxy.governance.ratelimitheaders import limit_lines, parse_lines
 from azure_openai_proxy.governance.sharedlimits import (
     RPM_CAP,
     TPM_CAP,
@@ -61,79 +60,12 @@ __all__ = [
     "LimitPlan",
     "RateLimiter",
     "Refusal",
+    "UsualLimits",
 ]
 
-_PARALLEL_RETRY_SECONDS = 1.0
-
-LimitKind = Literal["requests", "tokens", "parallel"]
 _Decision = TypeVar("_Decision")
 _A = TypeVar("_A")
 _B = TypeVar("_B")
-
-
-class _Subject:
-    """One key's or team's state: its two buckets (`rpm`/`tpm` None: no such limit),
-    each a level refilled from its stamp, and its requests in flight."""
-
-    __slots__ = ("in_flight", "limits", "lines_rpm_level", "lines_tpm_level", "name",
-                 "parallel", "row", "rpm", "rpm_level", "rpm_lines", "rpm_rate", "rpm_stamp",
-                 "rpm_text", "tag", "tpm", "tpm_level", "tpm_lines", "tpm_rate", "tpm_stamp",
-                 "tpm_text")
-
-    def __init__(self, name: str, row: int | None = None, tag: float = 0.0) -> None:
-        self.name = name
-        self.row = row  # its row in the shared table; None: this process's alone
-        self.tag = tag  # what marks the row as its own (sharedlimits.tag_of)
-        self.limits: Limits | None = None
-        self.rpm: float | None = None
-        self.rpm_level = self.rpm_rate = self.rpm_stamp = 0.0
-        self.rpm_text = ""
-        self.tpm: float | None = None
-        self.tpm_level = self.tpm_rate = self.tpm_stamp = 0.0
-        self.tpm_text = ""
-        self.parallel: int | None = None
-        self.in_flight = 0
-        # Each bucket's head lines in its last answer and the level they were made from
-        # (`_take_only`); NaN equals no level. Forgotten when its limits change.
-        self.rpm_lines = self.tpm_lines = b""
-        self.lines_rpm_level = self.lines_tpm_level = math.nan
-
-    def refill(self, now: float) -> None:
-        """Refill up to `now`. A stamp never goes back (a clock read earlier than it, in
-        another worker: the time up to it is not refilled twice)."""
-        if now > self.rpm_stamp:
-            cap = self.rpm
-            if cap is not None:
-                level = self.rpm_level + (now - self.rpm_stamp) * self.rpm_rate
-                self.rpm_level = cap if level > cap else level
-            self.rpm_stamp = now
-        if now > self.tpm_stamp:
-            cap = self.tpm
-            if cap is not None:
-                level = self.tpm_level + (now - self.tpm_stamp) * self.tpm_rate
-                self.tpm_level = cap if level > cap else level
-            self.tpm_stamp = now
-
-    def configure(self, limits: Limits, now: float) -> None:
-        """Apply `limits` (a changed limit keeps what is left, up to the new minute)."""
-        self.refill(now)
-        if limits is self.limits:
-            return
-        self.limits = limits
-        self.rpm_lines = self.tpm_lines = b""
-        self.lines_rpm_level = self.lines_tpm_level = math.nan
-        rpm, tpm = _limit(limits.rpm), _limit(limits.tpm)
-        if rpm is None:
-            self.rpm = None
-        elif rpm != self.rpm:
-            self.rpm_level = rpm if self.rpm is None else min(self.rpm_level, rpm)
-            self.rpm, self.rpm_rate, self.rpm_text = rpm, rpm / 60.0, str(int(rpm))
-        if tpm is None:
-            self.tpm = None
-        elif tpm != self.tpm:
-            self.tpm_level = tpm if self.tpm is None else min(self.tpm_level, tpm)
-            self.tpm, self.tpm_rate, self.tpm_text = tpm, tpm / 60.0, str(int(tpm))
-        self.parallel = limits.max_parallel
 
 
 def _shape(state: _Subject) -> tuple[bool, bool, int | None]:
@@ -141,12 +73,8 @@ def _shape(state: _Subject) -> tuple[bool, bool, int | None]:
     return state.rpm is not None, state.tpm is not None, state.parallel
 
 
-def _limit(value: int | None) -> float | None:
-    return float(value) if value is not None and value > 0 else None
-
-
 def _limited(limits: Limits) -> bool:
-    return (_limit(limits.rpm) is not None or _limit(limits.tpm) is not None
+    return (limit_of(limits.rpm) is not None or limit_of(limits.tpm) is not None
             or limits.max_parallel is not None)
 
 
@@ -155,31 +83,20 @@ class LimitPlan:
     for one version of the key's and team's limits. `counts_tokens`: whether any has a
     TPM limit (else a request's token estimate would change nothing: it is not made)."""
 
-    __slots__ = ("counts_tokens", "key_limits", "only", "subjects", "team_id", "team_limits")
+    __slots__ = ("counts_tokens", "key_limits", "only", "subjects", "team_id", "team_limits",
+                 "usual")
 
-    def __init__(self, subjects: tuple[_Subject, ...], key_limits: Limits | None = None,
-                 team_id: str | None = None, team_limits: Limits | None = None) -> None:
+    def __init__(self, subjects: tuple[_Subject, ...], clock: Callable[[], float]) -> None:
         self.subjects = subjects
         self.counts_tokens = any(state.tpm is not None for state in subjects)
         # The usual plan, one subject with an RPM and a TPM limit and no parallel one,
-        # taken on `RateLimiter.take`'s short path; None: any other.
+        # taken on `UsualLimits` (`usual`); None: any other.
         first = subjects[0] if len(subjects) == 1 else None
-        self.only = first if first is not None and _shape(first) == (True, True, None) else None
-        self.key_limits = key_limits
-        self.team_id = team_id
-        self.team_limits = team_limits
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """A request that must wait: which limit of which subject, for how long, and the
-    `x-ratelimit-*` headers to answer with."""
-
-    subject: str
-    kind: LimitKind
-    retry_after: float  # seconds
-    headers: dict[str, str]
-    never: bool = False  # the request alone is over the limit: waiting will not help
+        self.only = first if first is not None and first.usual else None
+        self.usual = None if self.only is None else UsualLimits(self.only, clock)
+        self.key_limits: Limits | None = None  # the versions it was made for (`plan`)
+        self.team_id: str | None = None
+        self.team_limits: Limits | None = None
 
 
 class Admission:
@@ -206,6 +123,9 @@ class RateLimiter:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
+        # A new object whenever the plans are dropped: a `UsualLimits` kept from an
+        # older epoch may be stale (the request path's `Decided` checks it, by `is`).
+        self.epoch = object()
         self._subjects: dict[str, _Subject] = {}
         self._plans: dict[str, LimitPlan] = {}  # by key id; emptied by `forget`
         self._table: SharedTable | None = None
@@ -225,6 +145,12 @@ class RateLimiter:
         self._take_here, self._settle_here = self._here.take, self._here.settle
         self._table = table
         self._subjects, self._plans = {}, {}
+        self.epoch = object()
+
+    @property
+    def shared(self) -> bool:
+        """Whether it counts with other workers (`share`)."""
+        return self._table is not None
 
     def plan(self, key_id: str, key_limits: Limits, team_id: str | None,
              team_limits: Limits | None) -> LimitPlan:
@@ -265,7 +191,7 @@ class RateLimiter:
                 # their `counts_tokens` and `only` may be stale.
                 self._plans = {}
             states.append(state)
-        return LimitPlan(tuple(states))
+        return LimitPlan(tuple(states), self._clock)
 
     def admit(self, subjects: Sequence[tuple[str, Limits]], tokens: int) -> Admission | Refusal:
         """Let a request costing `tokens` through every subject's limits, or refuse it
@@ -276,10 +202,11 @@ class RateLimiter:
         """`admit` for a plan: the request path's call."""
         if self._table is not None:
             return self._shared(plan.subjects, self._take_here, plan, tokens)
+        usual = plan.usual
+        if usual is not None and plan.only is not None:
+            lines = usual.take(tokens)
+            return lines if type(lines) is Refusal else Admission(plan.subjects, tokens, lines)
         now = self._clock()
-        state = plan.only
-        if state is not None:
-            return _take_only(state, plan.subjects, tokens, now)
         subjects = plan.subjects
         for state in subjects:
             # Refilled inline (`_Subject.refill`): this runs for every request.
@@ -290,7 +217,7 @@ class RateLimiter:
                     state.rpm_level = cap if level > cap else level
                     state.rpm_stamp = now
                 if state.rpm_level < 1:
-                    return _refusal(state, tokens, now)
+                    return refusal(state, tokens, now)
             cap = state.tpm
             if cap is not None:
                 if now > state.tpm_stamp:
@@ -298,9 +225,9 @@ class RateLimiter:
                     state.tpm_level = cap if level > cap else level
                     state.tpm_stamp = now
                 if tokens > state.tpm_level:
-                    return _refusal(state, tokens, now)
+                    return refusal(state, tokens, now)
             if state.parallel is not None and state.in_flight >= state.parallel:
-                return _refusal(state, tokens, now)
+                return refusal(state, tokens, now)
         for state in subjects:
             state.rpm_level -= 1  # harmless without a limit: never read then
             state.tpm_level -= tokens
@@ -372,6 +299,7 @@ class RateLimiter:
         subject's row is given back (`SharedTable.free`) when no worker has a request
         in flight in it; else it is kept, and given back by a later `forget`."""
         self._plans = {}
+        self.epoch = object()
         kept = set(keep)
         gone = [s for n, s in self._subjects.items() if n not in kept]
         table = self._table
@@ -408,8 +336,8 @@ class RateLimiter:
             state.refill(now)
             out[state.name] = {
                 "in_flight": state.in_flight, "max_parallel": state.parallel,
-                "requests": _bucket_view(state.rpm, state.rpm_level, state.rpm_rate),
-                "tokens": _bucket_view(state.tpm, state.tpm_level, state.tpm_rate),
+                "requests": bucket_view(state.rpm, state.rpm_level, state.rpm_rate),
+                "tokens": bucket_view(state.tpm, state.tpm_level, state.tpm_rate),
             }
         return out
 
@@ -438,61 +366,3 @@ def _reclaim(state: _Subject, table: SharedTable, now: float) -> int | None:
         cells[row + RPM_CAP], cells[row + TPM_CAP] = state.rpm or 0.0, state.tpm or 0.0
         push(state, cells, row, table.column, 0)
     return row
-
-
-def _take_only(state: _Subject, subjects: tuple[_Subject, ...], tokens: int,
-               now: float) -> Admission | Refusal:
-    """`RateLimiter.take` for `LimitPlan.only`: refilled, checked and taken on locals,
-    its lines (`limit_lines`) formatted from them (tests/unit/test_ratelimit_only.py)."""
-    cap, level, tpm, tokens_level = state.rpm, state.rpm_level, state.tpm, state.tpm_level
-    assert cap is not None and tpm is not None
-    rate, tokens_rate = state.rpm_rate, state.tpm_rate
-    if now > state.rpm_stamp:
-        level += (now - state.rpm_stamp) * rate
-        if level > cap:
-            level = cap
-        state.rpm_level, state.rpm_stamp = level, now
-    if now > state.tpm_stamp:
-        tokens_level += (now - state.tpm_stamp) * tokens_rate
-        if tokens_level > tpm:
-            tokens_level = tpm
-        state.tpm_level, state.tpm_stamp = tokens_level, now
-    if level < 1 or tokens > tokens_level:
-        return _refusal(state, tokens, now)
-    level -= 1
-    tokens_level -= tokens
-    state.rpm_level, state.tpm_level = level, tokens_level
-    state.in_flight += 1
-    # A bucket at its level in the last answer (full before the take; for tokens, a
-    # request of the same size) has the same lines: a comparison, not a format. The
-    # tokens' (which change with every request's size) are made here, no call.
-    requests = state.rpm_lines if level == state.lines_rpm_level else requests_lines(state)
-    if tokens_level != state.lines_tpm_level:
-        wait = (tpm - tokens_level) / tokens_rate
-        state.tpm_lines = (TOKENS_LINES[wait < 1] % (
-            state.tpm_text, tokens_level if tokens_level >= 1 else 0,
-            wait * 1000 + 0.5 if wait < 1 else duration(wait))).encode()
-        state.lines_tpm_level = tokens_level
-    return Admission(subjects, tokens, requests + state.tpm_lines)
-
-
-def _refusal(state: _Subject, tokens: int, now: float) -> Refusal:
-    """Why `state` refuses a request of `tokens` (parallel, then requests, then tokens)."""
-    state.refill(now)
-    name, headers = state.name, limit_headers((state,))
-    if state.parallel is not None and state.in_flight >= state.parallel:
-        return Refusal(name, "parallel", _PARALLEL_RETRY_SECONDS, headers)
-    if state.rpm is not None and state.rpm_level < 1:
-        return Refusal(name, "requests", (1 - state.rpm_level) / state.rpm_rate, headers)
-    cap = state.tpm
-    assert cap is not None
-    if tokens > cap:
-        return Refusal(name, "tokens", 60.0, headers, never=True)
-    return Refusal(name, "tokens", (tokens - state.tpm_level) / state.tpm_rate, headers)
-
-
-def _bucket_view(cap: float | None, level: float, rate: float) -> dict[str, Any] | None:
-    if cap is None:
-        return None
-    return {"limit": int(cap), "remaining": max(0, math.floor(level)),
-            "reset_seconds": round(max(0.0, (cap - level) / rate), 3)}

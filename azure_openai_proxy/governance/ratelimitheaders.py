@@ -9,15 +9,17 @@ from __future__ import annotations
 import functools
 from typing import Protocol
 
+from azure_openai_proxy.boundedcache import BoundedCache
+
 __all__ = [
+    "REQUESTS_LINES",
     "TOKENS_LINES",
     "BucketState",
-    "RememberedLines",
+    "bucket_lines",
     "duration",
     "limit_headers",
     "limit_lines",
     "parse_lines",
-    "requests_lines",
 ]
 
 
@@ -34,16 +36,6 @@ class BucketState(Protocol):
     tpm_text: str
 
 
-class RememberedLines(BucketState, Protocol):
-    """A subject that remembers its buckets' last lines and the levels they were made
-    at (ratelimit.py's `_Subject`)."""
-
-    rpm_lines: bytes
-    lines_rpm_level: float
-    tpm_lines: bytes
-    lines_tpm_level: float
-
-
 # `limit_headers`' six headers, for a subject limited on both buckets, as head lines:
 # indexed by (requests' reset under a second) * 2 + (tokens' reset under a second), the
 # resets spelled `%dms` (the number formatted in place) or `duration`'s text.
@@ -55,26 +47,32 @@ _BOTH = tuple(
 
 
 # The same, one bucket's three lines: indexed by (its reset under a second).
-_REQUESTS = tuple(
-    "x-ratelimit-limit-requests: %s\r\nx-ratelimit-remaining-requests: %d\r\n"
-    f"x-ratelimit-reset-requests: {reset}\r\n" for reset in ("%s", "%dms"))
-TOKENS_LINES = tuple(
-    "x-ratelimit-limit-tokens: %s\r\nx-ratelimit-remaining-tokens: %d\r\n"
-    f"x-ratelimit-reset-tokens: {reset}\r\n" for reset in ("%s", "%dms"))
+_REQUESTS = ("x-ratelimit-limit-requests: %s\r\nx-ratelimit-remaining-requests: %d\r\n"
+             "x-ratelimit-reset-requests: ")
+_TOKENS = ("x-ratelimit-limit-tokens: %s\r\nx-ratelimit-remaining-tokens: %d\r\n"
+           "x-ratelimit-reset-tokens: ")
+REQUESTS_LINES = (_REQUESTS + "%s\r\n", _REQUESTS + "%dms\r\n")
+TOKENS_LINES = (_TOKENS + "%s\r\n", _TOKENS + "%dms\r\n")
 
 
-def requests_lines(state: RememberedLines) -> bytes:
-    """`limit_lines`' three lines of a subject's requests bucket (it has one), made at
-    its level and remembered on it with that level (ratelimit.py `_take_only`, which
-    makes the tokens bucket's, `TOKENS_LINES`, itself)."""
-    cap, level = state.rpm, state.rpm_level
-    assert cap is not None
-    wait = (cap - level) / state.rpm_rate
-    lines = state.rpm_lines = (_REQUESTS[wait < 1] % (
-        state.rpm_text, level if level >= 1 else 0,
-        wait * 1000 + 0.5 if wait < 1 else duration(wait))).encode()
-    state.lines_rpm_level = level
-    return lines
+def bucket_lines(memo: BoundedCache[float, bytes], texts: BoundedCache[int, bytes],
+                 templates: tuple[str, str], text: str, cap: float, level: float,
+                 rate: float) -> bytes:
+    """`limit_lines`' three lines of one bucket (`templates`: `REQUESTS_LINES` or
+    `TOKENS_LINES`) at `level`, remembered in `memo` by that level. Made from the two
+    integers they show, the remaining count and the reset in milliseconds (as
+    `limit_headers` rounds them), and looked up by them in `texts` first: the float
+    formatting is done once per distinct pair."""
+    wait = (cap - level) / rate  # >= 0: a level is never above its cap
+    ms = int(wait * 1000 + 0.5)
+    under = wait < 1  # `%dms`; from a second up, `duration`'s text (1000 ms: `1000ms`)
+    remaining = int(level) if level >= 1 else 0
+    key = remaining << 40 | ms << 1 | under  # a wait under 2**39 ms: 17 years
+    lines = texts.get(key)
+    if lines is None:
+        lines = texts.put(key, (templates[under] % (
+            text, remaining, ms if under else _seconds_text(ms))).encode())
+    return memo.put(level, lines)
 
 
 def limit_lines(subjects: tuple[BucketState, ...]) -> bytes:

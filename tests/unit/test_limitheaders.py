@@ -39,10 +39,10 @@ def test_an_error_azure_answered_carries_the_keys_limits_not_azures() -> None:
     error = UpstreamHttpError(429, {"error": {"message": "slow down"}}, {
         "retry-after": "6", "retry-after-ms": "5800", "x-ratelimit-remaining-tokens": "0",
         "x-ratelimit-limit-requests": "6000", "apim-request-id": "r"})
-    limit_error(error, admitted)
+    limit_error(error, admitted.head_lines)
     assert error.headers() == {"retry-after": "6", "retry-after-ms": "5800",
                                "apim-request-id": "r", **admitted.headers}
     assert error.headers()["x-ratelimit-limit-requests"] == "5"
     timeout = UpstreamTimeout("no answer")
-    limit_error(timeout, admitted)
+    limit_error(timeout, admitted.head_lines)
     assert timeout.headers() == {}

@@ -79,7 +79,7 @@ class _Limits:
 def _heads(headers: dict[str, str], extra: dict[str, str] | None, status: int,
            method: str, keep_alive: bool) -> tuple[bytes, bytes]:
     """The head of an answer given its limits as head lines, and as dict entries."""
-    fast = apply_lines(Answer(status, dict(headers), b"{}"), _Limits())
+    fast = apply_lines(Answer(status, dict(headers), b"{}"), _Limits.head_lines)
     general = apply_to(Answer(status, dict(headers), b"{}"), _Limits.headers)
     assert isinstance(fast, Answer) and isinstance(general, Answer)
     assert [*fast.headers.items(), *head_line_pairs(fast.head_lines)] == list(
@@ -112,7 +112,7 @@ def test_azures_limits_go_from_every_answer_with_the_same_names() -> None:
     and an answer's own dict is not changed (it may be shared)."""
     for _ in range(2):
         headers = {"content-type": "application/json", "x-ratelimit-remaining-tokens": "9"}
-        answer = apply_lines(Answer(200, headers, b"{}"), _Limits())
+        answer = apply_lines(Answer(200, headers, b"{}"), _Limits.head_lines)
         assert isinstance(answer, Answer)
         assert answer.headers == {"content-type": "application/json"}
         assert headers["x-ratelimit-remaining-tokens"] == "9"

@@ -252,7 +252,9 @@ def python_calls(work: Callable[[], object]) -> int:
 
 def test_a_governed_requests_limiter_work_is_a_handful_of_calls() -> None:
     """plan, take (and its headers and Admission) and settle: nothing per bucket, per
-    subject or per header (it was 20 calls)."""
+    subject or per header (it was 20 calls). The request path's own (`UsualLimits`, no
+    plan looked up, no Admission): its take and its settle, nothing else, once the
+    bucket's lines at that level were made (`bucket_lines`, three calls)."""
     limiter = RateLimiter(itertools.count(1000.0).__next__)  # a clock that is no Python call
     limits = Limits(rpm=600, tpm=100_000)
     admitted(limiter.take(limiter.plan("k", limits, None, None), 10))
@@ -262,7 +264,16 @@ def test_a_governed_requests_limiter_work_is_a_handful_of_calls() -> None:
         assert isinstance(held, Admission)
         limiter.settle(held, 90)
 
+    assert python_calls(request) <= 8  # the lines at the new level made
     assert python_calls(request) <= 5
+    usual = limiter.plan("k", limits, None, None).usual
+    assert usual is not None
+
+    def usual_request() -> None:
+        assert isinstance(usual.take(100), bytes)
+        usual.settle(100, 90)
+
+    assert python_calls(usual_request) == 2
 
 
 def test_a_chat_estimate_makes_no_call_per_message_or_field() -> None:

@@ -46,7 +46,7 @@ class GovernedExchange(Exchange):
         request = FastRequest(self.channel, "POST", "/v1/chat/completions",
                               CIMultiDictProxy(CIMultiDict()), True, True, None, None)
         self.task = asyncio.get_running_loop().create_task(relay(
-            LimitedRequest(request, KeyLimits()), "chat/completions", answer, self.policy,
+            LimitedRequest(request, KeyLimits.head_lines), "chat/completions", answer, self.policy,
             self.policy.client_model, self.policy.keep_azure_fields, self.record,
             prompt=PROMPT))
 

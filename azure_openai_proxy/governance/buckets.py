@@ -1,0 +1,208 @@
+"""One key's or team's buckets (`Subject`), a refusal (`Refusal`), and the usual plan's
+take and settle (`UsualLimits`): what the limiter (governance/ratelimit.py) decides on.
+Pure: the clock is passed in or injected, nothing here awaits or does I/O.
+
+`UsualLimits` is the request path's object for the usual plan (one subject with an RPM
+and a TPM limit, no parallel limit, in this process alone): made once per version of a
+key's limits (`LimitPlan.usual`), it takes (`take(tokens)`: the answer's head lines, or
+a `Refusal`) and settles (`settle(reserved, used)`) with no object made per request: a
+request's hold is the count of tokens it reserved.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, final
+
+from azure_openai_proxy.boundedcache import BoundedCache
+from azure_openai_proxy.governance.model import Limits
+from azure_openai_proxy.governance.ratelimitheaders import (
+    REQUESTS_LINES,
+    TOKENS_LINES,
+    bucket_lines,
+    limit_headers,
+)
+
+__all__ = ["LimitKind", "Refusal", "Subject", "UsualLimits", "limit_of", "refusal"]
+
+LimitKind = Literal["requests", "tokens", "parallel"]
+PARALLEL_RETRY_SECONDS = 1.0
+# A bucket's lines remembered by its exact level (`memo`), then by the integers they
+# show (`texts`): a few levels recur (a full bucket, the usual request sizes).
+_MEMO_SIZE = 16
+_TEXTS_SIZE = 64
+
+
+class Subject:
+    """One key's or team's state: its two buckets (`rpm`/`tpm` None: no such limit),
+    each a level refilled from its stamp, and its requests in flight."""
+
+    __slots__ = ("in_flight", "limits", "name", "parallel", "row", "rpm", "rpm_level",
+                 "rpm_memo", "rpm_rate", "rpm_stamp", "rpm_text", "rpm_texts", "tag", "tpm",
+                 "tpm_level", "tpm_memo", "tpm_rate", "tpm_stamp", "tpm_text", "tpm_texts")
+
+    def __init__(self, name: str, row: int | None = None, tag: float = 0.0) -> None:
+        self.name = name
+        self.row = row  # its row in the shared table; None: this process's alone
+        self.tag = tag  # what marks the row as its own (sharedlimits.tag_of)
+        self.limits: Limits | None = None
+        self.rpm: float | None = None
+        self.rpm_level = self.rpm_rate = self.rpm_stamp = 0.0
+        self.rpm_text = ""
+        self.tpm: float | None = None
+        self.tpm_level = self.tpm_rate = self.tpm_stamp = 0.0
+        self.tpm_text = ""
+        self.parallel: int | None = None
+        self.in_flight = 0
+        self._forget_lines()
+
+    def _forget_lines(self) -> None:
+        """Each bucket's head lines by level (`ratelimitheaders.bucket_lines`): made anew
+        when its limits change."""
+        self.rpm_memo: BoundedCache[float, bytes] = BoundedCache(_MEMO_SIZE)
+        self.tpm_memo: BoundedCache[float, bytes] = BoundedCache(_MEMO_SIZE)
+        self.rpm_texts: BoundedCache[int, bytes] = BoundedCache(_TEXTS_SIZE)
+        self.tpm_texts: BoundedCache[int, bytes] = BoundedCache(_TEXTS_SIZE)
+
+    def refill(self, now: float) -> None:
+        """Refill up to `now`. A stamp never goes back (a clock read earlier than it, in
+        another worker: the time up to it is not refilled twice)."""
+        if now > self.rpm_stamp:
+            cap = self.rpm
+            if cap is not None:
+                level = self.rpm_level + (now - self.rpm_stamp) * self.rpm_rate
+                self.rpm_level = cap if level > cap else level
+            self.rpm_stamp = now
+        if now > self.tpm_stamp:
+            cap = self.tpm
+            if cap is not None:
+                level = self.tpm_level + (now - self.tpm_stamp) * self.tpm_rate
+                self.tpm_level = cap if level > cap else level
+            self.tpm_stamp = now
+
+    def configure(self, limits: Limits, now: float) -> None:
+        """Apply `limits` (a changed limit keeps what is left, up to the new minute)."""
+        self.refill(now)
+        if limits is self.limits:
+            return
+        self.limits = limits
+        self._forget_lines()
+        rpm, tpm = limit_of(limits.rpm), limit_of(limits.tpm)
+        if rpm is None:
+            self.rpm = None
+        elif rpm != self.rpm:
+            self.rpm_level = rpm if self.rpm is None else min(self.rpm_level, rpm)
+            self.rpm, self.rpm_rate, self.rpm_text = rpm, rpm / 60.0, str(int(rpm))
+        if tpm is None:
+            self.tpm = None
+        elif tpm != self.tpm:
+            self.tpm_level = tpm if self.tpm is None else min(self.tpm_level, tpm)
+            self.tpm, self.tpm_rate, self.tpm_text = tpm, tpm / 60.0, str(int(tpm))
+        self.parallel = limits.max_parallel
+
+    @property
+    def usual(self) -> bool:
+        """Whether it has an RPM and a TPM limit and no parallel one (`UsualLimits`)."""
+        return self.rpm is not None and self.tpm is not None and self.parallel is None
+
+
+def limit_of(value: int | None) -> float | None:
+    return float(value) if value is not None and value > 0 else None
+
+
+@final  # so that `type(x) is Refusal` narrows both ways (no failed `isinstance`)
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A request that must wait: which limit of which subject, for how long, and the
+    `x-ratelimit-*` headers to answer with."""
+
+    subject: str
+    kind: LimitKind
+    retry_after: float  # seconds
+    headers: dict[str, str]
+    never: bool = False  # the request alone is over the limit: waiting will not help
+
+
+def refusal(state: Subject, tokens: int, now: float) -> Refusal:
+    """Why `state` refuses a request of `tokens` (parallel, then requests, then tokens)."""
+    state.refill(now)
+    name, headers = state.name, limit_headers((state,))
+    if state.parallel is not None and state.in_flight >= state.parallel:
+        return Refusal(name, "parallel", PARALLEL_RETRY_SECONDS, headers)
+    if state.rpm is not None and state.rpm_level < 1:
+        return Refusal(name, "requests", (1 - state.rpm_level) / state.rpm_rate, headers)
+    cap = state.tpm
+    assert cap is not None
+    if tokens > cap:
+        return Refusal(name, "tokens", 60.0, headers, never=True)
+    return Refusal(name, "tokens", (tokens - state.tpm_level) / state.tpm_rate, headers)
+
+
+class UsualLimits:
+    """The usual plan's subject (`Subject.usual`, unshared), taken and settled on locals:
+    the limiter's `take` and `settle` for it, with no `Admission` (tests/unit/
+    test_ratelimit_only.py and test_usuallimits.py hold it to the general loop)."""
+
+    __slots__ = ("clock", "state")
+
+    def __init__(self, state: Subject, clock: Callable[[], float]) -> None:
+        self.state = state
+        self.clock = clock
+
+    def take(self, tokens: int) -> bytes | Refusal:
+        """One request reserving `tokens`: the `x-ratelimit-*` head lines of its answer
+        (`limit_lines` of the state after the take), or why it must wait (nothing
+        taken). `settle(tokens, ...)` it once it has ended."""
+        state, now = self.state, self.clock()
+        cap, level, tpm, tokens_level = state.rpm, state.rpm_level, state.tpm, state.tpm_level
+        assert cap is not None and tpm is not None
+        if now > state.rpm_stamp:
+            level += (now - state.rpm_stamp) * state.rpm_rate
+            if level > cap:
+                level = cap
+            state.rpm_level, state.rpm_stamp = level, now
+        if now > state.tpm_stamp:
+            tokens_level += (now - state.tpm_stamp) * state.tpm_rate
+            if tokens_level > tpm:
+                tokens_level = tpm
+            state.tpm_level, state.tpm_stamp = tokens_level, now
+        if level < 1 or tokens > tokens_level:
+            return refusal(state, tokens, now)
+        level -= 1
+        tokens_level -= tokens
+        state.rpm_level, state.tpm_level = level, tokens_level
+        state.in_flight += 1
+        # Each bucket's lines by its level: a full bucket's level after a take, or a
+        # request size seen before, is a dict hit; else made from integers.
+        return (state.rpm_memo.get(level) or bucket_lines(
+                    state.rpm_memo, state.rpm_texts, REQUESTS_LINES, state.rpm_text, cap,
+                    level, state.rpm_rate)) + (state.tpm_memo.get(tokens_level) or bucket_lines(
+                    state.tpm_memo, state.tpm_texts, TOKENS_LINES, state.tpm_text, tpm,
+                    tokens_level, state.tpm_rate))
+
+    def settle(self, reserved: int, used: int | None) -> None:
+        """A request that took `reserved` tokens ended: its in-flight slot freed, its
+        reservation replaced by `used` (None: unknown, given back). Once per take."""
+        state = self.state
+        if state.in_flight > 0:
+            state.in_flight -= 1
+        give_back = reserved - (used or 0)
+        cap = state.tpm
+        if cap is not None and give_back:
+            level, now = state.tpm_level, self.clock()
+            if now > state.tpm_stamp:
+                level += (now - state.tpm_stamp) * state.tpm_rate
+                if level > cap:
+                    level = cap
+                state.tpm_stamp = now
+            level += give_back
+            state.tpm_level = cap if level > cap else -cap if level < -cap else level
+
+
+def bucket_view(cap: float | None, level: float, rate: float) -> dict[str, object] | None:
+    if cap is None:
+        return None
+    return {"limit": int(cap), "remaining": max(0, math.floor(level)),
+            "reset_seconds": round(max(0.0, (cap - level) / rate), 3)}
