@@ -12,6 +12,7 @@ from typing import Any
 
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import GatewayError, KeyRateLimited, UpstreamError
+from azure_openai_proxy.gateway.affinity import MAX_REFERENCE_VALUES
 from azure_openai_proxy.gateway.budgethold import budgeted, reserve_budget, settle_budget
 from azure_openai_proxy.governance.budget import BudgetGuard, BudgetHold
 from azure_openai_proxy.governance.estimate import max_output_tokens, prompt_tokens
@@ -175,13 +176,14 @@ def request_estimate(body: Mapping[str, Any], default_completion: int, operation
 def plain_chat_chars(body: Mapping[str, Any] | None) -> int:
     """The characters of a chat body's prompt when it is the usual one: `messages` and no
     other prompt field, each message exactly a `role` and a string `content` (then
-    `prompt_tokens` counts these and nothing else, and no message can name a file);
-    else -1. One short loop."""
+    `prompt_tokens` counts these and nothing else, and no message can name a file), and
+    no more of them than a body's file parts are walked for (`MAX_REFERENCE_VALUES`:
+    then `chat_file_ids` need not be called); else -1. One short loop."""
     if body is None:
         return -1
     messages = body.get("messages")
     if (type(messages) is not list or "input" in body or "prompt" in body
-            or "instructions" in body):
+            or "instructions" in body or len(messages) > MAX_REFERENCE_VALUES):
         return -1
     chars = 0
     for message in messages:

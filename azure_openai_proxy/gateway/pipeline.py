@@ -201,81 +201,92 @@ class Gateway:
         its team's limits and budgets (gateway/governed.py), which it holds until it ends."""
         key, limiter = caller.key, self.limiter
         assert key is not None and limiter is not None
+        models = key.models
         try:
-            routed = self._pools.pool_for(target, body, key.models)
+            routed = self._pools.pool_for(target, body, models)
         except ModelNotFound as exc:
-            if key.models:  # the usual answer lists every configured model: not for this key
+            if models:  # the usual answer lists every configured model: not for this key
                 raise ModelNotAllowed(exc.model) from None
             raise
         record.model = routed[1]
-        if key.models and routed[1] is not None and not pool_allowed(
-                key.models, routed[1], routed[0]):
+        if models and routed[1] is not None and not pool_allowed(models, routed[1], routed[0]):
             raise ModelNotAllowed(routed[1])
-        batch_models: frozenset[str] | None = None
-        prompt_chars = None  # the usual chat's prompt, measured once for files and tokens
+        json = body.json
+        operation = target.operation
+        prompt_chars = -1  # the usual chat's prompt, measured once for files and tokens
         if target.kind == "resource":
-            body.canonical = body.json is not None  # what is checked is what is sent
-            named, inner = object_ids(target.operation, body.json)
+            body.canonical = json is not None  # what is checked is what is sent
+            named, inner = object_ids(operation, json)
             await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
-            if request.method == "POST" and target.operation == "batches":
-                await check_batch(self.owners, self.table, caller, body.json)
-        elif target.operation == "chat/completions" and body.raw is not None:
-            prompt_chars = plain_chat_chars(body.json)
+            if request.method == "POST" and operation == "batches":
+                await check_batch(self.owners, self.table, caller, json)
+        elif operation == "chat/completions" and body.raw is not None:
             # What was checked (its file parts, its tokens) is what is sent, even when the
             # client's JSON repeats a key: re-encoded (cheaper than searching the bytes for
             # a key that could hide a file), or a large body's bytes shown to repeat none.
             body.canonical = True
-            files = chat_file_ids(body.raw, body.json, prompt_chars >= 0)  # its file parts
-            if files:
-                await self.owners.check(files, key.id, is_restricted(key, caller.team))
+            prompt_chars = plain_chat_chars(json)
+            if prompt_chars < 0:  # a message that is not a role and a string: files?
+                files = chat_file_ids(body.raw, json)
+                if files:
+                    await self.owners.check(files, key.id, is_restricted(key, caller.team))
         else:  # embeddings, completions...: what the hold reads (input, max_tokens, n)
-            body.canonical = body.json is not None  # is what is sent, as for chat
+            body.canonical = json is not None  # is what is sent, as for chat
         decided = caller.decided
-        usual = (decided.usual if decided is not None and decided.epoch is limiter.epoch
-                 else self._usual(caller))
+        if decided is not None and decided.epoch is limiter.epoch:
+            usual = decided.usual
+        else:
+            usual = self._usual(caller)
         held: Held | None = None
         tokens = 0
         if usual is not None:  # the usual key: its plan's one object, no `hold`
-            json = body.json
             if json is not None:
                 most = json.get("max_tokens")
-                if (prompt_chars is not None and prompt_chars >= 0 and type(most) is int
-                        and most >= 0 and "n" not in json and "best_of" not in json):
+                if (prompt_chars >= 0 and type(most) is int and most >= 0
+                        and "n" not in json and "best_of" not in json):
                     tokens = -(-prompt_chars // 4) + most  # as `request_estimate` makes it
                 else:
-                    tokens = sum(request_estimate(json, self._default_completion,
-                                                  target.operation, prompt_chars))
+                    tokens = sum(request_estimate(json, self._default_completion, operation,
+                                                  prompt_chars))
             lines = usual.take(tokens)
             if type(lines) is Refusal:
                 raise limit_refusal(lines)
         else:
-            held = hold(limiter, self.budgets, caller, body.json, routed, target.operation,
+            held = hold(limiter, self.budgets, caller, json, routed, operation,
                         self._default_completion, prompt_chars)
             lines = held[0].head_lines
-        if target.operation == "responses" and request.method == "POST":
+        if operation == "responses" and request.method == "POST":
             # A streamed response's id and items, the key's as the stream shows them.
             owned = Owned(key.id)
             record.claim = lambda ids: self.owners.claim(ids, owned)
         try:
-            if key.models and target.operation == "files" and request.method == "POST":
+            batch_models = None
+            if models and operation == "files" and request.method == "POST":
                 batch_models = await uploaded_batch_models(body.spool, body.boundary)
             reply = await self._attempts.send(LimitedRequest(request, lines), target,
                                               caller, body, record, routed)
             if target.kind == "resource":
-                reply = await owned_answer(self.owners, request.method, target.operation,
+                reply = await owned_answer(self.owners, request.method, operation,
                                            key.id, record, reply, batch_models)
             return apply_lines(reply, lines)
         except BaseException as exc:
             if unanswered(exc):  # sent and never answered: Azure may bill it
-                note_unanswered(record, body.json, target.operation, self._default_completion)
+                note_unanswered(record, json, operation, self._default_completion)
             limit_error(exc, lines)  # Azure's error answer: the key's limits, not Azure's
             raise
         finally:
-            if held is None:
-                assert usual is not None
-                usual.settle(tokens, used_tokens(record))
-            else:
+            if held is not None:
                 release(limiter, self.budgets, held, record)
+            elif usual is not None:
+                usage = record.usage  # `used_tokens`' short path inline: chat's usage
+                if usage:
+                    prompt = usage.get("prompt_tokens")
+                    completion = usage.get("completion_tokens")
+                    usual.settle(tokens, prompt + completion if (
+                        type(prompt) is int and type(completion) is int and prompt >= 0
+                        and completion >= 0) else used_tokens(record))
+                else:
+                    usual.settle(tokens, None)
 
     def _usual(self, caller: Caller) -> UsualLimits | None:
         """A virtual key's `UsualLimits` when its requests take the limiter's short path

@@ -156,23 +156,26 @@ class UsualLimits:
         (`limit_lines` of the state after the take), or why it must wait (nothing
         taken). `settle(tokens, ...)` it once it has ended."""
         state, now = self.state, self.clock()
-        cap, level, tpm, tokens_level = state.rpm, state.rpm_level, state.tpm, state.tpm_level
+        cap, tpm = state.rpm, state.tpm
         assert cap is not None and tpm is not None
+        # Refilled up to `now` (`Subject.refill`, inline), then checked and taken.
+        level = state.rpm_level
         if now > state.rpm_stamp:
             level += (now - state.rpm_stamp) * state.rpm_rate
             if level > cap:
                 level = cap
-            state.rpm_level, state.rpm_stamp = level, now
+            state.rpm_stamp = now
+        tokens_level = state.tpm_level
         if now > state.tpm_stamp:
             tokens_level += (now - state.tpm_stamp) * state.tpm_rate
             if tokens_level > tpm:
                 tokens_level = tpm
-            state.tpm_level, state.tpm_stamp = tokens_level, now
+            state.tpm_stamp = now
         if level < 1 or tokens > tokens_level:
+            state.rpm_level, state.tpm_level = level, tokens_level
             return refusal(state, tokens, now)
-        level -= 1
-        tokens_level -= tokens
-        state.rpm_level, state.tpm_level = level, tokens_level
+        state.rpm_level = level = level - 1
+        state.tpm_level = tokens_level = tokens_level - tokens
         state.in_flight += 1
         # Each bucket's lines by its level: a full bucket's level after a take, or a
         # request size seen before, is a dict hit; else made from integers.
@@ -188,9 +191,9 @@ class UsualLimits:
         state = self.state
         if state.in_flight > 0:
             state.in_flight -= 1
-        give_back = reserved - (used or 0)
+        give_back = reserved - used if used else reserved
         cap = state.tpm
-        if cap is not None and give_back:
+        if give_back and cap is not None:
             level, now = state.tpm_level, self.clock()
             if now > state.tpm_stamp:
                 level += (now - state.tpm_stamp) * state.tpm_rate
