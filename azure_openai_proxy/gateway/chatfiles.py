@@ -14,7 +14,7 @@ from azure_openai_proxy.gateway.affinity import (
     folded,
 )
 
-__all__ = ["chat_file_ids"]
+__all__ = ["chat_file_ids", "check_model_spelling"]
 
 # A chat body this large has its messages walked without searching its bytes first.
 _WALKED_FROM = 1024 * 1024
@@ -53,6 +53,21 @@ def chat_file_ids(raw: bytes, body: Mapping[str, Any] | None,
         if len(raw) >= _WALKED_FROM and _names_no_file(raw):
             return []
         raise
+
+
+def check_model_spelling(body: Mapping[str, Any]) -> None:
+    """Refuse (`ReferenceKeyCased`, a 400) a body that spells `model` in other letters
+    (`Model`, `MODEL`) beside or instead of it. A key limited to some models is judged by
+    the body's `model` (the v1 API's deployment name, which the gateway writes there);
+    an upstream that binds JSON case-insensitively (ASP.NET Core's web defaults, the last
+    spelling winning) would read the other one, a model the key may not use. Keys all
+    lower-case ASCII (nearly always): one join and two tests."""
+    keys = "".join(body)
+    if keys.isascii() and keys.islower():
+        return
+    for field in body:
+        if field != "model" and folded(field) == "model":
+            raise ReferenceKeyCased(field, "model")
 
 
 def _names_no_file(raw: bytes) -> bool:

@@ -37,6 +37,7 @@ from azure_openai_proxy.gateway.attempts import UpstreamAttempts
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.batchcheck import check_batch, uploaded_batch_models
 from azure_openai_proxy.gateway.budgethold import budgeted, enforce_budget, note_unanswered
+from azure_openai_proxy.gateway.chatfiles import check_model_spelling
 from azure_openai_proxy.gateway.governed import (
     Held,
     hold,
@@ -212,6 +213,8 @@ class Gateway:
         if models and routed[1] is not None and not pool_allowed(models, routed[1], routed[0]):
             raise ModelNotAllowed(routed[1])
         json = body.json
+        if models and json is not None:
+            check_model_spelling(json)  # `Model` beside `model`: which one Azure reads?
         operation = target.operation
         prompt_chars = -1  # the usual chat's prompt, measured once for files and tokens
         if target.kind == "resource":
