@@ -21,6 +21,7 @@ from azure_openai_proxy.governance.ratelimit import (
     Admission,
     RateLimiter,
     Refusal,
+    UsualLimits,
 )
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool
@@ -36,6 +37,7 @@ __all__ = [
     "request_estimate",
     "unanswered",
     "used_tokens",
+    "usual_limits",
 ]
 
 # A governed request's limiter admission and budget hold (None: no budget), as a tuple:
@@ -84,6 +86,23 @@ def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
     except BaseException:
         limiter.settle(admitted, None)  # over budget: the limits are given back
         raise
+
+
+def usual_limits(limiter: RateLimiter, budgets: BudgetGuard | None,
+                 caller: Caller) -> UsualLimits | None:
+    """A virtual key's `UsualLimits` when its requests take the limiter's short path
+    (its plan the usual one, this worker's limits alone, no budget; then `Gateway.
+    _governed` takes and settles on it instead of `hold` and `release`), else None.
+    Decided once per key version and limiter epoch: kept on the caller (`Decided`)."""
+    key, team = caller.key, caller.team
+    assert key is not None
+    usual = None
+    if not limiter.shared and not (budgets is not None and budgeted(caller)):
+        usual = (limiter.plan(key.id, key.limits, None, None) if team is None
+                 else limiter.plan(key.id, key.limits, team.id, team.limits)).usual
+    if caller.decided is not None:
+        caller.decided.usual, caller.decided.epoch = usual, limiter.epoch
+    return usual
 
 
 def release(limiter: RateLimiter, budgets: BudgetGuard | None, held: Held,

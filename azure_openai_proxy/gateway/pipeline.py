@@ -36,7 +36,7 @@ from azure_openai_proxy.gateway.affinity import ResourceAffinity
 from azure_openai_proxy.gateway.attempts import UpstreamAttempts
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.batchcheck import check_batch, uploaded_batch_models
-from azure_openai_proxy.gateway.budgethold import budgeted, enforce_budget, note_unanswered
+from azure_openai_proxy.gateway.budgethold import enforce_budget, note_unanswered
 from azure_openai_proxy.gateway.chatfiles import check_model_spelling
 from azure_openai_proxy.gateway.governed import (
     Held,
@@ -48,6 +48,7 @@ from azure_openai_proxy.gateway.governed import (
     request_estimate,
     unanswered,
     used_tokens,
+    usual_limits,
 )
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_lines, apply_to, limit_error
@@ -66,7 +67,7 @@ from azure_openai_proxy.governance.keys import (
     allowed_names,
     is_restricted,
 )
-from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal, UsualLimits
+from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal
 from azure_openai_proxy.http.busypoll import BusyPoll
 from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
@@ -239,7 +240,7 @@ class Gateway:
         if decided is not None and decided.epoch is limiter.epoch:
             usual = decided.usual
         else:
-            usual = self._usual(caller)
+            usual = usual_limits(limiter, self.budgets, caller)
         held: Held | None = None
         tokens = 0
         if usual is not None:  # the usual key: its plan's one object, no `hold`
@@ -290,20 +291,6 @@ class Gateway:
                         and completion >= 0) else used_tokens(record))
                 else:
                     usual.settle(tokens, None)
-
-    def _usual(self, caller: Caller) -> UsualLimits | None:
-        """A virtual key's `UsualLimits` when its requests take the limiter's short path
-        (its plan the usual one, this worker's limits alone, no budget); else None.
-        Decided once per key version and limiter epoch, kept on the caller (`Decided`)."""
-        key, team, limiter = caller.key, caller.team, self.limiter
-        assert key is not None and limiter is not None
-        usual = None
-        if not limiter.shared and not (self.budgets is not None and budgeted(caller)):
-            usual = (limiter.plan(key.id, key.limits, None, None) if team is None
-                     else limiter.plan(key.id, key.limits, team.id, team.limits)).usual
-        if caller.decided is not None:
-            caller.decided.usual, caller.decided.epoch = usual, limiter.epoch
-        return usual
 
     def _classify(self, method: str, raw_path: str) -> Target:
         """`classify`, remembered: a few paths carry nearly all the traffic."""

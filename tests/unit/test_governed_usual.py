@@ -4,7 +4,8 @@ the key version's `UsualLimits`, decided once and kept on its `Caller` (`Decided
 with no `hold`/`release`. Over random sequences of requests (some left in flight,
 settled later with Azure's usage, none, or an error), waits, limit changes, rotations,
 revocations and reloads, two gateways over the same key store and clock answer alike:
-one as shipped, one made to take the general path (`hold`/`release`) for every key."""
+one as shipped, one whose limiter makes no usual plan (`_GeneralLoop`): it holds and
+releases every request (`hold`/`release`) and takes on the limiter's general loop."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.gateway.app import create_app
 from azure_openai_proxy.governance.model import Limits
+from azure_openai_proxy.governance.ratelimit import LimitPlan, RateLimiter
 from azure_openai_proxy.http.interface import Answer
 from azure_openai_proxy.store.keys import KeyStore
 from azure_openai_proxy.upstream.transport import UpstreamRequest, UpstreamResponse
@@ -94,6 +96,17 @@ def _azure_answer(usage: tuple[int, int] | None, status: int) -> _Answer:
         answer["usage"] = {"prompt_tokens": usage[0], "completion_tokens": usage[1],
                            "total_tokens": sum(usage)}
     return _Answer(200, orjson.dumps(answer))
+
+
+class _GeneralLoop(RateLimiter):
+    """A limiter whose plans all take the general loop (`take`'s loop over subjects, no
+    `UsualLimits`): the gateway then holds and releases every request (`hold`)."""
+
+    def plan(self, key_id: str, key_limits: Limits, team_id: str | None,
+             team_limits: Limits | None) -> LimitPlan:
+        plan = super().plan(key_id, key_limits, team_id, team_limits)
+        plan.only = plan.usual = None
+        return plan
 
 
 class _Request:
@@ -182,7 +195,9 @@ class _Pair:
         self.apps = (create_app(config, self.azures[0], clock=clock),
                      create_app(config, self.azures[1], clock=clock))
         general = self.apps[1].gateway
-        general._usual = lambda caller: None  # type: ignore[method-assign]
+        assert general.directory is not None
+        general.limiter = _GeneralLoop(clock)
+        general.directory.on_reload = general.limiter.forget
         self.secrets: list[list[str]] = []  # per key: its secrets, newest last
         self.ids: list[str] = []
         self.pending: list[tuple[asyncio.Task[object], asyncio.Task[object]]] = []
@@ -284,7 +299,7 @@ async def _run(steps: list[tuple[Any, ...]]) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(st.lists(_step, min_size=1, max_size=30))
 def test_the_usual_keys_short_path_answers_as_the_general_path(
