@@ -19,7 +19,10 @@ difference is given back, or taken (a bucket may go below zero: the next request
 The request path pays for a few attribute reads and float operations per subject: a
 key's subjects are looked up and configured once per version of the key (`plan`, kept
 until the limits change or the keys are reloaded), not per request, and `take` and
-`settle` refill, check and take inline, with no object per bucket.
+`settle` refill, check and take inline, with no object per bucket. The usual plan (one
+subject with an RPM and a TPM limit, no parallel one) is taken on its `UsualLimits`
+(governance/buckets.py), which the request path keeps per key version and calls itself
+(gateway/governed.py `usual_limits`): no plan look-up and no `Admission` per request.
 
 With `--workers N` the workers share their buckets and in-flight counts through a table
 in shared memory (governance/sharedlimits.py, `share`): a take or settle then copies its

@@ -24,7 +24,7 @@ __all__ = [
 
 
 class BucketState(Protocol):
-    """What the headers read of a subject's buckets (ratelimit.py's `_Subject`)."""
+    """What the headers read of a subject's buckets (buckets.py's `Subject`)."""
 
     rpm: float | None
     rpm_level: float

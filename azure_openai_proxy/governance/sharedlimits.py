@@ -46,7 +46,7 @@ given to a process started at another time).
 
 Stamps are `time.monotonic()` (the limiter's clock, one per machine, read under the
 lock), and a stamp written back never goes below the one in the row: the limiter never
-moves a stamp back (`_Subject.refill`), whatever a worker's clock reads.
+moves a stamp back (`Subject.refill`), whatever a worker's clock reads.
 
 The lock is `fcntl.flock` on the file, which the kernel releases when its holder dies:
 a worker killed while holding it never blocks the others (a POSIX semaphore, under
@@ -345,7 +345,7 @@ class SharedTable:
 
 
 class SharedBuckets(Protocol):
-    """A subject's state as the limiter keeps it (governance/ratelimit.py `_Subject`):
+    """A subject's state as the limiter keeps it (governance/buckets.py `Subject`):
     what is copied in from its row before a decision and written back after."""
 
     row: int | None
@@ -374,7 +374,7 @@ def pull(state: SharedBuckets, cells: memoryview[float], row: int) -> None:
 def push(state: SharedBuckets, cells: memoryview[float], row: int, column: int, change: int) -> None:
     """Write `state`'s levels and stamps back, and this worker's in-flight `change` (to
     its column and to the total). Its stamps are the row's or later: the limiter never
-    moves a stamp back (`_Subject.refill`), so the time up to a stamp is refilled once."""
+    moves a stamp back (`Subject.refill`), so the time up to a stamp is refilled once."""
     if state.rpm is not None:
         cells[row + _RPM_LEVEL], cells[row + _RPM_STAMP] = state.rpm_level, state.rpm_stamp
     if state.tpm is not None:
@@ -388,7 +388,7 @@ def push(state: SharedBuckets, cells: memoryview[float], row: int, column: int, 
 
 def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
                      clock: Callable[[], float]) -> None:
-    """A shared subject's `configure`, as `_Subject.configure` does it on the row: each
+    """A shared subject's `configure`, as `Subject.configure` does it on the row: each
     bucket is refilled at the rate of the limit the row last had (set by any worker),
     then kept up to the new limit (full when it had none)."""
     row, cells = state.row, table.cells

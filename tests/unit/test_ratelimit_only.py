@@ -1,7 +1,7 @@
 """The limiter's short path for the usual plan (one subject, an RPM and a TPM limit, no
-parallel one: `LimitPlan.only`, `_take_only`) decides and answers exactly as the general
-path does, and the head lines it remembers (the same levels as the last answer's) are
-never those of other limits."""
+parallel one: `LimitPlan.only`, governance/buckets.py `UsualLimits.take`) decides and
+answers exactly as the general path does, and the head lines it remembers (the same
+levels as the last answer's) are never those of other limits."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""The short path's remembered head lines (`_take_only`) at the edges the review of the
-governed loop named: limits changed (reload, admin API, a limit removed or a parallel one
-added), keys reloaded (`forget`), time passing with the same levels, settles below zero,
-and two workers sharing one table. Every admission's lines are the ones `limit_lines`
+"""The short path's remembered head lines (governance/buckets.py `UsualLimits.take`) at
+the edges the review of the governed loop named: limits changed (reload, admin API, a
+limit removed or a parallel one added), keys reloaded (`forget`), time passing with the
+same levels, settles below zero, and two workers sharing one table. Every admission's lines are the ones `limit_lines`
 makes fresh from the state right after its take, and the short path decides as the
 general loop does; the lines are always plain ASCII header lines."""
 
