@@ -30,9 +30,11 @@ __all__ = ["LimitKind", "Refusal", "Subject", "UsualLimits", "limit_of", "refusa
 LimitKind = Literal["requests", "tokens", "parallel"]
 PARALLEL_RETRY_SECONDS = 1.0
 # A bucket's lines remembered by its exact level (`memo`), then by the integers they
-# show (`texts`): a few levels recur (a full bucket, the usual request sizes).
-_MEMO_SIZE = 16
-_TEXTS_SIZE = 64
+# show (`texts`): a few levels recur (a full bucket, the usual request sizes). Small: a
+# subject is kept for every key and team in use, and the memo's values are the texts'
+# (a busy subject holds at most 16 lines, ~3 KB with its four tables).
+_MEMO_SIZE = 4
+_TEXTS_SIZE = 8
 
 
 class Subject:
