@@ -27,6 +27,8 @@ from typing import Any
 
 import orjson
 
+from azure_openai_proxy.normalize.choices import choice_chars
+
 __all__ = ["AnnotationFrameTemplate", "SteadyFrameTemplate"]
 
 _HEAD = b'{"choices":[{"content_filter_results":'
@@ -37,17 +39,32 @@ _OFFSETS = b'{"choices":[{"content_filter_offsets":'
 
 class SteadyFrameTemplate:
     """The learned ends of a stream's steady frames; `match()` a frame's data against it,
-    `relayed()` the event to write for a match."""
+    `relayed()` the event to write for a match. `relay()` does both for a whole event
+    whose choice differs from the learned one only in its delta, and counts it."""
 
-    __slots__ = ("_out_tail", "_prefix", "_prefix_size", "_suffix", "_suffix_size")
+    __slots__ = ("_event_end", "_event_end_size", "_event_start", "_event_start_size",
+                 "_out_end", "_out_tail", "_prefix", "_prefix_size", "_suffix",
+                 "_suffix_size", "chars", "frames", "relays")
 
-    def __init__(self, prefix: bytes, suffix: bytes, out_suffix: bytes) -> None:
+    def __init__(self, prefix: bytes, suffix: bytes, out_suffix: bytes,
+                 choice_tail: bytes = b"") -> None:
         self._prefix = prefix
         self._suffix = suffix
         # Sizes and the event's end computed once, not per frame.
         self._prefix_size = len(prefix)
         self._suffix_size = len(suffix)
         self._out_tail = out_suffix + b"\n\n"
+        # `relay()`'s ends: the whole event's, around the delta's value. Without a
+        # `choice_tail` (none learned) `relays` is False and no event matches.
+        self.relays = bool(choice_tail)
+        self._event_start = b"data: " + prefix
+        self._event_start_size = len(self._event_start)
+        self._event_end = choice_tail + suffix + b"\n\n"
+        self._event_end_size = len(self._event_end) if choice_tail else 1 << 62
+        self._out_end = choice_tail + self._out_tail
+        # What `relay()` passed: frames, and their characters of text (`choice_chars`).
+        self.frames = 0
+        self.chars = 0
 
     @classmethod
     def learn(cls, data: bytes, obj: dict[str, Any], model: str) -> SteadyFrameTemplate | None:
@@ -69,7 +86,15 @@ class SteadyFrameTemplate:
         azure = b'"model":' + orjson.dumps(obj["model"])
         if suffix.count(azure) != 1:
             return None
-        return cls(prefix, suffix, suffix.replace(azure, b'"model":' + orjson.dumps(model)))
+        # The choice's members after its delta (`,"finish_reason":null,...}`): fixed
+        # for `relay()`, which then parses only the delta's value.
+        value = orjson.dumps(choice.get("delta"))
+        choice_tail = data[len(prefix) + len(value):cut]
+        if data[len(prefix):len(prefix) + len(value)] != value or choice.get(
+                "finish_reason") is not None:
+            choice_tail = b""
+        return cls(prefix, suffix, suffix.replace(azure, b'"model":' + orjson.dumps(model)),
+                   choice_tail)
 
     def match(self, data: bytes) -> dict[str, Any] | None:
         """The frame's choice without its `content_filter_results` (the learned one), if
@@ -91,6 +116,35 @@ class SteadyFrameTemplate:
     def relayed(self, data: bytes) -> bytes:
         """The event for a frame `match()` accepted: its bytes, the model spliced."""
         return b"".join((b"data: ", data[:-self._suffix_size], self._out_tail))
+
+    def relay(self, event: bytes) -> bytes | None:
+        """The event to write for `event`, one whole SSE event (`data: <frame>\\n\\n`,
+        nothing buffered before it) that is the learned frame with another delta; the
+        frame counted in `frames` and `chars`. None for anything else (no change made):
+        the caller's general path then takes it.
+
+        The same proof as `match()`, narrower: the bytes before the delta's value and
+        after it are the learned frame's, and the value between is one JSON value, so
+        the frame is the learned one with only that value changed; its choice's
+        `finish_reason` is the learned `null`. No line break may hide in the value (as
+        JSON whitespace): the event would then be another one."""
+        start = self._event_start_size
+        end = len(event) - self._event_end_size
+        if end <= start or event[:start] != self._event_start or event[end:] != self._event_end:
+            return None
+        value = event[start:end]
+        # No b"\n" or b"\r": the first line is the whole (cheaper than two finds).
+        if len(value.splitlines()[0]) != end - start:
+            return None
+        try:
+            delta = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+        content = delta.get("content") if type(delta) is dict and len(delta) == 1 else None
+        # `choice_chars` reads only a choice's delta when it has one.
+        self.chars += len(content) if type(content) is str else choice_chars({"delta": delta})
+        self.frames += 1
+        return event[:end] + self._out_end
 
 
 class AnnotationFrameTemplate:

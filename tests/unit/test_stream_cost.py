@@ -119,3 +119,33 @@ def test_no_annotation_template_is_learned_where_it_is_never_tried(
     for frame in long_stream():
         kept.feed(frame)
     assert len(learned) == 1
+
+
+async def test_a_pushed_steady_frame_takes_one_call_of_the_normalizers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Once the template is learned, a steady frame of a pushed stream goes from the
+    # upstream connection's body callback to the template's `relay` (one call): neither
+    # `feed()` (its SSE decoder's checks) nor `match()` and `relayed()` apart.
+    calls: list[str] = []
+    for owner, name in ((ChatStreamNormalizer, "feed"), (SteadyFrameTemplate, "match"),
+                        (SteadyFrameTemplate, "relayed")):
+        original = getattr(owner, name)
+
+        def counted(self: Any, data: bytes, _original: Any = original,
+                    _name: str = name) -> Any:
+            calls.append(_name)
+            return _original(self, data)
+
+        monkeypatch.setattr(owner, name, counted)
+    frames = long_stream(annotate=False)
+    exchange = Exchange(pushed=True, policy=StreamPolicy(client_model="gpt-4o"))
+    exchange.start(wire(frames[:3], end=False))  # prompt filter, role, the first delta
+    await exchange.settle()
+    calls.clear()
+    for frame in frames[3:-3]:  # steady frames, one a read
+        exchange.conn.data_received(wire([frame], end=False))
+    assert calls == []
+    exchange.conn.data_received(wire(frames[-3:]))
+    assert exchange.task is not None
+    await asyncio.wait_for(exchange.task, 5)
+    assert len(exchange.channel.writes) >= len(frames) - 5

@@ -208,3 +208,89 @@ def test_a_stream_of_annotations_comes_out_as_the_general_paths() -> None:
               delta("c"), finish_frame(), async_annotation(3, 3, 4), usage_frame(), DONE]
     for policy in POLICIES:
         assert relay(frames, policy, fast=True) == relay(frames, policy, fast=False)
+
+
+# ---- `steady_relay()`: a whole steady event relayed before `feed()` (the pushed relay) ----
+
+
+def relay_by_pieces(pieces: list[bytes], policy: StreamPolicy) -> tuple[bytes, Any]:
+    """As the pushed relay feeds the normalizer: each piece to `steady_relay()` first,
+    while it offers one, else to `feed()`."""
+    normalizer = ChatStreamNormalizer(policy)
+    out: list[bytes] = []
+    steady = None
+    for piece in pieces:
+        if steady is not None:
+            relayed = steady(piece)
+            if relayed is not None:
+                out.append(relayed)
+                continue
+        out.append(normalizer.feed(piece))
+        steady = normalizer.steady_relay()
+    out.append(normalizer.finish())
+    return b"".join(out), (normalizer.usage, normalizer.finish_reasons, normalizer.frames_in,
+                           normalizer.frames_out, normalizer.done, normalizer.content_chars)
+
+
+def test_recorded_sequences_by_steady_relay_are_the_general_paths() -> None:
+    for frames in SEQUENCES:
+        for policy in POLICIES:
+            assert relay_by_pieces(frames, policy) == relay(frames, policy, fast=False)
+
+
+def test_steady_relay_takes_the_steady_frames_of_a_long_stream() -> None:
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    frames = long_stream(annotate=False)
+    for frame in frames[:3]:  # prompt filter, role, the first delta (learned from)
+        normalizer.feed(frame)
+    steady = normalizer.steady_relay()
+    assert steady is not None
+    relayed = steady(frames[3])
+    assert relayed is not None and b'"model":"gpt-4o"' in relayed
+    assert steady(frames[-3]) is None  # the finish frame: another choice tail
+    assert steady(DONE) is None
+    assert steady(frames[4][:50]) is None  # part of an event
+    normalizer.feed(frames[4][:50])
+    assert normalizer.steady_relay() is None  # something buffered: only feed() now
+    normalizer.feed(frames[4][50:])
+    assert normalizer.steady_relay() is not None
+
+
+def test_steady_relay_refuses_what_the_general_path_would_read_otherwise() -> None:
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for frame in long_stream(annotate=False)[:3]:
+        normalizer.feed(frame)
+    steady = normalizer.steady_relay()
+    assert steady is not None
+    good = delta("x")
+    value = b'{"content":"x"}'
+    refused = [
+        good.replace(value, b'{"content":\n"x"}'),  # a line break as JSON whitespace
+        good.replace(value, b'{"content":\r"x"}'),
+        good.replace(value, b'{"content":"x"'),  # not one JSON value
+        good.replace(value, b'{"content":"x"},"finish_reason":"stop","z":{"a":1}'),
+        good.replace(b'"finish_reason":null', b'"finish_reason":"stop"'),
+        good.replace(b'"logprobs":null', b'"logprobs":{"content":[]}'),
+        good[:-1], good + b"\n", b"data:" + good[6:],
+    ]
+    for event in refused:
+        assert steady(event) is None, event
+    frames_in = normalizer.frames_in
+    assert steady(good.replace(value, b' {"content" :"x"}\t')) is not None  # spaces: one value
+    assert normalizer.frames_in == frames_in + 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(max_size=12), min_size=1, max_size=12), st.data())
+def test_any_split_by_steady_relay_gives_the_general_paths_bytes(words: list[str],
+                                                                 data: st.DataObject) -> None:
+    frames = long_stream(words)
+    whole = b"".join(frames)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=20)))
+    pieces = [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True)]
+    policy = data.draw(st.sampled_from(POLICIES))
+    expected = relay(frames, policy, fast=False)
+    assert relay_by_pieces(pieces, policy) == expected
+    per_piece = data.draw(st.integers(1, 6))  # several whole frames in one piece
+    grouped = [b"".join(frames[i:i + per_piece]) for i in range(0, len(frames), per_piece)]
+    assert relay_by_pieces(grouped, policy) == expected

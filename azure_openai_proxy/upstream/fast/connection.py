@@ -288,6 +288,10 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        sink = self.sink
+        if sink is not None and self.decoder is None:  # pushed: `_queue`'s, inline
+            sink.feed(body)
+            return
         if self.complete:
             return
         if self.decoder is not None:
