@@ -149,3 +149,28 @@ async def test_a_pushed_steady_frame_takes_one_call_of_the_normalizers(
     assert exchange.task is not None
     await asyncio.wait_for(exchange.task, 5)
     assert len(exchange.channel.writes) >= len(frames) - 5
+
+
+async def test_a_pushed_read_reads_no_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The read timeout of a pushed stream is a mark a read sets and a timer checks, not a
+    # deadline each read moves (a clock read per read).
+    frames = long_stream(annotate=False)
+    exchange = Exchange(pushed=True, policy=StreamPolicy(client_model="gpt-4o"))
+    exchange.start(wire(frames[:3], end=False))
+    await exchange.settle()
+    loop = asyncio.get_running_loop()
+    reads: list[float] = []
+    clock = loop.time
+
+    def counted() -> float:
+        reads.append(0.0)
+        return clock()
+
+    monkeypatch.setattr(loop, "time", counted)
+    for frame in frames[3:-3]:
+        exchange.conn.data_received(wire([frame], end=False))
+    assert reads == []
+    monkeypatch.undo()
+    exchange.conn.data_received(wire(frames[-3:]))
+    assert exchange.task is not None
+    await asyncio.wait_for(exchange.task, 5)
