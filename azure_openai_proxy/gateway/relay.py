@@ -236,8 +236,8 @@ class _StreamPush:
     written to the client in one write. `outcome` is set once: the tail to end with
     (`[DONE]` came, or the body ended), or the exception `_pushed` raises."""
 
-    __slots__ = ("_loop", "_normalizer", "_out", "_pending", "_response", "_steady",
-                 "_waiter", "outcome", "paused")
+    __slots__ = ("_drop", "_loop", "_normalizer", "_out", "_pending", "_response",
+                 "_steady", "_waiter", "outcome", "paused")
 
     def __init__(self, response: FastResponse, out: FastStream,
                  normalizer: ChatStreamNormalizer) -> None:
@@ -248,6 +248,7 @@ class _StreamPush:
         self._pending = b""  # normalized, not yet written
         # The normalizer's shortcut for a whole steady event (`steady_relay`), or None.
         self._steady: Callable[[bytes], bytes | None] | None = None
+        self._drop: Callable[[bytes], bool] | None = None  # and `annotation_drop`
         self._waiter: asyncio.Future[None] | None = None
         self.outcome: bytes | BaseException | None = None
         self.paused = False
@@ -257,6 +258,10 @@ class _StreamPush:
         if steady is not None:  # the hot path: one steady frame, one call
             try:
                 relayed = steady(data)
+                if relayed is None:
+                    drop = self._drop
+                    if drop is not None and drop(data):
+                        return  # an async-filter annotation frame, dropped
             except Exception as exc:  # a bug of ours
                 self._settle(exc)
                 return
@@ -273,6 +278,7 @@ class _StreamPush:
             self._settle(exc)
             return
         self._steady = normalizer.steady_relay()
+        self._drop = normalizer.annotation_drop()
         if normalizer.done:
             # Azure's [DONE]: the client's stream ends with it; the rest of Azure's body
             # (the chunked terminator) is queued, for `finish_in_background`.

@@ -162,13 +162,20 @@ class AnnotationFrameTemplate:
     of the choice and of the frame, is the learned one's. The general path would drop it
     alike: it reads neither the offsets nor anything the ends do not fix."""
 
-    __slots__ = ("_prefix", "_prefix_size", "_suffix", "_suffix_size")
+    __slots__ = ("_event_end", "_event_end_size", "_event_start", "_event_start_size",
+                 "_prefix", "_prefix_size", "_suffix", "_suffix_size", "dropped")
 
     def __init__(self, prefix: bytes, suffix: bytes) -> None:
         self._prefix = prefix
         self._suffix = suffix
         self._prefix_size = len(prefix)
         self._suffix_size = len(suffix)
+        # `drop()`'s ends, of the whole event, and the frames it dropped.
+        self._event_start = b"data: " + prefix
+        self._event_start_size = len(self._event_start)
+        self._event_end = suffix + b"\n\n"
+        self._event_end_size = len(self._event_end)
+        self.dropped = 0
 
     @classmethod
     def learn(cls, data: bytes, obj: dict[str, Any]) -> AnnotationFrameTemplate | None:
@@ -195,4 +202,23 @@ class AnnotationFrameTemplate:
             orjson.loads(b"{" + data[start:end] + b"}")
         except orjson.JSONDecodeError:
             return False
+        return True
+
+    def drop(self, event: bytes) -> bool:
+        """Whether `event`, one whole SSE event (nothing buffered before it), is the
+        learned annotation frame with other offsets, as `matches()` tells of a frame's
+        data; counted in `dropped` if so. No line break may hide in the offsets (as JSON
+        whitespace): the event would then be another one."""
+        start = self._event_start_size
+        end = len(event) - self._event_end_size
+        if end < start or event[:start] != self._event_start or event[end:] != self._event_end:
+            return False
+        middle = event[start:end]
+        if middle and len(middle.splitlines()[0]) != end - start:
+            return False
+        try:
+            orjson.loads(b"{" + middle + b"}")
+        except orjson.JSONDecodeError:
+            return False
+        self.dropped += 1
         return True

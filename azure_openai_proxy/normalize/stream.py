@@ -126,8 +126,9 @@ class ChatStreamNormalizer:
 
     @property
     def frames_in(self) -> int:
-        template = self._template
-        return self._frames_in + self._steady_frames + (template.frames if template else 0)
+        template, annotation = self._template, self._annotation
+        return (self._frames_in + self._steady_frames + (template.frames if template else 0)
+                + (annotation.dropped if annotation else 0))
 
     @property
     def frames_out(self) -> int:
@@ -150,6 +151,15 @@ class ChatStreamNormalizer:
                 or not self._decoder.idle()):
             return None
         return template.relay
+
+    def annotation_drop(self) -> Callable[[bytes], bool] | None:
+        """Beside `steady_relay()`, when it offers one: the learned annotation template's
+        `drop` (a whole event of the async filter's annotation frames in: True, and it is
+        dropped and counted here), else None."""
+        annotation = self._annotation
+        if annotation is None or self.steady_relay() is None:
+            return None
+        return annotation.drop
 
     def feed(self, chunk: bytes) -> bytes:
         """Return the bytes to write to the client for `chunk`: complete events only."""

@@ -174,3 +174,29 @@ async def test_a_pushed_read_reads_no_clock(monkeypatch: pytest.MonkeyPatch) -> 
     exchange.conn.data_received(wire(frames[-3:]))
     assert exchange.task is not None
     await asyncio.wait_for(exchange.task, 5)
+
+
+async def test_a_pushed_annotation_frame_is_dropped_without_feed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # After the first (which teaches the template), the async filter's annotation frames
+    # of a pushed stream are dropped by `annotation_drop()`, not through `feed()`.
+    fed: list[bytes] = []
+    feed = ChatStreamNormalizer.feed
+
+    def counted(self: ChatStreamNormalizer, data: bytes) -> bytes:
+        fed.append(data)
+        return feed(self, data)
+
+    monkeypatch.setattr(ChatStreamNormalizer, "feed", counted)
+    frames = long_stream(annotate=False)
+    exchange = Exchange(pushed=True, policy=StreamPolicy(client_model="gpt-4o"))
+    exchange.start(wire([*frames[:3], async_annotation(0, 0, 4)], end=False))
+    await exchange.settle()
+    fed.clear()
+    for n in range(1, 6):
+        exchange.conn.data_received(wire([async_annotation(4 * n, 4 * n, 4 * n + 4)],
+                                         end=False))
+    assert fed == []
+    exchange.conn.data_received(wire(frames[3:]))
+    assert exchange.task is not None
+    await asyncio.wait_for(exchange.task, 5)

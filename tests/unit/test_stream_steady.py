@@ -215,18 +215,20 @@ def test_a_stream_of_annotations_comes_out_as_the_general_paths() -> None:
 
 def relay_by_pieces(pieces: list[bytes], policy: StreamPolicy) -> tuple[bytes, Any]:
     """As the pushed relay feeds the normalizer: each piece to `steady_relay()` first,
-    while it offers one, else to `feed()`."""
+    then `annotation_drop()`, while they are offered, else to `feed()`."""
     normalizer = ChatStreamNormalizer(policy)
     out: list[bytes] = []
-    steady = None
+    steady = drop = None
     for piece in pieces:
         if steady is not None:
             relayed = steady(piece)
             if relayed is not None:
                 out.append(relayed)
                 continue
+            if drop is not None and drop(piece):
+                continue
         out.append(normalizer.feed(piece))
-        steady = normalizer.steady_relay()
+        steady, drop = normalizer.steady_relay(), normalizer.annotation_drop()
     out.append(normalizer.finish())
     return b"".join(out), (normalizer.usage, normalizer.finish_reasons, normalizer.frames_in,
                            normalizer.frames_out, normalizer.done, normalizer.content_chars)
@@ -294,3 +296,31 @@ def test_any_split_by_steady_relay_gives_the_general_paths_bytes(words: list[str
     per_piece = data.draw(st.integers(1, 6))  # several whole frames in one piece
     grouped = [b"".join(frames[i:i + per_piece]) for i in range(0, len(frames), per_piece)]
     assert relay_by_pieces(grouped, policy) == expected
+
+
+def test_annotation_drop_takes_only_the_learned_annotation_frame_whole() -> None:
+    template = _annotation_template()
+    event = async_annotation(22, 22, 1032)
+    assert template.drop(event) and template.dropped == 1
+    inner = b'"check_offset":22,"start_offset":22,"end_offset":1032'
+    refused = [
+        event.replace(inner, b'"check_offset":22,\n"start_offset":22'),  # a line break
+        event.replace(inner, b'"check_offset":22\r'),
+        event.replace(inner, b'"a":1},"delta":{"content":"evil"},"x":{"b":2'),
+        event[:-1], event + b"\n", delta("x"), DONE,
+    ]
+    for other in refused:
+        assert not template.drop(other), other
+    assert template.dropped == 1
+    assert template.drop(event.replace(inner, b""))  # empty offsets, as `matches()`
+
+
+def test_later_annotation_frames_are_dropped_by_annotation_drop() -> None:
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for frame in long_stream(annotate=False)[:3]:
+        normalizer.feed(frame)
+    assert normalizer.annotation_drop() is None  # none learned yet
+    assert normalizer.feed(async_annotation(0, 0, 4)) == b""  # learned from this one
+    drop = normalizer.annotation_drop()
+    assert drop is not None and drop(async_annotation(4, 4, 8))
+    assert (normalizer.frames_in, normalizer.frames_out) == (5, 2)
