@@ -277,8 +277,7 @@ class _StreamPush:
         except Exception as exc:  # a bug of ours
             self._settle(exc)
             return
-        self._steady = normalizer.steady_relay()
-        self._drop = normalizer.annotation_drop()
+        self._steady, self._drop = normalizer.shortcuts()
         if normalizer.done:
             # Azure's [DONE]: the client's stream ends with it; the rest of Azure's body
             # (the chunked terminator) is queued, for `finish_in_background`.

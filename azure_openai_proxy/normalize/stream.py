@@ -156,10 +156,15 @@ class ChatStreamNormalizer:
         """Beside `steady_relay()`, when it offers one: the learned annotation template's
         `drop` (a whole event of the async filter's annotation frames in: True, and it is
         dropped and counted here), else None."""
+        return self.shortcuts()[1]
+
+    def shortcuts(self) -> tuple[Callable[[bytes], bytes | None] | None,
+                                 Callable[[bytes], bool] | None]:
+        """`steady_relay()` and `annotation_drop()` in one call."""
+        relay = self.steady_relay()
         annotation = self._annotation
-        if annotation is None or self.steady_relay() is None:
-            return None
-        return annotation.drop
+        return relay, (annotation.drop if annotation is not None and relay is not None
+                       else None)
 
     def feed(self, chunk: bytes) -> bytes:
         """Return the bytes to write to the client for `chunk`: complete events only."""
