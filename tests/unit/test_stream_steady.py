@@ -324,3 +324,17 @@ def test_later_annotation_frames_are_dropped_by_annotation_drop() -> None:
     drop = normalizer.annotation_drop()
     assert drop is not None and drop(async_annotation(4, 4, 8))
     assert (normalizer.frames_in, normalizer.frames_out) == (5, 2)
+
+
+def test_frames_whose_logprobs_vary_take_feed_and_come_out_as_the_general_paths() -> None:
+    # The choice's members after the delta are learned into `relay()`'s end: a stream
+    # with logprobs (another value each frame) is refused there, and `feed()` (the
+    # template's wider `match()`) takes it.
+    frames = [prompt_frame(), role_frame()]
+    for n, word in enumerate(WORDS):
+        frames.append(chunk({"content_filter_results": FILTERS, "delta": {"content": word},
+                             "finish_reason": None, "index": 0,
+                             "logprobs": {"content": [{"token": word, "logprob": -n}]}}))
+    frames += [finish_frame("stop"), usage_frame(), DONE]
+    for policy in POLICIES:
+        assert relay_by_pieces(frames, policy) == relay(frames, policy, fast=False)
