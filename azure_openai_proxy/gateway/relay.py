@@ -233,8 +233,10 @@ async def _pushed(response: FastResponse, out: FastStream,
 class _StreamPush:
     """The sink of a pushed stream (`upstream.fast.BodySink`): each piece of Azure's body
     is normalized inside the upstream connection's callback, and what a read yields is
-    written to the client in one write. `outcome` is set once: the tail to end with
-    (`[DONE]` came, or the body ended), or the exception `_pushed` raises."""
+    written to the client in one write. A piece that is a whole steady frame (or a later
+    annotation frame) takes the normalizer's shortcut (`shortcuts()`: one call); any
+    other goes through `feed()`. `outcome` is set once: the tail to end with (`[DONE]`
+    came, or the body ended), or the exception `_pushed` raises."""
 
     __slots__ = ("_drop", "_loop", "_normalizer", "_out", "_pending", "_response",
                  "_steady", "_waiter", "outcome", "paused")

@@ -84,41 +84,11 @@ class _Connection(asyncio.Protocol):
     on `wait()`, which returns on any progress and raises the exchange's failure."""
 
     __slots__ = (
-        "body",
-        "body_cut",
-        "buffered",
-        "busy",
-        "closed",
-        "complete",
-        "deadline",
-        "decoder",
-        "error",
-        "greedy",
-        "head_only",
-        "head_size",
-        "headers",
-        "heard",
-        "idle_since",
-        "interim",
-        "keep_alive",
-        "length",
-        "loop",
-        "parser",
-        "pool",
-        "raw",
-        "reading_paused",
-        "received",
-        "silent_checks",
-        "sink",
-        "started",
-        "status",
-        "timeout",
-        "timer",
-        "timer_at",
-        "transport",
-        "until_eof",
-        "uses",
-        "waiter",
+        "body", "body_cut", "buffered", "busy", "closed", "complete", "deadline", "decoder",
+        "error", "greedy", "head_only", "head_size", "headers", "heard", "idle_since",
+        "interim", "keep_alive", "length", "loop", "parser", "pool", "raw",
+        "reading_paused", "received", "silent_checks", "sink", "started", "status",
+        "timeout", "timer", "timer_at", "transport", "until_eof", "uses", "waiter",
         "write_paused",
     )
 
@@ -434,8 +404,8 @@ class _Connection(asyncio.Protocol):
     def push_to(self, sink: BodySink, timeout: float) -> None:
         """From now on, hand the body to `sink` as it is parsed, beginning with what is
         queued; `sink.end()` or `sink.fail()` at once if the answer is already over.
-        Azure silent for `timeout` s fails it with `UpstreamTimeout` (while `pause()`d
-        the silence is ours and not counted)."""
+        Azure silent for `timeout` s (up to an eighth more: `_QUIET_CHECKS`) fails it
+        with `UpstreamTimeout` (while `pause()`d the silence is ours and not counted)."""
         self.sink = sink
         self.timeout = timeout
         if self.body:
