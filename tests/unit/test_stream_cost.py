@@ -200,3 +200,31 @@ async def test_a_pushed_annotation_frame_is_dropped_without_feed(
     exchange.conn.data_received(wire(frames[3:]))
     assert exchange.task is not None
     await asyncio.wait_for(exchange.task, 5)
+
+
+def test_a_plain_ascii_text_delta_is_relayed_unparsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `{"content":"..."}` whose text needs no escaping: `relay()` checks its ends and the
+    # text's bytes (one regex search), and parses nothing.
+    from azure_openai_proxy.normalize import steady
+
+    parsed: list[bytes] = []
+
+    class Counted:
+        JSONDecodeError = orjson.JSONDecodeError
+        dumps = staticmethod(orjson.dumps)
+
+        @staticmethod
+        def loads(data: bytes) -> Any:
+            parsed.append(data)
+            return orjson.loads(data)
+
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for frame in long_stream(annotate=False)[:3]:
+        normalizer.feed(frame)
+    relay = normalizer.steady_relay()
+    assert relay is not None
+    monkeypatch.setattr(steady, "orjson", Counted)
+    assert relay(delta(" plain text, 42.")) is not None
+    assert parsed == []
+    assert relay(delta(' "quoted"')) is not None  # escaped: parsed
+    assert len(parsed) == 1

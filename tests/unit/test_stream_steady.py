@@ -338,3 +338,25 @@ def test_frames_whose_logprobs_vary_take_feed_and_come_out_as_the_general_paths(
     frames += [finish_frame("stop"), usage_frame(), DONE]
     for policy in POLICIES:
         assert relay_by_pieces(frames, policy) == relay(frames, policy, fast=False)
+
+
+def test_plain_text_deltas_are_counted_as_the_general_path_counts_them() -> None:
+    # `{"content":"..."}` with nothing escaped is not parsed: ASCII text is counted by its
+    # bytes, other UTF-8 by orjson; escaped text, and bytes that are not UTF-8, are not
+    # taken as plain (the parsed path decides, and the general path drops a frame that is
+    # not JSON).
+    texts = ["plain", "", "caf\u00e9 \u4e2d\u6587 \U0001f642", 'say "hi"', "tab\there",
+             "back\\slash", "\x7f"]
+    frames = [prompt_frame(), role_frame(), *(delta(text) for text in texts)]
+    not_utf8 = delta("abc").replace(b"abc", b"a\xffc")
+    frames += [not_utf8, delta("after"), finish_frame("stop"), usage_frame(), DONE]
+    for policy in POLICIES:
+        assert relay_by_pieces(frames, policy) == relay(frames, policy, fast=False)
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for frame in frames[:3]:
+        normalizer.feed(frame)
+    steady = normalizer.steady_relay()
+    assert steady is not None and steady(not_utf8) is None
+    chars = normalizer.content_chars
+    assert steady(delta("\u4e2d\u6587")) is not None
+    assert normalizer.content_chars == chars + 2
