@@ -20,14 +20,14 @@ The suffix is only used when it holds no backslash (so every quote in it delimit
 string) and no bracket but its leading `]` and final `}`: then its members, `model`
 among them, are the top-level object's own.
 
-`relay()` is the same proof made narrower, for a relay that hands over each whole event
-(`data: <frame>\\n\\n`) as it comes (the pushed relay, `gateway/relay.py`): the
-choice's members after its delta (`,"finish_reason":null,"index":0,"logprobs":null}`) are
-learned into the end too, so only the delta's value is parsed, and the event is checked,
-spliced and counted in one call (about 10k instructions, where `feed()`'s SSE checks,
-`match()` and `relayed()` took about 20k). A frame whose choice differs elsewhere (a
-`logprobs` of its own, a finish) is refused there and goes through `match()` as before.
-`AnnotationFrameTemplate.drop()` does the same for the async filter's annotation frames.
+`relay()` takes a whole event (`data: <frame>\\n\\n`) as a relay hands it over (the
+pushed relay, `gateway/relay.py`) and checks, splices and counts it in one call. A plain
+text delta (`{"content":"..."}`, nothing escaped) is not parsed at all: the ends around
+its text are learned (the choice's members after the delta too), and the text is proved
+a JSON string's value by holding nothing a JSON string holds only escaped (about 7k
+instructions, where `feed()`'s SSE checks, `match()` and `relayed()` took about 20k).
+Any other event goes through `match()` as before. `AnnotationFrameTemplate.drop()` takes
+the async filter's annotation frames whole the same way.
 """
 
 from __future__ import annotations
@@ -55,10 +55,9 @@ class SteadyFrameTemplate:
     `relayed()` the event to write for a match. `relay()` does both for a whole event
     whose choice differs from the learned one only in its delta, and counts it."""
 
-    __slots__ = ("_event_end", "_event_end_size", "_event_start", "_event_start_size",
-                 "_out_end", "_out_tail", "_prefix", "_prefix_size", "_suffix",
-                 "_suffix_size", "_text_end", "_text_end_size", "_text_out_end",
-                 "_text_start", "_text_start_size", "chars", "frames", "relays")
+    __slots__ = ("_out_tail", "_prefix", "_prefix_size", "_suffix", "_suffix_size",
+                 "_text_end", "_text_end_size", "_text_out_end", "_text_start",
+                 "_text_start_size", "chars", "frames")
 
     def __init__(self, prefix: bytes, suffix: bytes, out_suffix: bytes,
                  choice_tail: bytes = b"") -> None:
@@ -68,20 +67,14 @@ class SteadyFrameTemplate:
         self._prefix_size = len(prefix)
         self._suffix_size = len(suffix)
         self._out_tail = out_suffix + b"\n\n"
-        # `relay()`'s ends: the whole event's, around the delta's value. Without a
-        # `choice_tail` (none learned) `relays` is False and no event matches.
-        self.relays = bool(choice_tail)
-        self._event_start = b"data: " + prefix
-        self._event_start_size = len(self._event_start)
-        self._event_end = choice_tail + suffix + b"\n\n"
-        self._event_end_size = len(self._event_end) if choice_tail else 1 << 62
-        self._out_end = choice_tail + self._out_tail
-        # A plain content delta's ends (`{"content":"` and `"}` beside the above).
-        self._text_start = self._event_start + b'{"content":"'
+        # `relay()`'s ends of a whole event whose delta is plain text, around the text:
+        # `data: {"choices":[{...,"delta":{"content":"` and `"},"finish_reason":null,
+        # ...}],...}\n\n`. Without a `choice_tail` (none learned) no event matches them.
+        self._text_start = b"data: " + prefix + b'{"content":"'
         self._text_start_size = len(self._text_start)
-        self._text_end = b'"}' + self._event_end
-        self._text_end_size = self._event_end_size + 2
-        self._text_out_end = b'"}' + self._out_end
+        self._text_end = b'"}' + choice_tail + suffix + b"\n\n"
+        self._text_end_size = len(self._text_end) if choice_tail else 1 << 62
+        self._text_out_end = b'"}' + choice_tail + self._out_tail
         # What `relay()` passed: frames, and their characters of text (`choice_chars`).
         self.frames = 0
         self.chars = 0
@@ -143,17 +136,14 @@ class SteadyFrameTemplate:
         frame counted in `frames` and `chars`. None for anything else (no change made):
         the caller's general path then takes it.
 
-        The same proof as `match()`, narrower: the bytes before the delta's value and
-        after it are the learned frame's, and the value between is one JSON value, so
-        the frame is the learned one with only that value changed; its choice's
-        `finish_reason` is the learned `null`. No line break may hide in the value (as
-        JSON whitespace): the event would then be another one.
-
         The usual delta, `{"content":"..."}` whose text holds nothing escaped, is not
-        parsed at all: its ends are learned too, and nothing between them that a JSON
-        string holds only escaped (a quote, a backslash, a control character) makes the
-        bytes between them the string's value; they are counted as they are if ASCII,
-        else by orjson (which also checks them as UTF-8)."""
+        parsed at all: the bytes before the text and after it are learned (the choice's
+        members after its delta too: `finish_reason` the learned `null`), and nothing
+        between them that a JSON string holds only escaped (a quote, a backslash, a
+        control character, line breaks among them) makes those bytes the string's value:
+        the frame is the learned one with another text. They are counted as they are if
+        ASCII, else by orjson (which also checks them as UTF-8). Any other event goes
+        through `match()` and `relayed()`, as `ChatStreamNormalizer.feed` takes it."""
         start = self._text_start_size
         end = len(event) - self._text_end_size
         if (start <= end and event[:start] == self._text_start
@@ -170,24 +160,20 @@ class SteadyFrameTemplate:
         return self._relay_parsed(event)
 
     def _relay_parsed(self, event: bytes) -> bytes | None:
-        """`relay()` for a delta that is not plain text: its value parsed."""
-        start = self._event_start_size
-        end = len(event) - self._event_end_size
-        if end <= start or event[:start] != self._event_start or event[end:] != self._event_end:
+        """`relay()` for a delta that is not plain text: the frame's data through
+        `match()` and `relayed()`, as `ChatStreamNormalizer.feed` takes one event."""
+        if not event.startswith(self._prefix, 6) or event[:6] != b"data: " or event[-2:] != b"\n\n":
+            return None  # (the prefix first: an annotation frame fails there)
+        data = event[6:-2]
+        # No b"\n" or b"\r" inside: the first line is the whole (cheaper than two finds).
+        if not data or len(data.splitlines()[0]) != len(data):
             return None
-        value = event[start:end]
-        # No b"\n" or b"\r": the first line is the whole (cheaper than two finds).
-        if len(value.splitlines()[0]) != end - start:
+        rest = self.match(data)
+        if rest is None or rest.get("finish_reason") is not None:
             return None
-        try:
-            delta = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return None
-        content = delta.get("content") if type(delta) is dict and len(delta) == 1 else None
-        # `choice_chars` reads only a choice's delta when it has one.
-        self.chars += len(content) if type(content) is str else choice_chars({"delta": delta})
+        self.chars += choice_chars(rest)
         self.frames += 1
-        return event[:end] + self._out_end
+        return self.relayed(data)
 
 
 class AnnotationFrameTemplate:

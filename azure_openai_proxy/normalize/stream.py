@@ -147,8 +147,7 @@ class ChatStreamNormalizer:
         which then goes to `feed()`). None when there is no such shortcut now; asked
         again after each `feed()`. For a relay with a call per upstream piece."""
         template = self._template
-        if (template is None or not self._steady or self.done or not template.relays
-                or not self._decoder.idle()):
+        if template is None or not self._steady or self.done or not self._decoder.idle():
             return None
         return template.relay
 

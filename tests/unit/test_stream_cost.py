@@ -124,8 +124,9 @@ def test_no_annotation_template_is_learned_where_it_is_never_tried(
 async def test_a_pushed_steady_frame_takes_one_call_of_the_normalizers(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Once the template is learned, a steady frame of a pushed stream goes from the
-    # upstream connection's body callback to the template's `relay` (one call): neither
-    # `feed()` (its SSE decoder's checks) nor `match()` and `relayed()` apart.
+    # upstream connection's body callback to the template's `relay` (one call): not
+    # `feed()` (its SSE decoder's checks), and for plain text not `match()` and
+    # `relayed()` either (text with escapes takes them, inside `relay`).
     calls: list[str] = []
     for owner, name in ((ChatStreamNormalizer, "feed"), (SteadyFrameTemplate, "match"),
                         (SteadyFrameTemplate, "relayed")):
@@ -137,14 +138,18 @@ async def test_a_pushed_steady_frame_takes_one_call_of_the_normalizers(
             return _original(self, data)
 
         monkeypatch.setattr(owner, name, counted)
-    frames = long_stream(annotate=False)
+    plain = [" The", " capital", " of", " France", " is", " Paris", "."]
+    frames = long_stream([*plain, ' "quoted"', " \\ slash"], annotate=False)
     exchange = Exchange(pushed=True, policy=StreamPolicy(client_model="gpt-4o"))
     exchange.start(wire(frames[:3], end=False))  # prompt filter, role, the first delta
     await exchange.settle()
     calls.clear()
-    for frame in frames[3:-3]:  # steady frames, one a read
+    for frame in frames[3:3 + len(plain) - 1]:  # steady frames, one a read
         exchange.conn.data_received(wire([frame], end=False))
     assert calls == []
+    for frame in frames[3 + len(plain) - 1:-3]:  # escaped text: parsed, still no feed()
+        exchange.conn.data_received(wire([frame], end=False))
+    assert calls == ["match", "relayed"] * 2
     exchange.conn.data_received(wire(frames[-3:]))
     assert exchange.task is not None
     await asyncio.wait_for(exchange.task, 5)
