@@ -130,6 +130,10 @@ class SseDecoder:
             return None
         return chunk[6:-2]
 
+    def idle(self) -> bool:
+        """Whether nothing is buffered: the next byte fed starts an event."""
+        return not self._buf and not self._parts
+
     def flush(self) -> list[SseEvent]:
         """Return the buffered trailing event, terminated or not, and reset the decoder."""
         rest = self._buf + b"".join(self._parts)

@@ -233,11 +233,13 @@ async def _pushed(response: FastResponse, out: FastStream,
 class _StreamPush:
     """The sink of a pushed stream (`upstream.fast.BodySink`): each piece of Azure's body
     is normalized inside the upstream connection's callback, and what a read yields is
-    written to the client in one write. `outcome` is set once: the tail to end with
-    (`[DONE]` came, or the body ended), or the exception `_pushed` raises."""
+    written to the client in one write. A piece that is a whole steady frame (or a later
+    annotation frame) takes the normalizer's shortcut (`shortcuts()`: one call); any
+    other goes through `feed()`. `outcome` is set once: the tail to end with (`[DONE]`
+    came, or the body ended), or the exception `_pushed` raises."""
 
-    __slots__ = ("_loop", "_normalizer", "_out", "_pending", "_response", "_waiter",
-                 "outcome", "paused")
+    __slots__ = ("_drop", "_loop", "_normalizer", "_out", "_pending", "_response",
+                 "_steady", "_waiter", "outcome", "paused")
 
     def __init__(self, response: FastResponse, out: FastStream,
                  normalizer: ChatStreamNormalizer) -> None:
@@ -246,11 +248,29 @@ class _StreamPush:
         self._out = out
         self._normalizer = normalizer
         self._pending = b""  # normalized, not yet written
+        # The normalizer's shortcut for a whole steady event (`steady_relay`), or None.
+        self._steady: Callable[[bytes], bytes | None] | None = None
+        self._drop: Callable[[bytes], bool] | None = None  # and `annotation_drop`
         self._waiter: asyncio.Future[None] | None = None
         self.outcome: bytes | BaseException | None = None
         self.paused = False
 
     def feed(self, data: bytes) -> None:
+        steady = self._steady
+        if steady is not None:  # the hot path: one steady frame, one call
+            try:
+                relayed = steady(data)
+                if relayed is None:
+                    drop = self._drop
+                    if drop is not None and drop(data):
+                        return  # an async-filter annotation frame, dropped
+            except Exception as exc:  # a bug of ours
+                self._settle(exc)
+                return
+            if relayed is not None:
+                pending = self._pending
+                self._pending = pending + relayed if pending else relayed
+                return
         if self.outcome is not None:
             return
         normalizer = self._normalizer
@@ -259,6 +279,7 @@ class _StreamPush:
         except Exception as exc:  # a bug of ours
             self._settle(exc)
             return
+        self._steady, self._drop = normalizer.shortcuts()
         if normalizer.done:
             # Azure's [DONE]: the client's stream ends with it; the rest of Azure's body
             # (the chunked terminator) is queued, for `finish_in_background`.
@@ -299,6 +320,7 @@ class _StreamPush:
 
     def _settle(self, outcome: bytes | BaseException) -> None:
         self.outcome = outcome
+        self._steady = None
         self._response.detach()
         self._wake()
 

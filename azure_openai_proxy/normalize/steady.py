@@ -19,13 +19,25 @@ otherwise by Azure in its delta gets the same JSON value with Azure's own spelli
 The suffix is only used when it holds no backslash (so every quote in it delimits a
 string) and no bracket but its leading `]` and final `}`: then its members, `model`
 among them, are the top-level object's own.
+
+`relay()` takes a whole event (`data: <frame>\\n\\n`) as a relay hands it over (the
+pushed relay, `gateway/relay.py`) and checks, splices and counts it in one call. A plain
+text delta (`{"content":"..."}`, nothing escaped) is not parsed at all: the ends around
+its text are learned (the choice's members after the delta too), and the text is proved
+a JSON string's value by holding nothing a JSON string holds only escaped (about 7k
+instructions, where `feed()`'s SSE checks, `match()` and `relayed()` took about 20k).
+Any other event goes through `match()` as before. `AnnotationFrameTemplate.drop()` takes
+the async filter's annotation frames whole the same way.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
+
+from azure_openai_proxy.normalize.choices import choice_chars
 
 __all__ = ["AnnotationFrameTemplate", "SteadyFrameTemplate"]
 
@@ -33,21 +45,39 @@ _HEAD = b'{"choices":[{"content_filter_results":'
 _DELTA = b',"delta":'
 _TAIL = b'],"created":'
 _OFFSETS = b'{"choices":[{"content_filter_offsets":'
+# What a JSON string holds only escaped or at its ends (line breaks among the control
+# characters): a plain content delta's text without any is its string's value.
+_UNPLAIN = re.compile(rb'["\\\x00-\x1f]').search
 
 
 class SteadyFrameTemplate:
     """The learned ends of a stream's steady frames; `match()` a frame's data against it,
-    `relayed()` the event to write for a match."""
+    `relayed()` the event to write for a match. `relay()` does both for a whole event
+    whose choice differs from the learned one only in its delta, and counts it."""
 
-    __slots__ = ("_out_tail", "_prefix", "_prefix_size", "_suffix", "_suffix_size")
+    __slots__ = ("_out_tail", "_prefix", "_prefix_size", "_suffix", "_suffix_size",
+                 "_text_end", "_text_end_size", "_text_out_end", "_text_start",
+                 "_text_start_size", "chars", "frames")
 
-    def __init__(self, prefix: bytes, suffix: bytes, out_suffix: bytes) -> None:
+    def __init__(self, prefix: bytes, suffix: bytes, out_suffix: bytes,
+                 choice_tail: bytes = b"") -> None:
         self._prefix = prefix
         self._suffix = suffix
         # Sizes and the event's end computed once, not per frame.
         self._prefix_size = len(prefix)
         self._suffix_size = len(suffix)
         self._out_tail = out_suffix + b"\n\n"
+        # `relay()`'s ends of a whole event whose delta is plain text, around the text:
+        # `data: {"choices":[{...,"delta":{"content":"` and `"},"finish_reason":null,
+        # ...}],...}\n\n`. Without a `choice_tail` (none learned) no event matches them.
+        self._text_start = b"data: " + prefix + b'{"content":"'
+        self._text_start_size = len(self._text_start)
+        self._text_end = b'"}' + choice_tail + suffix + b"\n\n"
+        self._text_end_size = len(self._text_end) if choice_tail else 1 << 62
+        self._text_out_end = b'"}' + choice_tail + self._out_tail
+        # What `relay()` passed: frames, and their characters of text (`choice_chars`).
+        self.frames = 0
+        self.chars = 0
 
     @classmethod
     def learn(cls, data: bytes, obj: dict[str, Any], model: str) -> SteadyFrameTemplate | None:
@@ -69,7 +99,15 @@ class SteadyFrameTemplate:
         azure = b'"model":' + orjson.dumps(obj["model"])
         if suffix.count(azure) != 1:
             return None
-        return cls(prefix, suffix, suffix.replace(azure, b'"model":' + orjson.dumps(model)))
+        # The choice's members after its delta (`,"finish_reason":null,...}`): fixed
+        # for `relay()`, which then parses only the delta's value.
+        value = orjson.dumps(choice.get("delta"))
+        choice_tail = data[len(prefix) + len(value):cut]
+        if data[len(prefix):len(prefix) + len(value)] != value or choice.get(
+                "finish_reason") is not None:
+            choice_tail = b""
+        return cls(prefix, suffix, suffix.replace(azure, b'"model":' + orjson.dumps(model)),
+                   choice_tail)
 
     def match(self, data: bytes) -> dict[str, Any] | None:
         """The frame's choice without its `content_filter_results` (the learned one), if
@@ -92,6 +130,51 @@ class SteadyFrameTemplate:
         """The event for a frame `match()` accepted: its bytes, the model spliced."""
         return b"".join((b"data: ", data[:-self._suffix_size], self._out_tail))
 
+    def relay(self, event: bytes) -> bytes | None:
+        """The event to write for `event`, one whole SSE event (`data: <frame>\\n\\n`,
+        nothing buffered before it) that is the learned frame with another delta; the
+        frame counted in `frames` and `chars`. None for anything else (no change made):
+        the caller's general path then takes it.
+
+        The usual delta, `{"content":"..."}` whose text holds nothing escaped, is not
+        parsed at all: the bytes before the text and after it are learned (the choice's
+        members after its delta too: `finish_reason` the learned `null`), and nothing
+        between them that a JSON string holds only escaped (a quote, a backslash, a
+        control character, line breaks among them) makes those bytes the string's value:
+        the frame is the learned one with another text. They are counted as they are if
+        ASCII, else by orjson (which also checks them as UTF-8). Any other event goes
+        through `match()` and `relayed()`, as `ChatStreamNormalizer.feed` takes it."""
+        start = self._text_start_size
+        end = len(event) - self._text_end_size
+        if (start <= end and event[:start] == self._text_start
+                and event[end:] == self._text_end and _UNPLAIN(event, start, end) is None):
+            if event.isascii():
+                self.chars += end - start
+            else:
+                try:
+                    self.chars += len(orjson.loads(event[start - 1:end + 1]))
+                except orjson.JSONDecodeError:
+                    return None
+            self.frames += 1
+            return event[:end] + self._text_out_end
+        return self._relay_parsed(event)
+
+    def _relay_parsed(self, event: bytes) -> bytes | None:
+        """`relay()` for a delta that is not plain text: the frame's data through
+        `match()` and `relayed()`, as `ChatStreamNormalizer.feed` takes one event."""
+        if not event.startswith(self._prefix, 6) or event[:6] != b"data: " or event[-2:] != b"\n\n":
+            return None  # (the prefix first: an annotation frame fails there)
+        data = event[6:-2]
+        # No b"\n" or b"\r" inside: the first line is the whole (cheaper than two finds).
+        if not data or len(data.splitlines()[0]) != len(data):
+            return None
+        rest = self.match(data)
+        if rest is None or rest.get("finish_reason") is not None:
+            return None
+        self.chars += choice_chars(rest)
+        self.frames += 1
+        return self.relayed(data)
+
 
 class AnnotationFrameTemplate:
     """The learned ends of a stream's asynchronous-filter annotation frames, which the
@@ -108,13 +191,20 @@ class AnnotationFrameTemplate:
     of the choice and of the frame, is the learned one's. The general path would drop it
     alike: it reads neither the offsets nor anything the ends do not fix."""
 
-    __slots__ = ("_prefix", "_prefix_size", "_suffix", "_suffix_size")
+    __slots__ = ("_event_end", "_event_end_size", "_event_start", "_event_start_size",
+                 "_prefix", "_prefix_size", "_suffix", "_suffix_size", "dropped")
 
     def __init__(self, prefix: bytes, suffix: bytes) -> None:
         self._prefix = prefix
         self._suffix = suffix
         self._prefix_size = len(prefix)
         self._suffix_size = len(suffix)
+        # `drop()`'s ends, of the whole event, and the frames it dropped.
+        self._event_start = b"data: " + prefix
+        self._event_start_size = len(self._event_start)
+        self._event_end = suffix + b"\n\n"
+        self._event_end_size = len(self._event_end)
+        self.dropped = 0
 
     @classmethod
     def learn(cls, data: bytes, obj: dict[str, Any]) -> AnnotationFrameTemplate | None:
@@ -141,4 +231,23 @@ class AnnotationFrameTemplate:
             orjson.loads(b"{" + data[start:end] + b"}")
         except orjson.JSONDecodeError:
             return False
+        return True
+
+    def drop(self, event: bytes) -> bool:
+        """Whether `event`, one whole SSE event (nothing buffered before it), is the
+        learned annotation frame with other offsets, as `matches()` tells of a frame's
+        data; counted in `dropped` if so. No line break may hide in the offsets (as JSON
+        whitespace): the event would then be another one."""
+        start = self._event_start_size
+        end = len(event) - self._event_end_size
+        if end < start or event[:start] != self._event_start or event[end:] != self._event_end:
+            return False
+        middle = event[start:end]
+        if middle and len(middle.splitlines()[0]) != end - start:
+            return False
+        try:
+            orjson.loads(b"{" + middle + b"}")
+        except orjson.JSONDecodeError:
+            return False
+        self.dropped += 1
         return True

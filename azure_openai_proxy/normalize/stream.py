@@ -38,6 +38,7 @@ What reaches the client, one output event per kept upstream event (never split/m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,15 +122,48 @@ class ChatStreamNormalizer:
         self._frames_in = 0
         self._frames_out = 0
         self._steady_frames = 0
-        self.content_chars = 0
+        self._content_chars = 0
 
     @property
     def frames_in(self) -> int:
-        return self._frames_in + self._steady_frames
+        template, annotation = self._template, self._annotation
+        return (self._frames_in + self._steady_frames + (template.frames if template else 0)
+                + (annotation.dropped if annotation else 0))
 
     @property
     def frames_out(self) -> int:
-        return self._frames_out + self._steady_frames
+        template = self._template
+        return self._frames_out + self._steady_frames + (template.frames if template else 0)
+
+    @property
+    def content_chars(self) -> int:
+        template = self._template
+        return self._content_chars + (template.chars if template else 0)
+
+    def steady_relay(self) -> Callable[[bytes], bytes | None] | None:
+        """What may take the stream's next piece before `feed()` does, while nothing is
+        buffered and the stream is steady: the learned template's `relay` (a whole
+        steady event in, the client's event out, counted here; None for anything else,
+        which then goes to `feed()`). None when there is no such shortcut now; asked
+        again after each `feed()`. For a relay with a call per upstream piece."""
+        template = self._template
+        if template is None or not self._steady or self.done or not self._decoder.idle():
+            return None
+        return template.relay
+
+    def annotation_drop(self) -> Callable[[bytes], bool] | None:
+        """Beside `steady_relay()`, when it offers one: the learned annotation template's
+        `drop` (a whole event of the async filter's annotation frames in: True, and it is
+        dropped and counted here), else None."""
+        return self.shortcuts()[1]
+
+    def shortcuts(self) -> tuple[Callable[[bytes], bytes | None] | None,
+                                 Callable[[bytes], bool] | None]:
+        """`steady_relay()` and `annotation_drop()` in one call."""
+        relay = self.steady_relay()
+        annotation = self._annotation
+        return relay, (annotation.drop if annotation is not None and relay is not None
+                       else None)
 
     def feed(self, chunk: bytes) -> bytes:
         """Return the bytes to write to the client for `chunk`: complete events only."""
@@ -146,9 +180,9 @@ class ChatStreamNormalizer:
                     content = (delta.get("content")
                                if type(delta) is dict and len(delta) == 1 else None)
                     if type(content) is str:  # a plain content delta
-                        self.content_chars += len(content)
+                        self._content_chars += len(content)
                     else:
-                        self.content_chars += choice_chars(rest)
+                        self._content_chars += choice_chars(rest)
                     self._steady_frames += 1
                     return template.relayed(data)
                 annotation = self._annotation
@@ -224,7 +258,7 @@ class ChatStreamNormalizer:
         rest = template.match(data)
         if rest is None or rest.get("finish_reason") is not None:
             return None
-        self.content_chars += choice_chars(rest)
+        self._content_chars += choice_chars(rest)
         self._steady_frames += 1
         return template.relayed(data)
 
@@ -259,7 +293,7 @@ class ChatStreamNormalizer:
             self._template = SteadyFrameTemplate.learn(event.data or b"", obj, model)
             if self._template is not None:
                 self._learning = 0
-        self.content_chars += choice_chars(choice)
+        self._content_chars += choice_chars(choice)
         if obj.get("model") == self._model:
             return self._out(event, obj, changed=False)
         obj["model"] = self._model  # the client's name, or Azure's first one
@@ -305,7 +339,7 @@ class ChatStreamNormalizer:
             obj["choices"] = kept
         self._note_finish(kept)
         for choice in kept:
-            self.content_chars += choice_chars(choice)
+            self._content_chars += choice_chars(choice)
         if self._policy.strip_usage_frame and "usage" in obj:
             if type(obj["usage"]) is dict:
                 self.usage = obj["usage"]

@@ -24,7 +24,7 @@ from azure_openai_proxy.errors import UpstreamTimeout
 from azure_openai_proxy.gateway.relay import relay
 from azure_openai_proxy.http.interface import ClientDisconnected
 from azure_openai_proxy.http.request import FastRequest
-from azure_openai_proxy.normalize.stream import StreamPolicy
+from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.fast import FastResponse, FastTransport
@@ -383,3 +383,68 @@ async def test_a_client_gone_while_azure_is_paused_closes_azure() -> None:
     with pytest.raises(ClientDisconnected):
         await asyncio.wait_for(exchange.task, 10)
     assert exchange.socket.closed
+
+
+def client_body(writes: list[bytes]) -> bytes:
+    """The SSE bytes the client got: the chunked body after the head, unframed."""
+    data = b"".join(writes)
+    body = data[data.index(b"\r\n\r\n") + 4:]
+    out: list[bytes] = []
+    while True:
+        line_end = body.index(b"\r\n")
+        size = int(body[:line_end], 16)
+        if not size:
+            return b"".join(out)
+        out.append(body[line_end + 2:line_end + 2 + size])
+        assert body[line_end + 2 + size:line_end + 4 + size] == b"\r\n"
+        body = body[line_end + 4 + size:]
+
+
+@settings(max_examples=60, deadline=None, phases=[Phase.explicit, Phase.generate])
+@given(points=st.lists(st.integers(min_value=1, max_value=4000), max_size=40),
+       words=st.lists(st.text(max_size=12), min_size=1, max_size=12),
+       which=st.integers(min_value=-1, max_value=len(SEQUENCES) - 1),
+       policy=st.sampled_from(POLICIES), per_chunk=st.integers(1, 3))
+def test_any_split_into_reads_pushed_is_the_general_path(
+        points: list[int], words: list[str], which: int, policy: StreamPolicy,
+        per_chunk: int) -> None:
+    # The pushed relay's steady shortcut (`steady_relay`) against the normalizer's general
+    # path (`fast=False`), not only against the pulled relay (which shares its template).
+    frames = long_stream(words) if which < 0 else SEQUENCES[which]
+    chunked = [b"".join(frames[i:i + per_chunk]) for i in range(0, len(frames), per_chunk)]
+    data = wire(chunked)
+    reads = cut(data, [p for p in points if p < len(data)])
+    general = ChatStreamNormalizer(policy, fast=False)
+    expected = b"".join(general.feed(frame) for frame in frames) + general.finish()
+
+    async def compare() -> None:
+        exchange = Exchange(pushed=True, policy=policy)
+        await exchange.run(reads)
+        assert client_body(exchange.channel.writes) == expected
+        assert exchange.record.usage == (general.usage or exchange.record.usage)
+        assert exchange.record.error is None
+
+    asyncio.run(compare())
+
+
+async def test_a_pushed_streams_read_timeout_is_checked_eight_times_per_timeout() -> None:
+    # A read marks the connection heard; each check clears the mark or counts a silent
+    # check, and the eighth silent check in a row fails the stream: silence is found
+    # after at least the timeout, and at most an eighth of it more. Checks are called
+    # here directly, one per eighth of the timeout: no clock.
+    exchange = Exchange(pushed=True, policy=StreamPolicy(client_model="gpt-4o"))
+    frames = long_stream()
+    exchange.start(wire(frames[:4], end=False))
+    await exchange.settle()
+    conn = exchange.conn
+    for _ in range(7):
+        conn._check_deadline()
+    conn.data_received(wire(frames[4:5], end=False))  # heard: the count starts again
+    conn._check_deadline()  # clears the mark: the last read is within this eighth
+    for _ in range(7):
+        conn._check_deadline()
+    assert exchange.task is not None and not exchange.task.done()
+    conn._check_deadline()  # the eighth silent check: a whole timeout since the read
+    await asyncio.wait_for(exchange.task, 5)
+    assert exchange.record.error == UpstreamTimeout.__name__
+    assert b'"code":"stream_interrupted"' in exchange.channel.writes[-1]

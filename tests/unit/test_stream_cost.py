@@ -119,3 +119,117 @@ def test_no_annotation_template_is_learned_where_it_is_never_tried(
     for frame in long_stream():
         kept.feed(frame)
     assert len(learned) == 1
+
+
+async def test_a_pushed_steady_frame_takes_one_call_of_the_normalizers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Once the template is learned, a steady frame of a pushed stream goes from the
+    # upstream connection's body callback to the template's `relay` (one call): not
+    # `feed()` (its SSE decoder's checks), and for plain text not `match()` and
+    # `relayed()` either (text with escapes takes them, inside `relay`).
+    calls: list[str] = []
+    for owner, name in ((ChatStreamNormalizer, "feed"), (SteadyFrameTemplate, "match"),
+                        (SteadyFrameTemplate, "relayed")):
+        original = getattr(owner, name)
+
+        def counted(self: Any, data: bytes, _original: Any = original,
+                    _name: str = name) -> Any:
+            calls.append(_name)
+            return _original(self, data)
+
+        monkeypatch.setattr(owner, name, counted)
+    plain = [" The", " capital", " of", " France", " is", " Paris", "."]
+    frames = long_stream([*plain, ' "quoted"', " \\ slash"], annotate=False)
+    exchange = Exchange(pushed=True, policy=StreamPolicy(client_model="gpt-4o"))
+    exchange.start(wire(frames[:3], end=False))  # prompt filter, role, the first delta
+    await exchange.settle()
+    calls.clear()
+    for frame in frames[3:3 + len(plain) - 1]:  # steady frames, one a read
+        exchange.conn.data_received(wire([frame], end=False))
+    assert calls == []
+    for frame in frames[3 + len(plain) - 1:-3]:  # escaped text: parsed, still no feed()
+        exchange.conn.data_received(wire([frame], end=False))
+    assert calls == ["match", "relayed"] * 2
+    exchange.conn.data_received(wire(frames[-3:]))
+    assert exchange.task is not None
+    await asyncio.wait_for(exchange.task, 5)
+    assert len(exchange.channel.writes) >= len(frames) - 5
+
+
+async def test_a_pushed_read_reads_no_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The read timeout of a pushed stream is a mark a read sets and a timer checks, not a
+    # deadline each read moves (a clock read per read).
+    frames = long_stream(annotate=False)
+    exchange = Exchange(pushed=True, policy=StreamPolicy(client_model="gpt-4o"))
+    exchange.start(wire(frames[:3], end=False))
+    await exchange.settle()
+    loop = asyncio.get_running_loop()
+    reads: list[float] = []
+    clock = loop.time
+
+    def counted() -> float:
+        reads.append(0.0)
+        return clock()
+
+    monkeypatch.setattr(loop, "time", counted)
+    for frame in frames[3:-3]:
+        exchange.conn.data_received(wire([frame], end=False))
+    assert reads == []
+    monkeypatch.undo()
+    exchange.conn.data_received(wire(frames[-3:]))
+    assert exchange.task is not None
+    await asyncio.wait_for(exchange.task, 5)
+
+
+async def test_a_pushed_annotation_frame_is_dropped_without_feed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # After the first (which teaches the template), the async filter's annotation frames
+    # of a pushed stream are dropped by `annotation_drop()`, not through `feed()`.
+    fed: list[bytes] = []
+    feed = ChatStreamNormalizer.feed
+
+    def counted(self: ChatStreamNormalizer, data: bytes) -> bytes:
+        fed.append(data)
+        return feed(self, data)
+
+    monkeypatch.setattr(ChatStreamNormalizer, "feed", counted)
+    frames = long_stream(annotate=False)
+    exchange = Exchange(pushed=True, policy=StreamPolicy(client_model="gpt-4o"))
+    exchange.start(wire([*frames[:3], async_annotation(0, 0, 4)], end=False))
+    await exchange.settle()
+    fed.clear()
+    for n in range(1, 6):
+        exchange.conn.data_received(wire([async_annotation(4 * n, 4 * n, 4 * n + 4)],
+                                         end=False))
+    assert fed == []
+    exchange.conn.data_received(wire(frames[3:]))
+    assert exchange.task is not None
+    await asyncio.wait_for(exchange.task, 5)
+
+
+def test_a_plain_ascii_text_delta_is_relayed_unparsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `{"content":"..."}` whose text needs no escaping: `relay()` checks its ends and the
+    # text's bytes (one regex search), and parses nothing.
+    from azure_openai_proxy.normalize import steady
+
+    parsed: list[bytes] = []
+
+    class Counted:
+        JSONDecodeError = orjson.JSONDecodeError
+        dumps = staticmethod(orjson.dumps)
+
+        @staticmethod
+        def loads(data: bytes) -> Any:
+            parsed.append(data)
+            return orjson.loads(data)
+
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for frame in long_stream(annotate=False)[:3]:
+        normalizer.feed(frame)
+    relay = normalizer.steady_relay()
+    assert relay is not None
+    monkeypatch.setattr(steady, "orjson", Counted)
+    assert relay(delta(" plain text, 42.")) is not None
+    assert parsed == []
+    assert relay(delta(' "quoted"')) is not None  # escaped: parsed
+    assert len(parsed) == 1

@@ -208,3 +208,154 @@ def test_a_stream_of_annotations_comes_out_as_the_general_paths() -> None:
               delta("c"), finish_frame(), async_annotation(3, 3, 4), usage_frame(), DONE]
     for policy in POLICIES:
         assert relay(frames, policy, fast=True) == relay(frames, policy, fast=False)
+
+
+# ---- `steady_relay()`: a whole steady event relayed before `feed()` (the pushed relay) ----
+
+
+def relay_by_pieces(pieces: list[bytes], policy: StreamPolicy) -> tuple[bytes, Any]:
+    """As the pushed relay feeds the normalizer: each piece to `steady_relay()` first,
+    then `annotation_drop()`, while they are offered, else to `feed()`."""
+    normalizer = ChatStreamNormalizer(policy)
+    out: list[bytes] = []
+    steady = drop = None
+    for piece in pieces:
+        if steady is not None:
+            relayed = steady(piece)
+            if relayed is not None:
+                out.append(relayed)
+                continue
+            if drop is not None and drop(piece):
+                continue
+        out.append(normalizer.feed(piece))
+        steady, drop = normalizer.steady_relay(), normalizer.annotation_drop()
+    out.append(normalizer.finish())
+    return b"".join(out), (normalizer.usage, normalizer.finish_reasons, normalizer.frames_in,
+                           normalizer.frames_out, normalizer.done, normalizer.content_chars)
+
+
+def test_recorded_sequences_by_steady_relay_are_the_general_paths() -> None:
+    for frames in SEQUENCES:
+        for policy in POLICIES:
+            assert relay_by_pieces(frames, policy) == relay(frames, policy, fast=False)
+
+
+def test_steady_relay_takes_the_steady_frames_of_a_long_stream() -> None:
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    frames = long_stream(annotate=False)
+    for frame in frames[:3]:  # prompt filter, role, the first delta (learned from)
+        normalizer.feed(frame)
+    steady = normalizer.steady_relay()
+    assert steady is not None
+    relayed = steady(frames[3])
+    assert relayed is not None and b'"model":"gpt-4o"' in relayed
+    assert steady(frames[-3]) is None  # the finish frame: another choice tail
+    assert steady(DONE) is None
+    assert steady(frames[4][:50]) is None  # part of an event
+    normalizer.feed(frames[4][:50])
+    assert normalizer.steady_relay() is None  # something buffered: only feed() now
+    normalizer.feed(frames[4][50:])
+    assert normalizer.steady_relay() is not None
+
+
+def test_steady_relay_refuses_what_the_general_path_would_read_otherwise() -> None:
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for frame in long_stream(annotate=False)[:3]:
+        normalizer.feed(frame)
+    steady = normalizer.steady_relay()
+    assert steady is not None
+    good = delta("x")
+    value = b'{"content":"x"}'
+    refused = [
+        good.replace(value, b'{"content":\n"x"}'),  # a line break as JSON whitespace
+        good.replace(value, b'{"content":\r"x"}'),
+        good.replace(value, b'{"content":"x"'),  # not one JSON value
+        good.replace(b'"finish_reason":null', b'"finish_reason":"stop"'),
+        good[:-1], good + b"\n", b"data:" + good[6:],
+    ]
+    for event in refused:
+        assert steady(event) is None, event
+    frames_in = normalizer.frames_in
+    assert steady(good.replace(value, b' {"content" :"x"}\t')) is not None  # spaces: one value
+    assert steady(good.replace(b'"logprobs":null', b'"logprobs":{"content":[]}')) is not None
+    assert normalizer.frames_in == frames_in + 2
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(max_size=12), min_size=1, max_size=12), st.data())
+def test_any_split_by_steady_relay_gives_the_general_paths_bytes(words: list[str],
+                                                                 data: st.DataObject) -> None:
+    frames = long_stream(words)
+    whole = b"".join(frames)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=20)))
+    pieces = [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True)]
+    policy = data.draw(st.sampled_from(POLICIES))
+    expected = relay(frames, policy, fast=False)
+    assert relay_by_pieces(pieces, policy) == expected
+    per_piece = data.draw(st.integers(1, 6))  # several whole frames in one piece
+    grouped = [b"".join(frames[i:i + per_piece]) for i in range(0, len(frames), per_piece)]
+    assert relay_by_pieces(grouped, policy) == expected
+
+
+def test_annotation_drop_takes_only_the_learned_annotation_frame_whole() -> None:
+    template = _annotation_template()
+    event = async_annotation(22, 22, 1032)
+    assert template.drop(event) and template.dropped == 1
+    inner = b'"check_offset":22,"start_offset":22,"end_offset":1032'
+    refused = [
+        event.replace(inner, b'"check_offset":22,\n"start_offset":22'),  # a line break
+        event.replace(inner, b'"check_offset":22\r'),
+        event.replace(inner, b'"a":1},"delta":{"content":"evil"},"x":{"b":2'),
+        event[:-1], event + b"\n", delta("x"), DONE,
+    ]
+    for other in refused:
+        assert not template.drop(other), other
+    assert template.dropped == 1
+    assert template.drop(event.replace(inner, b""))  # empty offsets, as `matches()`
+
+
+def test_later_annotation_frames_are_dropped_by_annotation_drop() -> None:
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for frame in long_stream(annotate=False)[:3]:
+        normalizer.feed(frame)
+    assert normalizer.annotation_drop() is None  # none learned yet
+    assert normalizer.feed(async_annotation(0, 0, 4)) == b""  # learned from this one
+    drop = normalizer.annotation_drop()
+    assert drop is not None and drop(async_annotation(4, 4, 8))
+    assert (normalizer.frames_in, normalizer.frames_out) == (5, 2)
+
+
+def test_frames_whose_logprobs_vary_come_out_as_the_general_paths() -> None:
+    # The choice's members after the delta are learned into `relay()`'s plain-text end:
+    # a stream with logprobs (another value each frame) takes the template's wider
+    # `match()` instead.
+    frames = [prompt_frame(), role_frame()]
+    for n, word in enumerate(WORDS):
+        frames.append(chunk({"content_filter_results": FILTERS, "delta": {"content": word},
+                             "finish_reason": None, "index": 0,
+                             "logprobs": {"content": [{"token": word, "logprob": -n}]}}))
+    frames += [finish_frame("stop"), usage_frame(), DONE]
+    for policy in POLICIES:
+        assert relay_by_pieces(frames, policy) == relay(frames, policy, fast=False)
+
+
+def test_plain_text_deltas_are_counted_as_the_general_path_counts_them() -> None:
+    # `{"content":"..."}` with nothing escaped is not parsed: ASCII text is counted by its
+    # bytes, other UTF-8 by orjson; escaped text, and bytes that are not UTF-8, are not
+    # taken as plain (the parsed path decides, and the general path drops a frame that is
+    # not JSON).
+    texts = ["plain", "", "caf\u00e9 \u4e2d\u6587 \U0001f642", 'say "hi"', "tab\there",
+             "back\\slash", "\x7f"]
+    frames = [prompt_frame(), role_frame(), *(delta(text) for text in texts)]
+    not_utf8 = delta("abc").replace(b"abc", b"a\xffc")
+    frames += [not_utf8, delta("after"), finish_frame("stop"), usage_frame(), DONE]
+    for policy in POLICIES:
+        assert relay_by_pieces(frames, policy) == relay(frames, policy, fast=False)
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for frame in frames[:3]:
+        normalizer.feed(frame)
+    steady = normalizer.steady_relay()
+    assert steady is not None and steady(not_utf8) is None
+    chars = normalizer.content_chars
+    assert steady(delta("\u4e2d\u6587")) is not None
+    assert normalizer.content_chars == chars + 2

@@ -42,6 +42,10 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 128
 _BROKEN = "The connection to Azure OpenAI broke while the response was being read."
 _STALLED = "Azure OpenAI stopped sending data (read timeout) in the middle of the response."
+# A pushed answer's read timeout is checked this many times per timeout, not timed per
+# read (a clock read per read was 4% of a relayed frame): silence is found after at
+# least the timeout and at most 1/_QUIET_CHECKS of it more.
+_QUIET_CHECKS = 8
 
 
 class _Stale(Exception):
@@ -80,39 +84,11 @@ class _Connection(asyncio.Protocol):
     on `wait()`, which returns on any progress and raises the exchange's failure."""
 
     __slots__ = (
-        "body",
-        "body_cut",
-        "buffered",
-        "busy",
-        "closed",
-        "complete",
-        "deadline",
-        "decoder",
-        "error",
-        "greedy",
-        "head_only",
-        "head_size",
-        "headers",
-        "idle_since",
-        "interim",
-        "keep_alive",
-        "length",
-        "loop",
-        "parser",
-        "pool",
-        "raw",
-        "reading_paused",
-        "received",
-        "sink",
-        "started",
-        "status",
-        "timeout",
-        "timer",
-        "timer_at",
-        "transport",
-        "until_eof",
-        "uses",
-        "waiter",
+        "body", "body_cut", "buffered", "busy", "closed", "complete", "deadline", "decoder",
+        "error", "greedy", "head_only", "head_size", "headers", "heard", "idle_since",
+        "interim", "keep_alive", "length", "loop", "parser", "pool", "raw",
+        "reading_paused", "received", "silent_checks", "sink", "started", "status",
+        "timeout", "timer", "timer_at", "transport", "until_eof", "uses", "waiter",
         "write_paused",
     )
 
@@ -134,9 +110,12 @@ class _Connection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
         self.body: deque[bytes] = deque()
-        # A pushed answer's sink, and its read timeout (`deadline` moves with each read).
+        # A pushed answer's sink, and its read timeout: a read sets `heard`; each check
+        # (`_QUIET_CHECKS` per timeout) clears it, or counts one more in `silent_checks`.
         self.sink: BodySink | None = None
         self.timeout = 0.0
+        self.heard = False
+        self.silent_checks = 0
         self.start(head_only=False)
         self.busy = False
         self.uses = 0
@@ -189,13 +168,24 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        sink = self.sink
+        if sink is not None:  # pushed: busy, the head in, the body parsed into the sink
+            self.heard = True  # the read timeout counts from here (`_check_deadline`)
+            try:
+                self.parser.feed_data(data)
+            except Exception as exc:  # llhttp's errors, or ours from inside its callbacks
+                self._fail(self._failure("the answer is not valid HTTP/1.1"), exc)
+                self.close()
+                return
+            sink = self.sink  # None once the body ended, failed or was detached
+            if sink is not None:
+                sink.flush()  # the read's pieces fed: one write to the client
+            return
         if not self.busy:
             # A server speaking on an idle connection (a 408, say) ends it.
             self.close()
             return
         self.received = True
-        if self.sink is not None:  # pushed: the read timeout counts from the last read
-            self.deadline = self.loop.time() + self.timeout
         try:
             # The usual case, a whole head in the first read, without arithmetic (an int
             # past 256 is an allocation): the head's size is counted only once it spans
@@ -288,6 +278,10 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        sink = self.sink
+        if sink is not None and self.decoder is None:  # pushed: `_queue`'s, inline
+            sink.feed(body)
+            return
         if self.complete:
             return
         if self.decoder is not None:
@@ -410,8 +404,8 @@ class _Connection(asyncio.Protocol):
     def push_to(self, sink: BodySink, timeout: float) -> None:
         """From now on, hand the body to `sink` as it is parsed, beginning with what is
         queued; `sink.end()` or `sink.fail()` at once if the answer is already over.
-        Azure silent for `timeout` s fails it with `UpstreamTimeout` (while `pause()`d
-        the silence is ours and not counted)."""
+        Azure silent for `timeout` s (up to an eighth more: `_QUIET_CHECKS`) fails it
+        with `UpstreamTimeout` (while `pause()`d the silence is ours and not counted)."""
         self.sink = sink
         self.timeout = timeout
         if self.body:
@@ -443,9 +437,10 @@ class _Connection(asyncio.Protocol):
                 self._watch()
 
     def _watch(self) -> None:
-        self.deadline = deadline = self.loop.time() + self.timeout
-        if self.timer is None or self.timer_at > deadline:
-            self._arm(deadline)
+        """A pushed answer's read timeout starts now."""
+        self.heard = False
+        self.silent_checks = 0
+        self._arm(self.loop.time() + self.timeout / _QUIET_CHECKS)  # no earlier check
 
     def _check_deadline(self) -> None:
         self.timer = None
@@ -454,10 +449,19 @@ class _Connection(asyncio.Protocol):
         if self.sink is not None:
             if self.reading_paused:
                 return  # our reader is slow, not Azure: `resume()` watches again
-        else:
-            waiter = self.waiter
-            if waiter is None or waiter.done():
-                return  # nobody waits: the next wait arms a timer again
+            if self.heard:
+                self.heard = False
+                self.silent_checks = 0
+            else:
+                self.silent_checks += 1
+                if self.silent_checks >= _QUIET_CHECKS:
+                    self._stall()
+                    return
+            self._arm(self.loop.time() + self.timeout / _QUIET_CHECKS)
+            return
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return  # nobody waits: the next wait arms a timer again
         if self.loop.time() >= self.deadline:
             self._stall()
         else:
