@@ -2,10 +2,10 @@
 in the database, off the request path, and nothing is lost.
 
     event loop: add(record)  -> a deque (one append; no pricing, no I/O, no lock)
-    writer thread, every 50 ms or 256 records (the loop sets its event once per 256):
-        price the records into plain row tuples (ledgerrows.py), the first 13 values of
-                             each the parameters it binds, its label id remembered with
-                             its names
+    writer thread, every 0.5 s or 2,000 records (the loop sets its event once per 2,000):
+        price the records into plain row tuples (ledgerrows.py), 256 at a time (the GIL
+                             let go between), the first 13 values of each the
+                             parameters it binds, its label id remembered with its names
                           -> LedgerStore.write_rows (one transaction; multi-row
                              INSERTs whose parameters are chained in C; the rollups
                              summed by SQLite from the rows inserted)
@@ -97,13 +97,21 @@ def deployment_models(settings: Settings) -> dict[tuple[str, str], str]:
     return {(d.endpoint, d.deployment_name): d.model_name for d in settings.deployments}
 
 
-# A batch: the records priced in one stretch holding the GIL (256 at ~1-2 µs each: the
-# event loop waits at most ~0.5 ms for it), and how long the oldest waits. Small batches
-# keep few finished requests alive (their memory goes back to the allocator while it is
-# still in the caches) at ~2% more instructions per record than batches of 2,000
-# (bench/README.md, "The ledger's cost per request").
-_BATCH = 256
-_INTERVAL = 0.05
+# A batch: every 0.5 s or 2,000 records. Batches of 256 every 50 ms were measured and
+# not kept: the writer thread's CPU per record rose ~1-2 µs under wrk (a wake-up, a
+# commit and its WAL frames per 256 records), and the event loop's did not come down
+# (bench/README.md, "The ledger's cost per request, measured again").
+_BATCH = 2000
+_INTERVAL = 0.5
+# Records priced in one stretch: between two, the writer lets the GIL go (a batch of
+# 2,000 priced at once would keep the event loop waiting for ~2 ms). A full chunk is
+# one INSERT of the store's.
+_CHUNK = 256
+# How long the writer stands back between chunks: time for a thread woken when it let
+# the GIL go to take it (after a time.sleep(0) the writer can take it back first: without
+# a switch request, which a waiting thread makes only after 5 ms, CPython hands it to no
+# one in particular).
+_PAUSE = 50e-6
 # The rest of a cycle (the database file's identity, the spool's replay, retention, the
 # budgets' book) at most this often, or when a flush asks: each is a system call or a
 # statement, and each lets the GIL go and waits to have it back.
@@ -244,16 +252,20 @@ class LedgerWriter:
     def _take(self, count: int, *, labelled: bool = False) -> list[LedgerRow]:
         """Up to `count` queued records as rows, in order, each priced as it was served
         (a reload's mark in the queue switches the prices). `labelled` (the writer's
-        thread, or `close` once it has stopped): label ids asked of the open store."""
+        thread, or `close` once it has stopped): label ids asked of the open store, and
+        the GIL let go between chunks of `_CHUNK` records."""
         queue = self._queue
         out: list[LedgerRow] = []
         label_of = self._label_of if labelled else no_label
+        chunk = _CHUNK if labelled else count
         while queue and len(out) < count:
-            self._day, marked = self._pricer.take(queue, count - len(out), out, self._day,
-                                                  label_of)
+            self._day, marked = self._pricer.take(queue, min(count - len(out), chunk), out,
+                                                  self._day, label_of)
             if marked:  # its prices are the first waiting
                 reload = self._reloads.popleft()
                 self._pricer = RowPricer(reload.prices, reload.models)
+            elif labelled and queue and len(out) < count:
+                time.sleep(_PAUSE)  # lets the GIL go: the event loop waits at most a chunk
         return out
 
     def _label_of(self, labels: Labels) -> int:

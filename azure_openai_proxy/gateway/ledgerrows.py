@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from azure_openai_proxy.governance.budget import day_of
 from azure_openai_proxy.governance.model import UsageRecord
@@ -134,8 +135,29 @@ class RowPricer:
                 end, day = start + 86400, day_of(start)
             usage = record.usage
             if usage:
-                prompt, cached, completion, reasoning = count_tokens(usage)
-                flags = _ESTIMATED if usage.get("estimated") else _MEASURED
+                # `count_tokens` inline for chat's usage as Azure sends it (counts and both
+                # details objects) or with no details at all (then nothing else it could
+                # read is there); any other shape is counted by it
+                prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+                if type(prompt) is int and type(completion) is int and prompt >= 0 <= completion:
+                    details = usage.get("prompt_tokens_details")
+                    more = usage.get("completion_tokens_details")
+                    if type(details) is dict and details and type(more) is dict and more:
+                        said: Any = details.get("cached_tokens")
+                        cached = min(said, prompt) if type(said) is int and said > 0 else 0
+                        said = more.get("reasoning_tokens")
+                        reasoning = said if type(said) is int and said > 0 else 0
+                        flags = _ESTIMATED if usage.get("estimated") else _MEASURED
+                    elif (len(usage) == 3 and "total_tokens" in usage) or len(usage) == 2:
+                        # the two counts and the total at most: no details, no estimate
+                        cached = reasoning = 0
+                        flags = _MEASURED
+                    else:
+                        prompt, cached, completion, reasoning = count_tokens(usage)
+                        flags = _ESTIMATED if usage.get("estimated") else _MEASURED
+                else:
+                    prompt, cached, completion, reasoning = count_tokens(usage)
+                    flags = _ESTIMATED if usage.get("estimated") else _MEASURED
             else:
                 prompt = cached = completion = reasoning = flags = 0
             names = (record.key_id, record.team_id, record.model, record.deployment,

@@ -453,3 +453,46 @@ def test_a_database_replaced_under_the_writer_gets_its_own_label_ids(tmp_path: P
         assert {r.request_id: r.key_id for r in store.records()} == {"req-2": "k1", "req-3": "k2"}
     finally:
         store.close()
+
+
+def test_the_writers_token_counts_are_count_tokens_for_every_shape_of_usage() -> None:
+    """The writer reads chat's usage inline (the counts with both details objects, or
+    with none): for every shape, valid or not, it records exactly what `count_tokens`
+    reads, and the estimate flag as the usage says."""
+    import itertools
+
+    from azure_openai_proxy.governance.prices import count_tokens
+
+    counts: list[object] = [None, 0, 7, -3, 2.5, "9", True]
+    details: list[object] = [None, {}, {"cached_tokens": 5}, {"cached_tokens": 50},
+                             {"cached_tokens": -1}, {"reasoning_tokens": 4}, [1], "x"]
+    shapes: list[dict[str, object]] = []
+    for prompt, completion in itertools.product(counts, counts):
+        for first, second in itertools.product(details, details):
+            usage: dict[str, object] = {"prompt_tokens": prompt, "completion_tokens": completion}
+            if first is not None:
+                usage["prompt_tokens_details"] = first
+            if second is not None:
+                usage["completion_tokens_details"] = {"reasoning_tokens": 3} if second == {
+                    "cached_tokens": 5} else second
+            shapes.append(usage)
+    shapes += [{"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+               {"prompt_tokens": 5, "completion_tokens": 2, "estimated": True},
+               {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7, "estimated": True},
+               {"prompt_tokens": 5, "completion_tokens": 2,
+                "input_tokens_details": {"cached_tokens": 4}},
+               {"prompt_tokens": 5, "completion_tokens": 2, "prompt_tokens_details": {},
+                "input_tokens_details": {"cached_tokens": 4},
+                "completion_tokens_details": {"reasoning_tokens": 1}},
+               {"input_tokens": 9, "output_tokens": 4,
+                "input_tokens_details": {"cached_tokens": 2},
+                "output_tokens_details": {"reasoning_tokens": 1}},
+               {"prompt_tokens": 5, "completion_tokens": 2, "estimated": True,
+                "prompt_tokens_details": {"cached_tokens": 1},
+                "completion_tokens_details": {"reasoning_tokens": 1}}]
+    table = PriceTable.shipped()
+    for n, usage in enumerate(shapes):
+        record = usage_record(finished(n, usage=usage), NOW, table, {})
+        assert (record.prompt_tokens, record.cached_tokens, record.completion_tokens,
+                record.reasoning_tokens) == count_tokens(usage), usage
+        assert record.usage_source == ("estimated" if usage.get("estimated") else "measured")
