@@ -1,6 +1,6 @@
 """The usage ledger writer's cost per record, alone (a tool, not a test).
 
-Run: python -m bench.ledgerwriter [--records 20000] [--batch 2000] [--details]
+Run: python -m bench.ledgerwriter [--records 20000] [--batch 2000] [--details] [--keys 1]
 
 Records shaped like bench.inprocess's governed requests (a virtual key, a chat
 completion with Azure's usage: its counts, or with `--details` the details objects
@@ -48,12 +48,14 @@ _DETAILED = {**_USAGE,
              "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 0}}
 
 
-def _records(first: int, count: int, details: bool = False) -> list[RequestRecord]:
+def _records(first: int, count: int, details: bool = False, keys: int = 1,
+             ) -> list[RequestRecord]:
     usage = _DETAILED if details else _USAGE
+    names = [f"key-{k:016x}" for k in range(keys)]
     return [RequestRecord(f"aop-{n:012x}-0123456789abcdef", "POST", route="chat/completions",
                           model="gpt-4o", deployment="gpt-4o", endpoint=_ENDPOINT, status=200,
                           attempts=1, upstream_ms=0.7, total_ms=1.2, usage=dict(usage),
-                          key_id="key-0123456789abcdef")
+                          key_id=names[n % keys])
             for n in range(first, first + count)]
 
 
@@ -69,7 +71,8 @@ def _callgrind(state: str) -> None:
                    capture_output=True)
 
 
-def measure(records: int, batch: int, callgrind: bool, details: bool = False) -> float:
+def measure(records: int, batch: int, callgrind: bool, details: bool = False,
+            keys: int = 1) -> float:
     """The writer thread's CPU seconds per record."""
     with tempfile.TemporaryDirectory() as directory:
         writer = LedgerWriter(Path(directory) / "gateway.db", PriceTable.shipped(),
@@ -77,11 +80,11 @@ def measure(records: int, batch: int, callgrind: bool, details: bool = False) ->
                               batch_size=batch)
         writer.start()
         try:
-            for record in _records(0, 2 * batch):
+            for record in _records(0, 2 * batch, details, keys):
                 writer.add(record)
             if not writer.flush():
                 raise SystemExit("the writer did not write the warm-up records")
-            measured = _records(2 * batch, records, details)
+            measured = _records(2 * batch, records, details, keys)
             gc.collect()
             if callgrind:
                 _callgrind("on")
@@ -139,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=2000, help="the writer's batch size")
     parser.add_argument("--details", action="store_true",
                         help="Azure's usage with its details objects (current api-versions)")
+    parser.add_argument("--keys", type=int, default=1,
+                        help="the records spread over this many keys, in turn")
     parser.add_argument("--callgrind", action="store_true",
                         help="switch callgrind's instrumentation on for the records only")
     parser.add_argument("--gil-waits", action="store_true",
@@ -149,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wake-ups {len(late)}, over 1 ms {sum(t > 1e-3 for t in late)}, "
               f"p50 {late[len(late) // 2] * 1e3:.3f} ms, longest {late[-1] * 1e3:.3f} ms")
         return
-    per_record = measure(args.records, args.batch, args.callgrind, args.details)
+    per_record = measure(args.records, args.batch, args.callgrind, args.details, args.keys)
     print(f"ledger writer: {per_record * 1e6:.2f} µs CPU per record "
           f"({args.records} records, batches of {args.batch})")
 
