@@ -24,7 +24,7 @@ parameters, one of them text. A batch's rollups are summed in C (the rows sorted
 grouped per (day, label id), each group's columns summed: `_rollups`), one upsert per
 (day, kind, id); only a batch with rows already in the table (a spool replayed twice) is
 summed in SQL from the rows inserted (SQLite's GROUP BY over the batch costs ~14,600
-instructions a row: three times the whole Python grouping).
+instructions a row, where sorting, grouping and summing in C costs ~2,300).
 
 `LedgerStore` is used from one thread at a time (the gateway's ledger writer, or the CLI).
 Every method raises `sqlite3.Error` as it comes: the writer decides what a failure means.
