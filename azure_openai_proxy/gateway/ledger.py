@@ -6,9 +6,10 @@ in the database, off the request path, and nothing is lost.
         price the records into plain row tuples (ledgerrows.py), 256 at a time (the GIL
                              let go between), the first 13 values of each the
                              parameters it binds, its label id remembered with its names
-                          -> LedgerStore.write_rows (one transaction; multi-row
-                             INSERTs whose parameters are chained in C; the rollups
-                             summed by SQLite from the rows inserted)
+                          -> LedgerStore.write_rows (one transaction of as few
+                             statements as there can be: multi-row INSERTs whose
+                             parameters are the rows' slices joined in C, one upsert
+                             of the batch's rollups, grouped and summed in C)
         database error    -> the spool file (JSON lines next to the database:
                              ledgerspool.py)
         database back     -> the spool replayed (idempotent: request_id is unique)
