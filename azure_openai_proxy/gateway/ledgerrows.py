@@ -94,8 +94,8 @@ class RowPricer:
     """Records priced into rows, with each combination of a record's names (key, team,
     client model, deployment, endpoint, route) remembered with its row's labels, its
     token rates and its label id in the database (0 when not known: the store looks it
-    up): the writer prices every record, and the
-    combinations are nearly always the same few. One look-up a record gives all three."""
+    up): the writer prices every record, and the combinations are nearly always the
+    same few. One look-up a record gives all three."""
 
     def __init__(self, prices: PriceTable, models: Mapping[tuple[str, str], str]) -> None:
         self.prices, self.models = prices, models
