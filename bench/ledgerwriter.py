@@ -1,9 +1,10 @@
 """The usage ledger writer's cost per record, alone (a tool, not a test).
 
-Run: python -m bench.ledgerwriter [--records 20000] [--batch 2000]
+Run: python -m bench.ledgerwriter [--records 20000] [--batch 2000] [--details] [--keys 1]
 
 Records shaped like bench.inprocess's governed requests (a virtual key, a chat
-completion with Azure's usage) are added to a `LedgerWriter` on a SQLite file in a
+completion with Azure's usage: its counts, or with `--details` the details objects
+current api-versions add) are added to a `LedgerWriter` on a SQLite file in a
 temporary directory, as fast as a loop can, so the writer drains them in full batches
 (`--batch`, as under load: at thousands of requests a second every wake finds a full
 batch), then `flush()` waits for them. It prints the writer thread's CPU microseconds per
@@ -39,13 +40,22 @@ from azure_openai_proxy.observability.record import RequestRecord
 
 _ENDPOINT = "http://127.0.0.1:9/"
 _USAGE = {"completion_tokens": 33, "prompt_tokens": 61, "total_tokens": 94}
+# Chat's usage as Azure sends it on current api-versions: the counts and both details.
+_DETAILED = {**_USAGE,
+             "completion_tokens_details": {"accepted_prediction_tokens": 0, "audio_tokens": 0,
+                                           "reasoning_tokens": 0,
+                                           "rejected_prediction_tokens": 0},
+             "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 0}}
 
 
-def _records(first: int, count: int) -> list[RequestRecord]:
+def _records(first: int, count: int, details: bool = False, keys: int = 1,
+             ) -> list[RequestRecord]:
+    usage = _DETAILED if details else _USAGE
+    names = [f"key-{k:016x}" for k in range(keys)]
     return [RequestRecord(f"aop-{n:012x}-0123456789abcdef", "POST", route="chat/completions",
                           model="gpt-4o", deployment="gpt-4o", endpoint=_ENDPOINT, status=200,
-                          attempts=1, upstream_ms=0.7, total_ms=1.2, usage=dict(_USAGE),
-                          key_id="key-0123456789abcdef")
+                          attempts=1, upstream_ms=0.7, total_ms=1.2, usage=dict(usage),
+                          key_id=names[n % keys])
             for n in range(first, first + count)]
 
 
@@ -61,7 +71,8 @@ def _callgrind(state: str) -> None:
                    capture_output=True)
 
 
-def measure(records: int, batch: int, callgrind: bool) -> float:
+def measure(records: int, batch: int, callgrind: bool, details: bool = False,
+            keys: int = 1) -> float:
     """The writer thread's CPU seconds per record."""
     with tempfile.TemporaryDirectory() as directory:
         writer = LedgerWriter(Path(directory) / "gateway.db", PriceTable.shipped(),
@@ -69,11 +80,11 @@ def measure(records: int, batch: int, callgrind: bool) -> float:
                               batch_size=batch)
         writer.start()
         try:
-            for record in _records(0, 2 * batch):
+            for record in _records(0, 2 * batch, details, keys):
                 writer.add(record)
             if not writer.flush():
                 raise SystemExit("the writer did not write the warm-up records")
-            measured = _records(2 * batch, records)
+            measured = _records(2 * batch, records, details, keys)
             gc.collect()
             if callgrind:
                 _callgrind("on")
@@ -129,6 +140,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--records", type=int, default=20000)
     parser.add_argument("--batch", type=int, default=2000, help="the writer's batch size")
+    parser.add_argument("--details", action="store_true",
+                        help="Azure's usage with its details objects (current api-versions)")
+    parser.add_argument("--keys", type=int, default=1,
+                        help="the records spread over this many keys, in turn")
     parser.add_argument("--callgrind", action="store_true",
                         help="switch callgrind's instrumentation on for the records only")
     parser.add_argument("--gil-waits", action="store_true",
@@ -139,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wake-ups {len(late)}, over 1 ms {sum(t > 1e-3 for t in late)}, "
               f"p50 {late[len(late) // 2] * 1e3:.3f} ms, longest {late[-1] * 1e3:.3f} ms")
         return
-    per_record = measure(args.records, args.batch, args.callgrind)
+    per_record = measure(args.records, args.batch, args.callgrind, args.details, args.keys)
     print(f"ledger writer: {per_record * 1e6:.2f} µs CPU per record "
           f"({args.records} records, batches of {args.batch})")
 

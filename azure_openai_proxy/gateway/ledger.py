@@ -1,14 +1,15 @@
 """The usage ledger's writer: every finished request becomes a row of the usage ledger
 in the database, off the request path, and nothing is lost.
 
-    event loop: add(record)  -> a deque (one append; no pricing, no I/O)
-    writer thread, every 0.5 s or 2,000 records:
-        price the records into plain row tuples (ledgerrows.py), 200 at a time (the
-                             GIL let go between: the loop never waits for a whole
-                             batch's pricing)
-                          -> LedgerStore.write_rows (one transaction; multi-row
-                             INSERTs of narrow rows, the labels a record repeats as one
-                             id; rollups summed per batch)
+    event loop: add(record)  -> a deque (one append; no pricing, no I/O, no lock)
+    writer thread, every 0.5 s or 2,000 records (the loop sets its event once per 2,000):
+        price the records into plain row tuples (ledgerrows.py), 256 at a time (the GIL
+                             let go between), the first 13 values of each the
+                             parameters it binds, its label id remembered with its names
+                          -> LedgerStore.write_rows (one transaction of as few
+                             statements as there can be: multi-row INSERTs whose
+                             parameters are the rows' slices joined in C, one upsert
+                             of the batch's rollups, grouped and summed in C)
         database error    -> the spool file (JSON lines next to the database:
                              ledgerspool.py)
         database back     -> the spool replayed (idempotent: request_id is unique)
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -44,6 +46,7 @@ from azure_openai_proxy.gateway.ledgerrows import (
     UNIT_PRICED,
     Queued,
     RowPricer,
+    no_label,
     record_cost,
     usage_record,
 )
@@ -56,7 +59,7 @@ from azure_openai_proxy.governance.budget import (
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
-from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore
+from azure_openai_proxy.store.ledger import Labels, LedgerRow, LedgerStore
 from azure_openai_proxy.store.sqlite import database_path
 
 __all__ = [
@@ -95,14 +98,25 @@ def deployment_models(settings: Settings) -> dict[tuple[str, str], str]:
     return {(d.endpoint, d.deployment_name): d.model_name for d in settings.deployments}
 
 
+# A batch: every 0.5 s or 2,000 records. Batches of 256 every 50 ms were measured and
+# not kept: the writer thread's CPU per record rose ~1-2 µs under wrk (a wake-up, a
+# commit and its WAL frames per 256 records), and the event loop's did not come down
+# (bench/README.md, "The ledger's cost per request, measured again").
+_BATCH = 2000
+_INTERVAL = 0.5
 # Records priced in one stretch: between two, the writer lets the GIL go (a batch of
-# 2,000 priced at once would keep the event loop waiting for ~2 ms).
-_CHUNK = 200
+# 2,000 priced at once would keep the event loop waiting for ~2 ms). A full chunk is
+# one INSERT of the store's.
+_CHUNK = 256
 # How long the writer stands back between chunks: time for a thread woken when it let
 # the GIL go to take it (after a time.sleep(0) the writer can take it back first: without
 # a switch request, which a waiting thread makes only after 5 ms, CPython hands it to no
-# one in particular). Not shown in wall-clock time on a busy machine (bench/README.md).
+# one in particular).
 _PAUSE = 50e-6
+# The rest of a cycle (the database file's identity, the spool's replay, retention, the
+# budgets' book) at most this often, or when a flush asks: each is a system call or a
+# statement, and each lets the GIL go and waits to have it back.
+_MAINTAIN_EVERY = 0.5
 
 
 class LedgerWriter:
@@ -112,8 +126,8 @@ class LedgerWriter:
 
     def __init__(
         self, database: Path, prices: PriceTable, models: Mapping[tuple[str, str], str],
-        guard: BudgetGuard, *, retention_days: int = 90, batch_size: int = 2000,
-        interval: float = 0.5, max_buffer: int = 100_000, busy_timeout_ms: int = 1000,
+        guard: BudgetGuard, *, retention_days: int = 90, batch_size: int = _BATCH,
+        interval: float = _INTERVAL, max_buffer: int = 100_000, busy_timeout_ms: int = 1000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.database = database
@@ -137,8 +151,12 @@ class LedgerWriter:
         self._thread: threading.Thread | None = None
         self._store: LedgerStore | None = None
         self._opened = False  # a database was opened once (then it is never made anew)
+        self._generation = 0  # stores opened: a row's label id is valid for one
+        self._unlabelled = False  # a label id could not be had for this batch
         self._file: tuple[int, int] | None = None  # the open one's (device, inode)
         self._last_retention = 0.0
+        self._maintained = -math.inf  # time.monotonic() of the last maintenance
+        self._asked = False  # a flush, reload or stop wants the maintenance now
         self._day = 0.0, 0.0, ""  # the UTC day being written: its start, end and name
         self._last_refresh = 0.0
         # Records written since the book was last read: their held costs go with the next.
@@ -169,6 +187,7 @@ class LedgerWriter:
         self._reloads.append(_Reconfigured(prices, dict(models)))  # before its mark
         self._queue.append(RELOADED)
         self.guard.prices, self.guard.models = prices, dict(models)
+        self._asked = True
         self._wake.set()
 
     # -- life cycle ------------------------------------------------------------------
@@ -184,6 +203,7 @@ class LedgerWriter:
         """Wait until what was queued before the call is written or spooled."""
         with self._idle:
             target = self._written + 2  # the batch in progress may predate the call
+            self._asked = True
             self._wake.set()
             return self._idle.wait_for(lambda: self._written >= target or self._thread is None,
                                        timeout)
@@ -219,41 +239,66 @@ class LedgerWriter:
     def _cycle(self) -> None:
         try:
             self._drain()
-            self._maintain()
+            now = time.monotonic()
+            if self._asked or self._stopping or now - self._maintained >= _MAINTAIN_EVERY:
+                self._asked = False
+                self._maintained = now
+                self._maintain()
         except Exception:  # a bug of ours must not stop the ledger
             log.exception("ledger writer: unexpected error")
         with self._idle:
             self._written += 1
             self._idle.notify_all()
 
-    def _take(self, count: int, *, chunked: bool = False) -> list[LedgerRow]:
+    def _take(self, count: int, *, labelled: bool = False) -> list[LedgerRow]:
         """Up to `count` queued records as rows, in order, each priced as it was served
-        (a reload's mark in the queue switches the prices). `chunked` (the thread):
-        the GIL is let go between chunks of `_CHUNK` records."""
+        (a reload's mark in the queue switches the prices). `labelled` (the writer's
+        thread, or `close` once it has stopped): label ids asked of the open store, and
+        the GIL let go between chunks of `_CHUNK` records."""
         queue = self._queue
         out: list[LedgerRow] = []
+        label_of = self._label_of if labelled else no_label
+        chunk = _CHUNK if labelled else count
         while queue and len(out) < count:
-            self._day, marked = self._pricer.take(
-                queue, min(count - len(out), _CHUNK if chunked else count), out, self._day)
+            self._day, marked = self._pricer.take(queue, min(count - len(out), chunk), out,
+                                                  self._day, label_of)
             if marked:  # its prices are the first waiting
                 reload = self._reloads.popleft()
                 self._pricer = RowPricer(reload.prices, reload.models)
-            elif chunked and queue and len(out) < count:
+            elif labelled and queue and len(out) < count:
                 time.sleep(_PAUSE)  # lets the GIL go: the event loop waits at most a chunk
         return out
 
+    def _label_of(self, labels: Labels) -> int:
+        """A combination's label id in the open store (0: none open, or it failed: the
+        store looks it up when the rows are written). After a failure, none is asked
+        for the rest of the batch: a locked database makes each ask wait its busy
+        timeout."""
+        store = self._store
+        if store is None or self._unlabelled:
+            return 0
+        try:
+            return store.label_id(labels)
+        except Exception:
+            self._unlabelled = True
+            return 0
+
     def _drain(self) -> None:
         while self._queue:
-            batch = self._take(self._batch, chunked=True)
-            if not self._write(batch):
+            generation = self._generation
+            self._unlabelled = False
+            batch = self._take(self._batch, labelled=True)
+            if not self._write(batch, generation):
                 self._spool(batch)
                 self.guard.replace(self.guard.book.plus(_costs(batch)),
                                    [r[1] for r in batch])
 
-    def _write(self, batch: list[LedgerRow]) -> bool:
+    def _write(self, batch: list[LedgerRow], generation: int) -> bool:
         store = self._open()
         if store is None:
             return False
+        if generation != self._generation:  # opened anew since the batch was priced
+            batch = [(*row[:2], 0, *row[3:]) for row in batch]
         try:
             store.write_rows(batch)
         except Exception as exc:
@@ -294,6 +339,8 @@ class LedgerWriter:
                     # by the CLI or a restart).
                     raise FileNotFoundError(f"{self.database} is gone")
                 self._store = LedgerStore.open(self.database, busy_timeout_ms=self._busy_ms)
+                self._generation += 1
+                self._pricer.forget_labels()  # the ids it remembers may not be this one's
                 self._file = file or self._identity()
                 self._opened = True
             except Exception as exc:
@@ -411,7 +458,7 @@ def _costs(batch: list[LedgerRow]) -> list[tuple[tuple[str, str], str, float]]:
     for row in batch:
         cost = row[8]
         if cost:
-            (key_id, team_id, *_), day = row[2], row[13]
+            (key_id, team_id, *_), day = row[13], row[14]
             if key_id:
                 costs.append((("key", key_id), day, cost))
             if team_id:

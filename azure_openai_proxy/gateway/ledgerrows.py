@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from azure_openai_proxy.governance.budget import day_of
 from azure_openai_proxy.governance.model import UsageRecord
@@ -29,6 +30,7 @@ __all__ = [
     "Queued",
     "RowPricer",
     "ledger_row",
+    "no_label",
     "record_cost",
     "usage_record",
 ]
@@ -76,33 +78,45 @@ RELOADED: Queued = (None, 0.0)
 def ledger_row(record: RequestRecord, arrived: float, day: str, prices: PriceTable,
                models: Mapping[tuple[str, str], str]) -> LedgerRow:
     """The ledger's row for a finished request that arrived at `arrived`, on UTC `day`
-    (store/ledger.py `LedgerRow`): the writer's pricing, for one record."""
+    (store/ledger.py `LedgerRow`; its label id 0): the writer's pricing, for one record."""
     queue: deque[Queued] = deque([(record, 0.0)])
     rows: list[LedgerRow] = []
     RowPricer(prices, models).take(queue, 1, rows, (-math.inf, math.inf, day))
-    return (arrived, *rows[0][1:13], day)
+    return (arrived, *rows[0][1:14], day)
+
+
+def no_label(labels: Labels) -> int:
+    """A label id not known (0): the store looks it up when the row is written."""
+    return 0
+
 
 class RowPricer:
     """Records priced into rows, with each combination of a record's names (key, team,
-    client model, deployment, endpoint, route) remembered with its row's labels and its
-    token rates: the writer prices every record, and the combinations are nearly always
-    the same few. One look-up a record gives both; every row of a combination shares
-    one labels tuple (the store's label-id look-up then matches it by identity)."""
+    client model, deployment, endpoint, route) remembered with its row's labels, its
+    token rates and its label id in the database (0 when not known: the store looks it
+    up): the writer prices every record, and the combinations are nearly always the
+    same few. One look-up a record gives all three."""
 
     def __init__(self, prices: PriceTable, models: Mapping[tuple[str, str], str]) -> None:
         self.prices, self.models = prices, models
         # bounded (cleared when full): the names come from clients
-        self._named: dict[_Names, tuple[Labels, Rates | tuple[()]]] = {}
+        self._named: dict[_Names, tuple[Labels, Rates | tuple[()], int]] = {}
+
+    def forget_labels(self) -> None:
+        """The database changed (opened anew): the label ids remembered may not be its."""
+        self._named.clear()
 
     def take(self, queue: deque[Queued], count: int,
              out: list[LedgerRow], days: tuple[float, float, str],
+             label_of: Callable[[Labels], int] = no_label,
              ) -> tuple[tuple[float, float, str], bool]:
         """Up to `count` items of `queue` priced into `out`; `days` is the UTC day of the
         last record priced (its start, end and name), returned as it is after these, with
         whether a reload's mark was taken (then it stops: the records after the mark are
-        the next prices' to price). One loop, no call
-        per record: the token counts, the rates (one dict look-up), the cost's arithmetic
-        (`token_cost`'s, inline) and the row (one tuple display)."""
+        the next prices' to price). `label_of`: a combination's label id in the
+        database (0: not known; only the writer's thread asks its store). One loop, no call
+        per record but `count_tokens`: the rates and label id (one dict look-up), the
+        cost's arithmetic (`token_cost`'s, inline) and the row (one tuple display)."""
         start, end, day = days
         named = self._named.get
         popleft = queue.popleft
@@ -121,16 +135,37 @@ class RowPricer:
                 end, day = start + 86400, day_of(start)
             usage = record.usage
             if usage:
-                prompt, cached, completion, reasoning = count_tokens(usage)
-                flags = _ESTIMATED if usage.get("estimated") else _MEASURED
+                # `count_tokens` inline for chat's usage as Azure sends it (counts and both
+                # details objects) or with no details at all (then nothing else it could
+                # read is there); any other shape is counted by it
+                prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+                if type(prompt) is int and type(completion) is int and prompt >= 0 <= completion:
+                    details = usage.get("prompt_tokens_details")
+                    more = usage.get("completion_tokens_details")
+                    if type(details) is dict and details and type(more) is dict and more:
+                        said: Any = details.get("cached_tokens")
+                        cached = min(said, prompt) if type(said) is int and said > 0 else 0
+                        said = more.get("reasoning_tokens")
+                        reasoning = said if type(said) is int and said > 0 else 0
+                        flags = _ESTIMATED if usage.get("estimated") else _MEASURED
+                    elif (len(usage) == 3 and "total_tokens" in usage) or len(usage) == 2:
+                        # the two counts and the total at most: no details, no estimate
+                        cached = reasoning = 0
+                        flags = _MEASURED
+                    else:
+                        prompt, cached, completion, reasoning = count_tokens(usage)
+                        flags = _ESTIMATED if usage.get("estimated") else _MEASURED
+                else:
+                    prompt, cached, completion, reasoning = count_tokens(usage)
+                    flags = _ESTIMATED if usage.get("estimated") else _MEASURED
             else:
                 prompt = cached = completion = reasoning = flags = 0
             names = (record.key_id, record.team_id, record.model, record.deployment,
                      record.endpoint, record.route)
             known = named(names)
             if known is None:
-                known = self._name(names)
-            labels, rates = known
+                known = self._name(names, label_of)
+            labels, rates, label = known
             if prompt or completion or reasoning:
                 if rates:
                     cost = ((prompt - cached) * rates[0] + cached * rates[1]
@@ -141,20 +176,25 @@ class RowPricer:
             else:
                 cost, priced = record_cost(record, self.prices, self.models, NO_TOKENS)
                 flags |= priced << 1
-            append((arrived, record.request_id, labels, record.status, prompt, cached,
+            append((arrived, record.request_id, label, record.status, prompt, cached,
                     completion, reasoning, cost, record.upstream_ms, record.total_ms,
-                    record.attempts, flags | record.stream, day))
+                    record.attempts, flags | record.stream, labels, day))
         return (start, end, day), False
 
-    def _name(self, names: _Names) -> tuple[Labels, Rates | tuple[()]]:
-        """A new combination's labels ("" for none) and token rates (() for none)."""
+    def _name(self, names: _Names, label_of: Callable[[Labels], int],
+              ) -> tuple[Labels, Rates | tuple[()], int]:
+        """A new combination's labels ("" for none), token rates (() for none) and label
+        id (remembered only once known)."""
         if len(self._named) >= 4096:
             self._named.clear()
         key_id, team_id, model, deployment, endpoint, route = names
         served_by = self.models.get((endpoint or "", deployment or ""))
-        known = ((key_id or "", team_id or "", model or "", deployment or "", endpoint or "",
-                  route), self.prices.rates((model, served_by, deployment)) or ())
-        self._named[names] = known
+        labels = (key_id or "", team_id or "", model or "", deployment or "", endpoint or "",
+                  route)
+        known = (labels, self.prices.rates((model, served_by, deployment)) or (),
+                 label_of(labels))
+        if known[2]:
+            self._named[names] = known
         return known
 
 

@@ -375,13 +375,13 @@ def test_the_writers_cost_is_the_price_tables_arithmetic_exactly(
 def test_a_reload_inside_a_batch_of_several_chunks_prices_each_side_at_its_own(
     tmp_path: Path,
 ) -> None:
-    """The writer prices a batch by chunks and a reload's mark can fall anywhere in it:
+    """A reload's mark can fall anywhere in a batch:
     the records before it keep the old prices, those after get the new, none is lost
     or priced twice."""
     from azure_openai_proxy.governance.prices import Price
 
     path = tmp_path / "gw.db"
-    ledger = writer(path)  # batches of 2,000: all 1,000 below are one drain
+    ledger = writer(path, batch_size=2000)  # all 1,000 below are one batch
     for n in range(450):
         ledger.add(finished(n))
     ledger.reconfigure(PriceTable({"gpt-4o": Price(input=1000.0, output=1000.0)}), {})
@@ -420,3 +420,79 @@ def test_past_the_writers_memory_of_names_every_record_keeps_its_own(tmp_path: P
             assert (cost, priced) == ((1000 * 2.50 + 100 * 10.00) / 1e6, True)
         else:  # the deployment's model (gpt-4o-mini) prices it
             assert (cost, priced) == ((1000 * 0.15 + 100 * 0.60) / 1e6, True)
+
+
+def test_a_database_replaced_under_the_writer_gets_its_own_label_ids(tmp_path: Path) -> None:
+    """The writer remembers each combination's label id in the database it has open:
+    when the file is replaced by another one (removed and restored from a backup, whose
+    labels have other ids) before the writer next looks, the ids are asked of the new
+    one, and every record reads back under its own key."""
+    import shutil
+    import sqlite3
+
+    path = tmp_path / "data" / "gw.db"
+    ledger = writer(path)
+    ledger.start()
+    try:
+        ledger.add(finished(1, key_id="k1"))
+        assert ledger.flush()
+        shutil.rmtree(path.parent)
+        LedgerStore.open(path).close()
+        db = sqlite3.connect(path, isolation_level=None)
+        for n in range(5):  # labels with the ids the first database gave to k1's record
+            db.execute("INSERT INTO usage_labels VALUES (?, ?, '', '', '', '', 'r')",
+                       (n + 1, f"other-{n}"))
+        db.close()
+        ledger.add(finished(2, key_id="k1"))
+        ledger.add(finished(3, key_id="k2"))
+        assert ledger.flush()
+    finally:
+        ledger.close()
+    store = LedgerStore.open(path)
+    try:
+        assert {r.request_id: r.key_id for r in store.records()} == {"req-2": "k1", "req-3": "k2"}
+    finally:
+        store.close()
+
+
+def test_the_writers_token_counts_are_count_tokens_for_every_shape_of_usage() -> None:
+    """The writer reads chat's usage inline (the counts with both details objects, or
+    with none): for every shape, valid or not, it records exactly what `count_tokens`
+    reads, and the estimate flag as the usage says."""
+    import itertools
+
+    from azure_openai_proxy.governance.prices import count_tokens
+
+    counts: list[object] = [None, 0, 7, -3, 2.5, "9", True]
+    details: list[object] = [None, {}, {"cached_tokens": 5}, {"cached_tokens": 50},
+                             {"cached_tokens": -1}, {"reasoning_tokens": 4}, [1], "x"]
+    shapes: list[dict[str, object]] = []
+    for prompt, completion in itertools.product(counts, counts):
+        for first, second in itertools.product(details, details):
+            usage: dict[str, object] = {"prompt_tokens": prompt, "completion_tokens": completion}
+            if first is not None:
+                usage["prompt_tokens_details"] = first
+            if second is not None:
+                usage["completion_tokens_details"] = {"reasoning_tokens": 3} if second == {
+                    "cached_tokens": 5} else second
+            shapes.append(usage)
+    shapes += [{"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+               {"prompt_tokens": 5, "completion_tokens": 2, "estimated": True},
+               {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7, "estimated": True},
+               {"prompt_tokens": 5, "completion_tokens": 2,
+                "input_tokens_details": {"cached_tokens": 4}},
+               {"prompt_tokens": 5, "completion_tokens": 2, "prompt_tokens_details": {},
+                "input_tokens_details": {"cached_tokens": 4},
+                "completion_tokens_details": {"reasoning_tokens": 1}},
+               {"input_tokens": 9, "output_tokens": 4,
+                "input_tokens_details": {"cached_tokens": 2},
+                "output_tokens_details": {"reasoning_tokens": 1}},
+               {"prompt_tokens": 5, "completion_tokens": 2, "estimated": True,
+                "prompt_tokens_details": {"cached_tokens": 1},
+                "completion_tokens_details": {"reasoning_tokens": 1}}]
+    table = PriceTable.shipped()
+    for n, usage in enumerate(shapes):
+        record = usage_record(finished(n, usage=usage), NOW, table, {})
+        assert (record.prompt_tokens, record.cached_tokens, record.completion_tokens,
+                record.reasoning_tokens) == count_tokens(usage), usage
+        assert record.usage_source == ("estimated" if usage.get("estimated") else "measured")
