@@ -101,3 +101,20 @@ async def test_with_many_requests_open_a_poke_starts_no_spin() -> None:
     busy.poke()  # a spin under way is extended without reading the count again
     assert streams.reads == 2
     await until_async(lambda: not busy.spinning)
+
+
+async def test_a_retracted_poke_stops_its_own_spin_but_not_a_later_pokes() -> None:
+    busy = CountingBusyPoll(300_000)
+    mine = busy.poke()
+    busy.retract(mine)  # before the chain's first turn: that turn ends it
+    await until_async(lambda: not busy._spinning)
+    assert busy.ticks == 1
+
+    mine = busy.poke()
+    busy.poke()  # another request's poke, after: its window stands
+    busy.retract(mine)
+    await asyncio.sleep(0.005)
+    assert busy._spinning and busy.ticks >= 3
+    busy.retract(busy.poke())  # a poke taken back restores the window it found
+    await asyncio.sleep(0.005)
+    assert busy._spinning
