@@ -86,11 +86,15 @@ class BusyPoll:
             return until
         if not worth_spinning(self._open()):
             return until  # other requests' events will wake the loop; a spin would only burn
-        # Starting a chain: on the loop running now (a chain left on a closed loop, as
-        # when a test's loop ends mid-window, is forgotten).
-        self._loop = asyncio.get_running_loop()
+        # Starting a chain: on the loop of the last one, kept (`asyncio.get_running_loop()`
+        # is a getpid() system call on 3.11, and a quiet worker starts a chain per
+        # request), or the loop running now where that one closed (a chain left on a
+        # closed loop, as when a test's loop ends mid-window, is forgotten).
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._loop = loop = asyncio.get_running_loop()
         self._spinning = True
-        self._loop.call_soon(self._tick)
+        loop.call_soon(self._tick)
         return until
 
     def retract(self, until: float) -> None:

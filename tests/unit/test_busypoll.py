@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from azure_openai_proxy.http.busypoll import QUIET_AT_MOST, BusyPoll, cpus_available, worth_spinning
 from tests.waiting import until_async
 
@@ -118,3 +120,23 @@ async def test_a_retracted_poke_stops_its_own_spin_but_not_a_later_pokes() -> No
     busy.retract(busy.poke())  # a poke taken back restores the window it found
     await asyncio.sleep(0.005)
     assert busy._spinning
+
+
+async def test_spins_after_the_first_look_the_loop_up_no_more(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # `asyncio.get_running_loop()` is a getpid() system call on 3.11, and a quiet worker
+    # starts a spin per request (issue 15).
+    lookups: list[None] = []
+    running = asyncio.get_running_loop
+
+    def counting() -> asyncio.AbstractEventLoop:
+        lookups.append(None)
+        return running()
+
+    monkeypatch.setattr(asyncio, "get_running_loop", counting)
+    busy = CountingBusyPoll(1_000)
+    for _ in range(3):
+        busy.poke()
+        await until_async(lambda: not busy._spinning)
+    assert busy.ticks >= 3  # three spins, each at least a turn
+    assert len(lookups) == 1
