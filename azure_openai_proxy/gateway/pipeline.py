@@ -142,9 +142,8 @@ class Gateway:
             body = await read_body(request, target, self._body_limit)
             if busy is not None and spin and body.json is not None and body.json.get("stream") is True:
                 # Azure's first bytes come after its time to first token (tens of ms at
-                # least): a window of spinning would only burn 200 µs of CPU per stream
-                # (issue 15: at 50 one-frame streams a second, about 190 µs of user CPU
-                # each, bench/README.md).
+                # least): a window of spinning could only burn up to 200 µs of CPU per
+                # stream (issue 15, bench/README.md "Where a stream's user time goes").
                 busy.retract(spin)
             if caller.key is not None:
                 return await self._governed(request, target, caller, body, record)

@@ -9,9 +9,10 @@ the 2-vCPU bench machine, one client, nginx upstream: added p50 282 µs without,
 with a 200 µs window; at 32 clients no change (the loop is never idle there).
 
 Cost: up to one window of CPU after each poke that starts a spin. A request's arrival
-pokes, and Azure's answer to a JSON request (not a stream's: its frames come at Azure's
-pace, `gateway/attempts.py`), so a request costs at most about two windows of spinning,
-whatever its length. A poke starts no spin while more than `QUIET_AT_MOST` requests hold
+pokes (a stream's request takes its window back once its body is read: `retract`,
+`gateway/pipeline.py`), and Azure's answer to a JSON request (not a stream's: its frames
+come at Azure's pace, `gateway/attempts.py`), so a request costs at most about two
+windows of spinning, whatever its length. A poke starts no spin while more than `QUIET_AT_MOST` requests hold
 an upstream connection (the count the transport keeps, read only when a spin would
 start): the loop has their events to wake it, and between a stream's frames a spin is
 pure CPU (issue 15: at 1,000 one-frame streams busy polling cost 60-120 µs of user CPU
