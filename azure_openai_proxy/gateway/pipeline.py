@@ -126,8 +126,9 @@ class Gateway:
     async def handle(self, request: HttpRequest, record: RequestRecord) -> Reply:
         """Answer `request`, filling in `record` as it goes. GatewayErrors propagate
         (`app.py` renders them); their status is in the record first."""
-        if self._busy is not None:
-            self._busy.poke()  # Azure's answer will follow soon: don't fall asleep
+        busy = self._busy
+        # Azure's answer will follow soon: don't fall asleep (taken back for a stream).
+        spin = busy.poke() if busy is not None else 0.0
         body: RequestBody | None = None
         try:
             target = self._classify(request.method, request.path)
@@ -144,6 +145,11 @@ class Gateway:
             if target.kind in ("models", "model"):
                 return apply_to(self._models(target, caller), self.admit_local(caller))
             body = await read_body(request, target, self._body_limit)
+            if busy is not None and spin and body.json is not None and body.json.get("stream") is True:
+                # Azure's first bytes come after its time to first token (tens of ms at
+                # least): a window of spinning could only burn up to 200 µs of CPU per
+                # stream (issue 15, bench/README.md "Where a stream's user time goes").
+                busy.retract(spin)
             if caller.key is not None:
                 return await self._governed(request, target, caller, body, record)
             return await self._attempts.send(request, target, caller, body, record,

@@ -9,9 +9,10 @@ the 2-vCPU bench machine, one client, nginx upstream: added p50 282 µs without,
 with a 200 µs window; at 32 clients no change (the loop is never idle there).
 
 Cost: up to one window of CPU after each poke that starts a spin. A request's arrival
-pokes, and Azure's answer to a JSON request (not a stream's: its frames come at Azure's
-pace, `gateway/attempts.py`), so a request costs at most about two windows of spinning,
-whatever its length. A poke starts no spin while more than `QUIET_AT_MOST` requests hold
+pokes (a stream's request takes its window back once its body is read: `retract`,
+`gateway/pipeline.py`), and Azure's answer to a JSON request (not a stream's: its frames
+come at Azure's pace, `gateway/attempts.py`), so a request costs at most about two
+windows of spinning, whatever its length. A poke starts no spin while more than `QUIET_AT_MOST` requests hold
 an upstream connection (the count the transport keeps, read only when a spin would
 start): the loop has their events to wake it, and between a stream's frames a spin is
 pure CPU (issue 15: at 1,000 one-frame streams busy polling cost 60-120 µs of user CPU
@@ -55,12 +56,13 @@ class BusyPoll:
     """`poke()` keeps the running loop awake for `window_us` microseconds from now, unless
     `open_requests()` (requests in flight on this worker) says the worker is busy."""
 
-    __slots__ = ("_loop", "_open", "_spinning", "_until", "_window")
+    __slots__ = ("_before", "_loop", "_open", "_spinning", "_until", "_window")
 
     def __init__(self, window_us: int, open_requests: Callable[[], int] = _none_open) -> None:
         self._window = window_us / 1_000_000
         self._open = open_requests
         self._until = 0.0
+        self._before = 0.0  # the window's end before the last poke (for `retract`)
         self._spinning = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -76,17 +78,33 @@ class BusyPoll:
         """A spin is under way (its window has not passed)."""
         return self._spinning
 
-    def poke(self) -> None:
-        self._until = perf_counter() + self._window
+    def poke(self) -> float:
+        """Keep the loop awake for a window from now. Returns the window's end, which
+        `retract` takes back."""
+        self._before = self._until
+        self._until = until = perf_counter() + self._window
         if self._spinning and self._loop is not None and not self._loop.is_closed():
-            return
+            return until
         if not worth_spinning(self._open()):
-            return  # other requests' events will wake the loop; a spin would only burn
-        # Starting a chain: on the loop running now (a chain left on a closed loop, as
-        # when a test's loop ends mid-window, is forgotten).
-        self._loop = asyncio.get_running_loop()
+            return until  # other requests' events will wake the loop; a spin would only burn
+        # Starting a chain: on the loop of the last one, kept (`asyncio.get_running_loop()`
+        # is a getpid() system call on 3.11, and a quiet worker starts a chain per
+        # request), or the loop running now where that one closed (a chain left on a
+        # closed loop, as when a test's loop ends mid-window, is forgotten).
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            self._loop = loop = asyncio.get_running_loop()
         self._spinning = True
-        self._loop.call_soon(self._tick)
+        loop.call_soon(self._tick)
+        return until
+
+    def retract(self, until: float) -> None:
+        """Take back the poke that returned `until` (a request that turned out not to be
+        answered soon: a stream, whose Azure answer comes after its time to first token):
+        the window ends where it ended before that poke, so a spin for it alone stops at
+        its next turn. A later poke's window stands."""
+        if self._until == until:
+            self._until = self._before
 
     def _tick(self) -> None:
         if perf_counter() < self._until and self._loop is not None:

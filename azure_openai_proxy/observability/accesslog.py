@@ -44,6 +44,7 @@ class AccessLog:
         self._max = max_pending
         self._pending: list[tuple[RequestRecord, float]] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._second = -1
         self._stamp = ""
 
@@ -58,7 +59,12 @@ class AccessLog:
         if len(pending) >= self._max or self._interval <= 0:
             self.flush()
         elif self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._interval, self.flush)
+            # The loop kept from the last time: `asyncio.get_running_loop()` is a getpid()
+            # system call on 3.11, and a quiet worker arms a timer for most requests.
+            loop = self._loop
+            if loop is None or loop.is_closed():
+                self._loop = loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self._interval, self.flush)
 
     def _lines(self) -> bytes:
         out: list[bytes] = []

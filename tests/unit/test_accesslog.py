@@ -85,3 +85,26 @@ async def test_a_value_orjson_cannot_write_is_logged_anyway_and_the_queue_goes_o
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["request_id"] for line in lines] == ["id1", "id2", "id3"]
     assert lines[0]["usage"] == {"prompt_tokens": 2**70} and lines[0]["model"] == "caf\udce9"
+
+
+async def test_the_flush_timer_looks_the_loop_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `asyncio.get_running_loop()` is a getpid() system call on 3.11, and a quiet worker
+    # arms the timer for most of its requests (issue 15).
+    import asyncio
+
+    configure_logging("info")
+    lookups: list[None] = []
+    running = asyncio.get_running_loop
+
+    def counting() -> asyncio.AbstractEventLoop:
+        lookups.append(None)
+        return running()
+
+    monkeypatch.setattr(asyncio, "get_running_loop", counting)
+    stream = io.BytesIO()
+    log = AccessLog(stream, flush_interval=60)
+    for n in range(3):
+        log.write(record(n))  # arms the timer
+        log.flush()  # as the timer would: the next write arms it again
+    assert len(stream.getvalue().splitlines()) == 3
+    assert len(lookups) == 1

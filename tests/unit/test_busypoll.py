@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from azure_openai_proxy.http.busypoll import QUIET_AT_MOST, BusyPoll, cpus_available, worth_spinning
 from tests.waiting import until_async
 
@@ -101,3 +103,40 @@ async def test_with_many_requests_open_a_poke_starts_no_spin() -> None:
     busy.poke()  # a spin under way is extended without reading the count again
     assert streams.reads == 2
     await until_async(lambda: not busy.spinning)
+
+
+async def test_a_retracted_poke_stops_its_own_spin_but_not_a_later_pokes() -> None:
+    busy = CountingBusyPoll(300_000)
+    mine = busy.poke()
+    busy.retract(mine)  # before the chain's first turn: that turn ends it
+    await until_async(lambda: not busy._spinning)
+    assert busy.ticks == 1
+
+    mine = busy.poke()
+    busy.poke()  # another request's poke, after: its window stands
+    busy.retract(mine)
+    await asyncio.sleep(0.005)
+    assert busy._spinning and busy.ticks >= 3
+    busy.retract(busy.poke())  # a poke taken back restores the window it found
+    await asyncio.sleep(0.005)
+    assert busy._spinning
+
+
+async def test_spins_after_the_first_look_the_loop_up_no_more(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # `asyncio.get_running_loop()` is a getpid() system call on 3.11, and a quiet worker
+    # starts a spin per request (issue 15).
+    lookups: list[None] = []
+    running = asyncio.get_running_loop
+
+    def counting() -> asyncio.AbstractEventLoop:
+        lookups.append(None)
+        return running()
+
+    monkeypatch.setattr(asyncio, "get_running_loop", counting)
+    busy = CountingBusyPoll(1_000)
+    for _ in range(3):
+        busy.poke()
+        await until_async(lambda: not busy._spinning)
+    assert busy.ticks >= 3  # three spins, each at least a turn
+    assert len(lookups) == 1

@@ -81,3 +81,43 @@ async def test_with_many_streams_open_a_poke_starts_no_spin(
     [(open_now, was_spinning, spinning)] = seen
     assert open_now == 20 and not was_spinning  # the moment this test is about
     assert not spinning  # no spin: the streams' own frames wake the loop
+
+
+def _ticking(monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """The busy poll's clock advances a microsecond a read (so a 200 µs window lasts
+    about 200 turns of the loop, whatever the machine), and each turn of a spin counted."""
+    ticks = iter(range(1, 10**9))
+    monkeypatch.setattr(busypoll, "perf_counter", lambda: next(ticks) / 1_000_000)
+    monkeypatch.setattr(busypoll, "cpus_available", lambda: 2.0)
+    turns: list[None] = []
+    tick = BusyPoll._tick
+
+    def counting(self: BusyPoll) -> None:
+        turns.append(None)
+        tick(self)
+
+    monkeypatch.setattr(BusyPoll, "_tick", counting)
+    return turns
+
+
+async def _turns_after(turns: list[None]) -> int:
+    """The spin's turns once any window left has run out (a spin's turn per loop turn)."""
+    for _ in range(1_000):
+        await asyncio.sleep(0)
+    return len(turns)
+
+
+async def test_a_streamed_request_takes_back_its_arrivals_spin(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # One client, so the worker is quiet enough for a spin: a stream's request pokes at
+    # its arrival (the body is not read yet), and takes the window back once its body
+    # says `stream: true`: Azure's first bytes come after its time to first token.
+    turns = _ticking(monkeypatch)
+    await measure_stream(1, 3, azure_frames(3), 1, callgrind=False)
+    assert await _turns_after(turns) <= 3 * 2  # a turn or two per request, not a window's worth
+
+
+async def test_a_json_request_keeps_its_arrivals_spin(monkeypatch: pytest.MonkeyPatch) -> None:
+    turns = _ticking(monkeypatch)  # the general path, for comparison
+    await inprocess.measure(3, 1, bare=False, callgrind=False)
+    assert await _turns_after(turns) >= 3 * 50
