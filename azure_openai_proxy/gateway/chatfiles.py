@@ -14,7 +14,7 @@ from azure_openai_proxy.gateway.affinity import (
     folded,
 )
 
-__all__ = ["chat_file_ids", "check_model_spelling"]
+__all__ = ["chat_file_ids", "check_top_names"]
 
 # A chat body this large has its messages walked without searching its bytes first.
 _WALKED_FROM = 1024 * 1024
@@ -55,19 +55,24 @@ def chat_file_ids(raw: bytes, body: Mapping[str, Any] | None,
         raise
 
 
-def check_model_spelling(body: Mapping[str, Any]) -> None:
-    """Refuse (`ReferenceKeyCased`, a 400) a body that spells `model` in other letters
-    (`Model`, `MODEL`) beside or instead of it. A key limited to some models is judged by
-    the body's `model` (the v1 API's deployment name, which the gateway writes there);
-    an upstream that binds JSON case-insensitively (ASP.NET Core's web defaults, the last
-    spelling winning) would read the other one, a model the key may not use. Keys all
+def check_top_names(body: Mapping[str, Any], model: bool, chat: bool) -> None:
+    """Refuse (`ReferenceKeyCased`, a 400) a body whose top level spells a name the
+    gateway judges it by in other letters, beside or instead of it: `model` (`model`:
+    for a key limited to some models, judged by the body's `model`, the v1 API's
+    deployment name, which the gateway writes there) and `messages` (`chat`: a chat's
+    file parts are read from `messages`, and a plain chat's are not walked at all,
+    gateway/governed.py `plain_chat_chars`). An upstream that binds JSON
+    case-insensitively (ASP.NET Core's web defaults, the last spelling winning) would
+    read the other one: a model the key may not use, or another key's files. Nested
+    names (tool schemas, metadata) are the client's data: not looked at. Keys all
     lower-case ASCII (nearly always): one join and two tests."""
     keys = "".join(body)
     if keys.isascii() and keys.islower():
         return
     for field in body:
-        if field != "model" and folded(field) == "model":
-            raise ReferenceKeyCased(field, "model")
+        name = folded(field)
+        if name != field and ((model and name == "model") or (chat and name == "messages")):
+            raise ReferenceKeyCased(field, name)
 
 
 def _names_no_file(raw: bytes) -> bool:

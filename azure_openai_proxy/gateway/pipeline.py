@@ -37,7 +37,7 @@ from azure_openai_proxy.gateway.attempts import UpstreamAttempts
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.batchcheck import check_batch, uploaded_batch_models
 from azure_openai_proxy.gateway.budgethold import enforce_budget, note_unanswered
-from azure_openai_proxy.gateway.chatfiles import check_model_spelling
+from azure_openai_proxy.gateway.chatfiles import check_top_names
 from azure_openai_proxy.gateway.governed import (
     Held,
     hold,
@@ -214,9 +214,12 @@ class Gateway:
         if models and routed[1] is not None and not pool_allowed(models, routed[1], routed[0]):
             raise ModelNotAllowed(routed[1])
         json = body.json
-        if models and json is not None:
-            check_model_spelling(json)  # `Model` beside `model`: which one Azure reads?
         operation = target.operation
+        chat = operation == "chat/completions"
+        if json is not None and (models or chat):
+            # `Model` beside `model`, `Messages` beside `messages`: which one does Azure
+            # read? (A plain chat's messages are not walked: its top level is checked here.)
+            check_top_names(json, bool(models), chat)
         prompt_chars = -1  # the usual chat's prompt, measured once for files and tokens
         if target.kind == "resource":
             body.canonical = json is not None  # what is checked is what is sent
@@ -224,7 +227,7 @@ class Gateway:
             await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
             if request.method == "POST" and operation == "batches":
                 await check_batch(self.owners, self.table, caller, json)
-        elif operation == "chat/completions" and body.raw is not None:
+        elif chat and body.raw is not None:
             # What was checked (its file parts, its tokens) is what is sent, even when the
             # client's JSON repeats a key: re-encoded (cheaper than searching the bytes for
             # a key that could hide a file), or a large body's bytes shown to repeat none.
