@@ -1,20 +1,23 @@
 """The files a governed chat request's messages name (`{"type": "file", "file":
 {"file_id"}}` parts), to be checked as the key's own (gateway/ownership.py), at a cost
-that leaves the usual chat body's path as it was."""
+that leaves the usual chat body's path as it was; and the names a governed body is judged
+by (`model`, `messages`), refused when spelled in other letters."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from azure_openai_proxy.errors import MalformedBody
 from azure_openai_proxy.gateway.affinity import (
     MAX_REFERENCE_VALUES,
     ReferenceKeyCased,
     ReferencesUncheckable,
     folded,
 )
+from azure_openai_proxy.gateway.spool import SpooledBody
 
-__all__ = ["chat_file_ids", "check_top_names"]
+__all__ = ["chat_file_ids", "check_form_names", "check_top_names"]
 
 # A chat body this large has its messages walked without searching its bytes first.
 _WALKED_FROM = 1024 * 1024
@@ -73,6 +76,22 @@ def check_top_names(body: Mapping[str, Any], model: bool, chat: bool) -> None:
         name = folded(field)
         if name != field and ((model and name == "model") or (chat and name == "messages")):
             raise ReferenceKeyCased(field, name)
+
+
+def check_form_names(spool: SpooledBody, boundary: bytes) -> None:
+    """`check_top_names`' `model` for a multipart form (audio, image edits): refused, a
+    text part named `model` in other letters (`Model`) or in another syntax than the
+    gateway reads it by (unquoted, `name*=`): an upstream reading form names
+    case-insensitively and leniently (ASP.NET's form collection; a string bound from its
+    first value) would read that one, a model the key may not use."""
+    for name, strict in spool.field_names(boundary):
+        if folded(name) != "model":
+            continue
+        if name != "model":
+            raise ReferenceKeyCased(name, "model")
+        if strict != "model":
+            raise MalformedBody('The form field `model` must be named as name="model".',
+                                param="model")
 
 
 def _names_no_file(raw: bytes) -> bool:
