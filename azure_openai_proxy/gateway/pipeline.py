@@ -37,7 +37,11 @@ from azure_openai_proxy.gateway.attempts import UpstreamAttempts
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.batchcheck import check_batch, uploaded_batch_models
 from azure_openai_proxy.gateway.budgethold import enforce_budget, note_unanswered
-from azure_openai_proxy.gateway.chatfiles import check_form_names, check_top_names
+from azure_openai_proxy.gateway.chatfiles import (
+    USUAL_TOP_NAMES,
+    check_form_names,
+    check_top_names,
+)
 from azure_openai_proxy.gateway.governed import (
     Held,
     hold,
@@ -219,7 +223,8 @@ class Gateway:
         if json is not None and (models or chat):
             # `Model` beside `model`, `Messages` beside `messages`: which one does Azure
             # read? (A plain chat's messages are not walked: its top level is checked here.)
-            check_top_names(json, bool(models), chat)
+            if not USUAL_TOP_NAMES.issuperset(json):
+                check_top_names(json, bool(models), chat)
         elif models and body.spool is not None and body.boundary is not None:
             check_form_names(body.spool, body.boundary)  # the same, of a form's parts
         prompt_chars = -1  # the usual chat's prompt, measured once for files and tokens

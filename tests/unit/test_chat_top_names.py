@@ -69,3 +69,11 @@ def test_the_same_file_under_messages_is_another_keys_and_plain_chats_pass() -> 
     plain = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
              "max_tokens": 5, "metadata": {"Messages": "x", "Model": "y"}}
     assert asyncio.run(_answer(plain))[::2] == (200, 1)
+
+
+def test_the_usual_top_names_are_each_spelled_as_read() -> None:
+    # A body of these alone skips the check: none may be another spelling of a name read.
+    from azure_openai_proxy.gateway.chatfiles import USUAL_TOP_NAMES
+
+    for name in USUAL_TOP_NAMES:
+        assert name.isascii() and name == name.lower(), name
