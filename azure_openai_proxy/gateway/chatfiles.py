@@ -1,20 +1,23 @@
 """The files a governed chat request's messages name (`{"type": "file", "file":
 {"file_id"}}` parts), to be checked as the key's own (gateway/ownership.py), at a cost
-that leaves the usual chat body's path as it was."""
+that leaves the usual chat body's path as it was; and the names a governed body is judged
+by (`model`, `messages`), refused when spelled in other letters."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from azure_openai_proxy.errors import MalformedBody
 from azure_openai_proxy.gateway.affinity import (
     MAX_REFERENCE_VALUES,
     ReferenceKeyCased,
     ReferencesUncheckable,
     folded,
 )
+from azure_openai_proxy.gateway.spool import SpooledBody
 
-__all__ = ["chat_file_ids", "check_model_spelling"]
+__all__ = ["USUAL_TOP_NAMES", "chat_file_ids", "check_form_names", "check_top_names"]
 
 # A chat body this large has its messages walked without searching its bytes first.
 _WALKED_FROM = 1024 * 1024
@@ -55,19 +58,56 @@ def chat_file_ids(raw: bytes, body: Mapping[str, Any] | None,
         raise
 
 
-def check_model_spelling(body: Mapping[str, Any]) -> None:
-    """Refuse (`ReferenceKeyCased`, a 400) a body that spells `model` in other letters
-    (`Model`, `MODEL`) beside or instead of it. A key limited to some models is judged by
-    the body's `model` (the v1 API's deployment name, which the gateway writes there);
-    an upstream that binds JSON case-insensitively (ASP.NET Core's web defaults, the last
-    spelling winning) would read the other one, a model the key may not use. Keys all
-    lower-case ASCII (nearly always): one join and two tests."""
+# The top-level names of nearly every body `check_top_names` is asked about (chat,
+# completions and embeddings parameters), each spelled as the gateway reads it: a body
+# of these alone spells none in other letters (one set test in C, ~1.6k instructions,
+# where the join and its `islower`, a Unicode look-up per character, cost ~5k).
+USUAL_TOP_NAMES = frozenset({
+    "audio", "best_of", "data_sources", "dimensions", "echo", "encoding_format",
+    "frequency_penalty", "function_call", "functions", "input", "logit_bias", "logprobs",
+    "max_completion_tokens", "max_tokens", "messages", "metadata", "modalities", "model",
+    "n", "parallel_tool_calls", "prediction", "presence_penalty", "prompt",
+    "prompt_cache_key", "reasoning_effort", "response_format", "safety_identifier", "seed",
+    "service_tier", "stop", "store", "stream", "stream_options", "suffix", "temperature",
+    "tool_choice", "tools", "top_logprobs", "top_p", "user", "verbosity",
+    "web_search_options"})
+
+
+def check_top_names(body: Mapping[str, Any], model: bool, chat: bool) -> None:
+    """Refuse (`ReferenceKeyCased`, a 400) a body whose top level spells a name the
+    gateway judges it by in other letters, beside or instead of it: `model` (`model`:
+    for a key limited to some models, judged by the body's `model`, the v1 API's
+    deployment name, which the gateway writes there) and `messages` (`chat`: a chat's
+    file parts are read from `messages`, and a plain chat's are not walked at all,
+    gateway/governed.py `plain_chat_chars`). An upstream that binds JSON
+    case-insensitively (ASP.NET Core's web defaults, the last spelling winning) would
+    read the other one: a model the key may not use, or another key's files. Nested
+    names (tool schemas, metadata) are the client's data: not looked at. A body of
+    `USUAL_TOP_NAMES` alone need not be passed (the request path tests that first);
+    keys all lower-case ASCII: one join and two tests."""
     keys = "".join(body)
     if keys.isascii() and keys.islower():
         return
     for field in body:
-        if field != "model" and folded(field) == "model":
-            raise ReferenceKeyCased(field, "model")
+        name = folded(field)
+        if name != field and ((model and name == "model") or (chat and name == "messages")):
+            raise ReferenceKeyCased(field, name)
+
+
+def check_form_names(spool: SpooledBody, boundary: bytes) -> None:
+    """`check_top_names`' `model` for a multipart form (audio, image edits): refused, a
+    text part named `model` in other letters (`Model`) or in another syntax than the
+    gateway reads it by (unquoted, `name*=`): an upstream reading form names
+    case-insensitively and leniently (ASP.NET's form collection; a string bound from its
+    first value) would read that one, a model the key may not use."""
+    for name, strict in spool.field_names(boundary):
+        if folded(name) != "model":
+            continue
+        if name != "model":
+            raise ReferenceKeyCased(name, "model")
+        if strict != "model":
+            raise MalformedBody('The form field `model` must be named as name="model".',
+                                param="model")
 
 
 def _names_no_file(raw: bytes) -> bool:

@@ -37,7 +37,11 @@ from azure_openai_proxy.gateway.attempts import UpstreamAttempts
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.batchcheck import check_batch, uploaded_batch_models
 from azure_openai_proxy.gateway.budgethold import enforce_budget, note_unanswered
-from azure_openai_proxy.gateway.chatfiles import check_model_spelling
+from azure_openai_proxy.gateway.chatfiles import (
+    USUAL_TOP_NAMES,
+    check_form_names,
+    check_top_names,
+)
 from azure_openai_proxy.gateway.governed import (
     Held,
     hold,
@@ -220,9 +224,15 @@ class Gateway:
         if models and routed[1] is not None and not pool_allowed(models, routed[1], routed[0]):
             raise ModelNotAllowed(routed[1])
         json = body.json
-        if models and json is not None:
-            check_model_spelling(json)  # `Model` beside `model`: which one Azure reads?
         operation = target.operation
+        chat = operation == "chat/completions"
+        if json is not None and (models or chat):
+            # `Model` beside `model`, `Messages` beside `messages`: which one does Azure
+            # read? (A plain chat's messages are not walked: its top level is checked here.)
+            if not USUAL_TOP_NAMES.issuperset(json):
+                check_top_names(json, bool(models), chat)
+        elif models and body.spool is not None and body.boundary is not None:
+            check_form_names(body.spool, body.boundary)  # the same, of a form's parts
         prompt_chars = -1  # the usual chat's prompt, measured once for files and tokens
         if target.kind == "resource":
             body.canonical = json is not None  # what is checked is what is sent
@@ -230,7 +240,7 @@ class Gateway:
             await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
             if request.method == "POST" and operation == "batches":
                 await check_batch(self.owners, self.table, caller, json)
-        elif operation == "chat/completions" and body.raw is not None:
+        elif chat and body.raw is not None:
             # What was checked (its file parts, its tokens) is what is sent, even when the
             # client's JSON repeats a key: re-encoded (cheaper than searching the bytes for
             # a key that could hide a file), or a large body's bytes shown to repeat none.

@@ -11,6 +11,7 @@ import re
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import IO
+from urllib.parse import unquote
 
 from azure_openai_proxy.errors import BodyTooLarge, MalformedBody
 
@@ -20,6 +21,9 @@ _MEMORY_LIMIT = 1024 * 1024
 _CHUNK = 256 * 1024
 _BOUNDARY = re.compile(r'boundary="?([^";]{1,200})"?', re.IGNORECASE)
 _FIELD_NAME = re.compile(rb'content-disposition:[^\r\n]*\bname="([^"]*)"', re.IGNORECASE)
+# A part's name as a lenient reader takes it (ASP.NET's): quoted or not, or `name*=`.
+_DISPOSITION = re.compile(rb"content-disposition:([^\r\n]*)", re.IGNORECASE)
+_ANY_NAME = re.compile(rb';\s*name\*?\s*=\s*("[^"]*"|[^;\r\n]*)', re.IGNORECASE)
 
 
 def multipart_boundary(content_type: str) -> bytes:
@@ -102,6 +106,40 @@ class SpooledBody:
             if isinstance(view, mmap.mmap):
                 view.close()
 
+    def field_names(self, boundary: bytes) -> list[tuple[str, str | None]]:
+        """Each text part's name (a part without a filename) as a lenient reader takes
+        it (ASP.NET's: quoted or a token, `name*=` decoded), beside the one `form_field`
+        reads (None: it reads none there), in order: what may name a field the gateway
+        does not see (gateway/chatfiles.py `check_form_names`)."""
+        names: list[tuple[str, str | None]] = []
+        if self.size == 0:
+            return names
+        view = self._view()
+        try:
+            delimiter = b"--" + boundary
+            position = view.find(delimiter)
+            while position != -1:
+                header_start = position + len(delimiter) + 2
+                header_end = view.find(b"\r\n\r\n", header_start, header_start + 4096)
+                if header_end == -1:
+                    return names
+                headers = bytes(view[header_start:header_end])
+                disposition = _DISPOSITION.search(headers)
+                if disposition is not None and b"filename" not in disposition[1].lower():
+                    lenient = _ANY_NAME.search(disposition[1])
+                    strict = _FIELD_NAME.search(headers)
+                    if lenient is not None:
+                        names.append((_name_of(lenient[1]), None if strict is None
+                                      else strict[1].decode("latin-1")))
+                next_part = view.find(b"\r\n" + delimiter, header_end)
+                if next_part == -1:
+                    return names
+                position = view.find(delimiter, next_part + 2)
+            return names
+        finally:
+            if isinstance(view, mmap.mmap):
+                view.close()
+
     def replaying(self, replace: tuple[int, int, bytes] | None = None) -> Callable[[], AsyncIterator[bytes]]:
         """A body factory for the transport; `replace` swaps a byte range (a form field's
         value) on the way out, without copying the rest."""
@@ -153,3 +191,11 @@ class SpooledBody:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def _name_of(value: bytes) -> str:
+    """A `name` parameter's value: unquoted, and an RFC 8187 `charset''...` decoded."""
+    text = value.strip().strip(b'"').decode("latin-1")
+    if "''" in text:
+        text = unquote(text.split("''", 1)[1])
+    return text

@@ -126,8 +126,9 @@ class RateLimiter:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
-        # A new object whenever the plans are dropped: a `UsualLimits` kept from an
-        # older epoch may be stale (the request path's `Decided` checks it, by `is`).
+        # A new object whenever the plans are dropped or a subject is configured with
+        # other limits: a `UsualLimits` kept from an older epoch may be stale (the
+        # request path's `Decided` checks it, by `is`).
         self.epoch = object()
         self._subjects: dict[str, _Subject] = {}
         self._plans: dict[str, LimitPlan] = {}  # by key id; emptied by `forget`
@@ -184,6 +185,11 @@ class RateLimiter:
                     state.row = table.row(name, self._clock())
                 elif state.row is not None and not _limited(limits):
                     _give_back(state, table)
+            if state.limits is not None and state.limits is not limits:
+                # Configured with another version of its limits (a Realtime session's or
+                # a request's `Caller` from before a reload plans with the old one): a
+                # `UsualLimits` kept for the version before (`Decided`) is decided anew.
+                self.epoch = object()
             shape = _shape(state)
             if state.row is None or table is None:
                 state.configure(limits, self._clock())
