@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 
 from azure_openai_proxy.governance.model import UsageRecord
+from azure_openai_proxy.governance.prices import MAX_TOKENS
 from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore, record_of, row_of
 
 __all__ = ["LedgerSpool"]
@@ -76,8 +77,16 @@ class LedgerSpool:
         return len(valid)
 
 
+_TOKEN_FIELDS = ("prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens")
+
+
 def _from_line(line: bytes) -> LedgerRow | None:
     try:
-        return row_of(UsageRecord(**orjson.loads(line)))
-    except (orjson.JSONDecodeError, TypeError):
+        fields = orjson.loads(line)
+        for name in _TOKEN_FIELDS:  # a count no writer takes (spooled by an older one)
+            count = fields.get(name)
+            if type(count) is int and count > MAX_TOKENS:
+                fields[name] = MAX_TOKENS
+        return row_of(UsageRecord(**fields))
+    except (orjson.JSONDecodeError, TypeError, AttributeError):
         return None  # a line cut by a crash: the rest still counts

@@ -463,9 +463,10 @@ def test_the_writers_token_counts_are_count_tokens_for_every_shape_of_usage() ->
 
     from azure_openai_proxy.governance.prices import count_tokens
 
-    counts: list[object] = [None, 0, 7, -3, 2.5, "9", True]
+    counts: list[object] = [None, 0, 7, -3, 2.5, "9", True, 2**32 - 1, 2**32, 2**63, 2**70]
     details: list[object] = [None, {}, {"cached_tokens": 5}, {"cached_tokens": 50},
-                             {"cached_tokens": -1}, {"reasoning_tokens": 4}, [1], "x"]
+                             {"cached_tokens": -1}, {"reasoning_tokens": 4}, [1], "x",
+                             {"cached_tokens": 2**64}, {"reasoning_tokens": 2**64}]
     shapes: list[dict[str, object]] = []
     for prompt, completion in itertools.product(counts, counts):
         for first, second in itertools.product(details, details):
@@ -496,3 +497,61 @@ def test_the_writers_token_counts_are_count_tokens_for_every_shape_of_usage() ->
         assert (record.prompt_tokens, record.cached_tokens, record.completion_tokens,
                 record.reasoning_tokens) == count_tokens(usage), usage
         assert record.usage_source == ("estimated" if usage.get("estimated") else "measured")
+
+
+def test_a_token_count_too_large_for_sqlite_loses_no_record(tmp_path: Path) -> None:
+    """A usage count of 2**63 or more cannot be bound to SQLite: the record, and every
+    record of its batch, went to the spool, whose replay then failed at every pass
+    (the budgets' book never read again). Counts are read as at most MAX_TOKENS."""
+    from azure_openai_proxy.governance.prices import MAX_TOKENS
+
+    path = tmp_path / "gw.db"
+    ledger = writer(path)
+    ledger.start()
+    try:
+        ledger.add(finished(1, usage={"prompt_tokens": 2**63, "completion_tokens": 1}))
+        ledger.add(finished(2, usage={"prompt_tokens": 5, "completion_tokens": 2**70,
+                                      "prompt_tokens_details": {"cached_tokens": 2**64},
+                                      "completion_tokens_details": {"reasoning_tokens": 2**65}}))
+        ledger.add(finished(3))
+        assert ledger.flush() and ledger.flush()
+    finally:
+        ledger.close()
+    assert not ledger.spool_path.exists() and ledger.failures == 0
+    store = LedgerStore.open(path)
+    try:
+        tokens = {r.request_id: (r.prompt_tokens, r.cached_tokens, r.completion_tokens,
+                                 r.reasoning_tokens) for r in store.records()}
+    finally:
+        store.close()
+    assert tokens == {"req-1": (MAX_TOKENS, 0, 1, 0), "req-2": (5, 5, MAX_TOKENS, MAX_TOKENS),
+                      "req-3": (1000, 0, 100, 0)}
+
+
+def test_a_spooled_line_with_a_count_too_large_for_sqlite_is_replayed(tmp_path: Path) -> None:
+    """A spool an older writer left with such a count replays (its count read as
+    MAX_TOKENS), and the records spooled beside it with it."""
+    import dataclasses
+
+    import orjson
+
+    from azure_openai_proxy.governance.prices import MAX_TOKENS
+
+    path = tmp_path / "gw.db"
+    lines = []
+    for n in range(3):
+        line = dataclasses.asdict(usage_record(finished(n), NOW, PriceTable.shipped(), {}))
+        if n == 1:
+            line["prompt_tokens"] = 2**63  # orjson writes up to 2**64 - 1
+        lines.append(orjson.dumps(line) + b"\n")
+    path.with_name("gw.db.spool.jsonl").write_bytes(b"".join(lines))
+    ledger = writer(path)
+    ledger.start()
+    ledger.close()
+    assert not ledger.spool_path.exists()
+    store = LedgerStore.open(path)
+    try:
+        assert {r.request_id: r.prompt_tokens for r in store.records()} == {
+            "req-0": 1000, "req-1": MAX_TOKENS, "req-2": 1000}
+    finally:
+        store.close()
