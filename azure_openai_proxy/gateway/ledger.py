@@ -152,6 +152,7 @@ class LedgerWriter:
         self._store: LedgerStore | None = None
         self._opened = False  # a database was opened once (then it is never made anew)
         self._generation = 0  # stores opened: a row's label id is valid for one
+        self._label_epoch = 0  # the open store's label_epoch the pricer's ids are of
         self._unlabelled = False  # a label id could not be had for this batch
         self._file: tuple[int, int] | None = None  # the open one's (device, inode)
         self._last_retention = 0.0
@@ -287,6 +288,7 @@ class LedgerWriter:
         while self._queue:
             generation = self._generation
             self._unlabelled = False
+            self._forget_stale_labels()
             batch = self._take(self._batch, labelled=True)
             if not self._write(batch, generation):
                 self._spool(batch)
@@ -304,10 +306,20 @@ class LedgerWriter:
         except Exception as exc:
             self._failed(exc)
             return False
+        finally:
+            self._forget_stale_labels()
         pending = self.guard.pending()
         if pending:
             self._unread.extend(r[1] for r in batch if r[1] in pending)
         return True
+
+    def _forget_stale_labels(self) -> None:
+        """The open store let its label ids go (the database restored in place, seen by
+        a write or the spool's replay): so does the pricer."""
+        store = self._store
+        if store is not None and store.label_epoch != self._label_epoch:
+            self._label_epoch = store.label_epoch
+            self._pricer.forget_labels()
 
     def _maintain(self) -> None:
         store = self._open()
@@ -340,6 +352,7 @@ class LedgerWriter:
                     raise FileNotFoundError(f"{self.database} is gone")
                 self._store = LedgerStore.open(self.database, busy_timeout_ms=self._busy_ms)
                 self._generation += 1
+                self._label_epoch = self._store.label_epoch
                 self._pricer.forget_labels()  # the ids it remembers may not be this one's
                 self._file = file or self._identity()
                 self._opened = True

@@ -126,17 +126,20 @@ def test_two_writers_on_one_database_agree_on_every_records_labels(tmp_path: Pat
         second.close()
 
 
-def test_a_full_batch_is_written_by_four_statements(store: LedgerStore) -> None:
+def test_a_full_batch_is_written_by_five_statements(store: LedgerStore) -> None:
     """Each statement is a step the sqlite3 module takes without the GIL and then waits
     to have back (from the event loop): a batch of 256 rows of known labels is the
-    transaction's begin, one insert, one upsert of all its rollups and the commit."""
+    transaction's begin, the schema_version its label ids are checked against (a
+    restore in place changes it), one insert, one upsert of all its rollups and the
+    commit."""
     store.write([record(n, key=f"k{n % 3}") for n in range(256)])  # the labels, once
     statements: list[str] = []
     store._db.set_trace_callback(statements.append)
     assert store.write([record(n, key=f"k{n % 3}") for n in range(256, 512)]) == 256
     store._db.set_trace_callback(None)
-    assert len(statements) == 4, statements
-    assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
+    assert len(statements) == 5, statements
+    assert statements[:2] == ["BEGIN IMMEDIATE", "PRAGMA schema_version"]
+    assert statements[-1] == "COMMIT"
     assert store.count() == 512
     totals = {(kind, owner): n for _, kind, owner, n, _ in rollups(store, store_path(store))}
     assert totals == {("key", "k0"): 171, ("key", "k1"): 171, ("key", "k2"): 170,

@@ -555,3 +555,40 @@ def test_a_spooled_line_with_a_count_too_large_for_sqlite_is_replayed(tmp_path: 
             "req-0": 1000, "req-1": MAX_TOKENS, "req-2": 1000}
     finally:
         store.close()
+
+
+def test_a_database_restored_in_place_gets_its_own_label_ids(tmp_path: Path) -> None:
+    """A restore through SQLite's backup API (`.restore`, `Connection.backup`) keeps the
+    file and its inode, so the writer keeps its connection, but the label ids are the
+    backup's: a record was written under the id its key had before, which names another
+    key in the backup (its cost in that key's rollups and budget). The ids are asked
+    again, in the batch that finds the schema_version changed and in those after it."""
+    import sqlite3
+
+    path = tmp_path / "gw.db"
+    ledger = writer(path)
+    ledger.start()
+    try:
+        ledger.add(finished(1, key_id="k1"))
+        assert ledger.flush()
+        backup = LedgerStore.open(tmp_path / "backup.db")
+        for n in range(3):  # the ids the first database gave k1's labels, other keys'
+            backup.label_id((f"other-{n}", "", "", "", "", "r"))
+        backup.close()
+        source, target = sqlite3.connect(tmp_path / "backup.db"), sqlite3.connect(path)
+        source.backup(target)
+        source.close()
+        target.close()
+        ledger.add(finished(2, key_id="k1"))
+        assert ledger.flush()
+        ledger.add(finished(3, key_id="k1"))
+        assert ledger.flush()
+    finally:
+        ledger.close()
+    store = LedgerStore.open(path)
+    try:
+        assert {r.request_id: r.key_id for r in store.records()} == {"req-2": "k1", "req-3": "k1"}
+        assert {owner for kind, owner, _, _ in store.daily_spend("2000-01-01")
+                if kind == "key"} == {"k1"}
+    finally:
+        store.close()
