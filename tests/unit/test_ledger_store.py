@@ -148,3 +148,26 @@ def test_a_full_batch_is_written_by_five_statements(store: LedgerStore) -> None:
 
 def store_path(store: LedgerStore) -> Path:
     return Path(store._db.execute("PRAGMA database_list").fetchone()[2])
+
+
+@pytest.mark.parametrize("limit", [999, 32766])
+def test_a_batch_of_as_many_groups_as_rows_fits_the_databases_limit_of_variables(
+    tmp_path: Path, limit: int,
+) -> None:
+    """SQLite before 3.32 binds at most 999 variables a statement, 32,766 after (Debian
+    builds it with 250,000): a batch of 2,000 rows, each its own key, team and day, is
+    6,000 rollups of 9 values, which no single statement of 999 or 32,766 takes."""
+    store = LedgerStore.open(tmp_path / "gw.db")
+    try:
+        store._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+        records = [record(n, key=f"k{n}", team=f"t{n}", model=f"m{n % 7}",
+                          time=DAY - 86400 * n) for n in range(2000)]
+        assert store.write(records) == 2000
+        assert store.write(records[:10] + [record(2000 + n) for n in range(5)]) == 5
+        counts = dict(store._db.execute(
+            "SELECT kind, sum(requests) FROM usage_rollups GROUP BY kind").fetchall())
+        rows = store._db.execute("SELECT count(*) FROM usage_rollups").fetchone()[0]
+    finally:
+        store.close()
+    assert counts == {"key": 2005, "team": 2005, "model": 2005}
+    assert rows == 2000 + 2000 + 2000 + 1 + 1 + 1  # the 5 more: k1, t1, gpt-4o today
