@@ -41,7 +41,7 @@ _TOKENS_PER_PRICE = 1_000_000  # prices are per 1M tokens
 # The most tokens one count of a request's usage is read as: past it (2**63 and more
 # cannot be bound to SQLite at all, and a day's rollup sums them) a record could never
 # be written, and the spool it went to could never be replayed. No request comes near.
-MAX_TOKENS = 2**32 - 1
+MAX_TOKENS = 2**32 - 1  # all ones: the ledger's pricer tests two counts by their OR
 _DATED = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
