@@ -592,3 +592,36 @@ def test_a_database_restored_in_place_gets_its_own_label_ids(tmp_path: Path) -> 
                 if kind == "key"} == {"k1"}
     finally:
         store.close()
+
+
+def test_a_spooled_record_the_database_refuses_stops_neither_the_replay_nor_the_budgets(
+    tmp_path: Path,
+) -> None:
+    """A spooled line whose values the database (or the rollups' sums) refuse, whatever
+    its state, failed the replay at every pass: the spool was never removed, the records
+    beside it never written, and the budgets' book, read after the replay, never read
+    again. It is set aside beside the spool; the rest is written."""
+    import dataclasses
+
+    import orjson
+
+    path = tmp_path / "gw.db"
+    lines = []
+    for n in range(3):
+        line = dataclasses.asdict(usage_record(finished(n), NOW, PriceTable.shipped(), {}))
+        if n == 1:
+            line["prompt_tokens"] = "1000"  # not a count: the rollups cannot sum it
+        lines.append(orjson.dumps(line) + b"\n")
+    spool = path.with_name("gw.db.spool.jsonl")
+    spool.write_bytes(b"".join(lines))
+    ledger = writer(path)
+    ledger.start()
+    try:
+        assert not spool.exists() and ledger.failures == 0
+        ledger.add(finished(3))
+        assert ledger.flush()
+    finally:
+        ledger.close()
+    assert stored(path) == ["req-0", "req-2", "req-3"]
+    refused = path.with_name("gw.db.spool.jsonl.refused").read_bytes().splitlines()
+    assert [orjson.loads(line)["request_id"] for line in refused] == ["req-1"]
