@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -625,3 +626,38 @@ def test_a_spooled_record_the_database_refuses_stops_neither_the_replay_nor_the_
     assert stored(path) == ["req-0", "req-2", "req-3"]
     refused = path.with_name("gw.db.spool.jsonl.refused").read_bytes().splitlines()
     assert [orjson.loads(line)["request_id"] for line in refused] == ["req-1"]
+
+
+def test_an_overflow_while_the_writer_prices_moves_no_record_to_the_other_prices(
+    tmp_path: Path,
+) -> None:
+    """The event loop's overflow takes records from the queue too. When it came while
+    the writer was pricing a chunk and took a reload's mark, the writer's chunk went on
+    with the old prices over records served after the reload. The overflow now takes
+    nothing while a chunk is priced (its records stay queued). Here the overflow comes
+    from inside the writer's chunk (a price looked up for a new model adds records), the
+    one interleaving a test can make happen every time."""
+    from azure_openai_proxy.governance.prices import Price, Rates
+
+    class Interrupting(PriceTable):
+        def rates(self, names: Iterable[str | None]) -> Rates | None:
+            names = tuple(names)
+            if "interrupting" in names:
+                for n in (3, 4):
+                    ledger.add(finished(n))  # past the bound: the overflow runs
+            return super().rates(names)
+
+    path = tmp_path / "gw.db"
+    ledger = LedgerWriter(path, Interrupting({"gpt-4o": Price(2.5, 10.0)}), {},
+                          BudgetGuard(clock=lambda: NOW), clock=lambda: NOW, batch_size=2,
+                          max_buffer=4)
+    ledger.add(finished(0, model="interrupting"))
+    ledger.reconfigure(PriceTable({"gpt-4o": Price(input=1000.0, output=1000.0)}), {})
+    ledger.add(finished(1))
+    ledger.add(finished(2))
+    ledger.start()
+    ledger.close()
+    costs = _costs_stored(path)
+    assert sorted(costs) == ["req-0", "req-1", "req-2", "req-3", "req-4"]
+    for n in range(1, 5):  # all served after the reload
+        assert costs[f"req-{n}"][:2] == ((1000 * 1000.0 + 100 * 1000.0) / 1e6, True), n
