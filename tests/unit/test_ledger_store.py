@@ -171,3 +171,44 @@ def test_a_batch_of_as_many_groups_as_rows_fits_the_databases_limit_of_variables
         store.close()
     assert counts == {"key": 2005, "team": 2005, "model": 2005}
     assert rows == 2000 + 2000 + 2000 + 1 + 1 + 1  # the 5 more: k1, t1, gpt-4o today
+
+
+def test_two_workers_making_the_same_new_labels_at_once_agree_on_their_ids(
+    tmp_path: Path,
+) -> None:
+    """Two workers' stores, each on its own thread, write records of the same 40 new
+    combinations at the same moment: each label is made once (the UNIQUE constraint; the
+    loser reads the winner's id) and every record reads back under its own key."""
+    import threading
+
+    path = tmp_path / "gw.db"
+    LedgerStore.open(path).close()
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def work(first: int) -> None:
+        store = LedgerStore.open(path)
+        try:
+            start.wait(timeout=10)
+            for part in range(4):
+                store.write([record(first + part * 100 + n, key=f"k{n % 40}")
+                             for n in range(100)])
+        except BaseException as exc:  # reported below, on the test's thread
+            errors.append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=work, args=(first,)) for first in (0, 10_000)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors
+    store = LedgerStore.open(path)
+    try:
+        keys = {r.request_id: r.key_id for r in store.records()}
+        labels = store._db.execute("SELECT count(*) FROM usage_labels").fetchone()[0]
+    finally:
+        store.close()
+    assert len(keys) == 800 and labels == 40
+    assert all(key == f"k{int(rid[4:]) % 100 % 40}" for rid, key in keys.items())
