@@ -144,6 +144,7 @@ class LedgerWriter:
         self._clock = clock
         self._queue: deque[Queued] = deque()
         self._reloads: deque[_Reconfigured] = deque()  # one per mark in the queue
+        self._pricing = threading.Lock()  # held while a chunk is priced (`_take`)
         self._wake = threading.Event()
         self._stopping = False
         self._idle = threading.Condition()
@@ -152,6 +153,7 @@ class LedgerWriter:
         self._store: LedgerStore | None = None
         self._opened = False  # a database was opened once (then it is never made anew)
         self._generation = 0  # stores opened: a row's label id is valid for one
+        self._label_epoch = 0  # the open store's label_epoch the pricer's ids are of
         self._unlabelled = False  # a label id could not be had for this batch
         self._file: tuple[int, int] | None = None  # the open one's (device, inode)
         self._last_retention = 0.0
@@ -250,22 +252,31 @@ class LedgerWriter:
             self._written += 1
             self._idle.notify_all()
 
-    def _take(self, count: int, *, labelled: bool = False) -> list[LedgerRow]:
+    def _take(self, count: int, *, labelled: bool = False, block: bool = True,
+              ) -> list[LedgerRow]:
         """Up to `count` queued records as rows, in order, each priced as it was served
         (a reload's mark in the queue switches the prices). `labelled` (the writer's
         thread, or `close` once it has stopped): label ids asked of the open store, and
-        the GIL let go between chunks of `_CHUNK` records."""
+        the GIL let go between chunks of `_CHUNK` records. Each chunk holds the pricing
+        lock: the event loop's overflow takes too, and a mark the other took between
+        would switch the prices under a chunk (`block=False`: none taken unless it is
+        free at once)."""
         queue = self._queue
         out: list[LedgerRow] = []
         label_of = self._label_of if labelled else no_label
         chunk = _CHUNK if labelled else count
         while queue and len(out) < count:
-            self._day, marked = self._pricer.take(queue, min(count - len(out), chunk), out,
-                                                  self._day, label_of)
-            if marked:  # its prices are the first waiting
-                reload = self._reloads.popleft()
-                self._pricer = RowPricer(reload.prices, reload.models)
-            elif labelled and queue and len(out) < count:
+            if not self._pricing.acquire(block):
+                break
+            try:
+                self._day, marked = self._pricer.take(queue, min(count - len(out), chunk),
+                                                      out, self._day, label_of)
+                if marked:  # its prices are the first waiting
+                    reload = self._reloads.popleft()
+                    self._pricer = RowPricer(reload.prices, reload.models)
+            finally:
+                self._pricing.release()
+            if labelled and not marked and queue and len(out) < count:
                 time.sleep(_PAUSE)  # lets the GIL go: the event loop waits at most a chunk
         return out
 
@@ -287,6 +298,7 @@ class LedgerWriter:
         while self._queue:
             generation = self._generation
             self._unlabelled = False
+            self._forget_stale_labels()
             batch = self._take(self._batch, labelled=True)
             if not self._write(batch, generation):
                 self._spool(batch)
@@ -304,10 +316,20 @@ class LedgerWriter:
         except Exception as exc:
             self._failed(exc)
             return False
+        finally:
+            self._forget_stale_labels()
         pending = self.guard.pending()
         if pending:
             self._unread.extend(r[1] for r in batch if r[1] in pending)
         return True
+
+    def _forget_stale_labels(self) -> None:
+        """The open store let its label ids go (the database restored in place, seen by
+        a write or the spool's replay): so does the pricer."""
+        store = self._store
+        if store is not None and store.label_epoch != self._label_epoch:
+            self._label_epoch = store.label_epoch
+            self._pricer.forget_labels()
 
     def _maintain(self) -> None:
         store = self._open()
@@ -340,6 +362,7 @@ class LedgerWriter:
                     raise FileNotFoundError(f"{self.database} is gone")
                 self._store = LedgerStore.open(self.database, busy_timeout_ms=self._busy_ms)
                 self._generation += 1
+                self._label_epoch = self._store.label_epoch
                 self._pricer.forget_labels()  # the ids it remembers may not be this one's
                 self._file = file or self._identity()
                 self._opened = True
@@ -412,7 +435,8 @@ class LedgerWriter:
         the rows written."""
         if not records:
             return []
-        rows = records if isinstance(records, list) else (lambda: self._take(count))
+        rows = records if isinstance(records, list) else (
+            lambda: self._take(count, block=block))
         taken, problem = self._spool_file.append(rows, block=block)
         if problem is not None:
             self._unspooled(records, taken, count, problem)

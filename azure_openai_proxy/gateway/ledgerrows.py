@@ -14,6 +14,7 @@ from typing import Any
 from azure_openai_proxy.governance.budget import day_of
 from azure_openai_proxy.governance.model import UsageRecord
 from azure_openai_proxy.governance.prices import (
+    MAX_TOKENS,
     PriceTable,
     Rates,
     TokenCounts,
@@ -121,6 +122,7 @@ class RowPricer:
         named = self._named.get
         popleft = queue.popleft
         append = out.append
+        most = MAX_TOKENS
         for _ in range(count):
             try:
                 item = popleft()
@@ -139,14 +141,17 @@ class RowPricer:
                 # details objects) or with no details at all (then nothing else it could
                 # read is there); any other shape is counted by it
                 prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-                if type(prompt) is int and type(completion) is int and prompt >= 0 <= completion:
+                # both in 0..MAX_TOKENS: it is all ones (2**32 - 1), so their OR is too
+                # (and a negative one makes it negative)
+                if (type(prompt) is int and type(completion) is int
+                        and 0 <= prompt | completion <= most):
                     details = usage.get("prompt_tokens_details")
                     more = usage.get("completion_tokens_details")
                     if type(details) is dict and details and type(more) is dict and more:
                         said: Any = details.get("cached_tokens")
                         cached = min(said, prompt) if type(said) is int and said > 0 else 0
                         said = more.get("reasoning_tokens")
-                        reasoning = said if type(said) is int and said > 0 else 0
+                        reasoning = min(said, most) if type(said) is int and said > 0 else 0
                         flags = _ESTIMATED if usage.get("estimated") else _MEASURED
                     elif (len(usage) == 3 and "total_tokens" in usage) or len(usage) == 2:
                         # the two counts and the total at most: no details, no estimate

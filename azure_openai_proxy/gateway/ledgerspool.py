@@ -5,23 +5,30 @@ from which they are replayed once it is back (idempotent: request_id is unique).
 Every worker of a database shares its spool: an append and a replay each hold the
 file's lock (`flock`) for their whole work, and a replay removes the file while it holds
 it, so an append that waited for it opens the new one. A line cut by a crash is skipped;
-the rest still counts.
+the rest still counts. A record the database refuses whatever its state (a value it
+cannot store or sum) is set aside in `<spool>.refused` with an error logged, so that it
+does not stop the replay, nor the retention and budgets' refresh that follow it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fcntl
+import logging
 import os
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
 from azure_openai_proxy.governance.model import UsageRecord
+from azure_openai_proxy.governance.prices import MAX_TOKENS
 from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore, record_of, row_of
 
 __all__ = ["LedgerSpool"]
+
+log = logging.getLogger("azure_openai_proxy")
 
 
 class LedgerSpool:
@@ -70,14 +77,57 @@ class LedgerSpool:
                 return None
             records = [_from_line(line) for line in spool if line.strip()]
             valid = [r for r in records if r is not None]
+            refused: list[LedgerRow] = []
             for start in range(0, len(valid), batch):
-                store.write_rows(valid[start:start + batch])  # raises: the spool stays
+                part = valid[start:start + batch]
+                try:
+                    store.write_rows(part)  # a database error raises: the spool stays
+                except _REFUSED:
+                    refused += _one_by_one(store, part)
+            if refused:
+                self._set_aside(refused)  # raises OSError: the spool stays
             self.path.unlink()
-        return len(valid)
+        return len(valid) - len(refused)
+
+    def _set_aside(self, rows: list[LedgerRow]) -> None:
+        """Rows the database refuses whatever its state (a value it cannot store): kept
+        for the operator beside the spool, so that they no longer stop its replay (and
+        with it, the retention and the budgets' refresh that come after it)."""
+        refused = self.path.with_name(self.path.name + ".refused")
+        with open(refused, "ab") as file:
+            file.write(b"".join(orjson.dumps(dataclasses.asdict(record_of(r)),
+                                             option=orjson.OPT_APPEND_NEWLINE) for r in rows))
+        log.error("usage ledger: %d spooled records the database refuses set aside in %s",
+                  len(rows), refused)
+
+
+# What a batch raises when a row's values are refused (not when the database is locked,
+# read-only, gone or full: those are sqlite3.OperationalError, and the spool waits).
+_REFUSED = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError,
+            OverflowError, TypeError, ValueError)
+
+
+def _one_by_one(store: LedgerStore, rows: list[LedgerRow]) -> list[LedgerRow]:
+    """A refused batch's rows written each alone: those refused again."""
+    refused: list[LedgerRow] = []
+    for row in rows:
+        try:
+            store.write_rows([row])
+        except _REFUSED:
+            refused.append(row)
+    return refused
+
+
+_TOKEN_FIELDS = ("prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens")
 
 
 def _from_line(line: bytes) -> LedgerRow | None:
     try:
-        return row_of(UsageRecord(**orjson.loads(line)))
-    except (orjson.JSONDecodeError, TypeError):
+        fields = orjson.loads(line)
+        for name in _TOKEN_FIELDS:  # a count no writer takes (spooled by an older one)
+            count = fields.get(name)
+            if type(count) is int and count > MAX_TOKENS:
+                fields[name] = MAX_TOKENS
+        return row_of(UsageRecord(**fields))
+    except (orjson.JSONDecodeError, TypeError, AttributeError):
         return None  # a line cut by a crash: the rest still counts

@@ -34,10 +34,14 @@ import yaml
 
 from azure_openai_proxy.boundedcache import BoundedCache
 
-__all__ = ["Price", "PriceTable", "Rates", "TokenCounts", "count_tokens", "token_cost",
-           "token_counts", "unit_counts"]
+__all__ = ["MAX_TOKENS", "Price", "PriceTable", "Rates", "TokenCounts", "count_tokens",
+           "token_cost", "token_counts", "unit_counts"]
 
 _TOKENS_PER_PRICE = 1_000_000  # prices are per 1M tokens
+# The most tokens one count of a request's usage is read as: past it (2**63 and more
+# cannot be bound to SQLite at all, and a day's rollup sums them) a record could never
+# be written, and the spool it went to could never be replayed. No request comes near.
+MAX_TOKENS = 2**32 - 1  # all ones: the ledger's pricer tests two counts by their OR
 _DATED = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
@@ -92,11 +96,15 @@ def count_tokens(usage: Mapping[str, Any]) -> tuple[int, int, int, int]:
         prompt = usage.get("input_tokens")
     if type(prompt) is not int or prompt < 0:
         prompt = 0
+    elif prompt > MAX_TOKENS:
+        prompt = MAX_TOKENS
     completion = usage.get("completion_tokens")
     if completion is None:
         completion = usage.get("output_tokens")
     if type(completion) is not int or completion < 0:
         completion = 0
+    elif completion > MAX_TOKENS:
+        completion = MAX_TOKENS
     cached = reasoning = 0
     # `details and`: an isinstance that fails (None: no details, as embeddings and older
     # api-versions answer) looks up `__class__`, ~300 instructions each
@@ -107,7 +115,7 @@ def count_tokens(usage: Mapping[str, Any]) -> tuple[int, int, int, int]:
     details = usage.get("completion_tokens_details") or usage.get("output_tokens_details")
     if details and isinstance(details, dict):
         count = details.get("reasoning_tokens")
-        reasoning = count if type(count) is int and count > 0 else 0
+        reasoning = min(count, MAX_TOKENS) if type(count) is int and count > 0 else 0
     return prompt, cached, completion, reasoning
 
 

@@ -135,8 +135,14 @@ class LedgerStore:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
         prepare(connection)
-        # labels -> id, read from usage_labels at the first look-up
+        # labels -> id, read from usage_labels at the first look-up, and the database's
+        # schema_version then: a database restored in place (the backup API, `.restore`)
+        # keeps its file and inode but not its label ids, and bumps the version
         self._labels: dict[Labels, int] | None = None
+        self._schema = -1
+        # bumped each time the ids known are let go: a caller that remembers ids given
+        # under an earlier value must ask again
+        self.label_epoch = 0
 
     @classmethod
     def open(cls, path: Path, *, busy_timeout_ms: int | None = None) -> LedgerStore:
@@ -157,15 +163,33 @@ class LedgerStore:
         """`write` for rows the writer made (`LedgerRow`)."""
         if not rows:
             return 0
-        if 0 in map(_label_of, rows):  # C: a spooled record's, or a UsageRecord's
-            rows = [row if row[2] else (*row[:2], self.label_id(row[13]), *row[3:])
-                    for row in rows]
+        for _ in range(3):
+            if 0 in map(_label_of, rows):  # C: a spooled record's, or a UsageRecord's
+                rows = [row if row[2] else (*row[:2], self.label_id(row[13]), *row[3:])
+                        for row in rows]
+            inserted = self._write_labelled(rows)
+            if inserted is not None:
+                return inserted
+            # Restored in place since the ids were read: every id asked again.
+            self._labels = None
+            self.label_epoch += 1
+            rows = [(*row[:2], 0, *row[3:]) for row in rows]
+        raise sqlite3.OperationalError("the ledger's database keeps being replaced")
+
+    def _write_labelled(self, rows: Sequence[LedgerRow]) -> int | None:
+        """`write_rows` for rows whose label ids are all known: how many were new, or
+        None (nothing written) when the database's schema_version is no longer the one
+        the ids were read under."""
         db = self._db
         # Each statement is a step the sqlite3 module takes without the GIL, which it
         # then waits to have back: a batch runs as few as there can be (begin, the
-        # inserts, one upsert, commit: 4 for 256 rows, 11 for 2,000; main took 10 and 25).
+        # version, the inserts, one upsert, commit: 5 for 256 rows, 12 for 2,000).
         db.execute("BEGIN IMMEDIATE")  # a busy database raises here, nothing to undo
         try:
+            # Read under the write lock: a restore cannot come between it and the rows.
+            if self._version() != self._schema:
+                db.execute("ROLLBACK")
+                return None
             inserted = self._insert(rows)
             if inserted == len(rows):
                 self._upsert(_rollups(rows))
@@ -177,9 +201,13 @@ class LedgerStore:
                     db.execute(sql, (kind, last))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         return inserted
+
+    def _version(self) -> int:
+        return int(self._db.execute("PRAGMA schema_version").fetchone()[0])
 
     def _insert(self, rows: Sequence[LedgerRow]) -> int:
         """INSERT OR IGNORE `rows`, by the largest statements of `_INSERTS` that fit (and
@@ -218,6 +246,7 @@ class LedgerStore:
         transaction of this store's."""
         known = self._labels
         if known is None:
+            self._schema = self._version()  # first: a restore after it is seen
             known = self._labels = {(k, t, m, d, e, r): i
                                     for i, k, t, m, d, e, r in self._db.execute(_LABELS)}
         label = known.get(labels)

@@ -126,17 +126,20 @@ def test_two_writers_on_one_database_agree_on_every_records_labels(tmp_path: Pat
         second.close()
 
 
-def test_a_full_batch_is_written_by_four_statements(store: LedgerStore) -> None:
+def test_a_full_batch_is_written_by_five_statements(store: LedgerStore) -> None:
     """Each statement is a step the sqlite3 module takes without the GIL and then waits
     to have back (from the event loop): a batch of 256 rows of known labels is the
-    transaction's begin, one insert, one upsert of all its rollups and the commit."""
+    transaction's begin, the schema_version its label ids are checked against (a
+    restore in place changes it), one insert, one upsert of all its rollups and the
+    commit."""
     store.write([record(n, key=f"k{n % 3}") for n in range(256)])  # the labels, once
     statements: list[str] = []
     store._db.set_trace_callback(statements.append)
     assert store.write([record(n, key=f"k{n % 3}") for n in range(256, 512)]) == 256
     store._db.set_trace_callback(None)
-    assert len(statements) == 4, statements
-    assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
+    assert len(statements) == 5, statements
+    assert statements[:2] == ["BEGIN IMMEDIATE", "PRAGMA schema_version"]
+    assert statements[-1] == "COMMIT"
     assert store.count() == 512
     totals = {(kind, owner): n for _, kind, owner, n, _ in rollups(store, store_path(store))}
     assert totals == {("key", "k0"): 171, ("key", "k1"): 171, ("key", "k2"): 170,
@@ -145,3 +148,67 @@ def test_a_full_batch_is_written_by_four_statements(store: LedgerStore) -> None:
 
 def store_path(store: LedgerStore) -> Path:
     return Path(store._db.execute("PRAGMA database_list").fetchone()[2])
+
+
+@pytest.mark.parametrize("limit", [999, 32766])
+def test_a_batch_of_as_many_groups_as_rows_fits_the_databases_limit_of_variables(
+    tmp_path: Path, limit: int,
+) -> None:
+    """SQLite before 3.32 binds at most 999 variables a statement, 32,766 after (Debian
+    builds it with 250,000): a batch of 2,000 rows, each its own key, team and day, is
+    6,000 rollups of 9 values, which no single statement of 999 or 32,766 takes."""
+    store = LedgerStore.open(tmp_path / "gw.db")
+    try:
+        store._db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+        records = [record(n, key=f"k{n}", team=f"t{n}", model=f"m{n % 7}",
+                          time=DAY - 86400 * n) for n in range(2000)]
+        assert store.write(records) == 2000
+        assert store.write(records[:10] + [record(2000 + n) for n in range(5)]) == 5
+        counts = dict(store._db.execute(
+            "SELECT kind, sum(requests) FROM usage_rollups GROUP BY kind").fetchall())
+        rows = store._db.execute("SELECT count(*) FROM usage_rollups").fetchone()[0]
+    finally:
+        store.close()
+    assert counts == {"key": 2005, "team": 2005, "model": 2005}
+    assert rows == 2000 + 2000 + 2000 + 1 + 1 + 1  # the 5 more: k1, t1, gpt-4o today
+
+
+def test_two_workers_making_the_same_new_labels_at_once_agree_on_their_ids(
+    tmp_path: Path,
+) -> None:
+    """Two workers' stores, each on its own thread, write records of the same 40 new
+    combinations at the same moment: each label is made once (the UNIQUE constraint; the
+    loser reads the winner's id) and every record reads back under its own key."""
+    import threading
+
+    path = tmp_path / "gw.db"
+    LedgerStore.open(path).close()
+    start = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def work(first: int) -> None:
+        store = LedgerStore.open(path)
+        try:
+            start.wait(timeout=10)
+            for part in range(4):
+                store.write([record(first + part * 100 + n, key=f"k{n % 40}")
+                             for n in range(100)])
+        except BaseException as exc:  # reported below, on the test's thread
+            errors.append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=work, args=(first,)) for first in (0, 10_000)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors
+    store = LedgerStore.open(path)
+    try:
+        keys = {r.request_id: r.key_id for r in store.records()}
+        labels = store._db.execute("SELECT count(*) FROM usage_labels").fetchone()[0]
+    finally:
+        store.close()
+    assert len(keys) == 800 and labels == 40
+    assert all(key == f"k{int(rid[4:]) % 100 % 40}" for rid, key in keys.items())

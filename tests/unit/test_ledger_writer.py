@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -463,9 +464,10 @@ def test_the_writers_token_counts_are_count_tokens_for_every_shape_of_usage() ->
 
     from azure_openai_proxy.governance.prices import count_tokens
 
-    counts: list[object] = [None, 0, 7, -3, 2.5, "9", True]
+    counts: list[object] = [None, 0, 7, -3, 2.5, "9", True, 2**32 - 1, 2**32, 2**63, 2**70]
     details: list[object] = [None, {}, {"cached_tokens": 5}, {"cached_tokens": 50},
-                             {"cached_tokens": -1}, {"reasoning_tokens": 4}, [1], "x"]
+                             {"cached_tokens": -1}, {"reasoning_tokens": 4}, [1], "x",
+                             {"cached_tokens": 2**64}, {"reasoning_tokens": 2**64}]
     shapes: list[dict[str, object]] = []
     for prompt, completion in itertools.product(counts, counts):
         for first, second in itertools.product(details, details):
@@ -496,3 +498,166 @@ def test_the_writers_token_counts_are_count_tokens_for_every_shape_of_usage() ->
         assert (record.prompt_tokens, record.cached_tokens, record.completion_tokens,
                 record.reasoning_tokens) == count_tokens(usage), usage
         assert record.usage_source == ("estimated" if usage.get("estimated") else "measured")
+
+
+def test_a_token_count_too_large_for_sqlite_loses_no_record(tmp_path: Path) -> None:
+    """A usage count of 2**63 or more cannot be bound to SQLite: the record, and every
+    record of its batch, went to the spool, whose replay then failed at every pass
+    (the budgets' book never read again). Counts are read as at most MAX_TOKENS."""
+    from azure_openai_proxy.governance.prices import MAX_TOKENS
+
+    path = tmp_path / "gw.db"
+    ledger = writer(path)
+    ledger.start()
+    try:
+        ledger.add(finished(1, usage={"prompt_tokens": 2**63, "completion_tokens": 1}))
+        ledger.add(finished(2, usage={"prompt_tokens": 5, "completion_tokens": 2**70,
+                                      "prompt_tokens_details": {"cached_tokens": 2**64},
+                                      "completion_tokens_details": {"reasoning_tokens": 2**65}}))
+        ledger.add(finished(3))
+        assert ledger.flush() and ledger.flush()
+    finally:
+        ledger.close()
+    assert not ledger.spool_path.exists() and ledger.failures == 0
+    store = LedgerStore.open(path)
+    try:
+        tokens = {r.request_id: (r.prompt_tokens, r.cached_tokens, r.completion_tokens,
+                                 r.reasoning_tokens) for r in store.records()}
+    finally:
+        store.close()
+    assert tokens == {"req-1": (MAX_TOKENS, 0, 1, 0), "req-2": (5, 5, MAX_TOKENS, MAX_TOKENS),
+                      "req-3": (1000, 0, 100, 0)}
+
+
+def test_a_spooled_line_with_a_count_too_large_for_sqlite_is_replayed(tmp_path: Path) -> None:
+    """A spool an older writer left with such a count replays (its count read as
+    MAX_TOKENS), and the records spooled beside it with it."""
+    import dataclasses
+
+    import orjson
+
+    from azure_openai_proxy.governance.prices import MAX_TOKENS
+
+    path = tmp_path / "gw.db"
+    lines = []
+    for n in range(3):
+        line = dataclasses.asdict(usage_record(finished(n), NOW, PriceTable.shipped(), {}))
+        if n == 1:
+            line["prompt_tokens"] = 2**63  # orjson writes up to 2**64 - 1
+        lines.append(orjson.dumps(line) + b"\n")
+    path.with_name("gw.db.spool.jsonl").write_bytes(b"".join(lines))
+    ledger = writer(path)
+    ledger.start()
+    ledger.close()
+    assert not ledger.spool_path.exists()
+    store = LedgerStore.open(path)
+    try:
+        assert {r.request_id: r.prompt_tokens for r in store.records()} == {
+            "req-0": 1000, "req-1": MAX_TOKENS, "req-2": 1000}
+    finally:
+        store.close()
+
+
+def test_a_database_restored_in_place_gets_its_own_label_ids(tmp_path: Path) -> None:
+    """A restore through SQLite's backup API (`.restore`, `Connection.backup`) keeps the
+    file and its inode, so the writer keeps its connection, but the label ids are the
+    backup's: a record was written under the id its key had before, which names another
+    key in the backup (its cost in that key's rollups and budget). The ids are asked
+    again, in the batch that finds the schema_version changed and in those after it."""
+    import sqlite3
+
+    path = tmp_path / "gw.db"
+    ledger = writer(path)
+    ledger.start()
+    try:
+        ledger.add(finished(1, key_id="k1"))
+        assert ledger.flush()
+        backup = LedgerStore.open(tmp_path / "backup.db")
+        for n in range(3):  # the ids the first database gave k1's labels, other keys'
+            backup.label_id((f"other-{n}", "", "", "", "", "r"))
+        backup.close()
+        source, target = sqlite3.connect(tmp_path / "backup.db"), sqlite3.connect(path)
+        source.backup(target)
+        source.close()
+        target.close()
+        ledger.add(finished(2, key_id="k1"))
+        assert ledger.flush()
+        ledger.add(finished(3, key_id="k1"))
+        assert ledger.flush()
+    finally:
+        ledger.close()
+    store = LedgerStore.open(path)
+    try:
+        assert {r.request_id: r.key_id for r in store.records()} == {"req-2": "k1", "req-3": "k1"}
+        assert {owner for kind, owner, _, _ in store.daily_spend("2000-01-01")
+                if kind == "key"} == {"k1"}
+    finally:
+        store.close()
+
+
+def test_a_spooled_record_the_database_refuses_stops_neither_the_replay_nor_the_budgets(
+    tmp_path: Path,
+) -> None:
+    """A spooled line whose values the database (or the rollups' sums) refuse, whatever
+    its state, failed the replay at every pass: the spool was never removed, the records
+    beside it never written, and the budgets' book, read after the replay, never read
+    again. It is set aside beside the spool; the rest is written."""
+    import dataclasses
+
+    import orjson
+
+    path = tmp_path / "gw.db"
+    lines = []
+    for n in range(3):
+        line = dataclasses.asdict(usage_record(finished(n), NOW, PriceTable.shipped(), {}))
+        if n == 1:
+            line["prompt_tokens"] = "1000"  # not a count: the rollups cannot sum it
+        lines.append(orjson.dumps(line) + b"\n")
+    spool = path.with_name("gw.db.spool.jsonl")
+    spool.write_bytes(b"".join(lines))
+    ledger = writer(path)
+    ledger.start()
+    try:
+        assert not spool.exists() and ledger.failures == 0
+        ledger.add(finished(3))
+        assert ledger.flush()
+    finally:
+        ledger.close()
+    assert stored(path) == ["req-0", "req-2", "req-3"]
+    refused = path.with_name("gw.db.spool.jsonl.refused").read_bytes().splitlines()
+    assert [orjson.loads(line)["request_id"] for line in refused] == ["req-1"]
+
+
+def test_an_overflow_while_the_writer_prices_moves_no_record_to_the_other_prices(
+    tmp_path: Path,
+) -> None:
+    """The event loop's overflow takes records from the queue too. When it came while
+    the writer was pricing a chunk and took a reload's mark, the writer's chunk went on
+    with the old prices over records served after the reload. The overflow now takes
+    nothing while a chunk is priced (its records stay queued). Here the overflow comes
+    from inside the writer's chunk (a price looked up for a new model adds records), the
+    one interleaving a test can make happen every time."""
+    from azure_openai_proxy.governance.prices import Price, Rates
+
+    class Interrupting(PriceTable):
+        def rates(self, names: Iterable[str | None]) -> Rates | None:
+            names = tuple(names)
+            if "interrupting" in names:
+                for n in (3, 4):
+                    ledger.add(finished(n))  # past the bound: the overflow runs
+            return super().rates(names)
+
+    path = tmp_path / "gw.db"
+    ledger = LedgerWriter(path, Interrupting({"gpt-4o": Price(2.5, 10.0)}), {},
+                          BudgetGuard(clock=lambda: NOW), clock=lambda: NOW, batch_size=2,
+                          max_buffer=4)
+    ledger.add(finished(0, model="interrupting"))
+    ledger.reconfigure(PriceTable({"gpt-4o": Price(input=1000.0, output=1000.0)}), {})
+    ledger.add(finished(1))
+    ledger.add(finished(2))
+    ledger.start()
+    ledger.close()
+    costs = _costs_stored(path)
+    assert sorted(costs) == ["req-0", "req-1", "req-2", "req-3", "req-4"]
+    for n in range(1, 5):  # all served after the reload
+        assert costs[f"req-{n}"][:2] == ((1000 * 1000.0 + 100 * 1000.0) / 1e6, True), n
