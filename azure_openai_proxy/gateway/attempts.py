@@ -19,7 +19,7 @@ from azure_openai_proxy.errors import (
     UpstreamPoolTimeout,
 )
 from azure_openai_proxy.gateway.affinity import ResourceAffinity
-from azure_openai_proxy.gateway.balancer import Balancer
+from azure_openai_proxy.gateway.balancer import Balancer, Failover
 from azure_openai_proxy.gateway.relay import relay
 from azure_openai_proxy.gateway.requestbody import RequestBody, cost_of
 from azure_openai_proxy.gateway.translation import RequestTranslator
@@ -67,15 +67,28 @@ class UpstreamAttempts:
         (`balancing/resend.py`) allows: a POST after a reset, a timeout or a 500 is not."""
         pool, client_model = routed
         record.model = client_model
-        # The estimated cost only orders deployments near their quota: one has no order.
-        run = self.balancer.failover(pool, cost_of(body) if len(pool.deployments) > 1 else 0)
+        balancer = self.balancer
+        started = balancer.clock()
+        # A one-deployment pool that is up (nearly every request): its first attempt is
+        # made without a failover run, which is made only when a second may be needed.
+        first = balancer.sole_ready(pool, started)
+        run: Failover | None = None
         while True:
-            step = run.next_step(record)  # raises when no attempt is left
-            if isinstance(step, float):
-                await asyncio.sleep(step)  # (noted in the record's retries)
-                continue
-            deployment = step
-            lease = run.begin(deployment, record)  # (noted in the record)
+            if run is None and first is not None:
+                deployment = first.settings
+                lease = balancer.lease(first, record, started)  # (noted in the record)
+            else:
+                if run is None:
+                    # The estimated cost only orders deployments near their quota: one
+                    # has no order.
+                    run = balancer.failover(
+                        pool, cost_of(body) if len(pool.deployments) > 1 else 0, started)
+                step = run.next_step(record)  # raises when no attempt is left
+                if isinstance(step, float):
+                    await asyncio.sleep(step)  # (noted in the record's retries)
+                    continue
+                deployment = step
+                lease = run.begin(deployment, record)  # (noted in the record)
             try:
                 token = None
                 if deployment.auth == "entra" and self.tokens is not None:
@@ -92,6 +105,7 @@ class UpstreamAttempts:
                 # Our own pool was full: no judgement on the deployment's health.
                 lease.done()
                 record.retries.append(f"{deployment.deployment_name}:{exc.code}")
+                run = run or balancer.failover(pool, 0, started, first)
                 run.failed(exc.with_traceback(None))
                 continue
             except UpstreamError as exc:
@@ -99,6 +113,7 @@ class UpstreamAttempts:
                 lease.done()
                 if not may_try_elsewhere(request.method, None, exc.request_sent):
                     raise  # it may have reached Azure: the client gets this failure
+                run = run or balancer.failover(pool, 0, started, first)
                 run.moved_on(record, deployment, exc.code, exc)  # (without its traceback)
                 continue
             except BaseException:
@@ -135,6 +150,7 @@ class UpstreamAttempts:
                     finally:
                         del error
                 record.retries.append(f"{deployment.deployment_name}:{response.status}")
+                run = run or balancer.failover(pool, 0, started, first)
                 run.failed(error)
                 del error
                 continue
