@@ -21,8 +21,7 @@ has checked them.
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from urllib.parse import quote, urlencode
 
 from azure_openai_proxy import __version__
@@ -176,49 +175,24 @@ def forwarded_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def relayed_response_headers(upstream_headers: Mapping[str, str]) -> dict[str, str]:
-    """The answer's headers the client gets, under their lower-case names. Azure sends
-    the same names in the same order on every answer: which of them are relayed is
-    judged once per sequence of names, and the values picked out in C."""
-    # Every (name, value), a name sent twice included (a multidict's keys() and
-    # iteration name it once).
-    items = tuple(upstream_headers.items())
-    names = tuple(map(_NAME, items))
-    plan = _RELAY_PLANS.get(names)
-    if plan is None:
-        plan = _RELAY_PLANS.put(names, _relay_plan(names))
-    relayed_names, pick = plan
-    if pick is None:
-        return {}
-    # A name that comes twice is relayed with its last value, as a dict keeps it.
-    return dict(zip(relayed_names, map(_VALUE, pick(items)), strict=True))
+    relayed: dict[str, str] = {}
+    decided = _RELAYED_AS.get
+    for name, value in upstream_headers.items():
+        lower = decided(name)
+        if lower is None:
+            lower = _relayed_as(name)
+        if lower:
+            relayed[lower] = value
+    return relayed
 
 
-def _relay_plan(
-    names: tuple[str, ...],
-) -> tuple[tuple[str, ...], Callable[[tuple[tuple[str, str], ...]], tuple[tuple[str, str], ...]] | None]:
-    """The relayed names (lower case) and a getter of their (name, value) pairs from the
-    sequence of pairs, or None when none is relayed."""
-    indices: list[int] = []
-    relayed: list[str] = []
-    for index, name in enumerate(names):
-        lower = name.lower()
-        if lower in _RELAYED_EXACT or lower.startswith("x-ratelimit-"):
-            indices.append(index)
-            relayed.append(lower)
-    if not indices:
-        return (), None
-    if len(indices) == 1:  # itemgetter of one index answers the value, not a tuple
-        indices *= 2
-        relayed *= 2
-    return tuple(relayed), operator.itemgetter(*indices)
+# Header name as Azure spelled it -> the name it is relayed under, or "" when it is not
+# relayed: the same dozen names come on every answer, so each is judged once. Bounded
+# (names are Azure's, but a misbehaving upstream could send endless new ones).
+_RELAYED_AS: BoundedCache[str, str] = BoundedCache(1024)
 
 
-# A sequence of header names as Azure sent them -> what is relayed. Bounded: the names
-# are Azure's, but a misbehaving upstream could send endless new ones.
-_RELAY_PLANS: BoundedCache[
-    tuple[str, ...],
-    tuple[tuple[str, ...],
-          Callable[[tuple[tuple[str, str], ...]], tuple[tuple[str, str], ...]] | None],
-] = BoundedCache(1024)
-_NAME = operator.itemgetter(0)
-_VALUE = operator.itemgetter(1)
+def _relayed_as(name: str) -> str:
+    lower = name.lower()
+    relayed = lower if lower in _RELAYED_EXACT or lower.startswith("x-ratelimit-") else ""
+    return _RELAYED_AS.put(name, relayed)
