@@ -53,6 +53,8 @@ class UpstreamAttempts:
         self._busy = busy
         # Read once: a settings model's attributes cost a __getattr__ hook per access.
         self._answer_limit = settings.upstream.max_answer_bytes
+        self._restore_model = settings.response_model == "client"
+        self._keep_azure_fields = settings.keep_azure_fields
 
     async def send(
         self, request: HttpRequest, target: Target, caller: Caller, body: RequestBody,
@@ -155,9 +157,9 @@ class UpstreamAttempts:
                 del error
                 continue
             try:
-                restored = client_model if self.settings.response_model == "client" else None
+                restored = client_model if self._restore_model else None
                 answer = await relay(request, target.operation, response, policy, restored,
-                                     self.settings.keep_azure_fields, record,
+                                     self._keep_azure_fields, record,
                                      want_id=target.kind == "resource",
                                      answer_limit=self._answer_limit,
                                      prompt=body.json, created=self.affinity.recorder(
