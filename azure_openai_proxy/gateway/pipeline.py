@@ -60,7 +60,7 @@ from azure_openai_proxy.gateway.ownership import (
     owned_answer,
 )
 from azure_openai_proxy.gateway.poolchoice import PoolChooser
-from azure_openai_proxy.gateway.requestbody import RequestBody, colons_are_keys, read_body
+from azure_openai_proxy.gateway.requestbody import RequestBody, read_body
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.keys import (
     SECRET_PREFIX,
@@ -234,11 +234,8 @@ class Gateway:
             # What was checked (its file parts, its tokens) is what is sent, even when the
             # client's JSON repeats a key: re-encoded (cheaper than searching the bytes for
             # a key that could hide a file), or a large body's bytes shown to repeat none.
+            body.canonical = True
             prompt_chars = plain_chat_chars(json)
-            # The usual chat (messages of a role and a string content) whose colons are
-            # its keys repeats none: its bytes are what was checked, sent as they came.
-            body.canonical = not (prompt_chars >= 0 and json is not None and colons_are_keys(
-                body.raw, len(json) + 2 * len(json["messages"])))
             if prompt_chars < 0:  # a message that is not a role and a string: files?
                 files = chat_file_ids(body.raw, json)
                 if files:

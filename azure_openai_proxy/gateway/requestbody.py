@@ -22,8 +22,7 @@ from azure_openai_proxy.http import interface as http
 from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.routing import Target
 
-__all__ = ["LargeRequestBody", "RequestBody", "colons_are_keys", "cost_of", "read_body",
-           "repeats_a_key"]
+__all__ = ["LargeRequestBody", "RequestBody", "cost_of", "read_body", "repeats_a_key"]
 
 # Below this, re-encoding a checked body (`RequestBody.canonical`) costs less than
 # proving its bytes repeat no key: orjson.dumps takes about 1 µs for 10 KB of text and
@@ -155,19 +154,6 @@ def _takes_a_form(operation: str) -> bool:
         return True
     parts = operation.split("/")
     return len(parts) == 3 and parts[0] == "uploads" and parts[2] == "parts"
-
-
-def colons_are_keys(raw: bytes, keys: int) -> bool:
-    """Whether the JSON document `raw`, whose parse is known to hold at least `keys`
-    keys (counted over all its objects, each object's distinct keys), has exactly that
-    many colons: then it repeats no key, so its bytes say what its parse says. Proof: a
-    colon outside a string follows a key and every key is followed by one, so the
-    colons are at least the keys written, which are at least the parse's keys (a repeated
-    key is written twice, kept once), which are at least `keys`; equality all along
-    means no key is written twice. A colon in a string only makes it answer False (the
-    body is then re-encoded, as before). One C pass over the bytes, against orjson.dumps
-    of the parse."""
-    return raw.count(b":") == keys
 
 
 def repeats_a_key(raw: bytes, budget: int) -> bool | None:
