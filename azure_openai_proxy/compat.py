@@ -17,8 +17,7 @@ A parameter whose value means "unused" (`null`, `false`, `[]`, `{}`, `{"type":"t
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from azure_openai_proxy.apiversions import (
@@ -126,6 +125,16 @@ class DeploymentProfile:
     family: ModelFamily
     unsupported_params: frozenset[str] = frozenset()  # from config: always dropped
     need: ModelNeed | None = None  # apiversions.deployment_need: the version it needs
+    # Decided once per profile (a profile is made once per deployment and api-version):
+    # the body keys that make a standard model's request need the full walk
+    # (`_chat_names_to_check`), and whether the version takes `stream_options`.
+    names_to_check: frozenset[str] = field(init=False, compare=False, repr=False)
+    takes_stream_options: bool = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names_to_check", _chat_names_to_check(self))
+        object.__setattr__(self, "takes_stream_options",
+                           self.version.accepts(STREAM_OPTIONS_SINCE))
 
     @property
     def version(self) -> ApiVersion:
@@ -152,12 +161,31 @@ def adapt_chat_request(
     body: dict[str, Any], profile: DeploymentProfile, *, want_stream_usage: bool = True
 ) -> Adaptation:
     """Adapt a chat/completions body to `profile`; raise `UnsupportedParameter` if it can't."""
-    if (profile.family == "standard" and body.get("stream") is not True
-            and body.keys().isdisjoint(_chat_names_to_check(profile))):
+    if profile.family == "standard" and body.keys().isdisjoint(profile.names_to_check):
         # Most requests: nothing in the body concerns this deployment's version. The
         # answer the full walk below would give, without copying the body.
-        return Adaptation(body, False, (), False, False)
+        if body.get("stream") is not True:
+            return Adaptation(body, False, (), False, False)
+        if not profile.unsupported_params:  # a stream: only its usage may be asked for
+            return _stream_usage(body, profile, want_stream_usage)
     return _adapt_chat_fully(body, profile, want_stream_usage)
+
+
+_USAGE_ADDED = ("added:stream_options.include_usage",)
+
+
+def _stream_usage(
+    body: dict[str, Any], profile: DeploymentProfile, want_stream_usage: bool
+) -> Adaptation:
+    """`_finish`'s answer for a standard model's stream whose body needs nothing else
+    (no gated parameter the version lacks, none the operator drops)."""
+    asked = body.get("stream_options")
+    wants = isinstance(asked, dict) and asked.get("include_usage") is True
+    if wants or not want_stream_usage or not profile.takes_stream_options:
+        return Adaptation(body, False, (), wants, False)
+    out = dict(body)
+    out["stream_options"] = {**(asked if isinstance(asked, dict) else {}), "include_usage": True}
+    return Adaptation(out, True, _USAGE_ADDED, False, True)
 
 
 def _adapt_chat_fully(
@@ -175,7 +203,6 @@ def _adapt_chat_fully(
     return _finish(body, out, profile, version, notes, want_stream_usage)
 
 
-@functools.lru_cache(maxsize=256)
 def _chat_names_to_check(profile: DeploymentProfile) -> frozenset[str]:
     """The body keys that make `adapt_chat_request` do anything for a standard model's
     non-streamed request on `profile`: gated parameters the version lacks, the ones the

@@ -2,6 +2,8 @@
 
 Run: python -m bench.inprocess [--requests 40000] [--clients 32] [--bare]
      python -m bench.inprocess --stream [--count]   (per stream frame: bench/inprocess_stream.py)
+     python -m bench.inprocess --bytecodes 40 [any of the above]   (bytecodes per request
+         or stream, and the 40 functions that run the most: sys.settrace, slow)
 
 The whole request path runs in one process, as in production (FastServer, the app with
 client keys, metrics and the info access log, FastTransport), but both sockets are
@@ -279,10 +281,59 @@ def _governed_key(directory: str) -> str:
         store.close()
 
 
+def _count_bytecodes(argv: list[str]) -> None:
+    """`--bytecodes N`: the run's Python bytecodes (`sys.settrace` opcode events on the
+    loop thread, between the points callgrind's instrumentation is switched at) per
+    request, or per stream with `--stream`, and the N functions that run the most."""
+    import collections
+    import sys
+
+    at = argv.index("--bytecodes")
+    top = int(argv[at + 1])
+    rest = [*argv[:at], *argv[at + 2:], "--callgrind"]
+    known = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    known.add_argument("--requests", type=int, default=40000)
+    known.add_argument("--streams", type=int, default=100)
+    known.add_argument("--rounds", type=int, default=2)
+    sizes = known.parse_known_args(rest)[0]
+    units = sizes.streams * sizes.rounds if "--stream" in rest else sizes.requests
+    counts: collections.Counter[str] = collections.Counter()
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        code = frame.f_code
+        name = "/".join(code.co_filename.rsplit("/", 2)[-2:]) + ":" + code.co_qualname
+        if code.co_filename == "<string>" and "self" in frame.f_locals:  # a dataclass's
+            name = f"{type(frame.f_locals['self']).__qualname__}.{code.co_name}"
+
+        def opcodes(frame: Any, event: str, arg: Any) -> Any:
+            if event == "opcode":
+                counts[name] += 1
+            return opcodes
+        return opcodes
+
+    def trace(on: bool) -> None:
+        sys.settrace(tracer if on else None)
+
+    global instrument
+    instrument = trace
+    from bench import inprocess  # the stream bench's: `__main__` is another module
+
+    inprocess.instrument = trace
+    main(rest)
+    print(f"{sum(counts.values()) / units:,.0f} bytecodes per "
+          f"{'stream' if '--stream' in rest else 'request'}; the most:")
+    for name, count in counts.most_common(top):
+        print(f"{count / units:8.1f}  {name}")
+
+
 def main(argv: list[str] | None = None) -> None:
     import sys
 
     argv = sys.argv[1:] if argv is None else argv
+    if "--bytecodes" in argv:  # Python bytecodes per request or stream, by function
+        _count_bytecodes(argv)
+        return
     if "--stream" in argv:  # CPU per relayed stream frame (issue 15): its own options
         from bench.inprocess_stream import main as stream_main
 

@@ -19,7 +19,7 @@ from azure_openai_proxy.errors import (
     UpstreamPoolTimeout,
 )
 from azure_openai_proxy.gateway.affinity import ResourceAffinity
-from azure_openai_proxy.gateway.balancer import Balancer
+from azure_openai_proxy.gateway.balancer import Balancer, Failover
 from azure_openai_proxy.gateway.relay import relay
 from azure_openai_proxy.gateway.requestbody import RequestBody, cost_of
 from azure_openai_proxy.gateway.translation import RequestTranslator
@@ -53,6 +53,8 @@ class UpstreamAttempts:
         self._busy = busy
         # Read once: a settings model's attributes cost a __getattr__ hook per access.
         self._answer_limit = settings.upstream.max_answer_bytes
+        self._restore_model = settings.response_model == "client"
+        self._keep_azure_fields = settings.keep_azure_fields
 
     async def send(
         self, request: HttpRequest, target: Target, caller: Caller, body: RequestBody,
@@ -67,15 +69,28 @@ class UpstreamAttempts:
         (`balancing/resend.py`) allows: a POST after a reset, a timeout or a 500 is not."""
         pool, client_model = routed
         record.model = client_model
-        # The estimated cost only orders deployments near their quota: one has no order.
-        run = self.balancer.failover(pool, cost_of(body) if len(pool.deployments) > 1 else 0)
+        balancer = self.balancer
+        started = balancer.clock()
+        # A one-deployment pool that is up (nearly every request): its first attempt is
+        # made without a failover run, which is made only when a second may be needed.
+        first = balancer.sole_ready(pool, started)
+        run: Failover | None = None
         while True:
-            step = run.next_step(record)  # raises when no attempt is left
-            if isinstance(step, float):
-                await asyncio.sleep(step)  # (noted in the record's retries)
-                continue
-            deployment = step
-            lease = run.begin(deployment, record)  # (noted in the record)
+            if run is None and first is not None:
+                deployment = first.settings
+                lease = balancer.lease(first, record, started)  # (noted in the record)
+            else:
+                if run is None:
+                    # The estimated cost only orders deployments near their quota: one
+                    # has no order.
+                    run = balancer.failover(
+                        pool, cost_of(body) if len(pool.deployments) > 1 else 0, started)
+                step = run.next_step(record)  # raises when no attempt is left
+                if isinstance(step, float):
+                    await asyncio.sleep(step)  # (noted in the record's retries)
+                    continue
+                deployment = step
+                lease = run.begin(deployment, record)  # (noted in the record)
             try:
                 token = None
                 if deployment.auth == "entra" and self.tokens is not None:
@@ -92,6 +107,7 @@ class UpstreamAttempts:
                 # Our own pool was full: no judgement on the deployment's health.
                 lease.done()
                 record.retries.append(f"{deployment.deployment_name}:{exc.code}")
+                run = run or balancer.failover(pool, 0, started, first)
                 run.failed(exc.with_traceback(None))
                 continue
             except UpstreamError as exc:
@@ -99,6 +115,7 @@ class UpstreamAttempts:
                 lease.done()
                 if not may_try_elsewhere(request.method, None, exc.request_sent):
                     raise  # it may have reached Azure: the client gets this failure
+                run = run or balancer.failover(pool, 0, started, first)
                 run.moved_on(record, deployment, exc.code, exc)  # (without its traceback)
                 continue
             except BaseException:
@@ -135,13 +152,14 @@ class UpstreamAttempts:
                     finally:
                         del error
                 record.retries.append(f"{deployment.deployment_name}:{response.status}")
+                run = run or balancer.failover(pool, 0, started, first)
                 run.failed(error)
                 del error
                 continue
             try:
-                restored = client_model if self.settings.response_model == "client" else None
+                restored = client_model if self._restore_model else None
                 answer = await relay(request, target.operation, response, policy, restored,
-                                     self.settings.keep_azure_fields, record,
+                                     self._keep_azure_fields, record,
                                      want_id=target.kind == "resource",
                                      answer_limit=self._answer_limit,
                                      prompt=body.json, created=self.affinity.recorder(

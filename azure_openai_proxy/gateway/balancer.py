@@ -69,11 +69,13 @@ class Lease:
 
     __slots__ = ("_balancer", "_open", "_probe", "_sent", "deployment", "state")
 
-    def __init__(self, balancer: Balancer, deployment: DeploymentSettings, state: DeploymentState):
+    def __init__(self, balancer: Balancer, deployment: DeploymentSettings, state: DeploymentState,
+                 now: float | None = None):
         self._balancer = balancer
         self.deployment = deployment
         self.state = state
-        now = balancer.clock()
+        if now is None:
+            now = balancer.clock()
         self._sent = now
         self._open = True
         state.in_flight += 1
@@ -227,12 +229,40 @@ class Balancer:
         self._budget = settings.retry_budget_seconds
         self._members: dict[int, tuple[Pool, tuple[Member, ...]]] = {}
 
-    def failover(self, pool: Pool, cost: int) -> Failover:
-        run = FailoverRun(  # positional: made on every request
-            self._members_of(pool), self.clock() + self._budget, self._max_attempts, cost,
-            self._strategy, self.rng,
+    def failover(self, pool: Pool, cost: int, started: float | None = None,
+                 tried: Member | None = None) -> Failover:
+        """A request's walk through `pool` (its retry budget counted from `started`,
+        else now); `tried`: the request's first attempt was made on it without a run
+        (`sole_ready`, `lease`), and failed."""
+        run = FailoverRun(  # positional
+            self._members_of(pool), (self.clock() if started is None else started) + self._budget,
+            self._max_attempts, cost, self._strategy, self.rng,
         )
+        if tried is not None:
+            run.attempts = 1
+            run.last_key = tried.state.key
         return Failover(self, pool, run)
+
+    def sole_ready(self, pool: Pool, now: float) -> Member | None:
+        """The pool's deployment when it has one and it is up at `now`: what a run's
+        first step would choose (near its quota or not, it is the only candidate), so
+        the request's first attempt needs no run; one is made (`failover(..., tried=)`)
+        only when a second attempt may be needed."""
+        members = self._members_of(pool)
+        if len(members) == 1:
+            member = members[0]
+            if member.state.available(now):
+                return member
+        return None
+
+    def lease(self, member: Member, record: RequestRecord, now: float) -> Lease:
+        """The first attempt on `sole_ready`'s member, noted in `record` as
+        `Failover.begin` notes one."""
+        deployment = member.settings
+        record.attempts += 1
+        record.deployment = deployment.deployment_name
+        record.endpoint = deployment.endpoint
+        return Lease(self, deployment, member.state, now)
 
     def _members_of(self, pool: Pool) -> tuple[Member, ...]:
         cached = self._members.get(id(pool))

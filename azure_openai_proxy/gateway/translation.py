@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import parse_qsl
 
 import orjson
@@ -49,6 +49,17 @@ _CACHE_LIMIT = 4096  # entries in the URL and profile caches
 _NORMALIZED_STREAMS = frozenset({"chat/completions", "completions"})
 
 
+class _Route(NamedTuple):
+    """What a request for one deployment and target gets whatever its body."""
+
+    deployment: DeploymentSettings
+    target: Target
+    url: str
+    profile: DeploymentProfile | None  # chat and completions: what the deployment accepts
+    needs_model: bool  # the body's `model` must be the deployment's name
+    key_headers: dict[str, str] | None  # an `api-key` deployment's; None: per request
+
+
 class RequestTranslator:
     """Builds upstream requests for one worker's settings, remembering URLs and profiles."""
 
@@ -60,6 +71,13 @@ class RequestTranslator:
         self._profiles: BoundedCache[
             tuple[int, str | None], tuple[DeploymentSettings, DeploymentProfile]
         ] = BoundedCache(_CACHE_LIMIT)
+        # By the ids of the deployment and the target, checked against the objects kept.
+        self._routes: BoundedCache[tuple[int, int], _Route] = BoundedCache(_CACHE_LIMIT)
+        self._policies: BoundedCache[tuple[str | None, bool], StreamPolicy] = BoundedCache(
+            _CACHE_LIMIT)
+        # Read once: a settings model's attributes cost a __getattr__ hook per access.
+        self._client_model = settings.response_model == "client"
+        self._keep_azure_fields = settings.keep_azure_fields
 
     def translate(
         self, request: HttpRequest, target: Target, caller: Caller, body: RequestBody,
@@ -68,24 +86,24 @@ class RequestTranslator:
     ) -> tuple[UpstreamRequest, StreamPolicy | None]:
         """The request for `deployment`, and the stream policy when it is a normalized
         stream (None otherwise). Notes adaptations and streaming in `record`."""
-        client_version = _query_value(request, "api-version") if target.native else None
-        version = api_version_for(
-            deployment, target, client_version, self.settings.honour_client_api_version
-        )
-        url = self._url(deployment, target, version, request)
+        route = self._routes.get((id(deployment), id(target))) if not target.native else None
+        if route is None or route.deployment is not deployment or route.target is not target:
+            route = self._route(request, target, deployment)
         headers = forwarded_headers(request.headers)
-        headers.update(azure_auth_headers(deployment, caller, token))
-        needs_model = names_deployment_in_body(deployment, target)
+        if route.key_headers is not None:
+            headers.update(route.key_headers)
+        else:
+            headers.update(azure_auth_headers(deployment, caller, token))
         policy: StreamPolicy | None = None
         payload: bytes | Any = None
         if body.json is not None:
             data = body.json
             changed = False
-            if target.operation in _NORMALIZED_STREAMS:
+            if route.profile is not None:  # chat or completions: adapted, maybe streamed
                 adapt = adapt_chat_request if target.operation == "chat/completions" else (
                     adapt_completions_request
                 )
-                adapted = adapt(data, self._profile(deployment, version))
+                adapted = adapt(data, route.profile)
                 if adapted.changed:
                     data, changed = adapted.body, True
                     record.adaptations = adapted.notes
@@ -94,19 +112,16 @@ class RequestTranslator:
                                   ", ".join(adapted.notes))
                 if data.get("stream") is True:
                     record.stream = True
-                    policy = StreamPolicy(
-                        client_model=client_model if self.settings.response_model == "client" else None,
-                        keep_azure_fields=self.settings.keep_azure_fields,
-                        strip_usage_frame=adapted.usage_injected,
-                    )
-            if needs_model and client_model is not None and data.get("model") != deployment.deployment_name:
+                    policy = self._policy(client_model, adapted.usage_injected)
+            if (route.needs_model and client_model is not None
+                    and data.get("model") != deployment.deployment_name):
                 data = {**data, "model": deployment.deployment_name}
                 changed = True
             payload = _reencoded(data) if changed or body.canonical else body.raw
             headers["content-type"] = "application/json"
         elif body.spool is not None and body.boundary is not None:
             replace = None
-            if needs_model and client_model is not None:
+            if route.needs_model and client_model is not None:
                 field = body.spool.form_field("model", body.boundary)
                 if field is not None and field[0] != deployment.deployment_name:
                     replace = (field[1], field[2], deployment.deployment_name.encode())
@@ -114,7 +129,41 @@ class RequestTranslator:
             headers["content-length"] = str(body.spool.length(replace))
         elif body.raw:
             payload = body.raw
-        return UpstreamRequest(request.method, url, headers, payload), policy
+        return UpstreamRequest(request.method, route.url, headers, payload), policy
+
+    def _route(self, request: HttpRequest, target: Target,
+               deployment: DeploymentSettings) -> _Route:
+        """What `translate` decides from the deployment and the target alone; remembered
+        for a deployment operation on an OpenAI-style path (no client api-version, no
+        client query), where it is the same for every request."""
+        client_version = _query_value(request, "api-version") if target.native else None
+        version = api_version_for(
+            deployment, target, client_version, self.settings.honour_client_api_version
+        )
+        key = deployment.api_key
+        route = _Route(
+            deployment, target, self._url(deployment, target, version, request),
+            self._profile(deployment, version) if target.operation in _NORMALIZED_STREAMS
+            else None,
+            names_deployment_in_body(deployment, target),
+            {"api-key": key.get_secret_value()} if deployment.auth == "key" and key is not None
+            else None,
+        )
+        if target.kind == "deployment" and not target.native:
+            self._routes.put((id(deployment), id(target)), route)
+        return route
+
+    def _policy(self, client_model: str | None, usage_injected: bool) -> StreamPolicy:
+        """A stream's policy (frozen), one per client model name and usage choice."""
+        key = (client_model, usage_injected)
+        policy = self._policies.get(key)
+        if policy is None:
+            policy = self._policies.put(key, StreamPolicy(
+                client_model=client_model if self._client_model else None,
+                keep_azure_fields=self._keep_azure_fields,
+                strip_usage_frame=usage_injected,
+            ))
+        return policy
 
     def _url(
         self, deployment: DeploymentSettings, target: Target, version: str | None,

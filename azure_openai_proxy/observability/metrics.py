@@ -308,9 +308,15 @@ class PrometheusMetrics:
             bound = self._bind(key)
         requests, duration, ttfb, tokens_in, tokens_out = bound
         series.requests[requests] += 1
-        duration.observe(record.total_ms / 1000)
-        if ttfb is not None and record.upstream_ms is not None:
-            ttfb.observe(record.upstream_ms / 1000)
+        # `_Histogram.observe` inline (a call per histogram per request, twice a request)
+        seconds = record.total_ms / 1000
+        duration.counts[bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+        duration.total += seconds
+        upstream_ms = record.upstream_ms
+        if ttfb is not None and upstream_ms is not None:
+            seconds = upstream_ms / 1000
+            ttfb.counts[bisect_left(_LATENCY_BUCKETS, seconds)] += 1
+            ttfb.total += seconds
         if record.usage and tokens_in is not None and tokens_out is not None:
             prompt, completion = record.tokens()
             if prompt is not None:

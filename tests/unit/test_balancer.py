@@ -10,6 +10,7 @@ import pytest
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.errors import NoDeploymentAvailable, RateLimited, UpstreamHttpError, UpstreamTimeout
 from azure_openai_proxy.gateway.balancer import Balancer, failure_reason
+from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import RoutingTable
 
 
@@ -112,3 +113,65 @@ def test_latency_is_learnt_from_successful_answers_only() -> None:
 def test_failure_reasons_are_short_labels() -> None:
     assert failure_reason(rate_limited(1)) == "429"
     assert failure_reason(UpstreamTimeout("slow")) == "timeout"
+
+
+def _one_deployment(**extra: object) -> tuple[Balancer, object, Clock]:
+    settings = load_settings({"models": {"m": [
+        {"deployment_name": "a", "endpoint": "https://a.example.com", "api_key": "k"},
+    ]}, "client_keys": ["c"], **extra}, {})
+    clock = Clock()
+    return Balancer(settings, clock=clock, rng=random.Random(0)), RoutingTable(settings).resolve("m"), clock
+
+
+def test_the_sole_deployment_that_is_up_is_tried_first_without_a_run() -> None:
+    b, pool, clock = _one_deployment()
+    member = b.sole_ready(pool, clock.now)
+    assert member is not None and member.settings is pool.deployments[0]
+    two, pool_of_two, _ = balancer()
+    assert two.sole_ready(pool_of_two, clock.now) is None  # a pool of two: the run orders it
+    lease = b.failover(pool, 0).begin(pool.deployments[0])
+    lease.answered(429, {"retry-after-ms": "2000"})
+    lease.done()
+    assert b.sole_ready(pool, clock.now) is None  # cooling down: the run decides (waits)
+
+
+@pytest.mark.parametrize("status", [429, 503, 500])
+def test_a_run_made_after_the_first_attempt_goes_on_as_one_made_before_it(status: int) -> None:
+    """The first attempt made through `sole_ready` and `lease`, its run made only once
+    it failed (`failover(..., tried=)`), gives the next steps a run made first gives."""
+    steps = []
+    for lazy in (False, True):
+        b, pool, clock = _one_deployment(retry_budget_seconds=5, max_attempts=3)
+        started = clock.now
+        if lazy:
+            member = b.sole_ready(pool, started)
+            assert member is not None
+            lease = b.lease(member, _record(), started)
+        else:
+            run = b.failover(pool, 0, started)
+            deployment = run.next_step()
+            assert not isinstance(deployment, float)
+            lease = run.begin(deployment)
+        lease.answered(status, {"retry-after-ms": "1500"})
+        lease.done()
+        clock.now += 0.5
+        if lazy:
+            run = b.failover(pool, 0, started, member)
+        error = UpstreamHttpError(status, {"error": {"message": "x", "code": str(status)}},
+                                  {"retry-after-ms": "1500"})
+        run.failed(error)
+        outcome: list[object] = []
+        for _ in range(3):
+            try:
+                step = run.next_step()
+            except Exception as exc:  # giving up: the error the client would get
+                outcome.append((type(exc).__name__, exc.http_status))  # type: ignore[attr-defined]
+                break
+            outcome.append(step if isinstance(step, float) else step.deployment_name)
+            clock.now += 2.0
+        steps.append(outcome)
+    assert steps[0] == steps[1] and steps[0]  # (429: a wait, then the same deployment)
+
+
+def _record() -> RequestRecord:
+    return RequestRecord("id", "POST")

@@ -510,3 +510,52 @@ def test_the_shortcut_answers_as_the_full_walk() -> None:
                 except UnsupportedParameter as exc:
                     outcomes.append(exc.message)
             assert outcomes[0] == outcomes[1], (p, body)
+
+
+# ---- the short paths give the full walk's answer ----
+
+_STREAM_OPTIONS = st.sampled_from([
+    None, {}, {"include_usage": True}, {"include_usage": False}, {"other": 1},
+    {"include_usage": False, "other": 1}, [], "yes",
+])
+_EXTRA = st.dictionaries(
+    st.sampled_from(["temperature", "seed", "tools", "response_format", "max_completion_tokens",
+                     "parallel_tool_calls", "store", "prediction", "service_tier", "user"]),
+    st.sampled_from([None, 1, True, {"type": "text"}, {"type": "json_schema"}, [{"t": 1}]]),
+    max_size=3,
+)
+
+
+@given(
+    version=st.sampled_from(["2023-05-15", "2024-02-01", "2024-06-01", "2024-08-01-preview",
+                             "2024-09-01-preview", "2024-10-21", "2025-04-01-preview",
+                             None, "preview"]),
+    stream=st.sampled_from([True, False, None, "true"]),
+    options=_STREAM_OPTIONS, extra=_EXTRA, want=st.booleans(),
+    unsupported=st.sampled_from([frozenset(), frozenset({"stream_options"}),
+                                 frozenset({"seed"})]),
+)
+def test_adapt_chat_request_short_paths_answer_as_the_full_walk(
+    version: str | None, stream: object, options: object, extra: dict[str, Any], want: bool,
+    unsupported: frozenset[str],
+) -> None:
+    """A standard model's body with nothing for its version (streamed or not, with any
+    `stream_options`) takes a short path; its answer, or its refusal, is the full
+    walk's (`_adapt_chat_fully`)."""
+    p = profile(version, unsupported_params=unsupported)
+    body = chat(**extra)
+    if stream is not None:
+        body["stream"] = stream
+    if options is not None:
+        body["stream_options"] = options
+    before = copy.deepcopy(body)
+
+    def outcome(adapt: Any) -> object:
+        try:
+            return adapt(copy.deepcopy(body), p, want)
+        except UnsupportedParameter as exc:
+            return ("refused", str(exc))
+
+    full = outcome(lambda b, q, w: compat._adapt_chat_fully(b, q, w))
+    assert outcome(lambda b, q, w: adapt_chat_request(b, q, want_stream_usage=w)) == full
+    assert body == before

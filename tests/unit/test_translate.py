@@ -120,6 +120,25 @@ def test_relayed_response_headers() -> None:
                        "retry-after-ms": "20", "apim-request-id": "a"}
 
 
+def test_relayed_response_headers_per_sequence_of_names() -> None:
+    """The plan made for one sequence of names serves the next answer with the same
+    names and its own values; one relayed name, none, and a name sent twice (its last
+    value, as before) each come out as a dict would make them."""
+    from multidict import CIMultiDict
+
+    first = {"Content-Type": "application/json", "Server": "x", "x-request-id": "a"}
+    assert relayed_response_headers(first) == {"content-type": "application/json",
+                                               "x-request-id": "a"}
+    again = {"Content-Type": "text/plain", "Server": "y", "x-request-id": "b"}
+    assert relayed_response_headers(again) == {"content-type": "text/plain",
+                                               "x-request-id": "b"}
+    assert relayed_response_headers({"Server": "x", "Retry-After": "3"}) == {"retry-after": "3"}
+    assert relayed_response_headers({"Server": "x", "Date": "d"}) == {}
+    assert relayed_response_headers({}) == {}
+    twice = CIMultiDict([("x-ms-region", "a"), ("Server", "s"), ("X-MS-Region", "b")])
+    assert relayed_response_headers(twice) == {"x-ms-region": "b"}
+
+
 def test_presented_key_and_keyring() -> None:
     assert presented_key({"Authorization": "Bearer  abc "}) == "abc"
     assert presented_key({"api-key": "k"}) == "k"
