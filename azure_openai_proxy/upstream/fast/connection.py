@@ -452,7 +452,7 @@ class _Connection(asyncio.Protocol):
             if self.reading_paused:
                 return  # our reader is slow, not Azure: `resume()` watches again
             now = self.loop.time()
-            if self.heard:  # a read since the last check: silence counts from now at most
+            if self.heard:  # a read since the last check: the deadline is a timeout from now
                 self.heard = False
                 self.deadline = now + self.timeout
             elif now >= self.deadline:
