@@ -425,26 +425,3 @@ def test_any_split_into_reads_pushed_is_the_general_path(
         assert exchange.record.error is None
 
     asyncio.run(compare())
-
-
-async def test_a_pushed_streams_read_timeout_is_checked_eight_times_per_timeout() -> None:
-    # A read marks the connection heard; each check clears the mark or counts a silent
-    # check, and the eighth silent check in a row fails the stream: silence is found
-    # after at least the timeout, and at most an eighth of it more. Checks are called
-    # here directly, one per eighth of the timeout: no clock.
-    exchange = Exchange(pushed=True, policy=StreamPolicy(client_model="gpt-4o"))
-    frames = long_stream()
-    exchange.start(wire(frames[:4], end=False))
-    await exchange.settle()
-    conn = exchange.conn
-    for _ in range(7):
-        conn._check_deadline()
-    conn.data_received(wire(frames[4:5], end=False))  # heard: the count starts again
-    conn._check_deadline()  # clears the mark: the last read is within this eighth
-    for _ in range(7):
-        conn._check_deadline()
-    assert exchange.task is not None and not exchange.task.done()
-    conn._check_deadline()  # the eighth silent check: a whole timeout since the read
-    await asyncio.wait_for(exchange.task, 5)
-    assert exchange.record.error == UpstreamTimeout.__name__
-    assert b'"code":"stream_interrupted"' in exchange.channel.writes[-1]

@@ -44,7 +44,8 @@ _BROKEN = "The connection to Azure OpenAI broke while the response was being rea
 _STALLED = "Azure OpenAI stopped sending data (read timeout) in the middle of the response."
 # A pushed answer's read timeout is checked this many times per timeout, not timed per
 # read (a clock read per read was 4% of a relayed frame): silence is found after at
-# least the timeout and at most 1/_QUIET_CHECKS of it more.
+# least the timeout and at most 1/_QUIET_CHECKS of it more (and two of the loop's
+# delays: a check that runs late or early moves the next, never the deadline).
 _QUIET_CHECKS = 8
 
 
@@ -87,7 +88,7 @@ class _Connection(asyncio.Protocol):
         "body", "body_cut", "buffered", "busy", "closed", "complete", "deadline", "decoder",
         "error", "greedy", "head_only", "head_size", "headers", "heard", "idle_since",
         "interim", "keep_alive", "length", "loop", "parser", "pool", "raw",
-        "reading_paused", "received", "silent_checks", "sink", "started", "status",
+        "reading_paused", "received", "sink", "started", "status",
         "timeout", "timer", "timer_at", "transport", "until_eof", "uses", "waiter",
         "write_paused",
     )
@@ -111,11 +112,11 @@ class _Connection(asyncio.Protocol):
         self.timer_at = 0.0
         self.body: deque[bytes] = deque()
         # A pushed answer's sink, and its read timeout: a read sets `heard`; each check
-        # (`_QUIET_CHECKS` per timeout) clears it, or counts one more in `silent_checks`.
+        # (`_QUIET_CHECKS` per timeout) that finds it set clears it and moves `deadline`
+        # to a timeout from then; a check at or past `deadline` without it fails the answer.
         self.sink: BodySink | None = None
         self.timeout = 0.0
         self.heard = False
-        self.silent_checks = 0
         self.start(head_only=False)
         self.busy = False
         self.uses = 0
@@ -439,8 +440,9 @@ class _Connection(asyncio.Protocol):
     def _watch(self) -> None:
         """A pushed answer's read timeout starts now."""
         self.heard = False
-        self.silent_checks = 0
-        self._arm(self.loop.time() + self.timeout / _QUIET_CHECKS)  # no earlier check
+        now = self.loop.time()
+        self.deadline = now + self.timeout
+        self._arm(now + self.timeout / _QUIET_CHECKS)
 
     def _check_deadline(self) -> None:
         self.timer = None
@@ -449,15 +451,15 @@ class _Connection(asyncio.Protocol):
         if self.sink is not None:
             if self.reading_paused:
                 return  # our reader is slow, not Azure: `resume()` watches again
-            if self.heard:
+            now = self.loop.time()
+            if self.heard:  # a read since the last check: the deadline is a timeout from now
                 self.heard = False
-                self.silent_checks = 0
-            else:
-                self.silent_checks += 1
-                if self.silent_checks >= _QUIET_CHECKS:
-                    self._stall()
-                    return
-            self._arm(self.loop.time() + self.timeout / _QUIET_CHECKS)
+                self.deadline = now + self.timeout
+            elif now >= self.deadline:
+                self._stall()
+                return
+            # The next check, never past the deadline: a late check does not delay it.
+            self._arm(min(now + self.timeout / _QUIET_CHECKS, self.deadline))
             return
         waiter = self.waiter
         if waiter is None or waiter.done():
