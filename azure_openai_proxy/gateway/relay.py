@@ -238,7 +238,7 @@ class _StreamPush:
     other goes through `feed()`. `outcome` is set once: the tail to end with (`[DONE]`
     came, or the body ended), or the exception `_pushed` raises."""
 
-    __slots__ = ("_drop", "_loop", "_normalizer", "_out", "_pending", "_response",
+    __slots__ = ("_drop", "_loop", "_more", "_normalizer", "_out", "_pending", "_response",
                  "_steady", "_waiter", "outcome", "paused")
 
     def __init__(self, response: FastResponse, out: FastStream,
@@ -248,6 +248,9 @@ class _StreamPush:
         self._out = out
         self._normalizer = normalizer
         self._pending = b""  # normalized, not yet written
+        # The pieces after `_pending` in the same read, joined once at `flush` (a read
+        # of many frames, after a slow client's pause, is not copied once per frame).
+        self._more: list[bytes] | None = None
         # The normalizer's shortcut for a whole steady event (`steady_relay`), or None.
         self._steady: Callable[[bytes], bytes | None] | None = None
         self._drop: Callable[[bytes], bool] | None = None  # and `annotation_drop`
@@ -268,8 +271,12 @@ class _StreamPush:
                 self._settle(exc)
                 return
             if relayed is not None:
-                pending = self._pending
-                self._pending = pending + relayed if pending else relayed
+                if not self._pending:
+                    self._pending = relayed
+                elif self._more is None:
+                    self._more = [relayed]
+                else:
+                    self._more.append(relayed)
                 return
         if self.outcome is not None:
             return
@@ -283,18 +290,35 @@ class _StreamPush:
         if normalizer.done:
             # Azure's [DONE]: the client's stream ends with it; the rest of Azure's body
             # (the chunked terminator) is queued, for `finish_in_background`.
-            pending, self._pending = self._pending, b""
+            pending = self._take()
             self._settle(pending + relayed if pending else relayed)
         elif relayed:
-            if self._pending:
-                self._pending += relayed
-            else:
+            if not self._pending:
                 self._pending = relayed
+            elif self._more is None:
+                self._more = [relayed]
+            else:
+                self._more.append(relayed)
+
+    def _take(self) -> bytes:
+        """What is pending, joined, and nothing pending after."""
+        pending, more = self._pending, self._more
+        self._pending = b""
+        if more is None:
+            return pending
+        self._more = None
+        more.insert(0, pending)
+        return b"".join(more)
 
     def flush(self) -> None:
         pending = self._pending
         if pending:
             self._pending = b""
+            more = self._more
+            if more is not None:  # several pieces in this read (`_take`, inline)
+                self._more = None
+                more.insert(0, pending)
+                pending = b"".join(more)
             try:
                 if not self._out.send(pending) and not self.paused:
                     # The client stopped reading: so does Azure's socket, until
