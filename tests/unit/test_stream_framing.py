@@ -16,7 +16,7 @@ from azure_openai_proxy.http.interface import ClientDisconnected
 from azure_openai_proxy.http.request import FastRequest, FastStream, chunk
 
 
-def formatted(data: bytes | memoryview) -> bytes:
+def formatted(data: Any) -> bytes:
     """The general form the short path must equal."""
     return b"%x\r\n%b\r\n" % (len(data), data)
 
@@ -73,7 +73,7 @@ HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nDate: D\r\n"
 
 
 def started(channel: Channel, http11: bool = True, method: str = "GET") -> FastStream:
-    request = FastRequest(channel, method, "/", CIMultiDictProxy(CIMultiDict()), http11,  # type: ignore[arg-type]
+    request = FastRequest(channel, method, "/", CIMultiDictProxy(CIMultiDict()), http11,
                           True, None, None)
     return request.stream(200, {"content-type": "text/event-stream"})
 
