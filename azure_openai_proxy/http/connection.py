@@ -36,7 +36,6 @@ log = logging.getLogger("azure_openai_proxy")
 _MAX_TARGET = 16 * 1024  # request line's target, bytes
 _MAX_HEAD = 64 * 1024  # all header lines together, bytes
 _MAX_HEADERS = 128
-_MAX_FIELDS = 2 * _MAX_HEADERS  # names and values
 _NOT_CHUNKED = -(1 << 62)
 _PIPELINE_DEPTH = 16  # requests waiting behind the one being served
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -88,7 +87,7 @@ class _HttpConnection(asyncio.Protocol):
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self._target: list[bytes] = []
-        self._raw: list[bytes] = []  # a head's header names and values, in turn
+        self._raw: list[tuple[str, str]] = []
         self._head_size = 0
         self._head_bytes = 0
         self.stalled_ticks = 0  # sweeps during which the client has not read our writes
@@ -194,37 +193,13 @@ class _HttpConnection(asyncio.Protocol):
             raise HeadRejected(414, "The request URL is too long.")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # Kept as bytes, names and values in turn: decoded all at once when the head
-        # ends, and the head's size counted then (`_fields`), not per header.
-        raw = self._raw
-        raw += (name, value)
-        if not self.started or len(raw) > _MAX_FIELDS:
-            self._count_field(len(name) + len(value) + 4)
-
-    def _count_field(self, size: int) -> None:
-        """A header line past the limit on their number, or a chunked body's trailer:
-        counted and checked one by one."""
-        self._head_size += size
-        if self._head_size > _MAX_HEAD or len(self._raw) > _MAX_FIELDS:
+        self._raw.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > _MAX_HEAD or len(self._raw) > _MAX_HEADERS:
             if self.started:
                 raise HeadRejected(431, "The request headers are too large.")
             # After the head: the trailer of a chunked body.
             raise HeadRejected(400, "The request body's chunked trailer is too large.")
-
-    def _fields(self) -> CIMultiDict[str]:
-        """The head's header lines, once it has ended. (No name or value holds a NUL:
-        llhttp refuses one in either, so NUL can join them.)"""
-        raw = self._raw
-        if not raw:
-            return CIMultiDict()
-        joined = b"\0".join(raw)
-        # Each line as before: its name, value, ": " and CRLF (len(raw) // 2 * 4 bytes
-        # around the len(raw) - 1 NULs).
-        self._head_size += len(joined) + len(raw) + 1
-        if self._head_size > _MAX_HEAD:
-            raise HeadRejected(431, "The request headers are too large.")
-        texts = iter(joined.decode("latin-1").split("\0"))
-        return CIMultiDict(zip(texts, texts, strict=True))
 
     def on_headers_complete(self) -> None:
         if self.resuming is not None:
@@ -237,7 +212,7 @@ class _HttpConnection(asyncio.Protocol):
             check_version(version)
         method = parser.get_method().decode("ascii")
         target = b"".join(self._target).decode("latin-1")
-        headers = CIMultiDictProxy(self._fields())
+        headers = CIMultiDictProxy(CIMultiDict(self._raw))
         hosts = headers.getall("host", ())
         if (target[:1] == "/" and "transfer-encoding" not in headers and len(hosts) == 1
                 and (hosts[0] in KNOWN_HOSTS or valid_host(hosts[0]))):
