@@ -53,6 +53,9 @@ class _HttpConnection(asyncio.Protocol):
         # The server's: asyncio.get_running_loop() costs a getpid() system call on
         # Python 3.11, once per connection.
         self.loop = server.loop
+        # The Date value (`Channel.date`): the server's own, called without a method of
+        # ours around it.
+        self.date = server.date
         self.parser = httptools.HttpRequestParser(self)
         # Close once the request being served is answered (no keep-alive after it); its
         # body is still read to its end (a graceful shutdown sets it on uploads).
@@ -283,9 +286,6 @@ class _HttpConnection(asyncio.Protocol):
         self.parsing = None
 
     # -- the request body's channel ----------------------------------------------------
-
-    def date(self) -> str:
-        return self.server.date()
 
     def resume_body(self) -> None:
         if self.reading_paused and len(self.pending) < _PIPELINE_DEPTH and not self.rejected:

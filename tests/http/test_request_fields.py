@@ -1,7 +1,7 @@
-"""A request head's header lines, kept as bytes while the head arrives and decoded at its
-end in one go (`_HttpConnection.on_header`, `_fields`): the same headers, in the same
-order, as decoding each line alone, and the same limits (128 lines, 64 KB) to the byte,
-however the head is cut into reads."""
+"""A request head's header lines as the application gets them (`_HttpConnection.on_header`):
+the same headers, in the same order, as decoding each line alone, and the limits (128
+lines, 64 KB) to the byte, however the head is cut into reads. (Kept from a tried change,
+decoding all lines in one go at the head's end, that cost more: bench/README.md.)"""
 
 from __future__ import annotations
 
