@@ -62,6 +62,11 @@ class _HttpConnection(asyncio.Protocol):
         self.closing = False
         self.rejected = False  # a refusal is answered in its turn; nothing more is read
         self.closed = False
+        # Nothing more reaches the client: we closed, or its end came (the transport then
+        # closes itself, and may report the loss only once its buffer is written), or
+        # the connection was lost. A streamed answer reads it per chunk (a flag, not a
+        # call to the transport's is_closing()).
+        self.gone = False
         self.closed_at = 0  # the tick at which close() began (the sweep aborts it later)
         # The connection's serving task, made for its first request and kept while the
         # connection lives: between requests it waits on `idle_waiter`. (A task per
@@ -153,10 +158,11 @@ class _HttpConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         # A client that half-closes has left; the transport closes and
         # connection_lost cancels the handler.
+        self.gone = True
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.closed = self.gone = True
         self.server.connections.discard(self)
         if self.task is not None and not self.task.done():
             # The client left: the handler stops (and the upstream closes), or the idle
@@ -378,7 +384,7 @@ class _HttpConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
-            self.closed = True
+            self.closed = self.gone = True
             self.closed_at = self.server.tick
             self.transport.close()
 

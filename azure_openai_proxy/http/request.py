@@ -28,7 +28,8 @@ class Channel(Protocol):
 
     transport: asyncio.Transport | None
     closing: bool
-    closed: bool  # closed by us or lost: nothing more reaches the client
+    # Nothing more reaches the client (closed by us, its end came, or lost).
+    gone: bool
     write_paused: bool  # the transport's buffer is past its high-water mark
     loop: asyncio.AbstractEventLoop  # the running loop, kept (its lookup is a syscall)
 
@@ -69,11 +70,13 @@ class RequestBody:
         self.received += len(data)
         if self.buffered > BODY_HIGH_WATER:
             self._channel.pause_body()
-        self._wake()
+        if self._waiter is not None:  # (a JSON body comes with its head: nobody waits)
+            self._wake()
 
     def finish(self) -> None:
         self.done = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def fail(self, error: BaseException) -> None:
         if not self.done:
@@ -164,8 +167,8 @@ class FastStream:
 
     Once its head has left, a chunked stream's bytes take one short path (`_framed`):
     the chunk's size line from a table, one write, and whether the client is still there
-    read from the connection's `closed` flag (set by `close()` and `connection_lost`)
-    rather than asked of the transport, a call per chunk."""
+    read from the connection's `gone` flag (set by `close()`, `eof_received` and
+    `connection_lost`) rather than asked of the transport, a call per chunk."""
 
     __slots__ = ("_channel", "_framed", "_head", "_head_due", "_on_wire", "_transport",
                  "bodyless", "chunked", "ended", "status")
@@ -207,7 +210,7 @@ class FastStream:
 
     def _send(self, data: bytes) -> None:
         """Write `data` (already framed), after the head if it has not left."""
-        if self._channel.closed:
+        if self._channel.gone:
             raise ClientDisconnected("The client closed the connection")
         head = self._head
         if head:
@@ -220,7 +223,7 @@ class FastStream:
 
     async def write(self, data: bytes) -> None:
         if self._framed and data:
-            if self._channel.closed:
+            if self._channel.gone:
                 raise ClientDisconnected("The client closed the connection")
             size = len(data)
             self._transport.write(_JOIN((_SIZE_LINES[size], data, b"\r\n")) if size < _LINES_KEPT
@@ -241,7 +244,7 @@ class FastStream:
         once the client has left."""
         channel = self._channel
         if self._framed and data:  # the steady case: one call, one write
-            if channel.closed:
+            if channel.gone:
                 raise ClientDisconnected("The client closed the connection")
             size = len(data)  # `chunk()`, inline
             self._transport.write(_JOIN((_SIZE_LINES[size], data, b"\r\n")) if size < _LINES_KEPT
@@ -268,7 +271,9 @@ class FastStream:
             tail = chunk(tail) + b"0\r\n\r\n" if tail else b"0\r\n\r\n"
         if tail or self._head:
             self._send(tail)
-        await self._channel.drain()
+        channel = self._channel
+        if channel.write_paused or channel.gone:  # else no coroutine to learn it
+            await channel.drain()
 
 
 # The size line of every chunk shorter than this (a stream's frames nearly all are),

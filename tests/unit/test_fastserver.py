@@ -397,7 +397,7 @@ class RecordingChannel:
         self.writes: list[bytes] = []
         self.transport: Any = self
         self.closing = False
-        self.closed = False
+        self.gone = False
         self.write_paused = False
         self.loop = asyncio.get_running_loop()
 

@@ -1,7 +1,7 @@
 """A streamed answer's chunk framing and its short path once the head has left
 (`FastStream`, `chunk` in http/request.py): every size framed exactly as the general
 `%x` form, one write per chunk, and whether the client is there read from the
-connection's `closed` flag, never asked of the transport per chunk (issue 15)."""
+connection's `gone` flag, never asked of the transport per chunk (issue 15)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ class Channel:
         self.writes: list[bytes] = []
         self.transport: Any = self
         self.closing = False
-        self.closed = False
+        self.gone = False
         self.write_paused = False
         self.loop = asyncio.get_running_loop()
         self.asked = 0
@@ -51,7 +51,7 @@ class Channel:
 
     def is_closing(self) -> bool:
         self.asked += 1
-        return False  # a transport that has not learned it yet: `closed` is the truth
+        return False  # a transport that has not learned it yet: `gone` is the truth
 
     def get_extra_info(self, name: str) -> Any:
         return None
@@ -64,7 +64,7 @@ class Channel:
     def send_continue(self) -> None: ...
 
     async def drain(self) -> None:
-        if self.closed:
+        if self.gone:
             raise ClientDisconnected("gone")
 
 
@@ -108,7 +108,7 @@ async def test_a_frame_reads_the_connections_flag_not_the_transport() -> None:
         out.send(b"data: x\n\n")
         await out.write(b"data: y\n\n")
     assert channel.asked == 0  # not a call per frame to learn what a flag says
-    channel.closed = True  # connection_lost (or our close()): the transport may not know yet
+    channel.gone = True  # connection_lost (or our close()): the transport may not know yet
     with pytest.raises(ClientDisconnected):
         out.send(b"data: z\n\n")
     with pytest.raises(ClientDisconnected):
@@ -118,7 +118,7 @@ async def test_a_frame_reads_the_connections_flag_not_the_transport() -> None:
 
 async def test_the_head_is_on_the_wire_only_once_written() -> None:
     gone = Channel()
-    gone.closed = True
+    gone.gone = True
     out = started(gone)
     with pytest.raises(ClientDisconnected):
         out.send(b"data: x\n\n")
