@@ -296,8 +296,17 @@ class FastRequest:
     """One request as the application sees it (`interface.HttpRequest`)."""
 
     __slots__ = (
-        "_channel", "_keep_alive", "_stream", "body", "content_length", "extra_headers",
-        "headers", "http11", "method", "target", "upgrade_rest",
+        "_channel",
+        "_keep_alive",
+        "body",
+        "content_length",
+        "extra_headers",
+        "headers",
+        "http11",
+        "method",
+        "started_stream",
+        "target",
+        "upgrade_rest",
     )
 
     def __init__(
@@ -313,7 +322,9 @@ class FastRequest:
         self.content_length = content_length
         self.body = body
         self.extra_headers: dict[str, str] | None = None
-        self._stream: FastStream | None = None
+        # The streamed answer once `stream()` began it (read by the engine per request:
+        # an attribute, not a property).
+        self.started_stream: FastStream | None = None
         # Set for a WebSocket upgrade the application may take: what the client sent
         # after the head, held until it decides (a bytearray once reads are added to it).
         self.upgrade_rest: bytes | bytearray | None = None
@@ -361,9 +372,9 @@ class FastRequest:
         return self.body.iter_any()
 
     def stream(self, status: int, headers: Mapping[str, str]) -> FastStream:
-        if self._stream is not None:
+        if self.started_stream is not None:
             raise RuntimeError("the answer has already started")
-        keep_alive = self.keep_alive and self.http11
+        keep_alive = self._keep_alive and self.http11 and not self._channel.closing
         extra = self.extra_headers
         pairs = [*headers.items(), *extra.items()] if extra else headers.items()
         bodyless = self.method == "HEAD" or status < 200 or status in BODYLESS_STATUS
@@ -373,13 +384,10 @@ class FastRequest:
             raise ClientDisconnected("The client closed the connection")
         head = response_head(status, pairs, None, keep_alive, self._channel.date(),
                              chunked=chunked)
-        self._stream = FastStream(self._channel, transport, status, head, chunked, bodyless)
-        self._stream.send_head_soon()
-        return self._stream
-
-    @property
-    def started_stream(self) -> FastStream | None:
-        return self._stream
+        stream = self.started_stream = FastStream(self._channel, transport, status, head,
+                                                  chunked, bodyless)
+        stream.send_head_soon()
+        return stream
 
     def __repr__(self) -> str:
         return f"<FastRequest {self.method} {self.target}>"
