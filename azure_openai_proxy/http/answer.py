@@ -70,7 +70,8 @@ async def serve_request(conn: _HttpConnection, request: FastRequest) -> bool:
             conn.close()
             return False
         if reply is stream:
-            await stream.end()  # a handler that returned without ending it
+            if not stream.ended:
+                await stream.end()  # a handler that returned without ending it
             keep_alive = keep_alive and (stream.chunked or stream.bodyless)
     if isinstance(reply, Answer):
         await _write_whole(conn, reply, request, keep_alive)

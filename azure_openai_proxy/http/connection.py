@@ -53,12 +53,20 @@ class _HttpConnection(asyncio.Protocol):
         # The server's: asyncio.get_running_loop() costs a getpid() system call on
         # Python 3.11, once per connection.
         self.loop = server.loop
+        # The Date value (`Channel.date`): the server's own, called without a method of
+        # ours around it.
+        self.date = server.date
         self.parser = httptools.HttpRequestParser(self)
         # Close once the request being served is answered (no keep-alive after it); its
         # body is still read to its end (a graceful shutdown sets it on uploads).
         self.closing = False
         self.rejected = False  # a refusal is answered in its turn; nothing more is read
         self.closed = False
+        # Nothing more reaches the client: we closed, or its end came (the transport then
+        # closes itself, and may report the loss only once its buffer is written), or
+        # the connection was lost. A streamed answer reads it per chunk (a flag, not a
+        # call to the transport's is_closing()).
+        self.gone = False
         self.closed_at = 0  # the tick at which close() began (the sweep aborts it later)
         # The connection's serving task, made for its first request and kept while the
         # connection lives: between requests it waits on `idle_waiter`. (A task per
@@ -150,10 +158,11 @@ class _HttpConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         # A client that half-closes has left; the transport closes and
         # connection_lost cancels the handler.
+        self.gone = True
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.closed = self.gone = True
         self.server.connections.discard(self)
         if self.task is not None and not self.task.done():
             # The client left: the handler stops (and the upstream closes), or the idle
@@ -284,9 +293,6 @@ class _HttpConnection(asyncio.Protocol):
 
     # -- the request body's channel ----------------------------------------------------
 
-    def date(self) -> str:
-        return self.server.date()
-
     def resume_body(self) -> None:
         if self.reading_paused and len(self.pending) < _PIPELINE_DEPTH and not self.rejected:
             body = self.parsing.body if self.parsing is not None else None
@@ -378,7 +384,7 @@ class _HttpConnection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
-            self.closed = True
+            self.closed = self.gone = True
             self.closed_at = self.server.tick
             self.transport.close()
 

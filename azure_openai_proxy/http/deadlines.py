@@ -38,7 +38,7 @@ def sweep(conn: _HttpConnection, tick: int) -> None:
         conn.stalled_ticks += 1
         if conn.stalled_ticks > conn.server.send_ticks and conn.transport is not None:
             # abort, not close: close() would wait for a buffer that never drains.
-            conn.closed = True
+            conn.closed = conn.gone = True
             conn.transport.abort()
             return
     else:

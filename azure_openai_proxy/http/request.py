@@ -17,7 +17,7 @@ from typing import Protocol
 from azure_openai_proxy.http.interface import BodyTooLarge, ClientDisconnected, Headers
 from azure_openai_proxy.http.wire import BODYLESS_STATUS, response_head
 
-__all__ = ["BODY_HIGH_WATER", "Channel", "FastRequest", "FastStream", "RequestBody"]
+__all__ = ["BODY_HIGH_WATER", "Channel", "FastRequest", "FastStream", "RequestBody", "chunk"]
 
 # Unread request-body bytes at which the connection stops reading its socket.
 BODY_HIGH_WATER = 256 * 1024
@@ -28,6 +28,8 @@ class Channel(Protocol):
 
     transport: asyncio.Transport | None
     closing: bool
+    # Nothing more reaches the client (closed by us, its end came, or lost).
+    gone: bool
     write_paused: bool  # the transport's buffer is past its high-water mark
     loop: asyncio.AbstractEventLoop  # the running loop, kept (its lookup is a syscall)
 
@@ -68,11 +70,13 @@ class RequestBody:
         self.received += len(data)
         if self.buffered > BODY_HIGH_WATER:
             self._channel.pause_body()
-        self._wake()
+        if self._waiter is not None:  # (a JSON body comes with its head: nobody waits)
+            self._wake()
 
     def finish(self) -> None:
         self.done = True
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     def fail(self, error: BaseException) -> None:
         if not self.done:
@@ -159,21 +163,28 @@ class RequestBody:
 
 class FastStream:
     """A streamed answer (`interface.ResponseStream`) on our connection: chunked framing
-    for HTTP/1.1, the body to the end of the connection for HTTP/1.0."""
+    for HTTP/1.1, the body to the end of the connection for HTTP/1.0.
 
-    __slots__ = ("_channel", "_head", "_head_due", "bodyless", "chunked", "ended", "output_size",
-                 "status")
+    Once its head has left, a chunked stream's bytes take one short path (`_framed`):
+    the chunk's size line from a table, one write, and whether the client is still there
+    read from the connection's `gone` flag (set by `close()`, `eof_received` and
+    `connection_lost`) rather than asked of the transport, a call per chunk."""
 
-    def __init__(self, channel: Channel, status: int, head: bytes, chunked: bool,
-                 bodyless: bool) -> None:
+    __slots__ = ("_channel", "_framed", "_head", "_head_due", "_on_wire", "_transport",
+                 "bodyless", "chunked", "ended", "status")
+
+    def __init__(self, channel: Channel, transport: asyncio.Transport, status: int,
+                 head: bytes, chunked: bool, bodyless: bool) -> None:
         self._channel = channel
+        self._transport = transport  # the connection's, which it never replaces
         self.status = status
         self._head = head
         self._head_due = False
         self.chunked = chunked
         self.bodyless = bodyless  # a HEAD request, 204 or 304: the head alone
         self.ended = False
-        self.output_size = 0
+        self._on_wire = False  # the head has been written
+        self._framed = False  # chunked, the head written, not ended: `chunk()` alone
 
     def send_head_soon(self) -> None:
         """The head leaves with the first body bytes if they are written in this turn of
@@ -187,39 +198,42 @@ class FastStream:
 
     def _send_head(self) -> None:
         if self._head:
-            head, self._head = self._head, b""
             with contextlib.suppress(ClientDisconnected):
-                self._send(head)
+                self._send(b"")
 
     def drop_pending_head(self) -> bool:
         """The handler answered anew after starting this stream: forget the head if it
         has not left yet (then the other answer can be written cleanly); False if bytes
         of this answer are already on the wire."""
         self._head = b""
-        return self.output_size == 0
-
-    def _with_head(self, data: bytes) -> bytes:
-        head = self._head
-        if not head:
-            return data
-        self._head = b""
-        return head + data
+        return not self._on_wire
 
     def _send(self, data: bytes) -> None:
-        transport = self._channel.transport
-        if transport is None or transport.is_closing():
+        """Write `data` (already framed), after the head if it has not left."""
+        if self._channel.gone:
             raise ClientDisconnected("The client closed the connection")
-        self.output_size += len(data)
-        transport.write(data)
+        head = self._head
+        if head:
+            self._head = b""
+            self._transport.write(head + data)
+            self._on_wire = True
+            self._framed = self.chunked and not self.ended
+        elif data:
+            self._transport.write(data)
 
     async def write(self, data: bytes) -> None:
-        if self.ended:
-            raise RuntimeError("write() after end()")
-        if not data or self.bodyless:
-            return
-        if self.chunked:
-            data = b"%x\r\n%b\r\n" % (len(data), data)
-        self._send(self._with_head(data) if self._head else data)
+        if self._framed and data:
+            if self._channel.gone:
+                raise ClientDisconnected("The client closed the connection")
+            size = len(data)
+            self._transport.write(_JOIN((_SIZE_LINES[size], data, b"\r\n")) if size < _LINES_KEPT
+                                  else b"%x\r\n%b\r\n" % (size, data))
+        else:
+            if self.ended:
+                raise RuntimeError("write() after end()")
+            if not data or self.bodyless:
+                return
+            self._send(chunk(data) if self.chunked else data)
         if self._channel.write_paused:  # else no coroutine per chunk to learn it
             await self._channel.drain()
 
@@ -228,20 +242,18 @@ class FastStream:
         callback relaying a stream): False once the client is not reading, after which
         nothing more is sent until `drained()` returns. Raises `ClientDisconnected`
         once the client has left."""
-        if self.ended:
-            raise RuntimeError("send() after end()")
         channel = self._channel
-        if data and not self.bodyless:
-            if self.chunked:
-                data = b"%x\r\n%b\r\n" % (len(data), data)
-            if self._head:
-                data = self._with_head(data)
-            # _send, inline: one call less per frame of a pushed stream.
-            transport = channel.transport
-            if transport is None or transport.is_closing():
+        if self._framed and data:  # the steady case: one call, one write
+            if channel.gone:
                 raise ClientDisconnected("The client closed the connection")
-            self.output_size += len(data)
-            transport.write(data)
+            size = len(data)  # `chunk()`, inline
+            self._transport.write(_JOIN((_SIZE_LINES[size], data, b"\r\n")) if size < _LINES_KEPT
+                                  else b"%x\r\n%b\r\n" % (size, data))
+        else:
+            if self.ended:
+                raise RuntimeError("send() after end()")
+            if data and not self.bodyless:
+                self._send(chunk(data) if self.chunked else data)
         return not channel.write_paused
 
     async def drained(self) -> None:
@@ -252,22 +264,49 @@ class FastStream:
         if self.ended:
             return
         self.ended = True
+        self._framed = False
         if self.bodyless:
             tail = b""
         elif self.chunked:
-            tail = (b"%x\r\n%b\r\n0\r\n\r\n" % (len(tail), tail)) if tail else b"0\r\n\r\n"
-        data = self._with_head(tail)
-        if data:
-            self._send(data)
-        await self._channel.drain()
+            tail = chunk(tail) + b"0\r\n\r\n" if tail else b"0\r\n\r\n"
+        if tail or self._head:
+            self._send(tail)
+        channel = self._channel
+        if channel.write_paused or channel.gone:  # else no coroutine to learn it
+            await channel.drain()
+
+
+# The size line of every chunk shorter than this (a stream's frames nearly all are),
+# made once: an index instead of formatting the size per chunk.
+_LINES_KEPT = 4096
+_SIZE_LINES = tuple(b"%x\r\n" % size for size in range(_LINES_KEPT))
+_JOIN = b"".join
+
+
+def chunk(data: bytes) -> bytes:
+    """`data` as one HTTP/1.1 chunk (RFC 9112 7.1): its size in hex, CRLF, the data,
+    CRLF. Never empty `data`: an empty chunk ends the body."""
+    size = len(data)
+    if size < _LINES_KEPT:
+        return _JOIN((_SIZE_LINES[size], data, b"\r\n"))
+    return b"%x\r\n%b\r\n" % (size, data)
 
 
 class FastRequest:
     """One request as the application sees it (`interface.HttpRequest`)."""
 
     __slots__ = (
-        "_channel", "_keep_alive", "_stream", "body", "content_length", "extra_headers",
-        "headers", "http11", "method", "target", "upgrade_rest",
+        "_channel",
+        "_keep_alive",
+        "body",
+        "content_length",
+        "extra_headers",
+        "headers",
+        "http11",
+        "method",
+        "started_stream",
+        "target",
+        "upgrade_rest",
     )
 
     def __init__(
@@ -283,7 +322,9 @@ class FastRequest:
         self.content_length = content_length
         self.body = body
         self.extra_headers: dict[str, str] | None = None
-        self._stream: FastStream | None = None
+        # The streamed answer once `stream()` began it (read by the engine per request:
+        # an attribute, not a property).
+        self.started_stream: FastStream | None = None
         # Set for a WebSocket upgrade the application may take: what the client sent
         # after the head, held until it decides (a bytearray once reads are added to it).
         self.upgrade_rest: bytes | bytearray | None = None
@@ -331,22 +372,22 @@ class FastRequest:
         return self.body.iter_any()
 
     def stream(self, status: int, headers: Mapping[str, str]) -> FastStream:
-        if self._stream is not None:
+        if self.started_stream is not None:
             raise RuntimeError("the answer has already started")
-        keep_alive = self.keep_alive and self.http11
+        keep_alive = self._keep_alive and self.http11 and not self._channel.closing
         extra = self.extra_headers
         pairs = [*headers.items(), *extra.items()] if extra else headers.items()
         bodyless = self.method == "HEAD" or status < 200 or status in BODYLESS_STATUS
         chunked = self.http11 and not bodyless
+        transport = self._channel.transport
+        if transport is None:
+            raise ClientDisconnected("The client closed the connection")
         head = response_head(status, pairs, None, keep_alive, self._channel.date(),
                              chunked=chunked)
-        self._stream = FastStream(self._channel, status, head, chunked, bodyless)
-        self._stream.send_head_soon()
-        return self._stream
-
-    @property
-    def started_stream(self) -> FastStream | None:
-        return self._stream
+        stream = self.started_stream = FastStream(self._channel, transport, status, head,
+                                                  chunked, bodyless)
+        stream.send_head_soon()
+        return stream
 
     def __repr__(self) -> str:
         return f"<FastRequest {self.method} {self.target}>"

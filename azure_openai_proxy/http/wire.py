@@ -56,27 +56,40 @@ def response_head(
     """A response head. Raises `UnsafeHeader` rather than write a header that would
     split the head or smuggle a second response; framing headers in `headers`
     (`_OWN_HEADERS`, in any case) are dropped: the engine's own framing is the one."""
-    lines = [f"HTTP/1.1 {status} {reason(status)}\r\n"]
+    lines = [_STATUS_LINES.get(status) or _status_line(status)]
     for name, value in headers:
         if name not in _VALID_NAMES and _check_name(name):
             continue
         lines.append(f"{name}: {value}\r\n")
-    lines.append(f"Date: {date}\r\n")
+    # The engine's own lines in one piece: Date, the framing, the end of the head.
+    ends = len(lines) + 2  # each line so far, Date, and the empty line
     if length is not None:
-        lines.append(f"Content-Length: {length}\r\n")
+        framing = f"Content-Length: {length}\r\n"
+        ends += 1
     elif chunked:
-        lines.append("Transfer-Encoding: chunked\r\n")
-    if not keep_alive:
-        lines.append("Connection: close\r\n")
-    lines.append("\r\n")
+        framing = "Transfer-Encoding: chunked\r\n"
+        ends += 1
+    else:
+        framing = ""
+    if keep_alive:
+        lines.append(f"Date: {date}\r\n{framing}\r\n")
+    else:
+        lines.append(f"Date: {date}\r\n{framing}Connection: close\r\n\r\n")
+        ends += 1
     try:
         head = "".join(lines).encode("latin-1")
     except UnicodeEncodeError:
         raise UnsafeHeader("a response header holds a character outside latin-1") from None
-    # One table translation and one count, in C, instead of a check per header in Python.
-    if head.translate(_CONTROLS).count(0) != 2 * len(lines):
+    # One table translation and one count, in C, instead of a check per header in Python:
+    # a CR and an LF (mapped to NUL) at the end of each line, and no other control.
+    if head.translate(_CONTROLS).count(0) != 2 * ends:
         raise UnsafeHeader("a control character in a response header value")
     return head
+
+
+def _status_line(status: int) -> str:
+    line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {reason(status)}\r\n"
+    return line  # bounded: a status is three digits
 
 
 def _check_name(name: str) -> bool:
@@ -107,6 +120,7 @@ def reason(status: int) -> str:
 
 
 _REASONS: dict[int, str] = {}
+_STATUS_LINES: dict[int, str] = {}
 
 
 class DateHeader:

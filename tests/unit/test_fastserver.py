@@ -397,14 +397,12 @@ class RecordingChannel:
         self.writes: list[bytes] = []
         self.transport: Any = self
         self.closing = False
+        self.gone = False
         self.write_paused = False
         self.loop = asyncio.get_running_loop()
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
-
-    def is_closing(self) -> bool:
-        return False
 
     def date(self) -> str:
         return "D"

@@ -71,7 +71,7 @@ class ClientChannel:
         self.writes: list[bytes] = []
         self.transport: Any = self
         self.closing = False
-        self.closed = False
+        self.closed = self.gone = False
         self.write_paused = False
         self.waiter: asyncio.Future[None] | None = None
         self.loop = asyncio.get_running_loop()
@@ -105,7 +105,7 @@ class ClientChannel:
             self.waiter.set_result(None)
 
     def lose(self) -> None:
-        self.closed = True
+        self.closed = self.gone = True
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(ClientDisconnected("gone"))
 
