@@ -169,3 +169,33 @@ def test_an_infinite_price_in_a_yaml_config_file_is_refused(tmp_path: Any) -> No
 def test_a_negative_price_is_a_config_error(field: str) -> None:
     with pytest.raises(ConfigError, match=rf"prices\.gpt-4o\.{field}"):
         load_settings({"prices": {"gpt-4o": {"input": 1.0, field: -0.5}}}, {})
+
+
+def test_the_readme_prices_example_loads_as_printed() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = readme.split("<!-- readme-prices -->", 1)[1].split("<!-- /readme-prices -->")[0]
+    text = block.split("```yaml\n", 1)[1].split("```", 1)[0]
+    settings = load_settings(yaml.safe_load(text), {})
+    table = PriceTable.shipped({k: v.model_dump() for k, v in settings.prices.items()})
+    assert table.rates(["gpt-realtime-1.5"]) == (4.0, 0.4, 16.0, 32.0, 0.4, 64.0)
+    assert table.rates(["gpt-4o-audio-preview"]) == (2.75, 2.75, 11.0, 44.0, 44.0, 88.0)
+    usage = {"input_tokens": 1000, "output_tokens": 100,
+             "input_token_details": {"audio_tokens": 800, "cached_tokens": 500,
+                                     "cached_tokens_details": {"audio_tokens": 400}},
+             "output_token_details": {"audio_tokens": 90}}
+    # text: 200 in (100 cached), 10 out; audio: 800 in (400 cached), 90 out
+    assert _all_three(table, usage, "gpt-realtime-1.5", "realtime") == pytest.approx(
+        (100 * 4.0 + 100 * 0.4 + 10 * 16.0 + 400 * 32.0 + 400 * 0.4 + 90 * 64.0) / 1e6)
+
+
+def test_the_config_prices_the_units_too() -> None:
+    settings = load_settings({"prices": {"gpt-4o-mini-tts": {
+        "input": 0.6, "audio_output": 12.0, "per_1m_characters": 15.0}}}, {})
+    table = PriceTable.shipped({k: v.model_dump() for k, v in settings.prices.items()})
+    assert table.unit_cost(["gpt-4o-mini-tts"], {"characters": 1_000_000}) == (15.0, True)
+    with pytest.raises(ConfigError, match=r"prices\.x\.per_minute.*finite"):
+        load_settings({"prices": {"x": {"input": 0, "per_minute": float("inf")}}}, {})
