@@ -165,9 +165,9 @@ def _details(usage: Mapping[str, Any], *names: str) -> Mapping[str, Any]:
 def audio_cost(rates: AudioRates, usage: Mapping[str, Any], prompt: int, cached: int,
                completion: int) -> float:
     """The cost of a usage's counts (`count_tokens`'s prompt, cached, completion) at
-    `rates` (`PriceTable.audio_rates`): the audio part of each at the audio rates, the
-    rest at the text rates. The parts are clamped to their totals, so that no part is
-    negative whatever the details say."""
+    `rates` (`PriceTable.rates`, six of them): the audio part of each at the audio
+    rates, the rest at the text rates. The parts are clamped to their totals, so that
+    no part is negative whatever the details say."""
     given = _details(usage, "prompt_tokens_details", "input_tokens_details",
                      "input_token_details")
     audio = _count(given.get("audio_tokens"), prompt)
