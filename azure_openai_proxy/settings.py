@@ -180,9 +180,19 @@ class PriceSettings(_Frozen):
     """A model's price in the config's `prices:` (USD per 1M tokens), over the shipped
     table (governance/prices.yaml)."""
 
-    input: float = Field(ge=0)
-    output: float = Field(default=0.0, ge=0)
-    cached_input: float | None = Field(default=None, ge=0)
+    # finite: an infinite price (YAML's `.inf`) made every cost inf and spent a key's
+    # budget at once
+    input: float = Field(ge=0, allow_inf_nan=False)
+    output: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    cached_input: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    # audio tokens (governance/prices.py); unset, audio tokens cost the text rates
+    audio_input: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cached_audio_input: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    audio_output: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    # the routes billed by units (governance/prices.yaml says which)
+    per_image: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    per_minute: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    per_1m_characters: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class Settings(_Frozen):

@@ -15,9 +15,11 @@ from azure_openai_proxy.governance.budget import day_of
 from azure_openai_proxy.governance.model import UsageRecord
 from azure_openai_proxy.governance.prices import (
     MAX_TOKENS,
+    AudioRates,
     PriceTable,
     Rates,
     TokenCounts,
+    audio_cost,
     count_tokens,
     token_cost,
 )
@@ -52,7 +54,8 @@ UNIT_PRICED = frozenset({"images/generations", "images/edits", "images/variation
 def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple[str, str], str],
           tokens: tuple[int, int, int, int]) -> tuple[float, bool]:
     """(USD, priced) of a finished request with these (prompt, cached, completion,
-    reasoning) tokens (`count_tokens`)."""
+    reasoning) tokens (`count_tokens`; its usage's audio tokens at the audio rates, where
+    the price has them)."""
     if not any(tokens):
         if record.route not in UNIT_PRICED or not 200 <= record.status < 300:
             return 0.0, True
@@ -64,6 +67,8 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
     rates = prices.rates((record.model, model, record.deployment))
     if rates is None:
         return 0.0, False
+    if len(rates) == 6 and record.usage:
+        return audio_cost(rates, record.usage, tokens[0], tokens[1], tokens[2]), True
     return token_cost(rates, tokens[0], tokens[1], tokens[2]), True
 
 
@@ -101,7 +106,7 @@ class RowPricer:
     def __init__(self, prices: PriceTable, models: Mapping[tuple[str, str], str]) -> None:
         self.prices, self.models = prices, models
         # bounded (cleared when full): the names come from clients
-        self._named: dict[_Names, tuple[Labels, Rates | tuple[()], int]] = {}
+        self._named: dict[_Names, tuple[Labels, Rates | AudioRates | tuple[()], int]] = {}
 
     def forget_labels(self) -> None:
         """The database changed (opened anew): the label ids remembered may not be its."""
@@ -173,8 +178,11 @@ class RowPricer:
             labels, rates, label = known
             if prompt or completion or reasoning:
                 if rates:
-                    cost = ((prompt - cached) * rates[0] + cached * rates[1]
-                            + completion * rates[2]) / 1_000_000
+                    if len(rates) == 3:
+                        cost = ((prompt - cached) * rates[0] + cached * rates[1]
+                                + completion * rates[2]) / 1_000_000
+                    else:  # the model has audio rates: its usage says how much is audio
+                        cost = audio_cost(rates, usage or {}, prompt, cached, completion)
                     flags |= 2  # priced
                 else:
                     cost = 0.0
@@ -187,7 +195,7 @@ class RowPricer:
         return (start, end, day), False
 
     def _name(self, names: _Names, label_of: Callable[[Labels], int],
-              ) -> tuple[Labels, Rates | tuple[()], int]:
+              ) -> tuple[Labels, Rates | AudioRates | tuple[()], int]:
         """A new combination's labels ("" for none), token rates (() for none) and label
         id (remembered only once known)."""
         if len(self._named) >= 4096:

@@ -18,11 +18,22 @@ and is recorded unpriced rather than guessed.
 Cached prompt tokens cost `cached_input` (or `input` when the model has no cache price);
 reasoning tokens are already counted in the completion tokens (OpenAI's and Azure's
 usage both say so) and cost `output`.
+
+Audio tokens are part of the prompt and completion tokens too; a model with an audio
+rate (`audio_input`, `cached_audio_input`, `audio_output`) prices the audio part of each
+at it (`audio_cost`), from the usage's details: chat's `prompt_tokens_details.audio_tokens`
+and `completion_tokens_details.audio_tokens`, the Realtime API's and the transcription
+models' `input_token_details` (`audio_tokens`, `cached_tokens`, and
+`cached_tokens_details.audio_tokens`) and `output_token_details.audio_tokens`. A rate
+not given falls back: `audio_input` to `input`, `cached_audio_input` to `audio_input`
+(no cache discount: none is listed), `audio_output` to `output`. A model with no audio
+rate prices audio tokens as text.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
@@ -34,8 +45,8 @@ import yaml
 
 from azure_openai_proxy.boundedcache import BoundedCache
 
-__all__ = ["MAX_TOKENS", "Price", "PriceTable", "Rates", "TokenCounts", "count_tokens",
-           "token_cost", "token_counts", "unit_counts"]
+__all__ = ["MAX_TOKENS", "AudioRates", "Price", "PriceTable", "Rates", "TokenCounts",
+           "audio_cost", "count_tokens", "token_cost", "token_counts", "unit_counts"]
 
 _TOKENS_PER_PRICE = 1_000_000  # prices are per 1M tokens
 # The most tokens one count of a request's usage is read as: past it (2**63 and more
@@ -55,6 +66,9 @@ class Price:
     per_image: float | None = None
     per_minute: float | None = None
     per_1m_characters: float | None = None
+    audio_input: float | None = None
+    cached_audio_input: float | None = None
+    audio_output: float | None = None
 
 
 # usage key -> (the Price field, units per priced unit)
@@ -108,11 +122,13 @@ def count_tokens(usage: Mapping[str, Any]) -> tuple[int, int, int, int]:
     cached = reasoning = 0
     # `details and`: an isinstance that fails (None: no details, as embeddings and older
     # api-versions answer) looks up `__class__`, ~300 instructions each
-    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+    details = (usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+               or usage.get("input_token_details"))  # Realtime's and transcriptions' name
     if details and isinstance(details, dict):
         count = details.get("cached_tokens")
         cached = min(count, prompt) if type(count) is int and count > 0 else 0
-    details = usage.get("completion_tokens_details") or usage.get("output_tokens_details")
+    details = (usage.get("completion_tokens_details") or usage.get("output_tokens_details")
+               or usage.get("output_token_details"))
     if details and isinstance(details, dict):
         count = details.get("reasoning_tokens")
         reasoning = min(count, MAX_TOKENS) if type(count) is int and count > 0 else 0
@@ -123,27 +139,68 @@ _NO_TOKENS = TokenCounts(0, 0, 0, 0)
 Rates = tuple[float, float, float]  # USD per 1M input, cached input and output tokens
 
 
-def token_cost(rates: Rates, prompt: int, cached: int, completion: int) -> float:
-    """The cost of token counts at `rates` (`PriceTable.rates`)."""
+# USD per 1M input, cached input and output tokens of text, then of audio
+AudioRates = tuple[float, float, float, float, float, float]
+
+
+def token_cost(rates: Rates | AudioRates, prompt: int, cached: int, completion: int) -> float:
+    """The cost of token counts at `rates` (`PriceTable.rates`), all priced as text."""
     return ((prompt - cached) * rates[0] + cached * rates[1]
             + completion * rates[2]) / _TOKENS_PER_PRICE
+
+
+def _count(value: Any, most: int) -> int:
+    """A detail's count, in 0..most (anything else is none)."""
+    return min(value, most) if type(value) is int and value > 0 else 0
+
+
+def _details(usage: Mapping[str, Any], *names: str) -> Mapping[str, Any]:
+    for name in names:
+        details = usage.get(name)
+        if details and isinstance(details, dict):
+            return details
+    return {}
+
+
+def audio_cost(rates: AudioRates, usage: Mapping[str, Any], prompt: int, cached: int,
+               completion: int) -> float:
+    """The cost of a usage's counts (`count_tokens`'s prompt, cached, completion) at
+    `rates` (`PriceTable.rates`, six of them): the audio part of each at the audio
+    rates, the rest at the text rates. The parts are clamped to their totals, so that
+    no part is negative whatever the details say."""
+    given = _details(usage, "prompt_tokens_details", "input_tokens_details",
+                     "input_token_details")
+    audio = _count(given.get("audio_tokens"), prompt)
+    cached_parts = given.get("cached_tokens_details")
+    cached_audio = (_count(cached_parts.get("audio_tokens"), min(cached, audio))
+                    if cached_parts and isinstance(cached_parts, dict) else 0)
+    cached_text = min(cached - cached_audio, prompt - audio)
+    given = _details(usage, "completion_tokens_details", "output_tokens_details",
+                     "output_token_details")
+    audio_out = _count(given.get("audio_tokens"), completion)
+    return ((prompt - audio - cached_text) * rates[0] + cached_text * rates[1]
+            + (completion - audio_out) * rates[2] + (audio - cached_audio) * rates[3]
+            + cached_audio * rates[4] + audio_out * rates[5]) / _TOKENS_PER_PRICE
+
+
+_OPTIONAL = ("cached_input", "per_image", "per_minute", "per_1m_characters", "audio_input",
+             "cached_audio_input", "audio_output")
 
 
 def _price_of(name: str, entry: Any) -> Price:
     if not isinstance(entry, Mapping):
         raise ValueError(f"prices.{name} must be a mapping of input, cached_input, output")
     try:
-        units = [entry.get(unit) for unit in ("cached_input", "per_image", "per_minute",
-                                              "per_1m_characters")]
-        cached, image, minute, characters = (None if u is None else float(u) for u in units)
-        price = Price(float(entry.get("input", 0)), float(entry.get("output", 0)),
-                      cached, image, minute, characters)
+        optional = (None if (v := entry.get(f)) is None else float(v) for f in _OPTIONAL)
+        price = Price(float(entry.get("input", 0)), float(entry.get("output", 0)), *optional)
     except (TypeError, ValueError):
-        raise ValueError(f"prices.{name}: input, cached_input, output and the unit prices "
-                         "must be numbers") from None
-    if min(price.input, price.output, price.cached_input or 0, price.per_image or 0,
-           price.per_minute or 0, price.per_1m_characters or 0) < 0:
-        raise ValueError(f"prices.{name}: a price cannot be negative")
+        raise ValueError(f"prices.{name}: input, cached_input, output, the audio and the "
+                         "unit prices must be numbers") from None
+    for field in ("input", "output", *_OPTIONAL):
+        value = getattr(price, field)
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"prices.{name}.{field}: a price must be a finite number, "
+                             f"0 or more (not {value})")
     return price
 
 
@@ -161,7 +218,8 @@ class PriceTable:
         self._prices = {name.lower(): price for name, price in prices.items()}
         self.lookup = functools.lru_cache(maxsize=1024)(self._lookup)
         # () for names without a price (a BoundedCache holds no None)
-        self._rates: BoundedCache[tuple[str | None, ...], Rates | tuple[()]] = BoundedCache(1024)
+        self._rates: BoundedCache[tuple[str | None, ...], Rates | AudioRates | tuple[()]] = (
+            BoundedCache(1024))
 
     @classmethod
     def shipped(cls, overrides: Mapping[str, Any] | None = None) -> PriceTable:
@@ -188,18 +246,16 @@ class PriceTable:
                     return price
         return None
 
-    def rates(self, names: Iterable[str | None]) -> Rates | None:
+    def rates(self, names: Iterable[str | None]) -> Rates | AudioRates | None:
         """The token rates of the first of `names` that has a price, or None (remembered
-        per names: the budget hold and its settlement ask on every budgeted request)."""
+        per names: the budget hold and its settlement ask on every budgeted request):
+        text's (input, cached input, output), and when the price has an audio rate, the
+        audio ones after them (`AudioRates`, the others falling back as the module says;
+        `audio_cost` prices a usage with them)."""
         names = tuple(names)
         rates = self._rates.get(names)
         if rates is None:
-            price = self.price_for(names)
-            if price is None:
-                rates = self._rates.put(names, ())
-            else:
-                cached_rate = price.input if price.cached_input is None else price.cached_input
-                rates = self._rates.put(names, (price.input, cached_rate, price.output))
+            rates = self._rates.put(names, _rates_of(self.price_for(names)))
         return rates or None
 
     def cost(self, names: Iterable[str | None], tokens: TokenCounts) -> tuple[float, bool]:
@@ -208,6 +264,18 @@ class PriceTable:
         rates = self.rates(names)
         if rates is None:
             return 0.0, False
+        return token_cost(rates, tokens.prompt, tokens.cached, tokens.completion), True
+
+    def usage_cost(self, names: Iterable[str | None],
+                   usage: Mapping[str, Any] | None) -> tuple[float, bool]:
+        """(USD, priced): `cost` of a usage object, its audio tokens at the audio rates
+        where the price has them."""
+        tokens = token_counts(usage)
+        rates = self.rates(names)
+        if rates is None:
+            return 0.0, False
+        if len(rates) == 6 and usage:
+            return audio_cost(rates, usage, tokens.prompt, tokens.cached, tokens.completion), True
         return token_cost(rates, tokens.prompt, tokens.cached, tokens.completion), True
 
     def unit_cost(self, names: Iterable[str | None],
@@ -229,6 +297,19 @@ class PriceTable:
             if rate is not None:
                 return count / per * rate, True
         return 0.0, False
+
+
+def _rates_of(price: Price | None) -> Rates | AudioRates | tuple[()]:
+    if price is None:
+        return ()
+    cached = price.input if price.cached_input is None else price.cached_input
+    if (price.audio_input is None and price.cached_audio_input is None
+            and price.audio_output is None):
+        return price.input, cached, price.output
+    audio = price.input if price.audio_input is None else price.audio_input
+    return (price.input, cached, price.output, audio,
+            audio if price.cached_audio_input is None else price.cached_audio_input,
+            price.output if price.audio_output is None else price.audio_output)
 
 
 def _one_of(value: Any, allowed: AbstractSet[str | None]) -> bool:
