@@ -205,6 +205,17 @@ class KeyDirectory:
         # secret, so the time a lookup takes can only tell an attacker about hashes of
         # secrets they already hold, never about a secret they do not.
         presented = hashlib.sha256(secret.encode()).hexdigest()
+        known = self.caller_by_hash(presented)
+        self._known.put(secret, known)
+        return known[0]
+
+    def caller_by_hash(self, presented: str) -> tuple[Caller, float]:
+        """The caller a secret whose sha256 (hex, `governance.keys.secret_hash`) is
+        `presented` stands for now, and until when (the wall clock) it may, by the
+        rules `authenticate` applies; or AuthenticationFailed (401). For whoever kept
+        the hash, not the secret: an open Realtime session follows its key's current
+        version with it (`realtime_limits.SessionKey`). A new `Caller` on every call;
+        no database call (the keys in memory)."""
         entry = self._by_hash.get(presented)
         if entry is None:
             raise AuthenticationFailed(_INVALID)
@@ -222,8 +233,7 @@ class KeyDirectory:
         until = _FOREVER if key.expires_at is None else key.expires_at
         if presented != key.secret_hash and key.previous_valid_until is not None:
             until = min(until, key.previous_valid_until)
-        self._known.put(secret, (caller, until))
-        return caller
+        return caller, until
 
     @property
     def key_count(self) -> int:
