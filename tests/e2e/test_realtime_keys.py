@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
 from azure_openai_proxy.gateway.app import GatewayApp
+from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.store.keys import KeyStore
 from azure_openai_proxy.store.ledger import LedgerStore
 from tests.e2e.conftest import Emulator
@@ -217,3 +218,40 @@ def test_a_database_outage_closes_no_session(
             [*events, _] = events_until(connection, "response.done")
             assert "error" not in [e["type"] for e in events]
         assert _loaded(governed, secret)
+
+
+def test_a_key_moved_to_a_team_is_counted_and_recorded_with_it_from_the_next_response(
+    governed: ServerThread, tmp_path: Path,
+) -> None:
+    key_id, secret = virtual_key(governed, tmp_path / "gw.db")
+    store = KeyStore.open(tmp_path / "gw.db")
+    try:
+        team = store.create_team("voice", limits=Limits(rpm=1), now=time.time())
+    finally:
+        store.close()
+    with open_raw(governed, secret) as connection:
+        events_until(connection, "session.created")
+        create(connection, "alone")
+        events_until(connection, "response.done")
+        _change(tmp_path / "gw.db", lambda store, key: store.update_key(
+            key, {"team_id": team.id}), key_id)
+
+        def moved() -> bool:
+            async def ask() -> str | None:
+                directory = _app(governed).gateway.directory
+                assert directory is not None
+                key = directory.authenticate(secret).key
+                assert key is not None
+                return key.team_id
+
+            return bool(governed.call(ask) == team.id)
+
+        until(moved, message="the key's team was never loaded")
+        create(connection, "in-team")  # the team's one request of the minute
+        events_until(connection, "response.done")
+        create(connection, "refused")
+        [*_, refused] = events_until(connection, "error")
+    assert refused["error"]["code"] == "rate_limit_exceeded"
+    assert "this team" in refused["error"]["message"]
+    assert sorted((r.key_id, r.team_id or "") for r in _realtime_records(governed)) == sorted(
+        [(key_id, ""), (key_id, team.id)])
