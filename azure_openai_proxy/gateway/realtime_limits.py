@@ -84,11 +84,10 @@ class SessionKey:
         holds the session's model."""
         self._next = self._clock() + KEY_CHECK_SECONDS
         try:
-            caller, _ = self._directory.caller_by_hash(self._presented)
+            caller, _ = self._directory.caller_by_hash(self._presented, self.caller)
         except AuthenticationFailed as refused:
             return refused
-        old = self.caller
-        if caller.key is old.key and caller.team is old.team:
+        if caller is self.caller:  # the same version of the key
             return None
         key = caller.key
         if key is not None and key.models and not pool_allowed(key.models, self._model,
