@@ -205,6 +205,19 @@ class KeyDirectory:
         # secret, so the time a lookup takes can only tell an attacker about hashes of
         # secrets they already hold, never about a secret they do not.
         presented = hashlib.sha256(secret.encode()).hexdigest()
+        known = self.caller_by_hash(presented)
+        self._known.put(secret, known)
+        return known[0]
+
+    def caller_by_hash(self, presented: str,
+                       current: Caller | None = None) -> tuple[Caller, float]:
+        """The caller a secret whose sha256 (hex, `governance.keys.secret_hash`) is
+        `presented` stands for now, and until when (the wall clock) it may, by the
+        rules `authenticate` applies; or AuthenticationFailed (401). For whoever kept
+        the hash, not the secret: an open Realtime session follows its key's current
+        version with it (`realtime_limits.SessionKey`). `current` itself when it is of
+        the key's current version (its key and team the same objects), else a new
+        `Caller`; no database call (the keys in memory)."""
         entry = self._by_hash.get(presented)
         if entry is None:
             raise AuthenticationFailed(_INVALID)
@@ -215,15 +228,17 @@ class KeyDirectory:
         state = key_state(key, team, now)
         if state != "active":
             raise AuthenticationFailed(_REASONS[state])
-        caller = Caller(passthrough_key=None, key=key, team=team,
-                        budgeted=budget_applies(key, team), decided=Decided())
+        if current is not None and current.key is key and current.team is team:
+            caller = current
+        else:
+            caller = Caller(passthrough_key=None, key=key, team=team,
+                            budgeted=budget_applies(key, team), decided=Decided())
         # Valid until the key expires, or its previous secret's grace period ends; a
         # block, a revocation or a rotation reloads the keys, which forgets this.
         until = _FOREVER if key.expires_at is None else key.expires_at
         if presented != key.secret_hash and key.previous_valid_until is not None:
             until = min(until, key.previous_valid_until)
-        self._known.put(secret, (caller, until))
-        return caller
+        return caller, until
 
     @property
     def key_count(self) -> int:

@@ -28,7 +28,12 @@ client that leaves closes the upstream at once; an upstream that drops becomes a
 deployment; its cost goes to the budget. For a virtual key each `response.create` is
 one request of its RPM and TPM, in flight until its `response.done` settles its tokens
 with the usage (`realtime_limits.py`); a refused one never reaches Azure: the client gets a
-`rate_limit_exceeded` `error` event, and the session goes on.
+`rate_limit_exceeded` `error` event, and the session goes on. A virtual key's session
+follows the key's current version (`realtime_limits.SessionKey`, looked up on each
+`response.create` and at most every half second of traffic): a key revoked, blocked or
+expired meanwhile (or no longer allowed the session's model) ends it: the client gets an
+`invalid_api_key` (or `model_not_found`) `error` event and a 1008 close, and Azure's side
+is closed.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.auth import Caller, presented_key
 from azure_openai_proxy.errors import (
     BudgetExhausted,
     GatewayError,
@@ -54,7 +59,7 @@ from azure_openai_proxy.gateway.budgethold import enforce_budget, reserve_budget
 from azure_openai_proxy.gateway.governed import limit_refusal, pool_allowed, price_names, used_tokens
 from azure_openai_proxy.gateway.pipeline import Gateway
 from azure_openai_proxy.gateway.realtime_connect import connect_upstream
-from azure_openai_proxy.gateway.realtime_limits import ResponseLimits, limit_plan
+from azure_openai_proxy.gateway.realtime_limits import ResponseLimits, SessionKey, limit_plan
 from azure_openai_proxy.gateway.realtime_wire import (
     RealtimeTarget,
     ResponseRequested,
@@ -65,7 +70,7 @@ from azure_openai_proxy.gateway.realtime_wire import (
     response_ended,
     response_requested,
 )
-from azure_openai_proxy.governance.keys import has_budget
+from azure_openai_proxy.governance.keys import has_budget, secret_hash
 from azure_openai_proxy.governance.ratelimit import Refusal
 from azure_openai_proxy.http.interface import HttpRequest, WebSocket, WebSocketClosed
 from azure_openai_proxy.observability.record import RequestRecord
@@ -79,6 +84,7 @@ from azure_openai_proxy.upstream.websocket import (
 __all__ = ["RealtimeSession", "UpgradeRequired", "not_upgraded", "open_session", "realtime_target"]
 
 _UPSTREAM_LOST = 1011
+_POLICY_VIOLATION = 1008  # the close code of a session its key may no longer hold open
 _UNCLAIMED_SECONDS = 10.0
 _DEFAULT_SUBPROTOCOLS = ("realtime",)  # chosen when offered and Azure chose none
 
@@ -121,7 +127,8 @@ async def _open(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
     problem = handshake_problem(request.target, request.headers.items())
     if problem is not None:
         raise MalformedBody(f"Not a valid WebSocket handshake: {problem}")
-    caller = gateway.authenticate(credentials(request.headers))
+    presented = credentials(request.headers)
+    caller = gateway.authenticate(presented)
     key = caller.key
     if key is not None:
         record.key_id, record.team_id = key.id, key.team_id
@@ -155,8 +162,14 @@ async def _open(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
         if admission is not None and gateway.limiter is not None:
             gateway.limiter.settle(admission, None)
     names = price_names(pool, model)
+    followed = None
+    secret = presented_key(presented)
+    if key is not None and gateway.directory is not None and secret is not None:
+        # The session goes by its key's current version: found again by the hash of the
+        # secret it opened with (the secret itself is not kept).
+        followed = SessionKey(gateway.directory, secret_hash(secret), caller, model, pool)
     return RealtimeSession(gateway, caller, upstream, lease, record, names, on_response,
-                           on_end)
+                           on_end, followed)
 
 
 def _missing_model(target: RealtimeTarget) -> GatewayError:
@@ -191,15 +204,16 @@ def not_upgraded(request: HttpRequest, api_base: str) -> UpgradeRequired | None:
 
 class RealtimeSession:
     """An opened session: the upstream socket and what the session holds (a balancer
-    lease; for a virtual key, a rate-limit admission per response being generated)
-    until it ends. Called with the client's WebSocket (an `interface.WebSocketHandler`),
-    it relays until either side ends."""
+    lease; for a virtual key, a rate-limit admission per response being generated, and
+    the key's version it goes by, `key`) until it ends. Called with the client's
+    WebSocket (an `interface.WebSocketHandler`), it relays until either side ends, or
+    its key no longer lets it go on."""
 
     def __init__(self, gateway: Gateway, caller: Caller, upstream: UpstreamSocket,
                  lease: Lease, record: RequestRecord, names: tuple[str | None, ...],
-                 on_response: OnResponse, on_end: OnResponse) -> None:
+                 on_response: OnResponse, on_end: OnResponse,
+                 key: SessionKey | None = None) -> None:
         self._gateway = gateway
-        self._caller = caller
         self._upstream = upstream
         self._lease = lease
         self.record = record
@@ -227,6 +241,13 @@ class RealtimeSession:
         self._limited = caller.key is not None and gateway.limiter is not None
         self._limits = ResponseLimits(gateway, caller)
         self._running = self._limits.running
+        # A virtual key's session follows its key (`_follow`); `_ending` is the refusal
+        # that ends it (and the client event it answers), once the key no longer lets
+        # it go on.
+        self._key = key
+        self._ending: tuple[GatewayError, str | None] | None = None
+        # Whether each client message is read for a `response.create`.
+        self._watched = self._limited or key is not None
         # With limits, messages to the client come from both relay tasks (a refused
         # `response.create` is answered from the client's side): one at a time, as the
         # engine's `send` waits for the client with one waiter. (Without, a lock on each
@@ -243,7 +264,14 @@ class RealtimeSession:
         to_upstream = asyncio.ensure_future(self._to_upstream(client))
         try:
             await asyncio.wait((to_client, to_upstream), return_when=asyncio.FIRST_COMPLETED)
-            if to_upstream.done() and not to_upstream.cancelled() and to_upstream.result():
+            if self._ending is not None:
+                # The key no longer lets the session go on: both relays stopped, then
+                # the client told why and both sides closed.
+                to_client.cancel()
+                to_upstream.cancel()
+                await asyncio.wait((to_client, to_upstream))
+                await self._cut(client, *self._ending)
+            elif to_upstream.done() and not to_upstream.cancelled() and to_upstream.result():
                 # Azure's side ended first: `_to_client` says how, to the client.
                 await to_client
         finally:
@@ -257,18 +285,22 @@ class RealtimeSession:
 
     async def _to_upstream(self, client: WebSocket) -> bool:
         """Client -> Azure. True when Azure's side closed; False when the client left
-        (Azure's socket is then closed at once, with the client's code and reason).
-        A virtual key's `response.create` goes only when its limits let it."""
-        upstream, series = self._upstream, self._series
+        (Azure's socket is then closed at once, with the client's code and reason), or
+        when the key no longer lets the session go on (`_ending`). A virtual key's
+        `response.create` goes only when its key is still valid and its limits let it."""
+        upstream, series, key = self._upstream, self._series, self._key
         while True:
             try:
                 message = await client.receive()
             except WebSocketClosed as closed:
                 await upstream.close(closed.code or 1000, closed.reason)
                 return False
-            if self._limited:
+            if self._watched:
                 asked = response_requested(message)
-                if asked is not None:
+                if key is not None and (asked is not None or key.due()) and not self._follow(
+                        asked.event_id if asked is not None else None):
+                    return False
+                if asked is not None and self._limited:
                     try:
                         admitted = await self._admit(client, asked, message)
                     except WebSocketClosed as closed:  # its refusal found the client gone
@@ -333,11 +365,49 @@ class RealtimeSession:
                             await client.send(error_event(
                                 "This key's budget is spent; the session ends.",
                                 "insufficient_quota", "insufficient_quota"))
-                            await client.close(1008, "budget exhausted")
+                            await client.close(_POLICY_VIOLATION, "budget exhausted")
                         await upstream.close(1000, "")
                         return
+                key = self._key
+                if key is not None and key.due() and not self._follow(None):
+                    return
         except WebSocketClosed:
             return  # the client left: `_to_upstream` closes Azure's side
+
+    def _follow(self, event_id: str | None) -> bool:
+        """The key looked up again (`SessionKey.check`): True when the session goes on,
+        its next response by the key's current limits and team; False when the key no
+        longer lets it (`_ending` then says why, and answers the client event
+        `event_id`)."""
+        key = self._key
+        assert key is not None
+        refusal = key.check()
+        if refusal is not None:
+            if self._ending is None:
+                self._ending = (refusal, event_id)
+            return False
+        caller = key.caller
+        if caller is not self._limits.caller:
+            self._limits.caller = caller
+            if caller.key is not None:
+                self.record.team_id = caller.key.team_id
+        return True
+
+    async def _cut(self, client: WebSocket, refusal: GatewayError,
+                   event_id: str | None) -> None:
+        """The session ended by its key: the client gets the refusal as an `error` event
+        and a 1008 close while Azure's side is closed (at once: a client that does not
+        read must not keep Azure's socket open until its send timeout). What was used so
+        far is recorded as when a client leaves (each `response.done` already was)."""
+        self.record.error = type(refusal).__name__
+
+        async def tell() -> None:
+            with contextlib.suppress(WebSocketClosed):
+                await client.send(error_event(refusal.message, refusal.code or "invalid_api_key",
+                                              refusal.type_, event_id))
+                await client.close(_POLICY_VIOLATION, "key no longer valid")
+
+        await asyncio.gather(tell(), self._upstream.close(1000, ""))
 
     def _responded(self, usage: dict[str, Any]) -> None:
         """One response done: its admission settled with its tokens; when Azure counted
@@ -359,7 +429,7 @@ class RealtimeSession:
         record.upstream_ms, record.azure_request_id = session.upstream_ms, session.azure_request_id
         record.key_id, record.team_id, record.usage = session.key_id, session.team_id, usage
         record.total_ms = (time.perf_counter() - self._opened) * 1000
-        caller, budgets = self._caller, self._gateway.budgets
+        caller, budgets = self._limits.caller, self._gateway.budgets
         if (budgets is not None and caller.key is not None
                 and has_budget(caller.key, caller.team)):
             # (Spent before this response: the ledger still records it.)

@@ -5,15 +5,30 @@ its `response.done` settles it with the tokens Azure counted, or Azure's `error`
 it gives its reservation back. A response Azure starts by itself (server VAD) is charged
 as one request, already made. Plain bookkeeping over the limiter: the session does the
 socket work (`realtime.py`).
+
+A session follows its key's current version (`SessionKey`): on each `response.create`,
+and at most every `KEY_CHECK_SECONDS` on any message either way, the key is looked up
+again in the key directory (in memory, by the hash of the secret the session opened
+with): its current limits, allow-list and team are the next response's, and a key no
+longer valid (revoked, blocked, expired, its team blocked, its old secret's grace over)
+or no longer allowed the session's model is the refusal that ends the session.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Callable
 
 from azure_openai_proxy.auth import Caller
-from azure_openai_proxy.errors import KeyRateLimited
-from azure_openai_proxy.gateway.governed import limit_refusal
+from azure_openai_proxy.errors import (
+    AuthenticationFailed,
+    GatewayError,
+    KeyRateLimited,
+    ModelNotAllowed,
+)
+from azure_openai_proxy.gateway.governed import limit_refusal, pool_allowed
+from azure_openai_proxy.gateway.keydirectory import KeyDirectory
 from azure_openai_proxy.gateway.pipeline import Gateway
 from azure_openai_proxy.gateway.realtime_wire import (
     ResponseRequested,
@@ -21,10 +36,15 @@ from azure_openai_proxy.gateway.realtime_wire import (
     with_event_id,
 )
 from azure_openai_proxy.governance.ratelimit import Admission, LimitPlan, Refusal
+from azure_openai_proxy.routing import Pool
 
-__all__ = ["ResponseLimits", "limit_plan"]
+__all__ = ["KEY_CHECK_SECONDS", "ResponseLimits", "SessionKey", "limit_plan"]
 
 _MAX_RUNNING = 32  # a session's responses admitted and not done, at most
+# How often, at most, a session's traffic looks its key up again (besides each
+# `response.create`): with the directory's 0.5 s poll, a key revoked elsewhere stops a
+# session that only streams audio in within about a second.
+KEY_CHECK_SECONDS = 0.5
 
 
 def limit_plan(gateway: Gateway, caller: Caller) -> LimitPlan | None:
@@ -37,14 +57,56 @@ def limit_plan(gateway: Gateway, caller: Caller) -> LimitPlan | None:
     return limiter.plan(key.id, key.limits, team.id, team.limits)
 
 
+class SessionKey:
+    """The version of its virtual key a session goes by (`caller`), looked up again by
+    `check`: no database call (the key directory is in memory, refreshed on change; a
+    database outage leaves the keys known as they were). `due` says when the session's
+    traffic should check again."""
+
+    def __init__(self, directory: KeyDirectory, presented: str, caller: Caller, model: str,
+                 pool: Pool, clock: Callable[[], float] = time.monotonic) -> None:
+        self.caller = caller
+        self._directory = directory
+        self._presented = presented  # the sha256 of the secret the session opened with
+        self._model = model
+        self._pool = pool
+        self._clock = clock
+        self._next = clock() + KEY_CHECK_SECONDS
+
+    def due(self) -> bool:
+        """Whether `KEY_CHECK_SECONDS` have passed since the last check."""
+        return self._clock() >= self._next
+
+    def check(self) -> GatewayError | None:
+        """The key's current version made `caller` (kept as it is while the key and its
+        team are the same objects); or the refusal that ends the session: the key's own
+        401 (`invalid_api_key`), or `model_not_found` when its allow-list no longer
+        holds the session's model."""
+        self._next = self._clock() + KEY_CHECK_SECONDS
+        try:
+            caller, _ = self._directory.caller_by_hash(self._presented, self.caller)
+        except AuthenticationFailed as refused:
+            return refused
+        if caller is self.caller:  # the same version of the key
+            return None
+        key = caller.key
+        if key is not None and key.models and not pool_allowed(key.models, self._model,
+                                                                self._pool):
+            return ModelNotAllowed(self._model)
+        self.caller = caller
+        return None
+
+
 class ResponseLimits:
     """One session's responses through its key's (and team's) limits: those admitted
     and not yet done (`running`, oldest first, each with the client event that asked
-    for it), the tokens owed, and the last response's tokens (the next one's context)."""
+    for it), the tokens owed, and the last response's tokens (the next one's context).
+    `caller` is the key's version the next response goes by (the session sets it when
+    its `SessionKey` finds a newer one)."""
 
     def __init__(self, gateway: Gateway, caller: Caller) -> None:
         self._gateway = gateway
-        self._caller = caller
+        self.caller = caller
         self.running: deque[tuple[str, Admission]] = deque()
         self._named = 0  # the `event_id`s given to `response.create`s without one
         self._owed = 0  # tokens of responses Azure started by itself, not yet charged
@@ -56,8 +118,9 @@ class ResponseLimits:
         to send Azure; or the refusal to answer it with (as a `rate_limit_exceeded` error
         event). One without an `event_id` (the SDKs send none) is given one, so that
         Azure's `error` refusing it names it and its admission is settled."""
-        # Planned anew (the limiter keeps a key's plan): a reload of the keys drops plans.
-        plan, limiter = limit_plan(self._gateway, self._caller), self._gateway.limiter
+        # Planned anew (the limiter keeps a key's plan): a reload of the keys drops plans,
+        # and `caller` is the key's current version (its limits and team).
+        plan, limiter = limit_plan(self._gateway, self.caller), self._gateway.limiter
         assert plan is not None and limiter is not None
         tokens = 0
         if plan.counts_tokens:
@@ -124,7 +187,7 @@ class ResponseLimits:
         """The tokens of responses no `response.create` asked for, charged to the key's
         (and team's) limits as one request; when the limits refuse it (it happened
         anyway), they stay owed until the session's next settlement."""
-        plan, limiter = limit_plan(self._gateway, self._caller), self._gateway.limiter
+        plan, limiter = limit_plan(self._gateway, self.caller), self._gateway.limiter
         if plan is None or limiter is None:
             return
         admitted = limiter.take(plan, 0)
