@@ -150,9 +150,7 @@ class Gateway:
                 return apply_to(self._models(target, caller), self.admit_local(caller))
             body = await read_body(request, target, self._body_limit)
             if busy is not None and spin and body.json is not None and body.json.get("stream") is True:
-                # Azure's first bytes come after its time to first token (tens of ms at
-                # least): a window of spinning could only burn up to 200 µs of CPU per
-                # stream (issue 15, bench/README.md "Where a stream's user time goes").
+                # Azure's first frame comes after its time to first token: no spin (issue 15).
                 busy.retract(spin)
             if caller.key is not None:
                 return await self._governed(request, target, caller, body, record)
@@ -227,8 +225,7 @@ class Gateway:
         operation = target.operation
         chat = operation == "chat/completions"
         if json is not None and (models or chat):
-            # `Model` beside `model`, `Messages` beside `messages`: which one does Azure
-            # read? (A plain chat's messages are not walked: its top level is checked here.)
+            # `Model` beside `model`, `Messages` beside `messages`: which would Azure read?
             if not USUAL_TOP_NAMES.issuperset(json):
                 check_top_names(json, bool(models), chat)
         elif models and body.spool is not None and body.boundary is not None:
@@ -241,9 +238,8 @@ class Gateway:
             if request.method == "POST" and operation == "batches":
                 await check_batch(self.owners, self.table, caller, json)
         elif chat and body.raw is not None:
-            # What was checked (its file parts, its tokens) is what is sent, even when the
-            # client's JSON repeats a key: re-encoded (cheaper than searching the bytes for
-            # a key that could hide a file), or a large body's bytes shown to repeat none.
+            # What was checked (files, tokens) is what is sent, even if the JSON repeats a
+            # key: re-encoded (cheaper than a search), or a large body shown to repeat none.
             body.canonical = True
             prompt_chars = plain_chat_chars(json)
             if prompt_chars < 0:  # a message that is not a role and a string: files?
