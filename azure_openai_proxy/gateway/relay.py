@@ -271,12 +271,10 @@ class _StreamPush:
                 self._settle(exc)
                 return
             if relayed is not None:
-                if not self._pending:
+                if not self._pending:  # `_add`, inline: a call per frame costs more
                     self._pending = relayed
-                elif self._more is None:
-                    self._more = [relayed]
                 else:
-                    self._more.append(relayed)
+                    self._add(relayed)
                 return
         if self.outcome is not None:
             return
@@ -293,12 +291,16 @@ class _StreamPush:
             pending = self._take()
             self._settle(pending + relayed if pending else relayed)
         elif relayed:
-            if not self._pending:
-                self._pending = relayed
-            elif self._more is None:
-                self._more = [relayed]
-            else:
-                self._more.append(relayed)
+            self._add(relayed)
+
+    def _add(self, relayed: bytes) -> None:
+        """Queue `relayed` after what is pending (joined once, at `flush`)."""
+        if not self._pending:
+            self._pending = relayed
+        elif self._more is None:
+            self._more = [relayed]
+        else:
+            self._more.append(relayed)
 
     def _take(self) -> bytes:
         """What is pending, joined, and nothing pending after."""
