@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from azure_openai_proxy.observability.accesslog import AccessLog, RequestRecord, configure_logging
+from azure_openai_proxy.observability.accesslog import AccessLog, configure_logging
+from azure_openai_proxy.observability.record import RequestRecord
 
 
 @pytest.fixture(autouse=True)
