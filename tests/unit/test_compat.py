@@ -514,7 +514,7 @@ def test_the_shortcut_answers_as_the_full_walk() -> None:
 
 # ---- the short paths give the full walk's answer ----
 
-_STREAM_OPTIONS = st.sampled_from([
+_STREAM_OPTIONS: st.SearchStrategy[object] = st.sampled_from([
     None, {}, {"include_usage": True}, {"include_usage": False}, {"other": 1},
     {"include_usage": False, "other": 1}, [], "yes",
 ])
