@@ -59,6 +59,11 @@ class _Route(NamedTuple):
     needs_model: bool  # the body's `model` must be the deployment's name
     key_headers: dict[str, str] | None  # an `api-key` deployment's; None: per request
 
+    def __repr__(self) -> str:
+        # Never the key: a route may be shown by a debugger or a traceback's locals.
+        return (f"_Route({self.deployment.deployment_name!r}, {self.target.operation!r}, "
+                f"{self.url!r}, key_headers={'...' if self.key_headers else None})")
+
 
 class RequestTranslator:
     """Builds upstream requests for one worker's settings, remembering URLs and profiles."""
@@ -71,8 +76,10 @@ class RequestTranslator:
         self._profiles: BoundedCache[
             tuple[int, str | None], tuple[DeploymentSettings, DeploymentProfile]
         ] = BoundedCache(_CACHE_LIMIT)
-        # By the ids of the deployment and the target, checked against the objects kept.
-        self._routes: BoundedCache[tuple[int, int], _Route] = BoundedCache(_CACHE_LIMIT)
+        # By the deployment's id (checked against the object kept) and the operation: not
+        # the target's, which differs for every `/v1/deployments/{name}/...` a client
+        # invents, and is made again whenever the path cache is cleared.
+        self._routes: BoundedCache[tuple[int, str], _Route] = BoundedCache(_CACHE_LIMIT)
         self._policies: BoundedCache[tuple[str | None, bool], StreamPolicy] = BoundedCache(
             _CACHE_LIMIT)
         # Read once: a settings model's attributes cost a __getattr__ hook per access.
@@ -86,8 +93,9 @@ class RequestTranslator:
     ) -> tuple[UpstreamRequest, StreamPolicy | None]:
         """The request for `deployment`, and the stream policy when it is a normalized
         stream (None otherwise). Notes adaptations and streaming in `record`."""
-        route = self._routes.get((id(deployment), id(target))) if not target.native else None
-        if route is None or route.deployment is not deployment or route.target is not target:
+        route = self._routes.get((id(deployment), target.operation)) if (
+            target.kind == "deployment" and not target.native) else None
+        if route is None or route.deployment is not deployment:
             route = self._route(request, target, deployment)
         headers = forwarded_headers(request.headers)
         if route.key_headers is not None:
@@ -150,7 +158,7 @@ class RequestTranslator:
             else None,
         )
         if target.kind == "deployment" and not target.native:
-            self._routes.put((id(deployment), id(target)), route)
+            self._routes.put((id(deployment), target.operation), route)
         return route
 
     def _policy(self, client_model: str | None, usage_injected: bool) -> StreamPolicy:

@@ -83,16 +83,18 @@ class BusyPoll:
         `retract` takes back."""
         self._before = self._until
         self._until = until = perf_counter() + self._window
-        if self._spinning and self._loop is not None and not self._loop.is_closed():
+        if self._spinning and self._loop is not None and self._loop.is_running():
             return until
         if not worth_spinning(self._open()):
             return until  # other requests' events will wake the loop; a spin would only burn
         # Starting a chain: on the loop of the last one, kept (`asyncio.get_running_loop()`
         # is a getpid() system call on 3.11, and a quiet worker starts a chain per
-        # request), or the loop running now where that one closed (a chain left on a
-        # closed loop, as when a test's loop ends mid-window, is forgotten).
+        # request), or the loop running now where that one no longer runs (a chain left
+        # on a stopped or closed loop, as when a test's loop ends mid-window, is
+        # forgotten; a chain started on a stopped loop would never turn, and `_spinning`
+        # would stay set).
         loop = self._loop
-        if loop is None or loop.is_closed():
+        if loop is None or not loop.is_running():
             self._loop = loop = asyncio.get_running_loop()
         self._spinning = True
         loop.call_soon(self._tick)

@@ -60,9 +60,11 @@ class AccessLog:
             self.flush()
         elif self._timer is None:
             # The loop kept from the last time: `asyncio.get_running_loop()` is a getpid()
-            # system call on 3.11, and a quiet worker arms a timer for most requests.
+            # system call on 3.11, and a quiet worker arms a timer for most requests), or
+            # the one running now where that one no longer runs (a timer on a stopped
+            # loop would never fire).
             loop = self._loop
-            if loop is None or loop.is_closed():
+            if loop is None or not loop.is_running():
                 self._loop = loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self._interval, self.flush)
 

@@ -3,6 +3,7 @@ each request finished; no prompt and no key is ever part of a record."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -12,7 +13,8 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from azure_openai_proxy.observability.accesslog import AccessLog, RequestRecord, configure_logging
+from azure_openai_proxy.observability.accesslog import AccessLog, configure_logging
+from azure_openai_proxy.observability.record import RequestRecord
 
 
 @pytest.fixture(autouse=True)
@@ -108,3 +110,37 @@ async def test_the_flush_timer_looks_the_loop_up_once(monkeypatch: pytest.Monkey
         log.flush()  # as the timer would: the next write arms it again
     assert len(stream.getvalue().splitlines()) == 3
     assert len(lookups) == 1
+
+
+def test_the_timer_is_armed_on_the_running_loop_when_the_kept_one_stopped() -> None:
+    """The loop kept from the last timer has stopped (not closed): a timer armed on it
+    would never fire, and the lines would wait for a full queue."""
+    configure_logging("info")
+
+    class Written(io.BytesIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.event: asyncio.Event | None = None
+
+        def flush(self) -> None:
+            if self.event is not None and self.getvalue():
+                self.event.set()
+
+    stream = Written()
+    log = AccessLog(stream, flush_interval=0.001)
+
+    async def written(n: int) -> None:
+        stream.event = asyncio.Event()
+        log.write(record(n))
+        await asyncio.wait_for(stream.event.wait(), 2.0)  # the timer's flush, not a full queue
+
+    first = asyncio.new_event_loop()
+    second = asyncio.new_event_loop()
+    try:
+        first.run_until_complete(written(1))
+        second.run_until_complete(written(2))
+    finally:
+        first.close()
+        second.close()
+    assert [orjson.loads(line)["request_id"] for line in stream.getvalue().splitlines()] == [
+        "id1", "id2"]

@@ -140,3 +140,26 @@ async def test_spins_after_the_first_look_the_loop_up_no_more(
         await until_async(lambda: not busy._spinning)
     assert busy.ticks >= 3  # three spins, each at least a turn
     assert len(lookups) == 1
+
+
+def test_a_spin_after_the_kept_loop_stopped_turns_on_the_running_loop() -> None:
+    """The loop kept from the last spin has stopped (not closed: a test's loop left
+    open, a runner that starts another): the next spin turns on the loop running now. A
+    chain started on the stopped loop would never turn, and `_spinning` would stay set,
+    with no spin again."""
+    busy = CountingBusyPoll(1_000)
+
+    async def one_spin() -> int:
+        busy.poke()
+        await until_async(lambda: not busy._spinning, timeout=2.0)
+        return busy.ticks
+
+    first = asyncio.new_event_loop()
+    second = asyncio.new_event_loop()
+    try:
+        assert first.run_until_complete(one_spin()) >= 1
+        ticks = busy.ticks
+        assert second.run_until_complete(one_spin()) > ticks  # it turned on this loop
+    finally:
+        first.close()
+        second.close()

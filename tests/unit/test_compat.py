@@ -514,7 +514,7 @@ def test_the_shortcut_answers_as_the_full_walk() -> None:
 
 # ---- the short paths give the full walk's answer ----
 
-_STREAM_OPTIONS = st.sampled_from([
+_STREAM_OPTIONS: st.SearchStrategy[object] = st.sampled_from([
     None, {}, {"include_usage": True}, {"include_usage": False}, {"other": 1},
     {"include_usage": False, "other": 1}, [], "yes",
 ])
@@ -548,6 +548,55 @@ def test_adapt_chat_request_short_paths_answer_as_the_full_walk(
         body["stream"] = stream
     if options is not None:
         body["stream_options"] = options
+    before = copy.deepcopy(body)
+
+    def outcome(adapt: Any) -> object:
+        try:
+            return adapt(copy.deepcopy(body), p, want)
+        except UnsupportedParameter as exc:
+            return ("refused", str(exc))
+
+    full = outcome(lambda b, q, w: compat._adapt_chat_fully(b, q, w))
+    assert outcome(lambda b, q, w: adapt_chat_request(b, q, want_stream_usage=w)) == full
+    assert body == before
+
+
+_ANY_EXTRA = st.dictionaries(
+    st.sampled_from(["temperature", "top_p", "seed", "tools", "response_format", "max_tokens",
+                     "max_completion_tokens", "parallel_tool_calls", "store", "prediction",
+                     "service_tier", "reasoning_effort", "logprobs", "modalities", "user",
+                     "an_unknown_key", "stream_options"]),
+    st.sampled_from([None, 0, 7, True, False, "x", {}, [], {"type": "text"},
+                     {"type": "json_schema"}, {"include_usage": True}, ["text"]]),
+    max_size=5,
+)
+
+
+@given(
+    version=st.sampled_from(["2023-05-15", "2023-12-01-preview", "2024-02-01", "2024-06-01",
+                             "2024-08-01-preview", "2024-09-01-preview", "2024-10-21",
+                             "2024-12-01-preview", "2025-01-01-preview", "2025-04-01-preview",
+                             None, "v1", "preview"]),
+    family=st.sampled_from(["standard", "reasoning"]),
+    stream=st.sampled_from([True, False, None, "true", 1]),
+    extra=_ANY_EXTRA, want=st.booleans(),
+    unsupported=st.sampled_from([frozenset(), frozenset({"stream_options"}),
+                                 frozenset({"seed", "temperature"}), frozenset({"an_unknown_key"})]),
+)
+def test_adapt_chat_request_answers_as_the_full_walk_for_every_family_and_version(
+    version: str | None, family: str, stream: object, extra: dict[str, Any], want: bool,
+    unsupported: frozenset[str],
+) -> None:
+    """Every api-version (dated, preview, v1) and model family, with `max_tokens`,
+    sampling parameters, gated and unknown keys, streamed or not: `adapt_chat_request`
+    (short paths included) answers, or refuses, as the full walk does, and the profile's
+    decisions made once are those its version gives."""
+    p = profile(version, family, unsupported_params=unsupported)
+    assert p.takes_stream_options == p.version.accepts(compat.STREAM_OPTIONS_SINCE)
+    assert p.names_to_check == compat._chat_names_to_check(p)
+    body = chat(**extra)
+    if stream is not None:
+        body["stream"] = stream
     before = copy.deepcopy(body)
 
     def outcome(adapt: Any) -> object:
