@@ -274,6 +274,12 @@ class FastStream:
         channel = self._channel
         if channel.write_paused or channel.gone:  # else no coroutine to learn it
             await channel.drain()
+        elif self._transport.is_closing():
+            # A transport that failed a read or a write (a reset) closes itself and
+            # reports the loss a turn of the loop later: until then `gone` is not set
+            # and what is written vanishes. A chunk may; the end is not reported as
+            # delivered (once per stream, not a call per chunk).
+            raise ClientDisconnected("The client closed the connection")
 
 
 # The size line of every chunk shorter than this (a stream's frames nearly all are),
