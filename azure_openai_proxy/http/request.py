@@ -168,7 +168,9 @@ class FastStream:
     Once its head has left, a chunked stream's bytes take one short path (`_framed`):
     the chunk's size line from a table, one write, and whether the client is still there
     read from the connection's `gone` flag (set by `close()`, `eof_received` and
-    `connection_lost`) rather than asked of the transport, a call per chunk."""
+    `connection_lost`) rather than asked of the transport, a call per chunk. A reset
+    found by the transport is in that flag a turn of the loop late: `end()` asks the
+    transport once, so such an answer is never reported delivered."""
 
     __slots__ = ("_channel", "_framed", "_head", "_head_due", "_on_wire", "_transport",
                  "bodyless", "chunked", "ended", "status")
