@@ -71,7 +71,11 @@ async def serve_request(conn: _HttpConnection, request: FastRequest) -> bool:
             return False
         if reply is stream:
             if not stream.ended:
-                await stream.end()  # a handler that returned without ending it
+                try:
+                    await stream.end()  # a handler that returned without ending it
+                except (ClientDisconnected, ConnectionError):
+                    conn.close()  # the client left: not an error of the serving task
+                    return False
             keep_alive = keep_alive and (stream.chunked or stream.bodyless)
     if isinstance(reply, Answer):
         await _write_whole(conn, reply, request, keep_alive)

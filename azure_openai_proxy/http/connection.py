@@ -65,7 +65,9 @@ class _HttpConnection(asyncio.Protocol):
         # Nothing more reaches the client: we closed, or its end came (the transport then
         # closes itself, and may report the loss only once its buffer is written), or
         # the connection was lost. A streamed answer reads it per chunk (a flag, not a
-        # call to the transport's is_closing()).
+        # call to the transport's is_closing()). A transport that fails a read or a
+        # write (a reset) closes itself and reports the loss on the next turn of the
+        # loop: until then this is not set and writes vanish (`FastStream.end` asks).
         self.gone = False
         self.closed_at = 0  # the tick at which close() began (the sweep aborts it later)
         # The connection's serving task, made for its first request and kept while the

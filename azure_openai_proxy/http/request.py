@@ -168,7 +168,9 @@ class FastStream:
     Once its head has left, a chunked stream's bytes take one short path (`_framed`):
     the chunk's size line from a table, one write, and whether the client is still there
     read from the connection's `gone` flag (set by `close()`, `eof_received` and
-    `connection_lost`) rather than asked of the transport, a call per chunk."""
+    `connection_lost`) rather than asked of the transport, a call per chunk. A reset
+    found by the transport is in that flag a turn of the loop late: `end()` asks the
+    transport once, so such an answer is never reported delivered."""
 
     __slots__ = ("_channel", "_framed", "_head", "_head_due", "_on_wire", "_transport",
                  "bodyless", "chunked", "ended", "status")
@@ -274,6 +276,12 @@ class FastStream:
         channel = self._channel
         if channel.write_paused or channel.gone:  # else no coroutine to learn it
             await channel.drain()
+        elif self._transport.is_closing():
+            # A transport that failed a read or a write (a reset) closes itself and
+            # reports the loss a turn of the loop later: until then `gone` is not set
+            # and what is written vanishes. A chunk may; the end is not reported as
+            # delivered (once per stream, not a call per chunk).
+            raise ClientDisconnected("The client closed the connection")
 
 
 # The size line of every chunk shorter than this (a stream's frames nearly all are),

@@ -88,8 +88,12 @@ def response_head(
 
 
 def _status_line(status: int) -> str:
+    # A status is three digits (RFC 9110 15): anything else would be a broken status
+    # line, and kept here it would grow the table without bound.
+    if not (isinstance(status, int) and 100 <= status <= 999):
+        raise UnsafeHeader(f"invalid response status {status!r:.40}")
     line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {reason(status)}\r\n"
-    return line  # bounded: a status is three digits
+    return line
 
 
 def _check_name(name: str) -> bool:

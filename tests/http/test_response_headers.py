@@ -154,3 +154,32 @@ def test_the_head_is_the_one_written_a_line_at_a_time(
                          chunked=chunked) == expected
     assert response_head(status, dict(pairs).items(), length, keep_alive, "D",
                          chunked=chunked) == expected
+
+
+@pytest.mark.parametrize("status", [0, 42, 99, 1000, 12345, -200])
+def test_a_status_that_is_not_three_digits_is_refused_and_not_kept(status: int) -> None:
+    with pytest.raises(UnsafeHeader):
+        response_head(status, [], 0, True, "D")
+    with pytest.raises(UnsafeHeader):  # not remembered as a valid line either
+        response_head(status, [], 0, True, "D")
+
+
+@pytest.mark.parametrize("status", [100, 103, 200, 299, 451, 599, 999])
+def test_every_three_digit_status_has_its_line(status: int) -> None:
+    head = response_head(status, [], 0, True, "D")
+    assert head.startswith(b"HTTP/1.1 %d " % status)
+
+
+async def test_an_answer_with_a_broken_status_becomes_a_500() -> None:
+    app = HeaderApp(Events())
+
+    async def broken(request: HttpRequest) -> Reply:
+        return Answer(2000, {"content-type": "application/json"}, b"{}")
+
+    app.routes[("GET", "/broken-status")] = broken
+    async with engine(app) as e:
+        reader, writer = await e.connect()
+        writer.write(b"GET /broken-status HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, body = await read_reply(reader)
+        assert status == 500 and orjson.loads(body)["error"]["code"] == "internal_error"
+        writer.close()

@@ -404,6 +404,9 @@ class RecordingChannel:
     def write(self, data: bytes) -> None:
         self.writes.append(data)
 
+    def is_closing(self) -> bool:
+        return False  # asked once, at a stream's end
+
     def date(self) -> str:
         return "D"
 
@@ -424,7 +427,7 @@ async def test_a_streams_head_leaves_with_its_first_frame_or_alone_at_the_end_of
     from azure_openai_proxy.http.request import FastRequest
 
     def request(channel: RecordingChannel) -> FastRequest:
-        return FastRequest(channel, "GET", "/", CIMultiDictProxy(CIMultiDict()), True, True,  # type: ignore[arg-type]
+        return FastRequest(channel, "GET", "/", CIMultiDictProxy(CIMultiDict()), True, True,
                            None, None)
 
     head = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nDate: D\r\n"
