@@ -136,6 +136,26 @@ def test_a_session_that_only_streams_audio_in_is_cut_too(
           message="Azure's side of the session was never closed")
 
 
+@pytest.mark.parametrize("ending", ["revoked", "expired"])
+def test_an_idle_session_is_cut_too(
+    ending: str, emulator: Emulator, governed: ServerThread, tmp_path: Path,
+) -> None:
+    # Review reviewrt F1: a session that sends and receives nothing was never looked at
+    # again, so a revoked or expired key's idle session stayed open (Azure's socket too).
+    key_id, secret = virtual_key(governed, tmp_path / "gw.db")
+    with open_raw(governed, secret) as connection:
+        events_until(connection, "session.created")
+        _change(tmp_path / "gw.db", ENDINGS[ending], key_id)
+        until(lambda: not _loaded(governed, secret), message="the change was never loaded")
+        # Nothing sent: the gateway's own check (every 0.5 s) ends the session.
+        [error], code = _cut(connection)
+    assert (error["error"]["code"], error["error"]["event_id"]) == ("invalid_api_key", None)
+    assert secret not in json.dumps(error)
+    assert code == 1008
+    until(lambda: "closed_at" in realtime_entries(emulator)[0],
+          message="Azure's side of the session was never closed")
+
+
 def test_a_lowered_rpm_applies_to_the_sessions_next_response(
     governed: ServerThread, tmp_path: Path,
 ) -> None:
