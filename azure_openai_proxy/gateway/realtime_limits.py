@@ -7,10 +7,8 @@ as one request, already made. Plain bookkeeping over the limiter: the session do
 socket work (`realtime.py`).
 
 A session follows its key's current version (`SessionKey`): on each `response.create`,
-and every `KEY_CHECK_SECONDS`, traffic or not (`realtime.RealtimeSession._watch`),
-the key is looked up
-again in the key directory (in memory, by the hash of the secret the session opened
-with): its current limits, allow-list and team are the next response's, and a key no
+and every `KEY_CHECK_SECONDS`, traffic or not, the key is looked up again in the key
+directory (in memory, by the hash of the secret the session opened with): its current limits, allow-list and team are the next response's, and a key no
 longer valid (revoked, blocked, expired, its team blocked, its old secret's grace over)
 or no longer allowed the session's model is the refusal that ends the session.
 """
