@@ -8,9 +8,10 @@ socket work (`realtime.py`).
 
 A session follows its key's current version (`SessionKey`): on each `response.create`,
 and every `KEY_CHECK_SECONDS`, traffic or not, the key is looked up again in the key
-directory (in memory, by the hash of the secret the session opened with): its current limits, allow-list and team are the next response's, and a key no
-longer valid (revoked, blocked, expired, its team blocked, its old secret's grace over)
-or no longer allowed the session's model is the refusal that ends the session.
+directory (in memory, by the hash of the secret the session opened with): its current
+limits, allow-list and team are the next response's, and a key no longer valid (revoked,
+blocked, expired, its team blocked, its old secret's grace over) or no longer allowed the
+session's model is the refusal that ends the session.
 """
 
 from __future__ import annotations
