@@ -30,7 +30,7 @@ one request of its RPM and TPM, in flight until its `response.done` settles its 
 with the usage (`realtime_limits.py`); a refused one never reaches Azure: the client gets a
 `rate_limit_exceeded` `error` event, and the session goes on. A virtual key's session
 follows the key's current version (`realtime_limits.SessionKey`, looked up on each
-`response.create` and at most every half second of traffic): a key revoked, blocked or
+`response.create` and every half second, traffic or not): a key revoked, blocked or
 expired meanwhile (or no longer allowed the session's model) ends it: the client gets an
 `invalid_api_key` (or `model_not_found`) `error` event and a 1008 close, and Azure's side
 is closed.
@@ -59,7 +59,12 @@ from azure_openai_proxy.gateway.budgethold import enforce_budget, reserve_budget
 from azure_openai_proxy.gateway.governed import limit_refusal, pool_allowed, price_names, used_tokens
 from azure_openai_proxy.gateway.pipeline import Gateway
 from azure_openai_proxy.gateway.realtime_connect import connect_upstream
-from azure_openai_proxy.gateway.realtime_limits import ResponseLimits, SessionKey, limit_plan
+from azure_openai_proxy.gateway.realtime_limits import (
+    KEY_CHECK_SECONDS,
+    ResponseLimits,
+    SessionKey,
+    limit_plan,
+)
 from azure_openai_proxy.gateway.realtime_wire import (
     RealtimeTarget,
     ResponseRequested,
@@ -262,22 +267,26 @@ class RealtimeSession:
             return
         to_client = asyncio.ensure_future(self._to_client(client))
         to_upstream = asyncio.ensure_future(self._to_upstream(client))
+        tasks = [to_client, to_upstream]
+        if self._key is not None:
+            # Traffic checks the key as it passes; a silent session is checked all the same.
+            tasks.append(asyncio.ensure_future(self._watch()))
         try:
-            await asyncio.wait((to_client, to_upstream), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             if self._ending is not None:
                 # The key no longer lets the session go on: both relays stopped, then
                 # the client told why and both sides closed.
-                to_client.cancel()
-                to_upstream.cancel()
-                await asyncio.wait((to_client, to_upstream))
+                for task in tasks:
+                    task.cancel()
+                await asyncio.wait(tasks)
                 await self._cut(client, *self._ending)
             elif to_upstream.done() and not to_upstream.cancelled() and to_upstream.result():
                 # Azure's side ended first: `_to_client` says how, to the client.
                 await to_client
         finally:
-            to_client.cancel()
-            to_upstream.cancel()
-            for task in (to_client, to_upstream):
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     log.error("realtime relay failed", exc_info=task.exception())
             self._upstream.abort()  # nothing, after a closing handshake
@@ -373,6 +382,17 @@ class RealtimeSession:
                     return
         except WebSocketClosed:
             return  # the client left: `_to_upstream` closes Azure's side
+
+    async def _watch(self) -> None:
+        """Ends when the key no longer lets the session go on (`_ending`), looked at
+        every `KEY_CHECK_SECONDS` that no message either way looked at it: a session
+        that sends and receives nothing is ended as soon as one that streams."""
+        key = self._key
+        assert key is not None
+        while True:
+            await asyncio.sleep(KEY_CHECK_SECONDS)
+            if key.due() and not self._follow(None):
+                return
 
     def _follow(self, event_id: str | None) -> bool:
         """The key looked up again (`SessionKey.check`): True when the session goes on,

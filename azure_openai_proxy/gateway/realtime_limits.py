@@ -7,11 +7,11 @@ as one request, already made. Plain bookkeeping over the limiter: the session do
 socket work (`realtime.py`).
 
 A session follows its key's current version (`SessionKey`): on each `response.create`,
-and at most every `KEY_CHECK_SECONDS` on any message either way, the key is looked up
-again in the key directory (in memory, by the hash of the secret the session opened
-with): its current limits, allow-list and team are the next response's, and a key no
-longer valid (revoked, blocked, expired, its team blocked, its old secret's grace over)
-or no longer allowed the session's model is the refusal that ends the session.
+and every `KEY_CHECK_SECONDS`, traffic or not, the key is looked up again in the key
+directory (in memory, by the hash of the secret the session opened with): its current
+limits, allow-list and team are the next response's, and a key no longer valid (revoked,
+blocked, expired, its team blocked, its old secret's grace over) or no longer allowed the
+session's model is the refusal that ends the session.
 """
 
 from __future__ import annotations
@@ -41,9 +41,9 @@ from azure_openai_proxy.routing import Pool
 __all__ = ["KEY_CHECK_SECONDS", "ResponseLimits", "SessionKey", "limit_plan"]
 
 _MAX_RUNNING = 32  # a session's responses admitted and not done, at most
-# How often, at most, a session's traffic looks its key up again (besides each
-# `response.create`): with the directory's 0.5 s poll, a key revoked elsewhere stops a
-# session that only streams audio in within about a second.
+# How often a session looks its key up again (besides each `response.create`), on its
+# traffic or, silent, by its watcher: with the directory's 0.5 s poll, a key revoked
+# elsewhere stops a session, streaming or silent, within about one to one and a half seconds.
 KEY_CHECK_SECONDS = 0.5
 
 
