@@ -174,7 +174,10 @@ def audio_cost(rates: AudioRates, usage: Mapping[str, Any], prompt: int, cached:
     cached_parts = given.get("cached_tokens_details")
     cached_audio = (_count(cached_parts.get("audio_tokens"), min(cached, audio))
                     if cached_parts and isinstance(cached_parts, dict) else 0)
-    cached_text = min(cached - cached_audio, prompt - audio)
+    # cached tokens past the text tokens can only be audio, split given or not (Azure's
+    # older Realtime api-versions give none): never priced at the full audio rate
+    cached_audio = max(cached_audio, cached - (prompt - audio))
+    cached_text = cached - cached_audio
     given = _details(usage, "completion_tokens_details", "output_tokens_details",
                      "output_token_details")
     audio_out = _count(given.get("audio_tokens"), completion)
