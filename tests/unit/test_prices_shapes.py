@@ -80,3 +80,21 @@ def test_a_realtime_usage_without_the_cached_split_prices_cached_audio_as_cached
     expected = (200 * 1.0 + 700 * 4.0 + 100 * 40.0) / 1e6
     for cost in _three(usage, "m"):
         assert cost == pytest.approx(expected)
+
+
+def test_an_override_of_a_shipped_audio_models_text_prices_keeps_its_audio_rates() -> None:
+    """A config giving gpt-4o-realtime-preview its Data Zone text prices (README: "over
+    the shipped table") priced its audio at them: $5.50 per 1M audio tokens for $40."""
+    table = PriceTable.shipped({"gpt-4o-realtime-preview": {
+        "input": 5.5, "cached_input": 2.75, "output": 22.0}})
+    assert table.rates(["gpt-4o-realtime-preview"]) == (5.5, 2.75, 22.0, 40.0, 2.5, 80.0)
+    usage = {"input_tokens": 1000, "output_tokens": 100,
+             "input_token_details": {"audio_tokens": 1000},
+             "output_token_details": {"audio_tokens": 100}}
+    assert table.usage_cost(["gpt-4o-realtime-preview"], usage) == pytest.approx(
+        ((1000 * 40.0 + 100 * 80.0) / 1e6, True))
+    # audio rates given in the override are its own; a model not shipped has none
+    table = PriceTable.shipped({"gpt-4o-realtime-preview": {"input": 5.5, "audio_input": 44},
+                                "gpt-4o": {"input": 2.75, "output": 11.0}})
+    assert table.rates(["gpt-4o-realtime-preview"]) == (5.5, 5.5, 0.0, 44.0, 44.0, 0.0)
+    assert table.rates(["gpt-4o"]) == (2.75, 2.75, 11.0)
