@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.gateway.ledger import record_cost, usage_record
 from azure_openai_proxy.governance.prices import MAX_TOKENS, PriceTable, count_tokens
 from azure_openai_proxy.observability.record import RequestRecord
@@ -98,3 +99,8 @@ def test_an_override_of_a_shipped_audio_models_text_prices_keeps_its_audio_rates
                                 "gpt-4o": {"input": 2.75, "output": 11.0}})
     assert table.rates(["gpt-4o-realtime-preview"]) == (5.5, 5.5, 0.0, 44.0, 44.0, 0.0)
     assert table.rates(["gpt-4o"]) == (2.75, 2.75, 11.0)
+    # as the ledger builds it from the config (gateway/ledger.py: model_dump, None unset)
+    settings = load_settings({"prices": {"gpt-4o-realtime-preview": {
+        "input": 5.5, "cached_input": 2.75, "output": 22.0}}}, {})
+    table = PriceTable.shipped({k: v.model_dump() for k, v in settings.prices.items()})
+    assert table.rates(["gpt-4o-realtime-preview"]) == (5.5, 2.75, 22.0, 40.0, 2.5, 80.0)
