@@ -78,6 +78,8 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
 Queued = tuple[RequestRecord | None, float]
 # A record's key, team, client model, deployment, endpoint and route, as it has them.
 _Names = tuple[str | None, str | None, str | None, str | None, str | None, str]
+# labels, token rates (() for none), label id, audio rates (None for none)
+_Named = tuple[Labels, Rates | AudioRates | tuple[()], int, AudioRates | None]
 RELOADED: Queued = (None, 0.0)
 
 
@@ -106,7 +108,7 @@ class RowPricer:
     def __init__(self, prices: PriceTable, models: Mapping[tuple[str, str], str]) -> None:
         self.prices, self.models = prices, models
         # bounded (cleared when full): the names come from clients
-        self._named: dict[_Names, tuple[Labels, Rates | AudioRates | tuple[()], int]] = {}
+        self._named: dict[_Names, _Named] = {}
 
     def forget_labels(self) -> None:
         """The database changed (opened anew): the label ids remembered may not be its."""
@@ -175,14 +177,14 @@ class RowPricer:
             known = named(names)
             if known is None:
                 known = self._name(names, label_of)
-            labels, rates, label = known
+            labels, rates, label, audio = known
             if prompt or completion or reasoning:
                 if rates:
-                    if len(rates) == 3:
+                    if audio is None:
                         cost = ((prompt - cached) * rates[0] + cached * rates[1]
                                 + completion * rates[2]) / 1_000_000
                     else:  # the model has audio rates: its usage says how much is audio
-                        cost = audio_cost(rates, usage or {}, prompt, cached, completion)
+                        cost = audio_cost(audio, usage or {}, prompt, cached, completion)
                     flags |= 2  # priced
                 else:
                     cost = 0.0
@@ -194,18 +196,18 @@ class RowPricer:
                     record.attempts, flags | record.stream, labels, day))
         return (start, end, day), False
 
-    def _name(self, names: _Names, label_of: Callable[[Labels], int],
-              ) -> tuple[Labels, Rates | AudioRates | tuple[()], int]:
-        """A new combination's labels ("" for none), token rates (() for none) and label
-        id (remembered only once known)."""
+    def _name(self, names: _Names, label_of: Callable[[Labels], int]) -> _Named:
+        """A new combination's labels ("" for none), token rates (() for none), label
+        id (remembered only once known) and audio rates (None for none: a separate slot,
+        so that a text-only record's test is `is None`, not a `len` call)."""
         if len(self._named) >= 4096:
             self._named.clear()
         key_id, team_id, model, deployment, endpoint, route = names
         served_by = self.models.get((endpoint or "", deployment or ""))
         labels = (key_id or "", team_id or "", model or "", deployment or "", endpoint or "",
                   route)
-        known = (labels, self.prices.rates((model, served_by, deployment)) or (),
-                 label_of(labels))
+        rates = self.prices.rates((model, served_by, deployment)) or ()
+        known = (labels, rates, label_of(labels), rates if len(rates) == 6 else None)
         if known[2]:
             self._named[names] = known
         return known

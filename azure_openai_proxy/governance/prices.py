@@ -27,11 +27,13 @@ models' `input_token_details` (`audio_tokens`, `cached_tokens`, and
 `cached_tokens_details.audio_tokens`) and `output_token_details.audio_tokens`. A rate
 not given falls back: `audio_input` to `input`, `cached_audio_input` to `audio_input`
 (no cache discount: none is listed), `audio_output` to `output`. A model with no audio
-rate prices audio tokens as text.
+rate prices audio tokens as text. A config override of a shipped model that gives no
+audio rate keeps the shipped audio rates (`PriceTable.shipped`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -174,7 +176,10 @@ def audio_cost(rates: AudioRates, usage: Mapping[str, Any], prompt: int, cached:
     cached_parts = given.get("cached_tokens_details")
     cached_audio = (_count(cached_parts.get("audio_tokens"), min(cached, audio))
                     if cached_parts and isinstance(cached_parts, dict) else 0)
-    cached_text = min(cached - cached_audio, prompt - audio)
+    # cached tokens past the text tokens can only be audio, split given or not (Azure's
+    # older Realtime api-versions give none): never priced at the full audio rate
+    cached_audio = max(cached_audio, cached - (prompt - audio))
+    cached_text = cached - cached_audio
     given = _details(usage, "completion_tokens_details", "output_tokens_details",
                      "output_token_details")
     audio_out = _count(given.get("audio_tokens"), completion)
@@ -227,7 +232,16 @@ class PriceTable:
         malformed override is a ValueError naming it."""
         prices = dict(_shipped())
         for name, entry in (overrides or {}).items():
-            prices[str(name).lower()] = _price_of(str(name), entry)
+            price = _price_of(str(name), entry)
+            shipped = prices.get(str(name).lower())
+            if shipped is not None and _audio_of(price) == (None, None, None):
+                # an override of a shipped audio model's text prices (a Data Zone's, say)
+                # keeps its audio rates: falling back to the text rates would price
+                # gpt-4o-realtime-preview's audio 8x under
+                price = dataclasses.replace(
+                    price, audio_input=shipped.audio_input, audio_output=shipped.audio_output,
+                    cached_audio_input=shipped.cached_audio_input)
+            prices[str(name).lower()] = price
         return cls(prices)
 
     def _lookup(self, name: str) -> Price | None:
@@ -297,6 +311,10 @@ class PriceTable:
             if rate is not None:
                 return count / per * rate, True
         return 0.0, False
+
+
+def _audio_of(price: Price) -> tuple[float | None, float | None, float | None]:
+    return price.audio_input, price.cached_audio_input, price.audio_output
 
 
 def _rates_of(price: Price | None) -> Rates | AudioRates | tuple[()]:
