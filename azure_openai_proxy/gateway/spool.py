@@ -85,22 +85,12 @@ class SpooledBody:
             return None
         view = self._view()
         try:
-            delimiter = b"--" + boundary
-            position = view.find(delimiter)
-            while position != -1:
-                header_start = position + len(delimiter) + 2
-                header_end = view.find(b"\r\n\r\n", header_start, header_start + 4096)
-                if header_end == -1:
-                    return None
-                headers = bytes(view[header_start:header_end])
-                next_part = view.find(b"\r\n" + delimiter, header_end)
-                if next_part == -1:
+            for headers, start, end in _parts(view, boundary):
+                if end == -1:
                     return None
                 match = _FIELD_NAME.search(headers)
                 if match and match.group(1).decode("latin-1") == name and b"filename=" not in headers:
-                    value = bytes(view[header_end + 4 : next_part])
-                    return value.decode("utf-8", "replace").strip(), header_end + 4, next_part
-                position = view.find(delimiter, next_part + 2)
+                    return bytes(view[start:end]).decode("utf-8", "replace").strip(), start, end
             return None
         finally:
             if isinstance(view, mmap.mmap):
@@ -116,14 +106,7 @@ class SpooledBody:
             return names
         view = self._view()
         try:
-            delimiter = b"--" + boundary
-            position = view.find(delimiter)
-            while position != -1:
-                header_start = position + len(delimiter) + 2
-                header_end = view.find(b"\r\n\r\n", header_start, header_start + 4096)
-                if header_end == -1:
-                    return names
-                headers = bytes(view[header_start:header_end])
+            for headers, _start, _end in _parts(view, boundary):
                 disposition = _DISPOSITION.search(headers)
                 if disposition is not None and b"filename" not in disposition[1].lower():
                     lenient = _ANY_NAME.search(disposition[1])
@@ -131,10 +114,6 @@ class SpooledBody:
                     if lenient is not None:
                         names.append((_name_of(lenient[1]), None if strict is None
                                       else strict[1].decode("latin-1")))
-                next_part = view.find(b"\r\n" + delimiter, header_end)
-                if next_part == -1:
-                    return names
-                position = view.find(delimiter, next_part + 2)
             return names
         finally:
             if isinstance(view, mmap.mmap):
@@ -199,3 +178,20 @@ def _name_of(value: bytes) -> str:
     if "''" in text:
         text = unquote(text.split("''", 1)[1])
     return text
+
+
+def _parts(view: bytes | mmap.mmap, boundary: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """Each part of a multipart body: its header bytes, where its value starts and where
+    it ends (-1: no closing delimiter follows, and it is the last one given)."""
+    delimiter = b"--" + boundary
+    position = view.find(delimiter)
+    while position != -1:
+        header_start = position + len(delimiter) + 2
+        header_end = view.find(b"\r\n\r\n", header_start, header_start + 4096)
+        if header_end == -1:
+            return
+        next_part = view.find(b"\r\n" + delimiter, header_end)
+        yield bytes(view[header_start:header_end]), header_end + 4, next_part
+        if next_part == -1:
+            return
+        position = view.find(delimiter, next_part + 2)
