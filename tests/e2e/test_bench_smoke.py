@@ -84,3 +84,23 @@ def test_the_in_process_stream_mode_relays_every_stream(per_read: str) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert f"µs CPU per relayed frame (20 streams x 2 rounds x 18 frames, {per_read} per read" \
         in done.stdout
+
+
+@pytest.mark.timeout(120)
+def test_governance_rounds_interleave_the_pair_and_take_the_median(tmp_path: Path) -> None:
+    """`--gov-rounds 2` measures issue 13's pair twice, off then on each round, and the
+    budget's ratio is the median of the rounds' ratios (a test of the script, not timings)."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--smoke", "--only", "gateway-1w,gateway-1w-gov",
+         "--gov-rounds", "2", "--results-dir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=110, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads((tmp_path / "latest.json").read_text())
+    rounds = results["governance_rounds"]
+    assert len(rounds) == 2 and all(r["off_rps"] > 0 and r["on_rps"] > 0 for r in rounds), rounds
+    assert all(r["errors"] == 0 and r["missing"] == 0 for r in rounds), rounds
+    budget = {line["line"]: line["value"] for line in results["budget_governance"]}
+    expected = (rounds[0]["ratio"] + rounds[1]["ratio"]) / 2  # the median of two
+    assert budget["governance on vs off req/s @32"] == pytest.approx(expected)
+    assert "issue 13 round 2: off " in done.stdout
