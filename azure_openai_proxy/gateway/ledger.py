@@ -312,7 +312,7 @@ class LedgerWriter:
         if generation != self._generation:  # opened anew since the batch was priced
             batch = [(*row[:2], 0, *row[3:]) for row in batch]
         try:
-            store.write_rows(batch)
+            store.write_rows(batch, priced=True)
         except Exception as exc:
             self._failed(exc)
             return False
