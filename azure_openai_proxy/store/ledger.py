@@ -20,13 +20,14 @@ labels (a tuple of str, "" for a missing key, team, model, deployment or endpoin
 Stream, priced and the usage's source are packed as `flags` (`SOURCE_CODE`). The sqlite3
 module binds str, int and float directly, while every None or bool goes through its
 adapter lookup (a formatted AttributeError each, ~3,000 instructions); a row binds 13
-parameters, one of them text. A batch's rollups are one upsert per (day, kind, id). The
-writer's own batch of one label and one day (the usual one) is summed by SQLite over the
-rowids it just took (`_one_group`: one aggregate, no GROUP BY, ~1,600 instructions a row
-stepped without the GIL, where `_rollups` costs ~2,300 holding it); any other batch in C
-(the rows sorted and grouped per (day, label id), each group's columns summed:
-`_rollups`); a batch with rows already in the table (a spool replayed twice) in SQL from
-the rows inserted (SQLite's GROUP BY over the batch costs ~14,600 instructions a row).
+parameters, one of them text. A batch's rollups are one upsert per (day, kind, id), summed
+by one of three paths. The writer's own batch of one day (`_one_day`): of one label id
+(the usual one), by SQLite over the rowids it just took (one aggregate, no GROUP BY,
+~1,600 instructions a row stepped without the GIL, where `_rollups` costs ~2,300 holding
+it); of several, in C grouped by the label id alone. Any other batch in C (the rows
+sorted and grouped per (day, label id), each group's columns summed: `_rollups`); a
+batch with rows already in the table (a spool replayed twice) in SQL from the rows
+inserted (SQLite's GROUP BY over the batch costs ~14,600 instructions a row).
 
 `LedgerStore` is used from one thread at a time (the gateway's ledger writer, or the CLI).
 Every method raises `sqlite3.Error` as it comes: the writer decides what a failure means.
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import fields
 from functools import lru_cache, reduce
 from itertools import groupby
@@ -116,9 +117,10 @@ ON CONFLICT (day, kind, id) DO UPDATE SET
     reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
     cost_usd = cost_usd + excluded.cost_usd
 """
-# A batch of one (day, label id), the usual one (a worker's records between two wakes of
-# its writer, with few keys): its sums are SQLite's, stepped without the GIL, over the
-# rows it inserted (rowid order: the same additions, in the same order, as `_rollups`).
+# The writer's batch of one label id and one UTC day (a worker's records between two
+# wakes of its writer, with few keys) is summed by SQLite, stepped without the GIL, over
+# the rows it inserted: one aggregate, no GROUP BY, in rowid order (the same additions,
+# in the same order, as `_rollups`).
 _BATCH_SUMS = ("SELECT count(*), sum(prompt_tokens), sum(cached_tokens), "
                "sum(completion_tokens), sum(reasoning_tokens), sum(cost_usd) "
                "FROM usage_records WHERE rowid BETWEEN ? AND ?")
@@ -181,7 +183,7 @@ class LedgerStore:
                 rows = [row if row[2] else (*row[:2], self.label_id(row[13]), *row[3:])
                         for row in rows]
                 ids = set(map(_label_of, rows))
-            inserted = self._write_labelled(rows, priced and len(ids) == 1)
+            inserted = self._write_labelled(rows, len(ids) if priced else 0)
             if inserted is not None:
                 return inserted
             # Restored in place since the ids were read: every id asked again.
@@ -190,10 +192,11 @@ class LedgerStore:
             rows = [(*row[:2], 0, *row[3:]) for row in rows]
         raise sqlite3.OperationalError("the ledger's database keeps being replaced")
 
-    def _write_labelled(self, rows: Sequence[LedgerRow], one_label: bool) -> int | None:
-        """`write_rows` for rows whose label ids are all known (`one_label`: priced,
-        and all of one label): how many were new, or None (nothing written) when the
-        database's schema_version is no longer the one the ids were read under."""
+    def _write_labelled(self, rows: Sequence[LedgerRow], labels: int) -> int | None:
+        """`write_rows` for rows whose label ids are all known (`labels`: how many
+        there are, 0 for rows not priced by the writer): how many were new, or None
+        (nothing written) when the database's schema_version is no longer the one the
+        ids were read under."""
         db = self._db
         # Each statement is a step the sqlite3 module takes without the GIL, which it
         # then waits to have back: a batch runs as few as there can be (begin, the
@@ -206,7 +209,7 @@ class LedgerStore:
                 return None
             inserted, last = self._insert(rows)
             if inserted == len(rows):
-                sums = self._one_group(rows, last) if one_label else None
+                sums = self._one_day(rows, last, labels) if labels else None
                 self._upsert(sums if sums is not None else _rollups(rows))
             elif inserted:  # some were there already (a spool replayed twice): SQLite's
                 # The write lock is held: the rows inserted are the table's last rowids.
@@ -247,25 +250,24 @@ class LedgerStore:
                 start += size
         return inserted, last
 
-    def _one_group(self, rows: Sequence[LedgerRow], last: int,
-                   ) -> list[tuple[str, str, str, int, int, int, int, int, float]] | None:
-        """`_rollups(rows)` for rows all of one label id, all inserted just now with
-        `last` the last one's rowid, summed by SQLite (without the GIL; `_rollups`
-        costs ~2,300 instructions a row holding it); None when they are not of one day
-        (`_rollups` then)."""
-        day = rows[0][14]
+    def _one_day(self, rows: Sequence[LedgerRow], last: int, labels: int,
+                 ) -> list[tuple[str, str, str, int, int, int, int, int, float]] | None:
+        """`_rollups(rows)` for the writer's rows of `labels` label ids, all inserted
+        just now with `last` the last one's rowid, when they are of one UTC day (None
+        when not). One label id: summed by SQLite (~1,600 instructions a row, without
+        the GIL; `_rollups` ~2,300 holding it). Several: `_rollups` grouping by the
+        label id alone (an int key: no tuple made and compared per row, ~1,600 fewer
+        a row with 3 or 100 labels; the same groups, in the same order)."""
         if len(set(map(_day_of_row, rows))) != 1:  # C: the pricer's rows share one str
             return None
+        if labels > 1:
+            return _rollups(rows, _label_of)
         # The write lock is held and the table has no AUTOINCREMENT: the rows inserted
         # took the rowids after the largest one, in order. Counted, not assumed.
-        n, p, c, o, r, cost = self._db.execute(
-            _BATCH_SUMS, (last - len(rows) + 1, last)).fetchone()
-        if n != len(rows):
+        sums = self._db.execute(_BATCH_SUMS, (last - len(rows) + 1, last)).fetchone()
+        if sums[0] != len(rows):
             return None
-        key_id, team_id, model, *_ = rows[0][13]
-        return [(day, kind, owner, n, p, c, o, r, cost)
-                for kind, owner in (("key", key_id), ("team", team_id), ("model", model))
-                if owner]
+        return _totals([(rows[0][14], rows[0][13][:3], sums)])
 
     def _upsert(self, sums: list[tuple[str, str, str, int, int, int, int, int, float]]) -> None:
         """The rollups' upserts as multi-row statements (as many rows as the database's
@@ -392,22 +394,31 @@ def _upsert_sql(groups: int) -> str:
     return _UPSERT.format(values=", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * groups))
 
 
-def _rollups(rows: Sequence[LedgerRow],
+def _rollups(rows: Sequence[LedgerRow], group_of: Callable[[LedgerRow], Any] = _group_of,
              ) -> list[tuple[str, str, str, int, int, int, int, int, float]]:
     """The upserts of a batch: one per (day, kind, id). Its rows grouped per (day, label
     id) in C (sorted, then `groupby`: a batch is nearly always a few groups, and sorted
-    already), their tokens and cost summed in C; Python runs once per group, not per
-    row."""
-    totals: dict[tuple[str, str, str], list[float]] = {}
-    for (day, _), group in groupby(sorted(rows, key=_group_of), _group_of):
+    already; `group_of` the label id alone for rows known to be of one day), their
+    tokens and cost summed in C; Python runs once per group, not per row."""
+    groups = []
+    for _, group in groupby(sorted(rows, key=group_of), group_of):
         members = list(group)
-        key_id, team_id, model, *_ = members[0][13]
-        sums = [len(members), *(sum(map(get, members)) for get in _SUMMED)]
+        groups.append((members[0][14], members[0][13][:3],
+                       [len(members), *(sum(map(get, members)) for get in _SUMMED)]))
+    return _totals(groups)
+
+
+def _totals(groups: Iterable[tuple[str, Sequence[str], Sequence[float]]],
+            ) -> list[tuple[str, str, str, int, int, int, int, int, float]]:
+    """The upserts of (day, (key, team, model), sums) groups in this order: each
+    owner's sums added up in it."""
+    totals: dict[tuple[str, str, str], list[float]] = {}
+    for day, (key_id, team_id, model), sums in groups:
         for kind, owner in (("key", key_id), ("team", team_id), ("model", model)):
             if owner:
                 total = totals.get((day, kind, owner))
                 if total is None:
-                    totals[(day, kind, owner)] = sums[:]
+                    totals[(day, kind, owner)] = list(sums)
                 else:
                     for i, value in enumerate(sums):
                         total[i] += value

@@ -218,10 +218,12 @@ def test_a_priced_batch_of_one_label_and_day_is_summed_by_sqlite_to_the_same_rol
     tmp_path: Path,
 ) -> None:
     """The writer's own rows (`priced`) of one label and one UTC day, the usual batch,
-    are summed by SQLite over the rows just inserted (without the GIL); any other batch
-    by `_rollups` in Python. Both paths, given the same batches (costs that do not add
-    up exactly, so that the order of the additions shows), leave the same rollups to
-    the last bit; and the fast path is taken where it applies, and only there."""
+    are summed by SQLite over the rows just inserted (without the GIL); of one day and
+    several labels, grouped by the label id alone; any other batch by `_rollups` per
+    (day, label id). Each path, given the same batches as the general one (costs that do
+    not add up exactly, so that the order of the additions shows), leaves the same
+    rollups to the last bit; and the SQL path is taken where it applies, and only
+    there."""
     import random
 
     from azure_openai_proxy.store.ledger import row_of
