@@ -56,6 +56,9 @@ from azure_openai_proxy.normalize.choices import (
 from azure_openai_proxy.normalize.steady import AnnotationFrameTemplate, SteadyFrameTemplate
 from azure_openai_proxy.sse import SseDecoder, SseEvent
 
+# As `sse.py` builds its events: a NamedTuple's own constructor is a Python function.
+_new_event = tuple.__new__
+
 __all__ = ["ChatStreamNormalizer", "StreamPolicy"]
 
 DONE = b"data: [DONE]\n\n"
@@ -192,10 +195,10 @@ class ChatStreamNormalizer:
                 if data[:6] == b"[DONE]":  # as `_frame` ends it, without an SseEvent
                     self._frames_in += 1
                     return self._close(cut=False, reason=None)
-                # The frame is not of the learned shape: the general path, not tried again.
-                events = self._decoder.feed(chunk)
-                return self._frame(events[0], steady_tried=True) if len(events) == 1 else (
-                    self._emit(events))
+                # The frame is not of the learned shape: the general path, not tried again,
+                # with the one event the decoder would return (`single()` said so).
+                return self._frame(_new_event(SseEvent, (chunk, data, None, None, None)),
+                                   steady_tried=True)
         return self._emit(self._decoder.feed(chunk))
 
     def finish(self, *, upstream_failed: str | None = None) -> bytes:
@@ -393,22 +396,24 @@ class ChatStreamNormalizer:
             self._model = obj["model"]
         if self._object is None and type(obj.get("object")) is str and obj["object"]:
             self._object = obj["object"]
+        want_id, want_created, want_model, want_object = (
+            self._id, self._created, self._model, self._object)
         self._steady = not self._carried and None not in (
-            self._id,
-            self._created,
-            self._model,
-            self._object,
-        )
+            want_id, want_created, want_model, want_object)
+        # Each field in turn, unrolled: a loop over (key, value) pairs cost ~60 bytecodes.
         changed = False
-        for key, want in (
-            ("id", self._id),
-            ("created", self._created),
-            ("model", self._model),
-            ("object", self._object),
-        ):
-            if want is not None and obj.get(key) != want:
-                obj[key] = want
-                changed = True
+        if want_id is not None and obj.get("id") != want_id:
+            obj["id"] = want_id
+            changed = True
+        if want_created is not None and obj.get("created") != want_created:
+            obj["created"] = want_created
+            changed = True
+        if want_model is not None and obj.get("model") != want_model:
+            obj["model"] = want_model
+            changed = True
+        if want_object is not None and obj.get("object") != want_object:
+            obj["object"] = want_object
+            changed = True
         return changed
 
     def _out(self, event: SseEvent, obj: dict[str, Any], *, changed: bool) -> bytes:
