@@ -293,9 +293,15 @@ class ChatStreamNormalizer:
             self._learning -= 1
             model = self._model
             assert model is not None  # steady
-            self._template = SteadyFrameTemplate.learn(event.data or b"", obj, model)
-            if self._template is not None:
+            data = event.data or b""
+            template = self._template = SteadyFrameTemplate.learn(data, obj, model)
+            if template is not None:
                 self._learning = 0
+                self._content_chars += choice_chars(choice)
+                self._frames_out += 1
+                # What `_out` would write: learning proved the frame in orjson's form
+                # with `model` once, in the suffix the template splices (no dumps again).
+                return template.relayed(data)
         self._content_chars += choice_chars(choice)
         if obj.get("model") == self._model:
             return self._out(event, obj, changed=False)
