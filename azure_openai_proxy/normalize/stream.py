@@ -199,6 +199,9 @@ class ChatStreamNormalizer:
                 # with the one event the decoder would return (`single()` said so).
                 return self._frame(_new_event(SseEvent, (chunk, data, None, None, None)),
                                    steady_tried=True)
+        data = self._decoder.single(chunk)
+        if data is not None:  # one whole event, as Azure sends each: no list of events
+            return self._frame(_new_event(SseEvent, (chunk, data, None, None, None)))
         return self._emit(self._decoder.feed(chunk))
 
     def finish(self, *, upstream_failed: str | None = None) -> bytes:
