@@ -45,6 +45,7 @@ _HEAD = b'{"choices":[{"content_filter_results":'
 _DELTA = b',"delta":'
 _TAIL = b'],"created":'
 _OFFSETS = b'{"choices":[{"content_filter_offsets":'
+_CHOICES = b'{"choices":['
 # What a JSON string holds only escaped or at its ends (line breaks among the control
 # characters): a plain content delta's text without any is its string's value.
 _UNPLAIN = re.compile(rb'["\\\x00-\x1f]').search
@@ -125,6 +126,28 @@ class SteadyFrameTemplate:
         if type(rest) is not dict or "content_filter_results" in rest:
             return None
         return rest
+
+    def choices(self, data: bytes) -> list[Any] | None:
+        """The choices of a frame that is the learned frame with another choices array
+        (the finish frame, a frame with other filter results), the array in orjson's
+        form: then the frame re-serialised with `model` set is `relayed(data)`, as for
+        the learned frame itself. Else None.
+
+        Why: the suffix's members are the learned frame's top-level members after its
+        choices (the learned suffix holds no bracket but its leading `]`, no brace but
+        its last and no backslash), and an array that orjson writes back byte for byte
+        is one whole JSON value: nothing can hide between the array and the suffix."""
+        end = len(data) - self._suffix_size + 1  # up to the array's closing bracket
+        if end <= 12 or data[:12] != _CHOICES or not data.endswith(self._suffix):
+            return None
+        array = data[11:end]
+        try:
+            choices = orjson.loads(array)
+        except orjson.JSONDecodeError:
+            return None
+        if type(choices) is not list or orjson.dumps(choices) != array:
+            return None
+        return choices
 
     def relayed(self, data: bytes) -> bytes:
         """The event for a frame `match()` accepted: its bytes, the model spliced."""

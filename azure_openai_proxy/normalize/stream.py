@@ -195,6 +195,9 @@ class ChatStreamNormalizer:
                 if data[:6] == b"[DONE]":  # as `_frame` ends it, without an SseEvent
                     self._frames_in += 1
                     return self._close(cut=False, reason=None)
+                out = self._other_choice(template, data)  # the finish frame, usually
+                if out is not None:
+                    return out
                 # The frame is not of the learned shape: the general path, not tried again,
                 # with the one event the decoder would return (`single()` said so).
                 return self._frame(_new_event(SseEvent, (chunk, data, None, None, None)),
@@ -266,6 +269,24 @@ class ChatStreamNormalizer:
             return None
         self._content_chars += choice_chars(rest)
         self._steady_frames += 1
+        return template.relayed(data)
+
+    def _other_choice(self, template: SteadyFrameTemplate, data: bytes) -> bytes | None:
+        """A frame that is the learned one with another single choice (`template.choices`):
+        what `_frame` and `_steady_frame` do with it, without parsing the whole frame and
+        writing it again (a stream's finish frame: about 120 bytecodes and two whole-frame
+        orjson calls fewer). None sends it down the general path."""
+        choices = template.choices(data)
+        if choices is None or len(choices) != 1:
+            return None
+        choice = choices[0]
+        if type(choice) is not dict or ("delta" not in choice and "text" not in choice):
+            return None
+        self._frames_in += 1
+        if choice.get("finish_reason") is not None:
+            self._note_finish(choices)
+        self._content_chars += choice_chars(choice)
+        self._frames_out += 1
         return template.relayed(data)
 
     def _steady_frame(self, event: SseEvent, obj: dict[str, Any]) -> bytes | None:
