@@ -58,7 +58,7 @@ class SteadyFrameTemplate:
 
     __slots__ = ("_out_tail", "_prefix", "_prefix_size", "_suffix", "_suffix_size",
                  "_text_end", "_text_end_size", "_text_out_end", "_text_start",
-                 "_text_start_size", "chars", "frames")
+                 "_text_start_size", "_usage_head", "chars", "frames")
 
     def __init__(self, prefix: bytes, suffix: bytes, out_suffix: bytes,
                  choice_tail: bytes = b"") -> None:
@@ -76,6 +76,9 @@ class SteadyFrameTemplate:
         self._text_end = b'"}' + choice_tail + suffix + b"\n\n"
         self._text_end_size = len(self._text_end) if choice_tail else 1 << 62
         self._text_out_end = b'"}' + choice_tail + self._out_tail
+        # The usage frame's bytes before its `usage` value: no choices, the learned
+        # members, then `usage` (`usage()`).
+        self._usage_head = b'{"choices":[' + suffix[:-1] + b',"usage":'
         # What `relay()` passed: frames, and their characters of text (`choice_chars`).
         self.frames = 0
         self.chars = 0
@@ -148,6 +151,19 @@ class SteadyFrameTemplate:
         if type(choices) is not list or orjson.dumps(choices) != array:
             return None
         return choices
+
+    def usage(self, data: bytes) -> dict[str, Any] | None:
+        """The `usage` object of the stream's usage frame: `{"choices":[]`, the learned
+        members, then `"usage":{...}}` and nothing else (orjson takes one whole value
+        only, so no member can follow it). None for any other frame."""
+        head = self._usage_head
+        if data[-1:] != b"}" or not data.startswith(head):
+            return None
+        try:
+            usage = orjson.loads(data[len(head):-1])
+        except orjson.JSONDecodeError:
+            return None
+        return usage if type(usage) is dict else None
 
     def relayed(self, data: bytes) -> bytes:
         """The event for a frame `match()` accepted: its bytes, the model spliced."""

@@ -23,8 +23,9 @@ What reaches the client, one output event per kept upstream event (never split/m
   are dropped: OpenAI sends none, and naive line-splitting clients choke on them.
 - Each event goes out as `data: <json>\\n\\n`. A frame that needs no change is forwarded
   as its raw bytes; only a changed frame is re-serialised (orjson), except a steady
-  content frame of the learned shape, whose bytes go out with only `model`'s value
-  spliced in (`steady.py`: the same bytes as re-serialising for orjson-form input).
+  content frame of the learned shape, or the learned frame with another choices array
+  (the finish frame), whose bytes go out with only `model`'s value spliced in
+  (`steady.py`: the same bytes as re-serialising for orjson-form input).
 - The stream always ends with exactly one `data: [DONE]\\n\\n`, emitted when Azure's
   `[DONE]` arrives (later bytes are ignored) or by `finish()`. Before it, at most one
   synthesized error event, in OpenAI's `{"error": {...}}` shape that the openai SDKs
@@ -198,6 +199,12 @@ class ChatStreamNormalizer:
                 out = self._other_choice(template, data)  # the finish frame, usually
                 if out is not None:
                     return out
+                if self._policy.strip_usage_frame:  # Azure's usage frame, hidden
+                    usage = template.usage(data)
+                    if usage is not None:  # as `_frame` and `_usage_frame` take it
+                        self._frames_in += 1
+                        self.usage = usage
+                        return b""
                 # The frame is not of the learned shape: the general path, not tried again,
                 # with the one event the decoder would return (`single()` said so).
                 return self._frame(_new_event(SseEvent, (chunk, data, None, None, None)),

@@ -1,7 +1,8 @@
 """A steady stream's frame that is the learned frame with another choices array (the
 finish frame, a content frame with other filter results) is relayed by the template's
 splice (`SteadyFrameTemplate.choices`, `ChatStreamNormalizer._other_choice`) instead of
-being parsed and written again whole: held here to the general path
+being parsed and written again whole, and a hidden usage frame's `usage` is read
+without the rest (`SteadyFrameTemplate.usage`): held here to the general path
 (`fast=False`) byte for byte and in its counts, and refused for every frame whose bytes
 the general path would write otherwise."""
 
@@ -106,3 +107,35 @@ def test_the_finish_frame_of_a_steady_stream_is_not_parsed_whole(
     assert parsed == [] and out.endswith(b'"model":"gpt-4o","object":"chat.completion.chunk",'
                                          b'"system_fingerprint":"fp_5b26d85e12"}\n\n')
     assert normalizer.finish_reasons == {0: "stop"}
+
+
+_USAGE = usage_frame()
+_ODD_USAGE = [
+    _USAGE.replace(b'"usage":{', b'"usage": {'),  # spelled otherwise: the value is the same
+    _USAGE.replace(b'}}\n\n', b'},"usage":null}\n\n'),  # a repeated key, null last
+    _USAGE.replace(b'}}\n\n', b'},"x":1}\n\n'),  # a member after it
+    _USAGE.replace(b'"choices":[]', b'"choices":[{"delta":{},"index":0}]'),
+    _USAGE.replace(b'"chatcmpl', b'"chatcmpl-other'),
+    _USAGE.replace(b'"created":%d' % CREATED, b'"created":%d' % (CREATED + 1)),  # same size
+    _USAGE.replace(b'"usage":{', b'"usage":[{').replace(b'}}\n\n', b'}]}\n\n'),
+]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("usage", [_USAGE, *_ODD_USAGE])
+def test_the_usage_frame_comes_out_as_the_general_paths(policy: StreamPolicy,
+                                                       usage: bytes) -> None:
+    frames = [prompt_frame(), role_frame(), _LEARNED, delta(" y"), _FINISH, usage, DONE]
+    assert relay(frames, policy, fast=True) == relay(frames, policy, fast=False)
+
+
+def test_usage_takes_only_the_usage_frame_after_the_learned_members() -> None:
+    data = _LEARNED[6:-2]
+    template = SteadyFrameTemplate.learn(data, orjson.loads(data), "gpt-4o")
+    assert template is not None
+    assert template.usage(_USAGE[6:-2]) == orjson.loads(_USAGE[6:-2])["usage"]
+    # JSON's whitespace before the value is the value's: the general path reads it so.
+    assert template.usage(_ODD_USAGE[0][6:-2]) == orjson.loads(_USAGE[6:-2])["usage"]
+    for odd in _ODD_USAGE[1:]:
+        assert template.usage(odd[6:-2]) is None
+    assert template.usage(_FINISH[6:-2]) is None
