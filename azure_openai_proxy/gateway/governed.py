@@ -13,7 +13,13 @@ from typing import Any
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import GatewayError, KeyRateLimited, UpstreamError
 from azure_openai_proxy.gateway.affinity import MAX_REFERENCE_VALUES
-from azure_openai_proxy.gateway.budgethold import budgeted, reserve_budget, settle_budget
+from azure_openai_proxy.gateway.budgethold import (
+    budgeted,
+    note_unanswered,
+    reserve_budget,
+    settle_budget,
+)
+from azure_openai_proxy.gateway.limitheaders import limit_error
 from azure_openai_proxy.governance.budget import BudgetGuard, BudgetHold
 from azure_openai_proxy.governance.estimate import max_output_tokens, prompt_tokens
 from azure_openai_proxy.governance.keys import model_allowed
@@ -28,6 +34,8 @@ from azure_openai_proxy.routing import Pool
 
 __all__ = [
     "Held",
+    "admit_local",
+    "failed",
     "hold",
     "limit_refusal",
     "plain_chat_chars",
@@ -105,6 +113,23 @@ def usual_limits(limiter: RateLimiter, budgets: BudgetGuard | None,
     return usual
 
 
+def admit_local(limiter: RateLimiter | None, caller: Caller) -> Mapping[str, str]:
+    """A request the gateway answers itself (the model list) still counts against a
+    virtual key's limits and its team's: no route bypasses them. Raises their 429;
+    else the `x-ratelimit-*` headers to answer with (none for other callers)."""
+    key = caller.key
+    if key is None or limiter is None:
+        return {}
+    team = caller.team
+    plan = (limiter.plan(key.id, key.limits, None, None) if team is None
+            else limiter.plan(key.id, key.limits, team.id, team.limits))
+    admitted = limiter.take(plan, 0)
+    if isinstance(admitted, Refusal):
+        raise limit_refusal(admitted)
+    limiter.settle(admitted, None)  # answered at once: nothing stays in flight
+    return admitted.headers
+
+
 def release(limiter: RateLimiter, budgets: BudgetGuard | None, held: Held,
             record: RequestRecord) -> None:
     """The request ended (answered, failed, or its client left): its tokens and cost are
@@ -122,6 +147,16 @@ def release(limiter: RateLimiter, budgets: BudgetGuard | None, held: Held,
         limiter.settle(held[0], None)
     if held[1] is not None and budgets is not None:
         settle_budget(budgets, held[1], record)
+
+
+def failed(exc: BaseException, record: RequestRecord, body: Mapping[str, Any] | None,
+           operation: str, default_completion: int, lines: bytes) -> None:
+    """A governed request raised `exc` (its limits' head `lines`): one sent and never
+    answered has its estimate recorded (Azure may bill it), and Azure's error answer
+    carries the key's limits, not Azure's."""
+    if unanswered(exc):
+        note_unanswered(record, body, operation, default_completion)
+    limit_error(exc, lines)
 
 
 def unanswered(exc: BaseException) -> bool:

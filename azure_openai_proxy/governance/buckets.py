@@ -12,7 +12,7 @@ request's hold is the count of tokens it reserved.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, final
 
@@ -204,6 +204,36 @@ class UsualLimits:
                 state.tpm_stamp = now
             level += give_back
             state.tpm_level = cap if level > cap else -cap if level < -cap else level
+
+
+    def settle_usage(self, reserved: int, usage: Mapping[str, object] | None) -> bool:
+        """`settle(reserved, used)` with chat's usage read here (`prompt_tokens` and
+        `completion_tokens`, both counts that are not negative: gateway/governed.py
+        `used_tokens`' short path), or with None for no usage: True. False, and nothing
+        settled, for any other usage: then `settle` with what `used_tokens` reads. The
+        same steps as `settle`, in one call for most answers (test_usuallimits.py)."""
+        if usage:
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            if (type(prompt) is not int or type(completion) is not int or prompt < 0
+                    or completion < 0):
+                return False
+            give_back = reserved - prompt - completion
+        else:
+            give_back = reserved
+        state = self.state
+        if state.in_flight > 0:
+            state.in_flight -= 1
+        cap = state.tpm
+        if give_back and cap is not None:
+            level, now = state.tpm_level, self.clock()
+            if now > state.tpm_stamp:
+                level += (now - state.tpm_stamp) * state.tpm_rate
+                if level > cap:
+                    level = cap
+                state.tpm_stamp = now
+            level += give_back
+            state.tpm_level = cap if level > cap else -cap if level < -cap else level
+        return True
 
 
 def bucket_view(cap: float | None, level: float, rate: float) -> dict[str, object] | None:
