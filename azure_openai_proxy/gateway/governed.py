@@ -19,6 +19,7 @@ from azure_openai_proxy.gateway.budgethold import (
     reserve_budget,
     settle_budget,
 )
+from azure_openai_proxy.gateway.chatfiles import USUAL_TOP_NAMES
 from azure_openai_proxy.gateway.limitheaders import limit_error
 from azure_openai_proxy.governance.budget import BudgetGuard, BudgetHold
 from azure_openai_proxy.governance.estimate import max_output_tokens, prompt_tokens
@@ -33,12 +34,14 @@ from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool
 
 __all__ = [
+    "PLAIN_CHAT_NAMES",
     "Held",
     "admit_local",
     "failed",
     "hold",
     "limit_refusal",
     "plain_chat_chars",
+    "plain_messages_chars",
     "pool_allowed",
     "price_names",
     "release",
@@ -227,17 +230,28 @@ def request_estimate(body: Mapping[str, Any], default_completion: int, operation
     return prompt, max_output_tokens(body, default_completion, operation)
 
 
+# The names of a chat body `Gateway._usual_chat` takes: `USUAL_TOP_NAMES` (Azure reads
+# them as the gateway does: no `check_top_names`) less the other prompt fields (`input`,
+# `prompt`; `instructions` is not among them) and those of more than one choice (`n`,
+# `best_of`): one `issuperset` in C, where the same answer took it and five `in`s.
+PLAIN_CHAT_NAMES = USUAL_TOP_NAMES - {"input", "prompt", "n", "best_of"}
+
+
 def plain_chat_chars(body: Mapping[str, Any] | None) -> int:
     """The characters of a chat body's prompt when it is the usual one: `messages` and no
     other prompt field, each message exactly a `role` and a string `content` (then
     `prompt_tokens` counts these and nothing else, and no message can name a file), and
     no more of them than a body's file parts are walked for (`MAX_REFERENCE_VALUES`:
     then `chat_file_ids` need not be called); else -1. One short loop."""
-    if body is None:
+    if body is None or "input" in body or "prompt" in body or "instructions" in body:
         return -1
-    messages = body.get("messages")
-    if (type(messages) is not list or "input" in body or "prompt" in body
-            or "instructions" in body or len(messages) > MAX_REFERENCE_VALUES):
+    return plain_messages_chars(body.get("messages"))
+
+
+def plain_messages_chars(messages: object) -> int:
+    """`plain_chat_chars` of a body known to hold no other prompt field (its names among
+    `PLAIN_CHAT_NAMES`): its `messages` alone."""
+    if type(messages) is not list or len(messages) > MAX_REFERENCE_VALUES:
         return -1
     chars = 0
     # A message of two names, `role` among them, is a role and a content when it is a

@@ -40,12 +40,14 @@ from azure_openai_proxy.gateway.chatfiles import (
     check_top_names,
 )
 from azure_openai_proxy.gateway.governed import (
+    PLAIN_CHAT_NAMES,
     Held,
     admit_local,
     failed,
     hold,
     limit_refusal,
     plain_chat_chars,
+    plain_messages_chars,
     pool_allowed,
     release,
     request_estimate,
@@ -210,17 +212,20 @@ class Gateway:
         # A chat's target is a deployment's, never a resource (routing.RESOURCE_ROOTS).
         if (target.operation != "chat/completions" or json is None or body.raw is None
                 or decided is None or key is None or limiter is None
-                or decided.epoch is not limiter.epoch):
+                or decided.epoch is not limiter.epoch or not PLAIN_CHAT_NAMES.issuperset(json)):
             return None
-        usual, chars = decided.usual, plain_chat_chars(json)
+        usual, chars = decided.usual, plain_messages_chars(json.get("messages"))
         if usual is None or chars < 0:
             return None
-        routed = self._routed(target, body, key.models, record)
-        if not USUAL_TOP_NAMES.issuperset(json):
-            check_top_names(json, bool(key.models), True)
+        models = key.models
+        if models:
+            routed = self._routed(target, body, models, record)
+        else:  # no allow-list: `_routed`'s pool and model, nothing to judge
+            routed = self._pools.pool_for(target, body, models)
+            record.model = routed[1]
         body.canonical = True  # what was checked (tokens) is what is sent, as `_governed`
         most = json.get("max_tokens")
-        if type(most) is int and most >= 0 and "n" not in json and "best_of" not in json:
+        if type(most) is int and most >= 0:  # one choice: no `n`, no `best_of`
             tokens = -(-chars // 4) + most  # as `request_estimate` makes it
         else:
             tokens = sum(request_estimate(json, self._default_completion, target.operation, chars))

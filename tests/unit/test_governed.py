@@ -250,3 +250,15 @@ def test_a_plain_chat_counts_its_contents_characters() -> None:
                          {"content": "", "role": "user"}, {"role": "u", "content": "é" * 5}]}
     assert plain_chat_chars(body) == 8
     assert plain_chat_chars({"messages": []}) == 0
+
+
+def test_plain_chat_names_are_usual_names_without_other_prompts_or_choices() -> None:
+    from azure_openai_proxy.gateway.chatfiles import USUAL_TOP_NAMES
+    from azure_openai_proxy.gateway.governed import PLAIN_CHAT_NAMES
+
+    assert PLAIN_CHAT_NAMES <= USUAL_TOP_NAMES
+    # `plain_chat_chars` reads a body with any of these as not plain (a prompt besides
+    # the messages), and the estimate's short path needs one choice.
+    for name in ("input", "prompt", "instructions", "n", "best_of"):
+        assert name not in PLAIN_CHAT_NAMES
+    assert {"model", "messages", "max_tokens", "stream", "temperature"} <= PLAIN_CHAT_NAMES
