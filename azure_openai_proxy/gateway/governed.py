@@ -1,8 +1,9 @@
 """What the request path applies for a virtual key, as plain functions: the allow-list
 judged over a pool, the limits and budget a request holds while it runs (`hold`, then
 `release` whatever happened), a limiter's refusal as OpenAI's 429, the tokens a request
-is settled with, the names its cost is priced by. `Gateway._governed`
-(gateway/pipeline.py) calls them.
+is settled with, the names its cost is priced by, what a failed request records.
+`Gateway._governed` and its short path for the usual plain chat, `Gateway._usual_chat`
+(gateway/pipeline.py), call them.
 """
 
 from __future__ import annotations

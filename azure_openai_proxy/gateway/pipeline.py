@@ -7,7 +7,7 @@
 the gateway's own: health, metrics). It sequences the steps; each is its own module:
 
     authenticate      `auth.py` (static keys), `gateway/keydirectory.py` (virtual keys)
-    limit             `_governed` here, over `gateway/governed.py` and `budgethold.py`
+    limit             `_usual_chat`, `_governed` here, over `governed.py`, `budgethold.py`
     read the body     `gateway/requestbody.py`
     pick the pool     `gateway/poolchoice.py`
     translate         `gateway/translation.py` (over the pure `translate`, `compat`)
