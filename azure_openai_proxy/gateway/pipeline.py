@@ -204,8 +204,8 @@ class Gateway:
     def _usual_chat(self, target: Target, caller: Caller, body: RequestBody,
                     record: RequestRecord) -> tuple[Routed, UsualLimits, int, bytes] | None:
         """`_governed`'s steps for its usual request, in its order, with no coroutine of
-        its own (`handle` sends it, then settles): a plain chat (`plain_chat_chars`: no file
-        to check) of a key on the limiter's short path (`UsualLimits`, decided for this key
+        its own (`handle` sends it, then settles): a plain chat (its names `PLAIN_CHAT_NAMES`,
+        no file to check) of a key on the limiter's short path (`UsualLimits`, for this key
         version and limiter epoch). Its pool, limits, reserved tokens and head lines; None,
         before any step is taken, for `_governed` (test_governed_usual.py: alike)."""
         json, decided, key, limiter = body.json, caller.decided, caller.key, self.limiter
