@@ -35,6 +35,7 @@ from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool
 
 __all__ = [
+    "ONE_MAXIMUM",
     "PLAIN_CHAT_NAMES",
     "Held",
     "admit_local",
@@ -81,7 +82,7 @@ def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
     else:
         most = body.get("max_tokens")
         if (prompt_chars is not None and prompt_chars >= 0 and type(most) is int
-                and most >= 0 and "n" not in body and "best_of" not in body):
+                and most >= 0 and ONE_MAXIMUM.isdisjoint(body)):
             estimate = (-(-prompt_chars // 4), most)  # as `request_estimate` makes it
         else:
             estimate = request_estimate(body, default_completion, operation, prompt_chars)
@@ -226,10 +227,14 @@ def request_estimate(body: Mapping[str, Any], default_completion: int, operation
     chars = plain_chat_chars(body) if prompt_chars is None else prompt_chars
     prompt = prompt_tokens(body) if chars < 0 else -(-chars // 4)  # rounded up, as it does
     value = body.get("max_tokens")
-    if type(value) is int and value >= 0 and "n" not in body and "best_of" not in body:
-        return prompt, value  # the first maximum `max_output_tokens` reads, one choice
+    if type(value) is int and value >= 0 and ONE_MAXIMUM.isdisjoint(body):
+        return prompt, value  # the only maximum `max_output_tokens` reads, one choice
     return prompt, max_output_tokens(body, default_completion, operation)
 
+
+# Names beside which `max_tokens` is not the answer's whole maximum: more choices, or
+# another maximum (`max_output_tokens` reads the largest: Azure may read either one).
+ONE_MAXIMUM = frozenset({"n", "best_of", "max_completion_tokens", "max_output_tokens"})
 
 # The names of a chat body `Gateway._usual_chat` takes: `USUAL_TOP_NAMES` (Azure reads
 # them as the gateway does: no `check_top_names`) less the other prompt fields (`input`,

@@ -40,6 +40,7 @@ from azure_openai_proxy.gateway.chatfiles import (
     check_top_names,
 )
 from azure_openai_proxy.gateway.governed import (
+    ONE_MAXIMUM,
     PLAIN_CHAT_NAMES,
     Held,
     admit_local,
@@ -203,11 +204,10 @@ class Gateway:
 
     def _usual_chat(self, target: Target, caller: Caller, body: RequestBody,
                     record: RequestRecord) -> tuple[Routed, UsualLimits, int, bytes] | None:
-        """`_governed`'s steps for its usual request, in its order, with no coroutine of
-        its own (`handle` sends it, then settles): a plain chat (its names `PLAIN_CHAT_NAMES`,
-        no file to check) of a key on the limiter's short path (`UsualLimits`, for this key
-        version and limiter epoch). Its pool, limits, reserved tokens and head lines; None,
-        before any step is taken, for `_governed` (test_governed_usual.py: alike)."""
+        """`_governed`'s steps for its usual request, in its order, with no coroutine of its
+        own (`handle` sends it, then settles): a plain chat (names `PLAIN_CHAT_NAMES`, no file
+        to check) of a key on the limiter's short path (`UsualLimits`, for this key version
+        and limiter epoch). Its pool, limits, reserved tokens and head lines; else None."""
         json, decided, key, limiter = body.json, caller.decided, caller.key, self.limiter
         # A chat's target is a deployment's, never a resource (routing.RESOURCE_ROOTS).
         if (target.operation != "chat/completions" or json is None or body.raw is None
@@ -225,7 +225,7 @@ class Gateway:
             record.model = routed[1]
         body.canonical = True  # what was checked (tokens) is what is sent, as `_governed`
         most = json.get("max_tokens")
-        if type(most) is int and most >= 0:  # one choice: no `n`, no `best_of`
+        if type(most) is int and most >= 0 and "max_completion_tokens" not in json:  # ONE_MAXIMUM
             tokens = -(-chars // 4) + most  # as `request_estimate` makes it
         else:
             tokens = sum(request_estimate(json, self._default_completion, target.operation, chars))
@@ -283,7 +283,7 @@ class Gateway:
             if json is not None:
                 most = json.get("max_tokens")
                 if (prompt_chars >= 0 and type(most) is int and most >= 0
-                        and "n" not in json and "best_of" not in json):
+                        and ONE_MAXIMUM.isdisjoint(json)):
                     tokens = -(-prompt_chars // 4) + most  # as `request_estimate` makes it
                 else:
                     tokens = sum(request_estimate(json, self._default_completion, operation,

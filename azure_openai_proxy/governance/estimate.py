@@ -83,24 +83,29 @@ def estimated_usage(body: Mapping[str, Any] | None, completion_chars: int) -> di
 def max_output_tokens(body: Mapping[str, Any] | None,
                       default: int = DEFAULT_COMPLETION_TOKENS,
                       operation: str | None = None) -> int:
-    """The most the answer may cost in output tokens: the request's max tokens (else
-    `default` when `operation` generates text; None: assumed to; embeddings, speech,
-    files and batches produce none), times its `n` (or `best_of`). The one reading, for
+    """The most the answer may cost in output tokens: the largest of the request's max
+    tokens it names (else `default` when `operation` generates text; None: assumed to;
+    embeddings, speech, files and batches produce none), times its `n` (or `best_of`).
+    The one reading, for
     the TPM reservation, the budget hold and an unanswered request's estimate."""
     # `generates(operation)`, inline: this runs for every governed request.
     completion = default if operation is None or operation in _COMPLETING or (
         operation.endswith("/runs")) else 0
     if not body:
         return completion
+    most = None
     for name in _MAX_FIELDS:
         value = body.get(name)
         if value is None:
             continue
         # A plain int inline (every JSON count), anything else judged by `_count`.
         count = value if type(value) is int and value >= 0 else _count(value)
-        if count is not None:
-            completion = count
-            break
+        # The largest named: with two (`max_tokens` and `max_completion_tokens`), Azure
+        # may read either (a reasoning deployment is sent the second alone, compat.py).
+        if count is not None and (most is None or count > most):
+            most = count
+    if most is not None:
+        completion = most
     if body.get("n") is None and body.get("best_of") is None:
         return completion  # one completion: most requests
     return completion * _choices(body)
