@@ -205,9 +205,9 @@ class Gateway:
     def _usual_chat(self, target: Target, caller: Caller, body: RequestBody,
                     record: RequestRecord) -> tuple[Routed, UsualLimits, int, bytes] | None:
         """`_governed`'s steps for its usual request, in its order, with no coroutine of its
-        own (`handle` sends it, then settles): a plain chat (names `PLAIN_CHAT_NAMES`, no file
-        to check) of a key on the limiter's short path (`UsualLimits`, for this key version
-        and limiter epoch). Its pool, limits, reserved tokens and head lines; else None."""
+        own (`handle` sends, then settles it): a plain chat (names `PLAIN_CHAT_NAMES`, no file)
+        of a key on the limiter's short path (`UsualLimits` of this key version and epoch).
+        Its pool, limits, tokens and head lines; None, before any step, for `_governed`."""
         json, decided, key, limiter = body.json, caller.decided, caller.key, self.limiter
         # A chat's target is a deployment's, never a resource (routing.RESOURCE_ROOTS).
         if (target.operation != "chat/completions" or json is None or body.raw is None

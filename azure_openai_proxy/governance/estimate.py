@@ -86,8 +86,8 @@ def max_output_tokens(body: Mapping[str, Any] | None,
     """The most the answer may cost in output tokens: the largest of the request's max
     tokens it names (else `default` when `operation` generates text; None: assumed to;
     embeddings, speech, files and batches produce none), times its `n` (or `best_of`).
-    The one reading, for
-    the TPM reservation, the budget hold and an unanswered request's estimate."""
+    The one reading, for the TPM reservation, the budget hold and an unanswered
+    request's estimate."""
     # `generates(operation)`, inline: this runs for every governed request.
     completion = default if operation is None or operation in _COMPLETING or (
         operation.endswith("/runs")) else 0
