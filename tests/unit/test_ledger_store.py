@@ -273,3 +273,76 @@ def test_a_priced_batch_of_one_label_and_day_is_summed_by_sqlite_to_the_same_rol
     finally:
         fast.close()
         general.close()
+
+
+class _NaiveSum:
+    """SQLite's sum() before 3.43: one double added to in order."""
+
+    def __init__(self) -> None:
+        self.total: float | None = None
+
+    def step(self, value: float) -> None:
+        self.total = value if self.total is None else self.total + value
+
+    def finalize(self) -> float | None:
+        return self.total
+
+
+class _CompensatedSum(_NaiveSum):
+    """SQLite's sum() since 3.43 (Kahan-Babuska-Neumaier), as Python's own since 3.12."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error = 0.0
+
+    def step(self, value: float) -> None:
+        if self.total is None:
+            self.total = value
+            return
+        total = self.total + value
+        if abs(self.total) > abs(value):
+            self.error += (self.total - total) + value
+        else:
+            self.error += (value - total) + self.total
+        self.total = total
+
+    def finalize(self) -> float | None:
+        return None if self.total is None else self.total + self.error
+
+
+@pytest.mark.parametrize("summed", [_NaiveSum, _CompensatedSum])
+def test_a_priced_batchs_rollups_do_not_depend_on_how_sqlite_adds_floats(
+    tmp_path: Path, summed: type[_NaiveSum],
+) -> None:
+    """Python's sum() of floats is compensated since 3.12, SQLite's since 3.43: the
+    writer's batch summed by SQLite must leave the rollups `_rollups` leaves (Python's
+    sum) whichever the pair is (3.11 with a recent SQLite, 3.12 on Debian bookworm's
+    3.40, ...). Each SQLite summation is emulated here by an aggregate named `sum`,
+    which overrides the built-in one on its connection."""
+    import random
+
+    from azure_openai_proxy.store.ledger import row_of
+
+    rng = random.Random(7)
+    costs = [rng.random() / rng.choice([3, 7, 1e3, 1e6]) for _ in range(256)]
+    # the classic case where the two summations part: 1e16 + 1 - 1e16
+    costs[:3] = [1e16, 1.0, -1e16]
+    rows = [row_of(record(n, cost=cost, time=DAY + n)) for n, cost in enumerate(costs)]
+    # the two part on these costs: whichever this Python's sum is, one of them is not it
+    assert _emulated(_NaiveSum, costs) != _emulated(_CompensatedSum, costs)
+    fast, general = LedgerStore.open(tmp_path / "fast.db"), LedgerStore.open(tmp_path / "gen.db")
+    fast._db.create_aggregate("sum", 1, summed)
+    read = "SELECT * FROM usage_rollups ORDER BY day, kind, id"
+    try:
+        assert fast.write_rows(rows, priced=True) == general.write_rows(rows) == 256
+        assert fast._db.execute(read).fetchall() == general._db.execute(read).fetchall()
+    finally:
+        fast.close()
+        general.close()
+
+
+def _emulated(summed: type[_NaiveSum], values: list[float]) -> float | None:
+    total = summed()
+    for value in values:
+        total.step(value)
+    return total.finalize()
