@@ -373,6 +373,7 @@ def test_priced_batches_of_writers_at_once_on_one_file_sum_their_own_rows(
     its records' sums; and the rowid path did run."""
     import random
     import threading
+    import time
 
     from azure_openai_proxy.store.ledger import row_of
 
@@ -402,6 +403,7 @@ def test_priced_batches_of_writers_at_once_on_one_file_sum_their_own_rows(
                     store.write_rows([row_of(r) for r in records], priced=True)
                 else:
                     store.write(records)
+                time.sleep(0.001)  # the others' turn: their batches come between
         except BaseException as exc:  # reported below, on the test's thread
             errors.append(exc)
         finally:
