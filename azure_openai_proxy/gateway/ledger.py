@@ -9,8 +9,9 @@ in the database, off the request path, and nothing is lost.
                           -> LedgerStore.write_rows (one transaction of as few
                              statements as there can be: multi-row INSERTs whose
                              parameters are the rows' slices joined in C, one upsert
-                             of the batch's rollups: summed by SQLite, without the
-                             GIL, for a batch of one label and day; else in C)
+                             of the batch's rollups: counts summed by SQLite,
+                             without the GIL, for a batch of one label and day; else,
+                             and its cost always, in C)
         database error    -> the spool file (JSON lines next to the database:
                              ledgerspool.py)
         database back     -> the spool replayed (idempotent: request_id is unique)

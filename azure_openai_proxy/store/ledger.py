@@ -22,9 +22,10 @@ module binds str, int and float directly, while every None or bool goes through 
 adapter lookup (a formatted AttributeError each, ~3,000 instructions); a row binds 13
 parameters, one of them text. A batch's rollups are one upsert per (day, kind, id), summed
 by one of three paths. The writer's own batch of one day (`_one_day`): of one label id
-(the usual one), by SQLite over the rowids it just took (one aggregate, no GROUP BY,
-~1,600 instructions a row stepped without the GIL, where `_rollups` costs ~2,300 holding
-it); of several, in C grouped by the label id alone. Any other batch in C (the rows
+(the usual one), its counts by SQLite over the rowids it just took (one aggregate, no
+GROUP BY, ~1,600 instructions a row stepped without the GIL, where `_rollups` costs ~2,300
+holding it) and its cost in C (SQLite's sum() of floats adds otherwise than Python's on
+some pairs of versions); of several, in C grouped by the label id alone. Any other batch in C (the rows
 sorted and grouped per (day, label id), each group's columns summed: `_rollups`); a
 batch with rows already in the table (a spool replayed twice) in SQL from the rows
 inserted (SQLite's GROUP BY over the batch costs ~14,600 instructions a row).
@@ -118,12 +119,15 @@ ON CONFLICT (day, kind, id) DO UPDATE SET
     cost_usd = cost_usd + excluded.cost_usd
 """
 # The writer's batch of one label id and one UTC day (a worker's records between two
-# wakes of its writer, with few keys) is summed by SQLite, stepped without the GIL, over
-# the rows it inserted: one aggregate, no GROUP BY, in rowid order (the same additions,
-# in the same order, as `_rollups`).
+# wakes of its writer, with few keys) has its counts summed by SQLite, stepped without
+# the GIL, over the rows it inserted: one aggregate, no GROUP BY (integers: exact). Not
+# its cost: SQLite's sum() of floats is compensated since 3.43, Python's since 3.12, so
+# SQLite's would differ from `_rollups`' in the last bits wherever the two disagree
+# (3.12 on Debian bookworm's SQLite 3.40, 3.11 on a recent one); Python sums it.
 _BATCH_SUMS = ("SELECT count(*), sum(prompt_tokens), sum(cached_tokens), "
-               "sum(completion_tokens), sum(reasoning_tokens), sum(cost_usd) "
+               "sum(completion_tokens), sum(reasoning_tokens) "
                "FROM usage_records WHERE rowid BETWEEN ? AND ?")
+_cost_of = itemgetter(8)
 _ROLLUP_KINDS = (("key", "key_id"), ("team", "team_id"), ("model", "model"))
 _ROLLUPS = tuple((kind, _ROLLUP.format(column=column)) for kind, column in _ROLLUP_KINDS)
 # A record as UsageRecord's fields, from usage_records joined with usage_labels.
@@ -254,10 +258,11 @@ class LedgerStore:
                  ) -> list[tuple[str, str, str, int, int, int, int, int, float]] | None:
         """`_rollups(rows)` for the writer's rows of `labels` label ids, all inserted
         just now with `last` the last one's rowid, when they are of one UTC day (None
-        when not). One label id: summed by SQLite (~1,600 instructions a row, without
-        the GIL; `_rollups` ~2,300 holding it). Several: `_rollups` grouping by the
-        label id alone (an int key: no tuple made and compared per row, ~1,600 fewer
-        a row with 3 or 100 labels; the same groups, in the same order)."""
+        when not). One label id: its counts summed by SQLite (~1,600 instructions a
+        row, without the GIL; `_rollups` ~2,300 holding it), its cost by Python.
+        Several: `_rollups` grouping by the label id alone (an int key: no tuple made
+        and compared per row, ~1,600 fewer a row with 3 or 100 labels; the same
+        groups, in the same order)."""
         if len(set(map(_day_of_row, rows))) != 1:  # C: the pricer's rows share one str
             return None
         if labels > 1:
@@ -267,7 +272,8 @@ class LedgerStore:
         sums = self._db.execute(_BATCH_SUMS, (last - len(rows) + 1, last)).fetchone()
         if sums[0] != len(rows):
             return None
-        return _totals([(rows[0][14], rows[0][13][:3], sums)])
+        cost = sum(map(_cost_of, rows))  # C: the additions `_rollups` makes, in its order
+        return _totals([(rows[0][14], rows[0][13][:3], (*sums, cost))])
 
     def _upsert(self, sums: list[tuple[str, str, str, int, int, int, int, int, float]]) -> None:
         """The rollups' upserts as multi-row statements (as many rows as the database's

@@ -273,3 +273,167 @@ def test_a_priced_batch_of_one_label_and_day_is_summed_by_sqlite_to_the_same_rol
     finally:
         fast.close()
         general.close()
+
+
+class _NaiveSum:
+    """SQLite's sum() before 3.43: one double added to in order."""
+
+    def __init__(self) -> None:
+        self.total: float | None = None
+
+    def step(self, value: float) -> None:
+        self.total = value if self.total is None else self.total + value
+
+    def finalize(self) -> float | None:
+        return self.total
+
+
+class _CompensatedSum(_NaiveSum):
+    """SQLite's sum() since 3.43 (Kahan-Babuska-Neumaier), as Python's own since 3.12."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.error = 0.0
+
+    def step(self, value: float) -> None:
+        if self.total is None:
+            self.total = value
+            return
+        total = self.total + value
+        if abs(self.total) > abs(value):
+            self.error += (self.total - total) + value
+        else:
+            self.error += (value - total) + self.total
+        self.total = total
+
+    def finalize(self) -> float | None:
+        return None if self.total is None else self.total + self.error
+
+
+@pytest.mark.parametrize("summed", [_NaiveSum, _CompensatedSum])
+def test_a_priced_batchs_rollups_do_not_depend_on_how_sqlite_adds_floats(
+    tmp_path: Path, summed: type[_NaiveSum],
+) -> None:
+    """Python's sum() of floats is compensated since 3.12, SQLite's since 3.43: the
+    writer's batch summed by SQLite must leave the rollups `_rollups` leaves (Python's
+    sum) whichever the pair is (3.11 with a recent SQLite, 3.12 on Debian bookworm's
+    3.40, ...). Each SQLite summation is emulated here by an aggregate named `sum`,
+    which overrides the built-in one on its connection."""
+    import random
+
+    from azure_openai_proxy.store.ledger import row_of
+
+    rng = random.Random(7)
+    costs = [rng.random() / rng.choice([3, 7, 1e3, 1e6]) for _ in range(256)]
+    # the classic case where the two summations part: 1e16 + 1 - 1e16
+    costs[:3] = [1e16, 1.0, -1e16]
+    rows = [row_of(record(n, cost=cost, time=DAY + n)) for n, cost in enumerate(costs)]
+    # the two part on these costs: whichever this Python's sum is, one of them is not it
+    assert _emulated(_NaiveSum, costs) != _emulated(_CompensatedSum, costs)
+    fast, general = LedgerStore.open(tmp_path / "fast.db"), LedgerStore.open(tmp_path / "gen.db")
+    fast._db.create_aggregate("sum", 1, summed)
+    read = "SELECT * FROM usage_rollups ORDER BY day, kind, id"
+    try:
+        assert fast.write_rows(rows, priced=True) == general.write_rows(rows) == 256
+        assert fast._db.execute(read).fetchall() == general._db.execute(read).fetchall()
+    finally:
+        fast.close()
+        general.close()
+
+
+def _emulated(summed: type[_NaiveSum], values: list[float]) -> float | None:
+    total = summed()
+    for value in values:
+        total.step(value)
+    return total.finalize()
+
+
+def _rollups_match_records(store: LedgerStore) -> None:
+    """Every rollup's requests and tokens are its day's raw records' (exact integers: a
+    batch summed over rowids that are not its rows would show)."""
+    db = store._db
+    for kind, column in (("key", "l.key_id"), ("team", "l.team_id"), ("model", "l.model")):
+        raw = set(db.execute(
+            f"SELECT date(r.time, 'unixepoch'), {column}, count(*), sum(prompt_tokens), "
+            "sum(cached_tokens), sum(completion_tokens), sum(reasoning_tokens) "
+            "FROM usage_records r JOIN usage_labels l ON l.id = r.label "
+            f"WHERE {column} != '' GROUP BY 1, 2"))
+        rolled = set(db.execute(
+            "SELECT day, id, requests, prompt_tokens, cached_tokens, completion_tokens, "
+            "reasoning_tokens FROM usage_rollups WHERE kind = ?", (kind,)))
+        assert rolled == raw, kind
+
+
+def test_priced_batches_of_writers_at_once_on_one_file_sum_their_own_rows(
+    tmp_path: Path,
+) -> None:
+    """Two workers' writers (priced batches of one label, summed over the rowids they
+    just took) and the CLI (`write`) on one database at the same moment: each batch's
+    rows are the table's last rowids while it holds the write lock, so every rollup is
+    its records' sums; and the rowid path did run."""
+    import random
+    import threading
+    import time
+
+    from azure_openai_proxy.store.ledger import row_of
+
+    path = tmp_path / "gw.db"
+    LedgerStore.open(path).close()
+    start = threading.Barrier(3)
+    errors: list[BaseException] = []
+    summed: list[str] = []
+
+    def work(first: int, priced: bool) -> None:
+        rng = random.Random(first)
+        store = LedgerStore.open(path)
+        if priced:
+            store._db.set_trace_callback(
+                lambda sql: summed.append(sql) if "rowid BETWEEN" in sql else None)
+        try:
+            start.wait(timeout=10)
+            for part in range(30):
+                records = [UsageRecord(
+                    DAY + part, f"req-{first + part * 100 + n}", f"k{first}", "t1",
+                    "gpt-4o", "dep", "https://e/", "chat/completions", 200,
+                    prompt_tokens=rng.randrange(10**6), cached_tokens=rng.randrange(9),
+                    completion_tokens=rng.randrange(5000), reasoning_tokens=rng.randrange(99),
+                    cost_usd=rng.random(), total_ms=3.0, usage_source="measured")
+                    for n in range(rng.randrange(1, 60))]
+                if priced:
+                    store.write_rows([row_of(r) for r in records], priced=True)
+                else:
+                    store.write(records)
+                time.sleep(0.001)  # the others' turn: their batches come between
+        except BaseException as exc:  # reported below, on the test's thread
+            errors.append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=work, args=args)
+               for args in ((10_000, True), (20_000, True), (30_000, False))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    assert len(summed) >= 40  # (a batch's first write asks its label: summed the next time)
+    store = LedgerStore.open(path)
+    try:
+        _rollups_match_records(store)
+    finally:
+        store.close()
+
+
+def test_a_priced_batch_after_the_largest_rowid_is_summed_from_its_own_rows(
+    store: LedgerStore,
+) -> None:
+    """Past rowid 2**63 - 1 SQLite gives new rows random rowids: the batch's rows are
+    then not the range before its last one, the count says so, and `_rollups` sums
+    them."""
+    from azure_openai_proxy.store.ledger import row_of
+
+    store.write([record(1)])
+    store._db.execute("UPDATE usage_records SET rowid = 9223372036854775807")
+    store.write_rows([row_of(record(n, time=DAY + n)) for n in range(2, 40)], priced=True)
+    store.write_rows([row_of(record(n, time=DAY + n)) for n in range(40, 41)], priced=True)
+    _rollups_match_records(store)
