@@ -23,7 +23,11 @@ from azure_openai_proxy.gateway.budgethold import (
 from azure_openai_proxy.gateway.chatfiles import USUAL_TOP_NAMES
 from azure_openai_proxy.gateway.limitheaders import limit_error
 from azure_openai_proxy.governance.budget import BudgetGuard, BudgetHold
-from azure_openai_proxy.governance.estimate import max_output_tokens, prompt_tokens
+from azure_openai_proxy.governance.estimate import (
+    SCHEMA_FIELDS,
+    max_output_tokens,
+    prompt_tokens,
+)
 from azure_openai_proxy.governance.keys import model_allowed
 from azure_openai_proxy.governance.ratelimit import (
     Admission,
@@ -239,8 +243,9 @@ ONE_MAXIMUM = frozenset({"n", "best_of", "max_completion_tokens", "max_output_to
 # The names of a chat body `Gateway._usual_chat` takes: `USUAL_TOP_NAMES` (Azure reads
 # them as the gateway does: no `check_top_names`) less the other prompt fields (`input`,
 # `prompt`; `instructions` is not among them) and those of more than one choice (`n`,
-# `best_of`): one `issuperset` in C, where the same answer took it and five `in`s.
-PLAIN_CHAT_NAMES = USUAL_TOP_NAMES - {"input", "prompt", "n", "best_of"}
+# `best_of`) and the schemas the model reads too (`SCHEMA_FIELDS`: `prompt_tokens`
+# counts them): one `issuperset` in C, where the same answer took it and five `in`s.
+PLAIN_CHAT_NAMES = USUAL_TOP_NAMES - {"input", "prompt", "n", "best_of"} - SCHEMA_FIELDS
 
 
 def plain_chat_chars(body: Mapping[str, Any] | None) -> int:
@@ -249,7 +254,8 @@ def plain_chat_chars(body: Mapping[str, Any] | None) -> int:
     `prompt_tokens` counts these and nothing else, and no message can name a file), and
     no more of them than a body's file parts are walked for (`MAX_REFERENCE_VALUES`:
     then `chat_file_ids` need not be called); else -1. One short loop."""
-    if body is None or "input" in body or "prompt" in body or "instructions" in body:
+    if (body is None or "input" in body or "prompt" in body or "instructions" in body
+            or not SCHEMA_FIELDS.isdisjoint(body)):
         return -1
     return plain_messages_chars(body.get("messages"))
 

@@ -15,7 +15,9 @@ from typing import Any
 __all__ = [
     "CHARS_PER_TOKEN",
     "DEFAULT_COMPLETION_TOKENS",
+    "IMAGE_TOKENS",
     "MESSAGE_OVERHEAD_TOKENS",
+    "SCHEMA_FIELDS",
     "estimate_tokens",
     "estimated_usage",
     "generates",
@@ -36,6 +38,17 @@ _MAX_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 _COMPLETING = frozenset({"chat/completions", "completions", "responses"})
 # Per message, the chat format adds a few tokens of its own (role, separators).
 MESSAGE_OVERHEAD_TOKENS = 4
+# Text the model reads besides the prompt: tool and function definitions, a response
+# format's JSON schema, a predicted output, the Responses API's `text.format`. Counted
+# by their JSON's characters before the request goes out: counted only after the answer,
+# a 40 KB tool description with `max_tokens: 1` passed a 2,000 TPM key again and again
+# (its debt is floored at one minute's limit), 3.5 times its limit in ten minutes.
+SCHEMA_FIELDS = frozenset({"tools", "functions", "response_format", "prediction", "text"})
+# An image part before Azure says what it cost: a 1024x1024 picture at high detail on
+# gpt-4o (85 + 4 tiles of 170); `"detail": "low"` is 85.
+IMAGE_TOKENS = 765
+_LOW_DETAIL_IMAGE_TOKENS = 85
+_IMAGE_PARTS = frozenset({"image_url", "input_image"})
 
 
 def tokens_for_chars(chars: int) -> int:
@@ -163,6 +176,8 @@ def estimate_tokens(body: Mapping[str, Any] | None,
         value = body[name]
         if value is not None:
             chars += _text_length(value, 0)
+    for name in SCHEMA_FIELDS.intersection(body):
+        chars += _json_chars(body[name], 0)
     return -(-chars // 4) + max_output_tokens(body, default_completion, operation)
 
 
@@ -176,6 +191,8 @@ def prompt_tokens(body: Mapping[str, Any]) -> int:
         value = body[name]
         if value is not None:
             chars += _text_length(value, 0)
+    for name in SCHEMA_FIELDS.intersection(body):
+        chars += _json_chars(body[name], 0)
     return -(-chars // 4)
 
 
@@ -198,6 +215,9 @@ def _text_length(value: Any, depth: int) -> int:
                 if len(item) == 2 and isinstance(content, str) and "role" in item:
                     total += len(content)
                     continue
+                if item.get("type") in _IMAGE_PARTS:
+                    total += _image_chars(item)
+                    continue
                 for name in _TEXT_FIELDS:
                     part = item.get(name)
                     if isinstance(part, str):
@@ -218,3 +238,28 @@ def _text_length(value: Any, depth: int) -> int:
 
 
 _TEXT_FIELDS = ("content", "text", "input_text", "arguments")
+
+
+def _image_chars(part: Mapping[str, Any]) -> int:
+    """An image part's estimate, in characters (four a token, as the text beside it)."""
+    detail = part.get("detail")
+    image = part.get("image_url")
+    if detail is None and isinstance(image, Mapping):
+        detail = image.get("detail")  # chat's spelling: {"image_url": {"url", "detail"}}
+    tokens = _LOW_DETAIL_IMAGE_TOKENS if detail == "low" else IMAGE_TOKENS
+    return tokens * CHARS_PER_TOKEN
+
+
+def _json_chars(value: Any, depth: int) -> int:
+    """About the characters of `value` written as JSON (its strings, names and a few
+    for each other value): a tool's schema reads as text to the model."""
+    if isinstance(value, str):
+        return len(value) + 2
+    if depth > 32:  # the JSON parser's nesting is bounded; this only stops a cycle
+        return 0
+    if isinstance(value, Mapping):
+        return sum(len(name) + 4 + _json_chars(item, depth + 1)
+                   for name, item in value.items())
+    if isinstance(value, list):
+        return sum(_json_chars(item, depth + 1) + 1 for item in value)
+    return 4  # a number, true, false or null
