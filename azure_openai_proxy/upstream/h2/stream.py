@@ -1,0 +1,173 @@
+"""One request's stream on an HTTP/2 connection (`_Stream`, a slot the connection's
+callbacks fill: no task of its own) and the answer the caller reads (`H2Response`)."""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections import deque
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Protocol
+
+from multidict import CIMultiDict
+
+from azure_openai_proxy.upstream.h2.frames import STREAM_WINDOW
+from azure_openai_proxy.upstream.transport import answer_too_large
+
+if TYPE_CHECKING:
+    from azure_openai_proxy.upstream.h2.connection import _H2Connection
+
+__all__ = ["H2Response", "_Stream"]
+
+# The stream's window is credited back once the caller has read this much of it.
+_CREDIT_AT = STREAM_WINDOW // 2
+_DECODED_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
+_AUTO_HEADER = 32 + zlib.MAX_WBITS  # zlib's "gzip or zlib header, detected"
+
+
+class _Inflater(Protocol):
+    def decompress(self, data: bytes, max_length: int = ..., /) -> bytes: ...
+    def flush(self, length: int = ..., /) -> bytes: ...
+
+
+class _Stream:
+    """A request's state on its connection. `received`, `finish` and `fail` are called
+    from the connection's callbacks; the caller `wait()`s for progress and `take()`s the
+    body. `heard` and `deadline` are the read timeout's, checked by the connection's one
+    timer for all its streams (see `_H2Connection._check_quiet`)."""
+
+    __slots__ = ("body", "conn", "deadline", "decoder", "ended", "error", "headers", "heard",
+                 "send_window", "sid", "started", "status", "unread", "waiter")
+
+    def __init__(self, conn: _H2Connection, sid: int, send_window: int) -> None:
+        self.conn = conn
+        self.sid = sid
+        self.send_window = send_window  # what Azure lets us send of the request body
+        self.status = 0
+        self.headers: CIMultiDict[str] = CIMultiDict()
+        self.started = False  # the answer's head arrived
+        self.ended = False  # the answer ended whole, or failed: the slot is free
+        self.error: Exception | None = None
+        self.body: deque[bytes] = deque()
+        self.unread = 0  # bytes on the wire received and not yet credited back
+        self.decoder: _Inflater | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.heard = False
+        self.deadline = conn.loop.time() + conn.read_timeout
+
+    def head(self, status: int, headers: CIMultiDict[str]) -> None:
+        self.status = status
+        if headers.get("content-encoding", "").lower() in _DECODED_ENCODINGS:
+            # We never send accept-encoding; if a server compresses anyway, callers
+            # still see identity bytes (as with fast/).
+            self.decoder = zlib.decompressobj(_AUTO_HEADER)
+            del headers["content-encoding"]
+            headers.popall("content-length", None)
+        self.headers = headers
+        self.started = True
+        self.wake()
+
+    def received(self, data: bytes) -> None:
+        if self.decoder is not None:
+            data = self.decoder.decompress(data)
+        if data:
+            self.body.append(data)
+            self.wake()
+
+    def finish(self) -> None:
+        if self.decoder is not None:
+            tail = self.decoder.flush()
+            if tail:
+                self.body.append(tail)
+        self.ended = True
+        self.wake()
+
+    def fail(self, error: Exception) -> None:
+        if not self.ended:
+            self.ended = True
+            self.error = error
+            self.wake()
+
+    def take(self) -> bytes:
+        """Every body byte received and not yet taken; the window is credited back as
+        the caller reads (a slow reader holds back its own stream, no other)."""
+        body = self.body
+        data = body[0] if len(body) == 1 else b"".join(body)
+        body.clear()
+        if self.unread >= _CREDIT_AT and not self.ended:
+            self.conn.credit(self.sid, self.unread)
+            self.unread = 0
+        return data
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def wait(self) -> asyncio.Future[None]:
+        """To await until something happens (head, body, the end, a failure, a window
+        to send in); the caller looks at the state after."""
+        waiter = self.conn.loop.create_future()
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.cancel()  # one waiter at a time; never expected
+        self.waiter = waiter
+        return waiter
+
+    def raise_error(self) -> None:
+        error = self.error
+        if error is not None:
+            try:
+                raise error
+            finally:
+                del error  # no reference cycle through the traceback
+
+
+class H2Response:
+    """An answer whose head has arrived; its body is read from the stream's slot."""
+
+    __slots__ = ("_stream", "headers", "status")
+
+    def __init__(self, stream: _Stream) -> None:
+        self._stream: _Stream | None = stream
+        self.status = stream.status
+        self.headers = stream.headers
+
+    async def read(self, limit: int) -> bytes:
+        length = self.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise answer_too_large(limit)
+        parts: list[bytes] = []
+        size = 0
+        async for piece in self.chunks():
+            size += len(piece)
+            if size > limit:
+                raise answer_too_large(limit)
+            parts.append(piece)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        stream = self._stream
+        while stream is not None and self._stream is stream:
+            if stream.body:
+                yield stream.take()
+            elif stream.error is not None:
+                stream.raise_error()
+            elif stream.ended:
+                return
+            else:
+                await stream.wait()
+
+    def close(self) -> None:
+        """Done with the answer: a stream not yet ended is reset (CANCEL); the
+        connection goes on serving the others."""
+        stream = self._stream
+        if stream is not None:
+            self._stream = None
+            stream.conn.abandon(stream)
+
+    def finish_in_background(self) -> None:
+        # Resetting an HTTP/2 stream costs Azure's connection nothing (unlike an
+        # HTTP/1.1 answer cut short), so there is nothing to drain.
+        self.close()
