@@ -1,0 +1,138 @@
+"""`H2Transport` against a scripted HTTP/2 server (`h2server.py`, on the `h2` package):
+the protocol's corners nginx does not show on demand."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from azure_openai_proxy.errors import UpstreamTimeout
+from azure_openai_proxy.settings import UpstreamSettings
+from azure_openai_proxy.upstream.h2 import H2Transport
+from azure_openai_proxy.upstream.transport import UpstreamRequest
+from tests.e2e.h2server import BIG, ScriptedH2Server
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ScriptedH2Server]:
+    script = ScriptedH2Server()
+    await script.start()
+    yield script
+    await script.stop()
+
+
+def _get(base: str, path: str, body: Any = None, method: str = "GET") -> UpstreamRequest:
+    return UpstreamRequest(method, base + path, {"x-test": "1"}, body)
+
+
+async def _transport(**settings: Any) -> H2Transport:
+    return H2Transport(UpstreamSettings(http2=True, **settings))
+
+
+async def test_an_answer_and_a_second_on_the_same_connection(server: ScriptedH2Server) -> None:
+    base = server.url
+    transport = await _transport()
+    for _ in range(2):
+        response = await transport.send(_get(base, "/ok"))
+        assert response.status == 200 and response.headers["content-type"] == "text/plain"
+        assert await response.read(1000) == b"hello"
+        response.close()
+    assert [number for number, _ in server.requests] == [1, 1]
+    assert transport.connections_in_use() == 0
+    await transport.close()
+
+
+async def test_a_request_body_larger_than_the_servers_window_is_sent_whole(
+        server: ScriptedH2Server) -> None:
+    base = server.url
+    transport = await _transport()
+    body = b"x" * (200 * 1024)  # past h2's default 64 KiB windows: WINDOW_UPDATEs needed
+    response = await transport.send(_get(base, "/ok", body, "POST"))
+    assert await response.read(1000) == b"hello"
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for _ in range(4):
+            yield b"y" * 50_000
+    response = await transport.send(_get(base, "/ok", lambda: pieces(), "POST"))
+    assert await response.read(1000) == b"hello"
+    await transport.close()
+
+
+async def test_a_slow_reader_holds_back_its_own_stream_only(server: ScriptedH2Server) -> None:
+    base = server.url
+    transport = await _transport()
+    big = await transport.send(_get(base, "/big"))  # not read: its window fills
+    await asyncio.sleep(0.2)
+    other = await asyncio.wait_for(transport.send(_get(base, "/ok")), 5)
+    assert await other.read(100) == b"hello"  # same connection, not stalled behind /big
+    assert [number for number, _ in server.requests] == [1, 1]
+    body = await asyncio.wait_for(big.read(2 * BIG), 10)  # read: the windows reopen
+    assert body == bytes(range(256)) * (BIG // 256)
+    await transport.close()
+
+
+async def test_a_ping_is_answered(server: ScriptedH2Server) -> None:
+    base = server.url
+    transport = await _transport()
+    response = await asyncio.wait_for(transport.send(_get(base, "/ping")), 5)
+    assert await response.read(100) == b"pong"
+    assert server.pings_acked == 1
+    await transport.close()
+
+
+@pytest.mark.parametrize("path", ["/goaway", "/refuse"])
+async def test_a_request_the_server_did_not_process_is_sent_again(
+        server: ScriptedH2Server, path: str) -> None:
+    base = server.url
+    transport = await _transport()
+    first = await transport.send(_get(base, "/ok"))
+    assert await first.read(100) == b"hello"
+    response = await asyncio.wait_for(transport.send(_get(base, path, b"{}", "POST")), 5)
+    assert await response.read(100) == b"hello"
+    seen = [p for _, p in server.requests]
+    assert seen == ["/ok", path, path]
+    if path == "/goaway":  # the connection said goodbye: the retry went on a new one
+        assert server.connections == 2 and server.requests[-1][0] == 2
+    else:
+        assert server.connections == 1
+    await transport.close()
+
+
+async def test_closing_before_the_end_resets_the_stream_and_keeps_the_connection(
+        server: ScriptedH2Server) -> None:
+    base = server.url
+    transport = await _transport()
+    stalled = await transport.send(_get(base, "/stall"))
+    stalled.close()
+    await asyncio.sleep(0.1)
+    assert [code for _, code in server.resets] == [8]  # CANCEL
+    response = await transport.send(_get(base, "/ok"))
+    assert await response.read(100) == b"hello"
+    assert server.connections == 1
+    await transport.close()
+
+
+async def test_a_stalled_answer_times_out(server: ScriptedH2Server) -> None:
+    base = server.url
+    transport = await _transport(read_timeout=0.4)
+    response = await transport.send(_get(base, "/stall"))
+    with pytest.raises(UpstreamTimeout):
+        await asyncio.wait_for(response.read(100), 5)
+    response.close()
+    assert [code for _, code in server.resets] == [8]
+    await transport.close()
+
+
+async def test_the_servers_stream_limit_opens_more_connections() -> None:
+    script = ScriptedH2Server(max_streams=2)
+    base = await script.start()
+    transport = await _transport()
+    stalls = [await transport.send(_get(base, "/stall")) for _ in range(5)]
+    assert script.connections == 3
+    for response in stalls:
+        response.close()
+    await transport.close()
+    await script.stop()
