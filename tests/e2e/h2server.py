@@ -77,7 +77,8 @@ class _Protocol(asyncio.Protocol):
             return
         for event in events:
             if isinstance(event, h2.events.RequestReceived):
-                self.request(event.stream_id, dict(event.headers)[":path"])
+                headers: dict[Any, Any] = dict(event.headers or [])  # str: header_encoding
+                self.request(event.stream_id, str(headers[":path"]))
             elif isinstance(event, h2.events.DataReceived):
                 self.conn.acknowledge_received_data(event.flow_controlled_length,
                                                     event.stream_id)
