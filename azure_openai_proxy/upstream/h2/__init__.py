@@ -146,6 +146,7 @@ class H2Transport:
         the one being opened if it may have room, else a new one; at `pool_size`
         connections, the first to have room within `pool_timeout`."""
         while True:
+            pool.settle()
             conn = pool.room()
             if conn is not None or pool.http1:
                 return conn

@@ -24,6 +24,8 @@ class _OriginPool:
         self.host = host
         self.limit = limit
         self.conns: list[_H2Connection] = []
+        # Connections being opened; the newest takes the claims of requests arriving.
+        self.openings: set[asyncio.Task[_H2Connection | None]] = set()
         self.opening: asyncio.Task[_H2Connection | None] | None = None
         self.claims = 0  # requests waiting for `opening`, counted against its room
         self.waiters: list[asyncio.Future[None]] = []  # for room, at `limit` connections
@@ -37,7 +39,7 @@ class _OriginPool:
 
     def full(self) -> bool:
         """No new connection allowed: `limit` open or opening."""
-        opened = len(self.conns) + (self.opening is not None)
+        opened = len(self.conns) + len(self.openings)
         return bool(self.limit) and opened >= self.limit
 
     def expected_room(self) -> int:
@@ -51,11 +53,22 @@ class _OriginPool:
     def open(self, connecting: Coroutine[Any, Any, _H2Connection | None]
              ) -> asyncio.Task[_H2Connection | None]:
         task = self.opening = self.loop.create_task(connecting)
+        self.openings.add(task)
         self.claims = 0  # the requests that wait for this one
         task.add_done_callback(self._opened)
         return task
 
+    def settle(self) -> None:
+        """Take in the connection just opened, if its task is done: its done callback
+        runs a loop turn later, and until then the pool would not see it (a request
+        looking meanwhile would await the done task again and again, never yielding)."""
+        for task in [task for task in self.openings if task.done()]:
+            self._opened(task)
+
     def _opened(self, task: asyncio.Task[_H2Connection | None]) -> None:
+        if task not in self.openings:
+            return  # taken in already (`settle`)
+        self.openings.discard(task)
         if self.opening is task:
             self.opening = None
         if task.cancelled() or task.exception() is not None:
@@ -100,8 +113,8 @@ class _OriginPool:
         self.conns = [conn for conn in self.conns if not conn.closed]
 
     def retire(self, error: Exception) -> None:
-        if self.opening is not None:
-            self.opening.cancel()
+        for task in self.openings:
+            task.cancel()
         for conn in self.conns:
             conn.close()
         self.conns = []
