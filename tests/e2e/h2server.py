@@ -33,6 +33,7 @@ class ScriptedH2Server:
         self.connections = 0
         self.server: asyncio.Server | None = None
         self.url = ""
+        self.protocols: list[_Protocol] = []
 
     async def start(self) -> str:
         self.server = await asyncio.get_running_loop().create_server(
@@ -40,6 +41,10 @@ class ScriptedH2Server:
         port = self.server.sockets[0].getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         return self.url
+
+    def pending_bytes(self) -> int:
+        """Body bytes the server holds back for want of window, over its connections."""
+        return sum(len(body) for protocol in self.protocols for body in protocol.pending.values())
 
     async def stop(self) -> None:
         assert self.server is not None
@@ -50,6 +55,7 @@ class _Protocol(asyncio.Protocol):
     def __init__(self, script: ScriptedH2Server) -> None:
         self.script = script
         script.connections += 1
+        script.protocols.append(self)
         self.number = script.connections
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=False, header_encoding="utf-8"))

@@ -11,7 +11,7 @@ import pytest
 
 from azure_openai_proxy.errors import UpstreamTimeout
 from azure_openai_proxy.settings import UpstreamSettings
-from azure_openai_proxy.upstream.h2 import H2Transport
+from azure_openai_proxy.upstream.h2 import H2Response, H2Transport
 from azure_openai_proxy.upstream.transport import UpstreamRequest
 from tests.e2e.h2server import BIG, ScriptedH2Server
 
@@ -136,3 +136,67 @@ async def test_the_servers_stream_limit_opens_more_connections() -> None:
         response.close()
     await transport.close()
     await script.stop()
+
+
+class _Sink:
+    """A `BodySink` that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.flushes = 0
+        self.outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def feed(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+    def end(self) -> None:
+        self.outcome.set_result("end")
+
+    def fail(self, error: Exception) -> None:
+        self.outcome.set_result(type(error).__name__)
+
+
+async def test_a_pushed_body_is_the_pulled_one(server: ScriptedH2Server) -> None:
+    transport = await _transport()
+    pulled = await transport.send(_get(server.url, "/big"))
+    expected = await asyncio.wait_for(pulled.read(2 * BIG), 10)
+    pushed = await transport.send(_get(server.url, "/big"))
+    assert isinstance(pushed, H2Response)
+    sink = _Sink()
+    pushed.relay(sink)
+    assert await asyncio.wait_for(sink.outcome, 10) == "end"
+    assert b"".join(sink.parts) == expected and sink.flushes >= 1
+    await transport.close()
+
+
+async def test_a_paused_push_holds_back_its_stream_until_resumed(
+        server: ScriptedH2Server) -> None:
+    transport = await _transport()
+    response = await transport.send(_get(server.url, "/big"))
+    assert isinstance(response, H2Response)
+    sink = _Sink()
+    response.relay(sink)
+    response.pause()  # the client is slow
+    relayed = len(sink.parts)
+    await asyncio.sleep(0.3)
+    assert len(sink.parts) == relayed and not sink.outcome.done()
+    assert server.pending_bytes() > 0  # the window is spent: the server waits
+    other = await transport.send(_get(server.url, "/ok"))  # the connection is not stalled
+    assert await other.read(100) == b"hello"
+    response.resume()
+    assert await asyncio.wait_for(sink.outcome, 10) == "end"
+    assert b"".join(sink.parts) == bytes(range(256)) * (BIG // 256)
+    await transport.close()
+
+
+async def test_a_pushed_stream_that_stalls_fails_its_sink(server: ScriptedH2Server) -> None:
+    transport = await _transport(read_timeout=0.4)
+    response = await transport.send(_get(server.url, "/stall"))
+    assert isinstance(response, H2Response)
+    sink = _Sink()
+    response.relay(sink)
+    assert await asyncio.wait_for(sink.outcome, 5) == "UpstreamTimeout"
+    await transport.close()

@@ -427,14 +427,19 @@ class _H2Connection(asyncio.Protocol):
 
     def _check_quiet(self) -> None:
         """Fail the streams whose caller has waited `read_timeout` (up to an eighth more)
-        without a frame; a caller not waiting (its client is slow) is not timed."""
+        without a frame, or whose sink has (pushed, not paused); a caller not waiting
+        (its client is slow) is not timed. Streams left to drain are reset."""
         self.timer = None
         if self.closed:
             return
         now = self.loop.time()
         stalled = []
+        drained = []
         for stream in self.streams.values():
-            if stream.heard or stream.waiter is None or stream in self.blocked:
+            if stream.draining:
+                drained.append(stream)  # its end did not come in one check's time
+            elif stream.heard or not (stream.waiter is not None or (
+                    stream.sink is not None and not stream.paused)):
                 stream.heard = False
                 stream.deadline = now + self.read_timeout
             elif now >= stream.deadline:
@@ -442,4 +447,6 @@ class _H2Connection(asyncio.Protocol):
         for stream in stalled:
             self._reset(stream, UpstreamTimeout(_STALLED if stream.started else (
                 f"Azure OpenAI did not answer in time ({self.host}).")))
+        for stream in drained:
+            self.abandon(stream)
         self._arm()

@@ -1,5 +1,10 @@
 """One request's stream on an HTTP/2 connection (`_Stream`, a slot the connection's
-callbacks fill: no task of its own) and the answer the caller reads (`H2Response`)."""
+callbacks fill: no task of its own) and the answer the caller reads (`H2Response`).
+
+As with `fast/`, a stream's body is pulled (`chunks()`) or pushed into a `BodySink` from
+the connection's callback (`H2Response.relay`), with `pause()`/`resume()` for a slow
+client: while paused the body is queued and the stream's window is not credited back, so
+Azure stops sending on this stream (and only this one) once the window is spent."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from multidict import CIMultiDict
 
+from azure_openai_proxy.upstream.fast.connection import BodySink
 from azure_openai_proxy.upstream.h2.frames import STREAM_WINDOW
 from azure_openai_proxy.upstream.transport import answer_too_large
 
@@ -36,8 +42,9 @@ class _Stream:
     body. `heard` and `deadline` are the read timeout's, checked by the connection's one
     timer for all its streams (see `_H2Connection._check_quiet`)."""
 
-    __slots__ = ("body", "conn", "deadline", "decoder", "ended", "error", "headers", "heard",
-                 "send_window", "sid", "started", "status", "unread", "waiter")
+    __slots__ = ("body", "conn", "deadline", "decoder", "draining", "ended", "error", "headers",
+                 "heard", "paused", "send_window", "sid", "sink", "started", "status", "unread",
+                 "waiter")
 
     def __init__(self, conn: _H2Connection, sid: int, send_window: int) -> None:
         self.conn = conn
@@ -54,6 +61,9 @@ class _Stream:
         self.waiter: asyncio.Future[None] | None = None
         self.heard = False
         self.deadline = conn.loop.time() + conn.read_timeout
+        self.sink: BodySink | None = None  # pushed: the body goes here as it arrives
+        self.paused = False  # pushed, but the sink's reader is slow: queued meanwhile
+        self.draining = False  # nobody reads: its last bytes are awaited, then dropped
 
     def head(self, status: int, headers: CIMultiDict[str]) -> None:
         self.status = status
@@ -70,9 +80,19 @@ class _Stream:
     def received(self, data: bytes) -> None:
         if self.decoder is not None:
             data = self.decoder.decompress(data)
-        if data:
-            self.body.append(data)
-            self.wake()
+        if not data or self.draining:
+            return
+        sink = self.sink
+        if sink is not None and not self.paused:  # pushed: read at once, credited at once
+            sink.feed(data)
+            if self.sink is sink:  # else it detached itself
+                sink.flush()
+            if self.unread >= _CREDIT_AT:
+                self.conn.credit(self.sid, self.unread)
+                self.unread = 0
+            return
+        self.body.append(data)
+        self.wake()
 
     def finish(self) -> None:
         if self.decoder is not None:
@@ -80,13 +100,49 @@ class _Stream:
             if tail:
                 self.body.append(tail)
         self.ended = True
-        self.wake()
+        self._settle()
 
     def fail(self, error: Exception) -> None:
         if not self.ended:
             self.ended = True
             self.error = error
+            self._settle()
+
+    def _settle(self) -> None:
+        """The answer is over: a pushed one tells its sink (unless paused: `resume`)."""
+        sink = self.sink
+        if sink is None or self.paused:
             self.wake()
+            return
+        if self.body:
+            sink.feed(self.take())
+            if self.sink is not sink:
+                return
+            sink.flush()
+        self.sink = None
+        if self.error is not None:
+            sink.fail(self.error)
+        else:
+            sink.end()
+
+    def push_to(self, sink: BodySink) -> None:
+        self.sink = sink
+        if self.paused:
+            return  # `resume` pushes what is queued
+        if self.body:
+            sink.feed(self.take())
+            if self.sink is not sink:
+                return
+            sink.flush()
+        if self.ended:
+            self._settle()
+
+    def resume(self) -> None:
+        if self.paused:
+            self.paused = False
+            sink = self.sink
+            if sink is not None:
+                self.push_to(sink)
 
     def take(self) -> bytes:
         """Every body byte received and not yet taken; the window is credited back as
@@ -127,10 +183,11 @@ class _Stream:
 class H2Response:
     """An answer whose head has arrived; its body is read from the stream's slot."""
 
-    __slots__ = ("_stream", "headers", "status")
+    __slots__ = ("_stream", "headers", "loop", "status")
 
     def __init__(self, stream: _Stream) -> None:
         self._stream: _Stream | None = stream
+        self.loop = stream.conn.loop
         self.status = stream.status
         self.headers = stream.headers
 
@@ -159,15 +216,49 @@ class H2Response:
             else:
                 await stream.wait()
 
+    def relay(self, sink: BodySink) -> None:
+        """Push the body into `sink` from the connection's callback, as `FastResponse`
+        does (see `BodySink`); what arrived already goes first, now. `close()`,
+        `finish_in_background()` or `detach()` stops it."""
+        stream = self._stream
+        if stream is None:
+            raise RuntimeError("relay() after close()")
+        stream.push_to(sink)
+
+    def detach(self) -> None:
+        """Stop pushing into the sink; what follows is queued (as for `chunks()`)."""
+        if self._stream is not None:
+            self._stream.sink = None
+
+    def pause(self) -> None:
+        """The sink's reader is slow: queue the body, and credit no window meanwhile."""
+        if self._stream is not None:
+            self._stream.paused = True
+
+    def resume(self) -> None:
+        if self._stream is not None:
+            self._stream.resume()
+
     def close(self) -> None:
         """Done with the answer: a stream not yet ended is reset (CANCEL); the
         connection goes on serving the others."""
         stream = self._stream
         if stream is not None:
             self._stream = None
+            stream.sink = None
             stream.conn.abandon(stream)
 
     def finish_in_background(self) -> None:
-        # Resetting an HTTP/2 stream costs Azure's connection nothing (unlike an
-        # HTTP/1.1 answer cut short), so there is nothing to drain.
-        self.close()
+        """The useful part was relayed (`[DONE]`): the stream's end (END_STREAM, usually
+        in the next frame) is awaited without a reader, its bytes dropped; a stream still
+        open at the connection's next read-timeout check is reset then."""
+        stream = self._stream
+        if stream is None:
+            return
+        self._stream = None
+        stream.sink = None
+        if stream.ended:
+            stream.conn.abandon(stream)
+            return
+        stream.draining = True
+        stream.body.clear()
