@@ -4,7 +4,7 @@ flow control, and fails the right streams on RST_STREAM, GOAWAY or a lost connec
 
 Our own framing, not the `h2` package's state machine: a received 150-byte DATA frame
 costs about a tenth of the instructions here (bench/README.md, issue 15), and a relayed
-stream is made of nothing else. Header blocks are decoded by `hpack`.
+stream is made of nothing else. Header blocks are decoded by `hpack_decoder.py`.
 
 Errors a stream fails with:
 
@@ -23,11 +23,11 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
-import hpack
 from multidict import CIMultiDict
 
 from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.upstream.h2 import frames as f
+from azure_openai_proxy.upstream.h2.hpack_decoder import HeaderBlockError, HpackDecoder
 from azure_openai_proxy.upstream.h2.stream import _Stream
 from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
 
@@ -79,8 +79,7 @@ class _H2Connection(asyncio.Protocol):
         self.send_window = 65535  # the connection's, for request bodies
         self.stream_window = 65535  # each new stream's, from the server's SETTINGS
         self.unacked = 0  # received bytes not yet credited to the connection's window
-        self.decoder = hpack.Decoder()
-        self.decoder.max_header_list_size = f.MAX_HEAD_BYTES * 2
+        self.decoder = HpackDecoder()
         # A header block spread over CONTINUATION frames: (stream id, END_STREAM, parts).
         self.pending_block: tuple[int, bool, list[bytes]] | None = None
         self.settled: asyncio.Future[None] = loop.create_future()
@@ -284,10 +283,9 @@ class _H2Connection(asyncio.Protocol):
     def _on_block(self, sid: int, end_stream: bool, block: bytes) -> None:
         try:
             # Decoded even for a stream we reset: the table must follow the server's.
-            fields = list(self.decoder.decode(block, raw=True))
-        except hpack.HPACKError as exc:
-            raise _ProtocolError(f"a bad header block ({type(exc).__name__})",
-                                 f.COMPRESSION_ERROR) from None
+            fields = self.decoder.decode(block, f.MAX_HEAD_BYTES * 2)
+        except HeaderBlockError as exc:
+            raise _ProtocolError(f"a bad header block ({exc})", f.COMPRESSION_ERROR) from None
         stream = self.streams.get(sid)
         if stream is None:
             return
