@@ -34,6 +34,7 @@ class ScriptedH2Server:
         self.server: asyncio.Server | None = None
         self.url = ""
         self.protocols: list[_Protocol] = []
+        self.bodies: list[bytes] = []  # request bodies, as they ended
 
     async def start(self) -> str:
         self.server = await asyncio.get_running_loop().create_server(
@@ -62,6 +63,7 @@ class _Protocol(asyncio.Protocol):
         self.transport: Any = None
         self.pending: dict[int, bytes] = {}  # stream -> body still to send
         self.after_ping: list[int] = []
+        self.received: dict[int, bytearray] = {}
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -86,8 +88,11 @@ class _Protocol(asyncio.Protocol):
                 headers: dict[Any, Any] = dict(event.headers or [])  # str: header_encoding
                 self.request(event.stream_id, str(headers[":path"]))
             elif isinstance(event, h2.events.DataReceived):
+                self.received.setdefault(event.stream_id, bytearray()).extend(event.data or b"")
                 self.conn.acknowledge_received_data(event.flow_controlled_length,
                                                     event.stream_id)
+            elif isinstance(event, h2.events.StreamEnded):
+                self.script.bodies.append(bytes(self.received.pop(event.stream_id, b"")))
             elif isinstance(event, h2.events.WindowUpdated):
                 self.send_pending()
             elif isinstance(event, h2.events.PingAckReceived):

@@ -74,6 +74,21 @@ async def test_a_slow_reader_holds_back_its_own_stream_only(server: ScriptedH2Se
     await transport.close()
 
 
+async def test_a_small_body_in_the_headers_write_is_the_body_sent_in_pieces(
+        server: ScriptedH2Server) -> None:
+    transport = await _transport()
+    body = b'{"messages": [{"role": "user", "content": "hi"}]}'
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield body[:10]
+        yield body[10:]
+    for sent in (body, lambda: pieces()):  # one write with the HEADERS; DATA frames after
+        response = await transport.send(_get(server.url, "/ok", sent, "POST"))
+        assert await response.read(100) == b"hello"
+    assert server.bodies == [body, body]
+    await transport.close()
+
+
 async def test_a_ping_is_answered(server: ScriptedH2Server) -> None:
     base = server.url
     transport = await _transport()

@@ -109,7 +109,11 @@ class H2Transport:
         body = request.body
         length = len(body) if isinstance(body, bytes) else None
         block = header_block(request, origin, length)
-        stream = conn.open_stream(block, end_stream=not body)
+        if isinstance(body, bytes) and body and conn.fits(body):
+            stream = conn.open_stream(block, True, body)
+            body = None
+        else:
+            stream = conn.open_stream(block, end_stream=not body)
         try:
             if callable(body):
                 async for piece in body():

@@ -98,16 +98,30 @@ class _H2Connection(asyncio.Protocol):
         return (not self.draining and not self.closed
                 and len(self.streams) < self.max_streams)
 
-    def open_stream(self, block: bytes, end_stream: bool) -> _Stream:
-        """A new stream with the request's header block written (END_STREAM if no body)."""
+    def open_stream(self, block: bytes, end_stream: bool, body: bytes = b"") -> _Stream:
+        """A new stream with the request's header block written (END_STREAM if no body
+        follows), and `body`, the whole of it, in the same write when it `fits`."""
         sid = self.next_id
         self.next_id += 2
         if self.next_id > 0x7FFFFFFF:
             self.draining = True  # stream ids spent: a new connection for the next
         stream = _Stream(self, sid, self.stream_window)
         self.streams[sid] = stream
-        self._write(f.headers_frames(sid, block, end_stream, self.max_frame))
+        if body:  # the usual request: one write, not two
+            size = len(body)
+            self.send_window -= size
+            stream.send_window -= size
+            self._write(f.headers_frames(sid, block, False, self.max_frame)
+                        + f.data_frame(sid, body, True))
+        else:
+            self._write(f.headers_frames(sid, block, end_stream, self.max_frame))
         return stream
+
+    def fits(self, body: bytes) -> bool:
+        """Whether `body` may go whole in one DATA frame of a new stream now."""
+        size = len(body)
+        return (size <= self.max_frame and size <= self.send_window
+                and size <= self.stream_window and not self.write_paused)
 
     def send_data(self, stream: _Stream, data: bytes) -> int:
         """Write as much of `data` as both windows allow; how much was written."""
