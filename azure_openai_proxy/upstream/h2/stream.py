@@ -23,7 +23,7 @@ from azure_openai_proxy.upstream.transport import answer_too_large
 if TYPE_CHECKING:
     from azure_openai_proxy.upstream.h2.connection import _H2Connection
 
-__all__ = ["H2Response", "_Stream"]
+__all__ = ["_CREDIT_AT", "H2Response", "_Stream"]
 
 # The stream's window is credited back once the caller has read this much of it.
 _CREDIT_AT = STREAM_WINDOW // 2
