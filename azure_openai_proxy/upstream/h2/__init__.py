@@ -42,6 +42,9 @@ from azure_openai_proxy.upstream.transport import UpstreamRequest, UpstreamRespo
 __all__ = ["H2Response", "H2Transport"]
 
 _URL_CACHE_SIZE = 256
+# Connections a request waits to open before it fails: a request arriving with others
+# may see one or two taken by them; more means the server turns streams away.
+_OPENINGS = 3
 
 
 class H2Transport:
@@ -148,7 +151,11 @@ class H2Transport:
     async def _acquire(self, pool: _OriginPool, origin: Origin) -> _H2Connection | None:
         """A connection with room for a stream (None: the origin speaks only HTTP/1.1):
         the one being opened if it may have room, else a new one; at `pool_size`
-        connections, the first to have room within `pool_timeout`."""
+        connections, the first to have room within `pool_timeout`. A request waits for
+        at most `_OPENINGS` connections to open: a server that takes no stream on a new
+        one (SETTINGS_MAX_CONCURRENT_STREAMS 0, a GOAWAY at once) must not have us open
+        connection after connection."""
+        openings = 0
         while True:
             pool.settle()
             conn = pool.room()
@@ -160,6 +167,13 @@ class H2Transport:
                     await self._wait_room(pool, origin)
                     continue
                 opening = pool.open(self._connect(pool, origin))
+            openings += 1
+            if openings > _OPENINGS:
+                pool.drop_roomless()  # else every request would open more of them
+                raise UpstreamUnreachable(
+                    f"Cannot reach Azure OpenAI at {origin.host}: {_OPENINGS} new HTTP/2 "
+                    "connections took no stream (the server allows none now)",
+                    request_sent=False)
             pool.claims += 1
             try:
                 await asyncio.shield(opening)

@@ -45,7 +45,14 @@ class _OriginPool:
     def expected_room(self) -> int:
         """Streams the connection being opened will likely take: what the last one's
         server allowed (its SETTINGS), or RFC 9113's advised minimum."""
-        return self.conns[-1].max_streams if self.conns else 100
+        return max(self.conns[-1].max_streams, 1) if self.conns else 100
+
+    def drop_roomless(self) -> None:
+        """Close the idle connections whose server allows no stream at all."""
+        for conn in self.conns:
+            if not conn.streams and conn.max_streams == 0:
+                conn.close()
+        self.conns = [conn for conn in self.conns if not conn.closed]
 
     def streams(self) -> int:
         return sum(len(conn.streams) for conn in self.conns)

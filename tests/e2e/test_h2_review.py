@@ -1,0 +1,56 @@
+"""`H2Transport` against servers that misbehave (issue 15's review of the HTTP/2
+transport): each a reproduction of a finding, turned into a test. One stream's failure
+fails that stream only; a protocol violation ends the connection with an Upstream
+error, never a hang; nothing the server does grows a buffer or a loop without bound."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from typing import Any
+
+import pytest
+
+from azure_openai_proxy.errors import UpstreamUnreachable
+from azure_openai_proxy.settings import UpstreamSettings
+from azure_openai_proxy.upstream.h2 import H2Transport
+from azure_openai_proxy.upstream.transport import UpstreamRequest
+from tests.e2e.h2raw import RawH2Server, frame, head_block
+from tests.e2e.h2server import ScriptedH2Server
+
+
+def _transport(**settings: Any) -> H2Transport:
+    settings = {"read_timeout": 2.0, "connect_timeout": 2.0, "pool_timeout": 1.0, **settings}
+    return H2Transport(UpstreamSettings(http2=True, **settings))
+
+
+def _get(url: str, body: Any = None, method: str = "GET") -> UpstreamRequest:
+    return UpstreamRequest(method, url, {}, body)
+
+
+# -- 1: a server that takes no stream on a new connection --------------------------------
+
+async def test_a_server_allowing_no_streams_is_not_reconnected_to_without_end() -> None:
+    server = ScriptedH2Server(max_streams=0)
+    url = await server.start()
+    transport = _transport()
+    with pytest.raises(UpstreamUnreachable):
+        await asyncio.wait_for(transport.send(_get(url + "/ok")), 5)
+    assert server.connections <= 4
+    await transport.close()
+    await server.stop()
+
+
+@pytest.mark.parametrize("pool_size", [0, 2])
+async def test_a_goaway_at_once_is_not_reconnected_to_without_end(pool_size: int) -> None:
+    def goaway(transport: asyncio.Transport) -> None:
+        transport.write(frame(7, 0, 0, struct.pack(">II", 0, 0)))
+    server = RawH2Server(lambda sid: b"", goaway)
+    url = await server.start()
+    transport = _transport(pool_size=pool_size)
+    with pytest.raises(UpstreamUnreachable):
+        await asyncio.wait_for(transport.send(_get(url + "/x")), 5)
+    assert server.connections <= 4
+    await transport.close()
+    await server.stop()
