@@ -15,7 +15,7 @@ import pytest
 from azure_openai_proxy.errors import UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.h2 import H2Transport
-from azure_openai_proxy.upstream.transport import UpstreamRequest
+from azure_openai_proxy.upstream.transport import UpstreamRequest, UpstreamStreamBroken
 from tests.e2e.h2raw import RawH2Server, frame, head_block
 from tests.e2e.h2server import ScriptedH2Server
 
@@ -52,5 +52,32 @@ async def test_a_goaway_at_once_is_not_reconnected_to_without_end(pool_size: int
     with pytest.raises(UpstreamUnreachable):
         await asyncio.wait_for(transport.send(_get(url + "/x")), 5)
     assert server.connections <= 4
+    await transport.close()
+    await server.stop()
+
+
+# -- 2: an exception in one stream's frames --------------------------------------------
+
+async def test_a_bad_gzip_body_fails_its_stream_only() -> None:
+    def script(sid: int) -> bytes:
+        if sid != 3:  # a healthy stream, still streaming
+            return frame(1, 4, sid, head_block((":status", "200"))) + frame(0, 0, sid, b"data: 1")
+        return (frame(1, 4, sid, head_block((":status", "200"), ("content-encoding", "gzip")))
+                + frame(0, 1, sid, b"this is not gzip"))
+    server = RawH2Server(script)
+    url = await server.start()
+    transport = _transport()
+    healthy = await transport.send(_get(url + "/healthy"))
+    chunks = healthy.chunks()
+    assert await chunks.__anext__() == b"data: 1"
+    bad = await transport.send(_get(url + "/bad"))
+    with pytest.raises(UpstreamStreamBroken):
+        await bad.read(1000)
+    third = await transport.send(_get(url + "/healthy"))  # the connection serves on
+    assert await anext(third.chunks()) == b"data: 1"
+    assert server.connections == 1
+    assert [sid for _, _, sid, payload in server.frames(3)] == [3]  # RST_STREAM
+    healthy.close()
+    third.close()
     await transport.close()
     await server.stop()

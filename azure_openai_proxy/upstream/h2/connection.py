@@ -188,22 +188,30 @@ class _H2Connection(asyncio.Protocol):
         buf = self.buf + data if self.buf else data
         pos, size = 0, len(buf)
         unpack = FRAME_HEAD.unpack_from
-        try:
-            while size - pos >= 9:
-                head, flags, sid = unpack(buf, pos)
-                end = pos + 9 + (head >> 8)
-                if head >> 8 > OUR_MAX_FRAME:
-                    raise _ProtocolError("a frame larger than allowed", f.FRAME_SIZE_ERROR)
-                if end > size:
-                    break
-                if not head & 0xFF:  # DATA, the hot path: a stream's body
-                    self._on_data(sid & 0x7FFFFFFF, flags, buf, pos + 9, end)
-                else:
-                    self._on_frame(head & 0xFF, flags, sid & 0x7FFFFFFF, buf[pos + 9:end])
+        while True:
+            try:
+                while size - pos >= 9:
+                    head, flags, sid = unpack(buf, pos)
+                    end = pos + 9 + (head >> 8)
+                    if head >> 8 > OUR_MAX_FRAME:
+                        raise _ProtocolError("a frame larger than allowed", f.FRAME_SIZE_ERROR)
+                    if end > size:
+                        break
+                    if not head & 0xFF:  # DATA, the hot path: a stream's body
+                        self._on_data(sid & 0x7FFFFFFF, flags, buf, pos + 9, end)
+                    else:
+                        self._on_frame(head & 0xFF, flags, sid & 0x7FFFFFFF, buf[pos + 9:end])
+                    pos = end
+                break
+            except _ProtocolError as exc:
+                self._abort(str(exc), exc.code)
+                return
+            except Exception as exc:
+                # A stream's own failure (its body's decoding, its sink's): it fails
+                # alone, as in fast/, and the frames after it are read on.
+                if not self._stream_failed(sid & 0x7FFFFFFF, exc):
+                    return
                 pos = end
-        except _ProtocolError as exc:
-            self._abort(str(exc), exc.code)
-            return
         self.buf = buf[pos:] if pos < size else b""
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -410,9 +418,9 @@ class _H2Connection(asyncio.Protocol):
     # -- the streams ---------------------------------------------------------------
 
     def _end(self, stream: _Stream) -> None:
+        stream.finish()  # first: if its decoder's tail is bad, the stream is still ours
         self.streams.pop(stream.sid, None)
         self.blocked.discard(stream)
-        stream.finish()
         self._changed()
 
     def _reset(self, stream: _Stream, error: Exception) -> None:
@@ -421,6 +429,16 @@ class _H2Connection(asyncio.Protocol):
         stream.fail(error)
         self._write(f.rst_frame(stream.sid, f.CANCEL))
         self._changed()
+
+    def _stream_failed(self, sid: int, exc: Exception) -> bool:
+        """A frame of stream `sid` raised `exc`: reset the stream with an Upstream error
+        (the connection ends if it was not a stream's frame); whether to read on."""
+        stream = self.streams.get(sid)
+        if stream is None or self.pending_block is not None:
+            self._abort(f"{type(exc).__name__} on stream {sid}", f.INTERNAL_ERROR)
+            return False
+        self._reset(stream, self._failure(stream, f"a bad answer ({type(exc).__name__})"))
+        return True
 
     def _failure(self, stream: _Stream, reason: str) -> Exception:
         if stream.started:
