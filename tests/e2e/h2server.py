@@ -5,7 +5,8 @@ PING, REFUSED_STREAM, a stalled answer, a body larger than the windows).
 Paths: `/ok` answers "hello"; `/big` 1 MiB as flow control allows; `/stall` a head and
 then nothing; `/ping` a PING before answering once it is acknowledged; `/goaway` and
 `/refuse` turn away their first request (GOAWAY below it, REFUSED_STREAM) and answer
-the next. `requests` lists (connection number, path) as they come."""
+the next; `/echo` answers the request body's length once it has all arrived (`/ok`
+answers at once, before the body). `requests` lists (connection number, path) as they come."""
 
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ class _Protocol(asyncio.Protocol):
         self.pending: dict[int, bytes] = {}  # stream -> body still to send
         self.after_ping: list[int] = []
         self.received: dict[int, bytearray] = {}
+        self.echoes: set[int] = set()  # `/echo` streams, answered at the body's end
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -92,7 +94,11 @@ class _Protocol(asyncio.Protocol):
                 self.conn.acknowledge_received_data(event.flow_controlled_length,
                                                     event.stream_id)
             elif isinstance(event, h2.events.StreamEnded):
-                self.script.bodies.append(bytes(self.received.pop(event.stream_id, b"")))
+                body = bytes(self.received.pop(event.stream_id, b""))
+                self.script.bodies.append(body)
+                if event.stream_id in self.echoes:
+                    self.echoes.discard(event.stream_id)
+                    self.answer(event.stream_id, str(len(body)).encode())
             elif isinstance(event, h2.events.WindowUpdated):
                 self.send_pending()
             elif isinstance(event, h2.events.PingAckReceived):
@@ -119,6 +125,8 @@ class _Protocol(asyncio.Protocol):
         elif path == "/ping":
             self.conn.ping(b"12345678")
             self.after_ping.append(stream)
+        elif path == "/echo":
+            self.echoes.add(stream)
         elif path == "/big":
             self.conn.send_headers(stream, [(":status", "200")])
             self.pending[stream] = bytes(range(256)) * (BIG // 256)

@@ -81,3 +81,40 @@ async def test_a_bad_gzip_body_fails_its_stream_only() -> None:
     third.close()
     await transport.close()
     await server.stop()
+
+
+# -- 3: an answer before the whole request body ----------------------------------------
+
+async def test_an_early_answer_to_an_upload_closes_the_stream_on_the_server() -> None:
+    server = ScriptedH2Server(max_streams=2)  # `/ok` answers before the body is in
+    url = await server.start()
+    transport = _transport()
+    for _ in range(4):  # on one connection: no stream left half-open on the server
+        response = await transport.send(_get(url + "/ok", b"x" * (200 * 1024), "POST"))
+        assert await response.read(1000) == b"hello"
+        response.close()
+    await asyncio.sleep(0.1)  # the last reset on its way
+    assert server.connections == 1
+    assert [stream for stream, _ in server.resets] == [1, 3, 5, 7]
+    assert all(not protocol.conn.open_inbound_streams for protocol in server.protocols)
+    await transport.close()
+    await server.stop()
+
+
+async def test_a_callable_body_is_read_no_more_once_answered() -> None:
+    server = ScriptedH2Server()
+    url = await server.start()
+    transport = _transport()
+    pieces_read = 0
+
+    async def pieces() -> Any:
+        nonlocal pieces_read
+        for _ in range(100):
+            pieces_read += 1
+            yield b"y" * 50_000
+            await asyncio.sleep(0.01)
+    response = await transport.send(_get(url + "/ok", lambda: pieces(), "POST"))
+    assert await response.read(1000) == b"hello"
+    assert pieces_read < 10
+    await transport.close()
+    await server.stop()

@@ -50,14 +50,15 @@ async def test_a_request_body_larger_than_the_servers_window_is_sent_whole(
     base = server.url
     transport = await _transport()
     body = b"x" * (200 * 1024)  # past h2's default 64 KiB windows: WINDOW_UPDATEs needed
-    response = await transport.send(_get(base, "/ok", body, "POST"))
-    assert await response.read(1000) == b"hello"
+    response = await transport.send(_get(base, "/echo", body, "POST"))
+    assert await response.read(1000) == b"204800"
 
     async def pieces() -> AsyncIterator[bytes]:
         for _ in range(4):
             yield b"y" * 50_000
-    response = await transport.send(_get(base, "/ok", lambda: pieces(), "POST"))
-    assert await response.read(1000) == b"hello"
+    response = await transport.send(_get(base, "/echo", lambda: pieces(), "POST"))
+    assert await response.read(1000) == b"200000"
+    assert server.bodies == [body, b"y" * 200_000]
     await transport.close()
 
 

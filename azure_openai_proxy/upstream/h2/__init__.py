@@ -121,6 +121,8 @@ class H2Transport:
             if callable(body):
                 async for piece in body():
                     await _send(conn, stream, piece)
+                    if stream.ended:  # answered (or failed) already: read no more of it
+                        break
                 conn.end_body(stream)
             elif body:
                 await _send(conn, stream, body)

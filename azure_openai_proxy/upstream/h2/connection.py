@@ -115,8 +115,10 @@ class _H2Connection(asyncio.Protocol):
             stream.send_window -= size
             self._write(f.headers_frames(sid, block, False, self.max_frame)
                         + f.data_frame(sid, body, True))
+            stream.sent_end = True
         else:
             self._write(f.headers_frames(sid, block, end_stream, self.max_frame))
+            stream.sent_end = end_stream
         return stream
 
     def fits(self, body: bytes) -> bool:
@@ -138,6 +140,7 @@ class _H2Connection(asyncio.Protocol):
     def end_body(self, stream: _Stream) -> None:
         if stream.sid in self.streams:  # not answered, nor reset, already
             self._write(f.data_frame(stream.sid, b"", True))
+            stream.sent_end = True
 
     def credit(self, sid: int, size: int) -> None:
         """The caller read `size` bytes of stream `sid`: Azure may send as much more."""
@@ -421,6 +424,11 @@ class _H2Connection(asyncio.Protocol):
         stream.finish()  # first: if its decoder's tail is bad, the stream is still ours
         self.streams.pop(stream.sid, None)
         self.blocked.discard(stream)
+        if not stream.sent_end:
+            # Answered before the whole request body (a 413, a 401 to an upload): the rest
+            # is not sent; our half is closed with a reset, else the server holds the
+            # stream open against its MAX_CONCURRENT_STREAMS for good.
+            self._write(f.rst_frame(stream.sid, f.CANCEL))
         self._changed()
 
     def _reset(self, stream: _Stream, error: Exception) -> None:

@@ -43,13 +43,14 @@ class _Stream:
     timer for all its streams (see `_H2Connection._check_quiet`)."""
 
     __slots__ = ("body", "conn", "deadline", "decoder", "draining", "ended", "error", "headers",
-                 "heard", "paused", "send_window", "sid", "sink", "started", "status", "unread",
-                 "waiter")
+                 "heard", "paused", "send_window", "sent_end", "sid", "sink", "started",
+                 "status", "unread", "waiter")
 
     def __init__(self, conn: _H2Connection, sid: int, send_window: int) -> None:
         self.conn = conn
         self.sid = sid
         self.send_window = send_window  # what Azure lets us send of the request body
+        self.sent_end = False  # our END_STREAM went: the request is whole on the wire
         self.status = 0
         self.headers: CIMultiDict[str] = CIMultiDict()
         self.started = False  # the answer's head arrived
