@@ -38,7 +38,8 @@ __all__ = ["_H2Connection", "_Refused"]
 # the transport waits for them before the first request, so this is rarely used.
 _ASSUMED_STREAMS = 100
 _QUIET_CHECKS = 8  # the read timeout is checked this many times per timeout (as fast/)
-_BLOCK_LIMIT = 1 << 20
+_BLOCK_LIMIT = 1 << 20  # a header block's bytes, over its HEADERS and CONTINUATIONs
+_BLOCK_FRAMES = 256  # and its frames: 16 KiB frames would carry 4 MiB
 _CONNECTION_CREDIT_AT = f.CONNECTION_WINDOW // 2  # a header block past this ends the connection (HPACK state)
 _BROKEN = "The connection to Azure OpenAI broke while the response was being read."
 _STALLED = "Azure OpenAI stopped sending data (read timeout) in the middle of the response."
@@ -63,7 +64,8 @@ class _H2Connection(asyncio.Protocol):
 
     __slots__ = (
         "blocked", "buf", "closed", "decoder", "draining", "host", "idle_since", "loop",
-        "max_frame", "max_streams", "next_id", "on_change", "pending_block", "read_timeout",
+        "max_frame", "max_streams", "next_id", "on_change", "pending_block", "pending_size",
+        "read_timeout",
         "send_window", "settled", "stream_window", "streams", "timer", "transport",
         "unacked", "write_paused",
     )
@@ -84,6 +86,7 @@ class _H2Connection(asyncio.Protocol):
         self.decoder = HpackDecoder()
         # A header block spread over CONTINUATION frames: (stream id, END_STREAM, parts).
         self.pending_block: tuple[int, bool, list[bytes]] | None = None
+        self.pending_size = 0  # its bytes so far
         self.settled: asyncio.Future[None] = loop.create_future()
         self.draining = False  # GOAWAY (or ids spent): no new streams
         self.closed = False
@@ -305,13 +308,16 @@ class _H2Connection(asyncio.Protocol):
             if flags & f.PRIORITY_FLAG:
                 start += 5
             self.pending_block = (sid, bool(flags & f.END_STREAM), [payload[start:end]])
+            self.pending_size = end - start
         else:
             pending = self.pending_block
             if pending is None or pending[0] != sid:
                 raise _ProtocolError("an unexpected CONTINUATION frame")
             pending[2].append(payload)
-            if sum(map(len, pending[2])) > _BLOCK_LIMIT:
-                raise _ProtocolError("a header block without end")
+            self.pending_size += len(payload)
+            # Frames are counted too: empty CONTINUATIONs must not go on for ever.
+            if self.pending_size > _BLOCK_LIMIT or len(pending[2]) > _BLOCK_FRAMES:
+                raise _ProtocolError("a header block without end", f.ENHANCE_YOUR_CALM)
         if flags & f.END_HEADERS:
             pending = self.pending_block
             assert pending is not None
