@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import time
 from typing import Any
 
 import pytest
@@ -116,5 +115,18 @@ async def test_a_callable_body_is_read_no_more_once_answered() -> None:
     response = await transport.send(_get(url + "/ok", lambda: pieces(), "POST"))
     assert await response.read(1000) == b"hello"
     assert pieces_read < 10
+    await transport.close()
+    await server.stop()
+
+
+# -- 5: DATA before HEADERS ----------------------------------------------------------
+
+async def test_a_body_without_a_head_fails_the_request() -> None:
+    server = RawH2Server(lambda sid: frame(0, 1, sid, b"x"))
+    url = await server.start()
+    transport = _transport(read_timeout=1.0)
+    with pytest.raises(UpstreamUnreachable):
+        await asyncio.wait_for(transport.send(_get(url + "/x")), 5)
+    assert transport.connections_in_use() == 0
     await transport.close()
     await server.stop()

@@ -89,3 +89,20 @@ def test_empty_continuations_without_end_end_the_connection(
     assert conn.closed and wire.goaway() == f.ENHANCE_YOUR_CALM
     assert _failed(stream)
     conn.close()
+
+
+@pytest.mark.parametrize("frames", [
+    frame(0, 1, 1, b"x"),  # DATA with END_STREAM, no HEADERS before
+    frame(0, 1, 1),  # the same, empty
+    frame(0, 0, 1, b"x"),  # DATA before HEADERS, the stream still open
+    frame(1, 5, 1, b"\x0d\x03103"),  # 103 Early Hints with END_STREAM: no final answer
+])
+def test_an_answer_without_a_head_fails_its_stream(
+        loop: asyncio.AbstractEventLoop, frames: bytes) -> None:
+    conn, wire = _connection(loop)
+    stream = _request(conn)
+    conn.data_received(frames)
+    assert _failed(stream) and not stream.started
+    assert not conn.closed and not conn.streams  # a stream error: the connection goes on
+    assert (3, 0, 1, struct.pack(">I", f.PROTOCOL_ERROR)) in wire.frames()
+    conn.close()

@@ -269,8 +269,11 @@ class _H2Connection(asyncio.Protocol):
                 if stream.unread >= _CREDIT_AT:
                     self.credit(sid, stream.unread)
                     stream.unread = 0
-            else:
+            elif stream.started:
                 stream.received(buf[start:end])
+            else:
+                self._malformed(stream, "a body before the head")
+                return
         if flags & END_STREAM:
             self._end(stream)
 
@@ -348,10 +351,11 @@ class _H2Connection(asyncio.Protocol):
                 elif not name.startswith(b":"):
                     headers.add(name.decode("latin-1"), value.decode("latin-1"))
             if status < 100 or status > 999:
-                self._reset(stream, UpstreamUnreachable(
-                    f"Cannot reach Azure OpenAI at {self.host}: an answer without a status"))
+                self._malformed(stream, "an answer without a status")
                 return
             if status < 200:  # 100 Continue, 103 Early Hints: the real answer follows
+                if end_stream:
+                    self._malformed(stream, "an answer ended after an interim head")
                 return
             stream.head(status, headers)
         if end_stream:  # the answer's end (a bodyless answer, or trailers)
@@ -427,6 +431,9 @@ class _H2Connection(asyncio.Protocol):
     # -- the streams ---------------------------------------------------------------
 
     def _end(self, stream: _Stream) -> None:
+        if not stream.started:  # END_STREAM on a stream without an answer's head
+            self._malformed(stream, "an answer without a head")
+            return
         stream.finish()  # first: if its decoder's tail is bad, the stream is still ours
         self.streams.pop(stream.sid, None)
         self.blocked.discard(stream)
@@ -437,12 +444,17 @@ class _H2Connection(asyncio.Protocol):
             self._write(f.rst_frame(stream.sid, f.CANCEL))
         self._changed()
 
-    def _reset(self, stream: _Stream, error: Exception) -> None:
+    def _reset(self, stream: _Stream, error: Exception, code: int = f.CANCEL) -> None:
         self.streams.pop(stream.sid, None)
         self.blocked.discard(stream)
         stream.fail(error)
-        self._write(f.rst_frame(stream.sid, f.CANCEL))
+        self._write(f.rst_frame(stream.sid, code))
         self._changed()
+
+    def _malformed(self, stream: _Stream, reason: str) -> None:
+        """A malformed answer (RFC 9113 §8.1.1): a stream error, the others go on."""
+        self._reset(stream, self._failure(stream, f"a malformed answer ({reason})"),
+                    f.PROTOCOL_ERROR)
 
     def _stream_failed(self, sid: int, exc: Exception) -> bool:
         """A frame of stream `sid` raised `exc`: reset the stream with an Upstream error
