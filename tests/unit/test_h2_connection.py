@@ -106,3 +106,22 @@ def test_an_answer_without_a_head_fails_its_stream(
     assert not conn.closed and not conn.streams  # a stream error: the connection goes on
     assert (3, 0, 1, struct.pack(">I", f.PROTOCOL_ERROR)) in wire.frames()
     conn.close()
+
+
+def _answered(conn: _H2Connection) -> _Stream:
+    stream = _request(conn)
+    conn.data_received(frame(1, 4, stream.sid, b"\x88"))  # :status 200
+    assert stream.started
+    return stream
+
+
+def test_data_past_the_stream_window_is_a_flow_control_error(
+        loop: asyncio.AbstractEventLoop) -> None:
+    conn, wire = _connection(loop)
+    stream = _answered(conn)  # nobody reads it: its window is not credited back
+    chunk = frame(0, 0, stream.sid, b"z" * 16384)
+    conn.data_received(chunk * (f.STREAM_WINDOW // 16384))  # the whole window: allowed
+    assert not conn.closed and sum(map(len, stream.body)) == f.STREAM_WINDOW
+    conn.data_received(chunk)  # past it
+    assert conn.closed and wire.goaway() == f.FLOW_CONTROL_ERROR
+    assert _failed(stream)

@@ -27,7 +27,9 @@ from multidict import CIMultiDict
 
 from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.upstream.h2 import frames as f
-from azure_openai_proxy.upstream.h2.frames import END_STREAM, FRAME_HEAD, OUR_MAX_FRAME, PADDED
+from azure_openai_proxy.upstream.h2.frames import (
+    END_STREAM, FRAME_HEAD, OUR_MAX_FRAME, PADDED, STREAM_WINDOW,
+)
 from azure_openai_proxy.upstream.h2.hpack_decoder import HeaderBlockError, HpackDecoder
 from azure_openai_proxy.upstream.h2.stream import _CREDIT_AT, _Stream
 from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
@@ -266,10 +268,14 @@ class _H2Connection(asyncio.Protocol):
                 sink.feed(buf[start:end])
                 if stream.sink is sink:  # else it detached itself
                     sink.flush()
-                if stream.unread >= _CREDIT_AT:
+                if stream.unread >= _CREDIT_AT:  # the window's check only here: no cost
+                    if stream.unread > STREAM_WINDOW:
+                        raise _ProtocolError("DATA past the stream's window", f.FLOW_CONTROL_ERROR)
                     self.credit(sid, stream.unread)
                     stream.unread = 0
             elif stream.started:
+                if stream.unread > STREAM_WINDOW:  # a server ignoring the window we gave
+                    raise _ProtocolError("DATA past the stream's window", f.FLOW_CONTROL_ERROR)
                 stream.received(buf[start:end])
             else:
                 self._malformed(stream, "a body before the head")
