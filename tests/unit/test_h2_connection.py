@@ -125,3 +125,24 @@ def test_data_past_the_stream_window_is_a_flow_control_error(
     conn.data_received(chunk)  # past it
     assert conn.closed and wire.goaway() == f.FLOW_CONTROL_ERROR
     assert _failed(stream)
+
+
+@pytest.mark.parametrize("ask", [frame(6, 0, 0, b"12345678"), frame(4, 0, 0)])
+def test_acks_asked_for_by_a_server_not_reading_are_bounded(
+        loop: asyncio.AbstractEventLoop, ask: bytes) -> None:
+    conn, wire = _connection(loop)
+    stream = _request(conn)
+    conn.pause_writing()  # the server does not read
+    before = len(wire.written)
+    conn.data_received(ask * 100_000)
+    assert conn.closed and wire.closed and wire.goaway() == f.ENHANCE_YOUR_CALM
+    assert len(wire.written) - before < 40_000  # not 100,000 acks
+    assert _failed(stream)
+
+
+def test_acks_are_written_while_the_server_reads(loop: asyncio.AbstractEventLoop) -> None:
+    conn, wire = _connection(loop)
+    conn.data_received(frame(6, 0, 0, b"12345678") * 5000)
+    assert not conn.closed
+    assert len([k for k, flags, _, _ in wire.frames() if k == 6 and flags == 1]) == 5000
+    conn.close()

@@ -41,6 +41,7 @@ __all__ = ["_H2Connection", "_Refused"]
 _ASSUMED_STREAMS = 100
 _QUIET_CHECKS = 8  # the read timeout is checked this many times per timeout (as fast/)
 _BLOCK_LIMIT = 1 << 20  # a header block's bytes, over its HEADERS and CONTINUATIONs
+_PAUSED_REPLIES = 1024  # acks written while the server does not read ours (`_reply`)
 _BLOCK_FRAMES = 256  # and its frames: 16 KiB frames would carry 4 MiB
 _CONNECTION_CREDIT_AT = f.CONNECTION_WINDOW // 2  # a header block past this ends the connection (HPACK state)
 _BROKEN = "The connection to Azure OpenAI broke while the response was being read."
@@ -69,7 +70,7 @@ class _H2Connection(asyncio.Protocol):
         "max_frame", "max_streams", "next_id", "on_change", "pending_block", "pending_size",
         "read_timeout",
         "send_window", "settled", "stream_window", "streams", "timer", "transport",
-        "unacked", "write_paused",
+        "replies", "unacked", "write_paused",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, host: str, read_timeout: float) -> None:
@@ -93,6 +94,7 @@ class _H2Connection(asyncio.Protocol):
         self.draining = False  # GOAWAY (or ids spent): no new streams
         self.closed = False
         self.write_paused = False
+        self.replies = 0  # PING and SETTINGS acks written while writing is paused
         self.blocked: set[_Stream] = set()  # streams waiting to send body bytes
         self.idle_since = loop.time()
         self.timer: asyncio.TimerHandle | None = None
@@ -167,11 +169,24 @@ class _H2Connection(asyncio.Protocol):
             self.timer = None
         if self.transport is not None and not self.closed:
             self.closed = True
-            self.transport.close()
+            if self.write_paused:  # the server is not reading: what is queued never goes
+                self.transport.abort()
+            else:
+                self.transport.close()
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self.transport.write(data)
+
+    def _reply(self, data: bytes) -> None:
+        """An ack the server asked for. A server that asks and asks and does not read
+        (CVE-2019-9512's flood) would grow our write buffer without end: while writing
+        is paused, only `_PAUSED_REPLIES` are written, then the connection ends."""
+        if self.write_paused:
+            self.replies += 1
+            if self.replies > _PAUSED_REPLIES:
+                raise _ProtocolError("acks asked for and not read", f.ENHANCE_YOUR_CALM)
+        self._write(data)
 
     def _changed(self) -> None:
         if not self.streams:
@@ -237,6 +252,7 @@ class _H2Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self.replies = 0
 
     def resume_writing(self) -> None:
         self.write_paused = False
@@ -296,7 +312,7 @@ class _H2Connection(asyncio.Protocol):
             if len(payload) != 8:
                 raise _ProtocolError("a PING is 8 bytes", f.FRAME_SIZE_ERROR)
             if not flags & f.ACK:
-                self._write(f.ping_ack(payload))
+                self._reply(f.ping_ack(payload))
         elif kind == f.RST_STREAM:
             self._on_reset(sid, payload)
         elif kind == f.GOAWAY:
@@ -387,7 +403,7 @@ class _H2Connection(asyncio.Protocol):
                 self.max_frame = value
             # HEADER_TABLE_SIZE bounds a table our encoder does not keep; the others
             # (ENABLE_PUSH, MAX_HEADER_LIST_SIZE) ask nothing of a client like us.
-        self._write(f.settings_ack())
+        self._reply(f.settings_ack())
         if not self.settled.done():
             self.settled.set_result(None)
         self._wake_blocked()
