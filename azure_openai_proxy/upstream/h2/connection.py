@@ -27,9 +27,7 @@ from multidict import CIMultiDict
 
 from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.upstream.h2 import frames as f
-from azure_openai_proxy.upstream.h2.frames import (
-    END_STREAM, FRAME_HEAD, OUR_MAX_FRAME, PADDED, STREAM_WINDOW,
-)
+from azure_openai_proxy.upstream.h2.frames import END_STREAM, FRAME_HEAD, OUR_MAX_FRAME, PADDED
 from azure_openai_proxy.upstream.h2.hpack_decoder import HeaderBlockError, HpackDecoder
 from azure_openai_proxy.upstream.h2.stream import _CREDIT_AT, _Stream
 from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
@@ -68,9 +66,8 @@ class _H2Connection(asyncio.Protocol):
     __slots__ = (
         "blocked", "buf", "closed", "decoder", "draining", "host", "idle_since", "loop",
         "max_frame", "max_streams", "next_id", "on_change", "pending_block", "pending_size",
-        "read_timeout",
-        "send_window", "settled", "stream_window", "streams", "timer", "transport",
-        "replies", "unacked", "write_paused",
+        "read_timeout", "replies", "send_window", "settled", "stream_window", "streams",
+        "timer", "transport", "unacked", "write_paused",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, host: str, read_timeout: float) -> None:
@@ -285,12 +282,12 @@ class _H2Connection(asyncio.Protocol):
                 if stream.sink is sink:  # else it detached itself
                     sink.flush()
                 if stream.unread >= _CREDIT_AT:  # the window's check only here: no cost
-                    if stream.unread > STREAM_WINDOW:
+                    if stream.unread > f.STREAM_WINDOW:
                         raise _ProtocolError("DATA past the stream's window", f.FLOW_CONTROL_ERROR)
                     self.credit(sid, stream.unread)
                     stream.unread = 0
             elif stream.started:
-                if stream.unread > STREAM_WINDOW:  # a server ignoring the window we gave
+                if stream.unread > f.STREAM_WINDOW:  # a server ignoring the window we gave
                     raise _ProtocolError("DATA past the stream's window", f.FLOW_CONTROL_ERROR)
                 stream.received(buf[start:end])
             else:
