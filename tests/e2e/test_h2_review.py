@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from azure_openai_proxy.errors import UpstreamUnreachable
+from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.h2 import H2Transport
+from azure_openai_proxy.upstream.h2.frames import headers_frames
 from azure_openai_proxy.upstream.transport import UpstreamRequest, UpstreamStreamBroken
 from tests.e2e.h2raw import RawH2Server, frame, head_block
 from tests.e2e.h2server import ScriptedH2Server
@@ -128,5 +129,57 @@ async def test_a_body_without_a_head_fails_the_request() -> None:
     with pytest.raises(UpstreamUnreachable):
         await asyncio.wait_for(transport.send(_get(url + "/x")), 5)
     assert transport.connections_in_use() == 0
+    await transport.close()
+    await server.stop()
+
+
+# -- 8: a head too large ---------------------------------------------------------------
+
+@pytest.mark.parametrize("value", [150_000, 65_500])  # past 128 KiB; past 64 KiB decoded
+async def test_a_head_too_large_fails_its_stream_only(value: int) -> None:
+    def script(sid: int) -> bytes:
+        if sid != 3:
+            return frame(1, 4, sid, head_block((":status", "200"))) + frame(0, 0, sid, b"data: 1")
+        block = head_block((":status", "200"), ("x-big", "a" * value), huffman=False)
+        return headers_frames(sid, block, True, 16384)
+    server = RawH2Server(script)
+    url = await server.start()
+    transport = _transport()
+    healthy = await transport.send(_get(url + "/healthy"))
+    chunks = healthy.chunks()
+    assert await chunks.__anext__() == b"data: 1"
+    with pytest.raises(UpstreamHeadTooLarge):
+        await transport.send(_get(url + "/big-head"))
+    third = await transport.send(_get(url + "/healthy"))  # the connection serves on
+    assert await anext(third.chunks()) == b"data: 1"
+    assert server.connections == 1 and not server.frames(7)  # no GOAWAY
+    healthy.close()
+    third.close()
+    await transport.close()
+    await server.stop()
+
+
+# -- 13: malformed answers -----------------------------------------------------------
+
+@pytest.mark.parametrize("fields", [
+    [(":status", "200"), ("x-request-id", "a\r\nset-cookie: x=1")],
+    [(":status", "200"), ("x-request-id", "a\x00")],
+    [(":status", "200"), ("", "empty name")],
+    [(":status", "2000")],
+    [(":status", "200"), (":path", "/")],
+])
+async def test_a_malformed_head_fails_its_stream_only(fields: list[tuple[str, str]]) -> None:
+    def script(sid: int) -> bytes:
+        if sid == 1:
+            return frame(1, 4, sid, head_block(*fields)) + frame(0, 1, sid, b"{}")
+        return frame(1, 4, sid, head_block((":status", "200"))) + frame(0, 1, sid, b"ok")
+    server = RawH2Server(script)
+    url = await server.start()
+    transport = _transport()
+    with pytest.raises(UpstreamUnreachable):
+        await transport.send(_get(url + "/x"))
+    response = await transport.send(_get(url + "/x"))
+    assert await response.read(100) == b"ok"
+    assert server.connections == 1
     await transport.close()
     await server.stop()

@@ -60,5 +60,39 @@ def test_a_list_that_decodes_past_the_limit_is_refused() -> None:
     ours.decode(encoder.encode([("x-big", "v" * 3000)]), 1 << 20)  # indexed now
     again = encoder.encode([("x-big", "v" * 3000)] * 30)  # 30 one-byte references
     assert len(again) < 40
+    assert ours.decode(again, 64 * 1024) is None  # too large: its stream's failure
+    with pytest.raises(HeaderBlockError):  # hostile: the connection's
+        ours.decode(encoder.encode([("x-big", "v" * 3000)] * 400), 64 * 1024)
+
+
+def test_a_list_too_large_keeps_the_table_in_step() -> None:
+    encoder, reference, ours = hpack.Encoder(), hpack.Decoder(), HpackDecoder()
+    big = encoder.encode([(":status", "200"), ("x-big", "a" * 70_000), ("x-next", "1")],
+                         huffman=False)
+    reference.max_header_list_size = 1 << 20
+    reference.decode(big)
+    assert ours.decode(big, 64 * 1024) is None
+    after = encoder.encode([("x-next", "1"), ("x-big", "a" * 70_000)])  # indexed both
+    assert ours.decode(after, 1 << 20) == [
+        (bytes(n), bytes(v)) for n, v in reference.decode(after, raw=True)]
+
+
+def test_each_field_counts_32_bytes_more() -> None:
+    block = b"\x40\x00\x00" + b"\xbe" * (1 << 20)  # ("", "") added, then named 1M times
     with pytest.raises(HeaderBlockError):
-        ours.decode(again, 64 * 1024)
+        HpackDecoder().decode(block, 128 * 1024)  # not a million empty fields
+    assert HpackDecoder().decode(b"\x40\x00\x00" + b"\xbe" * 10, 11 * 32) is not None
+    assert HpackDecoder().decode(b"\x40\x00\x00" + b"\xbe" * 10, 11 * 32 - 1) is None
+
+
+def test_a_table_size_update_after_a_field_is_refused() -> None:
+    with pytest.raises(HeaderBlockError):
+        HpackDecoder().decode(b"\x88\x20", 1000)  # :status 200, then size 0
+    assert HpackDecoder().decode(b"\x20\x3f\xe1\x1f\x88", 1000) == [(b":status", b"200")]
+
+
+def test_long_huffman_strings_are_not_remembered() -> None:
+    encoder, ours = hpack.Encoder(), HpackDecoder()
+    for i in range(50):
+        ours.decode(encoder.encode([(f"x-{i}", "v" * 10_000 + str(i))], huffman=True), 1 << 20)
+    assert all(len(raw) <= 128 for raw in ours._huffman._data)

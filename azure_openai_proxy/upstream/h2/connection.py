@@ -4,7 +4,7 @@ flow control, and fails the right streams on RST_STREAM, GOAWAY or a lost connec
 
 Our own framing, not the `h2` package's state machine: a received 150-byte DATA frame
 costs about a tenth of the instructions here (bench/README.md, issue 15), and a relayed
-stream is made of nothing else. Header blocks are decoded by `hpack_decoder.py`.
+stream is made of nothing else. Header blocks are read by `headers.py`.
 
 Errors a stream fails with:
 
@@ -23,12 +23,16 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
-from multidict import CIMultiDict
-
 from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.upstream.h2 import frames as f
-from azure_openai_proxy.upstream.h2.frames import END_STREAM, FRAME_HEAD, OUR_MAX_FRAME, PADDED
-from azure_openai_proxy.upstream.h2.hpack_decoder import HeaderBlockError, HpackDecoder
+from azure_openai_proxy.upstream.h2.frames import (
+    END_STREAM,
+    FRAME_HEAD,
+    OUR_MAX_FRAME,
+    PADDED,
+    ProtocolError,
+)
+from azure_openai_proxy.upstream.h2.headers import HeaderBlocks, MalformedHead, read_head
 from azure_openai_proxy.upstream.h2.stream import _CREDIT_AT, _Stream
 from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
 
@@ -38,10 +42,8 @@ __all__ = ["_H2Connection", "_Refused"]
 # the transport waits for them before the first request, so this is rarely used.
 _ASSUMED_STREAMS = 100
 _QUIET_CHECKS = 8  # the read timeout is checked this many times per timeout (as fast/)
-_BLOCK_LIMIT = 1 << 20  # a header block's bytes, over its HEADERS and CONTINUATIONs
 _PAUSED_REPLIES = 1024  # acks written while the server does not read ours (`_reply`)
-_BLOCK_FRAMES = 256  # and its frames: 16 KiB frames would carry 4 MiB
-_CONNECTION_CREDIT_AT = f.CONNECTION_WINDOW // 2  # a header block past this ends the connection (HPACK state)
+_CONNECTION_CREDIT_AT = f.CONNECTION_WINDOW // 2  # received bytes credited back at once
 _BROKEN = "The connection to Azure OpenAI broke while the response was being read."
 _STALLED = "Azure OpenAI stopped sending data (read timeout) in the middle of the response."
 
@@ -50,24 +52,16 @@ class _Refused(Exception):
     """The server did not process the stream (GOAWAY, REFUSED_STREAM): send it again."""
 
 
-class _ProtocolError(Exception):
-    """The server broke HTTP/2: the connection ends (GOAWAY with `code`)."""
-
-    def __init__(self, message: str, code: int = f.PROTOCOL_ERROR) -> None:
-        super().__init__(message)
-        self.code = code
-
-
 class _H2Connection(asyncio.Protocol):
     """An HTTP/2 client connection. `open_stream` starts a request; frames are parsed in
     `data_received` and dispatched to `_on_*`; `settled` is done at the server's first
     SETTINGS (its concurrency limit known)."""
 
     __slots__ = (
-        "blocked", "buf", "closed", "decoder", "draining", "host", "idle_since", "loop",
-        "max_frame", "max_streams", "next_id", "on_change", "pending_block", "pending_size",
-        "read_timeout", "replies", "send_window", "settled", "stream_window", "streams",
-        "timer", "transport", "unacked", "write_paused",
+        "blocked", "blocks", "buf", "closed", "draining", "host", "idle_since", "loop",
+        "max_frame", "max_streams", "next_id", "on_change", "read_timeout", "replies",
+        "send_window", "settled", "stream_window", "streams", "timer", "transport", "unacked",
+        "write_paused",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, host: str, read_timeout: float) -> None:
@@ -83,10 +77,7 @@ class _H2Connection(asyncio.Protocol):
         self.send_window = 65535  # the connection's, for request bodies
         self.stream_window = 65535  # each new stream's, from the server's SETTINGS
         self.unacked = 0  # received bytes not yet credited to the connection's window
-        self.decoder = HpackDecoder()
-        # A header block spread over CONTINUATION frames: (stream id, END_STREAM, parts).
-        self.pending_block: tuple[int, bool, list[bytes]] | None = None
-        self.pending_size = 0  # its bytes so far
+        self.blocks = HeaderBlocks()
         self.settled: asyncio.Future[None] = loop.create_future()
         self.draining = False  # GOAWAY (or ids spent): no new streams
         self.closed = False
@@ -182,7 +173,7 @@ class _H2Connection(asyncio.Protocol):
         if self.write_paused:
             self.replies += 1
             if self.replies > _PAUSED_REPLIES:
-                raise _ProtocolError("acks asked for and not read", f.ENHANCE_YOUR_CALM)
+                raise ProtocolError("acks asked for and not read", f.ENHANCE_YOUR_CALM)
         self._write(data)
 
     def _changed(self) -> None:
@@ -200,7 +191,7 @@ class _H2Connection(asyncio.Protocol):
         transport_ = self.transport
         transport_.write(f.PREFACE + f.settings_frame({
             f.ENABLE_PUSH: 0, f.INITIAL_WINDOW_SIZE: f.STREAM_WINDOW,
-            f.MAX_HEADER_LIST_SIZE: f.MAX_HEAD_BYTES * 2,
+            f.MAX_HEADER_LIST_SIZE: f.MAX_HEAD_BYTES,
         }) + f.window_update(0, f.CONNECTION_WINDOW - 65535))
         self._arm()
 
@@ -214,7 +205,7 @@ class _H2Connection(asyncio.Protocol):
                     head, flags, sid = unpack(buf, pos)
                     end = pos + 9 + (head >> 8)
                     if head >> 8 > OUR_MAX_FRAME:
-                        raise _ProtocolError("a frame larger than allowed", f.FRAME_SIZE_ERROR)
+                        raise ProtocolError("a frame larger than allowed", f.FRAME_SIZE_ERROR)
                     if end > size:
                         break
                     if not head & 0xFF:  # DATA, the hot path: a stream's body
@@ -223,7 +214,7 @@ class _H2Connection(asyncio.Protocol):
                         self._on_frame(head & 0xFF, flags, sid & 0x7FFFFFFF, buf[pos + 9:end])
                     pos = end
                 break
-            except _ProtocolError as exc:
+            except ProtocolError as exc:
                 self._abort(str(exc), exc.code)
                 return
             except Exception as exc:
@@ -270,7 +261,7 @@ class _H2Connection(asyncio.Protocol):
         stream.unread += length
         if flags & PADDED:
             if length == 0 or buf[start] >= length:
-                raise _ProtocolError("bad padding")
+                raise ProtocolError("bad padding")
             end -= buf[start]
             start += 1
         if end > start:
@@ -283,12 +274,12 @@ class _H2Connection(asyncio.Protocol):
                     sink.flush()
                 if stream.unread >= _CREDIT_AT:  # the window's check only here: no cost
                     if stream.unread > f.STREAM_WINDOW:
-                        raise _ProtocolError("DATA past the stream's window", f.FLOW_CONTROL_ERROR)
+                        raise ProtocolError("DATA past the stream's window", f.FLOW_CONTROL_ERROR)
                     self.credit(sid, stream.unread)
                     stream.unread = 0
             elif stream.started:
                 if stream.unread > f.STREAM_WINDOW:  # a server ignoring the window we gave
-                    raise _ProtocolError("DATA past the stream's window", f.FLOW_CONTROL_ERROR)
+                    raise ProtocolError("DATA past the stream's window", f.FLOW_CONTROL_ERROR)
                 stream.received(buf[start:end])
             else:
                 self._malformed(stream, "a body before the head")
@@ -297,17 +288,19 @@ class _H2Connection(asyncio.Protocol):
             self._end(stream)
 
     def _on_frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:
-        if self.pending_block is not None and kind != f.CONTINUATION:
-            raise _ProtocolError("a header block was interrupted")
+        if self.blocks.sid and kind != f.CONTINUATION:
+            raise ProtocolError("a header block was interrupted")
         if kind == f.HEADERS or kind == f.CONTINUATION:
-            self._on_headers(kind, flags, sid, payload)
+            block = self.blocks.frame(kind, flags, sid, payload)
+            if block is not None:
+                self._on_block(*block)
         elif kind == f.SETTINGS:
             self._on_settings(flags, payload)
         elif kind == f.WINDOW_UPDATE:
             self._on_window_update(sid, payload)
         elif kind == f.PING:
             if len(payload) != 8:
-                raise _ProtocolError("a PING is 8 bytes", f.FRAME_SIZE_ERROR)
+                raise ProtocolError("a PING is 8 bytes", f.FRAME_SIZE_ERROR)
             if not flags & f.ACK:
                 self._reply(f.ping_ack(payload))
         elif kind == f.RST_STREAM:
@@ -315,62 +308,25 @@ class _H2Connection(asyncio.Protocol):
         elif kind == f.GOAWAY:
             self._on_goaway(payload)
         elif kind == f.PUSH_PROMISE:
-            raise _ProtocolError("a push promise, though we disabled push")
+            raise ProtocolError("a push promise, though we disabled push")
         # PRIORITY and unknown frame types are ignored, as RFC 9113 says.
 
-    def _on_headers(self, kind: int, flags: int, sid: int, payload: bytes) -> None:
-        if kind == f.HEADERS:
-            if self.pending_block is not None or sid == 0:
-                raise _ProtocolError("an unexpected HEADERS frame")
-            start, end = 0, len(payload)
-            if flags & f.PADDED:
-                if not payload or payload[0] >= len(payload):
-                    raise _ProtocolError("bad padding")
-                start, end = 1, end - payload[0]
-            if flags & f.PRIORITY_FLAG:
-                start += 5
-            self.pending_block = (sid, bool(flags & f.END_STREAM), [payload[start:end]])
-            self.pending_size = end - start
-        else:
-            pending = self.pending_block
-            if pending is None or pending[0] != sid:
-                raise _ProtocolError("an unexpected CONTINUATION frame")
-            pending[2].append(payload)
-            self.pending_size += len(payload)
-            # Frames are counted too: empty CONTINUATIONs must not go on for ever.
-            if self.pending_size > _BLOCK_LIMIT or len(pending[2]) > _BLOCK_FRAMES:
-                raise _ProtocolError("a header block without end", f.ENHANCE_YOUR_CALM)
-        if flags & f.END_HEADERS:
-            pending = self.pending_block
-            assert pending is not None
-            self.pending_block = None
-            self._on_block(pending[0], pending[1], b"".join(pending[2]))
-
-    def _on_block(self, sid: int, end_stream: bool, block: bytes) -> None:
-        try:
-            # Decoded even for a stream we reset: the table must follow the server's.
-            fields = self.decoder.decode(block, f.MAX_HEAD_BYTES * 2)
-        except HeaderBlockError as exc:
-            raise _ProtocolError(f"a bad header block ({exc})", f.COMPRESSION_ERROR) from None
+    def _on_block(self, sid: int, end_stream: bool,
+                  fields: list[tuple[bytes, bytes]] | None) -> None:
         stream = self.streams.get(sid)
         if stream is None:
             return
         stream.heard = True
-        if len(block) > f.MAX_HEAD_BYTES or len(fields) > f.MAX_HEADERS:
+        if fields is None:
             self._reset(stream, UpstreamHeadTooLarge(
                 "Azure OpenAI's answer was refused: its head is larger than "
                 f"{f.MAX_HEAD_BYTES} bytes or {f.MAX_HEADERS} headers."))
             return
         if not stream.started:
-            status = 0
-            headers: CIMultiDict[str] = CIMultiDict()
-            for name, value in fields:
-                if name == b":status":
-                    status = int(value) if value.isdigit() else 0
-                elif not name.startswith(b":"):
-                    headers.add(name.decode("latin-1"), value.decode("latin-1"))
-            if status < 100 or status > 999:
-                self._malformed(stream, "an answer without a status")
+            try:
+                status, headers = read_head(fields)
+            except MalformedHead as exc:
+                self._malformed(stream, str(exc))
                 return
             if status < 200:  # 100 Continue, 103 Early Hints: the real answer follows
                 if end_stream:
@@ -384,19 +340,19 @@ class _H2Connection(asyncio.Protocol):
         if flags & f.ACK:
             return
         if len(payload) % 6:
-            raise _ProtocolError("a SETTINGS frame's size", f.FRAME_SIZE_ERROR)
+            raise ProtocolError("a SETTINGS frame's size", f.FRAME_SIZE_ERROR)
         for code, value in f.parse_settings(payload):
             if code == f.MAX_CONCURRENT_STREAMS:
                 self.max_streams = value
             elif code == f.INITIAL_WINDOW_SIZE:
                 if value > 0x7FFFFFFF:
-                    raise _ProtocolError("a window too large", f.FLOW_CONTROL_ERROR)
+                    raise ProtocolError("a window too large", f.FLOW_CONTROL_ERROR)
                 delta, self.stream_window = value - self.stream_window, value
                 for stream in self.streams.values():
                     stream.send_window += delta
             elif code == f.MAX_FRAME_SIZE:
                 if not 16384 <= value <= 0xFFFFFF:
-                    raise _ProtocolError("a bad MAX_FRAME_SIZE")
+                    raise ProtocolError("a bad MAX_FRAME_SIZE")
                 self.max_frame = value
             # HEADER_TABLE_SIZE bounds a table our encoder does not keep; the others
             # (ENABLE_PUSH, MAX_HEADER_LIST_SIZE) ask nothing of a client like us.
@@ -408,11 +364,11 @@ class _H2Connection(asyncio.Protocol):
 
     def _on_window_update(self, sid: int, payload: bytes) -> None:
         if len(payload) != 4:
-            raise _ProtocolError("a WINDOW_UPDATE's size", f.FRAME_SIZE_ERROR)
+            raise ProtocolError("a WINDOW_UPDATE's size", f.FRAME_SIZE_ERROR)
         increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
         if sid == 0:
             if increment == 0:
-                raise _ProtocolError("a zero WINDOW_UPDATE")
+                raise ProtocolError("a zero WINDOW_UPDATE")
             self.send_window += increment
             self._wake_blocked()
             return
@@ -424,7 +380,7 @@ class _H2Connection(asyncio.Protocol):
 
     def _on_reset(self, sid: int, payload: bytes) -> None:
         if len(payload) != 4:
-            raise _ProtocolError("a RST_STREAM's size", f.FRAME_SIZE_ERROR)
+            raise ProtocolError("a RST_STREAM's size", f.FRAME_SIZE_ERROR)
         stream = self.streams.pop(sid, None)
         if stream is None:
             return
@@ -438,7 +394,7 @@ class _H2Connection(asyncio.Protocol):
 
     def _on_goaway(self, payload: bytes) -> None:
         if len(payload) < 8:
-            raise _ProtocolError("a GOAWAY's size", f.FRAME_SIZE_ERROR)
+            raise ProtocolError("a GOAWAY's size", f.FRAME_SIZE_ERROR)
         last, _ = f.parse_goaway(payload)
         self.draining = True  # streams up to `last` finish; new requests go elsewhere
         for sid in [sid for sid in self.streams if sid > last]:
@@ -479,7 +435,7 @@ class _H2Connection(asyncio.Protocol):
         """A frame of stream `sid` raised `exc`: reset the stream with an Upstream error
         (the connection ends if it was not a stream's frame); whether to read on."""
         stream = self.streams.get(sid)
-        if stream is None or self.pending_block is not None:
+        if stream is None or self.blocks.sid:
             self._abort(f"{type(exc).__name__} on stream {sid}", f.INTERNAL_ERROR)
             return False
         self._reset(stream, self._failure(stream, f"a bad answer ({type(exc).__name__})"))

@@ -20,7 +20,7 @@ from azure_openai_proxy.upstream.transport import UpstreamRequest
 
 __all__ = [
     "CANCEL", "CONNECTION_WINDOW", "DATA", "END_HEADERS", "END_STREAM", "FRAME_HEAD",
-    "PREFACE", "REFUSED_STREAM", "STREAM_WINDOW", "Origin", "data_frame", "goaway_frame",
+    "PREFACE", "REFUSED_STREAM", "STREAM_WINDOW", "Origin", "ProtocolError", "data_frame", "goaway_frame",
     "header_block", "headers_frames", "parse_origin", "ping_ack", "rst_frame",
     "settings_ack", "window_update",
 ]
@@ -52,6 +52,14 @@ MAX_HEAD_BYTES = 64 * 1024  # as fast/: an answer's header block, decoded
 MAX_HEADERS = 128
 
 _MASK = 0x7FFFFFFF
+
+
+class ProtocolError(Exception):
+    """The server broke HTTP/2: the connection ends (GOAWAY with `code`)."""
+
+    def __init__(self, message: str, code: int = PROTOCOL_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class Origin(NamedTuple):

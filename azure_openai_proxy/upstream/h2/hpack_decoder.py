@@ -23,6 +23,8 @@ _STATIC: tuple[tuple[bytes, bytes], ...] = HeaderTable.STATIC_TABLE
 _STATIC_SIZE = len(_STATIC)
 _ENTRY_OVERHEAD = 32  # RFC 7541 §4.1
 _MAX_INTEGER = 1 << 32  # larger is hostile: no header block needs it
+_HOSTILE = 16  # a header list this many times the limit ends the connection
+_CACHED = 128  # Huffman strings up to this long are remembered: names and short values
 
 
 class HeaderBlockError(Exception):
@@ -42,24 +44,29 @@ class HpackDecoder:
         self._table: deque[tuple[bytes, bytes]] = deque()
         self._huffman: BoundedCache[bytes, bytes] = BoundedCache(1024)
 
-    def decode(self, block: bytes, limit: int) -> list[tuple[bytes, bytes]]:
-        """The block's fields; `HeaderBlockError` past `limit` bytes of names and values
-        (a few bytes of indices can name a 4 KiB table entry again and again)."""
+    def decode(self, block: bytes, limit: int) -> list[tuple[bytes, bytes]] | None:
+        """The block's fields; None past `limit` bytes of header list (names, values and
+        32 per field, as RFC 9113's SETTINGS_MAX_HEADER_LIST_SIZE counts): a head too
+        large for its stream, the block decoded to its end all the same, so that the
+        table stays in step for the connection's other streams. `HeaderBlockError` past
+        `_HOSTILE` times `limit` (a few bytes of indices can name a 4 KiB table entry
+        again and again, or an empty field, 32 each, a million times)."""
         fields: list[tuple[bytes, bytes]] = []
         pos, end = 0, len(block)
         room = limit
+        floor = -limit * _HOSTILE
         try:
             while pos < end:
                 byte = block[pos]
                 if byte & 0x80:  # indexed
                     index, pos = _integer(block, pos, 7)
                     field = self._entry(index)
-                    fields.append(field)
                 elif byte & 0xC0 == 0x40:  # literal, added to the table
                     field, pos = self._literal(block, pos, 6)
-                    fields.append(field)
                     self._add(field)
                 elif byte & 0xE0 == 0x20:  # dynamic table size update
+                    if room != limit:  # RFC 7541 §4.2: only at a block's start
+                        raise HeaderBlockError("a table size update after a field")
                     size, pos = _integer(block, pos, 5)
                     if size > self._limit:
                         raise HeaderBlockError("a table size past our setting")
@@ -68,13 +75,14 @@ class HpackDecoder:
                     continue
                 else:  # literal without indexing (0000) or never indexed (0001)
                     field, pos = self._literal(block, pos, 4)
+                room -= len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+                if room >= 0:
                     fields.append(field)
-                room -= len(field[0]) + len(field[1])
-                if room < 0:
-                    raise HeaderBlockError(f"a header list past {limit} bytes")
+                elif room < floor:
+                    raise HeaderBlockError(f"a header list past {-floor} bytes")
         except IndexError:
             raise HeaderBlockError("a header block cut short") from None
-        return fields
+        return fields if room >= 0 else None
 
     def _entry(self, index: int) -> tuple[bytes, bytes]:
         if 0 < index <= _STATIC_SIZE:
@@ -102,12 +110,14 @@ class HpackDecoder:
         raw = block[pos:end]
         if not huffman:
             return raw, end
-        decoded = self._huffman.get(raw)
+        decoded = self._huffman.get(raw) if length <= _CACHED else None
         if decoded is None:
             try:
-                decoded = self._huffman.put(raw, decode_huffman(raw))
+                decoded = decode_huffman(raw)
             except Exception as exc:  # hpack's HPACKDecodingError
                 raise HeaderBlockError(f"a bad Huffman string ({exc})") from None
+            if length <= _CACHED:  # a long one would be held 1,024 times over
+                self._huffman.put(raw, decoded)
         return decoded, end
 
     def _add(self, field: tuple[bytes, bytes]) -> None:
