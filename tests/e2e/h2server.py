@@ -17,6 +17,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.exceptions
 import h2.settings
 
 __all__ = ["BIG", "ScriptedH2Server"]
@@ -25,8 +26,9 @@ BIG = 1024 * 1024
 
 
 class ScriptedH2Server:
-    def __init__(self, max_streams: int = 100) -> None:
+    def __init__(self, max_streams: int = 100, ack_delay: float = 0.0) -> None:
         self.max_streams = max_streams
+        self.ack_delay = ack_delay  # request body bytes are credited back this late
         self.requests: list[tuple[int, str]] = []
         self.pings_acked = 0
         self.resets: list[tuple[int, int]] = []  # (stream, code) the client reset
@@ -91,8 +93,13 @@ class _Protocol(asyncio.Protocol):
                 self.request(event.stream_id, str(headers[":path"]))
             elif isinstance(event, h2.events.DataReceived):
                 self.received.setdefault(event.stream_id, bytearray()).extend(event.data or b"")
-                self.conn.acknowledge_received_data(event.flow_controlled_length,
-                                                    event.stream_id)
+                if self.script.ack_delay:
+                    asyncio.get_running_loop().call_later(
+                        self.script.ack_delay, self.ack, event.flow_controlled_length,
+                        event.stream_id)
+                else:
+                    self.conn.acknowledge_received_data(event.flow_controlled_length,
+                                                        event.stream_id)
             elif isinstance(event, h2.events.StreamEnded):
                 body = bytes(self.received.pop(event.stream_id, b""))
                 self.script.bodies.append(body)
@@ -109,6 +116,13 @@ class _Protocol(asyncio.Protocol):
             elif isinstance(event, h2.events.StreamReset):
                 self.script.resets.append((event.stream_id, event.error_code))
                 self.pending.pop(event.stream_id, None)
+        self.flush()
+
+    def ack(self, size: int, stream: int) -> None:
+        try:
+            self.conn.acknowledge_received_data(size, stream)
+        except h2.exceptions.H2Error:
+            return  # the stream ended meanwhile
         self.flush()
 
     def request(self, stream: int, path: str) -> None:

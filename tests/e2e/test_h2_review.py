@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from typing import Any
 
 import pytest
@@ -181,5 +182,21 @@ async def test_a_malformed_head_fails_its_stream_only(fields: list[tuple[str, st
     response = await transport.send(_get(url + "/x"))
     assert await response.read(100) == b"ok"
     assert server.connections == 1
+    await transport.close()
+    await server.stop()
+
+
+# -- 9: an upload paced by the server's window -------------------------------------------
+
+async def test_an_upload_paced_by_the_window_is_not_timed_out_while_it_moves() -> None:
+    server = ScriptedH2Server(ack_delay=0.1)  # each frame credited 0.1 s after it came
+    url = await server.start()
+    transport = _transport(read_timeout=0.5)
+    body = b"x" * (400 * 1024)  # ~0.7 s at a 64 KiB window per 0.1 s
+    started = time.monotonic()
+    response = await transport.send(_get(url + "/echo", body, "POST"))
+    assert await response.read(100) == str(len(body)).encode()
+    assert time.monotonic() - started > 0.5  # longer than the read timeout
+    assert server.bodies == [body]
     await transport.close()
     await server.stop()

@@ -375,6 +375,7 @@ class _H2Connection(asyncio.Protocol):
         stream = self.streams.get(sid)
         if stream is not None:
             stream.send_window += increment
+            stream.heard = True  # an upload paced by the window is making progress
             if stream in self.blocked:
                 stream.wake()
 
@@ -461,7 +462,10 @@ class _H2Connection(asyncio.Protocol):
         self.close()
 
     def _wake_blocked(self) -> None:
+        """Room to send: the streams waiting for it go on, their read timeout afresh
+        (as fast/'s, which counts from each wait for a writable socket)."""
         for stream in list(self.blocked):
+            stream.heard = True
             stream.wake()
 
     # -- the read timeout: one timer for every stream ------------------------------
