@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 
 from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import UpstreamPoolTimeout, UpstreamTimeout, UpstreamUnreachable
@@ -49,20 +50,23 @@ _OPENINGS = 3
 
 class H2Transport:
     """HTTP/2 over asyncio Protocols with our own framing (`frames.py`, `connection.py`).
-    No upstream proxies (`AiohttpTransport` serves those). `ssl_context` replaces the
-    default one (tests pass one trusting a self-signed certificate; it is given ALPN's
-    "h2" and "http/1.1"); `resolver` the system's name lookups, as for FastTransport."""
+    No upstream proxies (`AiohttpTransport` serves those). `ssl_contexts` replaces
+    `ssl.create_default_context` (tests pass one trusting a self-signed certificate): it
+    is called for two contexts, HTTP/2's, given ALPN "h2" and "http/1.1", and the HTTP/1.1
+    fallback's, given only "http/1.1" (one context for both would let a later connection
+    of the fallback choose h2 and be written HTTP/1.1); `resolver` the system's name
+    lookups, as for FastTransport."""
 
     def __init__(
-        self, settings: UpstreamSettings, *, ssl_context: ssl.SSLContext | None = None,
+        self, settings: UpstreamSettings, *,
+        ssl_contexts: Callable[[], ssl.SSLContext] = ssl.create_default_context,
         resolver: Resolver = system_resolver,
     ) -> None:
         if settings.http_proxy or settings.socks_proxy:
             raise ValueError("H2Transport does not use upstream proxies; use AiohttpTransport")
         self._settings = settings
-        self._ssl = ssl_context
-        if ssl_context is not None:
-            ssl_context.set_alpn_protocols(["h2", "http/1.1"])
+        self._contexts = ssl_contexts
+        self._ssl: ssl.SSLContext | None = None  # built on first https use
         self._resolver = resolver
         self._dns = DnsCache(settings.dns_cache_ttl, resolver)
         self._origins: BoundedCache[str, Origin] = BoundedCache(_URL_CACHE_SIZE)
@@ -137,7 +141,9 @@ class H2Transport:
 
     def _fallback(self) -> FastTransport:
         if self._http1 is None:
-            self._http1 = FastTransport(self._settings, ssl_context=self._ssl,
+            context = self._contexts()
+            context.set_alpn_protocols(["http/1.1"])
+            self._http1 = FastTransport(self._settings, ssl_context=context,
                                         resolver=self._resolver)
         return self._http1
 
@@ -225,7 +231,7 @@ class H2Transport:
 
     def _default_context(self) -> ssl.SSLContext:
         # Built on first https use: loading the system's CA store takes milliseconds.
-        context = ssl.create_default_context()
+        context = self._contexts()
         context.set_alpn_protocols(["h2", "http/1.1"])
         self._ssl = context
         return context

@@ -188,6 +188,9 @@ class _H2Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        tls = transport.get_extra_info("ssl_object")
+        if tls is not None and tls.selected_alpn_protocol() != "h2":
+            return  # an HTTP/1.1 server: no preface (junk to it); `_open` closes us
         transport_ = self.transport
         transport_.write(f.PREFACE + f.settings_frame({
             f.ENABLE_PUSH: 0, f.INITIAL_WINDOW_SIZE: f.STREAM_WINDOW,
