@@ -200,3 +200,25 @@ async def test_an_upload_paced_by_the_window_is_not_timed_out_while_it_moves() -
     assert server.bodies == [body]
     await transport.close()
     await server.stop()
+
+
+@pytest.mark.parametrize(("frames", "whole"), [
+    ([frame(0, 1, 1, b'{"trunc')], False),  # shorter than its content-length
+    ([frame(0, 0, 1, b"x" * 10), frame(0, 1, 1, b"y")], False),  # longer
+    ([frame(0, 0, 1, b"x" * 5), frame(0, 1, 1, b"y" * 5)], True),
+    ([frame(0, 0x9, 1, b"\x03" + b"x" * 10 + b"pad")], True),  # padded: padding not counted
+])
+async def test_a_body_not_as_long_as_its_content_length_is_broken(
+        frames: list[bytes], whole: bool) -> None:
+    head = head_block((":status", "200"), ("content-length", "10"))
+    server = RawH2Server(lambda sid: frame(1, 4, sid, head) + b"".join(frames))
+    url = await server.start()
+    transport = _transport()
+    response = await transport.send(_get(url + "/x"))
+    if whole:
+        assert len(await response.read(100)) == 10
+    else:
+        with pytest.raises(UpstreamStreamBroken):
+            await response.read(100)
+    await transport.close()
+    await server.stop()

@@ -121,6 +121,7 @@ class H2Transport:
             body = None
         else:
             stream = conn.open_stream(block, end_stream=not body)
+        stream.bodyless = request.method == "HEAD"
         try:
             if callable(body):
                 async for piece in body():

@@ -266,6 +266,7 @@ class _H2Connection(asyncio.Protocol):
             if length == 0 or buf[start] >= length:
                 raise ProtocolError("bad padding")
             end -= buf[start]
+            stream.padding += length - (end - start) + 1
             start += 1
         if end > start:
             sink = stream.sink
@@ -279,6 +280,7 @@ class _H2Connection(asyncio.Protocol):
                     if stream.unread > f.STREAM_WINDOW:
                         raise ProtocolError("DATA past the stream's window", f.FLOW_CONTROL_ERROR)
                     self.credit(sid, stream.unread)
+                    stream.credited += stream.unread
                     stream.unread = 0
             elif stream.started:
                 if stream.unread > f.STREAM_WINDOW:  # a server ignoring the window we gave
@@ -412,6 +414,9 @@ class _H2Connection(asyncio.Protocol):
     def _end(self, stream: _Stream) -> None:
         if not stream.started:  # END_STREAM on a stream without an answer's head
             self._malformed(stream, "an answer without a head")
+            return
+        if stream.length >= 0 and stream.body_cut():
+            self._malformed(stream, "a body not as long as its content-length")
             return
         stream.finish()  # first: if its decoder's tail is bad, the stream is still ours
         self.streams.pop(stream.sid, None)

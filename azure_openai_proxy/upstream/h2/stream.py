@@ -42,9 +42,10 @@ class _Stream:
     body. `heard` and `deadline` are the read timeout's, checked by the connection's one
     timer for all its streams (see `_H2Connection._check_quiet`)."""
 
-    __slots__ = ("body", "conn", "deadline", "decoder", "draining", "ended", "error", "headers",
-                 "heard", "paused", "send_window", "sent_end", "sid", "sink", "started",
-                 "status", "unread", "waiter")
+    __slots__ = ("body", "bodyless", "conn", "credited", "deadline", "decoder", "draining",
+                 "ended", "error", "headers", "heard", "length", "padding", "paused",
+                 "send_window", "sent_end", "sid", "sink", "started", "status", "unread",
+                 "waiter")
 
     def __init__(self, conn: _H2Connection, sid: int, send_window: int) -> None:
         self.conn = conn
@@ -58,6 +59,10 @@ class _Stream:
         self.error: Exception | None = None
         self.body: deque[bytes] = deque()
         self.unread = 0  # bytes on the wire received and not yet credited back
+        self.credited = 0  # and credited back: with `unread`, every DATA byte received
+        self.padding = 0  # of them, padding
+        self.length = -1  # the body's content-length, when it must match (-1: not known)
+        self.bodyless = False  # a HEAD request's: its content-length is not its body's
         self.decoder: _Inflater | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.heard = False
@@ -74,6 +79,10 @@ class _Stream:
             self.decoder = zlib.decompressobj(_AUTO_HEADER)
             del headers["content-encoding"]
             headers.popall("content-length", None)
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and not self.bodyless and status not in (
+                204, 304):
+            self.length = int(length)  # checked at the end (`body_cut`), as fast/ does
         self.headers = headers
         self.started = True
         self.wake()
@@ -90,10 +99,16 @@ class _Stream:
                 sink.flush()
             if self.unread >= _CREDIT_AT:
                 self.conn.credit(self.sid, self.unread)
+                self.credited += self.unread
                 self.unread = 0
             return
         self.body.append(data)
         self.wake()
+
+    def body_cut(self) -> bool:
+        """Whether the body that ended differs from its content-length (RFC 9113
+        §8.1.1: malformed; fast/ calls a body cut short broken)."""
+        return self.length >= 0 and self.credited + self.unread - self.padding != self.length
 
     def finish(self) -> None:
         if self.decoder is not None:
@@ -153,6 +168,7 @@ class _Stream:
         body.clear()
         if self.unread >= _CREDIT_AT and not self.ended:
             self.conn.credit(self.sid, self.unread)
+            self.credited += self.unread
             self.unread = 0
         return data
 
