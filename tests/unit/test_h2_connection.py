@@ -15,6 +15,7 @@ from azure_openai_proxy.errors import UpstreamError
 from azure_openai_proxy.upstream.h2 import frames as f
 from azure_openai_proxy.upstream.h2.connection import _H2Connection
 from azure_openai_proxy.upstream.h2.stream import _Stream
+from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
 from tests.e2e.h2raw import frame
 
 
@@ -146,3 +147,53 @@ def test_acks_are_written_while_the_server_reads(loop: asyncio.AbstractEventLoop
     assert not conn.closed
     assert len([k for k, flags, _, _ in wire.frames() if k == 6 and flags == 1]) == 5000
     conn.close()
+
+
+@pytest.mark.parametrize(("frames", "code"), [
+    (frame(0, 0, 0, b"x"), f.PROTOCOL_ERROR),  # DATA on the connection
+    (frame(0, 0, 5, b"x"), f.PROTOCOL_ERROR),  # DATA on a stream not opened yet
+    (frame(0, 0, 2, b"x"), f.PROTOCOL_ERROR),  # DATA on a stream the server opened
+    (frame(1, 4, 7, b"\x88"), f.PROTOCOL_ERROR),  # HEADERS on a stream not opened yet
+    (frame(3, 0, 0, b"\0\0\0\0"), f.PROTOCOL_ERROR),  # RST_STREAM on the connection
+    (frame(8, 0, 0, struct.pack(">I", 0x7FFFFFFF)), f.FLOW_CONTROL_ERROR),  # past 2^31-1
+    (frame(8, 0, 1, b"\0\0\0\x0a") + frame(4, 0, 0, struct.pack(">HI", 4, 0x7FFFFFFF)),
+     f.FLOW_CONTROL_ERROR),  # a stream's window past 2^31-1 by SETTINGS
+    (frame(4, 1, 0, b"\0" * 6), f.FRAME_SIZE_ERROR),  # a SETTINGS ack with a payload
+    (frame(4, 0, 1), f.PROTOCOL_ERROR),  # SETTINGS on a stream
+    (frame(4, 0, 0, struct.pack(">HI", 2, 2)), f.PROTOCOL_ERROR),  # ENABLE_PUSH 2
+    (frame(6, 0, 1, b"12345678"), f.PROTOCOL_ERROR),  # PING on a stream
+    (frame(7, 0, 1, b"\0" * 8), f.PROTOCOL_ERROR),  # GOAWAY on a stream
+    (frame(1, 0x24, 1, b"\0\0"), f.FRAME_SIZE_ERROR),  # PRIORITY flag, no room for it
+])
+def test_a_protocol_violation_ends_the_connection(
+        loop: asyncio.AbstractEventLoop, frames: bytes, code: int) -> None:
+    conn, wire = _connection(loop)
+    stream = _request(conn)
+    conn.data_received(frames)
+    assert conn.closed and wire.goaway() == code
+    goaway = [payload for kind, _, _, payload in wire.frames() if kind == 7]
+    assert struct.unpack(">I", goaway[0][:4])[0] == 0  # the server opened no stream
+    assert _failed(stream)
+
+
+@pytest.mark.parametrize(("frames", "code"), [
+    (frame(8, 0, 1, b"\0\0\0\0"), f.PROTOCOL_ERROR),  # a zero WINDOW_UPDATE on a stream
+    (frame(8, 0, 1, struct.pack(">I", 0x7FFFFFFF)), f.FLOW_CONTROL_ERROR),  # past 2^31-1
+    (frame(1, 4, 1, b"\x88") + frame(1, 4, 1, b"\x40\x01a\x01b"), f.PROTOCOL_ERROR),
+])  # the last: trailers without END_STREAM
+def test_a_stream_error_fails_that_stream_only(
+        loop: asyncio.AbstractEventLoop, frames: bytes, code: int) -> None:
+    conn, wire = _connection(loop)
+    stream = _request(conn)
+    conn.data_received(frames)
+    assert _failed(stream) and not conn.closed
+    assert (3, 0, 1, struct.pack(">I", code)) in wire.frames()
+    conn.close()
+
+
+def test_a_goaway_below_an_answered_stream_fails_it_as_broken(
+        loop: asyncio.AbstractEventLoop) -> None:
+    conn, _ = _connection(loop)
+    stream = _answered(conn)
+    conn.data_received(frame(7, 0, 0, struct.pack(">II", 0, 0)))
+    assert isinstance(stream.error, UpstreamStreamBroken)

@@ -25,15 +25,9 @@ from typing import cast
 
 from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.upstream.h2 import frames as f
-from azure_openai_proxy.upstream.h2.frames import (
-    END_STREAM,
-    FRAME_HEAD,
-    OUR_MAX_FRAME,
-    PADDED,
-    ProtocolError,
-)
+from azure_openai_proxy.upstream.h2.frames import END_STREAM, FRAME_HEAD, OUR_MAX_FRAME, PADDED, ProtocolError
 from azure_openai_proxy.upstream.h2.headers import HeaderBlocks, MalformedHead, read_head
-from azure_openai_proxy.upstream.h2.stream import _CREDIT_AT, _Stream
+from azure_openai_proxy.upstream.h2.stream import _CREDIT_AT, _Stream, quiet_streams
 from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
 
 __all__ = ["_H2Connection", "_Refused"]
@@ -42,6 +36,7 @@ __all__ = ["_H2Connection", "_Refused"]
 # the transport waits for them before the first request, so this is rarely used.
 _ASSUMED_STREAMS = 100
 _QUIET_CHECKS = 8  # the read timeout is checked this many times per timeout (as fast/)
+_MAX_WINDOW = 0x7FFFFFFF
 _PAUSED_REPLIES = 1024  # acks written while the server does not read ours (`_reply`)
 _CONNECTION_CREDIT_AT = f.CONNECTION_WINDOW // 2  # received bytes credited back at once
 _BROKEN = "The connection to Azure OpenAI broke while the response was being read."
@@ -104,16 +99,15 @@ class _H2Connection(asyncio.Protocol):
             self.draining = True  # stream ids spent: a new connection for the next
         stream = _Stream(self, sid, self.stream_window)
         self.streams[sid] = stream
+        stream.sent_end = end_stream or bool(body)
         if body:  # the usual request: one write, not two
             size = len(body)
             self.send_window -= size
             stream.send_window -= size
             self._write(f.headers_frames(sid, block, False, self.max_frame)
                         + f.data_frame(sid, body, True))
-            stream.sent_end = True
         else:
             self._write(f.headers_frames(sid, block, end_stream, self.max_frame))
-            stream.sent_end = end_stream
         return stream
 
     def fits(self, body: bytes) -> bool:
@@ -191,11 +185,7 @@ class _H2Connection(asyncio.Protocol):
         tls = transport.get_extra_info("ssl_object")
         if tls is not None and tls.selected_alpn_protocol() != "h2":
             return  # an HTTP/1.1 server: no preface (junk to it); `_open` closes us
-        transport_ = self.transport
-        transport_.write(f.PREFACE + f.settings_frame({
-            f.ENABLE_PUSH: 0, f.INITIAL_WINDOW_SIZE: f.STREAM_WINDOW,
-            f.MAX_HEADER_LIST_SIZE: f.MAX_HEAD_BYTES,
-        }) + f.window_update(0, f.CONNECTION_WINDOW - 65535))
+        self.transport.write(f.CLIENT_PREFACE)
         self._arm()
 
     def data_received(self, data: bytes) -> None:
@@ -258,8 +248,9 @@ class _H2Connection(asyncio.Protocol):
             self._write(f.window_update(0, self.unacked))
             self.unacked = 0
         stream = self.streams.get(sid)
-        if stream is None:
-            return  # reset by us, or ended: its bytes count for the connection only
+        if stream is None:  # reset by us, or ended: its bytes count for the connection only
+            f.check_stream(f.DATA, sid, self.next_id)  # unless it never was
+            return
         stream.heard = True
         stream.unread += length
         if flags & PADDED:
@@ -295,6 +286,7 @@ class _H2Connection(asyncio.Protocol):
     def _on_frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:
         if self.blocks.sid and kind != f.CONTINUATION:
             raise ProtocolError("a header block was interrupted")
+        f.check_stream(kind, sid, self.next_id)
         if kind == f.HEADERS or kind == f.CONTINUATION:
             block = self.blocks.frame(kind, flags, sid, payload)
             if block is not None:
@@ -327,37 +319,40 @@ class _H2Connection(asyncio.Protocol):
                 "Azure OpenAI's answer was refused: its head is larger than "
                 f"{f.MAX_HEAD_BYTES} bytes or {f.MAX_HEADERS} headers."))
             return
-        if not stream.started:
-            try:
-                status, headers = read_head(fields)
-            except MalformedHead as exc:
-                self._malformed(stream, str(exc))
-                return
-            if status < 200:  # 100 Continue, 103 Early Hints: the real answer follows
-                if end_stream:
-                    self._malformed(stream, "an answer ended after an interim head")
-                return
-            stream.head(status, headers)
-        if end_stream:  # the answer's end (a bodyless answer, or trailers)
+        if stream.started:
+            if not end_stream:  # trailers must end the stream
+                self._malformed(stream, "trailers without END_STREAM")
+            else:
+                self._end(stream)
+            return
+        try:
+            status, headers = read_head(fields)
+        except MalformedHead as exc:
+            self._malformed(stream, str(exc))
+            return
+        if status < 200:  # 100 Continue, 103 Early Hints: the real answer follows
+            if end_stream:
+                self._malformed(stream, "an answer ended after an interim head")
+            return
+        stream.head(status, headers)
+        if end_stream:  # a bodyless answer
             self._end(stream)
 
     def _on_settings(self, flags: int, payload: bytes) -> None:
         if flags & f.ACK:
+            if payload:
+                raise ProtocolError("a SETTINGS ack with a payload", f.FRAME_SIZE_ERROR)
             return
-        if len(payload) % 6:
-            raise ProtocolError("a SETTINGS frame's size", f.FRAME_SIZE_ERROR)
-        for code, value in f.parse_settings(payload):
+        for code, value in f.parse_settings(payload):  # checked there
             if code == f.MAX_CONCURRENT_STREAMS:
                 self.max_streams = value
             elif code == f.INITIAL_WINDOW_SIZE:
-                if value > 0x7FFFFFFF:
-                    raise ProtocolError("a window too large", f.FLOW_CONTROL_ERROR)
                 delta, self.stream_window = value - self.stream_window, value
                 for stream in self.streams.values():
                     stream.send_window += delta
+                    if stream.send_window > _MAX_WINDOW:
+                        raise ProtocolError("a window too large", f.FLOW_CONTROL_ERROR)
             elif code == f.MAX_FRAME_SIZE:
-                if not 16384 <= value <= 0xFFFFFF:
-                    raise ProtocolError("a bad MAX_FRAME_SIZE")
                 self.max_frame = value
             # HEADER_TABLE_SIZE bounds a table our encoder does not keep; the others
             # (ENABLE_PUSH, MAX_HEADER_LIST_SIZE) ask nothing of a client like us.
@@ -375,10 +370,16 @@ class _H2Connection(asyncio.Protocol):
             if increment == 0:
                 raise ProtocolError("a zero WINDOW_UPDATE")
             self.send_window += increment
+            if self.send_window > _MAX_WINDOW:
+                raise ProtocolError("a window too large", f.FLOW_CONTROL_ERROR)
             self._wake_blocked()
             return
         stream = self.streams.get(sid)
         if stream is not None:
+            if increment == 0 or stream.send_window + increment > _MAX_WINDOW:
+                self._reset(stream, self._failure(stream, "a bad WINDOW_UPDATE"),
+                            f.FLOW_CONTROL_ERROR if increment else f.PROTOCOL_ERROR)
+                return
             stream.send_window += increment
             stream.heard = True  # an upload paced by the window is making progress
             if stream in self.blocked:
@@ -406,7 +407,8 @@ class _H2Connection(asyncio.Protocol):
         for sid in [sid for sid in self.streams if sid > last]:
             stream = self.streams.pop(sid)
             self.blocked.discard(stream)
-            stream.fail(_Refused())
+            # Not processed, says the server; one answered already contradicts it.
+            stream.fail(self._failure(stream, "GOAWAY") if stream.started else _Refused())
         self._changed()
 
     # -- the streams ---------------------------------------------------------------
@@ -464,7 +466,7 @@ class _H2Connection(asyncio.Protocol):
 
     def _abort(self, reason: str, code: int) -> None:
         """The server broke the protocol: GOAWAY, every stream fails, the end."""
-        self._write(f.goaway_frame(self.next_id - 2 if self.next_id > 1 else 0, code))
+        self._write(f.goaway_frame(0, code))  # the last stream *we* took: none
         self.draining = True
         self._fail_all(f"the answer is not valid HTTP/2 ({reason})")
         self.close()
@@ -488,18 +490,8 @@ class _H2Connection(asyncio.Protocol):
         self.timer = None
         if self.closed:
             return
-        now = self.loop.time()
-        stalled = []
-        drained = []
-        for stream in self.streams.values():
-            if stream.draining:
-                drained.append(stream)  # its end did not come in one check's time
-            elif stream.heard or not (stream.waiter is not None or (
-                    stream.sink is not None and not stream.paused)):
-                stream.heard = False
-                stream.deadline = now + self.read_timeout
-            elif now >= stream.deadline:
-                stalled.append(stream)
+        stalled, drained = quiet_streams(self.streams.values(), self.loop.time(),
+                                         self.read_timeout)
         for stream in stalled:
             self._reset(stream, UpstreamTimeout(_STALLED if stream.started else (
                 f"Azure OpenAI did not answer in time ({self.host}).")))

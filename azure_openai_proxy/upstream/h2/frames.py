@@ -19,8 +19,9 @@ from azure_openai_proxy.errors import HostileInput, UpstreamUnreachable
 from azure_openai_proxy.upstream.transport import UpstreamRequest
 
 __all__ = [
-    "CANCEL", "CONNECTION_WINDOW", "DATA", "END_HEADERS", "END_STREAM", "FRAME_HEAD",
-    "PREFACE", "REFUSED_STREAM", "STREAM_WINDOW", "Origin", "ProtocolError", "data_frame", "goaway_frame",
+    "CANCEL", "CLIENT_PREFACE", "CONNECTION_WINDOW", "DATA", "END_HEADERS", "END_STREAM", "FRAME_HEAD",
+    "PREFACE", "REFUSED_STREAM", "STREAM_WINDOW", "Origin", "ProtocolError", "check_stream",
+    "data_frame", "goaway_frame",
     "header_block", "headers_frames", "parse_origin", "ping_ack", "rst_frame",
     "settings_ack", "window_update",
 ]
@@ -96,6 +97,23 @@ def parse_origin(url: str) -> Origin:
     return Origin((scheme, host, port), host, port, scheme == "https", authority, path)
 
 
+_ON_CONNECTION = frozenset({SETTINGS, PING, GOAWAY})
+_ON_STREAM = frozenset({DATA, HEADERS, PRIORITY, RST_STREAM, CONTINUATION, PUSH_PROMISE})
+_ON_OPENED = frozenset({DATA, HEADERS, RST_STREAM, WINDOW_UPDATE, CONTINUATION})
+
+
+def check_stream(kind: int, stream: int, next_stream: int) -> None:
+    """RFC 9113's rules for which stream a frame may name, for a client that opened
+    streams below `next_stream` and takes none from the server (push is off)."""
+    if stream:
+        if kind in _ON_CONNECTION:
+            raise ProtocolError("a connection's frame on a stream")
+        if (stream >= next_stream or not stream & 1) and kind in _ON_OPENED:
+            raise ProtocolError("a frame on a stream we never opened")
+    elif kind in _ON_STREAM:
+        raise ProtocolError("a stream's frame on the connection")
+
+
 def frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
     return FRAME_HEAD.pack(len(payload) << 8 | kind, flags, stream) + payload
 
@@ -128,9 +146,25 @@ def goaway_frame(last_stream: int, code: int) -> bytes:
     return frame(GOAWAY, 0, 0, struct.pack(">II", last_stream, code))
 
 
+# What a connection starts with: our settings, and the connection's window opened.
+CLIENT_PREFACE = PREFACE + settings_frame({
+    ENABLE_PUSH: 0, INITIAL_WINDOW_SIZE: STREAM_WINDOW, MAX_HEADER_LIST_SIZE: MAX_HEAD_BYTES,
+}) + window_update(0, CONNECTION_WINDOW - 65535)
+
+
 def parse_settings(payload: bytes) -> list[tuple[int, int]]:
-    """SETTINGS entries; a payload not a multiple of 6 bytes is the caller's error."""
-    return [struct.unpack_from(">HI", payload, at) for at in range(0, len(payload), 6)]
+    """SETTINGS entries, their values checked (RFC 9113 §6.5.2)."""
+    if len(payload) % 6:
+        raise ProtocolError("a SETTINGS frame's size", FRAME_SIZE_ERROR)
+    entries = [struct.unpack_from(">HI", payload, at) for at in range(0, len(payload), 6)]
+    for code, value in entries:
+        if code == INITIAL_WINDOW_SIZE and value > _MASK:
+            raise ProtocolError("a window too large", FLOW_CONTROL_ERROR)
+        if code == MAX_FRAME_SIZE and not 16384 <= value <= 0xFFFFFF:
+            raise ProtocolError("a bad MAX_FRAME_SIZE")
+        if code == ENABLE_PUSH and value > 1:
+            raise ProtocolError("a bad ENABLE_PUSH")
+    return entries
 
 
 def parse_goaway(payload: bytes) -> tuple[int, int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from multidict import CIMultiDict
@@ -23,7 +23,7 @@ from azure_openai_proxy.upstream.transport import answer_too_large
 if TYPE_CHECKING:
     from azure_openai_proxy.upstream.h2.connection import _H2Connection
 
-__all__ = ["_CREDIT_AT", "H2Response", "_Stream"]
+__all__ = ["_CREDIT_AT", "H2Response", "_Stream", "quiet_streams"]
 
 # The stream's window is credited back once the caller has read this much of it.
 _CREDIT_AT = STREAM_WINDOW // 2
@@ -279,3 +279,23 @@ class H2Response:
             return
         stream.draining = True
         stream.body.clear()
+
+
+def quiet_streams(streams: Iterable[_Stream], now: float, timeout: float
+                  ) -> tuple[list[_Stream], list[_Stream]]:
+    """The read timeout's check over a connection's streams, every eighth of `timeout`:
+    those whose caller has waited `timeout` without a frame, or whose sink has (pushed,
+    not paused), are stalled; a caller not waiting (its client is slow) is not timed.
+    And those left to drain whose end did not come in one check's time."""
+    stalled = []
+    drained = []
+    for stream in streams:
+        if stream.draining:
+            drained.append(stream)
+        elif stream.heard or not (stream.waiter is not None or (
+                stream.sink is not None and not stream.paused)):
+            stream.heard = False
+            stream.deadline = now + timeout
+        elif now >= stream.deadline:
+            stalled.append(stream)
+    return stalled, drained
