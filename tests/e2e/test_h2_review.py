@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamUnreachable
+from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamPoolTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.h2 import H2Transport
 from azure_openai_proxy.upstream.h2.frames import headers_frames
@@ -220,5 +220,41 @@ async def test_a_body_not_as_long_as_its_content_length_is_broken(
     else:
         with pytest.raises(UpstreamStreamBroken):
             await response.read(100)
+    await transport.close()
+    await server.stop()
+
+
+# -- 14: requests waiting for room, at pool_size connections all full --------------------
+
+async def test_a_request_waiting_for_room_is_served_before_a_later_one() -> None:
+    server = ScriptedH2Server(max_streams=1)
+    url = await server.start()
+    transport = _transport(pool_size=1, pool_timeout=5.0)
+    held = await transport.send(_get(url + "/stall"))  # the one stream there is
+    first = asyncio.create_task(transport.send(_get(url + "/first")))
+    await asyncio.sleep(0.05)  # waiting for room
+    later = asyncio.create_task(transport.send(_get(url + "/later")))  # runs before...
+    held.close()  # ...the waiter wakes to the room this frees
+    for task in (first, later):
+        response = await asyncio.wait_for(task, 5)
+        assert await response.read(100) == b"hello"
+        response.close()
+    assert [path for _, path in server.requests] == ["/stall", "/first", "/later"]
+    await transport.close()
+    await server.stop()
+
+
+async def test_a_waiter_keeps_its_deadline_while_others_take_the_room() -> None:
+    server = ScriptedH2Server(max_streams=1)
+    url = await server.start()
+    transport = _transport(pool_size=1, pool_timeout=0.5)
+    held = await transport.send(_get(url + "/stall"))
+    waiter = asyncio.create_task(transport.send(_get(url + "/waiting")))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    with pytest.raises(UpstreamPoolTimeout):  # not served: at 0.5 s, whatever happened
+        await asyncio.wait_for(waiter, 5)
+    assert time.monotonic() - started < 1.0
+    held.close()
     await transport.close()
     await server.stop()

@@ -79,7 +79,8 @@ class H2Transport:
             request.url, parse_origin(request.url))
         pool = self._pools.get(origin.key) or self._pool(origin)
         for attempt in range(2):
-            conn = pool.room() or await self._acquire(pool, origin)
+            conn = (None if pool.waiters or pool.handed else pool.room()) or (
+                await self._acquire(pool, origin))
             if conn is None:  # the origin does not speak HTTP/2
                 return await self._fallback().send(request)
             try:
@@ -163,17 +164,24 @@ class H2Transport:
         connections, the first to have room within `pool_timeout`. A request waits for
         at most `_OPENINGS` connections to open: a server that takes no stream on a new
         one (SETTINGS_MAX_CONCURRENT_STREAMS 0, a GOAWAY at once) must not have us open
-        connection after connection."""
+        connection after connection. Requests waiting for room are served in order, a
+        newcomer after them."""
         openings = 0
+        behind = bool(pool.waiters or pool.handed)
+        deadline = 0.0
         while True:
             pool.settle()
-            conn = pool.room()
+            conn = None if behind else pool.room()
             if conn is not None or pool.http1:
+                if deadline and pool.waiters and pool.free() > 1:
+                    pool.wake(1)  # room for the next in line too
                 return conn
+            behind = False
             opening = pool.opening
             if opening is None or pool.claims >= pool.expected_room():
                 if pool.full():
-                    await self._wait_room(pool, origin)
+                    deadline = deadline or pool.loop.time() + self._settings.pool_timeout
+                    await self._wait_room(pool, origin, deadline)
                     continue
                 opening = pool.open(self._connect(pool, origin))
             openings += 1
@@ -190,9 +198,9 @@ class H2Transport:
                 if pool.opening is opening:  # else its claims no longer count
                     pool.claims -= 1
 
-    async def _wait_room(self, pool: _OriginPool, origin: Origin) -> None:
+    async def _wait_room(self, pool: _OriginPool, origin: Origin, deadline: float) -> None:
         try:
-            await pool.wait(self._settings.pool_timeout)
+            await pool.wait(deadline)
         except TimeoutError:
             raise UpstreamPoolTimeout(
                 f"Every HTTP/2 connection to {origin.host} stayed full for "

@@ -28,7 +28,10 @@ class _OriginPool:
         self.openings: set[asyncio.Task[_H2Connection | None]] = set()
         self.opening: asyncio.Task[_H2Connection | None] | None = None
         self.claims = 0  # requests waiting for `opening`, counted against its room
-        self.waiters: list[asyncio.Future[None]] = []  # for room, at `limit` connections
+        # Requests waiting for room at `limit` connections, in the order they came, and
+        # those woken to a turn that have not taken it yet (newcomers go after both).
+        self.waiters: list[asyncio.Future[None]] = []
+        self.handed = 0
         self.http1 = False  # an https origin whose ALPN did not choose h2
 
     def room(self) -> _H2Connection | None:
@@ -53,6 +56,11 @@ class _OriginPool:
             if not conn.streams and conn.max_streams == 0:
                 conn.close()
         self.conns = [conn for conn in self.conns if not conn.closed]
+
+    def free(self) -> int:
+        """Streams the open connections would take now."""
+        return sum(max(conn.max_streams - len(conn.streams), 0) for conn in self.conns
+                   if not conn.draining and not conn.closed)
 
     def streams(self) -> int:
         return sum(len(conn.streams) for conn in self.conns)
@@ -86,31 +94,44 @@ class _OriginPool:
                 return
             conn.on_change = self._changed
             self.conns.append(conn)
-            self._wake()
+            self.wake(conn.max_streams)
 
     def _changed(self, conn: _H2Connection) -> None:
         if conn.closed:
             with contextlib.suppress(ValueError):
                 self.conns.remove(conn)
         if self.waiters:
-            self._wake()
+            self.wake(1)  # a stream ended (room for one) or a connection closed
 
-    def _wake(self) -> None:
-        waiters, self.waiters = self.waiters, []
-        for waiter in waiters:
+    def wake(self, count: int) -> None:
+        """Give the next `count` waiters their turn, first come first served (waking
+        them all had every loser wait again, and newcomers take the room first)."""
+        while count > 0 and self.waiters:
+            waiter = self.waiters.pop(0)
             if not waiter.done():
                 waiter.set_result(None)
+                self.handed += 1
+                count -= 1
 
-    async def wait(self, timeout: float) -> None:
-        """Until a stream ends or a connection closes (room, perhaps); `TimeoutError`."""
+    async def wait(self, deadline: float) -> None:
+        """Until this request's turn at room, in the order requests came; `TimeoutError`
+        at `deadline` (the loop's clock: a request's wait is not restarted by turns
+        that found no room)."""
         waiter = self.loop.create_future()
         self.waiters.append(waiter)
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout_at(deadline):
                 await waiter
+        except BaseException:
+            if _handed(waiter):
+                self.wake(1)  # the turn given to us goes to the next in line
+            raise
         finally:
-            with contextlib.suppress(ValueError):
-                self.waiters.remove(waiter)
+            if _handed(waiter):
+                self.handed -= 1
+            else:
+                with contextlib.suppress(ValueError):
+                    self.waiters.remove(waiter)
 
     def sweep(self, oldest: float) -> None:
         """Close the connections without a stream since before `oldest`."""
@@ -129,3 +150,7 @@ class _OriginPool:
             if not waiter.done():
                 waiter.set_exception(error)
         self.waiters = []
+
+
+def _handed(waiter: asyncio.Future[None]) -> bool:
+    return waiter.done() and not waiter.cancelled() and waiter.exception() is None
