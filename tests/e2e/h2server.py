@@ -36,11 +36,12 @@ class ScriptedH2Server:
         self.protocols: list[_Protocol] = []
         self.bodies: list[bytes] = []  # request bodies, as they ended
 
-    async def start(self) -> str:
+    async def start(self, ssl_context: Any = None) -> str:
+        """Listen (with `ssl_context`: TLS, its ALPN as the context says); the URL."""
         self.server = await asyncio.get_running_loop().create_server(
-            lambda: _Protocol(self), "127.0.0.1", 0)
+            lambda: _Protocol(self), "127.0.0.1", 0, ssl=ssl_context)
         port = self.server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
         return self.url
 
     def pending_bytes(self) -> int:

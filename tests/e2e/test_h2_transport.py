@@ -215,3 +215,53 @@ async def test_a_pushed_stream_that_stalls_fails_its_sink(server: ScriptedH2Serv
     response.relay(sink)
     assert await asyncio.wait_for(sink.outcome, 5) == "UpstreamTimeout"
     await transport.close()
+
+
+async def test_tls_negotiates_h2_by_alpn(tmp_path: Any) -> None:
+    import ssl
+
+    from tests.unit.test_fasttransport import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    server_context.set_alpn_protocols(["h2"])
+    script = ScriptedH2Server()
+    base = await script.start(server_context)
+    transport = H2Transport(UpstreamSettings(http2=True),
+                            ssl_context=ssl.create_default_context(cafile=str(cert)))
+    for _ in range(2):
+        response = await transport.send(_get(base, "/ok"))
+        assert isinstance(response, H2Response) and await response.read(100) == b"hello"
+    assert script.connections == 1 and transport._http1 is None
+    await transport.close()
+    await script.stop()
+
+
+async def test_tls_without_h2_falls_back_to_http1(tmp_path: Any) -> None:
+    import ssl
+
+    from aiohttp import web
+
+    from azure_openai_proxy.upstream.fast import FastResponse
+    from tests.unit.test_fasttransport import _self_signed, serve_app
+
+    cert, key = _self_signed(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)  # no ALPN: HTTP/1.1 only
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text=f"HTTP/{request.version.major}.{request.version.minor}")
+
+    url, runner = await serve_app({"/hello": hello}, server_context)
+    transport = H2Transport(UpstreamSettings(http2=True),
+                            ssl_context=ssl.create_default_context(cafile=str(cert)))
+    for _ in range(2):  # the second goes straight to HTTP/1.1
+        response = await transport.send(UpstreamRequest("GET", url + "/hello", {}))
+        assert isinstance(response, FastResponse)
+        assert await response.read(100) == b"HTTP/1.1"
+        response.close()
+    (pool,) = transport._pools.values()
+    assert pool.http1 and pool.conns == []
+    await transport.close()
+    await runner.cleanup()
