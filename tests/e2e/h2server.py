@@ -5,7 +5,7 @@ PING, REFUSED_STREAM, a stalled answer, a body larger than the windows).
 Paths: `/ok` answers "hello"; `/big` 1 MiB as flow control allows; `/stall` a head and
 then nothing; `/ping` a PING before answering once it is acknowledged; `/goaway` and
 `/refuse` turn away their first request (GOAWAY below it, REFUSED_STREAM) and answer
-the next. `requests` lists (connection number, path) as they come."""
+the next; `/die` sends a head and a piece of body and closes the connection. `requests` lists (connection number, path) as they come."""
 
 from __future__ import annotations
 
@@ -114,6 +114,12 @@ class _Protocol(asyncio.Protocol):
                 self.conn.close_connection(last_stream_id=max(stream - 2, 0))
             else:
                 self.conn.reset_stream(stream, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        if path == "/die":  # a head, a piece of body, and the connection is gone
+            self.conn.send_headers(stream, [(":status", "200")])
+            self.conn.send_data(stream, b"part")
+            self.flush()
+            self.transport.close()
             return
         if path == "/stall":
             self.conn.send_headers(stream, [(":status", "200")])

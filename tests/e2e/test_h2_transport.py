@@ -265,3 +265,20 @@ async def test_tls_without_h2_falls_back_to_http1(tmp_path: Any) -> None:
     assert pool.http1 and pool.conns == []
     await transport.close()
     await runner.cleanup()
+
+
+async def test_a_connection_lost_mid_answer_breaks_its_streams_and_the_next_gets_a_new_one(
+        server: ScriptedH2Server) -> None:
+    from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
+
+    transport = await _transport()
+    stalled = await transport.send(_get(server.url, "/stall"))  # on the same connection
+    dying = await transport.send(_get(server.url, "/die"))
+    with pytest.raises(UpstreamStreamBroken):
+        await asyncio.wait_for(dying.read(100), 5)
+    with pytest.raises(UpstreamStreamBroken):
+        await asyncio.wait_for(stalled.read(100), 5)
+    response = await transport.send(_get(server.url, "/ok"))
+    assert await response.read(100) == b"hello"
+    assert server.connections == 2
+    await transport.close()
