@@ -5,7 +5,7 @@ PING, REFUSED_STREAM, a stalled answer, a body larger than the windows).
 Paths: `/ok` answers "hello"; `/big` 1 MiB as flow control allows; `/stall` a head and
 then nothing; `/ping` a PING before answering once it is acknowledged; `/goaway` and
 `/refuse` turn away their first request (GOAWAY below it, REFUSED_STREAM) and answer
-the next; `/die` sends a head and a piece of body and closes the connection. `requests` lists (connection number, path) as they come."""
+the next; `/headless` ends its stream without a head; `/die` sends a head and a piece of body and closes the connection. `requests` lists (connection number, path) as they come."""
 
 from __future__ import annotations
 
@@ -120,6 +120,9 @@ class _Protocol(asyncio.Protocol):
             self.conn.send_data(stream, b"part")
             self.flush()
             self.transport.close()
+            return
+        if path == "/headless":  # END_STREAM with no head: not an answer
+            self.conn.send_data(stream, b"", end_stream=True)
             return
         if path == "/stall":
             self.conn.send_headers(stream, [(":status", "200")])

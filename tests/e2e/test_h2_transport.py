@@ -282,3 +282,12 @@ async def test_a_connection_lost_mid_answer_breaks_its_streams_and_the_next_gets
     assert await response.read(100) == b"hello"
     assert server.connections == 2
     await transport.close()
+
+
+async def test_a_stream_ended_without_a_head_fails_at_once(server: ScriptedH2Server) -> None:
+    from azure_openai_proxy.errors import UpstreamUnreachable
+
+    transport = await _transport()
+    with pytest.raises(UpstreamUnreachable, match="without an answer"):
+        await asyncio.wait_for(transport.send(_get(server.url, "/headless")), 5)
+    await transport.close()
