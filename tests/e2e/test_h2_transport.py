@@ -291,3 +291,20 @@ async def test_a_stream_ended_without_a_head_fails_at_once(server: ScriptedH2Ser
     with pytest.raises(UpstreamUnreachable, match="without an answer"):
         await asyncio.wait_for(transport.send(_get(server.url, "/headless")), 5)
     await transport.close()
+
+
+async def test_an_http1_only_server_over_http_is_unreachable_not_a_hang() -> None:
+    from aiohttp import web
+
+    from azure_openai_proxy.errors import UpstreamUnreachable
+    from tests.unit.test_fasttransport import serve_app
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    url, runner = await serve_app({"/hello": hello})
+    transport = await _transport(connect_timeout=5)
+    with pytest.raises(UpstreamUnreachable, match="h2c"):
+        await asyncio.wait_for(transport.send(UpstreamRequest("GET", url + "/hello", {})), 10)
+    await transport.close()
+    await runner.cleanup()

@@ -215,7 +215,8 @@ class _H2Connection(asyncio.Protocol):
         if not self.settled.done():
             self.settled.set_exception(UpstreamUnreachable(
                 f"Cannot reach Azure OpenAI at {self.host}: the connection closed during "
-                "the HTTP/2 handshake", request_sent=False))
+                "the HTTP/2 handshake (over http://, upstream.http2 needs a server speaking "
+                "h2c with prior knowledge)", request_sent=False))
             self.settled.exception()  # seen: nobody may be waiting any more
         self._fail_all("the server closed the connection")
 
