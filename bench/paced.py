@@ -139,7 +139,7 @@ def nginx_conf(tmp: Path, port: int, shape: PacedStream, *, workers: int = 1,
         f"events {{ worker_connections {max(64, nofile - 64)}; multi_accept on; }}\n"
         f"http {{\n  access_log off;\n{paths}\n  keepalive_requests 1000000;\n"
         "  keepalive_timeout 75s;\n  client_body_buffer_size 64k;\n"
-        + ("  http2_recv_buffer_size 1m;\n  http2_idle_timeout 300s;\n" if h2_port else "")
+        + ("  http2_recv_buffer_size 1m;\n" if h2_port else "")
         + "  server {\n"
         f"    listen {HOST}:{port} backlog=65535{' reuseport' if workers > 1 else ''};\n"
         + (f"    listen {HOST}:{h2_port} http2{' reuseport' if workers > 1 else ''};\n"

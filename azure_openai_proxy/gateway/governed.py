@@ -1,8 +1,9 @@
 """What the request path applies for a virtual key, as plain functions: the allow-list
 judged over a pool, the limits and budget a request holds while it runs (`hold`, then
 `release` whatever happened), a limiter's refusal as OpenAI's 429, the tokens a request
-is settled with, the names its cost is priced by. `Gateway._governed`
-(gateway/pipeline.py) calls them.
+is settled with, the names its cost is priced by, what a failed request records.
+`Gateway._governed` and its short path for the usual plain chat, `Gateway._usual_chat`
+(gateway/pipeline.py), call them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,14 @@ from typing import Any
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import GatewayError, KeyRateLimited, UpstreamError
 from azure_openai_proxy.gateway.affinity import MAX_REFERENCE_VALUES
-from azure_openai_proxy.gateway.budgethold import budgeted, reserve_budget, settle_budget
+from azure_openai_proxy.gateway.budgethold import (
+    budgeted,
+    note_unanswered,
+    reserve_budget,
+    settle_budget,
+)
+from azure_openai_proxy.gateway.chatfiles import USUAL_TOP_NAMES
+from azure_openai_proxy.gateway.limitheaders import limit_error
 from azure_openai_proxy.governance.budget import BudgetGuard, BudgetHold
 from azure_openai_proxy.governance.estimate import max_output_tokens, prompt_tokens
 from azure_openai_proxy.governance.keys import model_allowed
@@ -27,10 +35,14 @@ from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool
 
 __all__ = [
+    "PLAIN_CHAT_NAMES",
     "Held",
+    "admit_local",
+    "failed",
     "hold",
     "limit_refusal",
     "plain_chat_chars",
+    "plain_messages_chars",
     "pool_allowed",
     "price_names",
     "release",
@@ -105,6 +117,23 @@ def usual_limits(limiter: RateLimiter, budgets: BudgetGuard | None,
     return usual
 
 
+def admit_local(limiter: RateLimiter | None, caller: Caller) -> Mapping[str, str]:
+    """A request the gateway answers itself (the model list) still counts against a
+    virtual key's limits and its team's: no route bypasses them. Raises their 429;
+    else the `x-ratelimit-*` headers to answer with (none for other callers)."""
+    key = caller.key
+    if key is None or limiter is None:
+        return {}
+    team = caller.team
+    plan = (limiter.plan(key.id, key.limits, None, None) if team is None
+            else limiter.plan(key.id, key.limits, team.id, team.limits))
+    admitted = limiter.take(plan, 0)
+    if isinstance(admitted, Refusal):
+        raise limit_refusal(admitted)
+    limiter.settle(admitted, None)  # answered at once: nothing stays in flight
+    return admitted.headers
+
+
 def release(limiter: RateLimiter, budgets: BudgetGuard | None, held: Held,
             record: RequestRecord) -> None:
     """The request ended (answered, failed, or its client left): its tokens and cost are
@@ -122,6 +151,16 @@ def release(limiter: RateLimiter, budgets: BudgetGuard | None, held: Held,
         limiter.settle(held[0], None)
     if held[1] is not None and budgets is not None:
         settle_budget(budgets, held[1], record)
+
+
+def failed(exc: BaseException, record: RequestRecord, body: Mapping[str, Any] | None,
+           operation: str, default_completion: int, lines: bytes) -> None:
+    """A governed request raised `exc` (its limits' head `lines`): one sent and never
+    answered has its estimate recorded (Azure may bill it), and Azure's error answer
+    carries the key's limits, not Azure's."""
+    if unanswered(exc):
+        note_unanswered(record, body, operation, default_completion)
+    limit_error(exc, lines)
 
 
 def unanswered(exc: BaseException) -> bool:
@@ -192,25 +231,43 @@ def request_estimate(body: Mapping[str, Any], default_completion: int, operation
     return prompt, max_output_tokens(body, default_completion, operation)
 
 
+# The names of a chat body `Gateway._usual_chat` takes: `USUAL_TOP_NAMES` (Azure reads
+# them as the gateway does: no `check_top_names`) less the other prompt fields (`input`,
+# `prompt`; `instructions` is not among them) and those of more than one choice (`n`,
+# `best_of`): one `issuperset` in C, where the same answer took it and five `in`s.
+PLAIN_CHAT_NAMES = USUAL_TOP_NAMES - {"input", "prompt", "n", "best_of"}
+
+
 def plain_chat_chars(body: Mapping[str, Any] | None) -> int:
     """The characters of a chat body's prompt when it is the usual one: `messages` and no
     other prompt field, each message exactly a `role` and a string `content` (then
     `prompt_tokens` counts these and nothing else, and no message can name a file), and
     no more of them than a body's file parts are walked for (`MAX_REFERENCE_VALUES`:
     then `chat_file_ids` need not be called); else -1. One short loop."""
-    if body is None:
+    if body is None or "input" in body or "prompt" in body or "instructions" in body:
         return -1
-    messages = body.get("messages")
-    if (type(messages) is not list or "input" in body or "prompt" in body
-            or "instructions" in body or len(messages) > MAX_REFERENCE_VALUES):
+    return plain_messages_chars(body.get("messages"))
+
+
+def plain_messages_chars(messages: object) -> int:
+    """`plain_chat_chars` of a body known to hold no other prompt field (its names among
+    `PLAIN_CHAT_NAMES`): its `messages` alone."""
+    if type(messages) is not list or len(messages) > MAX_REFERENCE_VALUES:
         return -1
     chars = 0
-    for message in messages:
-        if type(message) is dict and len(message) == 2 and "role" in message:
-            content = message.get("content")
-            if type(content) is str:
-                chars += len(content)
-                continue
+    # A message of two names, `role` among them, is a role and a content when it is a
+    # dict (parsed JSON: else a list or a string, whose `["content"]` raises TypeError,
+    # or a number, whose `len` does): no `type(message) is dict` per message (~700 of
+    # ~6,300 instructions a call for two messages, callgrind). An exception is rare.
+    try:
+        for message in messages:
+            if len(message) != 2 or "role" not in message:
+                return -1
+            content = message["content"]
+            if type(content) is not str:
+                return -1
+            chars += len(content)
+    except (TypeError, KeyError):  # not a dict, or no `content`
         return -1
     return chars
 

@@ -176,7 +176,9 @@ class KeyDirectory:
     def authenticate(self, secret: str) -> Caller:
         """The caller a virtual key's secret stands for, or AuthenticationFailed (401)."""
         known = self._known.get(secret)
-        if known is not None and self._clock() < known[1]:
+        # A key without expiry or grace is remembered until `_FOREVER` itself: no clock
+        # read for it (the usual key).
+        if known is not None and (known[1] is _FOREVER or self._clock() < known[1]):
             return known[0]
         return self._authenticate(secret)
 
@@ -185,7 +187,7 @@ class KeyDirectory:
         (a `Bearer <secret>`) opened a key before and still would, else None (then
         `presented_key` and `authenticate` decide, and `remember_bearer` keeps it)."""
         known = self._bearers.get(authorization)
-        if known is not None and self._clock() < known[1]:
+        if known is not None and (known[1] is _FOREVER or self._clock() < known[1]):
             return known[0]
         return None
 

@@ -9,7 +9,8 @@ in the database, off the request path, and nothing is lost.
                           -> LedgerStore.write_rows (one transaction of as few
                              statements as there can be: multi-row INSERTs whose
                              parameters are the rows' slices joined in C, one upsert
-                             of the batch's rollups, grouped and summed in C)
+                             of the batch's rollups: summed by SQLite, without the
+                             GIL, for a batch of one label and day; else in C)
         database error    -> the spool file (JSON lines next to the database:
                              ledgerspool.py)
         database back     -> the spool replayed (idempotent: request_id is unique)
@@ -312,7 +313,7 @@ class LedgerWriter:
         if generation != self._generation:  # opened anew since the batch was priced
             batch = [(*row[:2], 0, *row[3:]) for row in batch]
         try:
-            store.write_rows(batch)
+            store.write_rows(batch, priced=True)
         except Exception as exc:
             self._failed(exc)
             return False

@@ -7,7 +7,7 @@
 the gateway's own: health, metrics). It sequences the steps; each is its own module:
 
     authenticate      `auth.py` (static keys), `gateway/keydirectory.py` (virtual keys)
-    limit             `_governed` here, over `gateway/governed.py` and `budgethold.py`
+    limit             `_usual_chat`, `_governed` here, over `governed.py`, `budgethold.py`
     read the body     `gateway/requestbody.py`
     pick the pool     `gateway/poolchoice.py`
     translate         `gateway/translation.py` (over the pure `translate`, `compat`)
@@ -20,9 +20,6 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
-
-import orjson
 
 from azure_openai_proxy.auth import Caller, ClientKeyring, bearer_token, presented_key
 from azure_openai_proxy.boundedcache import BoundedCache
@@ -36,26 +33,30 @@ from azure_openai_proxy.gateway.affinity import ResourceAffinity
 from azure_openai_proxy.gateway.attempts import UpstreamAttempts
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.batchcheck import check_batch, uploaded_batch_models
-from azure_openai_proxy.gateway.budgethold import enforce_budget, note_unanswered
+from azure_openai_proxy.gateway.budgethold import enforce_budget
 from azure_openai_proxy.gateway.chatfiles import (
     USUAL_TOP_NAMES,
     check_form_names,
     check_top_names,
 )
 from azure_openai_proxy.gateway.governed import (
+    PLAIN_CHAT_NAMES,
     Held,
+    admit_local,
+    failed,
     hold,
     limit_refusal,
     plain_chat_chars,
+    plain_messages_chars,
     pool_allowed,
     release,
     request_estimate,
-    unanswered,
     used_tokens,
     usual_limits,
 )
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
-from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_lines, apply_to, limit_error
+from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_lines, apply_to
+from azure_openai_proxy.gateway.modellist import models_answer
 from azure_openai_proxy.gateway.ownership import (
     ObjectOwners,
     Owned,
@@ -66,16 +67,12 @@ from azure_openai_proxy.gateway.ownership import (
 from azure_openai_proxy.gateway.poolchoice import PoolChooser
 from azure_openai_proxy.gateway.requestbody import RequestBody, read_body
 from azure_openai_proxy.governance.budget import BudgetGuard
-from azure_openai_proxy.governance.keys import (
-    SECRET_PREFIX,
-    allowed_names,
-    is_restricted,
-)
-from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal
+from azure_openai_proxy.governance.keys import SECRET_PREFIX, is_restricted
+from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal, UsualLimits
 from azure_openai_proxy.http.busypoll import BusyPoll
-from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
+from azure_openai_proxy.http.interface import HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
-from azure_openai_proxy.routing import RoutingTable, Target, classify
+from azure_openai_proxy.routing import Pool, RoutingTable, Target, classify
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.upstream.entra import EntraTokens
 from azure_openai_proxy.upstream.transport import Transport
@@ -83,6 +80,7 @@ from azure_openai_proxy.upstream.transport import Transport
 __all__ = ["Gateway"]
 
 _CACHE_LIMIT = 4096  # entries in the path cache
+Routed = tuple[Pool, str | None]  # a request's pool and the model name it sent
 
 
 class Gateway:
@@ -147,13 +145,25 @@ class Gateway:
                     if self.budgets is not None and caller.budgeted is not False:
                         enforce_budget(self.budgets, caller, request)
             if target.kind in ("models", "model"):
-                return apply_to(self._models(target, caller), self.admit_local(caller))
+                return apply_to(models_answer(self.table, target, caller), self.admit_local(caller))
             body = await read_body(request, target, self._body_limit)
             if busy is not None and spin and body.json is not None and body.json.get("stream") is True:
                 # Azure's first frame comes after its time to first token: no spin (issue 15).
                 busy.retract(spin)
             if caller.key is not None:
-                return await self._governed(request, target, caller, body, record)
+                usual = self._usual_chat(target, caller, body, record)
+                if usual is None:
+                    return await self._governed(request, target, caller, body, record)
+                routed, limits, tokens, lines = usual  # sent here: no coroutine between
+                try:
+                    return apply_lines(await self._attempts.send(LimitedRequest(
+                        request, lines), target, caller, body, record, routed), lines)
+                except BaseException as exc:
+                    failed(exc, record, body.json, target.operation, self._default_completion, lines)
+                    raise
+                finally:
+                    if not limits.settle_usage(tokens, record.usage):
+                        limits.settle(tokens, used_tokens(record))
             return await self._attempts.send(request, target, caller, body, record,
                                              self._pools.pool_for(target, body))
         except GatewayError as exc:
@@ -187,20 +197,42 @@ class Gateway:
         return self.keyring.authenticate(headers)
 
     def admit_local(self, caller: Caller) -> Mapping[str, str]:
-        """A request the gateway answers itself (the model list) still counts against a
-        virtual key's limits and its team's: no route bypasses them. Raises their 429;
-        else the `x-ratelimit-*` headers to answer with (none for other callers)."""
-        key, limiter = caller.key, self.limiter
-        if key is None or limiter is None:
-            return {}
-        team = caller.team
-        plan = (limiter.plan(key.id, key.limits, None, None) if team is None
-                else limiter.plan(key.id, key.limits, team.id, team.limits))
-        admitted = limiter.take(plan, 0)
-        if isinstance(admitted, Refusal):
-            raise limit_refusal(admitted)
-        limiter.settle(admitted, None)  # answered at once: nothing stays in flight
-        return admitted.headers
+        """`governed.admit_local` on this gateway's limiter: the model list's answer
+        counts against a virtual key's limits too (its 429, or the headers to answer with)."""
+        return admit_local(self.limiter, caller)
+
+    def _usual_chat(self, target: Target, caller: Caller, body: RequestBody,
+                    record: RequestRecord) -> tuple[Routed, UsualLimits, int, bytes] | None:
+        """`_governed`'s steps for its usual request, in its order, with no coroutine of
+        its own (`handle` sends it, then settles): a plain chat (its names `PLAIN_CHAT_NAMES`,
+        no file to check) of a key on the limiter's short path (`UsualLimits`, for this key
+        version and limiter epoch). Its pool, limits, reserved tokens and head lines; None,
+        before any step is taken, for `_governed` (test_governed_usual.py: alike)."""
+        json, decided, key, limiter = body.json, caller.decided, caller.key, self.limiter
+        # A chat's target is a deployment's, never a resource (routing.RESOURCE_ROOTS).
+        if (target.operation != "chat/completions" or json is None or body.raw is None
+                or decided is None or key is None or limiter is None
+                or decided.epoch is not limiter.epoch or not PLAIN_CHAT_NAMES.issuperset(json)):
+            return None
+        usual, chars = decided.usual, plain_messages_chars(json.get("messages"))
+        if usual is None or chars < 0:
+            return None
+        models = key.models
+        if models:
+            routed = self._routed(target, body, models, record)
+        else:  # no allow-list: `_routed`'s pool and model, nothing to judge
+            routed = self._pools.pool_for(target, body, models)
+            record.model = routed[1]
+        body.canonical = True  # what was checked (tokens) is what is sent, as `_governed`
+        most = json.get("max_tokens")
+        if type(most) is int and most >= 0:  # one choice: no `n`, no `best_of`
+            tokens = -(-chars // 4) + most  # as `request_estimate` makes it
+        else:
+            tokens = sum(request_estimate(json, self._default_completion, target.operation, chars))
+        lines = usual.take(tokens)
+        if type(lines) is Refusal:
+            raise limit_refusal(lines)
+        return routed, usual, tokens, lines
 
     async def _governed(
         self, request: HttpRequest, target: Target, caller: Caller, body: RequestBody,
@@ -212,15 +244,7 @@ class Gateway:
         key, limiter = caller.key, self.limiter
         assert key is not None and limiter is not None
         models = key.models
-        try:
-            routed = self._pools.pool_for(target, body, models)
-        except ModelNotFound as exc:
-            if models:  # the usual answer lists every configured model: not for this key
-                raise ModelNotAllowed(exc.model) from None
-            raise
-        record.model = routed[1]
-        if models and routed[1] is not None and not pool_allowed(models, routed[1], routed[0]):
-            raise ModelNotAllowed(routed[1])
+        routed = self._routed(target, body, models, record)
         json = body.json
         operation = target.operation
         chat = operation == "chat/completions"
@@ -286,23 +310,27 @@ class Gateway:
                                            key.id, record, reply, batch_models)
             return apply_lines(reply, lines)
         except BaseException as exc:
-            if unanswered(exc):  # sent and never answered: Azure may bill it
-                note_unanswered(record, json, operation, self._default_completion)
-            limit_error(exc, lines)  # Azure's error answer: the key's limits, not Azure's
+            failed(exc, record, json, operation, self._default_completion, lines)
             raise
         finally:
             if held is not None:
                 release(limiter, self.budgets, held, record)
-            elif usual is not None:
-                usage = record.usage  # `used_tokens`' short path inline: chat's usage
-                if usage:
-                    prompt = usage.get("prompt_tokens")
-                    completion = usage.get("completion_tokens")
-                    usual.settle(tokens, prompt + completion if (
-                        type(prompt) is int and type(completion) is int and prompt >= 0
-                        and completion >= 0) else used_tokens(record))
-                else:
-                    usual.settle(tokens, None)
+            elif usual is not None and not usual.settle_usage(tokens, record.usage):
+                usual.settle(tokens, used_tokens(record))
+
+    def _routed(self, target: Target, body: RequestBody, models: tuple[str, ...],
+                record: RequestRecord) -> Routed:
+        """A virtual key's pool and model name, judged by its allow-list (`models`)."""
+        try:
+            routed = self._pools.pool_for(target, body, models)
+        except ModelNotFound as exc:
+            if models:  # the usual answer lists every configured model: not for this key
+                raise ModelNotAllowed(exc.model) from None
+            raise
+        record.model = routed[1]
+        if models and routed[1] is not None and not pool_allowed(models, routed[1], routed[0]):
+            raise ModelNotAllowed(routed[1])
+        return routed
 
     def _classify(self, method: str, raw_path: str) -> Target:
         """`classify`, remembered: a few paths carry nearly all the traffic."""
@@ -312,32 +340,6 @@ class Gateway:
             target = self._targets.put(key, classify(method, raw_path, self.settings.api_base))
         return target
 
-    # -- local answers -----------------------------------------------------------------
-
-    def _models(self, target: Target, caller: Caller) -> Answer:
-        created = 1_700_000_000
-        allowed = caller.key.models if caller.key is not None else ()
-        if target.kind == "model":
-            assert target.path_model is not None
-            try:
-                pool = self.table.resolve(target.path_model)
-            except ModelNotFound:
-                if allowed:  # without the list of every configured model
-                    raise ModelNotAllowed(target.path_model) from None
-                raise
-            if allowed and not pool_allowed(allowed, target.path_model, pool):
-                raise ModelNotAllowed(target.path_model)
-            return _json_answer({"id": pool.model, "object": "model", "created": created,
-                                   "owned_by": "azure-openai"})
-        names = self.table.model_names
-        if allowed:
-            names = tuple(allowed_names(allowed, names))
-        data = [
-            {"id": name, "object": "model", "created": created, "owned_by": "azure-openai"}
-            for name in names
-        ]
-        return _json_answer({"object": "list", "data": data})
-
 
 def _request_id_source() -> Callable[[], str]:
     """Unique request ids without a system call each: a random per-process prefix and a
@@ -345,6 +347,3 @@ def _request_id_source() -> Callable[[], str]:
     prefix = os.urandom(4).hex()
     return map(f"{prefix}{{:08x}}".format, itertools.count(1)).__next__
 
-
-def _json_answer(data: Mapping[str, Any], status: int = 200) -> Answer:
-    return Answer(status, {"content-type": "application/json"}, orjson.dumps(data))

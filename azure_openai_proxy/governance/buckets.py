@@ -12,7 +12,7 @@ request's hold is the count of tokens it reserved.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, final
 
@@ -160,23 +160,24 @@ class UsualLimits:
         state, now = self.state, self.clock()
         cap, tpm = state.rpm, state.tpm
         assert cap is not None and tpm is not None
-        # Refilled up to `now` (`Subject.refill`, inline), then checked and taken.
-        level = state.rpm_level
-        if now > state.rpm_stamp:
-            level += (now - state.rpm_stamp) * state.rpm_rate
+        # Refilled up to `now` (`Subject.refill`, inline; `now - stamp > 0` is `now >
+        # stamp`, and reads the stamp once), then checked and taken.
+        level, elapsed = state.rpm_level, now - state.rpm_stamp
+        if elapsed > 0.0:
+            level += elapsed * state.rpm_rate
             if level > cap:
                 level = cap
             state.rpm_stamp = now
-        tokens_level = state.tpm_level
-        if now > state.tpm_stamp:
-            tokens_level += (now - state.tpm_stamp) * state.tpm_rate
+        tokens_level, elapsed = state.tpm_level, now - state.tpm_stamp
+        if elapsed > 0.0:
+            tokens_level += elapsed * state.tpm_rate
             if tokens_level > tpm:
                 tokens_level = tpm
             state.tpm_stamp = now
-        if level < 1 or tokens > tokens_level:
+        if level < 1.0 or tokens > tokens_level:
             state.rpm_level, state.tpm_level = level, tokens_level
             return refusal(state, tokens, now)
-        state.rpm_level = level = level - 1
+        state.rpm_level = level = level - 1.0
         state.tpm_level = tokens_level = tokens_level - tokens
         state.in_flight += 1
         # Each bucket's lines by its level: a full bucket's level after a take, or a
@@ -204,6 +205,39 @@ class UsualLimits:
                 state.tpm_stamp = now
             level += give_back
             state.tpm_level = cap if level > cap else -cap if level < -cap else level
+
+    def settle_usage(self, reserved: int, usage: Mapping[str, object] | None) -> bool:
+        """`settle(reserved, used)` with chat's usage read here (`prompt_tokens` and
+        `completion_tokens`, both counts that are not negative: gateway/governed.py
+        `used_tokens`' short path), or with None for no usage: True. False, and nothing
+        settled, for any other usage: then `settle` with what `used_tokens` reads. The
+        same steps as `settle`, in one call for most answers (test_usual_settle.py)."""
+        if usage:
+            try:  # indexed, not `get`: chat's usage has both counts (else, rarely, raises)
+                prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+            except KeyError:
+                return False
+            # Ints (not bools, not floats): then `|` is negative when either one is.
+            if type(prompt) is not int or type(completion) is not int or prompt | completion < 0:
+                return False
+            give_back = reserved - prompt - completion
+        else:
+            give_back = reserved
+        state = self.state
+        if state.in_flight > 0:
+            state.in_flight -= 1
+        cap = state.tpm
+        if give_back and cap is not None:
+            level, now = state.tpm_level, self.clock()
+            elapsed = now - state.tpm_stamp
+            if elapsed > 0.0:
+                level += elapsed * state.tpm_rate
+                if level > cap:
+                    level = cap
+                state.tpm_stamp = now
+            level += give_back
+            state.tpm_level = cap if level > cap else -cap if level < -cap else level
+        return True
 
 
 def bucket_view(cap: float | None, level: float, rate: float) -> dict[str, object] | None:

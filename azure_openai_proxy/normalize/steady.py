@@ -45,6 +45,7 @@ _HEAD = b'{"choices":[{"content_filter_results":'
 _DELTA = b',"delta":'
 _TAIL = b'],"created":'
 _OFFSETS = b'{"choices":[{"content_filter_offsets":'
+_CHOICES = b'{"choices":['
 # What a JSON string holds only escaped or at its ends (line breaks among the control
 # characters): a plain content delta's text without any is its string's value.
 _UNPLAIN = re.compile(rb'["\\\x00-\x1f]').search
@@ -57,7 +58,7 @@ class SteadyFrameTemplate:
 
     __slots__ = ("_out_tail", "_prefix", "_prefix_size", "_suffix", "_suffix_size",
                  "_text_end", "_text_end_size", "_text_out_end", "_text_start",
-                 "_text_start_size", "chars", "frames")
+                 "_text_start_size", "_usage_head", "chars", "frames")
 
     def __init__(self, prefix: bytes, suffix: bytes, out_suffix: bytes,
                  choice_tail: bytes = b"") -> None:
@@ -75,6 +76,9 @@ class SteadyFrameTemplate:
         self._text_end = b'"}' + choice_tail + suffix + b"\n\n"
         self._text_end_size = len(self._text_end) if choice_tail else 1 << 62
         self._text_out_end = b'"}' + choice_tail + self._out_tail
+        # The usage frame's bytes before its `usage` value: no choices, the learned
+        # members, then `usage` (`usage()`).
+        self._usage_head = b'{"choices":[' + suffix[:-1] + b',"usage":'
         # What `relay()` passed: frames, and their characters of text (`choice_chars`).
         self.frames = 0
         self.chars = 0
@@ -125,6 +129,41 @@ class SteadyFrameTemplate:
         if type(rest) is not dict or "content_filter_results" in rest:
             return None
         return rest
+
+    def choices(self, data: bytes) -> list[Any] | None:
+        """The choices of a frame that is the learned frame with another choices array
+        (the finish frame, a frame with other filter results), the array in orjson's
+        form: then the frame re-serialised with `model` set is `relayed(data)`, as for
+        the learned frame itself. Else None.
+
+        Why: the suffix's members are the learned frame's top-level members after its
+        choices (the learned suffix holds no bracket but its leading `]`, no brace but
+        its last and no backslash), and an array that orjson writes back byte for byte
+        is one whole JSON value: nothing can hide between the array and the suffix."""
+        end = len(data) - self._suffix_size + 1  # up to the array's closing bracket
+        if end <= 12 or data[:12] != _CHOICES or not data.endswith(self._suffix):
+            return None
+        array = data[11:end]
+        try:
+            choices = orjson.loads(array)
+        except orjson.JSONDecodeError:
+            return None
+        if type(choices) is not list or orjson.dumps(choices) != array:
+            return None
+        return choices
+
+    def usage(self, data: bytes) -> dict[str, Any] | None:
+        """The `usage` object of the stream's usage frame: `{"choices":[]`, the learned
+        members, then `"usage":{...}}` and nothing else (orjson takes one whole value
+        only, so no member can follow it). None for any other frame."""
+        head = self._usage_head
+        if data[-1:] != b"}" or not data.startswith(head):
+            return None
+        try:
+            usage = orjson.loads(data[len(head):-1])
+        except orjson.JSONDecodeError:
+            return None
+        return usage if type(usage) is dict else None
 
     def relayed(self, data: bytes) -> bytes:
         """The event for a frame `match()` accepted: its bytes, the model spliced."""

@@ -6,7 +6,9 @@ Paths: `/ok` answers "hello"; `/big` 1 MiB as flow control allows; `/stall` a he
 then nothing; `/ping` a PING before answering once it is acknowledged; `/goaway` and
 `/refuse` turn away their first request (GOAWAY below it, REFUSED_STREAM) and answer
 the next; `/echo` answers the request body's length once it has all arrived (`/ok`
-answers at once, before the body). `requests` lists (connection number, path) as they come."""
+answers at once, before the body); `/headless` ends its stream without a head; `/die`
+sends a head and a piece of body and closes the connection. `requests` lists
+(connection number, path) as they come."""
 
 from __future__ import annotations
 
@@ -39,11 +41,12 @@ class ScriptedH2Server:
         self.protocols: list[_Protocol] = []
         self.bodies: list[bytes] = []  # request bodies, as they ended
 
-    async def start(self) -> str:
+    async def start(self, ssl_context: Any = None) -> str:
+        """Listen (with `ssl_context`: TLS, its ALPN as the context says); the URL."""
         self.server = await asyncio.get_running_loop().create_server(
-            lambda: _Protocol(self), "127.0.0.1", 0)
+            lambda: _Protocol(self), "127.0.0.1", 0, ssl=ssl_context)
         port = self.server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
         return self.url
 
     def pending_bytes(self) -> int:
@@ -133,6 +136,15 @@ class _Protocol(asyncio.Protocol):
                 self.conn.close_connection(last_stream_id=max(stream - 2, 0))
             else:
                 self.conn.reset_stream(stream, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        if path == "/die":  # a head, a piece of body, and the connection is gone
+            self.conn.send_headers(stream, [(":status", "200")])
+            self.conn.send_data(stream, b"part")
+            self.flush()
+            self.transport.close()
+            return
+        if path == "/headless":  # END_STREAM with no head: not an answer
+            self.conn.send_data(stream, b"", end_stream=True)
             return
         if path == "/stall":
             self.conn.send_headers(stream, [(":status", "200")])

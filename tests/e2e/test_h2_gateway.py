@@ -167,3 +167,15 @@ def test_concurrent_streams_share_connections_up_to_the_servers_limit(
             assert connections <= len(conns) <= 24 // 4 + 2
     finally:
         gateway.stop()
+
+
+def test_an_upload_and_an_embedding_go_over_http2(
+        paired: tuple[ServerThread, ServerThread], emulator: Emulator) -> None:
+    from tests.e2e.scenarios import spoken_then_transcribed
+
+    client = _client(paired[0])
+    wav, entry = spoken_then_transcribed(client, emulator)  # a multipart body, streamed
+    assert entry["body_size"] > len(wav)
+    vector = client.embeddings.create(model="text-embedding-3-small", input="hello")
+    assert len(vector.data[0].embedding) > 10
+    assert _transport(paired[0]).connections_in_use() == 0

@@ -216,3 +216,96 @@ async def test_a_pushed_stream_that_stalls_fails_its_sink(server: ScriptedH2Serv
     response.relay(sink)
     assert await asyncio.wait_for(sink.outcome, 5) == "UpstreamTimeout"
     await transport.close()
+
+
+async def test_tls_negotiates_h2_by_alpn(tmp_path: Any) -> None:
+    import ssl
+
+    from tests.unit.test_fasttransport import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    server_context.set_alpn_protocols(["h2"])
+    script = ScriptedH2Server()
+    base = await script.start(server_context)
+    transport = H2Transport(UpstreamSettings(http2=True),
+                            ssl_contexts=lambda: ssl.create_default_context(cafile=str(cert)))
+    for _ in range(2):
+        response = await transport.send(_get(base, "/ok"))
+        assert isinstance(response, H2Response) and await response.read(100) == b"hello"
+    assert script.connections == 1 and transport._http1 is None
+    await transport.close()
+    await script.stop()
+
+
+async def test_tls_without_h2_falls_back_to_http1(tmp_path: Any) -> None:
+    import ssl
+
+    from aiohttp import web
+
+    from azure_openai_proxy.upstream.fast import FastResponse
+    from tests.unit.test_fasttransport import _self_signed, serve_app
+
+    cert, key = _self_signed(tmp_path)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)  # no ALPN: HTTP/1.1 only
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text=f"HTTP/{request.version.major}.{request.version.minor}")
+
+    url, runner = await serve_app({"/hello": hello}, server_context)
+    transport = H2Transport(UpstreamSettings(http2=True),
+                            ssl_contexts=lambda: ssl.create_default_context(cafile=str(cert)))
+    for _ in range(2):  # the second goes straight to HTTP/1.1
+        response = await transport.send(UpstreamRequest("GET", url + "/hello", {}))
+        assert isinstance(response, FastResponse)
+        assert await response.read(100) == b"HTTP/1.1"
+        response.close()
+    (pool,) = transport._pools.values()
+    assert pool.http1 and pool.conns == []
+    await transport.close()
+    await runner.cleanup()
+
+
+async def test_a_connection_lost_mid_answer_breaks_its_streams_and_the_next_gets_a_new_one(
+        server: ScriptedH2Server) -> None:
+    from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
+
+    transport = await _transport()
+    stalled = await transport.send(_get(server.url, "/stall"))  # on the same connection
+    dying = await transport.send(_get(server.url, "/die"))
+    with pytest.raises(UpstreamStreamBroken):
+        await asyncio.wait_for(dying.read(100), 5)
+    with pytest.raises(UpstreamStreamBroken):
+        await asyncio.wait_for(stalled.read(100), 5)
+    response = await transport.send(_get(server.url, "/ok"))
+    assert await response.read(100) == b"hello"
+    assert server.connections == 2
+    await transport.close()
+
+
+async def test_a_stream_ended_without_a_head_fails_at_once(server: ScriptedH2Server) -> None:
+    from azure_openai_proxy.errors import UpstreamUnreachable
+
+    transport = await _transport()
+    with pytest.raises(UpstreamUnreachable, match="without an answer"):
+        await asyncio.wait_for(transport.send(_get(server.url, "/headless")), 5)
+    await transport.close()
+
+
+async def test_an_http1_only_server_over_http_is_unreachable_not_a_hang() -> None:
+    from aiohttp import web
+
+    from azure_openai_proxy.errors import UpstreamUnreachable
+    from tests.unit.test_fasttransport import serve_app
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    url, runner = await serve_app({"/hello": hello})
+    transport = await _transport(connect_timeout=5)
+    with pytest.raises(UpstreamUnreachable, match="h2c"):
+        await asyncio.wait_for(transport.send(UpstreamRequest("GET", url + "/hello", {})), 10)
+    await transport.close()
+    await runner.cleanup()

@@ -227,3 +227,38 @@ def test_the_estimate_of_unusual_messages_is_the_general_walks_own(
     assert request_estimate(body, 1024, "chat/completions", plain) == expected
     if b"file" in orjson.dumps(body):  # a message naming a file is never "plain"
         assert plain < 0
+
+
+@pytest.mark.parametrize("message", [
+    ["role", "content"], "ro", "role", 7, None, 2.5, True, {"role": "user"},
+    {"role": "user", "name": "x"}, {"content": "x", "name": "y"},
+    {"role": "user", "content": None}, {"role": "user", "content": ["x"]},
+    {"role": "user", "content": "x", "name": "y"},
+])
+def test_a_message_that_is_not_a_role_and_a_string_is_not_plain(message: object) -> None:
+    # `plain_chat_chars` tells a dict by what indexing a message does (no type check
+    # per message): every other shape JSON can give is -1, first or after a plain one.
+    for messages in ([message], [{"role": "user", "content": "ab"}, message]):
+        body = {"messages": messages, "max_tokens": 3}
+        assert plain_chat_chars(body) == -1
+        expected = (prompt_tokens(body), max_output_tokens(body, 1024, "chat/completions"))
+        assert request_estimate(body, 1024, "chat/completions", -1) == expected
+
+
+def test_a_plain_chat_counts_its_contents_characters() -> None:
+    body = {"messages": [{"role": "system", "content": "abc"},
+                         {"content": "", "role": "user"}, {"role": "u", "content": "é" * 5}]}
+    assert plain_chat_chars(body) == 8
+    assert plain_chat_chars({"messages": []}) == 0
+
+
+def test_plain_chat_names_are_usual_names_without_other_prompts_or_choices() -> None:
+    from azure_openai_proxy.gateway.chatfiles import USUAL_TOP_NAMES
+    from azure_openai_proxy.gateway.governed import PLAIN_CHAT_NAMES
+
+    assert PLAIN_CHAT_NAMES <= USUAL_TOP_NAMES
+    # `plain_chat_chars` reads a body with any of these as not plain (a prompt besides
+    # the messages), and the estimate's short path needs one choice.
+    for name in ("input", "prompt", "instructions", "n", "best_of"):
+        assert name not in PLAIN_CHAT_NAMES
+    assert {"model", "messages", "max_tokens", "stream", "temperature"} <= PLAIN_CHAT_NAMES

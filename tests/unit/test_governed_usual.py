@@ -335,3 +335,34 @@ def test_the_usual_key_takes_the_short_path_and_a_changed_key_is_decided_anew() 
                 await pair.close()
 
     asyncio.run(run())
+
+
+def test_a_plain_chat_of_a_decided_usual_key_is_sent_without_governed() -> None:
+    """The shipped gateway sends a plain chat of a usual key decided for this epoch from
+    `handle` (`_usual_chat`), so the comparison above compares that path: `_governed`
+    runs for the request that decides the key and for a chat that is not plain."""
+
+    async def run() -> None:
+        with tempfile.TemporaryDirectory() as directory:
+            pair = _Pair(Path(directory), Clock())
+            await pair.start()
+            try:
+                gateway = pair.apps[0].gateway
+                governed = gateway._governed
+                calls: list[object] = []
+
+                async def counted(*args: Any) -> Any:
+                    calls.append(args)
+                    return await governed(*args)
+
+                gateway._governed = counted  # type: ignore[method-assign]
+                plain = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+                for body in (plain, plain, {"messages": [{"role": "user", "content": [
+                        {"type": "text", "text": "hi"}]}], "max_tokens": 5}, plain):
+                    await pair.request(0, 0, body)
+                    await pair.finish((1, 1), 200)
+                assert len(calls) == 2
+            finally:
+                await pair.close()
+
+    asyncio.run(run())

@@ -235,3 +235,27 @@ def test_a_remembered_bearer_header_stops_at_a_block_and_a_rotations_grace_end(
     with pytest.raises(AuthenticationFailed, match="blocked"):
         gateway.authenticate({"Authorization": fresh})
     asyncio.run(directory.close())
+
+
+def test_a_remembered_key_without_expiry_opens_without_a_clock_read(
+        store: KeyStore, tmp_path: Path) -> None:
+    # Remembered until `_FOREVER` itself: at any time, and with no clock read per request.
+    clock = Clock()
+    _, secret = store.create_key("a", now=clock.now)
+    directory = _loaded(tmp_path / "gateway.db", clock)
+    header = "Bearer " + secret
+    caller = directory.authenticate(secret)
+    directory.remember_bearer(header, secret)
+    reads = 0
+
+    def counted() -> float:
+        nonlocal reads
+        reads += 1
+        return clock.now
+
+    directory._clock = counted
+    clock.now += 10 * 365 * 86400.0
+    assert directory.authenticate(secret) is caller
+    assert directory.authenticate_bearer(header) is caller
+    assert reads == 0
+    asyncio.run(directory.close())

@@ -212,3 +212,64 @@ def test_two_workers_making_the_same_new_labels_at_once_agree_on_their_ids(
         store.close()
     assert len(keys) == 800 and labels == 40
     assert all(key == f"k{int(rid[4:]) % 100 % 40}" for rid, key in keys.items())
+
+
+def test_a_priced_batch_of_one_label_and_day_is_summed_by_sqlite_to_the_same_rollups(
+    tmp_path: Path,
+) -> None:
+    """The writer's own rows (`priced`) of one label and one UTC day, the usual batch,
+    are summed by SQLite over the rows just inserted (without the GIL); of one day and
+    several labels, grouped by the label id alone; any other batch by `_rollups` per
+    (day, label id). Each path, given the same batches as the general one (costs that do
+    not add up exactly, so that the order of the additions shows), leaves the same
+    rollups to the last bit; and the SQL path is taken where it applies, and only
+    there."""
+    import random
+
+    from azure_openai_proxy.store.ledger import row_of
+
+    rng = random.Random(13)
+    serial = iter(range(1_000_000))
+
+    def batch(size: int, keys: list[str | None], start: float, span: float,
+              ) -> list[UsageRecord]:
+        out = []
+        for n in range(size):
+            out.append(UsageRecord(
+                start + span * n / size, f"req-{next(serial)}", keys[n % len(keys)],
+                "t1" if keys[0] else None, "gpt-4o", "dep", "https://e/", "chat/completions",
+                200, prompt_tokens=rng.randrange(0, 2**32), cached_tokens=rng.randrange(9),
+                completion_tokens=rng.randrange(5000), reasoning_tokens=rng.randrange(99),
+                cost_usd=rng.random() / rng.choice([3, 7, 1e3, 1e6]), total_ms=3.0,
+                usage_source="measured"))
+        return out
+
+    # each batch the first of its day (a rollup row a later batch adds to can round a
+    # last-bit difference away), but the last two
+    one = batch(300, ["k1"], DAY, 60)
+    batches = [
+        ("one", one),
+        ("one", batch(1, ["k1"], DAY + 86400, 0)),
+        ("one", batch(257, [None], DAY + 2 * 86400, 60)),  # no key, no team: its model only
+        ("two days", batch(300, ["k1"], DAY + 3 * 86400 + 43_000, 800)),  # a UTC midnight
+        ("keys", batch(300, ["k1", "k2", "k3"], DAY + 5 * 86400, 60)),
+        ("one", batch(300, ["k2"], DAY, 60)),
+        ("replayed", [*one[:100], *batch(50, ["k1"], DAY, 60)]),  # 100 there already
+    ]
+    fast, general = LedgerStore.open(tmp_path / "fast.db"), LedgerStore.open(tmp_path / "gen.db")
+    statements: list[str] = []
+    fast._db.set_trace_callback(statements.append)
+    read = "SELECT * FROM usage_rollups ORDER BY day, kind, id"
+    try:
+        for kind, records in batches:
+            rows = [row_of(r) for r in records]
+            statements.clear()
+            assert fast.write_rows(rows, priced=True) == general.write_rows(rows)
+            summed = [s for s in statements if "rowid BETWEEN" in s]
+            assert len(summed) == (kind == "one"), (kind, statements)
+            # after each batch: later sums can round a last-bit difference away
+            assert fast._db.execute(read).fetchall() == general._db.execute(read).fetchall()
+        assert len(fast._db.execute(read).fetchall()) == 19
+    finally:
+        fast.close()
+        general.close()

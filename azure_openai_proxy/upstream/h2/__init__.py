@@ -135,6 +135,10 @@ class H2Transport:
                 conn.end_body(stream)
             while not stream.started:
                 stream.raise_error()
+                if stream.ended:  # END_STREAM before any head: not HTTP
+                    raise UpstreamUnreachable(
+                        f"Cannot reach Azure OpenAI at {origin.host}: the server ended the "
+                        "stream without an answer")
                 await stream.wait()
         except BaseException:
             conn.abandon(stream)  # reset, unless the server ended it already

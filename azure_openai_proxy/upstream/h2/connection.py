@@ -227,7 +227,8 @@ class _H2Connection(asyncio.Protocol):
         if not self.settled.done():
             self.settled.set_exception(UpstreamUnreachable(
                 f"Cannot reach Azure OpenAI at {self.host}: the connection closed during "
-                "the HTTP/2 handshake", request_sent=False))
+                "the HTTP/2 handshake (over http://, upstream.http2 needs a server speaking "
+                "h2c with prior knowledge)", request_sent=False))
             self.settled.exception()  # seen: nobody may be waiting any more
         self._fail_all("the server closed the connection")
 
@@ -415,7 +416,7 @@ class _H2Connection(asyncio.Protocol):
 
     def _end(self, stream: _Stream) -> None:
         if not stream.started:  # END_STREAM on a stream without an answer's head
-            self._malformed(stream, "an answer without a head")
+            self._malformed(stream, "the stream ended without an answer")
             return
         if stream.length >= 0 and stream.body_cut():
             self._malformed(stream, "a body not as long as its content-length")
@@ -443,8 +444,7 @@ class _H2Connection(asyncio.Protocol):
                     f.PROTOCOL_ERROR)
 
     def _stream_failed(self, sid: int, exc: Exception) -> bool:
-        """A frame of stream `sid` raised `exc`: reset the stream with an Upstream error
-        (the connection ends if it was not a stream's frame); whether to read on."""
+        """A frame of stream `sid` raised `exc`: the stream fails; whether to read on."""
         stream = self.streams.get(sid)
         if stream is None or self.blocks.sid:
             self._abort(f"{type(exc).__name__} on stream {sid}", f.INTERNAL_ERROR)

@@ -36,7 +36,7 @@ class _OriginPool:
 
     def room(self) -> _H2Connection | None:
         for conn in self.conns:
-            if not conn.draining and len(conn.streams) < conn.max_streams and not conn.closed:
+            if conn.has_room():
                 return conn
         return None
 
