@@ -35,6 +35,7 @@ class RawH2Server:
         self.settings = settings  # the first SETTINGS frame's payload
         self.log: list[tuple[int, int, int, bytes]] = []
         self.connections = 0
+        self.writers: list[Any] = []  # each connection's transport, to write more on
         self.server: asyncio.Server | None = None
         self.url = ""
 
@@ -62,6 +63,7 @@ class _Raw(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         self.server.connections += 1
+        self.server.writers.append(transport)
         transport.write(frame(4, 0, 0, self.server.settings))
         if self.server.on_connect is not None:
             self.server.on_connect(transport)

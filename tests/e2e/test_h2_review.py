@@ -14,7 +14,7 @@ import pytest
 
 from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamPoolTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
-from azure_openai_proxy.upstream.h2 import H2Transport
+from azure_openai_proxy.upstream.h2 import H2Response, H2Transport
 from azure_openai_proxy.upstream.h2.frames import headers_frames
 from azure_openai_proxy.upstream.transport import UpstreamRequest, UpstreamStreamBroken
 from tests.e2e.h2raw import RawH2Server, frame, head_block
@@ -259,5 +259,38 @@ async def test_a_waiter_keeps_its_deadline_while_others_take_the_room() -> None:
         await asyncio.wait_for(waiter, 5)
     assert time.monotonic() - started < 1.0
     held.close()
+    await transport.close()
+    await server.stop()
+
+
+async def test_a_sink_that_raises_fails_its_stream_only() -> None:
+    def script(sid: int) -> bytes:
+        return frame(1, 4, sid, head_block((":status", "200"))) + frame(0, 0, sid, b"data: 1")
+    server = RawH2Server(script)
+    url = await server.start()
+    transport = _transport()
+    first = await transport.send(_get(url + "/x"))
+    second = await transport.send(_get(url + "/x"))
+
+    class Raising:
+        def feed(self, data: bytes) -> None:
+            if data == b"more":
+                raise RuntimeError("a sink's bug")
+
+        def flush(self) -> None: ...
+
+        def end(self) -> None: ...
+
+        def fail(self, error: Exception) -> None:
+            raise RuntimeError("and again")
+    assert isinstance(first, H2Response)
+    first.relay(Raising())  # type: ignore[arg-type]
+    server_frames = len(server.log)
+    # Two frames at once: the first stream's (its sink raises), the second's after it.
+    writer = server.writers[0]
+    writer.write(frame(0, 0, 1, b"more") + frame(0, 1, 3, b" and the end"))
+    assert await asyncio.wait_for(second.read(100), 5) == b"data: 1 and the end"
+    assert server.connections == 1 and len(server.log) > server_frames  # RST_STREAM 1
+    assert (3, 0, 1) in [(kind, flags, sid) for kind, flags, sid, _ in server.log]
     await transport.close()
     await server.stop()

@@ -20,6 +20,7 @@ Errors a stream fails with:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import cast
 
@@ -151,10 +152,8 @@ class _H2Connection(asyncio.Protocol):
             self.timer = None
         if self.transport is not None and not self.closed:
             self.closed = True
-            if self.write_paused:  # the server is not reading: what is queued never goes
-                self.transport.abort()
-            else:
-                self.transport.close()
+            # Aborted if the server is not reading: what is queued would never go.
+            (self.transport.abort if self.write_paused else self.transport.close)()
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
@@ -434,8 +433,8 @@ class _H2Connection(asyncio.Protocol):
     def _reset(self, stream: _Stream, error: Exception, code: int = f.CANCEL) -> None:
         self.streams.pop(stream.sid, None)
         self.blocked.discard(stream)
-        stream.fail(error)
         self._write(f.rst_frame(stream.sid, code))
+        stream.fail(error)  # last but `_changed`: its sink may raise
         self._changed()
 
     def _malformed(self, stream: _Stream, reason: str) -> None:
@@ -449,7 +448,8 @@ class _H2Connection(asyncio.Protocol):
         if stream is None or self.blocks.sid:
             self._abort(f"{type(exc).__name__} on stream {sid}", f.INTERNAL_ERROR)
             return False
-        self._reset(stream, self._failure(stream, f"a bad answer ({type(exc).__name__})"))
+        with contextlib.suppress(Exception):  # its sink raising again: it is reset all the same
+            self._reset(stream, self._failure(stream, f"a bad answer ({type(exc).__name__})"))
         return True
 
     def _failure(self, stream: _Stream, reason: str) -> Exception:
