@@ -10,10 +10,12 @@ import struct
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from azure_openai_proxy.errors import UpstreamError
 from azure_openai_proxy.upstream.h2 import frames as f
-from azure_openai_proxy.upstream.h2.connection import _H2Connection
+from azure_openai_proxy.upstream.h2.connection import _H2Connection, _Refused
 from azure_openai_proxy.upstream.h2.stream import _Stream
 from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
 from tests.e2e.h2raw import frame
@@ -197,3 +199,34 @@ def test_a_goaway_below_an_answered_stream_fails_it_as_broken(
     stream = _answered(conn)
     conn.data_received(frame(7, 0, 0, struct.pack(">II", 0, 0)))
     assert isinstance(stream.error, UpstreamStreamBroken)
+
+
+_FRAMES = st.lists(st.tuples(
+    st.integers(0, 10),  # the frame type (10: unknown)
+    st.sampled_from([0, 1, 4, 5, 8, 0x20, 0x24, 0x29]),  # flags
+    st.sampled_from([0, 1, 2, 3, 5, 7]),  # streams: ours 1 and 3, others never opened
+    st.one_of(st.binary(max_size=24), st.sampled_from([
+        b"\x88", b"\x00\x00\x00\x01", b"\x00\x04\x00\x00\x00\x00", b"12345678",
+        b"\x00\x00\x00\x00\x00\x00\x00\x08", b"\x03abcdef"]))),
+    max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_FRAMES, st.booleans())
+def test_no_frames_raise_out_of_the_connection(
+        frames: list[tuple[int, int, int, bytes]], paused: bool) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        conn, _ = _connection(loop)
+        streams = [_request(conn), _request(conn)]
+        if paused:
+            conn.pause_writing()
+        conn.data_received(b"".join(frame(*parts) for parts in frames))  # never raises
+        for stream in streams:
+            assert stream.error is None or isinstance(stream.error, (UpstreamError, _Refused))
+            assert stream.ended or stream.sid in conn.streams  # failed, ended, or still open
+        if conn.closed:
+            assert all(stream.ended for stream in streams)
+        conn.close()
+    finally:
+        loop.close()
