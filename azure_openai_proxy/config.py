@@ -207,6 +207,8 @@ def _env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, st
         upstream["http_proxy"] = environ["AZURE_OPENAI_HTTP_PROXY"].strip()
     if environ.get("AZURE_OPENAI_SOCKS_PROXY", "").strip():
         upstream["socks_proxy"] = environ["AZURE_OPENAI_SOCKS_PROXY"].strip()
+    if environ.get("AZURE_OPENAI_PROXY_UPSTREAM_HTTP2", "").strip():
+        upstream["http2"] = environ["AZURE_OPENAI_PROXY_UPSTREAM_HTTP2"].strip()
     if upstream:
         layer["upstream"] = upstream
     keys = environ.get("AZURE_OPENAI_PROXY_CLIENT_KEYS", "")

@@ -154,11 +154,18 @@ class UpstreamSettings(_Frozen):
     max_answer_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     # FastTransport: seconds a host's addresses are reused (0: resolved every connection).
     dns_cache_ttl: float = Field(default=60.0, ge=0)
+    # HTTP/2 to Azure (upstream/h2/): many requests multiplexed over a few connections, so
+    # a worker's relayed streams need no descriptor each upstream (issue 15). ALPN picks
+    # it on https (an origin without h2 gets HTTP/1.1); http:// gets h2c prior knowledge.
+    http2: bool = False
 
     @model_validator(mode="after")
     def _fast_has_no_proxy(self) -> UpstreamSettings:
         if self.transport == "fast" and (self.http_proxy or self.socks_proxy):
             raise ValueError("transport 'fast' does not do upstream proxies; use 'aiohttp' or 'auto'")
+        if self.http2 and (self.transport == "aiohttp" or self.http_proxy or self.socks_proxy):
+            raise ValueError("http2 is for direct connections: not with an upstream proxy "
+                             "nor transport 'aiohttp'")
         return self
 
 

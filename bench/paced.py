@@ -114,11 +114,13 @@ def _echo(data: bytes) -> str:
 
 
 def nginx_conf(tmp: Path, port: int, shape: PacedStream, *, workers: int = 1,
-               nofile: int = 20_000, as_root: bool = False) -> str:
+               nofile: int = 20_000, as_root: bool = False, h2_port: int | None = None) -> str:
     """The nginx configuration of the paced upstream on `HOST:port`, with `tmp` for its
     pid, logs and temporary files, each worker holding up to `nofile` descriptors (the
     hard limit it inherits: a worker cannot raise it). Several workers share the port
-    with `reuseport`, so the kernel spreads the connections evenly."""
+    with `reuseport`, so the kernel spreads the connections evenly. With `h2_port`, the
+    same streams are served there over HTTP/2 with prior knowledge (h2c), up to 20,000
+    streams a connection (a gateway with `upstream.http2` multiplexes them on a few)."""
     head, steps, tail = frames(shape)
     sleep = f"echo_sleep {shape.interval_ms / 1000:.3f};"
     body = [_echo(head), "echo_flush;"]
@@ -137,9 +139,12 @@ def nginx_conf(tmp: Path, port: int, shape: PacedStream, *, workers: int = 1,
         f"events {{ worker_connections {max(64, nofile - 64)}; multi_accept on; }}\n"
         f"http {{\n  access_log off;\n{paths}\n  keepalive_requests 1000000;\n"
         "  keepalive_timeout 75s;\n  client_body_buffer_size 64k;\n"
-        "  server {\n"
+        + ("  http2_recv_buffer_size 1m;\n" if h2_port else "")
+        + "  server {\n"
         f"    listen {HOST}:{port} backlog=65535{' reuseport' if workers > 1 else ''};\n"
-        "    location ~ ^/openai/deployments/[^/]+/chat/completions$ {\n"
+        + (f"    listen {HOST}:{h2_port} http2{' reuseport' if workers > 1 else ''};\n"
+           "    http2_max_concurrent_streams 20000;\n" if h2_port else "")
+        + "    location ~ ^/openai/deployments/[^/]+/chat/completions$ {\n"
         "      default_type text/event-stream;\n"
         "      add_header apim-request-id 5a1b2c3d-paced always;\n"
         "      add_header x-ms-region \"East US\" always;\n"
@@ -154,9 +159,10 @@ def have_echo_module() -> bool:
     return shutil.which("nginx") is not None and ECHO_MODULE.is_file()
 
 
-def start_paced(children: Children, shape: PacedStream, *, workers: int = 1) -> tuple[int, int]:
+def start_paced(children: Children, shape: PacedStream, *, workers: int = 1,
+                h2_port: int | None = None) -> tuple[int, int]:
     """Start the paced upstream; (its port, the pid of its master). Its workers are the
-    master's children (`bench.procs.descendants`)."""
+    master's children (`bench.procs.descendants`). With `h2_port`, h2c there too."""
     port = free_port()
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if nofile == resource.RLIM_INFINITY:
@@ -165,7 +171,7 @@ def start_paced(children: Children, shape: PacedStream, *, workers: int = 1) -> 
     tmp.mkdir(exist_ok=True)
     conf = tmp / "nginx.conf"
     conf.write_text(nginx_conf(tmp, port, shape, workers=workers, nofile=nofile,
-                               as_root=os.geteuid() == 0))
+                               as_root=os.geteuid() == 0, h2_port=h2_port))
     argv = ["nginx", "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf),
             "-g", "daemon off;"]
     child = children.start(f"paced-{port}", argv, port)

@@ -4,6 +4,7 @@ the Go seed, and straight to the upstream, side by side in one run.
     python -m bench.streamscale --n 1000,5000,10000 [--frames 50] [--interval-ms 75]
                                 [--ramp 5] [--procs 1] [--only direct,gateway-1w,seed]
     python -m bench.streamscale --n 1000,10000:2000:20   # N=10,000 at 2 s a frame, 20 s ramp
+    python -m bench.streamscale --n 1000 --http2 --only direct,gateway-1w   # HTTP/2 upstream
 
 An N may carry its own pacing, `N:INTERVAL_MS` or `N:INTERVAL_MS:RAMP_S` (a paced
 upstream is started for each interval used).
@@ -16,6 +17,11 @@ direct, peak RSS (VmHWM) and KB per stream, CPU µs per relayed content frame (u
 stime from /proc over the run, divided by the content frames the clients received), and
 the CPU per frame of the load generator and of the upstream (so neither is mistaken for
 the system's limit). See bench/README.md, "Streams at scale (issue 15)".
+
+`--http2`: the gateway talks HTTP/2 to the paced upstream (`upstream.http2`, h2c on a
+second port of the same nginx), its streams multiplexed on a few connections (the row is
+`gateway-1w-h2`; its peak open counts one descriptor a stream, not two). Direct and the
+control streams stay on HTTP/1.1.
 """
 
 from __future__ import annotations
@@ -196,13 +202,15 @@ class _Target:
     child: Child | None  # None: direct (the upstream itself)
 
 
-def _start_gateway(children: Children, upstream_port: int) -> _Target:
+def _start_gateway(children: Children, upstream_port: int, http2: bool = False) -> _Target:
     port = free_port()
     config = systems._gateway_config(children, port, upstream_port)
+    if http2:
+        config.write_text(config.read_text() + "upstream: {http2: true}\n")
     argv = [sys.executable, "-m", "azure_openai_proxy", "-c", str(config), "--workers", "1"]
     child = children.start(f"gateway-{port}", argv, port, env=systems._python_env())
     wait_until(child, lambda: _accepting(port), 30)
-    return _Target("gateway-1w", port, "/v1/chat/completions",
+    return _Target("gateway-1w-h2" if http2 else "gateway-1w", port, "/v1/chat/completions",
                    {"Authorization": f"Bearer {systems.CLIENT_KEY}"}, child)
 
 
@@ -252,6 +260,8 @@ class ScalePlan:
     stall_s: float = 10.0
     upstream_workers: int = 1  # nginx workers of the paced upstream (reuseport past 1)
     upstream_port: int = 0  # set once the upstream runs
+    http2: bool = False  # the gateway talks h2c to the upstream (on `upstream_h2_port`)
+    upstream_h2_port: int = 0
 
 
 def _one(plan: ScalePlan, target: _Target, upstream_pids: list[int], streams: int) -> ScaleRow:
@@ -278,7 +288,9 @@ def _one(plan: ScalePlan, target: _Target, upstream_pids: list[int], streams: in
     row = summarize(target.name, streams, share, cpu, upstream_cpu, sent, rss_before, peak, control,
                     wait)
     row.interval_ms, row.ramp_s = plan.shape.interval_ms, plan.ramp_s
-    row.peak_open = (descriptors.peak - descriptors.before) // (2 if pid else 1)
+    # A relayed stream holds two descriptors over HTTP/1.1, one over HTTP/2 (multiplexed).
+    per_stream = 2 if pid and not target.name.endswith("-h2") else 1
+    row.peak_open = (descriptors.peak - descriptors.before) // per_stream
     if target.name == "direct":  # the upstream is the system: its CPU is the row's
         row.cpu_s = upstream_cpu
         row.cpu_us_per_frame = upstream_cpu / row.content_frames * 1e6 if row.content_frames else 0.0
@@ -316,13 +328,13 @@ def run_matrix(plan: ScalePlan, say: Callable[[str], object] = print) -> list[Sc
             seed = _unpack_seed(Path(tmp), plan.seed_gz) if "seed" in plan.only else None
             if "seed" in plan.only and seed is None:
                 say(f"seed: {plan.seed_gz} is absent; the Go seed is skipped")
-            upstreams: dict[PacedStream, tuple[int, list[int]]] = {}
+            upstreams: dict[PacedStream, tuple[int, list[int], int]] = {}
             for point in plan.counts:
                 at = paced_at(plan, point)
                 if at.shape not in upstreams:
                     upstreams[at.shape] = _start_upstream(children, at)
-                upstream_port, upstream_pids = upstreams[at.shape]
-                at = replace(at, upstream_port=upstream_port)
+                upstream_port, upstream_pids, h2_port = upstreams[at.shape]
+                at = replace(at, upstream_port=upstream_port, upstream_h2_port=h2_port)
                 streams = at_streams(point)
                 for name in SYSTEMS:
                     if name not in plan.only or (name == "seed" and seed is None):
@@ -331,7 +343,8 @@ def run_matrix(plan: ScalePlan, say: Callable[[str], object] = print) -> list[Sc
                         target = _Target("direct", upstream_port, systems.AZURE_PATH,
                                          {"api-key": systems.AZURE_KEY}, None)
                     elif name == "gateway-1w":
-                        target = _start_gateway(children, upstream_port)
+                        target = (_start_gateway(children, h2_port, http2=True) if plan.http2
+                                  else _start_gateway(children, upstream_port))
                     else:
                         assert seed is not None
                         target = _start_seed(children, seed, upstream_port)
@@ -362,15 +375,18 @@ def paced_at(plan: ScalePlan, point: int | ScalePoint) -> ScalePlan:
     return replace(plan, shape=shape, ramp_s=plan.ramp_s if point.ramp_s is None else point.ramp_s)
 
 
-def _start_upstream(children: Children, plan: ScalePlan) -> tuple[int, list[int]]:
-    """A paced upstream for `plan.shape`: its port and its worker processes."""
-    port, master = start_paced(children, plan.shape, workers=plan.upstream_workers)
+def _start_upstream(children: Children, plan: ScalePlan) -> tuple[int, list[int], int]:
+    """A paced upstream for `plan.shape`: its port, its worker processes, and its h2c
+    port (0 unless `plan.http2`)."""
+    h2_port = free_port() if plan.http2 else 0
+    port, master = start_paced(children, plan.shape, workers=plan.upstream_workers,
+                               h2_port=h2_port or None)
     child = children.running[-1]
     wait_until(child, lambda: _accepting(port), 10)
     # nginx listens before it forks its workers: without them, the upstream's CPU
     # columns would read 0 (they did on a busy machine).
     wait_until(child, lambda: len(descendants(master)) > plan.upstream_workers, 10)
-    return port, [p for p in descendants(master) if p != master]
+    return port, [p for p in descendants(master) if p != master], h2_port
 
 
 def _line(row: ScaleRow) -> str:
@@ -456,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream-workers", type=int, default=1,
                         help="nginx workers pacing the streams (one holds ~19,900 at a 20,000 fd limit)")
     parser.add_argument("--only", default=",".join(SYSTEMS), help=f"of {', '.join(SYSTEMS)}")
+    parser.add_argument("--http2", action="store_true",
+                        help="the gateway talks HTTP/2 (h2c) to the upstream: upstream.http2")
     parser.add_argument("--seed", type=Path, default=SEED_GZ, help="the Go seed's .gz")
     parser.add_argument("--results-dir", type=Path,
                         default=Path(__file__).resolve().parent / "results")
@@ -467,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--frames 1..1000, --interval-ms 1..10000")
     plan = ScalePlan(args.n, PacedStream(args.frames, args.interval_ms), args.ramp,
                      max(1, args.procs), only, args.seed,
-                     upstream_workers=min(8, max(1, args.upstream_workers)))
+                     upstream_workers=min(8, max(1, args.upstream_workers)), http2=args.http2)
     rows = run_matrix(plan)
     print("\n" + table(rows))
     args.results_dir.mkdir(parents=True, exist_ok=True)

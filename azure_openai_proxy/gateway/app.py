@@ -62,6 +62,7 @@ from azure_openai_proxy.settings import Settings, UpstreamSettings
 from azure_openai_proxy.store.sqlite import database_path
 from azure_openai_proxy.upstream.entra import EntraTokens, TokenCredential
 from azure_openai_proxy.upstream.fast import FastTransport
+from azure_openai_proxy.upstream.h2 import H2Transport
 from azure_openai_proxy.upstream.transport import AiohttpTransport, Transport
 
 __all__ = ["GatewayApp", "create_app", "error_answer"]
@@ -390,6 +391,8 @@ def transport_for(upstream: UpstreamSettings) -> Transport:
     proxied = bool(upstream.http_proxy or upstream.socks_proxy)  # 'fast' + proxy is refused in settings
     if upstream.transport == "aiohttp" or proxied:
         return AiohttpTransport(upstream)
+    if upstream.http2:  # refused in settings with a proxy or 'aiohttp'
+        return H2Transport(upstream)
     return FastTransport(upstream)
 
 

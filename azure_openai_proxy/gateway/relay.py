@@ -39,9 +39,13 @@ from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPoli
 from azure_openai_proxy.observability.record import RequestRecord, usage_of
 from azure_openai_proxy.translate import relayed_response_headers
 from azure_openai_proxy.upstream.fast import FastResponse
+from azure_openai_proxy.upstream.h2 import H2Response
 from azure_openai_proxy.upstream.transport import UpstreamResponse
 
 __all__ = ["relay"]
+
+# Upstream answers that can push their body into a sink (`relay(sink)`, `pause`, ...).
+_PUSHING = (FastResponse, H2Response)
 
 log = logging.getLogger("azure_openai_proxy")
 
@@ -74,7 +78,7 @@ async def relay(
         headers["x-proxy-adapted"] = ", ".join(record.adaptations)
     content_type = headers.get("content-type", "")
     if content_type.startswith("text/event-stream"):
-        if policy is not None and type(response) is FastResponse and (
+        if policy is not None and type(response) in _PUSHING and (
                 type(request) is FastRequest  # ungoverned: one test, as before
                 or (type(request) is LimitedRequest and type(request.wrapped) is FastRequest)):
             # Pushed (`_pushed`): this coroutine wakes only at the end and for a slow
@@ -139,7 +143,7 @@ async def _relay_stream(
         out = request.stream(response.status, headers)
         try:
             if (normalizer is not None and type(out) is FastStream
-                    and type(response) is FastResponse):
+                    and isinstance(response, _PUSHING)):
                 tail = await _pushed(response, out, normalizer)
             else:
                 tail, ended_with_newline = await _pulled(response, out, normalizer, meter)
@@ -206,7 +210,7 @@ async def _pulled(
     return (normalizer.finish() if normalizer is not None else b""), ended_with_newline
 
 
-async def _pushed(response: FastResponse, out: FastStream,
+async def _pushed(response: FastResponse | H2Response, out: FastStream,
                   normalizer: ChatStreamNormalizer) -> bytes:
     """Relay from the upstream connection's callback (`_StreamPush`); this task wakes to
     wait for a slow client and at the end. The tail to end the client's stream with;
@@ -241,7 +245,7 @@ class _StreamPush:
     __slots__ = ("_drop", "_loop", "_more", "_normalizer", "_out", "_pending", "_response",
                  "_steady", "_waiter", "outcome", "paused")
 
-    def __init__(self, response: FastResponse, out: FastStream,
+    def __init__(self, response: FastResponse | H2Response, out: FastStream,
                  normalizer: ChatStreamNormalizer) -> None:
         self._response = response
         self._loop = response.loop

@@ -5,8 +5,9 @@
   Many clients connecting at once (a burst of streams) overflow a short queue, and a
   connection attempt the queue drops is retried by the client a second or more later.
 - The descriptor limit: the soft `RLIMIT_NOFILE` raised to the hard one, since every
-  stream holds two descriptors (the client's socket and its upstream's) and the usual
-  soft limit (1024) is a few hundred streams.
+  stream holds two descriptors (the client's socket and its upstream's; one with
+  `upstream.http2`, whose streams share a few upstream connections) and the usual soft
+  limit (1024) is a few hundred streams.
 - A warning at start when even that limit cannot hold `server.max_connections`, and the
   cap lowered to what it can hold: the connections past it would fail at accept (EMFILE,
   a reset) instead of getting the cap's 503.
@@ -23,11 +24,11 @@ import resource
 from dataclasses import dataclass
 from pathlib import Path
 
-from azure_openai_proxy.settings import ServerSettings
+from azure_openai_proxy.settings import ServerSettings, UpstreamSettings
 
 __all__ = ["FDS_PER_CONNECTION", "FD_MARGIN", "FdLimit", "backlog_for", "backlog_note",
-           "connection_cap", "connection_cap_for", "fd_warning", "fds_needed", "listen_backlog",
-           "prepare_process", "raise_fd_limit", "somaxconn"]
+           "connection_cap", "connection_cap_for", "fd_warning", "fds_needed", "fds_per_stream",
+           "listen_backlog", "prepare_process", "raise_fd_limit", "somaxconn"]
 
 log = logging.getLogger("azure_openai_proxy")
 
@@ -67,28 +68,40 @@ def listen_backlog(configured: int, kernel_max: int | None) -> int:
     return configured if kernel_max is None else min(configured, kernel_max)
 
 
-def fds_needed(max_connections: int) -> int:
+def fds_per_stream(upstream: UpstreamSettings) -> int:
+    """Descriptors a relayed stream holds: the client's socket, and its upstream
+    connection's unless HTTP/2 multiplexes the streams on a few (an https origin that
+    does not negotiate h2 is served over HTTP/1.1 anyway: the cap is then optimistic,
+    and the descriptors past it fail at accept, as before the cap existed)."""
+    return 1 if upstream.http2 else FDS_PER_CONNECTION
+
+
+def fds_needed(max_connections: int, per_stream: int = FDS_PER_CONNECTION) -> int:
     """Descriptors one worker needs to hold `max_connections` relayed streams."""
-    return max_connections * FDS_PER_CONNECTION + FD_MARGIN
+    return max_connections * per_stream + FD_MARGIN
 
 
-def connection_cap(max_connections: int, soft: int) -> int:
+def connection_cap(max_connections: int, soft: int, per_stream: int = FDS_PER_CONNECTION) -> int:
     """The connections one worker takes before answering 503: `max_connections`, or
     fewer when `soft` descriptors cannot hold that many streams. Past the descriptors, a
     new connection would fail at accept (the client sees a reset) instead of getting the
     cap's 503, so the cap comes first."""
-    if soft == resource.RLIM_INFINITY or soft >= fds_needed(max_connections):
+    if soft == resource.RLIM_INFINITY or soft >= fds_needed(max_connections, per_stream):
         return max_connections
-    return max(1, min(max_connections, (soft - FD_MARGIN) // FDS_PER_CONNECTION))
+    return max(1, min(max_connections, (soft - FD_MARGIN) // per_stream))
 
 
-def fd_warning(soft: int, max_connections: int) -> str | None:
+def fd_warning(soft: int, max_connections: int,
+               per_stream: int = FDS_PER_CONNECTION) -> str | None:
     """The start-up warning when `soft` descriptors cannot hold the connection cap."""
-    if soft == resource.RLIM_INFINITY or soft >= fds_needed(max_connections):
+    if soft == resource.RLIM_INFINITY or soft >= fds_needed(max_connections, per_stream):
         return None
+    needed = fds_needed(max_connections, per_stream)
+    each = "two per stream" if per_stream == 2 else "one per stream"
+    cap = connection_cap(max_connections, soft, per_stream)
     return (f"the descriptor limit ({soft}) cannot hold server.max_connections "
-            f"({max_connections}: about {fds_needed(max_connections)} descriptors, two per "
-            f"stream); each worker answers 503 past {connection_cap(max_connections, soft)} "
+            f"({max_connections}: about {needed} descriptors, {each}); "
+            f"each worker answers 503 past {cap} "
             "connections instead. Raise the hard limit (ulimit -Hn, LimitNOFILE=, docker "
             "--ulimit nofile=) or lower max_connections")
 
@@ -111,20 +124,21 @@ def raise_fd_limit(nr_open: Path = NR_OPEN) -> FdLimit:
     return FdLimit(soft, soft, hard)
 
 
-def prepare_process(server: ServerSettings) -> FdLimit:
+def prepare_process(server: ServerSettings, per_stream: int = FDS_PER_CONNECTION) -> FdLimit:
     """Once per gateway, before it listens or starts workers (they inherit the limit):
     raise the descriptor limit; warn when it cannot hold the connection cap."""
     limit = raise_fd_limit()
     log.debug("descriptor limit: soft %d (was %d), hard %d", limit.soft, limit.before, limit.hard)
-    warning = fd_warning(limit.soft, server.max_connections)
+    warning = fd_warning(limit.soft, server.max_connections, per_stream)
     if warning is not None:
         log.warning("%s", warning)
     return limit
 
 
-def connection_cap_for(server: ServerSettings) -> int:
+def connection_cap_for(server: ServerSettings, per_stream: int = FDS_PER_CONNECTION) -> int:
     """`connection_cap` under this process's descriptor limit (a worker's, inherited)."""
-    return connection_cap(server.max_connections, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    return connection_cap(server.max_connections, resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+                          per_stream)
 
 
 def backlog_note(backlog: int) -> str:

@@ -43,6 +43,7 @@ from azure_openai_proxy.runtime.capacity import (
     backlog_for,
     backlog_note,
     connection_cap_for,
+    fds_per_stream,
     prepare_process,
 )
 from azure_openai_proxy.runtime.heap import settle_heap
@@ -251,7 +252,8 @@ async def start_server(
         backlog=backlog_for(settings.server),
         # At most what the descriptor limit holds, so the 503 comes before EMFILE.
         limits=replace(server_limits(settings.server),
-                       max_connections=connection_cap_for(settings.server)),
+                       max_connections=connection_cap_for(
+                           settings.server, fds_per_stream(settings.upstream))),
         max_body_bytes=settings.max_body_bytes,
     )
 
@@ -360,7 +362,8 @@ def _worker(settings: Settings, source: SettingsSource | None, reuse_port: bool,
 
 def run(settings: Settings, source: SettingsSource | None = None) -> int:
     configure_logging(settings.log_level)
-    prepare_process(settings.server)  # before listening; workers inherit the limit
+    # Before listening; workers inherit the limit.
+    prepare_process(settings.server, fds_per_stream(settings.upstream))
     if settings.is_open_relay:
         log.warning("OPEN RELAY: server-side Azure keys are set and no client keys are; anyone "
                     "who can reach this gateway can use your Azure quota")

@@ -1,3 +1,4 @@
 """Clients for Azure: the `Transport` protocol (`transport.py`) and its implementations,
-our lean FastTransport (`fast/`) and aiohttp's client for upstream proxies; Entra ID tokens
-(`entra.py`). Foreign errors become ours here, once."""
+our lean FastTransport (`fast/`, HTTP/1.1), H2Transport (`h2/`, HTTP/2, `upstream.http2`)
+and aiohttp's client for upstream proxies; Entra ID tokens (`entra.py`). Foreign errors
+become ours here, once."""

@@ -76,6 +76,14 @@ def test_the_config_paces_every_content_frame(tmp_path: Path) -> None:
     assert "backlog=65535 reuseport;" in nginx_conf(tmp_path, 8001, SHAPE, workers=2)
 
 
+def test_with_an_h2_port_the_same_streams_are_served_over_h2c(tmp_path: Path) -> None:
+    conf = nginx_conf(tmp_path, 8001, SHAPE, h2_port=8002)
+    assert "listen 127.0.0.1:8001 backlog=65535;" in conf
+    assert "listen 127.0.0.1:8002 http2;" in conf
+    assert "http2_max_concurrent_streams 20000;" in conf
+    assert "http2" not in nginx_conf(tmp_path, 8001, SHAPE)
+
+
 def test_an_echo_directive_sends_its_bytes_unchanged() -> None:
     assert _echo(b'data: {"a":"x\\\\y"}\n\n') == "echo -n 'data: {\"a\":\"x\\\\\\\\y\"}\\n\\n';"
     with pytest.raises(ValueError):
@@ -156,7 +164,7 @@ def test_nginx_accepts_the_generated_config(tmp_path: Path) -> None:
     import subprocess
 
     conf = tmp_path / "nginx.conf"
-    conf.write_text(nginx_conf(tmp_path, 8001, SHAPE, as_root=os.geteuid() == 0))
+    conf.write_text(nginx_conf(tmp_path, 8001, SHAPE, as_root=os.geteuid() == 0, h2_port=8002))
     done = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"),
                            "-c", str(conf)], capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0, done.stderr

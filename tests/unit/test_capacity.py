@@ -61,3 +61,17 @@ def test_the_cap_is_what_the_descriptors_hold() -> None:
     assert connection_cap(100, 20_000) == 100
     assert connection_cap(10_000, resource.RLIM_INFINITY) == 10_000
     assert connection_cap(10_000, 10) == 1  # never 0: one connection still gets served
+
+
+def test_with_an_http2_upstream_a_stream_holds_one_descriptor() -> None:
+    from azure_openai_proxy.runtime.capacity import fds_per_stream
+    from azure_openai_proxy.settings import UpstreamSettings
+
+    assert fds_per_stream(UpstreamSettings()) == 2
+    per_stream = fds_per_stream(UpstreamSettings(http2=True))
+    assert per_stream == 1
+    # The hard limit here (20,000) holds 10,000 streams over HTTP/2, not over HTTP/1.1.
+    assert connection_cap(10_000, 20_000, per_stream) == 10_000
+    assert fd_warning(20_000, 10_000, per_stream) is None
+    assert connection_cap(10_000, 20_000) < 10_000
+    assert "one per stream" in (fd_warning(5_000, 10_000, per_stream) or "")

@@ -1,0 +1,500 @@
+"""One HTTP/2 connection to an upstream: an asyncio Protocol that parses frames straight
+into its streams' slots (`_Stream`), answers SETTINGS and PING, keeps both directions'
+flow control, and fails the right streams on RST_STREAM, GOAWAY or a lost connection.
+
+Our own framing, not the `h2` package's state machine: a received 150-byte DATA frame
+costs about a tenth of the instructions here (bench/README.md, issue 15), and a relayed
+stream is made of nothing else. Header blocks are read by `headers.py`.
+
+Errors a stream fails with:
+
+    before its answer's head   _Refused (GOAWAY above its id, REFUSED_STREAM: never
+                               processed, safe to send again)
+                               UpstreamUnreachable (reset, lost connection, bad frames)
+                               UpstreamHeadTooLarge (a header block past 64 KiB or 128)
+    after the head             UpstreamStreamBroken (reset, lost connection)
+    either                     UpstreamTimeout (nothing heard for read_timeout while
+                               the caller waited)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import cast
+
+from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamTimeout, UpstreamUnreachable
+from azure_openai_proxy.upstream.h2 import frames as f
+from azure_openai_proxy.upstream.h2.frames import END_STREAM, FRAME_HEAD, OUR_MAX_FRAME, PADDED, ProtocolError
+from azure_openai_proxy.upstream.h2.headers import HeaderBlocks, MalformedHead, read_head
+from azure_openai_proxy.upstream.h2.stream import _CREDIT_AT, _Stream, quiet_streams
+from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
+
+__all__ = ["_H2Connection", "_Refused"]
+
+# A server's concurrency limit before its SETTINGS say (RFC 9113 advises at least 100);
+# the transport waits for them before the first request, so this is rarely used.
+_ASSUMED_STREAMS = 100
+_QUIET_CHECKS = 8  # the read timeout is checked this many times per timeout (as fast/)
+_MAX_WINDOW = 0x7FFFFFFF
+_PAUSED_REPLIES = 1024  # acks written while the server does not read ours (`_reply`)
+_CONNECTION_CREDIT_AT = f.CONNECTION_WINDOW // 2  # received bytes credited back at once
+_BROKEN = "The connection to Azure OpenAI broke while the response was being read."
+_STALLED = "Azure OpenAI stopped sending data (read timeout) in the middle of the response."
+
+
+class _Refused(Exception):
+    """The server did not process the stream (GOAWAY, REFUSED_STREAM): send it again."""
+
+
+class _H2Connection(asyncio.Protocol):
+    """An HTTP/2 client connection. `open_stream` starts a request; frames are parsed in
+    `data_received` and dispatched to `_on_*`; `settled` is done at the server's first
+    SETTINGS (its concurrency limit known)."""
+
+    __slots__ = (
+        "blocked", "blocks", "buf", "closed", "draining", "host", "idle_since", "loop",
+        "max_frame", "max_streams", "next_id", "on_change", "read_timeout", "replies",
+        "send_window", "settled", "stream_window", "streams", "timer", "transport", "unacked",
+        "write_paused",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, host: str, read_timeout: float) -> None:
+        self.loop = loop
+        self.host = host
+        self.read_timeout = read_timeout
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""
+        self.streams: dict[int, _Stream] = {}
+        self.next_id = 1
+        self.max_streams = _ASSUMED_STREAMS
+        self.max_frame = 16384  # what the server accepts
+        self.send_window = 65535  # the connection's, for request bodies
+        self.stream_window = 65535  # each new stream's, from the server's SETTINGS
+        self.unacked = 0  # received bytes not yet credited to the connection's window
+        self.blocks = HeaderBlocks()
+        self.settled: asyncio.Future[None] = loop.create_future()
+        self.draining = False  # GOAWAY (or ids spent): no new streams
+        self.closed = False
+        self.write_paused = False
+        self.replies = 0  # PING and SETTINGS acks written while writing is paused
+        self.blocked: set[_Stream] = set()  # streams waiting to send body bytes
+        self.idle_since = loop.time()
+        self.timer: asyncio.TimerHandle | None = None
+        # Told when a stream ends or the room for streams changes (the pool's hook).
+        self.on_change: Callable[[_H2Connection], None] | None = None
+
+    # -- for the transport ---------------------------------------------------------
+
+    def has_room(self) -> bool:
+        return (not self.draining and not self.closed
+                and len(self.streams) < self.max_streams)
+
+    def open_stream(self, block: bytes, end_stream: bool, body: bytes = b"") -> _Stream:
+        """A new stream with the request's header block written (END_STREAM if no body
+        follows), and `body`, the whole of it, in the same write when it `fits`."""
+        sid = self.next_id
+        self.next_id += 2
+        if self.next_id > 0x7FFFFFFF:
+            self.draining = True  # stream ids spent: a new connection for the next
+        stream = _Stream(self, sid, self.stream_window)
+        self.streams[sid] = stream
+        stream.sent_end = end_stream or bool(body)
+        if body:  # the usual request: one write, not two
+            size = len(body)
+            self.send_window -= size
+            stream.send_window -= size
+            self._write(f.headers_frames(sid, block, False, self.max_frame)
+                        + f.data_frame(sid, body, True))
+        else:
+            self._write(f.headers_frames(sid, block, end_stream, self.max_frame))
+        return stream
+
+    def fits(self, body: bytes) -> bool:
+        """Whether `body` may go whole in one DATA frame of a new stream now."""
+        size = len(body)
+        return (size <= self.max_frame and size <= self.send_window
+                and size <= self.stream_window and not self.write_paused)
+
+    def send_data(self, stream: _Stream, data: bytes) -> int:
+        """Write as much of `data` as both windows allow; how much was written."""
+        size = min(len(data), self.send_window, stream.send_window, self.max_frame)
+        if size <= 0 or self.write_paused or self.closed:
+            return 0
+        self.send_window -= size
+        stream.send_window -= size
+        self._write(f.data_frame(stream.sid, data[:size], False))
+        return size
+
+    def end_body(self, stream: _Stream) -> None:
+        if stream.sid in self.streams:  # not answered, nor reset, already
+            self._write(f.data_frame(stream.sid, b"", True))
+            stream.sent_end = True
+
+    def credit(self, sid: int, size: int) -> None:
+        """The caller read `size` bytes of stream `sid`: Azure may send as much more."""
+        if sid in self.streams:
+            self._write(f.window_update(sid, size))
+
+    def abandon(self, stream: _Stream) -> None:
+        """The caller is done with `stream`; one not ended is reset (CANCEL)."""
+        self.blocked.discard(stream)
+        if self.streams.pop(stream.sid, None) is not None:
+            if not stream.ended:
+                stream.fail(UpstreamStreamBroken(_BROKEN))
+                self._write(f.rst_frame(stream.sid, f.CANCEL))
+            self._changed()
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            # Aborted if the server is not reading: what is queued would never go.
+            (self.transport.abort if self.write_paused else self.transport.close)()
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.write(data)
+
+    def _reply(self, data: bytes) -> None:
+        """An ack the server asked for. A server that asks and asks and does not read
+        (CVE-2019-9512's flood) would grow our write buffer without end: while writing
+        is paused, only `_PAUSED_REPLIES` are written, then the connection ends."""
+        if self.write_paused:
+            self.replies += 1
+            if self.replies > _PAUSED_REPLIES:
+                raise ProtocolError("acks asked for and not read", f.ENHANCE_YOUR_CALM)
+        self._write(data)
+
+    def _changed(self) -> None:
+        if not self.streams:
+            self.idle_since = self.loop.time()
+            if self.draining:
+                self.close()
+        if self.on_change is not None:
+            self.on_change(self)
+
+    # -- asyncio's callbacks -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        tls = transport.get_extra_info("ssl_object")
+        if tls is not None and tls.selected_alpn_protocol() != "h2":
+            return  # an HTTP/1.1 server: no preface (junk to it); `_open` closes us
+        self.transport.write(f.CLIENT_PREFACE)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        pos, size = 0, len(buf)
+        unpack = FRAME_HEAD.unpack_from
+        while True:
+            try:
+                while size - pos >= 9:
+                    head, flags, sid = unpack(buf, pos)
+                    end = pos + 9 + (head >> 8)
+                    if head >> 8 > OUR_MAX_FRAME:
+                        raise ProtocolError("a frame larger than allowed", f.FRAME_SIZE_ERROR)
+                    if end > size:
+                        break
+                    if not head & 0xFF:  # DATA, the hot path: a stream's body
+                        self._on_data(sid & 0x7FFFFFFF, flags, buf, pos + 9, end)
+                    else:
+                        self._on_frame(head & 0xFF, flags, sid & 0x7FFFFFFF, buf[pos + 9:end])
+                    pos = end
+                break
+            except ProtocolError as exc:
+                self._abort(str(exc), exc.code)
+                return
+            except Exception as exc:
+                # A stream's own failure (its body's decoding, its sink's): it fails
+                # alone, as in fast/, and the frames after it are read on.
+                if not self._stream_failed(sid & 0x7FFFFFFF, exc):
+                    return
+                pos = end
+        self.buf = buf[pos:] if pos < size else b""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.draining = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.settled.done():
+            self.settled.set_exception(UpstreamUnreachable(
+                f"Cannot reach Azure OpenAI at {self.host}: the connection closed during "
+                "the HTTP/2 handshake (over http://, upstream.http2 needs a server speaking "
+                "h2c with prior knowledge)", request_sent=False))
+            self.settled.exception()  # seen: nobody may be waiting any more
+        self._fail_all("the server closed the connection")
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.replies = 0
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake_blocked()
+
+    # -- frames --------------------------------------------------------------------
+
+    def _on_data(self, sid: int, flags: int, buf: bytes, start: int, end: int) -> None:
+        length = end - start
+        self.unacked += length
+        if self.unacked >= _CONNECTION_CREDIT_AT:
+            self._write(f.window_update(0, self.unacked))
+            self.unacked = 0
+        stream = self.streams.get(sid)
+        if stream is None:  # reset by us, or ended: its bytes count for the connection only
+            f.check_stream(f.DATA, sid, self.next_id)  # unless it never was
+            return
+        stream.heard = True
+        stream.unread += length
+        if flags & PADDED:
+            if length == 0 or buf[start] >= length:
+                raise ProtocolError("bad padding")
+            end -= buf[start]
+            stream.padding += length - (end - start) + 1
+            start += 1
+        if end > start:
+            sink = stream.sink
+            if sink is not None and not stream.paused and stream.decoder is None:
+                # `_Stream.received`'s pushed case, inline: a call less on every frame
+                # (a draining stream has no sink).
+                sink.feed(buf[start:end])
+                if stream.sink is sink:  # else it detached itself
+                    sink.flush()
+                if stream.unread >= _CREDIT_AT:  # the window's check only here: no cost
+                    if stream.unread > f.STREAM_WINDOW:
+                        raise ProtocolError("DATA past the stream's window", f.FLOW_CONTROL_ERROR)
+                    self.credit(sid, stream.unread)
+                    stream.credited += stream.unread
+                    stream.unread = 0
+            elif stream.started:
+                if stream.unread > f.STREAM_WINDOW:  # a server ignoring the window we gave
+                    raise ProtocolError("DATA past the stream's window", f.FLOW_CONTROL_ERROR)
+                stream.received(buf[start:end])
+            else:
+                self._malformed(stream, "a body before the head")
+                return
+        if flags & END_STREAM:
+            self._end(stream)
+
+    def _on_frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:
+        if self.blocks.sid and kind != f.CONTINUATION:
+            raise ProtocolError("a header block was interrupted")
+        f.check_stream(kind, sid, self.next_id)
+        if kind == f.HEADERS or kind == f.CONTINUATION:
+            block = self.blocks.frame(kind, flags, sid, payload)
+            if block is not None:
+                self._on_block(*block)
+        elif kind == f.SETTINGS:
+            self._on_settings(flags, payload)
+        elif kind == f.WINDOW_UPDATE:
+            self._on_window_update(sid, payload)
+        elif kind == f.PING:
+            if len(payload) != 8:
+                raise ProtocolError("a PING is 8 bytes", f.FRAME_SIZE_ERROR)
+            if not flags & f.ACK:
+                self._reply(f.ping_ack(payload))
+        elif kind == f.RST_STREAM:
+            self._on_reset(sid, payload)
+        elif kind == f.GOAWAY:
+            self._on_goaway(payload)
+        elif kind == f.PUSH_PROMISE:
+            raise ProtocolError("a push promise, though we disabled push")
+        # PRIORITY and unknown frame types are ignored, as RFC 9113 says.
+
+    def _on_block(self, sid: int, end_stream: bool,
+                  fields: list[tuple[bytes, bytes]] | None) -> None:
+        stream = self.streams.get(sid)
+        if stream is None:
+            return
+        stream.heard = True
+        if fields is None:
+            self._reset(stream, UpstreamHeadTooLarge(
+                "Azure OpenAI's answer was refused: its head is larger than "
+                f"{f.MAX_HEAD_BYTES} bytes or {f.MAX_HEADERS} headers."))
+            return
+        if stream.started:
+            if not end_stream:  # trailers must end the stream
+                self._malformed(stream, "trailers without END_STREAM")
+            else:
+                self._end(stream)
+            return
+        try:
+            status, headers = read_head(fields)
+        except MalformedHead as exc:
+            self._malformed(stream, str(exc))
+            return
+        if status < 200:  # 100 Continue, 103 Early Hints: the real answer follows
+            if end_stream:
+                self._malformed(stream, "an answer ended after an interim head")
+            return
+        stream.head(status, headers)
+        if end_stream:  # a bodyless answer
+            self._end(stream)
+
+    def _on_settings(self, flags: int, payload: bytes) -> None:
+        if flags & f.ACK:
+            if payload:
+                raise ProtocolError("a SETTINGS ack with a payload", f.FRAME_SIZE_ERROR)
+            return
+        for code, value in f.parse_settings(payload):  # checked there
+            if code == f.MAX_CONCURRENT_STREAMS:
+                self.max_streams = value
+            elif code == f.INITIAL_WINDOW_SIZE:
+                delta, self.stream_window = value - self.stream_window, value
+                for stream in self.streams.values():
+                    stream.send_window += delta
+                    if stream.send_window > _MAX_WINDOW:
+                        raise ProtocolError("a window too large", f.FLOW_CONTROL_ERROR)
+            elif code == f.MAX_FRAME_SIZE:
+                self.max_frame = value
+            # HEADER_TABLE_SIZE bounds a table our encoder does not keep; the others
+            # (ENABLE_PUSH, MAX_HEADER_LIST_SIZE) ask nothing of a client like us.
+        self._reply(f.settings_ack())
+        if not self.settled.done():
+            self.settled.set_result(None)
+        self._wake_blocked()
+        self._changed()  # perhaps room for more streams
+
+    def _on_window_update(self, sid: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise ProtocolError("a WINDOW_UPDATE's size", f.FRAME_SIZE_ERROR)
+        increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+        if sid == 0:
+            if increment == 0:
+                raise ProtocolError("a zero WINDOW_UPDATE")
+            self.send_window += increment
+            if self.send_window > _MAX_WINDOW:
+                raise ProtocolError("a window too large", f.FLOW_CONTROL_ERROR)
+            self._wake_blocked()
+            return
+        stream = self.streams.get(sid)
+        if stream is not None:
+            if increment == 0 or stream.send_window + increment > _MAX_WINDOW:
+                self._reset(stream, self._failure(stream, "a bad WINDOW_UPDATE"),
+                            f.FLOW_CONTROL_ERROR if increment else f.PROTOCOL_ERROR)
+                return
+            stream.send_window += increment
+            stream.heard = True  # an upload paced by the window is making progress
+            if stream in self.blocked:
+                stream.wake()
+
+    def _on_reset(self, sid: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise ProtocolError("a RST_STREAM's size", f.FRAME_SIZE_ERROR)
+        stream = self.streams.pop(sid, None)
+        if stream is None:
+            return
+        self.blocked.discard(stream)
+        code = int.from_bytes(payload, "big")
+        if code == f.REFUSED_STREAM and not stream.started:
+            stream.fail(_Refused())
+        else:
+            stream.fail(self._failure(stream, f"the server reset the stream (code {code})"))
+        self._changed()
+
+    def _on_goaway(self, payload: bytes) -> None:
+        if len(payload) < 8:
+            raise ProtocolError("a GOAWAY's size", f.FRAME_SIZE_ERROR)
+        last, _ = f.parse_goaway(payload)
+        self.draining = True  # streams up to `last` finish; new requests go elsewhere
+        for sid in [sid for sid in self.streams if sid > last]:
+            stream = self.streams.pop(sid)
+            self.blocked.discard(stream)
+            # Not processed, says the server; one answered already contradicts it.
+            stream.fail(self._failure(stream, "GOAWAY") if stream.started else _Refused())
+        self._changed()
+
+    # -- the streams ---------------------------------------------------------------
+
+    def _end(self, stream: _Stream) -> None:
+        if not stream.started:  # END_STREAM on a stream without an answer's head
+            self._malformed(stream, "the stream ended without an answer")
+            return
+        if stream.length >= 0 and stream.body_cut():
+            self._malformed(stream, "a body not as long as its content-length")
+            return
+        stream.finish()  # first: if its decoder's tail is bad, the stream is still ours
+        self.streams.pop(stream.sid, None)
+        self.blocked.discard(stream)
+        if not stream.sent_end:
+            # Answered before the whole request body (a 413, a 401 to an upload): the rest
+            # is not sent; our half is closed with a reset, else the server holds the
+            # stream open against its MAX_CONCURRENT_STREAMS for good.
+            self._write(f.rst_frame(stream.sid, f.CANCEL))
+        self._changed()
+
+    def _reset(self, stream: _Stream, error: Exception, code: int = f.CANCEL) -> None:
+        self.streams.pop(stream.sid, None)
+        self.blocked.discard(stream)
+        self._write(f.rst_frame(stream.sid, code))
+        stream.fail(error)  # last but `_changed`: its sink may raise
+        self._changed()
+
+    def _malformed(self, stream: _Stream, reason: str) -> None:
+        """A malformed answer (RFC 9113 §8.1.1): a stream error, the others go on."""
+        self._reset(stream, self._failure(stream, f"a malformed answer ({reason})"),
+                    f.PROTOCOL_ERROR)
+
+    def _stream_failed(self, sid: int, exc: Exception) -> bool:
+        """A frame of stream `sid` raised `exc`: the stream fails; whether to read on."""
+        stream = self.streams.get(sid)
+        if stream is None or self.blocks.sid:
+            self._abort(f"{type(exc).__name__} on stream {sid}", f.INTERNAL_ERROR)
+            return False
+        with contextlib.suppress(Exception):  # its sink raising again: it is reset all the same
+            self._reset(stream, self._failure(stream, f"a bad answer ({type(exc).__name__})"))
+        return True
+
+    def _failure(self, stream: _Stream, reason: str) -> Exception:
+        if stream.started:
+            return UpstreamStreamBroken(_BROKEN)
+        return UpstreamUnreachable(f"Cannot reach Azure OpenAI at {self.host}: {reason}")
+
+    def _fail_all(self, reason: str) -> None:
+        streams, self.streams = self.streams, {}
+        self.blocked.clear()
+        for stream in streams.values():
+            stream.fail(self._failure(stream, reason))
+        self._changed()
+
+    def _abort(self, reason: str, code: int) -> None:
+        """The server broke the protocol: GOAWAY, every stream fails, the end."""
+        self._write(f.goaway_frame(0, code))  # the last stream *we* took: none
+        self.draining = True
+        self._fail_all(f"the answer is not valid HTTP/2 ({reason})")
+        self.close()
+
+    def _wake_blocked(self) -> None:
+        """Room to send: the streams waiting for it go on, their read timeout afresh
+        (as fast/'s, which counts from each wait for a writable socket)."""
+        for stream in list(self.blocked):
+            stream.heard = True
+            stream.wake()
+
+    # -- the read timeout: one timer for every stream ------------------------------
+
+    def _arm(self) -> None:
+        self.timer = self.loop.call_later(self.read_timeout / _QUIET_CHECKS, self._check_quiet)
+
+    def _check_quiet(self) -> None:
+        """Fail the streams whose caller has waited `read_timeout` (up to an eighth more)
+        without a frame, or whose sink has (pushed, not paused); a caller not waiting
+        (its client is slow) is not timed. Streams left to drain are reset."""
+        self.timer = None
+        if self.closed:
+            return
+        stalled, drained = quiet_streams(self.streams.values(), self.loop.time(),
+                                         self.read_timeout)
+        for stream in stalled:
+            self._reset(stream, UpstreamTimeout(_STALLED if stream.started else (
+                f"Azure OpenAI did not answer in time ({self.host}).")))
+        for stream in drained:
+            self.abandon(stream)
+        self._arm()
