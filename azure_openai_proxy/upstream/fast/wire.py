@@ -4,10 +4,10 @@ head built as one string."""
 from __future__ import annotations
 
 from typing import NamedTuple
-from urllib.parse import urlsplit
 
 from azure_openai_proxy.boundedcache import BoundedCache
-from azure_openai_proxy.errors import HostileInput, UpstreamUnreachable
+from azure_openai_proxy.errors import HostileInput
+from azure_openai_proxy.upstream.origin import parse_origin
 from azure_openai_proxy.upstream.transport import UpstreamRequest
 
 __all__ = ["_Target", "_head", "_parse_url"]
@@ -27,26 +27,9 @@ class _Target(NamedTuple):
 
 
 def _parse_url(url: str) -> _Target:
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        raise UpstreamUnreachable(
-            f"Cannot reach Azure OpenAI: bad URL ({exc})", request_sent=False
-        ) from exc
-    scheme, host = parts.scheme.lower(), parts.hostname
-    if scheme not in ("http", "https") or not host:
-        raise UpstreamUnreachable(
-            "Cannot reach Azure OpenAI: the URL is not http(s)://host/...", request_sent=False
-        )
-    default = 443 if scheme == "https" else 80
-    port = port or default
-    netloc = f"[{host}]" if ":" in host else host
-    if port != default:
-        netloc = f"{netloc}:{port}"
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return _Target((scheme, host, port), host, port, scheme == "https",
-                   f" {target} HTTP/1.1\r\nHost: {netloc}\r\n")
+    origin = parse_origin(url)
+    return _Target(origin.key, origin.host, origin.port, origin.tls,
+                   f" {origin.path} HTTP/1.1\r\nHost: {origin.authority}\r\n")
 
 
 def _head(request: UpstreamRequest, target: _Target) -> tuple[bytes, bool]:
