@@ -177,7 +177,7 @@ def estimate_tokens(body: Mapping[str, Any] | None,
         if value is not None:
             chars += _text_length(value, 0)
     for name in SCHEMA_FIELDS.intersection(body):
-        chars += _json_chars(body[name], 0)
+        chars += _json_chars(body[name])
     return -(-chars // 4) + max_output_tokens(body, default_completion, operation)
 
 
@@ -192,7 +192,7 @@ def prompt_tokens(body: Mapping[str, Any]) -> int:
         if value is not None:
             chars += _text_length(value, 0)
     for name in SCHEMA_FIELDS.intersection(body):
-        chars += _json_chars(body[name], 0)
+        chars += _json_chars(body[name])
     return -(-chars // 4)
 
 
@@ -215,9 +215,9 @@ def _text_length(value: Any, depth: int) -> int:
                 if len(item) == 2 and isinstance(content, str) and "role" in item:
                     total += len(content)
                     continue
-                if item.get("type") in _IMAGE_PARTS:
-                    total += _image_chars(item)
-                    continue
+                kind = item.get("type")
+                if type(kind) is str and kind in _IMAGE_PARTS:
+                    total += _image_chars(item)  # and any text beside it, read below
                 for name in _TEXT_FIELDS:
                     part = item.get(name)
                     if isinstance(part, str):
@@ -250,16 +250,24 @@ def _image_chars(part: Mapping[str, Any]) -> int:
     return tokens * CHARS_PER_TOKEN
 
 
-def _json_chars(value: Any, depth: int) -> int:
+def _json_chars(value: Any) -> int:
     """About the characters of `value` written as JSON (its strings, names and a few
-    for each other value): a tool's schema reads as text to the model."""
-    if isinstance(value, str):
-        return len(value) + 2
-    if depth > 32:  # the JSON parser's nesting is bounded; this only stops a cycle
-        return 0
-    if isinstance(value, Mapping):
-        return sum(len(name) + 4 + _json_chars(item, depth + 1)
-                   for name, item in value.items())
-    if isinstance(value, list):
-        return sum(_json_chars(item, depth + 1) + 1 for item in value)
-    return 4  # a number, true, false or null
+    for each other value): a tool's schema reads as text to the model. A walk with its
+    own stack, not recursion: a schema nested as deep as the parser allows is counted
+    whole (a depth cap let a description hidden 15 levels down count as nothing)."""
+    chars = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            chars += len(item) + 2
+        elif isinstance(item, Mapping):
+            for name, inner in item.items():
+                chars += (len(name) if isinstance(name, str) else 4) + 4
+                stack.append(inner)
+        elif isinstance(item, list):
+            chars += len(item)
+            stack.extend(item)
+        else:
+            chars += 4  # a number, true, false or null
+    return chars

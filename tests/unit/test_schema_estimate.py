@@ -77,3 +77,25 @@ def test_a_tool_description_past_the_minute_is_refused_before_azure() -> None:
     # the same key takes a small tool (control: the refusal is the schema's size)
     small = {**body, "tools": [{"type": "function", "function": {"name": "lookup"}}]}
     assert asyncio.run(_statuses(small)) == [(200, 1)] * 4
+
+
+def test_a_part_whose_type_is_not_a_string_is_estimated_not_a_500() -> None:
+    # `item.get("type") in frozenset` raised TypeError (unhashable) for a list or dict
+    chat = {"messages": [{"role": "user", "content": [{"type": ["x"], "text": "hi"}]}],
+            "max_tokens": 1}
+    assert prompt_tokens(chat) == 1
+    assert asyncio.run(_statuses({"model": "gpt-4o", **chat})) == [(200, 1)] * 4
+    assert prompt_tokens({"input": [{"type": {"a": 1}}]}) == 0
+
+
+def test_a_description_nested_deep_in_a_schema_is_counted_whole() -> None:
+    schema: dict[str, Any] = {"type": "string", "description": "x" * 40_000}
+    for _ in range(60):  # deeper than any fixed cap short of the parser's
+        schema = {"type": "object", "properties": {"p": schema}}
+    tools = [{"type": "function", "function": {"name": "f", "parameters": schema}}]
+    assert prompt_tokens({"messages": _HI, "tools": tools}) >= 10_000
+
+
+def test_text_beside_an_image_part_is_counted_too() -> None:
+    hidden = {"messages": [{"role": "user", "type": "image_url", "content": "x" * 40_000}]}
+    assert prompt_tokens(hidden) >= 10_000 + IMAGE_TOKENS
