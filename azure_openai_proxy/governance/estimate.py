@@ -64,8 +64,11 @@ def _text_chars(value: Any, depth: int = 0) -> int:
     if isinstance(value, list):
         return sum(_text_chars(part, depth + 1) for part in value)
     if isinstance(value, dict):
-        return sum(_text_chars(value[key], depth + 1)
-                   for key in ("text", "content", "arguments", "input") if key in value)
+        kind = value.get("type")
+        image = _image_chars(value) if type(kind) is str and kind in _IMAGE_PARTS else 0
+        return image + sum(_text_chars(value[key], depth + 1)
+                           for key in ("text", "content", "arguments", "input")
+                           if key in value)
     return 0
 
 
@@ -74,13 +77,16 @@ def prompt_chars(body: Mapping[str, Any] | None) -> tuple[int, int]:
     Responses request body."""
     if not body:
         return 0, 0
+    # the schemas the model read too, as the estimate before the request counted them
+    # (else a stream left before its usage frame gave back all their reserved tokens)
+    schemas = sum(_json_chars(body[name]) for name in SCHEMA_FIELDS.intersection(body))
     messages = body.get("messages")
     if isinstance(messages, list):
-        return sum(_text_chars(m) for m in messages), len(messages)
+        return schemas + sum(_text_chars(m) for m in messages), len(messages)
     for key in ("prompt", "input"):
         if key in body:
-            return _text_chars(body[key]), 0
-    return 0, 0
+            return schemas + _text_chars(body[key]), 0
+    return schemas, 0
 
 
 def estimated_usage(body: Mapping[str, Any] | None, completion_chars: int) -> dict[str, Any]:

@@ -11,7 +11,8 @@ def test_prompt_text_is_measured_in_every_request_shape() -> None:
     chat = {"messages": [{"role": "system", "content": "abcd"},
                          {"role": "user", "content": [{"type": "text", "text": "efgh"},
                                                       {"type": "image_url", "image_url": {"url": "x" * 99}}]}]}
-    assert prompt_chars(chat) == (8, 2)
+    # the image's URL is not text; the picture counts as one (IMAGE_TOKENS, 4 chars each)
+    assert prompt_chars(chat) == (8 + 765 * 4, 2)
     assert prompt_chars({"prompt": "abc"}) == (3, 0)
     assert prompt_chars({"input": [{"role": "user", "content": "abcdef"}]}) == (6, 0)
     assert prompt_chars(None) == (0, 0)

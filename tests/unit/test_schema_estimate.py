@@ -20,6 +20,7 @@ from azure_openai_proxy.governance.estimate import (
     IMAGE_TOKENS,
     SCHEMA_FIELDS,
     estimate_tokens,
+    estimated_usage,
     prompt_tokens,
 )
 from tests.unit.test_output_maximum import _statuses
@@ -99,3 +100,14 @@ def test_a_description_nested_deep_in_a_schema_is_counted_whole() -> None:
 def test_text_beside_an_image_part_is_counted_too() -> None:
     hidden = {"messages": [{"role": "user", "type": "image_url", "content": "x" * 40_000}]}
     assert prompt_tokens(hidden) >= 10_000 + IMAGE_TOKENS
+
+
+def test_a_stream_left_before_its_usage_is_settled_with_its_schemas_and_images() -> None:
+    # the estimate a broken or abandoned stream is recorded and settled with: counting
+    # only messages' text gave back the tools' and image's reserved tokens (5 of 10,781)
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"},
+                                                     image]}], "tools": _BIG_TOOL}
+    usage = estimated_usage(body, 0)
+    assert usage["prompt_tokens"] >= 10_000 + IMAGE_TOKENS
+    assert usage["prompt_tokens"] >= prompt_tokens(body)
