@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -161,3 +162,56 @@ def descendants(pid: int) -> list[int]:
         found.extend(children)
         frontier.extend(children)
     return found
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of `pid` (every thread), from /proc; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def runqueue_wait_seconds(pid: int) -> float:
+    """Seconds the threads of `pid` have spent runnable but waiting for a CPU
+    (/proc/PID/task/*/schedstat): how much a busy machine held the system back."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += int(task.read_text().split()[1])
+    return total / 1e9
+
+
+def open_descriptors(pids: list[int]) -> int:
+    """Descriptors open in `pids` now (0 for those gone)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += len(os.listdir(f"/proc/{pid}/fd"))
+    return total
+
+
+class PeakDescriptors:
+    """The most descriptors `pids` held at once while it ran (a thread samples them)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.before = self.peak = open_descriptors(pids)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.5):
+            self.peak = max(self.peak, open_descriptors(self.pids))
+
+    def __enter__(self) -> PeakDescriptors:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -36,7 +36,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from bench.procs import HOST, Children, free_port, http_ok, rss_mb, wait_until
+from bench.procs import HOST, Children, cpu_seconds, free_port, http_ok, rss_mb, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 AZURE_KEY = "bench-azure-key-0123456789"
@@ -147,11 +147,6 @@ async def run_phase(name: str, url: str, headers: dict[str, str], sessions: int,
     return phase
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sessions", type=int, default=200)
@@ -188,13 +183,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "direct", f"ws://{HOST}:{echo_port}/openai/v1/realtime?model={MODEL}",
             {"api-key": AZURE_KEY}, args.sessions, args.rate, args.duration))
         idle = rss_mb(worker)
-        cpu_before = _cpu_seconds(worker)
+        cpu_before = cpu_seconds(worker)
         loaded: list[float] = []
         through = asyncio.run(run_phase(
             "gateway", f"ws://{HOST}:{port}/v1/realtime?model={MODEL}",
             {"Authorization": f"Bearer {CLIENT_KEY}"}, args.sessions, args.rate, args.duration,
             during=lambda: loaded.append(rss_mb(worker))))
-        cpu = _cpu_seconds(worker) - cpu_before
+        cpu = cpu_seconds(worker) - cpu_before
         result.update({
             "direct": direct.summary(), "gateway": through.summary(),
             "gateway_rss_mb": {"idle": round(idle, 1),

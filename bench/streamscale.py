@@ -34,7 +34,6 @@ import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,12 +46,23 @@ if __package__ in (None, ""):  # run as `python bench/streamscale.py`
 from bench import systems
 from bench.load import percentile
 from bench.paced import PacedStream, frames_per_stream, have_echo_module, start_paced
-from bench.procs import HOST, Child, Children, descendants, free_port, peak_rss_mb, rss_mb, wait_until
+from bench.procs import (
+    HOST,
+    Child,
+    Children,
+    PeakDescriptors,
+    cpu_seconds,
+    descendants,
+    free_port,
+    peak_rss_mb,
+    rss_mb,
+    runqueue_wait_seconds,
+    wait_until,
+)
 from bench.streamload import LoadPlan, LoadShare, raise_fd_limit, run_load, start_time
 
 SEED_GZ = systems.REPO.parent / "shared" / "peers" / "azure-openai-proxy-seed.gz"
 SYSTEMS = ("direct", "gateway-1w", "seed")
-_TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -92,56 +102,6 @@ class ScaleRow:
     peak_open: int = 0
     interval_ms: float = 0.0  # the pacing of this run: between content frames
     ramp_s: float = 0.0  # over which the streams were opened
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of `pid` (every thread), from /proc; 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def runqueue_wait_seconds(pid: int) -> float:
-    """Seconds the threads of `pid` have spent runnable but waiting for a CPU
-    (/proc/PID/task/*/schedstat): how much a busy machine held the system back."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            total += int(task.read_text().split()[1])
-    return total / 1e9
-
-
-def open_descriptors(pids: list[int]) -> int:
-    """Descriptors open in `pids` now (0 for those gone)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            total += len(os.listdir(f"/proc/{pid}/fd"))
-    return total
-
-
-class _PeakDescriptors:
-    """The most descriptors `pids` held at once while it ran (a thread samples them)."""
-
-    def __init__(self, pids: list[int]) -> None:
-        self.pids = pids
-        self.before = self.peak = open_descriptors(pids)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.5):
-            self.peak = max(self.peak, open_descriptors(self.pids))
-
-    def __enter__(self) -> _PeakDescriptors:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def request_bytes(path: str, port: int, headers: dict[str, str], body: bytes) -> bytes:
@@ -276,7 +236,7 @@ def _one(plan: ScalePlan, target: _Target, upstream_pids: list[int], streams: in
                     streams, plan.ramp_s, plan.shape.interval_ms / 1000, stall_s=plan.stall_s,
                     limit_s=plan.shape.content_frames * plan.shape.interval_ms / 1000 + 30,
                     procs=plan.procs)
-    with _PeakDescriptors(measured) as descriptors:
+    with PeakDescriptors(measured) as descriptors:
         share, control = _load(plan, load, target, streams)
     cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
     wait = sum(runqueue_wait_seconds(p) for p in measured) - wait0

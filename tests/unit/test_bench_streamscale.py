@@ -13,15 +13,14 @@ import pytest
 
 from azure_openai_proxy.sse import SseDecoder
 from bench.paced import CONTENT_MARK, PacedStream, _echo, frames, frames_per_stream, nginx_conf
+from bench.procs import open_descriptors, runqueue_wait_seconds
 from bench.streamload import LoadPlan, LoadShare, _Run, _Stream
 from bench.streamscale import (
     ScalePlan,
     ScalePoint,
-    open_descriptors,
     paced_at,
     points,
     request_bytes,
-    runqueue_wait_seconds,
     summarize,
 )
 
