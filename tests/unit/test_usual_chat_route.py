@@ -33,6 +33,7 @@ from tests.unit.test_governed_usual import (
     _Answer,
     _Azure,
     _GeneralLoop,
+    _Pair,
     _Request,
     _seen,
 )
@@ -126,8 +127,9 @@ def _answer(usage: dict[str, Any] | None, status: int) -> _Answer:
     return _Answer(200, orjson.dumps(answer))
 
 
-class _Trio:
-    """The shipped gateway, one that never takes `_usual_chat`, one on the general loop."""
+class _Trio(_Pair):
+    """The shipped gateway, one that never takes `_usual_chat`, one on the general loop
+    (`_Pair`'s `reload` and `close`, for three)."""
 
     def __init__(self, directory: Path, clock: Clock) -> None:
         self.clock = clock
@@ -162,11 +164,6 @@ class _Trio:
             self.secrets.append([secret])
         for app in self.apps:
             await app.startup()
-
-    async def reload(self) -> None:
-        for app in self.apps:
-            assert app.gateway.directory is not None
-            await app.gateway.directory.refresh(force=True)
 
     def check(self) -> None:
         states = []
@@ -221,15 +218,6 @@ class _Trio:
         for task in tasks:
             with pytest.raises(asyncio.CancelledError):
                 await task
-
-    async def close(self) -> None:
-        while self.pending:
-            await self.finish(None, 200)
-        for app in self.apps:
-            await app.shutdown()
-            await app.cleanup()
-        self.store.close()
-
 
 async def _run(steps: list[tuple[Any, ...]]) -> None:
     with tempfile.TemporaryDirectory() as directory:
