@@ -263,11 +263,14 @@ class H2Transport:
 
 async def _send(conn: _H2Connection, stream: _Stream, data: bytes) -> None:
     """Write `data` on `stream` as the windows open; stops early if the stream ended (the
-    server answered before the whole body, or failed: its head loop says which)."""
-    while data and not stream.ended:
-        sent = conn.send_data(stream, data)
+    server answered before the whole body, or failed: its head loop says which). Walked
+    by offset: slicing off what was sent copied the rest for every frame (quadratic: a
+    25 MB upload copied ~19 GB in 16 KiB frames)."""
+    at, size = 0, len(data)
+    while at < size and not stream.ended:
+        sent = conn.send_data(stream, data, at)
         if sent:
-            data = data[sent:]
+            at += sent
             continue
         conn.blocked.add(stream)
         try:

@@ -117,14 +117,14 @@ class _H2Connection(asyncio.Protocol):
         return (size <= self.max_frame and size <= self.send_window
                 and size <= self.stream_window and not self.write_paused)
 
-    def send_data(self, stream: _Stream, data: bytes) -> int:
-        """Write as much of `data` as both windows allow; how much was written."""
-        size = min(len(data), self.send_window, stream.send_window, self.max_frame)
+    def send_data(self, stream: _Stream, data: bytes, at: int = 0) -> int:
+        """Write as much of `data` from `at` as both windows allow; how much was written."""
+        size = min(len(data) - at, self.send_window, stream.send_window, self.max_frame)
         if size <= 0 or self.write_paused or self.closed:
             return 0
         self.send_window -= size
         stream.send_window -= size
-        self._write(f.data_frame(stream.sid, data[:size], False))
+        self._write(f.data_frame(stream.sid, data[at:at + size], False))
         return size
 
     def end_body(self, stream: _Stream) -> None:
