@@ -2,7 +2,8 @@
 DATA before HEADERS, a window ignored, floods): each client HEADERS frame is answered
 with the bytes `script(stream id)` returns, built with `frame()`. `on_connect(transport)`
 may write more (or stop reading) when a connection opens; `log` lists the client's
-frames as (type, flags, stream, payload)."""
+frames as (type, flags, stream, payload). PINGs are answered, as every live server's
+HTTP/2 layer does, unless `pings` is False (a peer the network lost)."""
 
 from __future__ import annotations
 
@@ -29,10 +30,11 @@ def head_block(*fields: tuple[str, str], huffman: bool = True) -> bytes:
 class RawH2Server:
     def __init__(self, script: Callable[[int], bytes],
                  on_connect: Callable[[asyncio.Transport], None] | None = None,
-                 settings: bytes = b"") -> None:
+                 settings: bytes = b"", pings: bool = True) -> None:
         self.script = script
         self.on_connect = on_connect
         self.settings = settings  # the first SETTINGS frame's payload
+        self.pings = pings
         self.log: list[tuple[int, int, int, bytes]] = []
         self.connections = 0
         self.writers: list[Any] = []  # each connection's transport, to write more on
@@ -82,7 +84,9 @@ class _Raw(asyncio.Protocol):
                 return
             payload, self.buf = self.buf[9:9 + size], self.buf[9 + size:]
             self.server.log.append((kind, flags, sid, payload))
-            if kind == 1:
+            if kind == 6 and not flags & 1 and self.server.pings:
+                self.transport.write(frame(6, 1, 0, payload))
+            elif kind == 1:
                 out = self.server.script(sid)
                 if out:
                     self.transport.write(out)

@@ -14,7 +14,8 @@ Errors a stream fails with:
                                UpstreamHeadTooLarge (a header block past 64 KiB or 128)
     after the head             UpstreamStreamBroken (reset, lost connection)
     either                     UpstreamTimeout (nothing heard for read_timeout while
-                               the caller waited)
+                               the caller waited; or the connection silent, a PING
+                               unanswered: `watch.py`)
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ import contextlib
 from collections.abc import Callable
 from typing import cast
 
-from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamTimeout, UpstreamUnreachable
+from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamUnreachable
 from azure_openai_proxy.upstream.h2 import frames as f
 from azure_openai_proxy.upstream.h2.frames import END_STREAM, FRAME_HEAD, OUR_MAX_FRAME, PADDED, ProtocolError
 from azure_openai_proxy.upstream.h2.headers import HeaderBlocks, MalformedHead, read_head
-from azure_openai_proxy.upstream.h2.stream import _CREDIT_AT, _Stream, quiet_streams
+from azure_openai_proxy.upstream.h2.stream import _CREDIT_AT, _Stream
+from azure_openai_proxy.upstream.h2.watch import arm
 from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
 
 __all__ = ["_H2Connection", "_Refused"]
@@ -36,12 +38,10 @@ __all__ = ["_H2Connection", "_Refused"]
 # A server's concurrency limit before its SETTINGS say (RFC 9113 advises at least 100);
 # the transport waits for them before the first request, so this is rarely used.
 _ASSUMED_STREAMS = 100
-_QUIET_CHECKS = 8  # the read timeout is checked this many times per timeout (as fast/)
 _MAX_WINDOW = 0x7FFFFFFF
 _PAUSED_REPLIES = 1024  # acks written while the server does not read ours (`_reply`)
 _CONNECTION_CREDIT_AT = f.CONNECTION_WINDOW // 2  # received bytes credited back at once
 _BROKEN = "The connection to Azure OpenAI broke while the response was being read."
-_STALLED = "Azure OpenAI stopped sending data (read timeout) in the middle of the response."
 
 
 class _Refused(Exception):
@@ -55,9 +55,9 @@ class _H2Connection(asyncio.Protocol):
 
     __slots__ = (
         "blocked", "blocks", "buf", "closed", "draining", "host", "idle_since", "loop",
-        "max_frame", "max_streams", "next_id", "on_change", "read_timeout", "replies",
-        "send_window", "settled", "stream_window", "streams", "timer", "transport", "unacked",
-        "write_paused",
+        "max_frame", "max_streams", "next_id", "on_change", "pinged", "read_timeout", "replies",
+        "send_window", "settled", "silent", "stream_window", "streams", "timer", "transport",
+        "unacked", "write_paused",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, host: str, read_timeout: float) -> None:
@@ -82,6 +82,7 @@ class _H2Connection(asyncio.Protocol):
         self.blocked: set[_Stream] = set()  # streams waiting to send body bytes
         self.idle_since = loop.time()
         self.timer: asyncio.TimerHandle | None = None
+        self.silent = self.pinged = False  # the liveness probe's (`watch.py`)
         # Told when a stream ends or the room for streams changes (the pool's hook).
         self.on_change: Callable[[_H2Connection], None] | None = None
 
@@ -185,9 +186,10 @@ class _H2Connection(asyncio.Protocol):
         if tls is not None and tls.selected_alpn_protocol() != "h2":
             return  # an HTTP/1.1 server: no preface (junk to it); `_open` closes us
         self.transport.write(f.CLIENT_PREFACE)
-        self._arm()
+        arm(self)
 
     def data_received(self, data: bytes) -> None:
+        self.silent = False
         buf = self.buf + data if self.buf else data
         pos, size = 0, len(buf)
         unpack = FRAME_HEAD.unpack_from
@@ -477,24 +479,3 @@ class _H2Connection(asyncio.Protocol):
         for stream in list(self.blocked):
             stream.heard = True
             stream.wake()
-
-    # -- the read timeout: one timer for every stream ------------------------------
-
-    def _arm(self) -> None:
-        self.timer = self.loop.call_later(self.read_timeout / _QUIET_CHECKS, self._check_quiet)
-
-    def _check_quiet(self) -> None:
-        """Fail the streams whose caller has waited `read_timeout` (up to an eighth more)
-        without a frame, or whose sink has (pushed, not paused); a caller not waiting
-        (its client is slow) is not timed. Streams left to drain are reset."""
-        self.timer = None
-        if self.closed:
-            return
-        stalled, drained = quiet_streams(self.streams.values(), self.loop.time(),
-                                         self.read_timeout)
-        for stream in stalled:
-            self._reset(stream, UpstreamTimeout(_STALLED if stream.started else (
-                f"Azure OpenAI did not answer in time ({self.host}).")))
-        for stream in drained:
-            self.abandon(stream)
-        self._arm()

@@ -40,7 +40,7 @@ class _Stream:
     """A request's state on its connection. `received`, `finish` and `fail` are called
     from the connection's callbacks; the caller `wait()`s for progress and `take()`s the
     body. `heard` and `deadline` are the read timeout's, checked by the connection's one
-    timer for all its streams (see `_H2Connection._check_quiet`)."""
+    timer for all its streams (see `watch.py`)."""
 
     __slots__ = ("body", "bodyless", "conn", "credited", "deadline", "decoder", "draining",
                  "ended", "error", "headers", "heard", "length", "padding", "paused",
