@@ -56,8 +56,8 @@ class _H2Connection(asyncio.Protocol):
     __slots__ = (
         "blocked", "blocks", "buf", "closed", "draining", "host", "idle_since", "loop",
         "max_frame", "max_streams", "next_id", "on_change", "pinged", "read_timeout", "replies",
-        "send_window", "settled", "silent", "stream_window", "streams", "timer", "transport",
-        "unacked", "write_paused",
+        "send_window", "settled", "stream_window", "streams", "timer", "transport", "unacked",
+        "write_paused",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, host: str, read_timeout: float) -> None:
@@ -82,7 +82,7 @@ class _H2Connection(asyncio.Protocol):
         self.blocked: set[_Stream] = set()  # streams waiting to send body bytes
         self.idle_since = loop.time()
         self.timer: asyncio.TimerHandle | None = None
-        self.silent = self.pinged = False  # the liveness probe's (`watch.py`)
+        self.pinged = False  # a liveness PING is unanswered (`watch.py`)
         # Told when a stream ends or the room for streams changes (the pool's hook).
         self.on_change: Callable[[_H2Connection], None] | None = None
 
@@ -189,7 +189,6 @@ class _H2Connection(asyncio.Protocol):
         arm(self)
 
     def data_received(self, data: bytes) -> None:
-        self.silent = False
         buf = self.buf + data if self.buf else data
         pos, size = 0, len(buf)
         unpack = FRAME_HEAD.unpack_from
@@ -302,6 +301,8 @@ class _H2Connection(asyncio.Protocol):
                 raise ProtocolError("a PING is 8 bytes", f.FRAME_SIZE_ERROR)
             if not flags & f.ACK:
                 self._reply(f.ping_ack(payload))
+            else:
+                self.pinged = False  # alive (`watch.py`)
         elif kind == f.RST_STREAM:
             self._on_reset(sid, payload)
         elif kind == f.GOAWAY:

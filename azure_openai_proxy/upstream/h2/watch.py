@@ -4,10 +4,10 @@
 A stream timing out says nothing of its connection, which serves every other request to
 the origin: a connection the network dropped without a word (a NAT or load balancer that
 forgot the flow, a server host gone) would take each new request and time each out after
-read_timeout (600 s by default), for ever. So a connection from which not one byte came
-for a whole check while it carried streams is sent a PING; a server answers that from its
-HTTP/2 layer, however slow its answers are (a model still thinking). Nothing at all for
-the next check too: the connection is dead; its streams fail as timed out and it is
+read_timeout (600 s by default), for ever. So a connection none of whose streams heard a
+frame for a whole check is sent a PING; a server answers that from its HTTP/2 layer,
+however slow its answers are (a model still thinking). Neither its ACK nor a stream's
+frame by the next check: the connection is dead; its streams fail as timed out and it is
 dropped, so the next request opens another (Go's http2 Transport has the same check:
 ReadIdleTimeout and PingTimeout)."""
 
@@ -42,21 +42,22 @@ def _check(conn: _H2Connection) -> None:
     conn.timer = None
     if conn.closed:
         return
-    stalled, drained = quiet_streams(conn.streams.values(), conn.loop.time(), conn.read_timeout)
+    streams = conn.streams.values()
+    heard = any(stream.heard for stream in streams)  # before `quiet_streams` clears them
+    stalled, drained = quiet_streams(streams, conn.loop.time(), conn.read_timeout)
     for stream in stalled:
         conn._reset(stream, UpstreamTimeout(_STALLED if stream.started else (
             f"Azure OpenAI did not answer in time ({conn.host}).")))
     for stream in drained:
         conn.abandon(stream)
-    if conn.streams and conn.silent:  # not a byte since the last check
-        if conn.pinged:
-            _dead(conn)
-            return
-        conn.pinged = True
-        conn._write(_PING)
-    else:
+    if heard or not conn.streams:
         conn.pinged = False
-    conn.silent = True  # `data_received` says otherwise
+    elif conn.pinged:  # asked at the last check: no answer, no frame since
+        _dead(conn)
+        return
+    else:
+        conn.pinged = True  # until its ACK (`_H2Connection._on_frame`)
+        conn._write(_PING)
     arm(conn)
 
 
