@@ -4,6 +4,7 @@ second review): each test a finding's reproduction, failing before its fix."""
 from __future__ import annotations
 
 import asyncio
+import struct
 from typing import Any
 
 import pytest
@@ -51,5 +52,31 @@ async def test_a_dead_connection_is_dropped_and_a_live_slow_one_kept(pings: bool
     assert server.connections == (1 if pings else 2)
     if not pings:
         assert server.frames(6)  # it was asked
+    await transport.close()
+    await server.stop()
+
+
+# -- a graceful GOAWAY at pool_size connections ----------------------------------------
+
+async def test_a_draining_connection_does_not_hold_the_pool_size() -> None:
+    """pool_size 1, its connection told GOAWAY (a graceful restart) while one stream
+    goes on: that connection counted against pool_size for as long as the stream lasted
+    (minutes for a relayed one), every request meanwhile an UpstreamPoolTimeout."""
+    def script(sid: int) -> bytes:
+        if server.connections == 1:  # a stream that goes on, then GOAWAY above it
+            return (frame(1, 4, sid, head_block((":status", "200"))) + frame(0, 0, sid, b"part")
+                    + frame(7, 0, 0, struct.pack(">II", sid, 0)))
+        return _answer(sid)
+    server = RawH2Server(script)
+    url = await server.start()
+    transport = _transport(pool_size=1, pool_timeout=0.5)
+    long = await transport.send(_get(url + "/stream"))
+    await asyncio.sleep(0.05)  # the GOAWAY arrives
+    answer = await asyncio.wait_for(transport.send(_get(url + "/next")), 5)
+    assert await answer.read(100) == b"ok"
+    assert server.connections == 2
+    assert await anext(long.chunks()) == b"part"  # the draining one still serves its stream
+    answer.close()
+    long.close()
     await transport.close()
     await server.stop()

@@ -41,8 +41,11 @@ class _OriginPool:
         return None
 
     def full(self) -> bool:
-        """No new connection allowed: `limit` open or opening."""
-        opened = len(self.conns) + len(self.openings)
+        """No new connection allowed: `limit` open or opening. One draining (a GOAWAY:
+        Azure's graceful restart) is not counted: it takes no stream and holds its last
+        ones only until they end, a relayed stream maybe for minutes, and counted, it
+        turned every request away meanwhile (pool_size 1: all of them)."""
+        opened = len(self.openings) + sum(not conn.draining for conn in self.conns)
         return bool(self.limit) and opened >= self.limit
 
     def expected_room(self) -> int:
