@@ -9,10 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from azure_openai_proxy.upstream.h2 import _send
+from azure_openai_proxy.errors import UpstreamTimeout
+from azure_openai_proxy.upstream.h2 import _send, watch
 from azure_openai_proxy.upstream.h2 import frames as f
 from azure_openai_proxy.upstream.h2.connection import _H2Connection
+from azure_openai_proxy.upstream.h2.stream import _Stream
 from tests.e2e.h2raw import frame
+from tests.unit.test_h2_connection import _Wire
 
 
 class _Sink:
@@ -71,4 +74,53 @@ def test_a_large_body_is_sent_without_copying_what_is_left_per_frame(
         tracemalloc.stop()
     assert wire.written - before == len(body) + 9 * (len(body) // conn.max_frame)
     assert peak < 1 << 20  # main: ~8 MB, a copy of the body less its first frame
+    conn.close()
+
+
+# -- the liveness probe, its checks run by hand ----------------------------------------
+
+def _silent_stream(loop: asyncio.AbstractEventLoop) -> tuple[_H2Connection, _Wire, _Stream]:
+    conn = _H2Connection(loop, "upstream.test", 600.0)
+    wire = _Wire()
+    conn.connection_made(wire)  # type: ignore[arg-type]
+    conn.data_received(frame(4, 0, 0))
+    stream = conn.open_stream(b"\x82", end_stream=True)
+    stream.wait()  # its caller waits for the head
+    return conn, wire, stream
+
+
+def _pings(wire: _Wire) -> list[bytes]:
+    return [payload for kind, flags, _, payload in wire.frames() if kind == 6 and not flags]
+
+
+def test_a_connection_silent_through_a_ping_is_dropped(loop: asyncio.AbstractEventLoop) -> None:
+    conn, wire, stream = _silent_stream(loop)
+    changes: list[_H2Connection] = []
+    conn.on_change = changes.append
+    watch._check(conn)  # a check with nothing heard: asked
+    assert len(_pings(wire)) == 1 and not stream.ended and not conn.closed
+    watch._check(conn)  # and nothing since
+    assert conn.closed and wire.closed and not conn.has_room()
+    assert stream.ended and isinstance(stream.error, UpstreamTimeout)
+    assert changes == [conn]  # the pool is told
+
+
+@pytest.mark.parametrize("heard", [frame(6, 1, 0, b"liveness"), frame(1, 4, 1, b"\x88")])
+def test_a_ping_answered_or_a_frame_keeps_the_connection(
+        loop: asyncio.AbstractEventLoop, heard: bytes) -> None:
+    """Its ACK, or any frame of a stream (the ACK may wait behind DATA), says alive."""
+    conn, wire, stream = _silent_stream(loop)
+    watch._check(conn)
+    conn.data_received(heard)
+    watch._check(conn)
+    assert not conn.closed and not stream.error
+    conn.close()
+
+
+def test_an_idle_connection_is_not_pinged(loop: asyncio.AbstractEventLoop) -> None:
+    conn, wire, stream = _silent_stream(loop)
+    conn.abandon(stream)
+    watch._check(conn)
+    watch._check(conn)
+    assert not _pings(wire) and not conn.closed
     conn.close()
