@@ -22,9 +22,12 @@ import h2.events
 import h2.exceptions
 import h2.settings
 
+from azure_openai_proxy.upstream.h2.frames import STREAM_WINDOW
+
 __all__ = ["BIG", "ScriptedH2Server"]
 
-BIG = 1024 * 1024
+# larger than a stream's window: a reader that stops reading stops the server
+BIG = 3 * STREAM_WINDOW
 
 
 class ScriptedH2Server:

@@ -41,8 +41,10 @@ HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS = 1, 2, 3
 INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE, MAX_HEADER_LIST_SIZE = 4, 5, 6
 
 # What one stream may hold unread: a slow client's stream stops Azure's (its window is
-# spent) at this much, like fast/'s HIGH_WATER; other streams go on.
-STREAM_WINDOW = 256 * 1024
+# spent) at this much; other streams go on. It also caps one answer's bytes in flight per
+# round trip: 256 KiB made a 25 MB embeddings answer take ~8 s from another region (80 ms
+# away), where HTTP/1.1's TCP window grows to megabytes. 4 MiB is Go's http2 client's.
+STREAM_WINDOW = 4 << 20
 # The connection's window is credited as bytes arrive (not as they are read): the
 # stream windows bound what is held, and one slow stream must not stall the others.
 CONNECTION_WINDOW = 1 << 30
