@@ -60,6 +60,7 @@ import orjson
 from azure_openai_proxy.errors import GatewayError, MalformedBody, NotFound
 from azure_openai_proxy.gateway.affinity import folded, ids_referenced
 from azure_openai_proxy.gateway.chatfiles import chat_file_ids
+from azure_openai_proxy.gateway.rereads import CountedUsage
 from azure_openai_proxy.http.interface import Answer, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ownership import OwnerStore
@@ -131,6 +132,8 @@ class ObjectOwners:
         self._thread: ThreadPoolExecutor | None = None
         self._failing = False
         self._writes: set[asyncio.Task[None]] = set()  # `claim`'s, until written
+        # Stored objects whose usage a read counted (`owned_answer`, gateway/rereads.py).
+        self.counted = CountedUsage()
 
     async def remember(self, object_id: str, owned: Owned) -> None:
         """Record a new object's owner; an object already owned keeps its owner. Written
@@ -387,6 +390,8 @@ async def owned_answer(
 ) -> Reply:
     """A resource answer for a virtual key: a created object becomes the key's, a
     list shows only the key's own objects."""
+    if method == "GET" and isinstance(reply, Answer) and record.usage is not None:
+        owners.counted.reread(operation, record, reply.body)  # a stored object's usage
     if method == "POST" and record.created_id is not None:
         owned = Owned(key_id, batch_models)
         await owners.remember(record.created_id, owned)
