@@ -60,7 +60,6 @@ from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_lines,
 from azure_openai_proxy.gateway.modellist import models_answer
 from azure_openai_proxy.gateway.ownership import (
     ObjectOwners,
-    Owned,
     chat_file_ids,
     object_ids,
     owned_answer,
@@ -272,6 +271,7 @@ class Gateway:
                     await self.owners.check(files, key.id, is_restricted(key, caller.team))
         else:  # embeddings, completions...: what the hold reads (input, max_tokens, n)
             body.canonical = json is not None  # is what is sent, as for chat
+        chained = self.owners.chained.tokens(json) if operation == "responses" else 0
         decided = caller.decided
         if decided is not None and decided.epoch is limiter.epoch:
             usual = decided.usual
@@ -287,18 +287,17 @@ class Gateway:
                     tokens = -(-prompt_chars // 4) + most  # as `request_estimate` makes it
                 else:
                     tokens = sum(request_estimate(json, self._default_completion, operation,
-                                                  prompt_chars))
+                                                  prompt_chars)) + chained
             lines = usual.take(tokens)
             if type(lines) is Refusal:
                 raise limit_refusal(lines)
         else:
             held = hold(limiter, self.budgets, caller, json, routed, operation,
-                        self._default_completion, prompt_chars)
+                        self._default_completion, prompt_chars, chained)
             lines = held[0].head_lines
         if operation == "responses" and request.method == "POST":
             # A streamed response's id and items, the key's as the stream shows them.
-            owned = Owned(key.id)
-            record.claim = lambda ids: self.owners.claim(ids, owned)
+            record.claim = self.owners.claimer(key.id, record)
         try:
             batch_models = None
             if models and operation == "files" and request.method == "POST":

@@ -78,3 +78,22 @@ def test_token_ids_count_a_token_each(client: openai.OpenAI, emulator: Emulator)
     _refused_before_azure(emulator, lambda: client.completions.create(
         model="gpt-3.5-turbo-instruct", prompt=ids, max_tokens=1))
     assert client.embeddings.create(model="text-embedding-3-small", input=[[1] * 100]).data
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_chained_turn_reserves_the_context_it_reads_again(
+        client: openai.OpenAI, emulator: Emulator, stream: bool) -> None:
+    """`previous_response_id`: Azure bills the previous response's input and output
+    again as this turn's; the body carries only the new input."""
+    first: Any = client.responses.create(model="gpt-4o", input="word " * 1500,
+                                         max_output_tokens=16, stream=stream)
+    if stream:
+        events = list(first)
+        first = events[-1].response
+    assert first.usage.input_tokens + first.usage.output_tokens >= 1400
+    # 600 new tokens and 16 more out: alone, under the key's 2,000 a minute (refused
+    # before only for this minute's spend: a few seconds later it went through, its
+    # context unreserved); with the context they read again, over the minute itself
+    _refused_before_azure(emulator, lambda: client.responses.create(
+        model="gpt-4o", input="x" * 2400, max_output_tokens=16,
+        previous_response_id=first.id))
