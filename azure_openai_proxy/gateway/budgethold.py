@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from azure_openai_proxy.auth import Caller
-from azure_openai_proxy.errors import BudgetExhausted
+from azure_openai_proxy.errors import BudgetExhausted, GatewayError
 from azure_openai_proxy.gateway.ledger import NO_TOKENS, UNIT_PRICED, record_cost
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
@@ -89,6 +89,8 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
         overhead = len(messages) * MESSAGE_OVERHEAD_TOKENS if isinstance(messages, list) else 0
         tokens = estimate[0] + overhead, estimate[1]
     rates = prices.rates(names) if prices is not None else None
+    if rates is None and prices is not None and operation in _TOKEN_PRICED:
+        raise _unpriced(names)
     usd = token_cost(rates, tokens[0], 0, tokens[1]) if rates is not None else 0.0
     if prices is not None and body and operation in UNIT_PRICED:
         usd += prices.unit_cost(names, _units_asked(operation, body))[0]
@@ -128,6 +130,31 @@ def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
     if record.usage is None and record.attempts and (
             record.upstream_ms is None or 200 <= record.status < 300):
         record.usage = unanswered_usage(body, operation, record.stream, default_completion)
+
+
+# Routes priced by their tokens alone: a model without a price there costs $0 in the
+# ledger (recorded unpriced), so a budget could never stop it.
+_TOKEN_PRICED = frozenset({"chat/completions", "completions", "responses", "embeddings"})
+
+
+class ModelNotPriced(GatewayError):
+    """A budgeted key asked for a model the price table does not know: its cost would
+    be recorded as $0 (unpriced), so the budget would never stop it. Refused, never
+    silently free; the operator adds the model under `prices:` in the config."""
+
+    status = 403
+    type_ = "invalid_request_error"
+    code = "model_not_priced"
+
+
+def _unpriced(names: tuple[str | None, ...]) -> ModelNotPriced:
+    model = next((name for name in names if name), "?")
+    log.warning("budgeted request refused: no price for model %s (add it under `prices:`)",
+                model)
+    return ModelNotPriced(
+        f"The model `{model}` has no price in this gateway, so its cost cannot count "
+        "against this key's budget. Ask the gateway's administrator to add its price.",
+        param="model")
 
 
 def _exhausted(who: str) -> BudgetExhausted:
