@@ -148,9 +148,9 @@ class ModelNotPriced(GatewayError):
 
 
 def _unpriced(names: tuple[str | None, ...]) -> ModelNotPriced:
+    # No log line: one per request would let a key fill the log (the access log's
+    # line names the error and the model).
     model = next((name for name in names if name), "?")
-    log.warning("budgeted request refused: no price for model %s (add it under `prices:`)",
-                model)
     return ModelNotPriced(
         f"The model `{model}` has no price in this gateway, so its cost cannot count "
         "against this key's budget. Ask the gateway's administrator to add its price.",
