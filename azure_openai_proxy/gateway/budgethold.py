@@ -79,6 +79,8 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
     limit's, gateway/governed.py `hold`), so the prompt is measured once."""
     if not budgeted(caller):
         return None  # nothing to estimate: most keys
+    if operation == "responses" and body and body.get("background") is True:
+        raise _background()
     prices = guard.prices
     tokens = 0, 0
     if prices is not None and body:
@@ -155,6 +157,24 @@ def _unpriced(names: tuple[str | None, ...]) -> ModelNotPriced:
         f"The model `{model}` has no price in this gateway, so its cost cannot count "
         "against this key's budget. Ask the gateway's administrator to add its price.",
         param="model")
+
+
+class BackgroundNotAllowed(GatewayError):
+    """A budgeted key asked for a background response: its POST is answered before
+    any usage (`"usage": null`, recorded as $0), and its output can be read by a
+    streamed `GET responses/{id}`, which carries none the gateway meters: generated
+    for free. Refused, as a batch is (gateway/batchcheck.py)."""
+
+    status = 403
+    type_ = "invalid_request_error"
+    code = "background_not_allowed"
+
+
+def _background() -> BackgroundNotAllowed:
+    return BackgroundNotAllowed(
+        "Background responses are not available to keys with a budget: their usage is "
+        "not metered per request. Send the request without `background`.",
+        param="background")
 
 
 def _exhausted(who: str) -> BudgetExhausted:

@@ -1,6 +1,7 @@
-"""A fine-tuning job is billed by Azure later, outside any request the gateway meters,
-as a batch is (independent review of issue 13): a key with a budget was refused a batch
-but could start fine-tuning jobs, whose training tokens no budget ever saw."""
+"""Work Azure bills outside any request the gateway meters (independent review of issue
+13): a key with a budget was refused a batch but could start fine-tuning jobs, whose
+training tokens no budget ever saw, and background responses, whose POST answers with
+`"usage": null` ($0) and whose output a streamed `GET responses/{id}` reads unmetered."""
 
 from __future__ import annotations
 
@@ -43,3 +44,20 @@ def test_a_key_without_a_budget_may(governed: Governed, emulator: Emulator) -> N
     except openai.APIStatusError as exc:  # the emulator has no fine-tuning: its answer
         assert exc.code != "batch_not_allowed"
     assert _job_reached_azure(emulator)
+
+
+def test_a_key_with_a_budget_may_not_ask_for_a_background_response(
+        governed: Governed, emulator: Emulator) -> None:  # noqa: F811
+    _, budgeted = governed.key("budget", limits=Limits(budget_usd=100.0))
+    _, free = governed.key("no-budget")
+    served = len(emulator.requests())
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        governed.client(budgeted).responses.create(model="gpt-4o", input="hi",
+                                                   background=True)
+    assert refused.value.code == "background_not_allowed"
+    assert len(emulator.requests()) == served  # Azure never saw it
+    # in the foreground it is metered, and a key without a budget may ask for either
+    assert governed.client(budgeted).responses.create(model="gpt-4o", input="hi",
+                                                      background=False).usage
+    assert governed.client(free).responses.create(model="gpt-4o", input="hi",
+                                                  background=True).id
