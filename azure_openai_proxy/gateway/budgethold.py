@@ -80,7 +80,10 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
     if not budgeted(caller):
         return None  # nothing to estimate: most keys
     if operation == "responses" and body and body.get("background") is True:
-        raise _background()
+        raise _unmetered("Background responses", "Send the request without `background`.")
+    if body is not None and operation.startswith("threads/") and operation.endswith(
+            _RUN_STEPS):  # a body: a POST, that starts or continues a run
+        raise _unmetered("Assistants runs", "Use chat completions or responses.")
     prices = guard.prices
     tokens = 0, 0
     if prices is not None and body:
@@ -159,22 +162,27 @@ def _unpriced(names: tuple[str | None, ...]) -> ModelNotPriced:
         param="model")
 
 
-class BackgroundNotAllowed(GatewayError):
-    """A budgeted key asked for a background response: its POST is answered before
-    any usage (`"usage": null`, recorded as $0), and its output can be read by a
-    streamed `GET responses/{id}`, which carries none the gateway meters: generated
-    for free. Refused, as a batch is (gateway/batchcheck.py)."""
+# The steps of an Assistants run a POST starts or continues (`threads/runs`,
+# `threads/{t}/runs`, `threads/{t}/runs/{r}/submit_tool_outputs`).
+_RUN_STEPS = ("/runs", "/submit_tool_outputs")
+
+
+class NotMetered(GatewayError):
+    """A budgeted key asked for work whose usage no answer the gateway meters carries:
+    a background response (its POST answers with `"usage": null`, recorded as $0, and
+    its output can be read by a streamed `GET responses/{id}`, unmetered), an
+    Assistants run (its POST answers before any usage; its output is read as the
+    thread's messages, which carry none): generated for free. Refused, as a batch is
+    (gateway/batchcheck.py)."""
 
     status = 403
     type_ = "invalid_request_error"
-    code = "background_not_allowed"
+    code = "not_metered"
 
 
-def _background() -> BackgroundNotAllowed:
-    return BackgroundNotAllowed(
-        "Background responses are not available to keys with a budget: their usage is "
-        "not metered per request. Send the request without `background`.",
-        param="background")
+def _unmetered(what: str, instead: str) -> NotMetered:
+    return NotMetered(f"{what} are not available to keys with a budget: their usage is "
+                      f"not metered per request. {instead}")
 
 
 def _exhausted(who: str) -> BudgetExhausted:
