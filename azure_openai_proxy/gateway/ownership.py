@@ -403,16 +403,17 @@ def filtered(answer: dict[str, Any], kept: set[str]) -> bytes:
 async def owned_answer(
     owners: ObjectOwners, method: str, operation: str, key_id: str, record: RequestRecord,
     reply: Reply, batch_models: frozenset[str] | None,
+    body: Mapping[str, Any] | None = None,
 ) -> Reply:
-    """A resource answer for a virtual key: a created object becomes the key's, a
-    list shows only the key's own objects."""
+    """A resource answer for a virtual key (its request's JSON `body`): a created
+    object becomes the key's, a list shows only the key's own objects."""
     if method == "GET" and isinstance(reply, Answer) and record.usage is not None:
         owners.counted.reread(operation, record, reply.body)  # a stored object's usage
     if method == "POST" and record.created_id is not None:
         owned = Owned(key_id, batch_models)
         await owners.remember(record.created_id, owned)
         if operation == "responses":
-            owners.chained.note(record.created_id, record.usage)
+            owners.chained.note(record.created_id, record.usage, body)
             if isinstance(reply, Answer):
                 await owners.remember_all(output_item_ids(reply.body), owned)
     elif is_list(method, operation) and isinstance(reply, Answer) and reply.status == 200:

@@ -306,7 +306,7 @@ class Gateway:
                                               caller, body, record, routed)
             if target.kind == "resource":
                 reply = await owned_answer(self.owners, request.method, operation,
-                                           key.id, record, reply, batch_models)
+                                           key.id, record, reply, batch_models, json)
             return apply_lines(reply, lines)
         except BaseException as exc:
             failed(exc, record, json, operation, self._default_completion, lines)

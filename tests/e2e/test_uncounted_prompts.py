@@ -97,3 +97,15 @@ def test_a_chained_turn_reserves_the_context_it_reads_again(
     _refused_before_azure(emulator, lambda: client.responses.create(
         model="gpt-4o", input="x" * 2400, max_output_tokens=16,
         previous_response_id=first.id))
+
+
+def test_a_conversations_turn_reserves_what_the_conversation_holds(
+        client: openai.OpenAI, emulator: Emulator) -> None:
+    """`conversation`: the conversation's items, which the previous turn read and wrote,
+    are this turn's context too."""
+    first: Any = client.responses.create(model="gpt-4o", input="word " * 1500,
+                                         max_output_tokens=16, conversation="conv_1")
+    assert first.usage.input_tokens + first.usage.output_tokens >= 1400
+    _refused_before_azure(emulator, lambda: client.responses.create(
+        model="gpt-4o", input="x" * 2400, max_output_tokens=16,
+        conversation={"id": "conv_1"}))

@@ -16,3 +16,15 @@ def test_a_responses_usage_or_an_estimate_is_noted_and_read_by_id() -> None:
     for body in ({"previous_response_id": "resp_3"}, {"previous_response_id": "resp_4"},
                  {"previous_response_id": ["resp_1"]}, {"input": "x"}, None):
         assert chained.tokens(body) == 0
+
+
+def test_a_conversation_holds_what_its_last_turn_read_and_wrote() -> None:
+    chained = ChainedContext()
+    chained.note("resp_1", {"input_tokens": 100, "output_tokens": 20},
+                 {"conversation": "conv_1", "input": "x"})
+    assert chained.tokens({"conversation": "conv_1"}) == 120
+    chained.note("resp_2", {"input_tokens": 150, "output_tokens": 30},
+                 {"conversation": {"id": "conv_1"}})
+    assert chained.tokens({"conversation": {"id": "conv_1"}}) == 180
+    assert chained.tokens({"conversation": "conv_2"}) == 0
+    assert chained.tokens({"conversation": {"id": 7}}) == 0
