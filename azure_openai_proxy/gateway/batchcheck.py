@@ -23,24 +23,31 @@ from azure_openai_proxy.gateway.spool import SpooledBody
 from azure_openai_proxy.governance.keys import has_budget
 from azure_openai_proxy.routing import RoutingTable
 
-__all__ = ["MAX_BATCH_LINES", "batch_file_models", "check_batch", "uploaded_batch_models"]
+__all__ = ["MAX_BATCH_LINES", "UNMETERED", "batch_file_models", "check_batch",
+           "uploaded_batch_models"]
+
+# What `POST` creates that Azure bills later, outside any request the gateway meters:
+# a batch, and a fine-tuning job (its training tokens; a budgeted key made one unchecked).
+UNMETERED = frozenset({"batches", "fine_tuning/jobs"})
 
 # Azure takes at most 100,000 requests in one batch file.
 MAX_BATCH_LINES = 100_000
 
 
 async def check_batch(owners: ObjectOwners, table: RoutingTable, caller: Caller,
-                      body: Mapping[str, Any] | None) -> None:
-    """A batch is not metered per request: a key with a budget may not make one, and
-    a key with an allow-list only from a file whose every line names a model it may
-    use (recorded when the file was uploaded through the gateway)."""
+                      body: Mapping[str, Any] | None, operation: str = "batches") -> None:
+    """A batch (or a fine-tuning job, `operation` among `UNMETERED`) is not metered per
+    request: a key with a budget may not make one, and a key with an allow-list a batch
+    only from a file whose every line names a model it may use (recorded when the file
+    was uploaded through the gateway; a job's `model` is judged as any body's)."""
     key = caller.key
     assert key is not None
     if has_budget(key, caller.team):
+        what = "Batches are" if operation == "batches" else "Fine-tuning jobs are"
         raise BatchNotAllowed(
-            "Batches are not available to keys with a budget: their usage is not "
+            f"{what} not available to keys with a budget: their usage is not "
             "metered per request.")
-    if not key.models:
+    if not key.models or operation != "batches":
         return
     file_id = body.get("input_file_id") if body is not None else None
     owned = await owners.get(file_id) if isinstance(file_id, str) else None

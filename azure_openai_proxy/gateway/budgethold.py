@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from azure_openai_proxy.auth import Caller
-from azure_openai_proxy.errors import BudgetExhausted
+from azure_openai_proxy.errors import BudgetExhausted, GatewayError
 from azure_openai_proxy.gateway.ledger import NO_TOKENS, UNIT_PRICED, record_cost
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
@@ -79,6 +79,11 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
     limit's, gateway/governed.py `hold`), so the prompt is measured once."""
     if not budgeted(caller):
         return None  # nothing to estimate: most keys
+    if operation == "responses" and body and body.get("background") is True:
+        raise _unmetered("Background responses", "Send the request without `background`.")
+    if body is not None and operation.startswith("threads/") and operation.endswith(
+            _RUN_STEPS):  # a body: a POST, that starts or continues a run
+        raise _unmetered("Assistants runs", "Use chat completions or responses.")
     prices = guard.prices
     tokens = 0, 0
     if prices is not None and body:
@@ -89,6 +94,8 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
         overhead = len(messages) * MESSAGE_OVERHEAD_TOKENS if isinstance(messages, list) else 0
         tokens = estimate[0] + overhead, estimate[1]
     rates = prices.rates(names) if prices is not None else None
+    if rates is None and prices is not None and operation in _TOKEN_PRICED:
+        raise _unpriced(names)
     usd = token_cost(rates, tokens[0], 0, tokens[1]) if rates is not None else 0.0
     if prices is not None and body and operation in UNIT_PRICED:
         usd += prices.unit_cost(names, _units_asked(operation, body))[0]
@@ -128,6 +135,54 @@ def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
     if record.usage is None and record.attempts and (
             record.upstream_ms is None or 200 <= record.status < 300):
         record.usage = unanswered_usage(body, operation, record.stream, default_completion)
+
+
+# Routes priced by their tokens alone: a model without a price there costs $0 in the
+# ledger (recorded unpriced), so a budget could never stop it.
+_TOKEN_PRICED = frozenset({"chat/completions", "completions", "responses", "embeddings"})
+
+
+class ModelNotPriced(GatewayError):
+    """A budgeted key asked for a model the price table does not know: its cost would
+    be recorded as $0 (unpriced), so the budget would never stop it. Refused, never
+    silently free; the operator adds the model under `prices:` in the config."""
+
+    status = 403
+    type_ = "invalid_request_error"
+    code = "model_not_priced"
+
+
+def _unpriced(names: tuple[str | None, ...]) -> ModelNotPriced:
+    # No log line: one per request would let a key fill the log (the access log's
+    # line names the error and the model).
+    model = next((name for name in names if name), "?")
+    return ModelNotPriced(
+        f"The model `{model}` has no price in this gateway, so its cost cannot count "
+        "against this key's budget. Ask the gateway's administrator to add its price.",
+        param="model")
+
+
+# The steps of an Assistants run a POST starts or continues (`threads/runs`,
+# `threads/{t}/runs`, `threads/{t}/runs/{r}/submit_tool_outputs`).
+_RUN_STEPS = ("/runs", "/submit_tool_outputs")
+
+
+class NotMetered(GatewayError):
+    """A budgeted key asked for work whose usage no answer the gateway meters carries:
+    a background response (its POST answers with `"usage": null`, recorded as $0, and
+    its output can be read by a streamed `GET responses/{id}`, unmetered), an
+    Assistants run (its POST answers before any usage; its output is read as the
+    thread's messages, which carry none): generated for free. Refused, as a batch is
+    (gateway/batchcheck.py)."""
+
+    status = 403
+    type_ = "invalid_request_error"
+    code = "not_metered"
+
+
+def _unmetered(what: str, instead: str) -> NotMetered:
+    return NotMetered(f"{what} are not available to keys with a budget: their usage is "
+                      f"not metered per request. {instead}")
 
 
 def _exhausted(who: str) -> BudgetExhausted:

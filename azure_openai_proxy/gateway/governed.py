@@ -64,11 +64,12 @@ Held = tuple[Admission, BudgetHold | None]
 
 def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
          body: Mapping[str, Any] | None, routed: tuple[Pool, str | None], operation: str,
-         default_completion: int, prompt_chars: int | None = None) -> Held:
+         default_completion: int, prompt_chars: int | None = None, chained: int = 0) -> Held:
     """Let a virtual key's request through its key's and team's limits (tokens estimated
     from the parsed body, when a TPM limit applies) and hold its estimated cost against
     their budgets; a 429 when either says no, having taken nothing. `release` it once
-    the request has ended. `prompt_chars`: `plain_chat_chars(body)`, when measured.
+    the request has ended. `prompt_chars`: `plain_chat_chars(body)`, when measured;
+    `chained`: the context tokens its `previous_response_id` reads (gateway/chained.py).
     Runs for every governed request: the usual one (a plain chat, its `max_tokens` set,
     no budget) is estimated inline, `request_estimate`'s short path."""
     key, team = caller.key, caller.team
@@ -90,6 +91,8 @@ def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
             estimate = (-(-prompt_chars // 4), most)  # as `request_estimate` makes it
         else:
             estimate = request_estimate(body, default_completion, operation, prompt_chars)
+            if chained:
+                estimate = (estimate[0] + chained, estimate[1])
         tokens = estimate[0] + estimate[1] if plan.counts_tokens else 0
     admitted = limiter.take(plan, tokens)
     if isinstance(admitted, Refusal):

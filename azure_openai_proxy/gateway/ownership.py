@@ -59,7 +59,9 @@ import orjson
 
 from azure_openai_proxy.errors import GatewayError, MalformedBody, NotFound
 from azure_openai_proxy.gateway.affinity import folded, ids_referenced
+from azure_openai_proxy.gateway.chained import ChainedContext
 from azure_openai_proxy.gateway.chatfiles import chat_file_ids
+from azure_openai_proxy.gateway.rereads import CountedUsage
 from azure_openai_proxy.http.interface import Answer, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ownership import OwnerStore
@@ -131,6 +133,10 @@ class ObjectOwners:
         self._thread: ThreadPoolExecutor | None = None
         self._failing = False
         self._writes: set[asyncio.Task[None]] = set()  # `claim`'s, until written
+        # Stored objects whose usage a read counted (`owned_answer`, gateway/rereads.py).
+        self.counted = CountedUsage()
+        # Each response's tokens, which a turn chained to it reads again (chained.py).
+        self.chained = ChainedContext()
 
     async def remember(self, object_id: str, owned: Owned) -> None:
         """Record a new object's owner; an object already owned keeps its owner. Written
@@ -172,6 +178,19 @@ class ObjectOwners:
             write = asyncio.get_running_loop().create_task(self._write_claim(new, owned))
             self._writes.add(write)
             write.add_done_callback(self._writes.discard)
+
+    def claimer(self, key_id: str, record: RequestRecord) -> Callable[[list[str]], None]:
+        """`claim`, for the ids a Responses stream of `key_id`'s creates; the first
+        (the response's own) kept as `record.created_id`, as a non-streamed answer's is,
+        so `owned_answer` notes its tokens for a turn chained to it."""
+        owned = Owned(key_id)
+
+        def claim(object_ids: list[str]) -> None:
+            if record.created_id is None and object_ids:
+                record.created_id = object_ids[0]
+            self.claim(object_ids, owned)
+
+        return claim
 
     async def written(self) -> None:
         """Wait until the database holds every id claimed so far (or has failed)."""
@@ -384,14 +403,19 @@ def filtered(answer: dict[str, Any], kept: set[str]) -> bytes:
 async def owned_answer(
     owners: ObjectOwners, method: str, operation: str, key_id: str, record: RequestRecord,
     reply: Reply, batch_models: frozenset[str] | None,
+    body: Mapping[str, Any] | None = None,
 ) -> Reply:
-    """A resource answer for a virtual key: a created object becomes the key's, a
-    list shows only the key's own objects."""
+    """A resource answer for a virtual key (its request's JSON `body`): a created
+    object becomes the key's, a list shows only the key's own objects."""
+    if method == "GET" and isinstance(reply, Answer) and record.usage is not None:
+        owners.counted.reread(operation, record, reply.body)  # a stored object's usage
     if method == "POST" and record.created_id is not None:
         owned = Owned(key_id, batch_models)
         await owners.remember(record.created_id, owned)
-        if operation == "responses" and isinstance(reply, Answer):
-            await owners.remember_all(output_item_ids(reply.body), owned)
+        if operation == "responses":
+            owners.chained.note(record.created_id, record.usage, body)
+            if isinstance(reply, Answer):
+                await owners.remember_all(output_item_ids(reply.body), owned)
     elif is_list(method, operation) and isinstance(reply, Answer) and reply.status == 200:
         listed = list_ids(reply.body)
         if listed is not None:

@@ -32,7 +32,7 @@ from azure_openai_proxy.errors import (
 from azure_openai_proxy.gateway.affinity import ResourceAffinity
 from azure_openai_proxy.gateway.attempts import UpstreamAttempts
 from azure_openai_proxy.gateway.balancer import Balancer
-from azure_openai_proxy.gateway.batchcheck import check_batch, uploaded_batch_models
+from azure_openai_proxy.gateway.batchcheck import UNMETERED, check_batch, uploaded_batch_models
 from azure_openai_proxy.gateway.budgethold import enforce_budget
 from azure_openai_proxy.gateway.chatfiles import (
     USUAL_TOP_NAMES,
@@ -60,7 +60,6 @@ from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_lines,
 from azure_openai_proxy.gateway.modellist import models_answer
 from azure_openai_proxy.gateway.ownership import (
     ObjectOwners,
-    Owned,
     chat_file_ids,
     object_ids,
     owned_answer,
@@ -259,8 +258,8 @@ class Gateway:
             body.canonical = json is not None  # what is checked is what is sent
             named, inner = object_ids(operation, json)
             await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
-            if request.method == "POST" and operation == "batches":
-                await check_batch(self.owners, self.table, caller, json)
+            if request.method == "POST" and operation in UNMETERED:
+                await check_batch(self.owners, self.table, caller, json, operation)
         elif chat and body.raw is not None:
             # What was checked (files, tokens) is what is sent, even if the JSON repeats a
             # key: re-encoded (cheaper than a search), or a large body shown to repeat none.
@@ -272,6 +271,7 @@ class Gateway:
                     await self.owners.check(files, key.id, is_restricted(key, caller.team))
         else:  # embeddings, completions...: what the hold reads (input, max_tokens, n)
             body.canonical = json is not None  # is what is sent, as for chat
+        chained = self.owners.chained.tokens(json) if operation == "responses" else 0
         decided = caller.decided
         if decided is not None and decided.epoch is limiter.epoch:
             usual = decided.usual
@@ -287,18 +287,17 @@ class Gateway:
                     tokens = -(-prompt_chars // 4) + most  # as `request_estimate` makes it
                 else:
                     tokens = sum(request_estimate(json, self._default_completion, operation,
-                                                  prompt_chars))
+                                                  prompt_chars)) + chained
             lines = usual.take(tokens)
             if type(lines) is Refusal:
                 raise limit_refusal(lines)
         else:
             held = hold(limiter, self.budgets, caller, json, routed, operation,
-                        self._default_completion, prompt_chars)
+                        self._default_completion, prompt_chars, chained)
             lines = held[0].head_lines
         if operation == "responses" and request.method == "POST":
             # A streamed response's id and items, the key's as the stream shows them.
-            owned = Owned(key.id)
-            record.claim = lambda ids: self.owners.claim(ids, owned)
+            record.claim = self.owners.claimer(key.id, record)
         try:
             batch_models = None
             if models and operation == "files" and request.method == "POST":
@@ -307,7 +306,7 @@ class Gateway:
                                               caller, body, record, routed)
             if target.kind == "resource":
                 reply = await owned_answer(self.owners, request.method, operation,
-                                           key.id, record, reply, batch_models)
+                                           key.id, record, reply, batch_models, json)
             return apply_lines(reply, lines)
         except BaseException as exc:
             failed(exc, record, json, operation, self._default_completion, lines)

@@ -55,23 +55,6 @@ def tokens_for_chars(chars: int) -> int:
     return -(-chars // CHARS_PER_TOKEN) if chars > 0 else 0
 
 
-def _text_chars(value: Any, depth: int = 0) -> int:
-    """Characters of the text in a message's content (a string, or content parts)."""
-    if isinstance(value, str):
-        return len(value)
-    if depth > 8:
-        return 0
-    if isinstance(value, list):
-        return sum(_text_chars(part, depth + 1) for part in value)
-    if isinstance(value, dict):
-        kind = value.get("type")
-        image = _image_chars(value) if type(kind) is str and kind in _IMAGE_PARTS else 0
-        return image + sum(_text_chars(value[key], depth + 1)
-                           for key in ("text", "content", "arguments", "input")
-                           if key in value)
-    return 0
-
-
 def prompt_chars(body: Mapping[str, Any] | None) -> tuple[int, int]:
     """(characters of prompt text, number of messages) in a chat, completions or
     Responses request body."""
@@ -82,10 +65,10 @@ def prompt_chars(body: Mapping[str, Any] | None) -> tuple[int, int]:
     schemas = sum(_json_chars(body[name]) for name in SCHEMA_FIELDS.intersection(body))
     messages = body.get("messages")
     if isinstance(messages, list):
-        return schemas + sum(_text_chars(m) for m in messages), len(messages)
+        return schemas + _text_length(messages), len(messages)
     for key in ("prompt", "input"):
         if key in body:
-            return schemas + _text_chars(body[key]), 0
+            return schemas + _text_length(body[key]), 0
     return schemas, 0
 
 
@@ -181,7 +164,7 @@ def estimate_tokens(body: Mapping[str, Any] | None,
     for name in _PROMPT_FIELDS.intersection(body):
         value = body[name]
         if value is not None:
-            chars += _text_length(value, 0)
+            chars += _text_length(value)
     for name in SCHEMA_FIELDS.intersection(body):
         chars += _json_chars(body[name])
     return -(-chars // 4) + max_output_tokens(body, default_completion, operation)
@@ -196,7 +179,7 @@ def prompt_tokens(body: Mapping[str, Any]) -> int:
     for name in _PROMPT_FIELDS.intersection(body):
         value = body[name]
         if value is not None:
-            chars += _text_length(value, 0)
+            chars += _text_length(value)
     for name in SCHEMA_FIELDS.intersection(body):
         chars += _json_chars(body[name])
     return -(-chars // 4)
@@ -205,45 +188,52 @@ def prompt_tokens(body: Mapping[str, Any]) -> int:
 _PROMPT_FIELDS = frozenset({"messages", "input", "prompt", "instructions"})
 
 
-def _text_length(value: Any, depth: int) -> int:
-    """Characters of text in a message list, content parts or plain strings."""
+def _text_length(value: Any) -> int:
+    """Characters of the text the model reads in a prompt field (`messages`, `input`,
+    `prompt`, `instructions`): every string in it, under whatever name, but those of
+    `_NOT_TEXT`; an image part as its estimate (`_image_chars`); a token id (the
+    completions' and embeddings' arrays of ints) as one token. Read by names, only
+    `content`, `text`, `input_text` and `arguments` counted: an assistant's
+    `tool_calls` (their arguments), a Responses `function_call_output`'s `output`, a
+    reasoning `summary`, a `refusal` were free however long (40 KB of them with
+    `max_tokens: 1` passed a 2,000 TPM key), and so were 20,000 token ids. A walk with
+    its own stack, as `_json_chars`: however deep the text, it counts."""
     if isinstance(value, str):
         return len(value)
-    if depth > 8:  # deeper structures are not prompt text
-        return 0
-    if isinstance(value, list):
-        total = 0
-        for item in value:
-            if isinstance(item, dict) and depth < 8:
-                # The common message, a role and a string content, in three checks
-                # instead of a look-up per text field.
-                content = item.get("content")
-                if len(item) == 2 and isinstance(content, str) and "role" in item:
-                    total += len(content)
-                    continue
-                kind = item.get("type")
-                if type(kind) is str and kind in _IMAGE_PARTS:
-                    total += _image_chars(item)  # and any text beside it, read below
-                for name in _TEXT_FIELDS:
-                    part = item.get(name)
-                    if isinstance(part, str):
-                        total += len(part)
-                    elif part is not None:
-                        total += _text_length(part, depth + 2)
-            else:
-                total += _text_length(item, depth + 1)
-        return total
-    if isinstance(value, dict):
-        total = 0
-        for name in _TEXT_FIELDS:
-            item = value.get(name)
-            if item is not None:
-                total += _text_length(item, depth + 1)
-        return total
-    return 0
+    chars = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            chars += len(item)
+        elif isinstance(item, list):
+            stack.extend(item)
+        # `type` first: `isinstance(x, Mapping)` runs the ABC's Python hook for a dict
+        elif type(item) is dict or isinstance(item, Mapping):
+            # The common message, a role and a string content, in three checks.
+            content = item.get("content")
+            if len(item) == 2 and isinstance(content, str) and "role" in item:
+                chars += len(content)
+                continue
+            kind = item.get("type")
+            if type(kind) is str and kind in _IMAGE_PARTS:
+                chars += _image_chars(item)  # and any text beside it, read below
+            for name, inner in item.items():
+                if name not in _NOT_TEXT:
+                    stack.append(inner)
+        elif type(item) is int:  # a token id (not a bool: `type`, not `isinstance`)
+            chars += CHARS_PER_TOKEN
+    return chars
 
 
-_TEXT_FIELDS = ("content", "text", "input_text", "arguments")
+# Names whose strings are not text the model reads as their characters: a message's
+# role, a part's type and ids (the chat format's per-message tokens cover them), an
+# image part's URL (a data: URL is megabytes; the picture is `_image_chars`), and binary
+# payloads, base64 (audio, a file's bytes, reasoning's encrypted content), whose tokens
+# are not a function of their length: not estimated here (Azure's usage settles them).
+_NOT_TEXT = frozenset({"role", "type", "id", "call_id", "tool_call_id", "status",
+                       "detail", "format", "url", "image_url", "file_id", "file_url",
+                       "data", "file_data", "filename", "encrypted_content"})
 
 
 def _image_chars(part: Mapping[str, Any]) -> int:

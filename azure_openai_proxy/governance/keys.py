@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import hashlib
+import math
 import secrets
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -140,8 +141,10 @@ def parse_limits(data: Mapping[str, Any]) -> dict[str, Any]:
     for name in _BUDGET_FIELDS:
         if name in data:
             value = data[name]
+            # finite: `--budget nan` was taken (NaN is never reached: no budget at all),
+            # and so was `inf`
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
-                                      or value < 0):
+                                      or not math.isfinite(value) or value < 0):
                 raise ValueError(f"{name} must be a number >= 0 or null")
             out[name] = None if value is None else float(value)
     if "budget_period" in data:

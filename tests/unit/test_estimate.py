@@ -23,3 +23,27 @@ def test_an_estimate_is_never_zero_for_a_request_with_text_and_is_marked() -> No
     assert usage["prompt_tokens"] > 0 and usage["estimated"] is True
     usage = estimated_usage({"messages": []}, 41)
     assert usage["completion_tokens"] == 11 and usage["total_tokens"] == 11
+
+
+def test_every_text_counts_whatever_its_name_but_ids_and_binary_payloads() -> None:
+    """The walk reads every string (a tool call's arguments, a function's output, a
+    refusal, a reasoning summary), a token id as a token, and not a base64 payload or an
+    id; the reservation (`prompt_tokens`) and a left stream's estimate (`prompt_chars`)
+    read the same."""
+    from azure_openai_proxy.governance.estimate import prompt_tokens
+
+    chat = {"messages": [
+        {"role": "assistant", "content": None, "refusal": "abcd",
+         "tool_calls": [{"id": "call_123", "type": "function",
+                         "function": {"name": "ef", "arguments": "ghij"}}]},
+        {"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": "A" * 999, "format": "wav"}},
+            {"type": "file", "file": {"file_data": "B" * 999, "filename": "a.pdf"}}]}]}
+    assert prompt_chars(chat) == (10, 2)
+    assert prompt_tokens(chat) == 3
+    responses = {"input": [{"type": "function_call_output", "call_id": "c", "output": "xy"},
+                           {"type": "reasoning", "id": "rs", "encrypted_content": "C" * 99,
+                            "summary": [{"type": "summary_text", "text": "zw"}]}]}
+    assert prompt_chars(responses) == (4, 0)
+    assert prompt_tokens({"prompt": [7] * 10}) == 10  # token ids, one token each
+    assert prompt_tokens({"input": [[7] * 10, [True]]}) == 10  # a bool is not one

@@ -1,0 +1,30 @@
+"""`ChainedContext`: the tokens a `previous_response_id` turn reads again (gateway/chained.py)."""
+
+from __future__ import annotations
+
+from azure_openai_proxy.gateway.chained import ChainedContext
+
+
+def test_a_responses_usage_or_an_estimate_is_noted_and_read_by_id() -> None:
+    chained = ChainedContext()
+    chained.note("resp_1", {"input_tokens": 100, "output_tokens": 20, "total_tokens": 120})
+    chained.note("resp_2", {"prompt_tokens": 7, "completion_tokens": 3, "estimated": True})
+    chained.note("resp_3", {"input_tokens": -5, "output_tokens": None})  # nothing to note
+    chained.note("resp_4", None)
+    assert chained.tokens({"previous_response_id": "resp_1", "input": "x"}) == 120
+    assert chained.tokens({"previous_response_id": "resp_2"}) == 10
+    for body in ({"previous_response_id": "resp_3"}, {"previous_response_id": "resp_4"},
+                 {"previous_response_id": ["resp_1"]}, {"input": "x"}, None):
+        assert chained.tokens(body) == 0
+
+
+def test_a_conversation_holds_what_its_last_turn_read_and_wrote() -> None:
+    chained = ChainedContext()
+    chained.note("resp_1", {"input_tokens": 100, "output_tokens": 20},
+                 {"conversation": "conv_1", "input": "x"})
+    assert chained.tokens({"conversation": "conv_1"}) == 120
+    chained.note("resp_2", {"input_tokens": 150, "output_tokens": 30},
+                 {"conversation": {"id": "conv_1"}})
+    assert chained.tokens({"conversation": {"id": "conv_1"}}) == 180
+    assert chained.tokens({"conversation": "conv_2"}) == 0
+    assert chained.tokens({"conversation": {"id": 7}}) == 0
