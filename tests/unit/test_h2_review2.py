@@ -109,7 +109,7 @@ def test_a_connection_silent_through_a_ping_is_dropped(loop: asyncio.AbstractEve
 def test_a_ping_answered_or_a_frame_keeps_the_connection(
         loop: asyncio.AbstractEventLoop, heard: bytes) -> None:
     """Its ACK, or any frame of a stream (the ACK may wait behind DATA), says alive."""
-    conn, wire, stream = _silent_stream(loop)
+    conn, _wire, stream = _silent_stream(loop)
     watch._check(conn)
     conn.data_received(heard)
     watch._check(conn)
