@@ -35,6 +35,7 @@ __all__ = [
     "budgeted",
     "enforce_budget",
     "note_unanswered",
+    "require_price",
     "reserve_budget",
     "settle_budget",
 ]
@@ -150,6 +151,13 @@ class ModelNotPriced(GatewayError):
     status = 403
     type_ = "invalid_request_error"
     code = "model_not_priced"
+
+
+def require_price(guard: BudgetGuard, caller: Caller, names: tuple[str | None, ...]) -> None:
+    """Refuse a budgeted caller a model the price table does not know (a Realtime session,
+    whose responses are priced by their tokens as they end: unpriced, they cost $0)."""
+    if budgeted(caller) and guard.prices is not None and guard.prices.rates(names) is None:
+        raise _unpriced(names)
 
 
 def _unpriced(names: tuple[str | None, ...]) -> ModelNotPriced:

@@ -55,7 +55,12 @@ from azure_openai_proxy.errors import (
     ModelNotFound,
 )
 from azure_openai_proxy.gateway.balancer import Lease
-from azure_openai_proxy.gateway.budgethold import enforce_budget, reserve_budget, settle_budget
+from azure_openai_proxy.gateway.budgethold import (
+    enforce_budget,
+    require_price,
+    reserve_budget,
+    settle_budget,
+)
 from azure_openai_proxy.gateway.governed import limit_refusal, pool_allowed, price_names, used_tokens
 from azure_openai_proxy.gateway.pipeline import Gateway
 from azure_openai_proxy.gateway.realtime_connect import connect_upstream
@@ -151,6 +156,9 @@ async def _open(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
         raise
     if key is not None and key.models and not pool_allowed(key.models, model, pool):
         raise ModelNotAllowed(model)
+    names = price_names(pool, model)
+    if key is not None and gateway.budgets is not None:
+        require_price(gateway.budgets, caller, names)  # unpriced, a budget never stops it
     admission = None
     plan = limit_plan(gateway, caller)
     if plan is not None and gateway.limiter is not None:
@@ -166,7 +174,6 @@ async def _open(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
         # `response.create` is one (`RealtimeSession._admit`).
         if admission is not None and gateway.limiter is not None:
             gateway.limiter.settle(admission, None)
-    names = price_names(pool, model)
     followed = None
     secret = presented_key(presented)
     if key is not None and gateway.directory is not None and secret is not None:
