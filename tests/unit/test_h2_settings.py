@@ -20,7 +20,7 @@ def test_auto_by_default_and_on_from_the_file_or_the_environment() -> None:
     assert isinstance(transport_for(off.upstream), FastTransport)
     on_file = load_settings({**BASE, "upstream": {"http2": True}}, {})
     on_env = load_settings(BASE, {"AZURE_OPENAI_PROXY_UPSTREAM_HTTP2": "true"})
-    assert on_file.upstream.http2 and on_env.upstream.http2
+    assert on_file.upstream.http2 is True and on_env.upstream.http2 is True
     assert isinstance(transport_for(on_env.upstream), H2Transport)
 
 
