@@ -135,6 +135,11 @@ class DeploymentSettings(_Frozen):
         return "passthrough (client's key)"
 
 
+_HTTP2_WORDS: dict[str, bool | str] = {
+    "auto": "auto", **dict.fromkeys(("true", "1", "yes", "on"), True),
+    **dict.fromkeys(("false", "0", "no", "off"), False)}
+
+
 class UpstreamSettings(_Frozen):
     # `fast`: our HTTP/1.1 client (asyncio + httptools), about 2.5x aiohttp's on the upstream
     # hop (bench/README.md); `aiohttp`: aiohttp's client, which also does upstream proxies;
@@ -155,18 +160,43 @@ class UpstreamSettings(_Frozen):
     # FastTransport: seconds a host's addresses are reused (0: resolved every connection).
     dns_cache_ttl: float = Field(default=60.0, ge=0)
     # HTTP/2 to Azure (upstream/h2/): many requests multiplexed over a few connections, so
-    # a worker's relayed streams need no descriptor each upstream (issue 15). ALPN picks
-    # it on https (an origin without h2 gets HTTP/1.1); http:// gets h2c prior knowledge.
-    http2: bool = False
+    # a worker's relayed streams need no descriptor each upstream (issue 15). `auto`: on
+    # https, HTTP/2 where ALPN picks it (Azure does; so does Go's net/http, the Go tool's
+    # client), HTTP/1.1 to http:// origins (no h2c guessing); `true`: also h2c prior
+    # knowledge on http://; `false`: HTTP/1.1 only. `auto` is off with a proxy or aiohttp.
+    http2: bool | Literal["auto"] = "auto"
+
+    @field_validator("http2", mode="before")
+    @classmethod
+    def _http2_word(cls, value: object) -> object:
+        # The environment gives a string; a file may too.
+        if not isinstance(value, str):
+            return value
+        word = value.strip().lower()
+        if word in _HTTP2_WORDS:
+            return _HTTP2_WORDS[word]
+        raise ValueError("must be auto, true or false (or 1/0, yes/no, on/off)")
 
     @model_validator(mode="after")
     def _fast_has_no_proxy(self) -> UpstreamSettings:
         if self.transport == "fast" and (self.http_proxy or self.socks_proxy):
             raise ValueError("transport 'fast' does not do upstream proxies; use 'aiohttp' or 'auto'")
-        if self.http2 and (self.transport == "aiohttp" or self.http_proxy or self.socks_proxy):
+        if self.http2 is True and not self.direct:
             raise ValueError("http2 is for direct connections: not with an upstream proxy "
                              "nor transport 'aiohttp'")
         return self
+
+    @property
+    def direct(self) -> bool:
+        """Our own clients talk to Azure (no proxy, not aiohttp): HTTP/2 is possible."""
+        return self.transport != "aiohttp" and not (self.http_proxy or self.socks_proxy)
+
+    def http2_for(self, scheme: str) -> bool:
+        """Whether an origin of `scheme` (`http` or `https`) is offered HTTP/2: on https
+        it is still ALPN's choice (an origin without h2 gets HTTP/1.1)."""
+        if not self.direct or self.http2 is False:
+            return False
+        return self.http2 is True or scheme == "https"
 
 
 class ServerSettings(_Frozen):

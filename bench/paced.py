@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +34,9 @@ import orjson
 
 from bench.procs import HOST, Children, free_port
 
-__all__ = ["CONTENT_MARK", "ECHO_MODULE", "PacedStream", "frames", "have_echo_module",
-           "nginx_conf", "start_paced"]
+__all__ = ["CONTENT_MARK", "ECHO_MODULE", "PacedStream", "TlsListen", "frames",
+           "have_echo_module", "nginx_conf", "protocol_label", "protocols", "self_signed",
+           "start_paced", "tls_listen"]
 
 CONTENT_MARK = b"~"
 ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
@@ -113,14 +116,39 @@ def _echo(data: bytes) -> str:
     return "echo -n '" + text.replace("\\", "\\\\").replace("\n", "\\n") + "';"
 
 
+@dataclass(frozen=True)
+class TlsListen:
+    """Where the paced upstream also listens over TLS (`ssl http2`: ALPN offers h2 and
+    http/1.1), with a certificate for 127.0.0.1 (`self_signed`)."""
+
+    port: int
+    cert: Path
+    key: Path
+
+    @property
+    def log(self) -> Path:
+        """Each request's protocol, a line each (`protocols`), beside the certificate."""
+        return self.cert.parent / "protocols.log"
+
+
+def tls_listen(workdir: Path) -> TlsListen:
+    """A free port and a new certificate, in a directory of their own under `workdir`."""
+    directory = Path(tempfile.mkdtemp(prefix="tls-", dir=workdir))
+    return TlsListen(free_port(), *self_signed(directory))
+
+
 def nginx_conf(tmp: Path, port: int, shape: PacedStream, *, workers: int = 1,
-               nofile: int = 20_000, as_root: bool = False, h2_port: int | None = None) -> str:
+               nofile: int = 20_000, as_root: bool = False, h2_port: int | None = None,
+               tls: TlsListen | None = None) -> str:
     """The nginx configuration of the paced upstream on `HOST:port`, with `tmp` for its
     pid, logs and temporary files, each worker holding up to `nofile` descriptors (the
     hard limit it inherits: a worker cannot raise it). Several workers share the port
     with `reuseport`, so the kernel spreads the connections evenly. With `h2_port`, the
     same streams are served there over HTTP/2 with prior knowledge (h2c), up to 20,000
-    streams a connection (a gateway with `upstream.http2` multiplexes them on a few)."""
+    streams a connection (a gateway with `upstream.http2` multiplexes them on a few).
+    With `tls`, over TLS on its port too, where each request's protocol (`HTTP/2.0`,
+    `HTTP/1.1`) is a line of `tls.log` (`protocols`): one short write per stream, so
+    that a run can say what a proxy negotiated."""
     head, steps, tail = frames(shape)
     sleep = f"echo_sleep {shape.interval_ms / 1000:.3f};"
     body = [_echo(head), "echo_flush;"]
@@ -130,6 +158,7 @@ def nginx_conf(tmp: Path, port: int, shape: PacedStream, *, workers: int = 1,
     location = "\n".join("      " + line for line in body)
     paths = "\n".join(f"  {kind}_temp_path {tmp / kind};"
                       for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    share = " reuseport" if workers > 1 else ""
     return (
         f"load_module {ECHO_MODULE};\n"
         + ("user root;\n" if as_root else "")
@@ -139,11 +168,17 @@ def nginx_conf(tmp: Path, port: int, shape: PacedStream, *, workers: int = 1,
         f"events {{ worker_connections {max(64, nofile - 64)}; multi_accept on; }}\n"
         f"http {{\n  access_log off;\n{paths}\n  keepalive_requests 1000000;\n"
         "  keepalive_timeout 75s;\n  client_body_buffer_size 64k;\n"
-        + ("  http2_recv_buffer_size 1m;\n" if h2_port else "")
+        + ("  http2_recv_buffer_size 1m;\n" if h2_port or tls else "")
+        + ("  log_format protocol $server_protocol;\n" if tls else "")
         + "  server {\n"
-        f"    listen {HOST}:{port} backlog=65535{' reuseport' if workers > 1 else ''};\n"
-        + (f"    listen {HOST}:{h2_port} http2{' reuseport' if workers > 1 else ''};\n"
-           "    http2_max_concurrent_streams 20000;\n" if h2_port else "")
+        f"    listen {HOST}:{port} backlog=65535{share};\n"
+        + (f"    listen {HOST}:{h2_port} http2{share};\n" if h2_port else "")
+        + (f"    listen {HOST}:{tls.port} ssl http2 backlog=65535{share};\n"
+           f"    ssl_certificate {tls.cert};\n    ssl_certificate_key {tls.key};\n"
+           # $https is "on" on the TLS listener, "" on the others (`if=` skips ""): the
+           # control streams on the plain port are not logged.
+           f"    access_log {tls.log} protocol if=$https;\n" if tls else "")
+        + ("    http2_max_concurrent_streams 20000;\n" if h2_port or tls else "")
         + "    location ~ ^/openai/deployments/[^/]+/chat/completions$ {\n"
         "      default_type text/event-stream;\n"
         "      add_header apim-request-id 5a1b2c3d-paced always;\n"
@@ -155,14 +190,49 @@ def nginx_conf(tmp: Path, port: int, shape: PacedStream, *, workers: int = 1,
     )
 
 
+def protocols(log: Path, since: int = 0) -> tuple[dict[str, int], int]:
+    """How many requests of each protocol the TLS listener served after byte `since` of
+    its log, and the log's size now (the next call's `since`)."""
+    data = log.read_bytes() if log.exists() else b""
+    counts: dict[str, int] = {}
+    for word in data[since:].split():
+        counts[word.decode()] = counts.get(word.decode(), 0) + 1
+    return counts, len(data)
+
+
+def protocol_label(counts: dict[str, int]) -> str:
+    """A row's name suffix from `protocols`' counts: `(https, h2 by ALPN)`, `(https,
+    HTTP/1.1)`, or both with their counts when a run saw both."""
+    names = {"HTTP/2.0": "h2 by ALPN"}
+    if not counts:
+        return "(https, none seen)"
+    if len(counts) == 1:
+        return f"(https, {names.get(next(iter(counts)), next(iter(counts)))})"
+    return "(https, " + ", ".join(f"{names.get(k, k)} x{v}" for k, v in sorted(counts.items())) + ")"
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A new P-256 certificate for 127.0.0.1 and its key, made by `openssl` (a client
+    trusts it through SSL_CERT_FILE: Python's `ssl.create_default_context()` and Go's
+    crypto/x509 both read it on Linux)."""
+    cert, key = directory / "paced-cert.pem", directory / "paced-key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 def have_echo_module() -> bool:
     return shutil.which("nginx") is not None and ECHO_MODULE.is_file()
 
 
 def start_paced(children: Children, shape: PacedStream, *, workers: int = 1,
-                h2_port: int | None = None) -> tuple[int, int]:
+                h2_port: int | None = None, tls: TlsListen | None = None) -> tuple[int, int]:
     """Start the paced upstream; (its port, the pid of its master). Its workers are the
-    master's children (`bench.procs.descendants`). With `h2_port`, h2c there too."""
+    master's children (`bench.procs.descendants`). With `h2_port`, h2c there too; with
+    `tls`, TLS there too."""
     port = free_port()
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if nofile == resource.RLIM_INFINITY:
@@ -171,7 +241,7 @@ def start_paced(children: Children, shape: PacedStream, *, workers: int = 1,
     tmp.mkdir(exist_ok=True)
     conf = tmp / "nginx.conf"
     conf.write_text(nginx_conf(tmp, port, shape, workers=workers, nofile=nofile,
-                               as_root=os.geteuid() == 0, h2_port=h2_port))
+                               as_root=os.geteuid() == 0, h2_port=h2_port, tls=tls))
     argv = ["nginx", "-p", str(tmp), "-e", str(tmp / "error.log"), "-c", str(conf),
             "-g", "daemon off;"]
     child = children.start(f"paced-{port}", argv, port)

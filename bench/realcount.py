@@ -3,6 +3,7 @@ gateway's CLI run under `valgrind --tool=callgrind`, fed by `bench.streamscale`'
 (the paced nginx upstream, `bench.streamload`), at a rate callgrind carries.
 
     python -m bench.realcount --n 100,300 --ramp 40 [--frames 1] [--out /tmp/rc]
+    python -m bench.realcount --tls [--upstream-http2 false]   # over https (default settings)
 
 For each N: a fresh gateway under callgrind with instrumentation off; once it accepts,
 `callgrind_control -i on`, N streams over `--ramp` seconds, then `callgrind_control -d`
@@ -10,6 +11,9 @@ For each N: a fresh gateway under callgrind with instrumentation off; once it ac
 in the window, per stream; with two N the difference per added stream (the idle loop's
 turns over the ramp, the same in both, cancel). The dumps are kept under `--out` for
 `callgrind_annotate --inclusive=yes`. `PYTHONHASHSEED=0` is set for the gateway.
+`--tls`: the gateway goes to the paced nginx over https (`ssl http2`, a certificate made
+for the run and trusted through SSL_CERT_FILE), as to Azure; `--upstream-http2` sets
+`upstream.http2` (unset: the default, `auto`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ if __package__ in (None, ""):  # run as `python bench/realcount.py`
 
 from bench import systems
 from bench.framecpu import times
-from bench.paced import PacedStream, have_echo_module, start_paced
+from bench.paced import PacedStream, TlsListen, have_echo_module, start_paced, tls_listen
 from bench.procs import HOST, Child, Children, free_port, wait_until
 from bench.streamload import LoadPlan, raise_fd_limit, run_load
 from bench.streamscale import _accepting, request_bytes, stream_body
@@ -49,24 +53,31 @@ def _callgrind(pid: int, *args: str) -> None:
 
 
 def _gateway(children: Children, upstream_port: int, out: str, extra: list[str],
-             callgrind: bool = True, cpu: str = "") -> Child:
+             callgrind: bool = True, cpu: str = "", tls: TlsListen | None = None,
+             http2: str = "") -> Child:
     port = free_port()
-    config = systems._gateway_config(children, port, upstream_port)
+    config = systems._gateway_config(children, port, tls.port if tls else upstream_port,
+                                     scheme="https" if tls else "http")
+    if http2:
+        config.write_text(config.read_text() + f"upstream: {{http2: {http2}}}\n")
     wrap = (["valgrind", "--tool=callgrind", "--instr-atstart=no",
              f"--callgrind-out-file={out}", *extra] if callgrind else [])
     pin = ["taskset", "-c", cpu] if cpu else []
     argv = [*pin, *wrap, sys.executable, "-m", "azure_openai_proxy", "-c", str(config),
             "--workers", "1"]
     env = {**systems._python_env(), "PYTHONHASHSEED": "0"}
+    if tls:
+        env["SSL_CERT_FILE"] = str(tls.cert)
     child = children.start(f"gateway-{port}", argv, port, env=env)
     wait_until(child, lambda: _accepting(port), 300)
     return child
 
 
 def one_count(children: Children, upstream_port: int, shape: PacedStream, streams: int,
-              ramp_s: float, out: Path, extra: list[str]) -> tuple[int, int]:
+              ramp_s: float, out: Path, extra: list[str], tls: TlsListen | None = None,
+              http2: str = "") -> tuple[int, int]:
     """(instructions in the load window, streams completed)."""
-    child = _gateway(children, upstream_port, str(out) + ".%p", extra)
+    child = _gateway(children, upstream_port, str(out) + ".%p", extra, tls=tls, http2=http2)
     load = LoadPlan(HOST, child.port, request_bytes(
         "/v1/chat/completions", child.port,
         {"Authorization": f"Bearer {systems.CLIENT_KEY}"}, stream_body()),
@@ -134,7 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-cpu", default="", help="taskset -c CPU for the gateway")
     parser.add_argument("--valgrind-arg", action="append", default=[],
                         help="passed to valgrind, e.g. --dump-instr=yes")
+    parser.add_argument("--tls", action="store_true", help="the gateway goes over https")
+    parser.add_argument("--upstream-http2", choices=("auto", "true", "false"), default="",
+                        help="upstream.http2 in the gateway's config (unset: the default)")
     args = parser.parse_args(argv)
+    if args.perf and (args.tls or args.upstream_http2):
+        parser.error("--tls and --upstream-http2 are for the callgrind counts, not --perf")
     if not have_echo_module():
         print("realcount: nginx or its echo module is missing; skipped")
         return 0
@@ -146,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         children = Children(Path(tmp))
         try:
             shape = PacedStream(content_frames=args.frames)
-            port, _master = start_paced(children, shape)
+            tls = tls_listen(children.workdir) if args.tls else None
+            port, _master = start_paced(children, shape, tls=tls)
             wait_until(children.running[-1], partial(_accepting, port), 10)
             for n in (int(x) for x in args.n.split(",")):
                 if args.perf:
@@ -158,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"(load {os.getloadavg()[0]:.1f})", flush=True)
                     continue
                 total, done = one_count(children, port, shape, n, args.ramp,
-                                        out_dir / f"cg-n{n}", args.valgrind_arg)
+                                        out_dir / f"cg-n{n}", args.valgrind_arg, tls,
+                                        args.upstream_http2)
                 counts.append((n, done, total))
                 print(f"N={n}: {done} completed; {total:,} instructions in the window, "
                       f"{total / max(done, 1):,.0f} per stream  (load {os.getloadavg()[0]:.1f})",

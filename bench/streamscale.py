@@ -22,6 +22,11 @@ the system's limit). See bench/README.md, "Streams at scale (issue 15)".
 second port of the same nginx), its streams multiplexed on a few connections (the row is
 `gateway-1w-h2`; its peak open counts one descriptor a stream, not two). Direct and the
 control streams stay on HTTP/1.1.
+
+`--tls`: the default path to Azure: nginx also listens with `ssl http2` (a certificate
+made per run); the gateway (default upstream settings) and the seed go to https and trust
+it through `SSL_CERT_FILE`; each row names the protocol nginx saw (`gateway-1w (https, h2
+by ALPN)`). Direct and the control streams stay on plain HTTP/1.1.
 """
 
 from __future__ import annotations
@@ -45,7 +50,16 @@ if __package__ in (None, ""):  # run as `python bench/streamscale.py`
 
 from bench import systems
 from bench.load import percentile
-from bench.paced import PacedStream, frames_per_stream, have_echo_module, start_paced
+from bench.paced import (
+    PacedStream,
+    TlsListen,
+    frames_per_stream,
+    have_echo_module,
+    protocol_label,
+    protocols,
+    start_paced,
+    tls_listen,
+)
 from bench.procs import (
     HOST,
     Child,
@@ -162,23 +176,30 @@ class _Target:
     child: Child | None  # None: direct (the upstream itself)
 
 
-def _start_gateway(children: Children, upstream_port: int, http2: bool = False) -> _Target:
+def _start_gateway(children: Children, upstream_port: int, http2: bool = False,
+                   tls: TlsListen | None = None) -> _Target:
     port = free_port()
-    config = systems._gateway_config(children, port, upstream_port)
+    config = systems._gateway_config(children, port, tls.port if tls else upstream_port,
+                                     scheme="https" if tls else "http")
     if http2:
         config.write_text(config.read_text() + "upstream: {http2: true}\n")
     argv = [sys.executable, "-m", "azure_openai_proxy", "-c", str(config), "--workers", "1"]
-    child = children.start(f"gateway-{port}", argv, port, env=systems._python_env())
+    env = systems._python_env() | ({"SSL_CERT_FILE": str(tls.cert)} if tls else {})
+    child = children.start(f"gateway-{port}", argv, port, env=env)
     wait_until(child, lambda: _accepting(port), 30)
     return _Target("gateway-1w-h2" if http2 else "gateway-1w", port, "/v1/chat/completions",
                    {"Authorization": f"Bearer {systems.CLIENT_KEY}"}, child)
 
 
-def _start_seed(children: Children, binary: Path, upstream_port: int) -> _Target:
+def _start_seed(children: Children, binary: Path, upstream_port: int,
+                tls: TlsListen | None = None) -> _Target:
     port = free_port()
     env = {key: value for key, value in os.environ.items()
            if key not in ("LISTEN", "API_BASE", "CORS")}
-    env.update({"AZURE_OPENAI_ENDPOINT": f"http://{HOST}:{upstream_port}",
+    if tls:  # Go's crypto/x509 reads SSL_CERT_FILE on Linux
+        env["SSL_CERT_FILE"] = str(tls.cert)
+    env.update({"AZURE_OPENAI_ENDPOINT": f"https://{HOST}:{tls.port}" if tls
+                else f"http://{HOST}:{upstream_port}",
                 "AZURE_OPENAI_MODEL_MAPPER": f"gpt-4o={systems.DEPLOYMENT}",
                 "AZURE_OPENAI_API_VER": systems.API_VERSION})
     child = children.start(f"seed-{port}", [str(binary), "-l", f"{HOST}:{port}"], port, env=env)
@@ -222,6 +243,8 @@ class ScalePlan:
     upstream_port: int = 0  # set once the upstream runs
     http2: bool = False  # the gateway talks h2c to the upstream (on `upstream_h2_port`)
     upstream_h2_port: int = 0
+    tls: bool = False  # the gateway and the seed go to `upstream_tls` (https)
+    upstream_tls: TlsListen | None = None
 
 
 def _one(plan: ScalePlan, target: _Target, upstream_pids: list[int], streams: int) -> ScaleRow:
@@ -236,6 +259,8 @@ def _one(plan: ScalePlan, target: _Target, upstream_pids: list[int], streams: in
                     streams, plan.ramp_s, plan.shape.interval_ms / 1000, stall_s=plan.stall_s,
                     limit_s=plan.shape.content_frames * plan.shape.interval_ms / 1000 + 30,
                     procs=plan.procs)
+    log = plan.upstream_tls.log if plan.upstream_tls else None
+    since = protocols(log)[1] if log and pid else 0
     with PeakDescriptors(measured) as descriptors:
         share, control = _load(plan, load, target, streams)
     cpu = cpu_seconds(pid) - cpu0 if pid else 0.0
@@ -250,6 +275,10 @@ def _one(plan: ScalePlan, target: _Target, upstream_pids: list[int], streams: in
     row.interval_ms, row.ramp_s = plan.shape.interval_ms, plan.ramp_s
     # A relayed stream holds two descriptors over HTTP/1.1, one over HTTP/2 (multiplexed).
     per_stream = 2 if pid and not target.name.endswith("-h2") else 1
+    if log and pid:  # what nginx saw: the row says it
+        seen = protocols(log, since)[0]
+        row.system = f"{target.name} {protocol_label(seen)}"
+        per_stream = 1 if set(seen) == {"HTTP/2.0"} else per_stream
     row.peak_open = (descriptors.peak - descriptors.before) // per_stream
     if target.name == "direct":  # the upstream is the system: its CPU is the row's
         row.cpu_s = upstream_cpu
@@ -288,13 +317,14 @@ def run_matrix(plan: ScalePlan, say: Callable[[str], object] = print) -> list[Sc
             seed = _unpack_seed(Path(tmp), plan.seed_gz) if "seed" in plan.only else None
             if "seed" in plan.only and seed is None:
                 say(f"seed: {plan.seed_gz} is absent; the Go seed is skipped")
-            upstreams: dict[PacedStream, tuple[int, list[int], int]] = {}
+            upstreams: dict[PacedStream, tuple[int, list[int], int, TlsListen | None]] = {}
             for point in plan.counts:
                 at = paced_at(plan, point)
                 if at.shape not in upstreams:
                     upstreams[at.shape] = _start_upstream(children, at)
-                upstream_port, upstream_pids, h2_port = upstreams[at.shape]
-                at = replace(at, upstream_port=upstream_port, upstream_h2_port=h2_port)
+                upstream_port, upstream_pids, h2_port, tls = upstreams[at.shape]
+                at = replace(at, upstream_port=upstream_port, upstream_h2_port=h2_port,
+                             upstream_tls=tls)
                 streams = at_streams(point)
                 for name in SYSTEMS:
                     if name not in plan.only or (name == "seed" and seed is None):
@@ -304,10 +334,10 @@ def run_matrix(plan: ScalePlan, say: Callable[[str], object] = print) -> list[Sc
                                          {"api-key": systems.AZURE_KEY}, None)
                     elif name == "gateway-1w":
                         target = (_start_gateway(children, h2_port, http2=True) if plan.http2
-                                  else _start_gateway(children, upstream_port))
+                                  else _start_gateway(children, upstream_port, tls=tls))
                     else:
                         assert seed is not None
-                        target = _start_seed(children, seed, upstream_port)
+                        target = _start_seed(children, seed, upstream_port, tls)
                     try:
                         row = _one(at, target, upstream_pids, streams)
                     finally:
@@ -335,18 +365,20 @@ def paced_at(plan: ScalePlan, point: int | ScalePoint) -> ScalePlan:
     return replace(plan, shape=shape, ramp_s=plan.ramp_s if point.ramp_s is None else point.ramp_s)
 
 
-def _start_upstream(children: Children, plan: ScalePlan) -> tuple[int, list[int], int]:
-    """A paced upstream for `plan.shape`: its port, its worker processes, and its h2c
-    port (0 unless `plan.http2`)."""
+def _start_upstream(children: Children, plan: ScalePlan
+                    ) -> tuple[int, list[int], int, TlsListen | None]:
+    """A paced upstream for `plan.shape`: its port, its worker processes, its h2c port (0
+    unless `plan.http2`) and its TLS listener (None unless `plan.tls`)."""
     h2_port = free_port() if plan.http2 else 0
+    tls = tls_listen(children.workdir) if plan.tls else None
     port, master = start_paced(children, plan.shape, workers=plan.upstream_workers,
-                               h2_port=h2_port or None)
+                               h2_port=h2_port or None, tls=tls)
     child = children.running[-1]
     wait_until(child, lambda: _accepting(port), 10)
     # nginx listens before it forks its workers: without them, the upstream's CPU
     # columns would read 0 (they did on a busy machine).
     wait_until(child, lambda: len(descendants(master)) > plan.upstream_workers, 10)
-    return port, [p for p in descendants(master) if p != master], h2_port
+    return port, [p for p in descendants(master) if p != master], h2_port, tls
 
 
 def _line(row: ScaleRow) -> str:
@@ -434,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(SYSTEMS), help=f"of {', '.join(SYSTEMS)}")
     parser.add_argument("--http2", action="store_true",
                         help="the gateway talks HTTP/2 (h2c) to the upstream: upstream.http2")
+    parser.add_argument("--tls", action="store_true",
+                        help="the gateway (default upstream settings) and the seed go over https")
     parser.add_argument("--seed", type=Path, default=SEED_GZ, help="the Go seed's .gz")
     parser.add_argument("--results-dir", type=Path,
                         default=Path(__file__).resolve().parent / "results")
@@ -441,11 +475,14 @@ def main(argv: list[str] | None = None) -> int:
     only = tuple(s.strip() for s in args.only.split(",") if s.strip())
     if set(only) - set(SYSTEMS):
         parser.error(f"--only: choose from {', '.join(SYSTEMS)}")
+    if args.tls and args.http2:
+        parser.error("--tls runs the default settings: not with --http2")
     if not 1 <= args.frames <= 1000 or not 1 <= args.interval_ms <= 10_000:
         parser.error("--frames 1..1000, --interval-ms 1..10000")
     plan = ScalePlan(args.n, PacedStream(args.frames, args.interval_ms), args.ramp,
                      max(1, args.procs), only, args.seed,
-                     upstream_workers=min(8, max(1, args.upstream_workers)), http2=args.http2)
+                     upstream_workers=min(8, max(1, args.upstream_workers)), http2=args.http2,
+                     tls=args.tls)
     rows = run_matrix(plan)
     print("\n" + table(rows))
     args.results_dir.mkdir(parents=True, exist_ok=True)

@@ -189,10 +189,11 @@ def start_nginx_proxy(children: Children, upstream_port: int) -> System:
 
 
 def _gateway_config(children: Children, port: int, upstream_port: int,
-                    engine: str | None = None, database: Path | None = None) -> Path:
+                    engine: str | None = None, database: Path | None = None,
+                    scheme: str = "http") -> Path:
     """Client keys, stream normalization, metrics and the info-level access log (to a
     file) all on, as a user runs it; with `database`, governance on too (virtual keys,
-    limits, the usage ledger, the admin API)."""
+    limits, the usage ledger, the admin API). `scheme`: the deployments' endpoints'."""
     config = children.workdir / f"gateway-{port}.yaml"
     governance = (f"database: \"sqlite:///{database}\"\nadmin_key: \"{ADMIN_KEY}\"\n"
                   if database is not None else "")
@@ -204,10 +205,10 @@ def _gateway_config(children: Children, port: int, upstream_port: int,
         + (f"server_engine: {engine}\n" if engine else "")
         + governance
         + "deployment_config:\n"
-        f"  - {{deployment_name: {DEPLOYMENT}, model_name: gpt-4o, endpoint: \"http://{HOST}:{upstream_port}/\","
+        f"  - {{deployment_name: {DEPLOYMENT}, model_name: gpt-4o, endpoint: \"{scheme}://{HOST}:{upstream_port}/\","
         f" api_key: \"{AZURE_KEY}\", api_version: \"{API_VERSION}\"}}\n"
         f"  - {{deployment_name: {SLOW_DEPLOYMENT}, model_name: gpt-4o-slow,"
-        f" endpoint: \"http://{HOST}:{upstream_port}/\", api_key: \"{AZURE_KEY}\","
+        f" endpoint: \"{scheme}://{HOST}:{upstream_port}/\", api_key: \"{AZURE_KEY}\","
         f" api_version: \"{API_VERSION}\"}}\n"
     )
     return config

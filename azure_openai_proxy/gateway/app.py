@@ -60,6 +60,7 @@ from azure_openai_proxy.observability.metrics import Metrics, metrics_for
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings, UpstreamSettings
 from azure_openai_proxy.store.sqlite import database_path
+from azure_openai_proxy.upstream.auto import AutoTransport
 from azure_openai_proxy.upstream.entra import EntraTokens, TokenCredential
 from azure_openai_proxy.upstream.fast import FastTransport
 from azure_openai_proxy.upstream.h2 import H2Transport
@@ -388,10 +389,11 @@ def create_app(
 
 def transport_for(upstream: UpstreamSettings) -> Transport:
     """The upstream client the settings ask for (see `UpstreamSettings.transport`)."""
-    proxied = bool(upstream.http_proxy or upstream.socks_proxy)  # 'fast' + proxy is refused in settings
-    if upstream.transport == "aiohttp" or proxied:
+    if not upstream.direct:  # 'fast' + proxy, and http2 true + proxy, are refused in settings
         return AiohttpTransport(upstream)
-    if upstream.http2:  # refused in settings with a proxy or 'aiohttp'
+    if upstream.http2 == "auto":  # https: h2 by ALPN; http://: HTTP/1.1
+        return AutoTransport(upstream)
+    if upstream.http2:  # h2 by ALPN on https, h2c prior knowledge on http://
         return H2Transport(upstream)
     return FastTransport(upstream)
 

@@ -5,8 +5,8 @@
   Many clients connecting at once (a burst of streams) overflow a short queue, and a
   connection attempt the queue drops is retried by the client a second or more later.
 - The descriptor limit: the soft `RLIMIT_NOFILE` raised to the hard one, since every
-  stream holds two descriptors (the client's socket and its upstream's; one with
-  `upstream.http2`, whose streams share a few upstream connections) and the usual soft
+  stream holds two descriptors (the client's socket and its upstream's; one over HTTP/2,
+  whose streams share a few upstream connections) and the usual soft
   limit (1024) is a few hundred streams.
 - A warning at start when even that limit cannot hold `server.max_connections`, and the
   cap lowered to what it can hold: the connections past it would fail at accept (EMFILE,
@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import logging
 import resource
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from azure_openai_proxy.settings import ServerSettings, UpstreamSettings
+from azure_openai_proxy.settings import ServerSettings, Settings, UpstreamSettings
 
 __all__ = ["FDS_PER_CONNECTION", "FD_MARGIN", "FdLimit", "backlog_for", "backlog_note",
-           "connection_cap", "connection_cap_for", "fd_warning", "fds_needed", "fds_per_stream",
+           "connection_cap", "connection_cap_for", "endpoints_of", "fd_warning", "fds_needed",
+           "fds_per_stream",
            "listen_backlog", "prepare_process", "raise_fd_limit", "somaxconn"]
 
 log = logging.getLogger("azure_openai_proxy")
@@ -68,12 +70,25 @@ def listen_backlog(configured: int, kernel_max: int | None) -> int:
     return configured if kernel_max is None else min(configured, kernel_max)
 
 
-def fds_per_stream(upstream: UpstreamSettings) -> int:
+def fds_per_stream(upstream: UpstreamSettings, endpoints: Iterable[str] = ()) -> int:
     """Descriptors a relayed stream holds: the client's socket, and its upstream
-    connection's unless HTTP/2 multiplexes the streams on a few (an https origin that
-    does not negotiate h2 is served over HTTP/1.1 anyway: the cap is then optimistic,
-    and the descriptors past it fail at accept, as before the cap existed)."""
-    return 1 if upstream.http2 else FDS_PER_CONNECTION
+    connection's unless HTTP/2 multiplexes the streams on a few. Under `http2: auto`
+    only https origins are offered HTTP/2, so one per stream only when every configured
+    endpoint (`endpoints`: the deployments' and the default one) is https; one http://
+    endpoint and its streams hold two, so two it is (its streams could be any share).
+    An https origin that does not negotiate h2 is served over HTTP/1.1 anyway: the cap is
+    then optimistic, and the descriptors past it fail at accept, as before the cap existed
+    (Azure offers h2). So does a reload that adds an http:// endpoint (counted at start)."""
+    # No endpoint given: counted as an http:// one (two a stream unless `http2: true`).
+    schemes = {endpoint.partition(":")[0] for endpoint in endpoints} or {"http"}
+    shared = all(upstream.http2_for(scheme) for scheme in schemes)
+    return 1 if shared else FDS_PER_CONNECTION
+
+
+def endpoints_of(settings: Settings) -> list[str]:
+    """Every endpoint requests may go to: the deployments', and env mode's default."""
+    endpoints = [deployment.endpoint for deployment in settings.deployments]
+    return endpoints + ([settings.default_endpoint] if settings.default_endpoint else [])
 
 
 def fds_needed(max_connections: int, per_stream: int = FDS_PER_CONNECTION) -> int:

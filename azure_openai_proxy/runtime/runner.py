@@ -43,12 +43,18 @@ from azure_openai_proxy.runtime.capacity import (
     backlog_for,
     backlog_note,
     connection_cap_for,
+    endpoints_of,
     fds_per_stream,
     prepare_process,
 )
 from azure_openai_proxy.runtime.heap import settle_heap
 from azure_openai_proxy.runtime.watch import ConfigWatcher
-from azure_openai_proxy.settings import DeploymentSettings, ServerSettings, Settings
+from azure_openai_proxy.settings import (
+    DeploymentSettings,
+    ServerSettings,
+    Settings,
+    UpstreamSettings,
+)
 
 __all__ = ["SettingsSource", "describe", "refuse_open_relay", "run", "serve_forever",
            "server_limits", "supervise"]
@@ -114,12 +120,25 @@ def describe(settings: Settings, today: str | None = None) -> str:
         f"{server.max_connections} connections per worker, backlog {server.backlog}"
         + backlog_note(server.backlog)
     )
+    lines.append(f"upstream: {_upstream_protocols(settings.upstream)}")
     if settings.upstream.http_proxy or settings.upstream.socks_proxy:
         proxy = settings.upstream.socks_proxy or settings.upstream.http_proxy or ""
         lines.append(f"upstream proxy: {_mask_url(proxy)}")
     if settings.is_open_relay:
         lines.append("WARNING: open relay: server-side Azure keys and no client keys")
     return "\n".join(lines)
+
+
+def _upstream_protocols(upstream: UpstreamSettings) -> str:
+    """What `upstream.http2` (and a proxy or aiohttp, which turn it off) makes of each scheme."""
+    setting = "auto" if upstream.http2 == "auto" else str(upstream.http2).lower()
+    if not upstream.direct:
+        why = "an upstream proxy" if upstream.http_proxy or upstream.socks_proxy else "aiohttp"
+        return f"HTTP/1.1 ({why}; http2: {setting})"
+    if not upstream.http2_for("https"):
+        return "HTTP/1.1 (http2: false)"
+    http = "h2c (prior knowledge)" if upstream.http2_for("http") else "HTTP/1.1"
+    return f"https: HTTP/2 where ALPN picks it, else HTTP/1.1; http://: {http} (http2: {setting})"
 
 
 def _today() -> str:
@@ -253,7 +272,8 @@ async def start_server(
         # At most what the descriptor limit holds, so the 503 comes before EMFILE.
         limits=replace(server_limits(settings.server),
                        max_connections=connection_cap_for(
-                           settings.server, fds_per_stream(settings.upstream))),
+                           settings.server,
+                           fds_per_stream(settings.upstream, endpoints_of(settings)))),
         max_body_bytes=settings.max_body_bytes,
     )
 
@@ -363,7 +383,7 @@ def _worker(settings: Settings, source: SettingsSource | None, reuse_port: bool,
 def run(settings: Settings, source: SettingsSource | None = None) -> int:
     configure_logging(settings.log_level)
     # Before listening; workers inherit the limit.
-    prepare_process(settings.server, fds_per_stream(settings.upstream))
+    prepare_process(settings.server, fds_per_stream(settings.upstream, endpoints_of(settings)))
     if settings.is_open_relay:
         log.warning("OPEN RELAY: server-side Azure keys are set and no client keys are; anyone "
                     "who can reach this gateway can use your Azure quota")

@@ -112,7 +112,7 @@ async def test_a_client_leaving_during_a_json_answer_releases_the_upstream_conne
     await asyncio.wait_for(body_started.wait(), 5)
 
     def head_received() -> bool:  # the gateway has Azure's head and waits for the body
-        pools = app.gateway.transport._pools.values()
+        pools = app.gateway.transport.http1._pools.values()  # http:// under http2: auto
         return any(c.received and not c.complete for pool in pools for c in pool.every)
 
     await until_async(head_received)

@@ -50,3 +50,18 @@ def test_with_http2_the_gateway_row_runs_over_h2c(tmp_path: Path) -> None:
     rows = json.loads((tmp_path / "streamscale.json").read_text())["rows"]
     assert [row["system"] for row in rows] == ["gateway-1w-h2"]
     assert (rows[0]["completed"], rows[0]["stalled"], rows[0]["errors"]) == (20, 0, 0)
+
+
+@pytest.mark.skipif(not have_echo_module(), reason="apt-get install -y nginx libnginx-mod-http-echo")
+@pytest.mark.timeout(180)
+def test_with_tls_the_gateway_row_runs_its_default_settings_over_https(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.streamscale", "--n", "20", "--frames", "3",
+         "--interval-ms", "5", "--ramp", "0.2", "--tls", "--only", "gateway-1w",
+         "--results-dir", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=170, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = json.loads((tmp_path / "streamscale.json").read_text())["rows"]
+    assert [row["system"] for row in rows] == ["gateway-1w (https, h2 by ALPN)"]
+    assert (rows[0]["completed"], rows[0]["stalled"], rows[0]["errors"]) == (20, 0, 0)
