@@ -35,6 +35,7 @@ from azure_openai_proxy.apiversions import (
 )
 from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.gateway.app import GatewayApp, create_app
+from azure_openai_proxy.gateway.ledger import ledger_enabled, prices_of
 from azure_openai_proxy.governance.sharedholds import ExitedColumns, SharedHolds, holds_table
 from azure_openai_proxy.governance.sharedlimits import SharedLimits, SharedTable
 from azure_openai_proxy.http.server import ServerLimits, serve_fast
@@ -121,12 +122,28 @@ def describe(settings: Settings, today: str | None = None) -> str:
         + backlog_note(server.backlog)
     )
     lines.append(f"upstream: {_upstream_protocols(settings.upstream)}")
+    lines.extend(_unpriced_lines(settings))
     if settings.upstream.http_proxy or settings.upstream.socks_proxy:
         proxy = settings.upstream.socks_proxy or settings.upstream.http_proxy or ""
         lines.append(f"upstream proxy: {_mask_url(proxy)}")
     if settings.is_open_relay:
         lines.append("WARNING: open relay: server-side Azure keys and no client keys")
     return "\n".join(lines)
+
+
+def _unpriced_lines(settings: Settings) -> list[str]:
+    """With governance on, a warning per deployment whose model the price table does not
+    know: its records cost $0 (unpriced) and keys with a budget are refused it."""
+    if not ledger_enabled(settings):
+        return []
+    prices = prices_of(settings)
+    return [
+        f"WARNING: no price for model {d.model_name} (deployment {d.deployment_name}): its "
+        "requests are recorded unpriced ($0) and keys with a budget are refused it; add it "
+        "under `prices:`"
+        for d in settings.deployments
+        if prices.price_for((d.model_name, d.deployment_name)) is None
+    ]
 
 
 def _upstream_protocols(upstream: UpstreamSettings) -> str:
