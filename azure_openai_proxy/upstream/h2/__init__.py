@@ -4,7 +4,8 @@ What Go's net/http does against Azure (HTTP/2 over TLS, chosen by ALPN): 10,000 
 streams then hold 10,000 client sockets and a handful upstream, not 20,000 descriptors
 (issue 15). https origins negotiate "h2" by ALPN; one that does not is served by
 `FastTransport` (HTTP/1.1) from then on. http:// origins get HTTP/2 "prior knowledge"
-(h2c: tests, benchmarks, a sidecar).
+(h2c: tests, benchmarks, a sidecar) when this transport is asked for (`upstream.http2:
+true`); under the default `auto` they go to `FastTransport` instead (`upstream/auto.py`).
 
 A connection takes streams up to the server's SETTINGS_MAX_CONCURRENT_STREAMS; when
 every one is full another is opened (`upstream.pool_size`, when set, bounds them, and a
