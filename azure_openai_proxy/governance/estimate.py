@@ -48,7 +48,9 @@ SCHEMA_FIELDS = frozenset({"tools", "functions", "response_format", "prediction"
 # gpt-4o (85 + 4 tiles of 170); `"detail": "low"` is 85.
 IMAGE_TOKENS = 765
 _LOW_DETAIL_IMAGE_TOKENS = 85
-_IMAGE_PARTS = frozenset({"image_url", "input_image"})
+# A Responses `image_generation_call` passed back as input (a stateless client's
+# `input += response.output`) carries its picture as base64 in `result`: an image.
+_IMAGE_PARTS = frozenset({"image_url", "input_image", "image_generation_call"})
 
 
 def tokens_for_chars(chars: int) -> int:
@@ -230,10 +232,15 @@ def _text_length(value: Any) -> int:
 # role, a part's type and ids (the chat format's per-message tokens cover them), an
 # image part's URL (a data: URL is megabytes; the picture is `_image_chars`), and binary
 # payloads, base64 (audio, a file's bytes, reasoning's encrypted content), whose tokens
-# are not a function of their length: not estimated here (Azure's usage settles them).
+# are not a function of their length: not estimated here (Azure's usage settles them):
+# an image generation's `result` (megabytes of base64: 500,000 tokens by length) too. An
+# output text's `logprobs` passed back are not read by the model either (with
+# `top_logprobs: 20`, ~100 tokens by length, byte arrays counted as token ids, for each
+# token of the text).
 _NOT_TEXT = frozenset({"role", "type", "id", "call_id", "tool_call_id", "status",
                        "detail", "format", "url", "image_url", "file_id", "file_url",
-                       "data", "file_data", "filename", "encrypted_content"})
+                       "data", "file_data", "filename", "encrypted_content", "result",
+                       "logprobs"})
 
 
 def _image_chars(part: Mapping[str, Any]) -> int:
