@@ -210,6 +210,8 @@ def _text_length(value: Any) -> int:
             chars += len(item)
         elif isinstance(item, list):
             stack.extend(item)
+        elif type(item) is int:  # a token id (not a bool: `type`, not `isinstance`)
+            chars += CHARS_PER_TOKEN  # before the ABC's hook: 20,000 of them in a prompt
         # `type` first: `isinstance(x, Mapping)` runs the ABC's Python hook for a dict
         elif type(item) is dict or isinstance(item, Mapping):
             # The common message, a role and a string content, in three checks.
@@ -221,10 +223,19 @@ def _text_length(value: Any) -> int:
             if type(kind) is str and kind in _IMAGE_PARTS:
                 chars += _image_chars(item)  # and any text beside it, read below
             for name, inner in item.items():
-                if name not in _NOT_TEXT:
+                if name in _NOT_TEXT:
+                    continue
+                # A string (most values) counted here, a null (a tool call's `content`)
+                # dropped, a list's items pushed: each took a turn of the loop (and the
+                # null the ABC's hook). `request_estimate` of four messages with a tool
+                # call: 43,954 -> 40,093 instructions (callgrind; fddb2cd's walk by names
+                # 24,997, which skipped the tool call's text)
+                if type(inner) is str:
+                    chars += len(inner)
+                elif type(inner) is list:  # its items, without a turn of its own
+                    stack.extend(inner)
+                elif inner is not None:
                     stack.append(inner)
-        elif type(item) is int:  # a token id (not a bool: `type`, not `isinstance`)
-            chars += CHARS_PER_TOKEN
     return chars
 
 
