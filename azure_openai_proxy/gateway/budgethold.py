@@ -158,8 +158,9 @@ class ModelNotPriced(GatewayError):
 
 
 def require_price(guard: BudgetGuard, caller: Caller, names: tuple[str | None, ...]) -> None:
-    """Refuse a budgeted caller a model the price table does not know (a Realtime session,
-    whose responses are priced by their tokens as they end: unpriced, they cost $0)."""
+    """Refuse a caller with a hard budget (its key's or team's `budget_usd`; a soft one
+    only warns) a model the price table does not know (a Realtime session, whose
+    responses are priced by their tokens as they end: unpriced, they cost $0)."""
     key = caller.key
     if (budgeted(caller) and key is not None and has_budget(key, caller.team)
             and guard.prices is not None and guard.prices.rates(names) is None):
