@@ -24,6 +24,7 @@ from azure_openai_proxy.governance.estimate import (
     prompt_tokens,
     unanswered_usage,
 )
+from azure_openai_proxy.governance.keys import has_budget
 from azure_openai_proxy.governance.prices import (
     count_tokens,
     token_cost,
@@ -80,9 +81,12 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
     limit's, gateway/governed.py `hold`), so the prompt is measured once."""
     if not budgeted(caller):
         return None  # nothing to estimate: most keys
-    if operation == "responses" and body and body.get("background") is True:
+    # A hard budget alone refuses what it could never stop: a soft one only warns, and
+    # its key is served as a key without one (as a batch is, gateway/batchcheck.py).
+    hard = caller.key is not None and has_budget(caller.key, caller.team)
+    if hard and operation == "responses" and body and body.get("background") is True:
         raise _unmetered("Background responses", "Send the request without `background`.")
-    if body is not None and operation.startswith("threads/") and operation.endswith(
+    if hard and body is not None and operation.startswith("threads/") and operation.endswith(
             _RUN_STEPS):  # a body: a POST, that starts or continues a run
         raise _unmetered("Assistants runs", "Use chat completions or responses.")
     prices = guard.prices
@@ -95,7 +99,7 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
         overhead = len(messages) * MESSAGE_OVERHEAD_TOKENS if isinstance(messages, list) else 0
         tokens = estimate[0] + overhead, estimate[1]
     rates = prices.rates(names) if prices is not None else None
-    if rates is None and prices is not None and operation in _TOKEN_PRICED:
+    if rates is None and prices is not None and operation in _TOKEN_PRICED and hard:
         raise _unpriced(names)
     usd = token_cost(rates, tokens[0], 0, tokens[1]) if rates is not None else 0.0
     if prices is not None and body and operation in UNIT_PRICED:
@@ -154,9 +158,12 @@ class ModelNotPriced(GatewayError):
 
 
 def require_price(guard: BudgetGuard, caller: Caller, names: tuple[str | None, ...]) -> None:
-    """Refuse a budgeted caller a model the price table does not know (a Realtime session,
-    whose responses are priced by their tokens as they end: unpriced, they cost $0)."""
-    if budgeted(caller) and guard.prices is not None and guard.prices.rates(names) is None:
+    """Refuse a caller with a hard budget (its key's or team's `budget_usd`; a soft one
+    only warns) a model the price table does not know (a Realtime session, whose
+    responses are priced by their tokens as they end: unpriced, they cost $0)."""
+    key = caller.key
+    if (budgeted(caller) and key is not None and has_budget(key, caller.team)
+            and guard.prices is not None and guard.prices.rates(names) is None):
         raise _unpriced(names)
 
 

@@ -9,7 +9,7 @@ conversation passed a key's minute again and again, each turn settled after the 
 The tokens of each response a key made (its usage's input and output) are kept here
 by its id when its answer or stream ends (`ObjectOwners`, gateway/ownership.py), and a
 turn naming it adds them to its estimate; a conversation holds what its last turn's
-did. Per worker, in a bounded table: a turn whose
+did (less its reasoning, which the next turn does not read). Per worker, in a bounded table: a turn whose
 predecessor another worker answered (or long ago) reserves its new input alone, as
 before; Azure's usage still settles it.
 """
@@ -45,6 +45,7 @@ class ChainedContext:
                 if type(count) is int and count > 0:
                     total += count
                     break
+        total -= min(_reasoning(usage), total)
         if total:
             self._tokens.put(response_id, total)
             conversation = _conversation(body)
@@ -71,3 +72,18 @@ def _conversation(body: Mapping[str, Any] | None) -> str | None:
     if isinstance(conversation, Mapping):
         conversation = conversation.get("id")
     return conversation if type(conversation) is str else None
+
+
+def _reasoning(usage: Mapping[str, Any]) -> int:
+    """The reasoning tokens of a usage's output: billed as its output, but not read again
+    by the next turn (a reasoning model's reasoning is dropped after each turn, OpenAI's
+    reasoning guide): counted as context, a turn after 20,000 tokens of reasoning
+    reserved them again and a 20,000 TPM key was refused its every next turn as larger
+    than its minute, where Azure billed the next turn its visible context alone."""
+    for name in ("output_tokens_details", "completion_tokens_details"):
+        details = usage.get(name)
+        if isinstance(details, Mapping):
+            count = details.get("reasoning_tokens")
+            if type(count) is int and count > 0:
+                return count
+    return 0

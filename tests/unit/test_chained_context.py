@@ -28,3 +28,18 @@ def test_a_conversation_holds_what_its_last_turn_read_and_wrote() -> None:
     assert chained.tokens({"conversation": {"id": "conv_1"}}) == 180
     assert chained.tokens({"conversation": "conv_2"}) == 0
     assert chained.tokens({"conversation": {"id": 7}}) == 0
+
+
+def test_a_turns_reasoning_is_not_read_again() -> None:
+    """A reasoning model's reasoning is billed as output and dropped after its turn: the
+    next turn's context is the input and the visible output."""
+    chained = ChainedContext()
+    chained.note("resp_1", {"input_tokens": 100, "output_tokens": 20_050,
+                            "output_tokens_details": {"reasoning_tokens": 20_000}})
+    chained.note("resp_2", {"prompt_tokens": 10, "completion_tokens": 5,
+                            "completion_tokens_details": {"reasoning_tokens": 3}})
+    chained.note("resp_3", {"input_tokens": 10, "output_tokens": 5,
+                            "output_tokens_details": {"reasoning_tokens": 99}})  # odd: not < 0
+    assert chained.tokens({"previous_response_id": "resp_1"}) == 150
+    assert chained.tokens({"previous_response_id": "resp_2"}) == 12
+    assert chained.tokens({"previous_response_id": "resp_3"}) == 0

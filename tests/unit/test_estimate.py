@@ -47,3 +47,18 @@ def test_every_text_counts_whatever_its_name_but_ids_and_binary_payloads() -> No
     assert prompt_chars(responses) == (4, 0)
     assert prompt_tokens({"prompt": [7] * 10}) == 10  # token ids, one token each
     assert prompt_tokens({"input": [[7] * 10, [True]]}) == 10  # a bool is not one
+
+
+def test_a_stateless_turns_image_and_logprobs_passed_back_are_not_text() -> None:
+    """`input += response.output` (a client that keeps no response stored) passes back an
+    image generation's base64 `result` and an output text's `logprobs`: read as text
+    they were 500,000 tokens for a 2 MB picture, ~100 for each token of a text with
+    `top_logprobs: 20`; the picture counts as an image, the text as its characters."""
+    picture = {"type": "image_generation_call", "id": "ig_1", "status": "completed",
+               "result": "iVBORw0KGgo" * 200_000, "revised_prompt": "a cat"}
+    token = {"token": "Hi", "logprob": -0.1, "bytes": [72, 105]}
+    said = {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed",
+            "content": [{"type": "output_text", "text": "Hi", "annotations": [],
+                         "logprobs": [{**token, "top_logprobs": [token] * 20}]}]}
+    chars, _ = prompt_chars({"input": [{"role": "user", "content": "draw"}, picture, said]})
+    assert chars == len("draw") + 765 * 4 + len("a cat") + len("Hi")
