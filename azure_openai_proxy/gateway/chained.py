@@ -6,36 +6,63 @@ new input: its TPM reservation and budget hold counted the new input alone, so a
 conversation passed a key's minute again and again, each turn settled after the fact
 (its debt floored at one minute's limit), as the uncounted tool schemas did before.
 
-The tokens of each response a key made (its usage's input and output) are kept here
-by its id when its answer or stream ends (`ObjectOwners`, gateway/ownership.py), and a
-turn naming it adds them to its estimate; a conversation holds what its last turn's
-did (less its reasoning, which the next turn does not read). Per worker, in a bounded table: a turn whose
-predecessor another worker answered (or long ago) reserves its new input alone, as
-before; Azure's usage still settles it.
+The tokens of each response a key made (its usage's input and output) are kept here,
+in that key's own partition, by its id when its answer or stream ends (`ObjectOwners`,
+gateway/ownership.py), and a turn naming it adds them to its estimate; a conversation
+holds what its last turn's did (less its reasoning, which the next turn does not read).
+
+Per key and bounded (`per_key` ids each, `total` in all, the least recently active
+key's oldest given up first): one global table, cleared when full, let one key's flood
+of responses flush every other key's entries, whose next turns then reserved nothing.
+
+A turn whose predecessor is not known here (another worker answered it, or long ago, or
+a conversation made without a response) reserves a guess, `MISS_CEILING` tokens, fitted
+by the request path to what the smallest TPM limit of its key and team leaves beside the
+turn's own tokens (gateway/governed.py `fitted`): a guess never makes a turn larger than
+its minute, though it may wait for a full one. Azure's usage settles it, and gives the
+rest back.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from azure_openai_proxy.boundedcache import BoundedCache
+__all__ = ["MISS_CEILING", "ChainedContext", "GuessedContext"]
 
-__all__ = ["ChainedContext"]
+_PER_KEY = 2_048  # response and conversation ids a key keeps (about 100 bytes each)
+_TOTAL = 16_384
+# The context window of gpt-4o and gpt-4o-mini, the Responses API's usual models (o3's
+# and o4-mini's is 200,000, gpt-4.1's 1,047,576): what a turn on them may read at most.
+MISS_CEILING = 128_000
 
-_CAPACITY = 16_384  # response ids (about 40 bytes each)
+
+class GuessedContext(int):
+    """A chained turn's context tokens guessed, not counted (its predecessor is not
+    known to this worker): an int, told apart by its type where a refusal explains it."""
 
 
 class ChainedContext:
-    """response id -> the tokens a turn chained to it reads again."""
+    """(key id, response or conversation id) -> the tokens a turn chained to it reads."""
 
-    def __init__(self, capacity: int = _CAPACITY) -> None:
-        self._tokens: BoundedCache[str, int] = BoundedCache(capacity)
+    def __init__(self, per_key: int = _PER_KEY, total: int = _TOTAL,
+                 ceiling: int = MISS_CEILING) -> None:
+        self._per_key = per_key
+        self._total = total
+        self._ceiling = ceiling
+        # key id -> its ids, oldest first; the keys least recently noted first
+        self._keys: OrderedDict[str, OrderedDict[str, int]] = OrderedDict()
+        self._size = 0
 
-    def note(self, response_id: str, usage: Mapping[str, Any] | None,
+    def __len__(self) -> int:
+        return self._size
+
+    def note(self, key_id: str, response_id: str, usage: Mapping[str, Any] | None,
              body: Mapping[str, Any] | None = None) -> None:
-        """The response `response_id` ended with `usage` (Azure's, or an estimate); made
-        from `body`, its request: the conversation it names holds as much after it."""
+        """The response `response_id` of `key_id` ended with `usage` (Azure's, or an
+        estimate); made from `body`, its request: the conversation it names holds as
+        much after it."""
         if not usage:
             return
         total = 0
@@ -47,22 +74,53 @@ class ChainedContext:
                     break
         total -= min(_reasoning(usage), total)
         if total:
-            self._tokens.put(response_id, total)
+            self._put(key_id, response_id, total)
             conversation = _conversation(body)
             if conversation is not None:
-                self._tokens.put(conversation, total)
+                self._put(key_id, conversation, total)
 
-    def tokens(self, body: Mapping[str, Any] | None) -> int:
-        """The context tokens a Responses request body's `previous_response_id` or
-        `conversation` names (0: none, or not known to this worker)."""
+    def reserve(self, body: Mapping[str, Any] | None, key_id: str) -> int:
+        """The context tokens a Responses request body of `key_id`'s chains to (its
+        `previous_response_id` and `conversation`): those noted for the key, or for one
+        not known here a `GuessedContext` of the ceiling; 0: it names neither."""
         if body is None:
             return 0
         previous = body.get("previous_response_id")
-        tokens = self._tokens.get(previous) or 0 if type(previous) is str else 0
         conversation = _conversation(body)
-        if conversation is not None:
-            tokens += self._tokens.get(conversation) or 0
+        if type(previous) is not str and conversation is None:
+            return 0  # most requests
+        entries = self._keys.get(key_id)
+        tokens = 0
+        for name in (previous if type(previous) is str else None, conversation):
+            if name is None:
+                continue
+            known = entries.get(name) if entries is not None else None
+            if known is None:
+                return GuessedContext(self._ceiling)
+            tokens += known
         return tokens
+
+    def _put(self, key_id: str, name: str, tokens: int) -> None:
+        keys = self._keys
+        entries = keys.get(key_id)
+        if entries is None:
+            entries = keys[key_id] = OrderedDict()
+        else:
+            keys.move_to_end(key_id)
+        if name in entries:
+            entries.move_to_end(name)
+        else:
+            self._size += 1
+            if len(entries) >= self._per_key:
+                entries.popitem(last=False)
+                self._size -= 1
+        entries[name] = tokens
+        while self._size > self._total:  # the least recently active key's oldest first
+            oldest_key, oldest = next(iter(keys.items()))
+            oldest.popitem(last=False)
+            self._size -= 1
+            if not oldest:
+                del keys[oldest_key]
 
 
 def _conversation(body: Mapping[str, Any] | None) -> str | None:

@@ -20,6 +20,7 @@ from azure_openai_proxy.gateway.budgethold import (
     reserve_budget,
     settle_budget,
 )
+from azure_openai_proxy.gateway.chained import GuessedContext
 from azure_openai_proxy.gateway.chatfiles import USUAL_TOP_NAMES
 from azure_openai_proxy.gateway.limitheaders import limit_error
 from azure_openai_proxy.governance.budget import BudgetGuard, BudgetHold
@@ -44,6 +45,7 @@ __all__ = [
     "Held",
     "admit_local",
     "failed",
+    "fitted",
     "hold",
     "limit_refusal",
     "plain_chat_chars",
@@ -92,11 +94,15 @@ def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
         else:
             estimate = request_estimate(body, default_completion, operation, prompt_chars)
             if chained:
+                if type(chained) is GuessedContext:
+                    chained = fitted(chained, sum(estimate), min(
+                        (state.tpm for state in plan.subjects if state.tpm is not None),
+                        default=None))
                 estimate = (estimate[0] + chained, estimate[1])
         tokens = estimate[0] + estimate[1] if plan.counts_tokens else 0
     admitted = limiter.take(plan, tokens)
     if isinstance(admitted, Refusal):
-        raise limit_refusal(admitted)
+        raise limit_refusal(admitted, chained)
     if not budget:
         return admitted, None
     assert budgets is not None
@@ -191,7 +197,10 @@ def pool_allowed(patterns: tuple[str, ...], name: str, pool: Pool) -> bool:
     return all(model_allowed(patterns, model) for model in models)
 
 
-def limit_refusal(refusal: Refusal) -> KeyRateLimited:
+def limit_refusal(refusal: Refusal, chained: int = 0) -> KeyRateLimited:
+    """A limiter's refusal as OpenAI's 429; `chained`: the context tokens the request's
+    `previous_response_id` or `conversation` reserved (gateway/chained.py), named in the
+    message when the request is larger than the minute: its prompt may be short."""
     whose = "team" if refusal.subject.startswith("team:") else "key"
     if refusal.kind == "parallel":
         what = f"Too many requests in flight for this {whose}"
@@ -202,11 +211,29 @@ def limit_refusal(refusal: Refusal) -> KeyRateLimited:
     retry_ms = max(1, round(refusal.retry_after * 1000))
     headers = refusal.headers
     if refusal.never:  # waiting will not help: the SDKs do not retry on this header
-        return KeyRateLimited(f"{what}: lower max_tokens or the prompt.",
+        advice = _context_counted(chained) if chained else ": lower max_tokens or the prompt"
+        return KeyRateLimited(f"{what}{advice}.",
                               retry_after_ms=retry_ms,
                               limit_headers={**headers, "x-should-retry": "false"})
     return KeyRateLimited(f"{what}. Please try again in {retry_ms} ms.",
                           retry_after_ms=retry_ms, limit_headers=headers)
+
+
+def _context_counted(chained: int) -> str:
+    # A guess never makes a turn larger than the minute (`fitted`): this is a count.
+    return (f", counting the {chained:,} tokens of earlier turns its previous_response_id"
+            " or conversation makes Azure read again (that turn's input and output): start"
+            " a new conversation, or lower max_output_tokens or the input")
+
+
+def fitted(chained: int, own: int, tpm: float | None) -> int:
+    """The context tokens a chained turn of `own` tokens reserves: a count as it is, a
+    guess (`GuessedContext`, its predecessor not known to this worker) within what the
+    smallest TPM limit `tpm` leaves beside `own`, so that a guess never refuses a turn
+    as larger than the minute (a count does: the turn is)."""
+    if type(chained) is not GuessedContext or tpm is None:
+        return chained
+    return GuessedContext(max(0, min(chained, int(tpm) - own)))
 
 
 def used_tokens(record: RequestRecord) -> int | None:

@@ -413,7 +413,7 @@ async def owned_answer(
         owned = Owned(key_id, batch_models)
         await owners.remember(record.created_id, owned)
         if operation == "responses":
-            owners.chained.note(record.created_id, record.usage, body)
+            owners.chained.note(key_id, record.created_id, record.usage, body)
             if isinstance(reply, Answer):
                 await owners.remember_all(output_item_ids(reply.body), owned)
     elif is_list(method, operation) and isinstance(reply, Answer) and reply.status == 200:

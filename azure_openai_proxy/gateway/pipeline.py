@@ -45,6 +45,7 @@ from azure_openai_proxy.gateway.governed import (
     Held,
     admit_local,
     failed,
+    fitted,
     hold,
     limit_refusal,
     plain_chat_chars,
@@ -271,7 +272,7 @@ class Gateway:
                     await self.owners.check(files, key.id, is_restricted(key, caller.team))
         else:  # embeddings, completions...: what the hold reads (input, max_tokens, n)
             body.canonical = json is not None  # is what is sent, as for chat
-        chained = self.owners.chained.tokens(json) if operation == "responses" else 0
+        chained = self.owners.chained.reserve(json, key.id) if operation == "responses" else 0
         decided = caller.decided
         if decided is not None and decided.epoch is limiter.epoch:
             usual = decided.usual
@@ -287,10 +288,11 @@ class Gateway:
                     tokens = -(-prompt_chars // 4) + most  # as `request_estimate` makes it
                 else:
                     tokens = sum(request_estimate(json, self._default_completion, operation,
-                                                  prompt_chars)) + chained
+                                                  prompt_chars))
+                    tokens += fitted(chained, tokens, usual.state.tpm) if chained else 0
             lines = usual.take(tokens)
             if type(lines) is Refusal:
-                raise limit_refusal(lines)
+                raise limit_refusal(lines, chained)
         else:
             held = hold(limiter, self.budgets, caller, json, routed, operation,
                         self._default_completion, prompt_chars, chained)
