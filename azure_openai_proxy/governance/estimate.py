@@ -59,19 +59,23 @@ def tokens_for_chars(chars: int) -> int:
 
 def prompt_chars(body: Mapping[str, Any] | None) -> tuple[int, int]:
     """(characters of prompt text, number of messages) in a chat, completions or
-    Responses request body."""
+    Responses request body: every prompt field it has, as `prompt_tokens` reads them.
+    A Responses `prompt` (a stored template's reference, its variables) adds to the
+    `instructions` and `input` beside it: it was read instead of them, so a stream left
+    before its usage frame was estimated at its template's few characters."""
     if not body:
         return 0, 0
     # the schemas the model read too, as the estimate before the request counted them
     # (else a stream left before its usage frame gave back all their reserved tokens)
-    schemas = sum(_json_chars(body[name]) for name in SCHEMA_FIELDS.intersection(body))
+    chars = 0
+    for name in SCHEMA_FIELDS.intersection(body):
+        chars += _json_chars(body[name])
+    for name in _PROMPT_FIELDS.intersection(body):
+        value = body[name]
+        if value is not None:
+            chars += _text_length(value)
     messages = body.get("messages")
-    if isinstance(messages, list):
-        return schemas + _text_length(messages), len(messages)
-    for key in ("prompt", "input"):
-        if key in body:
-            return schemas + _text_length(body[key]), 0
-    return schemas, 0
+    return chars, len(messages) if isinstance(messages, list) else 0
 
 
 def estimated_usage(body: Mapping[str, Any] | None, completion_chars: int) -> dict[str, Any]:
@@ -194,48 +198,67 @@ def _text_length(value: Any) -> int:
     """Characters of the text the model reads in a prompt field (`messages`, `input`,
     `prompt`, `instructions`): every string in it, under whatever name, but those of
     `_NOT_TEXT`; an image part as its estimate (`_image_chars`); a token id (the
-    completions' and embeddings' arrays of ints) as one token. Read by names, only
-    `content`, `text`, `input_text` and `arguments` counted: an assistant's
-    `tool_calls` (their arguments), a Responses `function_call_output`'s `output`, a
-    reasoning `summary`, a `refusal` were free however long (40 KB of them with
-    `max_tokens: 1` passed a 2,000 TPM key), and so were 20,000 token ids. A walk with
-    its own stack, as `_json_chars`: however deep the text, it counts."""
+    completions' and embeddings' arrays of ints, outside any object) as one token. Read
+    by names, only `content`, `text`, `input_text` and `arguments` counted: an
+    assistant's `tool_calls` (their arguments), a Responses `function_call_output`'s
+    `output`, a reasoning `summary`, a `refusal` were free however long (40 KB of them
+    with `max_tokens: 1` passed a 2,000 TPM key), and so were 20,000 token ids. A number
+    inside an object (an annotation's `start_index`, a click's `x`, an `output_index`)
+    is not text: read as a token id, it was four characters each. Walks with their own
+    stacks, as `_json_chars`: however deep the text, it counts."""
     if isinstance(value, str):
         return len(value)
     chars = 0
+    objects: list[Any] = []  # found outside any object: walked below, without token ids
     stack = [value]
-    while stack:
+    while stack:  # outside any object: lists of token ids, or of strings, or messages
         item = stack.pop()
-        if isinstance(item, str):
-            chars += len(item)
-        elif isinstance(item, list):
+        if type(item) is list:
             stack.extend(item)
+        elif type(item) is dict:
+            objects.append(item)
+        elif isinstance(item, str):
+            chars += len(item)
         elif type(item) is int:  # a token id (not a bool: `type`, not `isinstance`)
-            chars += CHARS_PER_TOKEN  # before the ABC's hook: 20,000 of them in a prompt
-        # `type` first: `isinstance(x, Mapping)` runs the ABC's Python hook for a dict
-        elif type(item) is dict or isinstance(item, Mapping):
-            # The common message, a role and a string content, in three checks.
-            content = item.get("content")
-            if len(item) == 2 and isinstance(content, str) and "role" in item:
-                chars += len(content)
+            chars += CHARS_PER_TOKEN
+        elif isinstance(item, list):  # a list's subclass
+            stack.extend(item)
+        elif isinstance(item, Mapping):  # a mapping that is not a dict
+            objects.append(item)
+    stack = objects
+    while stack:  # inside objects: mostly objects (messages, parts, items)
+        item = stack.pop()
+        if type(item) is not dict:  # one check for an object (not three, as before)
+            if isinstance(item, str):
+                chars += len(item)
+            elif isinstance(item, list):
+                stack.extend(item)
+            # `isinstance(x, Mapping)` runs the ABC's Python hook: not for a number
+            elif type(item) is not int and isinstance(item, Mapping):
+                stack.append(dict(item))
+            continue
+        # The common message, a role and a string content, in three checks.
+        content = item.get("content")
+        if len(item) == 2 and isinstance(content, str) and "role" in item:
+            chars += len(content)
+            continue
+        kind = item.get("type")
+        if type(kind) is str and kind in _IMAGE_PARTS:
+            chars += _image_chars(item)  # and any text beside it, read below
+        for name, inner in item.items():
+            if name in _NOT_TEXT:
                 continue
-            kind = item.get("type")
-            if type(kind) is str and kind in _IMAGE_PARTS:
-                chars += _image_chars(item)  # and any text beside it, read below
-            for name, inner in item.items():
-                if name in _NOT_TEXT:
-                    continue
-                # A string (most values) counted here, a null (a tool call's `content`)
-                # dropped, a list's items pushed: each took a turn of the loop (and the
-                # null the ABC's hook). `request_estimate` of four messages with a tool
-                # call: 43,954 -> 40,093 instructions (callgrind; fddb2cd's walk by names
-                # 24,997, which skipped the tool call's text)
-                if type(inner) is str:
-                    chars += len(inner)
-                elif type(inner) is list:  # its items, without a turn of its own
-                    stack.extend(inner)
-                elif inner is not None:
-                    stack.append(inner)
+            # A string (most values) counted here, a null (a tool call's `content`) or a
+            # number dropped, a list's items pushed: each took a turn of the loop (and
+            # the null the ABC's hook). `request_estimate` of four messages with a tool
+            # call: 43,954 -> 40,093 instructions (callgrind; fddb2cd's walk by names
+            # 24,997, which skipped the tool call's text)
+            if type(inner) is str:
+                chars += len(inner)
+            elif type(inner) is list:  # its items, without a turn of its own
+                stack.extend(inner)
+            elif inner is not None and type(inner) is not int:
+                stack.append(inner)
     return chars
 
 

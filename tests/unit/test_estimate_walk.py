@@ -30,17 +30,18 @@ _JSON = st.recursive(_LEAVES, lambda inner: st.lists(inner, max_size=5)
                      | st.dictionaries(_NAMES, inner, max_size=5), max_leaves=40)
 
 
-def _reference(value: Any) -> int:
+def _reference(value: Any, in_object: bool = False) -> int:
     if isinstance(value, str):
         return len(value)
     if isinstance(value, list):
-        return sum(_reference(item) for item in value)
+        return sum(_reference(item, in_object) for item in value)
     if isinstance(value, Mapping):
         kind = value.get("type")
         image = _image_chars(value) if isinstance(kind, str) and kind in _IMAGE_PARTS else 0
-        return image + sum(_reference(inner) for name, inner in value.items()
+        return image + sum(_reference(inner, True) for name, inner in value.items()
                            if name not in _NOT_TEXT)
-    return CHARS_PER_TOKEN if type(value) is int else 0
+    # a token id outside any object; inside one, a number is not text
+    return CHARS_PER_TOKEN if type(value) is int and not in_object else 0
 
 
 @settings(max_examples=400, deadline=None)
