@@ -1,10 +1,11 @@
-"""Batches against a virtual key's rules: a batch is not metered per request, so a key
-with a budget may not make one, and a key with an allow-list only from a file whose every
-line names a model it may use.
+"""A virtual key's resource POST against its rules: work Azure bills outside any answer
+the gateway meters (a batch, a fine-tuning job...: gateway/budgethold.py
+`unmetered_work`) is refused to a key with a budget, and a key with an allow-list may
+make a batch only from a file whose every line names a model it may use.
 
 The models a file's lines name are read when a virtual key uploads it with purpose
 `batch` (`uploaded_batch_models`) and kept with its owner (gateway/ownership.py);
-`check_batch` judges `POST /batches` by them.
+`check_resource_post` judges `POST /batches` by them.
 """
 
 from __future__ import annotations
@@ -17,36 +18,29 @@ import orjson
 
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import GatewayError, ModelNotAllowed
+from azure_openai_proxy.gateway.budgethold import refuse_unmetered
 from azure_openai_proxy.gateway.governed import pool_allowed
 from azure_openai_proxy.gateway.ownership import BatchNotAllowed, ObjectOwners
 from azure_openai_proxy.gateway.spool import SpooledBody
-from azure_openai_proxy.governance.keys import has_budget
 from azure_openai_proxy.routing import RoutingTable
 
-__all__ = ["MAX_BATCH_LINES", "UNMETERED", "batch_file_models", "check_batch",
+__all__ = ["MAX_BATCH_LINES", "batch_file_models", "check_resource_post",
            "uploaded_batch_models"]
-
-# What `POST` creates that Azure bills later, outside any request the gateway meters:
-# a batch, and a fine-tuning job (its training tokens; a budgeted key made one unchecked).
-UNMETERED = frozenset({"batches", "fine_tuning/jobs"})
 
 # Azure takes at most 100,000 requests in one batch file.
 MAX_BATCH_LINES = 100_000
 
 
-async def check_batch(owners: ObjectOwners, table: RoutingTable, caller: Caller,
-                      body: Mapping[str, Any] | None, operation: str = "batches") -> None:
-    """A batch (or a fine-tuning job, `operation` among `UNMETERED`) is not metered per
-    request: a key with a budget may not make one, and a key with an allow-list a batch
-    only from a file whose every line names a model it may use (recorded when the file
-    was uploaded through the gateway; a job's `model` is judged as any body's)."""
+async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller: Caller,
+                              body: Mapping[str, Any] | None, operation: str) -> None:
+    """A virtual key's POST to the resource `operation`: unmetered work refused to a key
+    with a budget (`refuse_unmetered`: 403 `not_metered`), and a batch from a key with an
+    allow-list only from a file whose every line names a model it may use (recorded
+    when the file was uploaded through the gateway; a job's `model` is judged as any
+    body's)."""
+    refuse_unmetered(caller, operation, body)
     key = caller.key
     assert key is not None
-    if has_budget(key, caller.team):
-        what = "Batches are" if operation == "batches" else "Fine-tuning jobs are"
-        raise BatchNotAllowed(
-            f"{what} not available to keys with a budget: their usage is not "
-            "metered per request.")
     if not key.models or operation != "batches":
         return
     file_id = body.get("input_file_id") if body is not None else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import BudgetExhausted, GatewayError
@@ -27,21 +27,31 @@ from azure_openai_proxy.governance.estimate import (
 from azure_openai_proxy.governance.keys import has_budget
 from azure_openai_proxy.governance.prices import (
     count_tokens,
+    dearest_rates,
     token_cost,
 )
 from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.observability.record import RequestRecord
 
 __all__ = [
+    "Names",
+    "PoolNames",
     "budgeted",
     "enforce_budget",
     "note_unanswered",
+    "refuse_unmetered",
     "require_price",
     "reserve_budget",
     "settle_budget",
+    "unmetered_work",
 ]
 
 log = logging.getLogger("azure_openai_proxy")
+
+# The names a request is priced by (its client model, its deployment's model and name),
+# and those of each deployment of a pool (gateway/governed.py `price_names`).
+Names = tuple[str | None, ...]
+PoolNames = tuple[Names, ...]
 
 _BUDGET_WARNING_HEADER = "x-aop-budget-warning"
 
@@ -70,11 +80,12 @@ def budgeted(caller: Caller) -> bool:
 
 
 def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] | None,
-                   names: tuple[str | None, ...], operation: str = "",
+                   names: Names | PoolNames, operation: str = "",
                    default_completion: int = DEFAULT_COMPLETION_TOKENS,
                    estimate: tuple[int, int] | None = None) -> BudgetHold | None:
     """Hold the request's estimated cost (its prompt and its max output tokens, priced as
-    `names`' model) against its key's and team's budgets, or refuse it (429
+    `names`' model: of each deployment of its pool, the dearest, `price_names`) against
+    its key's and team's budgets, or refuse it (429
     insufficient_quota) when what they spent and hold already reaches a budget. Call
     just before the request goes out; `settle_budget` once it has ended. `estimate`:
     the body's (prompt, max output) tokens when the caller has them already (the rate
@@ -82,13 +93,9 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
     if not budgeted(caller):
         return None  # nothing to estimate: most keys
     # A hard budget alone refuses what it could never stop: a soft one only warns, and
-    # its key is served as a key without one (as a batch is, gateway/batchcheck.py).
+    # its key is served as a key without one. (Work billed outside any metered answer
+    # was refused before: `refuse_unmetered`.)
     hard = caller.key is not None and has_budget(caller.key, caller.team)
-    if hard and operation == "responses" and body and body.get("background") is True:
-        raise _unmetered("Background responses", "Send the request without `background`.")
-    if hard and body is not None and operation.startswith("threads/") and operation.endswith(
-            _RUN_STEPS):  # a body: a POST, that starts or continues a run
-        raise _unmetered("Assistants runs", "Use chat completions or responses.")
     prices = guard.prices
     tokens = 0, 0
     if prices is not None and body:
@@ -98,12 +105,21 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
         messages = body.get("messages")  # the chat format's few tokens per message
         overhead = len(messages) * MESSAGE_OVERHEAD_TOKENS if isinstance(messages, list) else 0
         tokens = estimate[0] + overhead, estimate[1]
-    rates = prices.rates(names) if prices is not None else None
+    members = _members(names)
+    rates = None
+    if prices is not None:
+        if len(members) == 1:  # most pools
+            rates = prices.rates(members[0])
+        else:  # the balancer may pick any member: held at the dearest
+            rates = dearest_rates(prices, members)  # None: one has no price (refused below)
+            if rates is None and not hard:  # a soft budget is served: its priced members'
+                rates = dearest_rates(prices, [m for m in members if prices.rates(m)])
     if rates is None and prices is not None and operation in _TOKEN_PRICED and hard:
         raise _unpriced(names)
     usd = token_cost(rates, tokens[0], 0, tokens[1]) if rates is not None else 0.0
     if prices is not None and body and operation in UNIT_PRICED:
-        usd += prices.unit_cost(names, _units_asked(operation, body))[0]
+        asked = _units_asked(operation, body)
+        usd += max(prices.unit_cost(member, asked)[0] for member in members)
     held = guard.reserve(caller.key, caller.team, usd)
     if isinstance(held, str):
         raise _exhausted(held)
@@ -157,47 +173,99 @@ class ModelNotPriced(GatewayError):
     code = "model_not_priced"
 
 
-def require_price(guard: BudgetGuard, caller: Caller, names: tuple[str | None, ...]) -> None:
+def require_price(guard: BudgetGuard, caller: Caller, names: Names | PoolNames) -> None:
     """Refuse a caller with a hard budget (its key's or team's `budget_usd`; a soft one
-    only warns) a model the price table does not know (a Realtime session, whose
-    responses are priced by their tokens as they end: unpriced, they cost $0)."""
+    only warns) a model the price table does not know for any deployment of its pool (a
+    Realtime session, whose responses are priced by their tokens as they end: unpriced,
+    they cost $0)."""
     key = caller.key
     if (budgeted(caller) and key is not None and has_budget(key, caller.team)
-            and guard.prices is not None and guard.prices.rates(names) is None):
+            and guard.prices is not None
+            and dearest_rates(guard.prices, _members(names)) is None):
         raise _unpriced(names)
 
 
-def _unpriced(names: tuple[str | None, ...]) -> ModelNotPriced:
+def _members(names: Names | PoolNames) -> PoolNames:
+    """The names of each deployment a request may go to (`price_names`' answer), or of
+    the one deployment whose `names` are given flat."""
+    if names and type(names[0]) is tuple:
+        return names
+    return (cast(Names, names),)
+
+
+def _unpriced(names: Names | PoolNames) -> ModelNotPriced:
     # No log line: one per request would let a key fill the log (the access log's
     # line names the error and the model).
-    model = next((name for name in names if name), "?")
+    first = _members(names)[0]
+    model = next((name for name in first if name), "?")
     return ModelNotPriced(
         f"The model `{model}` has no price in this gateway, so its cost cannot count "
         "against this key's budget. Ask the gateway's administrator to add its price.",
         param="model")
 
 
-# The steps of an Assistants run a POST starts or continues (`threads/runs`,
-# `threads/{t}/runs`, `threads/{t}/runs/{r}/submit_tool_outputs`).
-_RUN_STEPS = ("/runs", "/submit_tool_outputs")
-
-
 class NotMetered(GatewayError):
-    """A budgeted key asked for work whose usage no answer the gateway meters carries:
-    a background response (its POST answers with `"usage": null`, recorded as $0, and
-    its output can be read by a streamed `GET responses/{id}`, unmetered), an
-    Assistants run (its POST answers before any usage; its output is read as the
-    thread's messages, which carry none): generated for free. Refused, as a batch is
-    (gateway/batchcheck.py)."""
+    """A budgeted key asked for work Azure bills outside any answer the gateway meters
+    (`unmetered_work`): generated, trained or graded for free as far as its budget
+    could tell. Refused before it goes out."""
 
     status = 403
     type_ = "invalid_request_error"
     code = "not_metered"
 
 
-def _unmetered(what: str, instead: str) -> NotMetered:
-    return NotMetered(f"{what} are not available to keys with a budget: their usage is "
-                      f"not metered per request. {instead}")
+def unmetered_work(operation: str, body: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    """What a POST to the resource `operation` with `body` starts that Azure bills
+    outside any answer the gateway meters, and what to use instead; None for the rest
+    (most: a read, an upload, a cancel or a pause stops spending, it starts none):
+
+    - a batch, a fine-tuning job, and a paused job resumed (`fine_tuning/jobs/{id}/
+      resume`): their tokens are billed as the job runs, after any answer;
+    - a grader run (`fine_tuning/alpha/graders/run`): a model grader's tokens, in no
+      usage the gateway reads;
+    - an evaluation run (`evals/{id}/runs`; the gateway routes no `evals/` yet: here so
+      that routing them cannot open the gap);
+    - an Assistants run started or continued (`threads/runs`, `threads/{t}/runs`,
+      `.../submit_tool_outputs`): it answers before any usage, and its output is read
+      as the thread's messages, which carry none;
+    - a background response: its POST answers with `"usage": null`, and its output can
+      be read by a streamed `GET responses/{id}`, unmetered."""
+    if operation == "responses":
+        if body and body.get("background") is True:
+            return "Background responses", "Send the request without `background`."
+        return None  # the usual resource POST: one comparison
+    root, _, rest = operation.partition("/")
+    if root == "batches" and not rest:
+        return "Batches", "Send the requests one by one."
+    if root == "fine_tuning":
+        if rest == "jobs" or (rest.startswith("jobs/") and rest.endswith("/resume")):
+            return "Fine-tuning jobs", "Use a key without a budget."
+        if rest == "alpha/graders/run":
+            return "Grader runs", "Use a key without a budget."
+        return None
+    if root == "evals" and rest.endswith("/runs") and rest.count("/") == 1:
+        return "Evaluation runs", "Use a key without a budget."
+    if root == "threads" and (rest == "runs" or rest.endswith(_RUN_STEPS)):
+        return "Assistants runs", "Use chat completions or responses."
+    return None
+
+
+def refuse_unmetered(caller: Caller, operation: str, body: Mapping[str, Any] | None) -> None:
+    """Refuse a caller with a hard budget (its key's or team's `budget_usd`; a soft one
+    only warns) the POST of `operation` when it starts unmetered work (`unmetered_work`):
+    403 `not_metered`, before it goes out."""
+    key = caller.key
+    if key is None or not has_budget(key, caller.team):
+        return
+    work = unmetered_work(operation, body)
+    if work is not None:
+        raise NotMetered(f"{work[0]} are not available to keys with a budget: their usage "
+                         f"is not metered per request. {work[1]}")
+
+
+# The steps of an Assistants run a POST starts or continues (`threads/{t}/runs`,
+# `threads/{t}/runs/{r}/submit_tool_outputs`).
+_RUN_STEPS = ("/runs", "/submit_tool_outputs")
 
 
 def _exhausted(who: str) -> BudgetExhausted:

@@ -15,6 +15,7 @@ from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import GatewayError, KeyRateLimited, UpstreamError
 from azure_openai_proxy.gateway.affinity import MAX_REFERENCE_VALUES
 from azure_openai_proxy.gateway.budgethold import (
+    PoolNames,
     budgeted,
     note_unanswered,
     reserve_budget,
@@ -313,10 +314,16 @@ def plain_messages_chars(messages: object) -> int:
     return chars
 
 
-def price_names(pool: Pool, client_model: str | None) -> tuple[str | None, ...]:
-    """The names a request to `pool` is priced by, as the ledger will (its first
-    deployment's: the one the balancer most likely picks)."""
-    first = pool.deployments[0] if pool.deployments else None
-    if first is None:
-        return (client_model, pool.model)
-    return (client_model, first.model_name, first.deployment_name)
+def price_names(pool: Pool, client_model: str | None) -> PoolNames:
+    """The names a request to `pool` is priced by, as the ledger will price it: of each
+    of its deployments, since the balancer may pick any (the first's alone held a pool
+    of gpt-4o-mini and o1 at gpt-4o-mini's price, 100 times under, and let a member
+    without a price through to a hard budget)."""
+    deployments = pool.deployments
+    if len(deployments) == 1:  # most pools
+        first = deployments[0]
+        return ((client_model, first.model_name, first.deployment_name),)
+    if not deployments:
+        return ((client_model, pool.model),)
+    return tuple((client_model, deployment.model_name, deployment.deployment_name)
+                 for deployment in deployments)

@@ -111,7 +111,7 @@ class ObjectNotFound(NotFound):
 
 
 class BatchNotAllowed(GatewayError):
-    """A batch this key may not create (its models, or a budget batches would escape)."""
+    """A batch this key may not create: its file names models the key may not use."""
 
     status = 403
     type_ = "invalid_request_error"

@@ -32,7 +32,7 @@ from azure_openai_proxy.errors import (
 from azure_openai_proxy.gateway.affinity import ResourceAffinity
 from azure_openai_proxy.gateway.attempts import UpstreamAttempts
 from azure_openai_proxy.gateway.balancer import Balancer
-from azure_openai_proxy.gateway.batchcheck import UNMETERED, check_batch, uploaded_batch_models
+from azure_openai_proxy.gateway.batchcheck import check_resource_post, uploaded_batch_models
 from azure_openai_proxy.gateway.budgethold import enforce_budget
 from azure_openai_proxy.gateway.chatfiles import (
     USUAL_TOP_NAMES,
@@ -259,8 +259,8 @@ class Gateway:
             body.canonical = json is not None  # what is checked is what is sent
             named, inner = object_ids(operation, json)
             await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
-            if request.method == "POST" and operation in UNMETERED:
-                await check_batch(self.owners, self.table, caller, json, operation)
+            if request.method == "POST":  # unmetered work, a batch's models
+                await check_resource_post(self.owners, self.table, caller, json, operation)
         elif chat and body.raw is not None:
             # What was checked (files, tokens) is what is sent, even if the JSON repeats a
             # key: re-encoded (cheaper than a search), or a large body shown to repeat none.

@@ -56,6 +56,7 @@ from azure_openai_proxy.errors import (
 )
 from azure_openai_proxy.gateway.balancer import Lease
 from azure_openai_proxy.gateway.budgethold import (
+    PoolNames,
     enforce_budget,
     require_price,
     reserve_budget,
@@ -222,7 +223,7 @@ class RealtimeSession:
     its key no longer lets it go on."""
 
     def __init__(self, gateway: Gateway, caller: Caller, upstream: UpstreamSocket,
-                 lease: Lease, record: RequestRecord, names: tuple[str | None, ...],
+                 lease: Lease, record: RequestRecord, names: PoolNames,
                  on_response: OnResponse, on_end: OnResponse,
                  key: SessionKey | None = None) -> None:
         self._gateway = gateway

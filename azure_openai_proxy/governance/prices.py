@@ -48,7 +48,8 @@ import yaml
 from azure_openai_proxy.boundedcache import BoundedCache
 
 __all__ = ["MAX_TOKENS", "AudioRates", "Price", "PriceTable", "Rates", "TokenCounts",
-           "audio_cost", "count_tokens", "token_cost", "token_counts", "unit_counts"]
+           "audio_cost", "count_tokens", "dearest_rates", "token_cost", "token_counts",
+           "unit_counts"]
 
 _TOKENS_PER_PRICE = 1_000_000  # prices are per 1M tokens
 # The most tokens one count of a request's usage is read as: past it (2**63 and more
@@ -334,3 +335,22 @@ def _one_of(value: Any, allowed: AbstractSet[str | None]) -> bool:
     """`value in allowed` for what a client sent: a list or an object (unhashable) is
     simply not one of them, never a TypeError."""
     return (value is None or isinstance(value, str)) and value in allowed
+
+
+def dearest_rates(table: PriceTable,
+                  members: Iterable[Iterable[str | None]]) -> Rates | None:
+    """The text rates a request to any of `members` (each a deployment's names, as
+    `PriceTable.rates` takes them) may be billed at: its input, cached input and output
+    rates each the dearest among them; None when any of them has no price (a balancer
+    may pick it, and it would be recorded at $0)."""
+    dearest: Rates | None = None
+    for names in members:
+        rates = table.rates(names)
+        if rates is None:
+            return None
+        if dearest is None:
+            dearest = rates[0], rates[1], rates[2]
+        else:
+            dearest = (max(dearest[0], rates[0]), max(dearest[1], rates[1]),
+                       max(dearest[2], rates[2]))
+    return dearest

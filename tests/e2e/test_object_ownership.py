@@ -105,7 +105,7 @@ def test_a_key_with_a_budget_may_not_make_a_batch(governed: Governed) -> None:
     uploaded = client.files.create(file=_batch_file("gpt-4o"), purpose="batch")
     with pytest.raises(openai.PermissionDeniedError) as refused:
         _batch(client, uploaded.id)
-    assert refused.value.code == "batch_not_allowed"
+    assert refused.value.code == "not_metered"
 
 
 def test_the_native_path_checks_the_model_a_deployment_serves(

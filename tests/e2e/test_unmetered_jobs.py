@@ -33,7 +33,7 @@ def test_a_key_with_a_budget_may_not_start_a_fine_tuning_job(
                                    purpose="fine-tune")
     with pytest.raises(openai.PermissionDeniedError) as refused:
         client.fine_tuning.jobs.create(model="gpt-4o", training_file=uploaded.id)
-    assert refused.value.code == "batch_not_allowed"
+    assert refused.value.code == "not_metered"
     assert "Fine-tuning jobs are not available" in str(refused.value)
     assert not _job_reached_azure(emulator)
 
@@ -46,7 +46,7 @@ def test_a_key_without_a_budget_may(governed: Governed, emulator: Emulator) -> N
     try:
         client.fine_tuning.jobs.create(model="gpt-4o", training_file=uploaded.id)
     except openai.APIStatusError as exc:  # the emulator has no fine-tuning: its answer
-        assert exc.code != "batch_not_allowed"
+        assert exc.code != "not_metered"
     assert _job_reached_azure(emulator)
 
 
