@@ -201,7 +201,7 @@ def pool_allowed(patterns: tuple[str, ...], name: str, pool: Pool) -> bool:
 def limit_refusal(refusal: Refusal, chained: int = 0) -> KeyRateLimited:
     """A limiter's refusal as OpenAI's 429; `chained`: the context tokens the request's
     `previous_response_id` or `conversation` reserved (gateway/chained.py), named in the
-    message when the request is larger than the minute: its prompt may be short."""
+    message of a tokens refusal: its prompt may be short, and its size is the context."""
     whose = "team" if refusal.subject.startswith("team:") else "key"
     if refusal.kind == "parallel":
         what = f"Too many requests in flight for this {whose}"
@@ -216,15 +216,23 @@ def limit_refusal(refusal: Refusal, chained: int = 0) -> KeyRateLimited:
         return KeyRateLimited(f"{what}{advice}.",
                               retry_after_ms=retry_ms,
                               limit_headers={**headers, "x-should-retry": "false"})
+    if chained and refusal.kind == "tokens":
+        what += _context_counted(chained, waits=True)
     return KeyRateLimited(f"{what}. Please try again in {retry_ms} ms.",
                           retry_after_ms=retry_ms, limit_headers=headers)
 
 
-def _context_counted(chained: int) -> str:
-    # A guess never makes a turn larger than the minute (`fitted`): this is a count.
-    return (f", counting the {chained:,} tokens of earlier turns its previous_response_id"
-            " or conversation makes Azure read again (that turn's input and output): start"
-            " a new conversation, or lower max_output_tokens or the input")
+def _context_counted(chained: int, waits: bool = False) -> str:
+    if type(chained) is GuessedContext:  # never larger than the minute (`fitted`)
+        how = ("a guess: the turn it follows is not known to this worker, so this request"
+               " waits for the minute's tokens it may need")
+    else:
+        how = "that turn's input and output"
+    counted = (f", counting the {chained:,} tokens of earlier turns its previous_response_id"
+               f" or conversation makes Azure read again ({how})")
+    if waits:
+        return counted
+    return counted + ": start a new conversation, or lower max_output_tokens or the input"
 
 
 def fitted(chained: int, own: int, tpm: float | None) -> int:

@@ -289,7 +289,7 @@ class Gateway:
                 else:
                     tokens = sum(request_estimate(json, self._default_completion, operation,
                                                   prompt_chars))
-                    tokens += fitted(chained, tokens, usual.state.tpm) if chained else 0
+                    tokens += (chained := fitted(chained, tokens, usual.state.tpm))
             lines = usual.take(tokens)
             if type(lines) is Refusal:
                 raise limit_refusal(lines, chained)

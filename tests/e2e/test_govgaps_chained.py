@@ -28,9 +28,11 @@ def _context(response: Any) -> int:
     return int(response.usage.input_tokens + response.usage.output_tokens)
 
 
+@pytest.mark.parametrize("limits", [Limits(tpm=2000), Limits(rpm=100, tpm=2000)],
+                         ids=["general", "usual"])  # `hold`, and the limiter's short path
 def test_a_turn_too_large_for_the_minute_is_told_its_context_is_counted(
-        small: Governed, emulator: Emulator) -> None:
-    _, alice = small.key("alice", limits=Limits(tpm=2000))
+        small: Governed, emulator: Emulator, limits: Limits) -> None:
+    _, alice = small.key("alice", limits=limits)
     _, mallory = small.key("mallory")
     client = small.client(alice)
     first: Any = client.responses.create(model="gpt-4o", input="word " * 1500,
@@ -51,7 +53,7 @@ def test_a_turn_too_large_for_the_minute_is_told_its_context_is_counted(
 
 def test_a_turn_whose_predecessor_this_worker_never_saw_reserves_a_guess(
         small: Governed) -> None:
-    _, secret = small.key("wide", limits=Limits(tpm=100_000))
+    _, secret = small.key("wide", limits=Limits(rpm=100, tpm=100_000))
     client = small.client(secret)
     first: Any = client.responses.create(model="gpt-4o", input="hi", max_output_tokens=16)
     known = client.responses.with_raw_response.create(
@@ -65,6 +67,7 @@ def test_a_turn_whose_predecessor_this_worker_never_saw_reserves_a_guess(
     # the guess (128,000) cut to the minute (100,000, with the turn's own): it waits
     # for a full minute's tokens, the few the earlier turns used (milliseconds here)
     assert "Please try again in" in str(waiting.value)
+    assert "not known to this worker" in str(waiting.value)
     guessed = small.client(secret, max_retries=2).responses.with_raw_response.create(
         model="gpt-4o", input="again", max_output_tokens=16, previous_response_id=first.id)
     assert int(guessed.headers["x-ratelimit-remaining-tokens"]) == 0

@@ -110,3 +110,19 @@ def test_a_chained_turn_too_large_for_the_minute_says_its_context_is_counted() -
     message = refused.value.message
     assert "1,700 tokens" in message and "previous_response_id" in message
     assert "lower max_tokens or the prompt" not in message
+
+
+def test_a_chained_turn_that_must_wait_says_what_its_context_counts() -> None:
+    limiter = RateLimiter(lambda: 1000.0)
+    caller = _caller(Limits(tpm=1_000))
+    hold(limiter, None, caller, {"input": "x" * 400, "max_output_tokens": 0}, ROUTED,
+         "responses", 0)  # 100 of the minute's 1,000 in use
+    guess = ChainedContext().reserve(_turn("resp_unknown"), "k1")
+    with pytest.raises(KeyRateLimited) as refused:
+        hold(limiter, None, caller, _turn("resp_unknown"), ROUTED, "responses", 1024,
+             chained=guess)
+    message = refused.value.message
+    assert "Rate limit reached" in message and "Please try again in" in message
+    assert "counting the 980 tokens of earlier turns" in message
+    assert "not known to this worker" in message
+
