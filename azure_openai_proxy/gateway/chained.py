@@ -15,12 +15,12 @@ Per key and bounded (`per_key` ids each, `total` in all, the least recently acti
 key's oldest given up first): one global table, cleared when full, let one key's flood
 of responses flush every other key's entries, whose next turns then reserved nothing.
 
-A turn whose predecessor is not known here (another worker answered it, or long ago, or
-a conversation made without a response) reserves a guess, `MISS_CEILING` tokens, fitted
-by the request path to what the smallest TPM limit of its key and team leaves beside the
-turn's own tokens (gateway/governed.py `fitted`): a guess never makes a turn larger than
-its minute, though it may wait for a full one. Azure's usage settles it, and gives the
-rest back.
+A conversation made here holds its items' estimate until its first turn ends. A turn
+whose predecessor is not known here (another worker answered it or made it, or long
+ago) reserves a guess, `MISS_CEILING` tokens, fitted by the request path to what the
+smallest TPM limit of its key and team leaves beside the turn's own tokens
+(gateway/governed.py `fitted`): a guess never makes a turn larger than its minute,
+though it may wait for a full one. Azure's usage settles it, and gives the rest back.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
+
+from azure_openai_proxy.governance.estimate import prompt_tokens
 
 __all__ = ["MISS_CEILING", "ChainedContext", "GuessedContext"]
 
@@ -78,6 +80,13 @@ class ChainedContext:
             conversation = _conversation(body)
             if conversation is not None:
                 self._put(key_id, conversation, total)
+
+    def started(self, key_id: str, conversation_id: str,
+                body: Mapping[str, Any] | None) -> None:
+        """`key_id` made the conversation `conversation_id` with `body` (its `items`,
+        estimated as a prompt): what its first turn reads, known here, not guessed."""
+        items = body.get("items") if body is not None else None
+        self._put(key_id, conversation_id, prompt_tokens({"input": items}) if items else 0)
 
     def reserve(self, body: Mapping[str, Any] | None, key_id: str) -> int:
         """The context tokens a Responses request body of `key_id`'s chains to (its

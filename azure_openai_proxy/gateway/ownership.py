@@ -416,6 +416,8 @@ async def owned_answer(
             owners.chained.note(key_id, record.created_id, record.usage, body)
             if isinstance(reply, Answer):
                 await owners.remember_all(output_item_ids(reply.body), owned)
+        elif operation == "conversations":  # its first turn's context: known, not guessed
+            owners.chained.started(key_id, record.created_id, body)
     elif is_list(method, operation) and isinstance(reply, Answer) and reply.status == 200:
         listed = list_ids(reply.body)
         if listed is not None:

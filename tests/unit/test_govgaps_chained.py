@@ -126,3 +126,15 @@ def test_a_chained_turn_that_must_wait_says_what_its_context_counts() -> None:
     assert "counting the 980 tokens of earlier turns" in message
     assert "not known to this worker" in message
 
+
+def test_a_conversation_made_here_holds_its_items_until_its_first_turn() -> None:
+    chained = ChainedContext()
+    chained.started("k1", "conv_empty", {})
+    chained.started("k1", "conv_items", {"items": [
+        {"type": "message", "role": "user", "content": "x" * 400}]})
+    assert chained.reserve({"conversation": "conv_empty"}, "k1") == 0
+    assert chained.reserve({"conversation": {"id": "conv_items"}}, "k1") == 100
+    assert chained.reserve({"conversation": "conv_items"}, "k2") == MISS_CEILING
+    chained.note("k1", "resp_1", USAGE, {"conversation": "conv_empty"})
+    assert chained.reserve({"conversation": "conv_empty"}, "k1") == 120
+
