@@ -19,7 +19,7 @@ A conversation made here holds its items' estimate until its first turn ends. A 
 whose predecessor is not known here (another worker answered it or made it, or long
 ago) reserves a guess, `MISS_CEILING` tokens, fitted by the request path to what the
 smallest TPM limit of its key and team leaves beside the turn's own tokens
-(gateway/governed.py `fitted`): a guess never makes a turn larger than its minute,
+(`fitted`): a guess never makes a turn larger than its minute,
 though it may wait for a full one. Azure's usage settles it, and gives the rest back.
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 
 from azure_openai_proxy.governance.estimate import prompt_tokens
 
-__all__ = ["MISS_CEILING", "ChainedContext", "GuessedContext"]
+__all__ = ["MISS_CEILING", "ChainedContext", "GuessedContext", "context_counted", "fitted"]
 
 _PER_KEY = 2_048  # response and conversation ids a key keeps (about 100 bytes each)
 _TOTAL = 16_384
@@ -130,6 +130,31 @@ class ChainedContext:
             self._size -= 1
             if not oldest:
                 del keys[oldest_key]
+
+
+def context_counted(chained: int, waits: bool = False) -> str:
+    """What a refusal of a turn too large for the minute (or, `waits`, for what is left
+    of it) says of the `chained` context tokens it reserved: its prompt may be short."""
+    if type(chained) is GuessedContext:  # never larger than the minute (`fitted`)
+        how = ("a guess: the turn it follows is not known to this worker, so this request"
+               " waits for the minute's tokens it may need")
+    else:
+        how = "that turn's input and output"
+    counted = (f", counting the {chained:,} tokens of earlier turns its previous_response_id"
+               f" or conversation makes Azure read again ({how})")
+    if waits:
+        return counted
+    return counted + ": start a new conversation, or lower max_output_tokens or the input"
+
+
+def fitted(chained: int, own: int, tpm: float | None) -> int:
+    """The context tokens a chained turn of `own` tokens reserves: a count as it is, a
+    guess (`GuessedContext`, its predecessor not known to this worker) within what the
+    smallest TPM limit `tpm` leaves beside `own`, so that a guess never refuses a turn
+    as larger than the minute (a count does: the turn is)."""
+    if type(chained) is not GuessedContext or tpm is None:
+        return chained
+    return GuessedContext(max(0, min(chained, int(tpm) - own)))
 
 
 def _conversation(body: Mapping[str, Any] | None) -> str | None:

@@ -21,7 +21,7 @@ from azure_openai_proxy.gateway.budgethold import (
     reserve_budget,
     settle_budget,
 )
-from azure_openai_proxy.gateway.chained import GuessedContext
+from azure_openai_proxy.gateway.chained import GuessedContext, context_counted, fitted
 from azure_openai_proxy.gateway.chatfiles import USUAL_TOP_NAMES
 from azure_openai_proxy.gateway.limitheaders import limit_error
 from azure_openai_proxy.governance.budget import BudgetGuard, BudgetHold
@@ -46,7 +46,6 @@ __all__ = [
     "Held",
     "admit_local",
     "failed",
-    "fitted",
     "hold",
     "limit_refusal",
     "plain_chat_chars",
@@ -212,37 +211,14 @@ def limit_refusal(refusal: Refusal, chained: int = 0) -> KeyRateLimited:
     retry_ms = max(1, round(refusal.retry_after * 1000))
     headers = refusal.headers
     if refusal.never:  # waiting will not help: the SDKs do not retry on this header
-        advice = _context_counted(chained) if chained else ": lower max_tokens or the prompt"
+        advice = context_counted(chained) if chained else ": lower max_tokens or the prompt"
         return KeyRateLimited(f"{what}{advice}.",
                               retry_after_ms=retry_ms,
                               limit_headers={**headers, "x-should-retry": "false"})
     if chained and refusal.kind == "tokens":
-        what += _context_counted(chained, waits=True)
+        what += context_counted(chained, waits=True)
     return KeyRateLimited(f"{what}. Please try again in {retry_ms} ms.",
                           retry_after_ms=retry_ms, limit_headers=headers)
-
-
-def _context_counted(chained: int, waits: bool = False) -> str:
-    if type(chained) is GuessedContext:  # never larger than the minute (`fitted`)
-        how = ("a guess: the turn it follows is not known to this worker, so this request"
-               " waits for the minute's tokens it may need")
-    else:
-        how = "that turn's input and output"
-    counted = (f", counting the {chained:,} tokens of earlier turns its previous_response_id"
-               f" or conversation makes Azure read again ({how})")
-    if waits:
-        return counted
-    return counted + ": start a new conversation, or lower max_output_tokens or the input"
-
-
-def fitted(chained: int, own: int, tpm: float | None) -> int:
-    """The context tokens a chained turn of `own` tokens reserves: a count as it is, a
-    guess (`GuessedContext`, its predecessor not known to this worker) within what the
-    smallest TPM limit `tpm` leaves beside `own`, so that a guess never refuses a turn
-    as larger than the minute (a count does: the turn is)."""
-    if type(chained) is not GuessedContext or tpm is None:
-        return chained
-    return GuessedContext(max(0, min(chained, int(tpm) - own)))
 
 
 def used_tokens(record: RequestRecord) -> int | None:

@@ -34,6 +34,7 @@ from azure_openai_proxy.gateway.attempts import UpstreamAttempts
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.batchcheck import check_resource_post, uploaded_batch_models
 from azure_openai_proxy.gateway.budgethold import enforce_budget
+from azure_openai_proxy.gateway.chained import fitted
 from azure_openai_proxy.gateway.chatfiles import (
     USUAL_TOP_NAMES,
     check_form_names,
@@ -45,7 +46,6 @@ from azure_openai_proxy.gateway.governed import (
     Held,
     admit_local,
     failed,
-    fitted,
     hold,
     limit_refusal,
     plain_chat_chars,

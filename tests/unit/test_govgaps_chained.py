@@ -10,8 +10,13 @@ import pytest
 
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import KeyRateLimited
-from azure_openai_proxy.gateway.chained import MISS_CEILING, ChainedContext, GuessedContext
-from azure_openai_proxy.gateway.governed import fitted, hold, release
+from azure_openai_proxy.gateway.chained import (
+    MISS_CEILING,
+    ChainedContext,
+    GuessedContext,
+    fitted,
+)
+from azure_openai_proxy.gateway.governed import hold, release
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
 from azure_openai_proxy.governance.prices import PriceTable
