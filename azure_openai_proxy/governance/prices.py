@@ -342,7 +342,7 @@ def dearest_rates(table: PriceTable,
     """The text rates a request to any of `members` (each a deployment's names, as
     `PriceTable.rates` takes them) may be billed at: its input, cached input and output
     rates each the dearest among them; None when any of them has no price (a balancer
-    may pick it, and it would be recorded at $0)."""
+    may pick it, and it would be recorded at $0), or there are none."""
     dearest: Rates | None = None
     for names in members:
         rates = table.rates(names)
