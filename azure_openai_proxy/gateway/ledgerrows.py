@@ -167,10 +167,14 @@ class RowPricer:
                         details = usage.get("prompt_tokens_details")
                         more = usage.get("completion_tokens_details")
                         if type(details) is dict and details and type(more) is dict and more:
+                            # Azure's counts are nearly always 0: told by their truth first
+                            # (0, None, False, 0.0 all read as 0 either way)
                             said: Any = details.get("cached_tokens")
-                            cached = min(said, prompt) if type(said) is int and said > 0 else 0
+                            cached = (min(said, prompt) if said and type(said) is int
+                                      and said > 0 else 0)
                             said = more.get("reasoning_tokens")
-                            reasoning = min(said, most) if type(said) is int and said > 0 else 0
+                            reasoning = (min(said, most) if said and type(said) is int
+                                         and said > 0 else 0)
                             # `get`'s truth, without its method call (Azure never sends it)
                             flags = (_ESTIMATED if "estimated" in usage and usage["estimated"]  # noqa: RUF019
                                      else _MEASURED)
