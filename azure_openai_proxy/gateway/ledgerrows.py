@@ -132,13 +132,13 @@ class RowPricer:
         most = MAX_TOKENS
         for _ in range(count):
             try:
-                item = popleft()
+                record, ended = popleft()
             except IndexError:
                 break
-            record, ended = item
             if record is None:  # a reload's mark
                 return (start, end, day), True
-            arrived = ended - record.total_ms / 1000
+            total = record.total_ms
+            arrived = ended - total / 1000
             if not start <= arrived < end:
                 start = arrived - arrived % 86400
                 end, day = start + 86400, day_of(start)
@@ -152,21 +152,35 @@ class RowPricer:
                 # (and a negative one makes it negative)
                 if (type(prompt) is int and type(completion) is int
                         and 0 <= prompt | completion <= most):
-                    details = usage.get("prompt_tokens_details")
-                    more = usage.get("completion_tokens_details")
-                    if type(details) is dict and details and type(more) is dict and more:
-                        said: Any = details.get("cached_tokens")
-                        cached = min(said, prompt) if type(said) is int and said > 0 else 0
-                        said = more.get("reasoning_tokens")
-                        reasoning = min(said, most) if type(said) is int and said > 0 else 0
-                        flags = _ESTIMATED if usage.get("estimated") else _MEASURED
-                    elif (len(usage) == 3 and "total_tokens" in usage) or len(usage) == 2:
-                        # the two counts and the total at most: no details, no estimate
-                        cached = reasoning = 0
-                        flags = _MEASURED
+                    # Told apart by size first: the two counts and both details objects
+                    # are 4 keys at least, so 2 or 3 are the counts and at most the total
+                    # (no details to look up: two `get`s spared a record)
+                    size = len(usage)
+                    if size < 4:
+                        if size == 2 or "total_tokens" in usage:  # no details, no estimate
+                            cached = reasoning = 0
+                            flags = _MEASURED
+                        else:
+                            prompt, cached, completion, reasoning = count_tokens(usage)
+                            flags = _ESTIMATED if usage.get("estimated") else _MEASURED
                     else:
-                        prompt, cached, completion, reasoning = count_tokens(usage)
-                        flags = _ESTIMATED if usage.get("estimated") else _MEASURED
+                        details = usage.get("prompt_tokens_details")
+                        more = usage.get("completion_tokens_details")
+                        if type(details) is dict and details and type(more) is dict and more:
+                            # Azure's counts are nearly always 0: told by their truth first
+                            # (0, None, False, 0.0 all read as 0 either way)
+                            said: Any = details.get("cached_tokens")
+                            cached = (min(said, prompt) if said and type(said) is int
+                                      and said > 0 else 0)
+                            said = more.get("reasoning_tokens")
+                            reasoning = (min(said, most) if said and type(said) is int
+                                         and said > 0 else 0)
+                            # `get`'s truth, without its method call (Azure never sends it)
+                            flags = (_ESTIMATED if "estimated" in usage and usage["estimated"]  # noqa: RUF019
+                                     else _MEASURED)
+                        else:
+                            prompt, cached, completion, reasoning = count_tokens(usage)
+                            flags = _ESTIMATED if usage.get("estimated") else _MEASURED
                 else:
                     prompt, cached, completion, reasoning = count_tokens(usage)
                     flags = _ESTIMATED if usage.get("estimated") else _MEASURED
@@ -192,7 +206,7 @@ class RowPricer:
                 cost, priced = record_cost(record, self.prices, self.models, NO_TOKENS)
                 flags |= priced << 1
             append((arrived, record.request_id, label, record.status, prompt, cached,
-                    completion, reasoning, cost, record.upstream_ms, record.total_ms,
+                    completion, reasoning, cost, record.upstream_ms, total,
                     record.attempts, flags | record.stream, labels, day))
         return (start, end, day), False
 
