@@ -33,7 +33,7 @@ from azure_openai_proxy.normalize.stream import StreamPolicy
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.upstream.h2.connection import _H2Connection
 from azure_openai_proxy.upstream.h2.stream import H2Response
-from bench.paced import PacedStream, frames
+from bench.paced import CONTENT_MARK, PacedStream, frames
 
 _POLICY = StreamPolicy(client_model="gpt-4o", strip_usage_frame=True)
 _PROMPT = {"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "Hi"}]}
@@ -57,16 +57,18 @@ class _Wire:
 
 
 class _Client:
-    """The client's connection as `FastStream` sees it: writes counted, never paused."""
+    """The client's connection as `FastStream` sees it: its bytes and content tokens
+    (`bench.paced`'s mark) counted, never paused."""
 
     def __init__(self) -> None:
         self.transport: Any = self
         self.loop = asyncio.get_running_loop()
         self.closed = self.gone = self.write_paused = self.closing = False
-        self.written = 0
+        self.written = self.tokens = 0
 
     def write(self, data: bytes) -> None:
         self.written += len(data)
+        self.tokens += data.count(CONTENT_MARK)
 
     def is_closing(self) -> bool:
         return False
@@ -80,8 +82,9 @@ class _Client:
     async def drain(self) -> None: ...
 
 
-async def relay_streams(content: int, streams: int, per_read: int) -> int:
-    """Relay `streams` paced streams of `content` content frames; the bytes written."""
+async def relay_streams(content: int, streams: int, per_read: int) -> tuple[int, int]:
+    """Relay `streams` paced streams of `content` content frames; the bytes written and
+    the content tokens among them."""
     loop = asyncio.get_running_loop()
     conn = _H2Connection(loop, "azure.test", 600.0)
     conn.connection_made(_Wire())  # type: ignore[arg-type]
@@ -108,7 +111,8 @@ async def relay_streams(content: int, streams: int, per_read: int) -> int:
             conn.data_received(b"".join(data[at:at + per_read]))
         await asyncio.sleep(0)
     await asyncio.gather(*tasks)
-    return sum(client.written for client in clients)
+    return (sum(client.written for client in clients),
+            sum(client.tokens for client in clients))
 
 
 def _callgrind_total(content: int, args: argparse.Namespace) -> int:
@@ -133,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="callgrind at 10 and 110 content frames: per added frame")
     args = parser.parse_args(argv)
     if not args.count:
-        written = uvloop.run(relay_streams(args.frames, args.streams, args.per_read))
-        print(f"{args.streams} streams relayed, {written:,} bytes to the clients")
+        written, tokens = uvloop.run(relay_streams(args.frames, args.streams, args.per_read))
+        print(f"{args.streams} streams relayed, {written:,} bytes and {tokens:,} content "
+              "tokens to the clients")
         return 0
     low, high = (_callgrind_total(n, args) for n in (10, 110))
     print(f"per added content frame: {(high - low) / (100 * args.streams):,.0f} instructions "
