@@ -280,6 +280,30 @@ class _StreamPush:
                 else:
                     self._add(relayed)
                 return
+            cut = data.find(b"\n\n") + 2
+            if 1 < cut < len(data):
+                self._feed_events(data, cut)
+                return
+        self._feed_general(data)
+
+    def _feed_events(self, data: bytes, cut: int) -> None:
+        """A piece of several events while the stream is steady: each whole event is
+        offered to the shortcut alone, the rest goes to `feed()` as it would whole.
+        A content frame and the async filter's annotation after it may come in one
+        chunk (or DATA frame): whole, they missed the shortcut and took the general path
+        (callgrind, `bench.h2frame`: ~86k instructions more than the content frame
+        alone; cut here, ~33k, the annotation's own drop included). The normalizer's
+        output does not depend on where its input is cut (`test_stream_steady.py`), and
+        what a read yields is still written once, at `flush`. A loop, not recursion: a
+        read after a pause may hold thousands of events."""
+        start, size = 0, len(data)
+        while 1 < cut < size:
+            self.feed(data[start:cut])  # one whole event: never back here
+            start = cut
+            cut = data.find(b"\n\n", start) + 2
+        self.feed(data[start:])
+
+    def _feed_general(self, data: bytes) -> None:
         if self.outcome is not None:
             return
         normalizer = self._normalizer

@@ -204,8 +204,11 @@ class SteadyFrameTemplate:
         if not event.startswith(self._prefix, 6) or event[:6] != b"data: " or event[-2:] != b"\n\n":
             return None  # (the prefix first: an annotation frame fails there)
         data = event[6:-2]
-        # No b"\n" or b"\r" inside: the first line is the whole (cheaper than two finds).
-        if not data or len(data.splitlines()[0]) != len(data):
+        # No b"\n" or b"\r" inside. Two finds, not `splitlines()`: it copies the line
+        # and builds a list (callgrind, a 460-byte frame: 5.8k instructions against
+        # 2.7k), and a content frame with the async filter's annotation in one piece
+        # comes here before it is cut into events (`gateway/relay.py`).
+        if not data or data.find(b"\n") >= 0 or data.find(b"\r") >= 0:
             return None
         rest = self.match(data)
         if rest is None or rest.get("finish_reason") is not None:

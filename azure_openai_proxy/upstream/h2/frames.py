@@ -178,7 +178,8 @@ def header_block(request: UpstreamRequest, origin: Origin, length: int | None) -
         length = declared
     if length is None:
         return block
-    return block + _indexed_name(_CONTENT_LENGTH, 0x00, 4) + _string(str(length).encode())
+    digits = str(length).encode()  # under 127 digits: its length is one byte
+    return b"".join((block, _LENGTH_NAME, bytes((len(digits),)), digits))
 
 
 def _block(request: UpstreamRequest, origin: Origin) -> tuple[bytes, int | None]:
@@ -235,3 +236,8 @@ def _integer(value: int, bits: int, pattern: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+# A literal field without indexing named by the static table's content-length: the
+# name's part of every request's content-length field, made once (`header_block`).
+_LENGTH_NAME = _indexed_name(_CONTENT_LENGTH, 0x00, 4)

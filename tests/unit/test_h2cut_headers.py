@@ -1,0 +1,44 @@
+"""`headers.read_head` against its rule written plainly (`startswith`, not the byte
+compare it uses): the same head, or the same refusal, for any fields."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from azure_openai_proxy.upstream.h2.headers import MalformedHead, read_head
+
+_NAME = st.one_of(st.sampled_from([b":status", b":path", b":", b"", b"server", b"x:y"]),
+                  st.binary(max_size=6))
+_VALUE = st.one_of(st.sampled_from([b"200", b"404", b"20x", b"2000", b"ok"]),
+                   st.binary(max_size=6))
+
+
+def _plain(fields: list[tuple[bytes, bytes]]) -> tuple[int, list[tuple[str, str]]] | None:
+    status, headers = 0, []
+    for name, value in fields:
+        if name == b":status":
+            if status or len(value) != 3 or not value.isdigit():
+                return None
+            status = int(value)
+        elif (not name or name.startswith(b":")
+              or any(c in value for c in (b"\r", b"\n", b"\0"))):
+            return None
+        else:
+            headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    return (status, headers) if status >= 100 else None
+
+
+@given(st.lists(st.tuples(_NAME, _VALUE), max_size=6), st.booleans())
+def test_the_same_head_or_refusal_as_the_plain_rule(fields: list[tuple[bytes, bytes]],
+                                                    answered: bool) -> None:
+    if answered:  # most heads: a good status first
+        fields = [(b":status", b"200"), *fields]
+    expected = _plain(fields)
+    if expected is None:
+        with pytest.raises(MalformedHead):
+            read_head(fields)
+        return
+    status, headers = read_head(fields)
+    assert (status, list(headers.items())) == expected
