@@ -237,7 +237,10 @@ class ChatStreamNormalizer:
         if data is None or self.done:
             return b""
         template = self._template
-        if template is not None and self._steady and not steady_tried:
+        # An event of several data lines has them joined by b"\n" (JSON whitespace where
+        # the cut fell between tokens): relayed raw, its later lines would reach the client
+        # as lines of their own. The general path writes such a frame again in one line.
+        if template is not None and self._steady and not steady_tried and b"\n" not in data:
             out = self._steady_relayed(template, data)  # never [DONE]
             if out is not None:
                 return out

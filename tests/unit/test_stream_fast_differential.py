@@ -238,3 +238,19 @@ def test_each_frame_cut_at_every_offset_comes_out_as_the_general_paths() -> None
 
 def _members_of(top: dict[str, Any]) -> bytes:
     return b"," + orjson.dumps(top)[1:]
+
+
+def test_a_steady_frame_sent_as_two_data_lines_cut_between_tokens_goes_out_in_one_line() -> None:
+    # Hypothesis found it: the two lines join with b"\n", JSON whitespace there, so the
+    # frame matched the learned template and went out raw, its second line a line of its
+    # own to the client (here a comment line, `:0,...`, the rest of the JSON lost).
+    frame = delta(" z")
+    cut = frame.index(b':0,"logprobs"')
+    two_lines = frame[:cut] + b"\ndata: " + frame[cut:]
+    events = [role_frame(), delta(" x"), delta(" y"), two_lines, DONE]
+    for policy in POLICIES:
+        out, _ = relay(events, policy, fast=True)
+        assert out == relay(events, policy, fast=False)[0]
+        for event in out.split(b"\n\n")[:-1]:
+            assert event.count(b"\n") == 0 and event.startswith(b"data: ")
+        assert orjson.loads(out.split(b"\n\n")[3][6:])["choices"][0]["delta"] == {"content": " z"}
