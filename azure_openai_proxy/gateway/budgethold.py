@@ -111,7 +111,7 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
         if len(members) == 1:  # most pools
             rates = prices.rates(members[0])
         else:  # the balancer may pick any member: held at the dearest
-            rates = dearest_rates(prices, members)  # None: one has no price (refused below)
+            rates = prices.dearest(members)  # None: one has no price (refused below)
             if rates is None and not hard:  # a soft budget is served: its priced members'
                 rates = dearest_rates(prices, [m for m in members if prices.rates(m)])
     if rates is None and prices is not None and operation in _TOKEN_PRICED and hard:
@@ -181,7 +181,7 @@ def require_price(guard: BudgetGuard, caller: Caller, names: Names | PoolNames) 
     key = caller.key
     if (budgeted(caller) and key is not None and has_budget(key, caller.team)
             and guard.prices is not None
-            and dearest_rates(guard.prices, _members(names)) is None):
+            and guard.prices.dearest(_members(names)) is None):
         raise _unpriced(names)
 
 

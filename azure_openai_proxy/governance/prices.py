@@ -226,6 +226,8 @@ class PriceTable:
         # () for names without a price (a BoundedCache holds no None)
         self._rates: BoundedCache[tuple[str | None, ...], Rates | AudioRates | tuple[()]] = (
             BoundedCache(1024))
+        self._dearest: BoundedCache[tuple[tuple[str | None, ...], ...],
+                                    Rates | tuple[()]] = BoundedCache(1024)
 
     @classmethod
     def shipped(cls, overrides: Mapping[str, Any] | None = None) -> PriceTable:
@@ -271,6 +273,14 @@ class PriceTable:
         rates = self._rates.get(names)
         if rates is None:
             rates = self._rates.put(names, _rates_of(self.price_for(names)))
+        return rates or None
+
+    def dearest(self, members: tuple[tuple[str | None, ...], ...]) -> Rates | None:
+        """`dearest_rates(self, members)`, remembered per members (the budget hold asks
+        on every budgeted request to a pool, gateway/governed.py `price_names`)."""
+        rates = self._dearest.get(members)
+        if rates is None:
+            rates = self._dearest.put(members, dearest_rates(self, members) or ())
         return rates or None
 
     def cost(self, names: Iterable[str | None], tokens: TokenCounts) -> tuple[float, bool]:
