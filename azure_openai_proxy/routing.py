@@ -68,6 +68,18 @@ RESOURCE_ROOTS = frozenset(
     }
 )
 _MAX_RESOURCE_DEPTH = 7
+# The names (not ids) in resource paths under RESOURCE_ROOTS. The gateway reads these
+# names exactly (what a budget refuses, whose objects a path names, which GET is a list),
+# while Azure may read `fine_tuning/Jobs` as `fine_tuning/jobs`: a name in other letters
+# would pass those checks and still reach the same operation. OpenAI spells every one in
+# lower case, so any other spelling is refused as an unknown URL, as a root already is.
+_RESOURCE_NAMES = RESOURCE_ROOTS | frozenset(
+    {
+        "alpha", "cancel", "checkpoints", "complete", "content", "events", "file_batches",
+        "graders", "input_items", "items", "jobs", "messages", "parts", "pause", "resume",
+        "run", "runs", "search", "steps", "submit_tool_outputs", "validate", "evals",
+    }
+)
 _SEGMENT = re.compile(r"^[A-Za-z0-9_\-.]{1,200}\Z")
 _FALLBACK_STRIP = re.compile(r"[.:]")
 # Characters that can never be in a model name we would put into a URL.
@@ -131,7 +143,12 @@ def _openai_style(method: str, parts: list[str], native: bool) -> Target:
         return Target("model", "models", path_model=parts[1])
     if parts and parts[0] in RESOURCE_ROOTS and len(parts) <= _MAX_RESOURCE_DEPTH:
         _require(method, "GET", "POST", "DELETE")
-        return Target("resource", "/".join(_check_segment(p) for p in parts), native=native)
+        for part in parts[1:]:
+            _check_segment(part)
+            if part.lower() in _RESOURCE_NAMES and not part.islower():
+                raise RouteNotFound(f"Unknown request URL: {method} /{path}. Please check "
+                                    f"the URL (its names are in lower case).")
+        return Target("resource", path, native=native)
     raise RouteNotFound(f"Unknown request URL: {method} /{path}. Please check the URL.")
 
 

@@ -45,14 +45,31 @@ def _remember(governed: Governed, key_id: str, *ids: str) -> None:  # noqa: F811
 ])
 def test_a_case_variant_of_unmetered_work_is_refused_to_a_budget(
         governed: Governed, emulator: Emulator, path: str) -> None:  # noqa: F811
+    # The router refuses an API name in other letters (it would pass every exact check
+    # and Azure may read it as the name), before any budget rule; `unmetered_work` also
+    # folds the case itself (tests/unit/test_fixes14_unmetered_case.py).
     key_id, budgeted = governed.key("budget", limits=Limits(budget_usd=100.0))
     _remember(governed, key_id, "asst_1", "thread_1", "run_1", "ftjob-1", "file-1")
     served = len(emulator.requests())
     answer = httpx.post(governed.server.url + path, json={
         **_RUN, "model": "gpt-4o", "training_file": "file-1"}, headers={"api-key": budgeted})
-    assert answer.status_code == 403, answer.text
-    assert answer.json()["error"]["code"] == "not_metered"
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["error"]["code"] == "unknown_url"
     assert len(emulator.requests()) == served  # Azure never saw it
+
+
+@pytest.mark.parametrize("path", ["/v1/fine_tuning/Jobs", "/v1/fine_tuning/jobs/ftjob-1/Events",
+                                  "/openai/vector_stores/vs_1/Files"])
+def test_a_case_variant_of_a_list_or_object_never_reaches_azure(
+        governed: Governed, emulator: Emulator, path: str) -> None:  # noqa: F811
+    # Read exactly, `fine_tuning/Jobs` was no list to filter and named no job to own: a
+    # key with an allow-list would have seen every key's jobs, had Azure read it as `jobs`.
+    _, restricted = governed.key("restricted", models=("gpt-4o",))
+    served = len(emulator.requests())
+    answer = httpx.get(governed.server.url + path, headers={"api-key": restricted})
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["error"]["code"] == "unknown_url"
+    assert len(emulator.requests()) == served
 
 
 def test_a_root_in_another_case_is_no_route(governed: Governed,  # noqa: F811
