@@ -21,7 +21,7 @@ import itertools
 import os
 from collections.abc import Callable, Mapping
 
-from azure_openai_proxy.auth import Caller, ClientKeyring
+from azure_openai_proxy.auth import Caller, ClientKeyring, presented_beside
 from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import (
     GatewayError,
@@ -138,8 +138,10 @@ class Gateway:
             target = self._classify(request.method, request.path)
             record.route = target.operation if target.kind != "resource" else target.operation.split("/")[0]
             directory = self.directory
-            if directory is None:
-                caller = self.keyring.authenticate(request.headers)
+            if directory is None:  # `keyring.authenticate`, in as many calls as before
+                headers = request.headers
+                caller = self.keyring.authenticate_key(
+                    presented_beside(headers, headers.get("Authorization")))
             else:
                 caller = directory.authenticate_headers(request.headers, self.keyring,
                                                         self._virtual_only)

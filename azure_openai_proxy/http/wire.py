@@ -40,22 +40,20 @@ def answer_head(answer: Answer, method: str, keep_alive: bool, date: str,
     status = answer.status
     bodyless = status < 200 or status in BODYLESS_STATUS
     length = None if bodyless or (method == "HEAD" and not answer.body) else len(answer.body)
-    head = response_head(status, headers, length, keep_alive, date)
     if lines:
-        # After the answer's own headers, before the engine's: the last "Date" line's
-        # (no header value holds a CR or LF, so this one is the engine's).
-        cut = head.rindex(b"\r\nDate: ") + 2
-        head = head[:cut] + lines + head[cut:]
-    return head
+        return response_head(status, headers, length, keep_alive, date, head_lines=lines)
+    return response_head(status, headers, length, keep_alive, date)
 
 
 def response_head(
     status: int, headers: Iterable[tuple[str, str]], length: int | None, keep_alive: bool,
-    date: str, *, chunked: bool = False,
+    date: str, *, chunked: bool = False, head_lines: bytes = b"",
 ) -> bytes:
     """A response head. Raises `UnsafeHeader` rather than write a header that would
     split the head or smuggle a second response; framing headers in `headers`
-    (`_OWN_HEADERS`, in any case) are dropped: the engine's own framing is the one."""
+    (`_OWN_HEADERS`, in any case) are dropped: the engine's own framing is the one.
+    `head_lines` (`Answer.head_lines`, lines made and checked by the application) go
+    after `headers`, before the engine's own lines, as they are."""
     lines = [_STATUS_LINES.get(status) or _status_line(status)]
     for name, value in headers:
         if name not in _VALID_NAMES and _check_name(name):
@@ -72,16 +70,33 @@ def response_head(
     else:
         framing = ""
     if keep_alive:
-        lines.append(f"Date: {date}\r\n{framing}\r\n")
+        end = f"Date: {date}\r\n{framing}\r\n"
     else:
-        lines.append(f"Date: {date}\r\n{framing}Connection: close\r\n\r\n")
+        end = f"Date: {date}\r\n{framing}Connection: close\r\n\r\n"
         ends += 1
+    if head_lines:
+        # The headers' lines checked alone, then the application's and the engine's
+        # joined to them as bytes: no search for where the engine's begin, no slices.
+        return b"".join((_checked(lines, len(lines)), head_lines, end.encode()))
+    lines.append(end)
     try:
         head = "".join(lines).encode("latin-1")
     except UnicodeEncodeError:
         raise UnsafeHeader("a response header holds a character outside latin-1") from None
     # One table translation and one count, in C, instead of a check per header in Python:
     # a CR and an LF (mapped to NUL) at the end of each line, and no other control.
+    if head.translate(_CONTROLS).count(0) != 2 * ends:
+        raise UnsafeHeader("a control character in a response header value")
+    return head
+
+
+def _checked(lines: list[str], ends: int) -> bytes:
+    """`lines` as bytes, checked as `response_head` checks its own (a head's lines end
+    with CR LF and hold no other control character), else `UnsafeHeader`."""
+    try:
+        head = "".join(lines).encode("latin-1")
+    except UnicodeEncodeError:
+        raise UnsafeHeader("a response header holds a character outside latin-1") from None
     if head.translate(_CONTROLS).count(0) != 2 * ends:
         raise UnsafeHeader("a control character in a response header value")
     return head
