@@ -75,9 +75,16 @@ def response_head(
         end = f"Date: {date}\r\n{framing}Connection: close\r\n\r\n"
         ends += 1
     if head_lines:
-        # The headers' lines checked alone, then the application's and the engine's
-        # joined to them as bytes: no search for where the engine's begin, no slices.
-        return b"".join((_checked(lines, len(lines)), head_lines, end.encode()))
+        # The headers' lines checked as below, then the application's and the engine's
+        # joined to them as bytes: no search for where the engine's begin, no slices
+        # (inline, not a helper shared with the path below: a call costs ~500 instructions).
+        try:
+            head = "".join(lines).encode("latin-1")
+        except UnicodeEncodeError:
+            raise UnsafeHeader("a response header holds a character outside latin-1") from None
+        if head.translate(_CONTROLS).count(0) != 2 * len(lines):
+            raise UnsafeHeader("a control character in a response header value")
+        return b"".join((head, head_lines, end.encode()))
     lines.append(end)
     try:
         head = "".join(lines).encode("latin-1")
@@ -85,18 +92,6 @@ def response_head(
         raise UnsafeHeader("a response header holds a character outside latin-1") from None
     # One table translation and one count, in C, instead of a check per header in Python:
     # a CR and an LF (mapped to NUL) at the end of each line, and no other control.
-    if head.translate(_CONTROLS).count(0) != 2 * ends:
-        raise UnsafeHeader("a control character in a response header value")
-    return head
-
-
-def _checked(lines: list[str], ends: int) -> bytes:
-    """`lines` as bytes, checked as `response_head` checks its own (a head's lines end
-    with CR LF and hold no other control character), else `UnsafeHeader`."""
-    try:
-        head = "".join(lines).encode("latin-1")
-    except UnicodeEncodeError:
-        raise UnsafeHeader("a response header holds a character outside latin-1") from None
     if head.translate(_CONTROLS).count(0) != 2 * ends:
         raise UnsafeHeader("a control character in a response header value")
     return head
