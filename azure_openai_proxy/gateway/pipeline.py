@@ -137,14 +137,13 @@ class Gateway:
         try:
             target = self._classify(request.method, request.path)
             record.route = target.operation if target.kind != "resource" else target.operation.split("/")[0]
-            directory = self.directory
-            if directory is None:  # `keyring.authenticate`, in as many calls as before
+            if self.directory is None:  # `keyring.authenticate`, in as many calls as before
                 headers = request.headers
                 caller = self.keyring.authenticate_key(
                     presented_beside(headers, headers.get("Authorization")))
             else:
-                caller = directory.authenticate_headers(request.headers, self.keyring,
-                                                        self._virtual_only)
+                caller = self.directory.authenticate_headers(request.headers, self.keyring,
+                                                             self._virtual_only)
                 if caller.key is not None:
                     record.key_id = caller.key.id
                     record.team_id = caller.key.team_id
