@@ -18,13 +18,19 @@ from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.governance.buckets import UsualLimits
 from azure_openai_proxy.governance.model import Team, VirtualKey
 
-__all__ = ["Caller", "ClientKeyring", "Decided", "bearer_token", "presented_key"]
+__all__ = ["Caller", "ClientKeyring", "Decided", "bearer_token", "presented_beside",
+           "presented_key"]
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
     """The key a client sent: `Authorization: Bearer K` (OpenAI clients) or `api-key: K`
     (Azure clients)."""
-    authorization = headers.get("Authorization")
+    return presented_beside(headers, headers.get("Authorization"))
+
+
+def presented_beside(headers: Mapping[str, str], authorization: str | None) -> str | None:
+    """`presented_key` of `headers` whose `Authorization` (`authorization`) was read
+    already: the header is looked up, and its value parsed, once per request."""
     if authorization:
         token = bearer_token(authorization)
         if token is not None:
@@ -88,7 +94,10 @@ class ClientKeyring:
         return bool(self._keys)
 
     def authenticate(self, headers: Mapping[str, str]) -> Caller:
-        key = presented_key(headers)
+        return self.authenticate_key(presented_key(headers))
+
+    def authenticate_key(self, key: str | None) -> Caller:
+        """`authenticate` of the key the headers present (`presented_key`)."""
         if not self._keys:
             return Caller(key)
         if key is None:

@@ -27,16 +27,22 @@ import contextlib
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from azure_openai_proxy.auth import Caller, Decided
+from azure_openai_proxy.auth import (
+    Caller,
+    ClientKeyring,
+    Decided,
+    bearer_token,
+    presented_beside,
+)
 from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.governance.budget import budget_applies
-from azure_openai_proxy.governance.keys import key_state, presented_hash_valid
+from azure_openai_proxy.governance.keys import SECRET_PREFIX, key_state, presented_hash_valid
 from azure_openai_proxy.governance.model import Team, VirtualKey
 from azure_openai_proxy.store.keys import KeyStore
 
@@ -72,7 +78,7 @@ class KeyDirectory:
         # secret -> (the caller it opened, until when): `authenticate`'s fast path.
         self._known: BoundedCache[str, tuple[Caller, float]] = BoundedCache(_KNOWN_LIMIT)
         # An `Authorization` header's whole value -> the same, for a `Bearer <secret>`
-        # that opened a key: `authenticate_bearer`'s fast path (no parsing of the header).
+        # that opened a key: `authenticate_headers`' fast path (no parsing of the header).
         self._bearers: BoundedCache[str, tuple[Caller, float]] = BoundedCache(_KNOWN_LIMIT)
         self._teams: dict[str, Team] = {}
         self._version: int | None = None
@@ -182,10 +188,31 @@ class KeyDirectory:
             return known[0]
         return self._authenticate(secret)
 
+    def authenticate_headers(self, headers: Mapping[str, str], keyring: ClientKeyring,
+                             virtual_only: bool) -> Caller:
+        """The caller a request's headers present: a virtual key (`sk-aop-...`), else a
+        static client key of `keyring`, else passthrough (`virtual_only`: a 401 instead,
+        when the server's own Azure keys are there and no client keys guard them).
+        `Authorization` is looked up once and parsed at most once; a value that opened a
+        key before (`remember_bearer`) is not parsed at all (the usual virtual key)."""
+        authorization = headers.get("Authorization")
+        if authorization is not None:
+            known = self._bearers.get(authorization)
+            if known is not None and (known[1] is _FOREVER or self._clock() < known[1]):
+                return known[0]
+        presented = presented_beside(headers, authorization)
+        if presented is not None and presented.startswith(SECRET_PREFIX):
+            caller = self.authenticate(presented)
+            if authorization is not None and bearer_token(authorization) == presented:
+                self.remember_bearer(authorization, presented)
+            return caller
+        if virtual_only:
+            raise AuthenticationFailed(_INVALID)
+        return keyring.authenticate_key(presented)
+
     def authenticate_bearer(self, authorization: str) -> Caller | None:
         """The caller an `Authorization` header's value stands for when the same value
-        (a `Bearer <secret>`) opened a key before and still would, else None (then
-        `presented_key` and `authenticate` decide, and `remember_bearer` keeps it)."""
+        (a `Bearer <secret>`) opened a key before and still would, else None."""
         known = self._bearers.get(authorization)
         if known is not None and (known[1] is _FOREVER or self._clock() < known[1]):
             return known[0]
@@ -193,7 +220,7 @@ class KeyDirectory:
 
     def remember_bearer(self, authorization: str, secret: str) -> None:
         """`authorization` is `Bearer <secret>`, and `secret` just opened a key: the
-        next request with this header is answered by `authenticate_bearer`, for as long
+        next request with this header is answered by `authenticate_headers` at once, for as long
         as the secret itself would be (until its expiry, its grace's end, or a reload).
         Only the plain spelling, the scheme, one space and the secret, is kept: a value
         padded with blanks opens the same key, but remembering each padding would let one

@@ -21,10 +21,9 @@ import itertools
 import os
 from collections.abc import Callable, Mapping
 
-from azure_openai_proxy.auth import Caller, ClientKeyring, bearer_token, presented_key
+from azure_openai_proxy.auth import Caller, ClientKeyring, presented_beside
 from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import (
-    AuthenticationFailed,
     GatewayError,
     ModelNotAllowed,
     ModelNotFound,
@@ -68,7 +67,7 @@ from azure_openai_proxy.gateway.ownership import (
 from azure_openai_proxy.gateway.poolchoice import PoolChooser
 from azure_openai_proxy.gateway.requestbody import RequestBody, read_body
 from azure_openai_proxy.governance.budget import BudgetGuard
-from azure_openai_proxy.governance.keys import SECRET_PREFIX, is_restricted
+from azure_openai_proxy.governance.keys import is_restricted
 from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal, UsualLimits
 from azure_openai_proxy.http.busypoll import BusyPoll
 from azure_openai_proxy.http.interface import HttpRequest, Reply
@@ -103,6 +102,8 @@ class Gateway:
         self.limiter = limiter
         self.table = RoutingTable(settings)
         self.keyring = ClientKeyring(tuple(k.get_secret_value() for k in settings.client_keys))
+        # Governance instead of client keys: only virtual keys may spend the server's keys.
+        self._virtual_only = not self.keyring.enabled and settings.holds_server_side_keys
         self.transport = transport
         self.balancer = balancer
         self.tokens = tokens
@@ -136,10 +137,13 @@ class Gateway:
         try:
             target = self._classify(request.method, request.path)
             record.route = target.operation if target.kind != "resource" else target.operation.split("/")[0]
-            if self.directory is None:
-                caller = self.keyring.authenticate(request.headers)
+            if self.directory is None:  # `keyring.authenticate`, in as many calls as before
+                headers = request.headers
+                caller = self.keyring.authenticate_key(
+                    presented_beside(headers, headers.get("Authorization")))
             else:
-                caller = self.authenticate(request.headers)
+                caller = self.directory.authenticate_headers(request.headers, self.keyring,
+                                                             self._virtual_only)
                 if caller.key is not None:
                     record.key_id = caller.key.id
                     record.team_id = caller.key.team_id
@@ -179,23 +183,9 @@ class Gateway:
         """The caller: a virtual key (`sk-aop-...`) when governance is on, else a static
         client key, else (no client keys, no server-side Azure keys) passthrough."""
         directory = self.directory
-        authorization = headers.get("Authorization")
-        if directory is not None and authorization is not None:
-            known = directory.authenticate_bearer(authorization)  # the header seen before
-            if known is not None:
-                return known
-        presented = presented_key(headers)
-        if directory is not None and presented is not None and presented.startswith(SECRET_PREFIX):
-            caller = directory.authenticate(presented)
-            if authorization is not None and bearer_token(authorization) == presented:
-                directory.remember_bearer(authorization, presented)
-            return caller
-        if (directory is not None and not self.keyring.enabled
-                and self.settings.holds_server_side_keys):
-            # Governance instead of client keys: only virtual keys may spend the server's
-            # Azure keys.
-            raise AuthenticationFailed("Incorrect API key provided for this gateway.")
-        return self.keyring.authenticate(headers)
+        if directory is None:
+            return self.keyring.authenticate(headers)
+        return directory.authenticate_headers(headers, self.keyring, self._virtual_only)
 
     def admit_local(self, caller: Caller) -> Mapping[str, str]:
         """`governed.admit_local` on this gateway's limiter: the model list's answer
