@@ -302,27 +302,17 @@ def price_names(pool: Pool, client_model: str | None) -> PoolNames:
     """The names a request to `pool` is priced by: of each of its deployments, since the
     balancer may pick any (the first's alone held a pool of gpt-4o-mini and o1 at
     gpt-4o-mini's price, 100 times under, and let a member without a price through to a
-    hard budget). A deployment is given as the ledger prices it (the client's model, its
-    model, its name: the first with a price), and again from each of its other names:
-    `dearest_rates` then holds it at the dearest name it has, so a priced client name
-    (`gpt-4o-mini`) cannot hide a deployment of a dearer model (named `o1`). A deployment
-    has a price for one of them exactly when it has one for all of them."""
+    hard budget). Each is given exactly as the ledger prices it (the client's model, its
+    `model_name`, its deployment name: the first with a price, `ledgerrows.record_cost`),
+    so that a hold is what the settlement will charge. Holding a deployment at the
+    dearest of its names instead held a `gpt-4o-mini` deployment still named `gpt-4` at
+    gpt-4's price, 100 times what the ledger then charged: concurrent requests filled
+    the budget with holds and were refused while nothing was spent."""
     deployments = pool.deployments
-    if not deployments:
-        return ((client_model, pool.model),)
     if len(deployments) == 1:  # most pools
         first = deployments[0]
-        model, name = first.model_name, first.deployment_name
-        if client_model == model or client_model is None:
-            if name == model:  # and one name
-                return ((client_model, model, name),)
-            return (client_model, model, name), (name, client_model, model)
-    members: dict[tuple[str | None, ...], None] = {}
-    for deployment in deployments:
-        model, name = deployment.model_name, deployment.deployment_name
-        members[client_model, model, name] = None
-        if client_model != model and client_model is not None:
-            members[model, name, client_model] = None
-        if name != model and name != client_model:
-            members[name, client_model, model] = None
-    return tuple(members)
+        return ((client_model, first.model_name, first.deployment_name),)
+    if not deployments:
+        return ((client_model, pool.model),)
+    return tuple((client_model, deployment.model_name, deployment.deployment_name)
+                 for deployment in deployments)

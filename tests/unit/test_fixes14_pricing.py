@@ -1,9 +1,7 @@
-"""Session 14's review of `price_names` (gateway/governed.py): a client's model name that
-has a price priced every deployment of its pool at that name, so a pool serving one
-priced name (`gpt-4o-mini`) from deployments of other, dearer models (a deployment
-named `o1`) was held at the cheap name's rate. A deployment may be billed as any name
-it has: the hold is at the dearest. And the Realtime refusal (`require_price`) and the
-chat hold (`reserve_budget`) agree on which pools they refuse."""
+"""`price_names` (gateway/governed.py): a budget's hold is what the ledger will charge
+the dearest deployment the balancer may pick, each deployment priced by the ledger's own
+rule (`ledgerrows.record_cost`); and the Realtime refusal (`require_price`) and the chat
+hold (`reserve_budget`) agree on which pools they refuse."""
 
 from __future__ import annotations
 
@@ -12,17 +10,18 @@ import pytest
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.gateway.budgethold import ModelNotPriced, require_price
 from azure_openai_proxy.gateway.governed import hold, price_names
+from azure_openai_proxy.gateway.ledgerrows import record_cost
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.model import Limits, VirtualKey
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.governance.ratelimit import RateLimiter
+from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool
 from azure_openai_proxy.settings import DeploymentSettings
 
 # 1,000 prompt characters (250 tokens, and the chat format's 4 a message), 1,000 out
 BODY = {"messages": [{"role": "user", "content": "x" * 1000}], "max_tokens": 1000}
 MINI = 254 * 0.15 / 1e6 + 1000 * 0.60 / 1e6
-O1 = 254 * 15.00 / 1e6 + 1000 * 60.00 / 1e6
 
 
 def _pool(model: str, *deployments: tuple[str, str]) -> Pool:
@@ -52,17 +51,39 @@ def _held(pool: Pool, client: str, limits: Limits | None = None) -> float:
     return held[1].usd
 
 
-def test_a_priced_client_name_does_not_hide_a_dearer_deployment() -> None:
-    # one client name, two deployments: the balancer may send it to the o1 one
-    pool = _pool("gpt-4o-mini", ("gpt-4o-mini", "gpt-4o-mini"), ("gpt-4o-mini", "o1"))
-    assert _held(pool, "gpt-4o-mini") == pytest.approx(O1)
-    pool = _pool("gpt-4o-mini", ("gpt-4o-mini", "o1"), ("gpt-4o-mini", "mini-east"))
-    assert _held(pool, "gpt-4o-mini") == pytest.approx(O1)
-    # a soft budget is held the same way
-    assert _held(pool, "gpt-4o-mini", Limits(soft_budget_usd=1.0)) == pytest.approx(O1)
-    # the deployment's own model (a pool found by a deployment's name) counts too
-    pool = _pool("prod", ("gpt-4o-mini", "prod"), ("o1", "prod"))
-    assert _held(pool, "gpt-4o-mini") == pytest.approx(O1)
+def _ledger_usd(pool: Pool, client: str) -> list[float]:
+    """What the ledger charges the bench body's tokens (254 in, 1,000 out) on each of
+    `pool`'s deployments."""
+    models = {(d.endpoint, d.deployment_name): d.model_name for d in pool.deployments}
+    charged = []
+    for deployment in pool.deployments:
+        record = RequestRecord("r", "POST", route="chat/completions", model=client,
+                               deployment=deployment.deployment_name,
+                               endpoint=deployment.endpoint, status=200,
+                               usage={"prompt_tokens": 254, "completion_tokens": 1000})
+        usd, priced = record_cost(record, PriceTable.shipped(), models, (254, 0, 1000, 0))
+        assert priced
+        charged.append(usd)
+    return charged
+
+
+@pytest.mark.parametrize(("client", "deployments"), [
+    # a gpt-4o-mini deployment still named after the model it once served
+    ("gpt-4o-mini", (("gpt-4o-mini", "gpt-4"),)),
+    ("gpt-4o-mini", (("gpt-4o-mini", "gpt-4o-mini"), ("gpt-4o-mini", "o1"))),
+    ("gpt-4o-mini", (("gpt-4o-mini", "mini-east"), ("gpt-4o", "gpt-4o"))),
+    ("prod", (("gpt-4o-mini", "prod"), ("o1", "prod"))),  # found by a deployment's name
+    ("smart", (("smart", "gpt-4o"), ("smart", "o1"))),  # priced by the deployments' names
+])
+def test_a_hold_is_what_the_ledger_charges_the_dearest_deployment(
+        client: str, deployments: tuple[tuple[str, str], ...]) -> None:
+    # The review of this branch: holding a deployment at the dearest of its names held
+    # the first case at gpt-4's price, 106 times what the ledger then charged, so a few
+    # concurrent requests filled a budget with holds while nothing was spent.
+    pool = _pool(client, *deployments)
+    assert _held(pool, client) == pytest.approx(max(_ledger_usd(pool, client)))
+    assert _held(pool, client, Limits(soft_budget_usd=1.0)) == pytest.approx(
+        max(_ledger_usd(pool, client)))
 
 
 def test_a_pool_of_one_model_is_held_as_before() -> None:
