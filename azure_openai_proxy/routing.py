@@ -78,6 +78,7 @@ _RESOURCE_NAMES = RESOURCE_ROOTS | frozenset(
         "alpha", "cancel", "checkpoints", "complete", "content", "events", "file_batches",
         "graders", "input_items", "items", "jobs", "messages", "parts", "pause", "resume",
         "run", "runs", "search", "steps", "submit_tool_outputs", "validate", "evals",
+        "compact", "input_tokens", "permissions",
     }
 )
 _SEGMENT = re.compile(r"^[A-Za-z0-9_\-.]{1,200}\Z")

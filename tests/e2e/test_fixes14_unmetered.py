@@ -43,7 +43,7 @@ def _remember(governed: Governed, key_id: str, *ids: str) -> None:  # noqa: F811
     "/v1/threads/thread_1/RUNS",
     "/openai/threads/thread_1/runs/run_1/Submit_Tool_Outputs",
 ])
-def test_a_case_variant_of_unmetered_work_is_refused_to_a_budget(
+def test_a_case_variant_of_unmetered_work_never_reaches_azure(
         governed: Governed, emulator: Emulator, path: str) -> None:  # noqa: F811
     # The router refuses an API name in other letters (it would pass every exact check
     # and Azure may read it as the name), before any budget rule; `unmetered_work` also
