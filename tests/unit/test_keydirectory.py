@@ -147,6 +147,13 @@ def test_a_bearer_header_seen_before_opens_the_same_key_as_its_secret(
     assert directory.authenticate_bearer("Basic abc") is None
     with pytest.raises(AuthenticationFailed):
         gateway.authenticate({"Authorization": "Basic abc", "api-key": "wrong"})
+    # ...even one exactly as long as `Bearer <secret>` (past remember_bearer's length
+    # guard): remembered, it alone would open the key that came beside it once.
+    same_length = "Basic " + "x" * (len(other) + 1)
+    assert gateway.authenticate({"Authorization": same_length, "api-key": other}).key
+    assert directory.authenticate_bearer(same_length) is None
+    with pytest.raises(AuthenticationFailed):
+        gateway.authenticate({"Authorization": same_length})
     clock.now += 61  # expired: the remembered header stops with its secret
     assert directory.authenticate_bearer(f"Bearer {secret}") is None
     with pytest.raises(AuthenticationFailed):
