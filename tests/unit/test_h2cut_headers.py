@@ -1,5 +1,6 @@
 """`headers.read_head` against its rule written plainly (`startswith`, not the byte
-compare it uses): the same head, or the same refusal, for any fields."""
+compare it uses; `:status` first, a content-length of digits: the fixes of session 14):
+the same head, or the same refusal, for any fields."""
 
 from __future__ import annotations
 
@@ -9,24 +10,32 @@ from hypothesis import strategies as st
 
 from azure_openai_proxy.upstream.h2.headers import MalformedHead, read_head
 
-_NAME = st.one_of(st.sampled_from([b":status", b":path", b":", b"", b"server", b"x:y"]),
+_NAME = st.one_of(st.sampled_from([b":status", b":path", b":", b"", b"server", b"x:y",
+                                   b"content-length", b"Content-Length"]),
                   st.binary(max_size=6))
-_VALUE = st.one_of(st.sampled_from([b"200", b"404", b"20x", b"2000", b"ok"]),
+_VALUE = st.one_of(st.sampled_from([b"200", b"404", b"20x", b"2000", b"ok", b"-5", b"1_0",
+                                    b" 5", b"\xb2"]),
                    st.binary(max_size=6))
 
 
 def _plain(fields: list[tuple[bytes, bytes]]) -> tuple[int, list[tuple[str, str]]] | None:
-    status, headers = 0, []
-    for name, value in fields:
-        if name == b":status":
-            if status or len(value) != 3 or not value.isdigit():
-                return None
-            status = int(value)
-        elif (not name or name.startswith(b":")
-              or any(c in value for c in (b"\r", b"\n", b"\0"))):
+    # `:status` first and only there (RFC 9113 8.3), then regular fields; a
+    # content-length of ASCII digits, the same if repeated (RFC 9110 8.6)
+    if not fields or fields[0][0] != b":status":
+        return None
+    value = fields[0][1]
+    if len(value) != 3 or not value.isdigit():
+        return None
+    status, headers = int(value), []
+    for name, value in fields[1:]:
+        if (not name or name.startswith(b":")
+                or any(c in value for c in (b"\r", b"\n", b"\0"))):
             return None
-        else:
-            headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    lengths = {value for name, value in headers if name.lower() == "content-length"}
+    if lengths and (len(lengths) > 1 or not all("0" <= c <= "9" for c in min(lengths))
+                    or not min(lengths)):
+        return None
     return (status, headers) if status >= 100 else None
 
 
