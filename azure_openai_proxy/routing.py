@@ -146,9 +146,12 @@ def _openai_style(method: str, parts: list[str], native: bool) -> Target:
         _require(method, "GET", "POST", "DELETE")
         for part in parts[1:]:
             _check_segment(part)
-            if part.lower() in _RESOURCE_NAMES and not part.islower():
+            # A trailing dot too: front ends that follow Windows' path rules read `jobs.`
+            # as `jobs`; no OpenAI name or id ends with one.
+            if (part.lower() in _RESOURCE_NAMES and not part.islower()) or part[-1] == ".":
                 raise RouteNotFound(f"Unknown request URL: {method} /{path}. Please check "
-                                    f"the URL (its names are in lower case).")
+                                    f"the URL (its names are in lower case, with no "
+                                    f"trailing dot).")
         return Target("resource", path, native=native)
     raise RouteNotFound(f"Unknown request URL: {method} /{path}. Please check the URL.")
 
