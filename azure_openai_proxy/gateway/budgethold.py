@@ -235,8 +235,8 @@ def unmetered_work(operation: str, body: Mapping[str, Any] | None) -> tuple[str,
             return "Background responses", "Send the request without `background`."
         return None  # the usual resource POST: one comparison
     root, _, rest = operation.partition("/")
-    # The router matches a root exactly (`/v1/Batches` is a 404) and keeps the rest as
-    # sent; Azure may read `fine_tuning/Jobs` as `fine_tuning/jobs`: so do we.
+    # The router refuses an API name in other letters (routing.py `_RESOURCE_NAMES`);
+    # folded here too, so that a name it does not list yet cannot open the gap.
     rest = rest.lower()
     if root == "batches" and not rest:
         return "Batches", "Send the requests one by one."
