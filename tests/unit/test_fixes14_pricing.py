@@ -74,6 +74,10 @@ def _ledger_usd(pool: Pool, client: str) -> list[float]:
     ("gpt-4o-mini", (("gpt-4o-mini", "mini-east"), ("gpt-4o", "gpt-4o"))),
     ("prod", (("gpt-4o-mini", "prod"), ("o1", "prod"))),  # found by a deployment's name
     ("smart", (("smart", "gpt-4o"), ("smart", "o1"))),  # priced by the deployments' names
+    ("o1", (("gpt-4o-mini", "o1"),)),  # a priced client name beside a cheaper model
+    # a client name found by the fallback (no price of its own): the model before the name
+    ("gpt-4o-mini.", (("gpt-4o-mini", "gpt-4"),)),
+    ("gpt-4o-mini.", (("gpt-4o-mini", "gpt-4"), ("gpt-4o-mini", "mini-east"))),
 ])
 def test_a_hold_is_what_the_ledger_charges_the_dearest_deployment(
         client: str, deployments: tuple[tuple[str, str], ...]) -> None:

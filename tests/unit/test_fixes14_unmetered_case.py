@@ -17,6 +17,8 @@ from azure_openai_proxy.routing import classify
     "/v1/files/file-1/Content", "/v1/vector_stores/vs_1/File_Batches", "/v1/batches/b/Cancel",
     # a trailing dot, which a front end on Windows' path rules drops (review14's suspect)
     "/v1/fine_tuning/jobs.", "/v1/threads/t/runs..", "/v1/files/file-1.", "/v1/batches/b/cancel.",
+    "/v1/responses/Compact", "/v1/responses/Input_Tokens",
+    "/v1/fine_tuning/checkpoints/c/Permissions",
 ])
 def test_an_api_name_in_other_letters_is_no_route(path: str) -> None:
     with pytest.raises(RouteNotFound):
