@@ -174,13 +174,18 @@ def forwarded_headers(client_headers: Mapping[str, str]) -> dict[str, str]:
     return headers
 
 
-def relayed_response_headers(upstream_headers: Mapping[str, str]) -> dict[str, str]:
+def relayed_response_headers(upstream_headers: Mapping[str, str],
+                             limits: bool = True) -> dict[str, str]:
+    """The headers of Azure's answer relayed to the client, under lower-case names.
+    Without `limits` (a virtual key's answer, which carries its own: gateway/
+    limitheaders.py), Azure's `x-ratelimit-*` are not among them: no later pass over the
+    answer's names has to take them out."""
     relayed: dict[str, str] = {}
-    decided = _RELAYED_AS.get
+    decided = _RELAYED_AS.get if limits else _RELAYED_UNLIMITED.get
     for name, value in upstream_headers.items():
         lower = decided(name)
         if lower is None:
-            lower = _relayed_as(name)
+            lower = _relayed_as(name, limits)
         if lower:
             relayed[lower] = value
     return relayed
@@ -188,11 +193,16 @@ def relayed_response_headers(upstream_headers: Mapping[str, str]) -> dict[str, s
 
 # Header name as Azure spelled it -> the name it is relayed under, or "" when it is not
 # relayed: the same dozen names come on every answer, so each is judged once. Bounded
-# (names are Azure's, but a misbehaving upstream could send endless new ones).
+# (names are Azure's, but a misbehaving upstream could send endless new ones). The same
+# without Azure's rate-limit headers, for a virtual key's answers.
 _RELAYED_AS: BoundedCache[str, str] = BoundedCache(1024)
+_RELAYED_UNLIMITED: BoundedCache[str, str] = BoundedCache(1024)
 
 
-def _relayed_as(name: str) -> str:
+def _relayed_as(name: str, limits: bool) -> str:
     lower = name.lower()
-    relayed = lower if lower in _RELAYED_EXACT or lower.startswith("x-ratelimit-") else ""
-    return _RELAYED_AS.put(name, relayed)
+    if lower.startswith("x-ratelimit-"):
+        relayed = lower if limits else ""
+    else:
+        relayed = lower if lower in _RELAYED_EXACT else ""
+    return (_RELAYED_AS if limits else _RELAYED_UNLIMITED).put(name, relayed)

@@ -2,10 +2,11 @@
 
 Azure sends its own `x-ratelimit-*` headers (the deployment's quota), and the gateway
 relays them to clients with static keys. A virtual key's caller gets the limits that
-apply to it, the key's and its team's, instead: Azure's are removed from the answer and
-ours set, on whole answers (`apply_to`; on the request path `apply_lines`, which hands
-them to the engine as head lines made once) and on streams, whose head is written by the
-relay (`LimitedRequest.stream`).
+apply to it, the key's and its team's, instead: Azure's are not relayed to it (gateway/
+relay.py, by the key's id in the request's record) or removed from an answer made
+otherwise (`apply_to`, `apply_lines`), and ours are set: on whole answers as head lines
+made once (`Answer.head_lines`: `with_lines`, `apply_lines`), and on streams, whose head
+is written by the relay (`LimitedRequest.stream`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from azure_openai_proxy.errors import UpstreamHttpError
 from azure_openai_proxy.governance.ratelimitheaders import parse_lines
 from azure_openai_proxy.http.interface import Answer, Headers, HttpRequest, Reply, ResponseStream
 
-__all__ = ["LimitedRequest", "apply_lines", "apply_to", "limit_error", "without_limits"]
+__all__ = ["LimitedRequest", "apply_lines", "apply_to", "limit_error", "with_lines",
+           "without_limits"]
 
 # A request's limits are its admission's `x-ratelimit-*` head lines (bytes:
 # governance/ratelimitheaders.py `limit_lines`), as the limiter made them.
@@ -63,6 +65,14 @@ def apply_lines(reply: Reply, lines: bytes) -> Reply:
             headers = reply.headers = dict(headers)  # a copy, as `without_limits` makes
             for name in azures:
                 del headers[name]
+        reply.head_lines = lines
+    return reply
+
+
+def with_lines(reply: Reply, lines: bytes) -> Reply:
+    """`apply_lines` for an answer the relay made for a virtual key's request, which
+    holds none of Azure's limits (`relay` did not relay them): the lines alone."""
+    if type(reply) is Answer:
         reply.head_lines = lines
     return reply
 

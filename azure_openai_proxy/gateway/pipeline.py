@@ -56,7 +56,12 @@ from azure_openai_proxy.gateway.governed import (
     usual_limits,
 )
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
-from azure_openai_proxy.gateway.limitheaders import LimitedRequest, apply_lines, apply_to
+from azure_openai_proxy.gateway.limitheaders import (
+    LimitedRequest,
+    apply_lines,
+    apply_to,
+    with_lines,
+)
 from azure_openai_proxy.gateway.modellist import models_answer
 from azure_openai_proxy.gateway.ownership import (
     ObjectOwners,
@@ -161,7 +166,8 @@ class Gateway:
                     return await self._governed(request, target, caller, body, record)
                 routed, limits, tokens, lines = usual  # sent here: no coroutine between
                 try:
-                    return apply_lines(await self._attempts.send(LimitedRequest(
+                    # Its answer holds none of Azure's limits (`relay`: a key's record).
+                    return with_lines(await self._attempts.send(LimitedRequest(
                         request, lines), target, caller, body, record, routed), lines)
                 except BaseException as exc:
                     failed(exc, record, body.json, target.operation, self._default_completion, lines)

@@ -72,7 +72,10 @@ async def relay(
     `prompt` (the request body) is read only when a stream ends before Azure's
     usage frame, to estimate its usage."""
     record.status = response.status
-    headers = relayed_response_headers(response.headers)
+    # A virtual key's answer (its id in the record) carries the key's limits, never
+    # Azure's: theirs are not relayed (the key's go on as head lines, `Answer.head_lines`,
+    # or by its `LimitedRequest`: gateway/limitheaders.py).
+    headers = relayed_response_headers(response.headers, record.key_id is None)
     if record.adaptations:
         # Tell the client what the gateway changed so Azure would accept the request.
         headers["x-proxy-adapted"] = ", ".join(record.adaptations)
