@@ -5,8 +5,9 @@ relays them to clients with static keys. A virtual key's caller gets the limits 
 apply to it, the key's and its team's, instead: Azure's are not relayed to it (gateway/
 relay.py, by the key's id in the request's record) or removed from an answer made
 otherwise (`apply_to`, `apply_lines`), and ours are set: on whole answers as head lines
-made once (`Answer.head_lines`: `with_lines`, `apply_lines`), and on streams, whose head
-is written by the relay (`LimitedRequest.stream`).
+made once (`Answer.head_lines`: `with_lines`, `apply_lines`), on streams, whose head is
+written by the relay, by the request (`limited`: `FastRequest.head_lines`, or any other
+request wrapped in a `LimitedRequest`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import UpstreamHttpError
 from azure_openai_proxy.governance.ratelimitheaders import parse_lines
 from azure_openai_proxy.http.interface import Answer, Headers, HttpRequest, Reply, ResponseStream
+from azure_openai_proxy.http.request import FastRequest
 
-__all__ = ["LimitedRequest", "apply_lines", "apply_to", "limit_error", "with_lines",
+__all__ = ["LimitedRequest", "apply_lines", "apply_to", "limit_error", "limited", "with_lines",
            "without_limits"]
 
 # A request's limits are its admission's `x-ratelimit-*` head lines (bytes:
@@ -77,6 +79,16 @@ def with_lines(reply: Reply, lines: bytes) -> Reply:
     return reply
 
 
+def limited(request: HttpRequest, lines: bytes) -> HttpRequest:
+    """`request` as the relay is to see a virtual key's request: a streamed answer's head
+    carries the key's limits (`lines`). A `FastRequest` takes them itself (`head_lines`:
+    no object made per request); any other is wrapped in a `LimitedRequest`."""
+    if type(request) is FastRequest:
+        request.head_lines = lines
+        return request
+    return LimitedRequest(request, lines)
+
+
 def limit_error(exc: BaseException, lines: bytes) -> None:
     """An error answer Azure gave (`UpstreamHttpError`, raised, so never seen by
     `apply_lines`) carries the key's limits too, not Azure's: those are the shared
@@ -89,9 +101,9 @@ def limit_error(exc: BaseException, lines: bytes) -> None:
 class LimitedRequest:
     """The client's request, as the relay sees it: a stream's head carries the key's
     limits (`lines`) instead of Azure's rate-limit headers. Everything else is the
-    request's own."""
+    request's own. For a request of another engine than `FastServer` (`limited`)."""
 
-    # One is made for every governed request: no instance dict.
+    # No instance dict.
     __slots__ = ("_lines", "_request", "content_length", "headers", "method", "target")
 
     def __init__(self, request: HttpRequest, lines: bytes) -> None:

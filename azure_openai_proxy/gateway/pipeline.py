@@ -56,12 +56,7 @@ from azure_openai_proxy.gateway.governed import (
     usual_limits,
 )
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
-from azure_openai_proxy.gateway.limitheaders import (
-    LimitedRequest,
-    apply_lines,
-    apply_to,
-    with_lines,
-)
+from azure_openai_proxy.gateway.limitheaders import apply_lines, apply_to, limited, with_lines
 from azure_openai_proxy.gateway.modellist import models_answer
 from azure_openai_proxy.gateway.ownership import (
     ObjectOwners,
@@ -167,7 +162,7 @@ class Gateway:
                 routed, limits, tokens, lines = usual  # sent here: no coroutine between
                 try:
                     # Its answer holds none of Azure's limits (`relay`: a key's record).
-                    return with_lines(await self._attempts.send(LimitedRequest(
+                    return with_lines(await self._attempts.send(limited(
                         request, lines), target, caller, body, record, routed), lines)
                 except BaseException as exc:
                     failed(exc, record, body.json, target.operation, self._default_completion, lines)
@@ -300,8 +295,8 @@ class Gateway:
             batch_models = None
             if models and operation == "files" and request.method == "POST":
                 batch_models = await uploaded_batch_models(body.spool, body.boundary)
-            reply = await self._attempts.send(LimitedRequest(request, lines), target,
-                                              caller, body, record, routed)
+            reply = await self._attempts.send(limited(request, lines), target, caller, body,
+                                              record, routed)
             if target.kind == "resource":
                 reply = await owned_answer(self.owners, request.method, operation,
                                            key.id, record, reply, batch_models, json)

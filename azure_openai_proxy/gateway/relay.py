@@ -73,8 +73,8 @@ async def relay(
     usage frame, to estimate its usage."""
     record.status = response.status
     # A virtual key's answer (its id in the record) carries the key's limits, never
-    # Azure's: theirs are not relayed (the key's go on as head lines, `Answer.head_lines`,
-    # or by its `LimitedRequest`: gateway/limitheaders.py).
+    # Azure's: theirs are not relayed (the key's go on as head lines: `Answer.head_lines`,
+    # `FastRequest.head_lines` or `LimitedRequest`, gateway/limitheaders.py).
     headers = relayed_response_headers(response.headers, record.key_id is None)
     if record.adaptations:
         # Tell the client what the gateway changed so Azure would accept the request.
@@ -82,7 +82,7 @@ async def relay(
     content_type = headers.get("content-type", "")
     if content_type.startswith("text/event-stream"):
         if policy is not None and type(response) in _PUSHING and (
-                type(request) is FastRequest  # ungoverned: one test, as before
+                type(request) is FastRequest  # governed too (its `head_lines`): one test
                 or (type(request) is LimitedRequest and type(request.wrapped) is FastRequest)):
             # Pushed (`_pushed`): this coroutine wakes only at the end and for a slow
             # client, so a task of its own would cost more than the chain it spares. A

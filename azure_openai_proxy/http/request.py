@@ -309,6 +309,7 @@ class FastRequest:
         "body",
         "content_length",
         "extra_headers",
+        "head_lines",
         "headers",
         "http11",
         "method",
@@ -330,6 +331,10 @@ class FastRequest:
         self.content_length = content_length
         self.body = body
         self.extra_headers: dict[str, str] | None = None
+        # More lines for a streamed answer's head, as `Answer.head_lines` are for a whole
+        # answer's (the application's own text: a virtual key's `x-ratelimit-*`), set
+        # before `stream()`.
+        self.head_lines = b""
         # The streamed answer once `stream()` began it (read by the engine per request:
         # an attribute, not a property).
         self.started_stream: FastStream | None = None
@@ -391,7 +396,7 @@ class FastRequest:
         if transport is None:
             raise ClientDisconnected("The client closed the connection")
         head = response_head(status, pairs, None, keep_alive, self._channel.date(),
-                             chunked=chunked)
+                             chunked=chunked, head_lines=self.head_lines)
         stream = self.started_stream = FastStream(self._channel, transport, status, head,
                                                   chunked, bodyless)
         stream.send_head_soon()

@@ -1,7 +1,9 @@
 """A virtual key's answers carry the key's `x-ratelimit-*`, never Azure's: the relay does
 not relay Azure's for a key's request (`relayed_response_headers(..., limits=False)`,
-by the key's id in the record), and a whole answer gets the key's as head lines
-(`with_lines`), with no pass over the answer's names (`apply_lines`)."""
+by the key's id in the record), a whole answer gets the key's as head lines
+(`with_lines`), and a `FastRequest` puts them on a streamed answer's head itself
+(`head_lines`, set by `limited`: no `LimitedRequest` per request), with the same bytes
+as the wrapped request gives."""
 
 from __future__ import annotations
 
@@ -10,14 +12,16 @@ from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from azure_openai_proxy.gateway.limitheaders import LimitedRequest, with_lines
+from azure_openai_proxy.gateway.limitheaders import LimitedRequest, limited, with_lines
 from azure_openai_proxy.gateway.relay import relay
 from azure_openai_proxy.http.interface import Answer
 from azure_openai_proxy.http.request import FastRequest
 from azure_openai_proxy.normalize.stream import StreamPolicy
 from azure_openai_proxy.translate import relayed_response_headers
-from tests.unit.test_relay_governed import KeyLimits
-from tests.unit.test_relay_push import Exchange
+from azure_openai_proxy.upstream.fast import FastResponse
+from tests.unit.test_relay_governed import AZURE_HEAD, KeyLimits
+from tests.unit.test_relay_push import PROMPT, Exchange, Pulled, wire
+from tests.unit.test_stream_steady import long_stream
 
 _AZURES = {"Content-Type": "application/json", "X-RateLimit-Remaining-Tokens": "7",
            "x-ratelimit-limit-requests": "6000", "X-RATELIMIT-RESET-REQUESTS": "1s",
@@ -57,7 +61,7 @@ async def _relayed(headers: dict[str, str], key_id: str | None) -> Answer:
     exchange.record.key_id = key_id
     request = FastRequest(exchange.channel, "POST", "/v1/chat/completions",
                           CIMultiDictProxy(CIMultiDict()), True, True, None, None)
-    answer: Any = await relay(LimitedRequest(request, KeyLimits.head_lines) if key_id else request,
+    answer: Any = await relay(limited(request, KeyLimits.head_lines) if key_id else request,
                               "chat/completions", _Answer(headers), None, None, False,
                               exchange.record)
     assert isinstance(answer, Answer)
@@ -77,5 +81,52 @@ def test_a_keys_whole_answer_has_the_keys_limits_and_a_static_keys_azures() -> N
                     if name.startswith("x-ratelimit")} == (
                 {"x-ratelimit-remaining-tokens": "7", "x-ratelimit-limit-requests": "6000",
                  "x-ratelimit-reset-requests": "1s"} if headers is _AZURES else {})
+
+    asyncio.run(run())
+
+
+class _HeadLinesExchange(Exchange):
+    """`Exchange` with a key's request as the pipeline now sends it: the `FastRequest`
+    itself, its `head_lines` set (`limited`), the key's id in the record."""
+
+    wrapped = False
+
+    def start(self, first: bytes) -> None:
+        self.conn.data_received(self.head + first)
+        response = FastResponse(self.owner, self.conn)
+        answer: Any = response if self.pushed else Pulled(response)
+        request = FastRequest(self.channel, "POST", "/v1/chat/completions",
+                              CIMultiDictProxy(CIMultiDict()), True, True, None, None)
+        self.record.key_id = "key-1"
+        sent = (LimitedRequest(request, KeyLimits.head_lines) if self.wrapped
+                else limited(request, KeyLimits.head_lines))
+        assert (sent is request) is not self.wrapped
+        self.task = asyncio.get_running_loop().create_task(relay(
+            sent, "chat/completions", answer, self.policy, self.policy.client_model,
+            self.policy.keep_azure_fields, self.record, prompt=PROMPT))
+
+
+class _WrappedExchange(_HeadLinesExchange):
+    wrapped = True
+
+
+def test_a_keys_stream_head_carries_its_lines_as_the_wrapped_request_gave_them() -> None:
+    async def run() -> None:
+        policy = StreamPolicy(client_model="gpt-4o", strip_usage_frame=True)
+        frames = long_stream()
+        reads = [wire(frames[:3], end=False), wire(frames[3:])]
+        for pushed in (True, False):
+            relayed = await _HeadLinesExchange(pushed=pushed, policy=policy,
+                                               head=AZURE_HEAD).run(reads)
+            wrapped = await _WrappedExchange(pushed=pushed, policy=policy,
+                                             head=AZURE_HEAD).run(reads)
+            head, _, rest = relayed.partition(b"\r\n\r\n")
+            assert rest == wrapped.partition(b"\r\n\r\n")[2]
+            lines = head.split(b"\r\n")[1:]
+            assert sorted(lines) == sorted(wrapped.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:])
+            assert b"x-ratelimit-limit-requests: 10" in lines
+            assert b"x-ratelimit-remaining-requests: 9" in lines
+            assert b"999" not in head  # Azure's limit went
+            assert rest.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
 
     asyncio.run(run())
