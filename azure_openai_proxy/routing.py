@@ -82,6 +82,13 @@ _RESOURCE_NAMES = RESOURCE_ROOTS | frozenset(
     }
 )
 _SEGMENT = re.compile(r"^[A-Za-z0-9_\-.]{1,200}\Z")
+# A fine-tuned model or checkpoint id holds `:` (`ft:gpt-4o-mini-2024-07-18:org:name:
+# ckpt-step-100`): let through only where OpenAI puts one in a resource path,
+# `fine_tuning/checkpoints/{id}/...` (the upstream URL percent-encodes it, translate.py).
+_MODEL_ID_SEGMENT = re.compile(r"^[A-Za-z0-9_\-.:]{1,200}\Z")
+_MODEL_ID_AT = ("fine_tuning", "checkpoints")
+# Responses operations under `responses/`, not ids: POST only.
+_RESPONSES_OPERATIONS = frozenset({"responses/compact", "responses/input_tokens"})
 _FALLBACK_STRIP = re.compile(r"[.:]")
 # Characters that can never be in a model name we would put into a URL.
 _URL_BREAKERS = re.compile(r"[/\\?#%\s\x00-\x1f\x7f]")
@@ -116,7 +123,14 @@ def _segments(raw_path: str) -> list[str]:
     return parts
 
 
-def _check_segment(segment: str) -> str:
+def _check_segment(segment: str, model_id: bool = False) -> str:
+    if model_id:  # a fine-tuned model's id: `:` too, and never `..` (no OpenAI id has one)
+        if not _MODEL_ID_SEGMENT.match(segment) or ".." in segment:
+            raise HostileInput(
+                "A fine-tuned model or checkpoint id contains characters that are not "
+                "allowed (letters, digits, '-', '_', '.' and ':' only; no '..').",
+                param="path")
+        return segment
     if not _SEGMENT.match(segment) or segment in (".", ".."):
         raise HostileInput(
             "A path segment contains characters that are not allowed "
@@ -140,12 +154,19 @@ def _openai_style(method: str, parts: list[str], native: bool) -> Target:
         _require(method, "GET")
         return Target("models", "models")
     if len(parts) == 2 and parts[0] == "models":
+        if method == "DELETE":  # deliberately: the gateway answers models itself
+            raise MethodNotAllowed(
+                "Method DELETE is not allowed here: the gateway answers the model list "
+                "from its configuration. Delete a fine-tuned model on Azure itself.")
         _require(method, "GET")
         return Target("model", "models", path_model=parts[1])
     if parts and parts[0] in RESOURCE_ROOTS and len(parts) <= _MAX_RESOURCE_DEPTH:
         _require(method, "GET", "POST", "DELETE")
-        for part in parts[1:]:
-            _check_segment(part)
+        if path in _RESPONSES_OPERATIONS:
+            _require(method, "POST")
+        model_id = tuple(parts[:2]) == _MODEL_ID_AT
+        for index, part in enumerate(parts[1:], 1):
+            _check_segment(part, model_id and index == 2)
             # A trailing dot too: front ends that follow Windows' path rules read `jobs.`
             # as `jobs`; no OpenAI name or id ends with one.
             if (part.lower() in _RESOURCE_NAMES and not part.islower()) or part[-1] == ".":

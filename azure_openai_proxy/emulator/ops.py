@@ -6,7 +6,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from azure_openai_proxy.emulator import ops_media, ops_store, ops_text, realtime_ws
+from azure_openai_proxy.emulator import (
+    ops_media,
+    ops_store,
+    ops_text,
+    realtime_ws,
+    responses_tools,
+)
 from azure_openai_proxy.emulator.exchange import Exchange
 from azure_openai_proxy.emulator.generation import prompt_list
 from azure_openai_proxy.emulator.ratelimit import estimate_cost
@@ -20,6 +26,8 @@ HANDLERS: dict[str, Handler] = {
     "completions": ops_text.completions,
     "embeddings": ops_text.embeddings,
     "responses": ops_text.responses_create,
+    "responses_compact": responses_tools.compact,
+    "responses_input_tokens": responses_tools.input_tokens,
     "transcriptions": ops_media.transcriptions,
     "translations": ops_media.translations,
     "speech": ops_media.speech,
@@ -42,7 +50,7 @@ HANDLERS: dict[str, Handler] = {
 }
 JSON_OPERATIONS = frozenset(
     {"chat", "completions", "embeddings", "responses", "speech", "image_generations",
-     "batch_create"}
+     "batch_create", "responses_compact", "responses_input_tokens"}
 )
 MULTIPART_OPERATIONS = frozenset({"transcriptions", "translations", "image_edits", "file_upload"})
 
@@ -66,7 +74,7 @@ def cost_of(ex: Exchange) -> int:
             return estimate_cost(chars, _int(body.get("max_tokens"), 16) * copies)
         if operation == "embeddings":
             return estimate_cost(len(str(body.get("input", ""))), 0)
-        if operation == "responses":
+        if operation in ("responses", "responses_compact"):
             most = _int(body.get("max_output_tokens"), natural)
             return estimate_cost(len(input_text(body)), most)
     except Exception:  # a malformed body costs nothing here; its handler rejects it

@@ -25,6 +25,8 @@ OPERATION_KIND: dict[str, str | None] = {
     "image_generations": "images",
     "image_edits": "images",
     "responses": "chat",
+    "responses_compact": "chat",
+    "responses_input_tokens": None,  # `model` optional; a named one must exist
     "response": None,
     "response_delete": None,
     "files": None,
@@ -52,6 +54,7 @@ OPERATION_TITLE = {
     "image_generations": "ImageGenerations_Create",
     "image_edits": "ImageEdits_Create",
     "responses": "Responses_Create",
+    "responses_compact": "Responses_Compact",
     "realtime": "Realtime_Connect",
 }
 
@@ -69,6 +72,8 @@ _ID = r"([A-Za-z0-9_.:-]{1,200})"
 # (pattern relative to /openai or /openai/v1, method, operation)
 _SHARED_ROUTES = [
     (r"responses", "POST", "responses"),
+    (r"responses/compact", "POST", "responses_compact"),
+    (r"responses/input_tokens", "POST", "responses_input_tokens"),
     (rf"responses/{_ID}", "GET", "response"),
     (rf"responses/{_ID}", "DELETE", "response_delete"),
     (r"files", "GET", "files"),

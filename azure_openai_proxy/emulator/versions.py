@@ -49,6 +49,8 @@ FILTER_RESULTS_SINCE = "2023-06-01"
 # Operations that need a minimum dated version (and whether GA versions have them).
 OPERATION_SINCE: dict[str, str] = {
     "responses": "2025-03-01",
+    "responses_compact": "2025-03-01",
+    "responses_input_tokens": "2025-03-01",
     "response": "2025-03-01",
     "response_delete": "2025-03-01",
     "image_edits": "2025-04-01",
@@ -60,6 +62,7 @@ OPERATION_SINCE: dict[str, str] = {
 }
 # Every operation on a Responses object is the Responses API's: none is in a GA version.
 PREVIEW_ONLY_OPERATIONS = frozenset({"speech", "responses", "response", "response_delete",
+                                     "responses_compact", "responses_input_tokens",
                                      "image_edits", "realtime"})
 
 

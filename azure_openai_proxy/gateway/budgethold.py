@@ -90,7 +90,7 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
     just before the request goes out; `settle_budget` once it has ended. `estimate`:
     the body's (prompt, max output) tokens when the caller has them already (the rate
     limit's, gateway/governed.py `hold`), so the prompt is measured once."""
-    if not budgeted(caller):
+    if not budgeted(caller) or operation in _FREE:
         return None  # nothing to estimate: most keys
     # A hard budget alone refuses what it could never stop: a soft one only warns, and
     # its key is served as a key without one. (Work billed outside any metered answer
@@ -158,6 +158,9 @@ def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
         record.usage = unanswered_usage(body, operation, record.stream, default_completion)
 
 
+# Routes Azure does not bill: nothing to hold (`responses/input_tokens` counts a request's
+# input tokens without running the model).
+_FREE = frozenset({"responses/input_tokens"})
 # Routes priced by their tokens alone: a model without a price there costs $0 in the
 # ledger (recorded unpriced), so a budget could never stop it.
 _TOKEN_PRICED = frozenset({"chat/completions", "completions", "responses", "embeddings"})
@@ -229,7 +232,14 @@ def unmetered_work(operation: str, body: Mapping[str, Any] | None) -> tuple[str,
       `.../submit_tool_outputs`): it answers before any usage, and its output is read
       as the thread's messages, which carry none;
     - a background response: its POST answers with `"usage": null`, and its output can
-      be read by a streamed `GET responses/{id}`, unmetered."""
+      be read by a streamed `GET responses/{id}`, unmetered;
+    - a compaction (`responses/compact`): a model call billed by its tokens, whose hold
+      (a chained turn's context, gateway/chained.py, and its output) the request path
+      does not make for it yet;
+    - vector-store storage, billed per GB-day as long as the store lives: a store
+      created (`vector_stores`, or inline in an assistant's or a thread's
+      `tool_resources.file_search.vector_stores`), files added to one (`vector_stores/
+      {id}/files`, `.../file_batches`)."""
     if operation == "responses":
         if body and body.get("background") is True:
             return "Background responses", "Send the request without `background`."
@@ -238,6 +248,12 @@ def unmetered_work(operation: str, body: Mapping[str, Any] | None) -> tuple[str,
     # The router refuses an API name in other letters (routing.py `_RESOURCE_NAMES`);
     # folded here too, so that a name it does not list yet cannot open the gap.
     rest = rest.lower()
+    if root == "responses" and rest == "compact":
+        return ("Compactions (`responses/compact`)",
+                "Continue the conversation with `responses` and its `previous_response_id`.")
+    if _starts_storage(root, rest, body):
+        return ("Vector stores (their storage is billed per GB-day)",
+                "Use file search with a vector store made by a key without a budget.")
     if root == "batches" and not rest:
         return "Batches", "Send the requests one by one."
     if root == "fine_tuning":
@@ -264,6 +280,20 @@ def refuse_unmetered(caller: Caller, operation: str, body: Mapping[str, Any] | N
     if work is not None:
         raise NotMetered(f"{work[0]} are not available to keys with a budget: their usage "
                          f"is not metered per request. {work[1]}")
+
+
+def _starts_storage(root: str, rest: str, body: Mapping[str, Any] | None) -> bool:
+    """Whether a POST of `root/rest` with `body` creates a vector store or adds files to
+    one (`unmetered_work`); a read, a cancel, a delete or a file's attributes updated
+    (`vector_stores/{id}/files/{file}`) starts none."""
+    if root == "vector_stores":
+        parts = rest.split("/") if rest else []
+        return not parts or (len(parts) == 2 and parts[1] in ("files", "file_batches"))
+    if root not in ("assistants", "threads") or "/" in rest or rest == "runs" or not body:
+        return False  # an assistant or a thread created or modified: its tool resources
+    resources = body.get("tool_resources")
+    search = resources.get("file_search") if isinstance(resources, Mapping) else None
+    return isinstance(search, Mapping) and bool(search.get("vector_stores"))
 
 
 # The steps of an Assistants run a POST starts or continues (`threads/{t}/runs`,

@@ -28,7 +28,9 @@ fails, memory alone answers (this worker's recent objects; others are unknown).
 A created response's `output` items are the key's with it (an `item_reference` may name
 them), and so are those its owner reads later (`GET responses/{id}`: a background
 response's), its input items once its owner lists them (`responses/{id}/input_items`), and
-a conversation's items its owner adds or lists (`conversations/{id}/items`).
+a conversation's items its owner adds or lists (`conversations/{id}/items`). A fine-tuning
+job's model and checkpoints are its owner's once it reads the job, its checkpoints or the
+job list (gateway/finetuned.py): `fine_tuning/checkpoints/{id}/...` names one.
 A streamed `responses` call's id and output items are the key's too: the relay reads
 them from the stream (normalize/responses_meter.py `ResponsesStreamMeter`) and `claim`s them as
 the events naming them pass: in memory at once, in the database in the background. So a
@@ -61,6 +63,7 @@ from azure_openai_proxy.errors import GatewayError, MalformedBody, NotFound
 from azure_openai_proxy.gateway.affinity import folded, ids_referenced
 from azure_openai_proxy.gateway.chained import ChainedContext
 from azure_openai_proxy.gateway.chatfiles import chat_file_ids
+from azure_openai_proxy.gateway.finetuned import job_of, listed_models, named_models
 from azure_openai_proxy.gateway.rereads import CountedUsage
 from azure_openai_proxy.http.interface import Answer, Reply
 from azure_openai_proxy.observability.record import RequestRecord
@@ -88,8 +91,9 @@ _CAPACITY = 200_000
 # Collections whose GET lists objects created at the top level.
 _LISTS = frozenset({"files", "batches", "vector_stores", "assistants", "fine_tuning/jobs",
                     "responses", "threads", "uploads", "conversations"})
-# `threads/runs` creates a thread and a run: "runs" is no id.
-_NOT_IDS = frozenset({"runs"})
+# `threads/runs` creates a thread and a run; `responses/compact` compacts a conversation
+# and `responses/input_tokens` counts a request's input: none names an object.
+_NOT_IDS = frozenset({"threads/runs", "responses/compact", "responses/input_tokens"})
 # Where a body lists input items, which may be `item_reference`s to stored items.
 _ITEM_LISTS = ("input", "items")
 
@@ -321,11 +325,14 @@ def object_ids(operation: str, body: Mapping[str, Any] | None) -> tuple[list[str
     inside the first, so they are refused only when known to be another key's."""
     parts = operation.split("/")
     if parts[0] == "fine_tuning":
-        named = [parts[2]] if len(parts) >= 3 and parts[1] == "jobs" else []
-        inner = parts[4::2] if parts[1:2] == ["jobs"] else parts[2::2]
+        # A job, or a checkpoint (`checkpoints/{ft:...}/permissions`): the key's when it
+        # owns the job that made it (gateway/finetuned.py).
+        owned = parts[1:2] in (["jobs"], ["checkpoints"])
+        named = [parts[2]] if len(parts) >= 3 and owned else []
+        inner = parts[4::2] if owned else parts[2::2]
         return named + ids_referenced("", body, strict=True), inner
     named = ids_referenced(operation, body, strict=True)
-    if len(parts) >= 2 and parts[1] in _NOT_IDS:
+    if "/".join(parts[:2]) in _NOT_IDS:
         named = named[1:]
     return named + item_references(body), parts[3::2]
 
@@ -416,12 +423,23 @@ async def owned_answer(
             owners.chained.note(key_id, record.created_id, record.usage, body)
             if isinstance(reply, Answer):
                 await owners.remember_all(output_item_ids(reply.body), owned)
+        elif operation == "responses/compact" and isinstance(reply, Answer):
+            await owners.remember_all(output_item_ids(reply.body), owned)  # as a turn's
         elif operation == "conversations":  # its first turn's context: known, not guessed
             owners.chained.started(key_id, record.created_id, body)
     elif is_list(method, operation) and isinstance(reply, Answer) and reply.status == 200:
         listed = list_ids(reply.body)
         if listed is not None:
             reply.body = filtered(listed[0], await owners.owned_of(key_id, listed[1]))
+            if operation == "fine_tuning/jobs":  # the key's jobs: their models are its
+                await owners.remember_all(listed_models(listed[0]["data"]), Owned(key_id))
+    elif isinstance(reply, Answer) and reply.status == 200 and (
+            job := job_of(method, operation)) is not None:
+        # A job read or its checkpoints listed (checked as this key's, or of unknown
+        # owner): the models and checkpoints they name are the key's when the job is.
+        owner = await owners.get(job)
+        if owner is not None and owner.key_id == key_id:
+            await owners.remember_all(named_models(reply.body), Owned(key_id))
     elif isinstance(reply, Answer) and reply.status == 200 and (
             holder := _item_holder(method, operation)) is not None:
         # Items of a response or a conversation (checked as this key's, or of unknown

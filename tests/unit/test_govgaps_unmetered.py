@@ -33,7 +33,7 @@ def test_work_billed_outside_any_metered_answer(operation: str, body: dict[str, 
     ("fine_tuning/jobs/ftjob-1/cancel", None), ("fine_tuning/alpha/graders/validate", {}),
     ("fine_tuning/checkpoints/ckpt-1/permissions", {}), ("threads/thread_1/runs/run_1/cancel", {}),
     ("threads/thread_1/messages", {}), ("threads", {}), ("files", None), ("evals", {}),
-    ("vector_stores", {}), ("conversations", {}), ("uploads/u1/complete", {}),
+    ("vector_stores/vs_1", {}), ("conversations", {}), ("uploads/u1/complete", {}),
     ("evals/eval_1/runs/run_1", {}),
 ])
 def test_the_rest_starts_no_unmetered_work(operation: str, body: dict[str, object] | None) -> None:

@@ -85,8 +85,9 @@ def test_the_ids_a_request_names() -> None:
     assert object_ids("threads/t-1/runs/run-1/steps/step-1", None) == (
         ["t-1"], ["run-1", "step-1"])
     assert object_ids("vector_stores/vs-1/files/file-1", None) == (["vs-1"], ["file-1"])
+    # A checkpoint is its job owner's (session 15): named, as a job is.
     assert object_ids("fine_tuning/checkpoints/ck-1/permissions/p-1", None) == (
-        [], ["ck-1", "p-1"])
+        ["ck-1"], ["p-1"])
 
 
 def test_every_reference_in_a_body_is_named() -> None:
