@@ -202,6 +202,8 @@ class _H2Connection(asyncio.Protocol):
                     if end > size:
                         break
                     if not head & 0xFF:  # DATA, the hot path: a stream's body
+                        if self.blocks.sid:  # RFC 9113 §6.10: nothing inside a block
+                            raise ProtocolError("a header block was interrupted")
                         self._on_data(sid & 0x7FFFFFFF, flags, buf, pos + 9, end)
                     else:
                         self._on_frame(head & 0xFF, flags, sid & 0x7FFFFFFF, buf[pos + 9:end])

@@ -80,9 +80,34 @@ class HeaderBlocks:
         return sid, self.end_stream, fields
 
 
+# What an HTTP/2 field name may hold: RFC 9110's token characters, lower case.
+_NAME_BYTES = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+_CONNECTION_SPECIFIC = frozenset({b"connection", b"proxy-connection", b"keep-alive",
+                                  b"transfer-encoding", b"upgrade"})
+# Names checked and found good: an upstream sends the same few dozen on every answer.
+# Bounded: a server inventing names is checked every time past it, never remembered.
+_GOOD_NAMES: set[bytes] = set()
+_GOOD_NAMES_MAX = 1024
+
+
+def _check_name(name: bytes) -> None:
+    """`MalformedHead` for an empty name, a second `:status` or a request's
+    pseudo-field (":" is no token character), upper case, a space or a byte past
+    ASCII (RFC 9113 §8.2.1) and HTTP/1.1's connection fields (§8.2.2); else the name
+    is remembered as good."""
+    if not name or name.translate(None, _NAME_BYTES):
+        raise MalformedHead("a bad header name")
+    if name in _CONNECTION_SPECIFIC:
+        raise MalformedHead("a connection-specific header")
+    if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
+        _GOOD_NAMES.add(name)
+
+
 def read_head(fields: list[tuple[bytes, bytes]]) -> tuple[int, CIMultiDict[str]]:
     """An answer's status and headers; `MalformedHead` for what no HTTP/1.1 head can
-    hold (a value with CR, LF or NUL, an empty name), a missing or bad status, a
+    hold (a value with CR, LF or NUL, an empty name), what RFC 9113 §8.2 calls
+    malformed (a name with upper case or a byte no token has; `connection`,
+    `keep-alive`, `proxy-connection`, `transfer-encoding`, `upgrade`), a missing or bad status, a
     pseudo-header field that is not the first (RFC 9113 §8.3: an answer's one, `:status`,
     comes before every regular field) and a `content-length` that is not 1*DIGIT, or is
     given twice with two values (RFC 9110 §8.6: `-5`, `+5`, ` 5`, `1_0` are what `int()`
@@ -95,9 +120,9 @@ def read_head(fields: list[tuple[bytes, bytes]]) -> tuple[int, CIMultiDict[str]]
     status = int(value)
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in islice(fields, 1, None):
-        if not name or name[0] == 0x3A:  # ":" (a compare, not a method call): a second
-            raise MalformedHead("a bad header name")  # :status, or a request's field
-        elif 13 in value or 10 in value or 0 in value:  # CR, LF, NUL: an int is a memchr
+        if name not in _GOOD_NAMES:  # a set's look-up: a name's check costs ~1,400
+            _check_name(name)
+        if 13 in value or 10 in value or 0 in value:  # CR, LF, NUL: an int is a memchr
             # (a bytes operand is first tried as an int: an exception made and dropped)
             raise MalformedHead("a header value with CR, LF or NUL")
         else:
