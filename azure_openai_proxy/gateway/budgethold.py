@@ -34,6 +34,7 @@ from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.observability.record import RequestRecord
 
 __all__ = [
+    "FREE_OPERATIONS",
     "Names",
     "PoolNames",
     "budgeted",
@@ -90,7 +91,7 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
     just before the request goes out; `settle_budget` once it has ended. `estimate`:
     the body's (prompt, max output) tokens when the caller has them already (the rate
     limit's, gateway/governed.py `hold`), so the prompt is measured once."""
-    if not budgeted(caller) or operation in _FREE:
+    if not budgeted(caller) or operation in FREE_OPERATIONS:
         return None  # nothing to estimate: most keys
     # A hard budget alone refuses what it could never stop: a soft one only warns, and
     # its key is served as a key without one. (Work billed outside any metered answer
@@ -159,8 +160,8 @@ def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
 
 
 # Routes Azure does not bill: nothing to hold (`responses/input_tokens` counts a request's
-# input tokens without running the model).
-_FREE = frozenset({"responses/input_tokens"})
+# input tokens without running the model), nor tokens taken from a key's TPM (governed.py).
+FREE_OPERATIONS = frozenset({"responses/input_tokens"})
 # Routes priced by their tokens alone: a model without a price there costs $0 in the
 # ledger (recorded unpriced), so a budget could never stop it.
 _TOKEN_PRICED = frozenset({"chat/completions", "completions", "responses", "embeddings"})

@@ -15,6 +15,7 @@ from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import GatewayError, KeyRateLimited, UpstreamError
 from azure_openai_proxy.gateway.affinity import MAX_REFERENCE_VALUES
 from azure_openai_proxy.gateway.budgethold import (
+    FREE_OPERATIONS,
     PoolNames,
     budgeted,
     note_unanswered,
@@ -83,7 +84,8 @@ def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
     # Decided once per key version by the key directory (`Caller.budgeted`).
     budget = budgets is not None and (
         caller.budgeted if caller.budgeted is not None else budgeted(caller))
-    if body is None or not (plan.counts_tokens or budget):
+    if body is None or not (plan.counts_tokens or budget) or operation in FREE_OPERATIONS:
+        # Nothing to reserve (a free count runs no model: no tokens, no cost).
         estimate = None  # (prompt, max output) tokens: measured once, for either or both
         tokens = 0
     else:
@@ -110,7 +112,7 @@ def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
         return admitted, reserve_budget(budgets, caller, body, price_names(*routed),
                                         operation, default_completion, estimate)
     except BaseException:
-        limiter.settle(admitted, None)  # over budget: the limits are given back
+        limiter.refund(admitted)  # over budget, never sent: its request slot too
         raise
 
 

@@ -76,6 +76,10 @@ def _shape(state: _Subject) -> tuple[bool, bool, int | None]:
     return state.rpm is not None, state.tpm is not None, state.parallel
 
 
+def _refund_by(limiter: RateLimiter, admission: Admission) -> None:
+    limiter.refund(admission)
+
+
 def _limited(limits: Limits) -> bool:
     return (limit_of(limits.rpm) is not None or limit_of(limits.tpm) is not None
             or limits.max_parallel is not None)
@@ -268,6 +272,23 @@ class RateLimiter:
                     state.tpm_stamp = now
                 level += give_back
                 state.tpm_level = cap if level > cap else -cap if level < -cap else level
+
+    def refund(self, admission: Admission) -> None:
+        """The request never went out (its budget refused it after its limits let it
+        through): everything it took is given back, its request slot as well as its
+        tokens and its in-flight slot, as if it had not come. Once settled, nothing."""
+        if admission.settled:
+            return
+        if self._table is not None:
+            # the unshared limiter's refund on the state copied in (None: one fewer in flight)
+            self._shared(admission.subjects, _refund_by, self._here, admission, False)
+            return
+        self.settle(admission, None)
+        for state in admission.subjects:
+            cap = state.rpm
+            if cap is not None:
+                level = state.rpm_level + 1
+                state.rpm_level = cap if level > cap else level
 
     def _shared(self, subjects: tuple[_Subject, ...], decide: Callable[[_A, _B], _Decision],
                 first: _A, second: _B, checked: bool = True) -> _Decision:
