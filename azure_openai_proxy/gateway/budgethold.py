@@ -240,7 +240,9 @@ def unmetered_work(operation: str, body: Mapping[str, Any] | None) -> tuple[str,
     - vector-store storage, billed per GB-day as long as the store lives: a store
       created (`vector_stores`, or inline in an assistant's or a thread's
       `tool_resources.file_search.vector_stores`), files added to one (`vector_stores/
-      {id}/files`, `.../file_batches`)."""
+      {id}/files`, `.../file_batches`), or a thread message's attachments given to file
+      search (a thread created with such messages, or one added: `threads/{id}/messages`),
+      which Azure puts in a vector store it makes for the thread."""
     if operation == "responses":
         if body and body.get("background") is True:
             return "Background responses", "Send the request without `background`."
@@ -290,11 +292,36 @@ def _starts_storage(root: str, rest: str, body: Mapping[str, Any] | None) -> boo
     if root == "vector_stores":
         parts = rest.split("/") if rest else []
         return not parts or (len(parts) == 2 and parts[1] in ("files", "file_batches"))
-    if root not in ("assistants", "threads") or "/" in rest or rest == "runs" or not body:
+    if root not in ("assistants", "threads") or not body:
+        return False
+    if root == "threads":
+        # A message whose attachments go to file search: Azure puts their files in a
+        # vector store it makes for the thread (a thread created with messages, or a
+        # message added; `threads/runs` is refused as a run already).
+        if not rest:
+            messages = body.get("messages")
+            if isinstance(messages, list) and any(map(_searched_attachments, messages)):
+                return True
+        elif rest.count("/") == 1 and rest.endswith("/messages"):
+            return _searched_attachments(body)
+    if "/" in rest or rest == "runs":
         return False  # an assistant or a thread created or modified: its tool resources
     resources = body.get("tool_resources")
     search = resources.get("file_search") if isinstance(resources, Mapping) else None
     return isinstance(search, Mapping) and bool(search.get("vector_stores"))
+
+
+def _searched_attachments(message: object) -> bool:
+    """Whether a thread message attaches a file for the `file_search` tool."""
+    attachments = message.get("attachments") if isinstance(message, Mapping) else None
+    if not isinstance(attachments, list):
+        return False
+    for attachment in attachments:
+        tools = attachment.get("tools") if isinstance(attachment, Mapping) else None
+        if isinstance(tools, list) and any(
+                isinstance(tool, Mapping) and tool.get("type") == "file_search" for tool in tools):
+            return True
+    return False
 
 
 # The steps of an Assistants run a POST starts or continues (`threads/{t}/runs`,
