@@ -164,7 +164,8 @@ def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
 FREE_OPERATIONS = frozenset({"responses/input_tokens"})
 # Routes priced by their tokens alone: a model without a price there costs $0 in the
 # ledger (recorded unpriced), so a budget could never stop it.
-_TOKEN_PRICED = frozenset({"chat/completions", "completions", "responses", "embeddings"})
+_TOKEN_PRICED = frozenset({"chat/completions", "completions", "responses", "responses/compact",
+                           "embeddings"})
 
 
 class ModelNotPriced(GatewayError):
@@ -234,9 +235,6 @@ def unmetered_work(operation: str, body: Mapping[str, Any] | None) -> tuple[str,
       as the thread's messages, which carry none;
     - a background response: its POST answers with `"usage": null`, and its output can
       be read by a streamed `GET responses/{id}`, unmetered;
-    - a compaction (`responses/compact`): a model call billed by its tokens, whose hold
-      (a chained turn's context, gateway/chained.py, and its output) the request path
-      does not make for it yet;
     - vector-store storage, billed per GB-day as long as the store lives: a store
       created (`vector_stores`, or inline in an assistant's or a thread's
       `tool_resources.file_search.vector_stores`), files added to one (`vector_stores/
@@ -251,9 +249,6 @@ def unmetered_work(operation: str, body: Mapping[str, Any] | None) -> tuple[str,
     # The router refuses an API name in other letters (routing.py `_RESOURCE_NAMES`);
     # folded here too, so that a name it does not list yet cannot open the gap.
     rest = rest.lower()
-    if root == "responses" and rest == "compact":
-        return ("Compactions (`responses/compact`)",
-                "Continue the conversation with `responses` and its `previous_response_id`.")
     if _starts_storage(root, rest, body):
         return ("Vector stores (their storage is billed per GB-day)",
                 "Use file search with a vector store made by a key without a budget.")

@@ -263,7 +263,8 @@ class Gateway:
                     await self.owners.check(files, key.id, is_restricted(key, caller.team))
         else:  # embeddings, completions...: what the hold reads (input, max_tokens, n)
             body.canonical = json is not None  # is what is sent, as for chat
-        chained = self.owners.chained.reserve(json, key.id) if operation == "responses" else 0
+        chained = (self.owners.chained.reserve(json, key.id)
+                   if operation == "responses" or operation == "responses/compact" else 0)
         decided = caller.decided
         if decided is not None and decided.epoch is limiter.epoch:
             usual = decided.usual

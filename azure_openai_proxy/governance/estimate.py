@@ -34,8 +34,9 @@ CHARS_PER_TOKEN = 4
 # `default_completion_tokens` overrides it.
 DEFAULT_COMPLETION_TOKENS = 1024
 _MAX_FIELDS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
-# Operations whose answer is text tokens; embeddings produce none.
-_COMPLETING = frozenset({"chat/completions", "completions", "responses"})
+# Operations whose answer is text tokens; embeddings produce none. A compaction's
+# output (its compacted items) is billed as a Responses call's output tokens.
+_COMPLETING = frozenset({"chat/completions", "completions", "responses", "responses/compact"})
 # Per message, the chat format adds a few tokens of its own (role, separators).
 MESSAGE_OVERHEAD_TOKENS = 4
 # Text the model reads besides the prompt: tool and function definitions, a response
