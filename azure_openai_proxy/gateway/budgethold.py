@@ -233,8 +233,9 @@ def unmetered_work(operation: str, body: Mapping[str, Any] | None) -> tuple[str,
     - an Assistants run started or continued (`threads/runs`, `threads/{t}/runs`,
       `.../submit_tool_outputs`): it answers before any usage, and its output is read
       as the thread's messages, which carry none;
-    - a background response: its POST answers with `"usage": null`, and its output can
-      be read by a streamed `GET responses/{id}`, unmetered;
+    - a background response (or compaction, should Azure take one): its POST answers
+      with `"usage": null`, and its output can be read by a streamed `GET
+      responses/{id}`, unmetered;
     - vector-store storage, billed per GB-day as long as the store lives: a store
       created (`vector_stores`, or inline in an assistant's or a thread's
       `tool_resources.file_search.vector_stores`), files added to one (`vector_stores/
@@ -249,6 +250,8 @@ def unmetered_work(operation: str, body: Mapping[str, Any] | None) -> tuple[str,
     # The router refuses an API name in other letters (routing.py `_RESOURCE_NAMES`);
     # folded here too, so that a name it does not list yet cannot open the gap.
     rest = rest.lower()
+    if root == "responses" and rest == "compact" and body and body.get("background") is True:
+        return "Background compactions", "Send the request without `background`."
     if _starts_storage(root, rest, body):
         return ("Vector stores (their storage is billed per GB-day)",
                 "Use file search with a vector store made by a key without a budget.")

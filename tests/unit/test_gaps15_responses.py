@@ -53,6 +53,9 @@ def test_a_compaction_is_metered_not_refused() -> None:
     assert unmetered_work("responses/compact", INPUT) is None
     refuse_unmetered(_caller(Limits(budget_usd=5.0)), "responses/compact", INPUT)
     assert unmetered_work("responses/input_tokens", INPUT) is None
+    # Its answer would carry no usage to meter: refused as a background response is.
+    work = unmetered_work("responses/compact", {**INPUT, "background": True})
+    assert work is not None and work[0] == "Background compactions"
 
 
 def _pool() -> Pool:
