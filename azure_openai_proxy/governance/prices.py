@@ -29,6 +29,12 @@ not given falls back: `audio_input` to `input`, `cached_audio_input` to `audio_i
 (no cache discount: none is listed), `audio_output` to `output`. A model with no audio
 rate prices audio tokens as text. A config override of a shipped model that gives no
 audio rate keeps the shipped audio rates (`PriceTable.shipped`).
+
+Image tokens likewise: a model with an image rate (`image_input`, `cached_image_input`:
+gpt-image-1's pictures given to an edit cost twice its text) prices the prompt's
+`input_tokens_details.image_tokens` (and `cached_tokens_details.image_tokens`) at it;
+its output tokens (pictures) cost `output`. A model has audio rates or image rates, not
+both (audio's win: gpt-realtime's image input would be priced as text).
 """
 
 from __future__ import annotations
@@ -72,6 +78,8 @@ class Price:
     audio_input: float | None = None
     cached_audio_input: float | None = None
     audio_output: float | None = None
+    image_input: float | None = None
+    cached_image_input: float | None = None
 
 
 # usage key -> (the Price field, units per priced unit)
@@ -142,8 +150,10 @@ _NO_TOKENS = TokenCounts(0, 0, 0, 0)
 Rates = tuple[float, float, float]  # USD per 1M input, cached input and output tokens
 
 
-# USD per 1M input, cached input and output tokens of text, then of audio
-AudioRates = tuple[float, float, float, float, float, float]
+# USD per 1M input, cached input and output tokens of text, then of one other modality
+# (audio, or images), then the usage details' name of that modality's count
+# (`audio_tokens`, `image_tokens`): what `audio_cost` reads.
+AudioRates = tuple[float, float, float, float, float, float, str]
 
 
 def token_cost(rates: Rates | AudioRates, prompt: int, cached: int, completion: int) -> float:
@@ -168,29 +178,31 @@ def _details(usage: Mapping[str, Any], *names: str) -> Mapping[str, Any]:
 def audio_cost(rates: AudioRates, usage: Mapping[str, Any], prompt: int, cached: int,
                completion: int) -> float:
     """The cost of a usage's counts (`count_tokens`'s prompt, cached, completion) at
-    `rates` (`PriceTable.rates`, six of them): the audio part of each at the audio
-    rates, the rest at the text rates. The parts are clamped to their totals, so that
-    no part is negative whatever the details say."""
+    `rates` (`PriceTable.rates`, seven of them): the audio part of each (or the image
+    part, as `rates[6]` names it) at that modality's rates, the rest at the text rates.
+    The parts are clamped to their totals, so that no part is negative whatever the
+    details say."""
+    name = rates[6]
     given = _details(usage, "prompt_tokens_details", "input_tokens_details",
                      "input_token_details")
-    audio = _count(given.get("audio_tokens"), prompt)
+    audio = _count(given.get(name), prompt)
     cached_parts = given.get("cached_tokens_details")
-    cached_audio = (_count(cached_parts.get("audio_tokens"), min(cached, audio))
+    cached_audio = (_count(cached_parts.get(name), min(cached, audio))
                     if cached_parts and isinstance(cached_parts, dict) else 0)
-    # cached tokens past the text tokens can only be audio, split given or not (Azure's
-    # older Realtime api-versions give none): never priced at the full audio rate
+    # cached tokens past the text tokens can only be audio (or images), split given or
+    # not (Azure's older Realtime api-versions give none): never at the full audio rate
     cached_audio = max(cached_audio, cached - (prompt - audio))
     cached_text = cached - cached_audio
     given = _details(usage, "completion_tokens_details", "output_tokens_details",
                      "output_token_details")
-    audio_out = _count(given.get("audio_tokens"), completion)
+    audio_out = _count(given.get(name), completion)
     return ((prompt - audio - cached_text) * rates[0] + cached_text * rates[1]
             + (completion - audio_out) * rates[2] + (audio - cached_audio) * rates[3]
             + cached_audio * rates[4] + audio_out * rates[5]) / _TOKENS_PER_PRICE
 
 
 _OPTIONAL = ("cached_input", "per_image", "per_minute", "per_1m_characters", "audio_input",
-             "cached_audio_input", "audio_output")
+             "cached_audio_input", "audio_output", "image_input", "cached_image_input")
 
 
 def _price_of(name: str, entry: Any) -> Price:
@@ -244,6 +256,11 @@ class PriceTable:
                 price = dataclasses.replace(
                     price, audio_input=shipped.audio_input, audio_output=shipped.audio_output,
                     cached_audio_input=shipped.cached_audio_input)
+            if shipped is not None and price.image_input is None and (
+                    price.cached_image_input is None):
+                # the same for an image model's image rates (gpt-image-1's are 2x text)
+                price = dataclasses.replace(price, image_input=shipped.image_input,
+                                            cached_image_input=shipped.cached_image_input)
             prices[str(name).lower()] = price
         return cls(prices)
 
@@ -299,7 +316,7 @@ class PriceTable:
         rates = self.rates(names)
         if rates is None:
             return 0.0, False
-        if len(rates) == 6 and usage:
+        if len(rates) == 7 and usage:
             return audio_cost(rates, usage, tokens.prompt, tokens.cached, tokens.completion), True
         return token_cost(rates, tokens.prompt, tokens.cached, tokens.completion), True
 
@@ -334,11 +351,18 @@ def _rates_of(price: Price | None) -> Rates | AudioRates | tuple[()]:
     cached = price.input if price.cached_input is None else price.cached_input
     if (price.audio_input is None and price.cached_audio_input is None
             and price.audio_output is None):
-        return price.input, cached, price.output
+        if price.image_input is None and price.cached_image_input is None:
+            return price.input, cached, price.output
+        # Image tokens in (an edit's pictures) at their rates; out, the `output` rate
+        # (an image model's output is its pictures).
+        image = price.input if price.image_input is None else price.image_input
+        return (price.input, cached, price.output, image,
+                image if price.cached_image_input is None else price.cached_image_input,
+                price.output, "image_tokens")
     audio = price.input if price.audio_input is None else price.audio_input
     return (price.input, cached, price.output, audio,
             audio if price.cached_audio_input is None else price.cached_audio_input,
-            price.output if price.audio_output is None else price.audio_output)
+            price.output if price.audio_output is None else price.audio_output, "audio_tokens")
 
 
 def _one_of(value: Any, allowed: AbstractSet[str | None]) -> bool:

@@ -136,15 +136,16 @@ def test_the_shipped_table_prices_the_audio_models() -> None:
                   "gpt-4o-audio-preview", "gpt-4o-mini-audio-preview", "gpt-audio",
                   "gpt-4o-transcribe", "gpt-4o-mini-transcribe", "gpt-4o-mini-tts"):
         rates = table.rates([model])
-        assert rates is not None and len(rates) == 6, model
-    assert table.rates(["gpt-4o-mini-realtime-preview"]) == (0.6, 0.3, 2.4, 10.0, 0.3, 20.0)
+        assert rates is not None and len(rates) == 7 and rates[6] == "audio_tokens", model
+    assert table.rates(["gpt-4o-mini-realtime-preview"]) == (0.6, 0.3, 2.4, 10.0, 0.3, 20.0,
+                                                                  "audio_tokens")
 
 
 def test_config_audio_prices_override_the_table() -> None:
     settings = load_settings({"prices": {"gpt-4o-audio-preview": {
         "input": 2.75, "output": 11.0, "audio_input": 44.0, "audio_output": 88.0}}}, {})
     table = PriceTable.shipped({k: v.model_dump() for k, v in settings.prices.items()})
-    assert table.rates(["gpt-4o-audio-preview"]) == (2.75, 2.75, 11.0, 44.0, 44.0, 88.0)
+    assert table.rates(["gpt-4o-audio-preview"]) == (2.75, 2.75, 11.0, 44.0, 44.0, 88.0, "audio_tokens")
 
 
 @pytest.mark.parametrize("field", ["input", "output", "cached_input", "audio_input",
@@ -181,8 +182,8 @@ def test_the_readme_prices_example_loads_as_printed() -> None:
     text = block.split("```yaml\n", 1)[1].split("```", 1)[0]
     settings = load_settings(yaml.safe_load(text), {})
     table = PriceTable.shipped({k: v.model_dump() for k, v in settings.prices.items()})
-    assert table.rates(["gpt-realtime-1.5"]) == (4.0, 0.4, 16.0, 32.0, 0.4, 64.0)
-    assert table.rates(["gpt-4o-audio-preview"]) == (2.75, 2.75, 11.0, 44.0, 44.0, 88.0)
+    assert table.rates(["gpt-realtime-1.5"]) == (4.0, 0.4, 16.0, 32.0, 0.4, 64.0, "audio_tokens")
+    assert table.rates(["gpt-4o-audio-preview"]) == (2.75, 2.75, 11.0, 44.0, 44.0, 88.0, "audio_tokens")
     usage = {"input_tokens": 1000, "output_tokens": 100,
              "input_token_details": {"audio_tokens": 800, "cached_tokens": 500,
                                      "cached_tokens_details": {"audio_tokens": 400}},

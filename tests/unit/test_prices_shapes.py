@@ -88,7 +88,7 @@ def test_an_override_of_a_shipped_audio_models_text_prices_keeps_its_audio_rates
     the shipped table") priced its audio at them: $5.50 per 1M audio tokens for $40."""
     table = PriceTable.shipped({"gpt-4o-realtime-preview": {
         "input": 5.5, "cached_input": 2.75, "output": 22.0}})
-    assert table.rates(["gpt-4o-realtime-preview"]) == (5.5, 2.75, 22.0, 40.0, 2.5, 80.0)
+    assert table.rates(["gpt-4o-realtime-preview"]) == (5.5, 2.75, 22.0, 40.0, 2.5, 80.0, "audio_tokens")
     usage = {"input_tokens": 1000, "output_tokens": 100,
              "input_token_details": {"audio_tokens": 1000},
              "output_token_details": {"audio_tokens": 100}}
@@ -97,10 +97,10 @@ def test_an_override_of_a_shipped_audio_models_text_prices_keeps_its_audio_rates
     # audio rates given in the override are its own; a model not shipped has none
     table = PriceTable.shipped({"gpt-4o-realtime-preview": {"input": 5.5, "audio_input": 44},
                                 "gpt-4o": {"input": 2.75, "output": 11.0}})
-    assert table.rates(["gpt-4o-realtime-preview"]) == (5.5, 5.5, 0.0, 44.0, 44.0, 0.0)
+    assert table.rates(["gpt-4o-realtime-preview"]) == (5.5, 5.5, 0.0, 44.0, 44.0, 0.0, "audio_tokens")
     assert table.rates(["gpt-4o"]) == (2.75, 2.75, 11.0)
     # as the ledger builds it from the config (gateway/ledger.py: model_dump, None unset)
     settings = load_settings({"prices": {"gpt-4o-realtime-preview": {
         "input": 5.5, "cached_input": 2.75, "output": 22.0}}}, {})
     table = PriceTable.shipped({k: v.model_dump() for k, v in settings.prices.items()})
-    assert table.rates(["gpt-4o-realtime-preview"]) == (5.5, 2.75, 22.0, 40.0, 2.5, 80.0)
+    assert table.rates(["gpt-4o-realtime-preview"]) == (5.5, 2.75, 22.0, 40.0, 2.5, 80.0, "audio_tokens")
