@@ -226,6 +226,9 @@ class PriceSettings(_Frozen):
     audio_input: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     cached_audio_input: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     audio_output: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    # image tokens in (a model's pictures given to it); unset, they cost the text rates
+    image_input: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    cached_image_input: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     # the routes billed by units (governance/prices.yaml says which)
     per_image: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     per_minute: float | None = Field(default=None, ge=0, allow_inf_nan=False)

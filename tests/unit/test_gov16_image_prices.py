@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from azure_openai_proxy.config import ConfigError, load_settings
+from azure_openai_proxy.gateway.ledger import prices_of
 from azure_openai_proxy.governance.prices import PriceTable
 from tests.unit.test_prices_audio import _all_three
 
@@ -53,3 +55,20 @@ def test_an_override_of_the_text_prices_keeps_the_image_rates() -> None:
                                               "image_input": 12.0}})
     cost = _all_three(own, _usage(10, 100, 10), "gpt-image-1", "images/edits")
     assert cost == pytest.approx((10 * 6.0 + 100 * 12.0 + 10 * 48.0) / 1e6, rel=1e-12)
+
+
+def test_the_config_takes_image_rates() -> None:
+    """Through the config (`prices:`), as the README says: before, `image_input` was an
+    unknown field and the config was refused."""
+    settings = load_settings({"prices": {"my-image-model": {
+        "input": 2.0, "output": 8.0, "image_input": 2.5, "cached_image_input": 0.25}}}, {})
+    table = prices_of(settings)
+    assert table.rates(["my-image-model"]) == (2.0, 2.0, 8.0, 2.5, 0.25, 8.0, "image_tokens")
+    cost = _all_three(table, _usage(10, 100, 10), "my-image-model", "images/edits")
+    assert cost == pytest.approx((10 * 2.0 + 100 * 2.5 + 10 * 8.0) / 1e6, rel=1e-12)
+
+
+@pytest.mark.parametrize("value", [float("inf"), -1.0])
+def test_an_image_rate_must_be_finite_and_positive(value: float) -> None:
+    with pytest.raises(ConfigError, match=r"prices\.m\.image_input"):
+        load_settings({"prices": {"m": {"input": 1.0, "image_input": value}}}, {})
