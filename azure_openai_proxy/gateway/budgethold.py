@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import BudgetExhausted, GatewayError
+from azure_openai_proxy.gateway.affinity import folded
 from azure_openai_proxy.gateway.ledger import NO_TOKENS, UNIT_PRICED, record_cost
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
@@ -243,14 +244,14 @@ def unmetered_work(operation: str, body: Mapping[str, Any] | None) -> tuple[str,
       search (a thread created with such messages, or one added: `threads/{id}/messages`),
       which Azure puts in a vector store it makes for the thread."""
     if operation == "responses":
-        if body and body.get("background") is True:
+        if body and _any_true(body, "background"):
             return "Background responses", "Send the request without `background`."
         return None  # the usual resource POST: one comparison
     root, _, rest = operation.partition("/")
     # The router refuses an API name in other letters (routing.py `_RESOURCE_NAMES`);
     # folded here too, so that a name it does not list yet cannot open the gap.
     rest = rest.lower()
-    if root == "responses" and rest == "compact" and body and body.get("background") is True:
+    if root == "responses" and rest == "compact" and body and _any_true(body, "background"):
         return "Background compactions", "Send the request without `background`."
     if _starts_storage(root, rest, body):
         return ("Vector stores (their storage is billed per GB-day)",
@@ -297,29 +298,45 @@ def _starts_storage(root: str, rest: str, body: Mapping[str, Any] | None) -> boo
         # vector store it makes for the thread (a thread created with messages, or a
         # message added; `threads/runs` is refused as a run already).
         if not rest:
-            messages = body.get("messages")
-            if isinstance(messages, list) and any(map(_searched_attachments, messages)):
-                return True
+            for messages in _values(body, "messages"):
+                if isinstance(messages, list) and any(map(_searched_attachments, messages)):
+                    return True
         elif rest.count("/") == 1 and rest.endswith("/messages"):
             return _searched_attachments(body)
     if "/" in rest or rest == "runs":
         return False  # an assistant or a thread created or modified: its tool resources
-    resources = body.get("tool_resources")
-    search = resources.get("file_search") if isinstance(resources, Mapping) else None
-    return isinstance(search, Mapping) and bool(search.get("vector_stores"))
+    return any(stores for resources in _values(body, "tool_resources")
+               for search in _values(resources, "file_search")
+               for stores in _values(search, "vector_stores"))
 
 
 def _searched_attachments(message: object) -> bool:
     """Whether a thread message attaches a file for the `file_search` tool."""
-    attachments = message.get("attachments") if isinstance(message, Mapping) else None
-    if not isinstance(attachments, list):
-        return False
-    for attachment in attachments:
-        tools = attachment.get("tools") if isinstance(attachment, Mapping) else None
-        if isinstance(tools, list) and any(
-                isinstance(tool, Mapping) and tool.get("type") == "file_search" for tool in tools):
-            return True
+    for attachments in _values(message, "attachments"):
+        if not isinstance(attachments, list):
+            continue
+        for attachment in attachments:
+            for tools in _values(attachment, "tools"):
+                if isinstance(tools, list) and any(
+                        type(kind) is str and folded(kind) == "file_search"
+                        for tool in tools for kind in _values(tool, "type")):
+                    return True
     return False
+
+
+def _values(mapping: object, name: str) -> list[Any]:
+    """What a JSON object gives `name` under every spelling Azure may bind to it: its
+    frontend reads names case-insensitively (ASP.NET Core's defaults; affinity.py
+    `folded`), so `Tool_Resources` is `tool_resources` there. [] for no such name, or
+    no object. Read for a hard budget's refusals only: not on the usual request's path."""
+    if not isinstance(mapping, Mapping):
+        return []
+    return [value for field, value in mapping.items()
+            if field == name or (type(field) is str and folded(field) == name)]
+
+
+def _any_true(body: Mapping[str, Any], name: str) -> bool:
+    return any(value is True for value in _values(body, name))
 
 
 # The steps of an Assistants run a POST starts or continues (`threads/{t}/runs`,

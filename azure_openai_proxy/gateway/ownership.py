@@ -332,7 +332,7 @@ def object_ids(operation: str, body: Mapping[str, Any] | None) -> tuple[list[str
         inner = parts[4::2] if owned else parts[2::2]
         return named + ids_referenced("", body, strict=True), inner
     named = ids_referenced(operation, body, strict=True)
-    if "/".join(parts[:2]) in _NOT_IDS:
+    if operation in _NOT_IDS:  # exactly: below them (`responses/compact/x`) is an id's path
         named = named[1:]
     return named + item_references(body), parts[3::2]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -46,3 +47,20 @@ def test_file_search_attachments_are_refused_to_a_budgeted_key_only(
             "thread_free", role="user", content="read it",
             attachments=[{"file_id": "file-free", "tools": [{"type": "file_search"}]}])
     assert len(emulator.requests()) == seen + 2
+
+
+def test_storage_spelled_in_other_letters_is_refused_too(
+        governed: Governed, emulator: Emulator) -> None:  # noqa: F811
+    """Azure binds JSON names case-insensitively: `Tool_Resources` starts storage there
+    as `tool_resources` does (found by session 16's review; it reached Azure before)."""
+    key_id, secret = governed.key("budget", limits=Limits(budget_usd=100.0))
+    _remember(governed, key_id, "file-mine")
+    stores = {"file_search": {"vector_stores": [{"file_ids": ["file-mine"]}]}}
+    seen = len(emulator.requests())
+    for body in ({"model": "gpt-4o", "tool_resources": stores},
+                 {"model": "gpt-4o", "Tool_Resources": stores}):
+        answer = httpx.post(governed.server.url + "/v1/assistants", json=body,
+                            headers={"Authorization": f"Bearer {secret}"})
+        assert answer.status_code == 403, answer.text
+        assert answer.json()["error"]["code"] == "not_metered"
+    assert len(emulator.requests()) == seen
