@@ -38,6 +38,7 @@ from azure_openai_proxy.errors import (
 )
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
 from azure_openai_proxy.governance.keys import (
+    MAX_GRACE_SECONDS,
     key_view,
     parse_expiry,
     parse_limits,
@@ -128,8 +129,10 @@ class AdminApi:
             if method != "POST":
                 raise MethodNotAllowed(f"Method {method} is not allowed.")
             grace = data.get("grace_seconds", 0)
-            if isinstance(grace, bool) or not isinstance(grace, int | float) or grace < 0:
-                raise InvalidRequest("grace_seconds must be a number >= 0.", param="grace_seconds")
+            if (isinstance(grace, bool) or not isinstance(grace, int | float)
+                    or not 0 <= grace <= MAX_GRACE_SECONDS):
+                raise InvalidRequest("grace_seconds must be a number from 0 to "
+                                     f"{MAX_GRACE_SECONDS:.0f} (366 days).", param="grace_seconds")
             key, secret = await self._write(
                 lambda s: s.rotate_key(ref, grace_seconds=float(grace), now=now))
             return _json({**key_view(key), "key": secret})
@@ -233,7 +236,10 @@ def _key_fields(data: Mapping[str, Any], now: float, *, creating: bool) -> dict[
             out["models"] = parse_models(data["models"])
         for field in ("expires", "expires_at"):
             if field in data:
-                out["expires_at"] = parse_expiry(data[field], now)
+                try:
+                    out["expires_at"] = parse_expiry(data[field], now)
+                except ValueError as exc:
+                    raise InvalidRequest(str(exc), param=field) from None
         _common_fields(data, out)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None

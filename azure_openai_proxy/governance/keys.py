@@ -19,9 +19,12 @@ from typing import Any, Literal
 from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
 
 __all__ = [
+    "LATEST",
+    "MAX_GRACE_SECONDS",
     "SECRET_PREFIX",
     "KeyState",
     "allowed_names",
+    "check_grace",
     "display_prefix",
     "has_budget",
     "is_restricted",
@@ -124,6 +127,14 @@ _LIMIT_FIELDS = ("rpm", "tpm", "max_parallel")
 _BUDGET_FIELDS = ("budget_usd", "soft_budget_usd")
 _PERIODS = ("daily", "weekly", "monthly", "none")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# What a key's times may be: from the epoch to the year 9000. Past it a time cannot be
+# shown (datetime stops at 9999, and a zone may push it further): such a key was stored,
+# then every answer naming it was a 500, its secret never shown.
+LATEST = datetime(9000, 1, 1, tzinfo=UTC).timestamp()
+# The longest an old secret stays valid after a rotation: a rotation meant to cut off a
+# leaked secret must not keep it for ever.
+MAX_GRACE_SECONDS = 366 * 86400.0
+_EXPIRY_FORMS = "expires must be like 30d, 12h, an ISO 8601 time, or null"
 
 
 def parse_limits(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,33 +167,48 @@ def parse_limits(data: Mapping[str, Any]) -> dict[str, Any]:
 
 def parse_expiry(value: Any, now: float) -> float | None:
     """`30d`, `12h`, `45m`, `90s`, `2w` from now; an ISO 8601 time (UTC if no zone);
-    epoch seconds; or None/"never" for no expiry."""
+    epoch seconds; or None/"never" for no expiry. Between the epoch and the year 9000
+    (`LATEST`), else a ValueError."""
     if value is None or value == "never":
         return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("expires must be like 30d, 12h, an ISO 8601 time, or null")
-    text = value.strip()
-    if text[:-1].isdigit() and text[-1] in _UNITS:
-        return now + int(text[:-1]) * _UNITS[text[-1]]
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError("expires must be like 30d, 12h, an ISO 8601 time, or null") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            moment = float(value)
+        elif not isinstance(value, str) or not value.strip():
+            raise ValueError(_EXPIRY_FORMS)
+        elif (text := value.strip())[:-1].isdigit() and text[-1] in _UNITS:
+            moment = now + int(text[:-1]) * _UNITS[text[-1]]
+        else:
+            when = datetime.fromisoformat(text)
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            moment = when.timestamp()
+    except (OverflowError, ValueError):  # a count past a float's range, a bad time
+        raise ValueError(_EXPIRY_FORMS) from None
+    if not 0.0 <= moment <= LATEST:  # NaN too
+        raise ValueError("expires must be between 1970 and the year 9000")
+    return moment
 
 
 def parse_duration(text: str) -> float:
     """`90s`, `45m`, `12h`, `30d`, `2w`, or plain seconds."""
     text = text.strip()
-    if text.replace(".", "", 1).isdigit():
-        return float(text)
-    if text[:-1].isdigit() and text[-1:] in _UNITS:
-        return float(int(text[:-1]) * _UNITS[text[-1]])
-    raise ValueError(f"{text!r} is not a duration like 90s, 45m, 12h or 30d")
+    try:
+        if text.replace(".", "", 1).isdigit():
+            return float(text)
+        if text[:-1].isdigit() and text[-1:] in _UNITS:
+            return float(int(text[:-1]) * _UNITS[text[-1]])
+    except OverflowError:
+        pass
+    raise ValueError(f"{text[:40]!r} is not a duration like 90s, 45m, 12h or 30d")
+
+
+def check_grace(seconds: float) -> float:
+    """A rotation's grace, in seconds: 0 to `MAX_GRACE_SECONDS`, else a ValueError."""
+    if not 0.0 <= seconds <= MAX_GRACE_SECONDS:  # NaN too
+        raise ValueError("the grace must be between 0 and 366 days "
+                         f"({MAX_GRACE_SECONDS:.0f} seconds)")
+    return seconds
 
 
 def parse_models(value: Any) -> tuple[str, ...]:
@@ -222,4 +248,9 @@ def _limits_view(limits: Limits) -> dict[str, Any]:
 def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+    try:
+        return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+    except (OverflowError, ValueError, OSError):
+        # A row stored before times were bounded (`parse_expiry`): shown as the bound it
+        # passed, never a 500 for every list that names it.
+        return "9999-12-31T23:59:59+00:00" if epoch > 0 else "1970-01-01T00:00:00+00:00"

@@ -18,6 +18,7 @@ from typing import Any
 
 from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.governance.keys import (
+    check_grace,
     key_state,
     key_view,
     parse_duration,
@@ -190,7 +191,7 @@ def _update_key(store: KeyStore, args: argparse.Namespace) -> int:
 
 
 def _rotate_key(store: KeyStore, args: argparse.Namespace) -> int:
-    key, secret = store.rotate_key(args.key, grace_seconds=parse_duration(args.grace),
+    key, secret = store.rotate_key(args.key, grace_seconds=check_grace(parse_duration(args.grace)),
                                    now=time.time())
     return _secret_out(args, key, secret, store)
 
