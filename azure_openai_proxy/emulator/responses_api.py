@@ -25,6 +25,7 @@ from azure_openai_proxy.emulator.textgen import (
     generate_tokens,
 )
 from azure_openai_proxy.emulator.toolcalls import ToolChoice, example_for_schema, split_arguments
+from azure_openai_proxy.emulator.validation import invalid_type
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ def plan_response(
     body: Mapping[str, Any], deployment: EmulatedDeployment, response_id: str, created: int,
     natural_tokens: int,
 ) -> ResponsePlan:
+    tools = body.get("tools")
+    if tools is not None and not isinstance(tools, list):  # Azure's 400, not a crash
+        raise invalid_type("tools", "an array", tools)
     prompt = input_text(body)
     check_prompt_filter(prompt)
     limit = body.get("max_output_tokens")
