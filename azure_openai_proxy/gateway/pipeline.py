@@ -32,7 +32,7 @@ from azure_openai_proxy.gateway.affinity import ResourceAffinity
 from azure_openai_proxy.gateway.attempts import UpstreamAttempts
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.batchcheck import check_resource_post, uploaded_batch_models
-from azure_openai_proxy.gateway.budgethold import enforce_budget
+from azure_openai_proxy.gateway.budgethold import FREE_OPERATIONS, enforce_budget
 from azure_openai_proxy.gateway.chained import fitted
 from azure_openai_proxy.gateway.chatfiles import (
     USUAL_TOP_NAMES,
@@ -278,6 +278,8 @@ class Gateway:
                 if (prompt_chars >= 0 and type(most) is int and most >= 0
                         and ONE_MAXIMUM.isdisjoint(json)):
                     tokens = -(-prompt_chars // 4) + most  # as `request_estimate` makes it
+                elif operation in FREE_OPERATIONS:  # a free count: no model, no tokens
+                    tokens = 0
                 else:
                     tokens = sum(request_estimate(json, self._default_completion, operation,
                                                   prompt_chars))

@@ -174,7 +174,7 @@ class UsualLimits:
             if tokens_level > tpm:
                 tokens_level = tpm
             state.tpm_stamp = now
-        if level < 1.0 or tokens > tokens_level:
+        if level < 1.0 or (tokens > tokens_level and tokens):  # 0 tokens: no TPM says no
             state.rpm_level, state.tpm_level = level, tokens_level
             return refusal(state, tokens, now)
         state.rpm_level = level = level - 1.0

@@ -237,7 +237,7 @@ class RateLimiter:
                     level = state.tpm_level + (now - state.tpm_stamp) * state.tpm_rate
                     state.tpm_level = cap if level > cap else level
                     state.tpm_stamp = now
-                if tokens > state.tpm_level:
+                if tokens > state.tpm_level and tokens:  # a TPM in debt refuses no free request
                     return refusal(state, tokens, now)
             if state.parallel is not None and state.in_flight >= state.parallel:
                 return refusal(state, tokens, now)
