@@ -76,10 +76,6 @@ def _shape(state: _Subject) -> tuple[bool, bool, int | None]:
     return state.rpm is not None, state.tpm is not None, state.parallel
 
 
-def _refund_by(limiter: RateLimiter, admission: Admission) -> None:
-    limiter.refund(admission)
-
-
 def _limited(limits: Limits) -> bool:
     return (limit_of(limits.rpm) is not None or limit_of(limits.tpm) is not None
             or limits.max_parallel is not None)
@@ -281,7 +277,7 @@ class RateLimiter:
             return
         if self._table is not None:
             # the unshared limiter's refund on the state copied in (None: one fewer in flight)
-            self._shared(admission.subjects, _refund_by, self._here, admission, False)
+            self._shared(admission.subjects, RateLimiter.refund, self._here, admission, False)
             return
         self.settle(admission, None)
         for state in admission.subjects:

@@ -8,24 +8,12 @@ workers' shared table alike."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import Admission, RateLimiter, Refusal
 from azure_openai_proxy.governance.sharedlimits import SharedLimits
 from tests.unit.test_sharedlimits import Clock, shared_limiter
-
-
-@pytest.fixture
-def spec(tmp_path: Path) -> Iterator[SharedLimits]:
-    made = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
-    try:
-        yield made
-    finally:
-        made.remove()
 
 
 @pytest.mark.parametrize(("way", "limits"), [

@@ -5,9 +5,6 @@ requests per minute). One worker's limiter and the workers' shared table alike."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from azure_openai_proxy.auth import Caller
@@ -23,15 +20,6 @@ from azure_openai_proxy.settings import DeploymentSettings
 from tests.unit.test_sharedlimits import Clock, shared_limiter
 
 LIMITS = Limits(rpm=3, tpm=1000, max_parallel=2)
-
-
-@pytest.fixture
-def spec(tmp_path: Path) -> Iterator[SharedLimits]:
-    made = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
-    try:
-        yield made
-    finally:
-        made.remove()
 
 
 def _limiters(shared: bool, spec: SharedLimits, clock: Clock) -> tuple[RateLimiter, RateLimiter]:

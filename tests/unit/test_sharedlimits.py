@@ -9,7 +9,6 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +26,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def spec(tmp_path: Path) -> Iterator[SharedLimits]:
-    made = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
-    try:
-        yield made
-    finally:
-        made.remove()
 
 
 def shared_limiter(spec: SharedLimits, worker: int, clock: Clock) -> RateLimiter:

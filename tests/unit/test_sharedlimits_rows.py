@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -24,15 +24,6 @@ from azure_openai_proxy.governance.sharedlimits import (
     tag_of,
 )
 from tests.unit.test_sharedlimits import Clock, admitted, shared_limiter
-
-
-@pytest.fixture
-def spec(tmp_path: Path) -> Iterator[SharedLimits]:
-    made = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
-    try:
-        yield made
-    finally:
-        made.remove()
 
 
 def _tagged_rows(spec: SharedLimits) -> int:

@@ -1,0 +1,20 @@
+"""Fixtures the unit tests share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from azure_openai_proxy.governance.sharedlimits import SharedLimits
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> Iterator[SharedLimits]:
+    """A rate-limit table two workers share (governance/sharedlimits.py), removed after."""
+    made = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
+    try:
+        yield made
+    finally:
+        made.remove()
