@@ -67,7 +67,7 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
     rates = prices.rates((record.model, model, record.deployment))
     if rates is None:
         return 0.0, False
-    if len(rates) == 7 and record.usage:
+    if len(rates) > 3 and record.usage:
         return audio_cost(rates, record.usage, tokens[0], tokens[1], tokens[2]), True
     return token_cost(rates, tokens[0], tokens[1], tokens[2]), True
 
@@ -221,7 +221,7 @@ class RowPricer:
         labels = (key_id or "", team_id or "", model or "", deployment or "", endpoint or "",
                   route)
         rates = self.prices.rates((model, served_by, deployment)) or ()
-        known = (labels, rates, label_of(labels), rates if len(rates) == 7 else None)
+        known = (labels, rates, label_of(labels), rates if len(rates) > 3 else None)
         if known[2]:
             self._named[names] = known
         return known

@@ -33,8 +33,9 @@ audio rate keeps the shipped audio rates (`PriceTable.shipped`).
 Image tokens likewise: a model with an image rate (`image_input`, `cached_image_input`:
 gpt-image-1's pictures given to an edit cost twice its text) prices the prompt's
 `input_tokens_details.image_tokens` (and `cached_tokens_details.image_tokens`) at it;
-its output tokens (pictures) cost `output`. A model has audio rates or image rates, not
-both (audio's win: gpt-realtime's image input would be priced as text).
+its output tokens (pictures) cost `output`. A model may have both (gpt-realtime-1.5
+takes audio and pictures): each modality's part is priced at its own rates, the rest as
+text.
 """
 
 from __future__ import annotations
@@ -150,10 +151,13 @@ _NO_TOKENS = TokenCounts(0, 0, 0, 0)
 Rates = tuple[float, float, float]  # USD per 1M input, cached input and output tokens
 
 
-# USD per 1M input, cached input and output tokens of text, then of one other modality
-# (audio, or images), then the usage details' name of that modality's count
-# (`audio_tokens`, `image_tokens`): what `audio_cost` reads.
-AudioRates = tuple[float, float, float, float, float, float, str]
+# USD per 1M input, cached input and output tokens of text, then for each other modality
+# the model has (audio, images, in that order) its input, cached input and output rates
+# and the usage details' name of its count (`audio_tokens`, `image_tokens`): what
+# `audio_cost` reads. Seven values for one modality, eleven for both.
+_Modal = tuple[float, float, float, float, float, float, str]
+_Bimodal = tuple[float, float, float, float, float, float, str, float, float, float, str]
+AudioRates = _Modal | _Bimodal
 
 
 def token_cost(rates: Rates | AudioRates, prompt: int, cached: int, completion: int) -> float:
@@ -178,27 +182,44 @@ def _details(usage: Mapping[str, Any], *names: str) -> Mapping[str, Any]:
 def audio_cost(rates: AudioRates, usage: Mapping[str, Any], prompt: int, cached: int,
                completion: int) -> float:
     """The cost of a usage's counts (`count_tokens`'s prompt, cached, completion) at
-    `rates` (`PriceTable.rates`, seven of them): the audio part of each (or the image
-    part, as `rates[6]` names it) at that modality's rates, the rest at the text rates.
-    The parts are clamped to their totals, so that no part is negative whatever the
-    details say."""
-    name = rates[6]
+    `rates` (`PriceTable.rates`, seven or eleven of them): each modality's part (its
+    `audio_tokens` or `image_tokens`) at that modality's rates, the rest at the text
+    rates. The parts are clamped to what is left of their totals, so that no part is
+    negative whatever the details say."""
     given = _details(usage, "prompt_tokens_details", "input_tokens_details",
                      "input_token_details")
-    audio = _count(given.get(name), prompt)
-    cached_parts = given.get("cached_tokens_details")
-    cached_audio = (_count(cached_parts.get(name), min(cached, audio))
-                    if cached_parts and isinstance(cached_parts, dict) else 0)
-    # cached tokens past the text tokens can only be audio (or images), split given or
-    # not (Azure's older Realtime api-versions give none): never at the full audio rate
-    cached_audio = max(cached_audio, cached - (prompt - audio))
-    cached_text = cached - cached_audio
-    given = _details(usage, "completion_tokens_details", "output_tokens_details",
-                     "output_token_details")
-    audio_out = _count(given.get(name), completion)
-    return ((prompt - audio - cached_text) * rates[0] + cached_text * rates[1]
-            + (completion - audio_out) * rates[2] + (audio - cached_audio) * rates[3]
-            + cached_audio * rates[4] + audio_out * rates[5]) / _TOKENS_PER_PRICE
+    cached_given = given.get("cached_tokens_details")
+    if not (cached_given and isinstance(cached_given, dict)):
+        cached_given = {}
+    given_out = _details(usage, "completion_tokens_details", "output_tokens_details",
+                         "output_token_details")
+    text, cached_text, text_out = prompt, cached, completion
+    parts: list[list[int]] = []  # per modality: its input, cached input and output tokens
+    for name in rates[6::4]:
+        assert isinstance(name, str)
+        part = _count(given.get(name), text)
+        cached_part = _count(cached_given.get(name), min(cached_text, part))
+        out = _count(given_out.get(name), text_out)
+        text, cached_text, text_out = text - part, cached_text - cached_part, text_out - out
+        parts.append([part, cached_part, out])
+    # cached tokens past the text tokens can only be another modality's, split given or
+    # not (Azure's older Realtime api-versions give none): never at its full input rate
+    # (the first modality's first: audio)
+    for counts in parts:
+        over = min(cached_text - text, counts[0] - counts[1])
+        if over > 0:
+            counts[1] += over
+            cached_text -= over
+    cost = (text - cached_text) * rates[0] + cached_text * rates[1] + text_out * rates[2]
+    for at, (part, cached_part, out) in zip(range(3, len(rates), 4), parts, strict=True):
+        cost += ((part - cached_part) * _rate(rates[at]) + cached_part * _rate(rates[at + 1])
+                 + out * _rate(rates[at + 2]))
+    return cost / _TOKENS_PER_PRICE
+
+
+def _rate(value: float | str) -> float:
+    assert not isinstance(value, str)  # rates[3 + 4k .. 5 + 4k] are numbers
+    return value
 
 
 _OPTIONAL = ("cached_input", "per_image", "per_minute", "per_1m_characters", "audio_input",
@@ -316,7 +337,7 @@ class PriceTable:
         rates = self.rates(names)
         if rates is None:
             return 0.0, False
-        if len(rates) == 7 and usage:
+        if len(rates) > 3 and usage:
             return audio_cost(rates, usage, tokens.prompt, tokens.cached, tokens.completion), True
         return token_cost(rates, tokens.prompt, tokens.cached, tokens.completion), True
 
@@ -349,20 +370,24 @@ def _rates_of(price: Price | None) -> Rates | AudioRates | tuple[()]:
     if price is None:
         return ()
     cached = price.input if price.cached_input is None else price.cached_input
-    if (price.audio_input is None and price.cached_audio_input is None
-            and price.audio_output is None):
-        if price.image_input is None and price.cached_image_input is None:
-            return price.input, cached, price.output
-        # Image tokens in (an edit's pictures) at their rates; out, the `output` rate
-        # (an image model's output is its pictures).
-        image = price.input if price.image_input is None else price.image_input
-        return (price.input, cached, price.output, image,
-                image if price.cached_image_input is None else price.cached_image_input,
-                price.output, "image_tokens")
-    audio = price.input if price.audio_input is None else price.audio_input
-    return (price.input, cached, price.output, audio,
-            audio if price.cached_audio_input is None else price.cached_audio_input,
-            price.output if price.audio_output is None else price.audio_output, "audio_tokens")
+    text = price.input, cached, price.output
+    audio = image = None
+    if (price.audio_input is not None or price.cached_audio_input is not None
+            or price.audio_output is not None):
+        rate = price.input if price.audio_input is None else price.audio_input
+        audio = (rate, rate if price.cached_audio_input is None else price.cached_audio_input,
+                 price.output if price.audio_output is None else price.audio_output,
+                 "audio_tokens")
+    if price.image_input is not None or price.cached_image_input is not None:
+        # Image tokens in (an edit's pictures, a Realtime session's) at their rates; out,
+        # the `output` rate (an image model's output is its pictures; no other model
+        # answers with image tokens).
+        rate = price.input if price.image_input is None else price.image_input
+        image = (rate, rate if price.cached_image_input is None else price.cached_image_input,
+                 price.output, "image_tokens")
+    if audio is None:
+        return text if image is None else (*text, *image)
+    return (*text, *audio) if image is None else (*text, *audio, *image)
 
 
 def _one_of(value: Any, allowed: AbstractSet[str | None]) -> bool:

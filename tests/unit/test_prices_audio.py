@@ -182,7 +182,9 @@ def test_the_readme_prices_example_loads_as_printed() -> None:
     text = block.split("```yaml\n", 1)[1].split("```", 1)[0]
     settings = load_settings(yaml.safe_load(text), {})
     table = PriceTable.shipped({k: v.model_dump() for k, v in settings.prices.items()})
-    assert table.rates(["gpt-realtime-1.5"]) == (4.0, 0.4, 16.0, 32.0, 0.4, 64.0, "audio_tokens")
+    # the image rates it does not give are the shipped ones
+    assert table.rates(["gpt-realtime-1.5"]) == (4.4, 0.44, 17.6, 35.2, 0.44, 70.4,
+                                                 "audio_tokens", 5.0, 0.5, 17.6, "image_tokens")
     assert table.rates(["gpt-4o-audio-preview"]) == (2.75, 2.75, 11.0, 44.0, 44.0, 88.0, "audio_tokens")
     usage = {"input_tokens": 1000, "output_tokens": 100,
              "input_token_details": {"audio_tokens": 800, "cached_tokens": 500,
@@ -190,7 +192,7 @@ def test_the_readme_prices_example_loads_as_printed() -> None:
              "output_token_details": {"audio_tokens": 90}}
     # text: 200 in (100 cached), 10 out; audio: 800 in (400 cached), 90 out
     assert _all_three(table, usage, "gpt-realtime-1.5", "realtime") == pytest.approx(
-        (100 * 4.0 + 100 * 0.4 + 10 * 16.0 + 400 * 32.0 + 400 * 0.4 + 90 * 64.0) / 1e6)
+        (100 * 4.4 + 100 * 0.44 + 10 * 17.6 + 400 * 35.2 + 400 * 0.44 + 90 * 70.4) / 1e6)
 
 
 def test_the_config_prices_the_units_too() -> None:
