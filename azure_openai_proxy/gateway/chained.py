@@ -15,9 +15,11 @@ Per key and bounded (`per_key` ids each, `total` in all, the least recently acti
 key's oldest given up first): one global table, cleared when full, let one key's flood
 of responses flush every other key's entries, whose next turns then reserved nothing.
 
-A conversation made here holds its items' estimate until its first turn ends. A turn
-whose predecessor is not known here (another worker answered it or made it, or long
-ago) reserves a guess, `MISS_CEILING` tokens, fitted by the request path to what the
+With `--workers N` every worker also writes what it notes to a table they share
+(governance/sharedcontext.py), and reads it for a turn whose predecessor another worker
+answered (`share`). A conversation made here holds its items' estimate until its first
+turn ends. A turn whose predecessor is not known (long ago, forgotten past the bounds,
+or made before a restart) reserves a guess, `MISS_CEILING` tokens, fitted by the request path to what the
 smallest TPM limit of its key and team leaves beside the turn's own tokens
 (`fitted`): a guess never makes a turn larger than its minute,
 though it may wait for a full one. Azure's usage settles it, and gives the rest back.
@@ -30,6 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from azure_openai_proxy.governance.estimate import prompt_tokens
+from azure_openai_proxy.governance.sharedcontext import SharedContext
 
 __all__ = ["MISS_CEILING", "ChainedContext", "GuessedContext", "context_counted", "fitted"]
 
@@ -56,6 +59,11 @@ class ChainedContext:
         # key id -> its ids, oldest first; the keys least recently noted first
         self._keys: OrderedDict[str, OrderedDict[str, int]] = OrderedDict()
         self._size = 0
+        self._shared: SharedContext | None = None
+
+    def share(self, shared: SharedContext) -> None:
+        """Note to, and look up in, the table the server's workers share."""
+        self._shared = shared
 
     def __len__(self) -> int:
         return self._size
@@ -105,11 +113,23 @@ class ChainedContext:
                 continue
             known = entries.get(name) if entries is not None else None
             if known is None:
-                return GuessedContext(self._ceiling)
+                known = self._shared_count(key_id, name)
+                if known is None:
+                    return GuessedContext(self._ceiling)
             tokens += known
         return tokens
 
-    def _put(self, key_id: str, name: str, tokens: int) -> None:
+    def _shared_count(self, key_id: str, name: str) -> int | None:
+        """What another worker noted for `name` (kept here too once read), or None."""
+        shared = self._shared
+        known = shared.get(key_id, name) if shared is not None else None
+        if known is not None:
+            self._put(key_id, name, known, share=False)
+        return known
+
+    def _put(self, key_id: str, name: str, tokens: int, *, share: bool = True) -> None:
+        if share and self._shared is not None:
+            self._shared.put(key_id, name, tokens)
         keys = self._keys
         entries = keys.get(key_id)
         if entries is None:

@@ -96,7 +96,7 @@ _PREFIX = "azure-openai-proxy-limits-"
 
 
 def _kind(fixed: int) -> str:
-    return "rate-limit" if fixed == ROW_FIXED else "budget"
+    return "rate-limit" if fixed == ROW_FIXED else "budget" if fixed == 2 else "context"
 
 
 def tag_of(name: str) -> float:

@@ -36,6 +36,7 @@ from azure_openai_proxy.apiversions import (
 from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.gateway.app import GatewayApp, create_app
 from azure_openai_proxy.gateway.ledger import ledger_enabled, prices_of
+from azure_openai_proxy.governance.sharedcontext import SharedContext, context_table
 from azure_openai_proxy.governance.sharedholds import ExitedColumns, SharedHolds, holds_table
 from azure_openai_proxy.governance.sharedlimits import SharedLimits, SharedTable
 from azure_openai_proxy.http.server import ServerLimits, serve_fast
@@ -303,30 +304,35 @@ async def start_server(
 @dataclass(frozen=True)
 class SharedTables:
     """The tables the workers of one server share (`--workers N` with governance): the
-    limits' and the budget holds'. A value: it pickles to the spawned workers. A table
+    limits', the budget holds' and the chained contexts'. A value: it pickles to the spawned workers. A table
     that cannot be made (no writable /dev/shm nor temp dir) is None: the gateway serves,
     each worker counting alone what that table would have shared (a warning says so)."""
 
     limits: SharedLimits | None
     holds: SharedLimits | None
+    context: SharedLimits | None = None
 
     @classmethod
     def create(cls, workers: int, directory: str | None = None) -> SharedTables:
         """`directory`: where to make them (None: /dev/shm, else the temp dir)."""
         return cls(_made(lambda: SharedLimits.create(workers, directory=directory),
                          "rate limits"),
-                   _made(lambda: holds_table(workers, directory), "budget holds"))
+                   _made(lambda: holds_table(workers, directory), "budget holds"),
+                   _made(lambda: context_table(workers, directory), "chained contexts"))
 
     def remove(self) -> None:
-        for table in (self.limits, self.holds):
+        for table in (self.limits, self.holds, self.context):
             if table is not None:
                 table.remove()
 
-    def open(self, worker: int) -> tuple[SharedTable | None, SharedTable | None]:
-        """Worker `worker`'s mappings of the limits' and the holds' tables (None: that
-        one could not be mapped, and is counted by this worker alone)."""
+    def open(self, worker: int) -> tuple[SharedTable | None, SharedTable | None,
+                                         SharedTable | None]:
+        """Worker `worker`'s mappings of the limits', the holds' and the chained
+        contexts' tables (None: that one could not be mapped, and is counted by this
+        worker alone)."""
         return (_opened(self.limits, worker, "rate limits"),
-                _opened(self.holds, worker, "budget holds"))
+                _opened(self.holds, worker, "budget holds"),
+                _opened(self.context, worker, "chained contexts"))
 
 
 def _made(create: Callable[[], SharedLimits], what: str) -> SharedLimits | None:
@@ -354,11 +360,14 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
     """Serve until SIGTERM/SIGINT. `shared`: the server's shared tables and this
     worker's number in them (`--workers N`)."""
     app = create_app(settings)
-    limits, holds = shared[0].open(shared[1]) if shared is not None else (None, None)
+    limits, holds, context = (shared[0].open(shared[1]) if shared is not None
+                              else (None, None, None))
     if limits is not None and app.gateway.limiter is not None:
         app.gateway.limiter.share(limits)
     if holds is not None and app.gateway.budgets is not None:
         app.gateway.budgets.share(SharedHolds(holds))
+    if context is not None:  # kept across reloads with the owners (gateway/app.py)
+        app.gateway.owners.chained.share(SharedContext(context))
     finish = await start_server(app, settings, reuse_port)
     settle_heap()  # start-up's objects out of every later collection (runtime/heap.py)
     log.info("listening on http://%s (api_base %s, %d deployments)", settings.listen,

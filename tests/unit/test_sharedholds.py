@@ -418,8 +418,8 @@ def test_tables_that_cannot_be_made_are_none_and_said_so(
     not_a_directory.write_text("")
     with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
         tables = SharedTables.create(2, directory=str(not_a_directory))
-    assert tables == SharedTables(None, None)
-    assert tables.open(0) == (None, None)
+    assert tables == SharedTables(None, None, None)
+    assert tables.open(0) == (None, None, None)
     tables.remove()
     assert "shared table of rate limits" in caplog.text
     assert "shared table of budget holds" in caplog.text
