@@ -8,19 +8,15 @@ each turn on a keep-alive connection whose worker is known."""
 from __future__ import annotations
 
 import json
-import signal
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from azure_openai_proxy.governance.model import Limits
-from azure_openai_proxy.store.keys import KeyStore
 from tests.e2e.conftest import CLIENT_KEY
-from tests.e2e.pools import pool_config, pool_emulator
-from tests.e2e.test_reload_shutdown import gateway_process
+from tests.e2e.test_shared_limits import two_workers
 
 
 def _connections_per_worker(port: int, deadline: float) -> dict[int, httpx.Client]:
@@ -48,38 +44,24 @@ def _turn(client: httpx.Client, secret: str, **body: Any) -> httpx.Response:
 
 def test_a_turn_on_the_other_worker_counts_its_predecessor_not_a_guess(
         tmp_path: Path) -> None:
-    config, database = tmp_path / "config.yaml", tmp_path / "gw.db"
-    store = KeyStore.open(database)
-    try:
-        _, secret = store.create_key("chat", limits=Limits(rpm=100, tpm=100_000),
-                                     now=time.time())
-    finally:
-        store.close()
-    with pool_emulator() as emulator:
-        config.write_text(yaml.safe_dump({
-            **pool_config(emulator.url, [("dep-a", {})]),
-            "database": f"sqlite:///{database}", "log_level": "warning"}))
-        with gateway_process(config, "--workers", "2") as (process, client):
-            clients = _connections_per_worker(client.port, time.monotonic() + 30)
-            try:
-                assert len(clients) == 2
-                one, other = clients.values()
-                first = _turn(one, secret, input="hi")
-                assert first.status_code == 200, first.text
-                turn: dict[str, Any] = first.json()
-                for _ in range(3):  # back and forth: each worker reads the other's
-                    one, other = other, one
-                    chained = _turn(one, secret, input="again",
-                                    previous_response_id=turn["id"])
-                    # a guess (128,000 cut to the minute) would wait for a full minute
-                    # (429) or take all of it (remaining 0)
-                    assert chained.status_code == 200, chained.text
-                    assert int(chained.headers["x-ratelimit-remaining-tokens"]) > 90_000
-                    turn = chained.json()
-                requests = [r for r in emulator.requests() if r["status"] == 200]
-                assert len(requests) == 4
-            finally:
-                for opened in clients.values():
-                    opened.close()
-            process.signal(signal.SIGTERM)
-            assert process.popen.wait(15) == 0
+    limits = Limits(rpm=100, tpm=100_000)
+    with two_workers(tmp_path, limits) as (emulator, _, client, secret):
+        clients = _connections_per_worker(client.port, time.monotonic() + 30)
+        try:
+            assert len(clients) == 2
+            one, other = clients.values()
+            first = _turn(one, secret, input="hi")
+            assert first.status_code == 200, first.text
+            turn: dict[str, Any] = first.json()
+            for _ in range(3):  # back and forth: each worker reads the other's
+                one, other = other, one
+                chained = _turn(one, secret, input="again", previous_response_id=turn["id"])
+                # a guess (128,000 cut to the minute) would wait for a full minute (429)
+                # or take all of it (remaining 0)
+                assert chained.status_code == 200, chained.text
+                assert int(chained.headers["x-ratelimit-remaining-tokens"]) > 90_000
+                turn = chained.json()
+            assert len([r for r in emulator.requests() if r["status"] == 200]) == 4
+        finally:
+            for opened in clients.values():
+                opened.close()

@@ -8,14 +8,17 @@ import signal
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
 
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.store.keys import KeyStore
-from tests.e2e.conftest import CLIENT_KEY
+from tests.e2e.conftest import CLIENT_KEY, Emulator
 from tests.e2e.pools import pool_config, pool_emulator
 from tests.e2e.test_reload_shutdown import gateway_process
 
@@ -35,12 +38,15 @@ def _worker_pids(port: int, want: int, deadline: float) -> set[int]:
     return pids
 
 
-def test_an_rpm_of_5_admits_exactly_5_of_a_burst_of_20_across_two_workers(
-        tmp_path: Path) -> None:
+@contextmanager
+def two_workers(tmp_path: Path, limits: Limits) -> Iterator[tuple[Emulator, Any, Any, str]]:
+    """A gateway process with two workers (both seen answering) in front of the
+    emulator, and a virtual key with `limits`: (emulator, process, client, its secret).
+    The process is asked to stop (SIGTERM) and must exit cleanly."""
     config, database = tmp_path / "config.yaml", tmp_path / "gw.db"
     store = KeyStore.open(database)
     try:
-        _, secret = store.create_key("rpm5", limits=Limits(rpm=5), now=time.time())
+        _, secret = store.create_key("shared", limits=limits, now=time.time())
     finally:
         store.close()
     with pool_emulator() as emulator:
@@ -49,26 +55,32 @@ def test_an_rpm_of_5_admits_exactly_5_of_a_burst_of_20_across_two_workers(
             "database": f"sqlite:///{database}", "log_level": "warning"}))
         with gateway_process(config, "--workers", "2") as (process, client):
             assert len(_worker_pids(client.port, 2, time.monotonic() + 30)) == 2
-            statuses: list[int] = []
-            lock, start = threading.Lock(), threading.Barrier(20)
-
-            def call() -> None:
-                start.wait(30)
-                with httpx.Client(timeout=30) as http:  # a connection of its own
-                    response = http.post(
-                        f"http://127.0.0.1:{client.port}/v1/chat/completions",
-                        headers={"Authorization": f"Bearer {secret}"},
-                        json={"model": "gpt-4o", "max_tokens": 1,
-                              "messages": [{"role": "user", "content": "hi"}]})
-                with lock:
-                    statuses.append(response.status_code)
-
-            threads = [threading.Thread(target=call) for _ in range(20)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(60)
-            assert sorted(statuses) == [200] * 5 + [429] * 15
-            assert len([r for r in emulator.requests() if r["status"] == 200]) == 5
+            yield emulator, process, client, secret
             process.signal(signal.SIGTERM)
             assert process.popen.wait(15) == 0
+
+
+def test_an_rpm_of_5_admits_exactly_5_of_a_burst_of_20_across_two_workers(
+        tmp_path: Path) -> None:
+    with two_workers(tmp_path, Limits(rpm=5)) as (emulator, _, client, secret):
+        statuses: list[int] = []
+        lock, start = threading.Lock(), threading.Barrier(20)
+
+        def call() -> None:
+            start.wait(30)
+            with httpx.Client(timeout=30) as http:  # a connection of its own
+                response = http.post(
+                    f"http://127.0.0.1:{client.port}/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {secret}"},
+                    json={"model": "gpt-4o", "max_tokens": 1,
+                          "messages": [{"role": "user", "content": "hi"}]})
+            with lock:
+                statuses.append(response.status_code)
+
+        threads = [threading.Thread(target=call) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sorted(statuses) == [200] * 5 + [429] * 15
+        assert len([r for r in emulator.requests() if r["status"] == 200]) == 5
