@@ -11,6 +11,7 @@ and counts and logs the request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -69,6 +70,8 @@ from azure_openai_proxy.upstream.transport import AiohttpTransport, Transport
 __all__ = ["GatewayApp", "create_app", "error_answer"]
 
 log = logging.getLogger("azure_openai_proxy")
+# At shutdown, the longest the owners' background writes are waited for.
+_OWNERS_WRITTEN_WAIT = 5.0
 
 _JSON = "application/json"
 _LOCAL_METHODS = frozenset({"GET", "HEAD"})
@@ -173,6 +176,10 @@ class GatewayApp:
         await self.tokens.close()
         if self.gateway.directory is not None:
             await self.gateway.directory.close()
+        # What was claimed or noted in the background (a stream's ids, a turn's context)
+        # reaches the database before it closes.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.gateway.owners.written(), _OWNERS_WRITTEN_WAIT)
         await asyncio.to_thread(self.gateway.owners.close)
         for task in self.retired:
             task.cancel()

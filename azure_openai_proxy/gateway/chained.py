@@ -17,9 +17,12 @@ of responses flush every other key's entries, whose next turns then reserved not
 
 With `--workers N` every worker also writes what it notes to a table they share
 (governance/sharedcontext.py), and reads it for a turn whose predecessor another worker
-answered (`share`). A conversation made here holds its items' estimate until its first
-turn ends. A turn whose predecessor is not known (long ago, forgotten past the bounds,
-or made before a restart) reserves a guess, `MISS_CEILING` tokens, fitted by the request path to what the
+answered (`share`). With a database, what is noted is also written there in the
+background (gateway/ownership.py `keep_chained`, for 30 days), and a turn that none of
+them knows looks there once (`reserve_chained`: made before a restart). A conversation
+made here holds its items' estimate until its first turn ends. A turn whose predecessor
+is not known anywhere (forgotten, older than 30 days, or noted while the database
+failed) reserves a guess, `MISS_CEILING` tokens, fitted by the request path to what the
 smallest TPM limit of its key and team leaves beside the turn's own tokens
 (`fitted`): a guess never makes a turn larger than its minute,
 though it may wait for a full one. Azure's usage settles it, and gives the rest back.
@@ -69,12 +72,12 @@ class ChainedContext:
         return self._size
 
     def note(self, key_id: str, response_id: str, usage: Mapping[str, Any] | None,
-             body: Mapping[str, Any] | None = None) -> None:
+             body: Mapping[str, Any] | None = None) -> list[tuple[str, int]]:
         """The response `response_id` of `key_id` ended with `usage` (Azure's, or an
         estimate); made from `body`, its request: the conversation it names holds as
-        much after it."""
+        much after it. Returns what was noted (id, tokens), for the database."""
         if not usage:
-            return
+            return []
         total = 0
         for names in (("input_tokens", "prompt_tokens"), ("output_tokens", "completion_tokens")):
             for name in names:
@@ -83,18 +86,37 @@ class ChainedContext:
                     total += count
                     break
         total -= min(_reasoning(usage), total)
-        if total:
-            self._put(key_id, response_id, total)
-            conversation = _conversation(body)
-            if conversation is not None:
-                self._put(key_id, conversation, total)
+        if not total:
+            return []
+        noted = [(response_id, total)]
+        conversation = _conversation(body)
+        if conversation is not None:
+            noted.append((conversation, total))
+        for name, tokens in noted:
+            self._put(key_id, name, tokens)
+        return noted
 
     def started(self, key_id: str, conversation_id: str,
-                body: Mapping[str, Any] | None) -> None:
+                body: Mapping[str, Any] | None) -> list[tuple[str, int]]:
         """`key_id` made the conversation `conversation_id` with `body` (its `items`,
-        estimated as a prompt): what its first turn reads, known here, not guessed."""
+        estimated as a prompt): what its first turn reads, known here, not guessed.
+        Returns what was noted, as `note` does."""
         items = body.get("items") if body is not None else None
-        self._put(key_id, conversation_id, prompt_tokens({"input": items}) if items else 0)
+        tokens = prompt_tokens({"input": items}) if items else 0
+        self._put(key_id, conversation_id, tokens)
+        return [(conversation_id, tokens)]
+
+    def named(self, body: Mapping[str, Any] | None) -> list[str]:
+        """The response and conversation ids a Responses body chains to."""
+        previous = body.get("previous_response_id") if body is not None else None
+        conversation = _conversation(body)
+        return [name for name in (previous if type(previous) is str else None, conversation)
+                if name is not None]
+
+    def learn(self, key_id: str, name: str, tokens: int) -> None:
+        """What the database kept of `name` (noted before a restart): known here again,
+        and to the other workers."""
+        self._put(key_id, name, tokens)
 
     def reserve(self, body: Mapping[str, Any] | None, key_id: str) -> int:
         """The context tokens a Responses request body of `key_id`'s chains to (its

@@ -57,13 +57,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
-
 from azure_openai_proxy.errors import GatewayError, MalformedBody, NotFound
 from azure_openai_proxy.gateway.affinity import folded, ids_referenced
 from azure_openai_proxy.gateway.chained import ChainedContext
 from azure_openai_proxy.gateway.chatfiles import chat_file_ids
 from azure_openai_proxy.gateway.finetuned import job_of, listed_models, named_models
+from azure_openai_proxy.gateway.ownedanswers import (
+    filtered,
+    is_list,
+    item_holder,
+    list_ids,
+    listed_ids,
+    output_item_ids,
+)
 from azure_openai_proxy.gateway.rereads import CountedUsage
 from azure_openai_proxy.http.interface import Answer, Reply
 from azure_openai_proxy.observability.record import RequestRecord
@@ -78,19 +84,12 @@ __all__ = [
     "ObjectOwners",
     "Owned",
     "chat_file_ids",
-    "filtered",
-    "is_list",
     "item_references",
-    "list_ids",
     "object_ids",
-    "output_item_ids",
     "owned_answer",
 ]
 
 _CAPACITY = 200_000
-# Collections whose GET lists objects created at the top level.
-_LISTS = frozenset({"files", "batches", "vector_stores", "assistants", "fine_tuning/jobs",
-                    "responses", "threads", "uploads", "conversations"})
 # `threads/runs` creates a thread and a run; `responses/compact` compacts a conversation
 # and `responses/input_tokens` counts a request's input: none names an object.
 _NOT_IDS = frozenset({"threads/runs", "responses/compact", "responses/input_tokens"})
@@ -195,6 +194,27 @@ class ObjectOwners:
             self.claim(object_ids, owned)
 
         return claim
+
+    def keep_chained(self, key_id: str, noted: list[tuple[str, int]]) -> None:
+        """Write what `chained` noted to the database in the background (no await on
+        the answer's path), so a turn after a restart counts it."""
+        if noted and self._database is not None:
+            now = time.time()
+            write = asyncio.get_running_loop().create_task(
+                self._call(lambda store: store.note_contexts(key_id, noted, now)))
+            self._writes.add(write)
+            write.add_done_callback(self._writes.discard)
+
+    async def reserve_chained(self, body: Mapping[str, Any] | None, key_id: str) -> int:
+        """`chained.reserve` for a turn whose predecessor no worker knows (it guessed):
+        what the database kept of it (a restart since) is learnt first; still unknown,
+        the guess. One query, only on a miss."""
+        names = self.chained.named(body)
+        if names and self._database is not None:
+            kept = await self._call(lambda store: store.contexts(key_id, names)) or {}
+            for name, tokens in kept.items():
+                self.chained.learn(key_id, name, tokens)
+        return self.chained.reserve(body, key_id)
 
     async def written(self) -> None:
         """Wait until the database holds every id claimed so far (or has failed)."""
@@ -378,35 +398,6 @@ def _recording(
 
     return add
 
-def is_list(method: str, operation: str) -> bool:
-    return method == "GET" and operation in _LISTS
-
-
-def list_ids(raw: bytes) -> tuple[dict[str, Any], list[str]] | None:
-    """A list answer, parsed, and the ids it lists (None: not a list answer)."""
-    try:
-        answer = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
-        return None
-    ids = [item["id"] for item in answer["data"]
-           if isinstance(item, dict) and isinstance(item.get("id"), str)]
-    return answer, ids
-
-
-def filtered(answer: dict[str, Any], kept: set[str]) -> bytes:
-    """The list answer with only the objects whose id is in `kept`."""
-    data = [item for item in answer["data"]
-            if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"] in kept]
-    answer["data"] = data
-    if "first_id" in answer:
-        answer["first_id"] = data[0]["id"] if data else None
-    if "last_id" in answer:
-        answer["last_id"] = data[-1]["id"] if data else None
-    return orjson.dumps(answer)
-
-
 async def owned_answer(
     owners: ObjectOwners, method: str, operation: str, key_id: str, record: RequestRecord,
     reply: Reply, batch_models: frozenset[str] | None,
@@ -420,13 +411,15 @@ async def owned_answer(
         owned = Owned(key_id, batch_models)
         await owners.remember(record.created_id, owned)
         if operation == "responses":
-            owners.chained.note(key_id, record.created_id, record.usage, body)
+            owners.keep_chained(key_id, owners.chained.note(key_id, record.created_id,
+                                                            record.usage, body))
             if isinstance(reply, Answer):
                 await owners.remember_all(output_item_ids(reply.body), owned)
         elif operation == "responses/compact" and isinstance(reply, Answer):
             await owners.remember_all(output_item_ids(reply.body), owned)  # as a turn's
         elif operation == "conversations":  # its first turn's context: known, not guessed
-            owners.chained.started(key_id, record.created_id, body)
+            owners.keep_chained(key_id, owners.chained.started(key_id, record.created_id,
+                                                               body))
     elif is_list(method, operation) and isinstance(reply, Answer) and reply.status == 200:
         listed = list_ids(reply.body)
         if listed is not None:
@@ -441,47 +434,13 @@ async def owned_answer(
         if owner is not None and owner.key_id == key_id:
             await owners.remember_all(named_models(reply.body), Owned(key_id))
     elif isinstance(reply, Answer) and reply.status == 200 and (
-            holder := _item_holder(method, operation)) is not None:
+            holder := item_holder(method, operation)) is not None:
         # Items of a response or a conversation (checked as this key's, or of unknown
         # owner, before it was sent): the key may reference them later. Claimed only when
         # the response or conversation is its own.
         owner = await owners.get(holder)
         if owner is not None and owner.key_id == key_id:
             parent = operation.count("/") == 1  # `responses/{id}`: its output items
-            items = output_item_ids(reply.body) if parent else _listed(reply.body)
+            items = output_item_ids(reply.body) if parent else listed_ids(reply.body)
             await owners.remember_all(items, Owned(key_id))
     return reply
-
-
-def output_item_ids(raw: bytes) -> list[str]:
-    """The ids of a created response's `output` items (messages, function calls,
-    reasoning...), which a later request may name in an `item_reference`."""
-    try:
-        answer = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return []
-    output = answer.get("output") if isinstance(answer, dict) else None
-    return [item["id"] for item in output if isinstance(item, dict)
-            and isinstance(item.get("id"), str) and item["id"]] if isinstance(
-        output, list) else []
-
-
-def _item_holder(method: str, operation: str) -> str | None:
-    """The response or conversation whose items this answer holds, or None: a response
-    read (`GET responses/{id}`: its output, e.g. a background one's once done), its
-    input items listed, a conversation's items added or listed."""
-    parts = operation.split("/")
-    if len(parts) == 2 and parts[0] == "responses" and method == "GET":
-        return parts[1]
-    if len(parts) != 3:
-        return None
-    if (parts[0], parts[2]) == ("responses", "input_items") and method == "GET":
-        return parts[1]
-    if (parts[0], parts[2]) == ("conversations", "items") and method in ("GET", "POST"):
-        return parts[1]
-    return None
-
-
-def _listed(raw: bytes) -> list[str]:
-    listed = list_ids(raw)
-    return [] if listed is None else listed[1]

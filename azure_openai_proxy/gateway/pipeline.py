@@ -33,7 +33,7 @@ from azure_openai_proxy.gateway.attempts import UpstreamAttempts
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.batchcheck import check_resource_post, uploaded_batch_models
 from azure_openai_proxy.gateway.budgethold import FREE_OPERATIONS, enforce_budget
-from azure_openai_proxy.gateway.chained import fitted
+from azure_openai_proxy.gateway.chained import GuessedContext, fitted
 from azure_openai_proxy.gateway.chatfiles import (
     USUAL_TOP_NAMES,
     check_form_names,
@@ -265,6 +265,8 @@ class Gateway:
             body.canonical = json is not None  # is what is sent, as for chat
         chained = (self.owners.chained.reserve(json, key.id)
                    if operation == "responses" or operation == "responses/compact" else 0)
+        if type(chained) is GuessedContext:  # not known to any worker: since a restart?
+            chained = await self.owners.reserve_chained(json, key.id)
         decided = caller.decided
         if decided is not None and decided.epoch is limiter.epoch:
             usual = decided.usual

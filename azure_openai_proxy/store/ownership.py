@@ -22,6 +22,20 @@ CREATE TABLE IF NOT EXISTS object_owners (
     created REAL NOT NULL
 ) WITHOUT ROWID
 """
+# The tokens a Responses turn chained to a key's response or conversation reads again
+# (gateway/chained.py), so a turn after a restart counts them instead of guessing. Kept
+# as long as Azure keeps a stored response (30 days).
+_CONTEXT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chained_context (
+    key_id TEXT NOT NULL,
+    id TEXT NOT NULL,      -- a response's or a conversation's
+    tokens INTEGER NOT NULL,
+    noted REAL NOT NULL,
+    PRIMARY KEY (key_id, id)
+) WITHOUT ROWID
+"""
+CONTEXT_DAYS = 30
+_PURGE_EVERY = 3600.0
 _IN_CHUNK = 500  # ids per IN (...) query, under SQLite's parameter limit
 
 
@@ -29,6 +43,8 @@ class OwnerStore:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
         self._db.execute(_SCHEMA)
+        self._db.execute(_CONTEXT_SCHEMA)
+        self._purged = 0.0  # when the old chained contexts were last removed
 
     @classmethod
     def open(cls, path: Path) -> OwnerStore:
@@ -81,3 +97,26 @@ class OwnerStore:
                 (key_id, *chunk))
             owned.update(str(row[0]) for row in rows)
         return owned
+
+    def note_contexts(self, key_id: str, entries: Iterable[tuple[str, int]],
+                      now: float) -> None:
+        """`key_id`'s responses' and conversations' context tokens (the latest wins);
+        those noted more than `CONTEXT_DAYS` ago are removed, at most once an hour."""
+        self._db.executemany(
+            "INSERT OR REPLACE INTO chained_context (key_id, id, tokens, noted) "
+            "VALUES (?, ?, ?, ?)", [(key_id, name, tokens, now) for name, tokens in entries])
+        if now - self._purged >= _PURGE_EVERY:
+            self._purged = now
+            self._db.execute("DELETE FROM chained_context WHERE noted < ?",
+                             (now - CONTEXT_DAYS * 86400.0,))
+
+    def contexts(self, key_id: str, names: Iterable[str]) -> dict[str, int]:
+        """The context tokens noted for those of `names` that `key_id` made."""
+        found: dict[str, int] = {}
+        for name in names:
+            row = self._db.execute(
+                "SELECT tokens FROM chained_context WHERE key_id = ? AND id = ?",
+                (key_id, name)).fetchone()
+            if row is not None and type(row[0]) is int:
+                found[name] = row[0]
+        return found

@@ -5,6 +5,7 @@ and a turn too large for the minute because of its context is told so, with the 
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,7 +52,7 @@ def test_a_turn_too_large_for_the_minute_is_told_its_context_is_counted(
     assert len(emulator.requests()) == before  # never sent
 
 
-def test_a_turn_whose_predecessor_this_worker_never_saw_reserves_a_guess(
+def test_a_turn_whose_predecessor_no_worker_knows_reserves_a_guess(
         small: Governed) -> None:
     _, secret = small.key("wide", limits=Limits(rpm=100, tpm=100_000))
     client = small.client(secret)
@@ -59,7 +60,10 @@ def test_a_turn_whose_predecessor_this_worker_never_saw_reserves_a_guess(
     known = client.responses.with_raw_response.create(
         model="gpt-4o", input="again", max_output_tokens=16, previous_response_id=first.id)
     assert int(known.headers["x-ratelimit-remaining-tokens"]) > 90_000
-    # as if another worker had answered it: this one never saw it end
+    # as if it had been noted nowhere (the database failing then): no worker knows it
+    small.server.call(small.server.app.gateway.owners.written)
+    with sqlite3.connect(small.database) as database:
+        database.execute("DELETE FROM chained_context")
     small.server.app.gateway.owners.chained = ChainedContext()
     with pytest.raises(openai.RateLimitError) as waiting:
         client.responses.create(model="gpt-4o", input="again", max_output_tokens=16,

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import orjson
 
+from azure_openai_proxy.gateway.ownedanswers import output_item_ids
 from azure_openai_proxy.gateway.ownership import (
     ObjectNotFound,
     ObjectOwners,
     Owned,
     item_references,
     object_ids,
-    output_item_ids,
     owned_answer,
 )
 from azure_openai_proxy.http.interface import Answer
