@@ -24,6 +24,7 @@ from azure_openai_proxy.governance.estimate import (
     max_output_tokens,
     prompt_tokens,
     unanswered_usage,
+    with_context,
 )
 from azure_openai_proxy.governance.keys import has_budget
 from azure_openai_proxy.governance.prices import (
@@ -154,10 +155,13 @@ def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
                     operation: str, default_completion: int = DEFAULT_COMPLETION_TOKENS) -> None:
     """A request that ended without an answer's usage after it was sent (the client left
     before the first byte, the upstream timed out): Azure may bill it, so it is recorded
-    with an estimate (flagged) rather than as free."""
+    with an estimate (flagged) rather than as free, the context its chained turn made
+    Azure read included (`record.context_tokens`)."""
     if record.usage is None and record.attempts and (
             record.upstream_ms is None or 200 <= record.status < 300):
-        record.usage = unanswered_usage(body, operation, record.stream, default_completion)
+        record.usage = with_context(
+            unanswered_usage(body, operation, record.stream, default_completion),
+            record.context_tokens)
 
 
 # Routes Azure does not bill: nothing to hold (`responses/input_tokens` counts a request's

@@ -48,7 +48,7 @@ MISS_CEILING = 128_000
 
 class GuessedContext(int):
     """A chained turn's context tokens guessed, not counted (its predecessor is not
-    known to this worker): an int, told apart by its type where a refusal explains it."""
+    known to this gateway): an int, told apart by its type where a refusal explains it."""
 
 
 class ChainedContext:
@@ -115,8 +115,12 @@ class ChainedContext:
 
     def learn(self, key_id: str, name: str, tokens: int) -> None:
         """What the database kept of `name` (noted before a restart): known here again,
-        and to the other workers."""
-        self._put(key_id, name, tokens)
+        and to the other workers; unless a worker noted it meanwhile (a conversation's
+        newer count is not replaced by an older one)."""
+        entries = self._keys.get(key_id)
+        if (entries is None or name not in entries) and (
+                self._shared is None or self._shared.get(key_id, name) is None):
+            self._put(key_id, name, tokens)
 
     def reserve(self, body: Mapping[str, Any] | None, key_id: str) -> int:
         """The context tokens a Responses request body of `key_id`'s chains to (its
@@ -133,11 +137,18 @@ class ChainedContext:
         for name in (previous if type(previous) is str else None, conversation):
             if name is None:
                 continue
-            known = entries.get(name) if entries is not None else None
-            if known is None:
+            if name is conversation and self._shared is not None:
+                # A conversation's count grows with each turn, on whichever worker: the
+                # shared one is the latest (a response's never changes: here first).
                 known = self._shared_count(key_id, name)
                 if known is None:
-                    return GuessedContext(self._ceiling)
+                    known = entries.get(name) if entries is not None else None
+            else:
+                known = entries.get(name) if entries is not None else None
+                if known is None:
+                    known = self._shared_count(key_id, name)
+            if known is None:
+                return GuessedContext(self._ceiling)
             tokens += known
         return tokens
 
@@ -178,7 +189,7 @@ def context_counted(chained: int, waits: bool = False) -> str:
     """What a refusal of a turn too large for the minute (or, `waits`, for what is left
     of it) says of the `chained` context tokens it reserved: its prompt may be short."""
     if type(chained) is GuessedContext:  # never larger than the minute (`fitted`)
-        how = ("a guess: the turn it follows is not known to this worker, so this request"
+        how = ("a guess: the turn it follows is not known to this gateway, so this request"
                " waits for the minute's tokens it may need")
     else:
         how = "that turn's input and output"
@@ -191,7 +202,7 @@ def context_counted(chained: int, waits: bool = False) -> str:
 
 def fitted(chained: int, own: int, tpm: float | None) -> int:
     """The context tokens a chained turn of `own` tokens reserves: a count as it is, a
-    guess (`GuessedContext`, its predecessor not known to this worker) within what the
+    guess (`GuessedContext`, its predecessor not known to this gateway) within what the
     smallest TPM limit `tpm` leaves beside `own`, so that a guess never refuses a turn
     as larger than the minute (a count does: the turn is)."""
     if type(chained) is not GuessedContext or tpm is None:

@@ -102,6 +102,13 @@ def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
                         default=None))
                 estimate = (estimate[0] + chained, estimate[1])
         tokens = estimate[0] + estimate[1] if plan.counts_tokens else 0
+    if (not tokens and plan.counts_tokens and routed[1] is not None
+            and operation not in FREE_OPERATIONS):
+        # A request that runs a model takes a token at least, so that a TPM in debt
+        # refuses it (no TPM refuses a request of 0 tokens: a GET, a free count): a
+        # form's work (a transcription, an image edit) is not estimated, and is billed
+        # by tokens all the same.
+        tokens = 1
     admitted = limiter.take(plan, tokens)
     if isinstance(admitted, Refusal):
         raise limit_refusal(admitted, chained)

@@ -267,6 +267,8 @@ class Gateway:
                    if operation == "responses" or operation == "responses/compact" else 0)
         if type(chained) is GuessedContext:  # not known to any worker: since a restart?
             chained = await self.owners.reserve_chained(json, key.id)
+        if chained and type(chained) is not GuessedContext:
+            record.context_tokens = chained  # in its estimate if no usage comes back
         decided = caller.decided
         if decided is not None and decided.epoch is limiter.epoch:
             usual = decided.usual
@@ -286,6 +288,8 @@ class Gateway:
                     tokens = sum(request_estimate(json, self._default_completion, operation,
                                                   prompt_chars))
                     tokens += (chained := fitted(chained, tokens, usual.state.tpm))
+            if not tokens and routed[1] is not None and operation not in FREE_OPERATIONS:
+                tokens = 1  # runs a model (a form's work is not estimated): see `hold`
             lines = usual.take(tokens)
             if type(lines) is Refusal:
                 raise limit_refusal(lines, chained)

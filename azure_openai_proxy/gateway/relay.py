@@ -25,7 +25,7 @@ import orjson
 
 from azure_openai_proxy.errors import GatewayError, UpstreamError
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest
-from azure_openai_proxy.governance.estimate import estimated_usage
+from azure_openai_proxy.governance.estimate import estimated_usage, with_context
 from azure_openai_proxy.http.interface import (
     Answer,
     HttpRequest,
@@ -104,7 +104,7 @@ async def relay(
             response.close()
             record.stream = True
             if record.usage is None and (policy is not None or meter is not None):
-                record.usage = estimated_usage(prompt, 0)
+                record.usage = with_context(estimated_usage(prompt, 0), record.context_tokens)
             raise
     if content_type.startswith("application/json"):
         try:
@@ -183,9 +183,11 @@ async def _relay_stream(
         if normalizer is not None:
             # Never missing: Azure's usage, or (the client left, the stream broke) the
             # tokens relayed so far and the prompt's, estimated and marked so.
-            record.usage = normalizer.usage or estimated_usage(prompt, normalizer.content_chars)
+            record.usage = normalizer.usage or with_context(
+                estimated_usage(prompt, normalizer.content_chars), record.context_tokens)
         elif meter is not None:
-            record.usage = meter.usage or estimated_usage(prompt, meter.content_chars)
+            record.usage = meter.usage or with_context(
+                estimated_usage(prompt, meter.content_chars), record.context_tokens)
     return out
 
 

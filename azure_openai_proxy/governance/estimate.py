@@ -89,6 +89,15 @@ def estimated_usage(body: Mapping[str, Any] | None, completion_chars: int) -> di
             "total_tokens": prompt + completion, "estimated": True}
 
 
+def with_context(usage: dict[str, Any] | None, context: int) -> dict[str, Any] | None:
+    """An estimated `usage` with the `context` tokens a chained Responses turn made Azure
+    read again (gateway/chained.py) added to its prompt: billed, though not in the body."""
+    if usage is not None and context > 0:
+        usage["prompt_tokens"] += context
+        usage["total_tokens"] += context
+    return usage
+
+
 def max_output_tokens(body: Mapping[str, Any] | None,
                       default: int = DEFAULT_COMPLETION_TOKENS,
                       operation: str | None = None) -> int:

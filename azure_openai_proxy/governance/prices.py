@@ -183,9 +183,10 @@ def audio_cost(rates: AudioRates, usage: Mapping[str, Any], prompt: int, cached:
                completion: int) -> float:
     """The cost of a usage's counts (`count_tokens`'s prompt, cached, completion) at
     `rates` (`PriceTable.rates`, seven or eleven of them): each modality's part (its
-    `audio_tokens` or `image_tokens`) at that modality's rates, the rest at the text
-    rates. The parts are clamped to what is left of their totals, so that no part is
-    negative whatever the details say."""
+    `audio_tokens`, then its `image_tokens`) at that modality's rates, the rest at the
+    text rates. Each part is clamped to what is left of its total, so that no part is
+    negative whatever the details say. Straight lines, no loop: the ledger writer prices
+    every Realtime record with it."""
     given = _details(usage, "prompt_tokens_details", "input_tokens_details",
                      "input_token_details")
     cached_given = given.get("cached_tokens_details")
@@ -193,33 +194,40 @@ def audio_cost(rates: AudioRates, usage: Mapping[str, Any], prompt: int, cached:
         cached_given = {}
     given_out = _details(usage, "completion_tokens_details", "output_tokens_details",
                          "output_token_details")
-    text, cached_text, text_out = prompt, cached, completion
-    parts: list[list[int]] = []  # per modality: its input, cached input and output tokens
-    for name in rates[6::4]:
-        assert isinstance(name, str)
-        part = _count(given.get(name), text)
-        cached_part = _count(cached_given.get(name), min(cached_text, part))
-        out = _count(given_out.get(name), text_out)
-        text, cached_text, text_out = text - part, cached_text - cached_part, text_out - out
-        parts.append([part, cached_part, out])
-    # cached tokens past the text tokens can only be another modality's, split given or
-    # not (Azure's older Realtime api-versions give none): never at its full input rate
-    # (the first modality's first: audio)
-    for counts in parts:
-        over = min(cached_text - text, counts[0] - counts[1])
+    name = rates[6]
+    part = _count(given.get(name), prompt)  # the first modality's (audio, or pictures)
+    cached_part = _count(cached_given.get(name), min(cached, part))
+    out = _count(given_out.get(name), completion)
+    text, cached_text, text_out = prompt - part, cached - cached_part, completion - out
+    if len(rates) == 7:
+        # cached tokens past the text tokens can only be the modality's, split given or
+        # not (Azure's older Realtime api-versions give none): never at its full rate
+        over = min(cached_text - text, part - cached_part)
         if over > 0:
-            counts[1] += over
+            cached_part += over
             cached_text -= over
-    cost = (text - cached_text) * rates[0] + cached_text * rates[1] + text_out * rates[2]
-    for at, (part, cached_part, out) in zip(range(3, len(rates), 4), parts, strict=True):
-        cost += ((part - cached_part) * _rate(rates[at]) + cached_part * _rate(rates[at + 1])
-                 + out * _rate(rates[at + 2]))
-    return cost / _TOKENS_PER_PRICE
-
-
-def _rate(value: float | str) -> float:
-    assert not isinstance(value, str)  # rates[3 + 4k .. 5 + 4k] are numbers
-    return value
+        return ((text - cached_text) * rates[0] + cached_text * rates[1]
+                + text_out * rates[2] + (part - cached_part) * rates[3]
+                + cached_part * rates[4] + out * rates[5]) / _TOKENS_PER_PRICE
+    second = rates[10]  # pictures, beside audio: of what the audio left
+    picture = _count(given.get(second), text)
+    cached_picture = _count(cached_given.get(second), min(cached_text, picture))
+    picture_out = _count(given_out.get(second), text_out)
+    text, cached_text = text - picture, cached_text - cached_picture
+    text_out -= picture_out
+    # cached past the text: the audio's first, then the pictures'
+    over = min(cached_text - text, part - cached_part)
+    if over > 0:
+        cached_part += over
+        cached_text -= over
+    over = min(cached_text - text, picture - cached_picture)
+    if over > 0:
+        cached_picture += over
+        cached_text -= over
+    return ((text - cached_text) * rates[0] + cached_text * rates[1] + text_out * rates[2]
+            + (part - cached_part) * rates[3] + cached_part * rates[4] + out * rates[5]
+            + (picture - cached_picture) * rates[7] + cached_picture * rates[8]
+            + picture_out * rates[9]) / _TOKENS_PER_PRICE
 
 
 _OPTIONAL = ("cached_input", "per_image", "per_minute", "per_1m_characters", "audio_input",

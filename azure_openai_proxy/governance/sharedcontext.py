@@ -43,7 +43,7 @@ log = logging.getLogger("azure_openai_proxy")
 CONTEXT_COLUMNS = 3  # tag, tokens, total (0): the columns before the per-worker ones
 _TOKENS = 1
 # Responses and conversations known to every worker: 4x a worker's own table's total
-# (gateway/chained.py `_TOTAL`). 2.1 MB with two workers, 5.8 MB with eight.
+# (gateway/chained.py `_TOTAL`). 2.6 MB with two workers, 5.8 MB with eight.
 CONTEXT_SLOTS = 65_536
 # A double holds every integer up to 2**53 exactly; a count past this is not one.
 _MOST = 2**53
@@ -66,13 +66,13 @@ class SharedContext:
     def put(self, key_id: str, name: str, tokens: int) -> None:
         if not 0 <= tokens < _MOST:
             return
-        table = self._table
+        table, tag = self._table, _tag(key_id, name)  # hashed before the lock is taken
         try:
             table.lock()
             try:
                 # `now` given: every row is idle (its total is 0), so a name finds a row
                 # whenever none is free near its place
-                row = table.claim(_tag(key_id, name), now=0.0)
+                row = table.claim(tag, now=0.0)
                 if row is not None:
                     table.cells[row + _TOKENS] = float(tokens)
             finally:
@@ -82,11 +82,11 @@ class SharedContext:
 
     def get(self, key_id: str, name: str) -> int | None:
         """The tokens noted for `name` of `key_id`'s by any worker, or None."""
-        table = self._table
+        table, tag = self._table, _tag(key_id, name)
         try:
             table.lock()
             try:
-                row = table.find(_tag(key_id, name))
+                row = table.find(tag)
                 return None if row is None else int(table.cells[row + _TOKENS])
             finally:
                 table.unlock()

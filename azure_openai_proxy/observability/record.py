@@ -45,6 +45,9 @@ class RequestRecord:
     claim: Callable[[list[str]], None] | None = None
     key_id: str | None = None  # the virtual key that called (governance), never its secret
     team_id: str | None = None
+    # The context tokens a chained Responses turn or compaction made Azure read again
+    # (gateway/chained.py, counted): part of the prompt of an estimated usage.
+    context_tokens: int = 0
 
     def tokens(self) -> tuple[int | None, int | None]:
         """(prompt or input tokens, completion or output tokens) from the usage, each

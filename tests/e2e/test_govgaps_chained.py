@@ -71,7 +71,7 @@ def test_a_turn_whose_predecessor_no_worker_knows_reserves_a_guess(
     # the guess (128,000) cut to the minute (100,000, with the turn's own): it waits
     # for a full minute's tokens, the few the earlier turns used (milliseconds here)
     assert "Please try again in" in str(waiting.value)
-    assert "not known to this worker" in str(waiting.value)
+    assert "not known to this gateway" in str(waiting.value)
     guessed = small.client(secret, max_retries=2).responses.with_raw_response.create(
         model="gpt-4o", input="again", max_output_tokens=16, previous_response_id=first.id)
     assert int(guessed.headers["x-ratelimit-remaining-tokens"]) == 0

@@ -129,7 +129,7 @@ def test_a_chained_turn_that_must_wait_says_what_its_context_counts() -> None:
     message = refused.value.message
     assert "Rate limit reached" in message and "Please try again in" in message
     assert "counting the 980 tokens of earlier turns" in message
-    assert "not known to this worker" in message
+    assert "not known to this gateway" in message
 
 
 def test_a_conversation_made_here_holds_its_items_until_its_first_turn() -> None:

@@ -84,3 +84,21 @@ def test_azures_usual_field_names_still_pass(loop: asyncio.AbstractEventLoop) ->
         _literal(name, value) for name, value in fields)))
     assert stream.started and not stream.ended and not conn.closed
     conn.close()
+
+
+def test_the_good_names_cache_holds_no_long_names_and_empties_when_full() -> None:
+    """Review of 0c8ff5b: bounded by count only, 1,024 names of ~64 KB each (a head's
+    size) pinned ~64 MB for the process's life, and a full cache was never emptied."""
+    from azure_openai_proxy.upstream.h2 import headers
+    from azure_openai_proxy.upstream.h2.frames import MAX_HEAD_BYTES
+
+    headers._GOOD_NAMES.clear()
+    for number in range(headers._GOOD_NAMES_MAX):
+        name = b"x-%05d-" % number + b"a" * (MAX_HEAD_BYTES - 200)
+        headers.read_head([(b":status", b"200"), (name, b"1")])
+    assert sum(len(name) for name in headers._GOOD_NAMES) < 1 << 16
+    for number in range(headers._GOOD_NAMES_MAX + 5):  # short invented names
+        headers.read_head([(b":status", b"200"), (b"x-%d" % number, b"1")])
+    assert len(headers._GOOD_NAMES) <= headers._GOOD_NAMES_MAX
+    headers.read_head([(b":status", b"200"), (b"content-type", b"text/plain")])
+    assert b"content-type" in headers._GOOD_NAMES

@@ -182,9 +182,8 @@ def test_the_readme_prices_example_loads_as_printed() -> None:
     text = block.split("```yaml\n", 1)[1].split("```", 1)[0]
     settings = load_settings(yaml.safe_load(text), {})
     table = PriceTable.shipped({k: v.model_dump() for k, v in settings.prices.items()})
-    # the image rates it does not give are the shipped ones
     assert table.rates(["gpt-realtime-1.5"]) == (4.4, 0.44, 17.6, 35.2, 0.44, 70.4,
-                                                 "audio_tokens", 5.0, 0.5, 17.6, "image_tokens")
+                                                 "audio_tokens", 5.5, 0.55, 17.6, "image_tokens")
     assert table.rates(["gpt-4o-audio-preview"]) == (2.75, 2.75, 11.0, 44.0, 44.0, 88.0, "audio_tokens")
     usage = {"input_tokens": 1000, "output_tokens": 100,
              "input_token_details": {"audio_tokens": 800, "cached_tokens": 500,

@@ -44,12 +44,34 @@ def test_a_turn_on_another_worker_reads_what_the_first_noted(spec: SharedLimits)
     assert got == 120 and type(got) is int  # a count, not a guess
     assert other.reserve({"conversation": {"id": "conv_1"}}, "k1") == 120
     assert 0 < other.reserve({"conversation": "conv_2"}, "k1") < MISS_CEILING
-    # the later turn's count replaces the earlier one for every worker
+    # the later turn's count replaces the earlier one for every worker, the one that
+    # noted the earlier (and keeps it) too
     other.note("k1", "resp_2", {"input_tokens": 300, "output_tokens": 40},
                {"conversation": "conv_1"})
-    one_again = _worker(spec, 0)
-    assert one_again.reserve({"conversation": "conv_1"}, "k1") == 340
-    assert one_again.reserve({"previous_response_id": "resp_2"}, "k1") == 340
+    assert one.reserve({"conversation": "conv_1"}, "k1") == 340
+    assert one.reserve({"previous_response_id": "resp_2"}, "k1") == 340
+    one.note("k1", "resp_3", {"input_tokens": 500, "output_tokens": 60},
+             {"conversation": "conv_1"})
+    assert other.reserve({"conversation": {"id": "conv_1"}}, "k1") == 560
+
+
+def test_a_conversation_started_on_one_worker_grows_on_another(spec: SharedLimits) -> None:
+    one, other = _worker(spec, 0), _worker(spec, 1)
+    one.started("k1", "conv_1", {"items": [{"type": "message", "role": "user",
+                                            "content": "x"}]})
+    assert other.reserve({"conversation": "conv_1"}, "k1") == 1
+    other.note("k1", "resp_1", {"input_tokens": 9000, "output_tokens": 1000},
+               {"conversation": "conv_1"})
+    assert one.reserve({"conversation": "conv_1"}, "k1") == 10_000
+
+
+def test_what_the_database_kept_never_replaces_a_newer_count(spec: SharedLimits) -> None:
+    one, other = _worker(spec, 0), _worker(spec, 1)
+    other.note("k1", "resp_9", _USAGE, {"conversation": "conv_1"})  # noted meanwhile
+    one.learn("k1", "conv_1", 7)  # an older count read back from the database
+    assert one.reserve({"conversation": "conv_1"}, "k1") == 120
+    one.learn("k1", "conv_2", 7)  # known nowhere: learnt, and shared
+    assert other.reserve({"conversation": "conv_2"}, "k1") == 7
 
 
 def test_another_keys_turn_never_reads_them(spec: SharedLimits) -> None:

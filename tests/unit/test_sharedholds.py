@@ -423,6 +423,7 @@ def test_tables_that_cannot_be_made_are_none_and_said_so(
     tables.remove()
     assert "shared table of rate limits" in caplog.text
     assert "shared table of budget holds" in caplog.text
+    assert "shared table of chained contexts" in caplog.text
 
 
 def test_a_worker_killed_between_its_column_and_the_total_leaves_no_false_refusal(

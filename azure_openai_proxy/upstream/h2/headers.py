@@ -85,9 +85,13 @@ _NAME_BYTES = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
 _CONNECTION_SPECIFIC = frozenset({b"connection", b"proxy-connection", b"keep-alive",
                                   b"transfer-encoding", b"upgrade"})
 # Names checked and found good: an upstream sends the same few dozen on every answer.
-# Bounded: a server inventing names is checked every time past it, never remembered.
+# Bounded in count and size: only short names are remembered (Azure's are under 40
+# bytes; a name may be as long as a head, 64 KiB, and 1,024 of those would pin 64 MB),
+# and a full set is emptied, so that a server inventing names cannot leave it full of
+# them for good.
 _GOOD_NAMES: set[bytes] = set()
 _GOOD_NAMES_MAX = 1024
+_GOOD_NAME_LONGEST = 64
 
 
 def _check_name(name: bytes) -> None:
@@ -99,7 +103,9 @@ def _check_name(name: bytes) -> None:
         raise MalformedHead("a bad header name")
     if name in _CONNECTION_SPECIFIC:
         raise MalformedHead("a connection-specific header")
-    if len(_GOOD_NAMES) < _GOOD_NAMES_MAX:
+    if len(name) <= _GOOD_NAME_LONGEST:
+        if len(_GOOD_NAMES) >= _GOOD_NAMES_MAX:
+            _GOOD_NAMES.clear()
         _GOOD_NAMES.add(name)
 
 
