@@ -220,7 +220,7 @@ class Gateway:
             tokens = -(-chars // 4) + most  # as `request_estimate` makes it
         else:
             tokens = sum(request_estimate(json, self._default_completion, target.operation, chars))
-        lines = usual.take(tokens)
+        lines = usual.take(tokens := tokens or 1)  # a model runs: 1 at least (`hold`)
         if type(lines) is Refusal:
             raise limit_refusal(lines)
         return routed, usual, tokens, lines
