@@ -22,6 +22,7 @@ from azure_openai_proxy.governance.estimate import (
     DEFAULT_COMPLETION_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
     max_output_tokens,
+    picture_tokens,
     prompt_tokens,
     unanswered_usage,
     with_context,
@@ -108,6 +109,8 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
         messages = body.get("messages")  # the chat format's few tokens per message
         overhead = len(messages) * MESSAGE_OVERHEAD_TOKENS if isinstance(messages, list) else 0
         tokens = estimate[0] + overhead, estimate[1]
+        if operation in _PICTURING:  # gpt-image-1's pictures are its output tokens
+            tokens = tokens[0], max(tokens[1], picture_tokens(body))
     members = _members(names)
     rates = None
     if prices is not None:
@@ -122,7 +125,14 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
     usd = token_cost(rates, tokens[0], 0, tokens[1]) if rates is not None else 0.0
     if prices is not None and body and operation in UNIT_PRICED:
         asked = _units_asked(operation, body)
-        usd += max(prices.unit_cost(member, asked)[0] for member in members)
+        costs = [prices.unit_cost(member, asked) for member in members]
+        usd += max(cost for cost, _ in costs)
+        if hard and not all(priced for _, priced in costs) and (
+                operation == "audio/speech" or not (rates and any(rates[:3]))):
+            # Speech answers carry no tokens, nor do dall-e's pictures (its token rates are
+            # 0): without a unit price (an hd or 1792x1024 picture, a model's speech the
+            # table prices by tokens only) the record costs $0, and the budget never stops it
+            raise _unpriced(names, "units")
     held = guard.reserve(caller.key, caller.team, usd)
     if isinstance(held, str):
         raise _exhausted(held)
@@ -164,6 +174,8 @@ def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
             record.context_tokens)
 
 
+# Routes whose answer's output tokens are pictures (gpt-image-1's): held by `picture_tokens`.
+_PICTURING = frozenset({"images/generations", "images/edits"})
 # Routes Azure does not bill: nothing to hold (`responses/input_tokens` counts a request's
 # input tokens without running the model), nor tokens taken from a key's TPM (governed.py).
 FREE_OPERATIONS = frozenset({"responses/input_tokens"})
@@ -203,11 +215,16 @@ def _members(names: Names | PoolNames) -> PoolNames:
     return (cast(Names, names),)
 
 
-def _unpriced(names: Names | PoolNames) -> ModelNotPriced:
+def _unpriced(names: Names | PoolNames, what: str = "") -> ModelNotPriced:
     # No log line: one per request would let a key fill the log (the access log's
     # line names the error and the model).
     first = _members(names)[0]
     model = next((name for name in first if name), "?")
+    if what == "units":
+        return ModelNotPriced(
+            f"The model `{model}` has no price in this gateway for what this request asks "
+            "(the size, quality or route), so its cost cannot count against this key's "
+            "budget. Ask the gateway's administrator to add its price.", param="model")
     return ModelNotPriced(
         f"The model `{model}` has no price in this gateway, so its cost cannot count "
         "against this key's budget. Ask the gateway's administrator to add its price.",

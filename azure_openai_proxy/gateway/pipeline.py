@@ -294,8 +294,8 @@ class Gateway:
             if type(lines) is Refusal:
                 raise limit_refusal(lines, chained)
         else:
-            held = hold(limiter, self.budgets, caller, json, routed, operation,
-                        self._default_completion, prompt_chars, chained)
+            held = hold(limiter, self.budgets, caller, body.held_fields(operation), routed,
+                        operation, self._default_completion, prompt_chars, chained)
             lines = held[0].head_lines
         if operation == "responses" and request.method == "POST":
             # A streamed response's id and items, the key's as the stream shows them.

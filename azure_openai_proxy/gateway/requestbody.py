@@ -39,6 +39,8 @@ _STRUCTURE = re.compile(rb'["{}\[\]]')  # a string's opening quote, or a bracket
 _SPACES = re.compile(rb"[ \t\r\n]*")
 _QUOTE, _BACKSLASH, _COLON, _OPEN_OBJECT, _OPEN_ARRAY = 0x22, 0x5C, 0x3A, 0x7B, 0x5B
 _ESCAPE_WINDOW = 64  # backslashes before a quote counted at most; more: not proved
+# Forms whose pictures a budget holds (`held_fields`).
+_IMAGE_FORMS = frozenset({"images/edits", "images/variations"})
 
 
 @dataclass(slots=True)
@@ -71,6 +73,23 @@ class RequestBody:
             field = self.spool.form_field("model", self.boundary)
             return field[0] if field else None
         return None
+
+    def held_fields(self, operation: str) -> dict[str, Any] | None:
+        """What a virtual key's limits and budget read of the body: its JSON, or an image
+        form's small fields (an edit's `n`, `size`, `quality`, `prompt`: the pictures it
+        asks for, and what they cost)."""
+        if (self.json is not None or operation not in _IMAGE_FORMS or self.spool is None
+                or self.boundary is None):
+            return self.json
+        fields: dict[str, Any] = {}
+        for name in ("model", "prompt", "size", "quality", "n"):
+            field = self.spool.form_field(name, self.boundary)
+            if field is not None:
+                fields[name] = field[0]
+        n = fields.get("n")
+        if isinstance(n, str):
+            fields["n"] = int(n) if n.isascii() and n.isdigit() and len(n) < 6 else n
+        return fields
 
     def close(self) -> None:
         if self.spool is not None:

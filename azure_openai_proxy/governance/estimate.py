@@ -22,6 +22,7 @@ __all__ = [
     "estimated_usage",
     "generates",
     "max_output_tokens",
+    "picture_tokens",
     "prompt_chars",
     "prompt_tokens",
     "tokens_for_chars",
@@ -96,6 +97,35 @@ def with_context(usage: dict[str, Any] | None, context: int) -> dict[str, Any] |
         usage["prompt_tokens"] += context
         usage["total_tokens"] += context
     return usage
+
+
+# gpt-image-1's output tokens a picture, by quality and size (OpenAI's image generation
+# guide): an unknown or `auto` quality is held as `high`, an unknown or `auto` size as
+# the quality's largest. A model whose pictures are not priced by tokens (dall-e-3: its
+# token rates are 0) costs nothing by these.
+_PICTURE_TOKENS = {
+    "low": {"1024x1024": 272, "1024x1536": 408, "1536x1024": 400},
+    "medium": {"1024x1024": 1056, "1024x1536": 1584, "1536x1024": 1568},
+    "high": {"1024x1024": 4160, "1024x1536": 6240, "1536x1024": 6208},
+}
+_MOST_PICTURES = 10  # `n` past it is Azure's 400, never a bill
+
+
+def picture_tokens(body: Mapping[str, Any] | None) -> int:
+    """The output tokens an image generation or edit may be billed (its `n` pictures at
+    their quality and size, the dearest where not said): what a budget holds for it."""
+    if body is None:
+        return 0
+    quality, size, n = body.get("quality"), body.get("size"), body.get("n", 1)
+    by_size = _PICTURE_TOKENS.get(quality) if isinstance(quality, str) else None
+    if by_size is None:
+        by_size = _PICTURE_TOKENS["high"]
+    each = by_size.get(size) if isinstance(size, str) else None
+    if each is None:
+        each = max(by_size.values())
+    pictures = n if type(n) is int and 1 <= n <= _MOST_PICTURES else (
+        _MOST_PICTURES if type(n) is int and n > _MOST_PICTURES else 1)
+    return each * pictures
 
 
 def max_output_tokens(body: Mapping[str, Any] | None,

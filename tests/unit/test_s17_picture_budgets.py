@@ -1,0 +1,104 @@
+"""Pictures against a hard budget (review of session 16, pre-existing): a gpt-image-1
+generation or edit was held at its prompt's few tokens (its pictures are its output
+tokens, which no estimate counted: `max_output_tokens` is 0 for images), so any number
+ran at once on a nearly spent budget; a dall-e-3 picture of a size or quality the table
+has no price for (hd, 1792x1024) was held and recorded at $0, so a hard budget never
+stopped it. Now an image request holds its pictures' output tokens (`picture_tokens`:
+gpt-image-1's table, the dearest where not said), an edit's form included
+(`RequestBody.held_fields`), and a hard budget refuses what it cannot price."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.gateway.budgethold import ModelNotPriced, reserve_budget
+from azure_openai_proxy.gateway.requestbody import RequestBody
+from azure_openai_proxy.governance.budget import BudgetGuard, BudgetHold
+from azure_openai_proxy.governance.estimate import picture_tokens
+from azure_openai_proxy.governance.model import Limits, VirtualKey
+from azure_openai_proxy.governance.prices import PriceTable
+from tests.unit.test_spool import BOUNDARY, form, spool
+
+
+def _caller(budget: float = 0.05, period: str = "daily") -> Caller:
+    return Caller(None, VirtualKey("k1", "k", "hash", "sk-aop-abc",
+                                   limits=Limits(budget_usd=budget, budget_period=period)))
+
+
+def _guard() -> BudgetGuard:
+    guard = BudgetGuard(lambda: 1000.0)
+    guard.prices = PriceTable.shipped()
+    return guard
+
+
+def _holds(body: dict[str, Any], operation: str = "images/generations", times: int = 20
+           ) -> list[float]:
+    guard, caller, model = _guard(), _caller(), str(body["model"])
+    held: list[float] = []
+    for _ in range(times):
+        try:
+            hold = reserve_budget(guard, caller, body, (model, model, model), operation, 1024)
+        except Exception:
+            continue
+        assert isinstance(hold, BudgetHold)
+        held.append(hold.usd)
+    return held
+
+
+def test_gpt_image_pictures_are_held_at_their_output_tokens() -> None:
+    body = {"model": "gpt-image-1", "prompt": "a cat", "n": 10, "size": "1024x1024",
+            "quality": "high"}
+    assert picture_tokens(body) == 41_600
+    # 10 high pictures: ~$1.66, past the $0.05 budget: one at a time (the first is let
+    # through, its hold the whole budget), never twenty together
+    assert len(_holds(body)) == 1
+    one_low = {"model": "gpt-image-1", "prompt": "a cat", "quality": "low",
+               "size": "1024x1024"}
+    held = _holds(one_low, times=10)
+    # 272 output tokens at $40 / 1M a picture (and a prompt's few at $5): ~$0.011 each;
+    # a hold is refused once what is held reaches the budget: the sixth
+    assert len(held) == 5 and held[0] == pytest.approx(272 * 40 / 1e6, rel=0.01)
+
+
+@pytest.mark.parametrize(("fields", "tokens"), [
+    ({}, 6240),  # auto quality and size: the dearest
+    ({"quality": "medium"}, 1584),
+    ({"quality": "low", "size": "1536x1024"}, 400),
+    ({"quality": "standard", "size": "1024x1024"}, 4160),  # not gpt-image-1's: high
+    ({"n": 3, "quality": "low", "size": "1024x1024"}, 816),
+    ({"n": 500, "quality": "low", "size": "1024x1024"}, 2720),  # Azure refuses past 10
+    ({"n": "3", "quality": ["low"], "size": 7}, 6240),
+])
+def test_picture_tokens(fields: dict[str, Any], tokens: int) -> None:
+    assert picture_tokens(fields) == tokens
+
+
+def test_an_unpriced_picture_is_refused_to_a_hard_budget_not_to_a_soft_one() -> None:
+    hd = {"model": "dall-e-3", "prompt": "a cat", "quality": "hd", "size": "1792x1024"}
+    with pytest.raises(ModelNotPriced, match="size, quality"):
+        reserve_budget(_guard(), _caller(), hd, ("dall-e-3",) * 3, "images/generations", 1024)
+    soft = Caller(None, VirtualKey("k1", "k", "hash", "sk-aop-abc", limits=Limits(
+        soft_budget_usd=1.0, budget_period="daily")))
+    reserve_budget(_guard(), soft, hd, ("dall-e-3",) * 3, "images/generations", 1024)
+    standard = {**hd, "quality": "standard", "size": "1024x1024"}
+    held = reserve_budget(_guard(), _caller(), standard, ("dall-e-3",) * 3,
+                          "images/generations", 1024)
+    assert held is not None and held.usd == pytest.approx(0.04)
+    with pytest.raises(ModelNotPriced):  # speech the table prices by tokens only
+        reserve_budget(_guard(), _caller(), {"model": "gpt-4o-mini-tts", "input": "hi"},
+                       ("gpt-4o-mini-tts",) * 3, "audio/speech", 1024)
+
+
+async def test_an_edit_forms_pictures_are_read_for_the_hold() -> None:
+    data = form(("model", b"gpt-image-1", None), ("prompt", b"a hat", None),
+                ("n", b"4", None), ("quality", b"medium", None),
+                ("image", b"\x89PNG" + b"\0" * 100, "cat.png"))
+    body = RequestBody(spool=await spool(data), boundary=BOUNDARY)
+    fields = body.held_fields("images/edits")
+    assert fields == {"model": "gpt-image-1", "prompt": "a hat", "n": 4, "quality": "medium"}
+    assert picture_tokens(fields) == 4 * 1584
+    assert body.held_fields("audio/transcriptions") is None  # not a picture form
+    body.close()
