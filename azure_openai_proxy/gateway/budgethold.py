@@ -29,6 +29,8 @@ from azure_openai_proxy.governance.estimate import (
 )
 from azure_openai_proxy.governance.keys import has_budget
 from azure_openai_proxy.governance.prices import (
+    AudioRates,
+    Rates,
     count_tokens,
     dearest_rates,
     token_cost,
@@ -123,7 +125,8 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
     if rates is None and prices is not None and operation in _TOKEN_PRICED and hard:
         raise _unpriced(names)
     usd = token_cost(rates, tokens[0], 0, tokens[1]) if rates is not None else 0.0
-    if prices is not None and body and operation in UNIT_PRICED:
+    if prices is not None and body and operation in UNIT_PRICED and (
+            operation not in _TRANSCRIBING):  # their minutes are known after: below
         asked = _units_asked(operation, body)
         costs = [prices.unit_cost(member, asked) for member in members]
         usd += max(cost for cost, _ in costs)
@@ -133,10 +136,31 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
             # 0): without a unit price (an hd or 1792x1024 picture, a model's speech the
             # table prices by tokens only) the record costs $0, and the budget never stops it
             raise _unpriced(names, "units")
+    if hard and prices is not None and operation in _TRANSCRIBING:
+        _require_priced_format(body, rates, names)
     held = guard.reserve(caller.key, caller.team, usd)
     if isinstance(held, str):
         raise _exhausted(held)
     return held
+
+
+def _require_priced_format(body: Mapping[str, Any] | None,
+                           rates: Rates | AudioRates | None,
+                           names: Names | PoolNames) -> None:
+    """A transcription's answer says what it cost in one format only: whisper's (priced
+    by the minute, no token rates) its `verbose_json` (the duration), the token-priced
+    models' their `json` (the default: its usage). In any other (`text`, `srt`, `vtt`,
+    whisper's `json`) it would be recorded at $0, so a hard budget refuses it."""
+    asked = body.get("response_format") if body else None
+    by_tokens = rates is not None and any(rates[:3])
+    priced_as = "json" if by_tokens else "verbose_json"
+    if (asked or "json") != priced_as:
+        raise ModelNotPriced(
+            f"This transcription's cost is only known from its `{priced_as}` answer: "
+            f"ask for response_format `{priced_as}`, so that it counts against this key's "
+            "budget.", param="response_format")
+    if not by_tokens and rates is None:
+        raise _unpriced(names)
 
 
 def _units_asked(operation: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -174,6 +198,8 @@ def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
             record.context_tokens)
 
 
+# Routes whose answer prices itself in one response_format only (`_require_priced_format`).
+_TRANSCRIBING = frozenset({"audio/transcriptions", "audio/translations"})
 # Routes whose answer's output tokens are pictures (gpt-image-1's): held by `picture_tokens`.
 _PICTURING = frozenset({"images/generations", "images/edits"})
 # Routes Azure does not bill: nothing to hold (`responses/input_tokens` counts a request's

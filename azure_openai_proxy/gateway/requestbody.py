@@ -39,8 +39,14 @@ _STRUCTURE = re.compile(rb'["{}\[\]]')  # a string's opening quote, or a bracket
 _SPACES = re.compile(rb"[ \t\r\n]*")
 _QUOTE, _BACKSLASH, _COLON, _OPEN_OBJECT, _OPEN_ARRAY = 0x22, 0x5C, 0x3A, 0x7B, 0x5B
 _ESCAPE_WINDOW = 64  # backslashes before a quote counted at most; more: not proved
-# Forms whose pictures a budget holds (`held_fields`).
-_IMAGE_FORMS = frozenset({"images/edits", "images/variations"})
+# Forms a budget reads (`held_fields`): the pictures an edit asks for, what a
+# transcription's answer will carry (its format: only some formats say what it cost).
+_HELD_FORM_FIELDS = {
+    "images/edits": ("model", "prompt", "size", "quality", "n"),
+    "images/variations": ("model", "size", "n"),
+    "audio/transcriptions": ("model", "response_format"),
+    "audio/translations": ("model", "response_format"),
+}
 
 
 @dataclass(slots=True)
@@ -75,14 +81,16 @@ class RequestBody:
         return None
 
     def held_fields(self, operation: str) -> dict[str, Any] | None:
-        """What a virtual key's limits and budget read of the body: its JSON, or an image
-        form's small fields (an edit's `n`, `size`, `quality`, `prompt`: the pictures it
-        asks for, and what they cost)."""
-        if (self.json is not None or operation not in _IMAGE_FORMS or self.spool is None
-                or self.boundary is None):
+        """What a virtual key's limits and budget read of the body: its JSON, or a form's
+        small fields (an image edit's `n`, `size`, `quality`, `prompt`: the pictures it
+        asks for; a transcription's `response_format`: whether its answer says what it
+        cost)."""
+        names = _HELD_FORM_FIELDS.get(operation)
+        if self.json is not None or names is None or self.spool is None or (
+                self.boundary is None):
             return self.json
         fields: dict[str, Any] = {}
-        for name in ("model", "prompt", "size", "quality", "n"):
+        for name in names:
             field = self.spool.form_field(name, self.boundary)
             if field is not None:
                 fields[name] = field[0]

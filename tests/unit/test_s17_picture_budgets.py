@@ -100,5 +100,27 @@ async def test_an_edit_forms_pictures_are_read_for_the_hold() -> None:
     fields = body.held_fields("images/edits")
     assert fields == {"model": "gpt-image-1", "prompt": "a hat", "n": 4, "quality": "medium"}
     assert picture_tokens(fields) == 4 * 1584
-    assert body.held_fields("audio/transcriptions") is None  # not a picture form
+    assert body.held_fields("audio/transcriptions") == {"model": "gpt-image-1"}  # its fields
+    assert body.held_fields("files") is None  # a form no budget reads
     body.close()
+
+
+@pytest.mark.parametrize(("model", "asked", "served"), [
+    ("whisper", "verbose_json", True), ("whisper", "json", False),
+    ("whisper", None, False), ("whisper", "text", False),
+    ("gpt-4o-transcribe", None, True), ("gpt-4o-transcribe", "json", True),
+    ("gpt-4o-transcribe", "text", False), ("gpt-4o-transcribe", "verbose_json", False),
+])
+def test_a_transcription_is_served_to_a_hard_budget_in_the_format_that_prices_it(
+        model: str, asked: str | None, served: bool) -> None:
+    body = {"model": model} if asked is None else {"model": model, "response_format": asked}
+    for operation in ("audio/transcriptions", "audio/translations"):
+        if served:
+            reserve_budget(_guard(), _caller(), body, (model,) * 3, operation, 1024)
+        else:
+            with pytest.raises(ModelNotPriced, match="response_format"):
+                reserve_budget(_guard(), _caller(), body, (model,) * 3, operation, 1024)
+    # a soft budget only warns: served whatever the format
+    soft = Caller(None, VirtualKey("k1", "k", "hash", "sk-aop-abc", limits=Limits(
+        soft_budget_usd=1.0, budget_period="daily")))
+    reserve_budget(_guard(), soft, body, (model,) * 3, "audio/transcriptions", 1024)
