@@ -10,22 +10,31 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Emulator
+from tests.e2e.conftest import Emulator, emulator_config
 from tests.e2e.test_ledger import (  # noqa: F401  (fixtures)
     _virtual_key,
-    late_emulator,
     ledger_gateway,
     records,
     sdk,
 )
-from tests.support import ServerThread
+from tests.support import ServerThread, serve
 from tests.waiting import until
+
+
+@pytest.fixture
+def paced_emulator() -> Iterator[Emulator]:
+    """Azure's first byte 600 ms after the request (a client can leave before it), then
+    a token every 50 ms (a stream still runs when its client leaves after the head)."""
+    from azure_openai_proxy.emulator import create_emulator_app
+
+    with serve(lambda: create_emulator_app(emulator_config(ttft_ms=600, token_ms=50))) as server:
+        yield Emulator(server)
 
 
 def _leave(gateway: ServerThread, emulator: Emulator, secret: str, path: str,
@@ -49,10 +58,10 @@ def _leave(gateway: ServerThread, emulator: Emulator, secret: str, path: str,
                                               ("/v1/responses", True)],
                          ids=["compact", "turn", "streamed-turn"])
 def test_a_chained_request_left_is_recorded_with_its_context(
-    late_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    paced_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
     tmp_path: Path, path: str, stream: bool,
 ) -> None:
-    gateway = ledger_gateway(late_emulator)
+    gateway = ledger_gateway(paced_emulator)
     key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "b", budget_usd=50.0,
                                   budget_period="daily")
     first = sdk(gateway, secret).responses.create(
@@ -61,9 +70,9 @@ def test_a_chained_request_left_is_recorded_with_its_context(
     assert first.usage is not None and first.usage.total_tokens > 4000
     body: dict[str, Any] = {"model": "gpt-4o", "previous_response_id": first.id,
                             "input": "go on"}
-    if stream:
-        body["stream"] = True
-    _leave(gateway, late_emulator, secret, path, body, stream)
+    if stream:  # 400 tokens at 50 ms: 20 s, far longer than the client stays
+        body.update(stream=True, max_output_tokens=400)
+    _leave(gateway, paced_emulator, secret, path, body, stream)
 
     def left() -> list[Any]:
         return [r for r in records(gateway) if r.key_id == key_id and r.status == 499]
