@@ -97,6 +97,10 @@ class GatewayError(Exception):
     status: ClassVar[int] = 500
     type_: ClassVar[str] = "server_error"
     code: str | None = None
+    # A virtual key's own `x-ratelimit-*` headers, set on an error raised after its
+    # limits let the request through (gateway/limitheaders.py `limit_error`): its answer
+    # says them as a success would have. Rendered after `headers()`.
+    limit_headers: Mapping[str, str] | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
         super().__init__(message)

@@ -84,6 +84,8 @@ def error_answer(error: GatewayError) -> Answer:
     headers (`retry-after`...)."""
     headers = {"content-type": _JSON}
     headers.update(error.headers())
+    if error.limit_headers:
+        headers.update(error.limit_headers)
     return Answer(error.http_status, headers, error.render())
 
 

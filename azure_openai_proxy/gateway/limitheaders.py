@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 
 from azure_openai_proxy.boundedcache import BoundedCache
-from azure_openai_proxy.errors import UpstreamHttpError
+from azure_openai_proxy.errors import GatewayError, UpstreamHttpError
 from azure_openai_proxy.governance.ratelimitheaders import parse_lines
 from azure_openai_proxy.http.interface import Answer, Headers, HttpRequest, Reply, ResponseStream
 from azure_openai_proxy.http.request import FastRequest
@@ -93,9 +93,13 @@ def limit_error(exc: BaseException, lines: bytes) -> None:
     """An error answer Azure gave (`UpstreamHttpError`, raised, so never seen by
     `apply_lines`) carries the key's limits too, not Azure's: those are the shared
     deployment's quota, not what applies to the caller. Its other headers (Azure's
-    `retry-after`) are kept. Anything else raised is left as it is."""
+    `retry-after`) are kept. The gateway's own errors after the key's limits let the
+    request through (every deployment cooling down, a timeout, a 502) carry them as
+    well (`GatewayError.limit_headers`); anything else raised is left as it is."""
     if isinstance(exc, UpstreamHttpError):
         exc.replace_headers({**without_limits(exc.headers()), **parse_lines(lines)})
+    elif isinstance(exc, GatewayError) and lines:
+        exc.limit_headers = parse_lines(lines)
 
 
 class LimitedRequest:

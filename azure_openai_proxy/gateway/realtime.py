@@ -63,6 +63,7 @@ from azure_openai_proxy.gateway.budgethold import (
     settle_budget,
 )
 from azure_openai_proxy.gateway.governed import limit_refusal, pool_allowed, price_names, used_tokens
+from azure_openai_proxy.gateway.limitheaders import limit_error
 from azure_openai_proxy.gateway.pipeline import Gateway
 from azure_openai_proxy.gateway.realtime_connect import connect_upstream
 from azure_openai_proxy.gateway.realtime_limits import (
@@ -170,6 +171,10 @@ async def _open(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
     try:
         upstream, lease = await connect_upstream(gateway, request, target, caller, pool, model,
                                          record)
+    except BaseException as exc:  # Azure's refusal says the key's limits, not Azure's
+        if admission is not None:
+            limit_error(exc, admission.head_lines)
+        raise
     finally:
         # The opening is one request, in flight until Azure's socket is open; then each
         # `response.create` is one (`RealtimeSession._admit`).
