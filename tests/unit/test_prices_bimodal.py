@@ -38,6 +38,8 @@ def test_the_shipped_realtime_models_have_both_modalities() -> None:
         4.0, 0.4, 16.0, 32.0, 0.4, 64.0, "audio_tokens", 5.0, 0.5, 16.0, "image_tokens")
     assert _TABLE.rates(["gpt-realtime-2"]) == (
         4.0, 0.4, 24.0, 32.0, 0.4, 64.0, "audio_tokens", 5.0, 0.5, 24.0, "image_tokens")
+    assert _TABLE.rates(["gpt-realtime-2.1"]) == (
+        4.0, 0.4, 24.0, 32.0, 0.4, 64.0, "audio_tokens", 5.0, 0.5, 24.0, "image_tokens")
     assert _TABLE.rates(["gpt-realtime-2.1-mini"]) == (
         0.6, 0.06, 2.4, 10.0, 0.3, 20.0, "audio_tokens", 0.8, 0.08, 2.4, "image_tokens")
     # one modality still seven rates, as before
