@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from email.message import Message
 
-_BOUNDARY = re.compile(r'boundary=(?:"([^"]+)"|([^;\s]+))', re.IGNORECASE)
 _PARAM = re.compile(r';\s*([\w*-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;]*))')
 
 
@@ -31,10 +31,10 @@ class Part:
 
 def parse_form(body: bytes, content_type: str) -> dict[str, list[Part]]:
     """Parts by field name (a field may repeat, e.g. `timestamp_granularities[]`)."""
-    match = _BOUNDARY.search(content_type or "")
-    if not content_type.lower().startswith("multipart/form-data") or match is None:
+    boundary = _boundary(content_type or "")
+    if boundary is None:
         raise MultipartError("Content-Type must be multipart/form-data with a boundary")
-    delimiter = b"--" + (match.group(1) or match.group(2)).encode("latin-1")
+    delimiter = b"--" + boundary.encode("latin-1", "replace")
     chunks = body.split(delimiter)
     if len(chunks) < 3 or not chunks[-1].startswith(b"--"):
         raise MultipartError("multipart body has no closing boundary")
@@ -43,6 +43,21 @@ def parse_form(body: bytes, content_type: str) -> dict[str, list[Part]]:
         part = _part(chunk)
         form.setdefault(part.name, []).append(part)
     return form
+
+
+def _boundary(content_type: str) -> str | None:
+    """The `boundary` parameter, read by its name as a MIME parser reads it (not the
+    first `boundary=` anywhere: `xboundary=` and a quoted `"boundary=..."` are other
+    parameters); None for another media type, or no boundary, or two."""
+    message = Message()
+    message["content-type"] = content_type
+    if message.get_content_type() != "multipart/form-data":
+        return None
+    found = [value for name, value in message.get_params(failobj=[])[1:]
+             if name.lower() == "boundary"]
+    if len(found) != 1 or not isinstance(found[0], str) or not found[0]:
+        return None
+    return found[0]
 
 
 def _part(chunk: bytes) -> Part:

@@ -19,7 +19,15 @@ __all__ = ["SpooledBody", "multipart_boundary"]
 
 _MEMORY_LIMIT = 1024 * 1024
 _CHUNK = 256 * 1024
-_BOUNDARY = re.compile(r'boundary="?([^";]{1,200})"?', re.IGNORECASE)
+# A Content-Type's parameters, one at a time from where the last ended (RFC 9110 §5.6.6:
+# `; name=token` or `; name="quoted string"`), so that `boundary` is the parameter of
+# that name, as Azure's parser reads it: a search for `boundary=` anywhere took
+# `xboundary=fake` or `charset="boundary=fake"` for it, and a body whose form the
+# gateway checked was not the one Azure read.
+_PARAMETER = re.compile(r'\s*;\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*'
+                        r'(?:"((?:[^"\\\r\n]|\\[^\r\n])*)"|([!#$%&\'*+.^_`|~0-9A-Za-z-]+))')
+_TRAILING = re.compile(r"\s*;?\s*")
+_LONGEST_BOUNDARY = 200  # RFC 2046 says 70; clients are lenient, so is this
 _FIELD_NAME = re.compile(rb'content-disposition:[^\r\n]*\bname="([^"]*)"', re.IGNORECASE)
 # A part's name as a lenient reader takes it (ASP.NET's): quoted or not, or `name*=`.
 _DISPOSITION = re.compile(rb"content-disposition:([^\r\n]*)", re.IGNORECASE)
@@ -27,12 +35,30 @@ _ANY_NAME = re.compile(rb';\s*name\*?\s*=\s*("[^"]*"|[^;\r\n]*)', re.IGNORECASE)
 
 
 def multipart_boundary(content_type: str) -> bytes:
-    if not content_type.lower().startswith("multipart/form-data"):
+    """The `boundary` parameter of a multipart/form-data Content-Type; a 400 for
+    another media type, parameters that do not parse, or no boundary, an empty or
+    over-long one, or two (which would Azure take?)."""
+    media = content_type.partition(";")[0]
+    if media.strip().lower() != "multipart/form-data":
         raise MalformedBody("This endpoint expects a multipart/form-data body.")
-    match = _BOUNDARY.search(content_type)
-    if match is None:
-        raise MalformedBody("The multipart/form-data body has no boundary.")
-    return match.group(1).encode()
+    at, end, found = len(media), len(content_type), []
+    while at < end:
+        match = _PARAMETER.match(content_type, at)
+        if match is None:
+            if _TRAILING.fullmatch(content_type, at):
+                break
+            raise MalformedBody("The multipart/form-data Content-Type's parameters do not "
+                                "parse.")
+        if match.group(1).lower() == "boundary":
+            quoted = match.group(2)
+            found.append(re.sub(r"\\(.)", r"\1", quoted) if quoted is not None
+                         else match.group(3))
+        at = match.end()
+    if len(found) != 1 or not 0 < len(found[0]) <= _LONGEST_BOUNDARY:
+        raise MalformedBody("The multipart/form-data body has no boundary."
+                            if not found else "The multipart/form-data Content-Type needs "
+                            "one boundary parameter of 1 to 200 characters.")
+    return found[0].encode("latin-1", "replace")
 
 
 class SpooledBody:
