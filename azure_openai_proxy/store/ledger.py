@@ -86,7 +86,12 @@ _INSERT = f"INSERT OR IGNORE INTO usage_records ({_COLUMNS}) VALUES "
 # Each size is prepared once per connection (the sqlite3 module's statement cache).
 _INSERTS = tuple((size, _INSERT + ", ".join([_PLACES] * size))
                  for size in (1024, 256, 64, 16, 4, 1))
-_LABELS = "SELECT id, key_id, team_id, model, deployment, endpoint, route FROM usage_labels"
+# The label ids a store keeps in memory: every combination of key, model, deployment
+# and route seen is one, and client-chosen model names that reach Azure (a default
+# endpoint's dynamic deployments) would grow it for the life of the process.
+_KNOWN_LABELS = 4096  # as the pricer's own (gateway/ledgerrows.py)
+_LABELS = ("SELECT id, key_id, team_id, model, deployment, endpoint, route FROM usage_labels "
+           f"ORDER BY id DESC LIMIT {_KNOWN_LABELS}")
 _NEW_LABEL = ("INSERT OR IGNORE INTO usage_labels (key_id, team_id, model, deployment, endpoint, "
               "route) VALUES (?, ?, ?, ?, ?, ?)")
 _LABEL_ID = ("SELECT id FROM usage_labels WHERE key_id = ? AND team_id = ? AND model = ? "
@@ -297,6 +302,8 @@ class LedgerStore:
                                     for i, k, t, m, d, e, r in self._db.execute(_LABELS)}
         label = known.get(labels)
         if label is None:
+            if len(known) >= _KNOWN_LABELS:  # bounded: ids are looked up again after
+                known.clear()
             self._db.execute(_NEW_LABEL, labels)  # another writer's, if it is there
             label = known[labels] = int(self._db.execute(_LABEL_ID, labels).fetchone()[0])
         return label
