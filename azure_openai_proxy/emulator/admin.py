@@ -23,6 +23,19 @@ def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
+def _encodable(entry: Any) -> Any:
+    """A request log entry as JSON can hold it: one whose parsed body (`json`) is nested
+    deeper than orjson writes (254 levels) keeps its other fields (the raw `body` text
+    among them), its `json` said to be too deep."""
+    try:
+        orjson.dumps({"data": [entry]})  # at the depth the log's answer puts it
+    except TypeError:  # orjson: JSONEncodeError, or a plain TypeError past 254 levels
+        if isinstance(entry, dict):
+            return {**entry, "json": "<nested too deep to show>"}
+        return "<nested too deep to show>"
+    return entry
+
+
 def add_routes(app: web.Application, key: web.AppKey[EmulatorState]) -> None:
     def state(request: web.Request) -> EmulatorState:
         return request.app[key]
@@ -44,7 +57,11 @@ def add_routes(app: web.Application, key: web.AppKey[EmulatorState]) -> None:
         return _json({"cleared": True})
 
     async def list_requests(request: web.Request) -> web.Response:
-        return _json({"data": state(request).log.entries()})
+        entries = state(request).log.entries()
+        try:
+            return _json({"data": entries})
+        except TypeError:  # a body nested deeper than orjson writes (not a JSONEncodeError)
+            return _json({"data": [_encodable(entry) for entry in entries]})
 
     async def clear_requests(request: web.Request) -> web.Response:
         state(request).log.clear()

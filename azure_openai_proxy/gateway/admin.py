@@ -286,6 +286,11 @@ def _name(value: Any) -> str:
 def _metadata(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("metadata must be a JSON object")
+    try:  # what the store will write: orjson reads 1,024 levels and writes 254
+        orjson.dumps(value)
+    except TypeError:  # orjson: JSONEncodeError, or a plain TypeError past 254 levels
+        raise ValueError("metadata must be a JSON object nested at most 254 levels "
+                         "deep") from None
     return value
 
 

@@ -16,6 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.governance.keys import (
     check_grace,
@@ -321,8 +323,10 @@ def _metadata(text: str | None) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(text)
-    except json.JSONDecodeError:
-        raise ValueError("--metadata must be a JSON object") from None
+        orjson.dumps(value)  # what the store will write: at most 254 levels deep
+    except (json.JSONDecodeError, RecursionError, TypeError):  # orjson: too deep
+        raise ValueError("--metadata must be a JSON object nested at most 254 levels "
+                         "deep") from None
     if not isinstance(value, dict):
         raise ValueError("--metadata must be a JSON object")
     return value
