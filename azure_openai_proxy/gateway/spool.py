@@ -24,8 +24,10 @@ _CHUNK = 256 * 1024
 # that name, as Azure's parser reads it: a search for `boundary=` anywhere took
 # `xboundary=fake` or `charset="boundary=fake"` for it, and a body whose form the
 # gateway checked was not the one Azure read.
+# An unquoted value is read up to a space or `;` (RFC 2046's boundary characters include
+# `:`, `/`, `=` and more that a token cannot hold, and some clients leave them unquoted).
 _PARAMETER = re.compile(r'\s*;\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*'
-                        r'(?:"((?:[^"\\\r\n]|\\[^\r\n])*)"|([!#$%&\'*+.^_`|~0-9A-Za-z-]+))')
+                        r'(?:"((?:[^"\\\r\n]|\\[^\r\n])*)"|([^\s;"]+))')
 _TRAILING = re.compile(r"\s*;?\s*")
 _LONGEST_BOUNDARY = 200  # RFC 2046 says 70; clients are lenient, so is this
 _FIELD_NAME = re.compile(rb'content-disposition:[^\r\n]*\bname="([^"]*)"', re.IGNORECASE)

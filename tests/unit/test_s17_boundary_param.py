@@ -60,6 +60,10 @@ def test_a_boundary_is_one_parameter_of_that_name_or_a_400() -> None:
 
     assert multipart_boundary('multipart/form-data; boundary="a b\\"c"') == b'a b"c'
     assert multipart_boundary("Multipart/Form-Data ; charset=utf-8; Boundary=x-y ;") == b"x-y"
+    # RFC 2046's boundary characters a token cannot hold, unquoted, as some clients send
+    assert multipart_boundary("multipart/form-data; boundary=a:b/c=d?e") == b"a:b/c=d?e"
+    assert multipart_boundary("multipart/form-data; boundary=----WebKitFormBoundary7MA4YW"
+                              ) == b"----WebKitFormBoundary7MA4YW"
     for content_type in ("multipart/form-data; boundary=a; boundary=b",  # which one?
                          "multipart/form-data", "multipart/form-datax; boundary=a",
                          "multipart/form-data; boundary=", "multipart/form-data; boundary=a b",
