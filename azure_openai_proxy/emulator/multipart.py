@@ -55,7 +55,8 @@ def _boundary(content_type: str) -> str | None:
         return None
     found = [value for name, value in message.get_params(failobj=[])[1:]
              if name.lower() == "boundary"]
-    if len(found) != 1 or not isinstance(found[0], str) or not found[0]:
+    if len(found) != 1 or not isinstance(found[0], str) or not found[0] or (
+            "\\" in content_type):
         return None
     return found[0]
 

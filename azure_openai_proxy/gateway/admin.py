@@ -290,7 +290,7 @@ def _metadata(value: Any) -> dict[str, Any]:
         orjson.dumps(value)
     except TypeError:  # orjson: JSONEncodeError, or a plain TypeError past 254 levels
         raise ValueError("metadata must be a JSON object nested at most 254 levels "
-                         "deep") from None
+                         "deep, its integers within 64 bits") from None
     return value
 
 

@@ -151,16 +151,20 @@ def _require_priced_format(body: Mapping[str, Any] | None,
     by the minute, no token rates) its `verbose_json` (the duration), the token-priced
     models' their `json` (the default: its usage). In any other (`text`, `srt`, `vtt`,
     whisper's `json`) it would be recorded at $0, so a hard budget refuses it."""
+    if rates is None:
+        raise _unpriced(names)
     asked = body.get("response_format") if body else None
-    by_tokens = rates is not None and any(rates[:3])
-    priced_as = "json" if by_tokens else "verbose_json"
+    priced_as = "json" if any(rates[:3]) else "verbose_json"
     if (asked or "json") != priced_as:
         raise ModelNotPriced(
             f"This transcription's cost is only known from its `{priced_as}` answer: "
             f"ask for response_format `{priced_as}`, so that it counts against this key's "
             "budget.", param="response_format")
-    if not by_tokens and rates is None:
-        raise _unpriced(names)
+    stream = body.get("stream") if body else None
+    if stream not in (None, False) and str(stream).strip().lower() != "false":
+        raise ModelNotPriced(  # its events are not metered: its usage would be lost
+            "A streamed transcription's cost is not metered by this gateway: ask without "
+            "`stream`, so that it counts against this key's budget.", param="stream")
 
 
 def _units_asked(operation: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -169,8 +173,8 @@ def _units_asked(operation: str, body: Mapping[str, Any]) -> dict[str, Any]:
     if operation == "audio/speech":
         text = body.get("input")
         return {"characters": len(text)} if isinstance(text, str) else {}
-    n = body.get("n", 1)
-    return {"images": n if type(n) is int else 1, "size": body.get("size"),
+    n = body.get("n", 1)  # not a count: held as the most (`picture_tokens`)
+    return {"images": n if type(n) is int and 1 <= n <= 10 else 10, "size": body.get("size"),
             "quality": body.get("quality")}
 
 

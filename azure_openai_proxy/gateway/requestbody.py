@@ -44,9 +44,10 @@ _ESCAPE_WINDOW = 64  # backslashes before a quote counted at most; more: not pro
 _HELD_FORM_FIELDS = {
     "images/edits": ("model", "prompt", "size", "quality", "n"),
     "images/variations": ("model", "size", "n"),
-    "audio/transcriptions": ("model", "response_format"),
-    "audio/translations": ("model", "response_format"),
+    "audio/transcriptions": ("model", "response_format", "stream"),
+    "audio/translations": ("model", "response_format", "stream"),
 }
+_PRICING_FIELDS = frozenset({"n", "size", "quality", "response_format", "stream"})
 
 
 @dataclass(slots=True)
@@ -89,13 +90,26 @@ class RequestBody:
         if self.json is not None or names is None or self.spool is None or (
                 self.boundary is None):
             return self.json
+        # What Azure may bind (names case-insensitively, unquoted or `name*=`) must be
+        # what is read here: a field that prices the request spelled otherwise, or given
+        # twice, is a 400 (`model` is judged by `check_form_names`; the deployment in
+        # Azure's path, not the form, decides what runs).
+        seen: set[str] = set()
+        for lenient, strict in self.spool.field_names(self.boundary):
+            folded = lenient.lower()
+            if folded in names and folded in _PRICING_FIELDS:
+                if strict != folded or folded in seen:
+                    raise MalformedBody(
+                        f"The form's `{folded}` field must be given once, as "
+                        f'name="{folded}".', param=folded)
+                seen.add(folded)
         fields: dict[str, Any] = {}
         for name in names:
             field = self.spool.form_field(name, self.boundary)
             if field is not None:
                 fields[name] = field[0]
         n = fields.get("n")
-        if isinstance(n, str):
+        if isinstance(n, str):  # else left as a string: held as the most pictures
             fields["n"] = int(n) if n.isascii() and n.isdigit() and len(n) < 6 else n
         return fields
 

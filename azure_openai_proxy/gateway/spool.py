@@ -53,8 +53,12 @@ def multipart_boundary(content_type: str) -> bytes:
                                 "parse.")
         if match.group(1).lower() == "boundary":
             quoted = match.group(2)
-            found.append(re.sub(r"\\(.)", r"\1", quoted) if quoted is not None
-                         else match.group(3))
+            if quoted is not None and "\\" in quoted:
+                # Readers differ: RFC 9110 unescapes a quoted pair, ASP.NET only strips the
+                # quotes; two readings would be two forms in one body. No client sends one.
+                raise MalformedBody("The multipart/form-data boundary must not hold a "
+                                    "backslash.")
+            found.append(quoted if quoted is not None else match.group(3))
         at = match.end()
     if len(found) != 1 or not 0 < len(found[0]) <= _LONGEST_BOUNDARY:
         raise MalformedBody("The multipart/form-data body has no boundary."

@@ -123,8 +123,9 @@ def picture_tokens(body: Mapping[str, Any] | None) -> int:
     each = by_size.get(size) if isinstance(size, str) else None
     if each is None:
         each = max(by_size.values())
-    pictures = n if type(n) is int and 1 <= n <= _MOST_PICTURES else (
-        _MOST_PICTURES if type(n) is int and n > _MOST_PICTURES else 1)
+    # `n` not a count from 1 to 10 (a string, `+10`, a float): Azure may read it as one
+    # the gateway cannot, so held as the most (past 10 it is Azure's 400, never a bill)
+    pictures = n if type(n) is int and 1 <= n <= _MOST_PICTURES else _MOST_PICTURES
     return each * pictures
 
 

@@ -326,7 +326,7 @@ def _metadata(text: str | None) -> dict[str, Any] | None:
         orjson.dumps(value)  # what the store will write: at most 254 levels deep
     except (json.JSONDecodeError, RecursionError, TypeError):  # orjson: too deep
         raise ValueError("--metadata must be a JSON object nested at most 254 levels "
-                         "deep") from None
+                         "deep, its integers within 64 bits") from None
     if not isinstance(value, dict):
         raise ValueError("--metadata must be a JSON object")
     return value

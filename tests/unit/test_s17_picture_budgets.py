@@ -70,7 +70,9 @@ def test_gpt_image_pictures_are_held_at_their_output_tokens() -> None:
     ({"quality": "standard", "size": "1024x1024"}, 4160),  # not gpt-image-1's: high
     ({"n": 3, "quality": "low", "size": "1024x1024"}, 816),
     ({"n": 500, "quality": "low", "size": "1024x1024"}, 2720),  # Azure refuses past 10
-    ({"n": "3", "quality": ["low"], "size": 7}, 6240),
+    ({"n": "3", "quality": ["low"], "size": 7}, 62_400),  # not counts: the most
+    ({"n": "+10", "quality": "low", "size": "1024x1024"}, 2720),
+    ({"n": 2.0, "quality": "low", "size": "1024x1024"}, 2720),
 ])
 def test_picture_tokens(fields: dict[str, Any], tokens: int) -> None:
     assert picture_tokens(fields) == tokens
@@ -124,3 +126,48 @@ def test_a_transcription_is_served_to_a_hard_budget_in_the_format_that_prices_it
     soft = Caller(None, VirtualKey("k1", "k", "hash", "sk-aop-abc", limits=Limits(
         soft_budget_usd=1.0, budget_period="daily")))
     reserve_budget(_guard(), soft, body, (model,) * 3, "audio/transcriptions", 1024)
+
+
+@pytest.mark.parametrize("disposition", ['name="Response_Format"', "name=response_format",
+                                         "name*=utf-8''response_format"])
+async def test_a_held_field_spelled_as_only_a_lenient_reader_reads_it_is_a_400(
+        disposition: str) -> None:
+    """Review of c8040ab/4859b06: Azure may bind a form's names case-insensitively,
+    unquoted or `name*=` (ASP.NET); the budget read only `name="response_format"`, so a
+    `text` transcription (recorded at $0) passed as `json`. Now such a spelling of a
+    field the budget reads, or the field twice, is a 400 before anything is held."""
+    from azure_openai_proxy.errors import MalformedBody
+
+    data = (b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="model"\r\n\r\n'
+            b"gpt-4o-transcribe\r\n--" + BOUNDARY + b"\r\nContent-Disposition: form-data; "
+            + disposition.encode() + b"\r\n\r\ntext\r\n--" + BOUNDARY + b"--\r\n")
+    body = RequestBody(spool=await spool(data), boundary=BOUNDARY)
+    try:
+        with pytest.raises(MalformedBody):
+            body.held_fields("audio/transcriptions")
+    finally:
+        body.close()
+    twice = form(("n", b"1", None), ("n", b"10", None))
+    body = RequestBody(spool=await spool(twice), boundary=BOUNDARY)
+    try:
+        with pytest.raises(MalformedBody):
+            body.held_fields("images/edits")
+    finally:
+        body.close()
+
+
+def test_a_streamed_transcription_is_refused_to_a_hard_budget() -> None:
+    """Its events are not metered: its usage would be lost, its cost $0."""
+    body = {"model": "gpt-4o-transcribe", "response_format": "json", "stream": "true"}
+    with pytest.raises(ModelNotPriced, match="stream"):
+        reserve_budget(_guard(), _caller(), body, ("gpt-4o-transcribe",) * 3,
+                       "audio/transcriptions", 1024)
+    reserve_budget(_guard(), _caller(), {**body, "stream": "false"},
+                   ("gpt-4o-transcribe",) * 3, "audio/transcriptions", 1024)
+
+
+def test_the_sdks_names_of_whisper_and_tts_are_priced() -> None:
+    table = PriceTable.shipped()
+    assert table.unit_cost(["whisper-1"], {"audio_seconds": 60}) == (0.006, True)
+    assert table.unit_cost(["tts-1"], {"characters": 1_000_000}) == (15.0, True)
+    assert table.unit_cost(["tts-1-hd"], {"characters": 1_000_000}) == (30.0, True)
