@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import socket
 import threading
+import wave
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -122,3 +124,15 @@ def serve(factory: AppFactory, port: int = 0) -> Iterator[ServerThread]:
         yield server
     finally:
         server.stop()
+
+
+def silent_wav(seconds: float) -> bytes:
+    """A WAV file of `seconds` of silence (mono, 16-bit, 8 kHz): an upload for the
+    audio routes."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(b"\0\0" * round(8000 * seconds))
+    return buffer.getvalue()

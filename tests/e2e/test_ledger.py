@@ -21,7 +21,7 @@ from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.keys import KeyStore
 from azure_openai_proxy.store.ledger import LedgerStore
 from tests.e2e.conftest import CLIENT_KEY, Emulator, emulator_config, gateway_settings
-from tests.support import ServerThread, serve
+from tests.support import ServerThread, serve, silent_wav
 from tests.waiting import until
 
 
@@ -604,8 +604,6 @@ def test_a_client_leaving_before_the_first_byte_is_recorded_with_an_estimate(
 def test_images_audio_and_speech_are_priced_by_their_units_or_marked_unpriced(
     emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
 ) -> None:
-    import io
-    import wave
 
     gateway = ledger_gateway(emulator)
     client = sdk(gateway)
@@ -614,13 +612,7 @@ def test_images_audio_and_speech_are_priced_by_their_units_or_marked_unpriced(
     client.images.generate(model="dall-e-3", prompt="a lighthouse", quality="hd",
                            response_format="b64_json")
     client.audio.speech.create(model="tts", voice="alloy", input="Hello there, world.")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes(b"\0\0" * 16000)  # two seconds
-    audio = buffer.getvalue()
+    audio = silent_wav(2)
     verbose = client.audio.transcriptions.create(model="whisper", file=("a.wav", audio),
                                                  response_format="verbose_json")
     client.audio.transcriptions.create(model="whisper", file=("a.wav", audio),

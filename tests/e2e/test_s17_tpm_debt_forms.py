@@ -7,25 +7,13 @@ that names a model now takes a token at least, on the usual short path and `hold
 
 from __future__ import annotations
 
-import io
-import wave
-
 import openai
 import pytest
 
 from azure_openai_proxy.governance.model import Limits
 from tests.e2e.conftest import Emulator
 from tests.e2e.test_virtual_keys import Governed, governed  # noqa: F401  (fixture)
-
-
-def _audio() -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes(b"\0\0" * 8000)
-    return buffer.getvalue()
+from tests.support import silent_wav
 
 
 @pytest.mark.parametrize("limits", [Limits(tpm=300), Limits(rpm=100, tpm=300)],
@@ -42,6 +30,6 @@ def test_a_tpm_in_debt_refuses_a_transcription_and_still_serves_a_get(
     before = len(emulator.requests())
     for _ in range(3):
         with pytest.raises(openai.RateLimitError):
-            client.audio.transcriptions.create(model="whisper", file=("a.wav", _audio()))
+            client.audio.transcriptions.create(model="whisper", file=("a.wav", silent_wav(1)))
     assert len(emulator.requests()) == before  # none sent
     assert client.models.list().data  # a GET runs no model: the debt does not refuse it

@@ -7,8 +7,6 @@ served and priced."""
 
 from __future__ import annotations
 
-import io
-import wave
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 
 from tests.e2e.conftest import Emulator
 from tests.e2e.test_ledger import _virtual_key, ledger_gateway, records  # noqa: F401
-from tests.support import ServerThread
+from tests.support import ServerThread, silent_wav
 
 
 def test_an_unpriced_picture_is_refused_to_a_hard_budget(
@@ -51,12 +49,6 @@ def test_a_transcription_that_cannot_say_its_cost_is_refused_to_a_hard_budget(
     gateway = ledger_gateway(emulator)
     key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "b", budget_usd=0.50,
                                   budget_period="daily")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes(b"\0\0" * 16000)  # two seconds
 
     def transcribe(response_format: str | None) -> httpx.Response:
         fields = {"model": "whisper"}
@@ -64,7 +56,7 @@ def test_a_transcription_that_cannot_say_its_cost_is_refused_to_a_hard_budget(
             fields["response_format"] = response_format
         return httpx.post(gateway.url + "/v1/audio/transcriptions", timeout=30,
                           headers={"Authorization": f"Bearer {secret}"}, data=fields,
-                          files={"file": ("a.wav", buffer.getvalue(), "audio/wav")})
+                          files={"file": ("a.wav", silent_wav(2), "audio/wav")})
 
     before = len(emulator.requests())
     for response_format in ("text", "json", None, "srt"):

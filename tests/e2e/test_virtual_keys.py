@@ -7,7 +7,6 @@ import io
 import logging
 import shutil
 import time
-import wave
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.keys import KeyStore
 from tests.e2e.conftest import CLIENT_KEY, Emulator, emulator_config, gateway_settings
-from tests.support import ServerThread, serve
+from tests.support import ServerThread, serve, silent_wav
 from tests.waiting import until
 
 ADMIN_KEY = "admin-key-for-tests-abcdef"
@@ -282,7 +281,7 @@ def test_every_route_counts_and_none_bypasses_the_limit(governed: Governed,
     client = governed.client(secret)
     client.files.list()
     client.audio.transcriptions.create(model="whisper-1",
-                                       file=("a.wav", io.BytesIO(_wav()), "audio/wav"))
+                                       file=("a.wav", io.BytesIO(silent_wav(0.1)), "audio/wav"))
     client.images.generate(model="dall-e-3", prompt="a lighthouse", response_format="b64_json")
     before = len(emulator.requests())
     azure = openai.AzureOpenAI(azure_endpoint=governed.server.url, api_key=secret,
@@ -292,22 +291,12 @@ def test_every_route_counts_and_none_bypasses_the_limit(governed: Governed,
         lambda: client.embeddings.create(model="text-embedding-3-small", input="x"),
         lambda: client.batches.list(),
         lambda: client.audio.transcriptions.create(
-            model="whisper-1", file=("a.wav", io.BytesIO(_wav()), "audio/wav")),
+            model="whisper-1", file=("a.wav", io.BytesIO(silent_wav(0.1)), "audio/wav")),
     )
     for call in refusals:
         with pytest.raises(openai.RateLimitError):
             call()
     assert len(emulator.requests()) == before
-
-
-def _wav() -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(8000)
-        out.writeframes(b"\0\0" * 800)
-    return buffer.getvalue()
 
 
 def test_a_reload_keeps_the_keys_and_what_they_have_spent(governed: Governed) -> None:
