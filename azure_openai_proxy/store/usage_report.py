@@ -78,10 +78,16 @@ def _header(by: Grouping) -> list[str]:
     return [by, "name", *COLUMNS] if by in _NAMED else [by, *COLUMNS]
 
 
+# C0 and C1 control characters and DEL: a client's model name may hold C1's (check_model
+# _name refuses C0's and DEL only, the URL breakers), and a terminal obeys some of them
+# (U+009B starts an escape sequence): the table shows '?' in their place.
+_CONTROLS = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)], "?")
+
+
 def _cells(by: Grouping, row: UsageRow) -> list[str]:
-    cells = ["-" if row[by] is None else str(row[by])]
+    cells = ["-" if row[by] is None else str(row[by]).translate(_CONTROLS)]
     if by in _NAMED:
-        cells.append(row.get("name") or "-")
+        cells.append((row.get("name") or "-").translate(_CONTROLS))
     for column in COLUMNS:
         value = row[column]
         cells.append(f"{value:.6f}" if column == "cost_usd" else str(value or 0))
@@ -104,13 +110,26 @@ def as_table(by: Grouping, rows: Sequence[UsageRow]) -> str:
     return "\n".join(out)
 
 
+# A spreadsheet opening the CSV runs a cell that starts with one of these as a formula
+# (OWASP's "CSV injection"). A client chooses its model name (any name reaches Azure with
+# a default endpoint, and is recorded), so a text cell starting so is prefixed with "'",
+# which spreadsheets show as text and do not display.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(cell: object) -> object:
+    if isinstance(cell, str) and cell.startswith(_FORMULA_STARTS):
+        return "'" + cell
+    return cell
+
+
 def as_csv(by: Grouping, rows: Sequence[UsageRow]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(_header(by))
     for row in rows:
-        named = [row.get("name")] if by in _NAMED else []
-        writer.writerow([row[by], *named, *(row[c] for c in COLUMNS)])
+        named = [_inert(row.get("name"))] if by in _NAMED else []
+        writer.writerow([_inert(row[by]), *named, *(row[c] for c in COLUMNS)])
     return buffer.getvalue()
 
 
