@@ -138,6 +138,12 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
             raise _unpriced(names, "units")
     if hard and prices is not None and operation in _TRANSCRIBING:
         _require_priced_format(body, rates, names)
+    if hard and operation in _PICTURING and _streamed(body):
+        # Its usage comes in its last event (`image_generation.completed`), which the
+        # gateway does not read: recorded at $0, the budget would never stop it.
+        raise ModelNotPriced("A streamed picture's cost is not metered by this gateway: "
+                             "ask without `stream`, so that it counts against this key's "
+                             "budget.", param="stream")
     held = guard.reserve(caller.key, caller.team, usd)
     if isinstance(held, str):
         raise _exhausted(held)
@@ -160,11 +166,17 @@ def _require_priced_format(body: Mapping[str, Any] | None,
             f"This transcription's cost is only known from its `{priced_as}` answer: "
             f"ask for response_format `{priced_as}`, so that it counts against this key's "
             "budget.", param="response_format")
-    stream = body.get("stream") if body else None
-    if stream not in (None, False) and str(stream).strip().lower() != "false":
+    if _streamed(body):
         raise ModelNotPriced(  # its events are not metered: its usage would be lost
             "A streamed transcription's cost is not metered by this gateway: ask without "
             "`stream`, so that it counts against this key's budget.", param="stream")
+
+
+def _streamed(body: Mapping[str, Any] | None) -> bool:
+    """Whether a request asks for its answer as events (JSON's `true`, a form's `true`,
+    `1`, `on`...: anything but absent or false)."""
+    stream = body.get("stream") if body else None
+    return stream not in (None, False) and str(stream).strip().lower() != "false"
 
 
 def _units_asked(operation: str, body: Mapping[str, Any]) -> dict[str, Any]:

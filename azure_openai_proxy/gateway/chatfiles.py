@@ -16,8 +16,9 @@ from azure_openai_proxy.gateway.affinity import (
     folded,
 )
 from azure_openai_proxy.gateway.spool import SpooledBody
+from azure_openai_proxy.governance.estimate import SCHEMA_FIELDS
 
-__all__ = ["USUAL_TOP_NAMES", "chat_file_ids", "check_form_names", "check_top_names"]
+__all__ = ["PRICED_TOP_NAMES", "USUAL_TOP_NAMES", "chat_file_ids", "check_form_names", "check_top_names"]
 
 # A chat body this large has its messages walked without searching its bytes first.
 _WALKED_FROM = 1024 * 1024
@@ -73,6 +74,15 @@ USUAL_TOP_NAMES = frozenset({
     "web_search_options"})
 
 
+# What a virtual key's request is estimated and held by: governance/estimate.py's
+# maximum output and prompt fields (a test keeps them in step) and the budget's units
+# (gateway/budgethold.py).
+PRICED_TOP_NAMES = frozenset({
+    "max_tokens", "max_completion_tokens", "max_output_tokens", "messages", "input",
+    "prompt", "instructions", *SCHEMA_FIELDS, "n", "best_of", "size", "quality", "stream",
+    "partial_images"})
+
+
 def check_top_names(body: Mapping[str, Any], model: bool, chat: bool) -> None:
     """Refuse (`ReferenceKeyCased`, a 400) a body whose top level spells a name the
     gateway judges it by in other letters, beside or instead of it: `model` (`model`:
@@ -81,7 +91,10 @@ def check_top_names(body: Mapping[str, Any], model: bool, chat: bool) -> None:
     file parts are read from `messages`, and a plain chat's are not walked at all,
     gateway/governed.py `plain_chat_chars`). An upstream that binds JSON
     case-insensitively (ASP.NET Core's web defaults, the last spelling winning) would
-    read the other one: a model the key may not use, or another key's files. Nested
+    read the other one: a model the key may not use, or another key's files. Any key's
+    body is refused one that spells a name its limits and budget are estimated by
+    (`PRICED_TOP_NAMES`: `Max_Tokens` beside `max_tokens`, `N` beside `n`) in other
+    letters: held at one, run at the other. Nested
     names (tool schemas, metadata) are the client's data: not looked at. A body of
     `USUAL_TOP_NAMES` alone need not be passed (the request path tests that first);
     keys all lower-case ASCII: one join and two tests."""
@@ -90,24 +103,26 @@ def check_top_names(body: Mapping[str, Any], model: bool, chat: bool) -> None:
         return
     for field in body:
         name = folded(field)
-        if name != field and ((model and name == "model") or (chat and name == "messages")):
+        if name != field and ((model and name == "model") or (chat and name == "messages")
+                              or name in PRICED_TOP_NAMES):
             raise ReferenceKeyCased(field, name)
 
 
 def check_form_names(spool: SpooledBody, boundary: bytes) -> None:
     """`check_top_names`' `model` for a multipart form (audio, image edits): refused, a
-    text part named `model` in other letters (`Model`) or in another syntax than the
-    gateway reads it by (unquoted, `name*=`): an upstream reading form names
-    case-insensitively and leniently (ASP.NET's form collection; a string bound from its
-    first value) would read that one, a model the key may not use."""
-    for name, strict in spool.field_names(boundary):
-        if folded(name) != "model":
-            continue
-        if name != "model":
+    text part named `model` in other letters (`Model`, `MODEL`): an upstream reading
+    form names case-insensitively (ASP.NET's form collection; a string bound from its
+    first value) would read that one, a model the key may not use. (Quoted, a token or
+    `name*=`: the gateway reads each part's name as the upstream does,
+    gateway/formparts.py.) Two parts named `model` are a 400: readers differ on which
+    one binds."""
+    named = 0
+    for name in spool.field_names(boundary):
+        if name != "model" and folded(name) == "model":
             raise ReferenceKeyCased(name, "model")
-        if strict != "model":
-            raise MalformedBody('The form field `model` must be named as name="model".',
-                                param="model")
+        named += name == "model"
+    if named > 1:
+        raise MalformedBody("The form names `model` twice.", param="model")
 
 
 def _names_no_file(raw: bytes) -> bool:

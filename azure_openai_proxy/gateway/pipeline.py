@@ -239,8 +239,8 @@ class Gateway:
         json = body.json
         operation = target.operation
         chat = operation == "chat/completions"
-        if json is not None and (models or chat):
-            # `Model` beside `model`, `Messages` beside `messages`: which would Azure read?
+        if json is not None:  # `Model` beside `model`, `Max_Tokens` beside `max_tokens`:
+            # which would Azure read? (chatfiles.py `check_top_names`)
             if not USUAL_TOP_NAMES.issuperset(json):
                 check_top_names(json, bool(models), chat)
         elif models and body.spool is not None and body.boundary is not None:

@@ -17,6 +17,7 @@ import orjson
 from azure_openai_proxy.balancing import estimated_cost
 from azure_openai_proxy.codings import decode_body
 from azure_openai_proxy.errors import BodyTooLarge, MalformedBody, UnsupportedMediaType
+from azure_openai_proxy.gateway.affinity import folded
 from azure_openai_proxy.gateway.spool import SpooledBody, multipart_boundary
 from azure_openai_proxy.http import interface as http
 from azure_openai_proxy.http.interface import HttpRequest
@@ -42,12 +43,13 @@ _ESCAPE_WINDOW = 64  # backslashes before a quote counted at most; more: not pro
 # Forms a budget reads (`held_fields`): the pictures an edit asks for, what a
 # transcription's answer will carry (its format: only some formats say what it cost).
 _HELD_FORM_FIELDS = {
-    "images/edits": ("model", "prompt", "size", "quality", "n"),
+    "images/edits": ("model", "prompt", "size", "quality", "n", "stream", "partial_images"),
     "images/variations": ("model", "size", "n"),
     "audio/transcriptions": ("model", "response_format", "stream"),
     "audio/translations": ("model", "response_format", "stream"),
 }
-_PRICING_FIELDS = frozenset({"n", "size", "quality", "response_format", "stream"})
+_PRICING_FIELDS = frozenset({"n", "size", "quality", "response_format", "stream",
+                             "partial_images"})
 
 
 @dataclass(slots=True)
@@ -90,24 +92,24 @@ class RequestBody:
         if self.json is not None or names is None or self.spool is None or (
                 self.boundary is None):
             return self.json
-        # What Azure may bind (names case-insensitively, unquoted or `name*=`) must be
-        # what is read here: a field that prices the request spelled otherwise, or given
-        # twice, is a 400 (`model` is judged by `check_form_names`; the deployment in
-        # Azure's path, not the form, decides what runs).
-        seen: set[str] = set()
-        for lenient, strict in self.spool.field_names(self.boundary):
-            folded = lenient.lower()
-            if folded in names and folded in _PRICING_FIELDS:
-                if strict != folded or folded in seen:
-                    raise MalformedBody(
-                        f"The form's `{folded}` field must be given once, as "
-                        f'name="{folded}".', param=folded)
-                seen.add(folded)
+        # What Azure may bind (names case-insensitively, as .NET folds them) must be what
+        # is read here: a field that prices the request spelled in other letters, or
+        # given twice, is a 400 (`model` is judged by `check_form_names`; the deployment
+        # in Azure's path, not the form, decides what runs). The form is read once
+        # (gateway/formparts.py), so the part counted is the part read.
         fields: dict[str, Any] = {}
-        for name in names:
-            field = self.spool.form_field(name, self.boundary)
-            if field is not None:
-                fields[name] = field[0]
+        for part in self.spool.parts(self.boundary):
+            if part.is_file:
+                continue
+            name = folded(part.name)
+            if name not in names:
+                continue
+            if name in _PRICING_FIELDS and (part.name != name or name in fields):
+                raise MalformedBody(
+                    f"The form's `{name}` field must be given once, named `{name}`.",
+                    param=name)
+            if part.name == name and name not in fields:
+                fields[name] = self.spool.text(part)
         n = fields.get("n")
         if isinstance(n, str):  # else left as a string: held as the most pictures
             fields["n"] = int(n) if n.isascii() and n.isdigit() and len(n) < 6 else n

@@ -1,6 +1,7 @@
 """Request bodies that are kept, not re-encoded: multipart uploads are spooled (in
 memory when small, in a temporary file when large) so they can be sent again on a
-retry, and the `model` form field is found without parsing the whole form.
+retry, and their parts read once (gateway/formparts.py) to find the `model` field and
+the fields a budget prices by.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import re
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import IO
-from urllib.parse import unquote
 
 from azure_openai_proxy.errors import BodyTooLarge, MalformedBody
+from azure_openai_proxy.gateway.formparts import FormPart, read_parts
 
 __all__ = ["SpooledBody", "multipart_boundary"]
 
@@ -30,10 +31,6 @@ _PARAMETER = re.compile(r'\s*;\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*=\s*'
                         r'(?:"((?:[^"\\\r\n]|\\[^\r\n])*)"|([^\s;"]+))')
 _TRAILING = re.compile(r"\s*;?\s*")
 _LONGEST_BOUNDARY = 200  # RFC 2046 says 70; clients are lenient, so is this
-_FIELD_NAME = re.compile(rb'content-disposition:[^\r\n]*\bname="([^"]*)"', re.IGNORECASE)
-# A part's name as a lenient reader takes it (ASP.NET's): quoted or not, or `name*=`.
-_DISPOSITION = re.compile(rb"content-disposition:([^\r\n]*)", re.IGNORECASE)
-_ANY_NAME = re.compile(rb';\s*name\*?\s*=\s*("[^"]*"|[^;\r\n]*)', re.IGNORECASE)
 
 
 def multipart_boundary(content_type: str) -> bytes:
@@ -74,6 +71,7 @@ class SpooledBody:
         self._memory = memory
         self._file = file
         self.size = size
+        self._parts: list[FormPart] | None = None
 
     @classmethod
     async def read(cls, chunks: AsyncIterator[bytes], limit: int) -> SpooledBody:
@@ -111,45 +109,37 @@ class SpooledBody:
         assert self._file is not None
         return mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
 
-    def form_field(self, name: str, boundary: bytes) -> tuple[str, int, int] | None:
-        """The value of a small text field and its byte range, or None if absent."""
+    def parts(self, boundary: bytes) -> list[FormPart]:
+        """The form's parts (gateway/formparts.py), read once: `MalformedBody` for a form
+        the upstream could read otherwise. A spooled file is mapped, not read."""
+        if self._parts is not None:
+            return self._parts
         if self.size == 0:
-            return None
+            raise MalformedBody("The multipart/form-data body is empty.")
         view = self._view()
         try:
-            for headers, start, end in _parts(view, boundary):
-                if end == -1:
-                    return None
-                match = _FIELD_NAME.search(headers)
-                if match and match.group(1).decode("latin-1") == name and b"filename=" not in headers:
-                    return bytes(view[start:end]).decode("utf-8", "replace").strip(), start, end
-            return None
+            self._parts = read_parts(view, boundary)
         finally:
             if isinstance(view, mmap.mmap):
                 view.close()
+        return self._parts
 
-    def field_names(self, boundary: bytes) -> list[tuple[str, str | None]]:
-        """Each text part's name (a part without a filename) as a lenient reader takes
-        it (ASP.NET's: quoted or a token, `name*=` decoded), beside the one `form_field`
-        reads (None: it reads none there), in order: what may name a field the gateway
-        does not see (gateway/chatfiles.py `check_form_names`)."""
-        names: list[tuple[str, str | None]] = []
-        if self.size == 0:
-            return names
-        view = self._view()
-        try:
-            for headers, _start, _end in _parts(view, boundary):
-                disposition = _DISPOSITION.search(headers)
-                if disposition is not None and b"filename" not in disposition[1].lower():
-                    lenient = _ANY_NAME.search(disposition[1])
-                    strict = _FIELD_NAME.search(headers)
-                    if lenient is not None:
-                        names.append((_name_of(lenient[1]), None if strict is None
-                                      else strict[1].decode("latin-1")))
-            return names
-        finally:
-            if isinstance(view, mmap.mmap):
-                view.close()
+    def text(self, part: FormPart) -> str:
+        """A (small) text part's value."""
+        return b"".join(self._ranges(part.start, part.end)).decode("utf-8", "replace").strip()
+
+    def form_field(self, name: str, boundary: bytes) -> tuple[str, int, int] | None:
+        """The value of the first text part named `name` exactly and its byte range, or
+        None if there is none."""
+        for part in self.parts(boundary):
+            if part.name == name and not part.is_file:
+                return self.text(part), part.start, part.end
+        return None
+
+    def field_names(self, boundary: bytes) -> list[str]:
+        """Each text part's name, in order: what may name a field in other letters
+        (gateway/chatfiles.py `check_form_names`, `RequestBody.held_fields`)."""
+        return [part.name for part in self.parts(boundary) if not part.is_file]
 
     def replaying(self, replace: tuple[int, int, bytes] | None = None) -> Callable[[], AsyncIterator[bytes]]:
         """A body factory for the transport; `replace` swaps a byte range (a form field's
@@ -202,28 +192,3 @@ class SpooledBody:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-def _name_of(value: bytes) -> str:
-    """A `name` parameter's value: unquoted, and an RFC 8187 `charset''...` decoded."""
-    text = value.strip().strip(b'"').decode("latin-1")
-    if "''" in text:
-        text = unquote(text.split("''", 1)[1])
-    return text
-
-
-def _parts(view: bytes | mmap.mmap, boundary: bytes) -> Iterator[tuple[bytes, int, int]]:
-    """Each part of a multipart body: its header bytes, where its value starts and where
-    it ends (-1: no closing delimiter follows, and it is the last one given)."""
-    delimiter = b"--" + boundary
-    position = view.find(delimiter)
-    while position != -1:
-        header_start = position + len(delimiter) + 2
-        header_end = view.find(b"\r\n\r\n", header_start, header_start + 4096)
-        if header_end == -1:
-            return
-        next_part = view.find(b"\r\n" + delimiter, header_end)
-        yield bytes(view[header_start:header_end]), header_end + 4, next_part
-        if next_part == -1:
-            return
-        position = view.find(delimiter, next_part + 2)

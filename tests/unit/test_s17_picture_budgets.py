@@ -128,14 +128,16 @@ def test_a_transcription_is_served_to_a_hard_budget_in_the_format_that_prices_it
     reserve_budget(_guard(), soft, body, (model,) * 3, "audio/transcriptions", 1024)
 
 
-@pytest.mark.parametrize("disposition", ['name="Response_Format"', "name=response_format",
-                                         "name*=utf-8''response_format"])
+# U+017F (a long s) upper-cases to S: .NET's OrdinalIgnoreCase binds it as `s`
+@pytest.mark.parametrize("disposition", ['name="Response_Format"', 'name="re\u017fponse_format"'])
 async def test_a_held_field_spelled_as_only_a_lenient_reader_reads_it_is_a_400(
         disposition: str) -> None:
     """Review of c8040ab/4859b06: Azure may bind a form's names case-insensitively,
     unquoted or `name*=` (ASP.NET); the budget read only `name="response_format"`, so a
     `text` transcription (recorded at $0) passed as `json`. Now such a spelling of a
-    field the budget reads, or the field twice, is a 400 before anything is held."""
+    field the budget reads (in other letters), or the field twice, is a 400 before
+    anything is held. (Unquoted or `name*=` it is read as the field: session 18,
+    tests/unit/test_s18_form_parts.py.)"""
     from azure_openai_proxy.errors import MalformedBody
 
     data = (b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="model"\r\n\r\n'

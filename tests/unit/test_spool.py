@@ -84,12 +84,11 @@ async def test_field_names_as_a_lenient_reader_takes_them(size: int) -> None:
     audio = bytes(range(256)) * (size // 256)
     data = form(("file", audio, "a.wav"), ("model", b"whisper-1", None),
                 ("Model", b"other", "m.txt"))  # a file part: not a text field
-    for disposition in ("form-data; name=Model", "form-data; name*=utf-8''%4Dodel",
+    for disposition in ("form-data; name=Model", "form-data; name=Model; name*=utf-8''%4Dodel",
                         'form-data;  NAME = "language"'):
         data = data.replace(b"--" + BOUNDARY + b"--\r\n", (
             b"--" + BOUNDARY + b"\r\nContent-Disposition: " + disposition.encode()
             + b"\r\n\r\nx\r\n--" + BOUNDARY + b"--\r\n"))
     body = await spool(data)
-    assert body.field_names(BOUNDARY) == [
-        ("model", "model"), ("Model", None), ("Model", None), ("language", None)]
+    assert body.field_names(BOUNDARY) == ["model", "Model", "Model", "language"]
     body.close()
