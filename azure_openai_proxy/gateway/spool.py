@@ -151,6 +151,44 @@ class SpooledBody:
             if isinstance(view, mmap.mmap):
                 view.close()
 
+    def file_parts(self, boundary: bytes, names: frozenset[str],
+                   most: int) -> list[tuple[int, int]]:
+        """Where the value of each file part (one with a filename) named one of `names`
+        (folded, as a lenient reader binds them: `File` is `file`) starts and ends, the
+        first `most` of them in order: what a budget reads the first bytes of (`read_at`).
+        The parts are found as `form_field` finds them; nothing is copied."""
+        found: list[tuple[int, int]] = []
+        if self.size == 0:
+            return found
+        view = self._view()
+        try:
+            for headers, start, end in _parts(view, boundary):
+                disposition = _DISPOSITION.search(headers)
+                if disposition is None or b"filename" not in disposition[1].lower():
+                    continue
+                name = _ANY_NAME.search(disposition[1])
+                if name is not None and _name_of(name[1]).lower() in names:
+                    found.append((start, self.size if end == -1 else end))
+                    if len(found) >= most:
+                        break
+            return found
+        finally:
+            if isinstance(view, mmap.mmap):
+                view.close()
+
+    def read_at(self, start: int, end: int) -> bytes:
+        """The body's bytes from `start` to `end` (at most what it holds): one pread of a
+        spooled file, a slice of one in memory. For a few KB: the caller bounds it."""
+        end = min(end, self.size)
+        if start >= end:
+            return b""
+        if self._memory is not None:
+            return self._memory[start:end]
+        file = self._file
+        if file is None:
+            return b""
+        return os.pread(file.fileno(), end - start, start)
+
     def replaying(self, replace: tuple[int, int, bytes] | None = None) -> Callable[[], AsyncIterator[bytes]]:
         """A body factory for the transport; `replace` swaps a byte range (a form field's
         value) on the way out, without copying the rest."""
