@@ -45,10 +45,10 @@ _FLOOR_BPS = {
     # AMR-NB's lowest mode is 4.75 kbit/s, in 3GP files that share MP4's `ftyp`; AAC
     # (M4A) runs higher.
     "mp4": 4_000,
-    # An MP3 whose frames cannot be read: MPEG-2.5's lowest bitrate is 8 kbit/s.
-    "mp3": 8_000,
     # FLAC whose STREAMINFO gives no total: lossless frames of silence are a few bytes
-    # each, so nothing bounds it from below but what the others do.
+    # each, so nothing bounds it from below but what the others do; and anything not
+    # recognised (an MP3 whose frames are not found among its first bytes too: MPEG-2.5
+    # goes down to 8 kbit/s, Speex and AMR lower).
     "flac": 2_000,
     "unknown": 2_000,
 }
@@ -95,10 +95,8 @@ def audio_seconds(head: bytes, size: int) -> float:
         seconds = _flac_seconds(head, size)
     elif kind == "mp4":
         seconds = _mp4_seconds(head, size)
-    elif kind in ("mp3", "unknown"):
+    elif kind == "unknown":  # MP3 has no magic: its frames are looked for
         seconds = _mp3_seconds(head, size)
-        if seconds is not None:
-            kind = "mp3"
     if seconds is None:
         floor = _FLOOR_BPS.get(kind, _FLOOR_BPS["unknown"])
         seconds = size * 8 / floor
