@@ -208,3 +208,22 @@ async def test_the_form_goes_out_as_it_came_and_a_key_without_a_budget_reads_not
     _hold(counted, "whisper", "audio/transcriptions")
     assert Counted.reads == 1
     body.close()
+
+
+async def test_file_parts_are_found_by_the_name_a_lenient_reader_binds() -> None:
+    # `File` and an unquoted `file` are bound by Azure's reader as `file`; a text part
+    # named file is not a file; an unterminated last part runs to the body's end
+    wav = silent_wav(2)
+    head = (b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="model"\r\n\r\n'
+            b"whisper\r\n--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="file"'
+            b"\r\n\r\nnot a file\r\n--" + BOUNDARY
+            + b'\r\nContent-Disposition: form-data; name="File"; filename="a.wav"\r\n\r\n'
+            + silent_wav(1) + b"\r\n--" + BOUNDARY
+            + b'\r\nContent-Disposition: form-data; name=file; filename="b.wav"\r\n\r\n' + wav)
+    body = await spool(head)
+    parts = body.file_parts(BOUNDARY, frozenset({"file"}), 5)
+    assert len(parts) == 2 and parts[1][1] == len(head)
+    assert body.read_at(parts[1][0], parts[1][1]) == wav
+    held = HeldForm({}, body, BOUNDARY)
+    assert held.audio_seconds() == 2.0  # the longer of the two
+    body.close()
