@@ -13,8 +13,9 @@ Audio (`audio_seconds`), read from the header where that is cheap and exact:
   given).
 - FLAC: STREAMINFO's total samples over its sample rate.
 - MP4/M4A: the movie header's (`mvhd`) duration, when it is among the first bytes.
+- WebM: its Segment Info's Duration, when it has one among the first bytes.
 
-Anything else (Ogg, WebM, an MP4 whose `moov` comes last, an unknown format, a header
+Anything else (Ogg, a WebM recorded live, an MP4 whose `moov` comes last, an unknown format, a header
 that does not parse) is bounded from its size at a bitrate no real file of its kind goes
 under (`_FLOOR_BPS`): more than it lasts, never less.
 
@@ -24,7 +25,9 @@ marker, a WebP's VP8/VP8L/VP8X header, a GIF's screen descriptor.
 
 from __future__ import annotations
 
+import math
 import re
+import struct
 
 __all__ = ["HEAD_BYTES", "audio_seconds", "id3_length", "picture_size"]
 
@@ -62,6 +65,13 @@ _FLAC_OVERHEAD = 1.1
 # 576 kbit/s (6,144 bits per channel per 1,024 samples); a movie with pictures, more (its
 # audio held longer than it lasts).
 _MOST_MP4_BPS = 576_000
+# WebM (EBML): Segment Info's Duration element (ID 0x4489, a 4- or 8-byte float) and
+# TimecodeScale (ID 0x2AD7B1, an unsigned integer of 1 to 8 bytes: its size's low bits).
+_WEBM_DURATION = re.compile(rb"\x44\x89([\x84\x88])")
+_WEBM_SCALE = re.compile(rb"\x2a\xd7\xb1([\x81-\x88])")
+# The most bits per second of a WebM's audio: Opus's highest is 510 kbit/s; one with
+# pictures is held longer than it lasts.
+_MOST_WEBM_BPS = 512_000
 # An MPEG audio frame's first two bytes: 11 bits of sync.
 _MP3_SYNC = re.compile(rb"\xff[\xe0-\xff]")
 # Sync patterns tried for an MP3's first frame: a real one is found at the first, or
@@ -95,6 +105,8 @@ def audio_seconds(head: bytes, size: int) -> float:
         seconds = _flac_seconds(head, size)
     elif kind == "mp4":
         seconds = _mp4_seconds(head, size)
+    elif kind == "webm":
+        seconds = _webm_seconds(head, size)
     elif kind == "unknown":  # MP3 has no magic: its frames are looked for
         seconds = _mp3_seconds(head, size)
     if seconds is None:
@@ -223,6 +235,30 @@ def _mp4_seconds(head: bytes, size: int) -> float | None:
     if scale == 0 or duration in (0, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF):
         return None
     return max(duration / scale, size * 8 / _MOST_MP4_BPS)
+
+
+def _webm_seconds(head: bytes, size: int) -> float | None:
+    """A WebM's Segment Info `Duration` (a float in `TimecodeScale` units, 1 ms when not
+    given), when a file written whole has one among its first bytes (a recording made
+    live, a browser's MediaRecorder's, has none: None), but no less than its bytes at
+    `_MOST_WEBM_BPS`, should it lie."""
+    found = _WEBM_DURATION.search(head)
+    if found is None:
+        return None
+    width = 4 if found[1] == b"\x84" else 8
+    value = head[found.end():found.end() + width]
+    if len(value) < width:
+        return None
+    duration = float(struct.unpack(">f" if width == 4 else ">d", value)[0])
+    scale = 1_000_000
+    scaled = _WEBM_SCALE.search(head)
+    if scaled is not None:
+        digits = head[scaled.end():scaled.end() + (scaled[1][0] & 0x0F)]
+        scale = int.from_bytes(digits, "big") or scale
+    seconds = duration * scale / 1e9
+    if not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return max(seconds, size * 8 / _MOST_WEBM_BPS)
 
 
 def _mp3_frame(head: bytes, at: int) -> tuple[int, int, int, int] | None:

@@ -174,6 +174,22 @@ def test_an_mp4_plays_its_movie_headers_duration() -> None:
     assert seconds_of(late) == pytest.approx(len(late) * 8 / 4000)
 
 
+def test_a_webm_plays_its_segment_infos_duration() -> None:
+    ebml = b"\x1a\x45\xdf\xa3\x84" + bytes(4) + b"\x18\x53\x80\x67\x01" + bytes(7)
+    # Info: TimecodeScale 1 ms (3 bytes), Duration 125,000.0 as a 4-byte float
+    info = b"\x2a\xd7\xb1\x83\x0f\x42\x40" + b"\x44\x89\x84" + struct.pack(">f", 125_000.0)
+    assert seconds_of(ebml + info + bytes(20_000)) == pytest.approx(125)
+    # an 8-byte double, the default scale
+    double = b"\x44\x89\x88" + struct.pack(">d", 30_000.0)
+    assert seconds_of(ebml + double + bytes(20_000)) == pytest.approx(30)
+    # a duration that lies low: no less than its bytes at 512 kbit/s
+    tiny = ebml + b"\x44\x89\x84" + struct.pack(">f", 1.0) + bytes(640_000)
+    assert seconds_of(tiny) == pytest.approx(len(tiny) * 8 / 512_000)
+    # none (a browser's live recording), or not a number: bounded from the size
+    for data in (ebml + bytes(20_000), ebml + b"\x44\x89\x84" + b"\x7f\xc0\0\0"):
+        assert seconds_of(data) == pytest.approx(len(data) * 8 / 6000)
+
+
 @pytest.mark.parametrize(("head", "floor"), [
     (b"OggS" + bytes(24) + b"OpusHead", 6000),
     (b"OggS" + bytes(24) + b"Speex   ", 2000),
@@ -232,7 +248,8 @@ def test_a_picture_whose_header_says_no_size_is_none(data: bytes) -> None:
 
 _MAGICS = st.sampled_from([b"", b"RIFF\0\0\0\0WAVEfmt ", b"RF64\0\0\0\0WAVE", b"fLaC",
                            b"fLaC\x00\x00\x00\x22", b"OggS", b"\x1a\x45\xdf\xa3",
-                           b"\0\0\0\x14ftyp", b"\0\0\0\x14ftypmvhd", b"ID3\x03\0\0\0\0\0\x10",
+                           b"\0\0\0\x14ftyp", b"\0\0\0\x14ftypmvhd",
+                           b"\x1a\x45\xdf\xa3\x44\x89\x88", b"\x1a\x45\xdf\xa3\x2a\xd7\xb1\x88", b"ID3\x03\0\0\0\0\0\x10",
                            b"\xff\xfb\x90\xc0", b"\xff\xf3\x44\xc4", b"\x89PNG\r\n\x1a\n",
                            b"\xff\xd8", b"\xff\xd8\xff\xc0", b"RIFF\0\0\0\0WEBPVP8X",
                            b"RIFF\0\0\0\0WEBPVP8L", b"GIF89a"])
