@@ -45,9 +45,9 @@ class HeldForm(dict[str, Any]):
         for start, end in spool.file_parts(self._boundary, _AUDIO_PARTS, _MOST_AUDIO_FILES):
             head = spool.read_at(start, min(end, start + HEAD_BYTES))
             skip = id3_length(head)
-            if skip:  # the audio starts after the tag: in the head already, or read there
+            if skip:  # the audio starts after the tag: read there (a short file: all here)
                 start = min(start + skip, end)
-                head = (head[skip:] if skip + HEAD_BYTES <= len(head)
+                head = (head[skip:] if len(head) < HEAD_BYTES
                         else spool.read_at(start, min(end, start + HEAD_BYTES)))
             seconds = audio_seconds(head, end - start)
             if longest is None or seconds > longest:

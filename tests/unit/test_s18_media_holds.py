@@ -227,3 +227,13 @@ async def test_file_parts_are_found_by_the_name_a_lenient_reader_binds() -> None
     held = HeldForm({}, body, BOUNDARY)
     assert held.audio_seconds() == 2.0  # the longer of the two
     body.close()
+
+
+async def test_a_short_mp3_behind_a_short_tag_is_read_from_one_window() -> None:
+    tag = b"ID3\x03\x00\x00\x00\x00\x00\x20" + bytes(32)
+    frame = bytes((0xFF, 0xFB, 0x90, 0xC0)) + bytes(413)
+    body = await _transcription("whisper", tag + frame * 10)
+    held = body.held_fields("audio/transcriptions")
+    assert isinstance(held, HeldForm)
+    assert held.audio_seconds() == pytest.approx(10 * 417 * 8 / 128_000)
+    body.close()
