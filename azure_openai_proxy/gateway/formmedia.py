@@ -24,6 +24,9 @@ _MOST_PICTURES = 16
 # A transcription takes one file; should a form carry more, Azure reads one of them:
 # the longest of the first two is held.
 _MOST_AUDIO_FILES = 2
+# An ID3 tag this short leaves the first window enough of the audio to find its first
+# frames in (a frame is at most 1,441 bytes, a Xing header in the first): no second read.
+_SHORT_TAG = HEAD_BYTES // 2
 
 
 class HeldForm(dict[str, Any]):
@@ -45,9 +48,9 @@ class HeldForm(dict[str, Any]):
         for start, end in spool.file_parts(self._boundary, _AUDIO_PARTS, _MOST_AUDIO_FILES):
             head = spool.read_at(start, min(end, start + HEAD_BYTES))
             skip = id3_length(head)
-            if skip:  # the audio starts after the tag: read there (a short file: all here)
+            if skip:  # the audio starts after the tag: read there, unless enough is here
                 start = min(start + skip, end)
-                head = (head[skip:] if len(head) < HEAD_BYTES
+                head = (head[skip:] if len(head) < HEAD_BYTES or skip <= _SHORT_TAG
                         else spool.read_at(start, min(end, start + HEAD_BYTES)))
             seconds = audio_seconds(head, end - start)
             if longest is None or seconds > longest:

@@ -237,3 +237,18 @@ async def test_a_short_mp3_behind_a_short_tag_is_read_from_one_window() -> None:
     assert isinstance(held, HeldForm)
     assert held.audio_seconds() == pytest.approx(10 * 417 * 8 / 128_000)
     body.close()
+
+
+async def test_an_mp3_behind_a_short_tag_is_read_from_the_first_window() -> None:
+    # a long file: the few hundred bytes of tag leave enough of the first window
+    tag = b"ID3\x03\x00\x00\x00\x00\x02\x00" + bytes(256)
+    frame = bytes((0xFF, 0xFB, 0x90, 0xC0)) + bytes(413)
+    body = await _transcription("whisper", tag + frame * 3_000)
+    held = body.held_fields("audio/transcriptions")
+    assert isinstance(held, HeldForm) and body.spool is not None
+    reads: list[tuple[int, int]] = []
+    read_at = body.spool.read_at
+    body.spool.read_at = lambda start, end: reads.append((start, end)) or read_at(start, end)  # type: ignore[method-assign]
+    assert held.audio_seconds() == pytest.approx(3_000 * 417 * 8 / 128_000)
+    assert len(reads) == 1
+    body.close()
