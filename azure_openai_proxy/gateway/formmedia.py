@@ -25,7 +25,7 @@ _MOST_PICTURES = 16
 # the longest of the first two is held.
 _MOST_AUDIO_FILES = 2
 # An ID3 tag this short leaves the first window enough of the audio to find its first
-# frames in (a frame is at most 1,441 bytes, a Xing header in the first): no second read.
+# frames in (a frame is at most 1,729 bytes, a Xing header in the first): no second read.
 _SHORT_TAG = HEAD_BYTES // 2
 
 
