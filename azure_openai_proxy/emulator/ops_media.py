@@ -12,7 +12,8 @@ from azure_openai_proxy.emulator import media, transcripts, wire_errors
 from azure_openai_proxy.emulator.exchange import Exchange
 from azure_openai_proxy.emulator.frames import prompt_results, safe_results
 from azure_openai_proxy.emulator.generation import check_prompt_filter
-from azure_openai_proxy.emulator.multipart import field
+from azure_openai_proxy.emulator.multipart import Part, field
+from azure_openai_proxy.emulator.textgen import count_tokens
 
 SIZES = ("256x256", "512x512", "1024x1024", "1792x1024", "1024x1792", "1536x1024", "1024x1536")
 _VOICES = frozenset(
@@ -95,7 +96,47 @@ def image_size(value: object) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def _images_body(ex: Exchange, prompt: str, params: dict[str, Any], default_fmt: str) -> Any:
+# gpt-image-1's output tokens a picture, by quality and size (OpenAI's image generation
+# guide); `auto` (or none) answered as high, a size it does not list as 1024x1024.
+_PICTURE_TOKENS = {
+    "low": {"1024x1024": 272, "1024x1536": 408, "1536x1024": 400},
+    "medium": {"1024x1024": 1056, "1024x1536": 1584, "1536x1024": 1568},
+    "high": {"1024x1024": 4160, "1024x1536": 6240, "1536x1024": 6208},
+}
+
+
+def _input_picture_tokens(part: Part, fidelity: object) -> int:
+    """gpt-image-1's image tokens for an edit's input picture (OpenAI's vision guide):
+    fit in 2048x2048, shortest side down to 512, 65 + 129 a 512-pixel tile; high input
+    fidelity adds 4,096 (square) or 6,144. A picture that is not a PNG: as 1024x1024."""
+    width, height = media.png_size(part.data) or (1024, 1024)
+    if max(width, height) > 2048:
+        scale = 2048 / max(width, height)
+        width, height = max(1, int(width * scale)), max(1, int(height * scale))
+    if min(width, height) > 512:
+        scale = 512 / min(width, height)
+        width, height = max(1, int(width * scale)), max(1, int(height * scale))
+    tokens = 65 + 129 * (-(-width // 512)) * (-(-height // 512))
+    if fidelity == "high":
+        tokens += 4096 if width == height else 6144
+    return tokens
+
+
+def _picture_usage(prompt: str, params: dict[str, Any], count: int,
+                   pictures: list[Part]) -> dict[str, Any]:
+    """A gpt-image-1 answer's usage: the prompt's text and the input pictures' image
+    tokens in, the pictures' tokens out."""
+    by_size = _PICTURE_TOKENS.get(str(params.get("quality")), _PICTURE_TOKENS["high"])
+    out = by_size.get(str(params.get("size")), by_size["1024x1024"]) * count
+    text = count_tokens(prompt)
+    image = sum(_input_picture_tokens(part, params.get("input_fidelity")) for part in pictures)
+    return {"input_tokens": text + image,
+            "input_tokens_details": {"text_tokens": text, "image_tokens": image},
+            "output_tokens": out, "total_tokens": text + image + out}
+
+
+def _images_body(ex: Exchange, prompt: str, params: dict[str, Any], default_fmt: str,
+                 pictures: list[Part] | None = None) -> Any:
     check_prompt_filter(prompt)
     count = params.get("n", 1)
     if isinstance(count, str) and count.isdigit():
@@ -125,6 +166,9 @@ def _images_body(ex: Exchange, prompt: str, params: dict[str, Any], default_fmt:
             image_id = ex.state.keep_image(image)
             item["url"] = f"{ex.request.scheme}://{ex.request.host}/_emulator/images/{image_id}.png"
         data.append(item)
+    if ex.deployment.model.startswith("gpt-image"):  # billed by tokens: it says them
+        return {"created": ex.created, "data": data,
+                "usage": _picture_usage(prompt, params, count, pictures or [])}
     return {"created": ex.created, "data": data}
 
 
@@ -150,7 +194,8 @@ async def image_edits(ex: Exchange) -> web.StreamResponse:
             "Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter"
         )
     params = {name: parts[0].text for name, parts in ex.form.items()
-              if name in ("n", "size", "response_format")}
-    body = _images_body(ex, prompt, params, "b64_json")
+              if name in ("n", "size", "response_format", "quality", "input_fidelity")}
+    pictures = [*ex.form.get("image", []), *ex.form.get("image[]", [])]
+    body = _images_body(ex, prompt, params, "b64_json", pictures)
     await ex.think(0)
     return ex.json(body)

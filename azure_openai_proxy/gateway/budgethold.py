@@ -12,6 +12,7 @@ from typing import Any, cast
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import BudgetExhausted, GatewayError
 from azure_openai_proxy.gateway.affinity import folded
+from azure_openai_proxy.gateway.formmedia import HeldForm
 from azure_openai_proxy.gateway.ledger import NO_TOKENS, UNIT_PRICED, record_cost
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
@@ -21,15 +22,18 @@ from azure_openai_proxy.governance.budget import (
 from azure_openai_proxy.governance.estimate import (
     DEFAULT_COMPLETION_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
+    input_picture_tokens,
     max_output_tokens,
     picture_tokens,
     prompt_tokens,
+    transcription_tokens,
     unanswered_usage,
     with_context,
 )
 from azure_openai_proxy.governance.keys import has_budget
 from azure_openai_proxy.governance.prices import (
     AudioRates,
+    PriceTable,
     Rates,
     count_tokens,
     dearest_rates,
@@ -144,6 +148,8 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
         raise ModelNotPriced("A streamed picture's cost is not metered by this gateway: "
                              "ask without `stream`, so that it counts against this key's "
                              "budget.", param="stream")
+    if prices is not None and isinstance(body, HeldForm):  # a form's files: read now
+        usd += _files_cost(prices, members, operation, body)
     held = guard.reserve(caller.key, caller.team, usd)
     if isinstance(held, str):
         raise _exhausted(held)
@@ -177,6 +183,43 @@ def _streamed(body: Mapping[str, Any] | None) -> bool:
     `1`, `on`...: anything but absent or false)."""
     stream = body.get("stream") if body else None
     return stream not in (None, False) and str(stream).strip().lower() != "false"
+
+
+def _files_cost(prices: PriceTable, members: PoolNames, operation: str,
+                body: HeldForm) -> float:
+    """What the files of a form may cost, held before it runs, at the dearest of the
+    deployments it may go to: a transcription's audio (whisper's minutes; the token-
+    priced models' audio tokens and their transcript), an edit's input pictures (image
+    tokens, gpt-image-1's: 0 for a model whose token rates are 0, dall-e-2's)."""
+    if operation in _TRANSCRIBING:
+        seconds = body.audio_seconds()
+        if not seconds:
+            return 0.0
+        audio, transcript = transcription_tokens(seconds)
+        most = 0.0
+        for member in members:
+            cost = prices.unit_cost(member, {"audio_seconds": seconds})[0]
+            rates = prices.rates(member)
+            if rates is not None:  # the audio tokens at its audio rate, else as text
+                audio_rate = rates[3] if len(rates) > 3 and rates[6] == "audio_tokens" else (
+                    rates[0])
+                cost += (audio * audio_rate + transcript * rates[2]) / 1_000_000
+            most = max(most, cost)
+        return most
+    if operation != "images/edits":
+        return 0.0
+    fidelity = body.get("input_fidelity")
+    tokens = sum(input_picture_tokens(size, fidelity) for size in body.picture_sizes())
+    most = 0.0
+    for member in members:
+        rates = prices.rates(member)
+        if rates is not None:  # image tokens at the image rate (`_rates_of`), else as text
+            rate = rates[0]
+            if len(rates) > 3:
+                rate = rates[3] if rates[6] == "image_tokens" else (
+                    rates[7] if len(rates) > 7 else rates[0])
+            most = max(most, tokens * float(rate) / 1_000_000)
+    return most
 
 
 def _units_asked(operation: str, body: Mapping[str, Any]) -> dict[str, Any]:

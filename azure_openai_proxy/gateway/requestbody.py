@@ -18,6 +18,7 @@ from azure_openai_proxy.balancing import estimated_cost
 from azure_openai_proxy.codings import decode_body
 from azure_openai_proxy.errors import BodyTooLarge, MalformedBody, UnsupportedMediaType
 from azure_openai_proxy.gateway.affinity import folded
+from azure_openai_proxy.gateway.formmedia import HeldForm
 from azure_openai_proxy.gateway.spool import SpooledBody, multipart_boundary
 from azure_openai_proxy.http import interface as http
 from azure_openai_proxy.http.interface import HttpRequest
@@ -42,14 +43,17 @@ _QUOTE, _BACKSLASH, _COLON, _OPEN_OBJECT, _OPEN_ARRAY = 0x22, 0x5C, 0x3A, 0x7B, 
 _ESCAPE_WINDOW = 64  # backslashes before a quote counted at most; more: not proved
 # Forms a budget reads (`held_fields`): the pictures an edit asks for, what a
 # transcription's answer will carry (its format: only some formats say what it cost).
+# An edit's `partial_images` and `input_fidelity` and a transcription's `prompt` add to
+# what it costs; its files are read only when a budget holds it (gateway/formmedia.py).
 _HELD_FORM_FIELDS = {
-    "images/edits": ("model", "prompt", "size", "quality", "n", "stream", "partial_images"),
+    "images/edits": ("model", "prompt", "size", "quality", "n", "stream", "partial_images",
+                     "input_fidelity"),
     "images/variations": ("model", "size", "n"),
-    "audio/transcriptions": ("model", "response_format", "stream"),
-    "audio/translations": ("model", "response_format", "stream"),
+    "audio/transcriptions": ("model", "prompt", "response_format", "stream"),
+    "audio/translations": ("model", "prompt", "response_format", "stream"),
 }
 _PRICING_FIELDS = frozenset({"n", "size", "quality", "response_format", "stream",
-                             "partial_images"})
+                             "partial_images", "input_fidelity"})
 
 
 @dataclass(slots=True)
@@ -87,7 +91,7 @@ class RequestBody:
         """What a virtual key's limits and budget read of the body: its JSON, or a form's
         small fields (an image edit's `n`, `size`, `quality`, `prompt`: the pictures it
         asks for; a transcription's `response_format`: whether its answer says what it
-        cost)."""
+        cost), as a `HeldForm` whose files a budget's hold reads when it holds them."""
         names = _HELD_FORM_FIELDS.get(operation)
         if self.json is not None or names is None or self.spool is None or (
                 self.boundary is None):
@@ -113,7 +117,9 @@ class RequestBody:
         n = fields.get("n")
         if isinstance(n, str):  # else left as a string: held as the most pictures
             fields["n"] = int(n) if n.isascii() and n.isdigit() and len(n) < 6 else n
-        return fields
+        if operation == "images/variations":
+            return fields  # dall-e-2's: its picture is not billed
+        return HeldForm(fields, self.spool, self.boundary)
 
     def close(self) -> None:
         if self.spool is not None:

@@ -141,6 +141,33 @@ class SpooledBody:
         (gateway/chatfiles.py `check_form_names`, `RequestBody.held_fields`)."""
         return [part.name for part in self.parts(boundary) if not part.is_file]
 
+    def file_parts(self, boundary: bytes, names: frozenset[str],
+                   most: int) -> list[tuple[int, int]]:
+        """Where the value of each file part (a non-empty filename) named one of `names`
+        (folded, as a case-insensitive reader binds them: `File` is `file`) starts and
+        ends, the first `most` of them in order: what a budget reads the first bytes of
+        (`read_at`). From the one reading of the form (`parts`); nothing is copied."""
+        found: list[tuple[int, int]] = []
+        for part in self.parts(boundary):
+            if part.is_file and part.name.upper().lower() in names:
+                found.append((part.start, part.end))
+                if len(found) >= most:
+                    break
+        return found
+
+    def read_at(self, start: int, end: int) -> bytes:
+        """The body's bytes from `start` to `end` (at most what it holds): one pread of a
+        spooled file, a slice of one in memory. For a few KB: the caller bounds it."""
+        end = min(end, self.size)
+        if start >= end:
+            return b""
+        if self._memory is not None:
+            return self._memory[start:end]
+        file = self._file
+        if file is None:
+            return b""
+        return os.pread(file.fileno(), end - start, start)
+
     def replaying(self, replace: tuple[int, int, bytes] | None = None) -> Callable[[], AsyncIterator[bytes]]:
         """A body factory for the transport; `replace` swaps a byte range (a form field's
         value) on the way out, without copying the rest."""

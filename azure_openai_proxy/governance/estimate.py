@@ -9,6 +9,7 @@ measured only when an estimate is needed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,16 +17,19 @@ __all__ = [
     "CHARS_PER_TOKEN",
     "DEFAULT_COMPLETION_TOKENS",
     "IMAGE_TOKENS",
+    "LARGEST_INPUT_PICTURE",
     "MESSAGE_OVERHEAD_TOKENS",
     "SCHEMA_FIELDS",
     "estimate_tokens",
     "estimated_usage",
     "generates",
+    "input_picture_tokens",
     "max_output_tokens",
     "picture_tokens",
     "prompt_chars",
     "prompt_tokens",
     "tokens_for_chars",
+    "transcription_tokens",
     "unanswered_usage",
 ]
 
@@ -109,24 +113,91 @@ _PICTURE_TOKENS = {
     "high": {"1024x1024": 4160, "1024x1536": 6240, "1536x1024": 6208},
 }
 _MOST_PICTURES = 10  # `n` past it is Azure's 400, never a bill
+# A streamed generation's or edit's `partial_images` (0-3): each adds 100 image output
+# tokens (OpenAI's image generation guide, its cost and latency part; gpt-image-1).
+_PARTIAL_IMAGE_TOKENS = 100
+_MOST_PARTIAL_IMAGES = 3
 
 
 def picture_tokens(body: Mapping[str, Any] | None) -> int:
     """The output tokens an image generation or edit may be billed (its `n` pictures at
-    their quality and size, the dearest where not said): what a budget holds for it."""
+    their quality and size, the dearest where not said, and the partial images it
+    streams): what a budget holds for it."""
     if body is None:
         return 0
-    quality, size, n = body.get("quality"), body.get("size"), body.get("n", 1)
+    partial = body.get("partial_images")
+    if partial is not None:  # a count from 0 to 3, else held as the most
+        if isinstance(partial, str) and partial.isascii() and partial.isdigit():
+            partial = int(partial) if len(partial) < 3 else _MOST_PARTIAL_IMAGES
+        if type(partial) is not int or not 0 <= partial <= _MOST_PARTIAL_IMAGES:
+            partial = _MOST_PARTIAL_IMAGES
+        return _final_picture_tokens(body) + partial * _PARTIAL_IMAGE_TOKENS * _pictures(body)
+    return _final_picture_tokens(body)
+
+
+def _pictures(body: Mapping[str, Any]) -> int:
+    # `n` not a count from 1 to 10 (a string, `+10`, a float): Azure may read it as one
+    # the gateway cannot, so held as the most (past 10 it is Azure's 400, never a bill)
+    n = body.get("n", 1)
+    return n if type(n) is int and 1 <= n <= _MOST_PICTURES else _MOST_PICTURES
+
+
+def _final_picture_tokens(body: Mapping[str, Any]) -> int:
+    quality, size = body.get("quality"), body.get("size")
     by_size = _PICTURE_TOKENS.get(quality) if isinstance(quality, str) else None
     if by_size is None:
         by_size = _PICTURE_TOKENS["high"]
     each = by_size.get(size) if isinstance(size, str) else None
     if each is None:
         each = max(by_size.values())
-    # `n` not a count from 1 to 10 (a string, `+10`, a float): Azure may read it as one
-    # the gateway cannot, so held as the most (past 10 it is Azure's 400, never a bill)
-    pictures = n if type(n) is int and 1 <= n <= _MOST_PICTURES else _MOST_PICTURES
-    return each * pictures
+    return each * _pictures(body)
+
+
+# gpt-image-1's input pictures (an edit's `image`s), in image tokens (OpenAI's vision
+# guide, "Calculating costs", GPT Image 1): the picture scaled to fit 2048x2048, then
+# down so that its shortest side is 512 pixels, costs 65 tokens and 129 per 512-pixel
+# tile it covers (a 1024x1024 picture: 194, as its usage says). `input_fidelity: high`
+# adds 4,096 tokens for a square picture and 6,144 for any other (held as 6,144).
+_PICTURE_BASE_TOKENS, _PICTURE_TILE_TOKENS, _TILE = 65, 129, 512
+_HIGH_FIDELITY_TOKENS = 6_144
+# The dearest picture the rule prices: a long thin one whose scaled size covers four
+# tiles (512x2048); a picture whose size cannot be read is held as it.
+LARGEST_INPUT_PICTURE = (_TILE, 4 * _TILE)
+
+
+def input_picture_tokens(size: tuple[int, int] | None, fidelity: object = None) -> int:
+    """The image tokens gpt-image-1 bills for one input picture of `size` (None: not
+    known, held as `LARGEST_INPUT_PICTURE`) at an edit's `input_fidelity` (`low`, the
+    default; any other value held as `high`)."""
+    width, height = size if size is not None else LARGEST_INPUT_PICTURE
+    if width > 2048 or height > 2048:
+        scale = 2048 / max(width, height)
+        width, height = max(1, int(width * scale)), max(1, int(height * scale))
+    if min(width, height) > _TILE:
+        scale = _TILE / min(width, height)
+        width, height = max(1, int(width * scale)), max(1, int(height * scale))
+    tiles = -(-width // _TILE) * -(-height // _TILE)
+    extra = 0 if fidelity is None or fidelity == "low" else _HIGH_FIDELITY_TOKENS
+    return _PICTURE_BASE_TOKENS + _PICTURE_TILE_TOKENS * tiles + extra
+
+
+# The token-priced transcription models (gpt-4o-transcribe, gpt-4o-mini-transcribe):
+# OpenAI's pricing page gives each an audio input price per 1M tokens beside an
+# "estimated cost" per minute ($6.00 and $0.006 a minute; $3.00 and $0.003): 1,000
+# audio tokens a minute. (Realtime audio counts 10 a second, under it.)
+_AUDIO_TOKENS_PER_MINUTE = 1_000
+# Their transcript: fast speech is about 4 words (6 tokens) a second; at most their
+# 2,000 max output tokens (the models' pages).
+_TRANSCRIPT_TOKENS_PER_SECOND = 6
+_MOST_TRANSCRIPT_TOKENS = 2_000
+
+
+def transcription_tokens(seconds: float) -> tuple[int, int]:
+    """(audio input tokens, most output tokens) a token-priced transcription of
+    `seconds` of audio may be billed."""
+    audio = math.ceil(seconds * _AUDIO_TOKENS_PER_MINUTE / 60)
+    return audio, min(math.ceil(seconds * _TRANSCRIPT_TOKENS_PER_SECOND),
+                      _MOST_TRANSCRIPT_TOKENS)
 
 
 def max_output_tokens(body: Mapping[str, Any] | None,

@@ -102,7 +102,8 @@ async def test_an_edit_forms_pictures_are_read_for_the_hold() -> None:
     fields = body.held_fields("images/edits")
     assert fields == {"model": "gpt-image-1", "prompt": "a hat", "n": 4, "quality": "medium"}
     assert picture_tokens(fields) == 4 * 1584
-    assert body.held_fields("audio/transcriptions") == {"model": "gpt-image-1"}  # its fields
+    assert body.held_fields("audio/transcriptions") == {  # its fields (a prompt is read)
+        "model": "gpt-image-1", "prompt": "a hat"}
     assert body.held_fields("files") is None  # a form no budget reads
     body.close()
 
