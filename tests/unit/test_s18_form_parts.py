@@ -110,6 +110,8 @@ async def test_the_gateway_holds_the_pictures_the_upstream_makes(name: str) -> N
     assert fields is not None
     # before: n was missing (or "1"), so 1 picture was held, not 10
     assert fields["n"] == 10
+    plain = await held(_edit(part([cd('name="n"')], b"10")), "images/edits")
+    assert _hold_usd(fields) == pytest.approx(_hold_usd(plain))
 
 
 # --- a transcription's stream / response_format unseen ------------------------------
