@@ -72,12 +72,24 @@ async def uploaded_batch_models(spool: SpooledBody | None,
 
 
 def _uploaded_models(spool: SpooledBody, boundary: bytes) -> frozenset[str] | None:
-    form = b"".join(spool.pieces())
-    purpose = _form_part(form, boundary, "purpose", file=False)
-    if purpose is None or purpose.strip() != b"batch":
+    """The models of an upload's `file` when its `purpose` is `batch`, from the one
+    reading of the form (`SpooledBody.parts`, gateway/formparts.py: what the upstream
+    reads); None when either is given twice (in any letters: which one Azure takes
+    cannot be known here), or not at all."""
+    purpose = file = None
+    for part in spool.parts(boundary):
+        name = part.name.upper().lower()  # as a case-insensitive binder folds it
+        if name == "file" and part.is_file:
+            if file is not None:
+                return None
+            file = part
+        elif name == "purpose" and not part.is_file:
+            if purpose is not None:
+                return None
+            purpose = part
+    if purpose is None or file is None or spool.text(purpose) != "batch":
         return None
-    content = _form_part(form, boundary, "file")
-    return None if content is None else batch_file_models(content)
+    return batch_file_models(spool.read_at(file.start, file.end))
 
 
 def batch_file_models(content: bytes) -> frozenset[str] | None:
@@ -102,59 +114,3 @@ def batch_file_models(content: bytes) -> frozenset[str] | None:
             return None
         models.add(model)
     return frozenset(models)
-
-
-def _form_part(form: bytes, boundary: bytes, field: str, file: bool = True) -> bytes | None:
-    """The content of the part named `field` of a multipart form: a file, or (`file`
-    False) a plain field. The name is the Content-Disposition `name` parameter read
-    exactly (`filename="file"` is not it); None when more than one part has it, as
-    which of them Azure takes cannot be known here."""
-    delimiter = b"--" + boundary
-    found: bytes | None = None
-    position = form.find(delimiter)
-    while position != -1:
-        header_start = position + len(delimiter) + 2
-        header_end = form.find(b"\r\n\r\n", header_start, header_start + 4096)
-        if header_end == -1:
-            return found
-        next_part = form.find(b"\r\n" + delimiter, header_end)
-        if next_part == -1:
-            return found
-        params = _disposition(form[header_start:header_end])
-        if params.get("name") == field.encode():
-            if found is not None or ("filename" in params) != file:
-                return None
-            found = form[header_end + 4:next_part]
-        position = form.find(delimiter, next_part + 2)
-    return found
-
-
-def _disposition(headers: bytes) -> dict[str, bytes]:
-    """The parameters of a part's Content-Disposition header, names lowercased; a
-    quoted value may hold `;`."""
-    params: dict[str, bytes] = {}
-    for line in headers.split(b"\r\n"):
-        key, colon, value = line.partition(b":")
-        if not colon or key.strip().lower() != b"content-disposition":
-            continue
-        pieces: list[bytes] = []
-        piece = bytearray()
-        quoted = False
-        for byte in value:
-            if byte == 0x22:
-                quoted = not quoted
-            elif byte == 0x3B and not quoted:
-                pieces.append(bytes(piece))
-                piece.clear()
-                continue
-            piece.append(byte)
-        pieces.append(bytes(piece))
-        for raw in pieces[1:]:
-            name, equals, text = raw.partition(b"=")
-            if not equals:
-                continue
-            text = text.strip()
-            if len(text) >= 2 and text[:1] == b'"' and text[-1:] == b'"':
-                text = text[1:-1]
-            params.setdefault(name.strip().lower().decode("latin-1"), text)
-    return params

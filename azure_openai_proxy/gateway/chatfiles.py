@@ -78,6 +78,7 @@ USUAL_TOP_NAMES = frozenset({
 # maximum output and prompt fields (a test keeps them in step) and the budget's units
 # (gateway/budgethold.py).
 PRICED_TOP_NAMES = frozenset({
+    "model",  # priced by (and on an `api: v1` deployment, run by) the body's model
     "max_tokens", "max_completion_tokens", "max_output_tokens", "messages", "input",
     "prompt", "instructions", *SCHEMA_FIELDS, "n", "best_of", "size", "quality", "stream",
     "partial_images"})

@@ -8,10 +8,12 @@ can disagree about which part is which: they did (a search for `name="` anywhere
 part's head, another for `filename=` anywhere in it), and a form then priced one `n`
 while Azure made another. What the upstream could read otherwise than this reader is a
 400 here, not a guess: a head line that is not `Name: value`, a folded line, two
-Content-Disposition lines or parameters, a `\\"` in one (RFC 9110 unescapes it, ASP.NET
-does not), a delimiter followed by anything but padding and CRLF, a part with no closing
-delimiter, part heads past ASP.NET's 16 KiB, more parts than its 1,024 form values, a
-`name*` alone or unlike `name`, a MIME-encoded name.
+Content-Disposition lines or parameters, a backslash in a name, a delimiter followed by
+anything but padding and CRLF (the closing one too), a preamble holding the boundary, a
+part with no closing delimiter, part heads past ASP.NET's 16 KiB, more parts than its
+1,024 form values, a `name*` alone or unlike `name`, RFC 2231 pieces, a MIME-encoded
+name or filename, an undecodable `filename*`, a disposition type other than `form-data`
+exactly, head values with white space .NET trims or control characters.
 """
 
 from __future__ import annotations
@@ -29,11 +31,16 @@ MAX_PARTS = 1024  # ASP.NET's FormOptions.ValueCountLimit
 MAX_HEAD = 16 * 1024  # ASP.NET's MultipartReader.HeadersLengthLimit
 _PADDING = 64  # spaces or tabs after a delimiter, at most (RFC 2046's transport padding)
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
-# A disposition parameter from where the last ended: `; name=token-ish` or
-# `; name="quoted"` (no escapes: a `\"` is refused before, so a backslash is literal, as
-# ASP.NET reads it).
+# A disposition parameter from where the last ended: `; name=token` or `; name="quoted"`
+# (a quoted pair `\x` does not end it, for RFC 9110, ASP.NET and Go alike).
 _PARAMETER = re.compile(rb'[ \t]*;[ \t]*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)[ \t]*=[ \t]*'
-                        rb'(?:"([^"\r\n]*)"|([^;"\r\n]*))')
+                        rb'(?:"((?:[^"\\\r\n]|\\[^\r\n])*)"|([!#$%&\'*+.^_`|~0-9A-Za-z-]+))[ \t]*'
+                        rb'(?=;|\Z)')
+_CONTINUED = re.compile(r".*\*[0-9]+\*?\Z")
+# What .NET's String.Trim takes off a head value (Char.IsWhiteSpace) but for space and
+# tab, and the other control characters (a bare CR or LF, which Go's reader splits at).
+_INVISIBLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029"
+                        "\u202f\u205f\u3000\ufeff]")
 _TRAILING = re.compile(rb"[ \t]*;?[ \t]*\Z")
 _ENCODINGS = {"utf-8": "utf-8", "iso-8859-1": "latin-1"}  # RFC 8187's two
 
@@ -54,18 +61,22 @@ def read_parts(view: bytes | mmap.mmap, boundary: bytes) -> list[FormPart]:
     """Every part of the form in `view`, in order; `MalformedBody` (400) for a body the
     upstream could read otherwise (above)."""
     delimiter = b"--" + boundary
-    if view[:len(delimiter)] == delimiter:
-        at = 0
-    else:  # a preamble (RFC 2046 allows one): the first delimiter starts a line
-        at = view.find(b"\r\n" + delimiter)
-        if at == -1:
-            raise MalformedBody("The multipart/form-data body has no part with its boundary.")
-        at += 2
+    at = view.find(delimiter)
+    if at == -1:
+        raise MalformedBody("The multipart/form-data body has no part with its boundary.")
+    if at != 0 and view[at - 2:at] != b"\r\n":
+        # ASP.NET looks for the first delimiter anywhere in a preamble, RFC 2046 at a
+        # line's start: a preamble holding one mid-line would be two forms
+        raise MalformedBody("The multipart/form-data body's preamble holds its boundary.")
     parts: list[FormPart] = []
     while True:
         after = at + len(delimiter)
-        if view[after:after + 2] == b"--":
-            return parts  # the close delimiter: what follows is the epilogue
+        if view[after:after + 2] == b"--":  # the close delimiter: then the epilogue
+            tail = bytes(view[after + 2:after + 4 + _PADDING]).lstrip(b" \t")
+            if tail and not tail.startswith(b"\r\n"):  # ASP.NET would read on past it
+                raise MalformedBody("The multipart/form-data closing boundary line holds "
+                                    "more than the boundary.")
+            return parts
         head_start = _line_end(view, after)
         if len(parts) == MAX_PARTS:
             raise MalformedBody(f"The multipart/form-data body has more than {MAX_PARTS} "
@@ -99,6 +110,12 @@ def _line_end(view: bytes | mmap.mmap, at: int) -> int:
 
 def _disposition(head: bytes) -> tuple[str, bool]:
     """The name and file-ness of a part from its head lines."""
+    if _INVISIBLE.search(head.replace(b"\r\n", b" ").decode("utf-8", "replace")):
+        # ASP.NET trims every head value of .NET's white space (VT, FF, NBSP, U+2000...),
+        # where this reader would keep it in a name (`name=n<VT>` is `n` there) or a
+        # filename (`filename=<VT>`: empty, so a field, there); Go splits lines at LF
+        raise MalformedBody("A part's headers hold a control character or white space "
+                            "other than spaces and tabs.")
     disposition = None
     for line in head.split(b"\r\n") if head else ():
         field, colon, value = line.partition(b":")
@@ -114,11 +131,8 @@ def _disposition(head: bytes) -> tuple[str, bool]:
         raise MalformedBody("A part of the multipart/form-data body has no "
                             "Content-Disposition header.")
     kind, _, rest = disposition.partition(b";")
-    if kind.strip(b" \t").lower() != b"form-data":
+    if kind.strip(b" \t") != b"form-data":  # ASP.NET compares it exactly
         raise MalformedBody("A part's Content-Disposition must be form-data.")
-    if b'\\"' in rest:
-        raise MalformedBody("A part's Content-Disposition must not hold a backslash before "
-                            "a quote (readers differ on it).")
     parameters = _parameters(b";" + rest)
     name, starred = parameters.get("name"), parameters.get("name*")
     if name is None:  # `name*` alone: ASP.NET binds no name from it, Go's reader does
@@ -126,14 +140,27 @@ def _disposition(head: bytes) -> tuple[str, bool]:
     bound = _text(name)
     if starred is not None and _extended(starred) != bound:
         raise MalformedBody("A part's Content-Disposition gives two names.")
-    if "\\" in bound or (bound.startswith("=?") and bound.endswith("?=")):
-        # ASP.NET decodes a MIME encoded word (`=?utf-8?B?bW9kZWw=?=` is `model`)
+    if "\\" in bound or _encoded_word(bound):
+        # a quoted pair is unescaped by some readers, not others; ASP.NET decodes a MIME
+        # encoded word (`=?utf-8?B?bW9kZWw=?=` is `model`)
         raise MalformedBody("A form field's name must not hold a backslash or be "
                             "MIME-encoded.")
-    return bound, bool(parameters.get("filename") or parameters.get("filename*"))
+    filename, extended = parameters.get("filename"), parameters.get("filename*")
+    if filename is not None and _encoded_word(_text(filename)):
+        raise MalformedBody("A part's filename must not be MIME-encoded.")
+    # A file as ASP.NET and Go tell one: a filename that is not empty once decoded
+    # (`filename*=utf-8''` is none: the part is a field)
+    return bound, bool(filename) or bool(extended is not None and _extended(extended))
+
+
+def _encoded_word(text: str) -> bool:
+    return text.startswith("=?") and text.endswith("?=")
 
 
 def _parameters(text: bytes) -> dict[str, bytes]:
+    """A disposition's parameters by name (lower case), values as sent (a quoted one
+    without its quotes; its quoted pairs, which ASP.NET keeps and others unescape, only
+    where the value's emptiness is all that is read: a name holding one is refused)."""
     found: dict[str, bytes] = {}
     at = 0
     while at < len(text):
@@ -143,10 +170,12 @@ def _parameters(text: bytes) -> dict[str, bytes]:
                 break
             raise MalformedBody("A part's Content-Disposition parameters do not parse.")
         key = match.group(1).decode("ascii").lower()
-        if key in found:
-            raise MalformedBody(f"A part's Content-Disposition gives `{key}` twice.")
+        if key in found or _CONTINUED.match(key):
+            # RFC 2231's `name*0=` pieces make `name` for Go's reader, not for ASP.NET
+            raise MalformedBody(f"A part's Content-Disposition gives `{key}` twice or "
+                                "in pieces.")
         quoted: bytes | None = match.group(2)
-        found[key] = quoted if quoted is not None else match.group(3).rstrip(b" \t")
+        found[key] = quoted if quoted is not None else match.group(3)
         at = match.end()
     return found
 
@@ -156,11 +185,12 @@ def _text(value: bytes) -> str:
 
 
 def _extended(value: bytes) -> str:
-    """An RFC 8187 value (`utf-8''%4Dodel`) decoded; another charset or form: 400."""
+    """An RFC 8187 value (`utf-8''%4Dodel`) decoded; another charset or form: 400 (ASP.NET
+    reads none from it, so a part would be a file to one reader and a field to another)."""
     charset, _, rest = _text(value).partition("'")
     _, quote, encoded = rest.partition("'")
     encoding = _ENCODINGS.get(charset.lower())
     if not quote or encoding is None:
-        raise MalformedBody("A part's `name*` must be an RFC 8187 value in UTF-8 or "
-                            "ISO-8859-1.")
+        raise MalformedBody("A part's `name*` or `filename*` must be an RFC 8187 value in "
+                            "UTF-8 or ISO-8859-1.")
     return unquote(encoded, encoding, "replace")
