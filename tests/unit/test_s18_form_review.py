@@ -5,49 +5,22 @@ refuses the form (400). Legitimate clients' forms that the first version refused
 read."""
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
-from aiohttp import StreamReader
-from aiohttp.base_protocol import BaseProtocol
 
 from azure_openai_proxy.emulator.multipart import field, parse_form
 from azure_openai_proxy.errors import MalformedBody
-from azure_openai_proxy.gateway.requestbody import RequestBody
-
-B = b"XyZ123"
-CT = "multipart/form-data; boundary=XyZ123"
-PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 64
-
-
-def part(headers: list[bytes], value: bytes) -> bytes:
-    return b"--" + B + b"\r\n" + b"".join(h + b"\r\n" for h in headers) + b"\r\n" + value + b"\r\n"
-
-
-def end() -> bytes:
-    return b"--" + B + b"--\r\n"
+from tests.unit.test_s18_form_parts import CT, PNG, B, _spool, end, part
+from tests.unit.test_s18_form_parts import held as held_as
 
 
 def cd(params: bytes) -> bytes:
     return b"Content-Disposition: form-data; " + params
 
 
-async def _spool(data: bytes) -> Any:
-    from azure_openai_proxy.gateway.spool import SpooledBody
-    loop = asyncio.get_running_loop()
-    reader = StreamReader(BaseProtocol(loop), 2**30, loop=loop)
-    reader.feed_data(data)
-    reader.feed_eof()
-    return await SpooledBody.read(reader, 10**9)
-
-
 async def held(data: bytes, operation: str = "images/edits") -> dict[str, Any] | None:
-    body = RequestBody(spool=await _spool(data), boundary=B)
-    try:
-        return body.held_fields(operation)
-    finally:
-        body.close()
+    return await held_as(data, operation)
 
 
 BASE = (part([cd(b'name="model"')], b"gpt-image-1")
