@@ -12,8 +12,8 @@ Content-Disposition lines or parameters, a backslash in a name, a delimiter foll
 anything but padding and CRLF (the closing one too), a preamble holding the boundary, a
 part with no closing delimiter, part heads past ASP.NET's 16 KiB, more parts than its
 1,024 form values, a `name*` alone or unlike `name`, RFC 2231 pieces, a MIME-encoded
-name or filename, an undecodable `filename*`, a disposition type other than `form-data`
-exactly, head values with white space .NET trims or control characters.
+name (or filename without a `filename*`), a `filename*` ASP.NET cannot decode, a
+disposition type other than `form-data` exactly, control characters in a head.
 """
 
 from __future__ import annotations
@@ -37,10 +37,12 @@ _PARAMETER = re.compile(rb'[ \t]*;[ \t]*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)[ \t]*=[ \
                         rb'(?:"((?:[^"\\\r\n]|\\[^\r\n])*)"|([!#$%&\'*+.^_`|~0-9A-Za-z-]+))[ \t]*'
                         rb'(?=;|\Z)')
 _CONTINUED = re.compile(r".*\*[0-9]+\*?\Z")
-# What .NET's String.Trim takes off a head value (Char.IsWhiteSpace) but for space and
-# tab, and the other control characters (a bare CR or LF, which Go's reader splits at).
-_INVISIBLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029"
-                        "\u202f\u205f\u3000\ufeff]")
+# Control characters but tab (a bare CR or LF, which Go's reader splits a head at). The
+# white space .NET's String.Trim takes off a head value's ends (VT, NBSP, U+2000...) can
+# only be where the grammar refuses it: after a token or a quoted value, before the
+# disposition type; inside a quoted filename (U+202F in a macOS screenshot's name,
+# U+3000 in Japanese ones) ASP.NET keeps it too.
+_INVISIBLE = re.compile("[\x00-\x08\x0a-\x1f\x7f]")
 _TRAILING = re.compile(rb"[ \t]*;?[ \t]*\Z")
 _ENCODINGS = {"utf-8": "utf-8", "iso-8859-1": "latin-1"}  # RFC 8187's two
 
@@ -73,7 +75,9 @@ def read_parts(view: bytes | mmap.mmap, boundary: bytes) -> list[FormPart]:
         after = at + len(delimiter)
         if view[after:after + 2] == b"--":  # the close delimiter: then the epilogue
             tail = bytes(view[after + 2:after + 4 + _PADDING]).lstrip(b" \t")
-            if tail and not tail.startswith(b"\r\n"):  # ASP.NET would read on past it
+            if (tail and not tail.startswith(b"\r\n")) or (
+                    not tail and len(view) > after + 4 + _PADDING):  # ASP.NET reads on
+                # (ASP.NET reads the whole line, up to 100 bytes, before trimming it)
                 raise MalformedBody("The multipart/form-data closing boundary line holds "
                                     "more than the boundary.")
             return parts
@@ -111,11 +115,9 @@ def _line_end(view: bytes | mmap.mmap, at: int) -> int:
 def _disposition(head: bytes) -> tuple[str, bool]:
     """The name and file-ness of a part from its head lines."""
     if _INVISIBLE.search(head.replace(b"\r\n", b" ").decode("utf-8", "replace")):
-        # ASP.NET trims every head value of .NET's white space (VT, FF, NBSP, U+2000...),
-        # where this reader would keep it in a name (`name=n<VT>` is `n` there) or a
-        # filename (`filename=<VT>`: empty, so a field, there); Go splits lines at LF
-        raise MalformedBody("A part's headers hold a control character or white space "
-                            "other than spaces and tabs.")
+        # (VT: ASP.NET trims it off a value's ends, so `name=n<VT>` is `n` there; Go
+        # splits a line at a bare LF)
+        raise MalformedBody("A part's headers hold a control character.")
     disposition = None
     for line in head.split(b"\r\n") if head else ():
         field, colon, value = line.partition(b":")
@@ -146,11 +148,14 @@ def _disposition(head: bytes) -> tuple[str, bool]:
         raise MalformedBody("A form field's name must not hold a backslash or be "
                             "MIME-encoded.")
     filename, extended = parameters.get("filename"), parameters.get("filename*")
-    if filename is not None and _encoded_word(_text(filename)):
+    star = extended is not None and _extended(extended)
+    # The .NET SDKs send a non-ASCII name as `filename="=?utf-8?B?...?="` beside its
+    # `filename*`, which makes the part a file whatever the word decodes to
+    if filename is not None and _encoded_word(_text(filename)) and not star:
         raise MalformedBody("A part's filename must not be MIME-encoded.")
     # A file as ASP.NET and Go tell one: a filename that is not empty once decoded
     # (`filename*=utf-8''` is none: the part is a field)
-    return bound, bool(filename) or bool(extended is not None and _extended(extended))
+    return bound, bool(filename) or bool(star)
 
 
 def _encoded_word(text: str) -> bool:
@@ -175,6 +180,9 @@ def _parameters(text: bytes) -> dict[str, bytes]:
             raise MalformedBody(f"A part's Content-Disposition gives `{key}` twice or "
                                 "in pieces.")
         quoted: bytes | None = match.group(2)
+        if key.endswith("*") and (quoted is not None or match.group(3).count(b"'") != 2):
+            # ASP.NET decodes only `charset'lang'value` unquoted, and reads none otherwise
+            raise MalformedBody(f"A part's `{key}` must be an unquoted RFC 8187 value.")
         found[key] = quoted if quoted is not None else match.group(3)
         at = match.end()
     return found

@@ -243,7 +243,7 @@ class Gateway:
             # which would Azure read? (chatfiles.py `check_top_names`)
             if not USUAL_TOP_NAMES.issuperset(json):
                 check_top_names(json, bool(models), chat)
-        elif models and body.spool is not None and body.boundary is not None:
+        elif body.spool is not None and body.boundary is not None:
             check_form_names(body.spool, body.boundary)  # the same, of a form's parts
         prompt_chars = -1  # the usual chat's prompt, measured once for files and tokens
         if target.kind == "resource":

@@ -89,10 +89,14 @@ def test_a_limited_keys_form_naming_model_otherwise_is_refused(other: str) -> No
 def test_a_plain_form_and_a_file_named_model_go_through() -> None:
     plain = _form(('name="model"', b"gpt-4o"), ('name="language"', b"en"), _AUDIO)
     assert asyncio.run(_answer(("gpt-4o",), plain))[::2] == (200, 1)
-    # A file part is not a text field, whatever its name; a key without an allow-list
-    # is not judged by its model.
+    # A file part is not a text field, whatever its name.
     named = _form(('name="model"', b"gpt-4o"), ('name="Model"; filename="m.txt"', b"x"),
                   _AUDIO)
     assert asyncio.run(_answer(("gpt-4o",), named))[::2] == (200, 1)
+
+
+def test_a_key_without_an_allow_list_is_refused_a_form_naming_model_otherwise() -> None:
+    # Since session 18 (its fourth review) every virtual key's form is judged so: its
+    # model prices it, and on an `api: v1` deployment runs it (it went through before).
     other = _form(('name="Model"', b"o3-mini"), ('name="model"', b"gpt-4o"), _AUDIO)
-    assert asyncio.run(_answer((), other))[::2] == (200, 1)
+    assert asyncio.run(_answer((), other))[::2] == (400, 0)
