@@ -17,7 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
+from azure_openai_proxy.config import load_settings
 from tests.e2e.conftest import Emulator, emulator_config, gateway_settings
+from tests.e2e.pools import chat_deployment, pool_config, pool_emulator
 from tests.e2e.test_ledger import (  # noqa: F401  (fixtures)
     _app,
     _start,
@@ -191,3 +193,47 @@ def test_a_request_left_while_connecting_is_not_charged(
             assert remaining > 50_000  # its reservation given back
     finally:
         gateway.stop()
+
+
+@pytest.mark.parametrize("second", ["sent", "connecting"])
+def test_a_retry_left_is_judged_by_its_own_attempt(
+    silent: SilentUpstream, tmp_path: Path, second: str,
+) -> None:
+    """The first deployment answers 503 (not billed); the request goes on to the second
+    and its client leaves. Sent there (Azure finishes and bills a non-streamed call): an
+    estimate, where the first attempt's answer had it recorded at $0. Still connecting
+    there (a TLS handshake never answered): nothing, though the first attempt was sent."""
+    slow = chat_deployment("dep-b", ttft_ms=8000)
+    with pool_emulator(chat_deployment("dep-a"), slow) as emulator:
+        second_endpoint = (emulator.url if second == "sent"
+                           else f"https://127.0.0.1:{silent.port}")
+        config = pool_config(emulator.url, [("dep-a", {"priority": 1}),
+                                            ("dep-b", {"priority": 2,
+                                                       "endpoint": second_endpoint})],
+                             database=f"sqlite:///{tmp_path / 'gw.db'}",
+                             upstream={"connect_timeout": 60})
+        gateway = _start(load_settings(config, {}))
+        try:
+            key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "retried",
+                                          budget_usd=50.0, budget_period="daily")
+            emulator.fault("dep-a", "503")
+            client = _post(gateway, secret, _chat(100))
+            if second == "sent":
+                until(lambda: len(emulator.requests()) == 2, 10, "dep-b never got it")
+            else:
+                until(lambda: silent.accepted > 0, 10, "the gateway never tried dep-b")
+            client.close()
+
+            def left() -> list[Any]:
+                return [r for r in records(gateway) if r.key_id == key_id and r.status == 499]
+
+            until(left, 10, "the request left was not recorded")
+            [record] = left()
+            assert (record.deployment, record.attempts) == ("dep-b", 2), record
+            if second == "sent":
+                assert record.usage_source == "estimated", record
+                assert record.completion_tokens == 100 and record.cost_usd > 0, record
+            else:
+                assert record.usage_source == "none" and record.cost_usd == 0, record
+        finally:
+            gateway.stop()
