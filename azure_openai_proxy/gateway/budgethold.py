@@ -249,8 +249,9 @@ def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
     """A request that ended without an answer's usage after it was sent (the client left
     before the first byte, the upstream timed out): Azure may bill it, so it is recorded
     with an estimate (flagged) rather than as free, the context its chained turn made
-    Azure read included (`record.context_tokens`)."""
-    if record.usage is None and record.attempts and (
+    Azure read included (`record.context_tokens`). One never handed to a socket
+    (`record.sent`: its client left while it waited for a connection) is not."""
+    if record.usage is None and record.sent and (
             record.upstream_ms is None or 200 <= record.status < 300):
         record.usage = with_context(
             unanswered_usage(body, operation, record.stream, default_completion),

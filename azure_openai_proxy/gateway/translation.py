@@ -137,7 +137,8 @@ class RequestTranslator:
             headers["content-length"] = str(body.spool.length(replace))
         elif body.raw:
             payload = body.raw
-        return UpstreamRequest(request.method, route.url, headers, payload), policy
+        # The record is told when the transport sends it (`record.sent`).
+        return UpstreamRequest(request.method, route.url, headers, payload, record), policy
 
     def _route(self, request: HttpRequest, target: Target,
                deployment: DeploymentSettings) -> _Route:

@@ -32,6 +32,11 @@ class RequestRecord:
     endpoint: str | None = None  # the deployment's endpoint (metrics label; not logged)
     status: int = 0
     attempts: int = 0
+    # Times the request's bytes were handed to a socket, counted by the transport (the
+    # record is its `UpstreamRequest.mark`), since the last error answer moved on from
+    # (gateway/attempts.py); 0: Azure never saw it (its client left while it waited for
+    # a connection, the connect failed), or only refused it: nothing to estimate.
+    sent: int = 0
     upstream_ms: float | None = None
     total_ms: float = 0.0
     azure_request_id: str | None = None

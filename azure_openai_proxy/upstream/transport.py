@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from types import SimpleNamespace
 from typing import NamedTuple, Protocol
 
 import aiohttp
@@ -20,6 +21,7 @@ from azure_openai_proxy.settings import UpstreamSettings
 __all__ = [
     "AiohttpTransport",
     "BodyFactory",
+    "SentMark",
     "Transport",
     "UpstreamRequest",
     "UpstreamResponse",
@@ -39,6 +41,16 @@ class UpstreamStreamBroken(UpstreamUnreachable):
     code = "upstream_stream_broken"
 
 
+class SentMark(Protocol):
+    """What a request's `mark` is (the gateway's request record): `sent` is counted up
+    by the transport when the request's first bytes are handed to a socket (its head
+    written, or an HTTP/2 stream's HEADERS; bytes buffered by the event loop's transport
+    count: Azure may have them), and down when the server says it did not act on them
+    (an HTTP/2 REFUSED_STREAM or GOAWAY)."""
+
+    sent: int
+
+
 class UpstreamRequest(NamedTuple):
     """One request to Azure. A NamedTuple, not a frozen dataclass: made on every request,
     and a frozen dataclass costs three times as much to build."""
@@ -47,6 +59,7 @@ class UpstreamRequest(NamedTuple):
     url: str
     headers: Mapping[str, str]
     body: bytes | BodyFactory | None = None
+    mark: SentMark | None = None  # told when the request is sent (`SentMark`)
 
 
 class UpstreamResponse(Protocol):
@@ -240,6 +253,7 @@ class AiohttpTransport:
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent",),
                 trust_env=False,
+                trace_configs=[_sent_trace()],
             )
         return self._session
 
@@ -256,6 +270,7 @@ class AiohttpTransport:
                 headers=request.headers,
                 data=body,
                 allow_redirects=False,
+                trace_request_ctx=request.mark,
             )
         except TimeoutError as exc:
             self.in_use -= 1
@@ -283,6 +298,22 @@ class AiohttpTransport:
             self._session = None
             # Let the connector's transports finish closing (aiohttp's advice).
             await asyncio.sleep(0)
+
+
+async def _headers_sent(session: aiohttp.ClientSession, context: SimpleNamespace,
+                        params: aiohttp.TraceRequestHeadersSentParams) -> None:
+    """aiohttp is writing the request's head (its connection, through the proxy, is
+    open): the request's `mark` is told it was sent (`SentMark`)."""
+    mark = context.trace_request_ctx
+    if mark is not None:
+        mark.sent += 1
+
+
+def _sent_trace() -> aiohttp.TraceConfig:
+    """aiohttp's only public word of when a request's head is written: its tracing."""
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(_headers_sent)
+    return trace
 
 
 def _proxy_errors() -> tuple[type[BaseException], ...]:

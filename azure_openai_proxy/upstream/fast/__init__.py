@@ -47,6 +47,7 @@ from azure_openai_proxy.upstream.fast.wire import _head, _parse_url, _Target
 from azure_openai_proxy.upstream.transport import (
     DRAIN_BYTES,
     DRAIN_SECONDS,
+    SentMark,
     UpstreamRequest,
     UpstreamResponse,
     answer_too_large,
@@ -319,11 +320,12 @@ class FastTransport:
         try:
             body = request.body
             if callable(body):
-                await self._stream(conn, transport, head, body(), chunked)
-            elif body:
-                transport.write(head + body)
+                await self._stream(conn, transport, head, body(), chunked, request.mark)
             else:
-                transport.write(head)
+                transport.write(head + body if body else head)
+                mark = request.mark
+                if mark is not None:  # in the socket or the loop's buffer: Azure may have it
+                    mark.sent += 1
             while not conn.started:
                 await conn.wait(self.read_timeout)
         except BaseException:
@@ -333,9 +335,11 @@ class FastTransport:
 
     async def _stream(
         self, conn: _Connection, transport: asyncio.Transport, head: bytes,
-        pieces: AsyncIterator[bytes], chunked: bool,
+        pieces: AsyncIterator[bytes], chunked: bool, mark: SentMark | None,
     ) -> None:
         transport.write(head)
+        if mark is not None:
+            mark.sent += 1
         async for piece in pieces:
             if conn.closed or conn.started:
                 # Failed, or the upstream answered before taking the whole body (a 413 to

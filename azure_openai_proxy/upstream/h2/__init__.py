@@ -87,6 +87,8 @@ class H2Transport:
             try:
                 return await self._exchange(conn, request, origin)
             except _Refused:
+                if request.mark is not None:  # not acted on (RFC 9113): as if never sent
+                    request.mark.sent -= 1
                 if attempt:
                     raise UpstreamUnreachable(
                         f"Cannot reach Azure OpenAI at {origin.host}: the server refused the "
@@ -123,6 +125,9 @@ class H2Transport:
             body = None
         else:
             stream = conn.open_stream(block, end_stream=not body)
+        mark = request.mark
+        if mark is not None:  # its HEADERS written: Azure may act on them
+            mark.sent += 1
         stream.bodyless = request.method == "HEAD"
         try:
             if callable(body):
