@@ -13,7 +13,7 @@ from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import BudgetExhausted, GatewayError
 from azure_openai_proxy.gateway.affinity import folded
 from azure_openai_proxy.gateway.formmedia import HeldForm
-from azure_openai_proxy.gateway.ledger import NO_TOKENS, UNIT_PRICED, record_cost
+from azure_openai_proxy.gateway.ledger import ESTIMATED_USD, NO_TOKENS, UNIT_PRICED, record_cost
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
     BudgetHold,
@@ -239,6 +239,13 @@ def settle_budget(guard: BudgetGuard, hold: BudgetHold | None, record: RequestRe
         return
     prices, models = guard.prices, guard.models
     usage = record.usage
+    if usage is None and record.sent and record.route in UNIT_PRICED and not record.stream and (
+            record.upstream_ms is None or 200 <= record.status < 300):
+        # Sent, and its answer never came back (the client left, a timeout): Azure
+        # finishes such work and bills it (a transcription's minutes, pictures, speech),
+        # and its answer is the only measure. Recorded at what it was held at, flagged
+        # as an estimate, so that a budget counts it (it was $0, the hold let go).
+        record.usage = usage = {"estimated": True, ESTIMATED_USD: hold.usd}
     tokens = count_tokens(usage) if usage else NO_TOKENS
     usd = record_cost(record, prices, models, tokens)[0] if prices else 0.0
     guard.settle(hold, record.request_id, usd)

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from azure_openai_proxy.gateway.ledgerrows import (
+    ESTIMATED_USD,
     NO_TOKENS,
     RELOADED,
     UNIT_PRICED,
@@ -65,6 +66,7 @@ from azure_openai_proxy.store.ledger import Labels, LedgerRow, LedgerStore
 from azure_openai_proxy.store.sqlite import database_path
 
 __all__ = [
+    "ESTIMATED_USD",
     "NO_TOKENS",
     "UNIT_PRICED",
     "LedgerWriter",

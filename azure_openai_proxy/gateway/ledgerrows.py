@@ -27,6 +27,7 @@ from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ledger import SOURCE_CODE, Labels, LedgerRow, record_of
 
 __all__ = [
+    "ESTIMATED_USD",
     "NO_TOKENS",
     "RELOADED",
     "UNIT_PRICED",
@@ -47,6 +48,9 @@ _MEASURED, _ESTIMATED = SOURCE_CODE["measured"] << 2, SOURCE_CODE["estimated"] <
 # from the units the relay counted (relay.py). Without them (a transcription's plain-text
 # answer has no duration) the record says `priced: false` (usage reports count it), never
 # a silent, priced $0.
+# The usage key under which a unit-priced request sent and never answered carries what
+# its budget held (gateway/budgethold.py `settle_budget`): its estimated cost.
+ESTIMATED_USD = "estimated_usd"
 UNIT_PRICED = frozenset({"images/generations", "images/edits", "images/variations",
                           "audio/transcriptions", "audio/translations", "audio/speech"})
 
@@ -57,6 +61,10 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
     reasoning) tokens (`count_tokens`; its usage's audio tokens at the audio rates, where
     the price has them)."""
     if not any(tokens):
+        usage = record.usage
+        if usage and ESTIMATED_USD in usage:  # unit-priced work never answered: its hold
+            held = usage[ESTIMATED_USD]
+            return (float(held) if type(held) in (int, float) else 0.0), True
         if record.route not in UNIT_PRICED or not 200 <= record.status < 300:
             return 0.0, True
         if not record.usage:
