@@ -13,7 +13,8 @@ from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import BudgetExhausted, GatewayError
 from azure_openai_proxy.gateway.affinity import folded
 from azure_openai_proxy.gateway.formmedia import HeldForm
-from azure_openai_proxy.gateway.ledger import ESTIMATED_USD, NO_TOKENS, UNIT_PRICED, record_cost
+from azure_openai_proxy.gateway.ledger import NO_TOKENS, UNIT_PRICED, record_cost
+from azure_openai_proxy.gateway.ledgerrows import ESTIMATED_USD
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
     BudgetHold,

@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 from azure_openai_proxy.gateway.ledgerrows import (
-    ESTIMATED_USD,
     NO_TOKENS,
     RELOADED,
     UNIT_PRICED,
@@ -66,7 +65,6 @@ from azure_openai_proxy.store.ledger import Labels, LedgerRow, LedgerStore
 from azure_openai_proxy.store.sqlite import database_path
 
 __all__ = [
-    "ESTIMATED_USD",
     "NO_TOKENS",
     "UNIT_PRICED",
     "LedgerWriter",
