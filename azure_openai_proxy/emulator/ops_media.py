@@ -139,7 +139,7 @@ def _images_body(ex: Exchange, prompt: str, params: dict[str, Any], default_fmt:
                  pictures: list[Part] | None = None) -> Any:
     check_prompt_filter(prompt)
     count = params.get("n", 1)
-    if isinstance(count, str) and count.isdigit():
+    if isinstance(count, str) and count.isascii() and count.isdigit():  # not "²"
         count = int(count)
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 10:
         raise wire_errors.invalid_request("Invalid 'n': expected 1 to 10.", "n", "invalid_value")

@@ -194,9 +194,9 @@ def parse_duration(text: str) -> float:
     """`90s`, `45m`, `12h`, `30d`, `2w`, or plain seconds."""
     text = text.strip()
     try:
-        if text.replace(".", "", 1).isdigit():
+        if text.isascii() and text.replace(".", "", 1).isdigit():  # "²" is a digit
             return float(text)
-        if text[:-1].isdigit() and text[-1:] in _UNITS:
+        if text.isascii() and text[:-1].isdigit() and text[-1:] in _UNITS:
             return float(int(text[:-1]) * _UNITS[text[-1]])
     except OverflowError:
         pass
