@@ -12,11 +12,11 @@ is read is what bounds the bytes' playing time:
 - WAV (RIFF/RF64) of PCM (format 1, float 3, extensible 0xFFFE): every byte after the
   first `data` chunk's header (never its stated size) over the lowest byte rate its
   first `fmt ` can mean (sample rate x channels x bytes per sample, sample rate x block
-  align, the stated rate). Any other format, a second `fmt ` or `data` chunk, or
-  values of 0 or past any real file's: the size floor.
+  align, the stated rate). Any other format, a second `fmt `, or values of 0 or past
+  any real file's: the size floor (lower for a sample rate under 8 kHz).
 - MP3: its size at the lowest bitrate of its first frame's version (MPEG-1: 32 kbit/s;
-  MPEG-2 and 2.5: 8 kbit/s): a frame's length is set by its bitrate, so no frame plays
-  longer for its bytes.
+  MPEG-2 and 2.5: 8 kbit/s; less a frame's rounding: `_LEAST_MP3_BPS`): a frame's
+  length is set by its bitrate, so no frame plays longer for its bytes.
 - Every other kind (FLAC, Ogg, WebM, MP4, what is not recognised): its size at the fewest
   bits per second its frames can take (`_FLOOR_BPS`, `_flac_floor`, `_vorbis_floor`):
   compressed silence is a few bytes a frame, so these hold an ordinary file for many
@@ -56,6 +56,8 @@ _PCM_TAGS = (1, 3)  # and extensible (0xFFFE) holding either
 _MOST_WAV_RATE = 768_000
 _MOST_WAV_CHANNELS = 64
 _MOST_WAV_BITS = 64
+# The sample rate the size floor is for: a codec's bitrate at a lower one may be lower.
+_LEAST_RATE = 8_000
 # A WAV's chunks read (a LIST per chunk of junk): more is the size floor.
 _MOST_WAV_CHUNKS = 64
 
@@ -86,8 +88,12 @@ _BITRATES = {
     (False, 2): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
     (False, 3): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
 }
-# The lowest bitrate of any layer of a version: a file's later frames may change layer.
-_LEAST_MP3_BPS = {True: 32_000, False: 8_000}
+# The fewest bits per second of any frame of a version (MPEG-1; MPEG-2 and 2.5), of any
+# layer (a file's later frames may change it) and sample rate: the lowest bitrate (32,
+# 8 kbit/s), less the fraction a frame's length is rounded down by without its padding
+# byte (MPEG-1 Layer I at 44.1 kHz: 32 bytes for 384 samples, 29.4 kbit/s; MPEG-2 Layer
+# II at 22.05 kHz: 52 bytes for 1,152, 7.96 kbit/s).
+_LEAST_MP3_BPS = {True: 29_400, False: 7_962}
 # Hz by version bits (3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5) and index 0-2.
 _SAMPLE_RATES = {3: (44_100, 48_000, 32_000), 2: (22_050, 24_000, 16_000),
                  0: (11_025, 12_000, 8_000)}
@@ -160,8 +166,6 @@ def _wav_bps(head: bytes) -> tuple[float, int]:
             if rate:
                 return _WAV_FLOOR_BPS, 0  # a second `fmt `: which one counts is a guess
             rate = _pcm_rate(head[position + 8:position + 8 + min(length, 40)])
-            if not rate:
-                return _WAV_FLOOR_BPS, 0
         elif chunk == b"data":  # before any `fmt `: the size floor
             return (rate * 8, position + 8) if rate else (_WAV_FLOOR_BPS, 0)
         position += 8 + length + (length & 1)
@@ -170,22 +174,28 @@ def _wav_bps(head: bytes) -> tuple[float, int]:
 
 
 def _pcm_rate(fmt: bytes) -> float:
-    """The fewest bytes per second a PCM `fmt ` body can mean to a decoder: the lowest
-    of the sample rate times the sample size, times the block align, and the stated
-    rate. 0 for another format (an extensible one's subformat too), a body cut short, or
-    values no real file holds."""
+    """The fewest bytes per second a `fmt ` body can mean to a decoder. PCM: the lowest
+    of the sample rate times the sample size, times the block align, and the stated rate;
+    any of them 0 or past a real file's, no more than the size floor. Another format (an
+    extensible one's subformat too) or a body cut short: the size floor, scaled down for
+    a sample rate under 8 kHz (a codec's bitrate follows its sample rate)."""
     if len(fmt) < 16:
-        return 0.0
+        return _WAV_FLOOR_BPS / 8
     tag, channels = int.from_bytes(fmt[0:2], "little"), int.from_bytes(fmt[2:4], "little")
     sample_rate, stated = _u32le(fmt, 4), _u32le(fmt, 8)
     block, bits = int.from_bytes(fmt[12:14], "little"), int.from_bytes(fmt[14:16], "little")
     if tag == 0xFFFE:  # WAVE_FORMAT_EXTENSIBLE: its subformat GUID's first two bytes
         tag = int.from_bytes(fmt[24:26], "little") if len(fmt) >= 40 else 0
-    if (tag not in _PCM_TAGS or not 0 < sample_rate <= _MOST_WAV_RATE
-            or not 0 < channels <= _MOST_WAV_CHANNELS or not 0 < bits <= _MOST_WAV_BITS
-            or not block or not stated):
-        return 0.0
-    return float(min(sample_rate * channels * -(-bits // 8), sample_rate * block, stated))
+    floor = _WAV_FLOOR_BPS / 8 * min(1.0, sample_rate / _LEAST_RATE) if sample_rate else (
+        _WAV_FLOOR_BPS / 8)
+    if tag not in _PCM_TAGS:
+        return floor
+    rates: list[float] = [rate for rate in (sample_rate * channels * -(-bits // 8), sample_rate * block,
+                               stated) if rate]
+    if (not 0 < sample_rate <= _MOST_WAV_RATE or not 0 < channels <= _MOST_WAV_CHANNELS
+            or not 0 < bits <= _MOST_WAV_BITS or not block or not stated):
+        rates.append(floor)
+    return float(min(rates))
 
 
 def _flac_floor(head: bytes) -> float:

@@ -67,12 +67,12 @@ def test_a_wav_holds_the_lower_of_its_stated_and_its_computed_byte_rate() -> Non
     # a compressed WAV (IMA ADPCM, 0x11): its stated (average) rate is a claim, the
     # size floor holds it
     adpcm = _wav(None, bytes(8_000), tag=0x11, bits=4, byte_rate=4_000)
-    assert seconds_of(adpcm) == pytest.approx(len(adpcm) * 8 / 200)
+    assert seconds_of(adpcm) == pytest.approx(8_000 * 8 / 200)  # its data's bytes
 
 
 def test_a_malformed_wav_is_bounded_from_its_size() -> None:
     no_rate = _wav(None, bytes(1000), byte_rate=0, rate=0)
-    assert seconds_of(no_rate) == pytest.approx(len(no_rate) * 8 / 200)
+    assert seconds_of(no_rate) == pytest.approx(1000 * 8 / 200)
     truncated = silent_wav(2)[:30]  # RIFF, WAVE, half the fmt chunk
     assert seconds_of(truncated) == pytest.approx(30 * 8 / 200)
     # `data` past the first bytes (a long chunk before it): all of it at its rate
@@ -95,16 +95,16 @@ def _frames(count: int, first: bytes | None = None) -> bytes:
 
 
 def test_an_mp3_is_held_at_the_lowest_bitrate_of_its_version() -> None:
-    mp3 = _frames(2_400)  # 62.7 s at 128 kbit/s, MPEG-1: bounded at 32 kbit/s
-    assert seconds_of(mp3) == pytest.approx(len(mp3) * 8 / 32_000)
+    mp3 = _frames(2_400)  # 62.7 s at 128 kbit/s, MPEG-1: bounded at 29.4 kbit/s
+    assert seconds_of(mp3) == pytest.approx(len(mp3) * 8 / 29_400)
     # the emulator's speech: MPEG-2 Layer III at 32 kbit/s, bounded at 8 kbit/s
     speech = media.mp3(10)
-    assert seconds_of(speech) == pytest.approx(len(speech) * 8 / 8_000)
+    assert seconds_of(speech) == pytest.approx(len(speech) * 8 / 7_962)
 
 
 def test_a_128_kbps_mp3_is_not_held_as_a_low_bitrate_one() -> None:
     mp3 = _frames(24_000)  # 10 MB, 10.4 minutes at 128 kbit/s
-    assert seconds_of(mp3) < 4 * 630  # MPEG-1's 32 kbit/s, not the 8 of MPEG-2
+    assert seconds_of(mp3) < 3000  # MPEG-1's 29.4 kbit/s, not MPEG-2's 7.96
 
 
 def test_an_id3_tag_is_skipped_however_long() -> None:
@@ -114,7 +114,7 @@ def test_an_id3_tag_is_skipped_however_long() -> None:
                                       size & 0x7F)) + picture
     assert id3_length(tag) == 10 + size
     mp3 = tag + _frames(2_400)  # its first frame found past the tag; the tag counted
-    assert seconds_of(mp3) == pytest.approx(len(mp3) * 8 / 32_000)
+    assert seconds_of(mp3) == pytest.approx(len(mp3) * 8 / 29_400)
     assert id3_length(b"ID3\x04\x00\x00\x80\x00\x00\x00") == 0  # not synchsafe
 
 
