@@ -14,9 +14,10 @@ is read is what bounds the bytes' playing time:
   first `fmt ` can mean (sample rate x channels x bytes per sample, sample rate x block
   align, the stated rate). Any other format, a second `fmt `, or values of 0 or past
   any real file's: the size floor (lower for a sample rate under 8 kHz).
-- MP3: its size at the lowest bitrate of its first frame's version (MPEG-1: 32 kbit/s;
-  MPEG-2 and 2.5: 8 kbit/s; less a frame's rounding: `_LEAST_MP3_BPS`): a frame's
-  length is set by its bitrate, so no frame plays longer for its bytes.
+- MP3: its size at the lowest bitrate of any MPEG audio frame (8 kbit/s, less a frame's
+  rounding: `_LEAST_MP3_BPS`): a frame's length is set by its bitrate, so no frame
+  plays longer for its bytes. Not the lowest of its first frame's version: ffmpeg plays
+  MPEG-2.5 frames at 8 kbit/s after an MPEG-1 first one.
 - Every other kind (FLAC, Ogg, WebM, MP4, what is not recognised): its size at the fewest
   bits per second its frames can take (`_FLOOR_BPS`, `_flac_floor`, `_vorbis_floor`):
   compressed silence is a few bytes a frame, so these hold an ordinary file for many
@@ -88,12 +89,12 @@ _BITRATES = {
     (False, 2): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
     (False, 3): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
 }
-# The fewest bits per second of any frame of a version (MPEG-1; MPEG-2 and 2.5), of any
-# layer (a file's later frames may change it) and sample rate: the lowest bitrate (32,
-# 8 kbit/s), less the fraction a frame's length is rounded down by without its padding
-# byte (MPEG-1 Layer I at 44.1 kHz: 32 bytes for 384 samples, 29.4 kbit/s; MPEG-2 Layer
-# II at 22.05 kHz: 52 bytes for 1,152, 7.96 kbit/s).
-_LEAST_MP3_BPS = {True: 29_400, False: 7_962}
+# The fewest bits per second of any MPEG audio frame, of any version, layer and sample
+# rate (a file's later frames may change all three: ffmpeg decodes 20 MPEG-1 frames then
+# 20,000 MPEG-2.5 ones as 1,440 s): the lowest bitrate, 8 kbit/s, less the fraction a
+# frame's length is rounded down by without its padding byte (MPEG-2 Layer II at 22.05
+# kHz: 52 bytes for 1,152 samples, 7.96 kbit/s).
+_LEAST_MP3_BPS = 7_962
 # Hz by version bits (3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5) and index 0-2.
 _SAMPLE_RATES = {3: (44_100, 48_000, 32_000), 2: (22_050, 24_000, 16_000),
                  0: (11_025, 12_000, 8_000)}
@@ -224,9 +225,9 @@ def _vorbis_floor(head: bytes) -> float:
     return _VORBIS_LEAST_PACKET * 8 * rate / (longer // 2)
 
 
-def _mp3_frame(head: bytes, at: int) -> tuple[int, bool] | None:
-    """(frame length, version is MPEG-1) of an MPEG audio frame header at `at`, or None
-    when there is none (or a free-format one)."""
+def _mp3_frame(head: bytes, at: int) -> int | None:
+    """The length of an MPEG audio frame whose header is at `at`, or None when there is
+    none (or a free-format one)."""
     if at + 4 > len(head):
         return None
     b1, b2 = head[at + 1], head[at + 2]
@@ -242,25 +243,25 @@ def _mp3_frame(head: bytes, at: int) -> tuple[int, bool] | None:
     sample_rate = _SAMPLE_RATES[version][rate_index]
     padding = (b2 >> 1) & 1
     if layer == 1:
-        return (12 * bitrate // sample_rate + padding) * 4, mpeg1
+        return (12 * bitrate // sample_rate + padding) * 4
     samples = 1152 if layer == 2 or mpeg1 else 576
-    return samples // 8 * bitrate // sample_rate + padding, mpeg1
+    return samples // 8 * bitrate // sample_rate + padding
 
 
 def _mp3_floor(head: bytes, size: int) -> int | None:
-    """The lowest bitrate of an MP3's first frame's version (see the module's
-    docstring); None when no frame is found among the first bytes (a frame is taken as
-    the first only when the next one follows where its length says, or past the file's
-    end: a lone sync pattern in other bytes is not a frame)."""
+    """The lowest bitrate of an MP3 (see the module's docstring); None when no frame is
+    found among the first bytes (a frame is taken as the first only when the next one
+    follows where its length says, or past the file's end: a lone sync pattern in other
+    bytes is not a frame)."""
     found = _MP3_SYNC.search(head)
     tries = _MOST_SYNC_TRIES
     while found is not None and tries:
         tries -= 1
         at = found.start()
         frame = _mp3_frame(head, at)
-        if frame is not None and frame[0] > 4:
-            following = at + frame[0]
+        if frame is not None and frame > 4:
+            following = at + frame
             if following >= size or _mp3_frame(head, following) is not None:
-                return _LEAST_MP3_BPS[frame[1]]
+                return _LEAST_MP3_BPS
         found = _MP3_SYNC.search(head, at + 1)
     return None

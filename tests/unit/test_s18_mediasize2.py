@@ -161,6 +161,18 @@ def test_an_mpeg2_mp3_is_held_at_8_kbits() -> None:
     assert audio_seconds(head, size) >= 20_000  # main: 1,000 s
 
 
+def _mpeg25_frame() -> bytes:
+    """An MPEG-2.5 Layer III frame at 8 kbit/s, 8 kHz mono: 72 bytes for 576 samples."""
+    return bytes((0xFF, 0xE3, 0x18, 0xC4)) + bytes(68)
+
+
+def test_an_mp3_whose_first_frames_are_mpeg1_is_held_for_later_mpeg25_ones() -> None:
+    # ffmpeg 7 decodes 20 MPEG-1 frames then 20,000 MPEG-2.5 ones as 1,440.6 s: a
+    # floor by the first frame's version (32 kbit/s) held it at 392 s
+    mp3 = _mpeg1_frame(1) * 20 + _mpeg25_frame() * 20_000
+    assert held_seconds(mp3) >= 1440  # main: 361 s
+
+
 def test_an_id3_tag_claiming_more_than_the_file_hides_nothing() -> None:
     mp3 = _mpeg1_frame(9) * 2_000  # 52 s at 128 kbit/s
     size = 200_000_000
