@@ -19,9 +19,9 @@ is read is what bounds the bytes' playing time:
   plays longer for its bytes. Not the lowest of its first frame's version: ffmpeg plays
   MPEG-2.5 frames at 8 kbit/s after an MPEG-1 first one.
 - Every other kind (FLAC, Ogg, WebM, MP4, what is not recognised): its size at the fewest
-  bits per second its frames can take (`_FLOOR_BPS`, `_flac_floor`, `_vorbis_floor`):
-  compressed silence is a few bytes a frame, so these hold an ordinary file for many
-  times its length (capped at a day).
+  bits per second its frames can take (`_FLOOR_BPS`, `_flac_floor`, `_vorbis_floor`,
+  `_container_floor`): compressed silence is a few bytes a frame, so these hold an
+  ordinary file for many times its length (capped at a day).
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ _MOST_WAV_CHUNKS = 64
 # (ffmpeg refuses a frame over it).
 _FLAC_LEAST_FRAME = 10
 _FLAC_MOST_BLOCK = 65_535
+# An MP4 sample entry of a lossless codec.
+_MP4_LOSSLESS = re.compile(rb"alac|fLaC|lpcm|sowt|twos|ipcm|fpcm|in24|in32|fl32|fl64|raw ")
 # Vorbis: an audio packet is at least a byte (with its lacing byte: 2) and plays at most
 # half its longer block size, both from its identification header.
 _VORBIS_LEAST_PACKET = 2
@@ -111,12 +113,10 @@ def audio_seconds(head: bytes, size: int) -> float:
         size -= header
     elif kind == "flac":
         bps = _flac_floor(head)
-    elif kind == "vorbis":
-        bps = _vorbis_floor(head)
     elif kind == "unknown":  # MP3 has no magic: its frames are looked for
         bps = _mp3_floor(head, size) or _FLOOR_BPS["unknown"]
     else:
-        bps = _FLOOR_BPS[kind]
+        bps = _container_floor(kind, head)
     if bps <= 0:
         return _MOST_SECONDS
     return min(max(size, 0) * 8 / bps, _MOST_SECONDS)
@@ -141,12 +141,28 @@ def _kind(head: bytes) -> str:
     if head[:4] == b"fLaC":
         return "flac"
     if head[:4] == b"OggS":
-        return "vorbis" if head[28:35] == b"\x01vorbis" else "ogg"
+        return "ogg"
     if head[:4] == b"\x1a\x45\xdf\xa3":
-        return "vorbis" if b"\x01vorbis" in head else "webm"
+        return "webm"
     if head[4:8] == b"ftyp":
         return "mp4"
     return "unknown"
+
+
+def _container_floor(kind: str, head: bytes) -> float:
+    """Bits per second no Ogg, WebM or MP4 goes under: its kind's floor, lowered (never
+    raised: a container may hold several streams, and a header may be planted where no
+    decoder reads it) by a Vorbis or FLAC stream's own floor; 0 for an MP4 holding a
+    lossless codec (ALAC, FLAC, PCM: frames of silence as long as their header says)."""
+    floor = float(_FLOOR_BPS[kind])
+    if kind == "mp4":
+        return 0.0 if _MP4_LOSSLESS.search(head) else floor
+    vorbis, flac = head.find(b"\x01vorbis"), head.find(b"fLaC")
+    if vorbis >= 0:
+        floor = min(floor, _vorbis_floor(head[vorbis:]))
+    if flac >= 0:
+        floor = min(floor, _flac_floor(head[flac:]))
+    return floor
 
 
 def _u32le(data: bytes, at: int) -> int:
@@ -212,17 +228,16 @@ def _flac_floor(head: bytes) -> float:
     return _FLAC_LEAST_FRAME * 8 * rate / most_block
 
 
-def _vorbis_floor(head: bytes) -> float:
+def _vorbis_floor(ident: bytes) -> float:
     """Bits per second no Vorbis stream goes under: its smallest packet per half its
-    longer block at its sample rate (its identification header's); 0 when not found."""
-    at = head.find(b"\x01vorbis")
-    if at < 0 or at + 29 > len(head):
+    longer block at its sample rate (`ident`: its identification header); 0 when they
+    are cut short or past what a real stream holds."""
+    if len(ident) < 29:
         return 0.0
-    rate = _u32le(head, at + 12)
-    longer = 1 << (head[at + 28] >> 4)
-    if not 0 < rate <= _MOST_RATE:
+    rate, exponent = _u32le(ident, 12), ident[28] >> 4
+    if not 0 < rate <= _MOST_RATE or not 6 <= exponent <= 13:  # blocks of 64-8,192
         return 0.0
-    return _VORBIS_LEAST_PACKET * 8 * rate / (longer // 2)
+    return _VORBIS_LEAST_PACKET * 8 * rate / ((1 << exponent) // 2)
 
 
 def _mp3_frame(head: bytes, at: int) -> int | None:

@@ -154,11 +154,39 @@ def test_an_mp4_is_held_at_its_size_whatever_its_movie_header_says() -> None:
         assert seconds_of(mp4) == pytest.approx(len(mp4) * 8 / 500)
 
 
+def _vorbis_ident(rate: int, blocks: int) -> bytes:
+    return b"\x01vorbis" + bytes(4) + bytes((1,)) + struct.pack("<I", rate) + bytes(12) + bytes(
+        (blocks, 1))
+
+
 def test_ogg_vorbis_is_held_at_its_smallest_packets_for_its_longer_block() -> None:
-    ident = (b"\x01vorbis" + bytes(4) + bytes((1,)) + struct.pack("<I", 44_100) + bytes(12)
-             + bytes((0xB8, 1)))  # blocks of 256 and 2,048 samples
-    ogg = b"OggS" + bytes(24) + ident + bytes(100_000)
-    assert seconds_of(ogg) == pytest.approx(len(ogg) * 8 / (16 * 44_100 / 1024))
+    # 8 kHz, blocks of 256 and 8,192 samples: a 2-byte packet per 4,096 samples, 31 bit/s
+    ogg = b"OggS" + bytes(24) + _vorbis_ident(8000, 0xD8) + bytes(100_000)
+    assert seconds_of(ogg) == pytest.approx(len(ogg) * 8 / (16 * 8000 / 4096))
+    # a header that would raise the floor (a planted one, 192 kHz in blocks of 64) does
+    # not; one whose values no stream holds is a day
+    for blocks, held in ((0x66, len(ogg) * 8 / 200), (0x06, 86_400), (0x00, 86_400)):
+        planted = b"OggS" + bytes(24) + _vorbis_ident(192_000, blocks) + bytes(100_000)
+        assert seconds_of(planted) == pytest.approx(held)
+
+
+def test_flac_in_a_container_lowers_its_floor_never_raises_it() -> None:
+    packed = (8000 << 44) | (15 << 36)
+    info = struct.pack(">HH", 4096, 65_535) + bytes(6) + packed.to_bytes(8, "big")
+    webm = b"\x1a\x45\xdf\xa3" + bytes(20) + b"fLaC" + bytes((0, 0, 0, 34)) + info + bytes(
+        100_000)
+    assert seconds_of(webm) == pytest.approx(len(webm) * 8 / (80 * 8000 / 65_535))
+    # a planted STREAMINFO of 192 kHz in 16-sample blocks: Opus's floor still holds
+    high = (192_000 << 44) | (15 << 36)
+    info = struct.pack(">HH", 16, 16) + bytes(6) + high.to_bytes(8, "big")
+    planted = b"\x1a\x45\xdf\xa3" + bytes(20) + b"fLaC" + bytes((0, 0, 0, 34)) + info + bytes(
+        100_000)
+    assert seconds_of(planted) == pytest.approx(len(planted) * 8 / 200)
+
+
+def test_an_mp4_of_a_lossless_codec_is_held_a_day() -> None:
+    m4a = _mp4(1000, 1000, b"stsd" + bytes(12) + b"alac" + bytes(50_000))
+    assert seconds_of(m4a) == 86_400
 
 
 @pytest.mark.parametrize(("head", "floor"), [
@@ -218,7 +246,8 @@ def test_a_picture_whose_header_says_no_size_is_none(data: bytes) -> None:
 
 # -- any bytes ------------------------------------------------------------------------
 
-_MAGICS = st.sampled_from([b"", b"RIFF\0\0\0\0WAVEfmt ", b"RF64\0\0\0\0WAVE", b"fLaC",
+_MAGICS = st.sampled_from([b"", b"RIFF\0\0\0\0WAVEfmt ", b"OggS" + bytes(24) + b"\x01vorbis",
+                           b"\x1a\x45\xdf\xa3fLaC\0\0\0\x22", b"RF64\0\0\0\0WAVE", b"fLaC",
                            b"fLaC\x00\x00\x00\x22", b"OggS", b"\x1a\x45\xdf\xa3",
                            b"\0\0\0\x14ftyp", b"\0\0\0\x14ftypmvhd",
                            b"\x1a\x45\xdf\xa3\x44\x89\x88", b"\x1a\x45\xdf\xa3\x2a\xd7\xb1\x88", b"ID3\x03\0\0\0\0\0\x10",
