@@ -18,10 +18,11 @@ is read is what bounds the bytes' playing time:
   rounding: `_LEAST_MP3_BPS`): a frame's length is set by its bitrate, so no frame
   plays longer for its bytes. Not the lowest of its first frame's version: ffmpeg plays
   MPEG-2.5 frames at 8 kbit/s after an MPEG-1 first one.
-- Every other kind (FLAC, Ogg, WebM, MP4, what is not recognised): its size at the fewest
-  bits per second its frames can take (`_FLOOR_BPS`, `_flac_floor`, `_vorbis_floor`,
-  `_container_floor`): compressed silence is a few bytes a frame, so these hold an
-  ordinary file for many times its length (capped at a day).
+- FLAC (alone or in a container), ALAC and PCM in MP4: a day, the most any hold is
+  (`_container_floor` says why).
+- Every other kind (Ogg, WebM, MP4, what is not recognised): its size at the fewest bits
+  per second its frames can take (`_FLOOR_BPS`, `_vorbis_floor`): compressed silence is
+  a few bytes a frame, so these hold an ordinary file for many times its length.
 """
 
 from __future__ import annotations
@@ -62,19 +63,13 @@ _LEAST_RATE = 8_000
 # A WAV's chunks read (a LIST per chunk of junk): more is the size floor.
 _MOST_WAV_CHUNKS = 64
 
-# FLAC's smallest frame: a 6-byte header (sync, block size and rate codes, a one-byte
-# frame number, CRC-8), one constant subframe of a 4-bit mono sample (a byte with its
-# header) and a CRC-16: 10 bytes, for at most STREAMINFO's largest block size of samples
-# (ffmpeg refuses a frame over it).
-_FLAC_LEAST_FRAME = 10
-_FLAC_MOST_BLOCK = 65_535
 # An MP4 sample entry of a lossless codec.
-_MP4_LOSSLESS = re.compile(rb"alac|fLaC|lpcm|sowt|twos|ipcm|fpcm|in24|in32|fl32|fl64|raw ")
+_LOSSLESS = re.compile(rb"alac|fLaC|lpcm|sowt|twos|ipcm|fpcm|in24|in32|fl32|fl64|raw ")
 # Vorbis: an audio packet is at least a byte (with its lacing byte: 2) and plays at most
 # half its longer block size, both from its identification header.
 _VORBIS_LEAST_PACKET = 2
-# A sample rate past any real file's (FLAC's and Vorbis's headers can say up to 655 kHz
-# and 4 GHz): a day's hold, not a floor that high.
+# A sample rate past any real file's (a Vorbis header can say 4 GHz): a day's hold, not
+# a floor that high.
 _MOST_RATE = 192_000
 
 # An MPEG audio frame's first two bytes: 11 bits of sync.
@@ -112,7 +107,7 @@ def audio_seconds(head: bytes, size: int) -> float:
         bps, header = _wav_bps(head)
         size -= header
     elif kind == "flac":
-        bps = _flac_floor(head)
+        bps = 0.0  # see _container_floor
     elif kind == "unknown":  # MP3 has no magic: its frames are looked for
         bps = _mp3_floor(head, size) or _FLOOR_BPS["unknown"]
     else:
@@ -152,16 +147,17 @@ def _kind(head: bytes) -> str:
 def _container_floor(kind: str, head: bytes) -> float:
     """Bits per second no Ogg, WebM or MP4 goes under: its kind's floor, lowered (never
     raised: a container may hold several streams, and a header may be planted where no
-    decoder reads it) by a Vorbis or FLAC stream's own floor; 0 for an MP4 holding a
-    lossless codec (ALAC, FLAC, PCM: frames of silence as long as their header says)."""
+    decoder reads it) by a Vorbis stream's own floor. 0 (a day's hold) for one holding
+    FLAC, or an MP4 holding ALAC or PCM: a lossless codec's frame of silence is a few
+    bytes for as many samples as its header allows, and a FLAC frame states its own
+    sample rate, down to 1 Hz (ffmpeg plays 1,000 13-byte frames of 4,096 samples
+    whose STREAMINFO says 192 kHz, each saying 8 kHz, as 512 s)."""
+    if _LOSSLESS.search(head) if kind == "mp4" else b"fLaC" in head:
+        return 0.0
     floor = float(_FLOOR_BPS[kind])
-    if kind == "mp4":
-        return 0.0 if _MP4_LOSSLESS.search(head) else floor
-    vorbis, flac = head.find(b"\x01vorbis"), head.find(b"fLaC")
+    vorbis = head.find(b"\x01vorbis")
     if vorbis >= 0:
         floor = min(floor, _vorbis_floor(head[vorbis:]))
-    if flac >= 0:
-        floor = min(floor, _flac_floor(head[flac:]))
     return floor
 
 
@@ -213,19 +209,6 @@ def _pcm_rate(fmt: bytes) -> float:
             or not 0 < bits <= _MOST_WAV_BITS or not block or not stated):
         rates.append(floor)
     return float(min(rates))
-
-
-def _flac_floor(head: bytes) -> float:
-    """Bits per second no FLAC goes under: its smallest frame for its largest block at
-    its sample rate (STREAMINFO's); 0 (a day's hold) when STREAMINFO does not say."""
-    if len(head) < 8 + 18 or head[4] & 0x7F != 0:
-        return 0.0
-    info = head[8:8 + 18]
-    most_block = int.from_bytes(info[2:4], "big") or _FLAC_MOST_BLOCK
-    rate = (info[10] << 12) | (info[11] << 4) | (info[12] >> 4)
-    if not 0 < rate <= _MOST_RATE:
-        return 0.0
-    return _FLAC_LEAST_FRAME * 8 * rate / most_block
 
 
 def _vorbis_floor(ident: bytes) -> float:

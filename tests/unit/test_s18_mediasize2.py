@@ -208,12 +208,21 @@ def test_a_header_that_says_less_is_not_read(head: bytes, size: int, plays: floa
     assert audio_seconds(head, size) >= plays
 
 
-def test_flac_whose_total_says_one_sample_is_held_for_its_frames() -> None:
+def test_flac_whose_total_says_one_sample_is_held_a_day() -> None:
     # an hour of 16 kHz silence as ffmpeg writes it (4,096-sample frames): 737,360 bytes
     packed = (16_000 << 44) | (15 << 36) | 1
     info = struct.pack(">HH", 4096, 4096) + bytes(6) + packed.to_bytes(8, "big") + bytes(16)
     flac = b"fLaC" + bytes((0x80, 0, 0, 34)) + info + bytes(4000)
     assert audio_seconds(flac, 737_360) >= 3600  # main: 21 s
+
+
+def test_flac_whose_frames_state_a_lower_sample_rate_is_held_for_them() -> None:
+    # STREAMINFO says 192 kHz in blocks of 4,096; each 14-byte frame says 8 kHz: ffmpeg 7
+    # plays 1,000 of them as 512 s. Frames may say 1 Hz: FLAC is held a day.
+    packed = (192_000 << 44) | (15 << 36)
+    info = struct.pack(">HH", 4096, 4096) + bytes(6) + packed.to_bytes(8, "big") + bytes(16)
+    flac = b"fLaC" + bytes((0x80, 0, 0, 34)) + info + bytes(14_000)
+    assert audio_seconds(flac, len(flac)) >= 512  # main: 56 s (its size at 2 kbit/s)
 
 
 # -- the form -------------------------------------------------------------------------
