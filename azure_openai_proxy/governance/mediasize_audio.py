@@ -34,19 +34,21 @@ __all__ = ["audio_seconds", "id3_length"]
 # Bits per second no file of a kind goes under, whatever its header says: bytes / floor
 # is more than it plays.
 _FLOOR_BPS = {
-    # Opus (Ogg, WebM): a packet plays at most 120 ms (RFC 6716 §3.2.5) and takes at
-    # least a byte, with a lacing byte (Ogg) or a block header (WebM) beside it: 200
-    # bit/s. libopus's silence with DTX runs about 1.1 kbit/s in Ogg, under the 6
-    # kbit/s of its lowest bitrate.
-    "ogg": 200,
-    "webm": 200,
-    # MP4/M4A/3GP: AAC's silent frame is a few bytes for 1,024 samples (HE-AAC: 2,048)
-    # at 7.35 kHz or more, plus its 4-byte size in the sample table; AMR's comfort noise
-    # 6 bytes for 160 ms: 500 bit/s. The `moov` is not read (it may come last).
-    "mp4": 500,
+    # Opus (Ogg, WebM): a one-byte packet (its TOC: code 1, two empty 60 ms frames)
+    # plays 120 ms, the most a packet may (RFC 6716 §3.2.5), and takes a lacing byte
+    # beside it: 2 bytes for 120 ms, 133 bit/s with Ogg's page headers. libopus's silence
+    # with DTX runs 600 bit/s (60-120 ms frames) to 1.1 kbit/s, under the 6 kbit/s of its
+    # lowest bitrate.
+    "ogg": 120,
+    "webm": 120,
+    # MP4/M4A/3GP: AAC's silent frame is about 5 bytes for 1,024 samples (HE-AAC: 2,048
+    # at twice the rate) at 7.35 kHz or more, its size in the sample table once for all
+    # when they are equal: 287 bit/s; AMR's NO_DATA frames a byte for 20 ms. The `moov`
+    # is not read (it may come last).
+    "mp4": 250,
     # Anything not recognised (ADTS AAC, AMR, an MP3 whose first frames are not among
     # the first bytes): the lowest of the above.
-    "unknown": 200,
+    "unknown": 120,
 }
 # The size floor of a WAV whose header cannot be trusted: its format may be any codec.
 _WAV_FLOOR_BPS = _FLOOR_BPS["unknown"]

@@ -203,7 +203,12 @@ _EBML = b"\x1a\x45\xdf\xa3\x84" + bytes(4) + b"\x18\x53\x80\x67\x01" + bytes(7)
     (_EBML + b"\xec\x87\x44\x89\x84" + struct.pack(">f", 1.0) + bytes(4000), 3_465_237, 3600),
     # an hour of Ogg Opus silence with DTX: 1.1 kbit/s (main: 667 s)
     (b"OggS" + bytes(24) + b"OpusHead" + bytes(4000), 500_270, 3600),
-], ids=["m4a-mvhd-1s", "webm-duration-1ms", "webm-void-duration", "ogg-opus-dtx"])
+    # Ogg Opus of one-byte packets (a TOC of code 1: two empty 60 ms frames), 255 a
+    # page: ffmpeg 7 plays 120 such pages (64,535 bytes) as 3,672 s, 141 bit/s (main:
+    # 86 s; a 200 bit/s floor: 2,581 s)
+    (b"OggS" + bytes(24) + b"OpusHead" + bytes(4000), 64_535, 3672),
+], ids=["m4a-mvhd-1s", "webm-duration-1ms", "webm-void-duration", "ogg-opus-dtx",
+        "ogg-opus-empty-frames"])
 def test_a_header_that_says_less_is_not_read(head: bytes, size: int, plays: float) -> None:
     assert audio_seconds(head, size) >= plays
 
