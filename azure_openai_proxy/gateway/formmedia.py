@@ -21,9 +21,11 @@ _AUDIO_PARTS = frozenset({"file"})
 _PICTURE_PARTS = frozenset({"image", "image[]"})
 # gpt-image-1 takes up to 16 pictures in an edit; more is Azure's 400, never a bill.
 _MOST_PICTURES = 16
-# A transcription takes one file; should a form carry more, Azure reads one of them:
-# the longest of the first two is held.
-_MOST_AUDIO_FILES = 2
+# A transcription takes one file; should a form carry more, Azure reads one of them,
+# the first or the last as a reader binds a repeated name: the longer of those two is
+# held. Where the parts are is known from the one reading of the form: finding the last
+# reads no file.
+_ALL_PARTS = 1 << 30
 # An ID3 tag this short leaves the first window enough of the audio to find its first
 # frames in (a frame is at most 1,729 bytes, a Xing header in the first): no second read.
 _SHORT_TAG = HEAD_BYTES // 2
@@ -41,21 +43,26 @@ class HeldForm(dict[str, Any]):
         self._spool, self._boundary = spool, boundary
 
     def audio_seconds(self) -> float | None:
-        """The seconds the form's `file` plays at least (the longest, should it give
-        two), or None when it has none. Reads at most two windows of `HEAD_BYTES` per
-        file: its start, and past an MP3's ID3 tag when the tag is longer."""
-        spool, longest = self._spool, None
-        for start, end in spool.file_parts(self._boundary, _AUDIO_PARTS, _MOST_AUDIO_FILES):
-            head = spool.read_at(start, min(end, start + HEAD_BYTES))
-            skip = id3_length(head)
-            if skip:  # the audio starts after the tag: read there, unless enough is here
-                start = min(start + skip, end)
-                head = (head[skip:] if len(head) < HEAD_BYTES or skip <= _SHORT_TAG
-                        else spool.read_at(start, min(end, start + HEAD_BYTES)))
-            seconds = audio_seconds(head, end - start)
-            if longest is None or seconds > longest:
-                longest = seconds
-        return longest
+        """The most seconds the form's `file` can play (the longer of its first and its
+        last, should it give more than one), or None when it has none. Reads at most two
+        windows of `HEAD_BYTES` per file: its start, and past an MP3's ID3 tag when the
+        tag is longer."""
+        parts = self._spool.file_parts(self._boundary, _AUDIO_PARTS, _ALL_PARTS)
+        if not parts:
+            return None
+        return max(self._file_seconds(start, end) for start, end in {parts[0], parts[-1]})
+
+    def _file_seconds(self, start: int, end: int) -> float:
+        spool = self._spool
+        head = spool.read_at(start, min(end, start + HEAD_BYTES))
+        skip = id3_length(head)
+        if skip:  # the audio starts after the tag: read there, unless enough is here
+            after = min(start + skip, end)
+            head = (head[skip:] if len(head) < HEAD_BYTES or skip <= _SHORT_TAG
+                    else spool.read_at(after, min(end, after + HEAD_BYTES)))
+        # the bound is of the whole part, the tag's bytes too: a tag that lies long
+        # would hide the frames a decoder reads past it
+        return audio_seconds(head, end - start)
 
     def picture_sizes(self) -> list[tuple[int, int] | None]:
         """(width, height) of each of the form's `image` / `image[]` pictures (the first
