@@ -40,15 +40,17 @@ _FLOOR_BPS = {
     # with DTX runs 600 bit/s (60-120 ms frames) to 1.1 kbit/s, under the 6 kbit/s of its
     # lowest bitrate.
     "ogg": 120,
-    "webm": 120,
+    # Matroska's fixed lacing packs 256 one-byte packets in one block: ~72 bit/s
+    "webm": 60,
     # MP4/M4A/3GP: AAC's silent frame is about 5 bytes for 1,024 samples (HE-AAC: 2,048
     # at twice the rate) at 7.35 kHz or more, its size in the sample table once for all
-    # when they are equal: 287 bit/s; AMR's NO_DATA frames a byte for 20 ms. The `moov`
-    # is not read (it may come last).
-    "mp4": 250,
+    # when they are equal: 287 bit/s; AMR's NO_DATA frames a byte for 20 ms; Opus in MP4
+    # one byte per 120 ms in a uniform sample table, 67 bit/s. The `moov` is not read
+    # (it may come last).
+    "mp4": 60,
     # Anything not recognised (ADTS AAC, AMR, an MP3 whose first frames are not among
     # the first bytes): the lowest of the above.
-    "unknown": 120,
+    "unknown": 60,
 }
 # The size floor of a WAV whose header cannot be trusted: its format may be any codec.
 _WAV_FLOOR_BPS = _FLOOR_BPS["unknown"]
@@ -173,19 +175,42 @@ def _wav_bps(head: bytes) -> tuple[float, int]:
     byte after the first `data`'s header counted at it (a stated size that lies short,
     and a second `data` after the first's bytes, ffmpeg plays, at that rate); else the
     size floor, over all of it."""
+    floor = _wav_floor(head)
+    if _act_like(head):  # ffmpeg's ACT demuxer outscores its WAV one: G.729 follows
+        return floor, 0
     position, rate, chunks = 12, 0.0, 0
     while position + 8 <= len(head) and chunks < _MOST_WAV_CHUNKS:
         chunks += 1
         chunk, length = head[position:position + 4], _u32le(head, position + 4)
         if chunk == b"fmt ":
             if rate:
-                return _WAV_FLOOR_BPS, 0  # a second `fmt `: which one counts is a guess
+                return floor, 0  # a second `fmt `: which one counts is a guess
             rate = _pcm_rate(head[position + 8:position + 8 + min(length, 40)])
         elif chunk == b"data":  # before any `fmt `: the size floor
-            return (rate * 8, position + 8) if rate else (_WAV_FLOOR_BPS, 0)
+            return (rate * 8, position + 8) if rate else (floor, 0)
         position += 8 + length + (length & 1)
     # `data` past the first bytes (a long chunk before it): all of it at the rate
-    return (rate * 8 if rate else _WAV_FLOOR_BPS), 0
+    return (rate * 8 if rate else floor), 0
+
+
+def _wav_floor(head: bytes) -> float:
+    """A WAV's size floor in bits per second, scaled down for the sample rate of its
+    first `fmt ` found (ffmpeg reads one after `data` too, on a file it can seek, and
+    plays a rate under 8 kHz; a codec's bitrate follows its sample rate)."""
+    at = head.find(b"fmt ", 12)
+    if at < 0 or at + 16 > len(head):
+        return float(_WAV_FLOOR_BPS)
+    sample_rate = _u32le(head, at + 12)
+    return _WAV_FLOOR_BPS * min(1.0, sample_rate / _LEAST_RATE) if sample_rate else float(
+        _WAV_FLOOR_BPS)
+
+
+def _act_like(head: bytes) -> bool:
+    """ffmpeg's ACT probe (libavformat/act.c): a RIFF/WAVE head with a 16-byte `fmt `,
+    zeros at 44-255 and 264-511 and 0x84 at 256 scores above the WAV demuxer, which
+    then plays G.729 from byte 512, not the PCM the `fmt ` says."""
+    return (len(head) >= 512 and head[16:20] == b"\x10\0\0\0" and head[256] == 0x84
+            and not head[44:256].strip(b"\0") and not head[264:512].strip(b"\0"))
 
 
 def _pcm_rate(fmt: bytes) -> float:
@@ -194,12 +219,17 @@ def _pcm_rate(fmt: bytes) -> float:
     any of them 0 or past a real file's, no more than the size floor. Another format (an
     extensible one's subformat too) or a body cut short: the size floor, scaled down for
     a sample rate under 8 kHz (a codec's bitrate follows its sample rate)."""
-    if len(fmt) < 16:
+    if len(fmt) < 14:
         return _WAV_FLOOR_BPS / 8
     tag, channels = int.from_bytes(fmt[0:2], "little"), int.from_bytes(fmt[2:4], "little")
     sample_rate, stated = _u32le(fmt, 4), _u32le(fmt, 8)
-    block, bits = int.from_bytes(fmt[12:14], "little"), int.from_bytes(fmt[14:16], "little")
+    block = int.from_bytes(fmt[12:14], "little")
+    # a 14-byte WAVEFORMAT has no bits: ffmpeg takes 8
+    bits = int.from_bytes(fmt[14:16], "little") if len(fmt) >= 16 else 8
     if tag == 0xFFFE:  # WAVE_FORMAT_EXTENSIBLE: its subformat GUID's first two bytes
+        valid = int.from_bytes(fmt[18:20], "little") if len(fmt) >= 20 else 0
+        if valid:  # ffmpeg's sample size is its valid bits when they are given
+            bits = min(bits, valid) if bits else valid
         tag = int.from_bytes(fmt[24:26], "little") if len(fmt) >= 40 else 0
     floor = _WAV_FLOOR_BPS / 8 * min(1.0, sample_rate / _LEAST_RATE) if sample_rate else (
         _WAV_FLOOR_BPS / 8)
