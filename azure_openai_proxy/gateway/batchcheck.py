@@ -18,9 +18,11 @@ import orjson
 
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import GatewayError, ModelNotAllowed
+from azure_openai_proxy.gateway.affinity import folded
 from azure_openai_proxy.gateway.budgethold import refuse_unmetered
 from azure_openai_proxy.gateway.governed import pool_allowed
 from azure_openai_proxy.gateway.ownership import BatchNotAllowed, ObjectOwners
+from azure_openai_proxy.gateway.requestbody import repeats_a_key
 from azure_openai_proxy.gateway.spool import SpooledBody
 from azure_openai_proxy.routing import RoutingTable
 
@@ -94,8 +96,9 @@ def _uploaded_models(spool: SpooledBody, boundary: bytes) -> frozenset[str] | No
 
 def batch_file_models(content: bytes) -> frozenset[str] | None:
     """The models the lines of a batch file name (`body.model`); None when a line cannot
-    be read (then a batch from it cannot be checked), or past Azure's own bounds on a
-    batch file (`MAX_BATCH_LINES` requests)."""
+    be read (then a batch from it cannot be checked: also one naming `Body` or `Model`
+    in other letters, or any name twice), or past Azure's own bounds on a batch file
+    (`MAX_BATCH_LINES` requests)."""
     models: set[str] = set()
     lines = 0
     for line in content.splitlines():
@@ -110,7 +113,17 @@ def batch_file_models(content: bytes) -> frozenset[str] | None:
             return None
         body = entry.get("body") if isinstance(entry, dict) else None
         model = body.get("model") if isinstance(body, dict) else None
-        if not isinstance(model, str):
+        if (not isinstance(model, str) or not isinstance(body, dict)
+                or _other_spellings(entry, body)
+                or repeats_a_key(line, len(line) + 1) is not False):
+            # `Body`/`Model` beside the names read, or a name given twice (orjson keeps
+            # the last; Azure's batch runner may bind otherwise): not checkable
             return None
         models.add(model)
     return frozenset(models)
+
+
+def _other_spellings(entry: dict[str, Any], body: dict[str, Any]) -> bool:
+    """Whether a batch line spells `body` or its `model` in other letters."""
+    return any(name != "body" and folded(name) == "body" for name in entry) or any(
+        name != "model" and folded(name) == "model" for name in body)
