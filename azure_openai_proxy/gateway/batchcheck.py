@@ -80,7 +80,7 @@ def _uploaded_models(spool: SpooledBody, boundary: bytes) -> frozenset[str] | No
     cannot be known here), or not at all."""
     purpose = file = None
     for part in spool.parts(boundary):
-        name = part.name.upper().lower()  # as a case-insensitive binder folds it
+        name = folded(part.name)  # as a case-insensitive binder reads it
         if name == "file" and part.is_file:
             if file is not None:
                 return None

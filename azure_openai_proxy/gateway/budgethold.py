@@ -191,36 +191,29 @@ def _files_cost(prices: PriceTable, members: PoolNames, operation: str,
     """What the files of a form may cost, held before it runs, at the dearest of the
     deployments it may go to: a transcription's audio (whisper's minutes; the token-
     priced models' audio tokens and their transcript), an edit's input pictures (image
-    tokens, gpt-image-1's: 0 for a model whose token rates are 0, dall-e-2's)."""
+    tokens, gpt-image-1's: 0 for a model whose token rates are 0, dall-e-2's). Priced as
+    the ledger prices Azure's usage (`PriceTable.usage_cost`: each modality's tokens at
+    its rates where the price has them, else as text)."""
     if operation in _TRANSCRIBING:
         seconds = body.audio_seconds()
         if not seconds:
             return 0.0
         audio, transcript = transcription_tokens(seconds)
-        most = 0.0
-        for member in members:
-            cost = prices.unit_cost(member, {"audio_seconds": seconds})[0]
-            rates = prices.rates(member)
-            if rates is not None:  # the audio tokens at its audio rate, else as text
-                audio_rate = rates[3] if len(rates) > 3 and rates[6] == "audio_tokens" else (
-                    rates[0])
-                cost += (audio * audio_rate + transcript * rates[2]) / 1_000_000
-            most = max(most, cost)
-        return most
+        usage = _usage(audio, "audio_tokens", transcript)
+        return max((prices.unit_cost(member, {"audio_seconds": seconds})[0]
+                   + prices.usage_cost(member, usage)[0] for member in members), default=0.0)
     if operation != "images/edits":
         return 0.0
     fidelity = body.get("input_fidelity")
     tokens = sum(input_picture_tokens(size, fidelity) for size in body.picture_sizes())
-    most = 0.0
-    for member in members:
-        rates = prices.rates(member)
-        if rates is not None:  # image tokens at the image rate (`_rates_of`), else as text
-            rate = rates[0]
-            if len(rates) > 3:
-                rate = rates[3] if rates[6] == "image_tokens" else (
-                    rates[7] if len(rates) > 7 else rates[0])
-            most = max(most, tokens * float(rate) / 1_000_000)
-    return most
+    usage = _usage(tokens, "image_tokens", 0)
+    return max((prices.usage_cost(member, usage)[0] for member in members), default=0.0)
+
+
+def _usage(tokens: int, modality: str, completion: int) -> dict[str, Any]:
+    """A usage object (chat's shape) of `tokens` in of one modality and `completion` out."""
+    return {"prompt_tokens": tokens, "completion_tokens": completion,
+            "total_tokens": tokens + completion, "prompt_tokens_details": {modality: tokens}}
 
 
 def _units_asked(operation: str, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from typing import IO
 
 from azure_openai_proxy.errors import BodyTooLarge, MalformedBody
+from azure_openai_proxy.gateway.affinity import folded
 from azure_openai_proxy.gateway.formparts import FormPart, read_parts
 
 __all__ = ["SpooledBody", "multipart_boundary"]
@@ -149,7 +150,7 @@ class SpooledBody:
         (`read_at`). From the one reading of the form (`parts`); nothing is copied."""
         found: list[tuple[int, int]] = []
         for part in self.parts(boundary):
-            if part.is_file and part.name.upper().lower() in names:
+            if part.is_file and folded(part.name) in names:
                 found.append((part.start, part.end))
                 if len(found) >= most:
                     break

@@ -7,23 +7,16 @@ hold let go, so a budget covering one minute let any number through one after an
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.conftest import Emulator, emulator_config
+from tests.e2e.conftest import Emulator
 from tests.e2e.test_ledger import _virtual_key, ledger_gateway, records  # noqa: F401
-from tests.support import ServerThread, serve, silent_wav
-
-
-@pytest.fixture
-def thinking_emulator() -> Iterator[Emulator]:
-    from azure_openai_proxy.emulator import create_emulator_app
-
-    with serve(lambda: create_emulator_app(emulator_config(ttft_ms=1500))) as server:
-        yield Emulator(server)
+from tests.e2e.test_s18_media_holds import thinking_emulator  # noqa: F401  (fixture)
+from tests.support import ServerThread, silent_wav
 
 
 def test_a_transcription_left_by_its_client_counts_against_the_budget(
