@@ -11,6 +11,7 @@ The models a file's lines name are read when a virtual key uploads it with purpo
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,7 +23,6 @@ from azure_openai_proxy.gateway.affinity import folded
 from azure_openai_proxy.gateway.budgethold import refuse_unmetered
 from azure_openai_proxy.gateway.governed import pool_allowed
 from azure_openai_proxy.gateway.ownership import BatchNotAllowed, ObjectOwners
-from azure_openai_proxy.gateway.requestbody import repeats_a_key
 from azure_openai_proxy.gateway.spool import SpooledBody
 from azure_openai_proxy.routing import RoutingTable
 
@@ -115,12 +115,35 @@ def batch_file_models(content: bytes) -> frozenset[str] | None:
         model = body.get("model") if isinstance(body, dict) else None
         if (not isinstance(model, str) or not isinstance(body, dict)
                 or _other_spellings(entry, body)
-                or repeats_a_key(line, len(line) + 1) is not False):
+                or _repeats_a_name(line)):
             # `Body`/`Model` beside the names read, or a name given twice (orjson keeps
             # the last; Azure's batch runner may bind otherwise): not checkable
             return None
         models.add(model)
     return frozenset(models)
+
+
+class _Repeated(Exception):
+    pass
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> None:
+    if len({name for name, _ in pairs}) != len(pairs):
+        raise _Repeated
+
+
+def _repeats_a_name(line: bytes) -> bool:
+    """Whether an object in the JSON `line` (orjson read it) gives a name twice, told
+    exactly whatever its strings hold (`repeats_a_key`'s bounded walk gives up on a long
+    run of backslashes, which a message may hold): the standard library's C parser,
+    every object's names handed to `_unique`; in the upload's worker thread."""
+    try:
+        json.loads(line, object_pairs_hook=_unique)
+    except _Repeated:
+        return True
+    except ValueError:  # what orjson read and it does not (it reads more, never less)
+        return True
+    return False
 
 
 def _other_spellings(entry: dict[str, Any], body: dict[str, Any]) -> bool:

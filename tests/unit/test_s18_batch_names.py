@@ -28,3 +28,14 @@ def test_a_plain_file_names_its_models() -> None:
 ])
 def test_a_line_that_names_its_model_two_ways_cannot_be_judged(line: bytes) -> None:
     assert batch_file_models(_GOOD + b"\n" + line + b"\n") is None
+
+
+@pytest.mark.parametrize("content", ["\\" * 32, "\\" * 40 + '"', 'a "quoted" \\\\ text'])
+def test_a_message_holding_long_runs_of_backslashes_is_judged(content: str) -> None:
+    """Session 18's last review: the bounded walk (`repeats_a_key`) gave up on 64
+    backslashes before a quote in the JSON, and the file's models were unknown."""
+    import orjson
+    line = orjson.dumps({"custom_id": "1", "method": "POST", "url": "/chat/completions",
+                         "body": {"model": "gpt-4o", "messages": [
+                             {"role": "user", "content": content}]}})
+    assert batch_file_models(line + b"\n") == frozenset({"gpt-4o"})
