@@ -8,6 +8,7 @@ is settled with, the names its cost is priced by, what a failed request records.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -217,7 +218,9 @@ def limit_refusal(refusal: Refusal, chained: int = 0) -> KeyRateLimited:
         what = f"This request alone is larger than this {whose}'s tokens per minute"
     else:
         what = f"Rate limit reached for this {whose} ({refusal.kind} per minute)"
-    retry_ms = max(1, round(refusal.retry_after * 1000))
+    # Rounded up: a client that waits exactly the header's milliseconds (the SDKs do)
+    # must find the limit refilled, not be refused again a token short.
+    retry_ms = max(1, math.ceil(refusal.retry_after * 1000))
     headers = refusal.headers
     if refusal.never:  # waiting will not help: the SDKs do not retry on this header
         advice = context_counted(chained) if chained else ": lower max_tokens or the prompt"
