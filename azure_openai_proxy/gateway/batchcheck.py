@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,7 +27,7 @@ from azure_openai_proxy.gateway.ownership import BatchNotAllowed, ObjectOwners
 from azure_openai_proxy.gateway.spool import SpooledBody
 from azure_openai_proxy.routing import RoutingTable
 
-__all__ = ["MAX_BATCH_LINES", "batch_file_models", "check_resource_post",
+__all__ = ["MAX_BATCH_LINES", "MAX_BATCH_LINE_BYTES", "batch_file_models", "check_resource_post",
            "uploaded_batch_models"]
 
 # Azure takes at most 100,000 requests in one batch file.
@@ -94,18 +95,35 @@ def _uploaded_models(spool: SpooledBody, boundary: bytes) -> frozenset[str] | No
     return batch_file_models(spool.read_at(file.start, file.end))
 
 
+# A line past this is not judged (the file's models unknown): parsed whole, a line of
+# small objects costs ~30 times its size in memory, and the parser holds the GIL for all
+# of it, in the upload's thread or not. A chat request this large is rare in a batch
+# (its pictures would go as URLs or files).
+MAX_BATCH_LINE_BYTES = 16 * 1024 * 1024
+# What bytes.splitlines breaks a line at (a lone CR too), found one at a time: the file's
+# lines are never all made at once (a 60 MB file of short lines would be a million
+# objects before the first was judged).
+_LINE = re.compile(rb"[^\r\n]+")
+# An escape that spells a letter of `body` or `model` (b c d e f... 0x62-0x65, 0x6c,
+# 0x6d, 0x6f, 0x79; a few more than needed): without one, those names can only be
+# written as themselves.
+_NAME_ESCAPE = re.compile(rb"\\u00(?:6[2-5cdfCDF]|79)")
+
+
 def batch_file_models(content: bytes) -> frozenset[str] | None:
     """The models the lines of a batch file name (`body.model`); None when a line cannot
     be read (then a batch from it cannot be checked: also one naming `Body` or `Model`
-    in other letters, or any name twice), or past Azure's own bounds on a batch file
-    (`MAX_BATCH_LINES` requests)."""
+    in other letters, or `body` or a body's `model` twice), or past Azure's own bounds on
+    a batch file (`MAX_BATCH_LINES` requests) or ours on a line
+    (`MAX_BATCH_LINE_BYTES`)."""
     models: set[str] = set()
     lines = 0
-    for line in content.splitlines():
+    for match in _LINE.finditer(content):
+        line = match.group()
         if not line.strip():
             continue
         lines += 1
-        if lines > MAX_BATCH_LINES:
+        if lines > MAX_BATCH_LINES or len(line) > MAX_BATCH_LINE_BYTES:
             return None
         try:
             entry = orjson.loads(line)
@@ -116,8 +134,8 @@ def batch_file_models(content: bytes) -> frozenset[str] | None:
         if (not isinstance(model, str) or not isinstance(body, dict)
                 or _other_spellings(entry, body)
                 or _repeats_a_name(line)):
-            # `Body`/`Model` beside the names read, or a name given twice (orjson keeps
-            # the last; Azure's batch runner may bind otherwise): not checkable
+            # `Body`/`Model` beside the names read, or one of them given twice (orjson
+            # keeps the last; Azure's batch runner may bind otherwise): not checkable
             return None
         models.add(model)
     return frozenset(models)
@@ -128,21 +146,28 @@ class _Repeated(Exception):
 
 
 def _unique(pairs: list[tuple[str, Any]]) -> None:
-    if len({name for name, _ in pairs}) != len(pairs):
-        raise _Repeated
+    if len(pairs) > 1:
+        names = [name for name, _ in pairs]
+        if names.count("body") > 1 or names.count("model") > 1:
+            raise _Repeated
 
 
 def _repeats_a_name(line: bytes) -> bool:
-    """Whether an object in the JSON `line` (orjson read it) gives a name twice, told
-    exactly whatever its strings hold (`repeats_a_key`'s bounded walk gives up on a long
-    run of backslashes, which a message may hold): the standard library's C parser,
-    every object's names handed to `_unique`; in the upload's worker thread."""
+    """Whether an object in the JSON `line` (orjson read it) gives `body` or `model`
+    twice. Nearly always told from the bytes: unescaped, each is written `"body"` or
+    `"model"`, so one of each at most (a prompt's words count too: then the exact
+    reading) proves it. Else exactly, whatever its strings hold (a bounded walk gave up
+    on a long run of backslashes, which a message may hold): the standard library's C
+    parser, every object's names handed to `_unique`; in the upload's worker thread."""
+    if (line.count(b'"body"') <= 1 and line.count(b'"model"') <= 1
+            and _NAME_ESCAPE.search(line) is None):
+        return False
     try:
         json.loads(line, object_pairs_hook=_unique)
     except _Repeated:
         return True
-    except ValueError:  # what orjson read and it does not (it reads more, never less)
-        return True
+    except (ValueError, RecursionError):  # what orjson read and it does not: deeper
+        return True  # than its recursion limit (orjson reads 1,023 levels)
     return False
 
 
