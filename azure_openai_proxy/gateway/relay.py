@@ -25,12 +25,7 @@ import orjson
 
 from azure_openai_proxy.errors import GatewayError, UpstreamError
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest
-from azure_openai_proxy.governance.estimate import (
-    estimated_usage,
-    picture_tokens,
-    prompt_tokens,
-    with_context,
-)
+from azure_openai_proxy.governance.estimate import estimated_usage, with_context
 from azure_openai_proxy.http.interface import (
     Answer,
     HttpRequest,
@@ -122,7 +117,7 @@ async def relay(
             response.close()
             record.stream = True
             if record.usage is None and (policy is not None or meter is not None):
-                record.usage = (_picture_estimate(prompt) if type(meter) is PictureStreamMeter
+                record.usage = (meter.recorded(prompt) if type(meter) is PictureStreamMeter
                                 else with_context(estimated_usage(prompt, 0),
                                                   record.context_tokens))
             raise
@@ -208,11 +203,7 @@ async def _relay_stream(
             record.usage = normalizer.usage or with_context(
                 estimated_usage(prompt, normalizer.content_chars), record.context_tokens)
         elif type(meter) is PictureStreamMeter:
-            # Never $0, never missing: Azure's usage once its stream has ended; else (the
-            # client left, the stream broke) the pictures asked for, estimated and so
-            # marked, as the budget held them (Azure may finish and bill them).
-            record.usage = (meter.usage if meter.ended and meter.usage is not None
-                            else _picture_estimate(prompt))
+            record.usage = meter.recorded(prompt)  # Azure's, or (left, broken) estimated
         elif type(meter) is ResponsesStreamMeter:
             record.usage = meter.usage or with_context(
                 estimated_usage(prompt, meter.content_chars), record.context_tokens)
@@ -227,18 +218,6 @@ def _form_of(form_fields: Callable[[str], Mapping[str, Any] | None],
         return form_fields(operation)
     except GatewayError:
         return None
-
-
-def _picture_estimate(prompt: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The usage of a streamed picture left before its end: its prompt's tokens and
-    the output tokens its pictures may be billed (`picture_tokens`, as its budget's
-    hold counts them: `n` at their quality and size, and the partial pictures), marked
-    estimated. An edit's input pictures are not read here (its hold did: a form's
-    files), so they are left out."""
-    text = prompt_tokens(prompt) if prompt else 0
-    out = picture_tokens(prompt if prompt is not None else {})
-    return {"prompt_tokens": text, "completion_tokens": out, "total_tokens": text + out,
-            "estimated": True}
 
 
 async def _pulled(

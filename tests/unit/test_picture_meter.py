@@ -75,3 +75,36 @@ def test_junk_is_passed_over() -> None:
     assert meter.completed == 2
     assert meter.usage == {"input_tokens": 3, "output_tokens": 272, "total_tokens": 7,
                            "input_tokens_details": {"text_tokens": 3}}
+
+
+_BODY = {"prompt": "a fox " * 10, "n": 2, "quality": "low", "size": "1024x1536",
+         "partial_images": 1}
+
+
+def test_a_stream_left_before_its_pictures_came_is_estimated_as_its_hold() -> None:
+    meter = PictureStreamMeter()
+    meter.feed(_PARTIAL + _event("image_generation.completed", usage=_usage(15, 0, 508)))
+    # one picture of two came, and the stream did not end: the whole request, estimated
+    usage = meter.recorded(_BODY)
+    assert usage["estimated"] is True
+    assert usage["completion_tokens"] == 2 * (408 + 100)  # as the budget held it
+    assert usage["prompt_tokens"] == 15  # 60 characters
+    assert usage["total_tokens"] == 15 + 2 * 508
+
+
+def test_azures_usage_once_the_stream_ended_or_each_picture_came() -> None:
+    meter = PictureStreamMeter()
+    both = (_event("image_generation.completed", usage=_usage(15, 0, 508))
+            + _event("image_generation.completed", usage=_usage(0, 0, 508)))
+    meter.feed(both)
+    assert meter.recorded(_BODY) == _usage(15, 0, 1016)  # each picture's: not ended
+    one = PictureStreamMeter()
+    one.feed(_event("image_generation.completed", usage=_usage(15, 0, 1016)))
+    one.finish()
+    assert one.recorded(_BODY) == _usage(15, 0, 1016)  # one for both, and the end
+
+
+def test_a_request_whose_fields_are_not_known_is_estimated_as_the_dearest_picture() -> None:
+    usage = PictureStreamMeter().recorded(None)
+    assert usage == {"prompt_tokens": 0, "completion_tokens": 6240, "total_tokens": 6240,
+                     "estimated": True}
