@@ -212,11 +212,12 @@ async def _relay_stream(
 
 def _form_of(form_fields: Callable[[str], Mapping[str, Any] | None],
              operation: str) -> Mapping[str, Any] | None:
-    """A form's fields that price it; None when they cannot be read (the request went
-    out: its stream is relayed all the same, and estimated as the dearest picture)."""
+    """A form's fields that price it; None when they cannot be read (a malformed form,
+    its spool gone: the request went out, its stream is relayed all the same, and
+    estimated as the dearest picture)."""
     try:
         return form_fields(operation)
-    except GatewayError:
+    except (GatewayError, OSError):
         return None
 
 
