@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from azure_openai_proxy.emulator import media, transcripts, wire_errors
+from azure_openai_proxy.emulator import image_stream, media, transcripts, wire_errors
 from azure_openai_proxy.emulator.exchange import Exchange
 from azure_openai_proxy.emulator.frames import prompt_results, safe_results
 from azure_openai_proxy.emulator.generation import check_prompt_filter
@@ -135,9 +135,8 @@ def _picture_usage(prompt: str, params: dict[str, Any], count: int,
             "output_tokens": out, "total_tokens": text + image + out}
 
 
-def _images_body(ex: Exchange, prompt: str, params: dict[str, Any], default_fmt: str,
-                 pictures: list[Part] | None = None) -> Any:
-    check_prompt_filter(prompt)
+def _count_and_size(ex: Exchange, params: dict[str, Any]) -> tuple[int, int, int]:
+    """The pictures asked for and their width and height, or Azure's 400."""
     count = params.get("n", 1)
     if isinstance(count, str) and count.isascii() and count.isdigit():  # not "²"
         count = int(count)
@@ -147,6 +146,19 @@ def _images_body(ex: Exchange, prompt: str, params: dict[str, Any], default_fmt:
     if ex.deployment.model.startswith("dall-e-3") and count != 1:
         raise wire_errors.invalid_request("You must provide n=1 for this model.", "n")
     width, height = image_size(params.get("size") or "1024x1024")
+    return count, width, height
+
+
+def _picture(prompt: str, index: int, width: int, height: int) -> bytes:
+    digest = hashlib.sha256(f"{prompt}\x1f{index}".encode()).digest()
+    return media.png(width, height, (digest[0], digest[1], digest[2]))
+
+
+def _images_body(ex: Exchange, prompt: str, params: dict[str, Any], default_fmt: str,
+                 pictures: list[Part] | None = None) -> Any:
+    check_prompt_filter(prompt)
+    count, width, height = _count_and_size(ex, params)
+    assert ex.deployment is not None
     fmt = params.get("response_format") or default_fmt
     if fmt not in ("url", "b64_json"):
         raise wire_errors.invalid_request(
@@ -155,8 +167,7 @@ def _images_body(ex: Exchange, prompt: str, params: dict[str, Any], default_fmt:
         )
     data = []
     for index in range(count):
-        digest = hashlib.sha256(f"{prompt}\x1f{index}".encode()).digest()
-        image = media.png(width, height, (digest[0], digest[1], digest[2]))
+        image = _picture(prompt, index, width, height)
         item: dict[str, Any] = {"revised_prompt": prompt,
                                 "content_filter_results": safe_results(),
                                 "prompt_filter_results": prompt_results()}
@@ -178,6 +189,8 @@ async def image_generations(ex: Exchange) -> web.StreamResponse:
         raise wire_errors.invalid_request(
             "Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter"
         )
+    if image_stream.asked(ex.body.get("stream")):
+        return await _streamed(ex, "image_generation", prompt, ex.body, [])
     body = _images_body(ex, prompt, ex.body, "url")
     await ex.think(0)
     return ex.json(body)
@@ -194,8 +207,34 @@ async def image_edits(ex: Exchange) -> web.StreamResponse:
             "Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter"
         )
     params = {name: parts[0].text for name, parts in ex.form.items()
-              if name in ("n", "size", "response_format", "quality", "input_fidelity")}
+              if name in ("n", "size", "response_format", "quality", "input_fidelity",
+                          "stream", "partial_images", "background", "output_format")}
     pictures = [*ex.form.get("image", []), *ex.form.get("image[]", [])]
+    if image_stream.asked(params.get("stream")):
+        return await _streamed(ex, "image_edit", prompt, params, pictures)
     body = _images_body(ex, prompt, params, "b64_json", pictures)
     await ex.think(0)
     return ex.json(body)
+
+
+async def _streamed(ex: Exchange, kind: str, prompt: str, params: dict[str, Any],
+                    pictures: list[Part]) -> web.StreamResponse:
+    """A gpt-image-1 picture asked with `stream` (emulator/image_stream.py): each
+    picture's partial events and its completed event, with its own usage."""
+    assert ex.deployment is not None
+    partial = image_stream.partial_images(params, ex.deployment.model, ex.version)
+    check_prompt_filter(prompt)
+    count, width, height = _count_and_size(ex, params)
+    first = _picture_usage(prompt, params, 1, pictures)
+    extra = partial * image_stream.PARTIAL_IMAGE_TOKENS
+    usages = []
+    for index in range(count):
+        details = first["input_tokens_details"]  # the prompt is read once: the first's
+        text, image = (details["text_tokens"], details["image_tokens"]) if index == 0 else (0, 0)
+        out = first["output_tokens"] + extra
+        usages.append({"input_tokens": text + image,
+                       "input_tokens_details": {"text_tokens": text, "image_tokens": image},
+                       "output_tokens": out, "total_tokens": text + image + out})
+    images = [_picture(prompt, index, width, height) for index in range(count)]
+    return await ex.stream(image_stream.frames(kind, images, partial, usages, params,
+                                               ex.created))

@@ -167,7 +167,9 @@ class UpstreamAttempts:
                                      answer_limit=self._answer_limit,
                                      prompt=body.json, created=self.affinity.recorder(
                                          (deployment.endpoint, deployment.deployment_name)
-                                     ) if target.operation == "responses" else None)
+                                     ) if target.operation == "responses" else None,
+                                     form_fields=body.held_fields
+                                     if target.operation == "images/edits" else None)
                 if record.created_id is not None:
                     self.affinity.remember(
                         record.created_id, (deployment.endpoint, deployment.deployment_name)

@@ -143,12 +143,6 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
             raise _unpriced(names, "units")
     if hard and prices is not None and operation in _TRANSCRIBING:
         _require_priced_format(body, rates, names)
-    if hard and operation in _PICTURING and _streamed(body):
-        # Its usage comes in its last event (`image_generation.completed`), which the
-        # gateway does not read: recorded at $0, the budget would never stop it.
-        raise ModelNotPriced("A streamed picture's cost is not metered by this gateway: "
-                             "ask without `stream`, so that it counts against this key's "
-                             "budget.", param="stream")
     if prices is not None and isinstance(body, HeldForm):  # a form's files: read now
         usd += _files_cost(prices, members, operation, body)
     held = guard.reserve(caller.key, caller.team, usd)

@@ -34,6 +34,7 @@ from azure_openai_proxy.http.interface import (
 )
 from azure_openai_proxy.http.request import FastRequest, FastStream
 from azure_openai_proxy.normalize.body import normalize_answer
+from azure_openai_proxy.normalize.picture_meter import PictureStreamMeter
 from azure_openai_proxy.normalize.responses_meter import ResponsesStreamMeter
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from azure_openai_proxy.observability.record import RequestRecord, usage_of
@@ -56,6 +57,10 @@ _MODEL_RESTORED = frozenset({"chat/completions", "completions", "embeddings", "r
 # answer carries no token usage.
 _UNIT_BILLED = frozenset({"images/generations", "images/edits", "images/variations",
                           "audio/transcriptions", "audio/translations"})
+# Routes whose stream is a gpt-image-1 picture's (`stream: true`): metered by
+# `PictureStreamMeter`.
+_PICTURING = frozenset({"images/generations", "images/edits"})
+_Meter = ResponsesStreamMeter | PictureStreamMeter
 
 
 async def relay(
@@ -63,6 +68,7 @@ async def relay(
     policy: StreamPolicy | None, client_model: str | None, keep_azure_fields: bool,
     record: RequestRecord, *, want_id: bool = False, answer_limit: int = _JSON_RESPONSE_LIMIT,
     prompt: Mapping[str, Any] | None = None, created: Callable[[str], None] | None = None,
+    form_fields: Callable[[str], Mapping[str, Any] | None] | None = None,
 ) -> Reply:
     """Send `response` to the client; `client_model` is the name to restore (or None).
     With `want_id`, the `id` of a created object (a 2xx JSON answer) goes into
@@ -70,7 +76,8 @@ async def relay(
     `created` as soon as it passes. A JSON answer longer than
     `answer_limit` raises `UpstreamAnswerTooLarge` (a 502), never a truncated 200.
     `prompt` (the request body) is read only when a stream ends before Azure's
-    usage frame, to estimate its usage."""
+    usage frame, to estimate its usage; a form's (an image edit's) are read then from
+    `form_fields` (`RequestBody.held_fields`), when its stream begins."""
     record.status = response.status
     # A virtual key's answer (its id in the record) carries the key's limits, never
     # Azure's: theirs are not relayed (the key's go on as head lines: `Answer.head_lines`,
@@ -88,8 +95,14 @@ async def relay(
             # client, so a task of its own would cost more than the chain it spares. A
             # disconnect cancels it here, and `_relay_stream` releases Azure's answer.
             return await _relay_stream(request, response, headers, policy, record, prompt)
-        meter = (ResponsesStreamMeter(created=created)
-                 if policy is None and operation == "responses" else None)
+        meter: _Meter | None = None
+        if policy is None:
+            if operation == "responses":
+                meter = ResponsesStreamMeter(created=created)
+            elif operation in _PICTURING:
+                meter = PictureStreamMeter()
+                if prompt is None and form_fields is not None:
+                    prompt = _form_of(form_fields, operation)
         # A task of its own: each chunk then resumes this one coroutine, not the whole
         # chain of handlers awaiting it (server, app, pipeline, here). A disconnect
         # cancels the handler, and with it this task.
@@ -104,7 +117,9 @@ async def relay(
             response.close()
             record.stream = True
             if record.usage is None and (policy is not None or meter is not None):
-                record.usage = with_context(estimated_usage(prompt, 0), record.context_tokens)
+                record.usage = (meter.recorded(prompt) if type(meter) is PictureStreamMeter
+                                else with_context(estimated_usage(prompt, 0),
+                                                  record.context_tokens))
             raise
     if content_type.startswith("application/json"):
         try:
@@ -133,10 +148,10 @@ async def relay(
 async def _relay_stream(
     request: HttpRequest, response: UpstreamResponse, headers: dict[str, str],
     policy: StreamPolicy | None, record: RequestRecord, prompt: Mapping[str, Any] | None,
-    meter: ResponsesStreamMeter | None = None,
+    meter: _Meter | None = None,
 ) -> ResponseStream:
     record.stream = True
-    if meter is not None:
+    if type(meter) is ResponsesStreamMeter:
         meter.claim = record.claim  # the ids the stream creates: the caller's (ownership)
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"
@@ -150,6 +165,8 @@ async def _relay_stream(
                 tail = await _pushed(response, out, normalizer)
             else:
                 tail, ended_with_newline = await _pulled(response, out, normalizer, meter)
+                if type(meter) is PictureStreamMeter:
+                    meter.finish()  # Azure's stream ended: its usage is the answer's
         except UpstreamError as exc:
             record.error = type(exc).__name__
             tail = (
@@ -185,15 +202,28 @@ async def _relay_stream(
             # tokens relayed so far and the prompt's, estimated and marked so.
             record.usage = normalizer.usage or with_context(
                 estimated_usage(prompt, normalizer.content_chars), record.context_tokens)
-        elif meter is not None:
+        elif type(meter) is PictureStreamMeter:
+            record.usage = meter.recorded(prompt)  # Azure's, or (left, broken) estimated
+        elif type(meter) is ResponsesStreamMeter:
             record.usage = meter.usage or with_context(
                 estimated_usage(prompt, meter.content_chars), record.context_tokens)
     return out
 
 
+def _form_of(form_fields: Callable[[str], Mapping[str, Any] | None],
+             operation: str) -> Mapping[str, Any] | None:
+    """A form's fields that price it; None when they cannot be read (a malformed form,
+    its spool gone: the request went out, its stream is relayed all the same, and
+    estimated as the dearest picture)."""
+    try:
+        return form_fields(operation)
+    except (GatewayError, OSError):
+        return None
+
+
 async def _pulled(
     response: UpstreamResponse, out: ResponseStream, normalizer: ChatStreamNormalizer | None,
-    meter: ResponsesStreamMeter | None,
+    meter: _Meter | None,
 ) -> tuple[bytes, bool]:
     """Relay read by read: the tail to end the client's stream with, and whether what was
     written ended with a newline."""

@@ -3,6 +3,7 @@
 - `stream`: `ChatStreamNormalizer` rewrites chat/completions SSE streams (`steady`: its
   fast path for frames of one shape; `choices`: what it reads in a frame's choices).
 - `responses_meter`: `ResponsesStreamMeter` reads a Responses stream relayed unchanged.
+- `picture_meter`: `PictureStreamMeter` reads a streamed gpt-image-1 picture's usage.
 - `body`: `normalize_body` rewrites non-streamed JSON answers.
 - `upstream_errors`: `translate_upstream_error` turns Azure's error answers into OpenAI's.
 """

@@ -237,26 +237,28 @@ def _hard_caller() -> Caller:
 
 @pytest.mark.parametrize("operation", ["images/generations", "images/edits"])
 @pytest.mark.parametrize("stream", [True, "true", "1", "on"])
-def test_a_streamed_picture_is_refused_to_a_hard_budget(operation: str, stream: object) -> None:
-    """Its usage is in its last event, which the gateway does not meter: $0 recorded."""
-    from azure_openai_proxy.gateway.budgethold import ModelNotPriced
+def test_a_streamed_picture_is_held_for_a_hard_budget(operation: str, stream: object) -> None:
+    """Its usage, in its completed event, is metered (normalize/picture_meter.py): held
+    as the same picture asked without `stream` (session 19; it was refused)."""
     guard = BudgetGuard(lambda: 1000.0)
     guard.prices = PriceTable.shipped()
     body = {"model": "gpt-image-1", "prompt": "x", "stream": stream, "partial_images": 2}
-    with pytest.raises(ModelNotPriced, match="stream"):
-        reserve_budget(guard, _hard_caller(), body, ("gpt-image-1",) * 3, operation, 1024)
-    assert reserve_budget(guard, _hard_caller(), {**body, "stream": False},
-                          ("gpt-image-1",) * 3, operation, 1024) is not None
+    streamed = reserve_budget(guard, _hard_caller(), body, ("gpt-image-1",) * 3, operation,
+                              1024)
+    plain = reserve_budget(guard, _hard_caller(), {**body, "stream": False},
+                           ("gpt-image-1",) * 3, operation, 1024)
+    assert streamed is not None and plain is not None
+    assert streamed.usd == plain.usd > 0
 
 
-async def test_a_streamed_edit_form_is_refused_to_a_hard_budget() -> None:
-    from azure_openai_proxy.gateway.budgethold import ModelNotPriced
+async def test_a_streamed_edit_form_is_held_for_a_hard_budget() -> None:
     data = _edit(part([cd('name="stream"')], b"true"))
     fields = await held(data, "images/edits")
     guard = BudgetGuard(lambda: 1000.0)
     guard.prices = PriceTable.shipped()
-    with pytest.raises(ModelNotPriced, match="stream"):
-        reserve_budget(guard, _hard_caller(), fields, ("gpt-image-1",) * 3, "images/edits", 1024)
+    hold = reserve_budget(guard, _hard_caller(), fields, ("gpt-image-1",) * 3,
+                          "images/edits", 1024)
+    assert hold is not None and hold.usd > 0
 
 
 async def test_a_streamed_transcription_form_is_refused_to_a_hard_budget() -> None:

@@ -167,7 +167,7 @@ async def test_partial_images_are_held_as_output_tokens() -> None:
     generation = {"model": "gpt-image-1", "prompt": "a", "quality": "low",
                   "size": "1024x1024"}
     plain = _hold(generation, "gpt-image-1", "images/generations").usd
-    # (asked with `stream`, which a hard budget refuses: tests/unit/test_s18_form_parts.py)
+    # (asked with `stream`: metered, normalize/picture_meter.py)
     streamed = _hold({**generation, "partial_images": 3}, "gpt-image-1",
                      "images/generations").usd
     assert streamed - plain == pytest.approx(300 * 40 / 1e6)
