@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from azure_openai_proxy.governance.model import UsageRecord
+from azure_openai_proxy.store.usage_report import read_usage
 from tests.e2e.conftest import CLIENT_KEY, Emulator
 from tests.e2e.test_ledger import _virtual_key, ledger_gateway, records  # noqa: F401
 from tests.support import ServerThread, silent_wav
@@ -70,6 +71,11 @@ def test_a_key_without_a_budget_records_abandoned_units_with_an_estimate(
     assert speech.cost_usd == pytest.approx(1000 * 15.0 / 1e6)  # tts: $15 per 1M chars
     # whisper: $0.006 a minute; the seconds are read from the file (an upper bound)
     assert heard.cost_usd == pytest.approx(0.006, rel=0.05)
+    # the usage report (`azure-openai-proxy usage --by model`) counts them as estimated
+    report = {row["model"]: row for row in read_usage(tmp_path / "gw.db", "model", 0, None)}
+    for model in ("dall-e-3", "tts-1", "whisper-1"):
+        assert (report[model]["estimated"], report[model]["unpriced"]) == (1, 0), report
+        assert report[model]["cost_usd"] > 0
 
 
 def test_a_static_client_key_records_an_abandoned_picture_with_an_estimate(
