@@ -237,8 +237,9 @@ def settle_budget(guard: BudgetGuard, hold: BudgetHold | None, record: RequestRe
             record.upstream_ms is None or 200 <= record.status < 300):
         # Sent, and its answer never came back (the client left, a timeout): Azure
         # finishes such work and bills it (a transcription's minutes, pictures, speech),
-        # and its answer is the only measure. Recorded at what it was held at, flagged
-        # as an estimate, so that a budget counts it (it was $0, the hold let go).
+        # and its answer is the only measure. `note_unanswered` records its estimate in
+        # its units first; where it could count none (no input, no file read), it is
+        # recorded at what it was held at, flagged, so that a budget counts it.
         record.usage = usage = {"estimated": True, ESTIMATED_USD: hold.usd}
     tokens = count_tokens(usage) if usage else NO_TOKENS
     usd = record_cost(record, prices, models, tokens)[0] if prices else 0.0
