@@ -6,7 +6,7 @@ the finished records into rows."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 from azure_openai_proxy.auth import Caller
@@ -231,8 +231,9 @@ def settle_budget(guard: BudgetGuard, hold: BudgetHold | None, record: RequestRe
             record.upstream_ms is None or 200 <= record.status < 300):
         # Sent, and its answer never came back (the client left, a timeout): Azure
         # finishes such work and bills it (a transcription's minutes, pictures, speech),
-        # and its answer is the only measure. Recorded at what it was held at, flagged
-        # as an estimate, so that a budget counts it (it was $0, the hold let go).
+        # and its answer is the only measure. `note_unanswered` records its estimate in
+        # its units first; where it could count none (no input, no file read), it is
+        # recorded at what it was held at, flagged, so that a budget counts it.
         record.usage = usage = {"estimated": True, ESTIMATED_USD: hold.usd}
     tokens = count_tokens(usage) if usage else NO_TOKENS
     usd = record_cost(record, prices, models, tokens)[0] if prices else 0.0
@@ -240,17 +241,47 @@ def settle_budget(guard: BudgetGuard, hold: BudgetHold | None, record: RequestRe
 
 
 def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
-                    operation: str, default_completion: int = DEFAULT_COMPLETION_TOKENS) -> None:
+                    operation: str, default_completion: int = DEFAULT_COMPLETION_TOKENS,
+                    form: Callable[[str], Mapping[str, Any] | None] | None = None) -> None:
     """A request that ended without an answer's usage after it was sent (the client left
     before the first byte, the upstream timed out): Azure may bill it, so it is recorded
     with an estimate (flagged) rather than as free, the context its chained turn made
     Azure read included (`record.context_tokens`). One never handed to a socket
-    (`record.sent`: its client left while it waited for a connection) is not."""
+    (`record.sent`: its client left while it waited for a connection) is not. A unit-
+    priced one (pictures, speech, a transcription) is estimated in its units, whatever
+    its key (a budget's hold is not needed): a form's fields from `form` (`RequestBody.
+    held_fields`), and its files' first bytes (`HeldForm`) read here, on this path only,
+    so that an answered request never pays for them."""
     if record.usage is None and record.sent and (
             record.upstream_ms is None or 200 <= record.status < 300):
+        if operation in UNIT_PRICED:
+            record.usage = _unanswered_units(body, operation, form)
+            return
         record.usage = with_context(
             unanswered_usage(body, operation, record.stream, default_completion),
             record.context_tokens)
+
+
+def _unanswered_units(body: Mapping[str, Any] | None, operation: str,
+                      form: Callable[[str], Mapping[str, Any] | None] | None,
+                      ) -> dict[str, Any] | None:
+    """`unanswered_usage` of a unit-priced request, its form's files read for it."""
+    if body is None and form is not None:
+        try:
+            body = form(operation)
+        except (GatewayError, OSError):  # a form it cannot read: its units unknown
+            body = None
+    seconds = sizes = None
+    if isinstance(body, HeldForm):
+        try:
+            if operation in _TRANSCRIBING:
+                seconds = body.audio_seconds()
+            elif operation == "images/edits":
+                sizes = body.picture_sizes()
+        except OSError:  # the spool is gone: the units the fields say, no more
+            pass
+    return unanswered_usage(body, operation, False, audio_seconds=seconds,
+                            picture_sizes=sizes)
 
 
 # Routes whose answer prices itself in one response_format only (`_require_priced_format`).

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from azure_openai_proxy.governance.budget import day_of
+from azure_openai_proxy.governance.mediatokens import ESTIMATED_TOKENS
 from azure_openai_proxy.governance.model import UsageRecord
 from azure_openai_proxy.governance.prices import (
     MAX_TOKENS,
@@ -59,18 +60,31 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
           tokens: tuple[int, int, int, int]) -> tuple[float, bool]:
     """(USD, priced) of a finished request with these (prompt, cached, completion,
     reasoning) tokens (`count_tokens`; its usage's audio tokens at the audio rates, where
-    the price has them)."""
+    the price has them). A unit-priced one by its units; one sent and never answered
+    (its usage `estimated`, whatever its status) by the units and tokens estimated for
+    it (governance/mediatokens.py `unanswered_units`), as its answer would have been."""
     if not any(tokens):
         usage = record.usage
         if usage and ESTIMATED_USD in usage:  # unit-priced work never answered: its hold
             held = usage[ESTIMATED_USD]
             return (float(held) if type(held) in (int, float) else 0.0), True
-        if record.route not in UNIT_PRICED or not 200 <= record.status < 300:
+        if record.route not in UNIT_PRICED:
             return 0.0, True
-        if not record.usage:
+        estimated = usage is not None and usage.get("estimated")
+        if not estimated and not 200 <= record.status < 300:
+            return 0.0, True
+        if not usage:
             return 0.0, False
         model = models.get((record.endpoint or "", record.deployment or ""))
-        return prices.unit_cost((record.model, model, record.deployment), record.usage)
+        names = (record.model, model, record.deployment)
+        usd, priced = prices.unit_cost(names, usage)
+        extra = usage.get(ESTIMATED_TOKENS) if estimated else None
+        if extra:  # sent, never answered (`unanswered_units`): its tokens too, where
+            # the model has token rates (gpt-image-1, the token-priced transcriptions)
+            more = prices.usage_cost(names, extra)[0]
+            # a unit-billed model's token rates are 0: priced by its units, or not at all
+            usd, priced = usd + more, priced or more > 0
+        return usd, priced
     model = models.get((record.endpoint or "", record.deployment or ""))
     rates = prices.rates((record.model, model, record.deployment))
     if rates is None:

@@ -34,11 +34,7 @@ from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.batchcheck import check_resource_post, uploaded_batch_models
 from azure_openai_proxy.gateway.budgethold import FREE_OPERATIONS, enforce_budget
 from azure_openai_proxy.gateway.chained import GuessedContext, fitted
-from azure_openai_proxy.gateway.chatfiles import (
-    USUAL_TOP_NAMES,
-    check_form_names,
-    check_top_names,
-)
+from azure_openai_proxy.gateway.chatfiles import USUAL_TOP_NAMES, check_form_names, check_top_names
 from azure_openai_proxy.gateway.governed import (
     ONE_MAXIMUM,
     PLAIN_CHAT_NAMES,
@@ -46,6 +42,7 @@ from azure_openai_proxy.gateway.governed import (
     admit_local,
     failed,
     hold,
+    keyless_failed,
     limit_refusal,
     plain_chat_chars,
     plain_messages_chars,
@@ -58,12 +55,7 @@ from azure_openai_proxy.gateway.governed import (
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
 from azure_openai_proxy.gateway.limitheaders import apply_lines, apply_to, limited, with_lines
 from azure_openai_proxy.gateway.modellist import models_answer
-from azure_openai_proxy.gateway.ownership import (
-    ObjectOwners,
-    chat_file_ids,
-    object_ids,
-    owned_answer,
-)
+from azure_openai_proxy.gateway.ownership import ObjectOwners, chat_file_ids, object_ids, owned_answer
 from azure_openai_proxy.gateway.poolchoice import PoolChooser
 from azure_openai_proxy.gateway.requestbody import RequestBody, read_body
 from azure_openai_proxy.governance.budget import BudgetGuard
@@ -170,8 +162,12 @@ class Gateway:
                 finally:
                     if not limits.settle_usage(tokens, record.usage):
                         limits.settle(tokens, used_tokens(record))
-            return await self._attempts.send(request, target, caller, body, record,
-                                             self._pools.pool_for(target, body))
+            try:  # a static key's (or passthrough) request
+                return await self._attempts.send(request, target, caller, body, record,
+                                                 self._pools.pool_for(target, body))
+            except BaseException as exc:
+                keyless_failed(exc, record, body.json, target.operation, body.held_fields)
+                raise
         except GatewayError as exc:
             record.status = exc.http_status
             record.error = type(exc).__name__
@@ -311,7 +307,7 @@ class Gateway:
                                            key.id, record, reply, batch_models, json)
             return apply_lines(reply, lines)
         except BaseException as exc:
-            failed(exc, record, json, operation, self._default_completion, lines)
+            failed(exc, record, json, operation, self._default_completion, lines, body.held_fields)
             raise
         finally:
             if held is not None:
