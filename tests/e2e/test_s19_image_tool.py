@@ -113,3 +113,47 @@ def test_an_image_deployment_that_is_no_deployment_name_is_refused_before_azure(
             model="gpt-4o", input="draw a cat", tools=TOOL)  # type: ignore[arg-type]
     assert refused.value.body["param"] == HEADER  # type: ignore[index]
     assert len(image_emulator.requests()) == before
+
+
+def test_a_hard_budget_stops_a_key_once_its_responses_pictures_reach_it(
+    image_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A low 1024x1024 picture costs ~$0.011 at gpt-image-1's rates, the text a few
+    hundredths of a cent: a $0.01 budget is spent by the first. Recorded at the text's
+    cost alone, the key went on making pictures."""
+    gateway = _gateway(image_emulator, ledger_gateway)
+    key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "pics", budget_usd=0.01,
+                                  budget_period="daily")
+    client = _client(gateway, secret)
+    client.responses.create(model="gpt-4o", input="draw a cat", tools=TOOL,  # type: ignore[arg-type]
+                            max_output_tokens=16)
+    before = len(image_emulator.requests())
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.responses.create(model="gpt-4o", input="draw a dog", tools=TOOL,  # type: ignore[arg-type]
+                                max_output_tokens=16)
+    assert refused.value.code == "insufficient_quota"
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    assert len(image_emulator.requests()) == before
+    spent = sum(r.cost_usd for r in records(gateway) if r.key_id == key_id)
+    assert spent >= 0.01
+
+
+def test_a_hard_budget_refuses_a_picture_on_a_deployment_it_cannot_price(
+    image_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """An image deployment the gateway does not configure: its model, and so its
+    pictures' price, unknown (recorded at $0, the budget would never stop them)."""
+    gateway = _gateway(image_emulator, ledger_gateway)
+    _, secret = _virtual_key(gateway, tmp_path / "gw.db", "pics", budget_usd=5.0,
+                             budget_period="daily")
+    before = len(image_emulator.requests())
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        _client(gateway, secret, image="elsewhere").responses.create(
+            model="gpt-4o", input="draw a cat", tools=TOOL)  # type: ignore[arg-type]
+    assert refused.value.code == "model_not_priced"
+    assert len(image_emulator.requests()) == before
+    # the same without the tool is served
+    _client(gateway, secret, image="elsewhere").responses.create(
+        model="gpt-4o", input="say hi", max_output_tokens=16)
