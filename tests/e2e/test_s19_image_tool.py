@@ -157,3 +157,20 @@ def test_a_hard_budget_refuses_a_picture_on_a_deployment_it_cannot_price(
     # the same without the tool is served
     _client(gateway, secret, image="elsewhere").responses.create(
         model="gpt-4o", input="say hi", max_output_tokens=16)
+
+
+def test_the_emulator_refuses_the_tool_as_azure_does_without_an_image_deployment(
+    image_emulator: Emulator,
+) -> None:
+    import httpx
+
+    url = image_emulator.url + "/openai/responses?api-version=2025-04-01-preview"
+    body = {"model": "gpt-4o", "input": "draw", "tools": TOOL}
+    for headers in ({}, {HEADER: "gpt-4o"}, {HEADER: "missing"}):
+        answer = httpx.post(url, json=body, headers={"api-key": AZURE_KEY, **headers})
+        assert answer.status_code == 400
+        assert answer.json()["error"]["type"] == "image_generation_user_error"
+    answer = httpx.post(url, json=body, headers={"api-key": AZURE_KEY, HEADER: "pictures"})
+    assert answer.status_code == 200
+    assert [item["type"] for item in answer.json()["output"]] == [
+        "image_generation_call", "message"]
