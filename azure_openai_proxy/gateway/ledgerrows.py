@@ -62,8 +62,12 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
     """(USD, priced) of a finished request with these (prompt, cached, completion,
     reasoning) tokens (`count_tokens`; its usage's audio tokens at the audio rates, where
     the price has them)."""
+    usage = record.usage
+    if usage and IMAGE_GEN in usage:  # a Responses answer's image tool: its own rates
+        text = record_cost(_without_tool(record), prices, models, tokens)
+        tool = image_gen_cost(prices, models, record.endpoint, usage[IMAGE_GEN])
+        return text[0] + tool[0], text[1] and tool[1]
     if not any(tokens):
-        usage = record.usage
         if usage and ESTIMATED_USD in usage:  # unit-priced work never answered: its hold
             held = usage[ESTIMATED_USD]
             return (float(held) if type(held) in (int, float) else 0.0), True
@@ -75,11 +79,6 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
         return prices.unit_cost((record.model, model, record.deployment), record.usage)
     model = models.get((record.endpoint or "", record.deployment or ""))
     rates = prices.rates((record.model, model, record.deployment))
-    usage = record.usage
-    if usage and IMAGE_GEN in usage:  # a Responses answer's image tool: its own rates
-        text = record_cost(_without_tool(record), prices, models, tokens)
-        tool = image_gen_cost(prices, models, record.endpoint, usage[IMAGE_GEN])
-        return text[0] + tool[0], text[1] and tool[1]
     if rates is None:
         return 0.0, False
     if len(rates) > 3 and usage:

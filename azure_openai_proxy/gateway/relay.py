@@ -195,8 +195,9 @@ async def _relay_stream(
         elif meter is not None:
             record.usage = meter.usage or with_context(
                 estimated_usage(prompt, meter.content_chars), record.context_tokens)
-            if meter.image_gen is not None:
-                record.usage = _with_image_gen(record.usage, meter.image_gen, request)
+            image_gen = meter.image_gen or meter.pictures_so_far()
+            if image_gen is not None:
+                record.usage = _with_image_gen(record.usage, image_gen, request)
     return out
 
 

@@ -145,3 +145,26 @@ def test_the_hold_covers_the_pictures_the_tool_may_make() -> None:
     for headers in (None, {"x-ms-oai-image-generation-deployment": "elsewhere"}):
         with pytest.raises(ToolNotPriced):
             image_tool_usd(_guard(), body, headers, 10)
+
+
+def test_a_stream_cut_before_its_final_event_keeps_the_pictures_it_finished() -> None:
+    item = {"type": "image_generation_call", "id": "ig_1", "status": "completed",
+            "result": "QUJD" * 50, "quality": "low", "size": "1536x1024"}
+    stream = _events(
+        {"type": "response.created", "response": {"id": "resp_1", "usage": None}},
+        {"type": "response.output_item.added", "item": {**item, "status": "in_progress"}},
+        {"type": "response.output_item.done", "item": item},
+        {"type": "response.output_text.delta", "delta": "Here"})
+    meter = ResponsesStreamMeter()
+    for start in range(0, len(stream), 5):
+        meter.feed(stream[start:start + 5])
+    assert meter.image_gen is None and meter.usage is None
+    part = meter.pictures_so_far()
+    assert part is not None and part["output_tokens"] == 400 and part["estimated"] is True
+    assert ResponsesStreamMeter().pictures_so_far() is None
+
+
+def test_a_record_without_text_tokens_still_prices_its_pictures() -> None:
+    usage = {"image_gen": {**_TOOL_USAGE["image_gen"], "deployment": "pictures"}}
+    assert record_cost(_record(usage), _TABLE, _MODELS, (0, 0, 0, 0)) == (
+        pytest.approx(_TOOL_USD), True)
