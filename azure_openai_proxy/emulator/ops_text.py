@@ -22,10 +22,12 @@ from azure_openai_proxy.emulator.generation import (
     plan_completions,
 )
 from azure_openai_proxy.emulator.responses_api import (
+    input_text,
     plan_response,
     response_events,
     response_object,
 )
+from azure_openai_proxy.emulator.responses_image import image_call
 from azure_openai_proxy.emulator.textgen import (
     count_tokens,
     embedding_vector,
@@ -145,8 +147,9 @@ async def responses_create(ex: Exchange) -> web.StreamResponse:
     assert ex.deployment is not None and ex.version is not None
     if "input" not in ex.body:
         raise validation.missing("input", ex.version)
+    image = image_call(ex.body, ex.request.headers, ex.config, input_text(ex.body))
     plan = plan_response(ex.body, ex.deployment, new_id("resp_"), ex.created,
-                         ex.config.completion_tokens)
+                         ex.config.completion_tokens, image)
     final = response_object(plan)
     if ex.body.get("store", True):
         ex.state.stores.responses[plan.id] = final

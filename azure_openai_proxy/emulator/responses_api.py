@@ -3,7 +3,8 @@
 Streamed, a text answer is exactly: response.created, response.in_progress,
 response.output_item.added, response.content_part.added, response.output_text.delta
 (one per burst), response.output_text.done, response.content_part.done,
-response.output_item.done, response.completed (or response.incomplete). Reasoning
+response.output_item.done, response.completed (or response.incomplete). The hosted image tool's picture
+(responses_image.py) is an `image_generation_call` item before the message. Reasoning
 models first add and finish a `reasoning` item; a function call streams
 response.function_call_arguments.delta/done instead of the text events.
 """
@@ -18,6 +19,12 @@ import orjson
 
 from azure_openai_proxy.emulator.config import EmulatedDeployment
 from azure_openai_proxy.emulator.generation import check_prompt_filter
+from azure_openai_proxy.emulator.responses_image import (
+    ImageCall,
+    image_events,
+    image_item,
+    image_tool_usage,
+)
 from azure_openai_proxy.emulator.textgen import (
     TRIGGER_COMPLETION_FILTER,
     content_text,
@@ -41,6 +48,7 @@ class ResponsePlan:
     input_tokens: int
     reasoning_tokens: int
     incomplete_reason: str | None
+    image: ImageCall | None = None  # the hosted image tool's picture (responses_image.py)
 
 
 def input_text(body: Mapping[str, Any]) -> str:
@@ -60,7 +68,7 @@ def input_text(body: Mapping[str, Any]) -> str:
 
 def plan_response(
     body: Mapping[str, Any], deployment: EmulatedDeployment, response_id: str, created: int,
-    natural_tokens: int,
+    natural_tokens: int, image: ImageCall | None = None,
 ) -> ResponsePlan:
     tools = body.get("tools")
     if tools is not None and not isinstance(tools, list):  # Azure's 400, not a crash
@@ -82,7 +90,7 @@ def plan_response(
     return ResponsePlan(
         id=response_id, created=created, deployment=deployment, request=body,
         tokens=tuple(tokens), tool=tool, input_tokens=count_tokens(prompt) + 3,
-        reasoning_tokens=reasoning, incomplete_reason=reason,
+        reasoning_tokens=reasoning, incomplete_reason=reason, image=image,
     )
 
 
@@ -105,12 +113,18 @@ def _ids(plan: ResponsePlan) -> tuple[str, str, str]:
     return f"msg_{suffix}", f"rs_{suffix}", f"fc_{suffix}"
 
 
+def _image_id(plan: ResponsePlan) -> str:
+    return f"ig_{plan.id.removeprefix('resp_')}"
+
+
 def _items(plan: ResponsePlan, *, done: bool) -> list[dict[str, Any]]:
     message_id, reasoning_id, call_id = _ids(plan)
     status = "completed" if done else "in_progress"
     items: list[dict[str, Any]] = []
     if plan.deployment.reasoning:
         items.append({"id": reasoning_id, "type": "reasoning", "summary": []})
+    if plan.image is not None:
+        items.append(image_item(plan.image, _image_id(plan), done=done))
     if plan.tool is not None:
         items.append({
             "id": call_id, "type": "function_call", "status": status,
@@ -169,6 +183,8 @@ def response_object(plan: ResponsePlan, *, status: str | None = None) -> dict[st
         } if done else None,
         "user": body.get("user"),
         "metadata": body.get("metadata") or {},
+        **({"tool_usage": image_tool_usage(plan.image)}
+           if done and plan.image is not None else {}),
     }
 
 
@@ -186,6 +202,10 @@ def response_events(plan: ResponsePlan, burst: int) -> list[tuple[dict[str, Any]
         emit("response.output_item.added", output_index=index, item=item)
         if item["type"] == "message":
             _text_events(plan, emit, index, item["id"], burst)
+        elif item["type"] == "image_generation_call":
+            assert plan.image is not None
+            for kind, fields in image_events(plan.image, item["id"], index):
+                emit(kind, **fields)
         elif item["type"] == "function_call":
             assert plan.tool is not None
             pieces = split_arguments(plan.tool.arguments, max(1, len(plan.tool.arguments) // 16))

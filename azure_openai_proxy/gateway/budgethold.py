@@ -15,6 +15,7 @@ from azure_openai_proxy.gateway.affinity import folded
 from azure_openai_proxy.gateway.formmedia import HeldForm
 from azure_openai_proxy.gateway.ledger import NO_TOKENS, UNIT_PRICED, record_cost
 from azure_openai_proxy.gateway.ledgerrows import ESTIMATED_USD
+from azure_openai_proxy.gateway.toolhold import ToolNotPriced, image_tool_usd
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
     BudgetHold,
@@ -40,6 +41,7 @@ from azure_openai_proxy.governance.prices import (
     dearest_rates,
     token_cost,
 )
+from azure_openai_proxy.governance.toolusage import IMAGE_DEPLOYMENT_HEADER
 from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.observability.record import RequestRecord
 
@@ -93,14 +95,16 @@ def budgeted(caller: Caller) -> bool:
 def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] | None,
                    names: Names | PoolNames, operation: str = "",
                    default_completion: int = DEFAULT_COMPLETION_TOKENS,
-                   estimate: tuple[int, int] | None = None) -> BudgetHold | None:
+                   estimate: tuple[int, int] | None = None,
+                   headers: Mapping[str, str] | None = None) -> BudgetHold | None:
     """Hold the request's estimated cost (its prompt and its max output tokens, priced as
     `names`' model: of each deployment of its pool, the dearest, `price_names`) against
     its key's and team's budgets, or refuse it (429
     insufficient_quota) when what they spent and hold already reaches a budget. Call
     just before the request goes out; `settle_budget` once it has ended. `estimate`:
     the body's (prompt, max output) tokens when the caller has them already (the rate
-    limit's, gateway/governed.py `hold`), so the prompt is measured once."""
+    limit's, gateway/governed.py `hold`), so the prompt is measured once. `headers`:
+    the request's (a Responses request's image tool names its deployment there)."""
     if not budgeted(caller) or operation in FREE_OPERATIONS:
         return None  # nothing to estimate: most keys
     # A hard budget alone refuses what it could never stop: a soft one only warns, and
@@ -130,6 +134,16 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
     if rates is None and prices is not None and operation in _TOKEN_PRICED and hard:
         raise _unpriced(names)
     usd = token_cost(rates, tokens[0], 0, tokens[1]) if rates is not None else 0.0
+    if operation == "responses" and body and prices is not None:
+        try:  # its hosted image tool's pictures, at the image model's rates
+            usd += image_tool_usd(guard, body, headers, tokens[0])
+        except ToolNotPriced:
+            if hard:
+                raise ModelNotPriced(
+                    "The image generation tool's deployment (the "
+                    f"{IMAGE_DEPLOYMENT_HEADER} header) is not a deployment of this "
+                    "gateway with a price, so its pictures cannot count against this key's "
+                    "budget.", param=IMAGE_DEPLOYMENT_HEADER) from None
     if prices is not None and body and operation in UNIT_PRICED and (
             operation not in _TRANSCRIBING):  # their minutes are known after: below
         asked = _units_asked(operation, body)

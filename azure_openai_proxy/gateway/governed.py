@@ -70,12 +70,14 @@ Held = tuple[Admission, BudgetHold | None]
 
 def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
          body: Mapping[str, Any] | None, routed: tuple[Pool, str | None], operation: str,
-         default_completion: int, prompt_chars: int | None = None, chained: int = 0) -> Held:
+         default_completion: int, prompt_chars: int | None = None, chained: int = 0,
+         headers: Mapping[str, str] | None = None) -> Held:
     """Let a virtual key's request through its key's and team's limits (tokens estimated
     from the parsed body, when a TPM limit applies) and hold its estimated cost against
     their budgets; a 429 when either says no, having taken nothing. `release` it once
     the request has ended. `prompt_chars`: `plain_chat_chars(body)`, when measured;
-    `chained`: the context tokens its `previous_response_id` reads (gateway/chained.py).
+    `chained`: the context tokens its `previous_response_id` reads (gateway/chained.py);
+    `headers`: the request's, for the budget (a Responses image tool's deployment).
     Runs for every governed request: the usual one (a plain chat, its `max_tokens` set,
     no budget) is estimated inline, `request_estimate`'s short path."""
     key, team = caller.key, caller.team
@@ -120,7 +122,7 @@ def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
     assert budgets is not None
     try:
         return admitted, reserve_budget(budgets, caller, body, price_names(*routed),
-                                        operation, default_completion, estimate)
+                                        operation, default_completion, estimate, headers)
     except BaseException:
         limiter.refund(admitted)  # over budget, never sent: its request slot too
         raise

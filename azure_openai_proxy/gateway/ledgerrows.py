@@ -6,6 +6,7 @@ holds use too). Plain data in, plain tuples out: no I/O, no clock.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -24,6 +25,7 @@ from azure_openai_proxy.governance.prices import (
     count_tokens,
     token_cost,
 )
+from azure_openai_proxy.governance.toolusage import IMAGE_GEN, image_gen_cost
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ledger import SOURCE_CODE, Labels, LedgerRow, record_of
 
@@ -63,8 +65,12 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
     the price has them). A unit-priced one by its units; one sent and never answered
     (its usage `estimated`, whatever its status) by the units and tokens estimated for
     it (governance/mediatokens.py `unanswered_units`), as its answer would have been."""
+    usage = record.usage
+    if usage and IMAGE_GEN in usage:  # a Responses answer's image tool: its own rates
+        text = record_cost(_without_tool(record), prices, models, tokens)
+        tool = image_gen_cost(prices, models, record.endpoint, usage[IMAGE_GEN])
+        return text[0] + tool[0], text[1] and tool[1]
     if not any(tokens):
-        usage = record.usage
         if usage and ESTIMATED_USD in usage:  # unit-priced work never answered: its hold
             held = usage[ESTIMATED_USD]
             return (float(held) if type(held) in (int, float) else 0.0), True
@@ -89,9 +95,15 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
     rates = prices.rates((record.model, model, record.deployment))
     if rates is None:
         return 0.0, False
-    if len(rates) > 3 and record.usage:
-        return audio_cost(rates, record.usage, tokens[0], tokens[1], tokens[2]), True
+    if len(rates) > 3 and usage:
+        return audio_cost(rates, usage, tokens[0], tokens[1], tokens[2]), True
     return token_cost(rates, tokens[0], tokens[1], tokens[2]), True
+
+
+def _without_tool(record: RequestRecord) -> RequestRecord:
+    """A copy of `record` whose usage is the text model's alone."""
+    usage = {k: v for k, v in (record.usage or {}).items() if k != IMAGE_GEN}
+    return dataclasses.replace(record, usage=usage, retries=[])
 
 
 # The queue: (a finished request, when it ended); or a reload's mark, `RELOADED` (its
@@ -203,7 +215,10 @@ class RowPricer:
                         else:
                             prompt, cached, completion, reasoning = count_tokens(usage)
                             flags = _ESTIMATED if usage.get("estimated") else _MEASURED
-                else:
+                else:  # not chat's shape: a Responses answer's, maybe with its image tool's
+                    if IMAGE_GEN in usage:  # priced apart: chat's records never come here
+                        append(self._tool_row(record, arrived, day, label_of))
+                        continue
                     prompt, cached, completion, reasoning = count_tokens(usage)
                     flags = _ESTIMATED if usage.get("estimated") else _MEASURED
             else:
@@ -231,6 +246,24 @@ class RowPricer:
                     completion, reasoning, cost, record.upstream_ms, total,
                     record.attempts, flags | record.stream, labels, day))
         return (start, end, day), False
+
+    def _tool_row(self, record: RequestRecord, arrived: float, day: str,
+                  label_of: Callable[[Labels], int]) -> LedgerRow:
+        """The row of a Responses request whose usage has its image tool's part
+        (`governance/toolusage.py`): the text model's tokens, and a cost of both parts,
+        each at its own model's rates; estimated when either is."""
+        usage = record.usage or {}
+        prompt, cached, completion, reasoning = count_tokens(usage)
+        names = (record.key_id, record.team_id, record.model, record.deployment,
+                 record.endpoint, record.route)
+        known = self._named.get(names) or self._name(names, label_of)
+        cost, priced = record_cost(record, self.prices, self.models,
+                                   (prompt, cached, completion, reasoning))
+        estimated = usage.get("estimated") or usage[IMAGE_GEN].get("estimated")
+        flags = (_ESTIMATED if estimated else _MEASURED) | priced << 1
+        return (arrived, record.request_id, known[2], record.status, prompt, cached,
+                completion, reasoning, cost, record.upstream_ms, record.total_ms,
+                record.attempts, flags | record.stream, known[0], day)
 
     def _name(self, names: _Names, label_of: Callable[[Labels], int]) -> _Named:
         """A new combination's labels ("" for none), token rates (() for none), label

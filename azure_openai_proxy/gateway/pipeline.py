@@ -291,7 +291,7 @@ class Gateway:
                 raise limit_refusal(lines, chained)
         else:
             held = hold(limiter, self.budgets, caller, body.held_fields(operation), routed,
-                        operation, self._default_completion, prompt_chars, chained)
+                        operation, self._default_completion, prompt_chars, chained, request.headers)
             lines = held[0].head_lines
         if operation == "responses" and request.method == "POST":
             # A streamed response's id and items, the key's as the stream shows them.

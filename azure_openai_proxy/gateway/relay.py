@@ -26,6 +26,11 @@ import orjson
 from azure_openai_proxy.errors import GatewayError, UpstreamError
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest
 from azure_openai_proxy.governance.estimate import estimated_usage, with_context
+from azure_openai_proxy.governance.toolusage import (
+    IMAGE_DEPLOYMENT_HEADER,
+    IMAGE_GEN,
+    image_gen_usage,
+)
 from azure_openai_proxy.http.interface import (
     Answer,
     HttpRequest,
@@ -130,6 +135,8 @@ async def relay(
             raw, record.usage = normalize_answer(
                 raw, client_model=client_model, keep_azure_fields=keep_azure_fields
             )
+            if operation == "responses" and raw.find(b'"image_generation_call"') != -1:
+                record.usage = _with_image_gen(record.usage, _answer_image_gen(raw), request)
         elif raw.find(b'"usage"') >= 0:  # `find`: ~1k instructions fewer than `in`
             record.usage = usage_of(raw)
         elif operation in _UNIT_BILLED and 200 <= response.status < 300:
@@ -207,6 +214,9 @@ async def _relay_stream(
         elif type(meter) is ResponsesStreamMeter:
             record.usage = meter.usage or with_context(
                 estimated_usage(prompt, meter.content_chars), record.context_tokens)
+            image_gen = meter.image_gen or meter.pictures_so_far()
+            if image_gen is not None:
+                record.usage = _with_image_gen(record.usage, image_gen, request)
     return out
 
 
@@ -475,3 +485,22 @@ def _id_of(raw: bytes) -> str | None:
 
 def _raw_stream_error(exc: GatewayError) -> bytes:
     return b"event: error\ndata: " + orjson.dumps(exc.body()) + b"\n\n"
+
+
+def _answer_image_gen(raw: bytes) -> dict[str, Any] | None:
+    """The hosted image tool's part of a Responses JSON answer (governance/toolusage.py)."""
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return image_gen_usage(answer, None) if type(answer) is dict else None
+
+
+def _with_image_gen(usage: dict[str, Any] | None, image_gen: dict[str, Any] | None,
+                    request: HttpRequest) -> dict[str, Any] | None:
+    """The record's usage with the image tool's part, which names the image deployment
+    the client's header chose (checked before it went upstream: gateway/translation.py)."""
+    if image_gen is None:
+        return usage
+    deployment = request.headers.get(IMAGE_DEPLOYMENT_HEADER)
+    return {**(usage or {}), IMAGE_GEN: {**image_gen, "deployment": deployment}}

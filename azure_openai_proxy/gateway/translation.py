@@ -25,8 +25,9 @@ from azure_openai_proxy.compat import (
     adapt_completions_request,
     infer_family,
 )
-from azure_openai_proxy.errors import MalformedBody
+from azure_openai_proxy.errors import HostileInput, MalformedBody
 from azure_openai_proxy.gateway.requestbody import RequestBody
+from azure_openai_proxy.governance.toolusage import IMAGE_DEPLOYMENT_HEADER, valid_deployment_name
 from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.normalize.stream import StreamPolicy
 from azure_openai_proxy.observability.record import RequestRecord
@@ -121,6 +122,10 @@ class RequestTranslator:
                 if data.get("stream") is True:
                     record.stream = True
                     policy = self._policy(client_model, adapted.usage_injected)
+            elif target.operation == "responses":
+                image_deployment = request.headers.get(IMAGE_DEPLOYMENT_HEADER)
+                if image_deployment is not None:  # the hosted image tool's deployment
+                    headers[IMAGE_DEPLOYMENT_HEADER] = _image_deployment(image_deployment)
             if (route.needs_model and client_model is not None
                     and data.get("model") != deployment.deployment_name):
                 data = {**data, "model": deployment.deployment_name}
@@ -251,3 +256,14 @@ def _query_value(request: HttpRequest, name: str) -> str | None:
         if key == name:
             return value
     return None
+
+
+def _image_deployment(name: str) -> str:
+    """The client's `x-ms-oai-image-generation-deployment` (which deployment runs a
+    Responses request's hosted image tool), relayed only when it can be a deployment's
+    name: client text goes into no upstream header unchecked."""
+    if not valid_deployment_name(name):
+        raise HostileInput(
+            f"The {IMAGE_DEPLOYMENT_HEADER} header must be a deployment name (1 to 64 "
+            "letters, digits, '-', '_' or '.').", param=IMAGE_DEPLOYMENT_HEADER)
+    return name

@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from azure_openai_proxy.governance.toolusage import image_gen_usage
 from azure_openai_proxy.sse import SseDecoder
 
 __all__ = ["ResponsesStreamMeter"]
@@ -34,7 +35,9 @@ class ResponsesStreamMeter:
     """Reads a Responses API stream as it is relayed unchanged: `usage` from its
     `response.completed` (or `.incomplete`/`.failed`) event, `content_chars` of the
     text deltas (output text, refusal, reasoning, function-call arguments), for an
-    estimate when it ends first, and the ids the stream creates: the response's (from
+    estimate when it ends first, the hosted image tool's part (`image_gen`: the final
+    response's `tool_usage.image_gen`, or its `image_generation_call` items), and the
+    ids the stream creates: the response's (from
     `response.created`, or from the final event when none came first; kept in
     `response_id`) and its output items' (from `response.output_item.added`/`.done` and
     the final response's `output`). Each new id is handed to `claim` (when set) as soon
@@ -42,8 +45,8 @@ class ResponsesStreamMeter:
     id to `created` too (when set: the resource that made it is remembered,
     gateway/affinity.py). Only the events that can carry one of these are parsed."""
 
-    __slots__ = ("_decoder", "_seen", "claim", "content_chars", "created", "response_id",
-                 "usage")
+    __slots__ = ("_decoder", "_pictures", "_seen", "claim", "content_chars", "created", "image_gen",
+                 "response_id", "usage")
 
     def __init__(self, claim: Callable[[list[str]], None] | None = None,
                  created: Callable[[str], None] | None = None) -> None:
@@ -52,6 +55,10 @@ class ResponsesStreamMeter:
         self.created = created
         self._seen: set[str] = set()
         self.usage: dict[str, Any] | None = None
+        # The hosted image tool's part (governance/toolusage.py), from the final event
+        self.image_gen: dict[str, Any] | None = None
+        # The pictures finished so far (their items), for a stream that ends first
+        self._pictures: list[dict[str, Any]] = []
         self.content_chars = 0
         self.response_id: str | None = None
 
@@ -79,7 +86,15 @@ class ResponsesStreamMeter:
                 self.content_chars += len(delta)
                 continue
             if kind in _ITEM_EVENTS:
-                self._ids_of([obj.get("item")])
+                item = obj.get("item")
+                self._ids_of([item])
+                if (kind == "response.output_item.done" and type(item) is dict
+                        and item.get("type") == "image_generation_call"
+                        and len(self._pictures) < _MAX_IDS):
+                    # its quality and size only: not its picture (`result`, base64)
+                    self._pictures.append({"type": "image_generation_call",
+                                           "quality": item.get("quality"),
+                                           "size": item.get("size")})
                 continue
             response = obj.get("response")
             if type(response) is not dict:
@@ -93,9 +108,18 @@ class ResponsesStreamMeter:
                 # A stream that did not begin with `response.created` (cut, or not as
                 # documented) still names its response here, before its items.
                 self._response_created(response)
+                self.image_gen = image_gen_usage(response, None)
+                self._pictures.clear()  # the final event says what they cost
                 output = response.get("output")
                 if type(output) is list:
                     self._ids_of(output)
+
+    def pictures_so_far(self) -> dict[str, Any] | None:
+        """The image tool's part of a stream that ended before its final event: the
+        pictures whose items were done, estimated (`image_gen_usage`); None if none."""
+        if not self._pictures:
+            return None
+        return image_gen_usage({"output": self._pictures}, None)
 
     def _response_created(self, response: dict[str, Any]) -> None:
         response_id = response.get("id")
