@@ -24,13 +24,9 @@ from typing import Any
 import orjson
 
 from azure_openai_proxy.errors import GatewayError, UpstreamError
+from azure_openai_proxy.gateway.answerusage import answer_image_gen, unit_usage, with_image_gen
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest
 from azure_openai_proxy.governance.estimate import estimated_usage, with_context
-from azure_openai_proxy.governance.toolusage import (
-    IMAGE_DEPLOYMENT_HEADER,
-    IMAGE_GEN,
-    image_gen_usage,
-)
 from azure_openai_proxy.http.interface import (
     Answer,
     HttpRequest,
@@ -136,11 +132,11 @@ async def relay(
                 raw, client_model=client_model, keep_azure_fields=keep_azure_fields
             )
             if operation == "responses" and raw.find(b'"image_generation_call"') != -1:
-                record.usage = _with_image_gen(record.usage, _answer_image_gen(raw), request)
+                record.usage = with_image_gen(record.usage, answer_image_gen(raw), request.headers)
         elif raw.find(b'"usage"') >= 0:  # `find`: ~1k instructions fewer than `in`
             record.usage = usage_of(raw)
         elif operation in _UNIT_BILLED and 200 <= response.status < 300:
-            record.usage = _unit_usage(operation, raw, prompt)
+            record.usage = unit_usage(operation, raw, prompt)
         if want_id and 200 <= response.status < 300:
             record.created_id = _id_of(raw)
         headers["content-type"] = "application/json"
@@ -216,7 +212,7 @@ async def _relay_stream(
                 estimated_usage(prompt, meter.content_chars), record.context_tokens)
             image_gen = meter.image_gen or meter.pictures_so_far()
             if image_gen is not None:
-                record.usage = _with_image_gen(record.usage, image_gen, request)
+                record.usage = with_image_gen(record.usage, image_gen, request.headers)
     return out
 
 
@@ -453,28 +449,6 @@ async def _relay_bytes(
     return out
 
 
-def _unit_usage(operation: str, raw: bytes, prompt: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The units a unit-billed JSON answer without token usage is priced by: the images
-    returned (with the request's size and quality; a multipart edit's are not read:
-    "unknown", left unpriced), or a verbose transcription's duration."""
-    try:
-        answer = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(answer, dict):
-        return None
-    if operation.startswith("images/"):
-        data = answer.get("data")
-        if not isinstance(data, list) or not data:
-            return None
-        size, quality = (prompt.get("size"), prompt.get("quality")) if prompt else ("unknown", None)
-        return {"images": len(data), "size": size, "quality": quality}
-    duration = answer.get("duration")
-    if isinstance(duration, int | float) and not isinstance(duration, bool) and duration > 0:
-        return {"audio_seconds": float(duration)}
-    return None
-
-
 def _id_of(raw: bytes) -> str | None:
     try:
         value = orjson.loads(raw).get("id")
@@ -485,22 +459,3 @@ def _id_of(raw: bytes) -> str | None:
 
 def _raw_stream_error(exc: GatewayError) -> bytes:
     return b"event: error\ndata: " + orjson.dumps(exc.body()) + b"\n\n"
-
-
-def _answer_image_gen(raw: bytes) -> dict[str, Any] | None:
-    """The hosted image tool's part of a Responses JSON answer (governance/toolusage.py)."""
-    try:
-        answer = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    return image_gen_usage(answer, None) if type(answer) is dict else None
-
-
-def _with_image_gen(usage: dict[str, Any] | None, image_gen: dict[str, Any] | None,
-                    request: HttpRequest) -> dict[str, Any] | None:
-    """The record's usage with the image tool's part, which names the image deployment
-    the client's header chose (checked before it went upstream: gateway/translation.py)."""
-    if image_gen is None:
-        return usage
-    deployment = request.headers.get(IMAGE_DEPLOYMENT_HEADER)
-    return {**(usage or {}), IMAGE_GEN: {**image_gen, "deployment": deployment}}
