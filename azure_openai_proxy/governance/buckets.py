@@ -25,7 +25,8 @@ from azure_openai_proxy.governance.ratelimitheaders import (
     limit_headers,
 )
 
-__all__ = ["LimitKind", "Refusal", "Subject", "UsualLimits", "limit_of", "refusal"]
+__all__ = ["LimitKind", "Refusal", "Subject", "UsualLimits", "limit_of", "longest_refusal",
+           "refusal", "refusal_of"]
 
 LimitKind = Literal["requests", "tokens", "parallel"]
 PARALLEL_RETRY_SECONDS = 1.0
@@ -128,18 +129,53 @@ class Refusal:
 
 
 def refusal(state: Subject, tokens: int, now: float) -> Refusal:
-    """Why `state` refuses a request of `tokens` (parallel, then requests, then tokens)."""
+    """Why `state` refuses a request of `tokens`: for good when it is larger than the
+    minute; else the longest of the waits its buckets need (its parallel slot, a
+    request, the tokens), so that a client that waits what it is told is not refused
+    again by another of them (`retry-after-ms`)."""
+    found = refusal_of(state, tokens, now)
+    assert found is not None, "refusal() of a subject that admits the request"
+    return found
+
+
+def refusal_of(state: Subject, tokens: int, now: float) -> Refusal | None:
+    """`refusal`, or None when `state` would admit the request."""
     state.refill(now)
-    name, headers = state.name, limit_headers((state,))
-    if state.parallel is not None and state.in_flight >= state.parallel:
-        return Refusal(name, "parallel", PARALLEL_RETRY_SECONDS, headers)
-    if state.rpm is not None and state.rpm_level < 1:
-        return Refusal(name, "requests", (1 - state.rpm_level) / state.rpm_rate, headers)
+    name = state.name
     cap = state.tpm
-    assert cap is not None
-    if tokens > cap:
-        return Refusal(name, "tokens", 60.0, headers, never=True)
-    return Refusal(name, "tokens", (tokens - state.tpm_level) / state.tpm_rate, headers)
+    if cap is not None and tokens > cap:
+        return Refusal(name, "tokens", 60.0, limit_headers((state,)), never=True)
+    wait = 0.0
+    kind: LimitKind | None = None
+    if state.parallel is not None and state.in_flight >= state.parallel:
+        wait, kind = PARALLEL_RETRY_SECONDS, "parallel"
+    if state.rpm is not None and state.rpm_level < 1:
+        needed = (1 - state.rpm_level) / state.rpm_rate
+        if kind is None or needed > wait:
+            wait, kind = needed, "requests"
+    if cap is not None and tokens and tokens > state.tpm_level:  # a debt refuses no free one
+        needed = (tokens - state.tpm_level) / state.tpm_rate
+        if kind is None or needed > wait:
+            wait, kind = needed, "tokens"
+    if kind is None:
+        return None
+    return Refusal(name, kind, wait, limit_headers((state,)))
+
+
+def longest_refusal(subjects: tuple[Subject, ...], tokens: int, now: float) -> Refusal:
+    """Why `subjects` (a key and its team) refuse a request of `tokens`: one for good
+    first, else the one that needs the longest wait, so that waiting it satisfies them
+    all (call it only when one refuses)."""
+    found: Refusal | None = None
+    for state in subjects:
+        this = refusal_of(state, tokens, now)
+        if this is not None and (found is None or this.never
+                                 or (not found.never and this.retry_after > found.retry_after)):
+            found = this
+            if this.never:
+                break
+    assert found is not None, "longest_refusal() of subjects that admit the request"
+    return found
 
 
 class UsualLimits:

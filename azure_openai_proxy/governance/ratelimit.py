@@ -41,7 +41,7 @@ from azure_openai_proxy.governance.buckets import (
     UsualLimits,
     bucket_view,
     limit_of,
-    refusal,
+    longest_refusal,
 )
 from azure_openai_proxy.governance.buckets import Subject as _Subject
 from azure_openai_proxy.governance.estimate import DEFAULT_COMPLETION_TOKENS
@@ -226,7 +226,7 @@ class RateLimiter:
                     state.rpm_level = cap if level > cap else level
                     state.rpm_stamp = now
                 if state.rpm_level < 1:
-                    return refusal(state, tokens, now)
+                    return longest_refusal(subjects, tokens, now)
             cap = state.tpm
             if cap is not None:
                 if now > state.tpm_stamp:
@@ -234,9 +234,9 @@ class RateLimiter:
                     state.tpm_level = cap if level > cap else level
                     state.tpm_stamp = now
                 if tokens > state.tpm_level and tokens:  # a TPM in debt refuses no free request
-                    return refusal(state, tokens, now)
+                    return longest_refusal(subjects, tokens, now)
             if state.parallel is not None and state.in_flight >= state.parallel:
-                return refusal(state, tokens, now)
+                return longest_refusal(subjects, tokens, now)
         for state in subjects:
             state.rpm_level -= 1  # harmless without a limit: never read then
             state.tpm_level -= tokens

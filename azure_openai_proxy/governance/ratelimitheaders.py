@@ -64,7 +64,7 @@ def bucket_lines(memo: BoundedCache[float, bytes], texts: BoundedCache[int, byte
     `limit_headers` rounds them), and looked up by them in `texts` first: the float
     formatting is done once per distinct pair."""
     wait = (cap - level) / rate  # >= 0: a level is never above its cap
-    ms = int(wait * 1000 + 0.5)
+    ms = int(wait * 1000 + 0.999999)
     under = wait < 1  # `%dms`; from a second up, `duration`'s text (1000 ms: `1000ms`)
     remaining = int(level) if level >= 1 else 0
     key = remaining << 40 | ms << 1 | under  # a wait under 2**39 ms: 17 years
@@ -90,12 +90,12 @@ def limit_lines(subjects: tuple[BucketState, ...]) -> bytes:
     level, tokens_level = requests.rpm_level, tokens.tpm_level
     wait = (cap - level) / requests.rpm_rate
     tokens_wait = (tpm - tokens_level) / tokens.tpm_rate
-    # A reset under a second is `%dms` of (ms + 0.5), as `limit_headers` spells it.
+    # A reset under a second is `%dms` of (ms + 0.999999), as `limit_headers` spells it.
     return (_BOTH[(wait < 1) * 2 + (tokens_wait < 1)] % (
         requests.rpm_text, level if level >= 1 else 0,
-        wait * 1000 + 0.5 if wait < 1 else duration(wait),
+        wait * 1000 + 0.999999 if wait < 1 else duration(wait),
         tokens.tpm_text, tokens_level if tokens_level >= 1 else 0,
-        tokens_wait * 1000 + 0.5 if tokens_wait < 1 else duration(tokens_wait))).encode()
+        tokens_wait * 1000 + 0.999999 if tokens_wait < 1 else duration(tokens_wait))).encode()
 
 
 def parse_lines(lines: bytes) -> dict[str, str]:
@@ -134,11 +134,11 @@ def limit_headers(subjects: tuple[BucketState, ...]) -> dict[str, str]:
             "x-ratelimit-limit-requests": requests.rpm_text,
             "x-ratelimit-remaining-requests": "%d" % level if level >= 1 else "0",  # noqa: UP031
             "x-ratelimit-reset-requests": (
-                "%dms" % (wait * 1000 + 0.5) if wait < 1 else duration(wait)),  # noqa: UP031
+                "%dms" % (wait * 1000 + 0.999999) if wait < 1 else duration(wait)),  # noqa: UP031
             "x-ratelimit-limit-tokens": tokens.tpm_text,
             "x-ratelimit-remaining-tokens": "%d" % tokens_level if tokens_level >= 1 else "0",  # noqa: UP031
             "x-ratelimit-reset-tokens": (
-                "%dms" % (tokens_wait * 1000 + 0.5) if tokens_wait < 1  # noqa: UP031
+                "%dms" % (tokens_wait * 1000 + 0.999999) if tokens_wait < 1  # noqa: UP031
                 else duration(tokens_wait)),
         }
     if cap is not None:
@@ -158,15 +158,16 @@ def _bucket_headers(kind: str, text: str, cap: float, level: float,
         "x-ratelimit-limit-" + kind: text,
         "x-ratelimit-remaining-" + kind: "%d" % level if level >= 1 else "0",  # noqa: UP031
         "x-ratelimit-reset-" + kind: (
-            "%dms" % (wait * 1000 + 0.5) if wait < 1 else duration(wait)),  # noqa: UP031
+            "%dms" % (wait * 1000 + 0.999999) if wait < 1 else duration(wait)),  # noqa: UP031
     }
 
 
 def duration(seconds: float) -> str:
-    """OpenAI's spelling of a reset time: `20ms`, `1.5s`, `6m0s`, to the millisecond."""
+    """OpenAI's spelling of a reset time: `20ms`, `1.5s`, `6m0s`, to the millisecond
+    rounded up (a client that waits what it says finds the bucket full)."""
     if seconds < 1:
-        return f"{int(seconds * 1000 + 0.5)}ms" if seconds > 0 else "0ms"
-    return _seconds_text(int(seconds * 1000 + 0.5))
+        return f"{int(seconds * 1000 + 0.999999)}ms" if seconds > 0 else "0ms"
+    return _seconds_text(int(seconds * 1000 + 0.999999))
 
 
 @functools.lru_cache(maxsize=4096)
