@@ -100,6 +100,11 @@ def _uploaded_models(spool: SpooledBody, boundary: bytes) -> frozenset[str] | No
 # of it, in the upload's thread or not. A chat request this large is rare in a batch
 # (its pictures would go as URLs or files).
 MAX_BATCH_LINE_BYTES = 16 * 1024 * 1024
+# Nor is a line of more values than this (counted from its bytes, past a mebibyte: its
+# commas and openings, an upper bound): a million values parse to ~50 MB of objects,
+# where a 16 MiB line of `[],` made ~530 MB.
+MAX_BATCH_LINE_VALUES = 1_000_000
+_COUNTED_FROM = 1024 * 1024
 # What bytes.splitlines breaks a line at (a lone CR too), found one at a time: the file's
 # lines are never all made at once (a 60 MB file of short lines would be a million
 # objects before the first was judged).
@@ -119,11 +124,13 @@ def batch_file_models(content: bytes) -> frozenset[str] | None:
     models: set[str] = set()
     lines = 0
     for match in _LINE.finditer(content):
+        if match.end() - match.start() > MAX_BATCH_LINE_BYTES:
+            return None  # not copied out to be refused
         line = match.group()
         if not line.strip():
             continue
         lines += 1
-        if lines > MAX_BATCH_LINES or len(line) > MAX_BATCH_LINE_BYTES:
+        if lines > MAX_BATCH_LINES or _too_many_values(line):
             return None
         try:
             entry = orjson.loads(line)
@@ -131,14 +138,25 @@ def batch_file_models(content: bytes) -> frozenset[str] | None:
             return None
         body = entry.get("body") if isinstance(entry, dict) else None
         model = body.get("model") if isinstance(body, dict) else None
-        if (not isinstance(model, str) or not isinstance(body, dict)
-                or _other_spellings(entry, body)
-                or _repeats_a_name(line)):
+        readable = (isinstance(model, str) and isinstance(body, dict)
+                    and not _other_spellings(entry, body))
+        entry = body = None  # the line's objects let go before the next reading
+        if not readable or _repeats_a_name(line):
             # `Body`/`Model` beside the names read, or one of them given twice (orjson
             # keeps the last; Azure's batch runner may bind otherwise): not checkable
             return None
+        assert isinstance(model, str)
         models.add(model)
     return frozenset(models)
+
+
+def _too_many_values(line: bytes) -> bool:
+    """Whether `line` may hold more than `MAX_BATCH_LINE_VALUES` values (every value
+    but the first follows a comma or an opening)."""
+    if len(line) <= _COUNTED_FROM:  # at most ~half a million values: never counted
+        return False
+    return (line.count(b",") + line.count(b"[") + line.count(b"{")
+            >= MAX_BATCH_LINE_VALUES)
 
 
 class _Repeated(Exception):

@@ -87,3 +87,38 @@ def _objects(draw: st.DrawFn, depth: int = 0) -> str:
 def test_the_bytes_shortcut_agrees_with_the_exact_reading(text: str) -> None:
     line = text.encode()
     assert batchcheck._repeats_a_name(line) == _exact(line), line
+
+
+# Session 19's second review: a line of many small values (`[],[],...`) parsed to ~33
+# times its size; the previous line's objects lived on while the next was parsed.
+_HEAD = (b'{"custom_id":"1","method":"POST","url":"/chat/completions","body":'
+         b'{"model":"gpt-4o-mini","messages":[],"x":[')
+
+
+def _many(size: int) -> bytes:
+    return _HEAD + b",".join([b"[]"] * ((size - len(_HEAD)) // 3)) + b"]}}"
+
+
+def _peak(content: bytes) -> tuple[frozenset[str] | None, int]:
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        models = batch_file_models(content)
+        return models, tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_line_of_too_many_values_is_not_parsed() -> None:
+    line = _many(MAX_BATCH_LINE_BYTES - 16)
+    models, peak = _peak(line)
+    assert models is None
+    assert peak < 2 * len(line), peak / 2**20  # its copy, not its objects (~530 MiB)
+
+
+def test_a_line_s_objects_are_let_go_before_the_next_is_parsed() -> None:
+    line = _many(900_000)  # under the count: parsed
+    one, peak_one = _peak(line)
+    two, peak_two = _peak(line + b"\n" + line.replace(b'"1"', b'"2"'))
+    assert one == two == {"gpt-4o-mini"}
+    assert peak_two < peak_one * 1.2, (peak_one / 2**20, peak_two / 2**20)
