@@ -42,22 +42,30 @@ def test_waiting_x_ratelimit_reset_requests_refills_the_bucket() -> None:
     assert isinstance(limiter.admit(subjects, 1), Admission), (reset, headers["retry-after-ms"])
 
 
+def _wait_told_then_admitted(limiter: RateLimiter, clock: Clock,
+                             subjects: list[tuple[str, Limits]], tokens: int) -> Refusal:
+    """The refusal of a request of `tokens`, after checking that waiting its
+    `retry-after-ms` (and the microsecond of the way back) admits it."""
+    refusal = limiter.admit(subjects, tokens)
+    assert isinstance(refusal, Refusal)
+    wait_ms = int(limit_refusal(refusal).headers()["retry-after-ms"])
+    clock.now += wait_ms / 1000 + 1e-6
+    again = limiter.admit(subjects, tokens)
+    assert isinstance(again, Admission), (wait_ms, again)
+    return refusal
+
+
 def test_waiting_retry_after_ms_is_not_refused_by_the_subject_s_other_bucket() -> None:
-    # Both buckets short: the refusal's wait is the requests bucket's alone, and the
-    # client that waits it is refused again, now on tokens (the SDKs retry twice).
+    # Both buckets short: the refusal's wait was the requests bucket's alone, and the
+    # client that waited it was refused again, on tokens (the SDKs retry twice).
     clock = Clock()
     limiter = RateLimiter(clock)
     subjects = [("key:a", Limits(rpm=60, tpm=6_000))]
     for _ in range(60):
         assert isinstance(limiter.admit(subjects, 100), Admission)   # both buckets empty
-    refusal = limiter.admit(subjects, 1_000)
-    # the tokens' 10 s, not the request's 1 s
-    assert isinstance(refusal, Refusal) and refusal.kind == "tokens"
-    wait_ms = int(limit_refusal(refusal).headers()["retry-after-ms"])
-    assert wait_ms == 10_000
-    clock.now += wait_ms / 1000 + 1e-6
-    again = limiter.admit(subjects, 1_000)
-    assert isinstance(again, Admission), (wait_ms, again)
+    refusal = _wait_told_then_admitted(limiter, clock, subjects, 1_000)
+    assert refusal.kind == "tokens"  # the tokens' 10 s, not the request's 1 s
+    assert refusal.retry_after == 10.0
 
 
 def test_waiting_retry_after_ms_is_not_refused_by_the_team() -> None:
@@ -66,14 +74,9 @@ def test_waiting_retry_after_ms_is_not_refused_by_the_team() -> None:
     subjects = [("key:a", Limits(tpm=6_000)), ("team:t", Limits(tpm=3_000))]
     assert isinstance(limiter.admit(subjects, 3_000), Admission)  # team empty, key half
     assert isinstance(limiter.admit([("key:a", Limits(tpm=6_000))], 3_000), Admission)  # key empty
-    refusal = limiter.admit(subjects, 3_000)
-    # the team's minute, not the key's 30 s
-    assert isinstance(refusal, Refusal) and refusal.subject == "team:t"
-    wait_ms = int(limit_refusal(refusal).headers()["retry-after-ms"])
-    assert wait_ms == 60_000
-    clock.now += wait_ms / 1000 + 1e-6
-    again = limiter.admit(subjects, 3_000)
-    assert isinstance(again, Admission), (wait_ms, again)
+    refusal = _wait_told_then_admitted(limiter, clock, subjects, 3_000)
+    assert refusal.subject == "team:t"  # the team's minute, not the key's 30 s
+    assert refusal.retry_after == 60.0
 
 
 def test_an_sdk_client_that_retries_twice_on_retry_after_ms_gets_through() -> None:
