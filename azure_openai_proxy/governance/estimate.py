@@ -167,15 +167,16 @@ def unanswered_usage(body: Mapping[str, Any] | None, operation: str, stream: boo
                      default: int = DEFAULT_COMPLETION_TOKENS,
                      audio_seconds: float | None = None,
                      picture_sizes: Sequence[tuple[int, int] | None] | None = None,
-                     ) -> dict[str, Any] | None:
+                     form_bytes: int = 0) -> dict[str, Any] | None:
     """The usage of a request Azure received whose answer never came back (the client
     left, the upstream timed out): the prompt, and for a non-streamed call the whole
     answer it may be billed for (Azure finishes those); marked estimated. A unit-priced
     one (pictures, speech, a transcription) in its units, `unanswered_units`: a form's
-    `audio_seconds` and `picture_sizes`, read by the caller (its files' first bytes).
+    `audio_seconds` and `picture_sizes`, read by the caller (its files' first bytes),
+    and its `form_bytes` (the most a form that could not be read may ask).
     None for an operation that is priced by neither."""
     if operation in _UNIT_PRICED:
-        return unanswered_units(body, operation, audio_seconds, picture_sizes)
+        return unanswered_units(body, operation, audio_seconds, picture_sizes, form_bytes)
     if operation not in _COMPLETING and operation != "embeddings":
         return None
     usage = estimated_usage(body, 0)

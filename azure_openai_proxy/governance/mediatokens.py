@@ -14,7 +14,9 @@ __all__ = [
     "ESTIMATED_TOKENS",
     "LARGEST_INPUT_PICTURE",
     "input_picture_tokens",
+    "most_input_pictures",
     "picture_tokens",
+    "picture_usage",
     "transcription_tokens",
     "unanswered_units",
 ]
@@ -97,6 +99,44 @@ def input_picture_tokens(size: tuple[int, int] | None, fidelity: object = None) 
     return _PICTURE_BASE_TOKENS + _PICTURE_TILE_TOKENS * tiles + extra
 
 
+# An edit's form that cannot be read (its parts, or a field that prices it) is estimated
+# as the most it could ask: `n` 10 and 3 partial pictures at the dearest quality and size
+# (neither said), and as many input pictures as its bytes could carry, at the dearest
+# size and `input_fidelity: high`. gpt-image-1 takes up to 16 pictures in an edit
+# (gateway/formmedia.py), and a prompt of 32,000 characters at most (OpenAI's API
+# reference, images `prompt`). A picture part takes 64 bytes at least: its delimiter
+# line and Content-Disposition (`--b`, `name=image`: about 45 with their CRLFs) and the
+# smallest picture file (a lossless 1x1 WebP: about 30).
+_MOST_ASKED = {"n": _MOST_PICTURES, "partial_images": _MOST_PARTIAL_IMAGES}
+_MOST_INPUT_PICTURES = 16
+_SMALLEST_PICTURE_PART = 64
+_LONGEST_PROMPT = 32_000
+
+
+def picture_usage(body: Mapping[str, Any] | None,
+                  picture_sizes: Sequence[tuple[int, int] | None] | None = None,
+                  form_bytes: int = 0) -> dict[str, Any]:
+    """The tokens an image generation or edit may be billed, in chat's usage shape: its
+    prompt's (four characters a token, as estimate.py counts text), its input pictures'
+    (`picture_sizes`, an edit's, as `input_picture_tokens` prices them: image tokens) and
+    its pictures (`picture_tokens`). `body` None: an edit whose form could not be read,
+    the most a form of `form_bytes` could ask."""
+    if body is None:
+        text = -(-min(form_bytes, _LONGEST_PROMPT) // 4)
+        pictures = most_input_pictures(form_bytes) * input_picture_tokens(None, "high")
+        return _tokens(text, pictures, "image_tokens", picture_tokens(_MOST_ASKED))
+    prompt = body.get("prompt")
+    text = -(-len(prompt) // 4) if isinstance(prompt, str) else 0
+    fidelity = body.get("input_fidelity")
+    pictures = sum(input_picture_tokens(size, fidelity) for size in picture_sizes or ())
+    return _tokens(text, pictures, "image_tokens", picture_tokens(body))
+
+
+def most_input_pictures(form_bytes: int) -> int:
+    """The most input pictures a form of `form_bytes` can carry to an edit."""
+    return min(_MOST_INPUT_PICTURES, form_bytes // _SMALLEST_PICTURE_PART)
+
+
 # The token-priced transcription models (gpt-4o-transcribe, gpt-4o-mini-transcribe):
 # OpenAI's pricing page gives each an audio input price per 1M tokens beside an
 # "estimated cost" per minute ($6.00 and $0.006 a minute; $3.00 and $0.003): 1,000
@@ -128,7 +168,7 @@ _TRANSCRIBING = frozenset({"audio/transcriptions", "audio/translations"})
 def unanswered_units(body: Mapping[str, Any] | None, operation: str,
                      audio_seconds: float | None = None,
                      picture_sizes: Sequence[tuple[int, int] | None] | None = None,
-                     ) -> dict[str, Any] | None:
+                     form_bytes: int = 0) -> dict[str, Any] | None:
     """The usage of a unit-priced request (pictures, speech, a transcription) Azure
     received and never answered, in the units the ledger prices its answer by, flagged
     `"estimated": True`; None when nothing it asks can be counted.
@@ -139,7 +179,9 @@ def unanswered_units(body: Mapping[str, Any] | None, operation: str,
     the estimate all the same, flagged: a transcription's seconds (`audio_seconds`, read
     as the budget's hold reads them, from the file's size and first bytes, never a
     header's claim) and its transcript (fast speech); gpt-image-1's pictures of an
-    `auto` or unknown quality or size (held as the dearest, as `picture_tokens` does).
+    `auto` or unknown quality or size (held as the dearest, as `picture_tokens` does);
+    an image form that could not be read (`body` None), the most it could ask
+    (`picture_usage`, within its `form_bytes`).
     Azure finishes non-streamed work whose client left and bills it: $0 was never right."""
     if operation == "audio/speech":
         text = body.get("input") if body else None
@@ -154,18 +196,18 @@ def unanswered_units(body: Mapping[str, Any] | None, operation: str,
                 ESTIMATED_TOKENS: _tokens(0, audio, "audio_tokens", transcript)}
     if not operation.startswith("images/"):
         return None
-    if body is None:  # a form not read: pictures, of a size and quality not known
-        return {"images": 1, "size": "unknown", "quality": None, "estimated": True}
-    size, quality = body.get("size"), body.get("quality")
-    usage: dict[str, Any] = {"images": _pictures(body), "estimated": True,
-             "size": size if size is None or isinstance(size, str) else "unknown",
-             "quality": quality if quality is None or isinstance(quality, str) else "unknown"}
+    usage: dict[str, Any]
+    if body is None:  # a form not read: the most pictures, of a size and quality not known
+        usage = {"images": _MOST_PICTURES, "size": "unknown", "quality": None,
+                 "estimated": True}
+    else:
+        size, quality = body.get("size"), body.get("quality")
+        usage = {"images": _pictures(body), "estimated": True,
+                 "size": size if size is None or isinstance(size, str) else "unknown",
+                 "quality": quality if quality is None or isinstance(quality, str)
+                 else "unknown"}
     if operation != "images/variations":  # dall-e-2's, billed by the picture alone
-        prompt = body.get("prompt")
-        text = -(-len(prompt) // 4) if isinstance(prompt, str) else 0  # as estimate.py
-        fidelity = body.get("input_fidelity")
-        pictures = sum(input_picture_tokens(size, fidelity) for size in picture_sizes or ())
-        usage[ESTIMATED_TOKENS] = _tokens(text, pictures, "image_tokens", picture_tokens(body))
+        usage[ESTIMATED_TOKENS] = picture_usage(body, picture_sizes, form_bytes)
     return usage
 
 

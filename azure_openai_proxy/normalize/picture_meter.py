@@ -7,12 +7,12 @@ search."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
-from azure_openai_proxy.governance.estimate import picture_tokens, prompt_tokens
+from azure_openai_proxy.governance.mediatokens import picture_usage
 from azure_openai_proxy.sse import SseDecoder
 
 __all__ = ["PictureStreamMeter"]
@@ -27,8 +27,8 @@ class PictureStreamMeter:
     its completed event, summed over them when there are several (one a picture: see
     the emulator's `image_stream` module for what is known of Azure's `n` > 1), and
     `completed` counts them. `finish()` once the upstream stream has ended on its own
-    (not cut by the client or an error); `recorded(body)` is then what the request's
-    record says it used."""
+    (not cut by the client or an error); `measured()` is then Azure's usage, and
+    `recorded(body, ...)` what the request's record says it used."""
 
     __slots__ = ("_decoder", "completed", "ended", "usage")
 
@@ -48,19 +48,27 @@ class PictureStreamMeter:
             self._read(event.data)
         self.ended = True
 
-    def recorded(self, body: Mapping[str, Any] | None) -> dict[str, Any]:
+    def measured(self) -> dict[str, Any] | None:
+        """Azure's usage once its stream has ended on its own (`finish`): the record's,
+        read before anything of the request is (a form is parsed only for an estimate);
+        else None, and `recorded` decides."""
+        return self.usage if self.ended else None
+
+    def recorded(self, body: Mapping[str, Any] | None,
+                 picture_sizes: Sequence[tuple[int, int] | None] | None = None,
+                 form_bytes: int = 0) -> dict[str, Any]:
         """The request's usage, never $0 and never missing: Azure's, once its stream has
         ended or a completed event has come for each picture `body` asks for; else (the
-        client left, the stream broke) the pictures asked for, as a budget holds them
-        (`picture_tokens`: `n` at their quality and size, and the partial pictures),
-        and the prompt's tokens, marked estimated: Azure may finish and bill them. An
-        edit's input pictures are left out (its hold read them from its form)."""
+        client left, the stream broke) what a budget holds for it, marked estimated:
+        Azure may finish and bill it (`picture_usage`: the prompt's tokens, an edit's
+        input pictures of `picture_sizes`, and the pictures asked for, `n` at their
+        quality and size, with the partial pictures). `body` None: an edit whose form
+        could not be read, estimated as the most a form of `form_bytes` could ask."""
         if self.usage is not None and (self.ended or self.completed >= _pictures(body)):
             return self.usage
-        text = prompt_tokens(body) if body else 0
-        out = picture_tokens(body if body is not None else {})
-        return {"prompt_tokens": text, "completion_tokens": out, "total_tokens": text + out,
-                "estimated": True}
+        usage = picture_usage(body, picture_sizes, form_bytes)
+        usage["estimated"] = True
+        return usage
 
     def _read(self, data: bytes | None) -> None:
         # find(), not `in`: see sse.py

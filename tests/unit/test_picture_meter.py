@@ -104,7 +104,32 @@ def test_azures_usage_once_the_stream_ended_or_each_picture_came() -> None:
     assert one.recorded(_BODY) == _usage(15, 0, 1016)  # one for both, and the end
 
 
-def test_a_request_whose_fields_are_not_known_is_estimated_as_the_dearest_picture() -> None:
-    usage = PictureStreamMeter().recorded(None)
-    assert usage == {"prompt_tokens": 0, "completion_tokens": 6240, "total_tokens": 6240,
-                     "estimated": True}
+def test_a_form_that_cannot_be_read_is_estimated_as_the_most_it_could_ask() -> None:
+    """10 pictures of the dearest quality and size (6,240 tokens) with 3 partial pictures
+    each (100), 16 input pictures of the dearest size at high fidelity (65 + 4 tiles of
+    129, and 6,144), a prompt of 32,000 characters: as many as its bytes could carry."""
+    usage = PictureStreamMeter().recorded(None, form_bytes=10_000_000)
+    assert usage == {"prompt_tokens": 8_000 + 16 * 6_725, "completion_tokens": 65_400,
+                     "total_tokens": 8_000 + 16 * 6_725 + 65_400, "estimated": True,
+                     "prompt_tokens_details": {"image_tokens": 16 * 6_725}}
+    small = PictureStreamMeter().recorded(None, form_bytes=200)  # 3 picture parts at most
+    assert small["prompt_tokens_details"] == {"image_tokens": 3 * 6_725}
+    assert small["prompt_tokens"] == 50 + 3 * 6_725 and small["completion_tokens"] == 65_400
+
+
+def test_an_edit_s_input_pictures_are_in_its_estimate() -> None:
+    meter = PictureStreamMeter()
+    meter.feed(_PARTIAL)
+    usage = meter.recorded(_BODY, [(1024, 1024), None])
+    pictures = 194 + 581  # a 1024x1024 picture's, and one of a size not read (the dearest)
+    assert usage["prompt_tokens_details"] == {"image_tokens": pictures}
+    assert usage["prompt_tokens"] == 15 + pictures
+    assert usage["completion_tokens"] == 2 * (408 + 100)
+
+
+def test_azures_usage_is_measured_only_once_its_stream_ended() -> None:
+    meter = PictureStreamMeter()
+    meter.feed(_event("image_generation.completed", usage=_usage(15, 0, 508)))
+    assert meter.measured() is None  # not ended: `recorded` reads the request
+    meter.finish()
+    assert meter.measured() == _usage(15, 0, 508)
