@@ -28,6 +28,7 @@ import uvloop
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from azure_openai_proxy.gateway.relay import relay
+from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.http.request import FastRequest
 from azure_openai_proxy.normalize.stream import StreamPolicy
 from azure_openai_proxy.observability.record import RequestRecord
@@ -99,7 +100,7 @@ async def relay_streams(content: int, streams: int, per_read: int) -> tuple[int,
                               CIMultiDictProxy(CIMultiDict()), True, True, None, None)
         tasks.append(loop.create_task(relay(
             request, "chat/completions", H2Response(stream), _POLICY, "gpt-4o", True,
-            RequestRecord("bench", "POST"), prompt=_PROMPT)))
+            RequestRecord("bench", "POST"), body=RequestBody(_PROMPT))))
         clients.append(client)
         sids.append(stream.sid)
     for _ in range(5):  # the relays start and wait

@@ -165,11 +165,9 @@ class UpstreamAttempts:
                                      self._keep_azure_fields, record,
                                      want_id=target.kind == "resource",
                                      answer_limit=self._answer_limit,
-                                     prompt=body.json, created=self.affinity.recorder(
+                                     body=body, created=self.affinity.recorder(
                                          (deployment.endpoint, deployment.deployment_name)
-                                     ) if target.operation == "responses" else None,
-                                     form_fields=body.held_fields
-                                     if target.operation == "images/edits" else None)
+                                     ) if target.operation == "responses" else None)
                 if record.created_id is not None:
                     self.affinity.remember(
                         record.created_id, (deployment.endpoint, deployment.deployment_name)

@@ -6,15 +6,17 @@ the finished records into rows."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import BudgetExhausted, GatewayError
 from azure_openai_proxy.gateway.affinity import folded
+from azure_openai_proxy.gateway.formestimate import read_form
 from azure_openai_proxy.gateway.formmedia import HeldForm
 from azure_openai_proxy.gateway.ledger import NO_TOKENS, UNIT_PRICED, record_cost
 from azure_openai_proxy.gateway.ledgerrows import ESTIMATED_USD
+from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.gateway.toolhold import ToolNotPriced, image_tool_usd
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
@@ -256,46 +258,30 @@ def settle_budget(guard: BudgetGuard, hold: BudgetHold | None, record: RequestRe
 
 def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
                     operation: str, default_completion: int = DEFAULT_COMPLETION_TOKENS,
-                    form: Callable[[str], Mapping[str, Any] | None] | None = None) -> None:
+                    form: RequestBody | None = None) -> None:
     """A request that ended without an answer's usage after it was sent (the client left
     before the first byte, the upstream timed out): Azure may bill it, so it is recorded
     with an estimate (flagged) rather than as free, the context its chained turn made
     Azure read included (`record.context_tokens`). One never handed to a socket
     (`record.sent`: its client left while it waited for a connection) is not. A unit-
     priced one (pictures, speech, a transcription) is estimated in its units, whatever
-    its key (a budget's hold is not needed): a form's fields from `form` (`RequestBody.
-    held_fields`), and its files' first bytes (`HeldForm`) read here, on this path only,
-    so that an answered request never pays for them."""
+    its key (a budget's hold is not needed): a form's fields and its files' first bytes
+    read from `form` here (`read_form`), on this path only, so that an answered request
+    never pays for them; a form that cannot be read, as the most it could ask."""
     if record.usage is None and record.sent and (
             record.upstream_ms is None or 200 <= record.status < 300):
         if operation in UNIT_PRICED:
-            record.usage = _unanswered_units(body, operation, form)
+            if body is None and form is not None:
+                read = read_form(form, operation)
+                record.usage = unanswered_usage(
+                    read.fields, operation, False, audio_seconds=read.audio_seconds,
+                    picture_sizes=read.picture_sizes, form_bytes=read.size)
+            else:
+                record.usage = unanswered_usage(body, operation, False)
             return
         record.usage = with_context(
             unanswered_usage(body, operation, record.stream, default_completion),
             record.context_tokens)
-
-
-def _unanswered_units(body: Mapping[str, Any] | None, operation: str,
-                      form: Callable[[str], Mapping[str, Any] | None] | None,
-                      ) -> dict[str, Any] | None:
-    """`unanswered_usage` of a unit-priced request, its form's files read for it."""
-    if body is None and form is not None:
-        try:
-            body = form(operation)
-        except (GatewayError, OSError):  # a form it cannot read: its units unknown
-            body = None
-    seconds = sizes = None
-    if isinstance(body, HeldForm):
-        try:
-            if operation in _TRANSCRIBING:
-                seconds = body.audio_seconds()
-            elif operation == "images/edits":
-                sizes = body.picture_sizes()
-        except OSError:  # the spool is gone: the units the fields say, no more
-            pass
-    return unanswered_usage(body, operation, False, audio_seconds=seconds,
-                            picture_sizes=sizes)
 
 
 # Routes whose answer prices itself in one response_format only (`_require_priced_format`).

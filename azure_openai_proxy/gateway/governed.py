@@ -9,7 +9,7 @@ is settled with, the names its cost is priced by, what a failed request records.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from azure_openai_proxy.auth import Caller
@@ -27,6 +27,7 @@ from azure_openai_proxy.gateway.chained import GuessedContext, context_counted, 
 from azure_openai_proxy.gateway.chatfiles import USUAL_TOP_NAMES
 from azure_openai_proxy.gateway.ledgerrows import UNIT_PRICED
 from azure_openai_proxy.gateway.limitheaders import limit_error
+from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.governance.budget import BudgetGuard, BudgetHold
 from azure_openai_proxy.governance.estimate import (
     SCHEMA_FIELDS,
@@ -183,9 +184,9 @@ def release(limiter: RateLimiter, budgets: BudgetGuard | None, held: Held,
 
 def failed(exc: BaseException, record: RequestRecord, body: Mapping[str, Any] | None,
            operation: str, default_completion: int, lines: bytes,
-           form: Callable[[str], Mapping[str, Any] | None] | None = None) -> None:
+           form: RequestBody | None = None) -> None:
     """A governed request raised `exc` (its limits' head `lines`): one sent and never
-    answered has its estimate recorded (Azure may bill it; `form`: its form's fields,
+    answered has its estimate recorded (Azure may bill it; `form`: its body, a form
     read only then), and Azure's error answer carries the key's limits, not Azure's."""
     if unanswered(exc):
         note_unanswered(record, body, operation, default_completion, form)
@@ -193,7 +194,7 @@ def failed(exc: BaseException, record: RequestRecord, body: Mapping[str, Any] | 
 
 
 def keyless_failed(exc: BaseException, record: RequestRecord, body: Mapping[str, Any] | None,
-                   operation: str, form: Callable[[str], Mapping[str, Any] | None]) -> None:
+                   operation: str, form: RequestBody) -> None:
     """A static client key's (or passthrough) request raised `exc`: a picture, speech or
     transcription sent and never answered is billed by Azure, so it is recorded with
     its estimate, as a virtual key's is (`failed`). Other routes are left as they were."""

@@ -166,7 +166,7 @@ class Gateway:
                 return await self._attempts.send(request, target, caller, body, record,
                                                  self._pools.pool_for(target, body))
             except BaseException as exc:
-                keyless_failed(exc, record, body.json, target.operation, body.held_fields)
+                keyless_failed(exc, record, body.json, target.operation, body)
                 raise
         except GatewayError as exc:
             record.status = exc.http_status
@@ -307,7 +307,7 @@ class Gateway:
                                            key.id, record, reply, batch_models, json)
             return apply_lines(reply, lines)
         except BaseException as exc:
-            failed(exc, record, json, operation, self._default_completion, lines, body.held_fields)
+            failed(exc, record, json, operation, self._default_completion, lines, body)
             raise
         finally:
             if held is not None:

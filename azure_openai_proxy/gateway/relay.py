@@ -18,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from azure_openai_proxy.errors import GatewayError, UpstreamError
 from azure_openai_proxy.gateway.answerusage import answer_image_gen, unit_usage, with_image_gen
+from azure_openai_proxy.gateway.formestimate import picture_stream_usage
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest
+from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.governance.estimate import estimated_usage, with_context
 from azure_openai_proxy.http.interface import (
     Answer,
@@ -68,17 +70,16 @@ async def relay(
     request: HttpRequest, operation: str, response: UpstreamResponse,
     policy: StreamPolicy | None, client_model: str | None, keep_azure_fields: bool,
     record: RequestRecord, *, want_id: bool = False, answer_limit: int = _JSON_RESPONSE_LIMIT,
-    prompt: Mapping[str, Any] | None = None, created: Callable[[str], None] | None = None,
-    form_fields: Callable[[str], Mapping[str, Any] | None] | None = None,
+    body: RequestBody | None = None, created: Callable[[str], None] | None = None,
 ) -> Reply:
     """Send `response` to the client; `client_model` is the name to restore (or None).
     With `want_id`, the `id` of a created object (a 2xx JSON answer) goes into
     `record.created_id`, for resource affinity; a Responses stream's id is handed to
     `created` as soon as it passes. A JSON answer longer than
     `answer_limit` raises `UpstreamAnswerTooLarge` (a 502), never a truncated 200.
-    `prompt` (the request body) is read only when a stream ends before Azure's
-    usage frame, to estimate its usage; a form's (an image edit's) are read then from
-    `form_fields` (`RequestBody.held_fields`), when its stream begins."""
+    `body` (the client's) is read only when a stream ends before Azure's usage, to
+    estimate it (an image edit's form parsed then, `picture_stream_usage`), and for a
+    unit-billed answer without usage."""
     record.status = response.status
     # A virtual key's answer (its id in the record) carries the key's limits, never
     # Azure's: theirs are not relayed (the key's go on as head lines: `Answer.head_lines`,
@@ -95,20 +96,18 @@ async def relay(
             # Pushed (`_pushed`): this coroutine wakes only at the end and for a slow
             # client, so a task of its own would cost more than the chain it spares. A
             # disconnect cancels it here, and `_relay_stream` releases Azure's answer.
-            return await _relay_stream(request, response, headers, policy, record, prompt)
+            return await _relay_stream(request, response, headers, policy, record, body)
         meter: _Meter | None = None
         if policy is None:
             if operation == "responses":
                 meter = ResponsesStreamMeter(created=created)
             elif operation in _PICTURING:
                 meter = PictureStreamMeter()
-                if prompt is None and form_fields is not None:
-                    prompt = _form_of(form_fields, operation)
         # A task of its own: each chunk then resumes this one coroutine, not the whole
         # chain of handlers awaiting it (server, app, pipeline, here). A disconnect
         # cancels the handler, and with it this task.
         relaying = asyncio.get_running_loop().create_task(
-            _relay_stream(request, response, headers, policy, record, prompt, meter))
+            _relay_stream(request, response, headers, policy, record, body, meter))
         try:
             return await relaying
         except asyncio.CancelledError:
@@ -118,9 +117,9 @@ async def relay(
             response.close()
             record.stream = True
             if record.usage is None and (policy is not None or meter is not None):
-                record.usage = (meter.recorded(prompt) if type(meter) is PictureStreamMeter
-                                else with_context(estimated_usage(prompt, 0),
-                                                  record.context_tokens))
+                record.usage = (
+                    picture_stream_usage(meter, body) if type(meter) is PictureStreamMeter
+                    else with_context(estimated_usage(_json(body), 0), record.context_tokens))
             raise
     if content_type.startswith("application/json"):
         try:
@@ -136,12 +135,13 @@ async def relay(
         elif raw.find(b'"usage"') >= 0:  # `find`: ~1k instructions fewer than `in`
             record.usage = usage_of(raw)
         elif operation in _UNIT_BILLED and 200 <= response.status < 300:
-            record.usage = unit_usage(operation, raw, prompt)
+            record.usage = unit_usage(operation, raw, _json(body))
         if want_id and 200 <= response.status < 300:
             record.created_id = _id_of(raw)
         headers["content-type"] = "application/json"
         return Answer(response.status, headers, raw)
-    if operation == "audio/speech" and 200 <= response.status < 300 and prompt:
+    if operation == "audio/speech" and 200 <= response.status < 300 and (
+            prompt := _json(body)):
         text = prompt.get("input")
         if isinstance(text, str) and text:
             record.usage = {"characters": len(text)}  # billed by the input's characters
@@ -150,7 +150,7 @@ async def relay(
 
 async def _relay_stream(
     request: HttpRequest, response: UpstreamResponse, headers: dict[str, str],
-    policy: StreamPolicy | None, record: RequestRecord, prompt: Mapping[str, Any] | None,
+    policy: StreamPolicy | None, record: RequestRecord, body: RequestBody | None,
     meter: _Meter | None = None,
 ) -> ResponseStream:
     record.stream = True
@@ -204,27 +204,16 @@ async def _relay_stream(
             # Never missing: Azure's usage, or (the client left, the stream broke) the
             # tokens relayed so far and the prompt's, estimated and marked so.
             record.usage = normalizer.usage or with_context(
-                estimated_usage(prompt, normalizer.content_chars), record.context_tokens)
+                estimated_usage(_json(body), normalizer.content_chars), record.context_tokens)
         elif type(meter) is PictureStreamMeter:
-            record.usage = meter.recorded(prompt)  # Azure's, or (left, broken) estimated
+            record.usage = picture_stream_usage(meter, body)  # Azure's, or estimated
         elif type(meter) is ResponsesStreamMeter:
             record.usage = meter.usage or with_context(
-                estimated_usage(prompt, meter.content_chars), record.context_tokens)
+                estimated_usage(_json(body), meter.content_chars), record.context_tokens)
             image_gen = meter.image_gen or meter.pictures_so_far()
             if image_gen is not None:
                 record.usage = with_image_gen(record.usage, image_gen, request.headers)
     return out
-
-
-def _form_of(form_fields: Callable[[str], Mapping[str, Any] | None],
-             operation: str) -> Mapping[str, Any] | None:
-    """A form's fields that price it; None when they cannot be read (a malformed form,
-    its spool gone: the request went out, its stream is relayed all the same, and
-    estimated as the dearest picture)."""
-    try:
-        return form_fields(operation)
-    except (GatewayError, OSError):
-        return None
 
 
 async def _pulled(
@@ -447,6 +436,10 @@ async def _relay_bytes(
     finally:
         response.close()
     return out
+
+
+def _json(body: RequestBody | None) -> dict[str, Any] | None:
+    return body.json if body is not None else None
 
 
 def _id_of(raw: bytes) -> str | None:

@@ -14,6 +14,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest, limited, with_lines
 from azure_openai_proxy.gateway.relay import relay
+from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.http.interface import Answer
 from azure_openai_proxy.http.request import FastRequest
 from azure_openai_proxy.normalize.stream import StreamPolicy
@@ -103,7 +104,7 @@ class _HeadLinesExchange(Exchange):
         assert (sent is request) is not self.wrapped
         self.task = asyncio.get_running_loop().create_task(relay(
             sent, "chat/completions", answer, self.policy, self.policy.client_model,
-            self.policy.keep_azure_fields, self.record, prompt=PROMPT))
+            self.policy.keep_azure_fields, self.record, body=RequestBody(PROMPT)))
 
 
 class _WrappedExchange(_HeadLinesExchange):

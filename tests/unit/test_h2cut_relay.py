@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from azure_openai_proxy.gateway.relay import relay
+from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.http.request import FastRequest
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from azure_openai_proxy.observability.record import RequestRecord
@@ -68,7 +69,7 @@ async def _pushed_over_h2(pieces: list[bytes], policy: StreamPolicy,
         record = RequestRecord("req-1", "POST")
         task = loop.create_task(relay(request, "chat/completions", H2Response(stream), policy,
                                       policy.client_model, policy.keep_azure_fields, record,
-                                      prompt=PROMPT))
+                                      body=RequestBody(PROMPT)))
         for _ in range(5):
             await asyncio.sleep(0)
         for n, piece in enumerate(pieces):

@@ -14,6 +14,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest
 from azure_openai_proxy.gateway.relay import relay
+from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.http.interface import ClientDisconnected
 from azure_openai_proxy.http.request import FastRequest
 from azure_openai_proxy.normalize.stream import StreamPolicy
@@ -48,7 +49,7 @@ class GovernedExchange(Exchange):
         self.task = asyncio.get_running_loop().create_task(relay(
             LimitedRequest(request, KeyLimits.head_lines), "chat/completions", answer, self.policy,
             self.policy.client_model, self.policy.keep_azure_fields, self.record,
-            prompt=PROMPT))
+            body=RequestBody(PROMPT)))
 
 
 async def test_a_governed_stream_is_pushed_with_the_keys_limits_on_its_head() -> None:

@@ -22,6 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from azure_openai_proxy.errors import UpstreamTimeout
 from azure_openai_proxy.gateway.relay import relay
+from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.http.interface import ClientDisconnected
 from azure_openai_proxy.http.request import FastRequest
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
@@ -160,7 +161,7 @@ class Exchange:
                               CIMultiDictProxy(CIMultiDict()), True, True, None, None)
         self.task = asyncio.get_running_loop().create_task(relay(
             request, "chat/completions", answer, self.policy, self.policy.client_model,
-            self.policy.keep_azure_fields, self.record, prompt=PROMPT))
+            self.policy.keep_azure_fields, self.record, body=RequestBody(PROMPT)))
 
     def listening(self) -> bool:
         """The relay waits for Azure's next read (or has finished)."""

@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from azure_openai_proxy.gateway.relay import relay
+from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.normalize.stream import StreamPolicy
 from azure_openai_proxy.observability.record import RequestRecord
 
@@ -58,7 +59,7 @@ async def _cancelled_after(turns: int) -> tuple[_Answer, _Request, RequestRecord
     record = RequestRecord("req-1", "POST")
     handler = asyncio.get_running_loop().create_task(relay(
         request, "chat/completions", answer, StreamPolicy(client_model="gpt-4o"),  # type: ignore[arg-type]
-        "gpt-4o", True, record, prompt=PROMPT))
+        "gpt-4o", True, record, body=RequestBody(PROMPT)))
     for _ in range(turns):
         await asyncio.sleep(0)  # one turn of the loop: no clock involved
     handler.cancel()

@@ -13,6 +13,8 @@ import pytest
 
 from azure_openai_proxy.gateway.budgethold import note_unanswered
 from azure_openai_proxy.gateway.ledgerrows import NO_TOKENS, record_cost, usage_record
+from azure_openai_proxy.gateway.requestbody import RequestBody
+from azure_openai_proxy.gateway.spool import SpooledBody
 from azure_openai_proxy.governance.estimate import unanswered_usage
 from azure_openai_proxy.governance.mediatokens import ESTIMATED_TOKENS, input_picture_tokens
 from azure_openai_proxy.governance.prices import PriceTable
@@ -117,17 +119,38 @@ def test_note_unanswered_records_a_unit_priced_request_that_was_sent() -> None:
     assert queued.usage is None
 
 
+def _form(*fields: tuple[str, str]) -> RequestBody:
+    """A spooled multipart form of `fields`, boundary `b`."""
+    raw = b"".join(b'--b\r\nContent-Disposition: form-data; name="' + name.encode()
+                   + b'"\r\n\r\n' + value.encode() + b"\r\n" for name, value in fields)
+    raw += b"--b--\r\n"
+    return RequestBody(spool=SpooledBody(raw, None, len(raw)), boundary=b"b")
+
+
 def test_note_unanswered_reads_a_form_only_when_it_has_no_json() -> None:
-    asked: list[str] = []
-
-    def form(operation: str) -> dict[str, Any]:
-        asked.append(operation)
-        return {"prompt": "x", "n": 2}
-
     record = _left("images/variations", "dall-e-2", None)
-    note_unanswered(record, None, "images/variations", form=form)
-    assert asked == ["images/variations"]
+    note_unanswered(record, None, "images/variations", form=_form(("prompt", "x"), ("n", "2")))
     assert record.usage == {"images": 2, "size": None, "quality": None, "estimated": True}
+
+
+def test_an_unreadable_edit_form_is_estimated_as_the_most_it_could_ask() -> None:
+    """`n` given twice (Azure may bind either): 10 pictures, the dearest, 3 partial
+    pictures each, and the input pictures its bytes could carry (it was one picture)."""
+    form = _form(("prompt", "a hat"), ("n", "1"), ("n", "10"), ("image", "x" * 100))
+    record = _left("images/edits", "gpt-image-1", None)
+    note_unanswered(record, None, "images/edits", form=form)
+    usage = record.usage
+    assert usage is not None and usage["images"] == 10 and usage["estimated"]
+    size = form.spool.size if form.spool is not None else 0
+    assert size == 328  # a picture part takes 64 bytes at least: 5 could fit
+    pictures = 5 * input_picture_tokens(None, "high")
+    tokens = usage[ESTIMATED_TOKENS]
+    assert tokens["prompt_tokens_details"] == {"image_tokens": pictures}
+    assert tokens["completion_tokens"] == 10 * 6_240 + 10 * 3 * 100
+    usd, priced = _cost(_left("images/edits", "gpt-image-1", usage))
+    text = -(-size // 4)
+    assert priced and usd == pytest.approx(
+        (text * 5.0 + pictures * 10.0 + tokens["completion_tokens"] * 40.0) / 1e6)
 
 
 def test_a_chat_s_unanswered_estimate_is_unchanged() -> None:
