@@ -191,10 +191,13 @@ class ModelNotAllowed(NotFound):
 
     code = "model_not_found"
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, param: str = "model"):
+        # `param`: where the client named it; a header's (a Responses request's image
+        # deployment, gateway/governed.py `check_image_allowed`) is said in the message
+        what = "model" if param == "model" else f"deployment (the {param} header)"
         super().__init__(
-            f"The model `{model}` does not exist or you do not have access to it.",
-            param="model",
+            f"The {what} `{model}` does not exist or you do not have access to it.",
+            param=param,
         )
         self.model = model
 

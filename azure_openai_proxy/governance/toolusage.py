@@ -25,13 +25,26 @@ from azure_openai_proxy.governance.estimate import picture_tokens
 from azure_openai_proxy.governance.prices import PriceTable
 
 __all__ = ["IMAGE_DEPLOYMENT_HEADER", "IMAGE_GEN", "image_gen_cost", "image_gen_usage",
-           "valid_deployment_name"]
+           "image_tool", "valid_deployment_name"]
 
 IMAGE_DEPLOYMENT_HEADER = "x-ms-oai-image-generation-deployment"
 IMAGE_GEN = "image_gen"  # the record usage's key for the tool's part
 _MAX_NAME = 64  # Azure's deployment names: 2-64 letters, digits, `-`, `_`, `.`
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 _MAX_CALLS = 100  # items read per response: what one response may make, and more
+
+
+def image_tool(body: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """A Responses request body's hosted image tool (None: it asks for none, or its
+    `tool_choice` is none). The one reading: the header is relayed (gateway/
+    translation.py), allowed (gateway/governed.py) and held (gateway/toolhold.py) by it."""
+    tools = body.get("tools") if body is not None else None
+    if type(tools) is not list or body is None or body.get("tool_choice") == "none":
+        return None
+    for tool in tools:
+        if isinstance(tool, Mapping) and tool.get("type") == "image_generation":
+            return tool
+    return None
 
 
 def valid_deployment_name(name: str) -> bool:

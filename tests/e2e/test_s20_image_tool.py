@@ -1,0 +1,62 @@
+"""The Responses API's hosted image tool through the gateway to the emulator, the
+review's findings (session 20), with the official `openai` SDK and virtual keys: the
+image deployment a client's `x-ms-oai-image-generation-deployment` header names is
+judged by the key's allow-list, as the `model` is."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from azure_openai_proxy.store.keys import KeyStore
+from tests.e2e.conftest import Emulator
+from tests.e2e.test_ledger import ledger_gateway, records  # noqa: F401
+from tests.e2e.test_s19_image_tool import HEADER, TOOL, _client, _gateway, image_emulator  # noqa: F401
+from tests.support import ServerThread
+from tests.waiting import until
+
+
+def _allowed_key(gateway: ServerThread, database: Path, *models: str) -> str:
+    """A key whose allow-list is `models`; its secret, once the gateway has loaded it."""
+    store = KeyStore.open(database)
+    try:
+        _, secret = store.create_key("allowed", models=models, now=time.time())
+    finally:
+        store.close()
+    until(lambda: httpx.get(gateway.url + "/v1/models",
+                            headers={"Authorization": f"Bearer {secret}"}).status_code == 200,
+          timeout=10, message="the gateway never loaded the new key")
+    return secret
+
+
+def test_an_image_deployment_of_a_model_the_key_may_not_use_is_refused(
+    image_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    gateway = _gateway(image_emulator, ledger_gateway)
+    secret = _allowed_key(gateway, tmp_path / "gw.db", "gpt-4o")
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0,
+                           timeout=30)
+    before = len(image_emulator.requests())
+    with pytest.raises(openai.NotFoundError) as refused:  # as a `model` it may not use
+        client.responses.create(model="gpt-4o", input="draw a cat", tools=TOOL,  # type: ignore[arg-type]
+                                extra_headers={HEADER: "pictures"})
+    assert refused.value.code == "model_not_found"
+    assert refused.value.body["param"] == HEADER  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):  # nor one the gateway does not know
+        client.responses.create(model="gpt-4o", input="draw a cat", tools=TOOL,  # type: ignore[arg-type]
+                                extra_headers={HEADER: "elsewhere"})
+    assert len(image_emulator.requests()) == before  # never reached Azure
+    # the same key's text is served, the header sent or not
+    client.responses.create(model="gpt-4o", input="say hi", max_output_tokens=16,
+                            extra_headers={HEADER: "pictures"})
+    # a key allowed gpt-image-1 makes its picture
+    secret = _allowed_key(gateway, tmp_path / "gw.db", "gpt-4o", "gpt-image-1")
+    answer = _client(gateway, secret).responses.create(
+        model="gpt-4o", input="draw a cat", tools=TOOL)  # type: ignore[arg-type]
+    assert [item.type for item in answer.output] == ["image_generation_call", "message"]
