@@ -60,3 +60,23 @@ def test_an_image_deployment_of_a_model_the_key_may_not_use_is_refused(
     answer = _client(gateway, secret).responses.create(
         model="gpt-4o", input="draw a cat", tools=TOOL)  # type: ignore[arg-type]
     assert [item.type for item in answer.output] == ["image_generation_call", "message"]
+
+
+def test_a_request_without_the_image_tool_is_relayed_without_the_header(
+    image_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A client that sets the header on every request (Microsoft's examples make it a
+    client's default header) is served without the tool, whatever it says: Azure reads
+    it only to run the tool. With the tool, a value that is no deployment name is the
+    gateway's 400 (session 19's test)."""
+    gateway = _gateway(image_emulator, ledger_gateway)
+    secret = _allowed_key(gateway, tmp_path / "gw.db")
+    for value in ("../pictures?x=1", "pictures"):
+        answer = _client(gateway, secret, image=value).responses.create(
+            model="gpt-4o", input="say hi", max_output_tokens=16)
+        assert answer.output_text
+        sent = {name.lower() for name in image_emulator.last()["headers"]}
+        assert HEADER not in sent
+    _client(gateway, secret).responses.create(model="gpt-4o", input="draw", tools=TOOL)  # type: ignore[arg-type]
+    assert HEADER in {name.lower() for name in image_emulator.last()["headers"]}
