@@ -195,6 +195,9 @@ class RowPricer:
                             cached = reasoning = 0
                             flags = _MEASURED
                         else:
+                            if IMAGE_GEN in usage:  # an estimate's image tool (`_tool_row`)
+                                append(self._tool_row(record, arrived, day, label_of))
+                                continue
                             prompt, cached, completion, reasoning = count_tokens(usage)
                             flags = _ESTIMATED if usage.get("estimated") else _MEASURED
                     else:
@@ -213,6 +216,10 @@ class RowPricer:
                             flags = (_ESTIMATED if "estimated" in usage and usage["estimated"]  # noqa: RUF019
                                      else _MEASURED)
                         else:
+                            if IMAGE_GEN in usage:  # a Responses stream cut, estimated in
+                                # chat's shape (relay.py), with its pictures: `_tool_row`
+                                append(self._tool_row(record, arrived, day, label_of))
+                                continue
                             prompt, cached, completion, reasoning = count_tokens(usage)
                             flags = _ESTIMATED if usage.get("estimated") else _MEASURED
                 else:  # not chat's shape: a Responses answer's, maybe with its image tool's

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from azure_openai_proxy.governance.estimate import picture_tokens
+from azure_openai_proxy.governance.mediatokens import PARTIAL_IMAGE_TOKENS
 from azure_openai_proxy.governance.prices import PriceTable
 
 __all__ = ["IMAGE_DEPLOYMENT_HEADER", "IMAGE_GEN", "image_gen_cost", "image_gen_usage",
@@ -52,9 +53,13 @@ def valid_deployment_name(name: str) -> bool:
     return 0 < len(name) <= _MAX_NAME and _NAME_CHARS.issuperset(name) and name.strip(".") != ""
 
 
-def image_gen_usage(response: Mapping[str, Any], deployment: str | None) -> dict[str, Any] | None:
+def image_gen_usage(response: Mapping[str, Any], deployment: str | None,
+                    partial_images: int = 0) -> dict[str, Any] | None:
     """The image tool's part of a finished `response` object (a JSON answer, or a
-    stream's final event's `response`), or None when it made no picture."""
+    stream's final event's `response`), or None when it made no picture. Estimated from
+    its items, it counts the `partial_images` a stream sent too (each billed as 100 image
+    output tokens: governance/mediatokens.py), even beside no finished picture (a stream
+    cut before its item was done)."""
     tool_usage = response.get("tool_usage")
     said = tool_usage.get(IMAGE_GEN) if isinstance(tool_usage, dict) else None
     if isinstance(said, dict) and (said.get("input_tokens") or said.get("output_tokens")):
@@ -66,8 +71,9 @@ def image_gen_usage(response: Mapping[str, Any], deployment: str | None) -> dict
                 item.get("status") != "failed"):
             calls += 1
             tokens += picture_tokens({"quality": item.get("quality"), "size": item.get("size")})
-    if not calls:
+    if not calls and partial_images <= 0:
         return None
+    tokens += max(partial_images, 0) * PARTIAL_IMAGE_TOKENS
     return {"input_tokens": 0, "output_tokens": tokens, "total_tokens": tokens,
             "deployment": deployment, "estimated": True}
 

@@ -6,17 +6,27 @@ judged by the key's allow-list, as the `model` is."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from azure_openai_proxy.governance.model import UsageRecord
 from azure_openai_proxy.store.keys import KeyStore
 from tests.e2e.conftest import Emulator
-from tests.e2e.test_ledger import ledger_gateway, records  # noqa: F401
-from tests.e2e.test_s19_image_tool import HEADER, TOOL, _client, _gateway, image_emulator  # noqa: F401
+from tests.e2e.test_ledger import _virtual_key, ledger_gateway, records  # noqa: F401
+from tests.e2e.test_s19_image_tool import (  # noqa: F401
+    GPT_4O,
+    HEADER,
+    IMAGE_OUT,
+    TOOL,
+    _client,
+    _gateway,
+    image_emulator,
+    picturing,
+)
 from tests.support import ServerThread
 from tests.waiting import until
 
@@ -80,3 +90,39 @@ def test_a_request_without_the_image_tool_is_relayed_without_the_header(
         assert HEADER not in sent
     _client(gateway, secret).responses.create(model="gpt-4o", input="draw", tools=TOOL)  # type: ignore[arg-type]
     assert HEADER in {name.lower() for name in image_emulator.last()["headers"]}
+
+
+@pytest.fixture
+def slow_image_emulator() -> Iterator[Emulator]:
+    """With a gpt-image-1 deployment named `pictures`, and text streamed slowly after
+    the picture (40 ms a token, 200 tokens)."""
+    yield from picturing(token_ms=40, completion_tokens=200, burst_tokens=1)
+
+
+def test_a_stream_left_after_its_picture_is_recorded_with_the_picture(
+    slow_image_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The client leaves once the picture is done (and its two partial images sent),
+    while the text streams: the row's cost is the picture's and its partial images' at
+    gpt-image-1's rates, estimated, beside the text's (it was the text's alone)."""
+    gateway = _gateway(slow_image_emulator, ledger_gateway)
+    key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "pics")
+    tool = [{**TOOL[0], "partial_images": 2}]
+    with _client(gateway, secret).responses.stream(
+            model="gpt-4o", input="draw a cat", tools=tool) as stream:  # type: ignore[arg-type]
+        for event in stream:
+            if (event.type == "response.output_item.done"
+                    and event.item.type == "image_generation_call"):
+                break
+
+    def recorded() -> list[UsageRecord]:
+        return [r for r in records(gateway) if r.key_id == key_id and r.route == "responses"]
+
+    until(lambda: len(recorded()) == 1, timeout=10, message="the cut stream was not recorded")
+    [record] = recorded()
+    assert record.stream and record.usage_source == "estimated" and record.priced
+    pictures = (272 + 2 * 100) * IMAGE_OUT / 1e6
+    text = (record.prompt_tokens * GPT_4O[0] + record.completion_tokens * GPT_4O[1]) / 1e6
+    assert record.cost_usd == pytest.approx(pictures + text)
+    assert record.completion_tokens < 200  # left before the text's end

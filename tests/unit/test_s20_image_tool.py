@@ -6,16 +6,26 @@ a request never answered estimated with its pictures (gateway/budgethold.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
+import orjson
 import pytest
 
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.errors import ModelNotAllowed
+from azure_openai_proxy.gateway.answerusage import with_image_gen
 from azure_openai_proxy.gateway.governed import check_image_allowed
+from azure_openai_proxy.gateway.ledger import usage_record
+from azure_openai_proxy.governance.estimate import estimated_usage
+from azure_openai_proxy.governance.prices import PriceTable
+from azure_openai_proxy.governance.toolusage import IMAGE_GEN
+from azure_openai_proxy.normalize.responses_meter import ResponsesStreamMeter
+from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import RoutingTable
 
 HEADER = "x-ms-oai-image-generation-deployment"
+_TABLE = PriceTable.shipped()
 TOOL_BODY: dict[str, Any] = {"model": "gpt-4o", "input": "draw",
                              "tools": [{"type": "image_generation", "quality": "low"}]}
 
@@ -57,3 +67,85 @@ def test_the_image_deployment_is_judged_by_the_keys_allow_list() -> None:
     check_image_allowed(("gpt-4o",), table, solo, {"input": "hi"}, header)
     check_image_allowed(("gpt-4o",), table, solo, {**TOOL_BODY, "tool_choice": "none"}, header)
     check_image_allowed(("gpt-4o",), table, solo, TOOL_BODY, {})
+
+
+# -- a stream cut after its picture: the ledger's row prices it ------------------------
+
+_MODELS = {("https://e/", "pictures"): "gpt-image-1", ("https://e/", "gpt-4o"): "gpt-4o",
+           ("https://f/", "gpt-4o"): "gpt-4o", ("https://f/", "odd"): "gpt-image-1",
+           ("https://g/", "odd"): "dall-e-3"}
+
+
+def _events(*events: dict[str, Any]) -> bytes:
+    return b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n"
+                    for e in events)
+
+
+def _cut_stream(partials: int, done: bool) -> bytes:
+    item = {"type": "image_generation_call", "id": "ig_1", "status": "completed",
+            "result": "QUJD" * 50, "quality": "low", "size": "1024x1024"}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": {"id": "resp_1", "usage": None}},
+        {"type": "response.output_item.added", "item": {**item, "status": "in_progress"}},
+        {"type": "response.image_generation_call.in_progress", "item_id": "ig_1"}]
+    events += [{"type": "response.image_generation_call.partial_image", "item_id": "ig_1",
+                "partial_image_b64": "QUJD" * 100, "partial_image_index": n}
+               for n in range(partials)]
+    if done:
+        events += [{"type": "response.output_item.done", "item": item}]
+    # a text that quotes the partial image's event name counts no partial image
+    events += [{"type": "response.output_text.delta",
+                "delta": 'see "response.image_generation_call.partial_image"'},
+               {"type": "response.output_text.done",
+                "text": 'see "response.image_generation_call.partial_image"'}]
+    return _events(*events)
+
+
+@pytest.mark.parametrize(("partials", "done", "tokens"), [
+    (0, True, 272), (2, True, 272 + 200), (3, False, 300), (0, False, None)])
+def test_a_cut_streams_pictures_and_partial_images_are_counted(
+        partials: int, done: bool, tokens: int | None) -> None:
+    stream = _cut_stream(partials, done)
+    meter = ResponsesStreamMeter()
+    for start in range(0, len(stream), 7):
+        meter.feed(stream[start:start + 7])
+    part = meter.pictures_so_far()
+    if tokens is None:
+        assert part is None
+    else:
+        assert part is not None and part["output_tokens"] == tokens and part["estimated"]
+
+
+def test_a_final_event_without_tool_usage_counts_the_partial_images_too() -> None:
+    item = {"type": "image_generation_call", "id": "ig_1", "status": "completed",
+            "quality": "low", "size": "1024x1024"}
+    stream = _cut_stream(2, True) + _events(
+        {"type": "response.completed", "response": {"id": "resp_1", "output": [item],
+                                                    "usage": {"input_tokens": 3}}})
+    meter = ResponsesStreamMeter()
+    meter.feed(stream)
+    assert meter.image_gen is not None and meter.image_gen["output_tokens"] == 272 + 200
+
+
+def test_a_cut_streams_row_prices_its_picture_estimated() -> None:
+    """The record as relay.py makes it when the client leaves after the picture: the
+    text estimated in chat's shape, the tool's part beside it. Its row was priced at
+    the text's tokens alone (chat's shape took the row's short path)."""
+    meter = ResponsesStreamMeter()
+    meter.feed(_cut_stream(2, True))
+    text = estimated_usage({"input": "draw a cat"}, meter.content_chars)
+    headers = {HEADER: "pictures"}
+    usage = with_image_gen(text, meter.pictures_so_far(), headers)
+    record = RequestRecord("req-1", "POST", route="responses", model="gpt-4o",
+                           deployment="gpt-4o", endpoint="https://e/", status=200,
+                           total_ms=10.0, usage=usage, stream=True)
+    written = usage_record(record, 1_796_212_800.0, _TABLE, _MODELS)
+    text_usd = (text["prompt_tokens"] * 2.50 + text["completion_tokens"] * 10.00) / 1e6
+    assert written.cost_usd == pytest.approx(text_usd + (272 + 200) * 40.00 / 1e6)
+    assert written.usage_source == "estimated" and written.priced
+    assert (written.prompt_tokens, written.completion_tokens) == (
+        text["prompt_tokens"], text["completion_tokens"])
+    # three keys of chat's shape (no total) take the other short path: the same
+    usage = {"prompt_tokens": 3, "completion_tokens": 4, IMAGE_GEN: usage[IMAGE_GEN]}
+    written = usage_record(replace(record, usage=usage), 1_796_212_800.0, _TABLE, _MODELS)
+    assert written.cost_usd == pytest.approx((3 * 2.50 + 4 * 10.00 + 472 * 40.00) / 1e6)

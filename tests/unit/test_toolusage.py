@@ -105,12 +105,12 @@ def test_the_meter_reads_the_final_events_tool_usage_across_chunks(piece: int) -
         meter.feed(stream[start:start + piece])
     assert meter.usage == _TEXT
     assert meter.image_gen == {**_TOOL_USAGE["image_gen"], "deployment": None}
-    # no tool usage in the final event: its items, estimated
+    # no tool usage in the final event: its items, estimated, and its partial image
     meter = ResponsesStreamMeter()
     stream = stream.replace(b'"tool_usage"', b'"other"')
     for start in range(0, len(stream), piece):
         meter.feed(stream[start:start + piece])
-    assert meter.image_gen is not None and meter.image_gen["output_tokens"] == 1056
+    assert meter.image_gen is not None and meter.image_gen["output_tokens"] == 1056 + 100
     assert meter.image_gen["estimated"] is True
 
 
