@@ -124,7 +124,8 @@ def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
     assert budgets is not None
     try:
         return admitted, reserve_budget(budgets, caller, body, price_names(*routed),
-                                        operation, default_completion, estimate, headers)
+                                        operation, default_completion, estimate, headers,
+                                        routed[0])
     except BaseException:
         limiter.refund(admitted)  # over budget, never sent: its request slot too
         raise

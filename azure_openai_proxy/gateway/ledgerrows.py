@@ -25,7 +25,7 @@ from azure_openai_proxy.governance.prices import (
     count_tokens,
     token_cost,
 )
-from azure_openai_proxy.governance.toolusage import IMAGE_GEN, image_gen_cost
+from azure_openai_proxy.governance.toolusage import IMAGE_GEN, image_gen_cost, image_gen_elsewhere
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ledger import SOURCE_CODE, Labels, LedgerRow, record_of
 
@@ -258,7 +258,8 @@ class RowPricer:
                   label_of: Callable[[Labels], int]) -> LedgerRow:
         """The row of a Responses request whose usage has its image tool's part
         (`governance/toolusage.py`): the text model's tokens, and a cost of both parts,
-        each at its own model's rates; estimated when either is."""
+        each at its own model's rates; estimated when either is, or when the image deployment
+        is priced by its models on other endpoints (`image_gen_elsewhere`)."""
         usage = record.usage or {}
         prompt, cached, completion, reasoning = count_tokens(usage)
         names = (record.key_id, record.team_id, record.model, record.deployment,
@@ -266,7 +267,9 @@ class RowPricer:
         known = self._named.get(names) or self._name(names, label_of)
         cost, priced = record_cost(record, self.prices, self.models,
                                    (prompt, cached, completion, reasoning))
-        estimated = usage.get("estimated") or usage[IMAGE_GEN].get("estimated")
+        tool = usage[IMAGE_GEN]
+        estimated = (usage.get("estimated") or tool.get("estimated")
+                     or image_gen_elsewhere(self.models, record.endpoint, tool))
         flags = (_ESTIMATED if estimated else _MEASURED) | priced << 1
         return (arrived, record.request_id, known[2], record.status, prompt, cached,
                 completion, reasoning, cost, record.upstream_ms, record.total_ms,

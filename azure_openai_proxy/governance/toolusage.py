@@ -25,8 +25,8 @@ from azure_openai_proxy.governance.estimate import picture_tokens
 from azure_openai_proxy.governance.mediatokens import PARTIAL_IMAGE_TOKENS
 from azure_openai_proxy.governance.prices import PriceTable
 
-__all__ = ["IMAGE_DEPLOYMENT_HEADER", "IMAGE_GEN", "image_gen_cost", "image_gen_usage",
-           "image_tool", "valid_deployment_name"]
+__all__ = ["IMAGE_DEPLOYMENT_HEADER", "IMAGE_GEN", "image_gen_cost", "image_gen_elsewhere",
+           "image_gen_usage", "image_tool", "valid_deployment_name"]
 
 IMAGE_DEPLOYMENT_HEADER = "x-ms-oai-image-generation-deployment"
 IMAGE_GEN = "image_gen"  # the record usage's key for the tool's part
@@ -82,9 +82,28 @@ def image_gen_cost(prices: PriceTable, models: Mapping[tuple[str, str], str],
                    endpoint: str | None, usage: Mapping[str, Any]) -> tuple[float, bool]:
     """(USD, priced) of the tool's part (`image_gen_usage`), at the rates of the image
     deployment's model on `endpoint` (then of its name): its input's image tokens at the
-    image rate, the rest as the model's text and output."""
+    image rate, the rest as the model's text and output. A deployment configured on
+    other endpoints only (`image_gen_elsewhere`: the request's has it, unknown to the
+    configuration) at the dearest of its models there, priced if all of them are."""
     deployment = usage.get("deployment")
     if not isinstance(deployment, str):
         return 0.0, False
     model = models.get((endpoint or "", deployment))
-    return prices.usage_cost((model, deployment), usage)
+    elsewhere = [] if model is not None else _models_named(models, deployment)
+    if not elsewhere:
+        return prices.usage_cost((model, deployment), usage)
+    costs = [prices.usage_cost((other, deployment), usage) for other in elsewhere]
+    return max(usd for usd, _ in costs), all(priced for _, priced in costs)
+
+
+def image_gen_elsewhere(models: Mapping[tuple[str, str], str], endpoint: str | None,
+                        usage: Mapping[str, Any]) -> bool:
+    """Whether the tool's part is priced by another endpoint's deployment of its name
+    (`image_gen_cost`): an estimate, which the ledger's row flags."""
+    deployment = usage.get("deployment")
+    return (isinstance(deployment, str) and (endpoint or "", deployment) not in models
+            and bool(_models_named(models, deployment)))
+
+
+def _models_named(models: Mapping[tuple[str, str], str], deployment: str) -> list[str]:
+    return sorted({model for (_, name), model in models.items() if name == deployment})

@@ -13,16 +13,18 @@ import orjson
 import pytest
 
 from azure_openai_proxy.config import load_settings
-from azure_openai_proxy.errors import ModelNotAllowed
+from azure_openai_proxy.errors import ModelNotAllowed, ModelNotPriced
 from azure_openai_proxy.gateway.answerusage import with_image_gen
 from azure_openai_proxy.gateway.governed import check_image_allowed
-from azure_openai_proxy.gateway.ledger import usage_record
+from azure_openai_proxy.gateway.ledger import deployment_models, usage_record
+from azure_openai_proxy.gateway.toolhold import image_tool_usd
+from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.estimate import estimated_usage
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.governance.toolusage import IMAGE_GEN
 from azure_openai_proxy.normalize.responses_meter import ResponsesStreamMeter
 from azure_openai_proxy.observability.record import RequestRecord
-from azure_openai_proxy.routing import RoutingTable
+from azure_openai_proxy.routing import Pool, RoutingTable
 
 HEADER = "x-ms-oai-image-generation-deployment"
 _TABLE = PriceTable.shipped()
@@ -149,3 +151,82 @@ def test_a_cut_streams_row_prices_its_picture_estimated() -> None:
     usage = {"prompt_tokens": 3, "completion_tokens": 4, IMAGE_GEN: usage[IMAGE_GEN]}
     written = usage_record(replace(record, usage=usage), 1_796_212_800.0, _TABLE, _MODELS)
     assert written.cost_usd == pytest.approx((3 * 2.50 + 4 * 10.00 + 472 * 40.00) / 1e6)
+
+
+# -- the hold: on every endpoint of the pool, up to ten calls ---------------------------
+
+_DEAR_TABLE = PriceTable.shipped({"gpt-image-1-hd": {"input": 10.0, "output": 80.0}})
+
+
+def _pool_guard() -> tuple[RoutingTable, BudgetGuard]:
+    """gpt-4o on endpoints a and b; `pictures` (gpt-image-1) on a only; `both` on both,
+    of gpt-image-1 on a and of a dearer model on b; `unpriced` on both, b's unpriced."""
+    def on(endpoint: str, name: str) -> dict[str, Any]:
+        return {"deployment_name": name, "endpoint": endpoint, "api_key": "k",
+                "api_version": "2025-04-01-preview"}
+    a, b = "https://a.openai.azure.com", "https://b.openai.azure.com"
+    settings = load_settings({"models": {
+        "gpt-4o": [on(a, "gpt-4o"), on(b, "gpt-4o")],
+        "gpt-4o-a": [on(a, "only-a")],
+        "gpt-image-1": [on(a, "pictures"), on(a, "both"), on(a, "unpriced")],
+        "gpt-image-1-hd": [on(b, "both")],
+        "no-price-image": [on(b, "unpriced")],
+    }, "client_keys": ["c"]}, {})
+    guard = BudgetGuard.__new__(BudgetGuard)
+    guard.prices, guard.models = _DEAR_TABLE, deployment_models(settings)
+    return RoutingTable(settings), guard
+
+
+def _hold(guard: BudgetGuard, pool: Pool, name: str, hard: bool = True,
+          **more: Any) -> float:
+    body = {"tools": [{"type": "image_generation", "quality": "low", "size": "1024x1024"}],
+            **more}
+    return image_tool_usd(guard, body, {HEADER: name}, 0, pool, hard)
+
+
+def test_the_hold_needs_the_deployment_on_every_endpoint_the_pool_may_pick() -> None:
+    table, guard = _pool_guard()
+    pool, solo = table.resolve("gpt-4o"), table.resolve("gpt-4o-a")
+    assert _hold(guard, solo, "pictures") == pytest.approx(272 * 40.00 / 1e6)
+    with pytest.raises(ModelNotPriced) as refused:  # b may run it, where it is not known
+        _hold(guard, pool, "pictures")
+    assert refused.value.status == 403 and refused.value.param == HEADER
+    assert _hold(guard, pool, "both") == pytest.approx(272 * 80.00 / 1e6)  # the dearest
+    with pytest.raises(ModelNotPriced):
+        _hold(guard, pool, "unpriced")
+    # a soft budget holds what can be priced
+    assert _hold(guard, pool, "pictures", hard=False) == pytest.approx(272 * 40.00 / 1e6)
+
+
+@pytest.mark.parametrize(("calls", "held"), [
+    (None, 1), (1, 1), (3, 3), (10, 10), (11, 10), (1000, 10), (0, 10), (-2, 10),
+    ("5", 10), (2.0, 10), (True, 10)])
+def test_max_tool_calls_holds_as_many_pictures_up_to_ten(calls: Any, held: int) -> None:
+    table, guard = _pool_guard()
+    more = {} if calls is None else {"max_tool_calls": calls}
+    assert _hold(guard, table.resolve("gpt-4o-a"), "pictures", **more) == pytest.approx(
+        held * 272 * 40.00 / 1e6)
+
+
+def test_the_ledger_prices_a_deployment_configured_elsewhere_at_its_dearest_estimated() -> None:
+    """The request ran on endpoint c, which the configuration gives no `both`: Azure ran
+    the deployment of that name there, of a model not known. Priced at the dearest of
+    the models it has elsewhere, flagged estimated (it was unpriced, $0)."""
+    _, guard = _pool_guard()
+    usage = {"input_tokens": 30, "output_tokens": 10, "total_tokens": 40,
+             IMAGE_GEN: {"input_tokens": 0, "output_tokens": 272, "deployment": "both"}}
+    record = RequestRecord("req-1", "POST", route="responses", model="gpt-4o",
+                           deployment="gpt-4o", endpoint="https://c.openai.azure.com",
+                           status=200, total_ms=10.0, usage=usage)
+    models = {**guard.models, ("https://c.openai.azure.com", "gpt-4o"): "gpt-4o"}
+    written = usage_record(record, 1_796_212_800.0, _DEAR_TABLE, models)
+    assert written.cost_usd == pytest.approx((30 * 2.50 + 10 * 10.00 + 272 * 80.00) / 1e6)
+    assert written.priced and written.usage_source == "estimated"
+    # on its own endpoint: that one's model, measured
+    written = usage_record(replace(record, endpoint="https://a.openai.azure.com"),
+                           1_796_212_800.0, _DEAR_TABLE, models)
+    assert written.cost_usd == pytest.approx((30 * 2.50 + 10 * 10.00 + 272 * 40.00) / 1e6)
+    assert written.usage_source == "measured"
+    # of a model without a price elsewhere: unpriced
+    usage[IMAGE_GEN] = {**usage[IMAGE_GEN], "deployment": "unpriced"}
+    assert not usage_record(record, 1_796_212_800.0, _DEAR_TABLE, models).priced
