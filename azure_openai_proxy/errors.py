@@ -19,6 +19,7 @@
     │   └── KeyRateLimited            429 a virtual key's or team's own limit (x-ratelimit-*)
     ├── AdminForbidden                403 the admin API with a key that is not the admin key
     ├── BudgetExhausted               429 insufficient_quota (x-should-retry: false)
+    ├── ModelNotPriced                403 model_not_priced (a hard budget's model without a price)
     ├── DatabaseUnavailable           503 (the admin API's queries; never a proxied request)
     ├── UpstreamHttpError             any status Azure answered, already in OpenAI's shape
     └── UpstreamError                 502 upstream_error (carries `request_sent`)
@@ -62,6 +63,7 @@ __all__ = [
     "MethodNotAllowed",
     "ModelNotAllowed",
     "ModelNotFound",
+    "ModelNotPriced",
     "NoDeploymentAvailable",
     "NotFound",
     "RateLimited",
@@ -191,10 +193,13 @@ class ModelNotAllowed(NotFound):
 
     code = "model_not_found"
 
-    def __init__(self, model: str):
+    def __init__(self, model: str, param: str = "model"):
+        # `param`: where the client named it; a header's (a Responses request's image
+        # deployment, gateway/governed.py `check_image_allowed`) is said in the message
+        what = "model" if param == "model" else f"deployment (the {param} header)"
         super().__init__(
-            f"The model `{model}` does not exist or you do not have access to it.",
-            param="model",
+            f"The {what} `{model}` does not exist or you do not have access to it.",
+            param=param,
         )
         self.model = model
 
@@ -271,6 +276,16 @@ class BudgetExhausted(GatewayError):
 
     def headers(self) -> Mapping[str, str]:
         return {"x-should-retry": "false"}
+
+
+class ModelNotPriced(GatewayError):
+    """A budgeted key asked for a model the price table does not know: its cost would
+    be recorded as $0 (unpriced), so the budget would never stop it. Refused, never
+    silently free; the operator adds the model under `prices:` in the config."""
+
+    status = 403
+    type_ = "invalid_request_error"
+    code = "model_not_priced"
 
 
 class DatabaseUnavailable(GatewayError):

@@ -293,6 +293,11 @@ class RoutingTable:
     def pools(self) -> tuple[Pool, ...]:
         return tuple(self._pools.values())
 
+    def deployments_named(self, name: str) -> tuple[DeploymentSettings, ...]:
+        """The configured deployments of that name, on every endpoint that has one."""
+        pool = self._by_deployment.get(name)
+        return pool.deployments if pool is not None else ()
+
     def resolve(self, model: str) -> Pool:
         pool = self._pools.get(model) or self._by_deployment.get(model)
         if pool is not None:

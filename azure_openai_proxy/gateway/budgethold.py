@@ -10,14 +10,14 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from azure_openai_proxy.auth import Caller
-from azure_openai_proxy.errors import BudgetExhausted, GatewayError
+from azure_openai_proxy.errors import BudgetExhausted, GatewayError, ModelNotPriced
 from azure_openai_proxy.gateway.affinity import folded
 from azure_openai_proxy.gateway.formestimate import read_form
 from azure_openai_proxy.gateway.formmedia import HeldForm
 from azure_openai_proxy.gateway.ledger import NO_TOKENS, UNIT_PRICED, record_cost
 from azure_openai_proxy.gateway.ledgerrows import ESTIMATED_USD
 from azure_openai_proxy.gateway.requestbody import RequestBody
-from azure_openai_proxy.gateway.toolhold import ToolNotPriced, image_tool_usd
+from azure_openai_proxy.gateway.toolhold import image_tool_usd
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
     BudgetHold,
@@ -43,9 +43,9 @@ from azure_openai_proxy.governance.prices import (
     dearest_rates,
     token_cost,
 )
-from azure_openai_proxy.governance.toolusage import IMAGE_DEPLOYMENT_HEADER
 from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.observability.record import RequestRecord
+from azure_openai_proxy.routing import Pool
 
 __all__ = [
     "FREE_OPERATIONS",
@@ -98,15 +98,17 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
                    names: Names | PoolNames, operation: str = "",
                    default_completion: int = DEFAULT_COMPLETION_TOKENS,
                    estimate: tuple[int, int] | None = None,
-                   headers: Mapping[str, str] | None = None) -> BudgetHold | None:
+                   headers: Mapping[str, str] | None = None,
+                   pool: Pool | None = None) -> BudgetHold | None:
     """Hold the request's estimated cost (its prompt and its max output tokens, priced as
     `names`' model: of each deployment of its pool, the dearest, `price_names`) against
     its key's and team's budgets, or refuse it (429
     insufficient_quota) when what they spent and hold already reaches a budget. Call
     just before the request goes out; `settle_budget` once it has ended. `estimate`:
     the body's (prompt, max output) tokens when the caller has them already (the rate
-    limit's, gateway/governed.py `hold`), so the prompt is measured once. `headers`:
-    the request's (a Responses request's image tool names its deployment there)."""
+    limit's, gateway/governed.py `hold`), so the prompt is measured once. `headers`,
+    `pool`: the request's (a Responses request's image tool names its deployment there,
+    run on the endpoint it goes to: gateway/toolhold.py)."""
     if not budgeted(caller) or operation in FREE_OPERATIONS:
         return None  # nothing to estimate: most keys
     # A hard budget alone refuses what it could never stop: a soft one only warns, and
@@ -136,16 +138,8 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
     if rates is None and prices is not None and operation in _TOKEN_PRICED and hard:
         raise _unpriced(names)
     usd = token_cost(rates, tokens[0], 0, tokens[1]) if rates is not None else 0.0
-    if operation == "responses" and body and prices is not None:
-        try:  # its hosted image tool's pictures, at the image model's rates
-            usd += image_tool_usd(guard, body, headers, tokens[0])
-        except ToolNotPriced:
-            if hard:
-                raise ModelNotPriced(
-                    "The image generation tool's deployment (the "
-                    f"{IMAGE_DEPLOYMENT_HEADER} header) is not a deployment of this "
-                    "gateway with a price, so its pictures cannot count against this key's "
-                    "budget.", param=IMAGE_DEPLOYMENT_HEADER) from None
+    if operation == "responses" and body:  # its hosted image tool's, at its model's rates
+        usd += image_tool_usd(guard, body, headers, tokens[0], pool, hard)
     if prices is not None and body and operation in UNIT_PRICED and (
             operation not in _TRANSCRIBING):  # their minutes are known after: below
         asked = _units_asked(operation, body)
@@ -295,16 +289,6 @@ FREE_OPERATIONS = frozenset({"responses/input_tokens"})
 # ledger (recorded unpriced), so a budget could never stop it.
 _TOKEN_PRICED = frozenset({"chat/completions", "completions", "responses", "responses/compact",
                            "embeddings"})
-
-
-class ModelNotPriced(GatewayError):
-    """A budgeted key asked for a model the price table does not know: its cost would
-    be recorded as $0 (unpriced), so the budget would never stop it. Refused, never
-    silently free; the operator adds the model under `prices:` in the config."""
-
-    status = 403
-    type_ = "invalid_request_error"
-    code = "model_not_priced"
 
 
 def require_price(guard: BudgetGuard, caller: Caller, names: Names | PoolNames) -> None:

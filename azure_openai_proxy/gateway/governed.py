@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from azure_openai_proxy.auth import Caller
-from azure_openai_proxy.errors import GatewayError, KeyRateLimited, UpstreamError
+from azure_openai_proxy.errors import GatewayError, KeyRateLimited, ModelNotAllowed, UpstreamError
 from azure_openai_proxy.gateway.affinity import MAX_REFERENCE_VALUES
 from azure_openai_proxy.gateway.budgethold import (
     FREE_OPERATIONS,
@@ -41,14 +41,16 @@ from azure_openai_proxy.governance.ratelimit import (
     Refusal,
     UsualLimits,
 )
+from azure_openai_proxy.governance.toolusage import IMAGE_DEPLOYMENT_HEADER, image_tool
 from azure_openai_proxy.observability.record import RequestRecord
-from azure_openai_proxy.routing import Pool
+from azure_openai_proxy.routing import Pool, RoutingTable
 
 __all__ = [
     "ONE_MAXIMUM",
     "PLAIN_CHAT_NAMES",
     "Held",
     "admit_local",
+    "check_image_allowed",
     "failed",
     "hold",
     "keyless_failed",
@@ -123,7 +125,8 @@ def hold(limiter: RateLimiter, budgets: BudgetGuard | None, caller: Caller,
     assert budgets is not None
     try:
         return admitted, reserve_budget(budgets, caller, body, price_names(*routed),
-                                        operation, default_completion, estimate, headers)
+                                        operation, default_completion, estimate, headers,
+                                        routed[0])
     except BaseException:
         limiter.refund(admitted)  # over budget, never sent: its request slot too
         raise
@@ -220,6 +223,28 @@ def pool_allowed(patterns: tuple[str, ...], name: str, pool: Pool) -> bool:
     if pool.dynamic or models == {pool.model}:
         return model_allowed(patterns, name, pool.model)
     return all(model_allowed(patterns, model) for model in models)
+
+
+def check_image_allowed(patterns: tuple[str, ...], table: RoutingTable, pool: Pool,
+                        body: Mapping[str, Any] | None, headers: Mapping[str, str]) -> None:
+    """A key's allow-list applied to the image deployment a Responses request's hosted
+    image tool runs on (its `x-ms-oai-image-generation-deployment` header; Azure runs
+    it on that deployment of the resource the request goes to): on each endpoint of the
+    pool, the deployment's model must be one the key may use, as `pool_allowed` judges a
+    pool. One the gateway does not configure there is of a model not known, so refused
+    (ModelNotAllowed, its param the header); but on an env mode's endpoint (`Pool.
+    dynamic`) it is judged by its name, as the model sent there is. Only when the body
+    asks for the tool: without it the header is not relayed (gateway/translation.py)."""
+    name = headers.get(IMAGE_DEPLOYMENT_HEADER)
+    if name is None or image_tool(body) is None:
+        return
+    models = {d.endpoint: d.model_name for d in table.deployments_named(name)}
+    for member in pool.deployments:
+        model = models.get(member.endpoint)
+        if model is None and pool.dynamic:
+            model = name
+        if model is None or not model_allowed(patterns, model):
+            raise ModelNotAllowed(name, IMAGE_DEPLOYMENT_HEADER)
 
 
 def limit_refusal(refusal: Refusal, chained: int = 0) -> KeyRateLimited:

@@ -25,7 +25,7 @@ from azure_openai_proxy.governance.prices import (
     count_tokens,
     token_cost,
 )
-from azure_openai_proxy.governance.toolusage import IMAGE_GEN, image_gen_cost
+from azure_openai_proxy.governance.toolusage import IMAGE_GEN, image_gen_cost, image_gen_elsewhere
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ledger import SOURCE_CODE, Labels, LedgerRow, record_of
 
@@ -195,6 +195,9 @@ class RowPricer:
                             cached = reasoning = 0
                             flags = _MEASURED
                         else:
+                            if IMAGE_GEN in usage:  # an estimate's image tool (`_tool_row`)
+                                append(self._tool_row(record, arrived, day, label_of))
+                                continue
                             prompt, cached, completion, reasoning = count_tokens(usage)
                             flags = _ESTIMATED if usage.get("estimated") else _MEASURED
                     else:
@@ -213,6 +216,10 @@ class RowPricer:
                             flags = (_ESTIMATED if "estimated" in usage and usage["estimated"]  # noqa: RUF019
                                      else _MEASURED)
                         else:
+                            if IMAGE_GEN in usage:  # a Responses stream cut, estimated in
+                                # chat's shape (relay.py), with its pictures: `_tool_row`
+                                append(self._tool_row(record, arrived, day, label_of))
+                                continue
                             prompt, cached, completion, reasoning = count_tokens(usage)
                             flags = _ESTIMATED if usage.get("estimated") else _MEASURED
                 else:  # not chat's shape: a Responses answer's, maybe with its image tool's
@@ -251,7 +258,8 @@ class RowPricer:
                   label_of: Callable[[Labels], int]) -> LedgerRow:
         """The row of a Responses request whose usage has its image tool's part
         (`governance/toolusage.py`): the text model's tokens, and a cost of both parts,
-        each at its own model's rates; estimated when either is."""
+        each at its own model's rates; estimated when either is, or when the image deployment
+        is priced by its models on other endpoints (`image_gen_elsewhere`)."""
         usage = record.usage or {}
         prompt, cached, completion, reasoning = count_tokens(usage)
         names = (record.key_id, record.team_id, record.model, record.deployment,
@@ -259,7 +267,9 @@ class RowPricer:
         known = self._named.get(names) or self._name(names, label_of)
         cost, priced = record_cost(record, self.prices, self.models,
                                    (prompt, cached, completion, reasoning))
-        estimated = usage.get("estimated") or usage[IMAGE_GEN].get("estimated")
+        tool = usage[IMAGE_GEN]
+        estimated = (usage.get("estimated") or tool.get("estimated")
+                     or image_gen_elsewhere(self.models, record.endpoint, tool))
         flags = (_ESTIMATED if estimated else _MEASURED) | priced << 1
         return (arrived, record.request_id, known[2], record.status, prompt, cached,
                 completion, reasoning, cost, record.upstream_ms, record.total_ms,

@@ -40,6 +40,7 @@ from azure_openai_proxy.gateway.governed import (
     PLAIN_CHAT_NAMES,
     Held,
     admit_local,
+    check_image_allowed,
     failed,
     hold,
     keyless_failed,
@@ -234,6 +235,8 @@ class Gateway:
         routed = self._routed(target, body, models, record)
         json = body.json
         operation = target.operation
+        if models and operation == "responses":  # its image tool's deployment too
+            check_image_allowed(models, self.table, routed[0], json, request.headers)
         chat = operation == "chat/completions"
         if json is not None:  # `Model` beside `model`, `Max_Tokens` beside `max_tokens`:
             # which would Azure read? (chatfiles.py `check_top_names`)

@@ -4,68 +4,74 @@ model's, so a budgeted key's request that may make them holds them too.
 
 Held: the tool's pictures at their quality and size (the dearest where not said: `auto`
 is held as high, at the quality's largest size), their partial images when streamed, one
-picture a call and as many calls as `max_tool_calls` allows (one when not said: a
-response that calls the tool again is settled at what it cost, not refused), and the
-prompt's text at the image model's input rate. The image deployment is the one the
-client's `x-ms-oai-image-generation-deployment` names: one the configuration does not
-have, or whose model has no price, is refused to a hard budget (`model_not_priced`):
-it would be recorded at $0."""
+picture a call and as many calls as `max_tool_calls` allows, ten at most (one when not
+said: a response that calls the tool again is settled at what it cost, not refused),
+and the prompt's text at the image model's input rate. The image deployment is the one
+the client's `x-ms-oai-image-generation-deployment` names, on the endpoint the request
+goes to (Azure runs it on that resource): every endpoint of the request's pool must
+configure it, and it is held at the dearest of its models there. One that an endpoint
+the balancer may pick does not configure (it may run there, of a model not known), or
+whose model has no price, is refused to a hard budget (`model_not_priced`): it would be
+recorded at $0, or at a model it may not be."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from azure_openai_proxy.errors import ModelNotPriced
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.estimate import picture_tokens
-from azure_openai_proxy.governance.toolusage import IMAGE_DEPLOYMENT_HEADER
+from azure_openai_proxy.governance.toolusage import IMAGE_DEPLOYMENT_HEADER, image_tool
+from azure_openai_proxy.routing import Pool
 
-__all__ = ["ToolNotPriced", "image_tool_usd"]
+__all__ = ["image_tool_usd"]
 
 _MOST_CALLS = 10  # held at most: past it a response is settled at what it cost
 
 
-class ToolNotPriced(Exception):
-    """The request's image tool cannot be priced (the deployment or its price unknown)."""
-
-
-def image_tool_usd(guard: BudgetGuard, body: Mapping[str, Any],
-                   headers: Mapping[str, str] | None, prompt_tokens: int) -> float:
-    """What a Responses request's image tool may cost (0.0: it asks for none); raises
-    `ToolNotPriced` when it asks for one that cannot be priced."""
-    tool = _image_tool(body)
-    if tool is None:
-        return 0.0
+def image_tool_usd(guard: BudgetGuard, body: Mapping[str, Any], headers: Mapping[str, str] | None,
+                   prompt_tokens: int, pool: Pool | None, hard: bool) -> float:
+    """What a Responses request's image tool may cost on `pool` (0.0: it asks for none);
+    raises `ModelNotPriced` to a `hard` budget when it asks for one that cannot be priced
+    (a soft budget's is held at what can be priced: it only warns)."""
     prices = guard.prices
-    deployment = headers.get(IMAGE_DEPLOYMENT_HEADER) if headers is not None else None
     if prices is None:
         return 0.0
-    if not deployment:
-        raise ToolNotPriced(deployment)  # Azure refuses it: nothing the key may run
-    models = {model for (_, name), model in guard.models.items() if name == deployment}
-    if not models:
-        raise ToolNotPriced(deployment)
+    usage = _tool_usage(body, prompt_tokens)
+    if usage is None:
+        return 0.0
+    deployment = headers.get(IMAGE_DEPLOYMENT_HEADER) if headers is not None else None
+    endpoints = {member.endpoint for member in pool.deployments} if pool is not None else set()
+    models = [guard.models.get((endpoint, deployment or "")) for endpoint in endpoints]
+    dearest, priced = 0.0, bool(deployment) and bool(models)  # none: Azure refuses it
+    for model in models:
+        usd, known = prices.usage_cost((model, deployment), usage) if model else (0.0, False)
+        dearest, priced = max(dearest, usd), priced and known
+    if hard and not priced:
+        raise ModelNotPriced(
+            f"The image generation tool's deployment (the {IMAGE_DEPLOYMENT_HEADER} "
+            "header) is not a deployment with a price on every endpoint this request may "
+            "go to, so its pictures cannot count against this key's budget.",
+            param=IMAGE_DEPLOYMENT_HEADER)
+    return dearest
+
+
+def _tool_usage(body: Mapping[str, Any], prompt_tokens: int) -> dict[str, Any] | None:
+    """The usage (Responses' shape) the image tool of a request may be billed: its
+    pictures and their prompt, at most; None when it asks for no tool."""
+    tool = image_tool(body)
+    if tool is None:
+        return None
     asked: dict[str, Any] = {"quality": tool.get("quality"), "size": tool.get("size")}
     if body.get("stream") is True:
         asked["partial_images"] = tool.get("partial_images", 0)
     calls = body.get("max_tool_calls")
-    calls = calls if type(calls) is int and 1 <= calls <= _MOST_CALLS else 1
-    usage = {"input_tokens": prompt_tokens * calls,
-             "output_tokens": picture_tokens(asked) * calls}
-    dearest = 0.0
-    for model in models:
-        usd, priced = prices.usage_cost((model, deployment), usage)
-        if not priced:
-            raise ToolNotPriced(deployment)
-        dearest = max(dearest, usd)
-    return dearest
-
-
-def _image_tool(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    tools = body.get("tools")
-    if not isinstance(tools, list) or body.get("tool_choice") == "none":
-        return None
-    for tool in tools:
-        if isinstance(tool, Mapping) and tool.get("type") == "image_generation":
-            return tool
-    return None
+    if calls is None:
+        calls = 1
+    elif type(calls) is not int or calls < 1:  # Azure's 400, or read as the gateway cannot
+        calls = _MOST_CALLS
+    calls = min(calls, _MOST_CALLS)
+    output = picture_tokens(asked) * calls
+    return {"input_tokens": prompt_tokens * calls, "output_tokens": output,
+            "total_tokens": prompt_tokens * calls + output}

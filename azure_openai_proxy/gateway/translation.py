@@ -27,7 +27,11 @@ from azure_openai_proxy.compat import (
 )
 from azure_openai_proxy.errors import HostileInput, MalformedBody
 from azure_openai_proxy.gateway.requestbody import RequestBody
-from azure_openai_proxy.governance.toolusage import IMAGE_DEPLOYMENT_HEADER, valid_deployment_name
+from azure_openai_proxy.governance.toolusage import (
+    IMAGE_DEPLOYMENT_HEADER,
+    image_tool,
+    valid_deployment_name,
+)
 from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.normalize.stream import StreamPolicy
 from azure_openai_proxy.observability.record import RequestRecord
@@ -124,7 +128,9 @@ class RequestTranslator:
                     policy = self._policy(client_model, adapted.usage_injected)
             elif target.operation == "responses":
                 image_deployment = request.headers.get(IMAGE_DEPLOYMENT_HEADER)
-                if image_deployment is not None:  # the hosted image tool's deployment
+                if image_deployment is not None and image_tool(data) is not None:
+                    # the hosted image tool's deployment; without the tool Azure has no
+                    # use for it: not relayed, whatever it says (`_image_deployment`)
                     headers[IMAGE_DEPLOYMENT_HEADER] = _image_deployment(image_deployment)
             if (route.needs_model and client_model is not None
                     and data.get("model") != deployment.deployment_name):
@@ -261,7 +267,12 @@ def _query_value(request: HttpRequest, name: str) -> str | None:
 def _image_deployment(name: str) -> str:
     """The client's `x-ms-oai-image-generation-deployment` (which deployment runs a
     Responses request's hosted image tool), relayed only when it can be a deployment's
-    name: client text goes into no upstream header unchecked."""
+    name: client text goes into no upstream header unchecked. Read only when the body
+    asks for the tool: a client may send the header on every request (Microsoft's
+    examples set it as a client's default header), and Azure reads it only to run the
+    tool, so a request without it is relayed without the header, never refused for it;
+    and the allow-list and the budget's hold, which judge it only beside the tool, see
+    every header Azure gets."""
     if not valid_deployment_name(name):
         raise HostileInput(
             f"The {IMAGE_DEPLOYMENT_HEADER} header must be a deployment name (1 to 64 "

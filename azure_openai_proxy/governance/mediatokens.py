@@ -13,6 +13,7 @@ from typing import Any
 __all__ = [
     "ESTIMATED_TOKENS",
     "LARGEST_INPUT_PICTURE",
+    "PARTIAL_IMAGE_TOKENS",
     "input_picture_tokens",
     "most_input_pictures",
     "picture_tokens",
@@ -33,7 +34,7 @@ _PICTURE_TOKENS = {
 _MOST_PICTURES = 10  # `n` past it is Azure's 400, never a bill
 # A streamed generation's or edit's `partial_images` (0-3): each adds 100 image output
 # tokens (OpenAI's image generation guide, its cost and latency part; gpt-image-1).
-_PARTIAL_IMAGE_TOKENS = 100
+PARTIAL_IMAGE_TOKENS = _PARTIAL_IMAGE_TOKENS = 100
 _MOST_PARTIAL_IMAGES = 3
 
 

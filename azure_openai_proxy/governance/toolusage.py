@@ -22,10 +22,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from azure_openai_proxy.governance.estimate import picture_tokens
+from azure_openai_proxy.governance.mediatokens import PARTIAL_IMAGE_TOKENS
 from azure_openai_proxy.governance.prices import PriceTable
 
-__all__ = ["IMAGE_DEPLOYMENT_HEADER", "IMAGE_GEN", "image_gen_cost", "image_gen_usage",
-           "valid_deployment_name"]
+__all__ = ["IMAGE_DEPLOYMENT_HEADER", "IMAGE_GEN", "image_gen_cost", "image_gen_elsewhere",
+           "image_gen_usage", "image_tool", "valid_deployment_name"]
 
 IMAGE_DEPLOYMENT_HEADER = "x-ms-oai-image-generation-deployment"
 IMAGE_GEN = "image_gen"  # the record usage's key for the tool's part
@@ -34,14 +35,31 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 _MAX_CALLS = 100  # items read per response: what one response may make, and more
 
 
+def image_tool(body: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """A Responses request body's hosted image tool (None: it asks for none, or its
+    `tool_choice` is none). The one reading: the header is relayed (gateway/
+    translation.py), allowed (gateway/governed.py) and held (gateway/toolhold.py) by it."""
+    tools = body.get("tools") if body is not None else None
+    if type(tools) is not list or body is None or body.get("tool_choice") == "none":
+        return None
+    for tool in tools:
+        if isinstance(tool, Mapping) and tool.get("type") == "image_generation":
+            return tool
+    return None
+
+
 def valid_deployment_name(name: str) -> bool:
     """Whether a client's header value can be a deployment's name (and so safe to relay)."""
     return 0 < len(name) <= _MAX_NAME and _NAME_CHARS.issuperset(name) and name.strip(".") != ""
 
 
-def image_gen_usage(response: Mapping[str, Any], deployment: str | None) -> dict[str, Any] | None:
+def image_gen_usage(response: Mapping[str, Any], deployment: str | None,
+                    partial_images: int = 0) -> dict[str, Any] | None:
     """The image tool's part of a finished `response` object (a JSON answer, or a
-    stream's final event's `response`), or None when it made no picture."""
+    stream's final event's `response`), or None when it made no picture. Estimated from
+    its items, it counts the `partial_images` a stream sent too (each billed as 100 image
+    output tokens: governance/mediatokens.py), even beside no finished picture (a stream
+    cut before its item was done)."""
     tool_usage = response.get("tool_usage")
     said = tool_usage.get(IMAGE_GEN) if isinstance(tool_usage, dict) else None
     if isinstance(said, dict) and (said.get("input_tokens") or said.get("output_tokens")):
@@ -53,8 +71,9 @@ def image_gen_usage(response: Mapping[str, Any], deployment: str | None) -> dict
                 item.get("status") != "failed"):
             calls += 1
             tokens += picture_tokens({"quality": item.get("quality"), "size": item.get("size")})
-    if not calls:
+    if not calls and partial_images <= 0:
         return None
+    tokens += max(partial_images, 0) * PARTIAL_IMAGE_TOKENS
     return {"input_tokens": 0, "output_tokens": tokens, "total_tokens": tokens,
             "deployment": deployment, "estimated": True}
 
@@ -63,9 +82,28 @@ def image_gen_cost(prices: PriceTable, models: Mapping[tuple[str, str], str],
                    endpoint: str | None, usage: Mapping[str, Any]) -> tuple[float, bool]:
     """(USD, priced) of the tool's part (`image_gen_usage`), at the rates of the image
     deployment's model on `endpoint` (then of its name): its input's image tokens at the
-    image rate, the rest as the model's text and output."""
+    image rate, the rest as the model's text and output. A deployment configured on
+    other endpoints only (`image_gen_elsewhere`: the request's has it, unknown to the
+    configuration) at the dearest of its models there, priced if all of them are."""
     deployment = usage.get("deployment")
     if not isinstance(deployment, str):
         return 0.0, False
     model = models.get((endpoint or "", deployment))
-    return prices.usage_cost((model, deployment), usage)
+    elsewhere = [] if model is not None else _models_named(models, deployment)
+    if not elsewhere:
+        return prices.usage_cost((model, deployment), usage)
+    costs = [prices.usage_cost((other, deployment), usage) for other in elsewhere]
+    return max(usd for usd, _ in costs), all(priced for _, priced in costs)
+
+
+def image_gen_elsewhere(models: Mapping[tuple[str, str], str], endpoint: str | None,
+                        usage: Mapping[str, Any]) -> bool:
+    """Whether the tool's part is priced by another endpoint's deployment of its name
+    (`image_gen_cost`): an estimate, which the ledger's row flags."""
+    deployment = usage.get("deployment")
+    return (isinstance(deployment, str) and (endpoint or "", deployment) not in models
+            and bool(_models_named(models, deployment)))
+
+
+def _models_named(models: Mapping[tuple[str, str], str], deployment: str) -> list[str]:
+    return sorted({model for (_, name), model in models.items() if name == deployment})

@@ -20,6 +20,7 @@ __all__ = ["ResponsesStreamMeter"]
 # (`response.output` lists its items).
 _ITEM_EVENTS = frozenset({"response.output_item.added", "response.output_item.done"})
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_PARTIAL_IMAGE = b'"response.image_generation_call.partial_image"'
 _MAX_ID = 256  # longer is no id Azure made (as relay.py's `_id_of`)
 _MAX_IDS = 10_000  # per stream: what one response may create, and more
 _COUNTED_DELTAS = frozenset({
@@ -45,8 +46,8 @@ class ResponsesStreamMeter:
     id to `created` too (when set: the resource that made it is remembered,
     gateway/affinity.py). Only the events that can carry one of these are parsed."""
 
-    __slots__ = ("_decoder", "_pictures", "_seen", "claim", "content_chars", "created", "image_gen",
-                 "response_id", "usage")
+    __slots__ = ("_decoder", "_partials", "_pictures", "_seen", "claim", "content_chars", "created",
+                 "image_gen", "response_id", "usage")
 
     def __init__(self, claim: Callable[[list[str]], None] | None = None,
                  created: Callable[[str], None] | None = None) -> None:
@@ -59,6 +60,7 @@ class ResponsesStreamMeter:
         self.image_gen: dict[str, Any] | None = None
         # The pictures finished so far (their items), for a stream that ends first
         self._pictures: list[dict[str, Any]] = []
+        self._partials = 0  # the tool's partial images streamed (each billed)
         self.content_chars = 0
         self.response_id: str | None = None
 
@@ -73,7 +75,12 @@ class ResponsesStreamMeter:
                     if data.find(b'.audio.delta"') != -1:
                         continue  # audio deltas are base64 sound, not text: not parsed
                 elif data.find(b'output_item.') == -1 and data.find(b'response.created') == -1:
-                    continue  # names no id the stream creates
+                    # names no id the stream creates; a partial image is counted, not
+                    # parsed (its base64 picture). Quoted: in a text's JSON the quotes
+                    # would be escaped, so no text the model writes can match it
+                    if data.find(_PARTIAL_IMAGE) != -1:
+                        self._partials += 1
+                    continue
             try:
                 obj = orjson.loads(data)
             except orjson.JSONDecodeError:
@@ -108,7 +115,7 @@ class ResponsesStreamMeter:
                 # A stream that did not begin with `response.created` (cut, or not as
                 # documented) still names its response here, before its items.
                 self._response_created(response)
-                self.image_gen = image_gen_usage(response, None)
+                self.image_gen = image_gen_usage(response, None, self._partials)
                 self._pictures.clear()  # the final event says what they cost
                 output = response.get("output")
                 if type(output) is list:
@@ -116,10 +123,11 @@ class ResponsesStreamMeter:
 
     def pictures_so_far(self) -> dict[str, Any] | None:
         """The image tool's part of a stream that ended before its final event: the
-        pictures whose items were done, estimated (`image_gen_usage`); None if none."""
-        if not self._pictures:
+        pictures whose items were done and the partial images sent, estimated
+        (`image_gen_usage`: Azure bills both); None if none."""
+        if not self._pictures and not self._partials:
             return None
-        return image_gen_usage({"output": self._pictures}, None)
+        return image_gen_usage({"output": self._pictures}, None, self._partials)
 
     def _response_created(self, response: dict[str, Any]) -> None:
         response_id = response.get("id")

@@ -25,17 +25,23 @@ GPT_4O = (2.50, 10.00)
 IMAGE_TEXT_IN, IMAGE_OUT = 5.00, 40.00
 
 
-@pytest.fixture
-def image_emulator() -> Iterator[Emulator]:
-    """With a gpt-image-1 deployment named `pictures`."""
+def picturing(**overrides: Any) -> Iterator[Emulator]:
+    """An emulator with a gpt-image-1 deployment named `pictures` (`overrides`: its
+    configuration's)."""
     from azure_openai_proxy.emulator import create_emulator_app
     from azure_openai_proxy.emulator.config import EmulatedDeployment
 
     image = EmulatedDeployment("pictures", "gpt-image-1-2025-04-15", "images")
     config = emulator_config()
-    config = emulator_config(deployments=(*config.deployments, image))
+    config = emulator_config(deployments=(*config.deployments, image), **overrides)
     with serve(lambda: create_emulator_app(config)) as server:
         yield Emulator(server)
+
+
+@pytest.fixture
+def image_emulator() -> Iterator[Emulator]:
+    """With a gpt-image-1 deployment named `pictures`."""
+    yield from picturing()
 
 
 def _gateway(emulator: Emulator, start: Callable[..., ServerThread]) -> ServerThread:

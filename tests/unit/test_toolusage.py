@@ -9,8 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
-from azure_openai_proxy.gateway.ledger import record_cost, usage_record
-from azure_openai_proxy.gateway.toolhold import ToolNotPriced, image_tool_usd
+from azure_openai_proxy.config import load_settings
+from azure_openai_proxy.errors import ModelNotPriced
+from azure_openai_proxy.gateway.ledger import deployment_models, record_cost, usage_record
+from azure_openai_proxy.gateway.toolhold import image_tool_usd
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.prices import PriceTable, count_tokens
 from azure_openai_proxy.governance.toolusage import (
@@ -20,6 +22,7 @@ from azure_openai_proxy.governance.toolusage import (
 )
 from azure_openai_proxy.normalize.responses_meter import ResponsesStreamMeter
 from azure_openai_proxy.observability.record import RequestRecord
+from azure_openai_proxy.routing import Pool, RoutingTable
 
 _TABLE = PriceTable.shipped()
 _MODELS = {("https://e/", "pictures"): "gpt-image-1", ("https://e/", "gpt-4o"): "gpt-4o"}
@@ -105,12 +108,12 @@ def test_the_meter_reads_the_final_events_tool_usage_across_chunks(piece: int) -
         meter.feed(stream[start:start + piece])
     assert meter.usage == _TEXT
     assert meter.image_gen == {**_TOOL_USAGE["image_gen"], "deployment": None}
-    # no tool usage in the final event: its items, estimated
+    # no tool usage in the final event: its items, estimated, and its partial image
     meter = ResponsesStreamMeter()
     stream = stream.replace(b'"tool_usage"', b'"other"')
     for start in range(0, len(stream), piece):
         meter.feed(stream[start:start + piece])
-    assert meter.image_gen is not None and meter.image_gen["output_tokens"] == 1056
+    assert meter.image_gen is not None and meter.image_gen["output_tokens"] == 1056 + 100
     assert meter.image_gen["estimated"] is True
 
 
@@ -122,29 +125,38 @@ def test_only_a_deployment_name_is_relayed(name: str, valid: bool) -> None:
     assert valid_deployment_name(name) is valid
 
 
-def _guard() -> BudgetGuard:
+def _pool_and_guard() -> tuple[Pool, BudgetGuard]:
+    """gpt-4o's pool, on an endpoint with a gpt-image-1 deployment named `pictures`."""
+    settings = load_settings({"models": {
+        "gpt-4o": [{"deployment_name": "gpt-4o", "endpoint": "https://e/", "api_key": "k"}],
+        "gpt-image-1": [{"deployment_name": "pictures", "endpoint": "https://e/",
+                         "api_key": "k", "api_version": "2025-04-01-preview"}],
+    }, "client_keys": ["c"]}, {})
     guard = BudgetGuard.__new__(BudgetGuard)
-    guard.prices, guard.models = _TABLE, _MODELS
-    return guard
+    guard.prices, guard.models = _TABLE, deployment_models(settings)
+    return RoutingTable(settings).resolve("gpt-4o"), guard
 
 
 def test_the_hold_covers_the_pictures_the_tool_may_make() -> None:
+    pool, guard = _pool_and_guard()
     header = {"x-ms-oai-image-generation-deployment": "pictures"}
     body: dict[str, Any] = {"tools": [{"type": "image_generation", "quality": "low",
                                        "size": "1024x1024"}]}
-    assert image_tool_usd(_guard(), body, header, 10) == pytest.approx(
+    assert image_tool_usd(guard, body, header, 10, pool, True) == pytest.approx(
         (10 * 5.00 + 272 * 40.00) / 1e6)
     streamed = {**body, "stream": True, "max_tool_calls": 2,
                 "tools": [{**body["tools"][0], "partial_images": 3}]}
-    assert image_tool_usd(_guard(), streamed, header, 10) == pytest.approx(
+    assert image_tool_usd(guard, streamed, header, 10, pool, True) == pytest.approx(
         2 * (10 * 5.00 + (272 + 300) * 40.00) / 1e6)
     dearest = {"tools": [{"type": "image_generation"}]}  # auto: held as high, 1024x1536
-    assert image_tool_usd(_guard(), dearest, header, 0) == pytest.approx(6240 * 40.00 / 1e6)
-    assert image_tool_usd(_guard(), {**body, "tool_choice": "none"}, header, 10) == 0.0
-    assert image_tool_usd(_guard(), {"tools": [{"type": "function"}]}, None, 10) == 0.0
+    assert image_tool_usd(guard, dearest, header, 0, pool, True) == pytest.approx(
+        6240 * 40.00 / 1e6)
+    assert image_tool_usd(guard, {**body, "tool_choice": "none"}, header, 10, pool, True) == 0.0
+    assert image_tool_usd(guard, {"tools": [{"type": "function"}]}, None, 10, pool, True) == 0.0
     for headers in (None, {"x-ms-oai-image-generation-deployment": "elsewhere"}):
-        with pytest.raises(ToolNotPriced):
-            image_tool_usd(_guard(), body, headers, 10)
+        with pytest.raises(ModelNotPriced):
+            image_tool_usd(guard, body, headers, 10, pool, True)
+        assert image_tool_usd(guard, body, headers, 10, pool, False) == 0.0  # a soft budget
 
 
 def test_a_stream_cut_before_its_final_event_keeps_the_pictures_it_finished() -> None:
