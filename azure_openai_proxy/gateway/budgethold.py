@@ -241,7 +241,7 @@ def settle_budget(guard: BudgetGuard, hold: BudgetHold | None, record: RequestRe
         return
     prices, models = guard.prices, guard.models
     usage = record.usage
-    if usage is None and record.sent and record.route in UNIT_PRICED and not record.stream and (
+    if usage is None and record.body_sent and record.route in UNIT_PRICED and not record.stream and (
             record.upstream_ms is None or 200 <= record.status < 300):
         # Sent, and its answer never came back (the client left, a timeout): Azure
         # finishes such work and bills it (a transcription's minutes, pictures, speech),
@@ -260,13 +260,14 @@ def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
     """A request that ended without an answer's usage after it was sent (the client left
     before the first byte, the upstream timed out): Azure may bill it, so it is recorded
     with an estimate (flagged) rather than as free, the context its chained turn made
-    Azure read included (`record.context_tokens`). One never handed to a socket
-    (`record.sent`: its client left while it waited for a connection) is not. A unit-
+    Azure read included (`record.context_tokens`). One never handed whole to a socket
+    (`record.body_sent`: its client left while it waited for a connection, an upload
+    cut short by a reset: Azure acts on, and bills, no part of a request) is not. A unit-
     priced one (pictures, speech, a transcription) is estimated in its units, whatever
     its key (a budget's hold is not needed): a form's fields from `form` (`RequestBody.
     held_fields`), and its files' first bytes (`HeldForm`) read here, on this path only,
     so that an answered request never pays for them."""
-    if record.usage is None and record.sent and (
+    if record.usage is None and record.body_sent and (
             record.upstream_ms is None or 200 <= record.status < 300):
         if operation in UNIT_PRICED:
             record.usage = _unanswered_units(body, operation, form)
