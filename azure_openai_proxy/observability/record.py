@@ -38,7 +38,7 @@ class RequestRecord:
     # a connection, the connect failed), or only refused it: nothing to estimate.
     sent: int = 0
     # Likewise, of the times its whole body was (`SentMark.body_sent`): what an
-    # unanswered request is estimated by (gateway/budgethold.py `note_unanswered`).
+    # unanswered request is estimated by (gateway/unanswered.py `note_unanswered`).
     body_sent: int = 0
     upstream_ms: float | None = None
     total_ms: float = 0.0

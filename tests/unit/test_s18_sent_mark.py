@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from azure_openai_proxy.errors import UpstreamUnreachable
-from azure_openai_proxy.gateway.budgethold import note_unanswered
+from azure_openai_proxy.gateway.unanswered import note_unanswered
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.fast import FastTransport

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from azure_openai_proxy.errors import UpstreamError
-from azure_openai_proxy.gateway.budgethold import note_unanswered
+from azure_openai_proxy.gateway.unanswered import note_unanswered
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.fast import FastTransport

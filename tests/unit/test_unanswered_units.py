@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from azure_openai_proxy.gateway.budgethold import note_unanswered
 from azure_openai_proxy.gateway.ledgerrows import NO_TOKENS, record_cost, usage_record
+from azure_openai_proxy.gateway.unanswered import note_unanswered
 from azure_openai_proxy.governance.estimate import unanswered_usage
 from azure_openai_proxy.governance.mediatokens import ESTIMATED_TOKENS, input_picture_tokens
 from azure_openai_proxy.governance.prices import PriceTable
