@@ -58,7 +58,7 @@ def _unanswered_units(body: Mapping[str, Any] | None, operation: str,
     if isinstance(body, HeldForm):
         try:
             if operation in _TRANSCRIBING:
-                seconds = body.audio_seconds()
+                seconds = body.audio_length()
             elif operation == "images/edits":
                 sizes = body.picture_sizes()
         except OSError:  # the spool is gone: the units the fields say, no more
