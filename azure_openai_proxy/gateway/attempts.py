@@ -154,7 +154,7 @@ class UpstreamAttempts:
                 record.retries.append(f"{deployment.deployment_name}:{response.status}")
                 # An error answer moved on from is not billed: the next attempt is judged
                 # alone, sent and unanswered (estimated) or never sent (not).
-                record.sent, record.upstream_ms = 0, None
+                record.sent, record.body_sent, record.upstream_ms = 0, 0, None
                 run = run or balancer.failover(pool, 0, started, first)
                 run.failed(error)
                 del error

@@ -1,7 +1,7 @@
 """A budgeted request on the request path: refused when its key or team has spent its
-budget, its estimated cost held while it runs, settled with what it cost; and the usage
-of a request sent and never answered, estimated. The writer (gateway/ledger.py) turns
-the finished records into rows."""
+budget, its estimated cost held while it runs, settled with what it cost (a request
+sent and never answered at its estimate, gateway/unanswered.py, else its hold). The
+writer (gateway/ledger.py) turns the finished records into rows."""
 
 from __future__ import annotations
 
@@ -12,11 +12,9 @@ from typing import Any, cast
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import BudgetExhausted, GatewayError, ModelNotPriced
 from azure_openai_proxy.gateway.affinity import folded
-from azure_openai_proxy.gateway.formestimate import read_form
 from azure_openai_proxy.gateway.formmedia import HeldForm
 from azure_openai_proxy.gateway.ledger import NO_TOKENS, UNIT_PRICED, record_cost
 from azure_openai_proxy.gateway.ledgerrows import ESTIMATED_USD
-from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.gateway.toolhold import image_tool_usd
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
@@ -31,8 +29,6 @@ from azure_openai_proxy.governance.estimate import (
     picture_tokens,
     prompt_tokens,
     transcription_tokens,
-    unanswered_usage,
-    with_context,
 )
 from azure_openai_proxy.governance.keys import has_budget
 from azure_openai_proxy.governance.prices import (
@@ -53,7 +49,6 @@ __all__ = [
     "PoolNames",
     "budgeted",
     "enforce_budget",
-    "note_unanswered",
     "refuse_unmetered",
     "require_price",
     "reserve_budget",
@@ -237,8 +232,10 @@ def settle_budget(guard: BudgetGuard, hold: BudgetHold | None, record: RequestRe
         return
     prices, models = guard.prices, guard.models
     usage = record.usage
-    if usage is None and record.sent and record.route in UNIT_PRICED and not record.stream and (
-            record.upstream_ms is None or 200 <= record.status < 300):
+    unanswered = (usage is None or usage.get("estimated") is True) and bool(
+        record.body_sent) and record.route in UNIT_PRICED and not record.stream and (
+            record.upstream_ms is None or 200 <= record.status < 300)
+    if usage is None and unanswered:
         # Sent, and its answer never came back (the client left, a timeout): Azure
         # finishes such work and bills it (a transcription's minutes, pictures, speech),
         # and its answer is the only measure. `note_unanswered` records its estimate in
@@ -246,36 +243,12 @@ def settle_budget(guard: BudgetGuard, hold: BudgetHold | None, record: RequestRe
         # recorded at what it was held at, flagged, so that a budget counts it.
         record.usage = usage = {"estimated": True, ESTIMATED_USD: hold.usd}
     tokens = count_tokens(usage) if usage else NO_TOKENS
-    usd = record_cost(record, prices, models, tokens)[0] if prices else 0.0
+    usd, priced = record_cost(record, prices, models, tokens) if prices else (0.0, True)
+    if unanswered and not priced and usage is not None:
+        # Its estimate's units have no price here (speech of a model priced by tokens
+        # alone, gpt-4o-mini-tts): recorded and spent at its hold, not at $0 unpriced
+        usage[ESTIMATED_USD] = usd = hold.usd
     guard.settle(hold, record.request_id, usd)
-
-
-def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
-                    operation: str, default_completion: int = DEFAULT_COMPLETION_TOKENS,
-                    form: RequestBody | None = None) -> None:
-    """A request that ended without an answer's usage after it was sent (the client left
-    before the first byte, the upstream timed out): Azure may bill it, so it is recorded
-    with an estimate (flagged) rather than as free, the context its chained turn made
-    Azure read included (`record.context_tokens`). One never handed to a socket
-    (`record.sent`: its client left while it waited for a connection) is not. A unit-
-    priced one (pictures, speech, a transcription) is estimated in its units, whatever
-    its key (a budget's hold is not needed): a form's fields and its files' first bytes
-    read from `form` here (`read_form`), on this path only, so that an answered request
-    never pays for them; a form that cannot be read, as the most it could ask."""
-    if record.usage is None and record.sent and (
-            record.upstream_ms is None or 200 <= record.status < 300):
-        if operation in UNIT_PRICED:
-            if body is None and form is not None:
-                read = read_form(form, operation)
-                record.usage = unanswered_usage(
-                    read.fields, operation, False, audio_seconds=read.audio_seconds,
-                    picture_sizes=read.picture_sizes, form_bytes=read.size)
-            else:
-                record.usage = unanswered_usage(body, operation, False)
-            return
-        record.usage = with_context(
-            unanswered_usage(body, operation, record.stream, default_completion),
-            record.context_tokens)
 
 
 # Routes whose answer prices itself in one response_format only (`_require_priced_format`).

@@ -1,5 +1,5 @@
 """A form (an image edit's, a transcription's) read for an estimate, and only then: a
-request sent and never answered (`budgethold.note_unanswered`), a streamed picture left
+request sent and never answered (`unanswered.note_unanswered`), a streamed picture left
 or broken before Azure's usage (`picture_stream_usage`). An answered request, or a stream
 that ended with Azure's usage, never parses its form here."""
 
@@ -45,7 +45,8 @@ def read_form(body: RequestBody, operation: str) -> FormRead:
     if isinstance(fields, HeldForm):
         try:
             if operation in _TRANSCRIBING:
-                seconds = fields.audio_seconds()
+                # the length its header states where it does: a best estimate
+                seconds = fields.audio_length()
             elif operation == "images/edits":
                 sizes = fields.picture_sizes()
         except OSError:  # the spool is gone: the units the fields say

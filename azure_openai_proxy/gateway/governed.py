@@ -19,7 +19,6 @@ from azure_openai_proxy.gateway.budgethold import (
     FREE_OPERATIONS,
     PoolNames,
     budgeted,
-    note_unanswered,
     reserve_budget,
     settle_budget,
 )
@@ -28,6 +27,7 @@ from azure_openai_proxy.gateway.chatfiles import USUAL_TOP_NAMES
 from azure_openai_proxy.gateway.ledgerrows import UNIT_PRICED
 from azure_openai_proxy.gateway.limitheaders import limit_error
 from azure_openai_proxy.gateway.requestbody import RequestBody
+from azure_openai_proxy.gateway.unanswered import note_unanswered
 from azure_openai_proxy.governance.budget import BudgetGuard, BudgetHold
 from azure_openai_proxy.governance.estimate import (
     SCHEMA_FIELDS,

@@ -4,7 +4,8 @@ before it runs (gateway/budgethold.py). Pure: bytes in, numbers out; never raise
 bytes.
 
 Audio (`audio_seconds`, `id3_length`): an upper bound from the size, never a header's
-claim of length (governance/mediasize_audio.py).
+claim of length (governance/mediasize_audio.py); `audio_length`, the length a header
+states, for the record of a request never answered (within the bound).
 
 Pictures (`picture_size`): the width and height in a PNG's IHDR, a JPEG's first SOFn
 marker, a WebP's VP8/VP8L/VP8X header, a GIF's screen descriptor.
@@ -12,9 +13,9 @@ marker, a WebP's VP8/VP8L/VP8X header, a GIF's screen descriptor.
 
 from __future__ import annotations
 
-from azure_openai_proxy.governance.mediasize_audio import audio_seconds, id3_length
+from azure_openai_proxy.governance.mediasize_audio import audio_length, audio_seconds, id3_length
 
-__all__ = ["HEAD_BYTES", "audio_seconds", "id3_length", "picture_size"]
+__all__ = ["HEAD_BYTES", "audio_length", "audio_seconds", "id3_length", "picture_size"]
 
 # The bytes of a file read to find its header: a WAV's chunks before `data`, an MP3's
 # first frame, FLAC's STREAMINFO, Vorbis's identification header, a PNG's IHDR and most

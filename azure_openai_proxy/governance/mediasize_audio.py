@@ -6,7 +6,8 @@ The hold only keeps concurrent requests from spending past a budget together (th
 after is priced from Azure's own duration), so it must be an upper bound that no header
 can make shorter than what a decoder (ffmpeg, as whisper runs it) plays, not a guess at
 the length. A header's length figure (an MP3's Xing/VBRI count, FLAC's total samples, an
-MP4's `mvhd`, a WebM's Duration) is a claim any writer can set to 1: none is read. What
+MP4's `mvhd`, a WebM's Duration) is a claim any writer can set to 1: none is read for
+it (`audio_length` reads them for a record's best estimate, within the bound). What
 is read is what bounds the bytes' playing time:
 
 - WAV (RIFF/RF64) of PCM (format 1, float 3, extensible 0xFFFE): every byte after the
@@ -28,8 +29,9 @@ is read is what bounds the bytes' playing time:
 from __future__ import annotations
 
 import re
+import struct
 
-__all__ = ["audio_seconds", "id3_length"]
+__all__ = ["audio_length", "audio_seconds", "id3_length"]
 
 # Bits per second no file of a kind goes under, whatever its header says: bytes / floor
 # is more than it plays.
@@ -119,6 +121,96 @@ def audio_seconds(head: bytes, size: int) -> float:
     if bps <= 0:
         return _MOST_SECONDS
     return min(max(size, 0) * 8 / bps, _MOST_SECONDS)
+
+
+# No audio a transcription takes plays faster than this (192 kHz, 24 bits, stereo PCM): a
+# length a header states is never taken below the file's size at it.
+_MOST_BPS = 9_216_000
+
+
+def audio_length(head: bytes, size: int) -> float | None:
+    """How long an audio file plays, as its header states it (an MP3's Xing frame count,
+    else its first frame's bitrate; FLAC's total samples; an MP4's `mvhd`; a WebM's
+    Duration; Ogg Vorbis's nominal bitrate), within `audio_seconds`'s bound and never
+    under its size at the fastest audio; None where the first bytes state none (a WAV's
+    bound is its length already). A best estimate, for a request never answered (its
+    record, not a hold: a header may lie, and only the file's own client gains)."""
+    size = max(size, len(head))
+    kind = _kind(head)
+    seconds = (_mp3_length(head, size) if kind == "unknown" else _flac_length(head)
+               if kind == "flac" else _mp4_length(head) if kind == "mp4" else
+               _webm_length(head) if kind == "webm" else _vorbis_length(head, size)
+               if kind == "ogg" else None)
+    if seconds is None:
+        return None
+    return min(max(seconds, size * 8 / _MOST_BPS), audio_seconds(head, size))
+
+
+def _mp3_length(head: bytes, size: int) -> float | None:
+    at = _mp3_first(head, size)
+    if at is None:
+        return None
+    frame = _mp3_frame(head, at) or 0
+    b1, b2 = head[at + 1], head[at + 2]
+    version, layer = (b1 >> 3) & 3, 4 - ((b1 >> 1) & 3)
+    rate = _SAMPLE_RATES[version][(b2 >> 2) & 3]
+    xing = max(head.find(b"Xing", at, at + frame), head.find(b"Info", at, at + frame))
+    if xing >= 0 and xing + 12 <= len(head) and head[xing + 7] & 1:  # its frame count
+        samples = 384 if layer == 1 else 1152 if layer == 2 or version == 3 else 576
+        return int.from_bytes(head[xing + 8:xing + 12], "big") * samples / rate
+    bitrate = _BITRATES[(version == 3, layer)][(b2 >> 4) - 1] * 1000
+    return (size - at) * 8 / bitrate
+
+
+def _flac_length(head: bytes) -> float | None:
+    """STREAMINFO's total samples over its sample rate (both 0 where not known)."""
+    if len(head) < 26 or head[4] & 0x7F != 0:  # the first block is STREAMINFO
+        return None
+    packed = int.from_bytes(head[18:26], "big")
+    rate, total = packed >> 44, packed & ((1 << 36) - 1)
+    return total / rate if rate and total else None
+
+
+def _mp4_length(head: bytes) -> float | None:
+    """The movie header's duration over its timescale, where the `moov` comes first."""
+    at = head.find(b"mvhd")
+    if at < 0 or at + 36 > len(head):
+        return None
+    if head[at + 4] == 1:  # 64-bit times
+        scale = int.from_bytes(head[at + 24:at + 28], "big")
+        duration = int.from_bytes(head[at + 28:at + 36], "big")
+    else:
+        scale = int.from_bytes(head[at + 16:at + 20], "big")
+        duration = int.from_bytes(head[at + 20:at + 24], "big")
+    return duration / scale if scale and duration else None
+
+
+def _webm_length(head: bytes) -> float | None:
+    """The Segment Info's Duration (a float, in TimecodeScale units: 1 ms by default)."""
+    at = head.find(b"\x44\x89")
+    if at < 0 or at + 3 > len(head) or head[at + 2] not in (0x84, 0x88):
+        return None
+    width = head[at + 2] & 0x0F
+    raw = head[at + 3:at + 3 + width]
+    if len(raw) != width:
+        return None
+    duration = struct.unpack(">f" if width == 4 else ">d", raw)[0]
+    scale = 1_000_000
+    found = head.find(b"\x2a\xd7\xb1")
+    if found >= 0 and found + 4 <= len(head) and 0x81 <= head[found + 3] <= 0x88:
+        width = head[found + 3] & 0x0F
+        scale = int.from_bytes(head[found + 4:found + 4 + width], "big") or scale
+    seconds = duration * scale / 1e9
+    return seconds if 0 < seconds < _MOST_SECONDS else None
+
+
+def _vorbis_length(head: bytes, size: int) -> float | None:
+    """The file's size at a Vorbis stream's nominal bitrate (Opus states none)."""
+    at = head.find(b"\x01vorbis")
+    if at < 0 or at + 24 > len(head):
+        return None
+    nominal = int.from_bytes(head[at + 20:at + 24], "little", signed=True)
+    return size * 8 / nominal if nominal > 0 else None
 
 
 def id3_length(head: bytes) -> int:
@@ -280,9 +372,14 @@ def _mp3_frame(head: bytes, at: int) -> int | None:
 
 def _mp3_floor(head: bytes, size: int) -> int | None:
     """The lowest bitrate of an MP3 (see the module's docstring); None when no frame is
-    found among the first bytes (a frame is taken as the first only when the next one
-    follows where its length says, or past the file's end: a lone sync pattern in other
-    bytes is not a frame)."""
+    found among the first bytes (`_mp3_first`)."""
+    return _LEAST_MP3_BPS if _mp3_first(head, size) is not None else None
+
+
+def _mp3_first(head: bytes, size: int) -> int | None:
+    """Where an MP3's first frame starts among the first bytes, None where none is (a
+    frame is taken as the first only when the next one follows where its length says,
+    or past the file's end: a lone sync pattern in other bytes is not a frame)."""
     found = _MP3_SYNC.search(head)
     tries = _MOST_SYNC_TRIES
     while found is not None and tries:
@@ -292,6 +389,6 @@ def _mp3_floor(head: bytes, size: int) -> int | None:
         if frame is not None and frame > 4:
             following = at + frame
             if following >= size or _mp3_frame(head, following) is not None:
-                return _LEAST_MP3_BPS
+                return at
         found = _MP3_SYNC.search(head, at + 1)
     return None

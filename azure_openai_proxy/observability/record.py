@@ -37,6 +37,9 @@ class RequestRecord:
     # (gateway/attempts.py); 0: Azure never saw it (its client left while it waited for
     # a connection, the connect failed), or only refused it: nothing to estimate.
     sent: int = 0
+    # Likewise, of the times its whole body was (`SentMark.body_sent`): what an
+    # unanswered request is estimated by (gateway/unanswered.py `note_unanswered`).
+    body_sent: int = 0
     upstream_ms: float | None = None
     total_ms: float = 0.0
     azure_request_id: str | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from types import SimpleNamespace
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 from yarl import URL
@@ -46,9 +46,12 @@ class SentMark(Protocol):
     by the transport when the request's first bytes are handed to a socket (its head
     written, or an HTTP/2 stream's HEADERS; bytes buffered by the event loop's transport
     count: Azure may have them), and down when the server says it did not act on them
-    (an HTTP/2 REFUSED_STREAM or GOAWAY)."""
+    (an HTTP/2 REFUSED_STREAM or GOAWAY). `body_sent` likewise when its body's last
+    byte is: what Azure acts on and bills (an upload cut short, the connection reset
+    mid-way, is neither answered nor billed). A bytes body counts with its head."""
 
     sent: int
+    body_sent: int
 
 
 class UpstreamRequest(NamedTuple):
@@ -259,7 +262,10 @@ class AiohttpTransport:
 
     async def send(self, request: UpstreamRequest) -> UpstreamResponse:
         session = self._open()
-        body = request.body() if callable(request.body) else request.body
+        mark = request.mark
+        body: Any = request.body
+        if callable(body):
+            body = body() if mark is None else _counted(body(), mark)
         # Counted from now, as FastTransport counts a connection from its acquisition: a
         # request waiting for Azure's head holds one (http/busypoll.py reads the count).
         self.in_use += 1
@@ -270,7 +276,8 @@ class AiohttpTransport:
                 headers=request.headers,
                 data=body,
                 allow_redirects=False,
-                trace_request_ctx=request.mark,
+                trace_request_ctx=mark if mark is None or callable(request.body) else (
+                    _WithBody(mark)),
             )
         except TimeoutError as exc:
             self.in_use -= 1
@@ -305,8 +312,26 @@ async def _headers_sent(session: aiohttp.ClientSession, context: SimpleNamespace
     """aiohttp is writing the request's head (its connection, through the proxy, is
     open): the request's `mark` is told it was sent (`SentMark`)."""
     mark = context.trace_request_ctx
-    if mark is not None:
+    if isinstance(mark, _WithBody):  # a bytes body: counted whole with its head
+        mark.mark.sent += 1
+        mark.mark.body_sent += 1
+    elif mark is not None:
         mark.sent += 1
+
+
+class _WithBody(NamedTuple):
+    """A request's `mark` whose body (bytes) counts as sent with its head: aiohttp
+    writes it right after, and says nothing when it has."""
+
+    mark: SentMark
+
+
+async def _counted(pieces: AsyncIterator[bytes], mark: SentMark) -> AsyncIterator[bytes]:
+    """`pieces`, and `mark.body_sent` counted once aiohttp asks past the last (it writes
+    each piece before it asks for the next)."""
+    async for piece in pieces:
+        yield piece
+    mark.body_sent += 1
 
 
 def _sent_trace() -> aiohttp.TraceConfig:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from azure_openai_proxy.errors import UpstreamUnreachable
-from azure_openai_proxy.gateway.budgethold import note_unanswered
+from azure_openai_proxy.gateway.unanswered import note_unanswered
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.fast import FastTransport
@@ -46,7 +46,7 @@ def test_an_unanswered_request_is_estimated_only_when_it_was_sent() -> None:
     note_unanswered(queued, CHAT, "chat/completions")
     assert queued.usage is None
     sent = _record()
-    sent.sent = 1  # its head was written: Azure may bill it
+    sent.sent = sent.body_sent = 1  # written whole: Azure may bill it
     note_unanswered(sent, CHAT, "chat/completions")
     assert sent.usage is not None and sent.usage["completion_tokens"] == 50
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from azure_openai_proxy.gateway.budgethold import note_unanswered
 from azure_openai_proxy.gateway.ledgerrows import NO_TOKENS, record_cost, usage_record
 from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.gateway.spool import SpooledBody
+from azure_openai_proxy.gateway.unanswered import note_unanswered
 from azure_openai_proxy.governance.estimate import unanswered_usage
 from azure_openai_proxy.governance.mediatokens import ESTIMATED_TOKENS, input_picture_tokens
 from azure_openai_proxy.governance.prices import PriceTable
@@ -28,7 +28,8 @@ def _left(route: str, model: str, usage: dict[str, Any] | None, status: int = 49
     """A record of a request sent to `model`'s deployment whose client left."""
     record = RequestRecord("r1", "POST", route=route, model=model, deployment=model,
                            endpoint="e", status=status)
-    record.sent, record.usage = 1, usage
+    record.sent = record.body_sent = 1
+    record.usage = usage
     return record
 
 
@@ -114,7 +115,7 @@ def test_note_unanswered_records_a_unit_priced_request_that_was_sent() -> None:
     note_unanswered(sent, body, "images/generations")
     assert sent.usage is not None and sent.usage["images"] == 1 and sent.usage["estimated"]
     queued = _left("images/generations", "dall-e-3", None)
-    queued.sent = 0  # its client left while it waited for a connection: Azure never saw it
+    queued.sent = queued.body_sent = 0  # its client left while it waited for a connection
     note_unanswered(queued, body, "images/generations")
     assert queued.usage is None
 

@@ -326,6 +326,7 @@ class FastTransport:
                 mark = request.mark
                 if mark is not None:  # in the socket or the loop's buffer: Azure may have it
                     mark.sent += 1
+                    mark.body_sent += 1
             while not conn.started:
                 await conn.wait(self.read_timeout)
         except BaseException:
@@ -341,9 +342,12 @@ class FastTransport:
         if mark is not None:
             mark.sent += 1
         async for piece in pieces:
-            if conn.closed or conn.started:
+            if conn.closed or conn.started or transport.is_closing():
                 # Failed, or the upstream answered before taking the whole body (a 413 to
-                # an upload): stop sending. The connection cannot be reused (below).
+                # an upload): stop sending. The connection cannot be reused (below). (A
+                # write that failed, a reset, closes the transport at once and the
+                # connection only on the loop's next turn: a body whose pieces never
+                # wait was counted whole, and read to its end, into a dead socket.)
                 break
             if piece:
                 if chunked:
@@ -353,8 +357,11 @@ class FastTransport:
             while conn.write_paused and not conn.closed and not conn.started:
                 await conn.wait(self.read_timeout)
         else:
-            if chunked and not conn.closed:
-                transport.write(b"0\r\n\r\n")
+            if not conn.closed and not transport.is_closing():
+                if chunked:
+                    transport.write(b"0\r\n\r\n")
+                if mark is not None:  # its last byte handed over: whole, Azure may act
+                    mark.body_sent += 1
             return
         conn.body_cut = True  # the request body was cut short: the connection is spent
 

@@ -129,6 +129,7 @@ class H2Transport:
         if mark is not None:  # its HEADERS written: Azure may act on them
             mark.sent += 1
         stream.bodyless = request.method == "HEAD"
+        whole = False
         try:
             if callable(body):
                 async for piece in body():
@@ -139,6 +140,9 @@ class H2Transport:
             elif body:
                 await _send(conn, stream, body)
                 conn.end_body(stream)
+            if mark is not None and stream.sent_end:  # END_STREAM went: the body is whole
+                mark.body_sent += 1
+                whole = True
             while not stream.started:
                 stream.raise_error()
                 if stream.ended:  # END_STREAM before any head: not HTTP
@@ -146,6 +150,11 @@ class H2Transport:
                         f"Cannot reach Azure OpenAI at {origin.host}: the server ended the "
                         "stream without an answer")
                 await stream.wait()
+        except _Refused:
+            conn.abandon(stream)
+            if whole and mark is not None:  # not acted on: as if never sent (`send`)
+                mark.body_sent -= 1
+            raise
         except BaseException:
             conn.abandon(stream)  # reset, unless the server ended it already
             raise
