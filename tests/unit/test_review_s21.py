@@ -61,3 +61,35 @@ def test_a_webm_without_a_duration_states_no_length() -> None:
     assert audio_seconds(head, size) > 40 * 60
     # main: 8.68 s (the size floor), recorded for an unanswered transcription
     assert audio_length(head, size) is None
+
+
+def test_env_mode_holds_the_image_tool_as_its_ledger_prices_it() -> None:
+    """Env mode (AZURE_OPENAI_ENDPOINT: a model not configured is the deployment of its
+    name there): the allow-list judges the header's deployment by its name and the
+    ledger prices its pictures by its name (image_gen_cost), but the hold finds no
+    configured model and refuses every hard budget 403 model_not_priced."""
+    from azure_openai_proxy.config import load_settings
+    from azure_openai_proxy.gateway.governed import check_image_allowed
+    from azure_openai_proxy.gateway.ledger import deployment_models
+    from azure_openai_proxy.gateway.toolhold import image_tool_usd
+    from azure_openai_proxy.governance.budget import BudgetGuard
+    from azure_openai_proxy.governance.prices import PriceTable
+    from azure_openai_proxy.governance.toolusage import image_gen_cost
+    from azure_openai_proxy.routing import RoutingTable
+
+    settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": "https://r.example",
+                                    "AZURE_OPENAI_API_KEY": "k"})
+    table = RoutingTable(settings)
+    pool = table.resolve("gpt-4o")
+    assert pool.dynamic
+    body = {"model": "gpt-4o", "input": "draw",
+            "tools": [{"type": "image_generation", "quality": "low", "size": "1024x1024"}]}
+    headers = {"x-ms-oai-image-generation-deployment": "gpt-image-1"}
+    check_image_allowed(("gpt-4o", "gpt-image-1"), table, pool, body, headers)  # allowed
+    guard = BudgetGuard.__new__(BudgetGuard)
+    guard.prices, guard.models = PriceTable.shipped(), deployment_models(settings)
+    usage = {"input_tokens": 0, "output_tokens": 272, "deployment": "gpt-image-1"}
+    ledger = image_gen_cost(guard.prices, guard.models, "https://r.example", usage)
+    assert ledger[1] and ledger[0] > 0, ledger  # the ledger prices it, by its name
+    # main: ModelNotPriced (403) for a deployment the ledger prices
+    assert image_tool_usd(guard, body, headers, 0, pool, True) >= ledger[0]
