@@ -42,3 +42,34 @@ def test_a_responses_picture_never_answered_is_recorded_with_its_picture(
     [record] = _left(gateway, "responses")
     assert record.usage_source == "estimated", record
     assert record.cost_usd >= 272 * IMAGE_OUT / 1e6, record  # one low 1024x1024 picture
+
+
+def test_a_transcription_never_answered_is_spent_at_what_azure_bills_not_a_header_claim(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A key with a hard budget uploads 627 s of MP3 (24,000 frames at 128 kbit/s) whose
+    Xing header says 1 frame, and leaves before the answer: Azure transcribes and bills
+    every frame (whisper: $0.006 a minute, $0.063). The hold held the bound; the record
+    and the budget's spend take the header's claim (audio_length, merge 37efce8), floored
+    at the size at 9.2 Mbit/s: 8.7 s, $0.0009 (1/72). Repeated, a key spends 72 times its
+    budget at Azure."""
+    from tests.e2e.test_s19_unanswered_units import _client
+
+    frames = 24_000
+    xing = bytes(32) + b"Xing" + (1).to_bytes(4, "big") + (1).to_bytes(4, "big")
+    first = b"\xff\xfb\x90\x00" + xing + bytes(413 - len(xing))
+    audio = first + (b"\xff\xfb\x90\x00" + bytes(413)) * (frames - 1)
+    gateway = ledger_gateway(emulator)
+    key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "hard", budget_usd=5.0,
+                                  budget_period="daily")
+    emulator.fault("whisper", "hang", count=1, seconds=3)
+    _abandon(lambda: _client(gateway, secret).audio.transcriptions.create(
+        model="whisper-1", file=("talk.mp3", audio, "audio/mpeg"),
+        response_format="verbose_json"))
+    [heard] = _left(gateway, "audio/transcriptions")
+    assert heard.usage_source == "estimated" and heard.priced, heard
+    billed = frames * 1152 / 44_100 / 60 * 0.006  # what Azure bills: ~$0.063
+    assert heard.cost_usd >= billed * 0.99, heard  # main: $0.00087
+    guard = gateway.app.gateway.budgets  # type: ignore[attr-defined]
+    assert float(guard.spent(("key", key_id), "daily")) >= billed * 0.99
