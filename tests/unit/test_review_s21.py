@@ -93,3 +93,18 @@ def test_env_mode_holds_the_image_tool_as_its_ledger_prices_it() -> None:
     assert ledger[1] and ledger[0] > 0, ledger  # the ledger prices it, by its name
     # main: ModelNotPriced (403) for a deployment the ledger prices
     assert image_tool_usd(guard, body, headers, 0, pool, True) >= ledger[0]
+
+
+def test_an_mp3s_id3_tag_is_not_counted_as_audio_in_its_stated_length() -> None:
+    # 30 s of CBR 128 kbit/s MP3 (no Xing/Info frame) behind a 300 KB ID3v2 tag (a cover
+    # picture): HeldForm reads the frames past the tag, but audio_length is given the
+    # part's whole size, so the tag's bytes are priced as audio at the frame's bitrate.
+    frames = round(30 / _FRAME_SECONDS)
+    tag_body = 300_000
+    syncsafe = bytes([(tag_body >> 21) & 0x7F, (tag_body >> 14) & 0x7F,
+                      (tag_body >> 7) & 0x7F, tag_body & 0x7F])
+    audio = b"ID3\x03\x00\x00" + syncsafe + bytes(tag_body) + _FRAME * frames
+    read = read_form(_transcription(audio), "audio/transcriptions")
+    assert read.audio_seconds is not None
+    # main: 48.8 s (the tag's 300 KB at 128 kbit/s added to 30 s)
+    assert read.audio_seconds < 30 * 1.05, read.audio_seconds
