@@ -3,12 +3,16 @@ through the gateway to the emulator. Each test fails on main."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openai
+import pytest
 
-from tests.e2e.conftest import Emulator
+from azure_openai_proxy.emulator.app import create_emulator_app
+from azure_openai_proxy.emulator.config import EmulatedDeployment
+from tests.e2e.conftest import AZURE_KEY, MODELS, Emulator, emulator_config
 from tests.e2e.test_ledger import _virtual_key, ledger_gateway, records  # noqa: F401
 from tests.e2e.test_s19_image_tool import (  # noqa: F401
     HEADER,
@@ -18,7 +22,7 @@ from tests.e2e.test_s19_image_tool import (  # noqa: F401
     image_emulator,
 )
 from tests.e2e.test_s19_unanswered_units import _abandon, _left
-from tests.support import ServerThread
+from tests.support import ServerThread, serve
 
 
 def test_a_responses_picture_never_answered_is_recorded_with_its_picture(
@@ -73,3 +77,40 @@ def test_a_transcription_never_answered_is_spent_at_what_azure_bills_not_a_heade
     assert heard.cost_usd >= billed * 0.99, heard  # main: $0.00087
     guard = gateway.app.gateway.budgets  # type: ignore[attr-defined]
     assert float(guard.spent(("key", key_id), "daily")) >= billed * 0.99
+
+
+@pytest.fixture
+def mystery_emulator() -> Iterator[Emulator]:
+    """The emulator with an images deployment `mystery` of a model no price knows."""
+    config = emulator_config()
+    mystery = EmulatedDeployment("mystery", "mystery-image-1", "images")
+    with serve(lambda: create_emulator_app(
+            dataclasses.replace(config, deployments=(*config.deployments, mystery)))) as server:
+        yield Emulator(server)
+
+
+def test_a_soft_budgets_unpriced_picture_never_answered_stays_unpriced(
+    mystery_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A soft budget serves a model the price table does not know (it only warns). Its
+    picture sent and never answered has no price, and its hold is $0: settle_budget
+    (96db930) writes that $0 hold as the record's `estimated_usd`, so the ledger's row
+    says priced, $0.00, where it said unpriced: the usage report's `unpriced` count, the
+    operator's sign that a price is missing, no longer shows it."""
+    from tests.e2e.test_s19_unanswered_units import _client
+
+    deployments = [{"model_name": model, "deployment_name": deployment,
+                    "endpoint": mystery_emulator.url, "api_key": AZURE_KEY,
+                    "api_version": "2025-04-01-preview"}
+                   for model, deployment in {**MODELS, "mystery-image": "mystery"}.items()]
+    gateway = ledger_gateway(mystery_emulator, deployment_config=deployments)
+    _, secret = _virtual_key(gateway, tmp_path / "gw.db", "soft", soft_budget_usd=5.0,
+                             budget_period="daily")
+    mystery_emulator.fault("mystery", "hang", count=1, seconds=3)
+    _abandon(lambda: _client(gateway, secret).images.generate(
+        model="mystery-image", prompt="a lighthouse"))
+    [picture] = _left(gateway, "images/generations")
+    assert picture.usage_source == "estimated", picture
+    # main: priced=True at $0.0
+    assert not picture.priced or picture.cost_usd > 0, picture
