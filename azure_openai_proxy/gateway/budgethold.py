@@ -244,9 +244,11 @@ def settle_budget(guard: BudgetGuard, hold: BudgetHold | None, record: RequestRe
         record.usage = usage = {"estimated": True, ESTIMATED_USD: hold.usd}
     tokens = count_tokens(usage) if usage else NO_TOKENS
     usd, priced = record_cost(record, prices, models, tokens) if prices else (0.0, True)
-    if unanswered and not priced and usage is not None:
+    if unanswered and not priced and usage is not None and hold.usd > 0:
         # Its estimate's units have no price here (speech of a model priced by tokens
-        # alone, gpt-4o-mini-tts): recorded and spent at its hold, not at $0 unpriced
+        # alone, gpt-4o-mini-tts): recorded and spent at its hold, not at $0 unpriced.
+        # A hold of $0 (a soft budget's, of a model with no price) says nothing: the row
+        # stays unpriced, which is how the usage report shows a price is missing.
         usage[ESTIMATED_USD] = usd = hold.usd
     guard.settle(hold, record.request_id, usd)
 

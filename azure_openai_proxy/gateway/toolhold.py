@@ -12,7 +12,8 @@ goes to (Azure runs it on that resource): every endpoint of the request's pool m
 configure it, and it is held at the dearest of its models there. One that an endpoint
 the balancer may pick does not configure (it may run there, of a model not known), or
 whose model has no price, is refused to a hard budget (`model_not_priced`): it would be
-recorded at $0, or at a model it may not be."""
+recorded at $0, or at a model it may not be. In env mode (a dynamic pool: no model is
+configured) the deployment is priced by its name, as the ledger prices it."""
 
 from __future__ import annotations
 
@@ -46,7 +47,10 @@ def image_tool_usd(guard: BudgetGuard, body: Mapping[str, Any], headers: Mapping
     models = [guard.models.get((endpoint, deployment or "")) for endpoint in endpoints]
     dearest, priced = 0.0, bool(deployment) and bool(models)  # none: Azure refuses it
     for model in models:
-        usd, known = prices.usage_cost((model, deployment), usage) if model else (0.0, False)
+        # a dynamic pool (env mode) configures no model: its deployments are named after
+        # their models, and are priced by their names, as the ledger prices them
+        usd, known = (prices.usage_cost((model, deployment), usage) if model or (
+            pool is not None and pool.dynamic) else (0.0, False))
         dearest, priced = max(dearest, usd), priced and known
     if hard and not priced:
         raise ModelNotPriced(
