@@ -49,22 +49,23 @@ class HeldForm(dict[str, Any]):
         last, should it give more than one), or None when it has none. Reads at most two
         windows of `HEAD_BYTES` per file: its start, and past an MP3's ID3 tag when the
         tag is longer."""
-        return self._seconds(audio_seconds)
+        return self._seconds(lambda head, size, _audio: audio_seconds(head, size))
 
     def audio_length(self) -> float | None:
         """As `audio_seconds`, each file's length as its header states it where it does
         (governance/mediasize_audio.py `audio_length`): a best estimate, for the record
         of a request never answered, not for a hold."""
-        return self._seconds(lambda head, size: audio_length(head, size) or audio_seconds(
-            head, size))
+        return self._seconds(lambda head, size, audio: audio_length(head, audio) or (
+            audio_seconds(head, size)))
 
-    def _seconds(self, read: Callable[[bytes, int], float]) -> float | None:
+    def _seconds(self, read: Callable[[bytes, int, int], float]) -> float | None:
         parts = self._spool.file_parts(self._boundary, _AUDIO_PARTS, _ALL_PARTS)
         if not parts:
             return None
         return max(self._file_seconds(start, end, read) for start, end in {parts[0], parts[-1]})
 
-    def _file_seconds(self, start: int, end: int, read: Callable[[bytes, int], float]) -> float:
+    def _file_seconds(self, start: int, end: int,
+                      read: Callable[[bytes, int, int], float]) -> float:
         spool = self._spool
         head = spool.read_at(start, min(end, start + HEAD_BYTES))
         skip = id3_length(head)
@@ -73,8 +74,9 @@ class HeldForm(dict[str, Any]):
             head = (head[skip:] if len(head) < HEAD_BYTES or skip <= _SHORT_TAG
                     else spool.read_at(after, min(end, after + HEAD_BYTES)))
         # the bound is of the whole part, the tag's bytes too: a tag that lies long
-        # would hide the frames a decoder reads past it
-        return read(head, end - start)
+        # would hide the frames a decoder reads past it; a stated length is of the
+        # audio after the tag (a cover picture is no audio)
+        return read(head, end - start, end - start - min(skip, end - start))
 
     def picture_sizes(self) -> list[tuple[int, int] | None]:
         """(width, height) of each of the form's `image` / `image[]` pictures (the first

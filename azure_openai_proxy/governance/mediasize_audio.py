@@ -123,8 +123,14 @@ def audio_seconds(head: bytes, size: int) -> float:
     return min(max(size, 0) * 8 / bps, _MOST_SECONDS)
 
 
-# No audio a transcription takes plays faster than this (192 kHz, 24 bits, stereo PCM): a
-# length a header states is never taken below the file's size at it.
+# A length a header states is never taken below the file's size at the fastest its
+# kind's audio runs: a header may lie short (a Xing count of 1), and Azure bills what its
+# decoder plays. MPEG audio: no frame's bitrate is past 448 kbit/s (MPEG-1 Layer I), so
+# an MP3's floor holds whatever its header says. Opus, Vorbis and AAC (Ogg, WebM, MP4):
+# 512 kbit/s, past what encoders write for speech or music (Opus stops at 510 kbit/s), not
+# a codec's limit: audio encoded faster under a header that lies can be recorded shorter
+# than it plays. Lossless audio (FLAC, ALAC or PCM in MP4): 192 kHz, 24 bits, stereo.
+_FASTEST_BPS = {"unknown": 448_000, "ogg": 512_000, "webm": 512_000, "mp4": 512_000}
 _MOST_BPS = 9_216_000
 
 
@@ -132,9 +138,10 @@ def audio_length(head: bytes, size: int) -> float | None:
     """How long an audio file plays, as its header states it (an MP3's Xing frame count,
     else its first frame's bitrate; FLAC's total samples; an MP4's `mvhd`; a WebM's
     Duration; Ogg Vorbis's nominal bitrate), within `audio_seconds`'s bound and never
-    under its size at the fastest audio; None where the first bytes state none (a WAV's
-    bound is its length already). A best estimate, for a request never answered (its
-    record, not a hold: a header may lie, and only the file's own client gains)."""
+    under its size at the fastest its kind's audio runs (`_FASTEST_BPS`); None where the
+    first bytes state none (a WAV's bound is its length already). A best estimate, for
+    the record of a request never answered, not for a hold. `size`: the audio's bytes,
+    an MP3's ID3 tag not counted (a cover picture is no audio)."""
     size = max(size, len(head))
     kind = _kind(head)
     seconds = (_mp3_length(head, size) if kind == "unknown" else _flac_length(head)
@@ -143,7 +150,9 @@ def audio_length(head: bytes, size: int) -> float | None:
                if kind == "ogg" else None)
     if seconds is None:
         return None
-    return min(max(seconds, size * 8 / _MOST_BPS), audio_seconds(head, size))
+    fastest = (_MOST_BPS if kind == "flac" or _container_floor(kind, head) == 0.0
+               else _FASTEST_BPS[kind])
+    return min(max(seconds, size * 8 / fastest), audio_seconds(head, size))
 
 
 def _mp3_length(head: bytes, size: int) -> float | None:
@@ -185,23 +194,81 @@ def _mp4_length(head: bytes) -> float | None:
     return duration / scale if scale and duration else None
 
 
+# Matroska element IDs read for a WebM's Duration: the Segment, its Info (Duration and
+# TimecodeScale within), and its first Cluster (past it no Info comes).
+_SEGMENT, _INFO, _CLUSTER = 0x18538067, 0x1549A966, 0x1F43B675
+_DURATION, _TIMECODE_SCALE = 0x4489, 0x2AD7B1
+_MOST_ELEMENTS = 64  # read before the Info: more, and no Duration is taken
+
+
 def _webm_length(head: bytes) -> float | None:
-    """The Segment Info's Duration (a float, in TimecodeScale units: 1 ms by default)."""
-    at = head.find(b"\x44\x89")
-    if at < 0 or at + 3 > len(head) or head[at + 2] not in (0x84, 0x88):
+    """The Segment Info's Duration (a float, in TimecodeScale units: 1 ms by default),
+    found by walking the elements (an ID and a size each), never by searching the bytes:
+    a live recording's WebM (a browser's MediaRecorder) has no Duration, and its audio's
+    bytes may read like one."""
+    at, found = 0, _ebml_element(head, 0)  # the EBML header: skipped
+    if found is None or found[0] != 0x1A45DFA3 or found[2] < 0:
         return None
-    width = head[at + 2] & 0x0F
-    raw = head[at + 3:at + 3 + width]
-    if len(raw) != width:
+    at = found[1] + found[2]
+    segment = _ebml_element(head, at)
+    if segment is None or segment[0] != _SEGMENT:
         return None
-    duration = struct.unpack(">f" if width == 4 else ">d", raw)[0]
-    scale = 1_000_000
-    found = head.find(b"\x2a\xd7\xb1")
-    if found >= 0 and found + 4 <= len(head) and 0x81 <= head[found + 3] <= 0x88:
-        width = head[found + 3] & 0x0F
-        scale = int.from_bytes(head[found + 4:found + 4 + width], "big") or scale
+    at = segment[1]
+    for _ in range(_MOST_ELEMENTS):
+        element = _ebml_element(head, at)
+        if element is None or element[0] == _CLUSTER or element[2] < 0:
+            return None
+        ident, start, length = element
+        if ident == _INFO:
+            return _webm_info_seconds(head[start:start + length])
+        at = start + length
+    return None
+
+
+def _webm_info_seconds(info: bytes) -> float | None:
+    duration, scale, at = None, 1_000_000, 0
+    for _ in range(_MOST_ELEMENTS):
+        element = _ebml_element(info, at)
+        if element is None or element[2] < 0 or element[1] + element[2] > len(info):
+            break
+        ident, start, length = element
+        raw = info[start:start + length]
+        if ident == _DURATION and length in (4, 8):
+            duration = struct.unpack(">f" if length == 4 else ">d", raw)[0]
+        elif ident == _TIMECODE_SCALE and 1 <= length <= 8:
+            scale = int.from_bytes(raw, "big") or scale
+        at = start + length
+    if duration is None:
+        return None
     seconds = duration * scale / 1e9
     return seconds if 0 < seconds < _MOST_SECONDS else None
+
+
+def _ebml_element(data: bytes, at: int) -> tuple[int, int, int] | None:
+    """(ID, where its data starts, its data's length: -1 when unknown, a live stream's)
+    of the element at `at`, or None where `data` holds no whole head of one."""
+    ident = _ebml_vint(data, at, 4)
+    if ident is None:
+        return None
+    width = ident[1]
+    size = _ebml_vint(data, at + width, 8)
+    if size is None:
+        return None
+    value, size_width = size
+    marker = 1 << (7 * size_width)
+    length = -1 if value == (marker - 1) else value
+    return int.from_bytes(data[at:at + width], "big"), at + width + size_width, length
+
+
+def _ebml_vint(data: bytes, at: int, most: int) -> tuple[int, int] | None:
+    """(value without its length marker, width) of the variable-length integer at `at`."""
+    if at >= len(data) or data[at] == 0:
+        return None
+    width = 8 - data[at].bit_length() + 1
+    if width > most or at + width > len(data):
+        return None
+    value = int.from_bytes(data[at:at + width], "big") & ((1 << (7 * width)) - 1)
+    return value, width
 
 
 def _vorbis_length(head: bytes, size: int) -> float | None:

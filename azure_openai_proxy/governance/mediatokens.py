@@ -177,9 +177,9 @@ def unanswered_units(body: Mapping[str, Any] | None, operation: str,
     A best estimate where the request says what it asks (the pictures' `n`, size and
     quality; speech's characters; an edit's pictures read from their headers: what Azure
     bills is a function of these), an upper bound where only that is known, recorded as
-    the estimate all the same, flagged: a transcription's seconds (`audio_seconds`, read
-    as the budget's hold reads them, from the file's size and first bytes, never a
-    header's claim) and its transcript (fast speech); gpt-image-1's pictures of an
+    the estimate all the same, flagged: a transcription's seconds (`audio_seconds`, the
+    caller's: the length its header states, within the hold's bound, else that bound;
+    gateway/formmedia.py `audio_length`) and its transcript (fast speech); gpt-image-1's pictures of an
     `auto` or unknown quality or size (held as the dearest, as `picture_tokens` does);
     an image form that could not be read (`body` None), the most it could ask
     (`picture_usage`, within its `form_bytes`).
