@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -59,6 +60,17 @@ def emulator_config(**overrides: Any) -> Any:
 
     config = load_emulator_config(None, api_key=AZURE_KEY)
     return dataclasses.replace(config, **overrides) if overrides else config
+
+
+@contextlib.contextmanager
+def emulator_with(*more: Any) -> Iterator[Emulator]:
+    """The emulator serving its usual deployments and `more` (EmulatedDeployment)."""
+    import dataclasses
+
+    config = emulator_config()
+    config = dataclasses.replace(config, deployments=(*config.deployments, *more))
+    with serve(lambda: create_emulator_app(config)) as server:
+        yield Emulator(server)
 
 
 @pytest.fixture

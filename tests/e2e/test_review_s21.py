@@ -3,15 +3,13 @@ through the gateway to the emulator. Each test fails on main."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from azure_openai_proxy.emulator.app import create_emulator_app
 from azure_openai_proxy.emulator.config import EmulatedDeployment
-from tests.e2e.conftest import AZURE_KEY, MODELS, Emulator, emulator_config
+from tests.e2e.conftest import AZURE_KEY, MODELS, Emulator, emulator_with
 from tests.e2e.test_ledger import _virtual_key, ledger_gateway, records  # noqa: F401
 from tests.e2e.test_s19_image_tool import (  # noqa: F401
     HEADER,
@@ -21,7 +19,7 @@ from tests.e2e.test_s19_image_tool import (  # noqa: F401
     image_emulator,
 )
 from tests.e2e.test_s19_unanswered_units import _abandon, _left
-from tests.support import ServerThread, serve
+from tests.support import ServerThread
 
 
 def test_a_transcription_never_answered_is_spent_at_least_at_its_size_at_mp3s_fastest(
@@ -61,11 +59,8 @@ def test_a_transcription_never_answered_is_spent_at_least_at_its_size_at_mp3s_fa
 @pytest.fixture
 def mystery_emulator() -> Iterator[Emulator]:
     """The emulator with an images deployment `mystery` of a model no price knows."""
-    config = emulator_config()
-    mystery = EmulatedDeployment("mystery", "mystery-image-1", "images")
-    with serve(lambda: create_emulator_app(
-            dataclasses.replace(config, deployments=(*config.deployments, mystery)))) as server:
-        yield Emulator(server)
+    with emulator_with(EmulatedDeployment("mystery", "mystery-image-1", "images")) as emulator:
+        yield emulator
 
 
 def test_a_soft_budgets_unpriced_picture_never_answered_stays_unpriced(

@@ -5,28 +5,23 @@ client has left."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from azure_openai_proxy.emulator.app import create_emulator_app
 from azure_openai_proxy.emulator.config import EmulatedDeployment
-from tests.e2e.conftest import AZURE_KEY, MODELS, Emulator, emulator_config
+from tests.e2e.conftest import AZURE_KEY, MODELS, Emulator, emulator_with
 from tests.e2e.test_ledger import _virtual_key, ledger_gateway  # noqa: F401
 from tests.e2e.test_s19_unanswered_units import _abandon, _client, _left
-from tests.support import ServerThread, serve
+from tests.support import ServerThread
 
 
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
     """The emulator with a gpt-4o-mini-tts deployment (`mini-tts`) beside its own."""
-    config = emulator_config()
-    mini = EmulatedDeployment("mini-tts", "gpt-4o-mini-tts-2025-03-20", "speech")
-    with serve(lambda: create_emulator_app(
-            dataclasses.replace(config, deployments=(*config.deployments, mini)))) as server:
-        yield Emulator(server)
+    with emulator_with(EmulatedDeployment("mini-tts", "gpt-4o-mini-tts-2025-03-20", "speech")) as emulator:
+        yield emulator
 
 
 def _deployments(url: str, **more: str) -> list[dict[str, str]]:
