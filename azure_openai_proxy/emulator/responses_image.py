@@ -42,6 +42,7 @@ from typing import Any
 from azure_openai_proxy.emulator import media
 from azure_openai_proxy.emulator.config import EmulatorConfig
 from azure_openai_proxy.emulator.textgen import count_tokens
+from azure_openai_proxy.emulator.validation import invalid_type
 from azure_openai_proxy.emulator.wire_errors import AzureError
 
 __all__ = ["IMAGE_DEPLOYMENT_HEADER", "ImageCall", "image_call", "image_events",
@@ -57,6 +58,13 @@ _PICTURE_TOKENS = {
     "high": {"1024x1024": 4160, "1024x1536": 6240, "1536x1024": 6208},
 }
 _PARTIAL_IMAGE_TOKENS = 100  # each partial image streamed (OpenAI's image guide)
+# The tool's fields and their JSON types (the openai SDK's `ImageGeneration` tool).
+_FIELD_TYPES: dict[str, tuple[type, str]] = {
+    **dict.fromkeys(("model", "quality", "size", "output_format", "background", "moderation",
+                     "input_fidelity"), (str, "a string")),
+    **dict.fromkeys(("partial_images", "output_compression"), (int, "an integer")),
+    "input_image_mask": (dict, "an object"),
+}
 
 
 @dataclass(frozen=True)
@@ -74,11 +82,16 @@ class ImageCall:
 def image_call(body: Mapping[str, Any], headers: Mapping[str, str], config: EmulatorConfig,
                prompt: str) -> ImageCall | None:
     """The picture a request's image tool makes (None: no such tool, or `tool_choice`
-    none), or Azure's 400 when the header names no image deployment of the resource."""
+    none), or Azure's 400: a field of the tool of the wrong type (`invalid_type`), or a
+    header that names no image deployment of the resource."""
     tools = body.get("tools")
-    tool = next((t for t in tools if isinstance(t, Mapping)
-                 and t.get("type") == "image_generation"), None) if isinstance(tools, list) else None
-    if tool is None or body.get("tool_choice") == "none":
+    found = next(((n, t) for n, t in enumerate(tools) if isinstance(t, Mapping)
+                  and t.get("type") == "image_generation"), None) if isinstance(tools, list) else None
+    if found is None:
+        return None
+    index, tool = found
+    _check_types(tool, index)
+    if body.get("tool_choice") == "none":
         return None
     name = headers.get(IMAGE_DEPLOYMENT_HEADER)
     if not name:
@@ -101,6 +114,15 @@ def image_call(body: Mapping[str, Any], headers: Mapping[str, str], config: Emul
         partial = 0
     return ImageCall(name, size if size in by_size else "1024x1024", str(quality), partial,
                      count_tokens(prompt), tokens)
+
+
+def _check_types(tool: Mapping[str, Any], index: int) -> None:
+    """Azure's 400 `invalid_type` for a field of the tool of the wrong JSON type (its
+    request's schema is checked before the tool runs; null is a field not said)."""
+    for name, (kind, expected) in _FIELD_TYPES.items():
+        value = tool.get(name)
+        if value is not None and (type(value) is bool or not isinstance(value, kind)):
+            raise invalid_type(f"tools[{index}].{name}", expected, value)
 
 
 def _user_error(message: str) -> AzureError:
