@@ -11,10 +11,21 @@ What Azure does (researched 2026-12-06; sources below):
   github.com/editor-code-assistant/eca issue 612, 2026-09). Microsoft's answer in the
   Tech Community thread "Azure OpenAI - GPT-4.1 + tools/image_generation doesn't work"
   (techcommunity.microsoft.com ... /4424643) sets it as a default header of an
-  `AzureOpenAI` client on the v1 path (`/openai/v1/`, `api_version="preview"`); Azure's
-  Responses how-to (learn.microsoft.com .../openai/how-to/responses, "Image generation")
-  lists gpt-image-1 as the tool's model and, in its June 2025 revision (MicrosoftDocs/
-  azure-ai-docs commit ab208b5), streaming with partial images as supported.
+  `AzureOpenAI` client on the v1 path (`/openai/v1/`, `api_version="preview"`). Azure's
+  Responses how-to (learn.microsoft.com .../openai/how-to/responses) lists gpt-image-1
+  as the tool's model. On streaming it contradicts itself: its revision of 2025-08-27
+  (MicrosoftDocs/azure-ai-docs commit 087de37, articles/ai-foundry/openai/how-to/
+  responses.md) lists "Image generation using multi-turn editing and streaming -
+  coming soon" under "Not currently supported" (wording since commit ab208b5, June
+  2025), while its "Image generation" section has a "Streaming" example with
+  `"partial_images": 2` ("can be used to receive 1-3 partial images") and
+  `response.image_generation_call.partial_image` events. A later commit (887275b,
+  September 2025, "Image gen streaming + partial image support update") edits that
+  page; its new text was not found. The emulator streams partial images as OpenAI does.
+- A field of the tool of the wrong JSON type (a list `quality`, a string
+  `partial_images`) is a 400 `invalid_type` with `param` `tools[i].<field>`, checked
+  before the header, as Azure answers for any field of a request (OpenAI's schema
+  check; not seen for this tool in any source).
 - The picture is an `image_generation_call` output item (`id`, `status`, `result`: the
   base64 picture; OpenAI's also say `size`, `quality`, `output_format`, `background`,
   `revised_prompt`). Streamed: `response.output_item.added`, then
