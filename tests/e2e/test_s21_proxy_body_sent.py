@@ -80,5 +80,7 @@ async def test_a_bytes_body_goes_with_its_length_as_before(proxied: AiohttpTrans
     [request] = received
     assert request.endswith(b"\r\n\r\n" + body)
     assert b"content-length: 18\r\n" in request.lower()
+    assert b"content-type: application/json\r\n" in request.lower()
+    assert request.lower().count(b"content-type") == 1
     assert b"transfer-encoding" not in request.lower()
     assert (record.sent, record.body_sent) == (1, 1)
