@@ -11,10 +11,21 @@ What Azure does (researched 2026-12-06; sources below):
   github.com/editor-code-assistant/eca issue 612, 2026-09). Microsoft's answer in the
   Tech Community thread "Azure OpenAI - GPT-4.1 + tools/image_generation doesn't work"
   (techcommunity.microsoft.com ... /4424643) sets it as a default header of an
-  `AzureOpenAI` client on the v1 path (`/openai/v1/`, `api_version="preview"`); Azure's
-  Responses how-to (learn.microsoft.com .../openai/how-to/responses, "Image generation")
-  lists gpt-image-1 as the tool's model and, in its June 2025 revision (MicrosoftDocs/
-  azure-ai-docs commit ab208b5), streaming with partial images as supported.
+  `AzureOpenAI` client on the v1 path (`/openai/v1/`, `api_version="preview"`). Azure's
+  Responses how-to (learn.microsoft.com .../openai/how-to/responses) lists gpt-image-1
+  as the tool's model. On streaming it contradicts itself: its revision of 2025-08-27
+  (MicrosoftDocs/azure-ai-docs commit 087de37, articles/ai-foundry/openai/how-to/
+  responses.md) lists "Image generation using multi-turn editing and streaming -
+  coming soon" under "Not currently supported" (wording since commit ab208b5, June
+  2025), while its "Image generation" section has a "Streaming" example with
+  `"partial_images": 2` ("can be used to receive 1-3 partial images") and
+  `response.image_generation_call.partial_image` events. A later commit (887275b,
+  September 2025, "Image gen streaming + partial image support update") edits that
+  page; its new text was not found. The emulator streams partial images as OpenAI does.
+- A field of the tool of the wrong JSON type (a list `quality`, a string
+  `partial_images`) is a 400 `invalid_type` with `param` `tools[i].<field>`, checked
+  before the header, as Azure answers for any field of a request (OpenAI's schema
+  check; not seen for this tool in any source).
 - The picture is an `image_generation_call` output item (`id`, `status`, `result`: the
   base64 picture; OpenAI's also say `size`, `quality`, `output_format`, `background`,
   `revised_prompt`). Streamed: `response.output_item.added`, then
@@ -42,6 +53,7 @@ from typing import Any
 from azure_openai_proxy.emulator import media
 from azure_openai_proxy.emulator.config import EmulatorConfig
 from azure_openai_proxy.emulator.textgen import count_tokens
+from azure_openai_proxy.emulator.validation import invalid_type
 from azure_openai_proxy.emulator.wire_errors import AzureError
 
 __all__ = ["IMAGE_DEPLOYMENT_HEADER", "ImageCall", "image_call", "image_events",
@@ -57,6 +69,13 @@ _PICTURE_TOKENS = {
     "high": {"1024x1024": 4160, "1024x1536": 6240, "1536x1024": 6208},
 }
 _PARTIAL_IMAGE_TOKENS = 100  # each partial image streamed (OpenAI's image guide)
+# The tool's fields and their JSON types (the openai SDK's `ImageGeneration` tool).
+_FIELD_TYPES: dict[str, tuple[type, str]] = {
+    **dict.fromkeys(("model", "quality", "size", "output_format", "background", "moderation",
+                     "input_fidelity"), (str, "a string")),
+    **dict.fromkeys(("partial_images", "output_compression"), (int, "an integer")),
+    "input_image_mask": (dict, "an object"),
+}
 
 
 @dataclass(frozen=True)
@@ -74,11 +93,16 @@ class ImageCall:
 def image_call(body: Mapping[str, Any], headers: Mapping[str, str], config: EmulatorConfig,
                prompt: str) -> ImageCall | None:
     """The picture a request's image tool makes (None: no such tool, or `tool_choice`
-    none), or Azure's 400 when the header names no image deployment of the resource."""
+    none), or Azure's 400: a field of the tool of the wrong type (`invalid_type`), or a
+    header that names no image deployment of the resource."""
     tools = body.get("tools")
-    tool = next((t for t in tools if isinstance(t, Mapping)
-                 and t.get("type") == "image_generation"), None) if isinstance(tools, list) else None
-    if tool is None or body.get("tool_choice") == "none":
+    found = next(((n, t) for n, t in enumerate(tools) if isinstance(t, Mapping)
+                  and t.get("type") == "image_generation"), None) if isinstance(tools, list) else None
+    if found is None:
+        return None
+    index, tool = found
+    _check_types(tool, index)
+    if body.get("tool_choice") == "none":
         return None
     name = headers.get(IMAGE_DEPLOYMENT_HEADER)
     if not name:
@@ -101,6 +125,15 @@ def image_call(body: Mapping[str, Any], headers: Mapping[str, str], config: Emul
         partial = 0
     return ImageCall(name, size if size in by_size else "1024x1024", str(quality), partial,
                      count_tokens(prompt), tokens)
+
+
+def _check_types(tool: Mapping[str, Any], index: int) -> None:
+    """Azure's 400 `invalid_type` for a field of the tool of the wrong JSON type (its
+    request's schema is checked before the tool runs; null is a field not said)."""
+    for name, (kind, expected) in _FIELD_TYPES.items():
+        value = tool.get(name)
+        if value is not None and (type(value) is bool or not isinstance(value, kind)):
+            raise invalid_type(f"tools[{index}].{name}", expected, value)
 
 
 def _user_error(message: str) -> AzureError:

@@ -6,6 +6,8 @@ the fields a budget prices by.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import mmap
 import os
 import re
@@ -105,10 +107,16 @@ class SpooledBody:
         return cls(b"".join(parts), None, size)
 
     def _view(self) -> bytes | mmap.mmap:
+        """The whole body: its bytes, or its file mapped; OSError once it is closed (the
+        request ended: its callers read it to estimate, and take OSError for gone)."""
         if self._memory is not None:
             return self._memory
-        assert self._file is not None
-        return mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+        file = self._file
+        if file is not None:
+            with contextlib.suppress(ValueError):  # closed by another thread since
+                return mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        raise OSError(errno.EBADF, "The request body's spool is closed (its request ended): "
+                      "its form can no longer be read.")
 
     def parts(self, boundary: bytes) -> list[FormPart]:
         """The form's parts (gateway/formparts.py), read once: `MalformedBody` for a form

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any, NamedTuple, Protocol
 
 import aiohttp
+from aiohttp.abc import AbstractStreamWriter
 from yarl import URL
 
 from azure_openai_proxy.errors import UpstreamAnswerTooLarge, UpstreamTimeout, UpstreamUnreachable
@@ -48,7 +49,8 @@ class SentMark(Protocol):
     count: Azure may have them), and down when the server says it did not act on them
     (an HTTP/2 REFUSED_STREAM or GOAWAY). `body_sent` likewise when its body's last
     byte is: what Azure acts on and bills (an upload cut short, the connection reset
-    mid-way, is neither answered nor billed). A bytes body counts with its head."""
+    mid-way, is neither answered nor billed). A body written in one piece with its head
+    (fast's bytes) or none counts with the head."""
 
     sent: int
     body_sent: int
@@ -264,8 +266,15 @@ class AiohttpTransport:
         session = self._open()
         mark = request.mark
         body: Any = request.body
-        if callable(body):
-            body = body() if mark is None else _counted(body(), mark)
+        trace: SentMark | _Bodiless | None = mark
+        if mark is None:
+            body = body() if callable(body) else body
+        elif callable(body):
+            body = _counted(body(), mark)
+        elif body:
+            body = _CountedBytes(body, mark)
+        else:  # none: whole with its head
+            trace = _Bodiless(mark)
         # Counted from now, as FastTransport counts a connection from its acquisition: a
         # request waiting for Azure's head holds one (http/busypoll.py reads the count).
         self.in_use += 1
@@ -276,8 +285,7 @@ class AiohttpTransport:
                 headers=request.headers,
                 data=body,
                 allow_redirects=False,
-                trace_request_ctx=mark if mark is None or callable(request.body) else (
-                    _WithBody(mark)),
+                trace_request_ctx=trace,
             )
         except TimeoutError as exc:
             self.in_use -= 1
@@ -312,26 +320,52 @@ async def _headers_sent(session: aiohttp.ClientSession, context: SimpleNamespace
     """aiohttp is writing the request's head (its connection, through the proxy, is
     open): the request's `mark` is told it was sent (`SentMark`)."""
     mark = context.trace_request_ctx
-    if isinstance(mark, _WithBody):  # a bytes body: counted whole with its head
+    if isinstance(mark, _Bodiless):  # no body: whole with its head
         mark.mark.sent += 1
         mark.mark.body_sent += 1
     elif mark is not None:
         mark.sent += 1
 
 
-class _WithBody(NamedTuple):
-    """A request's `mark` whose body (bytes) counts as sent with its head: aiohttp
-    writes it right after, and says nothing when it has."""
+class _Bodiless(NamedTuple):
+    """A request's `mark` for a request without a body: whole once its head is sent."""
 
     mark: SentMark
 
 
 async def _counted(pieces: AsyncIterator[bytes], mark: SentMark) -> AsyncIterator[bytes]:
     """`pieces`, and `mark.body_sent` counted once aiohttp asks past the last (it writes
-    each piece before it asks for the next)."""
+    each piece before it asks for the next, and waits for its buffer to drain past
+    64 KiB). A failed write raises in aiohttp, which asks no more: never counted."""
     async for piece in pieces:
         yield piece
     mark.body_sent += 1
+
+
+class _CountedBytes(aiohttp.BytesPayload):
+    """A bytes body whose `mark.body_sent` is counted once aiohttp has written it (its
+    head's trace comes before: aiohttp buffers the head and writes both together), as
+    a streamed one's (`_counted`). aiohttp writes a payload with `write_with_length`
+    (3.12 on; `write` before), then waits for its buffer to drain past 64 KiB; a failed
+    write raises there: never counted."""
+
+    def __init__(self, value: bytes, mark: SentMark) -> None:
+        super().__init__(value)
+        self._mark: SentMark | None = mark
+
+    def _written(self) -> None:
+        if self._mark is not None:  # once, whichever of the two aiohttp calls
+            self._mark.body_sent += 1
+            self._mark = None
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await super().write(writer)
+        self._written()
+
+    async def write_with_length(self, writer: AbstractStreamWriter,
+                                content_length: int | None) -> None:
+        await super().write_with_length(writer, content_length)
+        self._written()
 
 
 def _sent_trace() -> aiohttp.TraceConfig:

@@ -9,6 +9,8 @@ from aiohttp import StreamReader
 from aiohttp.base_protocol import BaseProtocol
 
 from azure_openai_proxy.errors import BodyTooLarge, MalformedBody
+from azure_openai_proxy.gateway.formestimate import read_form
+from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.gateway.spool import SpooledBody, multipart_boundary
 
 BOUNDARY = b"XyZ123"
@@ -92,3 +94,18 @@ async def test_field_names_as_a_lenient_reader_takes_them(size: int) -> None:
     body = await spool(data)
     assert body.field_names(BOUNDARY) == ["model", "Model", "Model", "language"]
     body.close()
+
+
+async def test_a_closed_spool_read_whole_is_an_oserror() -> None:
+    """Its callers (an estimate read after the request ended, gateway/formestimate.py;
+    a batch upload's models read in a thread, gateway/batchcheck.py) take OSError for
+    a spool that is gone: it was an AssertionError, past them."""
+    body = await spool(form(("model", b"gpt-image-1", None),
+                            ("image", b"x" * (3 * 1024 * 1024), "a.png")))
+    body.close()
+    with pytest.raises(OSError, match="spool is closed"):
+        body.parts(BOUNDARY)
+    with pytest.raises(OSError, match="spool is closed"):
+        body.form_field("model", BOUNDARY)
+    read = read_form(RequestBody(spool=body, boundary=BOUNDARY), "images/edits")
+    assert read.fields is None and read.size == body.size  # estimated as its size
