@@ -187,12 +187,13 @@ def release(limiter: RateLimiter, budgets: BudgetGuard | None, held: Held,
 
 def failed(exc: BaseException, record: RequestRecord, body: Mapping[str, Any] | None,
            operation: str, default_completion: int, lines: bytes,
-           form: RequestBody | None = None) -> None:
+           form: RequestBody | None = None, headers: Mapping[str, str] | None = None) -> None:
     """A governed request raised `exc` (its limits' head `lines`): one sent and never
     answered has its estimate recorded (Azure may bill it; `form`: its body, a form
-    read only then), and Azure's error answer carries the key's limits, not Azure's."""
+    read only then; `headers`: the client's, naming a Responses image tool's
+    deployment), and Azure's error answer carries the key's limits, not Azure's."""
     if unanswered(exc):
-        note_unanswered(record, body, operation, default_completion, form)
+        note_unanswered(record, body, operation, default_completion, form, headers)
     limit_error(exc, lines)
 
 

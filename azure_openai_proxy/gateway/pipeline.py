@@ -310,7 +310,7 @@ class Gateway:
                                            key.id, record, reply, batch_models, json)
             return apply_lines(reply, lines)
         except BaseException as exc:
-            failed(exc, record, json, operation, self._default_completion, lines, body)
+            failed(exc, record, json, operation, self._default_completion, lines, body, request.headers)
             raise
         finally:
             if held is not None:

@@ -26,7 +26,7 @@ from azure_openai_proxy.governance.estimate import picture_tokens
 from azure_openai_proxy.governance.toolusage import IMAGE_DEPLOYMENT_HEADER, image_tool
 from azure_openai_proxy.routing import Pool
 
-__all__ = ["image_tool_usd"]
+__all__ = ["image_tool_usage", "image_tool_usd"]
 
 _MOST_CALLS = 10  # held at most: past it a response is settled at what it cost
 
@@ -39,7 +39,7 @@ def image_tool_usd(guard: BudgetGuard, body: Mapping[str, Any], headers: Mapping
     prices = guard.prices
     if prices is None:
         return 0.0
-    usage = _tool_usage(body, prompt_tokens)
+    usage = image_tool_usage(body, prompt_tokens)
     if usage is None:
         return 0.0
     deployment = headers.get(IMAGE_DEPLOYMENT_HEADER) if headers is not None else None
@@ -61,9 +61,10 @@ def image_tool_usd(guard: BudgetGuard, body: Mapping[str, Any], headers: Mapping
     return dearest
 
 
-def _tool_usage(body: Mapping[str, Any], prompt_tokens: int) -> dict[str, Any] | None:
+def image_tool_usage(body: Mapping[str, Any], prompt_tokens: int) -> dict[str, Any] | None:
     """The usage (Responses' shape) the image tool of a request may be billed: its
-    pictures and their prompt, at most; None when it asks for no tool."""
+    pictures and their prompt, at most; None when it asks for no tool. The one rule, for
+    the hold and for a request sent and never answered (gateway/unanswered.py)."""
     tool = image_tool(body)
     if tool is None:
         return None

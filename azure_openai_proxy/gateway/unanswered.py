@@ -7,14 +7,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from azure_openai_proxy.gateway.answerusage import with_image_gen
 from azure_openai_proxy.gateway.formestimate import read_form
 from azure_openai_proxy.gateway.ledgerrows import UNIT_PRICED
 from azure_openai_proxy.gateway.requestbody import RequestBody
+from azure_openai_proxy.gateway.toolhold import image_tool_usage
 from azure_openai_proxy.governance.estimate import (
     DEFAULT_COMPLETION_TOKENS,
     unanswered_usage,
     with_context,
 )
+from azure_openai_proxy.governance.toolusage import IMAGE_DEPLOYMENT_HEADER
 from azure_openai_proxy.observability.record import RequestRecord
 
 __all__ = ["note_unanswered"]
@@ -22,7 +25,8 @@ __all__ = ["note_unanswered"]
 
 def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
                     operation: str, default_completion: int = DEFAULT_COMPLETION_TOKENS,
-                    form: RequestBody | None = None) -> None:
+                    form: RequestBody | None = None,
+                    headers: Mapping[str, str] | None = None) -> None:
     """A request that ended without an answer's usage after it was sent (the client left
     before the first byte, the upstream timed out): Azure may bill it, so it is recorded
     with an estimate (flagged) rather than as free, the context its chained turn made
@@ -32,7 +36,9 @@ def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
     priced one (pictures, speech, a transcription) is estimated in its units, whatever
     its key (a budget's hold is not needed): a form's fields and its files' first bytes
     read from `form` here (`read_form`), on this path only, so that an answered request
-    never pays for them; a form that cannot be read, as the most it could ask."""
+    never pays for them; a form that cannot be read, as the most it could ask. A
+    Responses request's hosted image tool (`headers` name its deployment) adds the
+    pictures its hold counts (`_with_image_tool`)."""
     if record.usage is None and record.body_sent and (
             record.upstream_ms is None or 200 <= record.status < 300):
         if operation in UNIT_PRICED:
@@ -44,6 +50,23 @@ def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
             else:
                 record.usage = unanswered_usage(body, operation, False)
             return
-        record.usage = with_context(
-            unanswered_usage(body, operation, record.stream, default_completion),
-            record.context_tokens)
+        usage = unanswered_usage(body, operation, record.stream, default_completion)
+        if operation == "responses" and body and not record.stream:
+            usage = _with_image_tool(usage, body, headers)
+        record.usage = with_context(usage, record.context_tokens)
+
+
+def _with_image_tool(usage: dict[str, Any] | None, body: Mapping[str, Any],
+                     headers: Mapping[str, str] | None) -> dict[str, Any] | None:
+    """`usage` with the hosted image tool's part (`image_tool_usage`: what the budget's
+    hold counts, its pictures and their prompt), flagged estimated, priced at the image
+    deployment's model as an answer's is (ledgerrows.py `record_cost`). Non-streamed
+    only, as the text's answer is: Azure finishes those; a stream it stops. Without the
+    header, none: Azure refuses the tool without its deployment (400), billing nothing."""
+    if headers is None or not headers.get(IMAGE_DEPLOYMENT_HEADER):
+        return usage
+    prompt = usage["prompt_tokens"] if usage is not None else 0
+    tool = image_tool_usage(body, prompt)
+    if tool is None:
+        return usage
+    return with_image_gen(usage, {**tool, "estimated": True}, headers)

@@ -1,0 +1,48 @@
+"""Session 21: the gaps session 20's reviews left in the estimate of a request sent and
+never answered (issue 13, "never zero, never missing"). The official `openai` SDK
+through the gateway to the emulator, whose answer is held back (its `hang` fault) until
+the client has left."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Emulator
+from tests.e2e.test_ledger import _virtual_key, ledger_gateway  # noqa: F401
+from tests.e2e.test_s19_image_tool import GPT_4O, HEADER, IMAGE_OUT, IMAGE_TEXT_IN, _gateway, picturing
+from tests.e2e.test_s19_unanswered_units import _abandon, _client, _left
+from tests.e2e.test_s20_unanswered_review import _spent
+from tests.support import ServerThread
+
+
+@pytest.fixture
+def image_emulator() -> Iterator[Emulator]:
+    """With a gpt-image-1 deployment named `pictures`."""
+    yield from picturing()
+
+
+def test_an_abandoned_responses_request_counts_its_image_tools_picture(
+    image_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    gateway = _gateway(image_emulator, ledger_gateway)
+    key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "pics", soft_budget_usd=5.0,
+                                  budget_period="daily")
+    image_emulator.fault("*", "hang", count=1, seconds=3)
+    tool = [{"type": "image_generation", "quality": "low", "size": "1024x1024"}]
+    _abandon(lambda: _client(gateway, secret).responses.create(
+        model="gpt-4o", input="draw a cat", max_output_tokens=16, tools=tool,  # type: ignore[arg-type]
+        extra_headers={HEADER: "pictures"}))
+    [record] = _left(gateway, "responses")
+    assert (record.status, record.usage_source, record.priced) == (499, "estimated", True)
+    # its text: 18 prompt tokens (3 of "draw a cat", 15 of the tool's definition read as
+    # JSON) and its 16 most; its tool (as the budget's hold counts it): a low 1024x1024
+    # picture (272 output tokens) from the same prompt, at gpt-image-1's rates. On main:
+    # the text alone, $0.000205
+    text = (18 * GPT_4O[0] + 16 * GPT_4O[1]) / 1e6
+    picture = (18 * IMAGE_TEXT_IN + 272 * IMAGE_OUT) / 1e6
+    assert record.cost_usd == pytest.approx(text + picture)
+    assert _spent(gateway, key_id) == pytest.approx(record.cost_usd)
