@@ -45,6 +45,12 @@ _ESCAPE_WINDOW = 64  # backslashes before a quote counted at most; more: not pro
 # transcription's answer will carry (its format: only some formats say what it cost).
 # An edit's `partial_images` and `input_fidelity` and a transcription's `prompt` add to
 # what it costs; its files are read only when a budget holds it (gateway/formmedia.py).
+# Each of their text fields is read up to `_MOST_FIELD_BYTES`, never whole: more than
+# Azure reads of any (an edit's `prompt`: 32,000 characters at most, 128,000 bytes of
+# UTF-8; a transcription's: within its model's 16,000-token context, about 64,000
+# characters); the rest of a longer one is not read (the estimates bound what it counts:
+# governance/mediatokens.py). A form's field is bounded by the body's limit alone.
+_MOST_FIELD_BYTES = 256 * 1024
 _HELD_FORM_FIELDS = {
     "images/edits": ("model", "prompt", "size", "quality", "n", "stream", "partial_images",
                      "input_fidelity"),
@@ -113,7 +119,9 @@ class RequestBody:
                     f"The form's `{name}` field must be given once, named `{name}`.",
                     param=name)
             if part.name == name and name not in fields:
-                fields[name] = self.spool.text(part)
+                fields[name] = self.spool.read_at(
+                    part.start, min(part.end, part.start + _MOST_FIELD_BYTES)
+                ).decode("utf-8", "replace").strip()
         n = fields.get("n")
         if isinstance(n, str):  # else left as a string: held as the most pictures
             fields["n"] = int(n) if n.isascii() and n.isdigit() and len(n) < 6 else n

@@ -147,6 +147,9 @@ _AUDIO_TOKENS_PER_MINUTE = 1_000
 # 2,000 max output tokens (the models' pages).
 _TRANSCRIPT_TOKENS_PER_SECOND = 6
 _MOST_TRANSCRIPT_TOKENS = 2_000
+# Their `prompt` (text that leads into the transcript) is read as text input tokens, within
+# their 16,000-token context (the models' pages): the most a prompt can be billed.
+_MOST_PROMPT_TOKENS = 16_000
 
 
 def transcription_tokens(seconds: float) -> tuple[int, int]:
@@ -179,7 +182,9 @@ def unanswered_units(body: Mapping[str, Any] | None, operation: str,
     bills is a function of these), an upper bound where only that is known, recorded as
     the estimate all the same, flagged: a transcription's seconds (`audio_seconds`, the
     caller's: the length its header states, within the hold's bound, else that bound;
-    gateway/formmedia.py `audio_length`) and its transcript (fast speech); gpt-image-1's pictures of an
+    gateway/formmedia.py `audio_length`), its transcript (fast speech) and its
+    `prompt`'s text (a token-priced model's input, four characters a token, as
+    estimate.py counts text, within the model's context); gpt-image-1's pictures of an
     `auto` or unknown quality or size (held as the dearest, as `picture_tokens` does);
     an image form that could not be read (`body` None), the most it could ask
     (`picture_usage`, within its `form_bytes`).
@@ -193,8 +198,10 @@ def unanswered_units(body: Mapping[str, Any] | None, operation: str,
         if not audio_seconds:
             return None
         audio, transcript = transcription_tokens(audio_seconds)
+        prompt = body.get("prompt") if body else None
+        text = min(-(-len(prompt) // 4), _MOST_PROMPT_TOKENS) if isinstance(prompt, str) else 0
         return {"audio_seconds": float(audio_seconds), "estimated": True,
-                ESTIMATED_TOKENS: _tokens(0, audio, "audio_tokens", transcript)}
+                ESTIMATED_TOKENS: _tokens(text, audio, "audio_tokens", transcript)}
     if not operation.startswith("images/"):
         return None
     usage: dict[str, Any]

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Emulator
+from azure_openai_proxy.emulator.config import EmulatedDeployment
+from tests.e2e.conftest import Emulator, emulator_with
 from tests.e2e.test_ledger import _virtual_key, ledger_gateway  # noqa: F401
 from tests.e2e.test_s19_image_tool import GPT_4O, HEADER, IMAGE_OUT, IMAGE_TEXT_IN, _gateway, picturing
 from tests.e2e.test_s19_unanswered_units import _abandon, _client, _left
-from tests.e2e.test_s20_unanswered_review import _spent
-from tests.support import ServerThread
+from tests.e2e.test_s20_unanswered_review import _deployments, _spent
+from tests.support import ServerThread, silent_wav
 
 
 @pytest.fixture
@@ -46,3 +47,29 @@ def test_an_abandoned_responses_request_counts_its_image_tools_picture(
     picture = (18 * IMAGE_TEXT_IN + 272 * IMAGE_OUT) / 1e6
     assert record.cost_usd == pytest.approx(text + picture)
     assert _spent(gateway, key_id) == pytest.approx(record.cost_usd)
+
+
+@pytest.fixture
+def transcribing() -> Iterator[Emulator]:
+    """The emulator with a gpt-4o-transcribe deployment (`transcribe`) beside its own."""
+    with emulator_with(EmulatedDeployment(
+            "transcribe", "gpt-4o-transcribe-2025-03-20", "transcription")) as emulator:
+        yield emulator
+
+
+def test_an_abandoned_token_priced_transcription_counts_its_prompt(
+    transcribing: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    gateway = ledger_gateway(transcribing, deployment_config=_deployments(
+        transcribing.url, **{"gpt-4o-transcribe": "transcribe"}))
+    _, secret = _virtual_key(gateway, tmp_path / "gw.db", "free")
+    transcribing.fault("transcribe", "hang", count=1, seconds=3)
+    _abandon(lambda: _client(gateway, secret).audio.transcriptions.create(
+        model="gpt-4o-transcribe", prompt="x" * 4000,
+        file=("minute.wav", silent_wav(60), "audio/wav")))
+    [heard] = _left(gateway, "audio/transcriptions")
+    assert (heard.status, heard.usage_source, heard.priced) == (499, "estimated", True)
+    # a minute of audio (1,000 audio tokens at $6 per 1M), its transcript's most (360 at
+    # $10) and its prompt's 1,000 text tokens at $2.50 (on main: not counted, $0.0096)
+    assert heard.cost_usd == pytest.approx((1000 * 6.00 + 360 * 10.00 + 1000 * 2.50) / 1e6)

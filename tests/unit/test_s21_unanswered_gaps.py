@@ -1,0 +1,38 @@
+"""Session 21: the estimate of a request sent and never answered (gateway/unanswered.py)
+reads a form's fields bounded, and counts what Azure would bill."""
+
+from __future__ import annotations
+
+from azure_openai_proxy.gateway.formestimate import read_form
+from azure_openai_proxy.gateway.requestbody import RequestBody
+from azure_openai_proxy.gateway.spool import SpooledBody
+from azure_openai_proxy.governance.estimate import unanswered_usage
+from azure_openai_proxy.governance.mediatokens import ESTIMATED_TOKENS
+from tests.unit.test_formestimate import _form
+
+
+def _body(*parts: tuple[str, bytes]) -> RequestBody:
+    raw = _form(*parts)
+    return RequestBody(spool=SpooledBody(raw, None, len(raw)), boundary=b"b")
+
+
+def test_a_forms_prompt_is_read_bounded_on_the_failure_path() -> None:
+    # 4 MiB of prompt: on main read whole (a 4 MiB string, 1,048,576 tokens estimated)
+    body = _body(("prompt", b"x" * (4 << 20)), ("model", b"gpt-4o-transcribe"),
+                 ("response_format", b"json"))
+    fields = read_form(body, "audio/transcriptions").fields
+    assert fields is not None and fields["model"] == "gpt-4o-transcribe"
+    assert len(fields["prompt"]) == 256 * 1024  # read up to 256 KiB
+
+
+def test_a_transcriptions_prompt_is_counted_within_its_models_context() -> None:
+    def prompt_tokens(prompt: str) -> int:
+        usage = unanswered_usage({"prompt": prompt}, "audio/transcriptions", False,
+                                 audio_seconds=60.0)
+        assert usage is not None
+        tokens = usage[ESTIMATED_TOKENS]
+        return int(tokens["prompt_tokens"] - tokens["prompt_tokens_details"]["audio_tokens"])
+
+    assert prompt_tokens("") == 0
+    assert prompt_tokens("x" * 4000) == 1000  # on main: 0
+    assert prompt_tokens("x" * 256 * 1024) == 16_000  # its 16,000-token context
