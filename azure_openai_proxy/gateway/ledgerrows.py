@@ -63,8 +63,9 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
     """(USD, priced) of a finished request with these (prompt, cached, completion,
     reasoning) tokens (`count_tokens`; its usage's audio tokens at the audio rates, where
     the price has them). A unit-priced one by its units; one sent and never answered
-    (its usage `estimated`, whatever its status) by the units and tokens estimated for
-    it (governance/mediatokens.py `unanswered_units`), as its answer would have been."""
+    (its usage `estimated`, whatever its status) by the tokens estimated for it where its
+    model's token rates price them, else by its units (governance/mediatokens.py
+    `unanswered_units`; `PriceTable.billed_cost`), as its answer would have been."""
     usage = record.usage
     if usage and IMAGE_GEN in usage:  # a Responses answer's image tool: its own rates
         text = record_cost(_without_tool(record), prices, models, tokens)
@@ -83,14 +84,10 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
             return 0.0, False
         model = models.get((record.endpoint or "", record.deployment or ""))
         names = (record.model, model, record.deployment)
-        usd, priced = prices.unit_cost(names, usage)
-        extra = usage.get(ESTIMATED_TOKENS) if estimated else None
-        if extra:  # sent, never answered (`unanswered_units`): its tokens too, where
-            # the model has token rates (gpt-image-1, the token-priced transcriptions)
-            more = prices.usage_cost(names, extra)[0]
-            # a unit-billed model's token rates are 0: priced by its units, or not at all
-            usd, priced = usd + more, priced or more > 0
-        return usd, priced
+        # sent, never answered (`unanswered_units`): by its tokens where the model's token
+        # rates price them (gpt-image-1, the token-priced transcriptions), else its units
+        tokens_billed = usage.get(ESTIMATED_TOKENS) if estimated else None
+        return prices.billed_cost(names, usage, tokens_billed)
     model = models.get((record.endpoint or "", record.deployment or ""))
     rates = prices.rates((record.model, model, record.deployment))
     if rates is None:

@@ -164,7 +164,8 @@ def transcription_tokens(seconds: float) -> tuple[int, int]:
 # be billed beside its units (gpt-image-1's pictures, a token-priced transcription's
 # audio): which model ran is not known here, and a model billed by the unit (dall-e-3,
 # whisper: their token rates are 0) would price them at $0 as its usage's own counts.
-# The ledger prices both (gateway/ledgerrows.py `record_cost`) and keeps the better one.
+# The ledger prices it by these where the model's token rates price them, else by its
+# units: Azure bills it once, in one (governance/prices.py `PriceTable.billed_cost`).
 ESTIMATED_TOKENS = "estimated_tokens"
 _TRANSCRIBING = frozenset({"audio/transcriptions", "audio/translations"})
 

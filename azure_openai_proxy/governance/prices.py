@@ -370,6 +370,22 @@ class PriceTable:
         return 0.0, False
 
 
+    def billed_cost(self, names: Iterable[str | None], units: Mapping[str, Any],
+                    tokens: Mapping[str, Any] | None) -> tuple[float, bool]:
+        """(USD, priced) of unit-routed work estimated in both its measures (`units`, a
+        usage of `unit_counts`' keys, and the `tokens` it may be billed): Azure bills it
+        once, in one. By its tokens where the model's token rates price them above $0
+        (gpt-image-1, gpt-4o-transcribe, gpt-4o-mini-tts: billed by tokens; a unit price
+        given to such a model, as OpenAI's "estimated cost" a minute or a picture, is an
+        estimate of that same bill, not a second one); else by its units (dall-e,
+        whisper, tts: their token rates are 0)."""
+        if tokens:
+            usd = self.usage_cost(names, tokens)[0]
+            if usd > 0:
+                return usd, True
+        return self.unit_cost(names, units)
+
+
 def _audio_of(price: Price) -> tuple[float | None, float | None, float | None]:
     return price.audio_input, price.cached_audio_input, price.audio_output
 

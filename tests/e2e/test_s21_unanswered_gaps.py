@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from azure_openai_proxy.emulator.config import EmulatedDeployment
+from azure_openai_proxy.governance.model import UsageRecord
 from tests.e2e.conftest import Emulator, emulator_with
 from tests.e2e.test_ledger import _virtual_key, ledger_gateway  # noqa: F401
 from tests.e2e.test_s19_image_tool import GPT_4O, HEADER, IMAGE_OUT, IMAGE_TEXT_IN, _gateway, picturing
@@ -57,19 +58,44 @@ def transcribing() -> Iterator[Emulator]:
         yield emulator
 
 
+def _abandoned_transcription(emulator: Emulator, gateway: ServerThread, database: Path,
+                             prompt: str) -> UsageRecord:
+    """The record of a minute's gpt-4o-transcribe transcription its client left."""
+    _, secret = _virtual_key(gateway, database, "free")
+    emulator.fault("transcribe", "hang", count=1, seconds=3)
+    _abandon(lambda: _client(gateway, secret).audio.transcriptions.create(
+        model="gpt-4o-transcribe", prompt=prompt,
+        file=("minute.wav", silent_wav(60), "audio/wav")))
+    [heard] = _left(gateway, "audio/transcriptions")
+    assert (heard.status, heard.usage_source, heard.priced) == (499, "estimated", True)
+    return heard
+
+
+# a minute of audio (1,000 audio tokens at $6 per 1M) and its transcript's most (360
+# tokens at $10): gpt-4o-transcribe's rates
+_MINUTE = (1000 * 6.00 + 360 * 10.00) / 1e6
+
+
 def test_an_abandoned_token_priced_transcription_counts_its_prompt(
     transcribing: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
     tmp_path: Path,
 ) -> None:
     gateway = ledger_gateway(transcribing, deployment_config=_deployments(
         transcribing.url, **{"gpt-4o-transcribe": "transcribe"}))
-    _, secret = _virtual_key(gateway, tmp_path / "gw.db", "free")
-    transcribing.fault("transcribe", "hang", count=1, seconds=3)
-    _abandon(lambda: _client(gateway, secret).audio.transcriptions.create(
-        model="gpt-4o-transcribe", prompt="x" * 4000,
-        file=("minute.wav", silent_wav(60), "audio/wav")))
-    [heard] = _left(gateway, "audio/transcriptions")
-    assert (heard.status, heard.usage_source, heard.priced) == (499, "estimated", True)
-    # a minute of audio (1,000 audio tokens at $6 per 1M), its transcript's most (360 at
-    # $10) and its prompt's 1,000 text tokens at $2.50 (on main: not counted, $0.0096)
-    assert heard.cost_usd == pytest.approx((1000 * 6.00 + 360 * 10.00 + 1000 * 2.50) / 1e6)
+    heard = _abandoned_transcription(transcribing, gateway, tmp_path / "gw.db", "x" * 4000)
+    # and its prompt's 1,000 text tokens at $2.50 (on main: not counted, $0.0096)
+    assert heard.cost_usd == pytest.approx(_MINUTE + 1000 * 2.50 / 1e6)
+
+
+def test_a_model_priced_by_the_minute_and_by_tokens_is_billed_once(
+    transcribing: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Azure bills gpt-4o-transcribe by its tokens; a price a minute given to it too
+    (OpenAI's "estimated cost", $0.006) estimates the same bill: not added to it."""
+    prices = {"gpt-4o-transcribe": {"input": 2.50, "output": 10.00, "audio_input": 6.00,
+                                    "per_minute": 0.006}}
+    gateway = ledger_gateway(transcribing, prices=prices, deployment_config=_deployments(
+        transcribing.url, **{"gpt-4o-transcribe": "transcribe"}))
+    heard = _abandoned_transcription(transcribing, gateway, tmp_path / "gw.db", "")
+    assert heard.cost_usd == pytest.approx(_MINUTE)  # on main: $0.0156, both summed
