@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from azure_openai_proxy.governance.budget import day_of
-from azure_openai_proxy.governance.mediatokens import ESTIMATED_TOKENS
+from azure_openai_proxy.governance.mediatokens import ESTIMATED_TOKENS, refused_pictures
 from azure_openai_proxy.governance.model import UsageRecord
 from azure_openai_proxy.governance.prices import (
     MAX_TOKENS,
@@ -83,6 +83,8 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
         if not usage:
             return 0.0, False
         model = models.get((record.endpoint or "", record.deployment or ""))
+        if estimated and refused_pictures(model or record.model, usage):
+            return 0.0, True  # dall-e-3's `n` past 1: Azure's 400, billed nothing
         names = (record.model, model, record.deployment)
         # sent, never answered (`unanswered_units`): by its tokens where the model's token
         # rates price them (gpt-image-1, the token-priced transcriptions), else its units

@@ -18,6 +18,7 @@ __all__ = [
     "most_input_pictures",
     "picture_tokens",
     "picture_usage",
+    "refused_pictures",
     "transcription_tokens",
     "unanswered_units",
 ]
@@ -127,10 +128,24 @@ def picture_usage(body: Mapping[str, Any] | None,
         pictures = most_input_pictures(form_bytes) * input_picture_tokens(None, "high")
         return _tokens(text, pictures, "image_tokens", picture_tokens(_MOST_ASKED))
     prompt = body.get("prompt")
-    text = -(-len(prompt) // 4) if isinstance(prompt, str) else 0
+    # past the longest prompt the model takes it is Azure's 400: counted to it at most
+    text = -(-min(len(prompt), _LONGEST_PROMPT) // 4) if isinstance(prompt, str) else 0
     fidelity = body.get("input_fidelity")
     pictures = sum(input_picture_tokens(size, fidelity) for size in picture_sizes or ())
     return _tokens(text, pictures, "image_tokens", picture_tokens(body))
+
+
+# dall-e-3 makes one picture a request: Azure refuses `n` past 1 (400, "You must provide
+# n=1 for this model."), and bills nothing.
+_ONE_PICTURE_MODELS = ("dall-e-3",)
+
+
+def refused_pictures(model: str | None, usage: Mapping[str, Any]) -> bool:
+    """Whether Azure refuses (400: never billed) the pictures an estimate's `usage` asks
+    of `model` (the deployment's model, else the client's name for it)."""
+    images = usage.get("images")
+    return (type(images) is int and images > 1 and isinstance(model, str)
+            and model.lower().startswith(_ONE_PICTURE_MODELS))
 
 
 def most_input_pictures(form_bytes: int) -> int:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from azure_openai_proxy.emulator import media
 from azure_openai_proxy.emulator.config import EmulatedDeployment
 from azure_openai_proxy.governance.model import UsageRecord
 from tests.e2e.conftest import Emulator, emulator_with
@@ -99,3 +100,38 @@ def test_a_model_priced_by_the_minute_and_by_tokens_is_billed_once(
         transcribing.url, **{"gpt-4o-transcribe": "transcribe"}))
     heard = _abandoned_transcription(transcribing, gateway, tmp_path / "gw.db", "")
     assert heard.cost_usd == pytest.approx(_MINUTE)  # on main: $0.0156, both summed
+
+
+def test_an_abandoned_dall_e_3_request_of_two_pictures_costs_nothing(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Azure refuses dall-e-3 `n` past 1 (400), billing nothing: what it bills is $0."""
+    gateway = ledger_gateway(emulator)
+    key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "soft", soft_budget_usd=5.0,
+                                  budget_period="daily")
+    emulator.fault("dall-e-3", "hang", count=1, seconds=3)
+    _abandon(lambda: _client(gateway, secret).images.generate(
+        model="dall-e-3", prompt="a lighthouse", n=2, size="1024x1024"))
+    [picture] = _left(gateway, "images/generations")
+    assert (picture.status, picture.usage_source, picture.priced) == (499, "estimated", True)
+    assert picture.cost_usd == 0.0  # on main: $0.08, two pictures
+    assert _spent(gateway, key_id) == 0.0
+
+
+def test_an_abandoned_edits_prompt_counts_at_most_the_longest_prompt(
+    image_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    gateway = _gateway(image_emulator, ledger_gateway)
+    _, secret = _virtual_key(gateway, tmp_path / "gw.db", "free")
+    image_emulator.fault("pictures", "hang", count=1, seconds=3)
+    _abandon(lambda: _client(gateway, secret).images.edit(
+        model="gpt-image-1", prompt="x" * 100_000, quality="low", size="1024x1024",
+        image=("a.png", media.png(1024, 1024, (9, 9, 9)), "image/png")))
+    [edit] = _left(gateway, "images/edits")
+    assert (edit.status, edit.usage_source, edit.priced) == (499, "estimated", True)
+    # its prompt at gpt-image-1's 32,000 characters at most (8,000 tokens; on main all
+    # 100,000: 25,000), its input picture (194 image tokens) and a low 1024x1024 (272)
+    assert edit.cost_usd == pytest.approx((8000 * IMAGE_TEXT_IN + 194 * 10.00
+                                           + 272 * IMAGE_OUT) / 1e6)

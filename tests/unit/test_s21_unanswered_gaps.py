@@ -7,7 +7,7 @@ from azure_openai_proxy.gateway.formestimate import read_form
 from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.gateway.spool import SpooledBody
 from azure_openai_proxy.governance.estimate import unanswered_usage
-from azure_openai_proxy.governance.mediatokens import ESTIMATED_TOKENS
+from azure_openai_proxy.governance.mediatokens import ESTIMATED_TOKENS, picture_usage, refused_pictures
 from tests.unit.test_formestimate import _form
 
 
@@ -36,3 +36,14 @@ def test_a_transcriptions_prompt_is_counted_within_its_models_context() -> None:
     assert prompt_tokens("") == 0
     assert prompt_tokens("x" * 4000) == 1000  # on main: 0
     assert prompt_tokens("x" * 256 * 1024) == 16_000  # its 16,000-token context
+
+
+def test_a_pictures_prompt_counts_at_most_the_longest_prompt() -> None:
+    usage = picture_usage({"prompt": "x" * 100_000, "quality": "low", "size": "1024x1024"})
+    assert usage["prompt_tokens"] == 8000  # 32,000 characters; on main 25,000
+
+
+def test_dall_e_3_refuses_more_than_one_picture() -> None:
+    assert refused_pictures("dall-e-3", {"images": 2})
+    assert not refused_pictures("dall-e-3", {"images": 1})
+    assert not refused_pictures("gpt-image-1", {"images": 2})

@@ -42,8 +42,11 @@ def test_dall_e_pictures_are_estimated_as_their_answer_is_priced() -> None:
     usage = unanswered_usage(body, "images/generations", stream=False)
     assert usage is not None and usage["estimated"] is True
     assert (usage["images"], usage["size"], usage["quality"]) == (2, "1024x1024", None)
+    # dall-e-3 makes one picture a request: Azure refuses `n` 2 (400), billing nothing
+    assert _cost(_left("images/generations", "dall-e-3", usage)) == (0.0, True)
+    usage = unanswered_usage({**body, "n": 1}, "images/generations", stream=False)
     usd, priced = _cost(_left("images/generations", "dall-e-3", usage))
-    assert priced and usd == pytest.approx(2 * 0.04)  # $0.04 a standard picture
+    assert priced and usd == pytest.approx(0.04)  # $0.04 a standard picture
 
 
 def test_an_hd_dall_e_picture_stays_unpriced_as_its_answer_would() -> None:
@@ -96,10 +99,10 @@ def test_a_transcription_is_estimated_by_its_seconds_and_tokens() -> None:
 
 
 def test_the_ledger_row_is_flagged_estimated_and_priced() -> None:
-    usage = unanswered_usage({"prompt": "x", "n": 3}, "images/generations", stream=False)
+    usage = unanswered_usage({"prompt": "x", "n": 1}, "images/generations", stream=False)
     line = usage_record(_left("images/generations", "dall-e-3", usage), 0.0, PRICES, {})
     assert line.usage_source == "estimated" and line.priced
-    assert line.cost_usd == pytest.approx(3 * 0.04)
+    assert line.cost_usd == pytest.approx(0.04)
 
 
 def test_an_answered_unit_request_that_failed_still_costs_nothing() -> None:
