@@ -31,6 +31,7 @@ from azure_openai_proxy.governance.estimate import (
     transcription_tokens,
 )
 from azure_openai_proxy.governance.keys import has_budget
+from azure_openai_proxy.governance.mediatokens import ESTIMATED_TOKENS, speech_usage
 from azure_openai_proxy.governance.prices import (
     AudioRates,
     PriceTable,
@@ -138,13 +139,17 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
     if prices is not None and body and operation in UNIT_PRICED and (
             operation not in _TRANSCRIBING):  # their minutes are known after: below
         asked = _units_asked(operation, body)
-        costs = [prices.unit_cost(member, asked) for member in members]
+        # priced as the ledger prices it: a speech of a token-priced model (gpt-4o-mini-
+        # tts) by the tokens estimated from its characters, else by its units
+        costs = [prices.billed_cost(member, asked, asked.get(ESTIMATED_TOKENS))
+                 for member in members]
         usd += max(cost for cost, _ in costs)
         if hard and not all(priced for _, priced in costs) and (
                 operation == "audio/speech" or not (rates and any(rates[:3]))):
             # Speech answers carry no tokens, nor do dall-e's pictures (its token rates are
-            # 0): without a unit price (an hd or 1792x1024 picture, a model's speech the
-            # table prices by tokens only) the record costs $0, and the budget never stops it
+            # 0): without a unit price (an hd or 1792x1024 picture) or token rates (a
+            # speech model the table does not know) the record costs $0, and the budget
+            # never stops it
             raise _unpriced(names, "units")
     if hard and prices is not None and operation in _TRANSCRIBING:
         _require_priced_format(body, rates, names)
@@ -217,10 +222,11 @@ def _usage(tokens: int, modality: str, completion: int) -> dict[str, Any]:
 
 def _units_asked(operation: str, body: Mapping[str, Any]) -> dict[str, Any]:
     """The units a unit-billed request asks for: images (`n`, 1 by default, with their
-    size and quality) or speech characters."""
+    size and quality) or speech characters (and the tokens a token-priced speech model
+    bills for them, `speech_usage`)."""
     if operation == "audio/speech":
         text = body.get("input")
-        return {"characters": len(text)} if isinstance(text, str) else {}
+        return speech_usage(text, body) if isinstance(text, str) else {}
     n = body.get("n", 1)  # not a count: held as the most (`picture_tokens`)
     return {"images": n if type(n) is int and 1 <= n <= 10 else 10, "size": body.get("size"),
             "quality": body.get("quality")}

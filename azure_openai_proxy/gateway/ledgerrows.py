@@ -86,10 +86,10 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
         if estimated and refused_pictures(model or record.model, usage):
             return 0.0, True  # dall-e-3's `n` past 1: Azure's 400, billed nothing
         names = (record.model, model, record.deployment)
-        # sent, never answered (`unanswered_units`): by its tokens where the model's token
-        # rates price them (gpt-image-1, the token-priced transcriptions), else its units
-        tokens_billed = usage.get(ESTIMATED_TOKENS) if estimated else None
-        return prices.billed_cost(names, usage, tokens_billed)
+        # sent, never answered (`unanswered_units`), or a speech (answered too): by its
+        # estimated tokens where the model's token rates price them (gpt-image-1, the
+        # token-priced transcriptions, gpt-4o-mini-tts), else by its units
+        return prices.billed_cost(names, usage, usage.get(ESTIMATED_TOKENS))
     model = models.get((record.endpoint or "", record.deployment or ""))
     rates = prices.rates((record.model, model, record.deployment))
     if rates is None:
@@ -97,6 +97,18 @@ def record_cost(record: RequestRecord, prices: PriceTable, models: Mapping[tuple
     if len(rates) > 3 and usage:
         return audio_cost(rates, usage, tokens[0], tokens[1], tokens[2]), True
     return token_cost(rates, tokens[0], tokens[1], tokens[2]), True
+
+
+def _by_estimated_tokens(record: RequestRecord, prices: PriceTable,
+                         models: Mapping[tuple[str, str], str]) -> bool:
+    """Whether `record_cost` priced a unit route's answer by the tokens estimated for it
+    (a speech of a token-priced model: `PriceTable.billed_cost`): its row says estimated."""
+    usage = record.usage
+    tokens = usage.get(ESTIMATED_TOKENS) if usage else None
+    if not tokens or record.route not in UNIT_PRICED:
+        return False
+    model = models.get((record.endpoint or "", record.deployment or ""))
+    return prices.usage_cost((record.model, model, record.deployment), tokens)[0] > 0
 
 
 def _without_tool(record: RequestRecord) -> RequestRecord:
@@ -247,6 +259,8 @@ class RowPricer:
                     cost = 0.0
             else:
                 cost, priced = record_cost(record, self.prices, self.models, NO_TOKENS)
+                if flags == _MEASURED and _by_estimated_tokens(record, self.prices, self.models):
+                    flags = _ESTIMATED  # a speech priced by its tokens, estimated
                 flags |= priced << 1
             append((arrived, record.request_id, label, record.status, prompt, cached,
                     completion, reasoning, cost, record.upstream_ms, total,

@@ -24,7 +24,12 @@ from typing import Any
 import orjson
 
 from azure_openai_proxy.errors import GatewayError, UpstreamError
-from azure_openai_proxy.gateway.answerusage import answer_image_gen, unit_usage, with_image_gen
+from azure_openai_proxy.gateway.answerusage import (
+    SpeechMeter,
+    answer_image_gen,
+    unit_usage,
+    with_image_gen,
+)
 from azure_openai_proxy.gateway.formestimate import picture_stream_usage
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest
 from azure_openai_proxy.gateway.requestbody import RequestBody
@@ -144,7 +149,11 @@ async def relay(
             prompt := _json(body)):
         text = prompt.get("input")
         if isinstance(text, str) and text:
-            record.usage = {"characters": len(text)}  # billed by the input's characters
+            # billed by the input's characters (tts), or by tokens (gpt-4o-mini-tts): its
+            # audio's, estimated from its length once it has passed (`SpeechMeter`)
+            heard = SpeechMeter(text, prompt)
+            record.usage = heard.usage
+            return await _relay_bytes(request, response, headers, heard)
     return await _relay_bytes(request, response, headers)
 
 
@@ -426,12 +435,19 @@ class _StreamPush:
 
 
 async def _relay_bytes(
-    request: HttpRequest, response: UpstreamResponse, headers: dict[str, str]
+    request: HttpRequest, response: UpstreamResponse, headers: dict[str, str],
+    heard: SpeechMeter | None = None,
 ) -> ResponseStream:
     try:
         out = request.stream(response.status, headers)
-        async for chunk in response.chunks():
-            await out.write(chunk)
+        if heard is None:
+            async for chunk in response.chunks():
+                await out.write(chunk)
+        else:  # a speech's audio: its length prices a token-priced model's
+            async for chunk in response.chunks():
+                heard.feed(chunk)
+                await out.write(chunk)
+            heard.finish()
         await out.end()
     finally:
         response.close()

@@ -19,6 +19,9 @@ __all__ = [
     "picture_tokens",
     "picture_usage",
     "refused_pictures",
+    "speech_text_chars",
+    "speech_tokens",
+    "speech_usage",
     "transcription_tokens",
     "unanswered_units",
 ]
@@ -175,6 +178,42 @@ def transcription_tokens(seconds: float) -> tuple[int, int]:
                       _MOST_TRANSCRIPT_TOKENS)
 
 
+# gpt-4o-mini-tts, a speech model priced by tokens: OpenAI's pricing gives its audio output
+# per 1M tokens ($12.00) beside an "estimated cost" a minute ($0.015): 1,250 audio tokens
+# a minute of speech. Where its audio's length is not known (not yet played, or a format
+# whose length its bytes do not say), about 15 characters a second: 150 words a minute
+# of about six characters, with the space. (One measure: 4,096 characters read by
+# gpt-4o-mini-tts in 268 seconds, about 6 audio tokens a text token: 15.3 characters
+# and ~20 audio tokens a second; sanand0's "OpenAI TTS cost", 2025-11-02.)
+_SPEECH_TOKENS_PER_MINUTE = 1_250
+_SPEECH_CHARACTERS_PER_SECOND = 15
+
+
+def speech_tokens(text_chars: int, seconds: float) -> dict[str, Any]:
+    """The tokens a token-priced speech may be billed, in chat's usage shape: its text in
+    (`text_chars`, its input's and its `instructions`' characters, four a token, as
+    estimate.py counts text), its audio out (`seconds` of it)."""
+    audio = math.ceil(seconds * _SPEECH_TOKENS_PER_MINUTE / 60)
+    text = -(-text_chars // 4)
+    return {"prompt_tokens": text, "completion_tokens": audio, "total_tokens": text + audio,
+            "completion_tokens_details": {"audio_tokens": audio}}
+
+
+def speech_text_chars(text: str, body: Mapping[str, Any] | None) -> int:
+    """The characters of text a speech model reads: its input `text` and `instructions`."""
+    instructions = body.get("instructions") if body else None
+    return len(text) + (len(instructions) if isinstance(instructions, str) else 0)
+
+
+def speech_usage(text: str, body: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A speech's usage before its audio is heard: the `characters` of its input `text`
+    (tts's unit) and the tokens a token-priced model bills (`speech_tokens`, its audio's
+    length estimated from its input's characters)."""
+    seconds = len(text) / _SPEECH_CHARACTERS_PER_SECOND
+    return {"characters": len(text),
+            ESTIMATED_TOKENS: speech_tokens(speech_text_chars(text, body), seconds)}
+
+
 # The usage key under which an unanswered unit-priced request carries the tokens it may
 # be billed beside its units (gpt-image-1's pictures, a token-priced transcription's
 # audio): which model ran is not known here, and a model billed by the unit (dall-e-3,
@@ -209,7 +248,7 @@ def unanswered_units(body: Mapping[str, Any] | None, operation: str,
         text = body.get("input") if body else None
         if not isinstance(text, str) or not text:
             return None
-        return {"characters": len(text), "estimated": True}
+        return {**speech_usage(text, body), "estimated": True}
     if operation in _TRANSCRIBING:
         if not audio_seconds:
             return None

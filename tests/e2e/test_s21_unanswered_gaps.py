@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import openai
 import pytest
 
 from azure_openai_proxy.emulator import media
@@ -135,3 +136,43 @@ def test_an_abandoned_edits_prompt_counts_at_most_the_longest_prompt(
     # 100,000: 25,000), its input picture (194 image tokens) and a low 1024x1024 (272)
     assert edit.cost_usd == pytest.approx((8000 * IMAGE_TEXT_IN + 194 * 10.00
                                            + 272 * IMAGE_OUT) / 1e6)
+
+
+@pytest.fixture
+def speaking() -> Iterator[Emulator]:
+    """The emulator with a gpt-4o-mini-tts deployment (`mini-tts`) beside its own."""
+    with emulator_with(EmulatedDeployment(
+            "mini-tts", "gpt-4o-mini-tts-2025-03-20", "speech")) as emulator:
+        yield emulator
+
+
+@pytest.mark.parametrize("audio_format", ["pcm", "wav", "mp3"])
+def test_an_answered_token_priced_speech_is_recorded_at_an_estimate(
+    speaking: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    tmp_path: Path, audio_format: str,
+) -> None:
+    """gpt-4o-mini-tts bills its input text and its audio out by tokens, and its answer
+    is audio with no usage: recorded from its characters and its audio's length (1,250
+    audio tokens a minute), flagged estimated; a hard budget's key is served it and
+    spends it. On main: $0, unpriced, and a hard budget refused it (model_not_priced)."""
+    gateway = ledger_gateway(speaking, deployment_config=_deployments(
+        speaking.url, **{"gpt-4o-mini-tts": "mini-tts"}))
+    free = _virtual_key(gateway, tmp_path / "gw.db", "free")
+    hard = _virtual_key(gateway, tmp_path / "gw.db", "hard", budget_usd=5.0,
+                        budget_period="daily")
+
+    def speak(secret: str) -> None:
+        client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0)
+        audio = client.audio.speech.create(model="gpt-4o-mini-tts", voice="alloy",
+                                           input="hello world " * 50,
+                                           response_format=audio_format)  # type: ignore[arg-type]
+        assert len(audio.content) > 100_000
+
+    speak(free[1])
+    [speech] = _left(gateway, "audio/speech")
+    assert (speech.status, speech.usage_source, speech.priced) == (200, "estimated", True)
+    # 600 characters (150 text tokens at $0.60 per 1M); the emulator speaks 100 words in
+    # 35 seconds: 730 audio tokens at $12
+    assert speech.cost_usd == pytest.approx((150 * 0.60 + 730 * 12.00) / 1e6, rel=0.02)
+    speak(hard[1])
+    assert _spent(gateway, hard[0]) == pytest.approx(speech.cost_usd)

@@ -3,6 +3,7 @@ reads a form's fields bounded, and counts what Azure would bill."""
 
 from __future__ import annotations
 
+from azure_openai_proxy.gateway.answerusage import SpeechMeter
 from azure_openai_proxy.gateway.formestimate import read_form
 from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.gateway.spool import SpooledBody
@@ -47,3 +48,24 @@ def test_dall_e_3_refuses_more_than_one_picture() -> None:
     assert refused_pictures("dall-e-3", {"images": 2})
     assert not refused_pictures("dall-e-3", {"images": 1})
     assert not refused_pictures("gpt-image-1", {"images": 2})
+
+
+def test_a_speechs_tokens_are_estimated_from_its_audios_length() -> None:
+    body = {"input": "x" * 600, "instructions": "y" * 40, "response_format": "pcm"}
+    heard = SpeechMeter("x" * 600, body)
+    # before its audio: 600 characters at 15 a second (40 s: 834 audio tokens), and the
+    # text it reads, input and instructions (640 characters: 160 tokens)
+    assert heard.usage["characters"] == 600
+    assert (heard.usage[ESTIMATED_TOKENS]["prompt_tokens"],
+            heard.usage[ESTIMATED_TOKENS]["completion_tokens"]) == (160, 834)
+    for _ in range(10):
+        heard.feed(bytes(48_000))  # ten seconds of 24 kHz 16-bit PCM
+    heard.finish()
+    assert heard.usage[ESTIMATED_TOKENS]["completion_tokens"] == 209  # 10 s: 208.3
+
+
+def test_a_speech_whose_audio_says_no_length_keeps_its_characters_estimate() -> None:
+    heard = SpeechMeter("x" * 600, {"input": "x" * 600, "response_format": "opus"})
+    heard.feed(b"\x00" * 1000)
+    heard.finish()
+    assert heard.usage[ESTIMATED_TOKENS]["completion_tokens"] == 834

@@ -79,9 +79,13 @@ def test_an_edit_s_input_pictures_are_priced_at_the_image_rate() -> None:
 
 def test_speech_is_estimated_by_its_characters() -> None:
     usage = unanswered_usage({"input": "x" * 1000, "voice": "alloy"}, "audio/speech", False)
-    assert usage == {"characters": 1000, "estimated": True}
+    assert usage is not None and (usage["characters"], usage["estimated"]) == (1000, True)
     usd, priced = _cost(_left("audio/speech", "tts", usage))
     assert priced and usd == pytest.approx(1000 * 15.0 / 1e6)
+    # a token-priced model's by its tokens: 250 text, 1,389 audio (1,000 characters at
+    # 15 a second, 1,250 audio tokens a minute)
+    usd, priced = _cost(_left("audio/speech", "gpt-4o-mini-tts", usage))
+    assert priced and usd == pytest.approx((250 * 0.60 + 1389 * 12.00) / 1e6)
     assert unanswered_usage({"voice": "alloy"}, "audio/speech", False) is None
 
 
