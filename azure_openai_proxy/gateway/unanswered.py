@@ -61,12 +61,13 @@ def _with_image_tool(usage: dict[str, Any] | None, body: Mapping[str, Any],
     """`usage` with the hosted image tool's part (`image_tool_usage`: what the budget's
     hold counts, its pictures and their prompt), flagged estimated, priced at the image
     deployment's model as an answer's is (ledgerrows.py `record_cost`). Non-streamed
-    only, as the text's answer is: Azure finishes those; a stream it stops. Without the
-    header, none: Azure refuses the tool without its deployment (400), billing nothing."""
-    if headers is None or not headers.get(IMAGE_DEPLOYMENT_HEADER):
-        return usage
+    only, as the text's answer is: Azure finishes those; a stream it stops. None without
+    the header: Azure refuses a request whose tool names no deployment (400 "imagegen
+    deployment must be provided through header"), billing nothing of it."""
     prompt = usage["prompt_tokens"] if usage is not None else 0
     tool = image_tool_usage(body, prompt)
     if tool is None:
         return usage
+    if headers is None or not headers.get(IMAGE_DEPLOYMENT_HEADER):
+        return None
     return with_image_gen(usage, {**tool, "estimated": True}, headers)

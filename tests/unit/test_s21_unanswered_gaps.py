@@ -7,8 +7,10 @@ from azure_openai_proxy.gateway.answerusage import SpeechMeter
 from azure_openai_proxy.gateway.formestimate import read_form
 from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.gateway.spool import SpooledBody
+from azure_openai_proxy.gateway.unanswered import note_unanswered
 from azure_openai_proxy.governance.estimate import unanswered_usage
 from azure_openai_proxy.governance.mediatokens import ESTIMATED_TOKENS, picture_usage, refused_pictures
+from azure_openai_proxy.observability.record import RequestRecord
 from tests.unit.test_formestimate import _form
 
 
@@ -69,3 +71,19 @@ def test_a_speech_whose_audio_says_no_length_keeps_its_characters_estimate() -> 
     heard.feed(b"\x00" * 1000)
     heard.finish()
     assert heard.usage[ESTIMATED_TOKENS]["completion_tokens"] == 834
+
+
+def test_a_responses_image_tool_without_its_deployment_is_not_billed() -> None:
+    """Azure refuses the request (400: the tool names no deployment): nothing to bill.
+    With the header, the tool's picture is counted beside the text."""
+    body = {"model": "gpt-4o", "input": "draw a cat", "max_output_tokens": 16,
+            "tools": [{"type": "image_generation", "quality": "low", "size": "1024x1024"}]}
+    left = RequestRecord("r", "POST", route="responses", model="gpt-4o", status=499)
+    left.sent = left.body_sent = 1
+    note_unanswered(left, body, "responses", headers={})
+    assert left.usage is None  # on main: its text, estimated
+    note_unanswered(left, body, "responses",
+                    headers={"x-ms-oai-image-generation-deployment": "pictures"})
+    assert left.usage is not None
+    assert left.usage["image_gen"]["output_tokens"] == 272
+    assert left.usage["image_gen"]["deployment"] == "pictures"
