@@ -197,12 +197,15 @@ def failed(exc: BaseException, record: RequestRecord, body: Mapping[str, Any] | 
 
 
 def keyless_failed(exc: BaseException, record: RequestRecord, body: Mapping[str, Any] | None,
-                   operation: str, form: RequestBody) -> None:
-    """A static client key's (or passthrough) request raised `exc`: a picture, speech or
-    transcription sent and never answered is billed by Azure, so it is recorded with
-    its estimate, as a virtual key's is (`failed`). Other routes are left as they were."""
-    if operation in UNIT_PRICED and unanswered(exc):
-        note_unanswered(record, body, operation, form=form)
+                   operation: str, form: RequestBody, default_completion: int,
+                   ledger: bool) -> None:
+    """A static client key's (or passthrough) request raised `exc`: one sent and never
+    answered is billed by Azure, so it is recorded with its estimate, as a virtual key's
+    is (`failed`): a picture, speech or transcription always, a text request (chat,
+    completions, responses, embeddings) when the `ledger` records it (it was recorded
+    with no usage, at $0). Only on this path: an answered request pays nothing for it."""
+    if (ledger or operation in UNIT_PRICED) and unanswered(exc):
+        note_unanswered(record, body, operation, default_completion, form)
 
 
 def unanswered(exc: BaseException) -> bool:

@@ -167,7 +167,8 @@ class Gateway:
                 return await self._attempts.send(request, target, caller, body, record,
                                                  self._pools.pool_for(target, body))
             except BaseException as exc:
-                keyless_failed(exc, record, body.json, target.operation, body)
+                keyless_failed(exc, record, body.json, target.operation, body,
+                               self._default_completion, self.budgets is not None)
                 raise
         except GatewayError as exc:
             record.status = exc.http_status
