@@ -251,7 +251,7 @@ class Gateway:
             named, inner = object_ids(operation, json)
             await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
             if request.method == "POST":  # unmetered work, a batch's models
-                await check_resource_post(self.owners, self.table, caller, json, operation)
+                await check_resource_post(self.owners, self.table, caller, json, operation, routed[0])
         elif chat and body.raw is not None:
             # What was checked (files, tokens) is what is sent, even if the JSON repeats a
             # key: re-encoded (cheaper than a search), or a large body shown to repeat none.
