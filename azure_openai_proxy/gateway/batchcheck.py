@@ -19,13 +19,13 @@ from typing import Any
 import orjson
 
 from azure_openai_proxy.auth import Caller
-from azure_openai_proxy.errors import GatewayError, ModelNotAllowed
+from azure_openai_proxy.errors import ModelNotAllowed
 from azure_openai_proxy.gateway.affinity import folded
 from azure_openai_proxy.gateway.budgethold import refuse_unmetered
-from azure_openai_proxy.gateway.governed import pool_allowed
+from azure_openai_proxy.gateway.governed import deployment_allowed
 from azure_openai_proxy.gateway.ownership import BatchNotAllowed, ObjectOwners
 from azure_openai_proxy.gateway.spool import SpooledBody
-from azure_openai_proxy.routing import RoutingTable
+from azure_openai_proxy.routing import Pool, RoutingTable
 
 __all__ = ["MAX_BATCH_LINES", "MAX_BATCH_LINE_BYTES", "batch_file_models", "check_resource_post",
            "uploaded_batch_models"]
@@ -35,12 +35,17 @@ MAX_BATCH_LINES = 100_000
 
 
 async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller: Caller,
-                              body: Mapping[str, Any] | None, operation: str) -> None:
-    """A virtual key's POST to the resource `operation`: unmetered work refused to a key
-    with a budget (`refuse_unmetered`: 403 `not_metered`), and a batch from a key with an
-    allow-list only from a file whose every line names a model it may use (recorded
-    when the file was uploaded through the gateway; a job's `model` is judged as any
-    body's)."""
+                              body: Mapping[str, Any] | None, operation: str,
+                              pool: Pool) -> None:
+    """A virtual key's POST to the resource `operation` (sent to `pool`): unmetered work
+    refused to a key with a budget (`refuse_unmetered`: 403 `not_metered`), and a batch
+    from a key with an allow-list only from a file whose every line names a model it may
+    use (recorded when the file was uploaded through the gateway; a job's `model` is
+    judged as any body's). A line's `model` is the name of the deployment Azure runs it
+    on (the file goes to Azure as it is): judged by the model the pool's resources'
+    deployment of that name serves (`deployment_allowed`), never as a client model name
+    spelled the same (it let a key allowed `gpt-4o` run a line on another model's
+    deployment named `gpt-4o`)."""
     refuse_unmetered(caller, operation, body)
     key = caller.key
     assert key is not None
@@ -53,11 +58,7 @@ async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller:
             "This key may only make batches from files uploaded through the gateway "
             "with purpose `batch` whose every line names a model.")
     for model in sorted(owned.models):
-        try:
-            pool = table.resolve(model)
-        except GatewayError:
-            raise ModelNotAllowed(model) from None
-        if not pool_allowed(key.models, model, pool):
+        if not deployment_allowed(key.models, table, pool, model):
             raise ModelNotAllowed(model)
 
 

@@ -44,6 +44,7 @@ from azure_openai_proxy.governance.ratelimit import (
 from azure_openai_proxy.governance.toolusage import IMAGE_DEPLOYMENT_HEADER, image_tool
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, RoutingTable
+from azure_openai_proxy.settings import DEPLOYMENT_NAME
 
 __all__ = [
     "ONE_MAXIMUM",
@@ -51,6 +52,7 @@ __all__ = [
     "Held",
     "admit_local",
     "check_image_allowed",
+    "deployment_allowed",
     "failed",
     "hold",
     "keyless_failed",
@@ -198,12 +200,15 @@ def failed(exc: BaseException, record: RequestRecord, body: Mapping[str, Any] | 
 
 
 def keyless_failed(exc: BaseException, record: RequestRecord, body: Mapping[str, Any] | None,
-                   operation: str, form: RequestBody) -> None:
-    """A static client key's (or passthrough) request raised `exc`: a picture, speech or
-    transcription sent and never answered is billed by Azure, so it is recorded with
-    its estimate, as a virtual key's is (`failed`). Other routes are left as they were."""
-    if operation in UNIT_PRICED and unanswered(exc):
-        note_unanswered(record, body, operation, form=form)
+                   operation: str, form: RequestBody, default_completion: int,
+                   ledger: bool) -> None:
+    """A static client key's (or passthrough) request raised `exc`: one sent and never
+    answered is billed by Azure, so it is recorded with its estimate, as a virtual key's
+    is (`failed`): a picture, speech or transcription always, a text request (chat,
+    completions, responses, embeddings) when the `ledger` records it (it was recorded
+    with no usage, at $0). Only on this path: an answered request pays nothing for it."""
+    if (ledger or operation in UNIT_PRICED) and unanswered(exc):
+        note_unanswered(record, body, operation, default_completion, form)
 
 
 def unanswered(exc: BaseException) -> bool:
@@ -237,15 +242,28 @@ def check_image_allowed(patterns: tuple[str, ...], table: RoutingTable, pool: Po
     dynamic`) it is judged by its name, as the model sent there is. Only when the body
     asks for the tool: without it the header is not relayed (gateway/translation.py)."""
     name = headers.get(IMAGE_DEPLOYMENT_HEADER)
-    if name is None or image_tool(body) is None:
-        return
+    if name is not None and image_tool(body) is not None and not deployment_allowed(
+            patterns, table, pool, name):
+        raise ModelNotAllowed(name, IMAGE_DEPLOYMENT_HEADER)
+
+
+def deployment_allowed(patterns: tuple[str, ...], table: RoutingTable, pool: Pool,
+                       name: str) -> bool:
+    """Whether a key's allow-list lets a request to `pool` run on the deployment Azure
+    knows as `name` (one the gateway does not map: a hosted tool's, a batch line's):
+    on each endpoint of the pool, the deployment of that name must serve a model the
+    key may use. One the gateway does not configure there is of a model not known, so
+    not allowed; but on an env mode's endpoint (`Pool.dynamic`) it is judged by its
+    name, as the model sent there is, when it can be a deployment's name (as env mode
+    makes a deployment only of such a name)."""
     models = {d.endpoint: d.model_name for d in table.deployments_named(name)}
     for member in pool.deployments:
         model = models.get(member.endpoint)
-        if model is None and pool.dynamic:
+        if model is None and pool.dynamic and DEPLOYMENT_NAME.match(name):
             model = name
         if model is None or not model_allowed(patterns, model):
-            raise ModelNotAllowed(name, IMAGE_DEPLOYMENT_HEADER)
+            return False
+    return True
 
 
 def limit_refusal(refusal: Refusal, chained: int = 0) -> KeyRateLimited:

@@ -167,7 +167,8 @@ class Gateway:
                 return await self._attempts.send(request, target, caller, body, record,
                                                  self._pools.pool_for(target, body))
             except BaseException as exc:
-                keyless_failed(exc, record, body.json, target.operation, body)
+                keyless_failed(exc, record, body.json, target.operation, body,
+                               self._default_completion, self.budgets is not None)
                 raise
         except GatewayError as exc:
             record.status = exc.http_status
@@ -250,7 +251,7 @@ class Gateway:
             named, inner = object_ids(operation, json)
             await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
             if request.method == "POST":  # unmetered work, a batch's models
-                await check_resource_post(self.owners, self.table, caller, json, operation)
+                await check_resource_post(self.owners, self.table, caller, json, operation, routed[0])
         elif chat and body.raw is not None:
             # What was checked (files, tokens) is what is sent, even if the JSON repeats a
             # key: re-encoded (cheaper than a search), or a large body shown to repeat none.

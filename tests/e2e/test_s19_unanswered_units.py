@@ -91,21 +91,3 @@ def test_a_static_client_key_records_an_abandoned_picture_with_an_estimate(
     assert (picture.usage_source, picture.priced) == ("estimated", True)
     assert picture.cost_usd == pytest.approx(0.04)
 
-
-def test_an_abandoned_chat_is_recorded_as_before(
-    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,  # noqa: F811
-) -> None:
-    """The chat path is unchanged: a key's abandoned chat, its prompt and its most
-    output tokens, estimated; a static key's, no usage (as on main)."""
-    gateway = ledger_gateway(emulator)
-    _, secret = _virtual_key(gateway, tmp_path / "gw.db", "free")
-    emulator.fault("gpt-4o", "hang", count=2, seconds=3)
-    for key in (secret, CLIENT_KEY):
-        _abandon(lambda key=key: _client(gateway, key).chat.completions.create(  # type: ignore[misc]
-            model="gpt-4o", max_tokens=50,
-            messages=[{"role": "user", "content": "abcd" * 10}]))
-    mine, static = sorted(_left(gateway, "chat/completions", 2), key=lambda r: r.key_id is None)
-    assert (mine.prompt_tokens, mine.completion_tokens, mine.usage_source) == (
-        14, 50, "estimated")
-    assert (static.prompt_tokens, static.completion_tokens, static.usage_source) == (
-        0, 0, "none")

@@ -11,6 +11,7 @@ from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.errors import BudgetExhausted, KeyRateLimited
 from azure_openai_proxy.gateway.governed import (
+    deployment_allowed,
     hold,
     plain_chat_chars,
     pool_allowed,
@@ -105,6 +106,39 @@ def test_a_trimmed_pool_is_judged_by_its_models_not_the_name_sent(operation: str
                     Target("deployment", operation))
     assert not pool_allowed(patterns, "team-a-shared", pool)
     assert pool_allowed((*patterns, "gpt-image-1"), "team-a-shared", pool)
+
+
+def _renamed_table() -> RoutingTable:
+    """`chat-small` moved to the deployment `small-v2` on resource a; a's old deployment
+    named `chat-small` now serves `chat-large`; resource b serves `chat-small` under its
+    own name."""
+    a = {"endpoint": "https://a.openai.azure.com", "api_key": "k"}
+    b = {"endpoint": "https://b.openai.azure.com", "api_key": "k"}
+    return RoutingTable(load_settings({"models": {
+        "chat-small": [{"deployment_name": "small-v2", **a},
+                       {"deployment_name": "chat-small", **b}],
+        "chat-large": [{"deployment_name": "chat-small", **a}],
+    }, "client_keys": ["c"]}, {}))
+
+
+def test_a_deployment_azure_runs_by_its_name_is_judged_by_its_model_per_resource() -> None:
+    table = _renamed_table()
+    small = table.resolve("chat-small")  # on a (small-v2) and on b (chat-small)
+    on_a, on_b = (Pool("chat-small", (d,), transient=True) for d in small.deployments)
+    patterns = ("chat-small",)
+    # the client's name is allowed, but on a the deployment of that name is chat-large's
+    assert pool_allowed(patterns, "chat-small", small)
+    assert not deployment_allowed(patterns, table, on_a, "chat-small")
+    assert not deployment_allowed(patterns, table, small, "chat-small")  # a among them
+    assert deployment_allowed(patterns, table, on_b, "chat-small")
+    assert deployment_allowed(patterns, table, on_a, "small-v2")
+    assert not deployment_allowed(patterns, table, on_b, "small-v2")  # not on b: not known
+    assert deployment_allowed(("chat-*",), table, small, "chat-small")
+    # env mode's endpoint: a name not configured there judged by itself, if it can be one
+    home = Pool("", (on_a.deployments[0],), dynamic=True)
+    assert deployment_allowed(("gpt-4o*",), table, home, "gpt-4o")
+    assert not deployment_allowed(("gpt-4o*",), table, home, "gpt-4o/../x")
+    assert not deployment_allowed(("chat-small",), table, home, "chat-small")  # chat-large's
 
 
 # -- the prompt, measured once ------------------------------------------------------
