@@ -204,8 +204,10 @@ def _files_cost(prices: PriceTable, members: PoolNames, operation: str,
             return 0.0
         audio, transcript = transcription_tokens(seconds)
         usage = _usage(audio, "audio_tokens", transcript)
-        return max((prices.unit_cost(member, {"audio_seconds": seconds})[0]
-                   + prices.usage_cost(member, usage)[0] for member in members), default=0.0)
+        # priced once, as the ledger prices it (`billed_cost`: by tokens where the model's
+        # token rates price them, else by the minute), never both
+        return max((prices.billed_cost(member, {"audio_seconds": seconds}, usage)[0]
+                    for member in members), default=0.0)
     if operation != "images/edits":
         return 0.0
     fidelity = body.get("input_fidelity")
@@ -226,7 +228,7 @@ def _units_asked(operation: str, body: Mapping[str, Any]) -> dict[str, Any]:
     bills for them, `speech_usage`)."""
     if operation == "audio/speech":
         text = body.get("input")
-        return speech_usage(text, body) if isinstance(text, str) else {}
+        return speech_usage(text, body, held=True) if isinstance(text, str) else {}
     n = body.get("n", 1)  # not a count: held as the most (`picture_tokens`)
     return {"images": n if type(n) is int and 1 <= n <= 10 else 10, "size": body.get("size"),
             "quality": body.get("quality")}

@@ -29,6 +29,9 @@ from azure_openai_proxy.routing import Pool
 __all__ = ["image_tool_usage", "image_tool_usd"]
 
 _MOST_CALLS = 10  # held at most: past it a response is settled at what it cost
+# The longest prompt an image model takes, in tokens (32,000 characters, four a token):
+# the tool's prompt, which the text model writes, is no longer
+_LONGEST_PROMPT_TOKENS = 8_000
 
 
 def image_tool_usd(guard: BudgetGuard, body: Mapping[str, Any], headers: Mapping[str, str] | None,
@@ -61,10 +64,15 @@ def image_tool_usd(guard: BudgetGuard, body: Mapping[str, Any], headers: Mapping
     return dearest
 
 
-def image_tool_usage(body: Mapping[str, Any], prompt_tokens: int) -> dict[str, Any] | None:
+def image_tool_usage(body: Mapping[str, Any], prompt_tokens: int, held: bool = True
+                     ) -> dict[str, Any] | None:
     """The usage (Responses' shape) the image tool of a request may be billed: its
-    pictures and their prompt, at most; None when it asks for no tool. The one rule, for
-    the hold and for a request sent and never answered (gateway/unanswered.py)."""
+    pictures and their prompt, at most (`held`: the budget's hold); None when it asks for
+    no tool. Not `held` (a request sent and never answered, gateway/unanswered.py): a
+    best estimate, one picture (`max_tool_calls` bounds every tool's calls, a function's
+    too, not the pictures made) whose prompt, written by the text model, is at most the
+    longest an image model takes (32,000 characters, ~8,000 tokens), not the whole
+    conversation."""
     tool = image_tool(body)
     if tool is None:
         return None
@@ -72,6 +80,10 @@ def image_tool_usage(body: Mapping[str, Any], prompt_tokens: int) -> dict[str, A
     if body.get("stream") is True:
         asked["partial_images"] = tool.get("partial_images", 0)
     calls = body.get("max_tool_calls")
+    if not held:
+        prompt = min(prompt_tokens, _LONGEST_PROMPT_TOKENS)
+        output = picture_tokens(asked)
+        return {"input_tokens": prompt, "output_tokens": output, "total_tokens": prompt + output}
     if calls is None:
         calls = 1
     elif type(calls) is not int or calls < 1:  # Azure's 400, or read as the gateway cannot

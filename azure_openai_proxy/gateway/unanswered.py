@@ -58,14 +58,14 @@ def note_unanswered(record: RequestRecord, body: Mapping[str, Any] | None,
 
 def _with_image_tool(usage: dict[str, Any] | None, body: Mapping[str, Any],
                      headers: Mapping[str, str] | None) -> dict[str, Any] | None:
-    """`usage` with the hosted image tool's part (`image_tool_usage`: what the budget's
-    hold counts, its pictures and their prompt), flagged estimated, priced at the image
+    """`usage` with the hosted image tool's part (`image_tool_usage`'s best estimate:
+    one picture and its prompt), flagged estimated, priced at the image
     deployment's model as an answer's is (ledgerrows.py `record_cost`). Non-streamed
     only, as the text's answer is: Azure finishes those; a stream it stops. None without
     the header: Azure refuses a request whose tool names no deployment (400 "imagegen
     deployment must be provided through header"), billing nothing of it."""
     prompt = usage["prompt_tokens"] if usage is not None else 0
-    tool = image_tool_usage(body, prompt)
+    tool = image_tool_usage(body, prompt, held=False)
     if tool is None:
         return usage
     if headers is None or not headers.get(IMAGE_DEPLOYMENT_HEADER):

@@ -187,6 +187,12 @@ def transcription_tokens(seconds: float) -> tuple[int, int]:
 # and ~20 audio tokens a second; sanand0's "OpenAI TTS cost", 2025-11-02.)
 _SPEECH_TOKENS_PER_MINUTE = 1_250
 _SPEECH_CHARACTERS_PER_SECOND = 15
+# A budget's hold reads slower speech: 10 characters a second, and never under 0.45 s a
+# word (short words: "a, b, c" read as fast as "alphabet"), so that most speech is held
+# for more than it plays. Both at the request's `speed` (0.25 to 4: 0.25 plays 4x longer).
+_HELD_CHARACTERS_PER_SECOND = 10
+_HELD_SECONDS_PER_WORD = 0.45
+_SPEEDS = (0.25, 4.0)
 
 
 def speech_tokens(text_chars: int, seconds: float) -> dict[str, Any]:
@@ -205,11 +211,21 @@ def speech_text_chars(text: str, body: Mapping[str, Any] | None) -> int:
     return len(text) + (len(instructions) if isinstance(instructions, str) else 0)
 
 
-def speech_usage(text: str, body: Mapping[str, Any] | None) -> dict[str, Any]:
+def speech_usage(text: str, body: Mapping[str, Any] | None, held: bool = False
+                 ) -> dict[str, Any]:
     """A speech's usage before its audio is heard: the `characters` of its input `text`
     (tts's unit) and the tokens a token-priced model bills (`speech_tokens`, its audio's
-    length estimated from its input's characters)."""
-    seconds = len(text) / _SPEECH_CHARACTERS_PER_SECOND
+    length estimated from its input's characters at its `speed`; `held`: a budget's
+    hold, read slower, `_HELD_CHARACTERS_PER_SECOND`)."""
+    speed = body.get("speed") if body else None
+    if isinstance(speed, bool) or not isinstance(speed, int | float) or speed != speed:
+        speed = 1.0  # not a number: Azure's 400, or its default
+    speed = min(max(float(speed), _SPEEDS[0]), _SPEEDS[1])
+    if held:
+        seconds = max(len(text) / _HELD_CHARACTERS_PER_SECOND,
+                      len(text.split()) * _HELD_SECONDS_PER_WORD) / speed
+    else:
+        seconds = len(text) / _SPEECH_CHARACTERS_PER_SECOND / speed
     return {"characters": len(text),
             ESTIMATED_TOKENS: speech_tokens(speech_text_chars(text, body), seconds)}
 
