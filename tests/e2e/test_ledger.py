@@ -34,6 +34,19 @@ def slow_emulator() -> Iterator[Emulator]:
         yield Emulator(server)
 
 
+@pytest.fixture
+def long_emulator() -> Iterator[Emulator]:
+    """Streams of 200 tokens at 20 ms each (4 s): a client that leaves after three is gone
+    long before the end, however loaded the machine (the default 16 tokens, 320 ms, could
+    all be relayed into the socket's buffers, usage frame included, before a slow client
+    thread closed: the record was then measured, not estimated)."""
+    from azure_openai_proxy.emulator import create_emulator_app
+
+    config = emulator_config(token_ms=20, completion_tokens=200)
+    with serve(lambda: create_emulator_app(config)) as server:
+        yield Emulator(server)
+
+
 def _start(settings: Settings) -> ServerThread:
     return ServerThread(lambda: create_app(settings)).start()
 
@@ -125,9 +138,9 @@ def test_a_stream_the_gateway_asked_usage_for_is_measured_too(
 
 
 def test_a_stream_the_client_abandons_is_recorded_with_a_flagged_estimate(
-    slow_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+    long_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
 ) -> None:
-    gateway = ledger_gateway(slow_emulator)
+    gateway = ledger_gateway(long_emulator)
     stream = sdk(gateway).chat.completions.create(
         model="gpt-4o", messages=[{"role": "user", "content": "tell me a long story"}],
         stream=True, max_tokens=400)
@@ -454,9 +467,9 @@ def test_a_responses_stream_is_recorded_with_its_usage(
 
 
 def test_an_abandoned_responses_stream_is_estimated(
-    slow_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+    long_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
 ) -> None:
-    gateway = ledger_gateway(slow_emulator)
+    gateway = ledger_gateway(long_emulator)
     stream = sdk(gateway).responses.create(model="gpt-4o", input="tell me a long story",
                                            stream=True, max_output_tokens=400)
     seen = 0
