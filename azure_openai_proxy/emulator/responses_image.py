@@ -25,7 +25,11 @@ What Azure does (researched 2026-12-06; sources below):
 - A field of the tool of the wrong JSON type (a list `quality`, a string
   `partial_images`) is a 400 `invalid_type` with `param` `tools[i].<field>`, checked
   before the header, as Azure answers for any field of a request (OpenAI's schema
-  check; not seen for this tool in any source).
+  check; not seen for this tool in any source). A string field's value outside its
+  list (`quality: "ultra"`) is a 400 `invalid_value` ("Supported values are: ..."), a
+  number out of its range (`partial_images` 0-3, `output_compression` 0-100) a 400
+  `integer_above_max_value` / `integer_below_min_value`, as OpenAI's API answers its
+  other fields' (the values from the openai SDK's `ImageGeneration` tool).
 - The picture is an `image_generation_call` output item (`id`, `status`, `result`: the
   base64 picture; OpenAI's also say `size`, `quality`, `output_format`, `background`,
   `revised_prompt`). Streamed: `response.output_item.added`, then
@@ -50,10 +54,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from azure_openai_proxy.emulator import media
+from azure_openai_proxy.emulator import media, wire_errors
 from azure_openai_proxy.emulator.config import EmulatorConfig
 from azure_openai_proxy.emulator.textgen import count_tokens
-from azure_openai_proxy.emulator.validation import invalid_type
+from azure_openai_proxy.emulator.validation import invalid_type, invalid_value
 from azure_openai_proxy.emulator.wire_errors import AzureError
 
 __all__ = ["IMAGE_DEPLOYMENT_HEADER", "ImageCall", "image_call", "image_events",
@@ -76,6 +80,17 @@ _FIELD_TYPES: dict[str, tuple[type, str]] = {
     **dict.fromkeys(("partial_images", "output_compression"), (int, "an integer")),
     "input_image_mask": (dict, "an object"),
 }
+# The values a string field takes (OpenAI's image generation tool); past them, 400
+# `invalid_value`. Numbers: `partial_images` 0-3, `output_compression` 0-100.
+_FIELD_VALUES: dict[str, tuple[str, ...]] = {
+    "quality": ("low", "medium", "high", "auto"),
+    "size": ("1024x1024", "1024x1536", "1536x1024", "auto"),
+    "output_format": ("png", "webp", "jpeg"),
+    "background": ("transparent", "opaque", "auto"),
+    "moderation": ("auto", "low"),
+    "input_fidelity": ("high", "low"),
+}
+_FIELD_RANGES = {"partial_images": (0, 3), "output_compression": (0, 100)}
 
 
 @dataclass(frozen=True)
@@ -134,6 +149,19 @@ def _check_types(tool: Mapping[str, Any], index: int) -> None:
         value = tool.get(name)
         if value is not None and (type(value) is bool or not isinstance(value, kind)):
             raise invalid_type(f"tools[{index}].{name}", expected, value)
+    for name, values in _FIELD_VALUES.items():
+        value = tool.get(name)
+        if value is not None and value not in values:
+            raise invalid_value(f"tools[{index}].{name}", value, values)
+    for name, (least, most) in _FIELD_RANGES.items():
+        value = tool.get(name)
+        if value is not None and not least <= value <= most:
+            which = "below minimum" if value < least else "above maximum"
+            raise wire_errors.invalid_request(
+                f"Invalid 'tools[{index}].{name}': integer {which} value. Expected a value "
+                f"{'>=' if value < least else '<='} {least if value < least else most}, "
+                f"but got {value} instead.", f"tools[{index}].{name}",
+                "integer_below_min_value" if value < least else "integer_above_max_value")
 
 
 def _user_error(message: str) -> AzureError:

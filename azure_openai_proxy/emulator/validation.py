@@ -170,10 +170,17 @@ def check_embeddings(body: Mapping[str, Any], version: ApiVersion) -> None:
         raise missing("input", version)
     fmt = body.get("encoding_format", "float")
     if fmt not in ("float", "base64"):
-        raise wire_errors.invalid_request(
-            f"Invalid value: '{fmt}'. Supported values are: 'float' and 'base64'.",
-            "encoding_format", "invalid_value",
-        )
+        raise invalid_value("encoding_format", fmt, ("float", "base64"))
+
+
+def invalid_value(name: str, value: object, supported: tuple[str, ...]) -> wire_errors.AzureError:
+    """Azure's 400 for a value outside a field's list: "Supported values are: 'a', 'b',
+    and 'c'." (two: "'a' and 'b'")."""
+    quoted = [f"'{each}'" for each in supported]
+    listed = (" and ".join(quoted) if len(quoted) <= 2
+              else ", ".join(quoted[:-1]) + ", and " + quoted[-1])
+    return wire_errors.invalid_request(
+        f"Invalid value: '{value}'. Supported values are: {listed}.", name, "invalid_value")
 
 
 def _check_common(body: Mapping[str, Any], version: ApiVersion) -> None:

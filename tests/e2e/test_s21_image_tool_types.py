@@ -62,3 +62,33 @@ def test_a_wrong_typed_field_of_the_image_tool_is_azures_400_through_the_gateway
         {**TOOL[0], "output_format": "png", "background": "opaque", "partial_images": 0,
          "output_compression": 100, "moderation": "auto", "quality": None}])  # type: ignore[list-item]
     assert [item.type for item in answer.output] == ["image_generation_call", "message"]
+
+
+# Values of the right type outside a field's list or range, and what Azure answers.
+OUT_OF_RANGE: list[tuple[str, Any, str, str]] = [
+    ("quality", "ultra", "invalid_value",
+     "Supported values are: 'low', 'medium', 'high', and 'auto'."),
+    ("size", "512x512", "invalid_value", "Invalid value: '512x512'."),
+    ("output_format", "gif", "invalid_value", "'png', 'webp', and 'jpeg'"),
+    ("moderation", "strict", "invalid_value", "'auto' and 'low'"),
+    ("partial_images", 4, "integer_above_max_value", "Expected a value <= 3, but got 4"),
+    ("output_compression", -1, "integer_below_min_value", "Expected a value >= 0"),
+]
+
+
+def test_a_value_outside_the_image_tools_list_is_azures_400_through_the_gateway(
+    image_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The emulator took `quality: "ultra"` as high and `partial_images: 7` as 0 and made
+    the picture; Azure refuses them, billing nothing."""
+    gateway = _gateway(image_emulator, ledger_gateway)
+    _, secret = _virtual_key(gateway, tmp_path / "gw.db", "pics", budget_usd=5.0,
+                             budget_period="daily")
+    client = _client(gateway, secret)
+    for name, value, code, text in OUT_OF_RANGE:
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.responses.create(model="gpt-4o", input="draw a cat",
+                                    tools=[{**TOOL[0], name: value}])  # type: ignore[list-item]
+        assert (refused.value.code, refused.value.param) == (code, f"tools[0].{name}"), name
+        assert text in refused.value.message, refused.value.message
