@@ -166,16 +166,19 @@ class SpooledBody:
 
     def read_at(self, start: int, end: int) -> bytes:
         """The body's bytes from `start` to `end` (at most what it holds): one pread of a
-        spooled file, a slice of one in memory. For a few KB: the caller bounds it."""
+        spooled file, a slice of one in memory. For a few KB: the caller bounds it. OSError
+        once it is closed (as `_view`): no bytes is not what the body held."""
         end = min(end, self.size)
         if start >= end:
             return b""
         if self._memory is not None:
             return self._memory[start:end]
         file = self._file
-        if file is None:
-            return b""
-        return os.pread(file.fileno(), end - start, start)
+        if file is not None:
+            with contextlib.suppress(ValueError):  # closed by another thread since
+                return os.pread(file.fileno(), end - start, start)
+        raise OSError(errno.EBADF, "The request body's spool is closed (its request ended): "
+                      "its form can no longer be read.")
 
     def replaying(self, replace: tuple[int, int, bytes] | None = None) -> Callable[[], AsyncIterator[bytes]]:
         """A body factory for the transport; `replace` swaps a byte range (a form field's

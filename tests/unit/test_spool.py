@@ -107,5 +107,9 @@ async def test_a_closed_spool_read_whole_is_an_oserror() -> None:
         body.parts(BOUNDARY)
     with pytest.raises(OSError, match="spool is closed"):
         body.form_field("model", BOUNDARY)
+    # a range of it too: it was b"" (a picture's header not found, an audio's head empty)
+    with pytest.raises(OSError, match="spool is closed"):
+        body.read_at(0, 100)
+    assert body.read_at(100, 100) == b""  # an empty range is empty, open or not
     read = read_form(RequestBody(spool=body, boundary=BOUNDARY), "images/edits")
     assert read.fields is None and read.size == body.size  # estimated as its size
