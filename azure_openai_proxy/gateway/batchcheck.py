@@ -62,6 +62,10 @@ async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller:
             raise ModelNotAllowed(model)
 
 
+# A `purpose` field is a word ("batch", "fine-tune", ...): a longer one is not read.
+_MOST_PURPOSE_BYTES = 256
+
+
 async def uploaded_batch_models(spool: SpooledBody | None,
                                 boundary: bytes | None) -> frozenset[str] | None:
     """For an upload with purpose `batch`, the models its lines name. Read in a worker
@@ -91,7 +95,9 @@ def _uploaded_models(spool: SpooledBody, boundary: bytes) -> frozenset[str] | No
             if purpose is not None:
                 return None
             purpose = part
-    if purpose is None or file is None or spool.text(purpose) != "batch":
+    if purpose is None or file is None or purpose.end - purpose.start > _MOST_PURPOSE_BYTES:
+        return None  # a purpose this long is no `batch`: not read, its models unknown
+    if spool.text(purpose) != "batch":
         return None
     return batch_file_models(spool.read_at(file.start, file.end))
 

@@ -51,6 +51,9 @@ _ESCAPE_WINDOW = 64  # backslashes before a quote counted at most; more: not pro
 # characters); the rest of a longer one is not read (the estimates bound what it counts:
 # governance/mediatokens.py). A form's field is bounded by the body's limit alone.
 _MOST_FIELD_BYTES = 256 * 1024
+# A form's `model`: Azure's deployment names are 64 characters at most, a model's name
+# a few dozen; past this the field is refused, never read whole.
+_MOST_MODEL_BYTES = 1024
 _HELD_FORM_FIELDS = {
     "images/edits": ("model", "prompt", "size", "quality", "n", "stream", "partial_images",
                      "input_fidelity"),
@@ -90,6 +93,10 @@ class RequestBody:
             return value
         if self.spool is not None and self.boundary is not None:
             field = self.spool.form_field("model", self.boundary)
+            if field is not None and field[2] - field[1] > _MOST_MODEL_BYTES:
+                # read no further: no model or deployment name is this long
+                raise MalformedBody("The form's `model` field is too long to name a model.",
+                                    param="model")
             return field[0] if field else None
         return None
 

@@ -137,12 +137,16 @@ class SpooledBody:
         """A (small) text part's value."""
         return b"".join(self._ranges(part.start, part.end)).decode("utf-8", "replace").strip()
 
-    def form_field(self, name: str, boundary: bytes) -> tuple[str, int, int] | None:
-        """The value of the first text part named `name` exactly and its byte range, or
-        None if there is none."""
+    def form_field(self, name: str, boundary: bytes, most: int = 1024
+                   ) -> tuple[str, int, int] | None:
+        """The value of the first text part named `name` exactly (its first `most` bytes:
+        a name, not a document; the caller refuses a longer one by its range) and its
+        byte range, or None if there is none."""
         for part in self.parts(boundary):
             if part.name == name and not part.is_file:
-                return self.text(part), part.start, part.end
+                end = min(part.end, part.start + most)
+                text = b"".join(self._ranges(part.start, end)).decode("utf-8", "replace")
+                return text.strip(), part.start, part.end
         return None
 
     def field_names(self, boundary: bytes) -> list[str]:

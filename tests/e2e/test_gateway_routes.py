@@ -181,3 +181,24 @@ async def test_engines_embeddings_path_and_stray_query(gateway: Any, emulator: E
     entry = emulator.last()
     assert_reached_azure(entry, "/openai/deployments/text-embedding-3-small/embeddings")
     assert "path" not in entry["query_params"]
+
+
+def test_a_forms_model_too_long_to_name_one_is_a_400_never_read_whole(
+    client: Any, emulator: Emulator,
+) -> None:
+    """A form's `model` was read whole (a field of megabytes into one string) and
+    stripped: past 1 KiB it names no model (Azure's deployment names are 64 characters at
+    most), so it is a 400 on `model`, and Azure is not called."""
+    import openai
+
+    before = len(emulator.requests())
+    for model in ("x" * 2_000, "whisper-1" + " " * 4 * 1024 * 1024):
+        with pytest.raises(openai.BadRequestError) as refused:
+            client.audio.transcriptions.create(
+                model=model, file=("a.wav", b"RIFF" + bytes(64), "audio/wav"))
+        assert refused.value.param == "model" and "too long" in refused.value.message
+    assert len(emulator.requests()) == before
+    # a model name of the usual length is served as before
+    answer = client.audio.transcriptions.create(
+        model="whisper-1", file=("a.wav", b"RIFF" + bytes(64), "audio/wav"))
+    assert isinstance(answer.text, str)

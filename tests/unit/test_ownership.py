@@ -222,6 +222,13 @@ def test_the_models_of_a_batch_file() -> None:
     assert _models(_form(b"{not json\n")) is None
     assert _models(b"--B--\r\n") is None  # no file part
     assert _models(_form(lines).replace(b"\r\nbatch\r\n", b"\r\nuser_data\r\n")) is None
+    # a purpose past 256 bytes is not read (it was, whole, and stripped to "batch"):
+    # its models unknown, as a file with no purpose's
+    padded = b"\r\nbatch" + b" " * 300 + b"\r\n"
+    assert _models(_form(lines).replace(b"\r\nbatch\r\n", padded)) is None
+    padded = b"\r\nbatch" + b" " * 200 + b"\r\n"
+    assert _models(_form(lines).replace(b"\r\nbatch\r\n", padded)) == frozenset(
+        {"gpt-4o", "o3-mini"})
 
 
 def test_a_batch_file_past_azures_bound_is_not_read_to_its_end() -> None:
