@@ -136,7 +136,13 @@ class RequestTranslator:
                     and data.get("model") != deployment.deployment_name):
                 data = {**data, "model": deployment.deployment_name}
                 changed = True
-            payload = _reencoded(data) if changed or body.canonical else body.raw
+            if changed or body.canonical:  # orjson's own call: no frame of ours
+                try:
+                    payload = orjson.dumps(data)
+                except orjson.JSONEncodeError:
+                    raise _too_deep() from None
+            else:
+                payload = body.raw
             headers["content-type"] = "application/json"
         elif body.spool is not None and body.boundary is not None:
             replace = None
@@ -240,16 +246,12 @@ def _cached_profile(
     )
 
 
-def _reencoded(data: dict[str, Any]) -> bytes:
-    """The body as JSON: adapted, or checked and sent as parsed (`RequestBody.canonical`).
-    orjson writes at most 254 levels of nesting while it reads 1,024: a body between the
-    two is the client's error, not ours."""
-    try:
-        return orjson.dumps(data)
-    except orjson.JSONEncodeError:
-        raise MalformedBody(
-            "The JSON body of your request is nested too deeply (at most 254 levels)."
-        ) from None
+def _too_deep() -> MalformedBody:
+    """A body re-encoded (adapted, or checked and sent as parsed: `RequestBody.canonical`)
+    that orjson cannot write: it writes at most 254 levels of nesting while it reads
+    1,024, so a body between the two is the client's error, not ours."""
+    return MalformedBody(
+        "The JSON body of your request is nested too deeply (at most 254 levels).")
 
 
 def _query(request: HttpRequest) -> list[tuple[str, str]]:

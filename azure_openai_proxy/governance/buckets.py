@@ -7,6 +7,13 @@ and a TPM limit, no parallel limit, in this process alone): made once per versio
 key's limits (`LimitPlan.usual`), it takes (`take(tokens)`: the answer's head lines, or
 a `Refusal`) and settles (`settle(reserved, used)`) with no object made per request: a
 request's hold is the count of tokens it reserved.
+
+A settlement gives tokens back to a bucket without refilling it first (no clock read,
+its stamp left as it is): a bucket is only ever read refilled from its stamp, and for
+tokens given back (g > 0) and any refill r that follows, min(min(level + r, cap) + g,
+cap) is min(min(level + g, cap) + r, cap): the same level at every later reading (to
+rounding: the sums are added in another order). A debt (g < 0, more used than
+reserved) is refilled first: a full bucket's refill past its cap would pay it.
 """
 
 from __future__ import annotations
@@ -232,7 +239,10 @@ class UsualLimits:
             state.in_flight -= 1
         give_back = reserved - used if used else reserved
         cap = state.tpm
-        if give_back and cap is not None:
+        if give_back > 0 and cap is not None:  # not refilled: module docstring
+            level = state.tpm_level + give_back
+            state.tpm_level = cap if level > cap else level
+        elif give_back and cap is not None:  # a debt: refilled first
             level, now = state.tpm_level, self.clock()
             if now > state.tpm_stamp:
                 level += (now - state.tpm_stamp) * state.tpm_rate
@@ -240,7 +250,7 @@ class UsualLimits:
                     level = cap
                 state.tpm_stamp = now
             level += give_back
-            state.tpm_level = cap if level > cap else -cap if level < -cap else level
+            state.tpm_level = -cap if level < -cap else level
 
     def settle_usage(self, reserved: int, usage: Mapping[str, object] | None) -> bool:
         """`settle(reserved, used)` with chat's usage read here (`prompt_tokens` and
@@ -263,7 +273,10 @@ class UsualLimits:
         if state.in_flight > 0:
             state.in_flight -= 1
         cap = state.tpm
-        if give_back and cap is not None:
+        if give_back > 0 and cap is not None:  # not refilled: module docstring
+            level = state.tpm_level + give_back
+            state.tpm_level = cap if level > cap else level
+        elif give_back and cap is not None:
             level, now = state.tpm_level, self.clock()
             elapsed = now - state.tpm_stamp
             if elapsed > 0.0:
@@ -272,7 +285,7 @@ class UsualLimits:
                     level = cap
                 state.tpm_stamp = now
             level += give_back
-            state.tpm_level = cap if level > cap else -cap if level < -cap else level
+            state.tpm_level = -cap if level < -cap else level
         return True
 
 

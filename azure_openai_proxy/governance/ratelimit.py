@@ -254,7 +254,9 @@ class RateLimiter:
             return
         admission.settled = True
         give_back = admission.reserved - (used_tokens or 0)
-        now = self._clock() if give_back else 0.0
+        # Tokens given back are not refilled first (governance/buckets.py's docstring);
+        # a debt is.
+        now = self._clock() if give_back < 0 else 0.0
         for state in admission.subjects:
             if state.in_flight > 0:
                 state.in_flight -= 1
