@@ -55,7 +55,7 @@ class HeldForm(dict[str, Any]):
         """As `audio_seconds`, each file's length as its header states it where it does
         (governance/mediasize_audio.py `audio_length`): a best estimate, for the record
         of a request never answered, not for a hold."""
-        return self._seconds(lambda head, size, audio: audio_length(head, audio) or (
+        return self._seconds(lambda head, size, audio: audio_length(head, audio, size) or (
             audio_seconds(head, size)))
 
     def _seconds(self, read: Callable[[bytes, int, int], float]) -> float | None:

@@ -19,7 +19,7 @@ is read is what bounds the bytes' playing time:
   rounding: `_LEAST_MP3_BPS`): a frame's length is set by its bitrate, so no frame
   plays longer for its bytes. Not the lowest of its first frame's version: ffmpeg plays
   MPEG-2.5 frames at 8 kbit/s after an MPEG-1 first one.
-- FLAC (alone or in a container), ALAC and PCM in MP4: a day, the most any hold is
+- FLAC (alone or in a container), ALAC and PCM in MP4 or WebM: a day, the most any hold is
   (`_container_floor` says why).
 - Every other kind (Ogg, WebM, MP4, what is not recognised): its size at the fewest bits
   per second its frames can take (`_FLOOR_BPS`, `_vorbis_floor`): compressed silence is
@@ -71,6 +71,9 @@ _MOST_WAV_CHUNKS = 64
 
 # An MP4 sample entry of a lossless codec.
 _LOSSLESS = re.compile(rb"alac|fLaC|lpcm|sowt|twos|ipcm|fpcm|in24|in32|fl32|fl64|raw ")
+# A Matroska track's CodecID of a lossless codec (Chrome's MediaRecorder writes
+# `audio/webm;codecs=pcm` as A_PCM/FLOAT/IEEE or A_PCM/INT/LIT): 1.5 Mbit/s and more.
+_WEBM_LOSSLESS = re.compile(rb"A_PCM|A_FLAC|A_ALAC|A_WAVPACK|A_TTA")
 # Vorbis: an audio packet is at least a byte (with its lacing byte: 2) and plays at most
 # half its longer block size, both from its identification header.
 _VORBIS_LEAST_PACKET = 2
@@ -134,15 +137,18 @@ _FASTEST_BPS = {"unknown": 448_000, "ogg": 512_000, "webm": 512_000, "mp4": 512_
 _MOST_BPS = 9_216_000
 
 
-def audio_length(head: bytes, size: int) -> float | None:
+def audio_length(head: bytes, size: int, whole: int = 0) -> float | None:
     """How long an audio file plays, as its header states it (an MP3's Xing frame count,
     else its first frame's bitrate; FLAC's total samples; an MP4's `mvhd`; a WebM's
     Duration; Ogg Vorbis's nominal bitrate), within `audio_seconds`'s bound and never
     under its size at the fastest its kind's audio runs (`_FASTEST_BPS`); None where the
     first bytes state none (a WAV's bound is its length already). A best estimate, for
     the record of a request never answered, not for a hold. `size`: the audio's bytes,
-    an MP3's ID3 tag not counted (a cover picture is no audio)."""
+    an MP3's ID3 tag not counted (a cover picture is no audio), for the length its
+    frames state; `whole`: the file's, the tag's too, for the floor and the bound (a tag
+    that lies long must not take the file under them: a decoder may read past it)."""
     size = max(size, len(head))
+    whole = max(whole, size)
     kind = _kind(head)
     seconds = (_mp3_length(head, size) if kind == "unknown" else _flac_length(head)
                if kind == "flac" else _mp4_length(head) if kind == "mp4" else
@@ -152,7 +158,7 @@ def audio_length(head: bytes, size: int) -> float | None:
         return None
     fastest = (_MOST_BPS if kind == "flac" or _container_floor(kind, head) == 0.0
                else _FASTEST_BPS[kind])
-    return min(max(seconds, size * 8 / fastest), audio_seconds(head, size))
+    return min(max(seconds, whole * 8 / fastest), audio_seconds(head, whole))
 
 
 def _mp3_length(head: bytes, size: int) -> float | None:
@@ -315,7 +321,8 @@ def _container_floor(kind: str, head: bytes) -> float:
     bytes for as many samples as its header allows, and a FLAC frame states its own
     sample rate, down to 1 Hz (ffmpeg plays 1,000 13-byte frames of 4,096 samples
     whose STREAMINFO says 192 kHz, each saying 8 kHz, as 512 s)."""
-    if _LOSSLESS.search(head) if kind == "mp4" else b"fLaC" in head:
+    if _LOSSLESS.search(head) if kind == "mp4" else (
+            b"fLaC" in head or (kind == "webm" and _WEBM_LOSSLESS.search(head))):
         return 0.0
     floor = float(_FLOOR_BPS[kind])
     vorbis = head.find(b"\x01vorbis")
