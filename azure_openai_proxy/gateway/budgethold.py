@@ -31,7 +31,7 @@ from azure_openai_proxy.governance.estimate import (
     transcription_tokens,
 )
 from azure_openai_proxy.governance.keys import has_budget
-from azure_openai_proxy.governance.mediatokens import ESTIMATED_TOKENS, speech_usage
+from azure_openai_proxy.governance.mediatokens import ESTIMATED_TOKENS, TRANSCRIBING, speech_usage
 from azure_openai_proxy.governance.prices import (
     AudioRates,
     PriceTable,
@@ -137,7 +137,7 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
     if operation == "responses" and body:  # its hosted image tool's, at its model's rates
         usd += image_tool_usd(guard, body, headers, tokens[0], pool, hard)
     if prices is not None and body and operation in UNIT_PRICED and (
-            operation not in _TRANSCRIBING):  # their minutes are known after: below
+            operation not in TRANSCRIBING):  # their minutes are known after: below
         asked = _units_asked(operation, body)
         # priced as the ledger prices it: a speech of a token-priced model (gpt-4o-mini-
         # tts) by the tokens estimated from its characters, else by its units
@@ -151,7 +151,7 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
             # speech model the table does not know) the record costs $0, and the budget
             # never stops it
             raise _unpriced(names, "units")
-    if hard and prices is not None and operation in _TRANSCRIBING:
+    if hard and prices is not None and operation in TRANSCRIBING:
         _require_priced_format(body, rates, names)
     if prices is not None and isinstance(body, HeldForm):  # a form's files: read now
         usd += _files_cost(prices, members, operation, body)
@@ -198,7 +198,7 @@ def _files_cost(prices: PriceTable, members: PoolNames, operation: str,
     tokens, gpt-image-1's: 0 for a model whose token rates are 0, dall-e-2's). Priced as
     the ledger prices Azure's usage (`PriceTable.usage_cost`: each modality's tokens at
     its rates where the price has them, else as text)."""
-    if operation in _TRANSCRIBING:
+    if operation in TRANSCRIBING:
         seconds = body.audio_seconds()
         if not seconds:
             return 0.0
@@ -262,7 +262,6 @@ def settle_budget(guard: BudgetGuard, hold: BudgetHold | None, record: RequestRe
 
 
 # Routes whose answer prices itself in one response_format only (`_require_priced_format`).
-_TRANSCRIBING = frozenset({"audio/transcriptions", "audio/translations"})
 # Routes whose answer's output tokens are pictures (gpt-image-1's): held by `picture_tokens`.
 _PICTURING = frozenset({"images/generations", "images/edits"})
 # Routes Azure does not bill: nothing to hold (`responses/input_tokens` counts a request's

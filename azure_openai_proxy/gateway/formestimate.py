@@ -11,12 +11,11 @@ from typing import Any
 from azure_openai_proxy.errors import GatewayError
 from azure_openai_proxy.gateway.formmedia import HeldForm
 from azure_openai_proxy.gateway.requestbody import RequestBody
-from azure_openai_proxy.governance.mediatokens import most_input_pictures
+from azure_openai_proxy.governance.mediatokens import TRANSCRIBING, most_input_pictures
 from azure_openai_proxy.normalize.picture_meter import PictureStreamMeter
 
 __all__ = ["FormRead", "picture_stream_usage", "read_form"]
 
-_TRANSCRIBING = frozenset({"audio/transcriptions", "audio/translations"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +43,7 @@ def read_form(body: RequestBody, operation: str) -> FormRead:
     seconds = sizes = None
     if isinstance(fields, HeldForm):
         try:
-            if operation in _TRANSCRIBING:
+            if operation in TRANSCRIBING:
                 # the length its header states where it does: a best estimate
                 seconds = fields.audio_length()
             elif operation == "images/edits":

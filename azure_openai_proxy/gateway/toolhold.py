@@ -23,15 +23,16 @@ from typing import Any
 from azure_openai_proxy.errors import ModelNotPriced
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.estimate import picture_tokens
+from azure_openai_proxy.governance.mediatokens import LONGEST_PICTURE_PROMPT
 from azure_openai_proxy.governance.toolusage import IMAGE_DEPLOYMENT_HEADER, image_tool
 from azure_openai_proxy.routing import Pool
 
 __all__ = ["image_tool_usage", "image_tool_usd"]
 
 _MOST_CALLS = 10  # held at most: past it a response is settled at what it cost
-# The longest prompt an image model takes, in tokens (32,000 characters, four a token):
-# the tool's prompt, which the text model writes, is no longer
-_LONGEST_PROMPT_TOKENS = 8_000
+# The longest prompt an image model takes, in tokens (four characters a token): the
+# tool's prompt, which the text model writes, is no longer
+_LONGEST_PROMPT_TOKENS = LONGEST_PICTURE_PROMPT // 4
 
 
 def image_tool_usd(guard: BudgetGuard, body: Mapping[str, Any], headers: Mapping[str, str] | None,

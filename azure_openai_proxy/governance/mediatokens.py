@@ -13,7 +13,9 @@ from typing import Any
 __all__ = [
     "ESTIMATED_TOKENS",
     "LARGEST_INPUT_PICTURE",
+    "LONGEST_PICTURE_PROMPT",
     "PARTIAL_IMAGE_TOKENS",
+    "TRANSCRIBING",
     "input_picture_tokens",
     "most_input_pictures",
     "picture_tokens",
@@ -115,7 +117,7 @@ def input_picture_tokens(size: tuple[int, int] | None, fidelity: object = None) 
 _MOST_ASKED = {"n": _MOST_PICTURES, "partial_images": _MOST_PARTIAL_IMAGES}
 _MOST_INPUT_PICTURES = 16
 _SMALLEST_PICTURE_PART = 64
-_LONGEST_PROMPT = 32_000
+LONGEST_PICTURE_PROMPT = 32_000
 
 
 def picture_usage(body: Mapping[str, Any] | None,
@@ -127,12 +129,12 @@ def picture_usage(body: Mapping[str, Any] | None,
     its pictures (`picture_tokens`). `body` None: an edit whose form could not be read,
     the most a form of `form_bytes` could ask."""
     if body is None:
-        text = -(-min(form_bytes, _LONGEST_PROMPT) // 4)
+        text = -(-min(form_bytes, LONGEST_PICTURE_PROMPT) // 4)
         pictures = most_input_pictures(form_bytes) * input_picture_tokens(None, "high")
         return _tokens(text, pictures, "image_tokens", picture_tokens(_MOST_ASKED))
     prompt = body.get("prompt")
     # past the longest prompt the model takes it is Azure's 400: counted to it at most
-    text = -(-min(len(prompt), _LONGEST_PROMPT) // 4) if isinstance(prompt, str) else 0
+    text = -(-min(len(prompt), LONGEST_PICTURE_PROMPT) // 4) if isinstance(prompt, str) else 0
     fidelity = body.get("input_fidelity")
     pictures = sum(input_picture_tokens(size, fidelity) for size in picture_sizes or ())
     return _tokens(text, pictures, "image_tokens", picture_tokens(body))
@@ -237,7 +239,7 @@ def speech_usage(text: str, body: Mapping[str, Any] | None, held: bool = False
 # The ledger prices it by these where the model's token rates price them, else by its
 # units: Azure bills it once, in one (governance/prices.py `PriceTable.billed_cost`).
 ESTIMATED_TOKENS = "estimated_tokens"
-_TRANSCRIBING = frozenset({"audio/transcriptions", "audio/translations"})
+TRANSCRIBING = frozenset({"audio/transcriptions", "audio/translations"})
 
 
 def unanswered_units(body: Mapping[str, Any] | None, operation: str,
@@ -265,7 +267,7 @@ def unanswered_units(body: Mapping[str, Any] | None, operation: str,
         if not isinstance(text, str) or not text:
             return None
         return {**speech_usage(text, body), "estimated": True}
-    if operation in _TRANSCRIBING:
+    if operation in TRANSCRIBING:
         if not audio_seconds:
             return None
         audio, transcript = transcription_tokens(audio_seconds)

@@ -16,7 +16,7 @@ from tests.unit.test_s18_media_holds import _caller, _transcription
 
 _IMAGE_HEADER = {"x-ms-oai-image-generation-deployment": "gpt-image-1"}
 # gpt-image-1 takes a prompt of 32,000 characters at most (past it Azure's 400:
-# governance/mediatokens.py `_LONGEST_PROMPT`): 8,000 tokens at four characters a token.
+# governance/mediatokens.py `LONGEST_PICTURE_PROMPT`): 8,000 tokens at four characters a token.
 _LONGEST_PICTURE_PROMPT_TOKENS = 32_000 // 4
 
 
