@@ -42,6 +42,7 @@ from typing import Any
 
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.gateway.app import GatewayApp, create_app
+from azure_openai_proxy.gateway.ledger import LedgerWriter
 from azure_openai_proxy.http.interface import Answer, Application, HttpRequest, Reply
 from azure_openai_proxy.http.server import FastServer
 from azure_openai_proxy.observability.accesslog import AccessLog
@@ -245,6 +246,19 @@ async def measure(requests: int, clients: int, bare: bool, callgrind: bool,
         for _ in range(1000):  # turns of the loop: the warm phase's last requests answered
             await asyncio.sleep(0)
         await _flush_ledger(app)
+    # The most records the ledger's queue held (`split`, not under callgrind): a writer
+    # the saturated loop starves of the GIL falls behind (gateway/gilshare.py).
+    ledger = app.ledger if isinstance(app, GatewayApp) else None
+    most_waiting = 0
+
+    async def sample(ledger: LedgerWriter) -> None:
+        nonlocal most_waiting
+        while True:
+            most_waiting = max(most_waiting, ledger.waiting)
+            await asyncio.sleep(0.01)
+
+    sampler = (loop.create_task(sample(ledger))
+               if ledger is not None and split is not None and not callgrind else None)
     gc.collect()
     gc.disable()
     if callgrind:
@@ -254,9 +268,12 @@ async def measure(requests: int, clients: int, bare: bool, callgrind: bool,
     await start(requests)
     spent = time.process_time() - started
     loop_spent = time.thread_time() - loop_started
+    if sampler is not None:
+        sampler.cancel()
     if split is not None:
         await _flush_ledger(app)  # the writer's work for these requests too
-        split[:] = [loop_spent / requests, (_writer_cpu() - writer_started) / requests]
+        split[:] = [loop_spent / requests, (_writer_cpu() - writer_started) / requests,
+                    most_waiting]
     if callgrind:
         instrument(False)
     gc.enable()
@@ -397,6 +414,8 @@ def main(argv: list[str] | None = None) -> None:
     if split:
         print(f"  loop thread {split[0] * 1e6:.1f} µs, ledger-writer thread "
               f"{split[1] * 1e6:.1f} µs per request")
+        if not args.callgrind:
+            print(f"  ledger queue: at most {split[2]:,.0f} records waiting (every 10 ms)")
 
 
 if __name__ == "__main__":

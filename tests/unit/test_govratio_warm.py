@@ -34,4 +34,4 @@ def test_the_warm_phase_is_answered_and_written_before_the_count() -> None:
     # in flight when the count ended, are answered and written by the app's cleanup)
     assert dict(statuses)[200] >= 80 + 120
     assert set(dict(statuses)) <= {200, 499}
-    assert len(split) == 2 and split[0] > 0
+    assert len(split) == 3 and split[0] > 0
