@@ -15,6 +15,8 @@ in the database, off the request path, and nothing is lost.
         database error    -> the spool file (JSON lines next to the database:
                              ledgerspool.py)
         database back     -> the spool replayed (idempotent: request_id is unique)
+        while it runs, the interpreter's switch interval is 0.5 ms (gilshare.py: a
+                             saturated loop would starve the thread of the GIL)
         every few seconds the budgets' SpendBook is rebuilt from the rollups (every
         worker's spend; one SQL aggregate from the earliest period start on); the costs
         this worker held in memory for the records the book now has are let go then,
@@ -42,6 +44,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
+from azure_openai_proxy.gateway.gilshare import GilShare
 from azure_openai_proxy.gateway.ledgerrows import (
     NO_TOKENS,
     RELOADED,
@@ -49,6 +52,7 @@ from azure_openai_proxy.gateway.ledgerrows import (
     Queued,
     RowPricer,
     no_label,
+    owner_costs,
     record_cost,
     usage_record,
 )
@@ -147,6 +151,7 @@ class LedgerWriter:
         self._queue: deque[Queued] = deque()
         self._reloads: deque[_Reconfigured] = deque()  # one per mark in the queue
         self._pricing = threading.Lock()  # held while a chunk is priced (`_take`)
+        self._share = GilShare()  # its turns of the GIL while it runs (gilshare.py)
         self._wake = threading.Event()
         self._stopping = False
         self._idle = threading.Condition()
@@ -174,6 +179,11 @@ class LedgerWriter:
 
     # -- the event loop's side ---------------------------------------------------------
 
+    @property
+    def waiting(self) -> int:
+        """Records queued, not yet taken by the thread."""
+        return len(self._queue)
+
     def add(self, record: RequestRecord) -> None:
         queue = self._queue
         queue.append((record, self._clock()))
@@ -200,6 +210,7 @@ class LedgerWriter:
         """Open the database, load the budgets' spend, replay a spool left by an earlier
         run, and start the thread. A database that cannot be opened is retried later."""
         self._cycle()
+        self._share.hold()
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._thread.start()
 
@@ -227,6 +238,7 @@ class LedgerWriter:
                 self._store = None
         else:
             self._spool(self._take(len(self._queue)))
+        self._share.release()
 
     # -- the thread --------------------------------------------------------------------
 
@@ -304,7 +316,7 @@ class LedgerWriter:
             batch = self._take(self._batch, labelled=True)
             if not self._write(batch, generation):
                 self._spool(batch)
-                self.guard.replace(self.guard.book.plus(_costs(batch)),
+                self.guard.replace(self.guard.book.plus(owner_costs(batch)),
                                    [r[1] for r in batch])
 
     def _write(self, batch: list[LedgerRow], generation: int) -> bool:
@@ -477,19 +489,6 @@ class _Reconfigured(NamedTuple):
 
     prices: PriceTable
     models: dict[tuple[str, str], str]
-
-
-def _costs(batch: list[LedgerRow]) -> list[tuple[tuple[str, str], str, float]]:
-    costs: list[tuple[tuple[str, str], str, float]] = []
-    for row in batch:
-        cost = row[8]
-        if cost:
-            (key_id, team_id, *_), day = row[13], row[14]
-            if key_id:
-                costs.append((("key", key_id), day, cost))
-            if team_id:
-                costs.append((("team", team_id), day, cost))
-    return costs
 
 
 def open_ledger(settings: Settings, guard: BudgetGuard) -> LedgerWriter:

@@ -38,6 +38,7 @@ __all__ = [
     "RowPricer",
     "ledger_row",
     "no_label",
+    "owner_costs",
     "record_cost",
     "usage_record",
 ]
@@ -309,3 +310,17 @@ def usage_record(record: RequestRecord, arrived: float, prices: PriceTable,
                  models: Mapping[tuple[str, str], str]) -> UsageRecord:
     """The ledger's line for a finished request."""
     return record_of(ledger_row(record, arrived, day_of(arrived), prices, models))
+
+
+def owner_costs(batch: list[LedgerRow]) -> list[tuple[tuple[str, str], str, float]]:
+    """Each row's cost as its key's and its team's spend on its day (the budgets' book)."""
+    costs: list[tuple[tuple[str, str], str, float]] = []
+    for row in batch:
+        cost = row[8]
+        if cost:
+            (key_id, team_id, *_), day = row[13], row[14]
+            if key_id:
+                costs.append((("key", key_id), day, cost))
+            if team_id:
+                costs.append((("team", team_id), day, cost))
+    return costs
