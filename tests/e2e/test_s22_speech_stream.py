@@ -26,10 +26,11 @@ _TEXT = "hello world " * 50  # 100 words: 35 s of the emulator's speech, 730 aud
 
 @pytest.fixture
 def speaking() -> Iterator[Emulator]:
-    """gpt-4o-mini-tts as `mini-tts`, and as `slow-tts`, whose audio takes 2 ms a token
-    to make (2,188 tokens: 4.4 s), so that a client can leave in the middle."""
+    """gpt-4o-mini-tts as `mini-tts`, and as `slow-tts`, whose audio takes 4 ms a token
+    to make (2,188 tokens: 8.8 s), so that a client that leaves after 45 s of it (3.8 s)
+    is gone long before the end, however loaded the machine."""
     with emulator_with(EmulatedDeployment("mini-tts", _MODEL, "speech"),
-                       EmulatedDeployment("slow-tts", _MODEL, "speech", token_ms=2)) as emulator:
+                       EmulatedDeployment("slow-tts", _MODEL, "speech", token_ms=4)) as emulator:
         yield emulator
 
 
