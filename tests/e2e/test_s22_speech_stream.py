@@ -132,3 +132,25 @@ def test_tts_1_ignores_sse_and_answers_audio(
     [speech] = _left(gateway, "audio/speech", 2)[:1]
     assert (speech.status, speech.usage_source, speech.cost_usd) == (
         200, "measured", pytest.approx(len("Hello there.") * 15.00 / 1e6))
+
+
+def test_a_streamed_speech_azure_cuts_is_estimated(
+    speaking: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Azure's connection closes after three deltas (48 KiB of pcm: 1 s), before its done
+    event: the client's stream ends with an error event, and the record is the
+    characters' estimate (600: 150 text tokens, 40 s: 834 audio tokens), flagged. On
+    main: no usage, unpriced, $0."""
+    gateway = _gateway(speaking, ledger_gateway, "mini-tts")
+    key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "hard", budget_usd=5.0,
+                                  budget_period="daily")
+    speaking.fault("mini-tts", "cut", after_frames=3)
+    answer = _client(gateway, secret).audio.speech.create(
+        model="gpt-4o-mini-tts", voice="alloy", input=_TEXT, response_format="pcm",
+        stream_format="sse")
+    assert b'"speech.audio.done"' not in answer.content
+    [speech] = _left(gateway, "audio/speech")
+    assert speech.stream and (speech.usage_source, speech.priced) == ("estimated", True)
+    assert speech.cost_usd == pytest.approx((150 * 0.60 + 834 * 12.00) / 1e6)
+    assert _spent(gateway, key_id) == pytest.approx(speech.cost_usd)
