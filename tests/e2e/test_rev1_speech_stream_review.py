@@ -1,0 +1,92 @@
+"""Review of the streamed speech's metering (branch ssespeech): a streamed speech
+whose Azure answer is scripted byte for byte by a small real upstream on loopback (the
+emulator always ends its events with a blank line), through the gateway's ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+
+import openai
+import pytest
+from aiohttp import web
+
+from tests.e2e.conftest import CLIENT_KEY
+from tests.e2e.test_ledger import ledger_gateway, sdk  # noqa: F401
+from tests.e2e.test_s19_unanswered_units import _left
+from tests.e2e.test_s20_unanswered_review import _deployments
+from tests.support import ServerThread, serve
+
+_DELTA = b'data: {"type":"speech.audio.delta","audio":"AAAAAAAA"}\n\n'
+_DONE = (b'data: {"type":"speech.audio.done","usage":'
+         b'{"input_tokens":3,"output_tokens":40,"total_tokens":43}}')
+
+
+class _ScriptedSpeech:
+    """Answers every speech with `script`, as text/event-stream, then closes its body."""
+
+    script = b""
+
+    def app(self) -> web.Application:
+        async def speech(request: web.Request) -> web.StreamResponse:
+            await request.read()
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(self.script)
+            await response.write_eof()
+            return response
+
+        app = web.Application()
+        app.router.add_post("/openai/deployments/{dep}/audio/speech", speech)
+        return app
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[_ScriptedSpeech, ServerThread]]:
+    scripted = _ScriptedSpeech()
+    with serve(scripted.app) as server:
+        yield scripted, server
+
+
+@pytest.mark.parametrize("ending", [b"", b"\n", b"\r\n"])
+def test_a_done_event_that_ends_the_body_without_a_blank_line_is_measured(
+    upstream: tuple[_ScriptedSpeech, ServerThread],
+    ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    ending: bytes,
+) -> None:
+    """The last event of a stream needs no blank line after it (the relay adds a newline
+    for chatgpt-web for the same reason, relay.py `_relay_stream`): its usage is Azure's.
+    On ssespeech: the meter's decoder is never flushed, so the done event is lost and
+    the speech recorded at the characters' estimate, flagged."""
+    scripted, server = upstream
+    scripted.script = _DELTA + _DONE + ending
+    gateway = ledger_gateway(SimpleNamespace(url=server.url), deployment_config=_deployments(
+        server.url, **{"gpt-4o-mini-tts": "mini-tts"}))
+    answer = sdk(gateway).audio.speech.create(
+        model="gpt-4o-mini-tts", voice="alloy", input="Hello there.", stream_format="sse")
+    assert b'"speech.audio.done"' in answer.content  # the client got it
+    [speech] = _left(gateway, "audio/speech")
+    assert (speech.usage_source, speech.prompt_tokens, speech.completion_tokens) == (
+        "measured", 3, 40), speech
+
+
+def test_native_path_speech_stream_is_measured(
+    upstream: tuple[_ScriptedSpeech, ServerThread],
+    ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+) -> None:
+    """Azure's own path (/openai/deployments/{d}/audio/speech, AzureOpenAI clients) is
+    metered as /v1's is (passes on ssespeech: a check, not a finding)."""
+    scripted, server = upstream
+    scripted.script = _DELTA + _DONE + b"\n\n"
+    gateway = ledger_gateway(SimpleNamespace(url=server.url), deployment_config=_deployments(
+        server.url, **{"gpt-4o-mini-tts": "mini-tts"}))
+    client = openai.AzureOpenAI(azure_endpoint=gateway.url, api_key="unused",
+                                api_version="2025-04-01-preview", max_retries=0, timeout=30,
+                                default_headers={"Authorization": "Bearer " + CLIENT_KEY})
+    answer = client.audio.speech.create(
+        model="gpt-4o-mini-tts", voice="alloy", input="Hello there.", stream_format="sse")
+    assert b'"speech.audio.done"' in answer.content
+    [speech] = _left(gateway, "audio/speech")
+    assert (speech.usage_source, speech.prompt_tokens, speech.completion_tokens) == (
+        "measured", 3, 40), speech
+
