@@ -4,6 +4,7 @@ branch ssespeech): odd bytes from upstream, fuzzed, and the estimate of a cut sp
 from __future__ import annotations
 
 import base64
+import tracemalloc
 
 import orjson
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +19,7 @@ _counts = st.one_of(st.integers(-5, 2**60), st.booleans(), st.text(max_size=3),
                     st.floats(allow_nan=False), st.none())
 _usage = st.one_of(st.dictionaries(st.sampled_from(
     ["input_tokens", "output_tokens", "total_tokens", "input_tokens_details"]), _counts),
-    st.lists(st.integers(), max_size=2), st.text(max_size=4))
+    st.lists(st.integers(-5, 2**63 - 1), max_size=2), st.text(max_size=4))
 _events = st.one_of(
     st.binary(max_size=48).map(lambda audio: orjson.dumps(
         {"type": "speech.audio.delta", "audio": base64.b64encode(audio).decode()})),
@@ -28,6 +29,8 @@ _events = st.one_of(
     st.binary(max_size=30).map(lambda junk: b'"speech.audio.done"' + junk),
     st.binary(max_size=30).map(lambda junk: b'"speech.audio.delta"' + junk),
     st.just(b"[DONE]"),
+    st.just(b'{"type":"speech.audio.done","usage":{"input_tokens":1,'
+            b'"output_tokens":123456789012345678901234567890}}'),
 )
 _endings = st.sampled_from([b"\n\n", b"\r\n\r\n", b"\r\r", b"\n\r\n"])
 
@@ -79,3 +82,24 @@ def test_a_cut_flac_speech_is_not_priced_by_what_its_header_claims() -> None:
     assert usage["estimated"] is True
     # the characters say under a second; 142 bytes of FLAC cannot play for minutes
     assert usage[ESTIMATED_TOKENS]["completion_tokens"] < 1_250, usage
+
+
+def test_a_large_delta_is_metered_without_many_times_its_size_in_memory() -> None:
+    """One delta of 8 MiB of audio (10.7 MiB of event): the meter needs its size and
+    first bytes only, yet parses the event (orjson builds the 10.7 M-character string)
+    and decodes all its base64. On ssespeech: a peak of ~13x the event (tracemalloc;
+    RSS grows ~150 MB for a 32 MiB event), where main relays it with no copy kept."""
+    meter = _meter()
+    event = b"data: " + orjson.dumps(
+        {"type": "speech.audio.delta", "audio": base64.b64encode(b"\0" * (8 << 20)).decode()}
+    ) + b"\n\n"
+    pieces = [event[start:start + 65_536] for start in range(0, len(event), 65_536)]
+    tracemalloc.start()
+    try:
+        for piece in pieces:
+            meter.feed(piece)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert meter.heard.cut()[ESTIMATED_TOKENS]["completion_tokens"] >= 3_641  # 175 s heard
+    assert peak < 4 * len(event), f"peak {peak / 2**20:.0f} MiB for {len(event) / 2**20:.1f}"
