@@ -90,3 +90,29 @@ def test_native_path_speech_stream_is_measured(
     assert (speech.usage_source, speech.prompt_tokens, speech.completion_tokens) == (
         "measured", 3, 40), speech
 
+
+
+@pytest.mark.parametrize("usage", [
+    b'{"input_tokens":3,"output_tokens":40}',  # no total
+    b'{"input_tokens":3,"output_tokens":40,"total_tokens":43,'
+    b'"input_tokens_details":{"text_tokens":3,"audio_tokens":0}}',
+    b'{"input_tokens":3,"output_tokens":40,"total_tokens":"43"}',
+])
+def test_a_done_usage_in_other_shapes_is_priced_as_text_in_and_audio_out(
+    upstream: tuple[_ScriptedSpeech, ServerThread],
+    ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+    usage: bytes,
+) -> None:
+    """gpt-4o-mini-tts: text in at $0.60, audio out at $12 per 1M tokens, measured,
+    whatever else the usage carries (passes on ssespeech: a check, not a finding)."""
+    scripted, server = upstream
+    scripted.script = (_DELTA * 2 + b'data: {"type":"speech.audio.done","usage":' + usage
+                       + b"}\n\n" + _DELTA + _DONE + b"\n\n")  # a second done: ignored
+    gateway = ledger_gateway(SimpleNamespace(url=server.url), deployment_config=_deployments(
+        server.url, **{"gpt-4o-mini-tts": "mini-tts"}))
+    sdk(gateway).audio.speech.create(
+        model="gpt-4o-mini-tts", voice="alloy", input="Hello there.", stream_format="sse")
+    [speech] = _left(gateway, "audio/speech")
+    assert (speech.usage_source, speech.prompt_tokens, speech.completion_tokens) == (
+        "measured", 3, 40), speech
+    assert speech.cost_usd == pytest.approx((3 * 0.60 + 40 * 12.00) / 1e6)
