@@ -4,6 +4,7 @@ emulator always ends its events with a blank line), through the gateway's ledger
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
@@ -26,13 +27,17 @@ class _ScriptedSpeech:
     """Answers every speech with `script`, as text/event-stream, then closes its body."""
 
     script = b""
+    pieces: tuple[int, ...] = ()  # where to cut the script into separate writes
 
     def app(self) -> web.Application:
         async def speech(request: web.Request) -> web.StreamResponse:
             await request.read()
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
-            await response.write(self.script)
+            cuts = [0, *self.pieces, len(self.script)]
+            for start, end in zip(cuts, cuts[1:], strict=False):
+                await response.write(self.script[start:end])
+                await asyncio.sleep(0.005)  # each its own read, most likely
             await response.write_eof()
             return response
 
@@ -116,3 +121,30 @@ def test_a_done_usage_in_other_shapes_is_priced_as_text_in_and_audio_out(
     assert (speech.usage_source, speech.prompt_tokens, speech.completion_tokens) == (
         "measured", 3, 40), speech
     assert speech.cost_usd == pytest.approx((3 * 0.60 + 40 * 12.00) / 1e6)
+
+
+def test_odd_bytes_from_upstream_reach_the_client_unchanged_and_the_done_is_measured(
+    upstream: tuple[_ScriptedSpeech, ServerThread],
+    ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+) -> None:
+    """CRLF events, invalid base64, non-JSON, an event line, `[DONE]`, events after the
+    done event, all cut mid-line: the client gets Azure's bytes as they were and the
+    record is the done event's (passes on ssespeech: a check, not a finding)."""
+    scripted, server = upstream
+    scripted.script = (
+        b'data: {"type":"speech.audio.delta","audio":"AAAA"}\r\n\r\n'
+        b'data: {"type":"speech.audio.delta","audio":"not base64!"}\n\n'
+        b"data: {not json\n\n: a comment\n\nevent: speech.audio.delta\n"
+        b'data: {"type":"speech.audio.delta",\ndata: "audio":"AAAA"}\n\n'
+        + _DONE.replace(b"\n", b"") + b"\r\n\r\n"
+        + _DELTA + b'data: {"type":"speech.audio.done","usage":{"input_tokens":9,'
+        b'"output_tokens":9}}\n\ndata: [DONE]\n\n')
+    scripted.pieces = (3, 40, 41, 97, 150, 151, 200, 260, 300)
+    gateway = ledger_gateway(SimpleNamespace(url=server.url), deployment_config=_deployments(
+        server.url, **{"gpt-4o-mini-tts": "mini-tts"}))
+    answer = sdk(gateway).audio.speech.create(
+        model="gpt-4o-mini-tts", voice="alloy", input="Hello there.", stream_format="sse")
+    assert answer.content == scripted.script
+    [speech] = _left(gateway, "audio/speech")
+    assert (speech.status, speech.usage_source, speech.prompt_tokens,
+            speech.completion_tokens) == (200, "measured", 3, 40), speech
