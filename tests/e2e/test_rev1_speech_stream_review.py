@@ -5,6 +5,7 @@ emulator always ends its events with a blank line), through the gateway's ledger
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 
@@ -35,7 +36,7 @@ class _ScriptedSpeech:
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
             cuts = [0, *self.pieces, len(self.script)]
-            for start, end in zip(cuts, cuts[1:], strict=False):
+            for start, end in itertools.pairwise(cuts):
                 await response.write(self.script[start:end])
                 await asyncio.sleep(0.005)  # each its own read, most likely
             await response.write_eof()
