@@ -85,18 +85,24 @@ class SpeechMeter:
     bytes say it (`pcm`'s size; a WAV's; an MP3's frames, a FLAC's samples, as
     `audio_length` reads them), else left as they were."""
 
-    __slots__ = ("_format", "_head", "_size", "_text_chars", "usage")
+    __slots__ = ("_body", "_format", "_head", "_size", "_text", "_text_chars", "usage")
 
     def __init__(self, text: str, body: Mapping[str, Any]) -> None:
         self.usage = speech_usage(text, body)
+        self._text, self._body = text, body  # the hold's estimate, for `cut`
         self._text_chars = speech_text_chars(text, body)
         self._format = body.get("response_format")
         self._head, self._size = b"", 0
 
     def feed(self, chunk: bytes) -> None:
+        self.feed_sized(chunk, len(chunk))
+
+    def feed_sized(self, first: bytes, size: int) -> None:
+        """A chunk of `size` bytes known by its `first` ones (a streamed speech's base64
+        audio is never decoded whole: its size is its text's)."""
         if len(self._head) < HEAD_BYTES:
-            self._head += chunk[:HEAD_BYTES - len(self._head)]
-        self._size += len(chunk)
+            self._head += first[:HEAD_BYTES - len(self._head)]
+        self._size += size
 
     def finish(self) -> None:
         """The audio has all passed: its length, where its bytes say it, re-prices it."""
@@ -108,11 +114,19 @@ class SpeechMeter:
         """The usage of a speech cut before its end (the client left, the stream broke),
         flagged estimated: Azure may finish and bill it whole. The whole speech's
         estimate from its characters (`speech_usage`), or the audio passed so far where
-        its bytes say a longer one."""
+        its bytes say a longer one. `pcm`'s bytes are its length (a rate fixed by
+        OpenAI); any other format's is what its header states (a FLAC's samples, a WAV's
+        rate, an MP3's frame count), not what passed, and a header that lies long must
+        not price a cut speech past the budget hold's estimate (read slower): capped
+        there."""
         seconds = self._seconds()
         if seconds:
             heard = speech_tokens(self._text_chars, seconds)
             if heard["completion_tokens"] > self.usage[ESTIMATED_TOKENS]["completion_tokens"]:
+                if self._format != "pcm":
+                    most = speech_usage(self._text, self._body, held=True)[ESTIMATED_TOKENS]
+                    if heard["completion_tokens"] > most["completion_tokens"]:
+                        heard = most
                 self.usage[ESTIMATED_TOKENS] = heard
         return {**self.usage, "estimated": True}
 
@@ -150,6 +164,10 @@ class SpeechStreamMeter:
             self._read(event.data)
 
     def recorded(self) -> dict[str, Any]:
+        """At the stream's end (or the client's leaving): an event the body ended
+        without a blank line after is read too (a cut one does not parse: ignored)."""
+        for event in self._decoder.flush():
+            self._read(event.data)
         if self.usage is not None:
             return self.usage
         return self.heard.cut()
@@ -158,14 +176,41 @@ class SpeechStreamMeter:
         if data is None or self.usage is not None:
             return
         if data.find(_DELTA) != -1:
-            try:
-                event = orjson.loads(data)
-                audio = base64.b64decode(event["audio"], validate=True)
-            except (orjson.JSONDecodeError, binascii.Error, TypeError, KeyError, ValueError):
-                return  # not what OpenAI sends: its audio is not counted
-            self.heard.feed(audio)
+            _heard_audio(data, self.heard)
         elif data.find(_DONE) != -1:
             self.usage = _done_usage(data)
+
+
+# The base64 characters that decode to a speech's first HEAD_BYTES (a multiple of 4).
+_HEAD_CHARS = -(-HEAD_BYTES // 3) * 4
+_AUDIO_KEY = b'"audio"'
+
+
+def _heard_audio(data: bytes, heard: SpeechMeter) -> None:
+    """A delta event's audio to `heard`: its first bytes decoded, its size from its
+    base64 text's length, so that an event of megabytes costs no copy of itself (a JSON
+    parse and a whole decode peaked at ~15 times the event's size). A string with JSON
+    escapes in it (never OpenAI's) is parsed the slow way; an event that is not what
+    OpenAI sends is not counted."""
+    key = data.find(_AUDIO_KEY)
+    colon = data.find(b":", key + len(_AUDIO_KEY)) if key != -1 else -1
+    quote = data.find(b'"', colon + 1) if colon != -1 else -1
+    end = data.find(b'"', quote + 1) if quote != -1 else -1
+    simple = (end != -1 and not data[key + len(_AUDIO_KEY):colon].strip()
+              and not data[colon + 1:quote].strip() and data.find(b"\\", quote, end) == -1)
+    try:
+        if not simple:
+            audio = base64.b64decode(orjson.loads(data)["audio"], validate=True)
+            heard.feed(audio)
+            return
+        start, length = quote + 1, end - quote - 1
+        if length % 4:
+            return
+        first = base64.b64decode(data[start:start + min(length, _HEAD_CHARS)], validate=True)
+        padding = (data[end - 1] == 61) + (length > 1 and data[end - 2] == 61)  # "="
+        heard.feed_sized(first, length // 4 * 3 - padding)
+    except (orjson.JSONDecodeError, binascii.Error, TypeError, KeyError, ValueError):
+        return  # not what OpenAI sends: its audio is not counted
 
 
 def _done_usage(data: bytes) -> dict[str, Any] | None:
