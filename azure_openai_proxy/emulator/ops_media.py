@@ -8,12 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
-from azure_openai_proxy.emulator import image_stream, media, transcripts, wire_errors
+from azure_openai_proxy.emulator import image_stream, media, speech_stream, transcripts, wire_errors
 from azure_openai_proxy.emulator.exchange import Exchange
 from azure_openai_proxy.emulator.frames import prompt_results, safe_results
 from azure_openai_proxy.emulator.generation import check_prompt_filter
 from azure_openai_proxy.emulator.multipart import Part, field
 from azure_openai_proxy.emulator.textgen import count_tokens
+from azure_openai_proxy.emulator.validation import invalid_value
 
 SIZES = ("256x256", "512x512", "1024x1024", "1792x1024", "1024x1792", "1536x1024", "1024x1536")
 _VOICES = frozenset(
@@ -79,8 +80,17 @@ async def speech(ex: Exchange) -> web.StreamResponse:
         raise wire_errors.invalid_request(
             "Invalid 'speed': expected a number between 0.25 and 4.", "speed", "invalid_value"
         )
+    stream_format = ex.body.get("stream_format", "audio")
+    if stream_format not in speech_stream.FORMATS:
+        raise invalid_value("stream_format", stream_format, speech_stream.FORMATS)
     check_prompt_filter(text)
     audio = media.speech(fmt, text, float(speed))
+    model = ex.deployment.model if ex.deployment is not None else ""
+    if speech_stream.streams(model, stream_format):
+        instructions = ex.body.get("instructions")
+        usage = speech_stream.speech_usage(
+            text, instructions if isinstance(instructions, str) else "", float(speed))
+        return await ex.stream(speech_stream.events(audio, usage))
     await ex.think(0)
     return ex.raw(audio, media.CONTENT_TYPES[fmt])
 

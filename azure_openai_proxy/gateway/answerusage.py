@@ -1,11 +1,14 @@
 """The usage an answer is priced by beside its tokens, read when the relay has the
 answer: a unit-billed JSON answer's units (pictures, a transcription's seconds), a
-speech's audio length (`SpeechMeter`), and the Responses API's hosted image tool's part
+speech's audio length (`SpeechMeter`), a streamed speech's usage (`SpeechStreamMeter`),
+and the Responses API's hosted image tool's part
 (governance/toolusage.py), which names the image deployment the client's header chose.
 Plain bytes and mappings in: no I/O."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,8 +26,10 @@ from azure_openai_proxy.governance.toolusage import (
     IMAGE_GEN,
     image_gen_usage,
 )
+from azure_openai_proxy.sse import SseDecoder
 
-__all__ = ["SpeechMeter", "answer_image_gen", "unit_usage", "with_image_gen"]
+__all__ = ["SpeechMeter", "SpeechStreamMeter", "answer_image_gen", "unit_usage",
+           "with_image_gen"]
 
 
 def unit_usage(operation: str, raw: bytes, prompt: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -80,27 +85,149 @@ class SpeechMeter:
     bytes say it (`pcm`'s size; a WAV's; an MP3's frames, a FLAC's samples, as
     `audio_length` reads them), else left as they were."""
 
-    __slots__ = ("_format", "_head", "_size", "_text_chars", "usage")
+    __slots__ = ("_body", "_format", "_head", "_size", "_text", "_text_chars", "usage")
 
     def __init__(self, text: str, body: Mapping[str, Any]) -> None:
         self.usage = speech_usage(text, body)
+        self._text, self._body = text, body  # the hold's estimate, for `cut`
         self._text_chars = speech_text_chars(text, body)
         self._format = body.get("response_format")
         self._head, self._size = b"", 0
 
     def feed(self, chunk: bytes) -> None:
+        self.feed_sized(chunk, len(chunk))
+
+    def feed_sized(self, first: bytes, size: int) -> None:
+        """A chunk of `size` bytes known by its `first` ones (a streamed speech's base64
+        audio is never decoded whole: its size is its text's)."""
         if len(self._head) < HEAD_BYTES:
-            self._head += chunk[:HEAD_BYTES - len(self._head)]
-        self._size += len(chunk)
+            self._head += first[:HEAD_BYTES - len(self._head)]
+        self._size += size
 
     def finish(self) -> None:
         """The audio has all passed: its length, where its bytes say it, re-prices it."""
-        head, size = self._head, self._size
-        if self._format == "pcm":
-            seconds: float | None = size / _PCM_BYTES_PER_SECOND
-        elif head[:4] in (b"RIFF", b"RF64"):  # a WAV of PCM: its bytes over its rate
-            seconds = audio_seconds(head, size)
-        else:
-            seconds = audio_length(head, size)
+        seconds = self._seconds()
         if seconds:
             self.usage[ESTIMATED_TOKENS] = speech_tokens(self._text_chars, seconds)
+
+    def cut(self) -> dict[str, Any]:
+        """The usage of a speech cut before its end (the client left, the stream broke),
+        flagged estimated: Azure may finish and bill it whole. The whole speech's
+        estimate from its characters (`speech_usage`), or the audio passed so far where
+        its bytes say a longer one. `pcm`'s bytes are its length (a rate fixed by
+        OpenAI); any other format's is what its header states (a FLAC's samples, a WAV's
+        rate, an MP3's frame count), not what passed, and a header that lies long must
+        not price a cut speech past the budget hold's estimate (read slower): capped
+        there."""
+        seconds = self._seconds()
+        if seconds:
+            heard = speech_tokens(self._text_chars, seconds)
+            if heard["completion_tokens"] > self.usage[ESTIMATED_TOKENS]["completion_tokens"]:
+                if self._format != "pcm":
+                    most = speech_usage(self._text, self._body, held=True)[ESTIMATED_TOKENS]
+                    if heard["completion_tokens"] > most["completion_tokens"]:
+                        heard = most
+                self.usage[ESTIMATED_TOKENS] = heard
+        return {**self.usage, "estimated": True}
+
+    def _seconds(self) -> float | None:
+        head, size = self._head, self._size
+        if self._format == "pcm":
+            return size / _PCM_BYTES_PER_SECOND
+        if head[:4] in (b"RIFF", b"RF64"):  # a WAV of PCM: its bytes over its rate
+            return audio_seconds(head, size)
+        return audio_length(head, size)
+
+
+_DELTA, _DONE = b'"speech.audio.delta"', b'"speech.audio.done"'
+_MOST = 2**53  # a count past it is no count Azure made
+
+
+class SpeechStreamMeter:
+    """A speech asked with `stream_format: "sse"` (gpt-4o-mini-tts), read as it is
+    relayed unchanged: its `speech.audio.delta` events' audio goes to `heard` (a
+    `SpeechMeter`: its length so far), and its last event, `speech.audio.done`, carries
+    Azure's usage (`input_tokens` of text, `output_tokens` of audio). `recorded()` is the
+    record's usage: Azure's, measured, once the done event has passed; else `heard`'s
+    estimate of a speech cut short (`SpeechMeter.cut`). Only a speech's stream has one:
+    chat's frames never come here."""
+
+    __slots__ = ("_decoder", "heard", "usage")
+
+    def __init__(self, heard: SpeechMeter) -> None:
+        self._decoder = SseDecoder()
+        self.heard = heard
+        self.usage: dict[str, Any] | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        for event in self._decoder.feed(chunk):
+            self._read(event.data)
+
+    def recorded(self) -> dict[str, Any]:
+        """At the stream's end (or the client's leaving): an event the body ended
+        without a blank line after is read too (a cut one does not parse: ignored)."""
+        for event in self._decoder.flush():
+            self._read(event.data)
+        if self.usage is not None:
+            return self.usage
+        return self.heard.cut()
+
+    def _read(self, data: bytes | None) -> None:
+        if data is None or self.usage is not None:
+            return
+        if data.find(_DELTA) != -1:
+            _heard_audio(data, self.heard)
+        elif data.find(_DONE) != -1:
+            self.usage = _done_usage(data)
+
+
+# The base64 characters that decode to a speech's first HEAD_BYTES (a multiple of 4).
+_HEAD_CHARS = -(-HEAD_BYTES // 3) * 4
+_AUDIO_KEY = b'"audio"'
+
+
+def _heard_audio(data: bytes, heard: SpeechMeter) -> None:
+    """A delta event's audio to `heard`: its first bytes decoded, its size from its
+    base64 text's length, so that an event of megabytes costs no copy of itself (a JSON
+    parse and a whole decode peaked at ~15 times the event's size). A string with JSON
+    escapes in it (never OpenAI's) is parsed the slow way; an event that is not what
+    OpenAI sends is not counted."""
+    key = data.find(_AUDIO_KEY)
+    colon = data.find(b":", key + len(_AUDIO_KEY)) if key != -1 else -1
+    quote = data.find(b'"', colon + 1) if colon != -1 else -1
+    end = data.find(b'"', quote + 1) if quote != -1 else -1
+    simple = (end != -1 and not data[key + len(_AUDIO_KEY):colon].strip()
+              and not data[colon + 1:quote].strip() and data.find(b"\\", quote, end) == -1)
+    try:
+        if not simple:
+            audio = base64.b64decode(orjson.loads(data)["audio"], validate=True)
+            heard.feed(audio)
+            return
+        start, length = quote + 1, end - quote - 1
+        if length % 4:
+            return
+        first = base64.b64decode(data[start:start + min(length, _HEAD_CHARS)], validate=True)
+        padding = (data[end - 1] == 61) + (length > 1 and data[end - 2] == 61)  # "="
+        heard.feed_sized(first, length // 4 * 3 - padding)
+    except (orjson.JSONDecodeError, binascii.Error, TypeError, KeyError, ValueError):
+        return  # not what OpenAI sends: its audio is not counted
+
+
+def _done_usage(data: bytes) -> dict[str, Any] | None:
+    """A done event's usage, its output tokens marked as audio (they are all audio: the
+    ledger prices them at the model's audio rate); None when it has no counts."""
+    try:
+        event = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    usage = event.get("usage") if type(event) is dict else None
+    if type(usage) is not dict:
+        return None
+    tokens_in, tokens_out = usage.get("input_tokens"), usage.get("output_tokens")
+    if not (_is_count(tokens_in) and _is_count(tokens_out)):
+        return None
+    return {**usage, "output_tokens_details": {"audio_tokens": tokens_out}}
+
+
+def _is_count(value: object) -> bool:
+    return type(value) is int and 0 <= value <= _MOST

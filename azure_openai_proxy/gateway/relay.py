@@ -26,6 +26,7 @@ import orjson
 from azure_openai_proxy.errors import GatewayError, UpstreamError
 from azure_openai_proxy.gateway.answerusage import (
     SpeechMeter,
+    SpeechStreamMeter,
     answer_image_gen,
     unit_usage,
     with_image_gen,
@@ -68,7 +69,7 @@ _UNIT_BILLED = frozenset({"images/generations", "images/edits", "images/variatio
 # Routes whose stream is a gpt-image-1 picture's (`stream: true`): metered by
 # `PictureStreamMeter`.
 _PICTURING = frozenset({"images/generations", "images/edits"})
-_Meter = ResponsesStreamMeter | PictureStreamMeter
+_Meter = ResponsesStreamMeter | PictureStreamMeter | SpeechStreamMeter
 
 
 async def relay(
@@ -108,6 +109,8 @@ async def relay(
                 meter = ResponsesStreamMeter(created=created)
             elif operation in _PICTURING:
                 meter = PictureStreamMeter()
+            elif operation == "audio/speech":  # `stream_format: "sse"`
+                meter = _speech_stream_meter(body)
         # A task of its own: each chunk then resumes this one coroutine, not the whole
         # chain of handlers awaiting it (server, app, pipeline, here). A disconnect
         # cancels the handler, and with it this task.
@@ -124,6 +127,7 @@ async def relay(
             if record.usage is None and (policy is not None or meter is not None):
                 record.usage = (
                     picture_stream_usage(meter, body) if type(meter) is PictureStreamMeter
+                    else meter.recorded() if type(meter) is SpeechStreamMeter
                     else with_context(estimated_usage(_json(body), 0), record.context_tokens))
             raise
     if content_type.startswith("application/json"):
@@ -216,6 +220,8 @@ async def _relay_stream(
                 estimated_usage(_json(body), normalizer.content_chars), record.context_tokens)
         elif type(meter) is PictureStreamMeter:
             record.usage = picture_stream_usage(meter, body)  # Azure's, or estimated
+        elif type(meter) is SpeechStreamMeter:
+            record.usage = meter.recorded()  # Azure's, or estimated
         elif type(meter) is ResponsesStreamMeter:
             record.usage = meter.usage or with_context(
                 estimated_usage(_json(body), meter.content_chars), record.context_tokens)
@@ -452,6 +458,16 @@ async def _relay_bytes(
     finally:
         response.close()
     return out
+
+
+def _speech_stream_meter(body: RequestBody | None) -> SpeechStreamMeter | None:
+    """A streamed speech's meter; None for a request without its input text (Azure's
+    400, never a stream)."""
+    prompt = _json(body)
+    text = prompt.get("input") if prompt else None
+    if prompt is None or not isinstance(text, str) or not text:
+        return None
+    return SpeechStreamMeter(SpeechMeter(text, prompt))
 
 
 def _json(body: RequestBody | None) -> dict[str, Any] | None:
