@@ -1,26 +1,28 @@
 """The interpreter's switch interval while a background thread writes the ledger.
 
-A thread that wants the GIL while the event loop runs Python gets it when the loop lets
-it go by itself (around a poll) or, after waiting the switch interval
-(`sys.getswitchinterval()`, 5 ms by default), when the loop is made to. A saturated
-worker's loop rarely waits for its sockets, so the ledger writer, which takes the GIL
-back some 90 times a batch of 2,000 records (each SQLite statement lets it go six times
-in Python 3.11's sqlite3 module, and each pause between priced chunks once: counted with
-callgrind, `bench.ledgerwriter`), waits up to 5 ms each time: ~0.45 s a batch however
-little CPU the batch needs, so it falls behind a loop serving more than ~4,500 requests a
-second. Measured (`python -m bench.inprocess --governed --requests 200000`, a loop at
-~18,000 requests a second): the writer's queue grew to 51,000-92,000 records, and past
-its bound (100,000) the event loop spools half of them itself, for about a second. With
-a 0.5 ms interval it stayed under 2,200.
+A thread that wants the GIL while the event loop runs Python waits on a condition the
+GIL's holder signals at every release; it asks the holder to let go only after a whole
+switch interval (`sys.getswitchinterval()`, 5 ms by default) with no switch at all. An
+event loop that lets the GIL go at every poll and takes it straight back (it is already
+running; the woken thread is not) resets that wait each time, so under a saturated loop
+the ledger writer, which takes the GIL back some 90 times a batch of 2,000 records (each
+SQLite statement lets it go about six times in Python 3.11's sqlite3 module, each pause
+between priced chunks once: callgrind, `bench.ledgerwriter`), hardly ever gets a turn.
+Measured (`python -m bench.inprocess --governed`, a loop at ~18,000 requests a second, no
+sockets): its queue grew to 51,000-68,000 records (59,700 of 60,000 in
+tests/unit/test_gilshare.py); past its bound (100,000) the event loop spools half of them
+itself, for about a second. With a 0.5 ms interval it stays within ~2,100.
 
-The writer's work is the same either way; the interval decides how long it waits for its
-turn, and a thread waiting for the GIL is woken (a futex wake, on the loop's thread) at
-every release the loop makes in the meantime, so shorter waits also mean fewer of those.
-Under wrk (a loop that still polls between requests) the governed worker's throughput did
-not move beyond the runs' spread (bench/README.md, session 22).
+What it costs: there, the writer's CPU per request rose from ~4 to ~10-12 µs and the
+loop's by a few µs (forced switches; before, the writer did its work after the count,
+unhindered). Under wrk at 32 clients (a loop that still polls between requests) neither
+throughput nor the writer's CPU moved beyond the runs' spread, nor did 1,000 governed
+streams' CPU per frame (bench/README.md, session 22). Other threads' CPU-bound work (a
+batch file's check in `asyncio.to_thread`) is switched with the loop ten times as often,
+and takes ~20-30 % longer under load.
 
-So the interval is `SHARED_INTERVAL` while any writer runs (each `GilShare` counts
-once), and back to what it was when the last stops.
+So the interval is `SHARED_INTERVAL` while any writer's thread runs. The interval is the
+interpreter's, one per process: so is the record of who holds it lowered (`_PROCESS`).
 """
 
 from __future__ import annotations
@@ -32,14 +34,25 @@ __all__ = ["SHARED_INTERVAL", "GilShare"]
 
 SHARED_INTERVAL = 0.0005
 
-_lock = threading.Lock()
-_holders = 0
-_saved = 0.0  # the switch interval before the first holder
+
+class _Holders:
+    """Who holds the process's switch interval lowered, and what it was before."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count = 0
+        self.saved = 0.0  # the interval before the first holder
+        self.lowered_to = 0.0  # what the holders set it to
+
+
+_PROCESS = _Holders()
 
 
 class GilShare:
     """`hold()` lowers the interpreter's switch interval to `SHARED_INTERVAL` (never
-    raises it) until every holder has called `release()`; each call pairs once."""
+    raises it; again if something raised it since) until every holder has called
+    `release()`; then it is put back as it was, unless something else set it meanwhile.
+    Each share holds once."""
 
     __slots__ = ("_held",)
 
@@ -51,22 +64,25 @@ class GilShare:
         return self._held
 
     def hold(self) -> None:
-        global _holders, _saved
-        with _lock:
+        holders = _PROCESS
+        with holders.lock:
             if self._held:
                 return
-            if _holders == 0:
-                _saved = sys.getswitchinterval()
-                sys.setswitchinterval(min(_saved, SHARED_INTERVAL))
-            _holders += 1
+            current = sys.getswitchinterval()
+            if holders.count == 0:
+                holders.saved = current
+            if current > SHARED_INTERVAL:
+                sys.setswitchinterval(SHARED_INTERVAL)
+            holders.lowered_to = sys.getswitchinterval()  # as the interpreter rounds it
+            holders.count += 1
             self._held = True
 
     def release(self) -> None:
-        global _holders
-        with _lock:
+        holders = _PROCESS
+        with holders.lock:
             if not self._held:
                 return
-            _holders -= 1
-            if _holders == 0:
-                sys.setswitchinterval(_saved)
+            holders.count -= 1
             self._held = False
+            if holders.count == 0 and sys.getswitchinterval() == holders.lowered_to:
+                sys.setswitchinterval(holders.saved)

@@ -15,8 +15,7 @@ in the database, off the request path, and nothing is lost.
         database error    -> the spool file (JSON lines next to the database:
                              ledgerspool.py)
         database back     -> the spool replayed (idempotent: request_id is unique)
-        while it runs, the interpreter's switch interval is 0.5 ms (gilshare.py: a
-                             saturated loop would starve the thread of the GIL)
+        while it runs, the switch interval at 0.5 ms (gilshare.py: else starved of the GIL)
         every few seconds the budgets' SpendBook is rebuilt from the rollups (every
         worker's spend; one SQL aggregate from the earliest period start on); the costs
         this worker held in memory for the records the book now has are let go then,
@@ -210,7 +209,7 @@ class LedgerWriter:
         """Open the database, load the budgets' spend, replay a spool left by an earlier
         run, and start the thread. A database that cannot be opened is retried later."""
         self._cycle()
-        self._share.hold()
+        self._share.hold()  # let go by the thread as it ends (`_run`), or by `close`
         self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
         self._thread.start()
 
@@ -236,18 +235,21 @@ class LedgerWriter:
                 with contextlib.suppress(Exception):
                     self._store.close()
                 self._store = None
+            self._share.release()  # a thread never started (or `start` failed)
         else:
             self._spool(self._take(len(self._queue)))
-        self._share.release()
 
     # -- the thread --------------------------------------------------------------------
 
     def _run(self) -> None:
-        while not self._stopping:
-            self._wake.wait(self._interval)
-            self._wake.clear()
+        try:
+            while not self._stopping:
+                self._wake.wait(self._interval)
+                self._wake.clear()
+                self._cycle()
             self._cycle()
-        self._cycle()
+        finally:
+            self._share.release()
         with self._idle:
             self._thread = None if self._stopping else self._thread
             self._idle.notify_all()
