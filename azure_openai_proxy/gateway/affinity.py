@@ -24,6 +24,7 @@ from azure_openai_proxy.errors import MalformedBody
 __all__ = [
     "MAX_REFERENCE_DEPTH",
     "MAX_REFERENCE_VALUES",
+    "Home",
     "ReferenceKeyCased",
     "ReferencesUncheckable",
     "ResourceAffinity",
