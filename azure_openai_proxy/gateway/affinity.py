@@ -10,7 +10,9 @@ bounded LRU; a streamed response's as soon as its `response.created` event passe
 
 Pure: plain data in, plain data out. Ids are remembered only for what went through this
 worker; with `--workers N` a follow-up call may land on a worker that has not seen the
-id, and then goes where the pool sends it (as without affinity).
+id, and then goes where the pool sends it (as without affinity), unless a virtual key
+made it: its home is recorded with its owner (gateway/ownership.py `Owned.home`), which
+every worker reads.
 """
 
 from __future__ import annotations
