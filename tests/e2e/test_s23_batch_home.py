@@ -75,11 +75,11 @@ def _loaded(gateway: ServerThread, secret: str) -> bool:
 
 
 @pytest.fixture
-def workers(tmp_path: Path, regions: tuple[Emulator, Emulator],
-            start_gateway: Callable[[Settings], ServerThread]
-            ) -> tuple[openai.OpenAI, openai.OpenAI]:
-    """Two gateways on one database (two workers), and a client of each for a key
-    allowed gpt-4o and gpt-4o-mini (not o3-mini)."""
+def gateways(tmp_path: Path, regions: tuple[Emulator, Emulator],
+             start_gateway: Callable[[Settings], ServerThread]
+             ) -> tuple[ServerThread, ServerThread, str]:
+    """Two gateways on one database (two workers), and the secret of a key allowed
+    gpt-4o and gpt-4o-mini (not o3-mini) that both have loaded."""
     database = tmp_path / "gateway.db"
     settings = _settings(regions[0].url, regions[1].url, database)
     gateways = start_gateway(settings), start_gateway(settings)
@@ -92,8 +92,15 @@ def workers(tmp_path: Path, regions: tuple[Emulator, Emulator],
     for gateway in gateways:
         until(lambda gateway=gateway: _loaded(gateway, secret), timeout=10,  # type: ignore[misc]
               message="a gateway never loaded the new key")
-    one, other = (openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0,
-                                timeout=30) for gateway in gateways)
+    return gateways[0], gateways[1], secret
+
+
+@pytest.fixture
+def workers(gateways: tuple[ServerThread, ServerThread, str]
+            ) -> tuple[openai.OpenAI, openai.OpenAI]:
+    """A client of each gateway for the key."""
+    one, other = (openai.OpenAI(base_url=gateway.url + "/v1", api_key=gateways[2],
+                                max_retries=0, timeout=30) for gateway in gateways[:2])
     return one, other
 
 
@@ -194,3 +201,22 @@ def test_a_stored_response_chained_through_another_worker_goes_to_its_resource(
         assert chained.output_text
         assert _counts(regions)[1 - home] == after[1 - home]  # the other never saw it
     assert homes == {0, 1}
+
+
+def test_azures_native_batch_path_is_routed_and_judged_the_same(
+        gateways: tuple[ServerThread, ServerThread, str],
+        regions: tuple[Emulator, Emulator]) -> None:
+    """`POST /openai/batches?api-version=...` (AzureOpenAI) through the other worker."""
+    first, second, secret = gateways
+    one = openai.OpenAI(base_url=first.url + "/v1", api_key=secret, max_retries=0, timeout=30)
+    native = openai.AzureOpenAI(azure_endpoint=second.url, api_key=secret,
+                                api_version="2024-10-21", max_retries=0, timeout=30)
+    homes = _uploaded_on_each(one, regions, _lines("gpt-4o-mini"))
+    before = _counts(regions)
+    assert _batch(native, homes[0]).status == "validating"
+    assert _counts(regions) == (before[0] + 1, before[1])
+    assert regions[0].last()["path"] == "/openai/batches"
+    with pytest.raises(openai.NotFoundError) as refused:
+        _batch(native, homes[1])
+    assert refused.value.code == "model_not_found"
+    assert _counts(regions) == (before[0] + 1, before[1])
