@@ -7,6 +7,7 @@ One connection, used from one thread at a time (the caller's executor).
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -145,5 +146,8 @@ def _owner_row(row: tuple[object, ...]) -> OwnerRow:
     """A row of `_COLUMNS` as an `OwnerRow`."""
     key_id, models, endpoint, deployment = row
     named = None if models is None else frozenset(m for m in str(models).split("\n") if m)
-    home = None if endpoint is None or deployment is None else (str(endpoint), str(deployment))
+    # A few deployments made them all: their names are shared, not one copy per row kept
+    # in memory (gateway/ownership.py keeps up to 200,000).
+    home = None if endpoint is None or deployment is None else (
+        sys.intern(str(endpoint)), sys.intern(str(deployment)))
     return str(key_id), named, home
