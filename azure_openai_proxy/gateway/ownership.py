@@ -45,11 +45,12 @@ when it is created.
 
 Homes: the endpoint and deployment that answered the POST creating an object (and its
 output items) are recorded with its owner (`Owned.home`), so a request about it goes to
-its resource from every worker, not only the one that saw it made (affinity.py is per
-worker): `check` returns the home of the first object a request names that has one, and
-the pipeline sends the request there and judges it there (gateway/poolchoice.py, a
-batch's lines: gateway/batchcheck.py). Those claimed from a stream, and those recorded
-before homes were, have none: this worker's affinity, else the pool, decides.
+its resource from every worker, not only the one that saw it made: `check` returns the
+homes of the objects a request names, which the worker's affinity learns (affinity.py,
+per worker), and the pipeline routes the request (gateway/poolchoice.py) and judges it
+(a batch's lines: gateway/batchcheck.py) by them. Those claimed from a stream, and those
+recorded before homes were, have none: as before, the affinity of the worker that saw
+them made, else the pool, decides.
 """
 
 from __future__ import annotations
@@ -251,16 +252,16 @@ class ObjectOwners:
         return owned
 
     async def check(self, ids: Iterable[str], key_id: str, restricted: bool,
-                    inner: Iterable[str] = ()) -> Home | None:
+                    inner: Iterable[str] = ()) -> list[tuple[str, Home]]:
         """Raise `ObjectNotFound` for the first id that is not this key's to use: of
         `ids`, one another key owns, or (`restricted`) one of unknown owner; of `inner`
         (sub-objects of an object already checked), one another key owns. Each distinct
         id is looked up once; those not in memory in one database query per chunk.
-        Returns the home recorded for the first of `ids` that has one (None: none)."""
+        Returns the homes recorded for `ids` (for this worker's affinity to `learn`)."""
         named = list(dict.fromkeys(ids))
         within = list(dict.fromkeys(inner))
         owners = await self._get_many(named + within)
-        home = None
+        homes = []
         for object_id in named:
             owned = owners.get(object_id)
             if owned is None:
@@ -268,13 +269,13 @@ class ObjectOwners:
                     raise ObjectNotFound(object_id)
             elif owned.key_id != key_id:
                 raise ObjectNotFound(object_id)
-            elif home is None:
-                home = owned.home
+            elif owned.home is not None:
+                homes.append((object_id, owned.home))
         for object_id in within:
             owned = owners.get(object_id)
             if owned is not None and owned.key_id != key_id:
                 raise ObjectNotFound(object_id)
-        return home
+        return homes
 
     async def _get_many(self, object_ids: list[str]) -> dict[str, Owned]:
         """The known owners of distinct `object_ids`: memory first, the rest at once."""

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from azure_openai_proxy.auth import Caller, ClientKeyring, presented_beside
 from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import GatewayError, ModelNotAllowed, ModelNotFound
-from azure_openai_proxy.gateway.affinity import Home, ResourceAffinity
+from azure_openai_proxy.gateway.affinity import ResourceAffinity
 from azure_openai_proxy.gateway.attempts import UpstreamAttempts
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.gateway.batchcheck import check_resource_post, uploaded_batch_models
@@ -53,7 +53,7 @@ from azure_openai_proxy.gateway.keydirectory import KeyDirectory
 from azure_openai_proxy.gateway.limitheaders import apply_lines, apply_to, limited, with_lines
 from azure_openai_proxy.gateway.modellist import models_answer
 from azure_openai_proxy.gateway.ownership import ObjectOwners, chat_file_ids, object_ids, owned_answer
-from azure_openai_proxy.gateway.poolchoice import PoolChooser, sent_home
+from azure_openai_proxy.gateway.poolchoice import PoolChooser
 from azure_openai_proxy.gateway.requestbody import RequestBody, read_body
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.keys import is_restricted
@@ -243,9 +243,9 @@ class Gateway:
         if target.kind == "resource":
             body.canonical = json is not None  # what is checked is what is sent
             named, inner = object_ids(operation, json)
-            home = await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
-            if home is not None and not sent_home(routed[0], home):  # made on another worker
-                routed = self._routed(target, body, models, record, home)  # judged there
+            homes = await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
+            if homes and self.affinity.learn(homes):  # made through another worker: sent
+                routed = self._routed(target, body, models, record)  # there, judged there
             if request.method == "POST":  # unmetered work, a batch's models
                 await check_resource_post(self.owners, self.table, caller, json, operation, routed[0])
             if models and operation == "responses":  # its image tool's deployment too
@@ -318,10 +318,10 @@ class Gateway:
                 usual.settle(tokens, used_tokens(record))
 
     def _routed(self, target: Target, body: RequestBody, models: tuple[str, ...],
-                record: RequestRecord, home: Home | None = None) -> Routed:
+                record: RequestRecord) -> Routed:
         """A virtual key's pool and model name, judged by its allow-list (`models`)."""
         try:
-            routed = self._pools.pool_for(target, body, models, home)
+            routed = self._pools.pool_for(target, body, models)
         except ModelNotFound as exc:
             if models:  # the usual answer lists every configured model: not for this key
                 raise ModelNotAllowed(exc.model) from None

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from azure_openai_proxy.apiversions import OPERATION_NEEDS
 from azure_openai_proxy.errors import GatewayError, MalformedBody
-from azure_openai_proxy.gateway.affinity import Home, ResourceAffinity, ids_referenced
+from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
 from azure_openai_proxy.gateway.governed import pool_allowed
 from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.routing import Pool, RoutingTable, Target, servable
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.translate import serves_operation
 
-__all__ = ["NoPoolAllowed", "PoolChooser", "sent_home"]
+__all__ = ["NoPoolAllowed", "PoolChooser"]
 
 
 class NoPoolAllowed(GatewayError):
@@ -38,12 +38,10 @@ class PoolChooser:
         self.table = table
         self.affinity = affinity
 
-    def pool_for(self, target: Target, body: RequestBody, allowed: tuple[str, ...] = (),
-                 home: Home | None = None) -> tuple[Pool, str | None]:
+    def pool_for(self, target: Target, body: RequestBody,
+                 allowed: tuple[str, ...] = ()) -> tuple[Pool, str | None]:
         """The pool and the model name the client sent (None: no model named). `allowed`:
-        a virtual key's allow-list, which a request naming no model is kept within.
-        `home`: where the object a resource request is about was made, when its owner's
-        record says (gateway/ownership.py); else this worker's affinity is asked."""
+        a virtual key's allow-list, which a request naming no model is kept within."""
         model = target.path_model if target.kind == "deployment" and target.path_model else None
         if model is None:
             model = body.model()
@@ -61,16 +59,13 @@ class PoolChooser:
                 "/")[0] in OPERATION_NEEDS)) and len(pool.deployments) > 1 and not target.native:
             pool = _serving_operation(pool, target)
         if target.kind == "resource":
-            pool = self._sticky(pool, target, body, home)
+            pool = self._sticky(pool, target, body)
         return pool, model
 
-    def _sticky(self, pool: Pool, target: Target, body: RequestBody,
-                home: Home | None) -> Pool:
+    def _sticky(self, pool: Pool, target: Target, body: RequestBody) -> Pool:
         """A request about an object (a file, a response...) goes to the resource that
-        created it, when known (`home`, else this worker saw it created) and that
-        deployment is still configured."""
-        if home is None:
-            home = self.affinity.home_of(ids_referenced(target.operation, body.json))
+        created it, when this worker saw it created and that deployment is still known."""
+        home = self.affinity.home_of(ids_referenced(target.operation, body.json))
         if home is None:
             return pool
         for deployment in (*pool.deployments, *self.settings.deployments):
@@ -126,13 +121,6 @@ class PoolChooser:
                 return pool if pool.general is pool.deployments else Pool(
                     pool.model, pool.general, transient=True)
         raise MalformedBody("No deployment is configured to serve this request.")
-
-
-def sent_home(pool: Pool, home: Home) -> bool:
-    """Whether `pool` is the one deployment `home` names (`pool_for` sent it there)."""
-    deployments = pool.deployments
-    return len(deployments) == 1 and (
-        deployments[0].endpoint, deployments[0].deployment_name) == home
 
 
 def _is_pattern(name: str) -> bool:

@@ -428,8 +428,8 @@ def test_a_prompt_variable_still_names_its_file_and_is_checked() -> None:
 
 def test_an_objects_home_is_recorded_with_its_owner_for_every_worker(tmp_path: Path) -> None:
     """Where an object was made (endpoint, deployment) is kept with its owner in the
-    database: another worker's `check` returns the first named id's home, so it sends a
-    request about it there (a batch from a file it never saw uploaded)."""
+    database: another worker's `check` returns the named ids' homes, which it routes a
+    request about them by (a batch from a file it never saw uploaded)."""
     database = tmp_path / "gateway.db"
     east = ("https://east.example", "gpt-4o")
 
@@ -438,8 +438,9 @@ def test_an_objects_home_is_recorded_with_its_owner_for_every_worker(tmp_path: P
         await first.remember("file-a", Owned("key-a", frozenset({"gpt-4o-mini"}), east))
         await first.remember("file-b", Owned("key-a"))  # no home recorded
         second = ObjectOwners(database=database)  # another worker, or after a restart
-        assert await second.check(["file-b", "file-a"], "key-a", restricted=True) == east
-        assert await second.check(["file-b"], "key-a", restricted=True) is None
+        assert await second.check(["file-b", "file-a"], "key-a", restricted=True) == [
+            ("file-a", east)]
+        assert await second.check(["file-b"], "key-a", restricted=True) == []
         assert await second.get("file-a") == Owned("key-a", frozenset({"gpt-4o-mini"}), east)
         first.close()
         second.close()

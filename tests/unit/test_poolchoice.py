@@ -9,7 +9,7 @@ import pytest
 
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.gateway.affinity import ResourceAffinity
-from azure_openai_proxy.gateway.poolchoice import NoPoolAllowed, PoolChooser, sent_home
+from azure_openai_proxy.gateway.poolchoice import NoPoolAllowed, PoolChooser
 from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.routing import RoutingTable, Target
 
@@ -131,20 +131,3 @@ def test_every_member_serves_what_its_version_serves() -> None:
     native = Target("resource", "responses", native=True)
     pool, _ = _chooser(MIXED_VERSIONS).pool_for(native, GPT_4O)
     assert len(pool.deployments) == 3
-
-
-def test_a_home_from_the_owners_record_pins_the_request_this_worker_never_saw_made() -> None:
-    """`home` (recorded with the object's owner, gateway/ownership.py) sends a request
-    about the object to the deployment that made it, as this worker's affinity would;
-    a home no longer configured leaves the pool as it was."""
-    chooser = _chooser(CONFIG)
-    batch = RequestBody(json={"input_file_id": "file-1"})
-    target = Target("resource", "batches")
-    pool, _ = chooser.pool_for(target, batch, ("gpt-4o",))
-    assert len(pool.deployments) == 2  # unknown here: either resource
-    west = ("https://west.example", "west-4o")
-    pool, _ = chooser.pool_for(target, batch, ("gpt-4o",), west)
-    assert [(d.endpoint, d.deployment_name) for d in pool.deployments] == [west]
-    assert sent_home(pool, west) and not sent_home(pool, ("https://east.example", "east-4o"))
-    pool, _ = chooser.pool_for(target, batch, ("gpt-4o",), ("https://gone.example", "x"))
-    assert len(pool.deployments) == 2
