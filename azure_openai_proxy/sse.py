@@ -25,7 +25,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["SseDecoder", "SseEvent", "parse_event"]
+from azure_openai_proxy.errors import UpstreamEventTooLarge
+
+__all__ = ["MAX_EVENT_BYTES", "SseDecoder", "SseEvent", "parse_event"]
+
+# An event's bytes at most, by default: `upstream.max_answer_bytes`' default, the most of
+# a JSON answer the gateway holds (settings.py).
+MAX_EVENT_BYTES = 256 * 1024 * 1024
 
 _LF = 10
 _CR = 13
@@ -83,11 +89,17 @@ class SseDecoder:
     complete lines (`_lines`) and joined once, when its blank line comes: each byte fed is
     copied a bounded number of times however the stream is cut (a 4 MB event of 40,000
     lines, a line a read, was copied whole at every read: ~80 GB).
+
+    An unfinished event is held up to `limit` bytes: a read that leaves more raises
+    `UpstreamEventTooLarge`, with nothing held after (if the read completed events before
+    it, those are returned, and the next read raises; `flush()` drops it).
     """
 
-    __slots__ = ("_buf", "_cr", "_lines", "_parts", "_whole")
+    __slots__ = ("_buf", "_cr", "_limit", "_lines", "_parts", "_size", "_whole")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_EVENT_BYTES) -> None:
+        self._limit = limit
+        self._size = 0  # the unfinished event's bytes: `_lines`, `_buf` and `_parts`
         # The current event's bytes are `_lines` + `_buf` + `_parts`, in that order.
         # `_buf` is never empty while `_lines` is not: `idle()`, `single()` and the fast
         # path of `feed()` look at `_buf` and `_parts` only.
@@ -112,9 +124,15 @@ class SseDecoder:
             and chunk[-1] == _LF
         ):
             return [_new_event(SseEvent, (chunk, chunk[6:-2], None, None, None))]
+        size = self._size + len(chunk)
         if not has_cr and chunk.find(b"\n") == -1 and old[-1:] != b"\r":
             self._parts.append(chunk)  # completes nothing; join later, once
+            self._size = size
+            if size > self._limit:
+                self._refuse()
             return []
+        if self._size > self._limit:  # left so by a read that completed events before it
+            self._refuse()
         lines = self._lines
         if self._whole:  # set aside, not copied again: the scan starts at a line's start
             lines.append(old)
@@ -140,6 +158,9 @@ class SseDecoder:
                 lines.append(buf[start:pos])
             self._buf = buf[pos:]
             self._cr = cr - pos if cr != -1 else -1
+        self._size = size = len(buf) - start if events else size
+        if size > self._limit and not events:
+            self._refuse()
         return events
 
     def single(self, chunk: bytes) -> bytes | None:
@@ -157,17 +178,27 @@ class SseDecoder:
         return not self._buf and not self._parts
 
     def flush(self) -> list[SseEvent]:
-        """Return the buffered trailing event, terminated or not, and reset the decoder."""
+        """Return the buffered trailing event, terminated or not, and reset the decoder.
+        Never raises: an event held past `limit` is dropped."""
         lines, parts = self._lines, self._parts
-        rest = b"".join([*lines, self._buf, *parts]) if lines or parts else self._buf
+        rest = (b"" if self._size > self._limit
+                else b"".join([*lines, self._buf, *parts]) if lines or parts else self._buf)
         lines.clear()
         parts.clear()
         self._buf = b""
         self._whole = False
         self._cr = -1
+        self._size = 0
         # Only one event can remain: everything before a complete blank line went out
         # (a held-back "\r" that ends a blank line still makes just one event).
         return [parse_event(rest)] if rest else []
+
+    def _refuse(self) -> None:
+        """An unfinished event past `limit`: nothing held any more, and the error raised."""
+        self.flush()
+        raise UpstreamEventTooLarge(
+            f"An event of Azure OpenAI's stream is larger than the gateway's limit of "
+            f"{self._limit} bytes.")
 
 
 def _scan(buf: bytes, cr: int, lines: list[bytes]) -> tuple[list[SseEvent], int, int, int]:

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from azure_openai_proxy.sse import SseDecoder, SseEvent
+from azure_openai_proxy.errors import UpstreamEventTooLarge
+from azure_openai_proxy.sse import SseDecoder, SseEvent, parse_event
 
 _CR, _LF = 13, 10
 
@@ -170,3 +171,67 @@ def test_a_large_multiline_event_in_small_reads_allocates_a_few_times_its_size(
     assert got[0].data == b"\n".join([line[6 : -len(end)]] * _LINES)
     # Each read's own objects (the list it returns, ...) are ~170 bytes more a read.
     assert allocated < 8 * len(event) + 256 * len(chunks), f"{allocated / len(event):.1f} x"
+
+
+@given(_stream, st.lists(st.integers(min_value=1, max_value=9), min_size=1),
+       st.integers(min_value=1, max_value=400))
+def test_an_event_held_past_the_limit_ends_the_decoding_with_the_error(
+        data: bytes, sizes: list[int], limit: int) -> None:
+    """Events that all fit come out as the reference's; otherwise, if the error comes, the
+    events before it are the reference's first ones, all before an event past the limit,
+    and the decoder holds nothing after it."""
+    expected = _reference(data)
+    decoder = SseDecoder(limit)
+    events: list[SseEvent] = []
+    try:
+        for chunk in _cut(data, sizes):
+            events += decoder.feed(chunk)
+        events += decoder.flush()  # never raises: drops an event held past the limit
+    except UpstreamEventTooLarge as exc:
+        assert f"limit of {limit} bytes" in exc.message
+        assert events == expected[: len(events)]
+        assert any(len(e.raw) > limit for e in expected[len(events):])
+        assert decoder.idle() and decoder.flush() == []
+        assert _fed_after(decoder, b"data: x\r\n\r\n") == [SseEvent(b"data: x\r\n\r\n", b"x")]
+    else:
+        assert events == expected[: len(events)]
+        assert events == expected or len(expected[-1].raw) > limit
+
+
+def _fed_after(decoder: SseDecoder, data: bytes) -> list[SseEvent]:
+    return decoder.feed(data) + decoder.flush()
+
+
+def test_an_endless_line_is_refused_once_past_the_limit() -> None:
+    """Chunks without a line break are only queued: counted all the same."""
+    decoder = SseDecoder(1000)
+    decoder.feed(b"data: ")
+    for _ in range(99):
+        assert decoder.feed(b"x" * 10) == []  # 996 bytes held
+    with pytest.raises(UpstreamEventTooLarge):
+        decoder.feed(b"x" * 10)
+    assert decoder.idle()
+
+
+def test_events_a_read_completes_come_out_before_the_error() -> None:
+    """A read that completes an event and leaves the next one past the limit returns the
+    first; the error comes with the next read, and `flush()` (called while a stream ends,
+    from error handlers too) drops the event rather than raise."""
+    for last in (b"more\n\n", b"x", None):
+        decoder = SseDecoder(20)
+        assert decoder.feed(b"data: a\n\ndata: " + b"y" * 30 + b"\n") == [
+            SseEvent(b"data: a\n\n", b"a")]
+        if last is None:
+            assert decoder.flush() == []
+        else:
+            with pytest.raises(UpstreamEventTooLarge):
+                decoder.feed(last)
+        assert decoder.idle() and decoder.flush() == []
+
+
+def test_an_event_within_the_limit_cut_anywhere_passes() -> None:
+    event = b"event: e\r\ndata: " + b"z" * 80 + b"\r\n\r\n"
+    for cut in range(1, len(event)):
+        decoder = SseDecoder(len(event))
+        assert decoder.feed(event[:cut]) + decoder.feed(event[cut:] + event) == [
+            parse_event(event)] * 2
