@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from azure_openai_proxy.errors import GatewayError, UpstreamError, UpstreamEventTooLarge
+from azure_openai_proxy.errors import GatewayError, UpstreamError
 from azure_openai_proxy.gateway.answerusage import (
     SpeechMeter,
     SpeechStreamMeter,
@@ -486,7 +486,7 @@ def _id_of(raw: bytes) -> str | None:
 
 
 def _raw_stream_error(exc: GatewayError) -> bytes:
-    # An event past the limit was cut where part of it had reached the client: a blank line
-    # ends that part first, so the client's parser does not take this event's lines into it.
-    head = b"\n\n" if type(exc) is UpstreamEventTooLarge else b""
-    return head + b"event: error\ndata: " + orjson.dumps(exc.body()) + b"\n\n"
+    # The failure may cut an event part of which reached the client (an event past the
+    # limit always is): a blank line ends that part first, so the client's parser does not
+    # take this event's lines into it. After a whole event, a blank line dispatches nothing.
+    return b"\n\nevent: error\ndata: " + orjson.dumps(exc.body()) + b"\n\n"
