@@ -27,6 +27,7 @@
         ├── UpstreamTimeout           504
         ├── UpstreamHeadTooLarge      502 (Azure's answer head past the size/count limits)
         ├── UpstreamAnswerTooLarge    502 (a JSON answer past `upstream.max_answer_bytes`)
+        ├── UpstreamEventTooLarge     502 (a stream's event past it: the stream ends with it)
         ├── UpstreamPoolTimeout       503 (no free connection within `upstream.pool_timeout`)
         ├── EntraUnavailable          502 (no Entra ID token for a deployment's scope)
         └── NoDeploymentAvailable     503 (every deployment cooling down / circuit open)
@@ -73,6 +74,7 @@ __all__ = [
     "UnsupportedParameter",
     "UpstreamAnswerTooLarge",
     "UpstreamError",
+    "UpstreamEventTooLarge",
     "UpstreamHeadTooLarge",
     "UpstreamHttpError",
     "UpstreamPoolTimeout",
@@ -361,6 +363,10 @@ class UpstreamHeadTooLarge(UpstreamError):
 
 class UpstreamAnswerTooLarge(UpstreamError):
     code = "upstream_answer_too_large"
+
+
+class UpstreamEventTooLarge(UpstreamError):
+    code = "upstream_event_too_large"
 
 
 class EntraUnavailable(UpstreamError):

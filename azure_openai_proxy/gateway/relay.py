@@ -82,7 +82,8 @@ async def relay(
     With `want_id`, the `id` of a created object (a 2xx JSON answer) goes into
     `record.created_id`, for resource affinity; a Responses stream's id is handed to
     `created` as soon as it passes. A JSON answer longer than
-    `answer_limit` raises `UpstreamAnswerTooLarge` (a 502), never a truncated 200.
+    `answer_limit` raises `UpstreamAnswerTooLarge` (a 502), never a truncated 200; a
+    stream's event held past it ends the stream with its error (`UpstreamEventTooLarge`).
     `body` (the client's) is read only when a stream ends before Azure's usage, to
     estimate it (an image edit's form parsed then, `picture_stream_usage`), and for a
     unit-billed answer without usage."""
@@ -102,20 +103,22 @@ async def relay(
             # Pushed (`_pushed`): this coroutine wakes only at the end and for a slow
             # client, so a task of its own would cost more than the chain it spares. A
             # disconnect cancels it here, and `_relay_stream` releases Azure's answer.
-            return await _relay_stream(request, response, headers, policy, record, body)
+            return await _relay_stream(request, response, headers, policy, record, body,
+                                       None, answer_limit)  # positional: ~20 fewer a frame
         meter: _Meter | None = None
         if policy is None:
             if operation == "responses":
-                meter = ResponsesStreamMeter(created=created)
+                meter = ResponsesStreamMeter(created=created, event_limit=answer_limit)
             elif operation in _PICTURING:
-                meter = PictureStreamMeter()
+                meter = PictureStreamMeter(answer_limit)
             elif operation == "audio/speech":  # `stream_format: "sse"`
-                meter = _speech_stream_meter(body)
+                meter = _speech_stream_meter(body, answer_limit)
         # A task of its own: each chunk then resumes this one coroutine, not the whole
         # chain of handlers awaiting it (server, app, pipeline, here). A disconnect
         # cancels the handler, and with it this task.
         relaying = asyncio.get_running_loop().create_task(
-            _relay_stream(request, response, headers, policy, record, body, meter))
+            _relay_stream(request, response, headers, policy, record, body, meter,
+                          answer_limit))
         try:
             return await relaying
         except asyncio.CancelledError:
@@ -164,14 +167,14 @@ async def relay(
 async def _relay_stream(
     request: HttpRequest, response: UpstreamResponse, headers: dict[str, str],
     policy: StreamPolicy | None, record: RequestRecord, body: RequestBody | None,
-    meter: _Meter | None = None,
+    meter: _Meter | None, event_limit: int,
 ) -> ResponseStream:
     record.stream = True
     if type(meter) is ResponsesStreamMeter:
         meter.claim = record.claim  # the ids the stream creates: the caller's (ownership)
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"
-    normalizer = ChatStreamNormalizer(policy) if policy is not None else None
+    normalizer = ChatStreamNormalizer(policy, event_limit) if policy is not None else None
     ended_with_newline = True
     try:
         out = request.stream(response.status, headers)
@@ -460,14 +463,14 @@ async def _relay_bytes(
     return out
 
 
-def _speech_stream_meter(body: RequestBody | None) -> SpeechStreamMeter | None:
+def _speech_stream_meter(body: RequestBody | None, limit: int) -> SpeechStreamMeter | None:
     """A streamed speech's meter; None for a request without its input text (Azure's
     400, never a stream)."""
     prompt = _json(body)
     text = prompt.get("input") if prompt else None
     if prompt is None or not isinstance(text, str) or not text:
         return None
-    return SpeechStreamMeter(SpeechMeter(text, prompt))
+    return SpeechStreamMeter(SpeechMeter(text, prompt), limit)
 
 
 def _json(body: RequestBody | None) -> dict[str, Any] | None:
@@ -483,4 +486,7 @@ def _id_of(raw: bytes) -> str | None:
 
 
 def _raw_stream_error(exc: GatewayError) -> bytes:
-    return b"event: error\ndata: " + orjson.dumps(exc.body()) + b"\n\n"
+    # The failure may cut an event part of which reached the client (an event past the
+    # limit always is): a blank line ends that part first, so the client's parser does not
+    # take this event's lines into it. After a whole event, a blank line dispatches nothing.
+    return b"\n\nevent: error\ndata: " + orjson.dumps(exc.body()) + b"\n\n"

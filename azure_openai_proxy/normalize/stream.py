@@ -55,7 +55,7 @@ from azure_openai_proxy.normalize.choices import (
     strip_azure_fields,
 )
 from azure_openai_proxy.normalize.steady import AnnotationFrameTemplate, SteadyFrameTemplate
-from azure_openai_proxy.sse import SseDecoder, SseEvent
+from azure_openai_proxy.sse import MAX_EVENT_BYTES, SseDecoder, SseEvent
 
 # As `sse.py` builds its events: a NamedTuple's own constructor is a Python function.
 _new_event = tuple.__new__
@@ -99,11 +99,13 @@ class ChatStreamNormalizer:
     # instructions a stream in callgrind (the instances' shared keys outgrown).
     _blocked = False
 
-    def __init__(self, policy: StreamPolicy, *, fast: bool = True) -> None:
+    def __init__(self, policy: StreamPolicy, event_limit: int = MAX_EVENT_BYTES, *,
+                 fast: bool = True) -> None:
         """`fast=False` keeps every frame on the general path (parsed, re-serialised
-        when changed): the reference `steady.py`'s fast path is tested against."""
+        when changed): the reference `steady.py`'s fast path is tested against. An event
+        held past `event_limit` bytes raises `UpstreamEventTooLarge` from `feed()`."""
         self._policy = policy
-        self._decoder = SseDecoder()
+        self._decoder = SseDecoder(event_limit)
         self._id: str | None = None
         self._created: int | None = None
         self._model: str | None = policy.client_model
