@@ -150,7 +150,10 @@ def _authenticate(ex: Exchange) -> None:
         if key not in config.api_keys:
             raise wire_errors.invalid_key()
         return
-    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    authorization = headers.get("Authorization")
+    if authorization is None:
+        raise wire_errors.missing_key()
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise wire_errors.invalid_key()
     if token in config.entra_tokens or (ex.route.v1 and token in config.api_keys):
