@@ -22,7 +22,7 @@ from aiohttp import web
 
 from azure_openai_proxy.emulator import admin, foundry, wire_errors
 from azure_openai_proxy.emulator.answers import error_response, limit_headers
-from azure_openai_proxy.emulator.config import EmulatorConfig
+from azure_openai_proxy.emulator.config import EmulatorConfig, model_family
 from azure_openai_proxy.emulator.exchange import (
     ConnectionDropped,
     EmulatorState,
@@ -34,7 +34,7 @@ from azure_openai_proxy.emulator.ops import HANDLERS, JSON_OPERATIONS, MULTIPART
 from azure_openai_proxy.emulator.ratelimit import RateLimiter
 from azure_openai_proxy.emulator.realtime_ws import realtime_deployment
 from azure_openai_proxy.emulator.requestlog import record
-from azure_openai_proxy.emulator.routing import OPERATION_TITLE, resolve
+from azure_openai_proxy.emulator.routing import OPERATION_TITLE, UNSUPPORTED_NAME, resolve
 from azure_openai_proxy.emulator.versions import dated_version, operation_available, v1_version
 
 _log = logging.getLogger(__name__)
@@ -204,8 +204,10 @@ def _bind_deployment(ex: Exchange, name: str, entry: dict[str, Any]) -> None:
         ex.headers.update(limit_headers(verdict))
     kind = ex.route.kind
     if kind is not None and deployment.kind != kind:
+        operation = ex.route.operation
         raise wire_errors.operation_not_supported(
-            deployment.model, OPERATION_TITLE.get(ex.route.operation, ex.route.operation)
+            model_family(deployment.model),
+            UNSUPPORTED_NAME.get(operation) or OPERATION_TITLE.get(operation, operation),
         )
 
 

@@ -38,8 +38,10 @@ def is_reasoning_model(model: str) -> bool:
 
 
 def model_family(model: str) -> str:
-    """`o3-mini-2025-01-31` -> `o3-mini`: the name Azure uses in its messages."""
-    return re.sub(r"-\d{4}-\d{2}-\d{2}$", "", model)
+    """The model's name without its version, as Azure's messages give it:
+    `o3-mini-2025-01-31` -> `o3-mini`, `gpt-35-turbo-0125` -> `gpt-35-turbo`,
+    `dall-e-3-3.0` -> `dall-e-3`; `text-embedding-ada-002` is a name and stays."""
+    return re.sub(r"-(\d{4}-\d{2}-\d{2}|\d{4}|\d+\.\d+)$", "", model)
 
 
 @dataclass(frozen=True)

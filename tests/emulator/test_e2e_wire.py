@@ -99,6 +99,32 @@ def test_deployment_not_found_and_operation_not_supported(srv: ServerThread) -> 
     assert wrong.status == 400 and wrong.json()["error"]["code"] == "OperationNotSupported"
 
 
+@pytest.mark.parametrize(
+    ("deployment", "operation", "body", "said"),
+    [
+        ("gpt-4o", "embeddings", {"input": "x"}, "embeddings operation"),
+        ("text-embedding-3-large", "chat/completions", hello(), "chatCompletion operation"),
+        ("gpt-35-turbo", "completions", {"prompt": "x"}, "completion operation"),
+        ("gpt-4o", "images/generations", {"prompt": "x"}, "imageGenerations operation"),
+    ],
+)
+def test_operation_not_supported_names_azures_operation_and_model(
+    srv: ServerThread, deployment: str, operation: str, body: dict[str, object], said: str
+) -> None:
+    """Azure's words: "The chatCompletion operation does not work with the specified model,
+    gpt-4o-mini." (llama_index#16503), "The completion operation ... gpt-35-turbo."
+    (langchainjs#2633: a 0613 deployment), "The embeddings operation ..." (llama_index#6436):
+    the operation's own name and the model without its version."""
+    reply = call(srv.url, "POST",
+                 f"/openai/deployments/{deployment}/{operation}?api-version={GA}", body, AUTH)
+    model = deployment  # the default set names each deployment after its model (gpt-4o-2024-08-06)
+    assert reply.status == 400
+    assert reply.json()["error"] == {"code": "OperationNotSupported", "message": (
+        f"The {said} does not work with the specified model, {model}. Please choose "
+        "different model and try again. You can learn more about which models can be used "
+        "with each operation here: https://go.microsoft.com/fwlink/?linkid=2197993.")}
+
+
 def test_dated_version_on_v1(srv: ServerThread) -> None:
     reply = call(srv.url, "POST", "/openai/v1/chat/completions?api-version=2024-10-21",
                  hello(model="gpt-4o"), AUTH)
