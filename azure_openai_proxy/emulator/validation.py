@@ -10,7 +10,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from azure_openai_proxy.emulator import wire_errors
-from azure_openai_proxy.emulator.config import model_family
 from azure_openai_proxy.emulator.versions import ApiVersion, reasoning_since
 
 _ALWAYS = "0000-00-00"
@@ -111,9 +110,12 @@ def check_chat(body: Mapping[str, Any], version: ApiVersion, model: str, reasoni
     """Everything Azure checks on a chat request before answering it."""
     since = reasoning_since(model) if reasoning else ""
     if reasoning and not version.at_least(since):
+        # Azure leaves its template's placeholder unfilled: "Model {modelName} is ..."
+        # (azure-sdk-for-python#40759, semantic-kernel#12268, langchain4j#2636,
+        # genaiscript#1121, github-models#10, Feb-May 2025; January's reports named the
+        # model, azure-sdk-for-net#47809).
         raise wire_errors.bad_request(
-            f"Model {model_family(model)} is enabled only for api versions "
-            f"{since}-preview and later"
+            f"Model {{modelName}} is enabled only for api versions {since}-preview and later"
         )
     reject_unknown(body, CHAT_PARAMS, version)
     messages = body.get("messages")

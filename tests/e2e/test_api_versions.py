@@ -92,7 +92,7 @@ def test_the_emulator_refuses_o3_mini_on_the_default_version(emulator: Emulator)
                                       max_completion_tokens=30)
     assert refused.value.body == {
         "code": "BadRequest",
-        "message": "Model o3-mini is enabled only for api versions 2024-12-01-preview and later",
+        "message": "Model {modelName} is enabled only for api versions 2024-12-01-preview and later",
     }
 
 

@@ -158,7 +158,7 @@ def test_parameter_gating_and_reasoning_rules_on_the_wire(srv: ServerThread) -> 
         "type": "invalid_request_error", "param": None, "code": None}}
     reasoning_old = call(srv.url, "POST", chat_path("o3-mini", GA), hello(), AUTH)
     assert reasoning_old.json()["error"]["message"] == (
-        "Model o3-mini is enabled only for api versions 2024-12-01-preview and later")
+        "Model {modelName} is enabled only for api versions 2024-12-01-preview and later")
     temperature = call(srv.url, "POST", chat_path("o3-mini", "2025-01-01-preview"),
                        hello(temperature=0.2), AUTH)
     assert temperature.json()["error"]["code"] == "unsupported_parameter"
