@@ -28,7 +28,15 @@ _TOP_KEYS = frozenset(
 )
 _DEPLOYMENT_KEYS = frozenset(
     {"name", "model", "kind", "tpm", "rpm", "async_filter", "ttft_ms", "token_ms",
-     "precise_timing"}
+     "precise_timing", "context_tokens"}
+)
+# Context windows (prompt + completion tokens) of the models Azure deploys, most specific
+# name first; a model not listed has no limit unless its deployment sets `context_tokens`.
+CONTEXT_WINDOWS = (
+    ("gpt-35-turbo-instruct", 4_097), ("gpt-35-turbo", 16_385), ("gpt-4o", 128_000),
+    ("gpt-4.1", 1_047_576), ("gpt-4-32k", 32_768), ("gpt-4-turbo", 128_000),
+    ("gpt-4", 8_192), ("o1-mini", 128_000), ("o1", 200_000), ("o3", 200_000),
+    ("o4-mini", 200_000), ("gpt-5", 400_000),
 )
 
 
@@ -62,12 +70,18 @@ class EmulatedDeployment:
     # Delays kept to ~0.1 ms of the schedule (a short spin after a coarse sleep) instead
     # of the event loop's 1 ms timer grid: for measuring what a proxy adds to a stream.
     precise_timing: bool = False
+    # The model's context window in tokens (None: the model's own, from CONTEXT_WINDOWS).
+    context_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"deployments[{self.name}].kind: {self.kind!r} is not one of {KINDS}")
         if self.rpm is None and self.tpm is not None:
             object.__setattr__(self, "rpm", max(1, self.tpm * 6 // 1000))
+        if self.context_tokens is None:
+            window = next((n for prefix, n in CONTEXT_WINDOWS if self.model.startswith(prefix)),
+                          None)
+            object.__setattr__(self, "context_tokens", window)
 
     @property
     def reasoning(self) -> bool:
@@ -201,6 +215,7 @@ def _deployment(index: int, raw: object) -> EmulatedDeployment:
         ttft_ms=_number(raw, "ttft_ms", None, where=where),
         token_ms=_number(raw, "token_ms", None, where=where),
         precise_timing=precise_timing,
+        context_tokens=_optional_int(raw, "context_tokens", where, None),
     )
 
 

@@ -211,3 +211,36 @@ def _check_common(body: Mapping[str, Any], version: ApiVersion) -> None:
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
             "stream_options", "invalid_value" if version.new_error_shape else None,
         )
+
+
+def check_context(
+    prompt_tokens: int, body: Mapping[str, Any], window: int | None, *, chat: bool
+) -> None:
+    """Azure's 400 `context_length_exceeded` when the prompt and the completion asked for
+    do not fit the model's `window`. Chat's words (azure-sdk-for-net#41892,
+    azure-search-openai-demo#1199, gpt-researcher#680 on gpt-4o): "you requested N tokens
+    (P in the messages, C in the completion)", or without a maximum "your messages resulted
+    in P tokens"; legacy completions' older words, code and param null (llama_index#402):
+    "(P in your prompt; C for the completion)"."""
+    if window is None:
+        return
+    most = body.get("max_completion_tokens") or body.get("max_tokens")
+    completion = most if isinstance(most, int) and not isinstance(most, bool) else 0
+    if not chat and "max_tokens" not in body:
+        completion = 16  # completions' default maximum
+    if prompt_tokens + completion <= window:
+        return
+    head = f"This model's maximum context length is {window} tokens"
+    if not chat:
+        message = (f"{head}, however you requested {prompt_tokens + completion} tokens "
+                   f"({prompt_tokens} in your prompt; {completion} for the completion). "
+                   "Please reduce your prompt; or completion length.")
+        raise wire_errors.invalid_request(message)
+    if completion:
+        message = (f"{head}. However, you requested {prompt_tokens + completion} tokens "
+                   f"({prompt_tokens} in the messages, {completion} in the completion). "
+                   "Please reduce the length of the messages or completion.")
+    else:
+        message = (f"{head}. However, your messages resulted in {prompt_tokens} tokens. "
+                   "Please reduce the length of the messages.")
+    raise wire_errors.invalid_request(message, "messages", "context_length_exceeded")

@@ -136,3 +136,18 @@ async def test_precise_sleep_never_wakes_early() -> None:
         started = time.perf_counter()
         await precise_sleep(seconds)
         assert time.perf_counter() - started >= seconds
+
+
+def test_context_window_is_the_models_own_unless_set() -> None:
+    config = config_from_mapping({"deployments": [
+        {"name": "a", "model": "gpt-4o-2024-08-06", "kind": "chat"},
+        {"name": "b", "model": "gpt-35-turbo-instruct-0914", "kind": "completions"},
+        {"name": "c", "model": "gpt-35-turbo-0125", "kind": "chat", "context_tokens": 50},
+        {"name": "d", "model": "my-own-model", "kind": "chat"},
+    ]})
+    windows = [config.deployment(n).context_tokens for n in "abcd"]  # type: ignore[union-attr]
+    assert windows == [128_000, 4_097, 50, None]
+    with pytest.raises(ValueError, match="context_tokens"):
+        config_from_mapping({"deployments": [
+            {"name": "a", "model": "m", "kind": "chat", "context_tokens": "big"},
+        ]})

@@ -243,3 +243,17 @@ def test_async_filter_deployment_streams_annotations(config: object) -> None:
     frames = [json.loads(d) for d in sse_data(reply.body)[:-1]]
     notes = [f for f in frames if f["choices"] and "content_filter_offsets" in f["choices"][0]]
     assert notes and all("delta" not in n["choices"][0] and n["id"] == "" for n in notes)
+
+
+def test_a_prompt_past_the_context_window_is_refused_before_any_answer(srv: ServerThread) -> None:
+    """gpt-35-turbo-0125's window is 16,385 tokens: 16,006 prompt tokens and max_tokens 1000
+    do not fit (azure-search-openai-demo#1199's words); without max_tokens they do."""
+    long = {"messages": [{"role": "user", "content": "word " * 16000}]}
+    refused = call(srv.url, "POST", chat_path("gpt-35-turbo"), {**long, "max_tokens": 1000}, AUTH)
+    assert (refused.status, refused.json()) == (400, {"error": {
+        "message": "This model's maximum context length is 16385 tokens. However, you "
+        "requested 17006 tokens (16006 in the messages, 1000 in the completion). Please "
+        "reduce the length of the messages or completion.",
+        "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded",
+    }})
+    assert call(srv.url, "POST", chat_path("gpt-35-turbo"), long, AUTH).status == 200

@@ -153,3 +153,45 @@ def test_embeddings_and_completions_checks() -> None:
     with pytest.raises(wire_errors.AzureError, match="prompt"):
         validation.check_completions({"prompt": 5}, version)
     validation.check_completions({"prompt": "x", "best_of": 2, "echo": True}, version)
+
+
+def test_context_length_exceeded_with_a_maximum_names_both_parts() -> None:
+    """azure-sdk-for-net#41892 (gpt-4-32k), azure-search-openai-demo#1199: Azure's words."""
+    with pytest.raises(wire_errors.AzureError) as caught:
+        validation.check_context(9969, {"max_tokens": 26000}, 32768, chat=True)
+    assert (caught.value.status, caught.value.body) == (400, {"error": {
+        "message": "This model's maximum context length is 32768 tokens. However, you "
+        "requested 35969 tokens (9969 in the messages, 26000 in the completion). Please "
+        "reduce the length of the messages or completion.",
+        "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded",
+    }})
+
+
+def test_context_length_exceeded_without_a_maximum_counts_the_messages() -> None:
+    """gpt-researcher#680 (Azure gpt-4o), kernel-memory#516."""
+    with pytest.raises(wire_errors.AzureError) as caught:
+        validation.check_context(192041, {}, 128000, chat=True)
+    assert caught.value.body["error"]["message"] == (
+        "This model's maximum context length is 128000 tokens. However, your messages "
+        "resulted in 192041 tokens. Please reduce the length of the messages.")
+    with pytest.raises(wire_errors.AzureError):  # max_completion_tokens counts as max_tokens
+        validation.check_context(100, {"max_completion_tokens": 29}, 128, chat=True)
+
+
+def test_a_request_that_fits_or_has_no_window_passes() -> None:
+    validation.check_context(100, {"max_tokens": 28}, 128, chat=True)
+    validation.check_context(10**9, {}, None, chat=True)
+    validation.check_context(112, {}, 128, chat=False)  # completions' default 16 fits
+
+
+def test_legacy_completions_context_error_keeps_the_older_words() -> None:
+    """llama_index#402 (Azure, 2023): code and param null, "in your prompt; ... for the
+    completion"."""
+    with pytest.raises(wire_errors.AzureError) as caught:
+        validation.check_context(3383, {"max_tokens": 0}, 2046, chat=False)
+    assert caught.value.body == {"error": {
+        "message": "This model's maximum context length is 2046 tokens, however you requested "
+        "3383 tokens (3383 in your prompt; 0 for the completion). Please reduce your prompt; "
+        "or completion length.",
+        "type": "invalid_request_error", "param": None, "code": None,
+    }}
