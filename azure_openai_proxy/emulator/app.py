@@ -35,7 +35,7 @@ from azure_openai_proxy.emulator.ratelimit import RateLimiter
 from azure_openai_proxy.emulator.realtime_ws import realtime_deployment
 from azure_openai_proxy.emulator.requestlog import record
 from azure_openai_proxy.emulator.routing import OPERATION_TITLE, UNSUPPORTED_NAME, resolve
-from azure_openai_proxy.emulator.versions import dated_version, operation_available, v1_version
+from azure_openai_proxy.emulator.versions import check_operation, dated_version, v1_version
 
 _log = logging.getLogger(__name__)
 STATE_KEY = web.AppKey("emulator_state", EmulatorState)
@@ -116,8 +116,7 @@ async def _pipeline(ex: Exchange, entry: dict[str, Any]) -> web.StreamResponse:
     _authenticate(ex)
     raw_version = ex.request.query.get("api-version")
     ex.version = v1_version(raw_version) if route.v1 else dated_version(raw_version)
-    if not operation_available(route.operation, ex.version):
-        raise wire_errors.resource_not_found()
+    check_operation(route.operation, ex.version)
     if route.path_deployment is not None:
         _bind_deployment(ex, route.path_deployment, entry)
     elif route.operation == "realtime":

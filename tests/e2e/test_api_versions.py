@@ -114,7 +114,8 @@ def test_env_mode_sends_the_responses_api_on_a_version_that_serves_it(
     emulator: Emulator, start_gateway: Callable[[Settings], ServerThread]
 ) -> None:
     # gpt-4o's own version (the default GA, 2024-10-21) has no Responses API: Azure
-    # answers 404. The operation's need chooses the version, per request.
+    # answers 400 naming 2025-03-01-preview. The operation's need chooses the version,
+    # per request.
     settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": emulator.url})
     client = _client(start_gateway(settings))
     created = client.responses.create(model="gpt-4o", input="Tell me something")

@@ -79,12 +79,30 @@ def test_exact_401_bodies(srv: ServerThread) -> None:
         ("/openai/deployments/gpt-4o/chat/complete?api-version=2024-10-21", "POST"),
         ("/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21", "GET"),
         ("/v1/chat/completions", "POST"),
-        ("/openai/responses?api-version=2024-10-21", "POST"),
+        ("/openai/deployments/tts/audio/speech?api-version=2024-10-21", "POST"),
     ],
 )
 def test_404_resource_not_found(srv: ServerThread, path: str, method: str) -> None:
     reply = call(srv.url, method, path, hello() if method == "POST" else None, AUTH)
     assert (reply.status, reply.json()) == (404, RESOURCE_NOT_FOUND)
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/openai/responses?api-version=2024-10-21"),
+    ("POST", "/openai/responses?api-version=2025-01-01-preview"),
+    ("GET", "/openai/responses/resp_1?api-version=2024-12-01-preview"),
+])
+def test_responses_on_too_old_a_version_name_the_first_one(
+    srv: ServerThread, method: str, path: str
+) -> None:
+    """Not a 404: "Azure OpenAI Responses API is enabled only for api-version
+    2025-03-01-preview and later", HTTP 400 (Aider-AI/aider#4029 through litellm's
+    BadRequestError; projects quoting it as a 400 on 2024-12-01-preview)."""
+    reply = call(srv.url, method, path,
+                 {"model": "gpt-4o", "input": "hi"} if method == "POST" else None, AUTH)
+    assert (reply.status, reply.json()) == (400, {"error": {"code": "BadRequest", "message": (
+        "Azure OpenAI Responses API is enabled only for api-version 2025-03-01-preview and "
+        "later")}})
 
 
 def test_deployment_not_found_and_operation_not_supported(srv: ServerThread) -> None:
