@@ -83,8 +83,10 @@ def unrecognized(names: Iterable[str], version: ApiVersion) -> wire_errors.Azure
         )
     if len(names) == 1:
         return wire_errors.invalid_request(f"Unrecognized request argument supplied: {names[0]}")
+    # Sorted, not in the body's order: a body of temperature, topP, presencePenalty,
+    # frequencyPenalty got "frequencyPenalty, presencePenalty, topP" (quarkus-langchain4j#285).
     return wire_errors.invalid_request(
-        f"Unrecognized request arguments supplied: {', '.join(names)}"
+        f"Unrecognized request arguments supplied: {', '.join(sorted(names))}"
     )
 
 

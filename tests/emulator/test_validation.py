@@ -48,12 +48,22 @@ def test_stream_options_accepted_on_2024_10_21_although_its_spec_omits_it() -> N
     assert error.body["error"]["message"] == "Unrecognized request argument supplied: stream_options"
 
 
-def test_older_shape_names_several_arguments() -> None:
+def test_older_shape_names_several_arguments_sorted() -> None:
+    """Azure lists them sorted, whatever the body's order: temperature, topP,
+    presencePenalty, frequencyPenalty (in that order, 2023-05-15) were refused as
+    "frequencyPenalty, presencePenalty, topP" (quarkus-langchain4j#285)."""
     error = rejection({"messages": MESSAGES, "store": True, "metadata": {}}, "2024-08-01-preview")
     assert error.body == {"error": {
-        "message": "Unrecognized request arguments supplied: store, metadata",
+        "message": "Unrecognized request arguments supplied: metadata, store",
         "type": "invalid_request_error", "param": None, "code": None,
     }}
+
+
+def test_the_reported_body_is_refused_with_the_reported_words() -> None:
+    body = {"messages": MESSAGES, "temperature": 1.0, "topP": 1.0, "presencePenalty": 0.0,
+            "frequencyPenalty": 0.0}
+    assert rejection(body, "2023-05-15").body["error"]["message"] == (
+        "Unrecognized request arguments supplied: frequencyPenalty, presencePenalty, topP")
 
 
 def test_newer_shape_is_unknown_parameter() -> None:
