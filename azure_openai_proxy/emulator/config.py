@@ -94,7 +94,8 @@ class EmulatorConfig:
 
     api_keys: tuple[str, ...]
     deployments: tuple[EmulatedDeployment, ...]
-    region: str = "eastus"
+    # x-ms-region's value: Azure sends the region's display name ("East US", "West Europe").
+    region: str = "East US"
     entra_tokens: tuple[str, ...] = ()
     ttft_ms: float = 0
     token_ms: float = 0
@@ -163,7 +164,7 @@ def config_from_mapping(raw: object, *, api_key: str | None = None) -> EmulatorC
     config = EmulatorConfig(
         api_keys=keys or (DEFAULT_API_KEY,),
         deployments=parsed,
-        region=_string(raw, "region", "eastus"),
+        region=_string(raw, "region", "East US"),
         entra_tokens=_string_list(raw, "entra_tokens"),
     )
     return replace(

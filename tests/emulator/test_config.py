@@ -108,7 +108,7 @@ def test_documented_example_config_loads(tmp_path: Path) -> None:
     path = tmp_path / "example.yaml"
     path.write_text(example)
     config = load_emulator_config(str(path))
-    assert config.api_keys == ("key-one", "key-two") and config.region == "swedencentral"
+    assert config.api_keys == ("key-one", "key-two") and config.region == "Sweden Central"
     assert config.deployment("chat-async").async_filter  # type: ignore[union-attr]
     assert config.deployment("embed").tpm is None  # type: ignore[union-attr]
     assert config.deployment("o3-mini").rpm == 20  # type: ignore[union-attr]

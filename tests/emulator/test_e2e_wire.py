@@ -24,13 +24,15 @@ RESOURCE_NOT_FOUND = {"error": {"code": "404", "message": "Resource not found"}}
 
 
 def test_every_data_plane_response_has_azure_headers(srv: ServerThread) -> None:
+    """x-ms-region is the region's display name, as Azure sends it: "East US", "West
+    Europe", "Japan East" in captured replies (EvolvingPrograms/oaib#11: "North Central US")."""
     reply = call(srv.url, "POST", chat_path(), hello(), AUTH)
     assert reply.status == 200
     for name in ("apim-request-id", "x-request-id", "x-ms-region", "azureml-model-session",
                  "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
                  "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens"):
         assert name in reply.headers, name
-    assert reply.headers["x-ms-region"] == "eastus"
+    assert reply.headers["x-ms-region"] == "East US"
     assert reply.headers["x-ratelimit-limit-tokens"] == "1000000"
     assert reply.headers["x-ratelimit-limit-requests"] == "6000"
     cost = len("Hello there") // 4 + 1 + 16
