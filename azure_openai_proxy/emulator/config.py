@@ -38,6 +38,17 @@ CONTEXT_WINDOWS = (
     ("gpt-4", 8_192), ("o1-mini", 128_000), ("o1", 200_000), ("o3", 200_000),
     ("o4-mini", 200_000), ("gpt-5", 400_000),
 )
+# The most completion tokens a request may ask for (`max_tokens`), where Azure's model
+# documentation gives a limit below the context window; most specific name first.
+MAX_OUTPUT_TOKENS = (
+    ("gpt-35-turbo", 4_096), ("gpt-4o", 16_384), ("gpt-4.1", 32_768), ("gpt-4-turbo", 4_096),
+    ("gpt-5-chat", 16_384),
+)
+
+
+def max_output_tokens(model: str) -> int | None:
+    """The most `max_tokens` Azure accepts for `model` (None: no limit below its window)."""
+    return next((n for prefix, n in MAX_OUTPUT_TOKENS if model.startswith(prefix)), None)
 
 
 def is_reasoning_model(model: str) -> bool:

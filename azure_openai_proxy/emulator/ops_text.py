@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 
 from azure_openai_proxy.emulator import frames, validation, wire_errors
-from azure_openai_proxy.emulator.config import EmulatedDeployment
+from azure_openai_proxy.emulator.config import EmulatedDeployment, max_output_tokens
 from azure_openai_proxy.emulator.exchange import Exchange, new_id
 from azure_openai_proxy.emulator.generation import (
     RequestFacts,
@@ -56,6 +56,7 @@ def facts(ex: Exchange) -> RequestFacts:
 async def chat(ex: Exchange) -> web.StreamResponse:
     assert ex.deployment is not None and ex.version is not None
     validation.check_chat(ex.body, ex.version, ex.deployment.model, ex.deployment.reasoning)
+    validation.check_max_tokens(ex.body, max_output_tokens(ex.deployment.model))
     validation.check_context(chat_prompt_tokens(ex.body["messages"]), ex.body,
                              ex.deployment.context_tokens, chat=True)
     plan = plan_chat(ex.body, facts(ex))

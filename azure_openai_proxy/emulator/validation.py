@@ -246,3 +246,17 @@ def check_context(
         message = (f"{head}. However, your messages resulted in {prompt_tokens} tokens. "
                    "Please reduce the length of the messages.")
     raise wire_errors.invalid_request(message, "messages", "context_length_exceeded")
+
+
+def check_max_tokens(body: Mapping[str, Any], most: int | None) -> None:
+    """Azure's 400 when `max_tokens` asks for more than the model can write: "max_tokens is
+    too large: 20000. This model supports at most 16384 completion tokens, whereas you
+    provided 20000." (charmbracelet/catwalk#41 on gpt-4o, gpt-4o-mini, gpt-4.1;
+    stanfordnlp/dspy#8724 on gpt-5-chat)."""
+    asked = body.get("max_tokens")
+    if most is None or not isinstance(asked, int) or isinstance(asked, bool) or asked <= most:
+        return
+    raise wire_errors.invalid_request(
+        f"max_tokens is too large: {asked}. This model supports at most {most} completion "
+        f"tokens, whereas you provided {asked}.", "max_tokens", "invalid_value",
+    )

@@ -277,3 +277,18 @@ def test_a_prompt_past_the_context_window_is_refused_before_any_answer(srv: Serv
         "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded",
     }})
     assert call(srv.url, "POST", chat_path("gpt-35-turbo"), long, AUTH).status == 200
+
+
+@pytest.mark.parametrize(("deployment", "most"), [("gpt-4o", 16384), ("gpt-4o-mini", 16384),
+                                                  ("gpt-35-turbo", 4096)])
+def test_max_tokens_past_the_models_output_limit(
+    srv: ServerThread, deployment: str, most: int
+) -> None:
+    """gpt-4o and gpt-4o-mini write at most 16,384 tokens (charmbracelet/catwalk#41: 20000
+    refused), gpt-35-turbo 4,096; the limit itself is accepted."""
+    refused = call(srv.url, "POST", chat_path(deployment), hello(max_tokens=most + 1), AUTH)
+    assert refused.status == 400 and refused.json()["error"]["param"] == "max_tokens"
+    assert refused.json()["error"]["message"] == (
+        f"max_tokens is too large: {most + 1}. This model supports at most {most} completion "
+        f"tokens, whereas you provided {most + 1}.")
+    assert call(srv.url, "POST", chat_path(deployment), hello(max_tokens=most), AUTH).status == 200

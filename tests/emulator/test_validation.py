@@ -205,3 +205,16 @@ def test_legacy_completions_context_error_keeps_the_older_words() -> None:
         "or completion length.",
         "type": "invalid_request_error", "param": None, "code": None,
     }}
+
+
+def test_max_tokens_past_the_models_output_limit_is_refused() -> None:
+    """charmbracelet/catwalk#41 (Azure gpt-4o, gpt-4o-mini, gpt-4.1 at 20000): Azure's body."""
+    with pytest.raises(wire_errors.AzureError) as caught:
+        validation.check_max_tokens({"max_tokens": 20000}, 16384)
+    assert (caught.value.status, caught.value.body) == (400, {"error": {
+        "message": "max_tokens is too large: 20000. This model supports at most 16384 "
+        "completion tokens, whereas you provided 20000.",
+        "type": "invalid_request_error", "param": "max_tokens", "code": "invalid_value",
+    }})
+    validation.check_max_tokens({"max_tokens": 16384}, 16384)
+    validation.check_max_tokens({"max_tokens": 10**6}, None)
