@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from azure_openai_proxy.emulator import wire_errors
 from azure_openai_proxy.emulator.versions import ApiVersion, reasoning_since
 
@@ -131,7 +133,7 @@ def check_chat(body: Mapping[str, Any], version: ApiVersion, model: str, reasoni
             "but got an empty array instead.", "messages", "empty_array",
         )
     if reasoning:
-        _check_reasoning(body)
+        _check_reasoning(body, model)
     _check_common(body, version)
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and not version.at_least(
@@ -143,7 +145,7 @@ def check_chat(body: Mapping[str, Any], version: ApiVersion, model: str, reasoni
         )
 
 
-def _check_reasoning(body: Mapping[str, Any]) -> None:
+def _check_reasoning(body: Mapping[str, Any], model: str) -> None:
     if "max_tokens" in body:
         raise wire_errors.invalid_request(
             "Unsupported parameter: 'max_tokens' is not supported with this model. "
@@ -151,13 +153,38 @@ def _check_reasoning(body: Mapping[str, Any]) -> None:
             "max_tokens",
             "unsupported_parameter",
         )
+    if model.startswith("gpt-5") and "temperature" in body:
+        _check_default_temperature(body["temperature"])
     for name in _REASONING_UNSUPPORTED:
-        if name in body:
+        if name in body and not (name == "temperature" and model.startswith("gpt-5")):
             raise wire_errors.invalid_request(
                 f"Unsupported parameter: '{name}' is not supported with this model.",
                 name,
                 "unsupported_parameter",
             )
+
+
+def _check_default_temperature(value: object) -> None:
+    """The gpt-5 family takes `temperature` at its default only: "Unsupported value:
+    'temperature' does not support 0.5 with this model. Only the default (1) value is
+    supported." (ChatGPTNextWeb/NextChat#6604 on gpt-5-mini, BerriAI/litellm#13397 on
+    gpt-5, microsoft/vscode#323110), code `unsupported_value`; 1 itself passes."""
+    if value == 1 and not isinstance(value, bool):
+        return
+    raise wire_errors.invalid_request(
+        f"Unsupported value: 'temperature' does not support {_number_text(value)} with this "
+        "model. Only the default (1) value is supported.", "temperature", "unsupported_value",
+    )
+
+
+def _number_text(value: object) -> str:
+    """A number as Azure's messages write it: 0.0 as `0`, 1e-08 as `1E-8` (.NET's way)."""
+    if isinstance(value, float):
+        if value.is_integer():
+            return str(int(value))
+        mantissa, _, exponent = repr(value).partition("e")
+        return f"{mantissa}E{int(exponent)}" if exponent else mantissa
+    return orjson.dumps(value).decode() if not isinstance(value, str) else value
 
 
 def check_completions(body: Mapping[str, Any], version: ApiVersion) -> None:

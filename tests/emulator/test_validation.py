@@ -218,3 +218,24 @@ def test_max_tokens_past_the_models_output_limit_is_refused() -> None:
     }})
     validation.check_max_tokens({"max_tokens": 16384}, 16384)
     validation.check_max_tokens({"max_tokens": 10**6}, None)
+
+
+@pytest.mark.parametrize(("value", "shown"), [(0.5, "0.5"), (0, "0"), (0.0, "0"), (0.1, "0.1"),
+                                              (1e-08, "1E-8")])
+def test_gpt5_takes_only_the_default_temperature(value: float, shown: str) -> None:
+    """Azure's gpt-5 family: "Unsupported value: 'temperature' does not support 0.5 with this
+    model. Only the default (1) value is supported.", code unsupported_value
+    (ChatGPTNextWeb/NextChat#6604 at 0.5, BerriAI/litellm#13397 at 0,
+    Azure/agentic-cli-for-aks#8 at 1E-8); o-series models refuse any temperature."""
+    error = rejection({"messages": MESSAGES, "temperature": value}, "2025-04-01-preview",
+                      "gpt-5-mini-2025-08-07", True)
+    assert error.body == {"error": {
+        "message": f"Unsupported value: 'temperature' does not support {shown} with this "
+        "model. Only the default (1) value is supported.",
+        "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value",
+    }}
+    validation.check_chat({"messages": MESSAGES, "temperature": 1}, dated_version(
+        "2025-04-01-preview"), "gpt-5-mini-2025-08-07", True)
+    o3 = rejection({"messages": MESSAGES, "temperature": 1}, "2025-04-01-preview",
+                   "o3-mini-2025-01-31", True)
+    assert o3.body["error"]["code"] == "unsupported_parameter"
