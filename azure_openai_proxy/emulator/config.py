@@ -52,8 +52,11 @@ def max_output_tokens(model: str) -> int | None:
 
 
 def is_reasoning_model(model: str) -> bool:
-    """o1, o3, o4 and gpt-5 models: the ones Azure gives reasoning-model rules."""
-    return model.startswith(_REASONING_PREFIXES)
+    """o1, o3, o4 and gpt-5 models: the ones Azure gives reasoning-model rules. Not
+    gpt-5-chat, which takes `max_tokens` (stanfordnlp/dspy#8724: refused only as "too
+    large"; Zackriya-Solutions/meetily#364: it works where gpt-5.1-chat's is refused) and
+    `temperature` (langgenius/dify-official-plugins#2024)."""
+    return model.startswith(_REASONING_PREFIXES) and not model.startswith("gpt-5-chat")
 
 
 def model_family(model: str) -> str:

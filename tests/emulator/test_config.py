@@ -88,6 +88,9 @@ def test_reasoning_models_by_prefix() -> None:
         True, True, True, True, False, False,
     ]
     assert EmulatedDeployment("x", "o1-2024-12-17", "chat").reasoning
+    # gpt-5-chat takes max_tokens and temperature (dspy#8724, meetily#364); 5.1-chat does not
+    assert not is_reasoning_model("gpt-5-chat-2025-08-07")
+    assert is_reasoning_model("gpt-5.1-chat-2025-11-13")
 
 
 def test_deployment_overrides_latency() -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from azure_openai_proxy.emulator import mask_secret
+from azure_openai_proxy.emulator import create_emulator_app, load_emulator_config, mask_secret
+from azure_openai_proxy.emulator.config import EmulatedDeployment
 from tests.emulator.conftest import (
     ENTRA,
     GA,
@@ -17,7 +19,7 @@ from tests.emulator.conftest import (
     hello,
     sse_data,
 )
-from tests.support import ServerThread
+from tests.support import ServerThread, serve
 
 AUTH = {"api-key": KEY}
 RESOURCE_NOT_FOUND = {"error": {"code": "404", "message": "Resource not found"}}
@@ -292,3 +294,20 @@ def test_max_tokens_past_the_models_output_limit(
         f"max_tokens is too large: {most + 1}. This model supports at most {most} completion "
         f"tokens, whereas you provided {most + 1}.")
     assert call(srv.url, "POST", chat_path(deployment), hello(max_tokens=most), AUTH).status == 200
+
+
+def test_gpt5_chat_takes_max_tokens_up_to_its_output_limit() -> None:
+    """Azure's gpt-5-chat is no reasoning model: max_tokens 20000 is refused only as "too
+    large" (stanfordnlp/dspy#8724: "This model supports at most 16384 completion tokens"),
+    a smaller one and a temperature are served."""
+    base = load_emulator_config(None, api_key=KEY)
+    config = replace(base, deployments=(
+        *base.deployments, EmulatedDeployment("gpt-5-chat", "gpt-5-chat-2025-08-07", "chat")))
+    with serve(lambda: create_emulator_app(config)) as server:
+        path = chat_path("gpt-5-chat", "2025-04-01-preview")
+        refused = call(server.url, "POST", path, hello(max_tokens=20000), AUTH)
+        assert refused.status == 400 and refused.json()["error"]["message"] == (
+            "max_tokens is too large: 20000. This model supports at most 16384 completion "
+            "tokens, whereas you provided 20000.")
+        assert call(server.url, "POST", path, hello(max_tokens=100, temperature=0.2),
+                    AUTH).status == 200
