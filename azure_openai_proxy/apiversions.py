@@ -146,8 +146,9 @@ _KEPT_PREVIEWS = frozenset({"2023-06-01-preview", "2023-10-01-preview"})
 @dataclass(frozen=True, slots=True)
 class ModelNeed:
     """A model family that needs a newer api-version than most: on an older one, Azure
-    answers 400 (reasoning models: "Model o3-mini is enabled only for api versions
-    2024-12-01-preview and later") or 404 (a preview-only operation)."""
+    answers 400 (reasoning models: "Model {modelName} is enabled only for api versions
+    2024-12-01-preview and later") or 404 (a preview-only operation; the Responses API:
+    400 "... enabled only for api-version 2025-03-01-preview and later")."""
 
     family: str  # as Azure names the model in its messages
     kind: str  # "reasoning models", "realtime models"... for messages

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from azure_openai_proxy.emulator import admin, foundry, wire_errors
 from azure_openai_proxy.emulator.answers import error_response, limit_headers
-from azure_openai_proxy.emulator.config import EmulatorConfig
+from azure_openai_proxy.emulator.config import EmulatorConfig, model_family
 from azure_openai_proxy.emulator.exchange import (
     ConnectionDropped,
     EmulatorState,
@@ -34,8 +34,8 @@ from azure_openai_proxy.emulator.ops import HANDLERS, JSON_OPERATIONS, MULTIPART
 from azure_openai_proxy.emulator.ratelimit import RateLimiter
 from azure_openai_proxy.emulator.realtime_ws import realtime_deployment
 from azure_openai_proxy.emulator.requestlog import record
-from azure_openai_proxy.emulator.routing import OPERATION_TITLE, resolve
-from azure_openai_proxy.emulator.versions import dated_version, operation_available, v1_version
+from azure_openai_proxy.emulator.routing import OPERATION_TITLE, UNSUPPORTED_NAME, resolve
+from azure_openai_proxy.emulator.versions import check_operation, dated_version, v1_version
 
 _log = logging.getLogger(__name__)
 STATE_KEY = web.AppKey("emulator_state", EmulatorState)
@@ -116,8 +116,7 @@ async def _pipeline(ex: Exchange, entry: dict[str, Any]) -> web.StreamResponse:
     _authenticate(ex)
     raw_version = ex.request.query.get("api-version")
     ex.version = v1_version(raw_version) if route.v1 else dated_version(raw_version)
-    if not operation_available(route.operation, ex.version):
-        raise wire_errors.resource_not_found()
+    check_operation(route.operation, ex.version)
     if route.path_deployment is not None:
         _bind_deployment(ex, route.path_deployment, entry)
     elif route.operation == "realtime":
@@ -150,7 +149,10 @@ def _authenticate(ex: Exchange) -> None:
         if key not in config.api_keys:
             raise wire_errors.invalid_key()
         return
-    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    authorization = headers.get("Authorization")
+    if authorization is None:
+        raise wire_errors.missing_key()
+    scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise wire_errors.invalid_key()
     if token in config.entra_tokens or (ex.route.v1 and token in config.api_keys):
@@ -201,8 +203,10 @@ def _bind_deployment(ex: Exchange, name: str, entry: dict[str, Any]) -> None:
         ex.headers.update(limit_headers(verdict))
     kind = ex.route.kind
     if kind is not None and deployment.kind != kind:
+        operation = ex.route.operation
         raise wire_errors.operation_not_supported(
-            deployment.model, OPERATION_TITLE.get(ex.route.operation, ex.route.operation)
+            model_family(deployment.model),
+            UNSUPPORTED_NAME.get(operation) or OPERATION_TITLE.get(operation, operation),
         )
 
 

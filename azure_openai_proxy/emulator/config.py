@@ -28,18 +28,42 @@ _TOP_KEYS = frozenset(
 )
 _DEPLOYMENT_KEYS = frozenset(
     {"name", "model", "kind", "tpm", "rpm", "async_filter", "ttft_ms", "token_ms",
-     "precise_timing"}
+     "precise_timing", "context_tokens"}
+)
+# Context windows (prompt + completion tokens) of the models Azure deploys, most specific
+# name first; a model not listed has no limit unless its deployment sets `context_tokens`.
+CONTEXT_WINDOWS = (
+    ("gpt-35-turbo-instruct", 4_097), ("gpt-35-turbo", 16_385), ("gpt-4o", 128_000),
+    ("gpt-4.1", 1_047_576), ("gpt-4-32k", 32_768), ("gpt-4-turbo", 128_000),
+    ("gpt-4", 8_192), ("o1-mini", 128_000), ("o1", 200_000), ("o3", 200_000),
+    ("o4-mini", 200_000), ("gpt-5", 400_000),
+)
+# The most completion tokens a request may ask for (`max_tokens`), where Azure's model
+# documentation gives a limit below the context window; most specific name first.
+MAX_OUTPUT_TOKENS = (
+    ("gpt-35-turbo", 4_096), ("gpt-4o", 16_384), ("gpt-4.1", 32_768), ("gpt-4-turbo", 4_096),
+    ("gpt-5-chat", 16_384),
 )
 
 
+def max_output_tokens(model: str) -> int | None:
+    """The most `max_tokens` Azure accepts for `model` (None: no limit below its window)."""
+    return next((n for prefix, n in MAX_OUTPUT_TOKENS if model.startswith(prefix)), None)
+
+
 def is_reasoning_model(model: str) -> bool:
-    """o1, o3, o4 and gpt-5 models: the ones Azure gives reasoning-model rules."""
-    return model.startswith(_REASONING_PREFIXES)
+    """o1, o3, o4 and gpt-5 models: the ones Azure gives reasoning-model rules. Not
+    gpt-5-chat, which takes `max_tokens` (stanfordnlp/dspy#8724: refused only as "too
+    large"; Zackriya-Solutions/meetily#364: it works where gpt-5.1-chat's is refused) and
+    `temperature` (langgenius/dify-official-plugins#2024)."""
+    return model.startswith(_REASONING_PREFIXES) and not model.startswith("gpt-5-chat")
 
 
 def model_family(model: str) -> str:
-    """`o3-mini-2025-01-31` -> `o3-mini`: the name Azure uses in its messages."""
-    return re.sub(r"-\d{4}-\d{2}-\d{2}$", "", model)
+    """The model's name without its version, as Azure's messages give it:
+    `o3-mini-2025-01-31` -> `o3-mini`, `gpt-35-turbo-0125` -> `gpt-35-turbo`,
+    `dall-e-3-3.0` -> `dall-e-3`; `text-embedding-ada-002` is a name and stays."""
+    return re.sub(r"-(\d{4}-\d{2}-\d{2}|\d{4}|\d+\.\d+)$", "", model)
 
 
 @dataclass(frozen=True)
@@ -60,12 +84,18 @@ class EmulatedDeployment:
     # Delays kept to ~0.1 ms of the schedule (a short spin after a coarse sleep) instead
     # of the event loop's 1 ms timer grid: for measuring what a proxy adds to a stream.
     precise_timing: bool = False
+    # The model's context window in tokens (None: the model's own, from CONTEXT_WINDOWS).
+    context_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"deployments[{self.name}].kind: {self.kind!r} is not one of {KINDS}")
         if self.rpm is None and self.tpm is not None:
             object.__setattr__(self, "rpm", max(1, self.tpm * 6 // 1000))
+        if self.context_tokens is None:
+            window = next((n for prefix, n in CONTEXT_WINDOWS if self.model.startswith(prefix)),
+                          None)
+            object.__setattr__(self, "context_tokens", window)
 
     @property
     def reasoning(self) -> bool:
@@ -78,7 +108,8 @@ class EmulatorConfig:
 
     api_keys: tuple[str, ...]
     deployments: tuple[EmulatedDeployment, ...]
-    region: str = "eastus"
+    # x-ms-region's value: Azure sends the region's display name ("East US", "West Europe").
+    region: str = "East US"
     entra_tokens: tuple[str, ...] = ()
     ttft_ms: float = 0
     token_ms: float = 0
@@ -147,7 +178,7 @@ def config_from_mapping(raw: object, *, api_key: str | None = None) -> EmulatorC
     config = EmulatorConfig(
         api_keys=keys or (DEFAULT_API_KEY,),
         deployments=parsed,
-        region=_string(raw, "region", "eastus"),
+        region=_string(raw, "region", "East US"),
         entra_tokens=_string_list(raw, "entra_tokens"),
     )
     return replace(
@@ -199,6 +230,7 @@ def _deployment(index: int, raw: object) -> EmulatedDeployment:
         ttft_ms=_number(raw, "ttft_ms", None, where=where),
         token_ms=_number(raw, "token_ms", None, where=where),
         precise_timing=precise_timing,
+        context_tokens=_optional_int(raw, "context_tokens", where, None),
     )
 
 

@@ -275,10 +275,19 @@ def _chat_chunk(
     # section 4); the gateway's steady-frame fast paths rely on that order.
     entry: dict[str, Any] = {} if plan.filter_key is None else {"content_filter_results": results}
     entry.update(delta=delta, finish_reason=finish, index=choice.index, logprobs=None)
-    return StreamFrame(
-        {"choices": [entry], "created": plan.created, "id": plan.id, "model": plan.model,
-         "object": "chat.completion.chunk", "system_fingerprint": plan.fingerprint}
-    )
+    data: dict[str, Any] = {"choices": [entry], "created": plan.created, "id": plan.id,
+                            "model": plan.model}
+    if plan.obfuscate:
+        data["obfuscation"] = _padding(delta)
+    data.update(object="chat.completion.chunk", system_fingerprint=plan.fingerprint)
+    return StreamFrame(data)
+
+
+def _padding(delta: dict[str, Any]) -> str:
+    """Characters that pad a chunk's delta towards a multiple of 16 bytes (OpenAI's
+    `obfuscation` normalises payload sizes against side channels); stable for a delta."""
+    shown = orjson.dumps(delta)
+    return stable_hex(shown, length=16 - len(shown) % 16)
 
 
 def _text_chunk(

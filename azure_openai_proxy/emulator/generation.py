@@ -69,6 +69,7 @@ class GenerationPlan:
     prompt_count: int = 1
     include_usage: bool = False
     async_filter: bool = False
+    obfuscate: bool = False  # chat chunks carry an `obfuscation` padding field
 
     @property
     def completion_tokens(self) -> int:
@@ -130,7 +131,17 @@ def plan_chat(body: Mapping[str, Any], facts: RequestFacts) -> GenerationPlan:
         filter_key=facts.filter_key,
         include_usage=isinstance(options, Mapping) and bool(options.get("include_usage")),
         async_filter=facts.deployment.async_filter,
+        obfuscate=_obfuscated(facts.deployment.model, options),
     )
+
+
+def _obfuscated(model: str, options: object) -> bool:
+    """Whether the stream's chunks are padded: Azure's gpt-5 family pads them, as OpenAI
+    does, unless `stream_options.include_obfuscation` is false (meilisearch#6341:
+    gpt-5-mini's role chunk on Azure carries `obfuscation`; older models' do not)."""
+    if not model.startswith("gpt-5"):
+        return False
+    return not (isinstance(options, Mapping) and options.get("include_obfuscation") is False)
 
 
 def plan_completions(body: Mapping[str, Any], facts: RequestFacts) -> GenerationPlan:

@@ -13,13 +13,14 @@ import orjson
 from aiohttp import web
 
 from azure_openai_proxy.emulator import frames, validation, wire_errors
-from azure_openai_proxy.emulator.config import EmulatedDeployment
+from azure_openai_proxy.emulator.config import EmulatedDeployment, max_output_tokens
 from azure_openai_proxy.emulator.exchange import Exchange, new_id
 from azure_openai_proxy.emulator.generation import (
     RequestFacts,
     check_prompt_filter,
     plan_chat,
     plan_completions,
+    prompt_list,
 )
 from azure_openai_proxy.emulator.responses_api import (
     input_text,
@@ -29,6 +30,7 @@ from azure_openai_proxy.emulator.responses_api import (
 )
 from azure_openai_proxy.emulator.responses_image import image_call
 from azure_openai_proxy.emulator.textgen import (
+    chat_prompt_tokens,
     count_tokens,
     embedding_vector,
     float32_base64,
@@ -54,6 +56,9 @@ def facts(ex: Exchange) -> RequestFacts:
 async def chat(ex: Exchange) -> web.StreamResponse:
     assert ex.deployment is not None and ex.version is not None
     validation.check_chat(ex.body, ex.version, ex.deployment.model, ex.deployment.reasoning)
+    validation.check_max_tokens(ex.body, max_output_tokens(ex.deployment.model))
+    validation.check_context(chat_prompt_tokens(ex.body["messages"]), ex.body,
+                             ex.deployment.context_tokens, chat=True)
     plan = plan_chat(ex.body, facts(ex))
     if ex.body.get("stream"):
         stream = frames.chat_stream(plan, ex.config.burst_tokens)
@@ -63,8 +68,10 @@ async def chat(ex: Exchange) -> web.StreamResponse:
 
 
 async def completions(ex: Exchange) -> web.StreamResponse:
-    assert ex.version is not None
+    assert ex.deployment is not None and ex.version is not None
     validation.check_completions(ex.body, ex.version)
+    for _, tokens in prompt_list(ex.body.get("prompt", "<|endoftext|>")):
+        validation.check_context(tokens, ex.body, ex.deployment.context_tokens, chat=False)
     plan = plan_completions(ex.body, facts(ex))
     if ex.body.get("stream"):
         stream = frames.completions_stream(plan, ex.config.burst_tokens)

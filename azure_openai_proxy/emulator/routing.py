@@ -43,7 +43,7 @@ OPERATION_KIND: dict[str, str | None] = {
     "realtime": "realtime",
 }
 
-# Azure's names for operations, as its 429 and OperationNotSupported messages use them.
+# Azure's names for operations, as its 429 messages use them.
 OPERATION_TITLE = {
     "chat": "ChatCompletions_Create",
     "completions": "Completions_Create",
@@ -56,6 +56,16 @@ OPERATION_TITLE = {
     "responses": "Responses_Create",
     "responses_compact": "Responses_Compact",
     "realtime": "Realtime_Connect",
+}
+
+# The names OperationNotSupported's message gives ("The chatCompletion operation does not
+# work with the specified model, gpt-4o-mini."), seen in llama_index#16503, langchainjs#2633,
+# llama_index#6436 and an imageGenerations one; other operations keep OPERATION_TITLE.
+UNSUPPORTED_NAME = {
+    "chat": "chatCompletion",
+    "completions": "completion",
+    "embeddings": "embeddings",
+    "image_generations": "imageGenerations",
 }
 
 _DEPLOYMENT_OPS = {

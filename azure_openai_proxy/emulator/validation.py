@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
+
 from azure_openai_proxy.emulator import wire_errors
-from azure_openai_proxy.emulator.config import model_family
 from azure_openai_proxy.emulator.versions import ApiVersion, reasoning_since
 
 _ALWAYS = "0000-00-00"
@@ -84,8 +85,10 @@ def unrecognized(names: Iterable[str], version: ApiVersion) -> wire_errors.Azure
         )
     if len(names) == 1:
         return wire_errors.invalid_request(f"Unrecognized request argument supplied: {names[0]}")
+    # Sorted, not in the body's order: a body of temperature, topP, presencePenalty,
+    # frequencyPenalty got "frequencyPenalty, presencePenalty, topP" (quarkus-langchain4j#285).
     return wire_errors.invalid_request(
-        f"Unrecognized request arguments supplied: {', '.join(names)}"
+        f"Unrecognized request arguments supplied: {', '.join(sorted(names))}"
     )
 
 
@@ -111,9 +114,12 @@ def check_chat(body: Mapping[str, Any], version: ApiVersion, model: str, reasoni
     """Everything Azure checks on a chat request before answering it."""
     since = reasoning_since(model) if reasoning else ""
     if reasoning and not version.at_least(since):
+        # Azure leaves its template's placeholder unfilled: "Model {modelName} is ..."
+        # (azure-sdk-for-python#40759, semantic-kernel#12268, langchain4j#2636,
+        # genaiscript#1121, github-models#10, Feb-May 2025; January's reports named the
+        # model, azure-sdk-for-net#47809).
         raise wire_errors.bad_request(
-            f"Model {model_family(model)} is enabled only for api versions "
-            f"{since}-preview and later"
+            f"Model {{modelName}} is enabled only for api versions {since}-preview and later"
         )
     reject_unknown(body, CHAT_PARAMS, version)
     messages = body.get("messages")
@@ -127,7 +133,7 @@ def check_chat(body: Mapping[str, Any], version: ApiVersion, model: str, reasoni
             "but got an empty array instead.", "messages", "empty_array",
         )
     if reasoning:
-        _check_reasoning(body)
+        _check_reasoning(body, model)
     _check_common(body, version)
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema" and not version.at_least(
@@ -139,7 +145,7 @@ def check_chat(body: Mapping[str, Any], version: ApiVersion, model: str, reasoni
         )
 
 
-def _check_reasoning(body: Mapping[str, Any]) -> None:
+def _check_reasoning(body: Mapping[str, Any], model: str) -> None:
     if "max_tokens" in body:
         raise wire_errors.invalid_request(
             "Unsupported parameter: 'max_tokens' is not supported with this model. "
@@ -147,13 +153,38 @@ def _check_reasoning(body: Mapping[str, Any]) -> None:
             "max_tokens",
             "unsupported_parameter",
         )
+    if model.startswith("gpt-5") and "temperature" in body:
+        _check_default_temperature(body["temperature"])
     for name in _REASONING_UNSUPPORTED:
-        if name in body:
+        if name in body and not (name == "temperature" and model.startswith("gpt-5")):
             raise wire_errors.invalid_request(
                 f"Unsupported parameter: '{name}' is not supported with this model.",
                 name,
                 "unsupported_parameter",
             )
+
+
+def _check_default_temperature(value: object) -> None:
+    """The gpt-5 family takes `temperature` at its default only: "Unsupported value:
+    'temperature' does not support 0.5 with this model. Only the default (1) value is
+    supported." (ChatGPTNextWeb/NextChat#6604 on gpt-5-mini, BerriAI/litellm#13397 on
+    gpt-5, microsoft/vscode#323110), code `unsupported_value`; 1 itself passes."""
+    if value == 1 and not isinstance(value, bool):
+        return
+    raise wire_errors.invalid_request(
+        f"Unsupported value: 'temperature' does not support {_number_text(value)} with this "
+        "model. Only the default (1) value is supported.", "temperature", "unsupported_value",
+    )
+
+
+def _number_text(value: object) -> str:
+    """A number as Azure's messages write it: 0.0 as `0`, 1e-08 as `1E-8` (.NET's way)."""
+    if isinstance(value, float):
+        if value.is_integer():
+            return str(int(value))
+        mantissa, _, exponent = repr(value).partition("e")
+        return f"{mantissa}E{int(exponent)}" if exponent else mantissa
+    return orjson.dumps(value).decode() if not isinstance(value, str) else value
 
 
 def check_completions(body: Mapping[str, Any], version: ApiVersion) -> None:
@@ -209,3 +240,50 @@ def _check_common(body: Mapping[str, Any], version: ApiVersion) -> None:
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
             "stream_options", "invalid_value" if version.new_error_shape else None,
         )
+
+
+def check_context(
+    prompt_tokens: int, body: Mapping[str, Any], window: int | None, *, chat: bool
+) -> None:
+    """Azure's 400 `context_length_exceeded` when the prompt and the completion asked for
+    do not fit the model's `window`. Chat's words (azure-sdk-for-net#41892,
+    azure-search-openai-demo#1199, gpt-researcher#680 on gpt-4o): "you requested N tokens
+    (P in the messages, C in the completion)", or without a maximum "your messages resulted
+    in P tokens"; legacy completions' older words, code and param null (llama_index#402):
+    "(P in your prompt; C for the completion)"."""
+    if window is None:
+        return
+    most = body.get("max_completion_tokens") or body.get("max_tokens")
+    completion = most if isinstance(most, int) and not isinstance(most, bool) else 0
+    if not chat and "max_tokens" not in body:
+        completion = 16  # completions' default maximum
+    if prompt_tokens + completion <= window:
+        return
+    head = f"This model's maximum context length is {window} tokens"
+    if not chat:
+        message = (f"{head}, however you requested {prompt_tokens + completion} tokens "
+                   f"({prompt_tokens} in your prompt; {completion} for the completion). "
+                   "Please reduce your prompt; or completion length.")
+        raise wire_errors.invalid_request(message)
+    if completion:
+        message = (f"{head}. However, you requested {prompt_tokens + completion} tokens "
+                   f"({prompt_tokens} in the messages, {completion} in the completion). "
+                   "Please reduce the length of the messages or completion.")
+    else:
+        message = (f"{head}. However, your messages resulted in {prompt_tokens} tokens. "
+                   "Please reduce the length of the messages.")
+    raise wire_errors.invalid_request(message, "messages", "context_length_exceeded")
+
+
+def check_max_tokens(body: Mapping[str, Any], most: int | None) -> None:
+    """Azure's 400 when `max_tokens` asks for more than the model can write: "max_tokens is
+    too large: 20000. This model supports at most 16384 completion tokens, whereas you
+    provided 20000." (charmbracelet/catwalk#41 on gpt-4o, gpt-4o-mini, gpt-4.1;
+    stanfordnlp/dspy#8724 on gpt-5-chat)."""
+    asked = body.get("max_tokens")
+    if most is None or not isinstance(asked, int) or isinstance(asked, bool) or asked <= most:
+        return
+    raise wire_errors.invalid_request(
+        f"max_tokens is too large: {asked}. This model supports at most {most} completion "
+        f"tokens, whereas you provided {asked}.", "max_tokens", "invalid_value",
+    )

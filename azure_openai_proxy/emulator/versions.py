@@ -46,13 +46,12 @@ PROMPT_ANNOTATION_VERSIONS = frozenset(
 # Before this version streams carry no filter results at all.
 FILTER_RESULTS_SINCE = "2023-06-01"
 
+RESPONSES_OPERATIONS = frozenset({"responses", "responses_compact", "responses_input_tokens",
+                                  "response", "response_delete"})
+_RESPONSES_SINCE = "2025-03-01"
 # Operations that need a minimum dated version (and whether GA versions have them).
 OPERATION_SINCE: dict[str, str] = {
-    "responses": "2025-03-01",
-    "responses_compact": "2025-03-01",
-    "responses_input_tokens": "2025-03-01",
-    "response": "2025-03-01",
-    "response_delete": "2025-03-01",
+    **dict.fromkeys(RESPONSES_OPERATIONS, _RESPONSES_SINCE),
     "image_edits": "2025-04-01",
     "batches": "2024-07-01",
     "batch_create": "2024-07-01",
@@ -61,9 +60,7 @@ OPERATION_SINCE: dict[str, str] = {
     "realtime": "2024-10-01",
 }
 # Every operation on a Responses object is the Responses API's: none is in a GA version.
-PREVIEW_ONLY_OPERATIONS = frozenset({"speech", "responses", "response", "response_delete",
-                                     "responses_compact", "responses_input_tokens",
-                                     "image_edits", "realtime"})
+PREVIEW_ONLY_OPERATIONS = RESPONSES_OPERATIONS | {"speech", "image_edits", "realtime"}
 
 
 @dataclass(frozen=True)
@@ -114,6 +111,22 @@ def v1_version(raw: str | None) -> ApiVersion:
     if raw is None or raw in V1_VERSIONS or raw == "":
         return ApiVersion(raw=raw or "v1", date=_V1_DATE, preview=raw == "preview")
     raise wire_errors.bad_request("API version not supported")
+
+
+def check_operation(operation: str, version: ApiVersion) -> None:
+    """Raise Azure's answer when `operation` does not exist on `version`: a Responses API
+    operation on a dated version before 2025-03-01-preview is a 400 naming that version
+    ("Azure OpenAI Responses API is enabled only for api-version 2025-03-01-preview and
+    later": Aider-AI/aider#4029 via litellm's BadRequestError, and projects quoting
+    it as HTTP 400); any other a 404 `Resource not found`."""
+    if operation_available(operation, version):
+        return
+    if operation in RESPONSES_OPERATIONS:
+        raise wire_errors.bad_request(
+            f"Azure OpenAI Responses API is enabled only for api-version "
+            f"{_RESPONSES_SINCE}-preview and later"
+        )
+    raise wire_errors.resource_not_found()
 
 
 def operation_available(operation: str, version: ApiVersion) -> bool:

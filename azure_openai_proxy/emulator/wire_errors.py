@@ -4,6 +4,7 @@ One class, `AzureError`, carries the reply; the functions below build the shapes
 service really sends (see the wire reference, sections 2, 3 and 5):
 
     AzureError
+      401  missing_key()            {"statusCode":401,"message":"Access denied due to missing ..."}
       401  invalid_key()            {"error":{"code":"401","message":"Access denied ..."}}
       401  invalid_token()          {"statusCode":401,"message":"Unauthorized. ..."}
       404  resource_not_found()     missing/unknown api-version, unknown path or method
@@ -28,6 +29,13 @@ _INVALID_KEY = (
     "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
     "provide a valid key for an active subscription and use a correct regional API "
     "endpoint for your resource."
+)
+# A request with neither `api-key` nor `Authorization`: the gateway in front of the
+# service answers in its own `statusCode` shape (openai/openai-python#1527,
+# continuedev/continue#4601), not the `{"error": ...}` of a wrong key.
+_MISSING_KEY = (
+    "Access denied due to missing subscription key. Make sure to include subscription key "
+    "when making requests to an API."
 )
 _INVALID_TOKEN = (
     "Unauthorized. Access token is missing, invalid, audience is incorrect "
@@ -69,6 +77,10 @@ def _coded(status: int, code: str, message: str) -> AzureError:
 
 def invalid_key() -> AzureError:
     return _coded(401, "401", _INVALID_KEY)
+
+
+def missing_key() -> AzureError:
+    return AzureError(401, {"statusCode": 401, "message": _MISSING_KEY})
 
 
 def invalid_token() -> AzureError:

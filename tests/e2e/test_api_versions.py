@@ -92,7 +92,7 @@ def test_the_emulator_refuses_o3_mini_on_the_default_version(emulator: Emulator)
                                       max_completion_tokens=30)
     assert refused.value.body == {
         "code": "BadRequest",
-        "message": "Model o3-mini is enabled only for api versions 2024-12-01-preview and later",
+        "message": "Model {modelName} is enabled only for api versions 2024-12-01-preview and later",
     }
 
 
@@ -114,7 +114,8 @@ def test_env_mode_sends_the_responses_api_on_a_version_that_serves_it(
     emulator: Emulator, start_gateway: Callable[[Settings], ServerThread]
 ) -> None:
     # gpt-4o's own version (the default GA, 2024-10-21) has no Responses API: Azure
-    # answers 404. The operation's need chooses the version, per request.
+    # answers 400 naming 2025-03-01-preview. The operation's need chooses the version,
+    # per request.
     settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": emulator.url})
     client = _client(start_gateway(settings))
     created = client.responses.create(model="gpt-4o", input="Tell me something")

@@ -88,6 +88,9 @@ def test_reasoning_models_by_prefix() -> None:
         True, True, True, True, False, False,
     ]
     assert EmulatedDeployment("x", "o1-2024-12-17", "chat").reasoning
+    # gpt-5-chat takes max_tokens and temperature (dspy#8724, meetily#364); 5.1-chat does not
+    assert not is_reasoning_model("gpt-5-chat-2025-08-07")
+    assert is_reasoning_model("gpt-5.1-chat-2025-11-13")
 
 
 def test_deployment_overrides_latency() -> None:
@@ -108,7 +111,7 @@ def test_documented_example_config_loads(tmp_path: Path) -> None:
     path = tmp_path / "example.yaml"
     path.write_text(example)
     config = load_emulator_config(str(path))
-    assert config.api_keys == ("key-one", "key-two") and config.region == "swedencentral"
+    assert config.api_keys == ("key-one", "key-two") and config.region == "Sweden Central"
     assert config.deployment("chat-async").async_filter  # type: ignore[union-attr]
     assert config.deployment("embed").tpm is None  # type: ignore[union-attr]
     assert config.deployment("o3-mini").rpm == 20  # type: ignore[union-attr]
@@ -136,3 +139,18 @@ async def test_precise_sleep_never_wakes_early() -> None:
         started = time.perf_counter()
         await precise_sleep(seconds)
         assert time.perf_counter() - started >= seconds
+
+
+def test_context_window_is_the_models_own_unless_set() -> None:
+    config = config_from_mapping({"deployments": [
+        {"name": "a", "model": "gpt-4o-2024-08-06", "kind": "chat"},
+        {"name": "b", "model": "gpt-35-turbo-instruct-0914", "kind": "completions"},
+        {"name": "c", "model": "gpt-35-turbo-0125", "kind": "chat", "context_tokens": 50},
+        {"name": "d", "model": "my-own-model", "kind": "chat"},
+    ]})
+    windows = [config.deployment(n).context_tokens for n in "abcd"]  # type: ignore[union-attr]
+    assert windows == [128_000, 4_097, 50, None]
+    with pytest.raises(ValueError, match="context_tokens"):
+        config_from_mapping({"deployments": [
+            {"name": "a", "model": "m", "kind": "chat", "context_tokens": "big"},
+        ]})

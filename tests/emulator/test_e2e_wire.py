@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from azure_openai_proxy.emulator import mask_secret
+from azure_openai_proxy.emulator import create_emulator_app, load_emulator_config, mask_secret
+from azure_openai_proxy.emulator.config import EmulatedDeployment
 from tests.emulator.conftest import (
     ENTRA,
     GA,
@@ -17,25 +19,37 @@ from tests.emulator.conftest import (
     hello,
     sse_data,
 )
-from tests.support import ServerThread
+from tests.support import ServerThread, serve
 
 AUTH = {"api-key": KEY}
 RESOURCE_NOT_FOUND = {"error": {"code": "404", "message": "Resource not found"}}
 
 
 def test_every_data_plane_response_has_azure_headers(srv: ServerThread) -> None:
+    """x-ms-region is the region's display name, as Azure sends it: "East US", "West
+    Europe", "Japan East" in captured replies (EvolvingPrograms/oaib#11: "North Central US")."""
     reply = call(srv.url, "POST", chat_path(), hello(), AUTH)
     assert reply.status == 200
     for name in ("apim-request-id", "x-request-id", "x-ms-region", "azureml-model-session",
                  "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
                  "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens"):
         assert name in reply.headers, name
-    assert reply.headers["x-ms-region"] == "eastus"
+    assert reply.headers["x-ms-region"] == "East US"
     assert reply.headers["x-ratelimit-limit-tokens"] == "1000000"
     assert reply.headers["x-ratelimit-limit-requests"] == "6000"
     cost = len("Hello there") // 4 + 1 + 16
     assert int(reply.headers["x-ratelimit-remaining-tokens"]) == 1_000_000 - cost
     assert call(srv.url, "GET", "/nowhere").headers["apim-request-id"]
+
+
+def test_no_credentials_401_says_missing_key(srv: ServerThread) -> None:
+    """Neither `api-key` nor `Authorization`: Azure's `statusCode` shape saying the key is
+    missing (openai/openai-python#1527, continuedev/continue#4601), not the wrong-key body."""
+    for path in (chat_path(), "/openai/v1/chat/completions"):
+        reply = call(srv.url, "POST", path, hello(model="gpt-4o"))
+        assert (reply.status, reply.json()) == (401, {"statusCode": 401, "message": (
+            "Access denied due to missing subscription key. Make sure to include subscription "
+            "key when making requests to an API.")})
 
 
 def test_exact_401_bodies(srv: ServerThread) -> None:
@@ -45,7 +59,6 @@ def test_exact_401_bodies(srv: ServerThread) -> None:
         "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
         "provide a valid key for an active subscription and use a correct regional API "
         "endpoint for your resource.")}}
-    assert call(srv.url, "POST", chat_path(), hello()).json() == bad_key.json()
     bad_token = call(srv.url, "POST", chat_path(), hello(), {"Authorization": "Bearer a.b.c"})
     assert bad_token.status == 401
     assert bad_token.json() == {"statusCode": 401, "message": (
@@ -70,12 +83,30 @@ def test_exact_401_bodies(srv: ServerThread) -> None:
         ("/openai/deployments/gpt-4o/chat/complete?api-version=2024-10-21", "POST"),
         ("/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21", "GET"),
         ("/v1/chat/completions", "POST"),
-        ("/openai/responses?api-version=2024-10-21", "POST"),
+        ("/openai/deployments/tts/audio/speech?api-version=2024-10-21", "POST"),
     ],
 )
 def test_404_resource_not_found(srv: ServerThread, path: str, method: str) -> None:
     reply = call(srv.url, method, path, hello() if method == "POST" else None, AUTH)
     assert (reply.status, reply.json()) == (404, RESOURCE_NOT_FOUND)
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("POST", "/openai/responses?api-version=2024-10-21"),
+    ("POST", "/openai/responses?api-version=2025-01-01-preview"),
+    ("GET", "/openai/responses/resp_1?api-version=2024-12-01-preview"),
+])
+def test_responses_on_too_old_a_version_name_the_first_one(
+    srv: ServerThread, method: str, path: str
+) -> None:
+    """Not a 404: "Azure OpenAI Responses API is enabled only for api-version
+    2025-03-01-preview and later", HTTP 400 (Aider-AI/aider#4029 through litellm's
+    BadRequestError; projects quoting it as a 400 on 2024-12-01-preview)."""
+    reply = call(srv.url, method, path,
+                 {"model": "gpt-4o", "input": "hi"} if method == "POST" else None, AUTH)
+    assert (reply.status, reply.json()) == (400, {"error": {"code": "BadRequest", "message": (
+        "Azure OpenAI Responses API is enabled only for api-version 2025-03-01-preview and "
+        "later")}})
 
 
 def test_deployment_not_found_and_operation_not_supported(srv: ServerThread) -> None:
@@ -88,6 +119,32 @@ def test_deployment_not_found_and_operation_not_supported(srv: ServerThread) -> 
     wrong = call(srv.url, "POST",
                  f"/openai/deployments/gpt-4o/embeddings?api-version={GA}", {"input": "x"}, AUTH)
     assert wrong.status == 400 and wrong.json()["error"]["code"] == "OperationNotSupported"
+
+
+@pytest.mark.parametrize(
+    ("deployment", "operation", "body", "said"),
+    [
+        ("gpt-4o", "embeddings", {"input": "x"}, "embeddings operation"),
+        ("text-embedding-3-large", "chat/completions", hello(), "chatCompletion operation"),
+        ("gpt-35-turbo", "completions", {"prompt": "x"}, "completion operation"),
+        ("gpt-4o", "images/generations", {"prompt": "x"}, "imageGenerations operation"),
+    ],
+)
+def test_operation_not_supported_names_azures_operation_and_model(
+    srv: ServerThread, deployment: str, operation: str, body: dict[str, object], said: str
+) -> None:
+    """Azure's words: "The chatCompletion operation does not work with the specified model,
+    gpt-4o-mini." (llama_index#16503), "The completion operation ... gpt-35-turbo."
+    (langchainjs#2633: a 0613 deployment), "The embeddings operation ..." (llama_index#6436):
+    the operation's own name and the model without its version."""
+    reply = call(srv.url, "POST",
+                 f"/openai/deployments/{deployment}/{operation}?api-version={GA}", body, AUTH)
+    model = deployment  # the default set names each deployment after its model (gpt-4o-2024-08-06)
+    assert reply.status == 400
+    assert reply.json()["error"] == {"code": "OperationNotSupported", "message": (
+        f"The {said} does not work with the specified model, {model}. Please choose "
+        "different model and try again. You can learn more about which models can be used "
+        "with each operation here: https://go.microsoft.com/fwlink/?linkid=2197993.")}
 
 
 def test_dated_version_on_v1(srv: ServerThread) -> None:
@@ -123,7 +180,7 @@ def test_parameter_gating_and_reasoning_rules_on_the_wire(srv: ServerThread) -> 
         "type": "invalid_request_error", "param": None, "code": None}}
     reasoning_old = call(srv.url, "POST", chat_path("o3-mini", GA), hello(), AUTH)
     assert reasoning_old.json()["error"]["message"] == (
-        "Model o3-mini is enabled only for api versions 2024-12-01-preview and later")
+        "Model {modelName} is enabled only for api versions 2024-12-01-preview and later")
     temperature = call(srv.url, "POST", chat_path("o3-mini", "2025-01-01-preview"),
                        hello(temperature=0.2), AUTH)
     assert temperature.json()["error"]["code"] == "unsupported_parameter"
@@ -208,3 +265,49 @@ def test_async_filter_deployment_streams_annotations(config: object) -> None:
     frames = [json.loads(d) for d in sse_data(reply.body)[:-1]]
     notes = [f for f in frames if f["choices"] and "content_filter_offsets" in f["choices"][0]]
     assert notes and all("delta" not in n["choices"][0] and n["id"] == "" for n in notes)
+
+
+def test_a_prompt_past_the_context_window_is_refused_before_any_answer(srv: ServerThread) -> None:
+    """gpt-35-turbo-0125's window is 16,385 tokens: 16,006 prompt tokens and max_tokens 1000
+    do not fit (azure-search-openai-demo#1199's words); without max_tokens they do."""
+    long = {"messages": [{"role": "user", "content": "word " * 16000}]}
+    refused = call(srv.url, "POST", chat_path("gpt-35-turbo"), {**long, "max_tokens": 1000}, AUTH)
+    assert (refused.status, refused.json()) == (400, {"error": {
+        "message": "This model's maximum context length is 16385 tokens. However, you "
+        "requested 17006 tokens (16006 in the messages, 1000 in the completion). Please "
+        "reduce the length of the messages or completion.",
+        "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded",
+    }})
+    assert call(srv.url, "POST", chat_path("gpt-35-turbo"), long, AUTH).status == 200
+
+
+@pytest.mark.parametrize(("deployment", "most"), [("gpt-4o", 16384), ("gpt-4o-mini", 16384),
+                                                  ("gpt-35-turbo", 4096)])
+def test_max_tokens_past_the_models_output_limit(
+    srv: ServerThread, deployment: str, most: int
+) -> None:
+    """gpt-4o and gpt-4o-mini write at most 16,384 tokens (charmbracelet/catwalk#41: 20000
+    refused), gpt-35-turbo 4,096; the limit itself is accepted."""
+    refused = call(srv.url, "POST", chat_path(deployment), hello(max_tokens=most + 1), AUTH)
+    assert refused.status == 400 and refused.json()["error"]["param"] == "max_tokens"
+    assert refused.json()["error"]["message"] == (
+        f"max_tokens is too large: {most + 1}. This model supports at most {most} completion "
+        f"tokens, whereas you provided {most + 1}.")
+    assert call(srv.url, "POST", chat_path(deployment), hello(max_tokens=most), AUTH).status == 200
+
+
+def test_gpt5_chat_takes_max_tokens_up_to_its_output_limit() -> None:
+    """Azure's gpt-5-chat is no reasoning model: max_tokens 20000 is refused only as "too
+    large" (stanfordnlp/dspy#8724: "This model supports at most 16384 completion tokens"),
+    a smaller one and a temperature are served."""
+    base = load_emulator_config(None, api_key=KEY)
+    config = replace(base, deployments=(
+        *base.deployments, EmulatedDeployment("gpt-5-chat", "gpt-5-chat-2025-08-07", "chat")))
+    with serve(lambda: create_emulator_app(config)) as server:
+        path = chat_path("gpt-5-chat", "2025-04-01-preview")
+        refused = call(server.url, "POST", path, hello(max_tokens=20000), AUTH)
+        assert refused.status == 400 and refused.json()["error"]["message"] == (
+            "max_tokens is too large: 20000. This model supports at most 16384 completion "
+            "tokens, whereas you provided 20000.")
+        assert call(server.url, "POST", path, hello(max_tokens=100, temperature=0.2),
+                    AUTH).status == 200

@@ -141,3 +141,26 @@ def test_stream_choices_keep_azures_sorted_key_order() -> None:
     for frame in chat + text:
         for choice in (frame.data or {}).get("choices", []):
             assert list(choice) == sorted(choice), list(choice)
+
+
+def test_gpt5_chunks_carry_obfuscation_padding_unless_turned_off() -> None:
+    """meilisearch#6341: Azure's gpt-5-mini role chunk goes `..."model":"gpt-5-mini-2025-08-07",
+    "obfusc...` (keys sorted, the padding before `object`); OpenAI's stream_options document
+    `include_obfuscation` (default true) for the padding. Azure's own frames (the prompt
+    filter's) and the usage frame carry none; older models' chunks none either."""
+    gpt5 = replace(FACTS, deployment=EmulatedDeployment("g", "gpt-5-mini-2025-08-07", "chat"))
+    stream = frames.chat_stream(plan_chat(body(stream=True, stream_options={
+        "include_usage": True}), gpt5), 4)
+    chunks = [f.data for f in stream[1:-2]]
+    assert chunks and all(c is not None and c["choices"] for c in chunks)
+    for chunk in chunks:
+        assert chunk is not None
+        assert list(chunk)[3:6] == ["model", "obfuscation", "object"], list(chunk)
+        padding = chunk["obfuscation"]
+        assert isinstance(padding, str) and 1 <= len(padding) <= 16
+    assert "obfuscation" not in (stream[0].data or {}) and "obfuscation" not in (stream[-2].data or {})
+    off = frames.chat_stream(plan_chat(body(stream=True, stream_options={
+        "include_obfuscation": False}), gpt5), 4)
+    assert not any("obfuscation" in (f.data or {}) for f in off)
+    assert not any("obfuscation" in (f.data or {})
+                   for f in frames.chat_stream(plan_chat(body(stream=True), FACTS), 4))

@@ -48,12 +48,22 @@ def test_stream_options_accepted_on_2024_10_21_although_its_spec_omits_it() -> N
     assert error.body["error"]["message"] == "Unrecognized request argument supplied: stream_options"
 
 
-def test_older_shape_names_several_arguments() -> None:
+def test_older_shape_names_several_arguments_sorted() -> None:
+    """Azure lists them sorted, whatever the body's order: temperature, topP,
+    presencePenalty, frequencyPenalty (in that order, 2023-05-15) were refused as
+    "frequencyPenalty, presencePenalty, topP" (quarkus-langchain4j#285)."""
     error = rejection({"messages": MESSAGES, "store": True, "metadata": {}}, "2024-08-01-preview")
     assert error.body == {"error": {
-        "message": "Unrecognized request arguments supplied: store, metadata",
+        "message": "Unrecognized request arguments supplied: metadata, store",
         "type": "invalid_request_error", "param": None, "code": None,
     }}
+
+
+def test_the_reported_body_is_refused_with_the_reported_words() -> None:
+    body = {"messages": MESSAGES, "temperature": 1.0, "topP": 1.0, "presencePenalty": 0.0,
+            "frequencyPenalty": 0.0}
+    assert rejection(body, "2023-05-15").body["error"]["message"] == (
+        "Unrecognized request arguments supplied: frequencyPenalty, presencePenalty, topP")
 
 
 def test_newer_shape_is_unknown_parameter() -> None:
@@ -104,10 +114,12 @@ def test_reasoning_model_rejects_sampling(param: str) -> None:
 
 
 def test_reasoning_model_needs_2024_12_01_preview() -> None:
+    """Azure's message keeps its template's `{modelName}` unfilled (azure-sdk-for-python#40759,
+    semantic-kernel#12268, langchain4j#2636)."""
     error = rejection({"messages": MESSAGES}, "2024-10-21", "o3-mini-2025-01-31", True)
     assert error.body == {"error": {
         "code": "BadRequest",
-        "message": "Model o3-mini is enabled only for api versions 2024-12-01-preview and later",
+        "message": "Model {modelName} is enabled only for api versions 2024-12-01-preview and later",
     }}
 
 
@@ -126,9 +138,8 @@ def test_each_reasoning_model_needs_its_own_first_version(model: str, first: str
     # Wire reference, section 8: not every reasoning model starts on 2024-12-01-preview.
     validation.check_chat({"messages": MESSAGES}, dated_version(first), model, True)
     error = rejection({"messages": MESSAGES}, before, model, True)
-    family = model.rsplit("-", 3)[0]
     assert error.body["error"]["message"] == (
-        f"Model {family} is enabled only for api versions {first} and later"
+        f"Model {{modelName}} is enabled only for api versions {first} and later"
     )
 
 
@@ -152,3 +163,79 @@ def test_embeddings_and_completions_checks() -> None:
     with pytest.raises(wire_errors.AzureError, match="prompt"):
         validation.check_completions({"prompt": 5}, version)
     validation.check_completions({"prompt": "x", "best_of": 2, "echo": True}, version)
+
+
+def test_context_length_exceeded_with_a_maximum_names_both_parts() -> None:
+    """azure-sdk-for-net#41892 (gpt-4-32k), azure-search-openai-demo#1199: Azure's words."""
+    with pytest.raises(wire_errors.AzureError) as caught:
+        validation.check_context(9969, {"max_tokens": 26000}, 32768, chat=True)
+    assert (caught.value.status, caught.value.body) == (400, {"error": {
+        "message": "This model's maximum context length is 32768 tokens. However, you "
+        "requested 35969 tokens (9969 in the messages, 26000 in the completion). Please "
+        "reduce the length of the messages or completion.",
+        "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded",
+    }})
+
+
+def test_context_length_exceeded_without_a_maximum_counts_the_messages() -> None:
+    """gpt-researcher#680 (Azure gpt-4o), kernel-memory#516."""
+    with pytest.raises(wire_errors.AzureError) as caught:
+        validation.check_context(192041, {}, 128000, chat=True)
+    assert caught.value.body["error"]["message"] == (
+        "This model's maximum context length is 128000 tokens. However, your messages "
+        "resulted in 192041 tokens. Please reduce the length of the messages.")
+    with pytest.raises(wire_errors.AzureError):  # max_completion_tokens counts as max_tokens
+        validation.check_context(100, {"max_completion_tokens": 29}, 128, chat=True)
+
+
+def test_a_request_that_fits_or_has_no_window_passes() -> None:
+    validation.check_context(100, {"max_tokens": 28}, 128, chat=True)
+    validation.check_context(10**9, {}, None, chat=True)
+    validation.check_context(112, {}, 128, chat=False)  # completions' default 16 fits
+
+
+def test_legacy_completions_context_error_keeps_the_older_words() -> None:
+    """llama_index#402 (Azure, 2023): code and param null, "in your prompt; ... for the
+    completion"."""
+    with pytest.raises(wire_errors.AzureError) as caught:
+        validation.check_context(3383, {"max_tokens": 0}, 2046, chat=False)
+    assert caught.value.body == {"error": {
+        "message": "This model's maximum context length is 2046 tokens, however you requested "
+        "3383 tokens (3383 in your prompt; 0 for the completion). Please reduce your prompt; "
+        "or completion length.",
+        "type": "invalid_request_error", "param": None, "code": None,
+    }}
+
+
+def test_max_tokens_past_the_models_output_limit_is_refused() -> None:
+    """charmbracelet/catwalk#41 (Azure gpt-4o, gpt-4o-mini, gpt-4.1 at 20000): Azure's body."""
+    with pytest.raises(wire_errors.AzureError) as caught:
+        validation.check_max_tokens({"max_tokens": 20000}, 16384)
+    assert (caught.value.status, caught.value.body) == (400, {"error": {
+        "message": "max_tokens is too large: 20000. This model supports at most 16384 "
+        "completion tokens, whereas you provided 20000.",
+        "type": "invalid_request_error", "param": "max_tokens", "code": "invalid_value",
+    }})
+    validation.check_max_tokens({"max_tokens": 16384}, 16384)
+    validation.check_max_tokens({"max_tokens": 10**6}, None)
+
+
+@pytest.mark.parametrize(("value", "shown"), [(0.5, "0.5"), (0, "0"), (0.0, "0"), (0.1, "0.1"),
+                                              (1e-08, "1E-8")])
+def test_gpt5_takes_only_the_default_temperature(value: float, shown: str) -> None:
+    """Azure's gpt-5 family: "Unsupported value: 'temperature' does not support 0.5 with this
+    model. Only the default (1) value is supported.", code unsupported_value
+    (ChatGPTNextWeb/NextChat#6604 at 0.5, BerriAI/litellm#13397 at 0,
+    Azure/agentic-cli-for-aks#8 at 1E-8); o-series models refuse any temperature."""
+    error = rejection({"messages": MESSAGES, "temperature": value}, "2025-04-01-preview",
+                      "gpt-5-mini-2025-08-07", True)
+    assert error.body == {"error": {
+        "message": f"Unsupported value: 'temperature' does not support {shown} with this "
+        "model. Only the default (1) value is supported.",
+        "type": "invalid_request_error", "param": "temperature", "code": "unsupported_value",
+    }}
+    validation.check_chat({"messages": MESSAGES, "temperature": 1}, dated_version(
+        "2025-04-01-preview"), "gpt-5-mini-2025-08-07", True)
+    o3 = rejection({"messages": MESSAGES, "temperature": 1}, "2025-04-01-preview",
+                   "o3-mini-2025-01-31", True)
+    assert o3.body["error"]["code"] == "unsupported_parameter"
