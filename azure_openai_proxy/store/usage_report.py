@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 import sqlite3
 from collections.abc import Sequence
@@ -55,8 +56,21 @@ def _names(path: Path, table: str) -> dict[str, str]:
 
 def parse_time(text: str, now: float) -> float:
     """`7d`, `24h`, `30m` (that long before `now`), an ISO date or date-time (UTC unless
-    it says), or epoch seconds. A ValueError names what is accepted."""
+    it says), or epoch seconds: a finite number (`nan` and `inf` would be echoed into the
+    JSON answer as `NaN`/`Infinity`, which no JSON parser reads). A ValueError names
+    what is accepted."""
     text = text.strip()
+    try:
+        moment = _moment(text, now)
+    except (OverflowError, ValueError):  # 10**400 days; an int past 4,300 digits
+        moment = math.nan
+    if not math.isfinite(moment):
+        raise ValueError(f"{text[:40]!r} is not a time: use 7d, 24h, 30m, 2026-12-01 or "
+                         "2026-12-01T08:00:00")
+    return moment
+
+
+def _moment(text: str, now: float) -> float:
     match = _RELATIVE.match(text)
     if match:
         return now - int(match.group(1)) * _UNIT[match.group(2)]
@@ -64,11 +78,7 @@ def parse_time(text: str, now: float) -> float:
         return float(text)
     except ValueError:
         pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a time: use 7d, 24h, 30m, 2026-12-01 or "
-                         "2026-12-01T08:00:00") from None
+    moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
