@@ -2,7 +2,8 @@
 
     POST   /admin/keys                 create (the secret is in this answer, and never again)
     GET    /admin/keys                 list
-    GET    /admin/keys/{id}            show (an id, or a name that only one key has)
+    GET    /admin/keys/{id}            show (an id, or a name that only one key has,
+                                       percent-encoded: alice%20smith)
     PATCH  /admin/keys/{id}            change name, team, models, limits, expiry, blocked
     DELETE /admin/keys/{id}            revoke: the key is deleted and stops working
     POST   /admin/keys/{id}/rotate     a new secret; the old one works `grace_seconds` more
@@ -22,6 +23,7 @@ import hmac
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
@@ -81,7 +83,9 @@ class AdminApi:
 
     async def handle(self, request: HttpRequest) -> Answer:
         self._authorize(request.headers)
-        parts = request.path.strip("/").split("/")[1:]  # after "admin"
+        # after "admin"; a key's or team's name is text a client percent-encodes in a
+        # path ("alice smith" as alice%20smith, "R&D" as R%26D)
+        parts = [unquote(part) for part in request.path.strip("/").split("/")[1:]]
         if parts == ["limits"]:
             _only(request, "GET")
             return _json({"object": "list", "data": self._limits()})
