@@ -21,6 +21,7 @@ from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
 __all__ = [
     "LATEST",
     "MAX_GRACE_SECONDS",
+    "MAX_LIMIT",
     "SECRET_PREFIX",
     "KeyState",
     "allowed_names",
@@ -124,6 +125,9 @@ def presented_hash_valid(key: VirtualKey, presented_hash: str, now: float) -> bo
 # -- reading what people type (the admin API's JSON, the CLI's flags) -------------------
 
 _LIMIT_FIELDS = ("rpm", "tpm", "max_parallel")
+# The largest rpm, tpm or max_parallel: the limiter counts in doubles, exact to 2**53
+# (and past 64 bits the store could not write it: the CLI printed a traceback).
+MAX_LIMIT = 2**53
 _BUDGET_FIELDS = ("budget_usd", "soft_budget_usd")
 _PERIODS = ("daily", "weekly", "monthly", "none")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -138,16 +142,16 @@ _EXPIRY_FORMS = "expires must be like 30d, 12h, an ISO 8601 time, or null"
 
 
 def parse_limits(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The limit fields present in `data`, checked: rpm, tpm, max_parallel (positive
-    integers, or null for none), budget_usd, soft_budget_usd (>= 0, or null),
+    """The limit fields present in `data`, checked: rpm, tpm, max_parallel (integers
+    from 1 to `MAX_LIMIT`, or null for none), budget_usd, soft_budget_usd (>= 0, or null),
     budget_period. ValueError names the field that is wrong."""
     out: dict[str, Any] = {}
     for name in _LIMIT_FIELDS:
         if name in data:
             value = data[name]
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value <= 0):
-                raise ValueError(f"{name} must be a positive integer or null")
+                                      or not 0 < value <= MAX_LIMIT):
+                raise ValueError(f"{name} must be an integer from 1 to {MAX_LIMIT} or null")
             out[name] = value
     for name in _BUDGET_FIELDS:
         if name in data:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -44,9 +45,13 @@ def main(command: str, argv: Sequence[str], environ: Mapping[str, str]) -> int:
         return 2
     try:
         path = _database(args, environ)
-        store = KeyStore.open(path)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"azure-openai-proxy {command}: {exc}", file=sys.stderr)
+        return 2
+    try:  # a directory, a file that is not a database, one locked past the busy timeout
+        store = KeyStore.open(path)
+    except (sqlite3.Error, OSError) as exc:
+        print(f"azure-openai-proxy {command}: cannot open {path}: {exc}", file=sys.stderr)
         return 2
     try:
         handler: Callable[[KeyStore, argparse.Namespace], Any] = args.handler
@@ -57,6 +62,10 @@ def main(command: str, argv: Sequence[str], environ: Mapping[str, str]) -> int:
     except ValueError as exc:
         print(f"azure-openai-proxy {command}: {exc}", file=sys.stderr)
         return 2
+    except sqlite3.Error as exc:
+        print(f"azure-openai-proxy {command}: the database {path} failed: {exc}",
+              file=sys.stderr)
+        return 1
     finally:
         store.close()
 
