@@ -45,6 +45,7 @@ from azure_openai_proxy.governance.keys import (
     parse_expiry,
     parse_limits,
     parse_models,
+    parse_name,
     team_view,
 )
 from azure_openai_proxy.governance.model import Limits
@@ -229,7 +230,7 @@ def _key_fields(data: Mapping[str, Any], now: float, *, creating: bool) -> dict[
     out: dict[str, Any] = {}
     try:
         if creating or "name" in data:
-            out["name"] = _name(data.get("name"))
+            out["name"] = parse_name(data.get("name"))
         for field in ("team", "team_id"):
             if field in data:
                 team = data[field]
@@ -268,7 +269,7 @@ def _team_fields(data: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         if creating or "name" in data:
-            out["name"] = _name(data.get("name"))
+            out["name"] = parse_name(data.get("name"))
         _common_fields(data, out)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
@@ -279,12 +280,6 @@ def _no_unknown(data: Mapping[str, Any], known: frozenset[str]) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
         raise InvalidRequest(f"Unknown field(s): {', '.join(unknown)}.", param=unknown[0])
-
-
-def _name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 200:
-        raise ValueError("name must be a non-empty string (at most 200 characters)")
-    return value.strip()
 
 
 def _metadata(value: Any) -> dict[str, Any]:

@@ -37,7 +37,9 @@ __all__ = [
     "parse_expiry",
     "parse_limits",
     "parse_models",
+    "parse_name",
     "presented_hash_valid",
+    "printable",
     "secret_hash",
     "team_view",
 ]
@@ -139,6 +141,27 @@ LATEST = datetime(9000, 1, 1, tzinfo=UTC).timestamp()
 # leaked secret must not keep it for ever.
 MAX_GRACE_SECONDS = 366 * 86400.0
 _EXPIRY_FORMS = "expires must be like 30d, 12h, an ISO 8601 time, or null"
+
+
+# C0 and C1 control characters and DEL: in a name they reach `keys list`'s terminal
+# (ESC [ 2 J clears it, U+009B starts an escape sequence) and make the name unaddressable.
+_AS_PRINTABLE = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)], "?")
+_CONTROLS = frozenset(map(chr, _AS_PRINTABLE))
+
+
+def parse_name(value: Any) -> str:
+    """A key's or team's name: a string of 1 to 200 characters once trimmed, with no
+    control character. ValueError otherwise."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise ValueError("name must be a non-empty string (at most 200 characters)")
+    if not _CONTROLS.isdisjoint(value):
+        raise ValueError("name must not hold control characters")
+    return value.strip()
+
+
+def printable(text: str) -> str:
+    """`text` with each control character shown as '?', for a terminal."""
+    return text.translate(_AS_PRINTABLE)
 
 
 def parse_limits(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from azure_openai_proxy.governance.keys import (
     parse_expiry,
     parse_limits,
     parse_models,
+    parse_name,
+    printable,
     team_view,
 )
 from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
@@ -172,7 +174,7 @@ def _teams_parser() -> argparse.ArgumentParser:
 def _create_key(store: KeyStore, args: argparse.Namespace) -> int:
     now = time.time()
     key, secret = store.create_key(
-        args.name, team=args.team, models=parse_models(args.models or None),
+        parse_name(args.name), team=args.team, models=parse_models(args.models or None),
         limits=Limits(**_limits(args)), now=now,
         expires_at=parse_expiry(args.expires, now) if args.expires else None,
         metadata=_metadata(args.metadata),
@@ -183,7 +185,7 @@ def _create_key(store: KeyStore, args: argparse.Namespace) -> int:
 def _update_key(store: KeyStore, args: argparse.Namespace) -> int:
     changes: dict[str, Any] = {}
     if args.name is not None:
-        changes["name"] = args.name
+        changes["name"] = parse_name(args.name)
     if args.team is not None:
         changes["team_id"] = None if args.team.lower() == "none" else args.team
     if args.models is not None:
@@ -252,7 +254,7 @@ def _keys_out(args: argparse.Namespace, keys: list[VirtualKey], store: KeyStore)
 
 
 def _create_team(store: KeyStore, args: argparse.Namespace) -> int:
-    team = store.create_team(args.name, limits=Limits(**_limits(args)),
+    team = store.create_team(parse_name(args.name), limits=Limits(**_limits(args)),
                              metadata=_metadata(args.metadata), now=time.time())
     return _teams_out(args, [team], store)
 
@@ -260,7 +262,7 @@ def _create_team(store: KeyStore, args: argparse.Namespace) -> int:
 def _update_team(store: KeyStore, args: argparse.Namespace) -> int:
     changes: dict[str, Any] = {}
     if args.name is not None:
-        changes["name"] = args.name
+        changes["name"] = parse_name(args.name)
     if args.blocked is not None:
         changes["blocked"] = args.blocked
     if args.metadata is not None:
@@ -342,6 +344,7 @@ def _metadata(text: str | None) -> dict[str, Any] | None:
 
 
 def _table(rows: Sequence[Sequence[str]]) -> None:
+    rows = [[printable(cell) for cell in row] for row in rows]  # stored before names were checked
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

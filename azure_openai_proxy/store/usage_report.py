@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from azure_openai_proxy.governance.keys import printable
 from azure_openai_proxy.store.ledger import Grouping, LedgerStore, UsageRow
 from azure_openai_proxy.store.sqlite import connect
 
@@ -88,16 +89,15 @@ def _header(by: Grouping) -> list[str]:
     return [by, "name", *COLUMNS] if by in _NAMED else [by, *COLUMNS]
 
 
-# C0 and C1 control characters and DEL: a client's model name may hold C1's (check_model
-# _name refuses C0's and DEL only, the URL breakers), and a terminal obeys some of them
-# (U+009B starts an escape sequence): the table shows '?' in their place.
-_CONTROLS = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)], "?")
+# A client's model name may hold C1 control characters (check_model_name refuses C0's
+# and DEL only, the URL breakers), and a terminal obeys some of them (U+009B starts an
+# escape sequence): the table shows '?' in their place (`printable`).
 
 
 def _cells(by: Grouping, row: UsageRow) -> list[str]:
-    cells = ["-" if row[by] is None else str(row[by]).translate(_CONTROLS)]
+    cells = ["-" if row[by] is None else printable(str(row[by]))]
     if by in _NAMED:
-        cells.append((row.get("name") or "-").translate(_CONTROLS))
+        cells.append(printable(row.get("name") or "-"))
     for column in COLUMNS:
         value = row[column]
         cells.append(f"{value:.6f}" if column == "cost_usd" else str(value or 0))
