@@ -239,14 +239,25 @@ def check_grace(seconds: float) -> float:
 
 
 def parse_models(value: Any) -> tuple[str, ...]:
-    """A list of model names or patterns, or one comma-separated string."""
+    """A list of model names or patterns, or one comma-separated string (empty parts
+    skipped). None, `[]` or `""`: every model. A list holding an empty name, or a string
+    of commas and blanks only, is a ValueError: taken as "no names", it let the key
+    call every model, where its sender meant an allow-list."""
     if value is None:
         return ()
     if isinstance(value, str):
-        value = [part.strip() for part in value.split(",")]
+        names = tuple(part.strip() for part in value.split(",") if part.strip())
+        if value.strip() and not names:
+            raise ValueError("models names no model: give names or patterns, or an empty "
+                             "list for every model")
+        return names
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("models must be a list of model names or patterns")
-    return tuple(v for v in value if v)
+    names = tuple(v.strip() for v in value)
+    if not all(names):
+        raise ValueError("models must not hold an empty name (an empty list is every "
+                         "model)")
+    return names
 
 
 def key_view(key: VirtualKey) -> dict[str, Any]:
