@@ -17,11 +17,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
+from azure_openai_proxy.routing import MAX_MODEL_NAME
 
 __all__ = [
     "LATEST",
     "MAX_GRACE_SECONDS",
     "MAX_LIMIT",
+    "MAX_PATTERNS",
     "SECRET_PREFIX",
     "KeyState",
     "allowed_names",
@@ -143,6 +145,8 @@ MAX_GRACE_SECONDS = 366 * 86400.0
 _EXPIRY_FORMS = "expires must be like 30d, 12h, an ISO 8601 time, or null"
 
 
+# The most names or patterns a key's allow-list holds (`parse_models`).
+MAX_PATTERNS = 128
 # C0 and C1 control characters and DEL: in a name they reach `keys list`'s terminal
 # (ESC [ 2 J clears it, U+009B starts an escape sequence) and make the name unaddressable.
 _AS_PRINTABLE = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)], "?")
@@ -250,13 +254,26 @@ def parse_models(value: Any) -> tuple[str, ...]:
         if value.strip() and not names:
             raise ValueError("models names no model: give names or patterns, or an empty "
                              "list for every model")
-        return names
+        return _bounded(names)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("models must be a list of model names or patterns")
     names = tuple(v.strip() for v in value)
     if not all(names):
         raise ValueError("models must not hold an empty name (an empty list is every "
                          "model)")
+    return _bounded(names)
+
+
+def _bounded(names: tuple[str, ...]) -> tuple[str, ...]:
+    """At most `MAX_PATTERNS` names of at most `MAX_MODEL_NAME` characters each: a
+    pattern is compiled to a regular expression on the event loop at a key's first
+    request in each worker, and matched on every request (a 200,000-character `*a*a...`
+    took 3.7 s to compile, the loop blocked; 256 characters, 7 ms)."""
+    if len(names) > MAX_PATTERNS:
+        raise ValueError(f"models may hold at most {MAX_PATTERNS} names or patterns")
+    if any(len(name) > MAX_MODEL_NAME for name in names):
+        raise ValueError(f"a model name or pattern is at most {MAX_MODEL_NAME} characters, "
+                         "as a model name is")
     return names
 
 
