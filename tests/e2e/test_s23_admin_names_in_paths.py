@@ -9,18 +9,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
-
 from tests.e2e.conftest import Emulator
-from tests.e2e.test_virtual_keys import ADMIN_KEY, governed_gateway
-
-ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+from tests.e2e.test_admin_api import governed_admin
 
 
 def test_a_name_is_found_percent_encoded_in_the_path(
         tmp_path: Path, emulator: Emulator, start_gateway: Any) -> None:
-    with governed_gateway(tmp_path, emulator.url, start_gateway) as governed:
-        admin = httpx.Client(base_url=governed.server.url, headers=ADMIN, timeout=10)
+    with governed_admin(tmp_path, emulator.url, start_gateway) as (_url, admin):
         team_name, key_name = "R&D / Zürich", "alice smith 50%"
         team = admin.post("/admin/teams", json={"name": team_name}).json()
         key = admin.post("/admin/keys", json={"name": key_name, "team": team_name}).json()

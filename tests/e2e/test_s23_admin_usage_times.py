@@ -10,22 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
 from azure_openai_proxy.cli import main
 from tests.e2e.conftest import Emulator
-from tests.e2e.test_virtual_keys import ADMIN_KEY, governed_gateway
+from tests.e2e.test_admin_api import governed_admin
 
-ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 NOT_TIMES = ("nan", "NaN", "inf", "-Infinity", "1e400", "9" * 400 + "d", "9" * 5000 + "h")
 
 
 def test_a_time_that_is_not_finite_is_a_400_naming_its_parameter(
         tmp_path: Path, emulator: Emulator, start_gateway: Any) -> None:
-    with governed_gateway(tmp_path, emulator.url, start_gateway) as governed:
-        admin = httpx.Client(base_url=governed.server.url, headers=ADMIN, timeout=10)
+    with governed_admin(tmp_path, emulator.url, start_gateway) as (_url, admin):
         for param in ("since", "until"):
             for text in NOT_TIMES:
                 answer = admin.get("/admin/usage", params={param: text})

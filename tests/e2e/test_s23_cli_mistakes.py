@@ -9,13 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from azure_openai_proxy.cli import main
 from azure_openai_proxy.governance.keys import MAX_LIMIT
 from tests.e2e.conftest import Emulator
-from tests.e2e.test_virtual_keys import ADMIN_KEY, governed_gateway
+from tests.e2e.test_admin_api import governed_admin
 
 HUGE = str(10**23)
 
@@ -56,9 +55,7 @@ def test_a_database_that_cannot_be_opened_is_one_line(
 
 def test_the_admin_api_refuses_the_same_limits(
         tmp_path: Path, emulator: Emulator, start_gateway: Any) -> None:
-    with governed_gateway(tmp_path, emulator.url, start_gateway) as governed:
-        admin = httpx.Client(base_url=governed.server.url, timeout=10,
-                             headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    with governed_admin(tmp_path, emulator.url, start_gateway) as (_url, admin):
         for field in ("rpm", "tpm", "max_parallel"):
             for path in ("/admin/keys", "/admin/teams"):
                 made = admin.post(path, json={"name": "big", field: 2**64 - 1})

@@ -8,23 +8,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from azure_openai_proxy.cli import main
 from tests.e2e.conftest import Emulator
-from tests.e2e.test_admin_api import chat_status
-from tests.e2e.test_virtual_keys import ADMIN_KEY, governed_gateway
+from tests.e2e.test_admin_api import chat_status, governed_admin
 
 EMPTY: list[Any] = [[""], ["  "], ["gpt-4o", ""], ",", " , "]
 
 
 def test_an_allow_list_of_empty_names_is_refused_not_every_model(
         tmp_path: Path, emulator: Emulator, start_gateway: Any) -> None:
-    with governed_gateway(tmp_path, emulator.url, start_gateway) as governed:
-        url = governed.server.url
-        admin = httpx.Client(base_url=url, timeout=10,
-                             headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    with governed_admin(tmp_path, emulator.url, start_gateway) as (url, admin):
         for models in EMPTY:
             made = admin.post("/admin/keys", json={"name": "form", "models": models})
             assert made.status_code == 400, (models, made.text)  # main: 201, every model

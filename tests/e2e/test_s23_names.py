@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from azure_openai_proxy.cli import main
 from azure_openai_proxy.store.keys import KeyStore
 from tests.e2e.conftest import Emulator
-from tests.e2e.test_virtual_keys import ADMIN_KEY, governed_gateway
+from tests.e2e.test_admin_api import governed_admin
 
 CONTROLS = ("clear\x1b[2J", "csi\x9b31m", "nul\x00", "bell\x07", "del\x7f", "line\nbreak")
 
@@ -42,9 +41,7 @@ def test_the_cli_refuses_a_name_the_admin_api_refuses(
 
 def test_the_admin_api_refuses_control_characters(
         tmp_path: Path, emulator: Emulator, start_gateway: Any) -> None:
-    with governed_gateway(tmp_path, emulator.url, start_gateway) as governed:
-        admin = httpx.Client(base_url=governed.server.url, timeout=10,
-                             headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    with governed_admin(tmp_path, emulator.url, start_gateway) as (_url, admin):
         for path in ("/admin/keys", "/admin/teams"):
             for name in CONTROLS:
                 made = admin.post(path, json={"name": name})

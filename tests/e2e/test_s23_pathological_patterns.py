@@ -10,25 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from azure_openai_proxy.cli import main
 from azure_openai_proxy.governance.keys import MAX_PATTERNS
 from azure_openai_proxy.routing import MAX_MODEL_NAME
 from tests.e2e.conftest import Emulator
-from tests.e2e.test_admin_api import chat_status
-from tests.e2e.test_virtual_keys import ADMIN_KEY, governed_gateway
+from tests.e2e.test_admin_api import chat_status, governed_admin
 
 LONG = "*a" * 100_000 + "b"
 
 
 def test_an_allow_list_past_its_bounds_is_refused(
         tmp_path: Path, emulator: Emulator, start_gateway: Any) -> None:
-    with governed_gateway(tmp_path, emulator.url, start_gateway) as governed:
-        url = governed.server.url
-        admin = httpx.Client(base_url=url, timeout=30,
-                             headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    with governed_admin(tmp_path, emulator.url, start_gateway) as (url, admin):
         for models in ([LONG], LONG, ["gpt-4o", "x" * (MAX_MODEL_NAME + 1)],
                        [f"m{i}" for i in range(MAX_PATTERNS + 1)]):
             made = admin.post("/admin/keys", json={"name": "slow", "models": models})
