@@ -83,7 +83,7 @@ class AdminApi:
         self._clock = clock
 
     async def handle(self, request: HttpRequest) -> Answer:
-        self._authorize(request.headers)
+        self.authorize(request.headers)
         # after "admin"; a key's or team's name is text a client percent-encodes in a
         # path ("alice smith" as alice%20smith, "R&D" as R%26D)
         parts = [unquote(part) for part in request.path.strip("/").split("/")[1:]]
@@ -95,12 +95,15 @@ class AdminApi:
         kind, rest = parts[0], parts[1:]
         if len(rest) == 2 and not (kind == "keys" and rest[1] == "rotate"):
             raise RouteNotFound(f"Unknown admin route {request.path}.")
-        data = await _body(request) if request.method in ("POST", "PATCH") else {}
+        method = _method(request)
+        data = await _body(request) if method in ("POST", "PATCH") else {}
         if kind == "keys":
-            return await self._keys(request.method, rest, data)
-        return await self._teams(request.method, rest, data)
+            return await self._keys(method, rest, data)
+        return await self._teams(method, rest, data)
 
-    def _authorize(self, headers: Mapping[str, str]) -> None:
+    def authorize(self, headers: Mapping[str, str]) -> None:
+        """The admin key opens; a client or virtual key is refused (403), anything else
+        is a 401. `GET /admin/usage` asks too (gateway/app.py)."""
         presented = presented_key(headers)
         if presented is None:
             raise AuthenticationFailed("The admin API needs 'Authorization: Bearer ADMIN_KEY'.")
@@ -203,8 +206,14 @@ class _Unavailable(GatewayError):
     code = "store_unavailable"
 
 
+def _method(request: HttpRequest) -> str:
+    """HEAD is a GET whose body the engine leaves out (RFC 9110 9.3.2), as on every route
+    the gateway answers itself."""
+    return "GET" if request.method == "HEAD" else request.method
+
+
 def _only(request: HttpRequest, method: str) -> None:
-    if request.method != method:
+    if _method(request) != method:
         raise MethodNotAllowed(f"Method {request.method} is not allowed.")
 
 
