@@ -2,7 +2,9 @@
 (`--tpm 99999999999999999999999`) and a `--database` that is a directory or not a
 database printed a Python traceback (exit 1) instead of one line; the admin API stored
 an rpm, tpm or parallel limit up to 2**64 - 1, which the limiter (doubles) cannot count
-exactly and the CLI could not even write past. Now one line, exit 2, nothing stored."""
+exactly and the CLI could not even write past; a `--database` URL with SQLAlchemy's
+options (`?mode=ro`) or `:memory:` was a new, empty file of that name. Now one line,
+exit 2, nothing stored."""
 
 from __future__ import annotations
 
@@ -63,3 +65,18 @@ def test_the_admin_api_refuses_the_same_limits(
                 assert field in made.json()["error"]["message"]
         assert admin.get("/admin/keys").json()["data"] == []
         assert admin.get("/admin/teams").json()["data"] == []
+
+
+@pytest.mark.parametrize("url", ["sqlite:///{dir}/gw.db?mode=ro", "sqlite:///{dir}/gw.db?timeout=30",
+                                 "sqlite:///:memory:", "sqlite:///{dir}/gw.db#x"])
+def test_a_database_url_with_options_is_refused_not_a_new_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:
+    """`?mode=ro` (SQLAlchemy's form) was part of the file's name: a second, empty
+    database `gw.db?mode=ro` beside the one that holds the keys."""
+    url = url.format(dir=tmp_path)
+    assert main(["keys", "create", "--name", "k", "--database", f"sqlite:///{tmp_path}/gw.db"]) == 0
+    capsys.readouterr()
+    for argv in (["keys", "list"], ["usage"]):
+        assert main([*argv, "--database", url]) == 2, argv  # main: 0, an empty list
+        _one_line(capsys, "without `?`")
+    assert sorted(p.name for p in tmp_path.iterdir() if "?" in p.name or "#" in p.name) == []
