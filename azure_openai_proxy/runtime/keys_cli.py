@@ -332,15 +332,19 @@ def _cell(value: int | None) -> str:
 def _metadata(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
-    try:
-        value = json.loads(text)
+    try:  # NaN and Infinity are not JSON: printed as such by --json, then stored as null
+        value = json.loads(text, parse_constant=_not_json)
         orjson.dumps(value)  # what the store will write: at most 254 levels deep
-    except (json.JSONDecodeError, RecursionError, TypeError):  # orjson: too deep
+    except (json.JSONDecodeError, RecursionError, TypeError, ValueError):  # orjson: too deep
         raise ValueError("--metadata must be a JSON object nested at most 254 levels "
-                         "deep, its integers within 64 bits") from None
+                         "deep, its integers within 64 bits (and no NaN or Infinity)") from None
     if not isinstance(value, dict):
         raise ValueError("--metadata must be a JSON object")
     return value
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _table(rows: Sequence[Sequence[str]]) -> None:

@@ -80,3 +80,14 @@ def test_a_database_url_with_options_is_refused_not_a_new_file(
         assert main([*argv, "--database", url]) == 2, argv  # main: 0, an empty list
         _one_line(capsys, "without `?`")
     assert sorted(p.name for p in tmp_path.iterdir() if "?" in p.name or "#" in p.name) == []
+
+
+@pytest.mark.parametrize("metadata", ['{"a": NaN}', '{"a": [Infinity]}', '{"a": -Infinity}'])
+def test_metadata_that_is_not_json_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], metadata: str) -> None:
+    """Python's json reads NaN and Infinity: `keys create --json` printed them (JSON no
+    parser reads) and the store wrote them as null."""
+    database = ["--database", f"sqlite:///{tmp_path / 'gw.db'}"]
+    for argv in (["keys", "create", "--name", "k"], ["teams", "create", "--name", "t"]):
+        assert main([*argv, "--metadata", metadata, *database, "--json"]) == 2  # main: 0
+        _one_line(capsys, "NaN or Infinity")
