@@ -50,6 +50,12 @@ def main(command: str, argv: Sequence[str], environ: Mapping[str, str]) -> int:
     except (ConfigError, ValueError, OSError) as exc:
         print(f"azure-openai-proxy {command}: {exc}", file=sys.stderr)
         return 2
+    if args.action in ("list", "show") and not path.exists():
+        # A reading of a mistyped path made an empty database there and listed no keys,
+        # as if they were all gone (`usage` says so too).
+        print(f"azure-openai-proxy {command}: no database at {path} (is `database` set?)",
+              file=sys.stderr)
+        return 1
     try:  # a directory, a file that is not a database, one locked past the busy timeout
         store = KeyStore.open(path)
     except (sqlite3.Error, OSError) as exc:

@@ -91,3 +91,17 @@ def test_metadata_that_is_not_json_is_refused(
     for argv in (["keys", "create", "--name", "k"], ["teams", "create", "--name", "t"]):
         assert main([*argv, "--metadata", metadata, *database, "--json"]) == 2  # main: 0
         _one_line(capsys, "NaN or Infinity")
+
+
+def test_listing_a_database_that_is_not_there_says_so_and_makes_none(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped path made an empty database (and its directories) and listed no keys,
+    as if every key were gone."""
+    typo = tmp_path / "var" / "gatway.db"
+    for argv in (["keys", "list"], ["teams", "list"], ["keys", "show", "bob"],
+                 ["teams", "show", "ops"]):
+        assert main([*argv, "--database", f"sqlite:///{typo}"]) == 1  # main: 0 (or "no key")
+        _one_line(capsys, "no database at", str(typo))
+    assert list(tmp_path.iterdir()) == []  # main: var/gatway.db made
+    assert main(["teams", "create", "--name", "ops", "--database", f"sqlite:///{typo}"]) == 0
+    assert main(["teams", "list", "--database", f"sqlite:///{typo}"]) == 0  # a write makes it
