@@ -40,7 +40,7 @@ def test_a_time_that_is_not_finite_is_a_400_naming_its_parameter(
 def test_the_usage_command_refuses_them_in_one_line(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str) -> None:
     database = f"sqlite:///{tmp_path / 'gw.db'}"
-    assert main(["keys", "list", "--database", database]) == 0  # the database exists
+    assert main(["teams", "create", "--name", "t", "--database", database]) == 0  # made
     capsys.readouterr()
     for flag in ("--since", "--until"):
         assert main(["usage", "--database", database, f"{flag}={text}", "--json"]) == 2
