@@ -356,6 +356,20 @@ class Settings(_Frozen):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _admin_key_is_its_own(self) -> Settings:
+        # The admin key is compared first: shared with the clients (or an Azure key's
+        # holders), each of them could open /admin/, mint keys without limits and read
+        # the ledger. The message never shows a key.
+        if self.admin_key is not None:
+            admin = self.admin_key.get_secret_value()
+            azure = [d.api_key for d in self.deployments] + [self.default_api_key]
+            if any(k is not None and k.get_secret_value() == admin
+                   for k in (*self.client_keys, *azure)):
+                raise ValueError("admin_key must not be one of client_keys or an Azure "
+                                 "api_key: whoever holds that key would open the admin API")
+        return self
+
     @property
     def host(self) -> str:
         return self.listen.rpartition(":")[0].strip("[]")

@@ -154,6 +154,9 @@ async def responses_create(ex: Exchange) -> web.StreamResponse:
     assert ex.deployment is not None and ex.version is not None
     if "input" not in ex.body:
         raise validation.missing("input", ex.version)
+    reasoning = ex.body.get("reasoning")
+    if reasoning is not None and not isinstance(reasoning, dict):  # Azure: a 400, not a 500
+        raise validation.invalid_type("reasoning", "an object", reasoning)
     image = image_call(ex.body, ex.request.headers, ex.config, input_text(ex.body))
     plan = plan_response(ex.body, ex.deployment, new_id("resp_"), ex.created,
                          ex.config.completion_tokens, image)
