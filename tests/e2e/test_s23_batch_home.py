@@ -220,3 +220,28 @@ def test_azures_native_batch_path_is_routed_and_judged_the_same(
         _batch(native, homes[1])
     assert refused.value.code == "model_not_found"
     assert _counts(regions) == (before[0] + 1, before[1])
+
+
+def test_a_chained_turn_on_another_model_runs_on_that_model_on_its_resource(
+        workers: tuple[openai.OpenAI, openai.OpenAI],
+        regions: tuple[Emulator, Emulator]) -> None:
+    """A response made on east's gpt-4o, chained with `model: gpt-4o-mini` through
+    either worker: east's gpt-4o-mini runs it, the model the client named, on the
+    resource holding the response (on 87db8cd: east's gpt-4o, the deployment that made
+    it, from every worker now that each learns it)."""
+    one, other = workers
+    east = regions[0]
+    for _ in range(40):  # the balancer picks at random: until a response is on east
+        before = _counts(regions)
+        first = one.responses.create(model="gpt-4o", input="Remember this")
+        if _counts(regions)[0] > before[0]:
+            break
+    else:
+        pytest.fail("the balancer never used east")
+    for client in (other, one):
+        before = _counts(regions)
+        chained = client.responses.create(model="gpt-4o-mini", input="And now?",
+                                          previous_response_id=first.id)
+        assert chained.output_text
+        assert _counts(regions) == (before[0] + 1, before[1])
+        assert east.last()["json"]["model"] == "gpt-4o-mini"
