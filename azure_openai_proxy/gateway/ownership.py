@@ -48,9 +48,9 @@ output items) are recorded with its owner (`Owned.home`), so a request about it 
 its resource from every worker, not only the one that saw it made: `check` returns the
 homes of the objects a request names, which the worker's affinity learns (affinity.py,
 per worker), and the pipeline routes the request (gateway/poolchoice.py) and judges it
-(a batch's lines: gateway/batchcheck.py) by them. Those claimed from a stream, and those
-recorded before homes were, have none: as before, the affinity of the worker that saw
-them made, else the pool, decides.
+(a batch's lines: gateway/batchcheck.py) by them. A stream's are claimed with the
+deployment it comes from. Those recorded before homes were have none: as before, the
+affinity of the worker that saw them made, else the pool, decides.
 """
 
 from __future__ import annotations
@@ -197,13 +197,13 @@ class ObjectOwners:
     def claimer(self, key_id: str, record: RequestRecord) -> Callable[[list[str]], None]:
         """`claim`, for the ids a Responses stream of `key_id`'s creates; the first
         (the response's own) kept as `record.created_id`, as a non-streamed answer's is,
-        so `owned_answer` notes its tokens for a turn chained to it."""
-        owned = Owned(key_id)
+        so `owned_answer` notes its tokens for a turn chained to it. Their home is the
+        deployment the stream comes from (`record`'s, as the events pass)."""
 
         def claim(object_ids: list[str]) -> None:
             if record.created_id is None and object_ids:
                 record.created_id = object_ids[0]
-            self.claim(object_ids, owned)
+            self.claim(object_ids, Owned(key_id, None, _made_on(record)))
 
         return claim
 
@@ -401,6 +401,12 @@ def item_references(body: Mapping[str, Any] | None) -> list[str]:
 
 
 
+def _made_on(record: RequestRecord) -> Home | None:
+    """The home of what `record`'s request created: the deployment that answered it."""
+    endpoint, deployment = record.endpoint, record.deployment
+    return (endpoint, deployment) if endpoint and deployment else None
+
+
 def _recording(new: list[str], owned: Owned) -> Callable[[OwnerStore], dict[str, OwnerRow]]:
     """The store call that records `new` as `owned`'s (an id already there keeps its
     owner) and reads back who owns each."""
@@ -424,10 +430,8 @@ async def owned_answer(
     if method == "GET" and isinstance(reply, Answer) and record.usage is not None:
         owners.counted.reread(operation, record, reply.body)  # a stored object's usage
     if method == "POST" and record.created_id is not None:
-        endpoint, deployment = record.endpoint, record.deployment
         # Where it was made (its output items too): a request about it goes there.
-        owned = Owned(key_id, batch_models,
-                      (endpoint, deployment) if endpoint and deployment else None)
+        owned = Owned(key_id, batch_models, _made_on(record))
         await owners.remember(record.created_id, owned)
         if operation == "responses":
             owners.keep_chained(key_id, owners.chained.note(key_id, record.created_id,

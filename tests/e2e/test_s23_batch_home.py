@@ -245,3 +245,35 @@ def test_a_chained_turn_on_another_model_runs_on_that_model_on_its_resource(
         assert chained.output_text
         assert _counts(regions) == (before[0] + 1, before[1])
         assert east.last()["json"]["model"] == "gpt-4o-mini"
+
+
+def test_a_streamed_response_chained_through_another_worker_goes_to_its_resource(
+        gateways: tuple[ServerThread, ServerThread, str],
+        regions: tuple[Emulator, Emulator]) -> None:
+    """A streamed response's home is recorded with its owner too (claimed from the
+    stream): chained through the other worker, it goes back to its resource (on
+    87db8cd its record had no home: the other worker sent it wherever the balancer
+    chose, half the time the resource that does not hold it)."""
+    first, second, secret = gateways
+    one, other = (openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0,
+                                timeout=30) for gateway in (first, second))
+
+    async def written() -> None:
+        await first.app.gateway.owners.written()
+
+    homes: set[int] = set()
+    for round_ in range(40):  # the balancer picks at random: both resources, 6 rounds
+        if len(homes) == 2 and round_ >= 6:
+            break
+        before = _counts(regions)
+        with one.responses.create(model="gpt-4o", input="Remember this", stream=True) as stream:
+            made = [event.response.id for event in stream if event.type == "response.created"]
+        first.call(written)  # the claim is written in the background
+        after = _counts(regions)
+        home = 0 if after[0] > before[0] else 1
+        homes.add(home)
+        chained = other.responses.create(model="gpt-4o", input="And now?",
+                                         previous_response_id=made[0])
+        assert chained.output_text
+        assert _counts(regions)[1 - home] == after[1 - home]  # the other never saw it
+    assert homes == {0, 1}
