@@ -103,14 +103,16 @@ def check_cased(field: str) -> None:
 
 def ids_referenced(operation: str, body: Mapping[str, Any] | None, *,
                    strict: bool = False) -> list[str]:
-    """The object ids a resource request refers to: the path's first, then every one its
-    body names. Past the walk's bounds: `ReferencesUncheckable` when `strict`, else the
-    ids found so far. `strict` also refuses a name read spelled in other letters
-    (`ReferenceKeyCased`)."""
+    """The object ids a resource request refers to: the path's first (a job's, under
+    `fine_tuning/jobs/`), then every one its body names. Past the walk's bounds:
+    `ReferencesUncheckable` when `strict`, else the ids found so far. `strict` also
+    refuses a name read spelled in other letters (`ReferenceKeyCased`)."""
     ids: list[str] = []
     parts = operation.split("/")
     if len(parts) >= 2 and parts[0] in _ID_ROOTS:
         ids.append(parts[1])
+    elif len(parts) >= 3 and parts[0] == "fine_tuning" and parts[1] == "jobs":
+        ids.append(parts[2])  # fine_tuning/jobs/{id}/...: a job lives on one resource too
     if body:
         try:
             _walk(body, ids, strict)

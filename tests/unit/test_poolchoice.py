@@ -166,3 +166,20 @@ def test_a_chained_request_naming_another_model_stays_on_its_objects_resource() 
         json={"model": "gpt-4o-mini", "previous_response_id": "resp-west"}))
     assert not pool_allowed(("gpt-4o-mini",), "gpt-4o-mini", pool)
     assert pool_allowed(("gpt-4o",), "gpt-4o-mini", pool)
+
+
+@pytest.mark.parametrize("operation", [
+    "fine_tuning/jobs/ftjob-1", "fine_tuning/jobs/ftjob-1/cancel",
+    "fine_tuning/jobs/ftjob-1/events", "fine_tuning/jobs/ftjob-1/checkpoints"])
+def test_a_fine_tuning_job_is_asked_about_on_its_resource(operation: str) -> None:
+    """A job's home is recorded with its owner (and learnt by every worker, as a
+    file's), so a request about it goes there: on 87db8cd the path's job id was not
+    read for the home (only `files/{id}`-shaped paths were), and a pool spanning two
+    resources sent it to either (Azure's 404 for a job it does not hold)."""
+    chooser = _chooser(CONFIG)
+    chooser.affinity.remember("ftjob-1", ("https://west.example", "west-4o"))
+    body = RequestBody(json=None)
+    pool, _ = chooser.pool_for(Target("resource", operation), body, ("gpt-4o",))
+    assert [d.deployment_name for d in pool.deployments] == ["west-4o"]
+    pool, _ = chooser.pool_for(Target("resource", "fine_tuning/jobs"), body, ("gpt-4o",))
+    assert len(pool.deployments) == 2  # a list: the key's home pool, both resources
