@@ -66,8 +66,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from azure_openai_proxy.errors import GatewayError, MalformedBody, NotFound
-from azure_openai_proxy.gateway.affinity import Home, folded, ids_referenced
+from azure_openai_proxy.errors import GatewayError, NotFound
+from azure_openai_proxy.gateway.affinity import Home, ids_referenced, item_references
 from azure_openai_proxy.gateway.chained import ChainedContext
 from azure_openai_proxy.gateway.chatfiles import chat_file_ids
 from azure_openai_proxy.gateway.finetuned import job_of, listed_models, named_models
@@ -103,7 +103,6 @@ _CAPACITY = 200_000
 # and `responses/input_tokens` counts a request's input: none names an object.
 _NOT_IDS = frozenset({"threads/runs", "responses/compact", "responses/input_tokens"})
 # Where a body lists input items, which may be `item_reference`s to stored items.
-_ITEM_LISTS = ("input", "items")
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,33 +371,6 @@ def object_ids(operation: str, body: Mapping[str, Any] | None) -> tuple[list[str
     if operation in _NOT_IDS:  # exactly: below them (`responses/compact/x`) is an id's path
         named = named[1:]
     return named + item_references(body), parts[3::2]
-
-
-def item_references(body: Mapping[str, Any] | None) -> list[str]:
-    """The stored items a Responses `input` (or a conversation's `items`) names by
-    reference: `{"type": "item_reference", "id": "msg_..."}`. Only top-level items can be
-    references, and `ids_referenced` has already bounded the body's size (and refused
-    `Input`, `Type` or `Id` for the names). A type spelled `Item_Reference` is refused: an
-    enum bound case-insensitively would make it a reference."""
-    if not body:
-        return []
-    ids: list[str] = []
-    for field in _ITEM_LISTS:
-        items = body.get(field)
-        for item in items if isinstance(items, list) else ():
-            if not isinstance(item, dict):
-                continue
-            kind = item.get("type")
-            if kind == "item_reference":
-                item_id = item.get("id")
-                if isinstance(item_id, str) and item_id:
-                    ids.append(item_id)
-            elif isinstance(kind, str) and folded(kind) == "item_reference":
-                raise MalformedBody(f"Invalid value for '{field}[].type': "
-                                    "'item_reference' is spelled in lower case.",
-                                    param=f"{field}[].type")
-    return ids
-
 
 
 def _made_on(record: RequestRecord) -> Home | None:

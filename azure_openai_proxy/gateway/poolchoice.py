@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from azure_openai_proxy.apiversions import OPERATION_NEEDS
 from azure_openai_proxy.errors import GatewayError, MalformedBody
-from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
+from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced, item_references
 from azure_openai_proxy.gateway.governed import pool_allowed
 from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.routing import Pool, RoutingTable, Target, servable
@@ -67,7 +67,9 @@ class PoolChooser:
         created it, when its home is known here (this worker saw it created, or learnt it
         from its owner's record) and that deployment is still configured: to the pool's
         member on that resource (the model the request names), else to that deployment."""
-        home = self.affinity.home_of(ids_referenced(target.operation, body.json))
+        json = body.json
+        home = self.affinity.home_of(ids_referenced(target.operation, json)
+                                     + item_references(json, strict=False))
         if home is None:
             return pool
         # The object lives on the resource (endpoint), not on one deployment: a pool

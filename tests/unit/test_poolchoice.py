@@ -183,3 +183,20 @@ def test_a_fine_tuning_job_is_asked_about_on_its_resource(operation: str) -> Non
     assert [d.deployment_name for d in pool.deployments] == ["west-4o"]
     pool, _ = chooser.pool_for(Target("resource", "fine_tuning/jobs"), body, ("gpt-4o",))
     assert len(pool.deployments) == 2  # a list: the key's home pool, both resources
+
+
+def test_a_turn_naming_stored_items_by_reference_goes_to_their_resource() -> None:
+    """A response's output items are recorded with its home (`owned_answer`, a stream's
+    claim): a turn whose `input` names one by `item_reference` goes to its resource
+    (on 87db8cd their homes were learnt but not read for routing: either resource)."""
+    chooser = _chooser(CONFIG)
+    chooser.affinity.remember("msg_1", ("https://west.example", "west-4o"))
+    body = RequestBody(json={"model": "gpt-4o", "input": [
+        {"role": "user", "content": "again"}, {"type": "item_reference", "id": "msg_1"}]})
+    pool, _ = chooser.pool_for(Target("resource", "responses"), body, ("gpt-4o",))
+    assert [d.deployment_name for d in pool.deployments] == ["west-4o"]
+    # routing reads, it does not refuse: a type in other letters is the check's to refuse
+    body = RequestBody(json={"model": "gpt-4o", "input": [
+        {"type": "Item_Reference", "id": "msg_1"}]})
+    pool, _ = chooser.pool_for(Target("resource", "responses"), body)
+    assert len(pool.deployments) == 2
