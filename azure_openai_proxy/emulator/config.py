@@ -32,17 +32,28 @@ _DEPLOYMENT_KEYS = frozenset(
 )
 # Context windows (prompt + completion tokens) of the models Azure deploys, most specific
 # name first; a model not listed has no limit unless its deployment sets `context_tokens`.
+# gpt-35-turbo 0301/0613 have 4,096 (azure-search-openai-demo#1199), its 16k model 16,384;
+# gpt-4's turbo previews (1106, 0125, vision) 128,000 as gpt-4-turbo, not gpt-4's 8,192;
+# gpt-5-chat 128,000, not the reasoning gpt-5's 400,000 (Azure's model table, as
+# anomalyco/models.dev#164 took it).
 CONTEXT_WINDOWS = (
-    ("gpt-35-turbo-instruct", 4_097), ("gpt-35-turbo", 16_385), ("gpt-4o", 128_000),
-    ("gpt-4.1", 1_047_576), ("gpt-4-32k", 32_768), ("gpt-4-turbo", 128_000),
-    ("gpt-4", 8_192), ("o1-mini", 128_000), ("o1", 200_000), ("o3", 200_000),
-    ("o4-mini", 200_000), ("gpt-5", 400_000),
+    ("gpt-35-turbo-instruct", 4_097), ("gpt-35-turbo-16k", 16_384),
+    ("gpt-35-turbo-0301", 4_096), ("gpt-35-turbo-0613", 4_096), ("gpt-35-turbo", 16_385),
+    ("gpt-4o", 128_000), ("gpt-4.1", 1_047_576), ("gpt-4-32k", 32_768),
+    ("gpt-4-turbo", 128_000), ("gpt-4-1106", 128_000), ("gpt-4-0125", 128_000),
+    ("gpt-4-vision", 128_000), ("gpt-4", 8_192), ("o1-mini", 128_000), ("o1", 200_000),
+    ("o3", 200_000), ("o4-mini", 200_000), ("gpt-5-chat", 128_000), ("gpt-5", 400_000),
 )
 # The most completion tokens a request may ask for (`max_tokens`), where Azure's model
-# documentation gives a limit below the context window; most specific name first.
-MAX_OUTPUT_TOKENS = (
-    ("gpt-35-turbo", 4_096), ("gpt-4o", 16_384), ("gpt-4.1", 32_768), ("gpt-4-turbo", 4_096),
-    ("gpt-5-chat", 16_384),
+# documentation gives a limit below the context window; most specific name first, None
+# for a model whose whole window may be asked for. gpt-35-turbo-16k takes more than 4,096
+# (ChatGPTNextWeb/NextChat#3195: 8192 works there, refused on 1106); gpt-4o's first
+# version, 2024-05-13, writes 4,096 (optillm#4: "at most 4096" for gpt-4o in Sept 2024;
+# zyocum/pdf2md#5: 16,384 since 2024-08-06); gpt-4's turbo previews 4,096 (NextChat#3195).
+MAX_OUTPUT_TOKENS: tuple[tuple[str, int | None], ...] = (
+    ("gpt-35-turbo-16k", None), ("gpt-35-turbo", 4_096), ("gpt-4o-2024-05-13", 4_096),
+    ("gpt-4o", 16_384), ("gpt-4.1", 32_768), ("gpt-4-turbo", 4_096), ("gpt-4-1106", 4_096),
+    ("gpt-4-0125", 4_096), ("gpt-4-vision", 4_096), ("gpt-5-chat", 16_384),
 )
 
 
