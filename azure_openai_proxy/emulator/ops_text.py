@@ -56,9 +56,11 @@ def facts(ex: Exchange) -> RequestFacts:
 async def chat(ex: Exchange) -> web.StreamResponse:
     assert ex.deployment is not None and ex.version is not None
     validation.check_chat(ex.body, ex.version, ex.deployment.model, ex.deployment.reasoning)
-    validation.check_max_tokens(ex.body, max_output_tokens(ex.deployment.model))
+    # The window first: gpt-4.1 with max_tokens 1,000,000 (past its 32,768) and 124,171
+    # prompt tokens got context_length_exceeded (azure-sdk-for-python#40986), not "too large".
     validation.check_context(chat_prompt_tokens(ex.body["messages"]), ex.body,
                              ex.deployment.context_tokens, chat=True)
+    validation.check_max_tokens(ex.body, max_output_tokens(ex.deployment.model))
     plan = plan_chat(ex.body, facts(ex))
     if ex.body.get("stream"):
         stream = frames.chat_stream(plan, ex.config.burst_tokens)

@@ -311,3 +311,18 @@ def test_gpt5_chat_takes_max_tokens_up_to_its_output_limit() -> None:
             "tokens, whereas you provided 20000.")
         assert call(server.url, "POST", path, hello(max_tokens=100, temperature=0.2),
                     AUTH).status == 200
+
+
+def test_a_request_past_both_the_window_and_the_output_limit_gets_the_context_error() -> None:
+    """azure-sdk-for-python#40986: gpt-4.1 asked for max_tokens 1,000,000 (past its 32,768
+    output limit) with 124,171 prompt tokens got context_length_exceeded "(124171 in the
+    messages, 1000000 in the completion)", not "max_tokens is too large"."""
+    base = load_emulator_config(None, api_key=KEY)
+    config = replace(base, deployments=(
+        EmulatedDeployment("small", "gpt-4.1-2025-04-14", "chat", context_tokens=100),))
+    with serve(lambda: create_emulator_app(config)) as server:
+        reply = call(server.url, "POST", chat_path("small"), hello(max_tokens=1_000_000), AUTH)
+    assert reply.status == 400
+    error = reply.json()["error"]
+    assert (error["code"], error["param"]) == ("context_length_exceeded", "messages")
+    assert "in the messages, 1000000 in the completion)" in error["message"]
