@@ -58,10 +58,10 @@ async def chat(ex: Exchange) -> web.StreamResponse:
     validation.check_chat(ex.body, ex.version, ex.deployment.model, ex.deployment.reasoning)
     # The window first: gpt-4.1 with max_tokens 1,000,000 (past its 32,768) and 124,171
     # prompt tokens got context_length_exceeded (azure-sdk-for-python#40986), not "too large".
-    validation.check_context(chat_prompt_tokens(ex.body["messages"]), ex.body,
-                             ex.deployment.context_tokens, chat=True)
+    tokens = chat_prompt_tokens(ex.body["messages"])  # counted once: the whole prompt's text
+    validation.check_context(tokens, ex.body, ex.deployment.context_tokens, chat=True)
     validation.check_max_tokens(ex.body, max_output_tokens(ex.deployment.model))
-    plan = plan_chat(ex.body, facts(ex))
+    plan = plan_chat(ex.body, facts(ex), tokens)
     if ex.body.get("stream"):
         stream = frames.chat_stream(plan, ex.config.burst_tokens)
         return await ex.stream((f.encode(), f.tokens) for f in stream)
@@ -72,9 +72,10 @@ async def chat(ex: Exchange) -> web.StreamResponse:
 async def completions(ex: Exchange) -> web.StreamResponse:
     assert ex.deployment is not None and ex.version is not None
     validation.check_completions(ex.body, ex.version)
-    for _, tokens in prompt_list(ex.body.get("prompt", "<|endoftext|>")):
+    prompts = prompt_list(ex.body.get("prompt", "<|endoftext|>"))
+    for _, tokens in prompts:
         validation.check_context(tokens, ex.body, ex.deployment.context_tokens, chat=False)
-    plan = plan_completions(ex.body, facts(ex))
+    plan = plan_completions(ex.body, facts(ex), prompts)
     if ex.body.get("stream"):
         stream = frames.completions_stream(plan, ex.config.burst_tokens)
         return await ex.stream((f.encode(), f.tokens) for f in stream)

@@ -7,7 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from azure_openai_proxy.emulator import create_emulator_app, load_emulator_config, mask_secret
+from azure_openai_proxy.emulator import (
+    create_emulator_app,
+    generation,
+    load_emulator_config,
+    mask_secret,
+    textgen,
+)
 from azure_openai_proxy.emulator.config import EmulatedDeployment
 from tests.emulator.conftest import (
     ENTRA,
@@ -326,3 +332,27 @@ def test_a_request_past_both_the_window_and_the_output_limit_gets_the_context_er
     error = reply.json()["error"]
     assert (error["code"], error["param"]) == ("context_length_exceeded", "messages")
     assert "in the messages, 1000000 in the completion)" in error["message"]
+
+
+def test_a_prompt_is_counted_once_per_request(
+    srv: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The context check and the usage share one count of the prompt, and the rate
+    estimate needs only its characters: counting is a regex over all its text (~73 ms for
+    100,000 words), done twice for a chat and three times for a completions prompt."""
+    seen: list[str] = []
+
+    def counting(text: str) -> int:
+        seen.append(text)
+        return len(text.split())
+
+    monkeypatch.setattr(textgen, "count_tokens", counting)
+    monkeypatch.setattr(generation, "count_tokens", counting)
+    prompt = "a prompt counted once"
+    chat = call(srv.url, "POST", chat_path("gpt-4o"),
+                {"messages": [{"role": "user", "content": prompt}]}, AUTH)
+    assert chat.status == 200 and chat.json()["usage"]["prompt_tokens"] == 3 + 3 + 4
+    path = "/openai/deployments/gpt-35-turbo-instruct/completions?api-version=2024-10-21"
+    text = call(srv.url, "POST", path, {"prompt": prompt}, AUTH)
+    assert text.status == 200 and text.json()["usage"]["prompt_tokens"] == 4
+    assert seen.count(prompt) == 2  # one for each request
