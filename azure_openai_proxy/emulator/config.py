@@ -73,8 +73,10 @@ def is_reasoning_model(model: str) -> bool:
 def model_family(model: str) -> str:
     """The model's name without its version, as Azure's messages give it:
     `o3-mini-2025-01-31` -> `o3-mini`, `gpt-35-turbo-0125` -> `gpt-35-turbo`,
-    `dall-e-3-3.0` -> `dall-e-3`; `text-embedding-ada-002` is a name and stays."""
-    return re.sub(r"-(\d{4}-\d{2}-\d{2}|\d{4}|\d+\.\d+)$", "", model)
+    `dall-e-3-3.0` -> `dall-e-3`; `text-embedding-ada-002` is a name and stays, as do
+    `gpt-4.1` and `gpt-5.1` (a dotted version follows a name with a dash in it)."""
+    undotted = re.sub(r"^(.+-[^-]+)-\d+\.\d+$", r"\1", model)
+    return re.sub(r"-(\d{4}-\d{2}-\d{2}|\d{4})$", "", undotted)
 
 
 @dataclass(frozen=True)

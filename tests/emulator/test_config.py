@@ -9,6 +9,7 @@ from azure_openai_proxy.emulator.config import (
     config_from_mapping,
     is_reasoning_model,
     max_output_tokens,
+    model_family,
 )
 
 
@@ -179,3 +180,18 @@ def test_context_window_is_the_models_own_unless_set() -> None:
 def test_context_window_and_output_limit_by_model(model: str, window: int, most: int | None) -> None:
     assert EmulatedDeployment("d", model, "chat").context_tokens == window
     assert max_output_tokens(model) == most
+
+
+@pytest.mark.parametrize(("model", "family"), [
+    ("gpt-4.1", "gpt-4.1"),  # was "gpt": its .1 was read as a version
+    ("gpt-5.1", "gpt-5.1"),
+    ("gpt-4.1-2025-04-14", "gpt-4.1"),
+    ("dall-e-3-3.0", "dall-e-3"),
+    ("gpt-35-turbo-0125", "gpt-35-turbo"),
+    ("o3-mini-2025-01-31", "o3-mini"),
+    ("text-embedding-ada-002", "text-embedding-ada-002"),
+])
+def test_model_family_strips_only_a_version(model: str, family: str) -> None:
+    """The name OperationNotSupported gives: "...does not work with the specified model,
+    gpt-4.1" for a deployment of `gpt-4.1`, not "model, gpt"."""
+    assert model_family(model) == family
