@@ -42,7 +42,17 @@ CONTEXT_WINDOWS = (
     ("gpt-4o", 128_000), ("gpt-4.1", 1_047_576), ("gpt-4-32k", 32_768),
     ("gpt-4-turbo", 128_000), ("gpt-4-1106", 128_000), ("gpt-4-0125", 128_000),
     ("gpt-4-vision", 128_000), ("gpt-4", 8_192), ("o1-mini", 128_000), ("o1", 200_000),
-    ("o3", 200_000), ("o4-mini", 200_000), ("gpt-5-chat", 128_000), ("gpt-5", 400_000),
+    ("o3", 200_000), ("o4-mini", 200_000), ("gpt-5-chat", 128_000),
+    ("gpt-5.1-chat", 128_000), ("gpt-5.2-chat", 128_000), ("gpt-5.4", 1_050_000),
+    ("gpt-5.5", 1_050_000), ("gpt-5", 400_000),
+)
+# The most prompt tokens a gpt-5 reasoning model takes, below its window: "Input tokens
+# exceed the configured limit of 272000 tokens." (cline#5474; Azure enforces it too:
+# BerriAI/litellm#13496, #18928); gpt-5.4 and 5.5 take 922,000 of their 1,050,000
+# (earendil-works/pi#5559, from Azure's model table); the chat models their whole window.
+INPUT_LIMITS: tuple[tuple[str, int | None], ...] = (
+    ("gpt-5-chat", None), ("gpt-5.1-chat", None), ("gpt-5.2-chat", None),
+    ("gpt-5.4", 922_000), ("gpt-5.5", 922_000), ("gpt-5", 272_000),
 )
 # The most completion tokens a request may ask for (`max_tokens`), where Azure's model
 # documentation gives a limit below the context window; most specific name first, None
@@ -55,6 +65,11 @@ MAX_OUTPUT_TOKENS: tuple[tuple[str, int | None], ...] = (
     ("gpt-4o", 16_384), ("gpt-4.1", 32_768), ("gpt-4-turbo", 4_096), ("gpt-4-1106", 4_096),
     ("gpt-4-0125", 4_096), ("gpt-4-vision", 4_096), ("gpt-5-chat", 16_384),
 )
+
+
+def input_limit(model: str) -> int | None:
+    """The most prompt tokens Azure accepts for `model` (None: up to its window)."""
+    return next((n for prefix, n in INPUT_LIMITS if model.startswith(prefix)), None)
 
 
 def max_output_tokens(model: str) -> int | None:

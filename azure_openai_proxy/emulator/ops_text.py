@@ -13,7 +13,11 @@ import orjson
 from aiohttp import web
 
 from azure_openai_proxy.emulator import frames, validation, wire_errors
-from azure_openai_proxy.emulator.config import EmulatedDeployment, max_output_tokens
+from azure_openai_proxy.emulator.config import (
+    EmulatedDeployment,
+    input_limit,
+    max_output_tokens,
+)
 from azure_openai_proxy.emulator.exchange import Exchange, new_id
 from azure_openai_proxy.emulator.generation import (
     RequestFacts,
@@ -59,7 +63,8 @@ async def chat(ex: Exchange) -> web.StreamResponse:
     # The window first: gpt-4.1 with max_tokens 1,000,000 (past its 32,768) and 124,171
     # prompt tokens got context_length_exceeded (azure-sdk-for-python#40986), not "too large".
     tokens = chat_prompt_tokens(ex.body["messages"])  # counted once: the whole prompt's text
-    validation.check_context(tokens, ex.body, ex.deployment.context_tokens, chat=True)
+    validation.check_context(tokens, ex.body, ex.deployment.context_tokens, chat=True,
+                             most_input=input_limit(ex.deployment.model))
     validation.check_max_tokens(ex.body, max_output_tokens(ex.deployment.model))
     plan = plan_chat(ex.body, facts(ex), tokens)
     if ex.body.get("stream"):

@@ -243,14 +243,22 @@ def _check_common(body: Mapping[str, Any], version: ApiVersion) -> None:
 
 
 def check_context(
-    prompt_tokens: int, body: Mapping[str, Any], window: int | None, *, chat: bool
+    prompt_tokens: int, body: Mapping[str, Any], window: int | None, *, chat: bool,
+    most_input: int | None = None,
 ) -> None:
     """Azure's 400 `context_length_exceeded` when the prompt and the completion asked for
     do not fit the model's `window`. Chat's words (azure-sdk-for-net#41892,
     azure-search-openai-demo#1199, gpt-researcher#680 on gpt-4o): "you requested N tokens
     (P in the messages, C in the completion)", or without a maximum "your messages resulted
     in P tokens"; legacy completions' older words, code and param null (llama_index#402):
-    "(P in your prompt; C for the completion)"."""
+    "(P in your prompt; C for the completion)". A prompt past `most_input` (gpt-5's
+    272,000) is refused whatever the completion (cline#5474's words)."""
+    if most_input is not None and prompt_tokens > most_input:
+        raise wire_errors.invalid_request(
+            f"Input tokens exceed the configured limit of {most_input} tokens. Your messages "
+            f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages.",
+            "messages", "context_length_exceeded",
+        )
     if window is None:
         return
     most = body.get("max_completion_tokens") or body.get("max_tokens")

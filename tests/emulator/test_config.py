@@ -7,6 +7,7 @@ import pytest
 from azure_openai_proxy.emulator import DEFAULT_API_KEY, EmulatedDeployment, load_emulator_config
 from azure_openai_proxy.emulator.config import (
     config_from_mapping,
+    input_limit,
     is_reasoning_model,
     max_output_tokens,
     model_family,
@@ -195,3 +196,15 @@ def test_model_family_strips_only_a_version(model: str, family: str) -> None:
     """The name OperationNotSupported gives: "...does not work with the specified model,
     gpt-4.1" for a deployment of `gpt-4.1`, not "model, gpt"."""
     assert model_family(model) == family
+
+
+@pytest.mark.parametrize(("model", "window", "most_input"), [
+    ("gpt-5-2025-08-07", 400_000, 272_000),
+    ("gpt-5.1-2025-11-13", 400_000, 272_000),
+    ("gpt-5.1-chat-2025-11-13", 128_000, None),  # chat models: their whole window
+    ("gpt-5.4", 1_050_000, 922_000),  # earendil-works/pi#5559
+    ("gpt-4o-2024-08-06", 128_000, None),
+])
+def test_gpt5_input_limits_inside_the_window(model: str, window: int, most_input: int | None) -> None:
+    assert EmulatedDeployment("d", model, "chat").context_tokens == window
+    assert input_limit(model) == most_input

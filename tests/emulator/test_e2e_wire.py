@@ -356,3 +356,21 @@ def test_a_prompt_is_counted_once_per_request(
     text = call(srv.url, "POST", path, {"prompt": prompt}, AUTH)
     assert text.status == 200 and text.json()["usage"]["prompt_tokens"] == 4
     assert seen.count(prompt) == 2  # one for each request
+
+
+def test_a_gpt5_prompt_past_its_input_limit_is_refused_inside_its_window() -> None:
+    """gpt-5's 400,000-token window takes at most 272,000 prompt tokens: "Input tokens
+    exceed the configured limit of 272000 tokens. Your messages resulted in N tokens."
+    (cline#5474; Azure enforces it as OpenAI does: BerriAI/litellm#13496, #18928);
+    was served."""
+    base = load_emulator_config(None, api_key=KEY)
+    config = replace(base, deployments=(
+        EmulatedDeployment("gpt-5-mini", "gpt-5-mini-2025-08-07", "chat"),))
+    long = {"messages": [{"role": "user", "content": "word " * 272_000}]}
+    with serve(lambda: create_emulator_app(config)) as server:
+        reply = call(server.url, "POST", chat_path("gpt-5-mini", "2025-04-01-preview"), long, AUTH)
+    assert (reply.status, reply.json()) == (400, {"error": {
+        "message": "Input tokens exceed the configured limit of 272000 tokens. Your messages "
+        "resulted in 272006 tokens. Please reduce the length of the messages.",
+        "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded",
+    }})
