@@ -6,6 +6,7 @@ or raises the `AzureError` Azure would answer with.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -61,6 +62,8 @@ EMBEDDING_PARAMS: dict[str, str] = dict.fromkeys(
 _REASONING_UNSUPPORTED = (
     "temperature", "top_p", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs",
 )
+_NO_REASONING_SAMPLING = frozenset({"temperature", "top_p", "logprobs", "top_logprobs"})
+_LATER_GPT5 = re.compile(r"gpt-5\.\d")
 # `stream_options` is accepted on 2024-10-21 although that GA spec omits it.
 _GA_EXTRAS = {"2024-10-21": frozenset({"stream_options"})}
 
@@ -153,15 +156,26 @@ def _check_reasoning(body: Mapping[str, Any], model: str) -> None:
             "max_tokens",
             "unsupported_parameter",
         )
-    if model.startswith("gpt-5") and "temperature" in body:
+    sampling = _sampling_allowed(body, model)
+    if model.startswith("gpt-5") and "temperature" in body and not sampling:
         _check_default_temperature(body["temperature"])
     for name in _REASONING_UNSUPPORTED:
+        if sampling and name in _NO_REASONING_SAMPLING:
+            continue
         if name in body and not (name == "temperature" and model.startswith("gpt-5")):
             raise wire_errors.invalid_request(
                 f"Unsupported parameter: '{name}' is not supported with this model.",
                 name,
                 "unsupported_parameter",
             )
+
+
+def _sampling_allowed(body: Mapping[str, Any], model: str) -> bool:
+    """gpt-5.1 and later reason only when asked: at `reasoning_effort` none, their default,
+    they take temperature, top_p and logprobs as a chat model does (BerriAI/litellm#17011,
+    vercel/ai#10940, langchain-ai/langchain#35424); their -pro models always reason."""
+    return (_LATER_GPT5.match(model) is not None and "-pro" not in model
+            and body.get("reasoning_effort", "none") == "none")
 
 
 def _check_default_temperature(value: object) -> None:
