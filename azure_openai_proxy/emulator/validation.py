@@ -277,7 +277,7 @@ def check_context(
         return
     most = body.get("max_completion_tokens") or body.get("max_tokens")
     completion = most if isinstance(most, int) and not isinstance(most, bool) else 0
-    if not chat and "max_tokens" not in body:
+    if not chat and body.get("max_tokens") is None:
         completion = 16  # completions' default maximum
     if prompt_tokens + completion <= window:
         return

@@ -254,3 +254,11 @@ def test_later_gpt5_samples_at_reasoning_effort_none() -> None:
     assert reasoning.body["error"]["code"] == "unsupported_value"
     gpt5 = rejection(sampled, "2025-04-01-preview", "gpt-5-2025-08-07", True)
     assert gpt5.body["error"]["code"] == "unsupported_value"
+
+
+def test_completions_max_tokens_null_reserves_the_default_16() -> None:
+    """`max_tokens: null` is completions' default maximum, 16, as an absent one is (the
+    context check counted it as 0, so 113 prompt tokens passed a 128-token window)."""
+    with pytest.raises(wire_errors.AzureError) as caught:
+        validation.check_context(113, {"max_tokens": None}, 128, chat=False)
+    assert "(113 in your prompt; 16 for the completion)" in caught.value.body["error"]["message"]
