@@ -187,7 +187,8 @@ MODEL_NEEDS: tuple[tuple[str, ModelNeed], ...] = (
     # `max_tokens` and `temperature` (stanfordnlp/dspy#8724, langgenius/dify-official-
     # plugins#2024), which compat would drop or rename for a reasoning model. Only this
     # name: gpt-5.1-chat and later refuse `max_tokens` (Zackriya-Solutions/meetily#364).
-    (r"gpt-?5-chat", _need("gpt-5-chat", "gpt-5 chat models", "2025-04-01")),
+    # `chat` as a word: a `gpt-5-chatbot` deployment is still the reasoning gpt-5.
+    (r"gpt-?5-chat(?![a-z])", _need("gpt-5-chat", "gpt-5 chat models", "2025-04-01")),
     (r"gpt-?5", _need("gpt-5", _REASONING, "2025-04-01")),
     # The dated realtime endpoint takes previews from 2024-10-01-preview on.
     (r"gpt-4o(?:-mini)?-realtime|gpt-realtime",

@@ -105,6 +105,9 @@ def test_none_latest_and_preview_are_the_v1_api() -> None:
         "gpt-5-mini",
         "gpt-5.1",
         "gpt-5.1-chat",
+        # a deployment called a chatbot still serves the reasoning gpt-5
+        "gpt-5-chatbot",
+        "gpt5-chatgpt",
         "gpt5",
         "team/o4mini",
         "codex-mini",
