@@ -27,6 +27,8 @@
         ├── UpstreamTimeout           504
         ├── UpstreamHeadTooLarge      502 (Azure's answer head past the size/count limits)
         ├── UpstreamAnswerTooLarge    502 (a JSON answer past `upstream.max_answer_bytes`)
+        ├── UpstreamInvalidAnswer     502 (a 2xx JSON route's body not a JSON object, or in an
+        │                                  encoding the gateway cannot decode)
         ├── UpstreamPoolTimeout       503 (no free connection within `upstream.pool_timeout`)
         ├── EntraUnavailable          502 (no Entra ID token for a deployment's scope)
         └── NoDeploymentAvailable     503 (every deployment cooling down / circuit open)
@@ -75,6 +77,7 @@ __all__ = [
     "UpstreamError",
     "UpstreamHeadTooLarge",
     "UpstreamHttpError",
+    "UpstreamInvalidAnswer",
     "UpstreamPoolTimeout",
     "UpstreamTimeout",
     "UpstreamUnreachable",
@@ -361,6 +364,10 @@ class UpstreamHeadTooLarge(UpstreamError):
 
 class UpstreamAnswerTooLarge(UpstreamError):
     code = "upstream_answer_too_large"
+
+
+class UpstreamInvalidAnswer(UpstreamError):
+    code = "upstream_invalid_answer"
 
 
 class EntraUnavailable(UpstreamError):

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from azure_openai_proxy.errors import GatewayError, UpstreamError
+from azure_openai_proxy.errors import GatewayError, UpstreamError, UpstreamInvalidAnswer
 from azure_openai_proxy.gateway.answerusage import (
     SpeechMeter,
     SpeechStreamMeter,
@@ -42,7 +42,7 @@ from azure_openai_proxy.http.interface import (
     ResponseStream,
 )
 from azure_openai_proxy.http.request import FastRequest, FastStream
-from azure_openai_proxy.normalize.body import normalize_answer
+from azure_openai_proxy.normalize.body import AnswerNotJson, normalize_answer
 from azure_openai_proxy.normalize.picture_meter import PictureStreamMeter
 from azure_openai_proxy.normalize.responses_meter import ResponsesStreamMeter
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
@@ -130,15 +130,21 @@ async def relay(
                     else meter.recorded() if type(meter) is SpeechStreamMeter
                     else with_context(estimated_usage(_json(body), 0), record.context_tokens))
             raise
-    if content_type.startswith("application/json"):
+    if content_type.startswith("application/json") or operation in _MODEL_RESTORED:
+        # (A chat's, an embedding's... answer is JSON whatever its content-type says.)
         try:
             raw = await response.read(answer_limit)
         finally:
             response.close()
         if operation in _MODEL_RESTORED:
-            raw, record.usage = normalize_answer(
-                raw, client_model=client_model, keep_azure_fields=keep_azure_fields
-            )
+            try:
+                raw, record.usage = normalize_answer(
+                    raw, client_model=client_model, keep_azure_fields=keep_azure_fields
+                )
+            except AnswerNotJson:
+                # An HTML page, an empty or cut body: the client's SDK would fail to
+                # parse it (or hand back a string) instead of raising an API error.
+                raise _not_json(response.status, content_type) from None
             if operation == "responses" and raw.find(b'"image_generation_call"') != -1:
                 record.usage = with_image_gen(record.usage, answer_image_gen(raw), request.headers)
         elif raw.find(b'"usage"') >= 0:  # `find`: ~1k instructions fewer than `in`
@@ -480,6 +486,12 @@ def _id_of(raw: bytes) -> str | None:
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return value if isinstance(value, str) and 0 < len(value) <= 256 else None
+
+
+def _not_json(status: int, content_type: str) -> UpstreamInvalidAnswer:
+    return UpstreamInvalidAnswer(
+        f"Azure OpenAI answered {status} with a body that is not a JSON object "
+        f"(content-type {content_type or 'none'!r}).")
 
 
 def _raw_stream_error(exc: GatewayError) -> bytes:
