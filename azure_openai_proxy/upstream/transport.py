@@ -14,9 +14,15 @@ from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 from aiohttp.abc import AbstractStreamWriter
+from multidict import MutableMultiMapping
 from yarl import URL
 
-from azure_openai_proxy.errors import UpstreamAnswerTooLarge, UpstreamTimeout, UpstreamUnreachable
+from azure_openai_proxy.errors import (
+    UpstreamAnswerTooLarge,
+    UpstreamInvalidAnswer,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from azure_openai_proxy.settings import UpstreamSettings
 
 __all__ = [
@@ -28,6 +34,7 @@ __all__ = [
     "UpstreamResponse",
     "UpstreamStreamBroken",
     "answer_too_large",
+    "compressed",
     "read_limited",
 ]
 
@@ -119,6 +126,31 @@ def answer_too_large(limit: int) -> UpstreamAnswerTooLarge:
     return UpstreamAnswerTooLarge(
         f"Azure OpenAI's answer is larger than the gateway's limit of {limit} bytes."
     )
+
+
+# The content-encodings `compressed` inflates (zlib detects gzip's and zlib's headers).
+_DECODED_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
+
+
+def compressed(headers: MutableMultiMapping[str]) -> bool:
+    """Whether an answer's body is to be inflated: gzip or deflate, whose content-encoding
+    (and content-length) then go, so callers see identity bytes (we never send
+    Accept-Encoding, but a server may compress anyway). `UpstreamInvalidAnswer` for a
+    coding we cannot decode (br, zstd, two codings): its header is not relayed, so the
+    client would get the compressed bytes as the answer."""
+    encoding = headers.get("content-encoding")
+    if encoding is None:
+        return False
+    coding = encoding.strip().lower()
+    if coding in _DECODED_ENCODINGS:
+        del headers["content-encoding"]
+        headers.popall("content-length", None)
+        return True
+    if coding in ("", "identity"):
+        return False
+    raise UpstreamInvalidAnswer(
+        f"Azure OpenAI answered in a content-encoding the gateway cannot decode "
+        f"({encoding[:40]!r}).")
 
 
 class Transport(Protocol):

@@ -18,8 +18,13 @@ from typing import TYPE_CHECKING, Protocol, cast
 import httptools
 from multidict import CIMultiDict
 
-from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamTimeout, UpstreamUnreachable
-from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
+from azure_openai_proxy.errors import (
+    UpstreamHeadTooLarge,
+    UpstreamInvalidAnswer,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from azure_openai_proxy.upstream.transport import UpstreamStreamBroken, compressed
 
 if TYPE_CHECKING:
     from azure_openai_proxy.upstream.fast.pool import _HostPool
@@ -33,7 +38,6 @@ __all__ = [
 # drains the queue: a slow client of a 50 MB answer holds this much, not 50 MB.
 HIGH_WATER = 256 * 1024
 # zlib's window bits for "gzip or zlib header, detected": covers gzip and deflate.
-_DECODED_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
 _AUTO_HEADER = 32 + zlib.MAX_WBITS
 # Bounds on an answer's head (status line, headers, interim 1xx heads): Azure's heads are
 # about 1 KiB and 20 headers. llhttp sets none, and httptools gathers a header's value in
@@ -263,12 +267,14 @@ class _Connection(asyncio.Protocol):
         self.status = status
         self.headers = headers = CIMultiDict(self.raw)
         length = headers.get("content-length")
-        if headers.get("content-encoding", "").lower() in _DECODED_ENCODINGS:
-            # We never send Accept-Encoding; if a server compresses anyway, callers
-            # still see identity bytes.
+        try:
+            inflated = "content-encoding" in headers and compressed(headers)
+        except UpstreamInvalidAnswer as exc:
+            self._fail(exc, None)
+            self.close()
+            raise _HeadRefused from None  # stops llhttp; `data_received` keeps the error
+        if inflated:
             self.decoder = zlib.decompressobj(_AUTO_HEADER)
-            del headers["content-encoding"]
-            headers.popall("content-length", None)
         elif length is not None:
             self.length = int(length)
         self.started = True

@@ -27,7 +27,6 @@ __all__ = ["_CREDIT_AT", "H2Response", "_Stream", "quiet_streams"]
 
 # The stream's window is credited back once the caller has read this much of it.
 _CREDIT_AT = STREAM_WINDOW // 2
-_DECODED_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
 _AUTO_HEADER = 32 + zlib.MAX_WBITS  # zlib's "gzip or zlib header, detected"
 
 
@@ -71,14 +70,11 @@ class _Stream:
         self.paused = False  # pushed, but the sink's reader is slow: queued meanwhile
         self.draining = False  # nobody reads: its last bytes are awaited, then dropped
 
-    def head(self, status: int, headers: CIMultiDict[str]) -> None:
+    def head(self, status: int, headers: CIMultiDict[str], inflated: bool) -> None:
+        """The answer's head; `inflated`: its body is gzip or deflate (`compressed`)."""
         self.status = status
-        if headers.get("content-encoding", "").lower() in _DECODED_ENCODINGS:
-            # We never send accept-encoding; if a server compresses anyway, callers
-            # still see identity bytes (as with fast/).
+        if inflated:
             self.decoder = zlib.decompressobj(_AUTO_HEADER)
-            del headers["content-encoding"]
-            headers.popall("content-length", None)
         length = headers.get("content-length")
         if length is not None and length.isdigit() and not self.bodyless and status not in (
                 204, 304):
