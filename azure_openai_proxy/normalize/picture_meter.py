@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from azure_openai_proxy.governance.mediatokens import picture_usage
-from azure_openai_proxy.sse import SseDecoder
+from azure_openai_proxy.normalize.eventbound import MAX_METERED_EVENT_BYTES, BoundedSseDecoder
 
 __all__ = ["PictureStreamMeter"]
 
@@ -33,7 +33,7 @@ class PictureStreamMeter:
     __slots__ = ("_decoder", "completed", "ended", "usage")
 
     def __init__(self) -> None:
-        self._decoder = SseDecoder()
+        self._decoder = BoundedSseDecoder(MAX_METERED_EVENT_BYTES)
         self.usage: dict[str, Any] | None = None
         self.completed = 0
         self.ended = False

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from azure_openai_proxy.governance.toolusage import image_gen_usage
-from azure_openai_proxy.sse import SseDecoder
+from azure_openai_proxy.normalize.eventbound import MAX_METERED_EVENT_BYTES, BoundedSseDecoder
 
 __all__ = ["ResponsesStreamMeter"]
 
@@ -51,7 +51,7 @@ class ResponsesStreamMeter:
 
     def __init__(self, claim: Callable[[list[str]], None] | None = None,
                  created: Callable[[str], None] | None = None) -> None:
-        self._decoder = SseDecoder()
+        self._decoder = BoundedSseDecoder(MAX_METERED_EVENT_BYTES)
         self.claim = claim
         self.created = created
         self._seen: set[str] = set()

@@ -54,8 +54,9 @@ from azure_openai_proxy.normalize.choices import (
     is_annotation,
     strip_azure_fields,
 )
+from azure_openai_proxy.normalize.eventbound import BoundedSseDecoder
 from azure_openai_proxy.normalize.steady import AnnotationFrameTemplate, SteadyFrameTemplate
-from azure_openai_proxy.sse import SseDecoder, SseEvent
+from azure_openai_proxy.sse import SseEvent
 
 # As `sse.py` builds its events: a NamedTuple's own constructor is a Python function.
 _new_event = tuple.__new__
@@ -103,7 +104,7 @@ class ChatStreamNormalizer:
         """`fast=False` keeps every frame on the general path (parsed, re-serialised
         when changed): the reference `steady.py`'s fast path is tested against."""
         self._policy = policy
-        self._decoder = SseDecoder()
+        self._decoder = BoundedSseDecoder()
         self._id: str | None = None
         self._created: int | None = None
         self._model: str | None = policy.client_model
