@@ -13,7 +13,7 @@ import pytest
 
 from azure_openai_proxy.gateway.app import create_app
 from tests.e2e.conftest import gateway_settings
-from tests.e2e.h1raw import Piece, raw_upstream
+from tests.e2e.h1raw import Piece, RawUpstream, raw_upstream
 from tests.e2e.pools import sdk
 from tests.support import ServerThread, serve
 
@@ -44,6 +44,9 @@ ANSWERS: dict[str, Callable[[], Sequence[Piece]]] = {
     "a json list": lambda: answer(b"[1, 2]"),
     # A Content-Length 5 bytes short: the JSON is cut, the rest is junk on the connection.
     "short length": lambda: answer(CHAT, length=len(CHAT) - 5),
+    # A second answer to one request, in the same read: a server out of step.
+    "two answers": lambda: [answer(CHAT)[0] + b"HTTP/1.1 429 Too Many Requests\r\n"
+                            b"Retry-After: 99\r\nContent-Length: 4\r\n\r\nnope"],
 }
 
 
@@ -52,9 +55,14 @@ def script(body: bytes) -> Sequence[Piece]:
 
 
 @pytest.fixture
-def gateway() -> Iterator[ServerThread]:
-    with raw_upstream(script) as upstream, serve(
-            lambda: create_app(gateway_settings(upstream.url))) as server:
+def upstream() -> Iterator[RawUpstream]:
+    with raw_upstream(script) as server:
+        yield server
+
+
+@pytest.fixture
+def gateway(upstream: RawUpstream) -> Iterator[ServerThread]:
+    with serve(lambda: create_app(gateway_settings(upstream.url))) as server:
         yield server
 
 
@@ -85,3 +93,12 @@ def test_a_json_answer_without_its_content_type_is_relayed_as_json(gateway: Serv
     completion = ask(gateway, "no content-type")
     assert completion.choices[0].message.content == "hi"
     assert completion.model == "gpt-4o"  # the client's name restored: it was parsed
+
+
+def test_a_second_answer_to_one_request_is_never_taken_for_the_first(
+        gateway: ServerThread, upstream: RawUpstream) -> None:
+    """On main the second answer's head replaced the first's: the client got a 429 for
+    a chat Azure had answered, and the deployment cooled down for its 99 s."""
+    assert ask(gateway, "two answers").choices[0].message.content == "hi"
+    assert ask(gateway, "ok").choices[0].message.content == "hi"  # not cooling down
+    assert upstream.connections == 2  # the one out of step was closed, not reused

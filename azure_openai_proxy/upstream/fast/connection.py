@@ -186,8 +186,9 @@ class _Connection(asyncio.Protocol):
             if sink is not None:
                 sink.flush()  # the read's pieces fed: one write to the client
             return
-        if not self.busy:
-            # A server speaking on an idle connection (a 408, say) ends it.
+        if not self.busy or self.complete:
+            # A server speaking on an idle connection (a 408, say), or past the answer
+            # (a second one: out of step, or smuggled after a short Content-Length), ends it.
             self.close()
             return
         self.received = True
@@ -259,6 +260,9 @@ class _Connection(asyncio.Protocol):
         if len(self.raw) > MAX_HEADERS:
             self._refuse_head(f"it has more than {MAX_HEADERS} headers")
             raise _HeadRefused  # stops llhttp; `data_received` keeps the error above
+        if self.complete:  # a second answer in the read that ended the first: as above
+            self.close()
+            raise _HeadRefused
         status = self.parser.get_status_code()
         if status < 200:  # 100 Continue, 103 Early Hints: the real answer follows
             self.interim = True
