@@ -44,6 +44,11 @@ ANSWERS: dict[str, Callable[[], Sequence[Piece]]] = {
     "a json list": lambda: answer(b"[1, 2]"),
     # A Content-Length 5 bytes short: the JSON is cut, the rest is junk on the connection.
     "short length": lambda: answer(CHAT, length=len(CHAT) - 5),
+    # Numbers no count is: `float()` reads them as infinity.
+    "infinite quota": lambda: answer(CHAT, b"x-ratelimit-remaining-requests: inf",
+                                     b"x-ratelimit-remaining-tokens: 1e400"),
+    "infinite wait": lambda: [b"HTTP/1.1 429 Too Many Requests\r\nretry-after-ms: infinity\r\n"
+                              b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"],
     # A second answer to one request, in the same read: a server out of step.
     "two answers": lambda: [answer(CHAT)[0] + b"HTTP/1.1 429 Too Many Requests\r\n"
                             b"Retry-After: 99\r\nContent-Length: 4\r\n\r\nnope"],
@@ -62,7 +67,7 @@ def upstream() -> Iterator[RawUpstream]:
 
 @pytest.fixture
 def gateway(upstream: RawUpstream) -> Iterator[ServerThread]:
-    with serve(lambda: create_app(gateway_settings(upstream.url))) as server:
+    with serve(lambda: create_app(gateway_settings(upstream.url, cooldown_seconds=0.2))) as server:
         yield server
 
 
@@ -102,3 +107,19 @@ def test_a_second_answer_to_one_request_is_never_taken_for_the_first(
     assert ask(gateway, "two answers").choices[0].message.content == "hi"
     assert ask(gateway, "ok").choices[0].message.content == "hi"  # not cooling down
     assert upstream.connections == 2  # the one out of step was closed, not reused
+
+
+def test_an_infinite_remaining_quota_is_ignored_not_a_500(gateway: ServerThread) -> None:
+    """On main: OverflowError (int() of infinity) and a 500 for an answered chat."""
+    assert ask(gateway, "infinite quota").choices[0].message.content == "hi"
+
+
+def test_an_infinite_retry_after_is_ignored_not_a_day_of_cooldown(gateway: ServerThread) -> None:
+    """On main `retry-after-ms: infinity` cooled the deployment down for 86,400 s (the
+    longest wait kept): every request after it was refused for a day. Now it is no
+    number, and the cooldown is `cooldown_seconds`'."""
+    from openai import RateLimitError
+
+    with pytest.raises(RateLimitError):
+        ask(gateway, "infinite wait")
+    assert ask(gateway, "ok").choices[0].message.content == "hi"
