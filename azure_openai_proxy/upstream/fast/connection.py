@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import select
-import zlib
 from collections import deque
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -24,7 +23,11 @@ from azure_openai_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from azure_openai_proxy.upstream.transport import UpstreamStreamBroken, compressed
+from azure_openai_proxy.upstream.transport import (
+    Inflater,
+    UpstreamStreamBroken,
+    compressed,
+)
 
 if TYPE_CHECKING:
     from azure_openai_proxy.upstream.fast.pool import _HostPool
@@ -37,8 +40,6 @@ __all__ = [
 # Unread body bytes at which a connection stops reading its socket until the caller
 # drains the queue: a slow client of a 50 MB answer holds this much, not 50 MB.
 HIGH_WATER = 256 * 1024
-# zlib's window bits for "gzip or zlib header, detected": covers gzip and deflate.
-_AUTO_HEADER = 32 + zlib.MAX_WBITS
 # Bounds on an answer's head (status line, headers, interim 1xx heads): Azure's heads are
 # about 1 KiB and 20 headers. llhttp sets none, and httptools gathers a header's value in
 # memory until it ends, so the head is fed at most this much at a time.
@@ -59,13 +60,6 @@ class _Stale(Exception):
 
 class _HeadRefused(Exception):
     """Raised from llhttp's callback to stop parsing a head past the limits."""
-
-
-class _Inflater(Protocol):
-    """What `zlib.decompressobj()` returns (its class is private to zlib)."""
-
-    def decompress(self, data: bytes, max_length: int = ..., /) -> bytes: ...
-    def flush(self, length: int = ..., /) -> bytes: ...
 
 
 class BodySink(Protocol):
@@ -139,7 +133,7 @@ class _Connection(asyncio.Protocol):
         self.body_cut = False  # the request body was not sent whole: never reuse
         self.head_size = 0  # bytes received while the head was incomplete
         self.error: Exception | None = None
-        self.decoder: _Inflater | None = None
+        self.decoder: Inflater | None = None
         self.sink = None
         self.body.clear()
         self.buffered = 0
@@ -278,7 +272,7 @@ class _Connection(asyncio.Protocol):
             self.close()
             raise _HeadRefused from None  # stops llhttp; `data_received` keeps the error
         if inflated:
-            self.decoder = zlib.decompressobj(_AUTO_HEADER)
+            self.decoder = Inflater()
         elif length is not None:
             self.length = int(length)
         self.started = True
@@ -296,7 +290,11 @@ class _Connection(asyncio.Protocol):
         if self.complete:
             return
         if self.decoder is not None:
-            body = self.decoder.decompress(body)
+            try:
+                body = self.decoder.decompress(body)
+            except UpstreamInvalidAnswer as exc:
+                self._fail(exc, None)
+                raise _HeadRefused from None  # stops llhttp; `data_received` closes
         if body:
             self._queue(body)
 
