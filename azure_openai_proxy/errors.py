@@ -27,6 +27,7 @@
         ├── UpstreamTimeout           504
         ├── UpstreamHeadTooLarge      502 (Azure's answer head past the size/count limits)
         ├── UpstreamAnswerTooLarge    502 (a JSON answer past `upstream.max_answer_bytes`)
+        ├── UpstreamEventTooLarge     502 (a stream's event past its limit: the stream ends)
         ├── UpstreamInvalidAnswer     502 (a 2xx JSON route's body not a JSON object, or in an
         │                                  encoding the gateway cannot decode)
         ├── UpstreamPoolTimeout       503 (no free connection within `upstream.pool_timeout`)
@@ -75,6 +76,7 @@ __all__ = [
     "UnsupportedParameter",
     "UpstreamAnswerTooLarge",
     "UpstreamError",
+    "UpstreamEventTooLarge",
     "UpstreamHeadTooLarge",
     "UpstreamHttpError",
     "UpstreamInvalidAnswer",
@@ -364,6 +366,10 @@ class UpstreamHeadTooLarge(UpstreamError):
 
 class UpstreamAnswerTooLarge(UpstreamError):
     code = "upstream_answer_too_large"
+
+
+class UpstreamEventTooLarge(UpstreamError):
+    code = "upstream_event_too_large"
 
 
 class UpstreamInvalidAnswer(UpstreamError):

@@ -25,7 +25,21 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["SseDecoder", "SseEvent", "parse_event"]
+from azure_openai_proxy.errors import UpstreamEventTooLarge
+
+__all__ = ["MAX_EVENT_BYTES", "MAX_RELAYED_EVENT_BYTES", "SseDecoder", "SseEvent", "parse_event"]
+
+# The most of one event Azure sends that the gateway holds, whatever `upstream.max_answer_bytes`
+# allows (the callers take the smaller: an operator can lower them, not raise them). An event
+# is parsed whole, and orjson's parse peaks near 14 times the event (a 64 MiB line: ~900 MiB
+# under tracemalloc), so these bound a stream's memory, not an answer's size:
+# - a chat or completion stream's event, each parsed (`ChatStreamNormalizer`; the decoder's
+#   default): Azure's are deltas of a few hundred bytes, audio's some KiB, a first frame's
+#   citations some hundreds;
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+# - an event of a stream relayed as it is, read by its meter (Responses, pictures, speech):
+#   a Responses stream's last event repeats the whole answer, its pictures' base64 included.
+MAX_RELAYED_EVENT_BYTES = 64 * 1024 * 1024
 
 _LF = 10
 _CR = 13
@@ -77,15 +91,31 @@ def parse_event(raw: bytes) -> SseEvent:
 
 
 class SseDecoder:
-    """Incremental SSE decoder: `feed()` bytes as they arrive, `flush()` at end of stream."""
+    """Incremental SSE decoder: `feed()` bytes as they arrive, `flush()` at end of stream.
 
-    __slots__ = ("_buf", "_cr", "_parts", "_pos")
+    An event of many lines that arrives in many reads is kept as the pieces of its
+    complete lines (`_lines`) and joined once, when its blank line comes: each byte fed is
+    copied a bounded number of times however the stream is cut (a 4 MB event of 40,000
+    lines, a line a read, was copied whole at every read: ~80 GB).
 
-    def __init__(self) -> None:
-        self._buf = b""  # the current event's bytes so far
+    An unfinished event is held up to `limit` bytes: a read that leaves more raises
+    `UpstreamEventTooLarge`, with nothing held after (if the read completed events before
+    it, those are returned, and the next read raises; `flush()` drops it).
+    """
+
+    __slots__ = ("_buf", "_cr", "_limit", "_lines", "_parts", "_size", "_whole")
+
+    def __init__(self, limit: int = MAX_EVENT_BYTES) -> None:
+        self._limit = limit
+        self._size = 0  # the unfinished event's bytes: `_lines`, `_buf` and `_parts`
+        # The current event's bytes are `_lines` + `_buf` + `_parts`, in that order.
+        # `_buf` is never empty while `_lines` is not: `idle()`, `single()` and the fast
+        # path of `feed()` look at `_buf` and `_parts` only.
+        self._lines: list[bytes] = []  # its first lines, complete, each read's once
+        self._buf = b""  # then the line not yet known to be complete, from its start
+        self._whole = False  # or, if True, complete lines the last read ended with
         self._parts: list[bytes] = []  # later chunks with no line break, not yet scanned
-        self._pos = 0  # start of the first line of `_buf` not yet known to be complete
-        self._cr = -1  # position of the next b"\r" at or after `_pos`; -1: none
+        self._cr = -1  # position of the next b"\r" in `_buf`; -1: none
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
         """Return the events `chunk` completed (possibly none); keep the rest buffered."""
@@ -102,22 +132,43 @@ class SseDecoder:
             and chunk[-1] == _LF
         ):
             return [_new_event(SseEvent, (chunk, chunk[6:-2], None, None, None))]
+        size = self._size + len(chunk)
         if not has_cr and chunk.find(b"\n") == -1 and old[-1:] != b"\r":
             self._parts.append(chunk)  # completes nothing; join later, once
+            self._size = size
+            if size > self._limit:
+                self._refuse()
             return []
-        if self._parts:
-            self._parts.append(chunk)
-            buf = old + b"".join(self._parts)
-            self._parts.clear()
+        if self._size > self._limit:  # left so by a read that completed events before it
+            self._refuse()
+        lines = self._lines
+        if self._whole:  # set aside, not copied again: the scan starts at a line's start
+            lines.append(old)
+            self._whole = False
+            old = b""
+        parts = self._parts
+        if parts:
+            parts.append(chunk)
+            buf = old + b"".join(parts) if old else b"".join(parts)
+            parts.clear()
         else:
             buf = old + chunk if old else chunk
         cr = self._cr
         if cr == -1 and has_cr:
             cr = buf.find(b"\r", len(buf) - len(chunk))
-        events, start, pos, cr = _scan(buf, self._pos, cr)
-        self._buf = buf[start:] if start else buf
-        self._pos = pos - start
-        self._cr = cr - start if cr != -1 else -1
+        events, start, pos, cr = _scan(buf, cr, lines)
+        if pos == len(buf):  # only complete lines left (or nothing)
+            self._buf = buf[start:] if start else buf
+            self._whole = start < pos
+            self._cr = -1
+        else:
+            if start < pos:
+                lines.append(buf[start:pos])
+            self._buf = buf[pos:]
+            self._cr = cr - pos if cr != -1 else -1
+        self._size = size = len(buf) - start if events else size
+        if size > self._limit and not events:
+            self._refuse()
         return events
 
     def single(self, chunk: bytes) -> bytes | None:
@@ -135,25 +186,39 @@ class SseDecoder:
         return not self._buf and not self._parts
 
     def flush(self) -> list[SseEvent]:
-        """Return the buffered trailing event, terminated or not, and reset the decoder."""
-        rest = self._buf + b"".join(self._parts)
+        """Return the buffered trailing event, terminated or not, and reset the decoder.
+        Never raises: an event held past `limit` is dropped."""
+        lines, parts = self._lines, self._parts
+        rest = (b"" if self._size > self._limit
+                else b"".join([*lines, self._buf, *parts]) if lines or parts else self._buf)
+        lines.clear()
+        parts.clear()
         self._buf = b""
-        self._parts.clear()
-        self._pos = 0
+        self._whole = False
         self._cr = -1
+        self._size = 0
         # Only one event can remain: everything before a complete blank line went out
         # (a held-back "\r" that ends a blank line still makes just one event).
         return [parse_event(rest)] if rest else []
 
+    def _refuse(self) -> None:
+        """An unfinished event past `limit`: nothing held any more, and the error raised."""
+        self.flush()
+        raise UpstreamEventTooLarge(
+            f"An event of Azure OpenAI's stream is larger than the gateway's limit of "
+            f"{self._limit} bytes.")
 
-def _scan(buf: bytes, pos: int, cr: int) -> tuple[list[SseEvent], int, int, int]:
-    """Cut the complete events out of `buf`; `cr` == -1 promises no b"\\r" in buf[pos:].
+
+def _scan(buf: bytes, cr: int, lines: list[bytes]) -> tuple[list[SseEvent], int, int, int]:
+    """Cut the complete events out of `buf`, which starts at a line's start and continues
+    the event begun by `lines` (emptied if it ends here); `cr` == -1 promises no b"\\r" in
+    `buf`, else it is the first one's position.
 
     Returns the events, where the unfinished event starts, the first line not yet
     known to be complete, and the next b"\\r" from there (or -1).
     """
     events: list[SseEvent] = []
-    start = 0
+    start = pos = 0
     end = len(buf)
     while pos < end:
         if cr == -1:  # only "\n" line endings ahead: one search per event
@@ -165,7 +230,7 @@ def _scan(buf: bytes, pos: int, cr: int) -> tuple[list[SseEvent], int, int, int]
                     pos = max(pos, buf.rfind(b"\n", pos) + 1)
                     break
                 nxt = found + 2
-            events.append(parse_event(buf[start:nxt]))
+            events.append(parse_event(_joined(lines, buf[start:nxt]) if lines else buf[start:nxt]))
             start = pos = nxt
             continue
         if cr < pos:
@@ -179,9 +244,17 @@ def _scan(buf: bytes, pos: int, cr: int) -> tuple[list[SseEvent], int, int, int]
         else:
             eol, nxt = cr, cr + (2 if buf[cr + 1] == _LF else 1)
         if eol == pos:  # a blank line ends the event
-            events.append(parse_event(buf[start:nxt]))
+            events.append(parse_event(_joined(lines, buf[start:nxt]) if lines else buf[start:nxt]))
             start = nxt
         pos = nxt
     if cr != -1 and cr < pos:
         cr = buf.find(b"\r", pos)
     return events, start, pos, cr
+
+
+def _joined(lines: list[bytes], last: bytes) -> bytes:
+    """An event's bytes from its earlier lines' pieces and its `last`; `lines` emptied."""
+    lines.append(last)
+    raw = b"".join(lines)
+    lines.clear()
+    return raw

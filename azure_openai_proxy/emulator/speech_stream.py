@@ -16,6 +16,13 @@ What is known, and from where (read 2026-12-06):
   raw audio, the field ignored, and `gpt-4o-mini-tts` `data: {"type":
   "speech.audio.delta",...}`. No source gives an error message for it: the emulator
   ignores the field on a tts deployment, as measured.
+- An explicit `stream_format: null` (read 2026-12-07): the spec's field (openai-openapi
+  `openapi.yaml` at f85dbe2, `CreateSpeechRequest.stream_format`: `type: string`, the
+  enum, `default: audio`) is not nullable, where 111 of its fields say `nullable: true`,
+  and the SDK's `Literal["sse", "audio"]` has no None (a field left out is omitted).
+  OpenAI answers null in a field that takes none with a 400 ("Invalid type for
+  'input[n].content': expected ..., but got null instead", QuantumNous/new-api issue
+  4776), not as if it were absent: the emulator's 400 stands.
 
 Not confirmed, and what the emulator does meanwhile:
 

@@ -10,7 +10,9 @@ bounded LRU; a streamed response's as soon as its `response.created` event passe
 
 Pure: plain data in, plain data out. Ids are remembered only for what went through this
 worker; with `--workers N` a follow-up call may land on a worker that has not seen the
-id, and then goes where the pool sends it (as without affinity).
+id, and then goes where the pool sends it (as without affinity), unless a virtual key
+made it: its home is recorded with its owner (gateway/ownership.py `Owned.home`), which
+every worker reads and `learn`s.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from azure_openai_proxy.errors import MalformedBody
 __all__ = [
     "MAX_REFERENCE_DEPTH",
     "MAX_REFERENCE_VALUES",
+    "Home",
     "ReferenceKeyCased",
     "ReferencesUncheckable",
     "ResourceAffinity",
@@ -186,6 +189,17 @@ class ResourceAffinity:
         (normalize/responses_meter.py), so a call about it made while the stream still
         runs, or after the client left it, goes there too."""
         return lambda object_id: self.remember(object_id, home)
+
+    def learn(self, homes: list[tuple[str, Home]]) -> bool:
+        """`remember` the homes recorded with objects' owners (gateway/ownership.py),
+        which every worker reads; whether any was new here (then a request about them,
+        routed before they were, is routed again)."""
+        learnt = False
+        for object_id, home in homes:
+            if self._homes.get(object_id) != home:
+                self.remember(object_id, home)
+                learnt = True
+        return learnt
 
     def home_of(self, ids: list[str]) -> Home | None:
         for object_id in ids:

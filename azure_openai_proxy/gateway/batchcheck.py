@@ -45,7 +45,9 @@ async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller:
     on (the file goes to Azure as it is): judged by the model the pool's resources'
     deployment of that name serves (`deployment_allowed`), never as a client model name
     spelled the same (it let a key allowed `gpt-4o` run a line on another model's
-    deployment named `gpt-4o`)."""
+    deployment named `gpt-4o`). `pool` is where the batch is sent: the resource holding
+    its input file when known (recorded with its owner, or seen made by this worker:
+    gateway/poolchoice.py), else every resource it may go to, each judged."""
     refuse_unmetered(caller, operation, body)
     key = caller.key
     assert key is not None

@@ -42,6 +42,15 @@ Batch input files: when a virtual key with an allow-list uploads a file with pur
 `batch`, the models its lines name (`body.model`) are recorded with it
 (gateway/batchcheck.py), so a batch made from it can be checked against the allow-list
 when it is created.
+
+Homes: the endpoint and deployment that answered the POST creating an object (and its
+output items) are recorded with its owner (`Owned.home`), so a request about it goes to
+its resource from every worker, not only the one that saw it made: `check` returns the
+homes of the objects a request names, which the worker's affinity learns (affinity.py,
+per worker), and the pipeline routes the request (gateway/poolchoice.py) and judges it
+(a batch's lines: gateway/batchcheck.py) by them. Those claimed from a stream, and those
+recorded before homes were, have none: as before, the affinity of the worker that saw
+them made, else the pool, decides.
 """
 
 from __future__ import annotations
@@ -58,7 +67,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from azure_openai_proxy.errors import GatewayError, MalformedBody, NotFound
-from azure_openai_proxy.gateway.affinity import folded, ids_referenced
+from azure_openai_proxy.gateway.affinity import Home, folded, ids_referenced
 from azure_openai_proxy.gateway.chained import ChainedContext
 from azure_openai_proxy.gateway.chatfiles import chat_file_ids
 from azure_openai_proxy.gateway.finetuned import job_of, listed_models, named_models
@@ -73,7 +82,7 @@ from azure_openai_proxy.gateway.ownedanswers import (
 from azure_openai_proxy.gateway.rereads import CountedUsage
 from azure_openai_proxy.http.interface import Answer, Reply
 from azure_openai_proxy.observability.record import RequestRecord
-from azure_openai_proxy.store.ownership import OwnerStore
+from azure_openai_proxy.store.ownership import OwnerRow, OwnerStore
 
 log = logging.getLogger("azure_openai_proxy")
 _T = TypeVar("_T")
@@ -100,10 +109,13 @@ _ITEM_LISTS = ("input", "items")
 @dataclass(frozen=True, slots=True)
 class Owned:
     """Who created an object; for a batch input file, the models its lines name (None:
-    not a batch file, or a line the gateway could not read)."""
+    not a batch file, or a line the gateway could not read); its `home`, the endpoint
+    and deployment that made it (None: not recorded), so every worker sends a request
+    about it there (gateway/poolchoice.py)."""
 
     key_id: str
     models: frozenset[str] | None = None
+    home: Home | None = None
 
 
 class ObjectNotFound(NotFound):
@@ -148,7 +160,7 @@ class ObjectOwners:
             self._keep(object_id, owned)
             now = time.time()
             await self._call(lambda store: store.add(object_id, owned.key_id, owned.models,
-                                                     now))
+                                                     now, owned.home))
 
     async def remember_all(self, object_ids: Iterable[str], owned: Owned) -> None:
         """`remember` for several objects that may already exist (a response's items, a
@@ -162,7 +174,7 @@ class ObjectOwners:
         recorded = await self._call(_recording(new, owned)) or {}
         for object_id in new:
             row = recorded.get(object_id)
-            self._keep(object_id, owned if row is None else Owned(row[0], row[1]))
+            self._keep(object_id, owned if row is None else Owned(*row))
 
     def claim(self, object_ids: Iterable[str], owned: Owned) -> None:
         """`remember_all` without waiting: for the ids a stream creates, claimed as the
@@ -223,9 +235,9 @@ class ObjectOwners:
 
     async def _write_claim(self, new: list[str], owned: Owned) -> None:
         recorded = await self._call(_recording(new, owned)) or {}
-        for object_id, (owner, models) in recorded.items():
-            if owner != owned.key_id and object_id in self._owners:
-                self._owners[object_id] = Owned(owner, models)
+        for object_id, row in recorded.items():
+            if row[0] != owned.key_id and object_id in self._owners:
+                self._owners[object_id] = Owned(*row)
 
     async def get(self, object_id: str) -> Owned | None:
         owned = self._owners.get(object_id)
@@ -235,19 +247,21 @@ class ObjectOwners:
         row = await self._call(lambda store: store.get(object_id))
         if row is None:
             return None
-        owned = Owned(row[0], row[1])
+        owned = Owned(*row)
         self._keep(object_id, owned)
         return owned
 
     async def check(self, ids: Iterable[str], key_id: str, restricted: bool,
-                    inner: Iterable[str] = ()) -> None:
+                    inner: Iterable[str] = ()) -> list[tuple[str, Home]]:
         """Raise `ObjectNotFound` for the first id that is not this key's to use: of
         `ids`, one another key owns, or (`restricted`) one of unknown owner; of `inner`
         (sub-objects of an object already checked), one another key owns. Each distinct
-        id is looked up once; those not in memory in one database query per chunk."""
+        id is looked up once; those not in memory in one database query per chunk.
+        Returns the homes recorded for `ids` (for this worker's affinity to `learn`)."""
         named = list(dict.fromkeys(ids))
         within = list(dict.fromkeys(inner))
         owners = await self._get_many(named + within)
+        homes = []
         for object_id in named:
             owned = owners.get(object_id)
             if owned is None:
@@ -255,10 +269,13 @@ class ObjectOwners:
                     raise ObjectNotFound(object_id)
             elif owned.key_id != key_id:
                 raise ObjectNotFound(object_id)
+            elif owned.home is not None:
+                homes.append((object_id, owned.home))
         for object_id in within:
             owned = owners.get(object_id)
             if owned is not None and owned.key_id != key_id:
                 raise ObjectNotFound(object_id)
+        return homes
 
     async def _get_many(self, object_ids: list[str]) -> dict[str, Owned]:
         """The known owners of distinct `object_ids`: memory first, the rest at once."""
@@ -273,8 +290,8 @@ class ObjectOwners:
                 found[object_id] = owned
         if rest:
             rows = await self._call(lambda store: store.get_many(rest)) or {}
-            for object_id, (owner, models) in rows.items():
-                owned = Owned(owner, models)
+            for object_id, row in rows.items():
+                owned = Owned(*row)
                 self._keep(object_id, owned)
                 found[object_id] = owned
         return found
@@ -384,19 +401,18 @@ def item_references(body: Mapping[str, Any] | None) -> list[str]:
 
 
 
-def _recording(
-    new: list[str], owned: Owned,
-) -> Callable[[OwnerStore], dict[str, tuple[str, frozenset[str] | None]]]:
+def _recording(new: list[str], owned: Owned) -> Callable[[OwnerStore], dict[str, OwnerRow]]:
     """The store call that records `new` as `owned`'s (an id already there keeps its
     owner) and reads back who owns each."""
     now = time.time()
 
-    def add(store: OwnerStore) -> dict[str, tuple[str, frozenset[str] | None]]:
+    def add(store: OwnerStore) -> dict[str, OwnerRow]:
         for object_id in new:
-            store.add(object_id, owned.key_id, owned.models, now)
+            store.add(object_id, owned.key_id, owned.models, now, owned.home)
         return store.get_many(new)
 
     return add
+
 
 async def owned_answer(
     owners: ObjectOwners, method: str, operation: str, key_id: str, record: RequestRecord,
@@ -408,7 +424,10 @@ async def owned_answer(
     if method == "GET" and isinstance(reply, Answer) and record.usage is not None:
         owners.counted.reread(operation, record, reply.body)  # a stored object's usage
     if method == "POST" and record.created_id is not None:
-        owned = Owned(key_id, batch_models)
+        endpoint, deployment = record.endpoint, record.deployment
+        # Where it was made (its output items too): a request about it goes there.
+        owned = Owned(key_id, batch_models,
+                      (endpoint, deployment) if endpoint and deployment else None)
         await owners.remember(record.created_id, owned)
         if operation == "responses":
             owners.keep_chained(key_id, owners.chained.note(key_id, record.created_id,

@@ -23,11 +23,7 @@ from collections.abc import Callable, Mapping
 
 from azure_openai_proxy.auth import Caller, ClientKeyring, presented_beside
 from azure_openai_proxy.boundedcache import BoundedCache
-from azure_openai_proxy.errors import (
-    GatewayError,
-    ModelNotAllowed,
-    ModelNotFound,
-)
+from azure_openai_proxy.errors import GatewayError, ModelNotAllowed, ModelNotFound
 from azure_openai_proxy.gateway.affinity import ResourceAffinity
 from azure_openai_proxy.gateway.attempts import UpstreamAttempts
 from azure_openai_proxy.gateway.balancer import Balancer
@@ -236,8 +232,6 @@ class Gateway:
         routed = self._routed(target, body, models, record)
         json = body.json
         operation = target.operation
-        if models and operation == "responses":  # its image tool's deployment too
-            check_image_allowed(models, self.table, routed[0], json, request.headers)
         chat = operation == "chat/completions"
         if json is not None:  # `Model` beside `model`, `Max_Tokens` beside `max_tokens`:
             # which would Azure read? (chatfiles.py `check_top_names`)
@@ -249,9 +243,13 @@ class Gateway:
         if target.kind == "resource":
             body.canonical = json is not None  # what is checked is what is sent
             named, inner = object_ids(operation, json)
-            await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
+            homes = await self.owners.check(named, key.id, is_restricted(key, caller.team), inner)
+            if homes and self.affinity.learn(homes):  # made through another worker: sent
+                routed = self._routed(target, body, models, record)  # there, judged there
             if request.method == "POST":  # unmetered work, a batch's models
                 await check_resource_post(self.owners, self.table, caller, json, operation, routed[0])
+            if models and operation == "responses":  # its image tool's deployment too
+                check_image_allowed(models, self.table, routed[0], json, request.headers)
         elif chat and body.raw is not None:
             # What was checked (files, tokens) is what is sent, even if the JSON repeats a
             # key: re-encoded (cheaper than a search), or a large body shown to repeat none.

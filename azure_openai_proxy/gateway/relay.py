@@ -34,6 +34,7 @@ from azure_openai_proxy.gateway.answerusage import (
 from azure_openai_proxy.gateway.formestimate import picture_stream_usage
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest
 from azure_openai_proxy.gateway.requestbody import RequestBody
+from azure_openai_proxy.gateway.streammeter import StreamMeter, stream_meter
 from azure_openai_proxy.governance.estimate import estimated_usage, with_context
 from azure_openai_proxy.http.interface import (
     Answer,
@@ -66,10 +67,6 @@ _MODEL_RESTORED = frozenset({"chat/completions", "completions", "embeddings", "r
 # answer carries no token usage.
 _UNIT_BILLED = frozenset({"images/generations", "images/edits", "images/variations",
                           "audio/transcriptions", "audio/translations"})
-# Routes whose stream is a gpt-image-1 picture's (`stream: true`): metered by
-# `PictureStreamMeter`.
-_PICTURING = frozenset({"images/generations", "images/edits"})
-_Meter = ResponsesStreamMeter | PictureStreamMeter | SpeechStreamMeter
 
 
 async def relay(
@@ -82,7 +79,9 @@ async def relay(
     With `want_id`, the `id` of a created object (a 2xx JSON answer) goes into
     `record.created_id`, for resource affinity; a Responses stream's id is handed to
     `created` as soon as it passes. A JSON answer longer than
-    `answer_limit` raises `UpstreamAnswerTooLarge` (a 502), never a truncated 200.
+    `answer_limit` raises `UpstreamAnswerTooLarge` (a 502), never a truncated 200; a
+    stream's event held past it, or past its kind's bound (sse.py), ends the stream with
+    its error (`UpstreamEventTooLarge`).
     `body` (the client's) is read only when a stream ends before Azure's usage, to
     estimate it (an image edit's form parsed then, `picture_stream_usage`), and for a
     unit-billed answer without usage."""
@@ -102,20 +101,16 @@ async def relay(
             # Pushed (`_pushed`): this coroutine wakes only at the end and for a slow
             # client, so a task of its own would cost more than the chain it spares. A
             # disconnect cancels it here, and `_relay_stream` releases Azure's answer.
-            return await _relay_stream(request, response, headers, policy, record, body)
-        meter: _Meter | None = None
-        if policy is None:
-            if operation == "responses":
-                meter = ResponsesStreamMeter(created=created)
-            elif operation in _PICTURING:
-                meter = PictureStreamMeter()
-            elif operation == "audio/speech":  # `stream_format: "sse"`
-                meter = _speech_stream_meter(body)
+            return await _relay_stream(request, response, headers, policy, record, body,
+                                       None, answer_limit)  # positional: ~20 fewer a frame
+        meter = (stream_meter(operation, body, created, answer_limit) if policy is None
+                 else None)
         # A task of its own: each chunk then resumes this one coroutine, not the whole
         # chain of handlers awaiting it (server, app, pipeline, here). A disconnect
         # cancels the handler, and with it this task.
         relaying = asyncio.get_running_loop().create_task(
-            _relay_stream(request, response, headers, policy, record, body, meter))
+            _relay_stream(request, response, headers, policy, record, body, meter,
+                          answer_limit))
         try:
             return await relaying
         except asyncio.CancelledError:
@@ -170,14 +165,14 @@ async def relay(
 async def _relay_stream(
     request: HttpRequest, response: UpstreamResponse, headers: dict[str, str],
     policy: StreamPolicy | None, record: RequestRecord, body: RequestBody | None,
-    meter: _Meter | None = None,
+    meter: StreamMeter | None, event_limit: int,
 ) -> ResponseStream:
     record.stream = True
     if type(meter) is ResponsesStreamMeter:
         meter.claim = record.claim  # the ids the stream creates: the caller's (ownership)
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"
-    normalizer = ChatStreamNormalizer(policy) if policy is not None else None
+    normalizer = ChatStreamNormalizer(policy, event_limit) if policy is not None else None
     ended_with_newline = True
     try:
         out = request.stream(response.status, headers)
@@ -239,7 +234,7 @@ async def _relay_stream(
 
 async def _pulled(
     response: UpstreamResponse, out: ResponseStream, normalizer: ChatStreamNormalizer | None,
-    meter: _Meter | None,
+    meter: StreamMeter | None,
 ) -> tuple[bytes, bool]:
     """Relay read by read: the tail to end the client's stream with, and whether what was
     written ended with a newline."""
@@ -466,16 +461,6 @@ async def _relay_bytes(
     return out
 
 
-def _speech_stream_meter(body: RequestBody | None) -> SpeechStreamMeter | None:
-    """A streamed speech's meter; None for a request without its input text (Azure's
-    400, never a stream)."""
-    prompt = _json(body)
-    text = prompt.get("input") if prompt else None
-    if prompt is None or not isinstance(text, str) or not text:
-        return None
-    return SpeechStreamMeter(SpeechMeter(text, prompt))
-
-
 def _json(body: RequestBody | None) -> dict[str, Any] | None:
     return body.json if body is not None else None
 
@@ -495,4 +480,7 @@ def _not_json(status: int, content_type: str) -> UpstreamInvalidAnswer:
 
 
 def _raw_stream_error(exc: GatewayError) -> bytes:
-    return b"event: error\ndata: " + orjson.dumps(exc.body()) + b"\n\n"
+    # The failure may cut an event part of which reached the client (an event past the
+    # limit always is): a blank line ends that part first, so the client's parser does not
+    # take this event's lines into it. After a whole event, a blank line dispatches nothing.
+    return b"\n\nevent: error\ndata: " + orjson.dumps(exc.body()) + b"\n\n"

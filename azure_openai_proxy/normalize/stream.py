@@ -54,9 +54,8 @@ from azure_openai_proxy.normalize.choices import (
     is_annotation,
     strip_azure_fields,
 )
-from azure_openai_proxy.normalize.eventbound import BoundedSseDecoder
 from azure_openai_proxy.normalize.steady import AnnotationFrameTemplate, SteadyFrameTemplate
-from azure_openai_proxy.sse import SseEvent
+from azure_openai_proxy.sse import MAX_EVENT_BYTES, SseDecoder, SseEvent
 
 # As `sse.py` builds its events: a NamedTuple's own constructor is a Python function.
 _new_event = tuple.__new__
@@ -100,11 +99,16 @@ class ChatStreamNormalizer:
     # instructions a stream in callgrind (the instances' shared keys outgrown).
     _blocked = False
 
-    def __init__(self, policy: StreamPolicy, *, fast: bool = True) -> None:
+    def __init__(self, policy: StreamPolicy, event_limit: int = MAX_EVENT_BYTES, *,
+                 fast: bool = True) -> None:
         """`fast=False` keeps every frame on the general path (parsed, re-serialised
-        when changed): the reference `steady.py`'s fast path is tested against."""
+        when changed): the reference `steady.py`'s fast path is tested against. An event
+        held past `event_limit` bytes, or past `MAX_EVENT_BYTES` (sse.py) whatever the
+        caller allows, raises `UpstreamEventTooLarge` from `feed()`."""
         self._policy = policy
-        self._decoder = BoundedSseDecoder()
+        # (A conditional, not min(): a builtin's call costs more, once a stream.)
+        self._decoder = SseDecoder(
+            event_limit if event_limit < MAX_EVENT_BYTES else MAX_EVENT_BYTES)
         self._id: str | None = None
         self._created: int | None = None
         self._model: str | None = policy.client_model

@@ -7,21 +7,27 @@ One connection, used from one thread at a time (the caller's executor).
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 from azure_openai_proxy.store.sqlite import connect
 
-__all__ = ["OwnerStore"]
+__all__ = ["OwnerRow", "OwnerStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS object_owners (
     id TEXT PRIMARY KEY,
     key_id TEXT NOT NULL,
     models TEXT,           -- a batch input file's models, newline-separated; NULL: none
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    home_endpoint TEXT,    -- where Azure made it: the deployment that answered (NULL:
+    home_deployment TEXT   -- not recorded, as for a streamed response's or before them)
 ) WITHOUT ROWID
 """
+# Added to a table made before them (one statement each: an older gateway's inserts,
+# which name their columns, still work).
+_HOME_COLUMNS = ("home_endpoint", "home_deployment")
 # The tokens a Responses turn chained to a key's response or conversation reads again
 # (gateway/chained.py), so a turn after a restart counts them instead of guessing. Kept
 # as long as Azure keeps a stored response (30 days).
@@ -37,12 +43,16 @@ CREATE TABLE IF NOT EXISTS chained_context (
 CONTEXT_DAYS = 30
 _PURGE_EVERY = 3600.0
 _IN_CHUNK = 500  # ids per IN (...) query, under SQLite's parameter limit
+_COLUMNS = "key_id, models, home_endpoint, home_deployment"
+# An object's owner, its batch file's models, and its home (endpoint, deployment).
+OwnerRow = tuple[str, frozenset[str] | None, tuple[str, str] | None]
 
 
 class OwnerStore:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
         self._db.execute(_SCHEMA)
+        self._add_home_columns()
         self._db.execute(_CONTEXT_SCHEMA)
         self._purged = 0.0  # when the old chained contexts were last removed
 
@@ -53,36 +63,46 @@ class OwnerStore:
     def close(self) -> None:
         self._db.close()
 
+    def _add_home_columns(self) -> None:
+        """The home columns, on a table an older gateway made."""
+        for column in _HOME_COLUMNS:
+            if column not in self._columns():
+                try:
+                    self._db.execute(f"ALTER TABLE object_owners ADD COLUMN {column} TEXT")
+                except sqlite3.OperationalError:  # another worker added it meanwhile
+                    if column not in self._columns():
+                        raise
+
+    def _columns(self) -> set[str]:
+        return {str(row[1]) for row in self._db.execute("PRAGMA table_info(object_owners)")}
+
     def add(self, object_id: str, key_id: str, models: frozenset[str] | None,
-            now: float) -> None:
-        """Record an object's owner; an object already recorded keeps its owner."""
+            now: float, home: tuple[str, str] | None = None) -> None:
+        """Record an object's owner (and `home`: the endpoint and deployment that made
+        it); an object already recorded keeps its owner."""
         joined = None if models is None else "\n".join(sorted(models))
+        endpoint, deployment = home or (None, None)
         self._db.execute(
-            "INSERT OR IGNORE INTO object_owners (id, key_id, models, created) VALUES (?, ?, ?, ?)",
-            (object_id, key_id, joined, now))
+            "INSERT OR IGNORE INTO object_owners (id, key_id, models, created, home_endpoint, "
+            "home_deployment) VALUES (?, ?, ?, ?, ?, ?)",
+            (object_id, key_id, joined, now, endpoint, deployment))
 
-    def get(self, object_id: str) -> tuple[str, frozenset[str] | None] | None:
-        row = self._db.execute("SELECT key_id, models FROM object_owners WHERE id = ?",
+    def get(self, object_id: str) -> OwnerRow | None:
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM object_owners WHERE id = ?",
                                (object_id,)).fetchone()
-        if row is None:
-            return None
-        models = None if row[1] is None else frozenset(m for m in row[1].split("\n") if m)
-        return str(row[0]), models
+        return None if row is None else _owner_row(row)
 
-    def get_many(self, object_ids: Iterable[str]
-                 ) -> dict[str, tuple[str, frozenset[str] | None]]:
-        """The recorded owners (and models) of those of `object_ids` that are known."""
+    def get_many(self, object_ids: Iterable[str]) -> dict[str, OwnerRow]:
+        """The recorded owners (models, homes) of those of `object_ids` that are known."""
         ids = list(object_ids)
-        found: dict[str, tuple[str, frozenset[str] | None]] = {}
+        found: dict[str, OwnerRow] = {}
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start:start + _IN_CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT id, key_id, models FROM object_owners WHERE id IN ({marks})", chunk)
+                f"SELECT id, {_COLUMNS} FROM object_owners WHERE id IN ({marks})", chunk)
             for row in rows:
-                models = None if row[2] is None else frozenset(
-                    m for m in row[2].split("\n") if m)
-                found[str(row[0])] = (str(row[1]), models)
+                found[str(row[0])] = _owner_row(row[1:])
         return found
 
     def owned_of(self, key_id: str, object_ids: Iterable[str]) -> set[str]:
@@ -120,3 +140,14 @@ class OwnerStore:
             if row is not None and type(row[0]) is int:
                 found[name] = row[0]
         return found
+
+
+def _owner_row(row: tuple[object, ...]) -> OwnerRow:
+    """A row of `_COLUMNS` as an `OwnerRow`."""
+    key_id, models, endpoint, deployment = row
+    named = None if models is None else frozenset(m for m in str(models).split("\n") if m)
+    # A few deployments made them all: their names are shared, not one copy per row kept
+    # in memory (gateway/ownership.py keeps up to 200,000).
+    home = None if endpoint is None or deployment is None else (
+        sys.intern(str(endpoint)), sys.intern(str(deployment)))
+    return str(key_id), named, home

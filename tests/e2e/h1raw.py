@@ -2,8 +2,7 @@
 server sends: each request (head, and a body framed by Content-Length) is answered with
 the pieces `script(body)` returns, written one by one (a float among them is a pause of
 that many seconds; `None` closes the connection). After its pieces the connection stays
-open for the next request, unless the script closed it. `requests` counts what came in,
-`written` the bytes of answers written (and drained: the gateway took them)."""
+open for the next request, unless the script closed it. `requests` counts what came in."""
 
 from __future__ import annotations
 
@@ -34,7 +33,6 @@ class RawUpstream:
         self.script = script
         self.requests = 0
         self.connections = 0
-        self.written = 0
         self.loop = asyncio.new_event_loop()
         self.url = ""
         self._server: asyncio.Server | None = None
@@ -58,7 +56,6 @@ class RawUpstream:
                         continue
                     writer.write(piece)
                     await writer.drain()
-                    self.written += len(piece)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             pass
         finally:

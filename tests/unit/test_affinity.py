@@ -26,6 +26,21 @@ def test_remember_and_find_the_first_known_id() -> None:
     assert affinity.home_of(["unknown"]) is None
 
 
+def test_homes_recorded_with_owners_are_learnt_and_say_whether_any_was_new() -> None:
+    """What another worker recorded (gateway/ownership.py) is learnt: new here, or here
+    with another home (the database's wins), then routed by; known already, nothing to
+    route again."""
+    affinity = ResourceAffinity()
+    east, west = ("https://east", "gpt-4o"), ("https://west", "gpt-4o")
+    affinity.remember("resp-1", east)
+    assert not affinity.learn([])
+    assert not affinity.learn([("resp-1", east)])
+    assert affinity.learn([("resp-1", east), ("file-2", west)])
+    assert affinity.home_of(["file-2"]) == west and affinity.home_of(["resp-1"]) == east
+    assert affinity.learn([("resp-1", west)])
+    assert affinity.home_of(["resp-1"]) == west
+
+
 def test_least_recently_used_ids_are_forgotten() -> None:
     affinity = ResourceAffinity(capacity=2)
     affinity.remember("a", ("e", "d1"))

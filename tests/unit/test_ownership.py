@@ -424,3 +424,50 @@ def test_a_prompt_variable_still_names_its_file_and_is_checked() -> None:
     assert "file-1" in object_ids("responses", body({"type": "input_file", "file_id": "file-1"}))[0]
     with pytest.raises(ReferenceKeyCased):
         object_ids("responses", body({"type": "input_file", "File_Id": "file-1"}))
+
+
+def test_an_objects_home_is_recorded_with_its_owner_for_every_worker(tmp_path: Path) -> None:
+    """Where an object was made (endpoint, deployment) is kept with its owner in the
+    database: another worker's `check` returns the named ids' homes, which it routes a
+    request about them by (a batch from a file it never saw uploaded)."""
+    database = tmp_path / "gateway.db"
+    east = ("https://east.example", "gpt-4o")
+
+    async def scenario() -> None:
+        first = ObjectOwners(database=database)
+        await first.remember("file-a", Owned("key-a", frozenset({"gpt-4o-mini"}), east))
+        await first.remember("file-b", Owned("key-a"))  # no home recorded
+        second = ObjectOwners(database=database)  # another worker, or after a restart
+        assert await second.check(["file-b", "file-a"], "key-a", restricted=True) == [
+            ("file-a", east)]
+        assert await second.check(["file-b"], "key-a", restricted=True) == []
+        assert await second.get("file-a") == Owned("key-a", frozenset({"gpt-4o-mini"}), east)
+        first.close()
+        second.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_table_made_before_homes_gets_their_columns_and_keeps_its_rows(
+        tmp_path: Path) -> None:
+    """A database an older gateway made: its rows read with no home, new ones with
+    theirs; an older gateway's insert (its four columns) still works beside it."""
+    database = tmp_path / "gateway.db"
+    old = connect(database)
+    old.execute("CREATE TABLE object_owners (id TEXT PRIMARY KEY, key_id TEXT NOT NULL, "
+                "models TEXT, created REAL NOT NULL) WITHOUT ROWID")
+    old.execute("INSERT INTO object_owners VALUES ('file-old', 'key-a', 'gpt-4o', 1.0)")
+    store = OwnerStore.open(database)
+    again = OwnerStore.open(database)  # a second worker finds the columns there
+    try:
+        store.add("file-new", "key-a", None, 2.0, ("https://east.example", "gpt-4o"))
+        old.execute("INSERT INTO object_owners (id, key_id, models, created) "
+                    "VALUES ('file-older', 'key-b', NULL, 3.0)")
+        assert store.get("file-old") == ("key-a", frozenset({"gpt-4o"}), None)
+        assert again.get_many(["file-new", "file-older"]) == {
+            "file-new": ("key-a", None, ("https://east.example", "gpt-4o")),
+            "file-older": ("key-b", None, None)}
+    finally:
+        store.close()
+        again.close()
+        old.close()
