@@ -155,7 +155,8 @@ class UpstreamSettings(_Frozen):
     # then it fails over (nothing was sent) or gets a 503 with retry-after.
     pool_timeout: float = Field(default=10.0, gt=0)
     keepalive_timeout: float = Field(default=30.0, gt=0)
-    # A JSON answer longer than this is a 502, never a truncated 200.
+    # A JSON answer longer than this is a 502, never a truncated 200. A stream's event is
+    # held up to this too, if less than its reader's bound (sse.py: 8 or 64 MiB).
     max_answer_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     # FastTransport: seconds a host's addresses are reused (0: resolved every connection).
     dns_cache_ttl: float = Field(default=60.0, ge=0)
