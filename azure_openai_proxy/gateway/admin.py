@@ -95,11 +95,10 @@ class AdminApi:
         kind, rest = parts[0], parts[1:]
         if len(rest) == 2 and not (kind == "keys" and rest[1] == "rotate"):
             raise RouteNotFound(f"Unknown admin route {request.path}.")
-        method = _method(request)
-        data = await _body(request) if method in ("POST", "PATCH") else {}
+        data = await _body(request) if request.method in ("POST", "PATCH") else {}
         if kind == "keys":
-            return await self._keys(method, rest, data)
-        return await self._teams(method, rest, data)
+            return await self._keys(request.method, rest, data)
+        return await self._teams(request.method, rest, data)
 
     def authorize(self, headers: Mapping[str, str]) -> None:
         """The admin key opens; a client or virtual key is refused (403), anything else
@@ -120,9 +119,10 @@ class AdminApi:
     # -- keys -------------------------------------------------------------------------
 
     async def _keys(self, method: str, rest: list[str], data: dict[str, Any]) -> Answer:
-        now = self._clock()
+        """`method` as the client sent it: its name is what a 405 says."""
+        now, verb = self._clock(), _as_get(method)
         if not rest:
-            if method == "GET":
+            if verb == "GET":
                 keys = await self._read(lambda s: s.list_keys())
                 return _json({"object": "list", "data": [key_view(k) for k in keys]})
             if method != "POST":
@@ -144,7 +144,7 @@ class AdminApi:
             key, secret = await self._write(
                 lambda s: s.rotate_key(ref, grace_seconds=float(grace), now=now))
             return _json({**key_view(key), "key": secret})
-        if method == "GET":
+        if verb == "GET":
             return _json(key_view(await self._read(lambda s: s.key(ref))))
         if method == "PATCH":
             changes = _key_fields(data, now, creating=False)
@@ -157,9 +157,9 @@ class AdminApi:
     # -- teams ------------------------------------------------------------------------
 
     async def _teams(self, method: str, rest: list[str], data: dict[str, Any]) -> Answer:
-        now = self._clock()
+        now, verb = self._clock(), _as_get(method)
         if not rest:
-            if method == "GET":
+            if verb == "GET":
                 teams = await self._read(lambda s: s.list_teams())
                 return _json({"object": "list", "data": [team_view(t) for t in teams]})
             if method != "POST":
@@ -170,7 +170,7 @@ class AdminApi:
                 metadata=fields.get("metadata"), now=now))
             return _json(team_view(team), 201)
         ref = rest[0]
-        if method == "GET":
+        if verb == "GET":
             return _json(team_view(await self._read(lambda s: s.team(ref))))
         if method == "PATCH":
             changes = _team_fields(data, creating=False)
@@ -206,14 +206,15 @@ class _Unavailable(GatewayError):
     code = "store_unavailable"
 
 
-def _method(request: HttpRequest) -> str:
+def _as_get(method: str) -> str:
     """HEAD is a GET whose body the engine leaves out (RFC 9110 9.3.2), as on every route
-    the gateway answers itself."""
-    return "GET" if request.method == "HEAD" else request.method
+    the gateway answers itself. Only for choosing what to do: a refusal names the method
+    the client sent (a HEAD on a POST-only route is a 405 "Method HEAD")."""
+    return "GET" if method == "HEAD" else method
 
 
 def _only(request: HttpRequest, method: str) -> None:
-    if _method(request) != method:
+    if _as_get(request.method) != method:
         raise MethodNotAllowed(f"Method {request.method} is not allowed.")
 
 
