@@ -114,7 +114,8 @@ def _keys_parser() -> argparse.ArgumentParser:
     create = sub.add_parser("create", help="a new key (its secret is printed once)")
     create.add_argument("--name", required=True)
     create.add_argument("--team", help="the team's id or name")
-    create.add_argument("--models", help="allowed models: names or patterns, comma-separated")
+    create.add_argument("--models", help="allowed models: names or patterns, comma-separated "
+                                         "(none or '*': every model)")
     create.add_argument("--expires", help="30d, 12h, an ISO 8601 time, or never")
     _limit_flags(create)
     create.set_defaults(handler=_create_key)
@@ -195,7 +196,7 @@ def _update_key(store: KeyStore, args: argparse.Namespace) -> int:
     if args.team is not None:
         changes["team_id"] = None if args.team.lower() == "none" else args.team
     if args.models is not None:
-        changes["models"] = () if args.models.strip() in ("", "*") else parse_models(args.models)
+        changes["models"] = parse_models(args.models)  # "" or "*": every model
     if args.expires is not None:
         changes["expires_at"] = parse_expiry(args.expires, time.time())
     if args.blocked is not None:
