@@ -38,6 +38,8 @@ ApiFamily = Literal["dated", "v1", "foundry"]
 # a Foundry deployment does not inherit the Azure OpenAI default (`api_version:`).
 FOUNDRY_API_VERSION = "2024-05-01-preview"
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# An admin key shorter than this gets a warning (check-config, the start).
+MIN_ADMIN_KEY = 16
 
 
 def check_endpoint(value: str) -> str:
@@ -356,6 +358,16 @@ class Settings(_Frozen):
                 )
         return self
 
+    @field_validator("admin_key")
+    @classmethod
+    def _admin_key_is_a_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # `admin_key: ""` (or `${ADMIN_KEY}` with the variable empty) turned the admin API
+        # and governance on behind a key no client can send (a blank bearer is no key).
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is empty, so no one could open the admin API: remove "
+                             "admin_key to turn the admin API off, or give it a long random key")
+        return value
+
     @model_validator(mode="after")
     def _admin_key_is_its_own(self) -> Settings:
         # The admin key is compared first: shared with the clients (or an Azure key's
@@ -389,6 +401,15 @@ class Settings(_Frozen):
         """Virtual keys are served when a database or an admin key is configured
         (gateway/keydirectory.py); without either no database is opened or created."""
         return self.database is not None or self.admin_key is not None
+
+    @property
+    def admin_key_warning(self) -> str | None:
+        """What check-config and the start say of an admin key short enough to guess (it
+        is taken: refusing it would stop a gateway that ran with it)."""
+        if self.admin_key is None or len(self.admin_key.get_secret_value()) >= MIN_ADMIN_KEY:
+            return None
+        return (f"admin_key is shorter than {MIN_ADMIN_KEY} characters: whoever guesses it "
+                "can mint keys without limits; use a long random one (openssl rand -hex 24)")
 
     @property
     def is_open_relay(self) -> bool:
