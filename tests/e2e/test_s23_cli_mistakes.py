@@ -8,6 +8,7 @@ exit 2, nothing stored."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def test_the_admin_api_refuses_the_same_limits(
 
 
 @pytest.mark.parametrize("url", ["sqlite:///{dir}/gw.db?mode=ro", "sqlite:///{dir}/gw.db?timeout=30",
-                                 "sqlite:///:memory:", "sqlite:///{dir}/gw.db#x"])
+                                 "sqlite:///:memory:"])
 def test_a_database_url_with_options_is_refused_not_a_new_file(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:
     """`?mode=ro` (SQLAlchemy's form) was part of the file's name: a second, empty
@@ -79,7 +80,20 @@ def test_a_database_url_with_options_is_refused_not_a_new_file(
     for argv in (["keys", "list"], ["usage"]):
         assert main([*argv, "--database", url]) == 2, argv  # main: 0, an empty list
         _one_line(capsys, "without `?`")
-    assert sorted(p.name for p in tmp_path.iterdir() if "?" in p.name or "#" in p.name) == []
+    assert sorted(p.name for p in tmp_path.iterdir() if "?" in p.name) == []
+
+
+def test_a_hash_in_a_database_path_is_part_of_the_file_name(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Session 23's review: the audit refused a `#` as a URL fragment, but a sqlite://
+    URL has none (SQLAlchemy reads `#` as part of the path): a database in
+    `/srv/team#2/` that worked was refused by every command and by the gateway's start."""
+    url = f"sqlite:///{tmp_path}/team#2/gw.db"
+    assert main(["keys", "create", "--name", "k", "--database", url]) == 0  # main: 2
+    capsys.readouterr()
+    assert main(["keys", "list", "--json", "--database", url]) == 0
+    assert [key["name"] for key in json.loads(capsys.readouterr().out)] == ["k"]
+    assert (tmp_path / "team#2" / "gw.db").is_file()
 
 
 @pytest.mark.parametrize("metadata", ['{"a": NaN}', '{"a": [Infinity]}', '{"a": -Infinity}'])
