@@ -73,10 +73,12 @@ class Conflict(GatewayError):
 class AdminApi:
     """The admin routes of one worker, over its key directory and limiter."""
 
-    def __init__(self, admin_key: str, directory: KeyDirectory, limiter: RateLimiter,
-                 caller_of: Callable[[Mapping[str, str]], Caller],
+    def __init__(self, admin_key: Callable[[], str | None], directory: KeyDirectory,
+                 limiter: RateLimiter, caller_of: Callable[[Mapping[str, str]], Caller],
                  clock: Callable[[], float] = time.time) -> None:
-        self._admin_key = admin_key.encode()
+        # Read at each request: a reload that changes the key (or removes it: the admin
+        # API is off, a 404) is in force here as in GET /admin/usage, which reads it too.
+        self._admin_key = admin_key
         self._directory = directory
         self._limiter = limiter
         self._caller_of = caller_of
@@ -103,10 +105,13 @@ class AdminApi:
     def authorize(self, headers: Mapping[str, str]) -> None:
         """The admin key opens; a client or virtual key is refused (403), anything else
         is a 401. `GET /admin/usage` asks too (gateway/app.py)."""
+        admin_key = self._admin_key()
+        if admin_key is None:
+            raise RouteNotFound("Unknown request URL. The admin API is off (no admin_key).")
         presented = presented_key(headers)
         if presented is None:
             raise AuthenticationFailed("The admin API needs 'Authorization: Bearer ADMIN_KEY'.")
-        if hmac.compare_digest(presented.encode(), self._admin_key):
+        if hmac.compare_digest(presented.encode(), admin_key.encode()):
             return
         try:
             caller = self._caller_of(headers)

@@ -37,7 +37,7 @@ def _no_caller(headers: object) -> Caller:
     ("POST", "/admin/limits"),
 ])
 def test_a_405_names_the_method_the_client_sent(tmp_path: Path, method: str, target: str) -> None:
-    admin = AdminApi(ADMIN_KEY, KeyDirectory(tmp_path / "gw.db"), RateLimiter(time.time),
+    admin = AdminApi(lambda: ADMIN_KEY, KeyDirectory(tmp_path / "gw.db"), RateLimiter(time.time),
                      _no_caller)
     with pytest.raises(MethodNotAllowed) as refused:
         asyncio.run(admin.handle(_request(method, target)))
