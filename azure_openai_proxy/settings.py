@@ -23,6 +23,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "UpstreamSettings",
+    "sqlite_file",
 ]
 
 # Azure deployment names: letters, digits, '-', '_', '.'; we also refuse a leading dot so a
@@ -48,6 +49,25 @@ def check_endpoint(value: str) -> str:
     if not re.match(r"^https?://[^/?#\s@]+(/[^?#\s]*)?$", value):
         raise ValueError("must be an http(s) URL such as https://NAME.openai.azure.com/")
     return value.rstrip("/")
+
+
+def sqlite_file(url: str) -> str:
+    """`sqlite:///abs/path.db` (three slashes and an absolute path) or
+    `sqlite://relative/path.db` -> the file's path (store/sqlite.py opens it). Anything
+    else is a ValueError."""
+    if not url.startswith("sqlite://"):
+        raise ValueError("only sqlite:// databases are supported (e.g. sqlite:///var/lib/azure-openai-proxy/gateway.db)")
+    rest = url[len("sqlite://"):]
+    if not rest or rest == "/":
+        raise ValueError("a sqlite:// database needs a file path")
+    # Taken as a file name, SQLAlchemy's `?mode=ro` or `?timeout=30` and `:memory:` made
+    # a new, empty database beside the one meant (`gateway.db?mode=ro`, `/:memory:`):
+    # the keys made with the plain path were not there. A `#` is a file name's, as in
+    # SQLAlchemy's URLs (`/srv/team#2/gateway.db`).
+    if "?" in rest or rest.rpartition("/")[2] == ":memory:":
+        raise ValueError("a sqlite:// database is a file path without `?` (no options) "
+                         "and not :memory: (every worker and the CLI share the file)")
+    return rest
 
 
 class _Frozen(BaseModel):
@@ -357,6 +377,15 @@ class Settings(_Frozen):
                     f"for every deployment; these have none: {names}"
                 )
         return self
+
+    @field_validator("database")
+    @classmethod
+    def _database_is_a_sqlite_file(cls, value: str | None) -> str | None:
+        # Here, not only at start: a reload naming one it refuses is rejected (the admin
+        # usage read it: a 500).
+        if value is not None:
+            sqlite_file(value)
+        return value
 
     @field_validator("admin_key")
     @classmethod

@@ -266,7 +266,11 @@ class GatewayApp:
         try:
             if self._admin is not None:  # a client or virtual key: 403, as on /admin/keys
                 self._admin.authorize(request.headers)
-            return await usage_answer(self.gateway.settings, request)
+            # the database of the key directory and the ledger, opened at start: one a
+            # reload names instead was read (made empty, or a 500 for a URL it refuses)
+            directory = self.gateway.directory
+            return await usage_answer(self.gateway.settings, request,
+                                      None if directory is None else directory.path)
         except Exception as exc:
             return self._failure(request, exc)
 
