@@ -50,9 +50,10 @@ def main(command: str, argv: Sequence[str], environ: Mapping[str, str]) -> int:
     except (ConfigError, ValueError, OSError) as exc:
         print(f"azure-openai-proxy {command}: {exc}", file=sys.stderr)
         return 2
-    if args.action in ("list", "show") and not path.exists():
+    if args.action != "create" and not path.exists():
         # A reading of a mistyped path made an empty database there and listed no keys,
-        # as if they were all gone (`usage` says so too).
+        # as if they were all gone (`usage` says so too); an update, rotate, revoke or
+        # delete made one too, to answer "no key" (only a create can use a new one).
         print(f"azure-openai-proxy {command}: no database at {path} (is `database` set?)",
               file=sys.stderr)
         return 1

@@ -119,3 +119,16 @@ def test_listing_a_database_that_is_not_there_says_so_and_makes_none(
     assert list(tmp_path.iterdir()) == []  # main: var/gatway.db made
     assert main(["teams", "create", "--name", "ops", "--database", f"sqlite:///{typo}"]) == 0
     assert main(["teams", "list", "--database", f"sqlite:///{typo}"]) == 0  # a write makes it
+
+
+def test_a_change_to_a_database_that_is_not_there_makes_none(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Session 23's review: `keys revoke alice --database <typo>` made an empty database
+    (and its directories) to answer "no key 'alice'"; only a create can use a new one."""
+    typo = ["--database", f"sqlite:///{tmp_path / 'var' / 'gatway.db'}"]
+    for argv in (["keys", "update", "alice", "--rpm", "5"], ["keys", "rotate", "alice"],
+                 ["keys", "revoke", "alice"], ["teams", "update", "ops", "--rpm", "5"],
+                 ["teams", "delete", "ops"]):
+        assert main([*argv, *typo]) == 1, argv
+        _one_line(capsys, "no database at")
+    assert list(tmp_path.iterdir()) == []  # main: var/gatway.db made
