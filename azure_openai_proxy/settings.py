@@ -392,10 +392,15 @@ class Settings(_Frozen):
     def _admin_key_is_a_key(cls, value: SecretStr | None) -> SecretStr | None:
         # `admin_key: ""` (or `${ADMIN_KEY}` with the variable empty) turned the admin API
         # and governance on behind a key no client can send (a blank bearer is no key).
-        if value is not None and not value.get_secret_value().strip():
+        if value is None:
+            return None
+        key = value.get_secret_value().strip()
+        if not key:
             raise ValueError("is empty, so no one could open the admin API: remove "
                              "admin_key to turn the admin API off, or give it a long random key")
-        return value
+        # Blanks around it (`admin_key: " k "`) no client can send: a presented key is
+        # read trimmed (AZURE_OPENAI_PROXY_ADMIN_KEY is trimmed too).
+        return SecretStr(key)
 
     @model_validator(mode="after")
     def _admin_key_is_its_own(self) -> Settings:

@@ -12,8 +12,11 @@ from pathlib import Path
 import httpx
 import yaml
 
+from azure_openai_proxy.settings import Settings
+from tests.e2e.conftest import Emulator, gateway_settings
 from tests.e2e.test_keys_cli import run
 from tests.processes import cli, running
+from tests.support import ServerThread
 
 ENV = {"PATH": "/usr/bin:/bin"}
 
@@ -60,3 +63,15 @@ def test_a_short_admin_key_is_warned_about(
         output = gateway.output()
     assert "config: admin_key is shorter than 16 characters" in output
     assert short not in output
+
+
+def test_blanks_around_the_admin_key_are_not_part_of_it(
+        tmp_path: Path, emulator: Emulator, start_gateway: Callable[[Settings], ServerThread]) -> None:
+    """A presented key is read trimmed (HTTP drops the blanks around a header's value), so
+    `admin_key: " k "` opened nothing, while the environment's was trimmed."""
+    settings = gateway_settings(emulator.url, database=f"sqlite://{tmp_path}/gw.db",
+                                admin_key="  padded-admin-key-0123456789 \t")
+    server = start_gateway(settings)
+    answer = httpx.get(server.url + "/admin/keys",
+                       headers={"Authorization": "Bearer padded-admin-key-0123456789"})
+    assert answer.status_code == 200, answer.text  # main: 401
