@@ -397,7 +397,8 @@ class Settings(_Frozen):
         key = value.get_secret_value().strip()
         if not key:
             raise ValueError("is empty, so no one could open the admin API: remove "
-                             "admin_key to turn the admin API off, or give it a long random key")
+                             "admin_key to turn the admin API off (with `database:` set, "
+                             "virtual keys stay on), or give it a long random key")
         # Blanks around it (`admin_key: " k "`) no client can send: a presented key is
         # read trimmed (AZURE_OPENAI_PROXY_ADMIN_KEY is trimmed too).
         return SecretStr(key)
