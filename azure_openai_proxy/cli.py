@@ -91,13 +91,6 @@ def load(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
             "nothing to serve: set AZURE_OPENAI_ENDPOINT (and AZURE_OPENAI_MODEL_MAPPER), "
             "or give a config file with deployment_config (-c config.yaml)"
         )
-    if settings.database is not None:
-        from azure_openai_proxy.store.sqlite import sqlite_path
-
-        try:
-            sqlite_path(settings.database)
-        except ValueError as exc:
-            raise ConfigError(f"database: {exc}") from None
     return settings
 
 

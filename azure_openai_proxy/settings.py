@@ -23,6 +23,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "UpstreamSettings",
+    "sqlite_file",
 ]
 
 # Azure deployment names: letters, digits, '-', '_', '.'; we also refuse a leading dot so a
@@ -38,6 +39,8 @@ ApiFamily = Literal["dated", "v1", "foundry"]
 # a Foundry deployment does not inherit the Azure OpenAI default (`api_version:`).
 FOUNDRY_API_VERSION = "2024-05-01-preview"
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# An admin key shorter than this gets a warning (check-config, the start).
+MIN_ADMIN_KEY = 16
 
 
 def check_endpoint(value: str) -> str:
@@ -46,6 +49,25 @@ def check_endpoint(value: str) -> str:
     if not re.match(r"^https?://[^/?#\s@]+(/[^?#\s]*)?$", value):
         raise ValueError("must be an http(s) URL such as https://NAME.openai.azure.com/")
     return value.rstrip("/")
+
+
+def sqlite_file(url: str) -> str:
+    """`sqlite:///abs/path.db` (three slashes and an absolute path) or
+    `sqlite://relative/path.db` -> the file's path (store/sqlite.py opens it). Anything
+    else is a ValueError."""
+    if not url.startswith("sqlite://"):
+        raise ValueError("only sqlite:// databases are supported (e.g. sqlite:///var/lib/azure-openai-proxy/gateway.db)")
+    rest = url[len("sqlite://"):]
+    if not rest or rest == "/":
+        raise ValueError("a sqlite:// database needs a file path")
+    # Taken as a file name, SQLAlchemy's `?mode=ro` or `?timeout=30` and `:memory:` made
+    # a new, empty database beside the one meant (`gateway.db?mode=ro`, `/:memory:`):
+    # the keys made with the plain path were not there. A `#` is a file name's, as in
+    # SQLAlchemy's URLs (`/srv/team#2/gateway.db`).
+    if "?" in rest or rest.rpartition("/")[2] == ":memory:":
+        raise ValueError("a sqlite:// database is a file path without `?` (no options) "
+                         "and not :memory: (every worker and the CLI share the file)")
+    return rest
 
 
 class _Frozen(BaseModel):
@@ -357,6 +379,31 @@ class Settings(_Frozen):
                 )
         return self
 
+    @field_validator("database")
+    @classmethod
+    def _database_is_a_sqlite_file(cls, value: str | None) -> str | None:
+        # Here, not only at start: a reload naming one it refuses is rejected (the admin
+        # usage read it: a 500).
+        if value is not None:
+            sqlite_file(value)
+        return value
+
+    @field_validator("admin_key")
+    @classmethod
+    def _admin_key_is_a_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # `admin_key: ""` (or `${ADMIN_KEY}` with the variable empty) turned the admin API
+        # and governance on behind a key no client can send (a blank bearer is no key).
+        if value is None:
+            return None
+        key = value.get_secret_value().strip()
+        if not key:
+            raise ValueError("is empty, so no one could open the admin API: remove "
+                             "admin_key to turn the admin API off (with `database:` set, "
+                             "virtual keys stay on), or give it a long random key")
+        # Blanks around it (`admin_key: " k "`) no client can send: a presented key is
+        # read trimmed (AZURE_OPENAI_PROXY_ADMIN_KEY is trimmed too).
+        return SecretStr(key)
+
     @model_validator(mode="after")
     def _admin_key_is_its_own(self) -> Settings:
         # The admin key is compared first: shared with the clients (or an Azure key's
@@ -390,6 +437,15 @@ class Settings(_Frozen):
         """Virtual keys are served when a database or an admin key is configured
         (gateway/keydirectory.py); without either no database is opened or created."""
         return self.database is not None or self.admin_key is not None
+
+    @property
+    def admin_key_warning(self) -> str | None:
+        """What check-config and the start say of an admin key short enough to guess (it
+        is taken: refusing it would stop a gateway that ran with it)."""
+        if self.admin_key is None or len(self.admin_key.get_secret_value()) >= MIN_ADMIN_KEY:
+            return None
+        return (f"admin_key is shorter than {MIN_ADMIN_KEY} characters: whoever guesses it "
+                "can mint keys without limits; use a long random one (openssl rand -hex 24)")
 
     @property
     def is_open_relay(self) -> bool:

@@ -73,10 +73,12 @@ class Conflict(GatewayError):
 class AdminApi:
     """The admin routes of one worker, over its key directory and limiter."""
 
-    def __init__(self, admin_key: str, directory: KeyDirectory, limiter: RateLimiter,
-                 caller_of: Callable[[Mapping[str, str]], Caller],
+    def __init__(self, admin_key: Callable[[], str | None], directory: KeyDirectory,
+                 limiter: RateLimiter, caller_of: Callable[[Mapping[str, str]], Caller],
                  clock: Callable[[], float] = time.time) -> None:
-        self._admin_key = admin_key.encode()
+        # Read at each request: a reload that changes the key (or removes it: the admin
+        # API is off, a 404) is in force here as in GET /admin/usage, which reads it too.
+        self._admin_key = admin_key
         self._directory = directory
         self._limiter = limiter
         self._caller_of = caller_of
@@ -95,19 +97,21 @@ class AdminApi:
         kind, rest = parts[0], parts[1:]
         if len(rest) == 2 and not (kind == "keys" and rest[1] == "rotate"):
             raise RouteNotFound(f"Unknown admin route {request.path}.")
-        method = _method(request)
-        data = await _body(request) if method in ("POST", "PATCH") else {}
+        data = await _body(request) if request.method in ("POST", "PATCH") else {}
         if kind == "keys":
-            return await self._keys(method, rest, data)
-        return await self._teams(method, rest, data)
+            return await self._keys(request.method, rest, data)
+        return await self._teams(request.method, rest, data)
 
     def authorize(self, headers: Mapping[str, str]) -> None:
         """The admin key opens; a client or virtual key is refused (403), anything else
         is a 401. `GET /admin/usage` asks too (gateway/app.py)."""
+        admin_key = self._admin_key()
+        if admin_key is None:
+            raise RouteNotFound("Unknown request URL. The admin API is off (no admin_key).")
         presented = presented_key(headers)
         if presented is None:
             raise AuthenticationFailed("The admin API needs 'Authorization: Bearer ADMIN_KEY'.")
-        if hmac.compare_digest(presented.encode(), self._admin_key):
+        if hmac.compare_digest(presented.encode(), admin_key.encode()):
             return
         try:
             caller = self._caller_of(headers)
@@ -120,9 +124,10 @@ class AdminApi:
     # -- keys -------------------------------------------------------------------------
 
     async def _keys(self, method: str, rest: list[str], data: dict[str, Any]) -> Answer:
-        now = self._clock()
+        """`method` as the client sent it: its name is what a 405 says."""
+        now, verb = self._clock(), _as_get(method)
         if not rest:
-            if method == "GET":
+            if verb == "GET":
                 keys = await self._read(lambda s: s.list_keys())
                 return _json({"object": "list", "data": [key_view(k) for k in keys]})
             if method != "POST":
@@ -144,7 +149,7 @@ class AdminApi:
             key, secret = await self._write(
                 lambda s: s.rotate_key(ref, grace_seconds=float(grace), now=now))
             return _json({**key_view(key), "key": secret})
-        if method == "GET":
+        if verb == "GET":
             return _json(key_view(await self._read(lambda s: s.key(ref))))
         if method == "PATCH":
             changes = _key_fields(data, now, creating=False)
@@ -157,9 +162,9 @@ class AdminApi:
     # -- teams ------------------------------------------------------------------------
 
     async def _teams(self, method: str, rest: list[str], data: dict[str, Any]) -> Answer:
-        now = self._clock()
+        now, verb = self._clock(), _as_get(method)
         if not rest:
-            if method == "GET":
+            if verb == "GET":
                 teams = await self._read(lambda s: s.list_teams())
                 return _json({"object": "list", "data": [team_view(t) for t in teams]})
             if method != "POST":
@@ -170,7 +175,7 @@ class AdminApi:
                 metadata=fields.get("metadata"), now=now))
             return _json(team_view(team), 201)
         ref = rest[0]
-        if method == "GET":
+        if verb == "GET":
             return _json(team_view(await self._read(lambda s: s.team(ref))))
         if method == "PATCH":
             changes = _team_fields(data, creating=False)
@@ -206,14 +211,15 @@ class _Unavailable(GatewayError):
     code = "store_unavailable"
 
 
-def _method(request: HttpRequest) -> str:
+def _as_get(method: str) -> str:
     """HEAD is a GET whose body the engine leaves out (RFC 9110 9.3.2), as on every route
-    the gateway answers itself."""
-    return "GET" if request.method == "HEAD" else request.method
+    the gateway answers itself. Only for choosing what to do: a refusal names the method
+    the client sent (a HEAD on a POST-only route is a 405 "Method HEAD")."""
+    return "GET" if method == "HEAD" else method
 
 
 def _only(request: HttpRequest, method: str) -> None:
-    if _method(request) != method:
+    if _as_get(request.method) != method:
         raise MethodNotAllowed(f"Method {request.method} is not allowed.")
 
 

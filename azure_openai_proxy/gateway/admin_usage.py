@@ -13,6 +13,7 @@ import hmac
 import sqlite3
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import parse_qsl
 
 from azure_openai_proxy.auth import presented_key
@@ -44,7 +45,10 @@ def check_admin(settings: Settings, headers: Mapping[str, str]) -> None:
         raise AuthenticationFailed("The admin API needs the admin key as 'Authorization: Bearer'.")
 
 
-async def usage_answer(settings: Settings, request: HttpRequest) -> Answer:
+async def usage_answer(settings: Settings, request: HttpRequest,
+                       database: Path | None = None) -> Answer:
+    """`database`: the file the gateway opened at start (its ledger writes there: a
+    reload does not move it); None, the settings' own."""
     check_admin(settings, request.headers)
     params = dict(parse_qsl(request.query_string, keep_blank_values=True))
     by = params.get("by", "key")
@@ -57,7 +61,8 @@ async def usage_answer(settings: Settings, request: HttpRequest) -> Answer:
     since = _time(params.get("since", "7d"), now, "since")
     until = _time(params["until"], now, "until") if params.get("until") else None
     try:
-        rows = await asyncio.to_thread(read_usage, database_path(settings), by, since, until)
+        rows = await asyncio.to_thread(read_usage, database or database_path(settings), by,
+                                       since, until)
     except (sqlite3.Error, OSError):
         raise DatabaseUnavailable("The usage database cannot be read right now.") from None
     if form == "csv":

@@ -123,8 +123,13 @@ class GatewayApp:
         self._admin: AdminApi | None = None
         directory, limiter = gateway.directory, gateway.limiter
         if settings.admin_key is not None and directory is not None and limiter is not None:
-            self._admin = AdminApi(settings.admin_key.get_secret_value(), directory, limiter,
+            self._admin = AdminApi(self._admin_key, directory, limiter,
                                    lambda headers: self.gateway.authenticate(headers))
+
+    def _admin_key(self) -> str | None:
+        """The admin key of the settings in force (a reload may change or remove it)."""
+        key = self.gateway.settings.admin_key
+        return None if key is None else key.get_secret_value()
 
     # -- interface.Application ---------------------------------------------------------
 
@@ -261,7 +266,11 @@ class GatewayApp:
         try:
             if self._admin is not None:  # a client or virtual key: 403, as on /admin/keys
                 self._admin.authorize(request.headers)
-            return await usage_answer(self.gateway.settings, request)
+            # the database of the key directory and the ledger, opened at start: one a
+            # reload names instead was read (made empty, or a 500 for a URL it refuses)
+            directory = self.gateway.directory
+            return await usage_answer(self.gateway.settings, request,
+                                      None if directory is None else directory.path)
         except Exception as exc:
             return self._failure(request, exc)
 

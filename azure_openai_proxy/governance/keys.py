@@ -244,9 +244,10 @@ def check_grace(seconds: float) -> float:
 
 def parse_models(value: Any) -> tuple[str, ...]:
     """A list of model names or patterns, or one comma-separated string (empty parts
-    skipped). None, `[]` or `""`: every model. A list holding an empty name, or a string
-    of commas and blanks only, is a ValueError: taken as "no names", it let the key
-    call every model, where its sender meant an allow-list."""
+    skipped). None, `[]`, `""` or `*` alone: every model (no allow-list, as `keys list`
+    shows it). A list holding an empty name, or a string of commas and blanks only, is a
+    ValueError: taken as "no names", it let the key call every model, where its sender
+    meant an allow-list."""
     if value is None:
         return ()
     if isinstance(value, str):
@@ -268,13 +269,16 @@ def _bounded(names: tuple[str, ...]) -> tuple[str, ...]:
     """At most `MAX_PATTERNS` names of at most `MAX_MODEL_NAME` characters each: a
     pattern is compiled to a regular expression on the event loop at a key's first
     request in each worker, and matched on every request (a 200,000-character `*a*a...`
-    took 3.7 s to compile, the loop blocked; 256 characters, 7 ms)."""
+    took 3.7 s to compile, the loop blocked; 256 characters, 7 ms). `*` alone is no
+    allow-list: kept as a pattern, the key matched every model yet counted as one with an
+    allow-list (objects of unknown owner refused, uploads routed by the list), while
+    `keys update --models '*'` cleared the list."""
     if len(names) > MAX_PATTERNS:
         raise ValueError(f"models may hold at most {MAX_PATTERNS} names or patterns")
     if any(len(name) > MAX_MODEL_NAME for name in names):
         raise ValueError(f"a model name or pattern is at most {MAX_MODEL_NAME} characters, "
                          "as a model name is")
-    return names
+    return () if set(names) == {"*"} else names
 
 
 def key_view(key: VirtualKey) -> dict[str, Any]:

@@ -50,9 +50,10 @@ def main(command: str, argv: Sequence[str], environ: Mapping[str, str]) -> int:
     except (ConfigError, ValueError, OSError) as exc:
         print(f"azure-openai-proxy {command}: {exc}", file=sys.stderr)
         return 2
-    if args.action in ("list", "show") and not path.exists():
+    if args.action != "create" and not path.exists():
         # A reading of a mistyped path made an empty database there and listed no keys,
-        # as if they were all gone (`usage` says so too).
+        # as if they were all gone (`usage` says so too); an update, rotate, revoke or
+        # delete made one too, to answer "no key" (only a create can use a new one).
         print(f"azure-openai-proxy {command}: no database at {path} (is `database` set?)",
               file=sys.stderr)
         return 1
@@ -114,7 +115,8 @@ def _keys_parser() -> argparse.ArgumentParser:
     create = sub.add_parser("create", help="a new key (its secret is printed once)")
     create.add_argument("--name", required=True)
     create.add_argument("--team", help="the team's id or name")
-    create.add_argument("--models", help="allowed models: names or patterns, comma-separated")
+    create.add_argument("--models", help="allowed models: names or patterns, comma-separated "
+                                         "(none or '*': every model)")
     create.add_argument("--expires", help="30d, 12h, an ISO 8601 time, or never")
     _limit_flags(create)
     create.set_defaults(handler=_create_key)
@@ -195,7 +197,7 @@ def _update_key(store: KeyStore, args: argparse.Namespace) -> int:
     if args.team is not None:
         changes["team_id"] = None if args.team.lower() == "none" else args.team
     if args.models is not None:
-        changes["models"] = () if args.models.strip() in ("", "*") else parse_models(args.models)
+        changes["models"] = parse_models(args.models)  # "" or "*": every model
     if args.expires is not None:
         changes["expires_at"] = parse_expiry(args.expires, time.time())
     if args.blocked is not None:

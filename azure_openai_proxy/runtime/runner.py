@@ -129,6 +129,8 @@ def describe(settings: Settings, today: str | None = None) -> str:
         lines.append(f"upstream proxy: {_mask_url(proxy)}")
     if settings.is_open_relay:
         lines.append("WARNING: open relay: server-side Azure keys and no client keys")
+    if settings.admin_key_warning:
+        lines.append(f"WARNING: {settings.admin_key_warning}")
     return "\n".join(lines)
 
 
@@ -413,8 +415,9 @@ def run(settings: Settings, source: SettingsSource | None = None) -> int:
     if settings.is_open_relay:
         log.warning("OPEN RELAY: server-side Azure keys are set and no client keys are; anyone "
                     "who can reach this gateway can use your Azure quota")
-    for warning in _api_version_warnings(settings, _today()):
-        log.warning("config: %s", warning)
+    for warning in [*_api_version_warnings(settings, _today()), settings.admin_key_warning]:
+        if warning:
+            log.warning("config: %s", warning)
     if settings.workers == 1:
         _worker(settings, source, reuse_port=False)
         return 0

@@ -13,7 +13,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from azure_openai_proxy.settings import Settings
+from azure_openai_proxy.settings import Settings, sqlite_file
 
 __all__ = ["DATA_VOLUME", "connect", "database_path", "default_database", "sqlite_path"]
 
@@ -29,21 +29,9 @@ def default_database() -> str:
 
 
 def sqlite_path(url: str) -> Path:
-    """`sqlite:///abs/path.db` (three slashes and an absolute path) or
-    `sqlite://relative/path.db` -> the file's path. Anything else is a ValueError."""
-    if not url.startswith("sqlite://"):
-        raise ValueError("only sqlite:// databases are supported (e.g. sqlite:///var/lib/azure-openai-proxy/gateway.db)")
-    rest = url[len("sqlite://"):]
-    if not rest or rest == "/":
-        raise ValueError("a sqlite:// database needs a file path")
-    # Taken as a file name, SQLAlchemy's `?mode=ro` or `?timeout=30` and `:memory:` made
-    # a new, empty database beside the one meant (`gateway.db?mode=ro`, `/:memory:`):
-    # the keys made with the plain path were not there.
-    if "?" in rest or "#" in rest or Path(rest).name == ":memory:":
-        raise ValueError("a sqlite:// database is a file path without `?` or `#` "
-                         "(no options) and not :memory: (every worker and the CLI share "
-                         "the file)")
-    return Path(rest)
+    """`sqlite:///abs/path.db` or `sqlite://relative/path.db` -> the file's path
+    (`settings.sqlite_file` has the rules). Anything else is a ValueError."""
+    return Path(sqlite_file(url))
 
 
 def database_path(settings: Settings) -> Path:

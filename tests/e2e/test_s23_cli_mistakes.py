@@ -8,6 +8,7 @@ exit 2, nothing stored."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def test_the_admin_api_refuses_the_same_limits(
 
 
 @pytest.mark.parametrize("url", ["sqlite:///{dir}/gw.db?mode=ro", "sqlite:///{dir}/gw.db?timeout=30",
-                                 "sqlite:///:memory:", "sqlite:///{dir}/gw.db#x"])
+                                 "sqlite:///:memory:"])
 def test_a_database_url_with_options_is_refused_not_a_new_file(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], url: str) -> None:
     """`?mode=ro` (SQLAlchemy's form) was part of the file's name: a second, empty
@@ -79,7 +80,20 @@ def test_a_database_url_with_options_is_refused_not_a_new_file(
     for argv in (["keys", "list"], ["usage"]):
         assert main([*argv, "--database", url]) == 2, argv  # main: 0, an empty list
         _one_line(capsys, "without `?`")
-    assert sorted(p.name for p in tmp_path.iterdir() if "?" in p.name or "#" in p.name) == []
+    assert sorted(p.name for p in tmp_path.iterdir() if "?" in p.name) == []
+
+
+def test_a_hash_in_a_database_path_is_part_of_the_file_name(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Session 23's review: the audit refused a `#` as a URL fragment, but a sqlite://
+    URL has none (SQLAlchemy reads `#` as part of the path): a database in
+    `/srv/team#2/` that worked was refused by every command and by the gateway's start."""
+    url = f"sqlite:///{tmp_path}/team#2/gw.db"
+    assert main(["keys", "create", "--name", "k", "--database", url]) == 0  # main: 2
+    capsys.readouterr()
+    assert main(["keys", "list", "--json", "--database", url]) == 0
+    assert [key["name"] for key in json.loads(capsys.readouterr().out)] == ["k"]
+    assert (tmp_path / "team#2" / "gw.db").is_file()
 
 
 @pytest.mark.parametrize("metadata", ['{"a": NaN}', '{"a": [Infinity]}', '{"a": -Infinity}'])
@@ -105,3 +119,16 @@ def test_listing_a_database_that_is_not_there_says_so_and_makes_none(
     assert list(tmp_path.iterdir()) == []  # main: var/gatway.db made
     assert main(["teams", "create", "--name", "ops", "--database", f"sqlite:///{typo}"]) == 0
     assert main(["teams", "list", "--database", f"sqlite:///{typo}"]) == 0  # a write makes it
+
+
+def test_a_change_to_a_database_that_is_not_there_makes_none(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Session 23's review: `keys revoke alice --database <typo>` made an empty database
+    (and its directories) to answer "no key 'alice'"; only a create can use a new one."""
+    typo = ["--database", f"sqlite:///{tmp_path / 'var' / 'gatway.db'}"]
+    for argv in (["keys", "update", "alice", "--rpm", "5"], ["keys", "rotate", "alice"],
+                 ["keys", "revoke", "alice"], ["teams", "update", "ops", "--rpm", "5"],
+                 ["teams", "delete", "ops"]):
+        assert main([*argv, *typo]) == 1, argv
+        _one_line(capsys, "no database at")
+    assert list(tmp_path.iterdir()) == []  # main: var/gatway.db made

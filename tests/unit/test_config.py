@@ -368,3 +368,18 @@ def test_a_foundry_deployment_gets_foundrys_version_unless_its_model_needs_newer
         "2024-05-01-preview", "Foundry model inference default")
     assert (o3.api_version, o3.api_version_reason) == (
         "2025-04-01-preview", "chosen for o3-mini: reasoning models need >= 2024-12-01-preview")
+
+
+@pytest.mark.parametrize(("database", "message"), [
+    ("postgres://db/gateway", "database: only sqlite:// databases"),
+    ("sqlite:////var/gw.db?mode=ro", "database: a sqlite:// database is a file path without `?`"),
+    ("sqlite:///:memory:", "not :memory:"),
+])
+def test_a_database_url_is_checked_wherever_settings_are_read(database: str, message: str) -> None:
+    """A reload (SIGHUP, --watch-config) reads the settings with load_settings alone: the
+    URL was checked only at start, so a reload took one the store refuses and GET
+    /admin/usage answered 500 (session 23's review)."""
+    env = {"AZURE_OPENAI_ENDPOINT": "https://a.openai.azure.com/"}
+    with pytest.raises(ConfigError, match=message):  # main: taken
+        load_settings({"database": database}, env)
+    assert load_settings({"database": "sqlite:////srv/team#2/gw.db"}, env).database
