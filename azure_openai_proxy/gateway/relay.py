@@ -23,7 +23,8 @@ from typing import Any
 
 import orjson
 
-from azure_openai_proxy.errors import GatewayError, UpstreamError, UpstreamInvalidAnswer
+from azure_openai_proxy.errors import GatewayError, UpstreamError
+from azure_openai_proxy.gateway.answertype import implied_type, not_json
 from azure_openai_proxy.gateway.answerusage import (
     SpeechMeter,
     SpeechStreamMeter,
@@ -94,6 +95,10 @@ async def relay(
         # Tell the client what the gateway changed so Azure would accept the request.
         headers["x-proxy-adapted"] = ", ".join(record.adaptations)
     content_type = headers.get("content-type", "")
+    if not content_type and operation in _MODEL_RESTORED:
+        # A chat's, an embedding's... answer whose head names no type: JSON, or the
+        # stream the client asked for (never 2xx junk to refuse: `not_json`).
+        content_type = headers["content-type"] = implied_type(body)
     if content_type.startswith("text/event-stream"):
         if policy is not None and type(response) in _PUSHING and (
                 type(request) is FastRequest  # governed too (its `head_lines`): one test
@@ -126,7 +131,7 @@ async def relay(
                     else with_context(estimated_usage(_json(body), 0), record.context_tokens))
             raise
     if content_type.startswith("application/json") or operation in _MODEL_RESTORED:
-        # (A chat's, an embedding's... answer is JSON whatever its content-type says.)
+        # (A chat's, an embedding's... answer is JSON whatever else its content-type says.)
         try:
             raw = await response.read(answer_limit)
         finally:
@@ -139,7 +144,7 @@ async def relay(
             except AnswerNotJson:
                 # An HTML page, an empty or cut body: the client's SDK would fail to
                 # parse it (or hand back a string) instead of raising an API error.
-                raise _not_json(response.status, content_type) from None
+                raise not_json(response.status, content_type) from None
             if operation == "responses" and raw.find(b'"image_generation_call"') != -1:
                 record.usage = with_image_gen(record.usage, answer_image_gen(raw), request.headers)
         elif raw.find(b'"usage"') >= 0:  # `find`: ~1k instructions fewer than `in`
@@ -471,12 +476,6 @@ def _id_of(raw: bytes) -> str | None:
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return value if isinstance(value, str) and 0 < len(value) <= 256 else None
-
-
-def _not_json(status: int, content_type: str) -> UpstreamInvalidAnswer:
-    return UpstreamInvalidAnswer(
-        f"Azure OpenAI answered {status} with a body that is not a JSON object "
-        f"(content-type {content_type or 'none'!r}).")
 
 
 def _raw_stream_error(exc: GatewayError) -> bytes:

@@ -118,10 +118,11 @@ def _rewrite_parsed(
 def _check_object(body: bytes) -> None:
     """Nothing if `body`, which a decoder here refused, is still a JSON object as a
     client's SDK reads one (Python's `json` over leniently decoded text: a number no
-    float holds, invalid UTF-8, is one); `AnswerNotJson` if not. Only on that failure:
+    float holds, invalid UTF-8, a UTF-8 byte order mark before it, is one; both SDKs
+    skip the mark); `AnswerNotJson` if not. Only on that failure:
     Azure's answers never come here."""
     try:
-        obj = json.loads(body.decode("utf-8", "replace"))
+        obj = json.loads(body.decode("utf-8-sig", "replace"))
     except RecursionError:
         return  # nested past any decoder's depth: not ours to judge
     except ValueError:
