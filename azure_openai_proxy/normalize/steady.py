@@ -39,7 +39,7 @@ import orjson
 
 from azure_openai_proxy.normalize.choices import choice_chars
 
-__all__ = ["AnnotationFrameTemplate", "SteadyFrameTemplate"]
+__all__ = ["AnnotationFrameTemplate", "SteadyFrameTemplate", "learned_ends", "unplain"]
 
 _HEAD = b'{"choices":[{"content_filter_results":'
 _DELTA = b',"delta":'
@@ -48,7 +48,39 @@ _OFFSETS = b'{"choices":[{"content_filter_offsets":'
 _CHOICES = b'{"choices":['
 # What a JSON string holds only escaped or at its ends (line breaks among the control
 # characters): a plain content delta's text without any is its string's value.
-_UNPLAIN = re.compile(rb'["\\\x00-\x1f]').search
+unplain = re.compile(rb'["\\\x00-\x1f]').search
+
+
+def learned_ends(data: bytes, obj: dict[str, Any]) -> tuple[bytes, bytes, bytes, bytes] | None:
+    """A steady frame's ends for `SteadyFrameTemplate`, from its data and its parse (not
+    yet changed): the bytes up to its choice's delta, those from the choice's end (the
+    frame's members after `choices`), Azure's `"model":"..."` member among them, and the
+    choice's members after its delta (empty when not fixed); None when the frame's shape
+    does not allow a template."""
+    choices = obj.get("choices")
+    choice = choices[0] if type(choices) is list and len(choices) == 1 else None
+    if (type(choice) is not dict or "content_filter_results" not in choice
+            or not data.startswith(_HEAD) or type(obj.get("model")) is not str):
+        return None
+    prefix = _HEAD + orjson.dumps(choice["content_filter_results"]) + _DELTA
+    cut = data.rfind(_TAIL)
+    if not data.startswith(prefix) or cut <= len(prefix):
+        return None
+    suffix = data[cut:]
+    if (b"\\" in suffix or b"{" in suffix or b"[" in suffix or suffix.count(b"]") != 1
+            or suffix.count(b"}") != 1 or orjson.dumps(obj) != data):
+        return None
+    azure = b'"model":' + orjson.dumps(obj["model"])
+    if suffix.count(azure) != 1:
+        return None
+    # The choice's members after its delta (`,"finish_reason":null,...}`): fixed
+    # for `relay()`, which then parses only the delta's value.
+    value = orjson.dumps(choice.get("delta"))
+    choice_tail = data[len(prefix) + len(value):cut]
+    if data[len(prefix):len(prefix) + len(value)] != value or choice.get(
+            "finish_reason") is not None:
+        choice_tail = b""
+    return prefix, suffix, azure, choice_tail
 
 
 class SteadyFrameTemplate:
@@ -87,29 +119,10 @@ class SteadyFrameTemplate:
     def learn(cls, data: bytes, obj: dict[str, Any], model: str) -> SteadyFrameTemplate | None:
         """From a steady frame's data and its parse (not yet changed), for frames to go
         out with `model`; None when the frame's shape does not allow it."""
-        choices = obj.get("choices")
-        choice = choices[0] if type(choices) is list and len(choices) == 1 else None
-        if (type(choice) is not dict or "content_filter_results" not in choice
-                or not data.startswith(_HEAD) or type(obj.get("model")) is not str):
+        ends = learned_ends(data, obj)
+        if ends is None:
             return None
-        prefix = _HEAD + orjson.dumps(choice["content_filter_results"]) + _DELTA
-        cut = data.rfind(_TAIL)
-        if not data.startswith(prefix) or cut <= len(prefix):
-            return None
-        suffix = data[cut:]
-        if (b"\\" in suffix or b"{" in suffix or b"[" in suffix or suffix.count(b"]") != 1
-                or suffix.count(b"}") != 1 or orjson.dumps(obj) != data):
-            return None
-        azure = b'"model":' + orjson.dumps(obj["model"])
-        if suffix.count(azure) != 1:
-            return None
-        # The choice's members after its delta (`,"finish_reason":null,...}`): fixed
-        # for `relay()`, which then parses only the delta's value.
-        value = orjson.dumps(choice.get("delta"))
-        choice_tail = data[len(prefix) + len(value):cut]
-        if data[len(prefix):len(prefix) + len(value)] != value or choice.get(
-                "finish_reason") is not None:
-            choice_tail = b""
+        prefix, suffix, azure, choice_tail = ends
         return cls(prefix, suffix, suffix.replace(azure, b'"model":' + orjson.dumps(model)),
                    choice_tail)
 
@@ -186,7 +199,7 @@ class SteadyFrameTemplate:
         start = self._text_start_size
         end = len(event) - self._text_end_size
         if (start <= end and event[:start] == self._text_start
-                and event[end:] == self._text_end and _UNPLAIN(event, start, end) is None):
+                and event[end:] == self._text_end and unplain(event, start, end) is None):
             if event.isascii():
                 self.chars += end - start
             else:

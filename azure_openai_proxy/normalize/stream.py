@@ -54,6 +54,7 @@ from azure_openai_proxy.normalize.choices import (
     is_annotation,
     strip_azure_fields,
 )
+from azure_openai_proxy.normalize.padded import learn_template
 from azure_openai_proxy.normalize.steady import AnnotationFrameTemplate, SteadyFrameTemplate
 from azure_openai_proxy.sse import MAX_EVENT_BYTES, SseDecoder, SseEvent
 
@@ -330,7 +331,7 @@ class ChatStreamNormalizer:
             model = self._model
             assert model is not None  # steady
             data = event.data or b""
-            template = self._template = SteadyFrameTemplate.learn(data, obj, model)
+            template = self._template = learn_template(data, obj, model)
             if template is not None:
                 self._learning = 0
                 self._content_chars += choice_chars(choice)

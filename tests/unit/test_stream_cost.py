@@ -18,7 +18,7 @@ from azure_openai_proxy.normalize.steady import AnnotationFrameTemplate, SteadyF
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from tests.unit.test_relay_push import Exchange, wire
 from tests.unit.test_stream_normalizer import DONE, async_annotation, delta
-from tests.unit.test_stream_steady import long_stream
+from tests.unit.test_stream_steady import long_stream, padded, padded_stream
 
 
 async def test_a_pushed_stream_is_relayed_in_the_handlers_own_task() -> None:
@@ -232,4 +232,56 @@ def test_a_plain_ascii_text_delta_is_relayed_unparsed(monkeypatch: pytest.Monkey
     assert relay(delta(" plain text, 42.")) is not None
     assert parsed == []
     assert relay(delta(' "quoted"')) is not None  # escaped: parsed
+    assert len(parsed) == 1
+
+
+async def test_a_pushed_padded_frame_reaches_no_feed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A gpt-5 stream's chunks carry another `obfuscation` value each (padded.py): once the
+    # template is learned, a pushed one takes the template's `relay` alone, as a gpt-4o
+    # chunk does; on main every one went through `feed()` and was parsed whole.
+    fed: list[bytes] = []
+    feed = ChatStreamNormalizer.feed
+
+    def counted(self: ChatStreamNormalizer, data: bytes) -> bytes:
+        fed.append(data)
+        return feed(self, data)
+
+    monkeypatch.setattr(ChatStreamNormalizer, "feed", counted)
+    frames = padded_stream(long_stream(annotate=False), ["k3Zr9", "Xy", "lRK2aBv", "0f4590e"])
+    exchange = Exchange(pushed=True, policy=StreamPolicy(client_model="gpt-4o"))
+    exchange.start(wire(frames[:3], end=False))  # prompt filter, role, the first delta
+    await exchange.settle()
+    fed.clear()
+    for frame in frames[3:-3]:  # steady frames, one a read, quoted and escaped text too
+        exchange.conn.data_received(wire([frame], end=False))
+    assert fed == []
+    exchange.conn.data_received(wire(frames[-3:]))
+    assert exchange.task is not None
+    await asyncio.wait_for(exchange.task, 5)
+    assert b"".join(exchange.channel.writes).endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+
+
+def test_a_padded_plain_text_delta_is_relayed_unparsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure_openai_proxy.normalize import padded as padded_module
+
+    parsed: list[bytes] = []
+
+    class Counted:
+        JSONDecodeError = orjson.JSONDecodeError
+        dumps = staticmethod(orjson.dumps)
+
+        @staticmethod
+        def loads(data: bytes) -> Any:
+            parsed.append(data)
+            return orjson.loads(data)
+
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for frame in padded_stream(long_stream(annotate=False)[:3], ["k3Zr9"]):
+        normalizer.feed(frame)
+    relay = normalizer.steady_relay()
+    assert relay is not None
+    monkeypatch.setattr(padded_module, "orjson", Counted)
+    assert relay(padded(delta(" plain text, 42."), "lRK2aBv")) is not None
+    assert parsed == []
+    assert relay(padded(delta(' "quoted"'), "Xy")) is not None  # escaped: parsed
     assert len(parsed) == 1
