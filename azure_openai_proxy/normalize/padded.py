@@ -146,9 +146,11 @@ class PaddedFrameTemplate(SteadyFrameTemplate):
         if start <= end and event[:start] == self._text_start and event[end:] == self._text_end:
             quote = event.rfind(b'"', start, end)
             cut = quote + 1 - self._text_mid_size  # the text's end
+            # Azure's and OpenAI's paddings are letters and digits: `isalnum()` on the
+            # value's slice costs less than the search (callgrind: ~700 instructions).
             if (start <= cut and event[cut:quote + 1] == self._text_mid
                     and unplain(event, start, cut) is None
-                    and unplain(event, quote + 1, end) is None):
+                    and (event[quote + 1:end].isalnum() or unplain(event, quote + 1, end) is None)):
                 if event.isascii():
                     self.chars += cut - start
                 else:
@@ -158,7 +160,7 @@ class PaddedFrameTemplate(SteadyFrameTemplate):
                     except orjson.JSONDecodeError:
                         return None
                 self.frames += 1
-                return event[:cut] + self._text_out_mid + event[quote + 1:]
+                return b"".join((event[:cut], self._text_out_mid, event[quote + 1:]))
         return self._relay_parsed(event)
 
 
