@@ -29,22 +29,28 @@ __all__ = ["PaddedFrameTemplate", "learn_template"]
 
 _PADDING = b',"obfuscation":"'  # the head's end: the padding's value follows
 _EMPTY = _PADDING + b'"'
-_CHOICES = b'{"choices":['
 
 
 class PaddedFrameTemplate(SteadyFrameTemplate):
     """A `SteadyFrameTemplate` for frames that differ from the learned one in their delta
-    and in their `obfuscation` value. Its `_suffix` is the tail after the value."""
+    and in their `obfuscation` value. Its own ends (`_prefix`, `_suffix`) are those of
+    the frames with the padding's member taken out: `match()`, `choices()` and `usage()`
+    read a frame so, and `relayed()` and `relay()` keep the member."""
 
-    __slots__ = ("_head", "_head_size", "_out_head", "_text_mid", "_text_mid_size",
-                 "_text_out_mid")
+    __slots__ = ("_head", "_head_size", "_kept", "_out_head", "_tail", "_tail_size",
+                 "_text_mid", "_text_mid_size", "_text_out_mid")
 
     def __init__(self, prefix: bytes, head: bytes, tail: bytes, out_head: bytes,
                  choice_tail: bytes = b"") -> None:
-        super().__init__(prefix, tail, tail, choice_tail)
+        kept = len(head) - len(_PADDING)  # the head's bytes before the padding's member
+        super().__init__(prefix, head[:kept] + tail[1:], out_head[:-len(_PADDING)] + tail[1:],
+                         choice_tail)
         self._head = head
         self._head_size = len(head)
+        self._kept = kept
         self._out_head = out_head
+        self._tail = tail
+        self._tail_size = len(tail)
         # `relay()`'s plain text sits between `_text_start` and `_text_mid` (the choice's
         # end and the head), the padding between that and `_text_end`.
         self._text_mid = b'"}' + choice_tail + head
@@ -52,9 +58,6 @@ class PaddedFrameTemplate(SteadyFrameTemplate):
         self._text_out_mid = b'"}' + choice_tail + out_head
         self._text_end = tail + b"\n\n"
         self._text_end_size = len(self._text_end) if choice_tail else 1 << 62
-        # The usage frame carries no padding: the learned members without it.
-        bare = head[:-len(_PADDING)] + tail[1:]
-        self._usage_head = _CHOICES + bare[:-1] + b',"usage":'
 
     @classmethod
     def learn(cls, data: bytes, obj: dict[str, Any], model: str) -> PaddedFrameTemplate | None:
@@ -87,8 +90,8 @@ class PaddedFrameTemplate(SteadyFrameTemplate):
     def _head_at(self, data: bytes) -> int:
         """Where the head starts in a frame's `data` that ends with the tail after a
         plain padding right after the head; -1 if it does not."""
-        end = len(data) - self._suffix_size
-        if not data.endswith(self._suffix):
+        end = len(data) - self._tail_size
+        if not data.endswith(self._tail):
             return -1
         quote = data.rfind(b'"', 0, end)  # the padding's opening quote, if plain
         cut = quote + 1 - self._head_size
@@ -102,38 +105,25 @@ class PaddedFrameTemplate(SteadyFrameTemplate):
                 return -1
         return cut
 
-    def match(self, data: bytes) -> dict[str, Any] | None:
-        """`SteadyFrameTemplate.match`, the padding's value free."""
-        start = self._prefix_size
+    def _bare(self, data: bytes) -> bytes | None:
+        """A frame's `data` without its plain padding's member; None if it has none."""
         cut = self._head_at(data)
-        if cut <= start or not data.startswith(self._prefix):
-            return None
-        try:
-            rest = orjson.loads(b'{"delta":' + data[start:cut])
-        except orjson.JSONDecodeError:
-            return None
-        if type(rest) is not dict or "content_filter_results" in rest:
-            return None
-        return rest
+        return None if cut < 0 else data[:cut + self._kept] + self._tail[1:]
+
+    def match(self, data: bytes) -> dict[str, Any] | None:
+        """`SteadyFrameTemplate.match` of the frame without its padding."""
+        bare = self._bare(data)
+        return None if bare is None else super().match(bare)
 
     def choices(self, data: bytes) -> list[Any] | None:
-        """`SteadyFrameTemplate.choices`, the padding's value free."""
-        end = self._head_at(data) + 1  # up to the array's closing bracket
-        if end <= 12 or data[:12] != _CHOICES:
-            return None
-        array = data[11:end]
-        try:
-            choices = orjson.loads(array)
-        except orjson.JSONDecodeError:
-            return None
-        if type(choices) is not list or orjson.dumps(choices) != array:
-            return None
-        return choices
+        """`SteadyFrameTemplate.choices` of the frame without its padding."""
+        bare = self._bare(data)
+        return None if bare is None else super().choices(bare)
 
     def relayed(self, data: bytes) -> bytes:
         """The event for a frame `match()` or `choices()` accepted (or the learned one):
         its bytes, the model spliced into the head."""
-        quote = data.rfind(b'"', 0, len(data) - self._suffix_size)
+        quote = data.rfind(b'"', 0, len(data) - self._tail_size)
         cut = quote + 1 - self._head_size
         return b"".join((b"data: ", data[:cut], self._out_head, data[quote + 1:], b"\n\n"))
 

@@ -27,7 +27,8 @@ its text are learned (the choice's members after the delta too), and the text is
 a JSON string's value by holding nothing a JSON string holds only escaped (about 7k
 instructions, where `feed()`'s SSE checks, `match()` and `relayed()` took about 20k).
 Any other event goes through `match()` as before. `AnnotationFrameTemplate.drop()` takes
-the async filter's annotation frames whole the same way.
+the async filter's annotation frames whole the same way. A gpt-5 stream's chunks, padded
+with another `obfuscation` value each, take `padded.py`'s subclass.
 """
 
 from __future__ import annotations

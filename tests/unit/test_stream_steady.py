@@ -31,6 +31,7 @@ from tests.unit.test_stream_normalizer import (
     ID,
     PROMPT_ANNOTATIONS,
     TOOL_CALLS,
+    USAGE,
     async_annotation,
     chunk,
     delta,
@@ -179,14 +180,19 @@ def test_id_created_and_object_of_the_stream_hold_on_fast_frames() -> None:
         (ID, CREATED, "gpt-4o", "chat.completion.chunk")}
 
 
+def cut_anywhere(frames: list[bytes], data: st.DataObject) -> list[bytes]:
+    """The stream's bytes cut into pieces at up to 20 points hypothesis draws."""
+    whole = b"".join(frames)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=20)))
+    return [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True)]
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.text(max_size=12), min_size=1, max_size=12), st.data())
 def test_any_split_into_reads_gives_the_general_paths_bytes(words: list[str],
                                                             data: st.DataObject) -> None:
     frames = long_stream(words)
-    whole = b"".join(frames)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=20)))
-    reads = [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True)]
+    reads = cut_anywhere(frames, data)
     policy = data.draw(st.sampled_from(POLICIES))
     expected = relay(frames, policy, fast=False)
     assert relay(reads, policy, fast=True) == expected
@@ -329,9 +335,7 @@ def test_steady_relay_refuses_what_the_general_path_would_read_otherwise() -> No
 def test_any_split_by_steady_relay_gives_the_general_paths_bytes(words: list[str],
                                                                  data: st.DataObject) -> None:
     frames = long_stream(words)
-    whole = b"".join(frames)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=20)))
-    pieces = [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True)]
+    pieces = cut_anywhere(frames, data)
     policy = data.draw(st.sampled_from(POLICIES))
     expected = relay(frames, policy, fast=False)
     assert relay_by_pieces(pieces, policy) == expected
@@ -422,6 +426,7 @@ def test_a_padded_template_matches_later_frames_with_other_paddings() -> None:
             {**orjson.loads(padded(delta(" France"), padding)[6:]), "model": "gpt-4o"}) + b"\n\n"
     finish = padded(finish_frame("stop"), "Xy")[6:-2]
     assert template.choices(finish) == orjson.loads(finish)["choices"]
+    assert template.usage(usage_frame()[6:-2]) == USAGE  # Azure pads no usage frame
 
 
 def test_a_padding_the_general_path_would_read_otherwise_is_refused() -> None:
@@ -496,9 +501,7 @@ def test_the_emulators_gpt5_stream_is_relayed_by_the_fast_path() -> None:
 def test_any_padding_and_any_split_give_the_general_paths_bytes(
         words: list[str], paddings: list[str], data: st.DataObject) -> None:
     frames = padded_stream(long_stream(words), paddings)
-    whole = b"".join(frames)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=20)))
-    pieces = [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True)]
+    pieces = cut_anywhere(frames, data)
     policy = data.draw(st.sampled_from(POLICIES))
     expected = relay(frames, policy, fast=False)
     assert relay(pieces, policy, fast=True) == expected
