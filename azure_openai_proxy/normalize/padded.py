@@ -156,7 +156,8 @@ class PaddedFrameTemplate(SteadyFrameTemplate):
 
 def learn_template(data: bytes, obj: dict[str, Any], model: str) -> SteadyFrameTemplate | None:
     """The template learned from a steady frame (`SteadyFrameTemplate.learn`): a padded
-    one when the frame carries an `obfuscation` member."""
-    if "obfuscation" in obj:
+    one when the frame carries an `obfuscation` string (a member of any other value is
+    the same bytes in every frame, as any other member)."""
+    if type(obj.get("obfuscation")) is str:
         return PaddedFrameTemplate.learn(data, obj, model)
     return SteadyFrameTemplate.learn(data, obj, model)

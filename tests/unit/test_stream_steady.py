@@ -507,3 +507,18 @@ def test_any_padding_and_any_split_give_the_general_paths_bytes(
     assert relay(pieces, policy, fast=True) == expected
     assert relay_by_pieces(pieces, policy) == expected
     assert relay_by_pieces(frames, policy) == expected
+
+
+def test_an_obfuscation_member_that_is_no_string_keeps_the_plain_template() -> None:
+    # Not what Azure sends, but the same bytes in every frame: the template learned as
+    # for any other member, as before padded.py.
+    model = f'"model":"{AZURE_MODEL}",'.encode()
+    frames = [event.replace(model, model + b'"obfuscation":null,')
+              for event in long_stream(annotate=False)]
+    for policy in POLICIES:
+        assert relay_by_pieces(frames, policy) == relay(frames, policy, fast=False)
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for frame in frames[:3]:
+        normalizer.feed(frame)
+    steady = normalizer.steady_relay()
+    assert steady is not None and steady(frames[3]) is not None
