@@ -386,6 +386,17 @@ def test_frames_whose_logprobs_vary_come_out_as_the_general_paths() -> None:
         assert relay_by_pieces(frames, policy) == relay(frames, policy, fast=False)
 
 
+def learned(frames: list[bytes]) -> tuple[ChatStreamNormalizer, Any]:
+    """A normalizer fed a stream's first three frames (prompt filter, role, the first
+    delta, learned from) and the steady relay it then offers."""
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for frame in frames[:3]:
+        normalizer.feed(frame)
+    steady = normalizer.steady_relay()
+    assert steady is not None
+    return normalizer, steady
+
+
 def test_plain_text_deltas_are_counted_as_the_general_path_counts_them() -> None:
     # `{"content":"..."}` with nothing escaped is not parsed: ASCII text is counted by its
     # bytes, other UTF-8 by orjson; escaped text, and bytes that are not UTF-8, are not
@@ -398,11 +409,8 @@ def test_plain_text_deltas_are_counted_as_the_general_path_counts_them() -> None
     frames += [not_utf8, delta("after"), finish_frame("stop"), usage_frame(), DONE]
     for policy in POLICIES:
         assert relay_by_pieces(frames, policy) == relay(frames, policy, fast=False)
-    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
-    for frame in frames[:3]:
-        normalizer.feed(frame)
-    steady = normalizer.steady_relay()
-    assert steady is not None and steady(not_utf8) is None
+    normalizer, steady = learned(frames)
+    assert steady(not_utf8) is None
     chars = normalizer.content_chars
     assert steady(delta("\u4e2d\u6587")) is not None
     assert normalizer.content_chars == chars + 2
@@ -465,11 +473,7 @@ def test_steady_relay_takes_padded_frames() -> None:
     # On main a gpt-5 stream's template never matched: every padded frame took feed()'s
     # general path (parsed, written again).
     frames = padded_stream(long_stream(annotate=False), ["k3Zr9", "Xy", "lRK2aBv", "0f4590e"])
-    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
-    for frame in frames[:3]:  # prompt filter, role, the first delta (learned from)
-        normalizer.feed(frame)
-    steady = normalizer.steady_relay()
-    assert steady is not None
+    normalizer, steady = learned(frames)
     frames_in = normalizer.frames_in
     for frame in frames[3:-3]:
         relayed = steady(frame)
@@ -517,8 +521,4 @@ def test_an_obfuscation_member_that_is_no_string_keeps_the_plain_template() -> N
               for event in long_stream(annotate=False)]
     for policy in POLICIES:
         assert relay_by_pieces(frames, policy) == relay(frames, policy, fast=False)
-    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
-    for frame in frames[:3]:
-        normalizer.feed(frame)
-    steady = normalizer.steady_relay()
-    assert steady is not None and steady(frames[3]) is not None
+    assert learned(frames)[1](frames[3]) is not None
