@@ -183,6 +183,12 @@ MODEL_NEEDS: tuple[tuple[str, ModelNeed], ...] = (
     (r"o3", _need("o3", _REASONING, "2025-04-01")),
     (r"o4-mini", _need("o4-mini", _REASONING, "2025-04-01")),
     (r"codex-mini", _need("codex-mini", _REASONING, "2025-04-01")),
+    # gpt-5-chat is the family's chat model, not a reasoning one: Azure takes its
+    # `max_tokens` and `temperature` (stanfordnlp/dspy#8724, langgenius/dify-official-
+    # plugins#2024), which compat would drop or rename for a reasoning model. Only this
+    # name: gpt-5.1-chat and later refuse `max_tokens` (Zackriya-Solutions/meetily#364).
+    # `chat` as a word: a `gpt-5-chatbot` deployment is still the reasoning gpt-5.
+    (r"gpt-?5-chat(?![a-z])", _need("gpt-5-chat", "gpt-5 chat models", "2025-04-01")),
     (r"gpt-?5", _need("gpt-5", _REASONING, "2025-04-01")),
     # The dated realtime endpoint takes previews from 2024-10-01-preview on.
     (r"gpt-4o(?:-mini)?-realtime|gpt-realtime",

@@ -27,7 +27,9 @@
         ├── UpstreamTimeout           504
         ├── UpstreamHeadTooLarge      502 (Azure's answer head past the size/count limits)
         ├── UpstreamAnswerTooLarge    502 (a JSON answer past `upstream.max_answer_bytes`)
-        ├── UpstreamEventTooLarge     502 (a stream's event past it: the stream ends with it)
+        ├── UpstreamEventTooLarge     502 (a stream's event past its limit: the stream ends)
+        ├── UpstreamInvalidAnswer     502 (a 2xx JSON route's body not a JSON object, or in an
+        │                                  encoding the gateway cannot decode)
         ├── UpstreamPoolTimeout       503 (no free connection within `upstream.pool_timeout`)
         ├── EntraUnavailable          502 (no Entra ID token for a deployment's scope)
         └── NoDeploymentAvailable     503 (every deployment cooling down / circuit open)
@@ -77,6 +79,7 @@ __all__ = [
     "UpstreamEventTooLarge",
     "UpstreamHeadTooLarge",
     "UpstreamHttpError",
+    "UpstreamInvalidAnswer",
     "UpstreamPoolTimeout",
     "UpstreamTimeout",
     "UpstreamUnreachable",
@@ -367,6 +370,10 @@ class UpstreamAnswerTooLarge(UpstreamError):
 
 class UpstreamEventTooLarge(UpstreamError):
     code = "upstream_event_too_large"
+
+
+class UpstreamInvalidAnswer(UpstreamError):
+    code = "upstream_invalid_answer"
 
 
 class EntraUnavailable(UpstreamError):

@@ -155,7 +155,8 @@ class UpstreamSettings(_Frozen):
     # then it fails over (nothing was sent) or gets a 503 with retry-after.
     pool_timeout: float = Field(default=10.0, gt=0)
     keepalive_timeout: float = Field(default=30.0, gt=0)
-    # A JSON answer longer than this is a 502, never a truncated 200.
+    # A JSON answer longer than this is a 502, never a truncated 200. A stream's event is
+    # held up to this too, if less than its reader's bound (sse.py: 8 or 64 MiB).
     max_answer_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     # FastTransport: seconds a host's addresses are reused (0: resolved every connection).
     dns_cache_ttl: float = Field(default=60.0, ge=0)
@@ -354,6 +355,20 @@ class Settings(_Frozen):
                     "client_keys are set, so the gateway needs its own Azure key (or Entra ID) "
                     f"for every deployment; these have none: {names}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _admin_key_is_its_own(self) -> Settings:
+        # The admin key is compared first: shared with the clients (or an Azure key's
+        # holders), each of them could open /admin/, mint keys without limits and read
+        # the ledger. The message never shows a key.
+        if self.admin_key is not None:
+            admin = self.admin_key.get_secret_value()
+            azure = [d.api_key for d in self.deployments] + [self.default_api_key]
+            if any(k is not None and k.get_secret_value() == admin
+                   for k in (*self.client_keys, *azure)):
+                raise ValueError("admin_key must not be one of client_keys or an Azure "
+                                 "api_key: whoever holds that key would open the admin API")
         return self
 
     @property

@@ -4,7 +4,8 @@
 `flush()` returns an unterminated trailing event at end of stream. Each `SseEvent` keeps
 the exact bytes it was decoded from (`raw`, including its terminating blank line), so a
 caller that changes nothing can forward `raw` and the relay stays a byte-exact relay:
-the concatenation of every event's `raw` is the input.
+the concatenation of every event's `raw` is the input, less a UTF-8 byte order mark at
+its very start: WHATWG's stream decoding drops it, so "\\ufeffdata: x" is a `data` line.
 
 An "event" here is any block ended by a blank line, including blocks with no `data:`
 (comment-only keep-alives, stray blank lines); such blocks have `data is None`, and a
@@ -27,11 +28,22 @@ from typing import NamedTuple
 
 from azure_openai_proxy.errors import UpstreamEventTooLarge
 
-__all__ = ["MAX_EVENT_BYTES", "SseDecoder", "SseEvent", "parse_event"]
+__all__ = ["MAX_EVENT_BYTES", "MAX_RELAYED_EVENT_BYTES", "SseDecoder", "SseEvent", "parse_event"]
 
-# An event's bytes at most, by default: `upstream.max_answer_bytes`' default, the most of
-# a JSON answer the gateway holds (settings.py).
-MAX_EVENT_BYTES = 256 * 1024 * 1024
+# The most of one event Azure sends that the gateway holds, whatever `upstream.max_answer_bytes`
+# allows (the callers take the smaller: an operator can lower them, not raise them). An event
+# is parsed whole, and orjson's parse peaks near 14 times the event (a 64 MiB line: ~900 MiB
+# under tracemalloc), so these bound a stream's memory, not an answer's size:
+# - a chat or completion stream's event, each parsed (`ChatStreamNormalizer`; the decoder's
+#   default): Azure's are deltas of a few hundred bytes, audio's some KiB, a first frame's
+#   citations some hundreds;
+MAX_EVENT_BYTES = 8 * 1024 * 1024
+# - an event of a stream relayed as it is, read by its meter (Responses, pictures, speech):
+#   a Responses stream's last event repeats the whole answer, its pictures' base64 included.
+MAX_RELAYED_EVENT_BYTES = 64 * 1024 * 1024
+# What WHATWG's UTF-8 decode drops at a stream's very start (`SseDecoder._started`).
+_BOM = b"\xef\xbb\xbf"
+_START = b""  # `SseDecoder._parts`' first piece until the stream's first bytes
 
 _LF = 10
 _CR = 13
@@ -93,6 +105,10 @@ class SseDecoder:
     An unfinished event is held up to `limit` bytes: a read that leaves more raises
     `UpstreamEventTooLarge`, with nothing held after (if the read completed events before
     it, those are returned, and the next read raises; `flush()` drops it).
+
+    The stream's first bytes are looked at for a byte order mark (`_started`) before
+    anything else: until then `_parts` holds an empty piece (`_START`; no chunk fed is
+    empty), so they miss the fast paths, whose checks are unchanged.
     """
 
     __slots__ = ("_buf", "_cr", "_limit", "_lines", "_parts", "_size", "_whole")
@@ -106,7 +122,8 @@ class SseDecoder:
         self._lines: list[bytes] = []  # its first lines, complete, each read's once
         self._buf = b""  # then the line not yet known to be complete, from its start
         self._whole = False  # or, if True, complete lines the last read ended with
-        self._parts: list[bytes] = []  # later chunks with no line break, not yet scanned
+        # later chunks with no line break, not yet scanned; `_START` until the first bytes
+        self._parts: list[bytes] = [_START]
         self._cr = -1  # position of the next b"\r" in `_buf`; -1: none
 
     def feed(self, chunk: bytes) -> list[SseEvent]:
@@ -124,9 +141,12 @@ class SseDecoder:
             and chunk[-1] == _LF
         ):
             return [_new_event(SseEvent, (chunk, chunk[6:-2], None, None, None))]
+        parts = self._parts
+        if parts and not parts[0]:  # `_START`: the stream's first bytes
+            return self._started(chunk)
         size = self._size + len(chunk)
         if not has_cr and chunk.find(b"\n") == -1 and old[-1:] != b"\r":
-            self._parts.append(chunk)  # completes nothing; join later, once
+            parts.append(chunk)  # completes nothing; join later, once
             self._size = size
             if size > self._limit:
                 self._refuse()
@@ -138,7 +158,6 @@ class SseDecoder:
             lines.append(old)
             self._whole = False
             old = b""
-        parts = self._parts
         if parts:
             parts.append(chunk)
             buf = old + b"".join(parts) if old else b"".join(parts)
@@ -174,12 +193,14 @@ class SseDecoder:
         return chunk[6:-2]
 
     def idle(self) -> bool:
-        """Whether nothing is buffered: the next byte fed starts an event."""
+        """Whether nothing is buffered: the next byte fed starts an event (not so before
+        the stream's first bytes: they may be a byte order mark)."""
         return not self._buf and not self._parts
 
     def flush(self) -> list[SseEvent]:
         """Return the buffered trailing event, terminated or not, and reset the decoder.
-        Never raises: an event held past `limit` is dropped."""
+        Never raises: an event held past `limit` is dropped. (A byte order mark is looked
+        for at the first stream's start only.)"""
         lines, parts = self._lines, self._parts
         rest = (b"" if self._size > self._limit
                 else b"".join([*lines, self._buf, *parts]) if lines or parts else self._buf)
@@ -192,6 +213,17 @@ class SseDecoder:
         # Only one event can remain: everything before a complete blank line went out
         # (a held-back "\r" that ends a blank line still makes just one event).
         return [parse_event(rest)] if rest else []
+
+    def _started(self, chunk: bytes) -> list[SseEvent]:
+        """The stream's first bytes (`_parts` is `_START` and up to two bytes a byte order
+        mark starts with): a whole mark is dropped, a cut one waited for, and the rest fed."""
+        parts = self._parts
+        head = b"".join(parts) + chunk if len(parts) > 1 else chunk
+        if len(head) < len(_BOM) and _BOM.startswith(head):
+            parts.append(chunk)
+            return []
+        parts.clear()
+        return self.feed(head[3:] if head.startswith(_BOM) else head)
 
     def _refuse(self) -> None:
         """An unfinished event past `limit`: nothing held any more, and the error raised."""

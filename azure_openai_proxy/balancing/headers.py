@@ -12,6 +12,7 @@ from collections.abc import Mapping
 __all__ = ["remaining_quota", "retry_after_seconds"]
 
 _MAX_RETRY_AFTER = 86_400.0  # Azure's "no quota at all" answer
+_INFINITY = float("inf")
 
 
 def _number(value: str | None) -> float | None:
@@ -21,7 +22,8 @@ def _number(value: str | None) -> float | None:
         number = float(value.strip())
     except ValueError:
         return None
-    if number != number or number < 0:  # NaN or negative
+    # Not NaN, infinite (`inf`, `1e400`: no count, and int() of it raises) or negative.
+    if not 0 <= number < _INFINITY:
         return None
     return number
 

@@ -32,18 +32,44 @@ _DEPLOYMENT_KEYS = frozenset(
 )
 # Context windows (prompt + completion tokens) of the models Azure deploys, most specific
 # name first; a model not listed has no limit unless its deployment sets `context_tokens`.
+# gpt-35-turbo 0301/0613 have 4,096 (azure-search-openai-demo#1199), its 16k model 16,384;
+# gpt-4's turbo previews (1106, 0125, vision) 128,000 as gpt-4-turbo, not gpt-4's 8,192;
+# gpt-5-chat 128,000, not the reasoning gpt-5's 400,000 (Azure's model table, as
+# anomalyco/models.dev#164 took it).
 CONTEXT_WINDOWS = (
-    ("gpt-35-turbo-instruct", 4_097), ("gpt-35-turbo", 16_385), ("gpt-4o", 128_000),
-    ("gpt-4.1", 1_047_576), ("gpt-4-32k", 32_768), ("gpt-4-turbo", 128_000),
-    ("gpt-4", 8_192), ("o1-mini", 128_000), ("o1", 200_000), ("o3", 200_000),
-    ("o4-mini", 200_000), ("gpt-5", 400_000),
+    ("gpt-35-turbo-instruct", 4_097), ("gpt-35-turbo-16k", 16_384),
+    ("gpt-35-turbo-0301", 4_096), ("gpt-35-turbo-0613", 4_096), ("gpt-35-turbo", 16_385),
+    ("gpt-4o", 128_000), ("gpt-4.1", 1_047_576), ("gpt-4-32k", 32_768),
+    ("gpt-4-turbo", 128_000), ("gpt-4-1106", 128_000), ("gpt-4-0125", 128_000),
+    ("gpt-4-vision", 128_000), ("gpt-4", 8_192), ("o1-mini", 128_000), ("o1", 200_000),
+    ("o3", 200_000), ("o4-mini", 200_000), ("gpt-5-chat", 128_000),
+    ("gpt-5.1-chat", 128_000), ("gpt-5.2-chat", 128_000), ("gpt-5.4", 1_050_000),
+    ("gpt-5.5", 1_050_000), ("gpt-5", 400_000),
+)
+# The most prompt tokens a gpt-5 reasoning model takes, below its window: "Input tokens
+# exceed the configured limit of 272000 tokens." (cline#5474; Azure enforces it too:
+# BerriAI/litellm#13496, #18928); gpt-5.4 and 5.5 take 922,000 of their 1,050,000
+# (earendil-works/pi#5559, from Azure's model table); the chat models their whole window.
+INPUT_LIMITS: tuple[tuple[str, int | None], ...] = (
+    ("gpt-5-chat", None), ("gpt-5.1-chat", None), ("gpt-5.2-chat", None),
+    ("gpt-5.4", 922_000), ("gpt-5.5", 922_000), ("gpt-5", 272_000),
 )
 # The most completion tokens a request may ask for (`max_tokens`), where Azure's model
-# documentation gives a limit below the context window; most specific name first.
-MAX_OUTPUT_TOKENS = (
-    ("gpt-35-turbo", 4_096), ("gpt-4o", 16_384), ("gpt-4.1", 32_768), ("gpt-4-turbo", 4_096),
-    ("gpt-5-chat", 16_384),
+# documentation gives a limit below the context window; most specific name first, None
+# for a model whose whole window may be asked for. gpt-35-turbo-16k takes more than 4,096
+# (ChatGPTNextWeb/NextChat#3195: 8192 works there, refused on 1106); gpt-4o's first
+# version, 2024-05-13, writes 4,096 (optillm#4: "at most 4096" for gpt-4o in Sept 2024;
+# zyocum/pdf2md#5: 16,384 since 2024-08-06); gpt-4's turbo previews 4,096 (NextChat#3195).
+MAX_OUTPUT_TOKENS: tuple[tuple[str, int | None], ...] = (
+    ("gpt-35-turbo-16k", None), ("gpt-35-turbo", 4_096), ("gpt-4o-2024-05-13", 4_096),
+    ("gpt-4o", 16_384), ("gpt-4.1", 32_768), ("gpt-4-turbo", 4_096), ("gpt-4-1106", 4_096),
+    ("gpt-4-0125", 4_096), ("gpt-4-vision", 4_096), ("gpt-5-chat", 16_384),
 )
+
+
+def input_limit(model: str) -> int | None:
+    """The most prompt tokens Azure accepts for `model` (None: up to its window)."""
+    return next((n for prefix, n in INPUT_LIMITS if model.startswith(prefix)), None)
 
 
 def max_output_tokens(model: str) -> int | None:
@@ -62,8 +88,10 @@ def is_reasoning_model(model: str) -> bool:
 def model_family(model: str) -> str:
     """The model's name without its version, as Azure's messages give it:
     `o3-mini-2025-01-31` -> `o3-mini`, `gpt-35-turbo-0125` -> `gpt-35-turbo`,
-    `dall-e-3-3.0` -> `dall-e-3`; `text-embedding-ada-002` is a name and stays."""
-    return re.sub(r"-(\d{4}-\d{2}-\d{2}|\d{4}|\d+\.\d+)$", "", model)
+    `dall-e-3-3.0` -> `dall-e-3`; `text-embedding-ada-002` is a name and stays, as do
+    `gpt-4.1` and `gpt-5.1` (a dotted version follows a name with a dash in it)."""
+    undotted = re.sub(r"^(.+-[^-]+)-\d+\.\d+$", r"\1", model)
+    return re.sub(r"-(\d{4}-\d{2}-\d{2}|\d{4})$", "", undotted)
 
 
 @dataclass(frozen=True)

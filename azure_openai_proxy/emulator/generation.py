@@ -93,7 +93,10 @@ def check_prompt_filter(prompt: str) -> None:
         raise wire_errors.prompt_filtered()
 
 
-def plan_chat(body: Mapping[str, Any], facts: RequestFacts) -> GenerationPlan:
+def plan_chat(
+    body: Mapping[str, Any], facts: RequestFacts, prompt_tokens: int | None = None
+) -> GenerationPlan:
+    """The answer to a chat request; `prompt_tokens` when the caller has counted them."""
     messages = body["messages"]
     prompt = messages_text(messages)
     check_prompt_filter(prompt)
@@ -126,7 +129,7 @@ def plan_chat(body: Mapping[str, Any], facts: RequestFacts) -> GenerationPlan:
         model=facts.deployment.model,
         fingerprint=f"fp_{stable_hex(facts.deployment.model, length=10)}",
         choices=tuple(choices),
-        prompt_tokens=chat_prompt_tokens(messages),
+        prompt_tokens=chat_prompt_tokens(messages) if prompt_tokens is None else prompt_tokens,
         reasoning_tokens=reasoning,
         filter_key=facts.filter_key,
         include_usage=isinstance(options, Mapping) and bool(options.get("include_usage")),
@@ -144,8 +147,12 @@ def _obfuscated(model: str, options: object) -> bool:
     return not (isinstance(options, Mapping) and options.get("include_obfuscation") is False)
 
 
-def plan_completions(body: Mapping[str, Any], facts: RequestFacts) -> GenerationPlan:
-    prompts = prompt_list(body.get("prompt", "<|endoftext|>"))
+def plan_completions(
+    body: Mapping[str, Any], facts: RequestFacts, prompts: list[tuple[str, int]] | None = None
+) -> GenerationPlan:
+    """The answer to a completions request; `prompts` when the caller has listed them."""
+    if prompts is None:
+        prompts = prompt_list(body.get("prompt", "<|endoftext|>"))
     check_prompt_filter("\n".join(text for text, _ in prompts))
     seed = body.get("seed") if isinstance(body.get("seed"), int) else None
     limit = body.get("max_tokens", 16)
@@ -178,15 +185,26 @@ def plan_completions(body: Mapping[str, Any], facts: RequestFacts) -> Generation
 
 def prompt_list(prompt: object) -> list[tuple[str, int]]:
     """Normalize a completions `prompt` (string, strings, token array(s)) to (text, tokens)."""
+    return [(text, count_tokens(text) if tokens is None else tokens)
+            for text, tokens in _prompt_items(prompt)]
+
+
+def prompt_texts(prompt: object) -> list[str]:
+    """The texts of a completions `prompt`, without counting their tokens (a regex pass)."""
+    return [text for text, _ in _prompt_items(prompt)]
+
+
+def _prompt_items(prompt: object) -> list[tuple[str, int | None]]:
+    """(text, tokens) for each prompt; tokens None for a string, not counted yet."""
     if isinstance(prompt, str):
-        return [(prompt, count_tokens(prompt))]
+        return [(prompt, None)]
     if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
         return [(" ".join(map(str, prompt)), len(prompt))]
     if isinstance(prompt, list) and prompt:
-        out = []
+        out: list[tuple[str, int | None]] = []
         for item in prompt:
             if isinstance(item, str):
-                out.append((item, count_tokens(item)))
+                out.append((item, None))
             elif isinstance(item, list) and all(isinstance(t, int) for t in item):
                 out.append((" ".join(map(str, item)), len(item)))
             else:

@@ -14,7 +14,7 @@ from azure_openai_proxy.emulator import (
     responses_tools,
 )
 from azure_openai_proxy.emulator.exchange import Exchange
-from azure_openai_proxy.emulator.generation import prompt_list
+from azure_openai_proxy.emulator.generation import prompt_texts
 from azure_openai_proxy.emulator.ratelimit import estimate_cost
 from azure_openai_proxy.emulator.responses_api import input_text
 from azure_openai_proxy.emulator.textgen import messages_text
@@ -69,7 +69,7 @@ def cost_of(ex: Exchange) -> int:
             return estimate_cost(len(messages_text(body.get("messages") or [])),
                                  most * max(1, _int(body.get("n"), 1)))
         if operation == "completions":
-            chars = sum(len(text) for text, _ in prompt_list(body.get("prompt", "")))
+            chars = sum(map(len, prompt_texts(body.get("prompt", ""))))
             copies = max(_int(body.get("n"), 1), _int(body.get("best_of"), 1))
             return estimate_cost(chars, _int(body.get("max_tokens"), 16) * copies)
         if operation == "embeddings":

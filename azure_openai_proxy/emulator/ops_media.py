@@ -63,13 +63,13 @@ async def speech(ex: Exchange) -> web.StreamResponse:
             "Missing required parameter: 'input'.", "input", "missing_required_parameter"
         )
     voice = ex.body.get("voice")
-    if voice not in _VOICES:
+    if not isinstance(voice, str) or voice not in _VOICES:  # a list: unhashable, a 500
         raise wire_errors.invalid_request(
             f"Invalid value: '{voice}'. Supported values are: "
             + ", ".join(f"'{v}'" for v in sorted(_VOICES)) + ".", "voice", "invalid_value",
         )
     fmt = ex.body.get("response_format", "mp3")
-    if fmt not in media.CONTENT_TYPES:
+    if not isinstance(fmt, str) or fmt not in media.CONTENT_TYPES:
         raise wire_errors.invalid_request(
             f"Invalid value: '{fmt}'. Supported values are: "
             + ", ".join(f"'{f}'" for f in media.CONTENT_TYPES) + ".",

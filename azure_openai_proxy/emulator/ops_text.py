@@ -13,7 +13,11 @@ import orjson
 from aiohttp import web
 
 from azure_openai_proxy.emulator import frames, validation, wire_errors
-from azure_openai_proxy.emulator.config import EmulatedDeployment, max_output_tokens
+from azure_openai_proxy.emulator.config import (
+    EmulatedDeployment,
+    input_limit,
+    max_output_tokens,
+)
 from azure_openai_proxy.emulator.exchange import Exchange, new_id
 from azure_openai_proxy.emulator.generation import (
     RequestFacts,
@@ -56,10 +60,13 @@ def facts(ex: Exchange) -> RequestFacts:
 async def chat(ex: Exchange) -> web.StreamResponse:
     assert ex.deployment is not None and ex.version is not None
     validation.check_chat(ex.body, ex.version, ex.deployment.model, ex.deployment.reasoning)
+    # The window first: gpt-4.1 with max_tokens 1,000,000 (past its 32,768) and 124,171
+    # prompt tokens got context_length_exceeded (azure-sdk-for-python#40986), not "too large".
+    tokens = chat_prompt_tokens(ex.body["messages"])  # counted once: the whole prompt's text
+    validation.check_context(tokens, ex.body, ex.deployment.context_tokens, chat=True,
+                             most_input=input_limit(ex.deployment.model))
     validation.check_max_tokens(ex.body, max_output_tokens(ex.deployment.model))
-    validation.check_context(chat_prompt_tokens(ex.body["messages"]), ex.body,
-                             ex.deployment.context_tokens, chat=True)
-    plan = plan_chat(ex.body, facts(ex))
+    plan = plan_chat(ex.body, facts(ex), tokens)
     if ex.body.get("stream"):
         stream = frames.chat_stream(plan, ex.config.burst_tokens)
         return await ex.stream((f.encode(), f.tokens) for f in stream)
@@ -70,9 +77,10 @@ async def chat(ex: Exchange) -> web.StreamResponse:
 async def completions(ex: Exchange) -> web.StreamResponse:
     assert ex.deployment is not None and ex.version is not None
     validation.check_completions(ex.body, ex.version)
-    for _, tokens in prompt_list(ex.body.get("prompt", "<|endoftext|>")):
+    prompts = prompt_list(ex.body.get("prompt", "<|endoftext|>"))
+    for _, tokens in prompts:
         validation.check_context(tokens, ex.body, ex.deployment.context_tokens, chat=False)
-    plan = plan_completions(ex.body, facts(ex))
+    plan = plan_completions(ex.body, facts(ex), prompts)
     if ex.body.get("stream"):
         stream = frames.completions_stream(plan, ex.config.burst_tokens)
         return await ex.stream((f.encode(), f.tokens) for f in stream)
@@ -154,6 +162,9 @@ async def responses_create(ex: Exchange) -> web.StreamResponse:
     assert ex.deployment is not None and ex.version is not None
     if "input" not in ex.body:
         raise validation.missing("input", ex.version)
+    reasoning = ex.body.get("reasoning")
+    if reasoning is not None and not isinstance(reasoning, dict):  # Azure: a 400, not a 500
+        raise validation.invalid_type("reasoning", "an object", reasoning)
     image = image_call(ex.body, ex.request.headers, ex.config, input_text(ex.body))
     plan = plan_response(ex.body, ex.deployment, new_id("resp_"), ex.created,
                          ex.config.completion_tokens, image)

@@ -6,6 +6,7 @@ or raises the `AzureError` Azure would answer with.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -61,6 +62,8 @@ EMBEDDING_PARAMS: dict[str, str] = dict.fromkeys(
 _REASONING_UNSUPPORTED = (
     "temperature", "top_p", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs",
 )
+_NO_REASONING_SAMPLING = frozenset({"temperature", "top_p", "logprobs", "top_logprobs"})
+_LATER_GPT5 = re.compile(r"gpt-5\.\d")
 # `stream_options` is accepted on 2024-10-21 although that GA spec omits it.
 _GA_EXTRAS = {"2024-10-21": frozenset({"stream_options"})}
 
@@ -153,15 +156,26 @@ def _check_reasoning(body: Mapping[str, Any], model: str) -> None:
             "max_tokens",
             "unsupported_parameter",
         )
-    if model.startswith("gpt-5") and "temperature" in body:
+    sampling = _sampling_allowed(body, model)
+    if model.startswith("gpt-5") and "temperature" in body and not sampling:
         _check_default_temperature(body["temperature"])
     for name in _REASONING_UNSUPPORTED:
+        if sampling and name in _NO_REASONING_SAMPLING:
+            continue
         if name in body and not (name == "temperature" and model.startswith("gpt-5")):
             raise wire_errors.invalid_request(
                 f"Unsupported parameter: '{name}' is not supported with this model.",
                 name,
                 "unsupported_parameter",
             )
+
+
+def _sampling_allowed(body: Mapping[str, Any], model: str) -> bool:
+    """gpt-5.1 and later reason only when asked: at `reasoning_effort` none, their default,
+    they take temperature, top_p and logprobs as a chat model does (BerriAI/litellm#17011,
+    vercel/ai#10940, langchain-ai/langchain#35424); their -pro models always reason."""
+    return (_LATER_GPT5.match(model) is not None and "-pro" not in model
+            and body.get("reasoning_effort", "none") == "none")
 
 
 def _check_default_temperature(value: object) -> None:
@@ -243,19 +257,27 @@ def _check_common(body: Mapping[str, Any], version: ApiVersion) -> None:
 
 
 def check_context(
-    prompt_tokens: int, body: Mapping[str, Any], window: int | None, *, chat: bool
+    prompt_tokens: int, body: Mapping[str, Any], window: int | None, *, chat: bool,
+    most_input: int | None = None,
 ) -> None:
     """Azure's 400 `context_length_exceeded` when the prompt and the completion asked for
     do not fit the model's `window`. Chat's words (azure-sdk-for-net#41892,
     azure-search-openai-demo#1199, gpt-researcher#680 on gpt-4o): "you requested N tokens
     (P in the messages, C in the completion)", or without a maximum "your messages resulted
     in P tokens"; legacy completions' older words, code and param null (llama_index#402):
-    "(P in your prompt; C for the completion)"."""
+    "(P in your prompt; C for the completion)". A prompt past `most_input` (gpt-5's
+    272,000) is refused whatever the completion (cline#5474's words)."""
+    if most_input is not None and prompt_tokens > most_input:
+        raise wire_errors.invalid_request(
+            f"Input tokens exceed the configured limit of {most_input} tokens. Your messages "
+            f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages.",
+            "messages", "context_length_exceeded",
+        )
     if window is None:
         return
     most = body.get("max_completion_tokens") or body.get("max_tokens")
     completion = most if isinstance(most, int) and not isinstance(most, bool) else 0
-    if not chat and "max_tokens" not in body:
+    if not chat and body.get("max_tokens") is None:
         completion = 16  # completions' default maximum
     if prompt_tokens + completion <= window:
         return

@@ -2,7 +2,8 @@
 
     POST   /admin/keys                 create (the secret is in this answer, and never again)
     GET    /admin/keys                 list
-    GET    /admin/keys/{id}            show (an id, or a name that only one key has)
+    GET    /admin/keys/{id}            show (an id, or a name that only one key has,
+                                       percent-encoded: alice%20smith)
     PATCH  /admin/keys/{id}            change name, team, models, limits, expiry, blocked
     DELETE /admin/keys/{id}            revoke: the key is deleted and stops working
     POST   /admin/keys/{id}/rotate     a new secret; the old one works `grace_seconds` more
@@ -22,6 +23,7 @@ import hmac
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
@@ -43,6 +45,7 @@ from azure_openai_proxy.governance.keys import (
     parse_expiry,
     parse_limits,
     parse_models,
+    parse_name,
     team_view,
 )
 from azure_openai_proxy.governance.model import Limits
@@ -80,8 +83,10 @@ class AdminApi:
         self._clock = clock
 
     async def handle(self, request: HttpRequest) -> Answer:
-        self._authorize(request.headers)
-        parts = request.path.strip("/").split("/")[1:]  # after "admin"
+        self.authorize(request.headers)
+        # after "admin"; a key's or team's name is text a client percent-encodes in a
+        # path ("alice smith" as alice%20smith, "R&D" as R%26D)
+        parts = [unquote(part) for part in request.path.strip("/").split("/")[1:]]
         if parts == ["limits"]:
             _only(request, "GET")
             return _json({"object": "list", "data": self._limits()})
@@ -90,12 +95,15 @@ class AdminApi:
         kind, rest = parts[0], parts[1:]
         if len(rest) == 2 and not (kind == "keys" and rest[1] == "rotate"):
             raise RouteNotFound(f"Unknown admin route {request.path}.")
-        data = await _body(request) if request.method in ("POST", "PATCH") else {}
+        method = _method(request)
+        data = await _body(request) if method in ("POST", "PATCH") else {}
         if kind == "keys":
-            return await self._keys(request.method, rest, data)
-        return await self._teams(request.method, rest, data)
+            return await self._keys(method, rest, data)
+        return await self._teams(method, rest, data)
 
-    def _authorize(self, headers: Mapping[str, str]) -> None:
+    def authorize(self, headers: Mapping[str, str]) -> None:
+        """The admin key opens; a client or virtual key is refused (403), anything else
+        is a 401. `GET /admin/usage` asks too (gateway/app.py)."""
         presented = presented_key(headers)
         if presented is None:
             raise AuthenticationFailed("The admin API needs 'Authorization: Bearer ADMIN_KEY'.")
@@ -198,8 +206,14 @@ class _Unavailable(GatewayError):
     code = "store_unavailable"
 
 
+def _method(request: HttpRequest) -> str:
+    """HEAD is a GET whose body the engine leaves out (RFC 9110 9.3.2), as on every route
+    the gateway answers itself."""
+    return "GET" if request.method == "HEAD" else request.method
+
+
 def _only(request: HttpRequest, method: str) -> None:
-    if request.method != method:
+    if _method(request) != method:
         raise MethodNotAllowed(f"Method {request.method} is not allowed.")
 
 
@@ -225,7 +239,7 @@ def _key_fields(data: Mapping[str, Any], now: float, *, creating: bool) -> dict[
     out: dict[str, Any] = {}
     try:
         if creating or "name" in data:
-            out["name"] = _name(data.get("name"))
+            out["name"] = parse_name(data.get("name"))
         for field in ("team", "team_id"):
             if field in data:
                 team = data[field]
@@ -264,7 +278,7 @@ def _team_fields(data: Mapping[str, Any], *, creating: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         if creating or "name" in data:
-            out["name"] = _name(data.get("name"))
+            out["name"] = parse_name(data.get("name"))
         _common_fields(data, out)
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
@@ -275,12 +289,6 @@ def _no_unknown(data: Mapping[str, Any], known: frozenset[str]) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
         raise InvalidRequest(f"Unknown field(s): {', '.join(unknown)}.", param=unknown[0])
-
-
-def _name(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 200:
-        raise ValueError("name must be a non-empty string (at most 200 characters)")
-    return value.strip()
 
 
 def _metadata(value: Any) -> dict[str, Any]:

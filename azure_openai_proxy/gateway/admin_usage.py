@@ -54,11 +54,8 @@ async def usage_answer(settings: Settings, request: HttpRequest) -> Answer:
     if form not in ("json", "csv"):
         raise InvalidRequest("`format` must be json or csv.", param="format")
     now = time.time()
-    try:
-        since = parse_time(params.get("since", "7d"), now)
-        until = parse_time(params["until"], now) if params.get("until") else None
-    except ValueError as exc:
-        raise InvalidRequest(str(exc), param="since") from None
+    since = _time(params.get("since", "7d"), now, "since")
+    until = _time(params["until"], now, "until") if params.get("until") else None
     try:
         rows = await asyncio.to_thread(read_usage, database_path(settings), by, since, until)
     except (sqlite3.Error, OSError):
@@ -66,3 +63,10 @@ async def usage_answer(settings: Settings, request: HttpRequest) -> Answer:
     if form == "csv":
         return Answer(200, {"content-type": "text/csv; charset=utf-8"}, as_csv(by, rows).encode())
     return Answer(200, {"content-type": "application/json"}, as_json(by, rows, since, until).encode())
+
+
+def _time(text: str, now: float, param: str) -> float:
+    try:
+        return parse_time(text, now)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param=param) from None

@@ -32,6 +32,7 @@ __all__ = [
     "ResourceAffinity",
     "folded",
     "ids_referenced",
+    "item_references",
 ]
 
 # Keys whose value names an object created earlier (a string, or a list of them), at any
@@ -54,7 +55,7 @@ _OPAQUE_FIELDS = frozenset({"metadata", "parameters", "schema", "json_schema", "
 # walk does not refuse those keys for their spelling (`File_Id` there is a name, not the
 # parameter).
 _KEYS_NAMED = {"variables": 1, "item": 2, "sample": 2}
-# The names a strict walk (and ownership.py's `item_references`) reads: a body spelling one
+# The names a strict walk (and `item_references`) reads: a body spelling one
 # of them in other letters is refused (`ReferenceKeyCased`), since a frontend that binds JSON
 # case-insensitively (ASP.NET Core's web defaults) would read an object the check did not.
 _NAMES_READ = _REFERENCE_FIELDS | {"id", "type", "input", "items"}
@@ -65,6 +66,8 @@ MAX_REFERENCE_VALUES = 50_000
 # Path roots whose second segment is an object id (files/{id}, batches/{id}/cancel, ...).
 _ID_ROOTS = frozenset({"files", "batches", "responses", "vector_stores", "assistants", "threads",
                        "uploads", "conversations"})
+# Where a Responses body (a conversation's items) lists items, some by reference.
+_ITEM_LISTS = ("input", "items")
 
 Home = tuple[str, str]  # (endpoint, deployment name)
 
@@ -103,20 +106,49 @@ def check_cased(field: str) -> None:
 
 def ids_referenced(operation: str, body: Mapping[str, Any] | None, *,
                    strict: bool = False) -> list[str]:
-    """The object ids a resource request refers to: the path's first, then every one its
-    body names. Past the walk's bounds: `ReferencesUncheckable` when `strict`, else the
-    ids found so far. `strict` also refuses a name read spelled in other letters
-    (`ReferenceKeyCased`)."""
+    """The object ids a resource request refers to: the path's first (a job's, under
+    `fine_tuning/jobs/`), then every one its body names. Past the walk's bounds:
+    `ReferencesUncheckable` when `strict`, else the ids found so far. `strict` also
+    refuses a name read spelled in other letters (`ReferenceKeyCased`)."""
     ids: list[str] = []
     parts = operation.split("/")
     if len(parts) >= 2 and parts[0] in _ID_ROOTS:
         ids.append(parts[1])
+    elif len(parts) >= 3 and parts[0] == "fine_tuning" and parts[1] == "jobs":
+        ids.append(parts[2])  # fine_tuning/jobs/{id}/...: a job lives on one resource too
     if body:
         try:
             _walk(body, ids, strict)
         except ReferencesUncheckable:
             if strict:
                 raise
+    return ids
+
+
+def item_references(body: Mapping[str, Any] | None, *, strict: bool = True) -> list[str]:
+    """The stored items a Responses `input` (or a conversation's `items`) names by
+    reference: `{"type": "item_reference", "id": "msg_..."}`. Only top-level items can be
+    references, and a checked body's size is bounded first (`ids_referenced`, which
+    also refuses `Input`, `Type` or `Id` for the names). `strict`: a type spelled
+    `Item_Reference` is refused (an enum bound case-insensitively would make it a
+    reference); else, for routing, it is no reference."""
+    if not body:
+        return []
+    ids: list[str] = []
+    for field in _ITEM_LISTS:
+        items = body.get(field)
+        for item in items if isinstance(items, list) else ():
+            if not isinstance(item, dict):
+                continue
+            kind = item.get("type")
+            if kind == "item_reference":
+                item_id = item.get("id")
+                if isinstance(item_id, str) and item_id:
+                    ids.append(item_id)
+            elif strict and isinstance(kind, str) and folded(kind) == "item_reference":
+                raise MalformedBody(f"Invalid value for '{field}[].type': "
+                                    "'item_reference' is spelled in lower case.",
+                                    param=f"{field}[].type")
     return ids
 
 

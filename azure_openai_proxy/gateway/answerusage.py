@@ -26,7 +26,7 @@ from azure_openai_proxy.governance.toolusage import (
     IMAGE_GEN,
     image_gen_usage,
 )
-from azure_openai_proxy.sse import MAX_EVENT_BYTES, SseDecoder
+from azure_openai_proxy.sse import MAX_RELAYED_EVENT_BYTES, SseDecoder
 
 __all__ = ["SpeechMeter", "SpeechStreamMeter", "answer_image_gen", "unit_usage",
            "with_image_gen"]
@@ -154,8 +154,8 @@ class SpeechStreamMeter:
 
     __slots__ = ("_decoder", "heard", "usage")
 
-    def __init__(self, heard: SpeechMeter, event_limit: int = MAX_EVENT_BYTES) -> None:
-        self._decoder = SseDecoder(event_limit)
+    def __init__(self, heard: SpeechMeter, event_limit: int = MAX_RELAYED_EVENT_BYTES) -> None:
+        self._decoder = SseDecoder(min(event_limit, MAX_RELAYED_EVENT_BYTES))
         self.heard = heard
         self.usage: dict[str, Any] | None = None
 

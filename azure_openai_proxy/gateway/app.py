@@ -259,6 +259,8 @@ class GatewayApp:
         if request.method not in _LOCAL_METHODS:
             return error_answer(MethodNotAllowed(f"Method {request.method} is not allowed."))
         try:
+            if self._admin is not None:  # a client or virtual key: 403, as on /admin/keys
+                self._admin.authorize(request.headers)
             return await usage_answer(self.gateway.settings, request)
         except Exception as exc:
             return self._failure(request, exc)

@@ -48,9 +48,9 @@ output items) are recorded with its owner (`Owned.home`), so a request about it 
 its resource from every worker, not only the one that saw it made: `check` returns the
 homes of the objects a request names, which the worker's affinity learns (affinity.py,
 per worker), and the pipeline routes the request (gateway/poolchoice.py) and judges it
-(a batch's lines: gateway/batchcheck.py) by them. Those claimed from a stream, and those
-recorded before homes were, have none: as before, the affinity of the worker that saw
-them made, else the pool, decides.
+(a batch's lines: gateway/batchcheck.py) by them. A stream's are claimed with the
+deployment it comes from. Those recorded before homes were have none: as before, the
+affinity of the worker that saw them made, else the pool, decides.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from azure_openai_proxy.errors import GatewayError, MalformedBody, NotFound
-from azure_openai_proxy.gateway.affinity import Home, folded, ids_referenced
+from azure_openai_proxy.errors import GatewayError, NotFound
+from azure_openai_proxy.gateway.affinity import Home, ids_referenced, item_references
 from azure_openai_proxy.gateway.chained import ChainedContext
 from azure_openai_proxy.gateway.chatfiles import chat_file_ids
 from azure_openai_proxy.gateway.finetuned import job_of, listed_models, named_models
@@ -103,7 +103,6 @@ _CAPACITY = 200_000
 # and `responses/input_tokens` counts a request's input: none names an object.
 _NOT_IDS = frozenset({"threads/runs", "responses/compact", "responses/input_tokens"})
 # Where a body lists input items, which may be `item_reference`s to stored items.
-_ITEM_LISTS = ("input", "items")
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,13 +196,13 @@ class ObjectOwners:
     def claimer(self, key_id: str, record: RequestRecord) -> Callable[[list[str]], None]:
         """`claim`, for the ids a Responses stream of `key_id`'s creates; the first
         (the response's own) kept as `record.created_id`, as a non-streamed answer's is,
-        so `owned_answer` notes its tokens for a turn chained to it."""
-        owned = Owned(key_id)
+        so `owned_answer` notes its tokens for a turn chained to it. Their home is the
+        deployment the stream comes from (`record`'s, as the events pass)."""
 
         def claim(object_ids: list[str]) -> None:
             if record.created_id is None and object_ids:
                 record.created_id = object_ids[0]
-            self.claim(object_ids, owned)
+            self.claim(object_ids, Owned(key_id, None, _made_on(record)))
 
         return claim
 
@@ -374,31 +373,10 @@ def object_ids(operation: str, body: Mapping[str, Any] | None) -> tuple[list[str
     return named + item_references(body), parts[3::2]
 
 
-def item_references(body: Mapping[str, Any] | None) -> list[str]:
-    """The stored items a Responses `input` (or a conversation's `items`) names by
-    reference: `{"type": "item_reference", "id": "msg_..."}`. Only top-level items can be
-    references, and `ids_referenced` has already bounded the body's size (and refused
-    `Input`, `Type` or `Id` for the names). A type spelled `Item_Reference` is refused: an
-    enum bound case-insensitively would make it a reference."""
-    if not body:
-        return []
-    ids: list[str] = []
-    for field in _ITEM_LISTS:
-        items = body.get(field)
-        for item in items if isinstance(items, list) else ():
-            if not isinstance(item, dict):
-                continue
-            kind = item.get("type")
-            if kind == "item_reference":
-                item_id = item.get("id")
-                if isinstance(item_id, str) and item_id:
-                    ids.append(item_id)
-            elif isinstance(kind, str) and folded(kind) == "item_reference":
-                raise MalformedBody(f"Invalid value for '{field}[].type': "
-                                    "'item_reference' is spelled in lower case.",
-                                    param=f"{field}[].type")
-    return ids
-
+def _made_on(record: RequestRecord) -> Home | None:
+    """The home of what `record`'s request created: the deployment that answered it."""
+    endpoint, deployment = record.endpoint, record.deployment
+    return (endpoint, deployment) if endpoint and deployment else None
 
 
 def _recording(new: list[str], owned: Owned) -> Callable[[OwnerStore], dict[str, OwnerRow]]:
@@ -424,10 +402,8 @@ async def owned_answer(
     if method == "GET" and isinstance(reply, Answer) and record.usage is not None:
         owners.counted.reread(operation, record, reply.body)  # a stored object's usage
     if method == "POST" and record.created_id is not None:
-        endpoint, deployment = record.endpoint, record.deployment
         # Where it was made (its output items too): a request about it goes there.
-        owned = Owned(key_id, batch_models,
-                      (endpoint, deployment) if endpoint and deployment else None)
+        owned = Owned(key_id, batch_models, _made_on(record))
         await owners.remember(record.created_id, owned)
         if operation == "responses":
             owners.keep_chained(key_id, owners.chained.note(key_id, record.created_id,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from azure_openai_proxy.apiversions import OPERATION_NEEDS
 from azure_openai_proxy.errors import GatewayError, MalformedBody
-from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced
+from azure_openai_proxy.gateway.affinity import ResourceAffinity, ids_referenced, item_references
 from azure_openai_proxy.gateway.governed import pool_allowed
 from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.routing import Pool, RoutingTable, Target, servable
@@ -64,10 +64,19 @@ class PoolChooser:
 
     def _sticky(self, pool: Pool, target: Target, body: RequestBody) -> Pool:
         """A request about an object (a file, a response...) goes to the resource that
-        created it, when this worker saw it created and that deployment is still known."""
-        home = self.affinity.home_of(ids_referenced(target.operation, body.json))
+        created it, when its home is known here (this worker saw it created, or learnt it
+        from its owner's record) and that deployment is still configured: to the pool's
+        member on that resource (the model the request names), else to that deployment."""
+        json = body.json
+        home = self.affinity.home_of(ids_referenced(target.operation, json)
+                                     + item_references(json, strict=False))
         if home is None:
             return pool
+        # The object lives on the resource (endpoint), not on one deployment: a pool
+        # member there serves it as the model named (a chained turn on another model).
+        on_resource = [d for d in pool.general if d.endpoint == home[0]]
+        if on_resource and not any(d.deployment_name == home[1] for d in on_resource):
+            return Pool(pool.model, (on_resource[0],), dynamic=pool.dynamic, transient=True)
         for deployment in (*pool.deployments, *self.settings.deployments):
             # A Foundry deployment may share its resource and name with the Azure
             # OpenAI one that made the object, but serves no objects.

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from azure_openai_proxy.errors import GatewayError, UpstreamError
+from azure_openai_proxy.errors import GatewayError, UpstreamError, UpstreamInvalidAnswer
 from azure_openai_proxy.gateway.answerusage import (
     SpeechMeter,
     SpeechStreamMeter,
@@ -34,6 +34,7 @@ from azure_openai_proxy.gateway.answerusage import (
 from azure_openai_proxy.gateway.formestimate import picture_stream_usage
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest
 from azure_openai_proxy.gateway.requestbody import RequestBody
+from azure_openai_proxy.gateway.streammeter import StreamMeter, stream_meter
 from azure_openai_proxy.governance.estimate import estimated_usage, with_context
 from azure_openai_proxy.http.interface import (
     Answer,
@@ -42,7 +43,7 @@ from azure_openai_proxy.http.interface import (
     ResponseStream,
 )
 from azure_openai_proxy.http.request import FastRequest, FastStream
-from azure_openai_proxy.normalize.body import normalize_answer
+from azure_openai_proxy.normalize.body import AnswerNotJson, normalize_answer
 from azure_openai_proxy.normalize.picture_meter import PictureStreamMeter
 from azure_openai_proxy.normalize.responses_meter import ResponsesStreamMeter
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
@@ -66,10 +67,6 @@ _MODEL_RESTORED = frozenset({"chat/completions", "completions", "embeddings", "r
 # answer carries no token usage.
 _UNIT_BILLED = frozenset({"images/generations", "images/edits", "images/variations",
                           "audio/transcriptions", "audio/translations"})
-# Routes whose stream is a gpt-image-1 picture's (`stream: true`): metered by
-# `PictureStreamMeter`.
-_PICTURING = frozenset({"images/generations", "images/edits"})
-_Meter = ResponsesStreamMeter | PictureStreamMeter | SpeechStreamMeter
 
 
 async def relay(
@@ -83,7 +80,8 @@ async def relay(
     `record.created_id`, for resource affinity; a Responses stream's id is handed to
     `created` as soon as it passes. A JSON answer longer than
     `answer_limit` raises `UpstreamAnswerTooLarge` (a 502), never a truncated 200; a
-    stream's event held past it ends the stream with its error (`UpstreamEventTooLarge`).
+    stream's event held past it, or past its kind's bound (sse.py), ends the stream with
+    its error (`UpstreamEventTooLarge`).
     `body` (the client's) is read only when a stream ends before Azure's usage, to
     estimate it (an image edit's form parsed then, `picture_stream_usage`), and for a
     unit-billed answer without usage."""
@@ -105,14 +103,8 @@ async def relay(
             # disconnect cancels it here, and `_relay_stream` releases Azure's answer.
             return await _relay_stream(request, response, headers, policy, record, body,
                                        None, answer_limit)  # positional: ~20 fewer a frame
-        meter: _Meter | None = None
-        if policy is None:
-            if operation == "responses":
-                meter = ResponsesStreamMeter(created=created, event_limit=answer_limit)
-            elif operation in _PICTURING:
-                meter = PictureStreamMeter(answer_limit)
-            elif operation == "audio/speech":  # `stream_format: "sse"`
-                meter = _speech_stream_meter(body, answer_limit)
+        meter = (stream_meter(operation, body, created, answer_limit) if policy is None
+                 else None)
         # A task of its own: each chunk then resumes this one coroutine, not the whole
         # chain of handlers awaiting it (server, app, pipeline, here). A disconnect
         # cancels the handler, and with it this task.
@@ -133,15 +125,21 @@ async def relay(
                     else meter.recorded() if type(meter) is SpeechStreamMeter
                     else with_context(estimated_usage(_json(body), 0), record.context_tokens))
             raise
-    if content_type.startswith("application/json"):
+    if content_type.startswith("application/json") or operation in _MODEL_RESTORED:
+        # (A chat's, an embedding's... answer is JSON whatever its content-type says.)
         try:
             raw = await response.read(answer_limit)
         finally:
             response.close()
         if operation in _MODEL_RESTORED:
-            raw, record.usage = normalize_answer(
-                raw, client_model=client_model, keep_azure_fields=keep_azure_fields
-            )
+            try:
+                raw, record.usage = normalize_answer(
+                    raw, client_model=client_model, keep_azure_fields=keep_azure_fields
+                )
+            except AnswerNotJson:
+                # An HTML page, an empty or cut body: the client's SDK would fail to
+                # parse it (or hand back a string) instead of raising an API error.
+                raise _not_json(response.status, content_type) from None
             if operation == "responses" and raw.find(b'"image_generation_call"') != -1:
                 record.usage = with_image_gen(record.usage, answer_image_gen(raw), request.headers)
         elif raw.find(b'"usage"') >= 0:  # `find`: ~1k instructions fewer than `in`
@@ -167,7 +165,7 @@ async def relay(
 async def _relay_stream(
     request: HttpRequest, response: UpstreamResponse, headers: dict[str, str],
     policy: StreamPolicy | None, record: RequestRecord, body: RequestBody | None,
-    meter: _Meter | None, event_limit: int,
+    meter: StreamMeter | None, event_limit: int,
 ) -> ResponseStream:
     record.stream = True
     if type(meter) is ResponsesStreamMeter:
@@ -236,7 +234,7 @@ async def _relay_stream(
 
 async def _pulled(
     response: UpstreamResponse, out: ResponseStream, normalizer: ChatStreamNormalizer | None,
-    meter: _Meter | None,
+    meter: StreamMeter | None,
 ) -> tuple[bytes, bool]:
     """Relay read by read: the tail to end the client's stream with, and whether what was
     written ended with a newline."""
@@ -463,16 +461,6 @@ async def _relay_bytes(
     return out
 
 
-def _speech_stream_meter(body: RequestBody | None, limit: int) -> SpeechStreamMeter | None:
-    """A streamed speech's meter; None for a request without its input text (Azure's
-    400, never a stream)."""
-    prompt = _json(body)
-    text = prompt.get("input") if prompt else None
-    if prompt is None or not isinstance(text, str) or not text:
-        return None
-    return SpeechStreamMeter(SpeechMeter(text, prompt), limit)
-
-
 def _json(body: RequestBody | None) -> dict[str, Any] | None:
     return body.json if body is not None else None
 
@@ -483,6 +471,12 @@ def _id_of(raw: bytes) -> str | None:
     except (orjson.JSONDecodeError, AttributeError):
         return None
     return value if isinstance(value, str) and 0 < len(value) <= 256 else None
+
+
+def _not_json(status: int, content_type: str) -> UpstreamInvalidAnswer:
+    return UpstreamInvalidAnswer(
+        f"Azure OpenAI answered {status} with a body that is not a JSON object "
+        f"(content-type {content_type or 'none'!r}).")
 
 
 def _raw_stream_error(exc: GatewayError) -> bytes:

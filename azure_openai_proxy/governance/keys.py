@@ -17,10 +17,13 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
+from azure_openai_proxy.routing import MAX_MODEL_NAME
 
 __all__ = [
     "LATEST",
     "MAX_GRACE_SECONDS",
+    "MAX_LIMIT",
+    "MAX_PATTERNS",
     "SECRET_PREFIX",
     "KeyState",
     "allowed_names",
@@ -36,7 +39,9 @@ __all__ = [
     "parse_expiry",
     "parse_limits",
     "parse_models",
+    "parse_name",
     "presented_hash_valid",
+    "printable",
     "secret_hash",
     "team_view",
 ]
@@ -124,6 +129,9 @@ def presented_hash_valid(key: VirtualKey, presented_hash: str, now: float) -> bo
 # -- reading what people type (the admin API's JSON, the CLI's flags) -------------------
 
 _LIMIT_FIELDS = ("rpm", "tpm", "max_parallel")
+# The largest rpm, tpm or max_parallel: the limiter counts in doubles, exact to 2**53
+# (and past 64 bits the store could not write it: the CLI printed a traceback).
+MAX_LIMIT = 2**53
 _BUDGET_FIELDS = ("budget_usd", "soft_budget_usd")
 _PERIODS = ("daily", "weekly", "monthly", "none")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -137,17 +145,40 @@ MAX_GRACE_SECONDS = 366 * 86400.0
 _EXPIRY_FORMS = "expires must be like 30d, 12h, an ISO 8601 time, or null"
 
 
+# The most names or patterns a key's allow-list holds (`parse_models`).
+MAX_PATTERNS = 128
+# C0 and C1 control characters and DEL: in a name they reach `keys list`'s terminal
+# (ESC [ 2 J clears it, U+009B starts an escape sequence) and make the name unaddressable.
+_AS_PRINTABLE = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)], "?")
+_CONTROLS = frozenset(map(chr, _AS_PRINTABLE))
+
+
+def parse_name(value: Any) -> str:
+    """A key's or team's name: a string of 1 to 200 characters once trimmed, with no
+    control character. ValueError otherwise."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise ValueError("name must be a non-empty string (at most 200 characters)")
+    if not _CONTROLS.isdisjoint(value):
+        raise ValueError("name must not hold control characters")
+    return value.strip()
+
+
+def printable(text: str) -> str:
+    """`text` with each control character shown as '?', for a terminal."""
+    return text.translate(_AS_PRINTABLE)
+
+
 def parse_limits(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The limit fields present in `data`, checked: rpm, tpm, max_parallel (positive
-    integers, or null for none), budget_usd, soft_budget_usd (>= 0, or null),
+    """The limit fields present in `data`, checked: rpm, tpm, max_parallel (integers
+    from 1 to `MAX_LIMIT`, or null for none), budget_usd, soft_budget_usd (>= 0, or null),
     budget_period. ValueError names the field that is wrong."""
     out: dict[str, Any] = {}
     for name in _LIMIT_FIELDS:
         if name in data:
             value = data[name]
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value <= 0):
-                raise ValueError(f"{name} must be a positive integer or null")
+                                      or not 0 < value <= MAX_LIMIT):
+                raise ValueError(f"{name} must be an integer from 1 to {MAX_LIMIT} or null")
             out[name] = value
     for name in _BUDGET_FIELDS:
         if name in data:
@@ -212,14 +243,38 @@ def check_grace(seconds: float) -> float:
 
 
 def parse_models(value: Any) -> tuple[str, ...]:
-    """A list of model names or patterns, or one comma-separated string."""
+    """A list of model names or patterns, or one comma-separated string (empty parts
+    skipped). None, `[]` or `""`: every model. A list holding an empty name, or a string
+    of commas and blanks only, is a ValueError: taken as "no names", it let the key
+    call every model, where its sender meant an allow-list."""
     if value is None:
         return ()
     if isinstance(value, str):
-        value = [part.strip() for part in value.split(",")]
+        names = tuple(part.strip() for part in value.split(",") if part.strip())
+        if value.strip() and not names:
+            raise ValueError("models names no model: give names or patterns, or an empty "
+                             "list for every model")
+        return _bounded(names)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ValueError("models must be a list of model names or patterns")
-    return tuple(v for v in value if v)
+    names = tuple(v.strip() for v in value)
+    if not all(names):
+        raise ValueError("models must not hold an empty name (an empty list is every "
+                         "model)")
+    return _bounded(names)
+
+
+def _bounded(names: tuple[str, ...]) -> tuple[str, ...]:
+    """At most `MAX_PATTERNS` names of at most `MAX_MODEL_NAME` characters each: a
+    pattern is compiled to a regular expression on the event loop at a key's first
+    request in each worker, and matched on every request (a 200,000-character `*a*a...`
+    took 3.7 s to compile, the loop blocked; 256 characters, 7 ms)."""
+    if len(names) > MAX_PATTERNS:
+        raise ValueError(f"models may hold at most {MAX_PATTERNS} names or patterns")
+    if any(len(name) > MAX_MODEL_NAME for name in names):
+        raise ValueError(f"a model name or pattern is at most {MAX_MODEL_NAME} characters, "
+                         "as a model name is")
+    return names
 
 
 def key_view(key: VirtualKey) -> dict[str, Any]:

@@ -5,6 +5,8 @@ Azure's content-filter fields (top-level `prompt_filter_results`/`prompt_annotat
 `content_filter_results`/`content_filter_offsets` on each choice, and on each image in
 `data`). It returns the very same bytes object when nothing changes, without parsing
 at all when the settings ask for no change, and never raises: junk goes back unchanged.
+`normalize_answer` (the relay's) raises `AnswerNotJson` for junk instead: an answer an
+OpenAI client would fail to parse (an HTML page, an empty or cut body) is not a 200.
 
 With Azure's fields kept (the default) only the answer's top level is decoded, as keys
 and raw values (msgspec's `Raw`, which validates the JSON it skips without building it):
@@ -16,12 +18,13 @@ instructions per relayed request.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
 import orjson
 
-__all__ = ["normalize_answer", "normalize_body"]
+__all__ = ["AnswerNotJson", "normalize_answer", "normalize_body"]
 
 _TOP_LEVEL_FIELDS = ("prompt_filter_results", "prompt_annotations")
 _ITEM_FIELDS = ("content_filter_results", "content_filter_offsets", "prompt_filter_results")
@@ -32,22 +35,28 @@ _decode_any = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
 
 
+class AnswerNotJson(ValueError):
+    """An answer that is not a JSON object (`normalize_answer`)."""
+
+
 def normalize_body(body: bytes, *, client_model: str | None, keep_azure_fields: bool) -> bytes:
     """Return `body` with `model` = `client_model` (if set) and Azure fields kept or not."""
     if client_model is None and keep_azure_fields:
         return body
     if keep_azure_fields and b'"model"' not in body:
         return body
-    return _rewrite(body, client_model, keep_azure_fields)[0]
+    try:
+        return _rewrite(body, client_model, keep_azure_fields)[0]
+    except AnswerNotJson:
+        return body
 
 
 def normalize_answer(
     body: bytes, *, client_model: str | None, keep_azure_fields: bool
 ) -> tuple[bytes, dict[str, Any] | None]:
-    """`normalize_body` and the answer's `usage`, from one decode (the hot path's version).
-    With a model to restore the body is decoded anyway, so it is not scanned first."""
-    if client_model is None and keep_azure_fields and b'"usage"' not in body:
-        return body, None
+    """`normalize_body` and the answer's `usage`, from one decode (the hot path's version);
+    `AnswerNotJson` when the body is not a JSON object. Always decoded: with a model to
+    restore it is anyway, and Azure's answers on these routes carry a usage to read."""
     return _rewrite(body, client_model, keep_azure_fields)
 
 
@@ -62,7 +71,8 @@ def _rewrite(
     except (ValueError, RecursionError):
         # Not JSON, not an object, invalid UTF-8 or a number no float holds in what
         # is decoded (msgspec's errors are ValueErrors), nesting past the decoder's
-        # depth: the answer goes back as Azure sent it.
+        # depth: a JSON object goes back as Azure sent it, anything else is junk.
+        _check_object(body)
         return body, None
 
 
@@ -92,9 +102,10 @@ def _rewrite_parsed(
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
+        _check_object(body)
         return body, None
     if not isinstance(obj, dict):
-        return body, None
+        raise AnswerNotJson("not a JSON object")
     usage = obj.get("usage")
     changed = False
     if client_model is not None and isinstance(obj.get("model"), str):
@@ -102,6 +113,21 @@ def _rewrite_parsed(
         obj["model"] = client_model
     changed = _strip(obj) or changed
     return (orjson.dumps(obj) if changed else body), (usage if isinstance(usage, dict) else None)
+
+
+def _check_object(body: bytes) -> None:
+    """Nothing if `body`, which a decoder here refused, is still a JSON object as a
+    client's SDK reads one (Python's `json` over leniently decoded text: a number no
+    float holds, invalid UTF-8, is one); `AnswerNotJson` if not. Only on that failure:
+    Azure's answers never come here."""
+    try:
+        obj = json.loads(body.decode("utf-8", "replace"))
+    except RecursionError:
+        return  # nested past any decoder's depth: not ours to judge
+    except ValueError:
+        raise AnswerNotJson("not JSON") from None
+    if not isinstance(obj, dict):
+        raise AnswerNotJson("not a JSON object")
 
 
 def _strip(obj: dict[str, Any]) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from azure_openai_proxy.governance.mediatokens import picture_usage
-from azure_openai_proxy.sse import MAX_EVENT_BYTES, SseDecoder
+from azure_openai_proxy.sse import MAX_RELAYED_EVENT_BYTES, SseDecoder
 
 __all__ = ["PictureStreamMeter"]
 
@@ -32,8 +32,8 @@ class PictureStreamMeter:
 
     __slots__ = ("_decoder", "completed", "ended", "usage")
 
-    def __init__(self, event_limit: int = MAX_EVENT_BYTES) -> None:
-        self._decoder = SseDecoder(event_limit)
+    def __init__(self, event_limit: int = MAX_RELAYED_EVENT_BYTES) -> None:
+        self._decoder = SseDecoder(min(event_limit, MAX_RELAYED_EVENT_BYTES))
         self.usage: dict[str, Any] | None = None
         self.completed = 0
         self.ended = False

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 
 from azure_openai_proxy.governance.toolusage import image_gen_usage
-from azure_openai_proxy.sse import MAX_EVENT_BYTES, SseDecoder
+from azure_openai_proxy.sse import MAX_RELAYED_EVENT_BYTES, SseDecoder
 
 __all__ = ["ResponsesStreamMeter"]
 
@@ -51,8 +51,8 @@ class ResponsesStreamMeter:
 
     def __init__(self, claim: Callable[[list[str]], None] | None = None,
                  created: Callable[[str], None] | None = None,
-                 event_limit: int = MAX_EVENT_BYTES) -> None:
-        self._decoder = SseDecoder(event_limit)
+                 event_limit: int = MAX_RELAYED_EVENT_BYTES) -> None:
+        self._decoder = SseDecoder(min(event_limit, MAX_RELAYED_EVENT_BYTES))
         self.claim = claim
         self.created = created
         self._seen: set[str] = set()

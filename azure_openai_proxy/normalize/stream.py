@@ -54,7 +54,6 @@ from azure_openai_proxy.normalize.choices import (
     is_annotation,
     strip_azure_fields,
 )
-from azure_openai_proxy.normalize.padded import learn_template
 from azure_openai_proxy.normalize.steady import AnnotationFrameTemplate, SteadyFrameTemplate
 from azure_openai_proxy.sse import MAX_EVENT_BYTES, SseDecoder, SseEvent
 
@@ -104,9 +103,12 @@ class ChatStreamNormalizer:
                  fast: bool = True) -> None:
         """`fast=False` keeps every frame on the general path (parsed, re-serialised
         when changed): the reference `steady.py`'s fast path is tested against. An event
-        held past `event_limit` bytes raises `UpstreamEventTooLarge` from `feed()`."""
+        held past `event_limit` bytes, or past `MAX_EVENT_BYTES` (sse.py) whatever the
+        caller allows, raises `UpstreamEventTooLarge` from `feed()`."""
         self._policy = policy
-        self._decoder = SseDecoder(event_limit)
+        # (A conditional, not min(): a builtin's call costs more, once a stream.)
+        self._decoder = SseDecoder(
+            event_limit if event_limit < MAX_EVENT_BYTES else MAX_EVENT_BYTES)
         self._id: str | None = None
         self._created: int | None = None
         self._model: str | None = policy.client_model
@@ -331,7 +333,7 @@ class ChatStreamNormalizer:
             model = self._model
             assert model is not None  # steady
             data = event.data or b""
-            template = self._template = learn_template(data, obj, model)
+            template = self._template = SteadyFrameTemplate.learn(data, obj, model)
             if template is not None:
                 self._learning = 0
                 self._content_chars += choice_chars(choice)

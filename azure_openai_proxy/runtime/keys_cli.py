@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +28,8 @@ from azure_openai_proxy.governance.keys import (
     parse_expiry,
     parse_limits,
     parse_models,
+    parse_name,
+    printable,
     team_view,
 )
 from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
@@ -44,9 +47,19 @@ def main(command: str, argv: Sequence[str], environ: Mapping[str, str]) -> int:
         return 2
     try:
         path = _database(args, environ)
-        store = KeyStore.open(path)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"azure-openai-proxy {command}: {exc}", file=sys.stderr)
+        return 2
+    if args.action in ("list", "show") and not path.exists():
+        # A reading of a mistyped path made an empty database there and listed no keys,
+        # as if they were all gone (`usage` says so too).
+        print(f"azure-openai-proxy {command}: no database at {path} (is `database` set?)",
+              file=sys.stderr)
+        return 1
+    try:  # a directory, a file that is not a database, one locked past the busy timeout
+        store = KeyStore.open(path)
+    except (sqlite3.Error, OSError) as exc:
+        print(f"azure-openai-proxy {command}: cannot open {path}: {exc}", file=sys.stderr)
         return 2
     try:
         handler: Callable[[KeyStore, argparse.Namespace], Any] = args.handler
@@ -57,6 +70,10 @@ def main(command: str, argv: Sequence[str], environ: Mapping[str, str]) -> int:
     except ValueError as exc:
         print(f"azure-openai-proxy {command}: {exc}", file=sys.stderr)
         return 2
+    except sqlite3.Error as exc:
+        print(f"azure-openai-proxy {command}: the database {path} failed: {exc}",
+              file=sys.stderr)
+        return 1
     finally:
         store.close()
 
@@ -163,7 +180,7 @@ def _teams_parser() -> argparse.ArgumentParser:
 def _create_key(store: KeyStore, args: argparse.Namespace) -> int:
     now = time.time()
     key, secret = store.create_key(
-        args.name, team=args.team, models=parse_models(args.models or None),
+        parse_name(args.name), team=args.team, models=parse_models(args.models or None),
         limits=Limits(**_limits(args)), now=now,
         expires_at=parse_expiry(args.expires, now) if args.expires else None,
         metadata=_metadata(args.metadata),
@@ -174,7 +191,7 @@ def _create_key(store: KeyStore, args: argparse.Namespace) -> int:
 def _update_key(store: KeyStore, args: argparse.Namespace) -> int:
     changes: dict[str, Any] = {}
     if args.name is not None:
-        changes["name"] = args.name
+        changes["name"] = parse_name(args.name)
     if args.team is not None:
         changes["team_id"] = None if args.team.lower() == "none" else args.team
     if args.models is not None:
@@ -243,7 +260,7 @@ def _keys_out(args: argparse.Namespace, keys: list[VirtualKey], store: KeyStore)
 
 
 def _create_team(store: KeyStore, args: argparse.Namespace) -> int:
-    team = store.create_team(args.name, limits=Limits(**_limits(args)),
+    team = store.create_team(parse_name(args.name), limits=Limits(**_limits(args)),
                              metadata=_metadata(args.metadata), now=time.time())
     return _teams_out(args, [team], store)
 
@@ -251,7 +268,7 @@ def _create_team(store: KeyStore, args: argparse.Namespace) -> int:
 def _update_team(store: KeyStore, args: argparse.Namespace) -> int:
     changes: dict[str, Any] = {}
     if args.name is not None:
-        changes["name"] = args.name
+        changes["name"] = parse_name(args.name)
     if args.blocked is not None:
         changes["blocked"] = args.blocked
     if args.metadata is not None:
@@ -321,18 +338,23 @@ def _cell(value: int | None) -> str:
 def _metadata(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
-    try:
-        value = json.loads(text)
+    try:  # NaN and Infinity are not JSON: printed as such by --json, then stored as null
+        value = json.loads(text, parse_constant=_not_json)
         orjson.dumps(value)  # what the store will write: at most 254 levels deep
-    except (json.JSONDecodeError, RecursionError, TypeError):  # orjson: too deep
+    except (json.JSONDecodeError, RecursionError, TypeError, ValueError):  # orjson: too deep
         raise ValueError("--metadata must be a JSON object nested at most 254 levels "
-                         "deep, its integers within 64 bits") from None
+                         "deep, its integers within 64 bits (and no NaN or Infinity)") from None
     if not isinstance(value, dict):
         raise ValueError("--metadata must be a JSON object")
     return value
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def _table(rows: Sequence[Sequence[str]]) -> None:
+    rows = [[printable(cell) for cell in row] for row in rows]  # stored before names were checked
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())

@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS object_owners (
     home_deployment TEXT   -- not recorded, as for a streamed response's or before them)
 ) WITHOUT ROWID
 """
-# Added to a table made before them (one statement each: an older gateway's inserts,
+# Added to a table made before them by the first write (an older gateway's inserts,
 # which name their columns, still work).
 _HOME_COLUMNS = ("home_endpoint", "home_deployment")
 # The tokens a Responses turn chained to a key's response or conversation reads again
@@ -44,6 +44,7 @@ CONTEXT_DAYS = 30
 _PURGE_EVERY = 3600.0
 _IN_CHUNK = 500  # ids per IN (...) query, under SQLite's parameter limit
 _COLUMNS = "key_id, models, home_endpoint, home_deployment"
+_COLUMNS_BEFORE_HOMES = "key_id, models, NULL, NULL"
 # An object's owner, its batch file's models, and its home (endpoint, deployment).
 OwnerRow = tuple[str, frozenset[str] | None, tuple[str, str] | None]
 
@@ -52,9 +53,11 @@ class OwnerStore:
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
         self._db.execute(_SCHEMA)
-        self._add_home_columns()
         self._db.execute(_CONTEXT_SCHEMA)
         self._purged = 0.0  # when the old chained contexts were last removed
+        # Whether the table has the home columns: an older gateway's gets them at the
+        # first write, not here (opening only reads: a locked database opens as before).
+        self._homes = self._has_homes()
 
     @classmethod
     def open(cls, path: Path) -> OwnerStore:
@@ -63,18 +66,30 @@ class OwnerStore:
     def close(self) -> None:
         self._db.close()
 
-    def _add_home_columns(self) -> None:
-        """The home columns, on a table an older gateway made."""
-        for column in _HOME_COLUMNS:
-            if column not in self._columns():
-                try:
-                    self._db.execute(f"ALTER TABLE object_owners ADD COLUMN {column} TEXT")
-                except sqlite3.OperationalError:  # another worker added it meanwhile
-                    if column not in self._columns():
-                        raise
+    def _has_homes(self) -> bool:
+        columns = {str(row[1]) for row in self._db.execute("PRAGMA table_info(object_owners)")}
+        return columns.issuperset(_HOME_COLUMNS)
 
-    def _columns(self) -> set[str]:
-        return {str(row[1]) for row in self._db.execute("PRAGMA table_info(object_owners)")}
+    def _selected(self) -> str:
+        """The columns an `OwnerRow` is read from: NULL homes while the table has none
+        (until a write, this worker's or another's, adds them)."""
+        if not self._homes:
+            self._homes = self._has_homes()
+        return _COLUMNS if self._homes else _COLUMNS_BEFORE_HOMES
+
+    def _add_home_columns(self) -> None:
+        """The home columns, on a table an older gateway made: under the write lock, in
+        one transaction (another worker adding them at once waits, then finds them)."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            if not self._has_homes():
+                for column in _HOME_COLUMNS:
+                    self._db.execute(f"ALTER TABLE object_owners ADD COLUMN {column} TEXT")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._homes = True
 
     def add(self, object_id: str, key_id: str, models: frozenset[str] | None,
             now: float, home: tuple[str, str] | None = None) -> None:
@@ -82,13 +97,15 @@ class OwnerStore:
         it); an object already recorded keeps its owner."""
         joined = None if models is None else "\n".join(sorted(models))
         endpoint, deployment = home or (None, None)
+        if not self._homes:
+            self._add_home_columns()  # a write, which needs the lock anyway
         self._db.execute(
             "INSERT OR IGNORE INTO object_owners (id, key_id, models, created, home_endpoint, "
             "home_deployment) VALUES (?, ?, ?, ?, ?, ?)",
             (object_id, key_id, joined, now, endpoint, deployment))
 
     def get(self, object_id: str) -> OwnerRow | None:
-        row = self._db.execute(f"SELECT {_COLUMNS} FROM object_owners WHERE id = ?",
+        row = self._db.execute(f"SELECT {self._selected()} FROM object_owners WHERE id = ?",
                                (object_id,)).fetchone()
         return None if row is None else _owner_row(row)
 
@@ -96,11 +113,12 @@ class OwnerStore:
         """The recorded owners (models, homes) of those of `object_ids` that are known."""
         ids = list(object_ids)
         found: dict[str, OwnerRow] = {}
+        columns = self._selected()
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start:start + _IN_CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = self._db.execute(
-                f"SELECT id, {_COLUMNS} FROM object_owners WHERE id IN ({marks})", chunk)
+                f"SELECT id, {columns} FROM object_owners WHERE id IN ({marks})", chunk)
             for row in rows:
                 found[str(row[0])] = _owner_row(row[1:])
         return found

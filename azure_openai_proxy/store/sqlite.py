@@ -36,6 +36,13 @@ def sqlite_path(url: str) -> Path:
     rest = url[len("sqlite://"):]
     if not rest or rest == "/":
         raise ValueError("a sqlite:// database needs a file path")
+    # Taken as a file name, SQLAlchemy's `?mode=ro` or `?timeout=30` and `:memory:` made
+    # a new, empty database beside the one meant (`gateway.db?mode=ro`, `/:memory:`):
+    # the keys made with the plain path were not there.
+    if "?" in rest or "#" in rest or Path(rest).name == ":memory:":
+        raise ValueError("a sqlite:// database is a file path without `?` or `#` "
+                         "(no options) and not :memory: (every worker and the CLI share "
+                         "the file)")
     return Path(rest)
 
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from azure_openai_proxy.governance.keys import printable
 from azure_openai_proxy.store.ledger import Grouping, LedgerStore, UsageRow
 from azure_openai_proxy.store.sqlite import connect
 
@@ -55,8 +57,21 @@ def _names(path: Path, table: str) -> dict[str, str]:
 
 def parse_time(text: str, now: float) -> float:
     """`7d`, `24h`, `30m` (that long before `now`), an ISO date or date-time (UTC unless
-    it says), or epoch seconds. A ValueError names what is accepted."""
+    it says), or epoch seconds: a finite number (`nan` and `inf` would be echoed into the
+    JSON answer as `NaN`/`Infinity`, which no JSON parser reads). A ValueError names
+    what is accepted."""
     text = text.strip()
+    try:
+        moment = _moment(text, now)
+    except (OverflowError, ValueError):  # 10**400 days; an int past 4,300 digits
+        moment = math.nan
+    if not math.isfinite(moment):
+        raise ValueError(f"{text[:40]!r} is not a time: use 7d, 24h, 30m, 2026-12-01 or "
+                         "2026-12-01T08:00:00")
+    return moment
+
+
+def _moment(text: str, now: float) -> float:
     match = _RELATIVE.match(text)
     if match:
         return now - int(match.group(1)) * _UNIT[match.group(2)]
@@ -64,11 +79,7 @@ def parse_time(text: str, now: float) -> float:
         return float(text)
     except ValueError:
         pass
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a time: use 7d, 24h, 30m, 2026-12-01 or "
-                         "2026-12-01T08:00:00") from None
+    moment = datetime.fromisoformat(text)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
@@ -78,16 +89,15 @@ def _header(by: Grouping) -> list[str]:
     return [by, "name", *COLUMNS] if by in _NAMED else [by, *COLUMNS]
 
 
-# C0 and C1 control characters and DEL: a client's model name may hold C1's (check_model
-# _name refuses C0's and DEL only, the URL breakers), and a terminal obeys some of them
-# (U+009B starts an escape sequence): the table shows '?' in their place.
-_CONTROLS = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)], "?")
+# A client's model name may hold C1 control characters (check_model_name refuses C0's
+# and DEL only, the URL breakers), and a terminal obeys some of them (U+009B starts an
+# escape sequence): the table shows '?' in their place (`printable`).
 
 
 def _cells(by: Grouping, row: UsageRow) -> list[str]:
-    cells = ["-" if row[by] is None else str(row[by]).translate(_CONTROLS)]
+    cells = ["-" if row[by] is None else printable(str(row[by]))]
     if by in _NAMED:
-        cells.append((row.get("name") or "-").translate(_CONTROLS))
+        cells.append(printable(row.get("name") or "-"))
     for column in COLUMNS:
         value = row[column]
         cells.append(f"{value:.6f}" if column == "cost_usd" else str(value or 0))

@@ -6,6 +6,7 @@ import json
 import logging
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,14 @@ class Admin:
         response = self.http.request(method, path, json=body)
         assert response.status_code == status, response.text
         return response.json()
+
+
+@contextmanager
+def governed_admin(tmp_path: Path, emulator_url: str, start_gateway: Callable[[Settings], ServerThread],
+                   ) -> Iterator[tuple[str, httpx.Client]]:
+    """A governed gateway's URL, and a client that sends its admin key."""
+    with governed_gateway(tmp_path, emulator_url, start_gateway) as governed:
+        yield governed.server.url, Admin(governed.server.url).http
 
 
 def chat_status(url: str, secret: str, model: str = "gpt-4o") -> int:

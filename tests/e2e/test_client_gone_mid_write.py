@@ -31,6 +31,7 @@ from azure_openai_proxy.gateway.app import GatewayApp, create_app
 from azure_openai_proxy.http.server import FastServer, serve_fast
 from azure_openai_proxy.observability.accesslog import access_logger
 from tests.e2e.conftest import CLIENT_KEY, gateway_settings
+from tests.e2e.h1raw import read_request
 from tests.support import bound_socket
 from tests.waiting import until_async
 
@@ -60,13 +61,7 @@ class _Azure:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            await reader.readexactly(length)
+            await read_request(reader)
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
                          b"transfer-encoding: chunked\r\n\r\n"
                          + _frame("x" * _FIRST_FRAME_CHARS))

@@ -167,7 +167,8 @@ def test_a_native_azure_clients_api_version_is_not_passed_to_foundry() -> None:
 
 def test_an_object_goes_back_to_its_azure_deployment_never_to_a_foundry_twin() -> None:
     # One resource serves a deployment on both families; an object it created (a
-    # response) is followed up on its Azure OpenAI path, whatever model the call names.
+    # response) is followed up on its Azure OpenAI path, whatever model the call names:
+    # the named model's Azure deployment on that resource, else the one that made it.
     with pool_emulator(*DEPLOYMENTS) as emulator:
         foundry = {"endpoint": emulator.url, "api_key": AZURE_KEY, "api": "foundry"}
         azure = {"endpoint": emulator.url, "api_key": AZURE_KEY,
@@ -183,7 +184,7 @@ def test_an_object_goes_back_to_its_azure_deployment_never_to_a_foundry_twin() -
             client.responses.create(model="other", input="and then?",
                                     previous_response_id=first.id)
             assert [r["path"] for r in emulator.requests()] == ["/openai/responses"] * 2
-            assert emulator.last()["deployment"] == "gpt-4o"
+            assert emulator.last()["deployment"] == "Llama-3-70B"
 
 
 def test_a_virtual_key_is_governed_on_a_foundry_pool(tmp_path: Path) -> None:

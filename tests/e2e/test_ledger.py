@@ -335,13 +335,17 @@ def test_admin_usage_groups_the_ledger_as_json_and_csv(
     assert sorted(line.split(",")[:2] for line in lines[1:]) == [["gpt-4o", "2"], ["gpt-4o-mini", "1"]]
 
 
-@pytest.mark.parametrize("key", [None, CLIENT_KEY, "wrong"])
+@pytest.mark.parametrize(("key", "status", "code"), [
+    (None, 401, b"invalid_api_key"), ("wrong", 401, b"invalid_api_key"),
+    (CLIENT_KEY, 403, b"forbidden"),  # a valid key, for the models: as on /admin/keys
+])
 def test_admin_usage_needs_the_admin_key(
-    key: str | None, emulator: Emulator, ledger_gateway: Callable[..., ServerThread],
+    key: str | None, status: int, code: bytes, emulator: Emulator,
+    ledger_gateway: Callable[..., ServerThread],
 ) -> None:
     gateway = ledger_gateway(emulator, admin_key=ADMIN_KEY)
-    status, _, body = _get(f"{gateway.url}/admin/usage", key)
-    assert status == 401 and b"invalid_api_key" in body and ADMIN_KEY.encode() not in body
+    got, _, body = _get(f"{gateway.url}/admin/usage", key)
+    assert got == status and code in body and ADMIN_KEY.encode() not in body
 
 
 def test_admin_usage_refuses_bad_parameters_and_is_off_without_an_admin_key(

@@ -14,7 +14,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import openai
 import pytest
@@ -29,6 +29,7 @@ from tests.e2e.pools import chat_deployment, pool_emulator
 from tests.support import ServerThread
 from tests.waiting import until
 
+_T = TypeVar("_T")
 ADMIN_KEY = "admin-key-0123456789"
 HELLO = [{"role": "user", "content": "hi"}]
 _MINI = EmulatedDeployment("gpt-4o-mini", "gpt-4o-mini-2024-07-18", "chat", rpm=60_000)
@@ -128,6 +129,24 @@ def _uploaded_on_each(client: openai.OpenAI, regions: tuple[Emulator, Emulator],
     return homes
 
 
+def _each_resource(regions: tuple[Emulator, Emulator], make: Callable[[], _T]
+                   ) -> Iterator[tuple[_T, int, tuple[int, int]]]:
+    """`make()` again until each resource has answered one, 6 rounds at least (the
+    balancer picks at random: bounded): what it made, the resource that made it (0:
+    east, 1: west), and the requests each resource had then."""
+    homes: set[int] = set()
+    for round_ in range(40):
+        if len(homes) == 2 and round_ >= 6:
+            return
+        before = _counts(regions)
+        made = make()
+        after = _counts(regions)
+        home = 0 if after[0] > before[0] else 1
+        homes.add(home)
+        yield made, home, after
+    pytest.fail("the balancer never used both resources")
+
+
 def _batch(client: openai.OpenAI, file_id: str) -> Any:
     return client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
                                  completion_window="24h")
@@ -187,20 +206,12 @@ def test_a_stored_response_chained_through_another_worker_goes_to_its_resource(
     through the other, goes back to the resource that stored it (before, to either:
     Azure's 404 for a previous response it does not hold, half the time)."""
     one, other = workers
-    homes: set[int] = set()
-    for round_ in range(40):  # the balancer picks at random: both resources, 6 rounds
-        if len(homes) == 2 and round_ >= 6:
-            break
-        before = _counts(regions)
-        first = one.responses.create(model="gpt-4o", input="Remember this")
-        after = _counts(regions)
-        home = 0 if after[0] > before[0] else 1
-        homes.add(home)
+    for first, home, after in _each_resource(regions, lambda: one.responses.create(
+            model="gpt-4o", input="Remember this")):
         chained = other.responses.create(model="gpt-4o", input="And now?",
                                          previous_response_id=first.id)
         assert chained.output_text
         assert _counts(regions)[1 - home] == after[1 - home]  # the other never saw it
-    assert homes == {0, 1}
 
 
 def test_azures_native_batch_path_is_routed_and_judged_the_same(
@@ -220,3 +231,69 @@ def test_azures_native_batch_path_is_routed_and_judged_the_same(
         _batch(native, homes[1])
     assert refused.value.code == "model_not_found"
     assert _counts(regions) == (before[0] + 1, before[1])
+
+
+def test_a_chained_turn_on_another_model_runs_on_that_model_on_its_resource(
+        workers: tuple[openai.OpenAI, openai.OpenAI],
+        regions: tuple[Emulator, Emulator]) -> None:
+    """A response made on east's gpt-4o, chained with `model: gpt-4o-mini` through
+    either worker: east's gpt-4o-mini runs it, the model the client named, on the
+    resource holding the response (on 87db8cd: east's gpt-4o, the deployment that made
+    it, from every worker now that each learns it)."""
+    one, other = workers
+    east = regions[0]
+    for _ in range(40):  # the balancer picks at random: until a response is on east
+        before = _counts(regions)
+        first = one.responses.create(model="gpt-4o", input="Remember this")
+        if _counts(regions)[0] > before[0]:
+            break
+    else:
+        pytest.fail("the balancer never used east")
+    for client in (other, one):
+        before = _counts(regions)
+        chained = client.responses.create(model="gpt-4o-mini", input="And now?",
+                                          previous_response_id=first.id)
+        assert chained.output_text
+        assert _counts(regions) == (before[0] + 1, before[1])
+        assert east.last()["json"]["model"] == "gpt-4o-mini"
+
+
+def test_a_streamed_response_chained_through_another_worker_goes_to_its_resource(
+        gateways: tuple[ServerThread, ServerThread, str],
+        regions: tuple[Emulator, Emulator]) -> None:
+    """A streamed response's home is recorded with its owner too (claimed from the
+    stream): chained through the other worker, it goes back to its resource (on
+    87db8cd its record had no home: the other worker sent it wherever the balancer
+    chose, half the time the resource that does not hold it)."""
+    first, second, secret = gateways
+    one, other = (openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0,
+                                timeout=30) for gateway in (first, second))
+
+    async def written() -> None:
+        await first.app.gateway.owners.written()
+
+    def streamed() -> str:
+        with one.responses.create(model="gpt-4o", input="Remember this", stream=True) as stream:
+            made = [event.response.id for event in stream if event.type == "response.created"]
+        first.call(written)  # the claim is written in the background
+        return made[0]
+
+    for response_id, home, after in _each_resource(regions, streamed):
+        chained = other.responses.create(model="gpt-4o", input="And now?",
+                                         previous_response_id=response_id)
+        assert chained.output_text
+        assert _counts(regions)[1 - home] == after[1 - home]  # the other never saw it
+
+
+def test_a_turn_naming_a_stored_item_through_another_worker_goes_to_its_resource(
+        workers: tuple[openai.OpenAI, openai.OpenAI],
+        regions: tuple[Emulator, Emulator]) -> None:
+    """A response's output item, named by `item_reference` alone in a turn through the
+    other worker: sent to the resource holding it (on 87db8cd its home was recorded
+    and learnt, but routing read only `previous_response_id`-like fields: either)."""
+    one, other = workers
+    for first, home, after in _each_resource(regions, lambda: one.responses.create(
+            model="gpt-4o", input="Remember this")):
+        other.responses.create(model="gpt-4o", input=[
+            {"type": "item_reference", "id": first.output[0].id}])  # type: ignore[list-item]
+        assert _counts(regions)[1 - home] == after[1 - home]  # the other never saw it

@@ -3,6 +3,9 @@
 - an event sent past `upstream.max_answer_bytes` (the most the gateway holds of a JSON
   answer) ends the client's stream with an error in OpenAI's shape instead of being held
   without bound, and an event under the limit in the same shape passes;
+- at the default settings a chat event is held up to sse.py's `MAX_EVENT_BYTES`, then
+  Azure's connection is closed (session 23's adversarial run, branch advstream: an endless
+  line was buffered for as long as Azure sent it and parsed at the stream's end);
 - a stream relayed as Azure sends it (Responses, pictures, speech: not normalized) that
   fails in the middle of an event ends with the gateway's `event: error` as an event of its
   own, after a blank line ends the part that had passed (a client's parser would otherwise
@@ -12,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import openai
@@ -21,6 +25,7 @@ from aiohttp import web
 from openai._streaming import SSEDecoder
 
 from azure_openai_proxy.gateway.app import create_app
+from azure_openai_proxy.sse import MAX_EVENT_BYTES
 from tests.e2e.conftest import gateway_settings
 from tests.e2e.pools import sdk
 from tests.support import ServerThread, serve
@@ -30,7 +35,7 @@ _FRAME = (b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model
           b'"choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":null}]}\n\n')
 _LINE = b"data: " + b"y" * 1000 + b"\n"  # a line of an event of many `data:` lines
 _CREATED = b'event: response.created\ndata: {"type":"response.created","response":{"id":"r1"}}\n\n'
-_Script = Callable[[str], list[bytes]]  # the writes of Azure's answer, by operation
+_Script = Callable[[str], Iterable[bytes]]  # the writes of Azure's answer, by operation
 
 
 def _azure(script: _Script, pause: float) -> web.Application:
@@ -143,3 +148,35 @@ def test_an_upstream_failure_mid_event_is_an_event_of_its_own() -> None:
                                          "error"]
     assert events[1].data == '{"ty'  # what had passed of it: cut short, nothing to take back
     assert events[2].json()["error"]["code"] == "upstream_timeout"
+
+
+def test_at_the_default_settings_a_chat_event_past_its_bound_closes_azures_connection() -> None:
+    """`upstream.max_answer_bytes` at its 256 MiB: an endless line of a chat stream is held
+    up to `MAX_EVENT_BYTES`, then the client gets the error and Azure's connection is closed,
+    never read to its end; the next request is served."""
+    piece, pieces = 64 * 1024, 3 * MAX_EVENT_BYTES // (64 * 1024)
+    pulled: list[int] = []
+    stopped = threading.Event()
+
+    def endless(operation: str) -> Iterator[bytes]:
+        if pulled:  # the next request's
+            yield _FRAME % b"again" + b"data: [DONE]\n\n"
+            return
+        try:
+            yield _FRAME % b"first" + b'data: {"id":"c1","choices":[{"delta":{"content":"'
+            for _ in range(pieces):
+                pulled.append(piece)
+                yield b"x" * piece
+        finally:  # a write failed (the gateway hung up), or all were written
+            stopped.set()
+
+    with _gateway(endless, 0) as server:
+        got: list[str | None] = []
+        with pytest.raises(openai.APIError, match=f"limit of {MAX_EVENT_BYTES} bytes"):
+            stream = sdk(server).chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "endless"}], stream=True)
+            got.extend(chunk.choices[0].delta.content for chunk in stream if chunk.choices)
+        assert got == ["first"]
+        assert stopped.wait(10)  # not left blocked in a write: the connection was closed
+        assert sum(pulled) < 2 * MAX_EVENT_BYTES  # about one bound in (socket buffers aside)
+        assert _stream(server) == ["again"]

@@ -1,6 +1,7 @@
-"""A request about an object goes to the deployment that made it (gateway/poolchoice.py
-`_sticky`); a virtual key's allow-list judges that deployment by the model it serves,
-not by the model name the request sent."""
+"""A request about an object goes to the resource that made it (gateway/poolchoice.py
+`_sticky`): to a deployment there of the model it names, else to the deployment that made
+it, which a virtual key's allow-list judges by the model it serves, not by the model
+name the request sent."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import openai
-import pytest
 
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.emulator.config import EmulatedDeployment
@@ -56,12 +56,14 @@ def test_an_object_on_a_deployment_the_key_may_not_use_is_not_reached_by_another
                 store.close()
             until(lambda: _models(gateway.url, secret) == ["other"], timeout=10,
                   message="the gateway never loaded the key's new allow-list")
-            with pytest.raises(openai.NotFoundError) as refused:
-                client.responses.create(model="other", input=[{"role": "user", "content": [
-                    {"type": "input_file", "file_id": file.id}]}])
-            assert refused.value.status_code == 404
-            assert all(r.get("deployment") != "gpt-4o" for r in emulator.requests()
-                       if r["path"] == "/openai/responses")
+            # The file's resource serves `other` too: its deployment there runs the call
+            # (the object lives on the resource), never the gpt-4o one that made it.
+            answer = client.responses.create(model="other", input=[{"role": "user", "content": [
+                {"type": "input_file", "file_id": file.id}]}])
+            assert answer.output_text
+            sent = [r for r in emulator.requests() if r["path"] == "/openai/responses"]
+            assert [r["json"]["model"] for r in sent] == ["Llama-3-70B"]
+            assert all(r.get("deployment") != "gpt-4o" for r in sent)
 
 
 def _models(url: str, secret: str) -> list[str] | None:

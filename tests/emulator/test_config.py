@@ -5,7 +5,13 @@ from pathlib import Path
 import pytest
 
 from azure_openai_proxy.emulator import DEFAULT_API_KEY, EmulatedDeployment, load_emulator_config
-from azure_openai_proxy.emulator.config import config_from_mapping, is_reasoning_model
+from azure_openai_proxy.emulator.config import (
+    config_from_mapping,
+    input_limit,
+    is_reasoning_model,
+    max_output_tokens,
+    model_family,
+)
 
 
 def test_default_set_covers_every_kind_and_required_names() -> None:
@@ -154,3 +160,51 @@ def test_context_window_is_the_models_own_unless_set() -> None:
         config_from_mapping({"deployments": [
             {"name": "a", "model": "m", "kind": "chat", "context_tokens": "big"},
         ]})
+
+
+@pytest.mark.parametrize(("model", "window", "most"), [
+    # gpt-35-turbo-16k may ask for its whole window (NextChat#3195: max_tokens 8192 works)
+    ("gpt-35-turbo-16k-0613", 16_384, None),
+    ("gpt-35-turbo-0613", 4_096, 4_096),
+    ("gpt-35-turbo-0125", 16_385, 4_096),
+    # gpt-4's turbo previews are gpt-4-turbo, not gpt-4's 8,192 window
+    ("gpt-4-1106-preview", 128_000, 4_096),
+    ("gpt-4-0125-preview", 128_000, 4_096),
+    ("gpt-4-0613", 8_192, None),
+    # gpt-4o's first version writes 4,096 (optillm#4), later ones 16,384
+    ("gpt-4o-2024-05-13", 128_000, 4_096),
+    ("gpt-4o-2024-08-06", 128_000, 16_384),
+    # gpt-5-chat's window is 128,000, not the reasoning gpt-5's 400,000
+    ("gpt-5-chat-2025-08-07", 128_000, 16_384),
+    ("gpt-5-mini-2025-08-07", 400_000, None),
+])
+def test_context_window_and_output_limit_by_model(model: str, window: int, most: int | None) -> None:
+    assert EmulatedDeployment("d", model, "chat").context_tokens == window
+    assert max_output_tokens(model) == most
+
+
+@pytest.mark.parametrize(("model", "family"), [
+    ("gpt-4.1", "gpt-4.1"),  # was "gpt": its .1 was read as a version
+    ("gpt-5.1", "gpt-5.1"),
+    ("gpt-4.1-2025-04-14", "gpt-4.1"),
+    ("dall-e-3-3.0", "dall-e-3"),
+    ("gpt-35-turbo-0125", "gpt-35-turbo"),
+    ("o3-mini-2025-01-31", "o3-mini"),
+    ("text-embedding-ada-002", "text-embedding-ada-002"),
+])
+def test_model_family_strips_only_a_version(model: str, family: str) -> None:
+    """The name OperationNotSupported gives: "...does not work with the specified model,
+    gpt-4.1" for a deployment of `gpt-4.1`, not "model, gpt"."""
+    assert model_family(model) == family
+
+
+@pytest.mark.parametrize(("model", "window", "most_input"), [
+    ("gpt-5-2025-08-07", 400_000, 272_000),
+    ("gpt-5.1-2025-11-13", 400_000, 272_000),
+    ("gpt-5.1-chat-2025-11-13", 128_000, None),  # chat models: their whole window
+    ("gpt-5.4", 1_050_000, 922_000),  # earendil-works/pi#5559
+    ("gpt-4o-2024-08-06", 128_000, None),
+])
+def test_gpt5_input_limits_inside_the_window(model: str, window: int, most_input: int | None) -> None:
+    assert EmulatedDeployment("d", model, "chat").context_tokens == window
+    assert input_limit(model) == most_input

@@ -7,7 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from azure_openai_proxy.emulator import create_emulator_app, load_emulator_config, mask_secret
+from azure_openai_proxy.emulator import (
+    create_emulator_app,
+    generation,
+    load_emulator_config,
+    mask_secret,
+    textgen,
+)
 from azure_openai_proxy.emulator.config import EmulatedDeployment
 from tests.emulator.conftest import (
     ENTRA,
@@ -311,3 +317,60 @@ def test_gpt5_chat_takes_max_tokens_up_to_its_output_limit() -> None:
             "tokens, whereas you provided 20000.")
         assert call(server.url, "POST", path, hello(max_tokens=100, temperature=0.2),
                     AUTH).status == 200
+
+
+def test_a_request_past_both_the_window_and_the_output_limit_gets_the_context_error() -> None:
+    """azure-sdk-for-python#40986: gpt-4.1 asked for max_tokens 1,000,000 (past its 32,768
+    output limit) with 124,171 prompt tokens got context_length_exceeded "(124171 in the
+    messages, 1000000 in the completion)", not "max_tokens is too large"."""
+    base = load_emulator_config(None, api_key=KEY)
+    config = replace(base, deployments=(
+        EmulatedDeployment("small", "gpt-4.1-2025-04-14", "chat", context_tokens=100),))
+    with serve(lambda: create_emulator_app(config)) as server:
+        reply = call(server.url, "POST", chat_path("small"), hello(max_tokens=1_000_000), AUTH)
+    assert reply.status == 400
+    error = reply.json()["error"]
+    assert (error["code"], error["param"]) == ("context_length_exceeded", "messages")
+    assert "in the messages, 1000000 in the completion)" in error["message"]
+
+
+def test_a_prompt_is_counted_once_per_request(
+    srv: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The context check and the usage share one count of the prompt, and the rate
+    estimate needs only its characters: counting is a regex over all its text (~73 ms for
+    100,000 words), done twice for a chat and three times for a completions prompt."""
+    seen: list[str] = []
+
+    def counting(text: str) -> int:
+        seen.append(text)
+        return len(text.split())
+
+    monkeypatch.setattr(textgen, "count_tokens", counting)
+    monkeypatch.setattr(generation, "count_tokens", counting)
+    prompt = "a prompt counted once"
+    chat = call(srv.url, "POST", chat_path("gpt-4o"),
+                {"messages": [{"role": "user", "content": prompt}]}, AUTH)
+    assert chat.status == 200 and chat.json()["usage"]["prompt_tokens"] == 3 + 3 + 4
+    path = "/openai/deployments/gpt-35-turbo-instruct/completions?api-version=2024-10-21"
+    text = call(srv.url, "POST", path, {"prompt": prompt}, AUTH)
+    assert text.status == 200 and text.json()["usage"]["prompt_tokens"] == 4
+    assert seen.count(prompt) == 2  # one for each request
+
+
+def test_a_gpt5_prompt_past_its_input_limit_is_refused_inside_its_window() -> None:
+    """gpt-5's 400,000-token window takes at most 272,000 prompt tokens: "Input tokens
+    exceed the configured limit of 272000 tokens. Your messages resulted in N tokens."
+    (cline#5474; Azure enforces it as OpenAI does: BerriAI/litellm#13496, #18928);
+    was served."""
+    base = load_emulator_config(None, api_key=KEY)
+    config = replace(base, deployments=(
+        EmulatedDeployment("gpt-5-mini", "gpt-5-mini-2025-08-07", "chat"),))
+    long = {"messages": [{"role": "user", "content": "word " * 272_000}]}
+    with serve(lambda: create_emulator_app(config)) as server:
+        reply = call(server.url, "POST", chat_path("gpt-5-mini", "2025-04-01-preview"), long, AUTH)
+    assert (reply.status, reply.json()) == (400, {"error": {
+        "message": "Input tokens exceed the configured limit of 272000 tokens. Your messages "
+        "resulted in 272006 tokens. Please reduce the length of the messages.",
+        "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded",
+    }})

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from azure_openai_proxy.emulator import create_emulator_app
-from azure_openai_proxy.emulator.config import EmulatorConfig
+from azure_openai_proxy.emulator.config import EmulatedDeployment, EmulatorConfig
 from tests.emulator.conftest import KEY, call
 from tests.support import ServerThread, serve
 
@@ -123,3 +123,42 @@ def test_fuzzed_raw_requests_never_crash(
     reply = call(unlimited.url, method, path, body, headers)
     assert reply.status < 500, (reply.status, reply.body[:300])
     assert isinstance(reply.json(), dict | list) or reply.status == 200
+
+
+@pytest.fixture(scope="module")
+def newer_rules(config: EmulatorConfig) -> Iterator[ServerThread]:
+    """The rules that came with the emulator audit: the gpt-5 family's temperature,
+    gpt-5-chat's max_tokens limit, context windows (a tiny one, so prompts reach it),
+    obfuscation padding."""
+    deployments = (EmulatedDeployment("gpt-5-mini", "gpt-5-mini-2025-08-07", "chat"),
+                   EmulatedDeployment("gpt-5-chat", "gpt-5-chat-2025-08-07", "chat"),
+                   EmulatedDeployment("tiny", "gpt-4o-2024-08-06", "chat", context_tokens=12),
+                   EmulatedDeployment("instruct", "gpt-35-turbo-instruct-0914", "completions",
+                                      context_tokens=12))
+    with serve(lambda: create_emulator_app(replace(config, deployments=deployments))) as srv:
+        yield srv
+
+
+ODD = JSON | st.integers() | st.floats() | st.sampled_from([2**63, -(2**63), 10**30, 1e308])
+NEWER_FIELDS = st.sampled_from(["max_tokens", "max_completion_tokens", "temperature", "top_p",
+                                "stream_options", "messages", "prompt", "n"])
+OPTIONS = st.dictionaries(st.sampled_from(["include_usage", "include_obfuscation", "x"]), ODD,
+                          max_size=2)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(deployment=st.sampled_from(["gpt-5-mini", "gpt-5-chat", "tiny", "instruct"]),
+       extra=st.dictionaries(NEWER_FIELDS, ODD | OPTIONS, max_size=4), stream=st.booleans())
+def test_fuzzed_newer_rules_get_azure_answers(
+    newer_rules: ServerThread, deployment: str, extra: dict[str, Any], stream: bool
+) -> None:
+    operation = "completions" if deployment == "instruct" else "chat/completions"
+    path = f"/openai/deployments/{deployment}/{operation}?api-version=2025-04-01-preview"
+    body = {"messages": [{"role": "user", "content": "one two three"}], "prompt": "a b", **extra}
+    if stream:
+        body["stream"] = True
+    reply = call(newer_rules.url, "POST", path, json.dumps(body).encode(),
+                 {"api-key": KEY, "Content-Type": "application/json"})
+    assert reply.status < 500, (reply.status, reply.body[:300])
+    if reply.status >= 400:
+        assert isinstance(reply.json()["error"]["message"], str)

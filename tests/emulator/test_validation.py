@@ -239,3 +239,26 @@ def test_gpt5_takes_only_the_default_temperature(value: float, shown: str) -> No
     o3 = rejection({"messages": MESSAGES, "temperature": 1}, "2025-04-01-preview",
                    "o3-mini-2025-01-31", True)
     assert o3.body["error"]["code"] == "unsupported_parameter"
+
+
+def test_later_gpt5_samples_at_reasoning_effort_none() -> None:
+    """gpt-5.1 and later default to reasoning_effort none and then take temperature and
+    top_p (BerriAI/litellm#17011, vercel/ai#10940, langchain-ai/langchain#35424); asked to
+    reason, or as gpt-5 itself, temperature is the default's only."""
+    preview = dated_version("2025-04-01-preview")
+    sampled = {"messages": MESSAGES, "temperature": 0.2, "top_p": 0.9}
+    validation.check_chat(sampled, preview, "gpt-5.1-2025-11-13", True)
+    validation.check_chat({**sampled, "reasoning_effort": "none"}, preview, "gpt-5.2", True)
+    reasoning = rejection({**sampled, "reasoning_effort": "low"}, "2025-04-01-preview",
+                          "gpt-5.1-2025-11-13", True)
+    assert reasoning.body["error"]["code"] == "unsupported_value"
+    gpt5 = rejection(sampled, "2025-04-01-preview", "gpt-5-2025-08-07", True)
+    assert gpt5.body["error"]["code"] == "unsupported_value"
+
+
+def test_completions_max_tokens_null_reserves_the_default_16() -> None:
+    """`max_tokens: null` is completions' default maximum, 16, as an absent one is (the
+    context check counted it as 0, so 113 prompt tokens passed a 128-token window)."""
+    with pytest.raises(wire_errors.AzureError) as caught:
+        validation.check_context(113, {"max_tokens": None}, 128, chat=False)
+    assert "(113 in your prompt; 16 for the completion)" in caught.value.body["error"]["message"]

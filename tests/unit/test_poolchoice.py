@@ -9,6 +9,7 @@ import pytest
 
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.gateway.affinity import ResourceAffinity
+from azure_openai_proxy.gateway.governed import pool_allowed
 from azure_openai_proxy.gateway.poolchoice import NoPoolAllowed, PoolChooser
 from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.routing import RoutingTable, Target
@@ -131,3 +132,71 @@ def test_every_member_serves_what_its_version_serves() -> None:
     native = Target("resource", "responses", native=True)
     pool, _ = _chooser(MIXED_VERSIONS).pool_for(native, GPT_4O)
     assert len(pool.deployments) == 3
+
+
+def test_a_chained_request_naming_another_model_stays_on_its_objects_resource() -> None:
+    """A response made by east's gpt-4o, chained with `model: gpt-4o-mini`: the mini
+    deployment on east (the resource holding the response) serves it, as the client
+    asked; not east's gpt-4o (on 87db8cd every worker learns the home from the database
+    and sent it to the exact deployment that made it: another model than the one named,
+    priced and judged as it). With no mini on the home's resource, the home deployment
+    itself, as before."""
+    config = {"deployment_config": [
+        _deployment("gpt-4o", "east-4o", "https://east.example/"),
+        _deployment("gpt-4o", "west-4o", "https://west.example/"),
+        _deployment("gpt-4o-mini", "east-mini", "https://east.example/"),
+    ]}
+    chooser = _chooser(config)
+    chooser.affinity.remember("resp-east", ("https://east.example", "east-4o"))
+    chooser.affinity.remember("resp-west", ("https://west.example", "west-4o"))
+    responses = Target("resource", "responses")
+
+    def chained(model: str, previous: str) -> list[tuple[str, str]]:
+        body = RequestBody(json={"model": model, "previous_response_id": previous})
+        pool, named = chooser.pool_for(responses, body)
+        assert named == model
+        return [(d.endpoint, d.deployment_name) for d in pool.deployments]
+
+    assert chained("gpt-4o-mini", "resp-east") == [("https://east.example", "east-mini")]
+    assert chained("gpt-4o", "resp-east") == [("https://east.example", "east-4o")]
+    assert chained("gpt-4o", "resp-west") == [("https://west.example", "west-4o")]
+    assert chained("gpt-4o-mini", "resp-west") == [("https://west.example", "west-4o")]
+    # ... judged as what it is: a key allowed the mini alone does not reach gpt-4o
+    pool, _ = chooser.pool_for(responses, RequestBody(
+        json={"model": "gpt-4o-mini", "previous_response_id": "resp-west"}))
+    assert not pool_allowed(("gpt-4o-mini",), "gpt-4o-mini", pool)
+    assert pool_allowed(("gpt-4o",), "gpt-4o-mini", pool)
+
+
+@pytest.mark.parametrize("operation", [
+    "fine_tuning/jobs/ftjob-1", "fine_tuning/jobs/ftjob-1/cancel",
+    "fine_tuning/jobs/ftjob-1/events", "fine_tuning/jobs/ftjob-1/checkpoints"])
+def test_a_fine_tuning_job_is_asked_about_on_its_resource(operation: str) -> None:
+    """A job's home is recorded with its owner (and learnt by every worker, as a
+    file's), so a request about it goes there: on 87db8cd the path's job id was not
+    read for the home (only `files/{id}`-shaped paths were), and a pool spanning two
+    resources sent it to either (Azure's 404 for a job it does not hold)."""
+    chooser = _chooser(CONFIG)
+    chooser.affinity.remember("ftjob-1", ("https://west.example", "west-4o"))
+    body = RequestBody(json=None)
+    pool, _ = chooser.pool_for(Target("resource", operation), body, ("gpt-4o",))
+    assert [d.deployment_name for d in pool.deployments] == ["west-4o"]
+    pool, _ = chooser.pool_for(Target("resource", "fine_tuning/jobs"), body, ("gpt-4o",))
+    assert len(pool.deployments) == 2  # a list: the key's home pool, both resources
+
+
+def test_a_turn_naming_stored_items_by_reference_goes_to_their_resource() -> None:
+    """A response's output items are recorded with its home (`owned_answer`, a stream's
+    claim): a turn whose `input` names one by `item_reference` goes to its resource
+    (on 87db8cd their homes were learnt but not read for routing: either resource)."""
+    chooser = _chooser(CONFIG)
+    chooser.affinity.remember("msg_1", ("https://west.example", "west-4o"))
+    body = RequestBody(json={"model": "gpt-4o", "input": [
+        {"role": "user", "content": "again"}, {"type": "item_reference", "id": "msg_1"}]})
+    pool, _ = chooser.pool_for(Target("resource", "responses"), body, ("gpt-4o",))
+    assert [d.deployment_name for d in pool.deployments] == ["west-4o"]
+    # routing reads, it does not refuse: a type in other letters is the check's to refuse
+    body = RequestBody(json={"model": "gpt-4o", "input": [
+        {"type": "Item_Reference", "id": "msg_1"}]})
+    pool, _ = chooser.pool_for(Target("resource", "responses"), body)
+    assert len(pool.deployments) == 2

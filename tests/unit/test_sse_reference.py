@@ -15,12 +15,17 @@ from azure_openai_proxy.errors import UpstreamEventTooLarge
 from azure_openai_proxy.sse import SseDecoder, SseEvent, parse_event
 
 _CR, _LF = 13, 10
+_BOM = b"\xef\xbb\xbf"
 
 
-def _reference(stream: bytes) -> list[SseEvent]:
+def _reference(stream: bytes, *, start: bool = True) -> list[SseEvent]:
     """The whole stream's events: a block of lines ended by a blank line is an event, and
     what is left at the end is one more (what `flush()` returns); a line ends at "\\r\\n",
-    "\\r" or "\\n"."""
+    "\\r" or "\\n". At the stream's `start`, a UTF-8 byte order mark is dropped (WHATWG
+    decodes the stream with UTF-8 decode, which drops one there; one anywhere else is
+    kept: U+FEFF, a character of the line)."""
+    if start and stream[:3] == _BOM:
+        stream = stream[3:]
     events: list[SseEvent] = []
     lines: list[bytes] = []
     start = i = 0
@@ -80,15 +85,18 @@ _value = st.binary(max_size=10).filter(lambda b: b"\r" not in b and b"\n" not in
 _line = st.one_of(
     st.tuples(st.sampled_from([b"data", b"event", b"id", b"retry", b"", b"x"]),
               st.sampled_from([b": ", b":", b"", b":  "]), _value).map(b"".join),
-    st.sampled_from([b"data: {}", b": keep-alive", b"retry: 15", b"id: a\0b", b"data"]),
+    st.sampled_from([b"data: {}", b": keep-alive", b"retry: 15", b"id: a\0b", b"data",
+                     _BOM + b"data: kept"]),
     _value,
 )
 _end = st.sampled_from([b"\n", b"\r\n", b"\r"])
 # Events of up to 40 lines, so most of a stream is in events of several lines.
 _block = st.tuples(st.lists(st.tuples(_line, _end), max_size=40), _end).map(
     lambda b: b"".join(line + end for line, end in b[0]) + b[1])
-_stream = st.tuples(st.lists(_block, max_size=6), st.binary(max_size=20)).map(
-    lambda s: b"".join(s[0]) + s[1])
+# A stream may start with a byte order mark (or what could begin one).
+_start = st.sampled_from([b"", b"", _BOM, _BOM[:1], _BOM[:2]])
+_stream = st.tuples(_start, st.lists(_block, max_size=6), st.binary(max_size=20)).map(
+    lambda s: s[0] + b"".join(s[1]) + s[2])
 
 
 def _cut(data: bytes, sizes: list[int]) -> list[bytes]:
@@ -115,7 +123,8 @@ def test_a_line_a_chunk_decodes_as_the_reference(data: bytes) -> None:
     assert _fed(lines) == _reference(data)
 
 
-@given(st.binary(max_size=300), st.lists(st.integers(min_value=1, max_value=5), min_size=1))
+@given(st.tuples(_start, st.binary(max_size=300)).map(b"".join),
+       st.lists(st.integers(min_value=1, max_value=5), min_size=1))
 def test_arbitrary_bytes_in_small_chunks_decode_as_the_reference(
         data: bytes, sizes: list[int]) -> None:
     assert _fed(_cut(data, sizes)) == _reference(data)
@@ -127,7 +136,8 @@ def test_flush_leaves_nothing_of_an_unfinished_event(
     decoder = SseDecoder()
     for data in (first, second):  # the same decoder, flushed in between
         events = [event for chunk in _cut(data, sizes) for event in decoder.feed(chunk)]
-        assert events + decoder.flush() == _reference(data)
+        # (A byte order mark is the first stream's start's only: the decoder's first bytes.)
+        assert events + decoder.flush() == _reference(data, start=data is first)
 
 
 def test_the_reference_reads_what_the_tests_expect() -> None:
@@ -138,6 +148,18 @@ def test_the_reference_reads_what_the_tests_expect() -> None:
     assert _reference(b"event: e\nid: 7\nretry: 1500\ndata: x\ndata:y\n\n: c\n\nd") == [
         SseEvent(b"event: e\nid: 7\nretry: 1500\ndata: x\ndata:y\n\n", b"x\ny", "e", "7", 1500),
         SseEvent(b": c\n\n"), SseEvent(b"d")]
+    assert _reference(_BOM + b"data: a\n\n" + _BOM + b"data: b\n\n") == [
+        SseEvent(b"data: a\n\n", b"a"), SseEvent(_BOM + b"data: b\n\n")]
+
+
+@pytest.mark.parametrize("cut", range(12))
+def test_a_byte_order_mark_at_the_streams_very_start_is_dropped(cut: int) -> None:
+    """Fed whole, or cut anywhere (inside the mark too): only the first one is dropped."""
+    stream = _BOM + b"data: x\n\n" + _BOM + b"data: y\n\n"
+    decoder = SseDecoder()
+    events = decoder.feed(stream[:cut]) + decoder.feed(stream[cut:])
+    assert events == [SseEvent(b"data: x\n\n", b"x"), SseEvent(_BOM + b"data: y\n\n")]
+    assert decoder.idle() and decoder.flush() == []
 
 
 _LINES = 4_000  # 100 bytes each: a 400 kB event, fed a line (or 7 bytes) a read
@@ -202,14 +224,15 @@ def _fed_after(decoder: SseDecoder, data: bytes) -> list[SseEvent]:
     return decoder.feed(data) + decoder.flush()
 
 
-def test_an_endless_line_is_refused_once_past_the_limit() -> None:
+def test_an_endless_line_is_refused_one_byte_past_the_limit() -> None:
     """Chunks without a line break are only queued: counted all the same."""
     decoder = SseDecoder(1000)
     decoder.feed(b"data: ")
     for _ in range(99):
         assert decoder.feed(b"x" * 10) == []  # 996 bytes held
+    assert decoder.feed(b"x" * 4) == []  # 1,000: the limit, held
     with pytest.raises(UpstreamEventTooLarge):
-        decoder.feed(b"x" * 10)
+        decoder.feed(b"x")
     assert decoder.idle()
 
 

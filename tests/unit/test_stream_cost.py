@@ -226,7 +226,7 @@ def test_a_plain_ascii_text_delta_is_relayed_unparsed(monkeypatch: pytest.Monkey
 
 
 async def test_a_pushed_padded_frame_reaches_no_feed(monkeypatch: pytest.MonkeyPatch) -> None:
-    # A gpt-5 stream's chunks carry another `obfuscation` value each (padded.py): once the
+    # A gpt-5 stream's chunks carry another `obfuscation` value each (steady.py's `PaddedFrameTemplate`): once the
     # template is learned, a pushed one takes the template's `relay` alone, as a gpt-4o
     # chunk does; on main every one went through `feed()` and was parsed whole.
     fed = _calls(monkeypatch, ChatStreamNormalizer, "feed")
@@ -245,7 +245,6 @@ async def test_a_pushed_padded_frame_reaches_no_feed(monkeypatch: pytest.MonkeyP
 
 
 def test_a_padded_plain_text_delta_is_relayed_unparsed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from azure_openai_proxy.normalize import padded as padded_module
     from azure_openai_proxy.normalize import steady
 
     normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
@@ -253,7 +252,7 @@ def test_a_padded_plain_text_delta_is_relayed_unparsed(monkeypatch: pytest.Monke
         normalizer.feed(frame)
     relay = normalizer.steady_relay()
     assert relay is not None
-    parsed = _general_parses(monkeypatch, steady, padded_module)
+    parsed = _general_parses(monkeypatch, steady)
     assert relay(padded(delta(" plain text, 42."), "lRK2aBv")) is not None
     assert parsed == []
     assert relay(padded(delta(' "quoted"'), "Xy")) is not None  # escaped: parsed

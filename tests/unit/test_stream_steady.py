@@ -14,8 +14,11 @@ from hypothesis import strategies as st
 from azure_openai_proxy.emulator import frames as emulated
 from azure_openai_proxy.emulator.config import EmulatedDeployment
 from azure_openai_proxy.emulator.generation import RequestFacts, plan_chat
-from azure_openai_proxy.normalize.padded import PaddedFrameTemplate
-from azure_openai_proxy.normalize.steady import AnnotationFrameTemplate, SteadyFrameTemplate
+from azure_openai_proxy.normalize.steady import (
+    AnnotationFrameTemplate,
+    PaddedFrameTemplate,
+    SteadyFrameTemplate,
+)
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from tests.unit.test_stream_normalizer import (
     ASYNC_FILTER,
@@ -416,7 +419,7 @@ def test_plain_text_deltas_are_counted_as_the_general_path_counts_them() -> None
     assert normalizer.content_chars == chars + 2
 
 
-# ---- gpt-5's padded chunks (`normalize/padded.py`) ----
+# ---- gpt-5's padded chunks (`PaddedFrameTemplate`) ----
 
 
 def test_a_padded_template_matches_later_frames_with_other_paddings() -> None:
@@ -515,7 +518,7 @@ def test_any_padding_and_any_split_give_the_general_paths_bytes(
 
 def test_an_obfuscation_member_that_is_no_string_keeps_the_plain_template() -> None:
     # Not what Azure sends, but the same bytes in every frame: the template learned as
-    # for any other member, as before padded.py.
+    # for any other member, as before `PaddedFrameTemplate`.
     model = f'"model":"{AZURE_MODEL}",'.encode()
     frames = [event.replace(model, model + b'"obfuscation":null,')
               for event in long_stream(annotate=False)]

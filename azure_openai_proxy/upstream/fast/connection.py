@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import select
-import zlib
 from collections import deque
 from typing import TYPE_CHECKING, Protocol, cast
 
 import httptools
 from multidict import CIMultiDict
 
-from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamTimeout, UpstreamUnreachable
-from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
+from azure_openai_proxy.errors import (
+    UpstreamHeadTooLarge,
+    UpstreamInvalidAnswer,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
+from azure_openai_proxy.upstream.transport import (
+    Inflater,
+    UpstreamStreamBroken,
+    compressed,
+)
 
 if TYPE_CHECKING:
     from azure_openai_proxy.upstream.fast.pool import _HostPool
@@ -32,9 +40,6 @@ __all__ = [
 # Unread body bytes at which a connection stops reading its socket until the caller
 # drains the queue: a slow client of a 50 MB answer holds this much, not 50 MB.
 HIGH_WATER = 256 * 1024
-# zlib's window bits for "gzip or zlib header, detected": covers gzip and deflate.
-_DECODED_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
-_AUTO_HEADER = 32 + zlib.MAX_WBITS
 # Bounds on an answer's head (status line, headers, interim 1xx heads): Azure's heads are
 # about 1 KiB and 20 headers. llhttp sets none, and httptools gathers a header's value in
 # memory until it ends, so the head is fed at most this much at a time.
@@ -55,13 +60,6 @@ class _Stale(Exception):
 
 class _HeadRefused(Exception):
     """Raised from llhttp's callback to stop parsing a head past the limits."""
-
-
-class _Inflater(Protocol):
-    """What `zlib.decompressobj()` returns (its class is private to zlib)."""
-
-    def decompress(self, data: bytes, max_length: int = ..., /) -> bytes: ...
-    def flush(self, length: int = ..., /) -> bytes: ...
 
 
 class BodySink(Protocol):
@@ -135,7 +133,7 @@ class _Connection(asyncio.Protocol):
         self.body_cut = False  # the request body was not sent whole: never reuse
         self.head_size = 0  # bytes received while the head was incomplete
         self.error: Exception | None = None
-        self.decoder: _Inflater | None = None
+        self.decoder: Inflater | None = None
         self.sink = None
         self.body.clear()
         self.buffered = 0
@@ -182,8 +180,9 @@ class _Connection(asyncio.Protocol):
             if sink is not None:
                 sink.flush()  # the read's pieces fed: one write to the client
             return
-        if not self.busy:
-            # A server speaking on an idle connection (a 408, say) ends it.
+        if not self.busy or self.complete:
+            # A server speaking on an idle connection (a 408, say), or past the answer
+            # (a second one: out of step, or smuggled after a short Content-Length), ends it.
             self.close()
             return
         self.received = True
@@ -255,6 +254,9 @@ class _Connection(asyncio.Protocol):
         if len(self.raw) > MAX_HEADERS:
             self._refuse_head(f"it has more than {MAX_HEADERS} headers")
             raise _HeadRefused  # stops llhttp; `data_received` keeps the error above
+        if self.complete:  # a second answer in the read that ended the first: as above
+            self.close()
+            raise _HeadRefused
         status = self.parser.get_status_code()
         if status < 200:  # 100 Continue, 103 Early Hints: the real answer follows
             self.interim = True
@@ -263,12 +265,14 @@ class _Connection(asyncio.Protocol):
         self.status = status
         self.headers = headers = CIMultiDict(self.raw)
         length = headers.get("content-length")
-        if headers.get("content-encoding", "").lower() in _DECODED_ENCODINGS:
-            # We never send Accept-Encoding; if a server compresses anyway, callers
-            # still see identity bytes.
-            self.decoder = zlib.decompressobj(_AUTO_HEADER)
-            del headers["content-encoding"]
-            headers.popall("content-length", None)
+        try:
+            inflated = "content-encoding" in headers and compressed(headers)
+        except UpstreamInvalidAnswer as exc:
+            self._fail(exc, None)
+            self.close()
+            raise _HeadRefused from None  # stops llhttp; `data_received` keeps the error
+        if inflated:
+            self.decoder = Inflater()
         elif length is not None:
             self.length = int(length)
         self.started = True
@@ -286,7 +290,11 @@ class _Connection(asyncio.Protocol):
         if self.complete:
             return
         if self.decoder is not None:
-            body = self.decoder.decompress(body)
+            try:
+                body = self.decoder.decompress(body)
+            except UpstreamInvalidAnswer as exc:
+                self._fail(exc, None)
+                raise _HeadRefused from None  # stops llhttp; `data_received` closes
         if body:
             self._queue(body)
 

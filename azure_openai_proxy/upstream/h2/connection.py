@@ -25,13 +25,13 @@ import contextlib
 from collections.abc import Callable
 from typing import cast
 
-from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamUnreachable
+from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamInvalidAnswer, UpstreamUnreachable
 from azure_openai_proxy.upstream.h2 import frames as f
 from azure_openai_proxy.upstream.h2.frames import END_STREAM, FRAME_HEAD, OUR_MAX_FRAME, PADDED, ProtocolError
 from azure_openai_proxy.upstream.h2.headers import HeaderBlocks, MalformedHead, read_head
 from azure_openai_proxy.upstream.h2.stream import _CREDIT_AT, _Stream
 from azure_openai_proxy.upstream.h2.watch import arm
-from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
+from azure_openai_proxy.upstream.transport import UpstreamStreamBroken, compressed
 
 __all__ = ["_H2Connection", "_Refused"]
 
@@ -339,7 +339,12 @@ class _H2Connection(asyncio.Protocol):
             if end_stream:
                 self._malformed(stream, "an answer ended after an interim head")
             return
-        stream.head(status, headers)
+        try:
+            inflated = "content-encoding" in headers and compressed(headers)
+        except UpstreamInvalidAnswer as exc:
+            self._reset(stream, exc)
+            return
+        stream.head(status, headers, inflated)
         if end_stream:  # a bodyless answer
             self._end(stream)
 

@@ -9,16 +9,15 @@ Azure stops sending on this stream (and only this one) once the window is spent.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections import deque
 from collections.abc import AsyncGenerator, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict
 
 from azure_openai_proxy.upstream.fast.connection import BodySink
 from azure_openai_proxy.upstream.h2.frames import STREAM_WINDOW
-from azure_openai_proxy.upstream.transport import answer_too_large
+from azure_openai_proxy.upstream.transport import Inflater, answer_too_large
 
 if TYPE_CHECKING:
     from azure_openai_proxy.upstream.h2.connection import _H2Connection
@@ -27,13 +26,6 @@ __all__ = ["_CREDIT_AT", "H2Response", "_Stream", "quiet_streams"]
 
 # The stream's window is credited back once the caller has read this much of it.
 _CREDIT_AT = STREAM_WINDOW // 2
-_DECODED_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
-_AUTO_HEADER = 32 + zlib.MAX_WBITS  # zlib's "gzip or zlib header, detected"
-
-
-class _Inflater(Protocol):
-    def decompress(self, data: bytes, max_length: int = ..., /) -> bytes: ...
-    def flush(self, length: int = ..., /) -> bytes: ...
 
 
 class _Stream:
@@ -63,7 +55,7 @@ class _Stream:
         self.padding = 0  # of them, padding
         self.length = -1  # the body's content-length, when it must match (-1: not known)
         self.bodyless = False  # a HEAD request's: its content-length is not its body's
-        self.decoder: _Inflater | None = None
+        self.decoder: Inflater | None = None
         self.waiter: asyncio.Future[None] | None = None
         self.heard = False
         self.deadline = conn.loop.time() + conn.read_timeout
@@ -71,14 +63,11 @@ class _Stream:
         self.paused = False  # pushed, but the sink's reader is slow: queued meanwhile
         self.draining = False  # nobody reads: its last bytes are awaited, then dropped
 
-    def head(self, status: int, headers: CIMultiDict[str]) -> None:
+    def head(self, status: int, headers: CIMultiDict[str], inflated: bool) -> None:
+        """The answer's head; `inflated`: its body is gzip or deflate (`compressed`)."""
         self.status = status
-        if headers.get("content-encoding", "").lower() in _DECODED_ENCODINGS:
-            # We never send accept-encoding; if a server compresses anyway, callers
-            # still see identity bytes (as with fast/).
-            self.decoder = zlib.decompressobj(_AUTO_HEADER)
-            del headers["content-encoding"]
-            headers.popall("content-length", None)
+        if inflated:
+            self.decoder = Inflater()
         length = headers.get("content-length")
         if length is not None and length.isdigit() and not self.bodyless and status not in (
                 204, 304):

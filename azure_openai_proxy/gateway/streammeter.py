@@ -1,0 +1,37 @@
+"""Which meter reads a stream the relay passes on as Azure sends it (not normalized), by
+its operation: the Responses API's, a gpt-image-1 picture's, a speech's (`stream_format:
+"sse"`). Each holds one event up to `sse.MAX_RELAYED_EVENT_BYTES` at most."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from azure_openai_proxy.gateway.answerusage import SpeechMeter, SpeechStreamMeter
+from azure_openai_proxy.gateway.requestbody import RequestBody
+from azure_openai_proxy.normalize.picture_meter import PictureStreamMeter
+from azure_openai_proxy.normalize.responses_meter import ResponsesStreamMeter
+
+__all__ = ["StreamMeter", "stream_meter"]
+
+StreamMeter = ResponsesStreamMeter | PictureStreamMeter | SpeechStreamMeter
+
+# Routes whose stream is a gpt-image-1 picture's (`stream: true`).
+_PICTURING = frozenset({"images/generations", "images/edits"})
+
+
+def stream_meter(operation: str, body: RequestBody | None,
+                 created: Callable[[str], None] | None, event_limit: int) -> StreamMeter | None:
+    """The meter of `operation`'s stream, None for one that has none: a Responses
+    stream's hands its id to `created`; a speech without its input text has none (Azure's
+    400, never a stream). `body` (the client's) is read for a speech only."""
+    if operation == "responses":
+        return ResponsesStreamMeter(created=created, event_limit=event_limit)
+    if operation in _PICTURING:
+        return PictureStreamMeter(event_limit)
+    if operation != "audio/speech":
+        return None
+    prompt = body.json if body is not None else None
+    text = prompt.get("input") if prompt else None
+    if prompt is None or not isinstance(text, str) or not text:
+        return None
+    return SpeechStreamMeter(SpeechMeter(text, prompt), event_limit)
