@@ -9,7 +9,9 @@ usage frame, as it does for most clients); the fake upstream answers with a reco
 Azure stream: the prompt-filter frame, the role frame, `--frames` content frames each with
 its `content_filter_results`, an asynchronous filter annotation frame after every
 `--annotate-every` content frames, the finish frame, the usage frame and `[DONE]`, each
-frame in its own HTTP chunk, as Azure sends them. Each read delivers `--per-read` frames;
+frame in its own HTTP chunk, as Azure sends them. With `--obfuscation` every chunk with a
+choice carries Azure's gpt-5-family padding (`"obfuscation":"..."` after `model`, another
+value each frame, as the emulator sends it). Each read delivers `--per-read` frames;
 the next read comes once the gateway has relayed (or dropped) the last: when it waits for
 one (pulled) or right after the read was handed to its sink (pushed, `gateway/relay.py`)
 (lock step per stream, every stream at once), so `--per-read 1` is "one frame per read"
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import hashlib
 import json
 import os
 import subprocess
@@ -70,23 +73,42 @@ def _frame(obj: object) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
+def _padded(obj: dict[str, object], n: int) -> dict[str, object]:
+    """`obj` with a gpt-5 chunk's `obfuscation` member after `model`: 1-16 characters
+    that pad the delta towards a multiple of 16 bytes (as `emulator/frames.py`), their
+    value another each frame."""
+    choices: Any = obj["choices"]
+    shown = orjson.dumps(choices[0]["delta"])
+    padding = hashlib.sha256(b"%d" % n).hexdigest()[:16 - len(shown) % 16]
+    out: dict[str, object] = {}
+    for key, value in obj.items():
+        out[key] = value
+        if key == "model":
+            out["obfuscation"] = padding
+    return out
+
+
 def _choice(delta: dict[str, str], finish: str | None = None) -> dict[str, object]:
     return {"content_filter_results": {} if finish or "role" in delta else _FILTERS,
             "delta": delta, "finish_reason": finish, "index": 0, "logprobs": None}
 
 
-def azure_frames(content: int, annotate_every: int = 10) -> list[bytes]:
+def azure_frames(content: int, annotate_every: int = 10, obfuscation: bool = False) -> list[bytes]:
     """One recorded-shape Azure chat stream (section 4 of azure-openai-wire.md), a frame
     per item: prompt filter, role, `content` content frames with an async-filter
-    annotation after every `annotate_every`, finish, usage, [DONE]."""
+    annotation after every `annotate_every`, finish, usage, [DONE]; with `obfuscation`
+    the chunks with a choice padded as a gpt-5 model's."""
+    def chunk(delta: dict[str, str], finish: str | None = None) -> bytes:
+        obj = {"choices": [_choice(delta, finish)], **_HEAD}
+        return _frame(_padded(obj, len(out)) if obfuscation else obj)
+
     out = [_frame({"choices": [], "created": 0, "id": "", "model": "", "object": "",
                    "prompt_filter_results": [{"prompt_index": 0,
-                                              "content_filter_results": _FILTERS}]}),
-           _frame({"choices": [_choice({"content": "", "role": "assistant"})], **_HEAD})]
+                                              "content_filter_results": _FILTERS}]})]
+    out.append(chunk({"content": "", "role": "assistant"}))
     offset = 0
     for i in range(content):
-        word = _WORDS[i % len(_WORDS)]
-        out.append(_frame({"choices": [_choice({"content": word})], **_HEAD}))
+        out.append(chunk({"content": _WORDS[i % len(_WORDS)]}))
         if annotate_every and (i + 1) % annotate_every == 0:
             out.append(_frame({"choices": [{
                 "content_filter_offsets": {"check_offset": offset, "start_offset": offset,
@@ -94,7 +116,7 @@ def azure_frames(content: int, annotate_every: int = 10) -> list[bytes]:
                 "content_filter_results": _FILTERS, "finish_reason": None, "index": 0}],
                 "created": 0, "id": "", "model": "", "object": ""}))
             offset += 40
-    out.append(_frame({"choices": [_choice({}, "stop")], **_HEAD}))
+    out.append(chunk({}, "stop"))
     out.append(_frame({"choices": [], **_HEAD, "usage": {
         "completion_tokens": content, "prompt_tokens": 57, "total_tokens": content + 57}}))
     out.append(b"data: [DONE]\n\n")
@@ -236,7 +258,7 @@ async def measure_stream(streams: int, rounds: int, frames: list[bytes], per_rea
 def _run_once(args: argparse.Namespace) -> None:
     from azure_openai_proxy.runtime.runner import run_loop
 
-    frames = azure_frames(args.frames, args.annotate_every)
+    frames = azure_frames(args.frames, args.annotate_every, args.obfuscation)
     result: list[Any] = []
 
     async def run(database: str | None = None, key: str = CLIENT_KEY) -> None:
@@ -266,6 +288,7 @@ def _callgrind_total(args: argparse.Namespace, frames: int, per_read: int) -> in
             "--streams", str(args.streams), "--rounds", str(args.rounds),
             "--frames", str(frames), "--per-read", str(per_read),
             "--annotate-every", str(args.annotate_every),
+            *(["--obfuscation"] if args.obfuscation else []),
             *(["--governed"] if args.governed else []),
         ]
         env = {**os.environ, "PYTHONHASHSEED": "0"}
@@ -301,6 +324,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--frames", type=int, default=50, help="content frames per stream")
     parser.add_argument("--annotate-every", type=int, default=10,
                         help="an async-filter annotation frame after this many (0: none)")
+    parser.add_argument("--obfuscation", action="store_true",
+                        help="chunks padded as gpt-5's: an obfuscation member after model")
     parser.add_argument("--per-read", type=int, default=1, help="upstream frames per read")
     parser.add_argument("--callgrind", action="store_true",
                         help="switch callgrind's instrumentation on for the loop only")

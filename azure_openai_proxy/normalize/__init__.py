@@ -1,7 +1,8 @@
 """Make Azure OpenAI's answers read exactly like OpenAI's: pure functions over bytes.
 
 - `stream`: `ChatStreamNormalizer` rewrites chat/completions SSE streams (`steady`: its
-  fast path for frames of one shape; `choices`: what it reads in a frame's choices).
+  fast path for frames of one shape, gpt-5's padded chunks among them; `choices`: what
+  it reads in a frame's choices).
 - `responses_meter`: `ResponsesStreamMeter` reads a Responses stream relayed unchanged.
 - `picture_meter`: `PictureStreamMeter` reads a streamed gpt-image-1 picture's usage.
 - `body`: `normalize_body` rewrites non-streamed JSON answers.

@@ -18,7 +18,7 @@ from azure_openai_proxy.normalize.steady import AnnotationFrameTemplate, SteadyF
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from tests.unit.test_relay_push import Exchange, wire
 from tests.unit.test_stream_normalizer import DONE, async_annotation, delta
-from tests.unit.test_stream_steady import long_stream
+from tests.unit.test_stream_steady import long_stream, padded, padded_stream
 
 
 async def test_a_pushed_stream_is_relayed_in_the_handlers_own_task() -> None:
@@ -36,14 +36,7 @@ async def test_a_pushed_stream_is_relayed_in_the_handlers_own_task() -> None:
 
 
 def test_a_frame_off_the_template_is_matched_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[bytes] = []
-    match = SteadyFrameTemplate.match
-
-    def counted(self: SteadyFrameTemplate, data: bytes) -> Any:
-        calls.append(data)
-        return match(self, data)
-
-    monkeypatch.setattr(SteadyFrameTemplate, "match", counted)
+    calls = _calls(monkeypatch, SteadyFrameTemplate, "match")
     normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
     for frame in long_stream(annotate=False)[:5]:  # prompt filter, role, three deltas
         normalizer.feed(frame)
@@ -57,8 +50,9 @@ def test_a_frame_off_the_template_is_matched_once(monkeypatch: pytest.MonkeyPatc
     assert (normalizer.frames_in, normalizer.frames_out) == (7, 5)
 
 
-def _general_parses(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """The frames the general path parses whole (`orjson.loads` in stream.py)."""
+def _general_parses(monkeypatch: pytest.MonkeyPatch, *modules: Any) -> list[bytes]:
+    """What is parsed by `orjson.loads` in `modules`: by default stream.py's, the frames
+    the general path parses whole."""
     parsed: list[bytes] = []
 
     class Counted:
@@ -70,8 +64,22 @@ def _general_parses(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
             parsed.append(data)
             return orjson.loads(data)
 
-    monkeypatch.setattr(stream, "orjson", Counted)
+    for module in modules or (stream,):
+        monkeypatch.setattr(module, "orjson", Counted)
     return parsed
+
+
+def _calls(monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> list[bytes]:
+    """What `owner`'s method `name` (of one argument) is given."""
+    calls: list[bytes] = []
+    method = getattr(owner, name)
+
+    def counted(self: Any, data: bytes) -> Any:
+        calls.append(data)
+        return method(self, data)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
 
 
 def test_the_template_is_learned_from_the_first_content_frame(
@@ -185,14 +193,7 @@ async def test_a_pushed_annotation_frame_is_dropped_without_feed(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # After the first (which teaches the template), the async filter's annotation frames
     # of a pushed stream are dropped by `annotation_drop()`, not through `feed()`.
-    fed: list[bytes] = []
-    feed = ChatStreamNormalizer.feed
-
-    def counted(self: ChatStreamNormalizer, data: bytes) -> bytes:
-        fed.append(data)
-        return feed(self, data)
-
-    monkeypatch.setattr(ChatStreamNormalizer, "feed", counted)
+    fed = _calls(monkeypatch, ChatStreamNormalizer, "feed")
     frames = long_stream(annotate=False)
     exchange = Exchange(pushed=True, policy=StreamPolicy(client_model="gpt-4o"))
     exchange.start(wire([*frames[:3], async_annotation(0, 0, 4)], end=False))
@@ -212,24 +213,47 @@ def test_a_plain_ascii_text_delta_is_relayed_unparsed(monkeypatch: pytest.Monkey
     # text's bytes (one regex search), and parses nothing.
     from azure_openai_proxy.normalize import steady
 
-    parsed: list[bytes] = []
-
-    class Counted:
-        JSONDecodeError = orjson.JSONDecodeError
-        dumps = staticmethod(orjson.dumps)
-
-        @staticmethod
-        def loads(data: bytes) -> Any:
-            parsed.append(data)
-            return orjson.loads(data)
-
     normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
     for frame in long_stream(annotate=False)[:3]:
         normalizer.feed(frame)
     relay = normalizer.steady_relay()
     assert relay is not None
-    monkeypatch.setattr(steady, "orjson", Counted)
+    parsed = _general_parses(monkeypatch, steady)
     assert relay(delta(" plain text, 42.")) is not None
     assert parsed == []
     assert relay(delta(' "quoted"')) is not None  # escaped: parsed
+    assert len(parsed) == 1
+
+
+async def test_a_pushed_padded_frame_reaches_no_feed(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A gpt-5 stream's chunks carry another `obfuscation` value each (steady.py's `PaddedFrameTemplate`): once the
+    # template is learned, a pushed one takes the template's `relay` alone, as a gpt-4o
+    # chunk does; on main every one went through `feed()` and was parsed whole.
+    fed = _calls(monkeypatch, ChatStreamNormalizer, "feed")
+    frames = padded_stream(long_stream(annotate=False), ["k3Zr9", "Xy", "lRK2aBv", "0f4590e"])
+    exchange = Exchange(pushed=True, policy=StreamPolicy(client_model="gpt-4o"))
+    exchange.start(wire(frames[:3], end=False))  # prompt filter, role, the first delta
+    await exchange.settle()
+    fed.clear()
+    for frame in frames[3:-3]:  # steady frames, one a read, quoted and escaped text too
+        exchange.conn.data_received(wire([frame], end=False))
+    assert fed == []
+    exchange.conn.data_received(wire(frames[-3:]))
+    assert exchange.task is not None
+    await asyncio.wait_for(exchange.task, 5)
+    assert b"".join(exchange.channel.writes).endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+
+
+def test_a_padded_plain_text_delta_is_relayed_unparsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure_openai_proxy.normalize import steady
+
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for frame in padded_stream(long_stream(annotate=False)[:3], ["k3Zr9"]):
+        normalizer.feed(frame)
+    relay = normalizer.steady_relay()
+    assert relay is not None
+    parsed = _general_parses(monkeypatch, steady)
+    assert relay(padded(delta(" plain text, 42."), "lRK2aBv")) is not None
+    assert parsed == []
+    assert relay(padded(delta(' "quoted"'), "Xy")) is not None  # escaped: parsed
     assert len(parsed) == 1

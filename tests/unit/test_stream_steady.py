@@ -11,7 +11,14 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from azure_openai_proxy.normalize.steady import AnnotationFrameTemplate, SteadyFrameTemplate
+from azure_openai_proxy.emulator import frames as emulated
+from azure_openai_proxy.emulator.config import EmulatedDeployment
+from azure_openai_proxy.emulator.generation import RequestFacts, plan_chat
+from azure_openai_proxy.normalize.steady import (
+    AnnotationFrameTemplate,
+    PaddedFrameTemplate,
+    SteadyFrameTemplate,
+)
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from tests.unit.test_stream_normalizer import (
     ASYNC_FILTER,
@@ -27,6 +34,7 @@ from tests.unit.test_stream_normalizer import (
     ID,
     PROMPT_ANNOTATIONS,
     TOOL_CALLS,
+    USAGE,
     async_annotation,
     chunk,
     delta,
@@ -58,9 +66,48 @@ def long_stream(words: list[str] = WORDS, *, annotate: bool = True) -> list[byte
     return [*out, finish_frame("stop"), usage_frame(), DONE]
 
 
+# Azure's gpt-5 family pads each chunk with a choice: `"obfuscation":"..."` after `model`
+# (meilisearch#6341; OpenAI's are alphanumeric, 2-16 characters: `ZGF`, `lRK2aBv`).
+# Among them, values the fast path must leave to the general path (escaped in JSON, or
+# not UTF-8 once spliced back) and some it may take (brackets, non-ASCII, empty).
+PADDINGS = ["k3Zr9", "", "Xy", "0123456789abcdef", "]},{[", '"', "\\", "\u00e9\u4e2d", "\x7f",
+            "\t", '","model":"x', "lRK2aBv"]
+
+
+def padded(event: bytes, padding: str) -> bytes:
+    """A chunk with a choice (not the async filter's or the prompt filter's frame, whose
+    `model` is empty) as a gpt-5 model's: `obfuscation` after `model`."""
+    if not event.startswith(b'data: {"choices":[{'):
+        return event
+    obj = orjson.loads(event[6:])
+    if not obj.get("model"):
+        return event
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        out[key] = value
+        if key == "model":
+            out["obfuscation"] = padding
+    return b"data: " + orjson.dumps(out) + b"\n\n"
+
+
+def padded_stream(frames: list[bytes], paddings: list[str] = PADDINGS) -> list[bytes]:
+    return [padded(event, paddings[n % len(paddings)]) for n, event in enumerate(frames)]
+
+
+def gpt5_stream(**options: Any) -> list[bytes]:
+    """What the emulator streams for gpt-5-mini (its obfuscation frames, 0a8d422)."""
+    deployment = EmulatedDeployment("gpt-5-mini", "gpt-5-mini-2025-08-07", "chat")
+    facts = RequestFacts(deployment, "abc", 1700000000, "prompt_filter_results", 30)
+    body = {"messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "stream_options": {"include_usage": True, **options}}
+    return [frame.encode() for frame in emulated.chat_stream(plan_chat(body, facts), 1)]
+
+
 SEQUENCES = [DEFAULT_FILTER, DEFAULT_WITH_USAGE, ASYNC_FILTER, PROMPT_ANNOTATIONS, TOOL_CALLS,
              FILTERED_MID_STREAM, CUT, BLOCKED_AFTER_STOP, long_stream(), long_stream(annotate=False),
-             [*long_stream()[:6], prompt_frame(), *long_stream()[6:]]]
+             [*long_stream()[:6], prompt_frame(), *long_stream()[6:]],
+             padded_stream(long_stream()), padded_stream(long_stream(), PADDINGS[5:]),
+             padded_stream(TOOL_CALLS), padded_stream(FILTERED_MID_STREAM), gpt5_stream()]
 
 
 def relay(reads: list[bytes], policy: StreamPolicy, *, fast: bool) -> tuple[bytes, Any]:
@@ -136,14 +183,19 @@ def test_id_created_and_object_of_the_stream_hold_on_fast_frames() -> None:
         (ID, CREATED, "gpt-4o", "chat.completion.chunk")}
 
 
+def cut_anywhere(frames: list[bytes], data: st.DataObject) -> list[bytes]:
+    """The stream's bytes cut into pieces at up to 20 points hypothesis draws."""
+    whole = b"".join(frames)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=20)))
+    return [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True)]
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.lists(st.text(max_size=12), min_size=1, max_size=12), st.data())
 def test_any_split_into_reads_gives_the_general_paths_bytes(words: list[str],
                                                             data: st.DataObject) -> None:
     frames = long_stream(words)
-    whole = b"".join(frames)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=20)))
-    reads = [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True)]
+    reads = cut_anywhere(frames, data)
     policy = data.draw(st.sampled_from(POLICIES))
     expected = relay(frames, policy, fast=False)
     assert relay(reads, policy, fast=True) == expected
@@ -286,9 +338,7 @@ def test_steady_relay_refuses_what_the_general_path_would_read_otherwise() -> No
 def test_any_split_by_steady_relay_gives_the_general_paths_bytes(words: list[str],
                                                                  data: st.DataObject) -> None:
     frames = long_stream(words)
-    whole = b"".join(frames)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(whole)), max_size=20)))
-    pieces = [whole[a:b] for a, b in zip([0, *cuts], [*cuts, len(whole)], strict=True)]
+    pieces = cut_anywhere(frames, data)
     policy = data.draw(st.sampled_from(POLICIES))
     expected = relay(frames, policy, fast=False)
     assert relay_by_pieces(pieces, policy) == expected
@@ -339,6 +389,17 @@ def test_frames_whose_logprobs_vary_come_out_as_the_general_paths() -> None:
         assert relay_by_pieces(frames, policy) == relay(frames, policy, fast=False)
 
 
+def learned(frames: list[bytes]) -> tuple[ChatStreamNormalizer, Any]:
+    """A normalizer fed a stream's first three frames (prompt filter, role, the first
+    delta, learned from) and the steady relay it then offers."""
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for frame in frames[:3]:
+        normalizer.feed(frame)
+    steady = normalizer.steady_relay()
+    assert steady is not None
+    return normalizer, steady
+
+
 def test_plain_text_deltas_are_counted_as_the_general_path_counts_them() -> None:
     # `{"content":"..."}` with nothing escaped is not parsed: ASCII text is counted by its
     # bytes, other UTF-8 by orjson; escaped text, and bytes that are not UTF-8, are not
@@ -351,11 +412,116 @@ def test_plain_text_deltas_are_counted_as_the_general_path_counts_them() -> None
     frames += [not_utf8, delta("after"), finish_frame("stop"), usage_frame(), DONE]
     for policy in POLICIES:
         assert relay_by_pieces(frames, policy) == relay(frames, policy, fast=False)
-    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
-    for frame in frames[:3]:
-        normalizer.feed(frame)
-    steady = normalizer.steady_relay()
-    assert steady is not None and steady(not_utf8) is None
+    normalizer, steady = learned(frames)
+    assert steady(not_utf8) is None
     chars = normalizer.content_chars
     assert steady(delta("\u4e2d\u6587")) is not None
     assert normalizer.content_chars == chars + 2
+
+
+# ---- gpt-5's padded chunks (`PaddedFrameTemplate`) ----
+
+
+def test_a_padded_template_matches_later_frames_with_other_paddings() -> None:
+    data = padded(delta("The capital of "), "k3Zr9")[6:-2]
+    template = PaddedFrameTemplate.learn(data, orjson.loads(data), "gpt-4o")
+    assert template is not None
+    for padding in ("lRK2aBv", "", "]},{[", "\u00e9\u4e2d"):
+        later = padded(delta(' France "is" Paris.'), padding)[6:-2]
+        assert template.match(later) == {"delta": {"content": ' France "is" Paris.'},
+                                         "finish_reason": None, "index": 0, "logprobs": None}
+        want = orjson.loads(later)
+        want["model"] = "gpt-4o"
+        assert template.relayed(later) == b"data: " + orjson.dumps(want) + b"\n\n"
+        assert template.relay(padded(delta(" France"), padding)) == b"data: " + orjson.dumps(
+            {**orjson.loads(padded(delta(" France"), padding)[6:]), "model": "gpt-4o"}) + b"\n\n"
+    finish = padded(finish_frame("stop"), "Xy")[6:-2]
+    assert template.choices(finish) == orjson.loads(finish)["choices"]
+    assert template.usage(usage_frame()[6:-2]) == USAGE  # Azure pads no usage frame
+
+
+def test_a_padding_the_general_path_would_read_otherwise_is_refused() -> None:
+    data = padded(delta("x"), "k3Zr9")[6:-2]
+    template = PaddedFrameTemplate.learn(data, orjson.loads(data), "gpt-4o")
+    assert template is not None
+    member = b'"obfuscation":"k3Zr9"'
+    refused = [
+        b'"obfuscation":"a","model":"evil"',  # a second model after the padding
+        b'"obfuscation":"a\\"b"', b'"obfuscation":"a\\\\"',  # escapes: orjson would rewrite
+        b'"obfuscation":"ab\\u0041"', b'"obfuscation":"a\tb"', b'"obfuscation":"a\nb"',
+        b'"obfuscation":"a\xffb"',  # not UTF-8: the general path drops the frame
+        b'"obfuscation":"a"',  # a quote cut: no tail after the value
+    ]
+    for value in refused[:-1]:
+        frame = data.replace(member, value)
+        assert template.match(frame) is None, value
+        assert template.choices(frame) is None, value
+        assert template.relay(b"data: " + frame + b"\n\n") is None, value
+    cut = data.replace(member + b',"object"', refused[-1] + b'"object"')
+    assert template.match(cut) is None and template.relay(b"data: " + cut + b"\n\n") is None
+    unpadded = delta("x")[6:-2]
+    assert template.match(unpadded) is None and template.choices(unpadded) is None
+
+
+def test_no_padded_template_from_an_escaped_padding_or_one_before_the_model() -> None:
+    data = padded(delta("x"), 'a"b')[6:-2]
+    assert PaddedFrameTemplate.learn(data, orjson.loads(data), "m") is None
+    before = orjson.loads(delta("x")[6:])
+    reordered = {"choices": before.pop("choices"), "obfuscation": "k3Zr9", **before}
+    data = orjson.dumps(reordered)
+    assert PaddedFrameTemplate.learn(data, orjson.loads(data), "m") is None
+
+
+def test_steady_relay_takes_padded_frames() -> None:
+    # On main a gpt-5 stream's template never matched: every padded frame took feed()'s
+    # general path (parsed, written again).
+    frames = padded_stream(long_stream(annotate=False), ["k3Zr9", "Xy", "lRK2aBv", "0f4590e"])
+    normalizer, steady = learned(frames)
+    frames_in = normalizer.frames_in
+    for frame in frames[3:-3]:
+        relayed = steady(frame)
+        assert relayed is not None, frame
+        assert orjson.loads(relayed[6:]) == {**orjson.loads(frame[6:]), "model": "gpt-4o"}
+    assert normalizer.frames_in == frames_in + len(frames) - 6
+    assert steady(frames[-3]) is None  # the finish frame: feed() takes it
+
+
+def test_the_emulators_gpt5_stream_is_relayed_by_the_fast_path() -> None:
+    frames = gpt5_stream()
+    for policy in POLICIES:
+        assert relay_by_pieces(frames, policy) == relay(frames, policy, fast=False)
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-5-mini"))
+    taken = 0
+    for frame in frames:
+        steady = normalizer.steady_relay()
+        if steady is not None and steady(frame) is not None:
+            taken += 1
+        else:
+            normalizer.feed(frame)
+    # All but the prompt filter's, the role, the first content frame, finish, usage, [DONE].
+    assert taken == len(frames) - 6 > 0
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.text(max_size=12), min_size=1, max_size=12),
+       st.lists(st.text(max_size=16), min_size=1, max_size=6), st.data())
+def test_any_padding_and_any_split_give_the_general_paths_bytes(
+        words: list[str], paddings: list[str], data: st.DataObject) -> None:
+    frames = padded_stream(long_stream(words), paddings)
+    pieces = cut_anywhere(frames, data)
+    policy = data.draw(st.sampled_from(POLICIES))
+    expected = relay(frames, policy, fast=False)
+    assert relay(pieces, policy, fast=True) == expected
+    assert relay_by_pieces(pieces, policy) == expected
+    assert relay_by_pieces(frames, policy) == expected
+
+
+def test_an_obfuscation_member_that_is_no_string_keeps_the_plain_template() -> None:
+    # Not what Azure sends, but the same bytes in every frame: the template learned as
+    # for any other member, as before `PaddedFrameTemplate`.
+    model = f'"model":"{AZURE_MODEL}",'.encode()
+    frames = [event.replace(model, model + b'"obfuscation":null,')
+              for event in long_stream(annotate=False)]
+    for policy in POLICIES:
+        assert relay_by_pieces(frames, policy) == relay(frames, policy, fast=False)
+    assert learned(frames)[1](frames[3]) is not None
