@@ -216,9 +216,20 @@ class AdminForbidden(GatewayError):
 
 
 class MethodNotAllowed(GatewayError):
+    """A method the target does not take: `allow` names those it does, said in the
+    answer's `Allow` header (RFC 9110 15.5.6: a 405 must carry one)."""
+
     status = 405
     type_ = "invalid_request_error"
     code = "method_not_allowed"
+
+    def __init__(self, message: str, *, allow: tuple[str, ...]) -> None:
+        super().__init__(message)
+        # HEAD is GET without its body wherever GET is taken (RFC 9110 9.3.2).
+        self.allow = (*allow, "HEAD") if "GET" in allow and "HEAD" not in allow else allow
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Allow": ", ".join(self.allow)}
 
 
 class RequestTimeout(GatewayError):

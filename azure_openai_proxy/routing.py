@@ -157,7 +157,8 @@ def _openai_style(method: str, parts: list[str], native: bool) -> Target:
         if method == "DELETE":  # deliberately: the gateway answers models itself
             raise MethodNotAllowed(
                 "Method DELETE is not allowed here: the gateway answers the model list "
-                "from its configuration. Delete a fine-tuned model on Azure itself.")
+                "from its configuration. Delete a fine-tuned model on Azure itself.",
+                allow=("GET",))
         _require(method, "GET")
         return Target("model", "models", path_model=parts[1])
     if parts and parts[0] in RESOURCE_ROOTS and len(parts) <= _MAX_RESOURCE_DEPTH:
@@ -181,8 +182,7 @@ def _require(method: str, *allowed: str) -> None:
     # HEAD is GET without the body (RFC 9110 9.3.2): allowed wherever GET is.
     if method not in allowed and not (method == "HEAD" and "GET" in allowed):
         raise MethodNotAllowed(
-            f"Method {method} is not allowed here; use {' or '.join(allowed)}."
-        )
+            f"Method {method} is not allowed here; use {' or '.join(allowed)}.", allow=allowed)
 
 
 def classify(method: str, raw_path: str, api_base: str) -> Target:

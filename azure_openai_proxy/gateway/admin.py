@@ -131,7 +131,7 @@ class AdminApi:
                 keys = await self._read(lambda s: s.list_keys())
                 return _json({"object": "list", "data": [key_view(k) for k in keys]})
             if method != "POST":
-                raise MethodNotAllowed(f"Method {method} is not allowed.")
+                raise MethodNotAllowed(f"Method {method} is not allowed.", allow=("GET", "POST"))
             fields = _key_fields(data, now, creating=True)
             key, secret = await self._write(lambda s: s.create_key(
                 fields.pop("name"), team=fields.pop("team_id", None), now=now,
@@ -140,7 +140,7 @@ class AdminApi:
         ref = rest[0]
         if len(rest) == 2:
             if method != "POST":
-                raise MethodNotAllowed(f"Method {method} is not allowed.")
+                raise MethodNotAllowed(f"Method {method} is not allowed.", allow=("POST",))
             grace = data.get("grace_seconds", 0)
             if (isinstance(grace, bool) or not isinstance(grace, int | float)
                     or not 0 <= grace <= MAX_GRACE_SECONDS):
@@ -157,7 +157,7 @@ class AdminApi:
         if method == "DELETE":
             key = await self._write(lambda s: s.delete_key(ref))
             return _json({"id": key.id, "object": "key", "deleted": True})
-        raise MethodNotAllowed(f"Method {method} is not allowed.")
+        raise MethodNotAllowed(f"Method {method} is not allowed.", allow=("GET", "PATCH", "DELETE"))
 
     # -- teams ------------------------------------------------------------------------
 
@@ -168,7 +168,7 @@ class AdminApi:
                 teams = await self._read(lambda s: s.list_teams())
                 return _json({"object": "list", "data": [team_view(t) for t in teams]})
             if method != "POST":
-                raise MethodNotAllowed(f"Method {method} is not allowed.")
+                raise MethodNotAllowed(f"Method {method} is not allowed.", allow=("GET", "POST"))
             fields = _team_fields(data, creating=True)
             team = await self._write(lambda s: s.create_team(
                 fields["name"], limits=Limits(**fields.get("limits", {})),
@@ -183,7 +183,7 @@ class AdminApi:
         if method == "DELETE":
             team = await self._write(lambda s: s.delete_team(ref))
             return _json({"id": team.id, "object": "team", "deleted": True})
-        raise MethodNotAllowed(f"Method {method} is not allowed.")
+        raise MethodNotAllowed(f"Method {method} is not allowed.", allow=("GET", "PATCH", "DELETE"))
 
     # -- the store --------------------------------------------------------------------
 
@@ -220,7 +220,7 @@ def _as_get(method: str) -> str:
 
 def _only(request: HttpRequest, method: str) -> None:
     if _as_get(request.method) != method:
-        raise MethodNotAllowed(f"Method {request.method} is not allowed.")
+        raise MethodNotAllowed(f"Method {request.method} is not allowed.", allow=(method,))
 
 
 async def _body(request: HttpRequest) -> dict[str, Any]:

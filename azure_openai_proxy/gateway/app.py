@@ -254,7 +254,7 @@ class GatewayApp:
 
     def _local_answer(self, request: HttpRequest, handler: LocalHandler) -> Answer:
         if request.method not in _LOCAL_METHODS:
-            return error_answer(MethodNotAllowed(f"Method {request.method} is not allowed."))
+            return error_answer(MethodNotAllowed(f"Method {request.method} is not allowed.", allow=("GET",)))
         try:
             return handler(request)
         except Exception as exc:
@@ -262,7 +262,7 @@ class GatewayApp:
 
     async def _admin_usage(self, request: HttpRequest) -> Answer:
         if request.method not in _LOCAL_METHODS:
-            return error_answer(MethodNotAllowed(f"Method {request.method} is not allowed."))
+            return error_answer(MethodNotAllowed(f"Method {request.method} is not allowed.", allow=("GET",)))
         try:
             if self._admin is not None:  # a client or virtual key: 403, as on /admin/keys
                 self._admin.authorize(request.headers)
