@@ -149,22 +149,27 @@ _EXPIRY_FORMS = "expires must be like 30d, 12h, an ISO 8601 time, or null"
 MAX_PATTERNS = 128
 # C0 and C1 control characters and DEL: in a name they reach `keys list`'s terminal
 # (ESC [ 2 J clears it, U+009B starts an escape sequence) and make the name unaddressable.
-_AS_PRINTABLE = dict.fromkeys([*range(0x20), *range(0x7F, 0xA0)], "?")
+# And the bidirectional embeddings, overrides and isolates (U+202A-202E, U+2066-2069):
+# they reorder what a table shows after them, so one name can read as another ("Trojan
+# Source", CVE-2021-42574). Joiners (U+200C, U+200D) stay: scripts and emoji use them.
+_AS_PRINTABLE = dict.fromkeys(
+    [*range(0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)], "?")
 _CONTROLS = frozenset(map(chr, _AS_PRINTABLE))
 
 
 def parse_name(value: Any) -> str:
     """A key's or team's name: a string of 1 to 200 characters once trimmed, with no
-    control character. ValueError otherwise."""
+    control or bidirectional formatting character. ValueError otherwise."""
     if not isinstance(value, str) or not value.strip() or len(value) > 200:
         raise ValueError("name must be a non-empty string (at most 200 characters)")
     if not _CONTROLS.isdisjoint(value):
-        raise ValueError("name must not hold control characters")
+        raise ValueError("name must not hold control or bidirectional formatting characters")
     return value.strip()
 
 
 def printable(text: str) -> str:
-    """`text` with each control character shown as '?', for a terminal."""
+    """`text` with each control or bidirectional formatting character shown as '?',
+    for a terminal."""
     return text.translate(_AS_PRINTABLE)
 
 
