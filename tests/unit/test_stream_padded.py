@@ -9,10 +9,13 @@ the member, and any split into reads for both `feed()` and the pushed relay."""
 
 from __future__ import annotations
 
+import sys
+
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from azure_openai_proxy.normalize.steady import PaddedFrameTemplate, SteadyFrameTemplate
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer
 from tests.unit.test_stream_normalizer import AZURE_MODEL, TOOL_CALLS
 from tests.unit.test_stream_steady import (
@@ -115,3 +118,27 @@ def test_the_raw_paddings_reach_the_padded_template() -> None:
         taken.append(steady(event) is not None)
     assert taken == [True, True, True, False, False, False]
 
+
+def _held(template: object) -> int:
+    """The bytes a template keeps: itself and the bytes objects in its slots."""
+    slots = [name for cls in type(template).__mro__ for name in getattr(cls, "__slots__", ())]
+    values = [getattr(template, name) for name in slots]
+    return sys.getsizeof(template) + sum(
+        sys.getsizeof(value) for value in values if type(value) is bytes)
+
+
+def test_a_padded_template_keeps_only_its_padded_ends_beyond_a_plain_one() -> None:
+    """Per gpt-5 stream: the plain template's bytes for the same frames, plus the head,
+    the tail and the three ends around the padding `relay()` and `relayed()` compare and
+    write; not the plain template's own `relayed()` and `relay()` ends it overrides."""
+    templates = []
+    for obfuscation in (False, True):
+        normalizer = ChatStreamNormalizer(POLICIES[0])
+        for frame in gpt5_stream(include_obfuscation=obfuscation)[:4]:
+            normalizer.feed(frame)
+        templates.append(normalizer._template)
+    plain, padded = templates
+    assert type(plain) is SteadyFrameTemplate and type(padded) is PaddedFrameTemplate
+    own = sum(len(getattr(padded, name)) for name in PaddedFrameTemplate.__slots__
+              if type(getattr(padded, name)) is bytes)
+    assert _held(padded) <= _held(plain) + own
