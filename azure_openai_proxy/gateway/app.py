@@ -122,7 +122,9 @@ class GatewayApp:
         self._refused: dict[HttpRequest, Answer] = {}
         self._admin: AdminApi | None = None
         directory, limiter = gateway.directory, gateway.limiter
-        if settings.admin_key is not None and directory is not None and limiter is not None:
+        # With governance on, whether or not an admin key is set at start: the API reads
+        # the key in force at each request, so a reload that adds one opens it (404 until).
+        if directory is not None and limiter is not None:
             self._admin = AdminApi(self._admin_key, directory, limiter,
                                    lambda headers: self.gateway.authenticate(headers))
 
@@ -319,7 +321,8 @@ class GatewayApp:
         deployment name) keep their live state (cooldowns, circuits, in-flight counts).
         The upstream connection pool is kept when the upstream settings did not change
         (no reconnects, no dropped keep-alives). `/metrics` being on or off, and CORS,
-        are fixed at start-up, and so are the key directory and the limiters (governance)."""
+        are fixed at start-up, and so are the key directory and the limiters (governance);
+        the admin key is read at each admin request, so a reload may add, change or remove it."""
         old = self.gateway
         clock, rng = old.balancer.clock, old.balancer.rng
         if self.ledger is not None:

@@ -61,3 +61,19 @@ def test_a_reload_naming_another_database_leaves_the_usage_on_the_ledger(
     reload(server, settings.model_copy(update={"database": f"sqlite://{tmp_path}/other.db"}))
     assert admin.get("/admin/usage").json()["data"] == usage  # main: [] (other.db made)
     assert not (tmp_path / "other.db").exists()
+
+
+def test_a_reload_that_adds_an_admin_key_opens_every_admin_route(
+        tmp_path: Path, emulator: Emulator,
+        start_gateway: Callable[[Settings], ServerThread]) -> None:
+    """Governance on (a database) with no admin key at start: the admin API was never
+    built, so a reload that added `admin_key` opened /admin/usage alone (it reads the
+    settings in force) and /admin/keys, /admin/teams and /admin/limits stayed 404 until a
+    restart."""
+    settings = gateway_settings(emulator.url, database=f"sqlite://{tmp_path}/gw.db")
+    server = start_gateway(settings)
+    assert _statuses(server.url, ADMIN_KEY) == [404] * 4
+    reload(server, settings.model_copy(update={"admin_key": SecretStr(ADMIN_KEY)}))
+    assert _statuses(server.url, ADMIN_KEY) == [200] * 4  # main: [404, 404, 404, 200]
+    body = httpx.get(server.url + "/admin/keys").json()  # no key: the API asks for one
+    assert body["error"]["message"].startswith("The admin API needs"), body
