@@ -217,7 +217,8 @@ class GatewayApp:
                 reply: Reply = self._local_answer(request, local)
             elif request.path == ADMIN_USAGE_PATH:
                 reply = await self._admin_usage(request)
-            elif self._admin is not None and request.path.startswith("/admin/"):
+            elif (self._admin is not None and request.path.startswith("/admin/")
+                    and self._admin_key() is not None):  # else the pipeline's 404, logged
                 try:
                     reply = await self._admin.handle(request)
                 except Exception as exc:
