@@ -31,7 +31,7 @@ from azure_openai_proxy.errors import UpstreamEventTooLarge
 __all__ = ["MAX_EVENT_BYTES", "MAX_RELAYED_EVENT_BYTES", "SseDecoder", "SseEvent", "parse_event"]
 
 # The most of one event Azure sends that the gateway holds, whatever `upstream.max_answer_bytes`
-# allows (the callers take the smaller: an operator can lower them, not raise them). An event
+# allows (`SseDecoder` takes the smaller: an operator can lower them, not raise them). An event
 # is parsed whole, and orjson's parse peaks near 14 times the event (a 64 MiB line: ~900 MiB
 # under tracemalloc), so these bound a stream's memory, not an answer's size:
 # - a chat or completion stream's event, each parsed (`ChatStreamNormalizer`; the decoder's
@@ -102,7 +102,7 @@ class SseDecoder:
     copied a bounded number of times however the stream is cut (a 4 MB event of 40,000
     lines, a line a read, was copied whole at every read: ~80 GB).
 
-    An unfinished event is held up to `limit` bytes: a read that leaves more raises
+    An unfinished event is held up to `limit` bytes (at most `ceiling`): a read that leaves more raises
     `UpstreamEventTooLarge`, with nothing held after (if the read completed events before
     it, those are returned, and the next read raises; `flush()` drops it).
 
@@ -113,8 +113,10 @@ class SseDecoder:
 
     __slots__ = ("_buf", "_cr", "_limit", "_lines", "_parts", "_size", "_whole")
 
-    def __init__(self, limit: int = MAX_EVENT_BYTES) -> None:
-        self._limit = limit
+    def __init__(self, limit: int = MAX_EVENT_BYTES, ceiling: int = MAX_EVENT_BYTES) -> None:
+        # The setting's limit, never past the reader's `ceiling` (a memory bound, above).
+        # (A conditional, not min(): a builtin's call costs more, once a stream.)
+        self._limit = limit if limit < ceiling else ceiling
         self._size = 0  # the unfinished event's bytes: `_lines`, `_buf` and `_parts`
         # The current event's bytes are `_lines` + `_buf` + `_parts`, in that order.
         # `_buf` is never empty while `_lines` is not: `idle()`, `single()` and the fast

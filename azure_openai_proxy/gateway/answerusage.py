@@ -155,7 +155,7 @@ class SpeechStreamMeter:
     __slots__ = ("_decoder", "heard", "usage")
 
     def __init__(self, heard: SpeechMeter, event_limit: int = MAX_RELAYED_EVENT_BYTES) -> None:
-        self._decoder = SseDecoder(min(event_limit, MAX_RELAYED_EVENT_BYTES))
+        self._decoder = SseDecoder(event_limit, MAX_RELAYED_EVENT_BYTES)
         self.heard = heard
         self.usage: dict[str, Any] | None = None
 

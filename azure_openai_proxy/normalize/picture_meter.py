@@ -33,7 +33,7 @@ class PictureStreamMeter:
     __slots__ = ("_decoder", "completed", "ended", "usage")
 
     def __init__(self, event_limit: int = MAX_RELAYED_EVENT_BYTES) -> None:
-        self._decoder = SseDecoder(min(event_limit, MAX_RELAYED_EVENT_BYTES))
+        self._decoder = SseDecoder(event_limit, MAX_RELAYED_EVENT_BYTES)
         self.usage: dict[str, Any] | None = None
         self.completed = 0
         self.ended = False

@@ -52,7 +52,7 @@ class ResponsesStreamMeter:
     def __init__(self, claim: Callable[[list[str]], None] | None = None,
                  created: Callable[[str], None] | None = None,
                  event_limit: int = MAX_RELAYED_EVENT_BYTES) -> None:
-        self._decoder = SseDecoder(min(event_limit, MAX_RELAYED_EVENT_BYTES))
+        self._decoder = SseDecoder(event_limit, MAX_RELAYED_EVENT_BYTES)
         self.claim = claim
         self.created = created
         self._seen: set[str] = set()

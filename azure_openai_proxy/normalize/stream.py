@@ -106,9 +106,7 @@ class ChatStreamNormalizer:
         held past `event_limit` bytes, or past `MAX_EVENT_BYTES` (sse.py) whatever the
         caller allows, raises `UpstreamEventTooLarge` from `feed()`."""
         self._policy = policy
-        # (A conditional, not min(): a builtin's call costs more, once a stream.)
-        self._decoder = SseDecoder(
-            event_limit if event_limit < MAX_EVENT_BYTES else MAX_EVENT_BYTES)
+        self._decoder = SseDecoder(event_limit)
         self._id: str | None = None
         self._created: int | None = None
         self._model: str | None = policy.client_model
