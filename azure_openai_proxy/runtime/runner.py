@@ -18,12 +18,11 @@ import asyncio
 import datetime
 import logging
 import multiprocessing
-import multiprocessing.connection
 import os
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any
 
 from azure_openai_proxy.apiversions import (
     NEWEST_PREVIEW,
@@ -36,9 +35,8 @@ from azure_openai_proxy.apiversions import (
 from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.gateway.app import GatewayApp, create_app
 from azure_openai_proxy.gateway.ledger import ledger_enabled, prices_of
-from azure_openai_proxy.governance.sharedcontext import SharedContext, context_table
-from azure_openai_proxy.governance.sharedholds import ExitedColumns, SharedHolds, holds_table
-from azure_openai_proxy.governance.sharedlimits import SharedLimits, SharedTable
+from azure_openai_proxy.governance.sharedcontext import SharedContext
+from azure_openai_proxy.governance.sharedholds import SharedHolds
 from azure_openai_proxy.http.server import ServerLimits, serve_fast
 from azure_openai_proxy.observability.accesslog import configure_logging
 from azure_openai_proxy.runtime.capacity import (
@@ -51,6 +49,7 @@ from azure_openai_proxy.runtime.capacity import (
 )
 from azure_openai_proxy.runtime.heap import settle_heap
 from azure_openai_proxy.runtime.watch import ConfigWatcher
+from azure_openai_proxy.runtime.workers import SharedTables, supervise
 from azure_openai_proxy.settings import (
     DeploymentSettings,
     ServerSettings,
@@ -62,7 +61,6 @@ __all__ = ["SettingsSource", "describe", "refuse_open_relay", "run", "serve_fore
            "server_limits", "supervise"]
 
 log = logging.getLogger("azure_openai_proxy")
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -303,60 +301,6 @@ async def start_server(
     return stop
 
 
-@dataclass(frozen=True)
-class SharedTables:
-    """The tables the workers of one server share (`--workers N` with governance): the
-    limits', the budget holds' and the chained contexts'. A value: it pickles to the spawned workers. A table
-    that cannot be made (no writable /dev/shm nor temp dir) is None: the gateway serves,
-    each worker counting alone what that table would have shared (a warning says so)."""
-
-    limits: SharedLimits | None
-    holds: SharedLimits | None
-    context: SharedLimits | None = None
-
-    @classmethod
-    def create(cls, workers: int, directory: str | None = None) -> SharedTables:
-        """`directory`: where to make them (None: /dev/shm, else the temp dir)."""
-        return cls(_made(lambda: SharedLimits.create(workers, directory=directory),
-                         "rate limits"),
-                   _made(lambda: holds_table(workers, directory), "budget holds"),
-                   _made(lambda: context_table(workers, directory), "chained contexts"))
-
-    def remove(self) -> None:
-        for table in (self.limits, self.holds, self.context):
-            if table is not None:
-                table.remove()
-
-    def open(self, worker: int) -> tuple[SharedTable | None, SharedTable | None,
-                                         SharedTable | None]:
-        """Worker `worker`'s mappings of the limits', the holds' and the chained
-        contexts' tables (None: that one could not be mapped, and is counted by this
-        worker alone)."""
-        return (_opened(self.limits, worker, "rate limits"),
-                _opened(self.holds, worker, "budget holds"),
-                _opened(self.context, worker, "chained contexts"))
-
-
-def _made(create: Callable[[], SharedLimits], what: str) -> SharedLimits | None:
-    try:
-        return create()
-    except OSError as exc:
-        log.warning("cannot make the shared table of %s (%s): each worker process counts "
-                    "them alone, so a key may use them once per worker", what, exc)
-        return None
-
-
-def _opened(spec: SharedLimits | None, worker: int, what: str) -> SharedTable | None:
-    if spec is None:
-        return None
-    try:
-        return spec.open(worker)
-    except OSError as exc:
-        log.warning("worker %d cannot map the shared table of %s (%s): it counts them "
-                    "alone", worker, what, exc)
-        return None
-
-
 async def serve_forever(settings: Settings, source: SettingsSource | None, reuse_port: bool,
                         shared: tuple[SharedTables, int] | None = None) -> None:
     """Serve until SIGTERM/SIGINT. `shared`: the server's shared tables and this
@@ -450,45 +394,3 @@ def _run_workers(settings: Settings, source: SettingsSource | None,
     else:
         supervise(workers, shared.limits, shared.holds)
     return 0 if all(p.exitcode == 0 for p in workers) else 1
-
-
-def supervise(workers: Sequence[multiprocessing.process.BaseProcess],
-              shared: SharedLimits | None, holds: SharedLimits | None = None) -> None:
-    """Wait for every worker to exit. One that dies (a non-zero exit: killed, crashed)
-    leaves its requests in flight counted in the shared limits table: they are zeroed,
-    or the keys' parallel limits would stay taken by requests that will never end. The
-    budget holds of one that exits, whatever its exit, are zeroed in `holds` once every
-    live worker's book has its records (`ExitedColumns`: seconds): nothing else would
-    release them."""
-    exited = ExitedColumns(holds) if holds is not None else None
-    running = {process.sentinel: index for index, process in enumerate(workers)}
-    while running:
-        due = None if exited is None else _tended(exited.reset_due)
-        wait = None if due is None else min(due, _EXITED_POLL)
-        ready = set(multiprocessing.connection.wait(list(running), wait))
-        for index in [running.pop(s) for s in list(running) if s in ready]:
-            workers[index].join()
-            if exited is not None:
-                _tended(exited.exited, index)
-            if shared is not None and workers[index].exitcode != 0:
-                _tended(shared.reset_worker, index)
-                log.warning("worker %d (pid %s) exited with %s; its requests in flight "
-                            "are no longer counted (its budget holds once the others have "
-                            "read its last records)", index, workers[index].pid,
-                            workers[index].exitcode)
-    if exited is not None:
-        _tended(exited.reset_due, True)
-
-
-_EXITED_POLL = 1.0  # seconds between looks at the live workers' reads, while one exited
-
-
-def _tended(step: Callable[..., _T], *args: object) -> _T | None:
-    """`step(*args)` on a shared table; a table gone from its directory (an operator's
-    or systemd's clean-up of /dev/shm) is logged, and the other workers are still
-    waited for."""
-    try:
-        return step(*args)
-    except OSError as exc:
-        log.warning("cannot reset an exited worker's column of a shared table: %s", exc)
-        return None

@@ -1,0 +1,116 @@
+"""The parent's side of `--workers N`: the tables the workers share, and waiting for
+the workers (zeroing a dead one's requests in flight and budget holds)."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from azure_openai_proxy.governance.sharedcontext import context_table
+from azure_openai_proxy.governance.sharedholds import ExitedColumns, holds_table
+from azure_openai_proxy.governance.sharedlimits import SharedLimits, SharedTable
+
+__all__ = ["SharedTables", "supervise"]
+
+log = logging.getLogger("azure_openai_proxy")
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class SharedTables:
+    """The tables the workers of one server share (`--workers N` with governance): the
+    limits', the budget holds' and the chained contexts'. A value: it pickles to the spawned workers. A table
+    that cannot be made (no writable /dev/shm nor temp dir) is None: the gateway serves,
+    each worker counting alone what that table would have shared (a warning says so)."""
+
+    limits: SharedLimits | None
+    holds: SharedLimits | None
+    context: SharedLimits | None = None
+
+    @classmethod
+    def create(cls, workers: int, directory: str | None = None) -> SharedTables:
+        """`directory`: where to make them (None: /dev/shm, else the temp dir)."""
+        return cls(_made(lambda: SharedLimits.create(workers, directory=directory),
+                         "rate limits"),
+                   _made(lambda: holds_table(workers, directory), "budget holds"),
+                   _made(lambda: context_table(workers, directory), "chained contexts"))
+
+    def remove(self) -> None:
+        for table in (self.limits, self.holds, self.context):
+            if table is not None:
+                table.remove()
+
+    def open(self, worker: int) -> tuple[SharedTable | None, SharedTable | None,
+                                         SharedTable | None]:
+        """Worker `worker`'s mappings of the limits', the holds' and the chained
+        contexts' tables (None: that one could not be mapped, and is counted by this
+        worker alone)."""
+        return (_opened(self.limits, worker, "rate limits"),
+                _opened(self.holds, worker, "budget holds"),
+                _opened(self.context, worker, "chained contexts"))
+
+
+def _made(create: Callable[[], SharedLimits], what: str) -> SharedLimits | None:
+    try:
+        return create()
+    except OSError as exc:
+        log.warning("cannot make the shared table of %s (%s): each worker process counts "
+                    "them alone, so a key may use them once per worker", what, exc)
+        return None
+
+
+def _opened(spec: SharedLimits | None, worker: int, what: str) -> SharedTable | None:
+    if spec is None:
+        return None
+    try:
+        return spec.open(worker)
+    except OSError as exc:
+        log.warning("worker %d cannot map the shared table of %s (%s): it counts them "
+                    "alone", worker, what, exc)
+        return None
+
+
+def supervise(workers: Sequence[multiprocessing.process.BaseProcess],
+              shared: SharedLimits | None, holds: SharedLimits | None = None) -> None:
+    """Wait for every worker to exit. One that dies (a non-zero exit: killed, crashed)
+    leaves its requests in flight counted in the shared limits table: they are zeroed,
+    or the keys' parallel limits would stay taken by requests that will never end. The
+    budget holds of one that exits, whatever its exit, are zeroed in `holds` once every
+    live worker's book has its records (`ExitedColumns`: seconds): nothing else would
+    release them."""
+    exited = ExitedColumns(holds) if holds is not None else None
+    running = {process.sentinel: index for index, process in enumerate(workers)}
+    while running:
+        due = None if exited is None else _tended(exited.reset_due)
+        wait = None if due is None else min(due, _EXITED_POLL)
+        ready = set(multiprocessing.connection.wait(list(running), wait))
+        for index in [running.pop(s) for s in list(running) if s in ready]:
+            workers[index].join()
+            if exited is not None:
+                _tended(exited.exited, index)
+            if shared is not None and workers[index].exitcode != 0:
+                _tended(shared.reset_worker, index)
+                log.warning("worker %d (pid %s) exited with %s; its requests in flight "
+                            "are no longer counted (its budget holds once the others have "
+                            "read its last records)", index, workers[index].pid,
+                            workers[index].exitcode)
+    if exited is not None:
+        _tended(exited.reset_due, True)
+
+
+_EXITED_POLL = 1.0  # seconds between looks at the live workers' reads, while one exited
+
+
+def _tended(step: Callable[..., _T], *args: object) -> _T | None:
+    """`step(*args)` on a shared table; a table gone from its directory (an operator's
+    or systemd's clean-up of /dev/shm) is logged, and the other workers are still
+    waited for."""
+    try:
+        return step(*args)
+    except OSError as exc:
+        log.warning("cannot reset an exited worker's column of a shared table: %s", exc)
+        return None
