@@ -9,7 +9,8 @@
 - `--workers N`: N processes on one port (SO_REUSEPORT), each with its own pool state;
   the virtual keys' rate limits are shared by all of them, through a table the parent
   creates before it starts them (governance/sharedlimits.py) and removes at exit. When a
-  worker dies, the parent zeroes the requests it had in flight in that table.
+  worker dies, the parent zeroes the requests it had in flight in that table. A port
+  already listened on is refused first.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from azure_openai_proxy.runtime.capacity import (
 )
 from azure_openai_proxy.runtime.heap import settle_heap
 from azure_openai_proxy.runtime.watch import ConfigWatcher
-from azure_openai_proxy.runtime.workers import SharedTables, supervise
+from azure_openai_proxy.runtime.workers import SharedTables, port_refusal, supervise
 from azure_openai_proxy.settings import (
     DeploymentSettings,
     ServerSettings,
@@ -362,6 +363,10 @@ def run(settings: Settings, source: SettingsSource | None = None) -> int:
     for warning in [*_api_version_warnings(settings, _today()), settings.admin_key_warning]:
         if warning:
             log.warning("config: %s", warning)
+    refusal = port_refusal(settings.host, settings.port)
+    if refusal is not None:
+        log.error("%s", refusal)
+        return 1
     if settings.workers == 1:
         _worker(settings, source, reuse_port=False)
         return 0

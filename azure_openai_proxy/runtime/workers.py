@@ -1,5 +1,6 @@
-"""The parent's side of `--workers N`: the tables the workers share, and waiting for
-the workers (zeroing a dead one's requests in flight and budget holds)."""
+"""The parent's side of `--workers N`: the port checked before any worker starts, the
+tables the workers share, and waiting for the workers (zeroing a dead one's requests in
+flight and budget holds)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,30 @@ from typing import TypeVar
 from azure_openai_proxy.governance.sharedcontext import context_table
 from azure_openai_proxy.governance.sharedholds import ExitedColumns, holds_table
 from azure_openai_proxy.governance.sharedlimits import SharedLimits, SharedTable
+from azure_openai_proxy.http.accept import listening_sockets
 
-__all__ = ["SharedTables", "supervise"]
+__all__ = ["SharedTables", "port_refusal", "supervise"]
 
 log = logging.getLogger("azure_openai_proxy")
 _T = TypeVar("_T")
+
+
+def port_refusal(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on (None: it can), found before any worker
+    starts. The workers bind with SO_REUSEPORT, which the kernel grants beside any
+    listener of the same user that set it too: a second server with workers on a taken
+    port would start, and clients would be spread over both. This bind sets only
+    SO_REUSEADDR, which is refused while anything listens there."""
+    if port == 0:
+        return None  # each worker gets a port of its own
+    try:
+        sockets = listening_sockets(host or None, port)
+    except OSError as exc:
+        return (f"cannot listen on {host or '*'}:{port}: {exc} (another program, or "
+                "another azure-openai-proxy, listens there)")
+    for sock in sockets:
+        sock.close()
+    return None
 
 
 @dataclass(frozen=True)
