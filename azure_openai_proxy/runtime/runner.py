@@ -9,8 +9,8 @@
 - `--workers N`: N processes on one port (SO_REUSEPORT), each with its own pool state;
   the virtual keys' rate limits are shared by all of them, through a table the parent
   creates before it starts them (governance/sharedlimits.py) and removes at exit. When a
-  worker dies, the parent zeroes the requests it had in flight in that table. A port
-  already listened on is refused first.
+  worker dies, the parent zeroes the requests it had in flight in that table; when the
+  parent dies, each worker drains and exits. A port already listened on is refused first.
 """
 
 from __future__ import annotations
@@ -303,9 +303,11 @@ async def start_server(
 
 
 async def serve_forever(settings: Settings, source: SettingsSource | None, reuse_port: bool,
-                        shared: tuple[SharedTables, int] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT. `shared`: the server's shared tables and this
-    worker's number in them (`--workers N`)."""
+                        shared: tuple[SharedTables, int] | None = None,
+                        parent: int | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, or until the parent process is gone. `shared`: the
+    server's shared tables and this worker's number in them (`--workers N`); `parent`:
+    a worker's descriptor that reads end-of-file once its parent has exited."""
     app = create_app(settings)
     limits, holds, context = (shared[0].open(shared[1]) if shared is not None
                               else (None, None, None))
@@ -336,6 +338,8 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
+    if parent is not None:
+        _watch_parent(loop, parent, stop)
     watcher: asyncio.Task[None] | None = None
     if settings.watch_config and source is not None and source.config_path:
         watcher = loop.create_task(ConfigWatcher(source.config_path, reload).run())
@@ -347,10 +351,24 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
     await finish()
 
 
+def _watch_parent(loop: asyncio.AbstractEventLoop, parent: int, stop: asyncio.Event) -> None:
+    """A worker whose parent was killed (SIGKILL, the OOM killer) would serve on alone:
+    no one would pass it a signal, and it would hold the port beside the next server.
+    The parent's end of `parent` closes when it exits: then drain and exit, as on SIGTERM."""
+    def gone() -> None:
+        loop.remove_reader(parent)
+        log.warning("the parent process is gone: finishing in-flight requests, then exiting")
+        stop.set()
+
+    loop.add_reader(parent, gone)
+
+
 def _worker(settings: Settings, source: SettingsSource | None, reuse_port: bool,
             shared: tuple[SharedTables, int] | None = None) -> None:
     configure_logging(settings.log_level)
-    run_loop(serve_forever(settings, source, reuse_port, shared))
+    parent = multiprocessing.parent_process()  # None: serving in the main process
+    run_loop(serve_forever(settings, source, reuse_port, shared,
+                           None if parent is None else parent.sentinel))
 
 
 def run(settings: Settings, source: SettingsSource | None = None) -> int:
