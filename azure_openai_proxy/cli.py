@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import os
+import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -95,6 +96,9 @@ def load(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
 
 
 def _serve(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    # SIGHUP (reload) waits until the handlers are in place (runtime/runner.py): its
+    # default action would end the gateway, or every worker, while it starts.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     args = _serve_parser("azure-openai-proxy").parse_args(argv)
     try:
         settings = load(args, environ)

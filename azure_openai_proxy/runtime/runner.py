@@ -5,7 +5,8 @@
 - `SIGHUP` (and, with `--watch-config`, a change of the config file): reload the
   configuration. A bad new config is logged and the old one keeps serving; requests
   already in flight finish on the routing they started with; deployments still
-  configured keep their live state (cooldowns, circuits).
+  configured keep their live state (cooldowns, circuits). cli.py holds SIGHUP from the
+  start; it is let in once its handler is in place (parent and workers).
 - `--workers N`: N processes on one port (SO_REUSEPORT), each with its own pool state;
   the virtual keys' rate limits are shared by all of them, through a table the parent
   creates before it starts them (governance/sharedlimits.py) and removes at exit. When a
@@ -338,6 +339,7 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # held since the start (cli.py)
     if parent is not None:
         _watch_parent(loop, parent, stop)
     watcher: asyncio.Task[None] | None = None
@@ -412,6 +414,8 @@ def _run_workers(settings: Settings, source: SettingsSource | None,
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
+    # The workers inherited SIGHUP held (cli.py) and let it in once they can reload.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     if shared is None:
         supervise(workers, None)
     else:

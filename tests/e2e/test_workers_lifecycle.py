@@ -11,8 +11,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.e2e.pools import chat, pool_emulator
 from tests.e2e.test_reload_shutdown import (
+    _client,
     finish,
     gateway_process,
     paced_emulator,
@@ -21,7 +24,8 @@ from tests.e2e.test_reload_shutdown import (
     write_config,
 )
 from tests.e2e.test_shared_limits import _worker_pids
-from tests.processes import cli, running
+from tests.processes import cli, running, wait_for_port
+from tests.support import reserved_socket
 from tests.waiting import until
 
 
@@ -99,3 +103,44 @@ def test_workers_whose_parent_is_killed_finish_their_streams_and_exit(tmp_path: 
             finally:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(parent, signal.SIGKILL)  # orphans left by a failure
+
+
+def _holds_sighup(pid: int) -> bool:
+    """`pid` has SIGHUP blocked (pending until it unblocks it), and not SIGTERM (all of
+    them are, for an instant, while a process is spawned)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    blocked = next(line for line in status.splitlines() if line.startswith("SigBlk:"))
+    mask = int(blocked.split()[1], 16)
+    return bool(mask & 1 << (signal.SIGHUP - 1)) and not mask & 1 << (signal.SIGTERM - 1)
+
+
+@pytest.mark.parametrize("workers", [("--workers", "2"), ()], ids=["workers", "one"])
+def test_a_sighup_during_start_up_reloads_once_it_is_up_and_never_kills_it(
+        tmp_path: Path, workers: tuple[str, ...]) -> None:
+    """SIGHUP's default action ends a process: one sent before the reload handlers were
+    in place (the first second or two: `systemctl start` then `reload`) killed the
+    gateway, or every worker (the parent passing it on), and the parent exited 1."""
+    config = tmp_path / "config.yaml"
+    with pool_emulator() as emulator, reserved_socket() as held:
+        write_config(config, emulator.url, [("dep-a", {})])
+        port = held.getsockname()[1]
+        with running(cli("-c", str(config), "-l", f"127.0.0.1:{port}", *workers)) as process:
+            # Past the interpreter's own start (no program can hold a signal before it):
+            # from there SIGHUP must be held until the handlers are in place.
+            until(lambda: process.popen.poll() is not None or _holds_sighup(process.popen.pid)
+                  or not refused(port), 20)
+            assert _holds_sighup(process.popen.pid), "SIGHUP not held during start-up"
+            for _ in range(40):  # a SIGHUP every 50 ms through the start-up, 2 s at most
+                process.signal(signal.SIGHUP)
+                time.sleep(0.05)
+            assert process.popen.poll() is None, process.output()
+            wait_for_port(port, process=process.popen)
+            pids = _worker_pids(port, 2 if workers else 1, time.monotonic() + 30)
+            assert len(pids) == (2 if workers else 1), process.output()
+            assert chat(_client(port), max_tokens=1).choices
+            until(lambda: "configuration reloaded" in process.output(), 10)
+            process.signal(signal.SIGTERM)
+            assert process.popen.wait(15) == 0, process.output()
