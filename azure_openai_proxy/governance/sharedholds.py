@@ -159,6 +159,10 @@ class ExitedColumns:
             table.close()
         self._exited[worker] = self._monotonic()
 
+    def waiting(self, worker: int) -> bool:
+        """Whether `worker`'s column is still kept (a replacement must not count in it)."""
+        return worker in self._exited
+
     def reset_due(self, every: bool = False) -> float | None:
         """Reset the columns every live book has (`every`: all of them, no worker is
         left); the seconds until the next one is due at the latest (None: none left)."""

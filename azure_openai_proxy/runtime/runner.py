@@ -10,8 +10,9 @@
 - `--workers N`: N processes on one port (SO_REUSEPORT), each with its own pool state;
   the virtual keys' rate limits are shared by all of them, through a table the parent
   creates before it starts them (governance/sharedlimits.py) and removes at exit. When a
-  worker dies, the parent zeroes the requests it had in flight in that table; when the
-  parent dies, each worker drains and exits. A port already listened on is refused first.
+  worker dies, the parent zeroes the requests it had in flight in that table and starts
+  another in its place (runtime/workers.py); when the parent dies, each worker drains
+  and exits. A port already listened on is refused first.
 """
 
 from __future__ import annotations
@@ -51,7 +52,12 @@ from azure_openai_proxy.runtime.capacity import (
 )
 from azure_openai_proxy.runtime.heap import settle_heap
 from azure_openai_proxy.runtime.watch import ConfigWatcher
-from azure_openai_proxy.runtime.workers import SharedTables, port_refusal, supervise
+from azure_openai_proxy.runtime.workers import (
+    Replacements,
+    SharedTables,
+    port_refusal,
+    supervise,
+)
 from azure_openai_proxy.settings import (
     DeploymentSettings,
     ServerSettings,
@@ -401,13 +407,35 @@ def run(settings: Settings, source: SettingsSource | None = None) -> int:
 def _run_workers(settings: Settings, source: SettingsSource | None,
                  shared: SharedTables | None) -> int:
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker, daemon=False, args=(
-        settings, source, True, None if shared is None else (shared, index)))
-        for index in range(settings.workers)]
-    for process in workers:
-        process.start()
+    latest = [settings]  # what a replacement serves: the file as it reads now, if valid
+
+    def start(index: int) -> multiprocessing.process.BaseProcess:
+        process = context.Process(target=_worker, daemon=False, args=(
+            latest[0], source, True, None if shared is None else (shared, index)))
+        # A replacement too starts with SIGHUP held, until it can reload (cli.py).
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        return process
+
+    def replace(index: int) -> multiprocessing.process.BaseProcess:
+        # The others may have reloaded since the start (SIGHUP, --watch-config).
+        if source is not None:
+            try:
+                latest[0] = source.load()
+            except ConfigError as exc:
+                log.warning("worker %d starts again on the last configuration that "
+                            "loaded here: %s", index, exc)
+        return start(index)
+
+    workers = [start(index) for index in range(settings.workers)]
+    replacements = Replacements(replace)
 
     def forward(signum: int, _frame: object) -> None:
+        if signum != signal.SIGHUP:
+            replacements.stopping = True
         for process in workers:
             if process.pid is not None and process.is_alive():
                 os.kill(process.pid, signum)
@@ -417,7 +445,7 @@ def _run_workers(settings: Settings, source: SettingsSource | None,
     # The workers inherited SIGHUP held (cli.py) and let it in once they can reload.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     if shared is None:
-        supervise(workers, None)
+        supervise(workers, None, None, replacements)
     else:
-        supervise(workers, shared.limits, shared.holds)
+        supervise(workers, shared.limits, shared.holds, replacements)
     return 0 if all(p.exitcode == 0 for p in workers) else 1

@@ -4,10 +4,14 @@ flight and budget holds)."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import multiprocessing
 import multiprocessing.connection
-from collections.abc import Callable, Sequence
+import os
+import signal
+import time
+from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -16,7 +20,8 @@ from azure_openai_proxy.governance.sharedholds import ExitedColumns, holds_table
 from azure_openai_proxy.governance.sharedlimits import SharedLimits, SharedTable
 from azure_openai_proxy.http.accept import listening_sockets
 
-__all__ = ["SharedTables", "port_refusal", "supervise"]
+__all__ = ["REPLACE_LIMIT", "REPLACE_WINDOW", "Replacements", "SharedTables", "port_refusal",
+           "supervise"]
 
 log = logging.getLogger("azure_openai_proxy")
 _T = TypeVar("_T")
@@ -94,32 +99,87 @@ def _opened(spec: SharedLimits | None, worker: int, what: str) -> SharedTable | 
         return None
 
 
-def supervise(workers: Sequence[multiprocessing.process.BaseProcess],
-              shared: SharedLimits | None, holds: SharedLimits | None = None) -> None:
+class Replacements:
+    """Starts a worker in the place of one that died (killed: the OOM killer; crashed),
+    unless the server is stopping or workers keep dying: more than `REPLACE_LIMIT` in
+    `REPLACE_WINDOW` seconds is a fault a new one would meet again (it would start and
+    die forever), and from then on the dead stay dead."""
+
+    def __init__(self, start: Callable[[int], multiprocessing.process.BaseProcess],
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._start = start
+        self._monotonic = monotonic
+        self._deaths: collections.deque[float] = collections.deque()
+        self.stopping = False  # set by the parent's SIGTERM/SIGINT handler
+        self.given_up = False
+
+    def start(self, worker: int) -> multiprocessing.process.BaseProcess | None:
+        """A new process for worker number `worker`, started (None: none is)."""
+        if self.stopping or self.given_up:
+            return None
+        now = self._monotonic()
+        self._deaths.append(now)
+        while self._deaths[0] < now - REPLACE_WINDOW:
+            self._deaths.popleft()
+        if len(self._deaths) > REPLACE_LIMIT:
+            self.given_up = True
+            log.error("%d workers died within %g s: no more are started in their place",
+                      len(self._deaths), REPLACE_WINDOW)
+            return None
+        return self._start(worker)
+
+
+REPLACE_LIMIT, REPLACE_WINDOW = 5, 60.0
+
+
+def supervise(workers: MutableSequence[multiprocessing.process.BaseProcess],
+              shared: SharedLimits | None, holds: SharedLimits | None = None,
+              replacements: Replacements | None = None) -> None:
     """Wait for every worker to exit. One that dies (a non-zero exit: killed, crashed)
     leaves its requests in flight counted in the shared limits table: they are zeroed,
     or the keys' parallel limits would stay taken by requests that will never end. The
     budget holds of one that exits, whatever its exit, are zeroed in `holds` once every
     live worker's book has its records (`ExitedColumns`: seconds): nothing else would
-    release them."""
+    release them. `replacements`: one that died is replaced (in `workers`) once its
+    column of the holds is free."""
     exited = ExitedColumns(holds) if holds is not None else None
     running = {process.sentinel: index for index, process in enumerate(workers)}
-    while running:
+    dead: set[int] = set()  # to be replaced
+    while running or dead:
         due = None if exited is None else _tended(exited.reset_due)
-        wait = None if due is None else min(due, _EXITED_POLL)
+        for index in sorted(dead):
+            if exited is None or not exited.waiting(index):
+                dead.discard(index)
+                _replace(workers, index, replacements, running)
+        wait = min(due, _EXITED_POLL) if due is not None else _EXITED_POLL if dead else None
         ready = set(multiprocessing.connection.wait(list(running), wait))
         for index in [running.pop(s) for s in list(running) if s in ready]:
             workers[index].join()
             if exited is not None:
                 _tended(exited.exited, index)
-            if shared is not None and workers[index].exitcode != 0:
-                _tended(shared.reset_worker, index)
+            if workers[index].exitcode != 0:
+                if shared is not None:
+                    _tended(shared.reset_worker, index)
                 log.warning("worker %d (pid %s) exited with %s; its requests in flight "
                             "are no longer counted (its budget holds once the others have "
                             "read its last records)", index, workers[index].pid,
                             workers[index].exitcode)
+                if replacements is not None and not replacements.stopping:
+                    dead.add(index)
     if exited is not None:
         _tended(exited.reset_due, True)
+
+
+def _replace(workers: MutableSequence[multiprocessing.process.BaseProcess], index: int,
+             replacements: Replacements | None, running: dict[int, int]) -> None:
+    process = None if replacements is None else replacements.start(index)
+    if process is None:
+        return
+    log.warning("worker %d (pid %s) replaced by pid %s", index, workers[index].pid, process.pid)
+    workers[index] = process
+    running[process.sentinel] = index
+    if replacements is not None and replacements.stopping and process.pid is not None:
+        os.kill(process.pid, signal.SIGTERM)  # the stop came while it started
 
 
 _EXITED_POLL = 1.0  # seconds between looks at the live workers' reads, while one exited

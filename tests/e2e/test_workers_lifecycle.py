@@ -11,8 +11,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from azure_openai_proxy.governance.model import Limits
 from tests.e2e.pools import chat, pool_emulator
 from tests.e2e.test_reload_shutdown import (
     _client,
@@ -23,7 +25,7 @@ from tests.e2e.test_reload_shutdown import (
     stream_of,
     write_config,
 )
-from tests.e2e.test_shared_limits import _worker_pids
+from tests.e2e.test_shared_limits import _worker_pids, two_workers
 from tests.processes import cli, running, wait_for_port
 from tests.support import reserved_socket
 from tests.waiting import until
@@ -70,6 +72,15 @@ def test_a_port_another_program_listens_on_is_one_clear_line_not_a_traceback_per
             assert code == 1, output
             assert f"cannot listen on 127.0.0.1:{port}" in output, output
             assert "Traceback" not in output, output
+
+
+def _chat(port: int, secret: str) -> int:
+    """A chat on a connection of its own (the kernel picks the worker): its status."""
+    response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=30,
+                          headers={"Authorization": f"Bearer {secret}", "Connection": "close"},
+                          json={"model": "gpt-4o", "max_tokens": 1,
+                                "messages": [{"role": "user", "content": "hi"}]})
+    return response.status_code
 
 
 def _running(pid: int) -> bool:
@@ -144,3 +155,18 @@ def test_a_sighup_during_start_up_reloads_once_it_is_up_and_never_kills_it(
             until(lambda: "configuration reloaded" in process.output(), 10)
             process.signal(signal.SIGTERM)
             assert process.popen.wait(15) == 0, process.output()
+
+
+def test_a_worker_that_is_killed_is_replaced_and_its_key_limits_hold(tmp_path: Path) -> None:
+    """The OOM killer picks a worker: the server used to serve on with one fewer, for
+    good (with none left, the parent exited). The replacement counts in the dead one's
+    column of the shared tables, once its budget holds are released."""
+    with two_workers(tmp_path, Limits(rpm=4)) as (_, process, client, secret):
+        workers = _worker_pids(client.port, 2, time.monotonic() + 30)
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        until(lambda: "replaced by" in process.output(), 30, process.output())
+        now = _worker_pids(client.port, 2, time.monotonic() + 30)
+        assert len(now) == 2 and victim not in now and max(workers) in now, (workers, now)
+        statuses = [_chat(client.port, secret) for _ in range(8)]  # over both workers
+        assert statuses == [200] * 4 + [429] * 4

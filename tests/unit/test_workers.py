@@ -1,0 +1,86 @@
+"""The parent's side of `--workers N` (runtime/workers.py): replacing the workers that
+die, and giving up on workers that keep dying."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.process
+import os
+import signal
+
+import pytest
+
+from azure_openai_proxy.runtime.workers import (
+    REPLACE_LIMIT,
+    REPLACE_WINDOW,
+    Replacements,
+    supervise,
+)
+
+
+class Clock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _exit(code: int) -> None:
+    if code < 0:
+        os.kill(os.getpid(), -code)
+    os._exit(code)
+
+
+def _process(code: int) -> multiprocessing.process.BaseProcess:
+    process = multiprocessing.get_context("spawn").Process(target=_exit, args=(code,))
+    process.start()
+    return process
+
+
+def test_workers_that_keep_dying_are_replaced_up_to_the_limit_then_not(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock, started = Clock(), []
+
+    def start(worker: int) -> multiprocessing.process.BaseProcess:
+        started.append(worker)
+        return multiprocessing.process.BaseProcess()
+
+    replacements = Replacements(start, clock)
+    for _ in range(REPLACE_LIMIT):
+        assert replacements.start(1) is not None
+        clock.now += REPLACE_WINDOW / REPLACE_LIMIT - 1  # all within the window
+    with caplog.at_level(logging.ERROR, logger="azure_openai_proxy"):
+        assert replacements.start(0) is None
+    assert started == [1] * REPLACE_LIMIT and replacements.given_up
+    assert f"{REPLACE_LIMIT + 1} workers died within" in caplog.text
+    clock.now += 10 * REPLACE_WINDOW
+    assert replacements.start(0) is None  # given up for good: the fault is still there
+
+
+def test_deaths_spread_out_are_each_replaced() -> None:
+    clock, started = Clock(), []
+    replacements = Replacements(lambda worker: started.append(worker) or
+                                multiprocessing.process.BaseProcess(), clock)
+    for _ in range(3 * REPLACE_LIMIT):
+        assert replacements.start(0) is not None
+        clock.now += REPLACE_WINDOW / REPLACE_LIMIT + 1
+    assert len(started) == 3 * REPLACE_LIMIT and not replacements.given_up
+
+
+def test_nothing_is_replaced_once_the_server_stops() -> None:
+    replacements = Replacements(lambda worker: multiprocessing.process.BaseProcess(), Clock())
+    replacements.stopping = True
+    assert replacements.start(0) is None and not replacements.given_up
+
+
+def test_a_killed_worker_is_replaced_in_its_place_and_a_clean_exit_is_not() -> None:
+    """Worker 1 is killed; its replacement exits cleanly, as does worker 0: supervise
+    returns with the replacement in worker 1's place (the exit code reads from it)."""
+    workers = [_process(0), _process(-signal.SIGKILL)]
+    killed = workers[1]
+    replacements = Replacements(lambda worker: _process(0))
+    supervise(workers, None, None, replacements)
+    assert workers[1] is not killed and killed.exitcode == -signal.SIGKILL
+    assert [p.exitcode for p in workers] == [0, 0]
