@@ -407,12 +407,12 @@ def run(settings: Settings, source: SettingsSource | None = None) -> int:
 def _run_workers(settings: Settings, source: SettingsSource | None,
                  shared: SharedTables | None) -> int:
     context = multiprocessing.get_context("spawn")
-    latest = [settings]  # what a replacement serves: the file as it reads now, if valid
+    reloaded = [settings.watch_config]  # whether the workers may serve another config
 
     def start(index: int) -> multiprocessing.process.BaseProcess:
         process = context.Process(target=_worker, daemon=False, args=(
-            latest[0], source, True, None if shared is None else (shared, index)))
-        # A replacement too starts with SIGHUP held, until it can reload (cli.py).
+            settings, source, True, None if shared is None else (shared, index)))
+        # Held in the new process until it can reload (cli.py); a replacement's too.
         held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         try:
             process.start()
@@ -421,20 +421,20 @@ def _run_workers(settings: Settings, source: SettingsSource | None,
         return process
 
     def replace(index: int) -> multiprocessing.process.BaseProcess:
-        # The others may have reloaded since the start (SIGHUP, --watch-config).
-        if source is not None:
-            try:
-                latest[0] = source.load()
-            except ConfigError as exc:
-                log.warning("worker %d starts again on the last configuration that "
-                            "loaded here: %s", index, exc)
-        return start(index)
+        process = start(index)
+        if reloaded[0] and process.pid is not None:
+            # The others reloaded since the start (SIGHUP, --watch-config): this one
+            # does too once it can, as they did (what is fixed at start stays as theirs).
+            os.kill(process.pid, signal.SIGHUP)
+        return process
 
     workers = [start(index) for index in range(settings.workers)]
     replacements = Replacements(replace)
 
     def forward(signum: int, _frame: object) -> None:
-        if signum != signal.SIGHUP:
+        if signum == signal.SIGHUP:
+            reloaded[0] = True
+        else:
             replacements.stopping = True
         for process in workers:
             if process.pid is not None and process.is_alive():

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from azure_openai_proxy.governance.model import Limits
-from tests.e2e.pools import chat, pool_emulator
+from tests.e2e.pools import chat, hits, pool_emulator
 from tests.e2e.test_reload_shutdown import (
     _client,
     finish,
@@ -170,3 +170,24 @@ def test_a_worker_that_is_killed_is_replaced_and_its_key_limits_hold(tmp_path: P
         assert len(now) == 2 and victim not in now and max(workers) in now, (workers, now)
         statuses = [_chat(client.port, secret) for _ in range(8)]  # over both workers
         assert statuses == [200] * 4 + [429] * 4
+
+
+def test_a_replacement_after_a_reload_serves_the_reloaded_config(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    with paced_emulator() as emulator:
+        write_config(config, emulator.url, [("dep-a", {})])
+        with gateway_process(config, "--workers", "2") as (process, client):
+            workers = _worker_pids(client.port, 2, time.monotonic() + 30)
+            write_config(config, emulator.url, [("dep-b", {})])
+            process.signal(signal.SIGHUP)
+            until(lambda: process.output().count("configuration reloaded") == 2, 10)
+            os.kill(min(workers), signal.SIGKILL)
+            until(lambda: process.output().count("configuration reloaded") == 3, 30,
+                  process.output())
+            now = _worker_pids(client.port, 2, time.monotonic() + 30)
+            assert len(now) == 2 and min(workers) not in now
+            for _ in range(6):  # fresh connections: both workers
+                chat(_client(client.port), max_tokens=1)
+            assert {deployment for deployment, _ in hits(emulator)} == {"dep-b"}
+            process.signal(signal.SIGTERM)
+            assert process.popen.wait(15) == 0, process.output()
