@@ -145,12 +145,14 @@ def supervise(workers: MutableSequence[multiprocessing.process.BaseProcess],
     exited = ExitedColumns(holds) if holds is not None else None
     running = {process.sentinel: index for index, process in enumerate(workers)}
     dead: set[int] = set()  # to be replaced
-    while running or dead:
+    while True:
         due = None if exited is None else _tended(exited.reset_due)
         for index in sorted(dead):
             if exited is None or not exited.waiting(index):
                 dead.discard(index)
                 _replace(workers, index, replacements, running)
+        if not running and not dead:  # (a replacement refused leaves none to wait for)
+            break
         wait = min(due, _EXITED_POLL) if due is not None else _EXITED_POLL if dead else None
         ready = set(multiprocessing.connection.wait(list(running), wait))
         for index in [running.pop(s) for s in list(running) if s in ready]:
@@ -172,7 +174,11 @@ def supervise(workers: MutableSequence[multiprocessing.process.BaseProcess],
 
 def _replace(workers: MutableSequence[multiprocessing.process.BaseProcess], index: int,
              replacements: Replacements | None, running: dict[int, int]) -> None:
-    process = None if replacements is None else replacements.start(index)
+    try:
+        process = None if replacements is None else replacements.start(index)
+    except OSError as exc:  # no memory or processes left to start one: serve on without
+        log.error("worker %d could not be started again: %s", index, exc)
+        return
     if process is None:
         return
     log.warning("worker %d (pid %s) replaced by pid %s", index, workers[index].pid, process.pid)

@@ -84,3 +84,23 @@ def test_a_killed_worker_is_replaced_in_its_place_and_a_clean_exit_is_not() -> N
     supervise(workers, None, None, replacements)
     assert workers[1] is not killed and killed.exitcode == -signal.SIGKILL
     assert [p.exitcode for p in workers] == [0, 0]
+
+
+def test_a_replacement_that_cannot_be_started_leaves_the_others_served(
+        caplog: pytest.LogCaptureFixture) -> None:
+    def refused(worker: int) -> multiprocessing.process.BaseProcess:
+        raise BlockingIOError(11, "Resource temporarily unavailable")  # fork's EAGAIN
+
+    workers = [_process(0), _process(-signal.SIGKILL)]
+    with caplog.at_level(logging.ERROR, logger="azure_openai_proxy"):
+        supervise(workers, None, None, Replacements(refused))
+    assert [p.exitcode for p in workers] == [0, -signal.SIGKILL]
+    assert "worker 1 could not be started again" in caplog.text
+
+
+def test_when_every_worker_died_and_none_is_replaced_the_wait_ends() -> None:
+    replacements = Replacements(lambda worker: _process(0))
+    replacements.given_up = True  # workers kept dying before these
+    workers = [_process(-signal.SIGKILL), _process(-signal.SIGKILL)]
+    supervise(workers, None, None, replacements)  # it used to wait for nothing, forever
+    assert [p.exitcode for p in workers] == [-signal.SIGKILL] * 2
