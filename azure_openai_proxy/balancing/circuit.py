@@ -66,11 +66,13 @@ class CircuitBreaker:
         return False
 
     def succeeded(self) -> None:
-        self.state = "closed"
-        self.failures = 0
-        self.sure = 0
-        self.spread = False
-        self.probing = False
+        # Once per successful answer: nothing written when there is nothing to undo.
+        # (`first` and `spread` are set afresh by a streak's first failure.)
+        if self.failures or self.state != "closed":
+            self.state = "closed"
+            self.failures = 0
+            self.sure = 0
+            self.probing = False
 
     def failed(self, now: float, caller: str | None = None, own: bool = False) -> bool:
         """Count a failure of `caller`'s request (`own`: one that may be the request's

@@ -4,8 +4,11 @@ through the gateway to the emulator's fault injection, a fake clock for the circ
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from azure_openai_proxy.config import load_settings
@@ -21,7 +24,9 @@ from tests.e2e.pools import (
     pool_gateway,
     sdk,
 )
+from azure_openai_proxy.store.keys import KeyStore
 from tests.support import ServerThread, bound_socket
+from tests.waiting import until
 
 OTHER_KEY = "sk-gateway-other-tenant-key-0123456789"
 ONE = [("dep-a", {})]
@@ -33,10 +38,22 @@ def _settings(url: str, **extra: Any) -> Any:
     return load_settings(config, {})
 
 
-def _other(gateway: ServerThread) -> Any:
+def _other(gateway: ServerThread, key: str = OTHER_KEY) -> Any:
     from openai import OpenAI
 
-    return OpenAI(base_url=gateway.url + "/v1", api_key=OTHER_KEY, max_retries=0, timeout=30)
+    return OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=30)
+
+
+def _virtual_key(gateway: ServerThread, database: Path, name: str) -> str:
+    store = KeyStore.open(database)
+    try:
+        _, secret = store.create_key(name, now=time.time())
+    finally:
+        store.close()
+    until(lambda: httpx.get(gateway.url + "/v1/models",
+                            headers={"Authorization": f"Bearer {secret}"}).status_code == 200,
+          timeout=10, message="the gateway never loaded the new key")
+    return secret
 
 
 def _row(gateway: ServerThread) -> dict[str, Any]:
@@ -113,3 +130,34 @@ def test_one_keys_connection_refusals_open_it_for_all() -> None:
             held = _refused(_other(gateway))
             assert held.status_code == 503
             assert held.json()["error"]["code"] == "no_deployment_available"
+
+
+def test_one_virtual_keys_500s_hold_off_that_key_not_another(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "gw.db"
+    with pool_emulator() as emulator, pool_gateway(
+        _settings(emulator.url, database=f"sqlite:///{database}"), FakeClock()
+    ) as gateway:
+        a = _other(gateway, _virtual_key(gateway, database, "tenant-a"))
+        b = _other(gateway, _virtual_key(gateway, database, "tenant-b"))
+        emulator.fault("dep-a", "500", count=2)
+        assert [_refused(a).status_code for _ in range(3)] == [500, 500, 503]
+        assert chat(b).choices[0].message.content
+        assert _row(gateway)["callers_circuit_open"] == 1
+
+
+def test_in_a_pool_the_held_off_key_goes_to_the_next_deployment_and_the_other_stays() -> None:
+    with pool_emulator() as emulator:
+        config = pool_config(emulator.url, [("dep-a", {"priority": 1}), ("dep-b", {"priority": 2})],
+                             circuit_failures=2, circuit_open_seconds=30)
+        config["client_keys"] = [CLIENT_KEY, OTHER_KEY]
+        with pool_gateway(load_settings(config, {}), FakeClock()) as gateway:
+            a, b = sdk(gateway), _other(gateway)
+            emulator.fault("dep-a", "500", count=2)
+            for _ in range(2):
+                assert _refused(a).status_code == 500  # a POST answered 500: not resent
+            assert chat(a).choices[0].message.content
+            assert hits(emulator)[-1] == ("dep-b", 200)
+            assert chat(b).choices[0].message.content
+            assert hits(emulator)[-1] == ("dep-a", 200)
