@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from azure_openai_proxy.config import load_settings
+from azure_openai_proxy.store.keys import KeyStore
 from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY
 from tests.e2e.pools import (
     MODEL,
@@ -24,7 +25,7 @@ from tests.e2e.pools import (
     pool_gateway,
     sdk,
 )
-from azure_openai_proxy.store.keys import KeyStore
+from tests.e2e.test_metrics import P, scrape, value
 from tests.support import ServerThread, bound_socket
 from tests.waiting import until
 
@@ -90,6 +91,10 @@ def test_one_keys_streak_of_500s_holds_off_that_key_only() -> None:
         assert row["circuit"] == "closed" and row["available"]
         assert row["callers_circuit_open"] == 1
         assert CLIENT_KEY not in str(health(gateway))
+        samples = scrape(gateway.url)
+        assert value(samples, P + "deployment_caller_circuits_open", deployment="dep-a") == 1
+        assert value(samples, P + "deployment_circuit_state", deployment="dep-a") == 0
+        assert value(samples, P + "circuit_opened_total", deployment="dep-a") == 0
         clock.advance(30)
         assert chat(a).choices[0].message.content  # a's own probe, answered
         assert _row(gateway)["callers_circuit_open"] == 0
