@@ -3,7 +3,8 @@
     closed --(threshold consecutive failures)--> open
     open --(open_seconds passed; the next attempt is the probe)--> half-open
     half-open --(probe succeeds)--> closed
-    half-open --(probe fails)--> open again
+    half-open --(probe fails)--> open again (as the request's own doing: when the
+                                 probes of two callers have failed)
 
 While half-open exactly one attempt (the probe) is let through; others treat the
 deployment as unavailable until the probe's verdict is in.
@@ -39,6 +40,8 @@ class CircuitBreaker:
     sure: int = 0  # failures in the streak that were not the request's own
     first: str | None = None  # the caller of the streak's first failure
     spread: bool = False  # a second caller failed in the streak
+    probe_failed: bool = False  # half-open: a probe failed as its request's own doing
+    probe_failed_by: str | None = None  # (whose)
 
     def available(self, now: float) -> bool:
         """Whether an attempt may start now."""
@@ -78,6 +81,14 @@ class CircuitBreaker:
         """Count a failure of `caller`'s request (`own`: one that may be the request's
         own doing); True when this one opened the circuit."""
         if self.state == "half-open":
+            if own and (not self.probe_failed or self.probe_failed_by == caller):
+                # One caller's request failing proves nothing about the others': the
+                # next attempt probes again (the caller's own circuit counts this one),
+                # so a caller whose requests always fail cannot keep the circuit open
+                # by sending every probe. A second caller's probe failing reopens it.
+                self.probe_failed, self.probe_failed_by = True, caller
+                self.probing = False
+                return False
             self._open(now)
             return True
         self.failures += 1
@@ -110,3 +121,4 @@ class CircuitBreaker:
         self.state = "open"
         self.opened_until = now + self.open_seconds
         self.probing = False
+        self.probe_failed = False

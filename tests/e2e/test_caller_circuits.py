@@ -166,3 +166,18 @@ def test_in_a_pool_the_held_off_key_goes_to_the_next_deployment_and_the_other_st
             assert hits(emulator)[-1] == ("dep-b", 200)
             assert chat(b).choices[0].message.content
             assert hits(emulator)[-1] == ("dep-a", 200)
+
+
+def test_a_keys_failing_probe_does_not_reopen_the_circuit_for_the_other_key() -> None:
+    clock = FakeClock()
+    with pool_emulator() as emulator, pool_gateway(_settings(emulator.url), clock) as gateway:
+        a, b = sdk(gateway), _other(gateway)
+        emulator.fault("dep-a", "drop", count=2)
+        for _ in range(2):
+            assert _refused(a).status_code == 502  # dropped: everyone's failure
+        assert _row(gateway)["circuit"] == "open"
+        clock.advance(30)
+        emulator.fault("dep-a", "500", count=1)
+        assert _refused(a).status_code == 500  # a's request was the probe: its own 500
+        assert chat(b).choices[0].message.content  # b probes next, and closes it
+        assert _row(gateway)["circuit"] == "closed"

@@ -59,6 +59,35 @@ def test_a_caller_whose_circuit_opened_is_forgotten_by_the_deployments_streak() 
     assert breaker.state == "closed"
 
 
+def test_one_callers_failing_probe_lets_another_caller_probe_and_a_second_reopens() -> None:
+    breaker = CircuitBreaker(1, 10.0)
+    breaker.failed(0.0, "key:a")  # a reset: open for all
+    assert breaker.admit(10.0)
+    assert not breaker.failed(10.0, "key:a", own=True)  # a's 500: proves nothing for b
+    assert breaker.state == "half-open" and breaker.available(10.0)
+    assert breaker.admit(10.0)
+    assert not breaker.failed(10.0, "key:a", own=True)  # a again, and again
+    assert breaker.admit(10.0)
+    breaker.succeeded()  # b's probe
+    assert breaker.state == "closed"
+    breaker.failed(20.0, "key:a")
+    breaker.admit(30.0)
+    breaker.failed(30.0, "key:a", own=True)
+    breaker.admit(30.0)
+    assert breaker.failed(30.0, "key:b", own=True)  # two callers' probes failed: reopened
+    assert breaker.state == "open" and breaker.opened_until == 40.0
+    assert breaker.admit(40.0)
+    assert not breaker.failed(40.0, "key:b", own=True)  # a new half-open period
+
+
+def test_a_failed_probe_that_is_nobodys_request_reopens_at_once() -> None:
+    breaker = CircuitBreaker(1, 10.0)
+    breaker.failed(0.0, "key:a")
+    breaker.admit(10.0)
+    assert breaker.failed(10.0, "key:a")
+    assert breaker.state == "open"
+
+
 def test_a_callers_circuit_opens_cools_probes_and_closes_on_its_own_success() -> None:
     circuits = CallerCircuits()
     assert not circuits.failed("key:a", 0.0, 2, 10.0)
