@@ -4,15 +4,12 @@ through the gateway to the emulator's fault injection, a fake clock for the circ
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from azure_openai_proxy.config import load_settings
-from azure_openai_proxy.store.keys import KeyStore
 from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY
 from tests.e2e.pools import (
     MODEL,
@@ -25,9 +22,9 @@ from tests.e2e.pools import (
     pool_gateway,
     sdk,
 )
+from tests.e2e.test_ledger import _virtual_key
 from tests.e2e.test_metrics import P, scrape, value
 from tests.support import ServerThread, bound_socket
-from tests.waiting import until
 
 OTHER_KEY = "sk-gateway-other-tenant-key-0123456789"
 ONE = [("dep-a", {})]
@@ -43,18 +40,6 @@ def _other(gateway: ServerThread, key: str = OTHER_KEY) -> Any:
     from openai import OpenAI
 
     return OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=30)
-
-
-def _virtual_key(gateway: ServerThread, database: Path, name: str) -> str:
-    store = KeyStore.open(database)
-    try:
-        _, secret = store.create_key(name, now=time.time())
-    finally:
-        store.close()
-    until(lambda: httpx.get(gateway.url + "/v1/models",
-                            headers={"Authorization": f"Bearer {secret}"}).status_code == 200,
-          timeout=10, message="the gateway never loaded the new key")
-    return secret
 
 
 def _row(gateway: ServerThread) -> dict[str, Any]:
@@ -144,8 +129,8 @@ def test_one_virtual_keys_500s_hold_off_that_key_not_another(
     with pool_emulator() as emulator, pool_gateway(
         _settings(emulator.url, database=f"sqlite:///{database}"), FakeClock()
     ) as gateway:
-        a = _other(gateway, _virtual_key(gateway, database, "tenant-a"))
-        b = _other(gateway, _virtual_key(gateway, database, "tenant-b"))
+        a = _other(gateway, _virtual_key(gateway, database, "tenant-a")[1])
+        b = _other(gateway, _virtual_key(gateway, database, "tenant-b")[1])
         emulator.fault("dep-a", "500", count=2)
         assert [_refused(a).status_code for _ in range(3)] == [500, 500, 503]
         assert chat(b).choices[0].message.content
