@@ -166,3 +166,15 @@ def test_a_keys_failing_probe_does_not_reopen_the_circuit_for_the_other_key() ->
         assert _refused(a).status_code == 500  # a's request was the probe: its own 500
         assert chat(b).choices[0].message.content  # b probes next, and closes it
         assert _row(gateway)["circuit"] == "closed"
+
+
+def test_one_keys_requests_that_time_out_after_sending_hold_off_that_key_only() -> None:
+    with pool_emulator() as emulator, pool_gateway(
+        _settings(emulator.url, upstream={"read_timeout": 0.3}), FakeClock()
+    ) as gateway:
+        a, b = sdk(gateway), _other(gateway)
+        emulator.fault("dep-a", "hang", count=2, seconds=1.0)
+        # Azure read them and never answered in time: maybe their own doing (their size)
+        assert [_refused(a).status_code for _ in range(3)] == [504, 504, 503]
+        assert chat(b).choices[0].message.content
+        assert _row(gateway)["circuit"] == "closed"
