@@ -13,8 +13,9 @@
   do not all wake, and hit it, at the same instant.
 - `GiveUp(cause, retry_after)`: nothing is ready in time. `rate_limited` when every
   blocked deployment is cooling down (the client gets 429), `unavailable` when circuits
-  are open (503), the deployment's or the caller's own there (`balancing/callers.py`),
-  `tried_all` when every deployment already failed for this request.
+  are open (503), `held` when only the caller's own circuits keep it off
+  (`balancing/callers.py`; a 503 that says so), `tried_all` when every deployment
+  already failed for this request.
 
 `FailoverRun` walks one request through its pool with these answers, counting attempts
 against `max_attempts` and time against the retry budget.
@@ -35,7 +36,7 @@ __all__ = [
     "FailoverRun", "GiveUp", "Ordered", "Plan", "Try", "WaitFor", "jitter_bound", "near_quota", "plan",
 ]
 
-Cause = Literal["rate_limited", "unavailable", "tried_all", "exhausted"]
+Cause = Literal["rate_limited", "unavailable", "held", "tried_all", "exhausted"]
 
 # Jitter added to a wait for a cooldown: a quarter of the wait, at least 50 ms (a short
 # retry-after still spreads its waiters) and at most 2 s (a long one is not stretched
@@ -105,10 +106,10 @@ def plan(
         state = member.state
         if state.key in skip:
             continue
-        if caller is not None and state.callers and state.callers.blocks(caller, now):
-            held.append(max(state.available_at(), state.callers.available_at(caller)))
-        elif not state.available(now):
+        if not state.available(now):
             blocked.append(state)
+        elif caller is not None and state.callers and state.callers.blocks(caller, now):
+            held.append(state.callers.available_at(caller))
         elif near_quota(member, now, cost):
             tight.append(member)
         else:
@@ -123,7 +124,10 @@ def plan(
     wait = soonest(cooling, now)
     if wait is not None and now + wait <= deadline:
         return WaitFor(wait + rng.random() * jitter_bound(wait, deadline - now - wait))
-    cause: Cause = "rate_limited" if len(cooling) == len(blocked) and not held else "unavailable"
+    cause: Cause = (
+        "held" if not blocked else "rate_limited" if len(cooling) == len(blocked) and not held
+        else "unavailable"
+    )
     return GiveUp(cause, _soonest_of(soonest(blocked, now), held, now))
 
 

@@ -218,6 +218,12 @@ class Failover:
                 f"Every deployment serving {model} is rate-limited; retry after "
                 f"{_seconds(wait_ms)} seconds.", retry_after_ms=wait_ms,
             )
+        if step.cause == "held":
+            return NoDeploymentAvailable(
+                f"Your recent requests for {model} failed again and again (Azure answered "
+                "500, or not in time), so yours are paused for a while; other callers are "
+                f"not. Retry after {_seconds(wait_ms)} seconds.", retry_after_ms=wait_ms,
+            )
         return NoDeploymentAvailable(
             f"No deployment serving {model} is available right now (failing or cooling "
             "down); please retry later.", retry_after_ms=wait_ms,

@@ -142,7 +142,9 @@ def test_the_plan_leaves_out_a_deployment_only_for_the_caller_it_holds_off() -> 
     assert [m.settings.deployment_name for m in for_a.candidates] == ["b"]
     assert sorted(m.settings.deployment_name for m in for_b.candidates) == ["a", "b"]
     alone = for_caller("key:a", members[:1])
-    assert alone == ("unavailable", 9.0)  # a 503 with a's reopening time, not a wait
+    assert alone == ("held", 9.0)  # a 503 with a's reopening time, not a wait
+    members[0].state.breaker.failed(1.0, "key:b")  # and the deployment's own circuit opens
+    assert for_caller("key:a", members[:1])[0] == "unavailable"
 
 
 def test_a_caller_is_its_virtual_key_its_client_keys_hash_or_anonymous() -> None:
