@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from azure_openai_proxy.auth import Caller, caller_id
+from azure_openai_proxy.auth import ANONYMOUS, Caller, caller_id
 from azure_openai_proxy.balancing import (
     BreakerRules,
     DeploymentState,
@@ -219,10 +219,13 @@ class Failover:
                 f"{_seconds(wait_ms)} seconds.", retry_after_ms=wait_ms,
             )
         if step.cause == "held":
+            # Requests without a key are all one caller: there are no "others" to name.
+            whose = ("requests without a key are paused" if caller_id(self._caller) == ANONYMOUS
+                     else "yours are paused (other callers' are served)")
             return NoDeploymentAvailable(
-                f"Your recent requests for {model} failed again and again (Azure answered "
-                "500, or not in time), so yours are paused for a while; other callers are "
-                f"not. Retry after {_seconds(wait_ms)} seconds.", retry_after_ms=wait_ms,
+                f"Recent requests for {model} failed again and again (Azure answered 500, "
+                f"or not in time), so {whose}; retry after {_seconds(wait_ms)} seconds.",
+                retry_after_ms=wait_ms,
             )
         return NoDeploymentAvailable(
             f"No deployment serving {model} is available right now (failing or cooling "

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from azure_openai_proxy.auth import ANONYMOUS, Caller, ClientKeyring, caller_id
 from azure_openai_proxy.balancing import Ordered, plan
 from azure_openai_proxy.balancing.callers import MAX_CALLERS, CallerCircuits
@@ -12,6 +14,7 @@ from azure_openai_proxy.balancing.circuit import CircuitBreaker
 from azure_openai_proxy.balancing.state import DeploymentKey, DeploymentState
 from azure_openai_proxy.balancing.strategies import Member, strategy_named
 from azure_openai_proxy.config import load_settings
+from azure_openai_proxy.errors import NoDeploymentAvailable
 from azure_openai_proxy.gateway.balancer import Balancer
 from azure_openai_proxy.governance.model import VirtualKey
 from azure_openai_proxy.observability.record import RequestRecord
@@ -224,3 +227,14 @@ def test_a_timeout_after_sending_is_the_callers_own_and_no_connection_is_everyon
         lease.failed("upstream_unreachable")
         lease.done()
     assert b.sole_ready(pool, b.clock(), Caller(None, client="client:c")) is None
+
+
+def test_the_503_of_a_held_caller_says_whose_requests_are_paused() -> None:
+    for who, says in ((A, "yours are paused (other callers' are served)"),
+                      (Caller(None), "requests without a key are paused")):
+        b, pool, _ = _balancer()
+        assert _attempt(b, pool, who, 500) and _attempt(b, pool, who, 500)
+        with pytest.raises(NoDeploymentAvailable) as caught:
+            b.failover(pool, 0, caller=who).next_step()
+        assert says in caught.value.message
+        assert caught.value.headers()["retry-after"] == "10"
