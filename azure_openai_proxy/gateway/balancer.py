@@ -54,6 +54,7 @@ _FAILED_STATUSES = frozenset({500, 502, 503, 504})
 # own doing (its shape, its size): it opens the deployment's circuit only when callers'
 # failures mix (`balancing/circuit.py`); a 502/503/504 counts for everyone.
 _OWN_STATUS = 500
+_OWN_PROBE = 2  # (a `Lease._probe` bit)
 
 
 def rules_of(settings: Settings) -> BreakerRules:
@@ -72,8 +73,7 @@ def failure_reason(error: GatewayError) -> str:
 class Lease:
     """One attempt on one deployment; tells the deployment's state how it went."""
 
-    __slots__ = ("_balancer", "_caller", "_open", "_own_probe", "_probe", "_sent", "deployment",
-                 "state")
+    __slots__ = ("_balancer", "_caller", "_open", "_probe", "_sent", "deployment", "state")
 
     def __init__(self, balancer: Balancer, deployment: DeploymentSettings, state: DeploymentState,
                  now: float | None = None, caller: Caller | None = None):
@@ -86,20 +86,20 @@ class Lease:
         self._sent = now
         self._open = True
         state.in_flight += 1
-        self._probe = state.breaker.admit(now)
-        # The probe of the caller's own circuit here (only looked for when one exists).
-        self._own_probe = False
-        if state.callers:
-            self._own_probe = state.callers.admit(caller_id(caller), now)
+        # Which verdicts this attempt owes: 1, the deployment's half-open probe;
+        # _OWN_PROBE, the probe of the caller's own circuit (looked for only when one exists).
+        self._probe: int = state.breaker.admit(now)
+        if state.callers and state.callers.admit(caller_id(caller), now):
+            self._probe |= _OWN_PROBE
 
     def failed(self, reason: str, own: bool = False) -> None:
         """No answer: connect error, timeout, connection dropped before the headers.
         `own`: it may be the request's own doing (a timeout after it was sent)."""
-        self._probe = False
         self._failed(self._balancer.clock(), own)
 
     def _failed(self, now: float, own: bool) -> None:
         state, caller = self.state, caller_id(self._caller)
+        owed, self._probe = self._probe, 0
         if state.breaker.failed(now, caller, own):
             self._balancer.metrics.circuit_opened(self.deployment.deployment_name,
                                                   self.deployment.endpoint)
@@ -107,15 +107,12 @@ class Lease:
             breaker = state.breaker
             if state.callers.failed(caller, now, breaker.threshold, breaker.open_seconds):
                 breaker.forget(caller)
-            self._own_probe = False
-        elif self._own_probe:
-            self._own_probe = False
+        elif owed & _OWN_PROBE:
             state.callers.abandoned(caller)  # no verdict on the caller's requests
 
     def answered(self, status: int, headers: Mapping[str, str]) -> None:
         balancer, state = self._balancer, self.state
         now = balancer.clock()
-        self._probe = False
         requests, tokens = remaining_quota(headers)
         if requests is not None or tokens is not None:
             state.observe_quota(now, requests, tokens)
@@ -127,9 +124,9 @@ class Lease:
             self._failed(now, status == _OWN_STATUS)
             return
         # Any other answer, a 429 or a 400 included, shows the deployment is up.
+        self._probe = 0
         state.breaker.succeeded()
         if state.callers:
-            self._own_probe = False
             state.callers.succeeded(caller_id(self._caller))
         if status < 400:
             state.observe_latency((now - self._sent) * 1000, balancer.rules.latency_alpha)
@@ -140,9 +137,15 @@ class Lease:
         self._open = False
         self.state.in_flight -= 1
         if self._probe:
+            self._abandoned()
+
+    def _abandoned(self) -> None:
+        """The attempt ended without a verdict (the client left): let another probe go."""
+        if self._probe & 1:
             self.state.breaker.abandoned()
-        if self._own_probe:
+        if self._probe & _OWN_PROBE:
             self.state.callers.abandoned(caller_id(self._caller))
+        self._probe = 0
 
 
 class Failover:

@@ -238,3 +238,17 @@ def test_the_503_of_a_held_caller_says_whose_requests_are_paused() -> None:
             b.failover(pool, 0, caller=who).next_step()
         assert says in caught.value.message
         assert caught.value.headers()["retry-after"] == "10"
+
+
+def test_a_callers_probe_left_unanswered_lets_its_next_request_probe() -> None:
+    b, pool, now = _balancer()
+    assert _attempt(b, pool, A, 500) and _attempt(b, pool, A, 500)
+    now[0] += 10
+    member = b.sole_ready(pool, b.clock(), A)
+    assert member is not None
+    probe = b.lease(member, _record(), b.clock(), A)
+    assert b.sole_ready(pool, b.clock(), A) is None  # one probe at a time
+    assert b.sole_ready(pool, b.clock(), B) is member  # b is not waiting for it
+    probe.done()  # the client left before an answer
+    assert _attempt(b, pool, A, 200)
+    assert not b.state.of(member.settings).callers
