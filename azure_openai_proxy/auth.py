@@ -10,6 +10,7 @@ Two modes, chosen by the settings:
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,8 +19,10 @@ from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.governance.buckets import UsualLimits
 from azure_openai_proxy.governance.model import Team, VirtualKey
 
-__all__ = ["Caller", "ClientKeyring", "Decided", "bearer_token", "presented_beside",
-           "presented_key"]
+__all__ = ["ANONYMOUS", "Caller", "ClientKeyring", "Decided", "bearer_token", "caller_id",
+           "presented_beside", "presented_key"]
+
+ANONYMOUS = "anonymous"
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -65,6 +68,28 @@ class Caller:
     # What the request path decided about this version of the key (`Decided`); None:
     # nothing is kept (a caller made elsewhere than the key directory).
     decided: Decided | None = field(default=None, compare=False)
+    # Which static client key: "client:" and a hash of it, never the key (`caller_id`).
+    client: str | None = None
+
+
+def caller_id(caller: Caller | None) -> str:
+    """Who a request is for the circuit breakers (`balancing/callers.py`): its virtual
+    key's id, else its static client key (`Caller.client`, a hash), else, when the
+    gateway passes keys through, a hash of the Azure key the caller sent, else
+    "anonymous". Made when a request fails, not for every request."""
+    if caller is None:
+        return ANONYMOUS
+    if caller.key is not None:
+        return "key:" + caller.key.id
+    if caller.client is not None:
+        return caller.client
+    if caller.passthrough_key:
+        return "azure-key:" + _digest(caller.passthrough_key)
+    return ANONYMOUS
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 class Decided:
@@ -81,13 +106,12 @@ class Decided:
         self.usual: UsualLimits | None = None
 
 
-# Every caller with a gateway key: none of them sends its own key on to Azure.
-_KEYED = Caller(passthrough_key=None)
-
-
 class ClientKeyring:
     def __init__(self, keys: tuple[str, ...]) -> None:
-        self._keys = tuple(key.encode() for key in keys)
+        # Each key with its own caller, told apart by the circuit breakers.
+        self._keys = tuple(
+            (key.encode(), Caller(None, client="client:" + _digest(key))) for key in keys
+        )
 
     @property
     def enabled(self) -> bool:
@@ -106,10 +130,11 @@ class ClientKeyring:
                 "'Authorization: Bearer YOUR_KEY'."
             )
         presented = key.encode()
-        matched = False
+        matched: Caller | None = None
         # Compare with every key so the time taken does not say which one was close.
-        for candidate in self._keys:
-            matched |= hmac.compare_digest(presented, candidate)
-        if not matched:
+        for candidate, caller in self._keys:
+            if hmac.compare_digest(presented, candidate):
+                matched = caller
+        if matched is None:
             raise AuthenticationFailed("Incorrect API key provided for this gateway.")
-        return _KEYED
+        return matched

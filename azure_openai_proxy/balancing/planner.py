@@ -13,7 +13,9 @@
   do not all wake, and hit it, at the same instant.
 - `GiveUp(cause, retry_after)`: nothing is ready in time. `rate_limited` when every
   blocked deployment is cooling down (the client gets 429), `unavailable` when circuits
-  are open (503), `tried_all` when every deployment already failed for this request.
+  are open (503), `held` when only the caller's own circuits keep it off
+  (`balancing/callers.py`; a 503 that says so), `tried_all` when every deployment
+  already failed for this request.
 
 `FailoverRun` walks one request through its pool with these answers, counting attempts
 against `max_attempts` and time against the retry budget.
@@ -34,7 +36,7 @@ __all__ = [
     "FailoverRun", "GiveUp", "Ordered", "Plan", "Try", "WaitFor", "jitter_bound", "near_quota", "plan",
 ]
 
-Cause = Literal["rate_limited", "unavailable", "tried_all", "exhausted"]
+Cause = Literal["rate_limited", "unavailable", "held", "tried_all", "exhausted"]
 
 # Jitter added to a wait for a cooldown: a quarter of the wait, at least 50 ms (a short
 # retry-after still spreads its waiters) and at most 2 s (a long one is not stretched
@@ -92,23 +94,29 @@ def _by_priority(members: list[Member], strategy: Strategy, rng: random.Random) 
 def plan(
     members: Sequence[Member], *, now: float, deadline: float, cost: int,
     strategy: Strategy, rng: random.Random, excluded: Iterable[DeploymentKey] = (),
+    caller: str | None = None,
 ) -> Plan:
+    """What to do next for a request of `caller` (None: no caller's own circuit counts)."""
     skip = set(excluded)
     roomy: list[Member] = []
     tight: list[Member] = []
     blocked: list[DeploymentState] = []
+    held: list[float] = []  # when the deployments `caller`'s own circuits keep it off open
     for member in members:
-        if member.state.key in skip:
+        state = member.state
+        if state.key in skip:
             continue
-        if not member.state.available(now):
-            blocked.append(member.state)
+        if not state.available(now):
+            blocked.append(state)
+        elif caller is not None and state.callers and state.callers.blocks(caller, now):
+            held.append(state.callers.available_at(caller))
         elif near_quota(member, now, cost):
             tight.append(member)
         else:
             roomy.append(member)
     if roomy or tight:
         return Ordered(tuple(_by_priority(roomy, strategy, rng) + _by_priority(tight, strategy, rng)))
-    if not blocked:
+    if not blocked and not held:
         return GiveUp("tried_all", None)
     # Only a cooldown (a 429's retry-after) is worth waiting for: a deployment whose
     # circuit is open is down, and waiting for it would only delay the answer.
@@ -116,8 +124,18 @@ def plan(
     wait = soonest(cooling, now)
     if wait is not None and now + wait <= deadline:
         return WaitFor(wait + rng.random() * jitter_bound(wait, deadline - now - wait))
-    cause: Cause = "rate_limited" if len(cooling) == len(blocked) else "unavailable"
-    return GiveUp(cause, soonest(blocked, now))
+    cause: Cause = (
+        "held" if not blocked else "rate_limited" if len(cooling) == len(blocked) and not held
+        else "unavailable"
+    )
+    return GiveUp(cause, _soonest_of(soonest(blocked, now), held, now))
+
+
+def _soonest_of(first: float | None, held: list[float], now: float) -> float | None:
+    times = [t - now for t in held if not math.isinf(t)]
+    if first is not None:
+        times.append(first)
+    return max(0.0, min(times)) if times else None
 
 
 @dataclass(slots=True)
@@ -141,9 +159,12 @@ class FailoverRun:
     excluded: set[DeploymentKey] = field(default_factory=set)
     last_failure: str | None = None
     last_key: DeploymentKey | None = None
+    caller: str | None = None  # whose request: its own circuits count (`callers.py`)
 
     def next_step(self, now: float) -> Try | WaitFor | GiveUp:
-        if not self.attempts and len(self.members) == 1 and self.members[0].state.available(now):
+        if not self.attempts and len(self.members) == 1 and self.members[0].state.open_to(
+            self.caller, now
+        ):
             # The common first step, a one-deployment pool that is up: what plan() would
             # answer (near its quota or not, it is the only candidate), without the lists.
             member = self.members[0]
@@ -153,7 +174,8 @@ class FailoverRun:
         if self.attempts >= self.max_attempts or (self.attempts and now >= self.deadline):
             return GiveUp("exhausted", soonest((m.state for m in self.members), now))
         step = plan(self.members, now=now, deadline=self.deadline, cost=self.cost,
-                    strategy=self.strategy, rng=self.rng, excluded=self.excluded)
+                    strategy=self.strategy, rng=self.rng, excluded=self.excluded,
+                    caller=self.caller)
         if not isinstance(step, Ordered):
             return step
         member = step.candidates[0]

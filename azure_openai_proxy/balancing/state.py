@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from azure_openai_proxy.balancing.callers import CallerCircuits
 from azure_openai_proxy.balancing.circuit import CircuitBreaker
 from azure_openai_proxy.settings import DeploymentSettings
 
@@ -63,6 +64,8 @@ class DeploymentState:
     cooldown_until: float = 0.0
     requests: _Reading | None = None
     tokens: _Reading | None = None
+    # Callers whose own failures opened a circuit of theirs here (empty when healthy).
+    callers: CallerCircuits = field(default_factory=CallerCircuits)
 
     def cooling(self, now: float) -> bool:
         return now < self.cooldown_until
@@ -72,6 +75,12 @@ class DeploymentState:
 
     def available_at(self) -> float:
         return max(self.cooldown_until, self.breaker.available_at())
+
+    def open_to(self, caller: str | None, now: float) -> bool:
+        """`available`, and `caller`'s own circuit here (if any) lets it through."""
+        return self.available(now) and not (
+            caller is not None and self.callers and self.callers.blocks(caller, now)
+        )
 
     def cool_down(self, now: float, seconds: float) -> bool:
         """Cool down for `seconds`; a shorter answer never shortens a longer cooldown.
@@ -107,6 +116,8 @@ class DeploymentState:
             "cooldown_seconds": round(max(0.0, self.cooldown_until - now), 3),
             "circuit": breaker.state,
             "consecutive_failures": breaker.failures,
+            # Callers kept off by their own failures; the deployment serves the others.
+            "callers_circuit_open": self.callers.open_count(now) if self.callers else 0,
             "circuit_reopens_in": (
                 round(max(0.0, breaker.opened_until - now), 3) if breaker.state == "open" else None
             ),
@@ -153,6 +164,8 @@ class PoolState:
                 if key in configured:
                     state.breaker.threshold = rules.failure_threshold
                     state.breaker.open_seconds = rules.open_seconds
+                    for own in state.callers.values():
+                        own.threshold, own.open_seconds = rules.failure_threshold, rules.open_seconds
                     pool._states[key] = state
         return pool
 

@@ -17,6 +17,7 @@ from azure_openai_proxy.errors import (
     UpstreamAnswerTooLarge,
     UpstreamError,
     UpstreamPoolTimeout,
+    UpstreamTimeout,
 )
 from azure_openai_proxy.gateway.affinity import ResourceAffinity
 from azure_openai_proxy.gateway.balancer import Balancer, Failover
@@ -73,18 +74,19 @@ class UpstreamAttempts:
         started = balancer.clock()
         # A one-deployment pool that is up (nearly every request): its first attempt is
         # made without a failover run, which is made only when a second may be needed.
-        first = balancer.sole_ready(pool, started)
+        first = balancer.sole_ready(pool, started, caller)
         run: Failover | None = None
         while True:
             if run is None and first is not None:
                 deployment = first.settings
-                lease = balancer.lease(first, record, started)  # (noted in the record)
+                lease = balancer.lease(first, record, started, caller)  # (noted in the record)
             else:
                 if run is None:
                     # The estimated cost only orders deployments near their quota: one
                     # has no order.
                     run = balancer.failover(
-                        pool, cost_of(body) if len(pool.deployments) > 1 else 0, started)
+                        pool, cost_of(body) if len(pool.deployments) > 1 else 0, started,
+                        caller=caller)
                 step = run.next_step(record)  # raises when no attempt is left
                 if isinstance(step, float):
                     await asyncio.sleep(step)  # (noted in the record's retries)
@@ -107,15 +109,16 @@ class UpstreamAttempts:
                 # Our own pool was full: no judgement on the deployment's health.
                 lease.done()
                 record.retries.append(f"{deployment.deployment_name}:{exc.code}")
-                run = run or balancer.failover(pool, 0, started, first)
+                run = run or balancer.failover(pool, 0, started, first, caller)
                 run.failed(exc.with_traceback(None))
                 continue
             except UpstreamError as exc:
-                lease.failed(str(exc.code))
+                # A timeout after the request was sent may be its own doing (its size).
+                lease.failed(str(exc.code), exc.request_sent and isinstance(exc, UpstreamTimeout))
                 lease.done()
                 if not may_try_elsewhere(request.method, None, exc.request_sent):
                     raise  # it may have reached Azure: the client gets this failure
-                run = run or balancer.failover(pool, 0, started, first)
+                run = run or balancer.failover(pool, 0, started, first, caller)
                 run.moved_on(record, deployment, exc.code, exc)  # (without its traceback)
                 continue
             except BaseException:
@@ -155,7 +158,7 @@ class UpstreamAttempts:
                 # An error answer moved on from is not billed: the next attempt is judged
                 # alone, sent and unanswered (estimated) or never sent (not).
                 record.sent, record.body_sent, record.upstream_ms = 0, 0, None
-                run = run or balancer.failover(pool, 0, started, first)
+                run = run or balancer.failover(pool, 0, started, first, caller)
                 run.failed(error)
                 del error
                 continue

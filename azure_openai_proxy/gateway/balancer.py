@@ -8,7 +8,7 @@ Per request the pipeline does:
     while True:
         step = run.next_step(record)  # a deployment, seconds to wait, or raises
         lease = run.begin(deployment, record)
-        ... lease.failed(reason) | lease.answered(status, headers) ...; lease.done()
+        ... lease.failed(reason, own) | lease.answered(status, headers) ...; lease.done()
         run.failed(error)             # when the attempt is worth retrying elsewhere
         run.moved_on(record, deployment, why, error)  # the same, noted in the record
 """
@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from azure_openai_proxy.auth import ANONYMOUS, Caller, caller_id
 from azure_openai_proxy.balancing import (
     BreakerRules,
     DeploymentState,
@@ -49,6 +50,11 @@ from azure_openai_proxy.settings import DeploymentSettings, Settings
 __all__ = ["Balancer", "Failover", "Lease", "failure_reason", "rules_of"]
 
 _FAILED_STATUSES = frozenset({500, 502, 503, 504})
+# Azure's "The server had an error while processing your request" is often the request's
+# own doing (its shape, its size): it opens the deployment's circuit only when callers'
+# failures mix (`balancing/circuit.py`); a 502/503/504 counts for everyone.
+_OWN_STATUS = 500
+_OWN_PROBE = 2  # (a `Lease._probe` bit)
 
 
 def rules_of(settings: Settings) -> BreakerRules:
@@ -67,31 +73,46 @@ def failure_reason(error: GatewayError) -> str:
 class Lease:
     """One attempt on one deployment; tells the deployment's state how it went."""
 
-    __slots__ = ("_balancer", "_open", "_probe", "_sent", "deployment", "state")
+    __slots__ = ("_balancer", "_caller", "_open", "_probe", "_sent", "deployment", "state")
 
     def __init__(self, balancer: Balancer, deployment: DeploymentSettings, state: DeploymentState,
-                 now: float | None = None):
+                 now: float | None = None, caller: Caller | None = None):
         self._balancer = balancer
         self.deployment = deployment
         self.state = state
+        self._caller = caller
         if now is None:
             now = balancer.clock()
         self._sent = now
         self._open = True
         state.in_flight += 1
-        self._probe = state.breaker.admit(now)
+        # Which verdicts this attempt owes: 1, the deployment's half-open probe;
+        # _OWN_PROBE, the probe of the caller's own circuit (looked for only when one exists).
+        self._probe: int = state.breaker.admit(now)
+        if state.callers and state.callers.admit(caller_id(caller), now):
+            self._probe |= _OWN_PROBE
 
-    def failed(self, reason: str) -> None:
-        """No answer: connect error, timeout, connection dropped before the headers."""
-        self._probe = False
-        if self.state.breaker.failed(self._balancer.clock()):
+    def failed(self, reason: str, own: bool = False) -> None:
+        """No answer: connect error, timeout, connection dropped before the headers.
+        `own`: it may be the request's own doing (a timeout after it was sent)."""
+        self._failed(self._balancer.clock(), own)
+
+    def _failed(self, now: float, own: bool) -> None:
+        state, caller = self.state, caller_id(self._caller)
+        owed, self._probe = self._probe, 0
+        if state.breaker.failed(now, caller, own):
             self._balancer.metrics.circuit_opened(self.deployment.deployment_name,
                                                   self.deployment.endpoint)
+        if own:
+            breaker = state.breaker
+            if state.callers.failed(caller, now, breaker.threshold, breaker.open_seconds):
+                breaker.forget(caller)
+        elif owed & _OWN_PROBE:
+            state.callers.abandoned(caller)  # no verdict on the caller's requests
 
     def answered(self, status: int, headers: Mapping[str, str]) -> None:
         balancer, state = self._balancer, self.state
         now = balancer.clock()
-        self._probe = False
         requests, tokens = remaining_quota(headers)
         if requests is not None or tokens is not None:
             state.observe_quota(now, requests, tokens)
@@ -100,12 +121,13 @@ class Lease:
             if state.cool_down(now, balancer.cooldown_seconds if wait is None else wait):
                 balancer.metrics.cooled_down(self.deployment.deployment_name, self.deployment.endpoint)
         if status in _FAILED_STATUSES:
-            if state.breaker.failed(now):
-                balancer.metrics.circuit_opened(self.deployment.deployment_name,
-                                                self.deployment.endpoint)
+            self._failed(now, status == _OWN_STATUS)
             return
         # Any other answer, a 429 or a 400 included, shows the deployment is up.
+        self._probe = 0
         state.breaker.succeeded()
+        if state.callers:
+            state.callers.succeeded(caller_id(self._caller))
         if status < 400:
             state.observe_latency((now - self._sent) * 1000, balancer.rules.latency_alpha)
 
@@ -115,18 +137,28 @@ class Lease:
         self._open = False
         self.state.in_flight -= 1
         if self._probe:
+            self._abandoned()
+
+    def _abandoned(self) -> None:
+        """The attempt ended without a verdict (the client left): let another probe go."""
+        if self._probe & 1:
             self.state.breaker.abandoned()
+        if self._probe & _OWN_PROBE:
+            self.state.callers.abandoned(caller_id(self._caller))
+        self._probe = 0
 
 
 class Failover:
     """One request's attempts on its pool."""
 
-    __slots__ = ("_balancer", "_last_error", "_next", "_pool", "_run")
+    __slots__ = ("_balancer", "_caller", "_last_error", "_next", "_pool", "_run")
 
-    def __init__(self, balancer: Balancer, pool: Pool, run: FailoverRun) -> None:
+    def __init__(self, balancer: Balancer, pool: Pool, run: FailoverRun,
+                 caller: Caller | None = None) -> None:
         self._balancer = balancer
         self._pool = pool
         self._run = run
+        self._caller = caller
         self._last_error: GatewayError | None = None
         self._next: Member | None = None  # the deployment next_step() just chose
 
@@ -158,7 +190,7 @@ class Failover:
         state = chosen.state if chosen is not None and chosen.settings is deployment else (
             self._balancer.state.of(deployment)
         )
-        return Lease(self._balancer, deployment, state)
+        return Lease(self._balancer, deployment, state, caller=self._caller)
 
     def failed(self, error: GatewayError) -> None:
         """The attempt failed in a way another attempt may fix (429, 5xx, no answer)."""
@@ -188,6 +220,15 @@ class Failover:
             return RateLimited(
                 f"Every deployment serving {model} is rate-limited; retry after "
                 f"{_seconds(wait_ms)} seconds.", retry_after_ms=wait_ms,
+            )
+        if step.cause == "held":
+            # Requests without a key are all one caller: there are no "others" to name.
+            whose = ("requests without a key are paused" if caller_id(self._caller) == ANONYMOUS
+                     else "yours are paused (other callers' are served)")
+            return NoDeploymentAvailable(
+                f"Recent requests for {model} failed again and again (Azure answered 500, "
+                f"or not in time), so {whose}; retry after {_seconds(wait_ms)} seconds.",
+                retry_after_ms=wait_ms,
             )
         return NoDeploymentAvailable(
             f"No deployment serving {model} is available right now (failing or cooling "
@@ -230,39 +271,48 @@ class Balancer:
         self._members: dict[int, tuple[Pool, tuple[Member, ...]]] = {}
 
     def failover(self, pool: Pool, cost: int, started: float | None = None,
-                 tried: Member | None = None) -> Failover:
+                 tried: Member | None = None, caller: Caller | None = None) -> Failover:
         """A request's walk through `pool` (its retry budget counted from `started`,
         else now); `tried`: the request's first attempt was made on it without a run
-        (`sole_ready`, `lease`), and failed."""
+        (`sole_ready`, `lease`), and failed. `caller`: whose request (its own circuits,
+        `balancing/callers.py`, keep it off some deployments)."""
+        members = self._members_of(pool)
         run = FailoverRun(  # positional
-            self._members_of(pool), (self.clock() if started is None else started) + self._budget,
+            members, (self.clock() if started is None else started) + self._budget,
             self._max_attempts, cost, self._strategy, self.rng,
         )
+        for member in members:
+            if member.state.callers:
+                run.caller = caller_id(caller)  # made only when some caller's circuit exists
+                break
         if tried is not None:
             run.attempts = 1
             run.last_key = tried.state.key
-        return Failover(self, pool, run)
+        return Failover(self, pool, run, caller)
 
-    def sole_ready(self, pool: Pool, now: float) -> Member | None:
-        """The pool's deployment when it has one and it is up at `now`: what a run's
-        first step would choose (near its quota or not, it is the only candidate), so
-        the request's first attempt needs no run; one is made (`failover(..., tried=)`)
-        only when a second attempt may be needed."""
+    def sole_ready(self, pool: Pool, now: float, caller: Caller | None = None) -> Member | None:
+        """The pool's deployment when it has one and it is up at `now` for `caller`:
+        what a run's first step would choose (near its quota or not, it is the only
+        candidate), so the request's first attempt needs no run; one is made
+        (`failover(..., tried=)`) only when a second attempt may be needed."""
         members = self._members_of(pool)
         if len(members) == 1:
-            member = members[0]
-            if member.state.available(now):
-                return member
+            state = members[0].state
+            if state.available(now) and not (
+                state.callers and state.callers.blocks(caller_id(caller), now)
+            ):
+                return members[0]
         return None
 
-    def lease(self, member: Member, record: RequestRecord, now: float) -> Lease:
+    def lease(self, member: Member, record: RequestRecord, now: float,
+              caller: Caller | None = None) -> Lease:
         """The first attempt on `sole_ready`'s member, noted in `record` as
         `Failover.begin` notes one."""
         deployment = member.settings
         record.attempts += 1
         record.deployment = deployment.deployment_name
         record.endpoint = deployment.endpoint
-        return Lease(self, deployment, member.state, now)
+        return Lease(self, deployment, member.state, now, caller)
 
     def _members_of(self, pool: Pool) -> tuple[Member, ...]:
         cached = self._members.get(id(pool))

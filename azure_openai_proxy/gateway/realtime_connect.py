@@ -37,7 +37,7 @@ async def connect_upstream(gateway: Gateway, request: HttpRequest, target: Realt
                            record: RequestRecord) -> tuple[UpstreamSocket, Lease]:
     """One deployment of the pool, connected: tried in the balancer's order, Azure's
     retryable refusals (429, 5xx) and connect failures moving on to the next."""
-    run = gateway.balancer.failover(pool, 0)
+    run = gateway.balancer.failover(pool, 0, caller=caller)
     forwarded = {name: request.headers[name] for name in _FORWARDED if name in request.headers}
     subprotocols, beta = forwarded_subprotocols(request.headers)
     if beta is not None:

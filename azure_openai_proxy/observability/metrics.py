@@ -20,7 +20,8 @@ Metric names (prefix `azure_openai_proxy_`):
     circuit_opened_total{deployment,endpoint}                    counter
     tokens_total{model,deployment,endpoint,direction="in"|"out"} counter
     deployment_in_flight / deployment_cooldown_seconds / deployment_circuit_state
-      (0 closed, 1 half-open, 2 open) / deployment_latency_seconds /
+      (0 closed, 1 half-open, 2 open) / deployment_caller_circuits_open (callers kept off
+      by their own failures; the deployment serves the others) / deployment_latency_seconds /
       deployment_remaining_tokens / deployment_remaining_requests  gauges, at scrape time
     realtime_sessions_open                                       gauge
     realtime_sessions_total{outcome="opened"|"refused",status}   counter, sessions asked for
@@ -157,6 +158,8 @@ class _DeploymentCollector:
                 ("deployment_in_flight", "Requests in flight to the deployment."),
                 ("deployment_cooldown_seconds", "Seconds left of the deployment's 429 cooldown."),
                 ("deployment_circuit_state", "Circuit breaker: 0 closed, 1 half-open, 2 open."),
+                ("deployment_caller_circuits_open",
+                 "Callers whose own failures keep them off the deployment (others are served)."),
                 ("deployment_latency_seconds", "Recent (EWMA) time to response headers."),
                 ("deployment_remaining_tokens", "Last x-ratelimit-remaining-tokens seen."),
                 ("deployment_remaining_requests", "Last x-ratelimit-remaining-requests seen."),
@@ -178,6 +181,9 @@ class _DeploymentCollector:
             )
             families["deployment_circuit_state"].add_metric(
                 values, _CIRCUIT_VALUE[state.breaker.state]
+            )
+            families["deployment_caller_circuits_open"].add_metric(
+                values, state.callers.open_count(now) if state.callers else 0
             )
             if state.latency_ms is not None:
                 families["deployment_latency_seconds"].add_metric(values, state.latency_ms / 1000)
