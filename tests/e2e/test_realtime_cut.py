@@ -5,16 +5,20 @@ stream cut short is (README, "Streams always yield usage")."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from azure_openai_proxy.emulator import create_emulator_app
 from azure_openai_proxy.gateway.app import GatewayApp
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.ledger import LedgerStore, UsageRecord
-from tests.e2e.conftest import Emulator, emulator_config
+from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, Emulator, emulator_config
 from tests.e2e.test_realtime import (
     V1,
     events_until,
@@ -23,6 +27,8 @@ from tests.e2e.test_realtime import (
     realtime_settings,
     virtual_key,
 )
+from tests.e2e.test_reload_shutdown import gateway_process
+from tests.e2e.test_shutdown_cut_stream import only_record
 from tests.support import ServerThread, serve
 from tests.waiting import until
 
@@ -91,3 +97,29 @@ def test_a_response_azure_drops_is_recorded_estimated(
     [record] = realtime_records(governed)
     assert (record.key_id, record.usage_source) == (key_id, "estimated")
     assert record.completion_tokens == sum(e["type"] == TEXT_DELTA for e in events) == 3
+
+
+def test_a_response_cut_by_sigterm_is_recorded_estimated(
+    slow_emulator: Emulator, tmp_path: Path,
+) -> None:
+    config, database = tmp_path / "config.yaml", tmp_path / "gw.db"
+    config.write_text(yaml.safe_dump({
+        "models": {V1: [{"deployment_name": V1, "endpoint": slow_emulator.url,
+                         "api_key": AZURE_KEY, "api": "v1"}]},
+        "client_keys": [CLIENT_KEY], "database": f"sqlite:///{database}",
+        "log_level": "warning", "shutdown_grace_seconds": 0.1}))
+    with gateway_process(config) as (process, client), connect(
+            f"ws://127.0.0.1:{client.port}/v1/realtime?model={V1}",
+            additional_headers={"Authorization": f"Bearer {CLIENT_KEY}"}) as connection:
+        events_until(connection, "session.created")
+        connection.send(json.dumps({"type": "response.create", "response": {
+            "output_modalities": ["text"]}}))
+        events_until(connection, TEXT_DELTA)
+        process.signal(signal.SIGTERM)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                connection.recv(timeout=10)
+        assert process.popen.wait(30) == 0, process.output()
+    record = only_record(database)
+    assert (record.route, record.usage_source) == ("realtime", "estimated")
+    assert record.completion_tokens >= 1
