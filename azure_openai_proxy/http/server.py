@@ -63,6 +63,7 @@ from azure_openai_proxy.http.interface import (
     WebSocketApplication,
     WebSocketHandler,
 )
+from azure_openai_proxy.http.websocket import going_away
 from azure_openai_proxy.http.wire import DateHeader, answer_head
 
 __all__ = ["FastServer", "ServerLimits", "serve_fast"]
@@ -198,6 +199,7 @@ class FastServer:
         """Stop accepting and close every connection now (handlers are cancelled)."""
         self._stop_listening()
         for conn in list(self.connections):
+            going_away(conn)  # a WebSocket's client is told (1001) before its socket closes
             conn.close()
         for refused in list(self.refusing):
             refused.close()

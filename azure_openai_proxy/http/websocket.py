@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from azure_openai_proxy.http.connection import _HttpConnection
     from azure_openai_proxy.http.request import FastRequest
 
-__all__ = ["run_websocket"]
+__all__ = ["going_away", "run_websocket"]
 
 _MAX_MESSAGE = 16 * 1024 * 1024
 # The protocol's max_size counts payload bytes only: empty continuation frames would
@@ -201,15 +201,33 @@ class _WebSocketConnection(asyncio.Protocol):
         return WebSocketClosed(self._protocol.close_code, self._protocol.close_reason or "")
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        if self._closed or self._protocol.state is not State.OPEN:
-            return
         if code in (1005, 1006, 1015):  # reserved: never sent in a close frame
             code, reason = 1000, ""
+        self.send_close(code, reason)
+
+    @property
+    def open(self) -> bool:
+        return not self._closed and self._protocol.state is State.OPEN
+
+    def send_close(self, code: int, reason: str) -> None:
+        """Start the closing handshake (nothing once it has started)."""
+        if not self.open:
+            return
         try:
             self._protocol.send_close(code, reason)
         except InvalidState:
             return
         self._flush()
+
+
+def going_away(conn: _HttpConnection) -> None:
+    """The server closes `conn` (its shutdown's grace is over): if it is a WebSocket, its
+    client gets a 1001 close frame (RFC 6455 7.4.1, "a server going down") before the
+    socket closes, not a bare TCP close it would read as an abnormal 1006."""
+    transport = conn.transport
+    socket = transport.get_protocol() if transport is not None else None
+    if isinstance(socket, _WebSocketConnection) and socket.open:
+        socket.send_close(CloseCode.GOING_AWAY, "server shutting down")
 
 
 async def run_websocket(conn: _HttpConnection, request: FastRequest,

@@ -116,9 +116,11 @@ def test_a_response_cut_by_sigterm_is_recorded_estimated(
             "output_modalities": ["text"]}}))
         events_until(connection, TEXT_DELTA)
         process.signal(signal.SIGTERM)
-        with pytest.raises(ConnectionClosed):
+        with pytest.raises(ConnectionClosed) as closed:
             while True:
                 connection.recv(timeout=10)
+        # told the server is going away, not dropped (1006)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
         assert process.popen.wait(30) == 0, process.output()
     record = only_record(database)
     assert (record.route, record.usage_source) == ("realtime", "estimated")
