@@ -266,8 +266,7 @@ class RealtimeSession:
         # it go on.
         self._key = key
         self._ending: tuple[GatewayError, str | None] | None = None
-        # Whether each client message is read for a `response.create`.
-        self._watched = self._limited or key is not None
+        self._watched = self._limited or key is not None  # read for `response.create`s
         # With limits, messages to the client come from both relay tasks (a refused
         # `response.create` is answered from the client's side): one at a time, as the
         # engine's `send` waits for the client with one waiter. (Without, a lock on each
@@ -492,9 +491,10 @@ class RealtimeSession:
         self._ended = True
         self._series.open -= 1
         self._lease.done()
-        cut = self._tally.usage(self._limits.last_tokens)
-        if cut is not None:  # a response never done: recorded as estimated, and settled
-            self._responded(cut)
-        self._limits.end()  # responses that never finished: their reservations back
+        try:
+            if (cut := self._tally.usage(self._limits.last_tokens)) is not None:
+                self._responded(cut)  # a response never done: recorded, estimated
+        finally:
+            self._limits.end()  # responses that never finished: their reservations back
         self.record.total_ms = (time.perf_counter() - self._opened) * 1000
         self._on_end(self.record)
