@@ -49,7 +49,7 @@ import math
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -63,8 +63,10 @@ from azure_openai_proxy.http.interface import (
     WebSocketApplication,
     WebSocketHandler,
 )
-from azure_openai_proxy.http.websocket import going_away
 from azure_openai_proxy.http.wire import DateHeader, answer_head
+
+if TYPE_CHECKING:
+    from azure_openai_proxy.http.websocket import _WebSocketConnection
 
 __all__ = ["FastServer", "ServerLimits", "serve_fast"]
 
@@ -116,6 +118,7 @@ class FastServer:
         self.limits = limits = limits or ServerLimits()
         self.connections: set[_HttpConnection] = set()
         self.refusing: set[OverCapacity] = set()
+        self.websockets: set[_WebSocketConnection] = set()  # the open ones (websocket.py)
         self.closing = False
         self.date = DateHeader()
         self.max_body_bytes = max_body_bytes
@@ -198,8 +201,9 @@ class FastServer:
     def close(self) -> None:
         """Stop accepting and close every connection now (handlers are cancelled)."""
         self._stop_listening()
+        for websocket in list(self.websockets):
+            websocket.going_away()  # its client told (1001) before its connection closes
         for conn in list(self.connections):
-            going_away(conn)  # a WebSocket's client is told (1001) before its socket closes
             conn.close()
         for refused in list(self.refusing):
             refused.close()

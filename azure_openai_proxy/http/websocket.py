@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from azure_openai_proxy.http.connection import _HttpConnection
     from azure_openai_proxy.http.request import FastRequest
 
-__all__ = ["going_away", "run_websocket"]
+__all__ = ["run_websocket"]
 
 _MAX_MESSAGE = 16 * 1024 * 1024
 # The protocol's max_size counts payload bytes only: empty continuation frames would
@@ -209,6 +209,12 @@ class _WebSocketConnection(asyncio.Protocol):
     def open(self) -> bool:
         return not self._closed and self._protocol.state is State.OPEN
 
+    def going_away(self) -> None:
+        """The server closes (its shutdown's grace is over): the client gets a 1001 close
+        frame (RFC 6455 7.4.1, "a server going down") before its socket closes, not a
+        bare TCP close it would read as an abnormal 1006."""
+        self.send_close(CloseCode.GOING_AWAY, "server shutting down")
+
     def send_close(self, code: int, reason: str) -> None:
         """Start the closing handshake (nothing once it has started)."""
         if not self.open:
@@ -218,16 +224,6 @@ class _WebSocketConnection(asyncio.Protocol):
         except InvalidState:
             return
         self._flush()
-
-
-def going_away(conn: _HttpConnection) -> None:
-    """The server closes `conn` (its shutdown's grace is over): if it is a WebSocket, its
-    client gets a 1001 close frame (RFC 6455 7.4.1, "a server going down") before the
-    socket closes, not a bare TCP close it would read as an abnormal 1006."""
-    transport = conn.transport
-    socket = transport.get_protocol() if transport is not None else None
-    if isinstance(socket, _WebSocketConnection) and socket.open:
-        socket.send_close(CloseCode.GOING_AWAY, "server shutting down")
 
 
 async def run_websocket(conn: _HttpConnection, request: FastRequest,
@@ -259,6 +255,7 @@ async def run_websocket(conn: _HttpConnection, request: FastRequest,
         return
     socket = _WebSocketConnection(conn, protocol)
     transport.set_protocol(socket)
+    conn.server.websockets.add(socket)
     conn.resume_reading()  # (before `rest`, whose messages may pause reading again)
     if rest:
         socket.data_received(rest)
@@ -267,4 +264,5 @@ async def run_websocket(conn: _HttpConnection, request: FastRequest,
         await handler(socket)
         code = 1000
     finally:
+        conn.server.websockets.discard(socket)
         await socket.close(code)

@@ -47,9 +47,6 @@ class _Socket:
     def is_closing(self) -> bool:
         return self.closed
 
-    def get_protocol(self) -> Any:
-        return None
-
     def close(self) -> None:
         self.closed = True
 
