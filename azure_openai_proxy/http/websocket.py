@@ -205,10 +205,6 @@ class _WebSocketConnection(asyncio.Protocol):
             code, reason = 1000, ""
         self.send_close(code, reason)
 
-    @property
-    def open(self) -> bool:
-        return not self._closed and self._protocol.state is State.OPEN
-
     def going_away(self) -> None:
         """The server closes (its shutdown's grace is over): the client gets a 1001 close
         frame (RFC 6455 7.4.1, "a server going down") before its socket closes, not a
@@ -217,7 +213,7 @@ class _WebSocketConnection(asyncio.Protocol):
 
     def send_close(self, code: int, reason: str) -> None:
         """Start the closing handshake (nothing once it has started)."""
-        if not self.open:
+        if self._closed or self._protocol.state is not State.OPEN:
             return
         try:
             self._protocol.send_close(code, reason)
