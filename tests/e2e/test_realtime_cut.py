@@ -125,3 +125,21 @@ def test_a_response_cut_by_sigterm_is_recorded_estimated(
     record = only_record(database)
     assert (record.route, record.usage_source) == ("realtime", "estimated")
     assert record.completion_tokens >= 1
+
+
+def test_a_response_the_client_cancels_is_recorded_with_azures_usage(
+    governed: ServerThread, tmp_path: Path,
+) -> None:
+    key_id, secret = virtual_key(governed, tmp_path / "gw.db")
+    with open_raw(governed, secret, V1) as connection:
+        events_until(connection, "session.created")
+        connection.send(json.dumps({"type": "response.create", "response": {
+            "output_modalities": ["text"]}}))
+        events_until(connection, TEXT_DELTA)
+        connection.send(json.dumps({"type": "response.cancel"}))  # a barge-in
+        done = events_until(connection, "response.done")[-1]["response"]
+    assert done["status"] == "cancelled"
+    until(lambda: bool(realtime_records(governed)), message="the cancel was not recorded")
+    [record] = realtime_records(governed)
+    assert (record.key_id, record.usage_source) == (key_id, "measured")
+    assert record.completion_tokens == done["usage"]["output_tokens"] < 16
