@@ -49,6 +49,10 @@ class RealtimeSession:
         self._completion_tokens = completion_tokens
         self._items: list[dict[str, Any]] = []
         self._audio_bytes = 0  # appended to the input buffer since the last commit
+        # A response being generated; `response.cancel` sets `_cancelled`, and the response
+        # ends at its next event with a `cancelled` `response.done` (its usage so far).
+        self._responding = False
+        self._cancelled = False
         self._session: dict[str, Any] = {
             "id": new_id("sess_"), "object": "realtime.session", "model": model,
             "instructions": "", "voice": "alloy", "temperature": 0.8,
@@ -125,19 +129,34 @@ class RealtimeSession:
                           output_index=0, item=item), 0
         yield self._event("response.content_part.added", **where,
                           part={**part, ("transcript" if audio else "text"): ""}), 0
+        self._responding, self._cancelled = True, False
+        sent_words = 0
         for word in words:
+            if self._cancelled:
+                break
             yield self._event(names["delta"], **where, delta=word), 1
+            sent_words += 1
         audio_tokens = 0
-        if audio:
+        if audio and not self._cancelled:
             seconds = max(_AUDIO_DELTA_SECONDS, 0.1 * len(words))
             samples = tone_samples(seconds)
             step = int(SAMPLE_RATE * _AUDIO_DELTA_SECONDS)
             for start in range(0, len(samples), step):
+                if self._cancelled:
+                    break
                 chunk = pcm16(samples[start:start + step])
                 yield self._event(names["audio"], **where,
                                   delta=base64.b64encode(chunk).decode()), 0
-            yield self._event(names["audio_done"], **where), 0
-            audio_tokens = round(seconds * _AUDIO_TOKENS_PER_SECOND)
+                audio_tokens += round(_AUDIO_DELTA_SECONDS * _AUDIO_TOKENS_PER_SECOND)
+            else:
+                yield self._event(names["audio_done"], **where), 0
+                audio_tokens = round(seconds * _AUDIO_TOKENS_PER_SECOND)
+        self._responding = False
+        if self._cancelled:  # Azure bills what was generated before the cancel
+            usage = _usage(input_text, input_audio, sent_words, audio_tokens)
+            yield self._event("response.done", response=self._response_body(
+                response_id, "cancelled", [], usage, modalities)), 0
+            return
         yield self._event(names["done"], **where,
                           **({"transcript": text} if audio else {"text": text})), 0
         yield self._event("response.content_part.done", **where, part=part), 0
@@ -146,15 +165,8 @@ class RealtimeSession:
                           output_index=0, item=done_item), 0
         self._items.append(done_item)
         self._audio_bytes = 0
-        text_out = len(words)  # with audio, its transcript is billed as text tokens
-        usage = {
-            "total_tokens": input_text + input_audio + text_out + audio_tokens,
-            "input_tokens": input_text + input_audio,
-            "output_tokens": text_out + audio_tokens,
-            "input_token_details": {"cached_tokens": 0, "text_tokens": input_text,
-                                    "audio_tokens": input_audio},
-            "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_tokens},
-        }
+        # (With audio, its transcript is billed as text tokens.)
+        usage = _usage(input_text, input_audio, len(words), audio_tokens)
         yield self._event("response.done", response=self._response_body(
             response_id, "completed", [done_item], usage, modalities)), 0
 
@@ -187,7 +199,9 @@ class RealtimeSession:
             deleted = event.get("item_id")
             self._items = [i for i in self._items if i.get("id") != deleted]
             return [self._event("conversation.item.deleted", item_id=deleted)]
-        return []  # response.cancel, truncate, retrieve: nothing in flight to act on
+        if kind == "response.cancel" and self._responding:
+            self._cancelled = True  # (the response ends at its next event)
+        return []  # truncate, retrieve; a cancel with no response in flight
 
     def _update(self, session: object) -> dict[str, Any]:
         if not isinstance(session, dict):
@@ -264,6 +278,16 @@ def _check_modalities(value: object, param: str) -> list[str]:
         raise _BadEvent(f"Invalid modalities: {param} must be a list of 'text' and 'audio'.",
                         param)
     return list(value)
+
+
+def _usage(input_text: int, input_audio: int, text_out: int, audio_out: int) -> dict[str, Any]:
+    return {
+        "total_tokens": input_text + input_audio + text_out + audio_out,
+        "input_tokens": input_text + input_audio, "output_tokens": text_out + audio_out,
+        "input_token_details": {"cached_tokens": 0, "text_tokens": input_text,
+                                "audio_tokens": input_audio},
+        "output_token_details": {"text_tokens": text_out, "audio_tokens": audio_out},
+    }
 
 
 def _item_text(item: dict[str, Any]) -> str:

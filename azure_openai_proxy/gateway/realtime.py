@@ -75,6 +75,7 @@ from azure_openai_proxy.gateway.realtime_limits import (
 from azure_openai_proxy.gateway.realtime_wire import (
     RealtimeTarget,
     ResponseRequested,
+    ResponseTally,
     credentials,
     error_event,
     handshake_problem,
@@ -259,13 +260,13 @@ class RealtimeSession:
         self._limited = caller.key is not None and gateway.limiter is not None
         self._limits = ResponseLimits(gateway, caller)
         self._running = self._limits.running
+        self._tally = ResponseTally()  # the response in progress: recorded if it is cut
         # A virtual key's session follows its key (`_follow`); `_ending` is the refusal
         # that ends it (and the client event it answers), once the key no longer lets
         # it go on.
         self._key = key
         self._ending: tuple[GatewayError, str | None] | None = None
-        # Whether each client message is read for a `response.create`.
-        self._watched = self._limited or key is not None
+        self._watched = self._limited or key is not None  # read for `response.create`s
         # With limits, messages to the client come from both relay tasks (a refused
         # `response.create` is answered from the client's side): one at a time, as the
         # engine's `send` waits for the client with one waiter. (Without, a lock on each
@@ -354,7 +355,7 @@ class RealtimeSession:
     async def _to_client(self, client: WebSocket) -> None:
         """Azure -> client, noting each response's usage; Azure's close passed on, or
         its drop reported as an `error` event and a 1011 close."""
-        upstream, series = self._upstream, self._series
+        upstream, series, tally = self._upstream, self._series, self._tally
         locked = self._to_client_lock
         lock = locked or contextlib.nullcontext()  # (for what is sent once)
         try:
@@ -372,8 +373,12 @@ class RealtimeSession:
                             await client.close(sendable_close(closed.code), closed.reason)
                     return
                 usage = response_ended(message)
-                if usage is None and self._running:
-                    self._limits.refused_upstream(message)
+                if usage is None:
+                    tally.feed(message)
+                    if self._running:
+                        self._limits.refused_upstream(message)
+                else:
+                    tally.clear()
                 if locked is None:
                     await client.send(message)
                 else:
@@ -486,6 +491,10 @@ class RealtimeSession:
         self._ended = True
         self._series.open -= 1
         self._lease.done()
-        self._limits.end()  # responses that never finished: their reservations back
+        try:
+            if (cut := self._tally.usage(self._limits.last_tokens)) is not None:
+                self._responded(cut)  # a response never done: recorded, estimated
+        finally:
+            self._limits.end()  # responses that never finished: their reservations back
         self.record.total_ms = (time.perf_counter() - self._opened) * 1000
         self._on_end(self.record)

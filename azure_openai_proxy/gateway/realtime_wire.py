@@ -21,6 +21,7 @@ from azure_openai_proxy.settings import API_VERSION, DeploymentSettings
 __all__ = [
     "REALTIME_API_VERSION",
     "RealtimeTarget",
+    "ResponseTally",
     "credentials",
     "error_event",
     "forwarded_subprotocols",
@@ -217,6 +218,61 @@ def _event_of(message: str | bytes, kind: str) -> dict[str, Any] | None:
     if not isinstance(event, dict) or event.get("type") != kind:
         return None
     return event
+
+
+# A cut response's output, estimated from its deltas as relayed (`ResponseTally`): a text
+# (or transcript, or arguments) delta is about one token; audio is PCM16 at 24 kHz in
+# base64 (64,000 characters a second), about 10 tokens a second as the emulator bills it.
+_AUDIO_CHARS_PER_SECOND = 64_000
+_AUDIO_TOKENS_PER_SECOND = 10
+_TYPE_SPAN = 160  # how far into an event its type is looked for (Azure writes it first)
+
+
+class ResponseTally:
+    """What Azure has sent of the response in progress, for a response cut before its
+    `response.done` (the client left, Azure's socket dropped, the key ended the session):
+    `usage` estimates it, as an HTTP stream cut short is. Fed each message Azure sends
+    that is not a `response.done` (`feed`), cleared by one (`clear`): outside a response
+    one substring test a message; inside, one bounded one."""
+
+    __slots__ = ("_audio_chars", "_deltas", "started")
+
+    def __init__(self) -> None:
+        self.started = False
+        self._deltas = 0
+        self._audio_chars = 0
+
+    def feed(self, message: str | bytes) -> None:
+        if not self.started:
+            self.started = _event_of(message, "response.created") is not None
+            return
+        if not isinstance(message, str) or message.find(".delta", 0, _TYPE_SPAN) < 0:
+            return
+        if message.find("audio.delta", 0, _TYPE_SPAN) >= 0:
+            self._audio_chars += len(message)
+        else:
+            self._deltas += 1
+
+    def clear(self) -> None:
+        self.started = False
+        self._deltas = self._audio_chars = 0
+
+    def usage(self, context_tokens: int) -> dict[str, Any] | None:
+        """The cut response's usage, flagged estimated (None: no response in progress):
+        its input the conversation the last response ended with (`context_tokens`), its
+        output what its deltas relayed."""
+        if not self.started:
+            return None
+        audio = -(-self._audio_chars * _AUDIO_TOKENS_PER_SECOND // _AUDIO_CHARS_PER_SECOND)
+        output = self._deltas + audio
+        return {
+            "total_tokens": context_tokens + output, "input_tokens": context_tokens,
+            "output_tokens": output,
+            "input_token_details": {"cached_tokens": 0, "text_tokens": context_tokens,
+                                    "audio_tokens": 0},
+            "output_token_details": {"text_tokens": self._deltas, "audio_tokens": audio},
+            "estimated": True,
+        }
 
 
 def error_event(message: str, code: str, kind: str = "server_error",

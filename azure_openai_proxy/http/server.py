@@ -14,7 +14,9 @@ Behaviour:
   request that closes the connection get no answer (RFC 9112 9.6);
 - a client that leaves cancels its handler (the gateway then closes the upstream);
 - a graceful shutdown (`shutdown`) lets the requests being served finish, their
-  bodies read to the end, and closes each connection after its answer;
+  bodies read to the end, and closes each connection after its answer; the handlers
+  still running when its grace is over are cancelled, and their ends awaited (up to
+  `_CANCELLED_WAIT`) before the application's cleanup;
 - `Expect: 100-continue` is answered when the handler first reads the body, so a 401
   or 413 goes out before the client uploads anything (a Content-Length over the
   handler's limit is a 413 without "100 Continue", then the connection closes);
@@ -47,7 +49,7 @@ import math
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -63,7 +65,12 @@ from azure_openai_proxy.http.interface import (
 )
 from azure_openai_proxy.http.wire import DateHeader, answer_head
 
+if TYPE_CHECKING:
+    from azure_openai_proxy.http.websocket import _WebSocketConnection
+
 __all__ = ["FastServer", "ServerLimits", "serve_fast"]
+
+_CANCELLED_WAIT = 2.0  # seconds, for the handlers a shutdown cancels to end
 
 log = logging.getLogger("azure_openai_proxy")
 
@@ -111,6 +118,7 @@ class FastServer:
         self.limits = limits = limits or ServerLimits()
         self.connections: set[_HttpConnection] = set()
         self.refusing: set[OverCapacity] = set()
+        self.websockets: set[_WebSocketConnection] = set()  # the open ones (websocket.py)
         self.closing = False
         self.date = DateHeader()
         self.max_body_bytes = max_body_bytes
@@ -193,6 +201,8 @@ class FastServer:
     def close(self) -> None:
         """Stop accepting and close every connection now (handlers are cancelled)."""
         self._stop_listening()
+        for websocket in list(self.websockets):
+            websocket.going_away()  # its client told (1001) before its connection closes
         for conn in list(self.connections):
             conn.close()
         for refused in list(self.refusing):
@@ -219,8 +229,14 @@ class FastServer:
             if asyncio.get_running_loop().time() >= deadline:
                 break
             await asyncio.sleep(0.05)
+        # The handlers still running are cancelled by `close`: their `finally` (a cut
+        # stream's or Realtime response's usage record) runs before the application's
+        # cleanup closes the ledger, for up to `_CANCELLED_WAIT` seconds.
+        cancelled = [c.task for c in self.connections if c.task is not None and c.serving]
         self.close()
         await asyncio.sleep(0)
+        if cancelled:
+            await asyncio.wait(cancelled, timeout=_CANCELLED_WAIT)
         await self.wait_closed()
 
     def _stop_listening(self) -> None:

@@ -201,10 +201,20 @@ class _WebSocketConnection(asyncio.Protocol):
         return WebSocketClosed(self._protocol.close_code, self._protocol.close_reason or "")
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        if self._closed or self._protocol.state is not State.OPEN:
-            return
         if code in (1005, 1006, 1015):  # reserved: never sent in a close frame
             code, reason = 1000, ""
+        self.send_close(code, reason)
+
+    def going_away(self) -> None:
+        """The server closes (its shutdown's grace is over): the client gets a 1001 close
+        frame (RFC 6455 7.4.1, "a server going down") before its socket closes, not a
+        bare TCP close it would read as an abnormal 1006."""
+        self.send_close(CloseCode.GOING_AWAY, "server shutting down")
+
+    def send_close(self, code: int, reason: str) -> None:
+        """Start the closing handshake (nothing once it has started)."""
+        if self._closed or self._protocol.state is not State.OPEN:
+            return
         try:
             self._protocol.send_close(code, reason)
         except InvalidState:
@@ -241,6 +251,7 @@ async def run_websocket(conn: _HttpConnection, request: FastRequest,
         return
     socket = _WebSocketConnection(conn, protocol)
     transport.set_protocol(socket)
+    conn.server.websockets.add(socket)
     conn.resume_reading()  # (before `rest`, whose messages may pause reading again)
     if rest:
         socket.data_received(rest)
@@ -249,4 +260,5 @@ async def run_websocket(conn: _HttpConnection, request: FastRequest,
         await handler(socket)
         code = 1000
     finally:
+        conn.server.websockets.discard(socket)
         await socket.close(code)

@@ -12,7 +12,8 @@ Its failures are ours, translated here once:
     UpstreamUnreachable      no connection (refused, DNS, TLS, proxy)
     UpstreamTimeout          no handshake within `connect_timeout`
     UpstreamSocketClosed     the open connection ended: `code`/`reason` as Azure said them,
-                             `dropped` when it ended without a closing handshake
+                             `dropped` when Azure sent no close frame (a drop, or a
+                             protocol failure the library closed on)
 
 Messages are handed on as they arrive: `websockets` keeps at most `_MAX_QUEUE` unread
 messages and then stops reading the socket, so a slow reader slows Azure's side too.
@@ -54,7 +55,7 @@ class UpstreamRefused(Exception):
 
 
 class UpstreamSocketClosed(Exception):
-    """The upstream WebSocket is closed; `dropped` when without a closing handshake."""
+    """The upstream WebSocket is closed; `dropped` when Azure sent no close frame."""
 
     def __init__(self, code: int | None, reason: str, dropped: bool) -> None:
         super().__init__(f"the upstream WebSocket closed ({code})")
@@ -154,5 +155,8 @@ async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSe
 def _closed(exc: ConnectionClosed) -> UpstreamSocketClosed:
     received = exc.rcvd
     if received is None:
-        return UpstreamSocketClosed(None, "", dropped=exc.sent is None)
+        # No close frame from Azure: the connection dropped, or Azure broke the protocol
+        # (a message past `_MAX_MESSAGE`, a bad frame) and the library closed it, sending
+        # the close (1009, 1002...) itself: a failure either way, never Azure's clean end.
+        return UpstreamSocketClosed(None, "", dropped=True)
     return UpstreamSocketClosed(received.code, received.reason, dropped=False)

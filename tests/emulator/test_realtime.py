@@ -113,3 +113,36 @@ def test_bad_events_get_one_error_event(event: Any, code: str, param: str | None
 def test_the_error_names_the_bad_events_id() -> None:
     [error] = send(session(), {"type": "session.update", "event_id": "evt_9"})
     assert error["error"]["event_id"] == "evt_9"
+
+
+@pytest.mark.parametrize("modalities, after", [(["text"], "response.text.delta"),
+                                               (["text", "audio"], "response.audio.delta")])
+def test_response_cancel_ends_the_response_with_its_usage_so_far(
+    modalities: list[str], after: str,
+) -> None:
+    s = session(tokens=8)
+    send(s, {"type": "conversation.item.create", "item": {
+        "type": "message", "role": "user", "content": [{"type": "input_text", "text": "Hi"}]}})
+    events = iter(s.receive(orjson.dumps({"type": "response.create", "response": {
+        "modalities": modalities}}).decode()))
+    seen = [next(events)[0]]
+    while seen[-1]["type"] != after:  # the first delta of `after`'s kind, then the cancel
+        seen.append(next(events)[0])
+    assert send(s, {"type": "response.cancel"}) == []  # answered by the response itself
+    rest = [e for e, _ in events]
+    assert types(rest) == ["response.done"]
+    response = rest[0]["response"]
+    usage = response["usage"]
+    assert response["status"] == "cancelled"
+    texts = sum(t == "response.audio_transcript.delta" or t == "response.text.delta"
+                for t in types(seen))
+    assert usage["output_token_details"]["text_tokens"] == texts
+    assert usage["output_token_details"]["audio_tokens"] == (1 if after == "response.audio.delta"
+                                                            else 0)
+    assert usage["input_tokens"] > 0
+
+
+def test_response_cancel_with_no_response_in_flight_is_nothing() -> None:
+    s = session()
+    assert send(s, {"type": "response.cancel"}) == []
+    assert types(send(s, {"type": "response.create"}))[-1] == "response.done"
