@@ -5,9 +5,10 @@ from which they are replayed once it is back (idempotent: request_id is unique).
 Every worker of a database shares its spool: an append and a replay each hold the
 file's lock (`flock`) for their whole work, and a replay removes the file while it holds
 it, so an append that waited for it opens the new one. A line cut by a crash is skipped;
-the rest still counts. A record the database refuses whatever its state (a value it
-cannot store or sum) is set aside in `<spool>.refused` with an error logged, so that it
-does not stop the replay, nor the retention and budgets' refresh that follow it.
+the rest still counts (an append after it starts a line of its own). A record the
+database refuses whatever its state (a value it cannot store or sum) is set aside in
+`<spool>.refused` with an error logged, so that it does not stop the replay, nor the
+retention and budgets' refresh that follow it.
 """
 
 from __future__ import annotations
@@ -48,17 +49,18 @@ class LedgerSpool:
         for _ in range(3):
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.path, "ab") as spool:
+                with open(self.path, "a+b") as spool:
                     try:
                         fcntl.flock(spool, fcntl.LOCK_EX if block else fcntl.LOCK_EX | fcntl.LOCK_NB)
                     except BlockingIOError:
                         return [], None  # a replay holds it: the records stay queued
-                    if os.fstat(spool.fileno()).st_nlink == 0:
+                    status = os.fstat(spool.fileno())
+                    if status.st_nlink == 0:
                         continue  # replayed and removed while we waited: open it again
                     taken = rows if isinstance(rows, list) else rows()
-                    spool.write(b"".join(orjson.dumps(dataclasses.asdict(record_of(r)),
-                                                      option=orjson.OPT_APPEND_NEWLINE)
-                                         for r in taken))
+                    spool.write(_cut_line_ended(spool.fileno(), status.st_size) + b"".join(
+                        orjson.dumps(dataclasses.asdict(record_of(r)),
+                                     option=orjson.OPT_APPEND_NEWLINE) for r in taken))
                 return taken, None
             except OSError as exc:
                 return taken, str(exc.strerror or exc)
@@ -99,6 +101,13 @@ class LedgerSpool:
                                              option=orjson.OPT_APPEND_NEWLINE) for r in rows))
         log.error("usage ledger: %d spooled records the database refuses set aside in %s",
                   len(rows), refused)
+
+
+def _cut_line_ended(fd: int, size: int) -> bytes:
+    """A newline when the spool's last line was cut by a crash (a worker killed
+    mid-append): the lines appended after it start on their own, not glued to it and
+    skipped with it by the replay."""
+    return b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
 
 
 # What a batch raises when a row's values are refused (not when the database is locked,

@@ -1,0 +1,31 @@
+"""The usage ledger through an outage, with real SQLite files: what a crash leaves in
+the spool, a report asked while the database is gone, the UTC day at its last instant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.unit.test_ledger_writer import finished, stored, writer
+
+
+def test_an_append_after_a_line_cut_by_a_crash_loses_none_of_its_records(tmp_path: Path) -> None:
+    """A worker killed mid-append leaves a line without its newline; the next append
+    (this worker's after a restart, or another's) starts on a line of its own, so its
+    first record is not glued to the cut one and skipped with it."""
+    path = tmp_path / "gw.db"
+    first = writer(path, batch_size=5, max_buffer=10)
+    for n in range(25):  # past the bound: the oldest go to the spool
+        first.add(finished(n))
+    spooled = first.spool_path.read_bytes()
+    cut = spooled.count(b"\n") - 1  # req-0 to req-17 spooled: req-17's line is cut
+    assert cut == 17 and first.waiting == 7
+    first.spool_path.write_bytes(spooled[:-20])  # by a crash
+    second = writer(path, batch_size=5, max_buffer=10)
+    for n in range(100, 125):
+        second.add(finished(n))
+    second.start()
+    second.close()
+    # the second's oldest went to the spool after the cut line: all in (the first's
+    # queue died with it)
+    assert stored(path) == sorted([f"req-{n}" for n in range(cut)]
+                                  + [f"req-{n}" for n in range(100, 125)])
