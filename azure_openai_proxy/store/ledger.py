@@ -165,8 +165,10 @@ class LedgerStore:
         self.label_epoch = 0
 
     @classmethod
-    def open(cls, path: Path, *, busy_timeout_ms: int | None = None) -> LedgerStore:
-        connection = connect(path)
+    def open(cls, path: Path, *, busy_timeout_ms: int | None = None,
+             create: bool = True) -> LedgerStore:
+        """`create=False`: a database that is not there is an error (`connect`)."""
+        connection = connect(path, create=create)
         if busy_timeout_ms is not None:
             connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         return cls(connection)

@@ -3,8 +3,12 @@ the spool, a report asked while the database is gone, the UTC day at its last in
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+import pytest
+
+from azure_openai_proxy.store.usage_report import read_usage
 from tests.unit.test_ledger_writer import finished, stored, writer
 
 
@@ -29,3 +33,27 @@ def test_an_append_after_a_line_cut_by_a_crash_loses_none_of_its_records(tmp_pat
     # queue died with it)
     assert stored(path) == sorted([f"req-{n}" for n in range(cut)]
                                   + [f"req-{n}" for n in range(100, 125)])
+
+
+def test_a_usage_report_asked_while_the_database_is_gone_does_not_make_an_empty_one(
+        tmp_path: Path) -> None:
+    """The writer spools while its database is gone rather than make an empty one in
+    its place (the budgets would read no spend from it, and a restore over it would lose
+    what it took). GET /admin/usage (or the `usage` command) must not make one either:
+    it fails (a 503 for the admin API) and the records keep going to the spool."""
+    path = tmp_path / "gw.db"
+    ledger = writer(path)
+    ledger.add(finished(1))
+    ledger.start()  # opens the database and writes req-1
+    try:
+        for name in ("gw.db", "gw.db-wal", "gw.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        for n in (2, 3):
+            ledger.add(finished(n))
+            assert ledger.flush()
+            with pytest.raises(sqlite3.Error):
+                read_usage(path, "key", 0.0, None)
+            assert not path.exists()
+    finally:
+        ledger.close()
+    assert len(ledger.spool_path.read_bytes().splitlines()) == 2
