@@ -108,10 +108,18 @@ ON CONFLICT (day, kind, id) DO UPDATE SET
     reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
     cost_usd = cost_usd + excluded.cost_usd
 """
+# A record's UTC day in SQL, as the writer's (budget.day_of: Python's datetime, which
+# rounds the time to the microsecond): date(r.time, 'unixepoch') rounds it to the
+# millisecond, so a record of a day's last half millisecond was of the next day in the
+# report by day and in the rollups summed by SQL, of its own in the others. The whole
+# seconds, plus one when the fraction rounds to a million microseconds (SQLite's round()
+# and Python's differ on a tie, x.5, but not at 999,999.5: both go up).
+_DAY = ("date(CAST(r.time AS INTEGER) + (round((r.time - CAST(r.time AS INTEGER)) * 1e6) "
+        ">= 1e6), 'unixepoch')")
 _ROLLUP = """
 INSERT INTO usage_rollups (day, kind, id, requests, prompt_tokens, cached_tokens,
                            completion_tokens, reasoning_tokens, cost_usd)
-SELECT date(r.time, 'unixepoch') AS d, ?, l.{column}, count(*), sum(r.prompt_tokens),
+SELECT """ + _DAY + """ AS d, ?, l.{column}, count(*), sum(r.prompt_tokens),
        sum(r.cached_tokens), sum(r.completion_tokens), sum(r.reasoning_tokens), sum(r.cost_usd)
 FROM usage_records AS r JOIN usage_labels AS l ON l.id = r.label
 WHERE r.rowid > ? AND l.{column} != '' GROUP BY d, l.{column}
@@ -145,7 +153,7 @@ Grouping = Literal["key", "team", "model", "deployment", "day"]
 GROUPINGS: tuple[Grouping, ...] = ("key", "team", "model", "deployment", "day")
 _GROUP_COLUMN = {"key": "nullif(l.key_id, '')", "team": "nullif(l.team_id, '')",
                  "model": "nullif(l.model, '')", "deployment": "nullif(l.deployment, '')",
-                 "day": "date(r.time, 'unixepoch')"}
+                 "day": _DAY}
 UsageRow = dict[str, Any]
 
 

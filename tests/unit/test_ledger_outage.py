@@ -3,12 +3,17 @@ the spool, a report asked while the database is gone, the UTC day at its last in
 
 from __future__ import annotations
 
+import math
 import sqlite3
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from azure_openai_proxy.governance.budget import day_of
+from azure_openai_proxy.store.ledger import LedgerStore
 from azure_openai_proxy.store.usage_report import read_usage
+from tests.unit.test_ledger_store import record, rollups
 from tests.unit.test_ledger_writer import finished, stored, writer
 
 
@@ -57,3 +62,43 @@ def test_a_usage_report_asked_while_the_database_is_gone_does_not_make_an_empty_
     finally:
         ledger.close()
     assert len(ledger.spool_path.read_bytes().splitlines()) == 2
+
+
+# 2026-12-02's last half millisecond: SQLite's date(time, 'unixepoch') rounds to the
+# millisecond (2026-12-03), the writer's day (budget.day_of) does not
+_LAST_INSTANT = 1_796_256_000.0 - 0.0003
+
+
+@pytest.mark.parametrize("replayed", [False, True])
+def test_a_record_at_a_days_last_instant_is_of_that_day_in_rollups_and_reports(
+        tmp_path: Path, replayed: bool) -> None:
+    """The rollups (what budgets read) and `usage --by day` put a record on one UTC day,
+    whichever path summed it (`replayed`: a spool written twice, summed by SQL)."""
+    store = LedgerStore.open(tmp_path / "gw.db")
+    early = record(1, time=_LAST_INSTANT - 60)
+    if replayed:
+        store.write([early])
+    store.write([early, record(2, time=_LAST_INSTANT)])
+    days = {day: n for day, kind, _, n, _ in rollups(store, tmp_path / "gw.db") if kind == "key"}
+    by_day = {row["day"]: row["requests"] for row in store.usage("day", 0.0, None)}
+    store.close()
+    assert day_of(_LAST_INSTANT) == "2026-12-02"
+    assert days == by_day == {"2026-12-02": 2}
+
+
+def test_the_report_by_day_puts_every_instant_near_midnight_on_the_writers_day(
+        tmp_path: Path) -> None:
+    """Around a midnight: the floats next to it, half a microsecond and half a
+    millisecond each side (Python's datetime rounds to the microsecond, SQLite's date()
+    to the millisecond)."""
+    midnight = _LAST_INSTANT + 0.0003
+    below = [math.nextafter(midnight, 0.0)]
+    for _ in range(3):
+        below.append(math.nextafter(below[-1], 0.0))
+    times = [midnight + d for d in (-5e-4, -4.9e-4, -5e-7, -4e-7, 0.0, 4e-7, 5e-4)] + below
+    store = LedgerStore.open(tmp_path / "gw.db")
+    store.write([record(n, time=t) for n, t in enumerate(times)])
+    by_day = {row["day"]: row["requests"] for row in store.usage("day", 0.0, None)}
+    store.close()
+    assert by_day == dict(Counter(map(day_of, times)))
+    assert len(by_day) == 2
