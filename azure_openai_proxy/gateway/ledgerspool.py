@@ -18,7 +18,8 @@ import fcntl
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 
 import orjson
@@ -68,7 +69,9 @@ class LedgerSpool:
 
     def replay(self, store: LedgerStore, batch: int) -> int | None:
         """Write the spool's rows to `store`, `batch` at a time, then remove it: how many
-        (None: there was no spool). A database error is raised: the spool stays."""
+        (None: there was no spool). A database error is raised: the spool stays. The
+        file is read a batch at a time: a long outage's spool (millions of lines, ~800
+        bytes of Python objects each once read) must not have to fit in memory."""
         try:
             spool = open(self.path, "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
@@ -77,19 +80,18 @@ class LedgerSpool:
             fcntl.flock(spool, fcntl.LOCK_EX)
             if os.fstat(spool.fileno()).st_nlink == 0:
                 return None
-            records = [_from_line(line) for line in spool if line.strip()]
-            valid = [r for r in records if r is not None]
+            written = 0
             refused: list[LedgerRow] = []
-            for start in range(0, len(valid), batch):
-                part = valid[start:start + batch]
+            for part in _batches(spool, batch):
                 try:
                     store.write_rows(part)  # a database error raises: the spool stays
                 except _REFUSED:
                     refused += _one_by_one(store, part)
+                written += len(part)
             if refused:
                 self._set_aside(refused)  # raises OSError: the spool stays
             self.path.unlink()
-        return len(valid) - len(refused)
+        return written - len(refused)
 
     def _set_aside(self, rows: list[LedgerRow]) -> None:
         """Rows the database refuses whatever its state (a value it cannot store): kept
@@ -127,10 +129,19 @@ def _one_by_one(store: LedgerStore, rows: list[LedgerRow]) -> list[LedgerRow]:
     return refused
 
 
+def _batches(lines: Iterable[bytes], size: int) -> Iterator[list[LedgerRow]]:
+    """The rows of the lines that read as records (`_from_line`), `size` at a time."""
+    rows = filter(None, map(_from_line, lines))
+    while part := list(islice(rows, size)):
+        yield part
+
+
 _TOKEN_FIELDS = ("prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens")
 
 
 def _from_line(line: bytes) -> LedgerRow | None:
+    if not line.strip():
+        return None
     try:
         fields = orjson.loads(line)
         for name in _TOKEN_FIELDS:  # a count no writer takes (spooled by an older one)

@@ -3,13 +3,17 @@ the spool, a report asked while the database is gone, the UTC day at its last in
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sqlite3
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 
+import orjson
 import pytest
 
+from azure_openai_proxy.gateway.ledgerspool import LedgerSpool
 from azure_openai_proxy.governance.budget import day_of
 from azure_openai_proxy.store.ledger import LedgerStore
 from azure_openai_proxy.store.usage_report import read_usage
@@ -102,3 +106,25 @@ def test_the_report_by_day_puts_every_instant_near_midnight_on_the_writers_day(
     store.close()
     assert by_day == dict(Counter(map(day_of, times)))
     assert len(by_day) == 2
+
+
+def test_a_long_outages_spool_is_replayed_without_holding_it_all_in_memory(
+        tmp_path: Path) -> None:
+    """A spool of millions of lines (a day's outage) was read whole before the first
+    batch was written, ~800 bytes of Python objects a line: a restart after it could run
+    out of memory at start, every time. Read a batch at a time, its memory is a batch's."""
+    lines, batch = 5000, 100
+    spool = LedgerSpool(tmp_path / "gw.db.spool.jsonl")
+    spool.path.write_bytes(b"".join(
+        orjson.dumps(dataclasses.asdict(record(n)), option=orjson.OPT_APPEND_NEWLINE)
+        for n in range(lines)))
+    store = LedgerStore.open(tmp_path / "gw.db")
+    tracemalloc.start()
+    try:
+        replayed = spool.replay(store, batch)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert replayed == store.count() == lines
+    store.close()
+    assert peak < 1_000_000  # 4.1 MB read whole; ~0.2 MB a batch at a time
