@@ -149,5 +149,9 @@ def _from_line(line: bytes) -> LedgerRow | None:
             if type(count) is int and count > MAX_TOKENS:
                 fields[name] = MAX_TOKENS
         return row_of(UsageRecord(**fields))
-    except (orjson.JSONDecodeError, TypeError, AttributeError):
-        return None  # a line cut by a crash: the rest still counts
+    # A line cut by a crash, or damaged into values no record has (an unknown usage
+    # source: KeyError; a time past year 9999: ValueError, OverflowError): skipped, the
+    # rest still counts. Raised, it stopped every replay, and the budgets' refresh and
+    # the retention that come after it.
+    except (ValueError, TypeError, AttributeError, KeyError, OverflowError):
+        return None

@@ -128,3 +128,24 @@ def test_a_long_outages_spool_is_replayed_without_holding_it_all_in_memory(
     assert replayed == store.count() == lines
     store.close()
     assert peak < 1_000_000  # 4.1 MB read whole; ~0.2 MB a batch at a time
+
+
+def test_a_spool_line_damaged_into_values_no_record_has_stops_neither_replay_nor_budgets(
+        tmp_path: Path) -> None:
+    """A line that parses but is no record (a flipped bit in the usage's source, a time
+    past year 9999) is skipped as a cut line is: it raised out of the replay, every
+    cycle, so the good records never reached the database and the budgets' refresh
+    (every worker's spend) and the retention after it never ran again."""
+    good = [dataclasses.asdict(record(n)) for n in range(4)]
+    damaged = [{**good[0], "request_id": "x1", "usage_source": "measurex"},
+               {**good[0], "request_id": "x2", "time": 1e12},
+               {**good[0], "request_id": "x3", "time": 1e20}]
+    path = tmp_path / "gw.db"
+    ledger = writer(path)
+    ledger.spool_path.write_bytes(b"".join(
+        orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+        for line in [good[0], *damaged, *good[1:]]))
+    ledger.start()
+    ledger.close()
+    assert stored(path) == [f"req-{n}" for n in range(4)]
+    assert not ledger.spool_path.exists() and ledger.failures == 0
