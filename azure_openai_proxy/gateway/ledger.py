@@ -64,7 +64,7 @@ from azure_openai_proxy.governance.budget import (
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
-from azure_openai_proxy.store.ledger import Labels, LedgerRow, LedgerStore
+from azure_openai_proxy.store.ledger import PRUNE_CHUNK, Labels, LedgerRow, LedgerStore
 from azure_openai_proxy.store.sqlite import database_path
 
 __all__ = [
@@ -354,8 +354,8 @@ class LedgerWriter:
         try:
             replayed = self._replay(store)
             now = self._clock()
-            if now - self._last_retention >= _RETENTION_EVERY:
-                store.delete_before(now - self._retention)
+            if now - self._last_retention >= _RETENTION_EVERY and store.delete_before(
+                    now - self._retention, PRUNE_CHUNK) < PRUNE_CHUNK:  # else more next cycle
                 self._last_retention = now
             if replayed or now - self._last_refresh >= _BUDGET_REFRESH_EVERY:
                 self._refresh_budgets(store)

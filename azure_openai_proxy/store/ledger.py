@@ -51,8 +51,14 @@ from azure_openai_proxy.governance.model import UsageRecord
 from azure_openai_proxy.store.ledger_schema import prepare
 from azure_openai_proxy.store.sqlite import connect
 
-__all__ = ["GROUPINGS", "SOURCE_CODE", "Grouping", "Labels", "LedgerRow", "LedgerStore", "UsageRow",
-           "record_of", "row_of"]
+__all__ = ["GROUPINGS", "PRUNE_CHUNK", "SOURCE_CODE", "Grouping", "Labels", "LedgerRow",
+           "LedgerStore", "UsageRow", "record_of", "row_of"]
+
+# The writer's retention deletes this many raw records a cycle at most: the write lock
+# held ~50-100 ms, where a prune in one statement held it for all (900,000 records, a few
+# hours of a busy gateway or a retention lowered: 2.3 s; every other worker's batch
+# waiting for it past its busy timeout goes to the spool) and grew the WAL by all.
+PRUNE_CHUNK = 20_000
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord))
 # (key_id, team_id, model, deployment, endpoint, route), "" for none
@@ -318,10 +324,15 @@ class LedgerStore:
             label = known[labels] = int(self._db.execute(_LABEL_ID, labels).fetchone()[0])
         return label
 
-    def delete_before(self, cutoff: float) -> int:
-        """Retention: raw records older than `cutoff` (epoch seconds) go; rollups stay."""
-        cursor = self._db.execute("DELETE FROM usage_records WHERE time < ?", (cutoff,))
-        return cursor.rowcount
+    def delete_before(self, cutoff: float, most: int | None = None) -> int:
+        """Retention: raw records older than `cutoff` (epoch seconds) go, the oldest
+        `most` of them (None: all); rollups stay. How many went."""
+        if most is None:
+            return self._db.execute("DELETE FROM usage_records WHERE time < ?",
+                                    (cutoff,)).rowcount
+        return self._db.execute(
+            "DELETE FROM usage_records WHERE rowid IN (SELECT rowid FROM usage_records "
+            "WHERE time < ? ORDER BY time LIMIT ?)", (cutoff, most)).rowcount
 
     def daily_spend(self, since_day: str) -> list[tuple[str, str, str, float]]:
         """(kind, id, day, cost) of keys and teams from `since_day` (YYYY-MM-DD) on."""

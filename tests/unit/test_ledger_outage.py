@@ -18,7 +18,7 @@ from azure_openai_proxy.governance.budget import day_of
 from azure_openai_proxy.store.ledger import LedgerStore
 from azure_openai_proxy.store.usage_report import read_usage
 from tests.unit.test_ledger_store import record, rollups
-from tests.unit.test_ledger_writer import finished, stored, writer
+from tests.unit.test_ledger_writer import NOW, finished, stored, writer
 
 
 def test_an_append_after_a_line_cut_by_a_crash_loses_none_of_its_records(tmp_path: Path) -> None:
@@ -149,3 +149,30 @@ def test_a_spool_line_damaged_into_values_no_record_has_stops_neither_replay_nor
     ledger.close()
     assert stored(path) == [f"req-{n}" for n in range(4)]
     assert not ledger.spool_path.exists() and ledger.failures == 0
+
+
+def test_the_retention_prunes_a_chunk_a_cycle_and_keeps_the_rollups(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prune of many raw records (a retention lowered, a gateway busy for hours) in one
+    statement holds the write lock for all of them (900,000: 2.3 s; every other worker's
+    batch waits past its busy timeout and spools). A chunk a cycle, and the writer's own
+    records go in between."""
+    monkeypatch.setattr("azure_openai_proxy.gateway.ledger.PRUNE_CHUNK", 2, raising=False)
+    path = tmp_path / "gw.db"
+    store = LedgerStore.open(path)
+    store.write([record(n, time=NOW - (91 + n) * 86400) for n in range(5)]
+                + [record(9, time=NOW - 89 * 86400)])
+    ledger = writer(path)  # the default retention: 90 days
+    ledger.start()  # a cycle: a chunk pruned (the thread's first is 0.5 s away)
+    old = [store.count() - 1]
+    try:
+        for n in range(4):
+            ledger.add(finished(100 + n))
+            assert ledger.flush()
+            old.append(store.count() - n - 2)
+    finally:
+        ledger.close()
+    assert old[0] == 3 and old[-1] == 0, old  # of 5 old records (and 1 recent)
+    assert stored(path) == ["req-100", "req-101", "req-102", "req-103", "req-9"]
+    assert sum(n for _, kind, _, n, _ in rollups(store, path) if kind == "key") == 6
+    store.close()
