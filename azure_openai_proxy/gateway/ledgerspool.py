@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
 from pathlib import Path
@@ -35,18 +36,29 @@ log = logging.getLogger("azure_openai_proxy")
 
 class LedgerSpool:
     """The spool file of the ledger at `path` (the database's name plus
-    `.spool.jsonl`)."""
+    `.spool.jsonl`), and the rows that could not be written to it (a disk full: the
+    database beside it failed too), kept in memory, at most `most` (the oldest go past
+    it, with an error logged): they go into the spool with the next append it takes,
+    or into the database with the next replay."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, most: int = 100_000) -> None:
         self.path = path
+        self._most = most
+        self._kept: deque[LedgerRow] = deque()  # appended and taken from two threads
+
+    @property
+    def kept(self) -> int:
+        """Rows waiting in memory."""
+        return len(self._kept)
 
     def append(self, rows: list[LedgerRow] | Callable[[], list[LedgerRow]], *,
                block: bool = True) -> tuple[list[LedgerRow], str | None]:
         """Append `rows`, or those `rows()` takes once the lock is held (`block=False`:
-        only if it is free at once): the rows written and None; nothing written and None
-        when the lock was busy; or, when the file cannot be written, the rows taken
-        (lost) and why."""
+        only if it is free at once), after the rows kept: the rows written and None;
+        nothing written and None when the lock was busy; or, when the file cannot be
+        written, the rows taken (kept in memory) and why."""
         taken: list[LedgerRow] = []
+        kept: list[LedgerRow] = []
         for _ in range(3):
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,39 +71,80 @@ class LedgerSpool:
                     if status.st_nlink == 0:
                         continue  # replayed and removed while we waited: open it again
                     taken = rows if isinstance(rows, list) else rows()
+                    kept = self._take_kept()
                     spool.write(_cut_line_ended(spool.fileno(), status.st_size) + b"".join(
                         orjson.dumps(dataclasses.asdict(record_of(r)),
-                                     option=orjson.OPT_APPEND_NEWLINE) for r in taken))
+                                     option=orjson.OPT_APPEND_NEWLINE) for r in (*kept, *taken)))
                 return taken, None
             except OSError as exc:
-                return taken, str(exc.strerror or exc)
+                # Kept whole, even if some lines went in before the error: the database
+                # takes a record once, however often it is replayed.
+                problem = str(exc.strerror or exc)
+                self._keep([*kept, *taken], problem)
+                return taken, problem
         return [], None
 
+    def _take_kept(self) -> list[LedgerRow]:
+        kept = self._kept
+        return [kept.popleft() for _ in range(len(kept))]  # each popleft is atomic
+
+    def _keep(self, rows: list[LedgerRow], problem: str | None = None) -> None:
+        """Keep `rows` in memory (`problem`: why the spool did not take them, logged when
+        they are the first to wait)."""
+        kept = self._kept
+        waiting = len(kept)
+        kept.extend(rows)
+        lost = len(kept) - self._most
+        if lost > 0:
+            for _ in range(lost):
+                kept.popleft()
+            log.error("usage ledger: neither the database nor the spool %s takes records: "
+                      "the %d oldest of those waiting in memory are lost", self.path, lost)
+        elif problem is not None and not waiting and rows:
+            log.error("usage ledger: cannot write the spool %s (%s): records wait in memory "
+                      "(%d at most) until the database or the spool takes them", self.path,
+                      problem, self._most)
+
+    def lose_kept(self) -> None:
+        """At exit: the rows still kept are lost; say so."""
+        if self._kept:
+            log.error("usage ledger: %d records neither the database nor the spool %s "
+                      "took are lost at exit", len(self._take_kept()), self.path)
+
     def replay(self, store: LedgerStore, batch: int) -> int | None:
-        """Write the spool's rows to `store`, `batch` at a time, then remove it: how many
-        (None: there was no spool). A database error is raised: the spool stays. The
+        """Write the rows kept in memory and the spool's rows to `store`, `batch` at a
+        time, then remove it: how many (None: none kept, and there was no spool). A
+        database error is raised: the spool stays, and so do the rows kept. The
         file is read a batch at a time: a long outage's spool (millions of lines, ~800
         bytes of Python objects each once read) must not have to fit in memory."""
+        kept = self._take_kept()
+        try:
+            done, refused = _write_all(store, (kept[i:i + batch]
+                                               for i in range(0, len(kept), batch)))
+        except BaseException:
+            self._keep(kept)
+            raise
+        if refused:
+            try:
+                self._set_aside(refused)
+            except OSError as exc:
+                log.error("usage ledger: %d records the database refuses are lost (%s)",
+                          len(refused), exc.strerror or exc)
+        done -= len(refused)
         try:
             spool = open(self.path, "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
-            return None
+            return done or None
         with spool:
             fcntl.flock(spool, fcntl.LOCK_EX)
             if os.fstat(spool.fileno()).st_nlink == 0:
-                return None
-            written = 0
-            refused: list[LedgerRow] = []
-            for part in _batches(spool, batch):
-                try:
-                    store.write_rows(part)  # a database error raises: the spool stays
-                except _REFUSED:
-                    refused += _one_by_one(store, part)
-                written += len(part)
+                return done or None
+            # a database error raises: the spool stays
+            written, refused = _write_all(store, _batches(spool, batch))
             if refused:
                 self._set_aside(refused)  # raises OSError: the spool stays
             self.path.unlink()
-        return written - len(refused)
+        return done + written - len(refused)
 
     def _set_aside(self, rows: list[LedgerRow]) -> None:
         """Rows the database refuses whatever its state (a value it cannot store): kept
@@ -116,6 +169,21 @@ def _cut_line_ended(fd: int, size: int) -> bytes:
 # read-only, gone or full: those are sqlite3.OperationalError, and the spool waits).
 _REFUSED = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError,
             OverflowError, TypeError, ValueError)
+
+
+def _write_all(store: LedgerStore, parts: Iterable[list[LedgerRow]],
+               ) -> tuple[int, list[LedgerRow]]:
+    """Each of `parts` written in one transaction, or, refused, each of its rows alone:
+    how many rows, and those refused. A database error is raised."""
+    written = 0
+    refused: list[LedgerRow] = []
+    for part in parts:
+        try:
+            store.write_rows(part)
+        except _REFUSED:
+            refused += _one_by_one(store, part)
+        written += len(part)
+    return written, refused
 
 
 def _one_by_one(store: LedgerStore, rows: list[LedgerRow]) -> list[LedgerRow]:

@@ -176,3 +176,50 @@ def test_the_retention_prunes_a_chunk_a_cycle_and_keeps_the_rollups(
     assert stored(path) == ["req-100", "req-101", "req-102", "req-103", "req-9"]
     assert sum(n for _, kind, _, n, _ in rollups(store, path) if kind == "key") == 6
     store.close()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_records_neither_the_database_nor_the_spool_takes_wait_in_memory(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A disk full: the database fails and so does the spool beside it (here /dev/full,
+    every write ENOSPC). The records wait in memory (up to the buffer's bound) and are
+    written once the database is back, each once: they were lost."""
+    path = tmp_path / "gw.db"
+    path.mkdir()  # the database cannot be opened
+    ledger = writer(path, batch_size=5, max_buffer=10)
+    full = ledger.spool_path  # a link to /dev/full while the disk is full (never read)
+    full.symlink_to("/dev/full")
+    with caplog.at_level("ERROR", logger="azure_openai_proxy"):
+        for n in range(11):  # the 6 oldest past the bound: the event loop's overflow
+            ledger.add(finished(n))
+        path.rmdir()
+        full.unlink()  # room again
+        ledger.start()
+        try:
+            assert ledger.flush()
+            assert stored(path) == sorted(f"req-{n}" for n in range(11))
+            full.symlink_to("/dev/full")  # full again: the writer's own batches
+            for name in ("gw.db", "gw.db-wal", "gw.db-shm"):
+                (tmp_path / name).unlink(missing_ok=True)
+            for n in range(11, 16):
+                ledger.add(finished(n))
+                assert ledger.flush()
+            full.unlink()
+            LedgerStore.open(path).close()  # restored (here: made empty)
+            assert ledger.flush()
+        finally:
+            ledger.close()
+    assert stored(path) == sorted(f"req-{n}" for n in range(11, 16))
+    assert caplog.records and not any("lost" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_records_kept_in_memory_are_written_by_a_close_without_a_thread(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    ledger = writer(path, batch_size=5, max_buffer=10)
+    ledger.spool_path.symlink_to("/dev/full")
+    for n in range(11):  # the 6 oldest past the bound: kept in memory
+        ledger.add(finished(n))
+    ledger.spool_path.unlink()
+    ledger.close()  # never started
+    assert stored(path) == sorted(f"req-{n}" for n in range(11))
