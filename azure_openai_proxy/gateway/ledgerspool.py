@@ -93,7 +93,9 @@ class LedgerSpool:
         they are the first to wait)."""
         kept = self._kept
         waiting = len(kept)
-        kept.extend(rows)
+        # Their label ids let go (as a spooled line has none): the database they are
+        # written to may be another file by then (restored), whose ids name others.
+        kept.extend((*row[:2], 0, *row[3:]) if row[2] else row for row in rows)
         lost = len(kept) - self._most
         if lost > 0:
             for _ in range(lost):

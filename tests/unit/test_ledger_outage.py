@@ -205,11 +205,15 @@ def test_records_neither_the_database_nor_the_spool_takes_wait_in_memory(
                 ledger.add(finished(n))
                 assert ledger.flush()
             full.unlink()
-            LedgerStore.open(path).close()  # restored (here: made empty)
+            restored = LedgerStore.open(path)  # restored: its label ids are its own
+            restored.write([record(99, key="other", model="other")])
+            ledger.add(finished(16))  # written first: its label ids read from the new file
             assert ledger.flush()
         finally:
             ledger.close()
-    assert stored(path) == sorted(f"req-{n}" for n in range(11, 16))
+    assert {r.request_id: (r.key_id, r.model) for r in restored.records()} == {
+        "req-99": ("other", "other"), **{f"req-{n}": (None, "gpt-4o") for n in range(11, 17)}}
+    restored.close()
     assert caplog.records and not any("lost" in r.getMessage() for r in caplog.records)
 
 
