@@ -203,7 +203,7 @@ def test_records_neither_the_database_nor_the_spool_takes_wait_in_memory(
                 (tmp_path / name).unlink(missing_ok=True)
             for n in range(11, 16):
                 ledger.add(finished(n))
-                assert ledger.flush()
+            assert ledger.flush()
             full.unlink()
             restored = LedgerStore.open(path)  # restored: its label ids are its own
             restored.write([record(99, key="other", model="other")])
