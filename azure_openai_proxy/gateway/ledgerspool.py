@@ -79,7 +79,9 @@ class LedgerSpool:
             except OSError as exc:
                 # Kept whole, even if some lines went in before the error: the database
                 # takes a record once, however often it is replayed.
+                # Rows given (not to be taken) are kept even if the file did not open.
                 problem = str(exc.strerror or exc)
+                taken = taken or (rows if isinstance(rows, list) else [])
                 self._keep([*kept, *taken], problem)
                 return taken, problem
         return [], None

@@ -227,3 +227,21 @@ def test_records_kept_in_memory_are_written_by_a_close_without_a_thread(tmp_path
     ledger.spool_path.unlink()
     ledger.close()  # never started
     assert stored(path) == sorted(f"req-{n}" for n in range(11))
+
+
+def test_a_batch_whose_spool_cannot_even_be_opened_waits_in_memory(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    path.mkdir()  # the database cannot be opened, nor the spool (a directory each)
+    ledger = writer(path)
+    ledger.spool_path.mkdir()
+    ledger.start()
+    try:
+        for n in range(3):
+            ledger.add(finished(n))
+        assert ledger.flush()
+        path.rmdir()
+        ledger.spool_path.rmdir()
+        assert ledger.flush()
+    finally:
+        ledger.close()
+    assert stored(path) == ["req-0", "req-1", "req-2"]
