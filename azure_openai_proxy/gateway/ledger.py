@@ -13,7 +13,7 @@ in the database, off the request path, and nothing is lost.
                              without the GIL, for a batch of one label and day; else,
                              and its cost always, in C)
         database error    -> the spool file (JSON lines next to the database:
-                             ledgerspool.py)
+                             ledgerspool.py; it failing too, in memory up to max_buffer)
         database back     -> the spool replayed (idempotent: request_id is unique)
         while it runs, the switch interval at 0.5 ms (gilshare.py: else starved of the GIL)
         every few seconds the budgets' SpendBook is rebuilt from the rollups (every
@@ -64,7 +64,7 @@ from azure_openai_proxy.governance.budget import (
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
-from azure_openai_proxy.store.ledger import Labels, LedgerRow, LedgerStore
+from azure_openai_proxy.store.ledger import PRUNE_CHUNK, Labels, LedgerRow, LedgerStore
 from azure_openai_proxy.store.sqlite import database_path
 
 __all__ = [
@@ -137,7 +137,7 @@ class LedgerWriter:
     ) -> None:
         self.database = database
         self.spool_path = database.with_name(database.name + ".spool.jsonl")
-        self._spool_file = LedgerSpool(self.spool_path)
+        self._spool_file = LedgerSpool(self.spool_path, max_buffer)
         self.guard = guard
         guard.prices, guard.models = prices, dict(models)
         self._pricer = RowPricer(prices, dict(models))
@@ -230,7 +230,7 @@ class LedgerWriter:
         if thread is not None:
             thread.join(timeout)
         if thread is None or not thread.is_alive():
-            self._drain()  # anything added after the thread's last pass
+            self._cycle()  # anything added after the thread's last pass, rows kept
             if self._store is not None:
                 with contextlib.suppress(Exception):
                     self._store.close()
@@ -238,6 +238,7 @@ class LedgerWriter:
             self._share.release()  # a thread never started (or `start` failed)
         else:
             self._spool(self._take(len(self._queue)))
+        self._spool_file.lose_kept()
 
     # -- the thread --------------------------------------------------------------------
 
@@ -354,8 +355,8 @@ class LedgerWriter:
         try:
             replayed = self._replay(store)
             now = self._clock()
-            if now - self._last_retention >= _RETENTION_EVERY:
-                store.delete_before(now - self._retention)
+            if now - self._last_retention >= _RETENTION_EVERY and store.delete_before(
+                    now - self._retention, PRUNE_CHUNK) < PRUNE_CHUNK:  # else more next cycle
                 self._last_retention = now
             if replayed or now - self._last_refresh >= _BUDGET_REFRESH_EVERY:
                 self._refresh_budgets(store)
@@ -461,15 +462,12 @@ class LedgerWriter:
 
     def _unspooled(self, records: list[LedgerRow] | deque[Queued],
                    taken: list[LedgerRow], count: int, problem: str) -> None:
-        """The spool could not be written: say what became of the records."""
+        """The spool could not be written: say what became of the records (those taken
+        wait in the spool's memory: it says so)."""
         if isinstance(records, list) or taken:
-            lost = records if isinstance(records, list) else taken
-            log.error("usage ledger: cannot write the spool %s (%s): %d records lost "
-                      "(the database was unavailable too)", self.spool_path,
-                      problem, len(lost))
             if taken and not isinstance(records, list):
-                # Taken from the queue by the event loop: their costs will never be in the
-                # book (the writer's own batches are released by _drain).
+                # Taken from the queue by the event loop: their holds go now, their costs
+                # in the book once written (the writer's own batches: in _drain).
                 self.guard.release(r[1] for r in taken)
         else:
             log.error("usage ledger: cannot write the spool %s (%s): the %d oldest of %d "

@@ -5,9 +5,10 @@ from which they are replayed once it is back (idempotent: request_id is unique).
 Every worker of a database shares its spool: an append and a replay each hold the
 file's lock (`flock`) for their whole work, and a replay removes the file while it holds
 it, so an append that waited for it opens the new one. A line cut by a crash is skipped;
-the rest still counts. A record the database refuses whatever its state (a value it
-cannot store or sum) is set aside in `<spool>.refused` with an error logged, so that it
-does not stop the replay, nor the retention and budgets' refresh that follow it.
+the rest still counts (an append after it starts a line of its own). A record the
+database refuses whatever its state (a value it cannot store or sum) is set aside in
+`<spool>.refused` with an error logged, so that it does not stop the replay, nor the
+retention and budgets' refresh that follow it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import fcntl
 import logging
 import os
 import sqlite3
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
 from pathlib import Path
 
 import orjson
@@ -33,61 +36,119 @@ log = logging.getLogger("azure_openai_proxy")
 
 class LedgerSpool:
     """The spool file of the ledger at `path` (the database's name plus
-    `.spool.jsonl`)."""
+    `.spool.jsonl`), and the rows that could not be written to it (a disk full: the
+    database beside it failed too), kept in memory, at most `most` (the oldest go past
+    it, with an error logged): they go into the spool with the next append it takes,
+    or into the database with the next replay."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, most: int = 100_000) -> None:
         self.path = path
+        self._most = most
+        self._kept: deque[LedgerRow] = deque()  # appended and taken from two threads
+
+    @property
+    def kept(self) -> int:
+        """Rows waiting in memory."""
+        return len(self._kept)
 
     def append(self, rows: list[LedgerRow] | Callable[[], list[LedgerRow]], *,
                block: bool = True) -> tuple[list[LedgerRow], str | None]:
         """Append `rows`, or those `rows()` takes once the lock is held (`block=False`:
-        only if it is free at once): the rows written and None; nothing written and None
-        when the lock was busy; or, when the file cannot be written, the rows taken
-        (lost) and why."""
+        only if it is free at once), after the rows kept: the rows written and None;
+        nothing written and None when the lock was busy; or, when the file cannot be
+        written, the rows taken (kept in memory) and why."""
         taken: list[LedgerRow] = []
+        kept: list[LedgerRow] = []
         for _ in range(3):
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.path, "ab") as spool:
+                with open(self.path, "a+b") as spool:
                     try:
                         fcntl.flock(spool, fcntl.LOCK_EX if block else fcntl.LOCK_EX | fcntl.LOCK_NB)
                     except BlockingIOError:
                         return [], None  # a replay holds it: the records stay queued
-                    if os.fstat(spool.fileno()).st_nlink == 0:
+                    status = os.fstat(spool.fileno())
+                    if status.st_nlink == 0:
                         continue  # replayed and removed while we waited: open it again
                     taken = rows if isinstance(rows, list) else rows()
-                    spool.write(b"".join(orjson.dumps(dataclasses.asdict(record_of(r)),
-                                                      option=orjson.OPT_APPEND_NEWLINE)
-                                         for r in taken))
+                    kept = self._take_kept()
+                    spool.write(_cut_line_ended(spool.fileno(), status.st_size) + b"".join(
+                        orjson.dumps(dataclasses.asdict(record_of(r)),
+                                     option=orjson.OPT_APPEND_NEWLINE) for r in (*kept, *taken)))
                 return taken, None
             except OSError as exc:
-                return taken, str(exc.strerror or exc)
+                # Kept whole, even if some lines went in before the error: the database
+                # takes a record once, however often it is replayed.
+                # Rows given (not to be taken) are kept even if the file did not open.
+                problem = str(exc.strerror or exc)
+                taken = taken or (rows if isinstance(rows, list) else [])
+                self._keep([*kept, *taken], problem)
+                return taken, problem
         return [], None
 
+    def _take_kept(self) -> list[LedgerRow]:
+        kept = self._kept
+        return [kept.popleft() for _ in range(len(kept))]  # each popleft is atomic
+
+    def _keep(self, rows: list[LedgerRow], problem: str | None = None) -> None:
+        """Keep `rows` in memory (`problem`: why the spool did not take them, logged when
+        they are the first to wait)."""
+        kept = self._kept
+        waiting = len(kept)
+        # Their label ids let go (as a spooled line has none): the database they are
+        # written to may be another file by then (restored), whose ids name others.
+        kept.extend((*row[:2], 0, *row[3:]) if row[2] else row for row in rows)
+        lost = len(kept) - self._most
+        if lost > 0:
+            for _ in range(lost):
+                kept.popleft()
+            log.error("usage ledger: neither the database nor the spool %s takes records: "
+                      "the %d oldest of those waiting in memory are lost", self.path, lost)
+        elif problem is not None and not waiting and rows:
+            log.error("usage ledger: cannot write the spool %s (%s): records wait in memory "
+                      "(%d at most) until the database or the spool takes them", self.path,
+                      problem, self._most)
+
+    def lose_kept(self) -> None:
+        """At exit: the rows still kept are lost; say so."""
+        if self._kept:
+            log.error("usage ledger: %d records neither the database nor the spool %s "
+                      "took are lost at exit", len(self._take_kept()), self.path)
+
     def replay(self, store: LedgerStore, batch: int) -> int | None:
-        """Write the spool's rows to `store`, `batch` at a time, then remove it: how many
-        (None: there was no spool). A database error is raised: the spool stays."""
+        """Write the rows kept in memory and the spool's rows to `store`, `batch` at a
+        time, then remove it: how many (None: none kept, and there was no spool). A
+        database error is raised: the spool stays, and so do the rows kept. The
+        file is read a batch at a time: a long outage's spool (millions of lines, ~800
+        bytes of Python objects each once read) must not have to fit in memory."""
+        kept = self._take_kept()
+        try:
+            done, refused = _write_all(store, (kept[i:i + batch]
+                                               for i in range(0, len(kept), batch)))
+        except BaseException:
+            self._keep(kept)
+            raise
+        if refused:
+            try:
+                self._set_aside(refused)
+            except OSError as exc:
+                log.error("usage ledger: %d records the database refuses are lost (%s)",
+                          len(refused), exc.strerror or exc)
+        done -= len(refused)
         try:
             spool = open(self.path, "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
-            return None
+            return done or None
         with spool:
             fcntl.flock(spool, fcntl.LOCK_EX)
             if os.fstat(spool.fileno()).st_nlink == 0:
-                return None
-            records = [_from_line(line) for line in spool if line.strip()]
-            valid = [r for r in records if r is not None]
-            refused: list[LedgerRow] = []
-            for start in range(0, len(valid), batch):
-                part = valid[start:start + batch]
-                try:
-                    store.write_rows(part)  # a database error raises: the spool stays
-                except _REFUSED:
-                    refused += _one_by_one(store, part)
+                return done or None
+            # a database error raises: the spool stays
+            written, refused = _write_all(store, _batches(spool, batch))
             if refused:
                 self._set_aside(refused)  # raises OSError: the spool stays
             self.path.unlink()
-        return len(valid) - len(refused)
+        return done + written - len(refused)
 
     def _set_aside(self, rows: list[LedgerRow]) -> None:
         """Rows the database refuses whatever its state (a value it cannot store): kept
@@ -101,10 +162,32 @@ class LedgerSpool:
                   len(rows), refused)
 
 
+def _cut_line_ended(fd: int, size: int) -> bytes:
+    """A newline when the spool's last line was cut by a crash (a worker killed
+    mid-append): the lines appended after it start on their own, not glued to it and
+    skipped with it by the replay."""
+    return b"\n" if size and os.pread(fd, 1, size - 1) != b"\n" else b""
+
+
 # What a batch raises when a row's values are refused (not when the database is locked,
 # read-only, gone or full: those are sqlite3.OperationalError, and the spool waits).
 _REFUSED = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.DataError,
             OverflowError, TypeError, ValueError)
+
+
+def _write_all(store: LedgerStore, parts: Iterable[list[LedgerRow]],
+               ) -> tuple[int, list[LedgerRow]]:
+    """Each of `parts` written in one transaction, or, refused, each of its rows alone:
+    how many rows, and those refused. A database error is raised."""
+    written = 0
+    refused: list[LedgerRow] = []
+    for part in parts:
+        try:
+            store.write_rows(part)
+        except _REFUSED:
+            refused += _one_by_one(store, part)
+        written += len(part)
+    return written, refused
 
 
 def _one_by_one(store: LedgerStore, rows: list[LedgerRow]) -> list[LedgerRow]:
@@ -118,10 +201,19 @@ def _one_by_one(store: LedgerStore, rows: list[LedgerRow]) -> list[LedgerRow]:
     return refused
 
 
+def _batches(lines: Iterable[bytes], size: int) -> Iterator[list[LedgerRow]]:
+    """The rows of the lines that read as records (`_from_line`), `size` at a time."""
+    rows = filter(None, map(_from_line, lines))
+    while part := list(islice(rows, size)):
+        yield part
+
+
 _TOKEN_FIELDS = ("prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens")
 
 
 def _from_line(line: bytes) -> LedgerRow | None:
+    if not line.strip():
+        return None
     try:
         fields = orjson.loads(line)
         for name in _TOKEN_FIELDS:  # a count no writer takes (spooled by an older one)
@@ -129,5 +221,9 @@ def _from_line(line: bytes) -> LedgerRow | None:
             if type(count) is int and count > MAX_TOKENS:
                 fields[name] = MAX_TOKENS
         return row_of(UsageRecord(**fields))
-    except (orjson.JSONDecodeError, TypeError, AttributeError):
-        return None  # a line cut by a crash: the rest still counts
+    # A line cut by a crash, or damaged into values no record has (an unknown usage
+    # source: KeyError; a time past year 9999: ValueError, OverflowError): skipped, the
+    # rest still counts. Raised, it stopped every replay, and the budgets' refresh and
+    # the retention that come after it.
+    except (ValueError, TypeError, AttributeError, KeyError, OverflowError):
+        return None

@@ -51,8 +51,14 @@ from azure_openai_proxy.governance.model import UsageRecord
 from azure_openai_proxy.store.ledger_schema import prepare
 from azure_openai_proxy.store.sqlite import connect
 
-__all__ = ["GROUPINGS", "SOURCE_CODE", "Grouping", "Labels", "LedgerRow", "LedgerStore", "UsageRow",
-           "record_of", "row_of"]
+__all__ = ["GROUPINGS", "PRUNE_CHUNK", "SOURCE_CODE", "Grouping", "Labels", "LedgerRow",
+           "LedgerStore", "UsageRow", "record_of", "row_of"]
+
+# The writer's retention deletes this many raw records a cycle at most: the write lock
+# held ~50-100 ms, where a prune in one statement held it for all (900,000 records, a few
+# hours of a busy gateway or a retention lowered: 2.3 s; every other worker's batch
+# waiting for it past its busy timeout goes to the spool) and grew the WAL by all.
+PRUNE_CHUNK = 20_000
 
 _FIELDS = tuple(f.name for f in fields(UsageRecord))
 # (key_id, team_id, model, deployment, endpoint, route), "" for none
@@ -108,10 +114,18 @@ ON CONFLICT (day, kind, id) DO UPDATE SET
     reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
     cost_usd = cost_usd + excluded.cost_usd
 """
+# A record's UTC day in SQL, as the writer's (budget.day_of: Python's datetime, which
+# rounds the time to the microsecond): date(r.time, 'unixepoch') rounds it to the
+# millisecond, so a record of a day's last half millisecond was of the next day in the
+# report by day and in the rollups summed by SQL, of its own in the others. The whole
+# seconds, plus one when the fraction rounds to a million microseconds (SQLite's round()
+# and Python's differ on a tie, x.5, but not at 999,999.5: both go up).
+_DAY = ("date(CAST(r.time AS INTEGER) + (round((r.time - CAST(r.time AS INTEGER)) * 1e6) "
+        ">= 1e6), 'unixepoch')")
 _ROLLUP = """
 INSERT INTO usage_rollups (day, kind, id, requests, prompt_tokens, cached_tokens,
                            completion_tokens, reasoning_tokens, cost_usd)
-SELECT date(r.time, 'unixepoch') AS d, ?, l.{column}, count(*), sum(r.prompt_tokens),
+SELECT """ + _DAY + """ AS d, ?, l.{column}, count(*), sum(r.prompt_tokens),
        sum(r.cached_tokens), sum(r.completion_tokens), sum(r.reasoning_tokens), sum(r.cost_usd)
 FROM usage_records AS r JOIN usage_labels AS l ON l.id = r.label
 WHERE r.rowid > ? AND l.{column} != '' GROUP BY d, l.{column}
@@ -145,7 +159,7 @@ Grouping = Literal["key", "team", "model", "deployment", "day"]
 GROUPINGS: tuple[Grouping, ...] = ("key", "team", "model", "deployment", "day")
 _GROUP_COLUMN = {"key": "nullif(l.key_id, '')", "team": "nullif(l.team_id, '')",
                  "model": "nullif(l.model, '')", "deployment": "nullif(l.deployment, '')",
-                 "day": "date(r.time, 'unixepoch')"}
+                 "day": _DAY}
 UsageRow = dict[str, Any]
 
 
@@ -165,8 +179,10 @@ class LedgerStore:
         self.label_epoch = 0
 
     @classmethod
-    def open(cls, path: Path, *, busy_timeout_ms: int | None = None) -> LedgerStore:
-        connection = connect(path)
+    def open(cls, path: Path, *, busy_timeout_ms: int | None = None,
+             create: bool = True) -> LedgerStore:
+        """`create=False`: a database that is not there is an error (`connect`)."""
+        connection = connect(path, create=create)
         if busy_timeout_ms is not None:
             connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         return cls(connection)
@@ -308,10 +324,15 @@ class LedgerStore:
             label = known[labels] = int(self._db.execute(_LABEL_ID, labels).fetchone()[0])
         return label
 
-    def delete_before(self, cutoff: float) -> int:
-        """Retention: raw records older than `cutoff` (epoch seconds) go; rollups stay."""
-        cursor = self._db.execute("DELETE FROM usage_records WHERE time < ?", (cutoff,))
-        return cursor.rowcount
+    def delete_before(self, cutoff: float, most: int | None = None) -> int:
+        """Retention: raw records older than `cutoff` (epoch seconds) go, the oldest
+        `most` of them (None: all); rollups stay. How many went."""
+        if most is None:
+            return self._db.execute("DELETE FROM usage_records WHERE time < ?",
+                                    (cutoff,)).rowcount
+        return self._db.execute(
+            "DELETE FROM usage_records WHERE rowid IN (SELECT rowid FROM usage_records "
+            "WHERE time < ? ORDER BY time LIMIT ?)", (cutoff, most)).rowcount
 
     def daily_spend(self, since_day: str) -> list[tuple[str, str, str, float]]:
         """(kind, id, day, cost) of keys and teams from `since_day` (YYYY-MM-DD) on."""

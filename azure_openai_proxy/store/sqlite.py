@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 from azure_openai_proxy.settings import Settings, sqlite_file
 
@@ -40,12 +41,19 @@ def database_path(settings: Settings) -> Path:
     return sqlite_path(settings.database or default_database())
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
     """A connection in WAL mode, its directory made if missing. Used from one thread at
-    a time (the store's worker thread, or the CLI)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    connection = sqlite3.connect(path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                 check_same_thread=False)
+    a time (the store's worker thread, or the CLI). `create=False` (a reader: the usage
+    report): a database that is not there is a sqlite3.OperationalError, not made
+    (empty, it would stand in for one removed, which the ledger's writer waits for)."""
+    if create:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        target: str | Path = path
+    else:
+        # `file://` and an empty authority: the path as given ("//x" is a path, not a host)
+        target = f"file://{quote(str(path.absolute()))}?mode=rw"
+    connection = sqlite3.connect(target, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                 check_same_thread=False, uri=not create)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")

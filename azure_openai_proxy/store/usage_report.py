@@ -30,8 +30,9 @@ _NAMED: dict[str, str] = {"key": "keys", "team": "teams"}
 
 def read_usage(path: Path, by: Grouping, since: float, until: float | None) -> list[UsageRow]:
     """The ledger's totals grouped `by`; by key or team, each row's `name` beside its id
-    (None: a static key, or a key or team since deleted)."""
-    store = LedgerStore.open(path)
+    (None: a static key, or a key or team since deleted). A database that is not there
+    is a sqlite3.Error: a report never makes one (store/sqlite.py `connect`)."""
+    store = LedgerStore.open(path, create=False)
     try:
         rows = store.usage(by, since, until)
     finally:
@@ -46,7 +47,7 @@ def read_usage(path: Path, by: Grouping, since: float, until: float | None) -> l
 
 def _names(path: Path, table: str) -> dict[str, str]:
     """id -> name of every key or team (none when the database holds no keys table)."""
-    db = connect(path)
+    db = connect(path, create=False)
     try:
         return {str(i): str(n) for i, n in db.execute(f"SELECT id, name FROM {table}")}
     except sqlite3.OperationalError:  # a ledger written without governance's tables

@@ -267,8 +267,9 @@ def test_the_hold_of_a_spooled_record_cut_by_a_crash_is_released(tmp_path: Path)
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_hold_whose_record_could_not_be_spooled_is_released(tmp_path: Path) -> None:
     """The spool cannot be written (here it is /dev/full: every write fails with ENOSPC)
-    when the buffer overflows: the records taken for it are lost, and their holds must
-    not keep counting against the key for as long as the worker runs."""
+    when the buffer overflows: the records taken for it wait in memory up to the
+    buffer's bound, past it are lost, and their holds must not keep counting against
+    the key for as long as the worker runs."""
     path = tmp_path / "gw.db"
     clock = [NOW]
     guard = BudgetGuard(clock=lambda: clock[0])

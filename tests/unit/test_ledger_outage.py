@@ -1,0 +1,247 @@
+"""The usage ledger through an outage, with real SQLite files: what a crash leaves in
+the spool, a report asked while the database is gone, the UTC day at its last instant."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sqlite3
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from azure_openai_proxy.gateway.ledgerspool import LedgerSpool
+from azure_openai_proxy.governance.budget import day_of
+from azure_openai_proxy.store.ledger import LedgerStore
+from azure_openai_proxy.store.usage_report import read_usage
+from tests.unit.test_ledger_store import record, rollups
+from tests.unit.test_ledger_writer import NOW, finished, stored, writer
+
+
+def test_an_append_after_a_line_cut_by_a_crash_loses_none_of_its_records(tmp_path: Path) -> None:
+    """A worker killed mid-append leaves a line without its newline; the next append
+    (this worker's after a restart, or another's) starts on a line of its own, so its
+    first record is not glued to the cut one and skipped with it."""
+    path = tmp_path / "gw.db"
+    first = writer(path, batch_size=5, max_buffer=10)
+    for n in range(25):  # past the bound: the oldest go to the spool
+        first.add(finished(n))
+    spooled = first.spool_path.read_bytes()
+    cut = spooled.count(b"\n") - 1  # req-0 to req-17 spooled: req-17's line is cut
+    assert cut == 17 and first.waiting == 7
+    first.spool_path.write_bytes(spooled[:-20])  # by a crash
+    second = writer(path, batch_size=5, max_buffer=10)
+    for n in range(100, 125):
+        second.add(finished(n))
+    second.start()
+    second.close()
+    # the second's oldest went to the spool after the cut line: all in (the first's
+    # queue died with it)
+    assert stored(path) == sorted([f"req-{n}" for n in range(cut)]
+                                  + [f"req-{n}" for n in range(100, 125)])
+
+
+def test_a_usage_report_asked_while_the_database_is_gone_does_not_make_an_empty_one(
+        tmp_path: Path) -> None:
+    """The writer spools while its database is gone rather than make an empty one in
+    its place (the budgets would read no spend from it, and a restore over it would lose
+    what it took). GET /admin/usage (or the `usage` command) must not make one either:
+    it fails (a 503 for the admin API) and the records keep going to the spool."""
+    path = tmp_path / "gw.db"
+    ledger = writer(path)
+    ledger.add(finished(1))
+    ledger.start()  # opens the database and writes req-1
+    try:
+        for name in ("gw.db", "gw.db-wal", "gw.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        for n in (2, 3):
+            ledger.add(finished(n))
+            assert ledger.flush()
+            with pytest.raises(sqlite3.Error):
+                read_usage(path, "key", 0.0, None)
+            assert not path.exists()
+    finally:
+        ledger.close()
+    assert len(ledger.spool_path.read_bytes().splitlines()) == 2
+
+
+# 2026-12-02's last half millisecond: SQLite's date(time, 'unixepoch') rounds to the
+# millisecond (2026-12-03), the writer's day (budget.day_of) does not
+_LAST_INSTANT = 1_796_256_000.0 - 0.0003
+
+
+@pytest.mark.parametrize("replayed", [False, True])
+def test_a_record_at_a_days_last_instant_is_of_that_day_in_rollups_and_reports(
+        tmp_path: Path, replayed: bool) -> None:
+    """The rollups (what budgets read) and `usage --by day` put a record on one UTC day,
+    whichever path summed it (`replayed`: a spool written twice, summed by SQL)."""
+    store = LedgerStore.open(tmp_path / "gw.db")
+    early = record(1, time=_LAST_INSTANT - 60)
+    if replayed:
+        store.write([early])
+    store.write([early, record(2, time=_LAST_INSTANT)])
+    days = {day: n for day, kind, _, n, _ in rollups(store, tmp_path / "gw.db") if kind == "key"}
+    by_day = {row["day"]: row["requests"] for row in store.usage("day", 0.0, None)}
+    store.close()
+    assert day_of(_LAST_INSTANT) == "2026-12-02"
+    assert days == by_day == {"2026-12-02": 2}
+
+
+def test_the_report_by_day_puts_every_instant_near_midnight_on_the_writers_day(
+        tmp_path: Path) -> None:
+    """Around a midnight: the floats next to it, half a microsecond and half a
+    millisecond each side (Python's datetime rounds to the microsecond, SQLite's date()
+    to the millisecond)."""
+    midnight = _LAST_INSTANT + 0.0003
+    below = [math.nextafter(midnight, 0.0)]
+    for _ in range(3):
+        below.append(math.nextafter(below[-1], 0.0))
+    times = [midnight + d for d in (-5e-4, -4.9e-4, -5e-7, -4e-7, 0.0, 4e-7, 5e-4)] + below
+    store = LedgerStore.open(tmp_path / "gw.db")
+    store.write([record(n, time=t) for n, t in enumerate(times)])
+    by_day = {row["day"]: row["requests"] for row in store.usage("day", 0.0, None)}
+    store.close()
+    assert by_day == dict(Counter(map(day_of, times)))
+    assert len(by_day) == 2
+
+
+def test_a_long_outages_spool_is_replayed_without_holding_it_all_in_memory(
+        tmp_path: Path) -> None:
+    """A spool of millions of lines (a day's outage) was read whole before the first
+    batch was written, ~800 bytes of Python objects a line: a restart after it could run
+    out of memory at start, every time. Read a batch at a time, its memory is a batch's."""
+    lines, batch = 5000, 100
+    spool = LedgerSpool(tmp_path / "gw.db.spool.jsonl")
+    spool.path.write_bytes(b"".join(
+        orjson.dumps(dataclasses.asdict(record(n)), option=orjson.OPT_APPEND_NEWLINE)
+        for n in range(lines)))
+    store = LedgerStore.open(tmp_path / "gw.db")
+    tracemalloc.start()
+    try:
+        replayed = spool.replay(store, batch)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert replayed == store.count() == lines
+    store.close()
+    assert peak < 1_000_000  # 4.1 MB read whole; ~0.2 MB a batch at a time
+
+
+def test_a_spool_line_damaged_into_values_no_record_has_stops_neither_replay_nor_budgets(
+        tmp_path: Path) -> None:
+    """A line that parses but is no record (a flipped bit in the usage's source, a time
+    past year 9999) is skipped as a cut line is: it raised out of the replay, every
+    cycle, so the good records never reached the database and the budgets' refresh
+    (every worker's spend) and the retention after it never ran again."""
+    good = [dataclasses.asdict(record(n)) for n in range(4)]
+    damaged = [{**good[0], "request_id": "x1", "usage_source": "measurex"},
+               {**good[0], "request_id": "x2", "time": 1e12},
+               {**good[0], "request_id": "x3", "time": 1e20}]
+    path = tmp_path / "gw.db"
+    ledger = writer(path)
+    ledger.spool_path.write_bytes(b"".join(
+        orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+        for line in [good[0], *damaged, *good[1:]]))
+    ledger.start()
+    ledger.close()
+    assert stored(path) == [f"req-{n}" for n in range(4)]
+    assert not ledger.spool_path.exists() and ledger.failures == 0
+
+
+def test_the_retention_prunes_a_chunk_a_cycle_and_keeps_the_rollups(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A prune of many raw records (a retention lowered, a gateway busy for hours) in one
+    statement holds the write lock for all of them (900,000: 2.3 s; every other worker's
+    batch waits past its busy timeout and spools). A chunk a cycle, and the writer's own
+    records go in between."""
+    monkeypatch.setattr("azure_openai_proxy.gateway.ledger.PRUNE_CHUNK", 2, raising=False)
+    path = tmp_path / "gw.db"
+    store = LedgerStore.open(path)
+    store.write([record(n, time=NOW - (91 + n) * 86400) for n in range(5)]
+                + [record(9, time=NOW - 89 * 86400)])
+    ledger = writer(path)  # the default retention: 90 days
+    ledger.start()  # a cycle: a chunk pruned (the thread's first is 0.5 s away)
+    old = [store.count() - 1]
+    try:
+        for n in range(4):
+            ledger.add(finished(100 + n))
+            assert ledger.flush()
+            old.append(store.count() - n - 2)
+    finally:
+        ledger.close()
+    assert old[0] == 3 and old[-1] == 0, old  # of 5 old records (and 1 recent)
+    assert stored(path) == ["req-100", "req-101", "req-102", "req-103", "req-9"]
+    assert sum(n for _, kind, _, n, _ in rollups(store, path) if kind == "key") == 6
+    store.close()
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_records_neither_the_database_nor_the_spool_takes_wait_in_memory(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A disk full: the database fails and so does the spool beside it (here /dev/full,
+    every write ENOSPC). The records wait in memory (up to the buffer's bound) and are
+    written once the database is back, each once: they were lost."""
+    path = tmp_path / "gw.db"
+    path.mkdir()  # the database cannot be opened
+    ledger = writer(path, batch_size=5, max_buffer=10)
+    full = ledger.spool_path  # a link to /dev/full while the disk is full (never read)
+    full.symlink_to("/dev/full")
+    with caplog.at_level("ERROR", logger="azure_openai_proxy"):
+        for n in range(11):  # the 6 oldest past the bound: the event loop's overflow
+            ledger.add(finished(n))
+        path.rmdir()
+        full.unlink()  # room again
+        ledger.start()
+        try:
+            assert ledger.flush()
+            assert stored(path) == sorted(f"req-{n}" for n in range(11))
+            full.symlink_to("/dev/full")  # full again: the writer's own batches
+            for name in ("gw.db", "gw.db-wal", "gw.db-shm"):
+                (tmp_path / name).unlink(missing_ok=True)
+            for n in range(11, 16):
+                ledger.add(finished(n))
+            assert ledger.flush()
+            full.unlink()
+            restored = LedgerStore.open(path)  # restored: its label ids are its own
+            restored.write([record(99, key="other", model="other")])
+            ledger.add(finished(16))  # written first: its label ids read from the new file
+            assert ledger.flush()
+        finally:
+            ledger.close()
+    assert {r.request_id: (r.key_id, r.model) for r in restored.records()} == {
+        "req-99": ("other", "other"), **{f"req-{n}": (None, "gpt-4o") for n in range(11, 17)}}
+    restored.close()
+    assert caplog.records and not any("lost" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_records_kept_in_memory_are_written_by_a_close_without_a_thread(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    ledger = writer(path, batch_size=5, max_buffer=10)
+    ledger.spool_path.symlink_to("/dev/full")
+    for n in range(11):  # the 6 oldest past the bound: kept in memory
+        ledger.add(finished(n))
+    ledger.spool_path.unlink()
+    ledger.close()  # never started
+    assert stored(path) == sorted(f"req-{n}" for n in range(11))
+
+
+def test_a_batch_whose_spool_cannot_even_be_opened_waits_in_memory(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    path.mkdir()  # the database cannot be opened, nor the spool (a directory each)
+    ledger = writer(path)
+    ledger.spool_path.mkdir()
+    ledger.start()
+    try:
+        for n in range(3):
+            ledger.add(finished(n))
+        assert ledger.flush()
+        path.rmdir()
+        ledger.spool_path.rmdir()
+        assert ledger.flush()
+    finally:
+        ledger.close()
+    assert stored(path) == ["req-0", "req-1", "req-2"]
