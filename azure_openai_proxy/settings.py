@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from azure_openai_proxy.addresses import check_endpoint, check_proxy, sqlite_file
 from azure_openai_proxy.apiversions import DEFAULT_API_VERSION, choose_api_version, deployment_need
 
 __all__ = [
@@ -41,33 +42,6 @@ FOUNDRY_API_VERSION = "2024-05-01-preview"
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # An admin key shorter than this gets a warning (check-config, the start).
 MIN_ADMIN_KEY = 16
-
-
-def check_endpoint(value: str) -> str:
-    """An http(s) URL with a host and maybe a path (an APIM prefix); no query, no fragment."""
-    value = value.strip()
-    if not re.match(r"^https?://[^/?#\s@]+(/[^?#\s]*)?$", value):
-        raise ValueError("must be an http(s) URL such as https://NAME.openai.azure.com/")
-    return value.rstrip("/")
-
-
-def sqlite_file(url: str) -> str:
-    """`sqlite:///abs/path.db` (three slashes and an absolute path) or
-    `sqlite://relative/path.db` -> the file's path (store/sqlite.py opens it). Anything
-    else is a ValueError."""
-    if not url.startswith("sqlite://"):
-        raise ValueError("only sqlite:// databases are supported (e.g. sqlite:///var/lib/azure-openai-proxy/gateway.db)")
-    rest = url[len("sqlite://"):]
-    if not rest or rest == "/":
-        raise ValueError("a sqlite:// database needs a file path")
-    # Taken as a file name, SQLAlchemy's `?mode=ro` or `?timeout=30` and `:memory:` made
-    # a new, empty database beside the one meant (`gateway.db?mode=ro`, `/:memory:`):
-    # the keys made with the plain path were not there. A `#` is a file name's, as in
-    # SQLAlchemy's URLs (`/srv/team#2/gateway.db`).
-    if "?" in rest or rest.rpartition("/")[2] == ":memory:":
-        raise ValueError("a sqlite:// database is a file path without `?` (no options) "
-                         "and not :memory: (every worker and the CLI share the file)")
-    return rest
 
 
 class _Frozen(BaseModel):
@@ -199,6 +173,11 @@ class UpstreamSettings(_Frozen):
         if word in _HTTP2_WORDS:
             return _HTTP2_WORDS[word]
         raise ValueError("must be auto, true or false (or 1/0, yes/no, on/off)")
+
+    @field_validator("http_proxy", "socks_proxy")
+    @classmethod
+    def _proxy_is_a_url(cls, value: str | None) -> str | None:
+        return check_proxy(value)
 
     @model_validator(mode="after")
     def _fast_has_no_proxy(self) -> UpstreamSettings:

@@ -383,3 +383,76 @@ def test_a_database_url_is_checked_wherever_settings_are_read(database: str, mes
     with pytest.raises(ConfigError, match=message):  # main: taken
         load_settings({"database": database}, env)
     assert load_settings({"database": "sqlite:////srv/team#2/gw.db"}, env).database
+
+
+# An upstream proxy or an endpoint whose URL aiohttp cannot use passed check-config, and
+# then every request was a 500 with a traceback. Refused at load now, in a message that
+# never holds the URL's password.
+PROXY_PASSWORD = "pr0xy-s3cret"
+
+
+@pytest.mark.parametrize("url, kept", [
+    (f"http://user:{PROXY_PASSWORD}@proxy.internal", f"http://user:{PROXY_PASSWORD}@proxy.internal:80"),
+    ("socks5://127.0.0.1", "socks5://127.0.0.1:1080"),
+    ("socks5://[::1]", "socks5://[::1]:1080"),
+    ("HTTP://proxy:3128/", "http://proxy:3128"),
+    ("http://proxy:3128", "http://proxy:3128"),
+])
+def test_a_proxy_without_a_port_gets_the_go_tools_default(url: str, kept: str) -> None:
+    # Go's net/http gives a proxy URL without a port 80 (http) or 1080 (socks5); so
+    # AZURE_OPENAI_HTTP_PROXY=http://proxy worked with the Go tool.
+    from python_socks import parse_proxy_url
+
+    for variable, field in (("AZURE_OPENAI_HTTP_PROXY", "http_proxy"),
+                            ("AZURE_OPENAI_SOCKS_PROXY", "socks_proxy")):
+        settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com",
+                                        variable: url})
+        proxy = getattr(settings.upstream, field)
+        assert proxy == kept
+        parse_proxy_url(proxy)  # what the aiohttp transport's connector does with it
+
+
+@pytest.mark.parametrize("url", [
+    f"http://user:{PROXY_PASSWORD}@proxy:notaport",
+    f"http://user:{PROXY_PASSWORD}@proxy:65536",
+    f"http://user:{PROXY_PASSWORD}@proxy:0",
+    f"socks5://user:{PROXY_PASSWORD}@[::1:1080",
+    f"ftp://user:{PROXY_PASSWORD}@proxy:21",
+    f"https://user:{PROXY_PASSWORD}@proxy:443",  # aiohttp-socks has no TLS to the proxy
+    f"user:{PROXY_PASSWORD}@proxy:3128",
+    f"http://user:{PROXY_PASSWORD}@:3128",
+    f"http://user:{PROXY_PASSWORD}@proxy:3128/path",
+    f"http://user:{PROXY_PASSWORD}@proxy:3128?x=1",
+])
+def test_a_proxy_url_aiohttp_cannot_use_is_a_config_error_without_its_password(url: str) -> None:
+    for config in ({"upstream": {"http_proxy": url}}, {"upstream": {"socks_proxy": url}}):
+        with pytest.raises(ConfigError) as caught:
+            load_settings({**config, "endpoint": "https://r.openai.azure.com"}, {})
+        message = str(caught.value)
+        assert message.startswith("upstream.") and "must be a URL such as" in message
+        assert PROXY_PASSWORD not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("endpoint", [
+    "https://r.openai.azure.com:99999", "http://127.0.0.1:65536", "http://127.0.0.1:0",
+    "http://[::1:8001", "https://r.openai.azure.com:port",
+])
+def test_an_endpoint_aiohttp_cannot_parse_is_a_config_error(endpoint: str) -> None:
+    for config in ({"endpoint": endpoint, "model_mapper": "gpt-4o=gpt-4o"},
+                   {"deployment_config": [{"model_name": "gpt-4o", "deployment_name": "d",
+                                           "endpoint": endpoint}]}):
+        with pytest.raises(ConfigError, match="port from 1 to 65535"):
+            load_settings(config, {})
+
+
+def test_an_endpoint_with_user_and_password_is_refused_without_them() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {"AZURE_OPENAI_ENDPOINT": f"https://me:{PROXY_PASSWORD}@r.openai.azure.com"})
+    assert "user:password" in str(caught.value) and PROXY_PASSWORD not in str(caught.value)
+
+
+def test_an_endpoints_scheme_is_read_in_any_case_as_go_does() -> None:
+    settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": "HTTPS://r.openai.azure.com/",
+                                    "AZURE_OPENAI_MODEL_MAPPER": "gpt-4o=gpt-4o"})
+    assert settings.deployments[0].endpoint == "https://r.openai.azure.com"
+    assert settings.default_endpoint == "https://r.openai.azure.com"
