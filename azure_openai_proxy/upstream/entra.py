@@ -4,8 +4,12 @@
 (`https://cognitiveservices.azure.com/.default` commercial,
 `https://cognitiveservices.azure.us/.default` US Government, ...). Tokens are cached per
 scope and refreshed `refresh_margin` seconds before they expire; concurrent requests
-share one refresh (one `get_token` call in flight per scope). If a refresh fails while
-the cached token is still valid, the cached one is used.
+share one refresh (one `get_token` call in flight per scope). While the cached token is
+still valid, requests use it and the refresh runs beside them: none waits for it, and if
+it fails the cached one serves on. After a failed refresh none is tried for
+`retry_after_failure` seconds: requests without a valid token get the 502 at once instead
+of each waiting for the credential to fail again (a DefaultAzureCredential probing its
+sources takes seconds).
 
 The credential is azure-identity's async `DefaultAzureCredential` (managed identity,
 workload identity, service principal from `AZURE_CLIENT_ID`/`AZURE_TENANT_ID`/
@@ -34,6 +38,7 @@ __all__ = [
 ]
 
 REFRESH_MARGIN = 300.0  # seconds before expiry
+RETRY_AFTER_FAILURE = 10.0  # seconds without a new get_token after one failed
 
 
 class TokenCredential(Protocol):
@@ -80,12 +85,16 @@ class EntraTokens:
         *,
         clock: Callable[[], float] = time.time,
         refresh_margin: float = REFRESH_MARGIN,
+        retry_after_failure: float = RETRY_AFTER_FAILURE,
     ) -> None:
         self._credential = credential
         self._clock = clock
         self._margin = refresh_margin
+        self._retry_after = retry_after_failure
         self._cache: dict[str, _Cached] = {}
         self._refreshing: dict[str, asyncio.Future[_Cached]] = {}
+        # scope -> (until when no refresh is tried, the failure's message)
+        self._failed: dict[str, tuple[float, str]] = {}
 
     async def token_for(self, deployment: DeploymentSettings) -> str:
         return await self.token(deployment.entra_scope)
@@ -95,19 +104,27 @@ class EntraTokens:
         now = self._clock()
         if cached is not None and now < cached.expires_on - self._margin:
             return cached.token
+        valid = cached is not None and now < cached.expires_on
+        failed = self._failed.get(scope)
+        if failed is not None and now < failed[0]:
+            if cached is not None and valid:
+                return cached.token
+            raise EntraUnavailable(failed[1])
         pending = self._refreshing.get(scope)
         if pending is None:
             pending = asyncio.ensure_future(self._refresh(scope))
             self._refreshing[scope] = pending
-            pending.add_done_callback(lambda _f: self._refreshing.pop(scope, None))
-        try:
-            # shield: a client that leaves must not cancel the refresh others wait on.
-            fresh = await asyncio.shield(pending)
-        except EntraUnavailable:
-            if cached is not None and self._clock() < cached.expires_on:
-                return cached.token
-            raise
+            pending.add_done_callback(lambda f: self._refresh_ended(scope, f))
+        if cached is not None and valid:
+            return cached.token  # the refresh goes on without this request
+        # shield: a client that leaves must not cancel the refresh others wait on.
+        fresh = await asyncio.shield(pending)
         return fresh.token
+
+    def _refresh_ended(self, scope: str, refresh: asyncio.Future[_Cached]) -> None:
+        self._refreshing.pop(scope, None)
+        if not refresh.cancelled():
+            refresh.exception()  # read: one no request awaited is not "never retrieved"
 
     async def _refresh(self, scope: str) -> _Cached:
         if self._credential is None:
@@ -117,12 +134,14 @@ class EntraTokens:
         except Exception as exc:
             # azure-identity's messages name the sources it tried; they hold no secrets,
             # but we keep the client's message generic and the detail for the log.
-            raise EntraUnavailable(
-                f"The gateway could not get an Entra ID token for {scope} "
-                f"({type(exc).__name__}); check its managed identity or service principal."
-            ) from exc
+            message = (f"The gateway could not get an Entra ID token for {scope} "
+                       f"({type(exc).__name__}); check its managed identity or service "
+                       "principal.")
+            self._failed[scope] = (self._clock() + self._retry_after, message)
+            raise EntraUnavailable(message) from exc
         cached = _Cached(str(access.token), float(access.expires_on))
         self._cache[scope] = cached
+        self._failed.pop(scope, None)
         return cached
 
     async def close(self) -> None:

@@ -45,6 +45,12 @@ class Clock:
         return self.credential.now
 
 
+async def settle() -> None:
+    """Let a refresh started beside a request run to its end."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
 def tokens(credential: FakeCredential) -> EntraTokens:
     return EntraTokens(credential, clock=Clock(credential), refresh_margin=300)
 
@@ -65,6 +71,8 @@ async def test_refreshed_five_minutes_before_expiry() -> None:
     credential.now = 3299.0
     assert await cache.token(SCOPE) == "token-1"
     credential.now = 3300.0
+    assert await cache.token(SCOPE) == "token-1"  # still valid: refreshed beside the request
+    await settle()
     assert await cache.token(SCOPE) == "token-2"
 
 
@@ -120,3 +128,48 @@ def test_auth_entra_without_azure_identity_is_a_clear_config_error() -> None:
     message = missing_entra_support(settings, installed=lambda: False)
     assert message is not None and "pip install 'azure-openai-proxy[entra]'" in message
     assert missing_entra_support(settings, installed=lambda: True) is None
+
+
+async def test_a_refresh_inside_the_margin_does_not_hold_requests_up() -> None:
+    # The last five minutes of a token: a request used to wait for the refresh it
+    # started, however long the credential took (a DefaultAzureCredential probing its
+    # sources while IMDS is slow), though the cached token was still good.
+    credential = FakeCredential(lifetime=3600)
+    cache = tokens(credential)
+    await cache.token(SCOPE)
+    credential.now, credential.gate = 3400.0, asyncio.Event()
+    assert await asyncio.wait_for(cache.token(SCOPE), 1) == "token-1"
+    assert await asyncio.wait_for(cache.token(SCOPE), 1) == "token-1"
+    assert len(credential.calls) == 2  # one refresh, under way
+    credential.gate.set()
+    await settle()
+    assert await cache.token(SCOPE) == "token-2"
+    assert len(credential.calls) == 2
+
+
+async def test_after_a_failed_refresh_none_is_tried_for_a_while() -> None:
+    credential = FakeCredential(lifetime=3600)
+    credential.fail = True
+    cache = tokens(credential)  # no refresh for 10 s (the default) after one failed
+    for _ in range(5):
+        with pytest.raises(EntraUnavailable) as caught:
+            await cache.token(SCOPE)
+        assert caught.value.http_status == 502 and "no identity here" not in caught.value.message
+    assert len(credential.calls) == 1  # not one identity probe per request
+    credential.now, credential.fail = 10.0, False
+    assert await cache.token(SCOPE) == "token-2"
+
+
+async def test_a_failed_background_refresh_serves_the_valid_token_then_retries() -> None:
+    credential = FakeCredential(lifetime=3600)
+    cache = tokens(credential)  # no refresh for 10 s (the default) after one failed
+    await cache.token(SCOPE)
+    credential.now, credential.fail = 3400.0, True
+    assert await cache.token(SCOPE) == "token-1"
+    await settle()
+    assert await cache.token(SCOPE) == "token-1"
+    assert len(credential.calls) == 2
+    credential.now, credential.fail = 3410.0, False
+    assert await cache.token(SCOPE) == "token-1"  # refreshing again, beside it
+    await settle()
+    assert await cache.token(SCOPE) == "token-3"
