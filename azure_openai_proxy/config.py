@@ -91,9 +91,17 @@ _TOP_LEVEL_KEYS = {
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A comment saved as Latin-1 or GBK was a traceback at start and an unlogged
+        # failure on reload. The bytes are not shown: the line may hold a key.
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"config file {path} is not UTF-8 text (line {line}); "
+                          "save it as UTF-8") from None
     try:
         data = yaml.load(text, Loader=_StringDatesLoader)
     except yaml.YAMLError as exc:

@@ -456,3 +456,16 @@ def test_an_endpoints_scheme_is_read_in_any_case_as_go_does() -> None:
                                     "AZURE_OPENAI_MODEL_MAPPER": "gpt-4o=gpt-4o"})
     assert settings.deployments[0].endpoint == "https://r.openai.azure.com"
     assert settings.default_endpoint == "https://r.openai.azure.com"
+
+
+@pytest.mark.parametrize("comment, encoding", [("# café\n", "latin-1"), ("# 部署\n", "gbk")])
+def test_a_config_file_not_in_utf8_is_a_config_error_naming_the_line(
+        tmp_path: Path, comment: str, encoding: str) -> None:
+    # A comment saved by an editor in Latin-1 or GBK was a UnicodeDecodeError's
+    # traceback at start and in check-config, and a reload failing outside
+    # "reload rejected" (only a ConfigError keeps the old configuration and says why).
+    path = tmp_path / "config.yaml"
+    path.write_bytes((GO_TOOL_CONFIG + comment).encode(encoding))
+    line = GO_TOOL_CONFIG.count("\n") + 1
+    with pytest.raises(ConfigError, match=rf"is not UTF-8 text \(line {line}\); save it as UTF-8"):
+        load_settings(path, {})
