@@ -262,7 +262,9 @@ def _resolve_deployments(
         for model, dep in mapper.items()
     ]
     # The environment's mapping replaces the file's entries for the same model name.
-    kept = [d for d in file_deployments if d.get("model_name") not in mapper]
+    # (a model_name that is a list or a mapping was a TypeError here, not a config error)
+    kept = [d for d in file_deployments
+            if not isinstance(d.get("model_name"), str) or d["model_name"] not in mapper]
     resolved = []
     for index, item in enumerate(kept + from_env):
         item = dict(item)

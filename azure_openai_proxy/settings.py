@@ -335,7 +335,7 @@ class Settings(_Frozen):
     @classmethod
     def _listen_is_host_port(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
             raise ValueError("must be HOST:PORT, e.g. 0.0.0.0:8080")
         return value if host else f"0.0.0.0:{port}"
 

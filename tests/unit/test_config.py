@@ -469,3 +469,21 @@ def test_a_config_file_not_in_utf8_is_a_config_error_naming_the_line(
     line = GO_TOOL_CONFIG.count("\n") + 1
     with pytest.raises(ConfigError, match=rf"is not UTF-8 text \(line {line}\); save it as UTF-8"):
         load_settings(path, {})
+
+
+@pytest.mark.parametrize("model_name", [["gpt-4o"], {"gpt-4o": 1}])
+def test_a_model_name_that_is_not_a_string_is_a_config_error(model_name: Any) -> None:
+    # A list or a mapping there was a TypeError (unhashable) while the file's entries
+    # were matched against the model mapper: a traceback, and a reload failing outside
+    # "reload rejected".
+    flat = {"model_name": model_name, "deployment_name": "d", "endpoint": "https://x"}
+    for config in ({"deployment_config": [flat]},
+                   {"models": {"gpt-4o": [flat]}}):
+        with pytest.raises(ConfigError, match="model_name: Input should be a valid string"):
+            load_settings(config, {})
+
+
+def test_a_listen_port_of_other_digits_is_refused_with_the_usual_message() -> None:
+    # '²' is a digit to str.isdigit() and not to int(): the message was int()'s.
+    with pytest.raises(ConfigError, match=r"^listen: must be HOST:PORT, e\.g\. 0\.0\.0\.0:8080$"):
+        load_settings({"listen": "0.0.0.0:8²", "endpoint": "https://x"}, {})
