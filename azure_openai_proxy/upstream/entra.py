@@ -39,6 +39,9 @@ __all__ = [
 
 REFRESH_MARGIN = 300.0  # seconds before expiry
 RETRY_AFTER_FAILURE = 10.0  # seconds without a new get_token after one failed
+# A get_token that never ends (an IMDS endpoint that drops packets) failed no request:
+# each waited for ever. DefaultAzureCredential's own chain takes seconds at most.
+TOKEN_TIMEOUT = 30.0
 
 
 class TokenCredential(Protocol):
@@ -130,7 +133,8 @@ class EntraTokens:
         if self._credential is None:
             self._credential = _default_credential()
         try:
-            access = await self._credential.get_token(scope)
+            async with asyncio.timeout(TOKEN_TIMEOUT):
+                access = await self._credential.get_token(scope)
         except Exception as exc:
             # azure-identity's messages name the sources it tried; they hold no secrets,
             # but we keep the client's message generic and the detail for the log.

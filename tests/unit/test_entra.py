@@ -173,3 +173,15 @@ async def test_a_failed_background_refresh_serves_the_valid_token_then_retries()
     assert await cache.token(SCOPE) == "token-1"  # refreshing again, beside it
     await settle()
     assert await cache.token(SCOPE) == "token-3"
+
+
+async def test_a_credential_that_never_answers_is_a_502_not_a_hang(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure_openai_proxy.upstream import entra
+
+    monkeypatch.setattr(entra, "TOKEN_TIMEOUT", 0.05, raising=False)
+    credential = FakeCredential()
+    credential.gate = asyncio.Event()  # never set: IMDS dropping packets
+    with pytest.raises(EntraUnavailable) as caught:
+        await asyncio.wait_for(tokens(credential).token(SCOPE), 5)
+    assert caught.value.http_status == 502 and "TimeoutError" in caught.value.message
