@@ -125,7 +125,7 @@ async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSe
                       subprotocols: Sequence[str] = ()) -> UpstreamSocket:
     """Connect to `url` (ws:// or wss://) with `headers`, offering `subprotocols`;
     raises as the module says."""
-    proxy = settings.http_proxy or settings.socks_proxy or None
+    proxy = settings.socks_proxy or settings.http_proxy or None  # as transport.py's (Go's)
     offered = [Subprotocol(name) for name in subprotocols] or None
     try:
         connection = await _Connect(
