@@ -39,6 +39,9 @@ ApiFamily = Literal["dated", "v1", "foundry"]
 # The Azure AI model inference API's version, for a Foundry deployment that names none:
 # a Foundry deployment does not inherit the Azure OpenAI default (`api_version:`).
 FOUNDRY_API_VERSION = "2024-05-01-preview"
+# a name or IPv4 address; an IPv6 address, bracketed or not, maybe with a zone (%eth0)
+_LISTEN_HOST = re.compile(
+    r"^([A-Za-z0-9_.\-]*|\[[0-9A-Fa-f:.]+(%[\w.\-]+)?\]|[0-9A-Fa-f:.]+(%[\w.\-]+)?)\Z", re.ASCII)
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # An admin key shorter than this gets a warning (check-config, the start).
 MIN_ADMIN_KEY = 16
@@ -337,6 +340,11 @@ class Settings(_Frozen):
         host, sep, port = value.rpartition(":")
         if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
             raise ValueError("must be HOST:PORT, e.g. 0.0.0.0:8080")
+        # A host no listener can take (`my host`, `[::1`) passed, and the start was a
+        # socket.gaierror's traceback.
+        if not _LISTEN_HOST.match(host):
+            raise ValueError("must be HOST:PORT with HOST a name or an IP address "
+                             "([::1] for IPv6), e.g. 0.0.0.0:8080")
         return value if host else f"0.0.0.0:{port}"
 
     @field_validator("default_endpoint")

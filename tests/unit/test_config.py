@@ -487,3 +487,19 @@ def test_a_listen_port_of_other_digits_is_refused_with_the_usual_message() -> No
     # '²' is a digit to str.isdigit() and not to int(): the message was int()'s.
     with pytest.raises(ConfigError, match=r"^listen: must be HOST:PORT, e\.g\. 0\.0\.0\.0:8080$"):
         load_settings({"listen": "0.0.0.0:8²", "endpoint": "https://x"}, {})
+
+
+@pytest.mark.parametrize("listen", ["my host:8080", "[::1:8080", "host/x:8080", "ünï.local:8080"])
+def test_a_listen_host_no_socket_can_take_is_a_config_error(listen: str) -> None:
+    # Accepted, and the start was a socket.gaierror's traceback from getaddrinfo.
+    with pytest.raises(ConfigError, match=r"^listen: must be HOST:PORT with HOST a name or an IP"):
+        load_settings({"listen": listen, "endpoint": "https://x"}, {})
+
+
+@pytest.mark.parametrize("listen, host", [
+    ("0.0.0.0:8080", "0.0.0.0"), ("[::1]:8080", "::1"), ("::1:8080", "::1"), (":8080", "0.0.0.0"),
+    ("localhost:8080", "localhost"), ("[fe80::1%eth0]:8080", "fe80::1%eth0"),
+    ("gateway_1.internal:8080", "gateway_1.internal"),
+])
+def test_listen_hosts_that_sockets_take(listen: str, host: str) -> None:
+    assert load_settings({"listen": listen, "endpoint": "https://x"}, {}).host == host
