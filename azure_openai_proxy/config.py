@@ -55,7 +55,7 @@ _StringDatesLoader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 
-_ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}\Z")
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 # Our own environment variables, beside the Go tool's.
 _ENV_SCALARS = {
@@ -164,15 +164,26 @@ def _file_model_mapper(value: Any) -> dict[str, str]:
 
 
 def _substitute_env(value: Any, environ: Mapping[str, str], where: str) -> Any:
-    """`api_key: ${AZURE_KEY_EAST}` reads the key from the environment."""
+    """`api_key: ${AZURE_KEY_EAST}` reads the key from the environment; so does each
+    `${NAME}` within a value (`endpoint: https://${RESOURCE}.openai.azure.com/` was
+    kept as written: a host no DNS knows, and a 502 for every request)."""
     if isinstance(value, str):
-        match = _ENV_REFERENCE.match(value.strip())
-        if match is None:
+        if "${" not in value:
             return value
-        name = match.group(1)
-        if name not in environ:
-            raise ConfigError(f"{where}: environment variable {name} is not set")
-        return environ[name]
+
+        def read(match: re.Match[str]) -> str:
+            if match.group(1) not in environ:
+                raise ConfigError(f"{where}: environment variable {match.group(1)} is not set")
+            return environ[match.group(1)]
+
+        whole = _ENV_REFERENCE.fullmatch(value.strip())
+        if whole is not None:
+            return read(whole)
+        if "${" in _ENV_REFERENCE.sub("", value):
+            # `${X:-default}`, `${ X }`: not ours; the value is not shown (a key?)
+            raise ConfigError(f"{where}: write an environment variable as ${{NAME}} "
+                              "(letters, digits and _), without a default or blanks")
+        return _ENV_REFERENCE.sub(read, value)
     if isinstance(value, dict):
         return {k: _substitute_env(v, environ, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, list):

@@ -503,3 +503,27 @@ def test_a_listen_host_no_socket_can_take_is_a_config_error(listen: str) -> None
 ])
 def test_listen_hosts_that_sockets_take(listen: str, host: str) -> None:
     assert load_settings({"listen": listen, "endpoint": "https://x"}, {}).host == host
+
+
+def test_an_environment_variable_within_a_value_is_read_too() -> None:
+    # `${RESOURCE}` inside the endpoint stayed as written: the gateway then asked DNS for
+    # `${resource}.openai.azure.com`, and every request was a 502.
+    config = {"deployment_config": [{"model_name": "gpt-4o", "deployment_name": "gpt-4o",
+                                     "endpoint": "https://${RESOURCE}.openai.azure.com/",
+                                     "api_key": "${KEY}"}]}
+    settings = load_settings(config, {"RESOURCE": "east", "KEY": "k"})
+    assert settings.deployments[0].endpoint == "https://east.openai.azure.com"
+    with pytest.raises(ConfigError, match=r"deployment_config\[0\]\.endpoint: environment "
+                                          "variable RESOURCE is not set"):
+        load_settings(config, {"KEY": "k"})
+
+
+@pytest.mark.parametrize("written", ["${AZURE_KEY:-fallback-s3cret}", "sk-${ KEY }-s3cret"])
+def test_an_environment_reference_we_do_not_read_is_an_error_not_kept(written: str) -> None:
+    # Kept as written, it was sent to Azure as the key.
+    config = {"deployment_config": [{"model_name": "gpt-4o", "deployment_name": "gpt-4o",
+                                     "endpoint": "https://east.openai.azure.com/",
+                                     "api_key": written}]}
+    with pytest.raises(ConfigError, match=r"api_key: write an environment variable as \$\{NAME\}") as caught:
+        load_settings(config, {"AZURE_KEY": "k", "KEY": "k"})
+    assert "s3cret" not in str(caught.value)
