@@ -286,16 +286,20 @@ async def start_server(
 ) -> Callable[[], Awaitable[None]]:
     """Serve `app`; returns the graceful stop (stop accepting, let requests and streams in
     flight finish for up to the grace period, clean up)."""
-    server = await serve_fast(
-        app, settings.host or None, settings.port, reuse_port=reuse_port,
-        backlog=backlog_for(settings.server),
-        # At most what the descriptor limit holds, so the 503 comes before EMFILE.
-        limits=replace(server_limits(settings.server),
-                       max_connections=connection_cap_for(
-                           settings.server,
-                           fds_per_stream(settings.upstream, endpoints_of(settings)))),
-        max_body_bytes=settings.max_body_bytes,
-    )
+    try:
+        server = await serve_fast(
+            app, settings.host or None, settings.port, reuse_port=reuse_port,
+            backlog=backlog_for(settings.server),
+            # At most what the descriptor limit holds, so the 503 comes before EMFILE.
+            limits=replace(server_limits(settings.server),
+                           max_connections=connection_cap_for(
+                               settings.server,
+                               fds_per_stream(settings.upstream, endpoints_of(settings)))),
+            max_body_bytes=settings.max_body_bytes,
+        )
+    except OSError as exc:  # a port in use, a host not here: one line, not a traceback
+        raise SystemExit(f"azure-openai-proxy: cannot listen on {settings.listen}: "
+                         f"{exc.strerror or exc}") from None
 
     async def stop() -> None:
         await server.shutdown(settings.shutdown_grace_seconds)
