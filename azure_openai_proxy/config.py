@@ -118,8 +118,20 @@ def _checked_mapping(data: Any, where: str) -> dict[str, Any]:
         raise ConfigError(f"{where} must be a mapping of keys at the top level")
     unknown = sorted(set(map(str, data)) - _TOP_LEVEL_KEYS)
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
+        raise ConfigError(f"{where}: unknown key {_shown_key(unknown[0])}")
     return data
+
+
+_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z_]{0,39}\Z")
+
+
+def _shown_key(name: str) -> str:
+    """An unknown key as an error shows it: a field name misspelt, or, when it has what
+    no field name has (digits, '-'), a key's value written without `api_key:` (a YAML
+    `{..., sk-...}` is a key with no value), which is not shown."""
+    if _FIELD_NAME.match(name):
+        return repr(name)
+    return "(not shown, as it is no field name: a secret written without its `name:`?)"
 
 
 def parse_model_mapper(text: str, where: str = "AZURE_OPENAI_MODEL_MAPPER") -> dict[str, str]:
@@ -323,6 +335,9 @@ def _describe(exc: ValidationError, deployments: list[dict[str, Any]]) -> str:
         else:
             where = ".".join(str(part) for part in loc) or "config"
         message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden" and loc:
+            where = where.removesuffix(str(loc[-1])).rstrip(".: ") or "config"
+            message = f"unknown key {_shown_key(str(loc[-1]))}"
         lines.append(f"{where}: {message}")
     return "; ".join(lines)
 

@@ -527,3 +527,29 @@ def test_an_environment_reference_we_do_not_read_is_an_error_not_kept(written: s
     with pytest.raises(ConfigError, match=r"api_key: write an environment variable as \$\{NAME\}") as caught:
         load_settings(config, {"AZURE_KEY": "k", "KEY": "k"})
     assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("text, where", [
+    ("deployment_config:\n  - {model_name: a, deployment_name: b, endpoint: 'https://x', "
+     "0123abcdef456789s3cret}\n", "deployment for model 'a'"),
+    ("sk-aop-s3cret123:\nendpoint: https://x\n", "config file"),
+    ("upstream: {http_proxy: 'http://p:1', pr0xyS3cret}\nendpoint: https://x\n", "upstream"),
+    ("client_keys: [k]\nserver: {sk-team-s3cret: 1}\nendpoint: https://x\napi_key: a\n", "server"),
+])
+def test_an_unknown_key_that_may_be_a_secret_is_not_shown(tmp_path: Path, text: str,
+                                                          where: str) -> None:
+    # A secret written without its `api_key:` (YAML's `{..., sk-...}` is a key with no
+    # value) came back in the message as the unknown key's name: on the console, in CI
+    # logs, in a reload's log line.
+    with pytest.raises(ConfigError, match=rf"^{where}.*: unknown key \(not shown") as caught:
+        load_settings(write(tmp_path, text), {})
+    assert "s3cret" not in str(caught.value).lower()
+
+
+def test_a_misspelt_field_is_still_named(tmp_path: Path) -> None:
+    for text, message in (
+            ("server: {head_timeot: 1}\nendpoint: https://x\n", "server: unknown key 'head_timeot'"),
+            ("deployment_config:\n  - {model_name: a, deployment_name: b, endpoint: 'https://x', "
+             "apikey: k}\n", "deployment for model 'a': unknown key 'apikey'")):
+        with pytest.raises(ConfigError, match=f"^{message}$"):
+            load_settings(write(tmp_path, text), {})
