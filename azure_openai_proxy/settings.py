@@ -65,7 +65,9 @@ class DeploymentSettings(_Frozen):
     api: ApiFamily = "dated"
     auth: AuthMode = "key"
     entra_scope: str = "https://cognitiveservices.azure.com/.default"
-    weight: float = Field(default=1.0, gt=0)
+    # Finite and bounded: `.inf` (or weights whose sum overflows) made the weighted draw
+    # subtract inf from inf, and the other members of the pool went first.
+    weight: float = Field(default=1.0, gt=0, le=1_000_000, allow_inf_nan=False)
     priority: int = Field(default=1, ge=0)
     tpm: int | None = Field(default=None, gt=0)
     rpm: int | None = Field(default=None, gt=0)

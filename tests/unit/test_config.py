@@ -553,3 +553,15 @@ def test_a_misspelt_field_is_still_named(tmp_path: Path) -> None:
              "apikey: k}\n", "deployment for model 'a': unknown key 'apikey'")):
         with pytest.raises(ConfigError, match=f"^{message}$"):
             load_settings(write(tmp_path, text), {})
+
+
+@pytest.mark.parametrize("weight", [".inf", "1e308"])
+def test_a_weight_past_a_million_is_a_config_error(tmp_path: Path, weight: str) -> None:
+    # `.inf` passed `gt: 0`; the weighted draw then subtracted inf from inf (nan) and
+    # chose the pool's last member, whatever the weights (two of 1e308 sum to inf).
+    text = ("models:\n  gpt-4o:\n"
+            f"    - {{deployment_name: a, endpoint: 'https://a', api_key: k, weight: {weight}}}\n"
+            f"    - {{deployment_name: b, endpoint: 'https://b', api_key: k, weight: {weight}}}\n"
+            "    - {deployment_name: c, endpoint: 'https://c', api_key: k}\n")
+    with pytest.raises(ConfigError, match="deployment for model 'gpt-4o': weight: "):
+        load_settings(write(tmp_path, text), {})
