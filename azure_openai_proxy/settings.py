@@ -148,19 +148,21 @@ class UpstreamSettings(_Frozen):
     transport: Literal["auto", "aiohttp", "fast"] = "auto"
     http_proxy: str | None = None
     socks_proxy: str | None = None
-    connect_timeout: float = Field(default=10.0, gt=0)
+    # Upstream times are finite: aiohttp rounds its deadlines up with math.ceil, and
+    # `connect_timeout: .inf` (or pool_timeout) made every request a 500 (OverflowError).
+    connect_timeout: float = Field(default=10.0, gt=0, allow_inf_nan=False)
     # Between two bytes of a response, not for the whole response: a long stream is fine.
-    read_timeout: float = Field(default=600.0, gt=0)
+    read_timeout: float = Field(default=600.0, gt=0, allow_inf_nan=False)
     pool_size: int = Field(default=0, ge=0)  # 0: unlimited connections per worker
     # How long a request waits for a free connection when `pool_size` are all busy;
     # then it fails over (nothing was sent) or gets a 503 with retry-after.
-    pool_timeout: float = Field(default=10.0, gt=0)
-    keepalive_timeout: float = Field(default=30.0, gt=0)
+    pool_timeout: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    keepalive_timeout: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     # A JSON answer longer than this is a 502, never a truncated 200. A stream's event is
     # held up to this too, if less than its reader's bound (sse.py: 8 or 64 MiB).
     max_answer_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     # FastTransport: seconds a host's addresses are reused (0: resolved every connection).
-    dns_cache_ttl: float = Field(default=60.0, ge=0)
+    dns_cache_ttl: float = Field(default=60.0, ge=0, allow_inf_nan=False)
     # HTTP/2 to Azure (upstream/h2/): many requests multiplexed over a few connections, so
     # a worker's relayed streams need no descriptor each upstream (issue 15). `auto`: on
     # https, HTTP/2 where ALPN picks it (Azure does; so does Go's net/http, the Go tool's
