@@ -175,7 +175,8 @@ def _file_model_mapper(value: Any) -> dict[str, str]:
     )
 
 
-def _substitute_env(value: Any, environ: Mapping[str, str], where: str) -> Any:
+def _substitute_env(value: Any, environ: Mapping[str, str], where: str,
+                    seen: dict[int, Any] | None = None) -> Any:
     """`api_key: ${AZURE_KEY_EAST}` reads the key from the environment; so does each
     `${NAME}` within a value (`endpoint: https://${RESOURCE}.openai.azure.com/` was
     kept as written: a host no DNS knows, and a 502 for every request)."""
@@ -196,11 +197,21 @@ def _substitute_env(value: Any, environ: Mapping[str, str], where: str) -> Any:
             raise ConfigError(f"{where}: write an environment variable as ${{NAME}} "
                               "(letters, digits and _), without a default or blanks")
         return _ENV_REFERENCE.sub(read, value)
+    if not isinstance(value, dict | list):
+        return value
+    # YAML's aliases make one list or mapping appear many times: each is substituted
+    # once. Walked as a tree, nine levels of nine aliases (a few hundred bytes) were
+    # 387 million strings: check-config and the start never ended.
+    memo = seen if seen is not None else {}
+    done = memo.get(id(value))
+    if done is not None:
+        return done
     if isinstance(value, dict):
-        return {k: _substitute_env(v, environ, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute_env(v, environ, f"{where}[{i}]") for i, v in enumerate(value)]
-    return value
+        done = {k: _substitute_env(v, environ, f"{where}.{k}", memo) for k, v in value.items()}
+    else:
+        done = [_substitute_env(v, environ, f"{where}[{i}]", memo) for i, v in enumerate(value)]
+    memo[id(value)] = done
+    return done
 
 
 def _file_deployments(data: Mapping[str, Any]) -> list[dict[str, Any]]:

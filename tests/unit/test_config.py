@@ -565,3 +565,29 @@ def test_a_weight_past_a_million_is_a_config_error(tmp_path: Path, weight: str) 
             "    - {deployment_name: c, endpoint: 'https://c', api_key: k}\n")
     with pytest.raises(ConfigError, match="deployment for model 'gpt-4o': weight: "):
         load_settings(write(tmp_path, text), {})
+
+
+def test_yaml_aliases_are_substituted_once_not_once_per_appearance(tmp_path: Path) -> None:
+    # Six levels of nine aliases, under 400 bytes: walked as a tree, 531,441 strings
+    # (2 s here; nine levels never ended and took gigabytes). Go's YAML library refuses
+    # such aliasing; each aliased node is now read once.
+    import time
+
+    text = 'endpoint: https://x\ncors_origins:\n  - &a0 ["x","x","x","x","x","x","x","x","x"]\n'
+    for level in range(1, 6):
+        text += f"  - &a{level} [" + ",".join([f"*a{level - 1}"] * 9) + "]\n"
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"cors_origins\.0: Input should be a valid string"):
+        load_settings(write(tmp_path, text), {})
+    assert time.perf_counter() - started < 0.5
+
+
+def test_an_aliased_value_is_substituted_at_every_place_it_appears(tmp_path: Path) -> None:
+    text = ("deployment_config:\n"
+            "  - &east {model_name: gpt-4o, deployment_name: a, endpoint: 'https://a', "
+            "api_key: '${EAST}'}\n"
+            "  - *east\n"
+            "  - {model_name: gpt-4o-mini, deployment_name: b, endpoint: 'https://b', "
+            "api_key: '${EAST}'}\n")
+    settings = load_settings(write(tmp_path, text), {"EAST": "k"})
+    assert [d.api_key.get_secret_value() for d in settings.deployments if d.api_key] == ["k"] * 3
