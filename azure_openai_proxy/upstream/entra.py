@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ __all__ = [
     "entra_installed",
     "missing_entra_support",
 ]
+
+log = logging.getLogger("azure_openai_proxy")
 
 REFRESH_MARGIN = 300.0  # seconds before expiry
 RETRY_AFTER_FAILURE = 10.0  # seconds without a new get_token after one failed
@@ -137,7 +140,9 @@ class EntraTokens:
                 access = await self._credential.get_token(scope)
         except Exception as exc:
             # azure-identity's messages name the sources it tried; they hold no secrets,
-            # but we keep the client's message generic and the detail for the log.
+            # but we keep the client's message generic and the detail for the log (once
+            # per failed refresh: at most one each `retry_after_failure` seconds).
+            log.warning("Entra ID: no token for %s: %s: %s", scope, type(exc).__name__, exc)
             message = (f"The gateway could not get an Entra ID token for {scope} "
                        f"({type(exc).__name__}); check its managed identity or service "
                        "principal.")

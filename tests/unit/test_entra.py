@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import pytest
@@ -185,3 +186,18 @@ async def test_a_credential_that_never_answers_is_a_502_not_a_hang(
     with pytest.raises(EntraUnavailable) as caught:
         await asyncio.wait_for(tokens(credential).token(SCOPE), 5)
     assert caught.value.http_status == 502 and "TimeoutError" in caught.value.message
+
+
+async def test_why_a_refresh_failed_is_logged_once_per_failure(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The client's 502 names only the exception's type; azure-identity's message, which
+    # says which sources it tried and why each failed, went nowhere.
+    credential = FakeCredential()
+    credential.fail = True
+    cache = tokens(credential)
+    with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
+        for _ in range(3):
+            with pytest.raises(EntraUnavailable):
+                await cache.token(SCOPE)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Entra ID: no token for {SCOPE}: RuntimeError: no identity here"]
