@@ -38,6 +38,8 @@ def _bad_authority(url: str) -> bool:
 # What aiohttp-socks takes, and the port Go's net/http gives a proxy URL without one
 # (an `http://user:pw@proxy` failed every request with a 500).
 _PROXY_PORTS = {"http": 80, "socks5": 1080, "socks4": 1080}
+# Remote name resolution, which every upstream client asks a SOCKS proxy for anyway.
+_PROXY_SCHEMES = {"socks5h": "socks5", "socks4a": "socks4"}
 
 
 def check_proxy(value: str | None) -> str | None:
@@ -48,6 +50,7 @@ def check_proxy(value: str | None) -> str | None:
     url = value.strip()
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
+    scheme = _PROXY_SCHEMES.get(scheme, scheme)
     url = scheme + sep + rest
     if (not sep or scheme not in _PROXY_PORTS or "?" in rest or "#" in rest
             or _bad_authority(url) or urlsplit(url).path.strip("/")):

@@ -32,3 +32,20 @@ async def test_http_and_realtime_both_take_the_socks_proxy_when_both_are_set(
             events_until(connection, "session.created")
         assert proxy.output().count(f"-> 127.0.0.1:{emulator.server.port}") >= 2
 
+
+
+def test_realtime_through_socks5_leaves_dns_to_the_proxy_as_http_requests_do(
+    emulator: Emulator, start_gateway: Callable[[Settings], ServerThread],
+    reserve_port: Callable[[], int],
+) -> None:
+    # A proxy is often there because only it can resolve and reach Azure. The HTTP
+    # clients send the SOCKS proxy the host name (aiohttp-socks, rdns); the WebSocket
+    # client resolved it itself for socks5:// (websockets does that unless socks5h://).
+    port = reserve_port()
+    endpoint = f"http://localhost:{emulator.server.port}"
+    gateway = start_gateway(realtime_settings(endpoint, upstream={
+        "socks_proxy": f"socks5://127.0.0.1:{port}"}))
+    with running(pproxy(f"socks5://127.0.0.1:{port}"), port=port) as proxy:
+        with open_raw(gateway) as connection:
+            events_until(connection, "session.created")
+        assert f"-> localhost:{emulator.server.port}" in proxy.output(), proxy.output()

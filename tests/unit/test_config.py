@@ -395,6 +395,8 @@ PROXY_PASSWORD = "pr0xy-s3cret"
     (f"http://user:{PROXY_PASSWORD}@proxy.internal", f"http://user:{PROXY_PASSWORD}@proxy.internal:80"),
     ("socks5://127.0.0.1", "socks5://127.0.0.1:1080"),
     ("socks5://[::1]", "socks5://[::1]:1080"),
+    ("socks5h://proxy", "socks5://proxy:1080"),  # Go's x/net/proxy takes it; ours resolve remotely
+    ("socks4a://proxy:1081", "socks4://proxy:1081"),
     ("HTTP://proxy:3128/", "http://proxy:3128"),
     ("http://proxy:3128", "http://proxy:3128"),
 ])
