@@ -5,10 +5,11 @@ every request; no message shows the value, which may hold a password.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from urllib.parse import urlsplit
 
-__all__ = ["check_endpoint", "check_proxy", "sqlite_file"]
+__all__ = ["check_endpoint", "check_proxy", "cleartext_host", "sqlite_file"]
 
 
 def check_endpoint(value: str) -> str:
@@ -33,6 +34,18 @@ def _bad_authority(url: str) -> bool:
         return not parts.hostname or parts.port == 0
     except ValueError:  # a port out of range or not a number, an unclosed IPv6 bracket
         return True
+
+
+def cleartext_host(endpoint: str) -> str | None:
+    """The host of an http:// endpoint that is not a loopback address, else None."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    if parts.scheme != "http" or host == "localhost" or host.endswith(".localhost"):
+        return None
+    try:
+        return None if ipaddress.ip_address(host).is_loopback else host
+    except ValueError:  # a name
+        return host
 
 
 # What aiohttp-socks takes, and the port Go's net/http gives a proxy URL without one

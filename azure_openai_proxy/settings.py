@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from azure_openai_proxy.addresses import check_endpoint, check_proxy, sqlite_file
+from azure_openai_proxy.addresses import check_endpoint, check_proxy, cleartext_host, sqlite_file
 from azure_openai_proxy.apiversions import DEFAULT_API_VERSION, choose_api_version, deployment_need
 
 __all__ = [
@@ -437,6 +437,20 @@ class Settings(_Frozen):
             return None
         return (f"admin_key is shorter than {MIN_ADMIN_KEY} characters: whoever guesses it "
                 "can mint keys without limits; use a long random one (openssl rand -hex 24)")
+
+    @property
+    def cleartext_warning(self) -> str | None:
+        """What check-config and the start say of http:// endpoints off this host: the
+        Azure key, the client's key passed through or the Entra token crosses the network
+        in clear (taken: an emulator or a sidecar on a private network is one)."""
+        hosts = sorted({host for d in self.deployments
+                        if (host := cleartext_host(d.endpoint)) is not None}
+                       | ({host} if self.default_endpoint and (
+                           host := cleartext_host(self.default_endpoint)) else set()))
+        if not hosts:
+            return None
+        return (f"http:// endpoints off this host ({', '.join(hosts)}): each request's "
+                "api-key (or bearer token) crosses the network unencrypted; use https://")
 
     @property
     def is_open_relay(self) -> bool:

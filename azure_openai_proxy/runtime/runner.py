@@ -129,8 +129,8 @@ def describe(settings: Settings, today: str | None = None) -> str:
         lines.append(f"upstream proxy: {_mask_url(proxy)}")
     if settings.is_open_relay:
         lines.append("WARNING: open relay: server-side Azure keys and no client keys")
-    if settings.admin_key_warning:
-        lines.append(f"WARNING: {settings.admin_key_warning}")
+    lines.extend(f"WARNING: {w}" for w in (settings.admin_key_warning,
+                                           settings.cleartext_warning) if w)
     return "\n".join(lines)
 
 
@@ -419,7 +419,8 @@ def run(settings: Settings, source: SettingsSource | None = None) -> int:
     if settings.is_open_relay:
         log.warning("OPEN RELAY: server-side Azure keys are set and no client keys are; anyone "
                     "who can reach this gateway can use your Azure quota")
-    for warning in [*_api_version_warnings(settings, _today()), settings.admin_key_warning]:
+    for warning in [*_api_version_warnings(settings, _today()), settings.admin_key_warning,
+                    settings.cleartext_warning]:
         if warning:
             log.warning("config: %s", warning)
     if settings.workers == 1:
