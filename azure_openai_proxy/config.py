@@ -108,6 +108,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    except RecursionError:  # PyYAML's parser recurses per level: `[[[...` some 300 deep
+        raise ConfigError(f"config file {path} nests lists or mappings too deeply") from None
     if data is None:
         return {}
     return _checked_mapping(data, f"config file {path}")

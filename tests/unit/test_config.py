@@ -593,3 +593,13 @@ def test_an_aliased_value_is_substituted_at_every_place_it_appears(tmp_path: Pat
             "api_key: '${EAST}'}\n")
     settings = load_settings(write(tmp_path, text), {"EAST": "k"})
     assert [d.api_key.get_secret_value() for d in settings.deployments if d.api_key] == ["k"] * 3
+
+
+@pytest.mark.parametrize("depth", [900])
+def test_a_config_nested_past_the_parsers_depth_is_a_config_error(tmp_path: Path,
+                                                                  depth: int) -> None:
+    # PyYAML's parser recurses per level: a RecursionError's traceback at start, and a
+    # --watch-config reload that ended the watcher (only a ConfigError is caught there).
+    text = "cors_origins: " + "[" * depth + "]" * depth + "\n"
+    with pytest.raises(ConfigError, match=r"nests lists or mappings too deeply$"):
+        load_settings(write(tmp_path, text), {})
