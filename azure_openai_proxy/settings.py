@@ -379,6 +379,18 @@ class Settings(_Frozen):
             sqlite_file(value)
         return value
 
+    @field_validator("client_keys")
+    @classmethod
+    def _client_keys_are_keys(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        # `client_keys: ["${GATEWAY_KEY}"]` with the variable empty kept a key no client
+        # can send (a presented key is read trimmed, and never empty): every request was
+        # a 401 "Incorrect API key", which blamed the clients. The message shows no key.
+        keys = tuple(key.get_secret_value().strip() for key in value)
+        if "" in keys:
+            raise ValueError(f"key #{keys.index('') + 1} is empty (an environment variable "
+                             "set to nothing?): no client could send it")
+        return tuple(SecretStr(key) for key in keys)
+
     @field_validator("admin_key")
     @classmethod
     def _admin_key_is_a_key(cls, value: SecretStr | None) -> SecretStr | None:

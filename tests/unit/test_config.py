@@ -603,3 +603,20 @@ def test_a_config_nested_past_the_parsers_depth_is_a_config_error(tmp_path: Path
     text = "cors_origins: " + "[" * depth + "]" * depth + "\n"
     with pytest.raises(ConfigError, match=r"nests lists or mappings too deeply$"):
         load_settings(write(tmp_path, text), {})
+
+
+def test_an_empty_client_key_is_a_config_error(tmp_path: Path) -> None:
+    # `${GATEWAY_KEY}` set to nothing (docker compose passes an unset variable on as
+    # empty) kept a key no client can send: every request a 401 blaming the client.
+    text = ("client_keys: [team-key, '${GATEWAY_KEY}']\napi_key: k\n"
+            "deployment_config:\n  - {model_name: a, deployment_name: a, endpoint: 'https://x'}\n")
+    with pytest.raises(ConfigError, match=r"^client_keys: key #2 is empty"):
+        load_settings(write(tmp_path, text), {"GATEWAY_KEY": ""})
+
+
+def test_blanks_around_a_client_key_are_not_part_of_it(tmp_path: Path) -> None:
+    # A presented key is read trimmed: ' team-key ' could never be matched.
+    text = ("client_keys: [' team-key ']\napi_key: k\n"
+            "deployment_config:\n  - {model_name: a, deployment_name: a, endpoint: 'https://x'}\n")
+    settings = load_settings(write(tmp_path, text), {})
+    assert [k.get_secret_value() for k in settings.client_keys] == ["team-key"]
