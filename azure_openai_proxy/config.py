@@ -348,7 +348,7 @@ def _describe(exc: ValidationError, deployments: list[dict[str, Any]]) -> str:
         else:
             where = ".".join(str(part) for part in loc) or "config"
         message = str(error["msg"]).removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden" and loc:
+        if error["type"] == "extra_forbidden" and loc and not _FIELD_NAME.match(str(loc[-1])):
             where = where.removesuffix(str(loc[-1])).rstrip(".: ") or "config"
             message = f"unknown key {_shown_key(str(loc[-1]))}"
         lines.append(f"{where}: {message}")

@@ -550,9 +550,10 @@ def test_an_unknown_key_that_may_be_a_secret_is_not_shown(tmp_path: Path, text: 
 
 def test_a_misspelt_field_is_still_named(tmp_path: Path) -> None:
     for text, message in (
-            ("server: {head_timeot: 1}\nendpoint: https://x\n", "server: unknown key 'head_timeot'"),
+            ("server: {head_timeot: 1}\nendpoint: https://x\n",
+             "server.head_timeot: Extra inputs are not permitted"),
             ("deployment_config:\n  - {model_name: a, deployment_name: b, endpoint: 'https://x', "
-             "apikey: k}\n", "deployment for model 'a': unknown key 'apikey'")):
+             "apikey: k}\n", "deployment for model 'a': apikey: Extra inputs are not permitted")):
         with pytest.raises(ConfigError, match=f"^{message}$"):
             load_settings(write(tmp_path, text), {})
 
