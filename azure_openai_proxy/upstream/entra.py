@@ -80,6 +80,7 @@ def _default_credential() -> TokenCredential:
 class _Cached:
     token: str
     expires_on: float
+    refresh_at: float  # the margin before expiry, or half the lifetime if that is less
 
 
 class EntraTokens:
@@ -108,7 +109,7 @@ class EntraTokens:
     async def token(self, scope: str) -> str:
         cached = self._cache.get(scope)
         now = self._clock()
-        if cached is not None and now < cached.expires_on - self._margin:
+        if cached is not None and now < cached.refresh_at:
             return cached.token
         valid = cached is not None and now < cached.expires_on
         failed = self._failed.get(scope)
@@ -148,7 +149,12 @@ class EntraTokens:
                        "principal.")
             self._failed[scope] = (self._clock() + self._retry_after, message)
             raise EntraUnavailable(message) from exc
-        cached = _Cached(str(access.token), float(access.expires_on))
+        # A token living less than the margin (a short-lived federated one) was due for
+        # refresh as soon as it came: a get_token for every request.
+        expires_on = float(access.expires_on)
+        lifetime = max(expires_on - self._clock(), 0.0)
+        cached = _Cached(str(access.token), expires_on,
+                         expires_on - min(self._margin, lifetime / 2))
         self._cache[scope] = cached
         self._failed.pop(scope, None)
         return cached

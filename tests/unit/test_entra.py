@@ -201,3 +201,20 @@ async def test_why_a_refresh_failed_is_logged_once_per_failure(
                 await cache.token(SCOPE)
     assert [r.getMessage() for r in caplog.records] == [
         f"Entra ID: no token for {SCOPE}: RuntimeError: no identity here"]
+
+
+async def test_a_token_shorter_lived_than_the_margin_is_refreshed_at_half_its_life() -> None:
+    # A four-minute token (under the five-minute margin) was due for refresh from the
+    # moment it came: every request started a get_token.
+    credential = FakeCredential(lifetime=240)
+    cache = tokens(credential)
+    assert await cache.token(SCOPE) == "token-1"
+    for now in (10.0, 60.0, 119.0):
+        credential.now = now
+        assert await cache.token(SCOPE) == "token-1"
+        await settle()
+    assert len(credential.calls) == 1
+    credential.now = 120.0
+    assert await cache.token(SCOPE) == "token-1"  # refreshed beside the request
+    await settle()
+    assert await cache.token(SCOPE) == "token-2"
