@@ -55,7 +55,7 @@ _StringDatesLoader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 
-_ENV_REFERENCE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}\Z")
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 # Our own environment variables, beside the Go tool's.
 _ENV_SCALARS = {
@@ -91,15 +91,25 @@ _TOP_LEVEL_KEYS = {
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A comment saved as Latin-1 or GBK was a traceback at start and an unlogged
+        # failure on reload. The bytes are not shown: the line may hold a key.
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"config file {path} is not UTF-8 text (line {line}); "
+                          "save it as UTF-8") from None
     try:
         data = yaml.load(text, Loader=_StringDatesLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"config file {path} is not valid YAML{where}") from None
+    except RecursionError:  # PyYAML's parser recurses per level: `[[[...` some 300 deep
+        raise ConfigError(f"config file {path} nests lists or mappings too deeply") from None
     if data is None:
         return {}
     return _checked_mapping(data, f"config file {path}")
@@ -110,8 +120,20 @@ def _checked_mapping(data: Any, where: str) -> dict[str, Any]:
         raise ConfigError(f"{where} must be a mapping of keys at the top level")
     unknown = sorted(set(map(str, data)) - _TOP_LEVEL_KEYS)
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
+        raise ConfigError(f"{where}: unknown key {_shown_key(unknown[0])}")
     return data
+
+
+_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z_]{0,39}\Z")
+
+
+def _shown_key(name: str) -> str:
+    """An unknown key as an error shows it: a field name misspelt, or, when it has what
+    no field name has (digits, '-'), a key's value written without `api_key:` (a YAML
+    `{..., sk-...}` is a key with no value), which is not shown."""
+    if _FIELD_NAME.match(name):
+        return repr(name)
+    return "(not shown, as it is no field name: a secret written without its `name:`?)"
 
 
 def parse_model_mapper(text: str, where: str = "AZURE_OPENAI_MODEL_MAPPER") -> dict[str, str]:
@@ -155,21 +177,43 @@ def _file_model_mapper(value: Any) -> dict[str, str]:
     )
 
 
-def _substitute_env(value: Any, environ: Mapping[str, str], where: str) -> Any:
-    """`api_key: ${AZURE_KEY_EAST}` reads the key from the environment."""
+def _substitute_env(value: Any, environ: Mapping[str, str], where: str,
+                    seen: dict[int, Any] | None = None) -> Any:
+    """`api_key: ${AZURE_KEY_EAST}` reads the key from the environment; so does each
+    `${NAME}` within a value (`endpoint: https://${RESOURCE}.openai.azure.com/` was
+    kept as written: a host no DNS knows, and a 502 for every request)."""
     if isinstance(value, str):
-        match = _ENV_REFERENCE.match(value.strip())
-        if match is None:
+        if "${" not in value:
             return value
-        name = match.group(1)
-        if name not in environ:
-            raise ConfigError(f"{where}: environment variable {name} is not set")
-        return environ[name]
+
+        def read(match: re.Match[str]) -> str:
+            if match.group(1) not in environ:
+                raise ConfigError(f"{where}: environment variable {match.group(1)} is not set")
+            return environ[match.group(1)]
+
+        whole = _ENV_REFERENCE.fullmatch(value.strip())
+        if whole is not None:
+            return read(whole)
+        if "${" in _ENV_REFERENCE.sub("", value):
+            # `${X:-default}`, `${ X }`: not ours; the value is not shown (a key?)
+            raise ConfigError(f"{where}: write an environment variable as ${{NAME}} "
+                              "(letters, digits and _), without a default or blanks")
+        return _ENV_REFERENCE.sub(read, value)
+    if not isinstance(value, dict | list):
+        return value
+    # YAML's aliases make one list or mapping appear many times: each is substituted
+    # once. Walked as a tree, nine levels of nine aliases (a few hundred bytes) were
+    # 387 million strings: check-config and the start never ended.
+    memo = seen if seen is not None else {}
+    done = memo.get(id(value))
+    if done is not None:
+        return done
     if isinstance(value, dict):
-        return {k: _substitute_env(v, environ, f"{where}.{k}") for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute_env(v, environ, f"{where}[{i}]") for i, v in enumerate(value)]
-    return value
+        done = {k: _substitute_env(v, environ, f"{where}.{k}", memo) for k, v in value.items()}
+    else:
+        done = [_substitute_env(v, environ, f"{where}[{i}]", memo) for i, v in enumerate(value)]
+    memo[id(value)] = done
+    return done
 
 
 def _file_deployments(data: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -254,7 +298,9 @@ def _resolve_deployments(
         for model, dep in mapper.items()
     ]
     # The environment's mapping replaces the file's entries for the same model name.
-    kept = [d for d in file_deployments if d.get("model_name") not in mapper]
+    # (a model_name that is a list or a mapping was a TypeError here, not a config error)
+    kept = [d for d in file_deployments
+            if not isinstance(d.get("model_name"), str) or d["model_name"] not in mapper]
     resolved = []
     for index, item in enumerate(kept + from_env):
         item = dict(item)
@@ -302,6 +348,9 @@ def _describe(exc: ValidationError, deployments: list[dict[str, Any]]) -> str:
         else:
             where = ".".join(str(part) for part in loc) or "config"
         message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden" and loc and not _FIELD_NAME.match(str(loc[-1])):
+            where = where.removesuffix(str(loc[-1])).rstrip(".: ") or "config"
+            message = f"unknown key {_shown_key(str(loc[-1]))}"
         lines.append(f"{where}: {message}")
     return "; ".join(lines)
 

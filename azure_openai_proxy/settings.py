@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from azure_openai_proxy.addresses import check_endpoint, check_proxy, cleartext_host, sqlite_file
 from azure_openai_proxy.apiversions import DEFAULT_API_VERSION, choose_api_version, deployment_need
 
 __all__ = [
@@ -38,36 +39,12 @@ ApiFamily = Literal["dated", "v1", "foundry"]
 # The Azure AI model inference API's version, for a Foundry deployment that names none:
 # a Foundry deployment does not inherit the Azure OpenAI default (`api_version:`).
 FOUNDRY_API_VERSION = "2024-05-01-preview"
+# a name or IPv4 address; an IPv6 address, bracketed or not, maybe with a zone (%eth0)
+_LISTEN_HOST = re.compile(
+    r"^([A-Za-z0-9_.\-]*|\[[0-9A-Fa-f:.]+(%[\w.\-]+)?\]|[0-9A-Fa-f:.]+(%[\w.\-]+)?)\Z", re.ASCII)
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # An admin key shorter than this gets a warning (check-config, the start).
 MIN_ADMIN_KEY = 16
-
-
-def check_endpoint(value: str) -> str:
-    """An http(s) URL with a host and maybe a path (an APIM prefix); no query, no fragment."""
-    value = value.strip()
-    if not re.match(r"^https?://[^/?#\s@]+(/[^?#\s]*)?$", value):
-        raise ValueError("must be an http(s) URL such as https://NAME.openai.azure.com/")
-    return value.rstrip("/")
-
-
-def sqlite_file(url: str) -> str:
-    """`sqlite:///abs/path.db` (three slashes and an absolute path) or
-    `sqlite://relative/path.db` -> the file's path (store/sqlite.py opens it). Anything
-    else is a ValueError."""
-    if not url.startswith("sqlite://"):
-        raise ValueError("only sqlite:// databases are supported (e.g. sqlite:///var/lib/azure-openai-proxy/gateway.db)")
-    rest = url[len("sqlite://"):]
-    if not rest or rest == "/":
-        raise ValueError("a sqlite:// database needs a file path")
-    # Taken as a file name, SQLAlchemy's `?mode=ro` or `?timeout=30` and `:memory:` made
-    # a new, empty database beside the one meant (`gateway.db?mode=ro`, `/:memory:`):
-    # the keys made with the plain path were not there. A `#` is a file name's, as in
-    # SQLAlchemy's URLs (`/srv/team#2/gateway.db`).
-    if "?" in rest or rest.rpartition("/")[2] == ":memory:":
-        raise ValueError("a sqlite:// database is a file path without `?` (no options) "
-                         "and not :memory: (every worker and the CLI share the file)")
-    return rest
 
 
 class _Frozen(BaseModel):
@@ -88,7 +65,9 @@ class DeploymentSettings(_Frozen):
     api: ApiFamily = "dated"
     auth: AuthMode = "key"
     entra_scope: str = "https://cognitiveservices.azure.com/.default"
-    weight: float = Field(default=1.0, gt=0)
+    # Finite and bounded: `.inf` (or weights whose sum overflows) made the weighted draw
+    # subtract inf from inf, and the other members of the pool went first.
+    weight: float = Field(default=1.0, gt=0, le=1_000_000, allow_inf_nan=False)
     priority: int = Field(default=1, ge=0)
     tpm: int | None = Field(default=None, gt=0)
     rpm: int | None = Field(default=None, gt=0)
@@ -169,19 +148,21 @@ class UpstreamSettings(_Frozen):
     transport: Literal["auto", "aiohttp", "fast"] = "auto"
     http_proxy: str | None = None
     socks_proxy: str | None = None
-    connect_timeout: float = Field(default=10.0, gt=0)
+    # Upstream times are finite: aiohttp rounds its deadlines up with math.ceil, and
+    # `connect_timeout: .inf` (or pool_timeout) made every request a 500 (OverflowError).
+    connect_timeout: float = Field(default=10.0, gt=0, allow_inf_nan=False)
     # Between two bytes of a response, not for the whole response: a long stream is fine.
-    read_timeout: float = Field(default=600.0, gt=0)
+    read_timeout: float = Field(default=600.0, gt=0, allow_inf_nan=False)
     pool_size: int = Field(default=0, ge=0)  # 0: unlimited connections per worker
     # How long a request waits for a free connection when `pool_size` are all busy;
     # then it fails over (nothing was sent) or gets a 503 with retry-after.
-    pool_timeout: float = Field(default=10.0, gt=0)
-    keepalive_timeout: float = Field(default=30.0, gt=0)
+    pool_timeout: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    keepalive_timeout: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     # A JSON answer longer than this is a 502, never a truncated 200. A stream's event is
     # held up to this too, if less than its reader's bound (sse.py: 8 or 64 MiB).
     max_answer_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     # FastTransport: seconds a host's addresses are reused (0: resolved every connection).
-    dns_cache_ttl: float = Field(default=60.0, ge=0)
+    dns_cache_ttl: float = Field(default=60.0, ge=0, allow_inf_nan=False)
     # HTTP/2 to Azure (upstream/h2/): many requests multiplexed over a few connections, so
     # a worker's relayed streams need no descriptor each upstream (issue 15). `auto`: on
     # https, HTTP/2 where ALPN picks it (Azure does; so does Go's net/http, the Go tool's
@@ -199,6 +180,11 @@ class UpstreamSettings(_Frozen):
         if word in _HTTP2_WORDS:
             return _HTTP2_WORDS[word]
         raise ValueError("must be auto, true or false (or 1/0, yes/no, on/off)")
+
+    @field_validator("http_proxy", "socks_proxy")
+    @classmethod
+    def _proxy_is_a_url(cls, value: str | None) -> str | None:
+        return check_proxy(value)
 
     @model_validator(mode="after")
     def _fast_has_no_proxy(self) -> UpstreamSettings:
@@ -356,8 +342,13 @@ class Settings(_Frozen):
     @classmethod
     def _listen_is_host_port(cls, value: str) -> str:
         host, sep, port = value.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        if not sep or not (port.isascii() and port.isdigit()) or not 0 <= int(port) <= 65535:
             raise ValueError("must be HOST:PORT, e.g. 0.0.0.0:8080")
+        # A host no listener can take (`my host`, `[::1`) passed, and the start was a
+        # socket.gaierror's traceback.
+        if not _LISTEN_HOST.match(host):
+            raise ValueError("must be HOST:PORT with HOST a name or an IP address "
+                             "([::1] for IPv6), e.g. 0.0.0.0:8080")
         return value if host else f"0.0.0.0:{port}"
 
     @field_validator("default_endpoint")
@@ -387,6 +378,18 @@ class Settings(_Frozen):
         if value is not None:
             sqlite_file(value)
         return value
+
+    @field_validator("client_keys")
+    @classmethod
+    def _client_keys_are_keys(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        # `client_keys: ["${GATEWAY_KEY}"]` with the variable empty kept a key no client
+        # can send (a presented key is read trimmed, and never empty): every request was
+        # a 401 "Incorrect API key", which blamed the clients. The message shows no key.
+        keys = tuple(key.get_secret_value().strip() for key in value)
+        if "" in keys:
+            raise ValueError(f"key #{keys.index('') + 1} is empty (an environment variable "
+                             "set to nothing?): no client could send it")
+        return tuple(SecretStr(key) for key in keys)
 
     @field_validator("admin_key")
     @classmethod
@@ -446,6 +449,20 @@ class Settings(_Frozen):
             return None
         return (f"admin_key is shorter than {MIN_ADMIN_KEY} characters: whoever guesses it "
                 "can mint keys without limits; use a long random one (openssl rand -hex 24)")
+
+    @property
+    def cleartext_warning(self) -> str | None:
+        """What check-config and the start say of http:// endpoints off this host: the
+        Azure key, the client's key passed through or the Entra token crosses the network
+        in clear (taken: an emulator or a sidecar on a private network is one)."""
+        hosts = sorted({host for d in self.deployments
+                        if (host := cleartext_host(d.endpoint)) is not None}
+                       | ({host} if self.default_endpoint and (
+                           host := cleartext_host(self.default_endpoint)) else set()))
+        if not hosts:
+            return None
+        return (f"http:// endpoints off this host ({', '.join(hosts)}): each request's "
+                "api-key (or bearer token) crosses the network unencrypted; use https://")
 
     @property
     def is_open_relay(self) -> bool:

@@ -135,8 +135,8 @@ def describe(settings: Settings, today: str | None = None) -> str:
         lines.append(f"upstream proxy: {_mask_url(proxy)}")
     if settings.is_open_relay:
         lines.append("WARNING: open relay: server-side Azure keys and no client keys")
-    if settings.admin_key_warning:
-        lines.append(f"WARNING: {settings.admin_key_warning}")
+    lines.extend(f"WARNING: {w}" for w in (settings.admin_key_warning,
+                                           settings.cleartext_warning) if w)
     return "\n".join(lines)
 
 
@@ -292,16 +292,20 @@ async def start_server(
 ) -> Callable[[], Awaitable[None]]:
     """Serve `app`; returns the graceful stop (stop accepting, let requests and streams in
     flight finish for up to the grace period, clean up)."""
-    server = await serve_fast(
-        app, settings.host or None, settings.port, reuse_port=reuse_port,
-        backlog=backlog_for(settings.server),
-        # At most what the descriptor limit holds, so the 503 comes before EMFILE.
-        limits=replace(server_limits(settings.server),
-                       max_connections=connection_cap_for(
-                           settings.server,
-                           fds_per_stream(settings.upstream, endpoints_of(settings)))),
-        max_body_bytes=settings.max_body_bytes,
-    )
+    try:
+        server = await serve_fast(
+            app, settings.host or None, settings.port, reuse_port=reuse_port,
+            backlog=backlog_for(settings.server),
+            # At most what the descriptor limit holds, so the 503 comes before EMFILE.
+            limits=replace(server_limits(settings.server),
+                           max_connections=connection_cap_for(
+                               settings.server,
+                               fds_per_stream(settings.upstream, endpoints_of(settings)))),
+            max_body_bytes=settings.max_body_bytes,
+        )
+    except OSError as exc:  # a port in use, a host not here: one line, not a traceback
+        raise SystemExit(f"azure-openai-proxy: cannot listen on {settings.listen}: "
+                         f"{exc.strerror or exc}") from None
 
     async def stop() -> None:
         await server.shutdown(settings.shutdown_grace_seconds)
@@ -386,7 +390,8 @@ def run(settings: Settings, source: SettingsSource | None = None) -> int:
     if settings.is_open_relay:
         log.warning("OPEN RELAY: server-side Azure keys are set and no client keys are; anyone "
                     "who can reach this gateway can use your Azure quota")
-    for warning in [*_api_version_warnings(settings, _today()), settings.admin_key_warning]:
+    for warning in [*_api_version_warnings(settings, _today()), settings.admin_key_warning,
+                    settings.cleartext_warning]:
         if warning:
             log.warning("config: %s", warning)
     refusal = port_refusal(settings.host, settings.port)

@@ -126,7 +126,11 @@ async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSe
                       subprotocols: Sequence[str] = ()) -> UpstreamSocket:
     """Connect to `url` (ws:// or wss://) with `headers`, offering `subprotocols`;
     raises as the module says."""
-    proxy = settings.http_proxy or settings.socks_proxy or None
+    proxy = settings.socks_proxy or settings.http_proxy or None  # as transport.py's (Go's)
+    if proxy is not None:
+        # The SOCKS proxy resolves Azure's name, as aiohttp-socks's connector does (rdns):
+        # for socks5:// and socks4:// websockets resolved it here.
+        proxy = proxy.replace("socks5://", "socks5h://", 1).replace("socks4://", "socks4a://", 1)
     offered = [Subprotocol(name) for name in subprotocols] or None
     try:
         connection = await _Connect(

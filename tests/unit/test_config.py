@@ -383,3 +383,241 @@ def test_a_database_url_is_checked_wherever_settings_are_read(database: str, mes
     with pytest.raises(ConfigError, match=message):  # main: taken
         load_settings({"database": database}, env)
     assert load_settings({"database": "sqlite:////srv/team#2/gw.db"}, env).database
+
+
+# An upstream proxy or an endpoint whose URL aiohttp cannot use passed check-config, and
+# then every request was a 500 with a traceback. Refused at load now, in a message that
+# never holds the URL's password.
+PROXY_PASSWORD = "pr0xy-s3cret"
+
+
+@pytest.mark.parametrize("url, kept", [
+    (f"http://user:{PROXY_PASSWORD}@proxy.internal", f"http://user:{PROXY_PASSWORD}@proxy.internal:80"),
+    ("socks5://127.0.0.1", "socks5://127.0.0.1:1080"),
+    ("socks5://[::1]", "socks5://[::1]:1080"),
+    ("socks5h://proxy", "socks5://proxy:1080"),  # Go's x/net/proxy takes it; ours resolve remotely
+    ("socks4a://proxy:1081", "socks4://proxy:1081"),
+    ("HTTP://proxy:3128/", "http://proxy:3128"),
+    ("http://proxy:3128", "http://proxy:3128"),
+])
+def test_a_proxy_without_a_port_gets_the_go_tools_default(url: str, kept: str) -> None:
+    # Go's net/http gives a proxy URL without a port 80 (http) or 1080 (socks5); so
+    # AZURE_OPENAI_HTTP_PROXY=http://proxy worked with the Go tool.
+    from python_socks import parse_proxy_url
+
+    for variable, field in (("AZURE_OPENAI_HTTP_PROXY", "http_proxy"),
+                            ("AZURE_OPENAI_SOCKS_PROXY", "socks_proxy")):
+        settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": "https://r.openai.azure.com",
+                                        variable: url})
+        proxy = getattr(settings.upstream, field)
+        assert proxy == kept
+        parse_proxy_url(proxy)  # what the aiohttp transport's connector does with it
+
+
+@pytest.mark.parametrize("url", [
+    f"http://user:{PROXY_PASSWORD}@proxy:notaport",
+    f"http://user:{PROXY_PASSWORD}@proxy:65536",
+    f"http://user:{PROXY_PASSWORD}@proxy:0",
+    f"socks5://user:{PROXY_PASSWORD}@[::1:1080",
+    f"ftp://user:{PROXY_PASSWORD}@proxy:21",
+    f"https://user:{PROXY_PASSWORD}@proxy:443",  # aiohttp-socks has no TLS to the proxy
+    f"user:{PROXY_PASSWORD}@proxy:3128",
+    f"http://user:{PROXY_PASSWORD}@:3128",
+    f"http://user:{PROXY_PASSWORD}@proxy:3128/path",
+    f"http://user:{PROXY_PASSWORD}@proxy:3128?x=1",
+])
+def test_a_proxy_url_aiohttp_cannot_use_is_a_config_error_without_its_password(url: str) -> None:
+    for config in ({"upstream": {"http_proxy": url}}, {"upstream": {"socks_proxy": url}}):
+        with pytest.raises(ConfigError) as caught:
+            load_settings({**config, "endpoint": "https://r.openai.azure.com"}, {})
+        message = str(caught.value)
+        assert message.startswith("upstream.") and "must be a URL such as" in message
+        assert PROXY_PASSWORD not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("endpoint", [
+    "https://r.openai.azure.com:99999", "http://127.0.0.1:65536", "http://127.0.0.1:0",
+    "http://[::1:8001", "https://r.openai.azure.com:port",
+])
+def test_an_endpoint_aiohttp_cannot_parse_is_a_config_error(endpoint: str) -> None:
+    for config in ({"endpoint": endpoint, "model_mapper": "gpt-4o=gpt-4o"},
+                   {"deployment_config": [{"model_name": "gpt-4o", "deployment_name": "d",
+                                           "endpoint": endpoint}]}):
+        with pytest.raises(ConfigError, match="port from 1 to 65535"):
+            load_settings(config, {})
+
+
+def test_an_endpoint_with_user_and_password_is_refused_without_them() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, {"AZURE_OPENAI_ENDPOINT": f"https://me:{PROXY_PASSWORD}@r.openai.azure.com"})
+    assert "user:password" in str(caught.value) and PROXY_PASSWORD not in str(caught.value)
+
+
+def test_an_endpoints_scheme_is_read_in_any_case_as_go_does() -> None:
+    settings = load_settings(None, {"AZURE_OPENAI_ENDPOINT": "HTTPS://r.openai.azure.com/",
+                                    "AZURE_OPENAI_MODEL_MAPPER": "gpt-4o=gpt-4o"})
+    assert settings.deployments[0].endpoint == "https://r.openai.azure.com"
+    assert settings.default_endpoint == "https://r.openai.azure.com"
+
+
+@pytest.mark.parametrize("comment, encoding", [("# café\n", "latin-1"), ("# 部署\n", "gbk")])
+def test_a_config_file_not_in_utf8_is_a_config_error_naming_the_line(
+        tmp_path: Path, comment: str, encoding: str) -> None:
+    # A comment saved by an editor in Latin-1 or GBK was a UnicodeDecodeError's
+    # traceback at start and in check-config, and a reload failing outside
+    # "reload rejected" (only a ConfigError keeps the old configuration and says why).
+    path = tmp_path / "config.yaml"
+    path.write_bytes((GO_TOOL_CONFIG + comment).encode(encoding))
+    line = GO_TOOL_CONFIG.count("\n") + 1
+    with pytest.raises(ConfigError, match=rf"is not UTF-8 text \(line {line}\); save it as UTF-8"):
+        load_settings(path, {})
+
+
+@pytest.mark.parametrize("model_name", [["gpt-4o"], {"gpt-4o": 1}])
+def test_a_model_name_that_is_not_a_string_is_a_config_error(model_name: Any) -> None:
+    # A list or a mapping there was a TypeError (unhashable) while the file's entries
+    # were matched against the model mapper: a traceback, and a reload failing outside
+    # "reload rejected".
+    flat = {"model_name": model_name, "deployment_name": "d", "endpoint": "https://x"}
+    for config in ({"deployment_config": [flat]},
+                   {"models": {"gpt-4o": [flat]}}):
+        with pytest.raises(ConfigError, match="model_name: Input should be a valid string"):
+            load_settings(config, {})
+
+
+def test_a_listen_port_of_other_digits_is_refused_with_the_usual_message() -> None:
+    # '²' is a digit to str.isdigit() and not to int(): the message was int()'s.
+    with pytest.raises(ConfigError, match=r"^listen: must be HOST:PORT, e\.g\. 0\.0\.0\.0:8080$"):
+        load_settings({"listen": "0.0.0.0:8²", "endpoint": "https://x"}, {})
+
+
+@pytest.mark.parametrize("listen", ["my host:8080", "[::1:8080", "host/x:8080", "ünï.local:8080"])
+def test_a_listen_host_no_socket_can_take_is_a_config_error(listen: str) -> None:
+    # Accepted, and the start was a socket.gaierror's traceback from getaddrinfo.
+    with pytest.raises(ConfigError, match=r"^listen: must be HOST:PORT with HOST a name or an IP"):
+        load_settings({"listen": listen, "endpoint": "https://x"}, {})
+
+
+@pytest.mark.parametrize("listen, host", [
+    ("0.0.0.0:8080", "0.0.0.0"), ("[::1]:8080", "::1"), ("::1:8080", "::1"), (":8080", "0.0.0.0"),
+    ("localhost:8080", "localhost"), ("[fe80::1%eth0]:8080", "fe80::1%eth0"),
+    ("gateway_1.internal:8080", "gateway_1.internal"),
+])
+def test_listen_hosts_that_sockets_take(listen: str, host: str) -> None:
+    assert load_settings({"listen": listen, "endpoint": "https://x"}, {}).host == host
+
+
+def test_an_environment_variable_within_a_value_is_read_too() -> None:
+    # `${RESOURCE}` inside the endpoint stayed as written: the gateway then asked DNS for
+    # `${resource}.openai.azure.com`, and every request was a 502.
+    config = {"deployment_config": [{"model_name": "gpt-4o", "deployment_name": "gpt-4o",
+                                     "endpoint": "https://${RESOURCE}.openai.azure.com/",
+                                     "api_key": "${KEY}"}]}
+    settings = load_settings(config, {"RESOURCE": "east", "KEY": "k"})
+    assert settings.deployments[0].endpoint == "https://east.openai.azure.com"
+    with pytest.raises(ConfigError, match=r"deployment_config\[0\]\.endpoint: environment "
+                                          "variable RESOURCE is not set"):
+        load_settings(config, {"KEY": "k"})
+
+
+@pytest.mark.parametrize("written", ["${AZURE_KEY:-fallback-s3cret}", "sk-${ KEY }-s3cret"])
+def test_an_environment_reference_we_do_not_read_is_an_error_not_kept(written: str) -> None:
+    # Kept as written, it was sent to Azure as the key.
+    config = {"deployment_config": [{"model_name": "gpt-4o", "deployment_name": "gpt-4o",
+                                     "endpoint": "https://east.openai.azure.com/",
+                                     "api_key": written}]}
+    with pytest.raises(ConfigError, match=r"api_key: write an environment variable as \$\{NAME\}") as caught:
+        load_settings(config, {"AZURE_KEY": "k", "KEY": "k"})
+    assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize("text, where", [
+    ("deployment_config:\n  - {model_name: a, deployment_name: b, endpoint: 'https://x', "
+     "0123abcdef456789s3cret}\n", "deployment for model 'a'"),
+    ("sk-aop-s3cret123:\nendpoint: https://x\n", "config file"),
+    ("upstream: {http_proxy: 'http://p:1', pr0xyS3cret}\nendpoint: https://x\n", "upstream"),
+    ("client_keys: [k]\nserver: {sk-team-s3cret: 1}\nendpoint: https://x\napi_key: a\n", "server"),
+])
+def test_an_unknown_key_that_may_be_a_secret_is_not_shown(tmp_path: Path, text: str,
+                                                          where: str) -> None:
+    # A secret written without its `api_key:` (YAML's `{..., sk-...}` is a key with no
+    # value) came back in the message as the unknown key's name: on the console, in CI
+    # logs, in a reload's log line.
+    with pytest.raises(ConfigError, match=rf"^{where}.*: unknown key \(not shown") as caught:
+        load_settings(write(tmp_path, text), {})
+    assert "s3cret" not in str(caught.value).lower()
+
+
+def test_a_misspelt_field_is_still_named(tmp_path: Path) -> None:
+    for text, message in (
+            ("server: {head_timeot: 1}\nendpoint: https://x\n",
+             "server.head_timeot: Extra inputs are not permitted"),
+            ("deployment_config:\n  - {model_name: a, deployment_name: b, endpoint: 'https://x', "
+             "apikey: k}\n", "deployment for model 'a': apikey: Extra inputs are not permitted")):
+        with pytest.raises(ConfigError, match=f"^{message}$"):
+            load_settings(write(tmp_path, text), {})
+
+
+@pytest.mark.parametrize("weight", [".inf", "1e308"])
+def test_a_weight_past_a_million_is_a_config_error(tmp_path: Path, weight: str) -> None:
+    # `.inf` passed `gt: 0`; the weighted draw then subtracted inf from inf (nan) and
+    # chose the pool's last member, whatever the weights (two of 1e308 sum to inf).
+    text = ("models:\n  gpt-4o:\n"
+            f"    - {{deployment_name: a, endpoint: 'https://a', api_key: k, weight: {weight}}}\n"
+            f"    - {{deployment_name: b, endpoint: 'https://b', api_key: k, weight: {weight}}}\n"
+            "    - {deployment_name: c, endpoint: 'https://c', api_key: k}\n")
+    with pytest.raises(ConfigError, match="deployment for model 'gpt-4o': weight: "):
+        load_settings(write(tmp_path, text), {})
+
+
+def test_yaml_aliases_are_substituted_once_not_once_per_appearance(tmp_path: Path) -> None:
+    # Six levels of nine aliases, under 400 bytes: walked as a tree, 531,441 strings
+    # (2 s here; nine levels never ended and took gigabytes). Go's YAML library refuses
+    # such aliasing; each aliased node is now read once.
+    import time
+
+    text = 'endpoint: https://x\ncors_origins:\n  - &a0 ["x","x","x","x","x","x","x","x","x"]\n'
+    for level in range(1, 6):
+        text += f"  - &a{level} [" + ",".join([f"*a{level - 1}"] * 9) + "]\n"
+    started = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"cors_origins\.0: Input should be a valid string"):
+        load_settings(write(tmp_path, text), {})
+    assert time.perf_counter() - started < 0.5
+
+
+def test_an_aliased_value_is_substituted_at_every_place_it_appears(tmp_path: Path) -> None:
+    text = ("deployment_config:\n"
+            "  - &east {model_name: gpt-4o, deployment_name: a, endpoint: 'https://a', "
+            "api_key: '${EAST}'}\n"
+            "  - *east\n"
+            "  - {model_name: gpt-4o-mini, deployment_name: b, endpoint: 'https://b', "
+            "api_key: '${EAST}'}\n")
+    settings = load_settings(write(tmp_path, text), {"EAST": "k"})
+    assert [d.api_key.get_secret_value() for d in settings.deployments if d.api_key] == ["k"] * 3
+
+
+@pytest.mark.parametrize("depth", [900])
+def test_a_config_nested_past_the_parsers_depth_is_a_config_error(tmp_path: Path,
+                                                                  depth: int) -> None:
+    # PyYAML's parser recurses per level: a RecursionError's traceback at start, and a
+    # --watch-config reload that ended the watcher (only a ConfigError is caught there).
+    text = "cors_origins: " + "[" * depth + "]" * depth + "\n"
+    with pytest.raises(ConfigError, match=r"nests lists or mappings too deeply$"):
+        load_settings(write(tmp_path, text), {})
+
+
+def test_an_empty_client_key_is_a_config_error(tmp_path: Path) -> None:
+    # `${GATEWAY_KEY}` set to nothing (docker compose passes an unset variable on as
+    # empty) kept a key no client can send: every request a 401 blaming the client.
+    text = ("client_keys: [team-key, '${GATEWAY_KEY}']\napi_key: k\n"
+            "deployment_config:\n  - {model_name: a, deployment_name: a, endpoint: 'https://x'}\n")
+    with pytest.raises(ConfigError, match=r"^client_keys: key #2 is empty"):
+        load_settings(write(tmp_path, text), {"GATEWAY_KEY": ""})
+
+
+def test_blanks_around_a_client_key_are_not_part_of_it(tmp_path: Path) -> None:
+    # A presented key is read trimmed: ' team-key ' could never be matched.
+    text = ("client_keys: [' team-key ']\napi_key: k\n"
+            "deployment_config:\n  - {model_name: a, deployment_name: a, endpoint: 'https://x'}\n")
+    settings = load_settings(write(tmp_path, text), {})
+    assert [k.get_secret_value() for k in settings.client_keys] == ["team-key"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 import pytest
@@ -45,6 +46,12 @@ class Clock:
         return self.credential.now
 
 
+async def settle() -> None:
+    """Let a refresh started beside a request run to its end."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
 def tokens(credential: FakeCredential) -> EntraTokens:
     return EntraTokens(credential, clock=Clock(credential), refresh_margin=300)
 
@@ -65,6 +72,8 @@ async def test_refreshed_five_minutes_before_expiry() -> None:
     credential.now = 3299.0
     assert await cache.token(SCOPE) == "token-1"
     credential.now = 3300.0
+    assert await cache.token(SCOPE) == "token-1"  # still valid: refreshed beside the request
+    await settle()
     assert await cache.token(SCOPE) == "token-2"
 
 
@@ -120,3 +129,92 @@ def test_auth_entra_without_azure_identity_is_a_clear_config_error() -> None:
     message = missing_entra_support(settings, installed=lambda: False)
     assert message is not None and "pip install 'azure-openai-proxy[entra]'" in message
     assert missing_entra_support(settings, installed=lambda: True) is None
+
+
+async def test_a_refresh_inside_the_margin_does_not_hold_requests_up() -> None:
+    # The last five minutes of a token: a request used to wait for the refresh it
+    # started, however long the credential took (a DefaultAzureCredential probing its
+    # sources while IMDS is slow), though the cached token was still good.
+    credential = FakeCredential(lifetime=3600)
+    cache = tokens(credential)
+    await cache.token(SCOPE)
+    credential.now, credential.gate = 3400.0, asyncio.Event()
+    assert await asyncio.wait_for(cache.token(SCOPE), 1) == "token-1"
+    assert await asyncio.wait_for(cache.token(SCOPE), 1) == "token-1"
+    assert len(credential.calls) == 2  # one refresh, under way
+    credential.gate.set()
+    await settle()
+    assert await cache.token(SCOPE) == "token-2"
+    assert len(credential.calls) == 2
+
+
+async def test_after_a_failed_refresh_none_is_tried_for_a_while() -> None:
+    credential = FakeCredential(lifetime=3600)
+    credential.fail = True
+    cache = tokens(credential)  # no refresh for 10 s (the default) after one failed
+    for _ in range(5):
+        with pytest.raises(EntraUnavailable) as caught:
+            await cache.token(SCOPE)
+        assert caught.value.http_status == 502 and "no identity here" not in caught.value.message
+    assert len(credential.calls) == 1  # not one identity probe per request
+    credential.now, credential.fail = 10.0, False
+    assert await cache.token(SCOPE) == "token-2"
+
+
+async def test_a_failed_background_refresh_serves_the_valid_token_then_retries() -> None:
+    credential = FakeCredential(lifetime=3600)
+    cache = tokens(credential)  # no refresh for 10 s (the default) after one failed
+    await cache.token(SCOPE)
+    credential.now, credential.fail = 3400.0, True
+    assert await cache.token(SCOPE) == "token-1"
+    await settle()
+    assert await cache.token(SCOPE) == "token-1"
+    assert len(credential.calls) == 2
+    credential.now, credential.fail = 3410.0, False
+    assert await cache.token(SCOPE) == "token-1"  # refreshing again, beside it
+    await settle()
+    assert await cache.token(SCOPE) == "token-3"
+
+
+async def test_a_credential_that_never_answers_is_a_502_not_a_hang(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure_openai_proxy.upstream import entra
+
+    monkeypatch.setattr(entra, "TOKEN_TIMEOUT", 0.05, raising=False)
+    credential = FakeCredential()
+    credential.gate = asyncio.Event()  # never set: IMDS dropping packets
+    with pytest.raises(EntraUnavailable) as caught:
+        await asyncio.wait_for(tokens(credential).token(SCOPE), 5)
+    assert caught.value.http_status == 502 and "TimeoutError" in caught.value.message
+
+
+async def test_why_a_refresh_failed_is_logged_once_per_failure(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The client's 502 names only the exception's type; azure-identity's message, which
+    # says which sources it tried and why each failed, went nowhere.
+    credential = FakeCredential()
+    credential.fail = True
+    cache = tokens(credential)
+    with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
+        for _ in range(3):
+            with pytest.raises(EntraUnavailable):
+                await cache.token(SCOPE)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Entra ID: no token for {SCOPE}: RuntimeError: no identity here"]
+
+
+async def test_a_token_shorter_lived_than_the_margin_is_refreshed_at_half_its_life() -> None:
+    # A four-minute token (under the five-minute margin) was due for refresh from the
+    # moment it came: every request started a get_token.
+    credential = FakeCredential(lifetime=240)
+    cache = tokens(credential)
+    assert await cache.token(SCOPE) == "token-1"
+    for now in (10.0, 60.0, 119.0):
+        credential.now = now
+        assert await cache.token(SCOPE) == "token-1"
+        await settle()
+    assert len(credential.calls) == 1
+    credential.now = 120.0
+    assert await cache.token(SCOPE) == "token-1"  # refreshed beside the request
+    await settle()
+    assert await cache.token(SCOPE) == "token-2"

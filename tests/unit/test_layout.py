@@ -2,7 +2,7 @@
 source's own import statements (top-level and nested), so a new import that crosses a
 layer fails here.
 
-    core (pure)     errors settings apiversions auth codings compat routing translate
+    core (pure)     errors settings addresses apiversions auth codings compat routing translate
                     sse normalize/ balancing/ boundedcache governance/ (keys, limits,
                     prices, usage records)  -> imports only core
     http/           the server engine               -> imports only http/
@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "azure_openai_proxy"
-CORE = {"errors", "settings", "apiversions", "auth", "codings", "compat", "routing",
+CORE = {"errors", "settings", "addresses", "apiversions", "auth", "codings", "compat", "routing",
         "translate", "sse", "normalize", "balancing", "boundedcache", "governance", "__init__"}
 ALLOWED: dict[str, set[str]] = {
     "core": CORE,

@@ -1,0 +1,95 @@
+"""The addresses a configuration names, checked once at load: Azure endpoints, upstream
+proxies and the governance database. A bad one is a one-line config error, never a 500 on
+every request; no message shows the value, which may hold a password.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
+__all__ = ["check_endpoint", "check_proxy", "cleartext_host", "sqlite_file"]
+
+
+def check_endpoint(value: str) -> str:
+    """An http(s) URL with a host and maybe a path (an APIM prefix); no query, no fragment.
+    The scheme is lower-cased, as Go's url.Parse does (`HTTPS://` worked with the Go tool)."""
+    value = value.strip()
+    scheme, sep, rest = value.partition("://")
+    value = scheme.lower() + sep + rest
+    if "@" in rest.partition("/")[0]:
+        # never echoed: it holds a password
+        raise ValueError("must not carry user:password; give the key as api_key")
+    if not re.match(r"^https?://[^/?#\s@]+(/[^?#\s]*)?$", value) or _bad_authority(value):
+        # A port past 65535 or an unclosed `[` passed, and each request was a 500.
+        raise ValueError("must be an http(s) URL such as https://NAME.openai.azure.com/ "
+                         "(a host, and a port from 1 to 65535 if any)")
+    return value.rstrip("/")
+
+
+def _bad_authority(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return not parts.hostname or parts.port == 0
+    except ValueError:  # a port out of range or not a number, an unclosed IPv6 bracket
+        return True
+
+
+def cleartext_host(endpoint: str) -> str | None:
+    """The host of an http:// endpoint that is not a loopback address, else None."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    if parts.scheme != "http" or host == "localhost" or host.endswith(".localhost"):
+        return None
+    try:
+        return None if ipaddress.ip_address(host).is_loopback else host
+    except ValueError:  # a name
+        return host
+
+
+# What aiohttp-socks takes, and the port Go's net/http gives a proxy URL without one
+# (an `http://user:pw@proxy` failed every request with a 500).
+_PROXY_PORTS = {"http": 80, "socks5": 1080, "socks4": 1080}
+# Remote name resolution, which every upstream client asks a SOCKS proxy for anyway.
+_PROXY_SCHEMES = {"socks5h": "socks5", "socks4a": "socks4"}
+
+
+def check_proxy(value: str | None) -> str | None:
+    """An upstream proxy URL, with its default port made explicit; the message never
+    shows the URL, which may hold user:password."""
+    if value is None or not value.strip():
+        return None
+    url = value.strip()
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    scheme = _PROXY_SCHEMES.get(scheme, scheme)
+    url = scheme + sep + rest
+    if (not sep or scheme not in _PROXY_PORTS or "?" in rest or "#" in rest
+            or _bad_authority(url) or urlsplit(url).path.strip("/")):
+        raise ValueError("must be a URL such as http://HOST:3128 or "
+                         "socks5://USER:PASSWORD@HOST:1080 (http, socks5 or socks4; a host; "
+                         "a port from 1 to 65535 if any; @ : / ? # in a password "
+                         "percent-encoded)")
+    parts = urlsplit(url)
+    netloc = parts.netloc.removesuffix(":")
+    return f"{scheme}://{netloc}" if parts.port else f"{scheme}://{netloc}:{_PROXY_PORTS[scheme]}"
+
+
+def sqlite_file(url: str) -> str:
+    """`sqlite:///abs/path.db` (three slashes and an absolute path) or
+    `sqlite://relative/path.db` -> the file's path (store/sqlite.py opens it). Anything
+    else is a ValueError."""
+    if not url.startswith("sqlite://"):
+        raise ValueError("only sqlite:// databases are supported (e.g. sqlite:///var/lib/azure-openai-proxy/gateway.db)")
+    rest = url[len("sqlite://"):]
+    if not rest or rest == "/":
+        raise ValueError("a sqlite:// database needs a file path")
+    # Taken as a file name, SQLAlchemy's `?mode=ro` or `?timeout=30` and `:memory:` made
+    # a new, empty database beside the one meant (`gateway.db?mode=ro`, `/:memory:`):
+    # the keys made with the plain path were not there. A `#` is a file name's, as in
+    # SQLAlchemy's URLs (`/srv/team#2/gateway.db`).
+    if "?" in rest or rest.rpartition("/")[2] == ":memory:":
+        raise ValueError("a sqlite:// database is a file path without `?` (no options) "
+                         "and not :memory: (every worker and the CLI share the file)")
+    return rest
