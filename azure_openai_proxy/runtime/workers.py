@@ -38,7 +38,7 @@ def port_refusal(host: str, port: int) -> str | None:
     try:
         sockets = listening_sockets(host or None, port)
     except OSError as exc:
-        return (f"cannot listen on {host or '*'}:{port}: {exc} (another program, or "
+        return (f"cannot listen on {host or '*'}:{port}: {exc.strerror or exc} (another program, or "
                 "another azure-openai-proxy, listens there)")
     for sock in sockets:
         sock.close()

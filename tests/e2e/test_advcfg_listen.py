@@ -25,5 +25,5 @@ def test_a_port_in_use_is_one_line_not_a_traceback(tmp_path: Path) -> None:
         finally:
             process.stop()
             os.unlink(process.log.name)
-    assert f"azure-openai-proxy: cannot listen on 127.0.0.1:{port}: Address already in use" in output
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in output
     assert "Traceback" not in output
