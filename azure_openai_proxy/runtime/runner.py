@@ -25,6 +25,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
+from types import EllipsisType
 from typing import Any
 
 from azure_openai_proxy.apiversions import (
@@ -51,7 +52,7 @@ from azure_openai_proxy.runtime.capacity import (
     prepare_process,
 )
 from azure_openai_proxy.runtime.heap import settle_heap
-from azure_openai_proxy.runtime.watch import ConfigWatcher
+from azure_openai_proxy.runtime.watch import ConfigWatcher, Signature
 from azure_openai_proxy.runtime.workers import (
     Replacements,
     SharedTables,
@@ -311,10 +312,12 @@ async def start_server(
 
 async def serve_forever(settings: Settings, source: SettingsSource | None, reuse_port: bool,
                         shared: tuple[SharedTables, int] | None = None,
-                        parent: int | None = None) -> None:
+                        parent: int | None = None,
+                        seen: Signature | EllipsisType = ...) -> None:
     """Serve until SIGTERM/SIGINT, or until the parent process is gone. `shared`: the
     server's shared tables and this worker's number in them (`--workers N`); `parent`:
-    a worker's descriptor that reads end-of-file once its parent has exited."""
+    a worker's descriptor that reads end-of-file once its parent has exited; `seen`: the
+    config file's signature when `settings` were read (`--watch-config`)."""
     app = create_app(settings)
     limits, holds, context = (shared[0].open(shared[1]) if shared is not None
                               else (None, None, None))
@@ -350,7 +353,7 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
         _watch_parent(loop, parent, stop)
     watcher: asyncio.Task[None] | None = None
     if settings.watch_config and source is not None and source.config_path:
-        watcher = loop.create_task(ConfigWatcher(source.config_path, reload).run())
+        watcher = loop.create_task(ConfigWatcher(source.config_path, reload, seen=seen).run())
     await stop.wait()
     if watcher is not None:
         watcher.cancel()
@@ -372,14 +375,18 @@ def _watch_parent(loop: asyncio.AbstractEventLoop, parent: int, stop: asyncio.Ev
 
 
 def _worker(settings: Settings, source: SettingsSource | None, reuse_port: bool,
-            shared: tuple[SharedTables, int] | None = None) -> None:
+            shared: tuple[SharedTables, int] | None = None,
+            seen: Signature | EllipsisType = ...) -> None:
     configure_logging(settings.log_level)
     parent = multiprocessing.parent_process()  # None: serving in the main process
     run_loop(serve_forever(settings, source, reuse_port, shared,
-                           None if parent is None else parent.sentinel))
+                           None if parent is None else parent.sentinel, seen))
 
 
-def run(settings: Settings, source: SettingsSource | None = None) -> int:
+def run(settings: Settings, source: SettingsSource | None = None,
+        seen: Signature | EllipsisType = ...) -> int:
+    """`seen`: the config file's signature taken before `settings` were read from it: a
+    change after it is reloaded (`--watch-config`), even one made while workers start."""
     configure_logging(settings.log_level)
     # Before listening; workers inherit the limit.
     prepare_process(settings.server, fds_per_stream(settings.upstream, endpoints_of(settings)))
@@ -394,24 +401,24 @@ def run(settings: Settings, source: SettingsSource | None = None) -> int:
         log.error("%s", refusal)
         return 1
     if settings.workers == 1:
-        _worker(settings, source, reuse_port=False)
+        _worker(settings, source, False, None, seen)
         return 0
     shared = SharedTables.create(settings.workers) if settings.governance_enabled else None
     try:
-        return _run_workers(settings, source, shared)
+        return _run_workers(settings, source, shared, seen)
     finally:
         if shared is not None:
             shared.remove()
 
 
 def _run_workers(settings: Settings, source: SettingsSource | None,
-                 shared: SharedTables | None) -> int:
+                 shared: SharedTables | None, seen: Signature | EllipsisType = ...) -> int:
     context = multiprocessing.get_context("spawn")
     reloaded = [settings.watch_config]  # whether the workers may serve another config
 
     def start(index: int) -> multiprocessing.process.BaseProcess:
         process = context.Process(target=_worker, daemon=False, args=(
-            settings, source, True, None if shared is None else (shared, index)))
+            settings, source, True, None if shared is None else (shared, index), seen))
         # Held in the new process until it can reload (cli.py); a replacement's too.
         held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         try:

@@ -191,3 +191,28 @@ def test_a_replacement_after_a_reload_serves_the_reloaded_config(tmp_path: Path)
             assert {deployment for deployment, _ in hits(emulator)} == {"dep-b"}
             process.signal(signal.SIGTERM)
             assert process.popen.wait(15) == 0, process.output()
+
+
+def test_a_config_change_while_the_workers_start_is_reloaded(tmp_path: Path) -> None:
+    """`--watch-config`: each worker took the file's signature as its watch began, a
+    second or two after the parent read the file: a change in between was never applied
+    by that worker (it served the parent's reading until the next change)."""
+    config = tmp_path / "config.yaml"
+    with paced_emulator() as emulator, reserved_socket() as held:
+        write_config(config, emulator.url, [("dep-a", {})], client_keys=[])
+        port = held.getsockname()[1]
+        with running(cli("-c", str(config), "-l", f"127.0.0.1:{port}", "--workers", "2",
+                         "--watch-config", "--allow-open")) as process:
+            # The parent warns once it has read the file, before any worker starts.
+            until(lambda: "OPEN RELAY" in process.output() or process.popen.poll() is not None,
+                  20)
+            write_config(config, emulator.url, [("dep-b", {})], client_keys=[])
+            assert "listening on" not in process.output(), "a worker started first"
+            wait_for_port(port, process=process.popen)
+            until(lambda: process.output().count("configuration reloaded") == 2, 10,
+                  process.output())
+            for _ in range(6):  # fresh connections: both workers
+                chat(_client(port), max_tokens=1)
+            assert {deployment for deployment, _ in hits(emulator)} == {"dep-b"}
+            process.signal(signal.SIGTERM)
+            assert process.popen.wait(15) == 0, process.output()
