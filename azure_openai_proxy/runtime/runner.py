@@ -52,8 +52,10 @@ from azure_openai_proxy.runtime.capacity import (
     prepare_process,
 )
 from azure_openai_proxy.runtime.heap import settle_heap
-from azure_openai_proxy.runtime.watch import ConfigWatcher, Signature
+from azure_openai_proxy.runtime.watch import ConfigWatcher, Signature, signature
 from azure_openai_proxy.runtime.workers import (
+    LastLoaded,
+    Loaded,
     Replacements,
     SharedTables,
     port_refusal,
@@ -313,11 +315,13 @@ async def start_server(
 async def serve_forever(settings: Settings, source: SettingsSource | None, reuse_port: bool,
                         shared: tuple[SharedTables, int] | None = None,
                         parent: int | None = None,
-                        seen: Signature | EllipsisType = ...) -> None:
+                        seen: Signature | EllipsisType = ...,
+                        latest: Settings | None = None) -> None:
     """Serve until SIGTERM/SIGINT, or until the parent process is gone. `shared`: the
     server's shared tables and this worker's number in them (`--workers N`); `parent`:
     a worker's descriptor that reads end-of-file once its parent has exited; `seen`: the
-    config file's signature when `settings` were read (`--watch-config`)."""
+    config file's signature when `settings` (or `latest`) were read (`--watch-config`);
+    `latest`: what the other workers reloaded since `settings` (a replacement's)."""
     app = create_app(settings)
     limits, holds, context = (shared[0].open(shared[1]) if shared is not None
                               else (None, None, None))
@@ -327,6 +331,10 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
         app.gateway.budgets.share(SharedHolds(holds))
     if context is not None:  # kept across reloads with the owners (gateway/app.py)
         app.gateway.owners.chained.share(SharedContext(context))
+    if latest is not None:  # before it listens: it serves what its siblings serve
+        app.reload(latest)
+        log.info("configuration reloaded (%d deployments), as the other workers did",
+                 len(latest.deployments))
     finish = await start_server(app, settings, reuse_port)
     settle_heap()  # start-up's objects out of every later collection (runtime/heap.py)
     log.info("listening on http://%s (api_base %s, %d deployments)", settings.listen,
@@ -376,11 +384,11 @@ def _watch_parent(loop: asyncio.AbstractEventLoop, parent: int, stop: asyncio.Ev
 
 def _worker(settings: Settings, source: SettingsSource | None, reuse_port: bool,
             shared: tuple[SharedTables, int] | None = None,
-            seen: Signature | EllipsisType = ...) -> None:
+            seen: Signature | EllipsisType = ..., latest: Settings | None = None) -> None:
     configure_logging(settings.log_level)
     parent = multiprocessing.parent_process()  # None: serving in the main process
     run_loop(serve_forever(settings, source, reuse_port, shared,
-                           None if parent is None else parent.sentinel, seen))
+                           None if parent is None else parent.sentinel, seen, latest))
 
 
 def run(settings: Settings, source: SettingsSource | None = None,
@@ -414,45 +422,52 @@ def run(settings: Settings, source: SettingsSource | None = None,
 def _run_workers(settings: Settings, source: SettingsSource | None,
                  shared: SharedTables | None, seen: Signature | EllipsisType = ...) -> int:
     context = multiprocessing.get_context("spawn")
-    reloaded = [settings.watch_config]  # whether the workers may serve another config
+    path = source.config_path if source is not None else None
+    if seen is ...:
+        seen = signature(path) if path else None
+    last = LastLoaded(Loaded(settings, seen), path,
+                      source.load if source is not None else lambda: settings)
+    live: list[multiprocessing.process.BaseProcess] = []  # the ones a signal is passed to
 
     def start(index: int) -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=_worker, daemon=False, args=(
-            settings, source, True, None if shared is None else (shared, index), seen))
-        # Held in the new process until it can reload (cli.py); a replacement's too.
+        # SIGHUP is held in the new process until it can reload (cli.py); here, until
+        # it is among the live ones a reload is passed to.
         held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         try:
+            loaded = last.current  # the start's, or what a reload loaded since
+            process = context.Process(target=_worker, daemon=False, args=(
+                settings, source, True, None if shared is None else (shared, index),
+                loaded.signature, None if loaded.settings is settings else loaded.settings))
             process.start()
+            live[:] = [p for p in live if p.exitcode is None] + [process]
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        return process
-
-    def replace(index: int) -> multiprocessing.process.BaseProcess:
-        process = start(index)
-        if reloaded[0] and process.pid is not None:
-            # The others reloaded since the start (SIGHUP, --watch-config): this one
-            # does too once it can, as they did (what is fixed at start stays as theirs).
-            os.kill(process.pid, signal.SIGHUP)
+        if last.current is not loaded and process.pid is not None:
+            os.kill(process.pid, signal.SIGHUP)  # a reload came as it started
         return process
 
     workers = [start(index) for index in range(settings.workers)]
-    replacements = Replacements(replace)
+    replacements = Replacements(start)
 
     def forward(signum: int, _frame: object) -> None:
-        if signum == signal.SIGHUP:
-            reloaded[0] = True
-        else:
+        if signum != signal.SIGHUP:
             replacements.stopping = True
-        for process in workers:
+        for process in list(live):
             if process.pid is not None and process.is_alive():
                 os.kill(process.pid, signum)
+        if signum == signal.SIGHUP:
+            last.reread()  # as the workers do now
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
+    unwatch = last.watch() if settings.watch_config else lambda: None
     # The workers inherited SIGHUP held (cli.py) and let it in once they can reload.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
-    if shared is None:
-        supervise(workers, None, None, replacements)
-    else:
-        supervise(workers, shared.limits, shared.holds, replacements)
+    try:
+        if shared is None:
+            supervise(workers, None, None, replacements)
+        else:
+            supervise(workers, shared.limits, shared.holds, replacements)
+    finally:
+        unwatch()
     return 0 if all(p.exitcode == 0 for p in workers) else 1

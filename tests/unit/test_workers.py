@@ -8,15 +8,23 @@ import multiprocessing
 import multiprocessing.process
 import os
 import signal
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from azure_openai_proxy.config import ConfigError
+from azure_openai_proxy.runtime.watch import signature
 from azure_openai_proxy.runtime.workers import (
     REPLACE_LIMIT,
     REPLACE_WINDOW,
+    LastLoaded,
+    Loaded,
     Replacements,
     supervise,
 )
+from azure_openai_proxy.settings import Settings
+from tests.e2e.pools import pool_settings
 
 
 class Clock:
@@ -104,3 +112,26 @@ def test_when_every_worker_died_and_none_is_replaced_the_wait_ends() -> None:
     workers = [_process(-signal.SIGKILL), _process(-signal.SIGKILL)]
     supervise(workers, None, None, replacements)  # it used to wait for nothing, forever
     assert [p.exitcode for p in workers] == [-signal.SIGKILL] * 2
+
+
+def test_the_parent_keeps_the_last_config_that_loaded(tmp_path: Path) -> None:
+    """What a replacement is started on: a file that no longer loads, or a load that
+    fails some other way (in the parent's SIGHUP handler), leaves the last good one."""
+    path = tmp_path / "config.yaml"
+    path.write_text("a\n")
+    first, second = (pool_settings("http://127.0.0.1:9", [(name, {})]) for name in "ab")
+    loads: list[Callable[[], Settings]] = [lambda: second, _refused, _undecodable]
+    last = LastLoaded(Loaded(first, None), str(path), lambda: loads.pop(0)())
+    last.reread()
+    assert last.current == Loaded(second, signature(str(path)))
+    for _ in range(2):
+        last.reread()
+        assert last.current.settings is second
+
+
+def _refused() -> Settings:
+    raise ConfigError("models.gpt-4o must be a non-empty list of deployments")
+
+
+def _undecodable() -> Settings:
+    raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
