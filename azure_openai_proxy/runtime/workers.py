@@ -5,6 +5,7 @@ flight and budget holds)."""
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -40,9 +41,10 @@ def port_refusal(host: str, port: int) -> str | None:
         return None  # each worker gets a port of its own
     try:
         sockets = listening_sockets(host or None, port)
-    except OSError as exc:
-        return (f"cannot listen on {host or '*'}:{port}: {exc} (another program, or "
-                "another azure-openai-proxy, listens there)")
+    except OSError as exc:  # a name that does not resolve, an address not this host's...
+        taken = (" (another program, or another azure-openai-proxy, listens there)"
+                 if exc.errno == errno.EADDRINUSE else "")
+        return f"cannot listen on {host or '*'}:{port}: {exc}{taken}"
     for sock in sockets:
         sock.close()
     return None

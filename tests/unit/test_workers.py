@@ -8,6 +8,7 @@ import multiprocessing
 import multiprocessing.process
 import os
 import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from azure_openai_proxy.runtime.workers import (
     LastLoaded,
     Loaded,
     Replacements,
+    port_refusal,
     supervise,
 )
 from azure_openai_proxy.settings import Settings
@@ -135,3 +137,22 @@ def _refused() -> Settings:
 
 def _undecodable() -> Settings:
     raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+
+@pytest.mark.parametrize("host", ["192.0.2.1", "no-such-host.invalid"])
+def test_an_address_that_cannot_be_listened_on_is_not_blamed_on_a_listener(host: str) -> None:
+    """Not this host's address, a name that does not resolve: the refusal named an
+    imagined program listening there."""
+    refusal = port_refusal(host, 8080)
+    assert refusal is not None and refusal.startswith(f"cannot listen on {host}:8080: ")
+    assert "listens there" not in refusal
+
+
+def test_a_taken_port_names_the_listener() -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        refusal = port_refusal("127.0.0.1", port)
+    assert refusal is not None and "Address already in use" in refusal
+    assert "another azure-openai-proxy, listens there" in refusal
