@@ -100,6 +100,10 @@ def _serve(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     # default action would end the gateway, or every worker, while it starts.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     args = _serve_parser("azure-openai-proxy").parse_args(argv)
+    from azure_openai_proxy.runtime.watch import signature
+
+    path = _config_path(args.config)
+    seen = signature(path) if path else None  # before it is read: a change after is seen
     try:
         settings = load(args, environ)
     except ConfigError as exc:
@@ -111,8 +115,8 @@ def _serve(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     if refusal:
         print(f"azure-openai-proxy: {refusal}", file=sys.stderr)
         return 2
-    source = SettingsSource(_config_path(args.config), dict(environ), _flags(args))
-    return run(settings, source)
+    source = SettingsSource(path, dict(environ), _flags(args))
+    return run(settings, source, seen)
 
 
 def _check_config(argv: Sequence[str], environ: Mapping[str, str]) -> int:

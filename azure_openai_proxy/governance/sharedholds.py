@@ -169,7 +169,11 @@ class ExitedColumns:
         if not self._exited:
             return None
         now = self._monotonic()
-        oldest = -math.inf if every else self._oldest_live_read()
+        try:
+            oldest = -math.inf if every else self._oldest_live_read()
+        except OSError:  # the table left its directory (a clean-up of /dev/shm): no
+            self._exited.clear()  # column is left to keep, nor a replacement to hold back
+            raise
         for worker, at in list(self._exited.items()):
             if every or at <= oldest or now >= at + MAX_LINGER:
                 del self._exited[worker]

@@ -25,6 +25,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
+from types import EllipsisType
 from typing import Any
 
 from azure_openai_proxy.apiversions import (
@@ -51,8 +52,10 @@ from azure_openai_proxy.runtime.capacity import (
     prepare_process,
 )
 from azure_openai_proxy.runtime.heap import settle_heap
-from azure_openai_proxy.runtime.watch import ConfigWatcher
+from azure_openai_proxy.runtime.watch import ConfigWatcher, Signature, signature
 from azure_openai_proxy.runtime.workers import (
+    LastLoaded,
+    Loaded,
     Replacements,
     SharedTables,
     port_refusal,
@@ -315,10 +318,14 @@ async def start_server(
 
 async def serve_forever(settings: Settings, source: SettingsSource | None, reuse_port: bool,
                         shared: tuple[SharedTables, int] | None = None,
-                        parent: int | None = None) -> None:
+                        parent: int | None = None,
+                        seen: Signature | EllipsisType = ...,
+                        latest: Settings | None = None) -> None:
     """Serve until SIGTERM/SIGINT, or until the parent process is gone. `shared`: the
     server's shared tables and this worker's number in them (`--workers N`); `parent`:
-    a worker's descriptor that reads end-of-file once its parent has exited."""
+    a worker's descriptor that reads end-of-file once its parent has exited; `seen`: the
+    config file's signature when `settings` (or `latest`) were read (`--watch-config`);
+    `latest`: what the other workers reloaded since `settings` (a replacement's)."""
     app = create_app(settings)
     limits, holds, context = (shared[0].open(shared[1]) if shared is not None
                               else (None, None, None))
@@ -328,6 +335,10 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
         app.gateway.budgets.share(SharedHolds(holds))
     if context is not None:  # kept across reloads with the owners (gateway/app.py)
         app.gateway.owners.chained.share(SharedContext(context))
+    if latest is not None:  # before it listens: it serves what its siblings serve
+        app.reload(latest)
+        log.info("configuration reloaded (%d deployments), as the other workers did",
+                 len(latest.deployments))
     finish = await start_server(app, settings, reuse_port)
     settle_heap()  # start-up's objects out of every later collection (runtime/heap.py)
     log.info("listening on http://%s (api_base %s, %d deployments)", settings.listen,
@@ -354,7 +365,7 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
         _watch_parent(loop, parent, stop)
     watcher: asyncio.Task[None] | None = None
     if settings.watch_config and source is not None and source.config_path:
-        watcher = loop.create_task(ConfigWatcher(source.config_path, reload).run())
+        watcher = loop.create_task(ConfigWatcher(source.config_path, reload, seen=seen).run())
     await stop.wait()
     if watcher is not None:
         watcher.cancel()
@@ -376,14 +387,18 @@ def _watch_parent(loop: asyncio.AbstractEventLoop, parent: int, stop: asyncio.Ev
 
 
 def _worker(settings: Settings, source: SettingsSource | None, reuse_port: bool,
-            shared: tuple[SharedTables, int] | None = None) -> None:
+            shared: tuple[SharedTables, int] | None = None,
+            seen: Signature | EllipsisType = ..., latest: Settings | None = None) -> None:
     configure_logging(settings.log_level)
     parent = multiprocessing.parent_process()  # None: serving in the main process
     run_loop(serve_forever(settings, source, reuse_port, shared,
-                           None if parent is None else parent.sentinel))
+                           None if parent is None else parent.sentinel, seen, latest))
 
 
-def run(settings: Settings, source: SettingsSource | None = None) -> int:
+def run(settings: Settings, source: SettingsSource | None = None,
+        seen: Signature | EllipsisType = ...) -> int:
+    """`seen`: the config file's signature taken before `settings` were read from it: a
+    change after it is reloaded (`--watch-config`), even one made while workers start."""
     configure_logging(settings.log_level)
     # Before listening; workers inherit the limit.
     prepare_process(settings.server, fds_per_stream(settings.upstream, endpoints_of(settings)))
@@ -399,58 +414,65 @@ def run(settings: Settings, source: SettingsSource | None = None) -> int:
         log.error("%s", refusal)
         return 1
     if settings.workers == 1:
-        _worker(settings, source, reuse_port=False)
+        _worker(settings, source, False, None, seen)
         return 0
     shared = SharedTables.create(settings.workers) if settings.governance_enabled else None
     try:
-        return _run_workers(settings, source, shared)
+        return _run_workers(settings, source, shared, seen)
     finally:
         if shared is not None:
             shared.remove()
 
 
 def _run_workers(settings: Settings, source: SettingsSource | None,
-                 shared: SharedTables | None) -> int:
+                 shared: SharedTables | None, seen: Signature | EllipsisType = ...) -> int:
     context = multiprocessing.get_context("spawn")
-    reloaded = [settings.watch_config]  # whether the workers may serve another config
+    path = source.config_path if source is not None else None
+    if seen is ...:
+        seen = signature(path) if path else None
+    last = LastLoaded(Loaded(settings, seen), path,
+                      source.load if source is not None else lambda: settings)
+    live: list[multiprocessing.process.BaseProcess] = []  # the ones a signal is passed to
 
     def start(index: int) -> multiprocessing.process.BaseProcess:
-        process = context.Process(target=_worker, daemon=False, args=(
-            settings, source, True, None if shared is None else (shared, index)))
-        # Held in the new process until it can reload (cli.py); a replacement's too.
+        # SIGHUP is held in the new process until it can reload (cli.py); here, until
+        # it is among the live ones a reload is passed to.
         held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
         try:
+            loaded = last.current  # the start's, or what a reload loaded since
+            process = context.Process(target=_worker, daemon=False, args=(
+                settings, source, True, None if shared is None else (shared, index),
+                loaded.signature, None if loaded.settings is settings else loaded.settings))
             process.start()
+            live[:] = [p for p in live if p.exitcode is None] + [process]
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        return process
-
-    def replace(index: int) -> multiprocessing.process.BaseProcess:
-        process = start(index)
-        if reloaded[0] and process.pid is not None:
-            # The others reloaded since the start (SIGHUP, --watch-config): this one
-            # does too once it can, as they did (what is fixed at start stays as theirs).
-            os.kill(process.pid, signal.SIGHUP)
+        if last.current is not loaded and process.pid is not None:
+            os.kill(process.pid, signal.SIGHUP)  # a reload came as it started
         return process
 
     workers = [start(index) for index in range(settings.workers)]
-    replacements = Replacements(replace)
+    replacements = Replacements(start)
 
     def forward(signum: int, _frame: object) -> None:
-        if signum == signal.SIGHUP:
-            reloaded[0] = True
-        else:
+        if signum != signal.SIGHUP:
             replacements.stopping = True
-        for process in workers:
+        for process in list(live):
             if process.pid is not None and process.is_alive():
                 os.kill(process.pid, signum)
+        if signum == signal.SIGHUP:
+            last.reread()  # as the workers do now
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
+    unwatch = last.watch() if settings.watch_config else lambda: None
     # The workers inherited SIGHUP held (cli.py) and let it in once they can reload.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
-    if shared is None:
-        supervise(workers, None, None, replacements)
-    else:
-        supervise(workers, shared.limits, shared.holds, replacements)
+    try:
+        if shared is None:
+            supervise(workers, None, None, replacements)
+        else:
+            supervise(workers, shared.limits, shared.holds, replacements)
+    finally:
+        unwatch()
     return 0 if all(p.exitcode == 0 for p in workers) else 1

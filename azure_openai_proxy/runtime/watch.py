@@ -10,15 +10,17 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
+from types import EllipsisType
 
-__all__ = ["ConfigWatcher"]
+__all__ = ["ConfigWatcher", "Signature", "signature"]
 
 log = logging.getLogger("azure_openai_proxy")
 
 Signature = tuple[int, int] | None
 
 
-def _signature(path: str) -> Signature:
+def signature(path: str) -> Signature:
+    """The file's (mtime, size); None while it is missing."""
     try:
         stat = os.stat(path)
     except OSError:
@@ -27,17 +29,20 @@ def _signature(path: str) -> Signature:
 
 
 class ConfigWatcher:
-    """Calls `on_change()` once per change of the file at `path`."""
+    """Calls `on_change()` once per change of the file at `path`. `seen`: its signature
+    when the settings in force were read (taken before reading it: a change after that is
+    one), else the file as it is now."""
 
-    def __init__(self, path: str, on_change: Callable[[], None], interval: float = 2.0) -> None:
+    def __init__(self, path: str, on_change: Callable[[], None], interval: float = 2.0,
+                 seen: Signature | EllipsisType = ...) -> None:
         self._path = path
         self._on_change = on_change
         self._interval = interval
-        self._seen = _signature(path)
+        self._seen = signature(path) if seen is ... else seen
 
     def check(self) -> bool:
         """Look once; True (after calling `on_change`) when the file changed."""
-        current = _signature(self._path)
+        current = signature(self._path)
         if current is None or current == self._seen:
             return False
         self._seen = current

@@ -5,11 +5,13 @@ flight and budget holds)."""
 from __future__ import annotations
 
 import collections
+import errno
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, MutableSequence
 from dataclasses import dataclass
@@ -19,9 +21,11 @@ from azure_openai_proxy.governance.sharedcontext import context_table
 from azure_openai_proxy.governance.sharedholds import ExitedColumns, holds_table
 from azure_openai_proxy.governance.sharedlimits import SharedLimits, SharedTable
 from azure_openai_proxy.http.accept import listening_sockets
+from azure_openai_proxy.runtime.watch import ConfigWatcher, Signature, signature
+from azure_openai_proxy.settings import Settings
 
-__all__ = ["REPLACE_LIMIT", "REPLACE_WINDOW", "Replacements", "SharedTables", "port_refusal",
-           "supervise"]
+__all__ = ["REPLACE_LIMIT", "REPLACE_WINDOW", "LastLoaded", "Loaded", "Replacements",
+           "SharedTables", "port_refusal", "supervise"]
 
 log = logging.getLogger("azure_openai_proxy")
 _T = TypeVar("_T")
@@ -37,12 +41,59 @@ def port_refusal(host: str, port: int) -> str | None:
         return None  # each worker gets a port of its own
     try:
         sockets = listening_sockets(host or None, port)
-    except OSError as exc:
-        return (f"cannot listen on {host or '*'}:{port}: {exc.strerror or exc} (another program, or "
-                "another azure-openai-proxy, listens there)")
+    except OSError as exc:  # a name that does not resolve, an address not this host's...
+        taken = (" (another program, or another azure-openai-proxy, listens there)"
+                 if exc.errno == errno.EADDRINUSE else "")
+        return f"cannot listen on {host or '*'}:{port}: {exc.strerror or exc}{taken}"
     for sock in sockets:
         sock.close()
     return None
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """Settings, and the config file's signature taken just before they were read: a
+    change of the file after it is one `--watch-config` reloads."""
+
+    settings: Settings
+    signature: Signature
+
+
+class LastLoaded:
+    """The parent's record of the configuration its workers serve: the start's, then
+    each one a reload (SIGHUP, `--watch-config`) loaded, as the workers load it at the
+    same moment. A replacement serves it (not the start's, nor a file that no longer
+    loads, which its siblings refused)."""
+
+    def __init__(self, start: Loaded, path: str | None, load: Callable[[], Settings]) -> None:
+        self.current = start
+        self._path = path
+        self._load = load
+
+    def reread(self) -> None:
+        """The file (and environment) read again; kept when it loads, as a worker's
+        reload keeps it (a bad one is logged by each worker). Called in a signal
+        handler: nothing it raises may end the parent's supervision."""
+        seen = signature(self._path) if self._path else None
+        try:
+            self.current = Loaded(self._load(), seen)
+        except Exception:  # ConfigError, or a fault: the parent supervises on
+            return
+
+    def watch(self, interval: float = 2.0) -> Callable[[], None]:
+        """Reread at each change of the file (`--watch-config`), in a thread; the
+        function returned stops it."""
+        if not self._path:
+            return lambda: None
+        watcher = ConfigWatcher(self._path, self.reread, interval, self.current.signature)
+        stopped = threading.Event()
+
+        def poll() -> None:
+            while not stopped.wait(interval):
+                watcher.check()
+
+        threading.Thread(target=poll, name="config-watch", daemon=True).start()
+        return stopped.set
 
 
 @dataclass(frozen=True)

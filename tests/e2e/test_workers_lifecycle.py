@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -157,6 +158,13 @@ def test_a_sighup_during_start_up_reloads_once_it_is_up_and_never_kills_it(
             assert process.popen.wait(15) == 0, process.output()
 
 
+def _replacement_listens(process: Any, port: int) -> None:
+    """A worker was replaced and the new one answers (`_worker_pids` alone may spend its
+    2,000 requests on the other worker, in a second, while the new one still starts)."""
+    until(lambda: "replaced by" in process.output()
+          and len(_worker_pids(port, 2, time.monotonic() + 1)) == 2, 30, process.output())
+
+
 def test_a_worker_that_is_killed_is_replaced_and_its_key_limits_hold(tmp_path: Path) -> None:
     """The OOM killer picks a worker: the server used to serve on with one fewer, for
     good (with none left, the parent exited). The replacement counts in the dead one's
@@ -165,7 +173,7 @@ def test_a_worker_that_is_killed_is_replaced_and_its_key_limits_hold(tmp_path: P
         workers = _worker_pids(client.port, 2, time.monotonic() + 30)
         victim = min(workers)
         os.kill(victim, signal.SIGKILL)
-        until(lambda: "replaced by" in process.output(), 30, process.output())
+        _replacement_listens(process, client.port)
         now = _worker_pids(client.port, 2, time.monotonic() + 30)
         assert len(now) == 2 and victim not in now and max(workers) in now, (workers, now)
         statuses = [_chat(client.port, secret) for _ in range(8)]  # over both workers
@@ -182,12 +190,69 @@ def test_a_replacement_after_a_reload_serves_the_reloaded_config(tmp_path: Path)
             process.signal(signal.SIGHUP)
             until(lambda: process.output().count("configuration reloaded") == 2, 10)
             os.kill(min(workers), signal.SIGKILL)
-            until(lambda: process.output().count("configuration reloaded") == 3, 30,
-                  process.output())
+            _replacement_listens(process, client.port)
+            assert process.output().count("configuration reloaded") == 3, process.output()
             now = _worker_pids(client.port, 2, time.monotonic() + 30)
             assert len(now) == 2 and min(workers) not in now
             for _ in range(6):  # fresh connections: both workers
                 chat(_client(client.port), max_tokens=1)
             assert {deployment for deployment, _ in hits(emulator)} == {"dep-b"}
+            process.signal(signal.SIGTERM)
+            assert process.popen.wait(15) == 0, process.output()
+
+
+def test_a_config_change_while_the_workers_start_is_reloaded(tmp_path: Path) -> None:
+    """`--watch-config`: each worker took the file's signature as its watch began, a
+    second or two after the parent read the file: a change in between was never applied
+    by that worker (it served the parent's reading until the next change)."""
+    config = tmp_path / "config.yaml"
+    with paced_emulator() as emulator, reserved_socket() as held:
+        write_config(config, emulator.url, [("dep-a", {})], client_keys=[])
+        port = held.getsockname()[1]
+        with running(cli("-c", str(config), "-l", f"127.0.0.1:{port}", "--workers", "2",
+                         "--watch-config", "--allow-open")) as process:
+            # The parent warns once it has read the file, before any worker starts.
+            until(lambda: "OPEN RELAY" in process.output() or process.popen.poll() is not None,
+                  20)
+            write_config(config, emulator.url, [("dep-b", {})], client_keys=[])
+            assert "listening on" not in process.output(), "a worker started first"
+            wait_for_port(port, process=process.popen)
+            until(lambda: process.output().count("configuration reloaded") == 2, 10,
+                  process.output())
+            for _ in range(6):  # fresh connections: both workers
+                chat(_client(port), max_tokens=1)
+            assert {deployment for deployment, _ in hits(emulator)} == {"dep-b"}
+            process.signal(signal.SIGTERM)
+            assert process.popen.wait(15) == 0, process.output()
+
+
+@pytest.mark.parametrize("watch", [False, True], ids=["sighup", "watch-config"])
+def test_a_replacement_after_a_refused_reload_serves_the_last_config_that_loaded(
+        tmp_path: Path, watch: bool) -> None:
+    """The workers reloaded dep-b, then refused a broken file: a worker that died then
+    was replaced by one that reloaded the broken file, refused it too, and served the
+    start's dep-a beside its siblings' dep-b."""
+    config = tmp_path / "config.yaml"
+    with paced_emulator() as emulator:
+        write_config(config, emulator.url, [("dep-a", {})])
+        args = ("--workers", "2", "--watch-config") if watch else ("--workers", "2")
+        with gateway_process(config, *args) as (process, client):
+            workers = _worker_pids(client.port, 2, time.monotonic() + 30)
+            write_config(config, emulator.url, [("dep-b", {})])
+            if not watch:
+                process.signal(signal.SIGHUP)
+            until(lambda: process.output().count("configuration reloaded") == 2, 10)
+            config.write_text("models: {gpt-4o: []}\n")  # invalid: an empty pool
+            if not watch:
+                process.signal(signal.SIGHUP)
+            until(lambda: process.output().count("reload rejected") == 2, 10)
+            os.kill(min(workers), signal.SIGKILL)
+            _replacement_listens(process, client.port)
+            now = _worker_pids(client.port, 2, time.monotonic() + 30)
+            assert len(now) == 2 and min(workers) not in now, (workers, now)
+            seen = len(hits(emulator))
+            for _ in range(8):  # fresh connections: both workers
+                chat(_client(client.port), max_tokens=1)
+            assert {deployment for deployment, _ in hits(emulator)[seen:]} == {"dep-b"}
             process.signal(signal.SIGTERM)
             assert process.popen.wait(15) == 0, process.output()

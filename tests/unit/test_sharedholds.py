@@ -532,3 +532,16 @@ def test_an_exited_workers_recorded_costs_count_until_every_live_book_has_them(
     assert not supervising.is_alive()
     assert [p.exitcode for p in workers] == [0, 0]
     assert tagged_rows(spec) == 1 and mine.spent(("key", "k1"), "daily") == pytest.approx(0.2)
+
+
+def test_an_exited_column_of_a_table_gone_is_not_kept(spec: SharedLimits) -> None:
+    """The table removed from /dev/shm after a worker's exit: every later look failed
+    before the columns were let go, so the parent polled (a warning a second) forever
+    and the dead worker was never replaced (`supervise` waits while `waiting`)."""
+    columns = ExitedColumns(spec, Clock())
+    columns.exited(1)
+    assert columns.waiting(1)
+    spec.remove()
+    with pytest.raises(OSError):
+        columns.reset_due()
+    assert not columns.waiting(1) and columns.reset_due() is None

@@ -8,15 +8,25 @@ import multiprocessing
 import multiprocessing.process
 import os
 import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from azure_openai_proxy.config import ConfigError
+from azure_openai_proxy.runtime.watch import signature
 from azure_openai_proxy.runtime.workers import (
     REPLACE_LIMIT,
     REPLACE_WINDOW,
+    LastLoaded,
+    Loaded,
     Replacements,
+    port_refusal,
     supervise,
 )
+from azure_openai_proxy.settings import Settings
+from tests.e2e.pools import pool_settings
 
 
 class Clock:
@@ -104,3 +114,45 @@ def test_when_every_worker_died_and_none_is_replaced_the_wait_ends() -> None:
     workers = [_process(-signal.SIGKILL), _process(-signal.SIGKILL)]
     supervise(workers, None, None, replacements)  # it used to wait for nothing, forever
     assert [p.exitcode for p in workers] == [-signal.SIGKILL] * 2
+
+
+def test_the_parent_keeps_the_last_config_that_loaded(tmp_path: Path) -> None:
+    """What a replacement is started on: a file that no longer loads, or a load that
+    fails some other way (in the parent's SIGHUP handler), leaves the last good one."""
+    path = tmp_path / "config.yaml"
+    path.write_text("a\n")
+    first, second = (pool_settings("http://127.0.0.1:9", [(name, {})]) for name in "ab")
+    loads: list[Callable[[], Settings]] = [lambda: second, _refused, _undecodable]
+    last = LastLoaded(Loaded(first, None), str(path), lambda: loads.pop(0)())
+    last.reread()
+    assert last.current == Loaded(second, signature(str(path)))
+    for _ in range(2):
+        last.reread()
+        assert last.current.settings is second
+
+
+def _refused() -> Settings:
+    raise ConfigError("models.gpt-4o must be a non-empty list of deployments")
+
+
+def _undecodable() -> Settings:
+    raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+
+@pytest.mark.parametrize("host", ["192.0.2.1", "no-such-host.invalid"])
+def test_an_address_that_cannot_be_listened_on_is_not_blamed_on_a_listener(host: str) -> None:
+    """Not this host's address, a name that does not resolve: the refusal named an
+    imagined program listening there."""
+    refusal = port_refusal(host, 8080)
+    assert refusal is not None and refusal.startswith(f"cannot listen on {host}:8080: ")
+    assert "listens there" not in refusal
+
+
+def test_a_taken_port_names_the_listener() -> None:
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        refusal = port_refusal("127.0.0.1", port)
+    assert refusal is not None and "Address already in use" in refusal
+    assert "another azure-openai-proxy, listens there" in refusal
