@@ -46,8 +46,32 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message says which key and why."""
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping that names a key twice: YAML (and Go's yaml.v3) refuse it, PyYAML kept
+    the last value, so a second `api_key:` or a pool written twice replaced the first
+    without a word."""
+
+    def __init__(self, key: str, first: int, again: int) -> None:
+        super().__init__(key)
+        self.key, self.first, self.again = key, first, again
+
+
 class _StringDatesLoader(yaml.SafeLoader):
-    """YAML without the timestamp resolver: `api_version: 2024-02-01` stays a string."""
+    """YAML without the timestamp resolver: `api_version: 2024-02-01` stays a string;
+    a key written twice in one mapping is an error (`<<:` merge keys may be overridden)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                    key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise _DuplicateKey(str(key), lines[key], line)
+            lines[key] = line
+        return super().construct_mapping(node, deep)
 
 
 _StringDatesLoader.yaml_implicit_resolvers = {
@@ -104,6 +128,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
                           "save it as UTF-8") from None
     try:
         data = yaml.load(text, Loader=_StringDatesLoader)
+    except _DuplicateKey as exc:  # the key's name as any unknown key's; never its value
+        raise ConfigError(f"config file {path}: key {_shown_key(exc.key)} is written twice "
+                          f"in one mapping (lines {exc.first} and {exc.again})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -1,0 +1,51 @@
+"""What the config file's YAML may say: keys written twice, aliases, `${` kept as written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from azure_openai_proxy.config import ConfigError, load_settings
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_key_written_twice_is_a_config_error_naming_it_and_its_lines(tmp_path: Path) -> None:
+    # PyYAML kept the last value: the second `api_key:` (an old one left below the new
+    # one) replaced the first without a word, and every request was Azure's 401.
+    text = ("endpoint: https://east.openai.azure.com/\n"
+            "api_key: first-s3cret\n"
+            "model_mapper: gpt-4o=gpt-4o\n"
+            "api_key: second-s3cret\n")
+    with pytest.raises(ConfigError, match=r"key 'api_key' is written twice in one mapping "
+                                          r"\(lines 2 and 4\)$") as caught:
+        load_settings(write(tmp_path, text), {})
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_pool_written_twice_is_a_config_error(tmp_path: Path) -> None:
+    # The first pool's deployments were dropped: its traffic all went to the second's.
+    text = ("models:\n"
+            "  gpt-4o:\n    - {deployment_name: a, endpoint: 'https://a', api_key: k}\n"
+            "  gpt-4o-mini:\n    - {deployment_name: m, endpoint: 'https://m', api_key: k}\n"
+            "  gpt-4o:\n    - {deployment_name: b, endpoint: 'https://b', api_key: k}\n")
+    with pytest.raises(ConfigError, match=r"written twice in one mapping \(lines 2 and 6\)"):
+        load_settings(write(tmp_path, text), {})
+
+
+def test_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
+    # `<<: *shared` then a key of its own is no key written twice.
+    text = ("deployment_config:\n"
+            "  - &shared {model_name: gpt-4o, deployment_name: a, endpoint: 'https://a', "
+            "api_key: k}\n"
+            "  - <<: *shared\n"
+            "    model_name: gpt-4o-mini\n"
+            "    deployment_name: b\n")
+    settings = load_settings(write(tmp_path, text), {})
+    assert [(d.model_name, d.deployment_name, d.endpoint) for d in settings.deployments] == [
+        ("gpt-4o", "a", "https://a"), ("gpt-4o-mini", "b", "https://a")]
