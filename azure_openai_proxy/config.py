@@ -80,6 +80,11 @@ _StringDatesLoader.yaml_implicit_resolvers = {
 }
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# `$${` is a `${` kept as written (docker compose's escape): a key, password or URL may
+# hold one, and every `${` is otherwise read as a reference.
+_ENV_OR_ESCAPE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# A list or mapping whose substitution is under way: met again, it holds itself.
+_UNDER_WAY: Any = object()
 
 # Our own environment variables, beside the Go tool's.
 _ENV_SCALARS = {
@@ -214,6 +219,8 @@ def _substitute_env(value: Any, environ: Mapping[str, str], where: str,
             return value
 
         def read(match: re.Match[str]) -> str:
+            if match.group(1) is None:
+                return "${"
             if match.group(1) not in environ:
                 raise ConfigError(f"{where}: environment variable {match.group(1)} is not set")
             return environ[match.group(1)]
@@ -221,11 +228,12 @@ def _substitute_env(value: Any, environ: Mapping[str, str], where: str,
         whole = _ENV_REFERENCE.fullmatch(value.strip())
         if whole is not None:
             return read(whole)
-        if "${" in _ENV_REFERENCE.sub("", value):
+        if "${" in _ENV_OR_ESCAPE.sub("", value):
             # `${X:-default}`, `${ X }`: not ours; the value is not shown (a key?)
             raise ConfigError(f"{where}: write an environment variable as ${{NAME}} "
-                              "(letters, digits and _), without a default or blanks")
-        return _ENV_REFERENCE.sub(read, value)
+                              "(letters, digits and _), without a default or blanks, "
+                              "and a `${` meant as written as `$${`")
+        return _ENV_OR_ESCAPE.sub(read, value)
     if not isinstance(value, dict | list):
         return value
     # YAML's aliases make one list or mapping appear many times: each is substituted
@@ -233,8 +241,12 @@ def _substitute_env(value: Any, environ: Mapping[str, str], where: str,
     # 387 million strings: check-config and the start never ended.
     memo = seen if seen is not None else {}
     done = memo.get(id(value))
+    if done is _UNDER_WAY:
+        # `a: &x [*x]`: walked for ever, a RecursionError's traceback (and a reload's)
+        raise ConfigError(f"{where}: a YAML alias names the list or mapping it is in")
     if done is not None:
         return done
+    memo[id(value)] = _UNDER_WAY
     if isinstance(value, dict):
         done = {k: _substitute_env(v, environ, f"{where}.{k}", memo) for k, v in value.items()}
     else:

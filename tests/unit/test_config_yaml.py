@@ -49,3 +49,30 @@ def test_merge_keys_may_still_be_overridden(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, text), {})
     assert [(d.model_name, d.deployment_name, d.endpoint) for d in settings.deployments] == [
         ("gpt-4o", "a", "https://a"), ("gpt-4o-mini", "b", "https://a")]
+
+
+@pytest.mark.parametrize("text", ["cors_origins: &a [*a]\n", "upstream: &u {http2: *u}\n"])
+def test_an_alias_inside_its_own_anchor_is_a_config_error(tmp_path: Path, text: str) -> None:
+    # Walked for ever: a RecursionError's traceback at start, and a reload's failure
+    # past 'reload rejected' (the watcher catches only ConfigError).
+    with pytest.raises(ConfigError, match="a YAML alias names the list or mapping it is in"):
+        load_settings(write(tmp_path, text + "endpoint: https://x\n"), {})
+
+
+def test_a_dollar_brace_is_kept_as_written_when_doubled(tmp_path: Path) -> None:
+    # Every `${` is read as a reference since 5a5a9f6: a password or key holding one
+    # could not be written at all (`$${` was `$` and the variable's value).
+    text = ("endpoint: https://x\nmodel_mapper: a=a\n"
+            "api_key: 'pa$${word}${SUFFIX}'\n"
+            "upstream: {http_proxy: 'http://user:p$${x}@proxy:3128'}\n")
+    settings = load_settings(write(tmp_path, text), {"SUFFIX": "-1", "word": "no"})
+    assert settings.deployments[0].api_key is not None
+    assert settings.deployments[0].api_key.get_secret_value() == "pa${word}-1"
+    assert settings.upstream.http_proxy == "http://user:p${x}@proxy:3128"
+
+
+def test_a_dollar_without_a_brace_is_kept(tmp_path: Path) -> None:
+    text = "endpoint: https://x\nmodel_mapper: a=a\napi_key: 'pa$$w$rd'\n"
+    settings = load_settings(write(tmp_path, text), {})
+    assert settings.deployments[0].api_key is not None
+    assert settings.deployments[0].api_key.get_secret_value() == "pa$$w$rd"
