@@ -160,6 +160,12 @@ class EntraTokens:
         return cached
 
     async def close(self) -> None:
+        # A refresh beside the requests, which none awaits, outlived the worker's loop
+        # ("Task was destroyed but it is pending!") or failed on the closed credential.
+        refreshes = list(self._refreshing.values())
+        for refresh in refreshes:
+            refresh.cancel()
+        await asyncio.gather(*refreshes, return_exceptions=True)
         close = getattr(self._credential, "close", None)
         if close is not None:
             await close()

@@ -218,3 +218,21 @@ async def test_a_token_shorter_lived_than_the_margin_is_refreshed_at_half_its_li
     assert await cache.token(SCOPE) == "token-1"  # refreshed beside the request
     await settle()
     assert await cache.token(SCOPE) == "token-2"
+
+
+async def test_close_ends_a_refresh_under_way_beside_the_requests(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A refresh no request waits for outlived close(): the worker's loop ended with it
+    # pending ("Task was destroyed but it is pending!"), or it failed on the closed
+    # credential and logged a failed refresh at every shutdown.
+    credential = FakeCredential(lifetime=3600)
+    cache = tokens(credential)
+    await cache.token(SCOPE)
+    credential.now, credential.gate = 3400.0, asyncio.Event()  # never answers
+    assert await cache.token(SCOPE) == "token-1"
+    await settle()
+    assert len(credential.calls) == 2  # the refresh is under way
+    with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
+        await asyncio.wait_for(cache.close(), 1)
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+    assert caplog.records == []
