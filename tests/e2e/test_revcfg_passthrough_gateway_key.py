@@ -4,7 +4,6 @@ a gateway key is not one. The caller did present a key, so the answer says what 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -13,13 +12,11 @@ import pytest
 from openai import OpenAI
 
 from azure_openai_proxy.config import load_settings
-from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.keys import KeyStore
 from tests.e2e.conftest import AZURE_KEY, Emulator
-from tests.e2e.test_virtual_keys import ADMIN_KEY
+from tests.e2e.test_virtual_keys import ADMIN_KEY, Governed
 from tests.support import ServerThread
-from tests.waiting import until
 
 HELLO = [{"role": "user", "content": "hi"}]
 
@@ -44,19 +41,9 @@ def gateway(tmp_path: Path, emulator: Emulator,
 def _virtual_key(server: ServerThread, database: Path) -> str:
     store = KeyStore.open(database)
     try:
-        _, secret = store.create_key("alice", now=time.time())
+        return Governed(server, database, store).key("alice")[1]
     finally:
         store.close()
-
-    async def known() -> bool:
-        try:
-            server.app.gateway.directory.authenticate(secret)
-        except AuthenticationFailed:
-            return False
-        return True
-
-    until(lambda: bool(server.call(known)), timeout=10, message="the key never loaded")
-    return secret
 
 
 def test_a_gateway_key_on_a_passthrough_deployment_is_told_why(
