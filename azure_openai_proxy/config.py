@@ -86,6 +86,10 @@ _ENV_OR_ESCAPE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # A list or mapping whose substitution is under way: met again, it holds itself.
 _UNDER_WAY: Any = object()
 
+# The Go tool's flags that viper's AutomaticEnv also reads from the environment
+# (`LISTEN=:8080`, `CORS=true`, `API_BASE`; `CONFIGFILE` is cli.py's): an image switched
+# with its environment unchanged must listen where it did. Ours, below, win.
+_GO_ENV_SCALARS = {"LISTEN": "listen", "API_BASE": "api_base", "CORS": "cors"}
 # Our own environment variables, beside the Go tool's.
 _ENV_SCALARS = {
     "AZURE_OPENAI_PROXY_LISTEN": "listen",
@@ -297,7 +301,7 @@ def _env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, st
     keys = environ.get("AZURE_OPENAI_PROXY_CLIENT_KEYS", "")
     if keys.strip():
         layer["client_keys"] = [k.strip() for k in keys.split(",") if k.strip()]
-    for env_name, key in _ENV_SCALARS.items():
+    for env_name, key in (*_GO_ENV_SCALARS.items(), *_ENV_SCALARS.items()):
         if environ.get(env_name, "").strip():
             layer[key] = environ[env_name].strip()
     server = {key: environ[name].strip() for name, key in _ENV_SERVER.items()
