@@ -60,6 +60,11 @@ class _StringDatesLoader(yaml.SafeLoader):
     """YAML without the timestamp resolver: `api_version: 2024-02-01` stays a string;
     a key written twice in one mapping is an error (`<<:` merge keys may be overridden)."""
 
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        # The line of each key no field name looks like: an error says where, not what.
+        self.key_lines: dict[str, int] = {}
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         lines: dict[Any, int] = {}
         for key_node, _value in node.value:
@@ -71,6 +76,8 @@ class _StringDatesLoader(yaml.SafeLoader):
             if key in lines:
                 raise _DuplicateKey(str(key), lines[key], line)
             lines[key] = line
+            if isinstance(key, str) and not _FIELD_NAME.match(key):
+                self.key_lines.setdefault(key, line)
         return super().construct_mapping(node, deep)
 
 
@@ -122,7 +129,8 @@ _TOP_LEVEL_KEYS = {
 }
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
+def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The file's top-level mapping, and the line of each key an error does not show."""
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
@@ -135,8 +143,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"config file {path} is not UTF-8 text (line {line}); "
                           "save it as UTF-8") from None
+    loader = _StringDatesLoader(text)
     try:
-        data = yaml.load(text, Loader=_StringDatesLoader)
+        data = loader.get_single_data()
     except _DuplicateKey as exc:  # the key's name as any unknown key's; never its value
         raise ConfigError(f"config file {path}: key {_shown_key(exc.key)} is written twice "
                           f"in one mapping (lines {exc.first} and {exc.again})") from None
@@ -146,30 +155,34 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid YAML{where}") from None
     except RecursionError:  # PyYAML's parser recurses per level: `[[[...` some 300 deep
         raise ConfigError(f"config file {path} nests lists or mappings too deeply") from None
+    finally:
+        loader.dispose()
     if data is None:
-        return {}
-    return _checked_mapping(data, f"config file {path}")
+        return {}, {}
+    return _checked_mapping(data, f"config file {path}", loader.key_lines), loader.key_lines
 
 
-def _checked_mapping(data: Any, where: str) -> dict[str, Any]:
+def _checked_mapping(data: Any, where: str, lines: Mapping[str, int]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping of keys at the top level")
     unknown = sorted(set(map(str, data)) - _TOP_LEVEL_KEYS)
     if unknown:
-        raise ConfigError(f"{where}: unknown key {_shown_key(unknown[0])}")
+        raise ConfigError(f"{where}: unknown key {_shown_key(unknown[0], lines)}")
     return data
 
 
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z_]{0,39}\Z")
 
 
-def _shown_key(name: str) -> str:
+def _shown_key(name: str, lines: Mapping[str, int] | None = None) -> str:
     """An unknown key as an error shows it: a field name misspelt, or, when it has what
     no field name has (digits, '-'), a key's value written without `api_key:` (a YAML
     `{..., sk-...}` is a key with no value), which is not shown."""
     if _FIELD_NAME.match(name):
         return repr(name)
-    return "(not shown, as it is no field name: a secret written without its `name:`?)"
+    line = (lines or {}).get(name)  # c5beadf: `timeout2` or `x-base` said not where it was
+    return ("(not shown, as it is no field name: a secret written without its `name:`?)"
+            + (f" at line {line}" if line else ""))
 
 
 def parse_model_mapper(text: str, where: str = "AZURE_OPENAI_MODEL_MAPPER") -> dict[str, str]:
@@ -379,7 +392,8 @@ def _check_default_api_version(value: Any) -> None:
         )
 
 
-def _describe(exc: ValidationError, deployments: list[dict[str, Any]]) -> str:
+def _describe(exc: ValidationError, deployments: list[dict[str, Any]],
+              key_lines: Mapping[str, int]) -> str:
     lines = []
     for error in exc.errors():
         loc = list(error["loc"])
@@ -393,7 +407,7 @@ def _describe(exc: ValidationError, deployments: list[dict[str, Any]]) -> str:
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden" and loc and not _FIELD_NAME.match(str(loc[-1])):
             where = where.removesuffix(str(loc[-1])).rstrip(".: ") or "config"
-            message = f"unknown key {_shown_key(str(loc[-1]))}"
+            message = f"unknown key {_shown_key(str(loc[-1]), key_lines)}"
         lines.append(f"{where}: {message}")
     return "; ".join(lines)
 
@@ -406,12 +420,13 @@ def load_settings(
     """The one way to make `Settings`. `config` is a file's path, or its already-parsed
     mapping. A missing config file is fine when the environment configures the gateway
     (the Go tool's env mode)."""
+    lines: dict[str, int] = {}
     if config is None:
         file_data: dict[str, Any] = {}
     elif isinstance(config, Mapping):
-        file_data = _checked_mapping(dict(config), "config")
+        file_data = _checked_mapping(dict(config), "config", lines)
     else:
-        file_data = read_config_file(config)
+        file_data, lines = read_config_file(config)
     file_data = _substitute_env(file_data, environ, "config")
     for key, warning in _DEPRECATED_KEYS.items():
         if key in file_data:
@@ -439,7 +454,7 @@ def load_settings(
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, deployments)) from None
+        raise ConfigError(_describe(exc, deployments, lines)) from None
     problem = missing_entra_support(settings)
     if problem is not None:
         raise ConfigError(problem)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,21 @@ def test_a_dollar_without_a_brace_is_kept(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, text), {})
     assert settings.deployments[0].api_key is not None
     assert settings.deployments[0].api_key.get_secret_value() == "pa$$w$rd"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("endpoint: https://x\nx-shared: 1\n",
+     "config file .*: unknown key (not shown, as it is no field name: a secret written "
+     "without its `name:`?) at line 2"),
+    ("endpoint: https://x\nserver:\n  head_timeout: 5\n  head_timeout2: 5\n",
+     "server: unknown key (not shown, as it is no field name: a secret written without "
+     "its `name:`?) at line 4"),
+])
+def test_an_unknown_key_not_shown_is_told_by_its_line(tmp_path: Path, text: str,
+                                                      message: str) -> None:
+    # Since c5beadf a misspelt `head_timeout2` or a compose-style `x-shared` was not
+    # named (it might have been a secret), and the message said nothing else of where
+    # it was: the user searched the whole file.
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), {})
+    assert re.fullmatch(re.escape(message).replace(r"\.\*", ".*"), str(caught.value))
