@@ -146,9 +146,10 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
     loader = _StringDatesLoader(text)
     try:
         data = loader.get_single_data()
-    except _DuplicateKey as exc:  # the key's name as any unknown key's; never its value
-        raise ConfigError(f"config file {path}: key {_shown_key(exc.key)} is written twice "
-                          f"in one mapping (lines {exc.first} and {exc.again})") from None
+    except _DuplicateKey as exc:  # a field's name is shown, never a value (nor a model's)
+        key = f"key {exc.key!r}" if _FIELD_NAME.match(exc.key) else "a key"
+        raise ConfigError(f"config file {path}: {key} is written twice in one mapping "
+                          f"(lines {exc.first} and {exc.again})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

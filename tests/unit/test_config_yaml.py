@@ -35,7 +35,8 @@ def test_a_pool_written_twice_is_a_config_error(tmp_path: Path) -> None:
             "  gpt-4o:\n    - {deployment_name: a, endpoint: 'https://a', api_key: k}\n"
             "  gpt-4o-mini:\n    - {deployment_name: m, endpoint: 'https://m', api_key: k}\n"
             "  gpt-4o:\n    - {deployment_name: b, endpoint: 'https://b', api_key: k}\n")
-    with pytest.raises(ConfigError, match=r"written twice in one mapping \(lines 2 and 6\)"):
+    with pytest.raises(ConfigError, match=r": a key is written twice in one mapping "
+                                          r"\(lines 2 and 6\)$"):
         load_settings(write(tmp_path, text), {})
 
 
