@@ -13,6 +13,7 @@ offending value is never echoed, since it may be a key.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 from collections.abc import Mapping
@@ -135,8 +136,11 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    # UTF-16 with its byte order mark (Windows PowerShell's `>` and Out-File write it), as
+    # the Go tool's yaml.v3 reads it; else UTF-8.
+    utf16 = raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-16" if utf16 else "utf-8")
     except UnicodeDecodeError as exc:
         # A comment saved as Latin-1 or GBK was a traceback at start and an unlogged
         # failure on reload. The bytes are not shown: the line may hold a key.

@@ -96,3 +96,19 @@ def test_an_unknown_key_not_shown_is_told_by_its_line(tmp_path: Path, text: str,
     with pytest.raises(ConfigError) as caught:
         load_settings(write(tmp_path, text), {})
     assert re.fullmatch(re.escape(message).replace(r"\.\*", ".*"), str(caught.value))
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_file_with_its_byte_order_mark_loads_as_with_the_go_tool(
+        tmp_path: Path, encoding: str) -> None:
+    # Windows PowerShell's `>` and Out-File write UTF-16 with a BOM; the Go tool's
+    # yaml.v3 reads it. Here it was "not UTF-8 text" (before that, a traceback).
+    text = "endpoint: https://east.openai.azure.com/\nmodel_mapper: gpt-4o=gpt-4o # 部署\n"
+    data = text.encode(encoding)
+    if encoding != "utf-16":  # Python's utf-16 writes its BOM; these do not
+        data = ("\ufeff" + text).encode(encoding)
+    path = tmp_path / "config.yaml"
+    path.write_bytes(data)
+    settings = load_settings(path, {})
+    assert [(d.model_name, d.endpoint) for d in settings.deployments] == [
+        ("gpt-4o", "https://east.openai.azure.com")]
