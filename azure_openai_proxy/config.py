@@ -77,8 +77,8 @@ class _StringDatesLoader(yaml.SafeLoader):
             if key in lines:
                 raise _DuplicateKey(str(key), lines[key], line)
             lines[key] = line
-            if isinstance(key, str) and not _FIELD_NAME.match(key):
-                self.key_lines.setdefault(key, line)
+            if not _FIELD_NAME.match(str(key)):  # `2024: x` too
+                self.key_lines.setdefault(str(key), line)
         return super().construct_mapping(node, deep)
 
 

@@ -79,6 +79,9 @@ def test_a_dollar_without_a_brace_is_kept(tmp_path: Path) -> None:
     ("endpoint: https://x\nx-shared: 1\n",
      "config file .*: unknown key (not shown, as it is no field name: a secret written "
      "without its `name:`?) at line 2"),
+    ("endpoint: https://x\n2024: x\n",
+     "config file .*: unknown key (not shown, as it is no field name: a secret written "
+     "without its `name:`?) at line 2"),
     ("endpoint: https://x\nserver:\n  head_timeout: 5\n  head_timeout2: 5\n",
      "server: unknown key (not shown, as it is no field name: a secret written without "
      "its `name:`?) at line 4"),
