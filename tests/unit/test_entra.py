@@ -177,15 +177,19 @@ async def test_a_failed_background_refresh_serves_the_valid_token_then_retries()
 
 
 async def test_a_credential_that_never_answers_is_a_502_not_a_hang(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from azure_openai_proxy.upstream import entra
 
     monkeypatch.setattr(entra, "TOKEN_TIMEOUT", 0.05, raising=False)
     credential = FakeCredential()
     credential.gate = asyncio.Event()  # never set: IMDS dropping packets
-    with pytest.raises(EntraUnavailable) as caught:
+    with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"), \
+            pytest.raises(EntraUnavailable) as caught:
         await asyncio.wait_for(tokens(credential).token(SCOPE), 5)
     assert caught.value.http_status == 502 and "TimeoutError" in caught.value.message
+    # The log said 'TimeoutError: ' and nothing more.
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Entra ID: no token for {SCOPE}: TimeoutError: no answer within 0.05 s"]
 
 
 async def test_why_a_refresh_failed_is_logged_once_per_failure(
