@@ -397,8 +397,17 @@ def _check_default_api_version(value: Any) -> None:
         )
 
 
+def _go_env_origins(environ: Mapping[str, str], flags: Mapping[str, Any]) -> dict[str, str]:
+    """key -> the Go tool's variable its value came from: `API_BASE` set for another
+    program in a shared env file is named, not only the `api_base` no file holds."""
+    ours = {key: name for name, key in _ENV_SCALARS.items()}
+    return {key: name for name, key in _GO_ENV_SCALARS.items()
+            if environ.get(name, "").strip() and key not in flags
+            and not environ.get(ours.get(key, ""), "").strip()}
+
+
 def _describe(exc: ValidationError, deployments: list[dict[str, Any]],
-              key_lines: Mapping[str, int]) -> str:
+              key_lines: Mapping[str, int], origins: Mapping[str, str]) -> str:
     lines = []
     for error in exc.errors():
         loc = list(error["loc"])
@@ -407,6 +416,8 @@ def _describe(exc: ValidationError, deployments: list[dict[str, Any]],
             where = f"deployment for model {name!r}: " + ".".join(map(str, loc[2:]))
         elif loc and loc[0] in _USER_KEYS:
             where = _USER_KEYS[str(loc[0])]
+        elif loc and loc[0] in origins:
+            where = f"{loc[0]} (from the environment's {origins[str(loc[0])]})"
         else:
             where = ".".join(str(part) for part in loc) or "config"
         message = str(error["msg"]).removeprefix("Value error, ")
@@ -459,7 +470,8 @@ def load_settings(
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, deployments, lines)) from None
+        raise ConfigError(_describe(exc, deployments, lines,
+                                    _go_env_origins(environ, flags or {}))) from None
     problem = missing_entra_support(settings)
     if problem is not None:
         raise ConfigError(problem)

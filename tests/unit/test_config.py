@@ -636,5 +636,10 @@ def test_the_go_tools_flags_are_read_from_the_environment_as_viper_does() -> Non
     assert load_settings(None, ours).listen == "127.0.0.1:8081"
     assert load_settings(None, ours, {"listen": "127.0.0.1:8082"}).listen == "127.0.0.1:8082"
     assert load_settings({"listen": "127.0.0.1:8083"}, environ).listen == "0.0.0.0:9090"
-    with pytest.raises(ConfigError, match=r"^cors: "):
+    # A value set for another program (a shared env file) names the variable.
+    with pytest.raises(ConfigError, match=r"^cors \(from the environment's CORS\): "):
         load_settings(None, {**environ, "CORS": "maybe"})
+    with pytest.raises(ConfigError, match=r"^api_base \(from the environment's API_BASE\): "):
+        load_settings(None, {**environ, "API_BASE": "https://api.example.com"})
+    with pytest.raises(ConfigError, match=r"^listen: "):  # the flag's value, not LISTEN's
+        load_settings(None, environ, {"listen": "nowhere"})
