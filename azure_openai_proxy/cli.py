@@ -76,9 +76,13 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
     return flags
 
 
-def _config_path(explicit: str | None, cwd: Path | None = None) -> str | None:
-    """The config file a server started in `cwd` (default: here) reads."""
+def _config_path(explicit: str | None, environ: Mapping[str, str],
+                 cwd: Path | None = None) -> str | None:
+    """The config file a server started in `cwd` (default: here) reads: `-c`, else
+    `CONFIGFILE` (the Go tool's flag, which viper's AutomaticEnv reads from the
+    environment too), else ./config.yaml if it is there."""
     root = cwd or Path()
+    explicit = explicit or environ.get("CONFIGFILE", "").strip() or None
     if explicit:
         return str(root / explicit)
     default = root / "config.yaml"
@@ -86,7 +90,7 @@ def _config_path(explicit: str | None, cwd: Path | None = None) -> str | None:
 
 
 def load(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
-    settings = load_settings(_config_path(args.config), environ, _flags(args))
+    settings = load_settings(_config_path(args.config, environ), environ, _flags(args))
     if not settings.deployments and settings.default_endpoint is None:
         raise ConfigError(
             "nothing to serve: set AZURE_OPENAI_ENDPOINT (and AZURE_OPENAI_MODEL_MAPPER), "
@@ -102,7 +106,7 @@ def _serve(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     args = _serve_parser("azure-openai-proxy").parse_args(argv)
     from azure_openai_proxy.runtime.watch import signature
 
-    path = _config_path(args.config)
+    path = _config_path(args.config, environ)
     seen = signature(path) if path else None  # before it is read: a change after is seen
     try:
         settings = load(args, environ)
@@ -172,7 +176,7 @@ def _health_target(args: argparse.Namespace, environ: Mapping[str, str]) -> tupl
         return args.listen, False
     server = _server_command(args.pid)
     if server is None:
-        return load_settings(_config_path(args.config), environ, {}).listen, False
+        return load_settings(_config_path(args.config, environ), environ, {}).listen, False
     command, rest, cwd = server
     if command == "emulate":
         listener = argparse.ArgumentParser(add_help=False)
@@ -183,7 +187,7 @@ def _health_target(args: argparse.Namespace, environ: Mapping[str, str]) -> tupl
 
         return str(demo_parser().parse_known_args(rest)[0].listen), False
     served = _serve_parser("azure-openai-proxy").parse_known_args(rest)[0]
-    return load_settings(_config_path(served.config, cwd), environ, _flags(served)).listen, False
+    return load_settings(_config_path(served.config, environ, cwd), environ, _flags(served)).listen, False
 
 
 def _server_command(pid: int) -> tuple[str, list[str], Path] | None:
@@ -257,5 +261,5 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if command == "usage":
         from azure_openai_proxy.runtime.usage_cli import main as usage
 
-        return usage(rest, environ, _config_path(None))
+        return usage(rest, environ, _config_path(None, environ))
     return _serve(rest, environ)

@@ -13,6 +13,7 @@ offending value is never echoed, since it may be a key.
 
 from __future__ import annotations
 
+import codecs
 import logging
 import re
 from collections.abc import Mapping
@@ -46,8 +47,39 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message says which key and why."""
 
 
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping that names a key twice: YAML (and Go's yaml.v3) refuse it, PyYAML kept
+    the last value, so a second `api_key:` or a pool written twice replaced the first
+    without a word."""
+
+    def __init__(self, key: str, first: int, again: int) -> None:
+        super().__init__(key)
+        self.key, self.first, self.again = key, first, again
+
+
 class _StringDatesLoader(yaml.SafeLoader):
-    """YAML without the timestamp resolver: `api_version: 2024-02-01` stays a string."""
+    """YAML without the timestamp resolver: `api_version: 2024-02-01` stays a string;
+    a key written twice in one mapping is an error (`<<:` merge keys may be overridden)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        # The line of each key no field name looks like: an error says where, not what.
+        self.key_lines: dict[str, int] = {}
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        lines: dict[Any, int] = {}
+        for key_node, _value in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                    key_node, yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise _DuplicateKey(str(key), lines[key], line)
+            lines[key] = line
+            if not _FIELD_NAME.match(str(key)):  # `2024: x` too
+                self.key_lines.setdefault(str(key), line)
+        return super().construct_mapping(node, deep)
 
 
 _StringDatesLoader.yaml_implicit_resolvers = {
@@ -56,7 +88,16 @@ _StringDatesLoader.yaml_implicit_resolvers = {
 }
 
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# `$${` is a `${` kept as written (docker compose's escape): a key, password or URL may
+# hold one, and every `${` is otherwise read as a reference.
+_ENV_OR_ESCAPE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# A list or mapping whose substitution is under way: met again, it holds itself.
+_UNDER_WAY: Any = object()
 
+# The Go tool's flags that viper's AutomaticEnv also reads from the environment
+# (`LISTEN=:8080`, `CORS=true`, `API_BASE`; `CONFIGFILE` is cli.py's): an image switched
+# with its environment unchanged must listen where it did. Ours, below, win.
+_GO_ENV_SCALARS = {"LISTEN": "listen", "API_BASE": "api_base", "CORS": "cors"}
 # Our own environment variables, beside the Go tool's.
 _ENV_SCALARS = {
     "AZURE_OPENAI_PROXY_LISTEN": "listen",
@@ -89,51 +130,64 @@ _TOP_LEVEL_KEYS = {
 }
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
+def read_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The file's top-level mapping, and the line of each key an error does not show."""
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    # UTF-16 with its byte order mark (Windows PowerShell's `>` and Out-File write it), as
+    # the Go tool's yaml.v3 reads it; else UTF-8.
+    utf16 = raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-16" if utf16 else "utf-8")
     except UnicodeDecodeError as exc:
         # A comment saved as Latin-1 or GBK was a traceback at start and an unlogged
         # failure on reload. The bytes are not shown: the line may hold a key.
         line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"config file {path} is not UTF-8 text (line {line}); "
                           "save it as UTF-8") from None
+    loader = _StringDatesLoader(text)
     try:
-        data = yaml.load(text, Loader=_StringDatesLoader)
+        data = loader.get_single_data()
+    except _DuplicateKey as exc:  # a field's name is shown, never a value (nor a model's)
+        key = f"key {exc.key!r}" if _FIELD_NAME.match(exc.key) else "a key"
+        raise ConfigError(f"config file {path}: {key} is written twice in one mapping "
+                          f"(lines {exc.first} and {exc.again})") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"config file {path} is not valid YAML{where}") from None
     except RecursionError:  # PyYAML's parser recurses per level: `[[[...` some 300 deep
         raise ConfigError(f"config file {path} nests lists or mappings too deeply") from None
+    finally:
+        loader.dispose()
     if data is None:
-        return {}
-    return _checked_mapping(data, f"config file {path}")
+        return {}, {}
+    return _checked_mapping(data, f"config file {path}", loader.key_lines), loader.key_lines
 
 
-def _checked_mapping(data: Any, where: str) -> dict[str, Any]:
+def _checked_mapping(data: Any, where: str, lines: Mapping[str, int]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping of keys at the top level")
     unknown = sorted(set(map(str, data)) - _TOP_LEVEL_KEYS)
     if unknown:
-        raise ConfigError(f"{where}: unknown key {_shown_key(unknown[0])}")
+        raise ConfigError(f"{where}: unknown key {_shown_key(unknown[0], lines)}")
     return data
 
 
 _FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z_]{0,39}\Z")
 
 
-def _shown_key(name: str) -> str:
+def _shown_key(name: str, lines: Mapping[str, int] | None = None) -> str:
     """An unknown key as an error shows it: a field name misspelt, or, when it has what
     no field name has (digits, '-'), a key's value written without `api_key:` (a YAML
     `{..., sk-...}` is a key with no value), which is not shown."""
     if _FIELD_NAME.match(name):
         return repr(name)
-    return "(not shown, as it is no field name: a secret written without its `name:`?)"
+    line = (lines or {}).get(name)  # c5beadf: `timeout2` or `x-base` said not where it was
+    return ("(not shown, as it is no field name: a secret written without its `name:`?)"
+            + (f" at line {line}" if line else ""))
 
 
 def parse_model_mapper(text: str, where: str = "AZURE_OPENAI_MODEL_MAPPER") -> dict[str, str]:
@@ -187,6 +241,8 @@ def _substitute_env(value: Any, environ: Mapping[str, str], where: str,
             return value
 
         def read(match: re.Match[str]) -> str:
+            if match.group(1) is None:
+                return "${"
             if match.group(1) not in environ:
                 raise ConfigError(f"{where}: environment variable {match.group(1)} is not set")
             return environ[match.group(1)]
@@ -194,11 +250,12 @@ def _substitute_env(value: Any, environ: Mapping[str, str], where: str,
         whole = _ENV_REFERENCE.fullmatch(value.strip())
         if whole is not None:
             return read(whole)
-        if "${" in _ENV_REFERENCE.sub("", value):
+        if "${" in _ENV_OR_ESCAPE.sub("", value):
             # `${X:-default}`, `${ X }`: not ours; the value is not shown (a key?)
             raise ConfigError(f"{where}: write an environment variable as ${{NAME}} "
-                              "(letters, digits and _), without a default or blanks")
-        return _ENV_REFERENCE.sub(read, value)
+                              "(letters, digits and _), without a default or blanks, "
+                              "and a `${` meant as written as `$${`")
+        return _ENV_OR_ESCAPE.sub(read, value)
     if not isinstance(value, dict | list):
         return value
     # YAML's aliases make one list or mapping appear many times: each is substituted
@@ -206,8 +263,12 @@ def _substitute_env(value: Any, environ: Mapping[str, str], where: str,
     # 387 million strings: check-config and the start never ended.
     memo = seen if seen is not None else {}
     done = memo.get(id(value))
+    if done is _UNDER_WAY:
+        # `a: &x [*x]`: walked for ever, a RecursionError's traceback (and a reload's)
+        raise ConfigError(f"{where}: a YAML alias names the list or mapping it is in")
     if done is not None:
         return done
+    memo[id(value)] = _UNDER_WAY
     if isinstance(value, dict):
         done = {k: _substitute_env(v, environ, f"{where}.{k}", memo) for k, v in value.items()}
     else:
@@ -258,7 +319,7 @@ def _env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, st
     keys = environ.get("AZURE_OPENAI_PROXY_CLIENT_KEYS", "")
     if keys.strip():
         layer["client_keys"] = [k.strip() for k in keys.split(",") if k.strip()]
-    for env_name, key in _ENV_SCALARS.items():
+    for env_name, key in (*_GO_ENV_SCALARS.items(), *_ENV_SCALARS.items()):
         if environ.get(env_name, "").strip():
             layer[key] = environ[env_name].strip()
     server = {key: environ[name].strip() for name, key in _ENV_SERVER.items()
@@ -336,7 +397,17 @@ def _check_default_api_version(value: Any) -> None:
         )
 
 
-def _describe(exc: ValidationError, deployments: list[dict[str, Any]]) -> str:
+def _go_env_origins(environ: Mapping[str, str], flags: Mapping[str, Any]) -> dict[str, str]:
+    """key -> the Go tool's variable its value came from: `API_BASE` set for another
+    program in a shared env file is named, not only the `api_base` no file holds."""
+    ours = {key: name for name, key in _ENV_SCALARS.items()}
+    return {key: name for name, key in _GO_ENV_SCALARS.items()
+            if environ.get(name, "").strip() and key not in flags
+            and not environ.get(ours.get(key, ""), "").strip()}
+
+
+def _describe(exc: ValidationError, deployments: list[dict[str, Any]],
+              key_lines: Mapping[str, int], origins: Mapping[str, str]) -> str:
     lines = []
     for error in exc.errors():
         loc = list(error["loc"])
@@ -345,12 +416,14 @@ def _describe(exc: ValidationError, deployments: list[dict[str, Any]]) -> str:
             where = f"deployment for model {name!r}: " + ".".join(map(str, loc[2:]))
         elif loc and loc[0] in _USER_KEYS:
             where = _USER_KEYS[str(loc[0])]
+        elif loc and loc[0] in origins:
+            where = f"{loc[0]} (from the environment's {origins[str(loc[0])]})"
         else:
             where = ".".join(str(part) for part in loc) or "config"
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["type"] == "extra_forbidden" and loc and not _FIELD_NAME.match(str(loc[-1])):
             where = where.removesuffix(str(loc[-1])).rstrip(".: ") or "config"
-            message = f"unknown key {_shown_key(str(loc[-1]))}"
+            message = f"unknown key {_shown_key(str(loc[-1]), key_lines)}"
         lines.append(f"{where}: {message}")
     return "; ".join(lines)
 
@@ -363,12 +436,13 @@ def load_settings(
     """The one way to make `Settings`. `config` is a file's path, or its already-parsed
     mapping. A missing config file is fine when the environment configures the gateway
     (the Go tool's env mode)."""
+    lines: dict[str, int] = {}
     if config is None:
         file_data: dict[str, Any] = {}
     elif isinstance(config, Mapping):
-        file_data = _checked_mapping(dict(config), "config")
+        file_data = _checked_mapping(dict(config), "config", lines)
     else:
-        file_data = read_config_file(config)
+        file_data, lines = read_config_file(config)
     file_data = _substitute_env(file_data, environ, "config")
     for key, warning in _DEPRECATED_KEYS.items():
         if key in file_data:
@@ -396,7 +470,8 @@ def load_settings(
     try:
         settings = Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, deployments)) from None
+        raise ConfigError(_describe(exc, deployments, lines,
+                                    _go_env_origins(environ, flags or {}))) from None
     problem = missing_entra_support(settings)
     if problem is not None:
         raise ConfigError(problem)

@@ -20,6 +20,8 @@
     ├── AdminForbidden                403 the admin API with a key that is not the admin key
     ├── BudgetExhausted               429 insufficient_quota (x-should-retry: false)
     ├── ModelNotPriced                403 model_not_priced (a hard budget's model without a price)
+    ├── AzureKeyRequired              403 azure_key_required (a virtual key on a passthrough
+    │                                      deployment, which only the caller's Azure key opens)
     ├── DatabaseUnavailable           503 (the admin API's queries; never a proxied request)
     ├── UpstreamHttpError             any status Azure answered, already in OpenAI's shape
     └── UpstreamError                 502 upstream_error (carries `request_sent`)
@@ -53,6 +55,7 @@ import orjson
 __all__ = [
     "AdminForbidden",
     "AuthenticationFailed",
+    "AzureKeyRequired",
     "BodyTooLarge",
     "BudgetExhausted",
     "DatabaseUnavailable",
@@ -302,6 +305,17 @@ class ModelNotPriced(GatewayError):
     status = 403
     type_ = "invalid_request_error"
     code = "model_not_priced"
+
+
+class AzureKeyRequired(GatewayError):
+    """A virtual key asked for a passthrough deployment (no `api_key` in the config: the
+    caller's own Azure key is sent on). The gateway has no Azure key of its own to send,
+    and a virtual key is not one: no request with it can succeed there; the operator
+    gives the deployment an `api_key` or `auth: entra`."""
+
+    status = 403
+    type_ = "invalid_request_error"
+    code = "azure_key_required"
 
 
 class DatabaseUnavailable(GatewayError):

@@ -34,7 +34,7 @@ from azure_openai_proxy.apiversions import (
 )
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.boundedcache import BoundedCache
-from azure_openai_proxy.errors import AuthenticationFailed, InvalidRequest
+from azure_openai_proxy.errors import AuthenticationFailed, AzureKeyRequired, InvalidRequest
 from azure_openai_proxy.routing import Target
 from azure_openai_proxy.settings import API_VERSION, DeploymentSettings
 
@@ -156,6 +156,12 @@ def azure_auth_headers(
             raise AuthenticationFailed("No Entra ID token is available for this deployment.")
         return {"Authorization": f"Bearer {entra_token}"}
     if caller.passthrough_key is None:
+        if caller.key is not None:  # it was a 401 "You didn't provide an API key"
+            raise AzureKeyRequired(
+                f"The deployment for model '{deployment.model_name}' takes the caller's own "
+                "Azure OpenAI key (this gateway has none for it), and a virtual key is not "
+                "an Azure key: ask the gateway's operator to give it an api_key or auth: "
+                "entra.")
         raise AuthenticationFailed(
             "You didn't provide an API key. This gateway passes your key to Azure OpenAI: "
             "send it as 'Authorization: Bearer YOUR_AZURE_KEY'."

@@ -82,7 +82,8 @@ def main(command: str, argv: Sequence[str], environ: Mapping[str, str]) -> int:
 def _database(args: argparse.Namespace, environ: Mapping[str, str]) -> Path:
     if args.database:
         return sqlite_path(args.database)
-    config = args.config or ("config.yaml" if Path("config.yaml").is_file() else None)
+    config = args.config or environ.get("CONFIGFILE", "").strip() or (  # as cli.py's
+        "config.yaml" if Path("config.yaml").is_file() else None)
     settings = load_settings(config, environ, {})
     return database_path(settings)
 

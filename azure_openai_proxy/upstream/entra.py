@@ -143,7 +143,10 @@ class EntraTokens:
             # azure-identity's messages name the sources it tried; they hold no secrets,
             # but we keep the client's message generic and the detail for the log (once
             # per failed refresh: at most one each `retry_after_failure` seconds).
-            log.warning("Entra ID: no token for %s: %s: %s", scope, type(exc).__name__, exc)
+            # (our own bound's TimeoutError says nothing of itself)
+            reason = str(exc) or (f"no answer within {TOKEN_TIMEOUT:g} s"
+                                  if isinstance(exc, TimeoutError) else "")
+            log.warning("Entra ID: no token for %s: %s: %s", scope, type(exc).__name__, reason)
             message = (f"The gateway could not get an Entra ID token for {scope} "
                        f"({type(exc).__name__}); check its managed identity or service "
                        "principal.")
@@ -160,6 +163,12 @@ class EntraTokens:
         return cached
 
     async def close(self) -> None:
+        # A refresh beside the requests, which none awaits, outlived the worker's loop
+        # ("Task was destroyed but it is pending!") or failed on the closed credential.
+        refreshes = list(self._refreshing.values())
+        for refresh in refreshes:
+            refresh.cancel()
+        await asyncio.gather(*refreshes, return_exceptions=True)
         close = getattr(self._credential, "close", None)
         if close is not None:
             await close()

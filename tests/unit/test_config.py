@@ -621,3 +621,25 @@ def test_blanks_around_a_client_key_are_not_part_of_it(tmp_path: Path) -> None:
             "deployment_config:\n  - {model_name: a, deployment_name: a, endpoint: 'https://x'}\n")
     settings = load_settings(write(tmp_path, text), {})
     assert [k.get_secret_value() for k in settings.client_keys] == ["team-key"]
+
+
+def test_the_go_tools_flags_are_read_from_the_environment_as_viper_does() -> None:
+    # The Go tool calls viper.AutomaticEnv(): LISTEN, CORS and API_BASE stand for its
+    # -l, -s and the file's api_base. Its users' environments kept them, and the gateway
+    # listened on 0.0.0.0:8080 whatever LISTEN said.
+    environ = {"AZURE_OPENAI_ENDPOINT": "https://x.openai.azure.com/",
+               "LISTEN": ":9090", "CORS": "true", "API_BASE": "proxy/"}
+    settings = load_settings(None, environ)
+    assert (settings.listen, settings.cors, settings.api_base) == ("0.0.0.0:9090", True, "/proxy")
+    # Ours win over the Go tool's, and a flag over both (viper: flag > env > file).
+    ours = {**environ, "AZURE_OPENAI_PROXY_LISTEN": "127.0.0.1:8081"}
+    assert load_settings(None, ours).listen == "127.0.0.1:8081"
+    assert load_settings(None, ours, {"listen": "127.0.0.1:8082"}).listen == "127.0.0.1:8082"
+    assert load_settings({"listen": "127.0.0.1:8083"}, environ).listen == "0.0.0.0:9090"
+    # A value set for another program (a shared env file) names the variable.
+    with pytest.raises(ConfigError, match=r"^cors \(from the environment's CORS\): "):
+        load_settings(None, {**environ, "CORS": "maybe"})
+    with pytest.raises(ConfigError, match=r"^api_base \(from the environment's API_BASE\): "):
+        load_settings(None, {**environ, "API_BASE": "https://api.example.com"})
+    with pytest.raises(ConfigError, match=r"^listen: "):  # the flag's value, not LISTEN's
+        load_settings(None, environ, {"listen": "nowhere"})

@@ -177,15 +177,19 @@ async def test_a_failed_background_refresh_serves_the_valid_token_then_retries()
 
 
 async def test_a_credential_that_never_answers_is_a_502_not_a_hang(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from azure_openai_proxy.upstream import entra
 
     monkeypatch.setattr(entra, "TOKEN_TIMEOUT", 0.05, raising=False)
     credential = FakeCredential()
     credential.gate = asyncio.Event()  # never set: IMDS dropping packets
-    with pytest.raises(EntraUnavailable) as caught:
+    with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"), \
+            pytest.raises(EntraUnavailable) as caught:
         await asyncio.wait_for(tokens(credential).token(SCOPE), 5)
     assert caught.value.http_status == 502 and "TimeoutError" in caught.value.message
+    # The log said 'TimeoutError: ' and nothing more.
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Entra ID: no token for {SCOPE}: TimeoutError: no answer within 0.05 s"]
 
 
 async def test_why_a_refresh_failed_is_logged_once_per_failure(
@@ -218,3 +222,21 @@ async def test_a_token_shorter_lived_than_the_margin_is_refreshed_at_half_its_li
     assert await cache.token(SCOPE) == "token-1"  # refreshed beside the request
     await settle()
     assert await cache.token(SCOPE) == "token-2"
+
+
+async def test_close_ends_a_refresh_under_way_beside_the_requests(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A refresh no request waits for outlived close(): the worker's loop ended with it
+    # pending ("Task was destroyed but it is pending!"), or it failed on the closed
+    # credential and logged a failed refresh at every shutdown.
+    credential = FakeCredential(lifetime=3600)
+    cache = tokens(credential)
+    await cache.token(SCOPE)
+    credential.now, credential.gate = 3400.0, asyncio.Event()  # never answers
+    assert await cache.token(SCOPE) == "token-1"
+    await settle()
+    assert len(credential.calls) == 2  # the refresh is under way
+    with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
+        await asyncio.wait_for(cache.close(), 1)
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+    assert caplog.records == []
