@@ -56,8 +56,10 @@ _PROXY_SCHEMES = {"socks5h": "socks5", "socks4a": "socks4"}
 
 
 def check_proxy(value: str | None) -> str | None:
-    """An upstream proxy URL, with its default port made explicit; the message never
-    shows the URL, which may hold user:password."""
+    """An upstream proxy URL, with its default port made explicit and its path dropped
+    (a proxy is a host and a port; Go's net/http ignores a path too, so
+    `http://proxy:3128/x` worked with the Go tool); the message never shows the URL, which
+    may hold user:password."""
     if value is None or not value.strip():
         return None
     url = value.strip()
@@ -66,7 +68,7 @@ def check_proxy(value: str | None) -> str | None:
     scheme = _PROXY_SCHEMES.get(scheme, scheme)
     url = scheme + sep + rest
     if (not sep or scheme not in _PROXY_PORTS or "?" in rest or "#" in rest
-            or _bad_authority(url) or urlsplit(url).path.strip("/")):
+            or _bad_authority(url)):
         raise ValueError("must be a URL such as http://HOST:3128 or "
                          "socks5://USER:PASSWORD@HOST:1080 (http, socks5 or socks4; a host; "
                          "a port from 1 to 65535 if any; @ : / ? # in a password "

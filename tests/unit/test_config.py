@@ -398,6 +398,8 @@ PROXY_PASSWORD = "pr0xy-s3cret"
     ("socks5h://proxy", "socks5://proxy:1080"),  # Go's x/net/proxy takes it; ours resolve remotely
     ("socks4a://proxy:1081", "socks4://proxy:1081"),
     ("HTTP://proxy:3128/", "http://proxy:3128"),
+    ("http://proxy:3128/squid/", "http://proxy:3128"),  # a path: ignored, as Go's net/http does
+    (f"socks5://u:{PROXY_PASSWORD}@proxy/x", f"socks5://u:{PROXY_PASSWORD}@proxy:1080"),
     ("http://proxy:3128", "http://proxy:3128"),
 ])
 def test_a_proxy_without_a_port_gets_the_go_tools_default(url: str, kept: str) -> None:
@@ -423,7 +425,6 @@ def test_a_proxy_without_a_port_gets_the_go_tools_default(url: str, kept: str) -
     f"https://user:{PROXY_PASSWORD}@proxy:443",  # aiohttp-socks has no TLS to the proxy
     f"user:{PROXY_PASSWORD}@proxy:3128",
     f"http://user:{PROXY_PASSWORD}@:3128",
-    f"http://user:{PROXY_PASSWORD}@proxy:3128/path",
     f"http://user:{PROXY_PASSWORD}@proxy:3128?x=1",
 ])
 def test_a_proxy_url_aiohttp_cannot_use_is_a_config_error_without_its_password(url: str) -> None:
