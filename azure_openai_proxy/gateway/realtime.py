@@ -42,7 +42,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from azure_openai_proxy.auth import Caller, presented_key
@@ -76,9 +76,11 @@ from azure_openai_proxy.gateway.realtime_wire import (
     RealtimeTarget,
     ResponseRequested,
     ResponseTally,
+    UpgradeRequired,
     credentials,
     error_event,
     handshake_problem,
+    not_upgraded,
     realtime_target,
     response_ended,
     response_requested,
@@ -194,28 +196,6 @@ async def _open(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
 def _missing_model(target: RealtimeTarget) -> GatewayError:
     name = "deployment" if target.native else "model"
     return MalformedBody(f"Missing required query parameter: '{name}'.", param=name)
-
-
-class UpgradeRequired(GatewayError):
-    """A realtime URL asked for without `Upgrade: websocket`: only a WebSocket is served
-    there (RFC 9110 15.5.22: the answer names the protocol to switch to)."""
-
-    status = 426
-    type_ = "invalid_request_error"
-    code = "upgrade_required"
-
-    def headers(self) -> Mapping[str, str]:
-        return {"upgrade": "websocket"}
-
-
-def not_upgraded(request: HttpRequest, api_base: str) -> UpgradeRequired | None:
-    """The answer to a plain HTTP GET of a realtime URL (which no HTTP route serves),
-    or None when `request` is not one."""
-    if request.method != "GET" or realtime_target(request.path, request.query_string,
-                                                  api_base) is None:
-        return None
-    return UpgradeRequired("The Realtime API is a WebSocket: connect with "
-                           "'Upgrade: websocket' (ws:// or wss://).")
 
 
 # -- relaying ------------------------------------------------------------------------------

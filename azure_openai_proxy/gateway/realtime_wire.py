@@ -16,16 +16,20 @@ from websockets.http11 import Request as WsRequest
 from websockets.server import ServerProtocol
 
 from azure_openai_proxy.auth import presented_key
+from azure_openai_proxy.errors import GatewayError, MalformedBody
+from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.settings import API_VERSION, DeploymentSettings
 
 __all__ = [
     "REALTIME_API_VERSION",
     "RealtimeTarget",
     "ResponseTally",
+    "UpgradeRequired",
     "credentials",
     "error_event",
     "forwarded_subprotocols",
     "handshake_problem",
+    "not_upgraded",
     "realtime_api_version",
     "realtime_target",
     "realtime_url",
@@ -73,6 +77,32 @@ def handshake_problem(target: str, headers: Iterable[tuple[str, str]]) -> str | 
     if response.status_code == 101:
         return None
     return bytes(response.body or b"").decode("utf-8", "replace").strip() or "Bad handshake."
+
+
+class UpgradeRequired(GatewayError):
+    """A realtime URL asked for without `Upgrade: websocket`: only a WebSocket is served
+    there (RFC 9110 15.5.22: the answer names the protocol to switch to)."""
+
+    status = 426
+    type_ = "invalid_request_error"
+    code = "upgrade_required"
+
+    def headers(self) -> Mapping[str, str]:
+        return {"upgrade": "websocket"}
+
+
+def not_upgraded(request: HttpRequest, api_base: str) -> GatewayError | None:
+    """The answer to a plain HTTP GET of a realtime URL (which no HTTP route serves),
+    or None when `request` is not one. One that asked for a WebSocket the engine did
+    not take (HTTP/1.0, or no `Connection: Upgrade`) is a bad handshake: a 400."""
+    if request.method != "GET" or realtime_target(request.path, request.query_string,
+                                                  api_base) is None:
+        return None
+    if request.headers.get("upgrade", "").lower() == "websocket":
+        return MalformedBody("Not a valid WebSocket handshake: it is an HTTP/1.1 GET with "
+                             "'Connection: Upgrade' (RFC 6455 4.1).")
+    return UpgradeRequired("The Realtime API is a WebSocket: connect with "
+                           "'Upgrade: websocket' (ws:// or wss://).")
 
 
 def credentials(headers: Mapping[str, str]) -> Mapping[str, str]:
