@@ -1,7 +1,7 @@
-"""The Realtime API's wire rules, as plain functions (`gateway/realtime.py` opens and
-relays the sessions): which client URLs are realtime ones, where a browser's key is, a
-deployment's realtime URL and api-version, whether a handshake would be accepted, and the
-usage of a `response.done` event."""
+"""The Realtime API's wire rules, as plain functions (`realtime_open.py` opens the
+sessions, `realtime.py` relays them): which client URLs are realtime ones, where a
+browser's key is, a deployment's realtime URL and api-version, whether a handshake would
+be accepted, and the usage of a `response.done` event."""
 
 from __future__ import annotations
 
