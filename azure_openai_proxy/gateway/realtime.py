@@ -239,8 +239,9 @@ class RealtimeSession:
                     tally.feed(message)
                     if self._running:
                         self._limits.refused_upstream(message)
-                else:
-                    tally.clear()
+                else:  # recorded before the client has it: a client gone by then (its
+                    tally.clear()  # send fails, or is cancelled) does not unmake it
+                    self._responded(usage)
                 if locked is None:
                     await client.send(message)
                 else:
@@ -248,7 +249,6 @@ class RealtimeSession:
                         await client.send(message)
                 series.to_client += 1
                 if usage is not None:
-                    self._responded(usage)
                     if self._out_of_budget:
                         async with lock:
                             await client.send(error_event(
