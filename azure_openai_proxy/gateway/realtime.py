@@ -173,7 +173,7 @@ class RealtimeSession:
         (Azure's socket is then closed at once, with the client's code and reason), or
         when the key no longer lets the session go on (`_ending`). A virtual key's
         `response.create` goes only when its key is still valid and its limits let it."""
-        upstream, series, key = self._upstream, self._series, self._key
+        upstream, series, key, tally = self._upstream, self._series, self._key, self._tally
         while True:
             try:
                 message = await client.receive()
@@ -199,6 +199,7 @@ class RealtimeSession:
             except UpstreamSocketClosed:
                 return True
             series.to_azure += 1
+            tally.sent(message)  # (the next response's input, if it is cut)
 
     async def _admit(self, client: WebSocket, asked: ResponseRequested,
                      message: str | bytes) -> str | bytes | None:

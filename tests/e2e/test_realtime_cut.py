@@ -76,6 +76,10 @@ def test_a_response_the_client_leaves_is_recorded_estimated(
         connection.send(json.dumps({"type": "session.update", "session": {
             "type": "realtime", "output_modalities": ["text"]}}))
         events_until(connection, "session.updated")
+        connection.send(json.dumps({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "Hello " * 1000}]}}))
+        events_until(connection, "conversation.item.created")
         connection.send(json.dumps({"type": "response.create"}))
         deltas = 0
         while deltas < 4:
@@ -87,6 +91,8 @@ def test_a_response_the_client_leaves_is_recorded_estimated(
     [record] = realtime_records(governed)
     assert (record.key_id, record.model, record.usage_source) == (key_id, V1, "estimated")
     assert record.completion_tokens >= deltas
+    # its input what the client sent for it (6,000 characters): it had none
+    assert 1500 <= record.prompt_tokens < 1600
 
 
 def test_a_response_azure_drops_is_recorded_estimated(
