@@ -43,7 +43,9 @@ from azure_openai_proxy.gateway.ledger import (
 )
 from azure_openai_proxy.gateway.ownership import ObjectOwners
 from azure_openai_proxy.gateway.pipeline import Gateway
-from azure_openai_proxy.gateway.realtime import not_upgraded, open_session, realtime_target
+from azure_openai_proxy.gateway.realtime import RealtimeSession
+from azure_openai_proxy.gateway.realtime_open import open_session
+from azure_openai_proxy.gateway.realtime_wire import not_upgraded, realtime_target
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.ratelimit import RateLimiter
 from azure_openai_proxy.http.interface import (
@@ -120,6 +122,8 @@ class GatewayApp:
         # Realtime sessions refused before their handshake: the answer `__call__` gives
         # (the engine serves a declined upgrade as plain HTTP at once, so it is popped).
         self._refused: dict[HttpRequest, Answer] = {}
+        self._sessions: set[RealtimeSession] = set()  # the open ones (until their end)
+        self._shutting_down = False
         self._admin: AdminApi | None = None
         directory, limiter = gateway.directory, gateway.limiter
         # With governance on, whether or not an admin key is set at start: the API reads
@@ -146,9 +150,15 @@ class GatewayApp:
         if target is None:
             return None
         record = gateway.new_record(request.method)
+        sessions = self._sessions
+
+        def ended(record: RequestRecord) -> None:
+            sessions.discard(session)
+            self.access_log.write(record)
+
         try:
             session = await open_session(gateway, request, target, record, self._responded,
-                                         self.access_log.write)
+                                         ended)
         except Exception as exc:
             answer = self._failure(request, exc)
             record.status = answer.status
@@ -157,6 +167,9 @@ class GatewayApp:
             self._refused[request] = answer
             return None
         record.status = 101
+        sessions.add(session)
+        if self._shutting_down:  # (opened while the shutdown began)
+            session.going_away()
         return session
 
     def _responded(self, record: RequestRecord) -> None:
@@ -175,7 +188,9 @@ class GatewayApp:
             await asyncio.to_thread(self.ledger.start)
 
     async def shutdown(self) -> None:
-        return None
+        self._shutting_down = True
+        for session in list(self._sessions):
+            session.going_away()  # closed now, or when its response is done
 
     async def cleanup(self) -> None:
         self.access_log.flush()

@@ -4,20 +4,8 @@
     GET /openai/v1/realtime?model=NAME               /openai/v1/realtime)
     GET /openai/realtime?api-version=V&deployment=D (AzureOpenAI clients)
 
-The wire rules (which URLs, the browser's key, the upstream URL and api-version, a
-response's usage) are plain functions in `realtime_wire.py`. `open_session` does
-everything that may refuse, before the handshake, so a refusal is an ordinary
-OpenAI-shaped HTTP answer: the handshake judged by `websockets`' own checks; the
-client's key (a header, or for browsers the `openai-insecure-api-key.KEY` subprotocol)
-checked like on HTTP routes; for a virtual key its model allow-list, its budget, and
-one request of its RPM (in flight until Azure's socket is open); the model
-mapped to its pool, and one deployment picked and connected (`realtime_connect.py`;
-Azure's refusal, 401/404/429, fails over like HTTP, then is the answer). The upstream
-URL is the deployment's family: dated `/openai/realtime?api-version=&deployment=` or
-v1 `/openai/v1/realtime?model=`; the server's key or Entra token goes with it, never
-the client's gateway key. The client's
-subprotocols but its key go on too, and its handshake answers with the one Azure took
-(or `realtime`, when offered and Azure took none).
+Opening a session (everything that may refuse it, before the handshake) is
+`realtime_open.py`; the wire rules are plain functions in `realtime_wire.py`.
 
 The `RealtimeSession` (the engine's handler for the connection) then relays messages
 both ways as they come, one at a time (each send waits until the other side takes it: a
@@ -33,7 +21,8 @@ follows the key's current version (`realtime_limits.SessionKey`, looked up on ea
 `response.create` and every half second, traffic or not): a key revoked, blocked or
 expired meanwhile (or no longer allowed the session's model) ends it: the client gets an
 `invalid_api_key` (or `model_not_found`) `error` event and a 1008 close, and Azure's side
-is closed.
+is closed. A server shutting down (`going_away`) closes a session (1001) at once, or,
+mid-response, once its `response.done` has been relayed.
 """
 
 from __future__ import annotations
@@ -42,61 +31,36 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from azure_openai_proxy.auth import Caller, presented_key
-from azure_openai_proxy.errors import (
-    BudgetExhausted,
-    GatewayError,
-    KeyRateLimited,
-    MalformedBody,
-    ModelNotAllowed,
-    ModelNotFound,
-)
+from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.errors import BudgetExhausted, GatewayError, KeyRateLimited
 from azure_openai_proxy.gateway.balancer import Lease
-from azure_openai_proxy.gateway.budgethold import (
-    PoolNames,
-    enforce_budget,
-    require_price,
-    reserve_budget,
-    settle_budget,
-)
-from azure_openai_proxy.gateway.governed import limit_refusal, pool_allowed, price_names, used_tokens
-from azure_openai_proxy.gateway.limitheaders import limit_error
+from azure_openai_proxy.gateway.budgethold import PoolNames, reserve_budget, settle_budget
+from azure_openai_proxy.gateway.governed import used_tokens
 from azure_openai_proxy.gateway.pipeline import Gateway
-from azure_openai_proxy.gateway.realtime_connect import connect_upstream
-from azure_openai_proxy.gateway.realtime_limits import (
-    KEY_CHECK_SECONDS,
-    ResponseLimits,
-    SessionKey,
-    limit_plan,
-)
+from azure_openai_proxy.gateway.realtime_limits import KEY_CHECK_SECONDS, ResponseLimits, SessionKey
 from azure_openai_proxy.gateway.realtime_wire import (
-    RealtimeTarget,
     ResponseRequested,
     ResponseTally,
-    credentials,
     error_event,
-    handshake_problem,
-    realtime_target,
     response_ended,
     response_requested,
 )
-from azure_openai_proxy.governance.keys import has_budget, secret_hash
-from azure_openai_proxy.governance.ratelimit import Refusal
-from azure_openai_proxy.http.interface import HttpRequest, WebSocket, WebSocketClosed
+from azure_openai_proxy.governance.keys import has_budget
+from azure_openai_proxy.http.interface import WebSocket, WebSocketClosed
 from azure_openai_proxy.observability.record import RequestRecord
-from azure_openai_proxy.routing import check_model_name
 from azure_openai_proxy.upstream.websocket import (
     UpstreamSocket,
     UpstreamSocketClosed,
     sendable_close,
 )
 
-__all__ = ["RealtimeSession", "UpgradeRequired", "not_upgraded", "open_session", "realtime_target"]
+__all__ = ["OnResponse", "RealtimeSession"]
 
 _UPSTREAM_LOST = 1011
+_GOING_AWAY = 1001
 _POLICY_VIOLATION = 1008  # the close code of a session its key may no longer hold open
 _UNCLAIMED_SECONDS = 10.0
 _DEFAULT_SUBPROTOCOLS = ("realtime",)  # chosen when offered and Azure chose none
@@ -104,118 +68,6 @@ _DEFAULT_SUBPROTOCOLS = ("realtime",)  # chosen when offered and Azure chose non
 OnResponse = Callable[[RequestRecord], None]
 
 log = logging.getLogger("azure_openai_proxy")
-
-
-# -- opening -------------------------------------------------------------------------------
-
-
-async def open_session(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
-                       record: RequestRecord, on_response: OnResponse,
-                       on_end: OnResponse) -> RealtimeSession:
-    """Everything that may refuse the session, before its handshake; raises the
-    `GatewayError` to answer with. `record` is the session's (its key, model,
-    deployment), copied into each response's record (`on_response`); `on_end` gets it
-    when the session ends."""
-    series = gateway.balancer.metrics.realtime
-    try:
-        session = await _open(gateway, request, target, record, on_response, on_end)
-    except BaseException as exc:
-        series.asked(_status_of(exc))
-        raise
-    series.asked(101)
-    return session
-
-
-def _status_of(exc: BaseException) -> int:
-    """The status a session refused with `exc` is answered with (499: the client left)."""
-    if isinstance(exc, GatewayError):
-        return exc.http_status
-    return 499 if isinstance(exc, asyncio.CancelledError) else 500
-
-
-async def _open(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
-                record: RequestRecord, on_response: OnResponse,
-                on_end: OnResponse) -> RealtimeSession:
-    record.route = "realtime"
-    problem = handshake_problem(request.target, request.headers.items())
-    if problem is not None:
-        raise MalformedBody(f"Not a valid WebSocket handshake: {problem}")
-    presented = credentials(request.headers)
-    caller = gateway.authenticate(presented)
-    key = caller.key
-    if key is not None:
-        record.key_id, record.team_id = key.id, key.team_id
-        if gateway.budgets is not None:
-            enforce_budget(gateway.budgets, caller, request)
-    if not target.model:
-        raise _missing_model(target)
-    model = check_model_name(target.model)
-    record.model = model
-    try:
-        pool = gateway.table.resolve(model)
-    except ModelNotFound:
-        if key is not None and key.models:  # not the list of every configured model
-            raise ModelNotAllowed(model) from None
-        raise
-    if key is not None and key.models and not pool_allowed(key.models, model, pool):
-        raise ModelNotAllowed(model)
-    names = price_names(pool, model)
-    if key is not None and gateway.budgets is not None:
-        require_price(gateway.budgets, caller, names)  # unpriced, a budget never stops it
-    admission = None
-    plan = limit_plan(gateway, caller)
-    if plan is not None and gateway.limiter is not None:
-        admitted = gateway.limiter.take(plan, 0)  # tokens are counted per response
-        if isinstance(admitted, Refusal):
-            raise limit_refusal(admitted)
-        admission = admitted
-    try:
-        upstream, lease = await connect_upstream(gateway, request, target, caller, pool, model,
-                                         record)
-    except BaseException as exc:  # Azure's refusal says the key's limits, not Azure's
-        if admission is not None:
-            limit_error(exc, admission.head_lines)
-        raise
-    finally:
-        # The opening is one request, in flight until Azure's socket is open; then each
-        # `response.create` is one (`RealtimeSession._admit`).
-        if admission is not None and gateway.limiter is not None:
-            gateway.limiter.settle(admission, None)
-    followed = None
-    secret = presented_key(presented)
-    if key is not None and gateway.directory is not None and secret is not None:
-        # The session goes by its key's current version: found again by the hash of the
-        # secret it opened with (the secret itself is not kept).
-        followed = SessionKey(gateway.directory, secret_hash(secret), caller, model, pool)
-    return RealtimeSession(gateway, caller, upstream, lease, record, names, on_response,
-                           on_end, followed)
-
-
-def _missing_model(target: RealtimeTarget) -> GatewayError:
-    name = "deployment" if target.native else "model"
-    return MalformedBody(f"Missing required query parameter: '{name}'.", param=name)
-
-
-class UpgradeRequired(GatewayError):
-    """A realtime URL asked for without `Upgrade: websocket`: only a WebSocket is served
-    there (RFC 9110 15.5.22: the answer names the protocol to switch to)."""
-
-    status = 426
-    type_ = "invalid_request_error"
-    code = "upgrade_required"
-
-    def headers(self) -> Mapping[str, str]:
-        return {"upgrade": "websocket"}
-
-
-def not_upgraded(request: HttpRequest, api_base: str) -> UpgradeRequired | None:
-    """The answer to a plain HTTP GET of a realtime URL (which no HTTP route serves),
-    or None when `request` is not one."""
-    if request.method != "GET" or realtime_target(request.path, request.query_string,
-                                                  api_base) is None:
-        return None
-    return UpgradeRequired("The Realtime API is a WebSocket: connect with "
-                           "'Upgrade: websocket' (ws:// or wss://).")
 
 
 # -- relaying ------------------------------------------------------------------------------
@@ -272,6 +124,10 @@ class RealtimeSession:
         # engine's `send` waits for the client with one waiter. (Without, a lock on each
         # message relayed would cost about a microsecond for nothing.)
         self._to_client_lock = asyncio.Lock() if self._limited else None
+        # A shutdown (`going_away`): the session closes (1001) once no response is in
+        # progress, `_leaving` set when it is not at once.
+        self._going_away = False
+        self._leaving: asyncio.Future[None] | None = None
 
     async def __call__(self, client: WebSocket) -> None:
         if self._unclaimed is not None:
@@ -279,6 +135,9 @@ class RealtimeSession:
             self._unclaimed = None
         if self._ended:
             return
+        self._leaving = leaving = asyncio.get_running_loop().create_future()
+        if self._going_away:
+            self.going_away()
         to_client = asyncio.ensure_future(self._to_client(client))
         to_upstream = asyncio.ensure_future(self._to_upstream(client))
         tasks = [to_client, to_upstream]
@@ -286,14 +145,17 @@ class RealtimeSession:
             # Traffic checks the key as it passes; a silent session is checked all the same.
             tasks.append(asyncio.ensure_future(self._watch()))
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if self._ending is not None:
+            await asyncio.wait([*tasks, leaving], return_when=asyncio.FIRST_COMPLETED)
+            if self._ending is not None or leaving.done():
                 # The key no longer lets the session go on: both relays stopped, then
                 # the client told why and both sides closed.
                 for task in tasks:
                     task.cancel()
                 await asyncio.wait(tasks)
-                await self._cut(client, *self._ending)
+                if self._ending is not None:
+                    await self._cut(client, *self._ending)
+                else:
+                    await self._leave(client)
             elif to_upstream.done() and not to_upstream.cancelled() and to_upstream.result():
                 # Azure's side ended first: `_to_client` says how, to the client.
                 await to_client
@@ -311,7 +173,7 @@ class RealtimeSession:
         (Azure's socket is then closed at once, with the client's code and reason), or
         when the key no longer lets the session go on (`_ending`). A virtual key's
         `response.create` goes only when its key is still valid and its limits let it."""
-        upstream, series, key = self._upstream, self._series, self._key
+        upstream, series, key, tally = self._upstream, self._series, self._key, self._tally
         while True:
             try:
                 message = await client.receive()
@@ -337,6 +199,7 @@ class RealtimeSession:
             except UpstreamSocketClosed:
                 return True
             series.to_azure += 1
+            tally.sent(message)  # (the next response's input, if it is cut)
 
     async def _admit(self, client: WebSocket, asked: ResponseRequested,
                      message: str | bytes) -> str | bytes | None:
@@ -377,8 +240,9 @@ class RealtimeSession:
                     tally.feed(message)
                     if self._running:
                         self._limits.refused_upstream(message)
-                else:
-                    tally.clear()
+                else:  # recorded before the client has it: a client gone by then (its
+                    tally.clear()  # send fails, or is cancelled) does not unmake it
+                    self._responded(usage)
                 if locked is None:
                     await client.send(message)
                 else:
@@ -386,7 +250,6 @@ class RealtimeSession:
                         await client.send(message)
                 series.to_client += 1
                 if usage is not None:
-                    self._responded(usage)
                     if self._out_of_budget:
                         async with lock:
                             await client.send(error_event(
@@ -394,6 +257,10 @@ class RealtimeSession:
                                 "insufficient_quota", "insufficient_quota"))
                             await client.close(_POLICY_VIOLATION, "budget exhausted")
                         await upstream.close(1000, "")
+                        return
+                    if self._going_away:  # its response done: the server's shutdown goes on
+                        async with lock:
+                            await self._leave(client)
                         return
                 key = self._key
                 if key is not None and key.due() and not self._follow(None):
@@ -446,6 +313,18 @@ class RealtimeSession:
                 await client.close(_POLICY_VIOLATION, "key no longer valid")
 
         await asyncio.gather(tell(), self._upstream.close(1000, ""))
+
+    def going_away(self) -> None:
+        """The server is shutting down: the session is closed (1001, both sides) now when
+        no response is in progress, else as soon as its `response.done` is relayed."""
+        self._going_away = True
+        leaving = self._leaving
+        if leaving is not None and not leaving.done() and not self._tally.started:
+            leaving.set_result(None)
+
+    async def _leave(self, client: WebSocket) -> None:
+        await asyncio.gather(client.close(_GOING_AWAY, "server shutting down"),
+                             self._upstream.close(1000, ""))
 
     def _responded(self, usage: dict[str, Any]) -> None:
         """One response done: its admission settled with its tokens; when Azure counted

@@ -1,7 +1,7 @@
-"""The Realtime API's wire rules, as plain functions (`gateway/realtime.py` opens and
-relays the sessions): which client URLs are realtime ones, where a browser's key is, a
-deployment's realtime URL and api-version, whether a handshake would be accepted, and the
-usage of a `response.done` event."""
+"""The Realtime API's wire rules, as plain functions (`realtime_open.py` opens the
+sessions, `realtime.py` relays them): which client URLs are realtime ones, where a
+browser's key is, a deployment's realtime URL and api-version, whether a handshake would
+be accepted, and the usage of a `response.done` event."""
 
 from __future__ import annotations
 
@@ -16,16 +16,20 @@ from websockets.http11 import Request as WsRequest
 from websockets.server import ServerProtocol
 
 from azure_openai_proxy.auth import presented_key
+from azure_openai_proxy.errors import GatewayError, MalformedBody
+from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.settings import API_VERSION, DeploymentSettings
 
 __all__ = [
     "REALTIME_API_VERSION",
     "RealtimeTarget",
     "ResponseTally",
+    "UpgradeRequired",
     "credentials",
     "error_event",
     "forwarded_subprotocols",
     "handshake_problem",
+    "not_upgraded",
     "realtime_api_version",
     "realtime_target",
     "realtime_url",
@@ -73,6 +77,32 @@ def handshake_problem(target: str, headers: Iterable[tuple[str, str]]) -> str | 
     if response.status_code == 101:
         return None
     return bytes(response.body or b"").decode("utf-8", "replace").strip() or "Bad handshake."
+
+
+class UpgradeRequired(GatewayError):
+    """A realtime URL asked for without `Upgrade: websocket`: only a WebSocket is served
+    there (RFC 9110 15.5.22: the answer names the protocol to switch to)."""
+
+    status = 426
+    type_ = "invalid_request_error"
+    code = "upgrade_required"
+
+    def headers(self) -> Mapping[str, str]:
+        return {"upgrade": "websocket"}
+
+
+def not_upgraded(request: HttpRequest, api_base: str) -> GatewayError | None:
+    """The answer to a plain HTTP GET of a realtime URL (which no HTTP route serves),
+    or None when `request` is not one. One that asked for a WebSocket the engine did
+    not take (HTTP/1.0, or no `Connection: Upgrade`) is a bad handshake: a 400."""
+    if request.method != "GET" or realtime_target(request.path, request.query_string,
+                                                  api_base) is None:
+        return None
+    if request.headers.get("upgrade", "").lower() == "websocket":
+        return MalformedBody("Not a valid WebSocket handshake: it is an HTTP/1.1 GET with "
+                             "'Connection: Upgrade' (RFC 6455 4.1).")
+    return UpgradeRequired("The Realtime API is a WebSocket: connect with "
+                           "'Upgrade: websocket' (ws:// or wss://).")
 
 
 def credentials(headers: Mapping[str, str]) -> Mapping[str, str]:
@@ -223,9 +253,13 @@ def _event_of(message: str | bytes, kind: str) -> dict[str, Any] | None:
 # A cut response's output, estimated from its deltas as relayed (`ResponseTally`): a text
 # (or transcript, or arguments) delta is about one token; audio is PCM16 at 24 kHz in
 # base64 (64,000 characters a second), about 10 tokens a second as the emulator bills it.
+# Its input adds what the client sent since the last response: audio so, the rest about
+# a token per 4 characters (as `governance.estimate` counts a prompt).
 _AUDIO_CHARS_PER_SECOND = 64_000
 _AUDIO_TOKENS_PER_SECOND = 10
+_CHARS_PER_TOKEN = 4
 _TYPE_SPAN = 160  # how far into an event its type is looked for (Azure writes it first)
+_AUDIO_APPEND = "input_audio_buffer.append"
 
 
 class ResponseTally:
@@ -233,14 +267,23 @@ class ResponseTally:
     `response.done` (the client left, Azure's socket dropped, the key ended the session):
     `usage` estimates it, as an HTTP stream cut short is. Fed each message Azure sends
     that is not a `response.done` (`feed`), cleared by one (`clear`): outside a response
-    one substring test a message; inside, one bounded one."""
+    one substring test a message; inside, one bounded one. Each client message passed on
+    (`sent`) is one bounded substring test too."""
 
-    __slots__ = ("_audio_chars", "_deltas", "started")
+    __slots__ = ("_audio_chars", "_deltas", "_sent_audio", "_sent_text", "started")
 
     def __init__(self) -> None:
         self.started = False
         self._deltas = 0
         self._audio_chars = 0
+        self._sent_text = self._sent_audio = 0  # characters the client sent since a response
+
+    def sent(self, message: str | bytes) -> None:
+        """A client message passed on to Azure: input of the response to come."""
+        if isinstance(message, str) and message.find(_AUDIO_APPEND, 0, _TYPE_SPAN) >= 0:
+            self._sent_audio += len(message)
+        else:
+            self._sent_text += len(message)
 
     def feed(self, message: str | bytes) -> None:
         if not self.started:
@@ -255,24 +298,31 @@ class ResponseTally:
 
     def clear(self) -> None:
         self.started = False
-        self._deltas = self._audio_chars = 0
+        self._deltas = self._audio_chars = self._sent_text = self._sent_audio = 0
 
     def usage(self, context_tokens: int) -> dict[str, Any] | None:
         """The cut response's usage, flagged estimated (None: no response in progress):
-        its input the conversation the last response ended with (`context_tokens`), its
-        output what its deltas relayed."""
+        its input the conversation the last response ended with (`context_tokens`) and
+        what the client sent since, its output what its deltas relayed."""
         if not self.started:
             return None
-        audio = -(-self._audio_chars * _AUDIO_TOKENS_PER_SECOND // _AUDIO_CHARS_PER_SECOND)
+        audio = _audio_tokens(self._audio_chars)
         output = self._deltas + audio
+        text_in = context_tokens + -(-self._sent_text // _CHARS_PER_TOKEN)
+        audio_in = _audio_tokens(self._sent_audio)
         return {
-            "total_tokens": context_tokens + output, "input_tokens": context_tokens,
+            "total_tokens": text_in + audio_in + output, "input_tokens": text_in + audio_in,
             "output_tokens": output,
-            "input_token_details": {"cached_tokens": 0, "text_tokens": context_tokens,
-                                    "audio_tokens": 0},
+            "input_token_details": {"cached_tokens": 0, "text_tokens": text_in,
+                                    "audio_tokens": audio_in},
             "output_token_details": {"text_tokens": self._deltas, "audio_tokens": audio},
             "estimated": True,
         }
+
+
+def _audio_tokens(chars: int) -> int:
+    """The tokens of `chars` characters of base64 PCM16 at 24 kHz, rounded up."""
+    return -(-chars * _AUDIO_TOKENS_PER_SECOND // _AUDIO_CHARS_PER_SECOND)
 
 
 def error_event(message: str, code: str, kind: str = "server_error",

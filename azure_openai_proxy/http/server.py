@@ -229,11 +229,15 @@ class FastServer:
             if asyncio.get_running_loop().time() >= deadline:
                 break
             await asyncio.sleep(0.05)
-        # The handlers still running are cancelled by `close`: their `finally` (a cut
-        # stream's or Realtime response's usage record) runs before the application's
-        # cleanup closes the ledger, for up to `_CANCELLED_WAIT` seconds.
+        # The handlers still running are cancelled: their `finally` (a cut stream's or
+        # Realtime response's usage record) runs before the application's cleanup
+        # closes the ledger, for up to `_CANCELLED_WAIT` seconds. (Here, not by the
+        # connection's end: a transport closed with unsent data, its client reading
+        # nothing, never ends.)
         cancelled = [c.task for c in self.connections if c.task is not None and c.serving]
         self.close()
+        for task in cancelled:
+            task.cancel()
         await asyncio.sleep(0)
         if cancelled:
             await asyncio.wait(cancelled, timeout=_CANCELLED_WAIT)

@@ -60,7 +60,9 @@ def _after_upgrade(conn: _HttpConnection, rest: bytes, offer: bool) -> bytes | N
         request.body.done = False
         conn.parsing = request
         conn.waiting_for = BODY
-    if (offer and conn.server.websocket_hook is not None
+    # (An HTTP/1.0 request's `Upgrade` is ignored, RFC 9110 7.8: a WebSocket's
+    # handshake is HTTP/1.1, RFC 6455 4.1.)
+    if (offer and conn.server.websocket_hook is not None and request.http11
             and request.method == "GET" and request.body is None
             and request.headers.get("upgrade", "").lower() == "websocket"):
         request.upgrade_rest = rest

@@ -245,14 +245,39 @@ def test_a_bad_handshake_is_refused_before_azure_is_called(
 ) -> None:
     # A valid key but no Sec-WebSocket-Key: the engine's handshake would fail after the
     # upstream session was opened, leaving it (and its balancer lease) behind.
-    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as raw:
-        raw.sendall(f"GET /v1/realtime?model={DATED} HTTP/1.1\r\nHost: x\r\n"
-                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                    f"Authorization: Bearer {CLIENT_KEY}\r\n\r\n".encode())
-        head, _, body = raw.recv(65536).partition(b"\r\n\r\n")
+    head, body = raw_handshake(gateway, "HTTP/1.1", "")
     assert head.startswith(b"HTTP/1.1 400")
     assert "Sec-WebSocket-Key" in json.loads(body)["error"]["message"]
     assert realtime_entries(emulator) == []
+
+
+def test_an_http10_handshake_is_a_400_before_azure_is_called(
+    emulator: Emulator, gateway: ServerThread,
+) -> None:
+    # A WebSocket's handshake is HTTP/1.1 (RFC 6455 4.1); an HTTP/1.0 request's Upgrade
+    # is ignored (RFC 9110 7.8). It was taken: a 101, and Azure's session opened.
+    head, body = raw_handshake(gateway, "HTTP/1.0", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                               "Sec-WebSocket-Version: 13\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert "HTTP/1.1" in json.loads(body)["error"]["message"]
+    assert realtime_entries(emulator) == []
+
+
+def raw_handshake(gateway: ServerThread, version: str, lines: str) -> tuple[bytes, bytes]:
+    """The head and body of the answer to a realtime handshake sent by hand (with the
+    client's key and header `lines`)."""
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as raw:
+        raw.sendall(f"GET /v1/realtime?model={DATED} {version}\r\nHost: x\r\n"
+                    f"Upgrade: websocket\r\nConnection: Upgrade\r\n{lines}"
+                    f"Authorization: Bearer {CLIENT_KEY}\r\n\r\n".encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            chunk = raw.recv(65536)  # (a 101 is followed by `session.created`)
+            if not chunk:
+                break
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return head, body
 
 
 def test_azures_refusal_at_open_is_an_http_answer(

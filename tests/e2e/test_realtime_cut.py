@@ -5,12 +5,18 @@ stream cut short is (README, "Streams always yield usage")."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
+import struct
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -18,10 +24,11 @@ from azure_openai_proxy.emulator import create_emulator_app
 from azure_openai_proxy.gateway.app import GatewayApp
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.ledger import LedgerStore, UsageRecord
-from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, Emulator, emulator_config
+from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, Emulator, emulator_config, gateway_settings
 from tests.e2e.test_realtime import (
     V1,
     events_until,
+    fake_azure,
     open_raw,
     realtime_entries,
     realtime_settings,
@@ -69,6 +76,10 @@ def test_a_response_the_client_leaves_is_recorded_estimated(
         connection.send(json.dumps({"type": "session.update", "session": {
             "type": "realtime", "output_modalities": ["text"]}}))
         events_until(connection, "session.updated")
+        connection.send(json.dumps({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "Hello " * 1000}]}}))
+        events_until(connection, "conversation.item.created")
         connection.send(json.dumps({"type": "response.create"}))
         deltas = 0
         while deltas < 4:
@@ -80,6 +91,8 @@ def test_a_response_the_client_leaves_is_recorded_estimated(
     [record] = realtime_records(governed)
     assert (record.key_id, record.model, record.usage_source) == (key_id, V1, "estimated")
     assert record.completion_tokens >= deltas
+    # its input what the client sent for it (6,000 characters): it had none
+    assert 1500 <= record.prompt_tokens < 1600
 
 
 def test_a_response_azure_drops_is_recorded_estimated(
@@ -143,3 +156,58 @@ def test_a_response_the_client_cancels_is_recorded_with_azures_usage(
     [record] = realtime_records(governed)
     assert (record.key_id, record.usage_source) == (key_id, "measured")
     assert record.completion_tokens == done["usage"]["output_tokens"] < 16
+
+
+DONE_SENT: list[bool] = []  # (the fake Azure's, in the test's process)
+USAGE = {"total_tokens": 57, "input_tokens": 50, "output_tokens": 7}
+
+
+async def _huge_done(socket: web.WebSocketResponse, event: dict[str, Any]) -> None:
+    """A response whose `response.done` is 8 MB (its text): more than a client that
+    reads nothing takes in, so the gateway waits to send it."""
+    if event.get("type") == "response.create":
+        await socket.send_str('{"type":"response.created","response":{"id":"resp_1"}}')
+        await socket.send_str('{"type":"response.output_text.delta","delta":"Hi"}')
+        await socket.send_str(json.dumps({"type": "response.done", "response": {
+            "id": "resp_1", "status": "completed", "usage": USAGE,
+            "output": [{"type": "message", "content": [{"text": "x" * 8_000_000}]}]}}))
+        DONE_SENT.append(True)
+
+
+def _client_frame(text: str) -> bytes:
+    """A masked text frame (RFC 6455 5.2), as a client sends it."""
+    data, mask = text.encode(), os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    return struct.pack("!BB", 0x81, 0x80 | len(data)) + mask + masked
+
+
+def test_a_response_done_waiting_for_a_client_that_leaves_is_recorded_once(
+    tmp_path: Path, start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    # The gateway was sending Azure's `response.done` to a client that read nothing, and
+    # the client left: the response was recorded by no one (its tally cleared before the
+    # send, its record made after it), though Azure counted it.
+    DONE_SENT.clear()
+    with serve(fake_azure(_huge_done)) as upstream:
+        gateway = start_gateway(gateway_settings(
+            upstream.url, database=f"sqlite:///{tmp_path / 'gw.db'}", deployment_config=[
+                {"model_name": V1, "deployment_name": V1, "endpoint": upstream.url,
+                 "api_key": AZURE_KEY, "api": "v1"}]))
+        with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.sendall(f"GET /v1/realtime?model={V1} HTTP/1.1\r\nHost: x\r\n"
+                           "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                           "Sec-WebSocket-Version: 13\r\n"
+                           f"Authorization: Bearer {CLIENT_KEY}\r\n\r\n".encode())
+            assert client.recv(12) == b"HTTP/1.1 101"
+            client.sendall(_client_frame('{"type":"response.create"}'))
+            until(lambda: bool(DONE_SENT), message="Azure's response.done was not sent")
+            time.sleep(0.2)  # (the gateway has it, and waits for the client to take it)
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        until(lambda: bool(realtime_records(gateway)), timeout=3,
+              message="the response was not recorded")
+        time.sleep(0.2)  # (a second record, if any, is written by now)
+        [record] = realtime_records(gateway)
+    assert (record.usage_source, record.prompt_tokens, record.completion_tokens) == (
+        "measured", 50, 7)

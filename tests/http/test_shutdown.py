@@ -4,6 +4,7 @@ to its end, even one whose reading had paused for a full body buffer."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from tests.http.engine import engine, read_reply, until
@@ -51,3 +52,37 @@ async def _send(writer: asyncio.StreamWriter, size: int) -> None:
     for _ in range(size // 65536):
         writer.write(b"x" * 65536)
         await writer.drain()
+
+
+class Flood(EngineTestApp):
+    """`/flood` streams until it is cancelled (noted in `events.calls`, beside the app's
+    own `cleanup`)."""
+
+    def __init__(self, events: Events) -> None:
+        super().__init__(events)
+        self.routes[("GET", "/flood")] = self.flood
+
+    async def flood(self, request: HttpRequest) -> Reply:
+        out = request.stream(200, {"content-type": "application/octet-stream"})
+        try:
+            while True:
+                await out.write(b"x" * 65536)
+        except asyncio.CancelledError:
+            self.events.calls.append("cancelled")  # (where a cut stream records its usage)
+            raise
+
+
+async def test_a_handler_its_client_does_not_read_is_cancelled_before_the_cleanup() -> None:
+    # Closing a connection whose client reads nothing never ends it (the transport waits
+    # to write its buffer first): its handler was not cancelled, and the app's cleanup
+    # (the ledger closed) came first; its `finally` ran, if ever, after it.
+    events = Events()
+    async with engine(Flood(events)) as e:
+        with socket.socket() as client:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # (never read)
+            client.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", e.port))
+            client.send(b"GET /flood HTTP/1.1\r\nHost: x\r\n\r\n")
+            await until(lambda: any(c.write_paused for c in e.server.connections))
+            await asyncio.wait_for(e.server.shutdown(0.05), 10)
+        assert events.calls[-2:] == ["cancelled", "cleanup"]

@@ -45,3 +45,26 @@ def test_audio_deltas_count_by_their_seconds() -> None:
     # two seconds, and the events' other characters, rounded up: 21 tokens
     assert usage["output_token_details"] == {"text_tokens": 0, "audio_tokens": 21}
     assert tally.usage(0) == usage  # (read, not consumed)
+
+
+def test_what_the_client_sent_since_the_last_response_is_input() -> None:
+    # The estimate's input was only the last response's total: a session's first
+    # response, cut, had none, whatever the client had sent for it.
+    tally = ResponseTally()
+    item = event("conversation.item.create", item={"text": "y" * 3928})
+    assert len(item) == 4000
+    tally.sent(item)
+    tally.sent(event("input_audio_buffer.append",
+                     audio=base64.b64encode(bytes(48_000)).decode()))  # a second
+    tally.feed(event("response.created"))
+    usage = tally.usage(100)
+    assert usage is not None
+    # a token per 4 characters; a second of audio, with its event's other characters: 11
+    assert usage["input_token_details"] == {"cached_tokens": 0, "text_tokens": 100 + 1000,
+                                            "audio_tokens": 11}
+    assert usage["input_tokens"] == usage["total_tokens"] == 1111
+    tally.clear()  # (a response done: Azure counted it)
+    tally.feed(event("response.created"))
+    assert tally.usage(100) == {**usage, "total_tokens": 100, "input_tokens": 100,
+                                "input_token_details": {"cached_tokens": 0, "text_tokens": 100,
+                                                        "audio_tokens": 0}}
