@@ -42,9 +42,14 @@ class CallerCircuits(dict[str, CircuitBreaker]):
         breaker = self.get(caller)
         return breaker is not None and breaker.state != "closed" and breaker.admit(now)
 
-    def failed(self, caller: str, now: float, threshold: int, open_seconds: float) -> bool:
-        """Count one of `caller`'s own failures; True when it opened its circuit."""
+    def failed(self, caller: str, now: float, threshold: int, open_seconds: float,
+               probe: bool = True) -> bool:
+        """Count one of `caller`'s own failures; True when it opened its circuit.
+        `probe`: False for an attempt that is not its half-open circuit's probe (one
+        sent before the circuit opened): only the probe's answer is the verdict."""
         breaker = self.get(caller)
+        if breaker is not None and not probe and breaker.state == "half-open":
+            return False
         if breaker is None:
             if len(self) >= MAX_CALLERS:
                 self._make_room()

@@ -100,12 +100,15 @@ class Lease:
     def _failed(self, now: float, own: bool) -> None:
         state, caller = self.state, caller_id(self._caller)
         owed, self._probe = self._probe, 0
-        if state.breaker.failed(now, caller, own):
+        breaker = state.breaker
+        # While half-open only the probe's answer is the verdict: a request sent before
+        # the circuit opened that fails now neither reopens it nor lets a second probe out.
+        if (breaker.state != "half-open" or owed & 1) and breaker.failed(now, caller, own):
             self._balancer.metrics.circuit_opened(self.deployment.deployment_name,
                                                   self.deployment.endpoint)
         if own:
-            breaker = state.breaker
-            if state.callers.failed(caller, now, breaker.threshold, breaker.open_seconds):
+            if state.callers.failed(caller, now, breaker.threshold, breaker.open_seconds,
+                                    bool(owed & _OWN_PROBE)):
                 breaker.forget(caller)
         elif owed & _OWN_PROBE:
             state.callers.abandoned(caller)  # no verdict on the caller's requests

@@ -4,6 +4,7 @@ plain data and the time passed in; and the balancer's leases doing it per caller
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -252,3 +253,48 @@ def test_a_callers_probe_left_unanswered_lets_its_next_request_probe() -> None:
     probe.done()  # the client left before an answer
     assert _attempt(b, pool, A, 200)
     assert not b.state.of(member.settings).callers
+
+
+def _in_flight(b: Balancer, pool: Pool, who: Caller) -> Any:
+    member = b.sole_ready(pool, b.clock(), who)
+    assert member is not None
+    return b.lease(member, _record(), b.clock(), who)
+
+
+@pytest.mark.parametrize("status", [500, 502])
+def test_a_request_sent_before_the_circuit_opened_is_not_the_half_open_probes_verdict(
+    status: int,
+) -> None:
+    b, pool, now = _balancer()
+    stale = _in_flight(b, pool, A)  # sent while the circuit was closed; answers late
+    for _ in range(2):
+        lease = _in_flight(b, pool, B)
+        lease.failed("upstream_unreachable")
+        lease.done()
+    now[0] += 10
+    probe = _in_flight(b, pool, B)
+    c = Caller(None, client="client:c")
+    assert b.sole_ready(pool, b.clock(), c) is None  # one probe at a time
+    stale.answered(status, {})
+    stale.done()
+    state = b.state.of(pool.deployments[0])
+    # main: the stale 500 let a second probe out while b's was in flight; its 502 reopened it
+    assert state.breaker.state == "half-open"
+    assert b.sole_ready(pool, b.clock(), c) is None
+    probe.answered(200, {})
+    probe.done()
+    assert b.sole_ready(pool, b.clock(), c) is not None
+
+
+def test_a_callers_request_sent_before_its_circuit_opened_is_not_its_probes_verdict() -> None:
+    b, pool, now = _balancer()
+    stale = _in_flight(b, pool, A)
+    assert _attempt(b, pool, A, 500) and _attempt(b, pool, A, 500)  # a's own circuit opens
+    now[0] += 10
+    probe = _in_flight(b, pool, A)
+    stale.answered(500, {})  # main: taken for the probe's verdict, a's circuit reopened
+    stale.done()
+    assert b.sole_ready(pool, b.clock(), A) is None  # a's probe is still out
+    probe.done()  # the probe's client left without a verdict: a's next request probes
+    assert _attempt(b, pool, A, 200)
+    assert not b.state.of(pool.deployments[0]).callers
