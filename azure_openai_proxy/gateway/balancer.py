@@ -127,10 +127,16 @@ class Lease:
             self._failed(now, status == _OWN_STATUS)
             return
         # Any other answer, a 429 or a 400 included, shows the deployment is up.
-        self._probe = 0
         state.breaker.succeeded()
         if state.callers:
-            state.callers.succeeded(caller_id(self._caller))
+            # Only a success shows the caller's requests work: a 400 or a 429 to its
+            # probe says nothing of them (a cheap bad request must not reset its circuit),
+            # so the next of its requests probes.
+            if status < 400:
+                state.callers.succeeded(caller_id(self._caller))
+            elif self._probe & _OWN_PROBE:
+                state.callers.abandoned(caller_id(self._caller))
+        self._probe = 0
         if status < 400:
             state.observe_latency((now - self._sent) * 1000, balancer.rules.latency_alpha)
 

@@ -298,3 +298,15 @@ def test_a_callers_request_sent_before_its_circuit_opened_is_not_its_probes_verd
     probe.done()  # the probe's client left without a verdict: a's next request probes
     assert _attempt(b, pool, A, 200)
     assert not b.state.of(pool.deployments[0]).callers
+
+
+@pytest.mark.parametrize("status", [400, 404])
+def test_a_callers_probe_answered_400_or_404_does_not_close_its_circuit(status: int) -> None:
+    b, pool, now = _balancer()
+    assert _attempt(b, pool, A, 500) and _attempt(b, pool, A, 500)
+    now[0] += 10
+    assert _attempt(b, pool, A, status)  # a cheap bad request as the probe
+    # main: its circuit closed, and a had a fresh streak of failures to spend
+    assert _attempt(b, pool, A, 500)  # the next request probes, fails: reopened at once
+    assert not _attempt(b, pool, A, 200)
+    assert _attempt(b, pool, B, 200)
