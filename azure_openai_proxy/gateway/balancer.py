@@ -88,7 +88,9 @@ class Lease:
         state.in_flight += 1
         # Which verdicts this attempt owes: 1, the deployment's half-open probe;
         # _OWN_PROBE, the probe of the caller's own circuit (looked for only when one exists).
-        self._probe: int = state.breaker.admit(now)
+        # (A closed breaker admits every attempt: not asked, a call saved per request.)
+        breaker = state.breaker
+        self._probe: int = breaker.state != "closed" and breaker.admit(now)
         if state.callers and state.callers.admit(caller_id(caller), now):
             self._probe |= _OWN_PROBE
 
@@ -126,8 +128,11 @@ class Lease:
         if status in _FAILED_STATUSES:
             self._failed(now, status == _OWN_STATUS)
             return
-        # Any other answer, a 429 or a 400 included, shows the deployment is up.
-        state.breaker.succeeded()
+        # Any other answer, a 429 or a 400 included, shows the deployment is up
+        # (a closed breaker without failures has nothing to undo: no call).
+        breaker = state.breaker
+        if breaker.failures or breaker.state != "closed":
+            breaker.succeeded()
         if state.callers:
             # Only a success shows the caller's requests work: a 400 or a 429 to its
             # probe says nothing of them (a cheap bad request must not reset its circuit),
@@ -306,11 +311,13 @@ class Balancer:
         (`failover(..., tried=)`) only when a second attempt may be needed."""
         members = self._members_of(pool)
         if len(members) == 1:
-            state = members[0].state
-            if state.available(now) and not (
-                state.callers and state.callers.blocks(caller_id(caller), now)
-            ):
-                return members[0]
+            member = members[0]
+            state = member.state
+            if not state.callers:  # (no caller's circuit here: nearly always)
+                if state.available(now):
+                    return member
+            elif state.open_to(caller_id(caller), now):
+                return member
         return None
 
     def lease(self, member: Member, record: RequestRecord, now: float,
