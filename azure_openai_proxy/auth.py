@@ -15,14 +15,13 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from azure_openai_proxy.balancing.callers import ANONYMOUS
 from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.governance.buckets import UsualLimits
 from azure_openai_proxy.governance.model import Team, VirtualKey
 
 __all__ = ["ANONYMOUS", "Caller", "ClientKeyring", "Decided", "bearer_token", "caller_id",
            "presented_beside", "presented_key"]
-
-ANONYMOUS = "anonymous"
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:

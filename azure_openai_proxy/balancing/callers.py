@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from azure_openai_proxy.balancing.circuit import CircuitBreaker
 
-__all__ = ["MAX_CALLERS", "CallerCircuits"]
+__all__ = ["ANONYMOUS", "MAX_CALLERS", "CallerCircuits"]
 
 MAX_CALLERS = 256
+# Every request without a key (no client keys, none passed through) is this one caller.
+ANONYMOUS = "anonymous"
 
 
 class CallerCircuits(dict[str, CircuitBreaker]):
@@ -65,6 +67,11 @@ class CallerCircuits(dict[str, CircuitBreaker]):
         breaker = self.get(caller)
         if breaker is not None:
             breaker.abandoned()
+
+    def state_of(self, caller: str) -> str:
+        """`caller`'s own circuit here: "closed" when it has none."""
+        breaker = self.get(caller)
+        return "closed" if breaker is None else breaker.state
 
     def open_count(self, now: float) -> int:
         """Callers kept off the deployment now (for health output: a count, no ids)."""

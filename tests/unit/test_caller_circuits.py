@@ -310,3 +310,19 @@ def test_a_callers_probe_answered_400_or_404_does_not_close_its_circuit(status: 
     assert _attempt(b, pool, A, 500)  # the next request probes, fails: reopened at once
     assert not _attempt(b, pool, A, 200)
     assert _attempt(b, pool, B, 200)
+
+
+def test_health_says_when_requests_without_a_key_are_held_off() -> None:
+    b, pool, now = _balancer()
+    nobody = Caller(None)
+    (row,) = b.snapshot(pool.deployments)
+    assert row["circuit_without_key"] == "closed"
+    assert _attempt(b, pool, nobody, 500) and _attempt(b, pool, nobody, 500)
+    assert not _attempt(b, pool, nobody, 200)  # every request without a key is held off
+    (row,) = b.snapshot(pool.deployments)
+    # main: only "circuit": "closed" and a count, though no request of this gateway is served
+    assert row["circuit"] == "closed" and row["circuit_without_key"] == "open"
+    now[0] += 10
+    assert _attempt(b, pool, nobody, 200)
+    (row,) = b.snapshot(pool.deployments)
+    assert row["circuit_without_key"] == "closed"
