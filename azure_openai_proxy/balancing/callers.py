@@ -8,9 +8,11 @@ Only that caller's success closes it: the others' successes prove the deployment
 not that this caller's requests do. Other callers keep using the deployment.
 
 Callers are many, so at most `MAX_CALLERS` are kept per deployment; a new one pushes out
-the oldest whose circuit is closed, else the oldest. A caller's entry goes at its first
-success. The map is empty on a healthy deployment, and the request path looks no further
-than that.
+the oldest whose circuit is closed. When every one kept is held off, a new caller's
+failures count for the deployment as everyone's (so many callers failing on their own is
+the deployment's doing), and no held-off caller is pushed out of its circuit. A caller's
+entry goes at its first success. The map is empty on a healthy deployment, and the
+request path looks no further than that.
 """
 
 from __future__ import annotations
@@ -58,6 +60,13 @@ class CallerCircuits(dict[str, CircuitBreaker]):
             breaker = self[caller] = CircuitBreaker(threshold, open_seconds)
         # Each failure here is the caller's own: counted as "sure" within its circuit.
         return breaker.failed(now, caller)
+
+    def full_without(self, caller: str) -> bool:
+        """Whether `caller` has no entry and every one kept holds its caller off: a new
+        entry would push out an open circuit, and that caller would escape it."""
+        return len(self) >= MAX_CALLERS and caller not in self and all(
+            breaker.state != "closed" for breaker in self.values()
+        )
 
     def succeeded(self, caller: str) -> None:
         self.pop(caller, None)

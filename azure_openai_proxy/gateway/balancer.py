@@ -103,6 +103,8 @@ class Lease:
         state, caller = self.state, caller_id(self._caller)
         owed, self._probe = self._probe, 0
         breaker = state.breaker
+        if own and state.callers.full_without(caller):
+            own = False  # (`CallerCircuits.full_without`)
         # While half-open only the probe's answer is the verdict: a request sent before
         # the circuit opened that fails now neither reopens it nor lets a second probe out.
         if (breaker.state != "half-open" or owed & 1) and breaker.failed(now, caller, own):

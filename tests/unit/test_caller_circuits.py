@@ -326,3 +326,14 @@ def test_health_says_when_requests_without_a_key_are_held_off() -> None:
     assert _attempt(b, pool, nobody, 200)
     (row,) = b.snapshot(pool.deployments)
     assert row["circuit_without_key"] == "closed"
+
+
+def test_a_new_caller_never_pushes_a_held_off_one_out_of_its_circuit() -> None:
+    b, pool, _ = _balancer(threshold=1)
+    for n in range(MAX_CALLERS):
+        assert _attempt(b, pool, Caller(None, client=f"client:{n}"), 500)
+    assert _attempt(b, pool, Caller(None, client="client:new"), 500)
+    # main: the oldest held-off caller was pushed out, its circuit with it, and it was served
+    assert not _attempt(b, pool, Caller(None, client="client:0"), 200)
+    # every kept caller held off: the new one's failure counted as everyone's
+    assert b.state.of(pool.deployments[0]).breaker.state == "open"
