@@ -337,3 +337,17 @@ def test_a_new_caller_never_pushes_a_held_off_one_out_of_its_circuit() -> None:
     assert not _attempt(b, pool, Caller(None, client="client:0"), 200)
     # every kept caller held off: the new one's failure counted as everyone's
     assert b.state.of(pool.deployments[0]).breaker.state == "open"
+
+
+def test_a_teams_keys_are_one_caller_and_cannot_open_it_for_other_teams() -> None:
+    b, pool, _ = _balancer()
+    one, two, other = (
+        Caller(None, key=VirtualKey(id=f"vk_{n}", name="n", secret_hash="h", prefix="p",
+                                    team_id=team))
+        for n, team in ((1, "t1"), (2, "t1"), (3, "t2"))
+    )
+    assert _attempt(b, pool, one, 500) and _attempt(b, pool, two, 500)  # one tenant, two keys
+    # main: a "streak of two callers": the deployment's circuit opened for every team
+    assert b.state.of(pool.deployments[0]).breaker.state == "closed"
+    assert not _attempt(b, pool, one, 200) and not _attempt(b, pool, two, 200)
+    assert _attempt(b, pool, other, 200)
