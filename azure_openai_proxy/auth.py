@@ -15,14 +15,13 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from azure_openai_proxy.balancing.callers import ANONYMOUS
 from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.governance.buckets import UsualLimits
 from azure_openai_proxy.governance.model import Team, VirtualKey
 
 __all__ = ["ANONYMOUS", "Caller", "ClientKeyring", "Decided", "bearer_token", "caller_id",
            "presented_beside", "presented_key"]
-
-ANONYMOUS = "anonymous"
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -74,13 +73,16 @@ class Caller:
 
 def caller_id(caller: Caller | None) -> str:
     """Who a request is for the circuit breakers (`balancing/callers.py`): its virtual
-    key's id, else its static client key (`Caller.client`, a hash), else, when the
-    gateway passes keys through, a hash of the Azure key the caller sent, else
-    "anonymous". Made when a request fails, not for every request."""
+    key's team, else its virtual key's id, else its static client key (`Caller.client`,
+    a hash), else, when the gateway passes keys through, a hash of the Azure key the
+    caller sent, else "anonymous". Made when a request fails, not for every request."""
     if caller is None:
         return ANONYMOUS
     if caller.key is not None:
-        return "key:" + caller.key.id
+        # A team is one tenant: its keys are one caller, or a tenant rotating its
+        # failing requests over two of its keys would open the circuit for all.
+        team = caller.key.team_id
+        return "key:" + caller.key.id if team is None else "team:" + team
     if caller.client is not None:
         return caller.client
     if caller.passthrough_key:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from azure_openai_proxy.balancing.callers import CallerCircuits
+from azure_openai_proxy.balancing.callers import ANONYMOUS, CallerCircuits
 from azure_openai_proxy.balancing.circuit import CircuitBreaker
 from azure_openai_proxy.settings import DeploymentSettings
 
@@ -71,7 +71,9 @@ class DeploymentState:
         return now < self.cooldown_until
 
     def available(self, now: float) -> bool:
-        return now >= self.cooldown_until and self.breaker.available(now)
+        # (A closed breaker, nearly always, is asked nothing: a call saved per request.)
+        breaker = self.breaker
+        return now >= self.cooldown_until and (breaker.state == "closed" or breaker.available(now))
 
     def available_at(self) -> float:
         return max(self.cooldown_until, self.breaker.available_at())
@@ -118,6 +120,9 @@ class DeploymentState:
             "consecutive_failures": breaker.failures,
             # Callers kept off by their own failures; the deployment serves the others.
             "callers_circuit_open": self.callers.open_count(now) if self.callers else 0,
+            # With no keys at all every request is that one caller: its circuit is the
+            # deployment's for all of them, whatever "circuit" says.
+            "circuit_without_key": self.callers.state_of(ANONYMOUS),
             "circuit_reopens_in": (
                 round(max(0.0, breaker.opened_until - now), 3) if breaker.state == "open" else None
             ),

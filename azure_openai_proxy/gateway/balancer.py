@@ -88,7 +88,9 @@ class Lease:
         state.in_flight += 1
         # Which verdicts this attempt owes: 1, the deployment's half-open probe;
         # _OWN_PROBE, the probe of the caller's own circuit (looked for only when one exists).
-        self._probe: int = state.breaker.admit(now)
+        # (A closed breaker admits every attempt: not asked, a call saved per request.)
+        breaker = state.breaker
+        self._probe: int = breaker.state != "closed" and breaker.admit(now)
         if state.callers and state.callers.admit(caller_id(caller), now):
             self._probe |= _OWN_PROBE
 
@@ -100,12 +102,17 @@ class Lease:
     def _failed(self, now: float, own: bool) -> None:
         state, caller = self.state, caller_id(self._caller)
         owed, self._probe = self._probe, 0
-        if state.breaker.failed(now, caller, own):
+        breaker = state.breaker
+        if own and state.callers.full_without(caller):
+            own = False  # (`CallerCircuits.full_without`)
+        # While half-open only the probe's answer is the verdict: a request sent before
+        # the circuit opened that fails now neither reopens it nor lets a second probe out.
+        if (breaker.state != "half-open" or owed & 1) and breaker.failed(now, caller, own):
             self._balancer.metrics.circuit_opened(self.deployment.deployment_name,
                                                   self.deployment.endpoint)
         if own:
-            breaker = state.breaker
-            if state.callers.failed(caller, now, breaker.threshold, breaker.open_seconds):
+            if state.callers.failed(caller, now, breaker.threshold, breaker.open_seconds,
+                                    bool(owed & _OWN_PROBE)):
                 breaker.forget(caller)
         elif owed & _OWN_PROBE:
             state.callers.abandoned(caller)  # no verdict on the caller's requests
@@ -123,11 +130,20 @@ class Lease:
         if status in _FAILED_STATUSES:
             self._failed(now, status == _OWN_STATUS)
             return
-        # Any other answer, a 429 or a 400 included, shows the deployment is up.
-        self._probe = 0
-        state.breaker.succeeded()
+        # Any other answer, a 429 or a 400 included, shows the deployment is up
+        # (a closed breaker without failures has nothing to undo: no call).
+        breaker = state.breaker
+        if breaker.failures or breaker.state != "closed":
+            breaker.succeeded()
         if state.callers:
-            state.callers.succeeded(caller_id(self._caller))
+            # Only a success shows the caller's requests work: a 400 or a 429 to its
+            # probe says nothing of them (a cheap bad request must not reset its circuit),
+            # so the next of its requests probes.
+            if status < 400:
+                state.callers.succeeded(caller_id(self._caller))
+            elif self._probe & _OWN_PROBE:
+                state.callers.abandoned(caller_id(self._caller))
+        self._probe = 0
         if status < 400:
             state.observe_latency((now - self._sent) * 1000, balancer.rules.latency_alpha)
 
@@ -297,11 +313,13 @@ class Balancer:
         (`failover(..., tried=)`) only when a second attempt may be needed."""
         members = self._members_of(pool)
         if len(members) == 1:
-            state = members[0].state
-            if state.available(now) and not (
-                state.callers and state.callers.blocks(caller_id(caller), now)
-            ):
-                return members[0]
+            member = members[0]
+            state = member.state
+            if not state.callers:  # (no caller's circuit here: nearly always)
+                if state.available(now):
+                    return member
+            elif state.open_to(caller_id(caller), now):
+                return member
         return None
 
     def lease(self, member: Member, record: RequestRecord, now: float,

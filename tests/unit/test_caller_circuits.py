@@ -4,6 +4,7 @@ plain data and the time passed in; and the balancer's leases doing it per caller
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -252,3 +253,101 @@ def test_a_callers_probe_left_unanswered_lets_its_next_request_probe() -> None:
     probe.done()  # the client left before an answer
     assert _attempt(b, pool, A, 200)
     assert not b.state.of(member.settings).callers
+
+
+def _in_flight(b: Balancer, pool: Pool, who: Caller) -> Any:
+    member = b.sole_ready(pool, b.clock(), who)
+    assert member is not None
+    return b.lease(member, _record(), b.clock(), who)
+
+
+@pytest.mark.parametrize("status", [500, 502])
+def test_a_request_sent_before_the_circuit_opened_is_not_the_half_open_probes_verdict(
+    status: int,
+) -> None:
+    b, pool, now = _balancer()
+    stale = _in_flight(b, pool, A)  # sent while the circuit was closed; answers late
+    for _ in range(2):
+        lease = _in_flight(b, pool, B)
+        lease.failed("upstream_unreachable")
+        lease.done()
+    now[0] += 10
+    probe = _in_flight(b, pool, B)
+    c = Caller(None, client="client:c")
+    assert b.sole_ready(pool, b.clock(), c) is None  # one probe at a time
+    stale.answered(status, {})
+    stale.done()
+    state = b.state.of(pool.deployments[0])
+    # main: the stale 500 let a second probe out while b's was in flight; its 502 reopened it
+    assert state.breaker.state == "half-open"
+    assert b.sole_ready(pool, b.clock(), c) is None
+    probe.answered(200, {})
+    probe.done()
+    assert b.sole_ready(pool, b.clock(), c) is not None
+
+
+def test_a_callers_request_sent_before_its_circuit_opened_is_not_its_probes_verdict() -> None:
+    b, pool, now = _balancer()
+    stale = _in_flight(b, pool, A)
+    assert _attempt(b, pool, A, 500) and _attempt(b, pool, A, 500)  # a's own circuit opens
+    now[0] += 10
+    probe = _in_flight(b, pool, A)
+    stale.answered(500, {})  # main: taken for the probe's verdict, a's circuit reopened
+    stale.done()
+    assert b.sole_ready(pool, b.clock(), A) is None  # a's probe is still out
+    probe.done()  # the probe's client left without a verdict: a's next request probes
+    assert _attempt(b, pool, A, 200)
+    assert not b.state.of(pool.deployments[0]).callers
+
+
+@pytest.mark.parametrize("status", [400, 404])
+def test_a_callers_probe_answered_400_or_404_does_not_close_its_circuit(status: int) -> None:
+    b, pool, now = _balancer()
+    assert _attempt(b, pool, A, 500) and _attempt(b, pool, A, 500)
+    now[0] += 10
+    assert _attempt(b, pool, A, status)  # a cheap bad request as the probe
+    # main: its circuit closed, and a had a fresh streak of failures to spend
+    assert _attempt(b, pool, A, 500)  # the next request probes, fails: reopened at once
+    assert not _attempt(b, pool, A, 200)
+    assert _attempt(b, pool, B, 200)
+
+
+def test_health_says_when_requests_without_a_key_are_held_off() -> None:
+    b, pool, now = _balancer()
+    nobody = Caller(None)
+    (row,) = b.snapshot(pool.deployments)
+    assert row["circuit_without_key"] == "closed"
+    assert _attempt(b, pool, nobody, 500) and _attempt(b, pool, nobody, 500)
+    assert not _attempt(b, pool, nobody, 200)  # every request without a key is held off
+    (row,) = b.snapshot(pool.deployments)
+    # main: only "circuit": "closed" and a count, though no request of this gateway is served
+    assert row["circuit"] == "closed" and row["circuit_without_key"] == "open"
+    now[0] += 10
+    assert _attempt(b, pool, nobody, 200)
+    (row,) = b.snapshot(pool.deployments)
+    assert row["circuit_without_key"] == "closed"
+
+
+def test_a_new_caller_never_pushes_a_held_off_one_out_of_its_circuit() -> None:
+    b, pool, _ = _balancer(threshold=1)
+    for n in range(MAX_CALLERS):
+        assert _attempt(b, pool, Caller(None, client=f"client:{n}"), 500)
+    assert _attempt(b, pool, Caller(None, client="client:new"), 500)
+    # main: the oldest held-off caller was pushed out, its circuit with it, and it was served
+    assert not _attempt(b, pool, Caller(None, client="client:0"), 200)
+    # every kept caller held off: the new one's failure counted as everyone's
+    assert b.state.of(pool.deployments[0]).breaker.state == "open"
+
+
+def test_a_teams_keys_are_one_caller_and_cannot_open_it_for_other_teams() -> None:
+    b, pool, _ = _balancer()
+    one, two, other = (
+        Caller(None, key=VirtualKey(id=f"vk_{n}", name="n", secret_hash="h", prefix="p",
+                                    team_id=team))
+        for n, team in ((1, "t1"), (2, "t1"), (3, "t2"))
+    )
+    assert _attempt(b, pool, one, 500) and _attempt(b, pool, two, 500)  # one tenant, two keys
+    # main: a "streak of two callers": the deployment's circuit opened for every team
+    assert b.state.of(pool.deployments[0]).breaker.state == "closed"
+    assert not _attempt(b, pool, one, 200) and not _attempt(b, pool, two, 200)
+    assert _attempt(b, pool, other, 200)
