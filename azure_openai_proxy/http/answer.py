@@ -85,10 +85,14 @@ async def serve_request(conn: _HttpConnection, request: FastRequest) -> bool:
         await _write_whole(conn, server.app.refusal(
             500, "The gateway hit an unexpected error.", "internal_error"), request, False)
         keep_alive = False
-    if keep_alive and body is not None and not body.done:
+    if (body is not None and not body.done and not body.expect_continue and not conn.rejected
+            and not conn.closed and (keep_alive or isinstance(reply, Answer))):
         # Read and drop the rest of the body (even past the size limit, for a while:
         # a client still uploading when its 413 is sent must be able to read it, not
-        # get a reset), so the connection can serve its next request.
+        # get a reset), so the connection can serve its next request. A connection
+        # that closes after a whole answer (`Connection: close`, HTTP/1.0) closes once
+        # the body has ended: closed with the upload unread, the kernel resets it and
+        # the client's next send fails before it reads the answer.
         body.discard()
         conn.discarding = body
         conn.discard_until = body.received + max(server.max_body_bytes, _LINGER_BYTES)

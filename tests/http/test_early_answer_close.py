@@ -1,0 +1,43 @@
+"""An answer given before the request's body was read (a 401 for a bad key, a 413, a
+429) on a connection that closes after it (`Connection: close`, HTTP/1.0 without
+keep-alive: what nginx sends an upstream by default) reaches a client still uploading:
+the rest of the body is read and dropped, then the connection closes. Closing at once
+with the upload unread makes the kernel reset it: the client's next send fails with a
+broken pipe, and a proxy in front turns that into a 502."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from tests.http.engine import engine
+
+_BODY = 4 * 1024 * 1024  # well past what the socket buffers hold on loopback
+
+
+@pytest.mark.parametrize("head", [
+    b"POST /reject HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n",
+    b"POST /reject HTTP/1.0\r\nContent-Length: %d\r\n\r\n",
+], ids=["connection-close", "http10"])
+async def test_an_upload_answered_early_is_read_to_its_end_then_closed(head: bytes) -> None:
+    loop = asyncio.get_running_loop()
+    async with engine() as e:
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.setblocking(False)
+        try:
+            await loop.sock_connect(client, ("127.0.0.1", e.port))
+            await loop.sock_sendall(client, head % _BODY)
+            # The answer comes before any of the body: the handler does not read it.
+            answer = await asyncio.wait_for(loop.sock_recv(client, 65536), 10)
+            assert answer.startswith(b"HTTP/1.1 401 ")
+            assert b"Connection: close\r\n" in answer
+            # The client uploads its body all the same (it had started to): no reset.
+            await asyncio.wait_for(loop.sock_sendall(client, b"a" * _BODY), 20)
+            while data := await asyncio.wait_for(loop.sock_recv(client, 65536), 10):
+                answer += data
+            assert answer.endswith(b'{"error":{}}')  # then the server closed, cleanly
+        finally:
+            client.close()
+        assert e.server.connections == set()
