@@ -62,7 +62,9 @@ async def serve_request(conn: _HttpConnection, request: FastRequest) -> bool:
     stream = request.started_stream
     body = request.body
     # A client still waiting for "100 Continue" never sends that body: close instead.
-    keep_alive = request.keep_alive and (body is None or body.done or not body.expect_continue)
+    # (One that has sent part of it does not wait: its wait for "100 Continue" is short.)
+    keep_alive = request.keep_alive and (body is None or body.done or not body.expect_continue
+                                         or body.received > 0)
     if stream is not None:
         if reply is not stream and not stream.drop_pending_head():
             # An answer had started on the wire when the handler answered anew (an
@@ -85,7 +87,8 @@ async def serve_request(conn: _HttpConnection, request: FastRequest) -> bool:
         await _write_whole(conn, server.app.refusal(
             500, "The gateway hit an unexpected error.", "internal_error"), request, False)
         keep_alive = False
-    if (body is not None and not body.done and not body.expect_continue and not conn.rejected
+    if (body is not None and not body.done and not conn.rejected
+            and not (body.expect_continue and not body.received)
             and not conn.closed and (keep_alive or isinstance(reply, Answer))):
         # Read and drop the rest of the body (even past the size limit, for a while:
         # a client still uploading when its 413 is sent must be able to read it, not

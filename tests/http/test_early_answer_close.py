@@ -41,3 +41,28 @@ async def test_an_upload_answered_early_is_read_to_its_end_then_closed(head: byt
         finally:
             client.close()
         assert e.server.connections == set()
+
+
+async def test_an_upload_sent_without_waiting_for_100_continue_is_read_after_an_early_answer(
+) -> None:
+    """`Expect: 100-continue`, yet the body comes at once (a client's wait for "100
+    Continue" is short: curl's is a second, .NET's 350 ms): the client is not waiting,
+    so an early answer is not the connection's last. Only a client that has sent none of
+    its body is taken to wait, and its connection closes after the answer."""
+    loop = asyncio.get_running_loop()
+    async with engine() as e:
+        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        client.setblocking(False)
+        try:
+            await loop.sock_connect(client, ("127.0.0.1", e.port))
+            head = (b"POST /reject HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                    b"Content-Length: %d\r\n\r\n" % _BODY)
+            await loop.sock_sendall(client, head + b"a" * 1024)
+            answer = await asyncio.wait_for(loop.sock_recv(client, 65536), 10)
+            assert answer.startswith(b"HTTP/1.1 401 ") and b"Connection: close" not in answer
+            await asyncio.wait_for(loop.sock_sendall(client, b"a" * (_BODY - 1024)), 20)
+            await loop.sock_sendall(client, b"GET /echo?q=next HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = await asyncio.wait_for(loop.sock_recv(client, 65536), 10)
+            assert reply.startswith(b"HTTP/1.1 200 ") and b"x-query: next\r\n" in reply
+        finally:
+            client.close()
