@@ -8,13 +8,29 @@ broken pipe, and a proxy in front turns that into a 502."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.http.engine import engine
+from tests.http.engine import Engine, engine
 
 _BODY = 4 * 1024 * 1024  # well past what the socket buffers hold on loopback
+
+
+@contextlib.asynccontextmanager
+async def _client(e: Engine, head: bytes) -> AsyncIterator[tuple[socket.socket, bytes]]:
+    """A raw client that sent `head` and read the answer that came back at once."""
+    loop = asyncio.get_running_loop()
+    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    client.setblocking(False)
+    try:
+        await loop.sock_connect(client, ("127.0.0.1", e.port))
+        await loop.sock_sendall(client, head)
+        yield client, await asyncio.wait_for(loop.sock_recv(client, 65536), 10)
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize("head", [
@@ -24,13 +40,8 @@ _BODY = 4 * 1024 * 1024  # well past what the socket buffers hold on loopback
 async def test_an_upload_answered_early_is_read_to_its_end_then_closed(head: bytes) -> None:
     loop = asyncio.get_running_loop()
     async with engine() as e:
-        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        client.setblocking(False)
-        try:
-            await loop.sock_connect(client, ("127.0.0.1", e.port))
-            await loop.sock_sendall(client, head % _BODY)
-            # The answer comes before any of the body: the handler does not read it.
-            answer = await asyncio.wait_for(loop.sock_recv(client, 65536), 10)
+        # The answer comes before any of the body: the handler does not read it.
+        async with _client(e, head % _BODY) as (client, answer):
             assert answer.startswith(b"HTTP/1.1 401 ")
             assert b"Connection: close\r\n" in answer
             # The client uploads its body all the same (it had started to): no reset.
@@ -38,8 +49,6 @@ async def test_an_upload_answered_early_is_read_to_its_end_then_closed(head: byt
             while data := await asyncio.wait_for(loop.sock_recv(client, 65536), 10):
                 answer += data
             assert answer.endswith(b'{"error":{}}')  # then the server closed, cleanly
-        finally:
-            client.close()
         assert e.server.connections == set()
 
 
@@ -50,19 +59,11 @@ async def test_an_upload_sent_without_waiting_for_100_continue_is_read_after_an_
     so an early answer is not the connection's last. Only a client that has sent none of
     its body is taken to wait, and its connection closes after the answer."""
     loop = asyncio.get_running_loop()
-    async with engine() as e:
-        client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        client.setblocking(False)
-        try:
-            await loop.sock_connect(client, ("127.0.0.1", e.port))
-            head = (b"POST /reject HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                    b"Content-Length: %d\r\n\r\n" % _BODY)
-            await loop.sock_sendall(client, head + b"a" * 1024)
-            answer = await asyncio.wait_for(loop.sock_recv(client, 65536), 10)
-            assert answer.startswith(b"HTTP/1.1 401 ") and b"Connection: close" not in answer
-            await asyncio.wait_for(loop.sock_sendall(client, b"a" * (_BODY - 1024)), 20)
-            await loop.sock_sendall(client, b"GET /echo?q=next HTTP/1.1\r\nHost: x\r\n\r\n")
-            reply = await asyncio.wait_for(loop.sock_recv(client, 65536), 10)
-            assert reply.startswith(b"HTTP/1.1 200 ") and b"x-query: next\r\n" in reply
-        finally:
-            client.close()
+    head = (b"POST /reject HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % _BODY)
+    async with engine() as e, _client(e, head + b"a" * 1024) as (client, answer):
+        assert answer.startswith(b"HTTP/1.1 401 ") and b"Connection: close" not in answer
+        await asyncio.wait_for(loop.sock_sendall(client, b"a" * (_BODY - 1024)), 20)
+        await loop.sock_sendall(client, b"GET /echo?q=next HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = await asyncio.wait_for(loop.sock_recv(client, 65536), 10)
+        assert reply.startswith(b"HTTP/1.1 200 ") and b"x-query: next\r\n" in reply
