@@ -62,7 +62,9 @@ async def serve_request(conn: _HttpConnection, request: FastRequest) -> bool:
     stream = request.started_stream
     body = request.body
     # A client still waiting for "100 Continue" never sends that body: close instead.
-    keep_alive = request.keep_alive and (body is None or body.done or not body.expect_continue)
+    # (One that has sent part of it does not wait: its wait for "100 Continue" is short.)
+    keep_alive = request.keep_alive and (body is None or body.done or not body.expect_continue
+                                         or body.received > 0)
     if stream is not None:
         if reply is not stream and not stream.drop_pending_head():
             # An answer had started on the wire when the handler answered anew (an
@@ -85,10 +87,15 @@ async def serve_request(conn: _HttpConnection, request: FastRequest) -> bool:
         await _write_whole(conn, server.app.refusal(
             500, "The gateway hit an unexpected error.", "internal_error"), request, False)
         keep_alive = False
-    if keep_alive and body is not None and not body.done:
+    if (body is not None and not body.done and not conn.rejected
+            and not (body.expect_continue and not body.received)
+            and not conn.closed and (keep_alive or isinstance(reply, Answer))):
         # Read and drop the rest of the body (even past the size limit, for a while:
         # a client still uploading when its 413 is sent must be able to read it, not
-        # get a reset), so the connection can serve its next request.
+        # get a reset), so the connection can serve its next request. A connection
+        # that closes after a whole answer (`Connection: close`, HTTP/1.0) closes once
+        # the body has ended: closed with the upload unread, the kernel resets it and
+        # the client's next send fails before it reads the answer.
         body.discard()
         conn.discarding = body
         conn.discard_until = body.received + max(server.max_body_bytes, _LINGER_BYTES)

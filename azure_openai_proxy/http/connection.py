@@ -287,7 +287,9 @@ class _HttpConnection(asyncio.Protocol):
         self.framing = _NOT_CHUNKED
         if self.discarding is not None:
             self.discarding = None
-            if not self.serving and not self.pending:
+            if self.closing:
+                self.close()  # its answer was the connection's last
+            elif not self.serving and not self.pending:
                 self.wait_idle()  # an answered request's unread body ended
         elif self.parsing is not None and self.parsing.body is not None:
             self.parsing.body.finish()
@@ -410,6 +412,9 @@ class _HttpConnection(asyncio.Protocol):
                     self._write_and_close(item)
                     return
                 if not await serve_request(self, item) or self.closing or self.closed:
+                    if self.discarding is not None and not self.closed:
+                        self.closing = True  # the body's end closes (`on_message_complete`)
+                        return
                     if self.pending and isinstance(self.pending[0], bytes):
                         # The next request could not be parsed: its error, then close.
                         self._write_and_close(self.pending[0])
