@@ -122,6 +122,9 @@ _PAUSE = 50e-6
 # budgets' book) at most this often, or when a flush asks: each is a system call or a
 # statement, and each lets the GIL go and waits to have it back.
 _MAINTAIN_EVERY = 0.5
+# Records a request past the buffer's bound spools on the event loop, at most (~13 µs
+# each: ~3 ms; all past half the bound at once, 50,000 and 100,000 kept, stalled it 7 s).
+_OVERFLOW_MOST = 256
 
 
 class LedgerWriter:
@@ -435,11 +438,11 @@ class LedgerWriter:
 
     def _overflow(self) -> None:
         # The thread is behind (a slow database): spool the oldest records now rather
-        # than let the buffer grow without bound. Rare, and a single append. On the event
-        # loop: never wait for the spool's lock (a replay holds it for its whole
-        # database write); if it is held, the records stay queued and the next request
-        # past the bound tries again.
-        taken = self._spool(self._queue, len(self._queue) - self._max // 2, block=False)
+        # than let the buffer grow without bound; on the event loop, a chunk at most and
+        # none of the rows the spool keeps (the thread's). Never wait for the spool's lock
+        # (a replay holds it); held, the next request past the bound tries again.
+        count = min(len(self._queue) - self._max // 2, _OVERFLOW_MOST)
+        taken = self._spool(self._queue, count, block=False)
         pending = self.guard.pending()
         if taken and pending:
             # Their costs stay held until the book has them: the writer's refresh.
@@ -454,7 +457,7 @@ class LedgerWriter:
             return []
         rows = records if isinstance(records, list) else (
             lambda: self._take(count, block=block))
-        taken, problem = self._spool_file.append(rows, block=block)
+        taken, problem = self._spool_file.append(rows, block=block, with_kept=block)
         if problem is not None:
             self._unspooled(records, taken, count, problem)
             return []
@@ -462,8 +465,7 @@ class LedgerWriter:
 
     def _unspooled(self, records: list[LedgerRow] | deque[Queued],
                    taken: list[LedgerRow], count: int, problem: str) -> None:
-        """The spool could not be written: say what became of the records (those taken
-        wait in the spool's memory: it says so)."""
+        """The spool could not be written: say what became of the records not taken."""
         if isinstance(records, list) or taken:
             if taken and not isinstance(records, list):
                 # Taken from the queue by the event loop: their holds go now, their costs

@@ -245,3 +245,34 @@ def test_a_batch_whose_spool_cannot_even_be_opened_waits_in_memory(tmp_path: Pat
     finally:
         ledger.close()
     assert stored(path) == ["req-0", "req-1", "req-2"]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_request_past_the_buffers_bound_spools_a_chunk_not_the_whole_excess(
+        tmp_path: Path) -> None:
+    """The event loop's overflow spooled all past half the bound at once, and with it
+    every row kept in memory (a full disk before): 50,000 and 100,000 rows priced and
+    serialised in one request, a 7 s stall. Now a chunk (256) a request past the bound,
+    and the rows kept are left to the writer's thread; none is lost."""
+    path = tmp_path / "gw.db"
+    path.mkdir()  # the database cannot be opened
+    ledger = writer(path, max_buffer=2000)
+    ledger.spool_path.symlink_to("/dev/full")
+    for n in range(2001):  # past the bound once: the spool is full, rows kept
+        ledger.add(finished(n))
+    assert ledger.waiting < 2000
+    n = 2001
+    ledger.spool_path.unlink()  # room again
+    lines, written = 0, []
+    for _ in range(1500):
+        ledger.add(finished(n))
+        n += 1
+        if ledger.spool_path.exists():
+            now = ledger.spool_path.read_bytes().count(b"\n")
+            if now > lines:
+                written.append(now - lines)
+            lines = now
+    assert written and max(written) <= 256, written
+    path.rmdir()
+    ledger.close()  # never started: everything queued or kept is written
+    assert stored(path) == sorted(f"req-{i}" for i in range(n))
