@@ -4,8 +4,9 @@ from which they are replayed once it is back (idempotent: request_id is unique).
 
 Every worker of a database shares its spool: an append and a replay each hold the
 file's lock (`flock`) for their whole work, and a replay removes the file while it holds
-it, so an append that waited for it opens the new one. A line cut by a crash is skipped;
-the rest still counts (an append after it starts a line of its own). A record the
+it, so an append that waited for it opens the new one. A line cut by a crash (or
+damaged) is skipped, kept in `<spool>.refused` (bounded) with a warning; the rest still
+counts (an append after it starts a line of its own). A record the
 database refuses whatever its state (a value it cannot store or sum) is set aside in
 `<spool>.refused` with an error logged, so that it does not stop the replay, nor the
 retention and budgets' refresh that follow it.
@@ -144,11 +145,30 @@ class LedgerSpool:
             if os.fstat(spool.fileno()).st_nlink == 0:
                 return done or None
             # a database error raises: the spool stays
-            written, refused = _write_all(store, _batches(spool, batch))
+            damaged = _Damaged()
+            written, refused = _write_all(store, _batches(spool, batch, damaged))
             if refused:
                 self._set_aside(refused)  # raises OSError: the spool stays
+            if damaged.count:
+                self._keep_damaged(damaged)
             self.path.unlink()
         return done + written - len(refused)
+
+    def _keep_damaged(self, damaged: _Damaged) -> None:
+        """Lines that read as no record (cut by a crash, damaged): the first of them
+        kept beside the spool for the operator, with one warning."""
+        refused = self.path.with_name(self.path.name + ".refused")
+        try:
+            with open(refused, "ab") as file:
+                file.write(b"".join(damaged.lines))
+        except OSError as exc:
+            log.warning("usage ledger: %d spool lines were no record (a line cut by a "
+                        "crash, or damaged) and are skipped; they could not be kept in %s "
+                        "(%s)", damaged.count, refused, exc.strerror or exc)
+            return
+        log.warning("usage ledger: %d spool lines were no record (a line cut by a crash, "
+                    "or damaged) and are skipped; %d of them kept in %s", damaged.count,
+                    len(damaged.lines), refused)
 
     def _set_aside(self, rows: list[LedgerRow]) -> None:
         """Rows the database refuses whatever its state (a value it cannot store): kept
@@ -207,10 +227,40 @@ def _one_by_one(store: LedgerStore, rows: list[LedgerRow]) -> list[LedgerRow]:
     return refused
 
 
-def _batches(lines: Iterable[bytes], size: int) -> Iterator[list[LedgerRow]]:
-    """The rows of the lines that read as records (`_from_line`), `size` at a time."""
-    rows = filter(None, map(_from_line, lines))
-    while part := list(islice(rows, size)):
+# The bytes of a spool's damaged lines kept in `.refused` at most, per replay.
+_DAMAGED_KEPT = 1 << 20
+
+
+class _Damaged:
+    """A replay's lines that read as no record: counted, the first of them kept (up to
+    `_DAMAGED_KEPT` bytes: a damaged spool may be all garbage)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lines: list[bytes] = []
+        self._room = _DAMAGED_KEPT
+
+    def add(self, line: bytes) -> None:
+        self.count += 1
+        if len(line) <= self._room:
+            self._room -= len(line)
+            self.lines.append(line if line.endswith(b"\n") else line + b"\n")
+
+
+def _batches(lines: Iterable[bytes], size: int, damaged: _Damaged,
+             ) -> Iterator[list[LedgerRow]]:
+    """The rows of the lines that read as records (`_from_line`), `size` at a time; the
+    others, but blank ones, go to `damaged`."""
+    def rows() -> Iterator[LedgerRow]:
+        for line in lines:
+            row = _from_line(line)
+            if row is not None:
+                yield row
+            elif line.strip():
+                damaged.add(line)
+
+    read = rows()
+    while part := list(islice(read, size)):
         yield part
 
 

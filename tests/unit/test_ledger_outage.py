@@ -276,3 +276,25 @@ def test_a_request_past_the_buffers_bound_spools_a_chunk_not_the_whole_excess(
     path.rmdir()
     ledger.close()  # never started: everything queued or kept is written
     assert stored(path) == sorted(f"req-{i}" for i in range(n))
+
+
+def test_a_spool_line_that_reads_as_no_record_is_kept_aside_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A line cut by a crash or damaged was dropped without a word: now the replay keeps
+    it in `<spool>.refused` for the operator (the first MiB of such lines: a spool may be
+    all garbage) and logs one warning with their count. The good records still count."""
+    good = [orjson.dumps(dataclasses.asdict(record(n)), option=orjson.OPT_APPEND_NEWLINE)
+            for n in range(3)]
+    cut = good[0][:30] + b"\n"  # a worker killed mid-append, the next append after it
+    garbage = b"\x00" * (2 << 20) + b"\n"  # counted, too long to keep
+    damaged = orjson.dumps({**dataclasses.asdict(record(9)), "usage_source": "x"}) + b"\n"
+    spool = LedgerSpool(tmp_path / "gw.db.spool.jsonl")
+    spool.path.write_bytes(b"".join([good[0], cut, good[1], garbage, b"\n", damaged,
+                                     good[2][:-1]]))
+    store = LedgerStore.open(tmp_path / "gw.db")
+    with caplog.at_level("WARNING", logger="azure_openai_proxy"):
+        assert spool.replay(store, 2) == 3
+    store.close()
+    assert (tmp_path / "gw.db.spool.jsonl.refused").read_bytes() == cut + damaged
+    warnings = [r.getMessage() for r in caplog.records if "no record" in r.getMessage()]
+    assert len(warnings) == 1 and "3 spool lines" in warnings[0]
