@@ -241,7 +241,7 @@ class LedgerWriter:
             self._share.release()  # a thread never started (or `start` failed)
         else:
             self._spool(self._take(len(self._queue)))
-        self._spool_file.lose_kept()
+        self._spool_file.close()
 
     # -- the thread --------------------------------------------------------------------
 

@@ -110,8 +110,11 @@ class LedgerSpool:
                       "(%d at most) until the database or the spool takes them", self.path,
                       problem, self._most)
 
-    def lose_kept(self) -> None:
-        """At exit: the rows still kept are lost; say so."""
+    def close(self) -> None:
+        """At exit: the rows still kept go to the spool if it takes them now (room again,
+        the database still failing), else they are lost; say so."""
+        if self._kept:
+            self.append([])
         if self._kept:
             log.error("usage ledger: %d records neither the database nor the spool %s "
                       "took are lost at exit", len(self._take_kept()), self.path)

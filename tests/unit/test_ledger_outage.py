@@ -298,3 +298,31 @@ def test_a_spool_line_that_reads_as_no_record_is_kept_aside_with_a_warning(
     assert (tmp_path / "gw.db.spool.jsonl.refused").read_bytes() == cut + damaged
     warnings = [r.getMessage() for r in caplog.records if "no record" in r.getMessage()]
     assert len(warnings) == 1 and "3 spool lines" in warnings[0]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_records_kept_in_memory_go_to_the_spool_at_exit_when_it_has_room_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A full disk (the database and the spool both fail): the writer's batches wait in
+    memory. Room again but the database still unavailable (here, never openable), and a
+    SIGTERM with nothing queued: those rows were lost at exit, though the spool would
+    take them; they go to it, and are written once the database is back."""
+    path = tmp_path / "gw.db"
+    path.mkdir()  # the database cannot be opened
+    ledger = writer(path)
+    ledger.spool_path.symlink_to("/dev/full")
+    ledger.start()
+    with caplog.at_level("ERROR", logger="azure_openai_proxy"):
+        try:
+            for n in range(3):
+                ledger.add(finished(n))
+            assert ledger.flush() and ledger.waiting == 0
+            ledger.spool_path.unlink()  # room again
+        finally:
+            ledger.close()
+    assert not any("lost" in r.getMessage() for r in caplog.records)
+    path.rmdir()
+    store = LedgerStore.open(path)
+    assert LedgerSpool(ledger.spool_path).replay(store, 100) == 3
+    store.close()
+    assert stored(path) == ["req-0", "req-1", "req-2"]
