@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -44,7 +45,11 @@ class LedgerSpool:
     def __init__(self, path: Path, most: int = 100_000) -> None:
         self.path = path
         self._most = most
-        self._kept: deque[LedgerRow] = deque()  # appended and taken from two threads
+        # Kept and taken by the event loop and the writer's thread: under the lock (a
+        # take of one popleft at a time met another's and raised IndexError, the rows
+        # it had taken lost, into a request when on the event loop)
+        self._kept: deque[LedgerRow] = deque(maxlen=most)  # past it, the oldest go
+        self._kept_lock = threading.Lock()
 
     @property
     def kept(self) -> int:
@@ -89,20 +94,23 @@ class LedgerSpool:
 
     def _take_kept(self) -> list[LedgerRow]:
         kept = self._kept
-        return [kept.popleft() for _ in range(len(kept))]  # each popleft is atomic
+        with self._kept_lock:
+            taken = list(kept)
+            kept.clear()
+        return taken
 
     def _keep(self, rows: list[LedgerRow], problem: str | None = None) -> None:
         """Keep `rows` in memory (`problem`: why the spool did not take them, logged when
         they are the first to wait)."""
-        kept = self._kept
-        waiting = len(kept)
         # Their label ids let go (as a spooled line has none): the database they are
         # written to may be another file by then (restored), whose ids name others.
-        kept.extend((*row[:2], 0, *row[3:]) if row[2] else row for row in rows)
-        lost = len(kept) - self._most
+        unlabelled = [(*row[:2], 0, *row[3:]) if row[2] else row for row in rows]
+        kept = self._kept
+        with self._kept_lock:
+            waiting = len(kept)
+            kept.extend(unlabelled)
+        lost = waiting + len(unlabelled) - self._most
         if lost > 0:
-            for _ in range(lost):
-                kept.popleft()
             log.error("usage ledger: neither the database nor the spool %s takes records: "
                       "the %d oldest of those waiting in memory are lost", self.path, lost)
         elif problem is not None and not waiting and rows:

@@ -4,8 +4,12 @@ the spool, a report asked while the database is gone, the UTC day at its last in
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import sqlite3
+import sys
+import threading
+import time
 import tracemalloc
 from collections import Counter
 from pathlib import Path
@@ -15,7 +19,7 @@ import pytest
 
 from azure_openai_proxy.gateway.ledgerspool import LedgerSpool
 from azure_openai_proxy.governance.budget import day_of
-from azure_openai_proxy.store.ledger import LedgerStore
+from azure_openai_proxy.store.ledger import LedgerStore, row_of
 from azure_openai_proxy.store.usage_report import read_usage
 from tests.unit.test_ledger_store import record, rollups
 from tests.unit.test_ledger_writer import NOW, finished, stored, writer
@@ -326,3 +330,44 @@ def test_records_kept_in_memory_go_to_the_spool_at_exit_when_it_has_room_again(
     assert LedgerSpool(ledger.spool_path).replay(store, 100) == 3
     store.close()
     assert stored(path) == ["req-0", "req-1", "req-2"]
+
+
+def test_rows_kept_by_one_thread_and_taken_by_another_are_each_kept_or_taken_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The event loop keeps rows (its overflow's append failed) while the writer's
+    thread takes them (a replay): a take of one popleft at a time met the other's drop
+    of the oldest and raised IndexError (into a request, on the event loop), the rows
+    it had taken lost without a word."""
+    monkeypatch.setattr(logging.getLogger("azure_openai_proxy"), "disabled", True)
+    spool = LedgerSpool(tmp_path / "gw.db.spool.jsonl", 50)
+    rows = [row_of(record(n)) for n in range(20)]
+    counts, errors = {"given": 0, "taken": 0}, []
+    stop = time.monotonic() + 1.0
+
+    def keep() -> None:
+        try:
+            while time.monotonic() < stop and not errors:
+                spool._keep(rows)
+                counts["given"] += len(rows)
+        except Exception as exc:
+            errors.append(exc)
+
+    def take() -> None:
+        try:
+            while time.monotonic() < stop and not errors:
+                counts["taken"] += len(spool._take_kept())
+        except Exception as exc:
+            errors.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=keep), threading.Thread(target=take)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert not errors
+    assert counts["taken"] + spool.kept <= counts["given"]
