@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import sqlite3
 import sys
 import threading
@@ -371,3 +372,21 @@ def test_rows_kept_by_one_thread_and_taken_by_another_are_each_kept_or_taken_onc
         sys.setswitchinterval(interval)
     assert not errors
     assert counts["taken"] + spool.kept <= counts["given"]
+
+
+@pytest.mark.parametrize("name", ["a?b.db", "a#b.db", "a%20b.db", "a b.db", "ü.db",
+                                  os.fsdecode(b"\xff.db")])
+def test_a_usage_report_reads_a_database_whatever_its_file_name(
+        tmp_path: Path, name: str) -> None:
+    """The report opens the database by a `file:` URI (mode=rw: never made): a name
+    with `?`, `#`, `%` or a space is quoted, and so is one not in UTF-8 (an undecodable
+    byte is a lone surrogate in the str: quoting the str raised UnicodeEncodeError, a
+    500 from /admin/usage, a traceback from the `usage` command). Missing, it is a
+    sqlite3.Error (a 503), whatever its name."""
+    path = tmp_path / "d" / name
+    with pytest.raises(sqlite3.Error):
+        read_usage(path, "key", 0.0, None)
+    store = LedgerStore.open(path)
+    store.write([record(1)])
+    store.close()
+    assert [row["requests"] for row in read_usage(path, "key", 0.0, None)] == [1]
