@@ -12,15 +12,19 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from azure_openai_proxy.gateway.ledgerrows import RowPricer
 from azure_openai_proxy.gateway.ledgerspool import LedgerSpool
 from azure_openai_proxy.governance.budget import day_of
-from azure_openai_proxy.store.ledger import LedgerStore, row_of
+from azure_openai_proxy.governance.prices import PriceTable
+from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore, row_of
 from azure_openai_proxy.store.usage_report import read_usage
 from tests.unit.test_ledger_store import record, rollups
 from tests.unit.test_ledger_writer import NOW, finished, stored, writer
@@ -390,3 +394,34 @@ def test_a_usage_report_reads_a_database_whatever_its_file_name(
     store.write([record(1)])
     store.close()
     assert [row["requests"] for row in read_usage(path, "key", 0.0, None)] == [1]
+
+
+_MIDNIGHTS = st.integers(0, 2_932_000).map(lambda d: d * 86400.0)
+_TIMES = st.one_of(
+    st.floats(0.0, 253_402_300_000.0),  # to year 9999
+    _MIDNIGHTS.map(lambda m: math.nextafter(m, 0.0)),  # the float below a midnight
+    st.tuples(_MIDNIGHTS, st.floats(-2e-6, 2e-6)).map(lambda t: max(0.0, t[0] + t[1])))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(times=st.lists(_TIMES, min_size=1, max_size=6))
+def test_a_records_day_is_one_whether_priced_by_the_writer_replayed_or_reported(
+        tmp_path_factory: pytest.TempPathFactory, times: list[float]) -> None:
+    """The writer's rows carry their UTC day (its rollups and the budgets' book); a
+    replayed line's is day_of's; `usage --by day` is the store's SQL. The writer's took
+    the floor of the time, the other two round it to the microsecond first: a record of
+    a day's last half microsecond went to that day's rollups when written at once and
+    to the next day's when replayed (and the report said the next). Non-negative times
+    only: SQL truncates a negative one, and no clock gives one."""
+    pricer = RowPricer(PriceTable.shipped(), {})
+    rows: list[LedgerRow] = []
+    queue = deque((finished(n, total_ms=0.0), t) for n, t in enumerate(times))
+    pricer.take(queue, len(times), rows, (0.0, 0.0, ""))
+    assert [row[0] for row in rows] == times
+    path = tmp_path_factory.mktemp("day") / "gw.db"
+    store = LedgerStore.open(path)
+    store.write_rows(rows)
+    by_day = {row["day"]: row["requests"] for row in store.usage("day", 0.0, 3e11)}
+    store.close()
+    assert [row[14] for row in rows] == [day_of(t) for t in times]
+    assert by_day == dict(Counter(map(day_of, times)))
