@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from azure_openai_proxy.gateway.ledgerrows import RowPricer
@@ -405,6 +405,8 @@ _TIMES = st.one_of(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(times=st.lists(_TIMES, min_size=1, max_size=6))
+@example(times=[1.0, math.nextafter(86400.0, 0.0)])  # the day's window, then its end
+@example(times=[math.nextafter(86400.0, 0.0), 1.0])  # its end, then the day
 def test_a_records_day_is_one_whether_priced_by_the_writer_replayed_or_reported(
         tmp_path_factory: pytest.TempPathFactory, times: list[float]) -> None:
     """The writer's rows carry their UTC day (its rollups and the budgets' book); a
