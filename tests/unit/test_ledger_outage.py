@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from azure_openai_proxy.gateway.ledgerrows import RowPricer
 from azure_openai_proxy.gateway.ledgerspool import LedgerSpool
+from azure_openai_proxy.gateway.pipeline import _request_id_source
 from azure_openai_proxy.governance.budget import day_of
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore, row_of
@@ -427,3 +428,13 @@ def test_a_records_day_is_one_whether_priced_by_the_writer_replayed_or_reported(
     store.close()
     assert [row[14] for row in rows] == [day_of(t) for t in times]
     assert by_day == dict(Counter(map(day_of, times)))
+
+
+def test_request_ids_of_many_processes_do_not_meet() -> None:
+    """The ledger keeps one record per request id (INSERT OR IGNORE: a spool replayed
+    twice counts once), so two processes whose ids meet lose the later one's records.
+    Each process's ids are a random prefix and a counter from 1: with 32 random bits,
+    among 2**18 processes (worker starts over a retention's 90 days) two shared one
+    ~99.97% of the time; with 64, ~2e-9."""
+    firsts = [_request_id_source()() for _ in range(1 << 18)]
+    assert len(set(firsts)) == len(firsts)
