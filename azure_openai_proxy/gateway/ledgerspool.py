@@ -50,6 +50,7 @@ class LedgerSpool:
         # it had taken lost, into a request when on the event loop)
         self._kept: deque[LedgerRow] = deque(maxlen=most)  # past it, the oldest go
         self._kept_lock = threading.Lock()
+        self._unreadable = False  # the spool could not be opened by the last replay
 
     @property
     def kept(self) -> int:
@@ -151,6 +152,16 @@ class LedgerSpool:
             spool = open(self.path, "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
             return done or None
+        except OSError as exc:
+            # A directory there, no permission: said once, and the writer's cycle goes
+            # on (raised, it was a database failure every cycle: the budgets' refresh
+            # never ran, and the ids it lets go piled up in memory).
+            if not self._unreadable:
+                log.warning("usage ledger: the spool %s cannot be read (%s): it is not "
+                            "replayed until it can be", self.path, exc.strerror or exc)
+            self._unreadable = True
+            return done or None
+        self._unreadable = False
         with spool:
             fcntl.flock(spool, fcntl.LOCK_EX)
             if os.fstat(spool.fileno()).st_nlink == 0:

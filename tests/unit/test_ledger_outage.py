@@ -437,3 +437,29 @@ def test_request_ids_of_many_processes_do_not_meet() -> None:
     ~99.97% of the time; with 64, ~2e-9."""
     firsts = [_request_id_source()() for _ in range(1 << 18)]
     assert len(set(firsts)) == len(firsts)
+
+
+def test_a_spool_that_cannot_be_read_stops_neither_the_budgets_refresh_nor_the_writer(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The database works but the spool's path cannot be opened (a directory there, no
+    permission): its replay raised every cycle, taken for a database failure (the store
+    closed, "database unavailable" logged), and the budgets' refresh after it never ran:
+    other workers' spend unseen, and the ids of every record written kept in memory for
+    a refresh that never came. Now one warning, and the rest of the cycle runs."""
+    path = tmp_path / "gw.db"
+    ledger = writer(path)
+    ledger.spool_path.mkdir()
+    other = LedgerStore.open(path)  # another worker's record, key k2
+    other.write([record(9, key="k2", cost=1.5)])
+    other.close()
+    with caplog.at_level("WARNING", logger="azure_openai_proxy"):
+        ledger.start()  # the budgets' book read (the clock stands still: only then)
+        try:
+            for n in range(3):
+                ledger.add(finished(n))
+            assert ledger.flush()
+            assert ledger.guard.book.spent(("key", "k2"), "") == pytest.approx(1.5)
+        finally:
+            ledger.close()
+    assert ledger.failures == 0 and stored(path) == ["req-0", "req-1", "req-2", "req-9"]
+    assert sum("cannot be read" in r.getMessage() for r in caplog.records) == 1
