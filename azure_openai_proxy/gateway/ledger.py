@@ -22,10 +22,10 @@ in the database, off the request path, and nothing is lost.
         whichever worker wrote them
 
 The deque is bounded (`max_buffer`): past it, the oldest records go to the spool from
-the event loop (their held costs wait for a book that has them, or are let go if they
-could not be written). `close()` (SIGTERM, via the app's cleanup) writes or spools
-everything left; a reload asks for a flush. A database failure is logged, never raised
-into a request.
+the event loop (their held costs wait for a book that has them, as they do while the
+spool cannot take them and they wait in memory). `close()` (SIGTERM, via the app's
+cleanup) writes or spools everything left; a reload asks for a flush. A database
+failure is logged, never raised into a request.
 
 The ledger is on when a `database` is configured (`ledger_enabled`).
 """
@@ -122,6 +122,9 @@ _PAUSE = 50e-6
 # budgets' book) at most this often, or when a flush asks: each is a system call or a
 # statement, and each lets the GIL go and waits to have it back.
 _MAINTAIN_EVERY = 0.5
+# Records a request past the buffer's bound spools on the event loop, at most (~13 µs
+# each: ~3 ms; all past half the bound at once, 50,000 and 100,000 kept, stalled it 7 s).
+_OVERFLOW_MOST = 256
 
 
 class LedgerWriter:
@@ -238,7 +241,7 @@ class LedgerWriter:
             self._share.release()  # a thread never started (or `start` failed)
         else:
             self._spool(self._take(len(self._queue)))
-        self._spool_file.lose_kept()
+        self._spool_file.close()
 
     # -- the thread --------------------------------------------------------------------
 
@@ -421,7 +424,8 @@ class LedgerWriter:
             while spooled:
                 awaiting.add(spooled.popleft())
             # Before the database is read: a spool replayed is committed, then removed.
-            spool_gone = bool(awaiting) and not self.spool_path.exists()
+            spool_gone = (bool(awaiting) and not self.spool_path.exists()
+                          and not self._spool_file.kept)  # nor rows kept in memory
             since = earliest_period_start(self._clock())
             read_at = self.guard.book_read_started()  # what was committed before is in it
             rows, recorded = store.spend_and_recorded(since, awaiting)
@@ -435,11 +439,11 @@ class LedgerWriter:
 
     def _overflow(self) -> None:
         # The thread is behind (a slow database): spool the oldest records now rather
-        # than let the buffer grow without bound. Rare, and a single append. On the event
-        # loop: never wait for the spool's lock (a replay holds it for its whole
-        # database write); if it is held, the records stay queued and the next request
-        # past the bound tries again.
-        taken = self._spool(self._queue, len(self._queue) - self._max // 2, block=False)
+        # than let the buffer grow without bound; on the event loop, a chunk at most and
+        # none of the rows the spool keeps (the thread's). Never wait for the spool's lock
+        # (a replay holds it); held, the next request past the bound tries again.
+        count = min(len(self._queue) - self._max // 2, _OVERFLOW_MOST)
+        taken = self._spool(self._queue, count, block=False)
         pending = self.guard.pending()
         if taken and pending:
             # Their costs stay held until the book has them: the writer's refresh.
@@ -449,31 +453,19 @@ class LedgerWriter:
                count: int = 0, *, block: bool = True) -> list[LedgerRow]:
         """Append `records` to the spool; or, given the queue, `count` records taken from
         it once the lock is held (`block=False`: only if it is free at once). Returns
-        the rows written."""
+        the rows taken: written, or kept in memory by the spool when it cannot be (their
+        holds wait as a written one's: let go, their costs were in no book until then)."""
         if not records:
             return []
         rows = records if isinstance(records, list) else (
             lambda: self._take(count, block=block))
-        taken, problem = self._spool_file.append(rows, block=block)
-        if problem is not None:
-            self._unspooled(records, taken, count, problem)
-            return []
-        return taken
-
-    def _unspooled(self, records: list[LedgerRow] | deque[Queued],
-                   taken: list[LedgerRow], count: int, problem: str) -> None:
-        """The spool could not be written: say what became of the records (those taken
-        wait in the spool's memory: it says so)."""
-        if isinstance(records, list) or taken:
-            if taken and not isinstance(records, list):
-                # Taken from the queue by the event loop: their holds go now, their costs
-                # in the book once written (the writer's own batches: in _drain).
-                self.guard.release(r[1] for r in taken)
-        else:
+        taken, problem = self._spool_file.append(rows, block=block, with_kept=block)
+        if problem is not None and not taken and not isinstance(records, list):
             log.error("usage ledger: cannot write the spool %s (%s): the %d oldest of %d "
                       "queued records stay in memory; the next request past the buffer's "
                       "bound tries again", self.spool_path, problem, count,
                       len(records))
+        return taken
 
     def _replay(self, store: LedgerStore) -> bool:
         """Write the spool's records to the database, then remove it. True if any."""

@@ -186,8 +186,14 @@ class RowPricer:
             total = record.total_ms
             arrived = ended - total / 1000
             if not start <= arrived < end:
+                # day_of's day (the time rounded to the microsecond, as the store's SQL
+                # and a replayed line's), not the floor's; the window kept is the day
+                # but its first and last microsecond, where the two may differ (a time
+                # in those: no window, the next record's day is looked up again)
                 start = arrived - arrived % 86400
-                end, day = start + 86400, day_of(start)
+                start, end, day = start + 1e-6, start + 86400 - 1e-6, day_of(arrived)
+                if not start <= arrived < end:
+                    end = start
             usage = record.usage
             if usage:
                 # `count_tokens` inline for chat's usage as Azure sends it (counts and both

@@ -4,8 +4,9 @@ from which they are replayed once it is back (idempotent: request_id is unique).
 
 Every worker of a database shares its spool: an append and a replay each hold the
 file's lock (`flock`) for their whole work, and a replay removes the file while it holds
-it, so an append that waited for it opens the new one. A line cut by a crash is skipped;
-the rest still counts (an append after it starts a line of its own). A record the
+it, so an append that waited for it opens the new one. A line cut by a crash (or
+damaged) is skipped, kept in `<spool>.refused` (bounded) with a warning; the rest still
+counts (an append after it starts a line of its own). A record the
 database refuses whatever its state (a value it cannot store or sum) is set aside in
 `<spool>.refused` with an error logged, so that it does not stop the replay, nor the
 retention and budgets' refresh that follow it.
@@ -13,11 +14,11 @@ retention and budgets' refresh that follow it.
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import logging
 import os
 import sqlite3
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -44,7 +45,12 @@ class LedgerSpool:
     def __init__(self, path: Path, most: int = 100_000) -> None:
         self.path = path
         self._most = most
-        self._kept: deque[LedgerRow] = deque()  # appended and taken from two threads
+        # Kept and taken by the event loop and the writer's thread: under the lock (a
+        # take of one popleft at a time met another's and raised IndexError, the rows
+        # it had taken lost, into a request when on the event loop)
+        self._kept: deque[LedgerRow] = deque(maxlen=most)  # past it, the oldest go
+        self._kept_lock = threading.Lock()
+        self._unreadable = False  # the spool could not be opened by the last replay
 
     @property
     def kept(self) -> int:
@@ -52,9 +58,11 @@ class LedgerSpool:
         return len(self._kept)
 
     def append(self, rows: list[LedgerRow] | Callable[[], list[LedgerRow]], *,
-               block: bool = True) -> tuple[list[LedgerRow], str | None]:
+               block: bool = True, with_kept: bool = True,
+               ) -> tuple[list[LedgerRow], str | None]:
         """Append `rows`, or those `rows()` takes once the lock is held (`block=False`:
-        only if it is free at once), after the rows kept: the rows written and None;
+        only if it is free at once), after the rows kept (`with_kept`; the event loop's
+        appends leave them to the thread's): the rows written and None;
         nothing written and None when the lock was busy; or, when the file cannot be
         written, the rows taken (kept in memory) and why."""
         taken: list[LedgerRow] = []
@@ -71,10 +79,9 @@ class LedgerSpool:
                     if status.st_nlink == 0:
                         continue  # replayed and removed while we waited: open it again
                     taken = rows if isinstance(rows, list) else rows()
-                    kept = self._take_kept()
-                    spool.write(_cut_line_ended(spool.fileno(), status.st_size) + b"".join(
-                        orjson.dumps(dataclasses.asdict(record_of(r)),
-                                     option=orjson.OPT_APPEND_NEWLINE) for r in (*kept, *taken)))
+                    kept = self._take_kept() if with_kept else []
+                    spool.write(_cut_line_ended(spool.fileno(), status.st_size)
+                                + _lines((*kept, *taken)))
                 return taken, None
             except OSError as exc:
                 # Kept whole, even if some lines went in before the error: the database
@@ -88,20 +95,23 @@ class LedgerSpool:
 
     def _take_kept(self) -> list[LedgerRow]:
         kept = self._kept
-        return [kept.popleft() for _ in range(len(kept))]  # each popleft is atomic
+        with self._kept_lock:
+            taken = list(kept)
+            kept.clear()
+        return taken
 
     def _keep(self, rows: list[LedgerRow], problem: str | None = None) -> None:
         """Keep `rows` in memory (`problem`: why the spool did not take them, logged when
         they are the first to wait)."""
-        kept = self._kept
-        waiting = len(kept)
         # Their label ids let go (as a spooled line has none): the database they are
         # written to may be another file by then (restored), whose ids name others.
-        kept.extend((*row[:2], 0, *row[3:]) if row[2] else row for row in rows)
-        lost = len(kept) - self._most
+        unlabelled = [(*row[:2], 0, *row[3:]) if row[2] else row for row in rows]
+        kept = self._kept
+        with self._kept_lock:
+            waiting = len(kept)
+            kept.extend(unlabelled)
+        lost = waiting + len(unlabelled) - self._most
         if lost > 0:
-            for _ in range(lost):
-                kept.popleft()
             log.error("usage ledger: neither the database nor the spool %s takes records: "
                       "the %d oldest of those waiting in memory are lost", self.path, lost)
         elif problem is not None and not waiting and rows:
@@ -109,8 +119,11 @@ class LedgerSpool:
                       "(%d at most) until the database or the spool takes them", self.path,
                       problem, self._most)
 
-    def lose_kept(self) -> None:
-        """At exit: the rows still kept are lost; say so."""
+    def close(self) -> None:
+        """At exit: the rows still kept go to the spool if it takes them now (room again,
+        the database still failing), else they are lost; say so."""
+        if self._kept:
+            self.append([])
         if self._kept:
             log.error("usage ledger: %d records neither the database nor the spool %s "
                       "took are lost at exit", len(self._take_kept()), self.path)
@@ -139,16 +152,45 @@ class LedgerSpool:
             spool = open(self.path, "rb")  # noqa: SIM115 - closed below
         except FileNotFoundError:
             return done or None
+        except OSError as exc:
+            # A directory there, no permission: said once, and the writer's cycle goes
+            # on (raised, it was a database failure every cycle: the budgets' refresh
+            # never ran, and the ids it lets go piled up in memory).
+            if not self._unreadable:
+                log.warning("usage ledger: the spool %s cannot be read (%s): it is not "
+                            "replayed until it can be", self.path, exc.strerror or exc)
+            self._unreadable = True
+            return done or None
+        self._unreadable = False
         with spool:
             fcntl.flock(spool, fcntl.LOCK_EX)
             if os.fstat(spool.fileno()).st_nlink == 0:
                 return done or None
             # a database error raises: the spool stays
-            written, refused = _write_all(store, _batches(spool, batch))
+            damaged = _Damaged()
+            written, refused = _write_all(store, _batches(spool, batch, damaged))
             if refused:
                 self._set_aside(refused)  # raises OSError: the spool stays
+            if damaged.count:
+                self._keep_damaged(damaged)
             self.path.unlink()
         return done + written - len(refused)
+
+    def _keep_damaged(self, damaged: _Damaged) -> None:
+        """Lines that read as no record (cut by a crash, damaged): the first of them
+        kept beside the spool for the operator, with one warning."""
+        refused = self.path.with_name(self.path.name + ".refused")
+        try:
+            with open(refused, "ab") as file:
+                file.write(b"".join(damaged.lines))
+        except OSError as exc:
+            log.warning("usage ledger: %d spool lines were no record (a line cut by a "
+                        "crash, or damaged) and are skipped; they could not be kept in %s "
+                        "(%s)", damaged.count, refused, exc.strerror or exc)
+            return
+        log.warning("usage ledger: %d spool lines were no record (a line cut by a crash, "
+                    "or damaged) and are skipped; %d of them kept in %s", damaged.count,
+                    len(damaged.lines), refused)
 
     def _set_aside(self, rows: list[LedgerRow]) -> None:
         """Rows the database refuses whatever its state (a value it cannot store): kept
@@ -156,10 +198,16 @@ class LedgerSpool:
         with it, the retention and the budgets' refresh that come after it)."""
         refused = self.path.with_name(self.path.name + ".refused")
         with open(refused, "ab") as file:
-            file.write(b"".join(orjson.dumps(dataclasses.asdict(record_of(r)),
-                                             option=orjson.OPT_APPEND_NEWLINE) for r in rows))
+            file.write(_lines(rows))
         log.error("usage ledger: %d spooled records the database refuses set aside in %s",
                   len(rows), refused)
+
+
+def _lines(rows: Iterable[LedgerRow]) -> bytes:
+    """`rows` as the spool's lines: a record each, its fields in order (orjson reads the
+    dataclass itself, ~5 µs a row; through `dataclasses.asdict`, ~60)."""
+    return b"".join(orjson.dumps(record_of(r), option=orjson.OPT_APPEND_NEWLINE)
+                    for r in rows)
 
 
 def _cut_line_ended(fd: int, size: int) -> bytes:
@@ -201,10 +249,40 @@ def _one_by_one(store: LedgerStore, rows: list[LedgerRow]) -> list[LedgerRow]:
     return refused
 
 
-def _batches(lines: Iterable[bytes], size: int) -> Iterator[list[LedgerRow]]:
-    """The rows of the lines that read as records (`_from_line`), `size` at a time."""
-    rows = filter(None, map(_from_line, lines))
-    while part := list(islice(rows, size)):
+# The bytes of a spool's damaged lines kept in `.refused` at most, per replay.
+_DAMAGED_KEPT = 1 << 20
+
+
+class _Damaged:
+    """A replay's lines that read as no record: counted, the first of them kept (up to
+    `_DAMAGED_KEPT` bytes: a damaged spool may be all garbage)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lines: list[bytes] = []
+        self._room = _DAMAGED_KEPT
+
+    def add(self, line: bytes) -> None:
+        self.count += 1
+        if len(line) <= self._room:
+            self._room -= len(line)
+            self.lines.append(line if line.endswith(b"\n") else line + b"\n")
+
+
+def _batches(lines: Iterable[bytes], size: int, damaged: _Damaged,
+             ) -> Iterator[list[LedgerRow]]:
+    """The rows of the lines that read as records (`_from_line`), `size` at a time; the
+    others, but blank ones, go to `damaged`."""
+    def rows() -> Iterator[LedgerRow]:
+        for line in lines:
+            row = _from_line(line)
+            if row is not None:
+                yield row
+            elif line.strip():
+                damaged.add(line)
+
+    read = rows()
+    while part := list(islice(read, size)):
         yield part
 
 

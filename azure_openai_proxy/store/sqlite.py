@@ -50,8 +50,10 @@ def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True)
         target: str | Path = path
     else:
-        # `file://` and an empty authority: the path as given ("//x" is a path, not a host)
-        target = f"file://{quote(str(path.absolute()))}?mode=rw"
+        # `file://` and an empty authority: the path as given ("//x" is a path, not a host);
+        # its bytes quoted, not its str: a name not in UTF-8 (an undecodable byte is a
+        # lone surrogate in the str) was a UnicodeEncodeError, a 500 from /admin/usage
+        target = f"file://{quote(os.fsencode(path.absolute()))}?mode=rw"
     connection = sqlite3.connect(target, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                  check_same_thread=False, uri=not create)
     connection.execute("PRAGMA journal_mode=WAL")
