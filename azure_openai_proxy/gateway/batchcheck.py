@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 
 from azure_openai_proxy.auth import Caller
-from azure_openai_proxy.errors import MalformedBody, ModelNotAllowed
+from azure_openai_proxy.errors import ModelNotAllowed
 from azure_openai_proxy.gateway.affinity import folded
 from azure_openai_proxy.gateway.budgethold import refuse_unmetered
-from azure_openai_proxy.gateway.governed import deployment_allowed
+from azure_openai_proxy.gateway.governed import deployment_allowed, values_named
 from azure_openai_proxy.gateway.ownership import BatchNotAllowed, ObjectOwners
 from azure_openai_proxy.gateway.spool import SpooledBody
 from azure_openai_proxy.routing import Pool, RoutingTable
@@ -57,7 +57,7 @@ async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller:
         return
     graders = _GRADED.get(operation)
     if graders is not None and body is not None:
-        for model in _grader_models(body.get(graders)):
+        for model in values_named(body.get(graders), "model"):
             if not deployment_allowed(key.models, table, pool, model):
                 raise ModelNotAllowed(model)
     if operation != "batches":
@@ -79,32 +79,6 @@ async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller:
 # use on the resource the request goes to; any other name is refused: what it runs on
 # cannot be known here). Validating a grader runs none.
 _GRADED = {"fine_tuning/alpha/graders/run": "grader", "fine_tuning/jobs": "method"}
-# The most values of a grader walked: graders nest (a multi grader's `graders`) a few
-# deep; a body past this is refused rather than judged in part.
-_MOST_GRADER_VALUES = 10_000
-
-
-def _grader_models(node: Any) -> list[str]:
-    """Every value under a key that folds to `model` (`Model` too: a case-insensitive
-    binder reads it) in `node`, a grader or a job's method, however nested."""
-    found: list[str] = []
-    stack, budget = [node], _MOST_GRADER_VALUES
-    while stack:
-        budget -= 1
-        if budget < 0:
-            raise MalformedBody("The request's graders hold too many values to judge.")
-        value = stack.pop()
-        if isinstance(value, dict):
-            for name, inner in value.items():
-                if isinstance(inner, str) and folded(name) == "model":
-                    found.append(inner)
-                else:
-                    stack.append(inner)
-        elif isinstance(value, list):
-            stack.extend(value)
-    return found
-
-
 # A `purpose` field is a word ("batch", "fine-tune", ...): a longer one is not read.
 _MOST_PURPOSE_BYTES = 256
 

@@ -36,6 +36,7 @@ from azure_openai_proxy.gateway.governed import (
     PLAIN_CHAT_NAMES,
     Held,
     admit_local,
+    check_data_sources_allowed,
     check_image_allowed,
     failed,
     hold,
@@ -255,6 +256,7 @@ class Gateway:
             # key: re-encoded (cheaper than a search), or a large body shown to repeat none.
             body.canonical = True
             prompt_chars = plain_chat_chars(json)
+            check_data_sources_allowed(models, self.table, routed[0], json)  # On Your Data's
             if prompt_chars < 0:  # a message that is not a role and a string: files?
                 files = chat_file_ids(body.raw, json)
                 if files:
