@@ -59,6 +59,7 @@ __all__ = [
     "admit_local",
     "check_data_sources_allowed",
     "check_image_allowed",
+    "check_named_deployments",
     "deployment_allowed",
     "failed",
     "hold",
@@ -274,6 +275,18 @@ def deployment_allowed(patterns: tuple[str, ...], table: RoutingTable, pool: Poo
     return True
 
 
+def check_named_deployments(patterns: tuple[str, ...], table: RoutingTable, pool: Pool,
+                            body: Mapping[str, Any] | None, headers: Mapping[str, str],
+                            operation: str) -> None:
+    """A key's allow-list (`patterns`, not empty) applied to the deployments a request
+    runs beside its model's: a Responses request's image tool's (`check_image_allowed`),
+    a chat's data sources' (`check_data_sources_allowed`)."""
+    if operation == "responses":
+        check_image_allowed(patterns, table, pool, body, headers)
+    elif operation == "chat/completions":
+        check_data_sources_allowed(patterns, table, pool, body)
+
+
 def check_data_sources_allowed(patterns: tuple[str, ...], table: RoutingTable, pool: Pool,
                                body: Mapping[str, Any] | None) -> None:
     """A key's allow-list (when it has one) applied to the deployments a chat's `data_sources` (Azure's On
@@ -281,7 +294,7 @@ def check_data_sources_allowed(patterns: tuple[str, ...], table: RoutingTable, p
     deployment of the resource the chat goes to, which Azure runs (and bills) to embed
     the query; judged as a hosted image tool's deployment is (`deployment_allowed`)."""
     if not patterns or not body or "data_sources" not in body:
-        return  # nearly every chat: a call and three tests
+        return
     for name in values_named(body.get("data_sources"), "deployment_name"):
         if not deployment_allowed(patterns, table, pool, name):
             raise ModelNotAllowed(name)
