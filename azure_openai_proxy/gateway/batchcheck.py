@@ -22,7 +22,7 @@ from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import ModelNotAllowed
 from azure_openai_proxy.gateway.affinity import folded
 from azure_openai_proxy.gateway.budgethold import refuse_unmetered
-from azure_openai_proxy.gateway.governed import deployment_allowed
+from azure_openai_proxy.gateway.governed import deployment_allowed, values_named
 from azure_openai_proxy.gateway.ownership import BatchNotAllowed, ObjectOwners
 from azure_openai_proxy.gateway.spool import SpooledBody
 from azure_openai_proxy.routing import Pool, RoutingTable
@@ -47,11 +47,20 @@ async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller:
     spelled the same (it let a key allowed `gpt-4o` run a line on another model's
     deployment named `gpt-4o`). `pool` is where the batch is sent: the resource holding
     its input file when known (recorded with its owner, or seen made by this worker:
-    gateway/poolchoice.py), else every resource it may go to, each judged."""
+    gateway/poolchoice.py), else every resource it may go to, each judged. The model a
+    grader runs on (a grader run's, a reinforcement fine-tuning job's: `_GRADED`) is
+    judged as a line's."""
     refuse_unmetered(caller, operation, body)
     key = caller.key
     assert key is not None
-    if not key.models or operation != "batches":
+    if not key.models:
+        return
+    graders = _GRADED.get(operation)
+    if graders is not None and body is not None:
+        for model in values_named(body.get(graders), "model"):
+            if not deployment_allowed(key.models, table, pool, model):
+                raise ModelNotAllowed(model)
+    if operation != "batches":
         return
     file_id = body.get("input_file_id") if body is not None else None
     owned = await owners.get(file_id) if isinstance(file_id, str) else None
@@ -64,6 +73,12 @@ async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller:
             raise ModelNotAllowed(model)
 
 
+# Where a POST names the graders it runs on a model Azure bills (a grader run's `grader`;
+# a reinforcement fine-tuning job's `method.reinforcement.grader`), each judged by a
+# key's allow-list as a batch line's model is (the name of a deployment of a model it may
+# use on the resource the request goes to; any other name is refused: what it runs on
+# cannot be known here). Validating a grader runs none.
+_GRADED = {"fine_tuning/alpha/graders/run": "grader", "fine_tuning/jobs": "method"}
 # A `purpose` field is a word ("batch", "fine-tune", ...): a longer one is not read.
 _MOST_PURPOSE_BYTES = 256
 

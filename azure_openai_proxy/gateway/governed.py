@@ -13,8 +13,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from azure_openai_proxy.auth import Caller
-from azure_openai_proxy.errors import GatewayError, KeyRateLimited, ModelNotAllowed, UpstreamError
-from azure_openai_proxy.gateway.affinity import MAX_REFERENCE_VALUES
+from azure_openai_proxy.errors import (
+    GatewayError,
+    KeyRateLimited,
+    MalformedBody,
+    ModelNotAllowed,
+    UpstreamError,
+)
+from azure_openai_proxy.gateway.affinity import MAX_REFERENCE_VALUES, folded
 from azure_openai_proxy.gateway.budgethold import (
     FREE_OPERATIONS,
     PoolNames,
@@ -51,7 +57,9 @@ __all__ = [
     "PLAIN_CHAT_NAMES",
     "Held",
     "admit_local",
+    "check_data_sources_allowed",
     "check_image_allowed",
+    "check_named_deployments",
     "deployment_allowed",
     "failed",
     "hold",
@@ -66,6 +74,7 @@ __all__ = [
     "unanswered",
     "used_tokens",
     "usual_limits",
+    "values_named",
 ]
 
 # A governed request's limiter admission and budget hold (None: no budget), as a tuple:
@@ -266,6 +275,59 @@ def deployment_allowed(patterns: tuple[str, ...], table: RoutingTable, pool: Poo
     return True
 
 
+def check_named_deployments(patterns: tuple[str, ...], table: RoutingTable, pool: Pool,
+                            body: Mapping[str, Any] | None, headers: Mapping[str, str],
+                            operation: str) -> None:
+    """A key's allow-list (`patterns`, not empty) applied to the deployments a request
+    runs beside its model's: a Responses request's image tool's (`check_image_allowed`),
+    a chat's data sources' (`check_data_sources_allowed`)."""
+    if operation == "responses":
+        check_image_allowed(patterns, table, pool, body, headers)
+    elif operation == "chat/completions":
+        check_data_sources_allowed(patterns, table, pool, body)
+
+
+def check_data_sources_allowed(patterns: tuple[str, ...], table: RoutingTable, pool: Pool,
+                               body: Mapping[str, Any] | None) -> None:
+    """A key's allow-list (when it has one) applied to the deployments a chat's `data_sources` (Azure's On
+    Your Data) run: an `embedding_dependency` of type `deployment_name` names a
+    deployment of the resource the chat goes to, which Azure runs (and bills) to embed
+    the query; judged as a hosted image tool's deployment is (`deployment_allowed`)."""
+    if not patterns or not body or "data_sources" not in body:
+        return
+    for name in values_named(body.get("data_sources"), "deployment_name"):
+        if not deployment_allowed(patterns, table, pool, name):
+            raise ModelNotAllowed(name)
+
+
+# The most values walked by `values_named`: the objects it reads (a grader, a chat's
+# data sources) nest a few deep; one past this is refused rather than judged in part.
+_MOST_NAMED_VALUES = 10_000
+
+
+def values_named(node: Any, name: str) -> list[str]:
+    """Every string under a key that folds to `name` (`Model` too: a case-insensitive
+    binder reads it as `model`) in `node`, however nested: the deployments a body names
+    beside its `model` (a grader's, a data source's embedding deployment)."""
+    found: list[str] = []
+    stack, budget = [node], _MOST_NAMED_VALUES
+    while stack:
+        budget -= 1
+        if budget < 0:
+            raise MalformedBody(f"The request holds too many values to judge its "
+                                f"`{name}`s.")
+        value = stack.pop()
+        if isinstance(value, dict):
+            for field, inner in value.items():
+                if isinstance(inner, str) and folded(field) == name:
+                    found.append(inner)
+                else:
+                    stack.append(inner)
+        elif isinstance(value, list):
+            stack.extend(value)
+    return found
+
+
 def limit_refusal(refusal: Refusal, chained: int = 0) -> KeyRateLimited:
     """A limiter's refusal as OpenAI's 429; `chained`: the context tokens the request's
     `previous_response_id` or `conversation` reserved (gateway/chained.py), named in the
@@ -330,8 +392,11 @@ ONE_MAXIMUM = frozenset({"n", "best_of", "max_completion_tokens", "max_output_to
 # them as the gateway does: no `check_top_names`) less the other prompt fields (`input`,
 # `prompt`; `instructions` is not among them) and those of more than one choice (`n`,
 # `best_of`) and the schemas the model reads too (`SCHEMA_FIELDS`: `prompt_tokens`
-# counts them): one `issuperset` in C, where the same answer took it and five `in`s.
-PLAIN_CHAT_NAMES = USUAL_TOP_NAMES - {"input", "prompt", "n", "best_of"} - SCHEMA_FIELDS
+# counts them), and `data_sources`, whose embedding deployment a key's allow-list judges
+# (`check_data_sources_allowed`, in `_governed` only): one `issuperset` in C, where the
+# same answer took it and five `in`s.
+PLAIN_CHAT_NAMES = (USUAL_TOP_NAMES - {"input", "prompt", "n", "best_of", "data_sources"}
+                    - SCHEMA_FIELDS)
 
 
 def plain_chat_chars(body: Mapping[str, Any] | None) -> int:

@@ -36,7 +36,7 @@ from azure_openai_proxy.gateway.governed import (
     PLAIN_CHAT_NAMES,
     Held,
     admit_local,
-    check_image_allowed,
+    check_named_deployments,
     failed,
     hold,
     keyless_failed,
@@ -248,8 +248,6 @@ class Gateway:
                 routed = self._routed(target, body, models, record)  # there, judged there
             if request.method == "POST":  # unmetered work, a batch's models
                 await check_resource_post(self.owners, self.table, caller, json, operation, routed[0])
-            if models and operation == "responses":  # its image tool's deployment too
-                check_image_allowed(models, self.table, routed[0], json, request.headers)
         elif chat and body.raw is not None:
             # What was checked (files, tokens) is what is sent, even if the JSON repeats a
             # key: re-encoded (cheaper than a search), or a large body shown to repeat none.
@@ -261,6 +259,8 @@ class Gateway:
                     await self.owners.check(files, key.id, is_restricted(key, caller.team))
         else:  # embeddings, completions...: what the hold reads (input, max_tokens, n)
             body.canonical = json is not None  # is what is sent, as for chat
+        if models:  # what the body runs beside its model: an image tool's, data sources'
+            check_named_deployments(models, self.table, routed[0], json, request.headers, operation)
         chained = (self.owners.chained.reserve(json, key.id)
                    if operation == "responses" or operation == "responses/compact" else 0)
         if type(chained) is GuessedContext:  # not known to any worker: since a restart?
