@@ -374,6 +374,10 @@ class RealtimeSession:
             if (cut := self._tally.usage(self._limits.last_tokens)) is not None:
                 self._responded(cut)  # a response never done: recorded, estimated
         finally:
-            self._limits.end()  # responses that never finished: their reservations back
-        self.record.total_ms = (time.perf_counter() - self._opened) * 1000
-        self._on_end(self.record)
+            # (Whatever recording a cut response raised: the session still ends, its
+            # line logged and no longer among the app's open ones.)
+            try:
+                self._limits.end()  # responses that never finished: their reservations back
+            finally:
+                self.record.total_ms = (time.perf_counter() - self._opened) * 1000
+                self._on_end(self.record)

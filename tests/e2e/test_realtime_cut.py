@@ -22,6 +22,7 @@ from websockets.sync.client import connect
 
 from azure_openai_proxy.emulator import create_emulator_app
 from azure_openai_proxy.gateway.app import GatewayApp
+from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.ledger import LedgerStore, UsageRecord
 from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, Emulator, emulator_config, gateway_settings
@@ -211,3 +212,34 @@ def test_a_response_done_waiting_for_a_client_that_leaves_is_recorded_once(
         [record] = realtime_records(gateway)
     assert (record.usage_source, record.prompt_tokens, record.completion_tokens) == (
         "measured", 50, 7)
+
+
+def test_a_session_whose_cut_response_cannot_be_recorded_still_ends(
+    slow_emulator: Emulator, governed: ServerThread,
+) -> None:
+    # Recording the cut response raised (here the ledger's add), and the session's own
+    # end was skipped: its access-log line lost, the session left among the open ones.
+    app = governed.app
+    assert isinstance(app, GatewayApp) and app.ledger is not None
+    logged: list[RequestRecord] = []
+    write = app.access_log.write
+
+    def spy(record: RequestRecord) -> None:
+        logged.append(record)
+        write(record)
+
+    def broken(record: RequestRecord) -> None:
+        raise OSError("the ledger is broken")
+
+    app.access_log.write = spy  # type: ignore[method-assign]
+    app.ledger.add = broken  # type: ignore[method-assign]
+    with open_raw(governed, CLIENT_KEY, V1) as connection:
+        events_until(connection, "session.created")
+        connection.send(json.dumps({"type": "response.create", "response": {
+            "output_modalities": ["text"]}}))
+        events_until(connection, TEXT_DELTA)
+        connection.socket.close()  # gone mid-response: its response is cut
+    until(lambda: any(r.status == 101 for r in logged),
+          message="the session's end was never logged")
+    [response, session] = logged
+    assert (response.usage or {}).get("estimated") and session.route == "realtime"
