@@ -104,7 +104,11 @@ class RealtimeSession:
         """A response's events with the tokens each one carries (for pacing), ending in
         `response.done` with the usage. Its settings are checked at once (`_BadEvent`)."""
         request = request or {}
-        return self._respond(request, self._modalities(request))
+        modalities = self._modalities(request)
+        # In progress from now, while its first token is awaited too: a cancel then ends
+        # it before its first delta (a `cancelled` `response.done`, as Azure's).
+        self._responding, self._cancelled = True, False
+        return self._respond(request, modalities)
 
     def _respond(self, request: dict[str, Any],
                  modalities: list[str]) -> Iterator[tuple[dict[str, Any], int]]:
@@ -129,7 +133,6 @@ class RealtimeSession:
                           output_index=0, item=item), 0
         yield self._event("response.content_part.added", **where,
                           part={**part, ("transcript" if audio else "text"): ""}), 0
-        self._responding, self._cancelled = True, False
         sent_words = 0
         for word in words:
             if self._cancelled:
