@@ -243,3 +243,40 @@ def test_a_session_whose_cut_response_cannot_be_recorded_still_ends(
           message="the session's end was never logged")
     [response, session] = logged
     assert (response.usage or {}).get("estimated") and session.route == "realtime"
+
+
+def test_an_out_of_band_response_done_leaves_the_other_cut_one_recorded(
+    slow_emulator: Emulator, governed: ServerThread,
+) -> None:
+    # An out-of-band response (`conversation: "none"`) runs beside the conversation's:
+    # its `response.done` cleared the one tally for both, so the other, cut afterwards,
+    # was not recorded at all.
+    with open_raw(governed, CLIENT_KEY, V1) as connection:
+        events_until(connection, "session.created")
+        connection.send(json.dumps({"type": "response.create", "response": {
+            "output_modalities": ["text"]}}))
+        first = events_until(connection, "response.created")[-1]["response"]["id"]
+        connection.send(json.dumps({"type": "response.create", "response": {
+            "conversation": "none", "output_modalities": ["text"], "max_output_tokens": 2,
+            "metadata": {"topic": "aside"}}}))
+        deltas = {first: 0}
+        while True:
+            event = json.loads(connection.recv(timeout=10))
+            if event["type"] == TEXT_DELTA:
+                deltas[event["response_id"]] = deltas.get(event["response_id"], 0) + 1
+            if event["type"] == "response.done":
+                aside = event["response"]
+                break
+        assert aside["id"] != first and aside["metadata"] == {"topic": "aside"}
+        assert deltas[aside["id"]] == aside["usage"]["output_tokens"] == 2
+        while json.loads(connection.recv(timeout=10))["type"] != TEXT_DELTA:
+            pass
+        deltas[first] += 1
+        connection.socket.close()  # gone in the middle of the conversation's response
+    until(lambda: len(realtime_records(governed)) == 2,
+          message="the cut response was not recorded")
+    estimated, measured = sorted(realtime_records(governed), key=lambda r: r.usage_source)
+    assert (measured.usage_source, measured.completion_tokens) == ("measured", 2)
+    assert estimated.usage_source == "estimated"
+    assert estimated.completion_tokens >= deltas[first]  # its own deltas, not the other's
+    assert estimated.completion_tokens < 16  # (cut before its end)
