@@ -331,6 +331,13 @@ class RealtimeSession:
     def _responded(self, usage: dict[str, Any]) -> None:
         """One response done: its admission settled with its tokens; when Azure counted
         them, its record and its cost against the budget."""
+        # A `response.done` without usage (a response `failed`, or `incomplete`, after
+        # deltas were relayed) is no record, not the tally's estimate: Azure's Realtime API
+        # follows OpenAI's, whose `response.usage` "will correspond to billing", so a
+        # response Azure ended and gave no usage for it did not bill (as it bills no 5xx
+        # on HTTP). An `incomplete` one (`max_output_tokens`, `content_filter`) comes with
+        # its usage, and is recorded by it. (A response cut before its `response.done`
+        # is estimated: Azure's account of it never comes.)
         tokens = None
         if usage:
             tokens = self._record_response(usage)

@@ -280,3 +280,36 @@ def test_an_out_of_band_response_done_leaves_the_other_cut_one_recorded(
     assert estimated.usage_source == "estimated"
     assert estimated.completion_tokens >= deltas[first]  # its own deltas, not the other's
     assert estimated.completion_tokens < 16  # (cut before its end)
+
+
+async def _failed_after_deltas(socket: web.WebSocketResponse, event: dict[str, Any]) -> None:
+    if event.get("type") == "response.create":
+        await socket.send_str('{"type":"response.created","response":{"id":"resp_1"}}')
+        for _ in range(3):
+            await socket.send_str('{"type":"response.output_text.delta","response_id":"resp_1",'
+                                  '"delta":"Hi"}')
+        await socket.send_str(json.dumps({"type": "response.done", "response": {
+            "id": "resp_1", "status": "failed", "usage": None, "status_details": {
+                "type": "failed", "error": {"type": "server_error", "code": "x"}}}}))
+
+
+def test_a_failed_response_without_usage_is_not_recorded(
+    tmp_path: Path, start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    # Azure's usage is its billing: a response it ended without any billed nothing, even
+    # with deltas relayed; and, done, it is not taken for a cut one when the client leaves.
+    with serve(fake_azure(_failed_after_deltas)) as upstream:
+        gateway = start_gateway(gateway_settings(
+            upstream.url, database=f"sqlite:///{tmp_path / 'gw.db'}", deployment_config=[
+                {"model_name": V1, "deployment_name": V1, "endpoint": upstream.url,
+                 "api_key": AZURE_KEY, "api": "v1"}]))
+        app = gateway.app
+        assert isinstance(app, GatewayApp)
+        with open_raw(gateway, CLIENT_KEY, V1) as connection:
+            events_until(connection, "session.created")
+            connection.send(json.dumps({"type": "response.create"}))
+            assert events_until(connection, "response.done")[-1]["response"]["status"] == (
+                "failed")
+        series = app.gateway.balancer.metrics.realtime
+        until(lambda: series.open == 0, message="the session never ended")
+        assert realtime_records(gateway) == []
