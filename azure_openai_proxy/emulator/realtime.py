@@ -23,7 +23,7 @@ import orjson
 from azure_openai_proxy.emulator.media import SAMPLE_RATE, pcm16, tone_samples
 from azure_openai_proxy.emulator.textgen import count_tokens, generate_tokens
 
-__all__ = ["Family", "RealtimeSession"]
+__all__ = ["Family", "RealtimeSession", "ResponseEvents"]
 
 Family = Literal["preview", "ga"]
 
@@ -49,10 +49,12 @@ class RealtimeSession:
         self._completion_tokens = completion_tokens
         self._items: list[dict[str, Any]] = []
         self._audio_bytes = 0  # appended to the input buffer since the last commit
-        # A response being generated; `response.cancel` sets `_cancelled`, and the response
-        # ends at its next event with a `cancelled` `response.done` (its usage so far).
-        self._responding = False
-        self._cancelled = False
+        # The responses in progress (from their `response.create`, while their first token
+        # is awaited too), each with whether it is out of band; a `response.cancel` puts
+        # one in `_cancelled`, and it ends at its next event with a `cancelled`
+        # `response.done` (its usage so far).
+        self._running: dict[str, bool] = {}
+        self._cancelled: set[str] = set()
         self._session: dict[str, Any] = {
             "id": new_id("sess_"), "object": "realtime.session", "model": model,
             "instructions": "", "voice": "alloy", "temperature": 0.8,
@@ -100,19 +102,40 @@ class RealtimeSession:
             return [(self.error("invalid_value", str(exc), param=exc.param,
                                 event_id=event_id), 0)]
 
-    def response(self, request: dict[str, Any] | None = None) -> Iterator[tuple[dict[str, Any], int]]:
+    def response(self, request: dict[str, Any] | None = None) -> ResponseEvents:
         """A response's events with the tokens each one carries (for pacing), ending in
-        `response.done` with the usage. Its settings are checked at once (`_BadEvent`)."""
+        `response.done` with the usage. Its settings are checked at once (`_BadEvent`).
+        One with `conversation: "none"` is out of band (`ResponseEvents.beside`): it runs
+        beside the conversation's, and adds nothing to the conversation."""
         request = request or {}
-        return self._respond(request, self._modalities(request))
+        modalities = self._modalities(request)
+        beside = request.get("conversation") == "none"
+        # In progress from now, while its first token is awaited too: a cancel then ends
+        # it before its first delta (a `cancelled` `response.done`, as Azure's).
+        response_id = self._new_id("resp_")
+        self._running[response_id] = beside
+        return ResponseEvents(self._respond(request, modalities, response_id, beside), beside)
 
-    def _respond(self, request: dict[str, Any],
-                 modalities: list[str]) -> Iterator[tuple[dict[str, Any], int]]:
-        prompt = " ".join(_item_text(item) for item in self._items)
+    def _respond(self, request: dict[str, Any], modalities: list[str], response_id: str,
+                 beside: bool) -> Iterator[tuple[dict[str, Any], int]]:
+        try:
+            yield from self._generate(request, modalities, response_id, beside)
+        finally:
+            self._running.pop(response_id, None)
+            self._cancelled.discard(response_id)
+
+    def _generate(self, request: dict[str, Any], modalities: list[str], response_id: str,
+                  beside: bool) -> Iterator[tuple[dict[str, Any], int]]:
+        cancelled = self._cancelled
+        given = request.get("input")  # an out-of-band response's own context
+        items = ([i for i in given if isinstance(i, dict)] if isinstance(given, list)
+                 else self._items)
+        prompt = " ".join(_item_text(item) for item in items)
         instructions = request.get("instructions", self._session.get("instructions", ""))
-        input_text = count_tokens(f"{instructions} {prompt}") + 4 * len(self._items)
+        input_text = count_tokens(f"{instructions} {prompt}") + 4 * len(items)
         input_audio = self._audio_tokens(self._audio_bytes)
-        response_id, item_id = self._new_id("resp_"), self._new_id("item_")
+        item_id = self._new_id("item_")
+        metadata = request.get("metadata")
         words = generate_tokens(prompt, None, self._most_tokens(request))
         text = "".join(words)
         audio = "audio" in modalities
@@ -124,25 +147,24 @@ class RealtimeSession:
         item = {"id": item_id, "object": "realtime.item", "type": "message",
                 "status": "in_progress", "role": "assistant", "content": []}
         yield self._event("response.created", response=self._response_body(
-            response_id, "in_progress", [], None, modalities)), 0
+            response_id, "in_progress", [], None, modalities, metadata)), 0
         yield self._event("response.output_item.added", response_id=response_id,
                           output_index=0, item=item), 0
         yield self._event("response.content_part.added", **where,
                           part={**part, ("transcript" if audio else "text"): ""}), 0
-        self._responding, self._cancelled = True, False
         sent_words = 0
         for word in words:
-            if self._cancelled:
+            if response_id in cancelled:
                 break
             yield self._event(names["delta"], **where, delta=word), 1
             sent_words += 1
         audio_tokens = 0
-        if audio and not self._cancelled:
+        if audio and response_id not in cancelled:
             seconds = max(_AUDIO_DELTA_SECONDS, 0.1 * len(words))
             samples = tone_samples(seconds)
             step = int(SAMPLE_RATE * _AUDIO_DELTA_SECONDS)
             for start in range(0, len(samples), step):
-                if self._cancelled:
+                if response_id in cancelled:
                     break
                 chunk = pcm16(samples[start:start + step])
                 yield self._event(names["audio"], **where,
@@ -151,11 +173,10 @@ class RealtimeSession:
             else:
                 yield self._event(names["audio_done"], **where), 0
                 audio_tokens = round(seconds * _AUDIO_TOKENS_PER_SECOND)
-        self._responding = False
-        if self._cancelled:  # Azure bills what was generated before the cancel
+        if response_id in cancelled:  # Azure bills what was generated before the cancel
             usage = _usage(input_text, input_audio, sent_words, audio_tokens)
             yield self._event("response.done", response=self._response_body(
-                response_id, "cancelled", [], usage, modalities)), 0
+                response_id, "cancelled", [], usage, modalities, metadata)), 0
             return
         yield self._event(names["done"], **where,
                           **({"transcript": text} if audio else {"text": text})), 0
@@ -163,12 +184,13 @@ class RealtimeSession:
         done_item = {**item, "status": "completed", "content": [part]}
         yield self._event("response.output_item.done", response_id=response_id,
                           output_index=0, item=done_item), 0
-        self._items.append(done_item)
-        self._audio_bytes = 0
+        if not beside:
+            self._items.append(done_item)
+            self._audio_bytes = 0
         # (With audio, its transcript is billed as text tokens.)
         usage = _usage(input_text, input_audio, len(words), audio_tokens)
         yield self._event("response.done", response=self._response_body(
-            response_id, "completed", [done_item], usage, modalities)), 0
+            response_id, "completed", [done_item], usage, modalities, metadata)), 0
 
     def error(self, code: str, message: str, param: str | None = None,
               event_id: str | None = None) -> dict[str, Any]:
@@ -199,8 +221,13 @@ class RealtimeSession:
             deleted = event.get("item_id")
             self._items = [i for i in self._items if i.get("id") != deleted]
             return [self._event("conversation.item.deleted", item_id=deleted)]
-        if kind == "response.cancel" and self._responding:
-            self._cancelled = True  # (the response ends at its next event)
+        if kind == "response.cancel":
+            # The one named, else the conversation's (the response ends at its next event)
+            named = event.get("response_id")
+            target = (named if isinstance(named, str) else
+                      next((r for r, beside in self._running.items() if not beside), None))
+            if target in self._running:
+                self._cancelled.add(target)
         return []  # truncate, retrieve; a cancel with no response in flight
 
     def _update(self, session: object) -> dict[str, Any]:
@@ -255,15 +282,28 @@ class RealtimeSession:
         return {"delta": prefix + "text.delta", "done": prefix + "text.done"}
 
     def _response_body(self, response_id: str, status: str, output: list[dict[str, Any]],
-                       usage: dict[str, Any] | None, modalities: list[str]) -> dict[str, Any]:
+                       usage: dict[str, Any] | None, modalities: list[str],
+                       metadata: object) -> dict[str, Any]:
         body: dict[str, Any] = {"id": response_id, "object": "realtime.response",
                                 "status": status, "status_details": None, "output": output,
-                                "usage": usage}
+                                "usage": usage, "metadata": metadata}
         body["output_modalities" if self.family == "ga" else "modalities"] = modalities
         return body
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
         return {"type": kind, "event_id": self._new_id("event_"), **fields}
+
+
+class ResponseEvents(Iterator[tuple[dict[str, Any], int]]):
+    """A response's events, as `RealtimeSession.receive` answers a `response.create`;
+    `beside`: an out-of-band one (`conversation: "none"`), sent beside the others."""
+
+    def __init__(self, events: Iterator[tuple[dict[str, Any], int]], beside: bool) -> None:
+        self._events = events
+        self.beside = beside
+
+    def __next__(self) -> tuple[dict[str, Any], int]:
+        return next(self._events)
 
 
 class _BadEvent(Exception):

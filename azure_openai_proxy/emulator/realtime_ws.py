@@ -20,7 +20,7 @@ from aiohttp import WSMsgType, web
 
 from azure_openai_proxy.emulator import wire_errors
 from azure_openai_proxy.emulator.exchange import ConnectionDropped, Exchange, new_id
-from azure_openai_proxy.emulator.realtime import RealtimeSession
+from azure_openai_proxy.emulator.realtime import RealtimeSession, ResponseEvents
 
 __all__ = ["connect", "realtime_deployment"]
 
@@ -40,7 +40,8 @@ def realtime_deployment(ex: Exchange) -> str:
 async def connect(ex: Exchange) -> web.StreamResponse:
     """Upgrade to a WebSocket and play the conversation until the client leaves. The
     client's events are read while a response is being sent, as Azure does: a close
-    ends the session at once, mid-response too."""
+    ends the session at once, mid-response too. An out-of-band response is sent beside
+    the rest (its own task), as Azure runs it."""
     socket = web.WebSocketResponse(protocols=("realtime",), max_msg_size=_MAX_MESSAGE,
                                    autoping=True)
     if not socket.can_prepare(ex.request).ok:
@@ -52,21 +53,35 @@ async def connect(ex: Exchange) -> web.StreamResponse:
     await socket.prepare(ex.request)
     ex.answered = 101
     await _send(socket, ex, [(event, 0) for event in session.opened()])
-    # Each message's answer is sent after the previous one's (a chain of tasks).
+    # Each message's answer is sent after the previous one's (a chain of tasks); an
+    # out-of-band response's at once, beside them.
     sending: asyncio.Future[None] | None = None
+    beside: set[asyncio.Future[None]] = set()
+    dropped: list[bool] = []
+
+    def sent(task: asyncio.Future[None]) -> None:
+        beside.discard(task)
+        if not task.cancelled() and isinstance(task.exception(), ConnectionDropped):
+            dropped.append(True)  # a `cut` fault: the socket is gone
+
     try:
         async for message in socket:
             if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 break
-            sending = asyncio.ensure_future(
-                _after(sending, socket, ex, session.receive(message.data)))
+            events = session.receive(message.data)
+            if isinstance(events, ResponseEvents) and events.beside:
+                task = asyncio.ensure_future(_after(None, socket, ex, events))
+                beside.add(task)
+            else:
+                task = sending = asyncio.ensure_future(_after(sending, socket, ex, events))
+            task.add_done_callback(sent)
     finally:
-        if sending is not None and not sending.done():
-            sending.cancel()
-    if sending is not None and sending.done() and not sending.cancelled():
-        failure = sending.exception()
-        if isinstance(failure, ConnectionDropped):
-            raise ConnectionDropped()  # a `cut` fault: the socket is gone
+        for running in (sending, *beside):
+            if running is not None and not running.done():
+                running.cancel()
+    await asyncio.sleep(0)  # (the callbacks of tasks just done run)
+    if dropped:
+        raise ConnectionDropped()
     return socket
 
 

@@ -158,7 +158,7 @@ class GatewayApp:
 
         try:
             session = await open_session(gateway, request, target, record, self._responded,
-                                         ended)
+                                         ended, lambda: self._shutting_down)
         except Exception as exc:
             answer = self._failure(request, exc)
             record.status = answer.status
@@ -168,8 +168,6 @@ class GatewayApp:
             return None
         record.status = 101
         sessions.add(session)
-        if self._shutting_down:  # (opened while the shutdown began)
-            session.going_away()
         return session
 
     def _responded(self, record: RequestRecord) -> None:

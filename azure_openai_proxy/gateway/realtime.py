@@ -41,9 +41,9 @@ from azure_openai_proxy.gateway.budgethold import PoolNames, reserve_budget, set
 from azure_openai_proxy.gateway.governed import used_tokens
 from azure_openai_proxy.gateway.pipeline import Gateway
 from azure_openai_proxy.gateway.realtime_limits import KEY_CHECK_SECONDS, ResponseLimits, SessionKey
+from azure_openai_proxy.gateway.realtime_tally import ResponseTally
 from azure_openai_proxy.gateway.realtime_wire import (
     ResponseRequested,
-    ResponseTally,
     error_event,
     response_ended,
     response_requested,
@@ -112,7 +112,7 @@ class RealtimeSession:
         self._limited = caller.key is not None and gateway.limiter is not None
         self._limits = ResponseLimits(gateway, caller)
         self._running = self._limits.running
-        self._tally = ResponseTally()  # the response in progress: recorded if it is cut
+        self._tally = ResponseTally()  # the responses in progress: recorded if cut
         # A virtual key's session follows its key (`_follow`); `_ending` is the refusal
         # that ends it (and the client event it answers), once the key no longer lets
         # it go on.
@@ -235,21 +235,22 @@ class RealtimeSession:
                         else:
                             await client.close(sendable_close(closed.code), closed.reason)
                     return
-                usage = response_ended(message)
-                if usage is None:
+                done = response_ended(message)
+                if done is None:
                     tally.feed(message)
                     if self._running:
                         self._limits.refused_upstream(message)
                 else:  # recorded before the client has it: a client gone by then (its
-                    tally.clear()  # send fails, or is cancelled) does not unmake it
-                    self._responded(usage)
+                    # send fails, or is cancelled) does not unmake it
+                    tally.finished(done.response_id)
+                    self._responded(done.usage)
                 if locked is None:
                     await client.send(message)
                 else:
                     async with locked:
                         await client.send(message)
                 series.to_client += 1
-                if usage is not None:
+                if done is not None:
                     if self._out_of_budget:
                         async with lock:
                             await client.send(error_event(
@@ -258,7 +259,8 @@ class RealtimeSession:
                             await client.close(_POLICY_VIOLATION, "budget exhausted")
                         await upstream.close(1000, "")
                         return
-                    if self._going_away:  # its response done: the server's shutdown goes on
+                    if self._going_away and not tally.started:
+                        # (its responses all done: the server's shutdown goes on)
                         async with lock:
                             await self._leave(client)
                         return
@@ -329,6 +331,13 @@ class RealtimeSession:
     def _responded(self, usage: dict[str, Any]) -> None:
         """One response done: its admission settled with its tokens; when Azure counted
         them, its record and its cost against the budget."""
+        # A `response.done` without usage (a response `failed`, or `incomplete`, after
+        # deltas were relayed) is no record, not the tally's estimate: Azure's Realtime API
+        # follows OpenAI's, whose `response.usage` "will correspond to billing", so a
+        # response Azure ended and gave no usage for it did not bill (as it bills no 5xx
+        # on HTTP). An `incomplete` one (`max_output_tokens`, `content_filter`) comes with
+        # its usage, and is recorded by it. (A response cut before its `response.done`
+        # is estimated: Azure's account of it never comes.)
         tokens = None
         if usage:
             tokens = self._record_response(usage)
@@ -371,9 +380,13 @@ class RealtimeSession:
         self._series.open -= 1
         self._lease.done()
         try:
-            if (cut := self._tally.usage(self._limits.last_tokens)) is not None:
+            for cut in self._tally.usages(self._limits.last_tokens):
                 self._responded(cut)  # a response never done: recorded, estimated
         finally:
-            self._limits.end()  # responses that never finished: their reservations back
-        self.record.total_ms = (time.perf_counter() - self._opened) * 1000
-        self._on_end(self.record)
+            # (Whatever recording a cut response raised: the session still ends, its
+            # line logged and no longer among the app's open ones.)
+            try:
+                self._limits.end()  # responses that never finished: their reservations back
+            finally:
+                self.record.total_ms = (time.perf_counter() - self._opened) * 1000
+                self._on_end(self.record)

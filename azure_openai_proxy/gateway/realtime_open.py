@@ -19,9 +19,16 @@ subprotocols but its key go on too, and its handshake answers with the one Azure
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from azure_openai_proxy.auth import presented_key
-from azure_openai_proxy.errors import GatewayError, MalformedBody, ModelNotAllowed, ModelNotFound
+from azure_openai_proxy.errors import (
+    GatewayError,
+    HttpRefused,
+    MalformedBody,
+    ModelNotAllowed,
+    ModelNotFound,
+)
 from azure_openai_proxy.gateway.budgethold import enforce_budget, require_price
 from azure_openai_proxy.gateway.governed import limit_refusal, pool_allowed, price_names
 from azure_openai_proxy.gateway.limitheaders import limit_error
@@ -46,14 +53,19 @@ __all__ = ["open_session"]
 
 async def open_session(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
                        record: RequestRecord, on_response: OnResponse,
-                       on_end: OnResponse) -> RealtimeSession:
+                       on_end: OnResponse,
+                       shutting_down: Callable[[], bool] = lambda: False) -> RealtimeSession:
     """Everything that may refuse the session, before its handshake; raises the
     `GatewayError` to answer with. `record` is the session's (its key, model,
     deployment), copied into each response's record (`on_response`); `on_end` gets it
-    when the session ends."""
+    when the session ends. A server `shutting_down` (asked before and after Azure's
+    socket is opened) refuses it with a 503: it would get its 101 and then a 1001."""
     series = gateway.balancer.metrics.realtime
     try:
-        session = await _open(gateway, request, target, record, on_response, on_end)
+        if shutting_down():
+            raise _shutting_down()
+        session = await _open(gateway, request, target, record, on_response, on_end,
+                              shutting_down)
     except BaseException as exc:
         series.asked(_status_of(exc))
         raise
@@ -69,8 +81,8 @@ def _status_of(exc: BaseException) -> int:
 
 
 async def _open(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
-                record: RequestRecord, on_response: OnResponse,
-                on_end: OnResponse) -> RealtimeSession:
+                record: RequestRecord, on_response: OnResponse, on_end: OnResponse,
+                shutting_down: Callable[[], bool]) -> RealtimeSession:
     record.route = "realtime"
     problem = handshake_problem(request.target, request.headers.items())
     if problem is not None:
@@ -116,6 +128,10 @@ async def _open(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
         # `response.create` is one (`RealtimeSession._admit`).
         if admission is not None and gateway.limiter is not None:
             gateway.limiter.settle(admission, None)
+    if shutting_down():  # (begun while Azure's socket was being opened)
+        upstream.abort()
+        lease.done()
+        raise _shutting_down()
     followed = None
     secret = presented_key(presented)
     if key is not None and gateway.directory is not None and secret is not None:
@@ -124,6 +140,11 @@ async def _open(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
         followed = SessionKey(gateway.directory, secret_hash(secret), caller, model, pool)
     return RealtimeSession(gateway, caller, upstream, lease, record, names, on_response,
                            on_end, followed)
+
+
+def _shutting_down() -> GatewayError:
+    return HttpRefused(503, "The server is shutting down; connect again.",
+                       "server_shutting_down")
 
 
 def _missing_model(target: RealtimeTarget) -> GatewayError:

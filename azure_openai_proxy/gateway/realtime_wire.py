@@ -23,10 +23,11 @@ from azure_openai_proxy.settings import API_VERSION, DeploymentSettings
 __all__ = [
     "REALTIME_API_VERSION",
     "RealtimeTarget",
-    "ResponseTally",
+    "ResponseDone",
     "UpgradeRequired",
     "credentials",
     "error_event",
+    "event_of",
     "forwarded_subprotocols",
     "handshake_problem",
     "not_upgraded",
@@ -177,7 +178,7 @@ _MAX_OUTPUT_FIELDS = ("max_output_tokens", "max_response_output_tokens")
 def response_requested(message: str | bytes) -> ResponseRequested | None:
     """The `response.create` event `message` is, or None for any other message. Parses
     only messages that may be one (most are audio appends)."""
-    event = _event_of(message, "response.create")
+    event = event_of(message, "response.create")
     if event is None:
         return None
     event_id = event.get("event_id")
@@ -201,39 +202,52 @@ def with_event_id(message: str | bytes, event_id: str) -> str | bytes:
     return named.decode() if isinstance(message, str) else named
 
 
-def response_ended(message: str | bytes) -> dict[str, Any] | None:
-    """The usage of a `response.done` event ({} when it has none: a response cancelled
-    or failed before Azure counted it), or None for any other message. Called for every
-    message Azure sends: most are rejected by the one substring test, without a call."""
+@dataclass(frozen=True, slots=True)
+class ResponseDone:
+    """A `response.done` event: its response's id and usage ({} when it has none: a
+    response cancelled or failed before Azure counted it)."""
+
+    response_id: str | None
+    usage: dict[str, Any]
+
+
+def response_ended(message: str | bytes) -> ResponseDone | None:
+    """The `response.done` event `message` is, or None for any other message. Called for
+    every message Azure sends: most are rejected by the one substring test, without a
+    call."""
     if isinstance(message, str):
         if "response.done" not in message:
             return None
     elif b"response.done" not in message:
         return None
-    event = _event_of(message, "response.done")
+    event = event_of(message, "response.done")
     if event is None:
         return None
     response = event.get("response")
-    usage = response.get("usage") if isinstance(response, dict) else None
-    return usage if isinstance(usage, dict) else {}
+    if not isinstance(response, dict):
+        return ResponseDone(None, {})
+    response_id, usage = response.get("id"), response.get("usage")
+    return ResponseDone(response_id if isinstance(response_id, str) else None,
+                        usage if isinstance(usage, dict) else {})
 
 
 def response_usage(message: str | bytes) -> dict[str, Any] | None:
     """The usage of a `response.done` event, or None for any other message or a
     `response.done` without usage."""
-    return response_ended(message) or None
+    done = response_ended(message)
+    return (done.usage or None) if done is not None else None
 
 
 def upstream_error_id(message: str | bytes) -> str | None:
     """The client event an `error` event from Azure is about (`error.event_id`), or None
     (another message, or an error about no event in particular)."""
-    event = _event_of(message, "error")
+    event = event_of(message, "error")
     error = event.get("error") if event is not None else None
     event_id = error.get("event_id") if isinstance(error, dict) else None
     return event_id if isinstance(event_id, str) else None
 
 
-def _event_of(message: str | bytes, kind: str) -> dict[str, Any] | None:
+def event_of(message: str | bytes, kind: str) -> dict[str, Any] | None:
     """`message` decoded, when it is an event of type `kind`; only a message that names
     `kind` is parsed."""
     if isinstance(message, str):
@@ -248,81 +262,6 @@ def _event_of(message: str | bytes, kind: str) -> dict[str, Any] | None:
     if not isinstance(event, dict) or event.get("type") != kind:
         return None
     return event
-
-
-# A cut response's output, estimated from its deltas as relayed (`ResponseTally`): a text
-# (or transcript, or arguments) delta is about one token; audio is PCM16 at 24 kHz in
-# base64 (64,000 characters a second), about 10 tokens a second as the emulator bills it.
-# Its input adds what the client sent since the last response: audio so, the rest about
-# a token per 4 characters (as `governance.estimate` counts a prompt).
-_AUDIO_CHARS_PER_SECOND = 64_000
-_AUDIO_TOKENS_PER_SECOND = 10
-_CHARS_PER_TOKEN = 4
-_TYPE_SPAN = 160  # how far into an event its type is looked for (Azure writes it first)
-_AUDIO_APPEND = "input_audio_buffer.append"
-
-
-class ResponseTally:
-    """What Azure has sent of the response in progress, for a response cut before its
-    `response.done` (the client left, Azure's socket dropped, the key ended the session):
-    `usage` estimates it, as an HTTP stream cut short is. Fed each message Azure sends
-    that is not a `response.done` (`feed`), cleared by one (`clear`): outside a response
-    one substring test a message; inside, one bounded one. Each client message passed on
-    (`sent`) is one bounded substring test too."""
-
-    __slots__ = ("_audio_chars", "_deltas", "_sent_audio", "_sent_text", "started")
-
-    def __init__(self) -> None:
-        self.started = False
-        self._deltas = 0
-        self._audio_chars = 0
-        self._sent_text = self._sent_audio = 0  # characters the client sent since a response
-
-    def sent(self, message: str | bytes) -> None:
-        """A client message passed on to Azure: input of the response to come."""
-        if isinstance(message, str) and message.find(_AUDIO_APPEND, 0, _TYPE_SPAN) >= 0:
-            self._sent_audio += len(message)
-        else:
-            self._sent_text += len(message)
-
-    def feed(self, message: str | bytes) -> None:
-        if not self.started:
-            self.started = _event_of(message, "response.created") is not None
-            return
-        if not isinstance(message, str) or message.find(".delta", 0, _TYPE_SPAN) < 0:
-            return
-        if message.find("audio.delta", 0, _TYPE_SPAN) >= 0:
-            self._audio_chars += len(message)
-        else:
-            self._deltas += 1
-
-    def clear(self) -> None:
-        self.started = False
-        self._deltas = self._audio_chars = self._sent_text = self._sent_audio = 0
-
-    def usage(self, context_tokens: int) -> dict[str, Any] | None:
-        """The cut response's usage, flagged estimated (None: no response in progress):
-        its input the conversation the last response ended with (`context_tokens`) and
-        what the client sent since, its output what its deltas relayed."""
-        if not self.started:
-            return None
-        audio = _audio_tokens(self._audio_chars)
-        output = self._deltas + audio
-        text_in = context_tokens + -(-self._sent_text // _CHARS_PER_TOKEN)
-        audio_in = _audio_tokens(self._sent_audio)
-        return {
-            "total_tokens": text_in + audio_in + output, "input_tokens": text_in + audio_in,
-            "output_tokens": output,
-            "input_token_details": {"cached_tokens": 0, "text_tokens": text_in,
-                                    "audio_tokens": audio_in},
-            "output_token_details": {"text_tokens": self._deltas, "audio_tokens": audio},
-            "estimated": True,
-        }
-
-
-def _audio_tokens(chars: int) -> int:
-    """The tokens of `chars` characters of base64 PCM16 at 24 kHz, rounded up."""
-    return -(-chars * _AUDIO_TOKENS_PER_SECOND // _AUDIO_CHARS_PER_SECOND)
 
 
 def error_event(message: str, code: str, kind: str = "server_error",

@@ -22,6 +22,7 @@ from websockets.sync.client import connect
 
 from azure_openai_proxy.emulator import create_emulator_app
 from azure_openai_proxy.gateway.app import GatewayApp
+from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.ledger import LedgerStore, UsageRecord
 from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, Emulator, emulator_config, gateway_settings
@@ -211,3 +212,104 @@ def test_a_response_done_waiting_for_a_client_that_leaves_is_recorded_once(
         [record] = realtime_records(gateway)
     assert (record.usage_source, record.prompt_tokens, record.completion_tokens) == (
         "measured", 50, 7)
+
+
+def test_a_session_whose_cut_response_cannot_be_recorded_still_ends(
+    slow_emulator: Emulator, governed: ServerThread,
+) -> None:
+    # Recording the cut response raised (here the ledger's add), and the session's own
+    # end was skipped: its access-log line lost, the session left among the open ones.
+    app = governed.app
+    assert isinstance(app, GatewayApp) and app.ledger is not None
+    logged: list[RequestRecord] = []
+    write = app.access_log.write
+
+    def spy(record: RequestRecord) -> None:
+        logged.append(record)
+        write(record)
+
+    def broken(record: RequestRecord) -> None:
+        raise OSError("the ledger is broken")
+
+    app.access_log.write = spy  # type: ignore[method-assign]
+    app.ledger.add = broken  # type: ignore[method-assign]
+    with open_raw(governed, CLIENT_KEY, V1) as connection:
+        events_until(connection, "session.created")
+        connection.send(json.dumps({"type": "response.create", "response": {
+            "output_modalities": ["text"]}}))
+        events_until(connection, TEXT_DELTA)
+        connection.socket.close()  # gone mid-response: its response is cut
+    until(lambda: any(r.status == 101 for r in logged),
+          message="the session's end was never logged")
+    [response, session] = logged
+    assert (response.usage or {}).get("estimated") and session.route == "realtime"
+
+
+def test_an_out_of_band_response_done_leaves_the_other_cut_one_recorded(
+    slow_emulator: Emulator, governed: ServerThread,
+) -> None:
+    # An out-of-band response (`conversation: "none"`) runs beside the conversation's:
+    # its `response.done` cleared the one tally for both, so the other, cut afterwards,
+    # was not recorded at all.
+    with open_raw(governed, CLIENT_KEY, V1) as connection:
+        events_until(connection, "session.created")
+        connection.send(json.dumps({"type": "response.create", "response": {
+            "output_modalities": ["text"]}}))
+        first = events_until(connection, "response.created")[-1]["response"]["id"]
+        connection.send(json.dumps({"type": "response.create", "response": {
+            "conversation": "none", "output_modalities": ["text"], "max_output_tokens": 2,
+            "metadata": {"topic": "aside"}}}))
+        deltas = {first: 0}
+        while True:
+            event = json.loads(connection.recv(timeout=10))
+            if event["type"] == TEXT_DELTA:
+                deltas[event["response_id"]] = deltas.get(event["response_id"], 0) + 1
+            if event["type"] == "response.done":
+                aside = event["response"]
+                break
+        assert aside["id"] != first and aside["metadata"] == {"topic": "aside"}
+        assert deltas[aside["id"]] == aside["usage"]["output_tokens"] == 2
+        while json.loads(connection.recv(timeout=10))["type"] != TEXT_DELTA:
+            pass
+        deltas[first] += 1
+        connection.socket.close()  # gone in the middle of the conversation's response
+    until(lambda: len(realtime_records(governed)) == 2,
+          message="the cut response was not recorded")
+    estimated, measured = sorted(realtime_records(governed), key=lambda r: r.usage_source)
+    assert (measured.usage_source, measured.completion_tokens) == ("measured", 2)
+    assert estimated.usage_source == "estimated"
+    assert estimated.completion_tokens >= deltas[first]  # its own deltas, not the other's
+    assert estimated.completion_tokens < 16  # (cut before its end)
+
+
+async def _failed_after_deltas(socket: web.WebSocketResponse, event: dict[str, Any]) -> None:
+    if event.get("type") == "response.create":
+        await socket.send_str('{"type":"response.created","response":{"id":"resp_1"}}')
+        for _ in range(3):
+            await socket.send_str('{"type":"response.output_text.delta","response_id":"resp_1",'
+                                  '"delta":"Hi"}')
+        await socket.send_str(json.dumps({"type": "response.done", "response": {
+            "id": "resp_1", "status": "failed", "usage": None, "status_details": {
+                "type": "failed", "error": {"type": "server_error", "code": "x"}}}}))
+
+
+def test_a_failed_response_without_usage_is_not_recorded(
+    tmp_path: Path, start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    # Azure's usage is its billing: a response it ended without any billed nothing, even
+    # with deltas relayed; and, done, it is not taken for a cut one when the client leaves.
+    with serve(fake_azure(_failed_after_deltas)) as upstream:
+        gateway = start_gateway(gateway_settings(
+            upstream.url, database=f"sqlite:///{tmp_path / 'gw.db'}", deployment_config=[
+                {"model_name": V1, "deployment_name": V1, "endpoint": upstream.url,
+                 "api_key": AZURE_KEY, "api": "v1"}]))
+        app = gateway.app
+        assert isinstance(app, GatewayApp)
+        with open_raw(gateway, CLIENT_KEY, V1) as connection:
+            events_until(connection, "session.created")
+            connection.send(json.dumps({"type": "response.create"}))
+            assert events_until(connection, "response.done")[-1]["response"]["status"] == (
+                "failed")
+        series = app.gateway.balancer.metrics.realtime
+        until(lambda: series.open == 0, message="the session never ended")
+        assert realtime_records(gateway) == []

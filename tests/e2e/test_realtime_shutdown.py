@@ -4,22 +4,29 @@ without waiting out its grace (each session open kept it for all of it, 30 s).""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
-from websockets.exceptions import ConnectionClosed
+from aiohttp import web
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from azure_openai_proxy.emulator import create_emulator_app
-from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, emulator_config
-from tests.e2e.test_realtime import V1, events_until
+from azure_openai_proxy.gateway.app import GatewayApp
+from azure_openai_proxy.settings import Settings
+from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, emulator_config, gateway_settings
+from tests.e2e.test_realtime import V1, events_until, open_raw
 from tests.e2e.test_reload_shutdown import gateway_process
 from tests.e2e.test_shutdown_cut_stream import only_record
-from tests.support import serve
+from tests.support import ServerThread, serve
 
 
 def closed_with(connection: ClientConnection) -> tuple[int, list[str]]:
@@ -60,3 +67,42 @@ def test_sigterm_closes_idle_sessions_at_once_and_others_after_their_response(
             assert time.monotonic() - started < 10  # not the grace's 20 s
     record = only_record(database)  # the response's, as Azure counted it
     assert (record.route, record.usage_source) == ("realtime", "measured")
+
+
+def test_a_session_opening_as_the_shutdown_begins_is_refused_with_a_503(
+    tmp_path: Path, start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    # It got its 101, then at once a 1001 close: refused before the handshake instead.
+    asked, release = threading.Event(), threading.Event()
+
+    async def held(request: web.Request) -> web.WebSocketResponse:
+        asked.set()
+        while not release.is_set():  # Azure's handshake, slow
+            await asyncio.sleep(0.01)
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        await socket.send_str('{"type":"session.created"}')
+        async for _ in socket:
+            pass
+        return socket
+
+    def azure() -> web.Application:
+        app = web.Application()
+        app.router.add_get("/openai/v1/realtime", held)
+        return app
+
+    with serve(azure) as upstream, ThreadPoolExecutor(1) as pool:
+        gateway = start_gateway(gateway_settings(upstream.url, deployment_config=[
+            {"model_name": V1, "deployment_name": V1, "endpoint": upstream.url,
+             "api_key": AZURE_KEY, "api": "v1"}]))
+        app = gateway.app
+        assert isinstance(app, GatewayApp)
+        opening = pool.submit(open_raw, gateway, CLIENT_KEY, V1)
+        assert asked.wait(10)
+        gateway.call(app.shutdown)
+        release.set()
+        with pytest.raises(InvalidStatus) as refused:
+            opening.result(10).close()
+    response = refused.value.response
+    assert response.status_code == 503
+    assert json.loads(response.body)["error"]["code"] == "server_shutting_down"

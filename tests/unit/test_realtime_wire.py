@@ -127,9 +127,17 @@ def test_a_response_create_is_read_with_its_event_id_and_most_output() -> None:
 
 
 def test_a_response_done_without_usage_still_ends_a_response() -> None:
-    from azure_openai_proxy.gateway.realtime_wire import response_ended, upstream_error_id
+    from azure_openai_proxy.gateway.realtime_wire import (
+        ResponseDone,
+        response_ended,
+        upstream_error_id,
+    )
 
-    assert response_ended('{"type":"response.done","response":{"usage":null}}') == {}
+    assert response_ended('{"type":"response.done","response":{"usage":null}}') == (
+        ResponseDone(None, {}))
+    assert response_ended('{"type":"response.done","response":{"id":"resp_2"}}') == (
+        ResponseDone("resp_2", {}))
+    assert response_ended('{"type":"response.done","response":null}') == ResponseDone(None, {})
     assert response_ended('{"type":"response.created"}') is None
     error = '{"type":"error","error":{"code":"x","event_id":"e1"}}'
     assert upstream_error_id(error) == "e1"
