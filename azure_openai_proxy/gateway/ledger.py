@@ -465,7 +465,7 @@ class LedgerWriter:
                 and (times := self._unspooled.due())):
             log.error("usage ledger: cannot write the spool %s (%s): the %d oldest of %d "
                       "queued records stay in memory; the next request past the buffer's "
-                      "bound tries again (%d times since the last such line)",
+                      "bound tries again (%d such failures since the last line)",
                       self.spool_path, problem, count, len(records), times)
         return taken
 

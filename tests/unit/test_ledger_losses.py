@@ -1,5 +1,5 @@
 """What the ledger's spool says, and keeps, when nothing takes its records: a full disk
-logs its losses once in a while, not once a chunk (gateway/ledgerspool.py)."""
+logs its losses once in a while, not once a chunk (gateway/ledgerspool.py, ledger.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from azure_openai_proxy.gateway.ledgerspool import LedgerSpool
 from azure_openai_proxy.store.ledger import LedgerStore, row_of
 from tests.e2e.pools import FakeClock
 from tests.unit.test_ledger_store import record
+from tests.unit.test_ledger_writer import finished, writer
 
 
 def _lost_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -70,3 +71,17 @@ def test_rows_given_to_a_spool_replayed_each_time_it_is_waited_for_are_kept(
     monkeypatch.undo()
     store = LedgerStore(sqlite3.connect(tmp_path / "gw.db", isolation_level=None))
     assert spool.replay(store, 100) == 3  # written once the database takes them
+
+
+def test_the_event_loops_failing_spool_appends_are_said_once_in_a_while(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Past the buffer's bound, every request tries to spool a chunk: with a spool that
+    cannot be opened, each said so (a line per request)."""
+    ledger = writer(tmp_path / "gw.db", batch_size=2, max_buffer=4)  # no thread: it queues
+    ledger.spool_path.mkdir()
+    with caplog.at_level(logging.ERROR, "azure_openai_proxy"):
+        for n in range(30):
+            ledger.add(finished(n))
+    said = [r.getMessage() for r in caplog.records if "cannot write the spool" in r.getMessage()]
+    assert len(said) == 1 and said[0].endswith("(1 such failures since the last line)")
+    assert ledger.waiting == 30  # they stay queued
