@@ -225,7 +225,14 @@ class Failover:
 
     def _give_up(self, step: GiveUp) -> GatewayError:
         last = self._last_error
-        wait_ms = None if step.retry_after is None else max(1, math.ceil(step.retry_after * 1000))
+        wait = step.retry_after
+        if wait is None and step.cause in ("held", "unavailable"):
+            # Every circuit in the way is half-open with its probe out: when it comes back
+            # is unknown, and a failing probe opens it again for `circuit_open_seconds`,
+            # so that is the wait to announce (the openai SDK retries a 503 only with a
+            # retry-after, of at most 60 s).
+            wait = self._balancer.rules.open_seconds
+        wait_ms = None if wait is None else max(1, math.ceil(wait * 1000))
         if last is not None and last.http_status == 429 and wait_ms is not None:
             # Azure's own 429 body, with the soonest any deployment of the pool is free.
             return _with_retry_after(last, wait_ms)

@@ -55,7 +55,7 @@ from azure_openai_proxy.gateway.ledgerrows import (
     record_cost,
     usage_record,
 )
-from azure_openai_proxy.gateway.ledgerspool import LedgerSpool
+from azure_openai_proxy.gateway.ledgerspool import LedgerSpool, RepeatedError
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
     SpendBook,
@@ -141,6 +141,7 @@ class LedgerWriter:
         self.database = database
         self.spool_path = database.with_name(database.name + ".spool.jsonl")
         self._spool_file = LedgerSpool(self.spool_path, max_buffer)
+        self._unspooled = RepeatedError()  # the event loop's appends that failed
         self.guard = guard
         guard.prices, guard.models = prices, dict(models)
         self._pricer = RowPricer(prices, dict(models))
@@ -460,11 +461,12 @@ class LedgerWriter:
         rows = records if isinstance(records, list) else (
             lambda: self._take(count, block=block))
         taken, problem = self._spool_file.append(rows, block=block, with_kept=block)
-        if problem is not None and not taken and not isinstance(records, list):
+        if (problem is not None and not taken and not isinstance(records, list)
+                and (times := self._unspooled.due())):
             log.error("usage ledger: cannot write the spool %s (%s): the %d oldest of %d "
                       "queued records stay in memory; the next request past the buffer's "
-                      "bound tries again", self.spool_path, problem, count,
-                      len(records))
+                      "bound tries again (%d such failures since the last line)",
+                      self.spool_path, problem, count, len(records), times)
         return taken
 
     def _replay(self, store: LedgerStore) -> bool:

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -30,9 +32,34 @@ from azure_openai_proxy.governance.model import UsageRecord
 from azure_openai_proxy.governance.prices import MAX_TOKENS
 from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore, record_of, row_of
 
-__all__ = ["LedgerSpool"]
+__all__ = ["LedgerSpool", "RepeatedError"]
 
 log = logging.getLogger("azure_openai_proxy")
+
+# An error that repeats while the disk stays full (every request past the buffer's
+# bound, every chunk of 256 of them) is said at most once in this many seconds.
+_SAY_EVERY = 10.0
+
+
+class RepeatedError:
+    """An error worth a line at most once every `every` seconds of `clock`, with the
+    count since the last line (the first is said at once)."""
+
+    def __init__(self, every: float = _SAY_EVERY,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = every
+        self._clock = clock
+        self._said = -math.inf
+        self.unsaid = 0  # counted since the last line
+
+    def due(self, count: int = 1) -> int:
+        """Count `count` more: the count to say now, or 0 (not yet)."""
+        self.unsaid += count
+        now = self._clock()
+        if now < self._said + self._every:
+            return 0
+        self._said, said, self.unsaid = now, self.unsaid, 0
+        return said
 
 
 class LedgerSpool:
@@ -42,9 +69,11 @@ class LedgerSpool:
     it, with an error logged): they go into the spool with the next append it takes,
     or into the database with the next replay."""
 
-    def __init__(self, path: Path, most: int = 100_000) -> None:
+    def __init__(self, path: Path, most: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
         self._most = most
+        self._lost = RepeatedError(clock=clock)  # rows pushed out of memory (under the lock)
         # Kept and taken by the event loop and the writer's thread: under the lock (a
         # take of one popleft at a time met another's and raised IndexError, the rows
         # it had taken lost, into a request when on the event loop)
@@ -91,7 +120,16 @@ class LedgerSpool:
                 taken = taken or (rows if isinstance(rows, list) else [])
                 self._keep([*kept, *taken], problem)
                 return taken, problem
-        return [], None
+        # Replayed and removed each time it was waited for (replays back to back):
+        # rows given are kept, as when the file cannot be written; rows to be taken
+        # were not, and stay queued.
+        if not isinstance(rows, list) or not rows:
+            return [], None
+        problem = "replayed and removed again and again while waiting for its lock"
+        log.error("usage ledger: the spool %s was %s: %d records wait in memory",
+                  self.path, problem, len(rows))
+        self._keep(rows)
+        return rows, problem
 
     def _take_kept(self) -> list[LedgerRow]:
         kept = self._kept
@@ -110,10 +148,12 @@ class LedgerSpool:
         with self._kept_lock:
             waiting = len(kept)
             kept.extend(unlabelled)
-        lost = waiting + len(unlabelled) - self._most
-        if lost > 0:
+            lost = waiting + len(unlabelled) - self._most
+            said = self._lost.due(lost) if lost > 0 else 0
+        if said:
             log.error("usage ledger: neither the database nor the spool %s takes records: "
-                      "the %d oldest of those waiting in memory are lost", self.path, lost)
+                      "%d of the oldest of those waiting in memory lost since the last "
+                      "such line", self.path, said)
         elif problem is not None and not waiting and rows:
             log.error("usage ledger: cannot write the spool %s (%s): records wait in memory "
                       "(%d at most) until the database or the spool takes them", self.path,
@@ -124,6 +164,9 @@ class LedgerSpool:
         the database still failing), else they are lost; say so."""
         if self._kept:
             self.append([])
+        if self._lost.unsaid:
+            log.error("usage ledger: %d more of the oldest records waiting in memory "
+                      "were lost before exit", self._lost.unsaid)
         if self._kept:
             log.error("usage ledger: %d records neither the database nor the spool %s "
                       "took are lost at exit", len(self._take_kept()), self.path)

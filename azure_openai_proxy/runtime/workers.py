@@ -85,7 +85,9 @@ class LastLoaded:
         function returned stops it."""
         if not self._path:
             return lambda: None
-        watcher = ConfigWatcher(self._path, self.reread, interval, self.current.signature)
+        # (not said at info: each worker says its own reload, N lines for N workers)
+        watcher = ConfigWatcher(self._path, self.reread, interval, self.current.signature,
+                                reloads=False)
         stopped = threading.Event()
 
         def poll() -> None:

@@ -48,7 +48,7 @@ from typing import Any, Literal
 
 from azure_openai_proxy.governance.budget import day_of
 from azure_openai_proxy.governance.model import UsageRecord
-from azure_openai_proxy.store.ledger_schema import prepare
+from azure_openai_proxy.store.ledger_schema import prepare, require_current
 from azure_openai_proxy.store.sqlite import connect
 
 __all__ = ["GROUPINGS", "PRUNE_CHUNK", "SOURCE_CODE", "Grouping", "Labels", "LedgerRow",
@@ -166,9 +166,9 @@ UsageRow = dict[str, Any]
 class LedgerStore:
     """The ledger's tables in one SQLite database."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, *, read_only: bool = False) -> None:
         self._db = connection
-        prepare(connection)
+        (require_current if read_only else prepare)(connection)
         # labels -> id, read from usage_labels at the first look-up, and the database's
         # schema_version then: a database restored in place (the backup API, `.restore`)
         # keeps its file and inode but not its label ids, and bumps the version
@@ -181,11 +181,16 @@ class LedgerStore:
     @classmethod
     def open(cls, path: Path, *, busy_timeout_ms: int | None = None,
              create: bool = True) -> LedgerStore:
-        """`create=False`: a database that is not there is an error (`connect`)."""
+        """`create=False`, for a report: opened read-only, a database that is not there
+        is an error (`connect`), as is one without the ledger's current tables."""
         connection = connect(path, create=create)
         if busy_timeout_ms is not None:
             connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        return cls(connection)
+        try:
+            return cls(connection, read_only=not create)
+        except BaseException:
+            connection.close()
+            raise
 
     def close(self) -> None:
         self._db.close()

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-__all__ = ["LEDGER_VERSION", "prepare"]
+__all__ = ["LEDGER_VERSION", "prepare", "require_current"]
 
 log = logging.getLogger("azure_openai_proxy")
 
@@ -112,6 +112,18 @@ def prepare(db: sqlite3.Connection) -> None:
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def require_current(db: sqlite3.Connection) -> None:
+    """For a reader (a report), which makes and migrates nothing: a database whose
+    ledger tables are not current (none yet: the ledger's writer makes them) is a
+    sqlite3.OperationalError."""
+    version = _version(db)
+    if version != LEDGER_VERSION:
+        raise sqlite3.OperationalError(
+            "the database holds no usage ledger yet (the gateway makes it when it starts)"
+            if version is None else f"the usage ledger's schema is version {version}, not "
+            f"this gateway's ({LEDGER_VERSION}): start the gateway once to migrate it")
 
 
 def _version(db: sqlite3.Connection) -> int | None:

@@ -44,8 +44,9 @@ def database_path(settings: Settings) -> Path:
 def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
     """A connection in WAL mode, its directory made if missing. Used from one thread at
     a time (the store's worker thread, or the CLI). `create=False` (a reader: the usage
-    report): a database that is not there is a sqlite3.OperationalError, not made
-    (empty, it would stand in for one removed, which the ledger's writer waits for)."""
+    report): opened read-only, so a database that is not there is a
+    sqlite3.OperationalError, not made (empty, it would stand in for one removed, which
+    the ledger's writer waits for), and an empty file stays empty."""
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)
         target: str | Path = path
@@ -53,11 +54,12 @@ def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
         # `file://` and an empty authority: the path as given ("//x" is a path, not a host);
         # its bytes quoted, not its str: a name not in UTF-8 (an undecodable byte is a
         # lone surrogate in the str) was a UnicodeEncodeError, a 500 from /admin/usage
-        target = f"file://{quote(os.fsencode(path.absolute()))}?mode=rw"
+        target = f"file://{quote(os.fsencode(path.absolute()))}?mode=ro"
     connection = sqlite3.connect(target, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                                  check_same_thread=False, uri=not create)
-    connection.execute("PRAGMA journal_mode=WAL")
-    connection.execute("PRAGMA synchronous=NORMAL")
+    if create:  # (the writer's choices, kept in the file: a reader has nothing to set)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     connection.execute("PRAGMA foreign_keys=ON")
     return connection

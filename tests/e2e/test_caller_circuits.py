@@ -4,6 +4,8 @@ through the gateway to the emulator's fault injection, a fake clock for the circ
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +181,39 @@ def test_one_keys_requests_that_time_out_after_sending_hold_off_that_key_only() 
         assert [_refused(a).status_code for _ in range(3)] == [504, 504, 503]
         assert chat(b).choices[0].message.content
         assert _row(gateway)["circuit"] == "closed"
+
+
+def _while_probing(gateway: ServerThread, probe: Any, then: Any) -> Any:
+    """`then()` while `probe()` hangs upstream, the half-open circuit's probe still out."""
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        deadline = time.monotonic() + 10
+        while _row(gateway)["in_flight"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return then()
+    finally:
+        prober.join()
+
+
+@pytest.mark.parametrize(("fault", "status", "asker"), [
+    ("500", 500, CLIENT_KEY),  # a's own circuit, a's own probe out
+    ("drop", 502, OTHER_KEY),  # the deployment's circuit, a's probe out, b asks
+])
+def test_a_request_refused_while_the_circuits_probe_is_out_is_told_when_to_retry(
+    fault: str, status: int, asker: str,
+) -> None:
+    clock = FakeClock()
+    with pool_emulator() as emulator, pool_gateway(
+        _settings(emulator.url, upstream={"read_timeout": 1.0}), clock
+    ) as gateway:
+        a = sdk(gateway)
+        emulator.fault("dep-a", fault, count=2)
+        assert [_refused(a).status_code for _ in range(2)] == [status, status]
+        clock.advance(30)
+        emulator.fault("dep-a", "hang", count=1, seconds=3.0)
+        held = _while_probing(gateway, lambda: _refused(a), lambda: _refused(_other(gateway, asker)))
+        assert held.status_code == 503
+        assert held.json()["error"]["code"] == "no_deployment_available"
+        assert held.headers["retry-after"] == "30"  # (was none: the probe's wait is unknown)
+        assert held.headers["retry-after-ms"] == "30000"

@@ -256,3 +256,18 @@ def test_a_replacement_after_a_refused_reload_serves_the_last_config_that_loaded
             assert {deployment for deployment, _ in hits(emulator)[seen:]} == {"dep-b"}
             process.signal(signal.SIGTERM)
             assert process.popen.wait(15) == 0, process.output()
+
+
+def test_a_sigterm_while_a_replacement_starts_is_a_clean_stop(tmp_path: Path) -> None:
+    """The replacement of a killed worker met the parent's SIGTERM before its own
+    handler was in place and died of it (-15): the parent exited 1, not 0."""
+    config = tmp_path / "config.yaml"
+    with paced_emulator() as emulator:
+        write_config(config, emulator.url, [("dep-a", {})])
+        with gateway_process(config, "--workers", "2") as (process, client):
+            workers = _worker_pids(client.port, 2, time.monotonic() + 30)
+            os.kill(min(workers), signal.SIGKILL)
+            until(lambda: "replaced by" in process.output(), 30, process.output())
+            process.signal(signal.SIGTERM)  # the replacement is still importing
+            assert process.popen.wait(15) == 0, process.output()
+            assert f"exited with {-signal.SIGTERM}" in process.output()  # (it was hit)

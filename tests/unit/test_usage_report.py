@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -78,3 +79,32 @@ def test_a_ledger_without_a_keys_table_has_no_names(tmp_path: Path) -> None:
     ledger.close()
     [row] = read_usage(path, "key", 0.0, None)
     assert (row["key"], row["name"]) == ("key-x", None)
+
+
+def test_a_report_on_an_empty_database_file_writes_nothing_and_says_there_is_no_ledger(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A report (the `usage` command, GET /admin/usage: a 503 on sqlite3.Error) wrote the
+    ledger's schema into an existing empty file: the ledger's writer makes it."""
+    path = tmp_path / "gw.db"
+    path.write_bytes(b"")
+    with pytest.raises(sqlite3.OperationalError, match="no usage ledger yet"):
+        read_usage(path, "key", 0.0, None)
+    assert main(["usage", "--database", f"sqlite:///{path}"], {}) == 1
+    assert "holds no usage ledger yet" in capsys.readouterr().err
+    assert path.read_bytes() == b""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gw.db"]
+
+
+def test_a_report_reads_the_ledger_a_writer_has_open_without_writing(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    ledger = LedgerStore.open(path)
+    ledger.write([_record(1, "key-x", None, 0.5)])
+    try:
+        before = path.stat().st_mtime_ns, (tmp_path / "gw.db-wal").stat().st_size
+        [row] = read_usage(path, "key", 0.0, None)
+        assert row["requests"] == 1
+        assert (path.stat().st_mtime_ns, (tmp_path / "gw.db-wal").stat().st_size) == before
+    finally:
+        ledger.close()
+    [row] = read_usage(path, "key", 0.0, None)  # and once it is closed (no -wal, no -shm)
+    assert row["requests"] == 1

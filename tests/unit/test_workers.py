@@ -9,6 +9,7 @@ import multiprocessing.process
 import os
 import signal
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -156,3 +157,24 @@ def test_a_taken_port_names_the_listener() -> None:
         refusal = port_refusal("127.0.0.1", port)
     assert refusal is not None and "Address already in use" in refusal
     assert "another azure-openai-proxy, listens there" in refusal
+
+
+def test_the_parents_reread_of_a_watched_config_is_not_one_more_reloading_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """With `--watch-config` each worker logs its reload; the parent's own re-read was
+    logged as one more "changed; reloading" (N+1 lines for N workers)."""
+    path = tmp_path / "config.yaml"
+    path.write_text("a\n")
+    first, second = (pool_settings("http://127.0.0.1:9", [(name, {})]) for name in "ab")
+    last = LastLoaded(Loaded(first, signature(str(path))), str(path), lambda: second)
+    with caplog.at_level(logging.INFO, "azure_openai_proxy"):
+        stop = last.watch(interval=0.02)
+        try:
+            path.write_text("b, longer\n")
+            deadline = time.monotonic() + 10
+            while last.current.settings is not second and time.monotonic() < deadline:
+                time.sleep(0.01)
+        finally:
+            stop()
+    assert last.current.settings is second
+    assert not [r for r in caplog.records if "reloading" in r.getMessage()]
