@@ -48,7 +48,7 @@ from typing import Any, Literal
 
 from azure_openai_proxy.governance.budget import day_of
 from azure_openai_proxy.governance.model import UsageRecord
-from azure_openai_proxy.store.ledger_schema import prepare, require_current
+from azure_openai_proxy.store.ledger_schema import LedgerBehind, prepare, require_current
 from azure_openai_proxy.store.sqlite import connect
 
 __all__ = ["GROUPINGS", "PRUNE_CHUNK", "SOURCE_CODE", "Grouping", "Labels", "LedgerRow",
@@ -188,6 +188,12 @@ class LedgerStore:
             connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         try:
             return cls(connection, read_only=not create)
+        except LedgerBehind:
+            # A ledger of an older schema, e.g. a report run after an upgrade and before
+            # the gateway's first start: migrated as that start would (a write, but of a
+            # ledger that is there, never one made where none was).
+            connection.close()
+            return cls.open(path, busy_timeout_ms=busy_timeout_ms, create=True)
         except BaseException:
             connection.close()
             raise

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 
-__all__ = ["LEDGER_VERSION", "prepare", "require_current"]
+__all__ = ["LEDGER_VERSION", "LedgerBehind", "prepare", "require_current"]
 
 log = logging.getLogger("azure_openai_proxy")
 
@@ -114,16 +114,24 @@ def prepare(db: sqlite3.Connection) -> None:
         raise
 
 
+class LedgerBehind(sqlite3.OperationalError):
+    """The database holds a ledger of an older schema: a reader may have it migrated (the
+    writer's `prepare`, as the gateway's start would) rather than refuse to report it."""
+
+
 def require_current(db: sqlite3.Connection) -> None:
-    """For a reader (a report), which makes and migrates nothing: a database whose
-    ledger tables are not current (none yet: the ledger's writer makes them) is a
-    sqlite3.OperationalError."""
+    """For a reader (a report), which makes and migrates nothing: a database without the
+    ledger's tables (none yet: the ledger's writer makes them) is a
+    sqlite3.OperationalError; one whose ledger is of an older schema a `LedgerBehind`."""
     version = _version(db)
-    if version != LEDGER_VERSION:
-        raise sqlite3.OperationalError(
-            "the database holds no usage ledger yet (the gateway makes it when it starts)"
-            if version is None else f"the usage ledger's schema is version {version}, not "
-            f"this gateway's ({LEDGER_VERSION}): start the gateway once to migrate it")
+    if version == LEDGER_VERSION:
+        return
+    if version is not None or "request_id" in _columns(db, "usage_records"):
+        # (the first schema wrote no version row: its wide usage_records tells it)
+        raise LedgerBehind(f"the usage ledger's schema is older than this gateway's "
+                           f"({LEDGER_VERSION})")
+    raise sqlite3.OperationalError(
+        "the database holds no usage ledger yet (the gateway makes it when it starts)")
 
 
 def _version(db: sqlite3.Connection) -> int | None:

@@ -152,3 +152,24 @@ def test_a_newer_schema_is_refused_not_written_over(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(sqlite3.DatabaseError, match="newer than this gateway"):
         LedgerStore.open(path)
+
+
+def test_a_report_on_a_first_schema_database_migrates_it_and_reads_every_record(
+        tmp_path: Path) -> None:
+    # A report (`usage`, /admin/usage) run after an upgrade, before the gateway's first
+    # start: the first schema wrote no version row, so it was taken for "no ledger yet".
+    path = tmp_path / "gw.db"
+    _old_database(path)
+    report = LedgerStore.open(path, create=False)
+    try:
+        assert report.records() == sorted(OLD, key=lambda r: r.time)
+    finally:
+        report.close()
+
+
+def test_a_report_on_an_empty_database_still_makes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    path.touch()
+    with pytest.raises(sqlite3.OperationalError, match="no usage ledger yet"):
+        LedgerStore.open(path, create=False)
+    assert path.stat().st_size == 0
