@@ -21,9 +21,9 @@ Behaviour:
   or 413 goes out before the client uploads anything (a Content-Length over the
   handler's limit is a 413 without "100 Continue", then the connection closes; so
   does any answer to a client still waiting, one that has sent none of its body);
-- a body the handler did not read is read and dropped after its answer (up to
-  `max_body_bytes` or 16 MB, for at most 30 s: `answer.py`; past that the connection
-  closes), so keep-alive survives an early error answer, and on a connection that
+- a body the handler did not read is read and dropped after its answer (up to the
+  larger of `max_body_bytes` and 16 MB, for at most 30 s: `answer.py`; past that the
+  connection closes), so keep-alive survives an early error answer, and on a connection that
   closes after it (`Connection: close`, HTTP/1.0) the close waits for the body's end:
   closed on an upload, the kernel resets it and the client may never read the answer;
 - requests the engine refuses itself are answered with the application's `refusal`,
