@@ -30,6 +30,9 @@ __all__ = ["serve_request"]
 log = logging.getLogger("azure_openai_proxy")
 
 _LINGER_BYTES = 16 * 1024 * 1024  # at least this much of an unread body is dropped, not reset
+# For at most this long after the answer (nginx's `lingering_time`), or the body's own
+# deadline if sooner: then the connection closes, the rest of the upload reset.
+_LINGER_SECONDS = 30.0
 
 
 async def serve_request(conn: _HttpConnection, request: FastRequest) -> bool:
@@ -99,7 +102,13 @@ async def serve_request(conn: _HttpConnection, request: FastRequest) -> bool:
         body.discard()
         conn.discarding = body
         conn.discard_until = body.received + max(server.max_body_bytes, _LINGER_BYTES)
-        conn.resume_body()
+        conn.resume_body()  # (which moves the deadline on by the time reading paused)
+        # A body awaiting "100 Continue" has no deadline yet; a client trickling it would
+        # hold the connection all of `body_timeout` (300 s), or forever.
+        limits = server.limits
+        due = server.tick + limits.ticks(min(_LINGER_SECONDS, limits.body_timeout))
+        if not conn.deadline or conn.deadline > due:
+            conn.deadline = due
     return keep_alive
 
 async def _write_whole(conn: _HttpConnection, answer: Answer, request: FastRequest,

@@ -235,6 +235,9 @@ class _HttpConnection(asyncio.Protocol):
             length, chunked = request_framing(method, target, http11, headers)
         if chunked:
             self.framing = 0
+            # Its trailer's fields are counted alone (`on_header`), not with the head's.
+            self._raw = []
+            self._head_size = 0
         body = RequestBody(self) if chunked or length else None
         request = FastRequest(self, method, target, headers, http11, parser.should_keep_alive(),
                               length, body)

@@ -19,9 +19,13 @@ Behaviour:
   `_CANCELLED_WAIT`) before the application's cleanup;
 - `Expect: 100-continue` is answered when the handler first reads the body, so a 401
   or 413 goes out before the client uploads anything (a Content-Length over the
-  handler's limit is a 413 without "100 Continue", then the connection closes);
-- a body the handler did not read is discarded (up to `max_body_bytes`, else the
-  connection closes) so keep-alive survives an early error answer;
+  handler's limit is a 413 without "100 Continue", then the connection closes; so
+  does any answer to a client still waiting, one that has sent none of its body);
+- a body the handler did not read is read and dropped after its answer (up to the
+  larger of `max_body_bytes` and 16 MB, for at most 30 s: `answer.py`; past that the
+  connection closes), so keep-alive survives an early error answer, and on a connection that
+  closes after it (`Connection: close`, HTTP/1.0) the close waits for the body's end:
+  closed on an upload, the kernel resets it and the client may never read the answer;
 - requests the engine refuses itself are answered with the application's `refusal`,
   once, then the connection closes: 400 malformed HTTP or framing (`head.py` has the
   RFC 9112 rules), 405 CONNECT, 501 a transfer coding other than chunked, 505 an HTTP
@@ -30,7 +34,7 @@ Behaviour:
   exception (logged, never in the reply), 503 a connection over `max_connections`;
 - `Upgrade` is not performed (h2c): the request is served as HTTP/1.1, body and all,
   except a WebSocket the application's `websocket` hook takes (`websocket.py`);
-- a connection's last answer (a refusal) is followed by a lingering close
+- a refusal, the connection's last answer, is followed by a lingering close
   (`closing.py`), so that a client still sending reads it rather than a reset;
 - timeouts are deadlines (`ServerLimits`), checked by one sweep over all connections
   (no timer per request; once a second, more often only when a timeout is under 4 s):

@@ -11,8 +11,10 @@ import contextlib
 import socket
 import tracemalloc
 
+import orjson
+
 from azure_openai_proxy.http.request import BODY_HIGH_WATER
-from tests.http.engine import engine, pending, until
+from tests.http.engine import engine, pending, read_reply, until
 
 
 async def test_a_body_in_tiny_chunks_is_held_to_the_high_water_mark() -> None:
@@ -44,3 +46,20 @@ async def test_a_body_in_tiny_chunks_is_held_to_the_high_water_mark() -> None:
             e.events.release.set()  # then the body is read whole
         finally:
             client.close()
+
+
+async def test_a_body_in_many_small_chunks_that_is_read_passes_whole() -> None:
+    """The mark pauses reading; it refuses nothing: a body the handler reads as it comes
+    (a 25 MB audio upload in 8 KB chunks, as the openai SDK or a browser's fetch stream
+    send it) arrives whole, each piece's cost counted only while it waits unread."""
+    async with engine() as e:
+        reader, writer = await e.connect()
+        writer.write(b"POST /chunks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        piece = b"2000\r\n" + b"a" * 8192 + b"\r\n"
+        for _ in range(25 * 128 // 64):
+            writer.write(piece * 64)
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        status, _, sizes = await read_reply(reader, 30)
+        assert (status, sum(orjson.loads(sizes))) == (200, 25 * 1024 * 1024)
+        writer.close()

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.http.engine import Engine, engine
+from tests.http.engine import Engine, engine, until
 
 _BODY = 4 * 1024 * 1024  # well past what the socket buffers hold on loopback
 
@@ -67,3 +67,24 @@ async def test_an_upload_sent_without_waiting_for_100_continue_is_read_after_an_
         await loop.sock_sendall(client, b"GET /echo?q=next HTTP/1.1\r\nHost: x\r\n\r\n")
         reply = await asyncio.wait_for(loop.sock_recv(client, 65536), 10)
         assert reply.startswith(b"HTTP/1.1 200 ") and b"x-query: next\r\n" in reply
+
+
+@pytest.mark.parametrize("expect", [b"Expect: 100-continue\r\n", b""], ids=["expect", "plain"])
+async def test_the_rest_of_an_early_answered_body_is_dropped_for_a_while_only(
+        expect: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The body's rest is read for at most the linger time after the answer (nginx's
+    `lingering_time`, 30 s; 0.3 s here) or the body's own deadline if sooner: a client
+    that sent a byte of its body and then nothing held the connection, and its place
+    under `max_connections`, forever when it had sent `Expect: 100-continue` (its body
+    has no deadline before "100 Continue"), else for all of `body_timeout` (300 s)."""
+    monkeypatch.setattr("azure_openai_proxy.http.answer._LINGER_SECONDS", 0.3,
+                        raising=False)
+    loop = asyncio.get_running_loop()
+    head = b"POST /reject HTTP/1.1\r\nHost: x\r\n%bContent-Length: %d\r\n\r\na" % (expect, _BODY)
+    async with engine(body_timeout=60, keepalive_timeout=0.4) as e, \
+            _client(e, head) as (client, answer):  # (sweeps every 0.1 s)
+        assert answer.startswith(b"HTTP/1.1 401 ")
+        # The server closes (an end, or a reset of the unread upload) without more bytes.
+        with contextlib.suppress(ConnectionResetError):
+            assert await asyncio.wait_for(loop.sock_recv(client, 65536), 5) == b""
+        await until(lambda: not e.server.connections)

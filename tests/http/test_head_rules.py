@@ -118,3 +118,20 @@ async def test_a_trailer_line_that_never_ends_is_refused_without_waiting_for_it(
         received = await rest(reader, wait=5)
         assert received.startswith(b"HTTP/1.1 400 ") and received.count(b"HTTP/1.1 ") == 1
         writer.close()
+
+
+async def test_a_trailer_is_judged_alone_not_with_its_head() -> None:
+    """A trailer's fields count against the trailer's limits (128 fields, 64 KB), not
+    the head's: a head of 100 fields (40 KB) with a trailer of 30 (30 KB), each within
+    its own limits, was refused as a trailer too large. 129 trailer fields still are."""
+    fields = b"".join(b"X-H%d: %b\r\n" % (i, b"h" * 400) for i in range(100))
+    trailer = b"".join(b"X-T%d: %b\r\n" % (i, b"t" * 1000) for i in range(30))
+    async with engine() as e:
+        reader, writer = await e.connect()
+        writer.write(chunked("/echo", b"5\r\nhello\r\n0\r\n" + trailer + b"\r\n",
+                             fields.decode()))
+        assert (await read_reply(reader))[::2] == (200, b"hello")
+        many = b"".join(b"X-T%d: t\r\n" % i for i in range(129))
+        writer.write(chunked("/echo", b"5\r\nhello\r\n0\r\n" + many + b"\r\n"))
+        assert (await rest(reader)).startswith(b"HTTP/1.1 400 ")
+        writer.close()
