@@ -46,7 +46,10 @@ def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
     a time (the store's worker thread, or the CLI). `create=False` (a reader: the usage
     report): opened read-only, so a database that is not there is a
     sqlite3.OperationalError, not made (empty, it would stand in for one removed, which
-    the ledger's writer waits for), and an empty file stays empty."""
+    the ledger's writer waits for), and an empty file stays empty. A WAL database whose
+    -shm file is gone (its writer stopped) in a directory this user cannot write is
+    read as immutable: SQLite cannot otherwise read it read-only (it would make the -shm
+    file), and with no -wal file no writer has it open."""
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)
         target: str | Path = path
@@ -55,11 +58,24 @@ def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
         # its bytes quoted, not its str: a name not in UTF-8 (an undecodable byte is a
         # lone surrogate in the str) was a UnicodeEncodeError, a 500 from /admin/usage
         target = f"file://{quote(os.fsencode(path.absolute()))}?mode=ro"
-    connection = sqlite3.connect(target, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                                 check_same_thread=False, uri=not create)
+    connection = _open(target, uri=not create)
+    if not create:
+        try:
+            connection.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.OperationalError:
+            if Path(f"{path}-wal").exists() or os.access(path.parent, os.W_OK, effective_ids=True):
+                connection.close()
+                raise
+            connection.close()
+            connection = _open(f"{target}&immutable=1", uri=True)
     if create:  # (the writer's choices, kept in the file: a reader has nothing to set)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
     connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     connection.execute("PRAGMA foreign_keys=ON")
     return connection
+
+
+def _open(target: str | Path, *, uri: bool) -> sqlite3.Connection:
+    return sqlite3.connect(target, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                           check_same_thread=False, uri=uri)
