@@ -55,6 +55,8 @@ _FAILED_STATUSES = frozenset({500, 502, 503, 504})
 # failures mix (`balancing/circuit.py`); a 502/503/504 counts for everyone.
 _OWN_STATUS = 500
 _OWN_PROBE = 2  # (a `Lease._probe` bit)
+# A retry's wait announced while every circuit in the way has its probe out (`_give_up`).
+_PROBE_WAIT_SECONDS = 1.0
 
 
 def rules_of(settings: Settings) -> BreakerRules:
@@ -227,11 +229,13 @@ class Failover:
         last = self._last_error
         wait = step.retry_after
         if wait is None and step.cause in ("held", "unavailable"):
-            # Every circuit in the way is half-open with its probe out: when it comes back
-            # is unknown, and a failing probe opens it again for `circuit_open_seconds`,
-            # so that is the wait to announce (the openai SDK retries a 503 only with a
-            # retry-after, of at most 60 s).
-            wait = self._balancer.rules.open_seconds
+            # Every circuit in the way is half-open with its probe out: its answer comes
+            # in about a request's time, and closes the circuit or opens it again (a
+            # retry then told the open circuit's own wait). The openai SDK retries a 503
+            # anyway, and sleeps the retry-after when there is one (up to 60 s, or 120 s
+            # in newer releases): `circuit_open_seconds` (30 s) held every retry that
+            # long, a minute over its two, when the probe was back in one.
+            wait = min(self._balancer.rules.open_seconds, _PROBE_WAIT_SECONDS)
         wait_ms = None if wait is None else max(1, math.ceil(wait * 1000))
         if last is not None and last.http_status == 429 and wait_ms is not None:
             # Azure's own 429 body, with the soonest any deployment of the pool is free.
