@@ -475,7 +475,4 @@ def _run_workers(settings: Settings, source: SettingsSource | None,
             supervise(workers, shared.limits, shared.holds, replacements)
     finally:
         unwatch()
-    # A worker the stop's SIGTERM ended before its handler was in place (a replacement
-    # still starting) stopped as it was asked to.
-    clean = (0, -signal.SIGTERM) if replacements.stopping else (0,)
-    return 0 if all(p.exitcode in clean for p in workers) else 1
+    return replacements.exit_code(workers)

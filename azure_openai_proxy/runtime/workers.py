@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, MutableSequence
+from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -165,6 +165,15 @@ class Replacements:
         self._deaths: collections.deque[float] = collections.deque()
         self.stopping = False  # set by the parent's SIGTERM/SIGINT handler
         self.given_up = False
+        self.died: set[int] = set()  # workers dead while not stopping, not replaced
+
+    def exit_code(self, workers: Sequence[multiprocessing.process.BaseProcess]) -> int:
+        """The parent's exit code once `workers` all exited: 0 when each exited 0, or
+        was ended by the stop's SIGTERM (a replacement still starting, its handler not
+        yet in place); 1 when one was killed (by a SIGTERM too) before the stop."""
+        clean = (0, -signal.SIGTERM) if self.stopping else (0,)
+        return 0 if all(p.exitcode == 0 or (p.exitcode in clean and index not in self.died)
+                        for index, p in enumerate(workers)) else 1
 
     def start(self, worker: int) -> multiprocessing.process.BaseProcess | None:
         """A new process for worker number `worker`, started (None: none is)."""
@@ -221,6 +230,7 @@ def supervise(workers: MutableSequence[multiprocessing.process.BaseProcess],
                             workers[index].exitcode)
                 if replacements is not None and not replacements.stopping:
                     dead.add(index)
+                    replacements.died.add(index)
     if exited is not None:
         _tended(exited.reset_due, True)
 
@@ -237,6 +247,8 @@ def _replace(workers: MutableSequence[multiprocessing.process.BaseProcess], inde
     log.warning("worker %d (pid %s) replaced by pid %s", index, workers[index].pid, process.pid)
     workers[index] = process
     running[process.sentinel] = index
+    if replacements is not None:
+        replacements.died.discard(index)
     if replacements is not None and replacements.stopping and process.pid is not None:
         os.kill(process.pid, signal.SIGTERM)  # the stop came while it started
 

@@ -178,3 +178,30 @@ def test_the_parents_reread_of_a_watched_config_is_not_one_more_reloading_line(
             stop()
     assert last.current.settings is second
     assert not [r for r in caplog.records if "reloading" in r.getMessage()]
+
+
+def test_a_worker_sigtermed_before_the_stop_and_not_replaced_is_no_clean_stop() -> None:
+    """leftmix counted every -SIGTERM exit as the stop's own once the server stopped: a
+    worker someone else's SIGTERM killed earlier (its replacement given up) was hidden,
+    the parent exiting 0."""
+    replacements = Replacements(lambda worker: _process(0))
+    replacements.given_up = True
+    workers = [_process(0), _process(-signal.SIGTERM)]
+    supervise(workers, None, None, replacements)
+    replacements.stopping = True  # the operator's stop, after
+    assert [p.exitcode for p in workers] == [0, -signal.SIGTERM]
+    assert replacements.exit_code(workers) == 1
+
+
+def test_a_replacement_the_stops_sigterm_ended_as_it_started_is_a_clean_stop() -> None:
+    replacements: Replacements
+
+    def start(worker: int) -> multiprocessing.process.BaseProcess:
+        replacements.stopping = True  # the stop came while it started
+        return _process(-signal.SIGTERM)
+
+    replacements = Replacements(start)
+    workers = [_process(0), _process(-signal.SIGKILL)]
+    supervise(workers, None, None, replacements)
+    assert [p.exitcode for p in workers] == [0, -signal.SIGTERM]
+    assert replacements.exit_code(workers) == 0
