@@ -96,6 +96,14 @@ class RealtimeSession:
                 body = event.get("response")
                 if body is not None and not isinstance(body, dict):
                     raise _BadEvent("'response' must be an object.", "response")
+                active = None if (body or {}).get("conversation") == "none" else next(
+                    (r for r, beside in self._running.items() if not beside), None)
+                if active is not None:  # (Azure refuses it; out of band runs beside)
+                    return [(self.error(
+                        "conversation_already_has_active_response",
+                        f"Conversation already has an active response in progress: "
+                        f"{active}. Wait until the response is finished before creating "
+                        "a new one.", event_id=event_id), 0)]
                 return self.response(body)
             return [(answer, 0) for answer in self._handle(kind, event)]
         except _BadEvent as exc:

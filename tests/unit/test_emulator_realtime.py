@@ -71,3 +71,22 @@ def test_an_out_of_band_response_runs_beside_and_leaves_the_conversation_as_it_w
     named = next(iter(cancelled))[0]["response"]["id"]
     session.receive(orjson.dumps({"type": "response.cancel", "response_id": named}))
     assert [event for event, _ in cancelled][-1]["response"]["status"] == "cancelled"
+
+
+def test_a_second_response_in_the_conversation_is_refused_while_one_runs() -> None:
+    """Azure runs one response at a time in the conversation and refuses another with
+    `conversation_already_has_active_response` (out-of-band ones run beside); the
+    emulator queued it, so the gateway's handling of that refusal went untested."""
+    session = RealtimeSession("ga", "gpt-realtime", 4, new_id)
+    talk = session.receive(b'{"type":"response.create"}')
+    assert isinstance(talk, ResponseEvents)
+    [(refused, _)] = session.receive(b'{"type":"response.create","event_id":"ev_2"}')
+    error = refused["error"]
+    assert (refused["type"], error["code"], error["event_id"]) == (
+        "error", "conversation_already_has_active_response", "ev_2")
+    aside = session.receive(b'{"type":"response.create","response":{"conversation":"none"}}')
+    assert isinstance(aside, ResponseEvents) and aside.beside
+    assert [event for event, _ in talk][-1]["response"]["status"] == "completed"
+    assert [event for event, _ in aside][-1]["response"]["status"] == "completed"
+    after = [event for event, _ in session.receive(b'{"type":"response.create"}')]
+    assert after[-1]["response"]["status"] == "completed"
