@@ -234,9 +234,12 @@ class RealtimeSession:
             named = event.get("response_id")
             target = (named if isinstance(named, str) else
                       next((r for r, beside in self._running.items() if not beside), None))
-            if target in self._running:
-                self._cancelled.add(target)
-        return []  # truncate, retrieve; a cancel with no response in flight
+            if target not in self._running:  # (done already, or never: Azure says so)
+                return [self.error("response_cancel_not_active",
+                                   "Cancellation failed: no active response found",
+                                   event_id=event.get("event_id"))]
+            self._cancelled.add(target)
+        return []  # truncate, retrieve
 
     def _update(self, session: object) -> dict[str, Any]:
         if not isinstance(session, dict):

@@ -4,6 +4,8 @@ server events out."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
+from typing import Any
 
 import orjson
 
@@ -30,12 +32,20 @@ def test_a_cancel_before_the_first_delta_ends_the_response() -> None:
     assert done["response"]["usage"]["output_tokens"] == 0
 
 
-def test_a_cancel_with_no_response_in_progress_is_ignored() -> None:
+def _not_active(answer: Iterable[tuple[dict[str, Any], int]]) -> None:
+    [(refused, _)] = answer
+    assert (refused["type"], refused["error"]["code"]) == ("error", "response_cancel_not_active")
+
+
+def test_a_cancel_with_no_response_in_progress_is_refused_and_ends_nothing() -> None:
+    # Azure answers it `response_cancel_not_active` (a cancel racing its response's
+    # `response.done`, too); the emulator said nothing.
     session = RealtimeSession("ga", "gpt-realtime", 5, new_id)
-    assert list(session.receive(b'{"type":"response.cancel"}')) == []
+    _not_active(session.receive(b'{"type":"response.cancel"}'))
     events = [event for event, _ in session.receive(b'{"type":"response.create"}')]
     assert events[-1]["response"]["status"] == "completed"
-    assert list(session.receive(b'{"type":"response.cancel"}')) == []  # (done: nothing to end)
+    _not_active(session.receive(b'{"type":"response.cancel"}'))  # (done: nothing to end)
+    _not_active(session.receive(b'{"type":"response.cancel","response_id":"resp_x"}'))
     events = [event for event, _ in session.receive(b'{"type":"response.create"}')]
     assert events[-1]["response"]["status"] == "completed"
 
