@@ -25,6 +25,7 @@ from azure_openai_proxy.gateway.budgethold import refuse_unmetered
 from azure_openai_proxy.gateway.governed import deployment_allowed, values_named
 from azure_openai_proxy.gateway.ownership import BatchNotAllowed, ObjectOwners
 from azure_openai_proxy.gateway.spool import SpooledBody
+from azure_openai_proxy.governance.keys import release_allowed
 from azure_openai_proxy.routing import Pool, RoutingTable
 
 __all__ = ["MAX_BATCH_LINES", "MAX_BATCH_LINE_BYTES", "batch_file_models", "check_resource_post",
@@ -49,7 +50,8 @@ async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller:
     its input file when known (recorded with its owner, or seen made by this worker:
     gateway/poolchoice.py), else every resource it may go to, each judged. The model a
     grader runs on (a grader run's, a reinforcement fine-tuning job's: `_GRADED`) is
-    judged as a line's."""
+    judged by its name (`release_allowed`): Azure reads it as a base model, not a
+    deployment."""
     refuse_unmetered(caller, operation, body)
     key = caller.key
     assert key is not None
@@ -58,7 +60,7 @@ async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller:
     graders = _GRADED.get(operation)
     if graders is not None and body is not None:
         for model in values_named(body.get(graders), "model"):
-            if not deployment_allowed(key.models, table, pool, model):
+            if not release_allowed(key.models, model):
                 raise ModelNotAllowed(model)
     if operation != "batches":
         return
@@ -75,9 +77,10 @@ async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller:
 
 # Where a POST names the graders it runs on a model Azure bills (a grader run's `grader`;
 # a reinforcement fine-tuning job's `method.reinforcement.grader`), each judged by a
-# key's allow-list as a batch line's model is (the name of a deployment of a model it may
-# use on the resource the request goes to; any other name is refused: what it runs on
-# cannot be known here). Validating a grader runs none.
+# key's allow-list as the model it names: Azure runs a grader on a base model by its name
+# and release (`o3-mini-2025-01-31`; "model graders don't require model deployments",
+# Azure's reinforcement fine-tuning guide), never on a deployment, so a deployment's
+# name would only mislead. Validating a grader runs none.
 _GRADED = {"fine_tuning/alpha/graders/run": "grader", "fine_tuning/jobs": "method"}
 # A `purpose` field is a word ("batch", "fine-tune", ...): a longer one is not read.
 _MOST_PURPOSE_BYTES = 256

@@ -11,6 +11,7 @@ import dataclasses
 import fnmatch
 import hashlib
 import math
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -42,8 +43,10 @@ __all__ = [
     "parse_name",
     "presented_hash_valid",
     "printable",
+    "release_allowed",
     "secret_hash",
     "team_view",
+    "undated",
 ]
 
 SECRET_PREFIX = "sk-aop-"
@@ -82,6 +85,24 @@ def model_allowed(patterns: Iterable[str], *names: str | None) -> bool:
             if name == pattern or fnmatch.fnmatchcase(name, pattern):
                 return True
     return False
+
+
+def release_allowed(patterns: Iterable[str], name: str) -> bool:
+    """Whether a key's allow-list lets through a model Azure reads by its own name, never
+    a deployment's (a grader's `model`: `o3-mini-2025-01-31`, a base model and its
+    release): the name as written, or without its release's date (`o3-mini`), the model
+    an allow-list names."""
+    return model_allowed(patterns, name, undated(name))
+
+
+def undated(name: str) -> str:
+    """A model's name without its release's date (`o3-mini-2025-01-31`, `gpt-35-turbo-0125`
+    -> `o3-mini`, `gpt-35-turbo`); another name as it is."""
+    return _DATED.sub("", name)
+
+
+# A release's date at the end of a model's name: `-2025-01-31`, `-0125`.
+_DATED = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
 def has_budget(key: VirtualKey, team: Team | None) -> bool:

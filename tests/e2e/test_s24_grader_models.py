@@ -51,3 +51,32 @@ def test_a_grader_runs_only_on_a_model_the_key_may_use(
             "model": "gpt-4o", "training_file": training.json()["id"], "method": method})
         assert job.status_code == 404 and "o3-mini" in job.json()["error"]["message"], job.text
         assert _reached(emulator, "/openai/fine_tuning/jobs") == 0
+
+
+def test_a_graders_model_is_judged_as_the_base_model_azure_reads(
+        tmp_path: Path, emulator: Emulator, start_gateway: Any) -> None:
+    # Azure's grader `model` names a base model and its release (`o3-mini-2025-01-31`:
+    # "model graders don't require model deployments", azure-ai-docs reinforcement-
+    # fine-tuning.md), never a deployment: it is judged as a model name, its release's
+    # suffix aside. Main refused it to every key with an allow-list (no deployment of
+    # that name), a key allowed `o3-mini` too.
+    path = "/openai/fine_tuning/alpha/graders/run"
+    with governed_admin(tmp_path, emulator.url, start_gateway) as (url, admin):
+        keys = {name: admin.post("/admin/keys", json={"name": name, "models": models}).json()
+                for name, models in (("o3", ["o3-mini"]), ("pattern", ["gpt-4o", "o3*"]),
+                                     ("other", ["gpt-4o"]), ("none", []))}
+
+        def run(key: str, model: str) -> httpx.Response:
+            return httpx.post(url + "/v1/fine_tuning/alpha/graders/run", timeout=30,
+                              json={"grader": _grader(model), "model_sample": "x"},
+                              headers={"Authorization": f"Bearer {keys[key]['key']}"})
+
+        for key in ("o3", "pattern", "none"):
+            before = _reached(emulator, path)
+            answer = run(key, "o3-mini-2025-01-31")
+            assert _reached(emulator, path) == before + 1, (key, answer.text)  # main: 404
+        refused = run("other", "o3-mini-2025-01-31")
+        assert refused.status_code == 404, refused.text
+        assert refused.json()["error"]["code"] == "model_not_found"
+        assert "o3-mini-2025-01-31" in refused.json()["error"]["message"]
+        assert run("o3", "o3-mini-high").status_code == 404  # another model, not a release
