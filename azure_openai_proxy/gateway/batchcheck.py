@@ -57,9 +57,8 @@ async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller:
     assert key is not None
     if not key.models:
         return
-    graders = _GRADED.get(operation)
-    if graders is not None and body is not None:
-        for model in values_named(body.get(graders), "model"):
+    if operation in _GRADED and body is not None:
+        for model in values_named(_graders(body, operation), "model"):
             if not release_allowed(key.models, model):
                 raise ModelNotAllowed(model)
     if operation != "batches":
@@ -81,7 +80,28 @@ async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller:
 # and release (`o3-mini-2025-01-31`; "model graders don't require model deployments",
 # Azure's reinforcement fine-tuning guide), never on a deployment, so a deployment's
 # name would only mislead. Validating a grader runs none.
-_GRADED = {"fine_tuning/alpha/graders/run": "grader", "fine_tuning/jobs": "method"}
+_GRADED = frozenset({"fine_tuning/alpha/graders/run", "fine_tuning/jobs"})
+
+
+def _graders(body: Mapping[str, Any], operation: str) -> list[Any]:
+    """The graders a POST to `operation` (in `_GRADED`) runs: a grader run's `grader`, a
+    fine-tuning job's method's (`method.reinforcement.grader`), each name in any letters
+    (a case-insensitive binder reads `Grader` as `grader`, as it does `Model`). Only
+    these: the rest of a method (a response format's JSON schema) may name a `model`
+    that is no grader's."""
+    if operation == "fine_tuning/alpha/graders/run":
+        return _named(body, "grader")
+    return [grader for method in _named(body, "method") if isinstance(method, dict)
+            for settings in method.values() for grader in _named(settings, "grader")]
+
+
+def _named(node: object, name: str) -> list[Any]:
+    """The values of an object's fields named `name` in any letters."""
+    if not isinstance(node, dict):
+        return []
+    return [value for field, value in node.items() if folded(field) == name]
+
+
 # A `purpose` field is a word ("batch", "fine-tune", ...): a longer one is not read.
 _MOST_PURPOSE_BYTES = 256
 
