@@ -25,6 +25,7 @@ __all__ = [
     "MAX_GRACE_SECONDS",
     "MAX_LIMIT",
     "MAX_PATTERNS",
+    "RELEASE_DATE",
     "SECRET_PREFIX",
     "KeyState",
     "allowed_names",
@@ -46,7 +47,6 @@ __all__ = [
     "release_allowed",
     "secret_hash",
     "team_view",
-    "undated",
 ]
 
 SECRET_PREFIX = "sk-aop-"
@@ -92,17 +92,12 @@ def release_allowed(patterns: Iterable[str], name: str) -> bool:
     a deployment's (a grader's `model`: `o3-mini-2025-01-31`, a base model and its
     release): the name as written, or without its release's date (`o3-mini`), the model
     an allow-list names."""
-    return model_allowed(patterns, name, undated(name))
+    return model_allowed(patterns, name, RELEASE_DATE.sub("", name))
 
 
-def undated(name: str) -> str:
-    """A model's name without its release's date (`o3-mini-2025-01-31`, `gpt-35-turbo-0125`
-    -> `o3-mini`, `gpt-35-turbo`); another name as it is."""
-    return _DATED.sub("", name)
-
-
-# A release's date at the end of a model's name: `-2025-01-31`, `-0125`.
-_DATED = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
+# A release's date at the end of a model's name (`o3-mini-2025-01-31`, `gpt-35-turbo-0125`):
+# `RELEASE_DATE.sub("", name)` is the model's name (`o3-mini`, `gpt-35-turbo`).
+RELEASE_DATE = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
 def has_budget(key: VirtualKey, team: Team | None) -> bool:

@@ -52,7 +52,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from azure_openai_proxy.boundedcache import BoundedCache
-from azure_openai_proxy.governance.keys import undated
+from azure_openai_proxy.governance.keys import RELEASE_DATE
 
 __all__ = ["MAX_TOKENS", "AudioRates", "Price", "PriceTable", "Rates", "TokenCounts",
            "audio_cost", "count_tokens", "dearest_rates", "token_cost", "token_counts",
@@ -296,7 +296,7 @@ class PriceTable:
         lowered = name.lower()
         price = self._prices.get(lowered)
         if price is None:
-            price = self._prices.get(undated(lowered))
+            price = self._prices.get(RELEASE_DATE.sub("", lowered))
         return price
 
     def price_for(self, names: Iterable[str | None]) -> Price | None:
