@@ -1,11 +1,13 @@
 """Fine-tuning graders: `POST fine_tuning/alpha/graders/run` and `.../validate`.
 
-Azure serves them from 2025-04-01-preview (previews and v1), with the reinforcement
-fine-tuning they grade. What is accepted follows Azure's reinforcement fine-tuning guide
-(MicrosoftDocs/azure-ai-docs, articles/ai-foundry/openai/how-to/reinforcement-fine-
-tuning.md): a model grader (`score_model`, `label_model`) runs on a base model named by
-its release, from a short list, and "model graders don't require model deployments" (no
-deployment is looked up); a `multi` grader combines named graders by a formula. The
+Served on v1 and on dated previews from 2025-04-01-preview, the version Azure's
+reinforcement fine-tuning (which they grade) came with and its guide and blog use; that
+older previews lack them is inferred, not published. What is accepted follows Azure's
+reinforcement fine-tuning guide (MicrosoftDocs/azure-ai-docs, articles/ai-foundry/openai/
+how-to/reinforcement-fine-tuning.md): a model grader (`score_model`, `label_model`) runs
+on a base model named by its release, from a short list, and "model graders don't require
+model deployments" (no deployment is looked up); a `multi` grader combines named graders
+by a formula. The
 answer is OpenAI's GraderRunResponse (openai-python `types/fine_tuning/alpha/
 grader_run_response.py`): `reward`, `metadata` (name, type, errors, execution_time,
 scores, token_usage, sampled_model_name), `sub_rewards`, `model_grader_token_usage_per_
