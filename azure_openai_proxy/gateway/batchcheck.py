@@ -60,7 +60,7 @@ async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller:
     if operation in _GRADED and body is not None:
         for model in values_named(_graders(body, operation), "model"):
             if not release_allowed(key.models, model):
-                raise ModelNotAllowed(model)
+                raise ModelNotAllowed(model, "grader")
     if operation != "batches":
         return
     file_id = body.get("input_file_id") if body is not None else None

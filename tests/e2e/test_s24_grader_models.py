@@ -85,6 +85,7 @@ def test_a_graders_model_is_judged_as_the_base_model_azure_reads(
         refused = run("other", "o3-mini-2025-01-31")
         assert refused.status_code == 404, refused.text
         assert refused.json()["error"]["code"] == "model_not_found"
+        assert refused.json()["error"]["param"] == "grader"  # main: `model`, which it has not
         assert "o3-mini-2025-01-31" in refused.json()["error"]["message"]
         assert run("o3", "o3-mini-high").status_code == 404  # another model, not a release
 
