@@ -202,14 +202,21 @@ class ModelNotAllowed(NotFound):
     code = "model_not_found"
 
     def __init__(self, model: str, param: str = "model"):
-        # `param`: where the client named it; a header's (a Responses request's image
-        # deployment, gateway/governed.py `check_image_allowed`) is said in the message
-        what = "model" if param == "model" else f"deployment (the {param} header)"
+        # `param`: where the client named it, said in the message: a body's field beside
+        # its `model` (`_NAMED_BESIDE`), or a header (a Responses request's image
+        # deployment, gateway/governed.py `check_image_allowed`)
+        what = _NAMED_BESIDE.get(param) or f"deployment (the {param} header)"
         super().__init__(
             f"The {what} `{model}` does not exist or you do not have access to it.",
             param=param,
         )
         self.model = model
+
+
+# What a body's field names that a key's allow-list judges: its `model`, a chat's data
+# source's embedding deployment, a grader's model (gateway/governed.py, batchcheck.py).
+_NAMED_BESIDE = {"model": "model", "data_sources": "embedding deployment (in `data_sources`)",
+                 "grader": "grader's model"}
 
 
 class AdminForbidden(GatewayError):

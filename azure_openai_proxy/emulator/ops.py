@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from azure_openai_proxy.emulator import (
+    graders,
     ops_media,
     ops_store,
     ops_text,
@@ -47,10 +48,13 @@ HANDLERS: dict[str, Handler] = {
     "response": ops_store.response,
     "response_delete": ops_store.response_delete,
     "realtime": realtime_ws.connect,
+    "grader_run": graders.run,
+    "grader_validate": graders.validate,
 }
 JSON_OPERATIONS = frozenset(
     {"chat", "completions", "embeddings", "responses", "speech", "image_generations",
-     "batch_create", "responses_compact", "responses_input_tokens"}
+     "batch_create", "responses_compact", "responses_input_tokens", "grader_run",
+     "grader_validate"}
 )
 MULTIPART_OPERATIONS = frozenset({"transcriptions", "translations", "image_edits", "file_upload"})
 

@@ -2,6 +2,7 @@
 
     /openai/deployments/{dep}/{op}?api-version=...   dated, deployment in the path
     /openai/{responses|files|batches|models}...       dated, deployment (if any) in the body
+    /openai/fine_tuning/alpha/graders/{run|validate}   dated, no deployment
     /openai/v1/{op}                                    v1, deployment in the body's `model`
     /openai/realtime?deployment=D, /openai/v1/realtime?model=D   the Realtime WebSocket
 
@@ -40,6 +41,8 @@ OPERATION_KIND: dict[str, str | None] = {
     "batch_cancel": None,
     "models": None,
     "model": None,
+    "grader_run": None,  # a model grader names a base model, no deployment
+    "grader_validate": None,
     "realtime": "realtime",
 }
 
@@ -96,6 +99,8 @@ _SHARED_ROUTES = [
     (rf"batches/{_ID}", "GET", "batch"),
     (rf"batches/{_ID}/cancel", "POST", "batch_cancel"),
     (r"models", "GET", "models"),
+    (r"fine_tuning/alpha/graders/run", "POST", "grader_run"),
+    (r"fine_tuning/alpha/graders/validate", "POST", "grader_validate"),
     (rf"models/{_ID}", "GET", "model"),
     (r"realtime", "GET", "realtime"),  # a WebSocket; the deployment is in the query
 ]

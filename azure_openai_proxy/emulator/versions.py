@@ -58,9 +58,13 @@ OPERATION_SINCE: dict[str, str] = {
     "batch": "2024-07-01",
     "batch_cancel": "2024-07-01",
     "realtime": "2024-10-01",
+    # reinforcement fine-tuning's graders (azure-ai-docs' RFT guide: 2025-04-01-preview)
+    "grader_run": "2025-04-01",
+    "grader_validate": "2025-04-01",
 }
 # Every operation on a Responses object is the Responses API's: none is in a GA version.
-PREVIEW_ONLY_OPERATIONS = RESPONSES_OPERATIONS | {"speech", "image_edits", "realtime"}
+PREVIEW_ONLY_OPERATIONS = RESPONSES_OPERATIONS | {"speech", "image_edits", "realtime",
+                                                  "grader_run", "grader_validate"}
 
 
 @dataclass(frozen=True)

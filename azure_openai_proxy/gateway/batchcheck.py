@@ -25,6 +25,7 @@ from azure_openai_proxy.gateway.budgethold import refuse_unmetered
 from azure_openai_proxy.gateway.governed import deployment_allowed, values_named
 from azure_openai_proxy.gateway.ownership import BatchNotAllowed, ObjectOwners
 from azure_openai_proxy.gateway.spool import SpooledBody
+from azure_openai_proxy.governance.keys import release_allowed
 from azure_openai_proxy.routing import Pool, RoutingTable
 
 __all__ = ["MAX_BATCH_LINES", "MAX_BATCH_LINE_BYTES", "batch_file_models", "check_resource_post",
@@ -49,17 +50,17 @@ async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller:
     its input file when known (recorded with its owner, or seen made by this worker:
     gateway/poolchoice.py), else every resource it may go to, each judged. The model a
     grader runs on (a grader run's, a reinforcement fine-tuning job's: `_GRADED`) is
-    judged as a line's."""
+    judged by its name (`release_allowed`): Azure reads it as a base model, not a
+    deployment."""
     refuse_unmetered(caller, operation, body)
     key = caller.key
     assert key is not None
     if not key.models:
         return
-    graders = _GRADED.get(operation)
-    if graders is not None and body is not None:
-        for model in values_named(body.get(graders), "model"):
-            if not deployment_allowed(key.models, table, pool, model):
-                raise ModelNotAllowed(model)
+    if operation in _GRADED and body is not None:
+        for model in values_named(_graders(body, operation), "model"):
+            if not release_allowed(key.models, model):
+                raise ModelNotAllowed(model, "grader")
     if operation != "batches":
         return
     file_id = body.get("input_file_id") if body is not None else None
@@ -75,10 +76,32 @@ async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller:
 
 # Where a POST names the graders it runs on a model Azure bills (a grader run's `grader`;
 # a reinforcement fine-tuning job's `method.reinforcement.grader`), each judged by a
-# key's allow-list as a batch line's model is (the name of a deployment of a model it may
-# use on the resource the request goes to; any other name is refused: what it runs on
-# cannot be known here). Validating a grader runs none.
-_GRADED = {"fine_tuning/alpha/graders/run": "grader", "fine_tuning/jobs": "method"}
+# key's allow-list as the model it names: Azure runs a grader on a base model by its name
+# and release (`o3-mini-2025-01-31`; "model graders don't require model deployments",
+# Azure's reinforcement fine-tuning guide), never on a deployment, so a deployment's
+# name would only mislead. Validating a grader runs none.
+_GRADED = frozenset({"fine_tuning/alpha/graders/run", "fine_tuning/jobs"})
+
+
+def _graders(body: Mapping[str, Any], operation: str) -> list[Any]:
+    """The graders a POST to `operation` (in `_GRADED`) runs: a grader run's `grader`, a
+    fine-tuning job's method's (`method.reinforcement.grader`), each name in any letters
+    (a case-insensitive binder reads `Grader` as `grader`, as it does `Model`). Only
+    these: the rest of a method (a response format's JSON schema) may name a `model`
+    that is no grader's."""
+    if operation == "fine_tuning/alpha/graders/run":
+        return _named(body, "grader")
+    return [grader for method in _named(body, "method") if isinstance(method, dict)
+            for settings in method.values() for grader in _named(settings, "grader")]
+
+
+def _named(node: object, name: str) -> list[Any]:
+    """The values of an object's fields named `name` in any letters."""
+    if not isinstance(node, dict):
+        return []
+    return [value for field, value in node.items() if folded(field) == name]
+
+
 # A `purpose` field is a word ("batch", "fine-tune", ...): a longer one is not read.
 _MOST_PURPOSE_BYTES = 256
 

@@ -297,7 +297,7 @@ def check_data_sources_allowed(patterns: tuple[str, ...], table: RoutingTable, p
         return
     for name in values_named(body.get("data_sources"), "deployment_name"):
         if not deployment_allowed(patterns, table, pool, name):
-            raise ModelNotAllowed(name)
+            raise ModelNotAllowed(name, "data_sources")
 
 
 # The most values walked by `values_named`: the objects it reads (a grader, a chat's

@@ -11,6 +11,7 @@ import dataclasses
 import fnmatch
 import hashlib
 import math
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ __all__ = [
     "MAX_GRACE_SECONDS",
     "MAX_LIMIT",
     "MAX_PATTERNS",
+    "RELEASE_DATE",
     "SECRET_PREFIX",
     "KeyState",
     "allowed_names",
@@ -42,6 +44,7 @@ __all__ = [
     "parse_name",
     "presented_hash_valid",
     "printable",
+    "release_allowed",
     "secret_hash",
     "team_view",
 ]
@@ -82,6 +85,19 @@ def model_allowed(patterns: Iterable[str], *names: str | None) -> bool:
             if name == pattern or fnmatch.fnmatchcase(name, pattern):
                 return True
     return False
+
+
+def release_allowed(patterns: Iterable[str], name: str) -> bool:
+    """Whether a key's allow-list lets through a model Azure reads by its own name, never
+    a deployment's (a grader's `model`: `o3-mini-2025-01-31`, a base model and its
+    release): the name as written, or without its release's date (`o3-mini`), the model
+    an allow-list names."""
+    return model_allowed(patterns, name, RELEASE_DATE.sub("", name))
+
+
+# A release's date at the end of a model's name (`o3-mini-2025-01-31`, `gpt-35-turbo-0125`):
+# `RELEASE_DATE.sub("", name)` is the model's name (`o3-mini`, `gpt-35-turbo`).
+RELEASE_DATE = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
 def has_budget(key: VirtualKey, team: Team | None) -> bool:

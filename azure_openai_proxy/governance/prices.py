@@ -43,7 +43,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import re
 from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from azure_openai_proxy.boundedcache import BoundedCache
+from azure_openai_proxy.governance.keys import RELEASE_DATE
 
 __all__ = ["MAX_TOKENS", "AudioRates", "Price", "PriceTable", "Rates", "TokenCounts",
            "audio_cost", "count_tokens", "dearest_rates", "token_cost", "token_counts",
@@ -63,7 +63,6 @@ _TOKENS_PER_PRICE = 1_000_000  # prices are per 1M tokens
 # cannot be bound to SQLite at all, and a day's rollup sums them) a record could never
 # be written, and the spool it went to could never be replayed. No request comes near.
 MAX_TOKENS = 2**32 - 1  # all ones: the ledger's pricer tests two counts by their OR
-_DATED = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,8 +296,7 @@ class PriceTable:
         lowered = name.lower()
         price = self._prices.get(lowered)
         if price is None:
-            undated = _DATED.sub("", lowered)
-            price = self._prices.get(undated)
+            price = self._prices.get(RELEASE_DATE.sub("", lowered))
         return price
 
     def price_for(self, names: Iterable[str | None]) -> Price | None:

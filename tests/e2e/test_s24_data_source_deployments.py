@@ -51,6 +51,7 @@ def test_a_data_sources_embedding_deployment_is_judged_by_the_allow_list(
                 assert refused.status_code == 404, refused.text  # main: sent to Azure
                 error = refused.json()["error"]
                 assert error["code"] == "model_not_found" and f"`{name}`" in error["message"]
+                assert error["param"] == "data_sources", error  # main: `model`, the chat's
         assert _sent(emulator) == 0
         allowed = httpx.post(url + "/v1/chat/completions", json=_chat("text-embedding-3-small"),
                              headers={"Authorization": f"Bearer {both['key']}"}, timeout=30)
