@@ -142,7 +142,9 @@ def test_response_cancel_ends_the_response_with_its_usage_so_far(
     assert usage["input_tokens"] > 0
 
 
-def test_response_cancel_with_no_response_in_flight_is_nothing() -> None:
+def test_response_cancel_with_no_response_in_flight_is_refused_and_ends_nothing() -> None:
+    # Azure answers it `response_cancel_not_active` (tests/unit/test_emulator_realtime.py)
     s = session()
-    assert send(s, {"type": "response.cancel"}) == []
+    [refused] = send(s, {"type": "response.cancel"})
+    assert (refused["type"], refused["error"]["code"]) == ("error", "response_cancel_not_active")
     assert types(send(s, {"type": "response.create"}))[-1] == "response.done"
