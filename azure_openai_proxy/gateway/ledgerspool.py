@@ -82,6 +82,11 @@ class LedgerSpool:
         self._unreadable = False  # the spool could not be opened by the last replay
 
     @property
+    def _refused_path(self) -> Path:
+        """`<spool>.refused`: the records the database refuses and the damaged lines."""
+        return self.path.with_name(self.path.name + ".refused")
+
+    @property
     def kept(self) -> int:
         """Rows waiting in memory."""
         return len(self._kept)
@@ -222,7 +227,7 @@ class LedgerSpool:
     def _keep_damaged(self, damaged: _Damaged) -> None:
         """Lines that read as no record (cut by a crash, damaged): the first of them
         kept beside the spool for the operator, with one warning."""
-        refused = self.path.with_name(self.path.name + ".refused")
+        refused = self._refused_path
         try:
             with open(refused, "ab") as file:
                 file.write(b"".join(damaged.lines))
@@ -239,7 +244,7 @@ class LedgerSpool:
         """Rows the database refuses whatever its state (a value it cannot store): kept
         for the operator beside the spool, so that they no longer stop its replay (and
         with it, the retention and the budgets' refresh that come after it)."""
-        refused = self.path.with_name(self.path.name + ".refused")
+        refused = self._refused_path
         with open(refused, "ab") as file:
             file.write(_lines(rows))
         log.error("usage ledger: %d spooled records the database refuses set aside in %s",
