@@ -21,7 +21,7 @@ import orjson
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import ModelNotAllowed
 from azure_openai_proxy.gateway.affinity import folded
-from azure_openai_proxy.gateway.budgethold import refuse_unmetered
+from azure_openai_proxy.gateway.budgethold import refuse_unmetered, values_of
 from azure_openai_proxy.gateway.governed import deployment_allowed, values_named
 from azure_openai_proxy.gateway.ownership import BatchNotAllowed, ObjectOwners
 from azure_openai_proxy.gateway.spool import SpooledBody
@@ -90,16 +90,9 @@ def _graders(body: Mapping[str, Any], operation: str) -> list[Any]:
     these: the rest of a method (a response format's JSON schema) may name a `model`
     that is no grader's."""
     if operation == "fine_tuning/alpha/graders/run":
-        return _named(body, "grader")
-    return [grader for method in _named(body, "method") if isinstance(method, dict)
-            for settings in method.values() for grader in _named(settings, "grader")]
-
-
-def _named(node: object, name: str) -> list[Any]:
-    """The values of an object's fields named `name` in any letters."""
-    if not isinstance(node, dict):
-        return []
-    return [value for field, value in node.items() if folded(field) == name]
+        return values_of(body, "grader")
+    return [grader for method in values_of(body, "method") if isinstance(method, dict)
+            for settings in method.values() for grader in values_of(settings, "grader")]
 
 
 # A `purpose` field is a word ("batch", "fine-tune", ...): a longer one is not read.

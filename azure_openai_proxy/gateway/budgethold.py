@@ -55,6 +55,7 @@ __all__ = [
     "reserve_budget",
     "settle_budget",
     "unmetered_work",
+    "values_of",
 ]
 
 log = logging.getLogger("azure_openai_proxy")
@@ -397,33 +398,33 @@ def _starts_storage(root: str, rest: str, body: Mapping[str, Any] | None) -> boo
         # vector store it makes for the thread (a thread created with messages, or a
         # message added; `threads/runs` is refused as a run already).
         if not rest:
-            for messages in _values(body, "messages"):
+            for messages in values_of(body, "messages"):
                 if isinstance(messages, list) and any(map(_searched_attachments, messages)):
                     return True
         elif rest.count("/") == 1 and rest.endswith("/messages"):
             return _searched_attachments(body)
     if "/" in rest or rest == "runs":
         return False  # an assistant or a thread created or modified: its tool resources
-    return any(stores for resources in _values(body, "tool_resources")
-               for search in _values(resources, "file_search")
-               for stores in _values(search, "vector_stores"))
+    return any(stores for resources in values_of(body, "tool_resources")
+               for search in values_of(resources, "file_search")
+               for stores in values_of(search, "vector_stores"))
 
 
 def _searched_attachments(message: object) -> bool:
     """Whether a thread message attaches a file for the `file_search` tool."""
-    for attachments in _values(message, "attachments"):
+    for attachments in values_of(message, "attachments"):
         if not isinstance(attachments, list):
             continue
         for attachment in attachments:
-            for tools in _values(attachment, "tools"):
+            for tools in values_of(attachment, "tools"):
                 if isinstance(tools, list) and any(
                         type(kind) is str and folded(kind) == "file_search"
-                        for tool in tools for kind in _values(tool, "type")):
+                        for tool in tools for kind in values_of(tool, "type")):
                     return True
     return False
 
 
-def _values(mapping: object, name: str) -> list[Any]:
+def values_of(mapping: object, name: str) -> list[Any]:
     """What a JSON object gives `name` under every spelling Azure may bind to it: its
     frontend reads names case-insensitively (ASP.NET Core's defaults; affinity.py
     `folded`), so `Tool_Resources` is `tool_resources` there. [] for no such name, or
@@ -435,7 +436,7 @@ def _values(mapping: object, name: str) -> list[Any]:
 
 
 def _any_true(body: Mapping[str, Any], name: str) -> bool:
-    return any(value is True for value in _values(body, name))
+    return any(value is True for value in values_of(body, name))
 
 
 # The steps of an Assistants run a POST starts or continues (`threads/{t}/runs`,
