@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if command in ("keys", "teams"):
         from azure_openai_proxy.runtime.keys_cli import main as keys
 
-        return keys(command, rest, environ)
+        return keys(command, rest, environ, _config_path(None, environ))
     if command == "usage":
         from azure_openai_proxy.runtime.usage_cli import main as usage
 

@@ -326,10 +326,10 @@ class Balancer:
         if len(members) == 1:
             member = members[0]
             state = member.state
-            if not state.callers:  # (no caller's circuit here: nearly always)
-                if state.available(now):
-                    return member
-            elif state.open_to(caller_id(caller), now):
+            # (No caller's circuit here, nearly always: no caller id is made.)
+            if state.available(now) and not (
+                state.callers and state.callers.blocks(caller_id(caller), now)
+            ):
                 return member
         return None
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from azure_openai_proxy.gateway.realtime_wire import event_of
+from azure_openai_proxy.governance.estimate import tokens_for_chars
 
 __all__ = ["ResponseTally"]
 
@@ -20,10 +21,9 @@ __all__ = ["ResponseTally"]
 # or arguments) delta is about one token; audio is PCM16 at 24 kHz in base64 (64,000
 # characters a second), about 10 tokens a second as the emulator bills it. Its input
 # adds what the client sent before it started: audio so, the rest about a token per 4
-# characters (as `governance.estimate` counts a prompt).
+# characters (`governance.estimate.tokens_for_chars`, as a prompt is counted).
 _AUDIO_CHARS_PER_SECOND = 64_000
 _AUDIO_TOKENS_PER_SECOND = 10
-_CHARS_PER_TOKEN = 4
 _TYPE_SPAN = 160  # how far into an event its type is looked for (Azure writes it first)
 _AUDIO_APPEND = "input_audio_buffer.append"
 _RESPONSE_ID = '"response_id"'
@@ -133,7 +133,7 @@ class ResponseTally:
 def _usage(tallied: _Tallied, context_tokens: int) -> dict[str, Any]:
     audio = _audio_tokens(tallied.audio_chars)
     output = tallied.deltas + audio
-    text_in = context_tokens + -(-tallied.sent_text // _CHARS_PER_TOKEN)
+    text_in = context_tokens + tokens_for_chars(tallied.sent_text)
     audio_in = _audio_tokens(tallied.sent_audio)
     return {
         "total_tokens": text_in + audio_in + output, "input_tokens": text_in + audio_in,

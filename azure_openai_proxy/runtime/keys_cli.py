@@ -39,14 +39,17 @@ from azure_openai_proxy.store.sqlite import database_path, sqlite_path
 __all__ = ["main"]
 
 
-def main(command: str, argv: Sequence[str], environ: Mapping[str, str]) -> int:
+def main(command: str, argv: Sequence[str], environ: Mapping[str, str],
+         config_path: str | None) -> int:
+    """`config_path`: the config file the server would read (`cli._config_path`), used
+    when neither `--database` nor `-c` is given."""
     parser = _keys_parser() if command == "keys" else _teams_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "action", None):
         parser.print_help()
         return 2
     try:
-        path = _database(args, environ)
+        path = _database(args, environ, config_path)
     except (ConfigError, ValueError, OSError) as exc:
         print(f"azure-openai-proxy {command}: {exc}", file=sys.stderr)
         return 2
@@ -79,12 +82,11 @@ def main(command: str, argv: Sequence[str], environ: Mapping[str, str]) -> int:
         store.close()
 
 
-def _database(args: argparse.Namespace, environ: Mapping[str, str]) -> Path:
+def _database(args: argparse.Namespace, environ: Mapping[str, str],
+              config_path: str | None) -> Path:
     if args.database:
         return sqlite_path(args.database)
-    config = args.config or environ.get("CONFIGFILE", "").strip() or (  # as cli.py's
-        "config.yaml" if Path("config.yaml").is_file() else None)
-    settings = load_settings(config, environ, {})
+    settings = load_settings(args.config or config_path, environ, {})
     return database_path(settings)
 
 
