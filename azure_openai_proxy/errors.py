@@ -137,13 +137,20 @@ class HttpRefused(GatewayError):
     """A request the HTTP engine refused before the gateway saw it (malformed HTTP, a
     limit, a timeout): the engine names the status, the gateway renders it."""
 
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None,
+                 retry_after_s: int | None = None) -> None:
         super().__init__(message, code=code)
         self._status = status
+        self._retry_after_s = retry_after_s
 
     @property
     def http_status(self) -> int:
         return self._status
+
+    def headers(self) -> Mapping[str, str]:
+        if self._retry_after_s is None:
+            return {}
+        return {"retry-after": str(self._retry_after_s)}
 
     def body(self) -> dict[str, Any]:
         type_ = "server_error" if self._status >= 500 else "invalid_request_error"

@@ -143,8 +143,10 @@ async def _open(gateway: Gateway, request: HttpRequest, target: RealtimeTarget,
 
 
 def _shutting_down() -> GatewayError:
+    # retry-after: a client's SDK (or its own loop) reconnects after a pause, by when
+    # another worker or replica, or this one restarted, takes the session.
     return HttpRefused(503, "The server is shutting down; connect again.",
-                       "server_shutting_down")
+                       "server_shutting_down", retry_after_s=1)
 
 
 def _missing_model(target: RealtimeTarget) -> GatewayError:

@@ -106,3 +106,4 @@ def test_a_session_opening_as_the_shutdown_begins_is_refused_with_a_503(
     response = refused.value.response
     assert response.status_code == 503
     assert json.loads(response.body)["error"]["code"] == "server_shutting_down"
+    assert response.headers["retry-after"] == "1"
