@@ -57,7 +57,7 @@ MESSAGE_OVERHEAD_TOKENS = 4
 # format's JSON schema, a predicted output, the Responses API's `text.format`. Counted
 # by their JSON's characters before the request goes out: counted only after the answer,
 # a 40 KB tool description with `max_tokens: 1` passed a 2,000 TPM key again and again
-# (its debt is floored at one minute's limit), 3.5 times its limit in ten minutes.
+# (its debt was floored at one minute's limit then), 3.5 times its limit in ten minutes.
 SCHEMA_FIELDS = frozenset({"tools", "functions", "response_format", "prediction", "text"})
 # An image part before Azure says what it cost: a 1024x1024 picture at high detail on
 # gpt-4o (85 + 4 tiles of 170); `"detail": "low"` is 85.
