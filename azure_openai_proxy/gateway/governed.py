@@ -39,6 +39,7 @@ from azure_openai_proxy.governance.estimate import (
     SCHEMA_FIELDS,
     max_output_tokens,
     prompt_tokens,
+    text_length,
 )
 from azure_openai_proxy.governance.keys import model_allowed
 from azure_openai_proxy.governance.ratelimit import (
@@ -413,7 +414,7 @@ def plain_chat_chars(body: Mapping[str, Any] | None) -> int:
 
 def plain_messages_chars(messages: object) -> int:
     """`plain_chat_chars` of a body known to hold no other prompt field (its names among
-    `PLAIN_CHAT_NAMES`): its `messages` alone."""
+    `PLAIN_CHAT_NAMES`): its `messages` alone, in `estimate.text_length`'s characters."""
     if type(messages) is not list or len(messages) > MAX_REFERENCE_VALUES:
         return -1
     chars = 0
@@ -428,7 +429,9 @@ def plain_messages_chars(messages: object) -> int:
             content = message["content"]
             if type(content) is not str:
                 return -1
-            chars += len(content)
+            # outside ASCII, its UTF-8 bytes (`estimate.text_length`: a CJK character is
+            # about a token); `isascii` reads the string's flag
+            chars += len(content) if content.isascii() else text_length(content)
     except (TypeError, KeyError):  # not a dict, or no `content`
         return -1
     return chars

@@ -13,7 +13,11 @@ its stamp left as it is): a bucket is only ever read refilled from its stamp, an
 tokens given back (g > 0) and any refill r that follows, min(min(level + r, cap) + g,
 cap) is min(min(level + g, cap) + r, cap): the same level at every later reading (to
 rounding: the sums are added in another order). A debt (g < 0, more used than
-reserved) is refilled first: a full bucket's refill past its cap would pay it.
+reserved) is refilled first: a full bucket's refill past its cap would pay it. A debt
+stands until refilled, down to a day's allowance (`MOST_DEBT_MINUTES`): floored at one
+minute's, Azure's usage of an input the estimate cannot read (a PDF's pages, a file
+named by id, `input_audio`) was forgiven past it, and a key of 1,000 tokens a minute
+sending a request billed 50,000 every two minutes used 25 times its limit.
 """
 
 from __future__ import annotations
@@ -32,11 +36,14 @@ from azure_openai_proxy.governance.ratelimitheaders import (
     limit_headers,
 )
 
-__all__ = ["LimitKind", "Refusal", "Subject", "UsualLimits", "limit_of", "longest_refusal",
-           "refusal", "refusal_of"]
+__all__ = ["MOST_DEBT_MINUTES", "LimitKind", "Refusal", "Subject", "UsualLimits", "limit_of",
+           "longest_refusal", "refusal", "refusal_of"]
 
 LimitKind = Literal["requests", "tokens", "parallel"]
 PARALLEL_RETRY_SECONDS = 1.0
+# The deepest a TPM bucket goes below zero, in minutes of its limit: a day, so that an
+# upstream's absurd usage holds a key off for a day at most.
+MOST_DEBT_MINUTES = 1440.0
 # A bucket's lines remembered by its exact level (`memo`), then by the integers they
 # show (`texts`): a few levels recur (a full bucket, the usual request sizes). Small: a
 # subject is kept for every key and team in use, and the memo's values are the texts'
@@ -250,7 +257,8 @@ class UsualLimits:
                     level = cap
                 state.tpm_stamp = now
             level += give_back
-            state.tpm_level = -cap if level < -cap else level
+            floor = -cap * MOST_DEBT_MINUTES
+            state.tpm_level = floor if level < floor else level
 
     def settle_usage(self, reserved: int, usage: Mapping[str, object] | None) -> bool:
         """`settle(reserved, used)` with chat's usage read here (`prompt_tokens` and
@@ -285,7 +293,8 @@ class UsualLimits:
                     level = cap
                 state.tpm_stamp = now
             level += give_back
-            state.tpm_level = -cap if level < -cap else level
+            floor = -cap * MOST_DEBT_MINUTES
+            state.tpm_level = floor if level < floor else level
         return True
 
 

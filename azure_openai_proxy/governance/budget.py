@@ -286,6 +286,10 @@ class BudgetGuard:
             today = datetime.fromtimestamp(start, UTC).date()
             starts = {p: period_start(p, today) for p in _PERIODS}
             self._today = start, start + 86400, starts
+            # The warnings of periods that ended: kept, they grew by a mark per owner past
+            # its soft budget each day, for as long as the server ran.
+            current = set(starts.values())
+            self._warned = {mark for mark in self._warned if mark[1] in current}
         return starts[period]
 
     def held(self, owner: Owner) -> float:

@@ -2,7 +2,8 @@
 or that broke, before the usage frame.
 
 About four characters a token (OpenAI's rule of thumb for English), rounded up, so a
-request that carried any text is never estimated at zero. Cheap on purpose: the stream
+request that carried any text is never estimated at zero; text outside ASCII by its
+UTF-8 bytes (`text_length`). Cheap on purpose: the stream
 relay keeps only a running count of the content characters it relayed, and the prompt is
 measured only when an estimate is needed.
 """
@@ -35,6 +36,7 @@ __all__ = [
     "picture_tokens",
     "prompt_chars",
     "prompt_tokens",
+    "text_length",
     "tokens_for_chars",
     "transcription_tokens",
     "unanswered_usage",
@@ -55,7 +57,7 @@ MESSAGE_OVERHEAD_TOKENS = 4
 # format's JSON schema, a predicted output, the Responses API's `text.format`. Counted
 # by their JSON's characters before the request goes out: counted only after the answer,
 # a 40 KB tool description with `max_tokens: 1` passed a 2,000 TPM key again and again
-# (its debt is floored at one minute's limit), 3.5 times its limit in ten minutes.
+# (its debt was floored at one minute's limit then), 3.5 times its limit in ten minutes.
 SCHEMA_FIELDS = frozenset({"tools", "functions", "response_format", "prediction", "text"})
 # An image part before Azure says what it cost: a 1024x1024 picture at high detail on
 # gpt-4o (85 + 4 tiles of 170); `"detail": "low"` is 85.
@@ -64,6 +66,17 @@ _LOW_DETAIL_IMAGE_TOKENS = 85
 # A Responses `image_generation_call` passed back as input (a stateless client's
 # `input += response.output`) carries its picture as base64 in `result`: an image.
 _IMAGE_PARTS = frozenset({"image_url", "input_image", "image_generation_call"})
+
+
+def text_length(text: str) -> int:
+    """`text`'s length in the estimate's characters, four a token: its characters when it
+    is ASCII, else its UTF-8 bytes. Tokenizers work on bytes: Chinese, Japanese or
+    Korean runs about a token a character (3 bytes), an emoji a token or more (4), where
+    English runs four characters a token; counted by characters, a CJK prompt was
+    reserved a quarter of what Azure bills (a key's TPM and a budget's holds a quarter
+    of the burst they let through). `isascii` reads a flag the string keeps: ASCII text
+    pays no walk. A lone surrogate (JSON's `\ud800`) counts its 3 bytes."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
 def tokens_for_chars(chars: int) -> int:
@@ -243,7 +256,7 @@ def _text_length(value: Any) -> int:
     is not text: read as a token id, it was four characters each. Walks with their own
     stacks, as `_json_chars`: however deep the text, it counts."""
     if isinstance(value, str):
-        return len(value)
+        return text_length(value)
     chars = 0
     objects: list[Any] = []  # found outside any object: walked below, without token ids
     stack = [value]
@@ -254,7 +267,7 @@ def _text_length(value: Any) -> int:
         elif type(item) is dict:
             objects.append(item)
         elif isinstance(item, str):
-            chars += len(item)
+            chars += text_length(item)
         elif type(item) is int:  # a token id (not a bool: `type`, not `isinstance`)
             chars += CHARS_PER_TOKEN
         elif isinstance(item, list):  # a list's subclass
@@ -266,7 +279,7 @@ def _text_length(value: Any) -> int:
         item = stack.pop()
         if type(item) is not dict:  # one check for an object (not three, as before)
             if isinstance(item, str):
-                chars += len(item)
+                chars += text_length(item)
             elif isinstance(item, list):
                 stack.extend(item)
             # `isinstance(x, Mapping)` runs the ABC's Python hook: not for a number
@@ -276,7 +289,7 @@ def _text_length(value: Any) -> int:
         # The common message, a role and a string content, in three checks.
         content = item.get("content")
         if len(item) == 2 and isinstance(content, str) and "role" in item:
-            chars += len(content)
+            chars += len(content) if content.isascii() else text_length(content)
             continue
         kind = item.get("type")
         if type(kind) is str and kind in _IMAGE_PARTS:
@@ -290,7 +303,7 @@ def _text_length(value: Any) -> int:
             # call: 43,954 -> 40,093 instructions (callgrind; fddb2cd's walk by names
             # 24,997, which skipped the tool call's text)
             if type(inner) is str:
-                chars += len(inner)
+                chars += len(inner) if inner.isascii() else text_length(inner)
             elif type(inner) is list:  # its items, without a turn of its own
                 stack.extend(inner)
             elif inner is not None and type(inner) is not int:
@@ -333,10 +346,10 @@ def _json_chars(value: Any) -> int:
     while stack:
         item = stack.pop()
         if isinstance(item, str):
-            chars += len(item) + 2
+            chars += text_length(item) + 2
         elif isinstance(item, Mapping):
             for name, inner in item.items():
-                chars += (len(name) if isinstance(name, str) else 4) + 4
+                chars += (text_length(name) if isinstance(name, str) else 4) + 4
                 stack.append(inner)
         elif isinstance(item, list):
             chars += len(item)

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from azure_openai_proxy.governance.buckets import (
+    MOST_DEBT_MINUTES,
     Refusal,
     UsualLimits,
     bucket_view,
@@ -269,7 +270,8 @@ class RateLimiter:
                         level = cap
                     state.tpm_stamp = now
                 level += give_back
-                state.tpm_level = cap if level > cap else -cap if level < -cap else level
+                floor = -cap * MOST_DEBT_MINUTES  # a debt stands (buckets.py's docstring)
+                state.tpm_level = cap if level > cap else floor if level < floor else level
 
     def refund(self, admission: Admission) -> None:
         """The request never went out (its budget refused it after its limits let it

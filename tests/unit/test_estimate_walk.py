@@ -31,8 +31,8 @@ _JSON = st.recursive(_LEAVES, lambda inner: st.lists(inner, max_size=5)
 
 
 def _reference(value: Any, in_object: bool = False) -> int:
-    if isinstance(value, str):
-        return len(value)
+    if isinstance(value, str):  # its UTF-8 bytes (ASCII: its characters)
+        return len(value.encode("utf-8", "surrogatepass"))
     if isinstance(value, list):
         return sum(_reference(item, in_object) for item in value)
     if isinstance(value, Mapping):

@@ -1,7 +1,7 @@
 """A request that reserves no tokens (`responses/input_tokens`, a free count: Azure runs
 no model and spends none of the deployment's tokens) is never refused by a TPM, even one
-in debt (a request that used more than it reserved leaves the bucket below zero, up to
--TPM): it still takes a request slot and an in-flight slot. Before, a key whose last
+in debt (a request that used more than it reserved leaves the bucket below zero, down
+to a day's allowance): it still takes a request slot and an in-flight slot. Before, a key whose last
 chat used more than its estimate was refused its token count, `tokens > level` with 0
 tokens and a negative level. The usual plan's short path, the general one and the
 workers' shared table alike."""

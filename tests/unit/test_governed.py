@@ -282,7 +282,7 @@ def test_a_message_that_is_not_a_role_and_a_string_is_not_plain(message: object)
 def test_a_plain_chat_counts_its_contents_characters() -> None:
     body = {"messages": [{"role": "system", "content": "abc"},
                          {"content": "", "role": "user"}, {"role": "u", "content": "é" * 5}]}
-    assert plain_chat_chars(body) == 8
+    assert plain_chat_chars(body) == 13  # outside ASCII, its UTF-8 bytes: 2 an é
     assert plain_chat_chars({"messages": []}) == 0
 
 

@@ -10,7 +10,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from azure_openai_proxy.governance.buckets import Subject, UsualLimits
+from azure_openai_proxy.governance.buckets import MOST_DEBT_MINUTES, Subject, UsualLimits
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import Admission, RateLimiter
 
@@ -76,7 +76,8 @@ def _refilled_first(state: Subject, give_back: int, now: float) -> None:
     assert cap is not None
     state.refill(now)
     level = state.tpm_level + give_back
-    state.tpm_level = cap if level > cap else -cap if level < -cap else level
+    floor = -cap * MOST_DEBT_MINUTES  # a debt stands, down to a day's allowance
+    state.tpm_level = cap if level > cap else floor if level < floor else level
 
 
 _steps = st.lists(st.tuples(st.floats(0, 5), st.integers(0, 3000), st.integers(0, 4000),
