@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -124,9 +125,24 @@ async def batches(ex: Exchange) -> web.StreamResponse:
     config, stores = ex.config, ex.state.stores
     data = [stores.advance_batch(b, lambda i: run_batch_line(config, i)) for b in stores.batches]
     data.reverse()  # newest first, as the service lists them
-    return ex.json({"object": "list", "data": data, "has_more": False,
-                    "first_id": data[0]["id"] if data else None,
-                    "last_id": data[-1]["id"] if data else None})
+    return ex.json(cursor_page(data, ex.request.query))
+
+
+def cursor_page(data: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
+    """One page of a cursor-paginated list, as Azure pages batches: `limit` (1-100,
+    default 20) items after the one `after` names (from the first when it names none
+    listed), `has_more` when others follow."""
+    limit = query.get("limit", "20")
+    if not limit.isdigit() or not 1 <= int(limit) <= 100:
+        raise wire_errors.invalid_request(
+            f"Invalid 'limit': {limit!r}. Expected an integer between 1 and 100.",
+            "limit", "invalid_value")
+    after = query.get("after")
+    start = next((n + 1 for n, item in enumerate(data) if item["id"] == after), 0)
+    page = data[start:start + int(limit)]
+    return {"object": "list", "data": page, "has_more": start + len(page) < len(data),
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None}
 
 
 async def batch_cancel(ex: Exchange) -> web.StreamResponse:
