@@ -15,6 +15,7 @@ from pathlib import Path
 import openai
 import pytest
 
+from azure_openai_proxy.gateway.ownedpages import MORE_PAGES
 from azure_openai_proxy.settings import Settings
 from tests.e2e.conftest import AZURE_KEY, Emulator
 from tests.e2e.test_virtual_keys import HELLO, Governed, governed_gateway
@@ -49,3 +50,34 @@ def test_the_emulator_pages_batches_as_azure_does(emulator: Emulator) -> None:
     assert [b.id for b in azure.batches.list(limit=2)] == made[::-1]  # the SDK pages on
     with pytest.raises(openai.BadRequestError):
         azure.batches.list(limit=0)
+
+
+def test_pages_of_other_keys_objects_do_not_end_a_keys_listing(governed: Governed) -> None:
+    a = governed.client(governed.key("a")[1])
+    b = governed.client(governed.key("b")[1])
+    mine = _batch(a)
+    theirs = [_batch(b) for _ in range(5)]  # newer: Azure lists them first
+    assert [x.id for x in a.batches.list(limit=2)] == [mine]  # auto-paged by the SDK
+    page = a.batches.list(limit=2)
+    assert [x.id for x in page.data] == [mine]
+    assert page.has_more is False
+    assert [x.id for x in b.batches.list(limit=2)] == theirs[::-1]
+    assert [x.id for x in b.batches.list(limit=10).data] == theirs[::-1]
+
+
+def test_a_page_is_asked_again_a_bounded_number_of_times(
+        governed: Governed, emulator: Emulator) -> None:
+    a = governed.client(governed.key("a")[1])
+    b = governed.client(governed.key("b")[1])
+    mine = _batch(a)
+    for _ in range(12):
+        _batch(b)
+    before = len(emulator.requests())
+    page = a.batches.list(limit=1)
+    asked = [r for r in emulator.requests()[before:] if r["path"].endswith("/batches")]
+    assert len(asked) == 1 + MORE_PAGES  # the client's page, then MORE_PAGES more
+    assert page.data == []
+    assert page.has_more is True
+    cursor = page.last_id  # type: ignore[attr-defined]  # Azure's last: go on from it
+    assert cursor and all(r["query_params"]["limit"] == ["1"] for r in asked)
+    assert [x.id for x in a.batches.list(limit=1, after=cursor).data] == [mine]
