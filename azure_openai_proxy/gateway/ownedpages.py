@@ -78,11 +78,12 @@ def pager(send: Send, request: HttpRequest, target: Target, caller: Caller,
 
 
 async def own_page(owned_of: Callable[[list[str]], Awaitable[set[str]]],
-                   listed: tuple[dict[str, Any], list[str]], more: NextPage | None) -> bytes:
+                   listed: tuple[dict[str, Any], list[str]],
+                   more: NextPage | None) -> tuple[dict[str, Any], bytes]:
     """A list answer (`listed`: parsed, and the ids it lists) with only the key's objects
-    (`owned_of` finds them); a page holding none of them while Azure has more is followed
-    by the next (`MORE_PAGES` at most). Still none: its `last_id` is Azure's last, to
-    page on from."""
+    (`owned_of` finds them), parsed and encoded; a page holding none of them while Azure
+    has more is followed by the next (`MORE_PAGES` at most). Still none: its `last_id` is
+    Azure's last, to page on from."""
     answer, ids = listed
     mine = await owned_of(ids)
     for _ in range(MORE_PAGES if more is not None else 0):
@@ -95,7 +96,7 @@ async def own_page(owned_of: Callable[[list[str]], Awaitable[set[str]]],
         answer, ids = following
         mine = await owned_of(ids)
     more_to_come = answer.get("has_more") is True
-    return filtered(answer, mine, ids[-1] if ids and more_to_come else None)
+    return answer, filtered(answer, mine, ids[-1] if ids and more_to_come else None)
 
 
 async def _next_page(more: NextPage, last: str) -> tuple[dict[str, Any], list[str]] | None:

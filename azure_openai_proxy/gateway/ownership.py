@@ -421,9 +421,9 @@ async def owned_answer(
     elif is_list(method, operation) and isinstance(reply, Answer) and reply.status == 200:
         listed = list_ids(reply.body)
         if listed is not None:
-            reply.body = await own_page(partial(owners.owned_of, key_id), listed, more)
+            page, reply.body = await own_page(partial(owners.owned_of, key_id), listed, more)
             if operation == "fine_tuning/jobs":  # the key's jobs: their models are its
-                await owners.remember_all(listed_models(listed[0]["data"]), Owned(key_id))
+                await owners.remember_all(listed_models(page["data"]), Owned(key_id))
     elif isinstance(reply, Answer) and reply.status == 200 and (
             job := job_of(method, operation)) is not None:
         # A job read or its checkpoints listed (checked as this key's, or of unknown
