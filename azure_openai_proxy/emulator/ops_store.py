@@ -186,10 +186,23 @@ def _stored_response(ex: Exchange) -> dict[str, Any]:
 
 
 async def response(ex: Exchange) -> web.StreamResponse:
-    return ex.json(_stored_response(ex))
+    found = _stored_response(ex)
+    if ex.request.query.get("stream") != "true":
+        return ex.json(found)
+    # A background response streamed again from its events, after `starting_after`.
+    events = ex.state.stores.response_events.get(found["id"])
+    if events is None:  # (Azure's message for it is not known: this one is ours)
+        raise wire_errors.invalid_request(
+            "Only a response created with background and stream can be streamed again.",
+            "stream", "invalid_value")
+    after = ex.request.query.get("starting_after", "-1")
+    if not after.lstrip("-").isdigit():
+        raise validation.invalid_type("starting_after", "an integer", after)
+    return await ex.stream(events[max(int(after) + 1, 0):])
 
 
 async def response_delete(ex: Exchange) -> web.StreamResponse:
     _stored_response(ex)
     del ex.state.stores.responses[ex.route.object_id or ""]
+    ex.state.stores.response_events.pop(ex.route.object_id or "", None)
     return ex.json({"id": ex.route.object_id, "object": "response", "deleted": True})

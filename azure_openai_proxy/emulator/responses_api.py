@@ -156,7 +156,7 @@ def response_object(plan: ResponsePlan, *, status: str | None = None) -> dict[st
         "object": "response",
         "created_at": plan.created,
         "status": status or final,
-        "background": False,
+        "background": body.get("background") is True,
         "error": None,
         "incomplete_details": {"reason": plan.incomplete_reason} if done and plan.incomplete_reason
         else None,

@@ -31,6 +31,8 @@ class Stores:
     files: dict[str, StoredFile] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A streamed background response's events (SSE bytes, tokens), to resume it from.
+    response_events: dict[str, list[tuple[bytes, int]]] = field(default_factory=dict)
 
     def add_file(self, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
         file_id = self.new_id("file-")

@@ -1,0 +1,63 @@
+"""Background responses (`background: true`) through the gateway, against an emulator
+that runs them as Azure does: queued at once, done when read back, a streamed one
+resumable (`GET responses/{id}?stream=true&starting_after=N`). A background response's
+generation is counted once: by the stream that showed its usage, else by the first read
+that shows it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import openai
+import pytest
+
+from azure_openai_proxy.governance.model import UsageRecord
+from tests.e2e.conftest import AZURE_KEY, Emulator
+from tests.e2e.test_ledger import _DEAR, _virtual_key, ledger_gateway, records, sdk  # noqa: F401
+from tests.support import ServerThread
+
+
+def _tokens(rows: list[UsageRecord], key_id: str) -> tuple[int, int]:
+    mine = [r for r in rows if r.key_id == key_id]
+    return sum(r.prompt_tokens for r in mine), sum(r.completion_tokens for r in mine)
+
+
+def test_the_emulator_queues_a_background_response_and_resumes_its_stream(
+        emulator: Emulator) -> None:
+    azure = openai.OpenAI(base_url=emulator.url + "/openai/v1", api_key=AZURE_KEY,
+                          max_retries=0)
+    queued = azure.responses.create(model="gpt-4o", input="hello", background=True)
+    assert (queued.status, queued.background, queued.usage, queued.output) == (
+        "queued", True, None, [])
+    done = azure.responses.retrieve(queued.id)
+    assert (done.status, done.background) == ("completed", True)
+    assert done.usage is not None and done.output
+    streamed = list(azure.responses.create(model="gpt-4o", input="hello", background=True,
+                                           stream=True))
+    made = streamed[0].response  # type: ignore[union-attr]
+    assert made.background is True
+    resumed = list(azure.responses.retrieve(made.id, stream=True, starting_after=2))
+    assert [e.sequence_number for e in resumed] == [e.sequence_number for e in streamed[3:]]
+    assert resumed[-1].type == "response.completed"
+    with pytest.raises(openai.BadRequestError):  # a foreground one has no events kept
+        list(azure.responses.retrieve(
+            azure.responses.create(model="gpt-4o", input="hello").id, stream=True))
+
+
+def test_a_background_response_is_counted_once_by_its_first_read(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,  # noqa: F811
+) -> None:
+    gateway = ledger_gateway(emulator, **_DEAR)
+    key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "poller")
+    client = sdk(gateway, secret)
+    queued = client.responses.create(model="gpt-4o", input="hello", background=True,
+                                     max_output_tokens=16)
+    assert queued.status == "queued" and queued.usage is None
+    assert _tokens(records(gateway), key_id) == (0, 0)
+    done = client.responses.retrieve(queued.id)
+    assert done.usage is not None
+    once = _tokens(records(gateway), key_id)
+    assert once == (done.usage.input_tokens, done.usage.output_tokens)
+    client.responses.retrieve(queued.id)
+    assert _tokens(records(gateway), key_id) == once
