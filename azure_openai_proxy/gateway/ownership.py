@@ -411,6 +411,8 @@ async def owned_answer(
         if operation == "responses":
             owners.keep_chained(key_id, owners.chained.note(key_id, record.created_id,
                                                             record.usage, body))
+            if record.stream and record.usage and not record.usage.get("estimated"):
+                owners.counted.counted_by_stream(record.created_id)  # a background one's
             if isinstance(reply, Answer):
                 await owners.remember_all(output_item_ids(reply.body), owned)
         elif operation == "responses/compact" and isinstance(reply, Answer):

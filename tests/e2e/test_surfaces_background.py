@@ -45,6 +45,24 @@ def test_the_emulator_queues_a_background_response_and_resumes_its_stream(
             azure.responses.create(model="gpt-4o", input="hello").id, stream=True))
 
 
+def test_a_streamed_background_response_is_not_counted_again_when_read(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,  # noqa: F811
+) -> None:
+    gateway = ledger_gateway(emulator, **_DEAR)
+    key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "streamer")
+    client = sdk(gateway, secret)
+    events = list(client.responses.create(model="gpt-4o", input="hello", background=True,
+                                          stream=True, max_output_tokens=16))
+    final = events[-1].response  # type: ignore[union-attr]
+    assert final.usage is not None
+    once = _tokens(records(gateway), key_id)
+    assert once == (final.usage.input_tokens, final.usage.output_tokens)
+    for _ in range(2):
+        read = client.responses.retrieve(final.id)
+        assert read.background is True and read.usage is not None
+    assert _tokens(records(gateway), key_id) == once  # read twice: counted by its stream
+
+
 def test_a_background_response_is_counted_once_by_its_first_read(
     emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,  # noqa: F811
 ) -> None:
