@@ -45,12 +45,18 @@ def test_the_emulator_queues_a_background_response_and_resumes_its_stream(
             azure.responses.create(model="gpt-4o", input="hello").id, stream=True))
 
 
-def test_a_streamed_background_response_is_not_counted_again_when_read(
-    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,  # noqa: F811
-) -> None:
+@pytest.fixture
+def keyed(emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+          tmp_path: Path) -> tuple[ServerThread, str, openai.OpenAI]:
+    """A gateway with a ledger, a virtual key's id and a client with its secret."""
     gateway = ledger_gateway(emulator, **_DEAR)
-    key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "streamer")
-    client = sdk(gateway, secret)
+    key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "reader")
+    return gateway, key_id, sdk(gateway, secret)
+
+
+def test_a_streamed_background_response_is_not_counted_again_when_read(
+        keyed: tuple[ServerThread, str, openai.OpenAI]) -> None:
+    gateway, key_id, client = keyed
     events = list(client.responses.create(model="gpt-4o", input="hello", background=True,
                                           stream=True, max_output_tokens=16))
     final = events[-1].response  # type: ignore[union-attr]
@@ -64,11 +70,8 @@ def test_a_streamed_background_response_is_not_counted_again_when_read(
 
 
 def test_a_background_response_is_counted_once_by_its_first_read(
-    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,  # noqa: F811
-) -> None:
-    gateway = ledger_gateway(emulator, **_DEAR)
-    key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "poller")
-    client = sdk(gateway, secret)
+        keyed: tuple[ServerThread, str, openai.OpenAI]) -> None:
+    gateway, key_id, client = keyed
     queued = client.responses.create(model="gpt-4o", input="hello", background=True,
                                      max_output_tokens=16)
     assert queued.status == "queued" and queued.usage is None
