@@ -187,6 +187,7 @@ def _stored_response(ex: Exchange) -> dict[str, Any]:
 
 async def response(ex: Exchange) -> web.StreamResponse:
     found = _stored_response(ex)
+    ex.state.stores.queued.discard(found["id"])  # read: done (as stored)
     if ex.request.query.get("stream") != "true":
         return ex.json(found)
     # A background response streamed again from its events, after `starting_after`.
@@ -201,8 +202,39 @@ async def response(ex: Exchange) -> web.StreamResponse:
     return await ex.stream(events[max(int(after) + 1, 0):])
 
 
+async def response_cancel(ex: Exchange) -> web.StreamResponse:
+    """A background response still queued is cancelled (no output, no usage); one done
+    is answered as it is, as a second cancel is."""
+    stores, found = ex.state.stores, _stored_response(ex)
+    if not found["background"]:  # (Azure's message for it is not known: this one is ours)
+        raise wire_errors.invalid_request(
+            "Only a response created with background: true can be cancelled.", None,
+            "invalid_value")
+    if found["id"] in stores.queued:
+        stores.queued.discard(found["id"])
+        found = stores.responses[found["id"]] = {**found, "status": "cancelled",
+                                                 "output": [], "usage": None}
+    return ex.json(found)
+
+
+async def response_input_items(ex: Exchange) -> web.StreamResponse:
+    """The input items of a stored response, paged as a batch list is; `order` `desc`
+    (the default: the last item first) or `asc`."""
+    found = _stored_response(ex)
+    order = ex.request.query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise wire_errors.invalid_request(
+            f"Invalid 'order': {order!r}. Expected one of 'asc', 'desc'.", "order",
+            "invalid_value")
+    items = ex.state.stores.response_inputs.get(found["id"], [])
+    return ex.json(cursor_page(items if order == "asc" else items[::-1], ex.request.query))
+
+
 async def response_delete(ex: Exchange) -> web.StreamResponse:
     _stored_response(ex)
-    del ex.state.stores.responses[ex.route.object_id or ""]
-    ex.state.stores.response_events.pop(ex.route.object_id or "", None)
+    stores, response_id = ex.state.stores, ex.route.object_id or ""
+    del stores.responses[response_id]
+    stores.response_events.pop(response_id, None)
+    stores.response_inputs.pop(response_id, None)
+    stores.queued.discard(response_id)
     return ex.json({"id": ex.route.object_id, "object": "response", "deleted": True})
