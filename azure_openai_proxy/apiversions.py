@@ -302,7 +302,7 @@ def _op(title: str, since: str, preview_only: bool = False,
 
 _ASSISTANTS = "2024-05-01"  # Assistants v2 (`OpenAI-Beta: assistants=v2`, vector stores)
 # Keyed by the gateway's operation: a deployment operation's whole path, or a resource's
-# first segment (`responses/{id}/input_items` is `responses`). An operation not listed
+# first segment (`responses/{id}/input_items` is `responses`) or whole path. An operation not listed
 # is served on every version the gateway sends. The v1 API (`api: v1`) serves them all
 # without an api-version. Realtime's WebSocket chooses its own version from the same
 # facts (gateway/realtime_wire.py); it is listed for check-config and the unit tests.
@@ -315,6 +315,13 @@ OPERATION_NEEDS: dict[str, OperationNeed] = {
     "audio/speech": _op("speech (text to speech)", "2024-02-15", preview_only=True),
     "images/edits": _op("image edits", "2025-04-01", preview_only=True),
     "realtime": _op("the Realtime API", "2024-10-01", preview_only=True),
+    # Reinforcement fine-tuning's graders: not published for a dated version (Azure's
+    # REST reference shows the v1 path); 2025-04-01-preview is the version RFT came with
+    # (Azure's RFT guide and blog), as the emulator takes it (emulator/versions.py).
+    # Their whole paths: the rest of `fine_tuning/` is served on GA versions.
+    "fine_tuning/alpha/graders/run": _op("grader runs", "2025-04-01", preview_only=True),
+    "fine_tuning/alpha/graders/validate": _op("grader validation", "2025-04-01",
+                                              preview_only=True),
 }
 
 

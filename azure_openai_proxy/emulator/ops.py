@@ -47,6 +47,8 @@ HANDLERS: dict[str, Handler] = {
     "model": ops_store.model,
     "response": ops_store.response,
     "response_delete": ops_store.response_delete,
+    "response_cancel": ops_store.response_cancel,
+    "response_input_items": ops_store.response_input_items,
     "realtime": realtime_ws.connect,
     "grader_run": graders.run,
     "grader_validate": graders.validate,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -124,9 +125,24 @@ async def batches(ex: Exchange) -> web.StreamResponse:
     config, stores = ex.config, ex.state.stores
     data = [stores.advance_batch(b, lambda i: run_batch_line(config, i)) for b in stores.batches]
     data.reverse()  # newest first, as the service lists them
-    return ex.json({"object": "list", "data": data, "has_more": False,
-                    "first_id": data[0]["id"] if data else None,
-                    "last_id": data[-1]["id"] if data else None})
+    return ex.json(cursor_page(data, ex.request.query))
+
+
+def cursor_page(data: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
+    """One page of a cursor-paginated list, as Azure pages batches: `limit` (1-100,
+    default 20) items after the one `after` names (from the first when it names none
+    listed), `has_more` when others follow."""
+    limit = query.get("limit", "20")
+    if not limit.isdigit() or not 1 <= int(limit) <= 100:
+        raise wire_errors.invalid_request(
+            f"Invalid 'limit': {limit!r}. Expected an integer between 1 and 100.",
+            "limit", "invalid_value")
+    after = query.get("after")
+    start = next((n + 1 for n, item in enumerate(data) if item["id"] == after), 0)
+    page = data[start:start + int(limit)]
+    return {"object": "list", "data": page, "has_more": start + len(page) < len(data),
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None}
 
 
 async def batch_cancel(ex: Exchange) -> web.StreamResponse:
@@ -170,10 +186,55 @@ def _stored_response(ex: Exchange) -> dict[str, Any]:
 
 
 async def response(ex: Exchange) -> web.StreamResponse:
-    return ex.json(_stored_response(ex))
+    found = _stored_response(ex)
+    ex.state.stores.queued.discard(found["id"])  # read: done (as stored)
+    if ex.request.query.get("stream") != "true":
+        return ex.json(found)
+    # A background response streamed again from its events, after `starting_after`.
+    events = ex.state.stores.response_events.get(found["id"])
+    if events is None:  # (Azure's message for it is not known: this one is ours)
+        raise wire_errors.invalid_request(
+            "Only a response created with background and stream can be streamed again.",
+            "stream", "invalid_value")
+    after = ex.request.query.get("starting_after", "-1")
+    if not after.lstrip("-").isdigit():
+        raise validation.invalid_type("starting_after", "an integer", after)
+    return await ex.stream(events[max(int(after) + 1, 0):])
+
+
+async def response_cancel(ex: Exchange) -> web.StreamResponse:
+    """A background response still queued is cancelled (no output, no usage); one done
+    is answered as it is, as a second cancel is."""
+    stores, found = ex.state.stores, _stored_response(ex)
+    if not found["background"]:  # (Azure's message for it is not known: this one is ours)
+        raise wire_errors.invalid_request(
+            "Only a response created with background: true can be cancelled.", None,
+            "invalid_value")
+    if found["id"] in stores.queued:
+        stores.queued.discard(found["id"])
+        found = stores.responses[found["id"]] = {**found, "status": "cancelled",
+                                                 "output": [], "usage": None}
+    return ex.json(found)
+
+
+async def response_input_items(ex: Exchange) -> web.StreamResponse:
+    """The input items of a stored response, paged as a batch list is; `order` `desc`
+    (the default: the last item first) or `asc`."""
+    found = _stored_response(ex)
+    order = ex.request.query.get("order", "desc")
+    if order not in ("asc", "desc"):
+        raise wire_errors.invalid_request(
+            f"Invalid 'order': {order!r}. Expected one of 'asc', 'desc'.", "order",
+            "invalid_value")
+    items = ex.state.stores.response_inputs.get(found["id"], [])
+    return ex.json(cursor_page(items if order == "asc" else items[::-1], ex.request.query))
 
 
 async def response_delete(ex: Exchange) -> web.StreamResponse:
     _stored_response(ex)
-    del ex.state.stores.responses[ex.route.object_id or ""]
+    stores, response_id = ex.state.stores, ex.route.object_id or ""
+    del stores.responses[response_id]
+    stores.response_events.pop(response_id, None)
+    stores.response_inputs.pop(response_id, None)
+    stores.queued.discard(response_id)
     return ex.json({"id": ex.route.object_id, "object": "response", "deleted": True})

@@ -27,6 +27,7 @@ from azure_openai_proxy.emulator.generation import (
     prompt_list,
 )
 from azure_openai_proxy.emulator.responses_api import (
+    input_items,
     input_text,
     plan_response,
     response_events,
@@ -169,13 +170,18 @@ async def responses_create(ex: Exchange) -> web.StreamResponse:
     plan = plan_response(ex.body, ex.deployment, new_id("resp_"), ex.created,
                          ex.config.completion_tokens, image)
     final = response_object(plan)
-    if ex.body.get("store", True):
+    background = final["background"]
+    if ex.body.get("store", True) or background:
         ex.state.stores.responses[plan.id] = final
+        ex.state.stores.response_inputs[plan.id] = input_items(ex.body, plan.id)
     if ex.body.get("stream"):
-        events = response_events(plan, ex.config.burst_tokens)
-        return await ex.stream(
-            (b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n", tokens)
-            for e, tokens in events
-        )
+        events = [(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n",
+                   tokens) for e, tokens in response_events(plan, ex.config.burst_tokens)]
+        if background:  # a client may resume it: GET responses/{id}?stream=true
+            ex.state.stores.response_events[plan.id] = events
+        return await ex.stream(events)
+    if background:  # answered at once, queued: its first read finds it done
+        ex.state.stores.queued.add(plan.id)
+        return ex.json(response_object(plan, status="queued"))
     await ex.think(final["usage"]["output_tokens"])
     return ex.json(final)

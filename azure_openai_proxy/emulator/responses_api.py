@@ -66,6 +66,24 @@ def input_text(body: Mapping[str, Any]) -> str:
     return "\n".join(p for p in parts if p)
 
 
+def input_items(body: Mapping[str, Any], response_id: str) -> list[dict[str, Any]]:
+    """A response's input as its `input_items` lists them (oldest first), each with an
+    id: a string is one user message; a message's string content one `input_text`."""
+    given = body.get("input")
+    items = ([{"role": "user", "content": given}] if isinstance(given, str)
+             else [i for i in given if isinstance(i, Mapping)] if isinstance(given, list)
+             else [])
+    suffix = response_id.removeprefix("resp_")
+    listed = []
+    for n, item in enumerate(items):
+        content = item.get("content")
+        if "role" in item and isinstance(content, str):
+            item = {**item, "content": [{"type": "input_text", "text": content}]}
+        listed.append({"id": f"msg_{suffix}{n:03d}", "type": "message", "status": "completed",
+                       **item})
+    return listed
+
+
 def plan_response(
     body: Mapping[str, Any], deployment: EmulatedDeployment, response_id: str, created: int,
     natural_tokens: int, image: ImageCall | None = None,
@@ -156,7 +174,7 @@ def response_object(plan: ResponsePlan, *, status: str | None = None) -> dict[st
         "object": "response",
         "created_at": plan.created,
         "status": status or final,
-        "background": False,
+        "background": body.get("background") is True,
         "error": None,
         "incomplete_details": {"reason": plan.incomplete_reason} if done and plan.incomplete_reason
         else None,

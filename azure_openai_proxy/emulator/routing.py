@@ -30,6 +30,8 @@ OPERATION_KIND: dict[str, str | None] = {
     "responses_input_tokens": None,  # `model` optional; a named one must exist
     "response": None,
     "response_delete": None,
+    "response_cancel": None,
+    "response_input_items": None,
     "files": None,
     "file_upload": None,
     "file": None,
@@ -89,6 +91,8 @@ _SHARED_ROUTES = [
     (r"responses/input_tokens", "POST", "responses_input_tokens"),
     (rf"responses/{_ID}", "GET", "response"),
     (rf"responses/{_ID}", "DELETE", "response_delete"),
+    (rf"responses/{_ID}/cancel", "POST", "response_cancel"),
+    (rf"responses/{_ID}/input_items", "GET", "response_input_items"),
     (r"files", "GET", "files"),
     (r"files", "POST", "file_upload"),
     (rf"files/{_ID}", "GET", "file"),

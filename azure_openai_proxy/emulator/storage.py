@@ -31,6 +31,12 @@ class Stores:
     files: dict[str, StoredFile] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # A streamed background response's events (SSE bytes, tokens), to resume it from.
+    response_events: dict[str, list[tuple[bytes, int]]] = field(default_factory=dict)
+    # Background responses still queued (not read since made): a cancel stops them.
+    queued: set[str] = field(default_factory=set)
+    # Each stored response's input items, as `input_items` lists them (oldest first).
+    response_inputs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def add_file(self, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
         file_id = self.new_id("file-")

@@ -47,7 +47,8 @@ PROMPT_ANNOTATION_VERSIONS = frozenset(
 FILTER_RESULTS_SINCE = "2023-06-01"
 
 RESPONSES_OPERATIONS = frozenset({"responses", "responses_compact", "responses_input_tokens",
-                                  "response", "response_delete"})
+                                  "response", "response_delete", "response_cancel",
+                                  "response_input_items"})
 _RESPONSES_SINCE = "2025-03-01"
 # Operations that need a minimum dated version (and whether GA versions have them).
 OPERATION_SINCE: dict[str, str] = {

@@ -34,15 +34,16 @@ def list_ids(raw: bytes) -> tuple[dict[str, Any], list[str]] | None:
     return answer, ids
 
 
-def filtered(answer: dict[str, Any], kept: set[str]) -> bytes:
-    """The list answer with only the objects whose id is in `kept`."""
+def filtered(answer: dict[str, Any], kept: set[str], cursor: str | None = None) -> bytes:
+    """The list answer with only the objects whose id is in `kept`; left with none, its
+    `last_id` is `cursor` (Azure's last item, when more follow: to page on from)."""
     data = [item for item in answer["data"]
             if isinstance(item, dict) and isinstance(item.get("id"), str) and item["id"] in kept]
     answer["data"] = data
     if "first_id" in answer:
         answer["first_id"] = data[0]["id"] if data else None
-    if "last_id" in answer:
-        answer["last_id"] = data[-1]["id"] if data else None
+    if "last_id" in answer or (cursor is not None and not data):
+        answer["last_id"] = data[-1]["id"] if data else cursor
     return orjson.dumps(answer)
 
 

@@ -63,6 +63,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,13 +73,13 @@ from azure_openai_proxy.gateway.chained import ChainedContext
 from azure_openai_proxy.gateway.chatfiles import chat_file_ids
 from azure_openai_proxy.gateway.finetuned import job_of, listed_models, named_models
 from azure_openai_proxy.gateway.ownedanswers import (
-    filtered,
     is_list,
     item_holder,
     list_ids,
     listed_ids,
     output_item_ids,
 )
+from azure_openai_proxy.gateway.ownedpages import NextPage, own_page, pager
 from azure_openai_proxy.gateway.rereads import CountedUsage
 from azure_openai_proxy.http.interface import Answer, Reply
 from azure_openai_proxy.observability.record import RequestRecord
@@ -96,6 +97,7 @@ __all__ = [
     "item_references",
     "object_ids",
     "owned_answer",
+    "pager",
 ]
 
 _CAPACITY = 200_000
@@ -395,10 +397,11 @@ def _recording(new: list[str], owned: Owned) -> Callable[[OwnerStore], dict[str,
 async def owned_answer(
     owners: ObjectOwners, method: str, operation: str, key_id: str, record: RequestRecord,
     reply: Reply, batch_models: frozenset[str] | None,
-    body: Mapping[str, Any] | None = None,
+    body: Mapping[str, Any] | None = None, more: NextPage | None = None,
 ) -> Reply:
     """A resource answer for a virtual key (its request's JSON `body`): a created
-    object becomes the key's, a list shows only the key's own objects."""
+    object becomes the key's, a list shows only the key's own objects (its next pages
+    asked by `more` while they hold none: gateway/ownedpages.py)."""
     if method == "GET" and isinstance(reply, Answer) and record.usage is not None:
         owners.counted.reread(operation, record, reply.body)  # a stored object's usage
     if method == "POST" and record.created_id is not None:
@@ -408,6 +411,8 @@ async def owned_answer(
         if operation == "responses":
             owners.keep_chained(key_id, owners.chained.note(key_id, record.created_id,
                                                             record.usage, body))
+            if record.stream and record.usage and not record.usage.get("estimated"):
+                owners.counted.counted_by_stream(record.created_id)  # a background one's
             if isinstance(reply, Answer):
                 await owners.remember_all(output_item_ids(reply.body), owned)
         elif operation == "responses/compact" and isinstance(reply, Answer):
@@ -418,9 +423,9 @@ async def owned_answer(
     elif is_list(method, operation) and isinstance(reply, Answer) and reply.status == 200:
         listed = list_ids(reply.body)
         if listed is not None:
-            reply.body = filtered(listed[0], await owners.owned_of(key_id, listed[1]))
+            page, reply.body = await own_page(partial(owners.owned_of, key_id), listed, more)
             if operation == "fine_tuning/jobs":  # the key's jobs: their models are its
-                await owners.remember_all(listed_models(listed[0]["data"]), Owned(key_id))
+                await owners.remember_all(listed_models(page["data"]), Owned(key_id))
     elif isinstance(reply, Answer) and reply.status == 200 and (
             job := job_of(method, operation)) is not None:
         # A job read or its checkpoints listed (checked as this key's, or of unknown

@@ -52,7 +52,7 @@ from azure_openai_proxy.gateway.governed import (
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
 from azure_openai_proxy.gateway.limitheaders import apply_lines, apply_to, limited, with_lines
 from azure_openai_proxy.gateway.modellist import models_answer
-from azure_openai_proxy.gateway.ownership import ObjectOwners, chat_file_ids, object_ids, owned_answer
+from azure_openai_proxy.gateway.ownership import ObjectOwners, chat_file_ids, object_ids, owned_answer, pager
 from azure_openai_proxy.gateway.poolchoice import PoolChooser
 from azure_openai_proxy.gateway.requestbody import RequestBody, read_body
 from azure_openai_proxy.governance.budget import BudgetGuard
@@ -304,9 +304,10 @@ class Gateway:
                 batch_models = await uploaded_batch_models(body.spool, body.boundary)
             reply = await self._attempts.send(limited(request, lines), target, caller, body,
                                               record, routed)
-            if target.kind == "resource":
+            if target.kind == "resource":  # a list's empty page: the next (ownedpages.py)
+                more = pager(self._attempts.send, request, target, caller, body, record, routed)
                 reply = await owned_answer(self.owners, request.method, operation,
-                                           key.id, record, reply, batch_models, json)
+                                           key.id, record, reply, batch_models, json, more)
             return apply_lines(reply, lines)
         except BaseException as exc:
             failed(exc, record, json, operation, self._default_completion, lines, body, request.headers)

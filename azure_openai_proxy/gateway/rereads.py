@@ -9,7 +9,9 @@ the key again (its ledger and its budget), though Azure generated it once. So:
   (or the stream) of the `POST` that made it: a read's usage is dropped;
 - a background response's `POST` answers before any usage, and so does a run's
   (`POST threads/{t}/runs`): their usage is counted by the first read that shows it
-  (`GET responses/{id}`, `GET threads/{t}/runs/{r}`), and dropped from later reads.
+  (`GET responses/{id}`, `GET threads/{t}/runs/{r}`), and dropped from later reads;
+- unless the background response was streamed (`"stream": true` too) and its stream
+  showed Azure's usage: counted then (`counted_by_stream`), dropped from every read.
 
 Remembered per worker, in a bounded table: a read answered by another worker, or long
 after (the table emptied), counts once more; over- rather than under-counted.
@@ -32,6 +34,10 @@ class CountedUsage:
 
     def __init__(self, capacity: int = _CAPACITY) -> None:
         self._counted: BoundedCache[str, bool] = BoundedCache(capacity)
+
+    def counted_by_stream(self, response_id: str) -> None:
+        """A background response whose stream counted Azure's usage: no read counts it."""
+        self._counted.put(response_id, True)
 
     def reread(self, operation: str, record: RequestRecord, body: bytes) -> None:
         """Drop `record`'s usage when the GET it records read a stored object

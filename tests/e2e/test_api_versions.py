@@ -311,7 +311,8 @@ def test_check_config_in_env_mode_warns_what_an_explicit_default_cannot_serve() 
     assert result.returncode == 0, result.stderr
     assert ("WARNING: the default api-version 2024-06-01 cannot serve the Responses API, "
             "vector stores, the Assistants API, the Assistants API's threads, the Batch API, "
-            "speech (text to speech), image edits: requests for them to the default endpoint "
+            "speech (text to speech), image edits, grader runs, grader validation: requests "
+            "for them to the default endpoint "
             "are refused with a 400; unset it (AZURE_OPENAI_API_VER, `api_version`) to let "
             "the gateway choose per request, or set 2025-04-01-preview") in result.stdout
     env["AZURE_OPENAI_API_VER"] = "2025-04-01-preview"

@@ -22,12 +22,12 @@ from azure_openai_proxy.gateway.batchcheck import (
     batch_file_models,
     uploaded_batch_models,
 )
+from azure_openai_proxy.gateway.ownedanswers import filtered
 from azure_openai_proxy.gateway.ownership import (
     ObjectNotFound,
     ObjectOwners,
     Owned,
     chat_file_ids,
-    filtered,
     list_ids,
     object_ids,
 )
