@@ -406,7 +406,8 @@ def create_app(
     deployments; `clock` (monotonic seconds) and `rng` drive the balancer. Tests pass
     fakes; a reload keeps them."""
     app_box: list[GatewayApp] = []
-    metrics = metrics_for(settings.metrics, lambda: app_box[0].gateway.balancer.state, clock)
+    metrics = metrics_for(settings.metrics, lambda: app_box[0].gateway.balancer.state, clock,
+                          lambda: app_box[0].gateway.settings.deployments)
     tokens = EntraTokens(credential)
     gateway = _gateway(settings, transport or transport_for(settings.upstream), metrics,
                        tokens, None, clock, rng or random.Random())
