@@ -61,7 +61,8 @@ def main(command: str, argv: Sequence[str], environ: Mapping[str, str],
               file=sys.stderr)
         return 1
     try:  # a directory, a file that is not a database, one locked past the busy timeout
-        store = KeyStore.open(path)
+        # (a reading writes nothing: an operator who may only read the database lists it)
+        store = KeyStore.reader(path) if args.action in ("list", "show") else KeyStore.open(path)
     except (sqlite3.Error, OSError) as exc:
         print(f"azure-openai-proxy {command}: cannot open {path}: {exc}", file=sys.stderr)
         return 2
