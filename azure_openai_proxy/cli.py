@@ -8,6 +8,7 @@ The Go azure-openai-proxy's flags (`-c/--configFile`, `-l/--listen`, `-s/--cors`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import os
 import signal
@@ -238,6 +239,18 @@ def _probe(host: str, port: int, timeout: float, any_answer: bool) -> tuple[bool
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    try:
+        return _command(argv, environ)
+    except BrokenPipeError:
+        # What it printed was piped to a reader that left (`keys list | head`): stop
+        # quietly, as other commands do, not with a traceback. Python would flush stdout
+        # again at exit and print another: what is left goes nowhere (Python's docs' way).
+        with contextlib.suppress(OSError, ValueError):  # (a stdout without a descriptor)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _command(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = dict(os.environ) if environ is None else environ
     command = argv[0] if argv and argv[0] in _COMMANDS else "serve"
