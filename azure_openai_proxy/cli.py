@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import math
 import os
 import signal
 import sys
@@ -157,7 +158,7 @@ def _healthcheck(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     parser.add_argument("-c", "--configFile", "--config", dest="config", metavar="FILE")
     parser.add_argument("-l", "--listen", metavar="HOST:PORT")
     parser.add_argument("--pid", type=int, default=1, help="the server's process id (default 1)")
-    parser.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS")
+    parser.add_argument("--timeout", type=_seconds, default=3.0, metavar="SECONDS")
     args = parser.parse_args(argv)
     try:
         listen, any_answer = _health_target(args, environ)
@@ -169,6 +170,18 @@ def _healthcheck(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     shown = f"[{host}]" if ":" in host else host
     print(f"{'healthy' if healthy else 'unhealthy'}: http://{shown}:{port}/health {detail}")
     return 0 if healthy else 1
+
+
+def _seconds(text: str) -> float:
+    """A socket's timeout: a finite number of seconds above 0 (nan, inf or -1 was a
+    traceback from the probe)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return seconds
 
 
 def _health_target(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, bool]:
