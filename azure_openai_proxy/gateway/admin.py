@@ -54,7 +54,7 @@ from azure_openai_proxy.http import interface as http
 from azure_openai_proxy.http.interface import Answer, HttpRequest
 from azure_openai_proxy.store.keys import KeyStore, StoreConflict, StoreNotFound
 
-__all__ = ["AdminApi"]
+__all__ = ["AdminApi", "admin_route"]
 
 _BODY_LIMIT = 1024 * 1024
 _KEY_FIELDS = frozenset({"name", "team", "team_id", "models", "expires", "expires_at",
@@ -209,6 +209,19 @@ class AdminApi:
 class _Unavailable(GatewayError):
     status = 503
     code = "store_unavailable"
+
+
+def admin_route(path: str) -> str:
+    """An admin path's shape, for the access log and the metrics' route label: never
+    the id or name in it (bounded, and a key's name is the operator's)."""
+    parts = path.strip("/").split("/")[1:]
+    if len(parts) == 1 and parts[0] in ("keys", "teams", "limits", "usage"):
+        return "admin/" + parts[0]
+    if len(parts) == 2 and parts[0] in ("keys", "teams"):
+        return f"admin/{parts[0]}/{{id}}"
+    if len(parts) == 3 and parts[0] == "keys" and parts[2] == "rotate":
+        return "admin/keys/{id}/rotate"
+    return "admin/-"
 
 
 def _as_get(method: str) -> str:
