@@ -294,7 +294,7 @@ def _deleted_out(args: argparse.Namespace, verb: str, id_: str, name: str) -> in
     if args.json:
         print(json.dumps({"id": id_, "deleted": True}))
     else:
-        print(f"{verb} {id_} ({name})")
+        print(f"{verb} {id_} ({printable(name)})")  # stored before names were checked
     return 0
 
 
