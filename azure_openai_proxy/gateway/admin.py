@@ -31,6 +31,7 @@ from azure_openai_proxy.auth import Caller, presented_key
 from azure_openai_proxy.errors import (
     AdminForbidden,
     AuthenticationFailed,
+    BodyTooLarge,
     GatewayError,
     InvalidRequest,
     MalformedBody,
@@ -239,8 +240,9 @@ def _only(request: HttpRequest, method: str) -> None:
 async def _body(request: HttpRequest) -> dict[str, Any]:
     try:
         raw = await request.read(_BODY_LIMIT)
-    except http.BodyTooLarge:
-        raise MalformedBody("The admin request body is too large.") from None
+    except http.BodyTooLarge:  # a 413, as a model request's (a 400 reads as malformed)
+        raise BodyTooLarge(f"The admin request body is larger than the limit of "
+                           f"{_BODY_LIMIT} bytes.") from None
     if not raw.strip():
         return {}
     try:
