@@ -40,11 +40,13 @@ def test_every_admin_request_has_an_access_log_line(
         wanted = [("POST", "admin/keys", 201), ("POST", "admin/keys/{id}/rotate", 200),
                   ("GET", "admin/teams/{id}", 404), ("GET", "admin/keys", 401),
                   ("GET", "admin/keys", 403), ("GET", "admin/limits", 200),
-                  ("GET", "admin/usage", None), ("DELETE", "admin/keys/{id}", 200)]
+                  ("GET", "admin/usage", 200), ("DELETE", "admin/keys/{id}", 200)]
         until(lambda: len(access_lines.lines) >= len(wanted))
         lines = access_lines.lines
         got = [(line["method"], line["route"], line["status"]) for line in lines]
-        assert [g if w[2] is not None else (*g[:2], None) for g, w in zip(got, wanted, strict=True)] == wanted
+        if got[6][2] == 503:  # the usage ledger not made yet: still a line
+            got[6] = (*got[6][:2], 200)
+        assert got == wanted
         assert lines[3]["error"] == "AuthenticationFailed"  # main: no line at all
         assert all(line["request_id"] for line in lines)
         text = orjson.dumps(lines).decode()
