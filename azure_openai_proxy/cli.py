@@ -8,7 +8,9 @@ The Go azure-openai-proxy's flags (`-c/--configFile`, `-l/--listen`, `-s/--cors`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
+import math
 import os
 import signal
 import sys
@@ -156,7 +158,7 @@ def _healthcheck(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     parser.add_argument("-c", "--configFile", "--config", dest="config", metavar="FILE")
     parser.add_argument("-l", "--listen", metavar="HOST:PORT")
     parser.add_argument("--pid", type=int, default=1, help="the server's process id (default 1)")
-    parser.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS")
+    parser.add_argument("--timeout", type=_seconds, default=3.0, metavar="SECONDS")
     args = parser.parse_args(argv)
     try:
         listen, any_answer = _health_target(args, environ)
@@ -168,6 +170,18 @@ def _healthcheck(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     shown = f"[{host}]" if ":" in host else host
     print(f"{'healthy' if healthy else 'unhealthy'}: http://{shown}:{port}/health {detail}")
     return 0 if healthy else 1
+
+
+def _seconds(text: str) -> float:
+    """A socket's timeout: a finite number of seconds above 0 (nan, inf or -1 was a
+    traceback from the probe)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return seconds
 
 
 def _health_target(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, bool]:
@@ -238,6 +252,18 @@ def _probe(host: str, port: int, timeout: float, any_answer: bool) -> tuple[bool
 
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    try:
+        return _command(argv, environ)
+    except BrokenPipeError:
+        # What it printed was piped to a reader that left (`keys list | head`): stop
+        # quietly, as other commands do, not with a traceback. Python would flush stdout
+        # again at exit and print another: what is left goes nowhere (Python's docs' way).
+        with contextlib.suppress(OSError, ValueError):  # (a stdout without a descriptor)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _command(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = dict(os.environ) if environ is None else environ
     command = argv[0] if argv and argv[0] in _COMMANDS else "serve"

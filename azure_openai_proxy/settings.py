@@ -210,12 +210,13 @@ class UpstreamSettings(_Frozen):
 
 class ServerSettings(_Frozen):
     """The HTTP server that clients talk to (http/server.py `ServerLimits`). Timeouts
-    are deadlines in seconds, however slowly the bytes trickle in."""
+    are deadlines in seconds, however slowly the bytes trickle in. Finite: they are
+    counted in sweeps, whole numbers (`.inf` passed, and the start was a traceback)."""
 
-    head_timeout: float = Field(default=30.0, gt=0)  # a request head, from its first byte
-    body_timeout: float = Field(default=300.0, gt=0)  # a request body, from its head's end
-    keepalive_timeout: float = Field(default=75.0, gt=0)  # idle between two requests
-    send_timeout: float = Field(default=60.0, gt=0)  # a client reading nothing of an answer
+    head_timeout: float = Field(default=30.0, gt=0, allow_inf_nan=False)  # a head, from its first byte
+    body_timeout: float = Field(default=300.0, gt=0, allow_inf_nan=False)  # a body, from its head's end
+    keepalive_timeout: float = Field(default=75.0, gt=0, allow_inf_nan=False)  # idle between requests
+    send_timeout: float = Field(default=60.0, gt=0, allow_inf_nan=False)  # a client reading nothing
     max_connections: int = Field(default=10_000, ge=1)  # per worker; past it a 503
     # The listening socket's accept queue, bounded at start by net.core.somaxconn: long,
     # so that thousands of clients connecting at once are queued, not dropped and retried.

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import socket
+import tempfile
 import threading
 import wave
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -136,3 +139,37 @@ def silent_wav(seconds: float) -> bytes:
         out.setframerate(8000)
         out.writeframes(b"\0\0" * round(8000 * seconds))
     return buffer.getvalue()
+
+
+_NOBODY = 65534
+
+
+@contextmanager
+def readable_directory() -> Iterator[Path]:
+    """A directory readable by all (so that uid 65534 reaches it when the tests run as
+    root), which a test may make unwritable; removed with what it holds."""
+    top = Path(tempfile.mkdtemp(dir="/tmp"))
+    top.chmod(0o755)
+    try:
+        yield top
+    finally:
+        top.chmod(0o755)
+        for child in top.iterdir():
+            child.unlink()
+        top.rmdir()
+
+
+@contextmanager
+def as_nobody() -> Iterator[None]:
+    """Root writes any file or directory: the effective user is nobody meanwhile (a
+    module imported lazily must be imported before: nobody cannot read the venv)."""
+    if os.geteuid() != 0:
+        yield
+        return
+    os.setegid(_NOBODY)
+    os.seteuid(_NOBODY)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)

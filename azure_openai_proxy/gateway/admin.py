@@ -31,6 +31,7 @@ from azure_openai_proxy.auth import Caller, presented_key
 from azure_openai_proxy.errors import (
     AdminForbidden,
     AuthenticationFailed,
+    BodyTooLarge,
     GatewayError,
     InvalidRequest,
     MalformedBody,
@@ -54,7 +55,7 @@ from azure_openai_proxy.http import interface as http
 from azure_openai_proxy.http.interface import Answer, HttpRequest
 from azure_openai_proxy.store.keys import KeyStore, StoreConflict, StoreNotFound
 
-__all__ = ["AdminApi"]
+__all__ = ["AdminApi", "admin_route"]
 
 _BODY_LIMIT = 1024 * 1024
 _KEY_FIELDS = frozenset({"name", "team", "team_id", "models", "expires", "expires_at",
@@ -211,6 +212,19 @@ class _Unavailable(GatewayError):
     code = "store_unavailable"
 
 
+def admin_route(path: str) -> str:
+    """An admin path's shape, for the access log and the metrics' route label: never
+    the id or name in it (bounded, and a key's name is the operator's)."""
+    parts = path.strip("/").split("/")[1:]
+    if len(parts) == 1 and parts[0] in ("keys", "teams", "limits", "usage"):
+        return "admin/" + parts[0]
+    if len(parts) == 2 and parts[0] in ("keys", "teams"):
+        return f"admin/{parts[0]}/{{id}}"
+    if len(parts) == 3 and parts[0] == "keys" and parts[2] == "rotate":
+        return "admin/keys/{id}/rotate"
+    return "admin/-"
+
+
 def _as_get(method: str) -> str:
     """HEAD is a GET whose body the engine leaves out (RFC 9110 9.3.2), as on every route
     the gateway answers itself. Only for choosing what to do: a refusal names the method
@@ -226,8 +240,9 @@ def _only(request: HttpRequest, method: str) -> None:
 async def _body(request: HttpRequest) -> dict[str, Any]:
     try:
         raw = await request.read(_BODY_LIMIT)
-    except http.BodyTooLarge:
-        raise MalformedBody("The admin request body is too large.") from None
+    except http.BodyTooLarge:  # a 413, as a model request's (a 400 reads as malformed)
+        raise BodyTooLarge(f"The admin request body is larger than the limit of "
+                           f"{_BODY_LIMIT} bytes.") from None
     if not raw.strip():
         return {}
     try:

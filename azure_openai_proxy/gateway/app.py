@@ -30,7 +30,7 @@ from azure_openai_proxy.errors import (
     RequestTimeout,
     RouteNotFound,
 )
-from azure_openai_proxy.gateway.admin import AdminApi
+from azure_openai_proxy.gateway.admin import AdminApi, admin_route
 from azure_openai_proxy.gateway.admin_usage import ADMIN_USAGE_PATH, usage_answer
 from azure_openai_proxy.gateway.balancer import Balancer, rules_of
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
@@ -214,6 +214,7 @@ class GatewayApp:
         metrics.request_started()
         status = 499  # what the metrics say if the client leaves (the handler is cancelled)
         record: RequestRecord | None = None
+        admin = False  # the admin API's: logged, never usage
         try:
             if self._refused:
                 refused = self._refused.pop(request, None)
@@ -229,13 +230,16 @@ class GatewayApp:
             if local is not None:
                 reply: Reply = self._local_answer(request, local)
             elif request.path == ADMIN_USAGE_PATH:
-                reply = await self._admin_usage(request)
+                record, admin = self._admin_record(request), True
+                reply = await self._admin_usage(request, record)
             elif (self._admin is not None and request.path.startswith("/admin/")
                     and self._admin_key() is not None):  # else the pipeline's 404, logged
+                record, admin = self._admin_record(request), True
                 try:
                     reply = await self._admin.handle(request)
                 except Exception as exc:
                     reply = self._failure(request, exc)
+                    record.error = type(exc).__name__
             else:
                 gateway = self.gateway
                 record = gateway.new_record(request.method)
@@ -264,7 +268,7 @@ class GatewayApp:
             record.total_ms = (time.perf_counter() - started) * 1000
             if record.request_id:
                 self.access_log.write(record)
-                if self.ledger is not None:
+                if self.ledger is not None and not admin:
                     self.ledger.add(record)
             metrics.request_finished(record)
 
@@ -276,7 +280,14 @@ class GatewayApp:
         except Exception as exc:
             return self._failure(request, exc)
 
-    async def _admin_usage(self, request: HttpRequest) -> Answer:
+    def _admin_record(self, request: HttpRequest) -> RequestRecord:
+        """An admin request's record: an access-log line as any request has (a guessed
+        admin key, a key revoked), not usage."""
+        record = self.gateway.new_record(request.method)
+        record.route = admin_route(request.path)
+        return record
+
+    async def _admin_usage(self, request: HttpRequest, record: RequestRecord) -> Answer:
         if request.method not in _LOCAL_METHODS:
             return error_answer(MethodNotAllowed(f"Method {request.method} is not allowed.", allow=("GET",)))
         try:
@@ -288,6 +299,7 @@ class GatewayApp:
             return await usage_answer(self.gateway.settings, request,
                                       None if directory is None else directory.path)
         except Exception as exc:
+            record.error = type(exc).__name__
             return self._failure(request, exc)
 
     def _failure(self, request: HttpRequest, exc: Exception) -> Answer:
@@ -406,7 +418,8 @@ def create_app(
     deployments; `clock` (monotonic seconds) and `rng` drive the balancer. Tests pass
     fakes; a reload keeps them."""
     app_box: list[GatewayApp] = []
-    metrics = metrics_for(settings.metrics, lambda: app_box[0].gateway.balancer.state, clock)
+    metrics = metrics_for(settings.metrics, lambda: app_box[0].gateway.balancer.state, clock,
+                          lambda: app_box[0].gateway.settings.deployments)
     tokens = EntraTokens(credential)
     gateway = _gateway(settings, transport or transport_for(settings.upstream), metrics,
                        tokens, None, clock, rng or random.Random())

@@ -34,7 +34,7 @@ itself, one attribute increment per message relayed.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -48,19 +48,25 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from azure_openai_proxy.balancing import DeploymentState
 from azure_openai_proxy.observability.record import RequestRecord
+from azure_openai_proxy.settings import DeploymentSettings
 
 __all__ = ["Metrics", "NoMetrics", "PrometheusMetrics", "RealtimeSeries", "metrics_for"]
 
 _PREFIX = "azure_openai_proxy_"
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 _CIRCUIT_VALUE = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
-# Default-endpoint mode accepts model names chosen by clients; past this many label sets
-# new ones are counted under model "_other" so a client cannot grow the registry forever.
+# Default-endpoint mode accepts model names chosen by clients (and the '.'/':' fallback
+# many spellings of a configured one); past this many of their label sets new ones are
+# counted under model "_other" so a client cannot grow the registry forever. The label
+# sets of configured deployments called by configured names are not counted: a client's
+# names filling the cap must not fold the operator's own series into "_other".
 _MAX_LABEL_SETS = 500
 _MAX_DYNAMIC_GAUGES = 50
 _BATCH = 16  # finished requests counted at once: small, as the one that fills it waits
 
 StateSource = Callable[[], Iterable[DeploymentState]]
+# The configured deployments (a reload's current ones): whose labels are never folded.
+ConfiguredSource = Callable[[], Sequence[DeploymentSettings]]
 
 
 class RealtimeSeries:
@@ -270,7 +276,8 @@ _Bound = tuple[
 
 
 class PrometheusMetrics:
-    def __init__(self, states: StateSource, clock: Callable[[], float]) -> None:
+    def __init__(self, states: StateSource, clock: Callable[[], float],
+                 configured: ConfiguredSource = tuple) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=False)
         self._series = _RequestSeries()
         registry.register(self._series)
@@ -286,7 +293,10 @@ class PrometheusMetrics:
         self.realtime = RealtimeSeries()
         registry.register(self.realtime)
         self._bound: dict[tuple[Any, ...], _Bound] = {}
+        self._chosen = 0  # label sets in `_bound` that names clients chose made
         self._deployments_seen: set[tuple[str, str]] = set()
+        self._configured_source = configured
+        self._configured = _Configured(())
         # Finished requests not yet counted: counted in batches (and before every scrape),
         # which costs measurably less than one at a time between two requests.
         self._pending: list[RequestRecord] = []
@@ -331,13 +341,19 @@ class PrometheusMetrics:
                 series.tokens[tokens_out] += completion
 
     def _bind(self, key: tuple[Any, ...]) -> _Bound:
+        """The series a label set updates. Called once per label set, and for every
+        request of one past the cap (not kept)."""
         route, model, deployment, endpoint, status = key
         model_label = model or ""
         deployment_label, endpoint_label = deployment or "", _host(endpoint)
-        if len(self._bound) >= _MAX_LABEL_SETS:
+        configured = self._known()
+        own_deployment = deployment is None or configured.has(endpoint, deployment)
+        chosen = not (own_deployment and (model is None or model in configured.names))
+        if chosen and self._chosen >= _MAX_LABEL_SETS:
             # In default-endpoint mode the deployment name is the client's model name too.
             model_label = "_other"
-            deployment_label = "_other" if deployment else ""
+            if not own_deployment:
+                deployment_label = "_other"
         series = self._series
         requests = (route, model_label, deployment_label, endpoint_label, str(status))
         series.requests.setdefault(requests, 0)
@@ -350,9 +366,19 @@ class PrometheusMetrics:
             series.tokens.setdefault(tokens_in, 0)
             series.tokens.setdefault(tokens_out, 0)
         bound: _Bound = (requests, duration, ttfb, tokens_in, tokens_out)
-        if len(self._bound) < _MAX_LABEL_SETS:
+        if not chosen:
             self._bound[key] = bound
+        elif self._chosen < _MAX_LABEL_SETS:
+            self._bound[key] = bound
+            self._chosen += 1
         return bound
+
+    def _known(self) -> _Configured:
+        """The configured deployments and names, made again after a reload."""
+        deployments = self._configured_source()
+        if deployments is not self._configured.deployments:
+            self._configured = _Configured(deployments)
+        return self._configured
 
     def retried(self, reason: str, failover: bool) -> None:
         self._retries.labels(reason).inc()
@@ -366,9 +392,10 @@ class PrometheusMetrics:
         self._opened.labels(*self._deployment_labels(deployment, endpoint)).inc()
 
     def _deployment_labels(self, deployment: str, endpoint: str) -> tuple[str, str]:
-        """Bounded like the request labels: past the cap, new deployments are `_other`."""
+        """Bounded like the request labels: past the cap, new deployments that clients
+        named are `_other`; configured ones keep their names."""
         labels = (deployment, _host(endpoint))
-        if labels not in self._deployments_seen:
+        if labels not in self._deployments_seen and not self._known().has(endpoint, deployment):
             if len(self._deployments_seen) >= _MAX_LABEL_SETS:
                 return "_other", labels[1]
             self._deployments_seen.add(labels)
@@ -379,11 +406,28 @@ class PrometheusMetrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
+class _Configured:
+    """What the configuration names: its deployments (endpoint, deployment name) and the
+    names a client may call them by (their model and deployment names)."""
+
+    __slots__ = ("deployments", "keys", "names")
+
+    def __init__(self, deployments: Sequence[DeploymentSettings]) -> None:
+        self.deployments = deployments
+        self.keys = frozenset((d.endpoint, d.deployment_name) for d in deployments)
+        self.names = frozenset(name for d in deployments
+                               for name in (d.model_name, d.deployment_name))
+
+    def has(self, endpoint: str | None, deployment: str) -> bool:
+        return (endpoint, deployment) in self.keys
+
+
 def _host(endpoint: str | None) -> str:
     if not endpoint:
         return ""
     return endpoint.partition("://")[2].partition("/")[0] or endpoint
 
 
-def metrics_for(enabled: bool, states: StateSource, clock: Callable[[], float]) -> Metrics:
-    return PrometheusMetrics(states, clock) if enabled else NoMetrics()
+def metrics_for(enabled: bool, states: StateSource, clock: Callable[[], float],
+                configured: ConfiguredSource = tuple) -> Metrics:
+    return PrometheusMetrics(states, clock, configured) if enabled else NoMetrics()

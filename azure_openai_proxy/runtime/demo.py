@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from aiohttp import web
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from azure_openai_proxy.gateway.app import create_app
 from azure_openai_proxy.observability.accesslog import configure_logging
@@ -93,19 +93,16 @@ Press Ctrl-C to stop.
 """.strip("\n")
 
 
-async def _run(listen: str, emulator_listen: str) -> None:
+async def _run(settings: Settings, emulator_host: str, emulator_port: int) -> None:
     from azure_openai_proxy.emulator import create_emulator_app, load_emulator_config
 
-    emulator_host, _, emulator_port = emulator_listen.rpartition(":")
     emulator = web.AppRunner(
         create_emulator_app(load_emulator_config(None, api_key=_EMULATOR_KEY)),
         access_log=None, handle_signals=False,
     )
     await emulator.setup()
-    await web.TCPSite(emulator, emulator_host, int(emulator_port)).start()
-    emulator_url = f"http://{emulator_host}:{emulator_port}"
+    await web.TCPSite(emulator, emulator_host, emulator_port).start()
 
-    settings = demo_settings(listen, emulator_url)
     stop_gateway = await start_server(create_app(settings), settings, reuse_port=False)
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
     print(_instructions(f"http://{shown_host}:{settings.port}"), flush=True)
@@ -133,11 +130,32 @@ def demo_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _checked(listen: str, emulator_listen: str) -> Settings:
+    """The demo's settings; a ValueError naming the flag whose address cannot be used."""
+    host, _, port = emulator_listen.rpartition(":")
+    problem = (f"--emulator-listen must be HOST:PORT with a port from 1 to 65535, e.g. "
+               f"127.0.0.1:8001 (not {emulator_listen!r})")
+    try:
+        if port.isascii() and port.isdigit():
+            return demo_settings(listen, f"http://{host}:{port}")
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        if error["loc"][:1] == ("listen",):  # the settings' own words for it
+            problem = f"--listen {error['msg'].removeprefix('Value error, ')} (not {listen!r})"
+    raise ValueError(problem)
+
+
 def main(argv: Sequence[str]) -> int:
     args = demo_parser().parse_args(argv)
+    try:  # both addresses, before anything listens (`--listen 8080` is an easy slip)
+        settings = _checked(args.listen, args.emulator_listen)
+    except ValueError as exc:
+        print(f"azure-openai-proxy demo: {exc}", file=sys.stderr)
+        return 2
     configure_logging(args.log_level)
     try:
-        run_loop(_run(args.listen, args.emulator_listen))
+        host, _, port = args.emulator_listen.rpartition(":")
+        run_loop(_run(settings, host, int(port)))
     except OSError as exc:
         print(f"azure-openai-proxy demo: {exc}", file=sys.stderr)
         return 1

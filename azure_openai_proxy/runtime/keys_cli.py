@@ -61,7 +61,8 @@ def main(command: str, argv: Sequence[str], environ: Mapping[str, str],
               file=sys.stderr)
         return 1
     try:  # a directory, a file that is not a database, one locked past the busy timeout
-        store = KeyStore.open(path)
+        # (a reading writes nothing: an operator who may only read the database lists it)
+        store = KeyStore.reader(path) if args.action in ("list", "show") else KeyStore.open(path)
     except (sqlite3.Error, OSError) as exc:
         print(f"azure-openai-proxy {command}: cannot open {path}: {exc}", file=sys.stderr)
         return 2
@@ -293,7 +294,7 @@ def _deleted_out(args: argparse.Namespace, verb: str, id_: str, name: str) -> in
     if args.json:
         print(json.dumps({"id": id_, "deleted": True}))
     else:
-        print(f"{verb} {id_} ({name})")
+        print(f"{verb} {id_} ({printable(name)})")  # stored before names were checked
     return 0
 
 

@@ -74,17 +74,37 @@ class KeyStore:
     """Keys and teams in one SQLite database. One connection, used by one thread at a
     time."""
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, *, prepare: bool = True) -> None:
+        """`prepare`: make the tables the store needs, if missing (not for `reader`)."""
         self._db = connection
-        self._db.executescript(_SCHEMA)
-        self._db.execute(
-            "INSERT OR IGNORE INTO schema_versions (component, version) VALUES ('keys', ?)",
-            (_SCHEMA_VERSION,),
-        )
+        if prepare:
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO schema_versions (component, version) VALUES ('keys', ?)",
+                (_SCHEMA_VERSION,),
+            )
 
     @classmethod
     def open(cls, path: Path) -> KeyStore:
         return cls(connect(path))
+
+    @classmethod
+    def reader(cls, path: Path) -> KeyStore:
+        """The store opened read-only, for `keys list` and `show`: nothing is made or
+        written, so an operator who may only read the database (the gateway's data
+        volume) can list it. A database without the tables yet reads as empty: its
+        tables are made in the connection's temporary schema (memory), not the file.
+        A write is a sqlite3.Error."""
+        connection = connect(path, create=False)
+        try:
+            made = connection.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'keys'").fetchone()
+            if not made:
+                connection.executescript(_SCHEMA.replace("CREATE TABLE", "CREATE TEMP TABLE"))
+        except BaseException:
+            connection.close()
+            raise
+        return cls(connection, prepare=False)
 
     def close(self) -> None:
         self._db.close()

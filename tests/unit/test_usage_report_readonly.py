@@ -3,47 +3,20 @@ user cannot write (the gateway's data volume, read by an operator's CLI)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from azure_openai_proxy.store.sqlite import connect
-
-_NOBODY = 65534
+from tests.support import as_nobody, readable_directory
 
 
 @pytest.fixture
 def shut_directory() -> Iterator[Path]:
-    """A directory readable by all (so that uid 65534 reaches it when the tests run as
-    root), made unwritable by the test."""
-    top = Path(tempfile.mkdtemp(dir="/tmp"))
-    top.chmod(0o755)
-    try:
+    """A directory readable by all, made unwritable by the test."""
+    with readable_directory() as top:
         yield top
-    finally:
-        top.chmod(0o755)
-        for child in top.iterdir():
-            child.unlink()
-        top.rmdir()
-
-
-@contextmanager
-def _as_reader() -> Iterator[None]:
-    """Root writes any directory: the effective user is nobody meanwhile."""
-    if os.geteuid() != 0:
-        yield
-        return
-    os.setegid(_NOBODY)
-    os.seteuid(_NOBODY)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
 
 
 def test_a_report_reads_a_stopped_wal_ledger_in_a_directory_it_cannot_write(
@@ -59,7 +32,7 @@ def test_a_report_reads_a_stopped_wal_ledger_in_a_directory_it_cannot_write(
     assert sorted(p.name for p in shut_directory.iterdir()) == ["gw.db"]
     path.chmod(0o644)
     shut_directory.chmod(0o555)
-    with _as_reader():
+    with as_nobody():
         reader = connect(path, create=False)
         try:
             assert reader.execute("SELECT x FROM t").fetchall() == [(7,)]
