@@ -1,7 +1,8 @@
 """A client that stops reading a chat stream, among others that read, on ONE HTTP/2
 connection to Azure (the default path to an https endpoint): the others keep flowing at
 their pace, and the stalled one is cut at `send_timeout`, its stream reset (RST_STREAM
-CANCEL) on the shared connection, its place there freed, its usage estimated.
+CANCEL) on the shared connection, its place there freed, its usage estimated. A client
+that resets its connection mid-stream: the same, and no traceback.
 
 The gateway (FastServer, `upstream.http2: true`) in front of a scripted h2c server built
 on the `h2` package that streams chat frames as fast as the windows allow."""
@@ -10,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
+import struct
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import h2.config
@@ -19,6 +23,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.settings
+import pytest
 
 from azure_openai_proxy.gateway.app import create_app
 from azure_openai_proxy.http.server import FastServer, ServerLimits, serve_fast
@@ -110,6 +115,47 @@ async def _gateway(upstream: str) -> tuple[Any, FastServer, int]:
     return app, server, server.sockets[0].getsockname()[1]
 
 
+def _estimated(completion_tokens: int) -> bool:
+    """Counted from the text relayed (about 4 characters a token), short of the whole
+    stream's, not Azure's (`_sse`: a token a frame)."""
+    return _FRAMES < completion_tokens < _FRAMES * len(_CONTENT) // 4
+
+
+class _Lines(logging.Handler):
+    """The access log's lines (one per request, as it ends) and anything the gateway
+    logs at WARNING or above, or with a traceback."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.access: list[str] = []
+        self.bad: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name == "azure_openai_proxy.access":
+            if self.access and self.access[-1] is record.msg:
+                return  # the same line again, propagated to the gateway's logger
+            self.access.append(record.msg)
+        elif record.exc_info or record.levelno >= logging.WARNING:
+            self.bad.append(record)
+
+
+@pytest.fixture
+def lines() -> Iterator[_Lines]:
+    handler = _Lines()
+    gateway, access = logging.getLogger("azure_openai_proxy"), logging.getLogger(
+        "azure_openai_proxy.access")
+    level = access.level
+    access.setLevel(logging.INFO)
+    access.addHandler(handler)  # (a handler of its own: lines go through logging)
+    gateway.addHandler(handler)
+    asyncio_logger = logging.getLogger("asyncio")
+    asyncio_logger.addHandler(handler)
+    yield handler
+    for logger in (access, gateway, asyncio_logger):
+        logger.removeHandler(handler)
+    access.setLevel(level)
+
+
 async def _read_all(port: int) -> tuple[bytes, float]:
     started = time.monotonic()
     reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=32 << 20)
@@ -119,7 +165,8 @@ async def _read_all(port: int) -> tuple[bytes, float]:
     return data, time.monotonic() - started
 
 
-async def test_a_stalled_client_on_a_shared_h2_connection_is_cut_and_reset_alone() -> None:
+async def test_a_stalled_client_on_a_shared_h2_connection_is_cut_and_reset_alone(
+        lines: _Lines) -> None:
     _SseServer.resets, _SseServer.connections = [], []
     upstream = await asyncio.get_running_loop().create_server(_SseServer, "127.0.0.1", 0)
     up_port = upstream.sockets[0].getsockname()[1]
@@ -147,11 +194,56 @@ async def test_a_stalled_client_on_a_shared_h2_connection_is_cut_and_reset_alone
         assert [code for _, code in _SseServer.resets] == [h2.errors.ErrorCodes.CANCEL]
         await until_async(lambda: transport.connections_in_use() == 0, 5)
         await until_async(lambda: len(server.connections) == 0, 5)
+        # Its record: the stream, its usage estimated from what was relayed (Azure's
+        # usage frame never reached the gateway), beside three read whole.
+        await until_async(lambda: len(lines.access) == 4, 5)
+        records = sorted((json.loads(line) for line in lines.access), key=lambda r: r["status"])
+        assert [(r["status"], r["stream"]) for r in records] == [(200, True)] * 3 + [(499, True)]
+        assert [r["usage"]["completion_tokens"] for r in records[:3]] == [_FRAMES] * 3
+        assert _estimated(records[3]["usage"]["completion_tokens"])
         data, _ = await _read_all(port)  # the connection serves on
         assert data.count(_CONTENT.encode()) == _FRAMES
         assert len(_SseServer.connections) == 1
+        assert not lines.bad
     finally:
         stalled.close()
+        server.close()
+        await server.wait_closed()
+        await app.gateway.transport.close()
+        upstream.close()
+
+
+async def test_a_client_resetting_mid_stream_cancels_its_stream_without_a_traceback(
+        lines: _Lines) -> None:
+    _SseServer.resets, _SseServer.connections = [], []
+    upstream = await asyncio.get_running_loop().create_server(_SseServer, "127.0.0.1", 0)
+    up_port = upstream.sockets[0].getsockname()[1]
+    app, server, port = await _gateway(f"http://127.0.0.1:{up_port}")
+    transport = app.gateway.transport
+    try:
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(_request())
+            await reader.readexactly(256 * 1024)  # mid-stream, the gateway writing on
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()  # RST, with unread bytes in flight
+        await until_async(lambda: len(_SseServer.resets) == 3, 5)
+        assert {code for _, code in _SseServer.resets} == {h2.errors.ErrorCodes.CANCEL}
+        await until_async(lambda: transport.connections_in_use() == 0, 5)
+        # Each recorded, its usage estimated from what was relayed.
+        await until_async(lambda: len(lines.access) == 3, 5)
+        records = [json.loads(line) for line in lines.access]
+        assert all(r["status"] == 499 and r["stream"] and _estimated(r["usage"]["completion_tokens"])
+                   for r in records)
+        data, _ = await _read_all(port)
+        assert data.count(_CONTENT.encode()) == _FRAMES
+        assert len(_SseServer.connections) == 1
+        # No traceback, nothing of the gateway's own above INFO. (asyncio's own loop warns
+        # "socket.send() raised exception." for the frames of the read that found the
+        # reset, written before the loss is reported; uvloop drops them silently.)
+        assert not [r for r in lines.bad if r.exc_info or r.name != "asyncio"]
+    finally:
         server.close()
         await server.wait_closed()
         await app.gateway.transport.close()
