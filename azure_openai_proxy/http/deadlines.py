@@ -62,6 +62,7 @@ def sweep(conn: _HttpConnection, tick: int) -> None:
     elif waiting == BODY:
         _body_late(conn)
 
+
 def _read_some(conn: _HttpConnection) -> bool:
     """The client has read some of what waits in the transport's buffer since the last
     sweep that asked (a sweep's call per connection behind, never per write)."""
