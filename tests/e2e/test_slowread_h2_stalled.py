@@ -248,3 +248,30 @@ async def test_a_client_resetting_mid_stream_cancels_its_stream_without_a_traceb
         await server.wait_closed()
         await app.gateway.transport.close()
         upstream.close()
+
+
+async def test_a_client_half_closing_mid_stream_is_taken_as_gone(lines: _Lines) -> None:
+    """As nginx (499, "client prematurely closed connection") and Go's server (the
+    request's context cancelled at EOF) take it: a client that shuts down its sending
+    side has left, and Azure's stream is not left running for nobody."""
+    _SseServer.resets, _SseServer.connections = [], []
+    upstream = await asyncio.get_running_loop().create_server(_SseServer, "127.0.0.1", 0)
+    up_port = upstream.sockets[0].getsockname()[1]
+    app, server, port = await _gateway(f"http://127.0.0.1:{up_port}")
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_request())
+        await reader.readexactly(256 * 1024)  # mid-stream
+        writer.write_eof()
+        await until_async(lambda: len(_SseServer.resets) == 1, 5)
+        assert _SseServer.resets[0][1] == h2.errors.ErrorCodes.CANCEL
+        await until_async(lambda: len(lines.access) == 1, 5)
+        record = json.loads(lines.access[0])
+        assert record["status"] == 499 and _estimated(record["usage"]["completion_tokens"])
+        assert not [r for r in lines.bad if r.exc_info or r.name != "asyncio"]
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+        await app.gateway.transport.close()
+        upstream.close()
