@@ -15,7 +15,8 @@ import logging
 import socket
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import h2.config
@@ -107,12 +108,30 @@ def _request() -> bytes:
             b"Content-Length: %d\r\n\r\n" % len(body)) + body
 
 
-async def _gateway(upstream: str) -> tuple[Any, FastServer, int]:
-    settings = gateway_settings(upstream, upstream={"http2": True})
-    app = create_app(settings)
+@dataclass
+class _Stack:
+    """The gateway (its FastServer on `port`) before the scripted server."""
+
+    server: FastServer
+    port: int
+    transport: H2Transport
+
+
+@pytest.fixture
+async def stack() -> AsyncIterator[_Stack]:
+    _SseServer.resets, _SseServer.connections = [], []
+    upstream = await asyncio.get_running_loop().create_server(_SseServer, "127.0.0.1", 0)
+    up_port = upstream.sockets[0].getsockname()[1]
+    app = create_app(gateway_settings(f"http://127.0.0.1:{up_port}", upstream={"http2": True}))
     server = await serve_fast(app, "127.0.0.1", 0,
                               limits=ServerLimits(send_timeout=_SEND_TIMEOUT))
-    return app, server, server.sockets[0].getsockname()[1]
+    transport = app.gateway.transport
+    assert isinstance(transport, H2Transport)
+    yield _Stack(server, server.sockets[0].getsockname()[1], transport)
+    server.close()
+    await server.wait_closed()
+    await transport.close()
+    upstream.close()
 
 
 def _estimated(completion_tokens: int) -> bool:
@@ -166,13 +185,8 @@ async def _read_all(port: int) -> tuple[bytes, float]:
 
 
 async def test_a_stalled_client_on_a_shared_h2_connection_is_cut_and_reset_alone(
-        lines: _Lines) -> None:
-    _SseServer.resets, _SseServer.connections = [], []
-    upstream = await asyncio.get_running_loop().create_server(_SseServer, "127.0.0.1", 0)
-    up_port = upstream.sockets[0].getsockname()[1]
-    app, server, port = await _gateway(f"http://127.0.0.1:{up_port}")
-    transport = app.gateway.transport
-    assert isinstance(transport, H2Transport)
+        stack: _Stack, lines: _Lines) -> None:
+    port, server, transport = stack.port, stack.server, stack.transport
     stalled = socket.socket()
     try:
         _, alone = await _read_all(port)  # a reader's time with nobody stalled
@@ -207,71 +221,48 @@ async def test_a_stalled_client_on_a_shared_h2_connection_is_cut_and_reset_alone
         assert not lines.bad
     finally:
         stalled.close()
-        server.close()
-        await server.wait_closed()
-        await app.gateway.transport.close()
-        upstream.close()
 
 
 async def test_a_client_resetting_mid_stream_cancels_its_stream_without_a_traceback(
-        lines: _Lines) -> None:
-    _SseServer.resets, _SseServer.connections = [], []
-    upstream = await asyncio.get_running_loop().create_server(_SseServer, "127.0.0.1", 0)
-    up_port = upstream.sockets[0].getsockname()[1]
-    app, server, port = await _gateway(f"http://127.0.0.1:{up_port}")
-    transport = app.gateway.transport
-    try:
-        for _ in range(3):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(_request())
-            await reader.readexactly(256 * 1024)  # mid-stream, the gateway writing on
-            sock = writer.get_extra_info("socket")
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            writer.transport.abort()  # RST, with unread bytes in flight
-        await until_async(lambda: len(_SseServer.resets) == 3, 5)
-        assert {code for _, code in _SseServer.resets} == {h2.errors.ErrorCodes.CANCEL}
-        await until_async(lambda: transport.connections_in_use() == 0, 5)
-        # Each recorded, its usage estimated from what was relayed.
-        await until_async(lambda: len(lines.access) == 3, 5)
-        records = [json.loads(line) for line in lines.access]
-        assert all(r["status"] == 499 and r["stream"] and _estimated(r["usage"]["completion_tokens"])
-                   for r in records)
-        data, _ = await _read_all(port)
-        assert data.count(_CONTENT.encode()) == _FRAMES
-        assert len(_SseServer.connections) == 1
-        # No traceback, nothing of the gateway's own above INFO. (asyncio's own loop warns
-        # "socket.send() raised exception." for the frames of the read that found the
-        # reset, written before the loss is reported; uvloop drops them silently.)
-        assert not [r for r in lines.bad if r.exc_info or r.name != "asyncio"]
-    finally:
-        server.close()
-        await server.wait_closed()
-        await app.gateway.transport.close()
-        upstream.close()
+        stack: _Stack, lines: _Lines) -> None:
+    port, transport = stack.port, stack.transport
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(_request())
+        await reader.readexactly(256 * 1024)  # mid-stream, the gateway writing on
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST, with unread bytes in flight
+    await until_async(lambda: len(_SseServer.resets) == 3, 5)
+    assert {code for _, code in _SseServer.resets} == {h2.errors.ErrorCodes.CANCEL}
+    await until_async(lambda: transport.connections_in_use() == 0, 5)
+    # Each recorded, its usage estimated from what was relayed.
+    await until_async(lambda: len(lines.access) == 3, 5)
+    records = [json.loads(line) for line in lines.access]
+    assert all(r["status"] == 499 and r["stream"] and _estimated(r["usage"]["completion_tokens"])
+               for r in records)
+    data, _ = await _read_all(port)
+    assert data.count(_CONTENT.encode()) == _FRAMES
+    assert len(_SseServer.connections) == 1
+    # No traceback, nothing of the gateway's own above INFO. (asyncio's own loop warns
+    # "socket.send() raised exception." for the frames of the read that found the
+    # reset, written before the loss is reported; uvloop drops them silently.)
+    assert not [r for r in lines.bad if r.exc_info or r.name != "asyncio"]
 
 
-async def test_a_client_half_closing_mid_stream_is_taken_as_gone(lines: _Lines) -> None:
+async def test_a_client_half_closing_mid_stream_is_taken_as_gone(
+        stack: _Stack, lines: _Lines) -> None:
     """As nginx (499, "client prematurely closed connection") and Go's server (the
     request's context cancelled at EOF) take it: a client that shuts down its sending
     side has left, and Azure's stream is not left running for nobody."""
-    _SseServer.resets, _SseServer.connections = [], []
-    upstream = await asyncio.get_running_loop().create_server(_SseServer, "127.0.0.1", 0)
-    up_port = upstream.sockets[0].getsockname()[1]
-    app, server, port = await _gateway(f"http://127.0.0.1:{up_port}")
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(_request())
-        await reader.readexactly(256 * 1024)  # mid-stream
-        writer.write_eof()
-        await until_async(lambda: len(_SseServer.resets) == 1, 5)
-        assert _SseServer.resets[0][1] == h2.errors.ErrorCodes.CANCEL
-        await until_async(lambda: len(lines.access) == 1, 5)
-        record = json.loads(lines.access[0])
-        assert record["status"] == 499 and _estimated(record["usage"]["completion_tokens"])
-        assert not [r for r in lines.bad if r.exc_info or r.name != "asyncio"]
-        writer.close()
-    finally:
-        server.close()
-        await server.wait_closed()
-        await app.gateway.transport.close()
-        upstream.close()
+    reader, writer = await asyncio.open_connection("127.0.0.1", stack.port)
+    writer.write(_request())
+    await reader.readexactly(256 * 1024)  # mid-stream
+    writer.write_eof()
+    await until_async(lambda: len(_SseServer.resets) == 1, 5)
+    assert _SseServer.resets[0][1] == h2.errors.ErrorCodes.CANCEL
+    await until_async(lambda: len(lines.access) == 1, 5)
+    record = json.loads(lines.access[0])
+    assert record["status"] == 499 and _estimated(record["usage"]["completion_tokens"])
+    assert not [r for r in lines.bad if r.exc_info or r.name != "asyncio"]
+    writer.close()
