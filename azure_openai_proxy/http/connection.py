@@ -101,6 +101,7 @@ class _HttpConnection(asyncio.Protocol):
         self._head_size = 0
         self._head_bytes = 0
         self.stalled_ticks = 0  # sweeps during which the client has not read our writes
+        self.unsent = 0  # the transport's buffered bytes at the last sweep that looked
 
     # -- asyncio's callbacks ---------------------------------------------------------
 
@@ -182,6 +183,9 @@ class _HttpConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        # The client read down to the low-water mark: a new wait begins (a sweep may
+        # never see it unpaused, when the handler fills the buffer again at once).
+        self.stalled_ticks = 0
         waiter = self.drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
