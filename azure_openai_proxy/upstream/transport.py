@@ -25,6 +25,12 @@ from azure_openai_proxy.errors import (
     UpstreamUnreachable,
 )
 from azure_openai_proxy.settings import UpstreamSettings
+from azure_openai_proxy.upstream.proxied import (
+    PROXY_ERRORS,
+    proxy_connector,
+    proxy_failure,
+    proxy_name,
+)
 
 __all__ = [
     "INFLATION_MOST",
@@ -295,12 +301,7 @@ def _connector(settings: UpstreamSettings) -> aiohttp.BaseConnector:
     }
     proxy = settings.socks_proxy or settings.http_proxy
     if proxy:
-        # aiohttp-socks tunnels through SOCKS5 and HTTP (CONNECT) proxies alike, with the
-        # same pooled connector, so an upstream proxy costs no new connection per request.
-        from aiohttp_socks import ProxyConnector
-
-        connector: aiohttp.BaseConnector = ProxyConnector.from_url(proxy, rdns=True, **common)
-        return connector
+        return proxy_connector(proxy, **common)
     return aiohttp.TCPConnector(**common)  # type: ignore[arg-type]
 
 
@@ -310,6 +311,8 @@ class AiohttpTransport:
     def __init__(self, settings: UpstreamSettings) -> None:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
+        proxy = settings.socks_proxy or settings.http_proxy
+        self._proxy = proxy_name(proxy) if proxy else ""  # as our messages name it
         self.in_use = 0  # requests sent or answers not yet closed (aiohttp has no public count)
 
     def _open(self) -> aiohttp.ClientSession:
@@ -362,6 +365,9 @@ class AiohttpTransport:
                 f"Azure OpenAI did not answer in time ({_host(request.url)}).",
                 request_sent=not isinstance(exc, aiohttp.ConnectionTimeoutError),
             ) from exc
+        except PROXY_ERRORS as exc:
+            self.in_use -= 1
+            raise proxy_failure(exc, self._proxy, _host(request.url)) from exc
         except _UNREACHABLE as exc:
             self.in_use -= 1
             raise UpstreamUnreachable(
@@ -444,18 +450,11 @@ def _sent_trace() -> aiohttp.TraceConfig:
     return trace
 
 
-def _proxy_errors() -> tuple[type[BaseException], ...]:
-    # aiohttp-socks raises its own errors (not aiohttp's, not OSError) for proxy failures.
-    from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
-
-    return (ProxyConnectionError, ProxyError, ProxyTimeoutError)
-
-
-_PROXY_ERRORS = _proxy_errors()
-# What "cannot reach Azure" looks like from aiohttp, the OS and aiohttp-socks.
-_UNREACHABLE: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, *_PROXY_ERRORS)
-# Failures while connecting (to Azure or through the proxy): no byte of the request left.
-_NOT_SENT: tuple[type[BaseException], ...] = (aiohttp.ClientConnectorError, *_PROXY_ERRORS)
+# What "cannot reach Azure" looks like from aiohttp and the OS (a proxy's failures:
+# `proxied.PROXY_ERRORS`).
+_UNREACHABLE: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError)
+# Failures while connecting: no byte of the request left.
+_NOT_SENT: tuple[type[BaseException], ...] = (aiohttp.ClientConnectorError,)
 
 
 def _broken() -> UpstreamStreamBroken:
@@ -479,6 +478,4 @@ def _reason(exc: BaseException) -> str:
         return "the server closed the connection before answering"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return "connection failed"
-    if isinstance(exc, _PROXY_ERRORS):
-        return "the upstream proxy failed (" + type(exc).__name__ + ")"
     return type(exc).__name__
