@@ -33,8 +33,21 @@ _AUTH_HINT = " (the user and password in the proxy URL are missing or wrong)"
 def proxy_connector(url: str, **common: Any) -> aiohttp.BaseConnector:
     """aiohttp-socks tunnels through SOCKS5 and HTTP (CONNECT) proxies alike, with the
     same pooled connector, so an upstream proxy costs no new connection per request."""
-    connector: aiohttp.BaseConnector = ProxyConnector.from_url(url, rdns=True, **common)
+    connector: aiohttp.BaseConnector = ProxyConnector.from_url(
+        _with_password(url), rdns=True, **common)
     return connector
+
+
+def _with_password(url: str) -> str:
+    """`http://TOKEN@proxy` as `http://TOKEN:@proxy`: a user without a password is sent
+    with an empty one (`Proxy-Authorization: Basic base64("TOKEN:")`), as Go's net/http
+    sends it; aiohttp-socks reads no password as no credentials and sent none (a 407
+    from a proxy that takes a token as its user)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, place = rest.rpartition("@")
+    if at and ":" not in userinfo:
+        return f"{scheme}{sep}{userinfo}:@{place}"
+    return url
 
 
 def proxy_name(url: str) -> str:

@@ -8,6 +8,7 @@ behaviour each case sets; pproxy checks real credentials."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -199,3 +200,31 @@ async def test_wrong_credentials_at_a_real_proxy_are_told_without_the_password(
                 assert "407 Proxy Authentication Required" in message
                 assert "user and password in the proxy URL" in message
     azure.close()
+
+
+@pytest.mark.parametrize(("user", "sent"), [
+    ("TOKEN", b"TOKEN:"), ("TOKEN:", b"TOKEN:"), ("alice:pw%40x", b"alice:pw@x"),
+])
+async def test_a_proxy_user_without_a_password_is_sent_as_go_sends_it(
+        user: str, sent: bytes) -> None:
+    """`http://TOKEN@proxy` authenticates with TOKEN and an empty password, as Go's
+    net/http does (the Go tool's users have such URLs); it was sent no credentials."""
+    heads: list[bytes] = []
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(_ANSWERS["407"])
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = AiohttpTransport(UpstreamSettings(http_proxy=f"http://{user}@127.0.0.1:{port}"))
+    try:
+        with pytest.raises(UpstreamUnreachable):
+            await transport.send(UpstreamRequest("GET", "http://azure.invalid/x", {}))
+    finally:
+        await transport.close()
+        server.close()
+    [head] = heads
+    assert b"Proxy-Authorization: Basic " + base64.b64encode(sent) + b"\r\n" in head
