@@ -47,6 +47,10 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 128
 _BROKEN = "The connection to Azure OpenAI broke while the response was being read."
 _STALLED = "Azure OpenAI stopped sending data (read timeout) in the middle of the response."
+# Where fields after the head go (a chunked body's trailer): never kept. Nothing reads a
+# trailer, and kept they were a list without bound: a server sending fields after the
+# last chunk grew it ~15 bytes for each byte it sent, for as long as it went on.
+_TRAILER: deque[tuple[str, str]] = deque(maxlen=0)
 # A pushed answer's read timeout is checked this many times per timeout, not timed per
 # read (a clock read per read was 4% of a relayed frame): silence is found after at
 # least the timeout and at most 1/_QUIET_CHECKS of it more (and two of the loop's
@@ -109,9 +113,11 @@ class _Connection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
         self.body: deque[bytes] = deque()
-        # A pushed answer's sink, and its read timeout: a read sets `heard`; each check
-        # (`_QUIET_CHECKS` per timeout) that finds it set clears it and moves `deadline`
-        # to a timeout from then; a check at or past `deadline` without it fails the answer.
+        # A pushed answer's sink, and its read timeout: a piece of body sets `heard` (bytes
+        # of no body, endless chunk extensions or trailer fields, do not: as for a pulled
+        # answer's waiter); each check (`_QUIET_CHECKS` per timeout) that finds it set
+        # clears it and moves `deadline` to a timeout from then; a check at or past
+        # `deadline` without it fails the answer.
         self.sink: BodySink | None = None
         self.timeout = 0.0
         self.heard = False
@@ -125,7 +131,7 @@ class _Connection(asyncio.Protocol):
         self.uses += 1
         self.head_only = head_only
         self.status = 0
-        self.raw: list[tuple[str, str]] = []
+        self.raw: list[tuple[str, str]] | deque[tuple[str, str]] = []
         self.headers: CIMultiDict[str] = CIMultiDict()
         self.length: int | None = None
         self.received = self.started = self.complete = False
@@ -169,7 +175,6 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         sink = self.sink
         if sink is not None:  # pushed: busy, the head in, the body parsed into the sink
-            self.heard = True  # the read timeout counts from here (`_check_deadline`)
             try:
                 self.parser.feed_data(data)
             except Exception as exc:  # llhttp's errors, or ours from inside its callbacks
@@ -264,6 +269,7 @@ class _Connection(asyncio.Protocol):
             return
         self.status = status
         self.headers = headers = CIMultiDict(self.raw)
+        self.raw = _TRAILER
         length = headers.get("content-length")
         try:
             inflated = "content-encoding" in headers and compressed(headers)
@@ -285,11 +291,13 @@ class _Connection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         sink = self.sink
         if sink is not None and self.decoder is None:  # pushed: `_queue`'s, inline
+            self.heard = True  # the read timeout counts from here (`_check_deadline`)
             sink.feed(body)
             return
         if self.complete:
             return
         if self.decoder is not None:
+            self.heard = True
             try:
                 body = self.decoder.decompress(body)
             except UpstreamInvalidAnswer as exc:
@@ -460,7 +468,7 @@ class _Connection(asyncio.Protocol):
             if self.reading_paused:
                 return  # our reader is slow, not Azure: `resume()` watches again
             now = self.loop.time()
-            if self.heard:  # a read since the last check: the deadline is a timeout from now
+            if self.heard:  # body since the last check: the deadline is a timeout from now
                 self.heard = False
                 self.deadline = now + self.timeout
             elif now >= self.deadline:
