@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 from aiohttp.abc import AbstractStreamWriter
-from multidict import MutableMultiMapping
+from multidict import MultiMapping, MutableMultiMapping
 from yarl import URL
 
 from azure_openai_proxy.errors import (
@@ -45,6 +45,7 @@ __all__ = [
     "answer_too_large",
     "compressed",
     "read_limited",
+    "transfer_coded",
 ]
 
 # A request body that can be produced again for a retry: bytes, or a function that
@@ -194,6 +195,19 @@ def compressed(headers: MutableMultiMapping[str]) -> bool:
     raise UpstreamInvalidAnswer(
         f"Azure OpenAI answered in a content-encoding the gateway cannot decode "
         f"({encoding[:40]!r}).")
+
+
+def transfer_coded(headers: MultiMapping[str]) -> None:
+    """`UpstreamInvalidAnswer` unless an HTTP/1.1 answer's Transfer-Encoding is chunked
+    alone (called only when it is not exactly "chunked"): llhttp decodes the chunks of
+    `gzip, chunked` and passes the gzip'd bytes as the body (relayed as the answer), and
+    reads `chunked, gzip` or `xchunked` to the connection's close (RFC 9112 6.3)."""
+    codings = ",".join(headers.getall("transfer-encoding")).split(",")
+    if [coding.strip().lower() for coding in codings] != ["chunked"]:
+        named = ", ".join(headers.getall("transfer-encoding"))
+        raise UpstreamInvalidAnswer(
+            f"Azure OpenAI answered in a transfer-coding the gateway cannot decode "
+            f"({named[:40]!r}).")
 
 
 class Transport(Protocol):

@@ -10,7 +10,6 @@ quarter of the gateway's CPU per frame (issue 15)."""
 from __future__ import annotations
 
 import asyncio
-import select
 from collections import deque
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -27,6 +26,7 @@ from azure_openai_proxy.upstream.transport import (
     Inflater,
     UpstreamStreamBroken,
     compressed,
+    transfer_coded,
 )
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HIGH_WATER", "MAX_HEADERS", "MAX_HEAD_BYTES", "BodySink", "_Connection", "_Stale",
-    "_readable",
 ]
 
 # Unread body bytes at which a connection stops reading its socket until the caller
@@ -144,18 +143,6 @@ class _Connection(asyncio.Protocol):
         self.body.clear()
         self.buffered = 0
 
-    def quiet(self) -> bool:
-        """Whether an idle connection's socket has nothing to read. Something to read
-        is the server's FIN (or TLS close_notify), which the loop may not have seen yet:
-        a request written now would meet a closed connection."""
-        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
-        if sock is None:
-            return True
-        try:
-            return not _readable(sock.fileno())
-        except (OSError, ValueError):
-            return False
-
     def close(self) -> None:
         self.sink = None
         if self.timer is not None:
@@ -264,6 +251,10 @@ class _Connection(asyncio.Protocol):
             raise _HeadRefused
         status = self.parser.get_status_code()
         if status < 200:  # 100 Continue, 103 Early Hints: the real answer follows
+            if status < 100:  # llhttp takes any 3 digits: 000 waited for a next head
+                self._fail(self._failure(f"the answer's status is {status:03d}"), None)
+                self.close()
+                raise _HeadRefused
             self.interim = True
             self.raw = []
             return
@@ -271,8 +262,11 @@ class _Connection(asyncio.Protocol):
         self.headers = headers = CIMultiDict(self.raw)
         self.raw = _TRAILER
         length = headers.get("content-length")
+        coding = headers.get("transfer-encoding")
         try:
             inflated = "content-encoding" in headers and compressed(headers)
+            if coding is not None and coding != "chunked":
+                transfer_coded(headers)
         except UpstreamInvalidAnswer as exc:
             self._fail(exc, None)
             self.close()
@@ -285,7 +279,7 @@ class _Connection(asyncio.Protocol):
         if self.head_only:
             self._end(keep_alive=False)
         elif length is None and status not in (204, 304):
-            self.until_eof = "chunked" not in headers.get("transfer-encoding", "").lower()
+            self.until_eof = coding is None
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -484,11 +478,3 @@ class _Connection(asyncio.Protocol):
             self._stall()
         else:
             self._arm(self.deadline)
-
-
-def _readable(fd: int) -> bool:
-    if hasattr(select, "poll"):  # no FD_SETSIZE limit
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
-    return bool(select.select([fd], [], [], 0)[0])
