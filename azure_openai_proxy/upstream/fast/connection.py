@@ -262,7 +262,8 @@ class _Connection(asyncio.Protocol):
         self.headers = headers = CIMultiDict(self.raw)
         self.raw = _TRAILER
         length = headers.get("content-length")
-        coding = headers.get("transfer-encoding")
+        # llhttp refuses Transfer-Encoding beside Content-Length: no look-up past a length.
+        coding = headers.get("transfer-encoding") if length is None else None
         try:
             inflated = "content-encoding" in headers and compressed(headers)
             if coding is not None and coding != "chunked":
