@@ -8,23 +8,26 @@ in one built from a plain function.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from types import SimpleNamespace
 from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 from aiohttp.abc import AbstractStreamWriter
-from multidict import MultiMapping, MutableMultiMapping
 from yarl import URL
 
 from azure_openai_proxy.errors import (
     UpstreamAnswerTooLarge,
-    UpstreamInvalidAnswer,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
 from azure_openai_proxy.settings import UpstreamSettings
+from azure_openai_proxy.upstream.framing import (
+    INFLATION_MOST,
+    Inflater,
+    compressed,
+    head_refused,
+)
 from azure_openai_proxy.upstream.proxied import (
     PROXY_ERRORS,
     proxy_connector,
@@ -45,7 +48,6 @@ __all__ = [
     "answer_too_large",
     "compressed",
     "read_limited",
-    "transfer_coded",
 ]
 
 # A request body that can be produced again for a retry: bytes, or a function that
@@ -136,78 +138,6 @@ def answer_too_large(limit: int) -> UpstreamAnswerTooLarge:
     return UpstreamAnswerTooLarge(
         f"Azure OpenAI's answer is larger than the gateway's limit of {limit} bytes."
     )
-
-
-# The content-encodings `compressed` inflates (zlib detects gzip's and zlib's headers).
-_DECODED_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
-# A compressed answer inflates at most this many times what came of it, past its first
-# MiB (Apache's DeflateInflateRatioLimit, 200 too; Envoy's max_inflate_ratio is 100):
-# a chat stream gzip'd inflates 50 to 75 times (a stream of a few words repeated, 155),
-# a decompression bomb ~1,000 (200 KiB of gzip'd zeros peaked at ~250 MiB: each read
-# was inflated whole, before any limit was looked at).
-INFLATION_MOST = 200
-_INFLATION_GRACE = 1024 * 1024
-_AUTO_HEADER = 32 + zlib.MAX_WBITS  # zlib's "gzip or zlib header, detected"
-
-
-class Inflater:
-    """A gzip or deflate body's decoder (`compressed`): `decompress` each piece as it
-    comes, `flush` at the end. Never makes more than `INFLATION_MOST` times the bytes fed
-    (after a first MiB): `UpstreamInvalidAnswer` instead, before it makes them."""
-
-    __slots__ = ("_fed", "_made", "_zlib")
-
-    def __init__(self) -> None:
-        self._zlib = zlib.decompressobj(_AUTO_HEADER)
-        self._fed = self._made = 0
-
-    def decompress(self, piece: bytes) -> bytes:
-        self._fed += len(piece)
-        room = max(_INFLATION_GRACE, INFLATION_MOST * self._fed) - self._made
-        data = self._zlib.decompress(piece, room + 1)  # one byte past the room: refused
-        self._made += len(data)
-        if len(data) > room:
-            raise UpstreamInvalidAnswer(
-                f"Azure OpenAI's compressed answer inflates more than {INFLATION_MOST} "
-                "times its size: refused as a decompression bomb.")
-        return data
-
-    def flush(self) -> bytes:
-        return self._zlib.flush()
-
-
-def compressed(headers: MutableMultiMapping[str]) -> bool:
-    """Whether an answer's body is to be inflated: gzip or deflate, whose content-encoding
-    (and content-length) then go, so callers see identity bytes (we never send
-    Accept-Encoding, but a server may compress anyway). `UpstreamInvalidAnswer` for a
-    coding we cannot decode (br, zstd, two codings): its header is not relayed, so the
-    client would get the compressed bytes as the answer."""
-    encoding = headers.get("content-encoding")
-    if encoding is None:
-        return False
-    coding = encoding.strip().lower()
-    if coding in _DECODED_ENCODINGS:
-        del headers["content-encoding"]
-        headers.popall("content-length", None)
-        return True
-    if coding in ("", "identity"):
-        return False
-    raise UpstreamInvalidAnswer(
-        f"Azure OpenAI answered in a content-encoding the gateway cannot decode "
-        f"({encoding[:40]!r}).")
-
-
-def transfer_coded(headers: MultiMapping[str]) -> None:
-    """`UpstreamInvalidAnswer` unless an HTTP/1.1 answer's Transfer-Encoding is chunked
-    alone (called only when it is not exactly "chunked"): llhttp decodes the chunks of
-    `gzip, chunked` and passes the gzip'd bytes as the body (relayed as the answer), and
-    reads `chunked, gzip` or `xchunked` to the connection's close (RFC 9112 6.3)."""
-    codings = ",".join(headers.getall("transfer-encoding")).split(",")
-    if [coding.strip().lower() for coding in codings] != ["chunked"]:
-        named = ", ".join(headers.getall("transfer-encoding"))
-        raise UpstreamInvalidAnswer(
-            f"Azure OpenAI answered in a transfer-coding the gateway cannot decode "
-            f"({named[:40]!r}).")
 
 
 class Transport(Protocol):
@@ -391,6 +321,14 @@ class AiohttpTransport:
         except BaseException:  # cancelled (the client left), or anything else
             self.in_use -= 1
             raise
+        refused = head_refused(response.status, response.headers)
+        if refused is not None:
+            response.close()
+            self.in_use -= 1
+            try:
+                raise refused
+            finally:
+                del refused  # not kept in this frame: a reference cycle through its traceback
         return _AiohttpResponse(response, self)
 
     def connections_in_use(self) -> int:

@@ -22,12 +22,13 @@ from azure_openai_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from azure_openai_proxy.upstream.transport import (
+from azure_openai_proxy.upstream.framing import (
     Inflater,
-    UpstreamStreamBroken,
+    coding_refused,
     compressed,
-    transfer_coded,
+    status_refused,
 )
+from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
 
 if TYPE_CHECKING:
     from azure_openai_proxy.upstream.fast.pool import _HostPool
@@ -250,11 +251,12 @@ class _Connection(asyncio.Protocol):
             self.close()
             raise _HeadRefused
         status = self.parser.get_status_code()
-        if status < 200:  # 100 Continue, 103 Early Hints: the real answer follows
-            if status < 100:  # llhttp takes any 3 digits: 000 waited for a next head
-                self._fail(self._failure(f"the answer's status is {status:03d}"), None)
+        if not 200 <= status <= 599:
+            if not 100 <= status <= 199:  # llhttp takes any 3 digits: 000 was a 1xx here
+                self._fail(status_refused(status), None)
                 self.close()
                 raise _HeadRefused
+            # 100 Continue, 103 Early Hints: the real answer follows
             self.interim = True
             self.raw = []
             return
@@ -266,12 +268,16 @@ class _Connection(asyncio.Protocol):
         coding = headers.get("transfer-encoding") if length is None else None
         try:
             inflated = "content-encoding" in headers and compressed(headers)
-            if coding is not None and coding != "chunked":
-                transfer_coded(headers)
         except UpstreamInvalidAnswer as exc:
             self._fail(exc, None)
             self.close()
             raise _HeadRefused from None  # stops llhttp; `data_received` keeps the error
+        if coding is not None and coding != "chunked":
+            refused = coding_refused(headers)
+            if refused is not None:
+                self._fail(refused, None)
+                self.close()
+                raise _HeadRefused
         if inflated:
             self.decoder = Inflater()
         elif length is not None:
