@@ -1,6 +1,7 @@
 """A host of several addresses whose first drops packets (an IPv6 route to nowhere) is
-reached through the next after 250 ms (RFC 8305), not after connect_timeout on every new
-connection with the next never tried; `dial` itself with plain coroutines."""
+reached through the next after 250 ms (RFC 8305), over HTTP/1.1 and HTTP/2, not after
+connect_timeout on every new connection with the next never tried; `dial` itself with
+plain coroutines."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import pytest
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.fast import FastTransport
 from azure_openai_proxy.upstream.fast.dial import NEXT_ADDRESS_AFTER, dial
-from azure_openai_proxy.upstream.transport import UpstreamRequest
+from azure_openai_proxy.upstream.h2 import H2Transport
+from azure_openai_proxy.upstream.transport import Transport, UpstreamRequest
+from tests.e2e.h2raw import RawH2Server, frame, head_block
 
 
 @pytest.fixture
@@ -40,18 +43,34 @@ def black_hole() -> Iterator[int]:
     hole.close()
 
 
-async def test_an_address_dropping_packets_is_passed_for_the_next(black_hole: int) -> None:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
+async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    await writer.drain()
 
-    good = await asyncio.start_server(answer, "127.0.0.2", black_hole)  # the same port
+
+async def _second_address(protocol: str, port: int) -> asyncio.Server:
+    """The good server, on 127.0.0.2 and the black hole's port."""
+    if protocol == "http1":
+        return await asyncio.start_server(_answer, "127.0.0.2", port)
+    h2 = RawH2Server(lambda sid: frame(1, 4, sid, head_block((":status", "200")))
+                     + frame(0, 1, sid, b"ok"))
+    await h2.start("127.0.0.2", port)
+    assert h2.server is not None
+    return h2.server
+
+
+@pytest.mark.parametrize("protocol", ["http1", "h2"])
+async def test_an_address_dropping_packets_is_passed_for_the_next(
+        black_hole: int, protocol: str) -> None:
+    good = await _second_address(protocol, black_hole)
 
     async def resolver(host: str, port: int) -> list[tuple[int, str]]:
         return [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET, "127.0.0.2")]
 
-    transport = FastTransport(UpstreamSettings(connect_timeout=3), resolver=resolver)
+    settings = UpstreamSettings(connect_timeout=3, http2=protocol == "h2")
+    transport: Transport = (FastTransport(settings, resolver=resolver) if protocol == "http1"
+                            else H2Transport(settings, resolver=resolver))
     started = time.monotonic()
     try:
         response = await transport.send(
