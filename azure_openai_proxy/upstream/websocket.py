@@ -9,7 +9,8 @@ Its failures are ours, translated here once:
                              429...): status, headers and body, for the gateway to translate
     UpstreamError            Azure answered with another status (a redirect, never
                              followed: it would take the key elsewhere)
-    UpstreamUnreachable      no connection (refused, DNS, TLS, proxy)
+    UpstreamUnreachable      no connection (refused, DNS, TLS, proxy: a proxy's doing is
+                             told as for aiohttp's client, naming it, proxied.py's words)
     UpstreamTimeout          no handshake within `connect_timeout`
     UpstreamSocketClosed     the open connection ended: `code`/`reason` as Azure said them,
                              `dropped` when Azure sent no close frame (a drop, or a
@@ -22,16 +23,32 @@ messages and then stops reading the socket, so a slow reader slows Azure's side 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Mapping, Sequence
+from urllib.parse import urlsplit
 
+import python_socks
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidProxyStatus,
+    InvalidStatus,
+    ProxyError,
+    WebSocketException,
+)
 from websockets.frames import CloseCode
 from websockets.typing import Subprotocol
 
 from azure_openai_proxy import __version__
 from azure_openai_proxy.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
+from azure_openai_proxy.upstream.proxied import (
+    proxy_name,
+    proxy_refused,
+    proxy_said,
+    proxy_unreachable,
+    with_password,
+)
 
 __all__ = ["UpstreamRefused", "UpstreamSocket", "UpstreamSocketClosed", "open_socket"]
 
@@ -126,11 +143,14 @@ async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSe
                       subprotocols: Sequence[str] = ()) -> UpstreamSocket:
     """Connect to `url` (ws:// or wss://) with `headers`, offering `subprotocols`;
     raises as the module says."""
-    proxy = settings.socks_proxy or settings.http_proxy or None  # as transport.py's (Go's)
-    if proxy is not None:
+    configured = settings.socks_proxy or settings.http_proxy or None  # as transport.py's
+    proxy = None
+    if configured is not None:
         # The SOCKS proxy resolves Azure's name, as aiohttp-socks's connector does (rdns):
-        # for socks5:// and socks4:// websockets resolved it here.
-        proxy = proxy.replace("socks5://", "socks5h://", 1).replace("socks4://", "socks4a://", 1)
+        # for socks5:// and socks4:// websockets resolved it here. A user without a
+        # password goes with an empty one, as for aiohttp (websockets refused the URL).
+        proxy = with_password(configured).replace("socks5://", "socks5h://", 1).replace(
+            "socks4://", "socks4a://", 1)
     offered = [Subprotocol(name) for name in subprotocols] or None
     try:
         connection = await _Connect(
@@ -150,10 +170,29 @@ async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSe
         raise UpstreamTimeout("Azure OpenAI did not accept the WebSocket in time.",
                               request_sent=True) from None
     except (OSError, WebSocketException, asyncio.IncompleteReadError) as exc:
-        raise UpstreamUnreachable(
-            f"Could not open a WebSocket to Azure OpenAI ({type(exc).__name__}).",
-            request_sent=False) from None
+        raise _unreachable(exc, configured, url) from None
     return UpstreamSocket(connection)
+
+
+def _unreachable(exc: BaseException, proxy: str | None, url: str) -> UpstreamUnreachable:
+    """Our error for a handshake that failed with `exc`: the proxy's doing (a refusal, a
+    garbled answer, not reachable) named and told as for aiohttp's client."""
+    if proxy is not None:
+        named, host = proxy_name(proxy), urlsplit(url).hostname or ""
+        if isinstance(exc, InvalidProxyStatus):
+            status = exc.response.status_code
+            said = proxy_said(f"{status} {exc.response.reason_phrase}")
+            return proxy_refused(named, host, said, status)
+        if isinstance(exc, ProxyError):  # a garbled answer, or a SOCKS refusal (its cause)
+            cause = exc.__cause__ or exc
+            return proxy_refused(named, host, proxy_said(cause), getattr(cause, "error_code", None))
+        # Only the proxy is connected to (a SOCKS one, or an HTTP one, by name).
+        if isinstance(exc, (python_socks.ProxyConnectionError, ConnectionRefusedError,
+                            socket.gaierror)):
+            return proxy_unreachable(named, host, proxy_said(exc))
+    return UpstreamUnreachable(
+        f"Could not open a WebSocket to Azure OpenAI ({type(exc).__name__}).",
+        request_sent=False)
 
 
 def _closed(exc: ConnectionClosed) -> UpstreamSocketClosed:
