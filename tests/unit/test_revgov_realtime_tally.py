@@ -1,7 +1,8 @@
 """A cut Realtime response's input, as the HTTP path counts a prompt (revgov review of
 govacct): text outside ASCII by its UTF-8 bytes, four a token (`estimate.text_length`).
-The tally counted a client message's characters: 1,500 Chinese characters, ~1,500
-tokens Azure bills, were estimated at 375 when the response was cut."""
+The tally counted a client message's characters: 1,500 Chinese characters, ~950 to
+1,500 tokens Azure bills (gpt-4o's tokenizer to gpt-4's), were estimated at 375 when the
+response was cut."""
 
 from __future__ import annotations
 
