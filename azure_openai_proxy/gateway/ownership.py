@@ -411,8 +411,11 @@ async def owned_answer(
         if operation == "responses":
             owners.keep_chained(key_id, owners.chained.note(key_id, record.created_id,
                                                             record.usage, body))
-            if record.stream and record.usage and not record.usage.get("estimated"):
-                owners.counted.counted_by_stream(record.created_id)  # a background one's
+            if (record.stream and record.usage and not record.usage.get("estimated")
+                    and body is not None and body.get("background") is True):
+                # Only a background one's: a foreground one's read counts nothing, and
+                # its id would push counted background ones out of the bounded table.
+                owners.counted.counted_by_stream(record.created_id)
             if isinstance(reply, Answer):
                 await owners.remember_all(output_item_ids(reply.body), owned)
         elif operation == "responses/compact" and isinstance(reply, Answer):
