@@ -60,3 +60,24 @@ def test_a_streamed_background_response_is_counted_by_its_stream() -> None:
         return await _read(owners, "resp_bs")
 
     assert asyncio.run(scenario()) is None
+
+
+def _reread(counted: CountedUsage, operation: str, background: bool = True) -> object:
+    record = RequestRecord("r", "POST" if operation.endswith("/cancel") else "GET")
+    record.usage = dict(USAGE)
+    counted.reread(operation, record, _response("x", background))
+    return record.usage
+
+
+def test_a_cancel_answering_a_done_object_is_a_read_of_it() -> None:
+    """A cancel answers the response or run as it is, its usage too when it was done:
+    counted once, by the cancel or the read that showed it first (main: by each)."""
+    counted = CountedUsage()
+    assert _reread(counted, "responses/resp_1") == USAGE
+    assert _reread(counted, "responses/resp_1/cancel") is None
+    assert _reread(counted, "responses/resp_2/cancel") == USAGE  # done, never read
+    assert _reread(counted, "responses/resp_2") is None
+    assert _reread(counted, "threads/t/runs/run_1/cancel") == USAGE
+    assert _reread(counted, "threads/t/runs/run_1") is None
+    assert _reread(counted, "responses/resp_3/cancel", background=False) is None
+    assert _reread(counted, "batches/batch_1/cancel") == USAGE  # not a generation's
