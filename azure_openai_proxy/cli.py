@@ -261,6 +261,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         with contextlib.suppress(OSError, ValueError):  # (a stdout without a descriptor)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C while it waits (a database locked, a config on a pipe): 130, as a shell
+        # counts a SIGINT, without Python's traceback of wherever it waited.
+        return 130
 
 
 def _command(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:
