@@ -9,9 +9,7 @@ database open: it is read as it is on disk, and nothing is made."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,23 +17,9 @@ import pytest
 import azure_openai_proxy.runtime.keys_cli  # noqa: F401  (imported before the uid changes)
 from azure_openai_proxy.cli import main
 from azure_openai_proxy.store.keys import KeyStore
-from tests.support import readable_directory
+from tests.support import as_user, readable_directory
 
 GATEWAY, OPERATOR = 65534, 1000  # two users, when the tests run as root
-
-
-@contextmanager
-def _as(uid: int) -> Iterator[None]:
-    if os.geteuid() != 0:
-        yield
-        return
-    os.setegid(uid)
-    os.seteuid(uid)
-    try:
-        yield
-    finally:
-        os.seteuid(0)
-        os.setegid(0)
 
 
 @pytest.fixture
@@ -45,7 +29,7 @@ def shared() -> Iterator[Path]:
     with readable_directory() as top:
         top.chmod(0o777)
         path = top / "gateway.db"
-        with _as(GATEWAY):
+        with as_user(GATEWAY):
             store = KeyStore.open(path)
             store.create_key("alice", now=1.0e9)
             store.close()
@@ -56,13 +40,13 @@ def shared() -> Iterator[Path]:
 def test_a_listing_of_a_stopped_database_leaves_no_files(
         shared: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite://{shared}"
-    with _as(OPERATOR):
+    with as_user(OPERATOR):
         codes = [main([*argv, "--database", url])
                  for argv in (["keys", "list"], ["keys", "show", "alice"], ["teams", "list"])]
     out, err = capsys.readouterr()
     assert codes == [0, 0, 0] and out.count("alice") == 2, err
     assert sorted(p.name for p in shared.parent.iterdir()) == ["gateway.db"]  # main: -shm, -wal
-    with _as(GATEWAY):  # the gateway starts again and writes
+    with as_user(GATEWAY):  # the gateway starts again and writes
         store = KeyStore.open(shared)
         try:
             store.create_key("bob", now=1.0e9)  # main: attempt to write a readonly database
@@ -72,12 +56,12 @@ def test_a_listing_of_a_stopped_database_leaves_no_files(
 
 def test_a_listing_beside_a_running_gateway_sees_its_writes(
         shared: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with _as(GATEWAY):
+    with as_user(GATEWAY):
         gateway = KeyStore.open(shared)
     try:
-        with _as(GATEWAY):
+        with as_user(GATEWAY):
             gateway.create_key("bob", now=1.0e9)  # in its -wal, not yet in the file
-        with _as(OPERATOR):
+        with as_user(OPERATOR):
             code = main(["keys", "list", "--database", f"sqlite://{shared}"])
         out, err = capsys.readouterr()
         assert code == 0 and "alice" in out and "bob" in out, err
