@@ -16,6 +16,7 @@ non-JSON and empty bodies) into an `UpstreamHttpError` whose body is OpenAI's
       client's own key       401/403 invalid_api_key / permission_denied (passthrough)
     429                      429 rate_limit_exceeded, type "tokens" or "requests"
     unknown parameter        400 invalid_request_error unknown_parameter, `param` set
+                             (Foundry's `{"detail": "Extra parameters ['top_k'] ..."}` too)
     404 Resource not found   404 invalid_request_error not_found (api-version or path)
     OperationNotSupported    400 invalid_request_error operation_not_supported
     other 4xx                same status, invalid_request_error, Azure's message/code
@@ -54,6 +55,7 @@ _CARRIED_HEADERS = frozenset(
 _SNIPPET = 200
 _UNRECOGNIZED = re.compile(r"Unrecognized request arguments? supplied: ([^\s,.]+)")
 _UNKNOWN = re.compile(r"Unknown parameter: '([^']+)'")
+_EXTRA = re.compile(r"Extra parameters \['([^']+)'")  # Foundry's {"detail": ...} 400
 _RETRY_AFTER = re.compile(r"retry after (\d+) seconds?", re.IGNORECASE)
 _SECRET = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}|\b[0-9a-f]{32}\b|\b[A-Za-z0-9]{84}\b")
 
@@ -112,7 +114,7 @@ def _parse(status: int, body: bytes) -> _AzureError:
     inner = error.get("innererror")
     return _AzureError(
         status=status,
-        message=_text(error.get("message")),
+        message=_text(error.get("message") or error.get("detail")),
         code=_text(error.get("code")),
         param=_text(error.get("param")),
         type=_text(error.get("type")),
@@ -235,7 +237,8 @@ def _not_found(azure: _AzureError, client_model: str | None) -> dict[str, Any]:
 def _invalid_request(azure: _AzureError) -> dict[str, Any]:
     message = _message(azure)
     param, code = azure.param, _code(azure.code)
-    found = _UNRECOGNIZED.search(message) or _UNKNOWN.search(message)
+    found = (_UNRECOGNIZED.search(message) or _UNKNOWN.search(message)
+             or _EXTRA.search(message))
     if found is not None:
         param = param or found.group(1)
         code = code or "unknown_parameter"
