@@ -76,16 +76,22 @@ def compressed(headers: MutableMultiMapping[str]) -> bool:
 
 
 def coding_refused(headers: MultiMapping[str]) -> UpstreamInvalidAnswer | None:
-    """The refusal of an HTTP/1.1 answer whose Transfer-Encoding is not chunked alone
-    (asked only when it is not exactly "chunked"): llhttp decodes the chunks of
-    `gzip, chunked` and passes the gzip'd bytes as the body (relayed as the answer), and
-    reads `chunked, gzip` or `xchunked` to the connection's close (RFC 9112 6.3)."""
-    named = ", ".join(headers.getall("transfer-encoding"))
-    if [coding.strip().lower() for coding in named.split(",")] == ["chunked"]:
+    """The refusal of an HTTP/1.1 answer whose Transfer-Encoding is not chunked alone:
+    one field, `chunked` in any case with spaces around it, as llhttp (both clients'
+    parser) reads it. llhttp decodes the chunks of `gzip, chunked` and passes the gzip'd
+    bytes as the body (relayed as the answer), and reads `chunked, gzip`, `xchunked`,
+    `chunked` then a tab, or a second field whose last coding is not chunked, to the
+    connection's close (RFC 9112 6.3): aiohttp relayed the chunks' framing as the body,
+    fast waited for the close or the read timeout. Two fields are refused whatever they
+    say, as Go's net/http refuses them. (aiohttp strips the tab from the value it shows:
+    that one it still reads to the close.)"""
+    named = headers.getall("transfer-encoding")
+    if len(named) == 1 and named[0].strip(" ").lower() == "chunked":
         return None
+    shown = ", ".join(named)
     return UpstreamInvalidAnswer(
         f"Azure OpenAI answered in a transfer-coding the gateway cannot decode "
-        f"({named[:40]!r}).")
+        f"({shown[:40]!r}).")
 
 
 def status_refused(status: int) -> UpstreamInvalidAnswer:
@@ -100,7 +106,6 @@ def head_refused(status: int, headers: MultiMapping[str]) -> UpstreamInvalidAnsw
     """Both checks, for aiohttp's answers (it takes either as it comes)."""
     if not 200 <= status <= 599:
         return status_refused(status)
-    coding = headers.get("transfer-encoding")
-    if coding is not None and coding != "chunked":
+    if "transfer-encoding" in headers:
         return coding_refused(headers)
     return None

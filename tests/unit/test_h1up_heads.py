@@ -54,6 +54,9 @@ async def _ask(answer: bytes, client: str = "fast") -> tuple[int, bytes]:
     b"Transfer-Encoding: chunked, gzip",
     b"Transfer-Encoding: xchunked",
     b"Transfer-Encoding: chunked;q=1",
+    # llhttp reads it to the close too, though its first field said chunked (revh1:
+    # aiohttp relayed the chunks' framing as a 200's body, fast waited for the close).
+    b"Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip",
 ])
 @pytest.mark.parametrize("client", ["fast", "aiohttp"])
 async def test_a_transfer_coding_other_than_chunked_is_refused_at_once(
@@ -66,7 +69,18 @@ async def test_a_transfer_coding_other_than_chunked_is_refused_at_once(
     assert time.monotonic() - started < 2
 
 
-@pytest.mark.parametrize("codings", [b"chunked", b"Chunked", b"CHUNKED", b" chunked"])
+async def test_chunked_then_a_tab_is_refused_at_once() -> None:
+    """llhttp does not read `chunked` then a tab as chunked (to the close instead), and
+    fast's check stripped the tab (revh1). aiohttp strips it from the value it shows:
+    its client cannot tell, and still relays the chunks' framing (not fixed)."""
+    started = time.monotonic()
+    with pytest.raises(UpstreamInvalidAnswer, match="transfer-coding"):
+        await _ask(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\t\r\n\r\n" + _CHUNKED)
+    assert time.monotonic() - started < 2
+
+
+@pytest.mark.parametrize("codings", [b"chunked", b"Chunked", b"CHUNKED", b" chunked",
+                                     b"\tchunked  "])
 @pytest.mark.parametrize("client", ["fast", "aiohttp"])
 async def test_chunked_alone_in_any_case_is_read(codings: bytes, client: str) -> None:
     answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding:" + codings + b"\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
