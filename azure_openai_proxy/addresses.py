@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
 __all__ = ["check_endpoint", "check_proxy", "cleartext_host", "sqlite_file"]
 
@@ -74,8 +74,41 @@ def check_proxy(value: str | None) -> str | None:
                          "a port from 1 to 65535 if any; @ : / ? # in a password "
                          "percent-encoded)")
     parts = urlsplit(url)
+    refused = _credentials_refused(scheme, parts.netloc.rpartition("@"))
+    if refused:
+        raise ValueError(refused)
     netloc = parts.netloc.removesuffix(":")
     return f"{scheme}://{netloc}" if parts.port else f"{scheme}://{netloc}:{_PROXY_PORTS[scheme]}"
+
+
+def _credentials_refused(scheme: str, netloc: tuple[str, str, str]) -> str | None:
+    """Why a proxy URL's `user:password` cannot be sent as written, or None. The clients
+    (python-socks, under aiohttp-socks and websockets) raised on what they cannot encode,
+    every request a 500: a SOCKS user or password outside ASCII or past 255 bytes (a
+    SOCKS5 field's most), an HTTP one outside Latin-1; and sent none at all for a SOCKS5
+    user without a password (Go's x/net/proxy sends it with an empty one) or a password
+    without a user."""
+    userinfo, at, _ = netloc
+    if not at:
+        return None
+    user, _, password = (unquote_to_bytes(part) for part in userinfo.partition(":"))
+    if password and not user:
+        return "has a password but no user: the proxy would be sent neither"
+    if scheme == "socks5" and user and not password:
+        return ("has a user but no password: a socks5 proxy would be sent neither (both "
+                "are needed; give USER:PASSWORD, or no user for no authentication)")
+    if scheme == "http":
+        try:
+            user.decode().encode("latin-1")
+            password.decode().encode("latin-1")
+        except UnicodeError:
+            return ("has a user or password outside Latin-1 (as percent-encoded UTF-8), "
+                    "which the http proxy's Proxy-Authorization cannot carry here")
+        return None
+    if not (user + password).isascii() or max(len(user), len(password)) > 255:
+        return (f"has a user or password a {scheme} proxy cannot be sent: each at most 255 "
+                "ASCII characters")
+    return None
 
 
 def sqlite_file(url: str) -> str:

@@ -1,0 +1,50 @@
+"""A proxy URL whose user and password the clients (python-socks, under aiohttp-socks and
+websockets) cannot send as written is a config error naming why, never the URL: a SOCKS
+user or password outside ASCII or past 255 bytes, an HTTP one outside Latin-1, raised
+UnicodeEncodeError or ValueError on every request (a 500 internal_error each), and a
+SOCKS5 user without a password, or a password without a user, was sent no credentials
+at all (Go's x/net/proxy sends the user with an empty password; a proxy wanting them
+answered 'No acceptable authentication methods')."""
+
+from __future__ import annotations
+
+import pytest
+
+from azure_openai_proxy.config import ConfigError, load_settings
+
+SECRET = "s3cr3t"
+
+
+def _load(url: str) -> str | None:
+    settings = load_settings({"endpoint": "https://r.openai.azure.com",
+                              "upstream": {"socks_proxy": url}}, {})
+    return settings.upstream.socks_proxy
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("socks5://TOKEN@proxy", "has a user but no password"),
+    ("socks5://TOKEN:@proxy", "has a user but no password"),
+    (f"socks5://:{SECRET}@proxy", "has a password but no user"),
+    (f"http://:{SECRET}@proxy", "has a password but no user"),
+    (f"socks5://j%C3%BCrgen:{SECRET}@proxy", "at most 255 ASCII characters"),
+    (f"socks5://alice:{SECRET}%C3%A4@proxy", "at most 255 ASCII characters"),
+    (f"socks5://alice:{SECRET}{'x' * 250}@proxy", "at most 255 ASCII characters"),
+    ("socks4://j%C3%BCrgen@proxy", "at most 255 ASCII characters"),
+    (f"http://alice:{SECRET}%E7%94%A8@proxy", "outside Latin-1"),
+    (f"http://alice:{SECRET}%FF@proxy", "outside Latin-1"),  # not UTF-8
+])
+def test_credentials_the_clients_cannot_send_are_a_config_error(url: str, why: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load(url)
+    message = str(caught.value)
+    assert message.startswith("upstream.socks_proxy") and why in message, message
+    assert SECRET not in message and "TOKEN" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("url", [
+    "http://TOKEN@proxy", "http://TOKEN:@proxy", f"http://j%C3%BCrgen:{SECRET}@proxy",
+    f"socks5://alice:{'x' * 255}@proxy", f"socks5://alice:p%40{SECRET}@proxy",
+    "socks4://alice@proxy", "socks5://proxy", "socks5://@proxy", "socks5://:@proxy",
+])
+def test_credentials_the_clients_send_still_load(url: str) -> None:
+    assert _load(url) == url + (":80" if url.startswith("http") else ":1080")
