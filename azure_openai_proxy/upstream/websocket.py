@@ -167,7 +167,10 @@ async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSe
         raise UpstreamRefused(response.status_code, dict(response.headers.raw_items()),
                               bytes(response.body or b"")) from None
     except TimeoutError:
-        raise UpstreamTimeout("Azure OpenAI did not accept the WebSocket in time.",
+        # `open_timeout` spans the proxy's tunnel and Azure's handshake: which one hung
+        # cannot be told apart, but the proxy is named as a place to look.
+        through = f" (through the upstream proxy {proxy_name(configured)})" if configured else ""
+        raise UpstreamTimeout(f"Azure OpenAI did not accept the WebSocket in time{through}.",
                               request_sent=True) from None
     except (OSError, WebSocketException, asyncio.IncompleteReadError) as exc:
         raise _unreachable(exc, configured, url) from None

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from azure_openai_proxy.errors import UpstreamUnreachable
+from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.websocket import open_socket
 
@@ -113,3 +113,23 @@ async def test_a_proxy_not_listening_is_named_as_unreachable(
     message = caught.value.message
     assert f"the upstream proxy {scheme}://127.0.0.1:{port} cannot be reached" in message
     assert PASSWORD not in message and "alice" not in message
+
+
+async def test_a_proxy_opening_no_tunnel_in_time_is_named_in_the_504() -> None:
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.read()  # says nothing until the client leaves
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = UpstreamSettings(connect_timeout=0.3,
+                                http_proxy=f"http://alice:{PASSWORD}@127.0.0.1:{port}")
+    try:
+        with pytest.raises(UpstreamTimeout) as caught:
+            await open_socket(AZURE, {}, settings)
+    finally:
+        server.close()
+    message = caught.value.message
+    assert f"in time (through the upstream proxy http://127.0.0.1:{port})" in message, message
+    assert PASSWORD not in message and "alice" not in message
+    assert caught.value.status == 504
