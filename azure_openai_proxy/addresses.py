@@ -85,7 +85,7 @@ def _credentials_refused(scheme: str, netloc: tuple[str, str, str]) -> str | Non
     """Why a proxy URL's `user:password` cannot be sent as written, or None. The clients
     (python-socks, under aiohttp-socks and websockets) raised on what they cannot encode,
     every request a 500: a SOCKS user or password outside ASCII or past 255 bytes (a
-    SOCKS5 field's most), an HTTP one outside Latin-1; and sent none at all for a SOCKS5
+    SOCKS5 field's most), an HTTP one not UTF-8; and sent none at all for a SOCKS5
     user without a password (Go's x/net/proxy sends it with an empty one) or a password
     without a user."""
     userinfo, at, _ = netloc
@@ -97,13 +97,11 @@ def _credentials_refused(scheme: str, netloc: tuple[str, str, str]) -> str | Non
     if scheme == "socks5" and user and not password:
         return ("has a user but no password: a socks5 proxy would be sent neither (both "
                 "are needed; give USER:PASSWORD, or no user for no authentication)")
-    if scheme == "http":
+    if scheme == "http":  # sent as UTF-8 (upstream/proxied.py), as Go's net/http sends it
         try:
-            user.decode().encode("latin-1")
-            password.decode().encode("latin-1")
+            (user + password).decode()
         except UnicodeError:
-            return ("has a user or password outside Latin-1 (as percent-encoded UTF-8), "
-                    "which the http proxy's Proxy-Authorization cannot carry here")
+            return "has a user or password that is not percent-encoded UTF-8"
         return None
     if not (user + password).isascii() or max(len(user), len(password)) > 255:
         return (f"has a user or password a {scheme} proxy cannot be sent: each at most 255 "

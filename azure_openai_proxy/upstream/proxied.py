@@ -15,6 +15,7 @@ elsewhere.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote, unquote_to_bytes
 
 import aiohttp
 from aiohttp_socks import ProxyConnectionError, ProxyConnector, ProxyError, ProxyTimeoutError
@@ -38,8 +39,23 @@ def proxy_connector(url: str, **common: Any) -> aiohttp.BaseConnector:
     """aiohttp-socks tunnels through SOCKS5 and HTTP (CONNECT) proxies alike, with the
     same pooled connector, so an upstream proxy costs no new connection per request."""
     connector: aiohttp.BaseConnector = ProxyConnector.from_url(
-        with_password(url), rdns=True, **common)
+        _utf8_through_latin1(with_password(url)), rdns=True, **common)
     return connector
+
+
+def _utf8_through_latin1(url: str) -> str:
+    """An http:// proxy URL whose user or password is not ASCII, spelt so that python-socks,
+    which encodes them Latin-1 for `Proxy-Authorization`, sends their UTF-8 bytes, as Go's
+    net/http, websockets (the realtime sockets) and browsers send them: `ü` went as one
+    byte (0xFC), and a character past Latin-1 raised UnicodeEncodeError on every request.
+    (`check_proxy` refused what is not UTF-8.)"""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, place = rest.rpartition("@")
+    if scheme != "http" or not at or unquote_to_bytes(userinfo).isascii():
+        return url
+    spelt = ":".join(quote(unquote_to_bytes(part).decode("latin-1"), safe="")
+                     for part in userinfo.split(":", 1))
+    return f"{scheme}{sep}{spelt}@{place}"
 
 
 def with_password(url: str) -> str:
