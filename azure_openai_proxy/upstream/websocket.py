@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import python_socks
@@ -42,6 +43,8 @@ from websockets.typing import Subprotocol
 from azure_openai_proxy import __version__
 from azure_openai_proxy.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
+from azure_openai_proxy.upstream.fast.dial import dial
+from azure_openai_proxy.upstream.fast.dns import Resolver, system_resolver
 from azure_openai_proxy.upstream.proxied import (
     proxy_name,
     proxy_refused,
@@ -140,9 +143,12 @@ class _Connect(connect):
 
 
 async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSettings,
-                      subprotocols: Sequence[str] = ()) -> UpstreamSocket:
+                      subprotocols: Sequence[str] = (), *,
+                      resolver: Resolver = system_resolver) -> UpstreamSocket:
     """Connect to `url` (ws:// or wss://) with `headers`, offering `subprotocols`;
-    raises as the module says."""
+    raises as the module says. Without a proxy, Azure's addresses (`resolver`'s) are
+    raced as FastTransport races them (fast/dial.py); websockets tried them one after
+    the other, so one dropping packets took the whole `connect_timeout`."""
     configured = settings.socks_proxy or settings.http_proxy or None  # as transport.py's
     proxy = None
     if configured is not None:
@@ -153,12 +159,17 @@ async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSe
             "socks4://", "socks4a://", 1)
     offered = [Subprotocol(name) for name in subprotocols] or None
     try:
-        connection = await _Connect(
-            url, additional_headers=dict(headers), user_agent_header=_USER_AGENT,
-            subprotocols=offered,
-            proxy=proxy, open_timeout=settings.connect_timeout, compression=None,
-            max_size=_MAX_MESSAGE, max_queue=_MAX_QUEUE, close_timeout=_CLOSE_TIMEOUT,
-        )
+        async with asyncio.timeout(settings.connect_timeout):
+            # The socket is the loop's from here: it closes it if the connection fails
+            # (asyncio and uvloop alike), and the connection's close does after.
+            # (Passed only when there is one: through a SOCKS proxy websockets passes its.)
+            dialled: dict[str, Any] = {"sock": await _dial(url, resolver)} if proxy is None else {}
+            connection = await _Connect(
+                url, additional_headers=dict(headers), user_agent_header=_USER_AGENT,
+                subprotocols=offered, proxy=proxy, **dialled,
+                open_timeout=settings.connect_timeout, compression=None,
+                max_size=_MAX_MESSAGE, max_queue=_MAX_QUEUE, close_timeout=_CLOSE_TIMEOUT,
+            )
     except InvalidStatus as exc:
         response = exc.response
         if response.status_code < 400:  # a redirect (not followed) or another oddity
@@ -175,6 +186,27 @@ async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSe
     except (OSError, WebSocketException, asyncio.IncompleteReadError) as exc:
         raise _unreachable(exc, configured, url) from None
     return UpstreamSocket(connection)
+
+
+async def _dial(url: str, resolver: Resolver) -> socket.socket:
+    """A TCP socket connected to the first of `url`'s host's addresses that accepts."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    addresses = await resolver(parts.hostname or "", port)
+    loop = asyncio.get_running_loop()
+    families = dict((address, family) for family, address in addresses)
+
+    async def connect(address: str) -> socket.socket:
+        sock = socket.socket(families[address], socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, (address, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    return await dial(loop, addresses, connect, socket.socket.close)
 
 
 def _unreachable(exc: BaseException, proxy: str | None, url: str) -> UpstreamUnreachable:
