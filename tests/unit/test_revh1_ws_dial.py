@@ -11,14 +11,18 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.websocket import open_socket
+from tests.unit.test_fasttransport import _self_signed
 from tests.unit.test_revh1_dial import ON_BOTH_LOOPS, beside_silent
 
 
@@ -84,3 +88,28 @@ def test_a_silent_address_is_passed_for_the_next_and_no_attempt_leaves_a_socket(
         "cancelled left 0",
         "UpstreamTimeout Azure OpenAI did not accept the WebSocket in time. left 0",
     ]
+
+
+async def test_tls_is_checked_against_the_host_name_on_the_winner(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """wss://: TLS and SNI on the raced socket name the host (the certificate is for
+    localhost, the address that answers is 127.0.0.2, which it does not name)."""
+    cert, key = _self_signed(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the default context trusts it
+    names: list[str | None] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda _, name, __: names.append(name)
+
+    async def resolver(host: str, port: int) -> list[tuple[int, str]]:
+        assert host == "localhost"
+        return [(socket.AF_INET, "127.0.0.4"), (socket.AF_INET, "127.0.0.2")]  # refused, then
+
+    async with serve(_echo, "127.0.0.2", 0, ssl=context) as server:
+        port = server.sockets[0].getsockname()[1]
+        upstream = await open_socket(f"wss://localhost:{port}/openai/realtime", {},
+                                     UpstreamSettings(connect_timeout=3), resolver=resolver)
+        await upstream.send("hello")
+        assert await upstream.receive() == "hello"
+        await upstream.close()
+    assert names == ["localhost"]
