@@ -172,15 +172,19 @@ def _healthcheck(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     return 0 if healthy else 1
 
 
+_MAX_PROBE_SECONDS = 86_400  # a day: a socket refuses 1e10 (time_t in nanoseconds)
+
+
 def _seconds(text: str) -> float:
-    """A socket's timeout: a finite number of seconds above 0 (nan, inf or -1 was a
-    traceback from the probe)."""
+    """A socket's timeout: a number of seconds above 0 and at most a day (nan, inf,
+    -1 or 1e10 was a traceback from the probe)."""
     try:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
-    if not 0 < seconds < math.inf:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    if not 0 < seconds <= _MAX_PROBE_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds above 0 and at most {_MAX_PROBE_SECONDS}")
     return seconds
 
 
@@ -261,6 +265,10 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         with contextlib.suppress(OSError, ValueError):  # (a stdout without a descriptor)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except KeyboardInterrupt:
+        # Ctrl-C while it waits (a database locked, a config on a pipe): 130, as a shell
+        # counts a SIGINT, without Python's traceback of wherever it waited.
+        return 130
 
 
 def _command(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:

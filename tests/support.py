@@ -163,11 +163,18 @@ def readable_directory() -> Iterator[Path]:
 def as_nobody() -> Iterator[None]:
     """Root writes any file or directory: the effective user is nobody meanwhile (a
     module imported lazily must be imported before: nobody cannot read the venv)."""
+    with as_user(_NOBODY):
+        yield
+
+
+@contextmanager
+def as_user(uid: int) -> Iterator[None]:
+    """The effective user (and group) is `uid` meanwhile, when the tests run as root."""
     if os.geteuid() != 0:
         yield
         return
-    os.setegid(_NOBODY)
-    os.seteuid(_NOBODY)
+    os.setegid(uid)
+    os.seteuid(uid)
     try:
         yield
     finally:

@@ -11,10 +11,21 @@ request log are the ones `/openai/...` uses. The pipeline, in the service's orde
 
     log it -> authenticate (401) -> api-version (400) -> body (400)
       -> model (400 no_model_name, 404 unknown_model, 400 OperationNotSupported)
+      -> extra parameters (400 unless the `extra-parameters` header allows them)
       -> queued fault -> rate limit (429) -> the chat / embeddings handler
 
 Foundry's own error shapes (`unknown_model`, `no_model_name`, its 429 wording) are the
 ones its clients report; the rest is Azure's.
+
+A body key the API's schema does not define (OpenAI's `user`, `n`, `stream_options`,
+`logprobs`...) is refused, 400 `{"detail": "Extra parameters ['user'] are not allowed
+when extra-parameters is not set or set to be 'error'. ..."}`, unless the request's
+`extra-parameters` header says `drop` (removed before the model sees it) or
+`pass-through` (given to the model); another value of the header is a 400 too. (Clients
+report the words: a Foundry stub refusing `stream_options`, a Rust client refused
+`output_dimension` on embeddings; Portkey's gateway#534 the header's other value. The
+schema: @azure-rest/ai-inference's GetChatCompletionsBodyParam, plus `modalities`, and
+the embeddings' `input`, `dimensions`, `encoding_format`, `input_type`.)
 """
 
 from __future__ import annotations
@@ -41,6 +52,7 @@ from azure_openai_proxy.emulator.exchange import (
 from azure_openai_proxy.emulator.ops import HANDLERS, cost_of
 from azure_openai_proxy.emulator.requestlog import record
 from azure_openai_proxy.emulator.routing import Route
+from azure_openai_proxy.emulator.validation import CHAT_PARAMS, EMBEDDING_PARAMS
 from azure_openai_proxy.emulator.versions import DATED_VERSIONS, ApiVersion
 
 __all__ = ["FOUNDRY_VERSIONS", "add_routes"]
@@ -55,6 +67,17 @@ _PROVIDERS = (
     ("deepseek", "DeepSeek"), ("llama", "Meta"), ("mistral", "Mistral AI"),
     ("phi", "Microsoft"), ("grok", "xAI"), ("cohere", "Cohere"),
 )
+_SCHEMA = {
+    "chat": frozenset({"messages", "model", "frequency_penalty", "presence_penalty",
+                       "temperature", "top_p", "max_tokens", "response_format", "stop",
+                       "stream", "tools", "tool_choice", "seed", "modalities"}),
+    "embeddings": frozenset({"input", "model", "dimensions", "encoding_format",
+                             "input_type"}),
+}
+_EXTRA_OPTIONS = ("error", "drop", "pass-through")
+# What the emulated model reads of a body passed through: the rest (a Llama's `top_k`) it
+# takes and ignores, as no handler here knows them.
+_MODEL_READS = {"chat": CHAT_PARAMS.keys(), "embeddings": EMBEDDING_PARAMS.keys()}
 _NO_MODEL = (
     "No model specified in request. Please provide a model name in the request body or "
     "as a x-ms-model-mesh-model-name header."
@@ -124,6 +147,7 @@ async def _pipeline(ex: Exchange, entry: dict[str, Any]) -> web.StreamResponse:
     if deployment.kind != ex.route.kind:
         title = "chatCompletion" if operation == "chat" else "embeddings"
         raise wire_errors.operation_not_supported(deployment.model, title)
+    _extra_parameters(ex.body, operation, ex.request.headers.get("extra-parameters"))
     fault = ex.state.faults.take(deployment.name)
     if fault is not None:
         entry["fault"] = fault.kind
@@ -134,6 +158,29 @@ async def _pipeline(ex: Exchange, entry: dict[str, Any]) -> web.StreamResponse:
         if not verdict.allowed:
             raise rate_limited(verdict.retry_after)
     return await HANDLERS[operation](ex)
+
+
+def _extra_parameters(body: dict[str, Any], operation: str, option: str | None) -> None:
+    """Keys outside the schema: refused (no header, or `error`), removed (`drop`) or
+    given to the model (`pass-through`)."""
+    if option is not None and option not in _EXTRA_OPTIONS:
+        raise _detail(f"Unexpected EXTRA_PARAMETERS option {option}, expected options are "
+                      f"{list(_EXTRA_OPTIONS)}")
+    extra = [name for name in body if name not in _SCHEMA[operation]]
+    if not extra:
+        return
+    if option in ("drop", "pass-through"):
+        for name in extra:
+            if option == "drop" or name not in _MODEL_READS[operation]:
+                del body[name]
+        return
+    raise _detail(f"Extra parameters {extra} are not allowed when extra-parameters is not "
+                  "set or set to be 'error'. Set extra-parameters to 'pass-through' to "
+                  "pass to the model.")
+
+
+def _detail(message: str) -> wire_errors.AzureError:
+    return wire_errors.AzureError(400, {"detail": message})
 
 
 def _authenticate(

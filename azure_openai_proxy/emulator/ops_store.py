@@ -133,7 +133,8 @@ def cursor_page(data: list[dict[str, Any]], query: Mapping[str, str]) -> dict[st
     default 20) items after the one `after` names (from the first when it names none
     listed), `has_more` when others follow."""
     limit = query.get("limit", "20")
-    if not limit.isdigit() or not 1 <= int(limit) <= 100:
+    # int("²") raises, and int() of over 4,300 digits
+    if not (limit.isdecimal() and len(limit) <= 3 and 1 <= int(limit) <= 100):
         raise wire_errors.invalid_request(
             f"Invalid 'limit': {limit!r}. Expected an integer between 1 and 100.",
             "limit", "invalid_value")
@@ -197,7 +198,8 @@ async def response(ex: Exchange) -> web.StreamResponse:
             "Only a response created with background and stream can be streamed again.",
             "stream", "invalid_value")
     after = ex.request.query.get("starting_after", "-1")
-    if not after.lstrip("-").isdigit():
+    digits = after.removeprefix("-")  # int("--1"), int("²"), int() of 4,301 digits raise
+    if not (digits.isdecimal() and len(digits) <= 18):
         raise validation.invalid_type("starting_after", "an integer", after)
     return await ex.stream(events[max(int(after) + 1, 0):])
 

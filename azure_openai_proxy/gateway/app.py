@@ -59,7 +59,7 @@ from azure_openai_proxy.http.interface import (
     answered_by_engine,
 )
 from azure_openai_proxy.observability.accesslog import AccessLog
-from azure_openai_proxy.observability.metrics import Metrics, metrics_for
+from azure_openai_proxy.observability.metrics import Exposition, Metrics, metrics_for
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings, UpstreamSettings
 from azure_openai_proxy.store.sqlite import database_path
@@ -117,6 +117,7 @@ class GatewayApp:
         self._local: dict[str, LocalHandler] = {
             "/": self._root, "/health": _health, "/health/deployments": self._health_deployments,
         }
+        self._exposition = Exposition(metrics)
         if settings.metrics:
             self._local["/metrics"] = self._metrics
         # Realtime sessions refused before their handshake: the answer `__call__` gives
@@ -336,7 +337,7 @@ class GatewayApp:
         return Answer(200, {"content-type": _JSON, **limits}, orjson.dumps(body))
 
     def _metrics(self, request: HttpRequest) -> Answer:
-        body, content_type = self.metrics.render()
+        body, content_type = self._exposition.render()  # one render a second at most
         return Answer(200, {"content-type": content_type}, body)
 
     # -- reload --------------------------------------------------------------------------

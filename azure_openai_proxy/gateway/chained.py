@@ -4,7 +4,7 @@ A request naming `previous_response_id` (or a `conversation`) is billed by Azure
 input and output again (they are this turn's context), though its body carries only the
 new input: its TPM reservation and budget hold counted the new input alone, so a long
 conversation passed a key's minute again and again, each turn settled after the fact
-(its debt floored at one minute's limit), as the uncounted tool schemas did before.
+(its debt floored at one minute's limit then), as the uncounted tool schemas did before.
 
 The tokens of each response a key made (its usage's input and output) are kept here,
 in that key's own partition, by its id when its answer or stream ends (`ObjectOwners`,

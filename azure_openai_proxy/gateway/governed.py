@@ -329,6 +329,15 @@ def values_named(node: Any, name: str) -> list[str]:
     return found
 
 
+# The longest `retry-after` the openai SDK sleeps before its retry (`_constants.py`
+# `MAX_RETRY_AFTER_DELAY`, 2 minutes; older releases and other SDKs 60 s, and they retried
+# a longer one at once on their own backoff, refused each time). A refusal that says to
+# wait longer (a TPM debt stands until refilled) says not to retry: the client is told
+# the wait, and none of its requests is spent on a retry that cannot pass. Up to it, the
+# SDK's retry waits and is let through.
+_SLEPT_WAIT_MS = 120_000
+
+
 def limit_refusal(refusal: Refusal, chained: int = 0) -> KeyRateLimited:
     """A limiter's refusal as OpenAI's 429; `chained`: the context tokens the request's
     `previous_response_id` or `conversation` reserved (gateway/chained.py), named in the
@@ -351,6 +360,8 @@ def limit_refusal(refusal: Refusal, chained: int = 0) -> KeyRateLimited:
                               limit_headers={**headers, "x-should-retry": "false"})
     if chained and refusal.kind == "tokens":
         what += context_counted(chained, waits=True)
+    if retry_ms > _SLEPT_WAIT_MS:  # a TPM debt's: the SDKs would not sleep it (`_SLEPT_WAIT_MS`)
+        headers = {**headers, "x-should-retry": "false"}
     return KeyRateLimited(f"{what}. Please try again in {retry_ms} ms.",
                           retry_after_ms=retry_ms, limit_headers=headers)
 

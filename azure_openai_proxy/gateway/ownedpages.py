@@ -4,8 +4,10 @@ own (gateway/ownership.py). A page holding none of the key's would end its listi
 openai SDK stops paging at an empty page whatever `has_more` says, and pages on from the
 last item it was shown, which an empty page has not. So a page left empty while Azure
 has more is asked again after its last item, on the deployment that answered it (a
-cursor is one resource's), up to `MORE_PAGES` times; still empty, it keeps `has_more`
-and its `last_id` is the last item Azure listed, for a client that pages by it.
+cursor is one resource's), up to `MORE_PAGES` times and for `FOLLOW_SECONDS` at most
+(a next page that fails, or is not answered in that time, ends the search: the client's
+own page was ready); still empty, it keeps `has_more` and its `last_id` is the last
+item Azure listed, for a client that pages by it.
 
 Only a list whose every page the key could not otherwise see is asked again; a page
 with one of the key's objects is answered at once (the SDK pages on from it).
@@ -13,6 +15,7 @@ with one of the key's objects is answered at once (the SDK pages on from it).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -26,10 +29,14 @@ from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, Target
 
-__all__ = ["MORE_PAGES", "NextPage", "own_page", "pager"]
+__all__ = ["FOLLOW_SECONDS", "MORE_PAGES", "NextPage", "own_page", "pager"]
 
 # Pages asked after the client's own when each held none of the key's objects.
 MORE_PAGES = 8
+# And for this long at most, all of them: a next page's attempt waits out a 429's
+# cooldown within the retry budget (30 s) and a hang up to the read timeout (600 s, the
+# openai SDK's own timeout too), which would cost the client the page it asked for.
+FOLLOW_SECONDS = 10.0
 
 NextPage = Callable[[str], Awaitable[Reply]]  # the list again, after the id given
 Send = Callable[[HttpRequest, Target, Caller, RequestBody, RequestRecord,
@@ -86,11 +93,13 @@ async def own_page(owned_of: Callable[[list[str]], Awaitable[set[str]]],
     Azure's last, to page on from."""
     answer, ids = listed
     mine = await owned_of(ids)
+    loop = asyncio.get_running_loop()
+    until = loop.time() + FOLLOW_SECONDS
     for _ in range(MORE_PAGES if more is not None else 0):
         if mine or not ids or answer.get("has_more") is not True:
             break
         assert more is not None
-        following = await _next_page(more, ids[-1])
+        following = await _next_page(more, ids[-1], until)
         if following is None:
             break
         answer, ids = following
@@ -99,12 +108,14 @@ async def own_page(owned_of: Callable[[list[str]], Awaitable[set[str]]],
     return answer, filtered(answer, mine, ids[-1] if ids and more_to_come else None)
 
 
-async def _next_page(more: NextPage, last: str) -> tuple[dict[str, Any], list[str]] | None:
+async def _next_page(more: NextPage, last: str,
+                     until: float) -> tuple[dict[str, Any], list[str]] | None:
     """The page after `last`, parsed, and the ids it lists; None when Azure did not
-    answer one (an error, not a list)."""
+    answer one (an error, not a list) by `until` (the loop's clock)."""
     try:
-        reply = await more(last)
-    except (LookupError, GatewayError):  # the page the client asked is answered
+        async with asyncio.timeout_at(until):
+            reply = await more(last)
+    except (LookupError, GatewayError, TimeoutError):  # the client's page is answered
         return None
     if not isinstance(reply, Answer) or reply.status != 200:
         return None

@@ -402,7 +402,8 @@ async def owned_answer(
     """A resource answer for a virtual key (its request's JSON `body`): a created
     object becomes the key's, a list shows only the key's own objects (its next pages
     asked by `more` while they hold none: gateway/ownedpages.py)."""
-    if method == "GET" and isinstance(reply, Answer) and record.usage is not None:
+    if (method == "GET" or operation.endswith("/cancel")) and isinstance(
+            reply, Answer) and record.usage is not None:
         owners.counted.reread(operation, record, reply.body)  # a stored object's usage
     if method == "POST" and record.created_id is not None:
         # Where it was made (its output items too): a request about it goes there.
@@ -411,8 +412,11 @@ async def owned_answer(
         if operation == "responses":
             owners.keep_chained(key_id, owners.chained.note(key_id, record.created_id,
                                                             record.usage, body))
-            if record.stream and record.usage and not record.usage.get("estimated"):
-                owners.counted.counted_by_stream(record.created_id)  # a background one's
+            if (record.stream and record.usage and not record.usage.get("estimated")
+                    and body is not None and body.get("background") is True):
+                # Only a background one's: a foreground one's read counts nothing, and
+                # its id would push counted background ones out of the bounded table.
+                owners.counted.counted_by_stream(record.created_id)
             if isinstance(reply, Answer):
                 await owners.remember_all(output_item_ids(reply.body), owned)
         elif operation == "responses/compact" and isinstance(reply, Answer):

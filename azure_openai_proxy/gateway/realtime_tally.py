@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from azure_openai_proxy.gateway.realtime_wire import event_of
-from azure_openai_proxy.governance.estimate import tokens_for_chars
+from azure_openai_proxy.governance.estimate import text_length, tokens_for_chars
 
 __all__ = ["ResponseTally"]
 
@@ -21,7 +21,8 @@ __all__ = ["ResponseTally"]
 # or arguments) delta is about one token; audio is PCM16 at 24 kHz in base64 (64,000
 # characters a second), about 10 tokens a second as the emulator bills it. Its input
 # adds what the client sent before it started: audio so, the rest about a token per 4
-# characters (`governance.estimate.tokens_for_chars`, as a prompt is counted).
+# characters, outside ASCII per 4 UTF-8 bytes (`governance.estimate.text_length`, as an
+# HTTP prompt is counted: 1,500 Chinese characters are ~1,100 tokens, not 375).
 _AUDIO_CHARS_PER_SECOND = 64_000
 _AUDIO_TOKENS_PER_SECOND = 10
 _TYPE_SPAN = 160  # how far into an event its type is looked for (Azure writes it first)
@@ -67,8 +68,8 @@ class ResponseTally:
         """A client message passed on to Azure: input of the response to come."""
         if isinstance(message, str) and message.find(_AUDIO_APPEND, 0, _TYPE_SPAN) >= 0:
             self._sent_audio += len(message)
-        else:
-            self._sent_text += len(message)
+        else:  # a binary frame's bytes are its length already
+            self._sent_text += len(message) if isinstance(message, bytes) else text_length(message)
 
     def feed(self, message: str | bytes) -> None:
         responses = self._responses

@@ -9,7 +9,9 @@ the key again (its ledger and its budget), though Azure generated it once. So:
   (or the stream) of the `POST` that made it: a read's usage is dropped;
 - a background response's `POST` answers before any usage, and so does a run's
   (`POST threads/{t}/runs`): their usage is counted by the first read that shows it
-  (`GET responses/{id}`, `GET threads/{t}/runs/{r}`), and dropped from later reads;
+  (`GET responses/{id}`, `GET threads/{t}/runs/{r}`), and dropped from later reads; a
+  cancel is such a read too (`POST responses/{id}/cancel`, `.../runs/{r}/cancel`): it
+  answers the object, with its usage when it was done;
 - unless the background response was streamed (`"stream": true` too) and its stream
   showed Azure's usage: counted then (`counted_by_stream`), dropped from every read.
 
@@ -40,9 +42,11 @@ class CountedUsage:
         self._counted.put(response_id, True)
 
     def reread(self, operation: str, record: RequestRecord, body: bytes) -> None:
-        """Drop `record`'s usage when the GET it records read a stored object
-        (`operation`, its answer `body`) whose generation was counted already."""
+        """Drop `record`'s usage when the GET (or cancel) it records read a stored
+        object (`operation`, its answer `body`) whose generation was counted already."""
         parts = operation.split("/")
+        if parts[-1] == "cancel":  # answers the object as a read does
+            parts.pop()
         response = len(parts) == 2 and parts[0] == "responses"
         if not (response or (len(parts) == 4 and parts[0] == "threads"
                              and parts[2] == "runs")):

@@ -26,6 +26,7 @@ from azure_openai_proxy.compat import (
     infer_family,
 )
 from azure_openai_proxy.errors import HostileInput, MalformedBody
+from azure_openai_proxy.gateway.foundrybody import EXTRA_PARAMETERS_HEADER, fit_foundry_body
 from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.governance.toolusage import (
     IMAGE_DEPLOYMENT_HEADER,
@@ -63,6 +64,7 @@ class _Route(NamedTuple):
     profile: DeploymentProfile | None  # chat and completions: what the deployment accepts
     needs_model: bool  # the body's `model` must be the deployment's name
     key_headers: dict[str, str] | None  # an `api-key` deployment's; None: per request
+    foundry: bool  # Azure AI model inference: the body fitted to its schema (foundrybody)
 
     def __repr__(self) -> str:
         # Never the key: a route may be shown by a debugger or a traceback's locals.
@@ -132,6 +134,8 @@ class RequestTranslator:
                     # the hosted image tool's deployment; without the tool Azure has no
                     # use for it: not relayed, whatever it says (`_image_deployment`)
                     headers[IMAGE_DEPLOYMENT_HEADER] = _image_deployment(image_deployment)
+            if route.foundry:
+                data, changed = _fit_foundry(request, target, data, changed, headers, record)
             if (route.needs_model and client_model is not None
                     and data.get("model") != deployment.deployment_name):
                 data = {**data, "model": deployment.deployment_name}
@@ -174,6 +178,7 @@ class RequestTranslator:
             names_deployment_in_body(deployment, target),
             {"api-key": key.get_secret_value()} if deployment.auth == "key" and key is not None
             else None,
+            deployment.api == "foundry",
         )
         if target.kind == "deployment" and not target.native:
             self._routes.put((id(deployment), target.operation), route)
@@ -244,6 +249,22 @@ def _cached_profile(
         unsupported_params=frozenset(unsupported),
         need=deployment_need(deployment_name, model_name, family),
     )
+
+
+def _fit_foundry(
+    request: HttpRequest, target: Target, data: dict[str, Any], changed: bool,
+    headers: dict[str, str], record: RequestRecord,
+) -> tuple[dict[str, Any], bool]:
+    """A Foundry deployment's body without what its API refuses (foundrybody.py); the
+    client's own `extra-parameters` header relayed."""
+    option = request.headers.get(EXTRA_PARAMETERS_HEADER)
+    fitted, notes = fit_foundry_body(data, target.operation, option)
+    if option is not None:
+        headers[EXTRA_PARAMETERS_HEADER] = option
+    if not notes:
+        return data, changed
+    record.adaptations = tuple(dict.fromkeys((*record.adaptations, *notes)))  # once a try
+    return fitted, True
 
 
 def _too_deep() -> MalformedBody:

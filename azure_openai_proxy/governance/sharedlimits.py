@@ -33,8 +33,9 @@ the first worker that reloads its keys without it (`RateLimiter.forget`), once n
 has a request in flight in it; it is then marked freed (tag -1), not free, so that the
 names probed past it are still found, and the next name probing through it takes it.
 When no row is free within `PROBES`, a row with nothing in flight and no take for
-`IDLE_SECONDS` (its buckets full again: nothing is lost) goes to the new name: rows of
-keys no longer used, or left by a worker that died, do not fill the table for good.
+`IDLE_SECONDS` (its buckets full again, no TPM debt left: nothing is lost) goes to the
+new name: rows of keys no longer used, or left by a worker that died, do not fill the
+table for good.
 A worker that still has the row it knew reads its tag before each take: another name's
 (or freed) means it claims a row again with what it had. Two names with the same
 52-bit hash would share a row: with 10,000 subjects, a chance of about 1 in 10^8.
@@ -90,7 +91,8 @@ _TAG_BITS = 52  # a double holds every integer up to 2**53 exactly
 _FREED = -1.0  # the tag of a row given back (a tombstone: probing goes on past it)
 PROBES = 64  # rows looked at for a name: past them it is counted per worker
 # A row not taken from for this long may go to another name when no other is free: its
-# buckets are full again (a TPM level is never below -limit, refilled in a minute).
+# buckets are full again (a TPM level of -limit or more is; one deeper in debt is not
+# idle until refilled, `SharedTable._idle`).
 IDLE_SECONDS = 120.0
 _PREFIX = "azure-openai-proxy-limits-"
 
@@ -301,14 +303,19 @@ class SharedTable:
 
     def _idle(self, row: int, now: float) -> bool:
         """Whether `row` holds nothing another name's state could not replace: nothing
-        in flight (held) and, for rate limits, no take for `IDLE_SECONDS` (its buckets
-        are full again: a row made anew is the same). Its owner, if any is left, claims
+        in flight (held) and, for rate limits, no take for `IDLE_SECONDS` and no TPM debt
+        left (its buckets are full again: a row made anew is the same). Its owner, if any is left, claims
         a row again at its next take (its tag is checked)."""
         cells = self.cells
         if cells[row + self.total] > 0.0:
             return False
-        return self.spec.fixed != ROW_FIXED or (cells[row + _RPM_STAMP] <= now - IDLE_SECONDS
-                                                and cells[row + _TPM_STAMP] <= now - IDLE_SECONDS)
+        if self.spec.fixed != ROW_FIXED:
+            return True
+        # A TPM debt stands until refilled (governance/buckets.py `MOST_DEBT_MINUTES`):
+        # given away, the next worker to plan its key made it a full bucket.
+        stamp, cap = cells[row + _TPM_STAMP], cells[row + TPM_CAP]
+        return (cells[row + _RPM_STAMP] <= now - IDLE_SECONDS and stamp <= now - IDLE_SECONDS
+                and cells[row + _TPM_LEVEL] + (now - stamp) * cap / 60.0 >= cap)
 
     def free(self, row: int, tag: float) -> None:
         """Give back `row` if it is still `tag`'s and nothing is in flight in it (its key

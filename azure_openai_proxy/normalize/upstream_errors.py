@@ -16,6 +16,9 @@ non-JSON and empty bodies) into an `UpstreamHttpError` whose body is OpenAI's
       client's own key       401/403 invalid_api_key / permission_denied (passthrough)
     429                      429 rate_limit_exceeded, type "tokens" or "requests"
     unknown parameter        400 invalid_request_error unknown_parameter, `param` set
+                             (Foundry's `{"detail": "Extra parameters ['top_k'] ..."}` too)
+    Foundry's 422            same status, its `details` (what, where) in the message,
+                             the first one's place as `param`
     404 Resource not found   404 invalid_request_error not_found (api-version or path)
     OperationNotSupported    400 invalid_request_error operation_not_supported
     other 4xx                same status, invalid_request_error, Azure's message/code
@@ -52,8 +55,10 @@ _CARRIED_HEADERS = frozenset(
     }
 )
 _SNIPPET = 200
+_DETAILS = 3  # a 422's validation errors named in the message
 _UNRECOGNIZED = re.compile(r"Unrecognized request arguments? supplied: ([^\s,.]+)")
 _UNKNOWN = re.compile(r"Unknown parameter: '([^']+)'")
+_EXTRA = re.compile(r"Extra parameters \['([^']+)'")  # Foundry's {"detail": ...} 400
 _RETRY_AFTER = re.compile(r"retry after (\d+) seconds?", re.IGNORECASE)
 _SECRET = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}|\b[0-9a-f]{32}\b|\b[A-Za-z0-9]{84}\b")
 
@@ -110,15 +115,38 @@ def _parse(status: int, body: bytes) -> _AzureError:
         # Entra ID and APIM: {"statusCode": 401, "message": "..."}
         error = data if isinstance(data, dict) else {}
     inner = error.get("innererror")
+    message, param = _text(error.get("message") or error.get("detail")), _text(error.get("param"))
+    details = _validation_details(error.get("details"))
+    if details:  # Foundry's 422 "invalid input error": what was invalid, and where
+        message = f"{message or 'invalid input'}: {'; '.join(text for text, _ in details)}"
+        param = param or details[0][1]
     return _AzureError(
         status=status,
-        message=_text(error.get("message")),
+        message=message,
         code=_text(error.get("code")),
-        param=_text(error.get("param")),
+        param=param,
         type=_text(error.get("type")),
         innererror=inner if isinstance(inner, dict) else None,
         snippet=" ".join(body[:_SNIPPET].decode("utf-8", "replace").split()),
     )
+
+
+def _validation_details(details: Any) -> list[tuple[str, str | None]]:
+    """Foundry's 422 `details` (pydantic's errors: `msg` and `loc`, such as `["body",
+    "messages", 0, "role"]`), as (text, param) for the first few; never their `input`,
+    which echoes the request (the whole prompt)."""
+    if type(details) is not list:
+        return []
+    found: list[tuple[str, str | None]] = []
+    for detail in details[:_DETAILS]:
+        if type(detail) is not dict or type(detail.get("msg")) is not str:
+            continue
+        loc = detail.get("loc")
+        path = ".".join(str(part) for part in loc[1:] if type(part) in (str, int)) if (
+            type(loc) is list and loc[:1] == ["body"]) else ""
+        text = detail["msg"][:_SNIPPET]
+        found.append((f"{text} ({path})" if path else text, path or None))
+    return found
 
 
 def _error(
@@ -235,7 +263,8 @@ def _not_found(azure: _AzureError, client_model: str | None) -> dict[str, Any]:
 def _invalid_request(azure: _AzureError) -> dict[str, Any]:
     message = _message(azure)
     param, code = azure.param, _code(azure.code)
-    found = _UNRECOGNIZED.search(message) or _UNKNOWN.search(message)
+    found = (_UNRECOGNIZED.search(message) or _UNKNOWN.search(message)
+             or _EXTRA.search(message))
     if found is not None:
         param = param or found.group(1)
         code = code or "unknown_parameter"

@@ -29,10 +29,15 @@ Metric names (prefix `azure_openai_proxy_`):
 
 The realtime series are plain integers too (`RealtimeSeries`): a session adds to them
 itself, one attribute increment per message relayed.
+
+`GET /metrics` needs no key, and at the label cap a render is about 1 MB that blocks the
+worker's loop for 0.1-0.2 s: `Exposition` gives scrapes within a second of a render that
+render again, so a flood of scrapes costs one render a second, not one each.
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
@@ -50,7 +55,8 @@ from azure_openai_proxy.balancing import DeploymentState
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import DeploymentSettings
 
-__all__ = ["Metrics", "NoMetrics", "PrometheusMetrics", "RealtimeSeries", "metrics_for"]
+__all__ = ["Exposition", "Metrics", "NoMetrics", "PrometheusMetrics", "RealtimeSeries",
+           "metrics_for"]
 
 _PREFIX = "azure_openai_proxy_"
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -62,6 +68,7 @@ _CIRCUIT_VALUE = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
 # names filling the cap must not fold the operator's own series into "_other".
 _MAX_LABEL_SETS = 500
 _MAX_DYNAMIC_GAUGES = 50
+_REUSE_SECONDS = 1.0  # a render answers the scrapes this long after it (Prometheus: 15-60 s)
 _BATCH = 16  # finished requests counted at once: small, as the one that fills it waits
 
 StateSource = Callable[[], Iterable[DeploymentState]]
@@ -404,6 +411,25 @@ class PrometheusMetrics:
     def render(self) -> tuple[bytes, str]:
         self._count_pending()
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class Exposition:
+    """What `GET /metrics` answers: a render, reused by the scrapes that come within
+    `_REUSE_SECONDS` after it (by the real clock: a test's fake one may stand still)."""
+
+    __slots__ = ("_metrics", "_rendered", "_until")
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._rendered: tuple[bytes, str] = (b"", CONTENT_TYPE_LATEST)
+        self._until = -1.0
+
+    def render(self) -> tuple[bytes, str]:
+        if time.monotonic() >= self._until:
+            self._rendered = self._metrics.render()
+            # from the render's end: a render of 0.2 s is at most a sixth of the loop
+            self._until = time.monotonic() + _REUSE_SECONDS
+        return self._rendered
 
 
 class _Configured:

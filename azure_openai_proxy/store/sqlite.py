@@ -46,10 +46,12 @@ def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
     a time (the store's worker thread, or the CLI). `create=False` (a reader: the usage
     report): opened read-only, so a database that is not there is a
     sqlite3.OperationalError, not made (empty, it would stand in for one removed, which
-    the ledger's writer waits for), and an empty file stays empty. A WAL database whose
-    -shm file is gone (its writer stopped) in a directory this user cannot write is
-    read as immutable: SQLite cannot otherwise read it read-only (it would make the -shm
-    file), and with no -wal file no writer has it open."""
+    the ledger's writer waits for), and an empty file stays empty. A database without
+    a -wal file (its writer stopped, or none ever opened it) is read as immutable: with
+    no -wal file no writer has it open, and read-only SQLite would make the -shm and
+    -wal files, or fail where it may not (a directory this user cannot write). Made,
+    they would stay (only a writer's close removes them), this user's: the gateway's
+    user could then not write its database."""
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)
         target: str | Path = path
@@ -58,16 +60,9 @@ def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
         # its bytes quoted, not its str: a name not in UTF-8 (an undecodable byte is a
         # lone surrogate in the str) was a UnicodeEncodeError, a 500 from /admin/usage
         target = f"file://{quote(os.fsencode(path.absolute()))}?mode=ro"
+        if not Path(f"{path}-wal").exists():
+            target += "&immutable=1"
     connection = _open(target, uri=not create)
-    if not create:
-        try:
-            connection.execute("PRAGMA schema_version").fetchone()
-        except sqlite3.OperationalError:
-            if Path(f"{path}-wal").exists() or os.access(path.parent, os.W_OK, effective_ids=True):
-                connection.close()
-                raise
-            connection.close()
-            connection = _open(f"{target}&immutable=1", uri=True)
     if create:  # (the writer's choices, kept in the file: a reader has nothing to set)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")

@@ -8,23 +8,32 @@ in one built from a plain function.
 from __future__ import annotations
 
 import asyncio
-import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from types import SimpleNamespace
 from typing import Any, NamedTuple, Protocol
 
 import aiohttp
 from aiohttp.abc import AbstractStreamWriter
-from multidict import MutableMultiMapping
 from yarl import URL
 
 from azure_openai_proxy.errors import (
     UpstreamAnswerTooLarge,
-    UpstreamInvalidAnswer,
     UpstreamTimeout,
     UpstreamUnreachable,
 )
 from azure_openai_proxy.settings import UpstreamSettings
+from azure_openai_proxy.upstream.framing import (
+    INFLATION_MOST,
+    Inflater,
+    compressed,
+    head_refused,
+)
+from azure_openai_proxy.upstream.proxied import (
+    PROXY_ERRORS,
+    proxy_connector,
+    proxy_failure,
+    proxy_name,
+)
 
 __all__ = [
     "INFLATION_MOST",
@@ -129,65 +138,6 @@ def answer_too_large(limit: int) -> UpstreamAnswerTooLarge:
     return UpstreamAnswerTooLarge(
         f"Azure OpenAI's answer is larger than the gateway's limit of {limit} bytes."
     )
-
-
-# The content-encodings `compressed` inflates (zlib detects gzip's and zlib's headers).
-_DECODED_ENCODINGS = frozenset({"gzip", "x-gzip", "deflate"})
-# A compressed answer inflates at most this many times what came of it, past its first
-# MiB (Apache's DeflateInflateRatioLimit, 200 too; Envoy's max_inflate_ratio is 100):
-# a chat stream gzip'd inflates 50 to 75 times (a stream of a few words repeated, 155),
-# a decompression bomb ~1,000 (200 KiB of gzip'd zeros peaked at ~250 MiB: each read
-# was inflated whole, before any limit was looked at).
-INFLATION_MOST = 200
-_INFLATION_GRACE = 1024 * 1024
-_AUTO_HEADER = 32 + zlib.MAX_WBITS  # zlib's "gzip or zlib header, detected"
-
-
-class Inflater:
-    """A gzip or deflate body's decoder (`compressed`): `decompress` each piece as it
-    comes, `flush` at the end. Never makes more than `INFLATION_MOST` times the bytes fed
-    (after a first MiB): `UpstreamInvalidAnswer` instead, before it makes them."""
-
-    __slots__ = ("_fed", "_made", "_zlib")
-
-    def __init__(self) -> None:
-        self._zlib = zlib.decompressobj(_AUTO_HEADER)
-        self._fed = self._made = 0
-
-    def decompress(self, piece: bytes) -> bytes:
-        self._fed += len(piece)
-        room = max(_INFLATION_GRACE, INFLATION_MOST * self._fed) - self._made
-        data = self._zlib.decompress(piece, room + 1)  # one byte past the room: refused
-        self._made += len(data)
-        if len(data) > room:
-            raise UpstreamInvalidAnswer(
-                f"Azure OpenAI's compressed answer inflates more than {INFLATION_MOST} "
-                "times its size: refused as a decompression bomb.")
-        return data
-
-    def flush(self) -> bytes:
-        return self._zlib.flush()
-
-
-def compressed(headers: MutableMultiMapping[str]) -> bool:
-    """Whether an answer's body is to be inflated: gzip or deflate, whose content-encoding
-    (and content-length) then go, so callers see identity bytes (we never send
-    Accept-Encoding, but a server may compress anyway). `UpstreamInvalidAnswer` for a
-    coding we cannot decode (br, zstd, two codings): its header is not relayed, so the
-    client would get the compressed bytes as the answer."""
-    encoding = headers.get("content-encoding")
-    if encoding is None:
-        return False
-    coding = encoding.strip().lower()
-    if coding in _DECODED_ENCODINGS:
-        del headers["content-encoding"]
-        headers.popall("content-length", None)
-        return True
-    if coding in ("", "identity"):
-        return False
-    raise UpstreamInvalidAnswer(
-        f"Azure OpenAI answered in a content-encoding the gateway cannot decode "
-        f"({encoding[:40]!r}).")
 
 
 class Transport(Protocol):
@@ -295,12 +245,7 @@ def _connector(settings: UpstreamSettings) -> aiohttp.BaseConnector:
     }
     proxy = settings.socks_proxy or settings.http_proxy
     if proxy:
-        # aiohttp-socks tunnels through SOCKS5 and HTTP (CONNECT) proxies alike, with the
-        # same pooled connector, so an upstream proxy costs no new connection per request.
-        from aiohttp_socks import ProxyConnector
-
-        connector: aiohttp.BaseConnector = ProxyConnector.from_url(proxy, rdns=True, **common)
-        return connector
+        return proxy_connector(proxy, **common)
     return aiohttp.TCPConnector(**common)  # type: ignore[arg-type]
 
 
@@ -310,6 +255,8 @@ class AiohttpTransport:
     def __init__(self, settings: UpstreamSettings) -> None:
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
+        proxy = settings.socks_proxy or settings.http_proxy
+        self._proxy = proxy_name(proxy) if proxy else ""  # as our messages name it
         self.in_use = 0  # requests sent or answers not yet closed (aiohttp has no public count)
 
     def _open(self) -> aiohttp.ClientSession:
@@ -362,6 +309,9 @@ class AiohttpTransport:
                 f"Azure OpenAI did not answer in time ({_host(request.url)}).",
                 request_sent=not isinstance(exc, aiohttp.ConnectionTimeoutError),
             ) from exc
+        except PROXY_ERRORS as exc:
+            self.in_use -= 1
+            raise proxy_failure(exc, self._proxy, _host(request.url)) from exc
         except _UNREACHABLE as exc:
             self.in_use -= 1
             raise UpstreamUnreachable(
@@ -371,6 +321,14 @@ class AiohttpTransport:
         except BaseException:  # cancelled (the client left), or anything else
             self.in_use -= 1
             raise
+        refused = head_refused(response.status, response.headers)
+        if refused is not None:
+            response.close()
+            self.in_use -= 1
+            try:
+                raise refused
+            finally:
+                del refused  # not kept in this frame: a reference cycle through its traceback
         return _AiohttpResponse(response, self)
 
     def connections_in_use(self) -> int:
@@ -444,18 +402,11 @@ def _sent_trace() -> aiohttp.TraceConfig:
     return trace
 
 
-def _proxy_errors() -> tuple[type[BaseException], ...]:
-    # aiohttp-socks raises its own errors (not aiohttp's, not OSError) for proxy failures.
-    from aiohttp_socks import ProxyConnectionError, ProxyError, ProxyTimeoutError
-
-    return (ProxyConnectionError, ProxyError, ProxyTimeoutError)
-
-
-_PROXY_ERRORS = _proxy_errors()
-# What "cannot reach Azure" looks like from aiohttp, the OS and aiohttp-socks.
-_UNREACHABLE: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError, *_PROXY_ERRORS)
-# Failures while connecting (to Azure or through the proxy): no byte of the request left.
-_NOT_SENT: tuple[type[BaseException], ...] = (aiohttp.ClientConnectorError, *_PROXY_ERRORS)
+# What "cannot reach Azure" looks like from aiohttp and the OS (a proxy's failures:
+# `proxied.PROXY_ERRORS`).
+_UNREACHABLE: tuple[type[BaseException], ...] = (aiohttp.ClientError, OSError)
+# Failures while connecting: no byte of the request left.
+_NOT_SENT: tuple[type[BaseException], ...] = (aiohttp.ClientConnectorError,)
 
 
 def _broken() -> UpstreamStreamBroken:
@@ -479,6 +430,4 @@ def _reason(exc: BaseException) -> str:
         return "the server closed the connection before answering"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return "connection failed"
-    if isinstance(exc, _PROXY_ERRORS):
-        return "the upstream proxy failed (" + type(exc).__name__ + ")"
     return type(exc).__name__

@@ -41,10 +41,10 @@ class RawH2Server:
         self.server: asyncio.Server | None = None
         self.url = ""
 
-    async def start(self) -> str:
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         self.server = await asyncio.get_running_loop().create_server(
-            lambda: _Raw(self), "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+            lambda: _Raw(self), host, port)
+        self.url = f"http://{host}:{self.server.sockets[0].getsockname()[1]}"
         return self.url
 
     def frames(self, kind: int) -> list[tuple[int, int, int, bytes]]:

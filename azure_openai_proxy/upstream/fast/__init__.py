@@ -41,6 +41,7 @@ from azure_openai_proxy.upstream.fast.connection import (
     _Connection,
     _Stale,
 )
+from azure_openai_proxy.upstream.fast.dial import dial
 from azure_openai_proxy.upstream.fast.dns import DnsCache, Resolver, system_resolver
 from azure_openai_proxy.upstream.fast.pool import _HostPool
 from azure_openai_proxy.upstream.fast.wire import _head, _parse_url, _Target
@@ -382,24 +383,17 @@ async def _open(
     pool: _HostPool, target: _Target, addresses: list[tuple[int, str]],
     context: ssl.SSLContext | None,
 ) -> _Connection:
-    """A connection to the first of `addresses` that accepts (TLS checked against the
-    host's name, not the address)."""
-    failure: OSError | None = None
-    for _, address in addresses:
-        try:
-            _, conn = await pool.loop.create_connection(
-                lambda: _Connection(pool), address, target.port, ssl=context,
-                server_hostname=target.host if context is not None else None,
-            )
-        except OSError as exc:
-            failure = exc
-            continue
+    """A connection to the first of `addresses` that accepts (`dial`: Happy Eyeballs; TLS
+    checked against the host's name, not the address)."""
+
+    async def connect(address: str) -> _Connection:
+        _, conn = await pool.loop.create_connection(
+            lambda: _Connection(pool), address, target.port, ssl=context,
+            server_hostname=target.host if context is not None else None,
+        )
         return conn
-    assert failure is not None  # `addresses` is never empty
-    try:
-        raise failure
-    finally:
-        del failure  # not kept in this frame: a reference cycle through its traceback
+
+    return await dial(pool.loop, addresses, connect, _Connection.close)
 
 
 def _reason(exc: OSError) -> str:

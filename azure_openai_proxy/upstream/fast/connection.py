@@ -10,7 +10,6 @@ quarter of the gateway's CPU per frame (issue 15)."""
 from __future__ import annotations
 
 import asyncio
-import select
 from collections import deque
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -23,18 +22,19 @@ from azure_openai_proxy.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
-from azure_openai_proxy.upstream.transport import (
+from azure_openai_proxy.upstream.framing import (
     Inflater,
-    UpstreamStreamBroken,
+    coding_refused,
     compressed,
+    status_refused,
 )
+from azure_openai_proxy.upstream.transport import UpstreamStreamBroken
 
 if TYPE_CHECKING:
     from azure_openai_proxy.upstream.fast.pool import _HostPool
 
 __all__ = [
     "HIGH_WATER", "MAX_HEADERS", "MAX_HEAD_BYTES", "BodySink", "_Connection", "_Stale",
-    "_readable",
 ]
 
 # Unread body bytes at which a connection stops reading its socket until the caller
@@ -47,6 +47,10 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 128
 _BROKEN = "The connection to Azure OpenAI broke while the response was being read."
 _STALLED = "Azure OpenAI stopped sending data (read timeout) in the middle of the response."
+# Where fields after the head go (a chunked body's trailer): never kept. Nothing reads a
+# trailer, and kept they were a list without bound: a server sending fields after the
+# last chunk grew it ~15 bytes for each byte it sent, for as long as it went on.
+_TRAILER: deque[tuple[str, str]] = deque(maxlen=0)
 # A pushed answer's read timeout is checked this many times per timeout, not timed per
 # read (a clock read per read was 4% of a relayed frame): silence is found after at
 # least the timeout and at most 1/_QUIET_CHECKS of it more (and two of the loop's
@@ -109,9 +113,11 @@ class _Connection(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = 0.0
         self.body: deque[bytes] = deque()
-        # A pushed answer's sink, and its read timeout: a read sets `heard`; each check
-        # (`_QUIET_CHECKS` per timeout) that finds it set clears it and moves `deadline`
-        # to a timeout from then; a check at or past `deadline` without it fails the answer.
+        # A pushed answer's sink, and its read timeout: a piece of body sets `heard` (bytes
+        # of no body, endless chunk extensions or trailer fields, do not: as for a pulled
+        # answer's waiter); each check (`_QUIET_CHECKS` per timeout) that finds it set
+        # clears it and moves `deadline` to a timeout from then; a check at or past
+        # `deadline` without it fails the answer.
         self.sink: BodySink | None = None
         self.timeout = 0.0
         self.heard = False
@@ -125,7 +131,7 @@ class _Connection(asyncio.Protocol):
         self.uses += 1
         self.head_only = head_only
         self.status = 0
-        self.raw: list[tuple[str, str]] = []
+        self.raw: list[tuple[str, str]] | deque[tuple[str, str]] = []
         self.headers: CIMultiDict[str] = CIMultiDict()
         self.length: int | None = None
         self.received = self.started = self.complete = False
@@ -137,18 +143,6 @@ class _Connection(asyncio.Protocol):
         self.sink = None
         self.body.clear()
         self.buffered = 0
-
-    def quiet(self) -> bool:
-        """Whether an idle connection's socket has nothing to read. Something to read
-        is the server's FIN (or TLS close_notify), which the loop may not have seen yet:
-        a request written now would meet a closed connection."""
-        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
-        if sock is None:
-            return True
-        try:
-            return not _readable(sock.fileno())
-        except (OSError, ValueError):
-            return False
 
     def close(self) -> None:
         self.sink = None
@@ -169,7 +163,6 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         sink = self.sink
         if sink is not None:  # pushed: busy, the head in, the body parsed into the sink
-            self.heard = True  # the read timeout counts from here (`_check_deadline`)
             try:
                 self.parser.feed_data(data)
             except Exception as exc:  # llhttp's errors, or ours from inside its callbacks
@@ -258,19 +251,33 @@ class _Connection(asyncio.Protocol):
             self.close()
             raise _HeadRefused
         status = self.parser.get_status_code()
-        if status < 200:  # 100 Continue, 103 Early Hints: the real answer follows
+        if not 200 <= status <= 599:
+            if not 100 <= status <= 199:  # llhttp takes any 3 digits: 000 was a 1xx here
+                self._fail(status_refused(status), None)
+                self.close()
+                raise _HeadRefused
+            # 100 Continue, 103 Early Hints: the real answer follows
             self.interim = True
             self.raw = []
             return
         self.status = status
         self.headers = headers = CIMultiDict(self.raw)
+        self.raw = _TRAILER
         length = headers.get("content-length")
+        # llhttp refuses Transfer-Encoding beside Content-Length: no look-up past a length.
+        coding = headers.get("transfer-encoding") if length is None else None
         try:
             inflated = "content-encoding" in headers and compressed(headers)
         except UpstreamInvalidAnswer as exc:
             self._fail(exc, None)
             self.close()
             raise _HeadRefused from None  # stops llhttp; `data_received` keeps the error
+        if coding is not None:  # a stream's head (JSON has a length): ~0.2 µs
+            refused = coding_refused(headers)
+            if refused is not None:
+                self._fail(refused, None)
+                self.close()
+                raise _HeadRefused
         if inflated:
             self.decoder = Inflater()
         elif length is not None:
@@ -279,17 +286,19 @@ class _Connection(asyncio.Protocol):
         if self.head_only:
             self._end(keep_alive=False)
         elif length is None and status not in (204, 304):
-            self.until_eof = "chunked" not in headers.get("transfer-encoding", "").lower()
+            self.until_eof = coding is None
         self._wake()
 
     def on_body(self, body: bytes) -> None:
         sink = self.sink
         if sink is not None and self.decoder is None:  # pushed: `_queue`'s, inline
+            self.heard = True  # the read timeout counts from here (`_check_deadline`)
             sink.feed(body)
             return
         if self.complete:
             return
         if self.decoder is not None:
+            self.heard = True
             try:
                 body = self.decoder.decompress(body)
             except UpstreamInvalidAnswer as exc:
@@ -460,7 +469,7 @@ class _Connection(asyncio.Protocol):
             if self.reading_paused:
                 return  # our reader is slow, not Azure: `resume()` watches again
             now = self.loop.time()
-            if self.heard:  # a read since the last check: the deadline is a timeout from now
+            if self.heard:  # body since the last check: the deadline is a timeout from now
                 self.heard = False
                 self.deadline = now + self.timeout
             elif now >= self.deadline:
@@ -476,11 +485,3 @@ class _Connection(asyncio.Protocol):
             self._stall()
         else:
             self._arm(self.deadline)
-
-
-def _readable(fd: int) -> bool:
-    if hasattr(select, "poll"):  # no FD_SETSIZE limit
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
-    return bool(select.select([fd], [], [], 0)[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 from collections import deque
 
 from azure_openai_proxy.upstream.fast.connection import _Connection
@@ -37,7 +38,7 @@ class _HostPool:
         while idle:
             conn = idle.pop()
             age = now - conn.idle_since
-            if age <= keepalive and not conn.closed and (age < _CHECK_IDLE_AFTER or conn.quiet()):
+            if age <= keepalive and not conn.closed and (age < _CHECK_IDLE_AFTER or _quiet(conn)):
                 return conn
             self.discard(conn)
         return None
@@ -121,3 +122,25 @@ class _HostPool:
         for conn in list(self.every):
             conn.close()
         self.idle.clear()
+
+
+def _quiet(conn: _Connection) -> bool:
+    """Whether an idle connection's socket has nothing to read. Something to read is the
+    server's FIN (or TLS close_notify), which the loop may not have seen yet: a request
+    written now would meet a closed connection."""
+    transport = conn.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return True
+    try:
+        return not _readable(sock.fileno())
+    except (OSError, ValueError):
+        return False
+
+
+def _readable(fd: int) -> bool:
+    if hasattr(select, "poll"):  # no FD_SETSIZE limit
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])

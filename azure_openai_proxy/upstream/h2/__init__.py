@@ -34,6 +34,7 @@ from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import UpstreamPoolTimeout, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.fast import FastTransport
+from azure_openai_proxy.upstream.fast.dial import dial
 from azure_openai_proxy.upstream.fast.dns import DnsCache, Resolver, system_resolver
 from azure_openai_proxy.upstream.h2.connection import _H2Connection, _Refused
 from azure_openai_proxy.upstream.h2.frames import Origin, header_block, parse_origin
@@ -310,31 +311,25 @@ async def _open(
     pool: _OriginPool, origin: Origin, addresses: list[tuple[int, str]],
     context: ssl.SSLContext | None, read_timeout: float,
 ) -> _H2Connection | None:
-    """A connection to the first of `addresses` that accepts; None, and the pool marked
-    HTTP/1.1-only, when TLS's ALPN did not choose h2."""
-    failure: OSError | None = None
-    for _, address in addresses:
-        try:
-            transport, conn = await pool.loop.create_connection(
-                lambda: _H2Connection(pool.loop, origin.host, read_timeout), address,
-                origin.port, ssl=context,
-                server_hostname=origin.host if context is not None else None,
-            )
-        except OSError as exc:
-            failure = exc
-            continue
-        if context is not None:
-            chosen = transport.get_extra_info("ssl_object")
-            if chosen is None or chosen.selected_alpn_protocol() != "h2":
-                conn.close()
-                pool.http1 = True
-                return None
+    """A connection to the first of `addresses` that accepts (`dial`: Happy Eyeballs);
+    None, and the pool marked HTTP/1.1-only, when TLS's ALPN did not choose h2."""
+
+    async def connect(address: str) -> _H2Connection:
+        _, conn = await pool.loop.create_connection(
+            lambda: _H2Connection(pool.loop, origin.host, read_timeout), address,
+            origin.port, ssl=context,
+            server_hostname=origin.host if context is not None else None,
+        )
         return conn
-    assert failure is not None  # `addresses` is never empty
-    try:
-        raise failure
-    finally:
-        del failure  # not kept in this frame: a reference cycle through its traceback
+
+    conn = await dial(pool.loop, addresses, connect, _H2Connection.close)
+    if context is not None and conn.transport is not None:
+        chosen = conn.transport.get_extra_info("ssl_object")
+        if chosen is None or chosen.selected_alpn_protocol() != "h2":
+            conn.close()
+            pool.http1 = True
+            return None
+    return conn
 
 
 def _reason(exc: OSError) -> str:

@@ -1,0 +1,79 @@
+"""An upstream proxy (`upstream.http_proxy`, `upstream.socks_proxy`) for aiohttp's client:
+its connector, and its failures told as ours, naming the proxy and what it said (never
+the user and password of its URL).
+
+    the proxy cannot be reached          UpstreamUnreachable  502
+    it refused the tunnel (407, 403,
+    a SOCKS reply), closed or garbled     UpstreamUnreachable  502
+    no tunnel within connect_timeout     UpstreamTimeout      504
+
+None of them sent a byte of the request (`request_sent` is False): failover may send it
+elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from aiohttp_socks import ProxyConnectionError, ProxyConnector, ProxyError, ProxyTimeoutError
+from yarl import URL
+
+from azure_openai_proxy.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+
+__all__ = ["PROXY_ERRORS", "proxy_connector", "proxy_failure", "proxy_name"]
+
+# aiohttp-socks raises its own errors (not aiohttp's, not OSError) for proxy failures.
+PROXY_ERRORS: tuple[type[Exception], ...] = (ProxyConnectionError, ProxyError, ProxyTimeoutError)
+# What a proxy says is quoted, printable and at most this long (a reason phrase is its text).
+_SAID_MOST = 120
+_AUTH_HINT = " (the user and password in the proxy URL are missing or wrong)"
+
+
+def proxy_connector(url: str, **common: Any) -> aiohttp.BaseConnector:
+    """aiohttp-socks tunnels through SOCKS5 and HTTP (CONNECT) proxies alike, with the
+    same pooled connector, so an upstream proxy costs no new connection per request."""
+    connector: aiohttp.BaseConnector = ProxyConnector.from_url(
+        _with_password(url), rdns=True, **common)
+    return connector
+
+
+def _with_password(url: str) -> str:
+    """`http://TOKEN@proxy` as `http://TOKEN:@proxy`: a user without a password is sent
+    with an empty one (`Proxy-Authorization: Basic base64("TOKEN:")`), as Go's net/http
+    sends it; aiohttp-socks reads no password as no credentials and sent none (a 407
+    from a proxy that takes a token as its user)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, place = rest.rpartition("@")
+    if at and ":" not in userinfo:
+        return f"{scheme}{sep}{userinfo}:@{place}"
+    return url
+
+
+def proxy_name(url: str) -> str:
+    """The proxy as a message may name it: scheme, host and port, no credentials."""
+    return str(URL(url).origin())
+
+
+def proxy_failure(exc: Exception, proxy: str, host: str) -> UpstreamError:
+    """Our error for aiohttp-socks' `exc` (one of `PROXY_ERRORS`), through `proxy`
+    (`proxy_name`'s) toward Azure's `host`."""
+    said = _said(exc)
+    if isinstance(exc, ProxyTimeoutError):
+        return UpstreamTimeout(
+            f"The upstream proxy {proxy} did not open a connection to Azure OpenAI at {host} "
+            "in time.", request_sent=False)
+    if isinstance(exc, ProxyConnectionError):
+        return UpstreamUnreachable(
+            f"Cannot reach Azure OpenAI at {host}: the upstream proxy {proxy} cannot be "
+            f"reached ({said}).", request_sent=False)
+    code = getattr(exc, "error_code", None)
+    hint = _AUTH_HINT if code == 407 or "authentication" in said.lower() else ""
+    return UpstreamUnreachable(
+        f"Cannot reach Azure OpenAI at {host}: the upstream proxy {proxy} did not open "
+        f"a tunnel to it: {said}{hint}.", request_sent=False)
+
+
+def _said(exc: Exception) -> str:
+    text = "".join(c if c.isprintable() else " " for c in str(exc)[:_SAID_MOST]).strip()
+    return text or type(exc).__name__

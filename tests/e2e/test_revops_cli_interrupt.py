@@ -1,0 +1,46 @@
+"""Ctrl-C while a CLI command waits (a database locked by the server, a slow disk, a
+config file on a pipe): exit 130, as a shell counts a SIGINT, and no traceback. It
+printed Python's KeyboardInterrupt traceback, the frames of wherever it waited."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from tests.processes import cli
+
+
+def _opened_for_writing(fifo: Path, process: subprocess.Popen[bytes]) -> int:
+    """The write end, once the command opened the read end: it then waits to read."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:  # ENXIO: no reader yet
+            assert exc.errno == errno.ENXIO and process.poll() is None
+            assert time.monotonic() < deadline, "the command never opened its config"
+            time.sleep(0.01)
+
+
+def test_ctrl_c_while_a_command_waits_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)  # what the command reads, and nothing ever writes
+    process = subprocess.Popen(cli("keys", "list", "-c", str(fifo)),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    writer = -1
+    try:
+        writer = _opened_for_writing(fifo, process)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if writer >= 0:
+            os.close(writer)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "Traceback" not in err.decode() and "KeyboardInterrupt" not in err.decode(), err
+    assert process.returncode == 130 and out == b""  # main: killed by SIGINT, a traceback

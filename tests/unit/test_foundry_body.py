@@ -1,0 +1,52 @@
+"""gateway/foundrybody.py: an OpenAI body fitted to Azure AI model inference's schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from azure_openai_proxy.errors import InvalidRequest, UnsupportedParameter
+from azure_openai_proxy.gateway.foundrybody import fit_foundry_body
+
+_CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_a_body_of_the_schema_alone_is_sent_as_it_came() -> None:
+    body = {**_CHAT, "temperature": 0.2, "tools": [], "seed": 1, "top_k": 5}
+    assert fit_foundry_body(body, "chat/completions", None) == (body, ())
+    fitted = fit_foundry_body(body, "chat/completions", None)[0]
+    assert fitted is body
+
+
+def test_hints_are_dropped_and_noted_without_touching_the_clients_body() -> None:
+    body = {**_CHAT, "user": "alice", "store": True, "parallel_tool_calls": False, "n": 1}
+    fitted, notes = fit_foundry_body(body, "chat/completions", None)
+    assert fitted == _CHAT
+    assert notes == ("dropped:user", "dropped:store", "dropped:parallel_tool_calls", "dropped:n")
+    assert body["user"] == "alice"  # never mutated
+    embedded, _ = fit_foundry_body({"input": "x", "user": "alice"}, "embeddings", None)
+    assert embedded == {"input": "x"}
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("n", 2), ("logprobs", True), ("top_logprobs", 3), ("logit_bias", {"1": 5}),
+    ("functions", [{"name": "f"}]), ("audio", {"voice": "alloy"}),
+])
+def test_what_would_be_lost_silently_is_refused_naming_it(name: str, value: Any) -> None:
+    with pytest.raises(UnsupportedParameter) as caught:
+        fit_foundry_body({**_CHAT, name: value}, "chat/completions", None)
+    assert caught.value.param == name
+
+
+@pytest.mark.parametrize("option", ["error", "drop", "pass-through"])
+def test_the_clients_own_choice_leaves_the_body_alone(option: str) -> None:
+    body = {**_CHAT, "n": 3, "user": "alice"}
+    assert fit_foundry_body(body, "chat/completions", option) == (body, ())
+
+
+def test_another_extra_parameters_value_is_the_clients_error() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        fit_foundry_body(dict(_CHAT), "chat/completions", "ignore")
+    assert caught.value.param == "extra-parameters"
+    assert "pass-through" in caught.value.message
