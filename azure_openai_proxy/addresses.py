@@ -9,7 +9,7 @@ import ipaddress
 import re
 from urllib.parse import unquote_to_bytes, urlsplit
 
-__all__ = ["check_endpoint", "check_proxy", "cleartext_host", "sqlite_file"]
+__all__ = ["check_endpoint", "check_proxy", "cleartext_host", "proxy_warning", "sqlite_file"]
 
 
 def check_endpoint(value: str) -> str:
@@ -94,9 +94,6 @@ def _credentials_refused(scheme: str, netloc: tuple[str, str, str]) -> str | Non
     user, _, password = (unquote_to_bytes(part) for part in userinfo.partition(":"))
     if password and not user:
         return "has a password but no user: the proxy would be sent neither"
-    if scheme == "socks5" and user and not password:
-        return ("has a user but no password: a socks5 proxy would be sent neither (both "
-                "are needed; give USER:PASSWORD, or no user for no authentication)")
     if scheme == "http":  # sent as UTF-8 (upstream/proxied.py), as Go's net/http sends it
         try:
             (user + password).decode()
@@ -107,6 +104,23 @@ def _credentials_refused(scheme: str, netloc: tuple[str, str, str]) -> str | Non
         return (f"has a user or password a {scheme} proxy cannot be sent: each at most 255 "
                 "ASCII characters")
     return None
+
+
+def proxy_warning(url: str | None) -> str | None:
+    """What check-config and the start say of a checked proxy URL that loads but may not
+    do what it says: a SOCKS5 user without a password. python-socks then offers the proxy
+    no authentication only (it sends user/password with both set), so a proxy that takes
+    anonymous clients works, as it did with the Go tool, and one that wants the user (Go's
+    x/net/proxy sends it with an empty password) refuses every request."""
+    if url is None or not url.startswith("socks5://"):
+        return None
+    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    if not at or not user or password:
+        return None
+    return ("upstream socks5 proxy: a user without a password is not sent (no "
+            "authentication is offered; a proxy that wants the user refuses every request): "
+            "give USER:PASSWORD, or no user")
 
 
 def sqlite_file(url: str) -> str:

@@ -2,15 +2,17 @@
 websockets) cannot send as written is a config error naming why, never the URL: a SOCKS
 user or password outside ASCII or past 255 bytes, an HTTP one not UTF-8, raised
 UnicodeEncodeError or ValueError on every request (a 500 internal_error each), and a
-SOCKS5 user without a password, or a password without a user, was sent no credentials
-at all (Go's x/net/proxy sends the user with an empty password; a proxy wanting them
-answered 'No acceptable authentication methods')."""
+password without a user was sent no credentials at all. A SOCKS5 user without a password
+loads, as it did and as with the Go tool (a proxy taking anonymous clients works), and is
+warned of: python-socks offers no authentication then, where Go's x/net/proxy sends the
+user with an empty password."""
 
 from __future__ import annotations
 
 import pytest
 
 from azure_openai_proxy.config import ConfigError, load_settings
+from azure_openai_proxy.runtime.runner import describe
 
 SECRET = "s3cr3t"
 
@@ -22,8 +24,6 @@ def _load(url: str) -> str | None:
 
 
 @pytest.mark.parametrize(("url", "why"), [
-    ("socks5://TOKEN@proxy", "has a user but no password"),
-    ("socks5://TOKEN:@proxy", "has a user but no password"),
     (f"socks5://:{SECRET}@proxy", "has a password but no user"),
     (f"http://:{SECRET}@proxy", "has a password but no user"),
     (f"socks5://j%C3%BCrgen:{SECRET}@proxy", "at most 255 ASCII characters"),
@@ -49,3 +49,22 @@ def test_credentials_the_clients_cannot_send_are_a_config_error(url: str, why: s
 ])
 def test_credentials_the_clients_send_still_load(url: str) -> None:
     assert _load(url) == url + (":80" if url.startswith("http") else ":1080")
+
+
+@pytest.mark.parametrize("url", ["socks5://TOKEN@proxy", "socks5://TOKEN:@proxy",
+                                 "socks5h://TOKEN@proxy"])
+def test_a_socks5_user_without_a_password_loads_and_is_warned_of(url: str) -> None:
+    settings = load_settings({"endpoint": "https://r.openai.azure.com",
+                              "upstream": {"socks_proxy": url}}, {})
+    warning = settings.proxy_warning
+    assert warning is not None and "a user without a password is not sent" in warning
+    shown = describe(settings)
+    assert f"WARNING: {warning}" in shown and "TOKEN" not in shown
+
+
+@pytest.mark.parametrize("url", ["socks5://alice:pw@proxy", "socks5://proxy",
+                                 "socks4://alice@proxy", "http://TOKEN@proxy"])
+def test_no_warning_where_the_credentials_go_as_written(url: str) -> None:
+    settings = load_settings({"endpoint": "https://r.openai.azure.com",
+                              "upstream": {"socks_proxy": url}}, {})
+    assert settings.proxy_warning is None
