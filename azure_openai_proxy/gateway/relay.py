@@ -121,10 +121,12 @@ async def relay(
         except asyncio.CancelledError:
             relaying.cancel()
             # Cancelled before its first step, it ran nothing: release Azure's answer and
-            # estimate the usage here (both are no-ops once it has run).
+            # estimate the usage here (both are no-ops once it has run). A resumed stream
+            # (a GET's) left so relayed nothing: no record of nothing (`_relay_stream`).
             response.close()
             record.stream = True
-            if record.usage is None and (policy is not None or meter is not None):
+            if record.usage is None and record.method != "GET" and (
+                    policy is not None or meter is not None):
                 record.usage = (
                     picture_stream_usage(meter, body) if type(meter) is PictureStreamMeter
                     else meter.recorded() if type(meter) is SpeechStreamMeter
