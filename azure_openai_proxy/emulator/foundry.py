@@ -61,7 +61,14 @@ _log = logging.getLogger(__name__)
 
 # The model inference API's own version, and Azure OpenAI's dated ones (its OpenAI models
 # answer "enabled only for api versions ..." by the same table).
-FOUNDRY_VERSIONS = DATED_VERSIONS | {"2024-05-01-preview"}
+_INFERENCE_VERSION = "2024-05-01-preview"
+FOUNDRY_VERSIONS = DATED_VERSIONS | {_INFERENCE_VERSION}
+# The dated checks judge the model inference version as of this date: it takes
+# `response_format: json_schema` (Microsoft's structured-outputs how-to for Foundry Models
+# sends it on 2024-05-01-preview; Cohere-command-r-plus-08-2024 answers), which Azure
+# OpenAI's dated API first takes on 2024-08-01-preview, and nothing else those checks
+# gate shipped between the two dates.
+_INFERENCE_JUDGED_AS = "2024-08-01"
 _MODEL_HEADER = "x-ms-model-mesh-model-name"
 _PROVIDERS = (
     ("deepseek", "DeepSeek"), ("llama", "Meta"), ("mistral", "Mistral AI"),
@@ -206,7 +213,8 @@ def foundry_version(raw: str | None) -> ApiVersion:
     """The request's api-version; missing or unknown is a 400 (not the dated API's 404)."""
     if raw is None or raw not in FOUNDRY_VERSIONS:
         raise wire_errors.bad_request("API version not supported")
-    return ApiVersion(raw=raw, date=raw[:10], preview=raw.endswith("-preview"))
+    date = _INFERENCE_JUDGED_AS if raw == _INFERENCE_VERSION else raw[:10]
+    return ApiVersion(raw=raw, date=date, preview=raw.endswith("-preview"))
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.normalize.stream import StreamPolicy
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Target
-from azure_openai_proxy.settings import DeploymentSettings, Settings
+from azure_openai_proxy.settings import FOUNDRY_API_VERSION, DeploymentSettings, Settings
 from azure_openai_proxy.translate import (
     api_version_for,
     azure_auth_headers,
@@ -233,6 +233,7 @@ def _profile(deployment: DeploymentSettings, version: str | None) -> DeploymentP
         api, version if api == "dated" else deployment.api_version,
         deployment.model_family, deployment.deployment_name, deployment.model_name,
         tuple(deployment.unsupported_params),
+        deployment.api == "foundry" and version == FOUNDRY_API_VERSION,
     )
 
 
@@ -240,7 +241,7 @@ def _profile(deployment: DeploymentSettings, version: str | None) -> DeploymentP
 def _cached_profile(
     api: Literal["dated", "v1"], version: str | None,
     family: Literal["auto", "reasoning", "standard"], deployment_name: str,
-    model_name: str, unsupported: tuple[str, ...],
+    model_name: str, unsupported: tuple[str, ...], model_inference: bool,
 ) -> DeploymentProfile:
     return DeploymentProfile(
         api=api,
@@ -248,6 +249,7 @@ def _cached_profile(
         family=infer_family(deployment_name, model_name) if family == "auto" else family,
         unsupported_params=frozenset(unsupported),
         need=deployment_need(deployment_name, model_name, family),
+        model_inference=model_inference,
     )
 
 
