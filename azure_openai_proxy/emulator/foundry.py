@@ -15,7 +15,9 @@ request log are the ones `/openai/...` uses. The pipeline, in the service's orde
       -> queued fault -> rate limit (429) -> the chat / embeddings handler
 
 Foundry's own error shapes (`unknown_model`, `no_model_name`, its 429 wording) are the
-ones its clients report; the rest is Azure's.
+ones its clients report; the rest is Azure's. A chat stream carries its usage on its last
+frame with a `finish_reason`, of its own accord (the API takes no `stream_options`):
+Microsoft's how-to for reasoning models on Foundry Models shows that frame.
 
 A body key the API's schema does not define (OpenAI's `user`, `n`, `stream_options`,
 `logprobs`...) is refused, 400 `{"detail": "Extra parameters ['user'] are not allowed
@@ -34,7 +36,7 @@ import asyncio
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -49,9 +51,12 @@ from azure_openai_proxy.emulator.exchange import (
     Exchange,
     apply_fault,
 )
+from azure_openai_proxy.emulator.generation import plan_chat
 from azure_openai_proxy.emulator.ops import HANDLERS, cost_of
+from azure_openai_proxy.emulator.ops_text import facts
 from azure_openai_proxy.emulator.requestlog import record
 from azure_openai_proxy.emulator.routing import Route
+from azure_openai_proxy.emulator.textgen import chat_prompt_tokens
 from azure_openai_proxy.emulator.validation import CHAT_PARAMS, EMBEDDING_PARAMS
 from azure_openai_proxy.emulator.versions import DATED_VERSIONS, ApiVersion
 
@@ -113,7 +118,8 @@ async def _serve(request: web.Request, state: EmulatorState, name: str) -> web.S
     try:
         raw = await _read_body(request, state.config.max_body_bytes)
         entry.update(_logged(request, raw))
-        exchange = Exchange(request, state, Route(name, v1=False), raw, request_id, headers)
+        exchange = _FoundryExchange(request, state, Route(name, v1=False), raw, request_id,
+                                    headers)
         response = await _pipeline(exchange, entry)
     except wire_errors.AzureError as error:
         response = error_response(error, headers)
@@ -127,6 +133,37 @@ async def _serve(request: web.Request, state: EmulatorState, name: str) -> web.S
         response = error_response(wire_errors.server_error(request_id), headers)
     entry["status"] = response.status
     return response
+
+
+class _FoundryExchange(Exchange):
+    """An exchange whose chat stream ends as the model inference API's do."""
+
+    async def stream(self, frames: Iterable[tuple[bytes, int]]) -> web.StreamResponse:
+        # The chat handler's own plan again (the same body and facts make the same one):
+        # its counts, as the non-streamed answer's usage gives them.
+        prompt = chat_prompt_tokens(self.body["messages"])
+        plan = plan_chat(self.body, facts(self), prompt)
+        usage = {"completion_tokens": plan.completion_tokens, "prompt_tokens": prompt,
+                 "total_tokens": prompt + plan.completion_tokens}
+        return await super().stream(_usage_on_last_finish(list(frames), usage))
+
+
+def _usage_on_last_finish(
+    frames: list[tuple[bytes, int]], usage: dict[str, int]
+) -> list[tuple[bytes, int]]:
+    """`frames` with `usage` on the last one that has a `finish_reason` (none when no
+    frame has one)."""
+    for at in range(len(frames) - 1, -1, -1):
+        raw, tokens = frames[at]
+        if not raw.startswith(b"data: {"):
+            continue
+        frame = orjson.loads(raw[6:])
+        choices = frame.get("choices")
+        if choices and any(c.get("finish_reason") for c in choices):
+            frame["usage"] = usage
+            return [*frames[:at], (b"data: " + orjson.dumps(frame) + b"\n\n", tokens),
+                    *frames[at + 1:]]
+    return frames
 
 
 def _logged(request: web.Request, body: bytes) -> dict[str, Any]:
