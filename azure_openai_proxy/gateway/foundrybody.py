@@ -36,8 +36,8 @@ __all__ = ["EXTRA_PARAMETERS_HEADER", "fit_foundry_body"]
 EXTRA_PARAMETERS_HEADER = "extra-parameters"
 _OPTIONS = ("error", "drop", "pass-through")
 _HINTS = ("user", "store", "metadata", "parallel_tool_calls", "service_tier",
-          "prompt_cache_key", "safety_identifier", "user_security_context", "prediction",
-          "verbosity")
+          "prompt_cache_key", "prompt_cache_retention", "safety_identifier",
+          "user_security_context", "prediction", "verbosity")
 _DROPPED: dict[str, frozenset[str]] = {
     "chat/completions": frozenset(_HINTS),
     "embeddings": frozenset({"user"}),

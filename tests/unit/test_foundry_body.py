@@ -50,3 +50,12 @@ def test_another_extra_parameters_value_is_the_clients_error() -> None:
         fit_foundry_body(dict(_CHAT), "chat/completions", "ignore")
     assert caught.value.param == "extra-parameters"
     assert "pass-through" in caught.value.message
+
+
+def test_a_prompt_cache_hint_is_dropped_as_the_cache_key_is() -> None:
+    # OpenAI's `prompt_cache_retention` ("in_memory", "24h") only says how long a prompt
+    # stays cached: the answer is the same without it; Foundry refuses it as extra.
+    body = {**_CHAT, "prompt_cache_key": "k", "prompt_cache_retention": "24h"}
+    fitted, notes = fit_foundry_body(body, "chat/completions", None)
+    assert fitted == _CHAT
+    assert notes == ("dropped:prompt_cache_key", "dropped:prompt_cache_retention")
