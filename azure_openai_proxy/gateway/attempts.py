@@ -110,6 +110,7 @@ class UpstreamAttempts:
                 # Our own pool was full: no judgement on the deployment's health.
                 lease.done()
                 record.retries.append(f"{deployment.deployment_name}:{exc.code}")
+                record.adaptations = ()
                 run = run or balancer.failover(pool, 0, started, first, caller)
                 run.failed(exc.with_traceback(None))
                 continue
@@ -121,6 +122,7 @@ class UpstreamAttempts:
                 lease.done()
                 if not _others_may_take(pool, deployment):
                     raise
+                record.adaptations = ()  # what was fitted for it (the next is told its own)
                 run = run or balancer.failover(pool, 0, started, first, caller)
                 run.passed_over(record, deployment, exc.code, exc)
                 continue
@@ -130,6 +132,7 @@ class UpstreamAttempts:
                 lease.done()
                 if not may_try_elsewhere(request.method, None, exc.request_sent):
                     raise  # it may have reached Azure: the client gets this failure
+                record.adaptations = ()
                 run = run or balancer.failover(pool, 0, started, first, caller)
                 run.moved_on(record, deployment, exc.code, exc)  # (without its traceback)
                 continue
@@ -170,6 +173,7 @@ class UpstreamAttempts:
                 # An error answer moved on from is not billed: the next attempt is judged
                 # alone, sent and unanswered (estimated) or never sent (not).
                 record.sent, record.body_sent, record.upstream_ms = 0, 0, None
+                record.adaptations = ()  # the next attempt's body is fitted anew
                 run = run or balancer.failover(pool, 0, started, first, caller)
                 run.failed(error)
                 del error

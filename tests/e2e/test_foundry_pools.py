@@ -85,6 +85,23 @@ def test_an_azure_members_failure_is_not_hidden_by_the_foundry_ones_refusal() ->
         assert [(r["path"], r["status"]) for r in emulator.requests()] == [(AZURE_PATH, 503)]
 
 
+@pytest.mark.parametrize("why", ["429", "refused"])
+def test_the_adaptations_named_are_those_of_the_member_that_answered(why: str) -> None:
+    # The Foundry member's body had max_completion_tokens renamed (its api-version takes
+    # max_tokens); the Azure OpenAI member's kept it: the client is told of no rename.
+    with _serving(foundry_priority=1) as (emulator, client):
+        extra: dict[str, Any] = {"max_completion_tokens": 50}
+        if why == "429":
+            emulator.fault("Llama-3-70B", "429", retry_after=30)
+        else:
+            extra["logprobs"] = True
+        raw = _chat(client, **extra)
+        assert raw.parse().choices[0].message.content
+        sent = emulator.last()
+        assert (sent["path"], sent["json"]["max_completion_tokens"]) == (AZURE_PATH, 50)
+        assert "x-proxy-adapted" not in raw.headers
+
+
 def test_the_foundry_member_alone_refuses_it_naming_the_parameter() -> None:
     with _serving(foundry_priority=1) as (emulator, client):
         with pytest.raises(openai.BadRequestError) as caught:
