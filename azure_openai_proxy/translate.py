@@ -22,7 +22,7 @@ has checked them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from azure_openai_proxy import __version__
 from azure_openai_proxy.apiversions import (
@@ -114,6 +114,22 @@ def _operation_version(deployment: DeploymentSettings, need: OperationNeed) -> s
     return version
 
 
+# A serverless API endpoint (one model: NAME.REGION.models.ai.azure.com) serves the model
+# inference API at its root (`POST {endpoint}/chat/completions`), an AI Services resource
+# under `/models`.
+_SERVERLESS_HOST = ".models.ai.azure.com"
+
+
+def _models_prefix(endpoint: str) -> str:
+    """The path the model inference API has on `endpoint`: `/models`, or none for an
+    endpoint that already ends in it or a serverless one."""
+    lowered = endpoint.lower()
+    if lowered.endswith("/models") or (urlsplit(lowered).hostname or "").endswith(
+            _SERVERLESS_HOST):
+        return ""
+    return "/models"
+
+
 def upstream_url(
     deployment: DeploymentSettings,
     target: Target,
@@ -124,8 +140,7 @@ def upstream_url(
     if deployment.api == "foundry":
         # routing.servable() lets only chat/completions and embeddings reach a Foundry
         # deployment; the operation is one of ours, not client text.
-        prefix = "" if base.lower().endswith("/models") else "/models"
-        path = f"{prefix}/{target.operation}"
+        path = f"{_models_prefix(base)}/{target.operation}"
     elif target.kind == "deployment" and deployment.api == "dated":
         path = f"/openai/deployments/{quote(deployment.deployment_name, safe='')}/{target.operation}"
     else:
