@@ -43,6 +43,7 @@ __all__ = [
     "api_version_for",
     "azure_auth_headers",
     "forwarded_headers",
+    "key_header",
     "names_deployment_in_body",
     "relayed_response_headers",
     "serves_operation",
@@ -123,11 +124,23 @@ _SERVERLESS_HOST = ".models.ai.azure.com"
 def _models_prefix(endpoint: str) -> str:
     """The path the model inference API has on `endpoint`: `/models`, or none for an
     endpoint that already ends in it or a serverless one."""
-    lowered = endpoint.lower()
-    if lowered.endswith("/models") or (urlsplit(lowered).hostname or "").endswith(
-            _SERVERLESS_HOST):
+    if endpoint.lower().endswith("/models") or _serverless(endpoint):
         return ""
     return "/models"
+
+
+def _serverless(endpoint: str) -> bool:
+    return (urlsplit(endpoint.lower()).hostname or "").endswith(_SERVERLESS_HOST)
+
+
+def key_header(deployment: DeploymentSettings, key: str) -> dict[str, str]:
+    """The header an Azure key goes in: `api-key`, or `Authorization: Bearer` for a
+    Foundry deployment on a serverless endpoint, which answers `api-key` alone with 400
+    "Missing Authorization header" (semantic-kernel#8624, Open-WebUI-Functions#12; the
+    model inference reference sends the key as a bearer token there)."""
+    if deployment.api == "foundry" and _serverless(deployment.endpoint):
+        return {"Authorization": f"Bearer {key}"}
+    return {"api-key": key}
 
 
 def upstream_url(
@@ -165,7 +178,7 @@ def azure_auth_headers(
     deployment: DeploymentSettings, caller: Caller, entra_token: str | None = None
 ) -> dict[str, str]:
     if deployment.auth == "key" and deployment.api_key is not None:
-        return {"api-key": deployment.api_key.get_secret_value()}
+        return key_header(deployment, deployment.api_key.get_secret_value())
     if deployment.auth == "entra":
         if entra_token is None:
             raise AuthenticationFailed("No Entra ID token is available for this deployment.")
@@ -181,7 +194,7 @@ def azure_auth_headers(
             "You didn't provide an API key. This gateway passes your key to Azure OpenAI: "
             "send it as 'Authorization: Bearer YOUR_AZURE_KEY'."
         )
-    return {"api-key": caller.passthrough_key}
+    return key_header(deployment, caller.passthrough_key)
 
 
 def forwarded_headers(client_headers: Mapping[str, str]) -> dict[str, str]:

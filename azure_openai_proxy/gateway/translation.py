@@ -42,6 +42,7 @@ from azure_openai_proxy.translate import (
     api_version_for,
     azure_auth_headers,
     forwarded_headers,
+    key_header,
     names_deployment_in_body,
     upstream_url,
 )
@@ -176,8 +177,8 @@ class RequestTranslator:
             self._profile(deployment, version) if target.operation in _NORMALIZED_STREAMS
             else None,
             names_deployment_in_body(deployment, target),
-            {"api-key": key.get_secret_value()} if deployment.auth == "key" and key is not None
-            else None,
+            key_header(deployment, key.get_secret_value())
+            if deployment.auth == "key" and key is not None else None,
             deployment.api == "foundry",
         )
         if target.kind == "deployment" and not target.native:
