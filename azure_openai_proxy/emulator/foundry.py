@@ -12,6 +12,7 @@ request log are the ones `/openai/...` uses. The pipeline, in the service's orde
     log it -> authenticate (401) -> api-version (400) -> body (400)
       -> model (400 no_model_name, 404 unknown_model, 400 OperationNotSupported)
       -> extra parameters (400 unless the `extra-parameters` header allows them)
+      -> a Mistral model's message schema (422 for a tool call's `index`)
       -> queued fault -> rate limit (429) -> the chat / embeddings handler
 
 Foundry's own error shapes (`unknown_model`, `no_model_name`, its 429 wording) are the
@@ -192,6 +193,8 @@ async def _pipeline(ex: Exchange, entry: dict[str, Any]) -> web.StreamResponse:
         title = "chatCompletion" if operation == "chat" else "embeddings"
         raise wire_errors.operation_not_supported(deployment.model, title)
     _extra_parameters(ex.body, operation, ex.request.headers.get("extra-parameters"))
+    if operation == "chat" and "mistral" in deployment.model.lower():
+        _mistral_messages(ex.body.get("messages"))
     fault = ex.state.faults.take(deployment.name)
     if fault is not None:
         entry["fault"] = fault.kind
@@ -221,6 +224,19 @@ def _extra_parameters(body: dict[str, Any], operation: str, option: str | None) 
     raise _detail(f"Extra parameters {extra} are not allowed when extra-parameters is not "
                   "set or set to be 'error'. Set extra-parameters to 'pass-through' to "
                   "pass to the model.")
+
+
+def _mistral_messages(messages: Any) -> None:
+    """Mistral's models refuse a key their message schema lacks, such as the `index` a
+    client copies into an assistant message's tool calls from a stream's deltas: 422
+    "unknown field: parameter index is not a valid field" (the words LiteLLM's azure_ai
+    provider retries on; the wrapping is the API's 422)."""
+    for message in messages if isinstance(messages, list) else ():
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        if isinstance(calls, list) and any(isinstance(c, dict) and "index" in c for c in calls):
+            raise wire_errors.AzureError(422, {"error": {
+                "code": "Invalid input", "status": 422,
+                "message": "unknown field: parameter index is not a valid field"}})
 
 
 def _detail(message: str) -> wire_errors.AzureError:

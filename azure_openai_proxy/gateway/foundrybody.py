@@ -19,6 +19,9 @@ set to be 'error'". OpenAI's SDKs send some of those keys as a matter of course
   `pass-through`: Foundry's values; another is a 400) has chosen: its body goes as it
   came and the header is relayed.
 
+An assistant message's tool calls lose the `index` a client copied from a stream's
+deltas (no request schema has it; Mistral's models refuse it), header or not.
+
 Keys no OpenAI API defines (a Llama's `top_k`...) are left as they came: Foundry's own
 400 names them (normalize/upstream_errors.py), and the header lets them through.
 `max_completion_tokens`, `reasoning_effort` and `stream_options` are compat.py's, by the
@@ -61,7 +64,17 @@ def fit_foundry_body(
             raise InvalidRequest(
                 f"The {EXTRA_PARAMETERS_HEADER} header must be one of {', '.join(_OPTIONS)} "
                 "(Azure AI model inference's values).", param=EXTRA_PARAMETERS_HEADER)
-        return body, ()
+        fitted: tuple[dict[str, Any], tuple[str, ...]] = body, ()
+    else:
+        fitted = _fit_parameters(body, operation)
+    if operation == "chat/completions":
+        return _without_call_indexes(*fitted)
+    return fitted
+
+
+def _fit_parameters(
+    body: dict[str, Any], operation: str
+) -> tuple[dict[str, Any], tuple[str, ...]]:
     judged = _JUDGED.get(operation)
     if judged is None or judged.isdisjoint(body):
         return body, ()
@@ -77,6 +90,30 @@ def fit_foundry_body(
         del out[name]
         notes.append(f"dropped:{name}")
     return out, tuple(notes)
+
+
+def _without_call_indexes(
+    body: dict[str, Any], notes: tuple[str, ...]
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """`body` without the `index` of its assistant messages' tool calls: a stream's
+    deltas carry one, and clients that rebuild the message from them send it back (the
+    OpenAI SDK's stream helper, Vercel's AI SDK), though no request schema has it;
+    Mistral's models refuse it (mistral-common's extra_forbidden, "unknown field:
+    parameter index is not a valid field" on Azure AI, which LiteLLM retries without)."""
+    messages = body.get("messages")
+    if type(messages) is not list or not any(_indexed(message) for message in messages):
+        return body, notes
+    cleaned = [{**message, "tool_calls": [
+        {key: value for key, value in call.items() if key != "index"}
+        if type(call) is dict else call for call in message["tool_calls"]]}
+        if _indexed(message) else message for message in messages]
+    return {**body, "messages": cleaned}, (*notes, "dropped:messages.tool_calls.index")
+
+
+def _indexed(message: Any) -> bool:
+    calls = message.get("tool_calls") if type(message) is dict else None
+    return type(calls) is list and any(type(call) is dict and "index" in call
+                                       for call in calls)
 
 
 def _unused(name: str, value: Any) -> bool:
