@@ -12,7 +12,8 @@ request log are the ones `/openai/...` uses. The pipeline, in the service's orde
     log it -> authenticate (401) -> api-version (400) -> body (400)
       -> model (400 no_model_name, 404 unknown_model, 400 OperationNotSupported)
       -> extra parameters (400 unless the `extra-parameters` header allows them)
-      -> a Mistral model's message schema (422 for a tool call's `index`)
+      -> a partner model's messages (422 for a `developer` one; Mistral's for a tool
+         call's `index`)
       -> queued fault -> rate limit (429) -> the chat / embeddings handler
 
 Foundry's own error shapes (`unknown_model`, `no_model_name`, its 429 wording) are the
@@ -193,8 +194,8 @@ async def _pipeline(ex: Exchange, entry: dict[str, Any]) -> web.StreamResponse:
         title = "chatCompletion" if operation == "chat" else "embeddings"
         raise wire_errors.operation_not_supported(deployment.model, title)
     _extra_parameters(ex.body, operation, ex.request.headers.get("extra-parameters"))
-    if operation == "chat" and "mistral" in deployment.model.lower():
-        _mistral_messages(ex.body.get("messages"))
+    if operation == "chat":
+        _partner_messages(deployment.model.lower(), ex.body.get("messages"))
     fault = ex.state.faults.take(deployment.name)
     if fault is not None:
         entry["fault"] = fault.kind
@@ -226,14 +227,27 @@ def _extra_parameters(body: dict[str, Any], operation: str, option: str | None) 
                   "pass to the model.")
 
 
-def _mistral_messages(messages: Any) -> None:
-    """Mistral's models refuse a key their message schema lacks, such as the `index` a
-    client copies into an assistant message's tool calls from a stream's deltas: 422
-    "unknown field: parameter index is not a valid field" (the words LiteLLM's azure_ai
-    provider retries on; the wrapping is the API's 422)."""
-    for message in messages if isinstance(messages, list) else ():
-        calls = message.get("tool_calls") if isinstance(message, dict) else None
-        if isinstance(calls, list) and any(isinstance(c, dict) and "index" in c for c in calls):
+def _partner_messages(model: str, messages: Any) -> None:
+    """What the partner models (DeepSeek, Llama, Mistral...: not OpenAI's) refuse in a
+    message: the `developer` role, 422 (Cherry Studio#12321: Azure's DeepSeek-R1), in the
+    API's pydantic shape (LiteLLM#11844's); and Mistral's a key its schema lacks, such as
+    the `index` a client copies into an assistant message's tool calls from a stream's
+    deltas: 422 "unknown field: parameter index is not a valid field" (the words
+    LiteLLM's azure_ai provider retries on; the wrapping is the API's 422)."""
+    if not any(word in model for word, _ in _PROVIDERS):
+        return
+    for at, message in enumerate(messages if isinstance(messages, list) else ()):
+        if not isinstance(message, dict):
+            continue
+        if message.get("role") == "developer":
+            raise wire_errors.AzureError(422, {"error": {
+                "code": "Invalid input", "status": 422, "message": "invalid input error",
+                "details": [{"type": "literal_error", "loc": ["body", "messages", at, "role"],
+                             "msg": "Input should be 'system', 'user', 'assistant' or 'tool'",
+                             "input": "developer"}]}})
+        calls = message.get("tool_calls")
+        if "mistral" in model and isinstance(calls, list) and any(
+                isinstance(c, dict) and "index" in c for c in calls):
             raise wire_errors.AzureError(422, {"error": {
                 "code": "Invalid input", "status": 422,
                 "message": "unknown field: parameter index is not a valid field"}})

@@ -19,8 +19,9 @@ set to be 'error'". OpenAI's SDKs send some of those keys as a matter of course
   `pass-through`: Foundry's values; another is a 400) has chosen: its body goes as it
   came and the header is relayed.
 
-An assistant message's tool calls lose the `index` a client copied from a stream's
-deltas (no request schema has it; Mistral's models refuse it), header or not.
+Messages are fitted too, header or not (`_fit_messages`): a `developer` message becomes
+a `system` one, and an assistant message's tool calls lose the `index` a client copied
+from a stream's deltas; the API's partner models refuse both.
 
 Keys no OpenAI API defines (a Llama's `top_k`...) are left as they came: Foundry's own
 400 names them (normalize/upstream_errors.py), and the header lets them through.
@@ -68,7 +69,7 @@ def fit_foundry_body(
     else:
         fitted = _fit_parameters(body, operation)
     if operation == "chat/completions":
-        return _without_call_indexes(*fitted)
+        return _fit_messages(*fitted)
     return fitted
 
 
@@ -92,26 +93,49 @@ def _fit_parameters(
     return out, tuple(notes)
 
 
-def _without_call_indexes(
+def _fit_messages(
     body: dict[str, Any], notes: tuple[str, ...]
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """`body` without the `index` of its assistant messages' tool calls: a stream's
-    deltas carry one, and clients that rebuild the message from them send it back (the
-    OpenAI SDK's stream helper, Vercel's AI SDK), though no request schema has it;
-    Mistral's models refuse it (mistral-common's extra_forbidden, "unknown field:
-    parameter index is not a valid field" on Azure AI, which LiteLLM retries without)."""
+    """`body` with its messages in the shape the model inference API's models take:
+
+    - a `developer` message becomes a `system` one: OpenAI's newer name for it (its SDKs
+      and apps send it), which DeepSeek-R1, Llama, Mistral... refuse with 422 (Cherry
+      Studio#12321, its fix #12328); OpenAI's own models there read either alike;
+    - an assistant message's tool calls lose the `index` a client copied from a stream's
+      deltas (the OpenAI SDK's stream helper, Vercel's AI SDK): no request schema has it,
+      and Mistral's models refuse it (mistral-common's extra_forbidden, "unknown field:
+      parameter index is not a valid field" on Azure AI, which LiteLLM retries without).
+    """
     messages = body.get("messages")
-    if type(messages) is not list or not any(_indexed(message) for message in messages):
+    if type(messages) is not list:
         return body, notes
-    cleaned = [{**message, "tool_calls": [
-        {key: value for key, value in call.items() if key != "index"}
-        if type(call) is dict else call for call in message["tool_calls"]]}
-        if _indexed(message) else message for message in messages]
-    return {**body, "messages": cleaned}, (*notes, "dropped:messages.tool_calls.index")
+    developer = indexed = False
+    for message in messages:
+        if type(message) is dict:
+            developer = developer or message.get("role") == "developer"
+            indexed = indexed or _indexed(message)
+    if not (developer or indexed):
+        return body, notes
+    cleaned = [_fit_message(message) for message in messages]
+    fitted = (("developer->system",) if developer else ()) + (
+        ("dropped:messages.tool_calls.index",) if indexed else ())
+    return {**body, "messages": cleaned}, (*notes, *fitted)
 
 
-def _indexed(message: Any) -> bool:
-    calls = message.get("tool_calls") if type(message) is dict else None
+def _fit_message(message: Any) -> Any:
+    if type(message) is not dict:
+        return message
+    if message.get("role") == "developer":
+        return {**message, "role": "system"}
+    if _indexed(message):
+        return {**message, "tool_calls": [
+            {key: value for key, value in call.items() if key != "index"}
+            if type(call) is dict else call for call in message["tool_calls"]]}
+    return message
+
+
+def _indexed(message: dict[str, Any]) -> bool:
+    calls = message.get("tool_calls")
     return type(calls) is list and any(type(call) is dict and "index" in call
                                        for call in calls)
 

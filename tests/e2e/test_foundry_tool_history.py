@@ -1,8 +1,9 @@
-"""A conversation with tool calls, replayed to a Mistral model on a Foundry deployment:
-the assistant message a client rebuilds from a stream's deltas keeps their `index` (the
-OpenAI SDK's stream helper, Vercel's AI SDK), which Mistral's models refuse (422 "unknown
-field: parameter index is not a valid field", as the emulator answers it). Through the
-gateway with the OpenAI SDK."""
+"""Messages OpenAI's clients send that the model inference API's partner models refuse,
+through the gateway with the OpenAI SDK: a conversation with tool calls replayed to a
+Mistral model (the assistant message a client rebuilds from a stream's deltas keeps their
+`index`: the OpenAI SDK's stream helper, Vercel's AI SDK; Mistral's models answer 422
+"unknown field: parameter index is not a valid field"), and a `developer` message to
+DeepSeek-R1 (422, its role refused), as the emulator answers them."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY
 from tests.e2e.pools import FakeClock, pool_emulator, pool_gateway, sdk
 
 MISTRAL = EmulatedDeployment("Mistral-Large-2411", "Mistral-Large-2411", "chat", rpm=60_000)
+DEEPSEEK = EmulatedDeployment("DeepSeek-R1", "DeepSeek-R1", "chat", rpm=60_000)
+URL = "/models/chat/completions?api-version=2024-05-01-preview"
 TOOLS: list[Any] = [{"type": "function", "function": {
     "name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]
 
@@ -67,3 +70,26 @@ def test_a_streamed_tool_call_replayed_reaches_mistral_without_its_index() -> No
 
 def _history_start() -> list[dict[str, Any]]:
     return [{"role": "user", "content": "Look up the weather"}]
+
+
+def test_a_developer_message_reaches_deepseek_as_a_system_one() -> None:
+    messages = [{"role": "developer", "content": "Answer in one word."},
+                {"role": "user", "content": "Capital of France?"}]
+    with pool_emulator(DEEPSEEK) as emulator:
+        refused = httpx.post(emulator.url + URL, headers={"api-key": AZURE_KEY},
+                             json={"model": "DeepSeek-R1", "messages": messages})
+        assert refused.status_code == 422
+        assert refused.json()["error"]["details"][0]["loc"] == ["body", "messages", 0, "role"]
+        settings = load_settings({
+            "models": {"deepseek": [{"deployment_name": "DeepSeek-R1", "api": "foundry",
+                                     "endpoint": emulator.url, "api_key": AZURE_KEY}]},
+            "client_keys": [CLIENT_KEY],
+        }, {})
+        with pool_gateway(settings, FakeClock()) as gateway:
+            raw = sdk(gateway).chat.completions.with_raw_response.create(
+                model="deepseek", messages=messages)
+            assert raw.parse().choices[0].message.content
+            assert raw.headers["x-proxy-adapted"] == "developer->system"
+            sent = emulator.last()
+            assert sent["status"] == 200
+            assert [m["role"] for m in sent["json"]["messages"]] == ["system", "user"]

@@ -80,3 +80,14 @@ def test_a_replayed_tool_calls_index_is_dropped(option: str | None) -> None:
     plain = {"model": "m", "messages": [history[0], {"role": "assistant",
                                                      "tool_calls": [_CALL]}]}
     assert fit_foundry_body(plain, "chat/completions", option) == (plain, ())
+
+
+@pytest.mark.parametrize("option", [None, "drop"])
+def test_a_developer_message_becomes_a_system_one(option: str | None) -> None:
+    developer = {"role": "developer", "content": "Answer briefly."}
+    body = {"model": "m", "messages": [developer, {"role": "user", "content": "hi"}]}
+    fitted, notes = fit_foundry_body(body, "chat/completions", option)
+    assert fitted["messages"] == [{"role": "system", "content": "Answer briefly."},
+                                  body["messages"][1]]
+    assert notes == ("developer->system",)
+    assert developer["role"] == "developer"  # never mutated
