@@ -20,6 +20,7 @@ answers, so the change is in force in this worker when the client reads the answ
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -324,5 +325,9 @@ def _metadata(value: Any) -> dict[str, Any]:
 
 
 def _json(data: Any, status: int = 200) -> Answer:
-    return Answer(status, {"content-type": "application/json"}, orjson.dumps(data))
+    try:
+        body = orjson.dumps(data)
+    except TypeError:  # metadata as deep as orjson writes (254), nested deeper in a view
+        body = json.dumps(data, separators=(",", ":")).encode()
+    return Answer(status, {"content-type": "application/json"}, body)
 
