@@ -62,6 +62,7 @@ _BODY_LIMIT = 1024 * 1024
 _KEY_FIELDS = frozenset({"name", "team", "team_id", "models", "expires", "expires_at",
                          "blocked", "metadata", "rpm", "tpm", "max_parallel", "budget_usd",
                          "budget_period", "soft_budget_usd"})
+_ROTATE_FIELDS = frozenset({"grace_seconds"})
 _TEAM_FIELDS = frozenset({"name", "blocked", "metadata", "rpm", "tpm", "max_parallel",
                           "budget_usd", "budget_period", "soft_budget_usd"})
 
@@ -143,6 +144,7 @@ class AdminApi:
         if len(rest) == 2:
             if method != "POST":
                 raise MethodNotAllowed(f"Method {method} is not allowed.", allow=("POST",))
+            _no_unknown(data, _ROTATE_FIELDS)  # `grace: 24h` was read as no grace
             grace = data.get("grace_seconds", 0)
             if (isinstance(grace, bool) or not isinstance(grace, int | float)
                     or not 0 <= grace <= MAX_GRACE_SECONDS):
