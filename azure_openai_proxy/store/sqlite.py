@@ -29,9 +29,15 @@ def default_database(*, reading: bool = False) -> str:
     operator who may only read it was sent to their own, empty, home."""
     volume = DATA_VOLUME / "gateway.db"
     if DATA_VOLUME.is_dir() and (os.access(DATA_VOLUME, os.W_OK) or (reading and volume.exists())):
-        return f"sqlite:///{volume}"
+        return _url(volume)
     base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return f"sqlite:///{base / 'azure-openai-proxy' / 'gateway.db'}"
+    return _url(base / "azure-openai-proxy" / "gateway.db")
+
+
+def _url(path: Path) -> str:
+    """`sqlite:///` and the path without its leading slash (`sqlite:////var/...` was the
+    path `//var/...`: what the CLI's messages then named)."""
+    return f"sqlite:///{str(path).lstrip('/')}"
 
 
 def sqlite_path(url: str) -> Path:

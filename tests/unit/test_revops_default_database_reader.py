@@ -80,3 +80,22 @@ def test_a_write_still_chooses_as_the_gateway_does(
         code = main(["keys", "create", "--name", "bob", "-c", str(volume)])
     assert code == 0, capsys.readouterr().err
     assert [k.name for k in KeyStore.reader(volume.parent / "gateway.db").list_keys()] == ["alice"]
+
+
+def test_the_default_database_is_named_as_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`sqlite:///` and an absolute path made `sqlite:////...`: the path was
+    `//var/lib/azure-openai-proxy/gateway.db`, and so the CLI's messages named it."""
+    monkeypatch.setattr(sqlite, "DATA_VOLUME", tmp_path / "volume")  # not there
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    mine = tmp_path / "azure-openai-proxy" / "gateway.db"
+    assert str(sqlite.sqlite_path(sqlite.default_database())) == str(mine)  # main: //tmp/...
+    (tmp_path / "volume").mkdir()
+    volume = tmp_path / "volume" / "gateway.db"
+    assert str(sqlite.sqlite_path(sqlite.default_database())) == str(volume)
+    config = tmp_path / "config.yaml"
+    config.write_text("endpoint: https://x.openai.azure.com/\n"
+                      "admin_key: an-admin-key-of-twenty-chars\n")
+    assert main(["keys", "list", "-c", str(config)]) == 1
+    assert f"no database at {volume} " in capsys.readouterr().err
