@@ -108,14 +108,20 @@ def _credentials_refused(scheme: str, netloc: tuple[str, str, str]) -> str | Non
 
 def proxy_warning(url: str | None) -> str | None:
     """What check-config and the start say of a checked proxy URL that loads but may not
-    do what it says: a SOCKS5 user without a password. python-socks then offers the proxy
+    do what it says. A SOCKS5 user without a password: python-socks then offers the proxy
     no authentication only (it sends user/password with both set), so a proxy that takes
     anonymous clients works, as it did with the Go tool, and one that wants the user (Go's
-    x/net/proxy sends it with an empty password) refuses every request."""
-    if url is None or not url.startswith("socks5://"):
+    x/net/proxy sends it with an empty password) refuses every request. A SOCKS4 password:
+    SOCKS4 has no field for one, so only the user is sent and the password is dropped."""
+    if url is None or not url.startswith(("socks5://", "socks4://")):
         return None
     userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
     user, _, password = userinfo.partition(":")
+    if url.startswith("socks4://"):
+        if not password:
+            return None
+        return ("upstream socks4 proxy: SOCKS4 has no password, so the one in the URL is "
+                "not sent (only the user is): give socks5:// if the proxy wants a password")
     if not at or not user or password:
         return None
     return ("upstream socks5 proxy: a user without a password is not sent (no "
