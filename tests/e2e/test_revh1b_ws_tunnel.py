@@ -9,6 +9,7 @@ out connect_timeout, a 504) or a garbled answer is a refusal, told at once."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 
 import pytest
@@ -17,6 +18,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from azure_openai_proxy.errors import UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.websocket import open_socket
+from tests.e2e.test_revh1_proxy_urls import _both_refused
 from tests.e2e.test_revh1_ws_proxy import Serve
 
 PASSWORD = "s3cret-proxy-pw"
@@ -119,3 +121,17 @@ async def test_an_ipv6_literal_is_bracketed_in_connect() -> None:
     failed = await _through(refuse, "wss://[2001:db8::1]:8443/openai/realtime")
     assert "did not open a tunnel to it: 403 Forbidden." in failed
     assert heads[0].startswith(b"CONNECT [2001:db8::1]:8443 HTTP/1.1\r\n")
+
+
+async def test_percent_encoded_latin1_credentials_go_as_their_bytes_from_both_clients(
+) -> None:
+    """`p%E4ss` for a proxy that checks Latin-1: the byte 0xE4, from aiohttp's client and
+    the realtime sockets alike (a config error on main, 'not percent-encoded UTF-8'; and
+    before that a 500 on every request). `pä` as written goes as UTF-8, as Go sends it."""
+    heads: list[bytes] = []
+    refuse = _answering(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n", heads=heads)
+    await _both_refused(refuse, "http_proxy", "http://j%FCrgen:p%E4ss@127.0.0.1:PORT", "407")
+    sent = base64.b64encode(b"j\xfcrgen:p\xe4ss")
+    assert len(heads) == 2
+    for head in heads:
+        assert b"\r\nProxy-Authorization: Basic " + sent + b"\r\n" in head, head
