@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
-from azure_openai_proxy.errors import UpstreamUnreachable
+from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.websocket import open_socket
 from tests.e2e.test_revh1_proxy_urls import _both_refused
@@ -135,3 +136,32 @@ async def test_percent_encoded_latin1_credentials_go_as_their_bytes_from_both_cl
     assert len(heads) == 2
     for head in heads:
         assert b"\r\nProxy-Authorization: Basic " + sent + b"\r\n" in head, head
+
+
+@pytest.mark.parametrize("cancel", [True, False])
+async def test_a_tunnel_given_up_leaves_no_socket(cancel: bool) -> None:
+    """The client leaving, or connect_timeout, while the proxy says nothing: the socket to
+    it is closed (the proxy's side reads its end)."""
+    ended = asyncio.Event()
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.read()
+        ended.set()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = UpstreamSettings(connect_timeout=0.3 if not cancel else 5,
+                                http_proxy=f"http://127.0.0.1:{port}")
+    before = len(os.listdir("/proc/self/fd"))
+    opening = asyncio.ensure_future(open_socket("ws://azure.invalid/x", {}, settings))
+    if cancel:
+        await asyncio.sleep(0.2)
+        opening.cancel()
+    with pytest.raises(asyncio.CancelledError if cancel else UpstreamTimeout):
+        await opening
+    await asyncio.wait_for(ended.wait(), 2)
+    for _ in range(5):  # closed transports let go of their sockets a turn later
+        await asyncio.sleep(0.01)
+    server.close()
+    assert len(os.listdir("/proc/self/fd")) <= before
