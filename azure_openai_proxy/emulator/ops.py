@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from azure_openai_proxy.emulator import (
+    conversations,
     graders,
     ops_media,
     ops_store,
@@ -52,11 +53,18 @@ HANDLERS: dict[str, Handler] = {
     "realtime": realtime_ws.connect,
     "grader_run": graders.run,
     "grader_validate": graders.validate,
+    "conversation_create": conversations.create,
+    "conversation": conversations.retrieve,
+    "conversation_update": conversations.update,
+    "conversation_delete": conversations.delete,
+    "conversation_items": conversations.items,
+    "conversation_items_create": conversations.items_create,
 }
 JSON_OPERATIONS = frozenset(
     {"chat", "completions", "embeddings", "responses", "speech", "image_generations",
      "batch_create", "responses_compact", "responses_input_tokens", "grader_run",
-     "grader_validate"}
+     "grader_validate", "conversation_create", "conversation_update",
+     "conversation_items_create"}
 )
 MULTIPART_OPERATIONS = frozenset({"transcriptions", "translations", "image_edits", "file_upload"})
 

@@ -37,6 +37,9 @@ class Stores:
     queued: set[str] = field(default_factory=set)
     # Each stored response's input items, as `input_items` lists them (oldest first).
     response_inputs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Conversations (the v1 API's alone) and their items, oldest first.
+    conversations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    conversation_items: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def add_file(self, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
         file_id = self.new_id("file-")
