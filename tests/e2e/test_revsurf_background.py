@@ -23,3 +23,20 @@ def test_cancelling_a_done_background_response_counts_nothing_more(
     cancelled = client.responses.cancel(queued.id)  # done: answered as it is
     assert cancelled.status == "completed" and cancelled.usage is not None
     assert _tokens(records(gateway), key_id) == once  # main: counted again, (8, 32)
+
+
+def test_a_resumed_background_stream_counts_nothing_more(
+        keyed: tuple[ServerThread, str, openai.OpenAI]) -> None:  # noqa: F811
+    """`responses.retrieve(id, stream=True, starting_after=N)`, how a client picks up a
+    background stream it lost: the events it shows again end with the response's
+    `response.completed` and its usage, which the stream that made it counted."""
+    gateway, key_id, client = keyed
+    events = list(client.responses.create(model="gpt-4o", input="hello", background=True,
+                                          stream=True, max_output_tokens=16))
+    final = events[-1].response  # type: ignore[union-attr]
+    assert final.usage is not None
+    once = _tokens(records(gateway), key_id)
+    assert once == (final.usage.input_tokens, final.usage.output_tokens)
+    resumed = list(client.responses.retrieve(final.id, stream=True, starting_after=2))
+    assert resumed[-1].type == "response.completed"
+    assert _tokens(records(gateway), key_id) == once
