@@ -4,7 +4,7 @@
     /openai/{responses|files|batches|models}...       dated, deployment (if any) in the body
     /openai/fine_tuning/alpha/graders/{run|validate}   dated, no deployment
     /openai/v1/{op}                                    v1, deployment in the body's `model`
-    /openai/v1/conversations...                        v1 only (dated: 404)
+    /openai/v1/conversations..., GET chat/completions...   v1 only (dated: 404)
     /openai/realtime?deployment=D, /openai/v1/realtime?model=D   the Realtime WebSocket
 
 `resolve` answers None for unknown paths and for a known path with the wrong method;
@@ -53,6 +53,11 @@ OPERATION_KIND: dict[str, str | None] = {
     "conversation_delete": None,
     "conversation_items": None,
     "conversation_items_create": None,
+    "chat_stored_list": None,
+    "chat_stored": None,
+    "chat_stored_update": None,
+    "chat_stored_delete": None,
+    "chat_stored_messages": None,
 }
 
 # Azure's names for operations, as its 429 messages use them.
@@ -115,7 +120,8 @@ _SHARED_ROUTES = [
     (rf"models/{_ID}", "GET", "model"),
     (r"realtime", "GET", "realtime"),  # a WebSocket; the deployment is in the query
 ]
-# Azure serves the Conversations API on the v1 API alone: the dated path is its 404.
+# Azure serves the Conversations API and stored chat completions on the v1 API alone:
+# the dated path is its 404.
 _V1_ONLY_ROUTES = [
     (r"conversations", "POST", "conversation_create"),
     (rf"conversations/{_ID}", "GET", "conversation"),
@@ -123,6 +129,11 @@ _V1_ONLY_ROUTES = [
     (rf"conversations/{_ID}", "DELETE", "conversation_delete"),
     (rf"conversations/{_ID}/items", "GET", "conversation_items"),
     (rf"conversations/{_ID}/items", "POST", "conversation_items_create"),
+    (r"chat/completions", "GET", "chat_stored_list"),  # stored chat completions
+    (rf"chat/completions/{_ID}", "GET", "chat_stored"),
+    (rf"chat/completions/{_ID}", "POST", "chat_stored_update"),
+    (rf"chat/completions/{_ID}", "DELETE", "chat_stored_delete"),
+    (rf"chat/completions/{_ID}/messages", "GET", "chat_stored_messages"),
 ]
 _V1_ROUTES = ([(path, "POST", op) for path, op in _DEPLOYMENT_OPS.items()] + _SHARED_ROUTES
               + _V1_ONLY_ROUTES)
