@@ -1,8 +1,9 @@
 """Stored chat completions: a chat made with `store: true` (streamed or not) is kept with
 its `metadata` and request messages, and served on the v1 API (`/openai/v1/chat/
-completions...`, Azure's REST reference lists no dated path for them): listed (newest
-first by default, `order`, `limit`/`after` paged, filtered by `model` and `metadata[k]`),
-read, its metadata updated (POST), deleted, its messages listed."""
+completions...`; Azure's REST reference lists no dated path for them): listed (oldest
+first by default, as OpenAI lists them; `order`; `limit`/`after` paged; filtered by
+`model` and `metadata[k]`), read, its metadata updated (POST), deleted, its messages
+listed."""
 
 from __future__ import annotations
 

@@ -7,7 +7,11 @@ from __future__ import annotations
 import openai
 
 from tests.e2e.test_ledger import ledger_gateway, records  # noqa: F401
-from tests.e2e.test_surfaces_background import _tokens, keyed  # noqa: F401
+from tests.e2e.test_surfaces_background import (  # noqa: F401
+    _tokens,
+    keyed,
+    streamed_background,
+)
 from tests.support import ServerThread
 
 
@@ -31,12 +35,7 @@ def test_a_resumed_background_stream_counts_nothing_more(
     background stream it lost: the events it shows again end with the response's
     `response.completed` and its usage, which the stream that made it counted."""
     gateway, key_id, client = keyed
-    events = list(client.responses.create(model="gpt-4o", input="hello", background=True,
-                                          stream=True, max_output_tokens=16))
-    final = events[-1].response  # type: ignore[union-attr]
-    assert final.usage is not None
-    once = _tokens(records(gateway), key_id)
-    assert once == (final.usage.input_tokens, final.usage.output_tokens)
+    final, once = streamed_background(keyed)
     resumed = list(client.responses.retrieve(final.id, stream=True, starting_after=2))
     assert resumed[-1].type == "response.completed"
     assert _tokens(records(gateway), key_id) == once
