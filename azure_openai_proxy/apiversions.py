@@ -329,9 +329,12 @@ OPERATION_NEEDS: dict[str, OperationNeed] = {
 # Resources no dated api-version serves, only the v1 API: Azure's REST reference lists the
 # Conversations API under `/openai/v1/conversations...` alone (it came after the last
 # dated preview, 2025-04-01-preview), and the dated path answers 404 "Resource not found"
-# on every version. A dated deployment sends them to its resource's v1 API
-# (`{endpoint}/openai/v1/...`, no api-version: translate.py), which every resource serves.
-V1_ONLY_ROOTS = frozenset({"conversations"})
+# on every version; stored chat completions are read, listed, updated and deleted under
+# `/openai/v1/chat/completions...` alone too (a resource `chat/...`: the chat itself is a
+# deployment operation, sent as before). A dated deployment sends them to its resource's
+# v1 API (`{endpoint}/openai/v1/...`, no api-version: translate.py), which every
+# resource serves.
+V1_ONLY_ROOTS = frozenset({"conversations", "chat"})
 
 
 def v1_only(operation: str) -> bool:

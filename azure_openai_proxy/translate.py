@@ -21,6 +21,7 @@ has checked them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote, urlencode
 
@@ -54,8 +55,11 @@ __all__ = [
 # (ChatGPT-Next-Web's `path=`, a second `api-version`, ...).
 RESOURCE_QUERY_PARAMS = frozenset(
     {"limit", "after", "before", "order", "purpose", "include", "include[]", "filter",
-     "run_id", "stream", "starting_after"}
+     "run_id", "stream", "starting_after", "model"}
 )
+# And a list's metadata filters (`metadata[topic]=demo`: stored chat completions), by a
+# key as long as a metadata key may be (64 characters).
+_METADATA_FILTER = re.compile(r"metadata\[[^\[\]]{1,64}\]\Z")
 
 _FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "openai-beta", "x-ms-client-request-id")
 _USER_AGENT = f"azure-openai-proxy/{__version__}"
@@ -139,7 +143,8 @@ def upstream_url(
     if api_version is not None:
         query.append(("api-version", api_version))
     if target.kind == "resource":
-        query.extend((k, v) for k, v in client_query if k in RESOURCE_QUERY_PARAMS)
+        query.extend((k, v) for k, v in client_query
+                     if k in RESOURCE_QUERY_PARAMS or _METADATA_FILTER.match(k))
     return f"{base}{path}?{urlencode(query)}" if query else f"{base}{path}"
 
 
