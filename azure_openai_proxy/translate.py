@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from azure_openai_proxy import __version__
 from azure_openai_proxy.apiversions import (
@@ -45,6 +45,7 @@ __all__ = [
     "api_version_for",
     "azure_auth_headers",
     "forwarded_headers",
+    "key_header",
     "names_deployment_in_body",
     "relayed_response_headers",
     "serves_operation",
@@ -121,6 +122,34 @@ def _operation_version(deployment: DeploymentSettings, need: OperationNeed) -> s
     return version
 
 
+# A serverless API endpoint (one model: NAME.REGION.models.ai.azure.com) serves the model
+# inference API at its root (`POST {endpoint}/chat/completions`), an AI Services resource
+# under `/models`.
+_SERVERLESS_HOST = ".models.ai.azure.com"
+
+
+def _models_prefix(endpoint: str) -> str:
+    """The path the model inference API has on `endpoint`: `/models`, or none for an
+    endpoint that already ends in it or a serverless one."""
+    if endpoint.lower().endswith("/models") or _serverless(endpoint):
+        return ""
+    return "/models"
+
+
+def _serverless(endpoint: str) -> bool:
+    return (urlsplit(endpoint.lower()).hostname or "").endswith(_SERVERLESS_HOST)
+
+
+def key_header(deployment: DeploymentSettings, key: str) -> dict[str, str]:
+    """The header an Azure key goes in: `api-key`, or `Authorization: Bearer` for a
+    Foundry deployment on a serverless endpoint, which answers `api-key` alone with 400
+    "Missing Authorization header" (semantic-kernel#8624, Open-WebUI-Functions#12; the
+    model inference reference sends the key as a bearer token there)."""
+    if deployment.api == "foundry" and _serverless(deployment.endpoint):
+        return {"Authorization": f"Bearer {key}"}
+    return {"api-key": key}
+
+
 def upstream_url(
     deployment: DeploymentSettings,
     target: Target,
@@ -131,8 +160,7 @@ def upstream_url(
     if deployment.api == "foundry":
         # routing.servable() lets only chat/completions and embeddings reach a Foundry
         # deployment; the operation is one of ours, not client text.
-        prefix = "" if base.lower().endswith("/models") else "/models"
-        path = f"{prefix}/{target.operation}"
+        path = f"{_models_prefix(base)}/{target.operation}"
     elif target.kind == "deployment" and deployment.api == "dated":
         path = f"/openai/deployments/{quote(deployment.deployment_name, safe='')}/{target.operation}"
     else:
@@ -159,7 +187,7 @@ def azure_auth_headers(
     deployment: DeploymentSettings, caller: Caller, entra_token: str | None = None
 ) -> dict[str, str]:
     if deployment.auth == "key" and deployment.api_key is not None:
-        return {"api-key": deployment.api_key.get_secret_value()}
+        return key_header(deployment, deployment.api_key.get_secret_value())
     if deployment.auth == "entra":
         if entra_token is None:
             raise AuthenticationFailed("No Entra ID token is available for this deployment.")
@@ -175,7 +203,7 @@ def azure_auth_headers(
             "You didn't provide an API key. This gateway passes your key to Azure OpenAI: "
             "send it as 'Authorization: Bearer YOUR_AZURE_KEY'."
         )
-    return {"api-key": caller.passthrough_key}
+    return key_header(deployment, caller.passthrough_key)
 
 
 def forwarded_headers(client_headers: Mapping[str, str]) -> dict[str, str]:

@@ -211,6 +211,20 @@ class ObjectOwners:
 
         return claim
 
+    def stream_claim(self, method: str, operation: str, key_id: str,
+                     record: RequestRecord) -> Callable[[list[str]], None] | None:
+        """The `claim` of a Responses stream `key_id` asks for: a POST's (`claimer`), or
+        a background response's resumed (`GET responses/{id}?stream=true`) when the
+        response is the key's own (`check` has just read its owner into memory): the
+        items it shows are the key's with it, as a read's are (`owned_answer`)."""
+        if method == "POST":
+            return self.claimer(key_id, record) if operation == "responses" else None
+        if method == "GET" and operation.count("/") == 1:
+            owned = self._owners.get(operation.partition("/")[2])
+            if owned is not None and owned.key_id == key_id:
+                return partial(self.claim, owned=owned)
+        return None
+
     def keep_chained(self, key_id: str, noted: list[tuple[str, int]]) -> None:
         """Write what `chained` noted to the database in the background (no await on
         the answer's path), so a turn after a restart counts it."""
@@ -420,8 +434,11 @@ async def owned_answer(
     object becomes the key's, a list shows only the key's own objects (its next pages
     asked by `more` while they hold none: gateway/ownedpages.py)."""
     if (method == "GET" or operation.endswith("/cancel") or operation.startswith("chat/")
-            ) and isinstance(reply, Answer) and record.usage is not None:
-        owners.counted.reread(operation, record, reply.body)  # a stored object's usage
+            ) and record.usage is not None:
+        if isinstance(reply, Answer):
+            owners.counted.reread(operation, record, reply.body)  # a stored object's usage
+        elif record.stream:
+            owners.counted.restreamed(operation, record)  # a background one's, resumed
     if method == "POST" and record.created_id is not None:
         # Where it was made (its output items too): a request about it goes there.
         owned = Owned(key_id, batch_models, _made_on(record))

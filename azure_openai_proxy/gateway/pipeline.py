@@ -295,8 +295,8 @@ class Gateway:
             held = hold(limiter, self.budgets, caller, body.held_fields(operation), routed,
                         operation, self._default_completion, prompt_chars, chained, request.headers)
             lines = held[0].head_lines
-        if operation == "responses" and request.method == "POST":  # a stream's ids: the key's
-            record.claim = self.owners.claimer(key.id, record)
+        if operation.startswith("responses"):  # a stream's ids: the key's as it shows them
+            record.claim = self.owners.stream_claim(request.method, operation, key.id, record)
         try:
             batch_models = (await uploaded_batch_models(body.spool, body.boundary) if models
                             and operation == "files" and request.method == "POST" else None)
