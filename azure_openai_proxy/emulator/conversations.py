@@ -11,6 +11,7 @@ from aiohttp import web
 
 from azure_openai_proxy.emulator import wire_errors
 from azure_openai_proxy.emulator.exchange import Exchange
+from azure_openai_proxy.emulator.storage import deleted
 
 _MAX_ITEMS = 20  # items added at once, as OpenAI allows
 
@@ -55,12 +56,9 @@ async def update(ex: Exchange) -> web.StreamResponse:
 
 
 async def delete(ex: Exchange) -> web.StreamResponse:
-    conversation = _conversation(ex)
     stores = ex.state.stores
-    del stores.conversations[conversation["id"]]
-    stores.conversation_items.pop(conversation["id"], None)
-    return ex.json({"id": conversation["id"], "object": "conversation.deleted",
-                    "deleted": True})
+    return ex.json(deleted(stores.conversations, stores.conversation_items,
+                           _conversation(ex)["id"], "conversation.deleted"))
 
 
 async def items_create(ex: Exchange) -> web.StreamResponse:

@@ -152,3 +152,12 @@ def cursor_page(data: list[dict[str, Any]], query: Mapping[str, str]) -> dict[st
     return {"object": "list", "data": page, "has_more": start + len(page) < len(data),
             "first_id": page[0]["id"] if page else None,
             "last_id": page[-1]["id"] if page else None}
+
+
+def deleted(objects: dict[str, dict[str, Any]], parts: dict[str, list[dict[str, Any]]],
+            object_id: str, kind: str) -> dict[str, Any]:
+    """Forget a stored object and what it holds (a conversation's items, a stored chat
+    completion's messages); OpenAI's deletion answer for it."""
+    del objects[object_id]
+    parts.pop(object_id, None)
+    return {"id": object_id, "object": kind, "deleted": True}

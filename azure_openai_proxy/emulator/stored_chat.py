@@ -14,7 +14,7 @@ from aiohttp import web
 
 from azure_openai_proxy.emulator import wire_errors
 from azure_openai_proxy.emulator.exchange import Exchange
-from azure_openai_proxy.emulator.storage import cursor_page
+from azure_openai_proxy.emulator.storage import cursor_page, deleted
 
 
 def keep(ex: Exchange, answer: Mapping[str, Any]) -> None:
@@ -73,11 +73,9 @@ async def update(ex: Exchange) -> web.StreamResponse:
 
 
 async def delete(ex: Exchange) -> web.StreamResponse:
-    found = _stored(ex)
     stores = ex.state.stores
-    del stores.chat_completions[found["id"]]
-    stores.chat_messages.pop(found["id"], None)
-    return ex.json({"id": found["id"], "object": "chat.completion.deleted", "deleted": True})
+    return ex.json(deleted(stores.chat_completions, stores.chat_messages, _stored(ex)["id"],
+                           "chat.completion.deleted"))
 
 
 async def messages(ex: Exchange) -> web.StreamResponse:
