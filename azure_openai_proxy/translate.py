@@ -6,7 +6,7 @@ Pure functions. The URL rules (from the wire reference):
         {endpoint}/openai/deployments/{deployment}/{operation}?api-version=V
     dated API, resource (responses, files, batches, ...):
         {endpoint}/openai/{path}?api-version=V[&allowed client query]
-    v1 API:
+    v1 API (and a dated deployment's conversations, which only the v1 API serves):
         {endpoint}/openai/v1/{operation or path}[?api-version=preview]
     Foundry (Azure AI model inference; chat/completions and embeddings only):
         {endpoint}/models/{operation}?api-version=V   (an endpoint ending in /models
@@ -21,6 +21,7 @@ has checked them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -31,6 +32,7 @@ from azure_openai_proxy.apiversions import (
     operation_need,
     operation_version,
     parse_api_version,
+    v1_only,
 )
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.boundedcache import BoundedCache
@@ -54,8 +56,11 @@ __all__ = [
 # (ChatGPT-Next-Web's `path=`, a second `api-version`, ...).
 RESOURCE_QUERY_PARAMS = frozenset(
     {"limit", "after", "before", "order", "purpose", "include", "include[]", "filter",
-     "run_id", "stream", "starting_after"}
+     "run_id", "stream", "starting_after", "model"}
 )
+# And a list's metadata filters (`metadata[topic]=demo`: stored chat completions), by a
+# key as long as a metadata key may be (64 characters).
+_METADATA_FILTER = re.compile(r"metadata\[[^\[\]]{1,64}\]\Z")
 
 _FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "openai-beta", "x-ms-client-request-id")
 _USER_AGENT = f"azure-openai-proxy/{__version__}"
@@ -79,6 +84,8 @@ def api_version_for(
     if deployment.api == "foundry":
         # A native client's version is Azure OpenAI's, not the model inference API's.
         return deployment.api_version
+    if target.kind == "resource" and v1_only(target.operation):
+        return None  # the v1 API's default: no dated version serves it, a client's neither
     if (
         honour and target.native and client_version and API_VERSION.match(client_version)
         and client_version not in ("v1", "preview", "latest")
@@ -158,12 +165,14 @@ def upstream_url(
         path = f"/openai/deployments/{quote(deployment.deployment_name, safe='')}/{target.operation}"
     else:
         segments = "/".join(quote(part, safe="") for part in target.operation.split("/"))
-        path = f"/openai/v1/{segments}" if deployment.api == "v1" else f"/openai/{segments}"
+        v1 = deployment.api == "v1" or v1_only(target.operation)
+        path = f"/openai/v1/{segments}" if v1 else f"/openai/{segments}"
     query: list[tuple[str, str]] = []
     if api_version is not None:
         query.append(("api-version", api_version))
     if target.kind == "resource":
-        query.extend((k, v) for k, v in client_query if k in RESOURCE_QUERY_PARAMS)
+        query.extend((k, v) for k, v in client_query
+                     if k in RESOURCE_QUERY_PARAMS or _METADATA_FILTER.match(k))
     return f"{base}{path}?{urlencode(query)}" if query else f"{base}{path}"
 
 

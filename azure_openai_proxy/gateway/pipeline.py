@@ -298,15 +298,16 @@ class Gateway:
         if operation.startswith("responses"):  # a stream's ids: the key's as it shows them
             record.claim = self.owners.stream_claim(request.method, operation, key.id, record)
         try:
-            batch_models = None
-            if models and operation == "files" and request.method == "POST":
-                batch_models = await uploaded_batch_models(body.spool, body.boundary)
+            batch_models = (await uploaded_batch_models(body.spool, body.boundary) if models
+                            and operation == "files" and request.method == "POST" else None)
             reply = await self._attempts.send(limited(request, lines), target, caller, body,
                                               record, routed)
             if target.kind == "resource":  # a list's empty page: the next (ownedpages.py)
                 more = pager(self._attempts.send, request, target, caller, body, record, routed)
                 reply = await owned_answer(self.owners, request.method, operation,
                                            key.id, record, reply, batch_models, json, more)
+            elif chat and json is not None and json.get("store") is True:  # Azure keeps it
+                await self.owners.own_chat(key.id, record, reply)  # (ownership.py)
             return apply_lines(reply, lines)
         except BaseException as exc:
             failed(exc, record, json, operation, self._default_completion, lines, body, request.headers)
