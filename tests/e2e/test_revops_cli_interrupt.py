@@ -26,16 +26,37 @@ def _opened_for_writing(fifo: Path, process: subprocess.Popen[bytes]) -> int:
             time.sleep(0.01)
 
 
+def _as_a_shell_starts_it() -> None:
+    """A SIGINT disposition of the child's own: an ignored or blocked SIGINT is inherited
+    through exec (a Python started with it ignored never raises KeyboardInterrupt), and
+    the test process may hold either from a test run before it in the same worker."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _signals(pid: int) -> str:
+    """The child's signal masks (Sig*: pending, blocked, ignored, caught), for a failure."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return "(gone)"
+    return " ".join(line.replace("\t", "") for line in lines if line.startswith(("Sig", "Shd")))
+
+
 def test_ctrl_c_while_a_command_waits_exits_130_without_a_traceback(tmp_path: Path) -> None:
     fifo = tmp_path / "config.yaml"
     os.mkfifo(fifo)  # what the command reads, and nothing ever writes
     process = subprocess.Popen(cli("keys", "list", "-c", str(fifo)),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=_as_a_shell_starts_it)
     writer = -1
     try:
         writer = _opened_for_writing(fifo, process)
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        try:
+            out, err = process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no exit 30 s after SIGINT: {_signals(process.pid)}") from None
     finally:
         if writer >= 0:
             os.close(writer)
