@@ -227,12 +227,15 @@ class Failover:
 
     def passed_over(self, record: RequestRecord, deployment: DeploymentSettings,
                     why: object, error: GatewayError) -> None:
-        """`moved_on` for an attempt never sent (`deployment` cannot take the request):
-        its error is the one given up with only when no attempt before it had one."""
-        last = self._last_error
-        self.moved_on(record, deployment, why, error)
-        if last is not None:
-            self._last_error = last
+        """An attempt never sent (`deployment` cannot take the request): noted in the
+        record's retries, no upstream attempt (`max_attempts` counts those: a pass-over
+        took one from the members that can serve it) and no failure a retry follows
+        (`retries_total`); its error is the one given up with only when no attempt
+        before it had one."""
+        record.retries.append(f"{deployment.deployment_name}:{why}")
+        self._run.passed()
+        if self._last_error is None:
+            self._last_error = error.with_traceback(None)
 
     def _give_up(self, step: GiveUp) -> GatewayError:
         last = self._last_error
