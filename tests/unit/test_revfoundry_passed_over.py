@@ -12,6 +12,7 @@ import pytest
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.errors import UnsupportedParameter, UpstreamHttpError
 from azure_openai_proxy.gateway.balancer import Balancer, Failover
+from azure_openai_proxy.observability.metrics import NoMetrics
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import RoutingTable
 
@@ -66,3 +67,30 @@ def test_a_refusal_before_any_failure_is_the_one_given() -> None:
     # the Azure OpenAI member, the one that could serve it, is rate-limited: a 429
     assert getattr(caught.value, "http_status", None) == 429
     assert (record.deployment, record.attempts) == ("Llama-3-70B", 0)
+
+
+class _Retries(NoMetrics):
+    def __init__(self) -> None:
+        self.retried_for: list[tuple[str, bool]] = []
+
+    def retried(self, reason: str, failover: bool) -> None:
+        self.retried_for.append((reason, failover))
+
+
+def test_a_member_passed_over_is_no_retry_in_the_metrics() -> None:
+    # retries_total / failovers_total count attempts after an upstream failure (429,
+    # 503, timeout): a refusal before Azure counted one with reason "400" on main.
+    settings = load_settings({"models": {"m": [
+        {"deployment_name": "Llama-3-70B", "endpoint": "https://f.example.com",
+         "api_key": "k", "api": "foundry", "priority": 1},
+        {"deployment_name": "gpt-4o", "endpoint": "https://a.example.com", "api_key": "k",
+         "priority": 2},
+    ]}, "client_keys": ["c"]}, {})
+    metrics = _Retries()
+    balancer = Balancer(settings, metrics=metrics, clock=lambda: 100.0, rng=random.Random(0))
+    run = balancer.failover(RoutingTable(settings).resolve("m"), 10)  # type: ignore[arg-type]
+    record = RequestRecord("id", "POST")
+    _pass_the_foundry_member(run, record)
+    azure = run.next_step(record)
+    assert not isinstance(azure, float) and azure.deployment_name == "gpt-4o"
+    assert metrics.retried_for == []
