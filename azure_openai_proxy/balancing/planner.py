@@ -187,6 +187,14 @@ class FailoverRun:
         self.last_key = member.state.key
         return attempt
 
+    def passed(self) -> None:
+        """The attempt just chosen was not made: its deployment cannot take the request
+        (nothing was sent). Not counted against `max_attempts` nor a failure to retry
+        after; that deployment is not chosen again."""
+        self.attempts -= 1
+        if self.last_key is not None:
+            self.excluded.add(self.last_key)
+
     def failed(self, reason: str, *, rate_limited: bool = False) -> None:
         """The attempt just made failed. A deployment that answered 429 may be tried
         again after its cooldown; one that failed otherwise is not tried again."""

@@ -169,7 +169,7 @@ class Lease:
 class Failover:
     """One request's attempts on its pool."""
 
-    __slots__ = ("_balancer", "_caller", "_last_error", "_next", "_pool", "_run")
+    __slots__ = ("_balancer", "_caller", "_failed_at", "_last_error", "_next", "_pool", "_run")
 
     def __init__(self, balancer: Balancer, pool: Pool, run: FailoverRun,
                  caller: Caller | None = None) -> None:
@@ -179,6 +179,7 @@ class Failover:
         self._caller = caller
         self._last_error: GatewayError | None = None
         self._next: Member | None = None  # the deployment next_step() just chose
+        self._failed_at: Member | None = None  # where `_last_error` came from (when chosen)
 
     def next_step(self, record: RequestRecord | None = None) -> DeploymentSettings | float:
         """The deployment to try next, or seconds to wait first (noted in `record`'s
@@ -212,7 +213,7 @@ class Failover:
 
     def failed(self, error: GatewayError) -> None:
         """The attempt failed in a way another attempt may fix (429, 5xx, no answer)."""
-        self._last_error = error
+        self._last_error, self._failed_at = error, self._next
         self._run.failed(failure_reason(error), rate_limited=error.http_status == 429)
 
     def moved_on(self, record: RequestRecord, deployment: DeploymentSettings,
@@ -227,12 +228,21 @@ class Failover:
 
     def passed_over(self, record: RequestRecord, deployment: DeploymentSettings,
                     why: object, error: GatewayError) -> None:
-        """`moved_on` for an attempt never sent (`deployment` cannot take the request):
-        its error is the one given up with only when no attempt before it had one."""
-        last = self._last_error
-        self.moved_on(record, deployment, why, error)
-        if last is not None:
-            self._last_error = last
+        """An attempt never sent (`deployment` cannot take the request): noted in the
+        record's retries, no upstream attempt (`max_attempts` counts those: a pass-over
+        took one from the members that can serve it) and no failure a retry follows
+        (`retries_total`); its error is the one given up with only when no attempt
+        before it had one."""
+        record.retries.append(f"{deployment.deployment_name}:{why}")
+        record.attempts -= 1
+        self._run.passed()
+        if self._last_error is None:
+            self._last_error = error.with_traceback(None)
+        elif self._failed_at is not None:
+            # The record names the deployment whose error the client may get (the access
+            # line, the metrics' label, the ledger): not this one, which was never asked.
+            failed = self._failed_at.settings
+            record.deployment, record.endpoint = failed.deployment_name, failed.endpoint
 
     def _give_up(self, step: GiveUp) -> GatewayError:
         last = self._last_error
