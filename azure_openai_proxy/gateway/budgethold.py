@@ -133,7 +133,7 @@ def reserve_budget(guard: BudgetGuard, caller: Caller, body: Mapping[str, Any] |
             if rates is None and not hard:  # a soft budget is served: its priced members'
                 rates = dearest_rates(prices, [m for m in members if prices.rates(m)])
     if rates is None and prices is not None and operation in _TOKEN_PRICED and hard:
-        raise _unpriced(names, prices=prices)
+        raise _unpriced(names)
     usd = token_cost(rates, tokens[0], 0, tokens[1]) if rates is not None else 0.0
     if operation == "responses" and body:  # its hosted image tool's, at its model's rates
         usd += image_tool_usd(guard, body, headers, tokens[0], pool, hard)
@@ -283,7 +283,7 @@ def require_price(guard: BudgetGuard, caller: Caller, names: Names | PoolNames) 
     if (budgeted(caller) and key is not None and has_budget(key, caller.team)
             and guard.prices is not None
             and guard.prices.dearest(_members(names)) is None):
-        raise _unpriced(names, prices=guard.prices)
+        raise _unpriced(names)
 
 
 def _members(names: Names | PoolNames) -> PoolNames:
@@ -294,26 +294,18 @@ def _members(names: Names | PoolNames) -> PoolNames:
     return (cast(Names, names),)
 
 
-def _unpriced(names: Names | PoolNames, what: str = "",
-              prices: PriceTable | None = None) -> ModelNotPriced:
+def _unpriced(names: Names | PoolNames, what: str = "") -> ModelNotPriced:
     # No log line: one per request would let a key fill the log (the access log's
     # line names the error and the model).
-    members = _members(names)
-    model = next((name for name in members[0] if name), "?")
-    # The member without a price (a pool's: the first whose names have none in `prices`),
-    # named by its deployment when that is not the client's model: a pool's other
-    # members, the client's model among them, may well have one.
-    missing = members[0] if len(members) == 1 else next(
-        (m for m in members if prices is not None and prices.rates(m) is None), ())
-    deployment = missing[2] if len(missing) > 2 else None
-    which = f" for its deployment `{deployment}`" if deployment and deployment != model else ""
+    first = _members(names)[0]
+    model = next((name for name in first if name), "?")
     if what == "units":
         return ModelNotPriced(
-            f"The model `{model}` has no price in this gateway{which} for what this request "
-            "asks (the size, quality or route), so its cost cannot count against this "
-            "key's budget. Ask the gateway's administrator to add its price.", param="model")
+            f"The model `{model}` has no price in this gateway for what this request asks "
+            "(the size, quality or route), so its cost cannot count against this key's "
+            "budget. Ask the gateway's administrator to add its price.", param="model")
     return ModelNotPriced(
-        f"The model `{model}` has no price in this gateway{which}, so its cost cannot count "
+        f"The model `{model}` has no price in this gateway, so its cost cannot count "
         "against this key's budget. Ask the gateway's administrator to add its price.",
         param="model")
 
