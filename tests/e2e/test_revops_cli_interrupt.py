@@ -26,6 +26,30 @@ def _opened_for_writing(fifo: Path, process: subprocess.Popen[bytes]) -> int:
             time.sleep(0.01)
 
 
+def _reading(process: subprocess.Popen[bytes]) -> None:
+    """Until the command waits in its read of the config. A SIGINT that lands between
+    the FIFO's open returning and that read is CPython's own race (its handler runs in
+    C, and the read that follows is not interrupted: the KeyboardInterrupt waits for
+    it), which a person's Ctrl-C does not hit but a test timed on the open does (1 run
+    in ~25 under load). The kernel says where the process sleeps; where it does not
+    (a wchan hidden), a short wait does."""
+    wchan = Path(f"/proc/{process.pid}/wchan")
+    deadline = time.monotonic() + 30
+    where = ""
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            where = wchan.read_text()
+        except OSError:
+            where = ""
+        if "pipe_read" in where or "pipe_wait" in where:
+            return
+        if where in ("", "0"):
+            time.sleep(0.5)
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"the command never waited to read its config ({where!r})")
+
+
 def _as_a_shell_starts_it() -> None:
     """A SIGINT disposition of the child's own: an ignored or blocked SIGINT is inherited
     through exec (a Python started with it ignored never raises KeyboardInterrupt), and
@@ -52,6 +76,7 @@ def test_ctrl_c_while_a_command_waits_exits_130_without_a_traceback(tmp_path: Pa
     writer = -1
     try:
         writer = _opened_for_writing(fifo, process)
+        _reading(process)
         process.send_signal(signal.SIGINT)
         try:
             out, err = process.communicate(timeout=30)
