@@ -30,6 +30,7 @@ from tests.unit.test_stream_normalizer import (
     prompt_frame,
     role_frame,
 )
+from tests.unit.test_stream_normalizer import events as parsed_events
 from tests.unit.test_stream_steady import POLICIES, relay
 
 _TOP = {"created": CREATED, "id": ID, "model": AZURE_MODEL, "object": "chat.completion.chunk",
@@ -217,10 +218,20 @@ def test_generated_steady_streams_come_out_as_the_general_paths(
     split = [part for event in events for part in (event[:at], event[at:]) if part]
     for policy in POLICIES:
         expected = relay(events, policy, fast=False)
-        assert relay(events, policy, fast=True) == expected
-        assert relay([whole], policy, fast=True) == expected
-        assert relay(reads, policy, fast=True) == expected
-        assert relay(split, policy, fast=True) == expected
+        for pieces in (events, [whole], reads, split):
+            _as_the_general_path(relay(pieces, policy, fast=True), expected)
+
+
+def _as_the_general_path(fast: tuple[bytes, Any], general: tuple[bytes, Any]) -> None:
+    """Byte for byte, but for one liberty the fast path takes on purpose (pinned by
+    test_stream_steady's `..._keeps_azure_spelling_...`): a steady frame's choice is
+    relayed as Azure spelled it, so a `\\u` escape or an escaped slash that orjson
+    writes as the character stays escaped. Then the events' JSON and the state agree."""
+    if fast == general:
+        return
+    assert fast[1] == general[1]
+    assert b"\\u" in fast[0] or b"\\/" in fast[0], (fast[0], general[0])
+    assert parsed_events(fast[0]) == parsed_events(general[0])
 
 
 def test_each_frame_cut_at_every_offset_comes_out_as_the_general_paths() -> None:
