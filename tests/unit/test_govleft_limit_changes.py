@@ -1,0 +1,135 @@
+"""A key's limit changed or removed (governance/buckets.py `changed_level`,
+sharedlimits.py `configure_shared`): one worker and the workers' shared table behave
+alike and as an operator expects. A raised limit takes effect at once (what was used
+this minute stays used, the rest of the new minute is there); a lowered one at once
+too, without charging again what was used; a removed one drops its bucket, so that
+the limit set again starts full. Before: a TPM or RPM removed and set again started
+full with one worker but kept the shared row's debt or spent minute (a key of 1,000
+TPM that owed 49,000 tokens, its TPM removed and set again, was still refused for 49
+minutes with --workers 2 and passed with one worker); a raised limit kept the level of
+the old one (a key that had spent its 1,000 tokens, raised to 10,000, waited 30 s for
+a request of 5,000, both ways)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from azure_openai_proxy.governance.model import Limits
+from azure_openai_proxy.governance.ratelimit import Admission, RateLimiter, Refusal
+from azure_openai_proxy.governance.sharedlimits import SharedLimits
+from tests.unit.test_sharedlimits import Clock, admitted, shared_limiter
+
+MakeLimiter = Callable[[Clock], RateLimiter]
+
+
+@pytest.fixture(params=["one worker", "shared table"])
+def make(request: pytest.FixtureRequest, spec: SharedLimits) -> MakeLimiter:
+    if request.param == "one worker":
+        return RateLimiter
+    return lambda clock: shared_limiter(spec, 0, clock)
+
+
+def _use(limiter: RateLimiter, limits: Limits, tokens: int, used: int) -> Admission:
+    admission = admitted(limiter.take(limiter.plan("k", limits, None, None), tokens))
+    limiter.settle(admission, used)
+    return admission
+
+
+def _try(limiter: RateLimiter, limits: Limits, tokens: int) -> Admission | Refusal:
+    return limiter.take(limiter.plan("k", limits, None, None), tokens)
+
+
+@pytest.mark.parametrize("without", [Limits(rpm=100), Limits(max_parallel=4), Limits()])
+def test_a_tpm_removed_and_set_again_starts_full(make: MakeLimiter, without: Limits) -> None:
+    clock = Clock()
+    limiter = make(clock)
+    limited = Limits(rpm=100 if without.rpm else None, tpm=1000,
+                     max_parallel=without.max_parallel)
+    _use(limiter, limited, 100, 50_000)  # 49,100 tokens owed
+    clock.now += 1
+    _use(limiter, without, 100, 100)  # no TPM: nothing owed
+    clock.now += 1
+    again = admitted(_try(limiter, limited, 100))
+    assert again.headers["x-ratelimit-remaining-tokens"] == "900"
+
+
+def test_an_rpm_removed_and_set_again_starts_full(make: MakeLimiter) -> None:
+    clock = Clock()
+    limiter = make(clock)
+    limited, without = Limits(rpm=2, tpm=1000), Limits(tpm=1000)
+    _use(limiter, limited, 1, 1)
+    _use(limiter, limited, 1, 1)  # the minute's 2 requests spent
+    _use(limiter, without, 1, 1)
+    again = admitted(_try(limiter, limited, 1))
+    assert again.headers["x-ratelimit-remaining-requests"] == "1"
+
+
+def test_a_raised_tpm_takes_effect_at_once(make: MakeLimiter) -> None:
+    clock = Clock()
+    limiter = make(clock)
+    _use(limiter, Limits(tpm=1000), 1000, 1000)  # the minute spent
+    raised = admitted(_try(limiter, Limits(tpm=10_000), 5000))
+    assert raised.headers["x-ratelimit-remaining-tokens"] == "4000"  # 9,000 more, 5,000 taken
+
+
+def test_a_raised_tpm_pays_a_debt_by_what_it_raised(make: MakeLimiter) -> None:
+    clock = Clock()
+    limiter = make(clock)
+    _use(limiter, Limits(tpm=1000), 100, 50_000)  # owes 49,000 of a 1,000 TPM
+    refused = _try(limiter, Limits(tpm=20_000), 100)  # 19,000 more: still 30,000 owed
+    assert isinstance(refused, Refusal) and refused.kind == "tokens"
+    assert 90.0 < refused.retry_after < 91.0  # 30,100 tokens at 20,000 a minute
+    admitted(_try(limiter, Limits(tpm=100_000), 100))  # 80,000 more: 50,000 left
+
+
+def test_a_lowered_tpm_keeps_what_is_left_and_charges_nothing_again(make: MakeLimiter) -> None:
+    clock = Clock()
+    limiter = make(clock)
+    _use(limiter, Limits(tpm=1000), 200, 200)  # 800 left
+    lowered = admitted(_try(limiter, Limits(tpm=500), 400))
+    assert lowered.headers["x-ratelimit-remaining-tokens"] == "100"  # 500 left, not 300
+    assert isinstance(_try(limiter, Limits(tpm=500), 200), Refusal)
+
+
+def test_a_change_applies_once_whichever_worker_sees_it_first(spec: SharedLimits) -> None:
+    # Each worker configures the new limit when it plans the key after its reload: the
+    # raise is given once (the row's limit is the new one after the first), not per worker.
+    clock = Clock()
+    first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+    _use(first, Limits(tpm=1000), 1000, 1000)
+    _try(second, Limits(tpm=1000), 0)  # the second has planned the key too
+    admitted(_try(first, Limits(tpm=10_000), 5000))  # 4,000 left
+    refused = _try(second, Limits(tpm=10_000), 5000)
+    assert isinstance(refused, Refusal) and refused.kind == "tokens"
+    assert refused.headers["x-ratelimit-remaining-tokens"] == "4000"
+
+
+@pytest.mark.parametrize("before, after, expected", [
+    (Limits(tpm=1000), Limits(tpm=10_000), ("10000", "4000")),  # raised: the level kept
+    (Limits(tpm=10_000), Limits(tpm=1000), ("1000", None)),  # lowered: not past it
+])
+def test_a_worker_yet_to_reload_counts_by_the_limit_another_set(
+        spec: SharedLimits, before: Limits, after: Limits,
+        expected: tuple[str, str | None]) -> None:
+    # The workers reload within a poll of each other (0.5 s): one that has not yet
+    # cut a raised level down to its old limit (the raise was lost), or admitted past
+    # a lowered one, and its x-ratelimit-limit-tokens said the old limit.
+    clock = Clock()
+    first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+    _use(first, before, 1000, 1000)
+    _try(second, before, 0)
+    _try(first, after, 0)  # the first reloaded: the row's limit is the new one
+    clock.now += 0.001
+    stale = _try(second, before, 5000)  # the second plans with what it had
+    limit, remaining = expected
+    if remaining is None:
+        assert isinstance(stale, Refusal) and stale.never
+        assert stale.headers["x-ratelimit-limit-tokens"] == limit
+    else:
+        assert isinstance(stale, Admission)
+        assert stale.headers["x-ratelimit-limit-tokens"] == limit
+        assert stale.headers["x-ratelimit-remaining-tokens"] == remaining
+        _try(second, after, 0)  # its reload: nothing given again
+        assert isinstance(_try(first, after, 4001), Refusal)
