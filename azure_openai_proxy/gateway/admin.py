@@ -42,6 +42,7 @@ from azure_openai_proxy.errors import (
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
 from azure_openai_proxy.governance.keys import (
     MAX_GRACE_SECONDS,
+    expiry_note,
     key_view,
     parse_expiry,
     parse_limits,
@@ -154,7 +155,10 @@ class AdminApi:
             return _json(key_view(await self._read(lambda s: s.key(ref))))
         if method == "PATCH":
             changes = _key_fields(data, now, creating=False)
-            return _json(key_view(await self._write(lambda s: s.update_key(ref, changes))))
+            view = key_view(await self._write(lambda s: s.update_key(ref, changes)))
+            if note := expiry_note(changes.get("expires_at"), now):  # expired now
+                view["warning"] = note
+            return _json(view)
         if method == "DELETE":
             key = await self._write(lambda s: s.delete_key(ref))
             return _json({"id": key.id, "object": "key", "deleted": True})
@@ -272,7 +276,7 @@ def _key_fields(data: Mapping[str, Any], now: float, *, creating: bool) -> dict[
         for field in ("expires", "expires_at"):
             if field in data:
                 try:
-                    out["expires_at"] = parse_expiry(data[field], now)
+                    out["expires_at"] = parse_expiry(data[field], now, creating=creating)
                 except ValueError as exc:
                     raise InvalidRequest(str(exc), param=field) from None
         _common_fields(data, out)
