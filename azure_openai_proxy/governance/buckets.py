@@ -99,6 +99,15 @@ class Subject:
                 self.tpm_level = cap if level > cap else level
             self.tpm_stamp = now
 
+    def fill(self, now: float) -> None:
+        """Fill its buckets (an operator's reset): a minute of requests and tokens again,
+        any TPM debt forgiven. Its requests in flight stay counted."""
+        self.refill(now)
+        if self.rpm is not None:
+            self.rpm_level = self.rpm
+        if self.tpm is not None:
+            self.tpm_level = self.tpm
+
     def configure(self, limits: Limits, now: float) -> None:
         """Apply `limits` (a changed limit: `changed_level`; a limit removed drops its
         bucket: set again, it starts full)."""

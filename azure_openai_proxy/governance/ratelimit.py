@@ -53,6 +53,7 @@ from azure_openai_proxy.governance.sharedlimits import (
     TPM_CAP,
     SharedTable,
     configure_shared,
+    fill_row,
     pull,
     push,
     tag_of,
@@ -350,6 +351,28 @@ class RateLimiter:
         for state in gone:
             if not state.in_flight or state.row is not None:
                 del self._subjects[state.name]
+
+    def reset(self, name: str) -> bool:
+        """Fill the buckets of subject `name` ("key:ID", "team:ID"): a minute of requests
+        and tokens again, any TPM debt forgiven (an operator's reset, the admin API);
+        its requests in flight stay counted. In the shared table, for every worker (a
+        subject the full table had no row for: this worker's count alone). False when
+        nothing is known of it (no request since the start, or no limit)."""
+        state, table = self._subjects.get(name), self._table
+        if table is None:
+            if state is not None:
+                state.fill(self._clock())
+            return state is not None
+        table.lock()
+        try:
+            row = table.find(tag_of(name))
+            if row is not None:
+                fill_row(table.cells, row, self._clock())
+            if state is not None and state.row is None:
+                state.fill(self._clock())
+        finally:
+            table.unlock()
+        return row is not None or (state is not None and state.row is None)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Each subject's live state, for the admin API."""

@@ -77,8 +77,8 @@ from azure_openai_proxy.governance.buckets import changed_level
 from azure_openai_proxy.governance.model import Limits
 
 __all__ = ["IDLE_SECONDS", "PROBES", "ROW_FIXED", "RPM_CAP", "TPM_CAP", "SharedBuckets",
-           "SharedLimits", "SharedTable", "configure_shared", "pull", "push", "sweep",
-           "tag_of"]
+           "SharedLimits", "SharedTable", "configure_shared", "fill_row", "pull", "push",
+           "sweep", "tag_of"]
 
 log = logging.getLogger("azure_openai_proxy")
 
@@ -399,6 +399,15 @@ def push(state: SharedBuckets, cells: memoryview[float], row: int, column: int, 
         if held >= 0:  # a column zeroed by a reset is not taken below zero
             cells[row + column] = held
             cells[row + IN_FLIGHT] += change
+
+
+def fill_row(cells: memoryview[float], row: int, now: float) -> None:
+    """`Subject.fill` on a row, with the lock held: each bucket with a limit full at
+    `now` (its stamp never moved back), for every worker."""
+    for at in (row + RPM_CAP, row + TPM_CAP):
+        cap = cells[at]
+        if cap > 0.0:
+            cells[at + 1], cells[at + 2] = cap, max(now, cells[at + 2])
 
 
 def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
