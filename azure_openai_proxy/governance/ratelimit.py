@@ -33,7 +33,7 @@ no row for) the state is the process's own, and nothing is locked.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from azure_openai_proxy.governance.buckets import (
@@ -134,6 +134,7 @@ class RateLimiter:
         self.epoch = object()
         self._subjects: dict[str, _Subject] = {}
         self._plans: dict[str, LimitPlan] = {}  # by key id; emptied by `forget`
+        self._current: Mapping[str, Limits] = {}  # by subject: the limits last loaded
         self._table: SharedTable | None = None
         self._here = self  # what decides, on state copied in from the table (`share`)
         # Its take and settle, bound once (not per request).
@@ -176,7 +177,14 @@ class RateLimiter:
     def _plan_of(self, subjects: Sequence[tuple[str, Limits]]) -> LimitPlan:
         table = self._table
         states = []
+        current = self._current
         for name, limits in subjects:
+            loaded = current.get(name)
+            if loaded is not None and loaded != limits:
+                # A caller authenticated before the last reload (its body still coming
+                # in): the limits it carries are gone; configured with them, the next
+                # request's configure gave a raise again, once per such caller.
+                limits = loaded
             state = self._subjects.get(name)
             if state is None:
                 state = self._subjects[name] = _Subject(name)
@@ -328,7 +336,10 @@ class RateLimiter:
         """Drop the state of subjects not in `keep` and with nothing in flight (keys and
         teams that were deleted), and every plan (the keys were reloaded). A shared
         subject's row is given back (`SharedTable.free`) when no worker has a request
-        in flight in it; else it is kept, and given back by a later `forget`."""
+        in flight in it; else it is kept, and given back by a later `forget`. `keep` a
+        mapping (the key directory's): each subject's limits as loaded, which plans
+        take from now on (`_plan_of`)."""
+        self._current = keep if isinstance(keep, Mapping) else {}
         self._plans = {}
         self.epoch = object()
         kept = set(keep)

@@ -12,13 +12,17 @@ a request of 5,000, both ways)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from azure_openai_proxy.gateway.keydirectory import KeyDirectory
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import Admission, RateLimiter, Refusal
 from azure_openai_proxy.governance.sharedlimits import SharedLimits
+from azure_openai_proxy.store.keys import KeyStore
 from tests.unit.test_sharedlimits import Clock, admitted, shared_limiter
 
 MakeLimiter = Callable[[Clock], RateLimiter]
@@ -133,3 +137,50 @@ def test_a_worker_yet_to_reload_counts_by_the_limit_another_set(
         assert stale.headers["x-ratelimit-remaining-tokens"] == remaining
         _try(second, after, 0)  # its reload: nothing given again
         assert isinstance(_try(first, after, 4001), Refusal)
+
+
+def test_a_request_authenticated_before_a_reload_plans_with_the_limits_loaded(
+        make: MakeLimiter) -> None:
+    # A request whose body was still coming in when the key was reloaded carries the
+    # key's old limits: planned with them, the subject went back to the old limit and
+    # the next request's plan raised it again, each time giving the raise anew (a key
+    # of 1,000 TPM raised to 10,000 got 10,000 more tokens per such request).
+    clock = Clock()
+    limiter = make(clock)
+    old, new = Limits(tpm=1000), Limits(tpm=10_000)
+    limiter.forget({"key:k": old})
+    _use(limiter, old, 1000, 1000)
+    limiter.forget({"key:k": new})  # the raise is loaded: 9,000 left
+    _use(limiter, new, 9000, 9000)  # spent
+    for _ in range(3):
+        refused = _try(limiter, old, 1000)  # a request authenticated before the reload
+        assert isinstance(refused, Refusal)
+        assert refused.headers["x-ratelimit-limit-tokens"] == "10000"
+        assert isinstance(_try(limiter, new, 1000), Refusal)
+    limiter.forget({"key:k": old})  # set back: in force at once
+    after = _try(limiter, old, 0)
+    assert isinstance(after, Admission)
+    assert after.headers["x-ratelimit-limit-tokens"] == "1000"
+
+
+def test_the_key_directory_tells_the_limiter_each_subjects_limits(tmp_path: Path) -> None:
+    # A caller authenticated before a raise reaches the limiter after it (its body came
+    # in meanwhile): the limiter plans with what the directory loaded.
+    store = KeyStore.open(tmp_path / "gw.db")
+    directory = KeyDirectory(tmp_path / "gw.db")
+    limiter = RateLimiter(Clock())
+    directory.on_reload = limiter.forget
+    try:
+        team = store.create_team("t", limits=Limits(rpm=50), now=1.0)
+        key, secret = store.create_key("k", team=team.id, limits=Limits(tpm=1000), now=1.0)
+        asyncio.run(directory.refresh())
+        stale = directory.authenticate(secret)
+        store.update_key(key.id, {"limits": {"tpm": 10_000}})
+        asyncio.run(directory.refresh())
+        assert stale.key is not None and stale.key.limits.tpm == 1000
+        plan = limiter.plan(key.id, stale.key.limits, team.id, Limits())
+        assert [(s.name, s.tpm, s.rpm) for s in plan.subjects] == [
+            ("key:" + key.id, 10_000.0, None), ("team:" + team.id, None, 50.0)]
+    finally:
+        asyncio.run(directory.close())
+        store.close()
