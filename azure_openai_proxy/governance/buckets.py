@@ -153,8 +153,12 @@ def changed_level(level: float, old: float, new: float) -> float:
     raised limit adds what it raised at once (what was used this minute, or owed, stays
     used: a key waiting out its minute or a debt passes as soon as the new limit allows
     it); a lowered one keeps what is left, up to the new minute (what was used is not
-    charged again against the lower limit)."""
-    return level + (new - old) if new > old else min(level, new)
+    charged again against the lower limit), and a debt down to a day of it at most
+    (`MOST_DEBT_MINUTES`: a key owing 50,000 tokens of 1,000 TPM, lowered to 10, owed
+    3.5 days of it)."""
+    if new > old:
+        return level + (new - old)
+    return max(min(level, new), -new * MOST_DEBT_MINUTES)
 
 
 def limit_of(value: int | None) -> float | None:

@@ -184,3 +184,12 @@ def test_the_key_directory_tells_the_limiter_each_subjects_limits(tmp_path: Path
     finally:
         asyncio.run(directory.close())
         store.close()
+
+
+def test_a_lowered_tpm_leaves_a_debt_of_a_day_of_it_at_most(make: MakeLimiter) -> None:
+    clock = Clock()
+    limiter = make(clock)
+    _use(limiter, Limits(tpm=1000), 100, 50_000)  # owes 49,000: 49 minutes of it
+    refused = _try(limiter, Limits(tpm=10), 1)  # 4,900 minutes of the new one
+    assert isinstance(refused, Refusal) and refused.kind == "tokens"
+    assert refused.retry_after <= 86_400 + 6  # a day's debt, and its token
