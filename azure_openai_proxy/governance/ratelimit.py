@@ -175,9 +175,8 @@ class RateLimiter:
         return plan
 
     def _plan_of(self, subjects: Sequence[tuple[str, Limits]]) -> LimitPlan:
-        table = self._table
-        states = []
         current = self._current
+        states = []
         for name, limits in subjects:
             loaded = current.get(name)
             if loaded is not None and loaded != limits:
@@ -185,32 +184,37 @@ class RateLimiter:
                 # in): the limits it carries are gone; configured with them, the next
                 # request's configure gave a raise again, once per such caller.
                 limits = loaded
-            state = self._subjects.get(name)
-            if state is None:
-                state = self._subjects[name] = _Subject(name)
-            if table is not None:
-                # Only a subject with a limit has a row (the others count nothing).
-                if state.row is None and _limited(limits):
-                    state.tag = tag_of(name)
-                    state.row = table.row(name, self._clock())
-                elif state.row is not None and not _limited(limits):
-                    _give_back(state, table)
-            if state.limits is not None and state.limits is not limits:
-                # Configured with another version of its limits (a Realtime session's or
-                # a request's `Caller` from before a reload plans with the old one): a
-                # `UsualLimits` kept for the version before (`Decided`) is decided anew.
-                self.epoch = object()
-            shape = _shape(state)
-            if state.row is None or table is None:
-                state.configure(limits, self._clock())
-            else:
-                configure_shared(state, limits, table, self._clock)
-            if _shape(state) != shape:
-                # Other plans of this subject (its team's keys', or `admit`'s limits):
-                # their `counts_tokens` and `only` may be stale.
-                self._plans = {}
-            states.append(state)
+            states.append(self._configured(name, limits))
         return LimitPlan(tuple(states), self._clock)
+
+    def _configured(self, name: str, limits: Limits) -> _Subject:
+        """Subject `name`, configured for `limits` (its row claimed or given back)."""
+        table = self._table
+        state = self._subjects.get(name)
+        if state is None:
+            state = self._subjects[name] = _Subject(name)
+        if table is not None:
+            # Only a subject with a limit has a row (the others count nothing).
+            if state.row is None and _limited(limits):
+                state.tag = tag_of(name)
+                state.row = table.row(name, self._clock())
+            elif state.row is not None and not _limited(limits):
+                _give_back(state, table)
+        if state.limits is not None and state.limits is not limits:
+            # Configured with another version of its limits (a Realtime session's or
+            # a request's `Caller` from before a reload plans with the old one): a
+            # `UsualLimits` kept for the version before (`Decided`) is decided anew.
+            self.epoch = object()
+        shape = _shape(state)
+        if state.row is None or table is None:
+            state.configure(limits, self._clock())
+        else:
+            configure_shared(state, limits, table, self._clock)
+        if _shape(state) != shape:
+            # Other plans of this subject (its team's keys', or `admit`'s limits):
+            # their `counts_tokens` and `only` may be stale.
+            self._plans = {}
+        return state
 
     def admit(self, subjects: Sequence[tuple[str, Limits]], tokens: int) -> Admission | Refusal:
         """Let a request costing `tokens` through every subject's limits, or refuse it
@@ -338,8 +342,14 @@ class RateLimiter:
         subject's row is given back (`SharedTable.free`) when no worker has a request
         in flight in it; else it is kept, and given back by a later `forget`. `keep` a
         mapping (the key directory's): each subject's limits as loaded, which plans
-        take from now on (`_plan_of`)."""
+        take from now on (`_plan_of`), and a subject whose limits changed is configured
+        at once (with `--workers N`, for the others too: they follow the shared row's
+        limit before their own reload, `Subject.follow`)."""
         self._current = keep if isinstance(keep, Mapping) else {}
+        for name, state in list(self._subjects.items()):
+            limits = self._current.get(name)
+            if limits is not None and state.limits is not None and limits != state.limits:
+                self._configured(name, limits)
         self._plans = {}
         self.epoch = object()
         kept = set(keep)

@@ -35,6 +35,12 @@ def make(request: pytest.FixtureRequest, spec: SharedLimits) -> MakeLimiter:
     return lambda clock: shared_limiter(spec, 0, clock)
 
 
+def _workers(spec: SharedLimits) -> tuple[Clock, RateLimiter, RateLimiter]:
+    """A clock and two workers counting in `spec`."""
+    clock = Clock()
+    return clock, shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+
+
 def _use(limiter: RateLimiter, limits: Limits, tokens: int, used: int) -> Admission:
     admission = admitted(limiter.take(limiter.plan("k", limits, None, None), tokens))
     limiter.settle(admission, used)
@@ -100,8 +106,7 @@ def test_a_lowered_tpm_keeps_what_is_left_and_charges_nothing_again(make: MakeLi
 def test_a_change_applies_once_whichever_worker_sees_it_first(spec: SharedLimits) -> None:
     # Each worker configures the new limit when it plans the key after its reload: the
     # raise is given once (the row's limit is the new one after the first), not per worker.
-    clock = Clock()
-    first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+    _, first, second = _workers(spec)
     _use(first, Limits(tpm=1000), 1000, 1000)
     _try(second, Limits(tpm=1000), 0)  # the second has planned the key too
     admitted(_try(first, Limits(tpm=10_000), 5000))  # 4,000 left
@@ -120,8 +125,7 @@ def test_a_worker_yet_to_reload_counts_by_the_limit_another_set(
     # The workers reload within a poll of each other (0.5 s): one that has not yet
     # cut a raised level down to its old limit (the raise was lost), or admitted past
     # a lowered one, and its x-ratelimit-limit-tokens said the old limit.
-    clock = Clock()
-    first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+    clock, first, second = _workers(spec)
     _use(first, before, 1000, 1000)
     _try(second, before, 0)
     _try(first, after, 0)  # the first reloaded: the row's limit is the new one
@@ -193,3 +197,19 @@ def test_a_lowered_tpm_leaves_a_debt_of_a_day_of_it_at_most(make: MakeLimiter) -
     refused = _try(limiter, Limits(tpm=10), 1)  # 4,900 minutes of the new one
     assert isinstance(refused, Refusal) and refused.kind == "tokens"
     assert refused.retry_after <= 86_400 + 6  # a day's debt, and its token
+
+
+def test_a_reload_puts_a_changed_limit_in_force_before_the_next_request(
+        spec: SharedLimits) -> None:
+    # The worker that answers an admin write reloads before it answers, but configured
+    # the key only when its next request planned it: until then neither it nor the
+    # others counted by the new limit (a raise through the admin API was refused by
+    # the other worker, whose reload had not come, as if not made).
+    _, first, second = _workers(spec)
+    old = Limits(tpm=1000)
+    for limiter in (first, second):
+        limiter.forget({"key:k": old})
+    _use(first, old, 1000, 1000)
+    _try(second, old, 0)
+    first.forget({"key:k": Limits(tpm=10_000)})  # the admin write's reload
+    admitted(_try(second, old, 5000))  # the other, yet to reload
