@@ -52,7 +52,8 @@ def _refused_alike(port: int, secret: str) -> None:
 
 def test_a_parallel_slot_is_held_across_workers_and_comes_back(tmp_path: Path) -> None:
     with two_workers(tmp_path, Limits(max_parallel=1),
-                     emulated={"token_ms": 50}) as (_, process, client, secret):
+                     emulated={"token_ms": 50, "completion_tokens": 400}) as (
+            _, process, client, secret):
         port = client.port
         held = _stream(port, secret)
         _refused_alike(port, secret)
