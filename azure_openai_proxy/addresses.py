@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote_to_bytes, urlsplit
 
-__all__ = ["check_endpoint", "check_proxy", "cleartext_host", "sqlite_file"]
+__all__ = ["check_endpoint", "check_proxy", "cleartext_host", "proxy_warning", "sqlite_file"]
 
 
 def check_endpoint(value: str) -> str:
@@ -74,8 +74,53 @@ def check_proxy(value: str | None) -> str | None:
                          "a port from 1 to 65535 if any; @ : / ? # in a password "
                          "percent-encoded)")
     parts = urlsplit(url)
+    refused = _credentials_refused(scheme, parts.netloc.rpartition("@"))
+    if refused:
+        raise ValueError(refused)
     netloc = parts.netloc.removesuffix(":")
     return f"{scheme}://{netloc}" if parts.port else f"{scheme}://{netloc}:{_PROXY_PORTS[scheme]}"
+
+
+def _credentials_refused(scheme: str, netloc: tuple[str, str, str]) -> str | None:
+    """Why a proxy URL's `user:password` cannot be sent as written, or None. The clients
+    (python-socks, under aiohttp-socks and websockets) raised on what they cannot encode,
+    every request a 500: a SOCKS user or password outside ASCII or past 255 bytes (a
+    SOCKS5 field's most), an HTTP one not UTF-8; and sent none at all for a SOCKS5
+    user without a password (Go's x/net/proxy sends it with an empty one) or a password
+    without a user."""
+    userinfo, at, _ = netloc
+    if not at:
+        return None
+    user, _, password = (unquote_to_bytes(part) for part in userinfo.partition(":"))
+    if password and not user:
+        return "has a password but no user: the proxy would be sent neither"
+    if scheme == "http":  # sent as UTF-8 (upstream/proxied.py), as Go's net/http sends it
+        try:
+            (user + password).decode()
+        except UnicodeError:
+            return "has a user or password that is not percent-encoded UTF-8"
+        return None
+    if not (user + password).isascii() or max(len(user), len(password)) > 255:
+        return (f"has a user or password a {scheme} proxy cannot be sent: each at most 255 "
+                "ASCII characters")
+    return None
+
+
+def proxy_warning(url: str | None) -> str | None:
+    """What check-config and the start say of a checked proxy URL that loads but may not
+    do what it says: a SOCKS5 user without a password. python-socks then offers the proxy
+    no authentication only (it sends user/password with both set), so a proxy that takes
+    anonymous clients works, as it did with the Go tool, and one that wants the user (Go's
+    x/net/proxy sends it with an empty password) refuses every request."""
+    if url is None or not url.startswith("socks5://"):
+        return None
+    userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    if not at or not user or password:
+        return None
+    return ("upstream socks5 proxy: a user without a password is not sent (no "
+            "authentication is offered; a proxy that wants the user refuses every request): "
+            "give USER:PASSWORD, or no user")
 
 
 def sqlite_file(url: str) -> str:

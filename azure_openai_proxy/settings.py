@@ -12,7 +12,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from azure_openai_proxy.addresses import check_endpoint, check_proxy, cleartext_host, sqlite_file
+from azure_openai_proxy.addresses import (
+    check_endpoint,
+    check_proxy,
+    cleartext_host,
+    proxy_warning,
+    sqlite_file,
+)
 from azure_openai_proxy.apiversions import DEFAULT_API_VERSION, choose_api_version, deployment_need
 
 __all__ = [
@@ -464,6 +470,11 @@ class Settings(_Frozen):
             return None
         return (f"http:// endpoints off this host ({', '.join(hosts)}): each request's "
                 "api-key (or bearer token) crosses the network unencrypted; use https://")
+
+    @property
+    def proxy_warning(self) -> str | None:
+        """What check-config and the start say of the upstream proxy URL (addresses.py)."""
+        return proxy_warning(self.upstream.socks_proxy)
 
     @property
     def is_open_relay(self) -> bool:

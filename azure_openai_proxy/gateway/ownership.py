@@ -402,9 +402,11 @@ async def owned_answer(
     """A resource answer for a virtual key (its request's JSON `body`): a created
     object becomes the key's, a list shows only the key's own objects (its next pages
     asked by `more` while they hold none: gateway/ownedpages.py)."""
-    if (method == "GET" or operation.endswith("/cancel")) and isinstance(
-            reply, Answer) and record.usage is not None:
-        owners.counted.reread(operation, record, reply.body)  # a stored object's usage
+    if (method == "GET" or operation.endswith("/cancel")) and record.usage is not None:
+        if isinstance(reply, Answer):
+            owners.counted.reread(operation, record, reply.body)  # a stored object's usage
+        elif record.stream:
+            owners.counted.restreamed(operation, record)  # a background one's, resumed
     if method == "POST" and record.created_id is not None:
         # Where it was made (its output items too): a request about it goes there.
         owned = Owned(key_id, batch_models, _made_on(record))

@@ -229,8 +229,11 @@ async def _relay_stream(
         elif type(meter) is SpeechStreamMeter:
             record.usage = meter.recorded()  # Azure's, or estimated
         elif type(meter) is ResponsesStreamMeter:
-            record.usage = meter.usage or with_context(
+            # A resumed stream (a GET's) left with nothing relayed adds no estimate: the
+            # POST's record estimated the prompt and what it relayed.
+            record.usage = meter.usage or (with_context(
                 estimated_usage(_json(body), meter.content_chars), record.context_tokens)
+                if record.method != "GET" or meter.content_chars else None)
             image_gen = meter.image_gen or meter.pictures_so_far()
             if image_gen is not None:
                 record.usage = with_image_gen(record.usage, image_gen, request.headers)

@@ -13,7 +13,9 @@ the key again (its ledger and its budget), though Azure generated it once. So:
   cancel is such a read too (`POST responses/{id}/cancel`, `.../runs/{r}/cancel`): it
   answers the object, with its usage when it was done;
 - unless the background response was streamed (`"stream": true` too) and its stream
-  showed Azure's usage: counted then (`counted_by_stream`), dropped from every read.
+  showed Azure's usage: counted then (`counted_by_stream`), dropped from every read;
+- its stream resumed (`GET responses/{id}?stream=true`, after a client left it) is a
+  read too (`restreamed`): Azure's usage at its end counts the response if nothing had.
 
 Remembered per worker, in a bounded table: a read answered by another worker, or long
 after (the table emptied), counts once more; over- rather than under-counted.
@@ -40,6 +42,19 @@ class CountedUsage:
     def counted_by_stream(self, response_id: str) -> None:
         """A background response whose stream counted Azure's usage: no read counts it."""
         self._counted.put(response_id, True)
+
+    def restreamed(self, operation: str, record: RequestRecord) -> None:
+        """Drop `record`'s usage when the resumed stream it records (`operation`:
+        responses/{id}; only a background response's can be) is of a response counted
+        already; else Azure's usage it showed counts it (an estimate, of a stream left
+        again, does not: a later read still counts Azure's)."""
+        kind, _, response_id = operation.partition("/")
+        if kind != "responses" or not response_id or "/" in response_id:
+            return
+        if self._counted.get(response_id) is not None:
+            record.usage = None
+        elif record.usage is not None and not record.usage.get("estimated"):
+            self._counted.put(response_id, True)
 
     def reread(self, operation: str, record: RequestRecord, body: bytes) -> None:
         """Drop `record`'s usage when the GET (or cancel) it records read a stored

@@ -1,6 +1,7 @@
 """Which meter reads a stream the relay passes on as Azure sends it (not normalized), by
-its operation: the Responses API's, a gpt-image-1 picture's, a speech's (`stream_format:
-"sse"`). Each holds one event up to `sse.MAX_RELAYED_EVENT_BYTES` at most."""
+its operation: the Responses API's (a response's stream, or a background one's resumed),
+a gpt-image-1 picture's, a speech's (`stream_format: "sse"`). Each holds one event up to
+`sse.MAX_RELAYED_EVENT_BYTES` at most."""
 
 from __future__ import annotations
 
@@ -26,6 +27,10 @@ def stream_meter(operation: str, body: RequestBody | None,
     400, never a stream). `body` (the client's) is read for a speech only."""
     if operation == "responses":
         return ResponsesStreamMeter(created=created, event_limit=event_limit)
+    if operation.startswith("responses/") and operation.count("/") == 1:
+        # A background response's stream resumed (GET responses/{id}?stream=true): its
+        # `response.completed` carries the usage, as a read's answer does (rereads.py).
+        return ResponsesStreamMeter(event_limit=event_limit)
     if operation in _PICTURING:
         return PictureStreamMeter(event_limit)
     if operation != "audio/speech":

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from azure_openai_proxy.governance.estimate import text_length
+
 __all__ = [
     "CHOICE_FILTER_KEYS",
     "PROMPT_FILTER_KEYS",
@@ -26,17 +28,18 @@ _NO_OTHER_TEXT = frozenset({"content", "role"})
 
 def choice_chars(choice: dict[str, Any]) -> int:
     """Characters of generated text a choice carries (chat's delta content, refusal,
-    reasoning and tool-call arguments, or a legacy choice's text): a running count, from
-    the frame already parsed."""
+    reasoning and tool-call arguments, or a legacy choice's text), as the prompt's are
+    counted (`text_length`: UTF-8 bytes outside ASCII): a running count, from the frame
+    already parsed."""
     delta = choice.get("delta")
     if type(delta) is dict:
         content = delta.get("content")
-        chars = len(content) if type(content) is str else 0
+        chars = text_length(content) if type(content) is str else 0
         if (len(delta) > 1 or content is None) and not _NO_OTHER_TEXT.issuperset(delta):
             chars += _other_delta_chars(delta)  # (a plain content delta has one field)
         return chars
     text = choice.get("text")
-    return len(text) if type(text) is str else 0
+    return text_length(text) if type(text) is str else 0
 
 
 def _other_delta_chars(delta: dict[str, Any]) -> int:
@@ -46,7 +49,7 @@ def _other_delta_chars(delta: dict[str, Any]) -> int:
     for key in ("refusal", "reasoning_content"):
         value = delta.get(key)
         if type(value) is str:
-            chars += len(value)
+            chars += text_length(value)
     calls = delta.get("tool_calls")
     if type(calls) is list:
         for call in calls:
@@ -64,7 +67,7 @@ def _function_chars(function: dict[str, Any]) -> int:
     for key in ("name", "arguments"):
         value = function.get(key)
         if type(value) is str:
-            chars += len(value)
+            chars += text_length(value)
     return chars
 
 

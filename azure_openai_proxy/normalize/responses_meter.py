@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from azure_openai_proxy.governance.estimate import text_length
 from azure_openai_proxy.governance.toolusage import image_gen_usage
 from azure_openai_proxy.sse import MAX_RELAYED_EVENT_BYTES, SseDecoder
 
@@ -91,7 +92,8 @@ class ResponsesStreamMeter:
             delta = obj.get("delta")
             kind = obj.get("type")
             if type(delta) is str and kind in _COUNTED_DELTAS:
-                self.content_chars += len(delta)
+                # as a prompt is counted: UTF-8 bytes outside ASCII (`text_length`)
+                self.content_chars += len(delta) if delta.isascii() else text_length(delta)
                 continue
             if kind in _ITEM_EVENTS:
                 item = obj.get("item")

@@ -214,20 +214,20 @@ class SteadyFrameTemplate:
         members after its delta too: `finish_reason` the learned `null`), and nothing
         between them that a JSON string holds only escaped (a quote, a backslash, a
         control character, line breaks among them) makes those bytes the string's value:
-        the frame is the learned one with another text. They are counted as they are if
-        ASCII, else by orjson (which also checks them as UTF-8). Any other event goes
+        the frame is the learned one with another text. They are counted by their bytes
+        (nothing escaped, they are the text's UTF-8: a prompt's rule, `text_length`),
+        checked as UTF-8 by orjson when not ASCII. Any other event goes
         through `match()` and `relayed()`, as `ChatStreamNormalizer.feed` takes it."""
         start = self._text_start_size
         end = len(event) - self._text_end_size
         if (start <= end and event[:start] == self._text_start
                 and event[end:] == self._text_end and _UNPLAIN(event, start, end) is None):
-            if event.isascii():
-                self.chars += end - start
-            else:
+            if not event.isascii():
                 try:
-                    self.chars += len(orjson.loads(event[start - 1:end + 1]))
+                    orjson.loads(event[start - 1:end + 1])  # the text, as UTF-8
                 except orjson.JSONDecodeError:
                     return None
+            self.chars += end - start  # its UTF-8 bytes, nothing escaped (`text_length`)
             self.frames += 1
             return event[:end] + self._text_out_end
         return self._relay_parsed(event)
@@ -365,14 +365,13 @@ class PaddedFrameTemplate(SteadyFrameTemplate):
             if (start <= cut and event[cut:quote + 1] == self._text_mid
                     and _UNPLAIN(event, start, cut) is None
                     and (event[quote + 1:end].isalnum() or _UNPLAIN(event, quote + 1, end) is None)):
-                if event.isascii():
-                    self.chars += cut - start
-                else:
+                if not event.isascii():
                     try:
                         orjson.loads(event[quote:end + 1])  # the padding, as UTF-8
-                        self.chars += len(orjson.loads(event[start - 1:cut + 1]))
+                        orjson.loads(event[start - 1:cut + 1])  # and the text
                     except orjson.JSONDecodeError:
                         return None
+                self.chars += cut - start  # the text's UTF-8 bytes (`text_length`)
                 self.frames += 1
                 return b"".join((event[:cut], self._text_out_mid, event[quote + 1:]))
         return self._relay_parsed(event)

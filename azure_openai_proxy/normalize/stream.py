@@ -46,6 +46,7 @@ from typing import Any
 import orjson
 
 from azure_openai_proxy.errors import error_body
+from azure_openai_proxy.governance.estimate import text_length
 from azure_openai_proxy.normalize.choices import (
     CHOICE_FILTER_KEYS,
     PROMPT_FILTER_KEYS,
@@ -90,8 +91,8 @@ class ChatStreamNormalizer:
     After the stream: `usage` (the usage frame's object, forwarded or not),
     `finish_reasons` (choice index -> finish_reason), `frames_in` (upstream data
     events, `[DONE]` included), `frames_out` (events written, `[DONE]` included),
-    `done` (the client's stream is complete), `content_chars` (characters of content
-    relayed: the ledger's estimate when the stream ends before Azure's usage frame).
+    `done` (the client's stream is complete), `content_chars` (content relayed, counted as
+    a prompt, `text_length`: the ledger's estimate when it ends before Azure's usage frame).
     """
 
     # An annotation's verdict blocked the answer (no finish says so). A class default,
@@ -186,8 +187,9 @@ class ChatStreamNormalizer:
                     delta = rest.get("delta")
                     content = (delta.get("content")
                                if type(delta) is dict and len(delta) == 1 else None)
-                    if type(content) is str:  # a plain content delta
-                        self._content_chars += len(content)
+                    if type(content) is str:  # a plain content delta (`choice_chars`)
+                        self._content_chars += (
+                            len(content) if content.isascii() else text_length(content))
                     else:
                         self._content_chars += choice_chars(rest)
                     self._steady_frames += 1

@@ -139,7 +139,8 @@ def describe(settings: Settings, today: str | None = None) -> str:
     if settings.is_open_relay:
         lines.append("WARNING: open relay: server-side Azure keys and no client keys")
     lines.extend(f"WARNING: {w}" for w in (settings.admin_key_warning,
-                                           settings.cleartext_warning) if w)
+                                           settings.cleartext_warning,
+                                           settings.proxy_warning) if w)
     return "\n".join(lines)
 
 
@@ -406,7 +407,7 @@ def run(settings: Settings, source: SettingsSource | None = None,
         log.warning("OPEN RELAY: server-side Azure keys are set and no client keys are; anyone "
                     "who can reach this gateway can use your Azure quota")
     for warning in [*_api_version_warnings(settings, _today()), settings.admin_key_warning,
-                    settings.cleartext_warning]:
+                    settings.cleartext_warning, settings.proxy_warning]:
         if warning:
             log.warning("config: %s", warning)
     refusal = port_refusal(settings.host, settings.port)

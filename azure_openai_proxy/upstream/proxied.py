@@ -1,6 +1,7 @@
 """An upstream proxy (`upstream.http_proxy`, `upstream.socks_proxy`) for aiohttp's client:
 its connector, and its failures told as ours, naming the proxy and what it said (never
-the user and password of its URL).
+the user and password of its URL); the realtime WebSockets' (websocket.py) tell theirs
+with the same words (`proxy_refused`, `proxy_unreachable`).
 
     the proxy cannot be reached          UpstreamUnreachable  502
     it refused the tunnel (407, 403,
@@ -14,6 +15,7 @@ elsewhere.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote, unquote_to_bytes
 
 import aiohttp
 from aiohttp_socks import ProxyConnectionError, ProxyConnector, ProxyError, ProxyTimeoutError
@@ -21,7 +23,10 @@ from yarl import URL
 
 from azure_openai_proxy.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 
-__all__ = ["PROXY_ERRORS", "proxy_connector", "proxy_failure", "proxy_name"]
+__all__ = [
+    "PROXY_ERRORS", "proxy_connector", "proxy_failure", "proxy_name", "proxy_refused",
+    "proxy_said", "proxy_unreachable", "with_password",
+]
 
 # aiohttp-socks raises its own errors (not aiohttp's, not OSError) for proxy failures.
 PROXY_ERRORS: tuple[type[Exception], ...] = (ProxyConnectionError, ProxyError, ProxyTimeoutError)
@@ -34,11 +39,26 @@ def proxy_connector(url: str, **common: Any) -> aiohttp.BaseConnector:
     """aiohttp-socks tunnels through SOCKS5 and HTTP (CONNECT) proxies alike, with the
     same pooled connector, so an upstream proxy costs no new connection per request."""
     connector: aiohttp.BaseConnector = ProxyConnector.from_url(
-        _with_password(url), rdns=True, **common)
+        _utf8_through_latin1(with_password(url)), rdns=True, **common)
     return connector
 
 
-def _with_password(url: str) -> str:
+def _utf8_through_latin1(url: str) -> str:
+    """An http:// proxy URL whose user or password is not ASCII, spelt so that python-socks,
+    which encodes them Latin-1 for `Proxy-Authorization`, sends their UTF-8 bytes, as Go's
+    net/http, websockets (the realtime sockets) and browsers send them: `ü` went as one
+    byte (0xFC), and a character past Latin-1 raised UnicodeEncodeError on every request.
+    (`check_proxy` refused what is not UTF-8.)"""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, place = rest.rpartition("@")
+    if scheme != "http" or not at or unquote_to_bytes(userinfo).isascii():
+        return url
+    spelt = ":".join(quote(unquote_to_bytes(part).decode("latin-1"), safe="")
+                     for part in userinfo.split(":", 1))
+    return f"{scheme}{sep}{spelt}@{place}"
+
+
+def with_password(url: str) -> str:
     """`http://TOKEN@proxy` as `http://TOKEN:@proxy`: a user without a password is sent
     with an empty one (`Proxy-Authorization: Basic base64("TOKEN:")`), as Go's net/http
     sends it; aiohttp-socks reads no password as no credentials and sent none (a 407
@@ -58,22 +78,33 @@ def proxy_name(url: str) -> str:
 def proxy_failure(exc: Exception, proxy: str, host: str) -> UpstreamError:
     """Our error for aiohttp-socks' `exc` (one of `PROXY_ERRORS`), through `proxy`
     (`proxy_name`'s) toward Azure's `host`."""
-    said = _said(exc)
+    said = proxy_said(exc)
     if isinstance(exc, ProxyTimeoutError):
         return UpstreamTimeout(
             f"The upstream proxy {proxy} did not open a connection to Azure OpenAI at {host} "
             "in time.", request_sent=False)
     if isinstance(exc, ProxyConnectionError):
-        return UpstreamUnreachable(
-            f"Cannot reach Azure OpenAI at {host}: the upstream proxy {proxy} cannot be "
-            f"reached ({said}).", request_sent=False)
-    code = getattr(exc, "error_code", None)
+        return proxy_unreachable(proxy, host, said)
+    return proxy_refused(proxy, host, said, getattr(exc, "error_code", None))
+
+
+def proxy_unreachable(proxy: str, host: str, said: str) -> UpstreamUnreachable:
+    """`proxy` cannot be reached (`said`: why)."""
+    return UpstreamUnreachable(
+        f"Cannot reach Azure OpenAI at {host}: the upstream proxy {proxy} cannot be "
+        f"reached ({said}).", request_sent=False)
+
+
+def proxy_refused(proxy: str, host: str, said: str, code: int | None) -> UpstreamUnreachable:
+    """`proxy` opened no tunnel to `host`: it answered `said` (`code`, an HTTP status or a
+    SOCKS reply's, if any), or closed."""
     hint = _AUTH_HINT if code == 407 or "authentication" in said.lower() else ""
     return UpstreamUnreachable(
         f"Cannot reach Azure OpenAI at {host}: the upstream proxy {proxy} did not open "
         f"a tunnel to it: {said}{hint}.", request_sent=False)
 
 
-def _said(exc: Exception) -> str:
+def proxy_said(exc: BaseException | str) -> str:
+    """What `exc` (or a text) says, printable and short, for a message."""
     text = "".join(c if c.isprintable() else " " for c in str(exc)[:_SAID_MOST]).strip()
     return text or type(exc).__name__

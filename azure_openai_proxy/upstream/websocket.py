@@ -9,7 +9,8 @@ Its failures are ours, translated here once:
                              429...): status, headers and body, for the gateway to translate
     UpstreamError            Azure answered with another status (a redirect, never
                              followed: it would take the key elsewhere)
-    UpstreamUnreachable      no connection (refused, DNS, TLS, proxy)
+    UpstreamUnreachable      no connection (refused, DNS, TLS, proxy: a proxy's doing is
+                             told as for aiohttp's client, naming it, proxied.py's words)
     UpstreamTimeout          no handshake within `connect_timeout`
     UpstreamSocketClosed     the open connection ended: `code`/`reason` as Azure said them,
                              `dropped` when Azure sent no close frame (a drop, or a
@@ -22,16 +23,35 @@ messages and then stops reading the socket, so a slow reader slows Azure's side 
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
 
+import python_socks
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidProxyStatus,
+    InvalidStatus,
+    ProxyError,
+    WebSocketException,
+)
 from websockets.frames import CloseCode
 from websockets.typing import Subprotocol
 
 from azure_openai_proxy import __version__
 from azure_openai_proxy.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
+from azure_openai_proxy.upstream.fast.dial import dial
+from azure_openai_proxy.upstream.fast.dns import Resolver, system_resolver
+from azure_openai_proxy.upstream.proxied import (
+    proxy_name,
+    proxy_refused,
+    proxy_said,
+    proxy_unreachable,
+    with_password,
+)
 
 __all__ = ["UpstreamRefused", "UpstreamSocket", "UpstreamSocketClosed", "open_socket"]
 
@@ -123,22 +143,33 @@ class _Connect(connect):
 
 
 async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSettings,
-                      subprotocols: Sequence[str] = ()) -> UpstreamSocket:
+                      subprotocols: Sequence[str] = (), *,
+                      resolver: Resolver = system_resolver) -> UpstreamSocket:
     """Connect to `url` (ws:// or wss://) with `headers`, offering `subprotocols`;
-    raises as the module says."""
-    proxy = settings.socks_proxy or settings.http_proxy or None  # as transport.py's (Go's)
-    if proxy is not None:
+    raises as the module says. Without a proxy, Azure's addresses (`resolver`'s) are
+    raced as FastTransport races them (fast/dial.py); websockets tried them one after
+    the other, so one dropping packets took the whole `connect_timeout`."""
+    configured = settings.socks_proxy or settings.http_proxy or None  # as transport.py's
+    proxy = None
+    if configured is not None:
         # The SOCKS proxy resolves Azure's name, as aiohttp-socks's connector does (rdns):
-        # for socks5:// and socks4:// websockets resolved it here.
-        proxy = proxy.replace("socks5://", "socks5h://", 1).replace("socks4://", "socks4a://", 1)
+        # for socks5:// and socks4:// websockets resolved it here. A user without a
+        # password goes with an empty one, as for aiohttp (websockets refused the URL).
+        proxy = with_password(configured).replace("socks5://", "socks5h://", 1).replace(
+            "socks4://", "socks4a://", 1)
     offered = [Subprotocol(name) for name in subprotocols] or None
     try:
-        connection = await _Connect(
-            url, additional_headers=dict(headers), user_agent_header=_USER_AGENT,
-            subprotocols=offered,
-            proxy=proxy, open_timeout=settings.connect_timeout, compression=None,
-            max_size=_MAX_MESSAGE, max_queue=_MAX_QUEUE, close_timeout=_CLOSE_TIMEOUT,
-        )
+        async with asyncio.timeout(settings.connect_timeout):
+            # The socket is the loop's from here: it closes it if the connection fails
+            # (asyncio and uvloop alike), and the connection's close does after.
+            # (Passed only when there is one: through a SOCKS proxy websockets passes its.)
+            dialled: dict[str, Any] = {"sock": await _dial(url, resolver)} if proxy is None else {}
+            connection = await _Connect(
+                url, additional_headers=dict(headers), user_agent_header=_USER_AGENT,
+                subprotocols=offered, proxy=proxy, **dialled,
+                open_timeout=settings.connect_timeout, compression=None,
+                max_size=_MAX_MESSAGE, max_queue=_MAX_QUEUE, close_timeout=_CLOSE_TIMEOUT,
+            )
     except InvalidStatus as exc:
         response = exc.response
         if response.status_code < 400:  # a redirect (not followed) or another oddity
@@ -147,13 +178,56 @@ async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSe
         raise UpstreamRefused(response.status_code, dict(response.headers.raw_items()),
                               bytes(response.body or b"")) from None
     except TimeoutError:
-        raise UpstreamTimeout("Azure OpenAI did not accept the WebSocket in time.",
+        # `open_timeout` spans the proxy's tunnel and Azure's handshake: which one hung
+        # cannot be told apart, but the proxy is named as a place to look.
+        through = f" (through the upstream proxy {proxy_name(configured)})" if configured else ""
+        raise UpstreamTimeout(f"Azure OpenAI did not accept the WebSocket in time{through}.",
                               request_sent=True) from None
     except (OSError, WebSocketException, asyncio.IncompleteReadError) as exc:
-        raise UpstreamUnreachable(
-            f"Could not open a WebSocket to Azure OpenAI ({type(exc).__name__}).",
-            request_sent=False) from None
+        raise _unreachable(exc, configured, url) from None
     return UpstreamSocket(connection)
+
+
+async def _dial(url: str, resolver: Resolver) -> socket.socket:
+    """A TCP socket connected to the first of `url`'s host's addresses that accepts."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    addresses = await resolver(parts.hostname or "", port)
+    loop = asyncio.get_running_loop()
+    families = dict((address, family) for family, address in addresses)
+
+    async def connect(address: str) -> socket.socket:
+        sock = socket.socket(families[address], socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, (address, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    return await dial(loop, addresses, connect, socket.socket.close)
+
+
+def _unreachable(exc: BaseException, proxy: str | None, url: str) -> UpstreamUnreachable:
+    """Our error for a handshake that failed with `exc`: the proxy's doing (a refusal, a
+    garbled answer, not reachable) named and told as for aiohttp's client."""
+    if proxy is not None:
+        named, host = proxy_name(proxy), urlsplit(url).hostname or ""
+        if isinstance(exc, InvalidProxyStatus):
+            status = exc.response.status_code
+            said = proxy_said(f"{status} {exc.response.reason_phrase}")
+            return proxy_refused(named, host, said, status)
+        if isinstance(exc, ProxyError):  # a garbled answer, or a SOCKS refusal (its cause)
+            cause = exc.__cause__ or exc
+            return proxy_refused(named, host, proxy_said(cause), getattr(cause, "error_code", None))
+        # Only the proxy is connected to (a SOCKS one, or an HTTP one, by name).
+        if isinstance(exc, (python_socks.ProxyConnectionError, ConnectionRefusedError,
+                            socket.gaierror)):
+            return proxy_unreachable(named, host, proxy_said(exc))
+    return UpstreamUnreachable(
+        f"Could not open a WebSocket to Azure OpenAI ({type(exc).__name__}).",
+        request_sent=False)
 
 
 def _closed(exc: ConnectionClosed) -> UpstreamSocketClosed:

@@ -13,7 +13,8 @@ import os
 import socket
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Any
 
 import pytest
 import uvloop
@@ -149,13 +150,23 @@ async def _race(port: int) -> list[str]:
     return outcomes
 
 
-@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+# Each loop the gateway may run on (uvloop where installed).
+ON_BOTH_LOOPS = pytest.mark.parametrize("run", [asyncio.run, uvloop.run],
+                                        ids=["asyncio", "uvloop"])
+
+
+def beside_silent(run: Callable[..., list[str]], port: int,
+                  race: Callable[[int], Coroutine[Any, Any, list[str]]]) -> list[str]:
+    """`race(port)`'s outcomes, run by `run` while 127.0.0.1 and 127.0.0.3 are silent on
+    `port`."""
+    with _silent("127.0.0.1", port), _silent("127.0.0.3", port):
+        return run(race(port))
+
+
+@ON_BOTH_LOOPS
 def test_no_attempt_leaves_a_socket_open(
         run: Callable[..., list[str]], reserve_port: Callable[[], int]) -> None:
-    port = reserve_port()
-    with _silent("127.0.0.1", port), _silent("127.0.0.3", port):
-        outcomes = run(_race(port))
-    assert outcomes == [
+    assert beside_silent(run, reserve_port(), _race) == [
         "b'ok' left 0",
         "UpstreamUnreachable sent=False left 0",
         "cancelled left 0",

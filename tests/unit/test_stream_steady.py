@@ -401,8 +401,8 @@ def learned(frames: list[bytes]) -> tuple[ChatStreamNormalizer, Any]:
 
 
 def test_plain_text_deltas_are_counted_as_the_general_path_counts_them() -> None:
-    # `{"content":"..."}` with nothing escaped is not parsed: ASCII text is counted by its
-    # bytes, other UTF-8 by orjson; escaped text, and bytes that are not UTF-8, are not
+    # `{"content":"..."}` with nothing escaped is not parsed: text is counted by its bytes
+    # (UTF-8 outside ASCII, as a prompt), checked by orjson; escaped text, and bytes that are not UTF-8, are not
     # taken as plain (the parsed path decides, and the general path drops a frame that is
     # not JSON).
     texts = ["plain", "", "caf\u00e9 \u4e2d\u6587 \U0001f642", 'say "hi"', "tab\there",
@@ -416,7 +416,7 @@ def test_plain_text_deltas_are_counted_as_the_general_path_counts_them() -> None
     assert steady(not_utf8) is None
     chars = normalizer.content_chars
     assert steady(delta("\u4e2d\u6587")) is not None
-    assert normalizer.content_chars == chars + 2
+    assert normalizer.content_chars == chars + 6  # two characters, 6 bytes
 
 
 # ---- gpt-5's padded chunks (`PaddedFrameTemplate`) ----
