@@ -197,7 +197,9 @@ class RateLimiter:
             # Only a subject with a limit has a row (the others count nothing).
             if state.row is None and _limited(limits):
                 state.tag = tag_of(name)
-                state.row = table.row(name, self._clock())
+                # Its requests in flight taken meanwhile count towards a parallel limit
+                # set now, as with one worker (they were dropped: one more passed).
+                state.row = table.row(name, self._clock(), state.in_flight)
             elif state.row is not None and not _limited(limits):
                 _give_back(state, table)
         if state.limits is not None and state.limits is not limits:
@@ -323,6 +325,7 @@ class RateLimiter:
                         # Given back by another worker (`forget`): it claims one anew.
                         row = state.row = _reclaim(state, table, self._clock())
                         if row is None:
+                            state.in_flight = 0  # none here: as in `_give_back`
                             continue
                     pull(state, cells, row)
             result = decide(first, second)
@@ -425,7 +428,10 @@ def _give_back(state: _Subject, table: SharedTable) -> None:
     try:
         table.free(row, state.tag)
         if table.cells[row] != state.tag:
-            state.row = None
+            # Nothing was in flight in it (else it was kept): counted here alone from
+            # 0, not from the last total read (a stale one became phantom requests in
+            # this worker's column when a limit came back, `SharedTable.row`).
+            state.row, state.in_flight = None, 0
     finally:
         table.unlock()
 

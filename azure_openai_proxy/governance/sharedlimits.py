@@ -245,13 +245,19 @@ class SharedTable:
         self.unlock: Callable[[], object] = functools.partial(fcntl.flock, self._fd, fcntl.LOCK_UN)
         self._full_logged = False
 
-    def row(self, name: str, now: float | None = None) -> int | None:
+    def row(self, name: str, now: float | None = None, held: int = 0) -> int | None:
         """The offset of `name`'s row in `cells`, claimed if it had none; None when no
         row is free (or idle, `claim`) within `PROBES` of its place (logged once: the
-        subject is then counted by each worker alone)."""
+        subject is then counted by each worker alone). `held`: this worker's requests
+        in flight that it counted alone until now (taken before the subject had a
+        limit), counted in the row from now on."""
         self.lock()
         try:
-            return self.claim(tag_of(name), now)
+            row = self.claim(tag_of(name), now)
+            if row is not None and held > 0:
+                self.cells[row + self.column] += held
+                self.cells[row + self.total] += held
+            return row
         finally:
             self.unlock()
 
@@ -424,6 +430,7 @@ def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
         if cells[row] != state.tag:  # given back by another worker: claimed anew
             row = state.row = table.claim(state.tag, clock())
             if row is None:
+                state.in_flight = 0  # none of its was in the row given back
                 return
         for cap, at in ((state.rpm, row + RPM_CAP), (state.tpm, row + TPM_CAP)):
             # A bucket's level and stamp follow its limit (`RPM_CAP`, `_RPM_LEVEL`, ...).

@@ -41,6 +41,12 @@ def _workers(spec: SharedLimits) -> tuple[Clock, RateLimiter, RateLimiter]:
     return clock, shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
 
 
+def _reload(limits: Limits, *limiters: RateLimiter) -> None:
+    """The key directory's reload in each of `limiters`: key k's limits are `limits`."""
+    for limiter in limiters:
+        limiter.forget({"key:k": limits})
+
+
 def _use(limiter: RateLimiter, limits: Limits, tokens: int, used: int) -> Admission:
     admission = admitted(limiter.take(limiter.plan("k", limits, None, None), tokens))
     limiter.settle(admission, used)
@@ -207,9 +213,43 @@ def test_a_reload_puts_a_changed_limit_in_force_before_the_next_request(
     # the other worker, whose reload had not come, as if not made).
     _, first, second = _workers(spec)
     old = Limits(tpm=1000)
-    for limiter in (first, second):
-        limiter.forget({"key:k": old})
+    _reload(old, first, second)
     _use(first, old, 1000, 1000)
     _try(second, old, 0)
     first.forget({"key:k": Limits(tpm=10_000)})  # the admin write's reload
     admitted(_try(second, old, 5000))  # the other, yet to reload
+
+
+def test_requests_in_flight_before_a_parallel_limit_count_towards_it(
+        make: MakeLimiter) -> None:
+    # Taken while the key had no limit (counted by the worker alone: no row), then a
+    # parallel limit of 1 is set: with one worker the request still running holds the
+    # slot; the shared row started at 0 in flight and let one more through.
+    clock = Clock()
+    limiter = make(clock)
+    _reload(Limits(), limiter)
+    running = admitted(_try(limiter, Limits(), 0))
+    _reload(Limits(max_parallel=1), limiter)
+    refused = _try(limiter, Limits(max_parallel=1), 0)
+    assert isinstance(refused, Refusal) and refused.kind == "parallel"
+    limiter.settle(running, None)
+    admitted(_try(limiter, Limits(max_parallel=1), 0))
+
+
+def test_a_limit_removed_and_set_again_leaves_no_phantom_request_in_flight(
+        spec: SharedLimits) -> None:
+    # A worker's count of a subject's requests in flight is the row's total as last
+    # read: after its row was given back it must start at 0 (it has none in flight
+    # there, or the row would be kept), not at that total, which the next row it
+    # claims would count as its own requests for good.
+    _, first, second = _workers(spec)
+    limits = Limits(rpm=100)
+    _reload(limits, first, second)
+    running = admitted(_try(second, limits, 0))
+    first.settle(admitted(_try(first, limits, 0)), None)  # it read 2, then 1 in flight
+    second.settle(running, None)
+    _reload(Limits(), first, second)  # the row is given back
+    one = Limits(max_parallel=1)
+    _reload(one, first, second)
+    for limiter in (first, second, first):
+        limiter.settle(admitted(_try(limiter, one, 0)), None)
