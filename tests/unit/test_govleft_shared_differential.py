@@ -1,12 +1,12 @@
 """One worker against two sharing a table (governance/ratelimit.py, sharedlimits.py), on
-random runs of a key's limits changed, removed and set again (each reload as the key
-directory makes it: `forget` with the limits loaded), takes alternating between the two
-workers, settles of any usage (debts too) and time passing: every request gets the
-same answer, admitted or refused for the same limit, with the same limits and
-remaining counts (to rounding: the sums are added in another order). Seeded and
-bounded: 300 runs of 25 steps, about a second. It found the parallel count's two
-defects of govleft (requests in flight before a limit was set; a stale count after a
-row was given back)."""
+random runs of a key's and its team's limits changed, removed and set again (each reload
+as the key directory makes it: `forget` with the limits loaded), takes alternating
+between the two workers, settles of any usage (debts too), an operator's resets and
+time passing: every request gets the same answer, admitted or refused for the same
+limit, with the same limits and remaining counts (to rounding: the sums are added in
+another order). Seeded and bounded: 300 runs of 25 steps, about three seconds. It
+found the parallel count's two defects of govleft (requests in flight before a limit
+was set; a stale count after a row was given back)."""
 
 from __future__ import annotations
 
@@ -29,14 +29,16 @@ def _limits(rng: random.Random) -> Limits:
 
 def _steps(rng: random.Random) -> list[Step]:
     limits = _limits(rng)
-    steps: list[Step] = [("reload", limits)]
+    steps: list[Step] = [("reload", limits, _limits(rng))]
     for _ in range(25):
         roll = rng.random()
         if roll < 0.15:
             limits = _limits(rng)
-            steps.append(("reload", limits))
+            steps.append(("reload", limits, _limits(rng)))
         elif roll < 0.6:
             steps.append(("take", limits, rng.choice([0, 1, 100, 600, 5000])))
+        elif roll < 0.67:
+            steps.append(("reset",))
         elif roll < 0.8:
             steps.append(("settle", rng.choice([None, 0, 50, 3000, 50_000])))
         else:
@@ -47,13 +49,15 @@ def _steps(rng: random.Random) -> list[Step]:
 def _run(workers: list[RateLimiter], clock: Clock, steps: list[Step]) -> list[Step]:
     seen: list[Step] = []
     held: list[tuple[RateLimiter, Admission]] = []
+    team = Limits()
     for number, step in enumerate(steps):
         if step[0] == "reload":
+            team = step[2]
             for worker in workers:
-                worker.forget({"key:k": step[1]})
+                worker.forget({"key:k": step[1], "team:t": team})
         elif step[0] == "take":
             worker = workers[number % len(workers)]
-            result = worker.take(worker.plan("k", step[1], None, None), step[2])
+            result = worker.take(worker.plan("k", step[1], "t", team), step[2])
             if isinstance(result, Admission):
                 held.append((worker, result))
             kind = "ok" if isinstance(result, Admission) else result.kind
@@ -61,6 +65,8 @@ def _run(workers: list[RateLimiter], clock: Clock, steps: list[Step]) -> list[St
         elif step[0] == "settle" and held:
             worker, admission = held.pop(0)
             worker.settle(admission, step[1])
+        elif step[0] == "reset":  # the admin API's, answered by either worker
+            workers[number % len(workers)].reset("key:k" if number % 3 else "team:t")
         elif step[0] == "wait":
             clock.now += step[1]
     return seen
