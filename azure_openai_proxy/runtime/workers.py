@@ -231,12 +231,6 @@ def supervise(workers: MutableSequence[multiprocessing.process.BaseProcess],
                 if replacements is not None and not replacements.stopping:
                     dead.add(index)
                     replacements.died.add(index)
-            elif replacements is not None and not replacements.stopping:
-                # It stopped cleanly on its own (a SIGTERM sent to it alone): the server
-                # served on with one fewer for good, and said nothing.
-                log.warning("worker %d (pid %s) stopped while the server was not stopping; "
-                            "it is replaced", index, workers[index].pid)
-                dead.add(index)
     if exited is not None:
         _tended(exited.reset_due, True)
 

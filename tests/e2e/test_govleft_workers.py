@@ -18,7 +18,6 @@ import httpx
 from azure_openai_proxy.governance.model import Limits
 from tests.e2e.test_shared_budgets import _worker_of
 from tests.e2e.test_shared_limits import _worker_pids, two_workers
-from tests.e2e.test_workers_lifecycle import _replacement_listens
 from tests.waiting import until
 
 
@@ -91,15 +90,3 @@ def test_an_rpm_refusal_says_the_same_wait_and_lines_whichever_worker_answers(
         waits = [int(r.headers["retry-after-ms"]) for r in refusals]
         assert all(0 < wait <= 20_000 for wait in waits)
         assert waits == sorted(waits, reverse=True)
-
-
-def test_a_worker_sent_a_sigterm_alone_is_replaced(tmp_path: Path) -> None:
-    # It drains and exits 0, as at a stop; the parent, not stopping, neither replaced
-    # it nor said so: the server served on with one worker for good.
-    with two_workers(tmp_path, Limits(rpm=100)) as (_, process, client, _secret):
-        workers = _worker_pids(client.port, 2, time.monotonic() + 30)
-        os.kill(min(workers), signal.SIGTERM)
-        _replacement_listens(process, client.port)
-        assert "stopped while the server was not stopping" in process.output()
-        now = _worker_pids(client.port, 2, time.monotonic() + 30)
-        assert len(now) == 2 and min(workers) not in now, (workers, now)
