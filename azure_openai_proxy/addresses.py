@@ -85,20 +85,17 @@ def _credentials_refused(scheme: str, netloc: tuple[str, str, str]) -> str | Non
     """Why a proxy URL's `user:password` cannot be sent as written, or None. The clients
     (python-socks, under aiohttp-socks and websockets) raised on what they cannot encode,
     every request a 500: a SOCKS user or password outside ASCII or past 255 bytes (a
-    SOCKS5 field's most), an HTTP one not UTF-8; and sent none at all for a SOCKS5
-    user without a password (Go's x/net/proxy sends it with an empty one) or a password
-    without a user."""
+    SOCKS5 field's most); and sent none at all for a password without a user. An HTTP
+    proxy's go as their bytes, whatever they are (upstream/proxied.py, upstream/tunnel.py):
+    UTF-8 as written, or percent-encoded bytes as given (`p%E4ss` for a proxy that
+    checks Latin-1, which aiohttp-socks' encoding sent `pä` as until UTF-8 was)."""
     userinfo, at, _ = netloc
     if not at:
         return None
     user, _, password = (unquote_to_bytes(part) for part in userinfo.partition(":"))
     if password and not user:
         return "has a password but no user: the proxy would be sent neither"
-    if scheme == "http":  # sent as UTF-8 (upstream/proxied.py), as Go's net/http sends it
-        try:
-            (user + password).decode()
-        except UnicodeError:
-            return "has a user or password that is not percent-encoded UTF-8"
+    if scheme == "http":
         return None
     if not (user + password).isascii() or max(len(user), len(password)) > 255:
         return (f"has a user or password a {scheme} proxy cannot be sent: each at most 255 "
@@ -108,14 +105,20 @@ def _credentials_refused(scheme: str, netloc: tuple[str, str, str]) -> str | Non
 
 def proxy_warning(url: str | None) -> str | None:
     """What check-config and the start say of a checked proxy URL that loads but may not
-    do what it says: a SOCKS5 user without a password. python-socks then offers the proxy
+    do what it says. A SOCKS5 user without a password: python-socks then offers the proxy
     no authentication only (it sends user/password with both set), so a proxy that takes
     anonymous clients works, as it did with the Go tool, and one that wants the user (Go's
-    x/net/proxy sends it with an empty password) refuses every request."""
-    if url is None or not url.startswith("socks5://"):
+    x/net/proxy sends it with an empty password) refuses every request. A SOCKS4 password:
+    SOCKS4 has no field for one, so only the user is sent and the password is dropped."""
+    if url is None or not url.startswith(("socks5://", "socks4://")):
         return None
     userinfo, at, _ = urlsplit(url).netloc.rpartition("@")
     user, _, password = userinfo.partition(":")
+    if url.startswith("socks4://"):
+        if not password:
+            return None
+        return ("upstream socks4 proxy: SOCKS4 has no password, so the one in the URL is "
+                "not sent (only the user is): give socks5:// if the proxy wants a password")
     if not at or not user or password:
         return None
     return ("upstream socks5 proxy: a user without a password is not sent (no "

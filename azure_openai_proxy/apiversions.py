@@ -26,6 +26,7 @@ __all__ = [
     "OPERATION_NEEDS",
     "PREVIEW_VERSIONS",
     "RETIRED",
+    "V1_ONLY_ROOTS",
     "ApiVersion",
     "ModelNeed",
     "OperationNeed",
@@ -42,6 +43,7 @@ __all__ = [
     "parse_api_version",
     "reasoning_need",
     "support_warning",
+    "v1_only",
 ]
 
 _V1_NAMES = frozenset({"v1", "preview", "latest"})
@@ -323,6 +325,22 @@ OPERATION_NEEDS: dict[str, OperationNeed] = {
     "fine_tuning/alpha/graders/validate": _op("grader validation", "2025-04-01",
                                               preview_only=True),
 }
+
+# Resources no dated api-version serves, only the v1 API: Azure's REST reference lists the
+# Conversations API under `/openai/v1/conversations...` alone (it came after the last
+# dated preview, 2025-04-01-preview), and the dated path answers 404 "Resource not found"
+# on every version; stored chat completions are read, listed, updated and deleted under
+# `/openai/v1/chat/completions...` alone too (a resource `chat/...`: the chat itself is a
+# deployment operation, sent as before). A dated deployment sends them to its resource's
+# v1 API (`{endpoint}/openai/v1/...`, no api-version: translate.py), which every
+# resource serves.
+V1_ONLY_ROOTS = frozenset({"conversations", "chat"})
+
+
+def v1_only(operation: str) -> bool:
+    """Whether the resource `operation` (`conversations/{id}/items`...) is served by the
+    v1 API alone."""
+    return operation.partition("/")[0] in V1_ONLY_ROOTS
 
 
 # What a model offers that needs a version of its own (check-config warns when an explicit

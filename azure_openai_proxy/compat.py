@@ -125,6 +125,10 @@ class DeploymentProfile:
     family: ModelFamily
     unsupported_params: frozenset[str] = frozenset()  # from config: always dropped
     need: ModelNeed | None = None  # apiversions.deployment_need: the version it needs
+    # Foundry's model inference API on its own version (2024-05-01-preview), judged on the
+    # dated table but for `response_format: json_schema`, which it takes (Microsoft's
+    # structured-outputs how-to for Foundry Models sends it on that version).
+    model_inference: bool = False
     # Decided once per profile (a profile is made once per deployment and api-version):
     # the body keys that make a standard model's request need the full walk
     # (`_chat_names_to_check`), and whether the version takes `stream_options`.
@@ -197,7 +201,8 @@ def _adapt_chat_fully(
     if profile.family == "reasoning":
         _adapt_reasoning(out, version, reasoning_need(profile.need), notes)
     _apply_gates(out, version, CHAT_PARAMETERS, notes)
-    _check_json_schema(out, version)
+    if not profile.model_inference:
+        _check_json_schema(out, version)
     if "max_completion_tokens" in out and not version.accepts(MAX_COMPLETION_TOKENS_SINCE):
         _rename(out, "max_completion_tokens", "max_tokens", notes)
     return _finish(body, out, profile, version, notes, want_stream_usage)
@@ -212,7 +217,7 @@ def _chat_names_to_check(profile: DeploymentProfile) -> frozenset[str]:
     if not version.is_v1:
         names.update(name for name, gate in CHAT_PARAMETERS.items()
                      if not version.accepts(gate.since))
-    if not version.accepts(JSON_SCHEMA_SINCE):
+    if not (profile.model_inference or version.accepts(JSON_SCHEMA_SINCE)):
         names.add("response_format")
     if not version.accepts(MAX_COMPLETION_TOKENS_SINCE):
         names.add("max_completion_tokens")

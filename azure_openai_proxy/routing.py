@@ -142,6 +142,8 @@ def _check_segment(segment: str, model_id: bool = False) -> str:
 
 def _openai_style(method: str, parts: list[str], native: bool) -> Target:
     path = "/".join(parts)
+    if parts[:2] == ["chat", "completions"] and (method != "POST" or len(parts) > 2):
+        return _stored_chat(method, parts, native)
     if path in DEPLOYMENT_OPERATIONS:
         _require(method, "POST")
         return Target("deployment", path, native=native)
@@ -176,6 +178,24 @@ def _openai_style(method: str, parts: list[str], native: bool) -> Target:
                                     f"trailing dot).")
         return Target("resource", path, native=native)
     raise RouteNotFound(f"Unknown request URL: {method} /{path}. Please check the URL.")
+
+
+def _stored_chat(method: str, parts: list[str], native: bool) -> Target:
+    """Stored chat completions (made with `store: true`), a resource: listed
+    (`GET chat/completions`), read, updated (POST) or deleted by id, their messages
+    listed (`chat/completions/{id}/messages`). Only POST `chat/completions` makes one."""
+    if len(parts) == 2:
+        _require(method, "GET", "POST")
+    elif len(parts) == 3:
+        _require(method, "GET", "POST", "DELETE")
+    elif len(parts) == 4 and parts[3] == "messages":
+        _require(method, "GET")
+    else:
+        raise RouteNotFound(f"Unknown request URL: {method} /{'/'.join(parts)}. Please "
+                            f"check the URL.")
+    if len(parts) > 2:
+        _check_segment(parts[2])
+    return Target("resource", "/".join(parts), native=native)
 
 
 def _require(method: str, *allowed: str) -> None:

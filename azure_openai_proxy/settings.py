@@ -473,8 +473,9 @@ class Settings(_Frozen):
 
     @property
     def proxy_warning(self) -> str | None:
-        """What check-config and the start say of the upstream proxy URL (addresses.py)."""
-        return proxy_warning(self.upstream.socks_proxy)
+        """What check-config and the start say of the upstream proxy URL in use
+        (addresses.py); a SOCKS URL may be given as http_proxy too."""
+        return proxy_warning(self.upstream.socks_proxy or self.upstream.http_proxy)
 
     @property
     def is_open_relay(self) -> bool:

@@ -6,7 +6,7 @@ Pure functions. The URL rules (from the wire reference):
         {endpoint}/openai/deployments/{deployment}/{operation}?api-version=V
     dated API, resource (responses, files, batches, ...):
         {endpoint}/openai/{path}?api-version=V[&allowed client query]
-    v1 API:
+    v1 API (and a dated deployment's conversations, which only the v1 API serves):
         {endpoint}/openai/v1/{operation or path}[?api-version=preview]
     Foundry (Azure AI model inference; chat/completions and embeddings only):
         {endpoint}/models/{operation}?api-version=V   (an endpoint ending in /models
@@ -21,8 +21,9 @@ has checked them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from azure_openai_proxy import __version__
 from azure_openai_proxy.apiversions import (
@@ -31,6 +32,7 @@ from azure_openai_proxy.apiversions import (
     operation_need,
     operation_version,
     parse_api_version,
+    v1_only,
 )
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.boundedcache import BoundedCache
@@ -43,6 +45,7 @@ __all__ = [
     "api_version_for",
     "azure_auth_headers",
     "forwarded_headers",
+    "key_header",
     "names_deployment_in_body",
     "relayed_response_headers",
     "serves_operation",
@@ -53,8 +56,11 @@ __all__ = [
 # (ChatGPT-Next-Web's `path=`, a second `api-version`, ...).
 RESOURCE_QUERY_PARAMS = frozenset(
     {"limit", "after", "before", "order", "purpose", "include", "include[]", "filter",
-     "run_id", "stream", "starting_after"}
+     "run_id", "stream", "starting_after", "model"}
 )
+# And a list's metadata filters (`metadata[topic]=demo`: stored chat completions), by a
+# key as long as a metadata key may be (64 characters).
+_METADATA_FILTER = re.compile(r"metadata\[[^\[\]]{1,64}\]\Z")
 
 _FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "openai-beta", "x-ms-client-request-id")
 _USER_AGENT = f"azure-openai-proxy/{__version__}"
@@ -78,6 +84,8 @@ def api_version_for(
     if deployment.api == "foundry":
         # A native client's version is Azure OpenAI's, not the model inference API's.
         return deployment.api_version
+    if target.kind == "resource" and v1_only(target.operation):
+        return None  # the v1 API's default: no dated version serves it, a client's neither
     if (
         honour and target.native and client_version and API_VERSION.match(client_version)
         and client_version not in ("v1", "preview", "latest")
@@ -114,6 +122,34 @@ def _operation_version(deployment: DeploymentSettings, need: OperationNeed) -> s
     return version
 
 
+# A serverless API endpoint (one model: NAME.REGION.models.ai.azure.com) serves the model
+# inference API at its root (`POST {endpoint}/chat/completions`), an AI Services resource
+# under `/models`.
+_SERVERLESS_HOST = ".models.ai.azure.com"
+
+
+def _models_prefix(endpoint: str) -> str:
+    """The path the model inference API has on `endpoint`: `/models`, or none for an
+    endpoint that already ends in it or a serverless one."""
+    if endpoint.lower().endswith("/models") or _serverless(endpoint):
+        return ""
+    return "/models"
+
+
+def _serverless(endpoint: str) -> bool:
+    return (urlsplit(endpoint.lower()).hostname or "").endswith(_SERVERLESS_HOST)
+
+
+def key_header(deployment: DeploymentSettings, key: str) -> dict[str, str]:
+    """The header an Azure key goes in: `api-key`, or `Authorization: Bearer` for a
+    Foundry deployment on a serverless endpoint, which answers `api-key` alone with 400
+    "Missing Authorization header" (semantic-kernel#8624, Open-WebUI-Functions#12; the
+    model inference reference sends the key as a bearer token there)."""
+    if deployment.api == "foundry" and _serverless(deployment.endpoint):
+        return {"Authorization": f"Bearer {key}"}
+    return {"api-key": key}
+
+
 def upstream_url(
     deployment: DeploymentSettings,
     target: Target,
@@ -124,18 +160,19 @@ def upstream_url(
     if deployment.api == "foundry":
         # routing.servable() lets only chat/completions and embeddings reach a Foundry
         # deployment; the operation is one of ours, not client text.
-        prefix = "" if base.lower().endswith("/models") else "/models"
-        path = f"{prefix}/{target.operation}"
+        path = f"{_models_prefix(base)}/{target.operation}"
     elif target.kind == "deployment" and deployment.api == "dated":
         path = f"/openai/deployments/{quote(deployment.deployment_name, safe='')}/{target.operation}"
     else:
         segments = "/".join(quote(part, safe="") for part in target.operation.split("/"))
-        path = f"/openai/v1/{segments}" if deployment.api == "v1" else f"/openai/{segments}"
+        v1 = deployment.api == "v1" or v1_only(target.operation)
+        path = f"/openai/v1/{segments}" if v1 else f"/openai/{segments}"
     query: list[tuple[str, str]] = []
     if api_version is not None:
         query.append(("api-version", api_version))
     if target.kind == "resource":
-        query.extend((k, v) for k, v in client_query if k in RESOURCE_QUERY_PARAMS)
+        query.extend((k, v) for k, v in client_query
+                     if k in RESOURCE_QUERY_PARAMS or _METADATA_FILTER.match(k))
     return f"{base}{path}?{urlencode(query)}" if query else f"{base}{path}"
 
 
@@ -150,7 +187,7 @@ def azure_auth_headers(
     deployment: DeploymentSettings, caller: Caller, entra_token: str | None = None
 ) -> dict[str, str]:
     if deployment.auth == "key" and deployment.api_key is not None:
-        return {"api-key": deployment.api_key.get_secret_value()}
+        return key_header(deployment, deployment.api_key.get_secret_value())
     if deployment.auth == "entra":
         if entra_token is None:
             raise AuthenticationFailed("No Entra ID token is available for this deployment.")
@@ -166,7 +203,7 @@ def azure_auth_headers(
             "You didn't provide an API key. This gateway passes your key to Azure OpenAI: "
             "send it as 'Authorization: Bearer YOUR_AZURE_KEY'."
         )
-    return {"api-key": caller.passthrough_key}
+    return key_header(deployment, caller.passthrough_key)
 
 
 def forwarded_headers(client_headers: Mapping[str, str]) -> dict[str, str]:

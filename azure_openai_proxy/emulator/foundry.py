@@ -12,10 +12,14 @@ request log are the ones `/openai/...` uses. The pipeline, in the service's orde
     log it -> authenticate (401) -> api-version (400) -> body (400)
       -> model (400 no_model_name, 404 unknown_model, 400 OperationNotSupported)
       -> extra parameters (400 unless the `extra-parameters` header allows them)
+      -> a partner model's messages (422 for a `developer` one; Mistral's for a tool
+         call's `index`)
       -> queued fault -> rate limit (429) -> the chat / embeddings handler
 
 Foundry's own error shapes (`unknown_model`, `no_model_name`, its 429 wording) are the
-ones its clients report; the rest is Azure's.
+ones its clients report; the rest is Azure's. A chat stream carries its usage on its last
+frame with a `finish_reason`, of its own accord (the API takes no `stream_options`):
+Microsoft's how-to for reasoning models on Foundry Models shows that frame.
 
 A body key the API's schema does not define (OpenAI's `user`, `n`, `stream_options`,
 `logprobs`...) is refused, 400 `{"detail": "Extra parameters ['user'] are not allowed
@@ -34,7 +38,7 @@ import asyncio
 import logging
 import math
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -49,9 +53,12 @@ from azure_openai_proxy.emulator.exchange import (
     Exchange,
     apply_fault,
 )
+from azure_openai_proxy.emulator.generation import plan_chat
 from azure_openai_proxy.emulator.ops import HANDLERS, cost_of
+from azure_openai_proxy.emulator.ops_text import facts
 from azure_openai_proxy.emulator.requestlog import record
 from azure_openai_proxy.emulator.routing import Route
+from azure_openai_proxy.emulator.textgen import chat_prompt_tokens
 from azure_openai_proxy.emulator.validation import CHAT_PARAMS, EMBEDDING_PARAMS
 from azure_openai_proxy.emulator.versions import DATED_VERSIONS, ApiVersion
 
@@ -61,7 +68,14 @@ _log = logging.getLogger(__name__)
 
 # The model inference API's own version, and Azure OpenAI's dated ones (its OpenAI models
 # answer "enabled only for api versions ..." by the same table).
-FOUNDRY_VERSIONS = DATED_VERSIONS | {"2024-05-01-preview"}
+_INFERENCE_VERSION = "2024-05-01-preview"
+FOUNDRY_VERSIONS = DATED_VERSIONS | {_INFERENCE_VERSION}
+# The dated checks judge the model inference version as of this date: it takes
+# `response_format: json_schema` (Microsoft's structured-outputs how-to for Foundry Models
+# sends it on 2024-05-01-preview; Cohere-command-r-plus-08-2024 answers), which Azure
+# OpenAI's dated API first takes on 2024-08-01-preview, and nothing else those checks
+# gate shipped between the two dates.
+_INFERENCE_JUDGED_AS = "2024-08-01"
 _MODEL_HEADER = "x-ms-model-mesh-model-name"
 _PROVIDERS = (
     ("deepseek", "DeepSeek"), ("llama", "Meta"), ("mistral", "Mistral AI"),
@@ -106,7 +120,8 @@ async def _serve(request: web.Request, state: EmulatorState, name: str) -> web.S
     try:
         raw = await _read_body(request, state.config.max_body_bytes)
         entry.update(_logged(request, raw))
-        exchange = Exchange(request, state, Route(name, v1=False), raw, request_id, headers)
+        exchange = _FoundryExchange(request, state, Route(name, v1=False), raw, request_id,
+                                    headers)
         response = await _pipeline(exchange, entry)
     except wire_errors.AzureError as error:
         response = error_response(error, headers)
@@ -120,6 +135,37 @@ async def _serve(request: web.Request, state: EmulatorState, name: str) -> web.S
         response = error_response(wire_errors.server_error(request_id), headers)
     entry["status"] = response.status
     return response
+
+
+class _FoundryExchange(Exchange):
+    """An exchange whose chat stream ends as the model inference API's do."""
+
+    async def stream(self, frames: Iterable[tuple[bytes, int]]) -> web.StreamResponse:
+        # The chat handler's own plan again (the same body and facts make the same one):
+        # its counts, as the non-streamed answer's usage gives them.
+        prompt = chat_prompt_tokens(self.body["messages"])
+        plan = plan_chat(self.body, facts(self), prompt)
+        usage = {"completion_tokens": plan.completion_tokens, "prompt_tokens": prompt,
+                 "total_tokens": prompt + plan.completion_tokens}
+        return await super().stream(_usage_on_last_finish(list(frames), usage))
+
+
+def _usage_on_last_finish(
+    frames: list[tuple[bytes, int]], usage: dict[str, int]
+) -> list[tuple[bytes, int]]:
+    """`frames` with `usage` on the last one that has a `finish_reason` (none when no
+    frame has one)."""
+    for at in range(len(frames) - 1, -1, -1):
+        raw, tokens = frames[at]
+        if not raw.startswith(b"data: {"):
+            continue
+        frame = orjson.loads(raw[6:])
+        choices = frame.get("choices")
+        if choices and any(c.get("finish_reason") for c in choices):
+            frame["usage"] = usage
+            return [*frames[:at], (b"data: " + orjson.dumps(frame) + b"\n\n", tokens),
+                    *frames[at + 1:]]
+    return frames
 
 
 def _logged(request: web.Request, body: bytes) -> dict[str, Any]:
@@ -148,6 +194,8 @@ async def _pipeline(ex: Exchange, entry: dict[str, Any]) -> web.StreamResponse:
         title = "chatCompletion" if operation == "chat" else "embeddings"
         raise wire_errors.operation_not_supported(deployment.model, title)
     _extra_parameters(ex.body, operation, ex.request.headers.get("extra-parameters"))
+    if operation == "chat":
+        _partner_messages(deployment.model.lower(), ex.body.get("messages"))
     fault = ex.state.faults.take(deployment.name)
     if fault is not None:
         entry["fault"] = fault.kind
@@ -179,6 +227,32 @@ def _extra_parameters(body: dict[str, Any], operation: str, option: str | None) 
                   "pass to the model.")
 
 
+def _partner_messages(model: str, messages: Any) -> None:
+    """What the partner models (DeepSeek, Llama, Mistral...: not OpenAI's) refuse in a
+    message: the `developer` role, 422 (Cherry Studio#12321: Azure's DeepSeek-R1), in the
+    API's pydantic shape (LiteLLM#11844's); and Mistral's a key its schema lacks, such as
+    the `index` a client copies into an assistant message's tool calls from a stream's
+    deltas: 422 "unknown field: parameter index is not a valid field" (the words
+    LiteLLM's azure_ai provider retries on; the wrapping is the API's 422)."""
+    if not any(word in model for word, _ in _PROVIDERS):
+        return
+    for at, message in enumerate(messages if isinstance(messages, list) else ()):
+        if not isinstance(message, dict):
+            continue
+        if message.get("role") == "developer":
+            raise wire_errors.AzureError(422, {"error": {
+                "code": "Invalid input", "status": 422, "message": "invalid input error",
+                "details": [{"type": "literal_error", "loc": ["body", "messages", at, "role"],
+                             "msg": "Input should be 'system', 'user', 'assistant' or 'tool'",
+                             "input": "developer"}]}})
+        calls = message.get("tool_calls")
+        if "mistral" in model and isinstance(calls, list) and any(
+                isinstance(c, dict) and "index" in c for c in calls):
+            raise wire_errors.AzureError(422, {"error": {
+                "code": "Invalid input", "status": 422,
+                "message": "unknown field: parameter index is not a valid field"}})
+
+
 def _detail(message: str) -> wire_errors.AzureError:
     return wire_errors.AzureError(400, {"detail": message})
 
@@ -206,7 +280,8 @@ def foundry_version(raw: str | None) -> ApiVersion:
     """The request's api-version; missing or unknown is a 400 (not the dated API's 404)."""
     if raw is None or raw not in FOUNDRY_VERSIONS:
         raise wire_errors.bad_request("API version not supported")
-    return ApiVersion(raw=raw, date=raw[:10], preview=raw.endswith("-preview"))
+    date = _INFERENCE_JUDGED_AS if raw == _INFERENCE_VERSION else raw[:10]
+    return ApiVersion(raw=raw, date=date, preview=raw.endswith("-preview"))
 
 
 def _json_object(raw: bytes) -> dict[str, Any]:

@@ -7,12 +7,14 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from azure_openai_proxy.emulator import (
+    conversations,
     graders,
     ops_media,
     ops_store,
     ops_text,
     realtime_ws,
     responses_tools,
+    stored_chat,
 )
 from azure_openai_proxy.emulator.exchange import Exchange
 from azure_openai_proxy.emulator.generation import prompt_texts
@@ -52,11 +54,23 @@ HANDLERS: dict[str, Handler] = {
     "realtime": realtime_ws.connect,
     "grader_run": graders.run,
     "grader_validate": graders.validate,
+    "conversation_create": conversations.create,
+    "conversation": conversations.retrieve,
+    "conversation_update": conversations.update,
+    "conversation_delete": conversations.delete,
+    "conversation_items": conversations.items,
+    "conversation_items_create": conversations.items_create,
+    "chat_stored_list": stored_chat.listed,
+    "chat_stored": stored_chat.retrieve,
+    "chat_stored_update": stored_chat.update,
+    "chat_stored_delete": stored_chat.delete,
+    "chat_stored_messages": stored_chat.messages,
 }
 JSON_OPERATIONS = frozenset(
     {"chat", "completions", "embeddings", "responses", "speech", "image_generations",
      "batch_create", "responses_compact", "responses_input_tokens", "grader_run",
-     "grader_validate"}
+     "grader_validate", "conversation_create", "conversation_update",
+     "conversation_items_create", "chat_stored_update"}
 )
 MULTIPART_OPERATIONS = frozenset({"transcriptions", "translations", "image_edits", "file_upload"})
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -13,6 +12,7 @@ from azure_openai_proxy.emulator.exchange import Exchange, new_id
 from azure_openai_proxy.emulator.generation import RequestFacts, plan_chat, plan_completions
 from azure_openai_proxy.emulator.multipart import field
 from azure_openai_proxy.emulator.ops_text import embeddings_body
+from azure_openai_proxy.emulator.storage import cursor_page
 from azure_openai_proxy.emulator.versions import v1_version
 
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
@@ -127,23 +127,6 @@ async def batches(ex: Exchange) -> web.StreamResponse:
     data.reverse()  # newest first, as the service lists them
     return ex.json(cursor_page(data, ex.request.query))
 
-
-def cursor_page(data: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
-    """One page of a cursor-paginated list, as Azure pages batches: `limit` (1-100,
-    default 20) items after the one `after` names (from the first when it names none
-    listed), `has_more` when others follow."""
-    limit = query.get("limit", "20")
-    # int("²") raises, and int() of over 4,300 digits
-    if not (limit.isdecimal() and len(limit) <= 3 and 1 <= int(limit) <= 100):
-        raise wire_errors.invalid_request(
-            f"Invalid 'limit': {limit!r}. Expected an integer between 1 and 100.",
-            "limit", "invalid_value")
-    after = query.get("after")
-    start = next((n + 1 for n, item in enumerate(data) if item["id"] == after), 0)
-    page = data[start:start + int(limit)]
-    return {"object": "list", "data": page, "has_more": start + len(page) < len(data),
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None}
 
 
 async def batch_cancel(ex: Exchange) -> web.StreamResponse:

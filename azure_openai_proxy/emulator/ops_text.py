@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from azure_openai_proxy.emulator import frames, validation, wire_errors
+from azure_openai_proxy.emulator import frames, stored_chat, validation, wire_errors
 from azure_openai_proxy.emulator.config import (
     EmulatedDeployment,
     input_limit,
@@ -68,11 +68,13 @@ async def chat(ex: Exchange) -> web.StreamResponse:
                              most_input=input_limit(ex.deployment.model))
     validation.check_max_tokens(ex.body, max_output_tokens(ex.deployment.model))
     plan = plan_chat(ex.body, facts(ex), tokens)
+    answer = frames.chat_body(plan)
+    stored_chat.keep(ex, answer)  # with `store: true`, streamed or not
     if ex.body.get("stream"):
         stream = frames.chat_stream(plan, ex.config.burst_tokens)
         return await ex.stream((f.encode(), f.tokens) for f in stream)
     await ex.think(plan.completion_tokens)
-    return ex.json(frames.chat_body(plan))
+    return ex.json(answer)
 
 
 async def completions(ex: Exchange) -> web.StreamResponse:

@@ -4,6 +4,7 @@
     /openai/{responses|files|batches|models}...       dated, deployment (if any) in the body
     /openai/fine_tuning/alpha/graders/{run|validate}   dated, no deployment
     /openai/v1/{op}                                    v1, deployment in the body's `model`
+    /openai/v1/conversations..., GET chat/completions...   v1 only (dated: 404)
     /openai/realtime?deployment=D, /openai/v1/realtime?model=D   the Realtime WebSocket
 
 `resolve` answers None for unknown paths and for a known path with the wrong method;
@@ -46,6 +47,17 @@ OPERATION_KIND: dict[str, str | None] = {
     "grader_run": None,  # a model grader names a base model, no deployment
     "grader_validate": None,
     "realtime": "realtime",
+    "conversation_create": None,
+    "conversation": None,
+    "conversation_update": None,
+    "conversation_delete": None,
+    "conversation_items": None,
+    "conversation_items_create": None,
+    "chat_stored_list": None,
+    "chat_stored": None,
+    "chat_stored_update": None,
+    "chat_stored_delete": None,
+    "chat_stored_messages": None,
 }
 
 # Azure's names for operations, as its 429 messages use them.
@@ -108,7 +120,23 @@ _SHARED_ROUTES = [
     (rf"models/{_ID}", "GET", "model"),
     (r"realtime", "GET", "realtime"),  # a WebSocket; the deployment is in the query
 ]
-_V1_ROUTES = [(path, "POST", op) for path, op in _DEPLOYMENT_OPS.items()] + _SHARED_ROUTES
+# Azure serves the Conversations API and stored chat completions on the v1 API alone:
+# the dated path is its 404.
+_V1_ONLY_ROUTES = [
+    (r"conversations", "POST", "conversation_create"),
+    (rf"conversations/{_ID}", "GET", "conversation"),
+    (rf"conversations/{_ID}", "POST", "conversation_update"),
+    (rf"conversations/{_ID}", "DELETE", "conversation_delete"),
+    (rf"conversations/{_ID}/items", "GET", "conversation_items"),
+    (rf"conversations/{_ID}/items", "POST", "conversation_items_create"),
+    (r"chat/completions", "GET", "chat_stored_list"),  # stored chat completions
+    (rf"chat/completions/{_ID}", "GET", "chat_stored"),
+    (rf"chat/completions/{_ID}", "POST", "chat_stored_update"),
+    (rf"chat/completions/{_ID}", "DELETE", "chat_stored_delete"),
+    (rf"chat/completions/{_ID}/messages", "GET", "chat_stored_messages"),
+]
+_V1_ROUTES = ([(path, "POST", op) for path, op in _DEPLOYMENT_OPS.items()] + _SHARED_ROUTES
+              + _V1_ONLY_ROUTES)
 _COMPILED_SHARED = [(re.compile(p + r"/?"), m, o) for p, m, o in _SHARED_ROUTES]
 _COMPILED_V1 = [(re.compile(p + r"/?"), m, o) for p, m, o in _V1_ROUTES]
 _DEPLOYMENT_PATH = re.compile(r"deployments/([^/]{1,256})/(.+?)/?")

@@ -7,11 +7,13 @@ with plain values. Batches complete the first time they are read after creation
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from azure_openai_proxy.emulator import wire_errors
 
 BatchRunner = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 
@@ -37,6 +39,12 @@ class Stores:
     queued: set[str] = field(default_factory=set)
     # Each stored response's input items, as `input_items` lists them (oldest first).
     response_inputs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Conversations (the v1 API's alone) and their items, oldest first.
+    conversations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    conversation_items: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # Chat completions made with `store: true`, and their request messages.
+    chat_completions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    chat_messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def add_file(self, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
         file_id = self.new_id("file-")
@@ -126,3 +134,30 @@ class Stores:
             name = f"{batch['id']}_error.jsonl"
             batch["error_file_id"] = self.add_file(name, "batch_output",
                                                    b"\n".join(errors) + b"\n")["id"]
+
+
+def cursor_page(data: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
+    """One page of a cursor-paginated list, as Azure pages batches: `limit` (1-100,
+    default 20) items after the one `after` names (from the first when it names none
+    listed), `has_more` when others follow."""
+    limit = query.get("limit", "20")
+    # int("²") raises, and int() of over 4,300 digits
+    if not (limit.isdecimal() and len(limit) <= 3 and 1 <= int(limit) <= 100):
+        raise wire_errors.invalid_request(
+            f"Invalid 'limit': {limit!r}. Expected an integer between 1 and 100.",
+            "limit", "invalid_value")
+    after = query.get("after")
+    start = next((n + 1 for n, item in enumerate(data) if item["id"] == after), 0)
+    page = data[start:start + int(limit)]
+    return {"object": "list", "data": page, "has_more": start + len(page) < len(data),
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None}
+
+
+def deleted(objects: dict[str, dict[str, Any]], parts: dict[str, list[dict[str, Any]]],
+            object_id: str, kind: str) -> dict[str, Any]:
+    """Forget a stored object and what it holds (a conversation's items, a stored chat
+    completion's messages); OpenAI's deletion answer for it."""
+    del objects[object_id]
+    parts.pop(object_id, None)
+    return {"id": object_id, "object": kind, "deleted": True}

@@ -21,6 +21,7 @@ answers, so the change is in force in this worker when the client reads the answ
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -64,6 +65,7 @@ _BODY_LIMIT = 1024 * 1024
 _KEY_FIELDS = frozenset({"name", "team", "team_id", "models", "expires", "expires_at",
                          "blocked", "metadata", "rpm", "tpm", "max_parallel", "budget_usd",
                          "budget_period", "soft_budget_usd"})
+_ROTATE_FIELDS = frozenset({"grace_seconds"})
 _TEAM_FIELDS = frozenset({"name", "blocked", "metadata", "rpm", "tpm", "max_parallel",
                           "budget_usd", "budget_period", "soft_budget_usd"})
 
@@ -148,6 +150,7 @@ class AdminApi:
         if len(rest) == 2:
             if method != "POST":
                 raise MethodNotAllowed(f"Method {method} is not allowed.", allow=("POST",))
+            _no_unknown(data, _ROTATE_FIELDS)  # `grace: 24h` was read as no grace
             grace = data.get("grace_seconds", 0)
             if (isinstance(grace, bool) or not isinstance(grace, int | float)
                     or not 0 <= grace <= MAX_GRACE_SECONDS):
@@ -333,5 +336,9 @@ def _metadata(value: Any) -> dict[str, Any]:
 
 
 def _json(data: Any, status: int = 200) -> Answer:
-    return Answer(status, {"content-type": "application/json"}, orjson.dumps(data))
+    try:
+        body = orjson.dumps(data)
+    except TypeError:  # metadata as deep as orjson writes (254), nested deeper in a view
+        body = json.dumps(data, separators=(",", ":")).encode()
+    return Answer(status, {"content-type": "application/json"}, body)
 

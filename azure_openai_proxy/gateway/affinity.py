@@ -66,6 +66,9 @@ MAX_REFERENCE_VALUES = 50_000
 # Path roots whose second segment is an object id (files/{id}, batches/{id}/cancel, ...).
 _ID_ROOTS = frozenset({"files", "batches", "responses", "vector_stores", "assistants", "threads",
                        "uploads", "conversations"})
+# Paths whose third segment is the id: `fine_tuning/jobs/{id}/...`,
+# `chat/completions/{id}/...` (a stored chat completion).
+_ID_AT_THIRD = frozenset({("fine_tuning", "jobs"), ("chat", "completions")})
 # Where a Responses body (a conversation's items) lists items, some by reference.
 _ITEM_LISTS = ("input", "items")
 
@@ -114,8 +117,8 @@ def ids_referenced(operation: str, body: Mapping[str, Any] | None, *,
     parts = operation.split("/")
     if len(parts) >= 2 and parts[0] in _ID_ROOTS:
         ids.append(parts[1])
-    elif len(parts) >= 3 and parts[0] == "fine_tuning" and parts[1] == "jobs":
-        ids.append(parts[2])  # fine_tuning/jobs/{id}/...: a job lives on one resource too
+    elif len(parts) >= 3 and (parts[0], parts[1]) in _ID_AT_THIRD:
+        ids.append(parts[2])  # a job, a stored chat completion: on one resource too
     if body:
         try:
             _walk(body, ids, strict)

@@ -420,7 +420,7 @@ def create_app(
     fakes; a reload keeps them."""
     app_box: list[GatewayApp] = []
     metrics = metrics_for(settings.metrics, lambda: app_box[0].gateway.balancer.state, clock,
-                          lambda: app_box[0].gateway.settings.deployments)
+                          lambda: app_box[0].gateway.table)
     tokens = EntraTokens(credential)
     gateway = _gateway(settings, transport or transport_for(settings.upstream), metrics,
                        tokens, None, clock, rng or random.Random())

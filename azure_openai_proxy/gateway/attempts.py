@@ -14,6 +14,7 @@ import time
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.balancing.resend import may_try_elsewhere
 from azure_openai_proxy.errors import (
+    UnsupportedParameter,
     UpstreamAnswerTooLarge,
     UpstreamError,
     UpstreamPoolTimeout,
@@ -29,7 +30,7 @@ from azure_openai_proxy.http.interface import HttpRequest, Reply
 from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate_upstream_error
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, Target
-from azure_openai_proxy.settings import Settings
+from azure_openai_proxy.settings import DeploymentSettings, Settings
 from azure_openai_proxy.upstream.entra import EntraTokens
 from azure_openai_proxy.upstream.transport import Transport, UpstreamResponse
 
@@ -109,8 +110,21 @@ class UpstreamAttempts:
                 # Our own pool was full: no judgement on the deployment's health.
                 lease.done()
                 record.retries.append(f"{deployment.deployment_name}:{exc.code}")
+                record.adaptations = ()
                 run = run or balancer.failover(pool, 0, started, first, caller)
                 run.failed(exc.with_traceback(None))
+                continue
+            except UnsupportedParameter as exc:
+                # Not sent: the deployment cannot take the request's parameters. A
+                # Foundry member's refusal (what its API does not define) leaves the
+                # pool's Azure OpenAI members, which may take them; no judgement on its
+                # health. Any other's, or with no such member, is the client's 400.
+                lease.done()
+                if not _others_may_take(pool, deployment):
+                    raise
+                record.adaptations = ()  # what was fitted for it (the next is told its own)
+                run = run or balancer.failover(pool, 0, started, first, caller)
+                run.passed_over(record, deployment, exc.code, exc)
                 continue
             except UpstreamError as exc:
                 # A timeout after the request was sent may be its own doing (its size).
@@ -118,6 +132,7 @@ class UpstreamAttempts:
                 lease.done()
                 if not may_try_elsewhere(request.method, None, exc.request_sent):
                     raise  # it may have reached Azure: the client gets this failure
+                record.adaptations = ()
                 run = run or balancer.failover(pool, 0, started, first, caller)
                 run.moved_on(record, deployment, exc.code, exc)  # (without its traceback)
                 continue
@@ -158,6 +173,7 @@ class UpstreamAttempts:
                 # An error answer moved on from is not billed: the next attempt is judged
                 # alone, sent and unanswered (estimated) or never sent (not).
                 record.sent, record.body_sent, record.upstream_ms = 0, 0, None
+                record.adaptations = ()  # the next attempt's body is fitted anew
                 run = run or balancer.failover(pool, 0, started, first, caller)
                 run.failed(error)
                 del error
@@ -181,6 +197,13 @@ class UpstreamAttempts:
                 # connection is released: closing twice is harmless in both transports.
                 response.close()
                 lease.done()
+
+
+def _others_may_take(pool: Pool, deployment: DeploymentSettings) -> bool:
+    """Whether a parameter `deployment` refused may be taken by another of `pool`'s
+    members: it is a Foundry deployment and the pool has Azure OpenAI ones."""
+    return deployment.api == "foundry" and any(
+        member.api != "foundry" for member in pool.deployments)
 
 
 def _note_answer(record: RequestRecord, response: UpstreamResponse, sent: float) -> None:

@@ -225,6 +225,15 @@ class Failover:
         record.retries.append(f"{deployment.deployment_name}:{why}")
         self.failed(error.with_traceback(None))
 
+    def passed_over(self, record: RequestRecord, deployment: DeploymentSettings,
+                    why: object, error: GatewayError) -> None:
+        """`moved_on` for an attempt never sent (`deployment` cannot take the request):
+        its error is the one given up with only when no attempt before it had one."""
+        last = self._last_error
+        self.moved_on(record, deployment, why, error)
+        if last is not None:
+            self._last_error = last
+
     def _give_up(self, step: GiveUp) -> GatewayError:
         last = self._last_error
         wait = step.retry_after

@@ -19,6 +19,10 @@ set to be 'error'". OpenAI's SDKs send some of those keys as a matter of course
   `pass-through`: Foundry's values; another is a 400) has chosen: its body goes as it
   came and the header is relayed.
 
+Messages are fitted too, header or not (`_fit_messages`): a `developer` message becomes
+a `system` one, and an assistant message's tool calls lose the `index` a client copied
+from a stream's deltas; the API's partner models refuse both.
+
 Keys no OpenAI API defines (a Llama's `top_k`...) are left as they came: Foundry's own
 400 names them (normalize/upstream_errors.py), and the header lets them through.
 `max_completion_tokens`, `reasoning_effort` and `stream_options` are compat.py's, by the
@@ -36,8 +40,8 @@ __all__ = ["EXTRA_PARAMETERS_HEADER", "fit_foundry_body"]
 EXTRA_PARAMETERS_HEADER = "extra-parameters"
 _OPTIONS = ("error", "drop", "pass-through")
 _HINTS = ("user", "store", "metadata", "parallel_tool_calls", "service_tier",
-          "prompt_cache_key", "safety_identifier", "user_security_context", "prediction",
-          "verbosity")
+          "prompt_cache_key", "prompt_cache_retention", "safety_identifier",
+          "user_security_context", "prediction", "verbosity")
 _DROPPED: dict[str, frozenset[str]] = {
     "chat/completions": frozenset(_HINTS),
     "embeddings": frozenset({"user"}),
@@ -61,7 +65,17 @@ def fit_foundry_body(
             raise InvalidRequest(
                 f"The {EXTRA_PARAMETERS_HEADER} header must be one of {', '.join(_OPTIONS)} "
                 "(Azure AI model inference's values).", param=EXTRA_PARAMETERS_HEADER)
-        return body, ()
+        fitted: tuple[dict[str, Any], tuple[str, ...]] = body, ()
+    else:
+        fitted = _fit_parameters(body, operation)
+    if operation == "chat/completions":
+        return _fit_messages(*fitted)
+    return fitted
+
+
+def _fit_parameters(
+    body: dict[str, Any], operation: str
+) -> tuple[dict[str, Any], tuple[str, ...]]:
     judged = _JUDGED.get(operation)
     if judged is None or judged.isdisjoint(body):
         return body, ()
@@ -77,6 +91,53 @@ def fit_foundry_body(
         del out[name]
         notes.append(f"dropped:{name}")
     return out, tuple(notes)
+
+
+def _fit_messages(
+    body: dict[str, Any], notes: tuple[str, ...]
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """`body` with its messages in the shape the model inference API's models take:
+
+    - a `developer` message becomes a `system` one: OpenAI's newer name for it (its SDKs
+      and apps send it), which DeepSeek-R1, Llama, Mistral... refuse with 422 (Cherry
+      Studio#12321, its fix #12328); OpenAI's own models there read either alike;
+    - an assistant message's tool calls lose the `index` a client copied from a stream's
+      deltas (the OpenAI SDK's stream helper, Vercel's AI SDK): no request schema has it,
+      and Mistral's models refuse it (mistral-common's extra_forbidden, "unknown field:
+      parameter index is not a valid field" on Azure AI, which LiteLLM retries without).
+    """
+    messages = body.get("messages")
+    if type(messages) is not list:
+        return body, notes
+    developer = indexed = False
+    for message in messages:
+        if type(message) is dict:
+            developer = developer or message.get("role") == "developer"
+            indexed = indexed or _indexed(message)
+    if not (developer or indexed):
+        return body, notes
+    cleaned = [_fit_message(message) for message in messages]
+    fitted = (("developer->system",) if developer else ()) + (
+        ("dropped:messages.tool_calls.index",) if indexed else ())
+    return {**body, "messages": cleaned}, (*notes, *fitted)
+
+
+def _fit_message(message: Any) -> Any:
+    if type(message) is not dict:
+        return message
+    if message.get("role") == "developer":
+        return {**message, "role": "system"}
+    if _indexed(message):
+        return {**message, "tool_calls": [
+            {key: value for key, value in call.items() if key != "index"}
+            if type(call) is dict else call for call in message["tool_calls"]]}
+    return message
+
+
+def _indexed(message: dict[str, Any]) -> bool:
+    calls = message.get("tool_calls")
+    return type(calls) is list and any(type(call) is dict and "index" in call
+                                       for call in calls)
 
 
 def _unused(name: str, value: Any) -> bool:

@@ -14,7 +14,8 @@ __all__ = ["filtered", "is_list", "item_holder", "list_ids", "listed_ids", "outp
 
 # Collections whose GET lists objects created at the top level.
 _LISTS = frozenset({"files", "batches", "vector_stores", "assistants", "fine_tuning/jobs",
-                    "responses", "threads", "uploads", "conversations"})
+                    "responses", "threads", "uploads", "conversations",
+                    "chat/completions"})
 
 
 def is_list(method: str, operation: str) -> bool:

@@ -34,9 +34,10 @@ job list (gateway/finetuned.py): `fine_tuning/checkpoints/{id}/...` names one.
 A streamed `responses` call's id and output items are the key's too: the relay reads
 them from the stream (normalize/responses_meter.py `ResponsesStreamMeter`) and `claim`s them as
 the events naming them pass: in memory at once, in the database in the background. So a
-stream the client leaves midway leaves what it showed the key's. Objects created inside
-another answer (an upload's file) are not recorded: a key with restrictions cannot name
-them later.
+stream the client leaves midway leaves what it showed the key's. A chat Azure stores
+(`store: true`) is the key's when answered as JSON (`own_chat`); a streamed one's id is
+not read from its stream, so its owner is unknown. Objects created inside another answer
+(an upload's file) are not recorded: a key with restrictions cannot name them later.
 
 Batch input files: when a virtual key with an allow-list uploads a file with purpose
 `batch`, the models its lines name (`body.model`) are recorded with it
@@ -66,6 +67,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
+
+import orjson
 
 from azure_openai_proxy.errors import GatewayError, NotFound
 from azure_openai_proxy.gateway.affinity import Home, ids_referenced, item_references
@@ -208,6 +211,20 @@ class ObjectOwners:
 
         return claim
 
+    def stream_claim(self, method: str, operation: str, key_id: str,
+                     record: RequestRecord) -> Callable[[list[str]], None] | None:
+        """The `claim` of a Responses stream `key_id` asks for: a POST's (`claimer`), or
+        a background response's resumed (`GET responses/{id}?stream=true`) when the
+        response is the key's own (`check` has just read its owner into memory): the
+        items it shows are the key's with it, as a read's are (`owned_answer`)."""
+        if method == "POST":
+            return self.claimer(key_id, record) if operation == "responses" else None
+        if method == "GET" and operation.count("/") == 1:
+            owned = self._owners.get(operation.partition("/")[2])
+            if owned is not None and owned.key_id == key_id:
+                return partial(self.claim, owned=owned)
+        return None
+
     def keep_chained(self, key_id: str, noted: list[tuple[str, int]]) -> None:
         """Write what `chained` noted to the database in the background (no await on
         the answer's path), so a turn after a restart counts it."""
@@ -228,6 +245,18 @@ class ObjectOwners:
             for name, tokens in kept.items():
                 self.chained.learn(key_id, name, tokens)
         return self.chained.reserve(body, key_id)
+
+    async def own_chat(self, key_id: str, record: RequestRecord, reply: Reply) -> None:
+        """A chat Azure stored (`store: true`), answered as JSON: the key's, made where it
+        was answered. A stream's is not read: its owner is unknown (see the docstring)."""
+        if isinstance(reply, Answer) and 200 <= reply.status < 300:
+            try:
+                answer = orjson.loads(reply.body)
+            except orjson.JSONDecodeError:
+                return
+            made = answer.get("id") if isinstance(answer, dict) else None
+            if isinstance(made, str) and made:
+                await self.remember(made, Owned(key_id, None, _made_on(record)))
 
     async def written(self) -> None:
         """Wait until the database holds every id claimed so far (or has failed)."""
@@ -362,6 +391,8 @@ def object_ids(operation: str, body: Mapping[str, Any] | None) -> tuple[list[str
     the first (`threads/{id}/runs/{run}`, `vector_stores/{id}/files/{file}`): those live
     inside the first, so they are refused only when known to be another key's."""
     parts = operation.split("/")
+    if parts[:2] == ["chat", "completions"]:  # a stored chat completion: its id, no inner
+        return ids_referenced(operation, body, strict=True), []
     if parts[0] == "fine_tuning":
         # A job, or a checkpoint (`checkpoints/{ft:...}/permissions`): the key's when it
         # owns the job that made it (gateway/finetuned.py).
@@ -402,7 +433,8 @@ async def owned_answer(
     """A resource answer for a virtual key (its request's JSON `body`): a created
     object becomes the key's, a list shows only the key's own objects (its next pages
     asked by `more` while they hold none: gateway/ownedpages.py)."""
-    if (method == "GET" or operation.endswith("/cancel")) and record.usage is not None:
+    if (method == "GET" or operation.endswith("/cancel") or operation.startswith("chat/")
+            ) and record.usage is not None:
         if isinstance(reply, Answer):
             owners.counted.reread(operation, record, reply.body)  # a stored object's usage
         elif record.stream:

@@ -295,19 +295,19 @@ class Gateway:
             held = hold(limiter, self.budgets, caller, body.held_fields(operation), routed,
                         operation, self._default_completion, prompt_chars, chained, request.headers)
             lines = held[0].head_lines
-        if operation == "responses" and request.method == "POST":
-            # A streamed response's id and items, the key's as the stream shows them.
-            record.claim = self.owners.claimer(key.id, record)
+        if operation.startswith("responses"):  # a stream's ids: the key's as it shows them
+            record.claim = self.owners.stream_claim(request.method, operation, key.id, record)
         try:
-            batch_models = None
-            if models and operation == "files" and request.method == "POST":
-                batch_models = await uploaded_batch_models(body.spool, body.boundary)
+            batch_models = (await uploaded_batch_models(body.spool, body.boundary) if models
+                            and operation == "files" and request.method == "POST" else None)
             reply = await self._attempts.send(limited(request, lines), target, caller, body,
                                               record, routed)
             if target.kind == "resource":  # a list's empty page: the next (ownedpages.py)
                 more = pager(self._attempts.send, request, target, caller, body, record, routed)
                 reply = await owned_answer(self.owners, request.method, operation,
                                            key.id, record, reply, batch_models, json, more)
+            elif chat and json is not None and json.get("store") is True:  # Azure keeps it
+                await self.owners.own_chat(key.id, record, reply)  # (ownership.py)
             return apply_lines(reply, lines)
         except BaseException as exc:
             failed(exc, record, json, operation, self._default_completion, lines, body, request.headers)

@@ -121,10 +121,12 @@ async def relay(
         except asyncio.CancelledError:
             relaying.cancel()
             # Cancelled before its first step, it ran nothing: release Azure's answer and
-            # estimate the usage here (both are no-ops once it has run).
+            # estimate the usage here (both are no-ops once it has run). A resumed stream
+            # (a GET's) left so relayed nothing: no record of nothing (`_relay_stream`).
             response.close()
             record.stream = True
-            if record.usage is None and (policy is not None or meter is not None):
+            if record.usage is None and record.method != "GET" and (
+                    policy is not None or meter is not None):
                 record.usage = (
                     picture_stream_usage(meter, body) if type(meter) is PictureStreamMeter
                     else meter.recorded() if type(meter) is SpeechStreamMeter
@@ -230,11 +232,12 @@ async def _relay_stream(
             record.usage = meter.recorded()  # Azure's, or estimated
         elif type(meter) is ResponsesStreamMeter:
             # A resumed stream (a GET's) left with nothing relayed adds no estimate: the
-            # POST's record estimated the prompt and what it relayed.
+            # POST's record estimated the prompt and what it relayed. One that relayed a
+            # picture is estimated (flagged: `restreamed` takes no estimate for Azure's).
+            image_gen = meter.image_gen or meter.pictures_so_far()
             record.usage = meter.usage or (with_context(
                 estimated_usage(_json(body), meter.content_chars), record.context_tokens)
-                if record.method != "GET" or meter.content_chars else None)
-            image_gen = meter.image_gen or meter.pictures_so_far()
+                if record.method != "GET" or meter.content_chars or image_gen else None)
             if image_gen is not None:
                 record.usage = with_image_gen(record.usage, image_gen, request.headers)
     return out

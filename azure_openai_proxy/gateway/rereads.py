@@ -12,6 +12,8 @@ the key again (its ledger and its budget), though Azure generated it once. So:
   (`GET responses/{id}`, `GET threads/{t}/runs/{r}`), and dropped from later reads; a
   cancel is such a read too (`POST responses/{id}/cancel`, `.../runs/{r}/cancel`): it
   answers the object, with its usage when it was done;
+- a stored chat completion (`chat/completions/{id}`, read or its metadata updated)
+  answers with the usage of the chat that made it, which counted it: dropped;
 - unless the background response was streamed (`"stream": true` too) and its stream
   showed Azure's usage: counted then (`counted_by_stream`), dropped from every read;
 - its stream resumed (`GET responses/{id}?stream=true`, after a client left it) is a
@@ -60,6 +62,9 @@ class CountedUsage:
         """Drop `record`'s usage when the GET (or cancel) it records read a stored
         object (`operation`, its answer `body`) whose generation was counted already."""
         parts = operation.split("/")
+        if parts[0] == "chat":  # a stored chat completion read or updated: counted by
+            record.usage = None  # the chat that made it (`store: true`)
+            return
         if parts[-1] == "cancel":  # answers the object as a read does
             parts.pop()
         response = len(parts) == 2 and parts[0] == "responses"

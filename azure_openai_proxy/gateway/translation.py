@@ -37,11 +37,12 @@ from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.normalize.stream import StreamPolicy
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Target
-from azure_openai_proxy.settings import DeploymentSettings, Settings
+from azure_openai_proxy.settings import FOUNDRY_API_VERSION, DeploymentSettings, Settings
 from azure_openai_proxy.translate import (
     api_version_for,
     azure_auth_headers,
     forwarded_headers,
+    key_header,
     names_deployment_in_body,
     upstream_url,
 )
@@ -176,8 +177,8 @@ class RequestTranslator:
             self._profile(deployment, version) if target.operation in _NORMALIZED_STREAMS
             else None,
             names_deployment_in_body(deployment, target),
-            {"api-key": key.get_secret_value()} if deployment.auth == "key" and key is not None
-            else None,
+            key_header(deployment, key.get_secret_value())
+            if deployment.auth == "key" and key is not None else None,
             deployment.api == "foundry",
         )
         if target.kind == "deployment" and not target.native:
@@ -233,6 +234,7 @@ def _profile(deployment: DeploymentSettings, version: str | None) -> DeploymentP
         api, version if api == "dated" else deployment.api_version,
         deployment.model_family, deployment.deployment_name, deployment.model_name,
         tuple(deployment.unsupported_params),
+        deployment.api == "foundry" and version == FOUNDRY_API_VERSION,
     )
 
 
@@ -240,7 +242,7 @@ def _profile(deployment: DeploymentSettings, version: str | None) -> DeploymentP
 def _cached_profile(
     api: Literal["dated", "v1"], version: str | None,
     family: Literal["auto", "reasoning", "standard"], deployment_name: str,
-    model_name: str, unsupported: tuple[str, ...],
+    model_name: str, unsupported: tuple[str, ...], model_inference: bool,
 ) -> DeploymentProfile:
     return DeploymentProfile(
         api=api,
@@ -248,6 +250,7 @@ def _cached_profile(
         family=infer_family(deployment_name, model_name) if family == "auto" else family,
         unsupported_params=frozenset(unsupported),
         need=deployment_need(deployment_name, model_name, family),
+        model_inference=model_inference,
     )
 
 

@@ -18,7 +18,8 @@ non-JSON and empty bodies) into an `UpstreamHttpError` whose body is OpenAI's
     unknown parameter        400 invalid_request_error unknown_parameter, `param` set
                              (Foundry's `{"detail": "Extra parameters ['top_k'] ..."}` too)
     Foundry's 422            same status, its `details` (what, where) in the message,
-                             the first one's place as `param`
+                             the first one's place as `param` (or its parameter_not_supported
+                             `detail`'s place)
     404 Resource not found   404 invalid_request_error not_found (api-version or path)
     OperationNotSupported    400 invalid_request_error operation_not_supported
     other 4xx                same status, invalid_request_error, Azure's message/code
@@ -120,6 +121,9 @@ def _parse(status: int, body: bytes) -> _AzureError:
     if details:  # Foundry's 422 "invalid input error": what was invalid, and where
         message = f"{message or 'invalid input'}: {'; '.join(text for text, _ in details)}"
         param = param or details[0][1]
+    elif type(detail := error.get("detail")) is dict and (where := _body_path(detail.get("loc"))):
+        # the model inference API's 422 parameter_not_supported: where (never its input)
+        message, param = f"{message or 'invalid input'} ({where})", param or where
     return _AzureError(
         status=status,
         message=message,
@@ -141,12 +145,18 @@ def _validation_details(details: Any) -> list[tuple[str, str | None]]:
     for detail in details[:_DETAILS]:
         if type(detail) is not dict or type(detail.get("msg")) is not str:
             continue
-        loc = detail.get("loc")
-        path = ".".join(str(part) for part in loc[1:] if type(part) in (str, int)) if (
-            type(loc) is list and loc[:1] == ["body"]) else ""
+        path = _body_path(detail.get("loc"))
         text = detail["msg"][:_SNIPPET]
         found.append((f"{text} ({path})" if path else text, path or None))
     return found
+
+
+def _body_path(loc: Any) -> str:
+    """A validation error's `loc` in the body (`["body", "messages", 0, "role"]`) as
+    `messages.0.role`; "" for anything else."""
+    if type(loc) is not list or loc[:1] != ["body"]:
+        return ""
+    return ".".join(str(part) for part in loc[1:] if type(part) in (str, int))
 
 
 def _error(

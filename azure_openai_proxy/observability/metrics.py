@@ -37,9 +37,10 @@ render again, so a flood of scrapes costs one render a second, not one each.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
@@ -52,8 +53,9 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from azure_openai_proxy.balancing import DeploymentState
+from azure_openai_proxy.errors import ModelNotFound
 from azure_openai_proxy.observability.record import RequestRecord
-from azure_openai_proxy.settings import DeploymentSettings
+from azure_openai_proxy.routing import RoutingTable
 
 __all__ = ["Exposition", "Metrics", "NoMetrics", "PrometheusMetrics", "RealtimeSeries",
            "metrics_for"]
@@ -64,16 +66,18 @@ _CIRCUIT_VALUE = {"closed": 0.0, "half-open": 1.0, "open": 2.0}
 # Default-endpoint mode accepts model names chosen by clients (and the '.'/':' fallback
 # many spellings of a configured one); past this many of their label sets new ones are
 # counted under model "_other" so a client cannot grow the registry forever. The label
-# sets of configured deployments called by configured names are not counted: a client's
-# names filling the cap must not fold the operator's own series into "_other".
+# sets of configured deployments called by configured names (and of the default
+# endpoint's own, `default`, called by no name) are not counted: a client's names
+# filling the cap must not fold the operator's own series into "_other".
 _MAX_LABEL_SETS = 500
 _MAX_DYNAMIC_GAUGES = 50
 _REUSE_SECONDS = 1.0  # a render answers the scrapes this long after it (Prometheus: 15-60 s)
 _BATCH = 16  # finished requests counted at once: small, as the one that fills it waits
 
 StateSource = Callable[[], Iterable[DeploymentState]]
-# The configured deployments (a reload's current ones): whose labels are never folded.
-ConfiguredSource = Callable[[], Sequence[DeploymentSettings]]
+# The routing table in force (a reload's new one): its configured deployments, and the
+# default endpoint's own (`default`: its files, batches...), are never folded.
+ConfiguredSource = Callable[[], RoutingTable | None]
 
 
 class RealtimeSeries:
@@ -284,7 +288,7 @@ _Bound = tuple[
 
 class PrometheusMetrics:
     def __init__(self, states: StateSource, clock: Callable[[], float],
-                 configured: ConfiguredSource = tuple) -> None:
+                 configured: ConfiguredSource = lambda: None) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=False)
         self._series = _RequestSeries()
         registry.register(self._series)
@@ -303,7 +307,7 @@ class PrometheusMetrics:
         self._chosen = 0  # label sets in `_bound` that names clients chose made
         self._deployments_seen: set[tuple[str, str]] = set()
         self._configured_source = configured
-        self._configured = _Configured(())
+        self._configured = _Configured(None)
         # Finished requests not yet counted: counted in batches (and before every scrape),
         # which costs measurably less than one at a time between two requests.
         self._pending: list[RequestRecord] = []
@@ -382,9 +386,9 @@ class PrometheusMetrics:
 
     def _known(self) -> _Configured:
         """The configured deployments and names, made again after a reload."""
-        deployments = self._configured_source()
-        if deployments is not self._configured.deployments:
-            self._configured = _Configured(deployments)
+        table = self._configured_source()
+        if table is not self._configured.table:
+            self._configured = _Configured(table)
         return self._configured
 
     def retried(self, reason: str, failover: bool) -> None:
@@ -433,16 +437,21 @@ class Exposition:
 
 
 class _Configured:
-    """What the configuration names: its deployments (endpoint, deployment name) and the
-    names a client may call them by (their model and deployment names)."""
+    """What the configuration names: its deployments (endpoint, deployment name), the
+    default endpoint's own (a request that names no model: a file, a batch), and the
+    names a client may call the configured ones by (their model and deployment names)."""
 
-    __slots__ = ("deployments", "keys", "names")
+    __slots__ = ("keys", "names", "table")
 
-    def __init__(self, deployments: Sequence[DeploymentSettings]) -> None:
-        self.deployments = deployments
-        self.keys = frozenset((d.endpoint, d.deployment_name) for d in deployments)
+    def __init__(self, table: RoutingTable | None) -> None:
+        self.table = table
+        deployments = [d for pool in table.pools for d in pool.deployments] if table else []
         self.names = frozenset(name for d in deployments
                                for name in (d.model_name, d.deployment_name))
+        if table is not None:
+            with contextlib.suppress(ModelNotFound):  # no default endpoint
+                deployments += table.resolve_home().deployments
+        self.keys = frozenset((d.endpoint, d.deployment_name) for d in deployments)
 
     def has(self, endpoint: str | None, deployment: str) -> bool:
         return (endpoint, deployment) in self.keys
@@ -455,5 +464,5 @@ def _host(endpoint: str | None) -> str:
 
 
 def metrics_for(enabled: bool, states: StateSource, clock: Callable[[], float],
-                configured: ConfiguredSource = tuple) -> Metrics:
+                configured: ConfiguredSource = lambda: None) -> Metrics:
     return PrometheusMetrics(states, clock, configured) if enabled else NoMetrics()

@@ -104,8 +104,7 @@ async def _run(settings: Settings, emulator_host: str, emulator_port: int) -> No
     await web.TCPSite(emulator, emulator_host, emulator_port).start()
 
     stop_gateway = await start_server(create_app(settings), settings, reuse_port=False)
-    shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else settings.host
-    print(_instructions(f"http://{shown_host}:{settings.port}"), flush=True)
+    print(_instructions(f"http://{_shown(settings.host)}:{settings.port}"), flush=True)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -114,6 +113,12 @@ async def _run(settings: Settings, emulator_host: str, emulator_port: int) -> No
     await stop.wait()
     await stop_gateway()
     await emulator.cleanup()
+
+
+def _shown(host: str) -> str:
+    """Where a client on this machine reaches `host`, as a URL writes it (`[::1]`)."""
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"[{host}]" if ":" in host else host
 
 
 def demo_parser() -> argparse.ArgumentParser:
@@ -154,8 +159,8 @@ def main(argv: Sequence[str]) -> int:
         return 2
     configure_logging(args.log_level)
     try:
-        host, _, port = args.emulator_listen.rpartition(":")
-        run_loop(_run(settings, host, int(port)))
+        host, _, port = args.emulator_listen.rpartition(":")  # [::1]: a URL's, not a socket's
+        run_loop(_run(settings, host.removeprefix("[").removesuffix("]"), int(port)))
     except OSError as exc:
         print(f"azure-openai-proxy demo: {exc}", file=sys.stderr)
         return 1

@@ -39,6 +39,8 @@ from azure_openai_proxy.store.sqlite import database_path, sqlite_path
 
 __all__ = ["main"]
 
+_READS = ("list", "show")  # they open the database read-only, and write nothing
+
 
 def main(command: str, argv: Sequence[str], environ: Mapping[str, str],
          config_path: str | None) -> int:
@@ -63,7 +65,7 @@ def main(command: str, argv: Sequence[str], environ: Mapping[str, str],
         return 1
     try:  # a directory, a file that is not a database, one locked past the busy timeout
         # (a reading writes nothing: an operator who may only read the database lists it)
-        store = KeyStore.reader(path) if args.action in ("list", "show") else KeyStore.open(path)
+        store = KeyStore.reader(path) if args.action in _READS else KeyStore.open(path)
     except (sqlite3.Error, OSError) as exc:
         print(f"azure-openai-proxy {command}: cannot open {path}: {exc}", file=sys.stderr)
         return 2
@@ -89,7 +91,7 @@ def _database(args: argparse.Namespace, environ: Mapping[str, str],
     if args.database:
         return sqlite_path(args.database)
     settings = load_settings(args.config or config_path, environ, {})
-    return database_path(settings)
+    return database_path(settings, reading=args.action in _READS)
 
 
 # -- parsers --------------------------------------------------------------------------

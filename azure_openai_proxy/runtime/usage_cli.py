@@ -44,7 +44,7 @@ def main(argv: Sequence[str], environ: Mapping[str, str], config_path: str | Non
     args = _parser().parse_args(argv)
     try:
         path = sqlite_path(args.database) if args.database else database_path(
-            load_settings(args.config or config_path, environ, {}))
+            load_settings(args.config or config_path, environ, {}), reading=True)
         now = time.time()
         since = parse_time(args.since, now)
         until = parse_time(args.until, now) if args.until else None

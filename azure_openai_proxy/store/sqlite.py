@@ -22,11 +22,22 @@ DATA_VOLUME = Path("/var/lib/azure-openai-proxy")
 _BUSY_TIMEOUT_MS = 5000
 
 
-def default_database() -> str:
-    if DATA_VOLUME.is_dir() and os.access(DATA_VOLUME, os.W_OK):
-        return f"sqlite:///{DATA_VOLUME / 'gateway.db'}"
+def default_database(*, reading: bool = False) -> str:
+    """The data volume when this user may write it, else the user's own data directory.
+    `reading` (a command that only reads: `keys list`, `usage`): the data volume's
+    database when it is there, whoever may write it: the gateway's user chose it, and an
+    operator who may only read it was sent to their own, empty, home."""
+    volume = DATA_VOLUME / "gateway.db"
+    if DATA_VOLUME.is_dir() and (os.access(DATA_VOLUME, os.W_OK) or (reading and volume.exists())):
+        return _url(volume)
     base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return f"sqlite:///{base / 'azure-openai-proxy' / 'gateway.db'}"
+    return _url(base / "azure-openai-proxy" / "gateway.db")
+
+
+def _url(path: Path) -> str:
+    """`sqlite:///` and the path without its leading slash (`sqlite:////var/...` was the
+    path `//var/...`: what the CLI's messages then named)."""
+    return f"sqlite:///{str(path).lstrip('/')}"
 
 
 def sqlite_path(url: str) -> Path:
@@ -35,10 +46,10 @@ def sqlite_path(url: str) -> Path:
     return Path(sqlite_file(url))
 
 
-def database_path(settings: Settings) -> Path:
+def database_path(settings: Settings, *, reading: bool = False) -> Path:
     """The governance database's file: the configured one, else the default. One place,
     so the key directory, the ledger, the admin API and the CLI agree."""
-    return sqlite_path(settings.database or default_database())
+    return sqlite_path(settings.database or default_database(reading=reading))
 
 
 def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:

@@ -48,7 +48,8 @@ def _utf8_through_latin1(url: str) -> str:
     which encodes them Latin-1 for `Proxy-Authorization`, sends their UTF-8 bytes, as Go's
     net/http, websockets (the realtime sockets) and browsers send them: `ü` went as one
     byte (0xFC), and a character past Latin-1 raised UnicodeEncodeError on every request.
-    (`check_proxy` refused what is not UTF-8.)"""
+    Percent-encoded bytes that are not UTF-8 (`p%E4ss`) go as they are, as tunnel.py
+    sends them."""
     scheme, sep, rest = url.partition("://")
     userinfo, at, place = rest.rpartition("@")
     if scheme != "http" or not at or unquote_to_bytes(userinfo).isascii():

@@ -1,8 +1,9 @@
 """WebSocket connections to Azure (the Realtime API), with `websockets`' asyncio client.
 
 `open_socket(url, headers, settings)` does the handshake, through the configured upstream
-proxy when there is one (`websockets` speaks HTTP CONNECT itself and SOCKS5 through
-python-socks; the environment's proxy variables are never read: settings are a value).
+proxy when there is one (HTTP CONNECT in tunnel.py, SOCKS through python-socks, which
+`websockets` calls; the environment's proxy variables are never read: settings are a
+value).
 Its failures are ours, translated here once:
 
     UpstreamRefused          Azure answered the handshake with an HTTP error (401, 404,
@@ -10,7 +11,8 @@ Its failures are ours, translated here once:
     UpstreamError            Azure answered with another status (a redirect, never
                              followed: it would take the key elsewhere)
     UpstreamUnreachable      no connection (refused, DNS, TLS, proxy: a proxy's doing is
-                             told as for aiohttp's client, naming it, proxied.py's words)
+                             told as for aiohttp's client, naming it, proxied.py's words;
+                             an HTTP proxy's tunnel is tunnel.py's)
     UpstreamTimeout          no handshake within `connect_timeout`
     UpstreamSocketClosed     the open connection ended: `code`/`reason` as Azure said them,
                              `dropped` when Azure sent no close frame (a drop, or a
@@ -23,6 +25,7 @@ messages and then stops reading the socket, so a slow reader slows Azure's side 
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,7 +35,6 @@ import python_socks
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
     ConnectionClosed,
-    InvalidProxyStatus,
     InvalidStatus,
     ProxyError,
     WebSocketException,
@@ -52,6 +54,7 @@ from azure_openai_proxy.upstream.proxied import (
     proxy_unreachable,
     with_password,
 )
+from azure_openai_proxy.upstream.tunnel import open_tunnel
 
 __all__ = ["UpstreamRefused", "UpstreamSocket", "UpstreamSocketClosed", "open_socket"]
 
@@ -151,7 +154,7 @@ async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSe
     the other, so one dropping packets took the whole `connect_timeout`."""
     configured = settings.socks_proxy or settings.http_proxy or None  # as transport.py's
     proxy = None
-    if configured is not None:
+    if configured is not None and not configured.startswith("http://"):
         # The SOCKS proxy resolves Azure's name, as aiohttp-socks's connector does (rdns):
         # for socks5:// and socks4:// websockets resolved it here. A user without a
         # password goes with an empty one, as for aiohttp (websockets refused the URL).
@@ -162,8 +165,9 @@ async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSe
         async with asyncio.timeout(settings.connect_timeout):
             # The socket is the loop's from here: it closes it if the connection fails
             # (asyncio and uvloop alike), and the connection's close does after.
-            # (Passed only when there is one: through a SOCKS proxy websockets passes its.)
-            dialled: dict[str, Any] = {"sock": await _dial(url, resolver)} if proxy is None else {}
+            # (None through a SOCKS proxy: websockets passes python-socks' own.)
+            sock = await _socket(url, configured, resolver) if proxy is None else None
+            dialled: dict[str, Any] = {"sock": sock} if sock is not None else {}
             connection = await _Connect(
                 url, additional_headers=dict(headers), user_agent_header=_USER_AGENT,
                 subprotocols=offered, proxy=proxy, **dialled,
@@ -188,11 +192,21 @@ async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSe
     return UpstreamSocket(connection)
 
 
-async def _dial(url: str, resolver: Resolver) -> socket.socket:
-    """A TCP socket connected to the first of `url`'s host's addresses that accepts."""
+async def _socket(url: str, http_proxy: str | None, resolver: Resolver) -> socket.socket:
+    """A TCP socket to `url`'s host: the first of its addresses that accepts, or a tunnel
+    through `http_proxy` (tunnel.py; websockets' own CONNECT logged a traceback when the
+    proxy closed during it), which resolves Azure's name itself."""
     parts = urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "wss" else 80)
-    addresses = await resolver(parts.hostname or "", port)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "wss" else 80)
+    if http_proxy is None:
+        return await _dial(host, port, resolver)
+    return await open_tunnel(http_proxy, host, port, _USER_AGENT,
+                             functools.partial(_dial, resolver=resolver))
+
+
+async def _dial(host: str, port: int, resolver: Resolver) -> socket.socket:
+    """A TCP socket connected to the first of `host`'s addresses that accepts."""
+    addresses = await resolver(host, port)
     loop = asyncio.get_running_loop()
     families = dict((address, family) for family, address in addresses)
 
@@ -210,18 +224,15 @@ async def _dial(url: str, resolver: Resolver) -> socket.socket:
 
 
 def _unreachable(exc: BaseException, proxy: str | None, url: str) -> UpstreamUnreachable:
-    """Our error for a handshake that failed with `exc`: the proxy's doing (a refusal, a
-    garbled answer, not reachable) named and told as for aiohttp's client."""
+    """Our error for a handshake that failed with `exc`: a SOCKS proxy's doing (a
+    refusal, not reachable) named and told as for aiohttp's client (an HTTP proxy's
+    tunnel.py tells)."""
     if proxy is not None:
         named, host = proxy_name(proxy), urlsplit(url).hostname or ""
-        if isinstance(exc, InvalidProxyStatus):
-            status = exc.response.status_code
-            said = proxy_said(f"{status} {exc.response.reason_phrase}")
-            return proxy_refused(named, host, said, status)
-        if isinstance(exc, ProxyError):  # a garbled answer, or a SOCKS refusal (its cause)
+        if isinstance(exc, ProxyError):  # a SOCKS refusal (its cause)
             cause = exc.__cause__ or exc
             return proxy_refused(named, host, proxy_said(cause), getattr(cause, "error_code", None))
-        # Only the proxy is connected to (a SOCKS one, or an HTTP one, by name).
+        # Only the proxy is connected to.
         if isinstance(exc, (python_socks.ProxyConnectionError, ConnectionRefusedError,
                             socket.gaierror)):
             return proxy_unreachable(named, host, proxy_said(exc))

@@ -79,7 +79,8 @@ async def test_bad_requests_get_openai_errors(
 async def test_unknown_route_and_wrong_method(gateway: ServerThread) -> None:
     status, _, body = await call(gateway.url + "/v1/nope", headers=AUTH)
     assert status == 404 and error_of(body)["code"] == "unknown_url"
-    status, _, body = await call(gateway.url + "/v1/chat/completions", method="GET", headers=AUTH)
+    status, _, body = await call(gateway.url + "/v1/chat/completions", method="DELETE",
+                                 headers=AUTH)  # (GET lists stored chat completions)
     assert status == 405
     error_of(body)
 

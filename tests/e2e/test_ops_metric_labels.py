@@ -20,23 +20,19 @@ CAP = 12
 HELLO = [{"role": "user", "content": "hi"}]
 
 
-def test_client_chosen_names_do_not_fold_the_configured_deployments_series(
-        emulator: Emulator, start_gateway: Callable[[Settings], ServerThread],
-        monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def capped(emulator: Emulator, start_gateway: Callable[[Settings], ServerThread],
+           monkeypatch: pytest.MonkeyPatch) -> str:
+    """A served gateway's URL, its cap on client-chosen label sets CAP."""
     monkeypatch.setattr(metrics_module, "_MAX_LABEL_SETS", CAP)  # the gateway runs in-process
-    settings = load_settings({  # the usual deployments, and unmapped names to the emulator
-        "deployment_config": [
-            {"model_name": model, "deployment_name": deployment, "endpoint": emulator.url,
-             "api_key": AZURE_KEY} for model, deployment in MODELS.items()],
-        "endpoint": emulator.url, "api_key": AZURE_KEY, "client_keys": [CLIENT_KEY]}, {})
-    url = start_gateway(settings).url
-    with httpx.Client(base_url=url, timeout=30,
-                      headers={"Authorization": f"Bearer {CLIENT_KEY}"}) as client:
-        for i in range(2 * CAP):  # names the emulator has no deployment of: its 404
-            answer = client.post("/v1/chat/completions",
-                                 json={"model": f"junk-{i}", "messages": HELLO})
-            assert answer.status_code == 404
+    return served(emulator, start_gateway)
+
+
+def test_client_chosen_names_do_not_fold_the_configured_deployments_series(
+        emulator: Emulator, capped: str) -> None:
+    url = capped
+    with client_of(url) as client:
+        junk(client, 2 * CAP)
         for i in range(1, 2 * CAP):  # the fallback's spellings of gpt-4o: served by it
             answer = client.post("/v1/chat/completions",
                                  json={"model": "gpt" + ":" * i + "-4o", "messages": HELLO})
@@ -55,3 +51,26 @@ def test_client_chosen_names_do_not_fold_the_configured_deployments_series(
     assert {"model": "gpt-4o-mini", "deployment": "gpt-4o-mini", "endpoint": host,
             "direction": "out"} in tokens
     assert len(requests) <= CAP + 4  # the clients' names stay bounded
+
+
+def served(emulator: Emulator, start_gateway: Callable[[Settings], ServerThread]) -> str:
+    """A gateway's URL: the usual deployments, and unmapped names to the emulator."""
+    settings = load_settings({
+        "deployment_config": [
+            {"model_name": model, "deployment_name": deployment, "endpoint": emulator.url,
+             "api_key": AZURE_KEY} for model, deployment in MODELS.items()],
+        "endpoint": emulator.url, "api_key": AZURE_KEY, "client_keys": [CLIENT_KEY]}, {})
+    return start_gateway(settings).url
+
+
+def client_of(url: str) -> httpx.Client:
+    return httpx.Client(base_url=url, timeout=30,
+                        headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+
+
+def junk(client: httpx.Client, count: int) -> None:
+    """Names the emulator has no deployment of (its 404), each a new label set."""
+    for i in range(count):
+        answer = client.post("/v1/chat/completions",
+                             json={"model": f"junk-{i}", "messages": HELLO})
+        assert answer.status_code == 404

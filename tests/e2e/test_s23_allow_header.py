@@ -16,7 +16,8 @@ _CLIENT = {"Authorization": f"Bearer {CLIENT_KEY}"}
 
 
 @pytest.mark.parametrize(("method", "path", "headers", "allow"), [
-    ("GET", "/v1/chat/completions", _CLIENT, "POST"),
+    ("GET", "/v1/embeddings", _CLIENT, "POST"),  # (GET chat/completions lists stored ones)
+    ("DELETE", "/v1/chat/completions", _CLIENT, "GET, POST, HEAD"),
     ("PUT", "/v1/files", _CLIENT, "GET, POST, DELETE, HEAD"),
     ("DELETE", "/v1/models/gpt-4o", _CLIENT, "GET, HEAD"),
     ("POST", "/health", {}, "GET, HEAD"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
@@ -54,8 +55,10 @@ def keyed(emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # no
     return gateway, key_id, sdk(gateway, secret)
 
 
-def test_a_streamed_background_response_is_not_counted_again_when_read(
-        keyed: tuple[ServerThread, str, openai.OpenAI]) -> None:
+def streamed_background(keyed: tuple[ServerThread, str, openai.OpenAI]) -> tuple[
+        Any, tuple[int, int]]:
+    """A background response streamed to its end by the key, and the tokens counted:
+    its stream's usage."""
     gateway, key_id, client = keyed
     events = list(client.responses.create(model="gpt-4o", input="hello", background=True,
                                           stream=True, max_output_tokens=16))
@@ -63,6 +66,13 @@ def test_a_streamed_background_response_is_not_counted_again_when_read(
     assert final.usage is not None
     once = _tokens(records(gateway), key_id)
     assert once == (final.usage.input_tokens, final.usage.output_tokens)
+    return final, once
+
+
+def test_a_streamed_background_response_is_not_counted_again_when_read(
+        keyed: tuple[ServerThread, str, openai.OpenAI]) -> None:
+    gateway, key_id, client = keyed
+    final, once = streamed_background(keyed)
     for _ in range(2):
         read = client.responses.retrieve(final.id)
         assert read.background is True and read.usage is not None

@@ -50,3 +50,44 @@ def test_another_extra_parameters_value_is_the_clients_error() -> None:
         fit_foundry_body(dict(_CHAT), "chat/completions", "ignore")
     assert caught.value.param == "extra-parameters"
     assert "pass-through" in caught.value.message
+
+
+def test_a_prompt_cache_hint_is_dropped_as_the_cache_key_is() -> None:
+    # OpenAI's `prompt_cache_retention` ("in_memory", "24h") only says how long a prompt
+    # stays cached: the answer is the same without it; Foundry refuses it as extra.
+    body = {**_CHAT, "prompt_cache_key": "k", "prompt_cache_retention": "24h"}
+    fitted, notes = fit_foundry_body(body, "chat/completions", None)
+    assert fitted == _CHAT
+    assert notes == ("dropped:prompt_cache_key", "dropped:prompt_cache_retention")
+
+
+_CALL = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+
+@pytest.mark.parametrize("option", [None, "pass-through"])
+def test_a_replayed_tool_calls_index_is_dropped(option: str | None) -> None:
+    # What a client rebuilt from a stream's deltas sends back; Mistral refuses `index`.
+    history = [{"role": "user", "content": "hi"},
+               {"role": "assistant", "content": None,
+                "tool_calls": [{**_CALL, "index": 0}, {**_CALL, "id": "call_2", "index": 1}]},
+               {"role": "tool", "tool_call_id": "call_1", "content": "42"}]
+    body = {"model": "m", "messages": history}
+    fitted, notes = fit_foundry_body(body, "chat/completions", option)
+    assert fitted["messages"][1]["tool_calls"] == [_CALL, {**_CALL, "id": "call_2"}]
+    assert fitted["messages"][0] is history[0] and fitted["messages"][2] is history[2]
+    assert notes == ("dropped:messages.tool_calls.index",)
+    assert history[1]["tool_calls"][0]["index"] == 0  # never mutated
+    plain = {"model": "m", "messages": [history[0], {"role": "assistant",
+                                                     "tool_calls": [_CALL]}]}
+    assert fit_foundry_body(plain, "chat/completions", option) == (plain, ())
+
+
+@pytest.mark.parametrize("option", [None, "drop"])
+def test_a_developer_message_becomes_a_system_one(option: str | None) -> None:
+    developer = {"role": "developer", "content": "Answer briefly."}
+    body = {"model": "m", "messages": [developer, {"role": "user", "content": "hi"}]}
+    fitted, notes = fit_foundry_body(body, "chat/completions", option)
+    assert fitted["messages"] == [{"role": "system", "content": "Answer briefly."},
+                                  body["messages"][1]]
+    assert notes == ("developer->system",)
+    assert developer["role"] == "developer"  # never mutated

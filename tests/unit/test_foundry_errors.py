@@ -47,3 +47,18 @@ def test_details_that_are_not_validation_errors_change_nothing() -> None:
         _, error = _translated(422, {"error": {"message": "invalid input error",
                                                "details": details}})
         assert (error["message"], error["param"]) == ("invalid input error", None)
+
+
+def test_the_parameter_not_supported_422_names_where_never_the_input() -> None:
+    # Microsoft's Azure AI Model Inference API reference: a model that does not take a
+    # parameter answers this, at the top level, its `detail` saying where and echoing it.
+    body = {"status": 422, "code": "parameter_not_supported",
+            "detail": {"loc": ["body", "messages", 0, "content"], "input": _PROMPT},
+            "message": "One of the parameters contain invalid values."}
+    status, error = _translated(422, body)
+    assert status == 422
+    assert error["message"] == "One of the parameters contain invalid values. (messages.0.content)"
+    assert (error["param"], error["code"]) == ("messages.0.content", "parameter_not_supported")
+    assert _PROMPT.strip() not in str(error)
+    body["detail"] = {"loc": ["query", "api-version"], "input": "x"}  # not in the body
+    assert _translated(422, body)[1]["param"] is None

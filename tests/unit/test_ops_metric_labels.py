@@ -21,12 +21,15 @@ from azure_openai_proxy.balancing import BreakerRules, PoolState
 from azure_openai_proxy.observability import metrics as metrics_module
 from azure_openai_proxy.observability.metrics import PrometheusMetrics
 from azure_openai_proxy.observability.record import RequestRecord
-from azure_openai_proxy.settings import DeploymentSettings
+from azure_openai_proxy.routing import RoutingTable
+from azure_openai_proxy.settings import DeploymentSettings, Settings
 
 DEFAULT = "https://default.example.com"
 DEP = DeploymentSettings(model_name="gpt-4o", deployment_name="east-4o",
                          endpoint="https://east.example.com/", api_key=SecretStr("k"))
 ENDPOINT = DEP.endpoint  # as a record names it (the settings' spelling)
+TABLE = RoutingTable(Settings(deployments=[DEP], default_endpoint=DEFAULT,
+                              default_api_key=SecretStr("k")))
 CAP = 20
 
 
@@ -37,7 +40,7 @@ def small_cap(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def served() -> PrometheusMetrics:
     pool = PoolState.for_deployments([DEP], BreakerRules())
-    return PrometheusMetrics(lambda: pool, lambda: 0.0, lambda: (DEP,))
+    return PrometheusMetrics(lambda: pool, lambda: 0.0, lambda: TABLE)
 
 
 def finished(metrics: PrometheusMetrics, model: str | None, deployment: str | None,

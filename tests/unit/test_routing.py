@@ -52,7 +52,7 @@ def test_classify_custom_api_base() -> None:
     ("method", "path", "error"),
     [
         ("POST", "/v1/nothing/here", RouteNotFound),
-        ("GET", "/v1/chat/completions", MethodNotAllowed),
+        ("DELETE", "/v1/chat/completions", MethodNotAllowed),  # GET lists stored ones
         ("POST", "/v1/models", MethodNotAllowed),
         ("GET", "/v1/files/a%2Fb", HostileInput),
         ("GET", "/v1/files/%2e%2e", HostileInput),
