@@ -9,6 +9,7 @@
     POST   /admin/keys/{id}/rotate     a new secret; the old one works `grace_seconds` more
     POST/GET /admin/teams, GET/PATCH/DELETE /admin/teams/{id}
     GET    /admin/limits               each key's and team's buckets in this worker
+    DELETE /admin/limits/{subject}     fill a key's or team's buckets again (key:ID, team:ID)
 
 Only `Authorization: Bearer <admin_key>` opens it (compared in constant time); a client
 key or a virtual key gets a 403, anything else a 401. Off (404 as an unknown route)
@@ -40,9 +41,11 @@ from azure_openai_proxy.errors import (
     NotFound,
     RouteNotFound,
 )
+from azure_openai_proxy.gateway.governed import reset_limits
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
 from azure_openai_proxy.governance.keys import (
     MAX_GRACE_SECONDS,
+    expiry_note,
     key_view,
     parse_expiry,
     parse_limits,
@@ -95,6 +98,9 @@ class AdminApi:
         if parts == ["limits"]:
             _only(request, "GET")
             return _json({"object": "list", "data": self._limits()})
+        if len(parts) == 2 and parts[0] == "limits":
+            _only(request, "DELETE")
+            return _json(reset_limits(self._limiter, parts[1]))
         if not parts or parts[0] not in ("keys", "teams") or len(parts) > 3:
             raise RouteNotFound(f"Unknown admin route {request.path}.")
         kind, rest = parts[0], parts[1:]
@@ -157,7 +163,10 @@ class AdminApi:
             return _json(key_view(await self._read(lambda s: s.key(ref))))
         if method == "PATCH":
             changes = _key_fields(data, now, creating=False)
-            return _json(key_view(await self._write(lambda s: s.update_key(ref, changes))))
+            view = key_view(await self._write(lambda s: s.update_key(ref, changes)))
+            if note := expiry_note(changes.get("expires_at"), now):  # expired now
+                view["warning"] = note
+            return _json(view)
         if method == "DELETE":
             key = await self._write(lambda s: s.delete_key(ref))
             return _json({"id": key.id, "object": "key", "deleted": True})
@@ -221,7 +230,7 @@ def admin_route(path: str) -> str:
     parts = path.strip("/").split("/")[1:]
     if len(parts) == 1 and parts[0] in ("keys", "teams", "limits", "usage"):
         return "admin/" + parts[0]
-    if len(parts) == 2 and parts[0] in ("keys", "teams"):
+    if len(parts) == 2 and parts[0] in ("keys", "teams", "limits"):
         return f"admin/{parts[0]}/{{id}}"
     if len(parts) == 3 and parts[0] == "keys" and parts[2] == "rotate":
         return "admin/keys/{id}/rotate"
@@ -275,7 +284,7 @@ def _key_fields(data: Mapping[str, Any], now: float, *, creating: bool) -> dict[
         for field in ("expires", "expires_at"):
             if field in data:
                 try:
-                    out["expires_at"] = parse_expiry(data[field], now)
+                    out["expires_at"] = parse_expiry(data[field], now, creating=creating)
                 except ValueError as exc:
                     raise InvalidRequest(str(exc), param=field) from None
         _common_fields(data, out)

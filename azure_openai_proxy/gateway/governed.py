@@ -15,9 +15,11 @@ from typing import Any
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.errors import (
     GatewayError,
+    InvalidRequest,
     KeyRateLimited,
     MalformedBody,
     ModelNotAllowed,
+    NotFound,
     UpstreamError,
 )
 from azure_openai_proxy.gateway.affinity import MAX_REFERENCE_VALUES, folded
@@ -72,6 +74,7 @@ __all__ = [
     "price_names",
     "release",
     "request_estimate",
+    "reset_limits",
     "unanswered",
     "used_tokens",
     "usual_limits",
@@ -176,6 +179,20 @@ def admit_local(limiter: RateLimiter | None, caller: Caller) -> Mapping[str, str
         raise limit_refusal(admitted)
     limiter.settle(admitted, None)  # answered at once: nothing stays in flight
     return admitted.headers
+
+
+def reset_limits(limiter: RateLimiter, subject: str) -> dict[str, Any]:
+    """`DELETE /admin/limits/{subject}` (gateway/admin.py): `RateLimiter.reset`, in
+    every worker's count (a 400 for a name not `key:ID` or `team:ID`, a 404 when
+    nothing is known of it). Not echoed: an operator may paste a secret there."""
+    kind, _, ident = subject.partition(":")
+    if kind not in ("key", "team") or not ident:
+        raise InvalidRequest("A subject is key:ID or team:ID, as GET /admin/limits "
+                             "lists them.")
+    if not limiter.reset(subject):
+        raise NotFound("No live limits for this subject: it has made no request since "
+                       "the start, or has no limit.", code="not_found")
+    return {"object": "limits.reset", "subject": subject, "reset": True}
 
 
 def release(limiter: RateLimiter, budgets: BudgetGuard | None, held: Held,

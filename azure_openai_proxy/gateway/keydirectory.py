@@ -43,7 +43,7 @@ from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.governance.budget import budget_applies
 from azure_openai_proxy.governance.keys import SECRET_PREFIX, key_state, presented_hash_valid
-from azure_openai_proxy.governance.model import Team, VirtualKey
+from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
 from azure_openai_proxy.store.keys import KeyStore
 
 __all__ = ["KeyDirectory"]
@@ -84,9 +84,9 @@ class KeyDirectory:
         self._version: int | None = None
         self._failing = False
         self._poller: asyncio.Task[None] | None = None
-        # Called with the ids of every key and team after each reload (the limiter forgets
-        # the others).
-        self.on_reload: Callable[[set[str]], None] | None = None
+        # Called after each reload with every key's and team's limits by subject
+        # ("key:ID", "team:ID"): the limiter forgets the others, and plans with these.
+        self.on_reload: Callable[[Mapping[str, Limits]], None] | None = None
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -170,7 +170,8 @@ class KeyDirectory:
         self._teams = by_team
         self._version = version
         if self.on_reload is not None:
-            self.on_reload({"key:" + k.id for k in keys} | {"team:" + t for t in by_team})
+            self.on_reload({"key:" + k.id: k.limits for k in keys}
+                           | {"team:" + t.id: t.limits for t in teams})
 
     async def _poll(self) -> None:
         while True:

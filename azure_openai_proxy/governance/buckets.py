@@ -36,8 +36,8 @@ from azure_openai_proxy.governance.ratelimitheaders import (
     limit_headers,
 )
 
-__all__ = ["MOST_DEBT_MINUTES", "LimitKind", "Refusal", "Subject", "UsualLimits", "limit_of",
-           "longest_refusal", "refusal", "refusal_of"]
+__all__ = ["MOST_DEBT_MINUTES", "LimitKind", "Refusal", "Subject", "UsualLimits",
+           "changed_level", "limit_of", "longest_refusal", "refusal", "refusal_of"]
 
 LimitKind = Literal["requests", "tokens", "parallel"]
 PARALLEL_RETRY_SECONDS = 1.0
@@ -99,8 +99,18 @@ class Subject:
                 self.tpm_level = cap if level > cap else level
             self.tpm_stamp = now
 
+    def fill(self, now: float) -> None:
+        """Fill its buckets (an operator's reset): a minute of requests and tokens again,
+        any TPM debt forgiven. Its requests in flight stay counted."""
+        self.refill(now)
+        if self.rpm is not None:
+            self.rpm_level = self.rpm
+        if self.tpm is not None:
+            self.tpm_level = self.tpm
+
     def configure(self, limits: Limits, now: float) -> None:
-        """Apply `limits` (a changed limit keeps what is left, up to the new minute)."""
+        """Apply `limits` (a changed limit: `changed_level`; a limit removed drops its
+        bucket: set again, it starts full)."""
         self.refill(now)
         if limits is self.limits:
             return
@@ -110,19 +120,45 @@ class Subject:
         if rpm is None:
             self.rpm = None
         elif rpm != self.rpm:
-            self.rpm_level = rpm if self.rpm is None else min(self.rpm_level, rpm)
+            self.rpm_level = rpm if self.rpm is None else changed_level(self.rpm_level,
+                                                                       self.rpm, rpm)
             self.rpm, self.rpm_rate, self.rpm_text = rpm, rpm / 60.0, str(int(rpm))
         if tpm is None:
             self.tpm = None
         elif tpm != self.tpm:
-            self.tpm_level = tpm if self.tpm is None else min(self.tpm_level, tpm)
+            self.tpm_level = tpm if self.tpm is None else changed_level(self.tpm_level,
+                                                                       self.tpm, tpm)
             self.tpm, self.tpm_rate, self.tpm_text = tpm, tpm / 60.0, str(int(tpm))
         self.parallel = limits.max_parallel
+
+    def follow(self, rpm: float, tpm: float) -> None:
+        """Count by the limits another worker set in the shared row (0: none there), for
+        those this worker has too, until its own reload configures them: one that has
+        not reloaded yet neither cuts a raised limit's level down to its old limit nor
+        admits past a lowered one, and its head lines say the same limit as the rest."""
+        if rpm and self.rpm is not None:
+            self.rpm, self.rpm_rate, self.rpm_text = rpm, rpm / 60.0, str(int(rpm))
+        if tpm and self.tpm is not None:
+            self.tpm, self.tpm_rate, self.tpm_text = tpm, tpm / 60.0, str(int(tpm))
+        self._forget_lines()
 
     @property
     def usual(self) -> bool:
         """Whether it has an RPM and a TPM limit and no parallel one (`UsualLimits`)."""
         return self.rpm is not None and self.tpm is not None and self.parallel is None
+
+
+def changed_level(level: float, old: float, new: float) -> float:
+    """A bucket's level (refilled up to now) once its limit goes from `old` to `new`: a
+    raised limit adds what it raised at once (what was used this minute, or owed, stays
+    used: a key waiting out its minute or a debt passes as soon as the new limit allows
+    it); a lowered one keeps what is left, up to the new minute (what was used is not
+    charged again against the lower limit), and a debt down to a day of it at most
+    (`MOST_DEBT_MINUTES`: a key owing 50,000 tokens of 1,000 TPM, lowered to 10, owed
+    3.5 days of it)."""
+    if new > old:
+        return level + (new - old)
+    return max(min(level, new), -new * MOST_DEBT_MINUTES)
 
 
 def limit_of(value: int | None) -> float | None:

@@ -31,6 +31,7 @@ __all__ = [
     "allowed_names",
     "check_grace",
     "display_prefix",
+    "expiry_note",
     "has_budget",
     "is_restricted",
     "key_state",
@@ -217,10 +218,11 @@ def parse_limits(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def parse_expiry(value: Any, now: float) -> float | None:
+def parse_expiry(value: Any, now: float, *, creating: bool = False) -> float | None:
     """`30d`, `12h`, `45m`, `90s`, `2w` from now; an ISO 8601 time (UTC if no zone);
     epoch seconds; or None/"never" for no expiry. Between the epoch and the year 9000
-    (`LATEST`), else a ValueError."""
+    (`LATEST`), else a ValueError; and later than `now` when `creating` a key (one made
+    expired could never be used: an update may expire a key now, `expiry_note`)."""
     if value is None or value == "never":
         return None
     try:
@@ -239,7 +241,20 @@ def parse_expiry(value: Any, now: float) -> float | None:
         raise ValueError(_EXPIRY_FORMS) from None
     if not 0.0 <= moment <= LATEST:  # NaN too
         raise ValueError("expires must be between 1970 and the year 9000")
+    if creating and moment <= now:
+        raise ValueError(f"expires must be later than now ({_iso(moment)} is not): a key "
+                         "created expired could never be used")
     return moment
+
+
+def expiry_note(expires_at: float | None, now: float) -> str | None:
+    """What an update that set `expires_at` should tell the operator: that the key is
+    expired from now on when that time is not later than `now` (a deliberate "expire
+    now", or a mistyped date); else None."""
+    if expires_at is None or expires_at > now:
+        return None
+    return (f"expires_at {_iso(expires_at)} is not later than now: the key is expired and "
+            "refused (401) until a later expiry (or never) is set")
 
 
 def parse_duration(text: str) -> float:

@@ -33,7 +33,7 @@ no row for) the state is the process's own, and nothing is locked.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from azure_openai_proxy.governance.buckets import (
@@ -53,6 +53,7 @@ from azure_openai_proxy.governance.sharedlimits import (
     TPM_CAP,
     SharedTable,
     configure_shared,
+    fill_row,
     pull,
     push,
     tag_of,
@@ -133,6 +134,7 @@ class RateLimiter:
         self.epoch = object()
         self._subjects: dict[str, _Subject] = {}
         self._plans: dict[str, LimitPlan] = {}  # by key id; emptied by `forget`
+        self._current: Mapping[str, Limits] = {}  # by subject: the limits last loaded
         self._table: SharedTable | None = None
         self._here = self  # what decides, on state copied in from the table (`share`)
         # Its take and settle, bound once (not per request).
@@ -173,35 +175,48 @@ class RateLimiter:
         return plan
 
     def _plan_of(self, subjects: Sequence[tuple[str, Limits]]) -> LimitPlan:
-        table = self._table
+        current = self._current
         states = []
         for name, limits in subjects:
-            state = self._subjects.get(name)
-            if state is None:
-                state = self._subjects[name] = _Subject(name)
-            if table is not None:
-                # Only a subject with a limit has a row (the others count nothing).
-                if state.row is None and _limited(limits):
-                    state.tag = tag_of(name)
-                    state.row = table.row(name, self._clock())
-                elif state.row is not None and not _limited(limits):
-                    _give_back(state, table)
-            if state.limits is not None and state.limits is not limits:
-                # Configured with another version of its limits (a Realtime session's or
-                # a request's `Caller` from before a reload plans with the old one): a
-                # `UsualLimits` kept for the version before (`Decided`) is decided anew.
-                self.epoch = object()
-            shape = _shape(state)
-            if state.row is None or table is None:
-                state.configure(limits, self._clock())
-            else:
-                configure_shared(state, limits, table, self._clock)
-            if _shape(state) != shape:
-                # Other plans of this subject (its team's keys', or `admit`'s limits):
-                # their `counts_tokens` and `only` may be stale.
-                self._plans = {}
-            states.append(state)
+            loaded = current.get(name)
+            if loaded is not None and loaded != limits:
+                # A caller authenticated before the last reload (its body still coming
+                # in): the limits it carries are gone; configured with them, the next
+                # request's configure gave a raise again, once per such caller.
+                limits = loaded
+            states.append(self._configured(name, limits))
         return LimitPlan(tuple(states), self._clock)
+
+    def _configured(self, name: str, limits: Limits) -> _Subject:
+        """Subject `name`, configured for `limits` (its row claimed or given back)."""
+        table = self._table
+        state = self._subjects.get(name)
+        if state is None:
+            state = self._subjects[name] = _Subject(name)
+        if table is not None:
+            # Only a subject with a limit has a row (the others count nothing).
+            if state.row is None and _limited(limits):
+                state.tag = tag_of(name)
+                # Its requests in flight taken meanwhile count towards a parallel limit
+                # set now, as with one worker (they were dropped: one more passed).
+                state.row = table.row(name, self._clock(), state.in_flight)
+            elif state.row is not None and not _limited(limits):
+                _give_back(state, table)
+        if state.limits is not None and state.limits is not limits:
+            # Configured with another version of its limits (a Realtime session's or
+            # a request's `Caller` from before a reload plans with the old one): a
+            # `UsualLimits` kept for the version before (`Decided`) is decided anew.
+            self.epoch = object()
+        shape = _shape(state)
+        if state.row is None or table is None:
+            state.configure(limits, self._clock())
+        else:
+            configure_shared(state, limits, table, self._clock)
+        if _shape(state) != shape:
+            # Other plans of this subject (its team's keys', or `admit`'s limits):
+            # their `counts_tokens` and `only` may be stale.
+            self._plans = {}
+        return state
 
     def admit(self, subjects: Sequence[tuple[str, Limits]], tokens: int) -> Admission | Refusal:
         """Let a request costing `tokens` through every subject's limits, or refuse it
@@ -310,6 +325,7 @@ class RateLimiter:
                         # Given back by another worker (`forget`): it claims one anew.
                         row = state.row = _reclaim(state, table, self._clock())
                         if row is None:
+                            state.in_flight = 0  # none here: as in `_give_back`
                             continue
                     pull(state, cells, row)
             result = decide(first, second)
@@ -327,7 +343,16 @@ class RateLimiter:
         """Drop the state of subjects not in `keep` and with nothing in flight (keys and
         teams that were deleted), and every plan (the keys were reloaded). A shared
         subject's row is given back (`SharedTable.free`) when no worker has a request
-        in flight in it; else it is kept, and given back by a later `forget`."""
+        in flight in it; else it is kept, and given back by a later `forget`. `keep` a
+        mapping (the key directory's): each subject's limits as loaded, which plans
+        take from now on (`_plan_of`), and a subject whose limits changed is configured
+        at once (with `--workers N`, for the others too: they follow the shared row's
+        limit before their own reload, `Subject.follow`)."""
+        self._current = keep if isinstance(keep, Mapping) else {}
+        for name, state in list(self._subjects.items()):
+            limits = self._current.get(name)
+            if limits is not None and state.limits is not None and limits != state.limits:
+                self._configured(name, limits)
         self._plans = {}
         self.epoch = object()
         kept = set(keep)
@@ -350,6 +375,28 @@ class RateLimiter:
         for state in gone:
             if not state.in_flight or state.row is not None:
                 del self._subjects[state.name]
+
+    def reset(self, name: str) -> bool:
+        """Fill the buckets of subject `name` ("key:ID", "team:ID"): a minute of requests
+        and tokens again, any TPM debt forgiven (an operator's reset, the admin API);
+        its requests in flight stay counted. In the shared table, for every worker (a
+        subject the full table had no row for: this worker's count alone). False when
+        nothing is known of it (no request since the start, or no limit)."""
+        state, table = self._subjects.get(name), self._table
+        if table is None:
+            if state is not None:
+                state.fill(self._clock())
+            return state is not None
+        table.lock()
+        try:
+            row = table.find(tag_of(name))
+            if row is not None:
+                fill_row(table.cells, row, self._clock())
+            if state is not None and state.row is None:
+                state.fill(self._clock())
+        finally:
+            table.unlock()
+        return row is not None or (state is not None and state.row is None)
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """Each subject's live state, for the admin API."""
@@ -381,7 +428,10 @@ def _give_back(state: _Subject, table: SharedTable) -> None:
     try:
         table.free(row, state.tag)
         if table.cells[row] != state.tag:
-            state.row = None
+            # Nothing was in flight in it (else it was kept): counted here alone from
+            # 0, not from the last total read (a stale one became phantom requests in
+            # this worker's column when a limit came back, `SharedTable.row`).
+            state.row, state.in_flight = None, 0
     finally:
         table.unlock()
 

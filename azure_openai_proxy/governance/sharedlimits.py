@@ -73,11 +73,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from azure_openai_proxy.governance.buckets import changed_level
 from azure_openai_proxy.governance.model import Limits
 
 __all__ = ["IDLE_SECONDS", "PROBES", "ROW_FIXED", "RPM_CAP", "TPM_CAP", "SharedBuckets",
-           "SharedLimits", "SharedTable", "configure_shared", "pull", "push", "sweep",
-           "tag_of"]
+           "SharedLimits", "SharedTable", "configure_shared", "fill_row", "pull", "push",
+           "sweep", "tag_of"]
 
 log = logging.getLogger("azure_openai_proxy")
 
@@ -244,13 +245,19 @@ class SharedTable:
         self.unlock: Callable[[], object] = functools.partial(fcntl.flock, self._fd, fcntl.LOCK_UN)
         self._full_logged = False
 
-    def row(self, name: str, now: float | None = None) -> int | None:
+    def row(self, name: str, now: float | None = None, held: int = 0) -> int | None:
         """The offset of `name`'s row in `cells`, claimed if it had none; None when no
         row is free (or idle, `claim`) within `PROBES` of its place (logged once: the
-        subject is then counted by each worker alone)."""
+        subject is then counted by each worker alone). `held`: this worker's requests
+        in flight that it counted alone until now (taken before the subject had a
+        limit), counted in the row from now on."""
         self.lock()
         try:
-            return self.claim(tag_of(name), now)
+            row = self.claim(tag_of(name), now)
+            if row is not None and held > 0:
+                self.cells[row + self.column] += held
+                self.cells[row + self.total] += held
+            return row
         finally:
             self.unlock()
 
@@ -367,10 +374,17 @@ class SharedBuckets(Protocol):
 
     def configure(self, limits: Limits, now: float) -> None: ...
 
+    def follow(self, rpm: float, tpm: float) -> None: ...
+
 
 def pull(state: SharedBuckets, cells: memoryview[float], row: int) -> None:
     """Copy a subject's shared levels and stamps (of the limits it has here) and its
-    in-flight total into `state`."""
+    in-flight total into `state`; a limit another worker changed is followed
+    (`Subject.follow`)."""
+    rpm, tpm = cells[row + RPM_CAP], cells[row + TPM_CAP]
+    if ((rpm != state.rpm and rpm and state.rpm is not None)
+            or (tpm != state.tpm and tpm and state.tpm is not None)):
+        state.follow(rpm, tpm)
     if state.rpm is not None:
         state.rpm_level, state.rpm_stamp = cells[row + _RPM_LEVEL], cells[row + _RPM_STAMP]
     if state.tpm is not None:
@@ -393,11 +407,21 @@ def push(state: SharedBuckets, cells: memoryview[float], row: int, column: int, 
             cells[row + IN_FLIGHT] += change
 
 
+def fill_row(cells: memoryview[float], row: int, now: float) -> None:
+    """`Subject.fill` on a row, with the lock held: each bucket with a limit full at
+    `now` (its stamp never moved back), for every worker."""
+    for at in (row + RPM_CAP, row + TPM_CAP):
+        cap = cells[at]
+        if cap > 0.0:
+            cells[at + 1], cells[at + 2] = cap, max(now, cells[at + 2])
+
+
 def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
                      clock: Callable[[], float]) -> None:
     """A shared subject's `configure`, as `Subject.configure` does it on the row: each
     bucket is refilled at the rate of the limit the row last had (set by any worker),
-    then kept up to the new limit (full when it had none)."""
+    then changed to the new limit (`changed_level`; full when it had none), and a
+    bucket of a limit removed is dropped."""
     row, cells = state.row, table.cells
     assert row is not None
     table.lock()
@@ -406,15 +430,21 @@ def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
         if cells[row] != state.tag:  # given back by another worker: claimed anew
             row = state.row = table.claim(state.tag, clock())
             if row is None:
+                state.in_flight = 0  # none of its was in the row given back
                 return
         for cap, at in ((state.rpm, row + RPM_CAP), (state.tpm, row + TPM_CAP)):
-            if cap is None:
-                continue
             # A bucket's level and stamp follow its limit (`RPM_CAP`, `_RPM_LEVEL`, ...).
+            if cap is None:
+                # No such limit now: its bucket is dropped, as an unshared subject's is
+                # (a debt or a spent minute kept here refused the limit set again).
+                cells[at:at + 3] = _zeros(3)
+                continue
             old, level, stamp = cells[at], cells[at + 1], cells[at + 2]
             now = max(clock(), stamp)
-            # The first limit anyone set: a full minute.
-            level = cap if old == 0.0 else min(old, level + (now - stamp) * old / 60.0, cap)
+            # The first limit anyone set (or set again): a full minute. A changed one is
+            # changed once, by the first worker to see it (the row's limit is then it).
+            level = cap if old == 0.0 else changed_level(
+                min(old, level + (now - stamp) * old / 60.0), old, cap)
             cells[at], cells[at + 1], cells[at + 2] = cap, level, now
         pull(state, cells, row)
     finally:

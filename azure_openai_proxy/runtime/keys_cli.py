@@ -22,6 +22,7 @@ import orjson
 from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.governance.keys import (
     check_grace,
+    expiry_note,
     key_state,
     key_view,
     parse_duration,
@@ -190,7 +191,7 @@ def _create_key(store: KeyStore, args: argparse.Namespace) -> int:
     key, secret = store.create_key(
         parse_name(args.name), team=args.team, models=parse_models(args.models or None),
         limits=Limits(**_limits(args)), now=now,
-        expires_at=parse_expiry(args.expires, now) if args.expires else None,
+        expires_at=parse_expiry(args.expires, now, creating=True) if args.expires else None,
         metadata=_metadata(args.metadata),
     )
     return _secret_out(args, key, secret, store)
@@ -214,6 +215,8 @@ def _update_key(store: KeyStore, args: argparse.Namespace) -> int:
     if limits:
         changes["limits"] = limits
     key = store.update_key(args.key, changes)
+    if note := expiry_note(changes.get("expires_at"), time.time()):  # expired now
+        print(f"azure-openai-proxy keys: {note}", file=sys.stderr)
     return _keys_out(args, [key], store)
 
 

@@ -39,20 +39,23 @@ def _worker_pids(port: int, want: int, deadline: float) -> set[int]:
 
 
 @contextmanager
-def two_workers(tmp_path: Path, limits: Limits) -> Iterator[tuple[Emulator, Any, Any, str]]:
+def two_workers(tmp_path: Path, limits: Limits, emulated: dict[str, Any] | None = None,
+                **settings: Any) -> Iterator[tuple[Emulator, Any, Any, str]]:
     """A gateway process with two workers (both seen answering) in front of the
-    emulator, and a virtual key with `limits`: (emulator, process, client, its secret).
-    The process is asked to stop (SIGTERM) and must exit cleanly."""
+    emulator (`emulated`: its config, e.g. a `token_ms` pace), and a virtual key with
+    `limits`: (emulator, process, client, its secret). `settings`: more of the gateway's
+    config (an `admin_key`). The process is asked to stop (SIGTERM) and must exit
+    cleanly."""
     config, database = tmp_path / "config.yaml", tmp_path / "gw.db"
     store = KeyStore.open(database)
     try:
         _, secret = store.create_key("shared", limits=limits, now=time.time())
     finally:
         store.close()
-    with pool_emulator() as emulator:
+    with pool_emulator(**(emulated or {})) as emulator:
         config.write_text(yaml.safe_dump({
             **pool_config(emulator.url, [("dep-a", {})]),
-            "database": f"sqlite:///{database}", "log_level": "warning"}))
+            "database": f"sqlite:///{database}", "log_level": "warning", **settings}))
         with gateway_process(config, "--workers", "2") as (process, client):
             assert len(_worker_pids(client.port, 2, time.monotonic() + 30)) == 2
             yield emulator, process, client, secret

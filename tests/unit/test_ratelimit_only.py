@@ -92,13 +92,13 @@ def test_remembered_lines_are_forgotten_when_the_limits_change() -> None:
     assert b"x-ratelimit-limit-requests: 60\r\nx-ratelimit-remaining-requests: 59\r\n" in (
         first.head_lines)
     limiter.settle(first, 0)
-    plan = limiter.plan("k", Limits(rpm=120, tpm=1000), None, None)  # the 59 left is kept
-    clock.now += 0.5  # one request back at 2 a second: 60, then 59 again after the take
+    plan = limiter.plan("k", Limits(rpm=120, tpm=1000), None, None)  # 59 + the 60 raised
+    clock.now += 0.5  # one request back at 2 a second: 120, then 119 after the take
     second = limiter.take(plan, 0)
     assert isinstance(second, Admission)
     assert second.head_lines == (
-        b"x-ratelimit-limit-requests: 120\r\nx-ratelimit-remaining-requests: 59\r\n"
-        b"x-ratelimit-reset-requests: 30.5s\r\nx-ratelimit-limit-tokens: 1000\r\n"
+        b"x-ratelimit-limit-requests: 120\r\nx-ratelimit-remaining-requests: 119\r\n"
+        b"x-ratelimit-reset-requests: 500ms\r\nx-ratelimit-limit-tokens: 1000\r\n"
         b"x-ratelimit-remaining-tokens: 1000\r\nx-ratelimit-reset-tokens: 0ms\r\n")
 
 

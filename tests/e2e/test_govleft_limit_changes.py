@@ -1,0 +1,35 @@
+"""An operator changes a key in debt through the admin API of a two-worker gateway process:
+a raised TPM lets it through at once, on both workers (the raise is added to what is
+left: main kept the debt, refilled at the new rate), and a TPM removed then set again
+starts with a full minute, as with one worker (main: the shared row kept the debt)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from azure_openai_proxy.governance.model import Limits
+from tests.e2e.test_govleft_limit_reset import ADMIN_KEY, PROMPT, _chat
+from tests.e2e.test_shared_limits import two_workers
+
+
+def test_a_raised_or_reset_tpm_lets_a_key_in_debt_through_on_every_worker(
+        tmp_path: Path) -> None:
+    with two_workers(tmp_path, Limits(tpm=3000), admin_key=ADMIN_KEY) as (_, _p, client,
+                                                                          secret):
+        port = client.port
+        admin = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10,
+                             headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        key_id = admin.get("/admin/keys").json()["data"][0]["id"]
+        assert _chat(port, secret, PROMPT) == 200  # ~8,000 billed: ~5,000 owed
+        assert [_chat(port, secret, "hi") for _ in range(4)] == [429] * 4
+        raised = admin.patch(f"/admin/keys/{key_id}", json={"tpm": 30_000})
+        assert raised.status_code == 200, raised.text
+        assert [_chat(port, secret, "hi") for _ in range(6)] == [200] * 6
+        assert admin.patch(f"/admin/keys/{key_id}", json={"tpm": 3000}).status_code == 200
+        assert _chat(port, secret, PROMPT) == 200  # in debt again
+        assert [_chat(port, secret, "hi") for _ in range(4)] == [429] * 4
+        for change in ({"tpm": None}, {"tpm": 3000}):  # removed, then set again
+            assert admin.patch(f"/admin/keys/{key_id}", json=change).status_code == 200
+        assert [_chat(port, secret, "hi") for _ in range(6)] == [200] * 6
