@@ -65,8 +65,10 @@ def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
     -wal files, or fail where it may not (a directory this user cannot write). Made,
     they would stay (only a writer's close removes them), this user's: the gateway's
     user could then not write its database."""
+    made = False
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)
+        made = not path.exists()
         target: str | Path = path
     else:
         # `file://` and an empty authority: the path as given ("//x" is a path, not a host);
@@ -79,9 +81,21 @@ def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
     if create:  # (the writer's choices, kept in the file: a reader has nothing to set)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
+    if made:
+        _owned_as_its_directory(path)
     connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     connection.execute("PRAGMA foreign_keys=ON")
     return connection
+
+
+def _owned_as_its_directory(path: Path) -> None:
+    """A database root makes in another user's directory (`sudo ... keys create` before
+    the gateway's first start, its data volume's user's) is that user's: root's, the
+    gateway could read its keys but write nothing (no usage, no admin change)."""
+    if os.geteuid() == 0:
+        owner = path.parent.stat()
+        if owner.st_uid != 0:
+            os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def _open(target: str | Path, *, uri: bool) -> sqlite3.Connection:
