@@ -257,7 +257,8 @@ async def _body(request: HttpRequest) -> dict[str, Any]:
         raise MalformedBody("The body must be a JSON object.")
     if isinstance(data.get("metadata"), dict):  # read again, its integers exact: orjson
         # reads one past 64 bits as a float, so it was stored rounded, not refused
-        with contextlib.suppress(RecursionError):  # (too deep: refused by its nesting)
+        with contextlib.suppress(RecursionError, ValueError):  # (too deep: refused by its
+            # nesting; json refusing what orjson read: none known, orjson's then)
             data["metadata"] = json.loads(raw)["metadata"]
     return data
 
