@@ -289,9 +289,9 @@ class GatewayApp:
         return record
 
     async def _admin_usage(self, request: HttpRequest, record: RequestRecord) -> Answer:
-        if request.method not in _LOCAL_METHODS:
-            return error_answer(MethodNotAllowed(f"Method {request.method} is not allowed.", allow=("GET",)))
-        try:
+        try:  # (a 405 too: its access-log line names the error, as /admin/keys' does)
+            if request.method not in _LOCAL_METHODS:
+                raise MethodNotAllowed(f"Method {request.method} is not allowed.", allow=("GET",))
             if self._admin is not None:  # a client or virtual key: 403, as on /admin/keys
                 self._admin.authorize(request.headers)
             # the database of the key directory and the ledger, opened at start: one a

@@ -103,8 +103,8 @@ async def _run(settings: Settings, emulator_host: str, emulator_port: int) -> No
     await emulator.setup()
     await web.TCPSite(emulator, emulator_host, emulator_port).start()
 
-    stop_gateway = await start_server(create_app(settings), settings, reuse_port=False)
-    print(_instructions(f"http://{_shown(settings.host)}:{settings.port}"), flush=True)
+    stop_gateway, port = await start_server(create_app(settings), settings, reuse_port=False)
+    print(_instructions(f"http://{_shown(settings.host)}:{port}"), flush=True)  # :0's too
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

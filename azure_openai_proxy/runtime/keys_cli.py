@@ -51,12 +51,13 @@ def main(command: str, argv: Sequence[str], environ: Mapping[str, str],
     if not getattr(args, "action", None):
         parser.print_help()
         return 2
-    try:
+    try:  # (exists(): a directory closed to this user, the gateway's 0750, is an OSError)
         path = _database(args, environ, config_path)
+        missing = args.action != "create" and not path.exists()
     except (ConfigError, ValueError, OSError) as exc:
         print(f"azure-openai-proxy {command}: {exc}", file=sys.stderr)
         return 2
-    if args.action != "create" and not path.exists():
+    if missing:
         # A reading of a mistyped path made an empty database there and listed no keys,
         # as if they were all gone (`usage` says so too); an update, rotate, revoke or
         # delete made one too, to answer "no key" (only a create can use a new one).
@@ -91,7 +92,7 @@ def _database(args: argparse.Namespace, environ: Mapping[str, str],
     if args.database:
         return sqlite_path(args.database)
     settings = load_settings(args.config or config_path, environ, {})
-    return database_path(settings, reading=args.action in _READS)
+    return database_path(settings, operator=True)
 
 
 # -- parsers --------------------------------------------------------------------------

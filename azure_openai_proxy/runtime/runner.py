@@ -293,9 +293,9 @@ def server_limits(server: ServerSettings) -> ServerLimits:
 
 async def start_server(
     app: GatewayApp, settings: Settings, reuse_port: bool
-) -> Callable[[], Awaitable[None]]:
+) -> tuple[Callable[[], Awaitable[None]], int]:
     """Serve `app`; returns the graceful stop (stop accepting, let requests and streams in
-    flight finish for up to the grace period, clean up)."""
+    flight finish for up to the grace period, clean up) and the port bound (`:0`'s)."""
     try:
         server = await serve_fast(
             app, settings.host or None, settings.port, reuse_port=reuse_port,
@@ -314,7 +314,7 @@ async def start_server(
     async def stop() -> None:
         await server.shutdown(settings.shutdown_grace_seconds)
 
-    return stop
+    return stop, int(server.sockets[0].getsockname()[1])
 
 
 async def serve_forever(settings: Settings, source: SettingsSource | None, reuse_port: bool,
@@ -340,7 +340,7 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
         app.reload(latest)
         log.info("configuration reloaded (%d deployments), as the other workers did",
                  len(latest.deployments))
-    finish = await start_server(app, settings, reuse_port)
+    finish, _ = await start_server(app, settings, reuse_port)
     settle_heap()  # start-up's objects out of every later collection (runtime/heap.py)
     log.info("listening on http://%s (api_base %s, %d deployments)", settings.listen,
              settings.api_base or "/", len(settings.deployments))

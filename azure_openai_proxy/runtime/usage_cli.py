@@ -44,14 +44,15 @@ def main(argv: Sequence[str], environ: Mapping[str, str], config_path: str | Non
     args = _parser().parse_args(argv)
     try:
         path = sqlite_path(args.database) if args.database else database_path(
-            load_settings(args.config or config_path, environ, {}), reading=True)
+            load_settings(args.config or config_path, environ, {}), operator=True)
         now = time.time()
         since = parse_time(args.since, now)
         until = parse_time(args.until, now) if args.until else None
-    except (ConfigError, ValueError) as exc:
+        missing = not path.exists()  # an OSError in a directory closed to this user
+    except (ConfigError, ValueError, OSError) as exc:
         print(f"azure-openai-proxy usage: {exc}", file=sys.stderr)
         return 2
-    if not path.exists():
+    if missing:
         print(f"azure-openai-proxy usage: no ledger at {path} (is `database` set?)",
               file=sys.stderr)
         return 1

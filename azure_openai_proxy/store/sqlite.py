@@ -22,14 +22,16 @@ DATA_VOLUME = Path("/var/lib/azure-openai-proxy")
 _BUSY_TIMEOUT_MS = 5000
 
 
-def default_database(*, reading: bool = False) -> str:
-    """The data volume when this user may write it, else the user's own data directory.
-    `reading` (a command that only reads: `keys list`, `usage`): the data volume's
-    database when it is there, whoever may write it: the gateway's user chose it, and an
-    operator who may only read it was sent to their own, empty, home."""
-    volume = DATA_VOLUME / "gateway.db"
-    if DATA_VOLUME.is_dir() and (os.access(DATA_VOLUME, os.W_OK) or (reading and volume.exists())):
-        return _url(volume)
+def default_database(*, operator: bool = False) -> str:
+    """The data volume when this user may write it, else the user's own data directory:
+    where the gateway makes its database. `operator` (the CLI's commands, `keys`, `teams`,
+    `usage`, run beside a gateway that may be another user): the data volume's whenever
+    that directory is there, reads and writes alike. The writes chose by the operator's
+    own access, so an operator who may not write it had their keys made in their own
+    home, where the gateway never looks, and listed from the volume (a write this user
+    may not make there is refused, naming it)."""
+    if DATA_VOLUME.is_dir() and (operator or os.access(DATA_VOLUME, os.W_OK)):
+        return _url(DATA_VOLUME / "gateway.db")
     base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
     return _url(base / "azure-openai-proxy" / "gateway.db")
 
@@ -46,10 +48,10 @@ def sqlite_path(url: str) -> Path:
     return Path(sqlite_file(url))
 
 
-def database_path(settings: Settings, *, reading: bool = False) -> Path:
+def database_path(settings: Settings, *, operator: bool = False) -> Path:
     """The governance database's file: the configured one, else the default. One place,
     so the key directory, the ledger, the admin API and the CLI agree."""
-    return sqlite_path(settings.database or default_database(reading=reading))
+    return sqlite_path(settings.database or default_database(operator=operator))
 
 
 def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
@@ -63,8 +65,10 @@ def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
     -wal files, or fail where it may not (a directory this user cannot write). Made,
     they would stay (only a writer's close removes them), this user's: the gateway's
     user could then not write its database."""
+    made = False
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)
+        made = not path.exists()
         target: str | Path = path
     else:
         # `file://` and an empty authority: the path as given ("//x" is a path, not a host);
@@ -77,9 +81,21 @@ def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
     if create:  # (the writer's choices, kept in the file: a reader has nothing to set)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
+    if made:
+        _owned_as_its_directory(path)
     connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     connection.execute("PRAGMA foreign_keys=ON")
     return connection
+
+
+def _owned_as_its_directory(path: Path) -> None:
+    """A database root makes in another user's directory (`sudo ... keys create` before
+    the gateway's first start, its data volume's user's) is that user's: root's, the
+    gateway could read its keys but write nothing (no usage, no admin change)."""
+    if os.geteuid() == 0:
+        owner = path.parent.stat()
+        if owner.st_uid != 0:
+            os.chown(path, owner.st_uid, owner.st_gid)
 
 
 def _open(target: str | Path, *, uri: bool) -> sqlite3.Connection:

@@ -3,8 +3,8 @@
 user, else the user's own ~/.local/share/.... `keys list`, `keys show` and `usage`,
 run by an operator who may read the gateway's database but not write its directory
 (9421807's case), chose by the operator's own access, so they looked in the operator's
-home ("no database at ~/.local/share/...", exit 1). A command that only reads takes the
-data volume's database when it is there; the writes still choose as the gateway does."""
+home ("no database at ~/.local/share/...", exit 1). The CLI's commands take the data
+volume's database when that directory is there, reads and writes alike."""
 
 from __future__ import annotations
 
@@ -73,12 +73,18 @@ def test_a_reader_finds_the_gateways_default_database(
     assert err == "" and ("alice" in out or argv[0] == "usage")
 
 
-def test_a_write_still_chooses_as_the_gateway_does(
+def test_a_write_takes_the_same_database_as_a_reading(
         volume: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Not the volume it may not write: its own default (made there), as before."""
+    """The volume it may not write: refused, naming it. It chose by the operator's own
+    access (revops): bob was made in the operator's home, his secret printed, exit 0,
+    where the gateway never looks, and `keys list` (the volume's) did not show him."""
     with operator():
         code = main(["keys", "create", "--name", "bob", "-c", str(volume)])
-    assert code == 0, capsys.readouterr().err
+        listed = main(["keys", "list", "--json", "-c", str(volume)])
+    out, err = capsys.readouterr()
+    assert code == 2 and f"cannot open {volume.parent / 'gateway.db'}: " in err, err
+    assert "key: sk-aop-" not in out and '"bob"' not in out and listed == 0
+    assert not (Path(os.environ["XDG_DATA_HOME"]) / "azure-openai-proxy").exists()
     assert [k.name for k in KeyStore.reader(volume.parent / "gateway.db").list_keys()] == ["alice"]
 
 
