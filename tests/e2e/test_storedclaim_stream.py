@@ -6,6 +6,7 @@ from __future__ import annotations
 import openai
 import pytest
 
+from azure_openai_proxy.governance.model import Limits
 from tests.e2e.test_virtual_keys import Governed, governed  # noqa: F401
 
 HI = [{"role": "user", "content": "hi"}]
@@ -50,4 +51,24 @@ def test_a_stream_left_midway_is_still_the_keys(governed: Governed) -> None:  # 
     assert [c.id for c in a.chat.completions.list()] == [left]
     with pytest.raises(openai.NotFoundError):
         b.chat.completions.retrieve(left)
+    assert list(b.chat.completions.list()) == []
+
+
+def test_every_stored_chat_of_a_key_with_limits_is_its_own(
+        governed: Governed) -> None:  # noqa: F811
+    """A key with limits sends its plain chats by the short path (`Gateway._usual_chat`),
+    which took `store: true` too and recorded no owner: only the first stored chat (sent
+    by `_governed` before the key's limits were decided) was the key's, the next ones
+    (JSON or streamed) listed to none and a 404 to the key with restrictions."""
+    limits = Limits(rpm=100, tpm=100_000)
+    a = governed.client(governed.key("a", models=("gpt-4o",), limits=limits)[1])
+    b = governed.client(governed.key("b", limits=limits)[1])
+    made = [a.chat.completions.create(model="gpt-4o", messages=HI, store=True).id
+            for _ in range(3)]
+    made += [_streamed_id(a) for _ in range(2)]
+    assert sorted(c.id for c in a.chat.completions.list(limit=100)) == sorted(made)
+    for made_id in made:
+        assert a.chat.completions.retrieve(made_id).id == made_id
+        with pytest.raises(openai.NotFoundError):
+            b.chat.completions.retrieve(made_id)
     assert list(b.chat.completions.list()) == []
