@@ -35,9 +35,10 @@ A streamed `responses` call's id and output items are the key's too: the relay r
 them from the stream (normalize/responses_meter.py `ResponsesStreamMeter`) and `claim`s them as
 the events naming them pass: in memory at once, in the database in the background. So a
 stream the client leaves midway leaves what it showed the key's. A chat Azure stores
-(`store: true`) is the key's when answered as JSON (`own_chat`); a streamed one's id is
-not read from its stream, so its owner is unknown. Objects created inside another answer
-(an upload's file) are not recorded: a key with restrictions cannot name them later.
+(`store: true`) is the key's: answered as JSON (`own_chat`), or streamed, `claim`ed as
+its first frame shows its id (normalize/stream.py `ChatStreamNormalizer.claim`). Objects
+created inside another answer (an upload's file) are not recorded: a key with restrictions
+cannot name them later.
 
 Batch input files: when a virtual key with an allow-list uploads a file with purpose
 `batch`, the models its lines name (`body.model`) are recorded with it
@@ -199,9 +200,10 @@ class ObjectOwners:
             write.add_done_callback(self._writes.discard)
 
     def claimer(self, key_id: str, record: RequestRecord) -> Callable[[list[str]], None]:
-        """`claim`, for the ids a Responses stream of `key_id`'s creates; the first
-        (the response's own) kept as `record.created_id`, as a non-streamed answer's is,
-        so `owned_answer` notes its tokens for a turn chained to it. Their home is the
+        """`claim`, for the ids a Responses stream (or a stored chat's stream) of
+        `key_id`'s creates; the first (the response's own) kept as `record.created_id`,
+        as a non-streamed answer's is, so `owned_answer` notes its tokens for a turn
+        chained to it. Their home is the
         deployment the stream comes from (`record`'s, as the events pass)."""
 
         def claim(object_ids: list[str]) -> None:
@@ -248,7 +250,7 @@ class ObjectOwners:
 
     async def own_chat(self, key_id: str, record: RequestRecord, reply: Reply) -> None:
         """A chat Azure stored (`store: true`), answered as JSON: the key's, made where it
-        was answered. A stream's is not read: its owner is unknown (see the docstring)."""
+        was answered. A stream's is claimed as it shows its id (`claimer`)."""
         if isinstance(reply, Answer) and 200 <= reply.status < 300:
             try:
                 answer = orjson.loads(reply.body)

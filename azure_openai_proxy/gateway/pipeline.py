@@ -17,9 +17,7 @@ the gateway's own: health, metrics). It sequences the steps; each is its own mod
 
 from __future__ import annotations
 
-import itertools
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from azure_openai_proxy.auth import Caller, ClientKeyring, presented_beside
 from azure_openai_proxy.boundedcache import BoundedCache
@@ -55,6 +53,7 @@ from azure_openai_proxy.gateway.modellist import models_answer
 from azure_openai_proxy.gateway.ownership import ObjectOwners, chat_file_ids, object_ids, owned_answer, pager
 from azure_openai_proxy.gateway.poolchoice import PoolChooser
 from azure_openai_proxy.gateway.requestbody import RequestBody, read_body
+from azure_openai_proxy.gateway.requestids import request_id_source
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.keys import is_restricted
 from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal, UsualLimits
@@ -100,7 +99,7 @@ class Gateway:
         self.budgets: BudgetGuard | None = None  # set when the ledger is on (app.py)
         # Which virtual key created which object (gateway/ownership.py); kept on reload.
         self.owners = ObjectOwners()
-        self._request_ids = _request_id_source()
+        self._request_ids = request_id_source()
         self._busy = BusyPoll.from_setting(settings.busy_poll_us, transport.connections_in_use)
         self._pools = PoolChooser(settings, self.table, self.affinity)
         self._attempts = UpstreamAttempts(settings, transport, balancer, tokens, self.affinity,
@@ -295,8 +294,11 @@ class Gateway:
             held = hold(limiter, self.budgets, caller, body.held_fields(operation), routed,
                         operation, self._default_completion, prompt_chars, chained, request.headers)
             lines = held[0].head_lines
+        stored = chat and json is not None and json.get("store") is True  # Azure keeps it
         if operation.startswith("responses"):  # a stream's ids: the key's as it shows them
             record.claim = self.owners.stream_claim(request.method, operation, key.id, record)
+        elif stored and json is not None and json.get("stream") is True:  # a chat's too
+            record.claim = self.owners.claimer(key.id, record)
         try:
             batch_models = (await uploaded_batch_models(body.spool, body.boundary) if models
                             and operation == "files" and request.method == "POST" else None)
@@ -306,7 +308,7 @@ class Gateway:
                 more = pager(self._attempts.send, request, target, caller, body, record, routed)
                 reply = await owned_answer(self.owners, request.method, operation,
                                            key.id, record, reply, batch_models, json, more)
-            elif chat and json is not None and json.get("store") is True:  # Azure keeps it
+            elif stored:  # answered as JSON: the key's (a stream's was claimed)
                 await self.owners.own_chat(key.id, record, reply)  # (ownership.py)
             return apply_lines(reply, lines)
         except BaseException as exc:
@@ -339,12 +341,4 @@ class Gateway:
         if target is None:
             target = self._targets.put(key, classify(method, raw_path, self.settings.api_base))
         return target
-
-
-def _request_id_source() -> Callable[[], str]:
-    """Unique request ids without a system call each: a random per-process prefix and a
-    counter (formatted by a C iterator: no Python frame per id). 64 bits: the ledger
-    keeps a record per id; with 32, 2 of 100,000 worker starts shared one (P ~70%)."""
-    prefix = os.urandom(8).hex()
-    return map(f"{prefix}{{:08x}}".format, itertools.count(1)).__next__
 

@@ -180,6 +180,8 @@ async def _relay_stream(
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"
     normalizer = ChatStreamNormalizer(policy, event_limit) if policy is not None else None
+    if normalizer is not None and record.claim is not None:  # a stored chat's id: the
+        normalizer.claim = record.claim  # caller's as it shows it (ownership)
     ended_with_newline = True
     try:
         out = request.stream(response.status, headers)

@@ -32,9 +32,8 @@ What reaches the client, one output event per kept upstream event (never split/m
   raise as `APIError`: `code: "content_filter"` if a choice finished with
   `content_filter`, or an async-filter annotation's verdict says `filtered: true` (what
   Azure sends for a block found after the model's stop), and `policy.error_on_content_filter`;
-  else, if the stream was cut
-  (no `[DONE]`), `type: "server_error"`, `code: "stream_interrupted"`. None is added if
-  Azure itself sent an error event (it is forwarded as is).
+  else, if the stream was cut (no `[DONE]`), `type: "server_error"`, `code:
+  "stream_interrupted"`. None is added if Azure itself sent an error event (forwarded as is).
 """
 
 from __future__ import annotations
@@ -99,6 +98,7 @@ class ChatStreamNormalizer:
     # set on the instance only for such a stream: a 22nd instance attribute cost 9k
     # instructions a stream in callgrind (the instances' shared keys outgrown).
     _blocked = False
+    claim: Callable[[list[str]], None] | None = None  # so too: a stored chat's (ownership.py)
 
     def __init__(self, policy: StreamPolicy, event_limit: int = MAX_EVENT_BYTES, *,
                  fast: bool = True) -> None:
@@ -223,8 +223,7 @@ class ChatStreamNormalizer:
         """Close the client's stream: flush, add an error event if needed, then `[DONE]`.
 
         `upstream_failed` describes why the upstream stopped (timeout, reset...); it goes
-        into the error event's message and must not contain secrets.
-        """
+        into the error event's message and must not contain secrets."""
         if self.done:
             return b""
         out = self._emit(self._decoder.flush())
@@ -307,8 +306,7 @@ class ChatStreamNormalizer:
     def _steady_frame(self, event: SseEvent, obj: dict[str, Any]) -> bytes | None:
         """The hot path: a one-choice content frame that needs no change goes out raw.
 
-        None sends the frame down the general path, which gives the same result.
-        """
+        None sends the frame down the general path, which gives the same result."""
         choices = obj.get("choices")
         if type(choices) is not list or len(choices) != 1 or "usage" in obj:
             return None
@@ -434,6 +432,8 @@ class ChatStreamNormalizer:
         """Adopt the first real id/created/model/object; write them into `obj`."""
         if self._id is None and type(obj.get("id")) is str and obj["id"]:
             self._id = obj["id"]
+            if self.claim is not None:  # once a stream
+                self.claim([obj["id"]])
         created = obj.get("created")
         if self._created is None and type(created) is int and created:
             self._created = created

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from azure_openai_proxy.gateway.ledgerrows import RowPricer
 from azure_openai_proxy.gateway.ledgerspool import LedgerSpool
-from azure_openai_proxy.gateway.pipeline import _request_id_source
+from azure_openai_proxy.gateway.requestids import request_id_source as _request_id_source
 from azure_openai_proxy.governance.budget import day_of
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore, row_of
