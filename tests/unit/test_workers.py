@@ -51,23 +51,31 @@ def _process(code: int) -> multiprocessing.process.BaseProcess:
     return process
 
 
-def _exit_once(stop: Any, ready: Any) -> None:
+def _exit_once(ready: Any) -> None:
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # drained, as a worker does
     ready.set()
-    stop.wait(30)  # the server's stop (bounded: a failed test does not leave it behind)
+    time.sleep(30)  # (bounded: a failed test does not leave it behind; no lock held)
     os._exit(0)
 
 
-def _serving(stop: Any) -> multiprocessing.process.BaseProcess:
-    """A worker that serves until the server stops (`stop` is set) or it is sent a
-    SIGTERM, then exits 0 (any worker that exits while the server is not stopping is
-    replaced); returned once its SIGTERM handler is in place."""
+def _serving() -> multiprocessing.process.BaseProcess:
+    """A worker that serves until it is sent a SIGTERM (the server's stop), then exits
+    0 (any worker that exits while the server is not stopping is replaced); returned
+    once its SIGTERM handler is in place."""
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
-    process = context.Process(target=_exit_once, args=(stop, ready))
+    process = context.Process(target=_exit_once, args=(ready,))
     process.start()
     assert ready.wait(30)
     return process
+
+
+def _stop(replacements: Replacements, *workers: multiprocessing.process.BaseProcess) -> None:
+    """The parent's SIGTERM handler: stopping, and the signal passed on."""
+    replacements.stopping = True
+    for process in workers:
+        assert process.pid is not None
+        os.kill(process.pid, signal.SIGTERM)
 
 
 def test_workers_that_keep_dying_are_replaced_up_to_the_limit_then_not(
@@ -111,16 +119,14 @@ def test_a_killed_worker_is_replaced_in_its_place_and_a_clean_exit_at_the_stop_i
     """Worker 1 is killed; the server stops as its replacement starts: the replacement
     and worker 0 exit cleanly and supervise returns with the replacement in worker 1's
     place (the exit code reads from it), nothing more replaced."""
-    stop = multiprocessing.get_context("spawn").Event()
-    first = _serving(stop)
+    first = _serving()
     workers = [first, _process(-signal.SIGKILL)]
     killed, started = workers[1], []
 
     def start(worker: int) -> multiprocessing.process.BaseProcess:
         started.append(worker)
-        process = _serving(stop)
-        replacements.stopping = True  # the operator's stop, once it started
-        stop.set()
+        process = _serving()
+        _stop(replacements, first, process)  # the operator's stop, once it started
         return process
 
     replacements = Replacements(start)
@@ -262,15 +268,14 @@ def test_a_worker_sigtermed_before_the_stop_and_not_replaced_is_no_clean_stop() 
 
 def test_a_replacement_the_stops_sigterm_ended_as_it_started_is_a_clean_stop() -> None:
     replacements: Replacements
-    stop = multiprocessing.get_context("spawn").Event()
+    first = _serving()
 
     def start(worker: int) -> multiprocessing.process.BaseProcess:
-        replacements.stopping = True  # the stop came while it started
-        stop.set()  # (worker 0 drains and exits 0)
+        _stop(replacements, first)  # the stop came while it started (worker 0 drains)
         return _process(-signal.SIGTERM)
 
     replacements = Replacements(start)
-    workers = [_serving(stop), _process(-signal.SIGKILL)]
+    workers = [first, _process(-signal.SIGKILL)]
     supervise(workers, None, None, replacements)
     assert [p.exitcode for p in workers] == [0, -signal.SIGTERM]
     assert replacements.exit_code(workers) == 0
