@@ -153,10 +153,11 @@ def _opened(spec: SharedLimits | None, worker: int, what: str) -> SharedTable | 
 
 
 class Replacements:
-    """Starts a worker in the place of one that died (killed: the OOM killer; crashed),
-    unless the server is stopping or workers keep dying: more than `REPLACE_LIMIT` in
-    `REPLACE_WINDOW` seconds is a fault a new one would meet again (it would start and
-    die forever), and from then on the dead stay dead."""
+    """Starts a worker in the place of one that exited (killed: the OOM killer; crashed;
+    stopped alone: a SIGTERM sent to it), unless the server is stopping or workers keep
+    dying: more than `REPLACE_LIMIT` in `REPLACE_WINDOW` seconds is a fault a new one
+    would meet again (it would start and die forever), and from then on the dead stay
+    dead."""
 
     def __init__(self, start: Callable[[int], multiprocessing.process.BaseProcess],
                  monotonic: Callable[[], float] = time.monotonic) -> None:
@@ -202,8 +203,9 @@ def supervise(workers: MutableSequence[multiprocessing.process.BaseProcess],
     or the keys' parallel limits would stay taken by requests that will never end. The
     budget holds of one that exits, whatever its exit, are zeroed in `holds` once every
     live worker's book has its records (`ExitedColumns`: seconds): nothing else would
-    release them. `replacements`: one that died is replaced (in `workers`) once its
-    column of the holds is free."""
+    release them. `replacements`: one that exits while the server is not stopping
+    (whatever its code: a SIGTERM sent to it alone drains it and exits 0) is replaced (in
+    `workers`) once its column of the holds is free."""
     exited = ExitedColumns(holds) if holds is not None else None
     running = {process.sentinel: index for index, process in enumerate(workers)}
     dead: set[int] = set()  # to be replaced
@@ -221,18 +223,33 @@ def supervise(workers: MutableSequence[multiprocessing.process.BaseProcess],
             workers[index].join()
             if exited is not None:
                 _tended(exited.exited, index)
-            if workers[index].exitcode != 0:
+            code = workers[index].exitcode
+            if code != 0:
                 if shared is not None:
                     _tended(shared.reset_worker, index)
                 log.warning("worker %d (pid %s) exited with %s; its requests in flight "
                             "are no longer counted (its budget holds once the others have "
-                            "read its last records)", index, workers[index].pid,
-                            workers[index].exitcode)
-                if replacements is not None and not replacements.stopping:
-                    dead.add(index)
-                    replacements.died.add(index)
+                            "read its last records)", index, workers[index].pid, _how(code))
+            elif replacements is not None and not replacements.stopping:
+                # drained and exited on its own (a SIGTERM sent to it alone): the server
+                # served on one worker short for good, and said nothing
+                log.warning("worker %d (pid %s) exited with 0 while the server was not "
+                            "stopping", index, workers[index].pid)
+            if replacements is not None and not replacements.stopping:
+                dead.add(index)
+                replacements.died.add(index)
     if exited is not None:
         _tended(exited.reset_due, True)
+
+
+def _how(code: int | None) -> str:
+    """An exit code as the log says it: `-9 (SIGKILL)` for a signal's."""
+    if code is None or code >= 0:
+        return str(code)
+    try:
+        return f"{code} ({signal.Signals(-code).name})"
+    except ValueError:
+        return str(code)
 
 
 def _replace(workers: MutableSequence[multiprocessing.process.BaseProcess], index: int,

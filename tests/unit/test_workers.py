@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,6 +51,33 @@ def _process(code: int) -> multiprocessing.process.BaseProcess:
     return process
 
 
+def _exit_once(ready: Any) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # drained, as a worker does
+    ready.set()
+    time.sleep(30)  # (bounded: a failed test does not leave it behind; no lock held)
+    os._exit(0)
+
+
+def _serving() -> multiprocessing.process.BaseProcess:
+    """A worker that serves until it is sent a SIGTERM (the server's stop), then exits
+    0 (any worker that exits while the server is not stopping is replaced); returned
+    once its SIGTERM handler is in place."""
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    process = context.Process(target=_exit_once, args=(ready,))
+    process.start()
+    assert ready.wait(30)
+    return process
+
+
+def _stop(replacements: Replacements, *workers: multiprocessing.process.BaseProcess) -> None:
+    """The parent's SIGTERM handler: stopping, and the signal passed on."""
+    replacements.stopping = True
+    for process in workers:
+        assert process.pid is not None
+        os.kill(process.pid, signal.SIGTERM)
+
+
 def test_workers_that_keep_dying_are_replaced_up_to_the_limit_then_not(
         caplog: pytest.LogCaptureFixture) -> None:
     clock, started = Clock(), []
@@ -86,15 +114,60 @@ def test_nothing_is_replaced_once_the_server_stops() -> None:
     assert replacements.start(0) is None and not replacements.given_up
 
 
-def test_a_killed_worker_is_replaced_in_its_place_and_a_clean_exit_is_not() -> None:
-    """Worker 1 is killed; its replacement exits cleanly, as does worker 0: supervise
-    returns with the replacement in worker 1's place (the exit code reads from it)."""
-    workers = [_process(0), _process(-signal.SIGKILL)]
-    killed = workers[1]
-    replacements = Replacements(lambda worker: _process(0))
+def test_a_killed_worker_is_replaced_in_its_place_and_a_clean_exit_at_the_stop_is_not(
+        ) -> None:
+    """Worker 1 is killed; the server stops as its replacement starts: the replacement
+    and worker 0 exit cleanly and supervise returns with the replacement in worker 1's
+    place (the exit code reads from it), nothing more replaced."""
+    first = _serving()
+    workers = [first, _process(-signal.SIGKILL)]
+    killed, started = workers[1], []
+
+    def start(worker: int) -> multiprocessing.process.BaseProcess:
+        started.append(worker)
+        process = _serving()
+        _stop(replacements, first, process)  # the operator's stop, once it started
+        return process
+
+    replacements = Replacements(start)
     supervise(workers, None, None, replacements)
+    assert started == [1] and workers[0] is first
     assert workers[1] is not killed and killed.exitcode == -signal.SIGKILL
     assert [p.exitcode for p in workers] == [0, 0]
+    assert replacements.exit_code(workers) == 0
+
+
+def test_a_worker_that_exits_cleanly_on_its_own_is_replaced_up_to_the_limit(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A SIGTERM sent to one worker alone: it drains and exits 0. The parent, not
+    stopping, neither replaced it nor said so (the server served one worker short for
+    good); it is replaced now, as a killed one is, and as many times."""
+    started: list[int] = []
+
+    def start(worker: int) -> multiprocessing.process.BaseProcess:
+        started.append(worker)
+        return _process(0) if len(started) > REPLACE_LIMIT - 2 else \
+            multiprocessing.process.BaseProcess()
+
+    replacements = Replacements(start)
+    for _ in range(REPLACE_LIMIT - 2):  # deaths a moment ago (the test spawns fewer)
+        replacements.start(1)
+    workers = [_process(0)]
+    first = workers[0].pid
+    with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
+        supervise(workers, None, None, replacements)
+    assert started == [1] * (REPLACE_LIMIT - 2) + [0, 0] and replacements.given_up
+    exits = [r.getMessage() for r in caplog.records if "exited with 0 while" in r.getMessage()]
+    assert len(exits) == 3 and exits[0] == (f"worker 0 (pid {first}) exited with 0 while "
+                                            "the server was not stopping")
+    assert caplog.text.count("replaced by pid") == 2
+
+
+def test_a_killed_worker_is_logged_with_its_signal(caplog: pytest.LogCaptureFixture) -> None:
+    workers = [_process(-signal.SIGKILL)]
+    with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
+        supervise(workers, None, None, None)
+    assert f"worker 0 (pid {workers[0].pid}) exited with -9 (SIGKILL);" in caplog.text
 
 
 def test_a_replacement_that_cannot_be_started_leaves_the_others_served(
@@ -195,13 +268,14 @@ def test_a_worker_sigtermed_before_the_stop_and_not_replaced_is_no_clean_stop() 
 
 def test_a_replacement_the_stops_sigterm_ended_as_it_started_is_a_clean_stop() -> None:
     replacements: Replacements
+    first = _serving()
 
     def start(worker: int) -> multiprocessing.process.BaseProcess:
-        replacements.stopping = True  # the stop came while it started
+        _stop(replacements, first)  # the stop came while it started (worker 0 drains)
         return _process(-signal.SIGTERM)
 
     replacements = Replacements(start)
-    workers = [_process(0), _process(-signal.SIGKILL)]
+    workers = [first, _process(-signal.SIGKILL)]
     supervise(workers, None, None, replacements)
     assert [p.exitcode for p in workers] == [0, -signal.SIGTERM]
     assert replacements.exit_code(workers) == 0
