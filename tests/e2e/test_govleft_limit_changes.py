@@ -8,22 +8,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from azure_openai_proxy.governance.model import Limits
-from tests.e2e.test_govleft_limit_reset import ADMIN_KEY, PROMPT, _chat
-from tests.e2e.test_shared_limits import two_workers
+from tests.e2e.test_govleft_limit_reset import PROMPT, _chat, key_of_3000_tpm
 
 
 def test_a_raised_or_reset_tpm_lets_a_key_in_debt_through_on_every_worker(
         tmp_path: Path) -> None:
-    with two_workers(tmp_path, Limits(tpm=3000), admin_key=ADMIN_KEY) as (_, _p, client,
-                                                                          secret):
-        port = client.port
-        admin = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10,
-                             headers={"Authorization": f"Bearer {ADMIN_KEY}"})
-        key_id = admin.get("/admin/keys").json()["data"][0]["id"]
+    with key_of_3000_tpm(tmp_path) as (port, secret, admin, key_id):
         assert _chat(port, secret, PROMPT) == 200  # ~8,000 billed: ~5,000 owed
         assert [_chat(port, secret, "hi") for _ in range(4)] == [429] * 4
         raised = admin.patch(f"/admin/keys/{key_id}", json={"tpm": 30_000})
@@ -40,12 +32,7 @@ def test_a_raised_or_reset_tpm_lets_a_key_in_debt_through_on_every_worker(
     "in ~5 under load right after the lowering; every run once both workers have "
     "reloaded); with one worker it holds (tests/unit/test_govleft_limit_changes.py)"))
 def test_a_lowered_tpm_holds_the_next_debt_on_every_worker(tmp_path: Path) -> None:
-    with two_workers(tmp_path, Limits(tpm=3000), admin_key=ADMIN_KEY) as (_, _p, client,
-                                                                          secret):
-        port = client.port
-        admin = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10,
-                             headers={"Authorization": f"Bearer {ADMIN_KEY}"})
-        key_id = admin.get("/admin/keys").json()["data"][0]["id"]
+    with key_of_3000_tpm(tmp_path) as (port, secret, admin, key_id):
         assert _chat(port, secret, PROMPT) == 200  # ~8,000 billed: ~5,000 owed
         assert admin.patch(f"/admin/keys/{key_id}", json={"tpm": 30_000}).status_code == 200
         assert [_chat(port, secret, "hi") for _ in range(6)] == [200] * 6

@@ -6,6 +6,8 @@ by one of them) both let it through at once. Before, the debt could only be wait
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -15,6 +17,18 @@ from tests.e2e.test_shared_limits import two_workers
 
 ADMIN_KEY = "admin-key-0123456789"
 PROMPT = "a," * 4000  # 2,000 tokens reserved, ~8,000 billed
+
+
+@contextlib.contextmanager
+def key_of_3000_tpm(tmp_path: Path) -> Iterator[tuple[int, str, httpx.Client, str]]:
+    """A two-worker gateway with one key of 3,000 TPM: its port, the key's secret, an
+    admin API client and the key's id."""
+    with two_workers(tmp_path, Limits(tpm=3000), admin_key=ADMIN_KEY) as (_, _p, client,
+                                                                          secret):
+        port = client.port
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10,
+                          headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as admin:
+            yield port, secret, admin, admin.get("/admin/keys").json()["data"][0]["id"]
 
 
 def _chat(port: int, secret: str, content: str) -> int:
@@ -39,12 +53,8 @@ def _listed(port: int, subject: str) -> dict[str, object]:
 
 
 def test_a_reset_forgives_a_debt_in_every_worker(tmp_path: Path) -> None:
-    with two_workers(tmp_path, Limits(tpm=3000), admin_key=ADMIN_KEY) as (_, _p, client,
-                                                                          secret):
-        port = client.port
-        admin = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10,
-                             headers={"Authorization": f"Bearer {ADMIN_KEY}"})
-        subject = "key:" + admin.get("/admin/keys").json()["data"][0]["id"]
+    with key_of_3000_tpm(tmp_path) as (port, secret, admin, key_id):
+        subject = "key:" + key_id
         assert _chat(port, secret, PROMPT) == 200  # ~8,000 billed: ~5,000 owed
         assert [_chat(port, secret, "hi") for _ in range(6)] == [429] * 6
         reset = admin.delete(f"/admin/limits/{subject}")
