@@ -31,19 +31,20 @@ def _reading(process: subprocess.Popen[bytes]) -> None:
     the FIFO's open returning and that read is CPython's own race (its handler runs in
     C, and the read that follows is not interrupted: the KeyboardInterrupt waits for
     it), which a person's Ctrl-C does not hit but a test timed on the open does (1 run
-    in ~25 under load). The kernel says where the process sleeps; where it does not
-    (a wchan hidden), a short wait does."""
+    in ~25 under load). The kernel says where the process sleeps (`wchan`; "0" while it
+    runs); where it never names a place (hidden), a short wait after 5 s does."""
     wchan = Path(f"/proc/{process.pid}/wchan")
-    deadline = time.monotonic() + 30
-    where = ""
-    while time.monotonic() < deadline and process.poll() is None:
+    start = time.monotonic()
+    where, named = "", False
+    while time.monotonic() - start < 30 and process.poll() is None:
         try:
             where = wchan.read_text()
         except OSError:
             where = ""
         if "pipe_read" in where or "pipe_wait" in where:
             return
-        if where in ("", "0"):
+        named = named or where not in ("", "0")
+        if not named and time.monotonic() - start > 5:
             time.sleep(0.5)
             return
         time.sleep(0.005)
