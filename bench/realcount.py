@@ -54,7 +54,7 @@ def _callgrind(pid: int, *args: str) -> None:
 
 def _gateway(children: Children, upstream_port: int, out: str, extra: list[str],
              callgrind: bool = True, cpu: str = "", tls: TlsListen | None = None,
-             http2: str = "") -> Child:
+             http2: str = "", cprofile: str = "") -> Child:
     port = free_port()
     config = systems._gateway_config(children, port, tls.port if tls else upstream_port,
                                      scheme="https" if tls else "http")
@@ -63,8 +63,9 @@ def _gateway(children: Children, upstream_port: int, out: str, extra: list[str],
     wrap = (["valgrind", "--tool=callgrind", "--instr-atstart=no",
              f"--callgrind-out-file={out}", *extra] if callgrind else [])
     pin = ["taskset", "-c", cpu] if cpu else []
-    argv = [*pin, *wrap, sys.executable, "-m", "azure_openai_proxy", "-c", str(config),
-            "--workers", "1"]
+    profile = ["-m", "cProfile", "-o", cprofile] if cprofile else []
+    argv = [*pin, *wrap, sys.executable, *profile, "-m", "azure_openai_proxy", "-c",
+            str(config), "--workers", "1"]
     env = {**systems._python_env(), "PYTHONHASHSEED": "0"}
     if tls:
         env["SSL_CERT_FILE"] = str(tls.cert)
@@ -104,10 +105,13 @@ def _switches(pid: int) -> tuple[int, int]:
 
 def one_perf(children: Children, upstream_port: int, shape: PacedStream, streams: int,
              ramp_s: float, out: Path, cpu: str = "", record: bool = True,
+             tls: TlsListen | None = None, http2: str = "", cprofile: str = "",
              ) -> tuple[float, float, int]:
     """The gateway at full speed, `perf record -e cpu-clock` attached for the load window
-    only: (user s, system s, streams completed)."""
-    child = _gateway(children, upstream_port, "", [], callgrind=False, cpu=cpu)
+    only: (user s, system s, streams completed). With `cprofile`, the worker runs under
+    cProfile instead, its stats written there at exit (start-up included)."""
+    child = _gateway(children, upstream_port, "", [], callgrind=False, cpu=cpu, tls=tls,
+                     http2=http2, cprofile=cprofile)
     load = LoadPlan(HOST, child.port, request_bytes(
         "/v1/chat/completions", child.port,
         {"Authorization": f"Bearer {systems.CLIENT_KEY}"}, stream_body()),
@@ -145,12 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gateway-cpu", default="", help="taskset -c CPU for the gateway")
     parser.add_argument("--valgrind-arg", action="append", default=[],
                         help="passed to valgrind, e.g. --dump-instr=yes")
+    parser.add_argument("--cprofile", action="store_true",
+                        help="with --perf --no-record: the worker under cProfile, its stats "
+                        "in --out as cprofile-nN.pstats (call counts per added stream from two N)")
     parser.add_argument("--tls", action="store_true", help="the gateway goes over https")
     parser.add_argument("--upstream-http2", choices=("auto", "true", "false"), default="",
                         help="upstream.http2 in the gateway's config (unset: the default)")
     args = parser.parse_args(argv)
-    if args.perf and (args.tls or args.upstream_http2):
-        parser.error("--tls and --upstream-http2 are for the callgrind counts, not --perf")
     if not have_echo_module():
         print("realcount: nginx or its echo module is missing; skipped")
         return 0
@@ -169,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
                 if args.perf:
                     user, system, done = one_perf(children, port, shape, n, args.ramp,
                                                   out_dir / f"perf-n{n}.data",
-                                                  args.gateway_cpu, not args.no_record)
+                                                  args.gateway_cpu, not args.no_record, tls,
+                                                  args.upstream_http2,
+                                                  str(out_dir / f"cprofile-n{n}.pstats")
+                                                  if args.cprofile else "")
                     print(f"N={n}: {done} completed; user {user / max(done, 1) * 1e6:.0f} + "
                           f"sys {system / max(done, 1) * 1e6:.0f} µs per stream "
                           f"(load {os.getloadavg()[0]:.1f})", flush=True)
