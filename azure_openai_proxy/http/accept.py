@@ -38,6 +38,30 @@ _RETRY_AFTER_S = 1.0
 ACCEPT_PER_WAKE = 128
 
 
+class _Accepted(socket.socket):
+    """An accepted TCP connection whose `family` and `type` are plain class attributes
+    (the same `AddressFamily` and `SocketKind` members): socket.py's properties convert
+    the number to its enum member on every read, five `enum` calls a connection between
+    `socket.accept` and uvloop's `connect_accepted_socket` (issue 15, bench/README.md)."""
+
+    __slots__ = ()
+    type = socket.SOCK_STREAM
+
+
+class _Accepted4(_Accepted):
+    __slots__ = ()
+    family = socket.AF_INET
+
+
+class _Accepted6(_Accepted):
+    __slots__ = ()
+    family = socket.AF_INET6
+
+
+_ACCEPTED: dict[int, tuple[type[_Accepted], socket.AddressFamily]] = {
+    socket.AF_INET: (_Accepted4, socket.AF_INET), socket.AF_INET6: (_Accepted6, socket.AF_INET6)}
+
+
 def listening_sockets(host: str | None, port: int, *, reuse_port: bool = False) -> list[socket.socket]:
     """Sockets bound on every address of `host` (None or "": all interfaces), as
     `loop.create_server` binds them (SO_REUSEADDR; IPv6 sockets IPv6-only)."""
@@ -89,14 +113,24 @@ class Listener:
         # protocol 0) has it set on each connection here instead.
         nodelay = (sock.family in (socket.AF_INET, socket.AF_INET6)
                    and sock.proto != socket.IPPROTO_TCP)
-        self.loop.add_reader(sock.fileno(), self._accept, sock, nodelay)
+        accepted = _ACCEPTED.get(sock.family) if sock.type == socket.SOCK_STREAM else None
+        self.loop.add_reader(sock.fileno(), self._accept, sock, nodelay, accepted)
 
-    def _accept(self, sock: socket.socket, nodelay: bool = False) -> None:
+    def _accept(self, sock: socket.socket, nodelay: bool = False,
+                accepted: tuple[type[_Accepted], socket.AddressFamily] | None = None) -> None:
         """The socket is readable: take the connections waiting, `ACCEPT_PER_WAKE` at
-        most (the rest at the next turn: the socket stays readable)."""
+        most (the rest at the next turn: the socket stays readable). A TCP listener's
+        are made `accepted` sockets (what `socket.accept` does, without its look-ups);
+        another's (a Unix socket) plain ones."""
+        proto = sock.proto
         for _ in range(ACCEPT_PER_WAKE):
             try:
-                conn, _ = sock.accept()
+                if accepted is not None:  # all three given: no getsockopt to learn them
+                    fd, _ = sock._accept()  # type: ignore[attr-defined]
+                    kind, family = accepted
+                    conn: socket.socket = kind(family, socket.SOCK_STREAM, proto, fd)
+                else:
+                    conn, _ = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except ConnectionAbortedError:
