@@ -4,6 +4,8 @@ gateway's CLI run under `valgrind --tool=callgrind`, fed by `bench.streamscale`'
 
     python -m bench.realcount --n 100,300 --ramp 40 [--frames 1] [--out /tmp/rc]
     python -m bench.realcount --tls [--upstream-http2 false]   # over https (default settings)
+    python -m bench.realcount --perf [--no-record] [--tls] --n 1000 --ramp 5 --frames F
+    python -m bench.realcount --perf --no-record --cprofile --tls --n 100,300 --ramp 10
 
 For each N: a fresh gateway under callgrind with instrumentation off; once it accepts,
 `callgrind_control -i on`, N streams over `--ramp` seconds, then `callgrind_control -d`
@@ -13,7 +15,11 @@ turns over the ramp, the same in both, cancel). The dumps are kept under `--out`
 `callgrind_annotate --inclusive=yes`. `PYTHONHASHSEED=0` is set for the gateway.
 `--tls`: the gateway goes to the paced nginx over https (`ssl http2`, a certificate made
 for the run and trusted through SSL_CERT_FILE), as to Azure; `--upstream-http2` sets
-`upstream.http2` (unset: the default, `auto`).
+`upstream.http2` (unset: the default, `auto`). `--perf` (with `--tls` too) runs the worker
+at full speed with `perf record -e cpu-clock` attached for the load window (`--no-record`:
+/proc's user and system time only); with `--cprofile` the worker runs under cProfile (its
+times are wall time, so only the call counts per added stream, from two N, are worth
+reading: `pstats` on `--out`/cprofile-nN.pstats).
 """
 
 from __future__ import annotations
