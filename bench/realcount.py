@@ -162,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream-http2", choices=("auto", "true", "false"), default="",
                         help="upstream.http2 in the gateway's config (unset: the default)")
     args = parser.parse_args(argv)
+    if args.cprofile and not (args.perf and args.no_record):
+        # Without --perf it was ignored (a callgrind count, no stats); with perf attached
+        # it would sample cProfile's own overhead.
+        parser.error("--cprofile is for --perf --no-record")
     if not have_echo_module():
         print("realcount: nginx or its echo module is missing; skipped")
         return 0
