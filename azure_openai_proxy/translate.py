@@ -36,7 +36,7 @@ from azure_openai_proxy.apiversions import (
 )
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.boundedcache import BoundedCache
-from azure_openai_proxy.errors import AuthenticationFailed, AzureKeyRequired, InvalidRequest
+from azure_openai_proxy.errors import AuthenticationFailed, AzureKeyRequired, UnsupportedParameter
 from azure_openai_proxy.routing import Target
 from azure_openai_proxy.settings import API_VERSION, DeploymentSettings
 
@@ -117,8 +117,10 @@ def _operation_version(deployment: DeploymentSettings, need: OperationNeed) -> s
     explicit = deployment.api_version_reason == "explicit"
     version = operation_version(deployment.api_version, explicit, need)
     if version is None:
-        raise InvalidRequest(need.refusal(deployment.api_version, deployment.deployment_name),
-                             code="unsupported_api_version")
+        # An UnsupportedParameter: another pool member on a newer version takes it.
+        raise UnsupportedParameter(
+            need.refusal(deployment.api_version, deployment.deployment_name),
+            code="unsupported_api_version")
     return version
 
 
