@@ -1,0 +1,92 @@
+"""Foundry (model inference API) models and their prices: a model the shipped table prices
+(prices.yaml, Azure's published serverless prices) is recorded at them; one it does not is
+named once, with the `prices:` entry that prices it, by the gateway as it starts (and by
+check-config), instead of its records silently costing $0. Through the gateway with the
+OpenAI SDK on the emulator, and the gateway's own command line."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+from azure_openai_proxy.config import load_settings
+from azure_openai_proxy.emulator.config import EmulatedDeployment
+from azure_openai_proxy.gateway.app import GatewayApp
+from azure_openai_proxy.governance.prices import PriceTable, token_cost
+from azure_openai_proxy.store.ledger import LedgerStore
+from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY
+from tests.e2e.pools import FakeClock, pool_emulator, pool_gateway, sdk
+from tests.e2e.test_cli import run_cli, wait_for_output
+from tests.processes import cli, running
+
+UNPRICED = "Mistral-Large-2411"  # no price found for it (prices.yaml says so)
+
+
+@pytest.mark.parametrize("deployment", ["DeepSeek-R1", "Llama-3.3-70B-Instruct", "Phi-4"])
+def test_a_shipped_foundry_model_is_recorded_at_its_price(tmp_path: Path,
+                                                          deployment: str) -> None:
+    with pool_emulator(EmulatedDeployment(deployment, deployment, "chat")) as emulator:
+        settings = load_settings({
+            "models": {"chat": [{"deployment_name": deployment, "api": "foundry",
+                                 "endpoint": emulator.url, "api_key": AZURE_KEY}]},
+            "client_keys": [CLIENT_KEY], "database": f"sqlite:///{tmp_path / 'gw.db'}",
+        }, {})
+        with pool_gateway(settings, FakeClock()) as gateway:
+            answer = sdk(gateway).chat.completions.create(
+                model="chat", messages=[{"role": "user", "content": "hi"}])
+            assert answer.usage is not None
+            app = gateway.app
+            assert isinstance(app, GatewayApp) and app.ledger is not None
+            assert app.ledger.flush()
+            store = LedgerStore.open(app.ledger.database)
+            try:
+                [record] = store.records()
+            finally:
+                store.close()
+    rates = PriceTable.shipped().rates((deployment,))
+    assert rates is not None and rates[0] > 0 and rates[2] > 0
+    usage = answer.usage
+    assert (record.deployment, record.priced) == (deployment, True)
+    assert record.cost_usd == pytest.approx(
+        token_cost(rates, usage.prompt_tokens, 0, usage.completion_tokens))
+
+
+def _config(tmp_path: Path, url: str, **extra: object) -> str:
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "models": {"mistral": [
+            {"deployment_name": UNPRICED, "api": "foundry", "endpoint": url,
+             "api_key": AZURE_KEY},
+            # the same deployment on a second endpoint: one model, one warning
+            {"deployment_name": UNPRICED, "api": "foundry", "endpoint": url + "/",
+             "api_key": AZURE_KEY}],
+            "deepseek": [{"deployment_name": "DeepSeek-R1", "api": "foundry", "endpoint": url,
+                          "api_key": AZURE_KEY}]},
+        "client_keys": [CLIENT_KEY], "database": f"sqlite:///{tmp_path / 'gw.db'}", **extra}))
+    return str(path)
+
+
+WARNING = (f"no price for model mistral (deployment {UNPRICED}): its requests are recorded "
+           "unpriced ($0, `priced: false`) and keys with a budget are refused it; add it "
+           f"under `prices:` in the config, as `{UNPRICED}: {{input: <USD per 1M input "
+           "tokens>, output: <USD per 1M output tokens>}`")
+
+
+def test_an_unpriced_foundry_model_is_named_once_as_the_gateway_starts(
+        tmp_path: Path, reserve_port: Callable[[], int]) -> None:
+    port = reserve_port()
+    config = _config(tmp_path, "https://f.services.ai.azure.com")
+    with running(cli("-c", config, "-l", f"127.0.0.1:{port}"), port=port) as gateway:
+        output = wait_for_output(gateway, WARNING)
+    assert output.count(WARNING) == 1
+    assert "DeepSeek-R1)" not in output  # priced: not warned of
+    assert AZURE_KEY not in output
+    checked = run_cli("check-config", "-c", config)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.count(f"WARNING: {WARNING}") == 1
+    priced = _config(tmp_path, "https://f.services.ai.azure.com",
+                     prices={UNPRICED: {"input": 2.0, "output": 6.0}})
+    assert "no price" not in run_cli("check-config", "-c", priced).stdout
