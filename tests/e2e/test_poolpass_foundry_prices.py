@@ -14,12 +14,11 @@ import yaml
 
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.emulator.config import EmulatedDeployment
-from azure_openai_proxy.gateway.app import GatewayApp
 from azure_openai_proxy.governance.prices import PriceTable, token_cost
-from azure_openai_proxy.store.ledger import LedgerStore
 from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY
 from tests.e2e.pools import FakeClock, pool_emulator, pool_gateway, sdk
 from tests.e2e.test_cli import run_cli, wait_for_output
+from tests.e2e.test_ledger import records
 from tests.processes import cli, running
 
 UNPRICED = "Mistral-Large-2411"  # no price found for it (prices.yaml says so)
@@ -38,14 +37,7 @@ def test_a_shipped_foundry_model_is_recorded_at_its_price(tmp_path: Path,
             answer = sdk(gateway).chat.completions.create(
                 model="chat", messages=[{"role": "user", "content": "hi"}])
             assert answer.usage is not None
-            app = gateway.app
-            assert isinstance(app, GatewayApp) and app.ledger is not None
-            assert app.ledger.flush()
-            store = LedgerStore.open(app.ledger.database)
-            try:
-                [record] = store.records()
-            finally:
-                store.close()
+            [record] = records(gateway)
     rates = PriceTable.shipped().rates((deployment,))
     assert rates is not None and rates[0] > 0 and rates[2] > 0
     usage = answer.usage

@@ -18,11 +18,9 @@ import pytest
 
 from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.emulator.config import EmulatedDeployment
-from azure_openai_proxy.gateway.app import GatewayApp
-from azure_openai_proxy.governance.model import UsageRecord
-from azure_openai_proxy.store.ledger import LedgerStore
 from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, Emulator
 from tests.e2e.pools import FakeClock, chat_deployment, pool_emulator, pool_gateway, sdk
+from tests.e2e.test_ledger import records
 from tests.support import ServerThread
 
 OLD, NEW, NEWER = "2024-02-01", "2025-04-01-preview", "2025-03-01-preview"
@@ -64,17 +62,6 @@ def _sent(emulator: Emulator) -> list[tuple[str, int]]:
     return [(r["path"], r["status"]) for r in emulator.requests()]
 
 
-def _records(gateway: ServerThread) -> list[UsageRecord]:
-    app = gateway.app
-    assert isinstance(app, GatewayApp) and app.ledger is not None
-    assert app.ledger.flush()
-    store = LedgerStore.open(app.ledger.database)
-    try:
-        return store.records()
-    finally:
-        store.close()
-
-
 def test_a_parameter_the_old_member_refuses_is_served_by_the_newer_one(
         tmp_path: Path) -> None:
     with _serving(tmp_path, (OLD, NEW)) as (emulator, client, gateway):
@@ -83,7 +70,7 @@ def test_a_parameter_the_old_member_refuses_is_served_by_the_newer_one(
         # never sent to dep-1 (the gateway refused it there): straight to dep-2
         assert _sent(emulator) == [(CHAT.format("dep-2"), 200)]
         assert emulator.last()["json"]["response_format"] == SCHEMA
-        [record] = _records(gateway)
+        [record] = records(gateway)
         assert (record.deployment, record.status, record.attempts) == ("dep-2", 200, 1)
         assert record.prompt_tokens > 0 and record.cost_usd > 0
         # a request both take still goes to the first priority
@@ -98,7 +85,7 @@ def test_the_refusal_takes_no_attempt_from_the_members_that_serve_it(tmp_path: P
         emulator.fault("dep-2", "503")
         assert _ask(client, response_format=SCHEMA).parse().choices[0].message.content
         assert _sent(emulator) == [(CHAT.format("dep-2"), 503), (CHAT.format("dep-3"), 200)]
-        [record] = _records(gateway)
+        [record] = records(gateway)
         assert (record.deployment, record.attempts) == ("dep-3", 2)
 
 
@@ -117,7 +104,7 @@ def test_members_that_all_refuse_give_the_client_the_refusal(tmp_path: Path) -> 
         assert (error["param"], error["code"]) == ("response_format", "unsupported_parameter")
         assert "2024-02-01" in error["message"]  # the first refusal: dep-1's
         assert emulator.requests() == []
-        [record] = _records(gateway)
+        [record] = records(gateway)
         assert (record.deployment, record.status) == ("dep-1", 400)
 
 
@@ -134,7 +121,7 @@ def test_a_route_the_old_member_does_not_serve_goes_to_the_newer_one(
         [(path, status)] = _sent(emulator)
         assert (path, status) == ("/openai/responses", 200)
         assert emulator.last()["query_params"]["api-version"] == [NEW]
-        [record] = _records(gateway)
+        [record] = records(gateway)
         assert (record.deployment, record.status, record.attempts) == ("dep-2", 200, 1)
 
 
@@ -154,5 +141,5 @@ def test_a_reasoning_model_the_old_member_cannot_serve_goes_to_the_newer_one(
                 model="o3-mini", messages=[{"role": "user", "content": "hi"}])
             assert answer.choices[0].message.content
             assert _sent(emulator) == [(CHAT.format("o3-new"), 200)]
-            [record] = _records(gateway)
+            [record] = records(gateway)
             assert (record.deployment, record.status, record.attempts) == ("o3-new", 200, 1)
