@@ -22,19 +22,24 @@ from azure_openai_proxy.settings import DeploymentSettings
 __all__ = ["may_pass_over"]
 
 
-def may_pass_over(members: Sequence[DeploymentSettings], refused: DeploymentSettings) -> bool:
+def may_pass_over(members: Sequence[DeploymentSettings], refused: DeploymentSettings,
+                  client_version: bool = False) -> bool:
     """Whether another of `members` may take a request the gateway refused for `refused`
-    (nothing sent): one that is not refused the way it was."""
-    own = _refusal_profile(refused)
-    return any(member is not refused and _refusal_profile(member) != own
+    (nothing sent): one that is not refused the way it was. `client_version`: a native
+    client's own api-version is what the dated members are sent, so theirs decide nothing
+    (translate.honoured_client_version)."""
+    own = _refusal_profile(refused, client_version)
+    return any(member is not refused and _refusal_profile(member, client_version) != own
                for member in members)
 
 
 def _refusal_profile(
-    deployment: DeploymentSettings,
-) -> tuple[str, str, bool, str, ModelNeed | None]:
+    deployment: DeploymentSettings, client_version: bool,
+) -> tuple[str, str | None, bool, str, ModelNeed | None]:
     """What the gateway's refusals of a request for `deployment` depend on."""
-    return (deployment.api, deployment.api_version,
-            deployment.api_version_reason == "explicit", deployment.model_family,
+    shared = client_version and deployment.api == "dated"
+    return (deployment.api, None if shared else deployment.api_version,
+            not shared and deployment.api_version_reason == "explicit",
+            deployment.model_family,
             deployment_need(deployment.deployment_name, deployment.model_name,
                             deployment.model_family))

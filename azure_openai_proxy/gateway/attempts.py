@@ -121,7 +121,8 @@ class UpstreamAttempts:
                 # not alike (another api-version, Azure OpenAI beside Foundry) may take
                 # it; no judgement on this one's health. With none, the client's 400.
                 lease.done()
-                if not may_pass_over(pool.deployments, deployment):
+                if not may_pass_over(pool.deployments, deployment,
+                                     self.translator.client_version_sent(request, target)):
                     raise
                 record.adaptations = ()  # what was fitted for it (the next is told its own)
                 run = run or balancer.failover(pool, 0, started, first, caller)

@@ -143,3 +143,21 @@ def test_a_reasoning_model_the_old_member_cannot_serve_goes_to_the_newer_one(
             assert _sent(emulator) == [(CHAT.format("o3-new"), 200)]
             [record] = records(gateway)
             assert (record.deployment, record.status, record.attempts) == ("o3-new", 200, 1)
+
+
+def test_a_native_clients_own_old_version_is_refused_alike_by_every_member(
+        tmp_path: Path) -> None:
+    # The Azure SDK's api-version, honoured, is what every dated member is sent: the
+    # newer member's own version does not serve it, so the refusal is the client's at once.
+    with _serving(tmp_path, (OLD, NEW)) as (emulator, _, gateway):
+        azure = openai.AzureOpenAI(azure_endpoint=gateway.url, api_key=CLIENT_KEY,
+                                   api_version=OLD, max_retries=0, timeout=30)
+        with pytest.raises(openai.BadRequestError) as caught:
+            azure.chat.completions.create(model="gpt-4o", response_format=SCHEMA,
+                                          messages=[{"role": "user", "content": "hi"}])
+        error = caught.value.body
+        assert isinstance(error, dict) and error["param"] == "response_format"
+        assert OLD in error["message"]
+        assert emulator.requests() == []
+        [record] = records(gateway)
+        assert (record.deployment, record.status) == ("dep-1", 400)

@@ -1,5 +1,6 @@
 """`may_pass_over`: which pool members a request the gateway refused for one member (a
-parameter or route its API or api-version does not serve) may still go to."""
+parameter or route its API or api-version does not serve) may still go to; and when a
+native client's own api-version is the one every dated member is sent."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 import pytest
 
 from azure_openai_proxy.balancing.passover import may_pass_over
+from azure_openai_proxy.routing import classify
 from azure_openai_proxy.settings import DeploymentSettings
+from azure_openai_proxy.translate import honoured_client_version
 
 
 def _deployment(name: str = "gpt-4o-east", **extra: Any) -> DeploymentSettings:
@@ -44,3 +47,27 @@ def test_members_alike_would_refuse_it_the_same_way() -> None:
     mistral = _deployment("Mistral-large", api="foundry")
     assert not may_pass_over((llama, mistral), llama)
     assert may_pass_over((llama, mistral, OLD), llama)
+
+
+def test_a_native_clients_own_version_is_every_dated_members() -> None:
+    # An Azure SDK client's api-version, honoured, is what each dated member is sent: their
+    # own versions decide nothing, so another version's member would refuse it alike (and
+    # passing it over could only wait for that member); the v1 API's and Foundry's differ.
+    new = _deployment("new", api_version="2025-04-01-preview")
+    assert not may_pass_over((OLD, new), OLD, client_version=True)
+    assert may_pass_over((OLD, _deployment("v1", api="v1")), OLD, client_version=True)
+    o3 = _deployment("o3-mini", api_version="2025-04-01-preview", model_name="o3-mini")
+    assert may_pass_over((OLD, o3), OLD, client_version=True)
+
+
+@pytest.mark.parametrize(("path", "version", "honour", "sent"), [
+    ("/openai/deployments/gpt-4o/chat/completions", "2024-02-01", True, True),
+    ("/openai/deployments/gpt-4o/chat/completions", "2024-02-01", False, False),
+    ("/openai/deployments/gpt-4o/chat/completions", "preview", True, False),
+    ("/openai/deployments/gpt-4o/chat/completions", None, True, False),
+    ("/v1/chat/completions", "2024-02-01", True, False),  # OpenAI-style: no version of its own
+])
+def test_when_the_client_version_is_sent(path: str, version: str | None, honour: bool,
+                                         sent: bool) -> None:
+    target = classify("POST", path, "/v1")
+    assert honoured_client_version(target, version, honour) is sent
