@@ -127,7 +127,7 @@ def _operation_version(deployment: DeploymentSettings, need: OperationNeed) -> s
     if version is None:
         # An UnsupportedParameter: another pool member on a newer version takes it.
         raise UnsupportedParameter(
-            need.refusal(deployment.api_version, deployment.deployment_name),
+            need.refusal(deployment.api_version),
             code="unsupported_api_version")
     return version
 

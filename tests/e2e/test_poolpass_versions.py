@@ -161,3 +161,20 @@ def test_a_native_clients_own_old_version_is_refused_alike_by_every_member(
         assert emulator.requests() == []
         [record] = records(gateway)
         assert (record.deployment, record.status) == ("dep-1", 400)
+
+
+def test_a_refused_route_names_no_deployment(tmp_path: Path) -> None:
+    # Both members' explicit versions are too old for the Responses API: each is refused
+    # (the second after the first is passed over), and the client's 400 says which
+    # version it needs without naming a deployment (the operator's, never the client's).
+    with _serving(tmp_path, (OLD, "2024-06-01")) as (emulator, client, gateway):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.responses.create(model="gpt-4o", input="hi")
+        error = caught.value
+        assert error.code == "unsupported_api_version"
+        assert "The Responses API needs api-version 2025-03-01-preview" in error.message
+        assert OLD in error.message  # the first refusal's (dep-1's) version
+        assert "dep-" not in str(error.body) and AZURE_KEY not in str(error.body)
+        assert emulator.requests() == []
+        [record] = records(gateway)
+        assert (record.deployment, record.status) == ("dep-1", 400)
