@@ -178,3 +178,20 @@ def test_a_refused_route_names_no_deployment(tmp_path: Path) -> None:
         assert emulator.requests() == []
         [record] = records(gateway)
         assert (record.deployment, record.status) == ("dep-1", 400)
+
+
+def test_a_native_clients_refusal_does_not_wait_for_a_member_that_would_refuse_alike(
+        tmp_path: Path) -> None:
+    # dep-2 is cooling down (an hour): a native client's own version, which dep-2 would
+    # be sent too, is refused at once, not passed over to it (the pool's 429 instead).
+    with _serving(tmp_path, (OLD, NEW)) as (emulator, client, gateway):
+        emulator.fault("dep-2", "429", retry_after=3600)
+        with pytest.raises(openai.RateLimitError):  # dep-1 passed over, dep-2's 429
+            _ask(client, response_format=SCHEMA)
+        azure = openai.AzureOpenAI(azure_endpoint=gateway.url, api_key=CLIENT_KEY,
+                                   api_version=OLD, max_retries=0, timeout=30)
+        with pytest.raises(openai.BadRequestError) as caught:
+            azure.chat.completions.create(model="gpt-4o", response_format=SCHEMA,
+                                          messages=[{"role": "user", "content": "hi"}])
+        assert caught.value.code == "unsupported_parameter"
+        assert _sent(emulator) == [(CHAT.format("dep-2"), 429)]  # the first request's
