@@ -350,8 +350,14 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
         except ConfigError as exc:
             log.error("reload rejected, keeping the current configuration: %s", exc)
             return
+        # A deployment the reload adds without a price is named, as at start (once: by
+        # the first worker alone, and not again for one already named).
+        named = set(_unpriced_warnings(app.gateway.settings))
         app.reload(new)
         log.info("configuration reloaded (%d deployments)", len(new.deployments))
+        for warning in _unpriced_warnings(new) if shared is None or shared[1] == 0 else ():
+            if warning not in named:
+                log.warning("config: %s", warning)
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)

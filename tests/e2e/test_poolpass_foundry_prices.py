@@ -6,6 +6,7 @@ OpenAI SDK on the emulator, and the gateway's own command line."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tests.e2e.pools import FakeClock, pool_emulator, pool_gateway, sdk
 from tests.e2e.test_cli import run_cli, wait_for_output
 from tests.e2e.test_ledger import records
 from tests.processes import cli, running
+from tests.waiting import until
 
 UNPRICED = "Mistral-Large-2411"  # no price found for it (prices.yaml says so)
 
@@ -82,3 +84,36 @@ def test_an_unpriced_foundry_model_is_named_once_as_the_gateway_starts(
     priced = _config(tmp_path, "https://f.services.ai.azure.com",
                      prices={UNPRICED: {"input": 2.0, "output": 6.0}})
     assert "no price" not in run_cli("check-config", "-c", priced).stdout
+
+
+def _unpriced(model: str, deployment: str) -> str:
+    return WARNING.replace("model mistral", f"model {model}").replace(UNPRICED, deployment)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])  # two: one of them names it
+def test_a_deployment_a_reload_adds_without_a_price_is_named_once(
+        tmp_path: Path, reserve_port: Callable[[], int], workers: str) -> None:
+    port, url = reserve_port(), "https://f.services.ai.azure.com"
+    path = tmp_path / "config.yaml"
+
+    def configure(*unpriced: str) -> None:
+        models = {name: [{"deployment_name": name, "api": "foundry", "endpoint": url,
+                          "api_key": AZURE_KEY}] for name in ("DeepSeek-R1", *unpriced)}
+        path.write_text(yaml.safe_dump({
+            "models": models, "client_keys": [CLIENT_KEY],
+            "database": f"sqlite:///{tmp_path / 'gw.db'}"}))
+
+    configure()
+    with running(cli("-c", str(path), "-l", f"127.0.0.1:{port}", "--workers", workers),
+                 port=port) as gateway:
+        configure(UNPRICED)
+        gateway.signal(signal.SIGHUP)
+        first = _unpriced(UNPRICED, UNPRICED)
+        until(lambda: first in gateway.output(), 20, "the reload named no unpriced model")
+        configure(UNPRICED, "Mistral-small-2503")  # the second reload names this one only
+        gateway.signal(signal.SIGHUP)
+        second = _unpriced("Mistral-small-2503", "Mistral-small-2503")
+        until(lambda: second in gateway.output(), 20, "the second reload named none")
+        output = gateway.output()
+    assert output.count(first) == 1 and output.count(second) == 1
+    assert "DeepSeek-R1)" not in output and AZURE_KEY not in output
