@@ -351,13 +351,15 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
             log.error("reload rejected, keeping the current configuration: %s", exc)
             return
         # A deployment the reload adds without a price is named, as at start (once: by
-        # the first worker alone, and not again for one already named).
+        # the first worker alone, and not again for one already named), when there is a
+        # ledger to record it (governance is fixed at start: a reload cannot add one).
         named = set(_unpriced_warnings(app.gateway.settings))
         app.reload(new)
+        if app.ledger is not None and (shared is None or shared[1] == 0):
+            for warning in _unpriced_warnings(new):
+                if warning not in named:
+                    log.warning("config: %s", warning)
         log.info("configuration reloaded (%d deployments)", len(new.deployments))
-        for warning in _unpriced_warnings(new) if shared is None or shared[1] == 0 else ():
-            if warning not in named:
-                log.warning("config: %s", warning)
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)

@@ -117,3 +117,19 @@ def test_a_deployment_a_reload_adds_without_a_price_is_named_once(
         output = gateway.output()
     assert output.count(first) == 1 and output.count(second) == 1
     assert "DeepSeek-R1)" not in output and AZURE_KEY not in output
+
+
+def test_a_reload_names_no_unpriced_model_when_nothing_is_recorded(
+        tmp_path: Path, reserve_port: Callable[[], int]) -> None:
+    # Started without governance (no database): a reload that adds a database does not
+    # start a ledger (fixed at start), so its unpriced deployment costs nothing unremarked.
+    port, path = reserve_port(), Path(_config(tmp_path, "https://f.services.ai.azure.com"))
+    with_database = path.read_text()
+    path.write_text(yaml.safe_dump({**yaml.safe_load(with_database), "database": None}))
+    with running(cli("-c", str(path), "-l", f"127.0.0.1:{port}"), port=port) as gateway:
+        path.write_text(with_database)
+        gateway.signal(signal.SIGHUP)
+        # (the reload's warnings are logged before this line)
+        until(lambda: "configuration reloaded" in gateway.output(), 20, "not reloaded")
+        output = gateway.output()
+    assert "no price" not in output
