@@ -287,11 +287,12 @@ class OperationNeed:
             return f"{self.since.preview}-preview or later (preview versions only)"
         return self.since.describe()  # names the first GA too (batches: 2024-10-21)
 
-    def refusal(self, version: str, deployment: str) -> str:
-        """The message for an explicit version that cannot serve the operation."""
+    def refusal(self, version: str) -> str:
+        """The message for an explicit version that cannot serve the operation (a client's:
+        it names no deployment, whose name is the operator's)."""
         return (
             f"{self.title[0].upper()}{self.title[1:]} needs api-version {self.describe()}; "
-            f"deployment '{deployment}' is configured with api-version {version}, on which "
+            f"the deployment is configured with api-version {version}, on which "
             f"Azure does not serve it. Configure a newer one (`api_version`, or "
             f"AZURE_OPENAI_API_VER), or none: the gateway then chooses one per request."
         )

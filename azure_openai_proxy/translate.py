@@ -36,7 +36,7 @@ from azure_openai_proxy.apiversions import (
 )
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.boundedcache import BoundedCache
-from azure_openai_proxy.errors import AuthenticationFailed, AzureKeyRequired, InvalidRequest
+from azure_openai_proxy.errors import AuthenticationFailed, AzureKeyRequired, UnsupportedParameter
 from azure_openai_proxy.routing import Target
 from azure_openai_proxy.settings import API_VERSION, DeploymentSettings
 
@@ -45,6 +45,7 @@ __all__ = [
     "api_version_for",
     "azure_auth_headers",
     "forwarded_headers",
+    "honoured_client_version",
     "key_header",
     "names_deployment_in_body",
     "relayed_response_headers",
@@ -86,10 +87,7 @@ def api_version_for(
         return deployment.api_version
     if target.kind == "resource" and v1_only(target.operation):
         return None  # the v1 API's default: no dated version serves it, a client's neither
-    if (
-        honour and target.native and client_version and API_VERSION.match(client_version)
-        and client_version not in ("v1", "preview", "latest")
-    ):
+    if client_version is not None and honoured_client_version(target, client_version, honour):
         return client_version
     if target.kind == "deployment" and target.operation not in OPERATION_NEEDS:
         return deployment.api_version  # chat, the hot path: one `in`, no call
@@ -97,6 +95,16 @@ def api_version_for(
     if need is None:
         return deployment.api_version
     return _operation_version(deployment, need)
+
+
+def honoured_client_version(target: Target, client_version: str | None, honour: bool) -> bool:
+    """Whether a native client's own api-version is what a dated deployment is sent (then
+    every dated member judges the request by it alike, whatever its own)."""
+    return bool(
+        honour and target.native and client_version and API_VERSION.match(client_version)
+        and client_version not in ("v1", "preview", "latest")
+        and not (target.kind == "resource" and v1_only(target.operation))
+    )
 
 
 def serves_operation(deployment: DeploymentSettings, target: Target) -> bool:
@@ -117,8 +125,10 @@ def _operation_version(deployment: DeploymentSettings, need: OperationNeed) -> s
     explicit = deployment.api_version_reason == "explicit"
     version = operation_version(deployment.api_version, explicit, need)
     if version is None:
-        raise InvalidRequest(need.refusal(deployment.api_version, deployment.deployment_name),
-                             code="unsupported_api_version")
+        # An UnsupportedParameter: another pool member on a newer version takes it.
+        raise UnsupportedParameter(
+            need.refusal(deployment.api_version),
+            code="unsupported_api_version")
     return version
 
 

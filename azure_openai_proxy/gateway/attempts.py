@@ -12,6 +12,7 @@ import asyncio
 import time
 
 from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.balancing.passover import may_pass_over
 from azure_openai_proxy.balancing.resend import may_try_elsewhere
 from azure_openai_proxy.errors import (
     UnsupportedParameter,
@@ -30,7 +31,7 @@ from azure_openai_proxy.http.interface import HttpRequest, Reply
 from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate_upstream_error
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, Target
-from azure_openai_proxy.settings import DeploymentSettings, Settings
+from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.upstream.entra import EntraTokens
 from azure_openai_proxy.upstream.transport import Transport, UpstreamResponse
 
@@ -115,12 +116,13 @@ class UpstreamAttempts:
                 run.failed(exc.with_traceback(None))
                 continue
             except UnsupportedParameter as exc:
-                # Not sent: the deployment cannot take the request's parameters. A
-                # Foundry member's refusal (what its API does not define) leaves the
-                # pool's Azure OpenAI members, which may take them; no judgement on its
-                # health. Any other's, or with no such member, is the client's 400.
+                # Not sent: the deployment cannot take the request (a parameter or a
+                # route its API or api-version does not serve). Another member that is
+                # not alike (another api-version, Azure OpenAI beside Foundry) may take
+                # it; no judgement on this one's health. With none, the client's 400.
                 lease.done()
-                if not _others_may_take(pool, deployment):
+                if not may_pass_over(pool.deployments, deployment,
+                                     self.translator.client_version_sent(request, target)):
                     raise
                 record.adaptations = ()  # what was fitted for it (the next is told its own)
                 run = run or balancer.failover(pool, 0, started, first, caller)
@@ -197,13 +199,6 @@ class UpstreamAttempts:
                 # connection is released: closing twice is harmless in both transports.
                 response.close()
                 lease.done()
-
-
-def _others_may_take(pool: Pool, deployment: DeploymentSettings) -> bool:
-    """Whether a parameter `deployment` refused may be taken by another of `pool`'s
-    members: it is a Foundry deployment and the pool has Azure OpenAI ones."""
-    return deployment.api == "foundry" and any(
-        member.api != "foundry" for member in pool.deployments)
 
 
 def _note_answer(record: RequestRecord, response: UpstreamResponse, sent: float) -> None:

@@ -237,7 +237,8 @@ class Failover:
         record.attempts -= 1
         self._run.passed()
         if self._last_error is None:
-            self._last_error = error.with_traceback(None)
+            # (A later member refusing too keeps this refusal, and the record its name.)
+            self._last_error, self._failed_at = error.with_traceback(None), self._next
         elif self._failed_at is not None:
             # The record names the deployment whose error the client may get (the access
             # line, the metrics' label, the ledger): not this one, which was never asked.

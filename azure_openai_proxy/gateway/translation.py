@@ -42,6 +42,7 @@ from azure_openai_proxy.translate import (
     api_version_for,
     azure_auth_headers,
     forwarded_headers,
+    honoured_client_version,
     key_header,
     names_deployment_in_body,
     upstream_url,
@@ -161,6 +162,13 @@ class RequestTranslator:
             payload = body.raw
         # The record is told when the transport sends it (`record.sent`).
         return UpstreamRequest(request.method, route.url, headers, payload, record), policy
+
+    def client_version_sent(self, request: HttpRequest, target: Target) -> bool:
+        """Whether dated deployments are sent the native client's own api-version for
+        this request (not their own): read again only when a member refused it."""
+        return target.native and honoured_client_version(
+            target, _query_value(request, "api-version"),
+            self.settings.honour_client_api_version)
 
     def _route(self, request: HttpRequest, target: Target,
                deployment: DeploymentSettings) -> _Route:

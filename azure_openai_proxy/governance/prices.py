@@ -56,7 +56,7 @@ from azure_openai_proxy.governance.keys import RELEASE_DATE
 
 __all__ = ["MAX_TOKENS", "AudioRates", "Price", "PriceTable", "Rates", "TokenCounts",
            "audio_cost", "count_tokens", "dearest_rates", "token_cost", "token_counts",
-           "unit_counts"]
+           "unit_counts", "unpriced_warnings"]
 
 _TOKENS_PER_PRICE = 1_000_000  # prices are per 1M tokens
 # The most tokens one count of a request's usage is read as: past it (2**63 and more
@@ -435,3 +435,21 @@ def dearest_rates(table: PriceTable,
             dearest = (max(dearest[0], rates[0]), max(dearest[1], rates[1]),
                        max(dearest[2], rates[2]))
     return dearest
+
+
+def unpriced_warnings(table: PriceTable,
+                      deployments: Iterable[tuple[str, str]]) -> list[str]:
+    """One warning for each (model name, deployment name) the table has no price for (a
+    Foundry model not shipped, a fine-tuned one...), saying what that costs and the
+    `prices:` entry that prices it: keyed by the deployment's name, which prices that
+    deployment alone (a pool's name would price its other members too)."""
+    warnings: dict[tuple[str, str], str] = {}
+    for model, deployment in deployments:
+        if (model, deployment) in warnings or table.price_for((model, deployment)) is not None:
+            continue
+        warnings[model, deployment] = (
+            f"no price for model {model} (deployment {deployment}): its requests are "
+            "recorded unpriced ($0, `priced: false`) and keys with a budget are refused it; "
+            f"add it under `prices:` in the config, as `{deployment}: {{input: <USD per 1M "
+            "input tokens>, output: <USD per 1M output tokens>}`")
+    return list(warnings.values())

@@ -39,6 +39,7 @@ from azure_openai_proxy.apiversions import (
 from azure_openai_proxy.config import ConfigError, load_settings
 from azure_openai_proxy.gateway.app import GatewayApp, create_app
 from azure_openai_proxy.gateway.ledger import ledger_enabled, prices_of
+from azure_openai_proxy.governance.prices import unpriced_warnings
 from azure_openai_proxy.governance.sharedcontext import SharedContext
 from azure_openai_proxy.governance.sharedholds import SharedHolds
 from azure_openai_proxy.http.server import ServerLimits, serve_fast
@@ -132,7 +133,7 @@ def describe(settings: Settings, today: str | None = None) -> str:
         + backlog_note(server.backlog)
     )
     lines.append(f"upstream: {_upstream_protocols(settings.upstream)}")
-    lines.extend(_unpriced_lines(settings))
+    lines.extend(f"WARNING: {warning}" for warning in _unpriced_warnings(settings))
     if settings.upstream.http_proxy or settings.upstream.socks_proxy:
         proxy = settings.upstream.socks_proxy or settings.upstream.http_proxy or ""
         lines.append(f"upstream proxy: {_mask_url(proxy)}")
@@ -144,19 +145,13 @@ def describe(settings: Settings, today: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def _unpriced_lines(settings: Settings) -> list[str]:
+def _unpriced_warnings(settings: Settings) -> list[str]:
     """With governance on, a warning per deployment whose model the price table does not
     know: its records cost $0 (unpriced) and keys with a budget are refused it."""
     if not ledger_enabled(settings):
         return []
-    prices = prices_of(settings)
-    return [
-        f"WARNING: no price for model {d.model_name} (deployment {d.deployment_name}): its "
-        "requests are recorded unpriced ($0) and keys with a budget are refused it; add it "
-        "under `prices:`"
-        for d in settings.deployments
-        if prices.price_for((d.model_name, d.deployment_name)) is None
-    ]
+    return unpriced_warnings(prices_of(settings),
+                             ((d.model_name, d.deployment_name) for d in settings.deployments))
 
 
 def _upstream_protocols(upstream: UpstreamSettings) -> str:
@@ -355,7 +350,15 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
         except ConfigError as exc:
             log.error("reload rejected, keeping the current configuration: %s", exc)
             return
+        # A deployment the reload adds without a price is named, as at start (once: by
+        # the first worker alone, and not again for one already named), when there is a
+        # ledger to record it (governance is fixed at start: a reload cannot add one).
+        named = set(_unpriced_warnings(app.gateway.settings))
         app.reload(new)
+        if app.ledger is not None and (shared is None or shared[1] == 0):
+            for warning in _unpriced_warnings(new):
+                if warning not in named:
+                    log.warning("config: %s", warning)
         log.info("configuration reloaded (%d deployments)", len(new.deployments))
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -406,8 +409,9 @@ def run(settings: Settings, source: SettingsSource | None = None,
     if settings.is_open_relay:
         log.warning("OPEN RELAY: server-side Azure keys are set and no client keys are; anyone "
                     "who can reach this gateway can use your Azure quota")
-    for warning in [*_api_version_warnings(settings, _today()), settings.admin_key_warning,
-                    settings.cleartext_warning, settings.proxy_warning]:
+    for warning in [*_api_version_warnings(settings, _today()), *_unpriced_warnings(settings),
+                    settings.admin_key_warning, settings.cleartext_warning,
+                    settings.proxy_warning]:
         if warning:
             log.warning("config: %s", warning)
     refusal = port_refusal(settings.host, settings.port)
