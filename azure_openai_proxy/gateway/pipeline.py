@@ -189,14 +189,16 @@ class Gateway:
     def _usual_chat(self, target: Target, caller: Caller, body: RequestBody,
                     record: RequestRecord) -> tuple[Routed, UsualLimits, int, bytes] | None:
         """`_governed`'s steps for its usual request, in its order, with no coroutine of its
-        own (`handle` sends, then settles it): a plain chat (names `PLAIN_CHAT_NAMES`, no file)
-        of a key on the limiter's short path (`UsualLimits` of this key version and epoch).
+        own (`handle` sends, then settles it): a plain chat (names `PLAIN_CHAT_NAMES`, no file,
+        not stored) of a key on the limiter's short path (`UsualLimits` of this key version
+        and epoch).
         Its pool, limits, tokens and head lines; None, before any step, for `_governed`."""
         json, decided, key, limiter = body.json, caller.decided, caller.key, self.limiter
         # A chat's target is a deployment's, never a resource (routing.RESOURCE_ROOTS).
         if (target.operation != "chat/completions" or json is None or body.raw is None
                 or decided is None or key is None or limiter is None
-                or decided.epoch is not limiter.epoch or not PLAIN_CHAT_NAMES.issuperset(json)):
+                or decided.epoch is not limiter.epoch or not PLAIN_CHAT_NAMES.issuperset(json)
+                or ("store" in json and json["store"] is True)):  # the key's: `_governed`
             return None
         usual, chars = decided.usual, plain_messages_chars(json.get("messages"))
         if usual is None or chars < 0:

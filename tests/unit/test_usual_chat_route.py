@@ -69,6 +69,7 @@ _extra = st.fixed_dictionaries({}, optional={
     "best_of": st.integers(1, 3), "input": st.text(max_size=200),
     "prompt": st.text(max_size=200), "instructions": st.text(max_size=200),
     "temperature": st.just(0.5), "stream": st.just(False), "user": st.just("u"),
+    "store": st.sampled_from([False, True, None]),
     "tools": st.just([{"type": "function", "function": {"name": "f"}}]),
     "Messages": st.just([{"role": "user", "content": "x"}]),
 })
@@ -88,7 +89,8 @@ _plain_body = st.builds(
     st.sampled_from(["gpt-4o", "gpt-4o", "gpt-35"]), st.lists(_plain, max_size=3),
     st.fixed_dictionaries({}, optional={
         "max_tokens": st.one_of(st.integers(0, 600), st.integers(0, 600), _count),
-        "temperature": st.just(0.5), "stream": st.just(False), "user": st.just("u")}))
+        "temperature": st.just(0.5), "stream": st.just(False), "user": st.just("u"),
+        "store": st.booleans()}))
 _body = st.one_of(_plain_body, _plain_body, _any_body)
 _usage = st.one_of(
     st.none(),
