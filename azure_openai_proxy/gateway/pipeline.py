@@ -315,6 +315,7 @@ class Gateway:
             return apply_lines(reply, lines)
         except BaseException as exc:
             failed(exc, record, json, operation, self._default_completion, lines, body, request.headers)
+            self.owners.counted.answered(request.method, operation, record, None, json)  # left
             raise
         finally:
             if held is not None:

@@ -15,15 +15,27 @@ the key again (its ledger and its budget), though Azure generated it once. So:
 - a stored chat completion (`chat/completions/{id}`, read or its metadata updated)
   answers with the usage of the chat that made it, which counted it: dropped;
 - unless the background response was streamed (`"stream": true` too) and its stream
-  showed Azure's usage: counted then (`counted_by_stream`), dropped from every read;
+  showed Azure's usage: counted then (`streamed`), dropped from every read;
 - its stream resumed (`GET responses/{id}?stream=true`, after a client left it) is a
-  read too (`restreamed`): Azure's usage at its end counts the response if nothing had.
+  read too (`restreamed`): Azure's usage at its end counts the response if nothing had;
+- a background response whose stream ended before Azure's usage (cut, or its client
+  left) was counted by its `POST`'s record at an estimate (the prompt, what was
+  relayed): Azure's usage at the first read (or resumed stream's end) counts only what
+  that estimate did not (`_less`: each count less the estimate's, none below 0), so the
+  prompt is not counted twice. A resumed stream cut again adds its estimate to it.
+
+`answered` is the one entry, after a request's answer: a virtual key's
+(gateway/ownership.py `owned_answer`, and when its client left) and a static key's
+(`Gateway.handle`): a read counts nothing more whichever key made it.
 
 Remembered per worker, in a bounded table: a read answered by another worker, or long
 after (the table emptied), counts once more; over- rather than under-counted.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -33,30 +45,61 @@ from azure_openai_proxy.observability.record import RequestRecord
 __all__ = ["CountedUsage"]
 
 _CAPACITY = 16_384  # object ids (about 40 bytes each)
+# An object's entry: True, counted whole; or the records (a cut stream's POST, resumed
+# streams cut again) whose estimates counted part of it (their usage read when it is
+# counted: a left stream's estimate is written after the POST's handler has ended).
+_Counted = bool | list[RequestRecord]
 
 
 class CountedUsage:
     """The ids of background responses and runs whose usage a read has counted."""
 
     def __init__(self, capacity: int = _CAPACITY) -> None:
-        self._counted: BoundedCache[str, bool] = BoundedCache(capacity)
+        self._counted: BoundedCache[str, _Counted] = BoundedCache(capacity)
 
-    def counted_by_stream(self, response_id: str) -> None:
-        """A background response whose stream counted Azure's usage: no read counts it."""
-        self._counted.put(response_id, True)
+    def answered(self, method: str, operation: str, record: RequestRecord,
+                 answer: bytes | None, body: Mapping[str, Any] | None) -> None:
+        """After the answer (`answer`: a JSON one's bytes, else None) to a request for
+        `operation` (its JSON `body`): a read's usage counted once (`reread`,
+        `restreamed`), a background response's stream noted (`streamed`)."""
+        if method == "POST" and operation == "responses":
+            self.streamed(record, body)
+        elif (method == "GET" or operation.endswith("/cancel") or operation.startswith("chat/")
+              ) and record.usage is not None:
+            if answer is not None:
+                self.reread(operation, record, answer)
+            elif record.stream:
+                self.restreamed(operation, record)
+
+    def streamed(self, record: RequestRecord, body: Mapping[str, Any] | None) -> None:
+        """A `POST responses` ended (to its end, cut, or its client gone): a background
+        one's stream counted it with Azure's usage, or at an estimate (a read counts the
+        rest). Not a foreground one's: a read counts nothing of it, and its id would
+        push counted background ones out of the bounded table."""
+        response_id = record.created_id
+        if (response_id is None or not record.stream or body is None
+                or body.get("background") is not True):
+            return
+        usage = record.usage
+        self._counted.put(response_id, True if usage and not usage.get("estimated")
+                          else [record])
 
     def restreamed(self, operation: str, record: RequestRecord) -> None:
         """Drop `record`'s usage when the resumed stream it records (`operation`:
         responses/{id}; only a background response's can be) is of a response counted
-        already; else Azure's usage it showed counts it (an estimate, of a stream left
-        again, does not: a later read still counts Azure's)."""
+        already; else Azure's usage it showed counts it, less what estimates counted
+        (an estimate, of a stream left again, adds to those: a later read still counts
+        Azure's)."""
         kind, _, response_id = operation.partition("/")
         if kind != "responses" or not response_id or "/" in response_id:
             return
-        if self._counted.get(response_id) is not None:
-            record.usage = None
-        elif record.usage is not None and not record.usage.get("estimated"):
-            self._counted.put(response_id, True)
+        earlier, usage = self._counted.get(response_id), record.usage
+        if earlier is True:
+            record.usage = None  # counted already
+        elif usage is not None and usage.get("estimated"):
+            self._counted.put(response_id, [*(earlier or ()), record])
+        else:
+            self._count(response_id, record)
 
     def reread(self, operation: str, record: RequestRecord, body: bytes) -> None:
         """Drop `record`'s usage when the GET (or cancel) it records read a stored
@@ -80,8 +123,45 @@ class CountedUsage:
         if response and answer.get("background") is not True:
             record.usage = None  # counted by the POST that made it
             return
-        object_id = parts[-1]
-        if self._counted.get(object_id) is not None:
-            record.usage = None  # counted by an earlier read
-        else:
-            self._counted.put(object_id, True)
+        self._count(parts[-1], record)
+
+    def _count(self, object_id: str, record: RequestRecord) -> None:
+        """`record`'s usage (Azure's, of `object_id`'s whole generation) counts it: none
+        when counted already, less the estimates that counted part of it."""
+        earlier = self._counted.get(object_id)
+        if earlier is True:
+            record.usage = None  # counted by an earlier read, or the stream
+            return
+        if earlier and record.usage is not None:
+            record.usage = _less(record.usage, earlier)
+        self._counted.put(object_id, True)
+
+
+# A usage's counts, each with its details (a part of it: cached, reasoning, audio...).
+_COUNTS = (("prompt_tokens", "prompt_tokens_details"), ("input_tokens", "input_tokens_details"),
+           ("completion_tokens", "completion_tokens_details"),
+           ("output_tokens", "output_tokens_details"))
+
+
+def _less(usage: dict[str, Any], earlier: list[RequestRecord]) -> dict[str, Any]:
+    """`usage` less what `earlier` records' estimates counted: its prompt (input) count
+    less theirs, its completion (output) count less theirs, none below 0; a detail (a
+    part of a count: cached tokens, reasoning, audio) at most its count. The prompt an
+    estimate put over Azure's is not given back: over- rather than under-counted."""
+    counted = [record.tokens() for record in earlier if record.usage]
+    spent = (sum(prompt or 0 for prompt, _ in counted),
+             sum(completion or 0 for _, completion in counted))
+    left, total = dict(usage), 0
+    for n, (name, details) in enumerate(_COUNTS):
+        count = left.get(name)
+        if type(count) is not int:
+            continue
+        left[name] = count = max(0, count - spent[n // 2])
+        total += count
+        parts = left.get(details)
+        if type(parts) is dict:
+            left[details] = {k: min(v, count) if type(v) is int else v
+                             for k, v in parts.items()}
+    if type(left.get("total_tokens")) is int:
+        left["total_tokens"] = total
+    return left
