@@ -25,8 +25,9 @@ the key again (its ledger and its budget), though Azure generated it once. So:
   prompt is not counted twice. A resumed stream cut again adds its estimate to it.
 
 `answered` is the one entry, after a request's answer: a virtual key's
-(gateway/ownership.py `owned_answer`, and when its client left) and a static key's
-(`Gateway.handle`): a read counts nothing more whichever key made it.
+(gateway/ownership.py `owned_answer`, and when its client left) and a static client
+key's (`counted_send`, `Gateway.handle`'s for a resource: `counting`): a read counts nothing more
+whichever key made it.
 
 Remembered per worker, in a bounded table: a read answered by another worker, or long
 after (the table emptied), counts once more; over- rather than under-counted.
@@ -34,15 +35,23 @@ after (the table emptied), counts once more; over- rather than under-counted.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from typing import Any
 
 import orjson
 
+from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.boundedcache import BoundedCache
+from azure_openai_proxy.gateway.requestbody import RequestBody
+from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
+from azure_openai_proxy.routing import Pool, Target
 
-__all__ = ["CountedUsage"]
+__all__ = ["CountedUsage", "Send", "counting"]
+
+Send = Callable[[HttpRequest, Target, Caller, RequestBody, RequestRecord,
+                 tuple[Pool, str | None]], Awaitable[Reply]]
 
 _CAPACITY = 16_384  # object ids (about 40 bytes each)
 # An object's entry: True, counted whole; or the records (a cut stream's POST, resumed
@@ -135,6 +144,38 @@ class CountedUsage:
         if earlier and record.usage is not None:
             record.usage = _less(record.usage, earlier)
         self._counted.put(object_id, True)
+
+
+def counting(send: Send, counted: CountedUsage) -> Send:
+    """`send` with `counted_send` around it."""
+    return partial(counted_send, send, counted)
+
+
+async def counted_send(send: Send, counted: CountedUsage, request: HttpRequest, target: Target,
+                       caller: Caller, body: RequestBody, record: RequestRecord,
+                       routed: tuple[Pool, str | None]) -> Reply:
+    """`send` (`UpstreamAttempts.send`) of a static client key's (or passthrough)
+    resource request, its usage counted once as a virtual key's is (`owned_answer` calls
+    `answered` for those): a Responses stream's id read as it passes, as a virtual key's
+    claim reads it (`record.created_id`); `answered` after its answer, or when it raised
+    (its client left a background stream: its estimate is read at the count)."""
+    method, operation = request.method, target.operation
+    if method == "POST" and operation == "responses" and record.claim is None:
+        record.claim = lambda ids: _created(record, ids)
+    try:
+        reply = await send(request, target, caller, body, record, routed)
+    except BaseException:
+        counted.answered(method, operation, record, None, body.json)
+        raise
+    counted.answered(method, operation, record,
+                     reply.body if isinstance(reply, Answer) else None, body.json)
+    return reply
+
+
+def _created(record: RequestRecord, ids: list[str]) -> None:
+    """A Responses stream's ids as they pass: the first, the response's own."""
+    if record.created_id is None and ids:
+        record.created_id = ids[0]
 
 
 # A usage's counts, each with its details (a part of it: cached, reasoning, audio...).
