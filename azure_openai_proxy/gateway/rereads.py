@@ -26,8 +26,8 @@ the key again (its ledger and its budget), though Azure generated it once. So:
 
 `answered` is the one entry, after a request's answer: a virtual key's
 (gateway/ownership.py `owned_answer`, and when its client left) and a static client
-key's (`counted_send`, `Gateway.handle`'s for a resource: `counting`): a read counts nothing more
-whichever key made it.
+key's (`counted_send`, around `Gateway.handle`'s send of a resource request): a read
+counts nothing more whichever key made it.
 
 Remembered per worker, in a bounded table: a read answered by another worker, or long
 after (the table emptied), counts once more; over- rather than under-counted.
@@ -160,13 +160,17 @@ async def counted_send(send: Send, counted: CountedUsage, request: HttpRequest, 
     claim reads it (`record.created_id`); `answered` after its answer, or when it raised
     (its client left a background stream: its estimate is read at the count)."""
     method, operation = request.method, target.operation
-    if method == "POST" and operation == "responses" and record.claim is None:
+    claimed = method == "POST" and operation == "responses" and record.claim is None
+    if claimed:
         record.claim = lambda ids: _created(record, ids)
     try:
         reply = await send(request, target, caller, body, record, routed)
     except BaseException:
         counted.answered(method, operation, record, None, body.json)
         raise
+    finally:
+        if claimed:  # (the stream's meter has its own reference): no cycle through it
+            record.claim = None
     counted.answered(method, operation, record,
                      reply.body if isinstance(reply, Answer) else None, body.json)
     return reply

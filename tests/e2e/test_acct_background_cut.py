@@ -19,7 +19,7 @@ import pytest
 
 from azure_openai_proxy.emulator import create_emulator_app
 from azure_openai_proxy.governance.model import UsageRecord
-from tests.e2e.conftest import Emulator, emulator_config
+from tests.e2e.conftest import CLIENT_KEY, Emulator, emulator_config
 from tests.e2e.test_ledger import _DEAR, _virtual_key, ledger_gateway, records, sdk  # noqa: F401
 from tests.support import ServerThread, serve
 from tests.waiting import until
@@ -27,7 +27,7 @@ from tests.waiting import until
 _PROMPT = "tell me about the weather in Lisbon today, " * 8
 
 
-def _mine(gateway: ServerThread, key_id: str) -> list[UsageRecord]:
+def _mine(gateway: ServerThread, key_id: str | None) -> list[UsageRecord]:
     return [r for r in records(gateway) if r.key_id == key_id and r.usage_source != "none"]
 
 
@@ -43,7 +43,7 @@ def _events(answer: httpx.Response) -> list[dict[str, object]]:
             if line.startswith("data: ")]
 
 
-def _once(gateway: ServerThread, key_id: str, azure: tuple[int, int]) -> None:
+def _once(gateway: ServerThread, key_id: str | None, azure: tuple[int, int]) -> None:
     """The key's records count Azure's usage once: the cut stream's estimate and the
     read's rest add up to Azure's counts (or to the estimate's, where it was over)."""
     mine = _mine(gateway, key_id)
@@ -100,13 +100,17 @@ def slow_emulator() -> Iterator[Emulator]:
         yield Emulator(server)
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["virtual-key", "static-key"])
 def test_a_background_stream_its_client_left_then_read_counts_the_prompt_once(
         slow_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
-        tmp_path: Path) -> None:
+        tmp_path: Path, static: bool) -> None:
     """The client leaves after the first output text (its handler is cancelled: the
-    `POST`'s record is written after), Azure finishes, the key reads the response."""
+    `POST`'s record is written after), Azure finishes, the key reads the response. A
+    static client key's records (no key id) count it once too."""
     gateway = ledger_gateway(slow_emulator, **_DEAR)
-    key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "left")
+    key_id: str | None
+    key_id, secret = (None, CLIENT_KEY) if static else _virtual_key(
+        gateway, tmp_path / "gw.db", "left")
     response_id = None
     with httpx.stream("POST", gateway.url + "/v1/responses", timeout=30,
                       headers={"Authorization": f"Bearer {secret}"},
