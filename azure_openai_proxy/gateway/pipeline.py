@@ -54,7 +54,7 @@ from azure_openai_proxy.gateway.ownership import ObjectOwners, chat_file_ids, ob
 from azure_openai_proxy.gateway.poolchoice import PoolChooser
 from azure_openai_proxy.gateway.requestbody import RequestBody, read_body
 from azure_openai_proxy.gateway.requestids import request_id_source
-from azure_openai_proxy.gateway.rereads import Send, counting
+from azure_openai_proxy.gateway.rereads import CountedSend
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.keys import is_restricted
 from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal, UsualLimits
@@ -159,12 +159,11 @@ class Gateway:
                 finally:
                     if not limits.settle_usage(tokens, record.usage):
                         limits.settle(tokens, used_tokens(record))
-            send: Send = self._attempts.send
-            if target.kind == "resource":  # a read counts nothing more (gateway/rereads.py)
-                send = counting(send, self.owners.counted)
+            attempts = self._attempts if target.kind != "resource" else CountedSend(
+                self._attempts.send, self.owners.counted)  # a read counts once (rereads.py)
             try:  # a static key's (or passthrough) request
-                return await send(request, target, caller, body, record,
-                                  self._pools.pool_for(target, body))
+                return await attempts.send(request, target, caller, body, record,
+                                           self._pools.pool_for(target, body))
             except BaseException as exc:
                 keyless_failed(exc, record, body.json, target.operation, body,
                                self._default_completion, self.budgets is not None)

@@ -26,7 +26,7 @@ the key again (its ledger and its budget), though Azure generated it once. So:
 
 `answered` is the one entry, after a request's answer: a virtual key's
 (gateway/ownership.py `owned_answer`, and when its client left) and a static client
-key's (`counted_send`, around `Gateway.handle`'s send of a resource request): a read
+key's (`CountedSend`, `Gateway.handle`'s send of a resource request): a read
 counts nothing more whichever key made it.
 
 Remembered per worker, in a bounded table: a read answered by another worker, or long
@@ -36,7 +36,6 @@ after (the table emptied), counts once more; over- rather than under-counted.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from functools import partial
 from typing import Any
 
 import orjson
@@ -48,7 +47,7 @@ from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, Target
 
-__all__ = ["CountedUsage", "Send", "counting"]
+__all__ = ["CountedSend", "CountedUsage"]
 
 Send = Callable[[HttpRequest, Target, Caller, RequestBody, RequestRecord,
                  tuple[Pool, str | None]], Awaitable[Reply]]
@@ -146,34 +145,38 @@ class CountedUsage:
         self._counted.put(object_id, True)
 
 
-def counting(send: Send, counted: CountedUsage) -> Send:
-    """`send` with `counted_send` around it."""
-    return partial(counted_send, send, counted)
+class CountedSend:
+    """`UpstreamAttempts.send` of a static client key's (or passthrough) resource
+    request, its usage counted once as a virtual key's is (`owned_answer` calls
+    `answered` for those). Made per request, for a resource's only: the chat path calls
+    `UpstreamAttempts.send` as it did."""
 
+    __slots__ = ("_counted", "_send")
 
-async def counted_send(send: Send, counted: CountedUsage, request: HttpRequest, target: Target,
-                       caller: Caller, body: RequestBody, record: RequestRecord,
-                       routed: tuple[Pool, str | None]) -> Reply:
-    """`send` (`UpstreamAttempts.send`) of a static client key's (or passthrough)
-    resource request, its usage counted once as a virtual key's is (`owned_answer` calls
-    `answered` for those): a Responses stream's id read as it passes, as a virtual key's
-    claim reads it (`record.created_id`); `answered` after its answer, or when it raised
-    (its client left a background stream: its estimate is read at the count)."""
-    method, operation = request.method, target.operation
-    claimed = method == "POST" and operation == "responses" and record.claim is None
-    if claimed:
-        record.claim = lambda ids: _created(record, ids)
-    try:
-        reply = await send(request, target, caller, body, record, routed)
-    except BaseException:
-        counted.answered(method, operation, record, None, body.json)
-        raise
-    finally:
-        if claimed:  # (the stream's meter has its own reference): no cycle through it
-            record.claim = None
-    counted.answered(method, operation, record,
-                     reply.body if isinstance(reply, Answer) else None, body.json)
-    return reply
+    def __init__(self, send: Send, counted: CountedUsage) -> None:
+        self._send, self._counted = send, counted
+
+    async def send(self, request: HttpRequest, target: Target, caller: Caller,
+                   body: RequestBody, record: RequestRecord,
+                   routed: tuple[Pool, str | None]) -> Reply:
+        """A Responses stream's id read as it passes, as a virtual key's claim reads it
+        (`record.created_id`); `answered` after the answer, or when it raised (its client
+        left a background stream: its estimate is read at the count)."""
+        method, operation, counted = request.method, target.operation, self._counted
+        claimed = method == "POST" and operation == "responses" and record.claim is None
+        if claimed:
+            record.claim = lambda ids: _created(record, ids)
+        try:
+            reply = await self._send(request, target, caller, body, record, routed)
+        except BaseException:
+            counted.answered(method, operation, record, None, body.json)
+            raise
+        finally:
+            if claimed:  # (the stream's meter has its own reference): no cycle through it
+                record.claim = None
+        counted.answered(method, operation, record,
+                         reply.body if isinstance(reply, Answer) else None, body.json)
+        return reply
 
 
 def _created(record: RequestRecord, ids: list[str]) -> None:
