@@ -23,6 +23,10 @@ the key again (its ledger and its budget), though Azure generated it once. So:
   relayed): Azure's usage at the first read (or resumed stream's end) counts only what
   that estimate did not (`_less`: each count less the estimate's, none below 0), so the
   prompt is not counted twice. A resumed stream cut again adds its estimate to it.
+  What is kept is the estimate as the record held it when `answered` ran, before its
+  handler ended and the metrics and the access log counted it: were it written after
+  (a relay's task that ends after its handler), the ledger's later look may count
+  more, never less; and two numbers per id, not the records.
 
 `answered` is the one entry, after a request's answer: a virtual key's
 (gateway/ownership.py `owned_answer`, and when its client left) and a static client
@@ -53,10 +57,9 @@ Send = Callable[[HttpRequest, Target, Caller, RequestBody, RequestRecord,
                  tuple[Pool, str | None]], Awaitable[Reply]]
 
 _CAPACITY = 16_384  # object ids (about 40 bytes each)
-# An object's entry: True, counted whole; or the records (a cut stream's POST, resumed
-# streams cut again) whose estimates counted part of it (their usage read when it is
-# counted: a left stream's estimate is written after the POST's handler has ended).
-_Counted = bool | list[RequestRecord]
+# An object's entry: True, counted whole; or the (prompt, completion) tokens that the
+# estimates of a cut stream's POST and of resumed streams cut again counted of it.
+_Counted = bool | tuple[int, int]
 
 
 class CountedUsage:
@@ -90,7 +93,7 @@ class CountedUsage:
             return
         usage = record.usage
         self._counted.put(response_id, True if usage and not usage.get("estimated")
-                          else [record])
+                          else _spent(record, (0, 0)))
 
     def restreamed(self, operation: str, record: RequestRecord) -> None:
         """Drop `record`'s usage when the resumed stream it records (`operation`:
@@ -105,7 +108,7 @@ class CountedUsage:
         if earlier is True:
             record.usage = None  # counted already
         elif usage is not None and usage.get("estimated"):
-            self._counted.put(response_id, [*(earlier or ()), record])
+            self._counted.put(response_id, _spent(record, earlier or (0, 0)))
         else:
             self._count(response_id, record)
 
@@ -191,14 +194,18 @@ _COUNTS = (("prompt_tokens", "prompt_tokens_details"), ("input_tokens", "input_t
            ("output_tokens", "output_tokens_details"))
 
 
-def _less(usage: dict[str, Any], earlier: list[RequestRecord]) -> dict[str, Any]:
-    """`usage` less what `earlier` records' estimates counted: its prompt (input) count
-    less theirs, its completion (output) count less theirs, none below 0; a detail (a
-    part of a count: cached tokens, reasoning, audio) at most its count. The prompt an
-    estimate put over Azure's is not given back: over- rather than under-counted."""
-    counted = [record.tokens() for record in earlier if record.usage]
-    spent = (sum(prompt or 0 for prompt, _ in counted),
-             sum(completion or 0 for _, completion in counted))
+def _spent(record: RequestRecord, earlier: tuple[int, int]) -> tuple[int, int]:
+    """`earlier` (prompt, completion) tokens counted, and `record`'s estimate's now."""
+    prompt, completion = record.tokens()
+    return earlier[0] + (prompt or 0), earlier[1] + (completion or 0)
+
+
+def _less(usage: dict[str, Any], spent: tuple[int, int]) -> dict[str, Any]:
+    """`usage` less what estimates counted (`spent`: prompt, completion tokens): its
+    prompt (input) count less theirs, its completion (output) count less theirs, none
+    below 0; a detail (a part of a count: cached tokens, reasoning, audio) at most its
+    count. The prompt an estimate put over Azure's is not given back: over- rather than
+    under-counted."""
     left, total = dict(usage), 0
     for n, (name, details) in enumerate(_COUNTS):
         count = left.get(name)

@@ -59,13 +59,16 @@ def test_an_estimate_over_azures_counts_leaves_none_below_zero() -> None:
         "output_tokens_details": {"reasoning_tokens": 25}}
 
 
-def test_the_estimate_is_read_when_the_count_is_made_not_when_the_post_ended() -> None:
-    """A client that left: its `POST`'s handler ends before the relay writes the stream's
-    estimate (what it relayed) into the record."""
+def test_the_estimate_left_out_is_the_one_counted_when_the_post_ended() -> None:
+    """What the record held when `answered` ran is what the metrics and the access log
+    count (its handler ends right after). Were a relay's task to write more into it
+    after (what it relayed), a read still leaves out only that: the relayed output is
+    then counted twice by the ledger's later look at worst, never by nothing (tests/unit/
+    test_revacct_counted_estimates.py)."""
     counted = CountedUsage()
     record = _posted(counted, _estimate(12, 0))
-    record.usage = _estimate(12, 5)  # the relay's task, after
-    assert _read(counted)["output_tokens"] == 25  # type: ignore[index]
+    record.usage = _estimate(12, 5)  # a relay's task, after
+    assert _read(counted)["output_tokens"] == 30  # type: ignore[index]
 
 
 def test_resumed_streams_cut_again_add_their_estimates() -> None:
