@@ -100,17 +100,9 @@ def slow_emulator() -> Iterator[Emulator]:
         yield Emulator(server)
 
 
-@pytest.mark.parametrize("static", [False, True], ids=["virtual-key", "static-key"])
-def test_a_background_stream_its_client_left_then_read_counts_the_prompt_once(
-        slow_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
-        tmp_path: Path, static: bool) -> None:
-    """The client leaves after the first output text (its handler is cancelled: the
-    `POST`'s record is written after), Azure finishes, the key reads the response. A
-    static client key's records (no key id) count it once too."""
-    gateway = ledger_gateway(slow_emulator, **_DEAR)
-    key_id: str | None
-    key_id, secret = (None, CLIENT_KEY) if static else _virtual_key(
-        gateway, tmp_path / "gw.db", "left")
+def left_stream(gateway: ServerThread, secret: str) -> str:
+    """A background stream (`_PROMPT`, 200 output tokens at most) its client leaves at
+    its first output text: its response's id."""
     response_id = None
     with httpx.stream("POST", gateway.url + "/v1/responses", timeout=30,
                       headers={"Authorization": f"Bearer {secret}"},
@@ -125,6 +117,21 @@ def test_a_background_stream_its_client_left_then_read_counts_the_prompt_once(
             if event["type"] == "response.output_text.delta":
                 break  # the client leaves
     assert response_id is not None
+    return str(response_id)
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["virtual-key", "static-key"])
+def test_a_background_stream_its_client_left_then_read_counts_the_prompt_once(
+        slow_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+        tmp_path: Path, static: bool) -> None:
+    """The client leaves after the first output text (its handler is cancelled: the
+    `POST`'s record is written after), Azure finishes, the key reads the response. A
+    static client key's records (no key id) count it once too."""
+    gateway = ledger_gateway(slow_emulator, **_DEAR)
+    key_id: str | None
+    key_id, secret = (None, CLIENT_KEY) if static else _virtual_key(
+        gateway, tmp_path / "gw.db", "left")
+    response_id = left_stream(gateway, secret)
     until(lambda: [r.usage_source for r in _mine(gateway, key_id)] == ["estimated"],
           timeout=20, message="the left stream's record never written")
     client = sdk(gateway, secret)
