@@ -124,9 +124,10 @@ def left_stream(gateway: ServerThread, secret: str) -> str:
 def test_a_background_stream_its_client_left_then_read_counts_the_prompt_once(
         slow_emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
         tmp_path: Path, static: bool) -> None:
-    """The client leaves after the first output text (its handler is cancelled: the
-    `POST`'s record is written after), Azure finishes, the key reads the response. A
-    static client key's records (no key id) count it once too."""
+    """The client leaves after the first output text (its handler ends with an error:
+    the `POST`'s record is the relay's estimate, its prompt and what it relayed), Azure
+    finishes, the key reads the response. A static client key's records (no key id)
+    count it once too."""
     gateway = ledger_gateway(slow_emulator, **_DEAR)
     key_id: str | None
     key_id, secret = (None, CLIENT_KEY) if static else _virtual_key(
