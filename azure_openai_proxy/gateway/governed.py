@@ -422,11 +422,12 @@ ONE_MAXIMUM = frozenset({"n", "best_of", "max_completion_tokens", "max_output_to
 # `prompt`; `instructions` is not among them) and those of more than one choice (`n`,
 # `best_of`) and the schemas the model reads too (`SCHEMA_FIELDS`: `prompt_tokens`
 # counts them), and `data_sources`, whose embedding deployment a key's allow-list judges
-# (`check_data_sources_allowed`, in `_governed` only), and `store` (a stored chat is the
-# key's: `_governed` records it): one `issuperset` in C, where the same answer took it
-# and five `in`s.
-PLAIN_CHAT_NAMES = (USUAL_TOP_NAMES - {"input", "prompt", "n", "best_of", "data_sources",
-                                       "store"} - SCHEMA_FIELDS)
+# (`check_data_sources_allowed`, in `_governed` only): one `issuperset` in C, where the
+# same answer took it and five `in`s. `store` is among them: `store: false` (OpenAI's
+# default) is a plain chat; `store: true` is not (a stored chat is the key's: `_governed`
+# records it), which `_usual_chat` checks by its value.
+PLAIN_CHAT_NAMES = (USUAL_TOP_NAMES - {"input", "prompt", "n", "best_of", "data_sources"}
+                    - SCHEMA_FIELDS)
 
 
 def plain_chat_chars(body: Mapping[str, Any] | None) -> int:

@@ -435,12 +435,9 @@ async def owned_answer(
     """A resource answer for a virtual key (its request's JSON `body`): a created
     object becomes the key's, a list shows only the key's own objects (its next pages
     asked by `more` while they hold none: gateway/ownedpages.py)."""
-    if (method == "GET" or operation.endswith("/cancel") or operation.startswith("chat/")
-            ) and record.usage is not None:
-        if isinstance(reply, Answer):
-            owners.counted.reread(operation, record, reply.body)  # a stored object's usage
-        elif record.stream:
-            owners.counted.restreamed(operation, record)  # a background one's, resumed
+    # a read's usage (a stored object's, a background one's resumed), counted once
+    owners.counted.answered(method, operation, record,
+                            reply.body if isinstance(reply, Answer) else None, body)
     if method == "POST" and record.created_id is not None:
         # Where it was made (its output items too): a request about it goes there.
         owned = Owned(key_id, batch_models, _made_on(record))
@@ -448,11 +445,6 @@ async def owned_answer(
         if operation == "responses":
             owners.keep_chained(key_id, owners.chained.note(key_id, record.created_id,
                                                             record.usage, body))
-            if (record.stream and record.usage and not record.usage.get("estimated")
-                    and body is not None and body.get("background") is True):
-                # Only a background one's: a foreground one's read counts nothing, and
-                # its id would push counted background ones out of the bounded table.
-                owners.counted.counted_by_stream(record.created_id)
             if isinstance(reply, Answer):
                 await owners.remember_all(output_item_ids(reply.body), owned)
         elif operation == "responses/compact" and isinstance(reply, Answer):

@@ -54,6 +54,7 @@ from azure_openai_proxy.gateway.ownership import ObjectOwners, chat_file_ids, ob
 from azure_openai_proxy.gateway.poolchoice import PoolChooser
 from azure_openai_proxy.gateway.requestbody import RequestBody, read_body
 from azure_openai_proxy.gateway.requestids import request_id_source
+from azure_openai_proxy.gateway.rereads import CountedSend
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.keys import is_restricted
 from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal, UsualLimits
@@ -158,9 +159,11 @@ class Gateway:
                 finally:
                     if not limits.settle_usage(tokens, record.usage):
                         limits.settle(tokens, used_tokens(record))
+            attempts = self._attempts if target.kind != "resource" else CountedSend(
+                self._attempts.send, self.owners.counted)  # a read counts once (rereads.py)
             try:  # a static key's (or passthrough) request
-                return await self._attempts.send(request, target, caller, body, record,
-                                                 self._pools.pool_for(target, body))
+                return await attempts.send(request, target, caller, body, record,
+                                           self._pools.pool_for(target, body))
             except BaseException as exc:
                 keyless_failed(exc, record, body.json, target.operation, body,
                                self._default_completion, self.budgets is not None)
@@ -189,14 +192,15 @@ class Gateway:
     def _usual_chat(self, target: Target, caller: Caller, body: RequestBody,
                     record: RequestRecord) -> tuple[Routed, UsualLimits, int, bytes] | None:
         """`_governed`'s steps for its usual request, in its order, with no coroutine of its
-        own (`handle` sends, then settles it): a plain chat (names `PLAIN_CHAT_NAMES`, no file)
-        of a key on the limiter's short path (`UsualLimits` of this key version and epoch).
-        Its pool, limits, tokens and head lines; None, before any step, for `_governed`."""
+        own (`handle` sends, then settles it): a plain chat (names `PLAIN_CHAT_NAMES`, not
+        stored, no file) of a key on the limiter's short path (`UsualLimits` of this key
+        version and epoch). Its pool, limits, tokens and head lines; None, before any step: `_governed`."""
         json, decided, key, limiter = body.json, caller.decided, caller.key, self.limiter
         # A chat's target is a deployment's, never a resource (routing.RESOURCE_ROOTS).
         if (target.operation != "chat/completions" or json is None or body.raw is None
                 or decided is None or key is None or limiter is None
-                or decided.epoch is not limiter.epoch or not PLAIN_CHAT_NAMES.issuperset(json)):
+                or decided.epoch is not limiter.epoch or not PLAIN_CHAT_NAMES.issuperset(json)
+                or ("store" in json and json["store"] is True)):  # the key's: `_governed`
             return None
         usual, chars = decided.usual, plain_messages_chars(json.get("messages"))
         if usual is None or chars < 0:
@@ -313,6 +317,7 @@ class Gateway:
             return apply_lines(reply, lines)
         except BaseException as exc:
             failed(exc, record, json, operation, self._default_completion, lines, body, request.headers)
+            self.owners.counted.answered(request.method, operation, record, None, json)  # left
             raise
         finally:
             if held is not None:

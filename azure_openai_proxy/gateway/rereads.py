@@ -15,9 +15,23 @@ the key again (its ledger and its budget), though Azure generated it once. So:
 - a stored chat completion (`chat/completions/{id}`, read or its metadata updated)
   answers with the usage of the chat that made it, which counted it: dropped;
 - unless the background response was streamed (`"stream": true` too) and its stream
-  showed Azure's usage: counted then (`counted_by_stream`), dropped from every read;
+  showed Azure's usage: counted then (`streamed`), dropped from every read;
 - its stream resumed (`GET responses/{id}?stream=true`, after a client left it) is a
-  read too (`restreamed`): Azure's usage at its end counts the response if nothing had.
+  read too (`restreamed`): Azure's usage at its end counts the response if nothing had;
+- a background response whose stream ended before Azure's usage (cut, or its client
+  left) was counted by its `POST`'s record at an estimate (the prompt, what was
+  relayed): Azure's usage at the first read (or resumed stream's end) counts only what
+  that estimate did not (`_less`: each count less the estimate's, none below 0), so the
+  prompt is not counted twice. A resumed stream cut again adds its estimate to it.
+  What is kept is the estimate as the record held it when `answered` ran, before its
+  handler ended and the metrics and the access log counted it: were it written after
+  (a relay's task that ends after its handler), the ledger's later look may count
+  more, never less; and two numbers per id, not the records.
+
+`answered` is the one entry, after a request's answer: a virtual key's
+(gateway/ownership.py `owned_answer`, and when its client left) and a static client
+key's (`CountedSend`, `Gateway.handle`'s send of a resource request): a read
+counts nothing more whichever key made it.
 
 Remembered per worker, in a bounded table: a read answered by another worker, or long
 after (the table emptied), counts once more; over- rather than under-counted.
@@ -25,38 +39,78 @@ after (the table emptied), counts once more; over- rather than under-counted.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
 import orjson
 
+from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.boundedcache import BoundedCache
+from azure_openai_proxy.gateway.requestbody import RequestBody
+from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
+from azure_openai_proxy.routing import Pool, Target
 
-__all__ = ["CountedUsage"]
+__all__ = ["CountedSend", "CountedUsage"]
+
+Send = Callable[[HttpRequest, Target, Caller, RequestBody, RequestRecord,
+                 tuple[Pool, str | None]], Awaitable[Reply]]
 
 _CAPACITY = 16_384  # object ids (about 40 bytes each)
+# An object's entry: True, counted whole; or the (prompt, completion) tokens that the
+# estimates of a cut stream's POST and of resumed streams cut again counted of it.
+_Counted = bool | tuple[int, int]
 
 
 class CountedUsage:
     """The ids of background responses and runs whose usage a read has counted."""
 
     def __init__(self, capacity: int = _CAPACITY) -> None:
-        self._counted: BoundedCache[str, bool] = BoundedCache(capacity)
+        self._counted: BoundedCache[str, _Counted] = BoundedCache(capacity)
 
-    def counted_by_stream(self, response_id: str) -> None:
-        """A background response whose stream counted Azure's usage: no read counts it."""
-        self._counted.put(response_id, True)
+    def answered(self, method: str, operation: str, record: RequestRecord,
+                 answer: bytes | None, body: Mapping[str, Any] | None) -> None:
+        """After the answer (`answer`: a JSON one's bytes, else None) to a request for
+        `operation` (its JSON `body`): a read's usage counted once (`reread`,
+        `restreamed`), a background response's stream noted (`streamed`)."""
+        if method == "POST" and operation == "responses":
+            self.streamed(record, body)
+        elif (method == "GET" or operation.endswith("/cancel") or operation.startswith("chat/")
+              ) and record.usage is not None:
+            if answer is not None:
+                self.reread(operation, record, answer)
+            elif record.stream:
+                self.restreamed(operation, record)
+
+    def streamed(self, record: RequestRecord, body: Mapping[str, Any] | None) -> None:
+        """A `POST responses` ended (to its end, cut, or its client gone): a background
+        one's stream counted it with Azure's usage, or at an estimate (a read counts the
+        rest). Not a foreground one's: a read counts nothing of it, and its id would
+        push counted background ones out of the bounded table."""
+        response_id = record.created_id
+        if (response_id is None or not record.stream or body is None
+                or body.get("background") is not True):
+            return
+        usage = record.usage
+        self._counted.put(response_id, True if usage and not usage.get("estimated")
+                          else _spent(record, (0, 0)))
 
     def restreamed(self, operation: str, record: RequestRecord) -> None:
         """Drop `record`'s usage when the resumed stream it records (`operation`:
         responses/{id}; only a background response's can be) is of a response counted
-        already; else Azure's usage it showed counts it (an estimate, of a stream left
-        again, does not: a later read still counts Azure's)."""
+        already; else Azure's usage it showed counts it, less what estimates counted
+        (an estimate, of a stream left again, adds to those: a later read still counts
+        Azure's)."""
         kind, _, response_id = operation.partition("/")
         if kind != "responses" or not response_id or "/" in response_id:
             return
-        if self._counted.get(response_id) is not None:
-            record.usage = None
-        elif record.usage is not None and not record.usage.get("estimated"):
-            self._counted.put(response_id, True)
+        earlier, usage = self._counted.get(response_id), record.usage
+        if earlier is True:
+            record.usage = None  # counted already
+        elif usage is not None and usage.get("estimated"):
+            self._counted.put(response_id, _spent(record, earlier or (0, 0)))
+        else:
+            self._count(response_id, record)
 
     def reread(self, operation: str, record: RequestRecord, body: bytes) -> None:
         """Drop `record`'s usage when the GET (or cancel) it records read a stored
@@ -80,8 +134,89 @@ class CountedUsage:
         if response and answer.get("background") is not True:
             record.usage = None  # counted by the POST that made it
             return
-        object_id = parts[-1]
-        if self._counted.get(object_id) is not None:
-            record.usage = None  # counted by an earlier read
-        else:
-            self._counted.put(object_id, True)
+        self._count(parts[-1], record)
+
+    def _count(self, object_id: str, record: RequestRecord) -> None:
+        """`record`'s usage (Azure's, of `object_id`'s whole generation) counts it: none
+        when counted already, less the estimates that counted part of it."""
+        earlier = self._counted.get(object_id)
+        if earlier is True:
+            record.usage = None  # counted by an earlier read, or the stream
+            return
+        if earlier and record.usage is not None:
+            record.usage = _less(record.usage, earlier)
+        self._counted.put(object_id, True)
+
+
+class CountedSend:
+    """`UpstreamAttempts.send` of a static client key's (or passthrough) resource
+    request, its usage counted once as a virtual key's is (`owned_answer` calls
+    `answered` for those). Made per request, for a resource's only: the chat path calls
+    `UpstreamAttempts.send` as it did."""
+
+    __slots__ = ("_counted", "_send")
+
+    def __init__(self, send: Send, counted: CountedUsage) -> None:
+        self._send, self._counted = send, counted
+
+    async def send(self, request: HttpRequest, target: Target, caller: Caller,
+                   body: RequestBody, record: RequestRecord,
+                   routed: tuple[Pool, str | None]) -> Reply:
+        """A Responses stream's id read as it passes, as a virtual key's claim reads it
+        (`record.created_id`); `answered` after the answer, or when it raised (its client
+        left a background stream: its estimate is read at the count)."""
+        method, operation, counted = request.method, target.operation, self._counted
+        claimed = method == "POST" and operation == "responses" and record.claim is None
+        if claimed:
+            record.claim = lambda ids: _created(record, ids)
+        try:
+            reply = await self._send(request, target, caller, body, record, routed)
+        except BaseException:
+            counted.answered(method, operation, record, None, body.json)
+            raise
+        finally:
+            if claimed:  # (the stream's meter has its own reference): no cycle through it
+                record.claim = None
+        counted.answered(method, operation, record,
+                         reply.body if isinstance(reply, Answer) else None, body.json)
+        return reply
+
+
+def _created(record: RequestRecord, ids: list[str]) -> None:
+    """A Responses stream's ids as they pass: the first, the response's own."""
+    if record.created_id is None and ids:
+        record.created_id = ids[0]
+
+
+# A usage's counts, each with its details (a part of it: cached, reasoning, audio...).
+_COUNTS = (("prompt_tokens", "prompt_tokens_details"), ("input_tokens", "input_tokens_details"),
+           ("completion_tokens", "completion_tokens_details"),
+           ("output_tokens", "output_tokens_details"))
+
+
+def _spent(record: RequestRecord, earlier: tuple[int, int]) -> tuple[int, int]:
+    """`earlier` (prompt, completion) tokens counted, and `record`'s estimate's now."""
+    prompt, completion = record.tokens()
+    return earlier[0] + (prompt or 0), earlier[1] + (completion or 0)
+
+
+def _less(usage: dict[str, Any], spent: tuple[int, int]) -> dict[str, Any]:
+    """`usage` less what estimates counted (`spent`: prompt, completion tokens): its
+    prompt (input) count less theirs, its completion (output) count less theirs, none
+    below 0; a detail (a part of a count: cached tokens, reasoning, audio) at most its
+    count. The prompt an estimate put over Azure's is not given back: over- rather than
+    under-counted."""
+    left, total = dict(usage), 0
+    for n, (name, details) in enumerate(_COUNTS):
+        count = left.get(name)
+        if type(count) is not int:
+            continue
+        left[name] = count = max(0, count - spent[n // 2])
+        total += count
+        parts = left.get(details)
+        if type(parts) is dict:
+            left[details] = {k: min(v, count) if type(v) is int else v
+                             for k, v in parts.items()}
+    if type(left.get("total_tokens")) is int:
+        left["total_tokens"] = total
+    return left

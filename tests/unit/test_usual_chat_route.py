@@ -28,6 +28,7 @@ from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.observability.accesslog import AccessLog
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.keys import KeyStore
+from azure_openai_proxy.upstream.transport import UpstreamRequest, UpstreamResponse
 from tests.unit.test_governed_usual import (
     Clock,
     _Answer,
@@ -53,6 +54,19 @@ class _Records(AccessLog):
         self.lines.append(line)
 
 
+class _Sent(_Azure):
+    """`_Azure`, keeping what each request sent: its URL (the api-version) and body."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[tuple[str, object]] = []
+
+    async def send(self, request: UpstreamRequest) -> UpstreamResponse:
+        body = request.body
+        self.sent.append((request.url, body if type(body) is bytes else type(body)))
+        return await super().send(request)
+
+
 _content = st.one_of(st.text(max_size=60), st.none(), st.integers(0, 3),
                      st.just([{"type": "text", "text": "z" * 90}]))
 _message = st.one_of(
@@ -69,6 +83,7 @@ _extra = st.fixed_dictionaries({}, optional={
     "best_of": st.integers(1, 3), "input": st.text(max_size=200),
     "prompt": st.text(max_size=200), "instructions": st.text(max_size=200),
     "temperature": st.just(0.5), "stream": st.just(False), "user": st.just("u"),
+    "store": st.sampled_from([False, True, None]),
     "tools": st.just([{"type": "function", "function": {"name": "f"}}]),
     "Messages": st.just([{"role": "user", "content": "x"}]),
 })
@@ -88,7 +103,8 @@ _plain_body = st.builds(
     st.sampled_from(["gpt-4o", "gpt-4o", "gpt-35"]), st.lists(_plain, max_size=3),
     st.fixed_dictionaries({}, optional={
         "max_tokens": st.one_of(st.integers(0, 600), st.integers(0, 600), _count),
-        "temperature": st.just(0.5), "stream": st.just(False), "user": st.just("u")}))
+        "temperature": st.just(0.5), "stream": st.just(False), "user": st.just("u"),
+        "store": st.booleans()}))
 _body = st.one_of(_plain_body, _plain_body, _any_body)
 _usage = st.one_of(
     st.none(),
@@ -134,15 +150,17 @@ class _Trio(_Pair):
     def __init__(self, directory: Path, clock: Clock) -> None:
         self.clock = clock
         self.store = KeyStore.open(directory / "gateway.db")
-        deployment = {"endpoint": "http://127.0.0.1:9/", "api_key": "azure-key",
-                      "api_version": "2024-10-21"}
+        deployment = {"endpoint": "http://127.0.0.1:9/", "api_key": "azure-key"}
         config = load_settings({
             "database": f"sqlite:///{directory}/gateway.db", "log_level": "warning",
             "deployment_config": [
-                {"deployment_name": "gpt-4o", "model_name": "gpt-4o", **deployment},
-                {"deployment_name": "gpt-35", "model_name": "gpt-35", **deployment}],
+                # one version that drops `store` (and `metadata`), one that sends it on
+                {"deployment_name": "gpt-4o", "model_name": "gpt-4o",
+                 "api_version": "2024-10-21", **deployment},
+                {"deployment_name": "gpt-35", "model_name": "gpt-35",
+                 "api_version": "2025-04-01-preview", **deployment}],
         }, {})
-        self.azures = _Azure(), _Azure(), _Azure()
+        self.azures = _Sent(), _Sent(), _Sent()
         self.logs = _Records(), _Records(), _Records()
         self.apps = tuple(create_app(config, azure, clock=clock, access_log=log)
                           for azure, log in zip(self.azures, self.logs, strict=True))
@@ -172,6 +190,8 @@ class _Trio(_Pair):
             states.append(app.gateway.limiter.snapshot())
         assert states[0] == states[1] == states[2]
         assert self.logs[0].lines == self.logs[1].lines == self.logs[2].lines
+        # what Azure was sent, the same whichever way (`store` dropped or sent on alike)
+        assert self.azures[0].sent == self.azures[1].sent == self.azures[2].sent
 
     async def request(self, key: int, which: int, body: dict[str, Any]) -> None:
         secrets = self.secrets[key]
