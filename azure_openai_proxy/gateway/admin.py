@@ -213,7 +213,7 @@ class AdminApi:
 
     async def _write(self, operation: Callable[[KeyStore], Any]) -> Any:
         result = await self._read(operation)
-        await self._directory.refresh(force=True)
+        await self._directory.refresh()  # the write's rows (the store's change log)
         return result
 
     def _limits(self) -> list[dict[str, Any]]:
