@@ -1,0 +1,68 @@
+"""Each worker reads only the keys and teams a write changed (the store's change log), and
+every kind of change still reaches every worker within about a second: a team blocked
+and unblocked, a key moved into a blocked team, an expiry set in the past, a rotation
+without grace, a key made by the CLI, and a block written by a writer that knows
+nothing of the log (an older CLI, a hand edit: the log's triggers record it)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import yaml
+
+from azure_openai_proxy.store.keys import KeyStore
+from tests.e2e.pools import pool_config, pool_emulator
+from tests.e2e.test_reload_shutdown import gateway_process
+from tests.e2e.test_revoked_across_workers import _statuses
+from tests.e2e.test_shared_limits import _worker_pids
+
+_PAST_A_POLL = 1.5  # a poll is 0.5 s: well past it
+
+
+def _hand_block(database: Path, key_id: str) -> None:
+    with sqlite3.connect(database, isolation_level=None) as raw:
+        raw.execute("BEGIN IMMEDIATE")
+        raw.execute("UPDATE keys SET blocked = 1 WHERE id = ?", (key_id,))
+        raw.execute("UPDATE governance_version SET version = version + 1")
+        raw.execute("COMMIT")
+    raw.close()
+
+
+def test_every_kind_of_change_reaches_every_worker_within_a_second(tmp_path: Path) -> None:
+    config, database = tmp_path / "config.yaml", tmp_path / "gw.db"
+    store = KeyStore.open(database)
+    try:
+        now = time.time()
+        store.create_team("research", now=now)
+        store.create_team("closed", now=now)
+        _, member = store.create_key("member", team="research", now=now)
+        moved_key, moved = store.create_key("moved", now=now)
+        expiring_key, expiring = store.create_key("expiring", now=now)
+        rotated_key, rotated = store.create_key("rotated", now=now)
+        hand_key, hand = store.create_key("by-hand", now=now)
+        secrets = (member, moved, expiring, rotated, hand)
+        with pool_emulator() as emulator:
+            config.write_text(yaml.safe_dump({
+                **pool_config(emulator.url, [("dep-a", {})]),
+                "database": f"sqlite:///{database}", "log_level": "warning"}))
+            with gateway_process(config, "--workers", "2") as (_, client):
+                assert len(_worker_pids(client.port, 2, time.monotonic() + 30)) == 2
+                assert [_statuses(client.port, s) for s in secrets] == [{200}] * 5
+                store.update_team("research", {"blocked": True})
+                store.update_team("closed", {"blocked": True})
+                store.update_key(moved_key.id, {"team_id": "closed"})
+                store.update_key(expiring_key.id, {"expires_at": time.time() - 1})
+                _, new = store.rotate_key(rotated_key.id, grace_seconds=0, now=time.time())
+                _, made = store.create_key("made-now", now=time.time())
+                _hand_block(database, hand_key.id)
+                time.sleep(_PAST_A_POLL)
+                assert [_statuses(client.port, s) for s in secrets] == [{401}] * 5
+                assert _statuses(client.port, new) == {200}
+                assert _statuses(client.port, made) == {200}
+                store.update_team("research", {"blocked": False})
+                time.sleep(_PAST_A_POLL)
+                assert _statuses(client.port, member) == {200}
+    finally:
+        store.close()
