@@ -68,9 +68,12 @@ class KeyIndex:
         key = self.keys.pop(key_id, None)
         if key is None:
             return
-        del self.by_hash[key.secret_hash]  # (the store's hashes are each one key's)
-        if key.previous_secret_hash is not None:
-            del self.by_hash[key.previous_secret_hash]
+        for hashed in (key.secret_hash, key.previous_secret_hash):
+            # Only its own entry: the store keeps each current hash one key's, but a
+            # hand edit may give another key this one's previous hash.
+            if hashed is not None and (entry := self.by_hash.get(hashed)) is not None \
+                    and entry[0] is key:
+                del self.by_hash[hashed]
         del self.limits["key:" + key_id]
         if key.team_id:
             members = self._members.get(key.team_id)

@@ -242,3 +242,31 @@ def test_a_database_of_the_schema_before_the_log_opens_and_follows_changes(
         await followed.directory.close()
 
     asyncio.run(run())
+
+
+def test_a_key_dropped_leaves_a_hash_another_key_holds_to_that_key(tmp_path: Path) -> None:
+    """A hand edit gave key B the secret hash key A had before its rotation (A keeps it
+    as its previous one, in its grace): revoking A must not take B's entry with it (a
+    whole reload has B there)."""
+    path = tmp_path / "gateway.db"
+    store = KeyStore.open(path)
+    a, old = store.create_key("a", now=NOW)
+    b, _ = store.create_key("b", now=NOW)
+    store.rotate_key(a.id, grace_seconds=60, now=NOW)
+    followed = _Followed(path)
+
+    async def run() -> None:
+        await followed.directory.refresh()
+        with sqlite3.connect(path, isolation_level=None) as raw:
+            raw.execute("UPDATE keys SET secret_hash = ? WHERE id = ?", (secret_hash(old), b.id))
+            raw.execute("UPDATE governance_version SET version = version + 1")
+        raw.close()
+        await followed.directory.refresh()
+        store.delete_key(a.id)
+        await followed.directory.refresh()
+        caller = followed.directory.authenticate(old)
+        assert caller.key is not None and caller.key.id == b.id
+        await followed.directory.close()
+
+    asyncio.run(run())
+    store.close()
