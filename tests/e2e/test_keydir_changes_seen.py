@@ -6,7 +6,6 @@ nothing of the log (an older CLI, a hand edit: the log's triggers record it)."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
@@ -17,17 +16,9 @@ from tests.e2e.pools import pool_config, pool_emulator
 from tests.e2e.test_reload_shutdown import gateway_process
 from tests.e2e.test_revoked_across_workers import _statuses
 from tests.e2e.test_shared_limits import _worker_pids
+from tests.hand_edits import hand_write
 
 _PAST_A_POLL = 1.5  # a poll is 0.5 s: well past it
-
-
-def _hand_block(database: Path, key_id: str) -> None:
-    with sqlite3.connect(database, isolation_level=None) as raw:
-        raw.execute("BEGIN IMMEDIATE")
-        raw.execute("UPDATE keys SET blocked = 1 WHERE id = ?", (key_id,))
-        raw.execute("UPDATE governance_version SET version = version + 1")
-        raw.execute("COMMIT")
-    raw.close()
 
 
 def test_every_kind_of_change_reaches_every_worker_within_a_second(tmp_path: Path) -> None:
@@ -56,7 +47,7 @@ def test_every_kind_of_change_reaches_every_worker_within_a_second(tmp_path: Pat
                 store.update_key(expiring_key.id, {"expires_at": time.time() - 1})
                 _, new = store.rotate_key(rotated_key.id, grace_seconds=0, now=time.time())
                 _, made = store.create_key("made-now", now=time.time())
-                _hand_block(database, hand_key.id)
+                hand_write(database, "UPDATE keys SET blocked = 1 WHERE id = ?", hand_key.id)
                 time.sleep(_PAST_A_POLL)
                 assert [_statuses(client.port, s) for s in secrets] == [{401}] * 5
                 assert _statuses(client.port, new) == {200}

@@ -23,6 +23,7 @@ from azure_openai_proxy.governance.keys import secret_hash
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.store.keys import KeyStore, StoreConflict, StoreNotFound
 from azure_openai_proxy.store.sqlite import connect
+from tests.hand_edits import hand_write
 
 NOW = 1_000_000.0
 
@@ -81,12 +82,7 @@ def _write(store: KeyStore, path: Path, op: str, ref: Any, value: Any,
     elif op == "rotate" and key:
         secrets.append(store.rotate_key(key, grace_seconds=value, now=NOW)[1])
     elif op == "raw" and key:  # a writer that knows nothing of the log (an older CLI)
-        with sqlite3.connect(path, isolation_level=None) as raw:
-            raw.execute("BEGIN IMMEDIATE")
-            raw.execute("UPDATE keys SET blocked = 1 - blocked WHERE id = ?", (key,))
-            raw.execute("UPDATE governance_version SET version = version + 1")
-            raw.execute("COMMIT")
-        raw.close()
+        hand_write(path, "UPDATE keys SET blocked = 1 - blocked WHERE id = ?", key)
     elif key and op in ("block", "move", "limit", "expire", "revoke"):
         if op == "revoke":
             store.delete_key(key)
@@ -257,10 +253,7 @@ def test_a_key_dropped_leaves_a_hash_another_key_holds_to_that_key(tmp_path: Pat
 
     async def run() -> None:
         await followed.directory.refresh()
-        with sqlite3.connect(path, isolation_level=None) as raw:
-            raw.execute("UPDATE keys SET secret_hash = ? WHERE id = ?", (secret_hash(old), b.id))
-            raw.execute("UPDATE governance_version SET version = version + 1")
-        raw.close()
+        hand_write(path, "UPDATE keys SET secret_hash = ? WHERE id = ?", secret_hash(old), b.id)
         await followed.directory.refresh()
         store.delete_key(a.id)
         await followed.directory.refresh()
