@@ -88,6 +88,7 @@ class KeyDirectory:
         self._bearers: BoundedCache[str, tuple[Caller, float]] = BoundedCache(_KNOWN_LIMIT)
         self._version: int | None = None
         self._position = 0  # in the store's change log, as of the last read
+        self._mark: int | None = None  # the log's change there (`KeyStore.changes_since`)
         self._failing = False
         # One refresh at a time: two reads of the changes since the same position,
         # applied in the other order, would put the older one last.
@@ -150,9 +151,9 @@ class KeyDirectory:
             if force or self._failing or self._version is None:
                 self._install(await self.call(lambda store: store.everything()))
             elif version != self._version:
-                position = self._position
-                changes = await self.call(lambda store: store.changes_since(position))
-                if changes is None:  # the log was pruned past `position`
+                position, mark = self._position, self._mark
+                changes = await self.call(lambda store: store.changes_since(position, mark))
+                if changes is None:  # pruned past `position`, or another database now
                     changes = await self.call(lambda store: store.everything())
                 self._install(changes)
         except Exception as exc:  # sqlite3 errors, a vanished directory, a full disk...
@@ -185,7 +186,7 @@ class KeyDirectory:
         self._known = BoundedCache(_KNOWN_LIMIT)
         self._bearers = BoundedCache(_KNOWN_LIMIT)
         self._version = changes.version
-        self._position = changes.position
+        self._position, self._mark = changes.position, changes.mark
         if self.on_reload is not None:
             self.on_reload(dict(index.limits))  # a copy: the index changes in place
 

@@ -65,10 +65,17 @@ CREATE TABLE IF NOT EXISTS keys (
     previous_secret_hash TEXT,
     previous_valid_until REAL);
 """
-# The log's triggers: not for `reader`'s temporary tables (it writes nothing).
+# The log's triggers: not for `reader`'s temporary tables (it writes nothing). Each
+# change's `mark` is random: a reader that remembers the mark at its position knows the
+# log it reads on from is the one it read (not another database, or a backup, restored
+# over it: their positions number other changes).
 _LOG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS key_changes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, id TEXT NOT NULL);
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, id TEXT NOT NULL,
+    mark INTEGER NOT NULL DEFAULT (random()));
+-- An empty log has no mark to read on from: its first row (a log made now, on a
+-- database that may already hold keys: version 1's) gives it one.
+INSERT INTO key_changes (kind, id) SELECT 'log', '' WHERE NOT EXISTS (SELECT 1 FROM key_changes);
 """ + "".join(f"""
 CREATE TRIGGER IF NOT EXISTS {table}_inserted AFTER INSERT ON {table} BEGIN
     INSERT INTO key_changes (kind, id) VALUES ('{kind}', NEW.id); END;
@@ -99,13 +106,15 @@ class StoreConflict(ValueError):
 class KeyChanges:
     """What a read of the store found: every key and team (`whole`), or those changed
     since a log position (`KeyStore.changes_since`) and the ids of those deleted since.
-    `position` is the log's position as of this read, `version` the change counter."""
+    `position` is the log's position as of this read, `mark` the change's there (for
+    the next `changes_since`), `version` the change counter."""
 
     version: int
     position: int
     keys: list[VirtualKey]
     teams: list[Team]
     whole: bool
+    mark: int | None = None
     gone_keys: frozenset[str] = frozenset()
     gone_teams: frozenset[str] = frozenset()
 
@@ -166,18 +175,20 @@ class KeyStore:
         with self._transaction("BEGIN"):
             keys = [_key(row) for row in self._db.execute(f"SELECT {_KEY_COLUMNS} FROM keys")]
             teams = [_team(row) for row in self._db.execute(f"SELECT {_TEAM_COLUMNS} FROM teams")]
-            return KeyChanges(self.version(), self._position(), keys, teams, whole=True)
+            position = self._position()
+            return KeyChanges(self.version(), position, keys, teams, whole=True,
+                              mark=self._mark(position))
 
-    def changes_since(self, position: int) -> KeyChanges | None:
+    def changes_since(self, position: int, mark: int | None) -> KeyChanges | None:
         """The keys and teams changed since the log's `position` (as they are now), and
-        those deleted since; None when the log does not reach back that far (pruned, or
-        the database is another one than the one `position` was read from): then only
-        `everything` says what is there."""
+        those deleted since; None when the log's change at `position` is gone (pruned)
+        or is not the one read there (its `mark`: the database is another one, or a
+        backup, restored over the one read, whatever its position), or there was none
+        (an empty log): then only `everything` says what is there."""
         with self._transaction("BEGIN"):
-            now = self._position()
-            oldest = self._db.execute("SELECT min(seq) FROM key_changes").fetchone()[0]
-            if position > now or (position < now and (oldest is None or oldest > position + 1)):
+            if mark is None or self._mark(position) != mark:
                 return None
+            now = self._position()
             keys = [_key(row) for row in self._db.execute(
                 f"SELECT {_KEY_COLUMNS} FROM keys WHERE id IN {_CHANGED}", ("key", position))]
             teams = [_team(row) for row in self._db.execute(
@@ -185,7 +196,14 @@ class KeyStore:
             gone_keys = self._gone("key", position, {key.id for key in keys})
             gone_teams = self._gone("team", position, {team.id for team in teams})
             return KeyChanges(self.version(), now, keys, teams, whole=False,
-                              gone_keys=gone_keys, gone_teams=gone_teams)
+                              mark=self._mark(now), gone_keys=gone_keys,
+                              gone_teams=gone_teams)
+
+    def _mark(self, position: int) -> int | None:
+        """The random mark of the log's change at `position` (None: not in the log)."""
+        row = self._db.execute("SELECT mark FROM key_changes WHERE seq = ?",
+                               (position,)).fetchone()
+        return int(row[0]) if row else None
 
     def _position(self) -> int:
         """The last change's number in the log (0: none yet)."""

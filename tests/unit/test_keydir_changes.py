@@ -174,12 +174,12 @@ def test_a_write_reads_only_the_rows_it_changed(
         await followed.directory.close()
 
     asyncio.run(run())
-    changes = store.changes_since(start.position)
+    changes = store.changes_since(start.position, start.mark)
     assert changes is not None and not changes.whole
     assert [key.id for key in changes.keys] == [made[8][0].id] and changes.keys[0].blocked
     assert changes.gone_keys == {made[7][0].id} and [t.name for t in changes.teams] == ["late"]
     assert changes.version == store.version() and changes.position > start.position
-    again = store.changes_since(changes.position)
+    again = store.changes_since(changes.position, changes.mark)
     assert again is not None and (again.keys, again.teams, again.gone_keys) == ([], [], set())
     store.close()
 
@@ -227,7 +227,7 @@ def test_a_database_of_the_schema_before_the_log_opens_and_follows_changes(
         start = store.everything()
         store.update_team("research", {"blocked": True})
         _, secret = store.create_key("new", now=NOW)
-        assert store.changes_since(start.position) is not None  # the log reaches back
+        assert store.changes_since(start.position, start.mark) is not None  # the log reaches back
         await followed.directory.refresh()
         with pytest.raises(AuthenticationFailed, match="team has been blocked"):
             followed.directory.authenticate("sk-aop-the-old-secret")
