@@ -4,7 +4,8 @@
 change log no longer reaches back to the last read); `apply` changes only the keys and
 teams a write touched, so a write costs a worker the rows it changed, not all of them
 (at 50,000 keys a whole reload held a worker's loop some 100-200 ms, its thread ~0.5-0.9 s).
-Both leave the same index: tests/unit/test_keyindex.py compares them on random histories.
+Both leave the same index: tests/unit/test_keydir_changes.py compares a directory that
+applies changes with one that reads everything, on random histories.
 No I/O, no clock.
 """
 
