@@ -130,7 +130,13 @@ class KeyStore:
         self._db = connection
         self._log_kept = log_kept
         if prepare:
-            self._db.executescript(_SCHEMA + _LOG_SCHEMA)
+            self._db.executescript(_SCHEMA)
+            # In one transaction: a writer beside never sees a part of the triggers. A
+            # log without marks (made by a build before them) is only dropped: its
+            # readers' marks then match nothing, and they read everything once.
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(key_changes)")}
+            drop = "DROP TABLE key_changes;" if columns and "mark" not in columns else ""
+            self._db.executescript(f"BEGIN IMMEDIATE; {drop}{_LOG_SCHEMA} COMMIT;")
             self._db.execute(_SET_VERSION, (_SCHEMA_VERSION,))
 
     @classmethod

@@ -83,3 +83,35 @@ def test_a_backup_restored_and_written_past_the_position_read_is_read_whole(
         await directory.close()
 
     asyncio.run(run())
+
+
+def test_a_log_made_without_marks_is_made_again_and_followed(tmp_path: Path) -> None:
+    """A database whose log was made before the marks (keydir's first version 2) is
+    given a log with them when next opened for writing, its triggers kept: a directory
+    then follows its changes (before: every read of it failed, and the last keys loaded
+    were served for good)."""
+    path = tmp_path / "gateway.db"
+    KeyStore.open(path).close()
+    with sqlite3.connect(path, isolation_level=None) as raw:
+        raw.executescript("DROP TABLE key_changes; CREATE TABLE key_changes (seq INTEGER "
+                          "PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, id TEXT NOT NULL);")
+    raw.close()
+    store = KeyStore.open(path)
+    key, secret = store.create_key("a", now=NOW)
+    directory = KeyDirectory(path, clock=lambda: NOW)
+
+    async def run() -> None:
+        await directory.refresh()
+        assert directory.authenticate(secret).key is not None
+        store.update_key(key.id, {"blocked": True})
+        await directory.refresh()
+        with pytest.raises(AuthenticationFailed, match="blocked"):
+            directory.authenticate(secret)
+        await directory.close()
+
+    asyncio.run(run())
+    start = store.everything()
+    store.create_key("b", now=NOW)
+    changes = store.changes_since(start.position, start.mark)
+    assert changes is not None and [k.name for k in changes.keys] == ["b"]
+    store.close()
