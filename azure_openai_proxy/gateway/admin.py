@@ -13,9 +13,10 @@
 
 Only `Authorization: Bearer <admin_key>` opens it (compared in constant time); a client
 key or a virtual key gets a 403, anything else a 401. Off (404 as an unknown route)
-when no admin key is configured. Every write reloads the key directory before it
-answers, so the change is in force in this worker when the client reads the answer
-(other workers and processes follow within a poll).
+when no admin key is configured. Every write is read into the key directory (the rows it
+changed) before it answers, so the change is in force in this worker when the client
+reads the answer (other workers and processes follow within a poll). A DELETE with
+fields in its body is a 400, not the deletion with the fields ignored.
 """
 
 from __future__ import annotations
@@ -71,6 +72,16 @@ _TEAM_FIELDS = frozenset({"name", "blocked", "metadata", "rpm", "tpm", "max_para
                           "budget_usd", "budget_period", "soft_budget_usd"})
 
 
+# A DELETE names what it deletes in its path, and may carry no body, an empty one or `{}`
+# (clients that always send JSON). A body with fields is refused, not ignored: its sender
+# meant something by them, and a revocation cannot be undone.
+_DELETE_TAKES_NO_FIELDS = {
+    "keys": "DELETE /admin/keys/{id} takes no fields: it revokes the key named in the path, "
+            "for good. To block a key reversibly, PATCH it with {\"blocked\": true}.",
+    "teams": "DELETE /admin/teams/{id} takes no fields: it deletes the team named in the path.",
+}
+
+
 class Conflict(GatewayError):
     status = 409
     type_ = "invalid_request_error"
@@ -107,7 +118,9 @@ class AdminApi:
         kind, rest = parts[0], parts[1:]
         if len(rest) == 2 and not (kind == "keys" and rest[1] == "rotate"):
             raise RouteNotFound(f"Unknown admin route {request.path}.")
-        data = await _body(request) if request.method in ("POST", "PATCH") else {}
+        data = await _body(request) if request.method in ("POST", "PATCH", "DELETE") else {}
+        if request.method == "DELETE" and data:
+            raise InvalidRequest(_DELETE_TAKES_NO_FIELDS[kind], param=sorted(data)[0])
         if kind == "keys":
             return await self._keys(request.method, rest, data)
         return await self._teams(request.method, rest, data)
@@ -213,7 +226,7 @@ class AdminApi:
 
     async def _write(self, operation: Callable[[KeyStore], Any]) -> Any:
         result = await self._read(operation)
-        await self._directory.refresh(force=True)
+        await self._directory.refresh()  # the write's rows (the store's change log)
         return result
 
     def _limits(self) -> list[dict[str, Any]]:

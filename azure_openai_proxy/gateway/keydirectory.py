@@ -6,10 +6,14 @@ secret and key version: the caller it stands for is then remembered by the secre
 itself (a bounded map emptied at every reload, holding only secrets that opened a key,
 each until its key expires or its rotation grace ends), so a request with a known key
 costs one dict look-up and a clock read, not a sha256 and a hex string. A background
-task asks the store for its change counter every `poll_seconds` (0.5 s) and reloads all
-keys and teams when it moved, so a key revoked through the CLI, the admin API or another
-worker stops working within a second; an admin API write reloads at once. Every database
-call runs on one worker thread of its own: the event loop never waits on SQLite.
+task asks the store for its change counter every `poll_seconds` (0.5 s) and, when it
+moved, reads the keys and teams changed since its last read from the store's change
+log (`KeyStore.changes_since`) and applies them (`gateway/keyindex.py`), so a key
+revoked through the CLI, the admin API or another worker stops working within a second;
+an admin API write is read at once. All keys and teams are read at start, after the
+database failed, or when the log no longer reaches back to the last read (`force`
+too). Every database call runs on one worker thread of its own: the event loop never
+waits on SQLite.
 
 When the database is slow, locked or gone, the last keys loaded keep being served (one
 warning is logged, and one more when it is back): a database problem never turns into a
@@ -41,10 +45,11 @@ from azure_openai_proxy.auth import (
 )
 from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.errors import AuthenticationFailed
+from azure_openai_proxy.gateway.keyindex import KeyIndex
 from azure_openai_proxy.governance.budget import budget_applies
 from azure_openai_proxy.governance.keys import SECRET_PREFIX, key_state, presented_hash_valid
-from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
-from azure_openai_proxy.store.keys import KeyStore
+from azure_openai_proxy.governance.model import Limits
+from azure_openai_proxy.store.keys import KeyChanges, KeyStore
 
 __all__ = ["KeyDirectory"]
 
@@ -74,15 +79,20 @@ class KeyDirectory:
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aop-keystore")
         self._store: KeyStore | None = None
-        self._by_hash: dict[str, tuple[VirtualKey, Team | None]] = {}
+        self._index = KeyIndex()
+        self._by_hash = self._index.by_hash  # (the same dict, changed in place)
         # secret -> (the caller it opened, until when): `authenticate`'s fast path.
         self._known: BoundedCache[str, tuple[Caller, float]] = BoundedCache(_KNOWN_LIMIT)
         # An `Authorization` header's whole value -> the same, for a `Bearer <secret>`
         # that opened a key: `authenticate_headers`' fast path (no parsing of the header).
         self._bearers: BoundedCache[str, tuple[Caller, float]] = BoundedCache(_KNOWN_LIMIT)
-        self._teams: dict[str, Team] = {}
         self._version: int | None = None
+        self._position = 0  # in the store's change log, as of the last read
+        self._mark: int | None = None  # the log's change there (`KeyStore.changes_since`)
         self._failing = False
+        # One refresh at a time: two reads of the changes since the same position,
+        # applied in the other order, would put the older one last.
+        self._refreshing = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
         # Called after each reload with every key's and team's limits by subject
         # ("key:ID", "team:ID"): the limiter forgets the others, and plans with these.
@@ -128,15 +138,24 @@ class KeyDirectory:
     # -- refreshing -------------------------------------------------------------------
 
     async def refresh(self, *, force: bool = False) -> None:
-        """Reload the keys if the store changed since the last load (or `force`). A
-        failure keeps the keys known so far."""
+        """Read what changed if the store changed since the last read (every key and
+        team if `force`). A failure keeps the keys known so far."""
+        async with self._refreshing:
+            await self._refresh(force)
+
+    async def _refresh(self, force: bool) -> None:
         try:
             version = await self.call(lambda store: store.version())
             # After a failure the database may be another one (restored from a backup),
             # whose counter could equal the old one's: read it all.
-            if force or self._failing or version != self._version:
-                version, keys, teams = await self.call(lambda store: store.snapshot())
-                self._install(version, keys, teams)
+            if force or self._failing or self._version is None:
+                self._install(await self.call(lambda store: store.everything()))
+            elif version != self._version:
+                position, mark = self._position, self._mark
+                changes = await self.call(lambda store: store.changes_since(position, mark))
+                if changes is None:  # pruned past `position`, or another database now
+                    changes = await self.call(lambda store: store.everything())
+                self._install(changes)
         except Exception as exc:  # sqlite3 errors, a vanished directory, a full disk...
             if not self._failing:
                 self._failing = True
@@ -155,23 +174,21 @@ class KeyDirectory:
         if store is not None:
             self._executor.submit(store.close)
 
-    def _install(self, version: int, keys: list[VirtualKey], teams: list[Team]) -> None:
-        by_team = {team.id: team for team in teams}
-        by_hash: dict[str, tuple[VirtualKey, Team | None]] = {}
-        for key in keys:
-            entry = (key, by_team.get(key.team_id) if key.team_id else None)
-            by_hash[key.secret_hash] = entry
-            if key.previous_secret_hash is not None:
-                by_hash[key.previous_secret_hash] = entry
-        # One assignment each: a request in between sees the old or the new directory.
-        self._by_hash = by_hash
+    def _install(self, changes: KeyChanges) -> None:
+        index = self._index
+        if changes.whole:
+            index.replace(changes.keys, changes.teams)
+        else:
+            index.apply(changes.keys, changes.teams, changes.gone_keys, changes.gone_teams)
+        # Forgotten at every change: a remembered caller holds its key's and team's
+        # version of then. (On the loop, with no await since the index changed: no
+        # request sees the index changed and these not yet.)
         self._known = BoundedCache(_KNOWN_LIMIT)
         self._bearers = BoundedCache(_KNOWN_LIMIT)
-        self._teams = by_team
-        self._version = version
+        self._version = changes.version
+        self._position, self._mark = changes.position, changes.mark
         if self.on_reload is not None:
-            self.on_reload({"key:" + k.id: k.limits for k in keys}
-                           | {"team:" + t.id: t.limits for t in teams})
+            self.on_reload(dict(index.limits))  # a copy: the index changes in place
 
     async def _poll(self) -> None:
         while True:
@@ -272,4 +289,4 @@ class KeyDirectory:
 
     @property
     def key_count(self) -> int:
-        return len({key.id for key, _ in self._by_hash.values()})
+        return len(self._index.keys)

@@ -1,9 +1,14 @@
-"""The keys and teams tables of the SQLite store, and the change counter.
+"""The keys and teams tables of the SQLite store, the change counter and the change log.
 
 Every write bumps one counter (`governance_version`) in the same transaction, so a
 process that holds the keys in memory (`gateway/keydirectory.py`) notices any change,
-made by itself, another worker, or the CLI, with one cheap query. Synchronous: the
-gateway calls it from its one database thread, the CLI directly.
+made by itself, another worker, or the CLI, with one cheap query. What changed is in
+the change log (`key_changes`: one row per key or team inserted, updated or deleted,
+written by triggers, so a writer that does not know the log, an older CLI or a hand
+edit, is logged too): the directory reads only the rows changed since the log position
+it has (`changes_since`), and the whole tables only at start, or when the log no longer
+reaches back that far (it keeps the last `_LOG_KEPT` changes). Synchronous: the gateway
+calls it from its one database thread, the CLI directly.
 
 Revoking a key deletes its row: its secret stops working at once and for good (usage
 records keep the key's id). Blocking (`blocked: true`) is the reversible way.
@@ -26,9 +31,12 @@ from azure_openai_proxy.governance.keys import display_prefix, new_secret, secre
 from azure_openai_proxy.governance.model import Limits, Team, VirtualKey
 from azure_openai_proxy.store.sqlite import connect
 
-__all__ = ["KeyStore", "StoreConflict", "StoreNotFound"]
+__all__ = ["KeyChanges", "KeyStore", "StoreConflict", "StoreNotFound"]
 
-_SCHEMA_VERSION = 1
+# 1: keys, teams and the change counter. 2: the change log (`key_changes` and its
+# triggers; a database of version 1 gains them when it is next opened for writing).
+_SCHEMA_VERSION = 2
+_LOG_KEPT = 10_000  # changes the log keeps: a directory further behind reads everything
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_versions (
     component TEXT PRIMARY KEY, version INTEGER NOT NULL);
@@ -57,6 +65,29 @@ CREATE TABLE IF NOT EXISTS keys (
     previous_secret_hash TEXT,
     previous_valid_until REAL);
 """
+# The log's triggers: not for `reader`'s temporary tables (it writes nothing). Each
+# change's `mark` is random: a reader that remembers the mark at its position knows the
+# log it reads on from is the one it read (not another database, or a backup, restored
+# over it: their positions number other changes).
+_LOG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS key_changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, id TEXT NOT NULL,
+    mark INTEGER NOT NULL DEFAULT (random()));
+-- An empty log has no mark to read on from: its first row (a log made now, on a
+-- database that may already hold keys: version 1's) gives it one.
+INSERT INTO key_changes (kind, id) SELECT 'log', '' WHERE NOT EXISTS (SELECT 1 FROM key_changes);
+""" + "".join(f"""
+CREATE TRIGGER IF NOT EXISTS {table}_inserted AFTER INSERT ON {table} BEGIN
+    INSERT INTO key_changes (kind, id) VALUES ('{kind}', NEW.id); END;
+CREATE TRIGGER IF NOT EXISTS {table}_updated AFTER UPDATE ON {table} BEGIN
+    INSERT INTO key_changes (kind, id) VALUES ('{kind}', NEW.id);
+    INSERT INTO key_changes (kind, id) SELECT '{kind}', OLD.id WHERE OLD.id != NEW.id; END;
+CREATE TRIGGER IF NOT EXISTS {table}_deleted AFTER DELETE ON {table} BEGIN
+    INSERT INTO key_changes (kind, id) VALUES ('{kind}', OLD.id); END;
+""" for table, kind in (("keys", "key"), ("teams", "team")))
+_SET_VERSION = """
+INSERT INTO schema_versions (component, version) VALUES ('keys', ?)
+ON CONFLICT (component) DO UPDATE SET version = max(version, excluded.version)"""
 _KEY_COLUMNS = ("id, name, secret_hash, prefix, team_id, models, limits, expires_at, blocked, "
                 "metadata, created_at, previous_secret_hash, previous_valid_until")
 _TEAM_COLUMNS = "id, name, limits, blocked, metadata, created_at"
@@ -71,19 +102,42 @@ class StoreConflict(ValueError):
     """The write would break a rule of the store (a team name taken, a team with keys)."""
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeyChanges:
+    """What a read of the store found: every key and team (`whole`), or those changed
+    since a log position (`KeyStore.changes_since`) and the ids of those deleted since.
+    `position` is the log's position as of this read, `mark` the change's there (for
+    the next `changes_since`), `version` the change counter."""
+
+    version: int
+    position: int
+    keys: list[VirtualKey]
+    teams: list[Team]
+    whole: bool
+    mark: int | None = None
+    gone_keys: frozenset[str] = frozenset()
+    gone_teams: frozenset[str] = frozenset()
+
+
 class KeyStore:
     """Keys and teams in one SQLite database. One connection, used by one thread at a
     time."""
 
-    def __init__(self, connection: sqlite3.Connection, *, prepare: bool = True) -> None:
-        """`prepare`: make the tables the store needs, if missing (not for `reader`)."""
+    def __init__(self, connection: sqlite3.Connection, *, prepare: bool = True,
+                 log_kept: int = _LOG_KEPT) -> None:
+        """`prepare`: make the tables the store needs, if missing (not for `reader`).
+        `log_kept`: how many changes the log keeps (each write prunes the older)."""
         self._db = connection
+        self._log_kept = log_kept
         if prepare:
             self._db.executescript(_SCHEMA)
-            self._db.execute(
-                "INSERT OR IGNORE INTO schema_versions (component, version) VALUES ('keys', ?)",
-                (_SCHEMA_VERSION,),
-            )
+            # In one transaction: a writer beside never sees a part of the triggers. A
+            # log without marks (made by a build before them) is only dropped: its
+            # readers' marks then match nothing, and they read everything once.
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(key_changes)")}
+            drop = "DROP TABLE key_changes;" if columns and "mark" not in columns else ""
+            self._db.executescript(f"BEGIN IMMEDIATE; {drop}{_LOG_SCHEMA} COMMIT;")
+            self._db.execute(_SET_VERSION, (_SCHEMA_VERSION,))
 
     @classmethod
     def open(cls, path: Path) -> KeyStore:
@@ -119,11 +173,53 @@ class KeyStore:
 
     def snapshot(self) -> tuple[int, list[VirtualKey], list[Team]]:
         """(version, every key, every team), read in one transaction."""
+        whole = self.everything()
+        return whole.version, whole.keys, whole.teams
+
+    def everything(self) -> KeyChanges:
+        """Every key and team, and the log's position, read in one transaction."""
         with self._transaction("BEGIN"):
-            version = self.version()
             keys = [_key(row) for row in self._db.execute(f"SELECT {_KEY_COLUMNS} FROM keys")]
             teams = [_team(row) for row in self._db.execute(f"SELECT {_TEAM_COLUMNS} FROM teams")]
-        return version, keys, teams
+            position = self._position()
+            return KeyChanges(self.version(), position, keys, teams, whole=True,
+                              mark=self._mark(position))
+
+    def changes_since(self, position: int, mark: int | None) -> KeyChanges | None:
+        """The keys and teams changed since the log's `position` (as they are now), and
+        those deleted since; None when the log's change at `position` is gone (pruned)
+        or is not the one read there (its `mark`: the database is another one, or a
+        backup, restored over the one read, whatever its position), or there was none
+        (an empty log): then only `everything` says what is there."""
+        with self._transaction("BEGIN"):
+            if mark is None or self._mark(position) != mark:
+                return None
+            now = self._position()
+            keys = [_key(row) for row in self._db.execute(
+                f"SELECT {_KEY_COLUMNS} FROM keys WHERE id IN {_CHANGED}", ("key", position))]
+            teams = [_team(row) for row in self._db.execute(
+                f"SELECT {_TEAM_COLUMNS} FROM teams WHERE id IN {_CHANGED}", ("team", position))]
+            gone_keys = self._gone("key", position, {key.id for key in keys})
+            gone_teams = self._gone("team", position, {team.id for team in teams})
+            return KeyChanges(self.version(), now, keys, teams, whole=False,
+                              mark=self._mark(now), gone_keys=gone_keys,
+                              gone_teams=gone_teams)
+
+    def _mark(self, position: int) -> int | None:
+        """The random mark of the log's change at `position` (None: not in the log)."""
+        row = self._db.execute("SELECT mark FROM key_changes WHERE seq = ?",
+                               (position,)).fetchone()
+        return int(row[0]) if row else None
+
+    def _position(self) -> int:
+        """The last change's number in the log (0: none yet)."""
+        row = self._db.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'key_changes'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _gone(self, kind: str, position: int, present: set[str]) -> frozenset[str]:
+        changed = self._db.execute(f"SELECT id FROM key_changes WHERE {_SINCE}", (kind, position))
+        return frozenset(row[0] for row in changed if row[0] not in present)
 
     def list_keys(self) -> list[VirtualKey]:
         rows = self._db.execute(f"SELECT {_KEY_COLUMNS} FROM keys ORDER BY created_at, id")
@@ -270,6 +366,12 @@ class KeyStore:
         with self._transaction("BEGIN IMMEDIATE"):
             yield
             self._db.execute("UPDATE governance_version SET version = version + 1 WHERE id = 1")
+            self._db.execute("DELETE FROM key_changes WHERE seq <= ?",
+                             (self._position() - self._log_kept,))
+
+
+_SINCE = "kind = ? AND seq > ?"
+_CHANGED = f"(SELECT id FROM key_changes WHERE {_SINCE})"
 
 
 def _marks(count: int) -> str:
