@@ -237,6 +237,10 @@ def _probe_address(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"listen address {listen!r} is not HOST:PORT")
+    if int(port) == 0:  # (a probe of port 0 read as a refused connection)
+        raise ValueError(f"listen address {listen!r} has port 0: the server took a free port "
+                         "when it started (each worker its own), which its log's `listening "
+                         "on` lines name; probe it with --listen HOST:PORT")
     host = host.strip("[]")
     wildcard = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
     return wildcard.get(host, host), int(port)

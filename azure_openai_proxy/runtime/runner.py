@@ -109,7 +109,9 @@ def describe(settings: Settings, today: str | None = None) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.extend(_api_version_lines(settings, today))
     lines.append("")
-    lines.append(f"listen: {settings.listen}   api_base: {settings.api_base or '/'}")
+    chosen = (" (port 0: each start, and each of --workers N, gets a free port of its own, "
+              "which the log's `listening on` lines name)" if settings.port == 0 else "")
+    lines.append(f"listen: {settings.listen}   api_base: {settings.api_base or '/'}{chosen}")
     if settings.default_endpoint:
         key = "configured" if settings.default_api_key else "passthrough (client's key)"
         lines.append(
@@ -340,10 +342,10 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
         app.reload(latest)
         log.info("configuration reloaded (%d deployments), as the other workers did",
                  len(latest.deployments))
-    finish, _ = await start_server(app, settings, reuse_port)
+    finish, port = await start_server(app, settings, reuse_port)
     settle_heap()  # start-up's objects out of every later collection (runtime/heap.py)
-    log.info("listening on http://%s (api_base %s, %d deployments)", settings.listen,
-             settings.api_base or "/", len(settings.deployments))
+    log.info("listening on http://%s (api_base %s, %d deployments)",
+             _address(settings.host, port), settings.api_base or "/", len(settings.deployments))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -373,6 +375,12 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
     log.info("shutting down: finishing in-flight requests (up to %ss)",
              settings.shutdown_grace_seconds)
     await finish()
+
+
+def _address(host: str, port: int) -> str:
+    """Where a server listens as its log says it: the port bound (`:0`'s, the kernel's
+    choice, is the one a client needs), an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _watch_parent(loop: asyncio.AbstractEventLoop, parent: int, stop: asyncio.Event) -> None:
