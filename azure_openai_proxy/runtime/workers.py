@@ -210,7 +210,9 @@ def supervise(workers: MutableSequence[multiprocessing.process.BaseProcess],
     running = {process.sentinel: index for index, process in enumerate(workers)}
     dead: set[int] = set()  # to be replaced
     while True:
-        due = None if exited is None else _tended(exited.reset_due)
+        # With no worker left, no book is to be read: the exited columns are let go at
+        # once (they kept a parent whose workers had all stopped up to MAX_LINGER more).
+        due = None if exited is None else _tended(exited.reset_due, not running)
         for index in sorted(dead):
             if exited is None or not exited.waiting(index):
                 dead.discard(index)

@@ -9,6 +9,7 @@ import multiprocessing.process
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from azure_openai_proxy.config import ConfigError
+from azure_openai_proxy.governance.sharedholds import MAX_LINGER, holds_table
 from azure_openai_proxy.runtime.watch import signature
 from azure_openai_proxy.runtime.workers import (
     REPLACE_LIMIT,
@@ -29,6 +31,7 @@ from azure_openai_proxy.runtime.workers import (
 )
 from azure_openai_proxy.settings import Settings
 from tests.e2e.pools import pool_settings
+from tests.waiting import until
 
 
 class Clock:
@@ -279,3 +282,31 @@ def test_a_replacement_the_stops_sigterm_ended_as_it_started_is_a_clean_stop() -
     supervise(workers, None, None, replacements)
     assert [p.exitcode for p in workers] == [0, -signal.SIGTERM]
     assert replacements.exit_code(workers) == 0
+
+
+def test_a_worker_that_exited_just_before_the_stop_does_not_keep_the_parent_up(
+        tmp_path: Path) -> None:
+    """Worker 1 exits on its own; the stop comes before any live worker read the books.
+    Its budget holds' column was kept for a reader that would never come: once every
+    worker was gone, the parent still waited out MAX_LINGER (10 s) before it exited."""
+    holds = holds_table(2, str(tmp_path))
+    try:
+        first = _serving()
+        workers = [first, _process(0)]
+        replacements = Replacements(lambda worker: _process(0))
+        stopped_at: list[float] = []
+
+        def stop_once_its_exit_is_seen() -> None:
+            until(lambda: 1 in replacements.died, 60, "the exit was never seen")
+            stopped_at.append(time.monotonic())
+            _stop(replacements, first)
+
+        stopper = threading.Thread(target=stop_once_its_exit_is_seen)
+        stopper.start()
+        supervise(workers, None, holds, replacements)
+        took = time.monotonic() - stopped_at[0]
+        stopper.join(10)
+    finally:
+        holds.remove()
+    assert workers == [first, workers[1]] and [p.exitcode for p in workers] == [0, 0]
+    assert took < MAX_LINGER / 2, f"the parent stayed {took:.1f} s after the stop"
