@@ -460,8 +460,8 @@ def _run_workers(settings: Settings, source: SettingsSource | None,
             os.kill(process.pid, signal.SIGHUP)  # a reload came as it started
         return process
 
-    workers = [start(index) for index in range(settings.workers)]
     replacements = Replacements(start)
+    workers = [replacements.begin(index) for index in range(settings.workers)]
 
     def forward(signum: int, _frame: object) -> None:
         if signum != signal.SIGHUP:

@@ -24,7 +24,8 @@ from azure_openai_proxy.http.accept import listening_sockets
 from azure_openai_proxy.runtime.watch import ConfigWatcher, Signature, signature
 from azure_openai_proxy.settings import Settings
 
-__all__ = ["REPLACE_LIMIT", "REPLACE_WINDOW", "LastLoaded", "Loaded", "Replacements",
+__all__ = ["CRASH_PAUSE", "CRASH_PAUSE_MAX", "EARLY_EXIT", "REPLACE_LIMIT", "REPLACE_WINDOW",
+           "LastLoaded", "Loaded", "Replacements",
            "SharedTables", "port_refusal", "supervise"]
 
 log = logging.getLogger("azure_openai_proxy")
@@ -154,18 +155,22 @@ def _opened(spec: SharedLimits | None, worker: int, what: str) -> SharedTable | 
 
 class Replacements:
     """Starts a worker in the place of one that exited (killed: the OOM killer; crashed;
-    stopped alone: a SIGTERM sent to it), unless the server is stopping or workers keep
-    dying: more than `REPLACE_LIMIT` in `REPLACE_WINDOW` seconds is a fault a new one
-    would meet again (it would start and die forever), and from then on the dead stay
-    dead."""
+    stopped alone: a SIGTERM sent to it), unless the server is stopping. A crash loop
+    (more than `REPLACE_LIMIT` workers exiting within `EARLY_EXIT` seconds of their start,
+    in `REPLACE_WINDOW` seconds: a fault each new one meets again) holds the next starts
+    back `CRASH_PAUSE` seconds, doubling at each early exit after it up to `CRASH_PAUSE_MAX`,
+    with an error logged each time; a worker that served longer and exited (a SIGTERM
+    sent to it, the OOM killer) is replaced at once and ends the back-off."""
 
     def __init__(self, start: Callable[[int], multiprocessing.process.BaseProcess],
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self._start = start
         self._monotonic = monotonic
-        self._deaths: collections.deque[float] = collections.deque()
+        self._deaths: collections.deque[float] = collections.deque()  # early exits
+        self._started: dict[int, float] = {}  # worker -> when its process started
+        self._pause = 0.0  # the back-off of a crash loop (0: none)
+        self.resume_at: float | None = None  # no start before it (a crash loop's pause)
         self.stopping = False  # set by the parent's SIGTERM/SIGINT handler
-        self.given_up = False
         self.died: set[int] = set()  # workers dead while not stopping, not replaced
 
     def exit_code(self, workers: Sequence[multiprocessing.process.BaseProcess]) -> int:
@@ -176,23 +181,50 @@ class Replacements:
         return 0 if all(p.exitcode == 0 or (p.exitcode in clean and index not in self.died)
                         for index, p in enumerate(workers)) else 1
 
-    def start(self, worker: int) -> multiprocessing.process.BaseProcess | None:
-        """A new process for worker number `worker`, started (None: none is)."""
-        if self.stopping or self.given_up:
-            return None
+    def begin(self, worker: int) -> multiprocessing.process.BaseProcess:
+        """A process for worker number `worker`, started now (the server's first ones)."""
+        process = self._start(worker)
+        self._started[worker] = self._monotonic()
+        return process
+
+    def exited(self, worker: int) -> None:
+        """Worker `worker` exited while the server was not stopping: an early exit (one
+        started without `begin` counts as one) is a crash loop's once there are too
+        many; one that lived longer ends a back-off."""
         now = self._monotonic()
+        lived = now - self._started.pop(worker, now)
+        if lived >= EARLY_EXIT:
+            self._pause, self.resume_at = 0.0, None
+            return
         self._deaths.append(now)
         while self._deaths[0] < now - REPLACE_WINDOW:
             self._deaths.popleft()
-        if len(self._deaths) > REPLACE_LIMIT:
-            self.given_up = True
-            log.error("%d workers died within %g s: no more are started in their place",
-                      len(self._deaths), REPLACE_WINDOW)
+        if self._pause or len(self._deaths) > REPLACE_LIMIT:
+            self._pause = min(self._pause * 2 or CRASH_PAUSE, CRASH_PAUSE_MAX)
+            self.resume_at = now + self._pause
+            log.error("crash loop: %d workers exited within %g s of their start in the "
+                      "last %g s (worker %d after %.1f s): the next is started in %g s",
+                      len(self._deaths), EARLY_EXIT, REPLACE_WINDOW, worker, lived,
+                      self._pause)
+
+    def held_back(self) -> float | None:
+        """Seconds until a crash loop's pause ends (None: starts are not held back)."""
+        if self.resume_at is None or self.stopping:
             return None
-        return self._start(worker)
+        left = self.resume_at - self._monotonic()
+        return left if left > 0 else None
+
+    def start(self, worker: int) -> multiprocessing.process.BaseProcess | None:
+        """A new process for worker number `worker`, started (None: none is, the server
+        stopping or a crash loop's pause not over: `held_back`)."""
+        if self.stopping or self.held_back() is not None:
+            return None
+        return self.begin(worker)
 
 
 REPLACE_LIMIT, REPLACE_WINDOW = 5, 60.0
+EARLY_EXIT = 30.0  # seconds: a worker that exits sooner after its start may be crash-looping
+CRASH_PAUSE, CRASH_PAUSE_MAX = 30.0, 600.0  # a crash loop's pauses, doubling
 
 
 def supervise(workers: MutableSequence[multiprocessing.process.BaseProcess],
@@ -213,13 +245,17 @@ def supervise(workers: MutableSequence[multiprocessing.process.BaseProcess],
         # With no worker left, no book is to be read: the exited columns are let go at
         # once (they kept a parent whose workers had all stopped up to MAX_LINGER more).
         due = None if exited is None else _tended(exited.reset_due, not running)
+        held = None if replacements is None else replacements.held_back()
         for index in sorted(dead):
-            if exited is None or not exited.waiting(index):
+            if held is None and (exited is None or not exited.waiting(index)):
                 dead.discard(index)
                 _replace(workers, index, replacements, running)
-        if not running and not dead:  # (a replacement refused leaves none to wait for)
+        if not running and (not dead or held is not None):  # (none refused is waited for)
+            if dead:  # a crash loop took every worker: exit 1 for the service manager
+                log.error("no worker is left and they crash as they start: the server exits")
             break
-        wait = min(due, _EXITED_POLL) if due is not None else _EXITED_POLL if dead else None
+        wait = _soonest(None if due is None else min(due, _EXITED_POLL),
+                        _EXITED_POLL if dead else None, held)
         ready = set(multiprocessing.connection.wait(list(running), wait))
         for index in [running.pop(s) for s in list(running) if s in ready]:
             workers[index].join()
@@ -238,10 +274,15 @@ def supervise(workers: MutableSequence[multiprocessing.process.BaseProcess],
                 log.warning("worker %d (pid %s) exited with 0 while the server was not "
                             "stopping", index, workers[index].pid)
             if replacements is not None and not replacements.stopping:
+                replacements.exited(index)
                 dead.add(index)
                 replacements.died.add(index)
     if exited is not None:
         _tended(exited.reset_due, True)
+
+
+def _soonest(*seconds: float | None) -> float | None:
+    return min((s for s in seconds if s is not None), default=None)
 
 
 def _how(code: int | None) -> str:
