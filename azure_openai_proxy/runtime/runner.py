@@ -21,7 +21,6 @@ import asyncio
 import datetime
 import logging
 import multiprocessing
-import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
@@ -52,13 +51,13 @@ from azure_openai_proxy.runtime.capacity import (
     prepare_process,
 )
 from azure_openai_proxy.runtime.heap import settle_heap
-from azure_openai_proxy.runtime.watch import ConfigWatcher, Signature, signature
+from azure_openai_proxy.runtime.watch import ConfigWatcher, Signature
 from azure_openai_proxy.runtime.workers import (
-    LastLoaded,
-    Loaded,
-    Replacements,
+    STOPS,
     SharedTables,
+    exit_code,
     port_refusal,
+    run_workers,
     supervise,
 )
 from azure_openai_proxy.settings import (
@@ -323,12 +322,27 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
                         shared: tuple[SharedTables, int] | None = None,
                         parent: int | None = None,
                         seen: Signature | EllipsisType = ...,
-                        latest: Settings | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, or until the parent process is gone. `shared`: the
-    server's shared tables and this worker's number in them (`--workers N`); `parent`:
-    a worker's descriptor that reads end-of-file once its parent has exited; `seen`: the
-    config file's signature when `settings` (or `latest`) were read (`--watch-config`);
-    `latest`: what the other workers reloaded since `settings` (a replacement's)."""
+                        latest: Settings | None = None) -> int | None:
+    """Serve until SIGTERM/SIGINT, or until the parent process is gone; the signal that
+    stopped it (None: the parent's exit). `shared`: the server's shared tables and this
+    worker's number in them (`--workers N`); `parent`: a worker's descriptor that reads
+    end-of-file once its parent has exited; `seen`: the config file's signature when
+    `settings` (or `latest`) were read (`--watch-config`); `latest`: what the other
+    workers reloaded since `settings` (a replacement's)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    stopped_by: list[int] = []
+
+    def stopping(signum: int) -> None:
+        stopped_by.append(signum)
+        stop.set()
+
+    # First: a stop that comes while it starts (held since a worker's spawn: see
+    # run_workers) ends it once it listens, as a stop does, not a traceback from
+    # wherever it was.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping, signum)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
     app = create_app(settings)
     limits, holds, context = (shared[0].open(shared[1]) if shared is not None
                               else (None, None, None))
@@ -346,8 +360,6 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
     settle_heap()  # start-up's objects out of every later collection (runtime/heap.py)
     log.info("listening on http://%s (api_base %s, %d deployments)",
              _address(settings.host, port), settings.api_base or "/", len(settings.deployments))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
 
     def reload() -> None:
         if source is None:
@@ -360,8 +372,6 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
         app.reload(new)
         log.info("configuration reloaded (%d deployments)", len(new.deployments))
 
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # held since the start (cli.py)
     if parent is not None:
@@ -375,6 +385,7 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
     log.info("shutting down: finishing in-flight requests (up to %ss)",
              settings.shutdown_grace_seconds)
     await finish()
+    return stopped_by[0] if stopped_by else None
 
 
 def _address(host: str, port: int) -> str:
@@ -397,11 +408,22 @@ def _watch_parent(loop: asyncio.AbstractEventLoop, parent: int, stop: asyncio.Ev
 
 def _worker(settings: Settings, source: SettingsSource | None, reuse_port: bool,
             shared: tuple[SharedTables, int] | None = None,
-            seen: Signature | EllipsisType = ..., latest: Settings | None = None) -> None:
+            seen: Signature | EllipsisType = ..., latest: Settings | None = None) -> int:
+    """Serve here; the exit code of the stop: 130 for a SIGINT's, as a shell counts a
+    Ctrl-C (a worker's is not read: its parent answers for the server)."""
     configure_logging(settings.log_level)
     parent = multiprocessing.parent_process()  # None: serving in the main process
-    run_loop(serve_forever(settings, source, reuse_port, shared,
-                           None if parent is None else parent.sentinel, seen, latest))
+    stopped: list[int | None] = []
+
+    async def serve() -> None:
+        stopped.append(await serve_forever(settings, source, reuse_port, shared,
+                                           None if parent is None else parent.sentinel,
+                                           seen, latest))
+
+    run_loop(serve())
+    return exit_code(stopped[0] if stopped else None, 0)
+
+
 
 
 def run(settings: Settings, source: SettingsSource | None = None,
@@ -423,65 +445,10 @@ def run(settings: Settings, source: SettingsSource | None = None,
         log.error("%s", refusal)
         return 1
     if settings.workers == 1:
-        _worker(settings, source, False, None, seen)
-        return 0
+        return _worker(settings, source, False, None, seen)
     shared = SharedTables.create(settings.workers) if settings.governance_enabled else None
     try:
-        return _run_workers(settings, source, shared, seen)
+        return run_workers(settings, source, shared, seen, _worker)
     finally:
         if shared is not None:
             shared.remove()
-
-
-def _run_workers(settings: Settings, source: SettingsSource | None,
-                 shared: SharedTables | None, seen: Signature | EllipsisType = ...) -> int:
-    context = multiprocessing.get_context("spawn")
-    path = source.config_path if source is not None else None
-    if seen is ...:
-        seen = signature(path) if path else None
-    last = LastLoaded(Loaded(settings, seen), path,
-                      source.load if source is not None else lambda: settings)
-    live: list[multiprocessing.process.BaseProcess] = []  # the ones a signal is passed to
-
-    def start(index: int) -> multiprocessing.process.BaseProcess:
-        # SIGHUP is held in the new process until it can reload (cli.py); here, until
-        # it is among the live ones a reload is passed to.
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-        try:
-            loaded = last.current  # the start's, or what a reload loaded since
-            process = context.Process(target=_worker, daemon=False, args=(
-                settings, source, True, None if shared is None else (shared, index),
-                loaded.signature, None if loaded.settings is settings else loaded.settings))
-            process.start()
-            live[:] = [p for p in live if p.exitcode is None] + [process]
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        if last.current is not loaded and process.pid is not None:
-            os.kill(process.pid, signal.SIGHUP)  # a reload came as it started
-        return process
-
-    replacements = Replacements(start)
-    workers = [replacements.begin(index) for index in range(settings.workers)]
-
-    def forward(signum: int, _frame: object) -> None:
-        if signum != signal.SIGHUP:
-            replacements.stopping = True
-        for process in list(live):
-            if process.pid is not None and process.is_alive():
-                os.kill(process.pid, signum)
-        if signum == signal.SIGHUP:
-            last.reread()  # as the workers do now
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
-    unwatch = last.watch() if settings.watch_config else lambda: None
-    # The workers inherited SIGHUP held (cli.py) and let it in once they can reload.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
-    try:
-        if shared is None:
-            supervise(workers, None, None, replacements)
-        else:
-            supervise(workers, shared.limits, shared.holds, replacements)
-    finally:
-        unwatch()
-    return replacements.exit_code(workers)

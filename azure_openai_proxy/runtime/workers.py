@@ -9,13 +9,15 @@ import errno
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.resource_tracker
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, MutableSequence, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from types import EllipsisType
+from typing import TYPE_CHECKING, TypeVar
 
 from azure_openai_proxy.governance.sharedcontext import context_table
 from azure_openai_proxy.governance.sharedholds import ExitedColumns, holds_table
@@ -24,9 +26,12 @@ from azure_openai_proxy.http.accept import listening_sockets
 from azure_openai_proxy.runtime.watch import ConfigWatcher, Signature, signature
 from azure_openai_proxy.settings import Settings
 
+if TYPE_CHECKING:
+    from azure_openai_proxy.runtime.runner import SettingsSource
+
 __all__ = ["CRASH_PAUSE", "CRASH_PAUSE_MAX", "EARLY_EXIT", "REPLACE_LIMIT", "REPLACE_WINDOW",
-           "LastLoaded", "Loaded", "Replacements",
-           "SharedTables", "port_refusal", "supervise"]
+           "STOPS", "LastLoaded", "Loaded", "Replacements", "SharedTables", "exit_code",
+           "port_refusal", "run_workers", "supervise"]
 
 log = logging.getLogger("azure_openai_proxy")
 _T = TypeVar("_T")
@@ -325,3 +330,79 @@ def _tended(step: Callable[..., _T], *args: object) -> _T | None:
     except OSError as exc:
         log.warning("cannot reset an exited worker's column of a shared table: %s", exc)
         return None
+
+
+STOPS = {signal.SIGTERM, signal.SIGINT}
+
+
+def exit_code(stopped_by: int | None, code: int) -> int:
+    """The server's exit code: 130 for a stop by SIGINT, as a shell counts a Ctrl-C."""
+    return 130 if code == 0 and stopped_by == signal.SIGINT else code
+
+
+def run_workers(settings: Settings, source: SettingsSource | None,
+                shared: SharedTables | None, seen: Signature | EllipsisType,
+                worker: Callable[..., int]) -> int:
+    """The parent of `--workers N`: starts them (`worker`, in a spawned process), passes
+    SIGTERM, SIGINT and SIGHUP on to them, replaces the ones that exit (`Replacements`)
+    and waits for them; its exit code."""
+    context = multiprocessing.get_context("spawn")
+    path = source.config_path if source is not None else None
+    if seen is ...:
+        seen = signature(path) if path else None
+    last = LastLoaded(Loaded(settings, seen), path,
+                      source.load if source is not None else lambda: settings)
+    live: list[multiprocessing.process.BaseProcess] = []  # the ones a signal is passed to
+
+    def start(index: int) -> multiprocessing.process.BaseProcess:
+        # SIGHUP is held in the new process until it can reload (cli.py), SIGTERM and
+        # SIGINT until it can stop (serve_forever: the default actions would kill it,
+        # SIGINT with a traceback); here, until it is among the live ones they are
+        # passed to.
+        # (multiprocessing's resource tracker, started with the first worker, unblocks
+        # SIGINT and SIGTERM once it is spawned: started first, it leaves them held)
+        multiprocessing.resource_tracker.ensure_running()
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP, *STOPS})
+        try:
+            loaded = last.current  # the start's, or what a reload loaded since
+            process = context.Process(target=worker, daemon=False, args=(
+                settings, source, True, None if shared is None else (shared, index),
+                loaded.signature, None if loaded.settings is settings else loaded.settings))
+            process.start()
+            live[:] = [p for p in live if p.exitcode is None] + [process]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        if last.current is not loaded and process.pid is not None:
+            os.kill(process.pid, signal.SIGHUP)  # a reload came as it started
+        return process
+
+    replacements = Replacements(start)
+    stopped_by: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        if signum != signal.SIGHUP:
+            replacements.stopping = True
+            stopped_by.append(signum)
+        for process in list(live):
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+        if signum == signal.SIGHUP:
+            last.reread()  # as the workers do now
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    workers: list[multiprocessing.process.BaseProcess] = []
+    for index in range(settings.workers):  # (a stop now: the ones started stop)
+        if not replacements.stopping:
+            workers.append(replacements.begin(index))
+    unwatch = last.watch() if settings.watch_config else lambda: None
+    # The workers inherited SIGHUP held (cli.py) and let it in once they can reload.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
+    try:
+        if shared is None:
+            supervise(workers, None, None, replacements)
+        else:
+            supervise(workers, shared.limits, shared.holds, replacements)
+    finally:
+        unwatch()
+    return exit_code(stopped_by[0] if stopped_by else None, replacements.exit_code(workers))

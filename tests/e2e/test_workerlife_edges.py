@@ -58,3 +58,58 @@ def test_check_config_and_healthcheck_say_what_port_0_means(tmp_path: Path) -> N
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cli(*args), capture_output=True, text=True, timeout=60,
                           env={**os.environ, **(env or {})})
+
+
+def _session(leader: int) -> set[int]:
+    """The live processes of `leader`'s session (its workers, orphaned or not)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text().rpartition(")")[2].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if stat[0] != "Z" and int(stat[3]) == leader:
+                found.add(int(entry.name))
+    return found
+
+
+def _holds_sighup(pid: int) -> bool:
+    """The server's first step (cli.py `_serve`), whose neighbour installs the SIGTERM
+    handler: from here on a stop must be clean (before, Python itself starts)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    blocked = next(line for line in status.splitlines() if line.startswith("SigBlk:"))
+    return bool(int(blocked.split()[1], 16) & 1 << (signal.SIGHUP - 1))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["term", "int"])
+@pytest.mark.parametrize(("moment", "workers"), [
+    ("parent", ("--workers", "2")), ("worker", ("--workers", "2")), ("parent", ())],
+    ids=["workers-parent-starting", "workers-worker-starting", "one-starting"])
+def test_a_stop_while_the_server_starts_is_a_clean_stop(
+        tmp_path: Path, signum: signal.Signals, moment: str, workers: tuple[str, ...]) -> None:
+    """SIGINT or SIGTERM before the server serves (systemd's stop right after its start,
+    a Ctrl-C): it ended with Python's traceback (of a worker's or the parent's import,
+    KeyboardInterrupt) and exit 1 or -2, or killed by SIGTERM's default action (-15).
+    Expected: the exit of a stop (0; 130 for SIGINT), no traceback, nothing left."""
+    config = tmp_path / "config.yaml"
+    write_config(config, UNREACHABLE, [("dep-a", {})])
+    with running(cli("-c", str(config), "-l", "127.0.0.1:0", *workers)) as process:
+        parent = process.popen.pid
+        if moment == "parent":
+            until(lambda: _holds_sighup(parent) or process.popen.poll() is not None, 30)
+        else:  # a worker spawned, importing
+            until(lambda: len(_session(parent)) > 2 or process.popen.poll() is not None, 30)
+        assert "listening on" not in process.output(), "it served before the stop"
+        process.signal(signum)
+        try:
+            code = process.popen.wait(30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no exit 30 s after the stop:\n{process.output()}") from None
+        output = process.output()
+        assert code == (130 if signum == signal.SIGINT else 0), output
+        assert "Traceback" not in output and "KeyboardInterrupt" not in output, output
+        until(lambda: not _session(parent), 15, f"left behind: {_session(parent)}")
