@@ -353,6 +353,7 @@ def run_workers(settings: Settings, source: SettingsSource | None,
     last = LastLoaded(Loaded(settings, seen), path,
                       source.load if source is not None else lambda: settings)
     live: list[multiprocessing.process.BaseProcess] = []  # the ones a signal is passed to
+    stopped_by: list[int] = []  # SIGTERM or SIGINT, once the server stops
 
     def start(index: int) -> multiprocessing.process.BaseProcess:
         # SIGHUP is held in the new process until it can reload (cli.py), SIGTERM and
@@ -374,10 +375,11 @@ def run_workers(settings: Settings, source: SettingsSource | None,
             signal.pthread_sigmask(signal.SIG_SETMASK, held)
         if last.current is not loaded and process.pid is not None:
             os.kill(process.pid, signal.SIGHUP)  # a reload came as it started
+        if stopped_by and process.pid is not None:  # a stop came as it started (before
+            os.kill(process.pid, stopped_by[0])     # it was live): it is passed on here
         return process
 
     replacements = Replacements(start)
-    stopped_by: list[int] = []
 
     def forward(signum: int, _frame: object) -> None:
         if signum != signal.SIGHUP:
