@@ -377,7 +377,9 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
     if parent is not None:
         _watch_parent(loop, parent, stop)
     watcher: asyncio.Task[None] | None = None
-    if settings.watch_config and source is not None and source.config_path:
+    # (a worker's reloads are its parent's SIGHUPs: the parent watches the file, see
+    # LastLoaded.watch)
+    if settings.watch_config and parent is None and source is not None and source.config_path:
         watcher = loop.create_task(ConfigWatcher(source.config_path, reload, seen=seen).run())
     await stop.wait()
     if watcher is not None:

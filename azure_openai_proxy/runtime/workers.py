@@ -86,14 +86,16 @@ class LastLoaded:
         except Exception:  # ConfigError, or a fault: the parent supervises on
             return
 
-    def watch(self, interval: float = 2.0) -> Callable[[], None]:
-        """Reread at each change of the file (`--watch-config`), in a thread; the
-        function returned stops it."""
+    def watch(self, changed: Callable[[], None], interval: float = 2.0) -> Callable[[], None]:
+        """`changed()` at each change of the file (`--watch-config`), polled in a thread;
+        the function returned stops it. The parent's is a SIGHUP to itself: it passes
+        the reload on to every worker and rereads, as for an operator's; the workers do
+        not watch the file themselves (each watching on its own clock, one could see a change the parent
+        missed, replaced at once by a file that does not load: a replacement then served
+        an older configuration than its siblings)."""
         if not self._path:
             return lambda: None
-        # (not said at info: each worker says its own reload, N lines for N workers)
-        watcher = ConfigWatcher(self._path, self.reread, interval, self.current.signature,
-                                reloads=False)
+        watcher = ConfigWatcher(self._path, changed, interval, self.current.signature)
         stopped = threading.Event()
 
         def poll() -> None:
@@ -397,7 +399,8 @@ def run_workers(settings: Settings, source: SettingsSource | None,
     for index in range(settings.workers):  # (a stop now: the ones started stop)
         if not replacements.stopping:
             workers.append(replacements.begin(index))
-    unwatch = last.watch() if settings.watch_config else lambda: None
+    unwatch = (last.watch(lambda: os.kill(os.getpid(), signal.SIGHUP))
+               if settings.watch_config else lambda: None)
     # The workers inherited SIGHUP held (cli.py) and let it in once they can reload.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
     try:

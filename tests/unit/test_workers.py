@@ -282,25 +282,28 @@ def test_a_taken_port_names_the_listener() -> None:
     assert "another azure-openai-proxy, listens there" in refusal
 
 
-def test_the_parents_reread_of_a_watched_config_is_not_one_more_reloading_line(
+def test_the_parents_watch_calls_its_function_once_per_change_and_says_it_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """With `--watch-config` each worker logs its reload; the parent's own re-read was
-    logged as one more "changed; reloading" (N+1 lines for N workers)."""
+    """`--watch-config` with workers: the parent alone watches the file (its SIGHUP to
+    itself reloads every worker, and its own record, at once); the line saying a change
+    is being reloaded is its one line, not one per worker."""
     path = tmp_path / "config.yaml"
     path.write_text("a\n")
-    first, second = (pool_settings("http://127.0.0.1:9", [(name, {})]) for name in "ab")
-    last = LastLoaded(Loaded(first, signature(str(path))), str(path), lambda: second)
+    first = pool_settings("http://127.0.0.1:9", [("a", {})])
+    last = LastLoaded(Loaded(first, signature(str(path))), str(path), lambda: first)
+    changes: list[int] = []
     with caplog.at_level(logging.INFO, "azure_openai_proxy"):
-        stop = last.watch(interval=0.02)
+        stop = last.watch(lambda: changes.append(1), interval=0.02)
         try:
             path.write_text("b, longer\n")
-            deadline = time.monotonic() + 10
-            while last.current.settings is not second and time.monotonic() < deadline:
-                time.sleep(0.01)
+            until(lambda: changes, 10, "the change was never seen")
+            path.write_text("c, longer still\n")
+            until(lambda: len(changes) == 2, 10, "the second change was never seen")
         finally:
             stop()
-    assert last.current.settings is second
-    assert not [r for r in caplog.records if "reloading" in r.getMessage()]
+    assert changes == [1, 1]
+    assert [r.getMessage() for r in caplog.records if "reloading" in r.getMessage()] == [
+        f"config file {path} changed; reloading"] * 2
 
 
 def test_a_worker_sigtermed_before_the_stop_and_not_replaced_is_no_clean_stop() -> None:
