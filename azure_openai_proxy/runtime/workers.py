@@ -179,11 +179,15 @@ class Replacements:
         self.resume_at: float | None = None  # no start before it (a crash loop's pause)
         self.stopping = False  # set by the parent's SIGTERM/SIGINT handler
         self.died: set[int] = set()  # workers dead while not stopping, not replaced
+        self.none_left = False  # a crash loop took every worker (supervise gave up)
 
     def exit_code(self, workers: Sequence[multiprocessing.process.BaseProcess]) -> int:
         """The parent's exit code once `workers` all exited: 0 when each exited 0, or
         was ended by the stop's SIGTERM (a replacement still starting, its handler not
-        yet in place); 1 when one was killed (by a SIGTERM too) before the stop."""
+        yet in place); 1 when one was killed (by a SIGTERM too) before the stop, or when
+        a crash loop left none (whatever their codes: a service manager restarts on 1)."""
+        if self.none_left:
+            return 1
         clean = (0, -signal.SIGTERM) if self.stopping else (0,)
         return 0 if all(p.exitcode == 0 or (p.exitcode in clean and index not in self.died)
                         for index, p in enumerate(workers)) else 1
@@ -258,7 +262,8 @@ def supervise(workers: MutableSequence[multiprocessing.process.BaseProcess],
                 dead.discard(index)
                 _replace(workers, index, replacements, running)
         if not running and (not dead or held is not None):  # (none refused is waited for)
-            if dead:  # a crash loop took every worker: exit 1 for the service manager
+            if dead and replacements is not None:  # a crash loop took every worker: exit
+                replacements.none_left = True      # 1, for the service manager's restart
                 log.error("no worker is left and they crash as they start: the server exits")
             break
         wait = _soonest(None if due is None else min(due, _EXITED_POLL),

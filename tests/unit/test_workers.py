@@ -211,6 +211,9 @@ def test_a_worker_that_exits_cleanly_on_its_own_is_replaced_until_a_crash_loop(
                                             "the server was not stopping")
     assert caplog.text.count("replaced by pid") == 2 and "crash loop" in caplog.text
     assert "no worker is left" in caplog.text  # (the parent exits: nothing serves)
+    # exit 1, as the README says, for a service manager's restart: each of these exits
+    # was 0, and the parent's was 0 too (systemd's Restart=on-failure left it down)
+    assert replacements.exit_code(workers) == 1
 
 
 def test_a_killed_worker_is_logged_with_its_signal(caplog: pytest.LogCaptureFixture) -> None:
