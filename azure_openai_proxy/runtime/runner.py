@@ -426,8 +426,6 @@ def _worker(settings: Settings, source: SettingsSource | None, reuse_port: bool,
     return exit_code(stopped[0] if stopped else None, 0)
 
 
-
-
 def run(settings: Settings, source: SettingsSource | None = None,
         seen: Signature | EllipsisType = ...) -> int:
     """`seen`: the config file's signature taken before `settings` were read from it: a
