@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import math
 import os
 import signal
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from azure_openai_proxy import __version__
-from azure_openai_proxy.config import ConfigError, load_settings
-from azure_openai_proxy.settings import Settings
+
+if TYPE_CHECKING:  # (config and settings import pydantic: a second of start-up, under
+    from azure_openai_proxy.settings import Settings  # load, before any handler is in place)
 
 __all__ = ["main"]
 
@@ -92,6 +92,8 @@ def _config_path(explicit: str | None, environ: Mapping[str, str],
 
 
 def load(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
+    from azure_openai_proxy.config import ConfigError, load_settings
+
     settings = load_settings(_config_path(args.config, environ), environ, _flags(args))
     if not settings.deployments and settings.default_endpoint is None:
         raise ConfigError(
@@ -101,11 +103,24 @@ def load(args: argparse.Namespace, environ: Mapping[str, str]) -> Settings:
     return settings
 
 
+class _Terminated(BaseException):
+    """A SIGTERM before the server's own handlers are in place: the stop of a server
+    that does not serve yet (SIGINT's is KeyboardInterrupt). Exits 0, as a stop does."""
+
+
+def _terminated(_signum: int, _frame: object) -> None:
+    raise _Terminated
+
+
 def _serve(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    # SIGTERM's default action would end it with no exit code of a stop (-15); the
+    # server's own handler replaces this one (runtime/runner.py).
+    signal.signal(signal.SIGTERM, _terminated)
     # SIGHUP (reload) waits until the handlers are in place (runtime/runner.py): its
     # default action would end the gateway, or every worker, while it starts.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
     args = _serve_parser("azure-openai-proxy").parse_args(argv)
+    from azure_openai_proxy.config import ConfigError
     from azure_openai_proxy.runtime.watch import signature
 
     path = _config_path(args.config, environ)
@@ -135,6 +150,8 @@ def _check_config(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     args.listen = args.cors = args.workers = args.allow_open = args.log_level = None
     args.server_engine = None
     args.watch_config = None
+    from azure_openai_proxy.config import ConfigError
+
     try:
         settings = load(args, environ)
     except ConfigError as exc:
@@ -160,6 +177,8 @@ def _healthcheck(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     parser.add_argument("--pid", type=int, default=1, help="the server's process id (default 1)")
     parser.add_argument("--timeout", type=_seconds, default=3.0, metavar="SECONDS")
     args = parser.parse_args(argv)
+    from azure_openai_proxy.config import ConfigError
+
     try:
         listen, any_answer = _health_target(args, environ)
         host, port = _probe_address(listen)
@@ -190,6 +209,8 @@ def _seconds(text: str) -> float:
 
 def _health_target(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[str, bool]:
     """(listen address, whether any HTTP answer will do): the emulator has no /health."""
+    from azure_openai_proxy.config import load_settings
+
     if args.listen:
         return args.listen, False
     server = _server_command(args.pid)
@@ -237,12 +258,18 @@ def _probe_address(listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit():
         raise ValueError(f"listen address {listen!r} is not HOST:PORT")
+    if int(port) == 0:  # (a probe of port 0 read as a refused connection)
+        raise ValueError(f"listen address {listen!r} has port 0: the server took a free port "
+                         "when it started (each worker its own), which its log's `listening "
+                         "on` lines name; probe it with --listen HOST:PORT")
     host = host.strip("[]")
     wildcard = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
     return wildcard.get(host, host), int(port)
 
 
 def _probe(host: str, port: int, timeout: float, any_answer: bool) -> tuple[bool, str]:
+    import http.client  # (a tenth of a second of every command's start, imported here)
+
     # http.client, not urllib: a container's HTTP(S)_PROXY must not carry the probe away.
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -269,6 +296,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         # Ctrl-C while it waits (a database locked, a config on a pipe): 130, as a shell
         # counts a SIGINT, without Python's traceback of wherever it waited.
         return 130
+    except _Terminated:  # (a server stopped as it started, before it served)
+        return 0
 
 
 def _command(argv: Sequence[str] | None, environ: Mapping[str, str] | None) -> int:

@@ -21,7 +21,6 @@ import asyncio
 import datetime
 import logging
 import multiprocessing
-import os
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field, replace
@@ -53,13 +52,13 @@ from azure_openai_proxy.runtime.capacity import (
     prepare_process,
 )
 from azure_openai_proxy.runtime.heap import settle_heap
-from azure_openai_proxy.runtime.watch import ConfigWatcher, Signature, signature
+from azure_openai_proxy.runtime.watch import ConfigWatcher, Signature
 from azure_openai_proxy.runtime.workers import (
-    LastLoaded,
-    Loaded,
-    Replacements,
+    STOPS,
     SharedTables,
+    exit_code,
     port_refusal,
+    run_workers,
     supervise,
 )
 from azure_openai_proxy.settings import (
@@ -110,7 +109,9 @@ def describe(settings: Settings, today: str | None = None) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.extend(_api_version_lines(settings, today))
     lines.append("")
-    lines.append(f"listen: {settings.listen}   api_base: {settings.api_base or '/'}")
+    chosen = (" (port 0: each start, and each of --workers N, gets a free port of its own, "
+              "which the log's `listening on` lines name)" if settings.port == 0 else "")
+    lines.append(f"listen: {settings.listen}   api_base: {settings.api_base or '/'}{chosen}")
     if settings.default_endpoint:
         key = "configured" if settings.default_api_key else "passthrough (client's key)"
         lines.append(
@@ -316,12 +317,27 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
                         shared: tuple[SharedTables, int] | None = None,
                         parent: int | None = None,
                         seen: Signature | EllipsisType = ...,
-                        latest: Settings | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, or until the parent process is gone. `shared`: the
-    server's shared tables and this worker's number in them (`--workers N`); `parent`:
-    a worker's descriptor that reads end-of-file once its parent has exited; `seen`: the
-    config file's signature when `settings` (or `latest`) were read (`--watch-config`);
-    `latest`: what the other workers reloaded since `settings` (a replacement's)."""
+                        latest: Settings | None = None) -> int | None:
+    """Serve until SIGTERM/SIGINT, or until the parent process is gone; the signal that
+    stopped it (None: the parent's exit). `shared`: the server's shared tables and this
+    worker's number in them (`--workers N`); `parent`: a worker's descriptor that reads
+    end-of-file once its parent has exited; `seen`: the config file's signature when
+    `settings` (or `latest`) were read (`--watch-config`); `latest`: what the other
+    workers reloaded since `settings` (a replacement's)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    stopped_by: list[int] = []
+
+    def stopping(signum: int) -> None:
+        stopped_by.append(signum)
+        stop.set()
+
+    # First: a stop that comes while it starts (held since a worker's spawn: see
+    # run_workers) ends it once it listens, as a stop does, not a traceback from
+    # wherever it was.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping, signum)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
     app = create_app(settings)
     limits, holds, context = (shared[0].open(shared[1]) if shared is not None
                               else (None, None, None))
@@ -335,12 +351,10 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
         app.reload(latest)
         log.info("configuration reloaded (%d deployments), as the other workers did",
                  len(latest.deployments))
-    finish, _ = await start_server(app, settings, reuse_port)
+    finish, port = await start_server(app, settings, reuse_port)
     settle_heap()  # start-up's objects out of every later collection (runtime/heap.py)
-    log.info("listening on http://%s (api_base %s, %d deployments)", settings.listen,
-             settings.api_base or "/", len(settings.deployments))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    log.info("listening on http://%s (api_base %s, %d deployments)",
+             _address(settings.host, port), settings.api_base or "/", len(settings.deployments))
 
     def reload() -> None:
         if source is None:
@@ -361,14 +375,14 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
                     log.warning("config: %s", warning)
         log.info("configuration reloaded (%d deployments)", len(new.deployments))
 
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})  # held since the start (cli.py)
     if parent is not None:
         _watch_parent(loop, parent, stop)
     watcher: asyncio.Task[None] | None = None
-    if settings.watch_config and source is not None and source.config_path:
+    # (a worker's reloads are its parent's SIGHUPs: the parent watches the file, see
+    # LastLoaded.watch)
+    if settings.watch_config and parent is None and source is not None and source.config_path:
         watcher = loop.create_task(ConfigWatcher(source.config_path, reload, seen=seen).run())
     await stop.wait()
     if watcher is not None:
@@ -376,6 +390,13 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
     log.info("shutting down: finishing in-flight requests (up to %ss)",
              settings.shutdown_grace_seconds)
     await finish()
+    return stopped_by[0] if stopped_by else None
+
+
+def _address(host: str, port: int) -> str:
+    """Where a server listens as its log says it: the port bound (`:0`'s, the kernel's
+    choice, is the one a client needs), an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _watch_parent(loop: asyncio.AbstractEventLoop, parent: int, stop: asyncio.Event) -> None:
@@ -392,11 +413,20 @@ def _watch_parent(loop: asyncio.AbstractEventLoop, parent: int, stop: asyncio.Ev
 
 def _worker(settings: Settings, source: SettingsSource | None, reuse_port: bool,
             shared: tuple[SharedTables, int] | None = None,
-            seen: Signature | EllipsisType = ..., latest: Settings | None = None) -> None:
+            seen: Signature | EllipsisType = ..., latest: Settings | None = None) -> int:
+    """Serve here; the exit code of the stop: 130 for a SIGINT's, as a shell counts a
+    Ctrl-C (a worker's is not read: its parent answers for the server)."""
     configure_logging(settings.log_level)
     parent = multiprocessing.parent_process()  # None: serving in the main process
-    run_loop(serve_forever(settings, source, reuse_port, shared,
-                           None if parent is None else parent.sentinel, seen, latest))
+    stopped: list[int | None] = []
+
+    async def serve() -> None:
+        stopped.append(await serve_forever(settings, source, reuse_port, shared,
+                                           None if parent is None else parent.sentinel,
+                                           seen, latest))
+
+    run_loop(serve())
+    return exit_code(stopped[0] if stopped else None, 0)
 
 
 def run(settings: Settings, source: SettingsSource | None = None,
@@ -419,65 +449,10 @@ def run(settings: Settings, source: SettingsSource | None = None,
         log.error("%s", refusal)
         return 1
     if settings.workers == 1:
-        _worker(settings, source, False, None, seen)
-        return 0
+        return _worker(settings, source, False, None, seen)
     shared = SharedTables.create(settings.workers) if settings.governance_enabled else None
     try:
-        return _run_workers(settings, source, shared, seen)
+        return run_workers(settings, source, shared, seen, _worker)
     finally:
         if shared is not None:
             shared.remove()
-
-
-def _run_workers(settings: Settings, source: SettingsSource | None,
-                 shared: SharedTables | None, seen: Signature | EllipsisType = ...) -> int:
-    context = multiprocessing.get_context("spawn")
-    path = source.config_path if source is not None else None
-    if seen is ...:
-        seen = signature(path) if path else None
-    last = LastLoaded(Loaded(settings, seen), path,
-                      source.load if source is not None else lambda: settings)
-    live: list[multiprocessing.process.BaseProcess] = []  # the ones a signal is passed to
-
-    def start(index: int) -> multiprocessing.process.BaseProcess:
-        # SIGHUP is held in the new process until it can reload (cli.py); here, until
-        # it is among the live ones a reload is passed to.
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
-        try:
-            loaded = last.current  # the start's, or what a reload loaded since
-            process = context.Process(target=_worker, daemon=False, args=(
-                settings, source, True, None if shared is None else (shared, index),
-                loaded.signature, None if loaded.settings is settings else loaded.settings))
-            process.start()
-            live[:] = [p for p in live if p.exitcode is None] + [process]
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
-        if last.current is not loaded and process.pid is not None:
-            os.kill(process.pid, signal.SIGHUP)  # a reload came as it started
-        return process
-
-    workers = [start(index) for index in range(settings.workers)]
-    replacements = Replacements(start)
-
-    def forward(signum: int, _frame: object) -> None:
-        if signum != signal.SIGHUP:
-            replacements.stopping = True
-        for process in list(live):
-            if process.pid is not None and process.is_alive():
-                os.kill(process.pid, signum)
-        if signum == signal.SIGHUP:
-            last.reread()  # as the workers do now
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
-    unwatch = last.watch() if settings.watch_config else lambda: None
-    # The workers inherited SIGHUP held (cli.py) and let it in once they can reload.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGHUP})
-    try:
-        if shared is None:
-            supervise(workers, None, None, replacements)
-        else:
-            supervise(workers, shared.limits, shared.holds, replacements)
-    finally:
-        unwatch()
-    return replacements.exit_code(workers)

@@ -31,14 +31,11 @@ def signature(path: str) -> Signature:
 class ConfigWatcher:
     """Calls `on_change()` once per change of the file at `path`. `seen`: its signature
     when the settings in force were read (taken before reading it: a change after that is
-    one), else the file as it is now. `reloads`: False for a watcher whose change is
-    not a reload (the parent of `--workers N`, whose workers each say theirs), noted at
-    debug level only."""
+    one), else the file as it is now."""
 
     def __init__(self, path: str, on_change: Callable[[], None], interval: float = 2.0,
-                 seen: Signature | EllipsisType = ..., *, reloads: bool = True) -> None:
+                 seen: Signature | EllipsisType = ...) -> None:
         self._path = path
-        self._reloads = reloads
         self._on_change = on_change
         self._interval = interval
         self._seen = signature(path) if seen is ... else seen
@@ -49,11 +46,7 @@ class ConfigWatcher:
         if current is None or current == self._seen:
             return False
         self._seen = current
-        if self._reloads:
-            log.info("config file %s changed; reloading", self._path)
-        else:
-            log.debug("config file %s changed; read again for the workers started next",
-                      self._path)
+        log.info("config file %s changed; reloading", self._path)
         self._on_change()
         return True
 
