@@ -135,7 +135,10 @@ class Subject:
         """Count by the limits another worker set in the shared row (0: none there), for
         those this worker has too, until its own reload configures them: one that has
         not reloaded yet neither cuts a raised limit's level down to its old limit nor
-        admits past a lowered one, and its head lines say the same limit as the rest."""
+        admits past a lowered one, and its head lines say the same limit as the rest.
+        Its `limits` stay the ones it loaded: a followed cap is the row's, never a
+        change of its own (sharedlimits.py `configure_shared` changes a row's limit only
+        for a change of what the worker loaded)."""
         if rpm and self.rpm is not None:
             self.rpm, self.rpm_rate, self.rpm_text = rpm, rpm / 60.0, str(int(rpm))
         if tpm and self.tpm is not None:

@@ -348,11 +348,13 @@ class RateLimiter:
         take from now on (`_plan_of`), and a subject whose limits changed is configured
         at once (with `--workers N`, for the others too: they follow the shared row's
         limit before their own reload, `Subject.follow`)."""
-        self._current = keep if isinstance(keep, Mapping) else {}
+        before, self._current = self._current, keep if isinstance(keep, Mapping) else {}
         for name, state in list(self._subjects.items()):
             limits = self._current.get(name)
             if limits is not None and state.limits is not None and limits != state.limits:
                 self._configured(name, limits)
+        if self._table is not None:
+            self._change_rows(before)
         self._plans = {}
         self.epoch = object()
         kept = set(keep)
@@ -375,6 +377,24 @@ class RateLimiter:
         for state in gone:
             if not state.in_flight or state.row is not None:
                 del self._subjects[state.name]
+
+    def _change_rows(self, before: Mapping[str, Limits]) -> None:
+        """Put a change this reload loaded (from `before`) in force in the shared rows
+        of subjects this worker has no state of: another worker planned them, and a
+        subject new here joins its row as it is (`configure_shared`), so the change
+        would wait for that worker's reload (the admin write's worker may be this)."""
+        subjects, table = self._subjects, self._table
+        assert table is not None
+        for name, limits in self._current.items():
+            was = before.get(name)
+            if was is None or was is limits or name in subjects or was == limits:
+                continue
+            tag = tag_of(name)
+            row = table.find(tag)
+            if row is not None:
+                state = subjects[name] = _Subject(name, row, tag)
+                state.limits = was  # what it had: the change from it is configured
+                self._configured(name, limits)
 
     def reset(self, name: str) -> bool:
         """Fill the buckets of subject `name` ("key:ID", "team:ID"): a minute of requests

@@ -73,7 +73,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from azure_openai_proxy.governance.buckets import changed_level
+from azure_openai_proxy.governance.buckets import changed_level, limit_of
 from azure_openai_proxy.governance.model import Limits
 
 __all__ = ["IDLE_SECONDS", "PROBES", "ROW_FIXED", "RPM_CAP", "TPM_CAP", "SharedBuckets",
@@ -364,6 +364,7 @@ class SharedBuckets(Protocol):
 
     row: int | None
     tag: float
+    limits: Limits | None
     rpm: float | None
     rpm_level: float
     rpm_stamp: float
@@ -418,33 +419,47 @@ def fill_row(cells: memoryview[float], row: int, now: float) -> None:
 
 def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
                      clock: Callable[[], float]) -> None:
-    """A shared subject's `configure`, as `Subject.configure` does it on the row: each
+    """A shared subject's `configure`, as `Subject.configure` does it on the row, for a
+    limit this worker loaded anew (it differs from the one it loaded before): the
     bucket is refilled at the rate of the limit the row last had (set by any worker),
-    then changed to the new limit (`changed_level`; full when it had none), and a
-    bucket of a limit removed is dropped."""
+    then changed to the new limit (`changed_level`; full when the row had none), and a
+    bucket of a limit removed is dropped. A limit it did not change here (a subject new
+    to this worker, or the same limit loaded again) is not written: the row's stands
+    and is followed (`pull`), whatever cap this worker counted by. Else a worker whose
+    reload came after two changes (the key directory polls) and that had followed the
+    first in the row wrote that cap back as a change of its own: a TPM raised while in
+    debt and lowered was raised again, the next debt forgiven; and a worker yet to
+    reload set its old limit back on the row when it first planned the subject."""
     row, cells = state.row, table.cells
     assert row is not None
     table.lock()
     try:
+        loaded = state.limits  # None: new here, it joins the row as the row is
         state.configure(limits, clock())  # this worker's caps and rates
         if cells[row] != state.tag:  # given back by another worker: claimed anew
             row = state.row = table.claim(state.tag, clock())
             if row is None:
                 state.in_flight = 0  # none of its was in the row given back
                 return
-        for cap, at in ((state.rpm, row + RPM_CAP), (state.tpm, row + TPM_CAP)):
+        was = loaded if loaded is not None else limits
+        for new, old, at in ((limits.rpm, was.rpm, row + RPM_CAP),
+                             (limits.tpm, was.tpm, row + TPM_CAP)):
             # A bucket's level and stamp follow its limit (`RPM_CAP`, `_RPM_LEVEL`, ...).
+            cap, changed = limit_of(new), limit_of(new) != limit_of(old)
             if cap is None:
                 # No such limit now: its bucket is dropped, as an unshared subject's is
                 # (a debt or a spent minute kept here refused the limit set again).
-                cells[at:at + 3] = _zeros(3)
+                if changed:
+                    cells[at:at + 3] = _zeros(3)
                 continue
-            old, level, stamp = cells[at], cells[at + 1], cells[at + 2]
+            before, level, stamp = cells[at], cells[at + 1], cells[at + 2]
+            if before != 0.0 and not changed:
+                continue
             now = max(clock(), stamp)
             # The first limit anyone set (or set again): a full minute. A changed one is
             # changed once, by the first worker to see it (the row's limit is then it).
-            level = cap if old == 0.0 else changed_level(
-                min(old, level + (now - stamp) * old / 60.0), old, cap)
+            level = cap if before == 0.0 else changed_level(
+                min(before, level + (now - stamp) * before / 60.0), before, cap)
             cells[at], cells[at + 1], cells[at + 2] = cap, level, now
         pull(state, cells, row)
     finally:

@@ -253,3 +253,58 @@ def test_a_limit_removed_and_set_again_leaves_no_phantom_request_in_flight(
     _reload(one, first, second)
     for limiter in (first, second, first):
         limiter.settle(admitted(_try(limiter, one, 0)), None)
+
+
+def test_a_worker_whose_reload_skipped_a_raise_holds_the_next_debt(spec: SharedLimits) -> None:
+    # tests/e2e/test_govleft_limit_changes.py's sequence, as a trace of it ran: a key in
+    # debt is raised and lowered back within one poll of the other worker, whose reload
+    # skips the raise. The key store gives one `Limits` object per value (store/keys.py
+    # `_limits`): that worker loads the very object it had, which its subject took for
+    # "unchanged" while it counted by the raise it had followed in the row, and its next
+    # plan wrote that raise back: the lowered limit was raised again, the new debt paid.
+    clock, first, second = _workers(spec)
+    low, high = Limits(tpm=3000), Limits(tpm=30_000)
+    _reload(low, first, second)
+    _use(second, low, 0, 0)  # the second has planned the key too
+    _use(first, low, 2000, 8000)  # 5,000 owed
+    _reload(high, first)  # the admin write's worker: 22,000 left
+    _use(second, low, 8, 8)  # yet to reload: counted by the row's 30,000 (followed)
+    _reload(low, first)  # lowered: 3,000 left
+    clock.now += 0.5
+    _reload(low, second)  # its reload skipped the raise: what it had loaded
+    clock.now += 1.5
+    _use(first, low, 2000, 8000)  # in debt again
+    for limiter in (second, first, second):
+        refused = _try(limiter, low, 8)
+        assert isinstance(refused, Refusal) and refused.kind == "tokens"
+        assert refused.headers["x-ratelimit-limit-tokens"] == "3000"
+
+
+def test_a_worker_yet_to_reload_and_new_to_a_key_joins_its_row(spec: SharedLimits) -> None:
+    # The first request of a key in a worker whose reload has not come yet carries the
+    # old limit: its subject, new there, set the row back to it (a raise lost, then
+    # given again in full by that worker's reload: the debt before it forgiven).
+    _, first, second = _workers(spec)
+    low, high = Limits(tpm=3000), Limits(tpm=30_000)
+    _reload(low, first, second)
+    _use(first, low, 2000, 8000)  # 5,000 owed
+    _reload(high, first)  # 27,000 more: 22,000 left
+    stale = admitted(_try(second, low, 10))
+    assert stale.headers["x-ratelimit-limit-tokens"] == "30000"
+    assert 21_980 <= int(stale.headers["x-ratelimit-remaining-tokens"]) <= 21_990
+    _reload(high, second)  # its reload gives nothing again
+    refused = _try(first, high, 22_000)
+    assert isinstance(refused, Refusal) and refused.kind == "tokens"
+
+
+def test_a_reload_changes_the_row_of_a_key_the_worker_never_planned(spec: SharedLimits) -> None:
+    # The admin write's worker reloads before it answers, but had no state of the key
+    # (the other served it): its change waited for the other's poll, which meanwhile
+    # refused a key whose raise had been answered.
+    _, first, second = _workers(spec)
+    low, high = Limits(tpm=3000), Limits(tpm=30_000)
+    _reload(low, first, second)
+    _use(first, low, 2000, 8000)  # 5,000 owed
+    _reload(high, second)  # the admin write's worker, which never planned the key
+    raised = admitted(_try(first, low, 10))  # the first, yet to reload
+    assert raised.headers["x-ratelimit-limit-tokens"] == "30000"
