@@ -380,9 +380,11 @@ class RateLimiter:
 
     def _change_rows(self, before: Mapping[str, Limits]) -> None:
         """Put a change this reload loaded (from `before`) in force in the shared rows
-        of subjects this worker has no state of: another worker planned them, and a
-        subject new here joins its row as it is (`configure_shared`), so the change
-        would wait for that worker's reload (the admin write's worker may be this)."""
+        of subjects this worker has no state of: a subject new to a worker joins its row
+        as it is (`configure_shared`), so the change would wait for the reload of the
+        worker that planned it (the admin write's worker may be this one). A subject
+        with no row yet is given one: else the first worker to plan it after the change,
+        yet to reload, made it with its old limits, and this one joined them."""
         subjects, table = self._subjects, self._table
         assert table is not None
         for name, limits in self._current.items():
@@ -391,7 +393,7 @@ class RateLimiter:
                 continue
             tag = tag_of(name)
             row = table.find(tag)
-            if row is not None:
+            if row is not None or _limited(limits):
                 state = subjects[name] = _Subject(name, row, tag)
                 state.limits = was  # what it had: the change from it is configured
                 self._configured(name, limits)

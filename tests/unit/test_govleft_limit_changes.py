@@ -308,3 +308,17 @@ def test_a_reload_changes_the_row_of_a_key_the_worker_never_planned(spec: Shared
     _reload(high, second)  # the admin write's worker, which never planned the key
     raised = admitted(_try(first, low, 10))  # the first, yet to reload
     assert raised.headers["x-ratelimit-limit-tokens"] == "30000"
+
+
+def test_a_change_reloaded_before_any_worker_planned_the_key_holds_in_every_worker(
+        spec: SharedLimits) -> None:
+    # No row yet when the change is reloaded: the first worker to plan the key after
+    # it, yet to reload, made the row with its old limit, which the other then joined
+    # (found by the differential test's late reloads).
+    _, first, second = _workers(spec)
+    old, new = Limits(rpm=1000), Limits(rpm=10)
+    _reload(old, first, second)
+    _reload(new, first)
+    stale = admitted(_try(second, old, 0))
+    assert stale.headers["x-ratelimit-limit-requests"] == "10"
+    assert admitted(_try(first, new, 0)).headers["x-ratelimit-remaining-requests"] == "8"
