@@ -49,6 +49,7 @@ from azure_openai_proxy.governance.estimate import DEFAULT_COMPLETION_TOKENS
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimitheaders import limit_lines, parse_lines
 from azure_openai_proxy.governance.sharedlimits import (
+    PARALLEL,
     RPM_CAP,
     TPM_CAP,
     SharedTable,
@@ -466,5 +467,6 @@ def _reclaim(state: _Subject, table: SharedTable, now: float) -> int | None:
     if row is not None:
         cells = table.cells
         cells[row + RPM_CAP], cells[row + TPM_CAP] = state.rpm or 0.0, state.tpm or 0.0
+        cells[row + PARALLEL] = 0.0 if state.parallel is None else state.parallel + 1.0
         push(state, cells, row, table.column, 0)
     return row

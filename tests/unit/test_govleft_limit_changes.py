@@ -322,3 +322,27 @@ def test_a_change_reloaded_before_any_worker_planned_the_key_holds_in_every_work
     stale = admitted(_try(second, old, 0))
     assert stale.headers["x-ratelimit-limit-requests"] == "10"
     assert admitted(_try(first, new, 0)).headers["x-ratelimit-remaining-requests"] == "8"
+
+
+@pytest.mark.parametrize("before, after, passes", [(2, 1, False), (1, 3, True)])
+def test_a_changed_parallel_limit_holds_at_once_in_every_worker(
+        spec: SharedLimits, before: int, after: int, passes: bool) -> None:
+    # max_parallel is in the shared row as RPM and TPM are: a worker yet to reload
+    # counts by the limit another set (before: by its own for up to a poll, 0.5 s).
+    _, first, second = _workers(spec)
+    old, new = Limits(max_parallel=before), Limits(max_parallel=after)
+    _reload(old, first, second)
+    _use(second, old, 0, 0)
+    running = admitted(_try(first, old, 0))
+    _reload(new, first)  # the admin write's worker
+    stale = _try(second, old, 0)  # yet to reload
+    if passes:
+        second.settle(admitted(stale), None)
+    else:
+        assert isinstance(stale, Refusal) and stale.kind == "parallel"
+    first.settle(running, None)
+    _reload(new, second)
+    for _ in range(after):
+        admitted(_try(second, new, 0))
+    refused = _try(first, new, 0)
+    assert isinstance(refused, Refusal) and refused.kind == "parallel"

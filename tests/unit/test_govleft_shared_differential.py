@@ -8,7 +8,7 @@ another order). Seeded and bounded: 300 runs of 25 steps, about three seconds. I
 found the parallel count's two defects of govleft (requests in flight before a limit
 was set; a stale count after a row was given back).
 
-A reload may reach the second worker late (`lag`: its key directory polls every 0.5 s),
+A reload may reach the second worker late (its key directory polls every 0.5 s),
 then with the newest limits only, skipping the ones between (two admin writes within a
 poll). A late reload changes the key's limits' values, not which it has: a worker yet
 to reload counts by the limits another set in the shared row (`Subject.follow`), for
@@ -48,7 +48,7 @@ def _limits(rng: random.Random) -> Limits:
 def _changed(rng: random.Random, limits: Limits) -> Limits:
     """Other values of the limits `limits` has (a late reload's change)."""
     return _interned(limits.rpm and rng.choice(_RPMS), limits.tpm and rng.choice(_TPMS),
-                     limits.max_parallel)
+                     limits.max_parallel and rng.choice(_PARALLELS))
 
 
 def _steps(rng: random.Random) -> list[Step]:
