@@ -53,6 +53,7 @@ from azure_openai_proxy.governance.sharedlimits import (
     RPM_CAP,
     TPM_CAP,
     SharedTable,
+    change_row,
     configure_shared,
     fill_row,
     pull,
@@ -69,6 +70,10 @@ __all__ = [
     "UsualLimits",
 ]
 
+# Rows a reload claims at most for keys and teams whose limits it changed and that no
+# worker has planned yet (`RateLimiter._change_rows`): an operator's writes by hand, not a
+# script's thousands.
+_ROWS_PER_RELOAD = 64
 _Decision = TypeVar("_Decision")
 _A = TypeVar("_A")
 _B = TypeVar("_B")
@@ -381,23 +386,33 @@ class RateLimiter:
 
     def _change_rows(self, before: Mapping[str, Limits]) -> None:
         """Put a change this reload loaded (from `before`) in force in the shared rows
-        of subjects this worker has no state of: a subject new to a worker joins its row
-        as it is (`configure_shared`), so the change would wait for the reload of the
-        worker that planned it (the admin write's worker may be this one). A subject
-        with no row yet is given one: else the first worker to plan it after the change,
-        yet to reload, made it with its old limits, and this one joined them."""
-        subjects, table = self._subjects, self._table
+        of subjects this worker has no state of (`change_row`): a subject new to a
+        worker joins its row as it is (`configure_shared`), so the change would wait for
+        the reload of the worker that planned it (the admin write's worker may be this
+        one). A subject with no row yet is given one, up to `_ROWS_PER_RELOAD` (else the
+        first worker to plan it after the change, yet to reload, made it with its old
+        limits, and this one joined them): a reload that changed many keys no one uses
+        (a script's) neither fills the table nor holds the event loop for seconds; past
+        them, as a limit added, the change holds in each worker at its reload. No state
+        is kept here for them (a row is found again when this worker plans one)."""
+        table, clock, claims = self._table, self._clock, _ROWS_PER_RELOAD
         assert table is not None
+        subjects, cells = self._subjects, table.cells
         for name, limits in self._current.items():
             was = before.get(name)
             if was is None or was is limits or name in subjects or was == limits:
                 continue
             tag = tag_of(name)
-            row = table.find(tag)
-            if row is not None or _limited(limits):
-                state = subjects[name] = _Subject(name, row, tag)
-                state.limits = was  # what it had: the change from it is configured
-                self._configured(name, limits)
+            table.lock()
+            try:
+                row = table.find(tag)
+                if row is None and claims and _limited(limits):
+                    claims -= 1
+                    row = table.claim(tag, clock())
+                if row is not None:
+                    change_row(cells, row, was, limits, clock)
+            finally:
+                table.unlock()
 
     def reset(self, name: str) -> bool:
         """Fill the buckets of subject `name` ("key:ID", "team:ID"): a minute of requests

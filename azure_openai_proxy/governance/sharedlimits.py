@@ -78,8 +78,8 @@ from azure_openai_proxy.governance.buckets import changed_level, limit_of
 from azure_openai_proxy.governance.model import Limits
 
 __all__ = ["IDLE_SECONDS", "PARALLEL", "PROBES", "ROW_FIXED", "RPM_CAP", "TPM_CAP", "SharedBuckets",
-           "SharedLimits", "SharedTable", "configure_shared", "fill_row", "pull", "push",
-           "sweep", "tag_of"]
+           "SharedLimits", "SharedTable", "change_row", "configure_shared", "fill_row", "pull",
+           "push", "sweep", "tag_of"]
 
 log = logging.getLogger("azure_openai_proxy")
 
@@ -445,30 +445,38 @@ def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
             if row is None:
                 state.in_flight = 0  # none of its was in the row given back
                 return
-        was = loaded if loaded is not None else limits
-        for new, old, at in ((limits.rpm, was.rpm, row + RPM_CAP),
-                             (limits.tpm, was.tpm, row + TPM_CAP)):
-            # A bucket's level and stamp follow its limit (`RPM_CAP`, `_RPM_LEVEL`, ...).
-            cap, changed = limit_of(new), limit_of(new) != limit_of(old)
-            if cap is None:
-                # No such limit now: its bucket is dropped, as an unshared subject's is
-                # (a debt or a spent minute kept here refused the limit set again).
-                if changed:
-                    cells[at:at + 3] = _zeros(3)
-                continue
-            before, level, stamp = cells[at], cells[at + 1], cells[at + 2]
-            if before != 0.0 and not changed:
-                continue
-            now = max(clock(), stamp)
-            # The first limit anyone set (or set again): a full minute. A changed one is
-            # changed once, by the first worker to see it (the row's limit is then it).
-            level = cap if before == 0.0 else changed_level(
-                min(before, level + (now - stamp) * before / 60.0), before, cap)
-            cells[at], cells[at + 1], cells[at + 2] = cap, level, now
-        parallel = limits.max_parallel
-        if (parallel != was.max_parallel
-                or (parallel is not None and cells[row + PARALLEL] == 0.0)):
-            cells[row + PARALLEL] = 0.0 if parallel is None else parallel + 1.0
+        change_row(cells, row, loaded if loaded is not None else limits, limits, clock)
         pull(state, cells, row)
     finally:
         table.unlock()
+
+
+def change_row(cells: memoryview[float], row: int, was: Limits, limits: Limits,
+               clock: Callable[[], float]) -> None:
+    """With the lock held: the limits of `row` changed from `was` to `limits` (what a
+    worker loaded before and now), each that changed as `configure_shared` says (a
+    row without a limit yet is given `limits`' in full); the others are left as the
+    row has them."""
+    for new, old, at in ((limits.rpm, was.rpm, row + RPM_CAP),
+                         (limits.tpm, was.tpm, row + TPM_CAP)):
+        # A bucket's level and stamp follow its limit (`RPM_CAP`, `_RPM_LEVEL`, ...).
+        cap, changed = limit_of(new), limit_of(new) != limit_of(old)
+        if cap is None:
+            # No such limit now: its bucket is dropped, as an unshared subject's is
+            # (a debt or a spent minute kept here refused the limit set again).
+            if changed:
+                cells[at:at + 3] = _zeros(3)
+            continue
+        before, level, stamp = cells[at], cells[at + 1], cells[at + 2]
+        if before != 0.0 and not changed:
+            continue
+        now = max(clock(), stamp)
+        # The first limit anyone set (or set again): a full minute. A changed one is
+        # changed once, by the first worker to see it (the row's limit is then it).
+        level = cap if before == 0.0 else changed_level(
+            min(before, level + (now - stamp) * before / 60.0), before, cap)
+        cells[at], cells[at + 1], cells[at + 2] = cap, level, now
+    parallel = limits.max_parallel
+    if (parallel != was.max_parallel
+            or (parallel is not None and cells[row + PARALLEL] == 0.0)):
+        cells[row + PARALLEL] = 0.0 if parallel is None else parallel + 1.0

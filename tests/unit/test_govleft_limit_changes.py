@@ -346,3 +346,37 @@ def test_a_changed_parallel_limit_holds_at_once_in_every_worker(
         admitted(_try(second, new, 0))
     refused = _try(first, new, 0)
     assert isinstance(refused, Refusal) and refused.kind == "parallel"
+
+
+def test_a_reload_that_changed_many_unused_keys_leaves_room_for_the_keys_in_use(
+        tmp_path: Path) -> None:
+    # A script changed the limits of 400 keys that no worker has planned: the reload
+    # gave each a row (and a subject, in the worker that read it), 4 s for 10,000 keys
+    # and 87 s for 100,000 on this machine, the event loop held; the table filled up,
+    # and a key in use past it was limited per worker (review of session 27).
+    spec = SharedLimits.create(workers=2, slots=128, directory=str(tmp_path))
+    try:
+        clock = Clock()
+        first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+        used, old, new = Limits(rpm=1), Limits(rpm=1000), Limits(rpm=10)
+        keys = {f"key:u{number}": old for number in range(400)} | {"key:k": used}
+        for limiter in (first, second):
+            limiter.forget(keys)
+        admitted(first.take(first.plan("u399", old, None, None), 0))  # it has a row
+        second.forget({name: new for name in keys} | {"key:k": used})
+        rows = spec.open(0)
+        try:
+            tagged = sum(rows.cells[row * spec.stride] > 0 for row in range(spec.slots))
+        finally:
+            rows.close()
+        assert tagged <= 64 + 1
+        # A key with a row already is changed whatever the count: the first, yet to
+        # reload, counts by the new limit.
+        stale = admitted(first.take(first.plan("u399", old, None, None), 0))
+        assert stale.headers["x-ratelimit-limit-requests"] == "10"
+        admitted(first.take(first.plan("k", used, None, None), 0))
+        refused = second.take(second.plan("k", used, None, None), 0)
+        assert isinstance(refused, Refusal) and refused.kind == "requests"
+        assert second.snapshot().keys() == {"key:k"}  # nothing kept of the others
+    finally:
+        spec.remove()
