@@ -131,15 +131,20 @@ class Subject:
             self.tpm, self.tpm_rate, self.tpm_text = tpm, tpm / 60.0, str(int(tpm))
         self.parallel = limits.max_parallel
 
-    def follow(self, rpm: float, tpm: float) -> None:
-        """Count by the limits another worker set in the shared row (0: none there), for
-        those this worker has too, until its own reload configures them: one that has
-        not reloaded yet neither cuts a raised limit's level down to its old limit nor
-        admits past a lowered one, and its head lines say the same limit as the rest."""
+    def follow(self, rpm: float, tpm: float, parallel: int | None) -> None:
+        """Count by the limits another worker set in the shared row (0 or None: none
+        there), for those this worker has too, until its own reload configures them: one
+        that has not reloaded yet neither cuts a raised limit's level down to its old
+        limit nor admits past a lowered one, and its head lines say the same limit as
+        the rest. Its `limits` stay the ones it loaded: a followed cap is the row's, never
+        a change of its own (sharedlimits.py `configure_shared` changes a row's limit
+        only for a change of what the worker loaded)."""
         if rpm and self.rpm is not None:
             self.rpm, self.rpm_rate, self.rpm_text = rpm, rpm / 60.0, str(int(rpm))
         if tpm and self.tpm is not None:
             self.tpm, self.tpm_rate, self.tpm_text = tpm, tpm / 60.0, str(int(tpm))
+        if parallel is not None and self.parallel is not None:
+            self.parallel = parallel
         self._forget_lines()
 
     @property

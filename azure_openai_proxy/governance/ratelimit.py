@@ -49,9 +49,11 @@ from azure_openai_proxy.governance.estimate import DEFAULT_COMPLETION_TOKENS
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimitheaders import limit_lines, parse_lines
 from azure_openai_proxy.governance.sharedlimits import (
+    PARALLEL,
     RPM_CAP,
     TPM_CAP,
     SharedTable,
+    change_row,
     configure_shared,
     fill_row,
     pull,
@@ -68,6 +70,10 @@ __all__ = [
     "UsualLimits",
 ]
 
+# Rows a reload claims at most for keys and teams whose limits it changed and that no
+# worker has planned yet (`RateLimiter._change_rows`): an operator's writes by hand, not a
+# script's thousands.
+_ROWS_PER_RELOAD = 64
 _Decision = TypeVar("_Decision")
 _A = TypeVar("_A")
 _B = TypeVar("_B")
@@ -348,11 +354,13 @@ class RateLimiter:
         take from now on (`_plan_of`), and a subject whose limits changed is configured
         at once (with `--workers N`, for the others too: they follow the shared row's
         limit before their own reload, `Subject.follow`)."""
-        self._current = keep if isinstance(keep, Mapping) else {}
+        before, self._current = self._current, keep if isinstance(keep, Mapping) else {}
         for name, state in list(self._subjects.items()):
             limits = self._current.get(name)
             if limits is not None and state.limits is not None and limits != state.limits:
                 self._configured(name, limits)
+        if self._table is not None:
+            self._change_rows(before)
         self._plans = {}
         self.epoch = object()
         kept = set(keep)
@@ -375,6 +383,36 @@ class RateLimiter:
         for state in gone:
             if not state.in_flight or state.row is not None:
                 del self._subjects[state.name]
+
+    def _change_rows(self, before: Mapping[str, Limits]) -> None:
+        """Put a change this reload loaded (from `before`) in force in the shared rows
+        of subjects this worker has no state of (`change_row`): a subject new to a
+        worker joins its row as it is (`configure_shared`), so the change would wait for
+        the reload of the worker that planned it (the admin write's worker may be this
+        one). A subject with no row yet is given one, up to `_ROWS_PER_RELOAD` (else the
+        first worker to plan it after the change, yet to reload, made it with its old
+        limits, and this one joined them): a reload that changed many keys no one uses
+        (a script's) neither fills the table nor holds the event loop for seconds; past
+        them, as a limit added, the change holds in each worker at its reload. No state
+        is kept here for them (a row is found again when this worker plans one)."""
+        table, clock, claims = self._table, self._clock, _ROWS_PER_RELOAD
+        assert table is not None
+        subjects, cells = self._subjects, table.cells
+        for name, limits in self._current.items():
+            was = before.get(name)
+            if was is None or was is limits or name in subjects or was == limits:
+                continue
+            tag = tag_of(name)
+            table.lock()
+            try:
+                row = table.find(tag)
+                if row is None and claims and _limited(limits):
+                    claims -= 1
+                    row = table.claim(tag, clock())
+                if row is not None:
+                    change_row(cells, row, was, limits, clock)
+            finally:
+                table.unlock()
 
     def reset(self, name: str) -> bool:
         """Fill the buckets of subject `name` ("key:ID", "team:ID"): a minute of requests
@@ -444,5 +482,6 @@ def _reclaim(state: _Subject, table: SharedTable, now: float) -> int | None:
     if row is not None:
         cells = table.cells
         cells[row + RPM_CAP], cells[row + TPM_CAP] = state.rpm or 0.0, state.tpm or 0.0
+        cells[row + PARALLEL] = 0.0 if state.parallel is None else state.parallel + 1.0
         push(state, cells, row, table.column, 0)
     return row

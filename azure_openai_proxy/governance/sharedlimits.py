@@ -16,8 +16,9 @@ The table is a file (in /dev/shm where it can be: memory, never written to disk)
     0     tag: the subject's name hash (52 bits, + 1; 0 marks a free row, -1 a freed one)
     1-3   RPM: the limit the level was last set for (0: none yet), level, stamp
     4-6   TPM: the same
-    7     requests in flight: the total
-    8...  requests in flight, one column per worker (their sum is the total)
+    7     the parallel limit + 1 (0: none yet)
+    8     requests in flight: the total
+    9...  requests in flight, one column per worker (their sum is the total)
 
 The same machinery keeps budgets' holds (governance/sharedholds.py) in a second table of
 another shape (`fixed` columns before the per-worker ones; the last of them is always
@@ -73,21 +74,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from azure_openai_proxy.governance.buckets import changed_level
+from azure_openai_proxy.governance.buckets import changed_level, limit_of
 from azure_openai_proxy.governance.model import Limits
 
-__all__ = ["IDLE_SECONDS", "PROBES", "ROW_FIXED", "RPM_CAP", "TPM_CAP", "SharedBuckets",
-           "SharedLimits", "SharedTable", "configure_shared", "fill_row", "pull", "push",
-           "sweep", "tag_of"]
+__all__ = ["IDLE_SECONDS", "PARALLEL", "PROBES", "ROW_FIXED", "RPM_CAP", "TPM_CAP", "SharedBuckets",
+           "SharedLimits", "SharedTable", "change_row", "configure_shared", "fill_row", "pull",
+           "push", "sweep", "tag_of"]
 
 log = logging.getLogger("azure_openai_proxy")
 
-ROW_FIXED = 8  # doubles before the in-flight columns
+ROW_FIXED = 9  # doubles before the in-flight columns
 # Offsets in a row (the module docstring draws it).
 RPM_CAP, _RPM_LEVEL, _RPM_STAMP = 1, 2, 3
 TPM_CAP, _TPM_LEVEL, _TPM_STAMP = 4, 5, 6
-IN_FLIGHT = 7  # the total of the in-flight columns
-DEFAULT_SLOTS = 16384  # rows: 1.3 MB with two workers, 2 MB with eight
+PARALLEL = 7  # the parallel limit + 1 (max_parallel may be 0)
+IN_FLIGHT = 8  # the total of the in-flight columns
+DEFAULT_SLOTS = 16384  # rows: 1.4 MB with two workers, 2.2 MB with eight
 _TAG_BITS = 52  # a double holds every integer up to 2**53 exactly
 _FREED = -1.0  # the tag of a row given back (a tombstone: probing goes on past it)
 PROBES = 64  # rows looked at for a name: past them it is counted per worker
@@ -364,6 +366,8 @@ class SharedBuckets(Protocol):
 
     row: int | None
     tag: float
+    limits: Limits | None
+    parallel: int | None
     rpm: float | None
     rpm_level: float
     rpm_stamp: float
@@ -374,17 +378,18 @@ class SharedBuckets(Protocol):
 
     def configure(self, limits: Limits, now: float) -> None: ...
 
-    def follow(self, rpm: float, tpm: float) -> None: ...
+    def follow(self, rpm: float, tpm: float, parallel: int | None) -> None: ...
 
 
 def pull(state: SharedBuckets, cells: memoryview[float], row: int) -> None:
     """Copy a subject's shared levels and stamps (of the limits it has here) and its
     in-flight total into `state`; a limit another worker changed is followed
-    (`Subject.follow`)."""
-    rpm, tpm = cells[row + RPM_CAP], cells[row + TPM_CAP]
+    (`Subject.follow`), its parallel one too."""
+    rpm, tpm, parallel = cells[row + RPM_CAP], cells[row + TPM_CAP], cells[row + PARALLEL]
     if ((rpm != state.rpm and rpm and state.rpm is not None)
-            or (tpm != state.tpm and tpm and state.tpm is not None)):
-        state.follow(rpm, tpm)
+            or (tpm != state.tpm and tpm and state.tpm is not None)
+            or (parallel and state.parallel is not None and parallel != state.parallel + 1)):
+        state.follow(rpm, tpm, int(parallel) - 1 if parallel else None)
     if state.rpm is not None:
         state.rpm_level, state.rpm_stamp = cells[row + _RPM_LEVEL], cells[row + _RPM_STAMP]
     if state.tpm is not None:
@@ -418,34 +423,60 @@ def fill_row(cells: memoryview[float], row: int, now: float) -> None:
 
 def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
                      clock: Callable[[], float]) -> None:
-    """A shared subject's `configure`, as `Subject.configure` does it on the row: each
+    """A shared subject's `configure`, as `Subject.configure` does it on the row, for a
+    limit this worker loaded anew (it differs from the one it loaded before): the
     bucket is refilled at the rate of the limit the row last had (set by any worker),
-    then changed to the new limit (`changed_level`; full when it had none), and a
-    bucket of a limit removed is dropped."""
+    then changed to the new limit (`changed_level`; full when the row had none), and a
+    bucket of a limit removed is dropped. A limit it did not change here (a subject new
+    to this worker, or the same limit loaded again) is not written: the row's stands
+    and is followed (`pull`), whatever cap this worker counted by. Else a worker whose
+    reload came after two changes (the key directory polls) and that had followed the
+    first in the row wrote that cap back as a change of its own: a TPM raised while in
+    debt and lowered was raised again, the next debt forgiven; and a worker yet to
+    reload set its old limit back on the row when it first planned the subject."""
     row, cells = state.row, table.cells
     assert row is not None
     table.lock()
     try:
+        loaded = state.limits  # None: new here, it joins the row as the row is
         state.configure(limits, clock())  # this worker's caps and rates
         if cells[row] != state.tag:  # given back by another worker: claimed anew
             row = state.row = table.claim(state.tag, clock())
             if row is None:
                 state.in_flight = 0  # none of its was in the row given back
                 return
-        for cap, at in ((state.rpm, row + RPM_CAP), (state.tpm, row + TPM_CAP)):
-            # A bucket's level and stamp follow its limit (`RPM_CAP`, `_RPM_LEVEL`, ...).
-            if cap is None:
-                # No such limit now: its bucket is dropped, as an unshared subject's is
-                # (a debt or a spent minute kept here refused the limit set again).
-                cells[at:at + 3] = _zeros(3)
-                continue
-            old, level, stamp = cells[at], cells[at + 1], cells[at + 2]
-            now = max(clock(), stamp)
-            # The first limit anyone set (or set again): a full minute. A changed one is
-            # changed once, by the first worker to see it (the row's limit is then it).
-            level = cap if old == 0.0 else changed_level(
-                min(old, level + (now - stamp) * old / 60.0), old, cap)
-            cells[at], cells[at + 1], cells[at + 2] = cap, level, now
+        change_row(cells, row, loaded if loaded is not None else limits, limits, clock)
         pull(state, cells, row)
     finally:
         table.unlock()
+
+
+def change_row(cells: memoryview[float], row: int, was: Limits, limits: Limits,
+               clock: Callable[[], float]) -> None:
+    """With the lock held: the limits of `row` changed from `was` to `limits` (what a
+    worker loaded before and now), each that changed as `configure_shared` says (a
+    row without a limit yet is given `limits`' in full); the others are left as the
+    row has them."""
+    for new, old, at in ((limits.rpm, was.rpm, row + RPM_CAP),
+                         (limits.tpm, was.tpm, row + TPM_CAP)):
+        # A bucket's level and stamp follow its limit (`RPM_CAP`, `_RPM_LEVEL`, ...).
+        cap, changed = limit_of(new), limit_of(new) != limit_of(old)
+        if cap is None:
+            # No such limit now: its bucket is dropped, as an unshared subject's is
+            # (a debt or a spent minute kept here refused the limit set again).
+            if changed:
+                cells[at:at + 3] = _zeros(3)
+            continue
+        before, level, stamp = cells[at], cells[at + 1], cells[at + 2]
+        if before != 0.0 and not changed:
+            continue
+        now = max(clock(), stamp)
+        # The first limit anyone set (or set again): a full minute. A changed one is
+        # changed once, by the first worker to see it (the row's limit is then it).
+        level = cap if before == 0.0 else changed_level(
+            min(before, level + (now - stamp) * before / 60.0), before, cap)
+        cells[at], cells[at + 1], cells[at + 2] = cap, level, now
+    parallel = limits.max_parallel
+    if (parallel != was.max_parallel
+            or (parallel is not None and cells[row + PARALLEL] == 0.0)):
+        cells[row + PARALLEL] = 0.0 if parallel is None else parallel + 1.0

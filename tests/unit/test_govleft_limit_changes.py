@@ -24,6 +24,7 @@ from azure_openai_proxy.governance.ratelimit import Admission, RateLimiter, Refu
 from azure_openai_proxy.governance.sharedlimits import SharedLimits
 from azure_openai_proxy.store.keys import KeyStore
 from tests.unit.test_sharedlimits import Clock, admitted, shared_limiter
+from tests.unit.test_sharedlimits_rows import _tagged_rows
 
 MakeLimiter = Callable[[Clock], RateLimiter]
 
@@ -253,3 +254,125 @@ def test_a_limit_removed_and_set_again_leaves_no_phantom_request_in_flight(
     _reload(one, first, second)
     for limiter in (first, second, first):
         limiter.settle(admitted(_try(limiter, one, 0)), None)
+
+
+def test_a_worker_whose_reload_skipped_a_raise_holds_the_next_debt(spec: SharedLimits) -> None:
+    # tests/e2e/test_govleft_limit_changes.py's sequence, as a trace of it ran: a key in
+    # debt is raised and lowered back within one poll of the other worker, whose reload
+    # skips the raise. The key store gives one `Limits` object per value (store/keys.py
+    # `_limits`): that worker loads the very object it had, which its subject took for
+    # "unchanged" while it counted by the raise it had followed in the row, and its next
+    # plan wrote that raise back: the lowered limit was raised again, the new debt paid.
+    clock, first, second = _workers(spec)
+    low, high = Limits(tpm=3000), Limits(tpm=30_000)
+    _reload(low, first, second)
+    _use(second, low, 0, 0)  # the second has planned the key too
+    _use(first, low, 2000, 8000)  # 5,000 owed
+    _reload(high, first)  # the admin write's worker: 22,000 left
+    _use(second, low, 8, 8)  # yet to reload: counted by the row's 30,000 (followed)
+    _reload(low, first)  # lowered: 3,000 left
+    clock.now += 0.5
+    _reload(low, second)  # its reload skipped the raise: what it had loaded
+    clock.now += 1.5
+    _use(first, low, 2000, 8000)  # in debt again
+    for limiter in (second, first, second):
+        refused = _try(limiter, low, 8)
+        assert isinstance(refused, Refusal) and refused.kind == "tokens"
+        assert refused.headers["x-ratelimit-limit-tokens"] == "3000"
+
+
+def test_a_worker_yet_to_reload_and_new_to_a_key_joins_its_row(spec: SharedLimits) -> None:
+    # The first request of a key in a worker whose reload has not come yet carries the
+    # old limit: its subject, new there, set the row back to it (a raise lost, then
+    # given again in full by that worker's reload: the debt before it forgiven).
+    _, first, second = _workers(spec)
+    low, high = Limits(tpm=3000), Limits(tpm=30_000)
+    _reload(low, first, second)
+    _use(first, low, 2000, 8000)  # 5,000 owed
+    _reload(high, first)  # 27,000 more: 22,000 left
+    stale = admitted(_try(second, low, 10))
+    assert stale.headers["x-ratelimit-limit-tokens"] == "30000"
+    assert 21_980 <= int(stale.headers["x-ratelimit-remaining-tokens"]) <= 21_990
+    _reload(high, second)  # its reload gives nothing again
+    refused = _try(first, high, 22_000)
+    assert isinstance(refused, Refusal) and refused.kind == "tokens"
+
+
+def test_a_reload_changes_the_row_of_a_key_the_worker_never_planned(spec: SharedLimits) -> None:
+    # The admin write's worker reloads before it answers, but had no state of the key
+    # (the other served it): its change waited for the other's poll, which meanwhile
+    # refused a key whose raise had been answered.
+    _, first, second = _workers(spec)
+    low, high = Limits(tpm=3000), Limits(tpm=30_000)
+    _reload(low, first, second)
+    _use(first, low, 2000, 8000)  # 5,000 owed
+    _reload(high, second)  # the admin write's worker, which never planned the key
+    raised = admitted(_try(first, low, 10))  # the first, yet to reload
+    assert raised.headers["x-ratelimit-limit-tokens"] == "30000"
+
+
+def test_a_change_reloaded_before_any_worker_planned_the_key_holds_in_every_worker(
+        spec: SharedLimits) -> None:
+    # No row yet when the change is reloaded: the first worker to plan the key after
+    # it, yet to reload, made the row with its old limit, which the other then joined
+    # (found by the differential test's late reloads).
+    _, first, second = _workers(spec)
+    old, new = Limits(rpm=1000), Limits(rpm=10)
+    _reload(old, first, second)
+    _reload(new, first)
+    stale = admitted(_try(second, old, 0))
+    assert stale.headers["x-ratelimit-limit-requests"] == "10"
+    assert admitted(_try(first, new, 0)).headers["x-ratelimit-remaining-requests"] == "8"
+
+
+@pytest.mark.parametrize("before, after, passes", [(2, 1, False), (1, 3, True)])
+def test_a_changed_parallel_limit_holds_at_once_in_every_worker(
+        spec: SharedLimits, before: int, after: int, passes: bool) -> None:
+    # max_parallel is in the shared row as RPM and TPM are: a worker yet to reload
+    # counts by the limit another set (before: by its own for up to a poll, 0.5 s).
+    _, first, second = _workers(spec)
+    old, new = Limits(max_parallel=before), Limits(max_parallel=after)
+    _reload(old, first, second)
+    _use(second, old, 0, 0)
+    running = admitted(_try(first, old, 0))
+    _reload(new, first)  # the admin write's worker
+    stale = _try(second, old, 0)  # yet to reload
+    if passes:
+        second.settle(admitted(stale), None)
+    else:
+        assert isinstance(stale, Refusal) and stale.kind == "parallel"
+    first.settle(running, None)
+    _reload(new, second)
+    for _ in range(after):
+        admitted(_try(second, new, 0))
+    refused = _try(first, new, 0)
+    assert isinstance(refused, Refusal) and refused.kind == "parallel"
+
+
+def test_a_reload_that_changed_many_unused_keys_leaves_room_for_the_keys_in_use(
+        tmp_path: Path) -> None:
+    # A script changed the limits of 400 keys that no worker has planned: the reload
+    # gave each a row (and a subject, in the worker that read it), 4 s for 10,000 keys
+    # and 87 s for 100,000 on this machine, the event loop held; the table filled up,
+    # and a key in use past it was limited per worker (review of session 27).
+    spec = SharedLimits.create(workers=2, slots=128, directory=str(tmp_path))
+    try:
+        clock = Clock()
+        first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+        used, old, new = Limits(rpm=1), Limits(rpm=1000), Limits(rpm=10)
+        keys = {f"key:u{number}": old for number in range(400)} | {"key:k": used}
+        for limiter in (first, second):
+            limiter.forget(keys)
+        admitted(first.take(first.plan("u399", old, None, None), 0))  # it has a row
+        second.forget({name: new for name in keys} | {"key:k": used})
+        assert _tagged_rows(spec) <= 64 + 1
+        # A key with a row already is changed whatever the count: the first, yet to
+        # reload, counts by the new limit.
+        stale = admitted(first.take(first.plan("u399", old, None, None), 0))
+        assert stale.headers["x-ratelimit-limit-requests"] == "10"
+        admitted(first.take(first.plan("k", used, None, None), 0))
+        refused = second.take(second.plan("k", used, None, None), 0)
+        assert isinstance(refused, Refusal) and refused.kind == "requests"
+        assert second.snapshot().keys() == {"key:k"}  # nothing kept of the others
+    finally:
+        spec.remove()

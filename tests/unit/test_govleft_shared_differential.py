@@ -6,10 +6,20 @@ time passing: every request gets the same answer, admitted or refused for the sa
 limit, with the same limits and remaining counts (to rounding: the sums are added in
 another order). Seeded and bounded: 300 runs of 25 steps, about three seconds. It
 found the parallel count's two defects of govleft (requests in flight before a limit
-was set; a stale count after a row was given back)."""
+was set; a stale count after a row was given back).
+
+A reload may reach the second worker late (its key directory polls every 0.5 s),
+then with the newest limits only, skipping the ones between (two admin writes within a
+poll). A late reload changes the key's limits' values, not which it has: a worker yet
+to reload counts by the limits another set in the shared row (`Subject.follow`), for
+those it has too. Limits are one object per value, as the key store gives them
+(store/keys.py `_limits`): a worker that skipped a raise loads the very object it had.
+With both, it found a TPM raised in debt and lowered again forgiving the next debt
+(session 27, `configure_shared`)."""
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 from typing import Any
@@ -22,19 +32,37 @@ from tests.unit.test_sharedlimits import Clock, shared_limiter
 Step = tuple[Any, ...]
 
 
+_RPMS, _TPMS, _PARALLELS = [3, 10, 1000], [500, 1000, 20_000], [1, 3]
+
+
+@functools.cache
+def _interned(rpm: int | None, tpm: int | None, parallel: int | None) -> Limits:
+    return Limits(rpm=rpm, tpm=tpm, max_parallel=parallel)
+
+
 def _limits(rng: random.Random) -> Limits:
-    return Limits(rpm=rng.choice([None, 3, 10, 1000]), tpm=rng.choice([None, 500, 1000, 20_000]),
-                  max_parallel=rng.choice([None, 1, 3]))
+    return _interned(rng.choice([None, *_RPMS]), rng.choice([None, *_TPMS]),
+                     rng.choice([None, *_PARALLELS]))
+
+
+def _changed(rng: random.Random, limits: Limits) -> Limits:
+    """Other values of the limits `limits` has (a late reload's change)."""
+    return _interned(limits.rpm and rng.choice(_RPMS), limits.tpm and rng.choice(_TPMS),
+                     limits.max_parallel and rng.choice(_PARALLELS))
 
 
 def _steps(rng: random.Random) -> list[Step]:
     limits = _limits(rng)
-    steps: list[Step] = [("reload", limits, _limits(rng))]
+    steps: list[Step] = [("reload", limits, _limits(rng), False)]
+    team = steps[0][2]
     for _ in range(25):
         roll = rng.random()
-        if roll < 0.15:
-            limits = _limits(rng)
-            steps.append(("reload", limits, _limits(rng)))
+        if roll < 0.1:
+            limits, team = _limits(rng), _limits(rng)
+            steps.append(("reload", limits, team, False))
+        elif roll < 0.2:
+            limits = _changed(rng, limits)
+            steps.append(("reload", limits, team, True))
         elif roll < 0.6:
             steps.append(("take", limits, rng.choice([0, 1, 100, 600, 5000])))
         elif roll < 0.67:
@@ -49,15 +77,17 @@ def _steps(rng: random.Random) -> list[Step]:
 def _run(workers: list[RateLimiter], clock: Clock, steps: list[Step]) -> list[Step]:
     seen: list[Step] = []
     held: list[tuple[RateLimiter, Admission]] = []
-    team = Limits()
+    loaded = [(Limits(), Limits()) for _ in workers]  # each worker's key and team limits
     for number, step in enumerate(steps):
         if step[0] == "reload":
-            team = step[2]
-            for worker in workers:
-                worker.forget({"key:k": step[1], "team:t": team})
+            for at, worker in enumerate(workers):
+                if at == 0 or not step[3]:  # late: the second reloads at the next one
+                    loaded[at] = step[1], step[2]
+                    worker.forget({"key:k": step[1], "team:t": step[2]})
         elif step[0] == "take":
-            worker = workers[number % len(workers)]
-            result = worker.take(worker.plan("k", step[1], "t", team), step[2])
+            at = number % len(workers)
+            worker, (key, team) = workers[at], loaded[at]
+            result = worker.take(worker.plan("k", key, "t", team), step[2])
             if isinstance(result, Admission):
                 held.append((worker, result))
             kind = "ok" if isinstance(result, Admission) else result.kind
