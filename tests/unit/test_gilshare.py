@@ -72,6 +72,7 @@ def test_a_running_writer_holds_the_shorter_interval(tmp_path: Path) -> None:
     assert sys.getswitchinterval() == pytest.approx(0.005)
 
 
+@pytest.mark.slow
 def test_the_writer_keeps_up_with_a_saturated_gateway(tmp_path: Path) -> None:
     """The whole gateway in process (bench/inprocess.py: no sockets, so its event loop
     never waits) serving a governed key's requests as fast as it can: without the
