@@ -125,6 +125,19 @@ class ServerThread:
             self._thread.join(10)
 
 
+def load_keys_now(server: ServerThread) -> None:
+    """Have a gateway's key directory read its store now, as its 0.5 s poll (or the admin
+    API after a change) does, instead of waiting for the next poll: for keys a test makes
+    in the store as its set-up. (The poll itself is the subject of its own tests, which
+    wait for it.)"""
+    async def refresh() -> None:
+        directory = server.app.gateway.directory
+        assert directory is not None
+        await directory.refresh()
+
+    server.call(refresh)
+
+
 @contextmanager
 def serve(factory: AppFactory, port: int = 0) -> Iterator[ServerThread]:
     server = ServerThread(factory, port=port).start()

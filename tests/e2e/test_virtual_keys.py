@@ -24,7 +24,7 @@ from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.keys import KeyStore
 from tests.e2e.conftest import CLIENT_KEY, Emulator, emulator_config, gateway_settings
-from tests.support import ServerThread, serve, silent_wav
+from tests.support import ServerThread, load_keys_now, serve, silent_wav
 from tests.waiting import until
 
 ADMIN_KEY = "admin-key-for-tests-abcdef"
@@ -61,6 +61,7 @@ class Governed:
 
     def key(self, name: str, **fields: Any) -> tuple[str, str]:
         key, secret = self.store.create_key(name, now=time.time(), **fields)
+        load_keys_now(self.server)  # not the next poll's (up to 0.5 s a key)
         return key.id, self.known(secret)
 
 
