@@ -41,7 +41,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = kept
 
 
-def pytest_report_collectionfinish(config: pytest.Config, items: list[pytest.Item]) -> str:
+def pytest_report_header(config: pytest.Config) -> str:
+    # A header, not a collection report: under xdist (`-n 2`) only the workers collect, and
+    # the controller, which prints, would say nothing.
     if config.getoption("--slow"):
         return "the slow step: only the tests marked slow"
     return "tests marked slow are left out (deselected): `pytest --slow` runs them, as .ci/run does"

@@ -69,12 +69,14 @@ def test_the_default_run_leaves_the_slow_tests_out(pytester: pytest.Pytester) ->
     names, result = _run(pytester)
     assert names == {"plain", "plain_method"}
     result.assert_outcomes(passed=2, deselected=3)
+    result.stdout.fnmatch_lines(["tests marked slow are left out (deselected)*"])
 
 
 def test_the_slow_step_runs_only_the_slow_tests(pytester: pytest.Pytester) -> None:
     names, result = _run(pytester, "--slow")
     assert names == {"marked", "marked_method", "module"}
     result.assert_outcomes(passed=3, deselected=2)
+    result.stdout.fnmatch_lines(["the slow step: only the tests marked slow"])
 
 
 def test_ci_runs_both_steps_and_stops_at_a_failure() -> None:
