@@ -15,6 +15,39 @@ settings.register_profile(
 )
 settings.load_profile("suite")
 
+# The slow step: tests marked `slow` (the benchmark scripts' smoke runs, a saturation
+# test) take a minute and more between them, mostly under load of their own; the README's
+# test command leaves them out and `.ci/run` runs them in a step of their own
+# (`pytest -n 2 --slow`), so CI still runs every test.
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true",
+                     help="run only the tests marked slow (.ci/run's second step)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "slow: left out of the default run; `pytest --slow` runs them (.ci/run does)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    slow = bool(config.getoption("--slow"))
+    kept, left = [], []
+    for item in items:
+        (kept if (item.get_closest_marker("slow") is not None) == slow else left).append(item)
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = kept
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    # A header, not a collection report: under xdist (`-n 2`) only the workers collect, and
+    # the controller, which prints, would say nothing.
+    if config.getoption("--slow"):
+        return "the slow step: only the tests marked slow"
+    return "tests marked slow are left out (deselected): `pytest --slow` runs them, as .ci/run does"
+
 
 @pytest.fixture
 def reserve_port() -> Iterator[Callable[[], int]]:

@@ -62,6 +62,10 @@ class ServerThread:
     loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
     app: Any = None
     shutdown_grace: float = 5.0
+    # An aiohttp app's (the emulator's) handlers still running when it stops are cancelled
+    # after this: a test over does not wait out an emulator's `hang` fault (aiohttp's own
+    # default waits up to 60 s for them; a 3 s hang added 2 s to each such test's teardown).
+    handler_grace: float = 0.1
     _stop: Callable[[], Awaitable[None]] | None = None
     _thread: threading.Thread | None = None
 
@@ -80,7 +84,8 @@ class ServerThread:
             grace = self.shutdown_grace
             self._stop = lambda: server.shutdown(grace)
             return
-        runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        runner = web.AppRunner(self.app, handle_signals=False, access_log=None,
+                               shutdown_timeout=self.handler_grace)
         await runner.setup()
         await web.SockSite(runner, sock).start()
         self._stop = runner.cleanup
@@ -118,6 +123,19 @@ class ServerThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         if self._thread is not None:
             self._thread.join(10)
+
+
+def load_keys_now(server: ServerThread) -> None:
+    """Have a gateway's key directory read its store now, as its 0.5 s poll (or the admin
+    API after a change) does, instead of waiting for the next poll: for keys a test makes
+    in the store as its set-up. (The poll itself is the subject of its own tests, which
+    wait for it.)"""
+    async def refresh() -> None:
+        directory = server.app.gateway.directory
+        assert directory is not None
+        await directory.refresh()
+
+    server.call(refresh)
 
 
 @contextmanager

@@ -15,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_smoke_run_prints_the_table_and_writes_every_row(tmp_path: Path) -> None:
     env = dict(os.environ)
@@ -86,6 +87,7 @@ def test_the_in_process_stream_mode_relays_every_stream(per_read: str) -> None:
         in done.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_governance_rounds_interleave_the_pair_and_take_the_median(tmp_path: Path) -> None:
     """`--gov-rounds 2` measures issue 13's pair twice, off then on each round, and the

@@ -23,7 +23,7 @@ from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.keys import KeyStore
 from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, Emulator
 from tests.e2e.pools import FakeClock, pool_emulator, pool_gateway, sdk
-from tests.support import ServerThread
+from tests.support import ServerThread, load_keys_now
 from tests.waiting import until
 
 CHAT_MODEL = "llama"
@@ -200,6 +200,7 @@ def test_a_virtual_key_is_governed_on_a_foundry_pool(tmp_path: Path) -> None:
                                              limits=Limits(rpm=3), now=time.time())
             finally:
                 store.close()
+            load_keys_now(gateway)  # not the next poll's (up to 0.5 s a key)
             client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret, max_retries=0)
             until(lambda: _models_status(gateway.url, secret) == 200, timeout=10,
                   message="the gateway never loaded the new key")

@@ -21,7 +21,7 @@ from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.keys import KeyStore
 from azure_openai_proxy.store.ledger import LedgerStore
 from tests.e2e.conftest import CLIENT_KEY, Emulator, emulator_config, gateway_settings
-from tests.support import ServerThread, serve, silent_wav
+from tests.support import ServerThread, load_keys_now, serve, silent_wav
 from tests.waiting import until
 
 
@@ -172,6 +172,7 @@ def _virtual_key(gateway: ServerThread, database: Path, name: str, *, team: str 
         key, secret = store.create_key(name, team=team, limits=Limits(**limits), now=time.time())
     finally:
         store.close()
+    load_keys_now(gateway)  # not the next poll's (up to 0.5 s a key)
     until(lambda: httpx.get(gateway.url + "/v1/models",
                             headers={"Authorization": f"Bearer {secret}"}).status_code == 200,
           timeout=10, message="the gateway never loaded the new key")

@@ -32,7 +32,7 @@ from tests.e2e.conftest import AZURE_KEY, CLIENT_KEY, Emulator, emulator_config,
 from tests.e2e.pools import MODEL, pool_emulator, pool_gateway, pool_settings
 from tests.e2e.test_entra import FakeCredential
 from tests.processes import pproxy, running
-from tests.support import ServerThread, serve
+from tests.support import ServerThread, load_keys_now, serve
 from tests.waiting import until
 
 DATED = "gpt-4o-realtime-preview"  # an emulator deployment, reached on the dated API
@@ -371,6 +371,7 @@ def virtual_key(gateway: ServerThread, database: Path, **limits: Any) -> tuple[s
                                        now=time.time())
     finally:
         store.close()
+    load_keys_now(gateway)  # not the next poll's (up to 0.5 s a key)
     until(lambda: _loaded(gateway, secret), message="the gateway never loaded the new key")
     return key.id, secret
 

@@ -32,7 +32,7 @@ from tests.e2e.test_realtime import (
     slow_emulator,
     virtual_key,
 )
-from tests.support import ServerThread, serve
+from tests.support import ServerThread, load_keys_now, serve
 from tests.waiting import until
 
 __all__ = ["governed", "slow_emulator"]  # the fixtures, used by name
@@ -166,6 +166,7 @@ def test_the_teams_rpm_counts_its_keys_responses_too(
         _, secret = store.create_key("rt-team", team=team.id, now=time.time())
     finally:
         store.close()
+    load_keys_now(governed)  # not the next poll's (up to 0.5 s a key)
     until(lambda: _loaded(governed, secret), message="the gateway never loaded the new key")
     with open_raw(governed, secret) as connection:  # the team's first request
         events_until(connection, "session.created")

@@ -27,7 +27,7 @@ from tests.e2e.test_s19_image_tool import (  # noqa: F401
     image_emulator,
     picturing,
 )
-from tests.support import ServerThread
+from tests.support import ServerThread, load_keys_now
 from tests.waiting import until
 
 
@@ -38,6 +38,7 @@ def _allowed_key(gateway: ServerThread, database: Path, *models: str) -> str:
         _, secret = store.create_key("allowed", models=models, now=time.time())
     finally:
         store.close()
+    load_keys_now(gateway)  # not the next poll's (up to 0.5 s a key)
     until(lambda: httpx.get(gateway.url + "/v1/models",
                             headers={"Authorization": f"Bearer {secret}"}).status_code == 200,
           timeout=10, message="the gateway never loaded the new key")

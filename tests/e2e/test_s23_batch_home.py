@@ -26,7 +26,7 @@ from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.keys import KeyStore
 from tests.e2e.conftest import AZURE_KEY, Emulator
 from tests.e2e.pools import chat_deployment, pool_emulator
-from tests.support import ServerThread
+from tests.support import ServerThread, load_keys_now
 from tests.waiting import until
 
 _T = TypeVar("_T")
@@ -91,6 +91,7 @@ def gateways(tmp_path: Path, regions: tuple[Emulator, Emulator],
     finally:
         store.close()
     for gateway in gateways:
+        load_keys_now(gateway)  # not the next poll's (up to 0.5 s a key)
         until(lambda gateway=gateway: _loaded(gateway, secret), timeout=10,  # type: ignore[misc]
               message="a gateway never loaded the new key")
     return gateways[0], gateways[1], secret

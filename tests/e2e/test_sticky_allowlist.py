@@ -17,6 +17,7 @@ from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.keys import KeyStore
 from tests.e2e.conftest import AZURE_KEY
 from tests.e2e.pools import FakeClock, pool_emulator, pool_gateway
+from tests.support import load_keys_now
 from tests.waiting import until
 
 DEPLOYMENTS = (
@@ -46,6 +47,7 @@ def test_an_object_on_a_deployment_the_key_may_not_use_is_not_reached_by_another
                                                now=time.time())
                 client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=secret,
                                        max_retries=0)
+                load_keys_now(gateway)  # not the next poll's (up to 0.5 s a key)
                 until(lambda: _models(gateway.url, secret) == ["gpt-4o", "other"],
                       timeout=10, message="the gateway never loaded the new key")
                 file = client.files.create(file=("notes.txt", b"hello", "text/plain"),

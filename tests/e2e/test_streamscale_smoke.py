@@ -16,6 +16,9 @@ from bench.streamscale import SEED_GZ
 
 REPO = Path(__file__).resolve().parents[2]
 
+# Half a minute of benchmark runs: in .ci/run's slow step (`pytest --slow`), not the default run.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.skipif(not have_echo_module(), reason="apt-get install -y nginx libnginx-mod-http-echo")
 @pytest.mark.timeout(180)
