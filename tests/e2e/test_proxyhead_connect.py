@@ -1,0 +1,176 @@
+"""An HTTP upstream proxy's answer to CONNECT is read to its blank line however its TCP
+writes split it (upstream/tunnelled.py, tunnel.py's CONNECT for aiohttp's client too).
+python-socks, under aiohttp-socks, read it in one read: a 200 whose headers came after
+its status line had them read as Azure's answer (a 502 'ClientResponseError' for an SDK
+call that the proxy tunnelled), and a status line cut in two was 'Invalid status code'.
+A refusal in pieces (407, 502) is a clear 502 naming the proxy, never its password; TLS
+that fails through the tunnel is told as such, the request not sent (it was taken for
+sent: no failover), and leaves no socket."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable
+
+import openai
+import pytest
+
+from azure_openai_proxy.errors import UpstreamUnreachable
+from azure_openai_proxy.settings import Settings, UpstreamSettings
+from azure_openai_proxy.upstream.transport import AiohttpTransport, UpstreamRequest
+from tests.e2e.conftest import CLIENT_KEY, Emulator, gateway_settings
+from tests.e2e.test_gateway_edges import AUTH, CHAT, call, error_of
+from tests.support import ServerThread
+
+PASSWORD = "s3cret-proxy-pw"
+# Long enough for the gateway to read each piece alone, even on a loaded machine.
+_GAP = 0.2
+_ESTABLISHED = (b"HTTP/1.1 200 Connection established\r\n", b"Proxy-Agent: piecemeal/1\r\n",
+                b"\r\n")
+_CUT_STATUS = (b"HTTP/1.1 20", b"0 Connection established\r\n\r\n")
+
+
+class PiecemealProxy:
+    """An HTTP CONNECT proxy on loopback that writes its answer's head in `pieces`, one
+    TCP write each, `_GAP` apart; a 2xx is then a tunnel to the host CONNECT named."""
+
+    def __init__(self, pieces: tuple[bytes, ...]) -> None:
+        self.pieces = pieces
+        self.heads: list[bytes] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> PiecemealProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def close(self) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.heads.append(head)
+            host, _, port = head.split(b" ")[1].decode().rpartition(":")
+            far_reader, far_writer = await asyncio.open_connection(host, int(port))
+            for piece in self.pieces:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(_GAP)
+            if self.pieces[0].split(b" ")[1].startswith(b"2"):
+                await asyncio.gather(_pipe(reader, far_writer), _pipe(far_reader, writer))
+            far_writer.close()
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+
+async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(OSError):
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+    dst.close()
+
+
+@contextlib.asynccontextmanager
+async def _proxy(*pieces: bytes) -> AsyncIterator[PiecemealProxy]:
+    proxy = await PiecemealProxy(pieces).start()
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def _through(emulator: Emulator, proxy: PiecemealProxy) -> Settings:
+    return gateway_settings(
+        emulator.url, max_attempts=1, circuit_failures=100,
+        upstream={"http_proxy": f"http://alice:{PASSWORD}@127.0.0.1:{proxy.port}",
+                  "connect_timeout": 5.0})
+
+
+@pytest.mark.parametrize("pieces", [_ESTABLISHED, _CUT_STATUS], ids=["head-in-3", "cut-status"])
+async def test_an_answer_head_in_pieces_opens_the_tunnel_for_an_sdk_call(
+    pieces: tuple[bytes, ...], emulator: Emulator,
+    start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    async with _proxy(*pieces) as proxy:
+        gateway = start_gateway(_through(emulator, proxy))
+        client = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key=CLIENT_KEY,
+                                    max_retries=0)
+        try:
+            answer = await client.chat.completions.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "through the proxy"}])
+        finally:
+            await client.close()
+    assert answer.choices[0].message.content
+    [head] = proxy.heads  # through the proxy, on one tunnel
+    assert head.startswith(f"CONNECT 127.0.0.1:{emulator.server.port} HTTP/1.1\r\n".encode())
+    assert b"\r\nProxy-Authorization: Basic YWxpY2U6czNjcmV0LXByb3h5LXB3\r\n" in head
+
+
+@pytest.mark.parametrize(("pieces", "said"), [
+    ((b"HTTP/1.1 4", b"07 Proxy Authentication Required\r\n",
+      b"Proxy-Authenticate: Basic realm=\"corp\"\r\n", b"Content-Length: 0\r\n\r\n"),
+     "407 Proxy Authentication Required (the user and password in the proxy URL are "
+     "missing or wrong)"),
+    ((b"HTTP/1.1 502 Bad Gateway\r\n", b"Content-Type: text/plain\r\nContent-Length: 9\r\n",
+      b"\r\nno route!"), "502 Bad Gateway"),
+], ids=["407", "502"])
+async def test_a_refusal_in_pieces_is_a_clear_502_naming_the_proxy(
+    pieces: tuple[bytes, ...], said: str, emulator: Emulator,
+    start_gateway: Callable[[Settings], ServerThread],
+) -> None:
+    async with _proxy(*pieces) as proxy:
+        gateway = start_gateway(_through(emulator, proxy))
+        status, _, body = await call(gateway.url + "/v1/chat/completions", body=CHAT,
+                                     headers={**AUTH, "Content-Type": "application/json"})
+    error = error_of(body)
+    assert status == 502, body
+    assert error["code"] == "upstream_unreachable"
+    assert error["message"] == (
+        f"Cannot reach Azure OpenAI at 127.0.0.1: the upstream proxy http://127.0.0.1:"
+        f"{proxy.port} did not open a tunnel to it: {said}.")
+    assert PASSWORD not in body.decode() and "alice" not in body.decode()
+
+
+async def test_tls_failing_through_the_tunnel_is_told_as_not_sent_and_leaves_no_socket(
+) -> None:
+    """Azure's side of the tunnel speaks no TLS (a plain HTTP server behind an https://
+    URL): the TLS failure names the proxy's tunnel and sends nothing, so failover may
+    try the next deployment (it was 'SSLError' with request_sent True)."""
+
+    async def plain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    azure = await asyncio.start_server(plain, "127.0.0.1", 0)
+    url = f"https://127.0.0.1:{azure.sockets[0].getsockname()[1]}/openai/x"
+    async with _proxy(*_ESTABLISHED[:1], b"\r\n") as proxy:
+        transport = AiohttpTransport(UpstreamSettings(
+            connect_timeout=5, http_proxy=f"http://alice:{PASSWORD}@127.0.0.1:{proxy.port}"))
+        before = len(os.listdir("/proc/self/fd"))
+        try:
+            for _ in range(3):
+                with pytest.raises(UpstreamUnreachable) as caught:
+                    await transport.send(UpstreamRequest("POST", url, {}, b"{}"))
+                assert caught.value.request_sent is False
+                message = caught.value.message
+                assert message.startswith(
+                    f"Cannot reach Azure OpenAI at 127.0.0.1: TLS through the upstream proxy "
+                    f"http://127.0.0.1:{proxy.port}'s tunnel failed ("), message
+                assert PASSWORD not in message and "alice" not in message
+            for _ in range(5):  # closed transports let go of their sockets a turn later
+                await asyncio.sleep(0.01)
+            assert len(os.listdir("/proc/self/fd")) <= before
+        finally:
+            await transport.close()
+    azure.close()
+    assert len(proxy.heads) == 3  # each through the proxy
