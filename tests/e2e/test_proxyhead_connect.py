@@ -12,7 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import openai
 import pytest
@@ -22,7 +26,9 @@ from azure_openai_proxy.settings import Settings, UpstreamSettings
 from azure_openai_proxy.upstream.transport import AiohttpTransport, UpstreamRequest
 from tests.e2e.conftest import CLIENT_KEY, Emulator, gateway_settings
 from tests.e2e.test_gateway_edges import AUTH, CHAT, call, error_of
+from tests.processes import ROOT
 from tests.support import ServerThread
+from tests.unit.test_fasttransport import _self_signed
 
 PASSWORD = "s3cret-proxy-pw"
 # Long enough for the gateway to read each piece alone, even on a loaded machine.
@@ -56,7 +62,8 @@ class PiecemealProxy:
             head = await reader.readuntil(b"\r\n\r\n")
             self.heads.append(head)
             host, _, port = head.split(b" ")[1].decode().rpartition(":")
-            far_reader, far_writer = await asyncio.open_connection(host, int(port))
+            # A name's trailing dot (DNS's root) is for DNS, not this machine's hosts file.
+            far_reader, far_writer = await asyncio.open_connection(host.rstrip("."), int(port))
             for piece in self.pieces:
                 writer.write(piece)
                 await writer.drain()
@@ -174,3 +181,50 @@ async def test_tls_failing_through_the_tunnel_is_told_as_not_sent_and_leaves_no_
             await transport.close()
     azure.close()
     assert len(proxy.heads) == 3  # each through the proxy
+
+
+async def _tls_through(cert: str, key: str) -> None:
+    """(In a child whose SSL_CERT_FILE is `cert`.) An https:// Azure on loopback with
+    `cert`, asked through a proxy writing its head in pieces; prints what it saw."""
+    names: list[str | None] = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.sni_callback = lambda _, name, __: names.append(name)  # type: ignore[assignment,misc,return-value]
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+
+    azure = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    port = azure.sockets[0].getsockname()[1]
+    async with _proxy(*_ESTABLISHED) as proxy:
+        transport = AiohttpTransport(UpstreamSettings(
+            connect_timeout=5, http_proxy=f"http://127.0.0.1:{proxy.port}"))
+        try:
+            for host in ("localhost", "localhost."):
+                response = await transport.send(
+                    UpstreamRequest("GET", f"https://{host}:{port}/openai/x", {}))
+                print(response.status, (await response.read(10)).decode())
+                response.close()
+        finally:
+            await transport.close()
+    print("SNI", names, "CONNECT", [head.split(b" ")[1].decode() for head in proxy.heads])
+
+
+def test_tls_to_azure_through_a_tunnel_opened_in_pieces(tmp_path: Path) -> None:
+    """Azure's https:// through the tunnel: TLS verified against the host's name (SNI
+    without a trailing dot), the proxy's head in pieces."""
+    cert, key = _self_signed(tmp_path)
+    child = (f"import asyncio; from tests.e2e.test_proxyhead_connect import _tls_through; "
+             f"asyncio.run(_tls_through({str(cert)!r}, {str(key)!r}))")
+    done = subprocess.run([sys.executable, "-c", child], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "SSL_CERT_FILE": str(cert)})
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert done.stdout.splitlines() == [
+        "200 ok", "200 ok",
+        "SNI ['localhost', 'localhost'] CONNECT ['localhost:PORT', 'localhost.:PORT']".replace(
+            "PORT", done.stdout.split("localhost:")[-1].split("'")[0]),
+    ], done.stdout
