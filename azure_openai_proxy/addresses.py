@@ -37,10 +37,12 @@ def _bad_authority(url: str) -> bool:
 
 
 def cleartext_host(endpoint: str) -> str | None:
-    """The host of an http:// endpoint that is not a loopback address, else None."""
+    """The host of an http:// endpoint that is not a loopback address, else None
+    (`localhost.`, fully qualified, is loopback too)."""
     parts = urlsplit(endpoint)
     host = parts.hostname or ""
-    if parts.scheme != "http" or host == "localhost" or host.endswith(".localhost"):
+    name = host.rstrip(".")
+    if parts.scheme != "http" or name == "localhost" or name.endswith(".localhost"):
         return None
     try:
         return None if ipaddress.ip_address(host).is_loopback else host
