@@ -189,7 +189,7 @@ async def _tls_through(cert: str, key: str) -> None:
     names: list[str | None] = []
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    context.sni_callback = lambda _, name, __: names.append(name)  # type: ignore[assignment,misc,return-value]
+    context.sni_callback = lambda _, name, __: names.append(name)
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
