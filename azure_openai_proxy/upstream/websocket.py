@@ -168,6 +168,11 @@ async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSe
             # (None through a SOCKS proxy: websockets passes python-socks' own.)
             sock = await _socket(url, configured, resolver) if proxy is None else None
             dialled: dict[str, Any] = {"sock": sock} if sock is not None else {}
+            if url.startswith("wss://"):
+                # TLS names a fully qualified host (`x.openai.azure.com.`) without its
+                # dot, as aiohttp and Go do: websockets checked the certificate against
+                # `x.openai.azure.com.`, which none names.
+                dialled["server_hostname"] = (urlsplit(url).hostname or "").rstrip(".")
             connection = await _Connect(
                 url, additional_headers=dict(headers), user_agent_header=_USER_AGENT,
                 subprotocols=offered, proxy=proxy, **dialled,
