@@ -36,6 +36,9 @@ _GAP = 0.2
 _ESTABLISHED = (b"HTTP/1.1 200 Connection established\r\n", b"Proxy-Agent: piecemeal/1\r\n",
                 b"\r\n")
 _CUT_STATUS = (b"HTTP/1.1 20", b"0 Connection established\r\n\r\n")
+# Lines ended by LF alone, which HTTP/1.1 lets a client take (RFC 9112 2.2), as Go's
+# net/http and python-socks did.
+_BARE_LF = (b"HTTP/1.0 200 Connection established\n", b"Proxy-Agent: lf\n\n")
 
 
 class PiecemealProxy:
@@ -101,7 +104,8 @@ def _through(emulator: Emulator, proxy: PiecemealProxy) -> Settings:
                   "connect_timeout": 5.0})
 
 
-@pytest.mark.parametrize("pieces", [_ESTABLISHED, _CUT_STATUS], ids=["head-in-3", "cut-status"])
+@pytest.mark.parametrize("pieces", [_ESTABLISHED, _CUT_STATUS, _BARE_LF],
+                         ids=["head-in-3", "cut-status", "bare-lf"])
 async def test_an_answer_head_in_pieces_opens_the_tunnel_for_an_sdk_call(
     pieces: tuple[bytes, ...], emulator: Emulator,
     start_gateway: Callable[[Settings], ServerThread],
