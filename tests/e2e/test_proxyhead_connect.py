@@ -10,12 +10,10 @@ sent: no failover), and leaves no socket."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import openai
@@ -25,76 +23,17 @@ from azure_openai_proxy.errors import UpstreamUnreachable
 from azure_openai_proxy.settings import Settings, UpstreamSettings
 from azure_openai_proxy.upstream.transport import AiohttpTransport, UpstreamRequest
 from tests.e2e.conftest import CLIENT_KEY, Emulator, gateway_settings
+from tests.e2e.piecemeal import ESTABLISHED, PiecemealProxy, piecemeal_proxy
 from tests.e2e.test_gateway_edges import AUTH, CHAT, call, error_of
 from tests.processes import ROOT
 from tests.support import ServerThread
 from tests.unit.test_fasttransport import _self_signed
 
 PASSWORD = "s3cret-proxy-pw"
-# Long enough for the gateway to read each piece alone, even on a loaded machine.
-_GAP = 0.2
-_ESTABLISHED = (b"HTTP/1.1 200 Connection established\r\n", b"Proxy-Agent: piecemeal/1\r\n",
-                b"\r\n")
 _CUT_STATUS = (b"HTTP/1.1 20", b"0 Connection established\r\n\r\n")
 # Lines ended by LF alone, which HTTP/1.1 lets a client take (RFC 9112 2.2), as Go's
 # net/http and python-socks did.
 _BARE_LF = (b"HTTP/1.0 200 Connection established\n", b"Proxy-Agent: lf\n\n")
-
-
-class PiecemealProxy:
-    """An HTTP CONNECT proxy on loopback that writes its answer's head in `pieces`, one
-    TCP write each, `_GAP` apart; a 2xx is then a tunnel to the host CONNECT named."""
-
-    def __init__(self, pieces: tuple[bytes, ...]) -> None:
-        self.pieces = pieces
-        self.heads: list[bytes] = []
-        self.port = 0
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> PiecemealProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def close(self) -> None:
-        assert self._server is not None
-        self._server.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            self.heads.append(head)
-            host, _, port = head.split(b" ")[1].decode().rpartition(":")
-            # A name's trailing dot (DNS's root) is for DNS, not this machine's hosts file.
-            far_reader, far_writer = await asyncio.open_connection(host.rstrip("."), int(port))
-            for piece in self.pieces:
-                writer.write(piece)
-                await writer.drain()
-                await asyncio.sleep(_GAP)
-            if self.pieces[0].split(b" ")[1].startswith(b"2"):
-                await asyncio.gather(_pipe(reader, far_writer), _pipe(far_reader, writer))
-            far_writer.close()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-
-async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(OSError):
-        while data := await src.read(65536):
-            dst.write(data)
-            await dst.drain()
-    dst.close()
-
-
-@contextlib.asynccontextmanager
-async def _proxy(*pieces: bytes) -> AsyncIterator[PiecemealProxy]:
-    proxy = await PiecemealProxy(pieces).start()
-    try:
-        yield proxy
-    finally:
-        proxy.close()
 
 
 def _through(emulator: Emulator, proxy: PiecemealProxy) -> Settings:
@@ -104,13 +43,13 @@ def _through(emulator: Emulator, proxy: PiecemealProxy) -> Settings:
                   "connect_timeout": 5.0})
 
 
-@pytest.mark.parametrize("pieces", [_ESTABLISHED, _CUT_STATUS, _BARE_LF],
+@pytest.mark.parametrize("pieces", [ESTABLISHED, _CUT_STATUS, _BARE_LF],
                          ids=["head-in-3", "cut-status", "bare-lf"])
 async def test_an_answer_head_in_pieces_opens_the_tunnel_for_an_sdk_call(
     pieces: tuple[bytes, ...], emulator: Emulator,
     start_gateway: Callable[[Settings], ServerThread],
 ) -> None:
-    async with _proxy(*pieces) as proxy:
+    async with piecemeal_proxy(*pieces) as proxy:
         gateway = start_gateway(_through(emulator, proxy))
         client = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key=CLIENT_KEY,
                                     max_retries=0)
@@ -137,7 +76,7 @@ async def test_a_refusal_in_pieces_is_a_clear_502_naming_the_proxy(
     pieces: tuple[bytes, ...], said: str, emulator: Emulator,
     start_gateway: Callable[[Settings], ServerThread],
 ) -> None:
-    async with _proxy(*pieces) as proxy:
+    async with piecemeal_proxy(*pieces) as proxy:
         gateway = start_gateway(_through(emulator, proxy))
         status, _, body = await call(gateway.url + "/v1/chat/completions", body=CHAT,
                                      headers={**AUTH, "Content-Type": "application/json"})
@@ -164,7 +103,7 @@ async def test_tls_failing_through_the_tunnel_is_told_as_not_sent_and_leaves_no_
 
     azure = await asyncio.start_server(plain, "127.0.0.1", 0)
     url = f"https://127.0.0.1:{azure.sockets[0].getsockname()[1]}/openai/x"
-    async with _proxy(*_ESTABLISHED[:1], b"\r\n") as proxy:
+    async with piecemeal_proxy(*ESTABLISHED[:1], b"\r\n") as proxy:
         transport = AiohttpTransport(UpstreamSettings(
             connect_timeout=5, http_proxy=f"http://alice:{PASSWORD}@127.0.0.1:{proxy.port}"))
         before = len(os.listdir("/proc/self/fd"))
@@ -187,42 +126,14 @@ async def test_tls_failing_through_the_tunnel_is_told_as_not_sent_and_leaves_no_
     assert len(proxy.heads) == 3  # each through the proxy
 
 
-async def _tls_through(cert: str, key: str) -> None:
-    """(In a child whose SSL_CERT_FILE is `cert`.) An https:// Azure on loopback with
-    `cert`, asked through a proxy writing its head in pieces; prints what it saw."""
-    names: list[str | None] = []
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    context.sni_callback = lambda _, name, __: names.append(name)
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            while await reader.readuntil(b"\r\n\r\n"):
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                await writer.drain()
-
-    azure = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
-    port = azure.sockets[0].getsockname()[1]
-    async with _proxy(*_ESTABLISHED) as proxy:
-        transport = AiohttpTransport(UpstreamSettings(
-            connect_timeout=5, http_proxy=f"http://127.0.0.1:{proxy.port}"))
-        try:
-            for host in ("localhost", "localhost."):
-                response = await transport.send(
-                    UpstreamRequest("GET", f"https://{host}:{port}/openai/x", {}))
-                print(response.status, (await response.read(10)).decode())
-                response.close()
-        finally:
-            await transport.close()
-    print("SNI", names, "CONNECT", [head.split(b" ")[1].decode() for head in proxy.heads])
-
-
-def test_tls_to_azure_through_a_tunnel_opened_in_pieces(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_tls_to_azure_through_a_tunnel_opened_in_pieces(loop: str, tmp_path: Path) -> None:
     """Azure's https:// through the tunnel: TLS verified against the host's name (SNI
-    without a trailing dot), the proxy's head in pieces."""
+    without a trailing dot), the proxy's head in pieces; on each loop the gateway may
+    run on."""
     cert, key = _self_signed(tmp_path)
-    child = (f"import asyncio; from tests.e2e.test_proxyhead_connect import _tls_through; "
-             f"asyncio.run(_tls_through({str(cert)!r}, {str(key)!r}))")
+    child = (f"import {loop}; from tests.e2e.piecemeal import tls_through; "
+             f"{loop}.run(tls_through({str(cert)!r}, {str(key)!r}))")
     done = subprocess.run([sys.executable, "-c", child], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, env={**os.environ, "SSL_CERT_FILE": str(cert)})
     assert done.returncode == 0, done.stderr
