@@ -88,7 +88,7 @@ def _credentials_refused(scheme: str, netloc: tuple[str, str, str]) -> str | Non
     (python-socks, under aiohttp-socks and websockets) raised on what they cannot encode,
     every request a 500: a SOCKS user or password outside ASCII or past 255 bytes (a
     SOCKS5 field's most); and sent none at all for a password without a user. An HTTP
-    proxy's go as their bytes, whatever they are (upstream/proxied.py, upstream/tunnel.py):
+    proxy's go as their bytes, whatever they are (upstream/tunnel.py, for both clients):
     UTF-8 as written, or percent-encoded bytes as given (`p%E4ss` for a proxy that
     checks Latin-1, which aiohttp-socks' encoding sent `pä` as until UTF-8 was)."""
     userinfo, at, _ = netloc

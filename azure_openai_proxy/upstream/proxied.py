@@ -48,10 +48,9 @@ def socks_connector(url: str, **common: Any) -> aiohttp.BaseConnector:
 
 
 def with_password(url: str) -> str:
-    """`http://TOKEN@proxy` as `http://TOKEN:@proxy`: a user without a password is sent
-    with an empty one (`Proxy-Authorization: Basic base64("TOKEN:")`), as Go's net/http
-    sends it; aiohttp-socks reads no password as no credentials and sent none (a 407
-    from a proxy that takes a token as its user)."""
+    """`socks5://USER@proxy` as `socks5://USER:@proxy`, the URL python-socks and
+    websockets take (websockets refused the first). An HTTP proxy's `TOKEN@` is
+    tunnel.py's to send (`Basic base64("TOKEN:")`, as Go's net/http sends it)."""
     scheme, sep, rest = url.partition("://")
     userinfo, at, place = rest.rpartition("@")
     if at and ":" not in userinfo:
