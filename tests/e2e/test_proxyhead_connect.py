@@ -2,10 +2,11 @@
 writes split it (upstream/tunnelled.py, tunnel.py's CONNECT for aiohttp's client too).
 python-socks, under aiohttp-socks, read it in one read: a 200 whose headers came after
 its status line had them read as Azure's answer (a 502 'ClientResponseError' for an SDK
-call that the proxy tunnelled), and a status line cut in two was 'Invalid status code'.
-A refusal in pieces (407, 502) is a clear 502 naming the proxy, never its password; TLS
-that fails through the tunnel is told as such, the request not sent (it was taken for
-sent: no failover), and leaves no socket."""
+call that the proxy tunnelled), and a status line cut in two was taken for all of it
+('did not open a tunnel to it: 20.', a 407 cut so '... 4.', without the credentials
+hint). A refusal in pieces (407, 502) is a clear 502 naming the proxy, never its
+password; TLS that fails through the tunnel is told as such, the request not sent (it
+was taken for sent: no failover), and leaves no socket."""
 
 from __future__ import annotations
 
