@@ -37,10 +37,12 @@ def _bad_authority(url: str) -> bool:
 
 
 def cleartext_host(endpoint: str) -> str | None:
-    """The host of an http:// endpoint that is not a loopback address, else None."""
+    """The host of an http:// endpoint that is not a loopback address, else None
+    (`localhost.`, fully qualified, is loopback too)."""
     parts = urlsplit(endpoint)
     host = parts.hostname or ""
-    if parts.scheme != "http" or host == "localhost" or host.endswith(".localhost"):
+    name = host.rstrip(".")
+    if parts.scheme != "http" or name == "localhost" or name.endswith(".localhost"):
         return None
     try:
         return None if ipaddress.ip_address(host).is_loopback else host
@@ -86,7 +88,7 @@ def _credentials_refused(scheme: str, netloc: tuple[str, str, str]) -> str | Non
     (python-socks, under aiohttp-socks and websockets) raised on what they cannot encode,
     every request a 500: a SOCKS user or password outside ASCII or past 255 bytes (a
     SOCKS5 field's most); and sent none at all for a password without a user. An HTTP
-    proxy's go as their bytes, whatever they are (upstream/proxied.py, upstream/tunnel.py):
+    proxy's go as their bytes, whatever they are (upstream/tunnel.py, for both clients):
     UTF-8 as written, or percent-encoded bytes as given (`p%E4ss` for a proxy that
     checks Latin-1, which aiohttp-socks' encoding sent `pä` as until UTF-8 was)."""
     userinfo, at, _ = netloc

@@ -147,7 +147,10 @@ def _models_prefix(endpoint: str) -> str:
 
 
 def _serverless(endpoint: str) -> bool:
-    return (urlsplit(endpoint.lower()).hostname or "").endswith(_SERVERLESS_HOST)
+    """Whether `endpoint`'s host is a serverless API's, written fully qualified
+    (`NAME.REGION.models.ai.azure.com.`, DNS's root) or not."""
+    host = urlsplit(endpoint.lower()).hostname or ""
+    return host.rstrip(".").endswith(_SERVERLESS_HOST)
 
 
 def key_header(deployment: DeploymentSettings, key: str) -> dict[str, str]:

@@ -6,7 +6,11 @@ with the same words (`proxy_refused`, `proxy_unreachable`).
     the proxy cannot be reached          UpstreamUnreachable  502
     it refused the tunnel (407, 403,
     a SOCKS reply), closed or garbled     UpstreamUnreachable  502
+    no TLS with Azure through the tunnel UpstreamUnreachable  502
     no tunnel within connect_timeout     UpstreamTimeout      504
+
+An HTTP proxy's tunnel is tunnel.py's CONNECT, for aiohttp's client too (tunnelled.py);
+a SOCKS proxy's is aiohttp-socks' (python-socks').
 
 None of them sent a byte of the request (`request_sent` is False): failover may send it
 elsewhere.
@@ -15,7 +19,6 @@ elsewhere.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes
 
 import aiohttp
 from aiohttp_socks import ProxyConnectionError, ProxyConnector, ProxyError, ProxyTimeoutError
@@ -24,8 +27,9 @@ from yarl import URL
 from azure_openai_proxy.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 
 __all__ = [
-    "PROXY_ERRORS", "proxy_connector", "proxy_failure", "proxy_name", "proxy_refused",
-    "proxy_said", "proxy_unreachable", "with_password",
+    "PROXY_ERRORS", "proxy_failure", "proxy_name", "proxy_refused", "proxy_said",
+    "proxy_timeout", "proxy_tls_failed", "proxy_unreachable", "socks_connector",
+    "with_password",
 ]
 
 # aiohttp-socks raises its own errors (not aiohttp's, not OSError) for proxy failures.
@@ -35,35 +39,18 @@ _SAID_MOST = 120
 _AUTH_HINT = " (the user and password in the proxy URL are missing or wrong)"
 
 
-def proxy_connector(url: str, **common: Any) -> aiohttp.BaseConnector:
-    """aiohttp-socks tunnels through SOCKS5 and HTTP (CONNECT) proxies alike, with the
-    same pooled connector, so an upstream proxy costs no new connection per request."""
+def socks_connector(url: str, **common: Any) -> aiohttp.BaseConnector:
+    """aiohttp-socks' pooled connector through the SOCKS proxy `url`, so an upstream proxy
+    costs no new connection per request."""
     connector: aiohttp.BaseConnector = ProxyConnector.from_url(
-        _utf8_through_latin1(with_password(url)), rdns=True, **common)
+        with_password(url), rdns=True, **common)
     return connector
 
 
-def _utf8_through_latin1(url: str) -> str:
-    """An http:// proxy URL whose user or password is not ASCII, spelt so that python-socks,
-    which encodes them Latin-1 for `Proxy-Authorization`, sends their UTF-8 bytes, as Go's
-    net/http, websockets (the realtime sockets) and browsers send them: `ü` went as one
-    byte (0xFC), and a character past Latin-1 raised UnicodeEncodeError on every request.
-    Percent-encoded bytes that are not UTF-8 (`p%E4ss`) go as they are, as tunnel.py
-    sends them."""
-    scheme, sep, rest = url.partition("://")
-    userinfo, at, place = rest.rpartition("@")
-    if scheme != "http" or not at or unquote_to_bytes(userinfo).isascii():
-        return url
-    spelt = ":".join(quote(unquote_to_bytes(part).decode("latin-1"), safe="")
-                     for part in userinfo.split(":", 1))
-    return f"{scheme}{sep}{spelt}@{place}"
-
-
 def with_password(url: str) -> str:
-    """`http://TOKEN@proxy` as `http://TOKEN:@proxy`: a user without a password is sent
-    with an empty one (`Proxy-Authorization: Basic base64("TOKEN:")`), as Go's net/http
-    sends it; aiohttp-socks reads no password as no credentials and sent none (a 407
-    from a proxy that takes a token as its user)."""
+    """`socks5://USER@proxy` as `socks5://USER:@proxy`, the URL python-socks and
+    websockets take (websockets refused the first). An HTTP proxy's `TOKEN@` is
+    tunnel.py's to send (`Basic base64("TOKEN:")`, as Go's net/http sends it)."""
     scheme, sep, rest = url.partition("://")
     userinfo, at, place = rest.rpartition("@")
     if at and ":" not in userinfo:
@@ -81,12 +68,25 @@ def proxy_failure(exc: Exception, proxy: str, host: str) -> UpstreamError:
     (`proxy_name`'s) toward Azure's `host`."""
     said = proxy_said(exc)
     if isinstance(exc, ProxyTimeoutError):
-        return UpstreamTimeout(
-            f"The upstream proxy {proxy} did not open a connection to Azure OpenAI at {host} "
-            "in time.", request_sent=False)
+        return proxy_timeout(proxy, host)
     if isinstance(exc, ProxyConnectionError):
         return proxy_unreachable(proxy, host, said)
     return proxy_refused(proxy, host, said, getattr(exc, "error_code", None))
+
+
+def proxy_timeout(proxy: str, host: str) -> UpstreamTimeout:
+    """`proxy` opened no tunnel to `host` (or Azure's TLS through it) in time."""
+    return UpstreamTimeout(
+        f"The upstream proxy {proxy} did not open a connection to Azure OpenAI at {host} "
+        "in time.", request_sent=False)
+
+
+def proxy_tls_failed(proxy: str, host: str, said: str) -> UpstreamUnreachable:
+    """`proxy` opened its tunnel, but TLS with `host` through it failed (`said`: why):
+    no byte of the request was sent."""
+    return UpstreamUnreachable(
+        f"Cannot reach Azure OpenAI at {host}: TLS through the upstream proxy {proxy}'s "
+        f"tunnel failed ({said}).", request_sent=False)
 
 
 def proxy_unreachable(proxy: str, host: str, said: str) -> UpstreamUnreachable:

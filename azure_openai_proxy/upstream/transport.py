@@ -28,12 +28,8 @@ from azure_openai_proxy.upstream.framing import (
     compressed,
     head_refused,
 )
-from azure_openai_proxy.upstream.proxied import (
-    PROXY_ERRORS,
-    proxy_connector,
-    proxy_failure,
-    proxy_name,
-)
+from azure_openai_proxy.upstream.proxied import PROXY_ERRORS, proxy_failure, proxy_name
+from azure_openai_proxy.upstream.tunnelled import proxy_connector
 
 __all__ = [
     "INFLATION_MOST",

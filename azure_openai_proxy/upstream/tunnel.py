@@ -32,7 +32,10 @@ __all__ = ["open_tunnel"]
 
 # An answer's head is a status line and a few headers: more is not a proxy's.
 _MOST_HEAD = 16 * 1024
-_STATUS = re.compile(rb"HTTP/1\.[01] ([1-9]\d\d)(?: ([^\r\n]*))?\r\n")
+# Lines may end in LF alone, which a client may take (RFC 9112 2.2), as Go's net/http and
+# python-socks did: a proxy answering so waited out connect_timeout, a 504.
+_STATUS = re.compile(rb"HTTP/1\.[01] ([1-9]\d\d)(?: ([^\r\n]*))?\r?\n")
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
 
 Dial = Callable[[str, int], Awaitable[socket.socket]]
 
@@ -81,7 +84,7 @@ async def _answer(loop: asyncio.AbstractEventLoop, sock: socket.socket
     closed before its head's end or said what is no HTTP answer. A 2xx's head is all it
     may send: Azure speaks after the client, so more bytes would be lost to websockets."""
     head = b""
-    while b"\r\n\r\n" not in head:
+    while (end := _HEAD_END.search(head)) is None:
         if len(head) > _MOST_HEAD:
             return "an answer head past 16 KB", None
         received = await loop.sock_recv(sock, 4096)
@@ -92,6 +95,6 @@ async def _answer(loop: asyncio.AbstractEventLoop, sock: socket.socket
     if found is None:
         return "not an HTTP answer", None
     status, reason = int(found[1]), (found[2] or b"").decode("latin-1")
-    if 200 <= status < 300 and not head.endswith(b"\r\n\r\n"):
+    if 200 <= status < 300 and end.end() != len(head):
         return f"{status} {proxy_said(reason)} and bytes after it", None
     return proxy_said(f"{status} {reason}"), status

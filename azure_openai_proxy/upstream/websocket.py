@@ -12,8 +12,11 @@ Its failures are ours, translated here once:
                              followed: it would take the key elsewhere)
     UpstreamUnreachable      no connection (refused, DNS, TLS, proxy: a proxy's doing is
                              told as for aiohttp's client, naming it, proxied.py's words;
-                             an HTTP proxy's tunnel is tunnel.py's)
-    UpstreamTimeout          no handshake within `connect_timeout`
+                             an HTTP proxy's tunnel is tunnel.py's). Azure's addresses
+                             that failed are named, the most telling failure first (a
+                             refusal before a missing route), also when connect_timeout
+                             ended the race on another's silence
+    UpstreamTimeout          no handshake within `connect_timeout` (no address said more)
     UpstreamSocketClosed     the open connection ended: `code`/`reason` as Azure said them,
                              `dropped` when Azure sent no close frame (a drop, or a
                              protocol failure the library closed on)
@@ -25,8 +28,11 @@ messages and then stops reading the socket, so a slow reader slows Azure's side 
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
+import os
 import socket
+import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -65,6 +71,12 @@ _USER_AGENT = f"azure-openai-proxy/{__version__}"
 # Codes a close frame may not carry (RFC 6455 7.4.1): they only describe what happened.
 _UNSENDABLE = frozenset({CloseCode.NO_STATUS_RCVD, CloseCode.ABNORMAL_CLOSURE,
                          CloseCode.TLS_HANDSHAKE})
+# How telling an address's failure is, most first: a refusal says the host is there but
+# nothing listens; no route for an address's family (IPv6 on a host without it) says
+# least, less than connect_timeout running out on another address (`_TIMED_OUT`).
+_REFUSED, _OTHER, _TIMED_OUT, _NO_ROUTE_FOR_IT = range(4)
+_NO_ROUTE = frozenset({errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
+_MOST_TOLD = 3  # addresses named in a message
 
 
 class UpstreamRefused(Exception):
@@ -161,13 +173,20 @@ async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSe
         proxy = with_password(configured).replace("socks5://", "socks5h://", 1).replace(
             "socks4://", "socks4a://", 1)
     offered = [Subprotocol(name) for name in subprotocols] or None
+    race = _Race()
+    sock = None
     try:
         async with asyncio.timeout(settings.connect_timeout):
             # The socket is the loop's from here: it closes it if the connection fails
             # (asyncio and uvloop alike), and the connection's close does after.
             # (None through a SOCKS proxy: websockets passes python-socks' own.)
-            sock = await _socket(url, configured, resolver) if proxy is None else None
+            sock = await _socket(url, configured, resolver, race) if proxy is None else None
             dialled: dict[str, Any] = {"sock": sock} if sock is not None else {}
+            if url.startswith("wss://"):
+                # TLS names a fully qualified host (`x.openai.azure.com.`) without its
+                # dot, as aiohttp and Go do: websockets checked the certificate against
+                # `x.openai.azure.com.`, which none names.
+                dialled["server_hostname"] = (urlsplit(url).hostname or "").rstrip(".")
             connection = await _Connect(
                 url, additional_headers=dict(headers), user_agent_header=_USER_AGENT,
                 subprotocols=offered, proxy=proxy, **dialled,
@@ -182,31 +201,40 @@ async def open_socket(url: str, headers: Mapping[str, str], settings: UpstreamSe
         raise UpstreamRefused(response.status_code, dict(response.headers.raw_items()),
                               bytes(response.body or b"")) from None
     except TimeoutError:
+        if sock is None and race.missed and min(race.missed)[0] < _TIMED_OUT:
+            # connect_timeout ended the race, but an address had said more than silence.
+            raise race.failure(url, timed_out=True) from None
         # `open_timeout` spans the proxy's tunnel and Azure's handshake: which one hung
         # cannot be told apart, but the proxy is named as a place to look.
         through = f" (through the upstream proxy {proxy_name(configured)})" if configured else ""
         raise UpstreamTimeout(f"Azure OpenAI did not accept the WebSocket in time{through}.",
                               request_sent=True) from None
     except (OSError, WebSocketException, asyncio.IncompleteReadError) as exc:
+        if sock is None and race.missed:  # every address failed
+            raise race.failure(url) from None
         raise _unreachable(exc, configured, url) from None
     return UpstreamSocket(connection)
 
 
-async def _socket(url: str, http_proxy: str | None, resolver: Resolver) -> socket.socket:
-    """A TCP socket to `url`'s host: the first of its addresses that accepts, or a tunnel
-    through `http_proxy` (tunnel.py; websockets' own CONNECT logged a traceback when the
-    proxy closed during it), which resolves Azure's name itself."""
+async def _socket(url: str, http_proxy: str | None, resolver: Resolver,
+                  race: _Race) -> socket.socket:
+    """A TCP socket to `url`'s host: the first of its addresses that accepts (`race`
+    notes those that failed), or a tunnel through `http_proxy` (tunnel.py; websockets'
+    own CONNECT logged a traceback when the proxy closed during it), which resolves
+    Azure's name itself (the proxy's own addresses' failures are tunnel.py's to tell)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "wss" else 80)
     if http_proxy is None:
-        return await _dial(host, port, resolver)
+        return await _dial(host, port, resolver, race)
     return await open_tunnel(http_proxy, host, port, _USER_AGENT,
-                             functools.partial(_dial, resolver=resolver))
+                             functools.partial(_dial, resolver=resolver, race=_Race()))
 
 
-async def _dial(host: str, port: int, resolver: Resolver) -> socket.socket:
-    """A TCP socket connected to the first of `host`'s addresses that accepts."""
+async def _dial(host: str, port: int, resolver: Resolver, race: _Race) -> socket.socket:
+    """A TCP socket connected to the first of `host`'s addresses that accepts; each that
+    fails is noted in `race`."""
     addresses = await resolver(host, port)
+    race.addresses = len(addresses)
     loop = asyncio.get_running_loop()
     families = dict((address, family) for family, address in addresses)
 
@@ -215,12 +243,52 @@ async def _dial(host: str, port: int, resolver: Resolver) -> socket.socket:
         try:
             sock.setblocking(False)
             await loop.sock_connect(sock, (address, port))
+        except OSError as exc:
+            sock.close()
+            race.missed.append(_missed(address, exc))
+            raise
         except BaseException:
             sock.close()
             raise
         return sock
 
     return await dial(loop, addresses, connect, socket.socket.close)
+
+
+class _Race:
+    """Azure's addresses raced for a WebSocket: how many, and those that failed, how
+    telling each failure is (`_REFUSED`...) and what to say of it (text, not the
+    exception, whose traceback would keep the race's frames alive)."""
+
+    def __init__(self) -> None:
+        self.addresses = 0
+        self.missed: list[tuple[int, str]] = []
+
+    def failure(self, url: str, timed_out: bool = False) -> UpstreamUnreachable:
+        """Every address failed or, `timed_out`, connect_timeout ended the race: the
+        failures, the most telling first. fast/dial.py raises the last, as likely the
+        least telling (an IPv6 route missing after the IPv4 address refused), and
+        connect_timeout hid a refusal behind the silence of another address."""
+        told = [text for _, text in sorted(self.missed)][:_MOST_TOLD]
+        if timed_out and len(self.missed) < self.addresses:
+            told.append("no other address answered in time")
+        return UpstreamUnreachable(
+            f"Could not open a WebSocket to Azure OpenAI at {urlsplit(url).hostname}: "
+            f"{'; '.join(told)}.", request_sent=False)
+
+
+def _missed(address: str, exc: OSError) -> tuple[int, str]:
+    """How telling `address`'s failure `exc` is, and what to say of it (`_Race`'s)."""
+    if isinstance(exc, ConnectionRefusedError):
+        rank = _REFUSED
+    elif exc.errno in _NO_ROUTE:
+        rank = _NO_ROUTE_FOR_IT
+    elif isinstance(exc, TimeoutError):
+        rank = _TIMED_OUT
+    else:
+        rank = _OTHER
+    said = os.strerror(exc.errno) if exc.errno else proxy_said(exc)
+    return rank, f"{address}: {said}"
 
 
 def _unreachable(exc: BaseException, proxy: str | None, url: str) -> UpstreamUnreachable:
@@ -236,6 +304,10 @@ def _unreachable(exc: BaseException, proxy: str | None, url: str) -> UpstreamUnr
         if isinstance(exc, (python_socks.ProxyConnectionError, ConnectionRefusedError,
                             socket.gaierror)):
             return proxy_unreachable(named, host, proxy_said(exc))
+    if isinstance(exc, ssl.SSLError):  # on the address that accepted, or the tunnel
+        return UpstreamUnreachable(
+            f"Could not open a WebSocket to Azure OpenAI at {urlsplit(url).hostname}: TLS "
+            f"failed ({exc.reason or type(exc).__name__}).", request_sent=False)
     return UpstreamUnreachable(
         f"Could not open a WebSocket to Azure OpenAI ({type(exc).__name__}).",
         request_sent=False)

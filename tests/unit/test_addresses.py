@@ -17,6 +17,8 @@ from azure_openai_proxy.cli import main
     ("http://emulator:8001", "emulator"),
     ("http://127.0.0.1:8001", None), ("http://127.8.9.1", None), ("http://[::1]:8001", None),
     ("http://localhost:8001", None), ("http://api.localhost", None),
+    ("http://localhost.:8001", None), ("http://api.localhost.", None),  # fully qualified
+    ("http://east.openai.azure.com.", "east.openai.azure.com."),
     ("https://east.openai.azure.com", None),
 ])
 def test_cleartext_host(endpoint: str, host: str | None) -> None:

@@ -36,6 +36,12 @@ def _foundry(endpoint: str) -> DeploymentSettings:
      "https://cohere-embed-v3-xyz.swedencentral.models.ai.azure.com/embeddings" + QUERY),
     ("https://Mistral-Large-2411-q.EastUS.Models.AI.Azure.com", CHAT,
      "https://Mistral-Large-2411-q.EastUS.Models.AI.Azure.com/chat/completions" + QUERY),
+    # a fully qualified name (DNS's root, as Kubernetes users write to skip search
+    # domains) is the same host: it was sent under /models, a 404
+    ("https://DeepSeek-R1-abcd.eastus2.models.ai.azure.com.", CHAT,
+     "https://DeepSeek-R1-abcd.eastus2.models.ai.azure.com./chat/completions" + QUERY),
+    ("https://cohere-embed-v3-xyz.swedencentral.models.ai.azure.com.:443/", EMBEDDINGS,
+     "https://cohere-embed-v3-xyz.swedencentral.models.ai.azure.com.:443/embeddings" + QUERY),
     # an AI Services resource, and a host that only looks like one, keep /models
     ("https://res.services.ai.azure.com", CHAT,
      "https://res.services.ai.azure.com/models/chat/completions" + QUERY),
@@ -68,6 +74,10 @@ def test_a_serverless_endpoint_is_given_its_key_as_a_bearer_token() -> None:
     headers = _sent_headers(SERVERLESS)
     assert headers["authorization"] == "Bearer azure-secret-0123456789"
     assert "api-key" not in headers
+    # with a trailing dot too (it was sent api-key, which the endpoint answers with 400)
+    dotted = _sent_headers(SERVERLESS + ".")
+    assert dotted["authorization"] == "Bearer azure-secret-0123456789"
+    assert "api-key" not in dotted
     resource = _sent_headers("https://res.services.ai.azure.com")
     assert resource["api-key"] == "azure-secret-0123456789"
     assert "authorization" not in resource

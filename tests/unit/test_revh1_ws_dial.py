@@ -83,8 +83,8 @@ def test_a_silent_address_is_passed_for_the_next_and_no_attempt_leaves_a_socket(
         run: Callable[..., list[str]], reserve_port: Callable[[], int]) -> None:
     assert beside_silent(run, reserve_port(), _race) == [
         "'hello' in <1 s left 0",  # on main: UpstreamTimeout after 3 s
-        "UpstreamUnreachable Could not open a WebSocket to Azure OpenAI "
-        "(ConnectionRefusedError). left 0",
+        "UpstreamUnreachable Could not open a WebSocket to Azure OpenAI at azure.example: "
+        "127.0.0.4: Connection refused; 127.0.0.5: Connection refused. left 0",
         "cancelled left 0",
         "UpstreamTimeout Azure OpenAI did not accept the WebSocket in time. left 0",
     ]

@@ -389,7 +389,9 @@ async def _open(
     async def connect(address: str) -> _Connection:
         _, conn = await pool.loop.create_connection(
             lambda: _Connection(pool), address, target.port, ssl=context,
-            server_hostname=target.host if context is not None else None,
+            # A fully qualified host (`x.openai.azure.com.`) is named without its dot, as
+            # aiohttp and Go name it: no certificate names the dotted form.
+            server_hostname=target.host.rstrip(".") if context is not None else None,
         )
         return conn
 

@@ -318,7 +318,8 @@ async def _open(
         _, conn = await pool.loop.create_connection(
             lambda: _H2Connection(pool.loop, origin.host, read_timeout), address,
             origin.port, ssl=context,
-            server_hostname=origin.host if context is not None else None,
+            # Without a fully qualified host's dot, as fast/__init__.py's _open.
+            server_hostname=origin.host.rstrip(".") if context is not None else None,
         )
         return conn
 
