@@ -27,6 +27,7 @@ from azure_openai_proxy.gateway.app import create_app
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import LimitPlan, RateLimiter
 from azure_openai_proxy.http.interface import Answer
+from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.keys import KeyStore
 from azure_openai_proxy.upstream.transport import UpstreamRequest, UpstreamResponse
 
@@ -178,19 +179,24 @@ def _seen(answer: object) -> tuple[object, ...]:
     return answer.status, sorted(headers.items()), answer.head_lines, body
 
 
+def one_deployment_settings(directory: Path) -> Settings:
+    """A gateway with its key database in `directory` and one deployment, gpt-4o."""
+    return load_settings({
+        "database": f"sqlite:///{directory}/gateway.db", "log_level": "warning",
+        "deployment_config": [{
+            "deployment_name": "gpt-4o", "model_name": "gpt-4o",
+            "endpoint": "http://127.0.0.1:9/", "api_key": "azure-key",
+            "api_version": "2024-10-21"}],
+    }, {})
+
+
 class _Pair:
     """The shipped gateway and the general path's twin, over one store and clock."""
 
     def __init__(self, directory: Path, clock: Clock) -> None:
         self.clock = clock
         self.store = KeyStore.open(directory / "gateway.db")
-        config = load_settings({
-            "database": f"sqlite:///{directory}/gateway.db", "log_level": "warning",
-            "deployment_config": [{
-                "deployment_name": "gpt-4o", "model_name": "gpt-4o",
-                "endpoint": "http://127.0.0.1:9/", "api_key": "azure-key",
-                "api_version": "2024-10-21"}],
-        }, {})
+        config = one_deployment_settings(directory)
         self.azures = _Azure(), _Azure()
         self.apps = (create_app(config, self.azures[0], clock=clock),
                      create_app(config, self.azures[1], clock=clock))

@@ -6,7 +6,6 @@ certificate against it: CERTIFICATE_VERIFY_FAILED, every session refused."""
 from __future__ import annotations
 
 import socket
-import ssl
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.websocket import open_socket
-from tests.unit.test_fasttransport import _self_signed
+from tests.unit.test_revh1_ws_dial import sni_recording_context
 
 
 async def _echo(connection: ServerConnection) -> None:
@@ -24,12 +23,7 @@ async def _echo(connection: ServerConnection) -> None:
 
 async def test_a_fully_qualified_host_is_named_without_its_dot_in_tls(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cert, key = _self_signed(tmp_path)
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the default context trusts it
-    names: list[str | None] = []
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    context.sni_callback = lambda _, name, __: names.append(name)
+    context, names = sni_recording_context(tmp_path, monkeypatch)
     looked_up: list[str] = []
 
     async def resolver(host: str, port: int) -> list[tuple[int, str]]:

@@ -90,16 +90,24 @@ def test_a_silent_address_is_passed_for_the_next_and_no_attempt_leaves_a_socket(
     ]
 
 
-async def test_tls_is_checked_against_the_host_name_on_the_winner(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """wss://: TLS and SNI on the raced socket name the host (the certificate is for
-    localhost, the address that answers is 127.0.0.2, which it does not name)."""
+def sni_recording_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                          ) -> tuple[ssl.SSLContext, list[str | None]]:
+    """A TLS server context for `localhost` that the default client context trusts
+    (`SSL_CERT_FILE`), and the list of server names its clients send (SNI)."""
     cert, key = _self_signed(tmp_path)
-    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the default context trusts it
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
     names: list[str | None] = []
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     context.sni_callback = lambda _, name, __: names.append(name)
+    return context, names
+
+
+async def test_tls_is_checked_against_the_host_name_on_the_winner(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """wss://: TLS and SNI on the raced socket name the host (the certificate is for
+    localhost, the address that answers is 127.0.0.2, which it does not name)."""
+    context, names = sni_recording_context(tmp_path, monkeypatch)
 
     async def resolver(host: str, port: int) -> list[tuple[int, str]]:
         assert host == "localhost"

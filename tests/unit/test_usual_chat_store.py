@@ -13,12 +13,11 @@ from typing import Any
 
 import orjson
 
-from azure_openai_proxy.config import load_settings
 from azure_openai_proxy.gateway.app import create_app
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.http.interface import Answer
 from azure_openai_proxy.store.keys import KeyStore
-from tests.unit.test_governed_usual import Clock, _Azure, _azure_answer, _Request
+from tests.unit.test_governed_usual import Clock, _Azure, _azure_answer, _Request, one_deployment_settings
 
 
 async def _taken(directory: Path, bodies: list[dict[str, Any]]) -> list[bool]:
@@ -26,13 +25,7 @@ async def _taken(directory: Path, bodies: list[dict[str, Any]]) -> list[bool]:
     (after a first plain chat, which decides the key's limits in `_governed`)."""
     clock = Clock()
     store = KeyStore.open(directory / "gateway.db")
-    config = load_settings({
-        "database": f"sqlite:///{directory}/gateway.db", "log_level": "warning",
-        "deployment_config": [{
-            "deployment_name": "gpt-4o", "model_name": "gpt-4o",
-            "endpoint": "http://127.0.0.1:9/", "api_key": "azure-key",
-            "api_version": "2024-10-21"}],
-    }, {})
+    config = one_deployment_settings(directory)
     azure = _Azure()
     app = create_app(config, azure, clock=clock)
     _, secret = store.create_key("k", limits=Limits(rpm=100, tpm=100_000), now=clock.now)
