@@ -79,6 +79,8 @@ _DELETE_TAKES_NO_FIELDS = {
     "keys": "DELETE /admin/keys/{id} takes no fields: it revokes the key named in the path, "
             "for good. To block a key reversibly, PATCH it with {\"blocked\": true}.",
     "teams": "DELETE /admin/teams/{id} takes no fields: it deletes the team named in the path.",
+    "limits": "DELETE /admin/limits/{subject} takes no fields: it fills the buckets of the "
+              "key or team named in the path again, and clears its debt.",
 }
 
 
@@ -112,15 +114,16 @@ class AdminApi:
             return _json({"object": "list", "data": self._limits()})
         if len(parts) == 2 and parts[0] == "limits":
             _only(request, "DELETE")
+            await _no_fields(request, "limits")
             return _json(reset_limits(self._limiter, parts[1]))
         if not parts or parts[0] not in ("keys", "teams") or len(parts) > 3:
             raise RouteNotFound(f"Unknown admin route {request.path}.")
         kind, rest = parts[0], parts[1:]
         if len(rest) == 2 and not (kind == "keys" and rest[1] == "rotate"):
             raise RouteNotFound(f"Unknown admin route {request.path}.")
-        data = await _body(request) if request.method in ("POST", "PATCH", "DELETE") else {}
-        if request.method == "DELETE" and data:
-            raise InvalidRequest(_DELETE_TAKES_NO_FIELDS[kind], param=sorted(data)[0])
+        if request.method == "DELETE":
+            await _no_fields(request, kind)
+        data = await _body(request) if request.method in ("POST", "PATCH") else {}
         if kind == "keys":
             return await self._keys(request.method, rest, data)
         return await self._teams(request.method, rest, data)
@@ -261,6 +264,13 @@ def _as_get(method: str) -> str:
 def _only(request: HttpRequest, method: str) -> None:
     if _as_get(request.method) != method:
         raise MethodNotAllowed(f"Method {request.method} is not allowed.", allow=(method,))
+
+
+async def _no_fields(request: HttpRequest, kind: str) -> None:
+    """A DELETE's body: none, empty or `{}`; fields are a 400 (`_DELETE_TAKES_NO_FIELDS`)."""
+    data = await _body(request)
+    if data:
+        raise InvalidRequest(_DELETE_TAKES_NO_FIELDS[kind], param=sorted(data)[0])
 
 
 async def _body(request: HttpRequest) -> dict[str, Any]:
