@@ -450,8 +450,17 @@ def run(settings: Settings, source: SettingsSource | None = None,
         return 1
     if settings.workers == 1:
         return _worker(settings, source, False, None, seen)
-    shared = SharedTables.create(settings.workers) if settings.governance_enabled else None
+    shared: SharedTables | None = None
     try:
+        if settings.governance_enabled:
+            # A stop while the tables are made is held until `shared` names them all: let
+            # in amid them (cli.py's SIGTERM handler raises), it left the ones made so far
+            # in /dev/shm until the next start swept them.
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+            try:
+                shared = SharedTables.create(settings.workers)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)  # (a stop held: raised here)
         return run_workers(settings, source, shared, seen, _worker)
     finally:
         if shared is not None:
