@@ -11,9 +11,12 @@ moved, reads the keys and teams changed since its last read from the store's cha
 log (`KeyStore.changes_since`) and applies them (`gateway/keyindex.py`), so a key
 revoked through the CLI, the admin API or another worker stops working within a second;
 an admin API write is read at once. All keys and teams are read at start, after the
-database failed, or when the log no longer reaches back to the last read (`force`
-too). Every database call runs on one worker thread of its own: the event loop never
-waits on SQLite.
+database failed, when the log no longer reaches back to the last read (`force` too),
+and when the database is another one than the one read: a file swapped in at its path
+(another inode: opened afresh), or another database restored into the file (the log's
+change at the position read has not the mark read there), whatever its change counter.
+Every database call runs on one worker thread of its own: the event loop never waits
+on SQLite.
 
 When the database is slow, locked or gone, the last keys loaded keep being served (one
 warning is logged, and one more when it is back): a database problem never turns into a
@@ -30,6 +33,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +83,8 @@ class KeyDirectory:
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aop-keystore")
         self._store: KeyStore | None = None
+        self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._swapped = False  # another file at `path` was opened in place of the one read
         self._index = KeyIndex()
         self._by_hash = self._index.by_hash  # (the same dict, changed in place)
         # secret -> (the caller it opened, until when): `authenticate`'s fast path.
@@ -127,12 +133,22 @@ class KeyDirectory:
         return await loop.run_in_executor(self._executor, self._run, operation)
 
     def _run(self, operation: Callable[[KeyStore], T]) -> T:
+        if self._store is not None and _file(self.path) != self._file:
+            # Another file at the path (a backup moved or copied into place): the open
+            # connection still reads the one replaced, and would for good. The next
+            # refresh reads the new one whole (`_swapped`). A vanished file raises.
+            self._store.close()
+            self._store, self._swapped = None, True
         if self._store is None:
             if self._version is not None and not self.path.exists():
                 # The database vanished after it was read: making an empty one here would
                 # forget every key. Keep serving the known ones until it is back.
                 raise FileNotFoundError(self.path)
+            # Before the opening: a file swapped in between is noticed at the next call.
+            self._file = _file(self.path) if self.path.exists() else None
             self._store = KeyStore.open(self.path)
+            if self._file is None:
+                self._file = _file(self.path)
         return operation(self._store)
 
     # -- refreshing -------------------------------------------------------------------
@@ -145,17 +161,24 @@ class KeyDirectory:
 
     async def _refresh(self, force: bool) -> None:
         try:
-            version = await self.call(lambda store: store.version())
-            # After a failure the database may be another one (restored from a backup),
-            # whose counter could equal the old one's: read it all.
-            if force or self._failing or self._version is None:
+            position = self._position
+            version, mark = await self.call(lambda store: store.state(position))
+            swapped, self._swapped = self._swapped, False
+            # After a failure, or with another file at the path, or a mark at the
+            # position read that is not the one read there, the database may be another
+            # one (restored from a backup), whose counter could equal the old one's:
+            # read it all.
+            if force or self._failing or self._version is None or swapped \
+                    or mark != self._mark:
                 self._install(await self.call(lambda store: store.everything()))
             elif version != self._version:
-                position, mark = self._position, self._mark
+                mark = self._mark
                 changes = await self.call(lambda store: store.changes_since(position, mark))
                 if changes is None:  # pruned past `position`, or another database now
                     changes = await self.call(lambda store: store.everything())
                 self._install(changes)
+            else:
+                return
         except Exception as exc:  # sqlite3 errors, a vanished directory, a full disk...
             if not self._failing:
                 self._failing = True
@@ -166,6 +189,9 @@ class KeyDirectory:
         if self._failing:
             self._failing = False
             log.warning("key store %s available again", self.path)
+        # Best effort (locked, read-only, gone: the next change's turn); the poll goes on.
+        with contextlib.suppress(Exception):
+            await self.call(lambda store: store.prune_log())
 
     def _reopen_later(self) -> None:
         """After a failure the connection is opened afresh next time (the file may have
@@ -290,3 +316,9 @@ class KeyDirectory:
     @property
     def key_count(self) -> int:
         return len(self._index.keys)
+
+
+def _file(path: Path) -> tuple[int, int]:
+    """The file at `path`: its device and inode (FileNotFoundError: none)."""
+    found = os.stat(path)
+    return found.st_dev, found.st_ino

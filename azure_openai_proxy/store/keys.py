@@ -7,8 +7,12 @@ the change log (`key_changes`: one row per key or team inserted, updated or dele
 written by triggers, so a writer that does not know the log, an older CLI or a hand
 edit, is logged too): the directory reads only the rows changed since the log position
 it has (`changes_since`), and the whole tables only at start, or when the log no longer
-reaches back that far (it keeps the last `_LOG_KEPT` changes). Synchronous: the gateway
-calls it from its one database thread, the CLI directly.
+reaches back that far (it keeps the last `_LOG_KEPT` changes). The log is pruned by each
+write, at each opening, and by a reader that finds it long (`prune_log`: the changes
+of writers that do not prune, older builds and hand edits). A pruning deletes the oldest
+changes only: a reader whose position was deleted finds no mark there, and reads the
+whole tables. Synchronous: the gateway calls it from its one database thread, the CLI
+directly.
 
 Revoking a key deletes its row: its secret stops working at once and for good (usage
 records keep the key's id). Blocking (`blocked: true`) is the reversible way.
@@ -136,7 +140,8 @@ class KeyStore:
             # readers' marks then match nothing, and they read everything once.
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(key_changes)")}
             drop = "DROP TABLE key_changes;" if columns and "mark" not in columns else ""
-            self._db.executescript(f"BEGIN IMMEDIATE; {drop}{_LOG_SCHEMA} COMMIT;")
+            prune = _PRUNE.replace("?", str(int(log_kept)))
+            self._db.executescript(f"BEGIN IMMEDIATE; {drop}{_LOG_SCHEMA}{prune}; COMMIT;")
             self._db.execute(_SET_VERSION, (_SCHEMA_VERSION,))
 
     @classmethod
@@ -170,6 +175,13 @@ class KeyStore:
         """The change counter: different from the last reading when anything changed."""
         row = self._db.execute("SELECT version FROM governance_version WHERE id = 1").fetchone()
         return int(row[0]) if row else 0
+
+    def state(self, position: int) -> tuple[int, int | None]:
+        """The change counter and the mark of the log's change at `position` (None: not
+        in the log), read in one transaction: a poll's question. A mark not the one read
+        there says the database is another one, whatever its counter."""
+        with self._transaction("BEGIN"):
+            return self.version(), self._mark(position)
 
     def snapshot(self) -> tuple[int, list[VirtualKey], list[Team]]:
         """(version, every key, every team), read in one transaction."""
@@ -348,6 +360,17 @@ class KeyStore:
             self._db.execute("DELETE FROM teams WHERE id = ?", (team.id,))
         return team
 
+    def prune_log(self) -> int:
+        """Delete the log's oldest changes beyond the `log_kept` newest, when it holds a
+        tenth more (a write prunes its own: these are the changes of writers that do not,
+        an older build or a hand edit, which a gateway that writes nothing never pruned).
+        The number deleted."""
+        oldest = self._db.execute("SELECT min(seq) FROM key_changes").fetchone()[0]
+        if oldest is None or self._position() - oldest + 1 <= self._log_kept * 11 // 10:
+            return 0
+        with self._transaction("BEGIN IMMEDIATE"):
+            return self._db.execute(_PRUNE, (self._log_kept,)).rowcount
+
     # -- transactions -----------------------------------------------------------------
 
     @contextmanager
@@ -366,10 +389,13 @@ class KeyStore:
         with self._transaction("BEGIN IMMEDIATE"):
             yield
             self._db.execute("UPDATE governance_version SET version = version + 1 WHERE id = 1")
-            self._db.execute("DELETE FROM key_changes WHERE seq <= ?",
-                             (self._position() - self._log_kept,))
+            self._db.execute(_PRUNE, (self._log_kept,))
 
 
+# The oldest changes, all but the newest `?`: only ever the log's start, so a reader whose
+# position is still there has every change after it.
+_PRUNE = """DELETE FROM key_changes WHERE seq <= (
+    SELECT seq FROM sqlite_sequence WHERE name = 'key_changes') - ?"""
 _SINCE = "kind = ? AND seq > ?"
 _CHANGED = f"(SELECT id FROM key_changes WHERE {_SINCE})"
 
