@@ -18,6 +18,11 @@ change at the position read has not the mark read there), whatever its change co
 Every database call runs on one worker thread of its own: the event loop never waits
 on SQLite.
 
+At start the gateway waits up to `_FIRST_LOAD_SECONDS` for the database to answer (a
+locked or unreachable one must not hold the start), then for the keys to be read and
+indexed, however many (100,000 keys: ~1-2 s; a cut short first load answered every
+virtual key 401 until it ended); a line says how many were loaded, and how long it took.
+
 When the database is slow, locked or gone, the last keys loaded keep being served (one
 warning is logged, and one more when it is back): a database problem never turns into a
 401 or a 500 for a client with a known key.
@@ -67,7 +72,8 @@ _REASONS = {
     "blocked": "This API key has been blocked.",
     "team_blocked": "This API key's team has been blocked.",
 }
-_FIRST_LOAD_SECONDS = 5.0
+_FIRST_LOAD_SECONDS = 5.0  # for the database's first answer (then for the keys: see above)
+_KEYS_READ_SECONDS = 120.0  # then for its keys: a bound for a hang only (100,000: 1-2 s)
 _KNOWN_LIMIT = 4096  # secrets remembered between reloads (beyond it: hashed again)
 _FOREVER = float("inf")
 _BEARER_PREFIX = len("Bearer ")  # the scheme and one space before a remembered secret
@@ -85,6 +91,7 @@ class KeyDirectory:
         self._store: KeyStore | None = None
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._swapped = False  # another file at `path` was opened in place of the one read
+        self._answered: asyncio.Event | None = None  # the start's: the database answered
         self._index = KeyIndex()
         self._by_hash = self._index.by_hash  # (the same dict, changed in place)
         # secret -> (the caller it opened, until when): `authenticate`'s fast path.
@@ -107,12 +114,39 @@ class KeyDirectory:
     # -- life cycle -------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the keys (waiting a few seconds at most: a slow database must not hold
-        the gateway's start) and start watching for changes."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self.refresh()), _FIRST_LOAD_SECONDS)
+        """Load the keys and start watching for changes. Waits `_FIRST_LOAD_SECONDS` at
+        most for the database to answer (a slow, locked or unreachable one must not hold
+        the gateway's start: the keys then come with a later poll), then until every
+        key is read and indexed."""
+        began = time.monotonic()
+        answered = self._answered = asyncio.Event()
+        loading = asyncio.ensure_future(self.refresh())
+        waiting = asyncio.ensure_future(answered.wait())
+        try:
+            await asyncio.wait((loading, waiting), timeout=_FIRST_LOAD_SECONDS,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if answered.is_set():  # the keys are being read: as long as that takes
+                await asyncio.wait((loading,), timeout=_KEYS_READ_SECONDS)
+        finally:
+            waiting.cancel()
+            self._answered = None
+        if not loading.done():
+            log.warning("key store %s: its keys are not loaded %.0f s after the start (%s): "
+                        "starting without them, virtual keys are refused (401) until they "
+                        "are", self.path, time.monotonic() - began,
+                        "still reading them" if answered.is_set() else "no answer")
+            loading.add_done_callback(lambda _: self._loaded(began, "late: "))
+        else:
+            self._loaded(began, "")
         if self._poller is None:
             self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    def _loaded(self, began: float, late: str) -> None:
+        """The first load's line (none when it failed: `_refresh` said why)."""
+        if not self._failing and self._version is not None:
+            log.log(logging.WARNING if late else logging.INFO,
+                    "key store %s: %s%d keys and %d teams loaded in %.1f s", self.path, late,
+                    self.key_count, len(self._index.teams), time.monotonic() - began)
 
     async def close(self) -> None:
         if self._poller is not None:
@@ -164,6 +198,8 @@ class KeyDirectory:
             position = self._position
             version, mark = await self.call(lambda store: store.state(position))
             swapped, self._swapped = self._swapped, False
+            if self._answered is not None:
+                self._answered.set()
             # After a failure, or with another file at the path, or a mark at the
             # position read that is not the one read there, the database may be another
             # one (restored from a backup), whose counter could equal the old one's:
