@@ -18,11 +18,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import multiprocessing
 import signal
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import EllipsisType
 from typing import Any
@@ -453,15 +454,23 @@ def run(settings: Settings, source: SettingsSource | None = None,
     shared: SharedTables | None = None
     try:
         if settings.governance_enabled:
-            # A stop while the tables are made is held until `shared` names them all: let
-            # in amid them (cli.py's SIGTERM handler raises), it left the ones made so far
-            # in /dev/shm until the next start swept them.
-            held = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
-            try:
+            # A stop while the tables are made, or removed, is held until they are (then
+            # taken): let in amid them (cli.py's SIGTERM handler raises, before the
+            # supervisor's is in place), it left some in /dev/shm until the next start.
+            with _stops_held():
                 shared = SharedTables.create(settings.workers)
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, held)  # (a stop held: raised here)
         return run_workers(settings, source, shared, seen, _worker)
     finally:
         if shared is not None:
-            shared.remove()
+            with _stops_held():
+                shared.remove()
+
+
+@contextlib.contextmanager
+def _stops_held() -> Iterator[None]:
+    """SIGTERM and SIGINT held for the block, then taken (a held one: raised at its end)."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)

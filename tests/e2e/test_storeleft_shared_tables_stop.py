@@ -2,8 +2,9 @@
 chained contexts: files in /dev/shm) one after another before it starts the workers. A
 SIGTERM that came after the first was made and before the last was (a service manager's
 stop right after its start) ended the server with the tables made so far left in
-/dev/shm, until the next start swept them. A stop is now held while they are made, then
-taken: every one made is removed, and the stop is still a clean one (exit 0)."""
+/dev/shm, until the next start swept them (and a second SIGTERM as they were removed
+left the rest). A stop is now held while they are made or removed, then taken: every
+one made is removed, and the stop is still a clean one (exit 0)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.e2e.test_reload_shutdown import write_config
 from tests.e2e.test_workerlife_edges import UNREACHABLE, _holds_sighup
@@ -39,6 +42,16 @@ def create_then_stop(cls, *args, **kwargs):
     return table
 
 SharedLimits.create = classmethod(create_then_stop)
+if "--twice" in sys.argv:  # another stop as the first table is removed
+    sys.argv.remove("--twice")
+    remove = SharedLimits.remove
+
+    def stop_then_remove(self):
+        if self.path == made[0]:
+            os.kill(os.getpid(), signal.SIGTERM)
+        remove(self)
+
+    SharedLimits.remove = stop_then_remove
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -60,11 +73,13 @@ def _config(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return config, {**os.environ, "AZURE_OPENAI_PROXY_DATABASE": f"sqlite:///{tmp_path}/g.db"}
 
 
-def test_a_stop_while_the_tables_are_made_leaves_none(tmp_path: Path) -> None:
+@pytest.mark.parametrize("twice", [False, True], ids=["once", "twice"])
+def test_a_stop_while_the_tables_are_made_leaves_none(tmp_path: Path, twice: bool) -> None:
+    """`twice`: a second SIGTERM as the first table is removed (a stop sent again)."""
     config, env = _config(tmp_path)
     done = subprocess.run(
         [sys.executable, "-c", _STOPPED_AMID_THE_TABLES, "-c", str(config),
-         "-l", "127.0.0.1:0", "--workers", "2"],
+         "-l", "127.0.0.1:0", "--workers", "2", *(["--twice"] if twice else [])],
         capture_output=True, text=True, timeout=60, env=env)
     output = done.stdout + done.stderr
     made = [line.split(" ", 1)[1] for line in done.stdout.splitlines()
