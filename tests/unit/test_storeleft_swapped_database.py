@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -18,16 +17,9 @@ import pytest
 from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
 from azure_openai_proxy.store.keys import KeyStore
+from tests.unit.test_revkeydir_replaced import _restore as _copy  # (the backup API)
 
 NOW = 1_000_000.0
-
-
-def _copy(source: Path, target: Path) -> None:
-    """A consistent copy (SQLite's backup API: what `.backup` and `.restore` do)."""
-    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
-        src.backup(dst)
-    src.close()
-    dst.close()
 
 
 def _diverged(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
