@@ -39,6 +39,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +60,7 @@ from azure_openai_proxy.governance.budget import budget_applies
 from azure_openai_proxy.governance.keys import SECRET_PREFIX, key_state, presented_hash_valid
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.store.keys import KeyChanges, KeyStore
+from azure_openai_proxy.store.sqlite import connect
 
 __all__ = ["KeyDirectory"]
 
@@ -91,6 +93,10 @@ class KeyDirectory:
         self._store: KeyStore | None = None
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._swapped = False  # another file at `path` was opened in place of the one read
+        # The -wal file at the path when the file was found replaced (the replaced one's:
+        # `_run`), and the replacing file's state when last read as it is on disk.
+        self._old_wal: tuple[int, int] | None = None
+        self._replaced_read: tuple[int, ...] | None = None
         self._answered: asyncio.Event | None = None  # the start's: the database answered
         self._index = KeyIndex()
         self._by_hash = self._index.by_hash  # (the same dict, changed in place)
@@ -171,9 +177,16 @@ class KeyDirectory:
             # Another file at the path (a backup moved or copied into place): the open
             # connection still reads the one replaced, and would for good. The next
             # refresh reads the new one whole (`_swapped`). A vanished file raises.
+            self._old_wal = _file_or_none(_wal_of(self.path))  # the replaced one's
             self._store.close()
-            self._store, self._swapped = None, True
+            self._store, self._swapped, self._replaced_read = None, True, None
         if self._store is None:
+            if self._old_wal is not None and _file_or_none(_wal_of(self.path)) == self._old_wal:
+                # The replaced file's -wal is still beside the new one (SQLite leaves it
+                # when its file was replaced, and other connections may still write it):
+                # opened, SQLite would apply its pages to the new file, for good.
+                raise _ReplacedInUse(_REPLACED_IN_USE)
+            self._old_wal = None
             if self._version is not None and not self.path.exists():
                 # The database vanished after it was read: making an empty one here would
                 # forget every key. Keep serving the known ones until it is back.
@@ -215,6 +228,9 @@ class KeyDirectory:
                 self._install(changes)
             else:
                 return
+        except _ReplacedInUse:
+            await self._read_replaced()
+            return
         except Exception as exc:  # sqlite3 errors, a vanished directory, a full disk...
             if not self._failing:
                 self._failing = True
@@ -228,6 +244,37 @@ class KeyDirectory:
         # Best effort (locked, read-only, gone: the next change's turn); the poll goes on.
         with contextlib.suppress(Exception):
             await self.call(lambda store: store.prune_log())
+
+    async def _read_replaced(self) -> None:
+        """The file moved over the database, read whole as it is on disk (not through
+        the -wal beside it, the replaced one's) each time it changes on disk, until
+        that -wal is gone (`_run`); admin writes are refused meanwhile."""
+        loop = asyncio.get_running_loop()
+        try:
+            changes = await loop.run_in_executor(self._executor, self._replaced_whole)
+        except Exception as exc:
+            log.warning("key store %s: the file moved into place cannot be read (%s); "
+                        "serving the %d keys known", self.path, type(exc).__name__,
+                        len(self._by_hash))
+            return
+        if changes is not None:
+            self._install(changes)
+            log.error("key store %s was replaced by another file while in use: its %d "
+                      "keys are served as that file holds them; %s", self.path,
+                      self.key_count, _REPLACED_IN_USE)
+
+    def _replaced_whole(self) -> KeyChanges | None:
+        found = os.stat(self.path)
+        state = (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns)
+        if state == self._replaced_read:
+            return None
+        store = KeyStore(connect(self.path, create=False, immutable=True), prepare=False)
+        try:
+            changes = store.everything()
+        finally:
+            store.close()
+        self._replaced_read = state
+        return changes
 
     def _reopen_later(self) -> None:
         """After a failure the connection is opened afresh next time (the file may have
@@ -352,6 +399,28 @@ class KeyDirectory:
     @property
     def key_count(self) -> int:
         return len(self._index.keys)
+
+
+_REPLACED_IN_USE = ("the replaced file's -wal is beside it, which SQLite would apply to it: "
+                     "changes and admin writes wait until it is gone (stop every process "
+                     "using the database first; `sqlite3 DB \".restore BACKUP\"` is the "
+                     "way to replace one in use)")
+
+
+class _ReplacedInUse(sqlite3.OperationalError):
+    """The database file was replaced, and the replaced one's -wal is still beside it."""
+
+
+
+def _wal_of(path: Path) -> Path:
+    return path.with_name(path.name + "-wal")
+
+
+def _file_or_none(path: Path) -> tuple[int, int] | None:
+    try:
+        return _file(path)
+    except FileNotFoundError:
+        return None
 
 
 def _file(path: Path) -> tuple[int, int]:

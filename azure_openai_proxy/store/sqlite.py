@@ -54,7 +54,7 @@ def database_path(settings: Settings, *, operator: bool = False) -> Path:
     return sqlite_path(settings.database or default_database(operator=operator))
 
 
-def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
+def connect(path: Path, *, create: bool = True, immutable: bool = False) -> sqlite3.Connection:
     """A connection in WAL mode, its directory made if missing. Used from one thread at
     a time (the store's worker thread, or the CLI). `create=False` (a reader: the usage
     report): opened read-only, so a database that is not there is a
@@ -64,7 +64,9 @@ def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
     no -wal file no writer has it open, and read-only SQLite would make the -shm and
     -wal files, or fail where it may not (a directory this user cannot write). Made,
     they would stay (only a writer's close removes them), this user's: the gateway's
-    user could then not write its database."""
+    user could then not write its database. `immutable` (with `create=False`): read as
+    immutable whatever -wal is beside it (the file as it is on disk: a -wal left by
+    another database the file replaced is not applied to it)."""
     made = False
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,7 +77,7 @@ def connect(path: Path, *, create: bool = True) -> sqlite3.Connection:
         # its bytes quoted, not its str: a name not in UTF-8 (an undecodable byte is a
         # lone surrogate in the str) was a UnicodeEncodeError, a 500 from /admin/usage
         target = f"file://{quote(os.fsencode(path.absolute()))}?mode=ro"
-        if not Path(f"{path}-wal").exists():
+        if immutable or not Path(f"{path}-wal").exists():
             target += "&immutable=1"
     connection = _open(target, uri=not create)
     if create:  # (the writer's choices, kept in the file: a reader has nothing to set)

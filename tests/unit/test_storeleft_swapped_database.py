@@ -4,12 +4,14 @@ gateway.db`: another file at the path), the open connection read the file replac
 good, whatever its counter; restored into the file (`sqlite3 gateway.db ".restore
 backup.db"`), the counter alone was asked. Now the file's identity (device, inode) is
 compared at each call, and the log's mark at the position read at each poll: either
-differing, the directory reads the database whole."""
+differing, the directory reads the database whole (a moved file as it is on disk, while
+the replaced one's -wal, which SQLite would apply to it, is beside it)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -54,7 +56,10 @@ def _read_whole(directory: KeyDirectory, secrets: dict[str, str]) -> None:
 
 
 def test_a_database_moved_into_place_with_the_same_counter_is_read_whole(
-        tmp_path: Path) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Read as the moved file holds it, not through the -wal SQLite leaves beside it
+    (the replaced one's: opened, SQLite applies its pages to the new file, for good);
+    followed as usual once that -wal is gone."""
     path, other, secrets = _diverged(tmp_path)
     directory = KeyDirectory(path, clock=lambda: NOW)
 
@@ -67,7 +72,19 @@ def test_a_database_moved_into_place_with_the_same_counter_is_read_whole(
         assert path.stat().st_ino != inode
         await directory.refresh()
         _read_whole(directory, secrets)
-        # And followed from there: a change to the file now at the path is seen.
+        assert "was replaced by another file while in use" in caplog.text
+        wal = path.with_name(path.name + "-wal")
+        assert wal.exists()  # (the replaced one's: left by SQLite)
+        with pytest.raises(sqlite3.OperationalError, match="-wal is beside it"):
+            await directory.call(lambda store: store.create_key("refused", now=NOW))
+        await directory.refresh()
+        _read_whole(directory, secrets)  # (not read again: the file did not change)
+        # Every process that had the replaced file stopped, its -wal and -shm removed:
+        # the file is opened as usual, and followed from there.
+        wal.unlink()
+        path.with_name(path.name + "-shm").unlink()
+        await directory.refresh()
+        _read_whole(directory, secrets)
         store = KeyStore.open(path)
         store.update_key("kept", {"blocked": True})
         store.close()

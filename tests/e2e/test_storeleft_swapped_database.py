@@ -1,0 +1,51 @@
+"""A running gateway (its key directory, its usage ledger) whose database is restored from
+a copy that went its own way with as many writes (the same change counter), the way to
+replace a database in use (`sqlite3 gateway.db ".restore copy.db"`: SQLite's backup API,
+into the same file): the key revoked in the copy was let in for good (only the counter
+was asked). Now it is refused within a poll or two, the copy's keys are served, and
+what the gateway writes after goes to the file, which stays sound."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from azure_openai_proxy.store.keys import KeyStore
+from tests.e2e.conftest import Emulator
+from tests.e2e.test_admin_api import chat_status
+from tests.e2e.test_virtual_keys import ADMIN_KEY, governed_gateway
+from tests.unit.test_revkeydir_replaced import _restore as _copy
+from tests.waiting import until
+
+
+def test_a_database_moved_into_place_under_a_running_gateway_is_followed(
+        tmp_path: Path, emulator: Emulator, start_gateway: Any) -> None:
+    with governed_gateway(tmp_path, emulator.url, start_gateway) as governed:
+        url, path, other = governed.server.url, governed.database, tmp_path / "other.db"
+        _, kept = governed.key("kept")
+        revoked_id, revoked = governed.key("revoked")
+        assert chat_status(url, kept) == 200 and chat_status(url, revoked) == 200
+        _copy(path, other)
+        _, only_here = governed.key("only-here")  # one more write in each
+        copy = KeyStore.open(other)
+        copy.delete_key(revoked_id)
+        assert copy.version() == governed.store.version()  # the same change counter
+        copy.close()
+        _copy(other, path)  # `.restore`
+        until(lambda: chat_status(url, revoked) == 401, 15,
+              "the revoked key is still let in")  # main: for good
+        assert chat_status(url, only_here) == 401 and chat_status(url, kept) == 200
+        made = httpx.post(url + "/admin/keys", json={"name": "after"}, timeout=30,
+                          headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+        assert made.status_code == 201, made.text
+        assert chat_status(url, made.json()["key"]) == 200
+        time.sleep(1.5)  # (the ledger's writes of these requests: its flush is 1 s)
+        with sqlite3.connect(path) as raw:
+            assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            names = {row[0] for row in raw.execute("SELECT name FROM keys")}
+        raw.close()
+        assert names == {"kept", "after"}
