@@ -3,16 +3,19 @@ a copy that went its own way with as many writes (the same change counter), the 
 replace a database in use (`sqlite3 gateway.db ".restore copy.db"`: SQLite's backup API,
 into the same file): the key revoked in the copy was let in for good (only the counter
 was asked). Now it is refused within a poll or two, the copy's keys are served, and
-what the gateway writes after goes to the file, which stays sound."""
+what the gateway writes after goes to the file, which stays sound. The same with the
+copy moved over the file (not the way, but done)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from azure_openai_proxy.store.keys import KeyStore
 from tests.e2e.conftest import Emulator
@@ -49,3 +52,28 @@ def test_a_database_moved_into_place_under_a_running_gateway_is_followed(
             names = {row[0] for row in raw.execute("SELECT name FROM keys")}
         raw.close()
         assert names == {"kept", "after"}
+
+
+def test_a_database_moved_into_place_under_a_running_gateway_is_read_as_moved(
+        tmp_path: Path, emulator: Emulator, start_gateway: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The same copy moved over the file (`mv`: another inode, the replaced file's -wal
+    left beside it by SQLite): its keys are served as the moved file holds them (the
+    open connection read the replaced file for good), and the log says what to do."""
+    with governed_gateway(tmp_path, emulator.url, start_gateway) as governed:
+        url, path, other = governed.server.url, governed.database, tmp_path / "other.db"
+        _, kept = governed.key("kept")
+        revoked_id, revoked = governed.key("revoked")
+        assert chat_status(url, revoked) == 200
+        _copy(path, other)
+        copy = KeyStore.open(other)
+        copy.delete_key(revoked_id)
+        _, made_there = copy.create_key("made-there", now=time.time())
+        copy.close()
+        governed.store.close()
+        os.replace(other, path)
+        until(lambda: chat_status(url, revoked) == 401, 15,
+              "the revoked key is still let in")  # main: for good
+        assert chat_status(url, made_there) == 200 and chat_status(url, kept) == 200
+        assert "was replaced by another file while in use" in caplog.text
+        assert ".restore" in caplog.text
