@@ -41,7 +41,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +61,7 @@ from azure_openai_proxy.governance.budget import budget_applies
 from azure_openai_proxy.governance.keys import SECRET_PREFIX, key_state, presented_hash_valid
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.store.keys import KeyChanges, KeyStore
+from azure_openai_proxy.store.replaced import REPLACED_IN_USE, FileWatch, ReplacedInUse
 from azure_openai_proxy.store.sqlite import connect
 
 __all__ = ["KeyDirectory"]
@@ -93,11 +93,9 @@ class KeyDirectory:
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aop-keystore")
         self._store: KeyStore | None = None
-        self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self._watch = FileWatch(path)  # the file opened, and its -wal (store/replaced.py)
         self._swapped = False  # another file at `path` was opened in place of the one read
-        # The -wal file at the path when the file was found replaced (the replaced one's:
-        # `_run`), and the replacing file's state when last read as it is on disk.
-        self._old_wal: tuple[int, int] | None = None
+        # The replacing file's state when last read as it is on disk (`_read_replaced`).
         self._replaced_read: tuple[int, ...] | None = None
         self._answered: asyncio.Event | None = None  # the start's: the database answered
         self._index = KeyIndex()
@@ -165,6 +163,7 @@ class KeyDirectory:
         store, self._store = self._store, None
         if store is not None:
             self._executor.submit(store.close)
+        self._executor.submit(self._watch.release)
         self._executor.shutdown(wait=False)
 
     # -- the database thread ----------------------------------------------------------
@@ -175,29 +174,23 @@ class KeyDirectory:
         return await loop.run_in_executor(self._executor, self._run, operation)
 
     def _run(self, operation: Callable[[KeyStore], T]) -> T:
-        if self._store is not None and _file(self.path) != self._file:
-            # Another file at the path (a backup moved or copied into place): the open
+        watch = self._watch
+        if self._store is not None and watch.replaced():
+            # Another file at the path (a backup moved into place), or none: the open
             # connection still reads the one replaced, and would for good. The next
-            # refresh reads the new one whole (`_swapped`). A vanished file raises.
-            self._old_wal = _file_or_none(_wal_of(self.path))  # the replaced one's
+            # refresh reads the new one whole (`_swapped`).
             self._store.close()
             self._store, self._swapped, self._replaced_read = None, True, None
         if self._store is None:
-            if self._old_wal is not None and _file_or_none(_wal_of(self.path)) == self._old_wal:
-                # The replaced file's -wal is still beside the new one (SQLite leaves it
-                # when its file was replaced, and other connections may still write it):
-                # opened, SQLite would apply its pages to the new file, for good.
-                raise _ReplacedInUse(_REPLACED_IN_USE)
-            self._old_wal = None
+            # While the replaced file's -wal is beside a new one: `_read_replaced`.
+            watch.check()
             if self._version is not None and not self.path.exists():
                 # The database vanished after it was read: making an empty one here would
                 # forget every key. Keep serving the known ones until it is back.
                 raise FileNotFoundError(self.path)
-            # Before the opening: a file swapped in between is noticed at the next call.
-            self._file = _file(self.path) if self.path.exists() else None
+            watch.opening()
             self._store = KeyStore.open(self.path)
-            if self._file is None:
-                self._file = _file(self.path)
+            watch.opened()
         return operation(self._store)
 
     # -- refreshing -------------------------------------------------------------------
@@ -230,7 +223,7 @@ class KeyDirectory:
                 self._install(changes)
             else:
                 return
-        except _ReplacedInUse:
+        except ReplacedInUse:
             await self._read_replaced()
             return
         except Exception as exc:  # sqlite3 errors, a vanished directory, a full disk...
@@ -263,7 +256,7 @@ class KeyDirectory:
             self._install(changes)
             log.error("key store %s was replaced by another file while in use: its %d "
                       "keys are served as that file holds them; %s", self.path,
-                      self.key_count, _REPLACED_IN_USE)
+                      self.key_count, REPLACED_IN_USE)
 
     def _replaced_whole(self) -> KeyChanges | None:
         found = os.stat(self.path)
@@ -401,31 +394,3 @@ class KeyDirectory:
     @property
     def key_count(self) -> int:
         return len(self._index.keys)
-
-
-_REPLACED_IN_USE = ("the replaced file's -wal is beside it, which SQLite would apply to it: "
-                     "changes and admin writes wait until it is gone (stop every process "
-                     "using the database first; `sqlite3 DB \".restore BACKUP\"` is the "
-                     "way to replace one in use)")
-
-
-class _ReplacedInUse(sqlite3.OperationalError):
-    """The database file was replaced, and the replaced one's -wal is still beside it."""
-
-
-
-def _wal_of(path: Path) -> Path:
-    return path.with_name(path.name + "-wal")
-
-
-def _file_or_none(path: Path) -> tuple[int, int] | None:
-    try:
-        return _file(path)
-    except FileNotFoundError:
-        return None
-
-
-def _file(path: Path) -> tuple[int, int]:
-    """The file at `path`: its device and inode (FileNotFoundError: none)."""
-    found = os.stat(path)
-    return found.st_dev, found.st_ino
