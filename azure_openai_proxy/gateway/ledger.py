@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -65,6 +64,7 @@ from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.ledger import PRUNE_CHUNK, Labels, LedgerRow, LedgerStore
+from azure_openai_proxy.store.replaced import FileWatch, file_identity
 from azure_openai_proxy.store.sqlite import database_path
 
 __all__ = [
@@ -165,7 +165,7 @@ class LedgerWriter:
         self._generation = 0  # stores opened: a row's label id is valid for one
         self._label_epoch = 0  # the open store's label_epoch the pricer's ids are of
         self._unlabelled = False  # a label id could not be had for this batch
-        self._file: tuple[int, int] | None = None  # the open one's (device, inode)
+        self._watch = FileWatch(database)  # the open one's file, its -wal (store/replaced.py)
         self._last_retention = 0.0
         self._maintained = -math.inf  # time.monotonic() of the last maintenance
         self._asked = False  # a flush, reload or stop wants the maintenance now
@@ -243,6 +243,7 @@ class LedgerWriter:
         else:
             self._spool(self._take(len(self._queue)))
         self._spool_file.close()
+        self._watch.release()
 
     # -- the thread --------------------------------------------------------------------
 
@@ -368,37 +369,32 @@ class LedgerWriter:
             self._failed(exc)
 
     def _open(self) -> LedgerStore | None:
-        if self._store is not None and self._identity() != self._file:
+        if self._store is not None and self._watch.replaced():
             # Removed or replaced under the open connection: what it wrote now would go
             # to the old, unlinked file, and be lost.
             self._close_store()
         if self._store is None:
             try:
-                file = self._identity()
-                if self._opened and file is None:
+                if self._opened and file_identity(self.database) is None:
                     # Gone after it was opened (deleted, its directory removed): an empty
                     # one made here would stand in for the lost one, as the key directory
                     # refuses to. The records spool until it is back (restored, or made
                     # by the CLI or a restart).
                     raise FileNotFoundError(f"{self.database} is gone")
+                # Moved in with the replaced one's -wal beside, which SQLite would apply to
+                # it (a backup then held the old usage rows): ReplacedInUse, and spooled.
+                self._watch.check()
+                self._watch.opening()
                 self._store = LedgerStore.open(self.database, busy_timeout_ms=self._busy_ms)
+                self._watch.opened()
                 self._generation += 1
                 self._label_epoch = self._store.label_epoch
                 self._pricer.forget_labels()  # the ids it remembers may not be this one's
-                self._file = file or self._identity()
                 self._opened = True
             except Exception as exc:
                 self._failed(exc)
                 return None
         return self._store
-
-    def _identity(self) -> tuple[int, int] | None:
-        """The database file's (device, inode), None when there is none."""
-        try:
-            stat = os.stat(self.database)
-        except OSError:
-            return None
-        return stat.st_dev, stat.st_ino
 
     def _close_store(self) -> None:
         if self._store is not None:

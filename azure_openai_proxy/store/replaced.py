@@ -37,10 +37,11 @@ class ReplacedInUse(sqlite3.OperationalError):
 
 
 def file_identity(path: Path) -> tuple[int, int] | None:
-    """The (device, inode) of the file at `path`; None when there is none."""
+    """The (device, inode) of the file at `path`; None when there is none (or it cannot
+    be looked at)."""
     try:
         found = os.stat(path)
-    except FileNotFoundError:
+    except OSError:
         return None
     return found.st_dev, found.st_ino
 
