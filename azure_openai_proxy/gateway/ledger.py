@@ -239,11 +239,11 @@ class LedgerWriter:
                 with contextlib.suppress(Exception):
                     self._store.close()
                 self._store = None
+            self._watch.release()  # (not under a thread still running)
             self._share.release()  # a thread never started (or `start` failed)
         else:
             self._spool(self._take(len(self._queue)))
         self._spool_file.close()
-        self._watch.release()
 
     # -- the thread --------------------------------------------------------------------
 
