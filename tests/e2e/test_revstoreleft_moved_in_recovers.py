@@ -19,6 +19,7 @@ from azure_openai_proxy.store.keys import KeyStore
 from azure_openai_proxy.store.ledger import LedgerStore
 from tests.e2e.conftest import Emulator
 from tests.e2e.test_admin_api import chat_status
+from tests.e2e.test_storeleft_swapped_database import two_keys
 from tests.e2e.test_virtual_keys import ADMIN_KEY, governed_gateway
 from tests.unit.test_revkeydir_replaced import _restore as _copy
 from tests.waiting import until
@@ -40,9 +41,7 @@ def _keys_with_usage(path: Path) -> set[str]:
 def test_a_moved_in_database_is_followed_again_once_the_old_wal_is_removed(
         tmp_path: Path, emulator: Emulator, start_gateway: Any) -> None:
     with governed_gateway(tmp_path, emulator.url, start_gateway) as governed:
-        url, path, other = governed.server.url, governed.database, tmp_path / "other.db"
-        kept_id, kept = governed.key("kept")
-        revoked_id, revoked = governed.key("revoked")
+        url, path, other, (kept_id, kept), (revoked_id, revoked) = two_keys(governed, tmp_path)
         governed.known(revoked)
         _copy(path, other)  # before any request: no usage of `kept` in it
         copy = KeyStore.open(other)

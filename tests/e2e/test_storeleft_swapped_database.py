@@ -20,17 +20,23 @@ import pytest
 from azure_openai_proxy.store.keys import KeyStore
 from tests.e2e.conftest import Emulator
 from tests.e2e.test_admin_api import chat_status
-from tests.e2e.test_virtual_keys import ADMIN_KEY, governed_gateway
+from tests.e2e.test_virtual_keys import ADMIN_KEY, Governed, governed_gateway
 from tests.unit.test_revkeydir_replaced import _restore as _copy
 from tests.waiting import until
+
+
+def two_keys(governed: Governed, tmp_path: Path,
+             ) -> tuple[str, Path, Path, tuple[str, str], tuple[str, str]]:
+    """The gateway's URL, its database, a path beside it for another, and the (id,
+    secret) of two keys made there, `kept` and `revoked`."""
+    return (governed.server.url, governed.database, tmp_path / "other.db",
+            governed.key("kept"), governed.key("revoked"))
 
 
 def test_a_database_moved_into_place_under_a_running_gateway_is_followed(
         tmp_path: Path, emulator: Emulator, start_gateway: Any) -> None:
     with governed_gateway(tmp_path, emulator.url, start_gateway) as governed:
-        url, path, other = governed.server.url, governed.database, tmp_path / "other.db"
-        _, kept = governed.key("kept")
-        revoked_id, revoked = governed.key("revoked")
+        url, path, other, (_, kept), (revoked_id, revoked) = two_keys(governed, tmp_path)
         assert chat_status(url, kept) == 200 and chat_status(url, revoked) == 200
         _copy(path, other)
         _, only_here = governed.key("only-here")  # one more write in each
@@ -61,9 +67,7 @@ def test_a_database_moved_into_place_under_a_running_gateway_is_read_as_moved(
     left beside it by SQLite): its keys are served as the moved file holds them (the
     open connection read the replaced file for good), and the log says what to do."""
     with governed_gateway(tmp_path, emulator.url, start_gateway) as governed:
-        url, path, other = governed.server.url, governed.database, tmp_path / "other.db"
-        _, kept = governed.key("kept")
-        revoked_id, revoked = governed.key("revoked")
+        url, path, other, (_, kept), (revoked_id, revoked) = two_keys(governed, tmp_path)
         assert chat_status(url, revoked) == 200
         _copy(path, other)
         copy = KeyStore.open(other)
