@@ -88,6 +88,7 @@ from azure_openai_proxy.gateway.rereads import CountedUsage
 from azure_openai_proxy.http.interface import Answer, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ownership import OwnerRow, OwnerStore
+from azure_openai_proxy.store.replaced import FileWatch
 
 log = logging.getLogger("azure_openai_proxy")
 _T = TypeVar("_T")
@@ -149,6 +150,7 @@ class ObjectOwners:
         self._capacity = capacity
         self._owners: OrderedDict[str, Owned] = OrderedDict()
         self._database = database
+        self._watch = None if database is None else FileWatch(database)  # store/replaced.py
         self._store: OwnerStore | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._failing = False
@@ -347,6 +349,8 @@ class ObjectOwners:
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.submit(self._close_store)
+            if self._watch is not None:
+                thread.submit(self._watch.release)
             thread.shutdown(wait=True)
 
     def _keep(self, object_id: str, owned: Owned) -> None:
@@ -373,9 +377,17 @@ class ObjectOwners:
         return result
 
     def _in_thread(self, work: Callable[[OwnerStore], _T]) -> _T:
+        watch = self._watch
+        assert self._database is not None and watch is not None
+        if self._store is not None and watch.replaced():
+            self._close_store()  # another file at the path, or none: writes would be lost
         if self._store is None:
-            assert self._database is not None
+            watch.check()  # the replaced one's -wal beside the new file: ReplacedInUse
+            if watch.file is not None and not self._database.exists():
+                raise FileNotFoundError(self._database)  # an empty one must not stand in
+            watch.opening()
             self._store = OwnerStore.open(self._database)
+            watch.opened()
         return work(self._store)
 
     def _close_store(self) -> None:
