@@ -13,9 +13,10 @@ revoked through the CLI, the admin API or another worker stops working within a 
 an admin API write is read at once. All keys and teams are read at start, after the
 database failed, when the log no longer reaches back to the last read (`force` too),
 and when the database is another one than the one read: a file swapped in at its path
-(another inode: opened afresh; while the replaced file's -wal, which SQLite leaves and
-would apply to the new file, is beside it, the new file is read as it is on disk and
-nothing is written: `_read_replaced`), or another database restored into the file (the
+(another inode, or the file removed and put back: opened afresh; while the replaced
+file's -wal, which SQLite leaves and would apply to the new file, is beside it, the new
+file is read as it is on disk and nothing is written: `_read_replaced`, and
+store/replaced.py), or another database restored into the file (the
 log's change at the position read has not the mark read there), whatever its counter.
 Every database call runs on one worker thread of its own: the event loop never waits
 on SQLite.
