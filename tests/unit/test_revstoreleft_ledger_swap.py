@@ -26,10 +26,16 @@ def _on_disk(path: Path) -> list[str]:
         raw.close()
 
 
+def database_and_backup(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """The database's path, a backup's beside it, and the database's -wal and -shm."""
+    path = tmp_path / "gateway.db"
+    return (path, tmp_path / "backup.db", *(path.with_name(path.name + end)
+                                            for end in ("-wal", "-shm")))
+
+
 def test_a_backup_moved_under_the_writer_is_not_written_through_the_old_wal(
         tmp_path: Path) -> None:
-    path, backup = tmp_path / "gw.db", tmp_path / "backup.db"
-    wal, shm = (path.with_name(path.name + end) for end in ("-wal", "-shm"))
+    path, backup, wal, shm = database_and_backup(tmp_path)
     ledger = writer(path)
     ledger.start()
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 from azure_openai_proxy.gateway.ownership import ObjectOwners, Owned
 from azure_openai_proxy.store.ownership import OwnerStore
 from tests.unit.test_revkeydir_replaced import _restore as _copy
+from tests.unit.test_revstoreleft_ledger_swap import database_and_backup
 
 
 def _in_file(path: Path, *object_ids: str) -> list[str]:
@@ -28,8 +29,7 @@ def _in_file(path: Path, *object_ids: str) -> list[str]:
 
 def test_owners_recorded_after_a_backup_moved_in_reach_it_once_the_old_wal_is_gone(
         tmp_path: Path) -> None:
-    path, backup = tmp_path / "gateway.db", tmp_path / "backup.db"
-    wal, shm = (path.with_name(path.name + end) for end in ("-wal", "-shm"))
+    path, backup, wal, shm = database_and_backup(tmp_path)
     owners = ObjectOwners(database=path)
     mine = Owned("key_a")
 
