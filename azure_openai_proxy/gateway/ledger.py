@@ -116,8 +116,8 @@ def deployment_models(settings: Settings) -> dict[tuple[str, str], str]:
 _BATCH = FULL_BATCH  # one INSERT of the store's
 _INTERVAL = 0.5
 # Records priced in one stretch: between two, the writer lets the GIL go (a batch of
-# 2,000 priced at once would keep the event loop waiting for ~2 ms). A full chunk is
-# one INSERT of the store's.
+# 2,000 priced at once would keep the event loop waiting for ~2 ms). The batch goes
+# into the database whole: one INSERT of the store's for a full one.
 _CHUNK = 256
 # How long the writer stands back between chunks: time for a thread woken when it let
 # the GIL go to take it (after a time.sleep(0) the writer can take it back first: without
