@@ -149,8 +149,8 @@ _HTTP2_WORDS: dict[str, bool | str] = {
 
 class UpstreamSettings(_Frozen):
     # `fast`: our HTTP/1.1 client (asyncio + httptools), about 2.5x aiohttp's on the upstream
-    # hop (bench/README.md); `aiohttp`: aiohttp's client, which also does upstream proxies;
-    # `auto`: fast, unless a proxy is configured.
+    # hop (bench/README.md), also through an HTTP proxy; `aiohttp`: aiohttp's client, which
+    # does SOCKS proxies; `auto`: fast (HTTP/2 by ALPN), aiohttp with a SOCKS proxy.
     transport: Literal["auto", "aiohttp", "fast"] = "auto"
     http_proxy: str | None = None
     socks_proxy: str | None = None
@@ -193,9 +193,12 @@ class UpstreamSettings(_Frozen):
         return check_proxy(value)
 
     @model_validator(mode="after")
-    def _fast_has_no_proxy(self) -> UpstreamSettings:
-        if self.transport == "fast" and (self.http_proxy or self.socks_proxy):
-            raise ValueError("transport 'fast' does not do upstream proxies; use 'aiohttp' or 'auto'")
+    def _proxy_has_its_client(self) -> UpstreamSettings:
+        # With both proxies the SOCKS one is used (the Go tool's order).
+        if self.transport == "fast" and self.socks_proxy:
+            raise ValueError("transport 'fast' does not do SOCKS proxies; use 'aiohttp' or 'auto'")
+        if self.transport == "aiohttp" and self.http_proxy and not self.socks_proxy:
+            raise ValueError("transport 'aiohttp' does not do HTTP proxies; use 'fast' or 'auto'")
         if self.http2 is True and not self.direct:
             raise ValueError("http2 is for direct connections: not with an upstream proxy "
                              "nor transport 'aiohttp'")

@@ -28,8 +28,12 @@ from azure_openai_proxy.upstream.framing import (
     compressed,
     head_refused,
 )
-from azure_openai_proxy.upstream.proxied import PROXY_ERRORS, proxy_failure, proxy_name
-from azure_openai_proxy.upstream.tunnelled import proxy_connector
+from azure_openai_proxy.upstream.proxied import (
+    PROXY_ERRORS,
+    proxy_failure,
+    proxy_name,
+    socks_connector,
+)
 
 __all__ = [
     "INFLATION_MOST",
@@ -239,19 +243,21 @@ def _connector(settings: UpstreamSettings) -> aiohttp.BaseConnector:
         "keepalive_timeout": settings.keepalive_timeout,
         "ttl_dns_cache": 300,
     }
-    proxy = settings.socks_proxy or settings.http_proxy
-    if proxy:
-        return proxy_connector(proxy, **common)
+    if settings.socks_proxy:
+        return socks_connector(settings.socks_proxy, **common)
     return aiohttp.TCPConnector(**common)  # type: ignore[arg-type]
 
 
 class AiohttpTransport:
-    """aiohttp's client with one pooled, keep-alive connector per worker."""
+    """aiohttp's client with one pooled, keep-alive connector per worker, direct or
+    through a SOCKS proxy (an HTTP proxy's tunnels are FastTransport's: tunnelled.py)."""
 
     def __init__(self, settings: UpstreamSettings) -> None:
+        if settings.http_proxy and not settings.socks_proxy:
+            raise ValueError("AiohttpTransport does not use HTTP proxies; use FastTransport")
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
-        proxy = settings.socks_proxy or settings.http_proxy
+        proxy = settings.socks_proxy
         self._proxy = proxy_name(proxy) if proxy else ""  # as our messages name it
         self.in_use = 0  # requests sent or answers not yet closed (aiohttp has no public count)
 
