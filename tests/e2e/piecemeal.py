@@ -113,5 +113,6 @@ async def tls_through(cert: str, key: str) -> None:
             await transport.close()
         # The client closed its tunnels (TLS's close_notify first): the proxy's and
         # Azure's handlers end, not cancelled by the loop's end (3.11 logs that).
-        await asyncio.wait(serving | proxy.serving, timeout=10)
+        if serving | proxy.serving:
+            await asyncio.wait(serving | proxy.serving, timeout=10)
     print("SNI", names, "CONNECT", [head.split(b" ")[1].decode() for head in proxy.heads])
