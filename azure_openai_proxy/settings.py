@@ -194,20 +194,29 @@ class UpstreamSettings(_Frozen):
 
     @model_validator(mode="after")
     def _proxy_has_its_client(self) -> UpstreamSettings:
-        # With both proxies the SOCKS one is used (the Go tool's order).
-        if self.transport == "fast" and self.socks_proxy:
+        # 'aiohttp' + an HTTP proxy loads, as before session 28: 'fast' serves it, warned.
+        if self.transport == "fast" and self.proxy and not self.http_tunnel:
             raise ValueError("transport 'fast' does not do SOCKS proxies; use 'aiohttp' or 'auto'")
-        if self.transport == "aiohttp" and self.http_proxy and not self.socks_proxy:
-            raise ValueError("transport 'aiohttp' does not do HTTP proxies; use 'fast' or 'auto'")
         if self.http2 is True and not self.direct:
             raise ValueError("http2 is for direct connections: not with an upstream proxy "
                              "nor transport 'aiohttp'")
         return self
 
     @property
+    def proxy(self) -> str | None:
+        """The upstream proxy in use: SOCKS's if both are set (the Go tool's order);
+        `http_proxy` may hold a SOCKS URL (as Go's HTTP_PROXY may): aiohttp's client's."""
+        return self.socks_proxy or self.http_proxy
+
+    @property
+    def http_tunnel(self) -> str | None:
+        """The proxy in use if an HTTP one: FastTransport's CONNECT tunnels."""
+        return self.proxy if self.proxy and self.proxy.startswith("http://") else None
+
+    @property
     def direct(self) -> bool:
         """Our own clients talk to Azure (no proxy, not aiohttp): HTTP/2 is possible."""
-        return self.transport != "aiohttp" and not (self.http_proxy or self.socks_proxy)
+        return self.transport != "aiohttp" and not self.proxy
 
     def http2_for(self, scheme: str) -> bool:
         """Whether an origin of `scheme` (`http` or `https`) is offered HTTP/2: on https
@@ -477,8 +486,13 @@ class Settings(_Frozen):
     @property
     def proxy_warning(self) -> str | None:
         """What check-config and the start say of the upstream proxy URL in use
-        (addresses.py); a SOCKS URL may be given as http_proxy too."""
-        return proxy_warning(self.upstream.socks_proxy or self.upstream.http_proxy)
+        (addresses.py); a SOCKS URL may be given as http_proxy too. `transport: aiohttp`
+        with an HTTP proxy is served by 'fast' (session 28): said, not refused."""
+        if self.upstream.transport == "aiohttp" and self.upstream.http_tunnel:
+            return ("upstream.transport 'aiohttp' does not do HTTP proxies any more: the "
+                    "HTTP proxy's requests go through 'fast' (HTTP/1.1 over its CONNECT "
+                    "tunnels); set upstream.transport to 'fast' or 'auto' to say so")
+        return proxy_warning(self.upstream.proxy)
 
     @property
     def is_open_relay(self) -> bool:

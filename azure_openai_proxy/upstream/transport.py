@@ -243,8 +243,8 @@ def _connector(settings: UpstreamSettings) -> aiohttp.BaseConnector:
         "keepalive_timeout": settings.keepalive_timeout,
         "ttl_dns_cache": 300,
     }
-    if settings.socks_proxy:
-        return socks_connector(settings.socks_proxy, **common)
+    if settings.proxy:  # a SOCKS one (AiohttpTransport takes no HTTP proxy)
+        return socks_connector(settings.proxy, **common)
     return aiohttp.TCPConnector(**common)  # type: ignore[arg-type]
 
 
@@ -253,11 +253,11 @@ class AiohttpTransport:
     through a SOCKS proxy (an HTTP proxy's tunnels are FastTransport's: tunnelled.py)."""
 
     def __init__(self, settings: UpstreamSettings) -> None:
-        if settings.http_proxy and not settings.socks_proxy:
+        if settings.http_tunnel:
             raise ValueError("AiohttpTransport does not use HTTP proxies; use FastTransport")
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
-        proxy = settings.socks_proxy
+        proxy = settings.proxy
         self._proxy = proxy_name(proxy) if proxy else ""  # as our messages name it
         self.in_use = 0  # requests sent or answers not yet closed (aiohttp has no public count)
 

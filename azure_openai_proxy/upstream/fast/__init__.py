@@ -161,9 +161,9 @@ class FastTransport:
         self, settings: UpstreamSettings, *, ssl_context: ssl.SSLContext | None = None,
         resolver: Resolver = system_resolver,
     ) -> None:
-        if settings.socks_proxy:
+        if settings.proxy and not settings.http_tunnel:
             raise ValueError("FastTransport does not use SOCKS proxies; use AiohttpTransport")
-        self._proxy = settings.http_proxy
+        self._proxy = settings.http_tunnel
         self.read_timeout = settings.read_timeout
         self._settings = settings
         self._ssl = ssl_context
