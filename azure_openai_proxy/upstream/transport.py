@@ -69,7 +69,8 @@ class SentMark(Protocol):
     (an HTTP/2 REFUSED_STREAM or GOAWAY). `body_sent` likewise when its body's last
     byte is: what Azure acts on and bills (an upload cut short, the connection reset
     mid-way, is neither answered nor billed). A body written in one piece with its head
-    (fast's bytes) or none counts with the head."""
+    (fast's bytes) or none counts with the head, fast's once the loop's write buffer is
+    below its high-water mark (a long body: after it drained)."""
 
     sent: int
     body_sent: int

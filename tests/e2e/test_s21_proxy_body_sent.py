@@ -4,10 +4,9 @@ streamed one does: it was counted with its head, so a JSON body the connection l
 mid-way was estimated and billed as if Azure had it (session 20's review). Loopback
 servers only.
 
-A SOCKS proxy's client is aiohttp's, which counts so; an HTTP proxy's is FastTransport
-(session 28), which counts a bytes body with its head, as it does without a proxy
-(transport.SentMark): the cut-short case is a strict xfail for it until fast counts a
-body the loop still buffers only once it is written."""
+A SOCKS proxy's client is aiohttp's; an HTTP proxy's is FastTransport (session 28),
+which counts a bytes body the loop still buffers past its high-water mark once that
+buffer drained below it (the review of session 28: it counted it with its head)."""
 
 from __future__ import annotations
 
@@ -40,10 +39,7 @@ async def proxied(request: pytest.FixtureRequest, reserve_port: Callable[[], int
 
 
 async def test_a_bytes_body_cut_mid_way_was_sent_but_not_whole(
-        proxied: Transport, request: pytest.FixtureRequest) -> None:
-    if request.node.callspec.params["proxied"] == "http":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="FastTransport counts a bytes body with its head"))
+        proxied: Transport) -> None:
     record = _record()
     async with _upstream(reset_after=1024 * 1024) as (url, read):
         with pytest.raises(UpstreamError) as caught:

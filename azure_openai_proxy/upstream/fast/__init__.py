@@ -337,13 +337,28 @@ class FastTransport:
                 mark = request.mark
                 if mark is not None:  # in the socket or the loop's buffer: Azure may have it
                     mark.sent += 1
-                    mark.body_sent += 1
+                    if conn.write_paused:  # most of a long body still in the loop's buffer
+                        await self._drained(conn, transport, mark)
+                    else:
+                        mark.body_sent += 1
             while not conn.started:
                 await conn.wait(self.read_timeout)
         except BaseException:
             conn.pool.discard(conn)
             raise
         return FastResponse(self, conn)
+
+    async def _drained(self, conn: _Connection, transport: asyncio.Transport,
+                       mark: SentMark) -> None:
+        """A bytes body past the loop's write buffer's high-water mark counts whole once
+        that buffer is below it again, as `_stream`'s last piece does (and aiohttp's):
+        an upload the connection lost first, or that Azure answered first, does not."""
+        while conn.write_paused and not conn.closed and not conn.started:
+            await conn.wait(self.read_timeout)
+        if conn.write_paused or conn.closed or transport.is_closing():
+            conn.body_cut = True  # the rest of the body is not Azure's: never reused
+        else:
+            mark.body_sent += 1
 
     async def _stream(
         self, conn: _Connection, transport: asyncio.Transport, head: bytes,

@@ -1,0 +1,67 @@
+"""FastTransport counts a bytes body whole (`record.body_sent`) once the event loop's
+write buffer holds less than its high-water mark, as a streamed body's last piece and
+aiohttp's bytes body are: a long JSON body the connection lost mid-way was counted with
+its head, so it was estimated and billed as if Azure had it. Through an HTTP proxy this
+was aiohttp's counting until session 28 (tests/e2e/test_s21_proxy_body_sent.py's http
+case was made a strict xfail); direct connections had it too. Loopback servers only.
+A body the socket takes at once (the usual request) still counts with its head."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from azure_openai_proxy.errors import UpstreamError
+from azure_openai_proxy.gateway.unanswered import note_unanswered
+from azure_openai_proxy.settings import UpstreamSettings
+from azure_openai_proxy.upstream.fast import FastTransport
+from azure_openai_proxy.upstream.transport import UpstreamRequest
+from tests.unit.test_s20_body_sent import _UPLOAD, _left, _record, _upstream
+
+_BODY = b'{"input": "' + b"x" * _UPLOAD + b'"}'  # 16 MiB: far past loopback's buffers
+
+
+@pytest.fixture
+async def fast() -> AsyncIterator[FastTransport]:
+    transport = FastTransport(UpstreamSettings(read_timeout=30))
+    yield transport
+    await transport.close()
+
+
+async def test_a_bytes_body_reset_mid_way_was_sent_but_not_whole(fast: FastTransport) -> None:
+    record = _record()
+    async with _upstream(reset_after=1024 * 1024) as (url, _):
+        with pytest.raises(UpstreamError) as caught:
+            await fast.send(UpstreamRequest("POST", url, {}, _BODY, record))
+    assert caught.value.request_sent  # its head went: not tried elsewhere
+    note_unanswered(record, {"input": "x" * 100}, "audio/speech")
+    assert record.usage is None  # not billed
+    assert (record.sent, record.body_sent) == (1, 0)
+
+
+async def test_a_bytes_body_left_mid_way_was_not_whole(fast: FastTransport) -> None:
+    """Its client left while the body was going out (the upstream stopped reading)."""
+    record = _record()
+    async with _upstream(reset_after=None) as (url, read):
+        await _left(fast, UpstreamRequest("POST", url, {}, _BODY, record),
+                    lambda: bool(read) and read[0] > 1024 * 1024)
+    assert (record.sent, record.body_sent) == (1, 0)
+    assert fast.connections_in_use() == 0
+
+
+async def test_a_long_bytes_body_received_whole_and_never_answered_is_whole(
+        fast: FastTransport) -> None:
+    record = _record()
+    async with _upstream(reset_after=None) as (url, read):
+        await _left(fast, UpstreamRequest("POST", url, {}, _BODY, record),
+                    lambda: bool(read) and read[0] >= len(_BODY) and record.body_sent > 0)
+    assert (record.sent, record.body_sent) == (1, 1)
+
+
+async def test_a_short_bytes_body_counts_with_its_head(fast: FastTransport) -> None:
+    record = _record()
+    async with _upstream(reset_after=None) as (url, read):
+        await _left(fast, UpstreamRequest("POST", url, {}, b'{"input": "hi"}', record),
+                    lambda: bool(read) and record.body_sent > 0)
+    assert (record.sent, record.body_sent) == (1, 1)
