@@ -1,7 +1,8 @@
 """TCP_NODELAY on FastTransport's upstream connections under uvloop, the gateway's loop:
 the transport sets no option of its own (issue 15), so uvloop's TCP transport must, on a
 plain connection and under TLS alike. (test_upstream_pool.py checks asyncio's loop;
-upstream proxies go through aiohttp-socks, whose sockets both loops set too.)"""
+test_revproxypublic_nodelay.py FastTransport's tunnels through an HTTP proxy; a SOCKS
+proxy's go through aiohttp-socks, whose sockets both loops set too.)"""
 
 from __future__ import annotations
 
