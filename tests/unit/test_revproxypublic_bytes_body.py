@@ -20,10 +20,12 @@ from azure_openai_proxy.upstream.fast import FastTransport
 from azure_openai_proxy.upstream.transport import UpstreamRequest
 from tests.unit.test_s20_body_sent import _UPLOAD, _left, _record, _upstream
 
-_BODY = b'{"input": "' + b"x" * _UPLOAD + b'"}'  # 16 MiB: far past loopback's buffers
-# Cut after 1 MiB: the receiver's window may have grown to some MiB by then (tcp_rmem's
-# most is 32 MiB here), so far more, as test_s21_proxy_body_sent.py's.
-_LONGEST = b'{"input": "' + b"x" * (4 * _UPLOAD) + b'"}'
+
+def _body(size: int = _UPLOAD) -> bytes:
+    """A JSON body of `size` bytes and more (16 MiB: far past loopback's buffers), built
+    in the test that sends it, not held for the whole suite."""
+    return b'{"input": "' + b"x" * size + b'"}'
+
 
 
 @pytest.fixture
@@ -37,7 +39,9 @@ async def test_a_bytes_body_reset_mid_way_was_sent_but_not_whole(fast: FastTrans
     record = _record()
     async with _upstream(reset_after=1024 * 1024) as (url, _):
         with pytest.raises(UpstreamError) as caught:
-            await fast.send(UpstreamRequest("POST", url, {}, _LONGEST, record))
+            # Cut after 1 MiB: the receiver's window may have grown to some MiB by then
+            # (tcp_rmem's most is 32 MiB here), so far more, as test_s21_proxy_body_sent's.
+            await fast.send(UpstreamRequest("POST", url, {}, _body(4 * _UPLOAD), record))
     assert caught.value.request_sent  # its head went: not tried elsewhere
     note_unanswered(record, {"input": "x" * 100}, "audio/speech")
     assert record.usage is None  # not billed
@@ -60,7 +64,7 @@ async def test_a_bytes_body_left_mid_way_was_not_whole(fast: FastTransport) -> N
     server = await asyncio.start_server(stalls, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/x"
     try:
-        await _left(fast, UpstreamRequest("POST", url, {}, _BODY, record),
+        await _left(fast, UpstreamRequest("POST", url, {}, _body(), record),
                     lambda: read[0] >= 1024 * 1024)
     finally:
         done.set()
@@ -73,8 +77,9 @@ async def test_a_long_bytes_body_received_whole_and_never_answered_is_whole(
         fast: FastTransport) -> None:
     record = _record()
     async with _upstream(reset_after=None) as (url, read):
-        await _left(fast, UpstreamRequest("POST", url, {}, _BODY, record),
-                    lambda: bool(read) and read[0] >= len(_BODY) and record.body_sent > 0)
+        body = _body()
+        await _left(fast, UpstreamRequest("POST", url, {}, body, record),
+                    lambda: bool(read) and read[0] >= len(body) and record.body_sent > 0)
     assert (record.sent, record.body_sent) == (1, 1)
 
 
