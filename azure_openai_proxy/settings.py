@@ -148,9 +148,9 @@ _HTTP2_WORDS: dict[str, bool | str] = {
 
 
 class UpstreamSettings(_Frozen):
-    # `fast`: our HTTP/1.1 client (asyncio + httptools), about 2.5x aiohttp's on the upstream
-    # hop (bench/README.md), also through an HTTP proxy; `aiohttp`: aiohttp's client, which
-    # does SOCKS proxies; `auto`: fast (HTTP/2 by ALPN), aiohttp with a SOCKS proxy.
+    # `fast`: our HTTP/1.1 client (asyncio + httptools), ~2.5x aiohttp's on the upstream hop
+    # (bench/README.md), also through an HTTP proxy; `aiohttp`: aiohttp's client, SOCKS
+    # proxies' (an HTTP proxy's is fast's); `auto`: fast (HTTP/2 by ALPN), aiohttp for SOCKS.
     transport: Literal["auto", "aiohttp", "fast"] = "auto"
     http_proxy: str | None = None
     socks_proxy: str | None = None
