@@ -19,11 +19,10 @@ import uvloop
 
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.fast import FastTransport
-from azure_openai_proxy.upstream.transport import UpstreamRequest
 from tests.e2e.piecemeal import piecemeal_proxy
 from tests.support import bound_socket
 from tests.unit.test_fasttransport import _self_signed
-from tests.unit.test_upstream_nodelay import _answer
+from tests.unit.test_upstream_nodelay import _answer, socket_after_a_request
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
@@ -38,16 +37,7 @@ async def _nodelay_through_the_tunnel(server_tls: ssl.SSLContext | None,
         client = FastTransport(UpstreamSettings(
             connect_timeout=10, http_proxy=f"http://127.0.0.1:{proxy.port}"), ssl_context=client_tls)
         try:
-            response = await client.send(UpstreamRequest(
-                "POST", f"{scheme}://localhost:{port}/", {}, b"{}"))
-            try:
-                assert await response.read(100) == b"ok"
-            finally:
-                response.close()
-            [pool] = client._pools.values()
-            [conn] = pool.every
-            assert conn.transport is not None
-            sock = conn.transport.get_extra_info("socket")
+            sock = await socket_after_a_request(client, f"{scheme}://localhost:{port}/")
             assert sock.getpeername()[1] == proxy.port  # the tunnel's socket, to the proxy
             return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         finally:

@@ -12,20 +12,11 @@ from azure_openai_proxy.gateway.app import transport_for
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.transport import UpstreamRequest
 from tests.processes import pproxy, running
+from tests.unit.test_upstream_nodelay import _answer
 
 
 async def test_a_socks_url_as_http_proxy_reaches_azure(reserve_port: Callable[[], int]) -> None:
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            await writer.drain()
-        except (OSError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    azure = await asyncio.start_server(answer, "127.0.0.1", 0)
+    azure = await asyncio.start_server(_answer, "127.0.0.1", 0)
     azure_port = azure.sockets[0].getsockname()[1]
     url = f"http://127.0.0.1:{azure_port}/openai/x"
     port = reserve_port()
