@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+import uvloop
 
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.fast import FastTransport
@@ -81,3 +82,20 @@ async def test_a_short_bytes_body_counts_with_its_head(fast: FastTransport) -> N
         await _left(fast, UpstreamRequest("POST", url, {}, b'{"input": "hi"}', record),
                     lambda: bool(read) and record.body_sent > 0)
     assert (record.sent, record.body_sent) == (1, 1)
+
+
+def test_on_uvloop_the_gateways_loop_too() -> None:
+    """uvloop's transports pause and resume the writer as asyncio's do."""
+
+    async def both() -> None:
+        fast = FastTransport(UpstreamSettings(read_timeout=30))
+        try:
+            await reset_mid_way(fast, lambda url, record: UpstreamRequest(
+                "POST", url, {}, _body(4 * _UPLOAD), record))
+            await test_a_long_bytes_body_received_whole_and_never_answered_is_whole(fast)
+        finally:
+            await fast.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert isinstance(runner.get_loop(), uvloop.Loop)
+        runner.run(both())
