@@ -148,9 +148,9 @@ _HTTP2_WORDS: dict[str, bool | str] = {
 
 
 class UpstreamSettings(_Frozen):
-    # `fast`: our HTTP/1.1 client (asyncio + httptools), about 2.5x aiohttp's on the upstream
-    # hop (bench/README.md); `aiohttp`: aiohttp's client, which also does upstream proxies;
-    # `auto`: fast, unless a proxy is configured.
+    # `fast`: our HTTP/1.1 client (asyncio + httptools), ~2.5x aiohttp's on the upstream hop
+    # (bench/README.md), also through an HTTP proxy; `aiohttp`: aiohttp's client, SOCKS
+    # proxies' (an HTTP proxy's is fast's); `auto`: fast (HTTP/2 by ALPN), aiohttp for SOCKS.
     transport: Literal["auto", "aiohttp", "fast"] = "auto"
     http_proxy: str | None = None
     socks_proxy: str | None = None
@@ -193,18 +193,30 @@ class UpstreamSettings(_Frozen):
         return check_proxy(value)
 
     @model_validator(mode="after")
-    def _fast_has_no_proxy(self) -> UpstreamSettings:
-        if self.transport == "fast" and (self.http_proxy or self.socks_proxy):
-            raise ValueError("transport 'fast' does not do upstream proxies; use 'aiohttp' or 'auto'")
+    def _proxy_has_its_client(self) -> UpstreamSettings:
+        # 'aiohttp' + an HTTP proxy loads, as before session 28: 'fast' serves it, warned.
+        if self.transport == "fast" and self.proxy and not self.http_tunnel:
+            raise ValueError("transport 'fast' does not do SOCKS proxies; use 'aiohttp' or 'auto'")
         if self.http2 is True and not self.direct:
             raise ValueError("http2 is for direct connections: not with an upstream proxy "
                              "nor transport 'aiohttp'")
         return self
 
     @property
+    def proxy(self) -> str | None:
+        """The upstream proxy in use: SOCKS's if both are set (the Go tool's order);
+        `http_proxy` may hold a SOCKS URL (as Go's HTTP_PROXY may): aiohttp's client's."""
+        return self.socks_proxy or self.http_proxy
+
+    @property
+    def http_tunnel(self) -> str | None:
+        """The proxy in use if an HTTP one: FastTransport's CONNECT tunnels."""
+        return self.proxy if self.proxy and self.proxy.startswith("http://") else None
+
+    @property
     def direct(self) -> bool:
         """Our own clients talk to Azure (no proxy, not aiohttp): HTTP/2 is possible."""
-        return self.transport != "aiohttp" and not (self.http_proxy or self.socks_proxy)
+        return self.transport != "aiohttp" and not self.proxy
 
     def http2_for(self, scheme: str) -> bool:
         """Whether an origin of `scheme` (`http` or `https`) is offered HTTP/2: on https
@@ -474,8 +486,13 @@ class Settings(_Frozen):
     @property
     def proxy_warning(self) -> str | None:
         """What check-config and the start say of the upstream proxy URL in use
-        (addresses.py); a SOCKS URL may be given as http_proxy too."""
-        return proxy_warning(self.upstream.socks_proxy or self.upstream.http_proxy)
+        (addresses.py); a SOCKS URL may be given as http_proxy too. `transport: aiohttp`
+        with an HTTP proxy is served by 'fast' (session 28): said, not refused."""
+        if self.upstream.transport == "aiohttp" and self.upstream.http_tunnel:
+            return ("upstream.transport 'aiohttp' does not do HTTP proxies any more: the "
+                    "HTTP proxy's requests go through 'fast' (HTTP/1.1 over its CONNECT "
+                    "tunnels); set upstream.transport to 'fast' or 'auto' to say so")
+        return proxy_warning(self.upstream.proxy)
 
     @property
     def is_open_relay(self) -> bool:

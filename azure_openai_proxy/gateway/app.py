@@ -440,7 +440,11 @@ def create_app(
 
 def transport_for(upstream: UpstreamSettings) -> Transport:
     """The upstream client the settings ask for (see `UpstreamSettings.transport`)."""
-    if not upstream.direct:  # 'fast' + proxy, and http2 true + proxy, are refused in settings
+    # Refused in settings: 'fast' + SOCKS, http2 true + a proxy. An HTTP proxy (SOCKS's
+    # if both are set; http_proxy may be a SOCKS URL) is fast's, 'aiohttp' warned.
+    if upstream.http_tunnel:  # HTTP/1.1 through its CONNECT tunnels
+        return FastTransport(upstream)
+    if upstream.proxy or upstream.transport == "aiohttp":
         return AiohttpTransport(upstream)
     if upstream.http2 == "auto":  # https: h2 by ALPN; http://: HTTP/1.1
         return AutoTransport(upstream)

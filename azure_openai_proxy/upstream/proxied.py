@@ -1,7 +1,7 @@
-"""An upstream proxy (`upstream.http_proxy`, `upstream.socks_proxy`) for aiohttp's client:
-its connector, and its failures told as ours, naming the proxy and what it said (never
-the user and password of its URL); the realtime WebSockets' (websocket.py) tell theirs
-with the same words (`proxy_refused`, `proxy_unreachable`).
+"""An upstream proxy (`upstream.http_proxy`, `upstream.socks_proxy`): a SOCKS proxy's
+connector for aiohttp's client, and every proxy's failures told as ours, naming the proxy
+and what it said (never the user and password of its URL); the realtime WebSockets'
+(websocket.py) tell theirs with the same words (`proxy_refused`, `proxy_unreachable`).
 
     the proxy cannot be reached          UpstreamUnreachable  502
     it refused the tunnel (407, 403,
@@ -9,8 +9,9 @@ with the same words (`proxy_refused`, `proxy_unreachable`).
     no TLS with Azure through the tunnel UpstreamUnreachable  502
     no tunnel within connect_timeout     UpstreamTimeout      504
 
-An HTTP proxy's tunnel is tunnel.py's CONNECT, for aiohttp's client too (tunnelled.py);
-a SOCKS proxy's is aiohttp-socks' (python-socks').
+An HTTP proxy's tunnel is tunnel.py's CONNECT, FastTransport's connections through it
+tunnelled.py's; a SOCKS proxy's is aiohttp-socks' (python-socks'), through its public
+`ProxyConnector.from_url`, for aiohttp's client.
 
 None of them sent a byte of the request (`request_sent` is False): failover may send it
 elsewhere.

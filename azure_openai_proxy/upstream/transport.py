@@ -28,8 +28,12 @@ from azure_openai_proxy.upstream.framing import (
     compressed,
     head_refused,
 )
-from azure_openai_proxy.upstream.proxied import PROXY_ERRORS, proxy_failure, proxy_name
-from azure_openai_proxy.upstream.tunnelled import proxy_connector
+from azure_openai_proxy.upstream.proxied import (
+    PROXY_ERRORS,
+    proxy_failure,
+    proxy_name,
+    socks_connector,
+)
 
 __all__ = [
     "INFLATION_MOST",
@@ -65,7 +69,8 @@ class SentMark(Protocol):
     (an HTTP/2 REFUSED_STREAM or GOAWAY). `body_sent` likewise when its body's last
     byte is: what Azure acts on and bills (an upload cut short, the connection reset
     mid-way, is neither answered nor billed). A body written in one piece with its head
-    (fast's bytes) or none counts with the head."""
+    (fast's bytes) or none counts with the head, fast's once the loop's write buffer is
+    below its high-water mark (a long body: after it drained)."""
 
     sent: int
     body_sent: int
@@ -239,19 +244,21 @@ def _connector(settings: UpstreamSettings) -> aiohttp.BaseConnector:
         "keepalive_timeout": settings.keepalive_timeout,
         "ttl_dns_cache": 300,
     }
-    proxy = settings.socks_proxy or settings.http_proxy
-    if proxy:
-        return proxy_connector(proxy, **common)
+    if settings.proxy:  # a SOCKS one (AiohttpTransport takes no HTTP proxy)
+        return socks_connector(settings.proxy, **common)
     return aiohttp.TCPConnector(**common)  # type: ignore[arg-type]
 
 
 class AiohttpTransport:
-    """aiohttp's client with one pooled, keep-alive connector per worker."""
+    """aiohttp's client with one pooled, keep-alive connector per worker, direct or
+    through a SOCKS proxy (an HTTP proxy's tunnels are FastTransport's: tunnelled.py)."""
 
     def __init__(self, settings: UpstreamSettings) -> None:
+        if settings.http_tunnel:
+            raise ValueError("AiohttpTransport does not use HTTP proxies; use FastTransport")
         self._settings = settings
         self._session: aiohttp.ClientSession | None = None
-        proxy = settings.socks_proxy or settings.http_proxy
+        proxy = settings.proxy
         self._proxy = proxy_name(proxy) if proxy else ""  # as our messages name it
         self.in_use = 0  # requests sent or answers not yet closed (aiohttp has no public count)
 

@@ -1,32 +1,32 @@
-"""aiohttp's connector through the upstream proxy (`proxy_connector`): a SOCKS proxy's is
-aiohttp-socks' (proxied.py), an HTTP proxy's the gateway's own CONNECT (tunnel.py, as
-the realtime WebSockets'), with TLS to Azure over the tunnel.
+"""A connection to Azure through an HTTP proxy's CONNECT tunnel (`tunnelled`), for
+FastTransport (fast/): tunnel.py's CONNECT (the realtime WebSockets' too), then TLS to
+Azure over the tunnelled socket with asyncio's public `loop.create_connection(sock=...)`.
 
-python-socks, under aiohttp-socks, read an HTTP proxy's answer to CONNECT in one read
-and took its first line for all of it: a proxy writing its head in pieces (the status
-line, then its headers, then the blank line: TCP keeps no message bounds) had the rest
-read as Azure's answer (a 502 'ClientResponseError' on every new connection) or fed to
-TLS. tunnel.py reads the head to its blank line however it comes.
+aiohttp's client had it through aiohttp-socks' private `_connect_via_proxy`, overridden
+because python-socks, under aiohttp-socks, read the proxy's answer to CONNECT in one read
+and took its first line for all of it (a head written in pieces was a 502 on every new
+connection). A library's private name may change in any release; asyncio's
+`create_connection` and our own CONNECT do not. SOCKS proxies stay aiohttp-socks'
+(its public `ProxyConnector.from_url`, proxied.py) for aiohttp's client.
 
-The failures are proxied.py's words, raised here (aiohttp passes them on as they are):
+The failures are proxied.py's words, raised here:
 
     the proxy cannot be reached, refused the tunnel, closed   tunnel.py's
     TLS with Azure through the tunnel failed                  `proxy_tls_failed`
     no tunnel (and TLS) within connect_timeout                `proxy_timeout`
+
+None of them sent a byte of the request (`request_sent` is False).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from ssl import SSLContext
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TypeVar
 
 import aiohappyeyeballs
-import aiohttp
-from aiohttp.client_proto import ResponseHandler
-from aiohttp_socks import ProxyConnector, ProxyType
 
 from azure_openai_proxy import __version__
 from azure_openai_proxy.upstream.proxied import (
@@ -34,65 +34,44 @@ from azure_openai_proxy.upstream.proxied import (
     proxy_said,
     proxy_timeout,
     proxy_tls_failed,
-    socks_connector,
 )
 from azure_openai_proxy.upstream.tunnel import open_tunnel
 
-__all__ = ["proxy_connector"]
+__all__ = ["tunnelled"]
 
 _USER_AGENT = f"azure-openai-proxy/{__version__}"
-# RFC 8305's Connection Attempt Delay, as aiohttp's client and fast/dial.py.
+# RFC 8305's Connection Attempt Delay, as fast/dial.py's (a proxy's host of several
+# addresses is raced as Azure's is without a proxy).
 _NEXT_ADDRESS_AFTER = 0.25
 
-
-def proxy_connector(url: str, **common: Any) -> aiohttp.BaseConnector:
-    """One pooled, keep-alive connector through the proxy `url` (check_proxy's: http://
-    or socks), so an upstream proxy costs no new connection per request; `common` is
-    aiohttp's TCPConnector's (limit, keepalive_timeout...)."""
-    if url.startswith("http://"):
-        return _TunnelConnector(url, **common)
-    return socks_connector(url, **common)
+Connection = TypeVar("Connection", bound=asyncio.BaseProtocol)
 
 
-class _TunnelConnector(ProxyConnector):
-    """aiohttp-socks' connector (its pool, aiohttp's names left unresolved: the proxy
-    resolves Azure's), its way to the proxy replaced by tunnel.py's CONNECT. If a release
-    of aiohttp-socks stopped calling `_connect_via_proxy`, python-socks' CONNECT would
-    be back, and tests/e2e/test_proxyhead_connect.py's split answer fails."""
-
-    def __init__(self, url: str, **common: Any) -> None:
-        parts = urlsplit(url)
-        super().__init__(host=parts.hostname or "", port=parts.port or 80,
-                         proxy_type=ProxyType.HTTP, rdns=True, **common)
-        self._url = url  # with its user and password, for CONNECT alone
-        self._named = proxy_name(url)
-
-    async def _connect_via_proxy(
-        self, host: str, port: int, ssl: SSLContext | None = None,
-        timeout: float | None = None,
-    ) -> tuple[asyncio.Transport, ResponseHandler]:
-        """A connection to Azure's `host`:`port` through the tunnel, TLS on it with `ssl`;
-        `timeout` (aiohttp's sock_connect, connect_timeout) spans it all, as
-        python-socks' did."""
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(timeout):
-                sock = await open_tunnel(self._url, host, port, _USER_AGENT, _dial)
-                try:
-                    # The socket is the loop's from here: closed if this fails.
-                    return await loop.create_connection(
-                        lambda: ResponseHandler(loop), sock=sock, ssl=ssl,
-                        server_hostname=host.rstrip(".") if ssl is not None else None)
-                except OSError as exc:  # ssl.SSLError is one; a reset, a close
-                    raise proxy_tls_failed(self._named, host, proxy_said(exc)) from None
-        except TimeoutError:
-            raise proxy_timeout(self._named, host) from None
+async def tunnelled(proxy: str, host: str, port: int, protocol: Callable[[], Connection],
+                    ssl: SSLContext | None, timeout: float) -> Connection:
+    """`protocol()`'s connection to Azure's `host`:`port` through the HTTP proxy `proxy`
+    (check_proxy's http:// URL, with its user and password for CONNECT alone), TLS on it
+    with `ssl` (checked against `host` without a trailing dot, as Go names it);
+    `timeout` (connect_timeout) spans the tunnel and TLS."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout):
+            sock = await open_tunnel(proxy, host, port, _USER_AGENT, _dial)
+            try:
+                # The socket is the loop's from here: closed if this fails.
+                _, connection = await loop.create_connection(
+                    protocol, sock=sock, ssl=ssl,
+                    server_hostname=host.rstrip(".") if ssl is not None else None)
+            except OSError as exc:  # ssl.SSLError is one; a reset, a close
+                raise proxy_tls_failed(proxy_name(proxy), host, proxy_said(exc)) from None
+    except TimeoutError:
+        raise proxy_timeout(proxy_name(proxy), host) from None
+    return connection
 
 
 async def _dial(host: str, port: int) -> socket.socket:
-    """A socket to the proxy: its addresses raced as aiohttp races Azure's without a
-    proxy (aiohappyeyeballs, aiohttp's own; fast/dial.py's package imports transport.py,
-    which imports this module)."""
+    """A socket to the proxy: its addresses raced (aiohappyeyeballs, aiohttp's own, which
+    takes getaddrinfo's answer and gives a connected socket)."""
     infos = await asyncio.get_running_loop().getaddrinfo(
         host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     return await aiohappyeyeballs.start_connection(

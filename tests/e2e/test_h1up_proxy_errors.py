@@ -18,7 +18,9 @@ from typing import Any
 import pytest
 
 from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
+from azure_openai_proxy.gateway.app import transport_for
 from azure_openai_proxy.settings import Settings, UpstreamSettings
+from azure_openai_proxy.upstream.fast import FastTransport
 from azure_openai_proxy.upstream.transport import AiohttpTransport, UpstreamRequest
 from tests.e2e.conftest import Emulator, gateway_settings
 from tests.e2e.test_gateway_edges import AUTH, CHAT, call, error_of
@@ -181,7 +183,7 @@ async def test_wrong_credentials_at_a_real_proxy_are_told_without_the_password(
     # pproxy lets an address in for a while once it authenticated: the wrong one first.
     with running(pproxy(f"{scheme}://127.0.0.1:{port}#alice:{PASSWORD}"), port=port):
         for password, works in (("wrong-pw", False), (PASSWORD, True)):
-            transport = AiohttpTransport(UpstreamSettings(
+            transport = transport_for(UpstreamSettings(
                 connect_timeout=5, **{key: f"{scheme}://alice:{password}@127.0.0.1:{port}"}))
             try:
                 if works:
@@ -219,7 +221,7 @@ async def test_a_proxy_user_without_a_password_is_sent_as_go_sends_it(
 
     server = await asyncio.start_server(refuse, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    transport = AiohttpTransport(UpstreamSettings(http_proxy=f"http://{user}@127.0.0.1:{port}"))
+    transport = FastTransport(UpstreamSettings(http_proxy=f"http://{user}@127.0.0.1:{port}"))
     try:
         with pytest.raises(UpstreamUnreachable):
             await transport.send(UpstreamRequest("GET", "http://azure.invalid/x", {}))

@@ -1,6 +1,6 @@
 """Through the gateway, an upstream answering with a status HTTP does not have (000, 999)
 or in a transfer-coding other than chunked alone is a 502 upstream_invalid_answer to the
-openai SDK, over FastTransport and over aiohttp's client (the upstream proxies' one),
+openai SDK, over FastTransport and over aiohttp's client (a SOCKS proxy's, or chosen),
 and the gateway serves on. Before: status 000 was a 500 internal_error through aiohttp
 (its own HTTP server refused to write it) and waited for the read timeout through fast;
 999 went to the client as its status; `gzip, chunked` relayed gzip'd bytes as the body."""

@@ -1,5 +1,5 @@
 """An HTTP upstream proxy's answer to CONNECT is read to its blank line however its TCP
-writes split it (upstream/tunnelled.py, tunnel.py's CONNECT for aiohttp's client too).
+writes split it (upstream/tunnelled.py: tunnel.py's CONNECT for FastTransport too).
 python-socks, under aiohttp-socks, read it in one read: a 200 whose headers came after
 its status line had them read as Azure's answer (a 502 'ClientResponseError' for an SDK
 call that the proxy tunnelled), and a status line cut in two was taken for all of it
@@ -22,7 +22,8 @@ import pytest
 
 from azure_openai_proxy.errors import UpstreamUnreachable
 from azure_openai_proxy.settings import Settings, UpstreamSettings
-from azure_openai_proxy.upstream.transport import AiohttpTransport, UpstreamRequest
+from azure_openai_proxy.upstream.fast import FastTransport
+from azure_openai_proxy.upstream.transport import UpstreamRequest
 from tests.e2e.conftest import CLIENT_KEY, Emulator, gateway_settings
 from tests.e2e.piecemeal import ESTABLISHED, PiecemealProxy, piecemeal_proxy
 from tests.e2e.test_gateway_edges import AUTH, CHAT, call, error_of
@@ -106,7 +107,7 @@ async def test_tls_failing_through_the_tunnel_is_told_as_not_sent_and_leaves_no_
     azure = await asyncio.start_server(plain, "127.0.0.1", 0)
     url = f"https://127.0.0.1:{azure.sockets[0].getsockname()[1]}/openai/x"
     async with piecemeal_proxy(*ESTABLISHED[:1], b"\r\n") as proxy:
-        transport = AiohttpTransport(UpstreamSettings(
+        transport = FastTransport(UpstreamSettings(
             connect_timeout=5, http_proxy=f"http://alice:{PASSWORD}@127.0.0.1:{proxy.port}"))
         before = len(os.listdir("/proc/self/fd"))
         try:

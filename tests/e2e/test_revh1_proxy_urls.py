@@ -12,8 +12,9 @@ from urllib.parse import quote
 import pytest
 
 from azure_openai_proxy.errors import UpstreamUnreachable
+from azure_openai_proxy.gateway.app import transport_for
 from azure_openai_proxy.settings import UpstreamSettings
-from azure_openai_proxy.upstream.transport import AiohttpTransport, UpstreamRequest
+from azure_openai_proxy.upstream.transport import UpstreamRequest
 from azure_openai_proxy.upstream.websocket import open_socket
 from tests.e2e.test_revh1_ws_proxy import Serve
 
@@ -26,7 +27,7 @@ async def _both_refused(serve: Serve, key: str, url: str, said: str) -> None:
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     settings = UpstreamSettings(connect_timeout=5, **{key: url.replace("PORT", str(port))})
-    transport = AiohttpTransport(settings)
+    transport = transport_for(settings)
     try:
         with pytest.raises(UpstreamUnreachable, match=said):
             await transport.send(UpstreamRequest("GET", "http://azure.invalid/x", {}))

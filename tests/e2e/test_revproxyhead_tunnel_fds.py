@@ -1,4 +1,4 @@
-"""aiohttp's client through an HTTP proxy's tunnel (upstream/tunnelled.py) when Azure's
+"""The upstream client through an HTTP proxy's tunnel (upstream/tunnelled.py) when Azure's
 side of the tunnel never answers TLS: connect_timeout running out is a 504 naming the
 proxy with nothing sent (failover may go on), and neither it nor the client leaving
 (the request cancelled) keeps a socket, on both loops the gateway runs on. (Review of
@@ -16,7 +16,8 @@ import uvloop
 
 from azure_openai_proxy.errors import UpstreamTimeout
 from azure_openai_proxy.settings import UpstreamSettings
-from azure_openai_proxy.upstream.transport import AiohttpTransport, UpstreamRequest
+from azure_openai_proxy.upstream.fast import FastTransport
+from azure_openai_proxy.upstream.transport import UpstreamRequest
 from tests.e2e.piecemeal import piecemeal_proxy
 from tests.waiting import until_async
 
@@ -43,7 +44,7 @@ async def _through_silent_tls(cancel: bool) -> list[str]:
     url = f"https://127.0.0.1:{azure.sockets[0].getsockname()[1]}/openai/x"
     seen: list[str] = []
     async with piecemeal_proxy(b"HTTP/1.1 200 Connection established\r\n\r\n") as proxy:
-        transport = AiohttpTransport(UpstreamSettings(
+        transport = FastTransport(UpstreamSettings(
             connect_timeout=2.0, http_proxy=f"http://bob:pw@127.0.0.1:{proxy.port}"))
         before = _fds()
         try:

@@ -1,7 +1,12 @@
-"""A bytes body through an upstream proxy (the aiohttp transport, through a real pproxy)
-counts whole (`record.body_sent`) only once aiohttp has written all of it, as a streamed
-one does: it was counted with its head, so a JSON body the connection lost mid-way was
-estimated and billed as if Azure had it (session 20's review). Loopback servers only."""
+"""A bytes body through an upstream proxy (the gateway's client for it, through a real
+pproxy) counts whole (`record.body_sent`) only once it has all been written, as a
+streamed one does: it was counted with its head, so a JSON body the connection lost
+mid-way was estimated and billed as if Azure had it (session 20's review). Loopback
+servers only.
+
+A SOCKS proxy's client is aiohttp's; an HTTP proxy's is FastTransport (session 28),
+which counts a bytes body the loop still buffers past its high-water mark once that
+buffer drained below it (the review of session 28: it counted it with its head)."""
 
 from __future__ import annotations
 
@@ -11,8 +16,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from azure_openai_proxy.errors import UpstreamError
+from azure_openai_proxy.gateway.app import transport_for
 from azure_openai_proxy.settings import UpstreamSettings
-from azure_openai_proxy.upstream.transport import AiohttpTransport, UpstreamRequest
+from azure_openai_proxy.upstream.transport import Transport, UpstreamRequest
 from tests.processes import pproxy, running
 from tests.unit.test_s20_body_sent import _left, _record, _upstream
 
@@ -21,19 +27,19 @@ _BODY = b'{"input": "' + b"x" * (64 * 1024 * 1024) + b'"}'  # far past every buf
 
 @pytest.fixture(params=["http", "socks5"])
 async def proxied(request: pytest.FixtureRequest, reserve_port: Callable[[], int]
-                  ) -> AsyncIterator[AiohttpTransport]:
-    """The aiohttp transport through a pproxy of the scheme."""
+                  ) -> AsyncIterator[Transport]:
+    """The gateway's transport through a pproxy of the scheme."""
     port = reserve_port()
     url = f"{request.param}://127.0.0.1:{port}"
     key = "socks_proxy" if request.param == "socks5" else "http_proxy"
-    transport = AiohttpTransport(UpstreamSettings(read_timeout=30, **{key: url}))
+    transport = transport_for(UpstreamSettings(read_timeout=30, **{key: url}))
     with running(pproxy(url), port=port):
         yield transport
         await transport.close()
 
 
 async def test_a_bytes_body_cut_mid_way_was_sent_but_not_whole(
-        proxied: AiohttpTransport) -> None:
+        proxied: Transport) -> None:
     record = _record()
     async with _upstream(reset_after=1024 * 1024) as (url, read):
         with pytest.raises(UpstreamError) as caught:
@@ -44,7 +50,7 @@ async def test_a_bytes_body_cut_mid_way_was_sent_but_not_whole(
 
 
 async def test_a_bytes_body_received_whole_and_never_answered_was_whole(
-        proxied: AiohttpTransport) -> None:
+        proxied: Transport) -> None:
     record = _record()
     body = b'{"input": "hello"}'
     async with _upstream(reset_after=None) as (url, read):
@@ -53,7 +59,7 @@ async def test_a_bytes_body_received_whole_and_never_answered_was_whole(
     assert (record.sent, record.body_sent) == (1, 1)
 
 
-async def test_a_bytes_body_goes_with_its_length_as_before(proxied: AiohttpTransport) -> None:
+async def test_a_bytes_body_goes_with_its_length_as_before(proxied: Transport) -> None:
     """Written as one piece, it keeps its Content-Length (not chunked), and an answered
     request counts whole."""
     received: list[bytes] = []

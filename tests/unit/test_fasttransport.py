@@ -688,9 +688,9 @@ async def test_line_breaks_in_headers_are_refused(upstream: tuple[str, Peers]) -
     await client.close()
 
 
-def test_proxies_are_not_for_this_transport() -> None:
-    with pytest.raises(ValueError, match="proxies"):
-        FastTransport(UpstreamSettings(http_proxy="http://proxy:3128"))
+def test_socks_proxies_are_not_for_this_transport() -> None:
+    with pytest.raises(ValueError, match="SOCKS proxies"):
+        FastTransport(UpstreamSettings(socks_proxy="socks5://proxy:1080"))
 
 
 def test_works_on_uvloop() -> None:

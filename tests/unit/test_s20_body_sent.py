@@ -94,10 +94,17 @@ async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
 
 
 async def test_an_upload_reset_mid_way_was_sent_but_not_whole(transport: Transport) -> None:
+    await reset_mid_way(transport, _request)
+
+
+async def reset_mid_way(transport: Transport,
+                        request: Callable[[str, RequestRecord], UpstreamRequest]) -> None:
+    """`request` (to a URL, with a record) reset by the upstream after 1 MiB: sent, not
+    whole, and not billed."""
     record = _record()
     async with _upstream(reset_after=1024 * 1024) as (url, _):
         with pytest.raises(UpstreamError) as caught:
-            await transport.send(_request(url, record))
+            await transport.send(request(url, record))
     assert caught.value.request_sent  # its head went: not tried elsewhere
     note_unanswered(record, {"input": "x" * 100}, "audio/speech")
     assert record.usage is None  # on main: 100 characters, billed

@@ -52,7 +52,7 @@ def test_other_words_are_refused_with_the_choices(word: str) -> None:
 def test_auto_is_quietly_off_with_a_proxy_or_aiohttp_and_true_is_refused() -> None:
     proxied = load_settings({**BASE, "upstream": {"http_proxy": "http://p:1"}}, {}).upstream
     assert proxied.http2 == "auto" and not proxied.http2_for("https")
-    assert isinstance(transport_for(proxied), AiohttpTransport)
+    assert type(transport_for(proxied)) is FastTransport  # HTTP/1.1 through its tunnels
     aio = UpstreamSettings(transport="aiohttp")
     assert not aio.http2_for("https") and isinstance(transport_for(aio), AiohttpTransport)
     with pytest.raises((ConfigError, ValueError)):

@@ -177,7 +177,7 @@ async def test_a_request_waiting_for_azures_head_counts_as_in_use(
 ) -> None:
     # The busy poll (http/busypoll.py) reads this count to stop spinning when the worker
     # is busy: a request Azure has not answered yet (the long part of a JSON request)
-    # holds its connection on either transport, the aiohttp one (upstream proxies) too.
+    # holds its connection on either transport, the aiohttp one (SOCKS proxies) too.
     arrived = asyncio.Event()
     go = asyncio.Event()
 

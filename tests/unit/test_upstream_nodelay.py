@@ -1,7 +1,8 @@
 """TCP_NODELAY on FastTransport's upstream connections under uvloop, the gateway's loop:
 the transport sets no option of its own (issue 15), so uvloop's TCP transport must, on a
 plain connection and under TLS alike. (test_upstream_pool.py checks asyncio's loop;
-upstream proxies go through aiohttp-socks, whose sockets both loops set too.)"""
+test_revproxypublic_nodelay.py FastTransport's tunnels through an HTTP proxy; a SOCKS
+proxy's go through aiohttp-socks, whose sockets both loops set too.)"""
 
 from __future__ import annotations
 
@@ -32,6 +33,20 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
         writer.close()
 
 
+async def socket_after_a_request(client: FastTransport, url: str) -> socket.socket:
+    """The socket of `client`'s one connection once a POST to `url` was answered "ok"."""
+    response = await client.send(UpstreamRequest("POST", url, {}, b"{}"))
+    try:
+        assert await response.read(100) == b"ok"
+    finally:
+        response.close()
+    [pool] = client._pools.values()
+    [conn] = pool.every
+    assert conn.transport is not None
+    sock: socket.socket = conn.transport.get_extra_info("socket")
+    return sock
+
+
 async def _nodelay_of_a_new_connection(server_tls: ssl.SSLContext | None,
                                        client_tls: ssl.SSLContext | None) -> int:
     server = await asyncio.start_server(_answer, sock=bound_socket(), ssl=server_tls)
@@ -39,15 +54,7 @@ async def _nodelay_of_a_new_connection(server_tls: ssl.SSLContext | None,
     client = FastTransport(UpstreamSettings(), ssl_context=client_tls)
     scheme = "https" if server_tls is not None else "http"
     try:
-        response = await client.send(UpstreamRequest("POST", f"{scheme}://127.0.0.1:{port}/", {}, b"{}"))
-        try:
-            assert await response.read(100) == b"ok"
-        finally:
-            response.close()
-        [pool] = client._pools.values()
-        [conn] = pool.every
-        assert conn.transport is not None
-        sock = conn.transport.get_extra_info("socket")
+        sock = await socket_after_a_request(client, f"{scheme}://127.0.0.1:{port}/")
         return int(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
     finally:
         await client.close()

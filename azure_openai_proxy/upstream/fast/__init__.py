@@ -1,10 +1,11 @@
 """A lean HTTP/1.1 `Transport`: asyncio Protocols, llhttp (httptools) and a keep-alive pool.
 
-`FastTransport` does `AiohttpTransport`'s job for direct connections (http and https, no
-upstream proxy) with far less Python per request: the request head is one string, a body
-given as bytes leaves in the same `write`, and llhttp parses the answer straight into a
-small queue the caller drains. When the whole answer arrived in one read (the usual JSON
-reply), `send` returns with it complete and `read` does not await at all.
+`FastTransport` does `AiohttpTransport`'s job for direct connections and through an
+HTTP proxy (http and https; a SOCKS proxy is aiohttp's) with far less Python per request:
+the request head is one string, a body given as bytes leaves in the same `write`, and
+llhttp parses the answer straight into a small queue the caller drains. When the whole
+answer arrived in one read (the usual JSON reply), `send` returns with it complete and
+`read` does not await at all.
 
 Errors, translated here as in `transport.py`:
 
@@ -54,6 +55,7 @@ from azure_openai_proxy.upstream.transport import (
     answer_too_large,
     read_limited,
 )
+from azure_openai_proxy.upstream.tunnelled import tunnelled
 
 __all__ = ["HIGH_WATER", "BodySink", "FastResponse", "FastTransport"]
 
@@ -148,7 +150,8 @@ class FastResponse:
 
 class FastTransport:
     """HTTP/1.1 over asyncio Protocols with httptools' parser and one keep-alive pool per
-    (scheme, host, port). No upstream proxies: `AiohttpTransport` serves those.
+    (scheme, host, port). An HTTP proxy's connections are its CONNECT tunnels
+    (tunnelled.py: the proxy resolves Azure's host); SOCKS: `AiohttpTransport`.
 
     `ssl_context` replaces `ssl.create_default_context()` (tests pass one that trusts a
     self-signed certificate); `resolver` the system's name lookups (they are cached for
@@ -158,8 +161,9 @@ class FastTransport:
         self, settings: UpstreamSettings, *, ssl_context: ssl.SSLContext | None = None,
         resolver: Resolver = system_resolver,
     ) -> None:
-        if settings.http_proxy or settings.socks_proxy:
-            raise ValueError("FastTransport does not use upstream proxies; use AiohttpTransport")
+        if settings.proxy and not settings.http_tunnel:
+            raise ValueError("FastTransport does not use SOCKS proxies; use AiohttpTransport")
+        self._proxy = settings.http_tunnel
         self.read_timeout = settings.read_timeout
         self._settings = settings
         self._ssl = ssl_context
@@ -290,6 +294,12 @@ class FastTransport:
 
     async def _connect(self, pool: _HostPool, target: _Target) -> _Connection:
         context = (self._ssl or self._default_context()) if target.tls else None
+        if self._proxy is not None:  # its failures are told as the proxy's (tunnelled.py)
+            conn = await tunnelled(self._proxy, target.host, target.port,
+                                   lambda: _Connection(pool), context,
+                                   self._settings.connect_timeout)
+            pool.every.add(conn)
+            return conn
         try:
             async with asyncio.timeout(self._settings.connect_timeout):
                 addresses = await self._dns.addresses(target.host, target.port)
@@ -327,13 +337,28 @@ class FastTransport:
                 mark = request.mark
                 if mark is not None:  # in the socket or the loop's buffer: Azure may have it
                     mark.sent += 1
-                    mark.body_sent += 1
+                    if conn.write_paused:  # most of a long body still in the loop's buffer
+                        await self._drained(conn, transport, mark)
+                    else:
+                        mark.body_sent += 1
             while not conn.started:
                 await conn.wait(self.read_timeout)
         except BaseException:
             conn.pool.discard(conn)
             raise
         return FastResponse(self, conn)
+
+    async def _drained(self, conn: _Connection, transport: asyncio.Transport,
+                       mark: SentMark) -> None:
+        """A bytes body past the loop's write buffer's high-water mark counts whole once
+        that buffer is below it again, as `_stream`'s last piece does (and aiohttp's):
+        an upload the connection lost first, or that Azure answered first, does not."""
+        while conn.write_paused and not conn.closed and not conn.started:
+            await conn.wait(self.read_timeout)
+        if conn.write_paused or conn.closed or transport.is_closing():
+            conn.body_cut = True  # the rest of the body is not Azure's: never reused
+        else:
+            mark.body_sent += 1
 
     async def _stream(
         self, conn: _Connection, transport: asyncio.Transport, head: bytes,

@@ -55,7 +55,7 @@ _OPENINGS_SEEN = 12
 
 class H2Transport:
     """HTTP/2 over asyncio Protocols with our own framing (`frames.py`, `connection.py`).
-    No upstream proxies (`AiohttpTransport` serves those). `ssl_contexts` replaces
+    No upstream proxies (FastTransport, AiohttpTransport serve them). `ssl_contexts` replaces
     `ssl.create_default_context` (tests pass one trusting a self-signed certificate): it
     is called for two contexts, HTTP/2's, given ALPN "h2" and "http/1.1", and the HTTP/1.1
     fallback's, given only "http/1.1" (one context for both would let a later connection
@@ -68,7 +68,7 @@ class H2Transport:
         resolver: Resolver = system_resolver,
     ) -> None:
         if settings.http_proxy or settings.socks_proxy:
-            raise ValueError("H2Transport does not use upstream proxies; use AiohttpTransport")
+            raise ValueError("H2Transport does not use upstream proxies; see transport_for")
         self._settings = settings
         self._contexts = ssl_contexts
         self._ssl: ssl.SSLContext | None = None  # built on first https use
