@@ -33,8 +33,24 @@ the key again (its ledger and its budget), though Azure generated it once. So:
 key's (`CountedSend`, `Gateway.handle`'s send of a resource request): a read
 counts nothing more whichever key made it.
 
-Remembered per worker, in a bounded table: a read answered by another worker, or long
-after (the table emptied), counts once more; over- rather than under-counted.
+Remembered per worker, in a bounded table (16,384 ids). What that leaves, exactly:
+
+- a foreground response's read and a stored chat completion's read or update count
+  nothing on any worker, at any time: told from the answer itself (its `background`,
+  its route), never from the table;
+- a background response's (or an Assistants run's) read, cancel or resumed stream
+  answered by a worker whose table does not hold its id (another worker under
+  `--workers N`, the gateway since restarted, or 16,384 newer ids since) counts
+  Azure's whole usage once more on that worker: a second record of it. Where its
+  `POST`'s stream was cut and recorded at an estimate on another worker, that
+  estimate is not taken off (its prompt counts twice). Each worker counts it at most
+  once; over- rather than under-counted;
+- a resumed stream that replays what an earlier stream already relayed (resumed with
+  a `starting_after` below the last event the client got, or without one: from the
+  start) and is left again before Azure's usage is estimated from all it relayed:
+  the replayed output counts in both estimates. A read showing Azure's usage later
+  takes both off (each count never below 0), so the key's total is then the larger of
+  Azure's count and the estimates' sum; without such a read it stays over.
 """
 
 from __future__ import annotations
