@@ -221,6 +221,7 @@ class ObjectOwners:
         items it shows are the key's with it, as a read's are (`owned_answer`)."""
         if method == "POST":
             return self.claimer(key_id, record) if operation == "responses" else None
+        record.sequence = self.counted.replayed(method, operation)  # (rereads.py)
         if method == "GET" and operation.count("/") == 1:
             owned = self._owners.get(operation.partition("/")[2])
             if owned is not None and owned.key_id == key_id:

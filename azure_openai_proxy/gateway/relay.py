@@ -177,6 +177,7 @@ async def _relay_stream(
     record.stream = True
     if type(meter) is ResponsesStreamMeter:
         meter.claim = record.claim  # the ids the stream creates: the caller's (ownership)
+        meter.after = record.sequence  # a resumed one's replay: counted (rereads.py)
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"
     normalizer = ChatStreamNormalizer(policy, event_limit) if policy is not None else None
@@ -237,6 +238,7 @@ async def _relay_stream(
             # POST's record estimated the prompt and what it relayed. One that relayed a
             # picture is estimated (flagged: `restreamed` takes no estimate for Azure's).
             image_gen = meter.image_gen or meter.pictures_so_far()
+            record.sequence = meter.last  # what its estimate counted (rereads.py)
             record.usage = meter.usage or (with_context(
                 estimated_usage(_json(body), meter.content_chars), record.context_tokens)
                 if record.method != "GET" or meter.content_chars or image_gen else None)

@@ -45,12 +45,12 @@ Remembered per worker, in a bounded table (16,384 ids). What that leaves, exactl
   `POST`'s stream was cut and recorded at an estimate on another worker, that
   estimate is not taken off (its prompt counts twice). Each worker counts it at most
   once; over- rather than under-counted;
-- a resumed stream that replays what an earlier stream already relayed (resumed with
-  a `starting_after` below the last event the client got, or without one: from the
-  start) and is left again before Azure's usage is estimated from all it relayed:
-  the replayed output counts in both estimates. A read showing Azure's usage later
-  takes both off (each count never below 0), so the key's total is then the larger of
-  Azure's count and the estimates' sum; without such a read it stays over.
+- a resumed stream replays the events after its `starting_after` (all of them
+  without one, as the SDK's `retrieve(stream=True)` asks): where an earlier stream of
+  the response, cut or left, counted some of them in its estimate, the resumed one's
+  estimate counts only the text deltas past the last one counted (`replayed`, by
+  their `sequence_number`: the meter skips the rest), so output relayed twice is
+  estimated once. On another worker than the earlier stream's, twice (as above).
 """
 
 from __future__ import annotations
@@ -74,8 +74,9 @@ Send = Callable[[HttpRequest, Target, Caller, RequestBody, RequestRecord,
 
 _CAPACITY = 16_384  # object ids (about 40 bytes each)
 # An object's entry: True, counted whole; or the (prompt, completion) tokens that the
-# estimates of a cut stream's POST and of resumed streams cut again counted of it.
-_Counted = bool | tuple[int, int]
+# estimates of a cut stream's POST and of resumed streams cut again counted of it, and
+# the sequence number of the last text delta they counted.
+_Counted = bool | tuple[int, int, int]
 
 
 class CountedUsage:
@@ -109,7 +110,18 @@ class CountedUsage:
             return
         usage = record.usage
         self._counted.put(response_id, True if usage and not usage.get("estimated")
-                          else _spent(record, (0, 0)))
+                          else _spent(record, (0, 0, -1)))
+
+    def replayed(self, method: str, operation: str) -> int:
+        """Before a request is sent: for a resumed Responses stream (`GET
+        responses/{id}`, relayed only if `stream=true`), the sequence number of the last
+        text delta an estimate of its response counted (its meter counts none up to it:
+        `RequestRecord.sequence`); else -1."""
+        kind, _, response_id = operation.partition("/")
+        if method != "GET" or kind != "responses" or not response_id or "/" in response_id:
+            return -1
+        earlier = self._counted.get(response_id)
+        return earlier[2] if type(earlier) is tuple else -1
 
     def restreamed(self, operation: str, record: RequestRecord) -> None:
         """Drop `record`'s usage when the resumed stream it records (`operation`:
@@ -124,7 +136,7 @@ class CountedUsage:
         if earlier is True:
             record.usage = None  # counted already
         elif usage is not None and usage.get("estimated"):
-            self._counted.put(response_id, _spent(record, earlier or (0, 0)))
+            self._counted.put(response_id, _spent(record, earlier or (0, 0, -1)))
         else:
             self._count(response_id, record)
 
@@ -179,9 +191,11 @@ class CountedSend:
                    body: RequestBody, record: RequestRecord,
                    routed: tuple[Pool, str | None]) -> Reply:
         """A Responses stream's id read as it passes, as a virtual key's claim reads it
-        (`record.created_id`); `answered` after the answer, or when it raised (its client
+        (`record.created_id`), a resumed one's replay not counted again (`replayed`);
+        `answered` after the answer, or when it raised (its client
         left a background stream: its estimate is read at the count)."""
         method, operation, counted = request.method, target.operation, self._counted
+        record.sequence = counted.replayed(method, operation)
         claimed = method == "POST" and operation == "responses" and record.claim is None
         if claimed:
             record.claim = lambda ids: _created(record, ids)
@@ -210,13 +224,15 @@ _COUNTS = (("prompt_tokens", "prompt_tokens_details"), ("input_tokens", "input_t
            ("output_tokens", "output_tokens_details"))
 
 
-def _spent(record: RequestRecord, earlier: tuple[int, int]) -> tuple[int, int]:
-    """`earlier` (prompt, completion) tokens counted, and `record`'s estimate's now."""
+def _spent(record: RequestRecord, earlier: tuple[int, int, int]) -> tuple[int, int, int]:
+    """`earlier` (prompt, completion) tokens counted, and `record`'s estimate's now; the
+    last text delta either counted (`record.sequence`, its meter's)."""
     prompt, completion = record.tokens()
-    return earlier[0] + (prompt or 0), earlier[1] + (completion or 0)
+    return (earlier[0] + (prompt or 0), earlier[1] + (completion or 0),
+            max(earlier[2], record.sequence))
 
 
-def _less(usage: dict[str, Any], spent: tuple[int, int]) -> dict[str, Any]:
+def _less(usage: dict[str, Any], spent: tuple[int, int, int]) -> dict[str, Any]:
     """`usage` less what estimates counted (`spent`: prompt, completion tokens): its
     prompt (input) count less theirs, its completion (output) count less theirs, none
     below 0; a detail (a part of a count: cached tokens, reasoning, audio) at most its

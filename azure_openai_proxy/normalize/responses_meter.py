@@ -47,8 +47,8 @@ class ResponsesStreamMeter:
     id to `created` too (when set: the resource that made it is remembered,
     gateway/affinity.py). Only the events that can carry one of these are parsed."""
 
-    __slots__ = ("_decoder", "_partials", "_pictures", "_seen", "claim", "content_chars", "created",
-                 "image_gen", "response_id", "usage")
+    __slots__ = ("_decoder", "_partials", "_pictures", "_seen", "after", "claim", "content_chars",
+                 "created", "image_gen", "last", "response_id", "usage")
 
     def __init__(self, claim: Callable[[list[str]], None] | None = None,
                  created: Callable[[str], None] | None = None,
@@ -64,6 +64,10 @@ class ResponsesStreamMeter:
         self._pictures: list[dict[str, Any]] = []
         self._partials = 0  # the tool's partial images streamed (each billed)
         self.content_chars = 0
+        # By their `sequence_number`: the text deltas up to `after` are not counted (a
+        # resumed stream's replay of what an earlier stream counted), `last` is the
+        # last one counted (-1: none)
+        self.after = self.last = -1
         self.response_id: str | None = None
 
     def feed(self, chunk: bytes) -> None:
@@ -92,6 +96,11 @@ class ResponsesStreamMeter:
             delta = obj.get("delta")
             kind = obj.get("type")
             if type(delta) is str and kind in _COUNTED_DELTAS:
+                number = obj.get("sequence_number")
+                if type(number) is int:
+                    if number <= self.after:
+                        continue  # relayed and counted before (a resumed stream's replay)
+                    self.last = number
                 # as a prompt is counted: UTF-8 bytes outside ASCII (`text_length`)
                 self.content_chars += len(delta) if delta.isascii() else text_length(delta)
                 continue
