@@ -71,6 +71,7 @@ class Exchange:
     body: dict[str, Any] = field(default_factory=dict)
     form: dict[str, list[Part]] = field(default_factory=dict)
     cut_after: int | None = None
+    usage_fault: str | None = None  # `empty_usage` / `null_usage` (faults.py)
     answered: int | None = None
 
     @property
@@ -111,6 +112,8 @@ class Exchange:
     def json(self, body: Mapping[str, Any] | list[Any], status: int = 200) -> web.Response:
         if self.cut_after is not None:
             raise self.drop()
+        if self.usage_fault is not None and isinstance(body, Mapping):
+            body = _faulty_usage(body, self.usage_fault)
         return web.Response(
             body=orjson.dumps(body), status=status, headers=self.headers,
             content_type="application/json",
@@ -175,3 +178,14 @@ async def apply_fault(
         raise ex.drop()
     elif fault.kind == "cut":
         ex.cut_after = fault.after_frames
+    elif fault.kind in ("empty_usage", "null_usage"):
+        ex.usage_fault = fault.kind
+
+
+def _faulty_usage(body: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    """A JSON answer's `usage` as `{}` (`empty_usage`) or with each count null
+    (`null_usage`); an answer without a usage object, as it is."""
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        return body
+    return {**body, "usage": {} if kind == "empty_usage" else dict.fromkeys(usage)}

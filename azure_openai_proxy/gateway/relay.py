@@ -29,6 +29,7 @@ from azure_openai_proxy.gateway.answerusage import (
     SpeechMeter,
     SpeechStreamMeter,
     answer_image_gen,
+    countless_usage,
     unit_usage,
     with_image_gen,
 )
@@ -147,6 +148,8 @@ async def relay(
                 # An HTML page, an empty or cut body: the client's SDK would fail to
                 # parse it (or hand back a string) instead of raising an API error.
                 raise not_json(response.status, content_type) from None
+            if (usage := record.usage) is not None and type(usage.get("total_tokens")) is not int:
+                record.usage = countless_usage(usage, raw, _json(body), record, response.status)
             if operation == "responses" and raw.find(b'"image_generation_call"') != -1:
                 record.usage = with_image_gen(record.usage, answer_image_gen(raw), request.headers)
         elif raw.find(b'"usage"') >= 0:  # `find`: ~1k instructions fewer than `in`
