@@ -154,7 +154,8 @@ class ObjectOwners:
         self._failing = False
         self._writes: set[asyncio.Task[None]] = set()  # `claim`'s, until written
         # Stored objects whose usage a read counted (`owned_answer`, gateway/rereads.py).
-        self.counted = CountedUsage()
+        self.counted = CountedUsage(store=self._call if database is not None else None,
+                                    writes=self._writes)  # (and across workers)
         # Each response's tokens, which a turn chained to it reads again (chained.py).
         self.chained = ChainedContext()
 
@@ -262,7 +263,8 @@ class ObjectOwners:
                 await self.remember(made, Owned(key_id, None, _made_on(record)))
 
     async def written(self) -> None:
-        """Wait until the database holds every id claimed so far (or has failed)."""
+        """Wait until the database holds every id claimed, and every count of a read
+        noted (`counted`), so far (or has failed)."""
         while self._writes:
             await asyncio.gather(*self._writes)
 
@@ -437,6 +439,7 @@ async def owned_answer(
     object becomes the key's, a list shows only the key's own objects (its next pages
     asked by `more` while they hold none: gateway/ownedpages.py)."""
     # a read's usage (a stored object's, a background one's resumed), counted once
+    await owners.counted.recall(method, operation)  # (by another worker, before a restart)
     owners.counted.answered(method, operation, record,
                             reply.body if isinstance(reply, Answer) else None, body)
     if method == "POST" and record.created_id is not None:

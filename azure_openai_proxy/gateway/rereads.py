@@ -33,29 +33,38 @@ the key again (its ledger and its budget), though Azure generated it once. So:
 key's (`CountedSend`, `Gateway.handle`'s send of a resource request): a read
 counts nothing more whichever key made it.
 
-Remembered per worker, in a bounded table (16,384 ids). What that leaves, exactly:
+Remembered per worker, in a bounded table (16,384 ids), and, with governance on (a
+database), in the database's `counted_usage` table too (store/ownership.py), so that
+every worker and the gateway after a restart count each id once: what a count or an
+estimate adds is written in the background (no await on the answer's path); a read
+this worker's table does not know as counted looks it up first (`recall`: one query,
+at a background response's or a run's read only). What that leaves, exactly:
 
 - a foreground response's read and a stored chat completion's read or update count
   nothing on any worker, at any time: told from the answer itself (its `background`,
   its route), never from the table;
-- a background response's (or an Assistants run's) read, cancel or resumed stream
-  answered by a worker whose table does not hold its id (another worker under
-  `--workers N`, the gateway since restarted, or 16,384 newer ids since) counts
-  Azure's whole usage once more on that worker: a second record of it. Where its
-  `POST`'s stream was cut and recorded at an estimate on another worker, that
-  estimate is not taken off (its prompt counts twice). Each worker counts it at most
-  once; over- rather than under-counted;
+- without a database, a background response's (or an Assistants run's) read, cancel
+  or resumed stream answered by a worker whose table does not hold its id (another
+  worker under `--workers N`, the gateway since restarted, or 16,384 newer ids since)
+  counts Azure's whole usage once more on that worker, and an estimate of its cut
+  stream made on another worker is not taken off: over- rather than under-counted;
+- with one, two reads of it answered at the same moment by two workers (each looks
+  before the other's count is written), or while the database fails (memory alone
+  answers, as above), can each count it;
 - a resumed stream replays the events after its `starting_after` (all of them
   without one, as the SDK's `retrieve(stream=True)` asks): where an earlier stream of
   the response, cut or left, counted some of them in its estimate, the resumed one's
   estimate counts only the text deltas past the last one counted (`replayed`, by
   their `sequence_number`: the meter skips the rest), so output relayed twice is
-  estimated once. On another worker than the earlier stream's, twice (as above).
+  estimated once. On another worker than the earlier stream's, twice (its meter is
+  set before the database is read).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import orjson
@@ -66,6 +75,7 @@ from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, Target
+from azure_openai_proxy.store.ownership import Counted, OwnerStore
 
 __all__ = ["CountedSend", "CountedUsage"]
 
@@ -77,13 +87,53 @@ _CAPACITY = 16_384  # object ids (about 40 bytes each)
 # estimates of a cut stream's POST and of resumed streams cut again counted of it, and
 # the sequence number of the last text delta they counted.
 _Counted = bool | tuple[int, int, int]
+# `ObjectOwners._call`: work on the governance database's store, in its thread (None when
+# it fails).
+Store = Callable[[Callable[[OwnerStore], Any]], Coroutine[Any, Any, Any]]
 
 
 class CountedUsage:
     """The ids of background responses and runs whose usage a read has counted."""
 
-    def __init__(self, capacity: int = _CAPACITY) -> None:
+    def __init__(self, capacity: int = _CAPACITY, store: Store | None = None,
+                 writes: set[asyncio.Task[None]] | None = None) -> None:
         self._counted: BoundedCache[str, _Counted] = BoundedCache(capacity)
+        self._store = store
+        # `_note`'s, until written (`ObjectOwners.written` waits for them at a stop)
+        self._writes: set[asyncio.Task[None]] = set() if writes is None else writes
+
+    async def recall(self, method: str, operation: str) -> None:
+        """Before `answered` counts a read of a background response or a run: what the
+        database notes of it (another worker's counts, or this gateway's before a
+        restart), unless this worker counted it whole. Its estimates as the larger of
+        each number here and there (this worker's last may not be written yet)."""
+        object_id = _read_object(method, operation) if self._store is not None else None
+        if object_id is None or self._store is None or self._counted.get(object_id) is True:
+            return
+        noted: Counted | None = await self._store(lambda store: store.counted(object_id))
+        if noted is None:
+            return
+        here = self._counted.get(object_id)
+        if noted[0] or here is True:
+            self._counted.put(object_id, True)
+            return
+        spent = here or (0, 0, -1)
+        self._counted.put(object_id, (max(spent[0], noted[1]), max(spent[1], noted[2]),
+                                      max(spent[2], noted[3])))
+
+    def _note(self, object_id: str, counted: Counted) -> None:
+        """What was just counted of `object_id`, added in the database in the
+        background (`OwnerStore.add_counted`)."""
+        if self._store is None:
+            return
+        now, store = time.time(), self._store
+
+        async def add() -> None:
+            await store(lambda shared: shared.add_counted(object_id, counted, now))
+
+        write = asyncio.get_running_loop().create_task(add())
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
 
     def answered(self, method: str, operation: str, record: RequestRecord,
                  answer: bytes | None, body: Mapping[str, Any] | None) -> None:
@@ -109,8 +159,13 @@ class CountedUsage:
                 or body.get("background") is not True):
             return
         usage = record.usage
-        self._counted.put(response_id, True if usage and not usage.get("estimated")
-                          else _spent(record, (0, 0, -1)))
+        if usage and not usage.get("estimated"):
+            self._counted.put(response_id, True)
+            self._note(response_id, (True, 0, 0, -1))
+        else:
+            spent = _spent(record, (0, 0, -1))
+            self._counted.put(response_id, spent)
+            self._note(response_id, (False, *spent))
 
     def replayed(self, method: str, operation: str) -> int:
         """Before a request is sent: for a resumed Responses stream (`GET
@@ -137,6 +192,7 @@ class CountedUsage:
             record.usage = None  # counted already
         elif usage is not None and usage.get("estimated"):
             self._counted.put(response_id, _spent(record, earlier or (0, 0, -1)))
+            self._note(response_id, (False, *_spent(record, (0, 0, -1))))
         else:
             self._count(response_id, record)
 
@@ -174,6 +230,7 @@ class CountedUsage:
         if earlier and record.usage is not None:
             record.usage = _less(record.usage, earlier)
         self._counted.put(object_id, True)
+        self._note(object_id, (True, 0, 0, -1))
 
 
 class CountedSend:
@@ -196,6 +253,7 @@ class CountedSend:
         left a background stream: its estimate is read at the count)."""
         method, operation, counted = request.method, target.operation, self._counted
         record.sequence = counted.replayed(method, operation)
+        await counted.recall(method, operation)  # (by another worker, before a restart)
         claimed = method == "POST" and operation == "responses" and record.claim is None
         if claimed:
             record.claim = lambda ids: _created(record, ids)
@@ -210,6 +268,20 @@ class CountedSend:
         counted.answered(method, operation, record,
                          reply.body if isinstance(reply, Answer) else None, body.json)
         return reply
+
+
+def _read_object(method: str, operation: str) -> str | None:
+    """The background response or run a read of it names (`GET responses/{id}`, its
+    stream resumed; `GET threads/{t}/runs/{r}`; either's `POST .../cancel`), or None."""
+    parts = operation.split("/")
+    if method == "POST" and parts[-1] == "cancel":
+        parts.pop()
+    elif method != "GET":
+        return None
+    if (len(parts) == 2 and parts[0] == "responses") or (
+            len(parts) == 4 and parts[0] == "threads" and parts[2] == "runs"):
+        return parts[-1] or None
+    return None
 
 
 def _created(record: RequestRecord, ids: list[str]) -> None:
