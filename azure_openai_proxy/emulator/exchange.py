@@ -139,6 +139,8 @@ class Exchange:
         for written, (frame, tokens) in enumerate(frames):
             if self.cut_after is not None and written >= self.cut_after:
                 raise self.drop()
+            if self.usage_fault is not None and frame.find(b'"usage"') != -1:
+                frame = _faulty_frame(frame, self.usage_fault)
             if tokens and self.token_delay > 0:
                 await self._sleep(self.token_delay * tokens)
             await response.write(frame)
@@ -180,6 +182,20 @@ async def apply_fault(
         ex.cut_after = fault.after_frames
     elif fault.kind in ("empty_usage", "null_usage"):
         ex.usage_fault = fault.kind
+
+
+def _faulty_frame(frame: bytes, kind: str) -> bytes:
+    """An SSE frame's usage (chat's usage frame; a Responses event's `response.usage`)
+    as `_faulty_usage` makes it."""
+    lines = []
+    for line in frame.split(b"\n"):
+        if line.startswith(b"data: {"):
+            event = orjson.loads(line[6:])
+            if isinstance(event.get("response"), dict):
+                event["response"] = _faulty_usage(event["response"], kind)
+            line = b"data: " + orjson.dumps(_faulty_usage(event, kind))
+        lines.append(line)
+    return b"\n".join(lines)
 
 
 def _faulty_usage(body: Mapping[str, Any], kind: str) -> Mapping[str, Any]:

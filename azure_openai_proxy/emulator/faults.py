@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-# `empty_usage` / `null_usage`: a JSON answer's `usage` as `{}` / its counts null (no
-# source says Azure sends either; a gateway must not take them as free): never a default.
+# `empty_usage` / `null_usage`: an answer's `usage` (a JSON answer's, a stream's) as `{}`
+# / its counts null (no source says Azure sends either; a gateway must not take them as
+# free): never a default.
 FAULT_KINDS = ("429", "500", "503", "hang", "drop", "cut", "empty_usage", "null_usage")
 
 

@@ -31,7 +31,7 @@ from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.sse import MAX_RELAYED_EVENT_BYTES, SseDecoder
 
 __all__ = ["SpeechMeter", "SpeechStreamMeter", "answer_image_gen", "countless_usage",
-           "unit_usage", "with_image_gen"]
+           "unit_usage", "with_counts", "with_image_gen"]
 
 
 def unit_usage(operation: str, raw: bytes, prompt: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -88,6 +88,17 @@ def countless_usage(usage: dict[str, Any], raw: bytes, body: Mapping[str, Any] |
         chars = _text_chars(answer.get("choices"), 0) + _text_chars(answer.get("output"), 0)
     estimate = with_context(estimated_usage(body, chars), record.context_tokens)
     return estimate if estimate is not None else {"estimated": True}
+
+
+def with_counts(usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stream's usage (Azure's usage frame, a Responses stream's final event) when it
+    has a count; None when it has none (`{}`, each count null): the relay then
+    estimates the stream as one cut short, never free."""
+    if usage:
+        for name in _COUNTS:
+            if type(usage.get(name)) is int:
+                return usage
+    return None
 
 
 def _text_chars(value: Any, depth: int) -> int:

@@ -31,6 +31,7 @@ from azure_openai_proxy.gateway.answerusage import (
     answer_image_gen,
     countless_usage,
     unit_usage,
+    with_counts,
     with_image_gen,
 )
 from azure_openai_proxy.gateway.formestimate import picture_stream_usage
@@ -230,7 +231,7 @@ async def _relay_stream(
         if normalizer is not None:
             # Never missing: Azure's usage, or (the client left, the stream broke) the
             # tokens relayed so far and the prompt's, estimated and marked so.
-            record.usage = normalizer.usage or with_context(
+            record.usage = with_counts(normalizer.usage) or with_context(
                 estimated_usage(_json(body), normalizer.content_chars), record.context_tokens)
         elif type(meter) is PictureStreamMeter:
             record.usage = picture_stream_usage(meter, body)  # Azure's, or estimated
@@ -242,7 +243,7 @@ async def _relay_stream(
             # picture is estimated (flagged: `restreamed` takes no estimate for Azure's).
             image_gen = meter.image_gen or meter.pictures_so_far()
             record.sequence = meter.last  # what its estimate counted (rereads.py)
-            record.usage = meter.usage or (with_context(
+            record.usage = with_counts(meter.usage) or (with_context(
                 estimated_usage(_json(body), meter.content_chars), record.context_tokens)
                 if record.method != "GET" or meter.content_chars or image_gen else None)
             if image_gen is not None:

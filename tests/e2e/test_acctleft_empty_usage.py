@@ -8,6 +8,7 @@ The gateway with a ledger over the emulator, whose `empty_usage` / `null_usage` 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -63,3 +64,39 @@ def test_an_answer_with_counts_is_recorded_as_azure_said(
     assert record.usage_source == "measured"
     assert (record.prompt_tokens, record.completion_tokens) == (
         answer["usage"]["prompt_tokens"], answer["usage"]["completion_tokens"])
+
+
+def _streamed_text(route: str, events: list[dict[str, Any]]) -> str:
+    if route == "chat/completions":
+        return "".join(str(c["delta"].get("content") or "") for e in events
+                       for c in e.get("choices", []))
+    return "".join(str(e["delta"]) for e in events
+                   if e.get("type") == "response.output_text.delta")
+
+
+@pytest.mark.parametrize("fault", ["empty_usage", "null_usage"])
+@pytest.mark.parametrize(("route", "body"), [("chat/completions", _CHAT),
+                                             ("responses", _RESPONSES)])
+def test_a_stream_whose_usage_has_no_counts_is_recorded_estimated(
+        emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+        fault: str, route: str, body: dict[str, Any]) -> None:
+    gateway = ledger_gateway(emulator, **_DEAR)
+    emulator.fault("gpt-4o", fault)
+    streamed = {**body, "stream": True}
+    if route == "chat/completions":
+        streamed["stream_options"] = {"include_usage": True}
+    answer = httpx.post(f"{gateway.url}/v1/{route}", json=streamed, timeout=30,
+                        headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+    assert answer.status_code == 200, answer.text
+    events = [json.loads(line[6:]) for line in answer.text.splitlines()
+              if line.startswith("data: {")]
+    usages = [e["usage"] if "usage" in e else (e.get("response") or {}).get("usage")
+              for e in events]
+    assert any(u is not None and not any(u.values()) for u in usages)  # the fault's
+    [record] = [r for r in records(gateway) if r.route == route]
+    expected = estimated_usage(body, len(_streamed_text(route, events)))
+    # main: null counts were taken as 0 tokens, measured ({} was estimated already)
+    assert record.usage_source == "estimated"
+    assert (record.prompt_tokens, record.completion_tokens) == (
+        expected["prompt_tokens"], expected["completion_tokens"])
+    assert record.completion_tokens > 0 and record.cost_usd > 0
