@@ -26,7 +26,7 @@ the key again (its ledger and its budget), though Azure generated it once. So:
   What is kept is the estimate as the record held it when `answered` ran, before its
   handler ended and the metrics and the access log counted it: were it written after
   (a relay's task that ends after its handler), the ledger's later look may count
-  more, never less; and two numbers per id, not the records.
+  more, never less; and three numbers per id, not the records.
 
 `answered` is the one entry, after a request's answer: a virtual key's
 (gateway/ownership.py `owned_answer`, and when its client left) and a static client
@@ -56,8 +56,9 @@ at a background response's or a run's read only). What that leaves, exactly:
   the response, cut or left, counted some of them in its estimate, the resumed one's
   estimate counts only the text deltas past the last one counted (`replayed`, by
   their `sequence_number`: the meter skips the rest), so output relayed twice is
-  estimated once. On another worker than the earlier stream's, twice (its meter is
-  set before the database is read).
+  estimated once. A virtual key's resumed on another worker than the earlier
+  stream's: twice (its meter is set before the database is read; a static client
+  key's reads the database first).
 """
 
 from __future__ import annotations
@@ -252,8 +253,8 @@ class CountedSend:
         `answered` after the answer, or when it raised (its client
         left a background stream: its estimate is read at the count)."""
         method, operation, counted = request.method, target.operation, self._counted
-        record.sequence = counted.replayed(method, operation)
         await counted.recall(method, operation)  # (by another worker, before a restart)
+        record.sequence = counted.replayed(method, operation)
         claimed = method == "POST" and operation == "responses" and record.claim is None
         if claimed:
             record.claim = lambda ids: _created(record, ids)
