@@ -33,17 +33,30 @@ def _text(route: str, answer: dict[str, Any]) -> str:
                    for part in item["content"] if part["type"] == "output_text")
 
 
-@pytest.mark.parametrize("fault", ["empty_usage", "null_usage"])
-@pytest.mark.parametrize(("route", "body"), [("chat/completions", _CHAT),
-                                             ("responses", _RESPONSES)])
-def test_an_answer_without_counts_is_recorded_estimated(
-        emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
-        fault: str, route: str, body: dict[str, Any]) -> None:
-    gateway = ledger_gateway(emulator, **_DEAR)
+# Each test runs for both faults, on chat and on the Responses API.
+_FAULTED = [pytest.mark.parametrize("fault", ["empty_usage", "null_usage"]),
+            pytest.mark.parametrize(("route", "body"), [("chat/completions", _CHAT),
+                                                        ("responses", _RESPONSES)])]
+
+
+def _faulted(emulator: Emulator, start: Callable[..., ServerThread], fault: str,
+             route: str, body: dict[str, Any]) -> tuple[ServerThread, httpx.Response]:
+    """A gateway with a ledger, and its answer to `body` on `route`, the emulator's
+    usage made so by `fault`."""
+    gateway = start(emulator, **_DEAR)
     emulator.fault("gpt-4o", fault)
     answer = httpx.post(f"{gateway.url}/v1/{route}", json=body, timeout=30,
                         headers={"Authorization": f"Bearer {CLIENT_KEY}"})
     assert answer.status_code == 200, answer.text
+    return gateway, answer
+
+
+@_FAULTED[0]
+@_FAULTED[1]
+def test_an_answer_without_counts_is_recorded_estimated(
+        emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+        fault: str, route: str, body: dict[str, Any]) -> None:
+    gateway, answer = _faulted(emulator, ledger_gateway, fault, route, body)
     usage = answer.json()["usage"]
     assert usage == {} or set(usage.values()) == {None}  # the client gets Azure's as it is
     [record] = [r for r in records(gateway) if r.route == route]
@@ -74,20 +87,15 @@ def _streamed_text(route: str, events: list[dict[str, Any]]) -> str:
                    if e.get("type") == "response.output_text.delta")
 
 
-@pytest.mark.parametrize("fault", ["empty_usage", "null_usage"])
-@pytest.mark.parametrize(("route", "body"), [("chat/completions", _CHAT),
-                                             ("responses", _RESPONSES)])
+@_FAULTED[0]
+@_FAULTED[1]
 def test_a_stream_whose_usage_has_no_counts_is_recorded_estimated(
         emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
         fault: str, route: str, body: dict[str, Any]) -> None:
-    gateway = ledger_gateway(emulator, **_DEAR)
-    emulator.fault("gpt-4o", fault)
-    streamed = {**body, "stream": True}
+    streamed: dict[str, Any] = {**body, "stream": True}
     if route == "chat/completions":
         streamed["stream_options"] = {"include_usage": True}
-    answer = httpx.post(f"{gateway.url}/v1/{route}", json=streamed, timeout=30,
-                        headers={"Authorization": f"Bearer {CLIENT_KEY}"})
-    assert answer.status_code == 200, answer.text
+    gateway, answer = _faulted(emulator, ledger_gateway, fault, route, streamed)
     events = [json.loads(line[6:]) for line in answer.text.splitlines()
               if line.startswith("data: {")]
     usages = [e["usage"] if "usage" in e else (e.get("response") or {}).get("usage")
