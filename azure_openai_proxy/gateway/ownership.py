@@ -439,9 +439,9 @@ async def owned_answer(
     object becomes the key's, a list shows only the key's own objects (its next pages
     asked by `more` while they hold none: gateway/ownedpages.py)."""
     # a read's usage (a stored object's, a background one's resumed), counted once
-    await owners.counted.recall(method, operation)  # (by another worker, before a restart)
-    owners.counted.answered(method, operation, record,
-                            reply.body if isinstance(reply, Answer) else None, body)
+    answer = reply.body if isinstance(reply, Answer) else None
+    await owners.counted.recall(method, operation, record, answer)  # (another worker's...)
+    owners.counted.answered(method, operation, record, answer, body)
     if method == "POST" and record.created_id is not None:
         # Where it was made (its output items too): a request about it goes there.
         owned = Owned(key_id, batch_models, _made_on(record))

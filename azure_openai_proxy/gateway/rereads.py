@@ -38,7 +38,8 @@ database), in the database's `counted_usage` table too (store/ownership.py), so 
 every worker and the gateway after a restart count each id once: what a count or an
 estimate adds is written in the background (no await on the answer's path); a read
 this worker's table does not know as counted looks it up first (`recall`: one query,
-at a background response's or a run's read only). What that leaves, exactly:
+at a read that shows a background response's or a run's usage only). What that
+leaves, exactly:
 
 - a foreground response's read and a stored chat completion's read or update count
   nothing on any worker, at any time: told from the answer itself (its `background`,
@@ -56,9 +57,8 @@ at a background response's or a run's read only). What that leaves, exactly:
   the response, cut or left, counted some of them in its estimate, the resumed one's
   estimate counts only the text deltas past the last one counted (`replayed`, by
   their `sequence_number`: the meter skips the rest), so output relayed twice is
-  estimated once. A virtual key's resumed on another worker than the earlier
-  stream's: twice (its meter is set before the database is read; a static client
-  key's reads the database first).
+  estimated once. Resumed on another worker than the earlier stream's: twice (its
+  meter is set before the database is read, which only a read showing usage does).
 """
 
 from __future__ import annotations
@@ -103,13 +103,20 @@ class CountedUsage:
         # `_note`'s, until written (`ObjectOwners.written` waits for them at a stop)
         self._writes: set[asyncio.Task[None]] = set() if writes is None else writes
 
-    async def recall(self, method: str, operation: str) -> None:
-        """Before `answered` counts a read of a background response or a run: what the
-        database notes of it (another worker's counts, or this gateway's before a
-        restart), unless this worker counted it whole. Its estimates as the larger of
-        each number here and there (this worker's last may not be written yet)."""
-        object_id = _read_object(method, operation) if self._store is not None else None
-        if object_id is None or self._store is None or self._counted.get(object_id) is True:
+    async def recall(self, method: str, operation: str, record: RequestRecord,
+                     answer: bytes | None) -> None:
+        """Before `answered` counts a read (`answer`: a JSON one's bytes, else None) of
+        a background response or a run that shows its usage: what the database notes
+        of it (another worker's counts, or this gateway's before a restart), unless this
+        worker counted it whole. Its estimates as the larger of each number here and
+        there (this worker's last may not be written yet). A foreground response's read,
+        and one without usage (still running), ask nothing."""
+        if self._store is None or record.usage is None:
+            return
+        object_id = _read_object(method, operation)
+        if object_id is None or self._counted.get(object_id) is True or (
+                answer is not None and operation.startswith("responses")
+                and not _background(answer)):
             return
         noted: Counted | None = await self._store(lambda store: store.counted(object_id))
         if noted is None:
@@ -253,7 +260,6 @@ class CountedSend:
         `answered` after the answer, or when it raised (its client
         left a background stream: its estimate is read at the count)."""
         method, operation, counted = request.method, target.operation, self._counted
-        await counted.recall(method, operation)  # (by another worker, before a restart)
         record.sequence = counted.replayed(method, operation)
         claimed = method == "POST" and operation == "responses" and record.claim is None
         if claimed:
@@ -266,8 +272,9 @@ class CountedSend:
         finally:
             if claimed:  # (the stream's meter has its own reference): no cycle through it
                 record.claim = None
-        counted.answered(method, operation, record,
-                         reply.body if isinstance(reply, Answer) else None, body.json)
+        answer = reply.body if isinstance(reply, Answer) else None
+        await counted.recall(method, operation, record, answer)  # (another worker's...)
+        counted.answered(method, operation, record, answer, body.json)
         return reply
 
 
@@ -283,6 +290,15 @@ def _read_object(method: str, operation: str) -> str | None:
             len(parts) == 4 and parts[0] == "threads" and parts[2] == "runs"):
         return parts[-1] or None
     return None
+
+
+def _background(answer: bytes) -> bool:
+    """Whether a JSON answer is of a background response."""
+    try:
+        parsed = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return False
+    return type(parsed) is dict and parsed.get("background") is True
 
 
 def _created(record: RequestRecord, ids: list[str]) -> None:
