@@ -50,8 +50,8 @@ leaves, exactly:
   counts Azure's whole usage once more on that worker, and an estimate of its cut
   stream made on another worker is not taken off: over- rather than under-counted;
 - with one, two reads of it answered at the same moment by two workers (each looks
-  before the other's count is written), or while the database fails (memory alone
-  answers, as above), can each count it;
+  before the other's count is written), or while the database fails or is slow to
+  answer (past `_RECALL_WAIT`: memory alone answers, as above), can each count it;
 - a resumed stream replays the events after its `starting_after` (all of them
   without one, as the SDK's `retrieve(stream=True)` asks): where an earlier stream of
   the response, cut or left, counted some of them in its estimate, the resumed one's
@@ -84,6 +84,12 @@ Send = Callable[[HttpRequest, Target, Caller, RequestBody, RequestRecord,
                  tuple[Pool, str | None]], Awaitable[Reply]]
 
 _CAPACITY = 16_384  # object ids (about 40 bytes each)
+# The longest a read waits for the database's note of its object (`recall`): one indexed
+# look-up takes a millisecond, but it queues in the object owners' one thread behind
+# their writes, each of which a locked database holds up to its busy timeout (5 s).
+# Past it, the read is counted as if the database had failed (over- rather than
+# under-counted) and the client has its answer.
+_RECALL_WAIT = 1.0
 # An object's entry: True, counted whole; or the (prompt, completion) tokens that the
 # estimates of a cut stream's POST and of resumed streams cut again counted of it, and
 # the sequence number of the last text delta they counted.
@@ -110,7 +116,8 @@ class CountedUsage:
         of it (another worker's counts, or this gateway's before a restart), unless this
         worker counted it whole. Its estimates as the larger of each number here and
         there (this worker's last may not be written yet). A foreground response's read,
-        and one without usage (still running), ask nothing."""
+        and one without usage (still running), ask nothing. Waits at most
+        `_RECALL_WAIT` for the database (then counts as without it)."""
         if self._store is None or record.usage is None:
             return
         object_id = _read_object(method, operation)
@@ -118,7 +125,11 @@ class CountedUsage:
                 answer is not None and operation.startswith("responses")
                 and not _background(answer)):
             return
-        noted: Counted | None = await self._store(lambda store: store.counted(object_id))
+        try:
+            noted: Counted | None = await asyncio.wait_for(
+                self._store(lambda store: store.counted(object_id)), _RECALL_WAIT)
+        except TimeoutError:
+            return  # a slow database: counted on this worker's memory alone
         if noted is None:
             return
         here = self._counted.get(object_id)
