@@ -71,6 +71,7 @@ class Exchange:
     body: dict[str, Any] = field(default_factory=dict)
     form: dict[str, list[Part]] = field(default_factory=dict)
     cut_after: int | None = None
+    usage_fault: str | None = None  # `empty_usage` / `null_usage` (faults.py)
     answered: int | None = None
 
     @property
@@ -111,6 +112,8 @@ class Exchange:
     def json(self, body: Mapping[str, Any] | list[Any], status: int = 200) -> web.Response:
         if self.cut_after is not None:
             raise self.drop()
+        if self.usage_fault is not None and isinstance(body, Mapping):
+            body = _faulty_usage(body, self.usage_fault)
         return web.Response(
             body=orjson.dumps(body), status=status, headers=self.headers,
             content_type="application/json",
@@ -136,6 +139,8 @@ class Exchange:
         for written, (frame, tokens) in enumerate(frames):
             if self.cut_after is not None and written >= self.cut_after:
                 raise self.drop()
+            if self.usage_fault is not None and frame.find(b'"usage"') != -1:
+                frame = _faulty_frame(frame, self.usage_fault)
             if tokens and self.token_delay > 0:
                 await self._sleep(self.token_delay * tokens)
             await response.write(frame)
@@ -175,3 +180,28 @@ async def apply_fault(
         raise ex.drop()
     elif fault.kind == "cut":
         ex.cut_after = fault.after_frames
+    elif fault.kind in ("empty_usage", "null_usage"):
+        ex.usage_fault = fault.kind
+
+
+def _faulty_frame(frame: bytes, kind: str) -> bytes:
+    """An SSE frame's usage (chat's usage frame; a Responses event's `response.usage`)
+    as `_faulty_usage` makes it."""
+    lines = []
+    for line in frame.split(b"\n"):
+        if line.startswith(b"data: {"):
+            event = orjson.loads(line[6:])
+            if isinstance(event.get("response"), dict):
+                event["response"] = _faulty_usage(event["response"], kind)
+            line = b"data: " + orjson.dumps(_faulty_usage(event, kind))
+        lines.append(line)
+    return b"\n".join(lines)
+
+
+def _faulty_usage(body: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    """A JSON answer's `usage` as `{}` (`empty_usage`) or with each count null
+    (`null_usage`); an answer without a usage object, as it is."""
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        return body
+    return {**body, "usage": {} if kind == "empty_usage" else dict.fromkeys(usage)}

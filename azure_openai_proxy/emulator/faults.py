@@ -10,7 +10,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-FAULT_KINDS = ("429", "500", "503", "hang", "drop", "cut")
+# `empty_usage` / `null_usage`: an answer's `usage` (a JSON answer's, a stream's) as `{}`
+# / its counts null (no source says Azure sends either; a gateway must not take them as
+# free): never a default.
+FAULT_KINDS = ("429", "500", "503", "hang", "drop", "cut", "empty_usage", "null_usage")
 
 
 @dataclass(frozen=True)

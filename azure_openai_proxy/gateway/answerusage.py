@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from azure_openai_proxy.governance.estimate import estimated_usage, text_length, with_context
 from azure_openai_proxy.governance.mediasize import HEAD_BYTES, audio_length, audio_seconds
 from azure_openai_proxy.governance.mediatokens import (
     ESTIMATED_TOKENS,
@@ -26,10 +27,11 @@ from azure_openai_proxy.governance.toolusage import (
     IMAGE_GEN,
     image_gen_usage,
 )
+from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.sse import MAX_RELAYED_EVENT_BYTES, SseDecoder
 
-__all__ = ["SpeechMeter", "SpeechStreamMeter", "answer_image_gen", "unit_usage",
-           "with_image_gen"]
+__all__ = ["SpeechMeter", "SpeechStreamMeter", "answer_image_gen", "countless_usage",
+           "unit_usage", "with_counts", "with_image_gen"]
 
 
 def unit_usage(operation: str, raw: bytes, prompt: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -52,6 +54,71 @@ def unit_usage(operation: str, raw: bytes, prompt: Mapping[str, Any] | None) -> 
     if isinstance(duration, int | float) and not isinstance(duration, bool) and duration > 0:
         return {"audio_seconds": float(duration)}
     return None
+
+
+# The counts a usage is read by (`RequestRecord.tokens`, the ledger's `count_tokens`).
+_COUNTS = ("prompt_tokens", "input_tokens", "completion_tokens", "output_tokens")
+# Where a chat, completions or Responses answer keeps its generated text (its choices'
+# messages, a completion's text, the output items' text parts and call arguments).
+_TEXT_KEYS = frozenset({"content", "text", "refusal", "arguments"})
+_TEXT_DEPTH = 6  # output[i].content[j].text, choices[i].message.tool_calls[j].function...
+
+
+def countless_usage(usage: dict[str, Any], raw: bytes, body: Mapping[str, Any] | None,
+                    record: RequestRecord, status: int) -> dict[str, Any]:
+    """A model's JSON answer's `usage` (chat, completions, embeddings, a foreground
+    response) as `record` keeps it: Azure's when it has a count; a 2xx one's with none
+    (`{}`, each count null: Azure generated it, and bills it) an estimate, as for a
+    stream cut short (`estimated_usage`: the prompt, the context a chained turn made
+    Azure read, and the answer's text `raw` holds), flagged estimated: never free.
+    Called only when its `total_tokens` is not a count (relay.py): an answer with one
+    never comes. A background response's (its `body` says so) is left: the read that
+    shows its usage counts it (gateway/rereads.py)."""
+    if not 200 <= status < 300 or (body is not None and body.get("background") is True):
+        return usage
+    for name in _COUNTS:
+        if type(usage.get(name)) is int:
+            return usage
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        answer = None
+    chars = 0
+    if type(answer) is dict:
+        chars = _text_chars(answer.get("choices"), 0) + _text_chars(answer.get("output"), 0)
+    estimate = with_context(estimated_usage(body, chars), record.context_tokens)
+    return estimate if estimate is not None else {"estimated": True}
+
+
+def with_counts(usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stream's usage (Azure's usage frame, a Responses stream's final event) when it
+    has a count; None when it has none (`{}`, each count null): the relay then
+    estimates the stream as one cut short, never free."""
+    if usage:
+        for name in _COUNTS:
+            if type(usage.get(name)) is int:
+                return usage
+    return None
+
+
+def _text_chars(value: Any, depth: int) -> int:
+    """The characters of generated text under `value` (an answer's choices or output):
+    every string under a `content`, `text`, `refusal` or `arguments` key, as a prompt's
+    are counted (`text_length`: UTF-8 bytes outside ASCII)."""
+    if depth > _TEXT_DEPTH:
+        return 0
+    if type(value) is list:
+        return sum(_text_chars(item, depth + 1) for item in value)
+    if type(value) is not dict:
+        return 0
+    chars = 0
+    for key, item in value.items():
+        if type(item) is str:
+            if key in _TEXT_KEYS:
+                chars += len(item) if item.isascii() else text_length(item)
+        elif type(item) is dict or type(item) is list:
+            chars += _text_chars(item, depth + 1)
+    return chars
 
 
 def answer_image_gen(raw: bytes) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from azure_openai_proxy.governance.prices import (
     PriceTable,
     Rates,
     TokenCounts,
+    UnpricedNames,
     audio_cost,
     count_tokens,
     token_cost,
@@ -155,6 +156,7 @@ class RowPricer:
         self.prices, self.models = prices, models
         # bounded (cleared when full): the names come from clients
         self._named: dict[_Names, _Named] = {}
+        self._unpriced = UnpricedNames(models)  # env mode's per-name models, named once
 
     def forget_labels(self) -> None:
         """The database changed (opened anew): the label ids remembered may not be its."""
@@ -264,6 +266,7 @@ class RowPricer:
                     flags |= 2  # priced
                 else:
                     cost = 0.0
+                    self._unpriced.recorded(self.prices, *names[2:5])
             else:
                 cost, priced = record_cost(record, self.prices, self.models, NO_TOKENS)
                 if flags == _MEASURED and _by_estimated_tokens(record, self.prices, self.models):

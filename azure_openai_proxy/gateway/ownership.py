@@ -156,7 +156,8 @@ class ObjectOwners:
         self._failing = False
         self._writes: set[asyncio.Task[None]] = set()  # `claim`'s, until written
         # Stored objects whose usage a read counted (`owned_answer`, gateway/rereads.py).
-        self.counted = CountedUsage()
+        self.counted = CountedUsage(store=self._call if database is not None else None,
+                                    writes=self._writes)  # (and across workers)
         # Each response's tokens, which a turn chained to it reads again (chained.py).
         self.chained = ChainedContext()
 
@@ -223,6 +224,7 @@ class ObjectOwners:
         items it shows are the key's with it, as a read's are (`owned_answer`)."""
         if method == "POST":
             return self.claimer(key_id, record) if operation == "responses" else None
+        record.sequence = self.counted.replayed(method, operation)  # (rereads.py)
         if method == "GET" and operation.count("/") == 1:
             owned = self._owners.get(operation.partition("/")[2])
             if owned is not None and owned.key_id == key_id:
@@ -263,7 +265,8 @@ class ObjectOwners:
                 await self.remember(made, Owned(key_id, None, _made_on(record)))
 
     async def written(self) -> None:
-        """Wait until the database holds every id claimed so far (or has failed)."""
+        """Wait until the database holds every id claimed, and every count of a read
+        noted (`counted`), so far (or has failed)."""
         while self._writes:
             await asyncio.gather(*self._writes)
 
@@ -448,8 +451,9 @@ async def owned_answer(
     object becomes the key's, a list shows only the key's own objects (its next pages
     asked by `more` while they hold none: gateway/ownedpages.py)."""
     # a read's usage (a stored object's, a background one's resumed), counted once
-    owners.counted.answered(method, operation, record,
-                            reply.body if isinstance(reply, Answer) else None, body)
+    answer = reply.body if isinstance(reply, Answer) else None
+    await owners.counted.recall(method, operation, record, answer)  # (another worker's...)
+    owners.counted.answered(method, operation, record, answer, body)
     if method == "POST" and record.created_id is not None:
         # Where it was made (its output items too): a request about it goes there.
         owned = Owned(key_id, batch_models, _made_on(record))

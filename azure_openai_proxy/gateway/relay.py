@@ -29,7 +29,9 @@ from azure_openai_proxy.gateway.answerusage import (
     SpeechMeter,
     SpeechStreamMeter,
     answer_image_gen,
+    countless_usage,
     unit_usage,
+    with_counts,
     with_image_gen,
 )
 from azure_openai_proxy.gateway.formestimate import picture_stream_usage
@@ -147,6 +149,8 @@ async def relay(
                 # An HTML page, an empty or cut body: the client's SDK would fail to
                 # parse it (or hand back a string) instead of raising an API error.
                 raise not_json(response.status, content_type) from None
+            if (usage := record.usage) is not None and type(usage.get("total_tokens")) is not int:
+                record.usage = countless_usage(usage, raw, _json(body), record, response.status)
             if operation == "responses" and raw.find(b'"image_generation_call"') != -1:
                 record.usage = with_image_gen(record.usage, answer_image_gen(raw), request.headers)
         elif raw.find(b'"usage"') >= 0:  # `find`: ~1k instructions fewer than `in`
@@ -177,6 +181,7 @@ async def _relay_stream(
     record.stream = True
     if type(meter) is ResponsesStreamMeter:
         meter.claim = record.claim  # the ids the stream creates: the caller's (ownership)
+        meter.after = record.sequence  # a resumed one's replay: counted (rereads.py)
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"
     normalizer = ChatStreamNormalizer(policy, event_limit) if policy is not None else None
@@ -226,7 +231,7 @@ async def _relay_stream(
         if normalizer is not None:
             # Never missing: Azure's usage, or (the client left, the stream broke) the
             # tokens relayed so far and the prompt's, estimated and marked so.
-            record.usage = normalizer.usage or with_context(
+            record.usage = with_counts(normalizer.usage) or with_context(
                 estimated_usage(_json(body), normalizer.content_chars), record.context_tokens)
         elif type(meter) is PictureStreamMeter:
             record.usage = picture_stream_usage(meter, body)  # Azure's, or estimated
@@ -237,7 +242,8 @@ async def _relay_stream(
             # POST's record estimated the prompt and what it relayed. One that relayed a
             # picture is estimated (flagged: `restreamed` takes no estimate for Azure's).
             image_gen = meter.image_gen or meter.pictures_so_far()
-            record.usage = meter.usage or (with_context(
+            record.sequence = meter.last  # what its estimate counted (rereads.py)
+            record.usage = with_counts(meter.usage) or (with_context(
                 estimated_usage(_json(body), meter.content_chars), record.context_tokens)
                 if record.method != "GET" or meter.content_chars or image_gen else None)
             if image_gen is not None:

@@ -26,20 +26,46 @@ the key again (its ledger and its budget), though Azure generated it once. So:
   What is kept is the estimate as the record held it when `answered` ran, before its
   handler ended and the metrics and the access log counted it: were it written after
   (a relay's task that ends after its handler), the ledger's later look may count
-  more, never less; and two numbers per id, not the records.
+  more, never less; and three numbers per id, not the records.
 
 `answered` is the one entry, after a request's answer: a virtual key's
 (gateway/ownership.py `owned_answer`, and when its client left) and a static client
 key's (`CountedSend`, `Gateway.handle`'s send of a resource request): a read
 counts nothing more whichever key made it.
 
-Remembered per worker, in a bounded table: a read answered by another worker, or long
-after (the table emptied), counts once more; over- rather than under-counted.
+Remembered per worker, in a bounded table (16,384 ids), and, with governance on (a
+database), in the database's `counted_usage` table too (store/ownership.py), so that
+every worker and the gateway after a restart count each id once: what a count or an
+estimate adds is written in the background (no await on the answer's path); a read
+this worker's table does not know as counted looks it up first (`recall`: one query,
+at a read that shows a background response's or a run's usage only). What that
+leaves, exactly:
+
+- a foreground response's read and a stored chat completion's read or update count
+  nothing on any worker, at any time: told from the answer itself (its `background`,
+  its route), never from the table;
+- without a database, a background response's (or an Assistants run's) read, cancel
+  or resumed stream answered by a worker whose table does not hold its id (another
+  worker under `--workers N`, the gateway since restarted, or 16,384 newer ids since)
+  counts Azure's whole usage once more on that worker, and an estimate of its cut
+  stream made on another worker is not taken off: over- rather than under-counted;
+- with one, two reads of it answered at the same moment by two workers (each looks
+  before the other's count is written), or while the database fails or is slow to
+  answer (past `_RECALL_WAIT`: memory alone answers, as above), can each count it;
+- a resumed stream replays the events after its `starting_after` (all of them
+  without one, as the SDK's `retrieve(stream=True)` asks): where an earlier stream of
+  the response, cut or left, counted some of them in its estimate, the resumed one's
+  estimate counts only the text deltas past the last one counted (`replayed`, by
+  their `sequence_number`: the meter skips the rest), so output relayed twice is
+  estimated once. Resumed on another worker than the earlier stream's: twice (its
+  meter is set before the database is read, which only a read showing usage does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import orjson
@@ -50,6 +76,7 @@ from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, Target
+from azure_openai_proxy.store.ownership import Counted, OwnerStore
 
 __all__ = ["CountedSend", "CountedUsage"]
 
@@ -57,16 +84,75 @@ Send = Callable[[HttpRequest, Target, Caller, RequestBody, RequestRecord,
                  tuple[Pool, str | None]], Awaitable[Reply]]
 
 _CAPACITY = 16_384  # object ids (about 40 bytes each)
+# The longest a read waits for the database's note of its object (`recall`): one indexed
+# look-up takes a millisecond, but it queues in the object owners' one thread behind
+# their writes, each of which a locked database holds up to its busy timeout (5 s).
+# Past it, the read is counted as if the database had failed (over- rather than
+# under-counted) and the client has its answer.
+_RECALL_WAIT = 1.0
 # An object's entry: True, counted whole; or the (prompt, completion) tokens that the
-# estimates of a cut stream's POST and of resumed streams cut again counted of it.
-_Counted = bool | tuple[int, int]
+# estimates of a cut stream's POST and of resumed streams cut again counted of it, and
+# the sequence number of the last text delta they counted.
+_Counted = bool | tuple[int, int, int]
+# `ObjectOwners._call`: work on the governance database's store, in its thread (None when
+# it fails).
+Store = Callable[[Callable[[OwnerStore], Any]], Coroutine[Any, Any, Any]]
 
 
 class CountedUsage:
     """The ids of background responses and runs whose usage a read has counted."""
 
-    def __init__(self, capacity: int = _CAPACITY) -> None:
+    def __init__(self, capacity: int = _CAPACITY, store: Store | None = None,
+                 writes: set[asyncio.Task[None]] | None = None) -> None:
         self._counted: BoundedCache[str, _Counted] = BoundedCache(capacity)
+        self._store = store
+        # `_note`'s, until written (`ObjectOwners.written` waits for them at a stop)
+        self._writes: set[asyncio.Task[None]] = set() if writes is None else writes
+
+    async def recall(self, method: str, operation: str, record: RequestRecord,
+                     answer: bytes | None) -> None:
+        """Before `answered` counts a read (`answer`: a JSON one's bytes, else None) of
+        a background response or a run that shows its usage: what the database notes
+        of it (another worker's counts, or this gateway's before a restart), unless this
+        worker counted it whole. Its estimates as the larger of each number here and
+        there (this worker's last may not be written yet). A foreground response's read,
+        and one without usage (still running), ask nothing. Waits at most
+        `_RECALL_WAIT` for the database (then counts as without it)."""
+        if self._store is None or record.usage is None:
+            return
+        object_id = _read_object(method, operation)
+        if object_id is None or self._counted.get(object_id) is True or (
+                answer is not None and operation.startswith("responses")
+                and not _background(answer)):
+            return
+        try:
+            noted: Counted | None = await asyncio.wait_for(
+                self._store(lambda store: store.counted(object_id)), _RECALL_WAIT)
+        except TimeoutError:
+            return  # a slow database: counted on this worker's memory alone
+        if noted is None:
+            return
+        here = self._counted.get(object_id)
+        if noted[0] or here is True:
+            self._counted.put(object_id, True)
+            return
+        spent = here or (0, 0, -1)
+        self._counted.put(object_id, (max(spent[0], noted[1]), max(spent[1], noted[2]),
+                                      max(spent[2], noted[3])))
+
+    def _note(self, object_id: str, counted: Counted) -> None:
+        """What was just counted of `object_id`, added in the database in the
+        background (`OwnerStore.add_counted`)."""
+        if self._store is None:
+            return
+        now, store = time.time(), self._store
+
+        async def add() -> None:
+            await store(lambda shared: shared.add_counted(object_id, counted, now))
+
+        write = asyncio.get_running_loop().create_task(add())
+        self._writes.add(write)
+        write.add_done_callback(self._writes.discard)
 
     def answered(self, method: str, operation: str, record: RequestRecord,
                  answer: bytes | None, body: Mapping[str, Any] | None) -> None:
@@ -92,8 +178,24 @@ class CountedUsage:
                 or body.get("background") is not True):
             return
         usage = record.usage
-        self._counted.put(response_id, True if usage and not usage.get("estimated")
-                          else _spent(record, (0, 0)))
+        if usage and not usage.get("estimated"):
+            self._counted.put(response_id, True)
+            self._note(response_id, (True, 0, 0, -1))
+        else:
+            spent = _spent(record, (0, 0, -1))
+            self._counted.put(response_id, spent)
+            self._note(response_id, (False, *spent))
+
+    def replayed(self, method: str, operation: str) -> int:
+        """Before a request is sent: for a resumed Responses stream (`GET
+        responses/{id}`, relayed only if `stream=true`), the sequence number of the last
+        text delta an estimate of its response counted (its meter counts none up to it:
+        `RequestRecord.sequence`); else -1."""
+        kind, _, response_id = operation.partition("/")
+        if method != "GET" or kind != "responses" or not response_id or "/" in response_id:
+            return -1
+        earlier = self._counted.get(response_id)
+        return earlier[2] if type(earlier) is tuple else -1
 
     def restreamed(self, operation: str, record: RequestRecord) -> None:
         """Drop `record`'s usage when the resumed stream it records (`operation`:
@@ -108,7 +210,8 @@ class CountedUsage:
         if earlier is True:
             record.usage = None  # counted already
         elif usage is not None and usage.get("estimated"):
-            self._counted.put(response_id, _spent(record, earlier or (0, 0)))
+            self._counted.put(response_id, _spent(record, earlier or (0, 0, -1)))
+            self._note(response_id, (False, *_spent(record, (0, 0, -1))))
         else:
             self._count(response_id, record)
 
@@ -146,6 +249,7 @@ class CountedUsage:
         if earlier and record.usage is not None:
             record.usage = _less(record.usage, earlier)
         self._counted.put(object_id, True)
+        self._note(object_id, (True, 0, 0, -1))
 
 
 class CountedSend:
@@ -163,9 +267,11 @@ class CountedSend:
                    body: RequestBody, record: RequestRecord,
                    routed: tuple[Pool, str | None]) -> Reply:
         """A Responses stream's id read as it passes, as a virtual key's claim reads it
-        (`record.created_id`); `answered` after the answer, or when it raised (its client
+        (`record.created_id`), a resumed one's replay not counted again (`replayed`);
+        `answered` after the answer, or when it raised (its client
         left a background stream: its estimate is read at the count)."""
         method, operation, counted = request.method, target.operation, self._counted
+        record.sequence = counted.replayed(method, operation)
         claimed = method == "POST" and operation == "responses" and record.claim is None
         if claimed:
             record.claim = lambda ids: _created(record, ids)
@@ -177,9 +283,33 @@ class CountedSend:
         finally:
             if claimed:  # (the stream's meter has its own reference): no cycle through it
                 record.claim = None
-        counted.answered(method, operation, record,
-                         reply.body if isinstance(reply, Answer) else None, body.json)
+        answer = reply.body if isinstance(reply, Answer) else None
+        await counted.recall(method, operation, record, answer)  # (another worker's...)
+        counted.answered(method, operation, record, answer, body.json)
         return reply
+
+
+def _read_object(method: str, operation: str) -> str | None:
+    """The background response or run a read of it names (`GET responses/{id}`, its
+    stream resumed; `GET threads/{t}/runs/{r}`; either's `POST .../cancel`), or None."""
+    parts = operation.split("/")
+    if method == "POST" and parts[-1] == "cancel":
+        parts.pop()
+    elif method != "GET":
+        return None
+    if (len(parts) == 2 and parts[0] == "responses") or (
+            len(parts) == 4 and parts[0] == "threads" and parts[2] == "runs"):
+        return parts[-1] or None
+    return None
+
+
+def _background(answer: bytes) -> bool:
+    """Whether a JSON answer is of a background response."""
+    try:
+        parsed = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return False
+    return type(parsed) is dict and parsed.get("background") is True
 
 
 def _created(record: RequestRecord, ids: list[str]) -> None:
@@ -194,13 +324,15 @@ _COUNTS = (("prompt_tokens", "prompt_tokens_details"), ("input_tokens", "input_t
            ("output_tokens", "output_tokens_details"))
 
 
-def _spent(record: RequestRecord, earlier: tuple[int, int]) -> tuple[int, int]:
-    """`earlier` (prompt, completion) tokens counted, and `record`'s estimate's now."""
+def _spent(record: RequestRecord, earlier: tuple[int, int, int]) -> tuple[int, int, int]:
+    """`earlier` (prompt, completion) tokens counted, and `record`'s estimate's now; the
+    last text delta either counted (`record.sequence`, its meter's)."""
     prompt, completion = record.tokens()
-    return earlier[0] + (prompt or 0), earlier[1] + (completion or 0)
+    return (earlier[0] + (prompt or 0), earlier[1] + (completion or 0),
+            max(earlier[2], record.sequence))
 
 
-def _less(usage: dict[str, Any], spent: tuple[int, int]) -> dict[str, Any]:
+def _less(usage: dict[str, Any], spent: tuple[int, int, int]) -> dict[str, Any]:
     """`usage` less what estimates counted (`spent`: prompt, completion tokens): its
     prompt (input) count less theirs, its completion (output) count less theirs, none
     below 0; a detail (a part of a count: cached tokens, reasoning, audio) at most its

@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from importlib import resources
@@ -55,8 +56,10 @@ from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.governance.keys import RELEASE_DATE
 
 __all__ = ["MAX_TOKENS", "AudioRates", "Price", "PriceTable", "Rates", "TokenCounts",
-           "audio_cost", "count_tokens", "dearest_rates", "token_cost", "token_counts",
-           "unit_counts", "unpriced_warnings"]
+           "UnpricedNames", "audio_cost", "count_tokens", "dearest_rates", "token_cost",
+           "token_counts", "unit_counts", "unpriced_warnings"]
+
+log = logging.getLogger(__name__)
 
 _TOKENS_PER_PRICE = 1_000_000  # prices are per 1M tokens
 # The most tokens one count of a request's usage is read as: past it (2**63 and more
@@ -453,3 +456,38 @@ def unpriced_warnings(table: PriceTable,
             f"add it under `prices:` in the config, as `{deployment}: {{input: <USD per 1M "
             "input tokens>, output: <USD per 1M output tokens>}`")
     return list(warnings.values())
+
+
+# Env mode's per-name deployments named (`UnpricedNames`): their names are clients'.
+_MOST_NAMED = 1024
+
+
+class UnpricedNames:
+    """Env mode's per-name models named once each as unpriced, in `unpriced_warnings`'
+    words, as a configured deployment is named at start: a client's model name sent to
+    the default endpoint becomes a deployment of that name when first seen, so no start
+    can know it. Told by the ledger's pricer (its writer thread, off the request path)
+    of a record with tokens and no price whose (endpoint, deployment) is not
+    `configured` (those were named at start, or by the reload that added them): a name
+    Azure does not serve has no tokens, so a client cannot fill the log with names.
+    Per process (each worker names it once) and per pricer (a reload's new prices may
+    name it again); past `_MOST_NAMED` names, no more are named."""
+
+    __slots__ = ("_configured", "_named")
+
+    def __init__(self, configured: Container[tuple[str, str]]) -> None:
+        self._configured = configured
+        self._named: set[tuple[str, str]] = set()
+
+    def recorded(self, table: PriceTable, model: str | None, deployment: str | None,
+                 endpoint: str | None) -> None:
+        """A record of `model` on `deployment` had tokens and no price: named, once."""
+        if (deployment is None or (endpoint or "", deployment) in self._configured
+                or len(self._named) >= _MOST_NAMED):
+            return
+        names = (model or deployment, deployment)
+        if names in self._named:
+            return
+        self._named.add(names)
+        for warning in unpriced_warnings(table, [names]):
+            log.warning("config: %s", warning)

@@ -47,8 +47,8 @@ class ResponsesStreamMeter:
     id to `created` too (when set: the resource that made it is remembered,
     gateway/affinity.py). Only the events that can carry one of these are parsed."""
 
-    __slots__ = ("_decoder", "_partials", "_pictures", "_seen", "claim", "content_chars", "created",
-                 "image_gen", "response_id", "usage")
+    __slots__ = ("_decoder", "_partials", "_pictures", "_seen", "_tail", "after", "claim",
+                 "content_chars", "created", "image_gen", "response_id", "usage")
 
     def __init__(self, claim: Callable[[list[str]], None] | None = None,
                  created: Callable[[str], None] | None = None,
@@ -64,7 +64,19 @@ class ResponsesStreamMeter:
         self._pictures: list[dict[str, Any]] = []
         self._partials = 0  # the tool's partial images streamed (each billed)
         self.content_chars = 0
+        # By their `sequence_number`: the text deltas up to `after` are not counted (a
+        # resumed stream's replay of what an earlier stream counted); `_tail`, the last
+        # one counted (its number is read once, at the end: `last`)
+        self.after = -1
+        self._tail: dict[str, Any] | None = None
         self.response_id: str | None = None
+
+    @property
+    def last(self) -> int:
+        """The `sequence_number` of the last text delta counted (-1: none, or it had
+        none)."""
+        number = None if self._tail is None else self._tail.get("sequence_number")
+        return number if type(number) is int else -1
 
     def feed(self, chunk: bytes) -> None:
         for event in self._decoder.feed(chunk):
@@ -92,6 +104,9 @@ class ResponsesStreamMeter:
             delta = obj.get("delta")
             kind = obj.get("type")
             if type(delta) is str and kind in _COUNTED_DELTAS:
+                if self.after >= 0 and _replayed(obj, self.after):
+                    continue  # relayed and counted before (a resumed stream's replay)
+                self._tail = obj  # (not its number: ~500 instructions fewer a delta)
                 # as a prompt is counted: UTF-8 bytes outside ASCII (`text_length`)
                 self.content_chars += len(delta) if delta.isascii() else text_length(delta)
                 continue
@@ -153,3 +168,9 @@ class ResponsesStreamMeter:
                 fresh.append(item_id)
         if fresh and self.claim is not None:
             self.claim(fresh)
+
+
+def _replayed(event: dict[str, Any], after: int) -> bool:
+    """Whether a text delta's `sequence_number` is at most `after` (one without is not)."""
+    number = event.get("sequence_number")
+    return type(number) is int and number <= after

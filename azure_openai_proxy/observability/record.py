@@ -56,6 +56,10 @@ class RequestRecord:
     # The context tokens a chained Responses turn or compaction made Azure read again
     # (gateway/chained.py, counted): part of the prompt of an estimated usage.
     context_tokens: int = 0
+    # A Responses stream's event sequence numbers (gateway/rereads.py): before a resumed
+    # stream is relayed, the last text delta an earlier stream of its response counted
+    # (its replay is not counted again); after a stream, the last one it counted.
+    sequence: int = -1
 
     def tokens(self) -> tuple[int | None, int | None]:
         """(prompt or input tokens, completion or output tokens) from the usage, each

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from azure_openai_proxy.store.sqlite import connect
 
-__all__ = ["OwnerRow", "OwnerStore"]
+__all__ = ["Counted", "OwnerRow", "OwnerStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS object_owners (
@@ -41,6 +41,21 @@ CREATE TABLE IF NOT EXISTS chained_context (
 ) WITHOUT ROWID
 """
 CONTEXT_DAYS = 30
+# What the reads of a background response (or an Assistants run) and its cut streams'
+# estimates counted of its usage, by Azure's id (gateway/rereads.py): every worker, and
+# the gateway after a restart, counts it once. Kept as long as the contexts are.
+_COUNTED_SCHEMA = """
+CREATE TABLE IF NOT EXISTS counted_usage (
+    id TEXT PRIMARY KEY,
+    whole INTEGER NOT NULL,      -- 1: Azure's usage of it was counted
+    prompt INTEGER NOT NULL,     -- what the estimates of its cut streams counted
+    completion INTEGER NOT NULL,
+    through INTEGER NOT NULL,    -- the last text delta they counted (-1: none)
+    noted REAL NOT NULL
+) WITHOUT ROWID
+"""
+# Counted: (whole, prompt, completion, through)
+Counted = tuple[bool, int, int, int]
 _PURGE_EVERY = 3600.0
 _IN_CHUNK = 500  # ids per IN (...) query, under SQLite's parameter limit
 _COLUMNS = "key_id, models, home_endpoint, home_deployment"
@@ -54,7 +69,9 @@ class OwnerStore:
         self._db = connection
         self._db.execute(_SCHEMA)
         self._db.execute(_CONTEXT_SCHEMA)
+        self._counts_made = False  # `counted_usage`, made by the first write (not the open)
         self._purged = 0.0  # when the old chained contexts were last removed
+        self._purged_counts = 0.0  # and the old counted usages
         # Whether the table has the home columns: an older gateway's gets them at the
         # first write, not here (opening only reads: a locked database opens as before).
         self._homes = self._has_homes()
@@ -158,6 +175,41 @@ class OwnerStore:
             if row is not None and type(row[0]) is int:
                 found[name] = row[0]
         return found
+
+
+    def add_counted(self, object_id: str, counted: Counted, now: float) -> None:
+        """What a read or a cut stream of `object_id` counted, added to what is noted
+        (one that counted Azure's whole usage stays so; estimates add up; the latest
+        delta counted is kept); those noted more than `CONTEXT_DAYS` ago are removed, at
+        most once an hour."""
+        whole, prompt, completion, through = counted
+        if not self._counts_made:
+            self._db.execute(_COUNTED_SCHEMA)
+            self._counts_made = True
+        self._db.execute(
+            "INSERT INTO counted_usage (id, whole, prompt, completion, through, noted) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+            "whole = max(whole, excluded.whole), prompt = prompt + excluded.prompt, "
+            "completion = completion + excluded.completion, "
+            "through = max(through, excluded.through), noted = excluded.noted",
+            (object_id, int(whole), prompt, completion, through, now))
+        if now - self._purged_counts >= _PURGE_EVERY:
+            self._purged_counts = now
+            self._db.execute("DELETE FROM counted_usage WHERE noted < ?",
+                             (now - CONTEXT_DAYS * 86400.0,))
+
+    def counted(self, object_id: str) -> Counted | None:
+        """What is noted of `object_id` (`add_counted`), or None (none yet, or no table:
+        no gateway has written one)."""
+        try:
+            row = self._db.execute(
+                "SELECT whole, prompt, completion, through FROM counted_usage WHERE id = ?",
+                (object_id,)).fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            return None
+        return None if row is None else (bool(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
 
 def _owner_row(row: tuple[object, ...]) -> OwnerRow:
