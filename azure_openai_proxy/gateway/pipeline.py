@@ -119,9 +119,6 @@ class Gateway:
     async def handle(self, request: HttpRequest, record: RequestRecord) -> Reply:
         """Answer `request`, filling in `record` as it goes. GatewayErrors propagate
         (`app.py` renders them); their status is in the record first."""
-        busy = self._busy
-        # Azure's answer will follow soon: don't fall asleep (taken back for a stream).
-        spin = busy.poke() if busy is not None else 0.0
         body: RequestBody | None = None
         try:
             target = self._classify(request.method, request.path)
@@ -141,9 +138,10 @@ class Gateway:
             if target.kind in ("models", "model"):
                 return apply_to(models_answer(self.table, target, caller), self.admit_local(caller))
             body = await read_body(request, target, self._body_limit)
-            if busy is not None and spin and body.json is not None and body.json.get("stream") is True:
-                # Azure's first frame comes after its time to first token: no spin (issue 15).
-                busy.retract(spin)
+            if self._busy is not None and (body.json is None or body.json.get("stream") is not True):
+                # Azure's answer will follow soon: don't fall asleep. Not for a stream: its
+                # first frame comes after Azure's time to first token (issue 15).
+                self._busy.poke()
             if caller.key is not None:
                 usual = self._usual_chat(target, caller, body, record)
                 if usual is None:

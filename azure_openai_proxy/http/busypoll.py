@@ -56,13 +56,12 @@ class BusyPoll:
     """`poke()` keeps the running loop awake for `window_us` microseconds from now, unless
     `open_requests()` (requests in flight on this worker) says the worker is busy."""
 
-    __slots__ = ("_before", "_loop", "_open", "_spinning", "_until", "_window")
+    __slots__ = ("_loop", "_open", "_spinning", "_until", "_window")
 
     def __init__(self, window_us: int, open_requests: Callable[[], int] = _none_open) -> None:
         self._window = window_us / 1_000_000
         self._open = open_requests
         self._until = 0.0
-        self._before = 0.0  # the window's end before the last poke (for `retract`)
         self._spinning = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -78,15 +77,13 @@ class BusyPoll:
         """A spin is under way (its window has not passed)."""
         return self._spinning
 
-    def poke(self) -> float:
-        """Keep the loop awake for a window from now. Returns the window's end, which
-        `retract` takes back."""
-        self._before = self._until
-        self._until = until = perf_counter() + self._window
+    def poke(self) -> None:
+        """Keep the loop awake for a window from now."""
+        self._until = perf_counter() + self._window
         if self._spinning and self._loop is not None and self._loop.is_running():
-            return until
+            return
         if not worth_spinning(self._open()):
-            return until  # other requests' events will wake the loop; a spin would only burn
+            return  # other requests' events will wake the loop; a spin would only burn
         # Starting a chain: on the loop of the last one, kept (`asyncio.get_running_loop()`
         # is a getpid() system call on 3.11, and a quiet worker starts a chain per
         # request), or the loop running now where that one no longer runs (a chain left
@@ -98,15 +95,6 @@ class BusyPoll:
             self._loop = loop = asyncio.get_running_loop()
         self._spinning = True
         loop.call_soon(self._tick)
-        return until
-
-    def retract(self, until: float) -> None:
-        """Take back the poke that returned `until` (a request that turned out not to be
-        answered soon: a stream, whose Azure answer comes after its time to first token):
-        the window ends where it ended before that poke, so a spin for it alone stops at
-        its next turn. A later poke's window stands."""
-        if self._until == until:
-            self._until = self._before
 
     def _tick(self) -> None:
         if perf_counter() < self._until and self._loop is not None:
