@@ -103,9 +103,9 @@ async def relay(
         if policy is not None and type(response) in _PUSHING and (
                 type(request) is FastRequest  # governed too (its `head_lines`): one test
                 or (type(request) is LimitedRequest and type(request.wrapped) is FastRequest)):
-            # Pushed (`_pushed`): this coroutine wakes only at the end and for a slow
-            # client, so a task of its own would cost more than the chain it spares. A
-            # disconnect cancels it here, and `_relay_stream` releases Azure's answer.
+            # Pushed (`_StreamPush`): this coroutine wakes only at the end and for a
+            # slow client, so a task of its own would cost more than the chain it spares.
+            # A disconnect cancels it here, and `_relay_stream` releases Azure's answer.
             return await _relay_stream(request, response, headers, policy, record, body,
                                        None, answer_limit)  # positional: ~20 fewer a frame
         meter = (stream_meter(operation, body, created, answer_limit) if policy is None
@@ -188,7 +188,27 @@ async def _relay_stream(
         try:
             if (normalizer is not None and type(out) is FastStream
                     and isinstance(response, _PUSHING)):
-                tail = await _pushed(response, out, normalizer)
+                # Relayed from the upstream connection's callback (`_StreamPush`): this
+                # coroutine wakes to wait for a slow client and at the end (inline, not a
+                # coroutine of its own: every wake-up resumes one frame fewer, issue 15).
+                push = _StreamPush(response, out, normalizer)
+                response.relay(push)
+                while True:
+                    await push.changed()
+                    if push.outcome is not None:
+                        break
+                    # The client stopped reading: Azure's socket is not read until it
+                    # reads again.
+                    await out.drained()
+                    push.paused = False
+                    response.resume()
+                outcome, push.outcome = push.outcome, None
+                if not isinstance(outcome, bytes):  # what `_pulled` would raise
+                    try:
+                        raise outcome  # kept in no local past here: no traceback cycle
+                    finally:
+                        del outcome
+                tail = outcome
             else:
                 tail, ended_with_newline = await _pulled(response, out, normalizer, meter)
                 if type(meter) is PictureStreamMeter:
@@ -269,37 +289,13 @@ async def _pulled(
     return (normalizer.finish() if normalizer is not None else b""), ended_with_newline
 
 
-async def _pushed(response: FastResponse | H2Response, out: FastStream,
-                  normalizer: ChatStreamNormalizer) -> bytes:
-    """Relay from the upstream connection's callback (`_StreamPush`); this task wakes to
-    wait for a slow client and at the end. The tail to end the client's stream with;
-    raises what `_pulled` would (an `UpstreamError`, `ClientDisconnected`, a bug)."""
-    push = _StreamPush(response, out, normalizer)
-    response.relay(push)
-    while True:
-        await push.changed()
-        if push.outcome is not None:
-            break
-        # The client stopped reading: Azure's socket is not read until it reads again.
-        await out.drained()
-        push.paused = False
-        response.resume()
-    outcome, push.outcome = push.outcome, None
-    if isinstance(outcome, bytes):
-        return outcome
-    try:
-        raise outcome  # kept in no local past here: no cycle through its traceback
-    finally:
-        del outcome
-
-
 class _StreamPush:
     """The sink of a pushed stream (`upstream.fast.BodySink`): each piece of Azure's body
     is normalized inside the upstream connection's callback, and what a read yields is
     written to the client in one write. A piece that is a whole steady frame (or a later
     annotation frame) takes the normalizer's shortcut (`shortcuts()`: one call); any
     other goes through `feed()`. `outcome` is set once: the tail to end with (`[DONE]`
-    came, or the body ended), or the exception `_pushed` raises."""
+    came, or the body ended), or the exception `_relay_stream` raises."""
 
     __slots__ = ("_drop", "_loop", "_more", "_normalizer", "_out", "_pending", "_response",
                  "_steady", "_waiter", "outcome", "paused")
@@ -411,7 +407,7 @@ class _StreamPush:
             try:
                 if not self._out.send(pending) and not self.paused:
                     # The client stopped reading: so does Azure's socket, until
-                    # `_pushed` has seen it drain.
+                    # `_relay_stream` has seen it drain.
                     self.paused = True
                     self._response.pause()
                     self._wake()
