@@ -6,9 +6,10 @@ fake sockets, `bench.inprocess_stream`):
 - a streamed request neither pokes the busy poll nor counts the requests open (the
   poke waits for the body, and a stream's is not answered soon: it used to poke at
   arrival and take the window back, ~12 Python calls);
-- the coroutines a pushed stream's task resumes are one fewer each on the application's
-  side: `GatewayApp.__call__` is the coroutine (not a call that makes `_serve`), and the
-  relay's wait for the push is inline in `_relay_stream` (not a `_pushed` of its own).
+- the coroutines a pushed stream's task resumes are three fewer: `GatewayApp.__call__`
+  is the coroutine (not a call that makes `_serve`), `relay` a call that returns the
+  coroutine to await (`_relay_stream`, not a coroutine awaiting it), and the relay's
+  wait for the push is inline in `_relay_stream` (not a `_pushed` of its own).
 
 What the client receives is pinned by the stream tests (test_relay_push.py, ...)."""
 
@@ -82,7 +83,7 @@ async def test_a_stream_neither_pokes_the_busy_poll_nor_counts_requests_open(
         or name.endswith(":connections_in_use")}
 
 
-async def test_the_pushed_streams_wait_resumes_seven_of_our_coroutines() -> None:
+async def test_the_pushed_streams_wait_resumes_six_of_our_coroutines() -> None:
     # The frames above `_StreamPush.changed` (the relay's wait for the push) when it is
     # called: each is resumed again whenever the task wakes (Azure's end, a slow
     # client). On main before this session: eight (connection `_serve`,
@@ -93,7 +94,7 @@ async def test_the_pushed_streams_wait_resumes_seven_of_our_coroutines() -> None
         await measure_stream(1, 2, azure_frames(3), 1, callgrind=False)
     assert len(chains) >= 2  # a wait a stream at least
     for chain in chains:
-        assert chain == ["gateway/relay.py:_relay_stream", "gateway/relay.py:relay",
+        assert chain == ["gateway/relay.py:_relay_stream",
                          "gateway/attempts.py:send", "gateway/pipeline.py:handle",
                          "gateway/app.py:__call__", "http/answer.py:serve_request",
                          "http/connection.py:_serve"]
