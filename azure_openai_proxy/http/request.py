@@ -317,6 +317,7 @@ class FastRequest:
         "headers",
         "http11",
         "method",
+        "path",
         "started_stream",
         "target",
         "upgrade_rest",
@@ -329,6 +330,9 @@ class FastRequest:
         self._channel = channel
         self.method = method
         self.target = target
+        # Read three times a request or more (the app's routes, the pipeline's cache):
+        # an attribute, not a property that partitions the target at each read.
+        self.path = target.partition("?")[0]
         self.headers = headers
         self.http11 = http11
         self._keep_alive = keep_alive
@@ -350,10 +354,6 @@ class FastRequest:
     def keep_alive(self) -> bool:
         """The client allows it and the server is not shutting down."""
         return self._keep_alive and not self._channel.closing
-
-    @property
-    def path(self) -> str:
-        return self.target.partition("?")[0]
 
     @property
     def query_string(self) -> str:
