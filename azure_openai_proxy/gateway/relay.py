@@ -153,7 +153,14 @@ async def _relay_stream(
         normalizer.claim = record.claim  # caller's as it shows it (ownership)
     ended_with_newline = True
     try:
-        out = request.stream(response.status, headers)
+        # Pushed from our own request, the head is sent (`send_head_soon`) once what
+        # came with Azure's head has been relayed: it usually left with that, and then
+        # no callback of the loop is made to send it (issue 15).
+        later = normalizer is not None and type(request) is FastRequest and isinstance(
+            response, _PUSHING)
+        out = (request.stream(response.status, headers, soon=False)
+               if later and type(request) is FastRequest
+               else request.stream(response.status, headers))
         try:
             if (normalizer is not None and type(out) is FastStream
                     and isinstance(response, _PUSHING)):
@@ -161,7 +168,9 @@ async def _relay_stream(
                 # coroutine wakes to wait for a slow client and at the end (inline, not a
                 # coroutine of its own: every wake-up resumes one frame fewer, issue 15).
                 push = _StreamPush(response, out, normalizer)
-                response.relay(push)
+                response.relay(push)  # what arrived with the head: relayed now
+                if later:
+                    out.send_head_soon()  # (nothing, if the head has left)
                 while True:
                     await push.changed()
                     if push.outcome is not None:

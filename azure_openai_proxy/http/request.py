@@ -388,7 +388,10 @@ class FastRequest:
             return _no_chunks()
         return self.body.iter_any()
 
-    def stream(self, status: int, headers: Mapping[str, str]) -> FastStream:
+    def stream(self, status: int, headers: Mapping[str, str], soon: bool = True) -> FastStream:
+        """`interface.HttpRequest.stream`; `soon=False` for a caller that writes the
+        first bytes, or else calls `send_head_soon()`, in this turn of the loop (no
+        callback of the loop to send a head that has already left)."""
         if self.started_stream is not None:
             raise RuntimeError("the answer has already started")
         keep_alive = self._keep_alive and self.http11 and not self._channel.closing
@@ -403,7 +406,8 @@ class FastRequest:
                              chunked=chunked, head_lines=self.head_lines)
         stream = self.started_stream = FastStream(self._channel, transport, status, head,
                                                   chunked, bodyless)
-        stream.send_head_soon()
+        if soon:
+            stream.send_head_soon()
         return stream
 
     def __repr__(self) -> str:
