@@ -105,6 +105,23 @@ async def test_with_many_requests_open_a_poke_starts_no_spin() -> None:
     await until_async(lambda: not busy.spinning)
 
 
+async def test_a_retracted_poke_stops_its_own_spin_but_not_a_later_pokes() -> None:
+    busy = CountingBusyPoll(300_000)
+    mine = busy.poke()
+    busy.retract(mine)  # before the chain's first turn: that turn ends it
+    await until_async(lambda: not busy._spinning)
+    assert busy.ticks == 1
+
+    mine = busy.poke()
+    busy.poke()  # another request's poke, after: its window stands
+    busy.retract(mine)
+    await asyncio.sleep(0.005)
+    assert busy._spinning and busy.ticks >= 3
+    busy.retract(busy.poke())  # a poke taken back restores the window it found
+    await asyncio.sleep(0.005)
+    assert busy._spinning
+
+
 async def test_spins_after_the_first_look_the_loop_up_no_more(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # `asyncio.get_running_loop()` is a getpid() system call on 3.11, and a quiet worker
