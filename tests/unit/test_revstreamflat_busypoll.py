@@ -10,7 +10,9 @@ not at all (`test_streamflat_calls.py`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import pytest
@@ -18,6 +20,7 @@ import pytest
 from azure_openai_proxy.http import busypoll
 from azure_openai_proxy.http.busypoll import BusyPoll
 from azure_openai_proxy.http.server import FastServer
+from azure_openai_proxy.upstream.fast import FastTransport
 from bench import inprocess, inprocess_stream
 from bench.inprocess_stream import azure_frames
 from tests.waiting import until_async
@@ -51,9 +54,12 @@ async def _turns(n: int) -> None:
         await asyncio.sleep(0)
 
 
-async def test_a_json_body_sent_apart_from_its_head_is_awaited_awake(
-        polls: list[BusyPoll]) -> None:
-    app = inprocess._gateway_app()
+@contextlib.asynccontextmanager
+async def _serving(polls: list[BusyPoll], transport: type[FastTransport] | None = None,
+                   ) -> AsyncIterator[tuple[BusyPoll, asyncio.Protocol, list[bytes]]]:
+    """The in-process gateway (`bench.inprocess`), its busy poll, a client connection to
+    it and what it writes to that client."""
+    app = inprocess._gateway_app(transport_class=transport)
     await app.startup()
     server = FastServer(app)
     writes: list[bytes] = []
@@ -61,6 +67,15 @@ async def test_a_json_body_sent_apart_from_its_head_is_awaited_awake(
     conn.connection_made(inprocess.FakeSocket(writes.append))  # type: ignore[arg-type]
     try:
         [busy] = polls
+        yield busy, conn, writes
+    finally:
+        server.close()
+        await app.cleanup()
+
+
+async def test_a_json_body_sent_apart_from_its_head_is_awaited_awake(
+        polls: list[BusyPoll]) -> None:
+    async with _serving(polls) as (busy, conn, writes):
         head, body = _apart(inprocess.REQUEST)
         conn.data_received(head)
         await _turns(5)  # the handler runs, and waits for the body
@@ -69,9 +84,6 @@ async def test_a_json_body_sent_apart_from_its_head_is_awaited_awake(
         conn.data_received(body)
         await until_async(lambda: writes)
         assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
-    finally:
-        server.close()
-        await app.cleanup()
 
 
 class _HeldTransport(inprocess_stream._StreamTransport):
@@ -93,14 +105,7 @@ class _HeldTransport(inprocess_stream._StreamTransport):
 async def test_a_streams_body_sent_apart_is_awaited_awake_then_its_spin_taken_back(
         polls: list[BusyPoll], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_HeldTransport, "connections", [])
-    app = inprocess._gateway_app(transport_class=_HeldTransport)
-    await app.startup()
-    server = FastServer(app)
-    writes: list[bytes] = []
-    conn = server.connection()
-    conn.connection_made(inprocess.FakeSocket(writes.append))  # type: ignore[arg-type]
-    try:
-        [busy] = polls
+    async with _serving(polls, _HeldTransport) as (busy, conn, writes):
         head, body = _apart(inprocess_stream._request())
         conn.data_received(head)
         await _turns(5)
@@ -114,6 +119,3 @@ async def test_a_streams_body_sent_apart_is_awaited_awake_then_its_spin_taken_ba
         upstream.answer(b"")
         await until_async(lambda: b"data: [DONE]" in b"".join(writes))
         assert writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
-    finally:
-        server.close()
-        await app.cleanup()
