@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -65,7 +65,7 @@ def relay(
     policy: StreamPolicy | None, client_model: str | None, keep_azure_fields: bool,
     record: RequestRecord, *, want_id: bool = False, answer_limit: int = _JSON_RESPONSE_LIMIT,
     body: RequestBody | None = None, created: Callable[[str], None] | None = None,
-) -> Awaitable[Reply]:
+) -> Coroutine[object, object, Reply]:
     """Send `response` to the client, once awaited; `client_model` is the name to restore
     (or None). A call that picks the coroutine to await, not a coroutine of its own: a
     stream's task resumes one frame fewer at each wake-up (issue 15).
