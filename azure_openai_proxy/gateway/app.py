@@ -16,7 +16,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import orjson
 
@@ -140,9 +140,6 @@ class GatewayApp:
 
     # -- interface.Application ---------------------------------------------------------
 
-    def __call__(self, request: HttpRequest) -> Awaitable[Reply]:
-        return self._serve(request)
-
     async def websocket(self, request: HttpRequest) -> WebSocketHandler | None:
         """The Realtime API (`gateway/realtime.py`): a session's relay, or None when the
         request is not a realtime one or is refused (then answered by `__call__`)."""
@@ -209,7 +206,9 @@ class GatewayApp:
 
     # -- serving -------------------------------------------------------------------------
 
-    async def _serve(self, request: HttpRequest) -> Reply:
+    async def __call__(self, request: HttpRequest) -> Reply:
+        """`interface.Application`: a coroutine itself, not a call that makes one (a
+        Python call fewer a request, issue 15)."""
         started = time.perf_counter()
         metrics = self.metrics
         metrics.request_started()

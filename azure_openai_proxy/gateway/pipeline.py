@@ -58,7 +58,7 @@ from azure_openai_proxy.gateway.rereads import CountedSend
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.keys import is_restricted
 from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal, UsualLimits
-from azure_openai_proxy.http.busypoll import BusyPoll
+from azure_openai_proxy.http.busypoll import BusyPoll, body_due
 from azure_openai_proxy.http.interface import HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, RoutingTable, Target, classify
@@ -119,9 +119,6 @@ class Gateway:
     async def handle(self, request: HttpRequest, record: RequestRecord) -> Reply:
         """Answer `request`, filling in `record` as it goes. GatewayErrors propagate
         (`app.py` renders them); their status is in the record first."""
-        busy = self._busy
-        # Azure's answer will follow soon: don't fall asleep (taken back for a stream).
-        spin = busy.poke() if busy is not None else 0.0
         body: RequestBody | None = None
         try:
             target = self._classify(request.method, request.path)
@@ -140,10 +137,14 @@ class Gateway:
                         enforce_budget(self.budgets, caller, request)
             if target.kind in ("models", "model"):
                 return apply_to(models_answer(self.table, target, caller), self.admit_local(caller))
+            # Awake (`BusyPoll`) for what follows soon: a body's rest sent apart from its
+            # head (httpx does), and Azure's answer; not a stream's first frame (issue 15).
+            spin = self._busy.poke() if self._busy is not None and body_due(request) else 0.0
             body = await read_body(request, target, self._body_limit)
-            if busy is not None and spin and body.json is not None and body.json.get("stream") is True:
-                # Azure's first frame comes after its time to first token: no spin (issue 15).
-                busy.retract(spin)
+            if self._busy is not None and (body.json is None or body.json.get("stream") is not True):
+                self._busy.poke()
+            elif spin and self._busy is not None:
+                self._busy.retract(spin)
             if caller.key is not None:
                 usual = self._usual_chat(target, caller, body, record)
                 if usual is None:

@@ -3,8 +3,8 @@
 Three shapes: a server-sent event stream (chat and completions streams go through
 `ChatStreamNormalizer`; other streams are relayed as they arrive), a JSON body (the
 client's model name restored and the usage read, from one parse), and anything else
-(audio, file contents) streamed through unchanged. A failure after the first byte is
-never retried: the client gets an error event instead.
+(audio, file contents) streamed through unchanged (those two in `relaywhole.py`). A
+failure after the first byte is never retried: the client gets an error event instead.
 
 A normalized stream from `FastTransport` to `FastServer` is pushed (`_StreamPush`): the
 upstream connection's callback normalizes each read and writes it to the client's
@@ -18,39 +18,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
 
 from azure_openai_proxy.errors import GatewayError, UpstreamError
-from azure_openai_proxy.gateway.answertype import implied_type, not_json
+from azure_openai_proxy.gateway.answertype import implied_type
 from azure_openai_proxy.gateway.answerusage import (
-    SpeechMeter,
     SpeechStreamMeter,
-    answer_image_gen,
-    countless_usage,
-    unit_usage,
     with_counts,
     with_image_gen,
 )
 from azure_openai_proxy.gateway.formestimate import picture_stream_usage
 from azure_openai_proxy.gateway.limitheaders import LimitedRequest
+from azure_openai_proxy.gateway.relaywhole import MODEL_RESTORED, relay_answer
 from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.gateway.streammeter import StreamMeter, stream_meter
 from azure_openai_proxy.governance.estimate import estimated_usage, with_context
 from azure_openai_proxy.http.interface import (
-    Answer,
     HttpRequest,
     Reply,
     ResponseStream,
 )
 from azure_openai_proxy.http.request import FastRequest, FastStream
-from azure_openai_proxy.normalize.body import AnswerNotJson, normalize_answer
 from azure_openai_proxy.normalize.picture_meter import PictureStreamMeter
 from azure_openai_proxy.normalize.responses_meter import ResponsesStreamMeter
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
-from azure_openai_proxy.observability.record import RequestRecord, usage_of
+from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.translate import relayed_response_headers
 from azure_openai_proxy.upstream.fast import FastResponse
 from azure_openai_proxy.upstream.h2 import H2Response
@@ -64,21 +59,17 @@ _PUSHING = (FastResponse, H2Response)
 log = logging.getLogger("azure_openai_proxy")
 
 _JSON_RESPONSE_LIMIT = 256 * 1024 * 1024
-# Answers whose `model` is the deployment's, to be replaced by the client's name.
-_MODEL_RESTORED = frozenset({"chat/completions", "completions", "embeddings", "responses"})
-# Answers billed by units (images, audio minutes): their units are counted when Azure's
-# answer carries no token usage.
-_UNIT_BILLED = frozenset({"images/generations", "images/edits", "images/variations",
-                          "audio/transcriptions", "audio/translations"})
 
 
-async def relay(
+def relay(
     request: HttpRequest, operation: str, response: UpstreamResponse,
     policy: StreamPolicy | None, client_model: str | None, keep_azure_fields: bool,
     record: RequestRecord, *, want_id: bool = False, answer_limit: int = _JSON_RESPONSE_LIMIT,
     body: RequestBody | None = None, created: Callable[[str], None] | None = None,
-) -> Reply:
-    """Send `response` to the client; `client_model` is the name to restore (or None).
+) -> Coroutine[object, object, Reply]:
+    """Send `response` to the client, once awaited; `client_model` is the name to restore
+    (or None). A call that picks the coroutine to await, not a coroutine of its own: a
+    stream's task resumes one frame fewer at each wake-up (issue 15).
     With `want_id`, the `id` of a created object (a 2xx JSON answer) goes into
     `record.created_id`, for resource affinity; a Responses stream's id is handed to
     `created` as soon as it passes. A JSON answer longer than
@@ -97,7 +88,7 @@ async def relay(
         # Tell the client what the gateway changed so Azure would accept the request.
         headers["x-proxy-adapted"] = ", ".join(record.adaptations)
     content_type = headers.get("content-type", "")
-    if not content_type and operation in _MODEL_RESTORED:
+    if not content_type and operation in MODEL_RESTORED:
         # A chat's, an embedding's... answer whose head names no type: JSON, or the
         # stream the client asked for (never 2xx junk to refuse: `not_json`).
         content_type = headers["content-type"] = implied_type(body)
@@ -105,72 +96,47 @@ async def relay(
         if policy is not None and type(response) in _PUSHING and (
                 type(request) is FastRequest  # governed too (its `head_lines`): one test
                 or (type(request) is LimitedRequest and type(request.wrapped) is FastRequest)):
-            # Pushed (`_pushed`): this coroutine wakes only at the end and for a slow
-            # client, so a task of its own would cost more than the chain it spares. A
-            # disconnect cancels it here, and `_relay_stream` releases Azure's answer.
-            return await _relay_stream(request, response, headers, policy, record, body,
-                                       None, answer_limit)  # positional: ~20 fewer a frame
-        meter = (stream_meter(operation, body, created, answer_limit) if policy is None
-                 else None)
-        # A task of its own: each chunk then resumes this one coroutine, not the whole
-        # chain of handlers awaiting it (server, app, pipeline, here). A disconnect
-        # cancels the handler, and with it this task.
-        relaying = asyncio.get_running_loop().create_task(
-            _relay_stream(request, response, headers, policy, record, body, meter,
-                          answer_limit))
-        try:
-            return await relaying
-        except asyncio.CancelledError:
-            relaying.cancel()
-            # Cancelled before its first step, it ran nothing: release Azure's answer and
-            # estimate the usage here (both are no-ops once it has run). A resumed stream
-            # (a GET's) left so relayed nothing: no record of nothing (`_relay_stream`).
-            response.close()
-            record.stream = True
-            if record.usage is None and record.method != "GET" and (
-                    policy is not None or meter is not None):
-                record.usage = (
-                    picture_stream_usage(meter, body) if type(meter) is PictureStreamMeter
-                    else meter.recorded() if type(meter) is SpeechStreamMeter
-                    else with_context(estimated_usage(_json(body), 0), record.context_tokens))
-            raise
-    if content_type.startswith("application/json") or operation in _MODEL_RESTORED:
-        # (A chat's, an embedding's... answer is JSON whatever else its content-type says.)
-        try:
-            raw = await response.read(answer_limit)
-        finally:
-            response.close()
-        if operation in _MODEL_RESTORED:
-            try:
-                raw, record.usage = normalize_answer(
-                    raw, client_model=client_model, keep_azure_fields=keep_azure_fields
-                )
-            except AnswerNotJson:
-                # An HTML page, an empty or cut body: the client's SDK would fail to
-                # parse it (or hand back a string) instead of raising an API error.
-                raise not_json(response.status, content_type) from None
-            if (usage := record.usage) is not None and type(usage.get("total_tokens")) is not int:
-                record.usage = countless_usage(usage, raw, _json(body), record, response.status)
-            if operation == "responses" and raw.find(b'"image_generation_call"') != -1:
-                record.usage = with_image_gen(record.usage, answer_image_gen(raw), request.headers)
-        elif raw.find(b'"usage"') >= 0:  # `find`: ~1k instructions fewer than `in`
-            record.usage = usage_of(raw)
-        elif operation in _UNIT_BILLED and 200 <= response.status < 300:
-            record.usage = unit_usage(operation, raw, _json(body))
-        if want_id and 200 <= response.status < 300:
-            record.created_id = _id_of(raw)
-        headers["content-type"] = "application/json"
-        return Answer(response.status, headers, raw)
-    if operation == "audio/speech" and 200 <= response.status < 300 and (
-            prompt := _json(body)):
-        text = prompt.get("input")
-        if isinstance(text, str) and text:
-            # billed by the input's characters (tts), or by tokens (gpt-4o-mini-tts): its
-            # audio's, estimated from its length once it has passed (`SpeechMeter`)
-            heard = SpeechMeter(text, prompt)
-            record.usage = heard.usage
-            return await _relay_bytes(request, response, headers, heard)
-    return await _relay_bytes(request, response, headers)
+            # Pushed (`_StreamPush`): this coroutine wakes only at the end and for a
+            # slow client, so a task of its own would cost more than the chain it spares.
+            # A disconnect cancels it here, and `_relay_stream` releases Azure's answer.
+            return _relay_stream(request, response, headers, policy, record, body,
+                                 None, answer_limit)  # positional: ~20 fewer a frame
+        return _relay_tasked(request, operation, response, headers, policy, record, body,
+                             created, answer_limit)
+    return relay_answer(request, operation, response, headers, content_type, client_model,
+                         keep_azure_fields, record, want_id, answer_limit, body)
+
+
+async def _relay_tasked(
+    request: HttpRequest, operation: str, response: UpstreamResponse,
+    headers: dict[str, str], policy: StreamPolicy | None, record: RequestRecord,
+    body: RequestBody | None, created: Callable[[str], None] | None, answer_limit: int,
+) -> Reply:
+    """A stream relayed by a task of its own, pulled read by read (`_pulled`)."""
+    meter = (stream_meter(operation, body, created, answer_limit) if policy is None
+             else None)
+    # A task of its own: each chunk then resumes this one coroutine, not the whole
+    # chain of handlers awaiting it (server, app, pipeline, here). A disconnect
+    # cancels the handler, and with it this task.
+    relaying = asyncio.get_running_loop().create_task(
+        _relay_stream(request, response, headers, policy, record, body, meter,
+                      answer_limit))
+    try:
+        return await relaying
+    except asyncio.CancelledError:
+        relaying.cancel()
+        # Cancelled before its first step, it ran nothing: release Azure's answer and
+        # estimate the usage here (both are no-ops once it has run). A resumed stream
+        # (a GET's) left so relayed nothing: no record of nothing (`_relay_stream`).
+        response.close()
+        record.stream = True
+        if record.usage is None and record.method != "GET" and (
+                policy is not None or meter is not None):
+            record.usage = (
+                picture_stream_usage(meter, body) if type(meter) is PictureStreamMeter
+                else meter.recorded() if type(meter) is SpeechStreamMeter
+                else with_context(estimated_usage(_json(body), 0), record.context_tokens))
+        raise
 
 
 async def _relay_stream(
@@ -189,11 +155,40 @@ async def _relay_stream(
         normalizer.claim = record.claim  # caller's as it shows it (ownership)
     ended_with_newline = True
     try:
-        out = request.stream(response.status, headers)
+        # Pushed from our own request, the head is sent (`send_head_soon`) once what
+        # came with Azure's head has been relayed: it usually left with that, and then
+        # no callback of the loop is made to send it (issue 15).
+        later = normalizer is not None and type(request) is FastRequest and isinstance(
+            response, _PUSHING)
+        out = (request.stream(response.status, headers, soon=False)
+               if later and type(request) is FastRequest
+               else request.stream(response.status, headers))
         try:
             if (normalizer is not None and type(out) is FastStream
                     and isinstance(response, _PUSHING)):
-                tail = await _pushed(response, out, normalizer)
+                # Relayed from the upstream connection's callback (`_StreamPush`): this
+                # coroutine wakes to wait for a slow client and at the end (inline, not a
+                # coroutine of its own: every wake-up resumes one frame fewer, issue 15).
+                push = _StreamPush(response, out, normalizer)
+                response.relay(push)  # what arrived with the head: relayed now
+                if later:
+                    out.send_head_soon()  # (nothing, if the head has left)
+                while True:
+                    await push.changed()
+                    if push.outcome is not None:
+                        break
+                    # The client stopped reading: Azure's socket is not read until it
+                    # reads again.
+                    await out.drained()
+                    push.paused = False
+                    response.resume()
+                outcome, push.outcome = push.outcome, None
+                if not isinstance(outcome, bytes):  # what `_pulled` would raise
+                    try:
+                        raise outcome  # kept in no local past here: no traceback cycle
+                    finally:
+                        del outcome
+                tail = outcome
             else:
                 tail, ended_with_newline = await _pulled(response, out, normalizer, meter)
                 if type(meter) is PictureStreamMeter:
@@ -275,37 +270,13 @@ async def _pulled(
     return (normalizer.finish() if normalizer is not None else b""), ended_with_newline
 
 
-async def _pushed(response: FastResponse | H2Response, out: FastStream,
-                  normalizer: ChatStreamNormalizer) -> bytes:
-    """Relay from the upstream connection's callback (`_StreamPush`); this task wakes to
-    wait for a slow client and at the end. The tail to end the client's stream with;
-    raises what `_pulled` would (an `UpstreamError`, `ClientDisconnected`, a bug)."""
-    push = _StreamPush(response, out, normalizer)
-    response.relay(push)
-    while True:
-        await push.changed()
-        if push.outcome is not None:
-            break
-        # The client stopped reading: Azure's socket is not read until it reads again.
-        await out.drained()
-        push.paused = False
-        response.resume()
-    outcome, push.outcome = push.outcome, None
-    if isinstance(outcome, bytes):
-        return outcome
-    try:
-        raise outcome  # kept in no local past here: no cycle through its traceback
-    finally:
-        del outcome
-
-
 class _StreamPush:
     """The sink of a pushed stream (`upstream.fast.BodySink`): each piece of Azure's body
     is normalized inside the upstream connection's callback, and what a read yields is
     written to the client in one write. A piece that is a whole steady frame (or a later
     annotation frame) takes the normalizer's shortcut (`shortcuts()`: one call); any
     other goes through `feed()`. `outcome` is set once: the tail to end with (`[DONE]`
-    came, or the body ended), or the exception `_pushed` raises."""
+    came, or the body ended), or the exception `_relay_stream` raises."""
 
     __slots__ = ("_drop", "_loop", "_more", "_normalizer", "_out", "_pending", "_response",
                  "_steady", "_waiter", "outcome", "paused")
@@ -417,7 +388,7 @@ class _StreamPush:
             try:
                 if not self._out.send(pending) and not self.paused:
                     # The client stopped reading: so does Azure's socket, until
-                    # `_pushed` has seen it drain.
+                    # `_relay_stream` has seen it drain.
                     self.paused = True
                     self._response.pause()
                     self._wake()
@@ -460,36 +431,8 @@ class _StreamPush:
         return waiter
 
 
-async def _relay_bytes(
-    request: HttpRequest, response: UpstreamResponse, headers: dict[str, str],
-    heard: SpeechMeter | None = None,
-) -> ResponseStream:
-    try:
-        out = request.stream(response.status, headers)
-        if heard is None:
-            async for chunk in response.chunks():
-                await out.write(chunk)
-        else:  # a speech's audio: its length prices a token-priced model's
-            async for chunk in response.chunks():
-                heard.feed(chunk)
-                await out.write(chunk)
-            heard.finish()
-        await out.end()
-    finally:
-        response.close()
-    return out
-
-
 def _json(body: RequestBody | None) -> dict[str, Any] | None:
     return body.json if body is not None else None
-
-
-def _id_of(raw: bytes) -> str | None:
-    try:
-        value = orjson.loads(raw).get("id")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return value if isinstance(value, str) and 0 < len(value) <= 256 else None
 
 
 def _raw_stream_error(exc: GatewayError) -> bytes:

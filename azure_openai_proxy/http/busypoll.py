@@ -8,18 +8,20 @@ sleeping process costs tens of microseconds each time. Measured with `bench/run.
 the 2-vCPU bench machine, one client, nginx upstream: added p50 282 µs without, 216 µs
 with a 200 µs window; at 32 clients no change (the loop is never idle there).
 
-Cost: up to one window of CPU after each poke that starts a spin. A request's arrival
-pokes (a stream's request takes its window back once its body is read: `retract`,
-`gateway/pipeline.py`), and Azure's answer to a JSON request (not a stream's: its frames
-come at Azure's pace, `gateway/attempts.py`), so a request costs at most about two
-windows of spinning, whatever its length. A poke starts no spin while more than `QUIET_AT_MOST` requests hold
-an upstream connection (the count the transport keeps, read only when a spin would
-start): the loop has their events to wake it, and between a stream's frames a spin is
-pure CPU (issue 15: at 1,000 one-frame streams busy polling cost 60-120 µs of user CPU
-per stream, bench/README.md). `busy_poll_us: 0` turns it off. It is off by itself where
-spinning would hurt: fewer than two CPUs to run on, or a cgroup CPU quota under two CPUs
-(a container limited to a fraction of a CPU would spend its quota spinning and then be
-throttled).
+Cost: up to one window of CPU after each poke that starts a spin. A request pokes once
+its body is read (not a stream's: its first frame comes after Azure's time to first
+token), and at its arrival when its body has not all come with its head (`body_due`:
+httpx writes the two apart; a stream takes that window back once its body is read:
+`retract`, `gateway/pipeline.py`); Azure's answer to a JSON request pokes too (not a
+stream's: its frames come at Azure's pace, `gateway/attempts.py`). So a request costs at
+most about two windows of spinning, whatever its length. A poke starts no spin while
+more than `QUIET_AT_MOST` requests hold an upstream connection (the count the transport
+keeps, read only when a spin would start): the loop has their events to wake it, and
+between a stream's frames a spin is pure CPU (issue 15: at 1,000 one-frame streams busy
+polling cost 60-120 µs of user CPU per stream, bench/README.md). `busy_poll_us: 0` turns
+it off. It is off by itself where spinning would hurt: fewer than two CPUs to run on,
+or a cgroup CPU quota under two CPUs (a container limited to a fraction of a CPU would
+spend its quota spinning and then be throttled).
 
 Spinning is a chain of `call_soon` callbacks: while one is ready, uvloop (and asyncio)
 poll with a zero timeout rather than block.
@@ -33,7 +35,9 @@ from collections.abc import Callable
 from pathlib import Path
 from time import perf_counter
 
-__all__ = ["QUIET_AT_MOST", "BusyPoll", "cpus_available", "worth_spinning"]
+from azure_openai_proxy.http.request import FastRequest
+
+__all__ = ["QUIET_AT_MOST", "BusyPoll", "body_due", "cpus_available", "worth_spinning"]
 
 # The most requests open (each holding an upstream connection) at which a poke still
 # starts a spin. Measured: one client gains (p50 282 -> 216 µs added), 32 clients see no
@@ -46,6 +50,13 @@ def worth_spinning(open_requests: int) -> bool:
     """Whether a poke should start a spin with `open_requests` requests in flight: only
     when the worker is quiet, so that the loop would otherwise go to sleep."""
     return open_requests <= QUIET_AT_MOST
+
+
+def body_due(request: object) -> bool:
+    """Whether `request` (a `FastRequest`) announced a body that has not all arrived: a
+    client that writes its head and its body apart (httpx, so the `openai` SDK) sends the
+    rest at once, and the loop had better poll for it than fall asleep."""
+    return type(request) is FastRequest and request.body is not None and not request.body.done
 
 
 def _none_open() -> int:

@@ -317,6 +317,7 @@ class FastRequest:
         "headers",
         "http11",
         "method",
+        "path",
         "started_stream",
         "target",
         "upgrade_rest",
@@ -329,6 +330,9 @@ class FastRequest:
         self._channel = channel
         self.method = method
         self.target = target
+        # Read three times a request or more (the app's routes, the pipeline's cache):
+        # an attribute, not a property that partitions the target at each read.
+        self.path = target.partition("?")[0]
         self.headers = headers
         self.http11 = http11
         self._keep_alive = keep_alive
@@ -350,10 +354,6 @@ class FastRequest:
     def keep_alive(self) -> bool:
         """The client allows it and the server is not shutting down."""
         return self._keep_alive and not self._channel.closing
-
-    @property
-    def path(self) -> str:
-        return self.target.partition("?")[0]
 
     @property
     def query_string(self) -> str:
@@ -388,7 +388,10 @@ class FastRequest:
             return _no_chunks()
         return self.body.iter_any()
 
-    def stream(self, status: int, headers: Mapping[str, str]) -> FastStream:
+    def stream(self, status: int, headers: Mapping[str, str], soon: bool = True) -> FastStream:
+        """`interface.HttpRequest.stream`; `soon=False` for a caller that writes the
+        first bytes, or else calls `send_head_soon()`, in this turn of the loop (no
+        callback of the loop to send a head that has already left)."""
         if self.started_stream is not None:
             raise RuntimeError("the answer has already started")
         keep_alive = self._keep_alive and self.http11 and not self._channel.closing
@@ -403,7 +406,8 @@ class FastRequest:
                              chunked=chunked, head_lines=self.head_lines)
         stream = self.started_stream = FastStream(self._channel, transport, status, head,
                                                   chunked, bodyless)
-        stream.send_head_soon()
+        if soon:
+            stream.send_head_soon()
         return stream
 
     def __repr__(self) -> str:
