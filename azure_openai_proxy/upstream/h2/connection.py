@@ -239,7 +239,9 @@ class _H2Connection(asyncio.Protocol):
                 pos = end
         self.buf = buf[pos:] if pos < size else b""
         if received:
-            self._count(received)
+            self.unacked += received
+            if self.unacked >= _CONNECTION_CREDIT_AT:
+                self._acknowledge()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -265,12 +267,10 @@ class _H2Connection(asyncio.Protocol):
 
     # -- frames --------------------------------------------------------------------
 
-    def _count(self, received: int) -> None:
-        """DATA bytes received: the connection's window is credited back at half."""
-        self.unacked += received
-        if self.unacked >= _CONNECTION_CREDIT_AT:
-            self._write(f.window_update(0, self.unacked))
-            self.unacked = 0
+    def _acknowledge(self) -> None:
+        """Half the connection's window received (`unacked`): credited back."""
+        self._write(f.window_update(0, self.unacked))
+        self.unacked = 0
 
     def _credit(self, stream: _Stream) -> None:
         """A pushed stream's bytes were read as they came: its window is credited."""
@@ -282,7 +282,9 @@ class _H2Connection(asyncio.Protocol):
 
     def _on_data(self, sid: int, flags: int, buf: bytes, start: int, end: int) -> None:
         length = end - start
-        self._count(length)
+        self.unacked += length
+        if self.unacked >= _CONNECTION_CREDIT_AT:
+            self._acknowledge()
         stream = self.streams.get(sid)
         if stream is None:  # reset by us, or ended: its bytes count for the connection only
             f.check_stream(f.DATA, sid, self.next_id)  # unless it never was
