@@ -45,7 +45,6 @@ from azure_openai_proxy.upstream.fast.dial import dial
 from azure_openai_proxy.upstream.fast.dns import DnsCache, Resolver, system_resolver
 from azure_openai_proxy.upstream.fast.pool import _HostPool
 from azure_openai_proxy.upstream.fast.wire import _head, _parse_url, _Target
-from azure_openai_proxy.upstream.tlsread import direct_reads
 from azure_openai_proxy.upstream.transport import (
     DRAIN_BYTES,
     DRAIN_SECONDS,
@@ -310,7 +309,7 @@ class FastTransport:
 
     def _default_context(self) -> ssl.SSLContext:
         # Built on first https use: loading the system's CA store takes milliseconds.
-        self._ssl = direct_reads(ssl.create_default_context())  # (tlsread.py)
+        self._ssl = ssl.create_default_context()
         return self._ssl
 
     async def _exchange(

@@ -40,7 +40,6 @@ from azure_openai_proxy.upstream.h2.connection import _H2Connection, _Refused
 from azure_openai_proxy.upstream.h2.frames import Origin, header_block, parse_origin
 from azure_openai_proxy.upstream.h2.pool import _OriginPool
 from azure_openai_proxy.upstream.h2.stream import H2Response, _Stream
-from azure_openai_proxy.upstream.tlsread import direct_reads
 from azure_openai_proxy.upstream.transport import UpstreamRequest, UpstreamResponse
 
 __all__ = ["H2Response", "H2Transport"]
@@ -273,7 +272,7 @@ class H2Transport:
 
     def _default_context(self) -> ssl.SSLContext:
         # Built on first https use: loading the system's CA store takes milliseconds.
-        context = direct_reads(self._contexts())  # a Python call less per TLS record
+        context = self._contexts()
         context.set_alpn_protocols(["h2", "http/1.1"])
         self._ssl = context
         return context
