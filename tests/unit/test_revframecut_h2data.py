@@ -68,6 +68,15 @@ def _answered(conn: _H2Connection, *headers: tuple[str, str]) -> H2Response:
     return H2Response(stream)
 
 
+def _relaying(*headers: tuple[str, str]) -> tuple[_Wire, _H2Connection, _Sink]:
+    """A connection whose stream 1 answered (`headers` added) and is pushed to a sink."""
+    wire = _Wire()
+    conn = _opened(wire)
+    sink = _Sink()
+    _answered(conn, *headers).relay(sink)
+    return wire, conn, sink
+
+
 def _piece(n: int) -> bytes:
     return b'data: {"n": %d, "text": "' % n + b"x" * 60 + b'"}\n\n'
 
@@ -121,11 +130,7 @@ async def test_a_sink_failing_mid_read_resets_its_stream_only() -> None:
 
 
 async def test_plain_data_for_a_closed_stream_counts_for_the_connection_only() -> None:
-    wire = _Wire()
-    conn = _opened(wire)
-    answer = _answered(conn)
-    sink = _Sink()
-    answer.relay(sink)
+    wire, conn, sink = _relaying()
     conn.data_received(frame(DATA, END_STREAM, 1, _piece(0)))
     assert sink.ended
     unacked = conn.unacked
@@ -138,11 +143,7 @@ async def test_plain_data_for_a_closed_stream_counts_for_the_connection_only() -
 async def test_plain_data_for_a_stream_never_opened_ends_the_connection() -> None:
     # RFC 9113 §5.1: DATA on an idle stream is a connection error (PROTOCOL_ERROR), even
     # in the middle of a read of another stream's plain frames.
-    wire = _Wire()
-    conn = _opened(wire)
-    answer = _answered(conn)
-    sink = _Sink()
-    answer.relay(sink)
+    wire, conn, sink = _relaying()
     conn.data_received(frame(DATA, 0, 1, _piece(0)) + frame(DATA, 0, 7, _piece(1))
                        + frame(DATA, 0, 1, _piece(2)))
     goaways = [p for kind, _, p in _written(wire) if kind == GOAWAY]
@@ -152,10 +153,7 @@ async def test_plain_data_for_a_stream_never_opened_ends_the_connection() -> Non
 
 async def test_plain_data_with_the_reserved_bit_set_reaches_its_stream() -> None:
     # RFC 9113 §4.1: the stream identifier's reserved bit is ignored on receipt.
-    conn = _opened(_Wire())
-    answer = _answered(conn)
-    sink = _Sink()
-    answer.relay(sink)
+    _, conn, sink = _relaying()
     conn.data_received(frame(DATA, 0, 0x80000001, _piece(0)) + frame(DATA, 0, 1, _piece(1)))
     assert sink.fed == [_piece(0), _piece(1)] and not conn.closed
 
@@ -163,10 +161,7 @@ async def test_plain_data_with_the_reserved_bit_set_reaches_its_stream() -> None
 async def test_an_inflated_pushed_streams_plain_frames_reach_the_sink_inflated() -> None:
     # A gzip answer's DATA frames hold the compressed body: the sink must get it
     # inflated (the inline path is only for streams without a decoder).
-    conn = _opened(_Wire())
-    answer = _answered(conn, ("content-encoding", "gzip"))
-    sink = _Sink()
-    answer.relay(sink)
+    _, conn, sink = _relaying(("content-encoding", "gzip"))
     body = b"".join(_piece(n) for n in range(40))
     packer = zlib.compressobj(wbits=31)
     packed = packer.compress(body) + packer.flush()
