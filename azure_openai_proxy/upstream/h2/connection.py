@@ -4,7 +4,8 @@ flow control, and fails the right streams on RST_STREAM, GOAWAY or a lost connec
 
 Our own framing, not the `h2` package's state machine: a received 150-byte DATA frame
 costs about a tenth of the instructions here (bench/README.md, issue 15), and a relayed
-stream is made of nothing else. Header blocks are read by `headers.py`.
+stream is made of nothing else. Header blocks are read by `headers.py`; SETTINGS and
+WINDOW_UPDATE (the server's limits on what we send) are handled by `control.py`.
 
 Errors a stream fails with:
 
