@@ -4,7 +4,8 @@ flow control, and fails the right streams on RST_STREAM, GOAWAY or a lost connec
 
 Our own framing, not the `h2` package's state machine: a received 150-byte DATA frame
 costs about a tenth of the instructions here (bench/README.md, issue 15), and a relayed
-stream is made of nothing else. Header blocks are read by `headers.py`.
+stream is made of nothing else. Header blocks are read by `headers.py`; SETTINGS and
+WINDOW_UPDATE (the server's limits on what we send) are handled by `control.py`.
 
 Errors a stream fails with:
 
@@ -27,6 +28,7 @@ from typing import cast
 
 from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamInvalidAnswer, UpstreamUnreachable
 from azure_openai_proxy.upstream.h2 import frames as f
+from azure_openai_proxy.upstream.h2.control import on_settings, on_window_update
 from azure_openai_proxy.upstream.h2.frames import END_STREAM, FRAME_HEAD, OUR_MAX_FRAME, PADDED, ProtocolError
 from azure_openai_proxy.upstream.h2.headers import HeaderBlocks, MalformedHead, read_head
 from azure_openai_proxy.upstream.h2.stream import _CREDIT_AT, _Stream
@@ -38,7 +40,6 @@ __all__ = ["_H2Connection", "_Refused"]
 # A server's concurrency limit before its SETTINGS say (RFC 9113 advises at least 100);
 # the transport waits for them before the first request, so this is rarely used.
 _ASSUMED_STREAMS = 100
-_MAX_WINDOW = 0x7FFFFFFF
 _PAUSED_REPLIES = 1024  # acks written while the server does not read ours (`_reply`)
 _CONNECTION_CREDIT_AT = f.CONNECTION_WINDOW // 2  # received bytes credited back at once
 _BROKEN = "The connection to Azure OpenAI broke while the response was being read."
@@ -192,6 +193,8 @@ class _H2Connection(asyncio.Protocol):
         buf = self.buf + data if self.buf else data
         pos, size = 0, len(buf)
         unpack = FRAME_HEAD.unpack_from
+        streams, blocks = self.streams, self.blocks
+        received = 0  # bytes of the plain DATA frames below, for the connection's window
         while True:
             try:
                 while size - pos >= 9:
@@ -202,9 +205,26 @@ class _H2Connection(asyncio.Protocol):
                     if end > size:
                         break
                     if not head & 0xFF:  # DATA, the hot path: a stream's body
-                        if self.blocks.sid:  # RFC 9113 §6.10: nothing inside a block
+                        if blocks.sid:  # RFC 9113 §6.10: nothing inside a block
                             raise ProtocolError("a header block was interrupted")
-                        self._on_data(sid & 0x7FFFFFFF, flags, buf, pos + 9, end)
+                        stream = streams.get(sid)  # (a reserved bit set: not found)
+                        if (stream is not None and (sink := stream.sink) is not None
+                                and not flags and end > pos + 9
+                                and not stream.paused and stream.decoder is None):
+                            # `_on_data`'s pushed case, inline for a frame without
+                            # flags (no padding, not the last): a Python call less a
+                            # frame, and the connection's window counted once a read.
+                            length = end - pos - 9
+                            received += length
+                            stream.heard = True
+                            stream.unread += length
+                            sink.feed(buf[pos + 9:end])
+                            if stream.sink is sink:  # else it detached itself
+                                sink.flush()
+                            if stream.unread >= _CREDIT_AT:
+                                self._credit(stream)
+                        else:
+                            self._on_data(sid & 0x7FFFFFFF, flags, buf, pos + 9, end)
                     else:
                         self._on_frame(head & 0xFF, flags, sid & 0x7FFFFFFF, buf[pos + 9:end])
                     pos = end
@@ -219,6 +239,10 @@ class _H2Connection(asyncio.Protocol):
                     return
                 pos = end
         self.buf = buf[pos:] if pos < size else b""
+        if received:
+            self.unacked += received
+            if self.unacked >= _CONNECTION_CREDIT_AT:
+                self._acknowledge()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -244,12 +268,24 @@ class _H2Connection(asyncio.Protocol):
 
     # -- frames --------------------------------------------------------------------
 
+    def _acknowledge(self) -> None:
+        """Half the connection's window received (`unacked`): credited back."""
+        self._write(f.window_update(0, self.unacked))
+        self.unacked = 0
+
+    def _credit(self, stream: _Stream) -> None:
+        """A pushed stream's bytes were read as they came: its window is credited."""
+        if stream.unread > f.STREAM_WINDOW:  # a server ignoring the window we gave
+            raise ProtocolError("DATA past the stream's window", f.FLOW_CONTROL_ERROR)
+        self.credit(stream.sid, stream.unread)
+        stream.credited += stream.unread
+        stream.unread = 0
+
     def _on_data(self, sid: int, flags: int, buf: bytes, start: int, end: int) -> None:
         length = end - start
         self.unacked += length
         if self.unacked >= _CONNECTION_CREDIT_AT:
-            self._write(f.window_update(0, self.unacked))
-            self.unacked = 0
+            self._acknowledge()
         stream = self.streams.get(sid)
         if stream is None:  # reset by us, or ended: its bytes count for the connection only
             f.check_stream(f.DATA, sid, self.next_id)  # unless it never was
@@ -271,11 +307,7 @@ class _H2Connection(asyncio.Protocol):
                 if stream.sink is sink:  # else it detached itself
                     sink.flush()
                 if stream.unread >= _CREDIT_AT:  # the window's check only here: no cost
-                    if stream.unread > f.STREAM_WINDOW:
-                        raise ProtocolError("DATA past the stream's window", f.FLOW_CONTROL_ERROR)
-                    self.credit(sid, stream.unread)
-                    stream.credited += stream.unread
-                    stream.unread = 0
+                    self._credit(stream)
             elif stream.started:
                 if stream.unread > f.STREAM_WINDOW:  # a server ignoring the window we gave
                     raise ProtocolError("DATA past the stream's window", f.FLOW_CONTROL_ERROR)
@@ -295,9 +327,9 @@ class _H2Connection(asyncio.Protocol):
             if block is not None:
                 self._on_block(*block)
         elif kind == f.SETTINGS:
-            self._on_settings(flags, payload)
+            on_settings(self, flags, payload)
         elif kind == f.WINDOW_UPDATE:
-            self._on_window_update(sid, payload)
+            on_window_update(self, sid, payload)
         elif kind == f.PING:
             if len(payload) != 8:
                 raise ProtocolError("a PING is 8 bytes", f.FRAME_SIZE_ERROR)
@@ -347,53 +379,6 @@ class _H2Connection(asyncio.Protocol):
         stream.head(status, headers, inflated)
         if end_stream:  # a bodyless answer
             self._end(stream)
-
-    def _on_settings(self, flags: int, payload: bytes) -> None:
-        if flags & f.ACK:
-            if payload:
-                raise ProtocolError("a SETTINGS ack with a payload", f.FRAME_SIZE_ERROR)
-            return
-        for code, value in f.parse_settings(payload):  # checked there
-            if code == f.MAX_CONCURRENT_STREAMS:
-                self.max_streams = value
-            elif code == f.INITIAL_WINDOW_SIZE:
-                delta, self.stream_window = value - self.stream_window, value
-                for stream in self.streams.values():
-                    stream.send_window += delta
-                    if stream.send_window > _MAX_WINDOW:
-                        raise ProtocolError("a window too large", f.FLOW_CONTROL_ERROR)
-            elif code == f.MAX_FRAME_SIZE:
-                self.max_frame = value
-            # HEADER_TABLE_SIZE bounds a table our encoder does not keep; the others
-            # (ENABLE_PUSH, MAX_HEADER_LIST_SIZE) ask nothing of a client like us.
-        self._reply(f.settings_ack())
-        if not self.settled.done():
-            self.settled.set_result(None)
-        self._wake_blocked()
-        self._changed()  # perhaps room for more streams
-
-    def _on_window_update(self, sid: int, payload: bytes) -> None:
-        if len(payload) != 4:
-            raise ProtocolError("a WINDOW_UPDATE's size", f.FRAME_SIZE_ERROR)
-        increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
-        if sid == 0:
-            if increment == 0:
-                raise ProtocolError("a zero WINDOW_UPDATE")
-            self.send_window += increment
-            if self.send_window > _MAX_WINDOW:
-                raise ProtocolError("a window too large", f.FLOW_CONTROL_ERROR)
-            self._wake_blocked()
-            return
-        stream = self.streams.get(sid)
-        if stream is not None:
-            if increment == 0 or stream.send_window + increment > _MAX_WINDOW:
-                self._reset(stream, self._failure(stream, "a bad WINDOW_UPDATE"),
-                            f.FLOW_CONTROL_ERROR if increment else f.PROTOCOL_ERROR)
-                return
-            stream.send_window += increment
-            stream.heard = True  # an upload paced by the window is making progress
-            if stream in self.blocked:
-                stream.wake()
 
     def _on_reset(self, sid: int, payload: bytes) -> None:
         if len(payload) != 4:
