@@ -48,6 +48,7 @@ from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.gateway.keyindex import KeyIndex
 from azure_openai_proxy.governance.budget import budget_applies
 from azure_openai_proxy.governance.keys import SECRET_PREFIX, key_state, presented_hash_valid
+from azure_openai_proxy.governance.loaded import LoadedLimits
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.store.keys import KeyChanges, KeyStore
 
@@ -188,7 +189,15 @@ class KeyDirectory:
         self._version = changes.version
         self._position, self._mark = changes.position, changes.mark
         if self.on_reload is not None:
-            self.on_reload(dict(index.limits))  # a copy: the index changes in place
+            # The index's own mapping (not a copy: it changes in place, and is handed
+            # anew at each change), the log's position as the limits' version, and the
+            # subjects this read changed (None: any, a whole read).
+            changed = None if changes.whole else frozenset(
+                [*("key:" + key.id for key in changes.keys),
+                 *("key:" + key_id for key_id in changes.gone_keys),
+                 *("team:" + team.id for team in changes.teams),
+                 *("team:" + team_id for team_id in changes.gone_teams)])
+            self.on_reload(LoadedLimits(index.limits, changes.position, changed))
 
     async def _poll(self) -> None:
         while True:

@@ -46,19 +46,21 @@ from azure_openai_proxy.governance.buckets import (
 )
 from azure_openai_proxy.governance.buckets import Subject as _Subject
 from azure_openai_proxy.governance.estimate import DEFAULT_COMPLETION_TOKENS
+from azure_openai_proxy.governance.loaded import LoadedLimits
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimitheaders import limit_lines, parse_lines
-from azure_openai_proxy.governance.sharedlimits import (
-    PARALLEL,
-    RPM_CAP,
-    TPM_CAP,
-    SharedTable,
+from azure_openai_proxy.governance.sharedlimits import VERSION, SharedTable, tag_of
+from azure_openai_proxy.governance.sharedrows import (
+    adopt,
     change_row,
     configure_shared,
     fill_row,
+    give_back,
+    let_go,
     pull,
     push,
-    tag_of,
+    reclaim,
+    set_row,
 )
 
 __all__ = [
@@ -141,6 +143,9 @@ class RateLimiter:
         self._subjects: dict[str, _Subject] = {}
         self._plans: dict[str, LimitPlan] = {}  # by key id; emptied by `forget`
         self._current: Mapping[str, Limits] = {}  # by subject: the limits last loaded
+        # Their version (the store's log position + 1; 0: not told, sharedrows.py).
+        self._version = 0.0
+        self._leaving: set[str] = set()  # deleted, kept for requests in flight (`forget`)
         self._table: SharedTable | None = None
         self._here = self  # what decides, on state copied in from the table (`share`)
         # Its take and settle, bound once (not per request).
@@ -190,11 +195,13 @@ class RateLimiter:
                 # in): the limits it carries are gone; configured with them, the next
                 # request's configure gave a raise again, once per such caller.
                 limits = loaded
-            states.append(self._configured(name, limits))
+            states.append(self._configured(name, limits,
+                                           0.0 if loaded is None else self._version))
         return LimitPlan(tuple(states), self._clock)
 
-    def _configured(self, name: str, limits: Limits) -> _Subject:
-        """Subject `name`, configured for `limits` (its row claimed or given back)."""
+    def _configured(self, name: str, limits: Limits, version: float = 0.0) -> _Subject:
+        """Subject `name`, configured for `limits` of `version` (its row claimed or given
+        back; 0: not told, sharedrows.py)."""
         table = self._table
         state = self._subjects.get(name)
         if state is None:
@@ -206,8 +213,8 @@ class RateLimiter:
                 # Its requests in flight taken meanwhile count towards a parallel limit
                 # set now, as with one worker (they were dropped: one more passed).
                 state.row = table.row(name, self._clock(), state.in_flight)
-            elif state.row is not None and not _limited(limits):
-                _give_back(state, table)
+            elif state.row is not None and not _limited(limits) and not version:
+                give_back(state, table)
         if state.limits is not None and state.limits is not limits:
             # Configured with another version of its limits (a Realtime session's or
             # a request's `Caller` from before a reload plans with the old one): a
@@ -216,8 +223,11 @@ class RateLimiter:
         shape = _shape(state)
         if state.row is None or table is None:
             state.configure(limits, self._clock())
+            state.version = version
         else:
-            configure_shared(state, limits, table, self._clock)
+            configure_shared(state, limits, table, self._clock, version)
+            if not _limited(limits) and state.version == version:
+                let_go(state, table)  # the row says the limits were removed
         if _shape(state) != shape:
             # Other plans of this subject (its team's keys', or `admit`'s limits):
             # their `counts_tokens` and `only` may be stale.
@@ -318,22 +328,32 @@ class RateLimiter:
         worker's in-flight change, under the table's lock (the clock is read inside it,
         so the stamps the workers write only go forward). Each row is checked to be its
         subject's still (`checked`), but for a settle: the request it settles holds one in
-        flight in each, and a row with requests in flight is never given back."""
+        flight in each, and a row with requests in flight is never given back. A subject
+        without a row looks for one when another worker has set a row's limits since it
+        last looked (`adopt`: a limit added there holds here at once)."""
         table = self._table
         assert table is not None
-        cells, column = table.cells, table.column
+        cells, column, changes = table.cells, table.column, table.spec.workers_row + VERSION
         table.lock()
         try:
             for state in subjects:
                 row = state.row
-                if row is not None:
-                    if checked and cells[row] != state.tag:
-                        # Given back by another worker (`forget`): it claims one anew.
-                        row = state.row = _reclaim(state, table, self._clock())
-                        if row is None:
-                            state.in_flight = 0  # none here: as in `_give_back`
-                            continue
-                    pull(state, cells, row)
+                if row is None:
+                    if not checked or cells[changes] == state.checked:
+                        continue
+                    row = adopt(state, table)
+                    if row is None:
+                        continue
+                elif checked and cells[row] != state.tag:
+                    # Given back by another worker (`forget`): it claims one anew.
+                    row = state.row = reclaim(state, table, self._clock())
+                    if row is None:
+                        state.in_flight = 0  # none here: as in `give_back`
+                        continue
+                if pull(state, cells, row):  # a limit added or removed elsewhere
+                    self._plans = {}
+                    if isinstance(first, LimitPlan):  # decided by the general loop
+                        first.only = first.usual = None
             result = decide(first, second)
             # Taken: one more in flight; settled (None): one fewer.
             change = 1 if isinstance(result, Admission) else -1 if result is None else 0
@@ -353,19 +373,31 @@ class RateLimiter:
         mapping (the key directory's): each subject's limits as loaded, which plans
         take from now on (`_plan_of`), and a subject whose limits changed is configured
         at once (with `--workers N`, for the others too: they follow the shared row's
-        limit before their own reload, `Subject.follow`)."""
-        before, self._current = self._current, keep if isinstance(keep, Mapping) else {}
-        for name, state in list(self._subjects.items()):
-            limits = self._current.get(name)
+        limits before their own reload, governance/sharedrows.py). A `LoadedLimits`
+        tells their version, and which subjects changed: only those are looked at (all
+        of them after a whole read)."""
+        before, changed, rewound = self._current, None, False
+        if isinstance(keep, LoadedLimits):
+            version = keep.version + 1.0
+            rewound = version < self._version  # the store went back: an older copy
+            self._version, self._current, changed = version, keep.limits, keep.changed
+        else:
+            self._current = keep if isinstance(keep, Mapping) else {}
+        subjects = self._subjects
+        names = list(subjects) if changed is None else [n for n in changed if n in subjects]
+        for name in names:
+            state, limits = subjects[name], self._current.get(name)
             if limits is not None and state.limits is not None and limits != state.limits:
-                self._configured(name, limits)
+                self._configured(name, limits, self._version)
         if self._table is not None:
-            self._change_rows(before)
+            self._change_rows(before, changed, rewound)
         self._plans = {}
         self.epoch = object()
         # (`keep` itself when a mapping: a set of 50,000 keys took a reload ~1 ms more)
         kept = self._current if isinstance(keep, Mapping) else set(keep)
-        gone = [s for n, s in self._subjects.items() if n not in kept]
+        if changed is not None:
+            names += [n for n in self._leaving if n in subjects and n not in changed]
+        gone = [subjects[n] for n in names if n not in kept]
         table = self._table
         if table is not None and any(s.row is not None for s in gone):
             table.lock()
@@ -377,41 +409,58 @@ class RateLimiter:
                             continue  # in flight somewhere: kept for now
                     elif state.in_flight:
                         continue
-                    del self._subjects[state.name]
+                    del subjects[state.name]
             finally:
                 table.unlock()
-            return
-        for state in gone:
-            if not state.in_flight or state.row is not None:
-                del self._subjects[state.name]
+        else:
+            for state in gone:
+                if not state.in_flight or state.row is not None:
+                    del subjects[state.name]
+        self._leaving = {state.name for state in gone if state.name in subjects}
 
-    def _change_rows(self, before: Mapping[str, Limits]) -> None:
-        """Put a change this reload loaded (from `before`) in force in the shared rows
-        of subjects this worker has no state of (`change_row`): a subject new to a
-        worker joins its row as it is (`configure_shared`), so the change would wait for
-        the reload of the worker that planned it (the admin write's worker may be this
-        one). A subject with no row yet is given one, up to `_ROWS_PER_RELOAD` (else the
-        first worker to plan it after the change, yet to reload, made it with its old
-        limits, and this one joined them): a reload that changed many keys no one uses
-        (a script's) neither fills the table nor holds the event loop for seconds; past
-        them, as a limit added, the change holds in each worker at its reload. No state
-        is kept here for them (a row is found again when this worker plans one)."""
-        table, clock, claims = self._table, self._clock, _ROWS_PER_RELOAD
+    def _change_rows(self, before: Mapping[str, Limits], changed: frozenset[str] | None,
+                     rewound: bool) -> None:
+        """Put a change this reload loaded in force in the shared rows of subjects this
+        worker has no state of (`set_row`, when newer than the row's; without versions,
+        `change_row` from `before`): a subject new to a worker joins its row as it is
+        (`configure_shared`), so the change would wait for the reload of the worker that
+        planned it (the admin write's worker may be this one). A subject with no row yet
+        is given one, up to `_ROWS_PER_RELOAD` (else the first worker to plan it after
+        the change, yet to reload, made it with its old limits, and this one joined
+        them): a reload that changed many keys no one uses (a script's) neither fills the
+        table nor holds the event loop for seconds; past them, the change holds in each
+        worker at its reload (within a poll: a worker yet to reload that plans such a key
+        first sets its row with the old limits, of their older version). After a whole
+        read nothing is known to have changed: the rows are set as their keys are
+        planned; but when the store went back (`rewound`), every row of a loaded subject
+        of another version is set (the old store's versions are not newer). No state is
+        kept here for them (a row is found again when this worker plans one)."""
+        table, clock, claims, version = self._table, self._clock, _ROWS_PER_RELOAD, self._version
         assert table is not None
-        subjects, cells = self._subjects, table.cells
-        for name, limits in self._current.items():
-            was = before.get(name)
-            if was is None or was is limits or name in subjects or was == limits:
+        subjects, cells, current = self._subjects, table.cells, self._current
+        if not version:
+            names: Iterable[str] = (n for n, limits in current.items()
+                                    if (was := before.get(n)) is not None and was is not limits
+                                    and n not in subjects and was != limits)
+        else:
+            names = current if rewound else () if changed is None else changed
+        for name in names:
+            limits = current.get(name)
+            if limits is None or (name in subjects and not rewound):
                 continue
             tag = tag_of(name)
             table.lock()
             try:
                 row = table.find(tag)
-                if row is None and claims and _limited(limits):
+                if row is None and claims and not rewound and _limited(limits):
                     claims -= 1
                     row = table.claim(tag, clock())
-                if row is not None:
-                    change_row(cells, row, was, limits, clock)
+                if row is None:
+                    continue
+                if not version:
+                    change_row(cells, row, before[name], limits, clock)
+                elif cells[row + VERSION] < version or (rewound and cells[row + VERSION] != version):
+                    set_row(table, row, limits, version, clock)
             finally:
                 table.unlock()
 
@@ -457,32 +506,3 @@ class RateLimiter:
             }
         return out
 
-
-def _give_back(state: _Subject, table: SharedTable) -> None:
-    """Free `state`'s row (its limits were removed) unless requests are in flight in
-    it: then it keeps it until a later plan or `forget`."""
-    row = state.row
-    assert row is not None
-    table.lock()
-    try:
-        table.free(row, state.tag)
-        if table.cells[row] != state.tag:
-            # Nothing was in flight in it (else it was kept): counted here alone from
-            # 0, not from the last total read (a stale one became phantom requests in
-            # this worker's column when a limit came back, `SharedTable.row`).
-            state.row, state.in_flight = None, 0
-    finally:
-        table.unlock()
-
-
-def _reclaim(state: _Subject, table: SharedTable, now: float) -> int | None:
-    """A row for `state` again, with the table's lock held, after another worker gave
-    its row back (the key or team was deleted there first): this worker's copy of its
-    levels is written to it (None: no row is free, it is counted here alone)."""
-    row = table.claim(state.tag, now)
-    if row is not None:
-        cells = table.cells
-        cells[row + RPM_CAP], cells[row + TPM_CAP] = state.rpm or 0.0, state.tpm or 0.0
-        cells[row + PARALLEL] = 0.0 if state.parallel is None else state.parallel + 1.0
-        push(state, cells, row, table.column, 0)
-    return row
