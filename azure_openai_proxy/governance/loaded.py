@@ -17,15 +17,19 @@ class LoadedLimits(Mapping[str, Limits]):
     """Every subject's limits as loaded (`limits`: the key directory's own mapping, not a
     copy; it changes in place, and a new `LoadedLimits` is handed at each change), as of
     the store's change log position `version`; `changed`: the subjects whose limits the read
-    set, changed or deleted (None: a whole read, any may have)."""
+    set, changed or deleted (None: unknown, the first read); `whole`: a read of every key
+    and team (the first, or the log no longer reached back, or another database), whose
+    `changed` is what differs from the limits loaded before (a subject changed and set
+    back since is not in it)."""
 
-    __slots__ = ("changed", "limits", "version")
+    __slots__ = ("changed", "limits", "version", "whole")
 
     def __init__(self, limits: Mapping[str, Limits], version: int,
-                 changed: frozenset[str] | None = None) -> None:
+                 changed: frozenset[str] | None = None, whole: bool = False) -> None:
         self.limits = limits
         self.version = version
         self.changed = changed
+        self.whole = whole or changed is None
 
     def __getitem__(self, name: str) -> Limits:
         return self.limits[name]

@@ -56,7 +56,6 @@ from azure_openai_proxy.governance.sharedrows import (
     configure_shared,
     fill_row,
     give_back,
-    let_go,
     pull,
     push,
     reclaim,
@@ -214,6 +213,8 @@ class RateLimiter:
                 # set now, as with one worker (they were dropped: one more passed).
                 state.row = table.row(name, self._clock(), state.in_flight)
             elif state.row is not None and not _limited(limits) and not version:
+                # (With versions it keeps its row, which says the limits were removed,
+                # and counts its requests in flight: a limit set again counts them.)
                 give_back(state, table)
         if state.limits is not None and state.limits is not limits:
             # Configured with another version of its limits (a Realtime session's or
@@ -226,8 +227,6 @@ class RateLimiter:
             state.version = version
         else:
             configure_shared(state, limits, table, self._clock, version)
-            if not _limited(limits) and state.version == version:
-                let_go(state, table)  # the row says the limits were removed
         if _shape(state) != shape:
             # Other plans of this subject (its team's keys', or `admit`'s limits):
             # their `counts_tokens` and `only` may be stale.
@@ -339,7 +338,7 @@ class RateLimiter:
             for state in subjects:
                 row = state.row
                 if row is None:
-                    if not checked or cells[changes] == state.checked:
+                    if cells[changes] == state.checked:
                         continue
                     row = adopt(state, table)
                     if row is None:
@@ -375,27 +374,33 @@ class RateLimiter:
         at once (with `--workers N`, for the others too: they follow the shared row's
         limits before their own reload, governance/sharedrows.py). A `LoadedLimits`
         tells their version, and which subjects changed: only those are looked at (all
-        of them after a whole read)."""
-        before, changed, rewound = self._current, None, False
+        of them at the first read, which tells none)."""
+        before, changed, whole, rewound = self._current, None, True, False
         if isinstance(keep, LoadedLimits):
             version = keep.version + 1.0
             rewound = version < self._version  # the store went back: an older copy
-            self._version, self._current, changed = version, keep.limits, keep.changed
+            self._version, self._current = version, keep.limits
+            changed, whole = keep.changed, keep.whole
         else:
             self._current = keep if isinstance(keep, Mapping) else {}
         subjects = self._subjects
-        names = list(subjects) if changed is None else [n for n in changed if n in subjects]
+        names = list(subjects) if whole or changed is None else [
+            n for n in changed if n in subjects]
+        # With versions, limits as this worker had them are written too: the row may
+        # hold another worker's older change since (`configure_shared`).
+        versioned = self._table is not None and bool(self._version)
         for name in names:
             state, limits = subjects[name], self._current.get(name)
-            if limits is not None and state.limits is not None and limits != state.limits:
+            if limits is not None and state.limits is not None and (
+                    versioned or limits != state.limits):
                 self._configured(name, limits, self._version)
         if self._table is not None:
-            self._change_rows(before, changed, rewound)
+            self._change_rows(before, changed, whole, rewound)
         self._plans = {}
         self.epoch = object()
         # (`keep` itself when a mapping: a set of 50,000 keys took a reload ~1 ms more)
         kept = self._current if isinstance(keep, Mapping) else set(keep)
-        if changed is not None:
+        if not whole and changed is not None:
             names += [n for n in self._leaving if n in subjects and n not in changed]
         gone = [subjects[n] for n in names if n not in kept]
         table = self._table
@@ -419,7 +424,7 @@ class RateLimiter:
         self._leaving = {state.name for state in gone if state.name in subjects}
 
     def _change_rows(self, before: Mapping[str, Limits], changed: frozenset[str] | None,
-                     rewound: bool) -> None:
+                     whole: bool, rewound: bool) -> None:
         """Put a change this reload loaded in force in the shared rows of subjects this
         worker has no state of (`set_row`, when newer than the row's; without versions,
         `change_row` from `before`): a subject new to a worker joins its row as it is
@@ -430,11 +435,14 @@ class RateLimiter:
         them): a reload that changed many keys no one uses (a script's) neither fills the
         table nor holds the event loop for seconds; past them, the change holds in each
         worker at its reload (within a poll: a worker yet to reload that plans such a key
-        first sets its row with the old limits, of their older version). After a whole
-        read nothing is known to have changed: the rows are set as their keys are
-        planned; but when the store went back (`rewound`), every row of a loaded subject
-        of another version is set (the old store's versions are not newer). No state is
-        kept here for them (a row is found again when this worker plans one)."""
+        first sets its row with the old limits, of their older version). A whole read
+        (`LoadedLimits.whole`) sets every row of a loaded subject older than it: a
+        subject changed and set back since this worker's last read is not in `changed`,
+        and its row may hold the change between; rows are claimed only for `changed`
+        (none at a worker's first read, which knows of no change). When the store went
+        back (`rewound`), every row of a loaded subject of another version is set (the
+        old store's versions are not newer). No state is kept here for them (a row is
+        found again when this worker plans one)."""
         table, clock, claims, version = self._table, self._clock, _ROWS_PER_RELOAD, self._version
         assert table is not None
         subjects, cells, current = self._subjects, table.cells, self._current
@@ -443,7 +451,7 @@ class RateLimiter:
                                     if (was := before.get(n)) is not None and was is not limits
                                     and n not in subjects and was != limits)
         else:
-            names = current if rewound else () if changed is None else changed
+            names = current if whole or changed is None else changed
         for name in names:
             limits = current.get(name)
             if limits is None or (name in subjects and not rewound):
@@ -452,7 +460,10 @@ class RateLimiter:
             table.lock()
             try:
                 row = table.find(tag)
-                if row is None and claims and not rewound and _limited(limits):
+                # (With versions, a row for limits removed too: it says so to a worker
+                # yet to reload, which would set its row with the limits it had.)
+                if row is None and claims and not rewound and (
+                        _limited(limits) if not version else changed is not None and name in changed):
                     claims -= 1
                     row = table.claim(tag, clock())
                 if row is None:

@@ -16,8 +16,10 @@ newer limits:
   at its next take or plan (`pull`, `Subject.follow_row`): all of its limits, one added
   or removed too, and its parallel one; its own reload then writes nothing (the row is
   as new). A key whose limits were all removed keeps its row (a limitless one, of that
-  version) until no worker holds a request in flight in it: the other workers follow the
-  removal at once (a row given back, they would set it again with the limits they had).
+  version; given back with its key or team, or taken by another name when idle,
+  `SharedTable.claim`): the other workers follow the removal at once (a row given back,
+  they set it again with the limits they had), and requests in flight go on being
+  counted in it (a parallel limit set again counts them in every worker).
 A database replaced by an older copy under a running gateway (a backup restored: its
 position went back) is read whole by each worker, which then writes the limits it read
 into every row of its keys and teams of another version (governance/ratelimit.py
@@ -42,7 +44,7 @@ from azure_openai_proxy.governance.sharedlimits import (
 )
 
 __all__ = ["SharedBuckets", "adopt", "change_row", "configure_shared", "fill_row", "give_back",
-           "let_go",
+
            "pull", "push", "reclaim", "set_row"]
 
 _RPM_LEVEL, _RPM_STAMP, _TPM_LEVEL, _TPM_STAMP = RPM_CAP + 1, RPM_CAP + 2, TPM_CAP + 1, TPM_CAP + 2
@@ -146,7 +148,11 @@ def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
             set_row(table, row, limits, version, clock)
         elif not version and not written:
             change_row(cells, row, loaded if loaded is not None else limits, limits, clock)
-        state.version = version
+        if version or written:
+            # Its caps are the row's whatever it counted by before (a row followed, then
+            # its own limits loaded again: `configure` saw them unchanged).
+            state.follow_row(cells[row + RPM_CAP], cells[row + TPM_CAP], cells[row + PARALLEL],
+                             cells[row + VERSION])
         pull(state, cells, row)
     finally:
         table.unlock()
@@ -216,22 +222,6 @@ def give_back(state: SharedBuckets, table: SharedTable) -> None:
             # Nothing was in flight in it (else it was kept): counted here alone from
             # 0, not from the last total read (a stale one became phantom requests in
             # this worker's column when a limit came back, `SharedTable.row`).
-            state.row, state.in_flight = None, 0
-    finally:
-        table.unlock()
-
-
-def let_go(state: SharedBuckets, table: SharedTable) -> None:
-    """`state`'s limits were all removed and its row says so (of its version): counted
-    here alone from now on, once no request is in flight in the row (until then it is
-    kept, as by `give_back`). The row stays, tagged: a worker yet to reload follows the
-    removal; it is given back with its key or team, or taken when idle (`claim`)."""
-    row = state.row
-    assert row is not None
-    table.lock()
-    try:
-        cells = table.cells
-        if cells[row] != state.tag or cells[row + IN_FLIGHT] <= 0.0:
             state.row, state.in_flight = None, 0
     finally:
         table.unlock()
