@@ -438,8 +438,9 @@ class RateLimiter:
         first sets its row with the old limits, of their older version). A whole read
         (`LoadedLimits.whole`) sets every row of a loaded subject older than it: a
         subject changed and set back since this worker's last read is not in `changed`,
-        and its row may hold the change between; rows are claimed only for `changed`
-        (none at a worker's first read, which knows of no change). When the store went
+        and its row may hold the change between (~120 ms at 50,000 keys; not at a
+        worker's first read, which knows of no change and claims nothing: the workers
+        that wrote a row read on from it). When the store went
         back (`rewound`), every row of a loaded subject of another version is set (the
         old store's versions are not newer). No state is kept here for them (a row is
         found again when this worker plans one)."""
@@ -451,7 +452,8 @@ class RateLimiter:
                                     if (was := before.get(n)) is not None and was is not limits
                                     and n not in subjects and was != limits)
         else:
-            names = current if whole or changed is None else changed
+            # (None at a worker's first read: no row is older than it was when written.)
+            names = current if rewound or (whole and changed is not None) else changed or ()
         for name in names:
             limits = current.get(name)
             if limits is None or (name in subjects and not rewound):
