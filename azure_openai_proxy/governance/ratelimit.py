@@ -41,7 +41,6 @@ from azure_openai_proxy.governance.buckets import (
     Refusal,
     UsualLimits,
     bucket_view,
-    limit_of,
     longest_refusal,
 )
 from azure_openai_proxy.governance.buckets import Subject as _Subject
@@ -52,14 +51,14 @@ from azure_openai_proxy.governance.ratelimitheaders import limit_lines, parse_li
 from azure_openai_proxy.governance.sharedlimits import VERSION, SharedTable, tag_of
 from azure_openai_proxy.governance.sharedrows import (
     adopt,
-    change_row,
     configure_shared,
     fill_row,
     give_back,
+    limited,
     pull,
     push,
     reclaim,
-    set_row,
+    set_rows,
 )
 
 __all__ = [
@@ -71,10 +70,6 @@ __all__ = [
     "UsualLimits",
 ]
 
-# Rows a reload claims at most for keys and teams whose limits it changed and that no
-# worker has planned yet (`RateLimiter._change_rows`): an operator's writes by hand, not a
-# script's thousands.
-_ROWS_PER_RELOAD = 64
 _Decision = TypeVar("_Decision")
 _A = TypeVar("_A")
 _B = TypeVar("_B")
@@ -83,11 +78,6 @@ _B = TypeVar("_B")
 def _shape(state: _Subject) -> tuple[bool, bool, int | None]:
     """What a plan made of `state` depends on: which limits it has."""
     return state.rpm is not None, state.tpm is not None, state.parallel
-
-
-def _limited(limits: Limits) -> bool:
-    return (limit_of(limits.rpm) is not None or limit_of(limits.tpm) is not None
-            or limits.max_parallel is not None)
 
 
 class LimitPlan:
@@ -207,12 +197,12 @@ class RateLimiter:
             state = self._subjects[name] = _Subject(name)
         if table is not None:
             # Only a subject with a limit has a row (the others count nothing).
-            if state.row is None and _limited(limits):
+            if state.row is None and limited(limits):
                 state.tag = tag_of(name)
                 # Its requests in flight taken meanwhile count towards a parallel limit
                 # set now, as with one worker (they were dropped: one more passed).
                 state.row = table.row(name, self._clock(), state.in_flight)
-            elif state.row is not None and not _limited(limits) and not version:
+            elif state.row is not None and not limited(limits) and not version:
                 # (With versions it keeps its row, which says the limits were removed,
                 # and counts its requests in flight: a limit set again counts them.)
                 give_back(state, table)
@@ -221,15 +211,16 @@ class RateLimiter:
             # a request's `Caller` from before a reload plans with the old one): a
             # `UsualLimits` kept for the version before (`Decided`) is decided anew.
             self.epoch = object()
-        shape = _shape(state)
+        shape, known = _shape(state), state.limits is not None
         if state.row is None or table is None:
             state.configure(limits, self._clock())
             state.version = version
         else:
             configure_shared(state, limits, table, self._clock, version)
-        if _shape(state) != shape:
+        if _shape(state) != shape and known:
             # Other plans of this subject (its team's keys', or `admit`'s limits):
-            # their `counts_tokens` and `only` may be stale.
+            # their `counts_tokens` and `only` may be stale. (A subject new here is in
+            # none: every key's first request dropped every plan.)
             self._plans = {}
         return state
 
@@ -366,7 +357,8 @@ class RateLimiter:
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop the state of subjects not in `keep` and with nothing in flight (keys and
-        teams that were deleted), and every plan (the keys were reloaded). A shared
+        teams that were deleted), and the plans of the keys changed (every plan when
+        which is not known). A shared
         subject's row is given back (`SharedTable.free`) when no worker has a request
         in flight in it; else it is kept, and given back by a later `forget`. `keep` a
         mapping (the key directory's): each subject's limits as loaded, which plans
@@ -395,9 +387,17 @@ class RateLimiter:
                     versioned or limits != state.limits):
                 self._configured(name, limits, self._version)
         if self._table is not None:
-            self._change_rows(before, changed, whole, rewound)
-        self._plans = {}
-        self.epoch = object()
+            set_rows(self._table, self._subjects, self._current, before, changed, whole,
+                     rewound, self._version, self._clock)
+        if whole or changed is None:
+            self._plans = {}
+            self.epoch = object()
+        else:  # the changed keys' plans, and their teams' keys' (a subject configured
+            # with other limits made a new epoch, `_configured`)
+            teams = {name[5:] for name in changed if name.startswith("team:")}
+            for key_id in [k for k, plan in self._plans.items()
+                           if "key:" + k in changed or plan.team_id in teams]:
+                del self._plans[key_id]
         # (`keep` itself when a mapping: a set of 50,000 keys took a reload ~1 ms more)
         kept = self._current if isinstance(keep, Mapping) else set(keep)
         if not whole and changed is not None:
@@ -422,60 +422,6 @@ class RateLimiter:
                 if not state.in_flight or state.row is not None:
                     del subjects[state.name]
         self._leaving = {state.name for state in gone if state.name in subjects}
-
-    def _change_rows(self, before: Mapping[str, Limits], changed: frozenset[str] | None,
-                     whole: bool, rewound: bool) -> None:
-        """Put a change this reload loaded in force in the shared rows of subjects this
-        worker has no state of (`set_row`, when newer than the row's; without versions,
-        `change_row` from `before`): a subject new to a worker joins its row as it is
-        (`configure_shared`), so the change would wait for the reload of the worker that
-        planned it (the admin write's worker may be this one). A subject with no row yet
-        is given one, up to `_ROWS_PER_RELOAD` (else the first worker to plan it after
-        the change, yet to reload, made it with its old limits, and this one joined
-        them): a reload that changed many keys no one uses (a script's) neither fills the
-        table nor holds the event loop for seconds; past them, the change holds in each
-        worker at its reload (within a poll: a worker yet to reload that plans such a key
-        first sets its row with the old limits, of their older version). A whole read
-        (`LoadedLimits.whole`) sets every row of a loaded subject older than it: a
-        subject changed and set back since this worker's last read is not in `changed`,
-        and its row may hold the change between (~120 ms at 50,000 keys; not at a
-        worker's first read, which knows of no change and claims nothing: the workers
-        that wrote a row read on from it). When the store went
-        back (`rewound`), every row of a loaded subject of another version is set (the
-        old store's versions are not newer). No state is kept here for them (a row is
-        found again when this worker plans one)."""
-        table, clock, claims, version = self._table, self._clock, _ROWS_PER_RELOAD, self._version
-        assert table is not None
-        subjects, cells, current = self._subjects, table.cells, self._current
-        if not version:
-            names: Iterable[str] = (n for n, limits in current.items()
-                                    if (was := before.get(n)) is not None and was is not limits
-                                    and n not in subjects and was != limits)
-        else:
-            # (None at a worker's first read: no row is older than it was when written.)
-            names = current if rewound or (whole and changed is not None) else changed or ()
-        for name in names:
-            limits = current.get(name)
-            if limits is None or (name in subjects and not rewound):
-                continue
-            tag = tag_of(name)
-            table.lock()
-            try:
-                row = table.find(tag)
-                # (With versions, a row for limits removed too: it says so to a worker
-                # yet to reload, which would set its row with the limits it had.)
-                if row is None and claims and not rewound and (
-                        _limited(limits) if not version else changed is not None and name in changed):
-                    claims -= 1
-                    row = table.claim(tag, clock())
-                if row is None:
-                    continue
-                if not version:
-                    change_row(cells, row, before[name], limits, clock)
-                elif cells[row + VERSION] < version or (rewound and cells[row + VERSION] != version):
-                    set_row(table, row, limits, version, clock)
-            finally:
-                table.unlock()
 
     def reset(self, name: str) -> bool:
         """Fill the buckets of subject `name` ("key:ID", "team:ID"): a minute of requests

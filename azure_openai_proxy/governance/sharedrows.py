@@ -28,7 +28,7 @@ into every row of its keys and teams of another version (governance/ratelimit.py
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Protocol
 
 from azure_openai_proxy.governance.buckets import changed_level, limit_of
@@ -43,9 +43,13 @@ from azure_openai_proxy.governance.sharedlimits import (
     tag_of,
 )
 
-__all__ = ["SharedBuckets", "adopt", "change_row", "configure_shared", "fill_row", "give_back",
+__all__ = ["ROWS_PER_RELOAD", "SharedBuckets", "adopt", "change_row", "configure_shared",
+           "fill_row", "give_back", "limited", "pull", "push", "reclaim", "set_row", "set_rows"]
 
-           "pull", "push", "reclaim", "set_row"]
+# Rows a reload claims at most for keys and teams whose limits it changed and that no
+# worker has planned yet (`set_rows`): an operator's writes by hand, not a script's
+# thousands.
+ROWS_PER_RELOAD = 64
 
 _RPM_LEVEL, _RPM_STAMP, _TPM_LEVEL, _TPM_STAMP = RPM_CAP + 1, RPM_CAP + 2, TPM_CAP + 1, TPM_CAP + 2
 
@@ -260,3 +264,62 @@ def reclaim(state: SharedBuckets, table: SharedTable, now: float) -> int | None:
         cells[row + VERSION] = state.version
         push(state, cells, row, table.column, 0)
     return row
+
+
+def limited(limits: Limits) -> bool:
+    """Whether `limits` has any rate limit (only a subject with one has a row)."""
+    return (limit_of(limits.rpm) is not None or limit_of(limits.tpm) is not None
+            or limits.max_parallel is not None)
+
+
+def set_rows(table: SharedTable, held: Collection[str], current: Mapping[str, Limits],
+             before: Mapping[str, Limits], changed: frozenset[str] | None, whole: bool,
+             rewound: bool, version: float, clock: Callable[[], float]) -> None:
+    """Put a change a worker's reload loaded (`current`, of `version`) in force in the
+    shared rows of subjects it holds no state of (not in `held`; `set_row`, when newer
+    than the row's; without versions, `change_row` from `before`): a subject new to a
+    worker joins its row as it is (`configure_shared`), so the change would wait for the
+    reload of the worker that planned it (the admin write's worker may be this one). A
+    subject in `changed` with no row yet is given one, up to `ROWS_PER_RELOAD` (else the
+    first worker to plan it after the change, yet to reload, made it with its old limits,
+    and this one joined them): a reload that changed many keys no one uses (a script's)
+    neither fills the table nor holds the event loop for seconds; past them, the change
+    holds in each worker at its reload (within a poll: a worker yet to reload that plans
+    such a key first sets its row with the old limits, of their older version). A whole
+    read (`LoadedLimits.whole`) sets every row of a loaded subject older than it: a
+    subject changed and set back since this worker's last read is not in `changed`, and
+    its row may hold the change between (~120 ms at 50,000 keys; not at a worker's first
+    read, which knows of no change and claims nothing: the workers that wrote a row read
+    on from it). When the store went back (`rewound`), every row of a loaded subject of
+    another version is set, those in `held` too (the old store's versions are not
+    newer). No state is kept for them (a row is found again when the worker plans one)."""
+    claims, cells = ROWS_PER_RELOAD, table.cells
+    if not version:
+        names: Iterable[str] = (n for n, limits in current.items()
+                                if (was := before.get(n)) is not None and was is not limits
+                                and n not in held and was != limits)
+    else:
+        # (None at a worker's first read: no row is older than it was when written.)
+        names = current if rewound or (whole and changed is not None) else changed or ()
+    for name in names:
+        limits = current.get(name)
+        if limits is None or (name in held and not rewound):
+            continue
+        tag = tag_of(name)
+        table.lock()
+        try:
+            row = table.find(tag)
+            # (With versions, a row for limits removed too: it says so to a worker yet
+            # to reload, which would set its row with the limits it had.)
+            if row is None and claims and not rewound and (
+                    limited(limits) if not version else changed is not None and name in changed):
+                claims -= 1
+                row = table.claim(tag, clock())
+            if row is None:
+                continue
+            if not version:
+                change_row(cells, row, before[name], limits, clock)
+            elif cells[row + VERSION] < version or (rewound and cells[row + VERSION] != version):
+                set_row(table, row, limits, version, clock)
+        finally:
+            table.unlock()
