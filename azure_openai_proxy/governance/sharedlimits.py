@@ -25,12 +25,16 @@ The same machinery keeps budgets' holds (governance/sharedholds.py) in a second 
 another shape (`fixed` columns before the per-worker ones; the last of them is always
 their total): there a row is `tag, USD held: the total, USD held per worker`. After the
 `slots` rows comes one more, never probed: per-worker values that belong to no subject
-(the budget table's: when each worker last read its book), zeroed with a dead worker's.
+(the budget table's: when each worker last read its book), zeroed with a dead worker's;
+in the rate-limit table, its `VERSION` column counts the rows whose limits were set
+(sharedrows.py `adopt`).
 
 A subject's row is found by open addressing (linear probing from its hash, at most
 `PROBES` rows: past them, or when the table is full, the subject is counted per worker,
-as before, and a warning is logged once) when a worker first plans it with some limit:
-a key or team without any takes no row. A deleted key's or team's row is given back by
+as before, and a warning is logged once) when a worker first plans it with some limit
+(or a reload changes it, sharedrows.py `set_rows`): a key or team that never had one
+takes no row; one whose limits were removed keeps it (its version says so to the other
+workers, sharedrows.py). A deleted key's or team's row is given back by
 the first worker that reloads its keys without it (`RateLimiter.forget`), once no worker
 has a request in flight in it; it is then marked freed (tag -1), not free, so that the
 names probed past it are still found, and the next name probing through it takes it.

@@ -20,9 +20,8 @@ from typing import Any
 from azure_openai_proxy.governance.loaded import LoadedLimits
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import Admission, RateLimiter
-from azure_openai_proxy.governance.sharedlimits import SharedLimits
-from tests.unit.test_govleft_shared_differential import _alike, _limits
-from tests.unit.test_sharedlimits import Clock, shared_limiter
+from tests.unit.test_govleft_shared_differential import _limits, assert_alike
+from tests.unit.test_sharedlimits import Clock
 
 Step = tuple[Any, ...]
 _NAMES = frozenset({"key:k", "team:t"})
@@ -115,16 +114,5 @@ def _run(workers: list[RateLimiter], clock: Clock, steps: list[Step]) -> list[St
 
 def test_two_workers_reading_at_different_times_answer_as_one(tmp_path: Path) -> None:
     rng = random.Random(28)
-    for run in range(300):
-        steps = _steps(rng)
-        clock = Clock()
-        one = _run([RateLimiter(clock)], clock, steps)
-        spec = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
-        try:
-            clock = Clock()
-            two = _run([shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)],
-                       clock, steps)
-        finally:
-            spec.remove()
-        differing = [n for n, (a, b) in enumerate(zip(one, two, strict=True)) if not _alike(a, b)]
-        assert not differing, (run, differing[0], one[differing[0]], two[differing[0]], steps)
+    for number in range(300):
+        assert_alike(tmp_path, _steps(rng), _run, number)
