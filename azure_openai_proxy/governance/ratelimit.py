@@ -394,10 +394,15 @@ class RateLimiter:
             self.epoch = object()
         else:  # the changed keys' plans, and their teams' keys' (a subject configured
             # with other limits made a new epoch, `_configured`)
-            teams = {name[5:] for name in changed if name.startswith("team:")}
-            for key_id in [k for k, plan in self._plans.items()
-                           if "key:" + k in changed or plan.team_id in teams]:
-                del self._plans[key_id]
+            plans, teams = self._plans, set()
+            for name in changed:
+                if name.startswith("key:"):
+                    plans.pop(name[4:], None)
+                else:
+                    teams.add(name[5:])
+            if teams:
+                for key_id in [k for k, plan in plans.items() if plan.team_id in teams]:
+                    del plans[key_id]
         # (`keep` itself when a mapping: a set of 50,000 keys took a reload ~1 ms more)
         kept = self._current if isinstance(keep, Mapping) else set(keep)
         if not whole and changed is not None:

@@ -2,7 +2,7 @@
 `on_reload`, governance/loaded.py): its own limits by subject, their version (the change
 log's position) and the subjects the read changed, so that the limiter looks at those
 alone (before: a copy of every key's limits, and a pass over all of them in the limiter,
-~6 ms of CPU a change at 50,000 keys; bench/README.md, "Session 28: sharedver"), and
+4-6 ms of CPU a change at 50,000 keys; bench/README.md, "Session 28"), and
 drops only the plans of the keys changed."""
 
 from __future__ import annotations
