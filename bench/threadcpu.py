@@ -3,12 +3,19 @@ governance off and on: where a governed request's time goes with real sockets (a
 not a test).
 
     python -m bench.threadcpu off gov [off gov ...]     # needs nginx and wrk
+    python -m bench.threadcpu off gov gov-noledger gov-journal
+
 
 Each name starts a fresh gateway (`off`: bench/systems.py `start_gateway`, one worker;
 `gov`: `start_gateway_governed`, 100 virtual keys and the ledger), warms it for 3 s, then
 reads every thread's user and system clock ticks (/proc/<pid>/task/*/stat), its minor
 faults and context switches, and its child processes' CPU before and after 8 s of wrk at
 32 clients. Divided by the requests answered: microseconds per request.
+
+`gov-noledger` and `gov-journal` are `gov` with a measurement variant of the ledger
+loaded into the gateway's process (bench/ledgervariants/*/sitecustomize.py, through
+PYTHONPATH): `add` a no-op (the ceiling of any ledger design), and session 28's
+prototype of a child process fed through a journal file (not durable: a measurement).
 """
 
 from __future__ import annotations
@@ -80,9 +87,28 @@ def measure(workdir: Path, system: systems.System, seconds: float) -> list[str]:
     return lines
 
 
+_VARIANTS = {"gov-noledger": "noledger", "gov-journal": "journal"}
+
+
+def governed(children: Children, upstream_port: int, run: str) -> systems.System:
+    """The governed gateway, with `run`'s ledger variant on its PYTHONPATH (if any)."""
+    variant = _VARIANTS.get(run)
+    if variant is None:
+        return systems.start_gateway_governed(children, upstream_port)
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(Path(__file__).parent / "ledgervariants" / variant)
+    try:
+        return systems.start_gateway_governed(children, upstream_port, f"gateway-1w-{run}")
+    finally:
+        if saved is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = saved
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", choices=("off", "gov"))
+    parser.add_argument("runs", nargs="+", choices=("off", "gov", *_VARIANTS))
     parser.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,8 +119,7 @@ def main() -> None:
             assert upstream.child is not None
             for run in args.runs:
                 system = (systems.start_gateway(children, upstream.child.port, 1, "gateway-1w")
-                          if run == "off" else
-                          systems.start_gateway_governed(children, upstream.child.port))
+                          if run == "off" else governed(children, upstream.child.port, run))
                 print("\n".join(measure(workdir, system, args.seconds)), flush=True)
                 assert system.child is not None
                 system.child.process.terminate()

@@ -64,7 +64,13 @@ from azure_openai_proxy.governance.budget import (
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.settings import Settings
-from azure_openai_proxy.store.ledger import PRUNE_CHUNK, Labels, LedgerRow, LedgerStore
+from azure_openai_proxy.store.ledger import (
+    FULL_BATCH,
+    PRUNE_CHUNK,
+    Labels,
+    LedgerRow,
+    LedgerStore,
+)
 from azure_openai_proxy.store.sqlite import database_path
 
 __all__ = [
@@ -107,11 +113,11 @@ def deployment_models(settings: Settings) -> dict[tuple[str, str], str]:
 # not kept: the writer thread's CPU per record rose ~1-2 µs under wrk (a wake-up, a
 # commit and its WAL frames per 256 records), and the event loop's did not come down
 # (bench/README.md, "The ledger's cost per request, measured again").
-_BATCH = 2000
+_BATCH = FULL_BATCH  # one INSERT of the store's
 _INTERVAL = 0.5
 # Records priced in one stretch: between two, the writer lets the GIL go (a batch of
-# 2,000 priced at once would keep the event loop waiting for ~2 ms). A full chunk is
-# one INSERT of the store's.
+# 2,000 priced at once would keep the event loop waiting for ~2 ms). The batch goes
+# into the database whole: one INSERT of the store's for a full one.
 _CHUNK = 256
 # How long the writer stands back between chunks: time for a thread woken when it let
 # the GIL go to take it (after a time.sleep(0) the writer can take it back first: without

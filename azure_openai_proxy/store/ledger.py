@@ -51,8 +51,8 @@ from azure_openai_proxy.governance.model import UsageRecord
 from azure_openai_proxy.store.ledger_schema import LedgerBehind, prepare, require_current
 from azure_openai_proxy.store.sqlite import connect
 
-__all__ = ["GROUPINGS", "PRUNE_CHUNK", "SOURCE_CODE", "Grouping", "Labels", "LedgerRow",
-           "LedgerStore", "UsageRow", "record_of", "row_of"]
+__all__ = ["FULL_BATCH", "GROUPINGS", "PRUNE_CHUNK", "SOURCE_CODE", "Grouping", "Labels",
+           "LedgerRow", "LedgerStore", "UsageRow", "record_of", "row_of"]
 
 # The writer's retention deletes this many raw records a cycle at most: the write lock
 # held ~50-100 ms, where a prune in one statement held it for all (900,000 records, a few
@@ -84,14 +84,22 @@ _group_of = itemgetter(14, 2)  # (day, label id): a rollup group
 _SUMMED = tuple(itemgetter(i) for i in (4, 5, 6, 7, 8))  # tokens and cost
 _PLACES = "(" + ", ".join(["?"] * _WIDTH) + ")"
 _INSERT = f"INSERT OR IGNORE INTO usage_records ({_COLUMNS}) VALUES "
-# Rows go in by statements of 1024, 256, 64, 16, 4 or 1 rows (multi-row VALUES; a full
-# batch of the writer's, 2,000 rows, is eight): per row, no
+# The writer's full batch (gateway/ledger.py): the rows it hands `write_rows` at once
+# under load, and the largest INSERT (26,000 parameters: SQLite's default limit since
+# 3.32 is 32,766; a lower one skips it, `_insert`).
+FULL_BATCH = 2000
+# Rows go in by statements of 2,000, 256, 64, 16, 4 or 1 rows (multi-row VALUES; a full
+# batch of the writer's is one): per row, no
 # statement of its own to step, reset and halt, and the GIL, which the sqlite3 module
-# lets go around every step, changes hands once per statement rather than once per row
-# (each time the event loop has it, the writer waits up to the 5 ms switch interval).
-# Each size is prepared once per connection (the sqlite3 module's statement cache).
+# lets go several times in every statement (its prepare or cache look-up, each step,
+# the reset), changes hands once per statement rather than once per row (each time the
+# event loop has it, the writer waits up to the switch interval). A full batch was
+# eight statements (1,024 + 3 x 256 + 3 x 64 + 16): one cuts the writer's GIL re-takes
+# from ~88 to ~54 a batch (bench/README.md, session 28). Each size is prepared once per
+# connection (the sqlite3 module's statement cache; the 2,000-row one ~3.5 MB, the
+# 1,024-row one it replaces ~2.4 MB).
 _INSERTS = tuple((size, _INSERT + ", ".join([_PLACES] * size))
-                 for size in (1024, 256, 64, 16, 4, 1))
+                 for size in (FULL_BATCH, 256, 64, 16, 4, 1))
 # The label ids a store keeps in memory: every combination of key, model, deployment
 # and route seen is one, and client-chosen model names that reach Azure (a default
 # endpoint's dynamic deployments) would grow it for the life of the process.
@@ -236,7 +244,8 @@ class LedgerStore:
         db = self._db
         # Each statement is a step the sqlite3 module takes without the GIL, which it
         # then waits to have back: a batch runs as few as there can be (begin, the
-        # version, the inserts, one upsert, commit: 5 for 256 rows, 12 for 2,000).
+        # version, the inserts, one upsert, commit: 5 for 256 rows or 2,000; 6 with the
+        # one-label batch's sums).
         db.execute("BEGIN IMMEDIATE")  # a busy database raises here, nothing to undo
         try:
             # Read under the write lock: a restore cannot come between it and the rows.
