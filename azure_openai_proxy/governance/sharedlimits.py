@@ -78,8 +78,9 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["IDLE_SECONDS", "IN_FLIGHT", "PARALLEL", "PROBES", "ROW_FIXED", "RPM_CAP", "TPM_CAP",
-           "VERSION", "SharedLimits", "SharedTable", "sweep", "tag_of"]
+__all__ = ["IDLE_SECONDS", "IN_FLIGHT", "LAYOUT", "PARALLEL", "PROBES", "ROW_FIXED", "RPM_CAP",
+           "TPM_CAP", "VERSION", "SharedLimits", "SharedTable", "TableLayoutDiffers", "sweep",
+           "tag_of"]
 
 log = logging.getLogger("azure_openai_proxy")
 
@@ -99,6 +100,16 @@ PROBES = 64  # rows looked at for a name: past them it is counted per worker
 # idle until refilled, `SharedTable._idle`).
 IDLE_SECONDS = 120.0
 _PREFIX = "azure-openai-proxy-limits-"
+# The tables' row layouts in this build: moved on by every change of any of them (1: the
+# rate-limit row's `VERSION`, session 28). A table is made per server start, by the
+# parent, but a worker replaced after the package was upgraded in place runs the new
+# build on the old parent's table: it maps none of another layout (`SharedLimits.open`).
+LAYOUT = 1
+
+
+class TableLayoutDiffers(OSError):
+    """A table made by a build of other row layouts: not mapped (the worker counts alone,
+    runtime/workers.py `_opened`)."""
 
 
 def _kind(fixed: int) -> str:
@@ -171,6 +182,9 @@ class SharedLimits:
     slots: int
     workers: int
     fixed: int = ROW_FIXED
+    # The build's row layouts the table was made with (`LAYOUT`); 0: a build before it
+    # said (its pickled value has none: the class's default is read).
+    layout: int = 0
 
     @property
     def stride(self) -> int:
@@ -211,12 +225,17 @@ class SharedLimits:
             raise
         finally:
             os.close(fd)
-        return cls(path, slots, workers, fixed)
+        return cls(path, slots, workers, fixed, LAYOUT)
 
     def open(self, worker: int) -> SharedTable:
         """The table as worker number `worker` (0 to workers - 1) uses it."""
         if not 0 <= worker < self.workers:
             raise ValueError(f"worker {worker} is not one of {self.workers}")
+        if self.layout != LAYOUT:
+            # A worker started by a parent of another build (the package upgraded in
+            # place, then a worker replaced): its rows are of another shape.
+            raise TableLayoutDiffers(f"made by another build (layout {self.layout}, this "
+                                     f"build's {LAYOUT})")
         return SharedTable(self, worker)
 
     def remove(self) -> None:
