@@ -255,9 +255,10 @@ def reclaim(state: SharedBuckets, table: SharedTable, now: float) -> int | None:
     """A row for `state` again, with the table's lock held, after another worker gave
     its row back (the key or team was deleted there first): this worker's copy of its
     levels and limits (of its version) is written to it (None: no row is free, it is
-    counted here alone)."""
+    counted here alone). A row another worker claimed first with newer limits (of a
+    later version) is left as it is, and followed (`pull`)."""
     row = table.claim(state.tag, now)
-    if row is not None:
+    if row is not None and table.cells[row + VERSION] <= state.version:
         cells = table.cells
         cells[row + RPM_CAP], cells[row + TPM_CAP] = state.rpm or 0.0, state.tpm or 0.0
         cells[row + PARALLEL] = 0.0 if state.parallel is None else state.parallel + 1.0
