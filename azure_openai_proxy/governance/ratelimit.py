@@ -48,7 +48,7 @@ from azure_openai_proxy.governance.estimate import DEFAULT_COMPLETION_TOKENS
 from azure_openai_proxy.governance.loaded import LoadedLimits
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimitheaders import limit_lines, parse_lines
-from azure_openai_proxy.governance.sharedlimits import VERSION, SharedTable, tag_of
+from azure_openai_proxy.governance.sharedlimits import SharedTable, tag_of
 from azure_openai_proxy.governance.sharedrows import (
     adopt,
     configure_shared,
@@ -323,7 +323,7 @@ class RateLimiter:
         last looked (`adopt`: a limit added there holds here at once)."""
         table = self._table
         assert table is not None
-        cells, column, changes = table.cells, table.column, table.spec.workers_row + VERSION
+        cells, column, changes = table.cells, table.column, table.rows_set
         table.lock()
         try:
             for state in subjects:

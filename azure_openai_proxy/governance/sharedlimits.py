@@ -259,6 +259,10 @@ class SharedTable:
         self.stride = spec.stride
         self.column = spec.fixed + worker  # this worker's column in a row
         self.total = spec.fixed - 1  # the sum of the per-worker columns, in a row
+        # In the rate-limit table, the count of rows whose limits were set (the workers'
+        # row's `VERSION`, sharedrows.py `adopt`): read at every take, so an offset kept
+        # (`spec.workers_row`, two properties, was ~2,400 instructions a take or settle).
+        self.rows_set = spec.workers_row + VERSION
         self._fd = os.open(spec.path, os.O_RDWR)
         self._map = mmap.mmap(self._fd, (spec.slots + 1) * spec.stride * 8)
         self.cells = memoryview(self._map).cast("d")

@@ -168,7 +168,7 @@ def set_row(table: SharedTable, row: int, limits: Limits, version: float,
     whose limit differs from the row's is changed (`_set_bucket`). Counted in the
     workers' row (`adopt`)."""
     cells = table.cells
-    cells[table.spec.workers_row + VERSION] += 1.0
+    cells[table.rows_set] += 1.0
     _set_bucket(cells, row + RPM_CAP, limit_of(limits.rpm), clock)
     _set_bucket(cells, row + TPM_CAP, limit_of(limits.tpm), clock)
     parallel = limits.max_parallel
@@ -239,7 +239,7 @@ def adopt(state: SharedBuckets, table: SharedTable) -> int | None:
     row (as by `SharedTable.row`). Looked for once per change of any row's limits (the
     count `set_row` keeps in the workers' row)."""
     cells = table.cells
-    state.checked = cells[table.spec.workers_row + VERSION]
+    state.checked = cells[table.rows_set]
     if not state.tag:
         state.tag = tag_of(state.name)
     row = table.find(state.tag)
