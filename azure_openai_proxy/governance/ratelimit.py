@@ -188,9 +188,10 @@ class RateLimiter:
                                            0.0 if loaded is None else self._version))
         return LimitPlan(tuple(states), self._clock)
 
-    def _configured(self, name: str, limits: Limits, version: float = 0.0) -> _Subject:
+    def _configured(self, name: str, limits: Limits, version: float = 0.0,
+                    whole: bool = False) -> _Subject:
         """Subject `name`, configured for `limits` of `version` (its row claimed or given
-        back; 0: not told, sharedrows.py)."""
+        back; 0: not told; `whole`: changed by a whole read, sharedrows.py `newer`)."""
         table = self._table
         state = self._subjects.get(name)
         if state is None:
@@ -216,7 +217,7 @@ class RateLimiter:
             state.configure(limits, self._clock())
             state.version = version
         else:
-            configure_shared(state, limits, table, self._clock, version)
+            configure_shared(state, limits, table, self._clock, version, whole)
         if _shape(state) != shape and known:
             # Other plans of this subject (its team's keys', or `admit`'s limits):
             # their `counts_tokens` and `only` may be stale. (A subject new here is in
@@ -385,7 +386,8 @@ class RateLimiter:
             state, limits = subjects[name], self._current.get(name)
             if limits is not None and state.limits is not None and (
                     versioned or limits != state.limits):
-                self._configured(name, limits, self._version)
+                self._configured(name, limits, self._version,
+                                 whole and changed is not None and name in changed)
         if self._table is not None:
             set_rows(self._table, self._subjects, self._current, before, changed, whole,
                      rewound, self._version, self._clock)

@@ -44,7 +44,8 @@ from azure_openai_proxy.governance.sharedlimits import (
 )
 
 __all__ = ["ROWS_PER_RELOAD", "SharedBuckets", "adopt", "change_row", "configure_shared",
-           "fill_row", "give_back", "limited", "pull", "push", "reclaim", "set_row", "set_rows"]
+           "fill_row", "give_back", "limited", "newer", "pull", "push", "reclaim", "set_row",
+           "set_rows"]
 
 # Rows a reload claims at most for keys and teams whose limits it changed and that no
 # worker has planned yet (`set_rows`): an operator's writes by hand, not a script's
@@ -127,7 +128,8 @@ def fill_row(cells: memoryview[float], row: int, now: float) -> None:
 
 
 def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
-                     clock: Callable[[], float], version: float = 0.0) -> None:
+                     clock: Callable[[], float], version: float = 0.0,
+                     whole: bool = False) -> None:
     """A shared subject's `configure`, as `Subject.configure` does it on the row: its
     limits of `version` are written into the row when they are newer than the row's
     (`set_row`), else the row is followed as it is (`pull`). Without a version (0, in a
@@ -148,8 +150,9 @@ def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
                 state.in_flight = 0  # none of its was in the row given back
                 return
         written = cells[row + VERSION]
-        if version > written:
-            set_row(table, row, limits, version, clock)
+        setting = newer(cells, row, limits, version, whole) if version else 0.0
+        if setting:
+            set_row(table, row, limits, setting, clock)
         elif not version and not written:
             change_row(cells, row, loaded if loaded is not None else limits, limits, clock)
         if version or written:
@@ -160,6 +163,27 @@ def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
         pull(state, cells, row)
     finally:
         table.unlock()
+
+
+def newer(cells: memoryview[float], row: int, limits: Limits, version: float,
+          whole: bool) -> float:
+    """The version `limits` of `version` are written into `row` with when newer than the
+    row's (0.0: not newer). `whole`: a subject a whole read changed (the key directory
+    reads whole another database, storeleft): when the row holds other limits of the same
+    log position, that database is another one at the same position (a copy that went its
+    own way with as many writes): its limits are written half-way from the row's version
+    to the next position's (newer than the row's, older than the database's next change),
+    else they were neither written nor followed until the subject changed again."""
+    written = cells[row + VERSION]
+    if version > written:
+        return version
+    if whole and written < version + 1.0 and not (
+            cells[row + RPM_CAP] == (limit_of(limits.rpm) or 0.0)
+            and cells[row + TPM_CAP] == (limit_of(limits.tpm) or 0.0)
+            and cells[row + PARALLEL] == (
+                0.0 if limits.max_parallel is None else limits.max_parallel + 1.0)):
+        return (written + version + 1.0) / 2.0
+    return 0.0
 
 
 def set_row(table: SharedTable, row: int, limits: Limits, version: float,
@@ -320,7 +344,11 @@ def set_rows(table: SharedTable, held: Collection[str], current: Mapping[str, Li
                 continue
             if not version:
                 change_row(cells, row, before[name], limits, clock)
-            elif cells[row + VERSION] < version or (rewound and cells[row + VERSION] != version):
-                set_row(table, row, limits, version, clock)
+            elif rewound:
+                if cells[row + VERSION] != version:
+                    set_row(table, row, limits, version, clock)
+            elif setting := newer(cells, row, limits, version,
+                                  whole and changed is not None and name in changed):
+                set_row(table, row, limits, setting, clock)
         finally:
             table.unlock()
