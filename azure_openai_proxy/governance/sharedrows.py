@@ -28,7 +28,7 @@ into every row of its keys and teams of another version (governance/ratelimit.py
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from azure_openai_proxy.governance.buckets import changed_level, limit_of
@@ -297,14 +297,17 @@ def limited(limits: Limits) -> bool:
             or limits.max_parallel is not None)
 
 
-def set_rows(table: SharedTable, held: Collection[str], current: Mapping[str, Limits],
+def set_rows(table: SharedTable, held: Mapping[str, SharedBuckets], current: Mapping[str, Limits],
              before: Mapping[str, Limits], changed: frozenset[str] | None, whole: bool,
              rewound: bool, version: float, clock: Callable[[], float]) -> None:
     """Put a change a worker's reload loaded (`current`, of `version`) in force in the
     shared rows of subjects it holds no state of (not in `held`; `set_row`, when newer
-    than the row's; without versions, `change_row` from `before`): a subject new to a
-    worker joins its row as it is (`configure_shared`), so the change would wait for the
-    reload of the worker that planned it (the admin write's worker may be this one). A
+    than the row's; without versions, `change_row` from `before`), and, with versions, in
+    an existing row of one it holds without a row (another worker, having read a limit
+    added since, may have set one, and would count by it until its own reload): a
+    subject new to a worker joins its row as it is (`configure_shared`), so the change
+    would wait for the reload of the worker that planned it (the admin write's worker may
+    be this one). A
     subject in `changed` with no row yet is given one, up to `ROWS_PER_RELOAD` (else the
     first worker to plan it after the change, yet to reload, made it with its old limits,
     and this one joined them): a reload that changed many keys no one uses (a script's)
@@ -328,7 +331,11 @@ def set_rows(table: SharedTable, held: Collection[str], current: Mapping[str, Li
         names = current if rewound or (whole and changed is not None) else changed or ()
     for name in names:
         limits = current.get(name)
-        if limits is None or (name in held and not rewound):
+        state = held.get(name)
+        # (A subject held without a row, with versions: its limits were removed here, or
+        # it never had one; another worker may have set a row for it meanwhile.)
+        if limits is None or (state is not None and not rewound
+                              and (state.row is not None or not version)):
             continue
         tag = tag_of(name)
         table.lock()
@@ -336,7 +343,7 @@ def set_rows(table: SharedTable, held: Collection[str], current: Mapping[str, Li
             row = table.find(tag)
             # (With versions, a row for limits removed too: it says so to a worker yet
             # to reload, which would set its row with the limits it had.)
-            if row is None and claims and not rewound and (
+            if row is None and claims and not rewound and state is None and (
                     limited(limits) if not version else changed is not None and name in changed):
                 claims -= 1
                 row = table.claim(tag, clock())
