@@ -60,6 +60,7 @@ from azure_openai_proxy.errors import AuthenticationFailed
 from azure_openai_proxy.gateway.keyindex import KeyIndex
 from azure_openai_proxy.governance.budget import budget_applies
 from azure_openai_proxy.governance.keys import SECRET_PREFIX, key_state, presented_hash_valid
+from azure_openai_proxy.governance.loaded import LoadedLimits
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.store.keys import KeyChanges, KeyStore
 from azure_openai_proxy.store.replaced import REPLACED_IN_USE, FileWatch, ReplacedInUse
@@ -281,10 +282,20 @@ class KeyDirectory:
 
     def _install(self, changes: KeyChanges) -> None:
         index = self._index
+        changed: frozenset[str] | None = None  # the subjects whose limits this read changed
         if changes.whole:
+            # Compared with what was loaded before (none at the first load: unknown).
+            before = None if self._version is None else dict(index.limits)
             index.replace(changes.keys, changes.teams)
+            if before is not None:
+                changed = frozenset(name for name in before.keys() | index.limits.keys()
+                                    if before.get(name) != index.limits.get(name))
         else:
             index.apply(changes.keys, changes.teams, changes.gone_keys, changes.gone_teams)
+            changed = frozenset([*("key:" + key.id for key in changes.keys),
+                                 *("key:" + key_id for key_id in changes.gone_keys),
+                                 *("team:" + team.id for team in changes.teams),
+                                 *("team:" + team_id for team_id in changes.gone_teams)])
         # Forgotten at every change: a remembered caller holds its key's and team's
         # version of then. (On the loop, with no await since the index changed: no
         # request sees the index changed and these not yet.)
@@ -293,7 +304,9 @@ class KeyDirectory:
         self._version = changes.version
         self._position, self._mark = changes.position, changes.mark
         if self.on_reload is not None:
-            self.on_reload(dict(index.limits))  # a copy: the index changes in place
+            # The index's own mapping (not a copy: it changes in place, and is handed
+            # anew at each change), and the log's position as the limits' version.
+            self.on_reload(LoadedLimits(index.limits, changes.position, changed, changes.whole))
 
     async def _poll(self) -> None:
         while True:

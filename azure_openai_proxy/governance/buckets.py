@@ -56,15 +56,19 @@ class Subject:
     """One key's or team's state: its two buckets (`rpm`/`tpm` None: no such limit),
     each a level refilled from its stamp, and its requests in flight."""
 
-    __slots__ = ("in_flight", "limits", "name", "parallel", "row", "rpm", "rpm_level",
+    __slots__ = ("checked", "in_flight", "limits", "name", "parallel", "row", "rpm", "rpm_level",
                  "rpm_memo", "rpm_rate", "rpm_stamp", "rpm_text", "rpm_texts", "tag", "tpm",
-                 "tpm_level", "tpm_memo", "tpm_rate", "tpm_stamp", "tpm_text", "tpm_texts")
+                 "tpm_level", "tpm_memo", "tpm_rate", "tpm_stamp", "tpm_text", "tpm_texts",
+                 "version")
 
     def __init__(self, name: str, row: int | None = None, tag: float = 0.0) -> None:
         self.name = name
         self.row = row  # its row in the shared table; None: this process's alone
         self.tag = tag  # what marks the row as its own (sharedlimits.tag_of)
         self.limits: Limits | None = None
+        # The version of the limits it counts by, in the shared table; without a row
+        # there, the count of rows set when it last looked for one (sharedrows.py).
+        self.version = self.checked = 0.0
         self.rpm: float | None = None
         self.rpm_level = self.rpm_rate = self.rpm_stamp = 0.0
         self.rpm_text = ""
@@ -146,6 +150,24 @@ class Subject:
         if parallel is not None and self.parallel is not None:
             self.parallel = parallel
         self._forget_lines()
+
+    def follow_row(self, rpm: float, tpm: float, parallel: float, version: float) -> bool:
+        """Count by the limits of the shared row, of `version` (sharedrows.py): `rpm` and
+        `tpm` (0: none), `parallel` + 1 (0: none), a limit added or removed too; the
+        levels of the limits it has then are the row's (`pull`). Its `limits` stay the
+        ones it loaded, until its own reload (which finds the row as new). True when a
+        limit was added or removed (what a plan made of it depends on)."""
+        self.version = version
+        parallel_limit = int(parallel) - 1 if parallel else None
+        if rpm == (self.rpm or 0.0) and tpm == (self.tpm or 0.0) and parallel_limit == self.parallel:
+            return False
+        reshaped = ((rpm == 0.0) != (self.rpm is None) or (tpm == 0.0) != (self.tpm is None)
+                    or (parallel_limit is None) != (self.parallel is None))
+        self.rpm, self.rpm_rate, self.rpm_text = rpm or None, rpm / 60.0, str(int(rpm))
+        self.tpm, self.tpm_rate, self.tpm_text = tpm or None, tpm / 60.0, str(int(tpm))
+        self.parallel = parallel_limit
+        self._forget_lines()
+        return reshaped
 
     @property
     def usual(self) -> bool:

@@ -41,24 +41,24 @@ from azure_openai_proxy.governance.buckets import (
     Refusal,
     UsualLimits,
     bucket_view,
-    limit_of,
     longest_refusal,
 )
 from azure_openai_proxy.governance.buckets import Subject as _Subject
 from azure_openai_proxy.governance.estimate import DEFAULT_COMPLETION_TOKENS
+from azure_openai_proxy.governance.loaded import LoadedLimits
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimitheaders import limit_lines, parse_lines
-from azure_openai_proxy.governance.sharedlimits import (
-    PARALLEL,
-    RPM_CAP,
-    TPM_CAP,
-    SharedTable,
-    change_row,
+from azure_openai_proxy.governance.sharedlimits import SharedTable, tag_of
+from azure_openai_proxy.governance.sharedrows import (
+    adopt,
     configure_shared,
     fill_row,
+    give_back,
+    limited,
     pull,
     push,
-    tag_of,
+    reclaim,
+    set_rows,
 )
 
 __all__ = [
@@ -70,10 +70,6 @@ __all__ = [
     "UsualLimits",
 ]
 
-# Rows a reload claims at most for keys and teams whose limits it changed and that no
-# worker has planned yet (`RateLimiter._change_rows`): an operator's writes by hand, not a
-# script's thousands.
-_ROWS_PER_RELOAD = 64
 _Decision = TypeVar("_Decision")
 _A = TypeVar("_A")
 _B = TypeVar("_B")
@@ -82,11 +78,6 @@ _B = TypeVar("_B")
 def _shape(state: _Subject) -> tuple[bool, bool, int | None]:
     """What a plan made of `state` depends on: which limits it has."""
     return state.rpm is not None, state.tpm is not None, state.parallel
-
-
-def _limited(limits: Limits) -> bool:
-    return (limit_of(limits.rpm) is not None or limit_of(limits.tpm) is not None
-            or limits.max_parallel is not None)
 
 
 class LimitPlan:
@@ -141,6 +132,9 @@ class RateLimiter:
         self._subjects: dict[str, _Subject] = {}
         self._plans: dict[str, LimitPlan] = {}  # by key id; emptied by `forget`
         self._current: Mapping[str, Limits] = {}  # by subject: the limits last loaded
+        # Their version (the store's log position + 1; 0: not told, sharedrows.py).
+        self._version = 0.0
+        self._leaving: set[str] = set()  # deleted, kept for requests in flight (`forget`)
         self._table: SharedTable | None = None
         self._here = self  # what decides, on state copied in from the table (`share`)
         # Its take and settle, bound once (not per request).
@@ -190,37 +184,44 @@ class RateLimiter:
                 # in): the limits it carries are gone; configured with them, the next
                 # request's configure gave a raise again, once per such caller.
                 limits = loaded
-            states.append(self._configured(name, limits))
+            states.append(self._configured(name, limits,
+                                           0.0 if loaded is None else self._version))
         return LimitPlan(tuple(states), self._clock)
 
-    def _configured(self, name: str, limits: Limits) -> _Subject:
-        """Subject `name`, configured for `limits` (its row claimed or given back)."""
+    def _configured(self, name: str, limits: Limits, version: float = 0.0,
+                    whole: bool = False) -> _Subject:
+        """Subject `name`, configured for `limits` of `version` (its row claimed or given
+        back; 0: not told; `whole`: changed by a whole read, sharedrows.py `newer`)."""
         table = self._table
         state = self._subjects.get(name)
         if state is None:
             state = self._subjects[name] = _Subject(name)
         if table is not None:
             # Only a subject with a limit has a row (the others count nothing).
-            if state.row is None and _limited(limits):
+            if state.row is None and limited(limits):
                 state.tag = tag_of(name)
                 # Its requests in flight taken meanwhile count towards a parallel limit
                 # set now, as with one worker (they were dropped: one more passed).
                 state.row = table.row(name, self._clock(), state.in_flight)
-            elif state.row is not None and not _limited(limits):
-                _give_back(state, table)
+            elif state.row is not None and not limited(limits) and not version:
+                # (With versions it keeps its row, which says the limits were removed,
+                # and counts its requests in flight: a limit set again counts them.)
+                give_back(state, table)
         if state.limits is not None and state.limits is not limits:
             # Configured with another version of its limits (a Realtime session's or
             # a request's `Caller` from before a reload plans with the old one): a
             # `UsualLimits` kept for the version before (`Decided`) is decided anew.
             self.epoch = object()
-        shape = _shape(state)
+        shape, known = _shape(state), state.limits is not None
         if state.row is None or table is None:
             state.configure(limits, self._clock())
+            state.version = version
         else:
-            configure_shared(state, limits, table, self._clock)
-        if _shape(state) != shape:
+            configure_shared(state, limits, table, self._clock, version, whole)
+        if _shape(state) != shape and known:
             # Other plans of this subject (its team's keys', or `admit`'s limits):
-            # their `counts_tokens` and `only` may be stale.
+            # their `counts_tokens` and `only` may be stale. (A subject new here is in
+            # none: every key's first request dropped every plan.)
             self._plans = {}
         return state
 
@@ -318,22 +319,32 @@ class RateLimiter:
         worker's in-flight change, under the table's lock (the clock is read inside it,
         so the stamps the workers write only go forward). Each row is checked to be its
         subject's still (`checked`), but for a settle: the request it settles holds one in
-        flight in each, and a row with requests in flight is never given back."""
+        flight in each, and a row with requests in flight is never given back. A subject
+        without a row looks for one when another worker has set a row's limits since it
+        last looked (`adopt`: a limit added there holds here at once)."""
         table = self._table
         assert table is not None
-        cells, column = table.cells, table.column
+        cells, column, changes = table.cells, table.column, table.rows_set
         table.lock()
         try:
             for state in subjects:
                 row = state.row
-                if row is not None:
-                    if checked and cells[row] != state.tag:
-                        # Given back by another worker (`forget`): it claims one anew.
-                        row = state.row = _reclaim(state, table, self._clock())
-                        if row is None:
-                            state.in_flight = 0  # none here: as in `_give_back`
-                            continue
-                    pull(state, cells, row)
+                if row is None:
+                    if cells[changes] == state.checked:
+                        continue
+                    row = adopt(state, table)
+                    if row is None:
+                        continue
+                elif checked and cells[row] != state.tag:
+                    # Given back by another worker (`forget`): it claims one anew.
+                    row = state.row = reclaim(state, table, self._clock())
+                    if row is None:
+                        state.in_flight = 0  # none here: as in `give_back`
+                        continue
+                if pull(state, cells, row):  # a limit added or removed elsewhere
+                    self._plans = {}
+                    if isinstance(first, LimitPlan):  # decided by the general loop
+                        first.only = first.usual = None
             result = decide(first, second)
             # Taken: one more in flight; settled (None): one fewer.
             change = 1 if isinstance(result, Admission) else -1 if result is None else 0
@@ -347,25 +358,58 @@ class RateLimiter:
 
     def forget(self, keep: Iterable[str]) -> None:
         """Drop the state of subjects not in `keep` and with nothing in flight (keys and
-        teams that were deleted), and every plan (the keys were reloaded). A shared
+        teams that were deleted), and the plans of the keys changed (every plan when
+        which is not known). A shared
         subject's row is given back (`SharedTable.free`) when no worker has a request
         in flight in it; else it is kept, and given back by a later `forget`. `keep` a
         mapping (the key directory's): each subject's limits as loaded, which plans
         take from now on (`_plan_of`), and a subject whose limits changed is configured
         at once (with `--workers N`, for the others too: they follow the shared row's
-        limit before their own reload, `Subject.follow`)."""
-        before, self._current = self._current, keep if isinstance(keep, Mapping) else {}
-        for name, state in list(self._subjects.items()):
-            limits = self._current.get(name)
-            if limits is not None and state.limits is not None and limits != state.limits:
-                self._configured(name, limits)
+        limits before their own reload, governance/sharedrows.py). A `LoadedLimits`
+        tells their version, and which subjects changed: only those are looked at (all
+        of them at the first read, which tells none)."""
+        before, changed, whole, rewound = self._current, None, True, False
+        if isinstance(keep, LoadedLimits):
+            version = keep.version + 1.0
+            rewound = version < self._version  # the store went back: an older copy
+            self._version, self._current = version, keep.limits
+            changed, whole = keep.changed, keep.whole
+        else:
+            self._current = keep if isinstance(keep, Mapping) else {}
+        subjects = self._subjects
+        names = list(subjects) if whole or changed is None else [
+            n for n in changed if n in subjects]
+        # With versions, limits as this worker had them are written too: the row may
+        # hold another worker's older change since (`configure_shared`).
+        versioned = self._table is not None and bool(self._version)
+        for name in names:
+            state, limits = subjects[name], self._current.get(name)
+            if limits is not None and state.limits is not None and (
+                    versioned or limits != state.limits):
+                self._configured(name, limits, self._version,
+                                 whole and changed is not None and name in changed)
         if self._table is not None:
-            self._change_rows(before)
-        self._plans = {}
-        self.epoch = object()
+            set_rows(self._table, self._subjects, self._current, before, changed, whole,
+                     rewound, self._version, self._clock)
+        if whole or changed is None:
+            self._plans = {}
+            self.epoch = object()
+        else:  # the changed keys' plans, and their teams' keys' (a subject configured
+            # with other limits made a new epoch, `_configured`)
+            plans, teams = self._plans, set()
+            for name in changed:
+                if name.startswith("key:"):
+                    plans.pop(name[4:], None)
+                else:
+                    teams.add(name[5:])
+            if teams:
+                for key_id in [k for k, plan in plans.items() if plan.team_id in teams]:
+                    del plans[key_id]
         # (`keep` itself when a mapping: a set of 50,000 keys took a reload ~1 ms more)
         kept = self._current if isinstance(keep, Mapping) else set(keep)
-        gone = [s for n, s in self._subjects.items() if n not in kept]
+        if not whole and changed is not None:
+            names += [n for n in self._leaving if n in subjects and n not in changed]
+        gone = [subjects[n] for n in names if n not in kept]
         table = self._table
         if table is not None and any(s.row is not None for s in gone):
             table.lock()
@@ -377,43 +421,14 @@ class RateLimiter:
                             continue  # in flight somewhere: kept for now
                     elif state.in_flight:
                         continue
-                    del self._subjects[state.name]
+                    del subjects[state.name]
             finally:
                 table.unlock()
-            return
-        for state in gone:
-            if not state.in_flight or state.row is not None:
-                del self._subjects[state.name]
-
-    def _change_rows(self, before: Mapping[str, Limits]) -> None:
-        """Put a change this reload loaded (from `before`) in force in the shared rows
-        of subjects this worker has no state of (`change_row`): a subject new to a
-        worker joins its row as it is (`configure_shared`), so the change would wait for
-        the reload of the worker that planned it (the admin write's worker may be this
-        one). A subject with no row yet is given one, up to `_ROWS_PER_RELOAD` (else the
-        first worker to plan it after the change, yet to reload, made it with its old
-        limits, and this one joined them): a reload that changed many keys no one uses
-        (a script's) neither fills the table nor holds the event loop for seconds; past
-        them, as a limit added, the change holds in each worker at its reload. No state
-        is kept here for them (a row is found again when this worker plans one)."""
-        table, clock, claims = self._table, self._clock, _ROWS_PER_RELOAD
-        assert table is not None
-        subjects, cells = self._subjects, table.cells
-        for name, limits in self._current.items():
-            was = before.get(name)
-            if was is None or was is limits or name in subjects or was == limits:
-                continue
-            tag = tag_of(name)
-            table.lock()
-            try:
-                row = table.find(tag)
-                if row is None and claims and _limited(limits):
-                    claims -= 1
-                    row = table.claim(tag, clock())
-                if row is not None:
-                    change_row(cells, row, was, limits, clock)
-            finally:
-                table.unlock()
+        else:
+            for state in gone:
+                if not state.in_flight or state.row is not None:
+                    del subjects[state.name]
+        self._leaving = {state.name for state in gone if state.name in subjects}
 
     def reset(self, name: str) -> bool:
         """Fill the buckets of subject `name` ("key:ID", "team:ID"): a minute of requests
@@ -457,32 +472,3 @@ class RateLimiter:
             }
         return out
 
-
-def _give_back(state: _Subject, table: SharedTable) -> None:
-    """Free `state`'s row (its limits were removed) unless requests are in flight in
-    it: then it keeps it until a later plan or `forget`."""
-    row = state.row
-    assert row is not None
-    table.lock()
-    try:
-        table.free(row, state.tag)
-        if table.cells[row] != state.tag:
-            # Nothing was in flight in it (else it was kept): counted here alone from
-            # 0, not from the last total read (a stale one became phantom requests in
-            # this worker's column when a limit came back, `SharedTable.row`).
-            state.row, state.in_flight = None, 0
-    finally:
-        table.unlock()
-
-
-def _reclaim(state: _Subject, table: SharedTable, now: float) -> int | None:
-    """A row for `state` again, with the table's lock held, after another worker gave
-    its row back (the key or team was deleted there first): this worker's copy of its
-    levels is written to it (None: no row is free, it is counted here alone)."""
-    row = table.claim(state.tag, now)
-    if row is not None:
-        cells = table.cells
-        cells[row + RPM_CAP], cells[row + TPM_CAP] = state.rpm or 0.0, state.tpm or 0.0
-        cells[row + PARALLEL] = 0.0 if state.parallel is None else state.parallel + 1.0
-        push(state, cells, row, table.column, 0)
-    return row

@@ -6,9 +6,9 @@ passes the value (a path and two sizes: it pickles, the workers are spawned); ea
 maps it (`SharedLimits.open`) and `RateLimiter.share`s it. The parent zeroes a dead
 worker's in-flight column (`SharedTable.reset_worker`) and removes the file at exit (or
 the next server does, `sweep`).
-The only governance module with OS state: a file, a mapping and a lock. `pull`, `push`
-and `configure_shared` copy a subject's state between its row and the limiter's
-(governance/ratelimit.py) around each decision.
+The only governance module with OS state: a file, a mapping and a lock.
+governance/sharedrows.py copies a subject's state between its row and the limiter's
+(governance/ratelimit.py) around each decision, and sets a row's limits.
 
 The table is a file (in /dev/shm where it can be: memory, never written to disk) of
 `slots` rows of doubles, read and written through a `memoryview` cast to "d":
@@ -17,19 +17,24 @@ The table is a file (in /dev/shm where it can be: memory, never written to disk)
     1-3   RPM: the limit the level was last set for (0: none yet), level, stamp
     4-6   TPM: the same
     7     the parallel limit + 1 (0: none yet)
-    8     requests in flight: the total
-    9...  requests in flight, one column per worker (their sum is the total)
+    8     the version of the limits in 1-7 (sharedrows.py; 0: none)
+    9     requests in flight: the total
+    10... requests in flight, one column per worker (their sum is the total)
 
 The same machinery keeps budgets' holds (governance/sharedholds.py) in a second table of
 another shape (`fixed` columns before the per-worker ones; the last of them is always
 their total): there a row is `tag, USD held: the total, USD held per worker`. After the
 `slots` rows comes one more, never probed: per-worker values that belong to no subject
-(the budget table's: when each worker last read its book), zeroed with a dead worker's.
+(the budget table's: when each worker last read its book), zeroed with a dead worker's;
+in the rate-limit table, its `VERSION` column counts the rows whose limits were set
+(sharedrows.py `adopt`).
 
 A subject's row is found by open addressing (linear probing from its hash, at most
 `PROBES` rows: past them, or when the table is full, the subject is counted per worker,
-as before, and a warning is logged once) when a worker first plans it with some limit:
-a key or team without any takes no row. A deleted key's or team's row is given back by
+as before, and a warning is logged once) when a worker first plans it with some limit
+(or a reload changes it, sharedrows.py `set_rows`): a key or team that never had one
+takes no row; one whose limits were removed keeps it (its version says so to the other
+workers, sharedrows.py). A deleted key's or team's row is given back by
 the first worker that reloads its keys without it (`RateLimiter.forget`), once no worker
 has a request in flight in it; it is then marked freed (tag -1), not free, so that the
 names probed past it are still found, and the next name probing through it takes it.
@@ -72,24 +77,21 @@ import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
-from azure_openai_proxy.governance.buckets import changed_level, limit_of
-from azure_openai_proxy.governance.model import Limits
-
-__all__ = ["IDLE_SECONDS", "PARALLEL", "PROBES", "ROW_FIXED", "RPM_CAP", "TPM_CAP", "SharedBuckets",
-           "SharedLimits", "SharedTable", "change_row", "configure_shared", "fill_row", "pull",
-           "push", "sweep", "tag_of"]
+__all__ = ["IDLE_SECONDS", "IN_FLIGHT", "LAYOUT", "PARALLEL", "PROBES", "ROW_FIXED", "RPM_CAP",
+           "TPM_CAP", "VERSION", "SharedLimits", "SharedTable", "TableLayoutDiffers", "sweep",
+           "tag_of"]
 
 log = logging.getLogger("azure_openai_proxy")
 
-ROW_FIXED = 9  # doubles before the in-flight columns
+ROW_FIXED = 10  # doubles before the in-flight columns
 # Offsets in a row (the module docstring draws it).
 RPM_CAP, _RPM_LEVEL, _RPM_STAMP = 1, 2, 3
 TPM_CAP, _TPM_LEVEL, _TPM_STAMP = 4, 5, 6
 PARALLEL = 7  # the parallel limit + 1 (max_parallel may be 0)
-IN_FLIGHT = 8  # the total of the in-flight columns
-DEFAULT_SLOTS = 16384  # rows: 1.4 MB with two workers, 2.2 MB with eight
+VERSION = 8  # the version of the limits the row holds (sharedrows.py)
+IN_FLIGHT = 9  # the total of the in-flight columns
+DEFAULT_SLOTS = 16384  # rows: 1.6 MB with two workers, 2.4 MB with eight
 _TAG_BITS = 52  # a double holds every integer up to 2**53 exactly
 _FREED = -1.0  # the tag of a row given back (a tombstone: probing goes on past it)
 PROBES = 64  # rows looked at for a name: past them it is counted per worker
@@ -98,6 +100,16 @@ PROBES = 64  # rows looked at for a name: past them it is counted per worker
 # idle until refilled, `SharedTable._idle`).
 IDLE_SECONDS = 120.0
 _PREFIX = "azure-openai-proxy-limits-"
+# The tables' row layouts in this build: moved on by every change of any of them (1: the
+# rate-limit row's `VERSION`, session 28). A table is made per server start, by the
+# parent, but a worker replaced after the package was upgraded in place runs the new
+# build on the old parent's table: it maps none of another layout (`SharedLimits.open`).
+LAYOUT = 1
+
+
+class TableLayoutDiffers(OSError):
+    """A table made by a build of other row layouts: not mapped (the worker counts alone,
+    runtime/workers.py `_opened`)."""
 
 
 def _kind(fixed: int) -> str:
@@ -170,6 +182,9 @@ class SharedLimits:
     slots: int
     workers: int
     fixed: int = ROW_FIXED
+    # The build's row layouts the table was made with (`LAYOUT`); 0: a build before it
+    # said (its pickled value has none: the class's default is read).
+    layout: int = 0
 
     @property
     def stride(self) -> int:
@@ -210,12 +225,17 @@ class SharedLimits:
             raise
         finally:
             os.close(fd)
-        return cls(path, slots, workers, fixed)
+        return cls(path, slots, workers, fixed, LAYOUT)
 
     def open(self, worker: int) -> SharedTable:
         """The table as worker number `worker` (0 to workers - 1) uses it."""
         if not 0 <= worker < self.workers:
             raise ValueError(f"worker {worker} is not one of {self.workers}")
+        if self.layout != LAYOUT:
+            # A worker started by a parent of another build (the package upgraded in
+            # place, then a worker replaced): its rows are of another shape.
+            raise TableLayoutDiffers(f"made by another build (layout {self.layout}, this "
+                                     f"build's {LAYOUT})")
         return SharedTable(self, worker)
 
     def remove(self) -> None:
@@ -239,6 +259,10 @@ class SharedTable:
         self.stride = spec.stride
         self.column = spec.fixed + worker  # this worker's column in a row
         self.total = spec.fixed - 1  # the sum of the per-worker columns, in a row
+        # In the rate-limit table, the count of rows whose limits were set (the workers'
+        # row's `VERSION`, sharedrows.py `adopt`): read at every take, so an offset kept
+        # (`spec.workers_row`, two properties, was ~2,400 instructions a take or settle).
+        self.rows_set = spec.workers_row + VERSION
         self._fd = os.open(spec.path, os.O_RDWR)
         self._map = mmap.mmap(self._fd, (spec.slots + 1) * spec.stride * 8)
         self.cells = memoryview(self._map).cast("d")
@@ -358,125 +382,3 @@ class SharedTable:
         self.cells.release()
         self._map.close()
         os.close(self._fd)
-
-
-class SharedBuckets(Protocol):
-    """A subject's state as the limiter keeps it (governance/buckets.py `Subject`):
-    what is copied in from its row before a decision and written back after."""
-
-    row: int | None
-    tag: float
-    limits: Limits | None
-    parallel: int | None
-    rpm: float | None
-    rpm_level: float
-    rpm_stamp: float
-    tpm: float | None
-    tpm_level: float
-    tpm_stamp: float
-    in_flight: int
-
-    def configure(self, limits: Limits, now: float) -> None: ...
-
-    def follow(self, rpm: float, tpm: float, parallel: int | None) -> None: ...
-
-
-def pull(state: SharedBuckets, cells: memoryview[float], row: int) -> None:
-    """Copy a subject's shared levels and stamps (of the limits it has here) and its
-    in-flight total into `state`; a limit another worker changed is followed
-    (`Subject.follow`), its parallel one too."""
-    rpm, tpm, parallel = cells[row + RPM_CAP], cells[row + TPM_CAP], cells[row + PARALLEL]
-    if ((rpm != state.rpm and rpm and state.rpm is not None)
-            or (tpm != state.tpm and tpm and state.tpm is not None)
-            or (parallel and state.parallel is not None and parallel != state.parallel + 1)):
-        state.follow(rpm, tpm, int(parallel) - 1 if parallel else None)
-    if state.rpm is not None:
-        state.rpm_level, state.rpm_stamp = cells[row + _RPM_LEVEL], cells[row + _RPM_STAMP]
-    if state.tpm is not None:
-        state.tpm_level, state.tpm_stamp = cells[row + _TPM_LEVEL], cells[row + _TPM_STAMP]
-    state.in_flight = int(cells[row + IN_FLIGHT])
-
-
-def push(state: SharedBuckets, cells: memoryview[float], row: int, column: int, change: int) -> None:
-    """Write `state`'s levels and stamps back, and this worker's in-flight `change` (to
-    its column and to the total). Its stamps are the row's or later: the limiter never
-    moves a stamp back (`Subject.refill`), so the time up to a stamp is refilled once."""
-    if state.rpm is not None:
-        cells[row + _RPM_LEVEL], cells[row + _RPM_STAMP] = state.rpm_level, state.rpm_stamp
-    if state.tpm is not None:
-        cells[row + _TPM_LEVEL], cells[row + _TPM_STAMP] = state.tpm_level, state.tpm_stamp
-    if change:
-        held = cells[row + column] + change
-        if held >= 0:  # a column zeroed by a reset is not taken below zero
-            cells[row + column] = held
-            cells[row + IN_FLIGHT] += change
-
-
-def fill_row(cells: memoryview[float], row: int, now: float) -> None:
-    """`Subject.fill` on a row, with the lock held: each bucket with a limit full at
-    `now` (its stamp never moved back), for every worker."""
-    for at in (row + RPM_CAP, row + TPM_CAP):
-        cap = cells[at]
-        if cap > 0.0:
-            cells[at + 1], cells[at + 2] = cap, max(now, cells[at + 2])
-
-
-def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
-                     clock: Callable[[], float]) -> None:
-    """A shared subject's `configure`, as `Subject.configure` does it on the row, for a
-    limit this worker loaded anew (it differs from the one it loaded before): the
-    bucket is refilled at the rate of the limit the row last had (set by any worker),
-    then changed to the new limit (`changed_level`; full when the row had none), and a
-    bucket of a limit removed is dropped. A limit it did not change here (a subject new
-    to this worker, or the same limit loaded again) is not written: the row's stands
-    and is followed (`pull`), whatever cap this worker counted by. Else a worker whose
-    reload came after two changes (the key directory polls) and that had followed the
-    first in the row wrote that cap back as a change of its own: a TPM raised while in
-    debt and lowered was raised again, the next debt forgiven; and a worker yet to
-    reload set its old limit back on the row when it first planned the subject."""
-    row, cells = state.row, table.cells
-    assert row is not None
-    table.lock()
-    try:
-        loaded = state.limits  # None: new here, it joins the row as the row is
-        state.configure(limits, clock())  # this worker's caps and rates
-        if cells[row] != state.tag:  # given back by another worker: claimed anew
-            row = state.row = table.claim(state.tag, clock())
-            if row is None:
-                state.in_flight = 0  # none of its was in the row given back
-                return
-        change_row(cells, row, loaded if loaded is not None else limits, limits, clock)
-        pull(state, cells, row)
-    finally:
-        table.unlock()
-
-
-def change_row(cells: memoryview[float], row: int, was: Limits, limits: Limits,
-               clock: Callable[[], float]) -> None:
-    """With the lock held: the limits of `row` changed from `was` to `limits` (what a
-    worker loaded before and now), each that changed as `configure_shared` says (a
-    row without a limit yet is given `limits`' in full); the others are left as the
-    row has them."""
-    for new, old, at in ((limits.rpm, was.rpm, row + RPM_CAP),
-                         (limits.tpm, was.tpm, row + TPM_CAP)):
-        # A bucket's level and stamp follow its limit (`RPM_CAP`, `_RPM_LEVEL`, ...).
-        cap, changed = limit_of(new), limit_of(new) != limit_of(old)
-        if cap is None:
-            # No such limit now: its bucket is dropped, as an unshared subject's is
-            # (a debt or a spent minute kept here refused the limit set again).
-            if changed:
-                cells[at:at + 3] = _zeros(3)
-            continue
-        before, level, stamp = cells[at], cells[at + 1], cells[at + 2]
-        if before != 0.0 and not changed:
-            continue
-        now = max(clock(), stamp)
-        # The first limit anyone set (or set again): a full minute. A changed one is
-        # changed once, by the first worker to see it (the row's limit is then it).
-        level = cap if before == 0.0 else changed_level(
-            min(before, level + (now - stamp) * before / 60.0), before, cap)
-        cells[at], cells[at + 1], cells[at + 2] = cap, level, now
-    parallel = limits.max_parallel
-    if (parallel != was.max_parallel
-            or (parallel is not None and cells[row + PARALLEL] == 0.0)):
-        cells[row + PARALLEL] = 0.0 if parallel is None else parallel + 1.0

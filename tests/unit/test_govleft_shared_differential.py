@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -115,18 +116,23 @@ def _alike(one: Step, two: Step) -> bool:
     return True
 
 
+def assert_alike(tmp_path: Path, steps: list[Step],
+                 run: Callable[[list[RateLimiter], Clock, list[Step]], list[Step]],
+                 number: int) -> None:
+    """`run` of `steps` on one worker and on two sharing a table: the same answers."""
+    clock = Clock()
+    one = run([RateLimiter(clock)], clock, steps)
+    spec = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
+    try:
+        clock = Clock()
+        two = run([shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)], clock, steps)
+    finally:
+        spec.remove()
+    differing = [n for n, (a, b) in enumerate(zip(one, two, strict=True)) if not _alike(a, b)]
+    assert not differing, (number, differing[0], one[differing[0]], two[differing[0]], steps)
+
+
 def test_two_workers_answer_a_key_as_one_worker_does(tmp_path: Path) -> None:
     rng = random.Random(11)
-    for run in range(300):
-        steps = _steps(rng)
-        clock = Clock()
-        one = _run([RateLimiter(clock)], clock, steps)
-        spec = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
-        try:
-            clock = Clock()
-            two = _run([shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)],
-                       clock, steps)
-        finally:
-            spec.remove()
-        differing = [n for n, (a, b) in enumerate(zip(one, two, strict=True)) if not _alike(a, b)]
-        assert not differing, (run, differing[0], one[differing[0]], two[differing[0]], steps)
+    for number in range(300):
+        assert_alike(tmp_path, _steps(rng), _run, number)

@@ -28,7 +28,7 @@ from azure_openai_proxy.governance.sharedholds import (
     ExitedColumns,
     SharedHolds,
 )
-from azure_openai_proxy.governance.sharedlimits import SharedLimits, tag_of
+from azure_openai_proxy.governance.sharedlimits import ROW_FIXED, SharedLimits, tag_of
 from azure_openai_proxy.runtime.runner import SharedTables, supervise
 from tests.waiting import until
 
@@ -178,8 +178,8 @@ def test_the_parent_clears_the_holds_of_a_worker_that_exits_however_it_exits(
     assert third.spent(("key", "k1"), "daily") == 0.0
 
 
-def test_a_table_has_two_to_nine_fixed_columns(tmp_path: Path) -> None:
-    for fixed in (1, 10):
+def test_a_table_has_two_to_row_fixed_columns(tmp_path: Path) -> None:
+    for fixed in (1, ROW_FIXED + 1):
         with pytest.raises(ValueError, match="fixed columns"):
             SharedLimits.create(workers=2, slots=4, directory=str(tmp_path), fixed=fixed)
 

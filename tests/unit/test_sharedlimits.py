@@ -104,7 +104,7 @@ def test_a_team_is_shared_like_a_key(spec: SharedLimits) -> None:
 
 def test_a_lower_limit_set_by_one_worker_caps_what_is_left_for_all(spec: SharedLimits) -> None:
     # The second worker reloads the lower limit before it has planned the key: the
-    # row's limit is changed by that reload (`RateLimiter._change_rows`), and the first,
+    # row's limit is changed by that reload (governance/sharedrows.py `set_rows`), and the first,
     # yet to reload, counts by it. A worker new to a key joins the row as it is (a
     # worker yet to reload would else set its old limit back, session 27).
     clock = Clock()
