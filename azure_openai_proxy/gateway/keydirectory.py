@@ -255,7 +255,14 @@ class KeyDirectory:
                         len(self._by_hash))
             return
         if changes is not None:
-            self._install(changes)
+            try:
+                self._install(changes)
+            except Exception as exc:  # the limiter's `on_reload`: the poll must go on
+                self._replaced_read = None  # read and installed again at the next poll
+                log.warning("key store %s: the file moved into place could not be applied "
+                            "(%s); serving the %d keys known", self.path,
+                            type(exc).__name__, len(self._by_hash))
+                return
             log.error("key store %s was replaced by another file while in use: its %d "
                       "keys are served as that file holds them; %s", self.path,
                       self.key_count, REPLACED_IN_USE)
