@@ -116,9 +116,12 @@ class CountedUsage:
         of it (another worker's counts, or this gateway's before a restart), unless this
         worker counted it whole. Its estimates as the larger of each number here and
         there (this worker's last may not be written yet). A foreground response's read,
-        and one without usage (still running), ask nothing. Waits at most
+        one without usage (still running), and a resumed stream's estimate (relayed
+        already: a read right after it must find it counted) ask nothing. Waits at most
         `_RECALL_WAIT` for the database (then counts as without it)."""
-        if self._store is None or record.usage is None:
+        if self._store is None or (usage := record.usage) is None or (
+                answer is None and usage.get("estimated")):
+            # (An estimate only adds to what is noted, here and there.)
             return
         object_id = _read_object(method, operation)
         if object_id is None or self._counted.get(object_id) is True or (
@@ -284,8 +287,10 @@ class CountedSend:
             if claimed:  # (the stream's meter has its own reference): no cycle through it
                 record.claim = None
         answer = reply.body if isinstance(reply, Answer) else None
-        await counted.recall(method, operation, record, answer)  # (another worker's...)
-        counted.answered(method, operation, record, answer, body.json)
+        try:
+            await counted.recall(method, operation, record, answer)  # (another worker's...)
+        finally:  # counted even if its client left meanwhile (as a virtual key's is)
+            counted.answered(method, operation, record, answer, body.json)
         return reply
 
 
