@@ -117,10 +117,7 @@ def main() -> None:
                 system = (systems.start_gateway(children, upstream.child.port, 1, name)
                           if base == "off" else
                           systems.start_gateway_governed(children, upstream.child.port, name))
-                print("\n".join(measure(workdir, system, args.seconds)), flush=True)
-                assert system.child is not None
-                system.child.process.terminate()
-                system.child.process.wait()
+                threadcpu.print_and_stop(measure(workdir, system, args.seconds), system)
         finally:
             children.close()
 

@@ -120,12 +120,17 @@ def main() -> None:
             for run in args.runs:
                 system = (systems.start_gateway(children, upstream.child.port, 1, "gateway-1w")
                           if run == "off" else governed(children, upstream.child.port, run))
-                print("\n".join(measure(workdir, system, args.seconds)), flush=True)
-                assert system.child is not None
-                system.child.process.terminate()
-                system.child.process.wait()
+                print_and_stop(measure(workdir, system, args.seconds), system)
         finally:
             children.close()
+
+
+def print_and_stop(lines: list[str], system: systems.System) -> None:
+    """Print one gateway's measured lines, then stop it: one run of a series."""
+    print("\n".join(lines), flush=True)
+    assert system.child is not None
+    system.child.process.terminate()
+    system.child.process.wait()
 
 
 if __name__ == "__main__":
