@@ -9,8 +9,6 @@ The gateway with a ledger and a virtual key, the emulator cutting the first stre
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import openai
@@ -18,21 +16,14 @@ import pytest
 
 from azure_openai_proxy.governance.model import UsageRecord
 from tests.e2e.conftest import Emulator
-from tests.e2e.test_ledger import _DEAR, _virtual_key, ledger_gateway, records, sdk  # noqa: F401
+from tests.e2e.test_acct_background_cut import keyed  # noqa: F401  (the fixture: a dear key's gateway)
+from tests.e2e.test_ledger import ledger_gateway, records, sdk  # noqa: F401
 from tests.support import ServerThread
 
 
 def _mine(gateway: ServerThread, key_id: str) -> list[UsageRecord]:
     """The key's records that counted something (its /v1/models calls do not)."""
     return [r for r in records(gateway) if r.key_id == key_id and r.usage_source != "none"]
-
-
-@pytest.fixture
-def keyed(emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
-          tmp_path: Path) -> tuple[ServerThread, str, str]:
-    gateway = ledger_gateway(emulator, **_DEAR)
-    key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "resumer")
-    return gateway, key_id, secret
 
 
 def _cut_stream(gateway: ServerThread, secret: str) -> tuple[str, int]:
@@ -51,7 +42,7 @@ def _cut_stream(gateway: ServerThread, secret: str) -> tuple[str, int]:
 
 
 def test_a_resumed_background_stream_records_azures_usage_once(
-        emulator: Emulator, keyed: tuple[ServerThread, str, str]) -> None:
+        emulator: Emulator, keyed: tuple[ServerThread, str, str]) -> None:  # noqa: F811
     gateway, key_id, secret = keyed
     emulator.fault("gpt-4o", "cut", after_frames=3)
     response_id, last = _cut_stream(gateway, secret)
@@ -78,7 +69,7 @@ def test_a_resumed_background_stream_records_azures_usage_once(
 
 
 def test_a_resumed_stream_of_a_response_read_already_counts_nothing(
-        keyed: tuple[ServerThread, str, str]) -> None:
+        keyed: tuple[ServerThread, str, str]) -> None:  # noqa: F811
     gateway, key_id, secret = keyed
     client = sdk(gateway, secret)
     events = list(client.responses.create(model="gpt-4o", input="hello", background=True,
@@ -92,7 +83,7 @@ def test_a_resumed_stream_of_a_response_read_already_counts_nothing(
 
 
 def test_a_foreground_responses_refused_resume_records_nothing(
-        keyed: tuple[ServerThread, str, str]) -> None:
+        keyed: tuple[ServerThread, str, str]) -> None:  # noqa: F811
     gateway, key_id, secret = keyed
     client = sdk(gateway, secret)
     made = client.responses.create(model="gpt-4o", input="hello", max_output_tokens=16)
