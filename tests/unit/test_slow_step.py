@@ -60,7 +60,10 @@ def _run(pytester: pytest.Pytester, *options: str) -> tuple[set[str], pytest.Run
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(**{name[:-3]: text for name, text in _TESTS.items()})
     ran = pytester.path / "ran.txt"
-    result = pytester.runpytest_inprocess("-p", "tests.conftest", *options)
+    # Without langsmith's plugin, as pyproject's addopts (pytester's own ini has none):
+    # importing it was most of each run's time (~8 s of 9 at a load of 11).
+    result = pytester.runpytest_inprocess("-p", "no:langsmith_plugin", "-p", "tests.conftest",
+                                          *options)
     names = set(ran.read_text().split()) if ran.exists() else set()
     return names, result
 
