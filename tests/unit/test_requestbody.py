@@ -75,6 +75,9 @@ _OBJECTS = st.builds(lambda members: "{" + ",".join(f"{k}:{v}" for k, v in membe
 # Its examples are slow to draw (recursive documents): 600 took 25-70 s at a load of 12
 # on two cores, past pytest-timeout's 60 s, whose Failed raised inside Hypothesis was
 # read as a flaky test ("unreliable results", "inconsistent data generation").
+# The slow step (.ci/run runs it): the suite's heaviest CPU run, 43 s of a full run at a
+# load of 11.
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 @settings(max_examples=600, deadline=None)
 @given(_OBJECTS)

@@ -48,6 +48,8 @@ def _many_keys(path: Path) -> str:
     return secret
 
 
+# The slow step (.ci/run runs it): indexing 200,000 keys, 26 s of a full run at a load of 11.
+@pytest.mark.slow
 def test_a_start_waits_for_a_load_the_database_answered(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
