@@ -16,9 +16,10 @@ settings.register_profile(
 settings.load_profile("suite")
 
 # The slow step: tests marked `slow` (the benchmark scripts' smoke runs, a saturation
-# test, the largest Hypothesis runs, a 200,000-key load) take minutes between them, mostly under load of their own; the README's
-# test command leaves them out and `.ci/run` runs them in a step of their own
-# (`pytest -n 2 --slow`), so CI still runs every test.
+# test, the largest Hypothesis runs, a 200,000-key load) take minutes between them,
+# mostly under load of their own; the README's test command leaves them out and
+# `.ci/run` runs them in a step of their own (`pytest -n 2 --slow`), so CI still runs
+# every test.
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
