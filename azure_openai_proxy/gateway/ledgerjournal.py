@@ -1,0 +1,315 @@
+"""The usage ledger written by a child process fed by a journal file (settings
+`ledger_writer: journal`): the worker's thread writer (ledger.py) with its pricing and
+writing moved out of the worker's GIL.
+
+    event loop: add(record) -> one orjson line (journalfiles.py), kept in a deque;
+                               every 256, appended to the journal (one write(2))
+    worker's thread, every 0.5 s: the lines left appended (the last records of a quiet
+                               gateway reach the journal within 0.5 s and the database
+                               ~50 ms later); the child restarted if it died; the
+                               journal's size checked against its bound; and as before
+                               (ledger.py) the budgets' book, retention and the old
+                               spool's replay
+    child (journalchild.py):   tails the journal, prices, writes, acknowledges, removes
+                               the segments written; claims dead workers' journals
+
+Nothing lost: a line appended is in the page cache, so SIGTERM, a crash of the worker
+(its journal claimed by the next child to look: its lock is free) and a crash of the
+child (restarted; it resumes at its acknowledgement) lose at most the lines not yet
+appended (a SIGKILL of the worker: up to 0.5 s of records; SIGTERM and a reload lose
+none). `close` appends the rest, closes the child's input and waits for it to write
+and remove the journal; a database refusing past the wait leaves the journal for the
+next start.
+
+The bound: past `journal_max_bytes` on disk (the database refusing for long) the lines
+wait in memory, up to `max_buffer`; past that the oldest are dropped, with an error
+logged and their budget holds let go. A disk that refuses the append does the same.
+
+The budgets: a record's held cost (BudgetGuard) is let go once a book read from the
+database has the record: at each refresh, the ids held are asked of the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+
+import orjson
+
+from azure_openai_proxy.gateway.journalfiles import (
+    Position,
+    prices_line,
+    read_ack,
+    segment_path,
+    segments,
+)
+from azure_openai_proxy.gateway.ledger import LedgerWriter
+from azure_openai_proxy.governance.budget import BudgetGuard, SpendBook, earliest_period_start
+from azure_openai_proxy.governance.prices import PriceTable
+from azure_openai_proxy.observability.record import RequestRecord
+from azure_openai_proxy.store.ledger import LedgerStore
+
+__all__ = ["JournalLedgerWriter"]
+
+log = logging.getLogger("azure_openai_proxy")
+
+_APPEND_EVERY = 256  # lines: one write(2) on the event loop
+_SEGMENT_BYTES = 16 << 20
+_JOURNAL_MAX_BYTES = 1 << 30
+_RESTART_MOST = 30.0  # seconds between restarts of a child that keeps dying, at most
+
+
+class JournalLedgerWriter(LedgerWriter):
+    """`LedgerWriter` whose records go through a journal to a child process."""
+
+    def __init__(self, database: Path, prices: PriceTable,
+                 models: Mapping[tuple[str, str], str], guard: BudgetGuard, *,
+                 segment_bytes: int = _SEGMENT_BYTES,
+                 journal_max_bytes: int = _JOURNAL_MAX_BYTES, **options: object) -> None:
+        super().__init__(database, prices, models, guard, **options)  # type: ignore[arg-type]
+        self._lines: deque[bytes] = deque()
+        self._append = self._lines.append
+        self._dumps = orjson.dumps
+        # Held by whoever appends (the event loop, without waiting; the thread; close):
+        # the lines go to the file in the order they were added.
+        self._io = threading.Lock()
+        self._prices = prices_line(prices, models)
+        self._segment_bytes = segment_bytes
+        self._max_bytes = journal_max_bytes
+        self._full = False
+        self._torn = False  # an append failed part way: the next begins a line
+        self.prefix = ""
+        self._fd = -1
+        self._lock_fd = -1
+        self._number = 0
+        self._size = 0
+        self._child: subprocess.Popen[bytes] | None = None
+        self._restarts = 0
+        self._restart_at = 0.0
+        self.dropped = 0  # lines dropped past the bound (the tests and the log read it)
+
+    # -- the event loop's side -----------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        return len(self._lines)
+
+    def add(self, record: RequestRecord) -> None:
+        lines = self._lines
+        self._append(self._dumps((
+            record.request_id, self._clock(), record.total_ms, record.upstream_ms,
+            record.status, record.attempts, record.stream, record.key_id, record.team_id,
+            record.model, record.deployment, record.endpoint, record.route, record.usage)))
+        if len(lines) >= _APPEND_EVERY:
+            self._write_lines(block=False)
+
+    def reconfigure(self, prices: PriceTable, models: Mapping[tuple[str, str], str]) -> None:
+        """A reload's prices, journalled in order: the records after them are priced with
+        them; and a flush of the lines."""
+        line = prices_line(prices, models)
+        self._prices = line  # the first line of the segments made from now on
+        self._append(line)
+        self.guard.prices, self.guard.models = prices, dict(models)
+        self._asked = True
+        self._wake.set()
+
+    # -- appending ---------------------------------------------------------------------
+
+    def _write_lines(self, *, block: bool) -> Position | None:
+        """Append the lines waiting; where the journal ends after, or None (the lock
+        held elsewhere, or no journal open)."""
+        if not self._io.acquire(block):
+            return None
+        try:
+            if self._fd < 0:
+                return None
+            lines = self._lines
+            count = len(lines)
+            if count and not self._full:
+                pop = lines.popleft
+                batch = [pop() for _ in range(count)]
+                data = b"\n".join(batch) + b"\n"
+                if self._torn:
+                    data = b"\n" + data
+                if not self._append_bytes(data):
+                    lines.extendleft(reversed(batch))  # in order, before those added since
+                elif self._size >= self._segment_bytes:
+                    self._next_segment()
+            return self._number, self._size
+        finally:
+            self._io.release()
+
+    def _append_bytes(self, data: bytes) -> bool:
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                self._size += written
+                view = view[written:]
+        except OSError as exc:
+            self._torn = len(view) != len(data) or self._torn
+            if self._unspooled.due():
+                log.error("usage ledger: cannot append to the journal %s (%s); the records "
+                          "wait in memory", segment_path(self.prefix, self._number), exc)
+            return False
+        self._torn = False
+        return True
+
+    def _next_segment(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._number += 1
+        path = segment_path(self.prefix, self._number)
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._size = 0
+        self._append_bytes(self._prices + b"\n")
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """The journal (its lock held), the child, then the thread writer's start."""
+        self.prefix = f"{self.database}.journal-{os.getpid()}-{secrets.token_hex(4)}"
+        self._lock_fd = os.open(self.prefix + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        with self._io:
+            self._next_segment()
+        super().start()  # opens (and makes) the database before the child looks for it
+        self._spawn()
+
+    def _spawn(self) -> None:
+        try:
+            self._child = subprocess.Popen(
+                [sys.executable, "-m", "azure_openai_proxy.gateway.journalchild", self.prefix,
+                 str(self.database), str(self._busy_ms), str(self._lock_fd)],
+                stdin=subprocess.PIPE, pass_fds=(self._lock_fd,))
+        except OSError as exc:
+            self._child = None
+            log.error("usage ledger: cannot start the journal's writer (%s); the records "
+                      "wait in the journal %s", exc, self.prefix)
+
+    def _supervise(self) -> None:
+        child = self._child
+        if child is not None and child.poll() is None:
+            return
+        now = time.monotonic()
+        if now < self._restart_at:
+            return
+        if child is not None:
+            log.error("usage ledger: the journal's writer ended (status %s); started again",
+                      child.returncode)
+            self._restarts += 1
+        self._restart_at = now + min(_RESTART_MOST, 0.5 * 2 ** min(self._restarts, 6))
+        self._spawn()
+
+    def _poke(self) -> None:
+        """Wake the child now (else it looks every 50 ms)."""
+        child = self._child
+        if child is not None and child.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):
+                child.stdin.write(b".")
+                child.stdin.flush()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until what was added before the call is in the database, then for a
+        maintenance pass (the budgets' book)."""
+        deadline = time.monotonic() + timeout
+        target = self._write_lines(block=True)
+        if target is None:
+            return super().flush(timeout)
+        self._poke()
+        while read_ack(self.prefix) < target:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return super().flush(max(0.0, deadline - time.monotonic()))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the thread, append the rest, and let the child write it all (its input
+        closed); past `timeout` the child is stopped and the journal kept."""
+        deadline = time.monotonic() + timeout
+        if not self.prefix and self._lines:
+            self.start()  # never started (a test's, a command's): the records still go
+        super().close(timeout)
+        self._write_lines(block=True)
+        with self._io:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+        child = self._child
+        if child is not None:
+            with contextlib.suppress(OSError):
+                if child.stdin is not None:
+                    child.stdin.close()
+            try:
+                child.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("usage ledger: the journal %s was not all written at the stop; it "
+                          "is written at the next start", self.prefix)
+                child.kill()
+                child.wait()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    # -- the thread ----------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """(The thread, every cycle.) The lines left, appended; the child and the bound
+        looked after."""
+        if self._stopping:
+            self._write_lines(block=True)
+            return
+        self._supervise()
+        self._full = self._journal_bytes() >= self._max_bytes
+        self._write_lines(block=True)
+        self._poke()
+        excess = len(self._lines) - self._max
+        if excess > 0:
+            self._drop(excess)
+
+    def _journal_bytes(self) -> int:
+        total = 0
+        for number in segments(self.prefix):
+            with contextlib.suppress(OSError):
+                total += segment_path(self.prefix, number).stat().st_size
+        if total >= self._max_bytes and not self._full:
+            log.error("usage ledger: the journal %s reached its bound (%d bytes: the "
+                      "database refuses); records wait in memory", self.prefix, total)
+        return total
+
+    def _drop(self, count: int) -> None:
+        pop = self._lines.popleft
+        ids: list[str] = []
+        prices = None
+        for _ in range(count):
+            line = pop()
+            if line.startswith(b"["):
+                ids.append(orjson.loads(line)[0])
+            else:
+                prices = line  # the records after it keep their prices
+        if prices is not None:
+            self._lines.appendleft(prices)
+        self.dropped += len(ids)
+        self.guard.release(ids)  # never in any book
+        log.error("usage ledger: %d records dropped: the journal is at its bound and "
+                  "memory at max_buffer", len(ids))
+
+    def _refresh_budgets(self, store: LedgerStore) -> None:
+        """Every worker's spend, and the holds let go of the records the book has."""
+        with contextlib.suppress(Exception):
+            held = list(self.guard.pending())
+            since = earliest_period_start(self._clock())
+            read_at = self.guard.book_read_started()
+            rows, recorded = store.spend_and_recorded(since, held)
+            self.guard.replace(SpendBook.from_rows(rows), recorded, read_at)
+            self._last_refresh = self._clock()
