@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import secrets
 import subprocess
@@ -96,13 +97,26 @@ class JournalLedgerWriter(LedgerWriter):
         self._child: subprocess.Popen[bytes] | None = None
         self._restarts = 0
         self._restart_at = 0.0
+        self._book_due = False  # a flush asks for the budgets' book to be read
         self.dropped = 0  # lines dropped past the bound (the tests and the log read it)
 
     # -- the event loop's side -----------------------------------------------------------
 
     @property
     def waiting(self) -> int:
+        """Lines not yet appended to the journal."""
         return len(self._lines)
+
+    @property
+    def journal_full(self) -> bool:
+        return self._full
+
+    @property
+    def child_pid(self) -> int | None:
+        return None if self._child is None else self._child.pid
+
+    def child_alive(self) -> bool:
+        return self._child is not None and self._child.poll() is None
 
     def add(self, record: RequestRecord) -> None:
         lines = self._lines
@@ -231,6 +245,10 @@ class JournalLedgerWriter(LedgerWriter):
             if time.monotonic() >= deadline:
                 return False
             time.sleep(0.01)
+        # The thread's own timer may have read the book between the append and the
+        # child's commit: the pass a flush asks for reads it again (as the thread
+        # writer's flush, whose pass writes and then reads).
+        self._book_due = True
         return super().flush(max(0.0, deadline - time.monotonic()))
 
     def close(self, timeout: float = 30.0) -> None:
@@ -240,6 +258,7 @@ class JournalLedgerWriter(LedgerWriter):
         if not self.prefix and self._lines:
             self.start()  # never started (a test's, a command's): the records still go
         super().close(timeout)
+        self._full = False  # past the bound or not, on disk rather than lost with memory
         self._write_lines(block=True)
         with self._io:
             if self._fd >= 0:
@@ -270,21 +289,23 @@ class JournalLedgerWriter(LedgerWriter):
             self._write_lines(block=True)
             return
         self._supervise()
-        self._full = self._journal_bytes() >= self._max_bytes
+        size = self.journal_bytes()
+        if size >= self._max_bytes and not self._full:
+            log.error("usage ledger: the journal %s reached its bound (%d bytes: the "
+                      "database refuses); records wait in memory", self.prefix, size)
+        self._full = size >= self._max_bytes
         self._write_lines(block=True)
         self._poke()
         excess = len(self._lines) - self._max
         if excess > 0:
             self._drop(excess)
 
-    def _journal_bytes(self) -> int:
+    def journal_bytes(self) -> int:
+        """The size of this worker's journal on disk (its segments not yet removed)."""
         total = 0
         for number in segments(self.prefix):
             with contextlib.suppress(OSError):
                 total += segment_path(self.prefix, number).stat().st_size
-        if total >= self._max_bytes and not self._full:
-            log.error("usage ledger: the journal %s reached its bound (%d bytes: the "
-                      "database refuses); records wait in memory", self.prefix, total)
         return total
 
     def _drop(self, count: int) -> None:
@@ -303,6 +324,12 @@ class JournalLedgerWriter(LedgerWriter):
         self.guard.release(ids)  # never in any book
         log.error("usage ledger: %d records dropped: the journal is at its bound and "
                   "memory at max_buffer", len(ids))
+
+    def _maintain(self) -> None:
+        if self._book_due:
+            self._book_due = False
+            self._last_refresh = -math.inf
+        super()._maintain()
 
     def _refresh_budgets(self, store: LedgerStore) -> None:
         """Every worker's spend, and the holds let go of the records the book has."""

@@ -1,0 +1,270 @@
+"""The journal-fed child writer (`ledger_writer: journal`, gateway/ledgerjournal.py and
+journalchild.py) with a real child process and a real SQLite file: the guarantees of
+the thread writer, each with the case that breaks a naive journal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from azure_openai_proxy.auth import Caller
+from azure_openai_proxy.gateway.budgethold import reserve_budget, settle_budget
+from azure_openai_proxy.gateway.journalfiles import segments
+from azure_openai_proxy.gateway.ledgerjournal import JournalLedgerWriter
+from azure_openai_proxy.governance.budget import BudgetGuard
+from azure_openai_proxy.governance.model import Limits, VirtualKey
+from azure_openai_proxy.governance.prices import Price, PriceTable
+from azure_openai_proxy.store.ledger import LedgerStore
+from tests.unit.test_ledger_writer import NOW, finished, stored
+from tests.waiting import until
+
+COST = (1000 * 2.50 + 100 * 10.00) / 1e6
+
+
+def journal(path: Path, clock: list[float] | None = None, **options: int) -> JournalLedgerWriter:
+    now = clock or [NOW]
+    return JournalLedgerWriter(path, PriceTable.shipped(), {("https://e/", "dep"): "gpt-4o-mini"},
+                               BudgetGuard(clock=lambda: now[0]), clock=lambda: now[0],
+                               **options)
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> Iterator[JournalLedgerWriter]:
+    ledger = journal(tmp_path / "gw.db")
+    ledger.start()
+    yield ledger
+    ledger.close()
+
+
+def journal_files(path: Path) -> list[str]:
+    return sorted(p.name for p in path.parent.glob(path.name + ".journal-*"))
+
+
+def test_records_reach_the_database_and_the_journal_goes_at_close(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    ledger = journal(path)
+    ledger.start()
+    for n in range(3000):  # more than a write of the event loop's, and a batch
+        ledger.add(finished(n, key_id="k1"))
+    assert ledger.flush()
+    assert len(stored(path)) == 3000
+    assert ledger.child_alive()
+    ledger.close()
+    assert journal_files(path) == []  # written, then removed
+    assert len(stored(path)) == 3000
+
+
+def test_a_quiet_gateways_last_records_reach_the_database_within_a_second(
+    started: JournalLedgerWriter,
+) -> None:
+    """Fewer records than one append of the event loop's: the thread's timer appends
+    them; nobody calls flush."""
+    until(lambda: stored(started.database) == [] and started.child_alive(), 10)
+    started.add(finished(1))
+    # 0.5 s by design (the thread's cycle, then the child poked); the wait only bounds
+    # a hang on a loaded machine: without the timer it is never written before close
+    until(lambda: stored(started.database) == ["req-1"], 10, "never written", interval=0.05)
+
+
+def test_close_writes_everything_without_a_flush(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    ledger = journal(path)
+    ledger.start()
+    for n in range(700):
+        ledger.add(finished(n))
+    ledger.close()  # what SIGTERM does (the app's cleanup)
+    assert len(stored(path)) == 700
+    assert journal_files(path) == []
+
+
+def test_no_line_holds_a_prompt_or_a_secret(started: JournalLedgerWriter) -> None:
+    record = finished(1, key_id="key-id-1", team_id="team-1", error="secret-error-text",
+                      azure_request_id="azure-id-xyz", created_id="created-xyz")
+    record.retries = ["retry-xyz"]
+    started.add(record)
+    assert started.flush()
+    text = b"".join(p.read_bytes() for p in started.database.parent.glob("gw.db.journal-*.0*"))
+    assert b"key-id-1" in text and b"req-1" in text
+    for absent in (b"secret-error-text", b"azure-id-xyz", b"created-xyz", b"retry-xyz", b"POST"):
+        assert absent not in text
+
+
+def test_a_killed_child_is_started_again_and_resumes_without_loss_or_double(
+    started: JournalLedgerWriter,
+) -> None:
+    for n in range(1000):
+        started.add(finished(n))
+    assert started.flush()
+    first = started.child_pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    for n in range(1000, 2500):
+        started.add(finished(n))
+    assert started.flush(30)
+    assert started.child_pid not in (None, first)
+    assert stored(started.database) == sorted(f"req-{n}" for n in range(2500))
+
+
+def test_a_reload_prices_later_records_with_its_prices(started: JournalLedgerWriter) -> None:
+    started.add(finished(1))
+    started.reconfigure(PriceTable({"gpt-4o": Price(input=1000.0, output=1000.0)}), {})
+    started.add(finished(2))
+    assert started.flush()
+    store = LedgerStore.open(started.database)
+    try:
+        costs = {r.request_id: r.cost_usd for r in store.records()}
+    finally:
+        store.close()
+    assert costs["req-1"] == pytest.approx(COST)
+    assert costs["req-2"] == pytest.approx(1100 * 1000.0 / 1e6)
+
+
+def test_a_child_restarted_mid_segment_keeps_the_reloads_prices(
+    started: JournalLedgerWriter,
+) -> None:
+    """The prices in force at the acknowledged offset are read again from the segment."""
+    started.reconfigure(PriceTable({"gpt-4o": Price(input=1000.0, output=1000.0)}), {})
+    started.add(finished(1))
+    assert started.flush()
+    child = started.child_pid
+    assert child is not None
+    os.kill(child, signal.SIGKILL)
+    started.add(finished(2))
+    assert started.flush(30)
+    store = LedgerStore.open(started.database)
+    try:
+        costs = {r.request_id: r.cost_usd for r in store.records()}
+    finally:
+        store.close()
+    assert costs["req-2"] == pytest.approx(1100 * 1000.0 / 1e6)
+
+
+def test_a_locked_database_keeps_the_records_in_the_journal_until_it_is_back(
+    started: JournalLedgerWriter,
+) -> None:
+    started.flush()
+    lock = sqlite3.connect(started.database, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        for n in range(600):
+            started.add(finished(n))
+        assert not started.flush(3)  # not written: the database refuses
+        assert started.journal_bytes() > 600 * 100
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    assert started.flush(30)
+    assert len(stored(started.database)) == 600
+
+
+def test_segments_are_rotated_and_removed_once_written(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    ledger = journal(path, segment_bytes=20_000)
+    ledger.start()
+    for n in range(2000):  # ~250 bytes a line: some 25 segments
+        ledger.add(finished(n))
+    assert ledger.flush()
+    assert len(segments(ledger.prefix)) <= 2  # the written ones removed
+    assert len(stored(path)) == 2000
+    ledger.close()
+
+
+def test_past_the_bound_records_wait_in_memory_then_the_oldest_are_dropped(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "gw.db"
+    clock = [NOW]
+    ledger = journal(path, clock, journal_max_bytes=1, max_buffer=50)
+    guard = ledger.guard
+    ledger.start()
+    lock = sqlite3.connect(path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        until(lambda: ledger.journal_full, 5, "the bound never seen")
+        key = VirtualKey(id="k1", name="k", secret_hash="-", prefix="sk-aop-",
+                         limits=Limits(budget_usd=100.0, budget_period="daily"))
+        for n in range(120):
+            record = finished(n, key_id="k1")
+            settle_budget(guard, reserve_budget(guard, Caller(None, key), {"max_tokens": 10},
+                                                ("gpt-4o",)), record)
+            ledger.add(record)
+        until(lambda: ledger.waiting <= 50, 5, "nothing dropped past max_buffer")
+        assert guard.held(("key", "k1")) == pytest.approx(50 * COST)  # the dropped let go
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    ledger.close()  # the 50 kept in memory: appended past the bound, and written
+    assert ledger.dropped == 70
+    assert len(stored(path)) == 50
+
+
+def test_the_budgets_follow_the_records_written(tmp_path: Path) -> None:
+    clock = [NOW]
+    ledger = journal(tmp_path / "gw.db", clock)
+    guard = ledger.guard
+    ledger.start()
+    limited = VirtualKey(id="k1", name="k", secret_hash="-", prefix="sk-aop-", team_id="t1",
+                         limits=Limits(budget_usd=100.0, budget_period="daily"))
+    record = finished(1, key_id="k1", team_id="t1")
+    settle_budget(guard, reserve_budget(guard, Caller(None, limited), {"max_tokens": 10},
+                                        ("gpt-4o",)), record)
+    ledger.add(record)
+    assert guard.spent(("key", "k1"), "daily") == pytest.approx(COST)
+    clock[0] += 3
+    assert ledger.flush()
+    assert guard.book.spent(("key", "k1"), "") == pytest.approx(COST)
+    assert guard.held(("key", "k1")) == 0.0
+    assert guard.spent(("key", "k1"), "daily") == pytest.approx(COST)  # counted once
+    ledger.close()
+
+
+_CRASHING_WORKER = """
+import sys
+from pathlib import Path
+from tests.e2e.test_ledger_journal import journal
+from tests.unit.test_ledger_writer import finished
+ledger = journal(Path(sys.argv[1]))
+ledger.start()
+for n in range(800):
+    ledger.add(finished(n))
+ledger.flush(0.1)  # appended; not written (the database is locked)
+print("appended", flush=True)
+sys.stdin.read()  # killed here
+"""
+
+
+def test_a_killed_workers_journal_is_written_by_the_next_start(tmp_path: Path) -> None:
+    """The worker and its child killed together (SIGKILL to their process group): the
+    journal stays, its lock free; the next worker's child claims and writes it."""
+    path = tmp_path / "gw.db"
+    LedgerStore.open(path).close()
+    lock = sqlite3.connect(path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # its child writes nothing before the kill
+    worker = subprocess.Popen([sys.executable, "-c", _CRASHING_WORKER, str(path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              start_new_session=True, cwd=Path(__file__).parents[2])
+    try:
+        assert worker.stdout is not None
+        assert worker.stdout.readline() == b"appended\n"
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+    lock.execute("COMMIT")
+    lock.close()
+    left = journal_files(path)
+    assert any(name.endswith(".lock") for name in left)
+    assert stored(path) == []
+    successor = journal(path)
+    successor.start()
+    try:
+        until(lambda: len(stored(path)) == 800, 30, "the dead worker's journal not written")
+        until(lambda: not set(left) & set(journal_files(path)), 10, "its files not removed")
+    finally:
+        successor.close()
