@@ -197,8 +197,12 @@ class JournalLedgerWriter(LedgerWriter):
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         with self._io:
             self._next_segment()
-        super().start()  # opens (and makes) the database before the child looks for it
+        # The database opened (and made) before the child looks for it; the cycle that
+        # opens it would also start a child (`_supervise`): one child a journal.
+        self._restart_at = math.inf
+        super().start()
         self._spawn()
+        self._restart_at = 0.0
 
     def _spawn(self) -> None:
         try:

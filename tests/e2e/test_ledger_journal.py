@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,10 +48,24 @@ def journal_files(path: Path) -> list[str]:
     return sorted(p.name for p in path.parent.glob(path.name + ".journal-*"))
 
 
+def writers_of(prefix: str) -> int:
+    """The processes running a child writer of the journal `prefix`."""
+    count = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            words = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        count += b"azure_openai_proxy.gateway.journalchild" in words and prefix.encode() in words
+    return count
+
+
 def test_records_reach_the_database_and_the_journal_goes_at_close(tmp_path: Path) -> None:
     path = tmp_path / "gw.db"
     ledger = journal(path)
     ledger.start()
+    time.sleep(0.7)  # past the thread's first cycle, which once started a second child
+    assert writers_of(ledger.prefix) == 1
     for n in range(3000):  # more than a write of the event loop's, and a batch
         ledger.add(finished(n, key_id="k1"))
     assert ledger.flush()

@@ -18,7 +18,6 @@ import pytest
 
 from tests.e2e import test_ledger as suite
 from tests.e2e.conftest import Emulator, gateway_settings
-from tests.support import ServerThread
 
 # (collected here from this module's namespace, with this module's fixtures)
 from tests.e2e.test_ledger import (  # noqa: F401
@@ -36,6 +35,7 @@ from tests.e2e.test_ledger import (  # noqa: F401
     test_sigterm_under_load_loses_no_record,
     test_the_usage_command_reads_the_ledger,
 )
+from tests.support import ServerThread
 
 pytestmark = pytest.mark.usefixtures("journal_environment")
 
