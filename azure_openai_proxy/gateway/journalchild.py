@@ -265,8 +265,11 @@ def run(prefix: str, database: Path, busy_ms: int) -> int:
             if ready and not os.read(0, 4096):
                 finished = True  # the worker closed its end, or died
         try:
-            state = PROGRESS
-            while state == PROGRESS:
+            # One step a wake while the worker runs: what 50 ms (or a poke) brought, in
+            # batches of up to 2,000 (a step at once after each would write the worker's
+            # appends of 256 one transaction each); all there is once it is finished.
+            state = reader.step(finished)
+            while state == PROGRESS and finished:
                 state = reader.step(finished)
             refused_since = None
         except DatabaseRefused:
