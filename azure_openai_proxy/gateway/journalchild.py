@@ -38,6 +38,7 @@ from azure_openai_proxy.gateway.journalfiles import (
     dead_journals,
     prices_of_line,
     read_ack,
+    record_line,
     record_of_line,
     segment_path,
     segments,
@@ -59,6 +60,7 @@ _READ = 1 << 22
 # After the worker is gone, the database refusing this long: the child leaves the rest
 # in the journal for the next start (or another worker's child) to claim.
 _GIVE_UP = 60.0
+_REFUSED_MOST = 10 << 20  # bytes of refused lines kept beside the database
 
 
 class DatabaseRefused(Exception):
@@ -85,10 +87,17 @@ class Ledger:
         try:
             days, _ = pricer.take(records, len(records), rows, days, store.label_id)
             store.write_rows(rows, priced=True)
-        except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
+        except Exception as exc:
             pricer.forget_labels()
-            self._failed(exc)
-            raise DatabaseRefused from exc
+            # The database's state (locked, read-only, gone, not a database): retried.
+            # Anything else is the records' (a value it cannot take): `JournalReader`
+            # sets the one at fault aside.
+            if isinstance(exc, sqlite3.OperationalError | OSError) or (
+                    type(exc) is sqlite3.DatabaseError):
+                self._failed(exc)
+                raise DatabaseRefused from exc
+            self.close()  # its transaction rolled back; opened anew for the next
+            raise
         return days
 
     def _open(self) -> LedgerStore:
@@ -203,9 +212,8 @@ class JournalReader:
             elif line:
                 try:
                     records.append(record_of_line(orjson.loads(line)))
-                except Exception:
-                    log.error("usage ledger journal %s: a damaged line was dropped",
-                              self.prefix)
+                except Exception as exc:
+                    self._refuse(line, exc)
                 if len(records) >= FULL_BATCH:
                     self._flush(records, number, done, end)
                     done = end
@@ -216,10 +224,35 @@ class JournalReader:
         if records:
             pricer = self._pricer or RowPricer(PriceTable.shipped(), {})
             self._pricer = pricer
-            self._days = self._ledger.write(pricer, records, self._days)
-        if end != done or records:
+            batch = list(records)
+            try:
+                self._days = self._ledger.write(pricer, records, self._days)
+            except DatabaseRefused:
+                raise
+            except Exception:
+                for one in batch:  # one at a time: the rest are written
+                    try:
+                        self._days = self._ledger.write(pricer, deque([one]), self._days)
+                    except DatabaseRefused:
+                        raise
+                    except Exception as exc:
+                        if one[0] is not None:  # (never a mark: lines of prices split)
+                            self._refuse(record_line(one[0], one[1]), exc)
+        if end != done:
             self.position = number, end
             write_ack(self.prefix, self.position)
+
+    def _refuse(self, line: bytes, exc: Exception) -> None:
+        """A line that reads as no record, or whose record neither prices nor writes
+        whatever the database's state: set aside (it must not stop the journal)."""
+        database = self._ledger.database
+        refused = database.with_name(database.name + ".journal-refused.jsonl")
+        log.error("usage ledger journal %s: a line refused (%s: %s), set aside in %s",
+                  self.prefix, type(exc).__name__, exc, refused)
+        with contextlib.suppress(OSError):
+            if not refused.exists() or refused.stat().st_size < _REFUSED_MOST:
+                with open(refused, "ab") as file:
+                    file.write(line.rstrip(b"\n") + b"\n")
 
     def remove(self) -> None:
         """The journal written whole: its files go (under its lock, held by the caller)."""

@@ -37,6 +37,7 @@ __all__ = [
     "prices_line",
     "prices_of_line",
     "read_ack",
+    "record_line",
     "record_of_line",
     "segment_path",
     "segments",

@@ -283,3 +283,25 @@ def test_a_killed_workers_journal_is_written_by_the_next_start(tmp_path: Path) -
         until(lambda: not set(left) & set(journal_files(path)), 10, "its files not removed")
     finally:
         successor.close()
+
+
+def test_a_line_that_cannot_be_priced_is_set_aside_and_stops_nothing(
+    started: JournalLedgerWriter,
+) -> None:
+    """A journal line of valid JSON whose usage is no mapping (hand-edited, or damaged in
+    a way JSON still reads): set aside beside the database, the records after it written
+    (a child that died on it would die again at each restart, the journal growing)."""
+    started.add(finished(1))
+    assert started.flush()
+    segment = started.database.parent / f"{Path(started.prefix).name}.{1:06d}"
+    with open(segment, "ab") as file:
+        file.write(b'["req-bad", 1.0, 5.0, null, 200, 1, false, null, null, "gpt-4o", "dep",'
+                   b' "https://e/", "chat/completions", [1, 2]]\n')
+        file.write(b'["req-cut", 1.0\n')
+    for n in range(2, 5):
+        started.add(finished(n))
+    assert started.flush(20)
+    assert stored(started.database) == ["req-1", "req-2", "req-3", "req-4"]
+    refused = started.database.with_name("gw.db.journal-refused.jsonl").read_bytes()
+    assert b"req-bad" in refused and b"req-cut" in refused
+    assert started.child_alive()
