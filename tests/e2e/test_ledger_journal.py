@@ -306,3 +306,28 @@ def test_a_line_that_cannot_be_priced_is_set_aside_and_stops_nothing(
     refused = started.database.with_name("gw.db.journal-refused.jsonl").read_bytes()
     assert b"req-bad" in refused and b"req-cut" in refused
     assert started.child_alive()
+
+
+def test_a_killed_workers_own_child_writes_its_journal_and_goes(tmp_path: Path) -> None:
+    """The worker alone killed: its child sees its input end, writes what the journal
+    holds, removes it and exits (the journal's lock then free for nobody to need)."""
+    path = tmp_path / "gw.db"
+    LedgerStore.open(path).close()
+    lock = sqlite3.connect(path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    worker = subprocess.Popen([sys.executable, "-c", _CRASHING_WORKER, str(path)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              cwd=Path(__file__).parents[2])
+    try:
+        assert worker.stdout is not None
+        assert worker.stdout.readline() == b"appended\n"
+        prefix = next(p for p in journal_files(path) if p.endswith(".lock"))[:-len(".lock")]
+        assert writers_of(str(tmp_path / prefix)) == 1
+    finally:
+        worker.kill()  # the worker only: its child lives on
+        worker.wait()
+    lock.execute("COMMIT")
+    lock.close()
+    until(lambda: len(stored(path)) == 800, 30, "the orphaned child did not write it")
+    until(lambda: journal_files(path) == [], 10, "the journal not removed")
+    until(lambda: writers_of(str(tmp_path / prefix)) == 0, 10, "the child did not exit")
