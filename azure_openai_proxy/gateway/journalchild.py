@@ -195,7 +195,9 @@ class JournalReader:
             # written waits for the next poke (a batch a poke, not one per append)
             return PROGRESS if len(data) == _READ else IDLE
         # The worker numbers its segments one after the other: one look, not a listing.
-        later = segment_path(self.prefix, number + 1).exists()
+        # A file there is one it made, so done with this one (a name it could not make
+        # a file at, with something else there, is not).
+        later = segment_path(self.prefix, number + 1).is_file()
         if later or finished:
             if data:
                 log.error("usage ledger journal %s: a line cut by a crash was dropped (%d "

@@ -180,12 +180,22 @@ class JournalLedgerWriter(LedgerWriter):
         return True
 
     def _next_segment(self) -> None:
+        """The next segment, its first line the prices in force. One that cannot be made
+        (on the event loop too: never raised into a request) leaves the lines going to
+        the current one, tried again at the next append."""
+        path = segment_path(self.prefix, self._number + 1)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if self._fd < 0:
+                raise  # the first, at start
+            if self._unspooled.due():
+                log.error("usage ledger: cannot make the journal's next segment %s (%s)",
+                          path, exc)
+            return
         if self._fd >= 0:
             os.close(self._fd)
-        self._number += 1
-        path = segment_path(self.prefix, self._number)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-        self._size = 0
+        self._fd, self._number, self._size = fd, self._number + 1, 0
         self._append_bytes(self._prices + b"\n")
 
     # -- life cycle ----------------------------------------------------------------------
@@ -209,7 +219,11 @@ class JournalLedgerWriter(LedgerWriter):
             self._child = subprocess.Popen(
                 [sys.executable, "-m", "azure_openai_proxy.gateway.journalchild", self.prefix,
                  str(self.database), str(self._busy_ms), str(self._lock_fd)],
-                stdin=subprocess.PIPE, pass_fds=(self._lock_fd,))
+                stdin=subprocess.PIPE, pass_fds=(self._lock_fd,), bufsize=0)
+            assert self._child.stdin is not None
+            # A poke never waits: a child stopped or stuck does not stop this thread when
+            # the pipe is full (the child reads the journal, not the pokes).
+            os.set_blocking(self._child.stdin.fileno(), False)
         except OSError as exc:
             self._child = None
             log.error("usage ledger: cannot start the journal's writer (%s); the records "
@@ -233,9 +247,8 @@ class JournalLedgerWriter(LedgerWriter):
         """Wake the child now (else it looks every 50 ms)."""
         child = self._child
         if child is not None and child.stdin is not None:
-            with contextlib.suppress(OSError, ValueError):
-                child.stdin.write(b".")
-                child.stdin.flush()
+            with contextlib.suppress(OSError, ValueError):  # full, or the child gone
+                os.write(child.stdin.fileno(), b".")
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until what was added before the call is in the database, then for a
@@ -244,6 +257,8 @@ class JournalLedgerWriter(LedgerWriter):
         target = self._write_lines(block=True)
         if target is None:
             return super().flush(timeout)
+        if self._full and self._lines:
+            return False  # past the bound: lines kept in memory, not in the journal
         self._poke()
         while read_ack(self.prefix) < target:
             if time.monotonic() >= deadline:

@@ -331,3 +331,44 @@ def test_a_killed_workers_own_child_writes_its_journal_and_goes(tmp_path: Path) 
     until(lambda: len(stored(path)) == 800, 30, "the orphaned child did not write it")
     until(lambda: journal_files(path) == [], 10, "the journal not removed")
     until(lambda: writers_of(str(tmp_path / prefix)) == 0, 10, "the child did not exit")
+
+
+def test_a_segment_that_cannot_be_made_raises_nothing_into_the_request(
+    tmp_path: Path,
+) -> None:
+    """The next segment cannot be made (here a directory stands at its name): `add`, on
+    the event loop, raises nothing, the lines go on into the current segment, and the
+    next append past the size tries again."""
+    path = tmp_path / "gw.db"
+    ledger = journal(path, segment_bytes=40_000)
+    ledger.start()
+    try:
+        blocker = Path(f"{ledger.prefix}.{2:06d}")
+        blocker.mkdir()
+        for n in range(600):  # past 40,000 bytes at an append of the loop's
+            ledger.add(finished(n))
+        assert ledger.flush()
+        assert len(stored(path)) == 600
+        blocker.rmdir()
+        for n in range(600, 1200):
+            ledger.add(finished(n))
+        assert ledger.flush()
+        assert len(stored(path)) == 1200
+        assert segments(ledger.prefix)[-1] >= 2
+    finally:
+        ledger.close()
+
+
+def test_pokes_to_a_stopped_child_never_block_the_worker(started: JournalLedgerWriter) -> None:
+    child = started.child_pid
+    assert child is not None
+    os.kill(child, signal.SIGSTOP)
+    try:
+        for _ in range(70_000):  # more bytes than a pipe holds
+            started._poke()
+        started.add(finished(1))
+        assert not started.flush(0.5)
+    finally:
+        os.kill(child, signal.SIGCONT)
+    assert started.flush(20)
+    assert stored(started.database) == ["req-1"]
