@@ -13,7 +13,8 @@ IGNORE). While the database refuses (locked, unwritable, gone), the journal is t
 spool: the child retries every second. Every few seconds it claims the journals of dead
 workers (their lock files free) and writes them the same way.
 
-It ignores SIGINT and SIGTERM: a terminal's ^C or a stop of the process group reaches
+Each database failure is one byte on its standard output, counted by the worker. It
+ignores SIGINT and SIGTERM: a terminal's ^C or a stop of the process group reaches
 the worker, whose `close` ends it in order (its input closed).
 """
 
@@ -123,6 +124,11 @@ class Ledger:
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
+        # One byte on the standard output a failure: the worker counts them in its
+        # writer's `failures` (operators see the child's as the thread writer's). Never
+        # waits: a worker gone or not reading costs the count, not the journal.
+        with contextlib.suppress(OSError):
+            os.write(1, b"!")
         if self.failures == 1 or self.failures % 100 == 0:
             log.warning("usage ledger (journal writer): database unavailable (%s: %s); the "
                         "records wait in the journal until it is back", type(exc).__name__, exc)
@@ -338,6 +344,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     prefix, database, busy_ms, lock_fd = argv
+    os.set_blocking(1, False)  # the failures' bytes (`Ledger._failed`)
     del lock_fd  # held open (inherited): the journal stays locked while this process lives
     return run(prefix, Path(database), int(busy_ms))
 

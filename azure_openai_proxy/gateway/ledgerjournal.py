@@ -50,7 +50,9 @@ import orjson
 from azure_openai_proxy.gateway.journalfiles import (
     Position,
     prices_line,
+    prices_of_line,
     read_ack,
+    record_of_line,
     segment_path,
     segments,
 )
@@ -201,35 +203,78 @@ class JournalLedgerWriter(LedgerWriter):
     # -- life cycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        """The journal (its lock held), the child, then the thread writer's start."""
+        """The journal (its lock held) and the child, then the thread writer's start. A
+        journal that cannot be made, or a child that cannot be started, falls back to
+        the thread writer for this run (an error logged): never a gateway that does not
+        start, nor records that wait for a child that never comes."""
         self.prefix = f"{self.database}.journal-{os.getpid()}-{secrets.token_hex(4)}"
-        self._lock_fd = os.open(self.prefix + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        with self._io:
-            self._next_segment()
-        # The database opened (and made) before the child looks for it; the cycle that
-        # opens it would also start a child (`_supervise`): one child a journal.
-        self._restart_at = math.inf
+        try:
+            self._lock_fd = os.open(self.prefix + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            with self._io:
+                self._next_segment()
+            self._spawn()  # (its database opened when it has rows: by then it is made)
+        except OSError as exc:
+            log.error("usage ledger: ledger_writer: journal falls back to the thread writer "
+                      "for this run: the journal %s or its writer could not be made (%s)",
+                      self.prefix, exc)
+            self._fall_back()
+            LedgerWriter.start(self)
+            return
         super().start()
-        self._spawn()
-        self._restart_at = 0.0
+
+    def _fall_back(self) -> None:
+        """Become the thread writer: the journal's files go (nothing is in them yet), and
+        the lines added before the start (records, a reload's prices) are queued in order."""
+        with self._io:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+        for number in segments(self.prefix):
+            with contextlib.suppress(OSError):
+                segment_path(self.prefix, number).unlink()
+        if self._lock_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.unlink(self.prefix + ".lock")
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+        lines = list(self._lines)
+        self._lines.clear()
+        # The thread writer's methods from now on, `add` too, at no cost a call (a flag
+        # tested in each would be on the event loop's path): the base class's state is
+        # all set (`LedgerWriter.__init__` ran), the journal's is no longer read.
+        self.__class__ = LedgerWriter  # type: ignore[assignment]
+        for line in lines:
+            if line.startswith(b"{"):
+                self.reconfigure(*prices_of_line(orjson.loads(line)))
+            else:
+                self._queue.append(record_of_line(orjson.loads(line)))
 
     def _spawn(self) -> None:
-        try:
-            self._child = subprocess.Popen(
-                [sys.executable, "-m", "azure_openai_proxy.gateway.journalchild", self.prefix,
-                 str(self.database), str(self._busy_ms), str(self._lock_fd)],
-                stdin=subprocess.PIPE, pass_fds=(self._lock_fd,), bufsize=0)
-            assert self._child.stdin is not None
-            # A poke never waits: a child stopped or stuck does not stop this thread when
-            # the pipe is full (the child reads the journal, not the pokes).
-            os.set_blocking(self._child.stdin.fileno(), False)
-        except OSError as exc:
-            self._child = None
-            log.error("usage ledger: cannot start the journal's writer (%s); the records "
-                      "wait in the journal %s", exc, self.prefix)
+        """Raises OSError if the child cannot be started."""
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "azure_openai_proxy.gateway.journalchild", self.prefix,
+             str(self.database), str(self._busy_ms), str(self._lock_fd)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(self._lock_fd,),
+            bufsize=0)
+        assert self._child.stdin is not None and self._child.stdout is not None
+        # A poke never waits: a child stopped or stuck does not stop this thread when
+        # the pipe is full (the child reads the journal, not the pokes).
+        os.set_blocking(self._child.stdin.fileno(), False)
+        os.set_blocking(self._child.stdout.fileno(), False)
+
+    def _count_failures(self) -> None:
+        """The child's database failures (a byte each on its standard output) counted in
+        `failures`, as the thread writer's own are."""
+        child = self._child
+        if child is None or child.stdout is None:
+            return
+        with contextlib.suppress(OSError, ValueError):  # nothing there, or closed
+            while data := os.read(child.stdout.fileno(), 65536):
+                self.failures += len(data)
 
     def _supervise(self) -> None:
+        self._count_failures()
         child = self._child
         if child is not None and child.poll() is None:
             return
@@ -240,8 +285,18 @@ class JournalLedgerWriter(LedgerWriter):
             log.error("usage ledger: the journal's writer ended (status %s); started again",
                       child.returncode)
             self._restarts += 1
+            self.failures += 1
+            for pipe in (child.stdin, child.stdout):
+                if pipe is not None:
+                    pipe.close()
+            self._child = None
         self._restart_at = now + min(_RESTART_MOST, 0.5 * 2 ** min(self._restarts, 6))
-        self._spawn()
+        try:
+            self._spawn()
+        except OSError as exc:
+            self._child = None
+            log.error("usage ledger: cannot start the journal's writer again (%s); the "
+                      "records wait in the journal %s", exc, self.prefix)
 
     def _poke(self) -> None:
         """Wake the child now (else it looks every 50 ms)."""
@@ -295,6 +350,9 @@ class JournalLedgerWriter(LedgerWriter):
                           "is written at the next start", self.prefix)
                 child.kill()
                 child.wait()
+            self._count_failures()
+            if child.stdout is not None:
+                child.stdout.close()
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1

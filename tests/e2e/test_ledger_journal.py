@@ -372,3 +372,72 @@ def test_pokes_to_a_stopped_child_never_block_the_worker(started: JournalLedgerW
         os.kill(child, signal.SIGCONT)
     assert started.flush(20)
     assert stored(started.database) == ["req-1"]
+
+
+def test_a_journal_that_cannot_be_made_falls_back_to_the_thread_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The journal's lock file cannot be made (a directory stands at its name): the
+    gateway starts all the same, writing with the thread writer, an error logged; the
+    records and the reload added before the start are written with their prices."""
+    from azure_openai_proxy.gateway import ledgerjournal
+
+    path = tmp_path / "gw.db"
+    monkeypatch.setattr(ledgerjournal.secrets, "token_hex", lambda _: "blocked0")
+    Path(f"{path}.journal-{os.getpid()}-blocked0.lock").mkdir()
+    ledger = journal(path)
+    ledger.add(finished(0))
+    ledger.reconfigure(PriceTable({"gpt-4o": Price(input=1000.0, output=1000.0)}), {})
+    ledger.add(finished(1))
+    ledger.start()
+    try:
+        for n in range(2, 300):
+            ledger.add(finished(n))
+        assert ledger.flush(10)
+        assert len(stored(path)) == 300
+        store = LedgerStore.open(path)
+        try:
+            costs = {r.request_id: r.cost_usd for r in store.records()}
+        finally:
+            store.close()
+        assert costs["req-0"] == pytest.approx(COST)
+        assert costs["req-1"] == pytest.approx(1100 * 1000.0 / 1e6)
+        assert "falls back to the thread writer" in caplog.text
+    finally:
+        ledger.close()
+    assert len(stored(path)) == 300
+
+
+def test_a_child_that_cannot_be_started_falls_back_to_the_thread_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "gw.db"
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+    ledger = journal(path)
+    ledger.start()
+    try:
+        for n in range(300):
+            ledger.add(finished(n))
+        assert ledger.flush(10)
+        assert len(stored(path)) == 300
+        assert journal_files(path) == []  # nothing left waiting for a child
+    finally:
+        ledger.close()
+
+
+def test_the_childs_database_failures_are_counted_in_the_workers_failures(
+    started: JournalLedgerWriter,
+) -> None:
+    started.flush()
+    assert started.failures == 0
+    lock = sqlite3.connect(started.database, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        started.add(finished(1))
+        started.flush(0.1)  # appended and poked
+        until(lambda: started.failures > 0, 20, "the child's refusals never counted")
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    assert started.flush(30)
+    assert stored(started.database) == ["req-1"]
