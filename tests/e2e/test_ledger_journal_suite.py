@@ -3,19 +3,23 @@
 the `ledger_gateway` fixture below, those started as processes (SIGTERM under load)
 from its environment variable.
 
-Not run here: the locked-database test reads the thread writer's `failures` count and
-its spool file, which the journal writer has in its child and its journal
-(test_ledger_journal.py has its own locked-database test); the admin API's 503 test
-starts no ledger gateway of the fixture's."""
+The locked-database test reads the thread writer's spool file: its variant below holds
+the journal writer to the same guarantee (the writer hits the lock, counted in
+`failures`; every record kept outside the database meanwhile, in the journal; none lost
+and no client failing). Not run here: the admin API's 503 test starts no ledger gateway
+of the fixture's."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from azure_openai_proxy.gateway.journalfiles import read_ack, segment_path, segments
+from azure_openai_proxy.gateway.ledgerjournal import JournalLedgerWriter
 from tests.e2e import test_ledger as suite
 from tests.e2e.conftest import Emulator, gateway_settings
 
@@ -36,6 +40,7 @@ from tests.e2e.test_ledger import (  # noqa: F401
     test_the_usage_command_reads_the_ledger,
 )
 from tests.support import ServerThread
+from tests.waiting import until
 
 pytestmark = pytest.mark.usefixtures("journal_environment")
 
@@ -60,3 +65,36 @@ def ledger_gateway(tmp_path: Path) -> Iterator[Callable[..., ServerThread]]:
     yield start
     for server in started:
         server.stop()
+
+
+def _journalled(ledger: JournalLedgerWriter) -> int:
+    """Record lines in the journal's segments on disk (written or not)."""
+    return sum(line.startswith(b"[") for number in segments(ledger.prefix)
+               for line in segment_path(ledger.prefix, number).read_bytes().split(b"\n"))
+
+
+def test_a_locked_database_loses_no_record_and_fails_no_request(
+    emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,
+) -> None:
+    """test_ledger.py's, the spool file read as the journal (its own: the records the
+    child could not write)."""
+    gateway = ledger_gateway(emulator)
+    ledger = suite._app(gateway).ledger
+    assert isinstance(ledger, JournalLedgerWriter)
+    ledger.flush()
+    lock = sqlite3.connect(tmp_path / "gw.db", isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # every writer is refused until the commit
+    try:
+        answered = suite._load(gateway, 120)  # raises on any client error
+        until(lambda: ledger.failures > 0, 20, "the writer never hit the lock")
+        assert not ledger.flush(0.2)  # appended, and not in the database
+        assert _journalled(ledger) == answered
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    answered += suite._load(gateway, 40)
+    until(lambda: len(suite.records(gateway)) == answered, 20,
+          "records missing after the database came back")
+    assert len({r.request_id for r in suite.records(gateway)}) == answered == 160
+    last = segments(ledger.prefix)[-1]
+    assert read_ack(ledger.prefix) == (last, segment_path(ledger.prefix, last).stat().st_size)
