@@ -209,8 +209,12 @@ class JournalLedgerWriter(LedgerWriter):
         start, nor records that wait for a child that never comes."""
         self.prefix = f"{self.database}.journal-{os.getpid()}-{secrets.token_hex(4)}"
         try:
-            self._lock_fd = os.open(self.prefix + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+            # Locked before it has its name: a child claiming dead workers' journals (their
+            # locks free) never finds this one made and not yet locked.
+            lock = self.prefix + ".lock"
+            self._lock_fd = os.open(lock + ".new", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            os.rename(lock + ".new", lock)
             with self._io:
                 self._next_segment()
             self._spawn()  # (its database opened when it has rows: by then it is made)
@@ -234,8 +238,9 @@ class JournalLedgerWriter(LedgerWriter):
             with contextlib.suppress(OSError):
                 segment_path(self.prefix, number).unlink()
         if self._lock_fd >= 0:
-            with contextlib.suppress(OSError):
-                os.unlink(self.prefix + ".lock")
+            for tail in (".lock", ".lock.new"):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.prefix + tail)
             os.close(self._lock_fd)
             self._lock_fd = -1
         lines = list(self._lines)

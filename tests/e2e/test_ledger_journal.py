@@ -441,3 +441,40 @@ def test_the_childs_database_failures_are_counted_in_the_workers_failures(
         lock.close()
     assert started.flush(30)
     assert stored(started.database) == ["req-1"]
+
+
+def test_a_claim_while_a_worker_starts_never_takes_its_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another worker's child claims dead workers' journals by their free locks: one
+    looking while this worker has made its lock file but not yet locked it must not
+    find it free (it removed the lock file: this journal, unlocked on disk, would never
+    be claimed after a crash of its worker)."""
+    import fcntl
+
+    from azure_openai_proxy.gateway.journalchild import Ledger, _claim
+
+    path = tmp_path / "gw.db"
+    LedgerStore.open(path).close()
+    real = fcntl.flock
+
+    def claimed_first(fd: int, operation: int) -> None:  # the worker's first lock
+        monkeypatch.setattr(fcntl, "flock", real)
+        _claim(path, f"{path}.journal-another", Ledger(path, 1000))
+        real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", claimed_first)
+    ledger = journal(path)
+    ledger.start()
+    try:
+        fd = os.open(ledger.prefix + ".lock", os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                real(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: the worker lives
+        finally:
+            os.close(fd)
+        ledger.add(finished(1))
+        assert ledger.flush()
+    finally:
+        ledger.close()
+    assert stored(path) == ["req-1"]
