@@ -478,3 +478,34 @@ def test_a_claim_while_a_worker_starts_never_takes_its_journal(
     finally:
         ledger.close()
     assert stored(path) == ["req-1"]
+
+
+def test_a_child_restarted_in_a_later_segment_prices_with_the_reloads_prices(
+    tmp_path: Path,
+) -> None:
+    """A reload, then segments rotated past it: a child started again in a later segment
+    finds the prices in force in that segment's first line (else: the shipped ones)."""
+    path = tmp_path / "gw.db"
+    ledger = journal(path, segment_bytes=40_000)
+    ledger.start()
+    try:
+        ledger.reconfigure(PriceTable({"gpt-4o": Price(input=1000.0, output=1000.0)}), {})
+        for n in range(600):  # some 4 segments after the reload's line
+            ledger.add(finished(n))
+        assert ledger.flush()
+        assert segments(ledger.prefix)[0] >= 2
+        child = ledger.child_pid
+        assert child is not None
+        os.kill(child, signal.SIGKILL)
+        until(lambda: ledger.child_pid != child and ledger.child_alive(), 20,
+              "the child was not started again")
+        ledger.add(finished(600))
+        assert ledger.flush(20)
+        store = LedgerStore.open(path)
+        try:
+            costs = {r.request_id: r.cost_usd for r in store.records()}
+        finally:
+            store.close()
+        assert costs["req-600"] == pytest.approx(1100 * 1000.0 / 1e6)
+    finally:
+        ledger.close()
