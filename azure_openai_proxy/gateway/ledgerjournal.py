@@ -290,11 +290,7 @@ class JournalLedgerWriter(LedgerWriter):
             log.error("usage ledger: the journal's writer ended (status %s); started again",
                       child.returncode)
             self._restarts += 1
-            self.failures += 1
-            for pipe in (child.stdin, child.stdout):
-                if pipe is not None:
-                    pipe.close()
-            self._child = None
+            self._ended(child)
         self._restart_at = now + min(_RESTART_MOST, 0.5 * 2 ** min(self._restarts, 6))
         try:
             self._spawn()
@@ -302,6 +298,18 @@ class JournalLedgerWriter(LedgerWriter):
             self._child = None
             log.error("usage ledger: cannot start the journal's writer again (%s); the "
                       "records wait in the journal %s", exc, self.prefix)
+
+    def _ended(self, child: subprocess.Popen[bytes] | None) -> None:
+        """A child that ended: counted as a failure (with the failures it reported), its
+        pipes closed."""
+        if child is None:
+            return
+        self._count_failures()
+        self.failures += 1
+        for pipe in (child.stdin, child.stdout):
+            if pipe is not None:
+                pipe.close()
+        self._child = None
 
     def _poke(self) -> None:
         """Wake the child now (else it looks every 50 ms)."""
@@ -344,6 +352,13 @@ class JournalLedgerWriter(LedgerWriter):
                 os.close(self._fd)
                 self._fd = -1
         child = self._child
+        if self._lock_fd >= 0 and (child is None or child.poll() is not None):
+            # Died (or never started) and not yet started again by the thread: one now,
+            # or the stop leaves the journal to a next start that may never come.
+            self._ended(child)
+            with contextlib.suppress(OSError):
+                self._spawn()
+            child = self._child
         if child is not None:
             with contextlib.suppress(OSError):
                 if child.stdin is not None:

@@ -509,3 +509,21 @@ def test_a_child_restarted_in_a_later_segment_prices_with_the_reloads_prices(
         assert costs["req-600"] == pytest.approx(1100 * 1000.0 / 1e6)
     finally:
         ledger.close()
+
+
+def test_a_stop_just_after_the_child_died_still_writes_everything(tmp_path: Path) -> None:
+    """The child killed and the worker stopped before its thread started another: the
+    stop starts one to write the journal (else the records wait for a next start)."""
+    path = tmp_path / "gw.db"
+    ledger = journal(path)
+    ledger.start()
+    ledger.add(finished(1))
+    assert ledger.flush()
+    child = ledger.child_pid
+    assert child is not None
+    os.kill(child, signal.SIGKILL)
+    until(lambda: not ledger.child_alive(), 10, "the child did not die")
+    ledger.add(finished(2))
+    ledger.close()
+    assert stored(path) == ["req-1", "req-2"]
+    assert journal_files(path) == []
