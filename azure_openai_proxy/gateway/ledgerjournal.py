@@ -101,6 +101,7 @@ class JournalLedgerWriter(LedgerWriter):
         self._restart_at = 0.0
         self._book_due = False  # a flush asks for the budgets' book to be read
         self.dropped = 0  # lines dropped past the bound (the tests and the log read it)
+        self._fell_back = False  # the thread writer's from `start` on (`_fall_back`)
 
     # -- the event loop's side -----------------------------------------------------------
 
@@ -245,6 +246,7 @@ class JournalLedgerWriter(LedgerWriter):
             self._lock_fd = -1
         lines = list(self._lines)
         self._lines.clear()
+        self._fell_back = True
         # The thread writer's methods from now on, `add` too, at no cost a call (a flag
         # tested in each would be on the event loop's path): the base class's state is
         # all set (`LedgerWriter.__init__` ran), the journal's is no longer read.
@@ -344,6 +346,9 @@ class JournalLedgerWriter(LedgerWriter):
         deadline = time.monotonic() + timeout
         if not self.prefix and self._lines:
             self.start()  # never started (a test's, a command's): the records still go
+            if self._fell_back:  # now a LedgerWriter: this method's super() would raise
+                LedgerWriter.close(self, timeout)
+                return
         super().close(timeout)
         self._full = False  # past the bound or not, on disk rather than lost with memory
         self._write_lines(block=True)

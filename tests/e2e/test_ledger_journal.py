@@ -527,3 +527,19 @@ def test_a_stop_just_after_the_child_died_still_writes_everything(tmp_path: Path
     ledger.close()
     assert stored(path) == ["req-1", "req-2"]
     assert journal_files(path) == []
+
+
+def test_a_never_started_writer_whose_journal_cannot_be_made_writes_at_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`close` starts a writer never started that holds records (a command's): the
+    fallback to the thread writer then, too, writes them."""
+    from azure_openai_proxy.gateway import ledgerjournal
+
+    path = tmp_path / "gw.db"
+    monkeypatch.setattr(ledgerjournal.secrets, "token_hex", lambda _: "blocked0")
+    Path(f"{path}.journal-{os.getpid()}-blocked0.lock").mkdir()
+    ledger = journal(path)
+    ledger.add(finished(1))
+    ledger.close()
+    assert stored(path) == ["req-1"]
