@@ -231,6 +231,10 @@ class JournalLedgerWriter(LedgerWriter):
     def _fall_back(self) -> None:
         """Become the thread writer: the journal's files go (nothing is in them yet), and
         the lines added before the start (records, a reload's prices) are queued in order."""
+        child, self._child = self._child, None
+        if child is not None:  # started, then its pipe could not be set up
+            child.kill()
+            child.wait()
         with self._io:
             if self._fd >= 0:
                 os.close(self._fd)

@@ -543,3 +543,23 @@ def test_a_never_started_writer_whose_journal_cannot_be_made_writes_at_close(
     ledger.add(finished(1))
     ledger.close()
     assert stored(path) == ["req-1"]
+
+
+def test_a_child_whose_pipe_cannot_be_set_up_is_stopped_at_the_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def refused(fd: int, blocking: bool) -> None:
+        raise OSError("refused for the test")
+
+    path = tmp_path / "gw.db"
+    monkeypatch.setattr(os, "set_blocking", refused)
+    ledger = journal(path)
+    ledger.start()
+    monkeypatch.undo()
+    try:
+        assert writers_of(ledger.prefix) == 0  # no child left tailing a journal gone
+        ledger.add(finished(1))
+        assert ledger.flush()
+        assert stored(path) == ["req-1"]
+    finally:
+        ledger.close()
