@@ -318,7 +318,7 @@ class JournalLedgerWriter(LedgerWriter):
         self._child = None
 
     def _poke(self) -> None:
-        """Wake the child now (else it looks every 50 ms)."""
+        """Wake the child now (else it looks every second: journalchild._POLL)."""
         child = self._child
         if child is not None and child.stdin is not None:
             with contextlib.suppress(OSError, ValueError):  # full, or the child gone
