@@ -107,6 +107,7 @@ _ENV_SCALARS = {
     "AZURE_OPENAI_PROXY_BUSY_POLL_US": "busy_poll_us",
     "AZURE_OPENAI_PROXY_DATABASE": "database",
     "AZURE_OPENAI_PROXY_ADMIN_KEY": "admin_key",
+    "AZURE_OPENAI_PROXY_LEDGER_WRITER": "ledger_writer",
 }
 # ... and those of the `server:` section.
 _ENV_SERVER = {
@@ -126,7 +127,7 @@ _TOP_LEVEL_KEYS = {
     "max_attempts", "server_engine", "retry_budget_seconds", "shutdown_grace_seconds", "metrics",
     "circuit_failures", "circuit_open_seconds", "cooldown_seconds", "latency_exploration",
     "watch_config", "busy_poll_us", "database", "admin_key", "server", "prices",
-    "ledger_retention_days", "default_completion_tokens",
+    "ledger_retention_days", "ledger_writer", "default_completion_tokens",
 }
 
 

@@ -138,8 +138,9 @@ class _LoopbackTransport(FastTransport):
 
 
 def _gateway_app(database: str | None = None,
-                 transport_class: type[FastTransport] | None = None) -> Application:
-    extra = {"database": database} if database else {}
+                 transport_class: type[FastTransport] | None = None,
+                 writer: str = "thread") -> Application:
+    extra = {"database": database, "ledger_writer": writer} if database else {}
     settings = load_settings({
         **extra,
         "client_keys": [CLIENT_KEY], "log_level": "info", "metrics": True,
@@ -196,7 +197,8 @@ def _writer_cpu() -> float:
 
 async def measure(requests: int, clients: int, bare: bool, callgrind: bool,
                   database: str | None = None, request: bytes | tuple[bytes, ...] = REQUEST,
-                  split: list[float] | None = None, warm: int = 0) -> float:
+                  split: list[float] | None = None, warm: int = 0,
+                  writer: str = "thread") -> float:
     """CPU seconds per request over `requests` requests from `clients` connections;
     `split`, when given, receives the loop thread's and the writer thread's shares.
     `request`: several are sent in turn. `warm`: requests served first, on connections
@@ -206,7 +208,7 @@ async def measure(requests: int, clients: int, bare: bool, callgrind: bool,
     from azure_openai_proxy.observability import accesslog
 
     accesslog.access_logger.setLevel("INFO")  # the gateway's default level
-    app: Application = _BareApp() if bare else _gateway_app(database)
+    app: Application = _BareApp() if bare else _gateway_app(database, writer=writer)
     await app.startup()
     server = FastServer(app)
     loop = asyncio.get_running_loop()
@@ -384,6 +386,9 @@ def main(argv: list[str] | None = None) -> None:
                              "head lines made anew for every answer)")
     parser.add_argument("--callgrind", action="store_true",
                         help="switch callgrind's instrumentation on for the loop only")
+    parser.add_argument("--journal", action="store_true",
+                        help="with --ledger/--governed: `ledger_writer: journal` (the ledger "
+                             "written by a child process; its CPU is not counted here)")
     parser.add_argument("--warm", type=int, default=0,
                         help="requests served (and the ledger written) before the count")
     args = parser.parse_args(argv)
@@ -393,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
     async def run(database: str | None, request: bytes | tuple[bytes, ...] = REQUEST) -> None:
         result.append(await measure(args.requests, args.clients, args.bare, args.callgrind,
                                     database, request, split if database else None,
-                                    args.warm))
+                                    args.warm, "journal" if args.journal else "thread"))
 
     if args.ledger or args.governed:
         import tempfile

@@ -4,6 +4,7 @@ not a test).
 
     python -m bench.threadcpu off gov [off gov ...]     # needs nginx and wrk
     python -m bench.threadcpu off gov gov-noledger gov-journal
+    python -m bench.threadcpu off gov gov-child     # the shipped journal writer
 
 
 Each name starts a fresh gateway (`off`: bench/systems.py `start_gateway`, one worker;
@@ -87,7 +88,9 @@ def measure(workdir: Path, system: systems.System, seconds: float) -> list[str]:
     return lines
 
 
-_VARIANTS = {"gov-noledger": "noledger", "gov-journal": "journal"}
+# gov-child: the gateway's own journal-fed child writer (`ledger_writer: journal`, set
+# through its environment variable), not a variant loaded beside it.
+_VARIANTS = {"gov-noledger": "noledger", "gov-journal": "journal", "gov-child": "-"}
 
 
 def governed(children: Children, upstream_port: int, run: str) -> systems.System:
@@ -95,15 +98,17 @@ def governed(children: Children, upstream_port: int, run: str) -> systems.System
     variant = _VARIANTS.get(run)
     if variant is None:
         return systems.start_gateway_governed(children, upstream_port)
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = str(Path(__file__).parent / "ledgervariants" / variant)
+    name, value = (("AZURE_OPENAI_PROXY_LEDGER_WRITER", "journal") if variant == "-"
+                   else ("PYTHONPATH", str(Path(__file__).parent / "ledgervariants" / variant)))
+    saved = os.environ.get(name)
+    os.environ[name] = value
     try:
         return systems.start_gateway_governed(children, upstream_port, f"gateway-1w-{run}")
     finally:
         if saved is None:
-            del os.environ["PYTHONPATH"]
+            del os.environ[name]
         else:
-            os.environ["PYTHONPATH"] = saved
+            os.environ[name] = saved
 
 
 def main() -> None:

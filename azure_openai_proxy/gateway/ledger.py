@@ -489,6 +489,9 @@ class _Reconfigured(NamedTuple):
 
 def open_ledger(settings: Settings, guard: BudgetGuard) -> LedgerWriter:
     """The writer for the governance database (store/sqlite.py database_path)."""
-    return LedgerWriter(database_path(settings), prices_of(settings),
+    writer = LedgerWriter
+    if settings.ledger_writer == "journal":  # (imported here: it is a LedgerWriter)
+        from azure_openai_proxy.gateway.ledgerjournal import JournalLedgerWriter as writer
+    return writer(database_path(settings), prices_of(settings),
                         deployment_models(settings), guard,
                         retention_days=settings.ledger_retention_days)

@@ -295,6 +295,10 @@ class PriceTable:
             prices[str(name).lower()] = price
         return cls(prices)
 
+    def entries(self) -> list[tuple[str, Price]]:
+        """(name, price) of every model priced: the table again is `PriceTable(dict(...))`."""
+        return list(self._prices.items())
+
     def _lookup(self, name: str) -> Price | None:
         lowered = name.lower()
         price = self._prices.get(lowered)

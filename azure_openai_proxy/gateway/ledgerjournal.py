@@ -1,0 +1,448 @@
+"""The usage ledger written by a child process fed by a journal file (settings
+`ledger_writer: journal`): the worker's thread writer (ledger.py) with its pricing and
+writing moved out of the worker's GIL.
+
+    event loop: add(record) -> one orjson line (journalfiles.py), kept in a deque;
+                               every 256, appended to the journal (one write(2))
+    worker's thread, every 0.5 s: the lines left appended (the last records of a quiet
+                               gateway reach the journal within 0.5 s and the database
+                               ~50 ms later); the child restarted if it died; the
+                               journal's size checked against its bound; and as before
+                               (ledger.py) the budgets' book, retention and the old
+                               spool's replay
+    child (journalchild.py):   tails the journal, prices, writes, acknowledges, removes
+                               the segments written; claims dead workers' journals
+
+Nothing lost: a line appended is in the page cache, so SIGTERM, a crash of the worker
+(its journal claimed by the next child to look: its lock is free) and a crash of the
+child (restarted; it resumes at its acknowledgement) lose at most the lines not yet
+appended (a SIGKILL of the worker: up to 0.5 s of records; SIGTERM and a reload lose
+none). `close` appends the rest, closes the child's input and waits for it to write
+and remove the journal; a database refusing past the wait leaves the journal for the
+next start.
+
+The bound: past `journal_max_bytes` on disk (the database refusing for long) the lines
+wait in memory, up to `max_buffer`; past that the oldest are dropped, with an error
+logged and their budget holds let go. A disk that refuses the append does the same.
+
+The budgets: a record's held cost (BudgetGuard) is let go once a book read from the
+database has the record: at each refresh, the ids held are asked of the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import math
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+
+import orjson
+
+from azure_openai_proxy.gateway.journalfiles import (
+    Position,
+    prices_line,
+    prices_of_line,
+    read_ack,
+    record_of_line,
+    segment_path,
+    segments,
+)
+from azure_openai_proxy.gateway.ledger import LedgerWriter
+from azure_openai_proxy.governance.budget import BudgetGuard, SpendBook, earliest_period_start
+from azure_openai_proxy.governance.prices import PriceTable
+from azure_openai_proxy.observability.record import RequestRecord
+from azure_openai_proxy.store.ledger import LedgerStore
+
+__all__ = ["JournalLedgerWriter"]
+
+log = logging.getLogger("azure_openai_proxy")
+
+_APPEND_EVERY = 256  # lines: one write(2) on the event loop
+_SEGMENT_BYTES = 16 << 20
+_JOURNAL_MAX_BYTES = 1 << 30
+_RESTART_MOST = 30.0  # seconds between restarts of a child that keeps dying, at most
+
+
+class JournalLedgerWriter(LedgerWriter):
+    """`LedgerWriter` whose records go through a journal to a child process."""
+
+    def __init__(self, database: Path, prices: PriceTable,
+                 models: Mapping[tuple[str, str], str], guard: BudgetGuard, *,
+                 segment_bytes: int = _SEGMENT_BYTES,
+                 journal_max_bytes: int = _JOURNAL_MAX_BYTES, **options: object) -> None:
+        super().__init__(database, prices, models, guard, **options)  # type: ignore[arg-type]
+        self._lines: deque[bytes] = deque()
+        self._append = self._lines.append
+        self._dumps = orjson.dumps
+        # Held by whoever appends (the event loop, without waiting; the thread; close):
+        # the lines go to the file in the order they were added.
+        self._io = threading.Lock()
+        self._prices = prices_line(prices, models)
+        self._segment_bytes = segment_bytes
+        self._max_bytes = journal_max_bytes
+        self._full = False
+        self._torn = False  # an append failed part way: the next begins a line
+        self.prefix = ""
+        self._fd = -1
+        self._lock_fd = -1
+        self._number = 0
+        self._size = 0
+        self._child: subprocess.Popen[bytes] | None = None
+        self._restarts = 0
+        self._restart_at = 0.0
+        self._book_due = False  # a flush asks for the budgets' book to be read
+        self.dropped = 0  # lines dropped past the bound (the tests and the log read it)
+        self._fell_back = False  # the thread writer's from `start` on (`_fall_back`)
+
+    # -- the event loop's side -----------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        """Lines not yet appended to the journal."""
+        return len(self._lines)
+
+    @property
+    def journal_full(self) -> bool:
+        return self._full
+
+    @property
+    def child_pid(self) -> int | None:
+        return None if self._child is None else self._child.pid
+
+    def child_alive(self) -> bool:
+        return self._child is not None and self._child.poll() is None
+
+    def add(self, record: RequestRecord) -> None:
+        lines = self._lines
+        self._append(self._dumps((
+            record.request_id, self._clock(), record.total_ms, record.upstream_ms,
+            record.status, record.attempts, record.stream, record.key_id, record.team_id,
+            record.model, record.deployment, record.endpoint, record.route, record.usage)))
+        if len(lines) >= _APPEND_EVERY:
+            self._write_lines(block=False)
+
+    def reconfigure(self, prices: PriceTable, models: Mapping[tuple[str, str], str]) -> None:
+        """A reload's prices, journalled in order: the records after them are priced with
+        them; and a flush of the lines."""
+        line = prices_line(prices, models)
+        self._prices = line  # the first line of the segments made from now on
+        self._append(line)
+        self.guard.prices, self.guard.models = prices, dict(models)
+        self._asked = True
+        self._wake.set()
+
+    # -- appending ---------------------------------------------------------------------
+
+    def _write_lines(self, *, block: bool) -> Position | None:
+        """Append the lines waiting; where the journal ends after, or None (the lock
+        held elsewhere, or no journal open)."""
+        if not self._io.acquire(block):
+            return None
+        try:
+            if self._fd < 0:
+                return None
+            lines = self._lines
+            count = len(lines)
+            if count and not self._full:
+                pop = lines.popleft
+                batch = [pop() for _ in range(count)]
+                data = b"\n".join(batch) + b"\n"
+                if self._torn:
+                    data = b"\n" + data
+                if not self._append_bytes(data):
+                    lines.extendleft(reversed(batch))  # in order, before those added since
+                elif self._size >= self._segment_bytes:
+                    self._next_segment()
+            return self._number, self._size
+        finally:
+            self._io.release()
+
+    def _append_bytes(self, data: bytes) -> bool:
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                self._size += written
+                view = view[written:]
+        except OSError as exc:
+            self._torn = len(view) != len(data) or self._torn
+            if self._unspooled.due():
+                log.error("usage ledger: cannot append to the journal %s (%s); the records "
+                          "wait in memory", segment_path(self.prefix, self._number), exc)
+            return False
+        self._torn = False
+        return True
+
+    def _next_segment(self) -> None:
+        """The next segment, its first line the prices in force. One that cannot be made
+        (on the event loop too: never raised into a request) leaves the lines going to
+        the current one, tried again at the next append."""
+        path = segment_path(self.prefix, self._number + 1)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            if self._fd < 0:
+                raise  # the first, at start
+            if self._unspooled.due():
+                log.error("usage ledger: cannot make the journal's next segment %s (%s)",
+                          path, exc)
+            return
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._number, self._size = fd, self._number + 1, 0
+        self._append_bytes(self._prices + b"\n")
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """The journal (its lock held) and the child, then the thread writer's start. A
+        journal that cannot be made, or a child that cannot be started, falls back to
+        the thread writer for this run (an error logged): never a gateway that does not
+        start, nor records that wait for a child that never comes."""
+        self.prefix = f"{self.database}.journal-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            # Locked before it has its name: a child claiming dead workers' journals (their
+            # locks free) never finds this one made and not yet locked.
+            lock = self.prefix + ".lock"
+            self._lock_fd = os.open(lock + ".new", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            os.rename(lock + ".new", lock)
+            with self._io:
+                self._next_segment()
+            self._spawn()  # (its database opened when it has rows: by then it is made)
+        except OSError as exc:
+            log.error("usage ledger: ledger_writer: journal falls back to the thread writer "
+                      "for this run: the journal %s or its writer could not be made (%s)",
+                      self.prefix, exc)
+            self._fall_back()
+            LedgerWriter.start(self)
+            return
+        super().start()
+
+    def _fall_back(self) -> None:
+        """Become the thread writer: the journal's files go (nothing is in them yet), and
+        the lines added before the start (records, a reload's prices) are queued in order."""
+        child, self._child = self._child, None
+        if child is not None:  # started, then its pipe could not be set up
+            child.kill()
+            child.wait()
+        with self._io:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+        for number in segments(self.prefix):
+            with contextlib.suppress(OSError):
+                segment_path(self.prefix, number).unlink()
+        if self._lock_fd >= 0:
+            for tail in (".lock", ".lock.new"):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.prefix + tail)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+        lines = list(self._lines)
+        self._lines.clear()
+        self._fell_back = True
+        # The thread writer's methods from now on, `add` too, at no cost a call (a flag
+        # tested in each would be on the event loop's path): the base class's state is
+        # all set (`LedgerWriter.__init__` ran), the journal's is no longer read.
+        self.__class__ = LedgerWriter  # type: ignore[assignment]
+        for line in lines:
+            if line.startswith(b"{"):
+                self.reconfigure(*prices_of_line(orjson.loads(line)))
+            else:
+                self._queue.append(record_of_line(orjson.loads(line)))
+
+    def _spawn(self) -> None:
+        """Raises OSError if the child cannot be started."""
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "azure_openai_proxy.gateway.journalchild", self.prefix,
+             str(self.database), str(self._busy_ms), str(self._lock_fd)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(self._lock_fd,),
+            bufsize=0)
+        assert self._child.stdin is not None and self._child.stdout is not None
+        # A poke never waits: a child stopped or stuck does not stop this thread when
+        # the pipe is full (the child reads the journal, not the pokes).
+        os.set_blocking(self._child.stdin.fileno(), False)
+        os.set_blocking(self._child.stdout.fileno(), False)
+
+    def _count_failures(self) -> None:
+        """The child's database failures (a byte each on its standard output) counted in
+        `failures`, as the thread writer's own are."""
+        child = self._child
+        if child is None or child.stdout is None:
+            return
+        with contextlib.suppress(OSError, ValueError):  # nothing there, or closed
+            while data := os.read(child.stdout.fileno(), 65536):
+                self.failures += len(data)
+
+    def _supervise(self) -> None:
+        self._count_failures()
+        child = self._child
+        if child is not None and child.poll() is None:
+            return
+        now = time.monotonic()
+        if now < self._restart_at:
+            return
+        if child is not None:
+            log.error("usage ledger: the journal's writer ended (status %s); started again",
+                      child.returncode)
+            self._restarts += 1
+            self._ended(child)
+        self._restart_at = now + min(_RESTART_MOST, 0.5 * 2 ** min(self._restarts, 6))
+        try:
+            self._spawn()
+        except OSError as exc:
+            self._child = None
+            log.error("usage ledger: cannot start the journal's writer again (%s); the "
+                      "records wait in the journal %s", exc, self.prefix)
+
+    def _ended(self, child: subprocess.Popen[bytes] | None) -> None:
+        """A child that ended: counted as a failure (with the failures it reported), its
+        pipes closed."""
+        if child is None:
+            return
+        self._count_failures()
+        self.failures += 1
+        for pipe in (child.stdin, child.stdout):
+            if pipe is not None:
+                pipe.close()
+        self._child = None
+
+    def _poke(self) -> None:
+        """Wake the child now (else it looks every second: journalchild._POLL)."""
+        child = self._child
+        if child is not None and child.stdin is not None:
+            with contextlib.suppress(OSError, ValueError):  # full, or the child gone
+                os.write(child.stdin.fileno(), b".")
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until what was added before the call is in the database, then for a
+        maintenance pass (the budgets' book)."""
+        deadline = time.monotonic() + timeout
+        target = self._write_lines(block=True)
+        if target is None:
+            return super().flush(timeout)
+        if self._full and self._lines:
+            return False  # past the bound: lines kept in memory, not in the journal
+        self._poke()
+        while read_ack(self.prefix) < target:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        # The thread's own timer may have read the book between the append and the
+        # child's commit: the pass a flush asks for reads it again (as the thread
+        # writer's flush, whose pass writes and then reads).
+        self._book_due = True
+        return super().flush(max(0.0, deadline - time.monotonic()))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the thread, append the rest, and let the child write it all (its input
+        closed); past `timeout` the child is stopped and the journal kept."""
+        deadline = time.monotonic() + timeout
+        if not self.prefix and self._lines:
+            self.start()  # never started (a test's, a command's): the records still go
+            if self._fell_back:  # now a LedgerWriter: this method's super() would raise
+                LedgerWriter.close(self, timeout)
+                return
+        super().close(timeout)
+        self._full = False  # past the bound or not, on disk rather than lost with memory
+        self._write_lines(block=True)
+        with self._io:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+        child = self._child
+        if self._lock_fd >= 0 and (child is None or child.poll() is not None):
+            # Died (or never started) and not yet started again by the thread: one now,
+            # or the stop leaves the journal to a next start that may never come.
+            self._ended(child)
+            with contextlib.suppress(OSError):
+                self._spawn()
+            child = self._child
+        if child is not None:
+            with contextlib.suppress(OSError):
+                if child.stdin is not None:
+                    child.stdin.close()
+            try:
+                child.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error("usage ledger: the journal %s was not all written at the stop; it "
+                          "is written at the next start", self.prefix)
+                child.kill()
+                child.wait()
+            self._count_failures()
+            if child.stdout is not None:
+                child.stdout.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    # -- the thread ----------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """(The thread, every cycle.) The lines left, appended; the child and the bound
+        looked after."""
+        if self._stopping:
+            self._write_lines(block=True)
+            return
+        self._supervise()
+        size = self.journal_bytes()
+        if size >= self._max_bytes and not self._full:
+            log.error("usage ledger: the journal %s reached its bound (%d bytes: the "
+                      "database refuses); records wait in memory", self.prefix, size)
+        self._full = size >= self._max_bytes
+        self._write_lines(block=True)
+        self._poke()
+        excess = len(self._lines) - self._max
+        if excess > 0:
+            self._drop(excess)
+
+    def journal_bytes(self) -> int:
+        """The size of this worker's journal on disk (its segments not yet removed)."""
+        total = 0
+        for number in segments(self.prefix):
+            with contextlib.suppress(OSError):
+                total += segment_path(self.prefix, number).stat().st_size
+        return total
+
+    def _drop(self, count: int) -> None:
+        pop = self._lines.popleft
+        ids: list[str] = []
+        prices = None
+        for _ in range(count):
+            line = pop()
+            if line.startswith(b"["):
+                ids.append(orjson.loads(line)[0])
+            else:
+                prices = line  # the records after it keep their prices
+        if prices is not None:
+            self._lines.appendleft(prices)
+        self.dropped += len(ids)
+        self.guard.release(ids)  # never in any book
+        log.error("usage ledger: %d records dropped: the journal is at its bound and "
+                  "memory at max_buffer", len(ids))
+
+    def _maintain(self) -> None:
+        if self._book_due:
+            self._book_due = False
+            self._last_refresh = -math.inf
+        super()._maintain()
+
+    def _refresh_budgets(self, store: LedgerStore) -> None:
+        """Every worker's spend, and the holds let go of the records the book has."""
+        with contextlib.suppress(Exception):
+            held = list(self.guard.pending())
+            since = earliest_period_start(self._clock())
+            read_at = self.guard.book_read_started()
+            rows, recorded = store.spend_and_recorded(since, held)
+            self.guard.replace(SpendBook.from_rows(rows), recorded, read_at)
+            self._last_refresh = self._clock()
