@@ -72,10 +72,11 @@ from typing import Any, TypeVar
 import orjson
 
 from azure_openai_proxy.errors import GatewayError, NotFound
-from azure_openai_proxy.gateway.affinity import Home, ids_referenced, item_references
+from azure_openai_proxy.gateway.affinity import Home, item_references
 from azure_openai_proxy.gateway.chained import ChainedContext
 from azure_openai_proxy.gateway.chatfiles import chat_file_ids
 from azure_openai_proxy.gateway.finetuned import job_of, listed_models, named_models
+from azure_openai_proxy.gateway.objectids import object_ids
 from azure_openai_proxy.gateway.ownedanswers import (
     is_list,
     item_holder,
@@ -106,10 +107,6 @@ __all__ = [
 ]
 
 _CAPACITY = 200_000
-# `threads/runs` creates a thread and a run; `responses/compact` compacts a conversation
-# and `responses/input_tokens` counts a request's input: none names an object.
-_NOT_IDS = frozenset({"threads/runs", "responses/compact", "responses/input_tokens"})
-# Where a body lists input items, which may be `item_reference`s to stored items.
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,27 +397,6 @@ class ObjectOwners:
 
     def __len__(self) -> int:
         return len(self._owners)
-
-
-def object_ids(operation: str, body: Mapping[str, Any] | None) -> tuple[list[str], list[str]]:
-    """The ids of existing objects a resource request names: those the key must own (the
-    path's first, every reference in the body), and the sub-objects its path names past
-    the first (`threads/{id}/runs/{run}`, `vector_stores/{id}/files/{file}`): those live
-    inside the first, so they are refused only when known to be another key's."""
-    parts = operation.split("/")
-    if parts[:2] == ["chat", "completions"]:  # a stored chat completion: its id, no inner
-        return ids_referenced(operation, body, strict=True), []
-    if parts[0] == "fine_tuning":
-        # A job, or a checkpoint (`checkpoints/{ft:...}/permissions`): the key's when it
-        # owns the job that made it (gateway/finetuned.py).
-        owned = parts[1:2] in (["jobs"], ["checkpoints"])
-        named = [parts[2]] if len(parts) >= 3 and owned else []
-        inner = parts[4::2] if owned else parts[2::2]
-        return named + ids_referenced("", body, strict=True), inner
-    named = ids_referenced(operation, body, strict=True)
-    if operation in _NOT_IDS:  # exactly: below them (`responses/compact/x`) is an id's path
-        named = named[1:]
-    return named + item_references(body), parts[3::2]
 
 
 def _made_on(record: RequestRecord) -> Home | None:
