@@ -86,7 +86,7 @@ from azure_openai_proxy.gateway.ownedanswers import (
 )
 from azure_openai_proxy.gateway.ownedpages import NextPage, own_page, pager
 from azure_openai_proxy.gateway.rereads import CountedUsage
-from azure_openai_proxy.http.interface import Answer, Reply
+from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ownership import OwnerRow, OwnerStore
 from azure_openai_proxy.store.replaced import FileWatch
@@ -151,7 +151,7 @@ class ObjectOwners:
         self._store: OwnerStore | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._failing = False
-        self._writes: set[asyncio.Task[None]] = set()  # `claim`'s, until written
+        self._writes: set[asyncio.Task[Any]] = set()  # `claim`'s, until written
         # Stored objects whose usage a read counted (`owned_answer`, gateway/rereads.py).
         self.counted = CountedUsage(store=self._call if database is not None else None,
                                     writes=self._writes)  # (and across workers)
@@ -213,15 +213,16 @@ class ObjectOwners:
 
         return claim
 
-    def stream_claim(self, method: str, operation: str, key_id: str,
-                     record: RequestRecord) -> Callable[[list[str]], None] | None:
+    async def stream_claim(self, request: HttpRequest, operation: str, key_id: str,
+                           record: RequestRecord) -> Callable[[list[str]], None] | None:
         """The `claim` of a Responses stream `key_id` asks for: a POST's (`claimer`), or
         a background response's resumed (`GET responses/{id}?stream=true`) when the
         response is the key's own (`check` has just read its owner into memory): the
         items it shows are the key's with it, as a read's are (`owned_answer`)."""
+        method = request.method
         if method == "POST":
             return self.claimer(key_id, record) if operation == "responses" else None
-        record.sequence = self.counted.replayed(method, operation)  # (rereads.py)
+        record.sequence = await self.counted.replaying(request, operation)  # (rereads.py)
         if method == "GET" and operation.count("/") == 1:
             owned = self._owners.get(operation.partition("/")[2])
             if owned is not None and owned.key_id == key_id:
@@ -428,8 +429,22 @@ async def owned_answer(
     asked by `more` while they hold none: gateway/ownedpages.py)."""
     # a read's usage (a stored object's, a background one's resumed), counted once
     answer = reply.body if isinstance(reply, Answer) else None
-    await owners.counted.recall(method, operation, record, answer)  # (another worker's...)
-    owners.counted.answered(method, operation, record, answer, body)
+    claim = owners.counted.answered(method, operation, record, answer, body)
+    try:  # (the database's claim of it: another worker's, or this one's before a restart)
+        if claim is not None:
+            await owners.counted.claimed(claim)
+        return await _owned(owners, method, operation, key_id, record, reply, batch_models,
+                            body, more)
+    finally:
+        owners.counted.settled(claim)
+
+
+async def _owned(
+    owners: ObjectOwners, method: str, operation: str, key_id: str, record: RequestRecord,
+    reply: Reply, batch_models: frozenset[str] | None, body: Mapping[str, Any] | None,
+    more: NextPage | None,
+) -> Reply:
+    """`owned_answer`'s, once the read's usage is counted: what the answer made the key's."""
     if method == "POST" and record.created_id is not None:
         # Where it was made (its output items too): a request about it goes there.
         owned = Owned(key_id, batch_models, _made_on(record))

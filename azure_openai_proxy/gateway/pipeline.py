@@ -301,7 +301,7 @@ class Gateway:
             lines = held[0].head_lines
         stored = chat and json is not None and json.get("store") is True  # Azure keeps it
         if operation.startswith("responses"):  # a stream's ids: the key's as it shows them
-            record.claim = self.owners.stream_claim(request.method, operation, key.id, record)
+            record.claim = await self.owners.stream_claim(request, operation, key.id, record)
         elif stored and json is not None and json.get("stream") is True:  # a chat's too
             record.claim = self.owners.claimer(key.id, record)
         try:
@@ -318,7 +318,7 @@ class Gateway:
             return apply_lines(reply, lines)
         except BaseException as exc:
             failed(exc, record, json, operation, self._default_completion, lines, body, request.headers)
-            self.owners.counted.answered(request.method, operation, record, None, json)  # left
+            self.owners.counted.left(request.method, operation, record, json)  # its client left
             raise
         finally:
             if held is not None:
