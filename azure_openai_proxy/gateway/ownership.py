@@ -24,7 +24,9 @@ Ownership is per key, not per team: keys of one team do not see each other's obj
 Owners are written to the governance database (`object_owners`, store/ownership.py)
 before the creating answer leaves, so every worker and a restarted gateway know them;
 the recent ones are also kept in memory, bounded (`_CAPACITY`). When the database
-fails, memory alone answers (this worker's recent objects; others are unknown).
+fails, or a look-up waits for it past `DATABASE_WAIT` (1 s: its one thread held up by
+writes a locked database keeps waiting), memory alone answers (this worker's recent
+objects; others are unknown).
 A created response's `output` items are the key's with it (an `item_reference` may name
 them), and so are those its owner reads later (`GET responses/{id}`: a background
 response's), its input items once its owner lists them (`responses/{id}/input_items`), and
@@ -85,7 +87,7 @@ from azure_openai_proxy.gateway.ownedanswers import (
     output_item_ids,
 )
 from azure_openai_proxy.gateway.ownedpages import NextPage, own_page, pager
-from azure_openai_proxy.gateway.rereads import CountedUsage
+from azure_openai_proxy.gateway.rereads import DATABASE_WAIT, CountedUsage
 from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ownership import OwnerRow, OwnerStore
@@ -279,7 +281,7 @@ class ObjectOwners:
         if owned is not None:
             self._owners.move_to_end(object_id)
             return owned
-        row = await self._call(lambda store: store.get(object_id))
+        row = await self._look(lambda store: store.get(object_id))
         if row is None:
             return None
         owned = Owned(*row)
@@ -324,7 +326,7 @@ class ObjectOwners:
                 self._owners.move_to_end(object_id)
                 found[object_id] = owned
         if rest:
-            rows = await self._call(lambda store: store.get_many(rest)) or {}
+            rows = await self._look(lambda store: store.get_many(rest)) or {}
             for object_id, row in rows.items():
                 owned = Owned(*row)
                 self._keep(object_id, owned)
@@ -342,7 +344,7 @@ class ObjectOwners:
             elif owned.key_id == key_id:
                 mine.add(object_id)
         if rest:
-            mine |= await self._call(lambda store: store.owned_of(key_id, rest)) or set()
+            mine |= await self._look(lambda store: store.owned_of(key_id, rest)) or set()
         return mine
 
     def close(self) -> None:
@@ -376,6 +378,14 @@ class ObjectOwners:
             return None
         self._failing = False
         return result
+
+    async def _look(self, work: Callable[[OwnerStore], _T]) -> _T | None:
+        """`_call` for a look-up on a request's way: at most `DATABASE_WAIT` (rereads.py),
+        then None (not known, as when the database fails), for a restricted key a 404."""
+        try:
+            return await asyncio.wait_for(self._call(work), DATABASE_WAIT)
+        except TimeoutError:
+            return None
 
     def _in_thread(self, work: Callable[[OwnerStore], _T]) -> _T:
         watch = self._watch
