@@ -13,7 +13,9 @@ the key again (its ledger and its budget), though Azure generated it once. So:
   cancel is such a read too (`POST responses/{id}/cancel`, `.../runs/{r}/cancel`): it
   answers the object, with its usage when it was done;
 - a stored chat completion (`chat/completions/{id}`, read or its metadata updated)
-  answers with the usage of the chat that made it, which counted it: dropped;
+  answers with the usage of the chat that made it, which counted it: dropped; and so
+  is an Assistants run step's (`GET threads/{t}/runs/{r}/steps/{s}`): part of its
+  run's usage, which a read of the run counts;
 - unless the background response was streamed (`"stream": true` too) and its stream
   showed Azure's usage: counted then (`streamed`), dropped from every read;
 - its stream resumed (`GET responses/{id}?stream=true`, after a client left it) is a
@@ -318,8 +320,11 @@ class CountedUsage:
         if parts[-1] == "cancel":  # answers the object as a read does
             parts.pop()
         response = len(parts) == 2 and parts[0] == "responses"
-        if not (response or (len(parts) == 4 and parts[0] == "threads"
-                             and parts[2] == "runs")):
+        run = len(parts) >= 4 and parts[0] == "threads" and parts[2] == "runs"
+        if run and len(parts) == 6 and parts[4] == "steps":
+            record.usage = None  # a step of a run: part of the run's usage, counted once
+            return None  # at a read of the run
+        if not (response or (run and len(parts) == 4)):
             return None
         try:
             answer = orjson.loads(body)
