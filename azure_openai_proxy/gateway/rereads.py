@@ -118,8 +118,8 @@ class _Claim:
     """Azure's whole usage of an object, counted by `record` on this worker's memory
     (`usage`, Azure's, less the estimates memory knew: `spent`) while its claim in the
     database is made: memory's entry for the object until `settled`. Another read then
-    drops its usage; `record`'s own `answered` again (gateway/pipeline.py's, its client
-    gone during the claim) keeps it."""
+    drops its usage; `record`'s own `answered` again (`left`: gateway/pipeline.py's, its
+    client gone during the claim) keeps it."""
 
     __slots__ = ("object_id", "record", "spent", "usage")
 
@@ -143,16 +143,6 @@ class CountedUsage:
         # `_note`'s and the claims', until written (`ObjectOwners.written` waits at a stop)
         self._writes: set[asyncio.Task[Any]] = set() if writes is None else writes
 
-    async def settle(self, method: str, operation: str, record: RequestRecord,
-                     answer: bytes | None, body: Mapping[str, Any] | None) -> _Claim | None:
-        """`answered`, then the database's claim of what it counted whole (`claimed`).
-        Returns the claim, for `settled` once the request's handler is done with the
-        record (None: nothing claimed)."""
-        claim = self.answered(method, operation, record, answer, body)
-        if claim is not None:
-            await self.claimed(claim)
-        return claim
-
     async def claimed(self, claim: _Claim) -> None:
         """After `answered` counted Azure's whole usage of a background response or a run
         on this worker's memory (before any await: a read meanwhile finds it counted):
@@ -165,7 +155,7 @@ class CountedUsage:
         loop = asyncio.get_running_loop()
         task, until = self._claiming(claim), loop.time() + DATABASE_WAIT
         try:
-            await asyncio.wait((task,), timeout=DATABASE_WAIT)  # (not cancelled past it)
+            await asyncio.wait((task,), timeout=DATABASE_WAIT)  # (the claim goes on past it)
         except asyncio.CancelledError:
             # Its client left, its answer whole (httpx.get closes the connection at a
             # stream's end): the record is written after this, when the handler ends, so
@@ -200,8 +190,8 @@ class CountedUsage:
     def settled(self, claim: _Claim | None) -> None:
         """The request that made `claim` is done with its record: memory's entry for the
         object becomes a plain count. Soon, not now: a handler whose client left during
-        its claim is cancelled there, and the pipeline's `answered` for a client gone
-        runs next, in the same turn of the loop."""
+        its claim is cancelled there, and the pipeline's `left` for a client gone runs
+        next, in the same turn of the loop."""
         if claim is not None:
             asyncio.get_running_loop().call_soon(self._plain, claim)
 
