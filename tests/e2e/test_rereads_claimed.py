@@ -31,6 +31,19 @@ from tests.waiting import until
 _HOLD = 0.5  # seconds the write lock is held: under the reads' 1 s bound
 
 
+def two_workers(
+        ledger_gateway: Callable[..., ServerThread], emulator: Emulator,  # noqa: F811
+        database: Path, static: bool,
+) -> tuple[ServerThread, ServerThread, str | None, str]:
+    """Two gateways on one database, and a caller's key known to both (a virtual key's,
+    or the static client key): the gateways, the key's id (None: static), its secret."""
+    one, two = ledger_gateway(emulator, **_DEAR), ledger_gateway(emulator, **_DEAR)
+    key_id, secret = (None, CLIENT_KEY) if static else _virtual_key(one, database, "shared")
+    if not static:
+        _virtual_key(two, database, "unused")  # the second gateway loads the key too
+    return one, two, key_id, secret
+
+
 def _done_at_azure(emulator: Emulator, response_id: str) -> bool:
     """Asked of the emulator itself: a read through a gateway would count it."""
     answer = httpx.get(f"{emulator.url}/openai/responses/{response_id}", timeout=10,
@@ -66,11 +79,7 @@ def test_two_workers_reading_a_response_at_once_count_it_once(
         emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
         tmp_path: Path, static: bool, stream: bool) -> None:
     database = tmp_path / "gw.db"
-    one, two = ledger_gateway(emulator, **_DEAR), ledger_gateway(emulator, **_DEAR)
-    key_id: str | None
-    key_id, secret = (None, CLIENT_KEY) if static else _virtual_key(one, database, "shared")
-    if not static:
-        _virtual_key(two, database, "unused")  # the second gateway loads the key too
+    one, two, key_id, secret = two_workers(ledger_gateway, emulator, database, static)
     headers = {"Authorization": f"Bearer {secret}"}
     response_id = _cut_background(one, emulator, headers)
     records(one)  # the POST's estimate written: the lock below holds no record back
