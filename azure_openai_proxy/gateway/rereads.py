@@ -368,7 +368,8 @@ class CountedSend:
         `answered` after the answer, or when it raised (its client
         left a background stream: its estimate is read at the count)."""
         method, operation, counted = request.method, target.operation, self._counted
-        record.sequence = await counted.replaying(request, operation)
+        # (a GET's alone can be a resumed stream: no coroutine for the others)
+        record.sequence = await counted.replaying(request, operation) if method == "GET" else -1
         claimed = method == "POST" and operation == "responses" and record.claim is None
         if claimed:
             record.claim = lambda ids: _created(record, ids)
