@@ -17,7 +17,8 @@ the key again (its ledger and its budget), though Azure generated it once. So:
   is an Assistants run step's (`GET threads/{t}/runs/{r}/steps/{s}`): part of its
   run's usage, which a read of the run counts;
 - unless the background response was streamed (`"stream": true` too) and its stream
-  showed Azure's usage: counted then (`streamed`), dropped from every read;
+  showed Azure's usage: counted then (`streamed`, claimed as a read's count is: a
+  read that claimed it first, on another worker, keeps it), dropped from every read;
 - its stream resumed (`GET responses/{id}?stream=true`, after a client left it) is a
   read too (`restreamed`): Azure's usage at its end counts the response if nothing had;
 - a background response whose stream ended before Azure's usage (cut, or its client
@@ -221,8 +222,8 @@ class CountedUsage:
         claim to make in the database (`claimed`) of a read that counted Azure's whole
         usage on this worker's memory, if a database is kept."""
         if method == "POST" and operation == "responses":
-            self.streamed(record, body)
-        elif (method == "GET" or operation.endswith("/cancel") or operation.startswith("chat/")
+            return self.streamed(record, body)
+        if (method == "GET" or operation.endswith("/cancel") or operation.startswith("chat/")
               ) and record.usage is not None:
             if answer is not None:
                 return self.reread(operation, record, answer)
@@ -230,23 +231,24 @@ class CountedUsage:
                 return self.restreamed(operation, record)
         return None
 
-    def streamed(self, record: RequestRecord, body: Mapping[str, Any] | None) -> None:
+    def streamed(self, record: RequestRecord, body: Mapping[str, Any] | None) -> _Claim | None:
         """A `POST responses` ended (to its end, cut, or its client gone): a background
         one's stream counted it with Azure's usage, or at an estimate (a read counts the
         rest). Not a foreground one's: a read counts nothing of it, and its id would
-        push counted background ones out of the bounded table."""
+        push counted background ones out of the bounded table. Azure's usage is claimed
+        as a read's is (`_count`): a read of the completed response on another worker
+        may have counted it before the stream's end reached here."""
         response_id = record.created_id
         if (response_id is None or not record.stream or body is None
                 or body.get("background") is not True):
-            return
+            return None
         usage = record.usage
         if usage and not usage.get("estimated"):
-            self._counted.put(response_id, True)
-            self._note(response_id, (True, 0, 0, -1))
-        else:
-            spent = _spent(record, _NONE)
-            self._counted.put(response_id, spent)
-            self._note(response_id, (False, *spent))
+            return self._count(response_id, record)
+        spent = _spent(record, _NONE)
+        self._counted.put(response_id, spent)
+        self._note(response_id, (False, *spent))
+        return None
 
     def replayed(self, method: str, operation: str) -> int:
         """Before a request is sent: for a resumed Responses stream (`GET
