@@ -14,10 +14,11 @@ POST creates an object, that the object is the key's. Then:
   and a Responses `item_reference` in `input`, or in a conversation's `items`);
 - a list (`GET /v1/files`, `/v1/batches`...) shows only the key's own objects;
 - an object the gateway does not know the owner of (created before a restart, by another
-  worker, by a static or passthrough key, or forgotten past the bound) is refused (404)
-  to a key with restrictions (an allow-list or a budget, its own or its team's) and let
-  through for a key without any: the safe side for keys that are restricted, the old
-  behaviour for the others.
+  worker, by a static or passthrough key, or forgotten past the bound) is refused (404;
+  a retryable 503 when the database failed or did not answer in time) to a key with
+  restrictions (an allow-list or a budget, its own or its team's) and let through for a
+  key without any: the safe side for keys that are restricted, the old behaviour for
+  the others.
 
 Ownership is per key, not per team: keys of one team do not see each other's objects.
 
@@ -73,7 +74,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from azure_openai_proxy.errors import GatewayError, NotFound
+from azure_openai_proxy.errors import GatewayError, NotFound, OwnersUnavailable
 from azure_openai_proxy.gateway.affinity import Home, item_references
 from azure_openai_proxy.gateway.chained import ChainedContext
 from azure_openai_proxy.gateway.chatfiles import chat_file_ids
@@ -297,13 +298,13 @@ class ObjectOwners:
         Returns the homes recorded for `ids` (for this worker's affinity to `learn`)."""
         named = list(dict.fromkeys(ids))
         within = list(dict.fromkeys(inner))
-        owners = await self._get_many(named + within)
+        owners, answered = await self._get_many(named + within)
         homes = []
         for object_id in named:
             owned = owners.get(object_id)
             if owned is None:
-                if restricted:
-                    raise ObjectNotFound(object_id)
+                if restricted:  # not known to be gone when the database did not answer
+                    raise ObjectNotFound(object_id) if answered else OwnersUnavailable(object_id)
             elif owned.key_id != key_id:
                 raise ObjectNotFound(object_id)
             elif owned.home is not None:
@@ -314,8 +315,9 @@ class ObjectOwners:
                 raise ObjectNotFound(object_id)
         return homes
 
-    async def _get_many(self, object_ids: list[str]) -> dict[str, Owned]:
-        """The known owners of distinct `object_ids`: memory first, the rest at once."""
+    async def _get_many(self, object_ids: list[str]) -> tuple[dict[str, Owned], bool]:
+        """The known owners of distinct `object_ids`: memory first, the rest at once; and
+        whether a database kept asked answered (not failing, within `DATABASE_WAIT`)."""
         found: dict[str, Owned] = {}
         rest: list[str] = []
         for object_id in object_ids:
@@ -325,13 +327,12 @@ class ObjectOwners:
             else:
                 self._owners.move_to_end(object_id)
                 found[object_id] = owned
-        if rest:
-            rows = await self._look(lambda store: store.get_many(rest)) or {}
-            for object_id, row in rows.items():
-                owned = Owned(*row)
-                self._keep(object_id, owned)
-                found[object_id] = owned
-        return found
+        rows = await self._look(lambda store: store.get_many(rest)) if rest else {}
+        for object_id, row in (rows or {}).items():
+            owned = Owned(*row)
+            self._keep(object_id, owned)
+            found[object_id] = owned
+        return found, rows is not None or self._database is None
 
     async def owned_of(self, key_id: str, object_ids: list[str]) -> set[str]:
         """Those of `object_ids` that `key_id` owns."""
@@ -381,7 +382,7 @@ class ObjectOwners:
 
     async def _look(self, work: Callable[[OwnerStore], _T]) -> _T | None:
         """`_call` for a look-up on a request's way: at most `DATABASE_WAIT` (rereads.py),
-        then None (not known, as when the database fails), for a restricted key a 404."""
+        then None (not known, as when the database fails: for a restricted key a 503)."""
         try:
             return await asyncio.wait_for(self._call(work), DATABASE_WAIT)
         except TimeoutError:
