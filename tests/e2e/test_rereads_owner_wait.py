@@ -7,7 +7,7 @@ before it, each up to SQLite's 5 s busy timeout while another writer held the lo
 
 Two gateways on one database, over the emulator; the second's queue of owner writes
 made by a streamed Responses call of its own while another connection holds the
-database's write lock (for 6 s, bounded)."""
+database's write lock (until the read is answered)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,6 @@ from tests.e2e.conftest import Emulator
 from tests.e2e.test_ledger import _DEAR, _virtual_key, ledger_gateway, sdk  # noqa: F401
 from tests.support import ServerThread
 
-_HOLD = 6.0  # seconds the write lock is held: longer than one busy timeout (5 s)
-
 
 def test_a_read_whose_owner_is_not_in_memory_waits_a_bounded_time(
         emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
@@ -37,7 +35,6 @@ def test_a_read_whose_owner_is_not_in_memory_waits_a_bounded_time(
     headers = {"Authorization": f"Bearer {secret}"}
     lock = sqlite3.connect(database, isolation_level=None)
     lock.execute("BEGIN IMMEDIATE")  # another writer: reads pass, writes wait
-    released = time.monotonic() + _HOLD
     try:
         streamed = httpx.post(two.url + "/v1/responses", timeout=30, headers=headers,
                               json={"model": "gpt-4o", "input": "hi", "stream": True,
@@ -45,7 +42,7 @@ def test_a_read_whose_owner_is_not_in_memory_waits_a_bounded_time(
         assert streamed.status_code == 200 and "response.completed" in streamed.text
         started = time.monotonic()
         read = httpx.get(f"{two.url}/v1/responses/{made.id}", headers=headers, timeout=30)
-        took, answered = time.monotonic() - started, time.monotonic()
+        took = time.monotonic() - started
     finally:
         lock.execute("ROLLBACK")
         lock.close()
@@ -53,6 +50,5 @@ def test_a_read_whose_owner_is_not_in_memory_waits_a_bounded_time(
     # look-up, then the output items' holder's, each bounded at 1 s; room for a loaded
     # machine below the first write's 5 s)
     assert took < 4.0, took
-    assert answered < released  # read while the lock was still held
     assert read.status_code == 200, read.text
     assert read.json()["id"] == made.id

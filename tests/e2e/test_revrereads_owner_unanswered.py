@@ -5,12 +5,11 @@ the object is gone (a client may drop what it kept of it); the owner is merely n
 known yet, and the same read a moment later is served. Was (rereads): 404.
 
 Two gateways on one database, over the emulator; the second's owners' database thread
-held up by owner writes queued behind another connection's write lock (6 s, bounded)."""
+held up by owner writes queued behind another connection's write lock (until the read is answered)."""
 
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +18,6 @@ import httpx
 from tests.e2e.conftest import Emulator
 from tests.e2e.test_ledger import _DEAR, _virtual_key, ledger_gateway, sdk  # noqa: F401
 from tests.support import ServerThread
-
-_HOLD = 6.0  # seconds the write lock is held: longer than one busy timeout (5 s)
 
 
 def test_a_restricted_keys_read_the_database_cannot_answer_is_retryable(
@@ -35,18 +32,15 @@ def test_a_restricted_keys_read_the_database_cannot_answer_is_retryable(
     headers = {"Authorization": f"Bearer {secret}"}
     lock = sqlite3.connect(database, isolation_level=None)
     lock.execute("BEGIN IMMEDIATE")  # another writer: reads pass, writes wait
-    released = time.monotonic() + _HOLD
     try:
         streamed = httpx.post(two.url + "/v1/responses", timeout=30, headers=headers,
                               json={"model": "gpt-4o", "input": "hi", "stream": True,
                                     "max_output_tokens": 16})  # its ids claimed: queued
         assert streamed.status_code == 200 and "response.completed" in streamed.text
         read = httpx.get(f"{two.url}/v1/responses/{made.id}", headers=headers, timeout=30)
-        answered = time.monotonic()
     finally:
         lock.execute("ROLLBACK")
         lock.close()
-    assert answered < released  # read while the lock was still held
     # rereads: 404 `No such object`
     assert read.status_code == 503, read.text
     assert read.json()["error"]["code"] == "service_unavailable"
