@@ -8,6 +8,7 @@ Real SQLite; the owners' database thread held busy by the test where a claim mus
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -122,3 +123,36 @@ def test_a_resumed_stream_left_during_its_claim_keeps_its_count(tmp_path: Path) 
     assert resumed == AZURE  # counted once: by the stream
     assert read is None
     assert noted == (True, 0, 0, -1)
+
+
+def test_a_claim_waiting_on_another_writer_reads_what_it_wrote(tmp_path: Path) -> None:
+    """A claim made while another connection holds the write lock and then notes the id
+    whole: the claim reads that note once it has the lock (it takes the lock before it
+    reads), and is not the first. A claim that read before taking the lock would hold a
+    stale snapshot: SQLite refuses its write (the read then counted on memory alone)."""
+    database = tmp_path / "gw.db"
+    OwnerStore.open(database).close()
+    other = OwnerStore.open(database)
+    other.claim_counted("resp_0", 1.0)  # the table made
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    answers: list[object] = []
+
+    def claim() -> None:
+        store = OwnerStore.open(database)
+        try:
+            answers.append(store.claim_counted("resp_1", 2.0))
+        except sqlite3.Error as exc:
+            answers.append(exc)
+        finally:
+            store.close()
+
+    claimer = threading.Thread(target=claim)
+    claimer.start()
+    time.sleep(0.3)  # its claim waits on the lock
+    holder.execute("INSERT INTO counted_usage VALUES ('resp_1', 1, 0, 0, -1, 1.5)")
+    holder.execute("COMMIT")
+    holder.close()
+    claimer.join(30)
+    other.close()
+    assert answers == [(True, 0, 0, -1)]
