@@ -219,8 +219,8 @@ class CountedUsage:
         """After the answer (`answer`: a JSON one's bytes, else None) to a request for
         `operation` (its JSON `body`): a read's usage counted once (`reread`,
         `restreamed`), a background response's stream noted (`streamed`). Returns the
-        claim to make in the database (`claimed`) of a read that counted Azure's whole
-        usage on this worker's memory, if a database is kept."""
+        claim to make in the database (`claimed`) of a read (or a background stream)
+        that counted Azure's whole usage on this worker's memory, if a database is kept."""
         if method == "POST" and operation == "responses":
             return self.streamed(record, body)
         if (method == "GET" or operation.endswith("/cancel") or operation.startswith("chat/")
