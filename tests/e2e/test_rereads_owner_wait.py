@@ -15,6 +15,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -23,16 +24,23 @@ from tests.e2e.test_ledger import _DEAR, _virtual_key, ledger_gateway, sdk  # no
 from tests.support import ServerThread
 
 
-def test_a_read_whose_owner_is_not_in_memory_waits_a_bounded_time(
+def read_behind_queued_writes(
         emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
-        tmp_path: Path) -> None:
-    database = tmp_path / "gw.db"
+        database: Path, **limits: Any,
+) -> tuple[httpx.Response, float, str, Callable[[], httpx.Response]]:
+    """A key's (`limits`) read, on a second gateway, of a response it made on the first,
+    while the second's owner writes queue behind another connection's write lock: the
+    answer, the seconds it took, the response's id, and the same read again (after)."""
     one, two = ledger_gateway(emulator, **_DEAR), ledger_gateway(emulator, **_DEAR)
-    _, secret = _virtual_key(one, database, "reader")  # no limits: not restricted
+    _, secret = _virtual_key(one, database, "reader", **limits)
     _virtual_key(two, database, "unused")
     made = sdk(one, secret).responses.create(model="gpt-4o", input="hello",
                                              max_output_tokens=16)  # its owner written
     headers = {"Authorization": f"Bearer {secret}"}
+
+    def read() -> httpx.Response:
+        return httpx.get(f"{two.url}/v1/responses/{made.id}", headers=headers, timeout=30)
+
     lock = sqlite3.connect(database, isolation_level=None)
     lock.execute("BEGIN IMMEDIATE")  # another writer: reads pass, writes wait
     try:
@@ -41,14 +49,23 @@ def test_a_read_whose_owner_is_not_in_memory_waits_a_bounded_time(
                                     "max_output_tokens": 16})  # its ids claimed: queued
         assert streamed.status_code == 200 and "response.completed" in streamed.text
         started = time.monotonic()
-        read = httpx.get(f"{two.url}/v1/responses/{made.id}", headers=headers, timeout=30)
+        answer = read()
         took = time.monotonic() - started
     finally:
         lock.execute("ROLLBACK")
         lock.close()
+    return answer, took, made.id, read
+
+
+def test_a_read_whose_owner_is_not_in_memory_waits_a_bounded_time(
+        emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+        tmp_path: Path) -> None:
+    # no limits: not restricted
+    read, took, made, _ = read_behind_queued_writes(emulator, ledger_gateway,
+                                                    tmp_path / "gw.db")
     # main: about 5 s a write queued before it (3 here), here about 2 s (the owner's
     # look-up, then the output items' holder's, each bounded at 1 s; room for a loaded
     # machine below the first write's 5 s)
     assert took < 4.0, took
     assert read.status_code == 200, read.text
-    assert read.json()["id"] == made.id
+    assert read.json()["id"] == made
