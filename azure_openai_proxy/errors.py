@@ -23,6 +23,8 @@
     ├── AzureKeyRequired              403 azure_key_required (a virtual key on a passthrough
     │                                      deployment, which only the caller's Azure key opens)
     ├── DatabaseUnavailable           503 (the admin API's queries; never a proxied request)
+    ├── OwnersUnavailable             503 service_unavailable (an object's owner not read in
+    │                                      time for a restricted key: retry-after)
     ├── UpstreamHttpError             any status Azure answered, already in OpenAI's shape
     └── UpstreamError                 502 upstream_error (carries `request_sent`)
         ├── UpstreamUnreachable       502 (connect refused, DNS, reset before headers)
@@ -72,6 +74,7 @@ __all__ = [
     "ModelNotPriced",
     "NoDeploymentAvailable",
     "NotFound",
+    "OwnersUnavailable",
     "RateLimited",
     "RequestTimeout",
     "RouteNotFound",
@@ -338,6 +341,21 @@ class DatabaseUnavailable(GatewayError):
 
     status = 503
     code = "database_unavailable"
+
+
+class OwnersUnavailable(_RetryAfter):
+    """A restricted key's request names an object whose owner the governance database
+    did not tell (it failed, or kept the look-up past its bound: gateway/ownership.py):
+    not known to be gone nor another key's, so a retryable 503, not the 404 that tells a
+    client the object is gone (it may drop what it kept of it)."""
+
+    status = 503
+    code = "service_unavailable"
+
+    def __init__(self, object_id: str) -> None:
+        super().__init__(f"The owner of {object_id} could not be read in time; try again.",
+                         retry_after_ms=1000)
+        self.param = "id"
 
 
 class UpstreamHttpError(GatewayError):

@@ -14,17 +14,20 @@ POST creates an object, that the object is the key's. Then:
   and a Responses `item_reference` in `input`, or in a conversation's `items`);
 - a list (`GET /v1/files`, `/v1/batches`...) shows only the key's own objects;
 - an object the gateway does not know the owner of (created before a restart, by another
-  worker, by a static or passthrough key, or forgotten past the bound) is refused (404)
-  to a key with restrictions (an allow-list or a budget, its own or its team's) and let
-  through for a key without any: the safe side for keys that are restricted, the old
-  behaviour for the others.
+  worker, by a static or passthrough key, or forgotten past the bound) is refused (404;
+  a retryable 503 when the database failed or did not answer in time) to a key with
+  restrictions (an allow-list or a budget, its own or its team's) and let through for a
+  key without any: the safe side for keys that are restricted, the old behaviour for
+  the others.
 
 Ownership is per key, not per team: keys of one team do not see each other's objects.
 
 Owners are written to the governance database (`object_owners`, store/ownership.py)
 before the creating answer leaves, so every worker and a restarted gateway know them;
 the recent ones are also kept in memory, bounded (`_CAPACITY`). When the database
-fails, memory alone answers (this worker's recent objects; others are unknown).
+fails, or a look-up waits for it past `DATABASE_WAIT` (1 s: its one thread held up by
+writes a locked database keeps waiting), memory alone answers (this worker's recent
+objects; others are unknown).
 A created response's `output` items are the key's with it (an `item_reference` may name
 them), and so are those its owner reads later (`GET responses/{id}`: a background
 response's), its input items once its owner lists them (`responses/{id}/input_items`), and
@@ -71,11 +74,12 @@ from typing import Any, TypeVar
 
 import orjson
 
-from azure_openai_proxy.errors import GatewayError, NotFound
-from azure_openai_proxy.gateway.affinity import Home, ids_referenced, item_references
+from azure_openai_proxy.errors import GatewayError, NotFound, OwnersUnavailable
+from azure_openai_proxy.gateway.affinity import Home, item_references
 from azure_openai_proxy.gateway.chained import ChainedContext
 from azure_openai_proxy.gateway.chatfiles import chat_file_ids
 from azure_openai_proxy.gateway.finetuned import job_of, listed_models, named_models
+from azure_openai_proxy.gateway.objectids import object_ids
 from azure_openai_proxy.gateway.ownedanswers import (
     is_list,
     item_holder,
@@ -84,8 +88,8 @@ from azure_openai_proxy.gateway.ownedanswers import (
     output_item_ids,
 )
 from azure_openai_proxy.gateway.ownedpages import NextPage, own_page, pager
-from azure_openai_proxy.gateway.rereads import CountedUsage
-from azure_openai_proxy.http.interface import Answer, Reply
+from azure_openai_proxy.gateway.rereads import DATABASE_WAIT, CountedUsage
+from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ownership import OwnerRow, OwnerStore
 from azure_openai_proxy.store.replaced import FileWatch
@@ -106,10 +110,6 @@ __all__ = [
 ]
 
 _CAPACITY = 200_000
-# `threads/runs` creates a thread and a run; `responses/compact` compacts a conversation
-# and `responses/input_tokens` counts a request's input: none names an object.
-_NOT_IDS = frozenset({"threads/runs", "responses/compact", "responses/input_tokens"})
-# Where a body lists input items, which may be `item_reference`s to stored items.
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +154,7 @@ class ObjectOwners:
         self._store: OwnerStore | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._failing = False
-        self._writes: set[asyncio.Task[None]] = set()  # `claim`'s, until written
+        self._writes: set[asyncio.Task[Any]] = set()  # `claim`'s, until written
         # Stored objects whose usage a read counted (`owned_answer`, gateway/rereads.py).
         self.counted = CountedUsage(store=self._call if database is not None else None,
                                     writes=self._writes)  # (and across workers)
@@ -216,15 +216,16 @@ class ObjectOwners:
 
         return claim
 
-    def stream_claim(self, method: str, operation: str, key_id: str,
-                     record: RequestRecord) -> Callable[[list[str]], None] | None:
+    async def stream_claim(self, request: HttpRequest, operation: str, key_id: str,
+                           record: RequestRecord) -> Callable[[list[str]], None] | None:
         """The `claim` of a Responses stream `key_id` asks for: a POST's (`claimer`), or
         a background response's resumed (`GET responses/{id}?stream=true`) when the
         response is the key's own (`check` has just read its owner into memory): the
         items it shows are the key's with it, as a read's are (`owned_answer`)."""
+        method = request.method
         if method == "POST":
             return self.claimer(key_id, record) if operation == "responses" else None
-        record.sequence = self.counted.replayed(method, operation)  # (rereads.py)
+        record.sequence = await self.counted.replaying(request, operation)  # (rereads.py)
         if method == "GET" and operation.count("/") == 1:
             owned = self._owners.get(operation.partition("/")[2])
             if owned is not None and owned.key_id == key_id:
@@ -281,7 +282,7 @@ class ObjectOwners:
         if owned is not None:
             self._owners.move_to_end(object_id)
             return owned
-        row = await self._call(lambda store: store.get(object_id))
+        row = await self._look(lambda store: store.get(object_id))
         if row is None:
             return None
         owned = Owned(*row)
@@ -297,13 +298,13 @@ class ObjectOwners:
         Returns the homes recorded for `ids` (for this worker's affinity to `learn`)."""
         named = list(dict.fromkeys(ids))
         within = list(dict.fromkeys(inner))
-        owners = await self._get_many(named + within)
+        owners, answered = await self._get_many(named + within)
         homes = []
         for object_id in named:
             owned = owners.get(object_id)
             if owned is None:
-                if restricted:
-                    raise ObjectNotFound(object_id)
+                if restricted:  # not known to be gone when the database did not answer
+                    raise ObjectNotFound(object_id) if answered else OwnersUnavailable(object_id)
             elif owned.key_id != key_id:
                 raise ObjectNotFound(object_id)
             elif owned.home is not None:
@@ -314,8 +315,9 @@ class ObjectOwners:
                 raise ObjectNotFound(object_id)
         return homes
 
-    async def _get_many(self, object_ids: list[str]) -> dict[str, Owned]:
-        """The known owners of distinct `object_ids`: memory first, the rest at once."""
+    async def _get_many(self, object_ids: list[str]) -> tuple[dict[str, Owned], bool]:
+        """The known owners of distinct `object_ids`: memory first, the rest at once; and
+        whether a database kept asked answered (not failing, within `DATABASE_WAIT`)."""
         found: dict[str, Owned] = {}
         rest: list[str] = []
         for object_id in object_ids:
@@ -325,13 +327,12 @@ class ObjectOwners:
             else:
                 self._owners.move_to_end(object_id)
                 found[object_id] = owned
-        if rest:
-            rows = await self._call(lambda store: store.get_many(rest)) or {}
-            for object_id, row in rows.items():
-                owned = Owned(*row)
-                self._keep(object_id, owned)
-                found[object_id] = owned
-        return found
+        rows = await self._look(lambda store: store.get_many(rest)) if rest else {}
+        for object_id, row in (rows or {}).items():
+            owned = Owned(*row)
+            self._keep(object_id, owned)
+            found[object_id] = owned
+        return found, rows is not None or self._database is None
 
     async def owned_of(self, key_id: str, object_ids: list[str]) -> set[str]:
         """Those of `object_ids` that `key_id` owns."""
@@ -344,7 +345,7 @@ class ObjectOwners:
             elif owned.key_id == key_id:
                 mine.add(object_id)
         if rest:
-            mine |= await self._call(lambda store: store.owned_of(key_id, rest)) or set()
+            mine |= await self._look(lambda store: store.owned_of(key_id, rest)) or set()
         return mine
 
     def close(self) -> None:
@@ -379,6 +380,14 @@ class ObjectOwners:
         self._failing = False
         return result
 
+    async def _look(self, work: Callable[[OwnerStore], _T]) -> _T | None:
+        """`_call` for a look-up on a request's way: at most `DATABASE_WAIT` (rereads.py),
+        then None (not known, as when the database fails: for a restricted key a 503)."""
+        try:
+            return await asyncio.wait_for(self._call(work), DATABASE_WAIT)
+        except TimeoutError:
+            return None
+
     def _in_thread(self, work: Callable[[OwnerStore], _T]) -> _T:
         watch = self._watch
         assert self._database is not None and watch is not None
@@ -400,27 +409,6 @@ class ObjectOwners:
 
     def __len__(self) -> int:
         return len(self._owners)
-
-
-def object_ids(operation: str, body: Mapping[str, Any] | None) -> tuple[list[str], list[str]]:
-    """The ids of existing objects a resource request names: those the key must own (the
-    path's first, every reference in the body), and the sub-objects its path names past
-    the first (`threads/{id}/runs/{run}`, `vector_stores/{id}/files/{file}`): those live
-    inside the first, so they are refused only when known to be another key's."""
-    parts = operation.split("/")
-    if parts[:2] == ["chat", "completions"]:  # a stored chat completion: its id, no inner
-        return ids_referenced(operation, body, strict=True), []
-    if parts[0] == "fine_tuning":
-        # A job, or a checkpoint (`checkpoints/{ft:...}/permissions`): the key's when it
-        # owns the job that made it (gateway/finetuned.py).
-        owned = parts[1:2] in (["jobs"], ["checkpoints"])
-        named = [parts[2]] if len(parts) >= 3 and owned else []
-        inner = parts[4::2] if owned else parts[2::2]
-        return named + ids_referenced("", body, strict=True), inner
-    named = ids_referenced(operation, body, strict=True)
-    if operation in _NOT_IDS:  # exactly: below them (`responses/compact/x`) is an id's path
-        named = named[1:]
-    return named + item_references(body), parts[3::2]
 
 
 def _made_on(record: RequestRecord) -> Home | None:
@@ -452,8 +440,22 @@ async def owned_answer(
     asked by `more` while they hold none: gateway/ownedpages.py)."""
     # a read's usage (a stored object's, a background one's resumed), counted once
     answer = reply.body if isinstance(reply, Answer) else None
-    await owners.counted.recall(method, operation, record, answer)  # (another worker's...)
-    owners.counted.answered(method, operation, record, answer, body)
+    claim = owners.counted.answered(method, operation, record, answer, body)
+    try:  # (the database's claim of it: another worker's, or this one's before a restart)
+        if claim is not None:
+            await owners.counted.claimed(claim)
+        return await _owned(owners, method, operation, key_id, record, reply, batch_models,
+                            body, more)
+    finally:
+        owners.counted.settled(claim)
+
+
+async def _owned(
+    owners: ObjectOwners, method: str, operation: str, key_id: str, record: RequestRecord,
+    reply: Reply, batch_models: frozenset[str] | None, body: Mapping[str, Any] | None,
+    more: NextPage | None,
+) -> Reply:
+    """`owned_answer`'s, once the read's usage is counted: what the answer made the key's."""
     if method == "POST" and record.created_id is not None:
         # Where it was made (its output items too): a request about it goes there.
         owned = Owned(key_id, batch_models, _made_on(record))

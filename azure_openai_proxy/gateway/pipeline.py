@@ -271,6 +271,11 @@ class Gateway:
             chained = await self.owners.reserve_chained(json, key.id)
         if chained and type(chained) is not GuessedContext:
             record.context_tokens = chained  # in its estimate if no usage comes back
+        stored = chat and json is not None and json.get("store") is True  # Azure keeps it
+        if operation.startswith("responses"):  # its ids the key's; awaited before the hold
+            record.claim = await self.owners.stream_claim(request, operation, key.id, record)
+        elif stored and json is not None and json.get("stream") is True:  # a chat's too
+            record.claim = self.owners.claimer(key.id, record)
         decided = caller.decided
         if decided is not None and decided.epoch is limiter.epoch:
             usual = decided.usual
@@ -299,11 +304,6 @@ class Gateway:
             held = hold(limiter, self.budgets, caller, body.held_fields(operation), routed,
                         operation, self._default_completion, prompt_chars, chained, request.headers)
             lines = held[0].head_lines
-        stored = chat and json is not None and json.get("store") is True  # Azure keeps it
-        if operation.startswith("responses"):  # a stream's ids: the key's as it shows them
-            record.claim = self.owners.stream_claim(request.method, operation, key.id, record)
-        elif stored and json is not None and json.get("stream") is True:  # a chat's too
-            record.claim = self.owners.claimer(key.id, record)
         try:
             batch_models = (await uploaded_batch_models(body.spool, body.boundary) if models
                             and operation == "files" and request.method == "POST" else None)
@@ -318,7 +318,7 @@ class Gateway:
             return apply_lines(reply, lines)
         except BaseException as exc:
             failed(exc, record, json, operation, self._default_completion, lines, body, request.headers)
-            self.owners.counted.answered(request.method, operation, record, None, json)  # left
+            self.owners.counted.left(request.method, operation, record, json)  # its client left
             raise
         finally:
             if held is not None:

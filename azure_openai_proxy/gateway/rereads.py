@@ -13,9 +13,12 @@ the key again (its ledger and its budget), though Azure generated it once. So:
   cancel is such a read too (`POST responses/{id}/cancel`, `.../runs/{r}/cancel`): it
   answers the object, with its usage when it was done;
 - a stored chat completion (`chat/completions/{id}`, read or its metadata updated)
-  answers with the usage of the chat that made it, which counted it: dropped;
+  answers with the usage of the chat that made it, which counted it: dropped; and so
+  is an Assistants run step's (`GET threads/{t}/runs/{r}/steps/{s}`): part of its
+  run's usage, which a read of the run counts;
 - unless the background response was streamed (`"stream": true` too) and its stream
-  showed Azure's usage: counted then (`streamed`), dropped from every read;
+  showed Azure's usage: counted then (`streamed`, claimed as a read's count is: a
+  read that claimed it first, on another worker, keeps it), dropped from every read;
 - its stream resumed (`GET responses/{id}?stream=true`, after a client left it) is a
   read too (`restreamed`): Azure's usage at its end counts the response if nothing had;
 - a background response whose stream ended before Azure's usage (cut, or its client
@@ -29,17 +32,23 @@ the key again (its ledger and its budget), though Azure generated it once. So:
   more, never less; and three numbers per id, not the records.
 
 `answered` is the one entry, after a request's answer: a virtual key's
-(gateway/ownership.py `owned_answer`, and when its client left) and a static client
-key's (`CountedSend`, `Gateway.handle`'s send of a resource request): a read
+(gateway/ownership.py `owned_answer`, and `left` when its client left) and a static
+client key's (`CountedSend`, `Gateway.handle`'s send of a resource request): a read
 counts nothing more whichever key made it.
 
 Remembered per worker, in a bounded table (16,384 ids), and, with governance on (a
 database), in the database's `counted_usage` table too (store/ownership.py), so that
-every worker and the gateway after a restart count each id once: what a count or an
-estimate adds is written in the background (no await on the answer's path); a read
-this worker's table does not know as counted looks it up first (`recall`: one query,
-at a read that shows a background response's or a run's usage only). What that
-leaves, exactly:
+every worker and the gateway after a restart count each id once. A read that counts
+Azure's whole usage marks it counted in memory first, before any await (a read on this
+worker meanwhile finds it counted), then claims it in the database (`claimed`: one
+transaction under the write lock, which also reads what was noted before): noted whole
+already (another worker's read, or this gateway's before a restart), its usage is
+dropped; else it counts Azure's less the estimates noted there too. So of two workers
+reading it at the same moment, the one whose claim comes second drops it. What an
+estimate adds is written in the background (no await on the answer's path); a resumed
+stream reads what the database notes of its response before it is sent (`replaying`),
+so that its replay is not estimated again where another worker's estimate counted it.
+Each wait on the database is at most `DATABASE_WAIT`. What that leaves, exactly:
 
 - a foreground response's read and a stored chat completion's read or update count
   nothing on any worker, at any time: told from the answer itself (its `background`,
@@ -49,16 +58,20 @@ leaves, exactly:
   worker under `--workers N`, the gateway since restarted, or 16,384 newer ids since)
   counts Azure's whole usage once more on that worker, and an estimate of its cut
   stream made on another worker is not taken off: over- rather than under-counted;
-- with one, two reads of it answered at the same moment by two workers (each looks
-  before the other's count is written), or while the database fails or is slow to
-  answer (past `_RECALL_WAIT`: memory alone answers, as above), can each count it;
+- with one, a claim the database does not answer within `DATABASE_WAIT` (another
+  process holding its write lock longer), or fails, leaves the read counted on this
+  worker's memory alone, as without one (the claim is still written once the database
+  lets it): a read on another worker meanwhile can count it too (a read whose client
+  leaves during its claim still waits for it, within the bound: its record is written
+  after; one cancelled again then, as at a stop, counts on memory alone);
 - a resumed stream replays the events after its `starting_after` (all of them
   without one, as the SDK's `retrieve(stream=True)` asks): where an earlier stream of
-  the response, cut or left, counted some of them in its estimate, the resumed one's
-  estimate counts only the text deltas past the last one counted (`replayed`, by
-  their `sequence_number`: the meter skips the rest), so output relayed twice is
-  estimated once. Resumed on another worker than the earlier stream's: twice (its
-  meter is set before the database is read, which only a read showing usage does).
+  the response, cut or left, counted some of them in its estimate, on this worker or
+  (noted in the database before the resume) another, the resumed one's estimate counts
+  only the text deltas past the last one counted (`replayed`, by their
+  `sequence_number`: the meter skips the rest), so output relayed twice is estimated
+  once. An estimate not yet written when the stream is resumed elsewhere, or a
+  database slower than `DATABASE_WAIT` then: twice.
 """
 
 from __future__ import annotations
@@ -67,6 +80,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -78,70 +92,113 @@ from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, Target
 from azure_openai_proxy.store.ownership import Counted, OwnerStore
 
-__all__ = ["CountedSend", "CountedUsage"]
+__all__ = ["DATABASE_WAIT", "CountedSend", "CountedUsage"]
 
 Send = Callable[[HttpRequest, Target, Caller, RequestBody, RequestRecord,
                  tuple[Pool, str | None]], Awaitable[Reply]]
 
 _CAPACITY = 16_384  # object ids (about 40 bytes each)
-# The longest a read waits for the database's note of its object (`recall`): one indexed
-# look-up takes a millisecond, but it queues in the object owners' one thread behind
-# their writes, each of which a locked database holds up to its busy timeout (5 s).
-# Past it, the read is counted as if the database had failed (over- rather than
-# under-counted) and the client has its answer.
-_RECALL_WAIT = 1.0
-# An object's entry: True, counted whole; or the (prompt, completion) tokens that the
-# estimates of a cut stream's POST and of resumed streams cut again counted of it, and
-# the sequence number of the last text delta they counted.
-_Counted = bool | tuple[int, int, int]
+# The longest a request waits for the object owners' database (a read's claim, a resumed
+# stream's look-up, an owner's: gateway/ownership.py): one indexed query takes a
+# millisecond, but it queues in the object owners' one thread behind their writes, each
+# of which a locked database holds up to its busy timeout (5 s). Past it, the request
+# goes on as if the database had failed (a read counted on memory alone: over- rather
+# than under-counted) and the client has its answer.
+DATABASE_WAIT = 1.0
+# (prompt, completion) tokens that the estimates of a cut stream's POST and of resumed
+# streams cut again counted of an object, and the sequence number of the last text delta
+# they counted.
+_Spent = tuple[int, int, int]
+_NONE: _Spent = (0, 0, -1)
 # `ObjectOwners._call`: work on the governance database's store, in its thread (None when
 # it fails).
 Store = Callable[[Callable[[OwnerStore], Any]], Coroutine[Any, Any, Any]]
+
+
+class _Claim:
+    """Azure's whole usage of an object, counted by `record` on this worker's memory
+    (`usage`, Azure's, less the estimates memory knew: `spent`) while its claim in the
+    database is made: memory's entry for the object until `settled`. Another read then
+    drops its usage; `record`'s own `answered` again (`left`: gateway/pipeline.py's, its
+    client gone during the claim) keeps it."""
+
+    __slots__ = ("object_id", "record", "spent", "usage")
+
+    def __init__(self, object_id: str, record: RequestRecord, usage: dict[str, Any] | None,
+                 spent: _Spent) -> None:
+        self.object_id, self.record, self.usage, self.spent = object_id, record, usage, spent
+
+
+# An object's entry: True, counted whole; a claim, counted whole by a request still
+# going; or what estimates counted of it.
+_Counted = bool | _Claim | _Spent
 
 
 class CountedUsage:
     """The ids of background responses and runs whose usage a read has counted."""
 
     def __init__(self, capacity: int = _CAPACITY, store: Store | None = None,
-                 writes: set[asyncio.Task[None]] | None = None) -> None:
+                 writes: set[asyncio.Task[Any]] | None = None) -> None:
         self._counted: BoundedCache[str, _Counted] = BoundedCache(capacity)
         self._store = store
-        # `_note`'s, until written (`ObjectOwners.written` waits for them at a stop)
-        self._writes: set[asyncio.Task[None]] = set() if writes is None else writes
+        # `_note`'s and the claims', until written (`ObjectOwners.written` waits at a stop)
+        self._writes: set[asyncio.Task[Any]] = set() if writes is None else writes
 
-    async def recall(self, method: str, operation: str, record: RequestRecord,
-                     answer: bytes | None) -> None:
-        """Before `answered` counts a read (`answer`: a JSON one's bytes, else None) of
-        a background response or a run that shows its usage: what the database notes
-        of it (another worker's counts, or this gateway's before a restart), unless this
-        worker counted it whole. Its estimates as the larger of each number here and
-        there (this worker's last may not be written yet). A foreground response's read,
-        one without usage (still running), and a resumed stream's estimate (relayed
-        already: a read right after it must find it counted) ask nothing. Waits at most
-        `_RECALL_WAIT` for the database (then counts as without it)."""
-        if self._store is None or (usage := record.usage) is None or (
-                answer is None and usage.get("estimated")):
-            # (An estimate only adds to what is noted, here and there.)
-            return
-        object_id = _read_object(method, operation)
-        if object_id is None or self._counted.get(object_id) is True or (
-                answer is not None and operation.startswith("responses")
-                and not _background(answer)):
-            return
+    async def claimed(self, claim: _Claim) -> None:
+        """After `answered` counted Azure's whole usage of a background response or a run
+        on this worker's memory (before any await: a read meanwhile finds it counted):
+        its claim in the database (`OwnerStore.claim_counted`, one transaction, so that of
+        the workers claiming it at once one counts it). Noted whole there already
+        (another worker's read, or this gateway's before a restart): the record's usage
+        is dropped; else Azure's less the larger of each estimate here and there. Waits at
+        most `DATABASE_WAIT`: past it (or the database failing) memory's count stands and
+        the claim is written when the database lets it."""
+        loop = asyncio.get_running_loop()
+        task, until = self._claiming(claim), loop.time() + DATABASE_WAIT
         try:
-            noted: Counted | None = await asyncio.wait_for(
-                self._store(lambda store: store.counted(object_id)), _RECALL_WAIT)
-        except TimeoutError:
-            return  # a slow database: counted on this worker's memory alone
-        if noted is None:
-            return
-        here = self._counted.get(object_id)
-        if noted[0] or here is True:
-            self._counted.put(object_id, True)
-            return
-        spent = here or (0, 0, -1)
-        self._counted.put(object_id, (max(spent[0], noted[1]), max(spent[1], noted[2]),
-                                      max(spent[2], noted[3])))
+            await asyncio.wait((task,), timeout=DATABASE_WAIT)  # (the claim goes on past it)
+        except asyncio.CancelledError:
+            # Its client left, its answer whole (httpx.get closes the connection at a
+            # stream's end): the record is written after this, when the handler ends, so
+            # the claim's answer is still waited for, within the bound (a second
+            # cancellation ends it: memory's count stands).
+            await asyncio.wait((task,), timeout=max(0.0, until - loop.time()))
+            _claimed(claim, task)
+            raise
+        _claimed(claim, task)
+
+    def _claiming(self, claim: _Claim) -> asyncio.Task[Counted | None]:
+        """The claim's write (`OwnerStore.claim_counted`), in the background: what was
+        noted before it (None: nothing, or the database failed)."""
+        store, object_id, now = self._store, claim.object_id, time.time()
+        assert store is not None
+        task: asyncio.Task[Counted | None] = asyncio.get_running_loop().create_task(
+            store(lambda shared: shared.claim_counted(object_id, now)))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        return task
+
+    def left(self, method: str, operation: str, record: RequestRecord,
+             body: Mapping[str, Any] | None) -> None:
+        """`answered` for a request whose handler raised (its client left a stream, or
+        the answer): what it counts whole is claimed in the database in the background,
+        not awaited (memory's count stands)."""
+        claim = self.answered(method, operation, record, None, body)
+        if claim is not None:
+            self._claiming(claim)
+            self.settled(claim)
+
+    def settled(self, claim: _Claim | None) -> None:
+        """The request that made `claim` is done with its record: memory's entry for the
+        object becomes a plain count. Soon, not now: a handler whose client left during
+        its claim is cancelled there, and the pipeline's `left` for a client gone runs
+        next, in the same turn of the loop."""
+        if claim is not None:
+            asyncio.get_running_loop().call_soon(self._plain, claim)
+
+    def _plain(self, claim: _Claim) -> None:
+        if self._counted.get(claim.object_id) is claim:
+            self._counted.put(claim.object_id, True)
 
     def _note(self, object_id: str, counted: Counted) -> None:
         """What was just counted of `object_id`, added in the database in the
@@ -158,101 +215,140 @@ class CountedUsage:
         write.add_done_callback(self._writes.discard)
 
     def answered(self, method: str, operation: str, record: RequestRecord,
-                 answer: bytes | None, body: Mapping[str, Any] | None) -> None:
+                 answer: bytes | None, body: Mapping[str, Any] | None) -> _Claim | None:
         """After the answer (`answer`: a JSON one's bytes, else None) to a request for
         `operation` (its JSON `body`): a read's usage counted once (`reread`,
-        `restreamed`), a background response's stream noted (`streamed`)."""
+        `restreamed`), a background response's stream noted (`streamed`). Returns the
+        claim to make in the database (`claimed`) of a read (or a background stream)
+        that counted Azure's whole usage on this worker's memory, if a database is kept."""
         if method == "POST" and operation == "responses":
-            self.streamed(record, body)
-        elif (method == "GET" or operation.endswith("/cancel") or operation.startswith("chat/")
+            return self.streamed(record, body)
+        if (method == "GET" or operation.endswith("/cancel") or operation.startswith("chat/")
               ) and record.usage is not None:
             if answer is not None:
-                self.reread(operation, record, answer)
-            elif record.stream:
-                self.restreamed(operation, record)
+                return self.reread(operation, record, answer)
+            if record.stream:
+                return self.restreamed(operation, record)
+        return None
 
-    def streamed(self, record: RequestRecord, body: Mapping[str, Any] | None) -> None:
+    def streamed(self, record: RequestRecord, body: Mapping[str, Any] | None) -> _Claim | None:
         """A `POST responses` ended (to its end, cut, or its client gone): a background
         one's stream counted it with Azure's usage, or at an estimate (a read counts the
         rest). Not a foreground one's: a read counts nothing of it, and its id would
-        push counted background ones out of the bounded table."""
+        push counted background ones out of the bounded table. Azure's usage is claimed
+        as a read's is (`_count`): a read of the completed response on another worker
+        may have counted it before the stream's end reached here."""
         response_id = record.created_id
         if (response_id is None or not record.stream or body is None
                 or body.get("background") is not True):
-            return
+            return None
         usage = record.usage
         if usage and not usage.get("estimated"):
-            self._counted.put(response_id, True)
-            self._note(response_id, (True, 0, 0, -1))
-        else:
-            spent = _spent(record, (0, 0, -1))
-            self._counted.put(response_id, spent)
-            self._note(response_id, (False, *spent))
+            return self._count(response_id, record)
+        spent = _spent(record, _NONE)
+        self._counted.put(response_id, spent)
+        self._note(response_id, (False, *spent))
+        return None
 
     def replayed(self, method: str, operation: str) -> int:
         """Before a request is sent: for a resumed Responses stream (`GET
         responses/{id}`, relayed only if `stream=true`), the sequence number of the last
         text delta an estimate of its response counted (its meter counts none up to it:
         `RequestRecord.sequence`); else -1."""
-        kind, _, response_id = operation.partition("/")
-        if method != "GET" or kind != "responses" or not response_id or "/" in response_id:
-            return -1
-        earlier = self._counted.get(response_id)
+        response_id = _response(method, operation)
+        earlier = None if response_id is None else self._counted.get(response_id)
         return earlier[2] if type(earlier) is tuple else -1
 
-    def restreamed(self, operation: str, record: RequestRecord) -> None:
+    async def replaying(self, request: HttpRequest, operation: str) -> int:
+        """`replayed`, for a request about to be sent; of a resumed stream (`stream=true`)
+        that memory does not know as counted whole, what the database notes of its
+        response is learnt first (the estimates of its streams on other workers, or its
+        whole count), waiting at most `DATABASE_WAIT`: its replay is not estimated again."""
+        method, store = request.method, self._store
+        response_id = _response(method, operation)
+        if response_id is None or store is None or not _streamed(request.query_string):
+            return self.replayed(method, operation)
+        earlier = self._counted.get(response_id)
+        if earlier is None or type(earlier) is tuple:
+            try:
+                noted: Counted | None = await asyncio.wait_for(
+                    store(lambda shared: shared.counted(response_id)), DATABASE_WAIT)
+            except TimeoutError:
+                noted = None  # a slow database: memory's alone, as before
+            if noted is not None and self._counted.get(response_id) is earlier:
+                self._counted.put(response_id, True if noted[0] else _most(
+                    earlier or _NONE, noted[1:]))  # (unless memory changed meanwhile)
+        return self.replayed(method, operation)
+
+    def restreamed(self, operation: str, record: RequestRecord) -> _Claim | None:
         """Drop `record`'s usage when the resumed stream it records (`operation`:
         responses/{id}; only a background response's can be) is of a response counted
         already; else Azure's usage it showed counts it, less what estimates counted
         (an estimate, of a stream left again, adds to those: a later read still counts
         Azure's)."""
-        kind, _, response_id = operation.partition("/")
-        if kind != "responses" or not response_id or "/" in response_id:
-            return
+        response_id = _response("GET", operation)
+        if response_id is None:
+            return None
         earlier, usage = self._counted.get(response_id), record.usage
-        if earlier is True:
+        if type(earlier) is _Claim and earlier.record is record:
+            return None  # its own count, made before its client left (`settled`)
+        if earlier is True or type(earlier) is _Claim:
             record.usage = None  # counted already
         elif usage is not None and usage.get("estimated"):
-            self._counted.put(response_id, _spent(record, earlier or (0, 0, -1)))
-            self._note(response_id, (False, *_spent(record, (0, 0, -1))))
+            spent = earlier if type(earlier) is tuple else _NONE
+            self._counted.put(response_id, _spent(record, spent))
+            self._note(response_id, (False, *_spent(record, _NONE)))
         else:
-            self._count(response_id, record)
+            return self._count(response_id, record)
+        return None
 
-    def reread(self, operation: str, record: RequestRecord, body: bytes) -> None:
+    def reread(self, operation: str, record: RequestRecord, body: bytes) -> _Claim | None:
         """Drop `record`'s usage when the GET (or cancel) it records read a stored
         object (`operation`, its answer `body`) whose generation was counted already."""
         parts = operation.split("/")
         if parts[0] == "chat":  # a stored chat completion read or updated: counted by
             record.usage = None  # the chat that made it (`store: true`)
-            return
+            return None
         if parts[-1] == "cancel":  # answers the object as a read does
             parts.pop()
         response = len(parts) == 2 and parts[0] == "responses"
-        if not (response or (len(parts) == 4 and parts[0] == "threads"
-                             and parts[2] == "runs")):
-            return
+        run = len(parts) >= 4 and parts[0] == "threads" and parts[2] == "runs"
+        if run and len(parts) == 6 and parts[4] == "steps":
+            record.usage = None  # a step of a run: part of the run's usage, counted once
+            return None  # at a read of the run
+        if not (response or (run and len(parts) == 4)):
+            return None
         try:
             answer = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return
+            return None
         if not isinstance(answer, dict):
-            return
+            return None
         if response and answer.get("background") is not True:
             record.usage = None  # counted by the POST that made it
-            return
-        self._count(parts[-1], record)
+            return None
+        return self._count(parts[-1], record)
 
-    def _count(self, object_id: str, record: RequestRecord) -> None:
+    def _count(self, object_id: str, record: RequestRecord) -> _Claim | None:
         """`record`'s usage (Azure's, of `object_id`'s whole generation) counts it: none
-        when counted already, less the estimates that counted part of it."""
+        when counted already, less the estimates that counted part of it. Memory knows
+        it counted at once; with a database, the claim to make there is returned."""
         earlier = self._counted.get(object_id)
-        if earlier is True:
+        if type(earlier) is _Claim and earlier.record is record:
+            return None  # its own count, made before its client left (`settled`)
+        if earlier is True or type(earlier) is _Claim:
             record.usage = None  # counted by an earlier read, or the stream
-            return
-        if earlier and record.usage is not None:
-            record.usage = _less(record.usage, earlier)
-        self._counted.put(object_id, True)
-        self._note(object_id, (True, 0, 0, -1))
+            return None
+        usage = record.usage
+        spent = earlier if type(earlier) is tuple else _NONE
+        if type(earlier) is tuple and usage is not None:
+            record.usage = _less(usage, earlier)
+        if self._store is None:
+            self._counted.put(object_id, True)
+            return None
+        claim = _Claim(object_id, record, usage, spent)
+        self._counted.put(object_id, claim)
+        return claim
 
 
 class CountedSend:
@@ -270,51 +366,67 @@ class CountedSend:
                    body: RequestBody, record: RequestRecord,
                    routed: tuple[Pool, str | None]) -> Reply:
         """A Responses stream's id read as it passes, as a virtual key's claim reads it
-        (`record.created_id`), a resumed one's replay not counted again (`replayed`);
+        (`record.created_id`), a resumed one's replay not counted again (`replaying`);
         `answered` after the answer, or when it raised (its client
         left a background stream: its estimate is read at the count)."""
         method, operation, counted = request.method, target.operation, self._counted
-        record.sequence = counted.replayed(method, operation)
+        # (a GET's alone can be a resumed stream: no coroutine for the others)
+        record.sequence = await counted.replaying(request, operation) if method == "GET" else -1
         claimed = method == "POST" and operation == "responses" and record.claim is None
         if claimed:
             record.claim = lambda ids: _created(record, ids)
         try:
             reply = await self._send(request, target, caller, body, record, routed)
         except BaseException:
-            counted.answered(method, operation, record, None, body.json)
+            counted.left(method, operation, record, body.json)
             raise
         finally:
             if claimed:  # (the stream's meter has its own reference): no cycle through it
                 record.claim = None
         answer = reply.body if isinstance(reply, Answer) else None
-        try:
-            await counted.recall(method, operation, record, answer)  # (another worker's...)
-        finally:  # counted even if its client left meanwhile (as a virtual key's is)
-            counted.answered(method, operation, record, answer, body.json)
+        claim = counted.answered(method, operation, record, answer, body.json)
+        if claim is not None:
+            try:  # counted on memory already, if its client leaves meanwhile
+                await counted.claimed(claim)
+            finally:
+                counted.settled(claim)
         return reply
 
 
-def _read_object(method: str, operation: str) -> str | None:
-    """The background response or run a read of it names (`GET responses/{id}`, its
-    stream resumed; `GET threads/{t}/runs/{r}`; either's `POST .../cancel`), or None."""
-    parts = operation.split("/")
-    if method == "POST" and parts[-1] == "cancel":
-        parts.pop()
-    elif method != "GET":
+def _response(method: str, operation: str) -> str | None:
+    """The response a `GET responses/{id}` names (a read, or its stream resumed), or None."""
+    kind, _, response_id = operation.partition("/")
+    if method != "GET" or kind != "responses" or not response_id or "/" in response_id:
         return None
-    if (len(parts) == 2 and parts[0] == "responses") or (
-            len(parts) == 4 and parts[0] == "threads" and parts[2] == "runs"):
-        return parts[-1] or None
-    return None
+    return response_id
 
 
-def _background(answer: bytes) -> bool:
-    """Whether a JSON answer is of a background response."""
-    try:
-        parsed = orjson.loads(answer)
-    except orjson.JSONDecodeError:
-        return False
-    return type(parsed) is dict and parsed.get("background") is True
+def _streamed(query: str) -> bool:
+    """Whether a query asks for a stream (`stream=true`)."""
+    return any(name == "stream" and value.lower() == "true"
+               for name, value in parse_qsl(query))
+
+
+def _claimed(claim: _Claim, task: asyncio.Task[Counted | None]) -> None:
+    """`claim`'s record's usage as its claim's answer (`task`'s, when done: what was
+    noted in the database before it) makes it."""
+    if not task.done() or task.cancelled() or task.exception() is not None:
+        return  # a slow or failing database: counted on this worker's memory alone
+    noted = task.result()
+    if noted is None:
+        return
+    if noted[0]:
+        claim.record.usage = None  # counted by another worker, or before a restart
+        return
+    spent = _most(claim.spent, noted[1:])
+    if spent != claim.spent and claim.usage is not None:
+        claim.record.usage = _less(claim.usage, spent)
+
+
+def _most(spent: _Spent, noted: tuple[int, int, int]) -> _Spent:
+    """The larger of each of two estimates' counts (this worker's last may not be
+    written yet)."""
+    return (max(spent[0], noted[0]), max(spent[1], noted[1]), max(spent[2], noted[2]))
 
 
 def _created(record: RequestRecord, ids: list[str]) -> None:

@@ -198,6 +198,28 @@ class OwnerStore:
             self._db.execute("DELETE FROM counted_usage WHERE noted < ?",
                              (now - CONTEXT_DAYS * 86400.0,))
 
+    def claim_counted(self, object_id: str, now: float) -> Counted | None:
+        """Note Azure's whole usage of `object_id` as counted, and return what was noted
+        of it before (None: nothing). One transaction under the write lock: of readers
+        on any number of connections claiming it at once, exactly one is answered with
+        a count that is not whole (or None), and it alone counts the usage."""
+        if not self._counts_made:
+            self._db.execute(_COUNTED_SCHEMA)
+            self._counts_made = True
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            before = self.counted(object_id)
+            if before is None or not before[0]:
+                self._db.execute(
+                    "INSERT INTO counted_usage (id, whole, prompt, completion, through, noted)"
+                    " VALUES (?, 1, 0, 0, -1, ?) ON CONFLICT (id) DO UPDATE SET whole = 1,"
+                    " noted = excluded.noted", (object_id, now))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return before
+
     def counted(self, object_id: str) -> Counted | None:
         """What is noted of `object_id` (`add_counted`), or None (none yet, or no table:
         no gateway has written one)."""

@@ -31,7 +31,10 @@ def _resumed(owners: ObjectOwners, usage: dict[str, Any]) -> tuple[CountedSend, 
         record.stream, record.usage = True, dict(usage)
         return object()  # a stream, relayed (not an Answer)
 
-    args = (SimpleNamespace(method="GET"), SimpleNamespace(operation="responses/resp_1"),
+    # No `stream=true` in its query: the database's look-up before a resumed stream is
+    # sent (`replaying`, bounded) is not what these test (tests/e2e/test_rereads_*.py)
+    args = (SimpleNamespace(method="GET", query_string=""),
+            SimpleNamespace(operation="responses/resp_1"),
             None, SimpleNamespace(json=None), RequestRecord("resumed", "GET"), None)
     return CountedSend(cast(Any, send), owners.counted), args
 

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from azure_openai_proxy.errors import OwnersUnavailable
 from azure_openai_proxy.gateway.affinity import (
     MAX_REFERENCE_DEPTH,
     MAX_REFERENCE_VALUES,
@@ -244,10 +245,16 @@ def test_a_failing_database_leaves_the_memory_answering(tmp_path: Path) -> None:
         owners = ObjectOwners(database=tmp_path / "not-a-directory" / "gateway.db")
         await owners.remember("file-a", Owned("key-a"))  # no exception: memory only
         await owners.check(["file-a"], "key-a", restricted=True)
-        with pytest.raises(ObjectNotFound):  # unknown, and the key is restricted
+        # unknown, and the key is restricted: not known to be gone either (the database
+        # did not answer), so a retryable 503, not a 404 (session 29)
+        with pytest.raises(OwnersUnavailable):
             await owners.check(["file-b"], "key-a", restricted=True)
+        await owners.check(["file-b"], "key-b", restricted=False)  # unrestricted: served
         assert await owners.owned_of("key-a", ["file-a", "file-b"]) == {"file-a"}
         owners.close()
+        memory = ObjectOwners()  # no database: memory is all there is to know
+        with pytest.raises(ObjectNotFound):
+            await memory.check(["file-b"], "key-a", restricted=True)
 
     asyncio.run(scenario())
 
