@@ -111,6 +111,7 @@ class KeyDirectory:
         self._position = 0  # in the store's change log, as of the last read
         self._mark: int | None = None  # the log's change there (`KeyStore.changes_since`)
         self._failing = False
+        self._unapplied = False  # a read whose install failed: read whole next (`_applied`)
         # One refresh at a time: two reads of the changes since the same position,
         # applied in the other order, would put the older one last.
         self._refreshing = asyncio.Lock()
@@ -205,26 +206,7 @@ class KeyDirectory:
 
     async def _refresh(self, force: bool) -> None:
         try:
-            position = self._position
-            version, mark = await self.call(lambda store: store.state(position))
-            swapped, self._swapped = self._swapped, False
-            if self._answered is not None:
-                self._answered.set()
-            # After a failure, or with another file at the path, or a mark at the
-            # position read that is not the one read there, the database may be another
-            # one (restored from a backup), whose counter could equal the old one's:
-            # read it all.
-            if force or self._failing or self._version is None or swapped \
-                    or mark != self._mark:
-                self._install(await self.call(lambda store: store.everything()))
-            elif version != self._version:
-                mark = self._mark
-                changes = await self.call(lambda store: store.changes_since(position, mark))
-                if changes is None:  # pruned past `position`, or another database now
-                    changes = await self.call(lambda store: store.everything())
-                self._install(changes)
-            else:
-                return
+            changes = await self._changes(force)
         except ReplacedInUse:
             await self._read_replaced()
             return
@@ -238,9 +220,51 @@ class KeyDirectory:
         if self._failing:
             self._failing = False
             log.warning("key store %s available again", self.path)
+        if changes is None or not self._applied(changes):
+            return
         # Best effort (locked, read-only, gone: the next change's turn); the poll goes on.
         with contextlib.suppress(Exception):
             await self.call(lambda store: store.prune_log())
+
+    async def _changes(self, force: bool) -> KeyChanges | None:
+        """What to install: the keys and teams changed since the last read, or all of
+        them; None when nothing changed."""
+        position = self._position
+        version, mark = await self.call(lambda store: store.state(position))
+        swapped, self._swapped = self._swapped, False
+        if self._answered is not None:
+            self._answered.set()
+        # After a failure, or with another file at the path, or a mark at the position
+        # read that is not the one read there, the database may be another one
+        # (restored from a backup), whose counter could equal the old one's: read it
+        # all. (After a read not applied too: `_applied`.)
+        if force or self._failing or self._unapplied or self._version is None or swapped \
+                or mark != self._mark:
+            return await self.call(lambda store: store.everything())
+        if version == self._version:
+            return None
+        mark = self._mark
+        changes = await self.call(lambda store: store.changes_since(position, mark))
+        if changes is None:  # pruned past `position`, or another database now
+            changes = await self.call(lambda store: store.everything())
+        return changes
+
+    def _applied(self, changes: KeyChanges) -> bool:
+        """`_install`, and whether it went through. The database answered: a failure
+        here is the limiter's (`on_reload`), logged as such with where it failed (not
+        as the store unavailable); the keys are read whole and applied again at the
+        next poll."""
+        try:
+            self._install(changes)
+        except Exception as exc:
+            self._unapplied = True
+            log.error("key store %s: the keys read could not be applied (%s: %s): the "
+                      "%d keys read are served, the rate limits may be those of before; "
+                      "read whole and applied again at the next poll", self.path,
+                      type(exc).__name__, exc, len(self._by_hash), exc_info=True)
+            return False
+        self._unapplied = False
+        return True
 
     async def _read_replaced(self) -> None:
         """The file moved over the database, read whole as it is on disk (not through
