@@ -25,6 +25,9 @@ At start the gateway waits up to `_FIRST_LOAD_SECONDS` for the database to answe
 locked or unreachable one must not hold the start), then for the keys to be read and
 indexed, however many (100,000 keys: ~1-2 s; a cut short first load answered every
 virtual key 401 until it ended); a line says how many were loaded, and how long it took.
+A stop meanwhile (`abandon_start`: SIGTERM, SIGINT) ends the wait at once, and `close`
+interrupts the read in progress (`sqlite3.Connection.interrupt`: a read, nothing is
+lost): the worker stops within a second, not when 100,000 keys are read.
 
 When the database is slow, locked or gone, the last keys loaded keep being served (one
 warning is logged, and one more when it is back): a database problem never turns into a
@@ -42,6 +45,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -95,6 +99,10 @@ class KeyDirectory:
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aop-keystore")
         self._store: KeyStore | None = None
+        # The store's connection, for `_interrupt` from the loop (opening included).
+        self._connection: sqlite3.Connection | None = None
+        self._abandoned = asyncio.Event()  # a stop came while it started (`abandon_start`)
+        self._closing = False
         self._watch = FileWatch(path)  # the file opened, and its -wal (store/replaced.py)
         self._swapped = False  # another file at `path` was opened in place of the one read
         # The replacing file's state when last read as it is on disk (`_read_replaced`).
@@ -131,14 +139,22 @@ class KeyDirectory:
         answered = self._answered = asyncio.Event()
         loading = asyncio.ensure_future(self.refresh())
         waiting = asyncio.ensure_future(answered.wait())
+        stopped = asyncio.ensure_future(self._abandoned.wait())
         try:
-            await asyncio.wait((loading, waiting), timeout=_FIRST_LOAD_SECONDS,
+            await asyncio.wait((loading, waiting, stopped), timeout=_FIRST_LOAD_SECONDS,
                                return_when=asyncio.FIRST_COMPLETED)
-            if answered.is_set():  # the keys are being read: as long as that takes
-                await asyncio.wait((loading,), timeout=_KEYS_READ_SECONDS)
+            if answered.is_set() and not stopped.done():  # reading: as long as that takes
+                await asyncio.wait((loading, stopped), timeout=_KEYS_READ_SECONDS,
+                                   return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiting.cancel()
+            stopped.cancel()
             self._answered = None
+        if self._abandoned.is_set() and not loading.done():
+            log.info("key store %s: stopping before its keys were loaded", self.path)
+            self._closing = True  # (its read interrupted: not a failure to report)
+            self._interrupt()
+            return  # no poll: `close` follows
         if not loading.done():
             log.warning("key store %s: its keys are not loaded %.0f s after the start (%s): "
                         "starting without them, virtual keys are refused (401) until they "
@@ -157,7 +173,22 @@ class KeyDirectory:
                     "key store %s: %s%d keys and %d teams loaded in %.1f s", self.path, late,
                     self.key_count, len(self._index.teams), time.monotonic() - began)
 
+    def abandon_start(self) -> None:
+        """A stop came: `start` returns now, whatever it waits for (the keys' read is
+        interrupted: `close` follows)."""
+        self._abandoned.set()
+
+    def _interrupt(self) -> None:
+        """Interrupt the database call in progress on the database thread, if any (from
+        the loop: SQLite's interrupt is safe from another thread); it raises there."""
+        connection = self._connection
+        if connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                connection.interrupt()
+
     async def close(self) -> None:
+        self._closing = True
+        self._interrupt()  # a slow read (a first load) is not waited for at exit
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -192,7 +223,13 @@ class KeyDirectory:
                 # forget every key. Keep serving the known ones until it is back.
                 raise FileNotFoundError(self.path)
             watch.opening()
-            self._store = KeyStore.open(self.path)
+            # (kept before the store prepares it: a locked database's wait interrupted)
+            connection = self._connection = connect(self.path)
+            try:
+                self._store = KeyStore(connection)
+            except BaseException:
+                connection.close()
+                raise
             watch.opened()
         return operation(self._store)
 
@@ -211,6 +248,8 @@ class KeyDirectory:
             await self._read_replaced()
             return
         except Exception as exc:  # sqlite3 errors, a vanished directory, a full disk...
+            if self._closing:  # (interrupted by `close`: nothing to say)
+                return
             if not self._failing:
                 self._failing = True
                 log.warning("key store %s unavailable (%s); serving the %d keys known",
