@@ -169,7 +169,8 @@ def test_a_restored_older_database_sets_the_rows_again(shared: SharedWorkers) ->
     _load(second, 9, lost)
     _load(first, 4, restored, whole=True)
     assert _limit(admitted(_try(first, restored)), "requests") == "5"
-    # The second, yet to read it, sets the lost limit again until it reads it too.
+    # The second, yet to read it, follows the row (it wrote the lost limit back until
+    # it read it too, before session 29: the test below).
     _load(second, 4, restored, whole=True)
     for limiter in (first, second):
         assert _limit(admitted(_try(limiter, restored)), "requests") == "5"
@@ -195,3 +196,21 @@ def test_a_key_deleted_with_a_request_in_flight_gives_its_row_back_later(
     for name in ("a", "b", "c", "d"):  # the table's four rows: k's is free again
         admitted(first.take(first.plan(name, limits, None, None), 0))
     assert first.snapshot().keys() == {"key:a", "key:b", "key:c", "key:d"}
+
+
+def test_a_worker_yet_to_read_a_restored_older_database_does_not_put_its_limits_back(
+        shared: SharedWorkers) -> None:
+    """Session 29: a worker that had not read the restored backup yet, planning the key
+    anew (its plan dropped by its last reload), found its version (the replaced
+    database's, higher) newer than the row's and wrote the lost limit back into it: every
+    worker counted by it until that worker's next poll. It now follows the row."""
+    restored, lost = Limits(rpm=5), Limits(rpm=1000)
+    _, _, first, second = _workers(shared, restored)
+    _load(first, 9, lost)
+    _load(second, 9, lost)
+    _load(first, 4, restored, whole=True)  # the first read the restored backup
+    assert _limit(admitted(_try(second, lost)), "requests") == "5"  # main: 1000
+    assert _limit(admitted(_try(first, restored)), "requests") == "5"  # main: 1000
+    _load(second, 4, restored, whole=True)
+    _load(first, 6, lost)  # a change after the restore: written by the first, not stale
+    assert _limit(admitted(_try(second, restored)), "requests") == "1000"
