@@ -36,6 +36,7 @@ apart.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -127,19 +128,17 @@ def mark_beside(path: Path, opened: tuple[int, int] | None) -> None:
     if opened is None or file_identity(path) != opened:
         return
     for suffix in _BESIDE:
-        try:
-            side = os.open(f"{path}{suffix}", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+        side = f"{path}{suffix}"
+        found = file_identity(Path(side))
+        if found is None:
             continue
-        try:
-            found = os.fstat(side)
-            mark = f"{opened[0]}:{opened[1]}:{found.st_dev}:{found.st_ino}".encode()
-            if _read_mark(side) != mark:  # (marked once: not a write per opening)
+        mark = f"{opened[0]}:{opened[1]}:{found[0]}:{found[1]}".encode()
+        # By the path, never a descriptor: closing one of the -shm would drop every
+        # SQLite lock this process holds on it (POSIX locks are the process's). A file
+        # swapped in between gets a mark naming another inode than its own: ignored.
+        if _read_mark(side) != mark:  # (marked once: not a write per opening)
+            with contextlib.suppress(OSError):
                 os.setxattr(side, _MARK, mark)
-        except OSError:
-            pass
-        finally:
-            os.close(side)
 
 
 def stale_beside(path: Path) -> str | None:
@@ -149,26 +148,21 @@ def stale_beside(path: Path) -> str | None:
     if here is None:
         return None
     for suffix in _BESIDE:
-        try:
-            side = os.open(f"{path}{suffix}", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            found = os.fstat(side)
-            mark = _read_mark(side)
-        finally:
-            os.close(side)
+        side = f"{path}{suffix}"
+        found = file_identity(Path(side))  # (by the path: see `mark_beside`)
+        mark = _read_mark(side) if found is not None else None
         fields = mark.split(b":") if mark else []
         if len(fields) != 4 or not all(field.isdigit() for field in fields):
             continue
         of, itself = tuple(map(int, fields[:2])), tuple(map(int, fields[2:]))
-        # Its own identity another: copied or moved with its database (`cp -a`), not left.
-        if itself == (found.st_dev, found.st_ino) and of != here:
+        # Its own identity another: copied or moved with its database (`cp -a`), not
+        # left; or another file swapped in since the look (not the one marked).
+        if itself == found and of != here:
             return path.name + suffix
     return None
 
 
-def _read_mark(side: int) -> bytes | None:
+def _read_mark(side: str) -> bytes | None:
     try:
         return os.getxattr(side, _MARK)
     except OSError:
