@@ -103,11 +103,15 @@ PROBES = 64  # rows looked at for a name: past them it is counted per worker
 IDLE_SECONDS = 120.0
 _PREFIX = "azure-openai-proxy-limits-"
 # The tables' row layouts in this build: moved on by every change of any of them (1: the
-# rate-limit row's `VERSION`, session 28; 2: the workers' row's `REWINDS`, session 29). A
-# table is made per server start, by the parent, but a worker replaced after the package
-# was upgraded in place runs the new build on the old parent's table: it maps none of
-# another layout (`SharedLimits.open`).
-LAYOUT = 2
+# rate-limit row's `VERSION`, session 28). A table is made per server start, by the
+# parent, but a worker replaced after the package was upgraded in place runs the new
+# build on the old parent's table: it maps none of another layout (`SharedLimits.open`),
+# and counts its limits, holds and contexts alone until the server restarts. So only a
+# change that an older build would misread moves it: the workers' row's `REWINDS`
+# (session 29) is a cell no build before used (always 0 there) that those builds never
+# write, so layout 1 still (an old worker counts no rewind of its own: the new one beside
+# it follows the rows, as before, until its own poll).
+LAYOUT = 1
 
 
 class TableLayoutDiffers(OSError):
