@@ -24,11 +24,15 @@ marks the -wal and -shm beside it as its file's (`mark_beside`: an extended attr
 naming the database file's device and inode, and the marked file's own, on the -wal's
 and -shm's inodes: a -wal made anew has none, one copied or moved with its database
 names another inode of its own and is not taken for stale), and refuses to open a file
-whose -wal or -shm is marked as another file's (`stale_beside`: ReplacedInUse; a
-reader opens it immutable, as it is on disk). Refused, not moved aside: a rename
-cannot check that the -wal at the path is still the one looked at (another worker, the
-ledger's writer or the CLI may have just made a live one there), and the stale one may
-still be in use by a process of the replaced file. A -wal or -shm with no mark (made by
+whose -wal, or -shm still held by a process, is marked as another file's
+(`stale_beside`: ReplacedInUse; a reader opens it immutable, as it is on disk). A -shm
+no process holds is rebuilt by SQLite's first connection: a leftover (its processes
+killed, then the -wal removed) is opened, not refused until someone removes it.
+Refused, not moved aside: a rename cannot check that the -wal at the path is still the
+one looked at (another worker, the ledger's writer or the CLI may have just made a live
+one there), and the stale one may still be in use by a process of the replaced file
+(/proc/locks read where the device numbers it lists are not stat's, btrfs subvolumes:
+a held -shm is not seen, SQLite's rule stands). A -wal or -shm with no mark (made by
 another tool, or a file system without user extended attributes) is applied as SQLite
 does; a database removed and made anew with the removed one's inode number is not told
 apart.
@@ -157,9 +161,25 @@ def stale_beside(path: Path) -> str | None:
         of, itself = tuple(map(int, fields[:2])), tuple(map(int, fields[2:]))
         # Its own identity another: copied or moved with its database (`cp -a`), not
         # left; or another file swapped in since the look (not the one marked).
-        if itself == found and of != here:
+        if itself == found and of != here and (suffix == "-wal" or _locked(found)):
             return path.name + suffix
     return None
+
+
+def _locked(found: tuple[int, int]) -> bool:
+    """Whether a process holds a lock on the file `found` (a -shm: SQLite's
+    connections hold one on it while open), from /proc/locks: a -shm nobody holds is
+    rebuilt by the first connection (SQLite's own rule), a leftover (its processes
+    killed, or stopped after their file was replaced), not a -wal's index in use; one
+    held is shared by a new connection, so refused. By the listing, not by a lock
+    asked for: that needs a descriptor of the -shm (see `mark_beside`). True when it
+    cannot be read (no /proc: refused, as a held one)."""
+    wanted = f"{os.major(found[0]):02x}:{os.minor(found[0]):02x}:{found[1]}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as listing:
+            return any(wanted in line.split() for line in listing)
+    except OSError:
+        return True
 
 
 def _read_mark(side: str) -> bytes | None:

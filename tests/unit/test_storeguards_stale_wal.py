@@ -141,3 +141,24 @@ def test_a_database_moved_with_its_wal_is_read_with_it(tmp_path: Path) -> None:
         assert {key.name for key in store.list_keys()} == {"late"}  # the -wal's own key
     finally:
         store.close()
+
+
+def test_the_replaced_files_shm_left_alone_by_no_process_is_rebuilt(tmp_path: Path) -> None:
+    """Review of storeguards: a -shm marked as the replaced file's that no process holds
+    any more (its processes stopped or killed, the -wal removed) is what SQLite's first
+    connection rebuilds anyway: opened, not refused (storeguards refused it until someone
+    removed it: admin writes 503, the ledger spooling); and marked as its file's now."""
+    path, backup, _, _ = _with_backup(tmp_path)
+    with _replaced_while_held(path, backup):
+        pass
+    _side(path, "-wal").unlink()  # the stale -wal removed, as the log asks; not the -shm
+    assert _side(path, "-shm").exists()
+    store = KeyStore.open(path)  # storeguards: ReplacedInUse ("-shm is another ...")
+    try:
+        store.create_key("after", now=NOW)
+        assert {key.name for key in store.list_keys()} == {"kept", "after"}
+        store.close()
+        store = KeyStore.open(path)  # again: the -shm is this file's now
+        assert {key.name for key in store.list_keys()} == {"kept", "after"}
+    finally:
+        store.close()
