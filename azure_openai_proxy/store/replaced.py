@@ -31,8 +31,9 @@ killed, then the -wal removed) is opened, not refused until someone removes it.
 Refused, not moved aside: a rename cannot check that the -wal at the path is still the
 one looked at (another worker, the ledger's writer or the CLI may have just made a live
 one there), and the stale one may still be in use by a process of the replaced file
-(/proc/locks read where the device numbers it lists are not stat's, btrfs subvolumes:
-a held -shm is not seen, SQLite's rule stands). A -wal or -shm with no mark (made by
+(a held -shm is not seen where /proc/locks lists no such lock: a process in another
+pid namespace, another container on the same volume, or device numbers not stat's,
+btrfs subvolumes; SQLite's rule stands there). A -wal or -shm with no mark (made by
 another tool, or a file system without user extended attributes) is applied as SQLite
 does; a database removed and made anew with the removed one's inode number is not told
 apart.
