@@ -183,6 +183,12 @@ class GatewayApp:
         if self.ledger is not None:
             await asyncio.to_thread(self.ledger.start)
 
+    def abandon_start(self) -> None:
+        """A stop came while `startup` runs: the key directory's first load is not
+        waited for (runtime/runner.py, from the SIGTERM/SIGINT handler)."""
+        if self.gateway.directory is not None:
+            self.gateway.directory.abandon_start()
+
     async def shutdown(self) -> None:
         self._shutting_down = True
         for session in list(self._sessions):

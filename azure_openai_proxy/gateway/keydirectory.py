@@ -25,6 +25,9 @@ At start the gateway waits up to `_FIRST_LOAD_SECONDS` for the database to answe
 locked or unreachable one must not hold the start), then for the keys to be read and
 indexed, however many (100,000 keys: ~1-2 s; a cut short first load answered every
 virtual key 401 until it ended); a line says how many were loaded, and how long it took.
+A stop meanwhile (`abandon_start`: SIGTERM, SIGINT) ends the wait at once, and `close`
+interrupts the read in progress (`sqlite3.Connection.interrupt`: a read, nothing is
+lost): the worker stops within a second, not when 100,000 keys are read.
 
 When the database is slow, locked or gone, the last keys loaded keep being served (one
 warning is logged, and one more when it is back): a database problem never turns into a
@@ -42,6 +45,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -95,6 +99,10 @@ class KeyDirectory:
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aop-keystore")
         self._store: KeyStore | None = None
+        # The store's connection, for `_interrupt` from the loop (opening included).
+        self._connection: sqlite3.Connection | None = None
+        self._abandoned = asyncio.Event()  # a stop came while it started (`abandon_start`)
+        self._closing = False
         self._watch = FileWatch(path)  # the file opened, and its -wal (store/replaced.py)
         self._swapped = False  # another file at `path` was opened in place of the one read
         # The replacing file's state when last read as it is on disk (`_read_replaced`).
@@ -111,6 +119,7 @@ class KeyDirectory:
         self._position = 0  # in the store's change log, as of the last read
         self._mark: int | None = None  # the log's change there (`KeyStore.changes_since`)
         self._failing = False
+        self._unapplied = False  # a read whose install failed: read whole next (`_applied`)
         # One refresh at a time: two reads of the changes since the same position,
         # applied in the other order, would put the older one last.
         self._refreshing = asyncio.Lock()
@@ -130,14 +139,22 @@ class KeyDirectory:
         answered = self._answered = asyncio.Event()
         loading = asyncio.ensure_future(self.refresh())
         waiting = asyncio.ensure_future(answered.wait())
+        stopped = asyncio.ensure_future(self._abandoned.wait())
         try:
-            await asyncio.wait((loading, waiting), timeout=_FIRST_LOAD_SECONDS,
+            await asyncio.wait((loading, waiting, stopped), timeout=_FIRST_LOAD_SECONDS,
                                return_when=asyncio.FIRST_COMPLETED)
-            if answered.is_set():  # the keys are being read: as long as that takes
-                await asyncio.wait((loading,), timeout=_KEYS_READ_SECONDS)
+            if answered.is_set() and not stopped.done():  # reading: as long as that takes
+                await asyncio.wait((loading, stopped), timeout=_KEYS_READ_SECONDS,
+                                   return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiting.cancel()
+            stopped.cancel()
             self._answered = None
+        if self._abandoned.is_set() and not loading.done():
+            log.info("key store %s: stopping before its keys were loaded", self.path)
+            self._closing = True  # (its read interrupted: not a failure to report)
+            self._interrupt()
+            return  # no poll: `close` follows
         if not loading.done():
             log.warning("key store %s: its keys are not loaded %.0f s after the start (%s): "
                         "starting without them, virtual keys are refused (401) until they "
@@ -156,7 +173,22 @@ class KeyDirectory:
                     "key store %s: %s%d keys and %d teams loaded in %.1f s", self.path, late,
                     self.key_count, len(self._index.teams), time.monotonic() - began)
 
+    def abandon_start(self) -> None:
+        """A stop came: `start` returns now, whatever it waits for (the keys' read is
+        interrupted: `close` follows)."""
+        self._abandoned.set()
+
+    def _interrupt(self) -> None:
+        """Interrupt the database call in progress on the database thread, if any (from
+        the loop: SQLite's interrupt is safe from another thread); it raises there."""
+        connection = self._connection
+        if connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                connection.interrupt()
+
     async def close(self) -> None:
+        self._closing = True
+        self._interrupt()  # a slow read (a first load) is not waited for at exit
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -191,7 +223,13 @@ class KeyDirectory:
                 # forget every key. Keep serving the known ones until it is back.
                 raise FileNotFoundError(self.path)
             watch.opening()
-            self._store = KeyStore.open(self.path)
+            # (kept before the store prepares it: a locked database's wait interrupted)
+            connection = self._connection = connect(self.path)
+            try:
+                self._store = KeyStore(connection)
+            except BaseException:
+                connection.close()
+                raise
             watch.opened()
         return operation(self._store)
 
@@ -205,30 +243,13 @@ class KeyDirectory:
 
     async def _refresh(self, force: bool) -> None:
         try:
-            position = self._position
-            version, mark = await self.call(lambda store: store.state(position))
-            swapped, self._swapped = self._swapped, False
-            if self._answered is not None:
-                self._answered.set()
-            # After a failure, or with another file at the path, or a mark at the
-            # position read that is not the one read there, the database may be another
-            # one (restored from a backup), whose counter could equal the old one's:
-            # read it all.
-            if force or self._failing or self._version is None or swapped \
-                    or mark != self._mark:
-                self._install(await self.call(lambda store: store.everything()))
-            elif version != self._version:
-                mark = self._mark
-                changes = await self.call(lambda store: store.changes_since(position, mark))
-                if changes is None:  # pruned past `position`, or another database now
-                    changes = await self.call(lambda store: store.everything())
-                self._install(changes)
-            else:
-                return
+            changes = await self._changes(force)
         except ReplacedInUse:
             await self._read_replaced()
             return
         except Exception as exc:  # sqlite3 errors, a vanished directory, a full disk...
+            if self._closing:  # (interrupted by `close`: nothing to say)
+                return
             if not self._failing:
                 self._failing = True
                 log.warning("key store %s unavailable (%s); serving the %d keys known",
@@ -238,9 +259,51 @@ class KeyDirectory:
         if self._failing:
             self._failing = False
             log.warning("key store %s available again", self.path)
+        if changes is None or not self._applied(changes):
+            return
         # Best effort (locked, read-only, gone: the next change's turn); the poll goes on.
         with contextlib.suppress(Exception):
             await self.call(lambda store: store.prune_log())
+
+    async def _changes(self, force: bool) -> KeyChanges | None:
+        """What to install: the keys and teams changed since the last read, or all of
+        them; None when nothing changed."""
+        position = self._position
+        version, mark = await self.call(lambda store: store.state(position))
+        swapped, self._swapped = self._swapped, False
+        if self._answered is not None:
+            self._answered.set()
+        # After a failure, or with another file at the path, or a mark at the position
+        # read that is not the one read there, the database may be another one
+        # (restored from a backup), whose counter could equal the old one's: read it
+        # all. (After a read not applied too: `_applied`.)
+        if force or self._failing or self._unapplied or self._version is None or swapped \
+                or mark != self._mark:
+            return await self.call(lambda store: store.everything())
+        if version == self._version:
+            return None
+        mark = self._mark
+        changes = await self.call(lambda store: store.changes_since(position, mark))
+        if changes is None:  # pruned past `position`, or another database now
+            changes = await self.call(lambda store: store.everything())
+        return changes
+
+    def _applied(self, changes: KeyChanges) -> bool:
+        """`_install`, and whether it went through. The database answered: a failure
+        here is the limiter's (`on_reload`), logged as such with where it failed (not
+        as the store unavailable); the keys are read whole and applied again at the
+        next poll."""
+        try:
+            self._install(changes)
+        except Exception as exc:
+            self._unapplied = True
+            log.error("key store %s: the keys read could not be applied (%s: %s): the "
+                      "%d keys read are served, the rate limits may be those of before; "
+                      "read whole and applied again at the next poll", self.path,
+                      type(exc).__name__, exc, len(self._by_hash), exc_info=True)
+            return False
+        self._unapplied = False
+        return True
 
     async def _read_replaced(self) -> None:
         """The file moved over the database, read whole as it is on disk (not through

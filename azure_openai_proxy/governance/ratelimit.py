@@ -55,6 +55,7 @@ from azure_openai_proxy.governance.sharedrows import (
     fill_row,
     give_back,
     limited,
+    note_reload,
     pull,
     push,
     reclaim,
@@ -374,6 +375,8 @@ class RateLimiter:
             rewound = version < self._version  # the store went back: an older copy
             self._version, self._current = version, keep.limits
             changed, whole = keep.changed, keep.whole
+            if self._table is not None:
+                note_reload(self._table, rewound)  # (sharedrows.py: a rewind's count)
         else:
             self._current = keep if isinstance(keep, Mapping) else {}
         subjects = self._subjects

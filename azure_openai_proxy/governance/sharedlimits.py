@@ -27,7 +27,8 @@ their total): there a row is `tag, USD held: the total, USD held per worker`. Af
 `slots` rows comes one more, never probed: per-worker values that belong to no subject
 (the budget table's: when each worker last read its book), zeroed with a dead worker's;
 in the rate-limit table, its `VERSION` column counts the rows whose limits were set
-(sharedrows.py `adopt`).
+(sharedrows.py `adopt`), its `REWINDS` column the reloads that found the store gone back
+to an older copy (sharedrows.py `note_reload`).
 
 A subject's row is found by open addressing (linear probing from its hash, at most
 `PROBES` rows: past them, or when the table is full, the subject is counted per worker,
@@ -78,8 +79,8 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["IDLE_SECONDS", "IN_FLIGHT", "LAYOUT", "PARALLEL", "PROBES", "ROW_FIXED", "RPM_CAP",
-           "TPM_CAP", "VERSION", "SharedLimits", "SharedTable", "TableLayoutDiffers", "sweep",
+__all__ = ["IDLE_SECONDS", "IN_FLIGHT", "LAYOUT", "PARALLEL", "PROBES", "REWINDS", "ROW_FIXED",
+           "RPM_CAP", "TPM_CAP", "VERSION", "SharedLimits", "SharedTable", "TableLayoutDiffers", "sweep",
            "tag_of"]
 
 log = logging.getLogger("azure_openai_proxy")
@@ -90,6 +91,7 @@ RPM_CAP, _RPM_LEVEL, _RPM_STAMP = 1, 2, 3
 TPM_CAP, _TPM_LEVEL, _TPM_STAMP = 4, 5, 6
 PARALLEL = 7  # the parallel limit + 1 (max_parallel may be 0)
 VERSION = 8  # the version of the limits the row holds (sharedrows.py)
+REWINDS = 1  # in the workers' row: reloads of an older copy of the store (`note_reload`)
 IN_FLIGHT = 9  # the total of the in-flight columns
 DEFAULT_SLOTS = 16384  # rows: 1.6 MB with two workers, 2.4 MB with eight
 _TAG_BITS = 52  # a double holds every integer up to 2**53 exactly
@@ -103,7 +105,12 @@ _PREFIX = "azure-openai-proxy-limits-"
 # The tables' row layouts in this build: moved on by every change of any of them (1: the
 # rate-limit row's `VERSION`, session 28). A table is made per server start, by the
 # parent, but a worker replaced after the package was upgraded in place runs the new
-# build on the old parent's table: it maps none of another layout (`SharedLimits.open`).
+# build on the old parent's table: it maps none of another layout (`SharedLimits.open`),
+# and counts its limits, holds and contexts alone until the server restarts. So only a
+# change that an older build would misread moves it: the workers' row's `REWINDS`
+# (session 29) is a cell no build before used (always 0 there) that those builds never
+# write, so layout 1 still (an old worker counts no rewind of its own: the new one beside
+# it follows the rows, as before, until its own poll).
 LAYOUT = 1
 
 
@@ -263,9 +270,13 @@ class SharedTable:
         # row's `VERSION`, sharedrows.py `adopt`): read at every take, so an offset kept
         # (`spec.workers_row`, two properties, was ~2,400 instructions a take or settle).
         self.rows_set = spec.workers_row + VERSION
+        # The store's rewinds (sharedrows.py `note_reload`): in the table, and as this
+        # worker last reloaded (its versions are of the store before one it has not read).
+        self.rewinds = spec.workers_row + REWINDS
         self._fd = os.open(spec.path, os.O_RDWR)
         self._map = mmap.mmap(self._fd, (spec.slots + 1) * spec.stride * 8)
         self.cells = memoryview(self._map).cast("d")
+        self.rewinds_seen = self.cells[self.rewinds]
         # Called twice a request: C callables, no Python frame.
         self.lock: Callable[[], object] = functools.partial(fcntl.flock, self._fd, fcntl.LOCK_EX)
         self.unlock: Callable[[], object] = functools.partial(fcntl.flock, self._fd, fcntl.LOCK_UN)

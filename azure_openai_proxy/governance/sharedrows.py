@@ -23,7 +23,14 @@ newer limits:
 A database replaced by an older copy under a running gateway (a backup restored: its
 position went back) is read whole by each worker, which then writes the limits it read
 into every row of its keys and teams of another version (governance/ratelimit.py
-`RateLimiter.forget`): the old database's versions are not newer.
+`RateLimiter.forget`): the old database's versions are not newer. Until a worker has
+read it too, its own versions are the replaced database's, higher than the restored
+one's: it writes none of its limits over a row another worker set (`note_reload`: the
+table counts the reloads that went back, and a worker that has not reloaded since the
+last one is `stale`), it follows the row. (Without it, such a worker's next plan of a key
+put the replaced database's limits back in every worker until its own next poll.) A
+read the worker began before the restore and installs after another worker's rewind is
+not told apart: a read's time, not a poll's.
 """
 
 from __future__ import annotations
@@ -44,8 +51,8 @@ from azure_openai_proxy.governance.sharedlimits import (
 )
 
 __all__ = ["ROWS_PER_RELOAD", "SharedBuckets", "adopt", "change_row", "configure_shared",
-           "fill_row", "give_back", "limited", "newer", "pull", "push", "reclaim", "set_row",
-           "set_rows"]
+           "fill_row", "give_back", "limited", "newer", "note_reload", "pull", "push", "reclaim",
+           "set_row", "set_rows"]
 
 # Rows a reload claims at most for keys and teams whose limits it changed and that no
 # worker has planned yet (`set_rows`): an operator's writes by hand, not a script's
@@ -150,7 +157,7 @@ def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
                 state.in_flight = 0  # none of its was in the row given back
                 return
         written = cells[row + VERSION]
-        setting = newer(cells, row, limits, version, whole) if version else 0.0
+        setting = newer(cells, row, limits, version, whole, stale(table)) if version else 0.0
         if setting:
             set_row(table, row, limits, setting, clock)
         elif not version and not written:
@@ -165,16 +172,38 @@ def configure_shared(state: SharedBuckets, limits: Limits, table: SharedTable,
         table.unlock()
 
 
+def note_reload(table: SharedTable, rewound: bool) -> None:
+    """At a worker's reload, before its limits are configured: one that went back (the
+    store replaced by an older copy: `rewound`) is counted in the table, and the worker's
+    versions are of the store as the table last went back (not `stale`)."""
+    if rewound:
+        table.lock()
+        try:
+            table.cells[table.rewinds] += 1.0
+        finally:
+            table.unlock()
+    table.rewinds_seen = table.cells[table.rewinds]
+
+
+def stale(table: SharedTable) -> bool:
+    """Whether another worker read the store gone back since this one's last reload:
+    this one's versions may be the replaced store's (`newer` then writes no set row)."""
+    return table.cells[table.rewinds] != table.rewinds_seen
+
+
 def newer(cells: memoryview[float], row: int, limits: Limits, version: float,
-          whole: bool) -> float:
+          whole: bool, stale: bool = False) -> float:
     """The version `limits` of `version` are written into `row` with when newer than the
     row's (0.0: not newer). `whole`: a subject a whole read changed (the key directory
     reads whole another database, storeleft): when the row holds other limits of the same
     log position, that database is another one at the same position (a copy that went its
     own way with as many writes): its limits are written half-way from the row's version
     to the next position's (newer than the row's, older than the database's next change),
-    else they were neither written nor followed until the subject changed again."""
+    else they were neither written nor followed until the subject changed again. `stale`
+    (`stale`): only a row no worker set yet is written."""
     written = cells[row + VERSION]
+    if stale and written:
+        return 0.0
     if version > written:
         return version
     if whole and written < version + 1.0 and not (
@@ -355,7 +384,8 @@ def set_rows(table: SharedTable, held: Mapping[str, SharedBuckets], current: Map
                 if cells[row + VERSION] != version:
                     set_row(table, row, limits, version, clock)
             elif setting := newer(cells, row, limits, version,
-                                  whole and changed is not None and name in changed):
+                                  whole and changed is not None and name in changed,
+                                  stale(table)):
                 set_row(table, row, limits, setting, clock)
         finally:
             table.unlock()

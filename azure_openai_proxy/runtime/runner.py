@@ -328,10 +328,13 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     stopped_by: list[int] = []
+    starting: list[GatewayApp] = []  # the app, once made: its start cut short by a stop
 
     def stopping(signum: int) -> None:
         stopped_by.append(signum)
         stop.set()
+        for started in starting:
+            started.abandon_start()  # not waiting for 100,000 keys to stop
 
     # First: a stop that comes while it starts (held since a worker's spawn: see
     # run_workers) ends it once it listens, as a stop does, not a traceback from
@@ -340,6 +343,7 @@ async def serve_forever(settings: Settings, source: SettingsSource | None, reuse
         loop.add_signal_handler(signum, stopping, signum)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
     app = create_app(settings)
+    starting.append(app)
     limits, holds, context = (shared[0].open(shared[1]) if shared is not None
                               else (None, None, None))
     if limits is not None and app.gateway.limiter is not None:

@@ -16,20 +16,47 @@ opened, and `check`, before opening again, raises `ReplacedInUse` while the file
 the path is another one and the -wal beside it is the one held. Once that -wal is gone
 (every process that had the replaced file stopped, its -wal and -shm removed), the
 new file is opened as usual, whatever -wal a connection makes for it since.
+
+A process that starts afresh holds nothing of the file before: `FileWatch` cannot tell
+it the -wal beside is another file's (the file moved in while every process was down,
+or while one ran that stopped since, leaving it). So each connection `connect` opens
+marks the -wal and -shm beside it as its file's (`mark_beside`: an extended attribute
+naming the database file's device and inode, and the marked file's own, on the -wal's
+and -shm's inodes: a -wal made anew has none, one copied or moved with its database
+names another inode of its own and is not taken for stale), and refuses to open a file
+whose -wal, or -shm still held by a process, is marked as another file's
+(`stale_beside`: ReplacedInUse; a reader opens it immutable, as it is on disk). A -shm
+no process holds is rebuilt by SQLite's first connection: a leftover (its processes
+killed, then the -wal removed) is opened, not refused until someone removes it.
+Refused, not moved aside: a rename cannot check that the -wal at the path is still the
+one looked at (another worker, the ledger's writer or the CLI may have just made a live
+one there), and the stale one may still be in use by a process of the replaced file
+(a held -shm is not seen where /proc/locks lists no such lock: a process in another
+pid namespace, another container on the same volume, or device numbers not stat's,
+btrfs subvolumes; SQLite's rule stands there). A -wal or -shm with no mark (made by
+another tool, or a file system without user extended attributes) is applied as SQLite
+does; a database removed and made anew with the removed one's inode number is not told
+apart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
 
-__all__ = ["REPLACED_IN_USE", "FileWatch", "ReplacedInUse", "file_identity"]
+__all__ = ["REPLACED_IN_USE", "FileWatch", "ReplacedInUse", "file_identity", "mark_beside",
+           "stale_beside"]
 
 REPLACED_IN_USE = ("the replaced file's -wal is beside it, which SQLite would apply to it: "
                    "changes and writes wait until it is gone (stop every process using "
                    "the database first; `sqlite3 DB \".restore BACKUP\"` is the way to "
                    "replace one in use)")
+
+
+_MARK = "user.azure-openai-proxy.database"  # the extended attribute (`mark_beside`)
+_BESIDE = ("-wal", "-shm")
 
 
 class ReplacedInUse(sqlite3.OperationalError):
@@ -65,6 +92,9 @@ class FileWatch:
         self.release()
         if self.file is None:  # made by the opening
             self.file = file_identity(self.path)
+        # (`connect` marked what was there; a new database's -wal is made by its first
+        # write, after it)
+        mark_beside(self.path, self.file)
         try:
             self._held = os.open(self._wal, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -93,3 +123,68 @@ class FileWatch:
         if self._held is not None:
             os.close(self._held)
             self._held = None
+
+
+def mark_beside(path: Path, opened: tuple[int, int] | None) -> None:
+    """After a connection to `path` was opened: its -wal and -shm marked as the file
+    `opened` (its identity taken before the opening; another file at the path now, or
+    none: nothing is marked). Best effort: a file system without user extended
+    attributes, or a -wal this user may not write, keeps no mark."""
+    if opened is None or file_identity(path) != opened:
+        return
+    for suffix in _BESIDE:
+        side = f"{path}{suffix}"
+        found = file_identity(Path(side))
+        if found is None:
+            continue
+        mark = f"{opened[0]}:{opened[1]}:{found[0]}:{found[1]}".encode()
+        # By the path, never a descriptor: closing one of the -shm would drop every
+        # SQLite lock this process holds on it (POSIX locks are the process's). A file
+        # swapped in between gets a mark naming another inode than its own: ignored.
+        if _read_mark(side) != mark:  # (marked once: not a write per opening)
+            with contextlib.suppress(OSError):
+                os.setxattr(side, _MARK, mark)
+
+
+def stale_beside(path: Path) -> str | None:
+    """The name of the -wal or -shm beside `path` marked as another database file's
+    (`mark_beside`), which SQLite would apply to this one; None when neither is."""
+    here = file_identity(path)
+    if here is None:
+        return None
+    for suffix in _BESIDE:
+        side = f"{path}{suffix}"
+        found = file_identity(Path(side))  # (by the path: see `mark_beside`)
+        mark = _read_mark(side) if found is not None else None
+        fields = mark.split(b":") if mark else []
+        if len(fields) != 4 or not all(field.isdigit() for field in fields):
+            continue
+        of, itself = tuple(map(int, fields[:2])), tuple(map(int, fields[2:]))
+        # Its own identity another: copied or moved with its database (`cp -a`), not
+        # left; or another file swapped in since the look (not the one marked).
+        if itself == found and of != here and (suffix == "-wal" or _locked(found)):
+            return path.name + suffix
+    return None
+
+
+def _locked(found: tuple[int, int]) -> bool:
+    """Whether a process holds a lock on the file `found` (a -shm: SQLite's
+    connections hold one on it while open), from /proc/locks: a -shm nobody holds is
+    rebuilt by the first connection (SQLite's own rule), a leftover (its processes
+    killed, or stopped after their file was replaced), not a -wal's index in use; one
+    held is shared by a new connection, so refused. By the listing, not by a lock
+    asked for: that needs a descriptor of the -shm (see `mark_beside`). True when it
+    cannot be read (no /proc: refused, as a held one)."""
+    wanted = f"{os.major(found[0]):02x}:{os.minor(found[0]):02x}:{found[1]}"
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as listing:
+            return any(wanted in line.split() for line in listing)
+    except OSError:
+        return True
+
+
+def _read_mark(side: str) -> bytes | None:
+    try:
+        return os.getxattr(side, _MARK)
+    except OSError:
+        return None

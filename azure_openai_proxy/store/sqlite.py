@@ -15,6 +15,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from azure_openai_proxy.settings import Settings, sqlite_file
+from azure_openai_proxy.store.replaced import (
+    REPLACED_IN_USE,
+    ReplacedInUse,
+    file_identity,
+    mark_beside,
+    stale_beside,
+)
 
 __all__ = ["DATA_VOLUME", "connect", "database_path", "default_database", "sqlite_path"]
 
@@ -66,23 +73,31 @@ def connect(path: Path, *, create: bool = True, immutable: bool = False) -> sqli
     they would stay (only a writer's close removes them), this user's: the gateway's
     user could then not write its database. `immutable` (with `create=False`): read as
     immutable whatever -wal is beside it (the file as it is on disk: a -wal left by
-    another database the file replaced is not applied to it)."""
+    another database the file replaced is not applied to it). A -wal or -shm beside the
+    file marked as another file's (store/replaced.py) is never applied: a writer is
+    refused (ReplacedInUse), a reader reads the file immutable."""
     made = False
     if create:
         path.parent.mkdir(parents=True, exist_ok=True)
         made = not path.exists()
+        stale = stale_beside(path)
+        if stale is not None:
+            raise ReplacedInUse(f"{path}: {stale} is another database file's: "
+                                f"{REPLACED_IN_USE}")
         target: str | Path = path
     else:
         # `file://` and an empty authority: the path as given ("//x" is a path, not a host);
         # its bytes quoted, not its str: a name not in UTF-8 (an undecodable byte is a
         # lone surrogate in the str) was a UnicodeEncodeError, a 500 from /admin/usage
         target = f"file://{quote(os.fsencode(path.absolute()))}?mode=ro"
-        if immutable or not Path(f"{path}-wal").exists():
+        if immutable or not Path(f"{path}-wal").exists() or stale_beside(path):
             target += "&immutable=1"
+    opened = file_identity(path)
     connection = _open(target, uri=not create)
     if create:  # (the writer's choices, kept in the file: a reader has nothing to set)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
+        mark_beside(path, opened)
     if made:
         _owned_as_its_directory(path)
     connection.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")

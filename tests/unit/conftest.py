@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from azure_openai_proxy.governance.sharedlimits import SharedLimits
+from tests.unit.sharedworkers import SharedWorkers
 
 
 @pytest.fixture
@@ -18,3 +19,11 @@ def spec(tmp_path: Path) -> Iterator[SharedLimits]:
         yield made
     finally:
         made.remove()
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Iterator[SharedWorkers]:
+    """Workers' limiters sharing tables (`pair`: two on a new one): every mapping closed
+    and every file removed after (tests/unit/sharedworkers.py)."""
+    with SharedWorkers(tmp_path) as made:
+        yield made

@@ -12,8 +12,8 @@ import pytest
 
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import Admission, RateLimiter, Refusal
-from azure_openai_proxy.governance.sharedlimits import SharedLimits
-from tests.unit.test_sharedlimits import Clock, shared_limiter
+from tests.unit.sharedworkers import SharedWorkers
+from tests.unit.test_sharedlimits import Clock
 
 
 @pytest.mark.parametrize(("way", "limits"), [
@@ -21,10 +21,10 @@ from tests.unit.test_sharedlimits import Clock, shared_limiter
     ("general", Limits(rpm=5, tpm=1000, max_parallel=3)),
     ("shared", Limits(rpm=5, tpm=1000, max_parallel=3)),
 ])
-def test_a_tpm_in_debt_refuses_no_request_of_no_tokens(spec: SharedLimits, way: str,
+def test_a_tpm_in_debt_refuses_no_request_of_no_tokens(shared: SharedWorkers, way: str,
                                                        limits: Limits) -> None:
     clock = Clock()  # frozen: nothing refills
-    limiter = shared_limiter(spec, 0, clock) if way == "shared" else RateLimiter(clock)
+    limiter = shared.limiter(shared.table(), 0, clock) if way == "shared" else RateLimiter(clock)
     plan = limiter.plan("k", limits, None, None)
     assert (plan.usual is not None) == (way == "usual")
     chat = limiter.take(plan, 900)

@@ -14,26 +14,27 @@ from azure_openai_proxy.governance.budget import BudgetGuard, BudgetHold
 from azure_openai_proxy.governance.model import Limits, VirtualKey
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.governance.ratelimit import Admission, RateLimiter, Refusal
-from azure_openai_proxy.governance.sharedlimits import SharedLimits
 from azure_openai_proxy.routing import Pool
 from azure_openai_proxy.settings import DeploymentSettings
-from tests.unit.test_sharedlimits import Clock, shared_limiter
+from tests.unit.sharedworkers import SharedWorkers
+from tests.unit.test_sharedlimits import Clock
 
 LIMITS = Limits(rpm=3, tpm=1000, max_parallel=2)
 
 
-def _limiters(shared: bool, spec: SharedLimits, clock: Clock) -> tuple[RateLimiter, RateLimiter]:
-    if not shared:
+def _limiters(shared: SharedWorkers | None, clock: Clock) -> tuple[RateLimiter, RateLimiter]:
+    """One worker (twice), or two sharing a table (`shared`)."""
+    if shared is None:
         one = RateLimiter(clock)
         return one, one
-    return shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+    return shared.pair(clock=clock)[2:]
 
 
-@pytest.mark.parametrize("shared", [False, True])
-def test_a_refunded_request_leaves_its_limits_as_they_were(spec: SharedLimits,
-                                                           shared: bool) -> None:
+@pytest.mark.parametrize("together", [False, True])
+def test_a_refunded_request_leaves_its_limits_as_they_were(shared: SharedWorkers,
+                                                           together: bool) -> None:
     clock = Clock()  # frozen: nothing refills
-    first, second = _limiters(shared, spec, clock)
+    first, second = _limiters(shared if together else None, clock)
     for _ in range(10):  # ten budget refusals: each taken, then refunded
         taken = first.take(first.plan("k", LIMITS, None, None), 400)
         assert isinstance(taken, Admission)
@@ -54,11 +55,11 @@ def test_a_refunded_request_leaves_its_limits_as_they_were(spec: SharedLimits,
     assert isinstance(fourth, Refusal) and fourth.kind == "requests"
 
 
-@pytest.mark.parametrize("shared", [False, True])
-def test_a_refund_never_fills_the_bucket_past_its_limit(spec: SharedLimits,
-                                                        shared: bool) -> None:
+@pytest.mark.parametrize("together", [False, True])
+def test_a_refund_never_fills_the_bucket_past_its_limit(shared: SharedWorkers,
+                                                        together: bool) -> None:
     clock = Clock()
-    limiter, _ = _limiters(shared, spec, clock)
+    limiter, _ = _limiters(shared if together else None, clock)
     plan = limiter.plan("k", LIMITS, None, None)
     taken = limiter.take(plan, 0)
     assert isinstance(taken, Admission)

@@ -14,20 +14,20 @@ import pytest
 
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import Admission, RateLimiter, Refusal
-from azure_openai_proxy.governance.sharedlimits import SharedLimits
-from tests.unit.test_sharedlimits import Clock, shared_limiter
+from tests.unit.sharedworkers import SharedWorkers
+from tests.unit.test_sharedlimits import Clock
 
 WAYS = ["usual", "usual_usage", "general", "shared"]
 
 
-def _limiter(spec: SharedLimits, way: str, clock: Clock) -> tuple[
+def _limiter(shared: SharedWorkers, way: str, clock: Clock) -> tuple[
         Callable[[int], bool | Refusal], Callable[[int], None]]:
     """(take(tokens): True or the refusal, settle(used) of the last take) of key k with a
     TPM of 1,000, taken `way`."""
     limits = Limits(rpm=1000, tpm=1000)
     if way in ("general", "shared"):
         limits = Limits(rpm=1000, tpm=1000, max_parallel=5)  # not the usual plan
-    limiter = shared_limiter(spec, 0, clock) if way == "shared" else RateLimiter(clock)
+    limiter = shared.limiter(shared.table(), 0, clock) if way == "shared" else RateLimiter(clock)
     plan = limiter.plan("k", limits, None, None)
     usual = plan.usual
     last: list[object] = []
@@ -56,9 +56,9 @@ def _limiter(spec: SharedLimits, way: str, clock: Clock) -> tuple[
 
 
 @pytest.mark.parametrize("way", WAYS)
-def test_usage_far_over_the_reservation_is_repaid(spec: SharedLimits, way: str) -> None:
+def test_usage_far_over_the_reservation_is_repaid(shared: SharedWorkers, way: str) -> None:
     clock = Clock()
-    take, settle = _limiter(spec, way, clock)
+    take, settle = _limiter(shared, way, clock)
     assert take(10) is True
     settle(50_010)  # 50,000 over: the bucket at 990 - 50,000
     clock.now += 120  # the floor at -1,000 had it full again by now
@@ -72,9 +72,9 @@ def test_usage_far_over_the_reservation_is_repaid(spec: SharedLimits, way: str) 
 
 
 @pytest.mark.parametrize("way", WAYS)
-def test_a_debt_is_at_most_a_days_allowance(spec: SharedLimits, way: str) -> None:
+def test_a_debt_is_at_most_a_days_allowance(shared: SharedWorkers, way: str) -> None:
     clock = Clock()
-    take, settle = _limiter(spec, way, clock)
+    take, settle = _limiter(shared, way, clock)
     assert take(10) is True
     settle(10**15)  # an upstream's absurd usage
     refused = take(10)

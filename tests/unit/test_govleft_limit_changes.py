@@ -21,25 +21,20 @@ import pytest
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import Admission, RateLimiter, Refusal
-from azure_openai_proxy.governance.sharedlimits import SharedLimits
 from azure_openai_proxy.store.keys import KeyStore
-from tests.unit.test_sharedlimits import Clock, admitted, shared_limiter
+from tests.unit.sharedworkers import SharedWorkers
+from tests.unit.test_sharedlimits import Clock, admitted
 from tests.unit.test_sharedlimits_rows import _tagged_rows
 
 MakeLimiter = Callable[[Clock], RateLimiter]
 
 
 @pytest.fixture(params=["one worker", "shared table"])
-def make(request: pytest.FixtureRequest, spec: SharedLimits) -> MakeLimiter:
+def make(request: pytest.FixtureRequest, shared: SharedWorkers) -> MakeLimiter:
     if request.param == "one worker":
         return RateLimiter
-    return lambda clock: shared_limiter(spec, 0, clock)
-
-
-def _workers(spec: SharedLimits) -> tuple[Clock, RateLimiter, RateLimiter]:
-    """A clock and two workers counting in `spec`."""
-    clock = Clock()
-    return clock, shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+    spec = shared.table()
+    return lambda clock: shared.limiter(spec, 0, clock)
 
 
 def _reload(limits: Limits, *limiters: RateLimiter) -> None:
@@ -110,10 +105,10 @@ def test_a_lowered_tpm_keeps_what_is_left_and_charges_nothing_again(make: MakeLi
     assert isinstance(_try(limiter, Limits(tpm=500), 200), Refusal)
 
 
-def test_a_change_applies_once_whichever_worker_sees_it_first(spec: SharedLimits) -> None:
+def test_a_change_applies_once_whichever_worker_sees_it_first(shared: SharedWorkers) -> None:
     # Each worker configures the new limit when it plans the key after its reload: the
     # raise is given once (the row's limit is the new one after the first), not per worker.
-    _, first, second = _workers(spec)
+    _, _, first, second = shared.pair()
     _use(first, Limits(tpm=1000), 1000, 1000)
     _try(second, Limits(tpm=1000), 0)  # the second has planned the key too
     admitted(_try(first, Limits(tpm=10_000), 5000))  # 4,000 left
@@ -127,12 +122,12 @@ def test_a_change_applies_once_whichever_worker_sees_it_first(spec: SharedLimits
     (Limits(tpm=10_000), Limits(tpm=1000), ("1000", None)),  # lowered: not past it
 ])
 def test_a_worker_yet_to_reload_counts_by_the_limit_another_set(
-        spec: SharedLimits, before: Limits, after: Limits,
+        shared: SharedWorkers, before: Limits, after: Limits,
         expected: tuple[str, str | None]) -> None:
     # The workers reload within a poll of each other (0.5 s): one that has not yet
     # cut a raised level down to its old limit (the raise was lost), or admitted past
     # a lowered one, and its x-ratelimit-limit-tokens said the old limit.
-    clock, first, second = _workers(spec)
+    _, clock, first, second = shared.pair()
     _use(first, before, 1000, 1000)
     _try(second, before, 0)
     _try(first, after, 0)  # the first reloaded: the row's limit is the new one
@@ -207,12 +202,12 @@ def test_a_lowered_tpm_leaves_a_debt_of_a_day_of_it_at_most(make: MakeLimiter) -
 
 
 def test_a_reload_puts_a_changed_limit_in_force_before_the_next_request(
-        spec: SharedLimits) -> None:
+        shared: SharedWorkers) -> None:
     # The worker that answers an admin write reloads before it answers, but configured
     # the key only when its next request planned it: until then neither it nor the
     # others counted by the new limit (a raise through the admin API was refused by
     # the other worker, whose reload had not come, as if not made).
-    _, first, second = _workers(spec)
+    _, _, first, second = shared.pair()
     old = Limits(tpm=1000)
     _reload(old, first, second)
     _use(first, old, 1000, 1000)
@@ -238,12 +233,12 @@ def test_requests_in_flight_before_a_parallel_limit_count_towards_it(
 
 
 def test_a_limit_removed_and_set_again_leaves_no_phantom_request_in_flight(
-        spec: SharedLimits) -> None:
+        shared: SharedWorkers) -> None:
     # A worker's count of a subject's requests in flight is the row's total as last
     # read: after its row was given back it must start at 0 (it has none in flight
     # there, or the row would be kept), not at that total, which the next row it
     # claims would count as its own requests for good.
-    _, first, second = _workers(spec)
+    _, _, first, second = shared.pair()
     limits = Limits(rpm=100)
     _reload(limits, first, second)
     running = admitted(_try(second, limits, 0))
@@ -256,14 +251,14 @@ def test_a_limit_removed_and_set_again_leaves_no_phantom_request_in_flight(
         limiter.settle(admitted(_try(limiter, one, 0)), None)
 
 
-def test_a_worker_whose_reload_skipped_a_raise_holds_the_next_debt(spec: SharedLimits) -> None:
+def test_a_worker_whose_reload_skipped_a_raise_holds_the_next_debt(shared: SharedWorkers) -> None:
     # tests/e2e/test_govleft_limit_changes.py's sequence, as a trace of it ran: a key in
     # debt is raised and lowered back within one poll of the other worker, whose reload
     # skips the raise. The key store gives one `Limits` object per value (store/keys.py
     # `_limits`): that worker loads the very object it had, which its subject took for
     # "unchanged" while it counted by the raise it had followed in the row, and its next
     # plan wrote that raise back: the lowered limit was raised again, the new debt paid.
-    clock, first, second = _workers(spec)
+    _, clock, first, second = shared.pair()
     low, high = Limits(tpm=3000), Limits(tpm=30_000)
     _reload(low, first, second)
     _use(second, low, 0, 0)  # the second has planned the key too
@@ -281,11 +276,11 @@ def test_a_worker_whose_reload_skipped_a_raise_holds_the_next_debt(spec: SharedL
         assert refused.headers["x-ratelimit-limit-tokens"] == "3000"
 
 
-def test_a_worker_yet_to_reload_and_new_to_a_key_joins_its_row(spec: SharedLimits) -> None:
+def test_a_worker_yet_to_reload_and_new_to_a_key_joins_its_row(shared: SharedWorkers) -> None:
     # The first request of a key in a worker whose reload has not come yet carries the
     # old limit: its subject, new there, set the row back to it (a raise lost, then
     # given again in full by that worker's reload: the debt before it forgiven).
-    _, first, second = _workers(spec)
+    _, _, first, second = shared.pair()
     low, high = Limits(tpm=3000), Limits(tpm=30_000)
     _reload(low, first, second)
     _use(first, low, 2000, 8000)  # 5,000 owed
@@ -298,11 +293,11 @@ def test_a_worker_yet_to_reload_and_new_to_a_key_joins_its_row(spec: SharedLimit
     assert isinstance(refused, Refusal) and refused.kind == "tokens"
 
 
-def test_a_reload_changes_the_row_of_a_key_the_worker_never_planned(spec: SharedLimits) -> None:
+def test_a_reload_changes_the_row_of_a_key_the_worker_never_planned(shared: SharedWorkers) -> None:
     # The admin write's worker reloads before it answers, but had no state of the key
     # (the other served it): its change waited for the other's poll, which meanwhile
     # refused a key whose raise had been answered.
-    _, first, second = _workers(spec)
+    _, _, first, second = shared.pair()
     low, high = Limits(tpm=3000), Limits(tpm=30_000)
     _reload(low, first, second)
     _use(first, low, 2000, 8000)  # 5,000 owed
@@ -312,11 +307,11 @@ def test_a_reload_changes_the_row_of_a_key_the_worker_never_planned(spec: Shared
 
 
 def test_a_change_reloaded_before_any_worker_planned_the_key_holds_in_every_worker(
-        spec: SharedLimits) -> None:
+        shared: SharedWorkers) -> None:
     # No row yet when the change is reloaded: the first worker to plan the key after
     # it, yet to reload, made the row with its old limit, which the other then joined
     # (found by the differential test's late reloads).
-    _, first, second = _workers(spec)
+    _, _, first, second = shared.pair()
     old, new = Limits(rpm=1000), Limits(rpm=10)
     _reload(old, first, second)
     _reload(new, first)
@@ -327,10 +322,10 @@ def test_a_change_reloaded_before_any_worker_planned_the_key_holds_in_every_work
 
 @pytest.mark.parametrize("before, after, passes", [(2, 1, False), (1, 3, True)])
 def test_a_changed_parallel_limit_holds_at_once_in_every_worker(
-        spec: SharedLimits, before: int, after: int, passes: bool) -> None:
+        shared: SharedWorkers, before: int, after: int, passes: bool) -> None:
     # max_parallel is in the shared row as RPM and TPM are: a worker yet to reload
     # counts by the limit another set (before: by its own for up to a poll, 0.5 s).
-    _, first, second = _workers(spec)
+    _, _, first, second = shared.pair()
     old, new = Limits(max_parallel=before), Limits(max_parallel=after)
     _reload(old, first, second)
     _use(second, old, 0, 0)
@@ -350,29 +345,24 @@ def test_a_changed_parallel_limit_holds_at_once_in_every_worker(
 
 
 def test_a_reload_that_changed_many_unused_keys_leaves_room_for_the_keys_in_use(
-        tmp_path: Path) -> None:
+        shared: SharedWorkers) -> None:
     # A script changed the limits of 400 keys that no worker has planned: the reload
     # gave each a row (and a subject, in the worker that read it), 4 s for 10,000 keys
     # and 87 s for 100,000 on this machine, the event loop held; the table filled up,
     # and a key in use past it was limited per worker (review of session 27).
-    spec = SharedLimits.create(workers=2, slots=128, directory=str(tmp_path))
-    try:
-        clock = Clock()
-        first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
-        used, old, new = Limits(rpm=1), Limits(rpm=1000), Limits(rpm=10)
-        keys = {f"key:u{number}": old for number in range(400)} | {"key:k": used}
-        for limiter in (first, second):
-            limiter.forget(keys)
-        admitted(first.take(first.plan("u399", old, None, None), 0))  # it has a row
-        second.forget({name: new for name in keys} | {"key:k": used})
-        assert _tagged_rows(spec) <= 64 + 1
-        # A key with a row already is changed whatever the count: the first, yet to
-        # reload, counts by the new limit.
-        stale = admitted(first.take(first.plan("u399", old, None, None), 0))
-        assert stale.headers["x-ratelimit-limit-requests"] == "10"
-        admitted(first.take(first.plan("k", used, None, None), 0))
-        refused = second.take(second.plan("k", used, None, None), 0)
-        assert isinstance(refused, Refusal) and refused.kind == "requests"
-        assert second.snapshot().keys() == {"key:k"}  # nothing kept of the others
-    finally:
-        spec.remove()
+    spec, _, first, second = shared.pair(slots=128)
+    used, old, new = Limits(rpm=1), Limits(rpm=1000), Limits(rpm=10)
+    keys = {f"key:u{number}": old for number in range(400)} | {"key:k": used}
+    for limiter in (first, second):
+        limiter.forget(keys)
+    admitted(first.take(first.plan("u399", old, None, None), 0))  # it has a row
+    second.forget({name: new for name in keys} | {"key:k": used})
+    assert _tagged_rows(spec) <= 64 + 1
+    # A key with a row already is changed whatever the count: the first, yet to
+    # reload, counts by the new limit.
+    stale = admitted(first.take(first.plan("u399", old, None, None), 0))
+    assert stale.headers["x-ratelimit-limit-requests"] == "10"
+    admitted(first.take(first.plan("k", used, None, None), 0))
+    refused = second.take(second.plan("k", used, None, None), 0)
+    assert isinstance(refused, Refusal) and refused.kind == "requests"
+    assert second.snapshot().keys() == {"key:k"}  # nothing kept of the others

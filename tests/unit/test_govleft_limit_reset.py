@@ -6,16 +6,14 @@ allowance) could only be waited out."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from azure_openai_proxy.errors import InvalidRequest, NotFound
 from azure_openai_proxy.gateway.governed import reset_limits
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal
-from azure_openai_proxy.governance.sharedlimits import SharedLimits
-from tests.unit.test_sharedlimits import Clock, admitted, shared_limiter
+from tests.unit.sharedworkers import SharedWorkers
+from tests.unit.test_sharedlimits import Clock, admitted
 
 LIMITS = Limits(rpm=3, tpm=1000, max_parallel=2)
 
@@ -44,31 +42,23 @@ def test_a_reset_forgives_a_debt_and_fills_the_minute_with_one_worker() -> None:
     assert isinstance(refused, Refusal) and refused.kind == "parallel"
 
 
-def test_a_reset_in_one_worker_is_every_workers(tmp_path: Path) -> None:
-    spec = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
-    try:
-        clock = Clock()
-        first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
-        _owe(first)
-        plan = second.plan("k", LIMITS, "t", Limits(tpm=5000))
-        assert isinstance(second.take(plan, 10), Refusal)
-        third = shared_limiter(spec, 1, clock)  # a worker that never saw the key resets it
-        assert third.reset("key:k") and third.reset("team:t")
-        admitted(second.take(plan, 900))  # the other worker: 1,000 tokens again
-        view = first.snapshot()["key:k"]
-        assert view["in_flight"] == 2 and view["tokens"]["remaining"] == 100
-        assert view["requests"]["remaining"] == 2
-    finally:
-        spec.remove()
+def test_a_reset_in_one_worker_is_every_workers(shared: SharedWorkers) -> None:
+    spec, clock, first, second = shared.pair()
+    _owe(first)
+    plan = second.plan("k", LIMITS, "t", Limits(tpm=5000))
+    assert isinstance(second.take(plan, 10), Refusal)
+    third = shared.limiter(spec, 1, clock)  # a worker that never saw the key resets it
+    assert third.reset("key:k") and third.reset("team:t")
+    admitted(second.take(plan, 900))  # the other worker: 1,000 tokens again
+    view = first.snapshot()["key:k"]
+    assert view["in_flight"] == 2 and view["tokens"]["remaining"] == 100
+    assert view["requests"]["remaining"] == 2
 
 
-def test_a_subject_nothing_is_known_of_is_not_reset(tmp_path: Path) -> None:
+def test_a_subject_nothing_is_known_of_is_not_reset(shared: SharedWorkers) -> None:
     assert not RateLimiter(Clock()).reset("key:nobody")
-    spec = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
-    try:
-        assert not shared_limiter(spec, 0, Clock()).reset("key:nobody")
-    finally:
-        spec.remove()
+    spec = shared.table()
+    assert not shared.limiter(spec, 0, Clock()).reset("key:nobody")
 
 
 def test_the_admin_routes_answer() -> None:

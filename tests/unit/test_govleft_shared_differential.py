@@ -27,8 +27,7 @@ from typing import Any
 
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import Admission, RateLimiter
-from azure_openai_proxy.governance.sharedlimits import SharedLimits
-from tests.unit.test_sharedlimits import Clock, shared_limiter
+from tests.unit.sharedworkers import Clock, SharedWorkers
 
 Step = tuple[Any, ...]
 
@@ -122,12 +121,9 @@ def assert_alike(tmp_path: Path, steps: list[Step],
     """`run` of `steps` on one worker and on two sharing a table: the same answers."""
     clock = Clock()
     one = run([RateLimiter(clock)], clock, steps)
-    spec = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
-    try:
-        clock = Clock()
-        two = run([shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)], clock, steps)
-    finally:
-        spec.remove()
+    with SharedWorkers(tmp_path) as shared:
+        _, clock, first, second = shared.pair()
+        two = run([first, second], clock, steps)
     differing = [n for n, (a, b) in enumerate(zip(one, two, strict=True)) if not _alike(a, b)]
     assert not differing, (number, differing[0], one[differing[0]], two[differing[0]], steps)
 

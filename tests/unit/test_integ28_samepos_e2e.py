@@ -15,10 +15,10 @@ from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.gateway.keydirectory import KeyDirectory
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import RateLimiter
-from azure_openai_proxy.governance.sharedlimits import SharedLimits
 from azure_openai_proxy.store.keys import KeyStore
+from tests.unit.sharedworkers import SharedWorkers
 from tests.unit.test_revkeydir_replaced import _restore
-from tests.unit.test_sharedlimits import Clock, admitted, shared_limiter
+from tests.unit.test_sharedlimits import admitted
 
 NOW = 1_000_000.0
 
@@ -32,7 +32,7 @@ def _headers(limiter: RateLimiter, caller: Caller) -> dict[str, str]:
 
 
 def test_a_database_restored_at_the_same_position_sets_both_workers_limits(
-        tmp_path: Path, spec: SharedLimits) -> None:
+        tmp_path: Path, shared: SharedWorkers) -> None:
     path, other = tmp_path / "gateway.db", tmp_path / "other.db"
     store = KeyStore.open(path)
     key, secret = store.create_key("k", limits=Limits(rpm=100), now=NOW)
@@ -42,8 +42,7 @@ def test_a_database_restored_at_the_same_position_sets_both_workers_limits(
     elsewhere = KeyStore.open(other)
     elsewhere.update_key(key.id, {"limits": {"rpm": 5, "tpm": 1000}})  # ...one there
     elsewhere.close()
-    clock = Clock()
-    limiters = [shared_limiter(spec, worker, clock) for worker in (0, 1)]
+    _, _, *limiters = shared.pair()
     directories = [KeyDirectory(path, clock=lambda: NOW) for _ in limiters]
     for directory, limiter in zip(directories, limiters, strict=True):
         directory.on_reload = limiter.forget

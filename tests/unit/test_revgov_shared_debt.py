@@ -6,29 +6,22 @@ had not seen the key made it a full bucket. A row in debt is not idle until refi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal
-from azure_openai_proxy.governance.sharedlimits import IDLE_SECONDS, SharedLimits
-from tests.unit.test_sharedlimits import Clock, admitted, shared_limiter
+from azure_openai_proxy.governance.sharedlimits import IDLE_SECONDS
+from tests.unit.sharedworkers import SharedWorkers
+from tests.unit.test_sharedlimits import Clock, admitted
 
 LIMITS = Limits(tpm=1000)
 Workers = tuple[Clock, RateLimiter, RateLimiter]
 
 
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Workers]:
+def workers(shared: SharedWorkers) -> Workers:
     """A clock and two workers of a table of one row."""
-    spec = SharedLimits.create(workers=2, slots=1, directory=str(tmp_path))
-    clock = Clock()
-    try:
-        yield clock, shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
-    finally:
-        spec.remove()
+    return shared.pair(slots=1)[1:]
 
 
 def _used(limiter: RateLimiter, tokens: int) -> None:

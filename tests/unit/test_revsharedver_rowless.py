@@ -11,8 +11,8 @@ from __future__ import annotations
 from azure_openai_proxy.governance.loaded import LoadedLimits
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import RateLimiter
-from azure_openai_proxy.governance.sharedlimits import SharedLimits
-from tests.unit.test_sharedlimits import Clock, admitted, shared_limiter
+from tests.unit.sharedworkers import SharedWorkers
+from tests.unit.test_sharedlimits import admitted
 
 
 def _load(limiter: RateLimiter, version: int, limits: Limits) -> None:
@@ -26,9 +26,8 @@ def _limit(limiter: RateLimiter, limits: Limits) -> str | None:
 
 
 def test_a_limit_removed_by_a_worker_holding_the_key_without_a_row_holds_at_once(
-        spec: SharedLimits) -> None:
-    clock = Clock()
-    first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+        shared: SharedWorkers) -> None:
+    _, _, first, second = shared.pair()
     none, added = Limits(), Limits(rpm=10)
     for limiter in (first, second):
         _load(limiter, 1, none)

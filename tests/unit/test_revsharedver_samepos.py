@@ -10,8 +10,8 @@ from __future__ import annotations
 from azure_openai_proxy.governance.loaded import LoadedLimits
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import RateLimiter
-from azure_openai_proxy.governance.sharedlimits import SharedLimits
-from tests.unit.test_sharedlimits import Clock, admitted, shared_limiter
+from tests.unit.sharedworkers import SharedWorkers
+from tests.unit.test_sharedlimits import admitted
 
 
 def _limit(limiter: RateLimiter, limits: Limits) -> str | None:
@@ -20,9 +20,8 @@ def _limit(limiter: RateLimiter, limits: Limits) -> str | None:
     return taken.headers.get("x-ratelimit-limit-requests")
 
 
-def test_another_database_at_the_same_position_sets_its_limits(spec: SharedLimits) -> None:
-    clock = Clock()
-    first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+def test_another_database_at_the_same_position_sets_its_limits(shared: SharedWorkers) -> None:
+    _, clock, first, second = shared.pair()
     replaced, swapped = Limits(rpm=100), Limits(rpm=5, tpm=1000)
     for limiter in (first, second):
         limiter.forget(LoadedLimits({"key:k": replaced}, 10, frozenset({"key:k"})))

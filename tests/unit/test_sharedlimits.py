@@ -18,20 +18,7 @@ from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import Admission, RateLimiter, Refusal
 from azure_openai_proxy.governance.sharedlimits import SharedLimits, SharedTable
 from azure_openai_proxy.runtime.runner import supervise
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def shared_limiter(spec: SharedLimits, worker: int, clock: Clock) -> RateLimiter:
-    limiter = RateLimiter(clock)
-    limiter.share(spec.open(worker))
-    return limiter
+from tests.unit.sharedworkers import Clock, SharedWorkers
 
 
 def admitted(result: Admission | Refusal) -> Admission:
@@ -48,28 +35,23 @@ def test_a_name_has_one_row_for_every_worker_and_names_do_not_share(spec: Shared
 
 
 def test_a_full_table_logs_once_and_counts_the_rest_per_worker(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    spec = SharedLimits.create(workers=2, slots=2, directory=str(tmp_path))
-    try:
-        clock = Clock()
-        first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
-        limits = Limits(rpm=1)
-        with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
-            for name in ("a", "b", "c", "d"):
-                admitted(first.take(first.plan(name, limits, None, None), 0))
-        assert [r.message for r in caplog.records].count(
-            "the shared rate-limit table is full (2 keys and teams): the ones beyond it "
-            "are limited per worker process") == 1
-        # "a" has a row: the other worker sees its minute spent; "c" has none: its own.
-        assert isinstance(second.take(second.plan("a", limits, None, None), 0), Refusal)
-        admitted(second.take(second.plan("c", limits, None, None), 0))
-    finally:
-        spec.remove()
+        shared: SharedWorkers, caplog: pytest.LogCaptureFixture) -> None:
+    _spec, _clock, first, second = shared.pair(slots=2)
+    limits = Limits(rpm=1)
+    with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
+        for name in ("a", "b", "c", "d"):
+            admitted(first.take(first.plan(name, limits, None, None), 0))
+    assert [r.message for r in caplog.records].count(
+        "the shared rate-limit table is full (2 keys and teams): the ones beyond it "
+        "are limited per worker process") == 1
+    # "a" has a row: the other worker sees its minute spent; "c" has none: its own.
+    assert isinstance(second.take(second.plan("a", limits, None, None), 0), Refusal)
+    admitted(second.take(second.plan("c", limits, None, None), 0))
 
 
-def test_two_workers_share_a_keys_rpm_tpm_and_parallel(spec: SharedLimits) -> None:
+def test_two_workers_share_a_keys_rpm_tpm_and_parallel(spec: SharedLimits, shared: SharedWorkers) -> None:
     clock = Clock()
-    workers = [shared_limiter(spec, n, clock) for n in (0, 1)]
+    workers = [shared.limiter(spec, n, clock) for n in (0, 1)]
     limits = Limits(rpm=5, tpm=1000, max_parallel=3)
     held = [admitted(workers[n % 2].take(workers[n % 2].plan("k", limits, None, None), 100))
             for n in range(3)]
@@ -92,9 +74,8 @@ def test_two_workers_share_a_keys_rpm_tpm_and_parallel(spec: SharedLimits) -> No
     assert view["in_flight"] == 2 and view["requests"]["remaining"] == 0
 
 
-def test_a_team_is_shared_like_a_key(spec: SharedLimits) -> None:
-    clock = Clock()
-    first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+def test_a_team_is_shared_like_a_key(shared: SharedWorkers) -> None:
+    _spec, _clock, first, second = shared.pair()
     team = Limits(rpm=2)
     admitted(first.take(first.plan("k1", Limits(), "t", team), 0))
     admitted(second.take(second.plan("k2", Limits(), "t", team), 0))
@@ -102,13 +83,12 @@ def test_a_team_is_shared_like_a_key(spec: SharedLimits) -> None:
     assert isinstance(refused, Refusal) and refused.subject == "team:t"
 
 
-def test_a_lower_limit_set_by_one_worker_caps_what_is_left_for_all(spec: SharedLimits) -> None:
+def test_a_lower_limit_set_by_one_worker_caps_what_is_left_for_all(shared: SharedWorkers) -> None:
     # The second worker reloads the lower limit before it has planned the key: the
     # row's limit is changed by that reload (governance/sharedrows.py `set_rows`), and the first,
     # yet to reload, counts by it. A worker new to a key joins the row as it is (a
     # worker yet to reload would else set its old limit back, session 27).
-    clock = Clock()
-    first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+    _spec, _clock, first, second = shared.pair()
     ten, lower = Limits(rpm=10), Limits(rpm=2)
     first.forget({"key:k": ten})
     second.forget({"key:k": ten})
@@ -119,9 +99,8 @@ def test_a_lower_limit_set_by_one_worker_caps_what_is_left_for_all(spec: SharedL
     assert isinstance(second.take(second.plan("k", lower, None, None), 0), Refusal)
 
 
-def test_a_dead_workers_requests_in_flight_are_released(spec: SharedLimits) -> None:
-    clock = Clock()
-    first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+def test_a_dead_workers_requests_in_flight_are_released(shared: SharedWorkers) -> None:
+    spec, _clock, first, second = shared.pair()
     limits = Limits(max_parallel=2)
     for _ in range(2):
         admitted(second.take(second.plan("k", limits, None, None), 0))
@@ -218,7 +197,7 @@ def _take_two_then_exit(spec: SharedLimits, worker: int, killed: bool) -> None:
 
 
 def test_the_parent_zeroes_the_requests_in_flight_of_a_worker_that_died(
-        spec: SharedLimits, caplog: pytest.LogCaptureFixture) -> None:
+        spec: SharedLimits, caplog: pytest.LogCaptureFixture, shared: SharedWorkers) -> None:
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_take_two_then_exit, args=(spec, n, n == 1))
                for n in (0, 1)]
@@ -228,7 +207,7 @@ def test_the_parent_zeroes_the_requests_in_flight_of_a_worker_that_died(
         supervise(workers, spec)
     assert [p.exitcode for p in workers] == [0, -signal.SIGKILL]
     assert "worker 1 (pid" in caplog.text and "worker 0 (pid" not in caplog.text
-    limiter = shared_limiter(spec, 0, Clock())
+    limiter = shared.limiter(spec, 0, Clock())
     limiter.plan("k", Limits(max_parallel=8), None, None)
     # Worker 0 exited on its own (a clean exit settles first); worker 1's two are gone.
     assert limiter.snapshot()["key:k"]["in_flight"] == 2

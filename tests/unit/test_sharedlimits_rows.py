@@ -23,7 +23,8 @@ from azure_openai_proxy.governance.sharedlimits import (
     sweep,
     tag_of,
 )
-from tests.unit.test_sharedlimits import Clock, admitted, shared_limiter
+from tests.unit.sharedworkers import SharedWorkers
+from tests.unit.test_sharedlimits import Clock, admitted
 
 
 def _tagged_rows(spec: SharedLimits) -> int:
@@ -35,27 +36,21 @@ def _tagged_rows(spec: SharedLimits) -> int:
         table.close()
 
 
-def test_keys_without_limits_do_not_take_the_rows_a_limited_key_needs(tmp_path: Path) -> None:
+def test_keys_without_limits_do_not_take_the_rows_a_limited_key_needs(shared: SharedWorkers) -> None:
     # Keys without any limit (or deleted ones) filled the table, and a key with RPM 1 was
     # then counted by each worker alone: with two workers, two requests a minute.
-    spec = SharedLimits.create(workers=2, slots=4, directory=str(tmp_path))
-    try:
-        clock = Clock()
-        first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
-        for n in range(4):
-            admitted(first.take(first.plan(f"open{n}", Limits(), None, None), 0))
-        first.forget([])
-        limited = Limits(rpm=1)
-        admitted(first.take(first.plan("limited", limited, None, None), 0))
-        assert isinstance(second.take(second.plan("limited", limited, None, None), 0),
-                          Refusal), "an RPM of 1 admitted twice in one minute"
-    finally:
-        spec.remove()
+    _spec, _clock, first, second = shared.pair(slots=4)
+    for n in range(4):
+        admitted(first.take(first.plan(f"open{n}", Limits(), None, None), 0))
+    first.forget([])
+    limited = Limits(rpm=1)
+    admitted(first.take(first.plan("limited", limited, None, None), 0))
+    assert isinstance(second.take(second.plan("limited", limited, None, None), 0),
+                      Refusal), "an RPM of 1 admitted twice in one minute"
 
 
-def test_an_unlimited_key_takes_no_row_until_it_gets_a_limit(spec: SharedLimits) -> None:
-    clock = Clock()
-    first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+def test_an_unlimited_key_takes_no_row_until_it_gets_a_limit(shared: SharedWorkers) -> None:
+    spec, _clock, first, second = shared.pair()
     # (settled: one still running would hold the parallel slot set next, as with one
     # worker, test_govleft_limit_changes.py)
     first.settle(admitted(first.take(first.plan("k", Limits(), "t", Limits()), 0)), None)
@@ -66,26 +61,21 @@ def test_an_unlimited_key_takes_no_row_until_it_gets_a_limit(spec: SharedLimits)
     assert isinstance(second.take(second.plan("k", limited, None, None), 0), Refusal)
 
 
-def test_deleted_keys_give_their_rows_back(tmp_path: Path) -> None:
+def test_deleted_keys_give_their_rows_back(shared: SharedWorkers) -> None:
     # Keys that churn (created, used, deleted) never fill the table.
-    spec = SharedLimits.create(workers=2, slots=8, directory=str(tmp_path))
-    try:
-        clock = Clock()
-        first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
-        limits = Limits(rpm=1)
-        for n in range(50):
-            first.settle(admitted(first.take(first.plan(f"churn{n}", limits, None, None), 0)), 0)
-            first.forget([])
-        assert _tagged_rows(spec) == 0
-        admitted(first.take(first.plan("last", limits, None, None), 0))
-        assert isinstance(second.take(second.plan("last", limits, None, None), 0), Refusal)
-    finally:
-        spec.remove()
+    spec, _clock, first, second = shared.pair(slots=8)
+    limits = Limits(rpm=1)
+    for n in range(50):
+        first.settle(admitted(first.take(first.plan(f"churn{n}", limits, None, None), 0)), 0)
+        first.forget([])
+    assert _tagged_rows(spec) == 0
+    admitted(first.take(first.plan("last", limits, None, None), 0))
+    assert isinstance(second.take(second.plan("last", limits, None, None), 0), Refusal)
 
 
-def test_a_row_with_requests_in_flight_is_kept_until_they_end(spec: SharedLimits) -> None:
+def test_a_row_with_requests_in_flight_is_kept_until_they_end(spec: SharedLimits, shared: SharedWorkers) -> None:
     clock = Clock()
-    first = shared_limiter(spec, 0, clock)
+    first = shared.limiter(spec, 0, clock)
     admission = admitted(first.take(first.plan("k", Limits(max_parallel=1), None, None), 0))
     first.forget([])
     assert _tagged_rows(spec) == 1
@@ -94,54 +84,43 @@ def test_a_row_with_requests_in_flight_is_kept_until_they_end(spec: SharedLimits
     assert _tagged_rows(spec) == 0
 
 
-def test_rows_probed_past_a_given_back_row_are_still_found(tmp_path: Path) -> None:
+def test_rows_probed_past_a_given_back_row_are_still_found(shared: SharedWorkers) -> None:
     # Four slots, all names probe from where their hash says: whichever rows the names
     # take, giving back the others must not hide the kept one behind a free row.
-    spec = SharedLimits.create(workers=2, slots=4, directory=str(tmp_path))
-    try:
-        clock = Clock()
-        first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
-        limits = Limits(rpm=1)
-        names = [f"k{n}" for n in range(4)]
-        for name in names:
-            first.settle(admitted(first.take(first.plan(name, limits, None, None), 0)), 0)
-        first.forget(["key:k3"])
-        assert _tagged_rows(spec) == 1
-        assert isinstance(second.take(second.plan("k3", limits, None, None), 0), Refusal)
-        table = spec.open(1)
-        assert table.row("key:k3") == first.plan("k3", limits, None, None).subjects[0].row
-    finally:
-        spec.remove()
+    spec, _clock, first, second = shared.pair(slots=4)
+    limits = Limits(rpm=1)
+    names = [f"k{n}" for n in range(4)]
+    for name in names:
+        first.settle(admitted(first.take(first.plan(name, limits, None, None), 0)), 0)
+    first.forget(["key:k3"])
+    assert _tagged_rows(spec) == 1
+    assert isinstance(second.take(second.plan("k3", limits, None, None), 0), Refusal)
+    table = spec.open(1)
+    assert table.row("key:k3") == first.plan("k3", limits, None, None).subjects[0].row
 
 
 def test_a_worker_whose_row_was_given_back_by_another_never_writes_into_its_next_owner(
-        tmp_path: Path) -> None:
+        shared: SharedWorkers) -> None:
     # Worker 0 saw the key "old" deleted and gave its row back, and the row went to
     # "new"; worker 1 has not reloaded yet and still serves "old" from the row it knew.
-    spec = SharedLimits.create(workers=2, slots=1, directory=str(tmp_path))
-    try:
-        clock = Clock()
-        first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
-        limits = Limits(rpm=3)
-        for limiter in (first, second):
-            limiter.settle(admitted(limiter.take(limiter.plan("old", limits, None, None), 0)), 0)
-        first.forget([])
-        admitted(first.take(first.plan("new", limits, None, None), 0))
-        # "old" finds its row is another's and no other free: it is counted here alone
-        # (what it had left: 1), and "new" is untouched.
-        admitted(second.take(second.plan("old", limits, None, None), 0))
-        assert isinstance(second.take(second.plan("old", limits, None, None), 0), Refusal)
-        assert first.snapshot()["key:new"]["requests"]["remaining"] == 2
-        admitted(second.take(second.plan("new", limits, None, None), 0))
-        assert first.snapshot()["key:new"]["requests"]["remaining"] == 1
-    finally:
-        spec.remove()
+    _spec, _clock, first, second = shared.pair(slots=1)
+    limits = Limits(rpm=3)
+    for limiter in (first, second):
+        limiter.settle(admitted(limiter.take(limiter.plan("old", limits, None, None), 0)), 0)
+    first.forget([])
+    admitted(first.take(first.plan("new", limits, None, None), 0))
+    # "old" finds its row is another's and no other free: it is counted here alone
+    # (what it had left: 1), and "new" is untouched.
+    admitted(second.take(second.plan("old", limits, None, None), 0))
+    assert isinstance(second.take(second.plan("old", limits, None, None), 0), Refusal)
+    assert first.snapshot()["key:new"]["requests"]["remaining"] == 2
+    admitted(second.take(second.plan("new", limits, None, None), 0))
+    assert first.snapshot()["key:new"]["requests"]["remaining"] == 1
 
 
 def test_a_worker_whose_row_was_given_back_by_another_claims_one_with_what_it_had(
-        spec: SharedLimits) -> None:
-    clock = Clock()
-    first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+        shared: SharedWorkers) -> None:
+    spec, _clock, first, second = shared.pair()
     limits = Limits(rpm=3)
     for limiter in (first, second):
         limiter.settle(admitted(limiter.take(limiter.plan("old", limits, None, None), 0)), 0)
@@ -155,27 +134,24 @@ def test_a_worker_whose_row_was_given_back_by_another_claims_one_with_what_it_ha
 
 
 def test_a_name_is_looked_for_within_a_bounded_number_of_rows(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        shared: SharedWorkers, caplog: pytest.LogCaptureFixture) -> None:
     # The table was scanned whole, holding the server-wide lock, for each new name once
     # it was full: 17.5 ms at 16,384 rows. Now a name is only looked for (and placed)
     # within PROBES rows of where its hash puts it.
-    spec = SharedLimits.create(workers=2, slots=4 * PROBES, directory=str(tmp_path))
-    try:
-        table = spec.open(0)
-        home = (int(tag_of("key:new")) - 1) % spec.slots
-        for probe in range(PROBES):  # taken by other names (tags no name has: 1 to 64)
-            table.cells[(home + probe) % spec.slots * spec.stride] = float(probe + 1)
-        with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
-            assert table.row("key:new") is None  # the free rows further on are not looked at
-        assert "the shared rate-limit table is full" in caplog.text
-        assert _tagged_rows(spec) == PROBES
-        table.cells[(home + PROBES - 1) % spec.slots * spec.stride] = -1.0  # given back
-        assert table.row("key:new") == (home + PROBES - 1) % spec.slots * spec.stride
-    finally:
-        spec.remove()
+    spec = shared.table(slots=4 * PROBES)
+    table = spec.open(0)
+    home = (int(tag_of("key:new")) - 1) % spec.slots
+    for probe in range(PROBES):  # taken by other names (tags no name has: 1 to 64)
+        table.cells[(home + probe) % spec.slots * spec.stride] = float(probe + 1)
+    with caplog.at_level(logging.WARNING, logger="azure_openai_proxy"):
+        assert table.row("key:new") is None  # the free rows further on are not looked at
+    assert "the shared rate-limit table is full" in caplog.text
+    assert _tagged_rows(spec) == PROBES
+    table.cells[(home + PROBES - 1) % spec.slots * spec.stride] = -1.0  # given back
+    assert table.row("key:new") == (home + PROBES - 1) % spec.slots * spec.stride
 
 
-def test_a_raised_limit_keeps_what_was_left_shared_as_unshared(tmp_path: Path) -> None:
+def test_a_raised_limit_keeps_what_was_left_shared_as_unshared(shared: SharedWorkers) -> None:
     # Unshared, a raised limit keeps what the old one had refilled (10 after an idle
     # hour at RPM 10, and the 990 raised); shared, the idle time was refilled at the new
     # rate (1000).
@@ -188,12 +164,9 @@ def test_a_raised_limit_keeps_what_was_left_shared_as_unshared(tmp_path: Path) -
         result = admitted(limiter.take(limiter.plan("k", Limits(rpm=1000), None, None), 0))
         return result.headers["x-ratelimit-remaining-requests"]
 
-    spec = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
-    try:
-        unshared = remaining_after_raise(RateLimiter)
-        shared = remaining_after_raise(lambda clock: shared_limiter(spec, 0, clock))
-    finally:
-        spec.remove()
+    spec = shared.table()
+    unshared = remaining_after_raise(RateLimiter)
+    shared = remaining_after_raise(lambda clock: shared.limiter(spec, 0, clock))
     assert shared == unshared, (shared, unshared)
 
 
@@ -203,7 +176,7 @@ def test_a_raised_limit_keeps_what_was_left_shared_as_unshared(tmp_path: Path) -
     (Limits(rpm=10), Limits(rpm=10, tpm=5000), 12.0),  # another limit added
 ])
 def test_a_changed_limit_leaves_the_same_allowance_shared_and_unshared(
-        tmp_path: Path, change: tuple[Limits, Limits, float]) -> None:
+        shared: SharedWorkers, change: tuple[Limits, Limits, float]) -> None:
     before, after, idle = change
 
     def run(limiter_of: Callable[[Clock], RateLimiter]) -> list[dict[str, str] | str]:
@@ -219,18 +192,15 @@ def test_a_changed_limit_leaves_the_same_allowance_shared_and_unshared(
             clock.now += 0.5
         return seen
 
-    spec = SharedLimits.create(workers=2, slots=64, directory=str(tmp_path))
-    try:
-        assert run(lambda clock: shared_limiter(spec, 0, clock)) == run(RateLimiter)
-    finally:
-        spec.remove()
+    spec = shared.table()
+    assert run(lambda clock: shared.limiter(spec, 0, clock)) == run(RateLimiter)
 
 
-def test_a_worker_with_a_clock_behind_never_moves_a_stamp_back(spec: SharedLimits) -> None:
+def test_a_worker_with_a_clock_behind_never_moves_a_stamp_back(spec: SharedLimits, shared: SharedWorkers) -> None:
     # Worker 1 reads a clock 30 s behind worker 0's. Were the stamp it writes taken as
     # is, worker 0's next take would refill those 30 s again (5 more requests of 10).
     ahead, behind = Clock(1030.0), Clock(1000.0)
-    first, second = shared_limiter(spec, 0, ahead), shared_limiter(spec, 1, behind)
+    first, second = shared.limiter(spec, 0, ahead), shared.limiter(spec, 1, behind)
     limits = Limits(rpm=10)
     for _ in range(9):
         admitted(first.take(first.plan("k", limits, None, None), 0))
@@ -293,9 +263,8 @@ def test_tags_are_where_probing_starts() -> None:
     assert 0 < tag_of("key:a") <= 2.0**52
 
 
-def test_a_limit_changed_on_a_row_given_back_claims_a_row_anew(spec: SharedLimits) -> None:
-    clock = Clock()
-    first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
+def test_a_limit_changed_on_a_row_given_back_claims_a_row_anew(shared: SharedWorkers) -> None:
+    spec, _clock, first, second = shared.pair()
     for limiter in (first, second):
         limiter.settle(admitted(limiter.take(limiter.plan("k", Limits(rpm=3), None, None), 0)), 0)
     first.forget([])  # deleted, as worker 0 saw it; worker 1 then sees a new limit
@@ -305,9 +274,9 @@ def test_a_limit_changed_on_a_row_given_back_claims_a_row_anew(spec: SharedLimit
     assert isinstance(first.take(first.plan("k", lower, None, None), 0), Refusal)
 
 
-def test_a_key_whose_limits_are_removed_gives_its_row_back(spec: SharedLimits) -> None:
+def test_a_key_whose_limits_are_removed_gives_its_row_back(spec: SharedLimits, shared: SharedWorkers) -> None:
     clock = Clock()
-    first = shared_limiter(spec, 0, clock)
+    first = shared.limiter(spec, 0, clock)
     held = admitted(first.take(first.plan("k", Limits(rpm=5), None, None), 0))
     first.settle(admitted(first.take(first.plan("k", Limits(), None, None), 0)), 0)
     assert _tagged_rows(spec) == 1  # a request is in flight in it
@@ -317,34 +286,29 @@ def test_a_key_whose_limits_are_removed_gives_its_row_back(spec: SharedLimits) -
     assert _tagged_rows(spec) == 0
     admitted(first.take(first.plan("k", Limits(rpm=1), None, None), 0))
     assert _tagged_rows(spec) == 1
-    second = shared_limiter(spec, 1, clock)
+    second = shared.limiter(spec, 1, clock)
     assert isinstance(second.take(second.plan("k", Limits(rpm=1), None, None), 0), Refusal)
 
 
 def test_a_row_idle_for_two_minutes_goes_to_a_new_name_when_none_is_free(
-        tmp_path: Path) -> None:
+        shared: SharedWorkers) -> None:
     # Rows of keys no longer used (or of a worker that died, which no `forget` frees)
     # would fill the table for good; a row idle long enough holds full buckets and
     # nothing in flight, so a new name may take it, and its owner claims one anew.
-    spec = SharedLimits.create(workers=2, slots=4, directory=str(tmp_path))
-    try:
-        clock = Clock()
-        first, second = shared_limiter(spec, 0, clock), shared_limiter(spec, 1, clock)
-        limits = Limits(rpm=1)
-        for n in range(4):
-            first.settle(admitted(first.take(first.plan(f"k{n}", limits, None, None), 0)), 0)
-        clock.now += IDLE_SECONDS - 1  # "k0" is used again (its minute of 2): it stays
-        for _ in range(2):
-            first.settle(admitted(first.take(first.plan("k0", Limits(rpm=2), None, None), 0)),
-                         0)
-        clock.now += 2
-        admitted(second.take(second.plan("new", limits, None, None), 0))
-        assert isinstance(first.take(first.plan("new", limits, None, None), 0), Refusal)
-        assert isinstance(second.take(second.plan("k0", Limits(rpm=2), None, None), 0),
-                          Refusal), "k0's row was taken while it was in use"
-        assert _tagged_rows(spec) == 4
-    finally:
-        spec.remove()
+    spec, clock, first, second = shared.pair(slots=4)
+    limits = Limits(rpm=1)
+    for n in range(4):
+        first.settle(admitted(first.take(first.plan(f"k{n}", limits, None, None), 0)), 0)
+    clock.now += IDLE_SECONDS - 1  # "k0" is used again (its minute of 2): it stays
+    for _ in range(2):
+        first.settle(admitted(first.take(first.plan("k0", Limits(rpm=2), None, None), 0)),
+                     0)
+    clock.now += 2
+    admitted(second.take(second.plan("new", limits, None, None), 0))
+    assert isinstance(first.take(first.plan("new", limits, None, None), 0), Refusal)
+    assert isinstance(second.take(second.plan("k0", Limits(rpm=2), None, None), 0),
+                      Refusal), "k0's row was taken while it was in use"
+    assert _tagged_rows(spec) == 4
 
 
 def test_a_killed_parents_table_in_the_temp_dir_is_swept_by_one_made_in_memory(

@@ -1,0 +1,81 @@
+"""A stop (SIGTERM, SIGINT) during the key directory's first load of the keys waited for
+the load to end (up to `_KEYS_READ_SECONDS`, 120 s; 400,000 keys take several seconds to
+read here): the server then listened, and only then stopped. The stop now cuts the
+start's wait short and interrupts the read in progress (a read: nothing is lost); the
+worker exits within a second, cleanly (0; 130 for SIGINT), its database intact.
+
+The real server in a real process; the stop is sent by the process to itself as the
+first load's read begins (its `KeyStore.everything` wrapped to do so), where a signal
+from outside would land there by chance only. The wrapper prints the clock at the stop:
+the test reads the same machine-wide monotonic clock when the process has exited."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_reload_shutdown import write_config
+from tests.e2e.test_workerlife_edges import UNREACHABLE
+from tests.processes import ROOT
+from tests.unit import test_storeleft_first_load as first_load
+
+_MANY = 400_000
+
+_STOPPED_AS_IT_READS = """
+import os, signal, sys, time
+from azure_openai_proxy.cli import main
+from azure_openai_proxy.store.keys import KeyStore
+
+everything = KeyStore.everything
+signum = int(sys.argv.pop(1))
+
+def stop_then_read(self):
+    print("stopped at", time.monotonic(), flush=True)
+    os.kill(os.getpid(), signum)
+    return everything(self)
+
+KeyStore.everything = stop_then_read
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)],
+                         ids=["SIGTERM", "SIGINT"])
+def test_a_stop_during_the_first_load_of_many_keys_is_prompt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int, code: int) -> None:
+    database = tmp_path / "g.db"
+    monkeypatch.setattr(first_load, "MANY", _MANY)
+    first_load._many_keys(database)
+    config = tmp_path / "config.yaml"
+    write_config(config, UNREACHABLE, [("dep-a", {})])
+    env = {**os.environ, "AZURE_OPENAI_PROXY_DATABASE": f"sqlite:///{database}",
+           "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", _STOPPED_AS_IT_READS, str(int(signum)), "-c", str(config),
+         "-l", "127.0.0.1:0"], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=120)
+        ended = time.monotonic()
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+    lines = [line for line in output.splitlines() if line.startswith("stopped at ")]
+    assert len(lines) == 1, output
+    took = ended - float(lines[0].split()[-1])
+    assert took < 1.0, (took, output)  # main: the whole read and more (3-10 s here)
+    assert process.returncode == code, output
+    assert "stopping before its keys were loaded" in output, output
+    assert "Traceback" not in output and "unavailable" not in output, output[-3000:]
+    with sqlite3.connect(database) as raw:  # nothing lost: the database as it was
+        assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert raw.execute("SELECT count(*) FROM keys").fetchone() == (_MANY,)
+    raw.close()
