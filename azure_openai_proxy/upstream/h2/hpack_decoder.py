@@ -6,7 +6,18 @@ coded (nginx codes every name and value, and indexes none), a third of a stream'
 over HTTP/2: most of it decoding the same strings (`server`, `content-type`, the region,
 the date within its second) again for every answer. Here a Huffman string is decoded
 once and remembered; the rest is a few integer reads per field. Judged against
-`hpack.Decoder` (tests/unit/test_h2_hpack.py)."""
+`hpack.Decoder` (tests/unit/test_h2_hpack.py).
+
+A whole block seen before is not decoded again where RFC 7541 makes its fields the same
+(`Known`): a block that names no dynamic table entry and updates no table size gives
+the same fields whatever the table holds, and changes the table only by the entries its
+literals add, which are added again, in order, through the same `_add`; a block that
+names dynamic entries but adds none and updates no size gives the same fields while the
+table has not changed since (`_generation`, counted up at every change). Any other block
+(one naming dynamic entries and adding some, a size update, past the limit, refused) is
+decoded each time. nginx's answers (literals with incremental indexing, no references)
+are the first kind; an answer carrying its own request id is new bytes each time, and
+decoded (tests/unit/test_h2setup_hpack.py compares both paths)."""
 
 from __future__ import annotations
 
@@ -17,7 +28,7 @@ from hpack.table import HeaderTable
 
 from azure_openai_proxy.boundedcache import BoundedCache
 
-__all__ = ["HeaderBlockError", "HpackDecoder"]
+__all__ = ["HeaderBlockError", "HpackDecoder", "Known"]
 
 _STATIC: tuple[tuple[bytes, bytes], ...] = HeaderTable.STATIC_TABLE
 _STATIC_SIZE = len(_STATIC)
@@ -25,17 +36,39 @@ _ENTRY_OVERHEAD = 32  # RFC 7541 §4.1
 _MAX_INTEGER = 1 << 32  # larger is hostile: no header block needs it
 _HOSTILE = 16  # a header list this many times the limit ends the connection
 _CACHED = 128  # Huffman strings up to this long are remembered: names and short values
+# Whole blocks remembered per connection (`Known`): up to this many, this long, and
+# decoding to at most this many bytes of header list (so at most ~0.5 MB a connection).
+_BLOCKS_KEPT = 64
+_BLOCK_LONGEST = 1024
+_DECODED_MOST = 8192
 
 
 class HeaderBlockError(Exception):
     """The block is not valid HPACK: a COMPRESSION_ERROR for the whole connection."""
 
 
+class Known:
+    """A block decoded before: its fields, for a header list `limit`; the entries it
+    added, in order; and the table's `generation` its fields are good for (-1: any, it
+    names no dynamic entry). Hashed by identity: a reader may key what it made of the
+    fields by it (`headers.HeaderBlocks.head`), a block decoded anew being a new one."""
+
+    __slots__ = ("adds", "fields", "generation", "limit")
+
+    def __init__(self, fields: tuple[tuple[bytes, bytes], ...], limit: int,
+                 adds: tuple[tuple[bytes, bytes], ...], generation: int) -> None:
+        self.fields = fields
+        self.limit = limit
+        self.adds = adds
+        self.generation = generation
+
+
 class HpackDecoder:
     """One connection's decoder: the server's dynamic table, kept in step block by block.
     `max_table_size` is our SETTINGS_HEADER_TABLE_SIZE (the default 4096)."""
 
-    __slots__ = ("_huffman", "_limit", "_max", "_size", "_table")
+    __slots__ = ("_dynamic", "_generation", "_huffman", "_known", "_limit", "_max", "_size",
+                 "_table", "last")
 
     def __init__(self, max_table_size: int = 4096) -> None:
         self._limit = max_table_size  # what the server may ask for
@@ -43,19 +76,41 @@ class HpackDecoder:
         self._size = 0
         self._table: deque[tuple[bytes, bytes]] = deque()
         self._huffman: BoundedCache[bytes, bytes] = BoundedCache(1024)
+        self._known: BoundedCache[bytes, Known] = BoundedCache(_BLOCKS_KEPT)
+        self._generation = 0  # counted up at every change of the table
+        self._dynamic = False  # the block being decoded named a dynamic entry
+        # The remembered block whose fields the last `decode` gave (the same as each time
+        # it was given before), or None.
+        self.last: Known | None = None
 
     def decode(self, block: bytes, limit: int) -> list[tuple[bytes, bytes]] | None:
-        """The block's fields; None past `limit` bytes of header list (names, values and
-        32 per field, as RFC 9113's SETTINGS_MAX_HEADER_LIST_SIZE counts): a head too
-        large for its stream, the block decoded to its end all the same, so that the
-        table stays in step for the connection's other streams. `HeaderBlockError` past
-        `_HOSTILE` times `limit` (a few bytes of indices can name a 4 KiB table entry
-        again and again, or an empty field, 32 each, a million times)."""
+        """The block's fields (`last` says whether a remembered block gave them); None
+        past `limit` bytes of header list (names, values and 32 per field, as RFC 9113's
+        SETTINGS_MAX_HEADER_LIST_SIZE counts): a head too large for its stream, the block
+        decoded to its end all the same, so that the table stays in step for the
+        connection's other streams. `HeaderBlockError` past `_HOSTILE` times `limit` (a
+        few bytes of indices can name a 4 KiB table entry again and again, or an empty
+        field, 32 each, a million times)."""
+        known = self.last = self._known.get(block)
+        if known is not None and known.limit == limit:
+            if known.generation < 0:  # the same fields whatever the table holds
+                for field in known.adds:
+                    self._add(field)
+                return list(known.fields)
+            if known.generation == self._generation:  # the table as it was then
+                return list(known.fields)
+        self.last = None
+        return self._decode(block, limit)
+
+    def _decode(self, block: bytes, limit: int) -> list[tuple[bytes, bytes]] | None:
+        """`decode` field by field; the block remembered if `Known` allows."""
         fields: list[tuple[bytes, bytes]] = []
+        adds: list[tuple[bytes, bytes]] = []
         pos, end = 0, len(block)
         room = limit
         floor = -limit * _HOSTILE
         table = self._table
+        resized = self._dynamic = False
         try:
             while pos < end:
                 byte = block[pos]
@@ -70,11 +125,13 @@ class HpackDecoder:
                         field = _STATIC[index - 1]
                     elif 0 <= at < len(table):
                         field = table[at]
+                        self._dynamic = True
                     else:
                         field = self._entry(index)  # none: it raises
                 elif byte & 0xC0 == 0x40:  # literal, added to the table
                     field, pos = self._literal(block, pos, 6)
                     self._add(field)
+                    adds.append(field)
                 elif byte & 0xE0 == 0x20:  # dynamic table size update
                     if room != limit:  # RFC 7541 §4.2: only at a block's start
                         raise HeaderBlockError("a table size update after a field")
@@ -82,7 +139,9 @@ class HpackDecoder:
                     if size > self._limit:
                         raise HeaderBlockError("a table size past our setting")
                     self._max = size
+                    self._generation += 1
                     self._evict()
+                    resized = True
                     continue
                 else:  # literal without indexing (0000) or never indexed (0001)
                     field, pos = self._literal(block, pos, 4)
@@ -93,7 +152,13 @@ class HpackDecoder:
                     raise HeaderBlockError(f"a header list past {-floor} bytes")
         except IndexError:
             raise HeaderBlockError("a header block cut short") from None
-        return fields if room >= 0 else None
+        if room < 0:
+            return None
+        if (not resized and end <= _BLOCK_LONGEST and limit - room <= _DECODED_MOST
+                and not (self._dynamic and adds)):
+            self.last = self._known.put(block, Known(
+                tuple(fields), limit, tuple(adds), self._generation if self._dynamic else -1))
+        return fields
 
     def _entry(self, index: int) -> tuple[bytes, bytes]:
         if 0 < index <= _STATIC_SIZE:
@@ -119,6 +184,7 @@ class HpackDecoder:
             name = _STATIC[index - 1][0]
         else:
             name = self._entry(index)[0]
+            self._dynamic = True
         byte = block[pos]
         length = byte & 0x7F
         if length < 0x7F:
@@ -161,6 +227,7 @@ class HpackDecoder:
         return decoded
 
     def _add(self, field: tuple[bytes, bytes]) -> None:
+        self._generation += 1
         size = len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
         if size > self._max:  # larger than the table: it empties it (RFC 7541 §4.4)
             self._table.clear()
