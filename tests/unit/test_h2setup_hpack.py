@@ -58,7 +58,7 @@ _BLOCKS = st.lists(st.lists(st.sampled_from(_PIECES), min_size=1, max_size=5).ma
 
 
 def _both(decoder: HpackDecoder, block: bytes, limit: int, general: bool
-          ) -> list[tuple[bytes, bytes]] | None | str:
+          ) -> list[tuple[bytes, bytes]] | str | None:
     try:
         return (decoder._decode if general else decoder.decode)(block, limit)
     except HeaderBlockError:
