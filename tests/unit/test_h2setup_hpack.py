@@ -151,6 +151,22 @@ def test_nginx_blocks_add_their_entries_each_time() -> None:
         assert ours._size <= 256 and ours._table[0] == (b"content-type", b"text/event-stream")
 
 
+def test_an_entry_larger_than_the_table_empties_it_when_added_again() -> None:
+    """A remembered block adding an entry past the table's size (RFC 7541 §4.4: the
+    table emptied, the entry not added) and one after it, in a table made smaller since."""
+    block = (b"\x40" + _string(b"x-big") + _string(b"b" * 100)
+             + b"\x40" + _string(b"x-s") + _string(b"1"))
+    ours, general = HpackDecoder(), HpackDecoder()
+    for size_update in (b"", b"\x3f\x61", b""):  # 4096, then 128 (x-big is 137)
+        for decoder in (ours, general):
+            if size_update:
+                decoder.decode(size_update, 1000)
+            decoder.decode(b"\x76" + _string(b"old"), 1000)
+        assert ours.decode(block, 1000) == general._decode(block, 1000)
+        assert _table(ours) == _table(general)
+    assert _table(ours)[0] == [(b"x-s", b"1")]
+
+
 def _literal_calls(decoder: HpackDecoder, block: bytes) -> int:
     profile = cProfile.Profile()
     profile.runcall(decoder.decode, block, 1 << 16)

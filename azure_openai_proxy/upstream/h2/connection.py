@@ -91,6 +91,7 @@ class _H2Connection(asyncio.Protocol):
     # -- for the transport ---------------------------------------------------------
 
     def has_room(self) -> bool:
+        # (`_OriginPool.room` makes the same test inline, once a request)
         return (not self.draining and not self.closed
                 and len(self.streams) < self.max_streams)
 

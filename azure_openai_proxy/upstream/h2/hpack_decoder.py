@@ -53,7 +53,7 @@ class Known:
     names no dynamic entry). Hashed by identity: a reader may key what it made of the
     fields by it (`headers.HeaderBlocks.head`), a block decoded anew being a new one."""
 
-    __slots__ = ("adds", "fields", "generation", "limit")
+    __slots__ = ("added", "adds", "fields", "generation", "limit")
 
     def __init__(self, fields: tuple[tuple[bytes, bytes], ...], limit: int,
                  adds: tuple[tuple[bytes, bytes], ...], generation: int) -> None:
@@ -61,6 +61,8 @@ class Known:
         self.limit = limit
         self.adds = adds
         self.generation = generation
+        # the table's size the adds take, before evictions
+        self.added = sum(len(name) + len(value) + _ENTRY_OVERHEAD for name, value in adds)
 
 
 class HpackDecoder:
@@ -94,8 +96,8 @@ class HpackDecoder:
         known = self.last = self._known.get(block)
         if known is not None and known.limit == limit:
             if known.generation < 0:  # the same fields whatever the table holds
-                for field in known.adds:
-                    self._add(field)
+                if known.adds:
+                    self._add_again(known)
                 return list(known.fields)
             if known.generation == self._generation:  # the table as it was then
                 return list(known.fields)
@@ -236,6 +238,17 @@ class HpackDecoder:
         self._table.appendleft(field)
         self._size += size
         self._evict()
+
+    def _add_again(self, known: Known) -> None:
+        """A remembered block's entries added again, evicting once at the end: `_add`
+        one by one leaves the same table, the newest entries that fit (eviction takes
+        the oldest first; an entry larger than the table, which empties it, fits in no
+        such run, so it and all before it go)."""
+        self._generation += 1
+        self._table.extendleft(known.adds)  # the last one added first, as `appendleft`s
+        self._size += known.added
+        if self._size > self._max:
+            self._evict()
 
     def _evict(self) -> None:
         table = self._table
