@@ -78,11 +78,11 @@ class _Server:
     def write(self, data: bytes) -> None:
         if data[3] == 1:  # a request's HEADERS (the preface and acks start otherwise)
             sid = struct.unpack_from(">I", data, 5)[0] & 0x7FFFFFFF
+            self.loop.call_soon(self.answer, sid, len(self.sids))
             self.sids.append(sid)
-            self.loop.call_soon(self.answer, sid)
 
-    def answer(self, sid: int) -> None:
-        block = self.blocks[len(self.sids) - 1] if self.blocks else _NGINX_BLOCK
+    def answer(self, sid: int, nth: int) -> None:
+        block = self.blocks[nth] if self.blocks else _NGINX_BLOCK
         assert self.conn is not None
         self.conn.data_received(_frame(1, 4, sid, block)
                                 + _frame(8, 0, sid, struct.pack(">I", 200))
