@@ -25,7 +25,7 @@ __all__ = ["Fields", "HeaderBlocks", "MalformedHead", "read_head"]
 
 _BLOCK_LIMIT = 1 << 20  # a header block's bytes, over its HEADERS and CONTINUATIONs
 _BLOCK_FRAMES = 256  # and its frames: empty CONTINUATIONs must not go on for ever
-_HEADS_KEPT = 64  # heads read from fields the decoder knew (each under 8 KiB decoded)
+_HEADS_KEPT = 16  # heads read from fields the decoder knew (each under 8 KiB decoded)
 
 Fields = list[tuple[bytes, bytes]]
 

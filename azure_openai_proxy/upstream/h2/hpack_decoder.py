@@ -37,8 +37,11 @@ _MAX_INTEGER = 1 << 32  # larger is hostile: no header block needs it
 _HOSTILE = 16  # a header list this many times the limit ends the connection
 _CACHED = 128  # Huffman strings up to this long are remembered: names and short values
 # Whole blocks remembered per connection (`Known`): up to this many, this long, and
-# decoding to at most this many bytes of header list (so at most ~0.5 MB a connection).
-_BLOCKS_KEPT = 64
+# decoding to at most this many bytes of header list. A server repeats a few heads (nginx:
+# one a second, its date's); Azure's carry ids of their own and each fills a place, so
+# the bound is kept small: with the heads read of them (`headers.py`), ~0.3 MB a
+# connection at worst (16 x 1 KiB block, 8 KiB fields, 8 KiB head), ~40 KB for Azure's.
+_BLOCKS_KEPT = 16
 _BLOCK_LONGEST = 1024
 _DECODED_MOST = 8192
 
