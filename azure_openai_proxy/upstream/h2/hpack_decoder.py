@@ -8,10 +8,10 @@ the date within its second) again for every answer. Here a Huffman string is dec
 once and remembered; the rest is a few integer reads per field. Judged against
 `hpack.Decoder` (tests/unit/test_h2_hpack.py).
 
-A whole block seen before is not decoded again where RFC 7541 makes its fields the same
+A whole block seen twice is not decoded again where RFC 7541 makes its fields the same
 (`Known`): a block that names no dynamic table entry and updates no table size gives
 the same fields whatever the table holds, and changes the table only by the entries its
-literals add, which are added again, in order, through the same `_add`; a block that
+literals add, which are added again, in order (`_add_again`); a block that
 names dynamic entries but adds none and updates no size gives the same fields while the
 table has not changed since (`_generation`, counted up at every change). Any other block
 (one naming dynamic entries and adding some, a size update, past the limit, refused) is
@@ -68,6 +68,12 @@ class Known:
         self.added = sum(len(name) + len(value) + _ENTRY_OVERHEAD for name, value in adds)
 
 
+# What a block seen once is remembered as: its bytes only, so that an answer with ids of
+# its own (Azure's, every one) costs a dict entry, not its fields and its head; a block
+# seen again is remembered whole. Its limit matches none: it gives no fields.
+_ONCE = Known((), -1, (), -1)
+
+
 class HpackDecoder:
     """One connection's decoder: the server's dynamic table, kept in step block by block.
     `max_table_size` is our SETTINGS_HEADER_TABLE_SIZE (the default 4096)."""
@@ -105,10 +111,12 @@ class HpackDecoder:
             if known.generation == self._generation:  # the table as it was then
                 return list(known.fields)
         self.last = None
-        return self._decode(block, limit)
+        return self._decode(block, limit, known is not None)
 
-    def _decode(self, block: bytes, limit: int) -> list[tuple[bytes, bytes]] | None:
-        """`decode` field by field; the block remembered if `Known` allows."""
+    def _decode(self, block: bytes, limit: int, seen: bool = False
+                ) -> list[tuple[bytes, bytes]] | None:
+        """`decode` field by field; the block remembered if `Known` allows, whole if
+        `seen` before (else as `_ONCE`)."""
         fields: list[tuple[bytes, bytes]] = []
         adds: list[tuple[bytes, bytes]] = []
         pos, end = 0, len(block)
@@ -161,8 +169,11 @@ class HpackDecoder:
             return None
         if (not resized and end <= _BLOCK_LONGEST and limit - room <= _DECODED_MOST
                 and not (self._dynamic and adds)):
-            self.last = self._known.put(block, Known(
-                tuple(fields), limit, tuple(adds), self._generation if self._dynamic else -1))
+            if not seen:
+                self._known.put(block, _ONCE)
+            else:
+                self.last = self._known.put(block, Known(
+                    tuple(fields), limit, tuple(adds), self._generation if self._dynamic else -1))
         return fields
 
     def _entry(self, index: int) -> tuple[bytes, bytes]:
