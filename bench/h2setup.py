@@ -13,8 +13,9 @@ counting clients, then closed as the pipeline closes them.
 
 `--count` runs the loop under callgrind with 100 and 300 streams and prints the
 difference per added stream. `--unique-ids` adds what real Azure sends and nginx does
-not: an `x-request-id` and an `apim-request-id` of their own on every answer (Huffman-coded
-UUIDs, literals without indexing), so no two answers' header blocks are the same bytes.
+not: an `x-request-id` (a UUID) and an `x-ratelimit-remaining-tokens` of each answer's
+own (Huffman coded, literals without indexing), so no two answers' header blocks are the
+same bytes.
 What it leaves out: TLS, the client's side (`bench.inprocess --stream`: HTTP/1.1) and
 real sockets (`bench.realcount --tls`)."""
 
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--frames", type=int, default=1, help="content frames per stream")
     parser.add_argument("--unique-ids", action="store_true",
-                        help="an x-request-id and apim-request-id of its own per answer")
+                        help="an x-request-id and a rate-limit count of its own per answer")
     parser.add_argument("--blocks", default="", help=argparse.SUPPRESS)  # --count's
     parser.add_argument("--count", action="store_true",
                         help="callgrind at 100 and 300 streams: per added stream")
