@@ -30,8 +30,7 @@ from azure_openai_proxy.errors import UpstreamHeadTooLarge, UpstreamInvalidAnswe
 from azure_openai_proxy.upstream.h2 import frames as f
 from azure_openai_proxy.upstream.h2.control import on_settings, on_window_update
 from azure_openai_proxy.upstream.h2.frames import END_STREAM, FRAME_HEAD, OUR_MAX_FRAME, PADDED, ProtocolError
-from azure_openai_proxy.upstream.h2.headers import Fields, HeaderBlocks, MalformedHead
-from azure_openai_proxy.upstream.h2.hpack_decoder import Known
+from azure_openai_proxy.upstream.h2.headers import HeaderBlocks, MalformedHead, read_head
 from azure_openai_proxy.upstream.h2.stream import _CREDIT_AT, _Stream
 from azure_openai_proxy.upstream.h2.watch import arm
 from azure_openai_proxy.upstream.transport import UpstreamStreamBroken, compressed
@@ -352,8 +351,8 @@ class _H2Connection(asyncio.Protocol):
             raise ProtocolError("a push promise, though we disabled push")
         # PRIORITY and unknown frame types are ignored, as RFC 9113 says.
 
-    def _on_block(self, sid: int, end_stream: bool, fields: Fields | None,
-                  known: Known | None) -> None:
+    def _on_block(self, sid: int, end_stream: bool,
+                  fields: list[tuple[bytes, bytes]] | None) -> None:
         stream = self.streams.get(sid)
         if stream is None:
             return
@@ -370,7 +369,7 @@ class _H2Connection(asyncio.Protocol):
                 self._end(stream)
             return
         try:
-            status, headers = self.blocks.head(fields, known)
+            status, headers = read_head(fields)
         except MalformedHead as exc:
             self._malformed(stream, str(exc))
             return

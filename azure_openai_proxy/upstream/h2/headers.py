@@ -4,11 +4,7 @@ decoded (`hpack_decoder.py`), and read as a head (status and headers) with the c
 
 What is wrong decides who pays: a block that breaks HPACK or the framing ends the
 connection (`ProtocolError`: the dynamic table is shared); a head too large or malformed
-fails its own stream only (`HeadTooLarge`, `MalformedHead`).
-
-A head read before is not read again: the decoder gives a block it knew as the same
-tuple of fields (`hpack_decoder._Known`), and `HeaderBlocks.head` keeps what `read_head`
-made of such a tuple (the head is a function of the fields alone), handing out a copy."""
+fails its own stream only (`HeadTooLarge`, `MalformedHead`)."""
 
 from __future__ import annotations
 
@@ -16,18 +12,14 @@ from itertools import islice
 
 from multidict import CIMultiDict
 
-from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.upstream.h2 import frames as f
 from azure_openai_proxy.upstream.h2.frames import ProtocolError
-from azure_openai_proxy.upstream.h2.hpack_decoder import HeaderBlockError, HpackDecoder, Known
+from azure_openai_proxy.upstream.h2.hpack_decoder import HeaderBlockError, HpackDecoder
 
-__all__ = ["Fields", "HeaderBlocks", "MalformedHead", "read_head"]
+__all__ = ["HeaderBlocks", "MalformedHead", "read_head"]
 
 _BLOCK_LIMIT = 1 << 20  # a header block's bytes, over its HEADERS and CONTINUATIONs
 _BLOCK_FRAMES = 256  # and its frames: empty CONTINUATIONs must not go on for ever
-_HEADS_KEPT = 16  # heads read from fields the decoder knew (each under 8 KiB decoded)
-
-Fields = list[tuple[bytes, bytes]]
 
 
 class MalformedHead(Exception):
@@ -40,19 +32,17 @@ class HeaderBlocks:
     (stream, END_STREAM, fields) once it is whole; fields None when past `MAX_HEAD_BYTES`
     (32 more per field, as RFC 9113's header list size counts) or `MAX_HEADERS`."""
 
-    __slots__ = ("decoder", "end_stream", "heads", "parts", "sid", "size")
+    __slots__ = ("decoder", "end_stream", "parts", "sid", "size")
 
     def __init__(self) -> None:
         self.decoder = HpackDecoder()
-        self.heads: BoundedCache[Known, tuple[int, CIMultiDict[str]]] = BoundedCache(
-            _HEADS_KEPT)
         self.sid = 0  # the stream whose block is incomplete; 0: none
         self.end_stream = False
         self.parts: list[bytes] = []
         self.size = 0
 
     def frame(self, kind: int, flags: int, sid: int, payload: bytes
-              ) -> tuple[int, bool, Fields | None, Known | None] | None:
+              ) -> tuple[int, bool, list[tuple[bytes, bytes]] | None] | None:
         if kind == f.HEADERS:
             if self.sid or sid == 0:
                 raise ProtocolError("an unexpected HEADERS frame")
@@ -87,20 +77,7 @@ class HeaderBlocks:
             raise ProtocolError(f"a bad header block ({exc})", f.COMPRESSION_ERROR) from None
         if fields is not None and len(fields) > f.MAX_HEADERS:
             fields = None
-        return sid, self.end_stream, fields, self.decoder.last
-
-    def head(self, fields: Fields, known: Known | None) -> tuple[int, CIMultiDict[str]]:
-        """`read_head(fields)`; for fields a remembered block gave (`known`), what it
-        gave the first time, the headers a copy of their own (the caller may change
-        them: `compressed` does)."""
-        if known is None:
-            return read_head(fields)
-        head = self.heads.get(known)
-        if head is not None:
-            return head[0], head[1].copy()
-        status, headers = read_head(fields)
-        self.heads.put(known, (status, headers.copy()))
-        return status, headers
+        return sid, self.end_stream, fields
 
 
 # What an HTTP/2 field name may hold: RFC 9110's token characters, lower case.
@@ -132,7 +109,7 @@ def _check_name(name: bytes) -> None:
         _GOOD_NAMES.add(name)
 
 
-def read_head(fields: Fields) -> tuple[int, CIMultiDict[str]]:
+def read_head(fields: list[tuple[bytes, bytes]]) -> tuple[int, CIMultiDict[str]]:
     """An answer's status and headers; `MalformedHead` for what no HTTP/1.1 head can
     hold (a value with CR, LF or NUL, an empty name), what RFC 9113 §8.2 calls
     malformed (a name with upper case or a byte no token has; `connection`,
