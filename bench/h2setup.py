@@ -2,7 +2,8 @@
 sockets or TLS (issue 15; a tool, not a test): `--streams` streamed chat requests sent
 through the real `H2Transport.send` on one `_H2Connection` (its pool filled by hand, no
 dial), answered by an in-memory server with nginx 1.22's header block as the paced
-upstream sends it (server, date and content-type as literals with incremental indexing,
+upstream sent it before it sent Azure's ids (`--unique-ids` is nearer to what it sends
+now, and to Azure) (server, date and content-type as literals with incremental indexing,
 Huffman coded; `apim-request-id` and `x-ms-region` without indexing), the request body's
 WINDOW_UPDATE, and `bench.paced`'s stream with `--frames` content frames, each DATA frame
 its own read; relayed by the real `relay()` (stream normalization on, usage hidden) into
