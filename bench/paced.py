@@ -170,6 +170,13 @@ def nginx_conf(tmp: Path, port: int, shape: PacedStream, *, workers: int = 1,
         "  keepalive_timeout 75s;\n  client_body_buffer_size 64k;\n"
         + ("  http2_recv_buffer_size 1m;\n" if h2_port or tls else "")
         + ("  log_format protocol $server_protocol;\n" if tls else "")
+        # two UUIDs of each answer's own, from nginx's random 32 hex digits
+        + "  map $request_id $paced_apim_id {\n    \"~^(?<ia>.{8})(?<ib>.{4})(?<ic>.{4})"
+        "(?<id>.{4})(?<ie>.{12})$\" \"$ia-$ib-$ic-$id-$ie\";\n  }\n"
+        "  map $request_id $paced_request_id {\n    \"~^(?<ra>.{12})(?<rb>.{4})(?<rc>.{4})"
+        "(?<rd>.{4})(?<re>.{8})$\" \"$re-$rd-$rc-$rb-$ra\";\n  }\n"
+        "  map $msec $paced_requests {\n    \"~[.](?<mr>[0-9]{3})$\" \"9$mr\";\n  }\n"
+        "  map $msec $paced_tokens {\n    \"~(?<ts>[0-9]{3})[.](?<tm>[0-9]{3})$\" \"1$ts$tm\";\n  }\n"
         + "  server {\n"
         f"    listen {HOST}:{port} backlog=65535{share};\n"
         + (f"    listen {HOST}:{h2_port} http2{share};\n" if h2_port else "")
@@ -181,8 +188,16 @@ def nginx_conf(tmp: Path, port: int, shape: PacedStream, *, workers: int = 1,
         + ("    http2_max_concurrent_streams 20000;\n" if h2_port or tls else "")
         + "    location ~ ^/openai/deployments/[^/]+/chat/completions$ {\n"
         "      default_type text/event-stream;\n"
-        "      add_header apim-request-id 5a1b2c3d-paced always;\n"
+        # Azure's head on every answer (/work/shared/azure-openai-wire.md): ids and
+        # counts of the answer's own, so no two heads are the same bytes (a fixed id let
+        # a header-block cache pay here that never would against Azure). nginx cannot
+        # count down: the counts are digits of the clock's milliseconds (fresh as often),
+        # led by 9 and 1 so that the balancer never reads a deployment out of quota.
+        "      add_header apim-request-id $paced_apim_id always;\n"
+        "      add_header x-request-id $paced_request_id always;\n"
         "      add_header x-ms-region \"East US\" always;\n"
+        "      add_header x-ratelimit-remaining-requests $paced_requests always;\n"
+        "      add_header x-ratelimit-remaining-tokens $paced_tokens always;\n"
         "      echo_read_request_body;\n"
         f"{location}\n"
         "    }\n"

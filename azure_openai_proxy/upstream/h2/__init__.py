@@ -148,7 +148,8 @@ class H2Transport:
                 mark.body_sent += 1
                 whole = True
             while not stream.started:
-                stream.raise_error()
+                if stream.error is not None:  # (a call fewer a stream: it rarely is)
+                    stream.raise_error()
                 if stream.ended:  # END_STREAM before any head: not HTTP
                     raise UpstreamUnreachable(
                         f"Cannot reach Azure OpenAI at {origin.host}: the server ended the "

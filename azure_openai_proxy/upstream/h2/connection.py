@@ -90,6 +90,7 @@ class _H2Connection(asyncio.Protocol):
     # -- for the transport ---------------------------------------------------------
 
     def has_room(self) -> bool:
+        # (`_OriginPool.room` makes the same test inline, once a request)
         return (not self.draining and not self.closed
                 and len(self.streams) < self.max_streams)
 
@@ -107,8 +108,13 @@ class _H2Connection(asyncio.Protocol):
             size = len(body)
             self.send_window -= size
             stream.send_window -= size
-            self._write(f.headers_frames(sid, block, False, self.max_frame)
-                        + f.data_frame(sid, body, True))
+            if len(block) <= self.max_frame:  # `headers_frames` and `data_frame`, inline
+                self._write(b"".join((
+                    FRAME_HEAD.pack(len(block) << 8 | f.HEADERS, f.END_HEADERS, sid), block,
+                    FRAME_HEAD.pack(size << 8, END_STREAM, sid), body)))
+            else:
+                self._write(f.headers_frames(sid, block, False, self.max_frame)
+                            + f.data_frame(sid, body, True))
         else:
             self._write(f.headers_frames(sid, block, end_stream, self.max_frame))
         return stream

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from collections import deque
 
-from hpack.huffman_table import decode_huffman
 from hpack.table import HeaderTable
 
 from azure_openai_proxy.boundedcache import BoundedCache
+from azure_openai_proxy.upstream.h2.huffman import HuffmanError, decode
 
 __all__ = ["HeaderBlockError", "HpackDecoder"]
 
@@ -153,8 +153,8 @@ class HpackDecoder:
     def _huffman_miss(self, raw: bytes) -> bytes:
         """A Huffman string not remembered: decoded, and remembered if short."""
         try:
-            decoded = decode_huffman(raw)
-        except Exception as exc:  # hpack's HPACKDecodingError
+            decoded = decode(raw)  # a byte a step: Azure's ids are new on every answer
+        except HuffmanError as exc:
             raise HeaderBlockError(f"a bad Huffman string ({exc})") from None
         if len(raw) <= _CACHED:  # a long one would be held 1,024 times over
             self._huffman.put(raw, decoded)

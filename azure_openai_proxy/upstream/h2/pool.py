@@ -35,8 +35,8 @@ class _OriginPool:
         self.http1 = False  # an https origin whose ALPN did not choose h2
 
     def room(self) -> _H2Connection | None:
-        for conn in self.conns:
-            if conn.has_room():
+        for conn in self.conns:  # `has_room`, inline: a call fewer a request
+            if not conn.draining and not conn.closed and len(conn.streams) < conn.max_streams:
                 return conn
         return None
 

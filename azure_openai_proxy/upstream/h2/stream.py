@@ -74,7 +74,8 @@ class _Stream:
             self.length = int(length)  # checked at the end (`body_cut`), as fast/ does
         self.headers = headers
         self.started = True
-        self.wake()
+        if self.waiter is not None:  # `wake`'s test first: no call when nobody waits
+            self.wake()
 
     def received(self, data: bytes) -> None:
         if self.decoder is not None:
@@ -92,7 +93,8 @@ class _Stream:
                 self.unread = 0
             return
         self.body.append(data)
-        self.wake()
+        if self.waiter is not None:
+            self.wake()
 
     def body_cut(self) -> bool:
         """Whether the body that ended differs from its content-length (RFC 9113
