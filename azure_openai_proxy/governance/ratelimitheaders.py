@@ -9,13 +9,13 @@ from __future__ import annotations
 import functools
 from typing import Protocol
 
-from azure_openai_proxy.boundedcache import BoundedCache
-
 __all__ = [
+    "MEMO_SIZE",
     "REQUESTS_LINES",
     "TOKENS_LINES",
     "BucketState",
     "bucket_lines",
+    "bucket_templates",
     "duration",
     "limit_headers",
     "limit_lines",
@@ -46,33 +46,44 @@ _BOTH = tuple(
     for requests in ("%s", "%dms") for tokens in ("%s", "%dms"))
 
 
-# The same, one bucket's three lines: indexed by (its reset under a second).
-_REQUESTS = ("x-ratelimit-limit-requests: %s\r\nx-ratelimit-remaining-requests: %d\r\n"
+# One bucket's three lines, for `bucket_lines`: its limit's text is put in once per
+# limit (`bucket_templates`), then each answer formats two numbers into bytes.
+_REQUESTS = ("x-ratelimit-limit-requests: {}\r\nx-ratelimit-remaining-requests: %d\r\n"
              "x-ratelimit-reset-requests: ")
-_TOKENS = ("x-ratelimit-limit-tokens: %s\r\nx-ratelimit-remaining-tokens: %d\r\n"
+_TOKENS = ("x-ratelimit-limit-tokens: {}\r\nx-ratelimit-remaining-tokens: %d\r\n"
            "x-ratelimit-reset-tokens: ")
-REQUESTS_LINES = (_REQUESTS + "%s\r\n", _REQUESTS + "%dms\r\n")
-TOKENS_LINES = (_TOKENS + "%s\r\n", _TOKENS + "%dms\r\n")
+REQUESTS_LINES = _REQUESTS
+TOKENS_LINES = _TOKENS
+# The most levels a bucket's `memo` keeps: a few recur (a full bucket's after a take,
+# the usual request sizes); cleared when full, as `BoundedCache` is.
+MEMO_SIZE = 4
 
 
-def bucket_lines(memo: BoundedCache[float, bytes], texts: BoundedCache[int, bytes],
-                 templates: tuple[str, str], text: str, cap: float, level: float,
-                 rate: float) -> bytes:
-    """`limit_lines`' three lines of one bucket (`templates`: `REQUESTS_LINES` or
-    `TOKENS_LINES`) at `level`, remembered in `memo` by that level. Made from the two
-    integers they show, the remaining count and the reset in milliseconds (as
-    `limit_headers` rounds them), and looked up by them in `texts` first: the float
-    formatting is done once per distinct pair."""
+def bucket_templates(head: str, text: str) -> tuple[bytes, bytes]:
+    """`bucket_lines`' templates for a bucket (`head`: `REQUESTS_LINES` or
+    `TOKENS_LINES`) whose limit reads `text` (an integer's digits): its reset as
+    `duration`'s text from a second up, and as `%dms` under one."""
+    first = head.format(text).encode()
+    return first + b"%b\r\n", first + b"%dms\r\n"
+
+
+def bucket_lines(memo: dict[float, bytes], templates: tuple[bytes, bytes], cap: float,
+                 level: float, rate: float) -> bytes:
+    """`limit_lines`' three lines of one bucket (`templates`: `bucket_templates`) at
+    `level`, remembered in `memo` by that level. The numbers are formatted into bytes as
+    `limit_headers` rounds them (`%d` truncates a float as `int` does): no text encoded,
+    no integer made of them but the one a reset from a second up is looked up by
+    (a look-up of the two integers first cost more than the format it spared)."""
     wait = (cap - level) / rate  # >= 0: a level is never above its cap
-    ms = int(wait * 1000 + 0.999999)
-    under = wait < 1  # `%dms`; from a second up, `duration`'s text (1000 ms: `1000ms`)
-    remaining = int(level) if level >= 1 else 0
-    key = remaining << 40 | ms << 1 | under  # a wait under 2**39 ms: 17 years
-    lines = texts.get(key)
-    if lines is None:
-        lines = texts.put(key, (templates[under] % (
-            text, remaining, ms if under else _seconds_text(ms))).encode())
-    return memo.put(level, lines)
+    if wait < 1:
+        lines = templates[1] % (level if level >= 1 else 0, wait * 1000 + 0.999999)
+    else:
+        lines = templates[0] % (level if level >= 1 else 0,
+                                _seconds_bytes(int(wait * 1000 + 0.999999)))
+    if len(memo) >= MEMO_SIZE:  # a miss: `level` is not in it
+        memo.clear()
+    memo[level] = lines
+    return lines
 
 
 def limit_lines(subjects: tuple[BucketState, ...]) -> bytes:
@@ -168,6 +179,12 @@ def duration(seconds: float) -> str:
     if seconds < 1:
         return f"{int(seconds * 1000 + 0.999999)}ms" if seconds > 0 else "0ms"
     return _seconds_text(int(seconds * 1000 + 0.999999))
+
+
+@functools.lru_cache(maxsize=4096)
+def _seconds_bytes(ms: int) -> bytes:
+    """`_seconds_text`, encoded (`bucket_lines`' reset from a second up)."""
+    return _seconds_text(ms).encode()
 
 
 @functools.lru_cache(maxsize=4096)
