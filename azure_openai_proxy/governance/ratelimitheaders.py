@@ -24,26 +24,22 @@ __all__ = [
 
 
 class BucketState(Protocol):
-    """What the headers read of a subject's buckets (buckets.py's `Subject`)."""
+    """What the headers read of a subject's buckets (buckets.py's `Subject`): each one's
+    limit, level, rate and limit's text, and its lines' memo and templates
+    (`bucket_lines`), made anew whenever its limit changes."""
 
     rpm: float | None
     rpm_level: float
     rpm_rate: float
     rpm_text: str
+    rpm_memo: dict[float, bytes]
+    rpm_lines: tuple[bytes, bytes]
     tpm: float | None
     tpm_level: float
     tpm_rate: float
     tpm_text: str
-
-
-# `limit_headers`' six headers, for a subject limited on both buckets, as head lines:
-# indexed by (requests' reset under a second) * 2 + (tokens' reset under a second), the
-# resets spelled `%dms` (the number formatted in place) or `duration`'s text.
-_BOTH = tuple(
-    ("x-ratelimit-limit-requests: %s\r\nx-ratelimit-remaining-requests: %d\r\n"
-     f"x-ratelimit-reset-requests: {requests}\r\nx-ratelimit-limit-tokens: %s\r\n"
-     f"x-ratelimit-remaining-tokens: %d\r\nx-ratelimit-reset-tokens: {tokens}\r\n")
-    for requests in ("%s", "%dms") for tokens in ("%s", "%dms"))
+    tpm_memo: dict[float, bytes]
+    tpm_lines: tuple[bytes, bytes]
 
 
 # One bucket's three lines, for `bucket_lines`: its limit's text is put in once per
@@ -88,25 +84,27 @@ def bucket_lines(memo: dict[float, bytes], templates: tuple[bytes, bytes], cap: 
 
 def limit_lines(subjects: tuple[BucketState, ...]) -> bytes:
     """`limit_headers(subjects)` as the lines of a response head (`name: value\r\n`
-    each, ASCII), the same text in the same order. Runs for every governed request: the
-    usual subject (both limits) is one `%` format of a template, where a dict of six
-    formatted strings cost the engine a line each to format and check again."""
+    each, ASCII), the same text in the same order: the tightest requests bucket's three
+    lines, then the tightest tokens bucket's, each remembered by its level or made by
+    `bucket_lines`, as `UsualLimits.take` makes them. Runs for every governed request off
+    the short path (a team's key, a parallel limit, a budget, `--workers`): one `%` of
+    six values into a str, encoded, cost ~14,700 instructions a call, two buckets' lines
+    remembered ~1,100 and made ~6,000."""
     requests = tokens = subjects[0]
     if len(subjects) > 1:
         requests, tokens = _tightest(subjects)
-    cap, tpm = requests.rpm, tokens.tpm
-    if cap is None or tpm is None:
-        return "".join([f"{name}: {value}\r\n"
-                        for name, value in limit_headers(subjects).items()]).encode()
-    level, tokens_level = requests.rpm_level, tokens.tpm_level
-    wait = (cap - level) / requests.rpm_rate
-    tokens_wait = (tpm - tokens_level) / tokens.tpm_rate
-    # A reset under a second is `%dms` of (ms + 0.999999), as `limit_headers` spells it.
-    return (_BOTH[(wait < 1) * 2 + (tokens_wait < 1)] % (
-        requests.rpm_text, level if level >= 1 else 0,
-        wait * 1000 + 0.999999 if wait < 1 else duration(wait),
-        tokens.tpm_text, tokens_level if tokens_level >= 1 else 0,
-        tokens_wait * 1000 + 0.999999 if tokens_wait < 1 else duration(tokens_wait))).encode()
+    lines = b""
+    cap = requests.rpm
+    if cap is not None:
+        level = requests.rpm_level
+        lines = requests.rpm_memo.get(level) or bucket_lines(
+            requests.rpm_memo, requests.rpm_lines, cap, level, requests.rpm_rate)
+    cap = tokens.tpm
+    if cap is not None:
+        level = tokens.tpm_level
+        lines += tokens.tpm_memo.get(level) or bucket_lines(
+            tokens.tpm_memo, tokens.tpm_lines, cap, level, tokens.tpm_rate)
+    return lines
 
 
 def parse_lines(lines: bytes) -> dict[str, str]:
