@@ -27,12 +27,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, final
 
-from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimitheaders import (
     REQUESTS_LINES,
     TOKENS_LINES,
     bucket_lines,
+    bucket_templates,
     limit_headers,
 )
 
@@ -44,12 +44,9 @@ PARALLEL_RETRY_SECONDS = 1.0
 # The deepest a TPM bucket goes below zero, in minutes of its limit: a day, so that an
 # upstream's absurd usage holds a key off for a day at most.
 MOST_DEBT_MINUTES = 1440.0
-# A bucket's lines remembered by its exact level (`memo`), then by the integers they
-# show (`texts`): a few levels recur (a full bucket, the usual request sizes). Small: a
-# subject is kept for every key and team in use, and the memo's values are the texts'
-# (a busy subject holds at most 16 lines, ~3 KB with its four tables).
-_MEMO_SIZE = 4
-_TEXTS_SIZE = 8
+# A bucket's lines are remembered by its exact level (`memo`: a few levels recur, a full
+# bucket's, the usual request sizes), at most `ratelimitheaders.MEMO_SIZE` of them: a
+# subject is kept for every key and team in use (a busy one holds 8 lines, ~2 KB).
 
 
 class Subject:
@@ -57,8 +54,8 @@ class Subject:
     each a level refilled from its stamp, and its requests in flight."""
 
     __slots__ = ("checked", "in_flight", "limits", "name", "parallel", "row", "rpm", "rpm_level",
-                 "rpm_memo", "rpm_rate", "rpm_stamp", "rpm_text", "rpm_texts", "tag", "tpm",
-                 "tpm_level", "tpm_memo", "tpm_rate", "tpm_stamp", "tpm_text", "tpm_texts",
+                 "rpm_lines", "rpm_memo", "rpm_rate", "rpm_stamp", "rpm_text", "tag", "tpm",
+                 "tpm_level", "tpm_lines", "tpm_memo", "tpm_rate", "tpm_stamp", "tpm_text",
                  "version")
 
     def __init__(self, name: str, row: int | None = None, tag: float = 0.0) -> None:
@@ -80,12 +77,13 @@ class Subject:
         self._forget_lines()
 
     def _forget_lines(self) -> None:
-        """Each bucket's head lines by level (`ratelimitheaders.bucket_lines`): made anew
-        when its limits change."""
-        self.rpm_memo: BoundedCache[float, bytes] = BoundedCache(_MEMO_SIZE)
-        self.tpm_memo: BoundedCache[float, bytes] = BoundedCache(_MEMO_SIZE)
-        self.rpm_texts: BoundedCache[int, bytes] = BoundedCache(_TEXTS_SIZE)
-        self.tpm_texts: BoundedCache[int, bytes] = BoundedCache(_TEXTS_SIZE)
+        """Each bucket's head lines by level (`ratelimitheaders.bucket_lines`) and the
+        templates they are made from, with its limit's text: made anew when its limits
+        change (called once the texts are set)."""
+        self.rpm_memo: dict[float, bytes] = {}
+        self.tpm_memo: dict[float, bytes] = {}
+        self.rpm_lines = bucket_templates(REQUESTS_LINES, self.rpm_text)
+        self.tpm_lines = bucket_templates(TOKENS_LINES, self.tpm_text)
 
     def refill(self, now: float) -> None:
         """Refill up to `now`. A stamp never goes back (a clock read earlier than it, in
@@ -119,7 +117,6 @@ class Subject:
         if limits is self.limits:
             return
         self.limits = limits
-        self._forget_lines()
         rpm, tpm = limit_of(limits.rpm), limit_of(limits.tpm)
         if rpm is None:
             self.rpm = None
@@ -134,6 +131,7 @@ class Subject:
                                                                        self.tpm, tpm)
             self.tpm, self.tpm_rate, self.tpm_text = tpm, tpm / 60.0, str(int(tpm))
         self.parallel = limits.max_parallel
+        self._forget_lines()
 
     def follow(self, rpm: float, tpm: float, parallel: int | None) -> None:
         """Count by the limits another worker set in the shared row (0 or None: none
@@ -296,10 +294,9 @@ class UsualLimits:
         # Each bucket's lines by its level: a full bucket's level after a take, or a
         # request size seen before, is a dict hit; else made from integers.
         return (state.rpm_memo.get(level) or bucket_lines(
-                    state.rpm_memo, state.rpm_texts, REQUESTS_LINES, state.rpm_text, cap,
-                    level, state.rpm_rate)) + (state.tpm_memo.get(tokens_level) or bucket_lines(
-                    state.tpm_memo, state.tpm_texts, TOKENS_LINES, state.tpm_text, tpm,
-                    tokens_level, state.tpm_rate))
+                    state.rpm_memo, state.rpm_lines, cap, level, state.rpm_rate)) + (
+                    state.tpm_memo.get(tokens_level) or bucket_lines(
+                    state.tpm_memo, state.tpm_lines, tpm, tokens_level, state.tpm_rate))
 
     def settle(self, reserved: int, used: int | None) -> None:
         """A request that took `reserved` tokens ended: its in-flight slot freed, its

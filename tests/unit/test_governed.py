@@ -268,6 +268,9 @@ def test_the_estimate_of_unusual_messages_is_the_general_walks_own(
     {"role": "user", "name": "x"}, {"content": "x", "name": "y"},
     {"role": "user", "content": None}, {"role": "user", "content": ["x"]},
     {"role": "user", "content": "x", "name": "y"},
+    # a content that is any other JSON value: told by its lack of `isascii`
+    {"role": "user", "content": {"text": "x"}}, {"role": "user", "content": True},
+    {"role": "user", "content": 2.5}, {"role": "user", "content": 7},
 ])
 def test_a_message_that_is_not_a_role_and_a_string_is_not_plain(message: object) -> None:
     # `plain_chat_chars` tells a dict by what indexing a message does (no type check

@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 from azure_openai_proxy.gateway.limitheaders import apply_lines, apply_to
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import Admission, RateLimiter
-from azure_openai_proxy.governance.ratelimitheaders import limit_headers, limit_lines, parse_lines
+from azure_openai_proxy.governance.ratelimitheaders import (
+    REQUESTS_LINES,
+    TOKENS_LINES,
+    bucket_templates,
+    limit_headers,
+    limit_lines,
+    parse_lines,
+)
 from azure_openai_proxy.http.interface import Answer, head_line_pairs
 from azure_openai_proxy.http.wire import answer_head
 
@@ -24,6 +31,11 @@ class _State:
         self.rpm_level, self.rpm_rate, self.rpm_text = rpm_level, (rpm or 1) / 60, str(rpm)
         self.tpm = None if tpm is None else float(tpm)
         self.tpm_level, self.tpm_rate, self.tpm_text = tpm_level, (tpm or 1) / 60, str(tpm)
+        # Each bucket's lines by level and their templates, as a `Subject` keeps them.
+        self.rpm_memo: dict[float, bytes] = {}
+        self.tpm_memo: dict[float, bytes] = {}
+        self.rpm_lines = bucket_templates(REQUESTS_LINES, self.rpm_text)
+        self.tpm_lines = bucket_templates(TOKENS_LINES, self.tpm_text)
 
 
 _limit = st.one_of(st.none(), st.integers(1, 10**10))
