@@ -308,10 +308,13 @@ class PresumedFrameTemplate(SteadyFrameTemplate):
         with the role frame's ends, completes the template: its results' bytes (up to the
         first `,"delta":`) are one JSON object in orjson's form, so they are the value the
         general path writes in the template it learns from it. The template is then that
-        one, a `SteadyFrameTemplate` (its class set: not built again, ~12k instructions)."""
+        one, a `SteadyFrameTemplate` (its class set: not built again, ~12k instructions).
+        A frame whose members after its choice are not the role frame's does not complete
+        it: the template would match none of its like, and the frame is learned from."""
         start = len(_EVENT_HEAD)
         end = event.find(_DELTA, start)
-        if end < 0 or event[:start] != _EVENT_HEAD:
+        if (end < 0 or event[:start] != _EVENT_HEAD
+                or event[len(event) - self._suffix_size - 2:-2] != self._suffix):
             return False
         results = event[start:end]
         try:

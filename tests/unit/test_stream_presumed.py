@@ -199,3 +199,23 @@ def test_single_takes_the_streams_first_event_as_feed_does() -> None:
     marked = SseDecoder()
     assert marked.single(b"\xef\xbb\xbf" + event) is None
     assert [e.data for e in marked.feed(b"\xef\xbb\xbf" + event)] == [event[6:-2]]
+
+
+def test_a_role_frame_whose_members_differ_leaves_the_template_to_be_learned() -> None:
+    # The role frame without the `system_fingerprint` its content frames carry: its ends
+    # are none of theirs, so the first content frame cannot complete a template that
+    # would ever match. It must be learned from, as before: not every frame parsed whole.
+    role = role_frame().replace(b',"system_fingerprint":"fp_5b26d85e12"', b"")
+    assert role != role_frame()
+    for policy in POLICIES:
+        counts = []
+        for first in (role_frame(), role):
+            frames = [prompt_frame(), first, *(content(word) for word in WORDS),
+                      finish_frame("stop"), usage_frame(), DONE]
+            expected = relay(frames, policy, fast=False)
+            with whole_parses() as parsed:
+                assert relay_by_pieces(frames, policy) == expected
+            counts.append(len(parsed))
+        # With it, one whole parse more: the first content frame, learned from (none
+        # where no template is ever learned, Azure's fields stripped).
+        assert counts[1] == counts[0] + (1 if policy.keep_azure_fields else 0), policy
