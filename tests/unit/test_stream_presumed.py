@@ -219,3 +219,31 @@ def test_a_role_frame_whose_members_differ_leaves_the_template_to_be_learned() -
         # With it, one whole parse more: the first content frame, learned from (none
         # where no template is ever learned, Azure's fields stripped).
         assert counts[1] == counts[0] + (1 if policy.keep_azure_fields else 0), policy
+
+
+def test_only_results_in_orjsons_form_complete_the_template() -> None:
+    # Results Azure spelled otherwise (a space, an escape): a template completed by their
+    # bytes would write them so, where the general path writes orjson's spelling.
+    spaced = content(" Paris").replace(b'{"filtered":false', b'{"filtered": false', 1)
+    escaped = content(" Paris").replace(b'"safe"', b'"s\\u0061fe"', 1)
+    for first in (spaced, escaped):
+        assert first != content(" Paris")
+        frames = [prompt_frame(), role_frame(), first, *(content(word) for word in WORDS),
+                  finish_frame("stop"), usage_frame(), DONE]
+        for policy in POLICIES:
+            expected = relay(frames, policy, fast=False)
+            assert relay(frames, policy, fast=True) == expected
+            assert relay_by_pieces(frames, policy) == expected
+
+
+def test_only_an_annotation_frame_with_azures_rest_teaches_the_template() -> None:
+    # Azure's annotation frame but for a finish reason as long as its `null`: the general
+    # path keeps that choice (no annotation), so no template learned from its bytes may
+    # drop it.
+    finished = annotation(3).replace(b'"finish_reason":null', b'"finish_reason":"ab"')
+    frames = [prompt_frame(), role_frame(), *(content(word) for word in WORDS[:3]), finished,
+              *(content(word) for word in WORDS[3:]), finish_frame("stop"), usage_frame(), DONE]
+    for policy in POLICIES:
+        expected = relay(frames, policy, fast=False)
+        assert relay(frames, policy, fast=True) == expected
+        assert relay_by_pieces(frames, policy) == expected
