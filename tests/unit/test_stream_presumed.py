@@ -1,6 +1,6 @@
 """The stream normalizer's first frames without whole parses: the steady template
 presumed from the role frame and completed by the first content frame's results
-(`PresumedFrameTemplate`, normalize/steady.py), and the annotation template learned from
+(`SteadyFrameTemplate.presumed`, normalize/steady.py), and the annotation template learned from
 the first annotation frame's bytes (`AnnotationFrameTemplate.from_bytes`). Against the
 general path (`fast=False`), byte for byte and in every count, on recorded-shape Azure
 sequences (the emulator's) and on streams whose frames do not fit (then learned as
@@ -243,6 +243,23 @@ def test_only_an_annotation_frame_with_azures_rest_teaches_the_template() -> Non
     finished = annotation(3).replace(b'"finish_reason":null', b'"finish_reason":"ab"')
     frames = [prompt_frame(), role_frame(), *(content(word) for word in WORDS[:3]), finished,
               *(content(word) for word in WORDS[3:]), finish_frame("stop"), usage_frame(), DONE]
+    for policy in POLICIES:
+        expected = relay(frames, policy, fast=False)
+        assert relay(frames, policy, fast=True) == expected
+        assert relay_by_pieces(frames, policy) == expected
+
+
+def test_frames_with_a_null_usage_are_the_general_paths() -> None:
+    # OpenAI's documented chunks under `include_usage`: `"usage":null` in every frame but
+    # the last. The general path drops the member where the usage frame is hidden, so a
+    # template presumed from such a role frame would relay it where it must not.
+    def nulled(frame: bytes) -> bytes:
+        return frame.replace(b'"system_fingerprint":"fp_5b26d85e12"}',
+                             b'"system_fingerprint":"fp_5b26d85e12","usage":null}')
+
+    frames = [prompt_frame(), nulled(role_frame()), *(nulled(content(word)) for word in WORDS),
+              nulled(finish_frame("stop")), usage_frame(), DONE]
+    assert frames[1] != role_frame()
     for policy in POLICIES:
         expected = relay(frames, policy, fast=False)
         assert relay(frames, policy, fast=True) == expected
