@@ -46,10 +46,10 @@ A padding that is not plain sends the frame down the general path.
 
 A stream's first content frame was parsed whole to learn the template (~85k
 instructions a stream over a relayed frame, issue 15). It is presumed instead from the
-role frame the general path parses anyway (`PresumedFrameTemplate`): its members after
-its delta and after its choice are those of every content frame; the first content
+role frame the general path parses anyway (`SteadyFrameTemplate.presumed`): its members
+after its delta and after its choice are those of every content frame; the first content
 frame's `content_filter_results` bytes, parsed alone and in orjson's form, complete it
-(`completed`) into the template the general path would learn from that frame, so
+(`complete()`) into the template the general path would learn from that frame, so
 relaying by it writes what the general path writes. A frame it does not complete goes
 down the general path, which learns the template as before. The first annotation frame
 likewise (`AnnotationFrameTemplate.from_bytes`, annotation.py).
@@ -65,8 +65,8 @@ import orjson
 from azure_openai_proxy.normalize.annotation import AnnotationFrameTemplate
 from azure_openai_proxy.normalize.choices import choice_chars
 
-__all__ = ["AnnotationFrameTemplate", "PaddedFrameTemplate", "PresumedFrameTemplate",
-           "RoleFrameEnds", "SteadyFrameTemplate", "role_frame_ends"]
+__all__ = ["AnnotationFrameTemplate", "PaddedFrameTemplate", "RoleFrameEnds",
+           "SteadyFrameTemplate", "role_frame_ends"]
 
 _HEAD = b'{"choices":[{"content_filter_results":'
 _DELTA = b',"delta":'
@@ -75,6 +75,8 @@ _CHOICES = b'{"choices":['
 _PADDING = b',"obfuscation":"'  # a padded head's end: the padding's value follows
 _EMPTY = _PADDING + b'"'
 _EVENT_HEAD = b"data: " + _HEAD
+# A presumed template's prefix size until `complete()`: past any frame's, so none matches.
+_UNKNOWN = 1 << 62
 # What a JSON string holds only escaped or at its ends (line breaks among the control
 # characters): a plain content delta's text without any is its string's value.
 _UNPLAIN = re.compile(rb'["\\\x00-\x1f]').search
@@ -179,6 +181,45 @@ class SteadyFrameTemplate:
         return cls(prefix, suffix, suffix.replace(azure, b'"model":' + orjson.dumps(model)),
                    choice_tail)
 
+    @classmethod
+    def presumed(cls, ends: RoleFrameEnds, model: str) -> SteadyFrameTemplate:
+        """The template presumed from a stream's role frame (`role_frame_ends`), for
+        frames to go out with `model`: the content frames' ends but for their results,
+        which the first content frame's `complete()` gives. Until then it matches no
+        frame (`match`, `relay`); `choices()` and `usage()` read only the suffix."""
+        suffix, azure, choice_tail = ends
+        template = cls(_HEAD, suffix, suffix.replace(azure, b'"model":' + orjson.dumps(model)),
+                       choice_tail)
+        template._prefix_size = template._text_start_size = _UNKNOWN
+        return template
+
+    def complete(self, event: bytes) -> bool:
+        """Whether `event` (one whole event, nothing buffered before it), a content frame
+        with a presumed template's ends, completes it: its results' bytes (up to the
+        first `,"delta":`) are one JSON object in orjson's form, so they are the value the
+        general path writes in the template it learns from it, and the template is then
+        that one (its prefix set, not built again: ~8k instructions). A frame whose members
+        after its choice are not the role frame's does not complete it: the template
+        would match none of its like, and the frame is learned from."""
+        start = len(_EVENT_HEAD)
+        end = event.find(_DELTA, start)
+        if (end < 0 or event[:start] != _EVENT_HEAD
+                or event[len(event) - self._suffix_size - 2:-2] != self._suffix):
+            return False
+        results = event[start:end]
+        try:
+            value = orjson.loads(results)
+        except orjson.JSONDecodeError:
+            return False
+        if type(value) is not dict or orjson.dumps(value) != results:
+            return False
+        # What `__init__` derives from the prefix, the rest being the role frame's.
+        self._prefix = prefix = _HEAD + results + _DELTA
+        self._prefix_size = len(prefix)
+        self._text_start = event[:end + len(_DELTA)] + b'{"content":"'
+        self._text_start_size = len(self._text_start)
+        return True
+
     def match(self, data: bytes) -> dict[str, Any] | None:
         """The frame's choice without its `content_filter_results` (the learned one), if
         the frame has the learned ends and one valid choice between them; else None."""
@@ -282,54 +323,6 @@ class SteadyFrameTemplate:
         self.chars += choice_chars(rest)
         self.frames += 1
         return self.relayed(data)
-
-
-class PresumedFrameTemplate(SteadyFrameTemplate):
-    """The role frame's ends (`role_frame_ends`), waiting for the first content frame's
-    results: `complete()` makes it the template. Until then it matches no frame (`match`,
-    `relay`); `choices()` and `usage()` read the learned suffix as the template does."""
-
-    __slots__ = ()  # (a `SteadyFrameTemplate` once complete: the same layout)
-
-    @classmethod
-    def presumed(cls, ends: RoleFrameEnds, model: str) -> PresumedFrameTemplate:
-        suffix, azure, choice_tail = ends
-        return cls(_HEAD, suffix, suffix.replace(azure, b'"model":' + orjson.dumps(model)),
-                   choice_tail)
-
-    def match(self, data: bytes) -> dict[str, Any] | None:
-        return None
-
-    def relay(self, event: bytes) -> bytes | None:
-        return None
-
-    def complete(self, event: bytes) -> bool:
-        """Whether `event` (one whole event, nothing buffered before it), a content frame
-        with the role frame's ends, completes the template: its results' bytes (up to the
-        first `,"delta":`) are one JSON object in orjson's form, so they are the value the
-        general path writes in the template it learns from it. The template is then that
-        one, a `SteadyFrameTemplate` (its class set: not built again, ~12k instructions).
-        A frame whose members after its choice are not the role frame's does not complete
-        it: the template would match none of its like, and the frame is learned from."""
-        start = len(_EVENT_HEAD)
-        end = event.find(_DELTA, start)
-        if (end < 0 or event[:start] != _EVENT_HEAD
-                or event[len(event) - self._suffix_size - 2:-2] != self._suffix):
-            return False
-        results = event[start:end]
-        try:
-            value = orjson.loads(results)
-        except orjson.JSONDecodeError:
-            return False
-        if type(value) is not dict or orjson.dumps(value) != results:
-            return False
-        # What `__init__` derives from the prefix, the rest being the role frame's.
-        self._prefix = prefix = _HEAD + results + _DELTA
-        self._prefix_size = len(prefix)
-        self._text_start = event[:end + len(_DELTA)] + b'{"content":"'
-        self._text_start_size = len(self._text_start)
-        self.__class__ = SteadyFrameTemplate  # type: ignore[assignment]
-        return True
 
 
 class PaddedFrameTemplate(SteadyFrameTemplate):

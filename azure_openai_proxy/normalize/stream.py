@@ -52,7 +52,7 @@ from azure_openai_proxy.normalize.choices import (
     is_annotation,
     strip_azure_fields,
 )
-from azure_openai_proxy.normalize.steady import PresumedFrameTemplate, SteadyFrameTemplate, role_frame_ends
+from azure_openai_proxy.normalize.steady import SteadyFrameTemplate, role_frame_ends
 from azure_openai_proxy.sse import MAX_EVENT_BYTES, SseDecoder, SseEvent
 
 # As `sse.py` builds its events: a NamedTuple's own constructor is a Python function.
@@ -175,7 +175,8 @@ class ChatStreamNormalizer:
                 if data[:6] == b"[DONE]":  # as `_frame` ends it, without an SseEvent
                     self._frames_in += 1
                     return self._close(cut=False, reason=None)
-                if type(template) is PresumedFrameTemplate and template.complete(chunk):
+                # A template while learning is the role frame's, presumed (`_presume`).
+                if self._learning and template.complete(chunk):
                     self._learning = 0  # its first content frame: complete, and relayed
                     out = template.relay(chunk)
                     if out is not None:
@@ -330,9 +331,7 @@ class ChatStreamNormalizer:
             model = self._model
             assert model is not None  # steady
             data = event.data or b""
-            if (presumed := self._template) is not None:  # `_presume`'s, this frame missed
-                self._steady_frames += presumed.frames
-                self._content_chars += presumed.chars
+            # (A presumed template replaced here counted nothing: it matched no frame.)
             template = self._template = SteadyFrameTemplate.learn(data, obj, model)
             if template is not None:
                 self._learning = 0
@@ -422,7 +421,7 @@ class ChatStreamNormalizer:
         template presumed from it (steady.py), completed by the first content frame."""
         model = self._model
         assert model is not None  # steady
-        self._template = PresumedFrameTemplate.presumed(ends, model)
+        self._template = SteadyFrameTemplate.presumed(ends, model)
 
     def _note_block(self, choices: list[Any]) -> bool:
         """Whether a dropped annotation choice's verdict blocks the text; noted if so."""
