@@ -264,3 +264,18 @@ def test_frames_with_a_null_usage_are_the_general_paths() -> None:
         expected = relay(frames, policy, fast=False)
         assert relay(frames, policy, fast=True) == expected
         assert relay_by_pieces(frames, policy) == expected
+
+
+def test_a_role_frame_after_the_streams_created_is_known_presumes_nothing() -> None:
+    # A frame before the role frame without an id but with another `created`: the stream
+    # keeps that one, and the general path writes it into every frame after. A template
+    # presumed from the role frame's own members would relay its `created` instead.
+    early = content("", {}).replace(b'"created":1727000000', b'"created":1700000000').replace(
+        b'"id":"chatcmpl-AzR3c0rded"', b'"id":""')
+    frames = [prompt_frame(), early, role_frame(), *(content(word) for word in WORDS),
+              finish_frame("stop"), usage_frame(), DONE]
+    assert b'"created":1700000000' in early and b'"id":""' in early
+    for policy in POLICIES:
+        expected = relay(frames, policy, fast=False)
+        assert relay(frames, policy, fast=True) == expected
+        assert relay_by_pieces(frames, policy) == expected
