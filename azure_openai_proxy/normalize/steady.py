@@ -48,9 +48,9 @@ A stream's first content frame was parsed whole to learn the template (~85k
 instructions a stream over a relayed frame, issue 15). It is presumed instead from the
 role frame the general path parses anyway (`SteadyFrameTemplate.presumed`): its members
 after its delta and after its choice are those of every content frame; the first content
-frame's `content_filter_results` bytes, parsed alone and in orjson's form, complete it
-(`complete()`) into the template the general path would learn from that frame, so
-relaying by it writes what the general path writes. A frame it does not complete goes
+frame's `content_filter_results` bytes, parsed alone and in orjson's form, and its plain
+text delta complete it (`complete()`) into the template the general path would learn from
+that frame, so relaying by it writes what the general path writes. A frame it does not complete goes
 down the general path, which learns the template as before. The first annotation frame
 likewise (`AnnotationFrameTemplate.from_bytes`, annotation.py).
 """
@@ -75,6 +75,7 @@ _CHOICES = b'{"choices":['
 _PADDING = b',"obfuscation":"'  # a padded head's end: the padding's value follows
 _EMPTY = _PADDING + b'"'
 _EVENT_HEAD = b"data: " + _HEAD
+_TEXT = b'{"content":"'  # a plain delta's start
 # A presumed template's prefix size until `complete()`: past any frame's, so none matches.
 _UNKNOWN = 1 << 62
 # What a JSON string holds only escaped or at its ends (line breaks among the control
@@ -193,32 +194,41 @@ class SteadyFrameTemplate:
         template._prefix_size = template._text_start_size = _UNKNOWN
         return template
 
-    def complete(self, event: bytes) -> bool:
-        """Whether `event` (one whole event, nothing buffered before it), a content frame
-        with a presumed template's ends, completes it: its results' bytes (up to the
-        first `,"delta":`) are one JSON object in orjson's form, so they are the value the
-        general path writes in the template it learns from it, and the template is then
-        that one (its prefix set, not built again: ~8k instructions). A frame whose members
-        after its choice are not the role frame's does not complete it: the template
-        would match none of its like, and the frame is learned from."""
+    def complete(self, event: bytes) -> bytes | None:
+        """The event to write for `event` (one whole event, nothing buffered before it) if
+        it completes a presumed template, counted as `relay()` counts it: a content frame
+        with the role frame's members after its delta, whose results' bytes (up to the
+        first `,"delta":`) are one JSON object in orjson's form and whose delta is plain
+        text (`relay()` takes it unparsed). The frame is then in orjson's form whole, as
+        the one the general path learns its template from, and the template is that one
+        (its prefix set, not built again: ~8k instructions). Else None, the template
+        still presumed: the frame goes down the general path, which learns from it (a
+        frame spelled otherwise, completing it, would have the frames after it relayed
+        in Azure's spelling where the general path writes orjson's)."""
         start = len(_EVENT_HEAD)
         end = event.find(_DELTA, start)
-        if (end < 0 or event[:start] != _EVENT_HEAD
-                or event[len(event) - self._suffix_size - 2:-2] != self._suffix):
-            return False
+        text = end + len(_DELTA) + len(_TEXT)  # where a plain delta's text starts
+        stop = len(event) - self._text_end_size  # and ends
+        if (end < 0 or stop < text or event[:start] != _EVENT_HEAD
+                or event[end + len(_DELTA):text] != _TEXT or event[stop:] != self._text_end
+                or _UNPLAIN(event, text, stop) is not None):
+            return None
         results = event[start:end]
         try:
             value = orjson.loads(results)
         except orjson.JSONDecodeError:
-            return False
+            return None
         if type(value) is not dict or orjson.dumps(value) != results:
-            return False
+            return None
         # What `__init__` derives from the prefix, the rest being the role frame's.
         self._prefix = prefix = _HEAD + results + _DELTA
         self._prefix_size = len(prefix)
-        self._text_start = event[:end + len(_DELTA)] + b'{"content":"'
-        self._text_start_size = len(self._text_start)
-        return True
+        self._text_start = event[:text]
+        self._text_start_size = text
+        out = self.relay(event)  # its plain text's path: None only for bytes not UTF-8
+        if out is None:
+            self._prefix_size = self._text_start_size = _UNKNOWN
+        return out
 
     def match(self, data: bytes) -> dict[str, Any] | None:
         """The frame's choice without its `content_filter_results` (the learned one), if

@@ -175,11 +175,10 @@ class ChatStreamNormalizer:
                 if data[:6] == b"[DONE]":  # as `_frame` ends it, without an SseEvent
                     self._frames_in += 1
                     return self._close(cut=False, reason=None)
-                # A template while learning is the role frame's, presumed (`_presume`).
-                if self._learning and template.complete(chunk):
-                    self._learning = 0  # its first content frame: complete, and relayed
-                    out = template.relay(chunk)
-                    if out is not None:
+                if self._learning:  # a template while learning: the role frame's (`_presume`)
+                    out = template.complete(chunk)
+                    if out is not None:  # its first content frame completed it
+                        self._learning = 0
                         return out
                 # _steady_relayed, inline: the hot path of a stream.
                 rest = template.match(data)

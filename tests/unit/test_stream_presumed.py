@@ -9,6 +9,7 @@ before), however the bytes are cut into reads."""
 from __future__ import annotations
 
 import contextlib
+import json
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -279,3 +280,28 @@ def test_a_role_frame_after_the_streams_created_is_known_presumes_nothing() -> N
         expected = relay(frames, policy, fast=False)
         assert relay(frames, policy, fast=True) == expected
         assert relay_by_pieces(frames, policy) == expected
+
+
+def test_a_stream_spelled_otherwise_than_orjson_is_written_as_the_general_path_writes_it() -> None:
+    # Every content frame with its text escaped as ASCII (`\u00e9`, as `json.dumps`
+    # writes it) or a logprob spelled with an exponent: no template is learned from such
+    # frames (none is in orjson's form), so every one is written again in orjson's
+    # spelling. A template completed from the first one's results alone would relay
+    # them in Azure's spelling.
+    def ascii_content(word: str) -> bytes:
+        return content(word).replace(b'"content":"' + word.encode(),
+                                     b'"content":' + json.dumps(word).encode()[:-1])
+
+    def exponent(word: str) -> bytes:
+        return content(word).replace(b'"logprobs":null', b'"logprobs":{"content":[{"bytes":[97],'
+                                     b'"logprob":-1.5E-5,"token":"a","top_logprobs":[]}]}')
+
+    for spelled in (ascii_content, exponent):
+        first = spelled(" é")
+        assert orjson.dumps(orjson.loads(first[6:-2])) != first[6:-2]
+        frames = [prompt_frame(), role_frame(), *(spelled(word) for word in (" é", " ü", " x")),
+                  finish_frame("stop"), usage_frame(), DONE]
+        for policy in POLICIES:
+            expected = relay(frames, policy, fast=False)
+            assert relay(frames, policy, fast=True) == expected, spelled
+            assert relay_by_pieces(frames, policy) == expected, spelled
