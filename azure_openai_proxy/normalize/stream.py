@@ -159,7 +159,9 @@ class ChatStreamNormalizer:
         beside it the annotation template's `drop` (a whole event of the async filter's
         annotation frames in: True, and it is dropped and counted here) or None."""
         template = self._template
-        if template is None or not self._steady or self.done or not self._decoder.idle():
+        # None while learning: a presumed template takes no frame until `feed()` completes it.
+        if (template is None or self._learning or not self._steady or self.done
+                or not self._decoder.idle()):
             return None, None
         annotation = self._annotation
         return template.relay, (annotation.drop if annotation is not None else None)
