@@ -50,9 +50,9 @@ role frame the general path parses anyway (`SteadyFrameTemplate.presumed`): its 
 after its delta and after its choice are those of every content frame; the first content
 frame's `content_filter_results` bytes, parsed alone and in orjson's form, and its plain
 text delta complete it (`complete()`) into the template the general path would learn from
-that frame, so relaying by it writes what the general path writes. A frame it does not complete goes
-down the general path, which learns the template as before. The first annotation frame
-likewise (`AnnotationFrameTemplate.from_bytes`, annotation.py).
+that frame, so relaying by it writes what the general path writes. A frame it does not
+complete goes down the general path, which learns the template as before. The first
+annotation frame likewise (`AnnotationFrameTemplate.from_bytes`, annotation.py).
 """
 
 from __future__ import annotations
