@@ -117,4 +117,3 @@ class AnnotationFrameTemplate:
             return False
         self.dropped += 1
         return True
-
