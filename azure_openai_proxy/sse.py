@@ -187,11 +187,17 @@ class SseDecoder:
     def single(self, chunk: bytes) -> bytes | None:
         """The data of `chunk` if it is exactly one `data: <payload>\\n\\n` event and
         nothing is buffered (what `feed` would return as its one event's `data`), else
-        None; the decoder is left as it was either way. For a caller with a fast path
-        for such chunks, which then need no `SseEvent`."""
-        if (self._buf or self._parts or chunk[:6] != b"data: " or chunk[-1:] != b"\n"
+        None; the decoder is left as `feed` would leave it (as it was, but for the stream's
+        first bytes: they held no byte order mark). For a caller with a fast path for
+        such chunks, which then need no `SseEvent`."""
+        parts = self._parts
+        if (self._buf or chunk[:6] != b"data: " or chunk[-1:] != b"\n"
                 or chunk.find(b"\n") != len(chunk) - 2 or chunk.find(b"\r") != -1):
             return None
+        if parts:  # `_START` alone (`_started`: no mark before "data: "), or a queued piece
+            if len(parts) > 1 or parts[0]:
+                return None
+            parts.clear()
         return chunk[6:-2]
 
     def idle(self) -> bool:

@@ -2,6 +2,16 @@
 and per answer of non-streamed body normalization.
 
 Run: python -m bench.normalizer_bench [--frames 200] [--repeat 7]
+     PYTHONHASHSEED=0 python -m bench.normalizer_bench --count   # callgrind, instructions
+
+`--count` runs callgrind over whole streams fed as the pushed relay feeds them
+(`gateway/relay.py`'s `_StreamPush`: each frame to the normalizer's shortcuts first,
+else to `feed()`, then `shortcuts()` asked again), `bench/inprocess_stream.py`'s
+recorded-shape frames, the client's model written and the usage frame hidden (the
+gateway's usual stream): 100 and 300 streams, so the difference / 200 is one stream's
+instructions, interpreter start-up and imports left out; with `--frames` 1 (the
+frames a stream's first learn from) and 51 (per added content frame, its annotation
+frames included).
 
 The stream is what Azure sends for a chat answer with the default content filter: the
 empty-choices prompt-filter frame, a role frame, N content frames each carrying
@@ -14,6 +24,9 @@ runs in nanoseconds per upstream frame. The body is the benchmark upstream's cha
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+import tempfile
 import timeit
 from collections.abc import Callable
 
@@ -97,11 +110,70 @@ def _parse_only(chunks: list[bytes]) -> Callable[[], object]:
     return run
 
 
+def relay_streams(streams: int, frames: int) -> int:
+    """`streams` streams of `frames` content frames, fed as `_StreamPush` feeds them;
+    the bytes written to the clients."""
+    from bench.inprocess_stream import azure_frames
+
+    chunks = azure_frames(frames)
+    policy = StreamPolicy(client_model="gpt-4o", strip_usage_frame=True)
+    written = 0
+    for _ in range(streams):
+        normalizer = ChatStreamNormalizer(policy)
+        steady = drop = None
+        for chunk in chunks:
+            if steady is not None:
+                relayed = steady(chunk)
+                if relayed is not None:
+                    written += len(relayed)
+                    continue
+                if drop is not None and drop(chunk):
+                    continue
+            written += len(normalizer.feed(chunk))
+            steady, drop = normalizer.shortcuts()
+        written += len(normalizer.finish())
+    return written
+
+
+def _callgrind_total(streams: int, frames: int) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/cg.out"
+        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                        sys.executable, "-m", "bench.normalizer_bench", "--relay-streams",
+                        str(streams), "--frames", str(frames)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(out) as lines:
+            for line in lines:
+                if line.startswith("totals:"):
+                    return int(line.split()[1])
+    raise RuntimeError("no totals in the callgrind output")
+
+
+def count() -> None:
+    """Instructions per stream (1 content frame) and per added content frame."""
+    per_stream = {}
+    for frames in (1, 51):
+        low, high = (_callgrind_total(n, frames) for n in (100, 300))
+        per_stream[frames] = (high - low) / 200
+        print(f"a stream of {frames} content frame(s): {per_stream[frames]:,.0f} instructions")
+    print(f"per added content frame: {(per_stream[51] - per_stream[1]) / 50:,.0f} instructions")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--frames", type=int, default=200, help="content frames per stream")
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--count", action="store_true",
+                        help="callgrind: instructions per stream and per added frame")
+    parser.add_argument("--relay-streams", type=int, default=0,
+                        help="relay this many streams and exit (what --count runs)")
     args = parser.parse_args()
+    if args.count:
+        count()
+        return
+    if args.relay_streams:
+        print(relay_streams(args.relay_streams, args.frames))
+        return
     chunks = azure_stream(args.frames)
     cases: list[tuple[str, Callable[[], object]]] = [
         ("orjson.loads only (reference)", _parse_only(chunks)),

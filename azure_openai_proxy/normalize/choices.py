@@ -1,23 +1,30 @@
 """What the stream normalizer (`stream.py`) reads in a frame's choices, as plain
 functions over parsed JSON: the generated text a choice carries (the ledger's estimate
 for a stream that ends before Azure's usage frame), whether a choice is an async-filter
-annotation and whether its verdict blocks the text, and Azure's own filter fields."""
+annotation and whether its verdict blocks the text, Azure's own filter fields, and the
+error event a stream ends with when it must (`closing_error`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from azure_openai_proxy.errors import error_body
 from azure_openai_proxy.governance.estimate import text_length
 
 __all__ = [
     "CHOICE_FILTER_KEYS",
+    "CONTENT_FILTER_MESSAGE",
     "PROMPT_FILTER_KEYS",
     "blocking_verdict",
     "choice_chars",
+    "closing_error",
     "is_annotation",
     "strip_azure_fields",
 ]
 
+CONTENT_FILTER_MESSAGE = (
+    "The response was filtered due to the content triggering Azure OpenAI's content management policy."
+)
 PROMPT_FILTER_KEYS = ("prompt_filter_results", "prompt_annotations")
 CHOICE_FILTER_KEYS = ("content_filter_results", "content_filter_offsets")
 # A delta with no other keys carries no text besides `content`: the role frame's
@@ -107,3 +114,25 @@ def strip_azure_fields(obj: dict[str, Any], choices: list[dict[str, Any]]) -> bo
                 del choice[key]
                 changed = True
     return changed
+
+
+def closing_error(policy: Any, filter_result: Any, blocked: bool, cut: bool,
+                  reason: str | None) -> dict[str, Any] | None:
+    """The error event a chat stream ends with (`ChatStreamNormalizer`'s close), if any:
+    `code: "content_filter"` if `blocked` (a choice finished with `content_filter`, or an
+    async-filter annotation's verdict says `filtered: true`, what Azure sends for a block
+    found after the model's stop) and `policy.error_on_content_filter`, with Azure's
+    `filter_result` when its fields are kept; else, if the stream was `cut` (no
+    `[DONE]`), `type: "server_error"`, `code: "stream_interrupted"`, with the `reason`."""
+    if policy.error_on_content_filter and blocked:
+        extra: dict[str, Any] = {}
+        if policy.keep_azure_fields and filter_result:
+            extra["content_filter_result"] = filter_result
+        return error_body(CONTENT_FILTER_MESSAGE, "invalid_request_error", "content_filter", **extra)
+    if not cut:
+        return None
+    if reason:
+        message = f"The Azure OpenAI stream failed before it completed: {reason}"
+    else:
+        message = "The Azure OpenAI stream ended before it completed (no [DONE] received)."
+    return error_body(message, "server_error", "stream_interrupted")

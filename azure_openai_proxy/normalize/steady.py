@@ -26,8 +26,8 @@ text delta (`{"content":"..."}`, nothing escaped) is not parsed at all: the ends
 its text are learned (the choice's members after the delta too), and the text is proved
 a JSON string's value by holding nothing a JSON string holds only escaped (about 7k
 instructions, where `feed()`'s SSE checks, `match()` and `relayed()` took about 20k).
-Any other event goes through `match()` as before. `AnnotationFrameTemplate.drop()` takes
-the async filter's annotation frames whole the same way.
+Any other event goes through `match()` as before. `AnnotationFrameTemplate.drop()` (`annotation.py`)
+takes the async filter's annotation frames whole the same way.
 
 A gpt-5-family stream's chat chunks Azure pads with an `obfuscation` member after `model`
 (OpenAI's `stream_options.include_obfuscation`, on by default: random characters that
@@ -43,6 +43,16 @@ frame is the learned one with another delta and another padding. It goes out wit
 bytes kept (the padding too, as the general path keeps it) and the model spliced into
 the head: what the general path writes (`orjson.dumps` keeps such a string as it is).
 A padding that is not plain sends the frame down the general path.
+
+A stream's first content frame was parsed whole to learn the template (~85k
+instructions a stream over a relayed frame, issue 15). It is presumed instead from the
+role frame the general path parses anyway (`SteadyFrameTemplate.presumed`): its members
+after its delta and after its choice are those of every content frame; the first content
+frame's `content_filter_results` bytes, parsed alone and in orjson's form, and its plain
+text delta complete it (`complete()`) into the template the general path would learn from
+that frame, so relaying by it writes what the general path writes. A frame it does not
+complete goes down the general path, which learns the template as before. The first
+annotation frame likewise (`AnnotationFrameTemplate.from_bytes`, annotation.py).
 """
 
 from __future__ import annotations
@@ -52,17 +62,22 @@ from typing import Any
 
 import orjson
 
+from azure_openai_proxy.normalize.annotation import AnnotationFrameTemplate
 from azure_openai_proxy.normalize.choices import choice_chars
 
-__all__ = ["AnnotationFrameTemplate", "PaddedFrameTemplate", "SteadyFrameTemplate"]
+__all__ = ["AnnotationFrameTemplate", "PaddedFrameTemplate", "RoleFrameEnds",
+           "SteadyFrameTemplate", "role_frame_ends"]
 
 _HEAD = b'{"choices":[{"content_filter_results":'
 _DELTA = b',"delta":'
 _TAIL = b'],"created":'
-_OFFSETS = b'{"choices":[{"content_filter_offsets":'
 _CHOICES = b'{"choices":['
 _PADDING = b',"obfuscation":"'  # a padded head's end: the padding's value follows
 _EMPTY = _PADDING + b'"'
+_EVENT_HEAD = b"data: " + _HEAD
+_TEXT = b'{"content":"'  # a plain delta's start
+# A presumed template's prefix size until `complete()`: past any frame's, so none matches.
+_UNKNOWN = 1 << 62
 # What a JSON string holds only escaped or at its ends (line breaks among the control
 # characters): a plain content delta's text without any is its string's value.
 _UNPLAIN = re.compile(rb'["\\\x00-\x1f]').search
@@ -84,8 +99,9 @@ def _learned_ends(data: bytes, obj: dict[str, Any]) -> tuple[bytes, bytes, bytes
     if not data.startswith(prefix) or cut <= len(prefix):
         return None
     suffix = data[cut:]
-    if (b"\\" in suffix or b"{" in suffix or b"[" in suffix or suffix.count(b"]") != 1
-            or suffix.count(b"}") != 1 or orjson.dumps(obj) != data):
+    # `find`, not `in`: a bytes needle makes `in` format and clear a TypeError (sse.py).
+    if (suffix.find(b"\\") != -1 or suffix.find(b"{") != -1 or suffix.find(b"[") != -1
+            or suffix.count(b"]") != 1 or suffix.count(b"}") != 1 or orjson.dumps(obj) != data):
         return None
     azure = b'"model":' + orjson.dumps(obj["model"])
     if suffix.count(azure) != 1:
@@ -98,6 +114,25 @@ def _learned_ends(data: bytes, obj: dict[str, Any]) -> tuple[bytes, bytes, bytes
             "finish_reason") is not None:
         choice_tail = b""
     return prefix, suffix, azure, choice_tail
+
+
+# A role frame's ends for `SteadyFrameTemplate.presumed`: its frame members after
+# `choices` (the suffix), Azure's `"model":"..."` member among them, and its choice's
+# members after its delta.
+RoleFrameEnds = tuple[bytes, bytes, bytes]
+
+
+def role_frame_ends(data: bytes, obj: dict[str, Any]) -> RoleFrameEnds | None:
+    """The ends of a stream's role frame (its data and its parse, not yet changed) that
+    every later content frame shares, if the general path would learn a plain
+    `SteadyFrameTemplate` from a content frame with them: one choice with a delta and no
+    `finish_reason`, no `usage`, `error` or `obfuscation` member; else None."""
+    if "usage" in obj or "error" in obj or "obfuscation" in obj:
+        return None
+    ends = _learned_ends(data, obj)
+    if ends is None or not ends[3] or "delta" not in obj["choices"][0]:
+        return None  # (no choice tail: a finish_reason, or a delta not in orjson's form)
+    return ends[1], ends[2], ends[3]
 
 
 class SteadyFrameTemplate:
@@ -146,6 +181,54 @@ class SteadyFrameTemplate:
         prefix, suffix, azure, choice_tail = ends
         return cls(prefix, suffix, suffix.replace(azure, b'"model":' + orjson.dumps(model)),
                    choice_tail)
+
+    @classmethod
+    def presumed(cls, ends: RoleFrameEnds, model: str) -> SteadyFrameTemplate:
+        """The template presumed from a stream's role frame (`role_frame_ends`), for
+        frames to go out with `model`: the content frames' ends but for their results,
+        which the first content frame's `complete()` gives. Until then it matches no
+        frame (`match`, `relay`); `choices()` and `usage()` read only the suffix."""
+        suffix, azure, choice_tail = ends
+        template = cls(_HEAD, suffix, suffix.replace(azure, b'"model":' + orjson.dumps(model)),
+                       choice_tail)
+        template._prefix_size = template._text_start_size = _UNKNOWN
+        return template
+
+    def complete(self, event: bytes) -> bytes | None:
+        """The event to write for `event` (one whole event, nothing buffered before it) if
+        it completes a presumed template, counted as `relay()` counts it: a content frame
+        with the role frame's members after its delta, whose results' bytes (up to the
+        first `,"delta":`) are one JSON object in orjson's form and whose delta is plain
+        text (`relay()` takes it unparsed). The frame is then in orjson's form whole, as
+        the one the general path learns its template from, and the template is that one
+        (its prefix set, not built again: ~8k instructions). Else None, the template
+        still presumed: the frame goes down the general path, which learns from it (a
+        frame spelled otherwise, completing it, would have the frames after it relayed
+        in Azure's spelling where the general path writes orjson's)."""
+        start = len(_EVENT_HEAD)
+        end = event.find(_DELTA, start)
+        text = end + len(_DELTA) + len(_TEXT)  # where a plain delta's text starts
+        stop = len(event) - self._text_end_size  # and ends
+        if (end < 0 or stop < text or event[:start] != _EVENT_HEAD
+                or event[end + len(_DELTA):text] != _TEXT or event[stop:] != self._text_end
+                or _UNPLAIN(event, text, stop) is not None):
+            return None
+        results = event[start:end]
+        try:
+            value = orjson.loads(results)
+        except orjson.JSONDecodeError:
+            return None
+        if type(value) is not dict or orjson.dumps(value) != results:
+            return None
+        # What `__init__` derives from the prefix, the rest being the role frame's.
+        self._prefix = prefix = _HEAD + results + _DELTA
+        self._prefix_size = len(prefix)
+        self._text_start = event[:text]
+        self._text_start_size = text
+        out = self.relay(event)  # its plain text's path: None only for bytes not UTF-8
+        if out is None:
+            self._prefix_size = self._text_start_size = _UNKNOWN
+        return out
 
     def match(self, data: bytes) -> dict[str, Any] | None:
         """The frame's choice without its `content_filter_results` (the learned one), if
@@ -375,80 +458,3 @@ class PaddedFrameTemplate(SteadyFrameTemplate):
                 self.frames += 1
                 return b"".join((event[:cut], self._text_out_mid, event[quote + 1:]))
         return self._relay_parsed(event)
-
-
-class AnnotationFrameTemplate:
-    """The learned ends of a stream's asynchronous-filter annotation frames, which the
-    normalizer drops (about one frame in ten of a long stream with the async filter on):
-    `matches()` tells, without parsing the frame whole, that a frame is one of them.
-
-    Learned from one annotation frame the general path has parsed and dropped, in
-    orjson's form, its one choice's first member `content_filter_offsets`: the bytes up
-    to the inside of that object (`{"choices":[{"content_filter_offsets":{`) and from
-    its closing brace to the end. A later frame with those two ends whose middle makes
-    one valid JSON object when braced (`{"check_offset":40,...}`) is the learned frame
-    with other offsets: the middle cannot reach past the offsets object (a brace or
-    quote that would escape it leaves the braced middle invalid), so every other member,
-    of the choice and of the frame, is the learned one's. The general path would drop it
-    alike: it reads neither the offsets nor anything the ends do not fix."""
-
-    __slots__ = ("_event_end", "_event_end_size", "_event_start", "_event_start_size",
-                 "_prefix", "_prefix_size", "_suffix", "_suffix_size", "dropped")
-
-    def __init__(self, prefix: bytes, suffix: bytes) -> None:
-        self._prefix = prefix
-        self._suffix = suffix
-        self._prefix_size = len(prefix)
-        self._suffix_size = len(suffix)
-        # `drop()`'s ends, of the whole event, and the frames it dropped.
-        self._event_start = b"data: " + prefix
-        self._event_start_size = len(self._event_start)
-        self._event_end = suffix + b"\n\n"
-        self._event_end_size = len(self._event_end)
-        self.dropped = 0
-
-    @classmethod
-    def learn(cls, data: bytes, obj: dict[str, Any]) -> AnnotationFrameTemplate | None:
-        """From a dropped annotation frame's data and its parse; None when the frame's
-        shape does not allow it."""
-        choices = obj.get("choices")
-        choice = choices[0] if type(choices) is list and len(choices) == 1 else None
-        offsets = choice.get("content_filter_offsets") if type(choice) is dict else None
-        if type(offsets) is not dict or not data.startswith(_OFFSETS):
-            return None
-        inside = orjson.dumps(offsets)  # b"{...}"
-        cut = len(_OFFSETS) + len(inside) - 1  # at the offsets object's closing brace
-        if data[len(_OFFSETS):cut + 1] != inside or orjson.dumps(obj) != data:
-            return None
-        return cls(_OFFSETS + b"{", data[cut:])
-
-    def matches(self, data: bytes) -> bool:
-        """Whether the frame is the learned annotation frame with other offsets."""
-        start = self._prefix_size
-        end = len(data) - self._suffix_size
-        if end < start or not data.startswith(self._prefix) or not data.endswith(self._suffix):
-            return False
-        try:
-            orjson.loads(b"{" + data[start:end] + b"}")
-        except orjson.JSONDecodeError:
-            return False
-        return True
-
-    def drop(self, event: bytes) -> bool:
-        """Whether `event`, one whole SSE event (nothing buffered before it), is the
-        learned annotation frame with other offsets, as `matches()` tells of a frame's
-        data; counted in `dropped` if so. No line break may hide in the offsets (as JSON
-        whitespace): the event would then be another one."""
-        start = self._event_start_size
-        end = len(event) - self._event_end_size
-        if end < start or event[:start] != self._event_start or event[end:] != self._event_end:
-            return False
-        middle = event[start:end]
-        if middle and len(middle.splitlines()[0]) != end - start:
-            return False
-        try:
-            orjson.loads(b"{" + middle + b"}")
-        except orjson.JSONDecodeError:
-            return False
-        self.dropped += 1
-        return True

@@ -22,18 +22,14 @@ What reaches the client, one output event per kept upstream event (never split/m
 - Comments, `event:`/`id:`-only blocks, non-JSON data and JSON that is not an object
   are dropped: OpenAI sends none, and naive line-splitting clients choke on them.
 - Each event goes out as `data: <json>\\n\\n`. A frame that needs no change is forwarded
-  as its raw bytes; only a changed frame is re-serialised (orjson), except a steady
-  content frame of the learned shape, or the learned frame with another choices array
-  (the finish frame), whose bytes go out with only `model`'s value spliced in
-  (`steady.py`: the same bytes as re-serialising for orjson-form input).
+  as its raw bytes; a changed one is re-serialised (orjson), except the frames of the
+  learned or presumed shapes, whose bytes go out with `model`'s value spliced (`steady.py`).
 - The stream always ends with exactly one `data: [DONE]\\n\\n`, emitted when Azure's
   `[DONE]` arrives (later bytes are ignored) or by `finish()`. Before it, at most one
-  synthesized error event, in OpenAI's `{"error": {...}}` shape that the openai SDKs
-  raise as `APIError`: `code: "content_filter"` if a choice finished with
-  `content_filter`, or an async-filter annotation's verdict says `filtered: true` (what
-  Azure sends for a block found after the model's stop), and `policy.error_on_content_filter`;
-  else, if the stream was cut (no `[DONE]`), `type: "server_error"`, `code:
-  "stream_interrupted"`. None is added if Azure itself sent an error event (forwarded as is).
+  synthesized error event, in OpenAI's `{"error": {...}}` shape that the openai SDKs raise
+  as `APIError`: the content filter's, or `stream_interrupted` for a stream cut before
+  `[DONE]` (`choices.closing_error` says when). None is added if Azure itself sent an
+  error event (forwarded as is).
 """
 
 from __future__ import annotations
@@ -44,28 +40,27 @@ from typing import Any
 
 import orjson
 
-from azure_openai_proxy.errors import error_body
 from azure_openai_proxy.governance.estimate import text_length
+from azure_openai_proxy.normalize.annotation import ANNOTATION_HEAD, AnnotationFrameTemplate
 from azure_openai_proxy.normalize.choices import (
     CHOICE_FILTER_KEYS,
+    CONTENT_FILTER_MESSAGE,
     PROMPT_FILTER_KEYS,
     blocking_verdict,
     choice_chars,
+    closing_error,
     is_annotation,
     strip_azure_fields,
 )
-from azure_openai_proxy.normalize.steady import AnnotationFrameTemplate, SteadyFrameTemplate
+from azure_openai_proxy.normalize.steady import SteadyFrameTemplate, role_frame_ends
 from azure_openai_proxy.sse import MAX_EVENT_BYTES, SseDecoder, SseEvent
 
 # As `sse.py` builds its events: a NamedTuple's own constructor is a Python function.
 _new_event = tuple.__new__
 
-__all__ = ["ChatStreamNormalizer", "StreamPolicy"]
+__all__ = ["CONTENT_FILTER_MESSAGE", "ChatStreamNormalizer", "StreamPolicy"]
 
 DONE = b"data: [DONE]\n\n"
-CONTENT_FILTER_MESSAGE = (
-    "The response was filtered due to the content triggering Azure OpenAI's content management policy."
-)
 _AZURE_FIELDS = frozenset(PROMPT_FILTER_KEYS + CHOICE_FILTER_KEYS)
 _LEARNING_TRIES = 3  # steady frames a template is tried from (one extra dumps each)
 
@@ -119,8 +114,7 @@ class ChatStreamNormalizer:
         # The steady frames' bytes, learned from one of the first few (steady.py).
         self._template: SteadyFrameTemplate | None = None
         self._learning = _LEARNING_TRIES if fast and policy.keep_azure_fields else 0
-        # The async filter's annotation frames, dropped: their learned ends (steady.py).
-        # Tried only beside a steady template, so not learned where none can be.
+        # The async filter's annotation frames' ends (annotation.py), beside a template.
         self._annotation: AnnotationFrameTemplate | None = None
         self._annotation_learning = self._learning
         self.done = False
@@ -149,29 +143,28 @@ class ChatStreamNormalizer:
         return self._content_chars + (template.chars if template else 0)
 
     def steady_relay(self) -> Callable[[bytes], bytes | None] | None:
-        """What may take the stream's next piece before `feed()` does, while nothing is
-        buffered and the stream is steady: the learned template's `relay` (a whole
-        steady event in, the client's event out, counted here; None for anything else,
-        which then goes to `feed()`). None when there is no such shortcut now; asked
-        again after each `feed()`. For a relay with a call per upstream piece."""
-        template = self._template
-        if template is None or not self._steady or self.done or not self._decoder.idle():
-            return None
-        return template.relay
+        """`shortcuts()`' first."""
+        return self.shortcuts()[0]
 
     def annotation_drop(self) -> Callable[[bytes], bool] | None:
-        """Beside `steady_relay()`, when it offers one: the learned annotation template's
-        `drop` (a whole event of the async filter's annotation frames in: True, and it is
-        dropped and counted here), else None."""
+        """`shortcuts()`' second."""
         return self.shortcuts()[1]
 
     def shortcuts(self) -> tuple[Callable[[bytes], bytes | None] | None,
                                  Callable[[bytes], bool] | None]:
-        """`steady_relay()` and `annotation_drop()` in one call."""
-        relay = self.steady_relay()
+        """What may take the stream's next piece before `feed()` does, while nothing is
+        buffered and the stream is steady (None, None when nothing may now; asked again
+        after each `feed()`): the template's `relay` (a whole steady event in, the client's
+        event out, counted here; None for anything else, which then goes to `feed()`), and
+        beside it the annotation template's `drop` (a whole event of the async filter's
+        annotation frames in: True, and it is dropped and counted here) or None."""
+        template = self._template
+        # None while learning: a presumed template takes no frame until `feed()` completes it.
+        if (template is None or self._learning or not self._steady or self.done
+                or not self._decoder.idle()):
+            return None, None
         annotation = self._annotation
-        return relay, (annotation.drop if annotation is not None and relay is not None
-                       else None)
+        return template.relay, (annotation.drop if annotation is not None else None)
 
     def feed(self, chunk: bytes) -> bytes:
         """Return the bytes to write to the client for `chunk`: complete events only."""
@@ -181,6 +174,14 @@ class ChatStreamNormalizer:
         if template is not None and self._steady:  # a read of one steady frame
             data = self._decoder.single(chunk)
             if data is not None:
+                if data[:6] == b"[DONE]":  # as `_frame` ends it, without an SseEvent
+                    self._frames_in += 1
+                    return self._close(cut=False, reason=None)
+                if self._learning:  # a template while learning: the role frame's (`_presume`)
+                    out = template.complete(chunk)
+                    if out is not None:  # its first content frame completed it
+                        self._learning = 0
+                        return out
                 # _steady_relayed, inline: the hot path of a stream.
                 rest = template.match(data)
                 if rest is not None and rest.get("finish_reason") is None:
@@ -195,12 +196,12 @@ class ChatStreamNormalizer:
                     self._steady_frames += 1
                     return template.relayed(data)
                 annotation = self._annotation
+                if (annotation is None and self._annotation_learning  # learned unparsed
+                        and data[:38] == ANNOTATION_HEAD):
+                    annotation = self._annotation = AnnotationFrameTemplate.from_bytes(data)
                 if annotation is not None and annotation.matches(data):
                     self._frames_in += 1  # dropped, as the general path drops it
                     return b""
-                if data[:6] == b"[DONE]":  # as `_frame` ends it, without an SseEvent
-                    self._frames_in += 1
-                    return self._close(cut=False, reason=None)
                 out = self._other_choice(template, data)  # the finish frame, usually
                 if out is not None:
                     return out
@@ -276,8 +277,7 @@ class ChatStreamNormalizer:
         return self._choices_frame(event, obj, choices)
 
     def _steady_relayed(self, template: SteadyFrameTemplate, data: bytes) -> bytes | None:
-        """A steady content frame of the learned shape, relayed without a whole parse
-        (steady.py); None sends it down the general path."""
+        """A steady frame of the template's shape, relayed unparsed; None: the general path."""
         rest = template.match(data)
         if rest is None or rest.get("finish_reason") is not None:
             return None
@@ -294,8 +294,9 @@ class ChatStreamNormalizer:
         if choices is None or len(choices) != 1:
             return None
         choice = choices[0]
-        if type(choice) is not dict or ("delta" not in choice and "text" not in choice):
-            return None
+        if type(choice) is not dict or ("delta" not in choice and "text" not in choice) or (
+                self._learning and choice.get("finish_reason") is None):
+            return None  # (a content frame a presumed template missed: learned from)
         self._frames_in += 1
         if choice.get("finish_reason") is not None:
             self._note_finish(choices)
@@ -331,6 +332,7 @@ class ChatStreamNormalizer:
             model = self._model
             assert model is not None  # steady
             data = event.data or b""
+            # (A presumed template replaced here counted nothing: it matched no frame.)
             template = self._template = SteadyFrameTemplate.learn(data, obj, model)
             if template is not None:
                 self._learning = 0
@@ -369,6 +371,10 @@ class ChatStreamNormalizer:
     def _choices_frame(self, event: SseEvent, obj: dict[str, Any], choices: list[Any]) -> bytes:
         kept = [c for c in choices if type(c) is dict and not is_annotation(c)]
         changed = len(kept) != len(choices)
+        # The first real frame's (the role frame's) ends, before it is changed (`_presume`).
+        ends = (role_frame_ends(event.data or b"", obj) if self._id is None and self._learning
+                and not changed and self._template is None and len(kept) == 1 else None)
+        own = (obj.get("id"), obj.get("created"), obj.get("object")) if ends else None
         # A block the async filter found after the model's stop comes only as an
         # annotation with `filtered: true`: the stream then ends with the content filter's
         # error, never silently. (Never learned: the template drops only what carries no
@@ -407,7 +413,16 @@ class ChatStreamNormalizer:
             self._steady = None not in (self._id, self._created, self._model, self._object)
         if not self._policy.keep_azure_fields:
             changed = strip_azure_fields(obj, kept) or changed
+        elif ends is not None and self._steady and own == (self._id, self._created, self._object):
+            self._presume(ends)
         return self._out(event, obj, changed=changed)
+
+    def _presume(self, ends: tuple[bytes, bytes, bytes]) -> None:
+        """After the role frame, whose id, created and object are the stream's: the
+        template presumed from it (steady.py), completed by the first content frame."""
+        model = self._model
+        assert model is not None  # steady
+        self._template = SteadyFrameTemplate.presumed(ends, model)
 
     def _note_block(self, choices: list[Any]) -> bool:
         """Whether a dropped annotation choice's verdict blocks the text; noted if so."""
@@ -476,25 +491,10 @@ class ChatStreamNormalizer:
         self.done = True
         out = b""
         if not self._error_sent:
-            error = self._closing_error(cut=cut, reason=reason)
+            blocked = self._blocked or "content_filter" in self.finish_reasons.values()
+            error = closing_error(self._policy, self._filter_result, blocked, cut, reason)
             if error is not None:
                 self._frames_out += 1
                 out = _sse(orjson.dumps(error))
         self._frames_out += 1
         return out + DONE
-
-    def _closing_error(self, *, cut: bool, reason: str | None) -> dict[str, Any] | None:
-        policy = self._policy
-        if policy.error_on_content_filter and (
-                self._blocked or "content_filter" in self.finish_reasons.values()):
-            extra: dict[str, Any] = {}
-            if policy.keep_azure_fields and self._filter_result:
-                extra["content_filter_result"] = self._filter_result
-            return error_body(CONTENT_FILTER_MESSAGE, "invalid_request_error", "content_filter", **extra)
-        if not cut:
-            return None
-        if reason:
-            message = f"The Azure OpenAI stream failed before it completed: {reason}"
-        else:
-            message = "The Azure OpenAI stream ended before it completed (no [DONE] received)."
-        return error_body(message, "server_error", "stream_interrupted")

@@ -82,15 +82,15 @@ def _calls(monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> list[byte
     return calls
 
 
-def test_the_template_is_learned_from_the_first_content_frame(
+def test_the_template_is_completed_by_the_first_content_frame(
         monkeypatch: pytest.MonkeyPatch) -> None:
     parsed = _general_parses(monkeypatch)
     normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
     for frame in long_stream(annotate=False)[:3]:  # prompt filter, role, the first delta
         normalizer.feed(frame)
-    assert len(parsed) == 3
+    assert len(parsed) == 2  # the first delta completes the role frame's (steady.py)
     normalizer.feed(delta(" more"))
-    assert len(parsed) == 3  # the second content frame is already a steady one
+    assert len(parsed) == 2  # the second content frame is already a steady one
 
 
 def test_later_annotation_frames_and_done_are_not_parsed_whole(
@@ -112,13 +112,20 @@ def test_no_annotation_template_is_learned_where_it_is_never_tried(
     # Azure's fields stripped: no steady template, so the annotation template, only ever
     # tried beside one, would cost two dumps per learning try for nothing.
     learned: list[bytes] = []
-    learn = AnnotationFrameTemplate.learn
+    learn, from_bytes = AnnotationFrameTemplate.learn, AnnotationFrameTemplate.from_bytes
 
     def spied(data: bytes, obj: dict[str, Any]) -> AnnotationFrameTemplate | None:
         learned.append(data)
         return learn(data, obj)
 
+    def spied_bytes(data: bytes) -> AnnotationFrameTemplate | None:
+        template = from_bytes(data)
+        if template is not None:
+            learned.append(data)
+        return template
+
     monkeypatch.setattr(AnnotationFrameTemplate, "learn", staticmethod(spied))
+    monkeypatch.setattr(AnnotationFrameTemplate, "from_bytes", staticmethod(spied_bytes))
     stripped = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o", keep_azure_fields=False))
     for frame in long_stream():
         stripped.feed(frame)
