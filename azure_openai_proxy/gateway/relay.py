@@ -280,10 +280,12 @@ async def _pulled(
 class _StreamPush:
     """The sink of a pushed stream (`upstream.fast.BodySink`): each piece of Azure's body
     is normalized inside the upstream connection's callback, and what a read yields is
-    written to the client in one write. A piece that is a whole steady frame (or a later
-    annotation frame) takes the normalizer's shortcut (`shortcuts()`: one call); any
-    other goes through `feed()`. `outcome` is set once: the tail to end with (`[DONE]`
-    came, or the body ended), or the exception `_relay_stream` raises."""
+    written to the client in one write (over HTTP/2, what a DATA frame yields: the
+    connection flushes each alone, so a steady frame is written from `feed`). A piece
+    that is a whole steady frame (or a later annotation frame) takes the normalizer's
+    shortcut (`shortcuts()`: one call); any other goes through `feed()`. `outcome` is
+    set once: the tail to end with (`[DONE]` came, or the body ended), or the exception
+    `_relay_stream` raises."""
 
     __slots__ = ("_channel", "_direct", "_drop", "_loop", "_more", "_normalizer", "_out",
                  "_pending", "_response", "_steady", "_waiter", "_write", "outcome", "paused")
