@@ -169,3 +169,26 @@ async def test_a_client_gone_mid_stream_ends_the_direct_relay_and_closes_azure()
     assert run.conn.streams.get(run.stream.sid) is None  # Azure's stream reset
     usage: Any = run.record.usage
     assert usage is not None and usage["estimated"] is True
+
+
+async def test_a_relay_cancelled_mid_stream_writes_no_end_and_nothing_after() -> None:
+    # What a stop past its grace does to a stream still running (`FastServer.shutdown`
+    # cancels its handler): the client must see a body cut short, never the chunked
+    # terminator of a whole one, and steady frames Azure still sends must not reach it.
+    frames = long_stream([f" w{n}" for n in range(12)])
+    run = _Run(POLICY)
+    await run.started()
+    for piece in frames[:7]:  # steady by now: the frames are written from `feed`
+        await run.data(piece)
+    written = len(run.channel.writes)
+    assert written > 2
+    run.task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(run.task, 5)
+    for piece in frames[7:9]:  # Azure's next frames, had its stream not been reset
+        await run.data(piece)
+    assert len(run.channel.writes) == written
+    assert not any(w.endswith(b"0\r\n\r\n") for w in run.channel.writes)
+    assert run.conn.streams.get(run.stream.sid) is None  # Azure's stream reset
+    usage: Any = run.record.usage
+    assert usage is not None and usage["estimated"] is True
