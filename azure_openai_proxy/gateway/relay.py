@@ -41,7 +41,13 @@ from azure_openai_proxy.http.interface import (
     Reply,
     ResponseStream,
 )
-from azure_openai_proxy.http.request import FastRequest, FastStream
+from azure_openai_proxy.http.request import (
+    CHUNK_LINES,
+    CHUNK_LINES_KEPT,
+    FastRequest,
+    FastStream,
+    chunk,
+)
 from azure_openai_proxy.normalize.picture_meter import PictureStreamMeter
 from azure_openai_proxy.normalize.responses_meter import ResponsesStreamMeter
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
@@ -59,6 +65,7 @@ _PUSHING = (FastResponse, H2Response)
 log = logging.getLogger("azure_openai_proxy")
 
 _JSON_RESPONSE_LIMIT = 256 * 1024 * 1024
+_JOIN = b"".join
 
 
 def relay(
@@ -273,13 +280,15 @@ async def _pulled(
 class _StreamPush:
     """The sink of a pushed stream (`upstream.fast.BodySink`): each piece of Azure's body
     is normalized inside the upstream connection's callback, and what a read yields is
-    written to the client in one write. A piece that is a whole steady frame (or a later
-    annotation frame) takes the normalizer's shortcut (`shortcuts()`: one call); any
-    other goes through `feed()`. `outcome` is set once: the tail to end with (`[DONE]`
-    came, or the body ended), or the exception `_relay_stream` raises."""
+    written to the client in one write (over HTTP/2, what a DATA frame yields: the
+    connection flushes each alone, so a steady frame is written from `feed`). A piece
+    that is a whole steady frame (or a later annotation frame) takes the normalizer's
+    shortcut (`shortcuts()`: one call); any other goes through `feed()`. `outcome` is
+    set once: the tail to end with (`[DONE]` came, or the body ended), or the exception
+    `_relay_stream` raises."""
 
-    __slots__ = ("_drop", "_loop", "_more", "_normalizer", "_out", "_pending", "_response",
-                 "_steady", "_waiter", "outcome", "paused")
+    __slots__ = ("_channel", "_direct", "_drop", "_loop", "_more", "_normalizer", "_out",
+                 "_pending", "_response", "_steady", "_waiter", "_write", "outcome", "paused")
 
     def __init__(self, response: FastResponse | H2Response, out: FastStream,
                  normalizer: ChatStreamNormalizer) -> None:
@@ -295,6 +304,16 @@ class _StreamPush:
         self._steady: Callable[[bytes], bytes | None] | None = None
         self._drop: Callable[[bytes], bool] | None = None  # and `annotation_drop`
         self._waiter: asyncio.Future[None] | None = None
+        # The client's connection and its transport's `write`, for the chunks written
+        # here rather than through `FastStream.send` (a call less a frame; its checks
+        # inline: the stream `framed`, the client not `gone`, `write_paused` after).
+        self._channel = out.channel
+        self._write = out.transport.write
+        # HTTP/2 flushes each DATA frame alone, right after feeding it: a steady frame
+        # then leaves from `feed` (`flush` finds nothing pending). HTTP/1.1 feeds a
+        # read's chunks one by one and flushes once: they are joined into one write.
+        # Off while `_feed_events` cuts one piece into events (one write for them too).
+        self._direct = type(response) is H2Response
         self.outcome: bytes | BaseException | None = None
         self.paused = False
 
@@ -311,10 +330,22 @@ class _StreamPush:
                 self._settle(exc)
                 return
             if relayed is not None:
-                if not self._pending:  # `_add`, inline: a call per frame costs more
-                    self._pending = relayed
-                else:
+                if self._pending:
                     self._add(relayed)
+                elif self._direct and self._out.framed and not self._channel.gone:
+                    # `flush()` and `FastStream.send()`, inline: a steady frame of an
+                    # HTTP/2 stream is written here, one Python call less a frame.
+                    size = len(relayed)
+                    try:
+                        self._write(_JOIN((CHUNK_LINES[size], relayed, b"\r\n"))
+                                    if size < CHUNK_LINES_KEPT else chunk(relayed))
+                    except Exception as exc:  # the transport is closed
+                        self._settle(exc)
+                        return
+                    if self._channel.write_paused and not self.paused:
+                        self._pause()
+                else:  # `_add`, inline: a call per frame costs more
+                    self._pending = relayed
                 return
             cut = data.find(b"\n\n") + 2
             if 1 < cut < len(data):
@@ -333,11 +364,15 @@ class _StreamPush:
         what a read yields is still written once, at `flush`. A loop, not recursion: a
         read after a pause may hold thousands of events."""
         start, size = 0, len(data)
-        while 1 < cut < size:
-            self.feed(data[start:cut])  # one whole event: never back here
-            start = cut
-            cut = data.find(b"\n\n", start) + 2
-        self.feed(data[start:])
+        direct, self._direct = self._direct, False
+        try:
+            while 1 < cut < size:
+                self.feed(data[start:cut])  # one whole event: never back here
+                start = cut
+                cut = data.find(b"\n\n", start) + 2
+            self.feed(data[start:])
+        finally:
+            self._direct = direct
 
     def _feed_general(self, data: bytes) -> None:
         if self.outcome is not None:
@@ -385,15 +420,25 @@ class _StreamPush:
                 self._more = None
                 more.insert(0, pending)
                 pending = b"".join(more)
+            out = self._out
             try:
-                if not self._out.send(pending) and not self.paused:
-                    # The client stopped reading: so does Azure's socket, until
-                    # `_relay_stream` has seen it drain.
-                    self.paused = True
-                    self._response.pause()
-                    self._wake()
+                if out.framed and not self._channel.gone:  # `out.send()`, inline
+                    size = len(pending)
+                    self._write(_JOIN((CHUNK_LINES[size], pending, b"\r\n"))
+                                if size < CHUNK_LINES_KEPT else chunk(pending))
+                    if self._channel.write_paused and not self.paused:
+                        self._pause()
+                elif not out.send(pending) and not self.paused:
+                    self._pause()
             except Exception as exc:  # the client left (ClientDisconnected)
                 self._settle(exc)
+
+    def _pause(self) -> None:
+        """The client stopped reading: so does Azure's socket, until `_relay_stream` has
+        seen it drain."""
+        self.paused = True
+        self._response.pause()
+        self._wake()
 
     def end(self) -> None:
         self.flush()

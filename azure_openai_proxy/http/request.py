@@ -17,7 +17,8 @@ from typing import Protocol
 from azure_openai_proxy.http.interface import BodyTooLarge, ClientDisconnected, Headers
 from azure_openai_proxy.http.wire import BODYLESS_STATUS, response_head
 
-__all__ = ["BODY_HIGH_WATER", "Channel", "FastRequest", "FastStream", "RequestBody", "chunk"]
+__all__ = ["BODY_HIGH_WATER", "CHUNK_LINES", "CHUNK_LINES_KEPT", "Channel", "FastRequest",
+           "FastStream", "RequestBody", "chunk"]
 
 # Unread request-body bytes at which the connection stops reading its socket.
 BODY_HIGH_WATER = 256 * 1024
@@ -169,20 +170,20 @@ class FastStream:
     """A streamed answer (`interface.ResponseStream`) on our connection: chunked framing
     for HTTP/1.1, the body to the end of the connection for HTTP/1.0.
 
-    Once its head has left, a chunked stream's bytes take one short path (`_framed`):
+    Once its head has left, a chunked stream's bytes take one short path (`framed`):
     the chunk's size line from a table, one write, and whether the client is still there
     read from the connection's `gone` flag (set by `close()`, `eof_received` and
     `connection_lost`) rather than asked of the transport, a call per chunk. A reset
     found by the transport is in that flag a turn of the loop late: `end()` asks the
     transport once, so such an answer is never reported delivered."""
 
-    __slots__ = ("_channel", "_framed", "_head", "_head_due", "_on_wire", "_transport",
-                 "bodyless", "chunked", "ended", "status")
+    __slots__ = ("_head", "_head_due", "_on_wire", "bodyless", "channel", "chunked", "ended",
+                 "framed", "status", "transport")
 
     def __init__(self, channel: Channel, transport: asyncio.Transport, status: int,
                  head: bytes, chunked: bool, bodyless: bool) -> None:
-        self._channel = channel
-        self._transport = transport  # the connection's, which it never replaces
+        self.channel = channel
+        self.transport = transport  # the connection's, which it never replaces
         self.status = status
         self._head = head
         self._head_due = False
@@ -190,7 +191,11 @@ class FastStream:
         self.bodyless = bodyless  # a HEAD request, 204 or 304: the head alone
         self.ended = False
         self._on_wire = False  # the head has been written
-        self._framed = False  # chunked, the head written, not ended: `chunk()` alone
+        # Chunked, the head written, not ended: a chunk is `chunk(data)` alone, written to
+        # `transport` (read with `channel.gone` first and `channel.write_paused` after,
+        # as `send()` does, by a caller that cannot afford a call a chunk: the pushed
+        # relay's steady frames, gateway/relay.py).
+        self.framed = False
 
     def send_head_soon(self) -> None:
         """The head leaves with the first body bytes if they are written in this turn of
@@ -200,7 +205,7 @@ class FastStream:
         a scheduling slice."""
         if self._head and not self._head_due:
             self._head_due = True
-            self._channel.loop.call_soon(self._send_head)
+            self.channel.loop.call_soon(self._send_head)
 
     def _send_head(self) -> None:
         if self._head:
@@ -216,23 +221,23 @@ class FastStream:
 
     def _send(self, data: bytes) -> None:
         """Write `data` (already framed), after the head if it has not left."""
-        if self._channel.gone:
+        if self.channel.gone:
             raise ClientDisconnected("The client closed the connection")
         head = self._head
         if head:
             self._head = b""
-            self._transport.write(head + data)
+            self.transport.write(head + data)
             self._on_wire = True
-            self._framed = self.chunked and not self.ended
+            self.framed = self.chunked and not self.ended
         elif data:
-            self._transport.write(data)
+            self.transport.write(data)
 
     async def write(self, data: bytes) -> None:
-        if self._framed and data:
-            if self._channel.gone:
+        if self.framed and data:
+            if self.channel.gone:
                 raise ClientDisconnected("The client closed the connection")
             size = len(data)
-            self._transport.write(_JOIN((_SIZE_LINES[size], data, b"\r\n")) if size < _LINES_KEPT
+            self.transport.write(_JOIN((CHUNK_LINES[size], data, b"\r\n")) if size < CHUNK_LINES_KEPT
                                   else b"%x\r\n%b\r\n" % (size, data))
         else:
             if self.ended:
@@ -240,20 +245,20 @@ class FastStream:
             if not data or self.bodyless:
                 return
             self._send(chunk(data) if self.chunked else data)
-        if self._channel.write_paused:  # else no coroutine per chunk to learn it
-            await self._channel.drain()
+        if self.channel.write_paused:  # else no coroutine per chunk to learn it
+            await self.channel.drain()
 
     def send(self, data: bytes) -> bool:
         """`write()` without waiting, for a caller that cannot await (a protocol
         callback relaying a stream): False once the client is not reading, after which
         nothing more is sent until `drained()` returns. Raises `ClientDisconnected`
         once the client has left."""
-        channel = self._channel
-        if self._framed and data:  # the steady case: one call, one write
+        channel = self.channel
+        if self.framed and data:  # the steady case: one call, one write
             if channel.gone:
                 raise ClientDisconnected("The client closed the connection")
             size = len(data)  # `chunk()`, inline
-            self._transport.write(_JOIN((_SIZE_LINES[size], data, b"\r\n")) if size < _LINES_KEPT
+            self.transport.write(_JOIN((CHUNK_LINES[size], data, b"\r\n")) if size < CHUNK_LINES_KEPT
                                   else b"%x\r\n%b\r\n" % (size, data))
         else:
             if self.ended:
@@ -264,23 +269,23 @@ class FastStream:
 
     async def drained(self) -> None:
         """Return once the client reads again (at once if it is not behind)."""
-        await self._channel.drain()
+        await self.channel.drain()
 
     async def end(self, tail: bytes = b"") -> None:
         if self.ended:
             return
         self.ended = True
-        self._framed = False
+        self.framed = False
         if self.bodyless:
             tail = b""
         elif self.chunked:
             tail = chunk(tail) + b"0\r\n\r\n" if tail else b"0\r\n\r\n"
         if tail or self._head:
             self._send(tail)
-        channel = self._channel
+        channel = self.channel
         if channel.write_paused or channel.gone:  # else no coroutine to learn it
             await channel.drain()
-        elif self._transport.is_closing():
+        elif self.transport.is_closing():
             # A transport that failed a read or a write (a reset) closes itself and
             # reports the loss a turn of the loop later: until then `gone` is not set
             # and what is written vanishes. A chunk may; the end is not reported as
@@ -290,8 +295,8 @@ class FastStream:
 
 # The size line of every chunk shorter than this (a stream's frames nearly all are),
 # made once: an index instead of formatting the size per chunk.
-_LINES_KEPT = 4096
-_SIZE_LINES = tuple(b"%x\r\n" % size for size in range(_LINES_KEPT))
+CHUNK_LINES_KEPT = 4096
+CHUNK_LINES = tuple(b"%x\r\n" % size for size in range(CHUNK_LINES_KEPT))
 _JOIN = b"".join
 
 
@@ -299,8 +304,8 @@ def chunk(data: bytes) -> bytes:
     """`data` as one HTTP/1.1 chunk (RFC 9112 7.1): its size in hex, CRLF, the data,
     CRLF. Never empty `data`: an empty chunk ends the body."""
     size = len(data)
-    if size < _LINES_KEPT:
-        return _JOIN((_SIZE_LINES[size], data, b"\r\n"))
+    if size < CHUNK_LINES_KEPT:
+        return _JOIN((CHUNK_LINES[size], data, b"\r\n"))
     return b"%x\r\n%b\r\n" % (size, data)
 
 
