@@ -104,10 +104,8 @@ def _descriptors() -> int:
     closes files, which made a count of every descriptor read "left -5" (CI, session 29)."""
     sockets = 0
     for name in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(OSError):  # closed since the listing
             sockets += os.readlink(f"/proc/self/fd/{name}").startswith("socket:")
-        except OSError:  # closed since the listing
-            pass
     return sockets
 
 
