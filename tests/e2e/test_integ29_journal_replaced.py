@@ -8,6 +8,7 @@ file moved over the one the worker and the child hold open."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -61,4 +62,40 @@ def test_the_child_is_refused_a_replaced_database_and_keeps_the_records(
     finally:
         store.close()
     # The file moved in holds the records served after it, none of the replaced file's.
+    assert ids == {f"req-{n}" for n in range(5, 12)}
+
+
+def test_the_child_is_refused_a_replaced_database_whose_wal_keeps_no_mark(
+        tmp_path: Path) -> None:
+    """As above, on a file system that keeps no user extended attribute (the marks'
+    best effort: none is kept): the thread writer's `FileWatch` still refuses the file
+    moved in while the replaced file's -wal it holds is beside it; so must the child."""
+    path, backup = tmp_path / "gw.db", tmp_path / "backup.db"
+    LedgerStore.open(backup).close()
+    ledger = journal(path)
+    ledger.start()
+    try:
+        for n in range(5):
+            ledger.add(finished(n))
+        assert ledger.flush(30)
+        wal, shm = (path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))
+        os.replace(backup, path)
+        for side in (wal, shm):  # what such a file system holds: no mark
+            with contextlib.suppress(OSError):
+                os.removexattr(side, "user.azure-openai-proxy.database")
+        assert stale_beside(path) is None
+        for n in range(5, 12):
+            ledger.add(finished(n))
+        assert not ledger.flush(3)  # refused: not written through the old -wal
+        assert _on_disk(path) == set()
+        wal.unlink()
+        shm.unlink(missing_ok=True)
+        assert ledger.flush(30)
+    finally:
+        ledger.close()
+    store = LedgerStore.open(path)
+    try:
+        ids = {record.request_id for record in store.records()}
+    finally:
+        store.close()
     assert ids == {f"req-{n}" for n in range(5, 12)}
