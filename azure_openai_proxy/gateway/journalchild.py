@@ -48,6 +48,7 @@ from azure_openai_proxy.gateway.journalfiles import (
 from azure_openai_proxy.gateway.ledgerrows import Queued, RowPricer
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.store.ledger import FULL_BATCH, LedgerRow, LedgerStore
+from azure_openai_proxy.store.replaced import FileWatch
 
 __all__ = ["JournalReader", "main"]
 
@@ -80,7 +81,10 @@ class Ledger:
         self.database = database
         self._busy_ms = busy_ms
         self._store: LedgerStore | None = None
-        self._identity: tuple[int, int] | None = None
+        # The file opened and its -wal held, as the thread writer's (store/replaced.py):
+        # a file moved in beside the replaced one's -wal is refused even where that
+        # -wal keeps no mark (a file system without user extended attributes).
+        self._watch = FileWatch(database)
         self.failures = 0
 
     def write(self, pricer: RowPricer, records: deque[Queued],
@@ -107,19 +111,21 @@ class Ledger:
 
     def _open(self) -> LedgerStore:
         try:
-            stat = os.stat(self.database)
+            os.stat(self.database)  # gone: refused, never made anew here
         except OSError as exc:
             self._failed(exc)
             raise DatabaseRefused from exc
-        if self._store is not None and self._identity != (stat.st_dev, stat.st_ino):
+        if self._store is not None and self._watch.replaced():
             self.close()  # replaced under it: what it wrote would go to the old file
         if self._store is None:
             try:
+                self._watch.check()  # ReplacedInUse while the old file's -wal is beside
+                self._watch.opening()
                 self._store = LedgerStore.open(self.database, busy_timeout_ms=self._busy_ms)
+                self._watch.opened()
             except Exception as exc:
                 self._failed(exc)
                 raise DatabaseRefused from exc
-            self._identity = stat.st_dev, stat.st_ino
         return self._store
 
     def _failed(self, exc: BaseException) -> None:
