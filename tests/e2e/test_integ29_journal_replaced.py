@@ -13,10 +13,17 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from azure_openai_proxy.store.ledger import LedgerStore
 from azure_openai_proxy.store.replaced import file_identity, stale_beside
 from tests.e2e.test_ledger_journal import journal
 from tests.unit.test_ledger_writer import finished
+
+# The slow step (`.ci/run`'s `pytest --slow`): the opt-in journal writer's end-to-end
+# tests start real child processes and wait on them (~1 min of the default run's wall
+# time at two processes, session 29).
+pytestmark = pytest.mark.slow
 
 
 def _on_disk(path: Path) -> set[str]:

@@ -26,6 +26,11 @@ from azure_openai_proxy.store.ledger import LedgerStore
 from tests.unit.test_ledger_writer import NOW, finished, stored
 from tests.waiting import until
 
+# The slow step (`.ci/run`'s `pytest --slow`): the opt-in journal writer's end-to-end
+# tests start real child processes and wait on them (~1 min of the default run's wall
+# time at two processes, session 29).
+pytestmark = pytest.mark.slow
+
 COST = (1000 * 2.50 + 100 * 10.00) / 1e6
 
 

@@ -42,7 +42,10 @@ from tests.e2e.test_ledger import (  # noqa: F401
 from tests.support import ServerThread
 from tests.waiting import until
 
-pytestmark = pytest.mark.usefixtures("journal_environment")
+# The slow step (`.ci/run`'s `pytest --slow`): the opt-in journal writer's end-to-end
+# tests start real child processes and wait on them (~1 min of the default run's wall
+# time at two processes, session 29).
+pytestmark = [pytest.mark.usefixtures("journal_environment"), pytest.mark.slow]
 
 
 @pytest.fixture
