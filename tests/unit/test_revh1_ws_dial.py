@@ -9,7 +9,6 @@ connect_timeout ending it; on asyncio and uvloop. Loopback: full accept queues o
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import ssl
 import time
@@ -23,11 +22,7 @@ from azure_openai_proxy.errors import UpstreamTimeout, UpstreamUnreachable
 from azure_openai_proxy.settings import UpstreamSettings
 from azure_openai_proxy.upstream.websocket import open_socket
 from tests.unit.test_fasttransport import _self_signed
-from tests.unit.test_revh1_dial import ON_BOTH_LOOPS, beside_silent
-
-
-def _descriptors() -> int:
-    return len(os.listdir("/proc/self/fd"))
+from tests.unit.test_revh1_dial import ON_BOTH_LOOPS, _descriptors, beside_silent
 
 
 async def _echo(connection: ServerConnection) -> None:
