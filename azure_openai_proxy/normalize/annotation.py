@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["ANNOTATION_HEAD", "AnnotationFrameTemplate"]
+__all__ = ["ANNOTATION_HEAD", "AnnotationFrameTemplate", "in_orjson_form"]
 
 # How an annotation frame in orjson's form starts (38 bytes): `from_bytes` is tried on
 # no other (a call per finish and usage frame of a stream without any, ~3k, else).
@@ -17,6 +17,16 @@ ANNOTATION_HEAD = _OFFSETS = b'{"choices":[{"content_filter_offsets":'
 _RESULTS = b'},"content_filter_results":'
 _REST = b',"finish_reason":null,"index":0}],"created":0,"id":"","model":"","object":""}'
 
+
+
+def in_orjson_form(results: bytes) -> bool:
+    """Whether `results` is a JSON object spelled exactly as orjson writes it: only then
+    may its bytes stand in a template for what the general path would write."""
+    try:
+        value = orjson.loads(results)
+    except orjson.JSONDecodeError:
+        return False
+    return type(value) is dict and orjson.dumps(value) == results
 
 class AnnotationFrameTemplate:
     """The learned ends of a stream's asynchronous-filter annotation frames, which the
@@ -62,13 +72,7 @@ class AnnotationFrameTemplate:
                 not data.startswith(_RESULTS, cut)):
             return None
         results = data[cut + len(_RESULTS):len(data) - len(_REST)]
-        if results.find(b"true") != -1:
-            return None
-        try:
-            value = orjson.loads(results)
-        except orjson.JSONDecodeError:
-            return None
-        if type(value) is not dict or orjson.dumps(value) != results:
+        if results.find(b"true") != -1 or not in_orjson_form(results):
             return None
         return cls(_OFFSETS + b"{", data[cut:])
 

@@ -62,7 +62,7 @@ from typing import Any
 
 import orjson
 
-from azure_openai_proxy.normalize.annotation import AnnotationFrameTemplate
+from azure_openai_proxy.normalize.annotation import AnnotationFrameTemplate, in_orjson_form
 from azure_openai_proxy.normalize.choices import choice_chars
 
 __all__ = ["AnnotationFrameTemplate", "PaddedFrameTemplate", "RoleFrameEnds",
@@ -214,11 +214,7 @@ class SteadyFrameTemplate:
                 or _UNPLAIN(event, text, stop) is not None):
             return None
         results = event[start:end]
-        try:
-            value = orjson.loads(results)
-        except orjson.JSONDecodeError:
-            return None
-        if type(value) is not dict or orjson.dumps(value) != results:
+        if not in_orjson_form(results):
             return None
         # What `__init__` derives from the prefix, the rest being the role frame's.
         self._prefix = prefix = _HEAD + results + _DELTA
