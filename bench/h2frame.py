@@ -18,10 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import struct
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -34,6 +30,7 @@ from azure_openai_proxy.normalize.stream import StreamPolicy
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.upstream.h2.connection import _H2Connection
 from azure_openai_proxy.upstream.h2.stream import H2Response
+from bench.callgrind import module_total
 from bench.paced import CONTENT_MARK, PacedStream, frames
 
 _POLICY = StreamPolicy(client_model="gpt-4o", strip_usage_frame=True)
@@ -117,16 +114,8 @@ async def relay_streams(content: int, streams: int, per_read: int) -> tuple[int,
 
 
 def _callgrind_total(content: int, args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "cg.out"
-        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                        sys.executable, "-m", "bench.h2frame", "--frames", str(content),
-                        "--streams", str(args.streams), "--per-read", str(args.per_read)],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for line in out.read_text().splitlines():
-            if line.startswith("totals:"):
-                return int(line.split()[1])
-    raise RuntimeError("no totals in the callgrind output")
+    return module_total("bench.h2frame", "--frames", str(content), "--streams",
+                        str(args.streams), "--per-read", str(args.per_read))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import struct
-import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -46,6 +44,7 @@ from azure_openai_proxy.upstream.h2 import H2Transport
 from azure_openai_proxy.upstream.h2.connection import _H2Connection
 from azure_openai_proxy.upstream.h2.frames import parse_origin
 from azure_openai_proxy.upstream.transport import UpstreamRequest
+from bench.callgrind import module_total
 from bench.h2frame import _Client, _frame
 from bench.paced import PacedStream, frames
 
@@ -166,19 +165,12 @@ async def relay_streams(streams: int, content: int, blocks: list[bytes]) -> int:
 
 def _callgrind_total(streams: int, args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "cg.out"
         ids = Path(tmp) / "blocks"
         if args.unique_ids:
             ids.write_text("\n".join(block.hex() for block in unique_blocks(streams)))
-        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                        sys.executable, "-m", "bench.h2setup", "--streams", str(streams),
-                        "--frames", str(args.frames)]
-                       + (["--blocks", str(ids)] if args.unique_ids else []),
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for line in out.read_text().splitlines():
-            if line.startswith("totals:"):
-                return int(line.split()[1])
-    raise RuntimeError("no totals in the callgrind output")
+        return module_total("bench.h2setup", "--streams", str(streams), "--frames",
+                            str(args.frames),
+                            *(["--blocks", str(ids)] if args.unique_ids else []))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,9 +24,6 @@ runs in nanoseconds per upstream frame. The body is the benchmark upstream's cha
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
-import tempfile
 import timeit
 from collections.abc import Callable
 
@@ -35,6 +32,7 @@ import orjson
 from azure_openai_proxy.normalize.body import normalize_answer
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from azure_openai_proxy.sse import SseDecoder
+from bench.callgrind import module_total
 from bench.systems import AZURE_ANSWER
 
 _SAFE = {"filtered": False, "severity": "safe"}
@@ -136,17 +134,8 @@ def relay_streams(streams: int, frames: int) -> int:
 
 
 def _callgrind_total(streams: int, frames: int) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = f"{tmp}/cg.out"
-        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                        sys.executable, "-m", "bench.normalizer_bench", "--relay-streams",
-                        str(streams), "--frames", str(frames)],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        with open(out) as lines:
-            for line in lines:
-                if line.startswith("totals:"):
-                    return int(line.split()[1])
-    raise RuntimeError("no totals in the callgrind output")
+    return module_total("bench.normalizer_bench", "--relay-streams", str(streams),
+                        "--frames", str(frames))
 
 
 def count() -> None:

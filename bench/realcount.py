@@ -38,19 +38,12 @@ if __package__ in (None, ""):  # run as `python bench/realcount.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import systems
+from bench.callgrind import dump_total
 from bench.framecpu import times
 from bench.paced import PacedStream, TlsListen, have_echo_module, start_paced, tls_listen
 from bench.procs import HOST, Child, Children, free_port, wait_until
 from bench.streamload import LoadPlan, raise_fd_limit, run_load
 from bench.streamscale import _accepting, request_bytes, stream_body
-
-
-def _total(dump: Path) -> int:
-    """The `summary:`/`totals:` instruction count of one callgrind dump."""
-    for line in dump.read_text().splitlines():
-        if line.startswith("totals:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no totals in {dump}")
 
 
 def _callgrind(pid: int, *args: str) -> None:
@@ -99,7 +92,7 @@ def one_count(children: Children, upstream_port: int, shape: PacedStream, stream
     dumps = sorted(Path(out.parent).glob(f"{out.name}.{child.pid}*"))
     children.stop(child)
     dumped = [d for d in dumps if not d.name.endswith(str(child.pid))] or dumps
-    return _total(dumped[-1]), share.completed
+    return dump_total(dumped[-1]), share.completed
 
 
 def _switches(pid: int) -> tuple[int, int]:
