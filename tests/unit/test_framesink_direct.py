@@ -23,23 +23,13 @@ from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.upstream.h2.connection import _H2Connection
 from azure_openai_proxy.upstream.h2.stream import H2Response
 from tests.e2e.h2raw import frame, head_block
+from tests.unit.test_h2cut_relay import _Wire
 from tests.unit.test_relay_push import PROMPT, ClientChannel, client_body
 from tests.unit.test_stream_steady import POLICIES, SEQUENCES, long_stream
 
 DATA, HEADERS, SETTINGS = 0, 1, 4
 END_STREAM, END_HEADERS = 0x1, 0x4
 POLICY = StreamPolicy(client_model="gpt-4o", strip_usage_frame=True)
-
-
-class _Wire:
-    """The upstream connection's transport: writes dropped."""
-
-    def write(self, data: bytes) -> None: ...
-    def close(self) -> None: ...
-    def abort(self) -> None: ...
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return default
 
 
 class _Run:
