@@ -6,12 +6,15 @@ worker exits within a second, cleanly (0; 130 for SIGINT), its database intact.
 
 The real server in a real process; the stop is sent by the process to itself as the
 first load's read begins (its `KeyStore.everything` wrapped to do so), where a signal
-from outside would land there by chance only. The wrapper prints the clock at the stop:
-the test reads the same machine-wide monotonic clock when the process has exited."""
+from outside would land there by chance only. The wrapper prints the clock at the stop,
+and how the read ended: interrupted, not completed, is what makes the stop prompt (a
+wall-clock bound of a second failed on a loaded machine, where the interpreter's own
+exit can take longer; the bound kept here only catches a wait for the whole read)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -39,20 +42,35 @@ signum = int(sys.argv.pop(1))
 def stop_then_read(self):
     print("stopped at", time.monotonic(), flush=True)
     os.kill(os.getpid(), signum)
-    return everything(self)
+    try:
+        keys = everything(self)
+    except BaseException as exc:
+        print("read ended by", type(exc).__name__, flush=True)
+        raise
+    print("read completed", flush=True)
+    return keys
 
 KeyStore.everything = stop_then_read
 sys.exit(main(sys.argv[1:]))
 """
 
 
+@pytest.fixture(scope="module")
+def many_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One database of `_MANY` keys for both signals (7 s to write here, 0.2 s to copy)."""
+    database = tmp_path_factory.mktemp("many") / "g.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(first_load, "MANY", _MANY)
+        first_load._many_keys(database)
+    return database
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)],
                          ids=["SIGTERM", "SIGINT"])
 def test_a_stop_during_the_first_load_of_many_keys_is_prompt(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int, code: int) -> None:
+        tmp_path: Path, many_keys: Path, signum: int, code: int) -> None:
     database = tmp_path / "g.db"
-    monkeypatch.setattr(first_load, "MANY", _MANY)
-    first_load._many_keys(database)
+    shutil.copyfile(many_keys, database)  # (no -wal: the store closed it)
     config = tmp_path / "config.yaml"
     write_config(config, UNREACHABLE, [("dep-a", {})])
     env = {**os.environ, "AZURE_OPENAI_PROXY_DATABASE": f"sqlite:///{database}",
@@ -71,7 +89,9 @@ def test_a_stop_during_the_first_load_of_many_keys_is_prompt(
     lines = [line for line in output.splitlines() if line.startswith("stopped at ")]
     assert len(lines) == 1, output
     took = ended - float(lines[0].split()[-1])
-    assert took < 1.0, (took, output)  # main: the whole read and more (3-10 s here)
+    assert "read completed" not in output, output  # main: the whole read, then the stop
+    assert "read ended by OperationalError" in output, output  # (sqlite3's 'interrupted')
+    assert took < 5.0, (took, output)  # main: the whole read and more (3-10 s, 14-15 s)
     assert process.returncode == code, output
     assert "stopping before its keys were loaded" in output, output
     assert "Traceback" not in output and "unavailable" not in output, output[-3000:]
