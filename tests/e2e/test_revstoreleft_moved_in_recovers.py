@@ -16,10 +16,9 @@ from typing import Any
 import httpx
 
 from azure_openai_proxy.store.keys import KeyStore
-from azure_openai_proxy.store.ledger import LedgerStore
 from tests.e2e.conftest import Emulator
 from tests.e2e.test_admin_api import chat_status
-from tests.e2e.test_storeleft_swapped_database import two_keys
+from tests.e2e.test_storeleft_swapped_database import _keys_with_usage, two_keys
 from tests.e2e.test_virtual_keys import ADMIN_KEY, governed_gateway
 from tests.unit.test_revkeydir_replaced import _restore as _copy
 from tests.waiting import until
@@ -28,14 +27,6 @@ from tests.waiting import until
 def _make_key(url: str, name: str) -> httpx.Response:
     return httpx.post(url + "/admin/keys", json={"name": name}, timeout=30,
                       headers={"Authorization": f"Bearer {ADMIN_KEY}"})
-
-
-def _keys_with_usage(path: Path) -> set[str]:
-    store = LedgerStore.open(path)
-    try:
-        return {record.key_id for record in store.records() if record.key_id}
-    finally:
-        store.close()
 
 
 def test_a_moved_in_database_is_followed_again_once_the_old_wal_is_removed(

@@ -18,11 +18,21 @@ import httpx
 import pytest
 
 from azure_openai_proxy.store.keys import KeyStore
+from azure_openai_proxy.store.ledger import LedgerStore
 from tests.e2e.conftest import Emulator
 from tests.e2e.test_admin_api import chat_status
 from tests.e2e.test_virtual_keys import ADMIN_KEY, Governed, governed_gateway
 from tests.unit.test_revkeydir_replaced import _restore as _copy
 from tests.waiting import until
+
+
+def _keys_with_usage(path: Path) -> set[str]:
+    """The keys the ledger in `path` has records of."""
+    store = LedgerStore.open(path)
+    try:
+        return {record.key_id for record in store.records() if record.key_id}
+    finally:
+        store.close()
 
 
 def two_keys(governed: Governed, tmp_path: Path,
@@ -52,7 +62,8 @@ def test_a_database_moved_into_place_under_a_running_gateway_is_followed(
                           headers={"Authorization": f"Bearer {ADMIN_KEY}"})
         assert made.status_code == 201, made.text
         assert chat_status(url, made.json()["key"]) == 200
-        time.sleep(1.5)  # (the ledger's writes of these requests: its flush is 1 s)
+        until(lambda: made.json()["id"] in _keys_with_usage(path), 15,
+              "the last request's record never reached the file")  # (the ledger's writes)
         with sqlite3.connect(path) as raw:
             assert raw.execute("PRAGMA integrity_check").fetchone() == ("ok",)
             names = {row[0] for row in raw.execute("SELECT name FROM keys")}
