@@ -16,7 +16,7 @@ settings.register_profile(
 settings.load_profile("suite")
 
 # The slow step: tests marked `slow` (the benchmark scripts' smoke runs, a saturation
-# test, the largest Hypothesis runs, a 200,000-key load) take minutes between them,
+# test, the largest Hypothesis runs, the 200,000- and 400,000-key loads) take minutes between them,
 # mostly under load of their own; the README's test command leaves them out and
 # `.ci/run` runs them in a step of their own (`pytest -n 2 --slow`), so CI still runs
 # every test.
