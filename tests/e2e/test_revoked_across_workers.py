@@ -17,10 +17,13 @@ from tests.e2e.test_shared_limits import _worker_pids
 
 
 def _statuses(port: int, secret: str, calls: int = 12) -> set[int]:
-    """One status per fresh connection (the kernel spreads them over the workers)."""
+    """One status per fresh connection (the kernel spreads them over the workers): one
+    client, its connection closed after each answer (a client per call loaded a TLS
+    context each time, ~0.1 s of CPU: the polling below made that overrun the test's
+    60 s timeout at a load of 25-35)."""
     seen = set()
-    for _ in range(calls):
-        with httpx.Client(timeout=10) as http:
+    with httpx.Client(timeout=10) as http:
+        for _ in range(calls):
             seen.add(http.get(f"http://127.0.0.1:{port}/v1/models",
                               headers={"Authorization": f"Bearer {secret}",
                                        "Connection": "close"}).status_code)
