@@ -73,6 +73,7 @@ def many_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # The slow step (.ci/run runs it): a 150 MB database of 400,000 keys (7 s to write, then
 # a gateway process per signal; the file 18-28 s at a load of ~7), as the 200,000-key load.
 @pytest.mark.slow
+@pytest.mark.timeout(240)  # the database's writing and a gateway start: both over 60 s at a load of 24
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 0), (signal.SIGINT, 130)],
                          ids=["SIGTERM", "SIGINT"])
 def test_a_stop_during_the_first_load_of_many_keys_is_prompt(
