@@ -20,6 +20,7 @@ the prices of the records after it, a JSON object (`prices_line`: a reload's).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Mapping
@@ -39,8 +40,10 @@ __all__ = [
     "read_ack",
     "record_line",
     "record_of_line",
+    "remove_journal",
     "segment_path",
     "segments",
+    "unacknowledged",
     "write_ack",
 ]
 
@@ -91,6 +94,34 @@ def write_ack(prefix: str, position: Position) -> None:
     with open(temporary, "w") as file:
         file.write(f"{position[0]} {position[1]}")
     os.replace(temporary, prefix + ".ack")
+
+
+def unacknowledged(prefix: str) -> list[bytes]:
+    """The journal's lines past its acknowledgement, in order, the first the prices in
+    force there (for a worker taking its journal over from a dead child). A segment's
+    cut last line (a failed append's) is left out, as the child leaves it."""
+    number, offset = read_ack(prefix)
+    lines: list[bytes] = []
+    for found in segments(prefix):
+        if found < number:
+            continue
+        data = segment_path(prefix, found).read_bytes()
+        start = offset if found == number else 0
+        if start:  # each segment begins with its prices: those in force at the offset
+            lines.extend([line for line in data[:start].split(b"\n")
+                          if line.startswith(b"{")][-1:])
+        lines.extend(data[start:data.rfind(b"\n") + 1].split(b"\n")[:-1])
+    return lines
+
+
+def remove_journal(prefix: str) -> None:
+    """The journal's files, gone (by its writer, under its lock)."""
+    for number in segments(prefix):
+        with contextlib.suppress(FileNotFoundError):
+            segment_path(prefix, number).unlink()
+    for tail in (".ack", ".ack.tmp", ".lock", ".lock.new"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(prefix + tail)
 
 
 # -- lines -------------------------------------------------------------------------------

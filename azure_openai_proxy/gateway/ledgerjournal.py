@@ -17,9 +17,10 @@ Nothing lost: a line appended is in the page cache, so SIGTERM, a crash of the w
 (its journal claimed by the next child to look: its lock is free) and a crash of the
 child (restarted; it resumes at its acknowledgement) lose at most the lines not yet
 appended (a SIGKILL of the worker: up to 0.5 s of records; SIGTERM and a reload lose
-none). `close` appends the rest, closes the child's input and waits for it to write
-and remove the journal; a database refusing past the wait leaves the journal for the
-next start.
+none). A child dying `_CRASH_LOOP` times in a row hands over: the worker's thread writes
+the journal's unacknowledged lines and all later records (`_take_over`). `close`
+appends the rest, closes the child's input and waits for it to write and remove the
+journal; a database refusing past the wait leaves the journal for the next start.
 
 The bound: past `journal_max_bytes` on disk (the database refusing for long) the lines
 wait in memory, up to `max_buffer`; past that the oldest are dropped, with an error
@@ -53,8 +54,10 @@ from azure_openai_proxy.gateway.journalfiles import (
     prices_of_line,
     read_ack,
     record_of_line,
+    remove_journal,
     segment_path,
     segments,
+    unacknowledged,
 )
 from azure_openai_proxy.gateway.ledger import LedgerWriter
 from azure_openai_proxy.governance.budget import BudgetGuard, SpendBook, earliest_period_start
@@ -70,6 +73,9 @@ _APPEND_EVERY = 256  # lines: one write(2) on the event loop
 _SEGMENT_BYTES = 16 << 20
 _JOURNAL_MAX_BYTES = 1 << 30
 _RESTART_MOST = 30.0  # seconds between restarts of a child that keeps dying, at most
+# Deaths of the child in a row, its acknowledgement not moving between them: a crash
+# loop (a child that cannot run here); the worker then writes its records itself.
+_CRASH_LOOP = 3
 
 
 class JournalLedgerWriter(LedgerWriter):
@@ -97,8 +103,12 @@ class JournalLedgerWriter(LedgerWriter):
         self._number = 0
         self._size = 0
         self._child: subprocess.Popen[bytes] | None = None
-        self._restarts = 0
+        self.restarts = 0  # the child started again (these three: the metrics read them)
+        self.fallbacks = 0
         self._restart_at = 0.0
+        self._deaths = 0  # in a row, the acknowledgement not moving (`_CRASH_LOOP`)
+        self._ack_seen: Position = (0, 0)
+        self.in_process = False  # this worker's thread writes (`_fall_back`, `_take_over`)
         self._book_due = False  # a flush asks for the budgets' book to be read
         self.dropped = 0  # lines dropped past the bound (the tests and the log read it)
         self._fell_back = False  # the thread writer's from `start` on (`_fall_back`)
@@ -239,27 +249,33 @@ class JournalLedgerWriter(LedgerWriter):
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
-        for number in segments(self.prefix):
-            with contextlib.suppress(OSError):
-                segment_path(self.prefix, number).unlink()
-        if self._lock_fd >= 0:
-            for tail in (".lock", ".lock.new"):
-                with contextlib.suppress(OSError):
-                    os.unlink(self.prefix + tail)
+        if self._lock_fd >= 0:  # (else nothing was made)
+            remove_journal(self.prefix)
             os.close(self._lock_fd)
             self._lock_fd = -1
-        lines = list(self._lines)
-        self._lines.clear()
-        self._fell_back = True
-        # The thread writer's methods from now on, `add` too, at no cost a call (a flag
-        # tested in each would be on the event loop's path): the base class's state is
-        # all set (`LedgerWriter.__init__` ran), the journal's is no longer read.
+        self._fell_back = self.in_process = True
+        self.fallbacks += 1
+        # The thread writer's methods from now on, `add` too, at no cost a call (not a flag
+        # tested on the event loop's path): its state is set (`LedgerWriter.__init__`).
+        self._queue_lines()
         self.__class__ = LedgerWriter  # type: ignore[assignment]
-        for line in lines:
-            if line.startswith(b"{"):
-                self.reconfigure(*prices_of_line(orjson.loads(line)))
-            else:
-                self._queue.append(record_of_line(orjson.loads(line)))
+
+    def _queue_lines(self) -> None:
+        """The lines waiting, as the thread writer's queue: records, and a reload's prices
+        as its marks, in order (a line a crash cut is left out)."""
+        pop = self._lines.popleft
+        for _ in range(len(self._lines)):
+            line = pop()
+            try:
+                values = orjson.loads(line)
+                if line.startswith(b"{"):
+                    LedgerWriter.reconfigure(self, *prices_of_line(values))
+                else:
+                    self._queue.append(record_of_line(values))
+            except Exception as exc:
+                if line:
+                    log.error("usage ledger: a journal line that reads as no record was "
+                              "dropped (%s, %d bytes)", type(exc).__name__, len(line))
 
     def _spawn(self) -> None:
         """Raises OSError if the child cannot be started."""
@@ -293,17 +309,47 @@ class JournalLedgerWriter(LedgerWriter):
         if now < self._restart_at:
             return
         if child is not None:
+            ack = read_ack(self.prefix)
+            self._deaths = self._deaths + 1 if ack == self._ack_seen else 1
+            self._ack_seen = ack
+            self._ended(child)
+            if self._deaths >= _CRASH_LOOP:
+                self._take_over(child.returncode)
+                return
             log.error("usage ledger: the journal's writer ended (status %s); started again",
                       child.returncode)
-            self._restarts += 1
-            self._ended(child)
-        self._restart_at = now + min(_RESTART_MOST, 0.5 * 2 ** min(self._restarts, 6))
+            self.restarts += 1
+        self._restart_at = now + min(_RESTART_MOST, 0.5 * 2 ** min(self.restarts, 6))
         try:
             self._spawn()
         except OSError as exc:
             self._child = None
             log.error("usage ledger: cannot start the journal's writer again (%s); the "
                       "records wait in the journal %s", exc, self.prefix)
+
+    def _take_over(self, status: int | None) -> None:
+        """(The thread.) The child died `_CRASH_LOOP` times in a row: the thread writes
+        from now on, first the lines the child did not acknowledge (those it wrote but
+        did not acknowledge: again, counted once by INSERT OR IGNORE); the journal goes."""
+        log.error("usage ledger: the journal's writer died %d times in a row (status %s); "
+                  "this worker writes its records itself from now on", self._deaths, status)
+        with self._io:  # no append from now on (`_write_lines`: no journal open)
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+            try:
+                older = unacknowledged(self.prefix)
+            except OSError as exc:  # left for a later start's child to claim
+                log.error("usage ledger: the journal %s could not be read (%s); it is "
+                          "written at the next start", self.prefix, exc)
+                older = None
+            self._lines.extendleft(reversed(older or []))  # before those added since
+        if older is not None:
+            remove_journal(self.prefix)
+        os.close(self._lock_fd)
+        self._lock_fd = -1
+        self.in_process = True
+        self.fallbacks += 1
 
     def _ended(self, child: subprocess.Popen[bytes] | None) -> None:
         """A child that ended: counted as a failure (with the failures it reported), its
@@ -391,10 +437,15 @@ class JournalLedgerWriter(LedgerWriter):
     def _drain(self) -> None:
         """(The thread, every cycle.) The lines left, appended; the child and the bound
         looked after."""
+        if not self._stopping and not self.in_process:
+            self._supervise()  # (a crash loop: the journal taken over)
+        if self.in_process:
+            self._queue_lines()
+            super()._drain()
+            return
         if self._stopping:
             self._write_lines(block=True)
             return
-        self._supervise()
         size = self.journal_bytes()
         if size >= self._max_bytes and not self._full:
             log.error("usage ledger: the journal %s reached its bound (%d bytes: the "
@@ -445,4 +496,5 @@ class JournalLedgerWriter(LedgerWriter):
             read_at = self.guard.book_read_started()
             rows, recorded = store.spend_and_recorded(since, held)
             self.guard.replace(SpendBook.from_rows(rows), recorded, read_at)
+            self._unread = []  # (written in process: every held id was asked)
             self._last_refresh = self._clock()
