@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +36,7 @@ from azure_openai_proxy.observability.record import RequestRecord
 __all__ = [
     "Position",
     "dead_journals",
+    "journal_size",
     "prices_line",
     "prices_of_line",
     "read_ack",
@@ -43,9 +45,12 @@ __all__ = [
     "remove_journal",
     "segment_path",
     "segments",
+    "taken_over",
     "unacknowledged",
     "write_ack",
 ]
+
+log = logging.getLogger("azure_openai_proxy")
 
 # (segment number, byte offset in it): what the child acknowledged, or where the
 # worker's last write ended. Segments are numbered from 1: (0, 0) is nothing yet.
@@ -65,6 +70,15 @@ def segments(prefix: str) -> list[int]:
         if len(tail) == 6 and tail.isdigit():
             numbers.append(int(tail))
     return sorted(numbers)
+
+
+def journal_size(prefix: str) -> int:
+    """The bytes of the journal's segments on disk."""
+    total = 0
+    for number in segments(prefix):
+        with contextlib.suppress(OSError):
+            total += segment_path(prefix, number).stat().st_size
+    return total
 
 
 def dead_journals(database: Path, own: str) -> list[str]:
@@ -114,13 +128,26 @@ def unacknowledged(prefix: str) -> list[bytes]:
     return lines
 
 
+def taken_over(prefix: str) -> list[bytes]:
+    """`unacknowledged(prefix)`, the journal removed: its lines now the caller's. One
+    that cannot be read is left (and its lock, once let go, to a later child's claim)."""
+    try:
+        lines = unacknowledged(prefix)
+    except OSError as exc:
+        log.error("usage ledger: the journal %s could not be read (%s); it is written at "
+                  "the next start", prefix, exc)
+        return []
+    remove_journal(prefix)
+    return lines
+
+
 def remove_journal(prefix: str) -> None:
     """The journal's files, gone (by its writer, under its lock)."""
     for number in segments(prefix):
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             segment_path(prefix, number).unlink()
     for tail in (".ack", ".ack.tmp", ".lock", ".lock.new"):
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(prefix + tail)
 
 

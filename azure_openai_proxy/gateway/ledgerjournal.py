@@ -18,9 +18,11 @@ Nothing lost: a line appended is in the page cache, so SIGTERM, a crash of the w
 child (restarted; it resumes at its acknowledgement) lose at most the lines not yet
 appended (a SIGKILL of the worker: up to 0.5 s of records; SIGTERM and a reload lose
 none). A child dying `_CRASH_LOOP` times in a row hands over: the worker's thread writes
-the journal's unacknowledged lines and all later records (`_take_over`). `close`
-appends the rest, closes the child's input and waits for it to write and remove the
-journal; a database refusing past the wait leaves the journal for the next start.
+the journal's unacknowledged lines and all later records (`_take_over`). At `close`
+the thread does the same with up to `_HAND_OVER_MOST` bytes of journal left (a stop
+never waits for a child just started); past that, it closes the child's input and
+waits for it to write and remove the journal (a database refusing past the wait
+leaves the journal for the next start).
 
 The bound: past `journal_max_bytes` on disk (the database refusing for long) the lines
 wait in memory, up to `max_buffer`; past that the oldest are dropped, with an error
@@ -50,14 +52,14 @@ import orjson
 
 from azure_openai_proxy.gateway.journalfiles import (
     Position,
+    journal_size,
     prices_line,
     prices_of_line,
     read_ack,
     record_of_line,
     remove_journal,
     segment_path,
-    segments,
-    unacknowledged,
+    taken_over,
 )
 from azure_openai_proxy.gateway.ledger import LedgerWriter
 from azure_openai_proxy.governance.budget import BudgetGuard, SpendBook, earliest_period_start
@@ -76,6 +78,7 @@ _RESTART_MOST = 30.0  # seconds between restarts of a child that keeps dying, at
 # Deaths of the child in a row, its acknowledgement not moving between them: a crash
 # loop (a child that cannot run here); the worker then writes its records itself.
 _CRASH_LOOP = 3
+_HAND_OVER_MOST = 8 << 20  # bytes of journal the worker writes itself at its stop
 
 
 class JournalLedgerWriter(LedgerWriter):
@@ -91,11 +94,11 @@ class JournalLedgerWriter(LedgerWriter):
         self._dumps = orjson.dumps
         # Held by whoever appends (the event loop, without waiting; the thread; close):
         # the lines go to the file in the order they were added.
-        self._io = threading.Lock()
+        self._io = threading.RLock()
         self._prices = prices_line(prices, models)
         self._segment_bytes = segment_bytes
         self._max_bytes = journal_max_bytes
-        self._full = False
+        self.journal_full = False  # past its bound: lines wait in memory
         self._torn = False  # an append failed part way: the next begins a line
         self.prefix = ""
         self._fd = -1
@@ -119,10 +122,6 @@ class JournalLedgerWriter(LedgerWriter):
     def waiting(self) -> int:
         """Lines not yet appended to the journal."""
         return len(self._lines)
-
-    @property
-    def journal_full(self) -> bool:
-        return self._full
 
     @property
     def child_pid(self) -> int | None:
@@ -162,7 +161,7 @@ class JournalLedgerWriter(LedgerWriter):
                 return None
             lines = self._lines
             count = len(lines)
-            if count and not self._full:
+            if count and not self.journal_full:
                 pop = lines.popleft
                 batch = [pop() for _ in range(count)]
                 data = b"\n".join(batch) + b"\n"
@@ -245,10 +244,7 @@ class JournalLedgerWriter(LedgerWriter):
         if child is not None:  # started, then its pipe could not be set up
             child.kill()
             child.wait()
-        with self._io:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+        self._close_journal()
         if self._lock_fd >= 0:  # (else nothing was made)
             remove_journal(self.prefix)
             os.close(self._lock_fd)
@@ -314,7 +310,11 @@ class JournalLedgerWriter(LedgerWriter):
             self._ack_seen = ack
             self._ended(child)
             if self._deaths >= _CRASH_LOOP:
-                self._take_over(child.returncode)
+                log.error("usage ledger: the journal's writer died %d times in a row (status "
+                          "%s); this worker writes its records itself from now on",
+                          self._deaths, child.returncode)
+                self._take_over()
+                self.fallbacks += 1
                 return
             log.error("usage ledger: the journal's writer ended (status %s); started again",
                       child.returncode)
@@ -327,29 +327,32 @@ class JournalLedgerWriter(LedgerWriter):
             log.error("usage ledger: cannot start the journal's writer again (%s); the "
                       "records wait in the journal %s", exc, self.prefix)
 
-    def _take_over(self, status: int | None) -> None:
-        """(The thread.) The child died `_CRASH_LOOP` times in a row: the thread writes
-        from now on, first the lines the child did not acknowledge (those it wrote but
-        did not acknowledge: again, counted once by INSERT OR IGNORE); the journal goes."""
-        log.error("usage ledger: the journal's writer died %d times in a row (status %s); "
-                  "this worker writes its records itself from now on", self._deaths, status)
+    def _take_over(self) -> None:
+        """(The thread, the child dead or stopped: a crash loop, or the worker's stop.)
+        The thread writes from now on, first the lines the child did not acknowledge
+        (those it wrote but did not acknowledge: again, counted once by INSERT OR
+        IGNORE); the journal goes."""
         with self._io:  # no append from now on (`_write_lines`: no journal open)
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-            try:
-                older = unacknowledged(self.prefix)
-            except OSError as exc:  # left for a later start's child to claim
-                log.error("usage ledger: the journal %s could not be read (%s); it is "
-                          "written at the next start", self.prefix, exc)
-                older = None
-            self._lines.extendleft(reversed(older or []))  # before those added since
-        if older is not None:
-            remove_journal(self.prefix)
+            self._close_journal()
+            older = taken_over(self.prefix)
+            self._lines.extendleft(reversed(older))  # before those added since
         os.close(self._lock_fd)
         self._lock_fd = -1
         self.in_process = True
-        self.fallbacks += 1
+
+    def _close_journal(self) -> None:
+        with self._io:  # (reentrant)
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+    def _stop_child(self) -> None:
+        child = self._child
+        if child is not None:
+            child.kill()  # (SIGTERM it ignores) what it committed is acknowledged or not
+            child.wait()
+            self._ended(child)
+            self.failures -= 1  # (stopped, not failed)
 
     def _ended(self, child: subprocess.Popen[bytes] | None) -> None:
         """A child that ended: counted as a failure (with the failures it reported), its
@@ -377,7 +380,7 @@ class JournalLedgerWriter(LedgerWriter):
         target = self._write_lines(block=True)
         if target is None:
             return super().flush(timeout)
-        if self._full and self._lines:
+        if self.journal_full and self._lines:
             return False  # past the bound: lines kept in memory, not in the journal
         self._poke()
         while read_ack(self.prefix) < target:
@@ -400,12 +403,9 @@ class JournalLedgerWriter(LedgerWriter):
                 LedgerWriter.close(self, timeout)
                 return
         super().close(timeout)
-        self._full = False  # past the bound or not, on disk rather than lost with memory
+        self.journal_full = False  # past the bound or not, on disk rather than lost with memory
         self._write_lines(block=True)
-        with self._io:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+        self._close_journal()
         child = self._child
         if self._lock_fd >= 0 and (child is None or child.poll() is not None):
             # Died (or never started) and not yet started again by the thread: one now,
@@ -439,6 +439,10 @@ class JournalLedgerWriter(LedgerWriter):
         looked after."""
         if not self._stopping and not self.in_process:
             self._supervise()  # (a crash loop: the journal taken over)
+        elif (self._stopping and not self.in_process and self._lock_fd >= 0
+              and self.journal_bytes() <= _HAND_OVER_MOST):
+            self._stop_child()
+            self._take_over()
         if self.in_process:
             self._queue_lines()
             super()._drain()
@@ -447,10 +451,10 @@ class JournalLedgerWriter(LedgerWriter):
             self._write_lines(block=True)
             return
         size = self.journal_bytes()
-        if size >= self._max_bytes and not self._full:
+        if size >= self._max_bytes and not self.journal_full:
             log.error("usage ledger: the journal %s reached its bound (%d bytes: the "
                       "database refuses); records wait in memory", self.prefix, size)
-        self._full = size >= self._max_bytes
+        self.journal_full = size >= self._max_bytes
         self._write_lines(block=True)
         self._poke()
         excess = len(self._lines) - self._max
@@ -459,11 +463,7 @@ class JournalLedgerWriter(LedgerWriter):
 
     def journal_bytes(self) -> int:
         """The size of this worker's journal on disk (its segments not yet removed)."""
-        total = 0
-        for number in segments(self.prefix):
-            with contextlib.suppress(OSError):
-                total += segment_path(self.prefix, number).stat().st_size
-        return total
+        return journal_size(self.prefix)
 
     def _drop(self, count: int) -> None:
         pop = self._lines.popleft

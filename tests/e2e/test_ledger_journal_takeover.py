@@ -129,3 +129,41 @@ def test_the_worker_taking_over_prices_with_the_prices_in_force_at_the_acknowled
         assert costs == pytest.approx({f"req-{n}": 1100 * 1000.0 / 1e6 for n in (1, 2, 3)})
     finally:
         ledger.close()
+
+
+def test_a_stop_writes_a_small_journal_itself_without_waiting_for_the_child(
+    tmp_path: Path,
+) -> None:
+    """Under `_HAND_OVER_MOST` bytes left, the stop kills the child (perhaps still
+    starting) and the worker's thread writes the rest: every record once."""
+    path = tmp_path / "gw.db"
+    ledger = journal(path)
+    ledger.start()
+    for n in range(1000):
+        ledger.add(finished(n))
+    assert ledger.flush()
+    for n in range(1000, 1700):  # (appended at the stop, not yet written)
+        ledger.add(finished(n))
+    prefix = ledger.prefix
+    ledger.close()
+    assert ledger.in_process and ledger.fallbacks == 0 and ledger.failures == 0
+    assert writers_of(prefix) == 0 and journal_files(path) == []
+    assert stored(path) == sorted(f"req-{n}" for n in range(1700))
+    assert _rollup_requests(path) == 1700
+
+
+def test_a_stop_leaves_a_large_journal_to_the_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from azure_openai_proxy.gateway import ledgerjournal
+
+    monkeypatch.setattr(ledgerjournal, "_HAND_OVER_MOST", 0)
+    path = tmp_path / "gw.db"
+    ledger = journal(path)
+    ledger.start()
+    for n in range(700):
+        ledger.add(finished(n))
+    ledger.close()
+    assert not ledger.in_process
+    assert stored(path) == sorted(f"req-{n}" for n in range(700))
+    assert journal_files(path) == []  # written and removed by the child
