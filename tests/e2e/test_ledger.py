@@ -271,19 +271,35 @@ def _load(server: ServerThread, requests: int, threads: int = 4) -> int:
     return answered
 
 
+@pytest.mark.parametrize("writer", ["journal", "thread"])
 def test_a_locked_database_loses_no_record_and_fails_no_request(
     emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,
+    writer: str,
 ) -> None:
-    gateway = ledger_gateway(emulator)
+    """Meanwhile the records wait outside the database: in the journal (the default
+    writer's child could not write them) or in the thread writer's spool file."""
+    from azure_openai_proxy.gateway.journalfiles import read_ack, segment_path, segments
+    from azure_openai_proxy.gateway.ledgerjournal import JournalLedgerWriter
+
+    gateway = ledger_gateway(emulator, ledger_writer=writer)
     ledger = _app(gateway).ledger
     assert ledger is not None
+    assert isinstance(ledger, JournalLedgerWriter) == (writer == "journal")
     ledger.flush()
     lock = sqlite3.connect(tmp_path / "gw.db", isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")  # every writer is refused until the commit
     try:
         answered = _load(gateway, 120)  # raises on any client error
-        until(lambda: ledger.failures > 0 and ledger.flush(), 20, "the writer never hit the lock")
-        assert ledger.spool_path.exists()
+        if isinstance(ledger, JournalLedgerWriter):
+            until(lambda: ledger.failures > 0, 20, "the writer never hit the lock")
+            assert not ledger.flush(0.2)  # appended, and not in the database
+            assert sum(line.startswith(b"[") for number in segments(ledger.prefix) for line
+                       in segment_path(ledger.prefix, number).read_bytes().split(b"\n")
+                       ) == answered
+        else:
+            until(lambda: ledger.failures > 0 and ledger.flush(), 20,
+                  "the writer never hit the lock")
+            assert ledger.spool_path.exists()
     finally:
         lock.execute("COMMIT")
         lock.close()
@@ -291,6 +307,9 @@ def test_a_locked_database_loses_no_record_and_fails_no_request(
     until(lambda: len(records(gateway)) == answered, 20, "records missing after the database came back")
     assert len({r.request_id for r in records(gateway)}) == answered == 160
     assert not ledger.spool_path.exists()
+    if isinstance(ledger, JournalLedgerWriter):
+        last = segments(ledger.prefix)[-1]
+        assert read_ack(ledger.prefix) == (last, segment_path(ledger.prefix, last).stat().st_size)
 
 
 # -- usage queries ------------------------------------------------------------------------
