@@ -413,11 +413,12 @@ def test_the_usage_command_reads_the_ledger(
     assert capsys.readouterr().out.splitlines()[1].startswith("gpt-4o,1,")
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_sigterm_under_load_loses_no_record(tmp_path: Path, workers: str) -> None:
+@pytest.mark.parametrize(("workers", "reload"), [("1", False), ("2", False), ("1", True)])
+def test_sigterm_under_load_loses_no_record(tmp_path: Path, workers: str, reload: bool) -> None:
     """A gateway process stopped by SIGTERM while clients keep calling: every request it
     answered is in the ledger afterwards (the app's cleanup flushes the writer). With two
-    workers, two writers share the database."""
+    workers, two writers share the database; `reload`: a SIGHUP under the load first
+    (the writer flushed and its prices journalled between two records)."""
     import signal
 
     import httpx
@@ -436,7 +437,7 @@ def test_sigterm_under_load_loses_no_record(tmp_path: Path, workers: str) -> Non
         with gateway_process(config, "--workers", workers) as (process, client):
             answered = 0
             lock = threading.Lock()
-            enough = threading.Event()
+            enough, reloaded = threading.Event(), threading.Event()
 
             def work() -> None:
                 nonlocal answered
@@ -456,11 +457,16 @@ def test_sigterm_under_load_loses_no_record(tmp_path: Path, workers: str) -> Non
                             answered += 1
                             if answered >= 150:
                                 enough.set()
+                            if answered >= 300:
+                                reloaded.set()
 
             workers = [threading.Thread(target=work) for _ in range(4)]
             for worker in workers:
                 worker.start()
             assert enough.wait(60), "the load never reached 150 requests"
+            if reload:
+                process.signal(signal.SIGHUP)
+                assert reloaded.wait(60), "the load stopped at the reload"
             process.signal(signal.SIGTERM)
             for worker in workers:
                 worker.join(60)
