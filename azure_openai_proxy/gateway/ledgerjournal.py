@@ -240,10 +240,7 @@ class JournalLedgerWriter(LedgerWriter):
     def _fall_back(self) -> None:
         """Become the thread writer: the journal's files go (nothing is in them yet), and
         the lines added before the start (records, a reload's prices) are queued in order."""
-        child, self._child = self._child, None
-        if child is not None:  # started, then its pipe could not be set up
-            child.kill()
-            child.wait()
+        self._stop_child()  # (started, then its pipes could not be set up)
         self._close_journal()
         if self._lock_fd >= 0:  # (else nothing was made)
             remove_journal(self.prefix)
@@ -268,10 +265,9 @@ class JournalLedgerWriter(LedgerWriter):
                     LedgerWriter.reconfigure(self, *prices_of_line(values))
                 else:
                     self._queue.append(record_of_line(values))
-            except Exception as exc:
+            except Exception as exc:  # (a line cut by a failed append)
                 if line:
-                    log.error("usage ledger: a journal line that reads as no record was "
-                              "dropped (%s, %d bytes)", type(exc).__name__, len(line))
+                    log.error("usage ledger: a journal line dropped (%s)", type(exc).__name__)
 
     def _spawn(self) -> None:
         """Raises OSError if the child cannot be started."""
@@ -309,23 +305,27 @@ class JournalLedgerWriter(LedgerWriter):
             self._deaths = self._deaths + 1 if ack == self._ack_seen else 1
             self._ack_seen = ack
             self._ended(child)
-            if self._deaths >= _CRASH_LOOP:
-                log.error("usage ledger: the journal's writer died %d times in a row (status "
-                          "%s); this worker writes its records itself from now on",
-                          self._deaths, child.returncode)
-                self._take_over()
-                self.fallbacks += 1
+            if self._given_up(f"ended (status {child.returncode})"):
                 return
-            log.error("usage ledger: the journal's writer ended (status %s); started again",
-                      child.returncode)
             self.restarts += 1
         self._restart_at = now + min(_RESTART_MOST, 0.5 * 2 ** min(self.restarts, 6))
         try:
             self._spawn()
         except OSError as exc:
-            self._child = None
-            log.error("usage ledger: cannot start the journal's writer again (%s); the "
-                      "records wait in the journal %s", exc, self.prefix)
+            self._stop_child()  # (one started whose pipes could not be set up)
+            self._deaths += 1
+            self._given_up(f"could not be started ({exc})")
+
+    def _given_up(self, what: str) -> bool:
+        """The child dead `_CRASH_LOOP` times in a row: the journal taken over (True)."""
+        if self._deaths < _CRASH_LOOP:
+            log.error("usage ledger: the journal's writer %s; tried again", what)
+            return False
+        log.error("usage ledger: the journal's writer %s, %d times in a row; this worker "
+                  "writes its records itself from now on", what, self._deaths)
+        self._take_over()
+        self.fallbacks += 1
+        return True
 
     def _take_over(self) -> None:
         """(The thread, the child dead or stopped: a crash loop, or the worker's stop.)

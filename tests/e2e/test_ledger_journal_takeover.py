@@ -167,3 +167,31 @@ def test_a_stop_leaves_a_large_journal_to_the_child(
     assert not ledger.in_process
     assert stored(path) == sorted(f"req-{n}" for n in range(700))
     assert journal_files(path) == []  # written and removed by the child
+
+
+def test_a_child_that_can_no_longer_be_started_hands_the_journal_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The interpreter gone after the start (an upgrade, a removed virtualenv): the child
+    killed, then every start refused; those count as deaths too."""
+    import sys
+
+    path = tmp_path / "gw.db"
+    ledger = journal(path)
+    ledger.start()
+    try:
+        ledger.add(finished(0))
+        assert ledger.flush()
+        monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python-here"))
+        child = ledger.child_pid
+        assert child is not None
+        os.kill(child, signal.SIGKILL)
+        for n in range(1, 500):
+            ledger.add(finished(n))
+        until(lambda: len(stored(path)) == 500, 60, "never written")
+        assert ledger.in_process and ledger.fallbacks == 1
+        assert "could not be started" in caplog.text
+    finally:
+        ledger.close()
+    assert stored(path) == sorted(f"req-{n}" for n in range(500))
+    assert journal_files(path) == []
