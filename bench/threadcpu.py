@@ -4,7 +4,7 @@ not a test).
 
     python -m bench.threadcpu off gov [off gov ...]     # needs nginx and wrk
     python -m bench.threadcpu off gov gov-noledger gov-journal
-    python -m bench.threadcpu off gov gov-child     # the shipped journal writer
+    python -m bench.threadcpu off gov gov-thread    # gov: the default writer (journal child)
     python -m bench.threadcpu off gov-child gov-thread --rounds 6 --seconds 3
 
 
@@ -18,7 +18,8 @@ faults and context switches, and its child processes' CPU before and after 8 s o
 loaded into the gateway's process (bench/ledgervariants/*/sitecustomize.py, through
 PYTHONPATH): `add` a no-op (the ceiling of any ledger design), and session 28's
 prototype of a child process fed through a journal file (not durable: a measurement).
-`gov-child` and `gov-thread` set `ledger_writer` (journal, the default; or thread).
+`gov-child` and `gov-thread` set `ledger_writer` (journal, the default since session
+30, as `gov` runs; or thread).
 
 `--rounds N` (bench/threadrounds.py) measures the named configs in alternating short
 slices instead, for ratios a machine whose speed swings between 10-s windows still
