@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from azure_openai_proxy.observability.record import RequestRecord
 __all__ = [
     "Position",
     "dead_journals",
+    "drop_oldest",
     "journal_size",
     "prices_line",
     "prices_of_line",
@@ -45,12 +46,9 @@ __all__ = [
     "remove_journal",
     "segment_path",
     "segments",
-    "taken_over",
     "unacknowledged",
     "write_ack",
 ]
-
-log = logging.getLogger("azure_openai_proxy")
 
 # (segment number, byte offset in it): what the child acknowledged, or where the
 # worker's last write ended. Segments are numbered from 1: (0, 0) is nothing yet.
@@ -128,17 +126,21 @@ def unacknowledged(prefix: str) -> list[bytes]:
     return lines
 
 
-def taken_over(prefix: str) -> list[bytes]:
-    """`unacknowledged(prefix)`, the journal removed: its lines now the caller's. One
-    that cannot be read is left (and its lock, once let go, to a later child's claim)."""
-    try:
-        lines = unacknowledged(prefix)
-    except OSError as exc:
-        log.error("usage ledger: the journal %s could not be read (%s); it is written at "
-                  "the next start", prefix, exc)
-        return []
-    remove_journal(prefix)
-    return lines
+def drop_oldest(lines: deque[bytes], count: int) -> list[str]:
+    """The `count` oldest `lines` gone (past the journal's bound): the ids of the records
+    among them. The last prices line among them stays: the records after it keep them."""
+    pop = lines.popleft
+    ids: list[str] = []
+    prices = None
+    for _ in range(count):
+        line = pop()
+        if line.startswith(b"["):
+            ids.append(orjson.loads(line)[0])
+        else:
+            prices = line
+    if prices is not None:
+        lines.appendleft(prices)
+    return ids
 
 
 def remove_journal(prefix: str) -> None:

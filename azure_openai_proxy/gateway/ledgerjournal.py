@@ -18,11 +18,10 @@ Nothing lost: a line appended is in the page cache, so SIGTERM, a crash of the w
 child (restarted; it resumes at its acknowledgement) lose at most the lines not yet
 appended (a SIGKILL of the worker: up to 0.5 s of records; SIGTERM and a reload lose
 none). A child dying `_CRASH_LOOP` times in a row hands over: the worker's thread writes
-the journal's unacknowledged lines and all later records (`_take_over`). At `close`
-the thread does the same with up to `_HAND_OVER_MOST` bytes of journal left (a stop
-never waits for a child just started); past that, it closes the child's input and
-waits for it to write and remove the journal (a database refusing past the wait
-leaves the journal for the next start).
+the journal's unacknowledged lines and all later records (`_take_over`; the journal
+kept until those are written or spooled). At `close` the thread does the same with up
+to `_HAND_OVER_MOST` bytes of journal left; past that, the child writes the rest (its
+input closed; a database refusing past the wait leaves it for the next start).
 
 The bound: past `journal_max_bytes` on disk (the database refusing for long) the lines
 wait in memory, up to `max_buffer`; past that the oldest are dropped, with an error
@@ -52,6 +51,7 @@ import orjson
 
 from azure_openai_proxy.gateway.journalfiles import (
     Position,
+    drop_oldest,
     journal_size,
     prices_line,
     prices_of_line,
@@ -59,7 +59,7 @@ from azure_openai_proxy.gateway.journalfiles import (
     record_of_line,
     remove_journal,
     segment_path,
-    taken_over,
+    unacknowledged,
 )
 from azure_openai_proxy.gateway.ledger import LedgerWriter
 from azure_openai_proxy.governance.budget import BudgetGuard, SpendBook, earliest_period_start
@@ -106,8 +106,7 @@ class JournalLedgerWriter(LedgerWriter):
         self._number = 0
         self._size = 0
         self._child: subprocess.Popen[bytes] | None = None
-        self.restarts = 0  # the child started again (these three: the metrics read them)
-        self.fallbacks = 0
+        self.restarts = self.fallbacks = 0  # (these and `in_process`: the metrics read them)
         self._restart_at = 0.0
         self._deaths = 0  # in a row, the acknowledgement not moving (`_CRASH_LOOP`)
         self._ack_seen: Position = (0, 0)
@@ -152,8 +151,8 @@ class JournalLedgerWriter(LedgerWriter):
     # -- appending ---------------------------------------------------------------------
 
     def _write_lines(self, *, block: bool) -> Position | None:
-        """Append the lines waiting; where the journal ends after, or None (the lock
-        held elsewhere, or no journal open)."""
+        """Append the lines waiting; where the journal ends after, or None (the lock held
+        elsewhere, or no journal open)."""
         if not self._io.acquire(block):
             return None
         try:
@@ -328,39 +327,49 @@ class JournalLedgerWriter(LedgerWriter):
         return True
 
     def _take_over(self) -> None:
-        """(The thread, the child dead or stopped: a crash loop, or the worker's stop.)
-        The thread writes from now on, first the lines the child did not acknowledge
-        (those it wrote but did not acknowledge: again, counted once by INSERT OR
-        IGNORE); the journal goes."""
+        """(The thread, the child dead or stopped.) The thread writes from now on, first
+        the lines not acknowledged (those the child wrote: again, counted once by INSERT
+        OR IGNORE); the journal, locked, stays until they are out of memory."""
         with self._io:  # no append from now on (`_write_lines`: no journal open)
             self._close_journal()
-            older = taken_over(self.prefix)
+            try:
+                older = unacknowledged(self.prefix)
+            except OSError as exc:
+                log.error("usage ledger: the journal %s could not be read (%s); left to "
+                          "a later claim", self.prefix, exc)
+                os.close(self._lock_fd)
+                self._lock_fd, older = -1, []
             self._lines.extendleft(reversed(older))  # before those added since
-        os.close(self._lock_fd)
-        self._lock_fd = -1
         self.in_process = True
+
+    def _let_journal_go(self) -> None:
+        """(Taken over, after a drain.) Its lines in the database or the spool file: the
+        journal goes (not while the spool keeps rows in memory: a kill would lose them)."""
+        if self._lock_fd >= 0 and not self._queue and not self._spool_file.kept:
+            remove_journal(self.prefix)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     def _close_journal(self) -> None:
         with self._io:  # (reentrant)
             if self._fd >= 0:
                 os.close(self._fd)
-                self._fd = -1
+            self._fd = -1
 
     def _stop_child(self) -> None:
         child = self._child
         if child is not None:
             child.kill()  # (SIGTERM it ignores) what it committed is acknowledged or not
             child.wait()
-            self._ended(child)
-            self.failures -= 1  # (stopped, not failed)
+            self._ended(child, failed=False)  # (stopped, not failed)
 
-    def _ended(self, child: subprocess.Popen[bytes] | None) -> None:
-        """A child that ended: counted as a failure (with the failures it reported), its
-        pipes closed."""
+    def _ended(self, child: subprocess.Popen[bytes] | None, *, failed: bool = True) -> None:
+        """A child that ended: a failure (`failures` only goes up: a scrape reads it), with
+        those it reported; its pipes closed."""
         if child is None:
             return
         self._count_failures()
-        self.failures += 1
+        self.failures += failed
         for pipe in (child.stdin, child.stdout):
             if pipe is not None:
                 pipe.close()
@@ -407,9 +416,10 @@ class JournalLedgerWriter(LedgerWriter):
         self._write_lines(block=True)
         self._close_journal()
         child = self._child
-        if self._lock_fd >= 0 and (child is None or child.poll() is not None):
-            # Died (or never started) and not yet started again by the thread: one now,
-            # or the stop leaves the journal to a next start that may never come.
+        if (self._lock_fd >= 0 and not self.in_process  # (taken over: left if kept)
+                and (child is None or child.poll() is not None)):
+            # Died (or never started), not started again by the thread: one now, or the
+            # journal waits for a next start that may never come.
             self._ended(child)
             with contextlib.suppress(OSError):
                 self._spawn()
@@ -446,6 +456,7 @@ class JournalLedgerWriter(LedgerWriter):
         if self.in_process:
             self._queue_lines()
             super()._drain()
+            self._let_journal_go()
             return
         if self._stopping:
             self._write_lines(block=True)
@@ -461,22 +472,11 @@ class JournalLedgerWriter(LedgerWriter):
         if excess > 0:
             self._drop(excess)
 
-    def journal_bytes(self) -> int:
-        """The size of this worker's journal on disk (its segments not yet removed)."""
+    def journal_bytes(self) -> int:  # (its segments not yet removed)
         return journal_size(self.prefix)
 
     def _drop(self, count: int) -> None:
-        pop = self._lines.popleft
-        ids: list[str] = []
-        prices = None
-        for _ in range(count):
-            line = pop()
-            if line.startswith(b"["):
-                ids.append(orjson.loads(line)[0])
-            else:
-                prices = line  # the records after it keep their prices
-        if prices is not None:
-            self._lines.appendleft(prices)
+        ids = drop_oldest(self._lines, count)
         self.dropped += len(ids)
         self.guard.release(ids)  # never in any book
         log.error("usage ledger: %d records dropped: the journal is at its bound and "
