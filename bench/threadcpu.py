@@ -35,9 +35,11 @@ process, its child processes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench import load, systems
@@ -139,15 +141,23 @@ def main() -> None:
         run_rounds(args.runs, args.rounds, args.seconds or 3.0, start)
         return
     args.seconds = args.seconds or 8.0
+    with upstream_ready() as (workdir, children, port):
+        for run in args.runs:
+            system = start(children, port, run)
+            print_and_stop(measure(workdir, system, args.seconds), system)
+
+
+@contextlib.contextmanager
+def upstream_ready() -> Iterator[tuple[Path, Children, int]]:
+    """A temporary directory, the children started in it (stopped after), and nginx
+    answering as Azure among them: its port."""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         children = Children(workdir)
         try:
             upstream = systems.start_nginx_upstream(children)
             assert upstream.child is not None
-            for run in args.runs:
-                system = start(children, upstream.child.port, run)
-                print_and_stop(measure(workdir, system, args.seconds), system)
+            yield workdir, children, upstream.child.port
         finally:
             children.close()
 

@@ -8,14 +8,13 @@ gateway; traffic to loopback only.
 from __future__ import annotations
 
 import statistics
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 from bench import load, systems
 from bench.procs import Children
-from bench.threadcpu import children_cpu, threads
+from bench.threadcpu import children_cpu, threads, upstream_ready
 
 __all__ = ["run_rounds"]
 
@@ -82,23 +81,16 @@ def run_rounds(runs: list[str], rounds: int, seconds: float,
         raise SystemExit("--rounds: name two or more different configs")
     rounds = min(rounds, _MOST_ROUNDS)
     seconds = min(max(seconds, 1.0), _MOST_SECONDS)
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        children = Children(workdir)
-        try:
-            upstream = systems.start_nginx_upstream(children)
-            assert upstream.child is not None
-            gateways = {run: start(children, upstream.child.port, run) for run in runs}
-            for system in gateways.values():
-                load.run_wrk(workdir, system, 32, 2)  # warm-up
-            measured: list[dict[str, Slice]] = []
-            for number, names in enumerate(order(runs, rounds), 1):
-                taken = {run: measure_slice(workdir, gateways[run], seconds) for run in names}
-                measured.append(taken)
-                print(f"round {number}: " + ", ".join(
-                    f"{run} {taken[run].rps:,.0f}" for run in names) + " req/s; " + ", ".join(
-                    f"{run}/{runs[0]} {taken[run].rps / (taken[runs[0]].rps or 1):.3f}"
-                    for run in runs[1:]), flush=True)
-            print("\n".join(summary(runs, measured)), flush=True)
-        finally:
-            children.close()
+    with upstream_ready() as (workdir, children, port):
+        gateways = {run: start(children, port, run) for run in runs}
+        for system in gateways.values():
+            load.run_wrk(workdir, system, 32, 2)  # warm-up
+        measured: list[dict[str, Slice]] = []
+        for number, names in enumerate(order(runs, rounds), 1):
+            taken = {run: measure_slice(workdir, gateways[run], seconds) for run in names}
+            measured.append(taken)
+            print(f"round {number}: " + ", ".join(
+                f"{run} {taken[run].rps:,.0f}" for run in names) + " req/s; " + ", ".join(
+                f"{run}/{runs[0]} {taken[run].rps / (taken[runs[0]].rps or 1):.3f}"
+                for run in runs[1:]), flush=True)
+        print("\n".join(summary(runs, measured)), flush=True)
