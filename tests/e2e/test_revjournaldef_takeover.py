@@ -19,7 +19,8 @@ from azure_openai_proxy.gateway.ledgerjournal import JournalLedgerWriter
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.prices import PriceTable
 from tests.e2e.test_ledger_journal import journal, journal_files, writers_of
-from tests.unit.test_ledger_writer import NOW, finished, stored
+from tests.e2e.test_ledger_journal_takeover import _rollup_requests
+from tests.unit.test_ledger_writer import NOW, finished, stored, writer
 from tests.waiting import until
 
 pytestmark = pytest.mark.slow  # (as test_ledger_journal.py: child processes, waits)
@@ -48,8 +49,11 @@ os.kill(ledger.child_pid, signal.SIGKILL)
 deadline = time.monotonic() + 60
 while not ledger.in_process and time.monotonic() < deadline:
     time.sleep(0.05)
-time.sleep(1.0)  # (its thread's drain: the records now in memory only)
-print("taken over" if ledger.in_process else "not taken over", flush=True)
+while ledger._spool_file.kept < 800 and time.monotonic() < deadline:
+    time.sleep(0.05)  # (its thread's drain: the records now in memory only)
+kept = ledger._spool_file.kept >= 800
+time.sleep(0.5)  # (the rest of that drain)
+print("taken over" if kept else "not taken over", flush=True)
 time.sleep(600)
 """
 
@@ -155,3 +159,35 @@ def test_the_stop_stops_the_child_and_the_failures_counter_never_goes_down(
     seen = ledger.__dict__.get("seen", [0])
     assert seen == sorted(seen), seen  # a counter: a scrape between never sees it drop
     assert ledger.failures == 0
+
+
+def test_an_upgrade_from_the_thread_writer_writes_its_spool_with_the_journal_writer(
+    tmp_path: Path,
+) -> None:
+    """`ledger_writer`'s default flipped (session 30): a spool the thread writer left (its
+    database locked at its stop) is replayed by the journal writer's start, once."""
+    path = tmp_path / "gw.db"
+    old = writer(path)
+    old.start()
+    old.add(finished(0))
+    assert old.flush()
+    lock = sqlite3.connect(path, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        for n in range(1, 300):
+            old.add(finished(n))
+        old.close()
+    finally:
+        lock.execute("COMMIT")
+        lock.close()
+    assert old.spool_path.exists() and stored(path) == ["req-0"]
+    new = journal(path)
+    new.start()
+    try:
+        new.add(finished(300))
+        until(lambda: len(stored(path)) == 301 and not new.spool_path.exists(), 30,
+              "the thread writer's spool was not replayed")
+    finally:
+        new.close()
+    assert stored(path) == sorted(f"req-{n}" for n in range(301))
+    assert _rollup_requests(path) == 301
