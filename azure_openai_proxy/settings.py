@@ -320,7 +320,7 @@ class Settings(_Frozen):
     prices: dict[str, PriceSettings] = Field(default_factory=dict)
     # Raw ledger records older than this are deleted (the daily rollups are kept).
     ledger_retention_days: int = Field(default=90, ge=1)
-    ledger_writer: Literal["thread", "journal"] = "thread"  # ledger.py, ledgerjournal.py
+    ledger_writer: Literal["thread", "journal"] = "journal"  # ledgerjournal.py, ledger.py
     # Completion tokens reserved against TPM for a text-generating request that sets no
     # max_tokens / max_completion_tokens / max_output_tokens (times its `n`).
     default_completion_tokens: int = Field(default=1024, ge=0)

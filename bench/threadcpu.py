@@ -4,7 +4,8 @@ not a test).
 
     python -m bench.threadcpu off gov [off gov ...]     # needs nginx and wrk
     python -m bench.threadcpu off gov gov-noledger gov-journal
-    python -m bench.threadcpu off gov gov-child     # the shipped journal writer
+    python -m bench.threadcpu off gov gov-thread    # gov: the default writer (journal child)
+    python -m bench.threadcpu off gov-child gov-thread --rounds 6 --seconds 3
 
 
 Each name starts a fresh gateway (`off`: bench/systems.py `start_gateway`, one worker;
@@ -17,14 +18,28 @@ faults and context switches, and its child processes' CPU before and after 8 s o
 loaded into the gateway's process (bench/ledgervariants/*/sitecustomize.py, through
 PYTHONPATH): `add` a no-op (the ceiling of any ledger design), and session 28's
 prototype of a child process fed through a journal file (not durable: a measurement).
+`gov-child` and `gov-thread` set `ledger_writer` (journal, the default since session
+30, as `gov` runs; or thread).
+
+`--rounds N` (bench/threadrounds.py) measures the named configs in alternating short
+slices instead, for ratios a machine whose speed swings between 10-s windows still
+decides: one gateway per config, started and warmed once and kept for all the rounds
+(a fresh one per slice would add a start, a warm-up and a new database to each slice,
+and the slices must be short to see the same machine); the order A B, B A, A B...
+(ABBA: a drift in the machine's speed favours neither). Printed: each round's
+throughputs and each config's ratio to the first named, then per config the median
+and range of those ratios and its CPU a request: the event loop's thread, the whole
+process, its child processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from bench import load, systems
@@ -90,7 +105,9 @@ def measure(workdir: Path, system: systems.System, seconds: float) -> list[str]:
 
 # gov-child: the gateway's own journal-fed child writer (`ledger_writer: journal`, set
 # through its environment variable), not a variant loaded beside it.
-_VARIANTS = {"gov-noledger": "noledger", "gov-journal": "journal", "gov-child": "-"}
+_VARIANTS = {"gov-noledger": "noledger", "gov-journal": "journal", "gov-child": "journal",
+             "gov-thread": "thread"}
+_WRITERS = ("journal", "thread")  # `ledger_writer`'s, set by its environment variable
 
 
 def governed(children: Children, upstream_port: int, run: str) -> systems.System:
@@ -98,7 +115,7 @@ def governed(children: Children, upstream_port: int, run: str) -> systems.System
     variant = _VARIANTS.get(run)
     if variant is None:
         return systems.start_gateway_governed(children, upstream_port)
-    name, value = (("AZURE_OPENAI_PROXY_LEDGER_WRITER", "journal") if variant == "-"
+    name, value = (("AZURE_OPENAI_PROXY_LEDGER_WRITER", variant) if variant in _WRITERS
                    else ("PYTHONPATH", str(Path(__file__).parent / "ledgervariants" / variant)))
     saved = os.environ.get(name)
     os.environ[name] = value
@@ -114,20 +131,42 @@ def governed(children: Children, upstream_port: int, run: str) -> systems.System
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", choices=("off", "gov", *_VARIANTS))
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="of wrk a measurement (8; a slice of --rounds: 3)")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="alternating slices of the configs (bench/threadrounds.py)")
     args = parser.parse_args()
+    if args.rounds:
+        from bench.threadrounds import run_rounds
+        run_rounds(args.runs, args.rounds, args.seconds or 3.0, start)
+        return
+    args.seconds = args.seconds or 8.0
+    with upstream_ready() as (workdir, children, port):
+        for run in args.runs:
+            system = start(children, port, run)
+            print_and_stop(measure(workdir, system, args.seconds), system)
+
+
+@contextlib.contextmanager
+def upstream_ready() -> Iterator[tuple[Path, Children, int]]:
+    """A temporary directory, the children started in it (stopped after), and nginx
+    answering as Azure among them: its port."""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         children = Children(workdir)
         try:
             upstream = systems.start_nginx_upstream(children)
             assert upstream.child is not None
-            for run in args.runs:
-                system = (systems.start_gateway(children, upstream.child.port, 1, "gateway-1w")
-                          if run == "off" else governed(children, upstream.child.port, run))
-                print_and_stop(measure(workdir, system, args.seconds), system)
+            yield workdir, children, upstream.child.port
         finally:
             children.close()
+
+
+def start(children: Children, upstream_port: int, run: str) -> systems.System:
+    """A gateway of config `run`."""
+    if run == "off":
+        return systems.start_gateway(children, upstream_port, 1, "gateway-1w")
+    return governed(children, upstream_port, run)
 
 
 def print_and_stop(lines: list[str], system: systems.System) -> None:

@@ -438,6 +438,7 @@ def create_app(
     if ledger_enabled(settings):
         ledger = open_ledger(settings, BudgetGuard())
         gateway.budgets = ledger.guard
+        metrics.ledger.watch(ledger)
     app = GatewayApp(settings, gateway, metrics, access_log or AccessLog(), tokens, ledger)
     app_box.append(app)
     return app

@@ -41,6 +41,7 @@ from azure_openai_proxy.gateway.journalfiles import (
     read_ack,
     record_line,
     record_of_line,
+    remove_journal,
     segment_path,
     segments,
     write_ack,
@@ -281,12 +282,7 @@ class JournalReader:
 
     def remove(self) -> None:
         """The journal written whole: its files go (under its lock, held by the caller)."""
-        for number in segments(self.prefix):
-            with contextlib.suppress(FileNotFoundError):
-                segment_path(self.prefix, number).unlink()
-        for tail in (".ack", ".ack.tmp", ".lock"):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.prefix + tail)
+        remove_journal(self.prefix)
 
 
 def _claim(database: Path, own: str, ledger: Ledger) -> None:

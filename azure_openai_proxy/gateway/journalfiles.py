@@ -20,8 +20,10 @@ the prices of the records after it, a JSON object (`prices_line`: a reload's).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,13 +36,17 @@ from azure_openai_proxy.observability.record import RequestRecord
 __all__ = [
     "Position",
     "dead_journals",
+    "drop_oldest",
+    "journal_size",
     "prices_line",
     "prices_of_line",
     "read_ack",
     "record_line",
     "record_of_line",
+    "remove_journal",
     "segment_path",
     "segments",
+    "unacknowledged",
     "write_ack",
 ]
 
@@ -62,6 +68,15 @@ def segments(prefix: str) -> list[int]:
         if len(tail) == 6 and tail.isdigit():
             numbers.append(int(tail))
     return sorted(numbers)
+
+
+def journal_size(prefix: str) -> int:
+    """The bytes of the journal's segments on disk."""
+    total = 0
+    for number in segments(prefix):
+        with contextlib.suppress(OSError):
+            total += segment_path(prefix, number).stat().st_size
+    return total
 
 
 def dead_journals(database: Path, own: str) -> list[str]:
@@ -91,6 +106,51 @@ def write_ack(prefix: str, position: Position) -> None:
     with open(temporary, "w") as file:
         file.write(f"{position[0]} {position[1]}")
     os.replace(temporary, prefix + ".ack")
+
+
+def unacknowledged(prefix: str) -> list[bytes]:
+    """The journal's lines past its acknowledgement, in order, the first the prices in
+    force there (for a worker taking its journal over from a dead child). A segment's
+    cut last line (a failed append's) is left out, as the child leaves it."""
+    number, offset = read_ack(prefix)
+    lines: list[bytes] = []
+    for found in segments(prefix):
+        if found < number:
+            continue
+        data = segment_path(prefix, found).read_bytes()
+        start = offset if found == number else 0
+        if start:  # each segment begins with its prices: those in force at the offset
+            lines.extend([line for line in data[:start].split(b"\n")
+                          if line.startswith(b"{")][-1:])
+        lines.extend(data[start:data.rfind(b"\n") + 1].split(b"\n")[:-1])
+    return lines
+
+
+def drop_oldest(lines: deque[bytes], count: int) -> list[str]:
+    """The `count` oldest `lines` gone (past the journal's bound): the ids of the records
+    among them. The last prices line among them stays: the records after it keep them."""
+    pop = lines.popleft
+    ids: list[str] = []
+    prices = None
+    for _ in range(count):
+        line = pop()
+        if line.startswith(b"["):
+            ids.append(orjson.loads(line)[0])
+        else:
+            prices = line
+    if prices is not None:
+        lines.appendleft(prices)
+    return ids
+
+
+def remove_journal(prefix: str) -> None:
+    """The journal's files, gone (by its writer, under its lock)."""
+    for number in segments(prefix):
+        with contextlib.suppress(OSError):
+            segment_path(prefix, number).unlink()
+    for tail in (".ack", ".ack.tmp", ".lock", ".lock.new"):
+        with contextlib.suppress(OSError):
+            os.unlink(prefix + tail)
 
 
 # -- lines -------------------------------------------------------------------------------

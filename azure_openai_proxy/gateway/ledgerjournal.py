@@ -17,9 +17,11 @@ Nothing lost: a line appended is in the page cache, so SIGTERM, a crash of the w
 (its journal claimed by the next child to look: its lock is free) and a crash of the
 child (restarted; it resumes at its acknowledgement) lose at most the lines not yet
 appended (a SIGKILL of the worker: up to 0.5 s of records; SIGTERM and a reload lose
-none). `close` appends the rest, closes the child's input and waits for it to write
-and remove the journal; a database refusing past the wait leaves the journal for the
-next start.
+none). A child dying `_CRASH_LOOP` times in a row hands over: the worker's thread writes
+the journal's unacknowledged lines and all later records (`_take_over`; the journal
+kept until those are written or spooled). At `close` the thread does the same with up
+to `_HAND_OVER_MOST` bytes of journal left; past that, the child writes the rest (its
+input closed; a database refusing past the wait leaves it for the next start).
 
 The bound: past `journal_max_bytes` on disk (the database refusing for long) the lines
 wait in memory, up to `max_buffer`; past that the oldest are dropped, with an error
@@ -49,12 +51,15 @@ import orjson
 
 from azure_openai_proxy.gateway.journalfiles import (
     Position,
+    drop_oldest,
+    journal_size,
     prices_line,
     prices_of_line,
     read_ack,
     record_of_line,
+    remove_journal,
     segment_path,
-    segments,
+    unacknowledged,
 )
 from azure_openai_proxy.gateway.ledger import LedgerWriter
 from azure_openai_proxy.governance.budget import BudgetGuard, SpendBook, earliest_period_start
@@ -70,6 +75,10 @@ _APPEND_EVERY = 256  # lines: one write(2) on the event loop
 _SEGMENT_BYTES = 16 << 20
 _JOURNAL_MAX_BYTES = 1 << 30
 _RESTART_MOST = 30.0  # seconds between restarts of a child that keeps dying, at most
+# Deaths of the child in a row, its acknowledgement not moving between them: a crash
+# loop (a child that cannot run here); the worker then writes its records itself.
+_CRASH_LOOP = 3
+_HAND_OVER_MOST = 8 << 20  # bytes of journal the worker writes itself at its stop
 
 
 class JournalLedgerWriter(LedgerWriter):
@@ -85,11 +94,11 @@ class JournalLedgerWriter(LedgerWriter):
         self._dumps = orjson.dumps
         # Held by whoever appends (the event loop, without waiting; the thread; close):
         # the lines go to the file in the order they were added.
-        self._io = threading.Lock()
+        self._io = threading.RLock()
         self._prices = prices_line(prices, models)
         self._segment_bytes = segment_bytes
         self._max_bytes = journal_max_bytes
-        self._full = False
+        self.journal_full = False  # past its bound: lines wait in memory
         self._torn = False  # an append failed part way: the next begins a line
         self.prefix = ""
         self._fd = -1
@@ -97,8 +106,11 @@ class JournalLedgerWriter(LedgerWriter):
         self._number = 0
         self._size = 0
         self._child: subprocess.Popen[bytes] | None = None
-        self._restarts = 0
+        self.restarts = self.fallbacks = 0  # (these and `in_process`: the metrics read them)
         self._restart_at = 0.0
+        self._deaths = 0  # in a row, the acknowledgement not moving (`_CRASH_LOOP`)
+        self._ack_seen: Position = (0, 0)
+        self.in_process = False  # this worker's thread writes (`_fall_back`, `_take_over`)
         self._book_due = False  # a flush asks for the budgets' book to be read
         self.dropped = 0  # lines dropped past the bound (the tests and the log read it)
         self._fell_back = False  # the thread writer's from `start` on (`_fall_back`)
@@ -109,10 +121,6 @@ class JournalLedgerWriter(LedgerWriter):
     def waiting(self) -> int:
         """Lines not yet appended to the journal."""
         return len(self._lines)
-
-    @property
-    def journal_full(self) -> bool:
-        return self._full
 
     @property
     def child_pid(self) -> int | None:
@@ -143,8 +151,8 @@ class JournalLedgerWriter(LedgerWriter):
     # -- appending ---------------------------------------------------------------------
 
     def _write_lines(self, *, block: bool) -> Position | None:
-        """Append the lines waiting; where the journal ends after, or None (the lock
-        held elsewhere, or no journal open)."""
+        """Append the lines waiting; where the journal ends after, or None (the lock held
+        elsewhere, or no journal open)."""
         if not self._io.acquire(block):
             return None
         try:
@@ -152,7 +160,7 @@ class JournalLedgerWriter(LedgerWriter):
                 return None
             lines = self._lines
             count = len(lines)
-            if count and not self._full:
+            if count and not self.journal_full:
                 pop = lines.popleft
                 batch = [pop() for _ in range(count)]
                 data = b"\n".join(batch) + b"\n"
@@ -231,35 +239,34 @@ class JournalLedgerWriter(LedgerWriter):
     def _fall_back(self) -> None:
         """Become the thread writer: the journal's files go (nothing is in them yet), and
         the lines added before the start (records, a reload's prices) are queued in order."""
-        child, self._child = self._child, None
-        if child is not None:  # started, then its pipe could not be set up
-            child.kill()
-            child.wait()
-        with self._io:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
-        for number in segments(self.prefix):
-            with contextlib.suppress(OSError):
-                segment_path(self.prefix, number).unlink()
-        if self._lock_fd >= 0:
-            for tail in (".lock", ".lock.new"):
-                with contextlib.suppress(OSError):
-                    os.unlink(self.prefix + tail)
+        self._stop_child()  # (started, then its pipes could not be set up)
+        self._close_journal()
+        if self._lock_fd >= 0:  # (else nothing was made)
+            remove_journal(self.prefix)
             os.close(self._lock_fd)
             self._lock_fd = -1
-        lines = list(self._lines)
-        self._lines.clear()
-        self._fell_back = True
-        # The thread writer's methods from now on, `add` too, at no cost a call (a flag
-        # tested in each would be on the event loop's path): the base class's state is
-        # all set (`LedgerWriter.__init__` ran), the journal's is no longer read.
+        self._fell_back = self.in_process = True
+        self.fallbacks += 1
+        # The thread writer's methods from now on, `add` too, at no cost a call (not a flag
+        # tested on the event loop's path): its state is set (`LedgerWriter.__init__`).
+        self._queue_lines()
         self.__class__ = LedgerWriter  # type: ignore[assignment]
-        for line in lines:
-            if line.startswith(b"{"):
-                self.reconfigure(*prices_of_line(orjson.loads(line)))
-            else:
-                self._queue.append(record_of_line(orjson.loads(line)))
+
+    def _queue_lines(self) -> None:
+        """The lines waiting, as the thread writer's queue: records, and a reload's prices
+        as its marks, in order (a line a crash cut is left out)."""
+        pop = self._lines.popleft
+        for _ in range(len(self._lines)):
+            line = pop()
+            try:
+                values = orjson.loads(line)
+                if line.startswith(b"{"):
+                    LedgerWriter.reconfigure(self, *prices_of_line(values))
+                else:
+                    self._queue.append(record_of_line(values))
+            except Exception as exc:  # (a line cut by a failed append)
+                if line:
+                    log.error("usage ledger: a journal line dropped (%s)", type(exc).__name__)
 
     def _spawn(self) -> None:
         """Raises OSError if the child cannot be started."""
@@ -293,25 +300,76 @@ class JournalLedgerWriter(LedgerWriter):
         if now < self._restart_at:
             return
         if child is not None:
-            log.error("usage ledger: the journal's writer ended (status %s); started again",
-                      child.returncode)
-            self._restarts += 1
+            ack = read_ack(self.prefix)
+            self._deaths = self._deaths + 1 if ack == self._ack_seen else 1
+            self._ack_seen = ack
             self._ended(child)
-        self._restart_at = now + min(_RESTART_MOST, 0.5 * 2 ** min(self._restarts, 6))
+            if self._given_up(f"ended (status {child.returncode})"):
+                return
+            self.restarts += 1
+        self._restart_at = now + min(_RESTART_MOST, 0.5 * 2 ** min(self.restarts, 6))
         try:
             self._spawn()
         except OSError as exc:
-            self._child = None
-            log.error("usage ledger: cannot start the journal's writer again (%s); the "
-                      "records wait in the journal %s", exc, self.prefix)
+            self._stop_child()  # (one started whose pipes could not be set up)
+            self._deaths += 1
+            self._given_up(f"could not be started ({exc})")
 
-    def _ended(self, child: subprocess.Popen[bytes] | None) -> None:
-        """A child that ended: counted as a failure (with the failures it reported), its
-        pipes closed."""
+    def _given_up(self, what: str) -> bool:
+        """The child dead `_CRASH_LOOP` times in a row: the journal taken over (True)."""
+        if self._deaths < _CRASH_LOOP:
+            log.error("usage ledger: the journal's writer %s; tried again", what)
+            return False
+        log.error("usage ledger: the journal's writer %s, %d times in a row; this worker "
+                  "writes its records itself from now on", what, self._deaths)
+        self._take_over()
+        self.fallbacks += 1
+        return True
+
+    def _take_over(self) -> None:
+        """(The thread, the child dead or stopped.) The thread writes from now on, first
+        the lines not acknowledged (those the child wrote: again, counted once by INSERT
+        OR IGNORE); the journal, locked, stays until they are out of memory."""
+        with self._io:  # no append from now on (`_write_lines`: no journal open)
+            self._close_journal()
+            try:
+                older = unacknowledged(self.prefix)
+            except OSError as exc:
+                log.error("usage ledger: the journal %s could not be read (%s); left to "
+                          "a later claim", self.prefix, exc)
+                os.close(self._lock_fd)
+                self._lock_fd, older = -1, []
+            self._lines.extendleft(reversed(older))  # before those added since
+        self.in_process = True
+
+    def _let_journal_go(self) -> None:
+        """(Taken over, after a drain.) Its lines in the database or the spool file: the
+        journal goes (not while the spool keeps rows in memory: a kill would lose them)."""
+        if self._lock_fd >= 0 and not self._queue and not self._spool_file.kept:
+            remove_journal(self.prefix)
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def _close_journal(self) -> None:
+        with self._io:  # (reentrant)
+            if self._fd >= 0:
+                os.close(self._fd)
+            self._fd = -1
+
+    def _stop_child(self) -> None:
+        child = self._child
+        if child is not None:
+            child.kill()  # (SIGTERM it ignores) what it committed is acknowledged or not
+            child.wait()
+            self._ended(child, failed=False)  # (stopped, not failed)
+
+    def _ended(self, child: subprocess.Popen[bytes] | None, *, failed: bool = True) -> None:
+        """A child that ended: a failure (`failures` only goes up: a scrape reads it), with
+        those it reported; its pipes closed."""
         if child is None:
             return
         self._count_failures()
-        self.failures += 1
+        self.failures += failed
         for pipe in (child.stdin, child.stdout):
             if pipe is not None:
                 pipe.close()
@@ -331,7 +389,7 @@ class JournalLedgerWriter(LedgerWriter):
         target = self._write_lines(block=True)
         if target is None:
             return super().flush(timeout)
-        if self._full and self._lines:
+        if self.journal_full and self._lines:
             return False  # past the bound: lines kept in memory, not in the journal
         self._poke()
         while read_ack(self.prefix) < target:
@@ -354,16 +412,14 @@ class JournalLedgerWriter(LedgerWriter):
                 LedgerWriter.close(self, timeout)
                 return
         super().close(timeout)
-        self._full = False  # past the bound or not, on disk rather than lost with memory
+        self.journal_full = False  # past the bound or not, on disk rather than lost with memory
         self._write_lines(block=True)
-        with self._io:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+        self._close_journal()
         child = self._child
-        if self._lock_fd >= 0 and (child is None or child.poll() is not None):
-            # Died (or never started) and not yet started again by the thread: one now,
-            # or the stop leaves the journal to a next start that may never come.
+        if (self._lock_fd >= 0 and not self.in_process  # (taken over: left if kept)
+                and (child is None or child.poll() is not None)):
+            # Died (or never started), not started again by the thread: one now, or the
+            # journal waits for a next start that may never come.
             self._ended(child)
             with contextlib.suppress(OSError):
                 self._spawn()
@@ -391,41 +447,36 @@ class JournalLedgerWriter(LedgerWriter):
     def _drain(self) -> None:
         """(The thread, every cycle.) The lines left, appended; the child and the bound
         looked after."""
+        if not self._stopping and not self.in_process:
+            self._supervise()  # (a crash loop: the journal taken over)
+        elif (self._stopping and not self.in_process and self._lock_fd >= 0
+              and self.journal_bytes() <= _HAND_OVER_MOST):
+            self._stop_child()
+            self._take_over()
+        if self.in_process:
+            self._queue_lines()
+            super()._drain()
+            self._let_journal_go()
+            return
         if self._stopping:
             self._write_lines(block=True)
             return
-        self._supervise()
         size = self.journal_bytes()
-        if size >= self._max_bytes and not self._full:
+        if size >= self._max_bytes and not self.journal_full:
             log.error("usage ledger: the journal %s reached its bound (%d bytes: the "
                       "database refuses); records wait in memory", self.prefix, size)
-        self._full = size >= self._max_bytes
+        self.journal_full = size >= self._max_bytes
         self._write_lines(block=True)
         self._poke()
         excess = len(self._lines) - self._max
         if excess > 0:
             self._drop(excess)
 
-    def journal_bytes(self) -> int:
-        """The size of this worker's journal on disk (its segments not yet removed)."""
-        total = 0
-        for number in segments(self.prefix):
-            with contextlib.suppress(OSError):
-                total += segment_path(self.prefix, number).stat().st_size
-        return total
+    def journal_bytes(self) -> int:  # (its segments not yet removed)
+        return journal_size(self.prefix)
 
     def _drop(self, count: int) -> None:
-        pop = self._lines.popleft
-        ids: list[str] = []
-        prices = None
-        for _ in range(count):
-            line = pop()
-            if line.startswith(b"["):
-                ids.append(orjson.loads(line)[0])
-            else:
-                prices = line  # the records after it keep their prices
-        if prices is not None:
-            self._lines.appendleft(prices)
+        ids = drop_oldest(self._lines, count)
         self.dropped += len(ids)
         self.guard.release(ids)  # never in any book
         log.error("usage ledger: %d records dropped: the journal is at its bound and "
@@ -445,4 +496,5 @@ class JournalLedgerWriter(LedgerWriter):
             read_at = self.guard.book_read_started()
             rows, recorded = store.spend_and_recorded(since, held)
             self.guard.replace(SpendBook.from_rows(rows), recorded, read_at)
+            self._unread = []  # (written in process: every held id was asked)
             self._last_refresh = self._clock()

@@ -26,6 +26,7 @@ Metric names (prefix `azure_openai_proxy_`):
     realtime_sessions_open                                       gauge
     realtime_sessions_total{outcome="opened"|"refused",status}   counter, sessions asked for
     realtime_events_total{direction="to_azure"|"to_client"}      counter, messages relayed
+    ledger_*: the usage ledger writer's failures, restarts and fallbacks (ledgerseries.py)
 
 The realtime series are plain integers too (`RealtimeSeries`): a session adds to them
 itself, one attribute increment per message relayed.
@@ -54,6 +55,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from azure_openai_proxy.balancing import DeploymentState
 from azure_openai_proxy.errors import ModelNotFound
+from azure_openai_proxy.observability.ledgerseries import LedgerSeries
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import RoutingTable
 
@@ -121,6 +123,7 @@ class RealtimeSeries:
 
 class Metrics(Protocol):
     realtime: RealtimeSeries
+    ledger: LedgerSeries  # given the app's ledger writer to watch
 
     def request_started(self) -> None: ...
 
@@ -140,6 +143,7 @@ class NoMetrics:
 
     def __init__(self) -> None:
         self.realtime = RealtimeSeries()  # counted, never shown
+        self.ledger = LedgerSeries()
 
     def request_started(self) -> None:
         pass
@@ -303,6 +307,8 @@ class PrometheusMetrics:
         registry.register(_DeploymentCollector(states, clock))
         self.realtime = RealtimeSeries()
         registry.register(self.realtime)
+        self.ledger = LedgerSeries()
+        registry.register(self.ledger)
         self._bound: dict[tuple[Any, ...], _Bound] = {}
         self._chosen = 0  # label sets in `_bound` that names clients chose made
         self._deployments_seen: set[tuple[str, str]] = set()

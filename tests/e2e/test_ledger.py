@@ -271,19 +271,35 @@ def _load(server: ServerThread, requests: int, threads: int = 4) -> int:
     return answered
 
 
+@pytest.mark.parametrize("writer", ["journal", "thread"])
 def test_a_locked_database_loses_no_record_and_fails_no_request(
     emulator: Emulator, ledger_gateway: Callable[..., ServerThread], tmp_path: Path,
+    writer: str,
 ) -> None:
-    gateway = ledger_gateway(emulator)
+    """Meanwhile the records wait outside the database: in the journal (the default
+    writer's child could not write them) or in the thread writer's spool file."""
+    from azure_openai_proxy.gateway.journalfiles import read_ack, segment_path, segments
+    from azure_openai_proxy.gateway.ledgerjournal import JournalLedgerWriter
+
+    gateway = ledger_gateway(emulator, ledger_writer=writer)
     ledger = _app(gateway).ledger
     assert ledger is not None
+    assert isinstance(ledger, JournalLedgerWriter) == (writer == "journal")
     ledger.flush()
     lock = sqlite3.connect(tmp_path / "gw.db", isolation_level=None)
     lock.execute("BEGIN EXCLUSIVE")  # every writer is refused until the commit
     try:
         answered = _load(gateway, 120)  # raises on any client error
-        until(lambda: ledger.failures > 0 and ledger.flush(), 20, "the writer never hit the lock")
-        assert ledger.spool_path.exists()
+        if isinstance(ledger, JournalLedgerWriter):
+            until(lambda: ledger.failures > 0, 20, "the writer never hit the lock")
+            assert not ledger.flush(0.2)  # appended, and not in the database
+            assert sum(line.startswith(b"[") for number in segments(ledger.prefix) for line
+                       in segment_path(ledger.prefix, number).read_bytes().split(b"\n")
+                       ) == answered
+        else:
+            until(lambda: ledger.failures > 0 and ledger.flush(), 20,
+                  "the writer never hit the lock")
+            assert ledger.spool_path.exists()
     finally:
         lock.execute("COMMIT")
         lock.close()
@@ -291,6 +307,9 @@ def test_a_locked_database_loses_no_record_and_fails_no_request(
     until(lambda: len(records(gateway)) == answered, 20, "records missing after the database came back")
     assert len({r.request_id for r in records(gateway)}) == answered == 160
     assert not ledger.spool_path.exists()
+    if isinstance(ledger, JournalLedgerWriter):
+        last = segments(ledger.prefix)[-1]
+        assert read_ack(ledger.prefix) == (last, segment_path(ledger.prefix, last).stat().st_size)
 
 
 # -- usage queries ------------------------------------------------------------------------
@@ -394,11 +413,12 @@ def test_the_usage_command_reads_the_ledger(
     assert capsys.readouterr().out.splitlines()[1].startswith("gpt-4o,1,")
 
 
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_sigterm_under_load_loses_no_record(tmp_path: Path, workers: str) -> None:
+@pytest.mark.parametrize(("workers", "reload"), [("1", False), ("2", False), ("1", True)])
+def test_sigterm_under_load_loses_no_record(tmp_path: Path, workers: str, reload: bool) -> None:
     """A gateway process stopped by SIGTERM while clients keep calling: every request it
     answered is in the ledger afterwards (the app's cleanup flushes the writer). With two
-    workers, two writers share the database."""
+    workers, two writers share the database; `reload`: a SIGHUP under the load first
+    (the writer flushed and its prices journalled between two records)."""
     import signal
 
     import httpx
@@ -417,7 +437,7 @@ def test_sigterm_under_load_loses_no_record(tmp_path: Path, workers: str) -> Non
         with gateway_process(config, "--workers", workers) as (process, client):
             answered = 0
             lock = threading.Lock()
-            enough = threading.Event()
+            enough, reloaded = threading.Event(), threading.Event()
 
             def work() -> None:
                 nonlocal answered
@@ -437,11 +457,16 @@ def test_sigterm_under_load_loses_no_record(tmp_path: Path, workers: str) -> Non
                             answered += 1
                             if answered >= 150:
                                 enough.set()
+                            if answered >= 300:
+                                reloaded.set()
 
             workers = [threading.Thread(target=work) for _ in range(4)]
             for worker in workers:
                 worker.start()
             assert enough.wait(60), "the load never reached 150 requests"
+            if reload:
+                process.signal(signal.SIGHUP)
+                assert reloaded.wait(60), "the load stopped at the reload"
             process.signal(signal.SIGTERM)
             for worker in workers:
                 worker.join(60)
