@@ -15,12 +15,10 @@ POST creates an object, that the object is the key's. Then:
 - a list (`GET /v1/files`, `/v1/batches`...) shows only the key's own objects (a
   retryable 503 when an owner is not in memory and the database failed or did not
   answer in time: never another key's object shown, nor the key's own left out);
-- an object the gateway does not know the owner of (created before a restart, by another
-  worker, by a static or passthrough key, or forgotten past the bound) is refused (404;
-  a retryable 503 when the database failed or did not answer in time) to a key with
-  restrictions (an allow-list or a budget, its own or its team's) and let through for a
-  key without any: the safe side for keys that are restricted, the old behaviour for
-  the others.
+- an object of unknown owner (made before a restart, by another worker, by a static
+  or passthrough key, or forgotten past the bound) is refused (404; a retryable 503 when
+  the database failed or did not answer in time) to a key with restrictions (an
+  allow-list or a budget, its own or its team's), let through for a key without any.
 
 Ownership is per key, not per team: keys of one team do not see each other's objects.
 
@@ -97,17 +95,8 @@ from azure_openai_proxy.store.replaced import FileWatch
 log = logging.getLogger("azure_openai_proxy")
 _T = TypeVar("_T")
 
-__all__ = [
-    "BatchNotAllowed",
-    "ObjectNotFound",
-    "ObjectOwners",
-    "Owned",
-    "chat_file_ids",
-    "item_references",
-    "object_ids",
-    "owned_answer",
-    "pager",
-]
+__all__ = ["BatchNotAllowed", "ObjectNotFound", "ObjectOwners", "Owned", "chat_file_ids",
+           "item_references", "object_ids", "owned_answer", "pager"]
 
 _CAPACITY = 200_000
 
@@ -278,6 +267,10 @@ class ObjectOwners:
 
     async def get(self, object_id: str) -> Owned | None:
         """The owner of `object_id` if known (None also when the database did not answer)."""
+        owned = self._owners.get(object_id)
+        if owned is not None:  # (no list, no dict: 40% of `_get_many`'s instructions)
+            self._owners.move_to_end(object_id)
+            return owned
         return (await self._get_many([object_id]))[0].get(object_id)
 
     async def check(self, ids: Iterable[str], key_id: str, restricted: bool,
