@@ -65,8 +65,9 @@ Each wait on the database is at most `DATABASE_WAIT`. What that leaves, exactly:
   back if it gets the lock later) and its read counts nothing, as does a read that
   raised before its claim (`left`); the next read answered in time counts it. Until
   then the ledger holds what the estimates of its cut streams counted, flagged
-  estimated: at most once, never twice (a response read only while the database is
-  unavailable is left at its estimate, or at nothing when it was never streamed);
+  estimated: at most once, never twice (a response read, or streamed to its end as
+  a background one, only while the database cannot take claims is left at its
+  estimate, or at nothing, until a read: under- rather than over-counted);
 - a resumed stream replays the events after its `starting_after` (all of them
   without one, as the SDK's `retrieve(stream=True)` asks): where an earlier stream of
   the response, cut or left, counted some of them in its estimate, on this worker or
@@ -107,8 +108,8 @@ _CAPACITY = 16_384  # object ids (about 40 bytes each)
 # stream's look-up, an owner's: gateway/ownership.py): one indexed query takes a
 # millisecond, but it queues in the object owners' one thread behind their writes, each
 # of which a locked database holds up to its busy timeout (5 s). Past it, the request
-# goes on as if the database had failed (a read counted on memory alone: over- rather
-# than under-counted) and the client has its answer.
+# goes on as if the database had failed (a read's claim withdrawn, its usage not
+# counted: the next read counts it) and the client has its answer.
 DATABASE_WAIT = 1.0
 # (prompt, completion) tokens that the estimates of a cut stream's POST and of resumed
 # streams cut again counted of an object, and the sequence number of the last text delta
