@@ -1,7 +1,9 @@
 """The Assistants API (v2), as Azure serves it on dated preview api-versions from
 2024-05-01-preview (`/openai/assistants`, `/openai/threads...`; the SDKs send
 `OpenAI-Beta: assistants=v2`, which Azure does not require): assistants, threads, their
-messages, runs and run steps. Not on the v1 API (its 404 here).
+messages, runs and run steps. Not on GA versions nor the v1 API (404). Azure's v1
+Assistants (2024-02-15-preview to 2024-04-01-preview) is not emulated (404 here): the
+gateway sends 2024-05-01-preview or later for them (apiversions.py).
 
 A run is answered `queued` when made, with no usage, as Azure answers it (the work is
 asynchronous); it completes the first time it is read after that (the run, its list,
@@ -9,7 +11,8 @@ its steps, the thread's messages): the assistant's message added to the thread, 
 `message_creation` step, and the run's `usage` (the prompt: the instructions and the
 thread's messages; the completion: the message's text), which its step repeats. A
 cancel of a run not yet read stops it (`cancelled`, no usage); of one done, Azure's
-400. Streamed runs, tool calls and `threads/runs` are not emulated (400)."""
+400. Not emulated: streamed runs (400), `threads/runs` (404), tool calls (a run with
+tools answers with a message)."""
 
 from __future__ import annotations
 

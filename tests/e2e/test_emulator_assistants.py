@@ -54,10 +54,9 @@ def test_a_run_cancelled_before_it_is_read_has_no_usage(emulator: Emulator) -> N
     assert client.beta.threads.runs.steps.list(run.id, thread_id=thread.id).data == []
 
 
-@pytest.mark.parametrize("path", ["/openai/threads?api-version=2024-10-21",
-                                  "/openai/threads?api-version=2024-02-15-preview",
+@pytest.mark.parametrize("path", ["/openai/threads?api-version=2024-10-21",  # GA
                                   "/openai/v1/threads"])
-def test_versions_without_assistants_v2_answer_404(emulator: Emulator, path: str) -> None:
+def test_versions_without_assistants_answer_404(emulator: Emulator, path: str) -> None:
     answer = httpx.post(emulator.url + path, json={}, headers={"api-key": AZURE_KEY},
                         timeout=10)
     assert answer.status_code == 404
