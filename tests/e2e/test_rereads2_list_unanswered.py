@@ -11,7 +11,6 @@ lock, until the list is answered."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import httpx
 
 from tests.e2e.conftest import Emulator
 from tests.e2e.test_ledger import _DEAR, _virtual_key, ledger_gateway, sdk  # noqa: F401
+from tests.e2e.test_rereads_owner_wait import behind_queued_writes
 from tests.support import ServerThread
 
 
@@ -35,17 +35,7 @@ def test_a_list_whose_owners_are_not_read_in_time_is_retryable(
     def listed() -> httpx.Response:
         return httpx.get(f"{two.url}/v1/files", headers=headers, timeout=30)
 
-    lock = sqlite3.connect(database, isolation_level=None)
-    lock.execute("BEGIN IMMEDIATE")  # another writer: reads pass, writes wait
-    try:
-        streamed = httpx.post(two.url + "/v1/responses", timeout=30, headers=headers,
-                              json={"model": "gpt-4o", "input": "hi", "stream": True,
-                                    "max_output_tokens": 16})  # its ids claimed: queued
-        assert streamed.status_code == 200 and "response.completed" in streamed.text
-        answer = listed()
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
+    answer, _ = behind_queued_writes(two, database, headers, listed)
     # main: 200 `{"data": []}` (the key's file left out)
     assert answer.status_code == 503, answer.text
     assert answer.json()["error"]["code"] == "service_unavailable"
