@@ -62,10 +62,13 @@ Each wait on the database is at most `DATABASE_WAIT`. What that leaves, exactly:
   no other: a claim not committing within `DATABASE_WAIT` (another process holding the
   write lock longer; the rest of the bound for a read whose client left during it, a
   second cancellation ending it), or failing, is withdrawn (`ClaimVerdict`: rolled
-  back if it gets the lock later) and its read counts nothing, as does a read that
-  raised before its claim (`left`); the next read answered in time counts it. Until
+  back if it gets the lock later) and its read counts nothing; the next read answered
+  in time counts it. A request that raised after Azure's usage (a client leaving a
+  background stream at its end) counts it, its claim awaited (`gone`) or, where its
+  record is written at once (`left`: the pipeline's), made in the background: a read
+  on another worker claiming first meanwhile counts it too (over-counted). Until
   then the ledger holds what the estimates of its cut streams counted, flagged
-  estimated: at most once, never twice (a response read, or streamed to its end as
+  estimated (a response read, or streamed to its end as
   a background one, only while the database cannot take claims is left at its
   estimate, or at nothing, until a read: under- rather than over-counted);
 - a resumed stream replays the events after its `starting_after` (all of them
@@ -233,12 +236,30 @@ class CountedUsage:
     def left(self, method: str, operation: str, record: RequestRecord,
              body: Mapping[str, Any] | None) -> None:
         """`answered` for a request whose handler raised (its client left a stream, or
-        the answer): its record is written next, with no wait for a claim, so what it
-        would count whole is not claimed and counts nothing (`_withdrawn`): the next
-        read counts it."""
+        the answer) where its claim cannot be awaited (gateway/pipeline.py's: its record
+        is written next): what it counts whole (a background stream left after Azure's
+        usage, at its end) stays counted on memory and is claimed in the background,
+        written when the database lets it. Not withdrawn: a client leaving at such a
+        stream's end would then never be billed, no read being bound to follow. So a
+        read on another worker whose claim commits before this one's (moments, or
+        while the database is locked) counts it too: over- rather than under-counted.
+        `gone` awaits the claim instead (at most once)."""
         claim = self.answered(method, operation, record, None, body)
         if claim is not None:
-            self._withdrawn(claim)
+            self._claiming(claim, None)
+            self.settled(claim)
+
+    async def gone(self, method: str, operation: str, record: RequestRecord,
+                   body: Mapping[str, Any] | None) -> None:
+        """`left`, its claim awaited as a read's is (`claimed`: withdrawn when the
+        database does not commit it in time, counted by nothing then; the next read
+        counts it): for a caller that may await before its record is written."""
+        claim = self.answered(method, operation, record, None, body)
+        if claim is not None:
+            try:
+                await self.claimed(claim)
+            finally:
+                self.settled(claim)
 
     def settled(self, claim: _Claim | None) -> None:
         """The request that made `claim` is done with its record: memory's entry for the
@@ -419,8 +440,8 @@ class CountedSend:
                    routed: tuple[Pool, str | None]) -> Reply:
         """A Responses stream's id read as it passes, as a virtual key's claim reads it
         (`record.created_id`), a resumed one's replay not counted again (`replaying`);
-        `answered` after the answer, or when it raised (its client
-        left a background stream: its estimate is read at the count)."""
+        `answered` after the answer, or when it raised (`gone`: its client left a
+        background stream, its estimate read at the count, or Azure's usage claimed)."""
         method, operation, counted = request.method, target.operation, self._counted
         # (a GET's alone can be a resumed stream: no coroutine for the others)
         record.sequence = await counted.replaying(request, operation) if method == "GET" else -1
@@ -430,7 +451,7 @@ class CountedSend:
         try:
             reply = await self._send(request, target, caller, body, record, routed)
         except BaseException:
-            counted.left(method, operation, record, body.json)
+            await counted.gone(method, operation, record, body.json)
             raise
         finally:
             if claimed:  # (the stream's meter has its own reference): no cycle through it
