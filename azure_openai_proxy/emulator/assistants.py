@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from azure_openai_proxy.emulator import wire_errors
+from azure_openai_proxy.emulator import validation, wire_errors
 from azure_openai_proxy.emulator.exchange import Exchange
 from azure_openai_proxy.emulator.storage import Stores
 from azure_openai_proxy.emulator.textgen import content_text, count_tokens, generate_tokens
@@ -29,6 +29,25 @@ from azure_openai_proxy.emulator.textgen import content_text, count_tokens, gene
 _ANSWER_TOKENS = 24  # the assistant message's length, in tokens
 _ASSISTANT_FIELDS = ("name", "description", "instructions", "tools", "tool_resources",
                      "metadata", "temperature", "top_p", "response_format")
+
+
+# Fields kept and read later (a run's `instructions` make its prompt): a wrong type is
+# Azure's 400 at once, never a 500 at a later read of the thread.
+_TYPES = {"instructions": (str, "a string"), "metadata": (dict, "an object"),
+          "additional_messages": (list, "an array"), "messages": (list, "an array")}
+
+
+def _checked(body: dict[str, Any], *names: str) -> dict[str, Any]:
+    """`body`, its `names` (of `_TYPES`) each absent, null or of its type; a list's items
+    objects."""
+    for name in names:
+        value, (kind, expected) = body.get(name), _TYPES[name]
+        if value is not None and not isinstance(value, kind):
+            raise validation.invalid_type(name, expected, value)
+        for n, item in enumerate(value if kind is list and value else ()):
+            if not isinstance(item, dict):
+                raise validation.invalid_type(f"{name}[{n}]", "an object", item)
+    return body
 
 
 def _ids(ex: Exchange) -> tuple[str, ...]:
@@ -78,10 +97,10 @@ def _deployment(ex: Exchange, name: object) -> str:
 
 
 async def assistant_create(ex: Exchange) -> web.StreamResponse:
-    stores = ex.state.stores
+    stores, body = ex.state.stores, _checked(ex.body, "instructions", "metadata")
     assistant = {"id": stores.new_id("asst_"), "object": "assistant",
-                 "created_at": stores.clock(), "model": _deployment(ex, ex.body.get("model")),
-                 **{name: ex.body.get(name) for name in _ASSISTANT_FIELDS}}
+                 "created_at": stores.clock(), "model": _deployment(ex, body.get("model")),
+                 **{name: body.get(name) for name in _ASSISTANT_FIELDS}}
     assistant_id = str(assistant["id"])
     assistant["tools"] = assistant["tools"] or []
     assistant["metadata"] = assistant["metadata"] or {}
@@ -105,7 +124,7 @@ async def assistant_delete(ex: Exchange) -> web.StreamResponse:
 
 def _message(stores: Stores, thread_id: str, body: dict[str, Any],
              run: dict[str, Any] | None = None) -> dict[str, Any]:
-    role = body.get("role")
+    role = _checked(body, "metadata").get("role")
     if role not in ("user", "assistant"):
         raise wire_errors.invalid_request("'role' must be 'user' or 'assistant'.", "role")
     text = content_text(body.get("content"))
@@ -121,9 +140,9 @@ def _message(stores: Stores, thread_id: str, body: dict[str, Any],
 
 async def thread_create(ex: Exchange) -> web.StreamResponse:
     stores = ex.state.stores
-    messages = ex.body.get("messages") or []
-    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
-        raise wire_errors.invalid_request("'messages' must be a list of objects.", "messages")
+    messages = _checked(ex.body, "messages", "metadata").get("messages") or []
+    for message in messages:
+        _checked(message, "metadata")
     thread_id = stores.new_id("thread_")
     thread = {"id": thread_id, "object": "thread",
               "created_at": stores.clock(), "metadata": ex.body.get("metadata") or {},
@@ -145,7 +164,7 @@ async def thread(ex: Exchange) -> web.StreamResponse:
 
 async def thread_update(ex: Exchange) -> web.StreamResponse:
     found = _thread(ex)
-    if "metadata" in ex.body:
+    if "metadata" in _checked(ex.body, "metadata"):
         found["metadata"] = ex.body.get("metadata") or {}
     return ex.json(found)
 
@@ -185,6 +204,7 @@ async def message(ex: Exchange) -> web.StreamResponse:
 
 async def run_create(ex: Exchange) -> web.StreamResponse:
     stores, thread_id = ex.state.stores, _thread(ex)["id"]
+    _checked(ex.body, "instructions", "metadata", "additional_messages")
     if ex.body.get("stream") is True:
         raise wire_errors.invalid_request("Streamed runs are not emulated.", "stream")
     helper = _found(stores.assistants, "Assistant", _text(ex.body, "assistant_id"))

@@ -68,9 +68,8 @@ Each wait on the database is at most `DATABASE_WAIT`. What that leaves, exactly:
   record is written at once (`left`: the pipeline's), made in the background: a read
   on another worker claiming first meanwhile counts it too (over-counted). Until
   then the ledger holds what the estimates of its cut streams counted, flagged
-  estimated (a response read, or streamed to its end as
-  a background one, only while the database cannot take claims is left at its
-  estimate, or at nothing, until a read: under- rather than over-counted);
+  estimated (a response read only while the database cannot take claims is left at
+  its estimate, or at nothing, until a read: under- rather than over-counted);
 - a resumed stream replays the events after its `starting_after` (all of them
   without one, as the SDK's `retrieve(stream=True)` asks): where an earlier stream of
   the response, cut or left, counted some of them in its estimate, on this worker or
@@ -181,9 +180,8 @@ class CountedUsage:
 
     async def _decided(self, claim: _Claim, task: asyncio.Task[tuple[Counted | None] | None],
                        verdict: ClaimVerdict) -> None:
-        """`claim`'s record's usage once its claim is committed (what was noted before it
-        makes it: `_claimed`) or withdrawn (none: `_withdrawn`). Its commit begun, the
-        wait for it is not cancelled (a COMMIT under the write lock already held)."""
+        """`claim`'s record's usage once its claim is committed (`_claimed`) or withdrawn
+        (`_withdrawn`); its commit begun, the wait for it is not cancelled (moments)."""
         if not task.done() and not verdict.withdraw():
             cancelled = False
             while not task.done():
@@ -235,15 +233,11 @@ class CountedUsage:
 
     def left(self, method: str, operation: str, record: RequestRecord,
              body: Mapping[str, Any] | None) -> None:
-        """`answered` for a request whose handler raised (its client left a stream, or
-        the answer) where its claim cannot be awaited (gateway/pipeline.py's: its record
-        is written next): what it counts whole (a background stream left after Azure's
-        usage, at its end) stays counted on memory and is claimed in the background,
-        written when the database lets it. Not withdrawn: a client leaving at such a
-        stream's end would then never be billed, no read being bound to follow. So a
-        read on another worker whose claim commits before this one's (moments, or
-        while the database is locked) counts it too: over- rather than under-counted.
-        `gone` awaits the claim instead (at most once)."""
+        """`answered` for a request whose handler raised (its client left) and whose
+        record is written next (gateway/pipeline.py's): what it counts whole (a
+        background stream left at its end) stays counted, claimed in the background,
+        never withdrawn (no read need follow: it would never be billed); a read on
+        another worker claiming first meanwhile counts it too. `gone` awaits it."""
         claim = self.answered(method, operation, record, None, body)
         if claim is not None:
             self._claiming(claim, None)

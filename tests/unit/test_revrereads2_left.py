@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from azure_openai_proxy.gateway.ownership import ObjectOwners, owned_answer
-from azure_openai_proxy.gateway.rereads import CountedSend
 from azure_openai_proxy.gateway.requestbody import RequestBody
+from azure_openai_proxy.gateway.rereads import CountedSend
 from azure_openai_proxy.http.interface import Answer
 from azure_openai_proxy.observability.record import RequestRecord
 
@@ -81,11 +82,10 @@ def test_a_static_keys_background_stream_left_at_its_end_counts_its_usage_once(
         request: Any = type("Request", (), {"method": "POST", "query_string": ""})()
         target: Any = type("Target", (), {"operation": "responses"})()
         body = RequestBody(BACKGROUND, orjson.dumps(BACKGROUND))
-        try:
-            await CountedSend(send, one.counted).send(request, target, None,  # type: ignore[arg-type]
-                                                      body, record, None)  # type: ignore[arg-type]
-        except ConnectionResetError:
-            pass
+        caller: Any = None
+        with pytest.raises(ConnectionResetError):
+            await CountedSend(send, one.counted).send(request, target, caller, body, record,
+                                                      (caller, None))
         noted = await two._call(lambda store: store.counted("resp_1"))
         on_two = await _read(two)
         one.close()
