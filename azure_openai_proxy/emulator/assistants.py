@@ -44,7 +44,8 @@ def _checked(body: dict[str, Any], *names: str) -> dict[str, Any]:
         value, (kind, expected) = body.get(name), _TYPES[name]
         if value is not None and not isinstance(value, kind):
             raise validation.invalid_type(name, expected, value)
-        for n, item in enumerate(value if kind is list and value else ()):
+        items: list[object] = value if kind is list and value else []
+        for n, item in enumerate(items):
             if not isinstance(item, dict):
                 raise validation.invalid_type(f"{name}[{n}]", "an object", item)
     return body
