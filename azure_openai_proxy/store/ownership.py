@@ -88,6 +88,11 @@ class ClaimVerdict:
                 self._state = True
             return self._state
 
+    def withdrawn(self) -> bool:
+        """Whether the read gave the claim up already (then it need not begin: no wait
+        for a lock, up to the busy timeout, only to roll back)."""
+        return self._state is False
+
     def withdraw(self) -> bool:
         """On the loop, the wait over: whether the claim is withdrawn (never committed);
         False when its commit has begun."""
@@ -238,6 +243,8 @@ class OwnerStore:
         on any number of connections claiming it at once, exactly one is answered with
         a count that is not whole (or None), and it alone counts the usage. A `verdict`
         withdrawn before the COMMIT rolls it back (`ClaimWithdrawn`): no claim made."""
+        if verdict is not None and verdict.withdrawn():
+            raise ClaimWithdrawn(object_id)  # (its turn in the owners' thread came late)
         if not self._counts_made:
             self._db.execute(_COUNTED_SCHEMA)
             self._counts_made = True

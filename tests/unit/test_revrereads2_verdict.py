@@ -10,7 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from azure_openai_proxy.gateway.ownership import ObjectOwners, owned_answer
 from azure_openai_proxy.gateway.rereads import CountedUsage, _Claim
+from azure_openai_proxy.http.interface import Answer
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ownership import ClaimVerdict
 from tests.unit.test_rereads2_withdrawn import _opened, _read, locked_by_another_process
@@ -62,3 +66,38 @@ def test_a_read_cancelled_while_its_claim_commits_keeps_the_commits_count() -> N
     waited, usage = asyncio.run(scenario())
     assert waited
     assert usage is None  # the commit's answer applied: counted already elsewhere
+
+
+async def _run_read(owners: ObjectOwners, n: int) -> Any:
+    record = RequestRecord("read", "GET")
+    record.usage = dict(AZURE)
+    answer = orjson.dumps({"id": f"run_{n}", "object": "thread.run", "status": "completed",
+                           "usage": AZURE})
+    await owned_answer(owners, "GET", f"threads/thread_1/runs/run_{n}", "key-a", record,
+                       Answer(200, {}, answer), None)
+    return record.usage
+
+
+def test_claims_withdrawn_before_they_start_leave_the_owners_thread_at_once(
+        tmp_path: Path) -> None:
+    """Three reads while another process holds the write lock: each claim is withdrawn
+    at 1 s, the first already waiting on the lock (its busy timeout, 5 s), the others
+    queued behind it in the owners' one thread. Those not begun are dropped when their
+    turn comes, not each made to wait 5 s more for a lock only to roll back: the owners'
+    thread (every owner look-up, 1 s bound each, queues there) is free again after the
+    first. Was (rereads2): 5 s a withdrawn claim, 15 s here."""
+    database = tmp_path / "gw.db"
+
+    async def scenario() -> tuple[list[Any], float]:
+        owners = await _opened(database)
+        with locked_by_another_process(database):
+            usages = list(await asyncio.gather(*(_run_read(owners, n) for n in range(3))))
+            started = time.monotonic()
+            await owners.written()
+            took = time.monotonic() - started
+        owners.close()
+        return usages, took
+
+    usages, took = asyncio.run(scenario())
+    assert usages == [None, None, None]
+    assert took < 8.0  # the first claim's busy timeout left (about 4 s); was about 14 s
