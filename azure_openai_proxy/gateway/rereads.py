@@ -245,9 +245,8 @@ class CountedUsage:
 
     async def gone(self, method: str, operation: str, record: RequestRecord,
                    body: Mapping[str, Any] | None) -> None:
-        """`left`, its claim awaited as a read's is (`claimed`: withdrawn when the
-        database does not commit it in time, counted by nothing then; the next read
-        counts it): for a caller that may await before its record is written."""
+        """`left`, its claim awaited as a read's is (`claimed`: withdrawn when not
+        committed in time), for a caller that may await before its record is written."""
         claim = self.answered(method, operation, record, None, body)
         if claim is not None:
             try:
