@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from azure_openai_proxy.emulator import (
+    assistant_routes,
+    assistants,
     conversations,
     graders,
     ops_media,
@@ -65,13 +67,14 @@ HANDLERS: dict[str, Handler] = {
     "chat_stored_update": stored_chat.update,
     "chat_stored_delete": stored_chat.delete,
     "chat_stored_messages": stored_chat.messages,
+    **assistants.HANDLERS,
 }
 JSON_OPERATIONS = frozenset(
     {"chat", "completions", "embeddings", "responses", "speech", "image_generations",
      "batch_create", "responses_compact", "responses_input_tokens", "grader_run",
      "grader_validate", "conversation_create", "conversation_update",
      "conversation_items_create", "chat_stored_update"}
-)
+) | assistant_routes.JSON_OPERATIONS
 MULTIPART_OPERATIONS = frozenset({"transcriptions", "translations", "image_edits", "file_upload"})
 
 

@@ -3,6 +3,7 @@
     /openai/deployments/{dep}/{op}?api-version=...   dated, deployment in the path
     /openai/{responses|files|batches|models}...       dated, deployment (if any) in the body
     /openai/fine_tuning/alpha/graders/{run|validate}   dated, no deployment
+    /openai/{assistants|threads}...                    dated alone (emulator/assistants.py)
     /openai/v1/{op}                                    v1, deployment in the body's `model`
     /openai/v1/conversations..., GET chat/completions...   v1 only (dated: 404)
     /openai/realtime?deployment=D, /openai/v1/realtime?model=D   the Realtime WebSocket
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from azure_openai_proxy.emulator import assistant_routes
 
 # operation -> the deployment kind it needs (None: not deployment-bound)
 OPERATION_KIND: dict[str, str | None] = {
@@ -58,6 +61,7 @@ OPERATION_KIND: dict[str, str | None] = {
     "chat_stored_update": None,
     "chat_stored_delete": None,
     "chat_stored_messages": None,
+    **dict.fromkeys(assistant_routes.OPERATIONS, None),
 }
 
 # Azure's names for operations, as its 429 messages use them.
@@ -137,7 +141,9 @@ _V1_ONLY_ROUTES = [
 ]
 _V1_ROUTES = ([(path, "POST", op) for path, op in _DEPLOYMENT_OPS.items()] + _SHARED_ROUTES
               + _V1_ONLY_ROUTES)
-_COMPILED_SHARED = [(re.compile(p + r"/?"), m, o) for p, m, o in _SHARED_ROUTES]
+# The Assistants API: on dated (preview) versions alone, not on the v1 API.
+_COMPILED_SHARED = [(re.compile(p + r"/?"), m, o)
+                    for p, m, o in _SHARED_ROUTES + assistant_routes.ROUTES]
 _COMPILED_V1 = [(re.compile(p + r"/?"), m, o) for p, m, o in _V1_ROUTES]
 _DEPLOYMENT_PATH = re.compile(r"deployments/([^/]{1,256})/(.+?)/?")
 
@@ -150,6 +156,7 @@ class Route:
     v1: bool
     path_deployment: str | None = None
     object_id: str | None = None
+    ids: tuple[str, ...] = ()  # every id the path names (`threads/{t}/runs/{r}`)
 
     @property
     def kind(self) -> str | None:
@@ -178,5 +185,6 @@ def _match(
     for pattern, wanted, operation in routes:
         found = pattern.fullmatch(rest)
         if found is not None and wanted == method:
-            return Route(operation, v1=v1, object_id=found.group(1) if found.groups() else None)
+            ids = found.groups()
+            return Route(operation, v1=v1, object_id=ids[0] if ids else None, ids=ids)
     return None

@@ -45,6 +45,13 @@ class Stores:
     # Chat completions made with `store: true`, and their request messages.
     chat_completions: dict[str, dict[str, Any]] = field(default_factory=dict)
     chat_messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # The Assistants API's (emulator/assistants.py): assistants, threads, each thread's
+    # messages (oldest first) and runs (by id), each run's steps.
+    assistants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    threads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    thread_messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    thread_runs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    run_steps: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def add_file(self, filename: str, purpose: str, content: bytes) -> dict[str, Any]:
         file_id = self.new_id("file-")

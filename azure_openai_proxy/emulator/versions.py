@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from azure_openai_proxy.emulator import wire_errors
+from azure_openai_proxy.emulator import assistant_routes, wire_errors
 
 GA_VERSIONS = ("2022-12-01", "2023-05-15", "2024-02-01", "2024-06-01", "2024-10-21")
 PREVIEW_VERSIONS = tuple(
@@ -46,6 +46,8 @@ PROMPT_ANNOTATION_VERSIONS = frozenset(
 # Before this version streams carry no filter results at all.
 FILTER_RESULTS_SINCE = "2023-06-01"
 
+# The Assistants API (v2: `OpenAI-Beta: assistants=v2`), from 2024-05-01-preview.
+ASSISTANTS_OPERATIONS = assistant_routes.OPERATIONS
 RESPONSES_OPERATIONS = frozenset({"responses", "responses_compact", "responses_input_tokens",
                                   "response", "response_delete", "response_cancel",
                                   "response_input_items"})
@@ -62,10 +64,11 @@ OPERATION_SINCE: dict[str, str] = {
     # reinforcement fine-tuning's graders (azure-ai-docs' RFT guide: 2025-04-01-preview)
     "grader_run": "2025-04-01",
     "grader_validate": "2025-04-01",
+    **dict.fromkeys(ASSISTANTS_OPERATIONS, "2024-05-01"),
 }
 # Every operation on a Responses object is the Responses API's: none is in a GA version.
-PREVIEW_ONLY_OPERATIONS = RESPONSES_OPERATIONS | {"speech", "image_edits", "realtime",
-                                                  "grader_run", "grader_validate"}
+PREVIEW_ONLY_OPERATIONS = RESPONSES_OPERATIONS | ASSISTANTS_OPERATIONS | {
+    "speech", "image_edits", "realtime", "grader_run", "grader_validate"}
 
 
 @dataclass(frozen=True)

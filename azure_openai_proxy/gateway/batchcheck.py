@@ -64,7 +64,8 @@ async def check_resource_post(owners: ObjectOwners, table: RoutingTable, caller:
     if operation != "batches":
         return
     file_id = body.get("input_file_id") if body is not None else None
-    owned = await owners.get(file_id) if isinstance(file_id, str) else None
+    # (not read in time: a retryable 503, not a refusal of a file that may be the key's)
+    owned = await owners.owner(file_id) if isinstance(file_id, str) else None
     if owned is None or owned.models is None:
         raise BatchNotAllowed(
             "This key may only make batches from files uploaded through the gateway "

@@ -12,13 +12,13 @@ POST creates an object, that the object is the key's. Then:
   `attachments[].file_id`, `previous_response_id`, `conversation`...: affinity.py's
   `ids_referenced`, a walk bounded in depth and size; a body past the bounds is a 400;
   and a Responses `item_reference` in `input`, or in a conversation's `items`);
-- a list (`GET /v1/files`, `/v1/batches`...) shows only the key's own objects;
-- an object the gateway does not know the owner of (created before a restart, by another
-  worker, by a static or passthrough key, or forgotten past the bound) is refused (404;
-  a retryable 503 when the database failed or did not answer in time) to a key with
-  restrictions (an allow-list or a budget, its own or its team's) and let through for a
-  key without any: the safe side for keys that are restricted, the old behaviour for
-  the others.
+- a list (`GET /v1/files`, `/v1/batches`...) shows only the key's own objects (a
+  retryable 503 when an owner is not in memory and the database failed or did not
+  answer in time: never another key's object shown, nor the key's own left out);
+- an object of unknown owner (made before a restart, by another worker, by a static
+  or passthrough key, or forgotten past the bound) is refused (404; a retryable 503 when
+  the database failed or did not answer in time) to a key with restrictions (an
+  allow-list or a budget, its own or its team's), let through for a key without any.
 
 Ownership is per key, not per team: keys of one team do not see each other's objects.
 
@@ -49,13 +49,11 @@ Batch input files: when a virtual key with an allow-list uploads a file with pur
 when it is created.
 
 Homes: the endpoint and deployment that answered the POST creating an object (and its
-output items) are recorded with its owner (`Owned.home`), so a request about it goes to
-its resource from every worker, not only the one that saw it made: `check` returns the
-homes of the objects a request names, which the worker's affinity learns (affinity.py,
-per worker), and the pipeline routes the request (gateway/poolchoice.py) and judges it
-(a batch's lines: gateway/batchcheck.py) by them. A stream's are claimed with the
-deployment it comes from. Those recorded before homes were have none: as before, the
-affinity of the worker that saw them made, else the pool, decides.
+output items) are recorded with its owner (`Owned.home`), so every worker sends a request
+about it there: `check` returns the homes of the objects a request names, which the
+worker's affinity learns (affinity.py), and the pipeline routes (gateway/poolchoice.py)
+and judges (a batch's lines: gateway/batchcheck.py) by them. Without one (recorded
+before homes were), the affinity of the worker that saw it made, else the pool, decides.
 """
 
 from __future__ import annotations
@@ -97,17 +95,8 @@ from azure_openai_proxy.store.replaced import FileWatch
 log = logging.getLogger("azure_openai_proxy")
 _T = TypeVar("_T")
 
-__all__ = [
-    "BatchNotAllowed",
-    "ObjectNotFound",
-    "ObjectOwners",
-    "Owned",
-    "chat_file_ids",
-    "item_references",
-    "object_ids",
-    "owned_answer",
-    "pager",
-]
+__all__ = ["BatchNotAllowed", "ObjectNotFound", "ObjectOwners", "Owned", "chat_file_ids",
+           "item_references", "object_ids", "owned_answer", "pager"]
 
 _CAPACITY = 200_000
 
@@ -205,9 +194,8 @@ class ObjectOwners:
     def claimer(self, key_id: str, record: RequestRecord) -> Callable[[list[str]], None]:
         """`claim`, for the ids a Responses stream (or a stored chat's stream) of
         `key_id`'s creates; the first (the response's own) kept as `record.created_id`,
-        as a non-streamed answer's is, so `owned_answer` notes its tokens for a turn
-        chained to it. Their home is the
-        deployment the stream comes from (`record`'s, as the events pass)."""
+        as a non-streamed answer's is (`owned_answer` notes its tokens for a turn chained
+        to it). Their home: the deployment the stream comes from (`record`'s)."""
 
         def claim(object_ids: list[str]) -> None:
             if record.created_id is None and object_ids:
@@ -278,16 +266,12 @@ class ObjectOwners:
                 self._owners[object_id] = Owned(*row)
 
     async def get(self, object_id: str) -> Owned | None:
+        """The owner of `object_id` if known (None also when the database did not answer)."""
         owned = self._owners.get(object_id)
-        if owned is not None:
+        if owned is not None:  # (no list, no dict: 40% of `_get_many`'s instructions)
             self._owners.move_to_end(object_id)
             return owned
-        row = await self._look(lambda store: store.get(object_id))
-        if row is None:
-            return None
-        owned = Owned(*row)
-        self._keep(object_id, owned)
-        return owned
+        return (await self._get_many([object_id]))[0].get(object_id)
 
     async def check(self, ids: Iterable[str], key_id: str, restricted: bool,
                     inner: Iterable[str] = ()) -> list[tuple[str, Home]]:
@@ -334,8 +318,17 @@ class ObjectOwners:
             found[object_id] = owned
         return found, rows is not None or self._database is None
 
+    async def owner(self, object_id: str) -> Owned | None:
+        """`get`, for a request judged by it (a batch's input file): `OwnersUnavailable`
+        (a retryable 503) when a database kept did not answer in time, or failed."""
+        owners, answered = await self._get_many([object_id])
+        if not answered:
+            raise OwnersUnavailable(object_id)
+        return owners.get(object_id)
+
     async def owned_of(self, key_id: str, object_ids: list[str]) -> set[str]:
-        """Those of `object_ids` that `key_id` owns."""
+        """Those of `object_ids` that `key_id` owns; `OwnersUnavailable` as `owner`'s
+        when one is not in memory: a list is not guessed."""
         mine = set()
         rest = []
         for object_id in object_ids:
@@ -344,8 +337,11 @@ class ObjectOwners:
                 rest.append(object_id)
             elif owned.key_id == key_id:
                 mine.add(object_id)
-        if rest:
-            mine |= await self._look(lambda store: store.owned_of(key_id, rest)) or set()
+        if rest and self._database is not None:
+            found = await self._look(lambda store: store.owned_of(key_id, rest))
+            if found is None:
+                raise OwnersUnavailable("the objects listed")
+            mine |= found
         return mine
 
     def close(self) -> None:

@@ -58,12 +58,18 @@ Each wait on the database is at most `DATABASE_WAIT`. What that leaves, exactly:
   worker under `--workers N`, the gateway since restarted, or 16,384 newer ids since)
   counts Azure's whole usage once more on that worker, and an estimate of its cut
   stream made on another worker is not taken off: over- rather than under-counted;
-- with one, a claim the database does not answer within `DATABASE_WAIT` (another
-  process holding its write lock longer), or fails, leaves the read counted on this
-  worker's memory alone, as without one (the claim is still written once the database
-  lets it): a read on another worker meanwhile can count it too (a read whose client
-  leaves during its claim still waits for it, within the bound: its record is written
-  after; one cancelled again then, as at a stop, counts on memory alone);
+- with one, Azure's usage is counted by the read whose claim committed first, and by
+  no other: a claim not committing within `DATABASE_WAIT` (another process holding the
+  write lock longer; the rest of the bound for a read whose client left during it, a
+  second cancellation ending it), or failing, is withdrawn (`ClaimVerdict`: rolled
+  back if it gets the lock later) and its read counts nothing; the next read answered
+  in time counts it. A request that raised after Azure's usage (a client leaving a
+  background stream at its end) counts it, its claim awaited (`gone`) or, where its
+  record is written at once (`left`: the pipeline's), made in the background: a read
+  on another worker claiming first meanwhile counts it too (over-counted). Until
+  then the ledger holds what the estimates of its cut streams counted, flagged
+  estimated (a response read only while the database cannot take claims is left at
+  its estimate, or at nothing, until a read: under- rather than over-counted);
 - a resumed stream replays the events after its `starting_after` (all of them
   without one, as the SDK's `retrieve(stream=True)` asks): where an earlier stream of
   the response, cut or left, counted some of them in its estimate, on this worker or
@@ -77,6 +83,7 @@ Each wait on the database is at most `DATABASE_WAIT`. What that leaves, exactly:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
@@ -87,10 +94,11 @@ import orjson
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.gateway.requestbody import RequestBody
+from azure_openai_proxy.gateway.spentusage import less, most
 from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, Target
-from azure_openai_proxy.store.ownership import Counted, OwnerStore
+from azure_openai_proxy.store.ownership import ClaimVerdict, ClaimWithdrawn, Counted, OwnerStore
 
 __all__ = ["DATABASE_WAIT", "CountedSend", "CountedUsage"]
 
@@ -102,8 +110,8 @@ _CAPACITY = 16_384  # object ids (about 40 bytes each)
 # stream's look-up, an owner's: gateway/ownership.py): one indexed query takes a
 # millisecond, but it queues in the object owners' one thread behind their writes, each
 # of which a locked database holds up to its busy timeout (5 s). Past it, the request
-# goes on as if the database had failed (a read counted on memory alone: over- rather
-# than under-counted) and the client has its answer.
+# goes on as if the database had failed (a read's claim withdrawn, its usage not
+# counted: the next read counts it) and the client has its answer.
 DATABASE_WAIT = 1.0
 # (prompt, completion) tokens that the estimates of a cut stream's POST and of resumed
 # streams cut again counted of an object, and the sequence number of the last text delta
@@ -151,42 +159,100 @@ class CountedUsage:
         the workers claiming it at once one counts it). Noted whole there already
         (another worker's read, or this gateway's before a restart): the record's usage
         is dropped; else Azure's less the larger of each estimate here and there. Waits at
-        most `DATABASE_WAIT`: past it (or the database failing) memory's count stands and
-        the claim is written when the database lets it."""
+        most `DATABASE_WAIT` (its client gone meanwhile: the rest of it, a second
+        cancellation ends it): a claim not committing by then (a slow or locked
+        database), or failing, is withdrawn (`_withdrawn`): never written, the usage
+        dropped, the next read counts it. One committing then is waited for (moments)."""
         loop = asyncio.get_running_loop()
-        task, until = self._claiming(claim), loop.time() + DATABASE_WAIT
+        verdict = ClaimVerdict()
+        task, until = self._claiming(claim, verdict), loop.time() + DATABASE_WAIT
         try:
             await asyncio.wait((task,), timeout=DATABASE_WAIT)  # (the claim goes on past it)
         except asyncio.CancelledError:
             # Its client left, its answer whole (httpx.get closes the connection at a
             # stream's end): the record is written after this, when the handler ends, so
-            # the claim's answer is still waited for, within the bound (a second
-            # cancellation ends it: memory's count stands).
-            await asyncio.wait((task,), timeout=max(0.0, until - loop.time()))
-            _claimed(claim, task)
+            # the claim's answer is still waited for, within the bound.
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait((task,), timeout=max(0.0, until - loop.time()))
+            await self._decided(claim, task, verdict)
             raise
-        _claimed(claim, task)
+        await self._decided(claim, task, verdict)
 
-    def _claiming(self, claim: _Claim) -> asyncio.Task[Counted | None]:
+    async def _decided(self, claim: _Claim, task: asyncio.Task[tuple[Counted | None] | None],
+                       verdict: ClaimVerdict) -> None:
+        """`claim`'s record's usage once its claim is committed (`_claimed`) or withdrawn
+        (`_withdrawn`); its commit begun, the wait for it is not cancelled (moments)."""
+        if not task.done() and not verdict.withdraw():
+            cancelled = False
+            while not task.done():
+                try:
+                    await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    cancelled = True
+                except Exception:  # its failure is read below (`_settle`)
+                    break
+            if cancelled:
+                self._settle(claim, task)
+                raise asyncio.CancelledError
+        self._settle(claim, task)
+
+    def _settle(self, claim: _Claim, task: asyncio.Task[tuple[Counted | None] | None]) -> None:
+        answered = task.done() and not task.cancelled() and task.exception() is None
+        result = task.result() if answered else None
+        if result is None:
+            self._withdrawn(claim)
+        else:
+            _claimed(claim, result[0])
+
+    def _withdrawn(self, claim: _Claim) -> None:
+        """A claim never written (withdrawn, or the database failed): its record counts
+        nothing, and memory forgets the count (the estimates it knew stay), so that the
+        next read, here or on another worker, claims and counts it: at most once."""
+        claim.record.usage = None
+        if self._counted.get(claim.object_id) is claim:
+            self._counted.put(claim.object_id, claim.spent)
+
+    def _claiming(self, claim: _Claim, verdict: ClaimVerdict | None
+                  ) -> asyncio.Task[tuple[Counted | None] | None]:
         """The claim's write (`OwnerStore.claim_counted`), in the background: what was
-        noted before it (None: nothing, or the database failed)."""
+        noted before it, in a tuple (None: withdrawn, or the database failed)."""
         store, object_id, now = self._store, claim.object_id, time.time()
         assert store is not None
-        task: asyncio.Task[Counted | None] = asyncio.get_running_loop().create_task(
-            store(lambda shared: shared.claim_counted(object_id, now)))
+
+        def claim_counted(shared: OwnerStore) -> tuple[Counted | None] | None:
+            try:
+                return (shared.claim_counted(object_id, now, verdict),)
+            except ClaimWithdrawn:
+                return None
+
+        task: asyncio.Task[tuple[Counted | None] | None] = (
+            asyncio.get_running_loop().create_task(store(claim_counted)))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         return task
 
     def left(self, method: str, operation: str, record: RequestRecord,
              body: Mapping[str, Any] | None) -> None:
-        """`answered` for a request whose handler raised (its client left a stream, or
-        the answer): what it counts whole is claimed in the database in the background,
-        not awaited (memory's count stands)."""
+        """`answered` for a request whose handler raised (its client left) and whose
+        record is written next (gateway/pipeline.py's): what it counts whole (a
+        background stream left at its end) stays counted, claimed in the background,
+        never withdrawn (no read need follow: it would never be billed); a read on
+        another worker claiming first meanwhile counts it too. `gone` awaits it."""
         claim = self.answered(method, operation, record, None, body)
         if claim is not None:
-            self._claiming(claim)
+            self._claiming(claim, None)
             self.settled(claim)
+
+    async def gone(self, method: str, operation: str, record: RequestRecord,
+                   body: Mapping[str, Any] | None) -> None:
+        """`left`, its claim awaited as a read's is (`claimed`: withdrawn when not
+        committed in time), for a caller that may await before its record is written."""
+        claim = self.answered(method, operation, record, None, body)
+        if claim is not None:
+            try:
+                await self.claimed(claim)
+            finally:
+                self.settled(claim)
 
     def settled(self, claim: _Claim | None) -> None:
         """The request that made `claim` is done with its record: memory's entry for the
@@ -276,7 +342,7 @@ class CountedUsage:
             except TimeoutError:
                 noted = None  # a slow database: memory's alone, as before
             if noted is not None and self._counted.get(response_id) is earlier:
-                self._counted.put(response_id, True if noted[0] else _most(
+                self._counted.put(response_id, True if noted[0] else most(
                     earlier or _NONE, noted[1:]))  # (unless memory changed meanwhile)
         return self.replayed(method, operation)
 
@@ -342,7 +408,7 @@ class CountedUsage:
         usage = record.usage
         spent = earlier if type(earlier) is tuple else _NONE
         if type(earlier) is tuple and usage is not None:
-            record.usage = _less(usage, earlier)
+            record.usage = less(usage, earlier)
         if self._store is None:
             self._counted.put(object_id, True)
             return None
@@ -367,8 +433,8 @@ class CountedSend:
                    routed: tuple[Pool, str | None]) -> Reply:
         """A Responses stream's id read as it passes, as a virtual key's claim reads it
         (`record.created_id`), a resumed one's replay not counted again (`replaying`);
-        `answered` after the answer, or when it raised (its client
-        left a background stream: its estimate is read at the count)."""
+        `answered` after the answer, or when it raised (`gone`: its client left a
+        background stream, its estimate read at the count, or Azure's usage claimed)."""
         method, operation, counted = request.method, target.operation, self._counted
         # (a GET's alone can be a resumed stream: no coroutine for the others)
         record.sequence = await counted.replaying(request, operation) if method == "GET" else -1
@@ -378,7 +444,7 @@ class CountedSend:
         try:
             reply = await self._send(request, target, caller, body, record, routed)
         except BaseException:
-            counted.left(method, operation, record, body.json)
+            await counted.gone(method, operation, record, body.json)
             raise
         finally:
             if claimed:  # (the stream's meter has its own reference): no cycle through it
@@ -407,26 +473,17 @@ def _streamed(query: str) -> bool:
                for name, value in parse_qsl(query))
 
 
-def _claimed(claim: _Claim, task: asyncio.Task[Counted | None]) -> None:
-    """`claim`'s record's usage as its claim's answer (`task`'s, when done: what was
-    noted in the database before it) makes it."""
-    if not task.done() or task.cancelled() or task.exception() is not None:
-        return  # a slow or failing database: counted on this worker's memory alone
-    noted = task.result()
+def _claimed(claim: _Claim, noted: Counted | None) -> None:
+    """`claim`'s record's usage as its committed claim's answer makes it (`noted`: what
+    was noted in the database before it)."""
     if noted is None:
         return
     if noted[0]:
         claim.record.usage = None  # counted by another worker, or before a restart
         return
-    spent = _most(claim.spent, noted[1:])
+    spent = most(claim.spent, noted[1:])
     if spent != claim.spent and claim.usage is not None:
-        claim.record.usage = _less(claim.usage, spent)
-
-
-def _most(spent: _Spent, noted: tuple[int, int, int]) -> _Spent:
-    """The larger of each of two estimates' counts (this worker's last may not be
-    written yet)."""
-    return (max(spent[0], noted[0]), max(spent[1], noted[1]), max(spent[2], noted[2]))
+        claim.record.usage = less(claim.usage, spent)
 
 
 def _created(record: RequestRecord, ids: list[str]) -> None:
@@ -435,37 +492,9 @@ def _created(record: RequestRecord, ids: list[str]) -> None:
         record.created_id = ids[0]
 
 
-# A usage's counts, each with its details (a part of it: cached, reasoning, audio...).
-_COUNTS = (("prompt_tokens", "prompt_tokens_details"), ("input_tokens", "input_tokens_details"),
-           ("completion_tokens", "completion_tokens_details"),
-           ("output_tokens", "output_tokens_details"))
-
-
 def _spent(record: RequestRecord, earlier: tuple[int, int, int]) -> tuple[int, int, int]:
     """`earlier` (prompt, completion) tokens counted, and `record`'s estimate's now; the
     last text delta either counted (`record.sequence`, its meter's)."""
     prompt, completion = record.tokens()
     return (earlier[0] + (prompt or 0), earlier[1] + (completion or 0),
             max(earlier[2], record.sequence))
-
-
-def _less(usage: dict[str, Any], spent: tuple[int, int, int]) -> dict[str, Any]:
-    """`usage` less what estimates counted (`spent`: prompt, completion tokens): its
-    prompt (input) count less theirs, its completion (output) count less theirs, none
-    below 0; a detail (a part of a count: cached tokens, reasoning, audio) at most its
-    count. The prompt an estimate put over Azure's is not given back: over- rather than
-    under-counted."""
-    left, total = dict(usage), 0
-    for n, (name, details) in enumerate(_COUNTS):
-        count = left.get(name)
-        if type(count) is not int:
-            continue
-        left[name] = count = max(0, count - spent[n // 2])
-        total += count
-        parts = left.get(details)
-        if type(parts) is dict:
-            left[details] = {k: min(v, count) if type(v) is int else v
-                             for k, v in parts.items()}
-    if type(left.get("total_tokens")) is int:
-        left["total_tokens"] = total
-    return left

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 from azure_openai_proxy.store.sqlite import connect
 
-__all__ = ["Counted", "OwnerRow", "OwnerStore"]
+__all__ = ["ClaimVerdict", "ClaimWithdrawn", "Counted", "OwnerRow", "OwnerStore"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS object_owners (
@@ -62,6 +63,43 @@ _COLUMNS = "key_id, models, home_endpoint, home_deployment"
 _COLUMNS_BEFORE_HOMES = "key_id, models, NULL, NULL"
 # An object's owner, its batch file's models, and its home (endpoint, deployment).
 OwnerRow = tuple[str, frozenset[str] | None, tuple[str, str] | None]
+
+
+class ClaimWithdrawn(Exception):
+    """`claim_counted`'s claim given up by its reader before it could commit: rolled back."""
+
+
+class ClaimVerdict:
+    """Whether a claim's transaction commits, settled once by whichever side comes first:
+    the owners' thread about to commit it (`commit`), or the read that gave up waiting
+    for it (`withdraw`). So a read knows, when it stops waiting, whether its claim can
+    still be written: never (withdrawn), or already being committed (moments away)."""
+
+    __slots__ = ("_lock", "_state")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # held for a flag's test and set, by either side
+        self._state: bool | None = None  # True: committing; False: withdrawn
+
+    def commit(self) -> bool:
+        """In the owners' thread, before the COMMIT: whether it may (not withdrawn)."""
+        with self._lock:
+            if self._state is None:
+                self._state = True
+            return self._state
+
+    def withdrawn(self) -> bool:
+        """Whether the read gave the claim up already (then it need not begin: no wait
+        for a lock, up to the busy timeout, only to roll back)."""
+        return self._state is False
+
+    def withdraw(self) -> bool:
+        """On the loop, the wait over: whether the claim is withdrawn (never committed);
+        False when its commit has begun."""
+        with self._lock:
+            if self._state is None:
+                self._state = False
+            return not self._state
 
 
 class OwnerStore:
@@ -198,11 +236,15 @@ class OwnerStore:
             self._db.execute("DELETE FROM counted_usage WHERE noted < ?",
                              (now - CONTEXT_DAYS * 86400.0,))
 
-    def claim_counted(self, object_id: str, now: float) -> Counted | None:
+    def claim_counted(self, object_id: str, now: float,
+                      verdict: ClaimVerdict | None = None) -> Counted | None:
         """Note Azure's whole usage of `object_id` as counted, and return what was noted
         of it before (None: nothing). One transaction under the write lock: of readers
         on any number of connections claiming it at once, exactly one is answered with
-        a count that is not whole (or None), and it alone counts the usage."""
+        a count that is not whole (or None), and it alone counts the usage. A `verdict`
+        withdrawn before the COMMIT rolls it back (`ClaimWithdrawn`): no claim made."""
+        if verdict is not None and verdict.withdrawn():
+            raise ClaimWithdrawn(object_id)  # (its turn in the owners' thread came late)
         if not self._counts_made:
             self._db.execute(_COUNTED_SCHEMA)
             self._counts_made = True
@@ -214,6 +256,8 @@ class OwnerStore:
                     "INSERT INTO counted_usage (id, whole, prompt, completion, through, noted)"
                     " VALUES (?, 1, 0, 0, -1, ?) ON CONFLICT (id) DO UPDATE SET whole = 1,"
                     " noted = excluded.noted", (object_id, now))
+            if verdict is not None and not verdict.commit():
+                raise ClaimWithdrawn(object_id)
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")

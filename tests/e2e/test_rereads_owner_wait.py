@@ -41,20 +41,27 @@ def read_behind_queued_writes(
     def read() -> httpx.Response:
         return httpx.get(f"{two.url}/v1/responses/{made.id}", headers=headers, timeout=30)
 
+    answer, took = behind_queued_writes(two, database, headers, read)
+    return answer, took, made.id, read
+
+
+def behind_queued_writes(gateway: ServerThread, database: Path, headers: dict[str, str],
+                         ask: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
+    """`ask`'s answer, and the seconds it took, while `gateway`'s owner writes (a
+    streamed Responses call's ids) queue behind another connection's write lock."""
     lock = sqlite3.connect(database, isolation_level=None)
     lock.execute("BEGIN IMMEDIATE")  # another writer: reads pass, writes wait
     try:
-        streamed = httpx.post(two.url + "/v1/responses", timeout=30, headers=headers,
+        streamed = httpx.post(gateway.url + "/v1/responses", timeout=30, headers=headers,
                               json={"model": "gpt-4o", "input": "hi", "stream": True,
                                     "max_output_tokens": 16})  # its ids claimed: queued
         assert streamed.status_code == 200 and "response.completed" in streamed.text
         started = time.monotonic()
-        answer = read()
-        took = time.monotonic() - started
+        answer = ask()
+        return answer, time.monotonic() - started
     finally:
         lock.execute("ROLLBACK")
         lock.close()
-    return answer, took, made.id, read
 
 
 def test_a_read_whose_owner_is_not_in_memory_waits_a_bounded_time(

@@ -78,11 +78,13 @@ def _read() -> tuple[RequestRecord, Answer]:
     return record, Answer(200, {}, answer)
 
 
-def test_a_resumed_stream_left_during_its_claim_keeps_its_count(tmp_path: Path) -> None:
+def test_a_resumed_stream_left_during_a_claim_unanswered_counts_nothing(tmp_path: Path) -> None:
     """A virtual key's resumed stream that showed Azure's usage: counted on memory, then
     claimed in the database while its thread is busy; a read meanwhile counts nothing;
-    its client leaves (the handler cancelled in the claim) and the pipeline's `left`
-    keeps its count; the claim is written once the database answers."""
+    its client leaves (the handler cancelled in the claim) and the claim is not answered
+    within the rest of its bound: withdrawn, never written, the stream counts nothing
+    either (session 29: it kept its count on memory and wrote the claim later, which a
+    read on another worker meanwhile could count too); the next read counts it once."""
     owners = ObjectOwners(database=tmp_path / "gateway.db")
 
     async def run() -> tuple[object, object, object]:
@@ -116,13 +118,16 @@ def test_a_resumed_stream_left_during_its_claim_keeps_its_count(tmp_path: Path) 
         await asyncio.wait_for(reading, 10)
         await owners.written()
         noted = await owners._call(lambda store: store.counted("resp_1"))
-        return resumed.usage, read.usage, noted
+        later, answer = _read()
+        await owned_answer(owners, "GET", "responses/resp_1", "key-a", later, answer, None)
+        return resumed.usage, read.usage, (noted, later.usage)
 
-    resumed, read, noted = asyncio.run(run())
+    resumed, read, (noted, later) = asyncio.run(run())
     owners.close()
-    assert resumed == AZURE  # counted once: by the stream
-    assert read is None
-    assert noted == (True, 0, 0, -1)
+    assert resumed is None  # its claim withdrawn: at most once
+    assert read is None  # counted by the claim then going on
+    assert noted is None  # never written
+    assert later == AZURE  # counted once: by the next read
 
 
 def test_a_claim_waiting_on_another_writer_reads_what_it_wrote(tmp_path: Path) -> None:

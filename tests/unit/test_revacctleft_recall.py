@@ -3,8 +3,11 @@ workers counted of it (`CountedUsage.recall`, gateway/rereads.py) in the object 
 one database thread,
 where it queues behind their writes; a database another process holds locked keeps each
 write there up to SQLite's busy timeout (5 s). The client's answer must not wait for that
-queue: past `_RECALL_WAIT` the read is counted as without a database (Azure's usage, as
-documented) and answered. Was: it waited for every queued write to time out.
+queue: past `DATABASE_WAIT` the read is answered, counting nothing (its claim withdrawn:
+never written, session 30), and the next read once the database answers counts it, once.
+Was: it waited for every queued write to time out; then (session 29) it counted on
+memory alone and wrote its claim later, so a read on another worker meanwhile counted
+it too.
 
 Real SQLite: another connection holds the write lock, as another worker's or the CLI's
 long write would."""
@@ -36,6 +39,14 @@ def _cut_post(owners: ObjectOwners, response_id: str) -> None:
                             {"background": True, "stream": True})
 
 
+def _run_read() -> tuple[RequestRecord, Answer]:
+    record = RequestRecord("read", "GET")
+    record.usage = dict(AZURE)
+    answer = orjson.dumps({"id": "run_r", "object": "thread.run",
+                           "status": "completed", "usage": AZURE})
+    return record, Answer(200, {}, answer)
+
+
 def test_a_read_is_answered_while_the_database_is_locked(tmp_path: Path) -> None:
     database = tmp_path / "gateway.db"
 
@@ -49,12 +60,9 @@ def test_a_read_is_answered_while_the_database_is_locked(tmp_path: Path) -> None
                 _cut_post(owners, f"resp_cut{n}")
             queued = set(owners._writes)
             await asyncio.sleep(0)  # each started: its write submitted to the owners' thread
-            record = RequestRecord("read", "GET")
-            record.usage = dict(AZURE)
-            answer = orjson.dumps({"id": "run_r", "object": "thread.run",
-                                   "status": "completed", "usage": AZURE})
+            record, answer = _run_read()
             await owned_answer(owners, "GET", "threads/thread_1/runs/run_r", "key-a",
-                               record, Answer(200, {}, answer), None)
+                               record, answer, None)
             # answered while the writes still wait for the lock (was: after all of them)
             answered_first = not all(write.done() for write in queued)
         finally:
@@ -64,10 +72,14 @@ def test_a_read_is_answered_while_the_database_is_locked(tmp_path: Path) -> None
         owners.close()
         after = ObjectOwners(database=database)  # the writes queued went through, later
         noted = await after._call(lambda store: store.counted("run_r"))
+        later = _run_read()
+        await owned_answer(after, "GET", "threads/thread_1/runs/run_r", "key-a",
+                           later[0], later[1], None)
         after.close()
-        return answered_first, record.usage, noted
+        return answered_first, record.usage, (noted, later[0].usage)
 
-    answered_first, usage, noted = asyncio.run(scenario())
+    answered_first, usage, (noted, later) = asyncio.run(scenario())
     assert answered_first
-    assert usage == AZURE  # counted, as without a database: never free
-    assert noted == (True, 0, 0, -1)  # and its count noted once the database let it
+    assert usage is None  # counted nothing: its claim could not be made in time
+    assert noted is None  # and was withdrawn, never written (was: whole, counted twice)
+    assert later == AZURE  # the next read counts it, once
