@@ -58,7 +58,6 @@ from azure_openai_proxy.settings import DEPLOYMENT_NAME
 __all__ = [
     "ONE_MAXIMUM",
     "PLAIN_CHAT_NAMES",
-    "PLAIN_CHAT_QUOTED",
     "Held",
     "admit_local",
     "check_data_sources_allowed",
@@ -429,10 +428,6 @@ ONE_MAXIMUM = frozenset({"n", "best_of", "max_completion_tokens", "max_output_to
 # records it), which `_usual_chat` checks by its value.
 PLAIN_CHAT_NAMES = (USUAL_TOP_NAMES - {"input", "prompt", "n", "best_of", "data_sources"}
                     - SCHEMA_FIELDS)
-# Each as `keys_spelled_once` counts it in a body's bytes; `user` not at all: its value is
-# read by no rule, and its quoted name is also a message's role (`"role": "user"`).
-PLAIN_CHAT_QUOTED = {name: b'"%b"' % name.encode() if name != "user" else b""
-                     for name in PLAIN_CHAT_NAMES}
 
 
 def plain_chat_chars(body: Mapping[str, Any] | None) -> int:

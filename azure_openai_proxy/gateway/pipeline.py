@@ -31,7 +31,7 @@ from azure_openai_proxy.gateway.chained import GuessedContext, fitted
 from azure_openai_proxy.gateway.chatfiles import USUAL_TOP_NAMES, check_form_names, check_top_names
 from azure_openai_proxy.gateway.governed import (
     ONE_MAXIMUM,
-    PLAIN_CHAT_QUOTED,
+    PLAIN_CHAT_NAMES,
     Held,
     admit_local,
     check_named_deployments,
@@ -52,7 +52,7 @@ from azure_openai_proxy.gateway.limitheaders import apply_lines, apply_to, limit
 from azure_openai_proxy.gateway.modellist import models_answer
 from azure_openai_proxy.gateway.ownership import ObjectOwners, chat_file_ids, object_ids, owned_answer, pager
 from azure_openai_proxy.gateway.poolchoice import PoolChooser
-from azure_openai_proxy.gateway.requestbody import RequestBody, keys_spelled_once, read_body
+from azure_openai_proxy.gateway.requestbody import RequestBody, read_body
 from azure_openai_proxy.gateway.requestids import request_id_source
 from azure_openai_proxy.gateway.rereads import CountedSend
 from azure_openai_proxy.governance.budget import BudgetGuard
@@ -199,8 +199,8 @@ class Gateway:
         json, decided, key, limiter = body.json, caller.decided, caller.key, self.limiter
         # A chat's target is a deployment's, never a resource (routing.RESOURCE_ROOTS).
         if (target.operation != "chat/completions" or json is None or body.raw is None
-                or decided is None or key is None or limiter is None or decided.epoch is not limiter.epoch
-                or (once := keys_spelled_once(body.raw, PLAIN_CHAT_QUOTED, json)) is None  # names
+                or decided is None or key is None or limiter is None
+                or decided.epoch is not limiter.epoch or not PLAIN_CHAT_NAMES.issuperset(json)
                 or ("store" in json and json["store"] is True)):  # the key's: `_governed`
             return None
         usual, chars = decided.usual, plain_messages_chars(json.get("messages"))
@@ -212,12 +212,12 @@ class Gateway:
         else:  # no allow-list: `_routed`'s pool and model, nothing to judge
             routed = self._pools.pool_for(target, body, models)
             record.model = routed[1]
-        most = json.get("max_tokens")  # what was checked (tokens) is what is sent: the
+        body.canonical = True  # what was checked (tokens) is what is sent, as `_governed`
+        most = json.get("max_tokens")
         if type(most) is int and most >= 0 and "max_completion_tokens" not in json:  # ONE_MAXIMUM
-            tokens, body.canonical = -(-chars // 4) + most, not once  # bytes if they repeat
-        else:  # no key (`keys_spelled_once`), else re-encoded, as is a maximum past 64 bits
+            tokens = -(-chars // 4) + most  # as `request_estimate` makes it
+        else:
             tokens = sum(request_estimate(json, self._default_completion, target.operation, chars))
-            body.canonical = True
         lines = usual.take(tokens := tokens or 1)  # a model runs: 1 at least (`hold`)
         if type(lines) is Refusal:
             raise limit_refusal(lines)

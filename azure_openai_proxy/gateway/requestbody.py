@@ -9,7 +9,6 @@ whatever its Content-Type; `RequestBody.model` is the `model` a JSON body or a f
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +24,7 @@ from azure_openai_proxy.http import interface as http
 from azure_openai_proxy.http.interface import HttpRequest
 from azure_openai_proxy.routing import Target
 
-__all__ = ["LargeRequestBody", "RequestBody", "cost_of", "keys_spelled_once", "read_body",
-           "repeats_a_key"]
+__all__ = ["LargeRequestBody", "RequestBody", "cost_of", "read_body", "repeats_a_key"]
 
 # Below this, re-encoding a checked body (`RequestBody.canonical`) costs less than
 # proving its bytes repeat no key: orjson.dumps takes about 1 µs for 10 KB of text and
@@ -275,37 +273,6 @@ def repeats_a_key(raw: bytes, budget: int) -> bool | None:
             return True
         owner.add(name)
     return None
-
-
-_NESTED = frozenset({dict, list})  # a value that may hold keys of its own
-
-
-def keys_spelled_once(raw: bytes, quoted: Mapping[str, bytes],
-                      json: Mapping[str, Any]) -> bool | None:
-    """Whether `raw`, the bytes `json` was parsed from, can be sent as it came: True when
-    none of its keys can be repeated (Azure and the gateway then read the same values);
-    False when one may be (re-encode it: `RequestBody.canonical`); None when a top-level
-    name of `json` is not in `quoted` (each name's quoted spelling, `b'"model"'`; b""
-    for one whose value no rule reads: not counted): the caller's other path.
-    Proved by counts in C, for a body whose top-level values are scalars but its
-    `messages`, a list of objects of exactly a `role` and a string `content` (the caller
-    checks their shape): with no `\\u` escape a name is spelled only as its plain bytes,
-    so each top-level name found once in the whole body, and `role` and `content` found
-    as many times as there are messages, are each one key in one place (a string value
-    that spells one only adds to its count: then False)."""
-    once = b"\\u" not in raw
-    for name, value in json.items():
-        spelled = quoted.get(name)
-        if spelled is None:
-            return None
-        if once and ((type(value) in _NESTED and name != "messages")
-                     or (spelled and raw.count(spelled) != 1)):
-            once = False
-    if once:
-        messages = json.get("messages")
-        count = len(messages) if type(messages) is list else -1
-        return raw.count(b'"role"') == count and raw.count(b'"content"') == count
-    return False
 
 
 def cost_of(body: RequestBody) -> int:
