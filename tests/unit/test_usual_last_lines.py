@@ -7,14 +7,7 @@ from __future__ import annotations
 from azure_openai_proxy.governance.model import Limits
 from azure_openai_proxy.governance.ratelimit import RateLimiter
 from azure_openai_proxy.governance.ratelimitheaders import limit_lines, parse_lines
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.test_usual_settle import Clock
 
 
 def test_the_last_lines_are_said_again_only_for_the_same_limits() -> None:
