@@ -28,6 +28,30 @@ def test_the_last_lines_are_said_again_only_for_the_same_limits() -> None:
     usual.state.follow(60.0, 12000.0, None)
     clock.now += 2.5
     lines = usual.take(100)
+    assert isinstance(lines, bytes)
     assert (usual.state.rpm_level, usual.state.tpm_level) == (59.0, 5900.0)  # as `first`
     assert parse_lines(lines)["x-ratelimit-limit-tokens"] == "12000"
     assert lines == limit_lines((usual.state,))
+
+
+def test_a_full_requests_bucket_with_another_request_size_says_its_own_lines() -> None:
+    """The requests bucket full at both takes (its level after each one the same), the
+    tokens bucket at another level: the second take's lines are its own, not the
+    first's (the check of the tokens level, which only the Hypothesis comparison of
+    test_ratelimit_only.py would otherwise catch, by chance)."""
+    clock = Clock()
+    usual = RateLimiter(clock).plan("k", Limits(rpm=60, tpm=6000), None, None).usual
+    assert usual is not None
+    first = usual.take(100)
+    usual.settle_usage(100, None)
+    clock.now += 60.0
+    assert usual.take(100) == first  # full again: the first's lines said again
+    usual.settle_usage(100, None)
+    clock.now += 60.0
+    other = usual.take(250)  # full again, but 250 tokens: remaining 5,750
+    assert isinstance(other, bytes)
+    assert parse_lines(other)["x-ratelimit-remaining-tokens"] == "5750"
+    assert other == limit_lines((usual.state,))
+    usual.settle_usage(250, None)
+    clock.now += 60.0
+    assert usual.take(100) == first  # and back to the first size: its lines again
