@@ -21,8 +21,8 @@ A process that starts afresh holds nothing of the file before: `FileWatch` canno
 it the -wal beside is another file's (the file moved in while every process was down,
 or while one ran that stopped since, leaving it). So each connection `connect` opens
 marks the -wal and -shm beside it as its file's (`mark_beside`: an extended attribute
-naming the database file's device and inode, and the marked file's own, on the -wal's
-and -shm's inodes: a -wal made anew has none, one copied or moved with its database
+naming the database file (`file_identity`) and the marked file's device and inode, on
+the -wal's and -shm's inodes: a -wal made anew has none, one copied or moved with its database
 names another inode of its own and is not taken for stale), and refuses to open a file
 whose -wal, or -shm still held by a process, is marked as another file's
 (`stale_beside`: ReplacedInUse; a reader opens it immutable, as it is on disk). A -shm
@@ -127,12 +127,27 @@ def _birth_ns(path: bytes) -> int:
     return seconds * 1_000_000_000 + nanoseconds or 1  # (0 means "not kept")
 
 
-def _same(marked: tuple[int, ...], found: Identity) -> bool:
-    """Whether `found` is the file `marked` names: device and inode number, and the
-    birth time when both have one (a mark of session 29 has none: 2 fields)."""
-    if marked[:2] != found[:2]:
+def _number(path: Path | str) -> tuple[int, int] | None:
+    """The (device, inode) of the file at `path`: enough to tell files apart while one
+    of them is held open (its number is not given to another), or for a marked -wal or
+    -shm (a mark is the inode's own: a file given a freed number has none)."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
+def _is(marked: tuple[int, ...], path: Path, number: tuple[int, int]) -> bool:
+    """Whether the file at `path` (its `number`) is the one `marked` names: device and
+    inode number, and the birth time when both have one (a mark of session 29: none);
+    the birth time read only when the numbers match."""
+    if marked[:2] != number:
         return False
-    return len(marked) < 3 or not (marked[2] and found[2]) or marked[2] == found[2]
+    if len(marked) < 3 or not marked[2]:
+        return True
+    born = _birth_ns(os.fsencode(path))
+    return not born or born == marked[2]
 
 
 class FileWatch:
@@ -164,7 +179,9 @@ class FileWatch:
 
     def replaced(self) -> bool:
         """The file at the path is not the one opened: another one, or none."""
-        return self.file is not None and file_identity(self.path) != self.file
+        # (Asked while the connection is open: it holds the file, whose number is
+        # then not given to another: the number says it.)
+        return self.file is not None and _number(self.path) != self.file[:2]
 
     def check(self) -> None:
         """Before opening again: ReplacedInUse while another file is at the path and the
@@ -193,11 +210,11 @@ def mark_beside(path: Path, opened: Identity | None) -> None:
     `opened` (its identity taken before the opening; another file at the path now, or
     none: nothing is marked). Best effort: a file system without user extended
     attributes, or a -wal this user may not write, keeps no mark."""
-    if opened is None or file_identity(path) != opened:
+    if opened is None or _number(path) != opened[:2]:  # (the connection holds it)
         return
     for suffix in _BESIDE:
         side = f"{path}{suffix}"
-        found = file_identity(Path(side))
+        found = _number(side)
         if found is None:
             continue
         mark = ":".join(map(str, (*opened, *found))).encode()
@@ -212,21 +229,20 @@ def mark_beside(path: Path, opened: Identity | None) -> None:
 def stale_beside(path: Path) -> str | None:
     """The name of the -wal or -shm beside `path` marked as another database file's
     (`mark_beside`), which SQLite would apply to this one; None when neither is."""
-    here = file_identity(path)
+    here = _number(path)
     if here is None:
         return None
     for suffix in _BESIDE:
         side = f"{path}{suffix}"
-        found = file_identity(Path(side))  # (by the path: see `mark_beside`)
+        found = _number(side)  # (by the path: see `mark_beside`)
         mark = _read_mark(side) if found is not None else None
         fields = mark.split(b":") if mark else []
-        if len(fields) not in (4, 6) or not all(field.isdigit() for field in fields):
+        if len(fields) not in (4, 5) or not all(field.isdigit() for field in fields):
             continue
-        half = len(fields) // 2
-        of, itself = tuple(map(int, fields[:half])), tuple(map(int, fields[half:]))
+        of, itself = tuple(map(int, fields[:-2])), tuple(map(int, fields[-2:]))
         # Its own identity another: copied or moved with its database (`cp -a`), not
         # left; or another file swapped in since the look (not the one marked).
-        if (found is None or not _same(itself, found) or _same(of, here)
+        if (found is None or itself != found or _is(of, path, here)
                 or (suffix == "-shm" and not _locked(found))):
             continue
         if suffix == "-wal" and _frameless(side) and not _held(f"{path}-shm"):
@@ -245,11 +261,11 @@ def _frameless(wal: str) -> bool:
 
 def _held(shm: str) -> bool:
     """Whether a process holds the -shm at `shm` (none there: no)."""
-    found = file_identity(shm)
+    found = _number(shm)
     return found is not None and _locked(found)
 
 
-def _locked(found: Identity) -> bool:
+def _locked(found: tuple[int, int]) -> bool:
     """Whether a process holds a lock on the file `found` (a -shm: SQLite's
     connections hold one on it while open), from /proc/locks: a -shm nobody holds is
     rebuilt by the first connection (SQLite's own rule), a leftover (its processes
