@@ -20,7 +20,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,14 +30,8 @@ import pytest
 from tests.e2e.test_reload_shutdown import write_config
 from tests.e2e.test_workerlife_edges import UNREACHABLE
 from tests.processes import ROOT, cli
+from tests.unit.test_storeleft2_lock_waits import _locked
 
-_LOCKER = """
-import sqlite3, sys
-held = sqlite3.connect(sys.argv[1], isolation_level=None)
-held.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.readline()
-"""
 _REQUESTS = 3
 
 
@@ -76,7 +69,6 @@ def test_a_stop_while_the_database_is_locked_takes_one_busy_wait(tmp_path: Path)
     server = subprocess.Popen(cli("-c", str(config), "-l", "127.0.0.1:0"), env=env,
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True)
-    locker = None
     try:
         assert server.stdout is not None
         head = []
@@ -87,19 +79,15 @@ def test_a_stop_while_the_database_is_locked_takes_one_busy_wait(tmp_path: Path)
         port = int(head[-1].split("http://127.0.0.1:")[1].split()[0])
         for _ in range(_REQUESTS):
             _ask(port, secret)
-        locker = subprocess.Popen([sys.executable, "-c", _LOCKER, str(database)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert locker.stdout is not None and locker.stdout.readline() == "locked\n"
-        stopped = time.monotonic()
-        server.send_signal(signal.SIGTERM)
-        output, _ = server.communicate(timeout=60)
-        took = time.monotonic() - stopped
+        with _locked(database):  # another process's write lock
+            stopped = time.monotonic()
+            server.send_signal(signal.SIGTERM)
+            output, _ = server.communicate(timeout=60)
+            took = time.monotonic() - stopped
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(10)
-        if locker is not None:
-            locker.communicate("go\n", timeout=30)
     output = "".join(head) + output
     assert server.returncode == 0 and "Traceback" not in output, output
     # One busy wait (the ledger's 1 s) and the rest; main: 4-5 s (a wait per step).
