@@ -77,9 +77,10 @@ def test_a_stop_while_the_database_is_locked_takes_one_busy_wait(tmp_path: Path)
             if "listening on" in line:
                 break
         port = int(head[-1].split("http://127.0.0.1:")[1].split()[0])
-        for _ in range(_REQUESTS):
-            _ask(port, secret)
+        # Locked first: the records are still queued (or spooled) at the stop.
         with _locked(database):  # another process's write lock
+            for _ in range(_REQUESTS):
+                _ask(port, secret)
             stopped = time.monotonic()
             server.send_signal(signal.SIGTERM)
             output, _ = server.communicate(timeout=60)
