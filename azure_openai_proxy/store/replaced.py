@@ -55,7 +55,6 @@ read (refused, as a -wal with frames is).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import functools
 import os
 import sqlite3
@@ -100,10 +99,13 @@ def file_identity(path: Path | str) -> Identity | None:
 
 @functools.cache
 def _statx() -> Callable[..., int] | None:
-    """libc's statx (glibc 2.28, musl 1.2.5); None where there is none."""
+    """libc's statx (glibc 2.28, musl 1.2.5); None where there is none, or no ctypes
+    (a Python built without libffi: files are then known by their number)."""
     try:
+        import ctypes  # (here: an ImportError must not stop the start)
+
         call = ctypes.CDLL(None, use_errno=True).statx
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return None
     call.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint,
                      ctypes.c_char_p)
@@ -117,6 +119,8 @@ def _birth_ns(path: bytes) -> int:
     call = _statx()
     if call is None:
         return 0
+    import ctypes  # (`_statx` found it)
+
     out = ctypes.create_string_buffer(_STATX_SIZE)
     if call(_AT_FDCWD, path, 0, _STATX_BTIME, out) != 0:
         return 0
