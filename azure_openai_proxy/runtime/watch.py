@@ -1,4 +1,4 @@
-"""`--watch-config`: reload when the config file changes, by polling its mtime and size.
+"""`--watch-config`: reload when the config file changes, by polling its `signature`.
 
 Polling (every 2 s by default) needs no platform file-notification API and works on the
 bind-mounted files and ConfigMaps of containers, where inotify often sees nothing.
@@ -16,16 +16,20 @@ __all__ = ["ConfigWatcher", "Signature", "signature"]
 
 log = logging.getLogger("azure_openai_proxy")
 
-Signature = tuple[int, int] | None
+Signature = tuple[int, int, int, int, int] | None
 
 
 def signature(path: str) -> Signature:
-    """The file's (mtime, size); None while it is missing."""
+    """The file's (mtime, size, device, inode, ctime); None while it is missing. Not the
+    mtime and size alone: `cp -p` (the same file rewritten, the source's mtime set on
+    it) or a file moved over it with the old mtime (`rsync -t`, `tar x`) can give a new
+    configuration both; a write or a rename sets the ctime, which no tool sets back,
+    and a file moved in has another inode."""
     try:
         stat = os.stat(path)
     except OSError:
         return None  # being replaced (editors write a new file and rename it)
-    return stat.st_mtime_ns, stat.st_size
+    return stat.st_mtime_ns, stat.st_size, stat.st_dev, stat.st_ino, stat.st_ctime_ns
 
 
 class ConfigWatcher:

@@ -49,7 +49,7 @@ from typing import Any, Literal
 from azure_openai_proxy.governance.budget import day_of
 from azure_openai_proxy.governance.model import UsageRecord
 from azure_openai_proxy.store.ledger_schema import LedgerBehind, prepare, require_current
-from azure_openai_proxy.store.sqlite import connect
+from azure_openai_proxy.store.sqlite import LockWaits, connect
 
 __all__ = ["FULL_BATCH", "GROUPINGS", "PRUNE_CHUNK", "SOURCE_CODE", "Grouping", "Labels",
            "LedgerRow", "LedgerStore", "UsageRow", "record_of", "row_of"]
@@ -174,7 +174,8 @@ UsageRow = dict[str, Any]
 class LedgerStore:
     """The ledger's tables in one SQLite database."""
 
-    def __init__(self, connection: sqlite3.Connection, *, read_only: bool = False) -> None:
+    def __init__(self, connection: sqlite3.Connection, *, read_only: bool = False,
+                 waits: LockWaits | None = None) -> None:
         self._db = connection
         (require_current if read_only else prepare)(connection)
         # labels -> id, read from usage_labels at the first look-up, and the database's
@@ -185,23 +186,26 @@ class LedgerStore:
         # bumped each time the ids known are let go: a caller that remembers ids given
         # under an earlier value must ask again
         self.label_epoch = 0
+        self._busy_ms = int(connection.execute("PRAGMA busy_timeout").fetchone()[0])
+        self._waits = LockWaits() if waits is None else waits
 
     @classmethod
     def open(cls, path: Path, *, busy_timeout_ms: int | None = None,
-             create: bool = True) -> LedgerStore:
+             create: bool = True, waits: LockWaits | None = None) -> LedgerStore:
         """`create=False`, for a report: opened read-only, a database that is not there
-        is an error (`connect`), as is one without the ledger's current tables."""
+        is an error (`connect`), as is one without the ledger's current tables.
+        `waits`: shared by the stores a writer opens in turn (`LockWaits`)."""
         connection = connect(path, create=create)
         if busy_timeout_ms is not None:
             connection.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         try:
-            return cls(connection, read_only=not create)
+            return cls(connection, read_only=not create, waits=waits)
         except LedgerBehind:
             # A ledger of an older schema, e.g. a report run after an upgrade and before
             # the gateway's first start: migrated as that start would (a write, but of a
             # ledger that is there, never one made where none was).
             connection.close()
-            return cls.open(path, busy_timeout_ms=busy_timeout_ms, create=True)
+            return cls.open(path, busy_timeout_ms=busy_timeout_ms, create=True, waits=waits)
         except BaseException:
             connection.close()
             raise
@@ -246,7 +250,7 @@ class LedgerStore:
         # then waits to have back: a batch runs as few as there can be (begin, the
         # version, the inserts, one upsert, commit: 5 for 256 rows or 2,000; 6 with the
         # one-label batch's sums).
-        db.execute("BEGIN IMMEDIATE")  # a busy database raises here, nothing to undo
+        self._write("BEGIN IMMEDIATE")  # a busy database raises here, nothing to undo
         try:
             # Read under the write lock: a restore cannot come between it and the rows.
             if self._version() != self._schema:
@@ -340,7 +344,7 @@ class LedgerStore:
         if label is None:
             if len(known) >= _KNOWN_LABELS:  # bounded: ids are looked up again after
                 known.clear()
-            self._db.execute(_NEW_LABEL, labels)  # another writer's, if it is there
+            self._write(_NEW_LABEL, labels)  # another writer's, if it is there
             label = known[labels] = int(self._db.execute(_LABEL_ID, labels).fetchone()[0])
         return label
 
@@ -348,11 +352,14 @@ class LedgerStore:
         """Retention: raw records older than `cutoff` (epoch seconds) go, the oldest
         `most` of them (None: all); rollups stay. How many went."""
         if most is None:
-            return self._db.execute("DELETE FROM usage_records WHERE time < ?",
-                                    (cutoff,)).rowcount
-        return self._db.execute(
+            return self._write("DELETE FROM usage_records WHERE time < ?", (cutoff,)).rowcount
+        return self._write(
             "DELETE FROM usage_records WHERE rowid IN (SELECT rowid FROM usage_records "
             "WHERE time < ? ORDER BY time LIMIT ?)", (cutoff, most)).rowcount
+
+    def _write(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
+        """A statement that takes the write lock (its first, or one in autocommit)."""
+        return self._waits.execute(self._db, self._busy_ms, sql, params)
 
     def daily_spend(self, since_day: str) -> list[tuple[str, str, str, float]]:
         """(kind, id, day, cost) of keys and teams from `since_day` (YYYY-MM-DD) on."""

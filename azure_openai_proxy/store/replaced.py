@@ -21,8 +21,8 @@ A process that starts afresh holds nothing of the file before: `FileWatch` canno
 it the -wal beside is another file's (the file moved in while every process was down,
 or while one ran that stopped since, leaving it). So each connection `connect` opens
 marks the -wal and -shm beside it as its file's (`mark_beside`: an extended attribute
-naming the database file's device and inode, and the marked file's own, on the -wal's
-and -shm's inodes: a -wal made anew has none, one copied or moved with its database
+naming the database file (`file_identity`) and the marked file's device and inode, on
+the -wal's and -shm's inodes: a -wal made anew has none, one copied or moved with its database
 names another inode of its own and is not taken for stale), and refuses to open a file
 whose -wal, or -shm still held by a process, is marked as another file's
 (`stale_beside`: ReplacedInUse; a reader opens it immutable, as it is on disk). A -shm
@@ -35,15 +35,31 @@ one there), and the stale one may still be in use by a process of the replaced f
 pid namespace, another container on the same volume, or device numbers not stat's,
 btrfs subvolumes; SQLite's rule stands there). A -wal or -shm with no mark (made by
 another tool, or a file system without user extended attributes) is applied as SQLite
-does; a database removed and made anew with the removed one's inode number is not told
-apart.
+does. A file is known by its device, inode number and birth time (`file_identity`:
+statx's, where the file system keeps one): a database removed and made anew with the
+removed one's number (ext4 hands a freed number out again) is another file, its -wal
+not applied to it; where no birth time is kept (0), the number alone is compared and
+such a file is not told apart.
+
+A stale -wal that holds no frame (`_frameless`: zero bytes, or its header alone) is
+opened, not refused: SQLite's recovery (`walIndexRecover`) reads the 32-byte header,
+then frames of a 24-byte frame header and one page while each is whole and its salts
+and running checksum match the header's; a file shorter than the header and one frame
+of the smallest page (512 bytes) has none, so nothing of it is read into the new file,
+and the first write starts the log anew (a new header, new salts: `walRestartLog`).
+Unless the -shm beside is held by a process: that may be the replaced file's, which can
+still write its pages into that -wal as frames a connection of the new file would then
+read (refused, as a -wal with frames is).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
+import struct
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = ["REPLACED_IN_USE", "FileWatch", "ReplacedInUse", "file_identity", "mark_beside",
@@ -57,20 +73,85 @@ REPLACED_IN_USE = ("the replaced file's -wal is beside it, which SQLite would ap
 
 _MARK = "user.azure-openai-proxy.database"  # the extended attribute (`mark_beside`)
 _BESIDE = ("-wal", "-shm")
+_NO_FRAME = 32 + 24 + 512  # a -wal shorter than its header and one frame holds none
+
+Identity = tuple[int, int, int]  # device, inode number, birth time (ns; 0: not kept)
+
+_AT_FDCWD = -100
+_STATX_BTIME = 0x800
+_STATX_SIZE = 256  # struct statx
+_STATX_BTIME_AT = 80  # its stx_btime: tv_sec (s64), tv_nsec (u32)
 
 
 class ReplacedInUse(sqlite3.OperationalError):
     """The database file was replaced, and the replaced one's -wal is still beside it."""
 
 
-def file_identity(path: Path) -> tuple[int, int] | None:
-    """The (device, inode) of the file at `path`; None when there is none (or it cannot
-    be looked at)."""
+def file_identity(path: Path | str) -> Identity | None:
+    """The (device, inode, birth time) of the file at `path`; None when there is none
+    (or it cannot be looked at)."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino, _birth_ns(os.fsencode(path))
+
+
+@functools.cache
+def _statx() -> Callable[..., int] | None:
+    """libc's statx (glibc 2.28, musl 1.2.5); None where there is none, or no ctypes
+    (a Python built without libffi: files are then known by their number)."""
+    try:
+        import ctypes  # (here: an ImportError must not stop the start)
+
+        call = ctypes.CDLL(None, use_errno=True).statx
+    except (ImportError, OSError, AttributeError):
+        return None
+    call.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint,
+                     ctypes.c_char_p)
+    call.restype = ctypes.c_int
+    return call
+
+
+def _birth_ns(path: bytes) -> int:
+    """When the file at `path` was made (ns), by the path (no descriptor: see
+    `mark_beside`); 0 where the file system or the C library does not say."""
+    call = _statx()
+    if call is None:
+        return 0
+    import ctypes  # (`_statx` found it)
+
+    out = ctypes.create_string_buffer(_STATX_SIZE)
+    if call(_AT_FDCWD, path, 0, _STATX_BTIME, out) != 0:
+        return 0
+    mask, = struct.unpack_from("I", out, 0)
+    if not mask & _STATX_BTIME:
+        return 0
+    seconds, nanoseconds = struct.unpack_from("qI", out, _STATX_BTIME_AT)
+    return seconds * 1_000_000_000 + nanoseconds or 1  # (0 means "not kept")
+
+
+def _number(path: Path | str) -> tuple[int, int] | None:
+    """The (device, inode) of the file at `path`: enough to tell files apart while one
+    of them is held open (its number is not given to another), or for a marked -wal or
+    -shm (a mark is the inode's own: a file given a freed number has none)."""
     try:
         found = os.stat(path)
     except OSError:
         return None
     return found.st_dev, found.st_ino
+
+
+def _is(marked: tuple[int, ...], path: Path, number: tuple[int, int]) -> bool:
+    """Whether the file at `path` (its `number`) is the one `marked` names: device and
+    inode number, and the birth time when both have one (a mark of session 29: none);
+    the birth time read only when the numbers match."""
+    if marked[:2] != number:
+        return False
+    if len(marked) < 3 or not marked[2]:
+        return True
+    born = _birth_ns(os.fsencode(path))
+    return not born or born == marked[2]
 
 
 class FileWatch:
@@ -79,7 +160,7 @@ class FileWatch:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._wal = path.with_name(path.name + "-wal")
-        self.file: tuple[int, int] | None = None  # the file opened (or being opened)
+        self.file: Identity | None = None  # the file opened (or being opened)
         self._held: int | None = None  # a descriptor of its -wal
 
     def opening(self) -> None:
@@ -102,7 +183,9 @@ class FileWatch:
 
     def replaced(self) -> bool:
         """The file at the path is not the one opened: another one, or none."""
-        return self.file is not None and file_identity(self.path) != self.file
+        # (Asked while the connection is open: it holds the file, whose number is
+        # then not given to another: the number says it.)
+        return self.file is not None and _number(self.path) != self.file[:2]
 
     def check(self) -> None:
         """Before opening again: ReplacedInUse while another file is at the path and the
@@ -114,8 +197,9 @@ class FileWatch:
         if now is None:
             return
         if now != self.file:
-            held = os.fstat(self._held)
-            if file_identity(self._wal) == (held.st_dev, held.st_ino):
+            held = os.fstat(self._held)  # (held: its number is not given to another)
+            wal = file_identity(self._wal)
+            if wal is not None and wal[:2] == (held.st_dev, held.st_ino):
                 raise ReplacedInUse(REPLACED_IN_USE)
         self.release()
 
@@ -125,19 +209,19 @@ class FileWatch:
             self._held = None
 
 
-def mark_beside(path: Path, opened: tuple[int, int] | None) -> None:
+def mark_beside(path: Path, opened: Identity | None) -> None:
     """After a connection to `path` was opened: its -wal and -shm marked as the file
     `opened` (its identity taken before the opening; another file at the path now, or
     none: nothing is marked). Best effort: a file system without user extended
     attributes, or a -wal this user may not write, keeps no mark."""
-    if opened is None or file_identity(path) != opened:
+    if opened is None or _number(path) != opened[:2]:  # (the connection holds it)
         return
     for suffix in _BESIDE:
         side = f"{path}{suffix}"
-        found = file_identity(Path(side))
+        found = _number(side)
         if found is None:
             continue
-        mark = f"{opened[0]}:{opened[1]}:{found[0]}:{found[1]}".encode()
+        mark = ":".join(map(str, (*opened, *found))).encode()
         # By the path, never a descriptor: closing one of the -shm would drop every
         # SQLite lock this process holds on it (POSIX locks are the process's). A file
         # swapped in between gets a mark naming another inode than its own: ignored.
@@ -149,22 +233,40 @@ def mark_beside(path: Path, opened: tuple[int, int] | None) -> None:
 def stale_beside(path: Path) -> str | None:
     """The name of the -wal or -shm beside `path` marked as another database file's
     (`mark_beside`), which SQLite would apply to this one; None when neither is."""
-    here = file_identity(path)
+    here = _number(path)
     if here is None:
         return None
     for suffix in _BESIDE:
         side = f"{path}{suffix}"
-        found = file_identity(Path(side))  # (by the path: see `mark_beside`)
+        found = _number(side)  # (by the path: see `mark_beside`)
         mark = _read_mark(side) if found is not None else None
         fields = mark.split(b":") if mark else []
-        if len(fields) != 4 or not all(field.isdigit() for field in fields):
+        if len(fields) not in (4, 5) or not all(field.isdigit() for field in fields):
             continue
-        of, itself = tuple(map(int, fields[:2])), tuple(map(int, fields[2:]))
+        of, itself = tuple(map(int, fields[:-2])), tuple(map(int, fields[-2:]))
         # Its own identity another: copied or moved with its database (`cp -a`), not
         # left; or another file swapped in since the look (not the one marked).
-        if itself == found and of != here and (suffix == "-wal" or _locked(found)):
-            return path.name + suffix
+        if (found is None or itself != found or _is(of, path, here)
+                or (suffix == "-shm" and not _locked(found))):
+            continue
+        if suffix == "-wal" and _frameless(side) and not _held(f"{path}-shm"):
+            continue  # nothing in it to apply (see the module's docstring)
+        return path.name + suffix
     return None
+
+
+def _frameless(wal: str) -> bool:
+    """Whether the -wal at `wal` is too short to hold one frame."""
+    try:
+        return os.stat(wal).st_size < _NO_FRAME
+    except OSError:
+        return True
+
+
+def _held(shm: str) -> bool:
+    """Whether a process holds the -shm at `shm` (none there: no)."""
+    found = _number(shm)
+    return found is not None and _locked(found)
 
 
 def _locked(found: tuple[int, int]) -> bool:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
@@ -23,7 +25,7 @@ from azure_openai_proxy.store.replaced import (
     stale_beside,
 )
 
-__all__ = ["DATA_VOLUME", "connect", "database_path", "default_database", "sqlite_path"]
+__all__ = ["DATA_VOLUME", "LockWaits", "connect", "database_path", "default_database", "sqlite_path"]
 
 DATA_VOLUME = Path("/var/lib/azure-openai-proxy")
 _BUSY_TIMEOUT_MS = 5000
@@ -118,3 +120,34 @@ def _owned_as_its_directory(path: Path) -> None:
 def _open(target: str | Path, *, uri: bool) -> sqlite3.Connection:
     return sqlite3.connect(target, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
                            check_same_thread=False, uri=uri)
+
+
+class LockWaits:
+    """When a writer's statements may wait for a lock held elsewhere again (the CLI's
+    write, a backup, `sqlite3` left in a transaction): one that waited its busy timeout
+    out in vain makes those of the next busy timeout fail at once. The ledger writer's
+    steps come in runs (a batch's label ids and rows, the spool's replay, a stop's last
+    pass), and each waited the whole timeout for the same lock (4-5 s at a SIGTERM with
+    its 1 s); each failure spools, so nothing is lost by failing sooner. One per writer,
+    shared by the connections it opens in turn (it opens another after a failure)."""
+
+    def __init__(self) -> None:
+        self.until = 0.0  # monotonic; 0: statements wait
+        self._hurried: sqlite3.Connection | None = None  # the one set to wait for nothing
+
+    def execute(self, db: sqlite3.Connection, busy_ms: int, sql: str,
+                params: Sequence[object] = ()) -> sqlite3.Cursor:
+        """`db.execute(sql, params)` for a statement that takes the write lock; `busy_ms`:
+        `db`'s busy timeout."""
+        if self.until and time.monotonic() >= self.until:
+            self.until = 0.0
+        if (self._hurried is db) != bool(self.until):
+            db.execute(f"PRAGMA busy_timeout={busy_ms if self._hurried is db else 0}")
+            self._hurried = None if self._hurried is db else db
+        try:
+            return db.execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            if (exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY and busy_ms
+                    and not self.until):
+                self.until = time.monotonic() + busy_ms / 1000
+            raise
