@@ -20,7 +20,7 @@ from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPoli
 from tests.unit.test_framesink_direct import _general_by_piece, _Run
 from tests.unit.test_relay_push import client_body
 from tests.unit.test_stream_padded import RAW_PADDINGS, with_padding
-from tests.unit.test_stream_steady import POLICIES, SEQUENCES, long_stream, relay
+from tests.unit.test_stream_steady import POLICIES, SEQUENCES, long_stream, relay, relay_by_pieces
 
 # The words of a stream whose deltas take each of the framed relay's ways: plain text
 # (ASCII or not), and escaped text (the parsed way, `_relay_parsed`).
@@ -158,3 +158,24 @@ async def test_what_a_data_frame_yields_leaves_before_the_next(
             assert got == b"".join(expected[:n + 1]), (policy, n)
         await run.data(pieces[-1], last=True)
         await asyncio.wait_for(run.task, 5)
+
+
+def test_texts_past_ascii_or_not_utf8_are_relayed_as_the_general_path_relays_them() -> None:
+    # The plain text's one search (`_UNPLAIN_WIDE`) sends a text with a byte past ASCII
+    # to its second check: plain and UTF-8 is relayed unparsed, else the general path's.
+    words = [" a", " b", " é", " 中文", " x\\u00e9", " 🙂 \\\"q\\\""]
+    frames = long_stream(words * 2, annotate=False)
+    broken = [event.replace("é".encode(), b"\xc3") for event in frames]  # cut UTF-8
+    broken = [event.replace("中".encode(), b"\xff\xfe") for event in broken]
+    for stream in (frames, broken):
+        for policy in POLICIES:
+            expected = relay(stream, policy, fast=False)
+            assert relay_by_pieces(stream, policy) == expected
+            assert framed_by_pieces(stream, policy, CHUNK_LINES)[0] == expected
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for event in frames[:4]:
+        normalizer.feed(event)
+    steady, _ = normalizer.shortcuts()
+    assert steady is not None
+    assert steady(broken[4]) is None and steady(broken[5]) is None  # " é", " 中文" cut
+    assert steady(frames[4]) is not None and steady(frames[5]) is not None
