@@ -280,12 +280,10 @@ async def _pulled(
 
 class _StreamPush:
     """The sink of a pushed stream (`upstream.fast.BodySink`): each piece of Azure's body
-    is normalized inside the upstream connection's callback, and what a read (over
-    HTTP/2, a DATA frame) yields is written to the client in one write. A piece
-    that is a whole steady frame (or a later annotation frame) takes the normalizer's
-    shortcut (`shortcuts()`: one call); any other goes through `feed()`. `outcome` is
-    set once: the tail to end with (`[DONE]` came, or the body ended), or the exception
-    `_relay_stream` raises."""
+    is normalized in the upstream connection's callback (a whole steady frame or later
+    annotation frame by the normalizer's shortcuts, any other by `feed()`), and what a
+    read (over HTTP/2, a DATA frame) yields is written to the client in one write.
+    `outcome` is set once: the tail to end with, or the exception to raise."""
 
     __slots__ = ("_channel", "_direct", "_drop", "_framed", "_loop", "_more", "_normalizer",
                  "_out", "_pending", "_response", "_steady", "_waiter", "_write", "feed_flushes",
@@ -304,8 +302,7 @@ class _StreamPush:
         self._steady: Callable[[bytes], bytes | None] | None = None
         self._drop: Callable[[bytes], bool] | None = None  # and `annotation_drop`
         self._waiter: asyncio.Future[None] | None = None
-        # The client's connection and its transport's `write`, for chunks written here,
-        # not through `FastStream.send` (its checks inline: a call less a frame).
+        # For chunks written here, not by `FastStream.send` (its checks inline).
         self._channel = out.channel
         self._write = out.transport.write
         # HTTP/2 feeds each DATA frame alone: a steady frame leaves from `feed` framed
@@ -364,7 +361,7 @@ class _StreamPush:
         written once. A loop: a read after a pause may hold thousands of events."""
         start, size = 0, len(data)
         direct, self._direct = self._direct, False
-        self._framed = None
+        steady, framed, self._framed = self._steady, self._framed, None
         try:
             while 1 < cut < size:
                 self.feed(data[start:cut])  # one whole event: never back here
@@ -373,7 +370,10 @@ class _StreamPush:
             self.feed(data[start:])
         finally:
             self._direct = direct
-            self._frame_steady()
+            if self._steady is steady:  # (the same shortcut: no bound method made again)
+                self._framed = framed
+            else:
+                self._frame_steady()
         if direct:
             self.flush()
 
