@@ -302,8 +302,7 @@ class _StreamPush:
         self._steady: Callable[[bytes], bytes | None] | None = None
         self._drop: Callable[[bytes], bool] | None = None  # and `annotation_drop`
         self._waiter: asyncio.Future[None] | None = None
-        # For chunks written here, not by `FastStream.send` (its checks inline).
-        self._channel = out.channel
+        self._channel = out.channel  # for chunks written here, not by `FastStream.send`
         self._write = out.transport.write
         # HTTP/2 feeds each DATA frame alone: a steady frame leaves from `feed` framed
         # by its template (`_framed`), anything else a frame yields is flushed before
@@ -320,8 +319,9 @@ class _StreamPush:
         if steady is not None:  # the hot path: one steady frame, one call
             # HTTP/2, nothing pending, the client there: the chunk, framed by the template,
             # is written here (`flush()` and `FastStream.send()` inline).
-            direct = self._framed if (not self._pending and self._out.framed
-                                      and not self._channel.gone) else None
+            direct = self._framed  # (None first for HTTP/1.1: no other test a frame)
+            if direct is not None and (self._pending or not self._out.framed or self._channel.gone):
+                direct = None
             try:
                 relayed = steady(data) if direct is None else direct(data, CHUNK_LINES)
                 if relayed is None:
