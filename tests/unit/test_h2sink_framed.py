@@ -12,6 +12,8 @@ import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from azure_openai_proxy.gateway.relay import _StreamPush
 from azure_openai_proxy.http.request import CHUNK_LINES, chunk
@@ -179,3 +181,36 @@ def test_texts_past_ascii_or_not_utf8_are_relayed_as_the_general_path_relays_the
     assert steady is not None
     assert steady(broken[4]) is None and steady(broken[5]) is None  # " é", " 中文" cut
     assert steady(frames[4]) is not None and steady(frames[5]) is not None
+
+
+def _broken(event: bytes, at: int, byte: int) -> bytes:
+    """`event` with one byte past ASCII put inside its delta's text (UTF-8 cut or not)."""
+    text = event.find(b'"content":"')
+    if text < 0:
+        return event
+    text += len(b'"content":"')
+    stop = event.find(b'"', text)
+    where = text + at % (stop - text + 1)
+    return event[:where] + bytes([byte]) + event[where:]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=10), min_size=1, max_size=10), st.data())
+def test_any_text_by_the_framed_relay_is_the_general_paths(words: list[str],
+                                                          data: st.DataObject) -> None:
+    # Any text (escaped, past ASCII) and, in some frames, a stray byte past ASCII that
+    # may leave the text not UTF-8: the framed relay, plain and padded, and the unframed
+    # shortcut give what the general path gives.
+    frames = long_stream(words, annotate=data.draw(st.booleans()))
+    if data.draw(st.booleans()):
+        padding = data.draw(st.sampled_from(RAW_PADDINGS))
+        frames = [with_padding(event, padding) for event in frames]
+    breaks = data.draw(st.lists(st.tuples(st.integers(0, len(frames) - 1), st.integers(0, 40),
+                                          st.integers(0x80, 0xFF)), max_size=4))
+    for index, at, byte in breaks:
+        frames[index] = _broken(frames[index], at, byte)
+    policy = data.draw(st.sampled_from(POLICIES))
+    expected = relay(frames, policy, fast=False)
+    assert relay_by_pieces(frames, policy) == expected
+    lines = data.draw(st.sampled_from([CHUNK_LINES, CHUNK_LINES[:40]]))
+    assert framed_by_pieces(frames, policy, lines)[0] == expected
