@@ -19,7 +19,11 @@ from azure_openai_proxy.gateway.relay import _StreamPush
 from azure_openai_proxy.http.request import CHUNK_LINES, chunk
 from azure_openai_proxy.normalize.steady import SteadyFrameTemplate
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
+from azure_openai_proxy.upstream.h2.connection import _H2Connection
+from azure_openai_proxy.upstream.h2.frames import DATA, END_HEADERS, END_STREAM, HEADERS, SETTINGS
+from tests.e2e.h2raw import frame, head_block
 from tests.unit.test_framesink_direct import _general_by_piece, _Run
+from tests.unit.test_h2cut_relay import _Wire
 from tests.unit.test_relay_push import client_body
 from tests.unit.test_stream_padded import RAW_PADDINGS, with_padding
 from tests.unit.test_stream_steady import POLICIES, SEQUENCES, long_stream, relay, relay_by_pieces
@@ -214,3 +218,45 @@ def test_any_text_by_the_framed_relay_is_the_general_paths(words: list[str],
     assert relay_by_pieces(frames, policy) == expected
     lines = data.draw(st.sampled_from([CHUNK_LINES, CHUNK_LINES[:40]]))
     assert framed_by_pieces(frames, policy, lines)[0] == expected
+
+
+class _Sink:
+    """A pushed stream's sink that records its calls (`upstream.fast.BodySink`)."""
+
+    def __init__(self, flushes: object) -> None:
+        self.calls: list[str] = []
+        if flushes is not None:
+            self.feed_flushes = flushes
+
+    def feed(self, data: bytes) -> None:
+        self.calls.append("feed")
+
+    def flush(self) -> None:
+        self.calls.append("flush")
+
+    def end(self) -> None:
+        self.calls.append("end")
+
+    def fail(self, error: Exception) -> None:
+        self.calls.append("fail")
+
+
+@pytest.mark.parametrize(("flushes", "skipped"), [(None, False), (False, False), (1, False),
+                                                  (True, True)])
+async def test_only_a_sink_that_says_it_flushes_from_feed_is_not_flushed(
+        flushes: object, skipped: bool) -> None:
+    # Any other sink (HTTP/1.1's own protocol, `BodySink`, has no `feed_flushes`) is
+    # flushed after each DATA frame, the plain ones (the DATA loop's inline path) and the
+    # rest (`_on_data`: the last frame, END_STREAM).
+    loop = asyncio.get_running_loop()
+    conn = _H2Connection(loop, "azure.test", 600.0)
+    conn.connection_made(_Wire())  # type: ignore[arg-type]
+    conn.data_received(frame(SETTINGS, 0, 0))
+    stream = conn.open_stream(b"\x82", True)
+    conn.data_received(frame(HEADERS, END_HEADERS, stream.sid, head_block((":status", "200"))))
+    sink = _Sink(flushes)
+    stream.push_to(sink)  # type: ignore[arg-type]
+    conn.data_received(frame(DATA, 0, stream.sid, b"a") + frame(DATA, 0, stream.sid, b"b"))
+    conn.data_received(frame(DATA, END_STREAM, stream.sid, b"c"))
+    plain = ["feed", "feed"] if skipped else ["feed", "flush", "feed", "flush"]
+    assert sink.calls == [*plain, "feed", "flush", "end"]
