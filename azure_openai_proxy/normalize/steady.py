@@ -388,9 +388,9 @@ class PaddedFrameTemplate(SteadyFrameTemplate):
         self._text_out_mid = b'"}' + choice_tail + out_head
         self._text_end = tail + b"\n\n"
         self._text_end_size = len(self._text_end) if choice_tail else 1 << 62
-        # The plain template's ends for its own `relayed()` and `relay()`, overridden
-        # here: not kept (380 bytes a gpt-5 stream).
-        self._out_tail = self._text_out_end = b""
+        # The plain template's ends for its own `relayed()` and `relay()` (and the
+        # framed relay's chunk end), overridden here: not kept (~570 bytes a gpt-5 stream).
+        self._out_tail = self._text_out_end = self._text_chunk_end = b""
 
     @classmethod
     def learn(cls, data: bytes, obj: dict[str, Any], model: str) -> PaddedFrameTemplate | None:

@@ -260,3 +260,16 @@ async def test_only_a_sink_that_says_it_flushes_from_feed_is_not_flushed(
     conn.data_received(frame(DATA, END_STREAM, stream.sid, b"c"))
     plain = ["feed", "feed"] if skipped else ["feed", "flush", "feed", "flush"]
     assert sink.calls == [*plain, "feed", "flush", "end"]
+
+
+def test_a_padded_template_keeps_no_plain_chunk_end() -> None:
+    # Its plain ends are not kept (`_out_tail`, `_text_out_end`: ~380 bytes a gpt-5
+    # stream), nor the framed relay's chunk end built from them.
+    frames = [with_padding(event, b"k3Zr9") for event in long_stream(WORDS, annotate=False)]
+    normalizer = ChatStreamNormalizer(StreamPolicy(client_model="gpt-4o"))
+    for event in frames[:5]:
+        normalizer.feed(event)
+    steady, _ = normalizer.shortcuts()
+    template = getattr(steady, "__self__", None)
+    assert type(template).__name__ == "PaddedFrameTemplate"
+    assert template._text_out_end == b"" and template._text_chunk_end == b""
