@@ -50,6 +50,7 @@ from azure_openai_proxy.http.request import (
 )
 from azure_openai_proxy.normalize.picture_meter import PictureStreamMeter
 from azure_openai_proxy.normalize.responses_meter import ResponsesStreamMeter
+from azure_openai_proxy.normalize.steady import SteadyFrameTemplate
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.translate import relayed_response_headers
@@ -279,16 +280,14 @@ async def _pulled(
 
 class _StreamPush:
     """The sink of a pushed stream (`upstream.fast.BodySink`): each piece of Azure's body
-    is normalized inside the upstream connection's callback, and what a read yields is
-    written to the client in one write (over HTTP/2, what a DATA frame yields: the
-    connection flushes each alone, so a steady frame is written from `feed`). A piece
-    that is a whole steady frame (or a later annotation frame) takes the normalizer's
-    shortcut (`shortcuts()`: one call); any other goes through `feed()`. `outcome` is
-    set once: the tail to end with (`[DONE]` came, or the body ended), or the exception
-    `_relay_stream` raises."""
+    is normalized in the upstream connection's callback (a whole steady frame or later
+    annotation frame by the normalizer's shortcuts, any other by `feed()`), and what a
+    read (over HTTP/2, a DATA frame) yields is written to the client in one write.
+    `outcome` is set once: the tail to end with, or the exception to raise."""
 
-    __slots__ = ("_channel", "_direct", "_drop", "_loop", "_more", "_normalizer", "_out",
-                 "_pending", "_response", "_steady", "_waiter", "_write", "outcome", "paused")
+    __slots__ = ("_channel", "_direct", "_drop", "_framed", "_loop", "_more", "_normalizer",
+                 "_out", "_pending", "_response", "_steady", "_waiter", "_write", "feed_flushes",
+                 "outcome", "paused")
 
     def __init__(self, response: FastResponse | H2Response, out: FastStream,
                  normalizer: ChatStreamNormalizer) -> None:
@@ -297,55 +296,54 @@ class _StreamPush:
         self._out = out
         self._normalizer = normalizer
         self._pending = b""  # normalized, not yet written
-        # The pieces after `_pending` in the same read, joined once at `flush` (a read
-        # of many frames, after a slow client's pause, is not copied once per frame).
+        # The pieces after `_pending` in the same read, joined once at `flush`.
         self._more: list[bytes] | None = None
         # The normalizer's shortcut for a whole steady event (`steady_relay`), or None.
         self._steady: Callable[[bytes], bytes | None] | None = None
         self._drop: Callable[[bytes], bool] | None = None  # and `annotation_drop`
         self._waiter: asyncio.Future[None] | None = None
-        # The client's connection and its transport's `write`, for the chunks written
-        # here rather than through `FastStream.send` (a call less a frame; its checks
-        # inline: the stream `framed`, the client not `gone`, `write_paused` after).
-        self._channel = out.channel
+        self._channel = out.channel  # for chunks written here, not by `FastStream.send`
         self._write = out.transport.write
-        # HTTP/2 flushes each DATA frame alone, right after feeding it: a steady frame
-        # then leaves from `feed` (`flush` finds nothing pending). HTTP/1.1 feeds a
-        # read's chunks one by one and flushes once: they are joined into one write.
-        # Off while `_feed_events` cuts one piece into events (one write for them too).
-        self._direct = type(response) is H2Response
+        # HTTP/2 feeds each DATA frame alone: a steady frame leaves from `feed` framed
+        # by its template (`_framed`), anything else a frame yields is flushed before
+        # `feed` returns, and the connection makes no `flush` call (`feed_flushes`).
+        # HTTP/1.1 feeds a read's chunks one by one and flushes once: one write. Off
+        # while `_feed_events` cuts one piece into events (one write for them too).
+        self._direct = self.feed_flushes = type(response) is H2Response
+        self._framed: Callable[[bytes, tuple[bytes, ...]], bytes | None] | None = None
         self.outcome: bytes | BaseException | None = None
         self.paused = False
 
     def feed(self, data: bytes) -> None:
         steady = self._steady
         if steady is not None:  # the hot path: one steady frame, one call
+            # HTTP/2, nothing pending, the client there: the chunk, framed by the template,
+            # is written here (`flush()` and `FastStream.send()` inline).
+            direct = self._framed  # (None first for HTTP/1.1: no other test a frame)
+            if direct is not None and (self._pending or not self._out.framed or self._channel.gone):
+                direct = None
             try:
-                relayed = steady(data)
+                relayed = steady(data) if direct is None else direct(data, CHUNK_LINES)
                 if relayed is None:
                     drop = self._drop
                     if drop is not None and drop(data):
                         return  # an async-filter annotation frame, dropped
-            except Exception as exc:  # a bug of ours
+                elif direct is not None:
+                    self._write(relayed)
+            except Exception as exc:  # a bug of ours, or the client's transport closed
                 self._settle(exc)
                 return
             if relayed is not None:
-                if self._pending:
-                    self._add(relayed)
-                elif self._direct and self._out.framed and not self._channel.gone:
-                    # `flush()` and `FastStream.send()`, inline: a steady frame of an
-                    # HTTP/2 stream is written here, one Python call less a frame.
-                    size = len(relayed)
-                    try:
-                        self._write(_JOIN((CHUNK_LINES[size], relayed, b"\r\n"))
-                                    if size < CHUNK_LINES_KEPT else chunk(relayed))
-                    except Exception as exc:  # the transport is closed
-                        self._settle(exc)
-                        return
+                if direct is not None:
                     if self._channel.write_paused and not self.paused:
                         self._pause()
+                    return
+                if self._pending:
+                    self._add(relayed)
                 else:  # `_add`, inline: a call per frame costs more
                     self._pending = relayed
+                if self._direct:  # HTTP/2 (not framed yet, the client gone): at once
+                    self.flush()
                 return
             cut = data.find(b"\n\n") + 2
             if 1 < cut < len(data):
@@ -357,14 +355,13 @@ class _StreamPush:
         """A piece of several events while the stream is steady: each whole event is
         offered to the shortcut alone, the rest goes to `feed()` as it would whole.
         A content frame and the async filter's annotation after it may come in one
-        chunk (or DATA frame): whole, they missed the shortcut and took the general path
-        (callgrind, `bench.h2frame`: ~86k instructions more than the content frame
-        alone; cut here, ~33k, the annotation's own drop included). The normalizer's
-        output does not depend on where its input is cut (`test_stream_steady.py`), and
-        what a read yields is still written once, at `flush`. A loop, not recursion: a
-        read after a pause may hold thousands of events."""
+        chunk (or DATA frame): whole, they would take the general path (~86k
+        instructions more; cut, ~33k: `bench.h2frame`). The normalizer's output does not
+        depend on where its input is cut (`test_stream_steady.py`); what a read yields is
+        written once. A loop: a read after a pause may hold thousands of events."""
         start, size = 0, len(data)
         direct, self._direct = self._direct, False
+        steady, framed, self._framed = self._steady, self._framed, None
         try:
             while 1 < cut < size:
                 self.feed(data[start:cut])  # one whole event: never back here
@@ -373,6 +370,12 @@ class _StreamPush:
             self.feed(data[start:])
         finally:
             self._direct = direct
+            if self._steady is steady:  # (the same shortcut: no bound method made again)
+                self._framed = framed
+            else:
+                self._frame_steady()
+        if direct:
+            self.flush()
 
     def _feed_general(self, data: bytes) -> None:
         if self.outcome is not None:
@@ -384,6 +387,7 @@ class _StreamPush:
             self._settle(exc)
             return
         self._steady, self._drop = normalizer.shortcuts()
+        self._frame_steady()
         if normalizer.done:
             # Azure's [DONE]: the client's stream ends with it; the rest of Azure's body
             # (the chunked terminator) is queued, for `finish_in_background`.
@@ -391,6 +395,15 @@ class _StreamPush:
             self._settle(pending + relayed if pending else relayed)
         elif relayed:
             self._add(relayed)
+            if self._direct:
+                self.flush()
+
+    def _frame_steady(self) -> None:
+        """Over HTTP/2, the steady shortcut's framed form: its template's `relay` (the
+        shortcut: `ChatStreamNormalizer.shortcuts`) given the chunks' size lines."""
+        template = getattr(self._steady, "__self__", None)
+        self._framed = (template.relay if self._direct
+                        and isinstance(template, SteadyFrameTemplate) else None)
 
     def _add(self, relayed: bytes) -> None:
         """Queue `relayed` after what is pending (joined once, at `flush`)."""
@@ -455,7 +468,7 @@ class _StreamPush:
 
     def _settle(self, outcome: bytes | BaseException) -> None:
         self.outcome = outcome
-        self._steady = None
+        self._steady = self._framed = None
         self._response.detach()
         self._wake()
 

@@ -58,6 +58,7 @@ annotation frame likewise (`AnnotationFrameTemplate.from_bytes`, annotation.py).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -81,6 +82,28 @@ _UNKNOWN = 1 << 62
 # What a JSON string holds only escaped or at its ends (line breaks among the control
 # characters): a plain content delta's text without any is its string's value.
 _UNPLAIN = re.compile(rb'["\\\x00-\x1f]').search
+# The same, or a byte past ASCII: a text without any is plain and its UTF-8 (one search,
+# where `_UNPLAIN` and `isascii()` were two: ~500 instructions a frame).
+_UNPLAIN_WIDE = re.compile(rb'["\\\x00-\x1f\x80-\xff]').search
+_JOIN = b"".join
+
+
+def _plain_text(event: bytes, start: int, end: int) -> bool:
+    """Whether `event[start:end]`, a JSON string's bytes between its quotes, holding a
+    byte past ASCII, holds nothing escaped and is UTF-8 (orjson's check)."""
+    if _UNPLAIN(event, start, end) is not None:
+        return False
+    try:
+        orjson.loads(event[start - 1:end + 1])
+    except orjson.JSONDecodeError:
+        return False
+    return True
+
+
+def _chunk(event: bytes, lines: Sequence[bytes]) -> bytes:
+    """`event` framed as `relay()` frames it when given `lines`."""
+    size = len(event)
+    return _JOIN((lines[size] if size < len(lines) else b"%x\r\n" % size, event, b"\r\n"))
 
 
 def _learned_ends(data: bytes, obj: dict[str, Any]) -> tuple[bytes, bytes, bytes, bytes] | None:
@@ -141,8 +164,9 @@ class SteadyFrameTemplate:
     whose choice differs from the learned one only in its delta, and counts it."""
 
     __slots__ = ("_out_tail", "_prefix", "_prefix_size", "_suffix", "_suffix_size",
-                 "_text_end", "_text_end_size", "_text_out_end", "_text_start",
-                 "_text_start_size", "_usage_head", "chars", "frames")
+                 "_text_chunk_end", "_text_end", "_text_end_size", "_text_out_end",
+                 "_text_out_end_size", "_text_start", "_text_start_size", "_usage_head", "chars",
+                 "frames")
 
     def __init__(self, prefix: bytes, suffix: bytes, out_suffix: bytes,
                  choice_tail: bytes = b"") -> None:
@@ -160,6 +184,8 @@ class SteadyFrameTemplate:
         self._text_end = b'"}' + choice_tail + suffix + b"\n\n"
         self._text_end_size = len(self._text_end) if choice_tail else 1 << 62
         self._text_out_end = b'"}' + choice_tail + self._out_tail
+        self._text_out_end_size = len(self._text_out_end)
+        self._text_chunk_end = self._text_out_end + b"\r\n"  # as a chunk's end (`relay`)
         # The usage frame's bytes before its `usage` value: no choices, the learned
         # members, then `usage` (`usage()`).
         self._usage_head = b'{"choices":[' + suffix[:-1] + b',"usage":'
@@ -282,11 +308,14 @@ class SteadyFrameTemplate:
         """The event for a frame `match()` accepted: its bytes, the model spliced."""
         return b"".join((b"data: ", data[:-self._suffix_size], self._out_tail))
 
-    def relay(self, event: bytes) -> bytes | None:
+    def relay(self, event: bytes, lines: Sequence[bytes] | None = None) -> bytes | None:
         """The event to write for `event`, one whole SSE event (`data: <frame>\\n\\n`,
         nothing buffered before it) that is the learned frame with another delta; the
         frame counted in `frames` and `chars`. None for anything else (no change made):
-        the caller's general path then takes it.
+        the caller's general path then takes it. With `lines`, the event framed as one
+        HTTP/1.1 chunk: `lines[size]` (a chunk's size line, for sizes below
+        `len(lines)`), the event, CRLF, built in one copy of the event (the pushed relay
+        writes it as it is: the event spliced, then framed, was copied twice more).
 
         The usual delta, `{"content":"..."}` whose text holds nothing escaped, is not
         parsed at all: the bytes before the text and after it are learned (the choice's
@@ -299,17 +328,18 @@ class SteadyFrameTemplate:
         through `match()` and `relayed()`, as `ChatStreamNormalizer.feed` takes it."""
         start = self._text_start_size
         end = len(event) - self._text_end_size
-        if (start <= end and event[:start] == self._text_start
-                and event[end:] == self._text_end and _UNPLAIN(event, start, end) is None):
-            if not event.isascii():
-                try:
-                    orjson.loads(event[start - 1:end + 1])  # the text, as UTF-8
-                except orjson.JSONDecodeError:
-                    return None
+        if (start <= end and event[:start] == self._text_start and event[end:] == self._text_end
+                and (_UNPLAIN_WIDE(event, start, end) is None or _plain_text(event, start, end))):
+            # (a text not UTF-8 goes on to `_relay_parsed`, whose parse refuses it too)
             self.chars += end - start  # its UTF-8 bytes, nothing escaped (`text_length`)
             self.frames += 1
-            return event[:end] + self._text_out_end
-        return self._relay_parsed(event)
+            if lines is None:
+                return event[:end] + self._text_out_end
+            size = end + self._text_out_end_size
+            return _JOIN((lines[size] if size < len(lines) else b"%x\r\n" % size,
+                          event[:end], self._text_chunk_end))
+        out = self._relay_parsed(event)
+        return out if lines is None or out is None else _chunk(out, lines)
 
     def _relay_parsed(self, event: bytes) -> bytes | None:
         """`relay()` for a delta that is not plain text: the frame's data through
@@ -358,9 +388,9 @@ class PaddedFrameTemplate(SteadyFrameTemplate):
         self._text_out_mid = b'"}' + choice_tail + out_head
         self._text_end = tail + b"\n\n"
         self._text_end_size = len(self._text_end) if choice_tail else 1 << 62
-        # The plain template's ends for its own `relayed()` and `relay()`, overridden
-        # here: not kept (380 bytes a gpt-5 stream).
-        self._out_tail = self._text_out_end = b""
+        # The plain template's ends for its own `relayed()` and `relay()` (and the
+        # framed relay's chunk end), overridden here: not kept (~570 bytes a gpt-5 stream).
+        self._out_tail = self._text_out_end = self._text_chunk_end = b""
 
     @classmethod
     def learn(cls, data: bytes, obj: dict[str, Any], model: str) -> PaddedFrameTemplate | None:
@@ -430,10 +460,10 @@ class PaddedFrameTemplate(SteadyFrameTemplate):
         cut = quote + 1 - self._head_size
         return b"".join((b"data: ", data[:cut], self._out_head, data[quote + 1:], b"\n\n"))
 
-    def relay(self, event: bytes) -> bytes | None:
+    def relay(self, event: bytes, lines: Sequence[bytes] | None = None) -> bytes | None:
         """`SteadyFrameTemplate.relay`, the padding's value free: a plain text delta
         unparsed, the padding after it plain (the last quote before the tail opens it);
-        any other delta through `match()` and `relayed()`."""
+        any other delta through `match()` and `relayed()`; with `lines`, framed alike."""
         start = self._text_start_size
         end = len(event) - self._text_end_size
         if start <= end and event[:start] == self._text_start and event[end:] == self._text_end:
@@ -452,5 +482,10 @@ class PaddedFrameTemplate(SteadyFrameTemplate):
                         return None
                 self.chars += cut - start  # the text's UTF-8 bytes (`text_length`)
                 self.frames += 1
-                return b"".join((event[:cut], self._text_out_mid, event[quote + 1:]))
-        return self._relay_parsed(event)
+                if lines is None:
+                    return _JOIN((event[:cut], self._text_out_mid, event[quote + 1:]))
+                size = cut + len(self._text_out_mid) + len(event) - quote - 1
+                return _JOIN((lines[size] if size < len(lines) else b"%x\r\n" % size,
+                              event[:cut], self._text_out_mid, event[quote + 1:], b"\r\n"))
+        out = self._relay_parsed(event)
+        return out if lines is None or out is None else _chunk(out, lines)

@@ -7,6 +7,7 @@ connection, many streams on one connection, and more connections past nginx's
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -139,12 +140,18 @@ def test_an_abandoned_stream_is_reset_and_the_connection_serves_on(
         gateway.stop()
 
 
-def _streams(gateway: ServerThread, count: int) -> list[str]:
+def _streams(gateway: ServerThread, count: int, prompt: str = "Hi", max_tokens: int = 15
+             ) -> list[str]:
+    """`count` streams at once: the threads start their requests together (a barrier:
+    a thread pool's threads come up one by one, and on a loaded machine the first
+    streams could end before the last began)."""
     client = _client(gateway)
+    start = threading.Barrier(count)
 
     def one(_: int) -> str:
+        start.wait(30)
         stream = client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], max_tokens=15,
+            model="gpt-4o", messages=[{"role": "user", "content": prompt}], max_tokens=max_tokens,
             stream=True)
         return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
@@ -157,7 +164,11 @@ def test_concurrent_streams_share_connections_up_to_the_servers_limit(
         slow_upstream: Callable[[int], str], max_streams: int, connections: int) -> None:
     gateway = _gateway(slow_upstream(max_streams), True)
     try:
-        texts = _streams(gateway, 24)
+        # The connections opened follow how many streams were in flight at once: ~1 s a
+        # stream (60 tokens at 20 ms), so the 24 overlap on a loaded machine ("Hi", 15
+        # tokens: ~0.3 s, and at load ~20 main and h2sink alike saw 16-20 streams at
+        # once and 4-5 connections, session 30's review).
+        texts = _streams(gateway, 24, "A long story", max_tokens=60)
         assert len(texts) == 24 and all(texts) and len(set(texts)) == 1
         conns = [conn for pool in _transport(gateway)._pools.values() for conn in pool.conns]
         assert {conn.max_streams for conn in conns} == {max_streams}

@@ -225,7 +225,9 @@ class _H2Connection(asyncio.Protocol):
                             stream.heard = True
                             stream.unread += length
                             sink.feed(buf[pos + 9:end])
-                            if stream.sink is sink:  # else it detached itself
+                            # (a sink that flushes from `feed` needs no call; else,
+                            # unless it detached itself, it is flushed)
+                            if not stream.sink_flushes and stream.sink is sink:
                                 sink.flush()
                             if stream.unread >= _CREDIT_AT:
                                 self._credit(stream)

@@ -36,8 +36,8 @@ class _Stream:
 
     __slots__ = ("body", "bodyless", "conn", "credited", "deadline", "decoder", "draining",
                  "ended", "error", "headers", "heard", "length", "padding", "paused",
-                 "send_window", "sent_end", "sid", "sink", "started", "status", "unread",
-                 "waiter")
+                 "send_window", "sent_end", "sid", "sink", "sink_flushes", "started", "status",
+                 "unread", "waiter")
 
     def __init__(self, conn: _H2Connection, sid: int, send_window: int) -> None:
         self.conn = conn
@@ -60,6 +60,9 @@ class _Stream:
         self.heard = False
         self.deadline = conn.loop.time() + conn.read_timeout
         self.sink: BodySink | None = None  # pushed: the body goes here as it arrives
+        # Its sink leaves nothing pending after `feed` (its `feed_flushes`, read once at
+        # `push_to`): the connection's DATA loop then makes no `flush` call a frame.
+        self.sink_flushes = False
         self.paused = False  # pushed, but the sink's reader is slow: queued meanwhile
         self.draining = False  # nobody reads: its last bytes are awaited, then dropped
 
@@ -134,6 +137,7 @@ class _Stream:
 
     def push_to(self, sink: BodySink) -> None:
         self.sink = sink
+        self.sink_flushes = getattr(sink, "feed_flushes", False) is True
         if self.paused:
             return  # `resume` pushes what is queued
         if self.body:
