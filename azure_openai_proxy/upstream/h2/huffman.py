@@ -8,19 +8,24 @@ the state (an inner node of the code's tree, 256 of them) and the byte index a t
 the next state (`bytes`) and one of what is emitted on the way (a `bytes` of 0-2 symbols;
 None where the step completes EOS, which makes the join fail: no test in the loop).
 
-Here ~1,250 (31.4k for the UUID). The tables are built at import from hpack's copy of
-the RFC's code table, nibble first (4,096 walks of 4 bits), then pairs of nibbles
-composed (65,536 entries: 64 KiB of next states and a list of `bytes`): ~91M
-instructions once a process, 2.5 MB held (tracemalloc). Judged against `decode_huffman`
+Here ~1,250 (31.4k for the UUID). The tables come from hpack's copy of the RFC's code
+table, nibble first (4,096 walks of 4 bits), then pairs of nibbles composed (65,536
+entries: 64 KiB of next states and a list of `bytes`), built at the first string a
+process decodes (session 29 built them at import: ~91M instructions and 2.5 MB in every
+worker, its upstream h2 or not), each two-symbol `bytes` made once (1.2 MB held,
+tracemalloc). Judged against `decode_huffman`
 (tests/unit/test_h2_huffman.py)."""
 
 from __future__ import annotations
+
+from functools import cache
 
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 
 __all__ = ["HuffmanError", "decode"]
 
 _EOS = 256
+_SYMBOLS = [bytes((symbol,)) for symbol in range(256)]
 
 
 class HuffmanError(Exception):
@@ -44,35 +49,45 @@ def _tree() -> tuple[list[list[int]], int]:
     return children, len(children)
 
 
+@cache
 def _tables() -> tuple[bytes, list[bytes | None], frozenset[int]]:
+    """Built at the first Huffman string a process decodes, not at import: a worker
+    whose upstream codes no string (HTTP/1.1, the emulator) never pays for them."""
     children, count = _tree()
-    # A nibble from each node: (next node, symbols emitted, EOS completed)
-    nibble: list[tuple[int, bytes, bool]] = []
+    # A nibble from each node: the next node and what it emits (b"" none, one symbol,
+    # None: EOS completed; 4 bits hold at most one symbol, the shortest code being 5)
+    next_node = bytearray()
+    nibble_out: list[bytes | None] = []
     for start in range(count):
         for value in range(16):
-            node, out, failed = start, bytearray(), False
+            node, out = start, b""
             for shift in (3, 2, 1, 0):
                 child = children[node][value >> shift & 1]
                 if child >= 0:
                     node = child
                 elif child == -1 - _EOS:
-                    failed, node = True, 0
+                    out, node = None, 0
+                    break
                 else:
-                    out.append(-1 - child)
-                    node = 0
-            nibble.append((node, bytes(out), failed))
-    # Rows of 16 per node: the next nodes as bytes, what is emitted (None: EOS)
-    nodes = [bytes(node for node, _, _ in nibble[at:at + 16]) for at in range(0, len(nibble), 16)]
-    outs = [[None if failed else out for _, out, failed in nibble[at:at + 16]]
-            for at in range(0, len(nibble), 16)]
+                    out, node = _SYMBOLS[-1 - child], 0
+            next_node.append(node)
+            nibble_out.append(out)
+    # A byte from each node: its high nibble, then any low one. A byte completes at
+    # most two symbols; the two-symbol `bytes` are made once each (17,666 distinct
+    # among 46,080 steps: ~0.6 MB, where one each was ~1.6 MB) and the empty and
+    # one-symbol ones are CPython's own singletons.
     following = bytearray()
-    emitted: list[bytes | None] = []
-    for middle, first, failed in nibble:  # a node's high nibble, then any low one
-        following += nodes[middle]
-        if failed:
-            emitted += [None] * 16
-        else:
-            emitted += [None if second is None else first + second for second in outs[middle]]
+    emitted: list[bytes | None] = [None] * (count << 8)  # its size at once: no copies
+    pairs: dict[bytes, bytes] = {}
+    for at, first in enumerate(nibble_out):
+        row = slice(next_node[at] << 4, (next_node[at] << 4) + 16)
+        following += next_node[row]
+        if first is None:
+            continue
+        seconds = nibble_out[row]
+        emitted[at << 4:(at << 4) + 16] = seconds if not first else [
+            None if second is None else first if not second
+            else pairs.setdefault(first + second, first + second) for second in seconds]
     # Where a string may end: on a symbol's end (the root) or within EOS's first 7 bits
     # (its code is all ones: padding is the ones of the path from the root).
     ends = {0}
@@ -83,12 +98,9 @@ def _tables() -> tuple[bytes, list[bytes | None], frozenset[int]]:
     return bytes(following), emitted, frozenset(ends)
 
 
-_NEXT, _EMIT, _ENDS = _tables()
-
-
 def decode(raw: bytes) -> bytes:
     """The string `raw` codes; `HuffmanError` if it codes none."""
-    following, emitted = _NEXT, _EMIT
+    following, emitted, ends = _tables()
     state = 0
     out: list[bytes | None] = []
     append = out.append
@@ -96,7 +108,7 @@ def decode(raw: bytes) -> bytes:
         at = state << 8 | byte
         append(emitted[at])
         state = following[at]
-    if state not in _ENDS:
+    if state not in ends:
         raise HuffmanError("padding longer than 7 bits or not EOS's ones")
     try:
         return b"".join(out)  # type: ignore[arg-type]  # None: EOS decoded
