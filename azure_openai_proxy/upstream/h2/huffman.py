@@ -60,7 +60,8 @@ def _tables() -> tuple[bytes, list[bytes | None], frozenset[int]]:
     nibble_out: list[bytes | None] = []
     for start in range(count):
         for value in range(16):
-            node, out = start, b""
+            node = start
+            out: bytes | None = b""
             for shift in (3, 2, 1, 0):
                 child = children[node][value >> shift & 1]
                 if child >= 0:
