@@ -49,6 +49,14 @@ def _tree() -> tuple[list[list[int]], int]:
     return children, len(children)
 
 
+class _Interned(dict[bytes, bytes]):
+    """Each two-symbol string once: the first made is the one kept."""
+
+    def __missing__(self, key: bytes) -> bytes:
+        self[key] = key
+        return key
+
+
 @cache
 def _tables() -> tuple[bytes, list[bytes | None], frozenset[int]]:
     """Built at the first Huffman string a process decodes, not at import: a worker
@@ -77,18 +85,18 @@ def _tables() -> tuple[bytes, list[bytes | None], frozenset[int]]:
     # most two symbols; the two-symbol `bytes` are made once each (17,666 distinct
     # among 46,080 steps: ~0.6 MB, where one each was ~1.6 MB) and the empty and
     # one-symbol ones are CPython's own singletons.
-    following = bytearray()
+    rows = [bytes(next_node[at:at + 16]) for at in range(0, len(next_node), 16)]
+    outs = [nibble_out[at:at + 16] for at in range(0, len(nibble_out), 16)]
     emitted: list[bytes | None] = [None] * (count << 8)  # its size at once: no copies
-    pairs: dict[bytes, bytes] = {}
+    pairs = _Interned()
     for at, first in enumerate(nibble_out):
-        row = slice(next_node[at] << 4, (next_node[at] << 4) + 16)
-        following += next_node[row]
         if first is None:
             continue
-        seconds = nibble_out[row]
+        seconds = outs[next_node[at]]
         emitted[at << 4:(at << 4) + 16] = seconds if not first else [
-            None if second is None else first if not second
-            else pairs.setdefault(first + second, first + second) for second in seconds]
+            second if second is None else pairs[first + second] if second else first
+            for second in seconds]
+    following = b"".join([rows[middle] for middle in next_node])
     # Where a string may end: on a symbol's end (the root) or within EOS's first 7 bits
     # (its code is all ones: padding is the ones of the path from the root).
     ends = {0}
@@ -96,7 +104,7 @@ def _tables() -> tuple[bytes, list[bytes | None], frozenset[int]]:
     for _ in range(7):
         node = children[node][1]
         ends.add(node)
-    return bytes(following), emitted, frozenset(ends)
+    return following, emitted, frozenset(ends)
 
 
 def decode(raw: bytes) -> bytes:
