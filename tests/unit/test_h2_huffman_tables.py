@@ -4,6 +4,7 @@ and each emitted `bytes` held once however many steps emit it."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
@@ -33,3 +34,11 @@ def test_each_emitted_string_is_one_object() -> None:
     strings = [value for value in emitted if value is not None]
     assert len({id(value) for value in strings}) == len(set(strings))
     assert max(map(len, strings)) == 2  # a byte completes at most two symbols
+
+
+def test_the_emitted_table_leaves_the_collector() -> None:
+    """Built after a worker's `gc.freeze`, a tracked table of 65,536 entries would be
+    walked at every full collection."""
+    _, emitted, _ = huffman._tables()
+    gc.collect()
+    assert not gc.is_tracked(emitted)

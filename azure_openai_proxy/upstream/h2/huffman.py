@@ -58,7 +58,7 @@ class _Interned(dict[bytes, bytes]):
 
 
 @cache
-def _tables() -> tuple[bytes, list[bytes | None], frozenset[int]]:
+def _tables() -> tuple[bytes, tuple[bytes | None, ...], frozenset[int]]:
     """Built at the first Huffman string a process decodes, not at import: a worker
     whose upstream codes no string (HTTP/1.1, the emulator) never pays for them."""
     children, count = _tree()
@@ -104,7 +104,10 @@ def _tables() -> tuple[bytes, list[bytes | None], frozenset[int]]:
     for _ in range(7):
         node = children[node][1]
         ends.add(node)
-    return following, emitted, frozenset(ends)
+    # A tuple: of untracked objects only, the collector stops tracking it at its first
+    # pass; a list made after the worker's `gc.freeze` (runtime/heap.py) would have its
+    # 65,536 entries walked at every full collection.
+    return following, tuple(emitted), frozenset(ends)
 
 
 def decode(raw: bytes) -> bytes:
