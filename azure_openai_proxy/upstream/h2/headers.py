@@ -8,8 +8,7 @@ fails its own stream only (`HeadTooLarge`, `MalformedHead`)."""
 
 from __future__ import annotations
 
-from itertools import chain, islice
-from operator import itemgetter
+from itertools import islice
 
 from multidict import CIMultiDict
 
@@ -93,7 +92,6 @@ _CONNECTION_SPECIFIC = frozenset({b"connection", b"proxy-connection", b"keep-ali
 _GOOD_NAMES: set[bytes] = set()
 _GOOD_NAMES_MAX = 1024
 _GOOD_NAME_LONGEST = 64
-_NAME = itemgetter(0)
 
 
 def _check_name(name: bytes) -> None:
@@ -126,10 +124,15 @@ def read_head(fields: list[tuple[bytes, bytes]]) -> tuple[int, CIMultiDict[str]]
     if len(value) != 3 or not value.isdigit():  # bytes: ASCII digits only
         raise MalformedHead("a bad :status")
     status = int(value)
-    headers = _good_head(fields) if _GOOD_NAMES.issuperset(
-        map(_NAME, islice(fields, 1, None))) else None
-    if headers is None:
-        headers = _checked_head(fields)
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in islice(fields, 1, None):
+        if name not in _GOOD_NAMES:  # a set's look-up: a name's check costs ~1,400
+            _check_name(name)
+        if 13 in value or 10 in value or 0 in value:  # CR, LF, NUL: an int is a memchr
+            # (a bytes operand is first tried as an int: an exception made and dropped)
+            raise MalformedHead("a header value with CR, LF or NUL")
+        else:
+            headers.add(name.decode("latin-1"), value.decode("latin-1"))
     if status < 100:
         raise MalformedHead("an answer without a status")
     # Checked once the head is whole: one lookup (~600 instructions a head, callgrind)
@@ -140,30 +143,3 @@ def read_head(fields: list[tuple[bytes, bytes]]) -> tuple[int, CIMultiDict[str]]
                                     and lengths.count(lengths[0]) == len(lengths)):
         raise MalformedHead("a bad content-length")
     return status, headers
-
-
-def _good_head(fields: list[tuple[bytes, bytes]]) -> CIMultiDict[str] | None:
-    """The headers of a head whose names are all known good, in a few calls whatever its
-    length (a call a field was ~1.5k instructions): names and values joined by CR, one
-    decode and one split, which is exact when the joined bytes hold no CR but the
-    separators, no LF and no NUL; else None (`_checked_head` says what is wrong)."""
-    flat = list(chain.from_iterable(islice(fields, 1, None)))
-    joined = b"\r".join(flat)
-    if joined.count(13) != len(flat) - 1 or 10 in joined or 0 in joined:
-        return None
-    texts = joined.decode("latin-1").split("\r")
-    return CIMultiDict(zip(texts[::2], texts[1::2], strict=True))
-
-
-def _checked_head(fields: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
-    """The headers field by field, each name checked (and remembered when good) and each
-    value refused with CR, LF or NUL: a head with a name not seen before, or a bad one."""
-    headers: CIMultiDict[str] = CIMultiDict()
-    for name, value in islice(fields, 1, None):
-        if name not in _GOOD_NAMES:  # a set's look-up: a name's check costs ~1,400
-            _check_name(name)
-        if 13 in value or 10 in value or 0 in value:  # CR, LF, NUL: an int is a memchr
-            # (a bytes operand is first tried as an int: an exception made and dropped)
-            raise MalformedHead("a header value with CR, LF or NUL")
-        headers.add(name.decode("latin-1"), value.decode("latin-1"))
-    return headers
