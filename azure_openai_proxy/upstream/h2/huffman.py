@@ -8,24 +8,22 @@ the state (an inner node of the code's tree, 256 of them) and the byte index a t
 the next state (`bytes`) and one of what is emitted on the way (a `bytes` of 0-2 symbols;
 None where the step completes EOS, which makes the join fail: no test in the loop).
 
-Here ~1,250 (31.4k for the UUID). The tables come from hpack's copy of the RFC's code
-table, nibble first (4,096 walks of 4 bits), then pairs of nibbles composed (65,536
-entries: 64 KiB of next states and a list of `bytes`), built at the first string a
-process decodes (session 29 built them at import: ~91M instructions and 2.5 MB in every
-worker, its upstream h2 or not), each two-symbol `bytes` made once (1.2 MB held,
-tracemalloc). Judged against `decode_huffman`
-(tests/unit/test_h2_huffman.py)."""
+Here ~1,250 (31.4k for the UUID). The tables are built at import from hpack's copy of
+the RFC's code table, nibble first (4,096 walks of 4 bits), then pairs of nibbles
+composed (65,536 entries: 64 KiB of next states and a tuple of `bytes`): ~94M
+instructions once a process (session 29's build: ~106M), 1.4 MB held (2.6 MB, tracemalloc),
+in a worker's start, before it listens. Session 30 built them at the first string
+decoded instead: that moved ~149M instructions onto a worker's first HTTP/2 answer, and
+every worker whose upstream is h2 (the default) decodes one anyway. Judged against
+`decode_huffman` (tests/unit/test_h2_huffman.py)."""
 
 from __future__ import annotations
-
-from functools import cache
 
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 
 __all__ = ["HuffmanError", "decode"]
 
 _EOS = 256
-_SYMBOLS = [bytes((symbol,)) for symbol in range(256)]
 
 
 class HuffmanError(Exception):
@@ -49,19 +47,9 @@ def _tree() -> tuple[list[list[int]], int]:
     return children, len(children)
 
 
-class _Interned(dict[bytes, bytes]):
-    """Each two-symbol string once: the first made is the one kept."""
-
-    def __missing__(self, key: bytes) -> bytes:
-        self[key] = key
-        return key
-
-
-@cache
 def _tables() -> tuple[bytes, tuple[bytes | None, ...], frozenset[int]]:
-    """Built at the first Huffman string a process decodes, not at import: a worker
-    whose upstream codes no string (HTTP/1.1, the emulator) never pays for them."""
     children, count = _tree()
+    symbols = [bytes((symbol,)) for symbol in range(256)]
     # A nibble from each node: the next node and what it emits (b"" none, one symbol,
     # None: EOS completed; 4 bits hold at most one symbol, the shortest code being 5)
     next_node = bytearray()
@@ -78,25 +66,34 @@ def _tables() -> tuple[bytes, tuple[bytes | None, ...], frozenset[int]]:
                     out, node = None, 0
                     break
                 else:
-                    out, node = _SYMBOLS[-1 - child], 0
+                    out, node = symbols[-1 - child], 0
             next_node.append(node)
             nibble_out.append(out)
-    # A byte from each node: its high nibble, then any low one. A byte completes at
-    # most two symbols; the two-symbol `bytes` are made once each (17,666 distinct
-    # among 46,080 steps: ~0.6 MB, where one each was ~1.6 MB) and the empty and
-    # one-symbol ones are CPython's own singletons.
-    rows = [bytes(next_node[at:at + 16]) for at in range(0, len(next_node), 16)]
     outs = [nibble_out[at:at + 16] for at in range(0, len(nibble_out), 16)]
-    emitted: list[bytes | None] = [None] * (count << 8)  # its size at once: no copies
-    pairs = _Interned()
-    for at, first in enumerate(nibble_out):
-        if first is None:
-            continue
-        seconds = outs[next_node[at]]
-        emitted[at << 4:(at << 4) + 16] = seconds if not first else [
-            second if second is None else pairs[first + second] if second else first
-            for second in seconds]
+    rows = [bytes(next_node[at:at + 16]) for at in range(0, len(next_node), 16)]
     following = b"".join([rows[middle] for middle in next_node])
+    # A byte from each node: its high nibble, then any low one. After a symbol the low
+    # nibble starts at most 3 bits from the root: it emits nothing or a symbol of a code
+    # of 7 bits at most, never EOS. So each two-symbol `bytes` is made once, in a table
+    # of a first symbol's pairs (17,408 of them, where each step's own were 46,080; the
+    # empty and one-symbol ones are CPython's own singletons), and a row is looked up there
+    after = {middle for first, middle in zip(nibble_out, next_node, strict=True) if first}
+    short = list({second for middle in after for second in outs[middle] if second})
+    emitted: list[bytes | None] = []
+    extend = emitted.extend
+    failed = [None] * 16
+    pairs: dict[bytes, dict[bytes, bytes]] = {}
+    for first, middle in zip(nibble_out, next_node, strict=True):
+        if first is None:
+            extend(failed)
+        elif not first:
+            extend(outs[middle])
+        else:
+            made = pairs.get(first)
+            if made is None:
+                made = pairs[first] = dict(zip(short, map(first.__add__, short), strict=True))
+                made[b""] = first
+            extend(map(made.__getitem__, outs[middle]))  # type: ignore[arg-type]
     # Where a string may end: on a symbol's end (the root) or within EOS's first 7 bits
     # (its code is all ones: padding is the ones of the path from the root).
     ends = {0}
@@ -104,15 +101,16 @@ def _tables() -> tuple[bytes, tuple[bytes | None, ...], frozenset[int]]:
     for _ in range(7):
         node = children[node][1]
         ends.add(node)
-    # A tuple: of untracked objects only, the collector stops tracking it at its first
-    # pass; a list made after the worker's `gc.freeze` (runtime/heap.py) would have its
-    # 65,536 entries walked at every full collection.
+    # A tuple of untracked objects only: the collector stops tracking it at its first pass
     return following, tuple(emitted), frozenset(ends)
+
+
+_NEXT, _EMIT, _ENDS = _tables()
 
 
 def decode(raw: bytes) -> bytes:
     """The string `raw` codes; `HuffmanError` if it codes none."""
-    following, emitted, ends = _tables()
+    following, emitted = _NEXT, _EMIT
     state = 0
     out: list[bytes | None] = []
     append = out.append
@@ -120,7 +118,7 @@ def decode(raw: bytes) -> bytes:
         at = state << 8 | byte
         append(emitted[at])
         state = following[at]
-    if state not in ends:
+    if state not in _ENDS:
         raise HuffmanError("padding longer than 7 bits or not EOS's ones")
     try:
         return b"".join(out)  # type: ignore[arg-type]  # None: EOS decoded
