@@ -10,12 +10,9 @@ None where the step completes EOS, which makes the join fail: no test in the loo
 
 Here ~1,250 (31.4k for the UUID). The tables are built at import from hpack's copy of
 the RFC's code table, nibble first (4,096 walks of 4 bits), then pairs of nibbles
-composed (65,536 entries: 64 KiB of next states and a tuple of `bytes`): ~94M
-instructions once a process (session 29's build: ~106M), 1.4 MB held (2.6 MB, tracemalloc),
-in a worker's start, before it listens. Session 30 built them at the first string
-decoded instead: that moved ~149M instructions onto a worker's first HTTP/2 answer, and
-every worker whose upstream is h2 (the default) decodes one anyway. Judged against
-`decode_huffman` (tests/unit/test_h2_huffman.py)."""
+composed (65,536 entries: 64 KiB of next states and a list of `bytes`): ~91M
+instructions once a process, 2.5 MB held (tracemalloc). Judged against `decode_huffman`
+(tests/unit/test_h2_huffman.py)."""
 
 from __future__ import annotations
 
@@ -47,53 +44,35 @@ def _tree() -> tuple[list[list[int]], int]:
     return children, len(children)
 
 
-def _tables() -> tuple[bytes, tuple[bytes | None, ...], frozenset[int]]:
+def _tables() -> tuple[bytes, list[bytes | None], frozenset[int]]:
     children, count = _tree()
-    symbols = [bytes((symbol,)) for symbol in range(256)]
-    # A nibble from each node: the next node and what it emits (b"" none, one symbol,
-    # None: EOS completed; 4 bits hold at most one symbol, the shortest code being 5)
-    next_node = bytearray()
-    nibble_out: list[bytes | None] = []
+    # A nibble from each node: (next node, symbols emitted, EOS completed)
+    nibble: list[tuple[int, bytes, bool]] = []
     for start in range(count):
         for value in range(16):
-            node = start
-            out: bytes | None = b""
+            node, out, failed = start, bytearray(), False
             for shift in (3, 2, 1, 0):
                 child = children[node][value >> shift & 1]
                 if child >= 0:
                     node = child
                 elif child == -1 - _EOS:
-                    out, node = None, 0
-                    break
+                    failed, node = True, 0
                 else:
-                    out, node = symbols[-1 - child], 0
-            next_node.append(node)
-            nibble_out.append(out)
-    outs = [nibble_out[at:at + 16] for at in range(0, len(nibble_out), 16)]
-    rows = [bytes(next_node[at:at + 16]) for at in range(0, len(next_node), 16)]
-    following = b"".join([rows[middle] for middle in next_node])
-    # A byte from each node: its high nibble, then any low one. After a symbol the low
-    # nibble starts at most 3 bits from the root: it emits nothing or a symbol of a code
-    # of 7 bits at most, never EOS. So each two-symbol `bytes` is made once, in a table
-    # of a first symbol's pairs (17,408 of them, where each step's own were 46,080; the
-    # empty and one-symbol ones are CPython's own singletons), and a row is looked up there
-    after = {middle for first, middle in zip(nibble_out, next_node, strict=True) if first}
-    short = list({second for middle in after for second in outs[middle] if second})
+                    out.append(-1 - child)
+                    node = 0
+            nibble.append((node, bytes(out), failed))
+    # Rows of 16 per node: the next nodes as bytes, what is emitted (None: EOS)
+    nodes = [bytes(node for node, _, _ in nibble[at:at + 16]) for at in range(0, len(nibble), 16)]
+    outs = [[None if failed else out for _, out, failed in nibble[at:at + 16]]
+            for at in range(0, len(nibble), 16)]
+    following = bytearray()
     emitted: list[bytes | None] = []
-    extend = emitted.extend
-    failed = [None] * 16
-    pairs: dict[bytes, dict[bytes, bytes]] = {}
-    for first, middle in zip(nibble_out, next_node, strict=True):
-        if first is None:
-            extend(failed)
-        elif not first:
-            extend(outs[middle])
+    for middle, first, failed in nibble:  # a node's high nibble, then any low one
+        following += nodes[middle]
+        if failed:
+            emitted += [None] * 16
         else:
-            made = pairs.get(first)
-            if made is None:
-                made = pairs[first] = dict(zip(short, map(first.__add__, short), strict=True))
-                made[b""] = first
-            extend(map(made.__getitem__, outs[middle]))  # type: ignore[arg-type]
+            emitted += [None if second is None else first + second for second in outs[middle]]
     # Where a string may end: on a symbol's end (the root) or within EOS's first 7 bits
     # (its code is all ones: padding is the ones of the path from the root).
     ends = {0}
@@ -101,8 +80,7 @@ def _tables() -> tuple[bytes, tuple[bytes | None, ...], frozenset[int]]:
     for _ in range(7):
         node = children[node][1]
         ends.add(node)
-    # A tuple of untracked objects only: the collector stops tracking it at its first pass
-    return following, tuple(emitted), frozenset(ends)
+    return bytes(following), emitted, frozenset(ends)
 
 
 _NEXT, _EMIT, _ENDS = _tables()
