@@ -11,6 +11,7 @@ counting clients, then closed as the pipeline closes them.
 
     PYTHONHASHSEED=0 python -m bench.h2setup --count              # callgrind at 100 and 300
     PYTHONHASHSEED=0 python -m bench.h2setup --count --unique-ids  # Azure's ids, below
+    PYTHONHASHSEED=0 python -m bench.h2setup --count --azure-head  # Azure's whole head
 
 `--count` runs the loop under callgrind with 100 and 300 streams and prints the
 difference per added stream. `--unique-ids` adds what real Azure sends and nginx does
@@ -62,6 +63,7 @@ _NGINX_BLOCK = bytes.fromhex(
     "887689aa6355e580ae212e1f6196d07abe9403aa5f29141004e28205c0bb719754c5a37f5f8c497ca5"
     "82f72d495909b0a3a7008b1d66a56b0bdad2a12b1a4f8a6c618c446645ab190b270088f2b5285ac2cc"
     "63d586c034254e1bbf")
+_NGINX_FIRST_FOUR = 50  # its bytes up to `apim-request-id`: status, server, date, type
 
 
 class _Server:
@@ -109,11 +111,30 @@ def unique_blocks(count: int) -> list[bytes]:
     return blocks
 
 
+def azure_blocks(count: int) -> list[bytes]:
+    """The head `bench.paced` sends since session 29 (and Azure, /work/shared/
+    azure-openai-wire.md §4): nginx's `:status`, `server`, `date` and `content-type`,
+    then `apim-request-id` and `x-request-id` (UUIDs of each answer's own), `x-ms-region`
+    and `x-ratelimit-remaining-requests`/`-tokens` (counts of each answer's own), Huffman
+    coded, without indexing, as nginx's `add_header` fields go."""
+    blocks = []
+    for n in range(count):
+        ids = [str(uuid.UUID(int=(n * _SPREAD + k) % (1 << 128))) for k in (1, 2)]
+        extra = hpack.Encoder().encode([
+            ("apim-request-id", ids[0]), ("x-request-id", ids[1]), ("x-ms-region", "East US"),
+            ("x-ratelimit-remaining-requests", str(9990 - n % 1000)),
+            ("x-ratelimit-remaining-tokens", str(1990000 - n * 17))], huffman=True)
+        blocks.append(_without_indexing(_NGINX_BLOCK[:_NGINX_FIRST_FOUR] + extra))
+    return blocks
+
+
 def _without_indexing(block: bytes) -> bytes:
     """`block` as built: hpack's Encoder indexes new fields (0x40 with a literal name);
     the ids must not be (they would fill the table), so its fields after nginx's part are
     rewritten as literals without indexing (0x00, the same length)."""
-    head, tail = block[:len(_NGINX_BLOCK)], bytearray(block[len(_NGINX_BLOCK):])
+    prefix = _NGINX_FIRST_FOUR if len(block) < len(_NGINX_BLOCK) or not block.startswith(
+        _NGINX_BLOCK) else len(_NGINX_BLOCK)
+    head, tail = block[:prefix], bytearray(block[prefix:])
     at = 0
     while at < len(tail):  # each field: 0x40, the name's string, the value's string
         tail[at] = 0x00
@@ -166,11 +187,12 @@ async def relay_streams(streams: int, content: int, blocks: list[bytes]) -> int:
 def _callgrind_total(streams: int, args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ids = Path(tmp) / "blocks"
-        if args.unique_ids:
-            ids.write_text("\n".join(block.hex() for block in unique_blocks(streams)))
+        made = azure_blocks if args.azure_head else unique_blocks if args.unique_ids else None
+        if made is not None:
+            ids.write_text("\n".join(block.hex() for block in made(streams)))
         return module_total("bench.h2setup", "--streams", str(streams), "--frames",
                             str(args.frames),
-                            *(["--blocks", str(ids)] if args.unique_ids else []))
+                            *(["--blocks", str(ids)] if made is not None else []))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,13 +201,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=1, help="content frames per stream")
     parser.add_argument("--unique-ids", action="store_true",
                         help="an x-request-id and a rate-limit count of its own per answer")
+    parser.add_argument("--azure-head", action="store_true",
+                        help="Azure's head as bench.paced sends it: two UUIDs, two counts")
     parser.add_argument("--blocks", default="", help=argparse.SUPPRESS)  # --count's
     parser.add_argument("--count", action="store_true",
                         help="callgrind at 100 and 300 streams: per added stream")
     args = parser.parse_args(argv)
     if not args.count:
         blocks = ([bytes.fromhex(line) for line in Path(args.blocks).read_text().split()]
-                  if args.blocks else unique_blocks(args.streams) if args.unique_ids else [])
+                  if args.blocks else azure_blocks(args.streams) if args.azure_head
+                  else unique_blocks(args.streams) if args.unique_ids else [])
         tokens = uvloop.run(relay_streams(args.streams, args.frames, blocks))
         if tokens != args.streams * args.frames:
             raise SystemExit(f"{tokens} content tokens relayed, not {args.streams * args.frames}")
@@ -193,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     low, high = (_callgrind_total(n, args) for n in (100, 300))
     print(f"per added stream: {(high - low) / 200:,.0f} instructions ({args.frames} content "
-          f"frame(s){', unique ids' if args.unique_ids else ''})")
+          f"frame(s){', Azure head' if args.azure_head else ', unique ids' if args.unique_ids else ''})")
     return 0
 
 
