@@ -1,6 +1,8 @@
 """The gateway's own cost per relayed request, without sockets (a tool, not a test).
 
 Run: python -m bench.inprocess [--requests 40000] [--clients 32] [--bare]
+     python -m bench.inprocess --ledger | --governed [--thread]   (the usage ledger on: the
+         gateway's default writer, the journal child; --thread: `ledger_writer: thread`)
      python -m bench.inprocess --stream [--count]   (per stream frame: bench/inprocess_stream.py)
      python -m bench.inprocess --bytecodes 40 [any of the above]   (bytecodes per request
          or stream, and the 40 functions that run the most: sys.settrace, slow)
@@ -139,8 +141,11 @@ class _LoopbackTransport(FastTransport):
 
 def _gateway_app(database: str | None = None,
                  transport_class: type[FastTransport] | None = None,
-                 writer: str = "thread") -> Application:
-    extra = {"database": database, "ledger_writer": writer} if database else {}
+                 writer: str | None = None) -> Application:
+    """`writer`: `ledger_writer` (None: the gateway's default, the journal child)."""
+    extra: dict[str, str] = {"database": database} if database else {}
+    if database and writer:
+        extra["ledger_writer"] = writer
     settings = load_settings({
         **extra,
         "client_keys": [CLIENT_KEY], "log_level": "info", "metrics": True,
@@ -198,7 +203,7 @@ def _writer_cpu() -> float:
 async def measure(requests: int, clients: int, bare: bool, callgrind: bool,
                   database: str | None = None, request: bytes | tuple[bytes, ...] = REQUEST,
                   split: list[float] | None = None, warm: int = 0,
-                  writer: str = "thread") -> float:
+                  writer: str | None = None) -> float:
     """CPU seconds per request over `requests` requests from `clients` connections;
     `split`, when given, receives the loop thread's and the writer thread's shares.
     `request`: several are sent in turn. `warm`: requests served first, on connections
@@ -394,19 +399,25 @@ def main(argv: list[str] | None = None) -> None:
                              "(its buckets never full: head lines made for every answer)")
     parser.add_argument("--callgrind", action="store_true",
                         help="switch callgrind's instrumentation on for the loop only")
+    parser.add_argument("--thread", action="store_true",
+                        help="with --ledger/--governed: `ledger_writer: thread` (the worker's "
+                             "own thread writes; its CPU is the ledger-writer share). The "
+                             "default is the gateway's: the journal child, whose CPU is not "
+                             "counted here")
     parser.add_argument("--journal", action="store_true",
-                        help="with --ledger/--governed: `ledger_writer: journal` (the ledger "
-                             "written by a child process; its CPU is not counted here)")
+                        help="`ledger_writer: journal`, the default (kept for old command lines)")
     parser.add_argument("--warm", type=int, default=0,
                         help="requests served (and the ledger written) before the count")
     args = parser.parse_args(argv)
     result: list[float] = []
     split: list[float] = []
 
+    writer = "thread" if args.thread else "journal" if args.journal else None
+
     async def run(database: str | None, request: bytes | tuple[bytes, ...] = REQUEST) -> None:
         result.append(await measure(args.requests, args.clients, args.bare, args.callgrind,
                                     database, request, split if database else None,
-                                    args.warm, "journal" if args.journal else "thread"))
+                                    args.warm, writer))
 
     if args.ledger or args.governed:
         import tempfile

@@ -50,6 +50,7 @@ from azure_openai_proxy.gateway.ledgerrows import Queued, RowPricer
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.store.ledger import FULL_BATCH, LedgerRow, LedgerStore
 from azure_openai_proxy.store.replaced import FileWatch
+from azure_openai_proxy.store.sqlite import LockWaits
 
 __all__ = ["JournalReader", "main"]
 
@@ -81,6 +82,7 @@ class Ledger:
     def __init__(self, database: Path, busy_ms: int) -> None:
         self.database = database
         self._busy_ms = busy_ms
+        self._waits = LockWaits()  # its stores' one: each failure closes the store
         self._store: LedgerStore | None = None
         # The file opened and its -wal held, as the thread writer's (store/replaced.py):
         # a file moved in beside the replaced one's -wal is refused even where that
@@ -122,7 +124,8 @@ class Ledger:
             try:
                 self._watch.check()  # ReplacedInUse while the old file's -wal is beside
                 self._watch.opening()
-                self._store = LedgerStore.open(self.database, busy_timeout_ms=self._busy_ms)
+                self._store = LedgerStore.open(self.database, busy_timeout_ms=self._busy_ms,
+                                               waits=self._waits)
                 self._watch.opened()
             except Exception as exc:
                 self._failed(exc)

@@ -71,7 +71,7 @@ from azure_openai_proxy.store.ledger import (
     LedgerStore,
 )
 from azure_openai_proxy.store.replaced import FileWatch, file_identity
-from azure_openai_proxy.store.sqlite import database_path
+from azure_openai_proxy.store.sqlite import LockWaits, database_path
 
 __all__ = [
     "NO_TOKENS",
@@ -156,6 +156,7 @@ class LedgerWriter:
         self._interval = interval
         self._max = max_buffer
         self._busy_ms = busy_timeout_ms
+        self._waits = LockWaits()  # its stores' one: each failure closes the store
         self._clock = clock
         self._queue: deque[Queued] = deque()
         self._reloads: deque[_Reconfigured] = deque()  # one per mark in the queue
@@ -391,7 +392,8 @@ class LedgerWriter:
                 # it (a backup then held the old usage rows): ReplacedInUse, and spooled.
                 self._watch.check()
                 self._watch.opening()
-                self._store = LedgerStore.open(self.database, busy_timeout_ms=self._busy_ms)
+                self._store = LedgerStore.open(self.database, busy_timeout_ms=self._busy_ms,
+                                               waits=self._waits)
                 self._watch.opened()
                 self._generation += 1
                 self._label_epoch = self._store.label_epoch

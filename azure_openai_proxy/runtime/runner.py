@@ -127,6 +127,10 @@ def describe(settings: Settings, today: str | None = None) -> str:
     )
     lines.append(f"client keys: {len(settings.client_keys)} configured" if settings.client_keys
                  else "client keys: none")
+    if ledger_enabled(settings):
+        lines.append("usage ledger: writer journal (a child process per worker writes it)"
+                     if settings.ledger_writer == "journal" else
+                     "usage ledger: writer thread (each worker's own thread writes it)")
     server = settings.server
     lines.append(
         f"server: head {server.head_timeout:g} s, body {server.body_timeout:g} s, keep-alive "

@@ -125,15 +125,18 @@ def _open(target: str | Path, *, uri: bool) -> sqlite3.Connection:
 class LockWaits:
     """When a writer's statements may wait for a lock held elsewhere again (the CLI's
     write, a backup, `sqlite3` left in a transaction): one that waited its busy timeout
-    out in vain makes those of the next busy timeout fail at once. The ledger writer's
-    steps come in runs (a batch's label ids and rows, the spool's replay, a stop's last
-    pass), and each waited the whole timeout for the same lock (4-5 s at a SIGTERM with
-    its 1 s); each failure spools, so nothing is lost by failing sooner. One per writer,
-    shared by the connections it opens in turn (it opens another after a failure)."""
+    out in vain makes those of the next busy timeout wait a tenth of it. The ledger
+    writer's steps come in runs (a batch's label ids and rows, the spool's replay, a
+    stop's last pass), and each waited the whole timeout for the same lock (4-5 s at a
+    SIGTERM with its 1 s); each failure spools (or stays in the journal), so nothing is
+    lost by failing sooner, and the tenth still outlasts another worker's batch (a few
+    ms: ordinary contention is waited for, not spooled). A busy error that came sooner
+    than half the timeout was no wait. One per writer, shared by the connections it
+    opens in turn (it closes its store at any failure)."""
 
     def __init__(self) -> None:
-        self.until = 0.0  # monotonic; 0: statements wait
-        self._hurried: sqlite3.Connection | None = None  # the one set to wait for nothing
+        self.until = 0.0  # monotonic; 0: statements wait the whole busy timeout
+        self._hurried: sqlite3.Connection | None = None  # the one set to wait a tenth
 
     def execute(self, db: sqlite3.Connection, busy_ms: int, sql: str,
                 params: Sequence[object] = ()) -> sqlite3.Cursor:
@@ -142,12 +145,16 @@ class LockWaits:
         if self.until and time.monotonic() >= self.until:
             self.until = 0.0
         if (self._hurried is db) != bool(self.until):
-            db.execute(f"PRAGMA busy_timeout={busy_ms if self._hurried is db else 0}")
+            db.execute(f"PRAGMA busy_timeout={busy_ms if self._hurried is db else busy_ms // 10}")
             self._hurried = None if self._hurried is db else db
+        started = time.monotonic()
         try:
             return db.execute(sql, params)
         except sqlite3.OperationalError as exc:
-            if (exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY and busy_ms
+            code = getattr(exc, "sqlite_errorcode", None)  # (none: raised by Python)
+            if (code is not None and code & 0xFF == sqlite3.SQLITE_BUSY and busy_ms
                     and not self.until):
-                self.until = time.monotonic() + busy_ms / 1000
+                now = time.monotonic()
+                if now - started >= busy_ms / 2000:
+                    self.until = now + busy_ms / 1000
             raise

@@ -6,10 +6,10 @@ A ledger store now waits for a lock held elsewhere once per busy timeout: the st
 after a wait that ended busy fail at once, so the stop takes one wait, and the records
 go to the spool as designed (nothing lost: the next start writes them).
 
-The writer must give its stores one `LockWaits` (store/sqlite.py): it opens a new
-store after each failure. That is two lines of gateway/ledger.py (journaldef's this
-session, not changed here): until they are in, this test fails (4-5 s), so it is
-marked xfail, strict: it passes with them (1.1 s here), and the mark must then go.
+Each writer gives its stores one `LockWaits` (store/sqlite.py): it opens a new store
+after each failure (session 30's integration review wired it: before, 4-5 s). Both
+writers: the default journal child (at the stop the worker kills it and writes the
+rest itself with up to 8 MB left), and the thread writer.
 
 The real server and a real lock holder, in real processes."""
 
@@ -55,14 +55,17 @@ def _recorded(database: Path) -> int:
         return int(raw.execute("SELECT count(*) FROM usage_records").fetchone()[0])
 
 
-@pytest.mark.xfail(strict=True, reason="needs gateway/ledger.py to give its stores one "
-                   "LockWaits (journaldef's file this session)")
-def test_a_stop_while_the_database_is_locked_takes_one_busy_wait(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", [None, "thread"])  # None: the default (journal)
+def test_a_stop_while_the_database_is_locked_takes_one_busy_wait(
+        tmp_path: Path, writer: str | None) -> None:
     database = tmp_path / "g.db"
     config = tmp_path / "config.yaml"
     write_config(config, UNREACHABLE, [("dep-a", {})])
     env = {**os.environ, "AZURE_OPENAI_PROXY_DATABASE": f"sqlite:///{database}",
            "PYTHONUNBUFFERED": "1"}
+    env.pop("AZURE_OPENAI_PROXY_LEDGER_WRITER", None)
+    if writer is not None:
+        env["AZURE_OPENAI_PROXY_LEDGER_WRITER"] = writer
     made = subprocess.run(cli("keys", "create", "--name", "a"), env=env, check=True,
                           capture_output=True, text=True, timeout=60)
     secret = _secret(made.stdout)
