@@ -65,7 +65,11 @@ def test_the_gateway_starts_with_a_tools_wal_and_sees_its_writes(
                            stdout=subprocess.DEVNULL)
     try:
         assert cli.stdin is not None
-        cli.stdin.write("UPDATE keys SET name = 'by the tool' WHERE name = 'kept';\n"
+        # A busy timeout as a tool's user sets one: this test's own look through the
+        # -wal (`_tool_wrote`) may hold a read lock while the tool recovers the killed
+        # writer's -wal (CI saw "database is locked" from the tool without it).
+        cli.stdin.write(".timeout 10000\n"
+                        "UPDATE keys SET name = 'by the tool' WHERE name = 'kept';\n"
                         "SELECT 'written';\n")
         cli.stdin.flush()
         deadline = time.monotonic() + 30
