@@ -168,7 +168,8 @@ class LedgerWriter:
         self._written = 0  # batches handled, for flush()
         self._thread: threading.Thread | None = None
         self._store: LedgerStore | None = None
-        self._opened = False  # a database was opened once (then it is never made anew)
+        # Opened once, or (the journal's worker side, which opens it late) there at the start:
+        self._opened = type(self) is not LedgerWriter and file_identity(database) is not None
         self._generation = 0  # stores opened: a row's label id is valid for one
         self._label_epoch = 0  # the open store's label_epoch the pricer's ids are of
         self._unlabelled = False  # a label id could not be had for this batch

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
 import sqlite3
 import sys
 import threading
@@ -27,6 +28,7 @@ from azure_openai_proxy.governance.budget import day_of
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore, row_of
 from azure_openai_proxy.store.usage_report import read_usage
+from tests.e2e.test_ledger_journal import journal
 from tests.unit.test_ledger_store import record, rollups
 from tests.unit.test_ledger_writer import NOW, finished, stored, writer
 
@@ -76,6 +78,27 @@ def test_a_usage_report_asked_while_the_database_is_gone_does_not_make_an_empty_
     finally:
         ledger.close()
     assert len(ledger.spool_path.read_bytes().splitlines()) == 2
+
+
+def test_a_database_there_at_the_start_and_gone_before_the_first_open_is_not_made_anew(
+        tmp_path: Path) -> None:
+    """The worker's side of the journal writer (the default) opens the database only
+    for its maintenance, not at its start: a database that was there when the writer
+    was made and is gone (its directory removed) before that first open spools, as one
+    gone after an open does, rather than an empty one made in its place."""
+    data = tmp_path / "data"
+    path = data / "gw.db"
+    LedgerStore.open(path).close()
+    ledger = journal(path)
+    shutil.rmtree(data)
+    ledger.add(finished(1))
+    ledger.start()
+    try:
+        ledger.flush(timeout=1.0)  # its maintenance's open has run by then
+        assert not path.exists()
+    finally:
+        ledger.close()
+    assert not path.exists()
 
 
 # 2026-12-02's last half millisecond: SQLite's date(time, 'unixepoch') rounds to the
