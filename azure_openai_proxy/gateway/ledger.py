@@ -137,6 +137,7 @@ class LedgerWriter:
     """One worker's ledger writer (a daemon thread). `add` is called on the event loop;
     everything else happens on the thread, or in `start`/`close` (call those off the
     loop: they touch the database)."""
+    _opens_late = False  # opens its database at its start (the thread writer)
 
     def __init__(
         self, database: Path, prices: PriceTable, models: Mapping[tuple[str, str], str],
@@ -168,8 +169,7 @@ class LedgerWriter:
         self._written = 0  # batches handled, for flush()
         self._thread: threading.Thread | None = None
         self._store: LedgerStore | None = None
-        # Opened once, or (the journal's worker side, which opens it late) there at the start:
-        self._opened = type(self) is not LedgerWriter and file_identity(database) is not None
+        self._opened = self._opens_late and file_identity(database) is not None  # never made anew
         self._generation = 0  # stores opened: a row's label id is valid for one
         self._label_epoch = 0  # the open store's label_epoch the pricer's ids are of
         self._unlabelled = False  # a label id could not be had for this batch

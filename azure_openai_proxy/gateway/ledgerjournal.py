@@ -83,7 +83,7 @@ _HAND_OVER_MOST = 8 << 20  # bytes of journal the worker writes itself at its st
 
 class JournalLedgerWriter(LedgerWriter):
     """`LedgerWriter` whose records go through a journal to a child process."""
-
+    _opens_late = True  # its worker side opens the database for maintenance only
     def __init__(self, database: Path, prices: PriceTable,
                  models: Mapping[tuple[str, str], str], guard: BudgetGuard, *,
                  segment_bytes: int = _SEGMENT_BYTES,
