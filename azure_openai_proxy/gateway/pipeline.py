@@ -31,6 +31,7 @@ from azure_openai_proxy.gateway.chained import GuessedContext, fitted
 from azure_openai_proxy.gateway.chatfiles import USUAL_TOP_NAMES, check_form_names, check_top_names
 from azure_openai_proxy.gateway.governed import (
     ONE_MAXIMUM,
+    PLAIN_CHAT_NAMES,
     Held,
     admit_local,
     check_named_deployments,
@@ -39,6 +40,7 @@ from azure_openai_proxy.gateway.governed import (
     keyless_failed,
     limit_refusal,
     plain_chat_chars,
+    plain_messages_chars,
     pool_allowed,
     release,
     request_estimate,
@@ -53,7 +55,6 @@ from azure_openai_proxy.gateway.poolchoice import PoolChooser
 from azure_openai_proxy.gateway.requestbody import RequestBody, read_body
 from azure_openai_proxy.gateway.requestids import request_id_source
 from azure_openai_proxy.gateway.rereads import CountedSend
-from azure_openai_proxy.gateway.usualchat import usual_chat_tokens
 from azure_openai_proxy.governance.budget import BudgetGuard
 from azure_openai_proxy.governance.keys import is_restricted
 from azure_openai_proxy.governance.ratelimit import RateLimiter, Refusal, UsualLimits
@@ -195,15 +196,15 @@ class Gateway:
         stored, no file) of a key on the limiter's short path (`UsualLimits` of this key
         version and epoch), with no coroutine (`handle` sends and settles it): its pool,
         limits, tokens and head lines; None, before any step: `_governed`."""
-        json, decided = body.json, caller.decided  # (4 names at once: a tuple made)
-        key, limiter = caller.key, self.limiter
+        json, decided, key, limiter = body.json, caller.decided, caller.key, self.limiter
         # A chat's target is a deployment's, never a resource (routing.RESOURCE_ROOTS).
         if (target.operation != "chat/completions" or json is None or body.raw is None
                 or decided is None or key is None or limiter is None
-                or decided.epoch is not limiter.epoch):
+                or decided.epoch is not limiter.epoch or not PLAIN_CHAT_NAMES.issuperset(json)
+                or ("store" in json and json["store"] is True)):  # the key's: `_governed`
             return None
-        usual, tokens = decided.usual, usual_chat_tokens(json, self._default_completion)
-        if usual is None or tokens < 0:
+        usual, chars = decided.usual, plain_messages_chars(json.get("messages"))
+        if usual is None or chars < 0:
             return None
         models = key.models
         if models:
@@ -212,7 +213,12 @@ class Gateway:
             routed = self._pools.pool_for(target, body, models)
             record.model = routed[1]
         body.canonical = True  # what was checked (tokens) is what is sent, as `_governed`
-        lines = usual.take(tokens)
+        most = json.get("max_tokens")
+        if type(most) is int and most >= 0 and "max_completion_tokens" not in json:  # ONE_MAXIMUM
+            tokens = -(-chars // 4) + most  # as `request_estimate` makes it
+        else:
+            tokens = sum(request_estimate(json, self._default_completion, target.operation, chars))
+        lines = usual.take(tokens := tokens or 1)  # a model runs: 1 at least (`hold`)
         if type(lines) is Refusal:
             raise limit_refusal(lines)
         return routed, usual, tokens, lines
