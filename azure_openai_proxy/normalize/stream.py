@@ -200,7 +200,28 @@ class ChatStreamNormalizer(ParsedFrames):
         data = self._decoder.single(chunk)
         if data is not None:  # one whole event, as Azure sends each: no list of events
             return self._frame(_new_event(SseEvent, (chunk, data, None, None, None)))
+        cut = chunk.find(b"\n\n") + 2
+        if 1 < cut < len(chunk) and chunk[-2:] == b"\n\n":
+            return self._events(chunk, cut)
         return self._emit(self._decoder.feed(chunk))
+
+    def _events(self, chunk: bytes, cut: int) -> bytes:
+        """A read of several events that ends where an event does (Azure's first DATA
+        frame holds the prompt filter's frame and the role frame): each piece up to a
+        blank line fed alone, as relay.py's `_feed_events` cuts a steady stream's. The
+        output does not depend on where the input is cut (test_stream_steady.py); a whole
+        event takes `single()` and the steady paths, not the decoder's scan and a list
+        of events (session 31). Every piece ends an event, so none is held, and none
+        raises `UpstreamEventTooLarge` after earlier pieces' output. A loop: a read after
+        a pause may hold thousands of events."""
+        out = []
+        start, size = 0, len(chunk)
+        while 1 < cut < size:  # ("\n\n\n" ends it, its last blank line not found)
+            out.append(self.feed(chunk[start:cut]))
+            start = cut
+            cut = chunk.find(b"\n\n", start) + 2
+        out.append(self.feed(chunk[start:]))
+        return b"".join(out)
 
     def finish(self, *, upstream_failed: str | None = None) -> bytes:
         """Close the client's stream: flush, add an error event if needed, then `[DONE]`.
