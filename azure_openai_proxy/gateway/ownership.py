@@ -91,6 +91,7 @@ from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ownership import OwnerRow, OwnerStore
 from azure_openai_proxy.store.replaced import FileWatch
+from azure_openai_proxy.store.sqlite import LockWaits
 
 log = logging.getLogger("azure_openai_proxy")
 _T = TypeVar("_T")
@@ -143,6 +144,7 @@ class ObjectOwners:
         self._store: OwnerStore | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._failing = False
+        self._waits = LockWaits()  # its stores', one after another (store/sqlite.py)
         self._writes: set[asyncio.Task[Any]] = set()  # `claim`'s, until written
         # Stored objects whose usage a read counted (`owned_answer`, gateway/rereads.py).
         self.counted = CountedUsage(store=self._call if database is not None else None,
@@ -394,7 +396,7 @@ class ObjectOwners:
             if watch.file is not None and not self._database.exists():
                 raise FileNotFoundError(self._database)  # an empty one must not stand in
             watch.opening()
-            self._store = OwnerStore.open(self._database)
+            self._store = OwnerStore.open(self._database, self._waits)
             watch.opened()
         return work(self._store)
 
