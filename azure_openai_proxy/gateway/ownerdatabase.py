@@ -1,6 +1,13 @@
 """The object owners' governance database (store/ownership.py's `OwnerStore`), used from
 one thread of its own: `ObjectOwners`'s (gateway/ownership.py) calls to it, their
 waits, their failures (memory alone answers), and its background writes.
+
+An owner whose write failed when its object was made (a database locked past its busy
+timeout, or failing) is kept (`unwritten`) and written again: first thing at the
+thread's next call, on its own a moment later (`_REWRITE_FIRST`, then less and less
+often while it fails), and at a stop (`written`). Memory answered for it meanwhile on
+this worker alone; other workers learn it once written. Lost only if the database still
+fails at the stop (or past `_UNWRITTEN_MOST` of them: the oldest).
 """
 
 from __future__ import annotations
@@ -8,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +27,11 @@ from azure_openai_proxy.store.sqlite import LockWaits
 
 log = logging.getLogger("azure_openai_proxy")
 _T = TypeVar("_T")
+# An owner not written yet: (key id, a batch file's models, home, when it was made).
+Unwritten = tuple[str, frozenset[str] | None, tuple[str, str] | None, float]
+_REWRITE_FIRST = 1.0  # s after a failed write, its owners are written again; doubled
+_REWRITE_LAST = 30.0  # at each failure up to this
+_UNWRITTEN_MOST = 200_000
 
 __all__ = ["OwnerDatabase"]
 
@@ -35,15 +47,27 @@ class OwnerDatabase:
         self._failing = False
         self._waits = LockWaits()  # its stores', one after another (store/sqlite.py)
         self._writes: set[asyncio.Task[Any]] = set()  # `claim`'s, until written
+        self._unwritten: dict[str, Unwritten] = {}  # owners whose write failed
+        self._rewrite: asyncio.TimerHandle | None = None  # their next write, when failing
+        self._rewrite_after = _REWRITE_FIRST
+        self._closed = False
+
+    def unwritten(self, object_ids: Iterable[str], owner: Unwritten) -> None:
+        """Owners whose write failed (`_call` answered None): written again later."""
+        if self._database is not None:
+            self._kept(dict.fromkeys(object_ids, owner))
 
     async def written(self) -> None:
         """Wait until the database holds every id claimed, and every count of a read
         noted (`counted`), so far (or has failed)."""
         while self._writes:
             await asyncio.gather(*self._writes)
+        if self._unwritten:  # owners whose write failed: a last try (a stop)
+            await self._call(_nothing)
 
     def close(self) -> None:
         """Close the database (its thread closes it); the memory stays usable."""
+        self._closed = True  # (no more rewrites: `_rewrite_now`)
         thread, self._thread = self._thread, None
         if thread is not None:
             thread.submit(self._close_store)
@@ -57,16 +81,47 @@ class OwnerDatabase:
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="object-owners")
         loop = asyncio.get_running_loop()
+        pending, self._unwritten = self._unwritten, {}
         try:
-            result = await loop.run_in_executor(self._thread, self._in_thread, work)
+            result, left = await loop.run_in_executor(self._thread, self._in_thread, work,
+                                                      pending)
         except (sqlite3.Error, OSError) as exc:
+            self._kept(pending)
             if not self._failing:
                 log.warning("object owners: the database failed (%s); using memory only",
                             type(exc).__name__)
             self._failing = True
             return None
+        except BaseException:  # cancelled (a look-up's bound): kept, written again (an
+            self._kept(pending)  # owner written twice keeps its first row)
+            raise
+        self._kept(left)
         self._failing = False
         return result
+
+    def _kept(self, owners: dict[str, Unwritten]) -> None:
+        """`owners` not written: kept (the oldest dropped past `_UNWRITTEN_MOST`) and
+        written again at the next call, or on their own after a while."""
+        if not owners:
+            if not self._unwritten:
+                self._rewrite_after = _REWRITE_FIRST
+            return
+        unwritten = self._unwritten
+        for object_id, owner in owners.items():
+            unwritten.setdefault(object_id, owner)  # (a newer failure's keeps its first)
+        while len(unwritten) > _UNWRITTEN_MOST:
+            del unwritten[next(iter(unwritten))]
+        if self._rewrite is None and not self._closed:
+            self._rewrite = asyncio.get_running_loop().call_later(
+                self._rewrite_after, self._rewrite_now)
+            self._rewrite_after = min(self._rewrite_after * 2, _REWRITE_LAST)
+
+    def _rewrite_now(self) -> None:
+        self._rewrite = None
+        if self._unwritten and not self._closed:
+            write = asyncio.get_running_loop().create_task(self._call(_nothing))
+            self._writes.add(write)
+            write.add_done_callback(self._writes.discard)
 
     async def _look(self, work: Callable[[OwnerStore], _T]) -> _T | None:
         """`_call` for a look-up on a request's way: at most `DATABASE_WAIT` (rereads.py),
@@ -76,7 +131,9 @@ class OwnerDatabase:
         except TimeoutError:
             return None
 
-    def _in_thread(self, work: Callable[[OwnerStore], _T]) -> _T:
+    def _in_thread(self, work: Callable[[OwnerStore], _T], pending: dict[str, Unwritten]
+                   ) -> tuple[_T, dict[str, Unwritten]]:
+        """`work`, the owners whose write failed written first (those still not: returned)."""
         watch = self._watch
         assert self._database is not None and watch is not None
         if self._store is not None and watch.replaced():
@@ -88,9 +145,25 @@ class OwnerDatabase:
             watch.opening()
             self._store = OwnerStore.open(self._database, self._waits)
             watch.opened()
-        return work(self._store)
+        left = _rewritten(self._store, pending) if pending else pending
+        return work(self._store), left
 
     def _close_store(self) -> None:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def _nothing(store: OwnerStore) -> None:
+    """A call for the owners whose write failed alone (`_in_thread` writes them first)."""
+
+
+def _rewritten(store: OwnerStore, pending: dict[str, Unwritten]) -> dict[str, Unwritten]:
+    """Write `pending`'s owners (an id recorded meanwhile keeps its owner): those not
+    written (all of them, when the database fails)."""
+    try:
+        for object_id, (key_id, models, home, made) in pending.items():
+            store.add(object_id, key_id, models, made, home)
+    except sqlite3.Error:
+        return pending
+    return {}

@@ -145,8 +145,12 @@ class ObjectOwners(OwnerDatabase):
         if object_id not in self._owners:  # a new id: nothing to read back
             self._keep(object_id, owned)
             now = time.time()
-            await self._call(lambda store: store.add(object_id, owned.key_id, owned.models,
-                                                     now, owned.home))
+            def add(store: OwnerStore) -> bool:
+                store.add(object_id, owned.key_id, owned.models, now, owned.home)
+                return True
+
+            if await self._call(add) is None:  # written again later (ownerdatabase.py)
+                self.unwritten((object_id,), (owned.key_id, owned.models, owned.home, now))
 
     async def remember_all(self, object_ids: Iterable[str], owned: Owned) -> None:
         """`remember` for several objects that may already exist (a response's items, a
@@ -157,7 +161,7 @@ class ObjectOwners(OwnerDatabase):
                if object_id not in self._owners]
         if not new:
             return
-        recorded = await self._call(_recording(new, owned)) or {}
+        recorded = await self._written(new, owned)
         for object_id in new:
             row = recorded.get(object_id)
             self._keep(object_id, owned if row is None else Owned(*row))
@@ -242,8 +246,16 @@ class ObjectOwners(OwnerDatabase):
             if isinstance(made, str) and made:
                 await self.remember(made, Owned(key_id, None, _made_on(record)))
 
+    async def _written(self, new: list[str], owned: Owned) -> dict[str, OwnerRow]:
+        """`new`'s owners recorded (`_recording`); when the write failed, kept to be
+        written again later (ownerdatabase.py), and {}."""
+        recorded = await self._call(_recording(new, owned))
+        if recorded is None:
+            self.unwritten(new, (owned.key_id, owned.models, owned.home, time.time()))
+        return recorded or {}
+
     async def _write_claim(self, new: list[str], owned: Owned) -> None:
-        recorded = await self._call(_recording(new, owned)) or {}
+        recorded = await self._written(new, owned)
         for object_id, row in recorded.items():
             if row[0] != owned.key_id and object_id in self._owners:
                 self._owners[object_id] = Owned(*row)
