@@ -41,7 +41,7 @@ class Claim:
     """Azure's whole usage of an object, counted by `record` on this worker's memory
     (`usage`, Azure's, less the estimates memory knew: `spent`) while its claim in the
     database is made: memory's entry for the object until `settled`. Another read then
-    drops its usage; `record`'s own `answered` again (`left`: gateway/pipeline.py's, its
+    drops its usage; `record`'s own `answered` again (`gone`: gateway/pipeline.py's, its
     client gone during the claim) keeps it."""
 
     __slots__ = ("object_id", "record", "spent", "usage")
@@ -149,7 +149,7 @@ class ClaimedUsage:
     def settled(self, claim: Claim | None) -> None:
         """The request that made `claim` is done with its record: memory's entry for the
         object becomes a plain count. Soon, not now: a handler whose client left during
-        its claim is cancelled there, and the pipeline's `left` for a client gone runs
+        its claim is cancelled there, and the pipeline's `gone` for a client gone runs
         next, in the same turn of the loop."""
         if claim is not None:
             asyncio.get_running_loop().call_soon(self._plain, claim)

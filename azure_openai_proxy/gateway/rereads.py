@@ -32,7 +32,7 @@ the key again (its ledger and its budget), though Azure generated it once. So:
   more, never less; and three numbers per id, not the records.
 
 `answered` is the one entry, after a request's answer: a virtual key's
-(gateway/ownership.py `owned_answer`, and `left` when its client left) and a static
+(gateway/ownership.py `owned_answer`, and `gone` when its client left) and a static
 client key's (`CountedSend`, `Gateway.handle`'s send of a resource request): a read
 counts nothing more whichever key made it.
 
@@ -64,9 +64,9 @@ Each wait on the database is at most `DATABASE_WAIT`. What that leaves, exactly:
   second cancellation ending it), or failing, is withdrawn (`ClaimVerdict`: rolled
   back if it gets the lock later) and its read counts nothing; the next read answered
   in time counts it. A request that raised after Azure's usage (a client leaving a
-  background stream at its end) counts it, its claim awaited (`gone`) or, where its
-  record is written at once (`left`: the pipeline's), made in the background: a read
-  on another worker claiming first meanwhile counts it too (over-counted). Until
+  background stream at its end) counts it, its claim awaited (`gone`, the pipeline's
+  and `CountedSend`'s) as a read's is: a read on another worker claiming first
+  meanwhile counts it instead (was, session 30: claimed in the background, twice). Until
   then the ledger holds what the estimates of its cut streams counted, flagged
   estimated (a response read only while the database cannot take claims is left at
   its estimate, or at nothing, until a read: under- rather than over-counted);
@@ -110,22 +110,12 @@ Send = Callable[[HttpRequest, Target, Caller, RequestBody, RequestRecord,
 class CountedUsage(ClaimedUsage):
     """The ids of background responses and runs whose usage a read has counted."""
 
-    def left(self, method: str, operation: str, record: RequestRecord,
-             body: Mapping[str, Any] | None) -> None:
-        """`answered` for a request whose handler raised (its client left) and whose
-        record is written next (gateway/pipeline.py's): what it counts whole (a
-        background stream left at its end) stays counted, claimed in the background,
-        never withdrawn (no read need follow: it would never be billed); a read on
-        another worker claiming first meanwhile counts it too. `gone` awaits it."""
-        claim = self.answered(method, operation, record, None, body)
-        if claim is not None:
-            self._claiming(claim, None)
-            self.settled(claim)
-
     async def gone(self, method: str, operation: str, record: RequestRecord,
                    body: Mapping[str, Any] | None) -> None:
-        """`left`, its claim awaited as a read's is (`claimed`: withdrawn when not
-        committed in time), for a caller that may await before its record is written."""
+        """`answered` for a request whose handler raised (its client left) before its
+        record is written: what it counts whole (a background stream left at its end),
+        its claim awaited as a read's is (`claimed`: withdrawn when not committed in
+        time; dropped when another worker's claim committed first)."""
         claim = self.answered(method, operation, record, None, body)
         if claim is not None:
             try:
