@@ -96,6 +96,7 @@ from azure_openai_proxy.gateway.rereadclaims import NONE as _NONE
 from azure_openai_proxy.gateway.rereadclaims import Claim as _Claim
 from azure_openai_proxy.gateway.rereadclaims import spent as _spent
 from azure_openai_proxy.gateway.spentusage import less, most
+from azure_openai_proxy.gateway.streammeter import made_run
 from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, Target
@@ -130,8 +131,8 @@ class CountedUsage(ClaimedUsage):
         `restreamed`), a background response's stream noted (`streamed`). Returns the
         claim to make in the database (`claimed`) of a read (or a background stream)
         that counted Azure's whole usage on this worker's memory, if a database is kept."""
-        if method == "POST" and operation == "responses":
-            return self.streamed(record, body)
+        if method == "POST" and (operation == "responses" or made_run(operation)):
+            return self.streamed(record, body, run=operation != "responses")
         if (method == "GET" or operation.endswith("/cancel") or operation.startswith("chat/")
               ) and record.usage is not None:
             if answer is not None:
@@ -140,16 +141,19 @@ class CountedUsage(ClaimedUsage):
                 return self.restreamed(operation, record)
         return None
 
-    def streamed(self, record: RequestRecord, body: Mapping[str, Any] | None) -> _Claim | None:
+    def streamed(self, record: RequestRecord, body: Mapping[str, Any] | None,
+                 run: bool = False) -> _Claim | None:
         """A `POST responses` ended (to its end, cut, or its client gone): a background
         one's stream counted it with Azure's usage, or at an estimate (a read counts the
         rest). Not a foreground one's: a read counts nothing of it, and its id would
         push counted background ones out of the bounded table. Azure's usage is claimed
         as a read's is (`_count`): a read of the completed response on another worker
-        may have counted it before the stream's end reached here."""
+        may have counted it before the stream's end reached here. `run`: a run's
+        stream (`POST threads/{t}/runs`, `stream: true`: its id `record.created_id`,
+        gateway/streammeter.py), counted so too: a read of the run counts nothing more."""
         response_id = record.created_id
-        if (response_id is None or not record.stream or body is None
-                or body.get("background") is not True):
+        if (response_id is None or not record.stream
+                or (not run and (body is None or body.get("background") is not True))):
             return None
         usage = record.usage
         if usage and not usage.get("estimated"):
