@@ -3,9 +3,10 @@ one thread of its own: `ObjectOwners`'s (gateway/ownership.py) calls to it, thei
 waits, their failures (memory alone answers), and its background writes.
 
 An owner whose write failed when its object was made (a database locked past its busy
-timeout, or failing) is kept (`unwritten`) and written again: first thing at the
-thread's next call, on its own a moment later (`_REWRITE_FIRST`, then less and less
-often while it fails), and at a stop (`written`). Memory answered for it meanwhile on
+timeout, or failing) is kept (`unwritten`) and written again by a call of its own, a
+moment later (`_REWRITE_FIRST`, then less and less often while it fails), and at a stop
+(`written`): not before other calls, so that a look-up (a read, which a write lock held
+elsewhere does not stop) never waits for a write. Memory answered for it meanwhile on
 this worker alone; other workers learn it once written. Lost only if the database still
 fails at the stop (or past `_UNWRITTEN_MOST` of them: the oldest).
 """
@@ -63,7 +64,7 @@ class OwnerDatabase:
         while self._writes:
             await asyncio.gather(*self._writes)
         if self._unwritten:  # owners whose write failed: a last try (a stop)
-            await self._call(_nothing)
+            await self._call(_nothing, rewrite=True)
 
     def close(self) -> None:
         """Close the database (its thread closes it); the memory stays usable."""
@@ -75,13 +76,18 @@ class OwnerDatabase:
                 thread.submit(self._watch.release)
             thread.shutdown(wait=True)
 
-    async def _call(self, work: Callable[[OwnerStore], _T]) -> _T | None:
+    async def _call(self, work: Callable[[OwnerStore], _T], rewrite: bool = False
+                    ) -> _T | None:
+        """`work` in the owners' thread (None when the database fails); `rewrite`: the
+        owners whose write failed written first."""
         if self._database is None:
             return None
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="object-owners")
         loop = asyncio.get_running_loop()
-        pending, self._unwritten = self._unwritten, {}
+        pending: dict[str, Unwritten] = {}
+        if rewrite:
+            pending, self._unwritten = self._unwritten, {}
         try:
             result, left = await loop.run_in_executor(self._thread, self._in_thread, work,
                                                       pending)
@@ -119,7 +125,7 @@ class OwnerDatabase:
     def _rewrite_now(self) -> None:
         self._rewrite = None
         if self._unwritten and not self._closed:
-            write = asyncio.get_running_loop().create_task(self._call(_nothing))
+            write = asyncio.get_running_loop().create_task(self._call(_nothing, rewrite=True))
             self._writes.add(write)
             write.add_done_callback(self._writes.discard)
 
@@ -155,15 +161,14 @@ class OwnerDatabase:
 
 
 def _nothing(store: OwnerStore) -> None:
-    """A call for the owners whose write failed alone (`_in_thread` writes them first)."""
+    """A call for the owners whose write failed alone (`_in_thread` writes them)."""
 
 
 def _rewritten(store: OwnerStore, pending: dict[str, Unwritten]) -> dict[str, Unwritten]:
     """Write `pending`'s owners (an id recorded meanwhile keeps its owner): those not
     written (all of them, when the database fails)."""
     try:
-        for object_id, (key_id, models, home, made) in pending.items():
-            store.add(object_id, key_id, models, made, home)
+        store.add_again((object_id, *owner) for object_id, owner in pending.items())
     except sqlite3.Error:
         return pending
     return {}

@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS counted_usage (
 # Counted: (whole, prompt, completion, through)
 Counted = tuple[bool, int, int, int]
 _PURGE_EVERY = 3600.0
+_AGAIN_WAIT_MS = 100  # `add_again`'s wait for a lock held elsewhere
 _IN_CHUNK = 500  # ids per IN (...) query, under SQLite's parameter limit
 _COLUMNS = "key_id, models, home_endpoint, home_deployment"
 _COLUMNS_BEFORE_HOMES = "key_id, models, NULL, NULL"
@@ -163,6 +164,27 @@ class OwnerStore:
             "INSERT OR IGNORE INTO object_owners (id, key_id, models, created, home_endpoint, "
             "home_deployment) VALUES (?, ?, ?, ?, ?, ?)",
             (object_id, key_id, joined, now, endpoint, deployment))
+
+    def add_again(self, rows: Iterable[tuple[str, str, frozenset[str] | None,
+                                            tuple[str, str] | None, float]],
+                  wait_ms: int = _AGAIN_WAIT_MS) -> None:
+        """`add` for owners whose write failed before (id, key, models, home, made), in
+        the background: each waits `wait_ms` at most for a lock held elsewhere, not the
+        busy timeout (the owners' one thread is not held up by writes nobody awaits)."""
+        if not self._homes:
+            self._add_home_columns()
+        before = int(self._db.execute("PRAGMA busy_timeout").fetchone()[0])
+        self._db.execute(f"PRAGMA busy_timeout={wait_ms}")
+        try:
+            for object_id, key_id, models, home, made in rows:
+                endpoint, deployment = home or (None, None)
+                self._db.execute(
+                    "INSERT OR IGNORE INTO object_owners (id, key_id, models, created, "
+                    "home_endpoint, home_deployment) VALUES (?, ?, ?, ?, ?, ?)",
+                    (object_id, key_id, None if models is None else "\n".join(sorted(models)),
+                     made, endpoint, deployment))
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout={before}")  # as `LockWaits` left it
 
     def get(self, object_id: str) -> OwnerRow | None:
         row = self._db.execute(f"SELECT {self._selected()} FROM object_owners WHERE id = ?",

@@ -11,34 +11,13 @@ The lock is held by a real process."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from azure_openai_proxy.gateway.ownership import ObjectOwners, Owned
+from tests.unit.test_storeleft2_lock_waits import _locked
 
-_LOCKER = """
-import sqlite3, sys
-held = sqlite3.connect(sys.argv[1], isolation_level=None)
-held.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.readline()
-"""
 _BUSY = 5.0  # store/sqlite.py's busy timeout
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    locker = subprocess.Popen([sys.executable, "-c", _LOCKER, str(path)], text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        assert locker.stdout is not None and locker.stdout.readline() == "locked\n"
-        yield
-    finally:
-        locker.communicate("go\n", timeout=30)
 
 
 async def test_a_stop_with_the_owners_database_locked_waits_one_busy_timeout(
@@ -47,13 +26,14 @@ async def test_a_stop_with_the_owners_database_locked_waits_one_busy_timeout(
     owners = ObjectOwners(database=path)
     await owners.remember("file-before", Owned("key-a"))  # the store open, its tables made
     with _locked(path):
-        for n in range(3):  # three writes queued in the owners' thread
+        for n in range(4):  # four writes queued in the owners' thread
             owners.claim([f"resp_{n}"], Owned("key-a"))
         started = time.monotonic()
         await owners.written()
         await asyncio.to_thread(owners.close)
         took = time.monotonic() - started
-    # main: 3 x 5 s; now 5 s, then a tenth of it each
-    assert _BUSY * 0.9 <= took < _BUSY * 1.6, took
+    # main: 4 x 5 s; now 5 s, then a tenth of it each (and a short try to write the
+    # failed ones again): about 7 s, bounded loosely for a loaded machine
+    assert _BUSY * 0.9 <= took < _BUSY * 3, took
     # memory kept them: this worker still answers for them
-    assert [(await owners.get(f"resp_{n}")) for n in range(3)] == [Owned("key-a")] * 3
+    assert [(await owners.get(f"resp_{n}")) for n in range(4)] == [Owned("key-a")] * 4

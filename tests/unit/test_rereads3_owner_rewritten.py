@@ -2,44 +2,21 @@
 database locked by another process past the busy timeout, or failing) stayed in the
 memory of the worker that made it alone: another worker (another `ObjectOwners` on the
 same file, as `--workers 2` has), or this one after a restart, refused the key its own
-object (a restricted key's 404). Now the owners' writer keeps it and writes it again:
-at its next database call, soon after on its own (`OwnerDatabase`), and at a stop
-(`written`).
+object (a restricted key's 404). Now the owners' writer keeps it and writes it again,
+by a call of its own soon after (`OwnerDatabase`), and at a stop (`written`).
 
 The lock is held by a real process."""
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from azure_openai_proxy.gateway.ownership import ObjectNotFound, ObjectOwners, Owned
-
-_LOCKER = """
-import sqlite3, sys
-held = sqlite3.connect(sys.argv[1], isolation_level=None)
-held.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.readline()
-"""
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    locker = subprocess.Popen([sys.executable, "-c", _LOCKER, str(path)], text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-    try:
-        assert locker.stdout is not None and locker.stdout.readline() == "locked\n"
-        yield
-    finally:
-        locker.communicate("go\n", timeout=30)
+from tests.unit.test_storeleft2_lock_waits import _locked
 
 
 async def _knows(owners: ObjectOwners, object_id: str, key_id: str) -> bool:
