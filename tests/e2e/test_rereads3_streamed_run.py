@@ -1,5 +1,5 @@
 """A streamed Assistants run through the gateway (`runs.create(stream=True)`, the
-official SDK), for a virtual key: relayed event by event, its usage recorded once, from
+official SDK), for a virtual key and a static one (`CountedSend`): relayed event by event, its usage recorded once, from
 `thread.run.completed`'s, and the reads of the run after it count nothing. A message
 given as content parts reaches Azure with its text.
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Emulator
+from tests.e2e.conftest import CLIENT_KEY, Emulator
 from tests.e2e.test_ledger import _DEAR, _virtual_key, ledger_gateway, records, sdk  # noqa: F401
 from tests.support import ServerThread
 
@@ -23,11 +23,13 @@ pytestmark = [
 ]
 
 
+@pytest.mark.parametrize("static", [False, True], ids=["a virtual key", "a static key"])
 def test_a_streamed_runs_usage_is_recorded_once(
         emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
-        tmp_path: Path) -> None:
+        tmp_path: Path, static: bool) -> None:
     gateway = ledger_gateway(emulator, **_DEAR)
-    key_id, secret = _virtual_key(gateway, tmp_path / "gw.db", "streamed-run")
+    key_id, secret = ((None, CLIENT_KEY) if static
+                      else _virtual_key(gateway, tmp_path / "gw.db", "streamed-run"))
     client = sdk(gateway, secret)
     helper = client.beta.assistants.create(model="gpt-4o", instructions="Be brief.")
     thread = client.beta.threads.create()
