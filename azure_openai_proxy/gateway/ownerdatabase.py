@@ -60,7 +60,8 @@ class OwnerDatabase:
 
     async def written(self) -> None:
         """Wait until the database holds every id claimed, and every count of a read
-        noted (`counted`), so far (or has failed)."""
+        noted (`counted`), so far (or has failed); the owners whose write failed are
+        tried once more (a stop)."""
         while self._writes:
             await asyncio.gather(*self._writes)
         if self._unwritten:  # owners whose write failed: a last try (a stop)
@@ -107,7 +108,7 @@ class OwnerDatabase:
 
     def _kept(self, owners: dict[str, Unwritten]) -> None:
         """`owners` not written: kept (the oldest dropped past `_UNWRITTEN_MOST`) and
-        written again at the next call, or on their own after a while."""
+        written again by a call of their own after a while (`_rewrite_now`)."""
         if not owners:
             if not self._unwritten:
                 self._rewrite_after = _REWRITE_FIRST
