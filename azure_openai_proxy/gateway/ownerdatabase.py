@@ -6,7 +6,10 @@ An owner whose write failed when its object was made (a database locked past its
 timeout, or failing) is kept (`unwritten`) and written again by a call of its own, a
 moment later (`_REWRITE_FIRST`, then less and less often while it fails), and at a stop
 (`written`): not before other calls, so that a look-up (a read, which a write lock held
-elsewhere does not stop) never waits for a write. Memory answered for it meanwhile on
+elsewhere does not stop) never waits for a write; `_REWRITE_CHUNK` of them a call, in one
+transaction, the next chunk queued behind the calls that came meanwhile (thousands of
+them, one call, held the thread for seconds: every look-up then ran out of its
+`DATABASE_WAIT`, a restricted key's 503). Memory answered for it meanwhile on
 this worker alone; other workers learn it once written. Lost only if the database still
 fails at the stop (or past `_UNWRITTEN_MOST` of them: the oldest).
 """
@@ -18,6 +21,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,6 +37,7 @@ Unwritten = tuple[str, frozenset[str] | None, tuple[str, str] | None, float]
 _REWRITE_FIRST = 1.0  # s after a failed write, its owners are written again; doubled
 _REWRITE_LAST = 30.0  # at each failure up to this
 _UNWRITTEN_MOST = 200_000
+_REWRITE_CHUNK = 500  # owners written again by one call (one transaction: a few ms)
 
 __all__ = ["OwnerDatabase"]
 
@@ -49,7 +54,7 @@ class OwnerDatabase:
         self._waits = LockWaits()  # its stores', one after another (store/sqlite.py)
         self._writes: set[asyncio.Task[Any]] = set()  # `claim`'s, until written
         self._unwritten: dict[str, Unwritten] = {}  # owners whose write failed
-        self._rewrite: asyncio.TimerHandle | None = None  # their next write, when failing
+        self._rewrite: asyncio.Handle | None = None  # their next write (a chunk)
         self._rewrite_after = _REWRITE_FIRST
         self._closed = False
 
@@ -61,11 +66,16 @@ class OwnerDatabase:
     async def written(self) -> None:
         """Wait until the database holds every id claimed, and every count of a read
         noted (`counted`), so far (or has failed); the owners whose write failed are
-        tried once more (a stop)."""
-        while self._writes:
-            await asyncio.gather(*self._writes)
-        if self._unwritten:  # owners whose write failed: a last try (a stop)
+        tried once more (a stop), chunk after chunk while they are written."""
+        while True:
+            while self._writes:
+                await asyncio.gather(*self._writes)
+            left = len(self._unwritten)
+            if not left:
+                return
             await self._call(_nothing, rewrite=True)
+            if len(self._unwritten) >= left:
+                return  # still failing: lost if it fails through the stop
 
     def close(self) -> None:
         """Close the database (its thread closes it); the memory stays usable."""
@@ -79,8 +89,8 @@ class OwnerDatabase:
 
     async def _call(self, work: Callable[[OwnerStore], _T], rewrite: bool = False
                     ) -> _T | None:
-        """`work` in the owners' thread (None when the database fails); `rewrite`: the
-        owners whose write failed written first."""
+        """`work` in the owners' thread (None when the database fails); `rewrite`: a
+        chunk of the owners whose write failed (the oldest) written first."""
         if self._database is None:
             return None
         if self._thread is None:
@@ -88,7 +98,9 @@ class OwnerDatabase:
         loop = asyncio.get_running_loop()
         pending: dict[str, Unwritten] = {}
         if rewrite:
-            pending, self._unwritten = self._unwritten, {}
+            unwritten = self._unwritten
+            pending = {object_id: unwritten.pop(object_id)
+                       for object_id in list(islice(unwritten, _REWRITE_CHUNK))}
         try:
             result, left = await loop.run_in_executor(self._thread, self._in_thread, work,
                                                       pending)
@@ -104,6 +116,10 @@ class OwnerDatabase:
             raise
         self._kept(left)
         self._failing = False
+        if pending and not left and self._unwritten:  # the next chunk, behind the calls
+            self._rewrite_after = _REWRITE_FIRST  # queued meanwhile
+            if self._rewrite is None and not self._closed:
+                self._rewrite = loop.call_soon(self._rewrite_now)
         return result
 
     def _kept(self, owners: dict[str, Unwritten]) -> None:

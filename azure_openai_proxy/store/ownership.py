@@ -169,20 +169,27 @@ class OwnerStore:
                                             tuple[str, str] | None, float]],
                   wait_ms: int = _AGAIN_WAIT_MS) -> None:
         """`add` for owners whose write failed before (id, key, models, home, made), in
-        the background: each waits `wait_ms` at most for a lock held elsewhere, not the
-        busy timeout (the owners' one thread is not held up by writes nobody awaits)."""
+        the background, in one transaction: it waits `wait_ms` at most for a lock held
+        elsewhere, not the busy timeout (the owners' one thread is not held up by writes
+        nobody awaits); all of them written, or none (an error)."""
         if not self._homes:
             self._add_home_columns()
         before = int(self._db.execute("PRAGMA busy_timeout").fetchone()[0])
         self._db.execute(f"PRAGMA busy_timeout={wait_ms}")
         try:
-            for object_id, key_id, models, home, made in rows:
-                endpoint, deployment = home or (None, None)
-                self._db.execute(
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
                     "INSERT OR IGNORE INTO object_owners (id, key_id, models, created, "
                     "home_endpoint, home_deployment) VALUES (?, ?, ?, ?, ?, ?)",
-                    (object_id, key_id, None if models is None else "\n".join(sorted(models)),
-                     made, endpoint, deployment))
+                    ((object_id, key_id, None if models is None else "\n".join(sorted(models)),
+                      made, *(home or (None, None)))
+                     for object_id, key_id, models, home, made in rows))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
         finally:
             self._db.execute(f"PRAGMA busy_timeout={before}")  # as `LockWaits` left it
 
