@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -54,3 +55,22 @@ async def test_a_look_up_waits_a_chunk_of_the_owners_written_again_not_all(
         assert await restarted.get(f"msg_{_MANY - 1}") == Owned("key-a")
     finally:
         await asyncio.to_thread(restarted.close)
+
+
+def _owners_threads() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate()
+            if thread.name.startswith("object-owners")}
+
+
+async def test_no_rewrite_outlives_the_close(tmp_path: Path) -> None:
+    """A rewrite due after the close (its timer set by a failed write) opens no thread
+    and no database again: the owners' resources end with `close` (nothing tested it)."""
+    path = tmp_path / "gateway.db"
+    before = _owners_threads()
+    owners = ObjectOwners(database=path)
+    await owners.remember("file-before", Owned("key-a"))
+    with _locked(path):
+        await owners.remember("file-1", Owned("key-a"))  # its write fails: rewritten in 1 s
+    await asyncio.to_thread(owners.close)  # (no `written`: a stop cut short)
+    await asyncio.sleep(1.5)  # past the rewrite's time
+    assert _owners_threads() - before == set()
