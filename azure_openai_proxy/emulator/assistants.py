@@ -11,8 +11,11 @@ its steps, the thread's messages): the assistant's message added to the thread, 
 `message_creation` step, and the run's `usage` (the prompt: the instructions and the
 thread's messages; the completion: the message's text), which its step repeats. A
 cancel of a run not yet read stops it (`cancelled`, no usage); of one done, Azure's
-400. Not emulated: streamed runs (400), `threads/runs` (404), tool calls (a run with
-tools answers with a message)."""
+400. A run made with `"stream": true` is done at once and answered as Azure's event
+stream (emulator/assistants_stream.py). A request's messages are all checked before any
+is kept (a bad role: a 400, nothing made); a message's `content` parts are kept one
+block each. Not emulated: `threads/runs` (404), tool calls (a run with tools answers
+with a message)."""
 
 from __future__ import annotations
 
@@ -22,9 +25,10 @@ from typing import Any
 from aiohttp import web
 
 from azure_openai_proxy.emulator import validation, wire_errors
+from azure_openai_proxy.emulator.assistants_stream import streamed_run
 from azure_openai_proxy.emulator.exchange import Exchange
 from azure_openai_proxy.emulator.storage import Stores
-from azure_openai_proxy.emulator.textgen import content_text, count_tokens, generate_tokens
+from azure_openai_proxy.emulator.textgen import count_tokens, generate_tokens
 
 _ANSWER_TOKENS = 24  # the assistant message's length, in tokens
 _ASSISTANT_FIELDS = ("name", "description", "instructions", "tools", "tool_resources",
@@ -123,16 +127,44 @@ async def assistant_delete(ex: Exchange) -> web.StreamResponse:
     return ex.json({"id": found["id"], "object": "assistant.deleted", "deleted": True})
 
 
+def _text_block(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": {"value": text, "annotations": []}}
+
+
+def _blocks(content: object) -> list[dict[str, Any]]:
+    """A message's `content` as Azure keeps it: a string, one text block; content parts,
+    one block each (text, image_file, image_url)."""
+    if not isinstance(content, list):
+        return [_text_block(content if isinstance(content, str) else "")]
+    blocks = []
+    for part in content:
+        if isinstance(part, str):
+            blocks.append(_text_block(part))
+        elif isinstance(part, dict) and isinstance(part.get("text"), str):
+            blocks.append(_text_block(part["text"]))
+        elif isinstance(part, dict) and part.get("type") in ("image_file", "image_url"):
+            kind = part["type"]
+            blocks.append({"type": kind, kind: part.get(kind)})
+    return blocks
+
+
+def _checked_messages(bodies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`bodies`, every one checked (`_message`'s rules) before any is kept."""
+    for body in bodies:
+        if _checked(body, "metadata").get("role") not in ("user", "assistant"):
+            raise wire_errors.invalid_request("'role' must be 'user' or 'assistant'.", "role")
+    return bodies
+
+
 def _message(stores: Stores, thread_id: str, body: dict[str, Any],
              run: dict[str, Any] | None = None) -> dict[str, Any]:
-    role = _checked(body, "metadata").get("role")
-    if role not in ("user", "assistant"):
-        raise wire_errors.invalid_request("'role' must be 'user' or 'assistant'.", "role")
-    text = content_text(body.get("content"))
+    role = _checked_messages([body])[0]["role"]
     message = {"id": stores.new_id("msg_"), "object": "thread.message",
                "created_at": stores.clock(), "assistant_id": run and run["assistant_id"],
                "thread_id": thread_id, "run_id": run and run["id"], "role": role,
-               "content": [{"type": "text", "text": {"value": text, "annotations": []}}],
+               "status": "completed", "completed_at": stores.clock(),
+               "incomplete_at": None, "incomplete_details": None,
+               "content": _blocks(body.get("content")),
                "attachments": body.get("attachments") or [],
                "metadata": body.get("metadata") or {}}
     stores.thread_messages.setdefault(thread_id, []).append(message)
@@ -141,9 +173,8 @@ def _message(stores: Stores, thread_id: str, body: dict[str, Any],
 
 async def thread_create(ex: Exchange) -> web.StreamResponse:
     stores = ex.state.stores
-    messages = _checked(ex.body, "messages", "metadata").get("messages") or []
-    for message in messages:
-        _checked(message, "metadata")
+    messages = _checked_messages(_checked(ex.body, "messages", "metadata").get("messages")
+                                 or [])
     thread_id = stores.new_id("thread_")
     thread = {"id": thread_id, "object": "thread",
               "created_at": stores.clock(), "metadata": ex.body.get("metadata") or {},
@@ -205,9 +236,11 @@ async def message(ex: Exchange) -> web.StreamResponse:
 
 async def run_create(ex: Exchange) -> web.StreamResponse:
     stores, thread_id = ex.state.stores, _thread(ex)["id"]
-    _checked(ex.body, "instructions", "metadata", "additional_messages")
-    if ex.body.get("stream") is True:
-        raise wire_errors.invalid_request("Streamed runs are not emulated.", "stream")
+    added = _checked_messages(_checked(ex.body, "instructions", "metadata",
+                                       "additional_messages").get("additional_messages") or [])
+    if not _text(ex.body, "assistant_id"):
+        raise wire_errors.invalid_request("Missing required parameter: 'assistant_id'.",
+                                          "assistant_id", "missing_required_parameter")
     helper = _found(stores.assistants, "Assistant", _text(ex.body, "assistant_id"))
     model = _deployment(ex, ex.body.get("model") or helper["model"])
     run = {"id": stores.new_id("run_"), "object": "thread.run", "created_at": stores.clock(),
@@ -224,22 +257,27 @@ async def run_create(ex: Exchange) -> web.StreamResponse:
            "truncation_strategy": {"type": "auto", "last_messages": None},
            "incomplete_details": None, "response_format": "auto", "tool_choice": "auto",
            "parallel_tool_calls": True}
-    for message_body in ex.body.get("additional_messages") or []:
+    for message_body in added:
         _message(stores, thread_id, message_body)
     stores.thread_runs.setdefault(thread_id, {})[run["id"]] = run
     stores.run_steps[run["id"]] = []
+    if ex.body.get("stream") is True:  # done now, told as Azure's events
+        made = dict(run)
+        return await ex.stream(streamed_run(made, run, _complete(stores, run), stores))
     return ex.json(dict(run))
 
 
-def _complete(stores: Stores, run: dict[str, Any]) -> None:
-    """The run done: the assistant's answer added, its step made, its usage counted."""
+def _complete(stores: Stores, run: dict[str, Any]) -> list[str]:
+    """The run done: the assistant's answer added, its step made, its usage counted.
+    Returns the answer's tokens."""
     thread_id, now = run["thread_id"], stores.clock()
     prompt = run["instructions"] + "".join(
         block["text"]["value"] for m in stores.thread_messages.get(thread_id, [])
-        for block in m["content"])
+        for block in m["content"] if block["type"] == "text")
     most = run["max_completion_tokens"]
     count = min(_ANSWER_TOKENS, most) if isinstance(most, int) and most > 0 else _ANSWER_TOKENS
-    answer = "".join(generate_tokens(prompt, None, count))
+    tokens = generate_tokens(prompt, None, count)
+    answer = "".join(tokens)
     usage = {"prompt_tokens": max(1, count_tokens(prompt)), "completion_tokens": count}
     usage["total_tokens"] = usage["prompt_tokens"] + count
     made = _message(stores, thread_id, {"role": "assistant", "content": answer}, run)
@@ -252,6 +290,7 @@ def _complete(stores: Stores, run: dict[str, Any]) -> None:
         "step_details": {"type": "message_creation",
                          "message_creation": {"message_id": made["id"]}},
         "usage": dict(usage), "metadata": {}})
+    return tokens
 
 
 def _run(ex: Exchange, settle: bool = True) -> dict[str, Any]:

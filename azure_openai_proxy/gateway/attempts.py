@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from azure_openai_proxy.auth import Caller
 from azure_openai_proxy.balancing.passover import may_pass_over
@@ -25,13 +26,14 @@ from azure_openai_proxy.gateway.affinity import ResourceAffinity
 from azure_openai_proxy.gateway.balancer import Balancer, Failover
 from azure_openai_proxy.gateway.relay import relay
 from azure_openai_proxy.gateway.requestbody import RequestBody, cost_of
+from azure_openai_proxy.gateway.streammeter import made_run, run_created
 from azure_openai_proxy.gateway.translation import RequestTranslator
 from azure_openai_proxy.http.busypoll import BusyPoll
 from azure_openai_proxy.http.interface import HttpRequest, Reply
 from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate_upstream_error
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, Target
-from azure_openai_proxy.settings import Settings
+from azure_openai_proxy.settings import DeploymentSettings, Settings
 from azure_openai_proxy.upstream.entra import EntraTokens
 from azure_openai_proxy.upstream.transport import Transport, UpstreamResponse
 
@@ -188,7 +190,10 @@ class UpstreamAttempts:
                                      answer_limit=self._answer_limit,
                                      body=body, created=self.affinity.recorder(
                                          (deployment.endpoint, deployment.deployment_name)
-                                     ) if target.operation == "responses" else None)
+                                     ) if target.operation == "responses" else (
+                                         _run_created(self.affinity, target.operation, record,
+                                                      deployment)
+                                         if target.kind == "resource" else None))
                 if record.created_id is not None:
                     self.affinity.remember(
                         record.created_id, (deployment.endpoint, deployment.deployment_name)
@@ -206,3 +211,13 @@ def _note_answer(record: RequestRecord, response: UpstreamResponse, sent: float)
     record.azure_request_id = response.headers.get("x-request-id") or response.headers.get(
         "apim-request-id"
     )
+
+
+def _run_created(affinity: ResourceAffinity, operation: str, record: RequestRecord,
+                 deployment: DeploymentSettings) -> Callable[[str], None] | None:
+    """`created` for a resource request's stream: a run's (`stream: true`), whose id is
+    the record's and its home's (gateway/streammeter.py); None for others."""
+    if not made_run(operation):
+        return None
+    return run_created(record, affinity.recorder(
+        (deployment.endpoint, deployment.deployment_name)))

@@ -59,16 +59,13 @@ before homes were), the affinity of the worker that saw it made, else the pool, 
 from __future__ import annotations
 
 import asyncio
-import logging
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
@@ -86,14 +83,11 @@ from azure_openai_proxy.gateway.ownedanswers import (
     output_item_ids,
 )
 from azure_openai_proxy.gateway.ownedpages import NextPage, own_page, pager
-from azure_openai_proxy.gateway.rereads import DATABASE_WAIT, CountedUsage
+from azure_openai_proxy.gateway.ownerdatabase import OwnerDatabase
+from azure_openai_proxy.gateway.rereads import CountedUsage
 from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.store.ownership import OwnerRow, OwnerStore
-from azure_openai_proxy.store.replaced import FileWatch
-
-log = logging.getLogger("azure_openai_proxy")
-_T = TypeVar("_T")
 
 __all__ = ["BatchNotAllowed", "ObjectNotFound", "ObjectOwners", "Owned", "chat_file_ids",
            "item_references", "object_ids", "owned_answer", "pager"]
@@ -128,7 +122,7 @@ class BatchNotAllowed(GatewayError):
     code = "batch_not_allowed"
 
 
-class ObjectOwners:
+class ObjectOwners(OwnerDatabase):
     """object id -> `Owned`: the recent ones in memory (least recently used forgotten
     past `capacity`), all of them in the governance database when one is given (so every
     worker, and the gateway after a restart, knows them). The database is used from one
@@ -138,12 +132,7 @@ class ObjectOwners:
     def __init__(self, capacity: int = _CAPACITY, database: Path | None = None) -> None:
         self._capacity = capacity
         self._owners: OrderedDict[str, Owned] = OrderedDict()
-        self._database = database
-        self._watch = None if database is None else FileWatch(database)  # store/replaced.py
-        self._store: OwnerStore | None = None
-        self._thread: ThreadPoolExecutor | None = None
-        self._failing = False
-        self._writes: set[asyncio.Task[Any]] = set()  # `claim`'s, until written
+        super().__init__(database)
         # Stored objects whose usage a read counted (`owned_answer`, gateway/rereads.py).
         self.counted = CountedUsage(store=self._call if database is not None else None,
                                     writes=self._writes)  # (and across workers)
@@ -156,8 +145,12 @@ class ObjectOwners:
         if object_id not in self._owners:  # a new id: nothing to read back
             self._keep(object_id, owned)
             now = time.time()
-            await self._call(lambda store: store.add(object_id, owned.key_id, owned.models,
-                                                     now, owned.home))
+            def add(store: OwnerStore) -> bool:
+                store.add(object_id, owned.key_id, owned.models, now, owned.home)
+                return True
+
+            if await self._call(add) is None:  # written again later (ownerdatabase.py)
+                self.unwritten((object_id,), (owned.key_id, owned.models, owned.home, now))
 
     async def remember_all(self, object_ids: Iterable[str], owned: Owned) -> None:
         """`remember` for several objects that may already exist (a response's items, a
@@ -168,7 +161,7 @@ class ObjectOwners:
                if object_id not in self._owners]
         if not new:
             return
-        recorded = await self._call(_recording(new, owned)) or {}
+        recorded = await self._written(new, owned)
         for object_id in new:
             row = recorded.get(object_id)
             self._keep(object_id, owned if row is None else Owned(*row))
@@ -253,14 +246,16 @@ class ObjectOwners:
             if isinstance(made, str) and made:
                 await self.remember(made, Owned(key_id, None, _made_on(record)))
 
-    async def written(self) -> None:
-        """Wait until the database holds every id claimed, and every count of a read
-        noted (`counted`), so far (or has failed)."""
-        while self._writes:
-            await asyncio.gather(*self._writes)
+    async def _written(self, new: list[str], owned: Owned) -> dict[str, OwnerRow]:
+        """`new`'s owners recorded (`_recording`); when the write failed, kept to be
+        written again later (ownerdatabase.py), and {}."""
+        recorded = await self._call(_recording(new, owned))
+        if recorded is None:
+            self.unwritten(new, (owned.key_id, owned.models, owned.home, time.time()))
+        return recorded or {}
 
     async def _write_claim(self, new: list[str], owned: Owned) -> None:
-        recorded = await self._call(_recording(new, owned)) or {}
+        recorded = await self._written(new, owned)
         for object_id, row in recorded.items():
             if row[0] != owned.key_id and object_id in self._owners:
                 self._owners[object_id] = Owned(*row)
@@ -344,64 +339,11 @@ class ObjectOwners:
             mine |= found
         return mine
 
-    def close(self) -> None:
-        """Close the database (its thread closes it); the memory stays usable."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.submit(self._close_store)
-            if self._watch is not None:
-                thread.submit(self._watch.release)
-            thread.shutdown(wait=True)
-
     def _keep(self, object_id: str, owned: Owned) -> None:
         self._owners[object_id] = owned
         self._owners.move_to_end(object_id)
         if len(self._owners) > self._capacity:
             self._owners.popitem(last=False)
-
-    async def _call(self, work: Callable[[OwnerStore], _T]) -> _T | None:
-        if self._database is None:
-            return None
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="object-owners")
-        loop = asyncio.get_running_loop()
-        try:
-            result = await loop.run_in_executor(self._thread, self._in_thread, work)
-        except (sqlite3.Error, OSError) as exc:
-            if not self._failing:
-                log.warning("object owners: the database failed (%s); using memory only",
-                            type(exc).__name__)
-            self._failing = True
-            return None
-        self._failing = False
-        return result
-
-    async def _look(self, work: Callable[[OwnerStore], _T]) -> _T | None:
-        """`_call` for a look-up on a request's way: at most `DATABASE_WAIT` (rereads.py),
-        then None (not known, as when the database fails: for a restricted key a 503)."""
-        try:
-            return await asyncio.wait_for(self._call(work), DATABASE_WAIT)
-        except TimeoutError:
-            return None
-
-    def _in_thread(self, work: Callable[[OwnerStore], _T]) -> _T:
-        watch = self._watch
-        assert self._database is not None and watch is not None
-        if self._store is not None and watch.replaced():
-            self._close_store()  # another file at the path, or none: writes would be lost
-        if self._store is None:
-            watch.check()  # the replaced one's -wal beside the new file: ReplacedInUse
-            if watch.file is not None and not self._database.exists():
-                raise FileNotFoundError(self._database)  # an empty one must not stand in
-            watch.opening()
-            self._store = OwnerStore.open(self._database)
-            watch.opened()
-        return work(self._store)
-
-    def _close_store(self) -> None:
-        if self._store is not None:
-            self._store.close()
-            self._store = None
 
     def __len__(self) -> int:
         return len(self._owners)

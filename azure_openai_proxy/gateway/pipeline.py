@@ -318,7 +318,7 @@ class Gateway:
             return apply_lines(reply, lines)
         except BaseException as exc:
             failed(exc, record, json, operation, self._default_completion, lines, body, request.headers)
-            self.owners.counted.left(request.method, operation, record, json)  # its client left
+            await self.owners.counted.gone(request.method, operation, record, json)  # (left)
             raise
         finally:
             if held is not None:

@@ -32,7 +32,7 @@ the key again (its ledger and its budget), though Azure generated it once. So:
   more, never less; and three numbers per id, not the records.
 
 `answered` is the one entry, after a request's answer: a virtual key's
-(gateway/ownership.py `owned_answer`, and `left` when its client left) and a static
+(gateway/ownership.py `owned_answer`, and `gone` when its client left) and a static
 client key's (`CountedSend`, `Gateway.handle`'s send of a resource request): a read
 counts nothing more whichever key made it.
 
@@ -64,9 +64,9 @@ Each wait on the database is at most `DATABASE_WAIT`. What that leaves, exactly:
   second cancellation ending it), or failing, is withdrawn (`ClaimVerdict`: rolled
   back if it gets the lock later) and its read counts nothing; the next read answered
   in time counts it. A request that raised after Azure's usage (a client leaving a
-  background stream at its end) counts it, its claim awaited (`gone`) or, where its
-  record is written at once (`left`: the pipeline's), made in the background: a read
-  on another worker claiming first meanwhile counts it too (over-counted). Until
+  background stream at its end) counts it, its claim awaited (`gone`, the pipeline's
+  and `CountedSend`'s) as a read's is: a read on another worker claiming first
+  meanwhile counts it instead (was, session 30: claimed in the background, twice). Until
   then the ledger holds what the estimates of its cut streams counted, flagged
   estimated (a response read only while the database cannot take claims is left at
   its estimate, or at nothing, until a read: under- rather than over-counted);
@@ -83,202 +83,46 @@ Each wait on the database is at most `DATABASE_WAIT`. What that leaves, exactly:
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
 
 from azure_openai_proxy.auth import Caller
-from azure_openai_proxy.boundedcache import BoundedCache
 from azure_openai_proxy.gateway.requestbody import RequestBody
+from azure_openai_proxy.gateway.rereadclaims import DATABASE_WAIT, ClaimedUsage
+from azure_openai_proxy.gateway.rereadclaims import NONE as _NONE
+from azure_openai_proxy.gateway.rereadclaims import Claim as _Claim
+from azure_openai_proxy.gateway.rereadclaims import spent as _spent
 from azure_openai_proxy.gateway.spentusage import less, most
+from azure_openai_proxy.gateway.streammeter import made_run
 from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, Target
-from azure_openai_proxy.store.ownership import ClaimVerdict, ClaimWithdrawn, Counted, OwnerStore
+from azure_openai_proxy.store.ownership import Counted
 
 __all__ = ["DATABASE_WAIT", "CountedSend", "CountedUsage"]
 
 Send = Callable[[HttpRequest, Target, Caller, RequestBody, RequestRecord,
                  tuple[Pool, str | None]], Awaitable[Reply]]
 
-_CAPACITY = 16_384  # object ids (about 40 bytes each)
-# The longest a request waits for the object owners' database (a read's claim, a resumed
-# stream's look-up, an owner's: gateway/ownership.py): one indexed query takes a
-# millisecond, but it queues in the object owners' one thread behind their writes, each
-# of which a locked database holds up to its busy timeout (5 s). Past it, the request
-# goes on as if the database had failed (a read's claim withdrawn, its usage not
-# counted: the next read counts it) and the client has its answer.
-DATABASE_WAIT = 1.0
-# (prompt, completion) tokens that the estimates of a cut stream's POST and of resumed
-# streams cut again counted of an object, and the sequence number of the last text delta
-# they counted.
-_Spent = tuple[int, int, int]
-_NONE: _Spent = (0, 0, -1)
-# `ObjectOwners._call`: work on the governance database's store, in its thread (None when
-# it fails).
-Store = Callable[[Callable[[OwnerStore], Any]], Coroutine[Any, Any, Any]]
 
-
-class _Claim:
-    """Azure's whole usage of an object, counted by `record` on this worker's memory
-    (`usage`, Azure's, less the estimates memory knew: `spent`) while its claim in the
-    database is made: memory's entry for the object until `settled`. Another read then
-    drops its usage; `record`'s own `answered` again (`left`: gateway/pipeline.py's, its
-    client gone during the claim) keeps it."""
-
-    __slots__ = ("object_id", "record", "spent", "usage")
-
-    def __init__(self, object_id: str, record: RequestRecord, usage: dict[str, Any] | None,
-                 spent: _Spent) -> None:
-        self.object_id, self.record, self.usage, self.spent = object_id, record, usage, spent
-
-
-# An object's entry: True, counted whole; a claim, counted whole by a request still
-# going; or what estimates counted of it.
-_Counted = bool | _Claim | _Spent
-
-
-class CountedUsage:
+class CountedUsage(ClaimedUsage):
     """The ids of background responses and runs whose usage a read has counted."""
-
-    def __init__(self, capacity: int = _CAPACITY, store: Store | None = None,
-                 writes: set[asyncio.Task[Any]] | None = None) -> None:
-        self._counted: BoundedCache[str, _Counted] = BoundedCache(capacity)
-        self._store = store
-        # `_note`'s and the claims', until written (`ObjectOwners.written` waits at a stop)
-        self._writes: set[asyncio.Task[Any]] = set() if writes is None else writes
-
-    async def claimed(self, claim: _Claim) -> None:
-        """After `answered` counted Azure's whole usage of a background response or a run
-        on this worker's memory (before any await: a read meanwhile finds it counted):
-        its claim in the database (`OwnerStore.claim_counted`, one transaction, so that of
-        the workers claiming it at once one counts it). Noted whole there already
-        (another worker's read, or this gateway's before a restart): the record's usage
-        is dropped; else Azure's less the larger of each estimate here and there. Waits at
-        most `DATABASE_WAIT` (its client gone meanwhile: the rest of it, a second
-        cancellation ends it): a claim not committing by then (a slow or locked
-        database), or failing, is withdrawn (`_withdrawn`): never written, the usage
-        dropped, the next read counts it. One committing then is waited for (moments)."""
-        loop = asyncio.get_running_loop()
-        verdict = ClaimVerdict()
-        task, until = self._claiming(claim, verdict), loop.time() + DATABASE_WAIT
-        try:
-            await asyncio.wait((task,), timeout=DATABASE_WAIT)  # (the claim goes on past it)
-        except asyncio.CancelledError:
-            # Its client left, its answer whole (httpx.get closes the connection at a
-            # stream's end): the record is written after this, when the handler ends, so
-            # the claim's answer is still waited for, within the bound.
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait((task,), timeout=max(0.0, until - loop.time()))
-            await self._decided(claim, task, verdict)
-            raise
-        await self._decided(claim, task, verdict)
-
-    async def _decided(self, claim: _Claim, task: asyncio.Task[tuple[Counted | None] | None],
-                       verdict: ClaimVerdict) -> None:
-        """`claim`'s record's usage once its claim is committed (`_claimed`) or withdrawn
-        (`_withdrawn`); its commit begun, the wait for it is not cancelled (moments)."""
-        if not task.done() and not verdict.withdraw():
-            cancelled = False
-            while not task.done():
-                try:
-                    await asyncio.shield(task)
-                except asyncio.CancelledError:
-                    cancelled = True
-                except Exception:  # its failure is read below (`_settle`)
-                    break
-            if cancelled:
-                self._settle(claim, task)
-                raise asyncio.CancelledError
-        self._settle(claim, task)
-
-    def _settle(self, claim: _Claim, task: asyncio.Task[tuple[Counted | None] | None]) -> None:
-        answered = task.done() and not task.cancelled() and task.exception() is None
-        result = task.result() if answered else None
-        if result is None:
-            self._withdrawn(claim)
-        else:
-            _claimed(claim, result[0])
-
-    def _withdrawn(self, claim: _Claim) -> None:
-        """A claim never written (withdrawn, or the database failed): its record counts
-        nothing, and memory forgets the count (the estimates it knew stay), so that the
-        next read, here or on another worker, claims and counts it: at most once."""
-        claim.record.usage = None
-        if self._counted.get(claim.object_id) is claim:
-            self._counted.put(claim.object_id, claim.spent)
-
-    def _claiming(self, claim: _Claim, verdict: ClaimVerdict | None
-                  ) -> asyncio.Task[tuple[Counted | None] | None]:
-        """The claim's write (`OwnerStore.claim_counted`), in the background: what was
-        noted before it, in a tuple (None: withdrawn, or the database failed)."""
-        store, object_id, now = self._store, claim.object_id, time.time()
-        assert store is not None
-
-        def claim_counted(shared: OwnerStore) -> tuple[Counted | None] | None:
-            try:
-                return (shared.claim_counted(object_id, now, verdict),)
-            except ClaimWithdrawn:
-                return None
-
-        task: asyncio.Task[tuple[Counted | None] | None] = (
-            asyncio.get_running_loop().create_task(store(claim_counted)))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
-        return task
-
-    def left(self, method: str, operation: str, record: RequestRecord,
-             body: Mapping[str, Any] | None) -> None:
-        """`answered` for a request whose handler raised (its client left) and whose
-        record is written next (gateway/pipeline.py's): what it counts whole (a
-        background stream left at its end) stays counted, claimed in the background,
-        never withdrawn (no read need follow: it would never be billed); a read on
-        another worker claiming first meanwhile counts it too. `gone` awaits it."""
-        claim = self.answered(method, operation, record, None, body)
-        if claim is not None:
-            self._claiming(claim, None)
-            self.settled(claim)
 
     async def gone(self, method: str, operation: str, record: RequestRecord,
                    body: Mapping[str, Any] | None) -> None:
-        """`left`, its claim awaited as a read's is (`claimed`: withdrawn when not
-        committed in time), for a caller that may await before its record is written."""
+        """`answered` for a request whose handler raised (its client left) before its
+        record is written: what it counts whole (a background stream left at its end),
+        its claim awaited as a read's is (`claimed`: withdrawn when not committed in
+        time; dropped when another worker's claim committed first)."""
         claim = self.answered(method, operation, record, None, body)
         if claim is not None:
             try:
                 await self.claimed(claim)
             finally:
                 self.settled(claim)
-
-    def settled(self, claim: _Claim | None) -> None:
-        """The request that made `claim` is done with its record: memory's entry for the
-        object becomes a plain count. Soon, not now: a handler whose client left during
-        its claim is cancelled there, and the pipeline's `left` for a client gone runs
-        next, in the same turn of the loop."""
-        if claim is not None:
-            asyncio.get_running_loop().call_soon(self._plain, claim)
-
-    def _plain(self, claim: _Claim) -> None:
-        if self._counted.get(claim.object_id) is claim:
-            self._counted.put(claim.object_id, True)
-
-    def _note(self, object_id: str, counted: Counted) -> None:
-        """What was just counted of `object_id`, added in the database in the
-        background (`OwnerStore.add_counted`)."""
-        if self._store is None:
-            return
-        now, store = time.time(), self._store
-
-        async def add() -> None:
-            await store(lambda shared: shared.add_counted(object_id, counted, now))
-
-        write = asyncio.get_running_loop().create_task(add())
-        self._writes.add(write)
-        write.add_done_callback(self._writes.discard)
 
     def answered(self, method: str, operation: str, record: RequestRecord,
                  answer: bytes | None, body: Mapping[str, Any] | None) -> _Claim | None:
@@ -287,8 +131,8 @@ class CountedUsage:
         `restreamed`), a background response's stream noted (`streamed`). Returns the
         claim to make in the database (`claimed`) of a read (or a background stream)
         that counted Azure's whole usage on this worker's memory, if a database is kept."""
-        if method == "POST" and operation == "responses":
-            return self.streamed(record, body)
+        if method == "POST" and (operation == "responses" or made_run(operation)):
+            return self.streamed(record, body, run=operation != "responses")
         if (method == "GET" or operation.endswith("/cancel") or operation.startswith("chat/")
               ) and record.usage is not None:
             if answer is not None:
@@ -297,16 +141,19 @@ class CountedUsage:
                 return self.restreamed(operation, record)
         return None
 
-    def streamed(self, record: RequestRecord, body: Mapping[str, Any] | None) -> _Claim | None:
+    def streamed(self, record: RequestRecord, body: Mapping[str, Any] | None,
+                 run: bool = False) -> _Claim | None:
         """A `POST responses` ended (to its end, cut, or its client gone): a background
         one's stream counted it with Azure's usage, or at an estimate (a read counts the
         rest). Not a foreground one's: a read counts nothing of it, and its id would
         push counted background ones out of the bounded table. Azure's usage is claimed
         as a read's is (`_count`): a read of the completed response on another worker
-        may have counted it before the stream's end reached here."""
+        may have counted it before the stream's end reached here. `run`: a run's
+        stream (`POST threads/{t}/runs`, `stream: true`: its id `record.created_id`,
+        gateway/streammeter.py), counted so too: a read of the run counts nothing more."""
         response_id = record.created_id
-        if (response_id is None or not record.stream or body is None
-                or body.get("background") is not True):
+        if (response_id is None or not record.stream
+                or (not run and (body is None or body.get("background") is not True))):
             return None
         usage = record.usage
         if usage and not usage.get("estimated"):
@@ -473,28 +320,7 @@ def _streamed(query: str) -> bool:
                for name, value in parse_qsl(query))
 
 
-def _claimed(claim: _Claim, noted: Counted | None) -> None:
-    """`claim`'s record's usage as its committed claim's answer makes it (`noted`: what
-    was noted in the database before it)."""
-    if noted is None:
-        return
-    if noted[0]:
-        claim.record.usage = None  # counted by another worker, or before a restart
-        return
-    spent = most(claim.spent, noted[1:])
-    if spent != claim.spent and claim.usage is not None:
-        claim.record.usage = less(claim.usage, spent)
-
-
 def _created(record: RequestRecord, ids: list[str]) -> None:
     """A Responses stream's ids as they pass: the first, the response's own."""
     if record.created_id is None and ids:
         record.created_id = ids[0]
-
-
-def _spent(record: RequestRecord, earlier: tuple[int, int, int]) -> tuple[int, int, int]:
-    """`earlier` (prompt, completion) tokens counted, and `record`'s estimate's now; the
-    last text delta either counted (`record.sequence`, its meter's)."""
-    prompt, completion = record.tokens()
-    return (earlier[0] + (prompt or 0), earlier[1] + (completion or 0),
-            max(earlier[2], record.sequence))

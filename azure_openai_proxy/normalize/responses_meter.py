@@ -1,7 +1,9 @@
 """The Responses API stream's meter: Responses streams are relayed unchanged (no
 normalizer), and this reads, as they pass, what the gateway must know of them: the usage,
 the characters of generated text (for an estimate when the stream ends first) and the
-ids the stream creates (so that they become the caller's key's own)."""
+ids the stream creates (so that they become the caller's key's own). An Assistants run's
+stream (`stream: true`) is read by it too: its events' `data` is the object itself (the
+run's: its id first, its usage at `thread.run.completed`; a message delta's text)."""
 
 from __future__ import annotations
 
@@ -123,6 +125,7 @@ class ResponsesStreamMeter:
                 continue
             response = obj.get("response")
             if type(response) is not dict:
+                self._assistants(obj)
                 continue
             usage = response.get("usage")
             if type(usage) is dict:
@@ -146,6 +149,24 @@ class ResponsesStreamMeter:
         if not self._pictures and not self._partials:
             return None
         return image_gen_usage({"output": self._pictures}, None, self._partials)
+
+    def _assistants(self, obj: dict[str, Any]) -> None:
+        """An Assistants run stream's event (`data`: a run, a step, a message or a
+        delta): a run's id (the first, the run's own) and usage; a delta's text."""
+        kind = obj.get("object")
+        if kind == "thread.run":
+            usage = obj.get("usage")
+            if type(usage) is dict:
+                self.usage = usage
+            self._response_created(obj)
+        elif kind == "thread.message.delta":
+            delta = obj.get("delta")
+            parts = delta.get("content") if type(delta) is dict else None
+            for part in parts if type(parts) is list else ():
+                text = part.get("text") if type(part) is dict else None
+                value = text.get("value") if type(text) is dict else None
+                if type(value) is str:
+                    self.content_chars += len(value) if value.isascii() else text_length(value)
 
     def _response_created(self, response: dict[str, Any]) -> None:
         response_id = response.get("id")

@@ -9,10 +9,10 @@ from __future__ import annotations
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from azure_openai_proxy.store.sqlite import connect
+from azure_openai_proxy.store.sqlite import LockWaits, connect
 
 __all__ = ["ClaimVerdict", "ClaimWithdrawn", "Counted", "OwnerRow", "OwnerStore"]
 
@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS counted_usage (
 # Counted: (whole, prompt, completion, through)
 Counted = tuple[bool, int, int, int]
 _PURGE_EVERY = 3600.0
+_AGAIN_WAIT_MS = 100  # `add_again`'s wait for a lock held elsewhere
 _IN_CHUNK = 500  # ids per IN (...) query, under SQLite's parameter limit
 _COLUMNS = "key_id, models, home_endpoint, home_deployment"
 _COLUMNS_BEFORE_HOMES = "key_id, models, NULL, NULL"
@@ -103,10 +104,15 @@ class ClaimVerdict:
 
 
 class OwnerStore:
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    """`waits`: its writer's (`ObjectOwners`), shared by the stores it opens in turn, so
+    that writes queued behind a lock held elsewhere do not each wait the busy timeout."""
+
+    def __init__(self, connection: sqlite3.Connection, waits: LockWaits | None = None) -> None:
         self._db = connection
-        self._db.execute(_SCHEMA)
-        self._db.execute(_CONTEXT_SCHEMA)
+        self._busy_ms = int(connection.execute("PRAGMA busy_timeout").fetchone()[0])
+        self._waits = LockWaits() if waits is None else waits
+        self._write(_SCHEMA)  # (a write only when the table is not there yet)
+        self._write(_CONTEXT_SCHEMA)
         self._counts_made = False  # `counted_usage`, made by the first write (not the open)
         self._purged = 0.0  # when the old chained contexts were last removed
         self._purged_counts = 0.0  # and the old counted usages
@@ -115,8 +121,8 @@ class OwnerStore:
         self._homes = self._has_homes()
 
     @classmethod
-    def open(cls, path: Path) -> OwnerStore:
-        return cls(connect(path))
+    def open(cls, path: Path, waits: LockWaits | None = None) -> OwnerStore:
+        return cls(connect(path), waits)
 
     def close(self) -> None:
         self._db.close()
@@ -135,7 +141,7 @@ class OwnerStore:
     def _add_home_columns(self) -> None:
         """The home columns, on a table an older gateway made: under the write lock, in
         one transaction (another worker adding them at once waits, then finds them)."""
-        self._db.execute("BEGIN IMMEDIATE")
+        self._write("BEGIN IMMEDIATE")
         try:
             if not self._has_homes():
                 for column in _HOME_COLUMNS:
@@ -154,10 +160,38 @@ class OwnerStore:
         endpoint, deployment = home or (None, None)
         if not self._homes:
             self._add_home_columns()  # a write, which needs the lock anyway
-        self._db.execute(
+        self._write(
             "INSERT OR IGNORE INTO object_owners (id, key_id, models, created, home_endpoint, "
             "home_deployment) VALUES (?, ?, ?, ?, ?, ?)",
             (object_id, key_id, joined, now, endpoint, deployment))
+
+    def add_again(self, rows: Iterable[tuple[str, str, frozenset[str] | None,
+                                            tuple[str, str] | None, float]],
+                  wait_ms: int = _AGAIN_WAIT_MS) -> None:
+        """`add` for owners whose write failed before (id, key, models, home, made), in
+        the background, in one transaction: it waits `wait_ms` at most for a lock held
+        elsewhere, not the busy timeout (the owners' one thread is not held up by writes
+        nobody awaits); all of them written, or none (an error)."""
+        if not self._homes:
+            self._add_home_columns()
+        before = int(self._db.execute("PRAGMA busy_timeout").fetchone()[0])
+        self._db.execute(f"PRAGMA busy_timeout={wait_ms}")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO object_owners (id, key_id, models, created, "
+                    "home_endpoint, home_deployment) VALUES (?, ?, ?, ?, ?, ?)",
+                    ((object_id, key_id, None if models is None else "\n".join(sorted(models)),
+                      made, *(home or (None, None)))
+                     for object_id, key_id, models, home, made in rows))
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout={before}")  # as `LockWaits` left it
 
     def get(self, object_id: str) -> OwnerRow | None:
         row = self._db.execute(f"SELECT {self._selected()} FROM object_owners WHERE id = ?",
@@ -195,12 +229,12 @@ class OwnerStore:
                       now: float) -> None:
         """`key_id`'s responses' and conversations' context tokens (the latest wins);
         those noted more than `CONTEXT_DAYS` ago are removed, at most once an hour."""
-        self._db.executemany(
-            "INSERT OR REPLACE INTO chained_context (key_id, id, tokens, noted) "
-            "VALUES (?, ?, ?, ?)", [(key_id, name, tokens, now) for name, tokens in entries])
+        for name, tokens in entries:  # (autocommit: one transaction each, as executemany's)
+            self._write("INSERT OR REPLACE INTO chained_context (key_id, id, tokens, noted) "
+                        "VALUES (?, ?, ?, ?)", (key_id, name, tokens, now))
         if now - self._purged >= _PURGE_EVERY:
             self._purged = now
-            self._db.execute("DELETE FROM chained_context WHERE noted < ?",
+            self._write("DELETE FROM chained_context WHERE noted < ?",
                              (now - CONTEXT_DAYS * 86400.0,))
 
     def contexts(self, key_id: str, names: Iterable[str]) -> dict[str, int]:
@@ -222,9 +256,9 @@ class OwnerStore:
         most once an hour."""
         whole, prompt, completion, through = counted
         if not self._counts_made:
-            self._db.execute(_COUNTED_SCHEMA)
+            self._write(_COUNTED_SCHEMA)
             self._counts_made = True
-        self._db.execute(
+        self._write(
             "INSERT INTO counted_usage (id, whole, prompt, completion, through, noted) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
             "whole = max(whole, excluded.whole), prompt = prompt + excluded.prompt, "
@@ -233,7 +267,7 @@ class OwnerStore:
             (object_id, int(whole), prompt, completion, through, now))
         if now - self._purged_counts >= _PURGE_EVERY:
             self._purged_counts = now
-            self._db.execute("DELETE FROM counted_usage WHERE noted < ?",
+            self._write("DELETE FROM counted_usage WHERE noted < ?",
                              (now - CONTEXT_DAYS * 86400.0,))
 
     def claim_counted(self, object_id: str, now: float,
@@ -246,9 +280,9 @@ class OwnerStore:
         if verdict is not None and verdict.withdrawn():
             raise ClaimWithdrawn(object_id)  # (its turn in the owners' thread came late)
         if not self._counts_made:
-            self._db.execute(_COUNTED_SCHEMA)
+            self._write(_COUNTED_SCHEMA)
             self._counts_made = True
-        self._db.execute("BEGIN IMMEDIATE")
+        self._write("BEGIN IMMEDIATE")
         try:
             before = self.counted(object_id)
             if before is None or not before[0]:
@@ -263,6 +297,10 @@ class OwnerStore:
             self._db.execute("ROLLBACK")
             raise
         return before
+
+    def _write(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
+        """A statement that takes the write lock (`LockWaits`)."""
+        return self._waits.execute(self._db, self._busy_ms, sql, params)
 
     def counted(self, object_id: str) -> Counted | None:
         """What is noted of `object_id` (`add_counted`), or None (none yet, or no table:

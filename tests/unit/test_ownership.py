@@ -34,7 +34,7 @@ from azure_openai_proxy.gateway.ownership import (
 )
 from azure_openai_proxy.gateway.spool import SpooledBody
 from azure_openai_proxy.store.ownership import OwnerStore
-from azure_openai_proxy.store.sqlite import connect
+from azure_openai_proxy.store.sqlite import LockWaits, connect
 
 
 def test_a_known_owner_is_the_only_one_let_through() -> None:
@@ -153,10 +153,10 @@ def test_check_looks_up_many_ids_in_one_query(tmp_path: Path,
     database = tmp_path / "gateway.db"
     statements: list[str] = []
 
-    def traced(path: Path) -> OwnerStore:  # the real store, its statements counted
-        connection = connect(path)
+    def traced(path: Path, waits: LockWaits | None = None) -> OwnerStore:  # the real
+        connection = connect(path)  # store, its statements counted
         connection.set_trace_callback(statements.append)
-        return OwnerStore(connection)
+        return OwnerStore(connection, waits)
 
     monkeypatch.setattr(OwnerStore, "open", staticmethod(traced))
 

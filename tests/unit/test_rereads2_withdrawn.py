@@ -147,7 +147,7 @@ def test_a_read_cancelled_twice_during_its_claim_counts_nothing(tmp_path: Path) 
             reading.cancel()  # and again (a stop)
             await asyncio.wait([reading], timeout=10)
             assert reading.cancelled()
-            one.counted.left("GET", RUN, record, None)  # as the pipeline does then
+            await one.counted.gone("GET", RUN, record, None)  # as the pipeline does then
             meanwhile = await _read(two)
         await one.written()
         await two.written()

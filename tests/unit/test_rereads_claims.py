@@ -98,7 +98,7 @@ def test_a_resumed_stream_left_during_a_claim_unanswered_counts_nothing(tmp_path
                 await owned_answer(owners, "GET", "responses/resp_1", "key-a", resumed,
                                    stream, None)
             except BaseException:
-                owners.counted.left("GET", "responses/resp_1", resumed, None)
+                await owners.counted.gone("GET", "responses/resp_1", resumed, None)
                 raise
 
         answering = asyncio.ensure_future(governed())

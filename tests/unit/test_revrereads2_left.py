@@ -51,7 +51,7 @@ def test_a_background_stream_left_at_its_end_counts_its_usage_once(tmp_path: Pat
         await one.get("warm")
         await two.get("warm")
         record = _streamed_to_usage()
-        one.counted.left("POST", "responses", record, BACKGROUND)  # as the pipeline does
+        await one.counted.gone("POST", "responses", record, BACKGROUND)  # as the pipeline does
         await one.written()
         noted = await two._call(lambda store: store.counted("resp_1"))
         later = [await _read(two), await _read(one)]
