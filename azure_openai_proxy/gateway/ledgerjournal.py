@@ -40,7 +40,6 @@ import math
 import os
 import secrets
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -62,6 +61,7 @@ from azure_openai_proxy.gateway.journalfiles import (
     unacknowledged,
 )
 from azure_openai_proxy.gateway.ledger import LedgerWriter
+from azure_openai_proxy.gateway.ledgersupervise import ChildSupervision
 from azure_openai_proxy.governance.budget import BudgetGuard, SpendBook, earliest_period_start
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.observability.record import RequestRecord
@@ -74,14 +74,10 @@ log = logging.getLogger("azure_openai_proxy")
 _APPEND_EVERY = 256  # lines: one write(2) on the event loop
 _SEGMENT_BYTES = 16 << 20
 _JOURNAL_MAX_BYTES = 1 << 30
-_RESTART_MOST = 30.0  # seconds between restarts of a child that keeps dying, at most
-# Deaths of the child in a row, its acknowledgement not moving between them: a crash
-# loop (a child that cannot run here); the worker then writes its records itself.
-_CRASH_LOOP = 3
 _HAND_OVER_MOST = 8 << 20  # bytes of journal the worker writes itself at its stop
 
 
-class JournalLedgerWriter(LedgerWriter):
+class JournalLedgerWriter(ChildSupervision, LedgerWriter):
     """`LedgerWriter` whose records go through a journal to a child process."""
     _opens_late = True  # its worker side opens the database for maintenance only
     def __init__(self, database: Path, prices: PriceTable,
@@ -121,13 +117,6 @@ class JournalLedgerWriter(LedgerWriter):
     def waiting(self) -> int:
         """Lines not yet appended to the journal."""
         return len(self._lines)
-
-    @property
-    def child_pid(self) -> int | None:
-        return None if self._child is None else self._child.pid
-
-    def child_alive(self) -> bool:
-        return self._child is not None and self._child.poll() is None
 
     def add(self, record: RequestRecord) -> None:
         lines = self._lines
@@ -268,64 +257,6 @@ class JournalLedgerWriter(LedgerWriter):
                 if line:
                     log.error("usage ledger: a journal line dropped (%s)", type(exc).__name__)
 
-    def _spawn(self) -> None:
-        """Raises OSError if the child cannot be started."""
-        self._child = subprocess.Popen(
-            [sys.executable, "-m", "azure_openai_proxy.gateway.journalchild", self.prefix,
-             str(self.database), str(self._busy_ms), str(self._lock_fd)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(self._lock_fd,),
-            bufsize=0)
-        assert self._child.stdin is not None and self._child.stdout is not None
-        # A poke never waits: a child stopped or stuck does not stop this thread when
-        # the pipe is full (the child reads the journal, not the pokes).
-        os.set_blocking(self._child.stdin.fileno(), False)
-        os.set_blocking(self._child.stdout.fileno(), False)
-
-    def _count_failures(self) -> None:
-        """The child's database failures (a byte each on its standard output) counted in
-        `failures`, as the thread writer's own are."""
-        child = self._child
-        if child is None or child.stdout is None:
-            return
-        with contextlib.suppress(OSError, ValueError):  # nothing there, or closed
-            while data := os.read(child.stdout.fileno(), 65536):
-                self.failures += len(data)
-
-    def _supervise(self) -> None:
-        self._count_failures()
-        child = self._child
-        if child is not None and child.poll() is None:
-            return
-        now = time.monotonic()
-        if now < self._restart_at:
-            return
-        if child is not None:
-            ack = read_ack(self.prefix)
-            self._deaths = self._deaths + 1 if ack == self._ack_seen else 1
-            self._ack_seen = ack
-            self._ended(child)
-            if self._given_up(f"ended (status {child.returncode})"):
-                return
-            self.restarts += 1
-        self._restart_at = now + min(_RESTART_MOST, 0.5 * 2 ** min(self.restarts, 6))
-        try:
-            self._spawn()
-        except OSError as exc:
-            self._stop_child()  # (one started whose pipes could not be set up)
-            self._deaths += 1
-            self._given_up(f"could not be started ({exc})")
-
-    def _given_up(self, what: str) -> bool:
-        """The child dead `_CRASH_LOOP` times in a row: the journal taken over (True)."""
-        if self._deaths < _CRASH_LOOP:
-            log.error("usage ledger: the journal's writer %s; tried again", what)
-            return False
-        log.error("usage ledger: the journal's writer %s, %d times in a row; this worker "
-                  "writes its records itself from now on", what, self._deaths)
-        self._take_over()
-        self.fallbacks += 1
-        return True
-
     def _take_over(self) -> None:
         """(The thread, the child dead or stopped.) The thread writes from now on, first
         the lines not acknowledged (those the child wrote: again, counted once by INSERT
@@ -355,32 +286,6 @@ class JournalLedgerWriter(LedgerWriter):
             if self._fd >= 0:
                 os.close(self._fd)
             self._fd = -1
-
-    def _stop_child(self) -> None:
-        child = self._child
-        if child is not None:
-            child.kill()  # (SIGTERM it ignores) what it committed is acknowledged or not
-            child.wait()
-            self._ended(child, failed=False)  # (stopped, not failed)
-
-    def _ended(self, child: subprocess.Popen[bytes] | None, *, failed: bool = True) -> None:
-        """A child that ended: a failure (`failures` only goes up: a scrape reads it), with
-        those it reported; its pipes closed."""
-        if child is None:
-            return
-        self._count_failures()
-        self.failures += failed
-        for pipe in (child.stdin, child.stdout):
-            if pipe is not None:
-                pipe.close()
-        self._child = None
-
-    def _poke(self) -> None:
-        """Wake the child now (else it looks every second: journalchild._POLL)."""
-        child = self._child
-        if child is not None and child.stdin is not None:
-            with contextlib.suppress(OSError, ValueError):  # full, or the child gone
-                os.write(child.stdin.fileno(), b".")
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until what was added before the call is in the database, then for a
