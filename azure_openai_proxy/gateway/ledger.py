@@ -15,6 +15,8 @@ in the database, off the request path, and nothing is lost.
         database error    -> the spool file (JSON lines next to the database:
                              ledgerspool.py; it failing too, in memory up to max_buffer)
         database back     -> the spool replayed (idempotent: request_id is unique)
+        every few seconds   dead workers' journals (a journal writer's, ledgerjournal.py)
+                             claimed and written, as a journal child does (ledgerclaim.py)
         while it runs, the switch interval at 0.5 ms (gilshare.py: else starved of the GIL)
         every few seconds the budgets' SpendBook is rebuilt from the rollups (every
         worker's spend; one SQL aggregate from the earliest period start on); the costs
@@ -43,6 +45,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from azure_openai_proxy.gateway.gilshare import GilShare
+from azure_openai_proxy.gateway.ledgerclaim import ThreadLedger, claim_dead_journals
 from azure_openai_proxy.gateway.ledgerdatabase import LedgerDatabase
 from azure_openai_proxy.gateway.ledgerrows import (
     NO_TOKENS,
@@ -90,6 +93,10 @@ _RETENTION_EVERY = 3600.0
 # at least this often, not only after this worker's own writes.
 # Also the longest this worker holds a written record's cost in memory (BudgetGuard).
 _BUDGET_REFRESH_EVERY = 2.0
+# Dead workers' journals looked for (a directory listing) this often by a writer with no
+# journal child (journalchild._CLAIM_EVERY's): a switch from `journal` to `thread`, or a
+# journal writer that fell back or took over, leaves none unwritten.
+_CLAIM_EVERY = 5.0
 
 
 
@@ -186,6 +193,8 @@ class LedgerWriter(LedgerDatabase):
         self._spooled: deque[str] = deque()
         self._awaiting: set[str] = set()
         self.failures = 0  # database errors seen (the tests and the log read it)
+        self._claimer: ThreadLedger | None = None  # writes journals in this thread
+        self._next_claim = 0.0  # time.monotonic() of the next look for dead journals
 
     # -- the event loop's side ---------------------------------------------------------
 
@@ -247,6 +256,8 @@ class LedgerWriter(LedgerDatabase):
                     self._store.close()
                 self._store = None
             self._watch.release()  # (not under a thread still running)
+            if self._claimer is not None:
+                self._claimer.close()
             self._share.release()  # a thread never started (or `start` failed)
         else:
             self._spool(self._take(len(self._queue)))
@@ -334,6 +345,26 @@ class LedgerWriter(LedgerDatabase):
                 self._refresh_budgets(store)
         except Exception as exc:
             self._failed(exc)
+        self._claim_dead()
+
+    def _own_journal(self) -> str | None:
+        """This worker's journal prefix ("": none), or None: a child claims dead ones."""
+        return ""
+
+    def _claim_dead(self) -> None:
+        own = self._own_journal()
+        if own is None or time.monotonic() < self._next_claim:
+            return
+        claim_dead_journals(self.database, own, self._thread_ledger())
+        self._next_claim = time.monotonic() + _CLAIM_EVERY
+
+    def _thread_ledger(self) -> ThreadLedger:
+        if self._claimer is None:
+            self._claimer = ThreadLedger(self.database, self._busy_ms, self._count_failure)
+        return self._claimer
+
+    def _count_failure(self) -> None:
+        self.failures += 1
 
     # -- the spool ---------------------------------------------------------------------
 

@@ -17,11 +17,14 @@ Nothing lost: a line appended is in the page cache, so SIGTERM, a crash of the w
 (its journal claimed by the next child to look: its lock is free) and a crash of the
 child (restarted; it resumes at its acknowledgement) lose at most the lines not yet
 appended (a SIGKILL of the worker: up to 0.5 s of records; SIGTERM and a reload lose
-none). A child dying `_CRASH_LOOP` times in a row hands over: the worker's thread writes
-the journal's unacknowledged lines and all later records (`_take_over`; the journal
-kept until those are written or spooled). At `close` the thread does the same with up
-to `_HAND_OVER_MOST` bytes of journal left; past that, the child writes the rest (its
-input closed; a database refusing past the wait leaves it for the next start).
+none). A child dying `_CRASH_LOOP` times in a row with records waiting hands over
+(ledgersupervise.py): the worker's thread reads and writes the journal as the child did
+(`_take_over`, ledgerclaim.py: a bounded piece at a time, acknowledged after each commit;
+the lines still appended to the journal, which stays until they are written), claims
+dead workers' journals as the child did, and tries a child again later. At `close` the
+thread does the same with up to `_HAND_OVER_MOST` bytes of journal left; past that, the
+child writes the rest (its input closed; a database refusing past the wait leaves it for
+the next start).
 
 The bound: past `journal_max_bytes` on disk (the database refusing for long) the lines
 wait in memory, up to `max_buffer`; past that the oldest are dropped, with an error
@@ -48,6 +51,7 @@ from pathlib import Path
 
 import orjson
 
+from azure_openai_proxy.gateway.journalchild import JournalReader
 from azure_openai_proxy.gateway.journalfiles import (
     Position,
     drop_oldest,
@@ -58,9 +62,9 @@ from azure_openai_proxy.gateway.journalfiles import (
     record_of_line,
     remove_journal,
     segment_path,
-    unacknowledged,
 )
 from azure_openai_proxy.gateway.ledger import LedgerWriter
+from azure_openai_proxy.gateway.ledgerclaim import read_journal
 from azure_openai_proxy.gateway.ledgersupervise import ChildSupervision
 from azure_openai_proxy.governance.budget import BudgetGuard, SpendBook, earliest_period_start
 from azure_openai_proxy.governance.prices import PriceTable
@@ -106,6 +110,9 @@ class JournalLedgerWriter(ChildSupervision, LedgerWriter):
         self._restart_at = 0.0
         self._deaths = 0  # in a row, the acknowledgement not moving (`_CRASH_LOOP`)
         self._ack_seen: Position = (0, 0)
+        self._retry_at = math.inf  # (taken over) when a child is tried again
+        self._takeovers = 0
+        self._reader: JournalReader | None = None  # the thread's, taken over
         self.in_process = False  # this worker's thread writes (`_fall_back`, `_take_over`)
         self._book_due = False  # a flush asks for the budgets' book to be read
         self.dropped = 0  # lines dropped past the bound (the tests and the log read it)
@@ -258,28 +265,29 @@ class JournalLedgerWriter(ChildSupervision, LedgerWriter):
                     log.error("usage ledger: a journal line dropped (%s)", type(exc).__name__)
 
     def _take_over(self) -> None:
-        """(The thread, the child dead or stopped.) The thread writes from now on, first
-        the lines not acknowledged (those the child wrote: again, counted once by INSERT
-        OR IGNORE); the journal, locked, stays until they are out of memory."""
-        with self._io:  # no append from now on (`_write_lines`: no journal open)
-            self._close_journal()
-            try:
-                older = unacknowledged(self.prefix)
-            except OSError as exc:
-                log.error("usage ledger: the journal %s could not be read (%s); left to "
-                          "a later claim", self.prefix, exc)
-                os.close(self._lock_fd)
-                self._lock_fd, older = -1, []
-            self._lines.extendleft(reversed(older))  # before those added since
+        """(The thread, the child dead or stopped.) The thread reads the journal from its
+        acknowledgement on, as the child did (those the child wrote and did not
+        acknowledge: again, counted once by INSERT OR IGNORE), a piece at a time; the
+        lines still appended to it."""
+        self._reader = JournalReader(self.prefix, self._thread_ledger())
         self.in_process = True
 
-    def _let_journal_go(self) -> None:
-        """(Taken over, after a drain.) Its lines in the database or the spool file: the
-        journal goes (not while the spool keeps rows in memory: a kill would lose them)."""
-        if self._lock_fd >= 0 and not self._queue and not self._spool_file.kept:
-            remove_journal(self.prefix)
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+    def _read_journal(self) -> None:
+        """(Taken over.) What the journal has, written; all of it (at the stop): it goes."""
+        reader = self._reader
+        if reader is not None and read_journal(reader, finished=self._stopping):
+            reader.remove()
+            self._reader = None
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+
+    def _give_back(self) -> None:
+        """(Taken over, time to try a child again.) The child resumes at the acknowledgement."""
+        self._reader = None
+        self.in_process = False
+        if self._claimer is not None:
+            self._claimer.close()
 
     def _close_journal(self) -> None:
         with self._io:  # (reentrant)
@@ -297,6 +305,8 @@ class JournalLedgerWriter(ChildSupervision, LedgerWriter):
         if self.journal_full and self._lines:
             return False  # past the bound: lines kept in memory, not in the journal
         self._poke()
+        if self.in_process:
+            self._wake.set()  # (taken over: the thread reads it)
         while read_ack(self.prefix) < target:
             if time.monotonic() >= deadline:
                 return False
@@ -350,21 +360,20 @@ class JournalLedgerWriter(ChildSupervision, LedgerWriter):
     # -- the thread ----------------------------------------------------------------------
 
     def _drain(self) -> None:
-        """(The thread, every cycle.) The lines left, appended; the child and the bound
-        looked after."""
+        """(The thread, every cycle.) The lines left, appended; the child (or, taken over,
+        the thread's reading) and the bound looked after."""
         if not self._stopping and not self.in_process:
             self._supervise()  # (a crash loop: the journal taken over)
         elif (self._stopping and not self.in_process and self._lock_fd >= 0
               and self.journal_bytes() <= _HAND_OVER_MOST):
             self._stop_child()
             self._take_over()
-        if self.in_process:
-            self._queue_lines()
-            super()._drain()
-            self._let_journal_go()
-            return
         if self._stopping:
+            self.journal_full = False  # (as `close`: on disk rather than lost with memory)
             self._write_lines(block=True)
+            if self.in_process:
+                self._close_journal()  # appended to no more: read to its end, and gone
+                self._read_journal()
             return
         size = self.journal_bytes()
         if size >= self._max_bytes and not self.journal_full:
@@ -372,10 +381,18 @@ class JournalLedgerWriter(ChildSupervision, LedgerWriter):
                       "database refuses); records wait in memory", self.prefix, size)
         self.journal_full = size >= self._max_bytes
         self._write_lines(block=True)
-        self._poke()
+        if not self.in_process:
+            self._poke()
+        elif self._reader is not None:
+            self._read_journal()
+            if self._retried():
+                self._give_back()
         excess = len(self._lines) - self._max
         if excess > 0:
             self._drop(excess)
+
+    def _own_journal(self) -> str | None:
+        return self.prefix if self.in_process else None  # (else its child claims them)
 
     def journal_bytes(self) -> int:  # (its segments not yet removed)
         return journal_size(self.prefix)

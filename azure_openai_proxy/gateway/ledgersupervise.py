@@ -1,7 +1,11 @@
 """The journal child's supervision, for the worker's side of the journal writer
 (`ledgerjournal.py`): the child started, poked, counted when it fails, started again when
 it dies (backoff up to `_RESTART_MOST`), and given up after `_CRASH_LOOP` deaths in a row
-(the worker's thread then takes the journal over: `JournalLedgerWriter._take_over`).
+with records waiting for it (the worker's thread then takes the journal over:
+`JournalLedgerWriter._take_over`). A death while the journal was all acknowledged (an idle
+gateway's child killed by the OOM killer or an operator) is no crash loop: it is started
+again and not counted. A worker that took over tries a child again `_RETRY_FIRST`
+seconds later, twice as long after each take-over, at most `_RETRY_MOST`.
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ _RESTART_MOST = 30.0  # seconds between restarts of a child that keeps dying, at
 # Deaths of the child in a row, its acknowledgement not moving between them: a crash
 # loop (a child that cannot run here); the worker then writes its records itself.
 _CRASH_LOOP = 3
+# After a take-over, a child tried again this long after it (a crash loop's cause, such
+# as a full disk, an interpreter being upgraded or memory short for a while, may pass),
+# doubled at each take-over in a row: a child that cannot run costs one start (~0.3 s of
+# CPU) and three deaths per try, with the records in the journal meanwhile.
+_RETRY_FIRST = 120.0
+_RETRY_MOST = 3600.0
 
 
 class ChildSupervision:
@@ -40,6 +50,10 @@ class ChildSupervision:
     _restart_at: float
     _deaths: int
     _ack_seen: Position
+    _number: int
+    _size: int
+    _retry_at: float  # (taken over) when a child is tried again
+    _takeovers: int
 
     def _take_over(self) -> None:
         raise NotImplementedError
@@ -84,7 +98,10 @@ class ChildSupervision:
             return
         if child is not None:
             ack = read_ack(self.prefix)
-            self._deaths = self._deaths + 1 if ack == self._ack_seen else 1
+            if not self._waited_for(ack):
+                self._deaths = 0  # nothing was waiting for it: no crash loop
+            else:
+                self._deaths = self._deaths + 1 if ack == self._ack_seen else 1
             self._ack_seen = ack
             self._ended(child)
             if self._given_up(f"ended (status {child.returncode})"):
@@ -95,18 +112,36 @@ class ChildSupervision:
             self._spawn()
         except OSError as exc:
             self._stop_child()  # (one started whose pipes could not be set up)
-            self._deaths += 1
+            self._deaths += self._waited_for(read_ack(self.prefix))
             self._given_up(f"could not be started ({exc})")
+
+    def _waited_for(self, ack: Position) -> bool:
+        """Lines appended past the child's acknowledgement (`ack`): it had work."""
+        return ack < (self._number, self._size)
 
     def _given_up(self, what: str) -> bool:
         """The child dead `_CRASH_LOOP` times in a row: the journal taken over (True)."""
         if self._deaths < _CRASH_LOOP:
             log.error("usage ledger: the journal's writer %s; tried again", what)
             return False
-        log.error("usage ledger: the journal's writer %s, %d times in a row; this worker "
-                  "writes its records itself from now on", what, self._deaths)
+        self._takeovers += 1
+        wait = min(_RETRY_MOST, _RETRY_FIRST * 2 ** (self._takeovers - 1))
+        log.error("usage ledger: the journal's writer %s, %d times in a row with records "
+                  "waiting; this worker writes its journal itself, and tries a writer again "
+                  "in %.0f s", what, self._deaths, wait)
         self._take_over()
+        self._retry_at = time.monotonic() + wait
         self.fallbacks += 1
+        return True
+
+    def _retried(self) -> bool:
+        """(Taken over.) Time to try a child again: True, the crash loop's count anew
+        (the child started by the next `_supervise`, resuming at the acknowledgement)."""
+        if time.monotonic() < self._retry_at:
+            return False
+        log.info("usage ledger: trying the journal's writer again after a take-over")
+        self._deaths = 0
+        self._restart_at = 0.0
         return True
 
     def _stop_child(self) -> None:
