@@ -36,6 +36,19 @@ def _rows(path: Path) -> tuple[int, int]:
 _JOURNAL = 12 << 20  # bytes
 
 
+def _one_written(path: Path) -> JournalLedgerWriter:
+    """A journal writer started, a record written by its child."""
+    ledger = journal(path)
+    ledger.start()
+    try:
+        ledger.add(finished(0))
+        assert ledger.flush(30)
+    except BaseException:
+        ledger.close()
+        raise
+    return ledger
+
+
 def _restarted(ledger: JournalLedgerWriter, old: int) -> bool:
     return ledger.child_pid not in (None, old) and ledger.child_alive()
 
@@ -59,11 +72,8 @@ def test_a_large_journal_taken_over_is_read_in_pieces_not_whole(
     child's reader's: 4 MB read, sliced and split, ~15 MiB at the peak whatever the
     journal's size). Before, it read the whole of it and queued every line: 77 MiB."""
     path = tmp_path / "gw.db"
-    ledger = journal(path)
-    ledger.start()
+    ledger = _one_written(path)
     try:
-        ledger.add(finished(0))
-        assert ledger.flush()
         child = ledger.child_pid
         assert child is not None
         os.kill(child, signal.SIGSTOP)  # writes nothing from now on
@@ -96,11 +106,8 @@ def test_a_child_dying_while_nothing_waits_is_started_again_not_given_up(
     """An idle gateway's child killed four times (the OOM killer, an operator): each is
     started again; none is a crash loop, and the records after go through a child."""
     path = tmp_path / "gw.db"
-    ledger = journal(path)
-    ledger.start()
+    ledger = _one_written(path)
     try:
-        ledger.add(finished(0))
-        assert ledger.flush()
         for _ in range(4):
             child = ledger.child_pid
             assert child is not None
@@ -121,12 +128,9 @@ def test_a_worker_that_took_over_tries_its_child_again_later(
 
     monkeypatch.setattr(ledgersupervise, "_RETRY_FIRST", 1.0, raising=False)
     path = tmp_path / "gw.db"
-    ledger = journal(path)
-    ledger.start()
+    ledger = _one_written(path)
     python = sys.executable
     try:
-        ledger.add(finished(0))
-        assert ledger.flush()
         _crash_loop(ledger, monkeypatch, tmp_path)
         for n in range(1, 300):  # waiting for a child: its deaths count
             ledger.add(finished(n))
