@@ -353,8 +353,9 @@ class LedgerWriter(LedgerDatabase):
 
     def _claim_dead(self) -> None:
         own = self._own_journal()
-        if own is None or time.monotonic() < self._next_claim:
-            return
+        if (own is None or self._thread is None or self._stopping
+                or time.monotonic() < self._next_claim):
+            return  # (only the thread's: at the start or the stop, 1 GB would hold it up)
         claim_dead_journals(self.database, own, self._thread_ledger())
         self._next_claim = time.monotonic() + _CLAIM_EVERY
 
