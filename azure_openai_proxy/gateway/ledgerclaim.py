@@ -50,8 +50,8 @@ def read_journal(reader: JournalReader, finished: bool) -> bool:
     database refusing: False, the rest left in the journal for the next call."""
     try:
         state = PROGRESS
-        while state == PROGRESS:
-            state = reader.step(finished)
+        while state == PROGRESS or (finished and state != DONE):
+            state = reader.step(finished)  # (finished: IDLE after a piece, DONE after all)
     except DatabaseRefused:
         return False
     return state == DONE

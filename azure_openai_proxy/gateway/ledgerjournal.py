@@ -272,10 +272,11 @@ class JournalLedgerWriter(ChildSupervision, LedgerWriter):
         self._reader = JournalReader(self.prefix, self._thread_ledger())
         self.in_process = True
 
-    def _read_journal(self) -> None:
-        """(Taken over.) What the journal has, written; all of it (at the stop): it goes."""
+    def _read_journal(self, *, finished: bool = False) -> None:
+        """(Taken over.) What the journal has, written; `finished` (`close`, nothing
+        appended any more), all of it: it goes."""
         reader = self._reader
-        if reader is not None and read_journal(reader, finished=self._stopping):
+        if reader is not None and read_journal(reader, finished=finished):
             reader.remove()
             self._reader = None
             if self._lock_fd >= 0:
@@ -319,7 +320,8 @@ class JournalLedgerWriter(ChildSupervision, LedgerWriter):
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the thread, append the rest, and let the child write it all (its input
-        closed); past `timeout` the child is stopped and the journal kept."""
+        closed; taken over: read to its end here); past `timeout` the child is stopped
+        and the journal kept."""
         deadline = time.monotonic() + timeout
         if not self.prefix and self._lines:
             self.start()  # never started (a test's, a command's): the records still go
@@ -330,6 +332,12 @@ class JournalLedgerWriter(ChildSupervision, LedgerWriter):
         self.journal_full = False  # past the bound or not, on disk rather than lost with memory
         self._write_lines(block=True)
         self._close_journal()
+        if self.in_process and self._thread is None:
+            # Taken over, the thread ended: the journal read to its end, what was added
+            # after the thread's last pass too (a request finishing during the stop).
+            self._read_journal(finished=True)
+            if self._claimer is not None:
+                self._claimer.close()
         child = self._child
         if (self._lock_fd >= 0 and not self.in_process  # (taken over: left if kept)
                 and (child is None or child.poll() is not None)):
@@ -372,8 +380,7 @@ class JournalLedgerWriter(ChildSupervision, LedgerWriter):
             self.journal_full = False  # (as `close`: on disk rather than lost with memory)
             self._write_lines(block=True)
             if self.in_process:
-                self._close_journal()  # appended to no more: read to its end, and gone
-                self._read_journal()
+                self._read_journal()  # (the rest, and the journal's removal: `close`)
             return
         size = self.journal_bytes()
         if size >= self._max_bytes and not self.journal_full:
