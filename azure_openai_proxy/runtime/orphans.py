@@ -12,7 +12,6 @@ manager, some process supervisors); elsewhere init reaps them and this finds non
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 from collections.abc import Collection
 
@@ -27,6 +26,10 @@ def adopts_orphans() -> bool:
     started beside a supervisor are left to their own waits.)"""
     if os.getpid() == 1:
         return True
+    try:
+        import ctypes  # (here: a Python built without libffi has none; store/replaced.py)
+    except ImportError:
+        return False
     flag = ctypes.c_int(0)
     with contextlib.suppress(OSError, AttributeError):  # (not Linux: no prctl)
         ctypes.CDLL(None, use_errno=True).prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(flag),
