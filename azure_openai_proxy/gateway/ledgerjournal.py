@@ -276,7 +276,16 @@ class JournalLedgerWriter(ChildSupervision, LedgerWriter):
         """(Taken over.) What the journal has, written; `finished` (`close`, nothing
         appended any more), all of it: it goes."""
         reader = self._reader
-        if reader is not None and read_journal(reader, finished=finished):
+        if reader is None:
+            return
+        try:
+            done = read_journal(reader, finished=finished)
+        except OSError as exc:  # (the journal or its acknowledgement: the disk's)
+            if self._unspooled.due():
+                log.error("usage ledger: the journal %s could not be read or acknowledged "
+                          "(%s); it stays until it can", self.prefix, exc)
+            return
+        if done:
             reader.remove()
             self._reader = None
             if self._lock_fd >= 0:

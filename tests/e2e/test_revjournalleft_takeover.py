@@ -54,3 +54,52 @@ def test_a_record_added_after_the_threads_last_pass_is_written(
     assert "req-999" in stored(path)
     assert _rows(path) == (301, 301)
     assert journal_files(path) == []
+
+
+def test_a_journal_that_cannot_be_acknowledged_at_the_stop_is_kept_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The disk full as `close` reads the journal's last records (their acknowledgement
+    cannot be written): `close` (app.cleanup's: the transport, the key directory and the
+    owners' store are closed after it) does not raise, and the journal stays (its lock
+    let go) for a later claim, which counts the committed records once."""
+    from azure_openai_proxy.gateway import journalchild
+
+    path = tmp_path / "gw.db"
+    ledger = _taken_over(path, monkeypatch, tmp_path)
+    until(lambda: _rows(path)[0] == 300, 30, "never written")
+    maintain = ledger._maintain
+
+    def full(prefix: str, position: tuple[int, int]) -> None:
+        raise OSError(28, "No space left on device")
+
+    def maintain_then_add() -> None:
+        maintain()
+        if ledger._stopping and ledger._thread is None:
+            monkeypatch.setattr(journalchild, "write_ack", full)
+            ledger.add(finished(999))
+
+    monkeypatch.setattr(ledger, "_maintain", maintain_then_add)
+    ledger.close()  # (raised OSError)
+    assert _rows(path) == (301, 301)  # committed, then not acknowledged
+    assert journal_files(path) != []  # kept: a later claim writes it again, counted once
+
+
+def test_a_worker_that_took_over_claims_dead_workers_journals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its child no longer claims them: its thread does (`_own_journal`). Seen surviving a
+    mutation before (no claim by a taken-over worker: no test failed)."""
+    from tests.unit.test_journalleft_claims import _dead_journal
+
+    path = tmp_path / "gw.db"
+    ledger = _taken_over(path, monkeypatch, tmp_path)
+    try:
+        until(lambda: _rows(path)[0] == 300, 30, "never written")
+        _dead_journal(path, "1-dead0000", range(1000, 1100))
+        until(lambda: _rows(path)[0] == 400, 30, "the dead journal was never claimed")
+        assert ledger.in_process  # (no child came back meanwhile: its retry is 120 s away)
+    finally:
+        ledger.close()
+    assert _rows(path) == (400, 400)
+    assert journal_files(path) == []
