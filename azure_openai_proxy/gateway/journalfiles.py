@@ -46,7 +46,6 @@ __all__ = [
     "remove_journal",
     "segment_path",
     "segments",
-    "unacknowledged",
     "write_ack",
 ]
 
@@ -106,24 +105,6 @@ def write_ack(prefix: str, position: Position) -> None:
     with open(temporary, "w") as file:
         file.write(f"{position[0]} {position[1]}")
     os.replace(temporary, prefix + ".ack")
-
-
-def unacknowledged(prefix: str) -> list[bytes]:
-    """The journal's lines past its acknowledgement, in order, the first the prices in
-    force there (for a worker taking its journal over from a dead child). A segment's
-    cut last line (a failed append's) is left out, as the child leaves it."""
-    number, offset = read_ack(prefix)
-    lines: list[bytes] = []
-    for found in segments(prefix):
-        if found < number:
-            continue
-        data = segment_path(prefix, found).read_bytes()
-        start = offset if found == number else 0
-        if start:  # each segment begins with its prices: those in force at the offset
-            lines.extend([line for line in data[:start].split(b"\n")
-                          if line.startswith(b"{")][-1:])
-        lines.extend(data[start:data.rfind(b"\n") + 1].split(b"\n")[:-1])
-    return lines
 
 
 def drop_oldest(lines: deque[bytes], count: int) -> list[str]:

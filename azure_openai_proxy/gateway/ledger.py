@@ -15,6 +15,8 @@ in the database, off the request path, and nothing is lost.
         database error    -> the spool file (JSON lines next to the database:
                              ledgerspool.py; it failing too, in memory up to max_buffer)
         database back     -> the spool replayed (idempotent: request_id is unique)
+        every few seconds   dead workers' journals (a journal writer's, ledgerjournal.py)
+                             claimed and written, as a journal child does (ledgerclaim.py)
         while it runs, the switch interval at 0.5 ms (gilshare.py: else starved of the GIL)
         every few seconds the budgets' SpendBook is rebuilt from the rollups (every
         worker's spend; one SQL aggregate from the earliest period start on); the costs
@@ -43,6 +45,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from azure_openai_proxy.gateway.gilshare import GilShare
+from azure_openai_proxy.gateway.ledgerclaim import ThreadLedger, claim_dead_journals
+from azure_openai_proxy.gateway.ledgerdatabase import LedgerDatabase
 from azure_openai_proxy.gateway.ledgerrows import (
     NO_TOKENS,
     RELOADED,
@@ -57,8 +61,6 @@ from azure_openai_proxy.gateway.ledgerrows import (
 from azure_openai_proxy.gateway.ledgerspool import LedgerSpool, RepeatedError
 from azure_openai_proxy.governance.budget import (
     BudgetGuard,
-    SpendBook,
-    earliest_period_start,
 )
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.observability.record import RequestRecord
@@ -66,7 +68,6 @@ from azure_openai_proxy.settings import Settings
 from azure_openai_proxy.store.ledger import (
     FULL_BATCH,
     PRUNE_CHUNK,
-    Labels,
     LedgerRow,
     LedgerStore,
 )
@@ -92,6 +93,11 @@ _RETENTION_EVERY = 3600.0
 # at least this often, not only after this worker's own writes.
 # Also the longest this worker holds a written record's cost in memory (BudgetGuard).
 _BUDGET_REFRESH_EVERY = 2.0
+# Dead workers' journals looked for (a directory listing) this often by a writer with no
+# journal child (journalchild._CLAIM_EVERY's): a switch from `journal` to `thread`, or a
+# journal writer that fell back or took over, leaves none unwritten.
+_CLAIM_EVERY = 5.0
+
 
 
 def ledger_enabled(settings: Settings) -> bool:
@@ -133,7 +139,7 @@ _MAINTAIN_EVERY = 0.5
 _OVERFLOW_MOST = 256
 
 
-class LedgerWriter:
+class LedgerWriter(LedgerDatabase):
     """One worker's ledger writer (a daemon thread). `add` is called on the event loop;
     everything else happens on the thread, or in `start`/`close` (call those off the
     loop: they touch the database)."""
@@ -187,6 +193,8 @@ class LedgerWriter:
         self._spooled: deque[str] = deque()
         self._awaiting: set[str] = set()
         self.failures = 0  # database errors seen (the tests and the log read it)
+        self._claimer: ThreadLedger | None = None  # writes journals in this thread
+        self._next_claim = 0.0  # time.monotonic() of the next look for dead journals
 
     # -- the event loop's side ---------------------------------------------------------
 
@@ -248,6 +256,8 @@ class LedgerWriter:
                     self._store.close()
                 self._store = None
             self._watch.release()  # (not under a thread still running)
+            if self._claimer is not None:
+                self._claimer.close()
             self._share.release()  # a thread never started (or `start` failed)
         else:
             self._spool(self._take(len(self._queue)))
@@ -310,20 +320,6 @@ class LedgerWriter:
                 time.sleep(_PAUSE)  # lets the GIL go: the event loop waits at most a chunk
         return out
 
-    def _label_of(self, labels: Labels) -> int:
-        """A combination's label id in the open store (0: none open, or it failed: the
-        store looks it up when the rows are written). After a failure, none is asked
-        for the rest of the batch: a locked database makes each ask wait its busy
-        timeout."""
-        store = self._store
-        if store is None or self._unlabelled:
-            return 0
-        try:
-            return store.label_id(labels)
-        except Exception:
-            self._unlabelled = True
-            return 0
-
     def _drain(self) -> None:
         while self._queue:
             generation = self._generation
@@ -334,32 +330,6 @@ class LedgerWriter:
                 self._spool(batch)
                 self.guard.replace(self.guard.book.plus(owner_costs(batch)),
                                    [r[1] for r in batch])
-
-    def _write(self, batch: list[LedgerRow], generation: int) -> bool:
-        store = self._open()
-        if store is None:
-            return False
-        if generation != self._generation:  # opened anew since the batch was priced
-            batch = [(*row[:2], 0, *row[3:]) for row in batch]
-        try:
-            store.write_rows(batch, priced=True)
-        except Exception as exc:
-            self._failed(exc)
-            return False
-        finally:
-            self._forget_stale_labels()
-        pending = self.guard.pending()
-        if pending:
-            self._unread.extend(r[1] for r in batch if r[1] in pending)
-        return True
-
-    def _forget_stale_labels(self) -> None:
-        """The open store let its label ids go (the database restored in place, seen by
-        a write or the spool's replay): so does the pricer."""
-        store = self._store
-        if store is not None and store.label_epoch != self._label_epoch:
-            self._label_epoch = store.label_epoch
-            self._pricer.forget_labels()
 
     def _maintain(self) -> None:
         store = self._open()
@@ -375,71 +345,27 @@ class LedgerWriter:
                 self._refresh_budgets(store)
         except Exception as exc:
             self._failed(exc)
+        self._claim_dead()
 
-    def _open(self) -> LedgerStore | None:
-        if self._store is not None and self._watch.replaced():
-            # Removed or replaced under the open connection: what it wrote now would go
-            # to the old, unlinked file, and be lost.
-            self._close_store()
-        if self._store is None:
-            try:
-                if self._opened and file_identity(self.database) is None:
-                    # Gone after it was opened (deleted, its directory removed): an empty
-                    # one made here would stand in for the lost one, as the key directory
-                    # refuses to. The records spool until it is back (restored, or made
-                    # by the CLI or a restart).
-                    raise FileNotFoundError(f"{self.database} is gone")
-                # Moved in with the replaced one's -wal beside, which SQLite would apply to
-                # it (a backup then held the old usage rows): ReplacedInUse, and spooled.
-                self._watch.check()
-                self._watch.opening()
-                self._store = LedgerStore.open(self.database, busy_timeout_ms=self._busy_ms,
-                                               waits=self._waits)
-                self._watch.opened()
-                self._generation += 1
-                self._label_epoch = self._store.label_epoch
-                self._pricer.forget_labels()  # the ids it remembers may not be this one's
-                self._opened = True
-            except Exception as exc:
-                self._failed(exc)
-                return None
-        return self._store
+    def _own_journal(self) -> str | None:
+        """This worker's journal prefix ("": none), or None: a child claims dead ones."""
+        return ""
 
-    def _close_store(self) -> None:
-        if self._store is not None:
-            with contextlib.suppress(Exception):
-                self._store.close()
-            self._store = None
+    def _claim_dead(self) -> None:
+        own = self._own_journal()
+        if (own is None or self._thread is None or self._stopping
+                or time.monotonic() < self._next_claim):
+            return  # (only the thread's: at the start or the stop, 1 GB would hold it up)
+        claim_dead_journals(self.database, own, self._thread_ledger())
+        self._next_claim = time.monotonic() + _CLAIM_EVERY
 
-    def _failed(self, exc: Exception) -> None:
+    def _thread_ledger(self) -> ThreadLedger:
+        if self._claimer is None:
+            self._claimer = ThreadLedger(self.database, self._busy_ms, self._count_failure)
+        return self._claimer
+
+    def _count_failure(self) -> None:
         self.failures += 1
-        if self.failures == 1 or self.failures % 100 == 0:
-            log.warning("usage ledger: database unavailable (%s: %s); records go to %s "
-                        "until it is back", type(exc).__name__, exc, self.spool_path)
-        self._close_store()
-
-    def _refresh_budgets(self, store: LedgerStore) -> None:
-        """Every worker's spend, from the rollups: the days of the longest period that
-        can be current, and one total per owner for the days before (budgets with no
-        period). The holds of the records this worker wrote since the last read go with
-        it, and those of the records its event loop spooled once the book has them
-        (whichever worker replayed the spool) or once the spool they went to is gone
-        and the database does not have them (a line cut by a crash: lost)."""
-        with contextlib.suppress(Exception):
-            awaiting, spooled = self._awaiting, self._spooled
-            while spooled:
-                awaiting.add(spooled.popleft())
-            # Before the database is read: a spool replayed is committed, then removed.
-            spool_gone = (bool(awaiting) and not self.spool_path.exists()
-                          and not self._spool_file.kept)  # nor rows kept in memory
-            since = earliest_period_start(self._clock())
-            read_at = self.guard.book_read_started()  # what was committed before is in it
-            rows, recorded = store.spend_and_recorded(since, awaiting)
-            released = set(awaiting) if spool_gone else recorded
-            self.guard.replace(SpendBook.from_rows(rows), [*self._unread, *released], read_at)
-            awaiting -= released
-            self._unread = []  # only this thread (or start(), before it) touches it
-            self._last_refresh = self._clock()
 
     # -- the spool ---------------------------------------------------------------------
 
@@ -473,15 +399,6 @@ class LedgerWriter:
                       "bound tries again (%d such failures since the last line)",
                       self.spool_path, problem, count, len(records), times)
         return taken
-
-    def _replay(self, store: LedgerStore) -> bool:
-        """Write the spool's records to the database, then remove it. True if any."""
-        replayed = self._spool_file.replay(store, self._batch)
-        if replayed is None:
-            return False
-        log.info("usage ledger: %d spooled records written to the database", replayed)
-        return True
-
 
 class _Reconfigured(NamedTuple):
     """A reload's prices: the records queued after its mark are priced with these."""

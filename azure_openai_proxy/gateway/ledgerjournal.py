@@ -17,11 +17,14 @@ Nothing lost: a line appended is in the page cache, so SIGTERM, a crash of the w
 (its journal claimed by the next child to look: its lock is free) and a crash of the
 child (restarted; it resumes at its acknowledgement) lose at most the lines not yet
 appended (a SIGKILL of the worker: up to 0.5 s of records; SIGTERM and a reload lose
-none). A child dying `_CRASH_LOOP` times in a row hands over: the worker's thread writes
-the journal's unacknowledged lines and all later records (`_take_over`; the journal
-kept until those are written or spooled). At `close` the thread does the same with up
-to `_HAND_OVER_MOST` bytes of journal left; past that, the child writes the rest (its
-input closed; a database refusing past the wait leaves it for the next start).
+none). A child dying `_CRASH_LOOP` times in a row with records waiting hands over
+(ledgersupervise.py): the worker's thread reads and writes the journal as the child did
+(`_take_over`, ledgerclaim.py: a bounded piece at a time, acknowledged after each commit;
+the lines still appended to the journal, which stays until they are written), claims
+dead workers' journals as the child did, and tries a child again later. At `close` the
+thread does the same with up to `_HAND_OVER_MOST` bytes of journal left; past that, the
+child writes the rest (its input closed; a database refusing past the wait leaves it for
+the next start).
 
 The bound: past `journal_max_bytes` on disk (the database refusing for long) the lines
 wait in memory, up to `max_buffer`; past that the oldest are dropped, with an error
@@ -40,7 +43,6 @@ import math
 import os
 import secrets
 import subprocess
-import sys
 import threading
 import time
 from collections import deque
@@ -49,6 +51,7 @@ from pathlib import Path
 
 import orjson
 
+from azure_openai_proxy.gateway.journalchild import JournalReader
 from azure_openai_proxy.gateway.journalfiles import (
     Position,
     drop_oldest,
@@ -59,9 +62,10 @@ from azure_openai_proxy.gateway.journalfiles import (
     record_of_line,
     remove_journal,
     segment_path,
-    unacknowledged,
 )
 from azure_openai_proxy.gateway.ledger import LedgerWriter
+from azure_openai_proxy.gateway.ledgerclaim import read_journal
+from azure_openai_proxy.gateway.ledgersupervise import ChildSupervision
 from azure_openai_proxy.governance.budget import BudgetGuard, SpendBook, earliest_period_start
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.observability.record import RequestRecord
@@ -74,14 +78,10 @@ log = logging.getLogger("azure_openai_proxy")
 _APPEND_EVERY = 256  # lines: one write(2) on the event loop
 _SEGMENT_BYTES = 16 << 20
 _JOURNAL_MAX_BYTES = 1 << 30
-_RESTART_MOST = 30.0  # seconds between restarts of a child that keeps dying, at most
-# Deaths of the child in a row, its acknowledgement not moving between them: a crash
-# loop (a child that cannot run here); the worker then writes its records itself.
-_CRASH_LOOP = 3
 _HAND_OVER_MOST = 8 << 20  # bytes of journal the worker writes itself at its stop
 
 
-class JournalLedgerWriter(LedgerWriter):
+class JournalLedgerWriter(ChildSupervision, LedgerWriter):
     """`LedgerWriter` whose records go through a journal to a child process."""
     _opens_late = True  # its worker side opens the database for maintenance only
     def __init__(self, database: Path, prices: PriceTable,
@@ -110,6 +110,9 @@ class JournalLedgerWriter(LedgerWriter):
         self._restart_at = 0.0
         self._deaths = 0  # in a row, the acknowledgement not moving (`_CRASH_LOOP`)
         self._ack_seen: Position = (0, 0)
+        self._retry_at = math.inf  # (taken over) when a child is tried again
+        self._takeovers = 0
+        self._reader: JournalReader | None = None  # the thread's, taken over
         self.in_process = False  # this worker's thread writes (`_fall_back`, `_take_over`)
         self._book_due = False  # a flush asks for the budgets' book to be read
         self.dropped = 0  # lines dropped past the bound (the tests and the log read it)
@@ -121,13 +124,6 @@ class JournalLedgerWriter(LedgerWriter):
     def waiting(self) -> int:
         """Lines not yet appended to the journal."""
         return len(self._lines)
-
-    @property
-    def child_pid(self) -> int | None:
-        return None if self._child is None else self._child.pid
-
-    def child_alive(self) -> bool:
-        return self._child is not None and self._child.poll() is None
 
     def add(self, record: RequestRecord) -> None:
         lines = self._lines
@@ -268,119 +264,46 @@ class JournalLedgerWriter(LedgerWriter):
                 if line:
                     log.error("usage ledger: a journal line dropped (%s)", type(exc).__name__)
 
-    def _spawn(self) -> None:
-        """Raises OSError if the child cannot be started."""
-        self._child = subprocess.Popen(
-            [sys.executable, "-m", "azure_openai_proxy.gateway.journalchild", self.prefix,
-             str(self.database), str(self._busy_ms), str(self._lock_fd)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, pass_fds=(self._lock_fd,),
-            bufsize=0)
-        assert self._child.stdin is not None and self._child.stdout is not None
-        # A poke never waits: a child stopped or stuck does not stop this thread when
-        # the pipe is full (the child reads the journal, not the pokes).
-        os.set_blocking(self._child.stdin.fileno(), False)
-        os.set_blocking(self._child.stdout.fileno(), False)
-
-    def _count_failures(self) -> None:
-        """The child's database failures (a byte each on its standard output) counted in
-        `failures`, as the thread writer's own are."""
-        child = self._child
-        if child is None or child.stdout is None:
-            return
-        with contextlib.suppress(OSError, ValueError):  # nothing there, or closed
-            while data := os.read(child.stdout.fileno(), 65536):
-                self.failures += len(data)
-
-    def _supervise(self) -> None:
-        self._count_failures()
-        child = self._child
-        if child is not None and child.poll() is None:
-            return
-        now = time.monotonic()
-        if now < self._restart_at:
-            return
-        if child is not None:
-            ack = read_ack(self.prefix)
-            self._deaths = self._deaths + 1 if ack == self._ack_seen else 1
-            self._ack_seen = ack
-            self._ended(child)
-            if self._given_up(f"ended (status {child.returncode})"):
-                return
-            self.restarts += 1
-        self._restart_at = now + min(_RESTART_MOST, 0.5 * 2 ** min(self.restarts, 6))
-        try:
-            self._spawn()
-        except OSError as exc:
-            self._stop_child()  # (one started whose pipes could not be set up)
-            self._deaths += 1
-            self._given_up(f"could not be started ({exc})")
-
-    def _given_up(self, what: str) -> bool:
-        """The child dead `_CRASH_LOOP` times in a row: the journal taken over (True)."""
-        if self._deaths < _CRASH_LOOP:
-            log.error("usage ledger: the journal's writer %s; tried again", what)
-            return False
-        log.error("usage ledger: the journal's writer %s, %d times in a row; this worker "
-                  "writes its records itself from now on", what, self._deaths)
-        self._take_over()
-        self.fallbacks += 1
-        return True
-
     def _take_over(self) -> None:
-        """(The thread, the child dead or stopped.) The thread writes from now on, first
-        the lines not acknowledged (those the child wrote: again, counted once by INSERT
-        OR IGNORE); the journal, locked, stays until they are out of memory."""
-        with self._io:  # no append from now on (`_write_lines`: no journal open)
-            self._close_journal()
-            try:
-                older = unacknowledged(self.prefix)
-            except OSError as exc:
-                log.error("usage ledger: the journal %s could not be read (%s); left to "
-                          "a later claim", self.prefix, exc)
-                os.close(self._lock_fd)
-                self._lock_fd, older = -1, []
-            self._lines.extendleft(reversed(older))  # before those added since
+        """(The thread, the child dead or stopped.) The thread reads the journal from its
+        acknowledgement on, as the child did (those the child wrote and did not
+        acknowledge: again, counted once by INSERT OR IGNORE), a piece at a time; the
+        lines still appended to it."""
+        self._reader = JournalReader(self.prefix, self._thread_ledger())
         self.in_process = True
 
-    def _let_journal_go(self) -> None:
-        """(Taken over, after a drain.) Its lines in the database or the spool file: the
-        journal goes (not while the spool keeps rows in memory: a kill would lose them)."""
-        if self._lock_fd >= 0 and not self._queue and not self._spool_file.kept:
-            remove_journal(self.prefix)
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+    def _read_journal(self, *, finished: bool = False) -> None:
+        """(Taken over.) What the journal has, written; `finished` (`close`, nothing
+        appended any more), all of it: it goes."""
+        reader = self._reader
+        if reader is None:
+            return
+        try:
+            done = read_journal(reader, finished=finished)
+        except OSError as exc:  # (the journal or its acknowledgement: the disk's)
+            if self._unspooled.due():
+                log.error("usage ledger: the journal %s could not be read or acknowledged "
+                          "(%s); it stays until it can", self.prefix, exc)
+            return
+        if done:
+            reader.remove()
+            self._reader = None
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+
+    def _give_back(self) -> None:
+        """(Taken over, time to try a child again.) The child resumes at the acknowledgement."""
+        self._reader = None
+        self.in_process = False
+        if self._claimer is not None:
+            self._claimer.close()
 
     def _close_journal(self) -> None:
         with self._io:  # (reentrant)
             if self._fd >= 0:
                 os.close(self._fd)
             self._fd = -1
-
-    def _stop_child(self) -> None:
-        child = self._child
-        if child is not None:
-            child.kill()  # (SIGTERM it ignores) what it committed is acknowledged or not
-            child.wait()
-            self._ended(child, failed=False)  # (stopped, not failed)
-
-    def _ended(self, child: subprocess.Popen[bytes] | None, *, failed: bool = True) -> None:
-        """A child that ended: a failure (`failures` only goes up: a scrape reads it), with
-        those it reported; its pipes closed."""
-        if child is None:
-            return
-        self._count_failures()
-        self.failures += failed
-        for pipe in (child.stdin, child.stdout):
-            if pipe is not None:
-                pipe.close()
-        self._child = None
-
-    def _poke(self) -> None:
-        """Wake the child now (else it looks every second: journalchild._POLL)."""
-        child = self._child
-        if child is not None and child.stdin is not None:
-            with contextlib.suppress(OSError, ValueError):  # full, or the child gone
-                os.write(child.stdin.fileno(), b".")
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until what was added before the call is in the database, then for a
@@ -392,6 +315,8 @@ class JournalLedgerWriter(LedgerWriter):
         if self.journal_full and self._lines:
             return False  # past the bound: lines kept in memory, not in the journal
         self._poke()
+        if self.in_process:
+            self._wake.set()  # (taken over: the thread reads it)
         while read_ack(self.prefix) < target:
             if time.monotonic() >= deadline:
                 return False
@@ -404,7 +329,8 @@ class JournalLedgerWriter(LedgerWriter):
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the thread, append the rest, and let the child write it all (its input
-        closed); past `timeout` the child is stopped and the journal kept."""
+        closed; taken over: read to its end here); past `timeout` the child is stopped
+        and the journal kept."""
         deadline = time.monotonic() + timeout
         if not self.prefix and self._lines:
             self.start()  # never started (a test's, a command's): the records still go
@@ -415,6 +341,12 @@ class JournalLedgerWriter(LedgerWriter):
         self.journal_full = False  # past the bound or not, on disk rather than lost with memory
         self._write_lines(block=True)
         self._close_journal()
+        if self.in_process and self._thread is None:
+            # Taken over, the thread ended: the journal read to its end, what was added
+            # after the thread's last pass too (a request finishing during the stop).
+            self._read_journal(finished=True)
+            if self._claimer is not None:
+                self._claimer.close()
         child = self._child
         if (self._lock_fd >= 0 and not self.in_process  # (taken over: left if kept)
                 and (child is None or child.poll() is not None)):
@@ -445,21 +377,19 @@ class JournalLedgerWriter(LedgerWriter):
     # -- the thread ----------------------------------------------------------------------
 
     def _drain(self) -> None:
-        """(The thread, every cycle.) The lines left, appended; the child and the bound
-        looked after."""
+        """(The thread, every cycle.) The lines left, appended; the child (or, taken over,
+        the thread's reading) and the bound looked after."""
         if not self._stopping and not self.in_process:
             self._supervise()  # (a crash loop: the journal taken over)
         elif (self._stopping and not self.in_process and self._lock_fd >= 0
               and self.journal_bytes() <= _HAND_OVER_MOST):
             self._stop_child()
             self._take_over()
-        if self.in_process:
-            self._queue_lines()
-            super()._drain()
-            self._let_journal_go()
-            return
         if self._stopping:
+            self.journal_full = False  # (as `close`: on disk rather than lost with memory)
             self._write_lines(block=True)
+            if self.in_process:
+                self._read_journal()  # (the rest, and the journal's removal: `close`)
             return
         size = self.journal_bytes()
         if size >= self._max_bytes and not self.journal_full:
@@ -467,10 +397,18 @@ class JournalLedgerWriter(LedgerWriter):
                       "database refuses); records wait in memory", self.prefix, size)
         self.journal_full = size >= self._max_bytes
         self._write_lines(block=True)
-        self._poke()
+        if not self.in_process:
+            self._poke()
+        elif self._reader is not None:
+            self._read_journal()
+            if self._retried():
+                self._give_back()
         excess = len(self._lines) - self._max
         if excess > 0:
             self._drop(excess)
+
+    def _own_journal(self) -> str | None:
+        return self.prefix if self.in_process else None  # (else its child claims them)
 
     def journal_bytes(self) -> int:  # (its segments not yet removed)
         return journal_size(self.prefix)

@@ -23,6 +23,7 @@ from azure_openai_proxy.governance.sharedcontext import context_table
 from azure_openai_proxy.governance.sharedholds import ExitedColumns, holds_table
 from azure_openai_proxy.governance.sharedlimits import SharedLimits, SharedTable
 from azure_openai_proxy.http.accept import listening_sockets
+from azure_openai_proxy.runtime.orphans import adopts_orphans, reap_orphans
 from azure_openai_proxy.runtime.watch import ConfigWatcher, Signature, signature
 from azure_openai_proxy.settings import Settings
 
@@ -250,6 +251,7 @@ def supervise(workers: MutableSequence[multiprocessing.process.BaseProcess],
     (whatever its code: a SIGTERM sent to it alone drains it and exits 0) is replaced (in
     `workers`) once its column of the holds is free."""
     exited = ExitedColumns(holds) if holds is not None else None
+    reaps = adopts_orphans()
     running = {process.sentinel: index for index, process in enumerate(workers)}
     dead: set[int] = set()  # to be replaced
     while True:
@@ -267,8 +269,10 @@ def supervise(workers: MutableSequence[multiprocessing.process.BaseProcess],
                 log.error("no worker is left and they crash as they start: the server exits")
             break
         wait = _soonest(None if due is None else min(due, _EXITED_POLL),
-                        _EXITED_POLL if dead else None, held)
+                        _EXITED_POLL if dead else None, held, _REAP_EVERY if reaps else None)
         ready = set(multiprocessing.connection.wait(list(running), wait))
+        if reaps:
+            reap_orphans({process.pid for process in workers if process.pid is not None})
         for index in [running.pop(s) for s in list(running) if s in ready]:
             workers[index].join()
             if exited is not None:
@@ -326,6 +330,7 @@ def _replace(workers: MutableSequence[multiprocessing.process.BaseProcess], inde
 
 
 _EXITED_POLL = 1.0  # seconds between looks at the live workers' reads, while one exited
+_REAP_EVERY = 5.0  # seconds between looks for exited orphans (orphans.py: PID 1 adopts them)
 
 
 def _tended(step: Callable[..., _T], *args: object) -> _T | None:
