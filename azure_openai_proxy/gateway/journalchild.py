@@ -40,13 +40,12 @@ from azure_openai_proxy.gateway.journalfiles import (
     prices_of_line,
     read_ack,
     record_line,
-    record_of_line,
     remove_journal,
     segment_path,
     segments,
     write_ack,
 )
-from azure_openai_proxy.gateway.ledgerrows import Queued, RowPricer
+from azure_openai_proxy.gateway.ledgerrows import JournalRecord, Queued, RowPricer, request_record
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.store.ledger import FULL_BATCH, LedgerRow, LedgerStore
 from azure_openai_proxy.store.replaced import FileWatch
@@ -232,6 +231,7 @@ class JournalReader:
         records: deque[Queued] = deque()
         done = offset  # acknowledged so far
         at = offset
+        loads, make = orjson.loads, JournalRecord._make
         for line in data.split(b"\n")[:-1]:
             end = at + len(line) + 1
             if line.startswith(b"{"):
@@ -239,8 +239,9 @@ class JournalReader:
                 done = at
                 self._switch(line)
             elif line:
-                try:
-                    records.append(record_of_line(orjson.loads(line)))
+                try:  # (`record_of_line`'s values, without its RequestRecord: JournalRecord)
+                    record = make(loads(line))
+                    records.append((record, float(record.ended)))
                 except Exception as exc:
                     self._refuse(line, exc)
                 if len(records) >= FULL_BATCH:
@@ -266,7 +267,7 @@ class JournalReader:
                         raise
                     except Exception as exc:
                         if one[0] is not None:  # (never a mark: lines of prices split)
-                            self._refuse(record_line(one[0], one[1]), exc)
+                            self._refuse(record_line(request_record(one[0]), one[1]), exc)
         if end != done:
             self.position = number, end
             write_ack(self.prefix, self.position)
