@@ -38,10 +38,9 @@ from azure_openai_proxy.gateway.journalchild import DONE, JournalReader, Ledger
 from azure_openai_proxy.gateway.journalfiles import (
     prices_line,
     record_line,
-    record_of_line,
     segment_path,
 )
-from azure_openai_proxy.gateway.ledgerrows import Queued, RowPricer
+from azure_openai_proxy.gateway.ledgerrows import JournalRecord, Queued, RowPricer
 from azure_openai_proxy.gateway.requestids import request_id_source
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.observability.record import RequestRecord
@@ -98,10 +97,12 @@ def _segments(prefix: str) -> list[bytes]:
 def read_lines(prefix: str) -> deque[Queued]:
     """Phase `lines`: the records as the child parses them (the prices lines skipped)."""
     records: deque[Queued] = deque()
+    make = JournalRecord._make
     for data in _segments(prefix):
         for line in data.split(b"\n")[:-1]:
             if line.startswith(b"["):
-                records.append(record_of_line(orjson.loads(line)))
+                record = make(orjson.loads(line))
+                records.append((record, float(record.ended)))
     return records
 
 
