@@ -34,7 +34,7 @@ from pathlib import Path
 
 import orjson
 
-from azure_openai_proxy.gateway.journalchild import DONE, JournalReader, Ledger
+from azure_openai_proxy.gateway.journalchild import DONE, JournalReader, Ledger, quiet_collector
 from azure_openai_proxy.gateway.journalfiles import (
     prices_line,
     record_line,
@@ -125,6 +125,7 @@ def write_all(prefix: str, ledger: Ledger) -> None:
 
 
 def run(records: int, keys: int, phase: str, directory: Path) -> int:
+    quiet_collector()  # as the child's `main`
     database = directory / "gateway.db"
     LedgerStore.open(database).close()  # the worker makes it at its start
     make_id = request_id_source()
