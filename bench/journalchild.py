@@ -44,7 +44,7 @@ from azure_openai_proxy.gateway.ledgerrows import JournalRecord, Queued, RowPric
 from azure_openai_proxy.gateway.requestids import request_id_source
 from azure_openai_proxy.governance.prices import PriceTable
 from azure_openai_proxy.observability.record import RequestRecord
-from azure_openai_proxy.store.ledger import FULL_BATCH, LedgerRow, LedgerStore
+from azure_openai_proxy.store.ledger import FULL_BATCH, Labels, LedgerRow, LedgerStore
 
 PHASES = ("none", "lines", "priced", "full")
 _ENDPOINT = "https://example-east.openai.azure.com/"
@@ -107,12 +107,15 @@ def read_lines(prefix: str) -> deque[Queued]:
 
 
 def price(records: deque[Queued]) -> list[LedgerRow]:
-    """Phase `priced`: the rows, priced in the child's batches."""
+    """Phase `priced`: the rows, priced in the child's batches (each combination's label
+    id known, as the child's store gives it: the pricer remembers it)."""
     pricer = RowPricer(PriceTable.shipped(), {(_ENDPOINT, m): m for m in _MODELS})
     rows: list[LedgerRow] = []
     days = -1e308, -1e308, ""
+    ids: dict[Labels, int] = {}
     while records:
-        days, _ = pricer.take(records, FULL_BATCH, rows, days)
+        days, _ = pricer.take(records, FULL_BATCH, rows, days,
+                              lambda labels: ids.setdefault(labels, len(ids) + 1))
     return rows
 
 
