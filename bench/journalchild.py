@@ -97,11 +97,10 @@ def _segments(prefix: str) -> list[bytes]:
 def read_lines(prefix: str) -> deque[Queued]:
     """Phase `lines`: the records as the child parses them (the prices lines skipped)."""
     records: deque[Queued] = deque()
-    make = JournalRecord._make
     for data in _segments(prefix):
         for line in data.split(b"\n")[:-1]:
             if line.startswith(b"["):
-                record = make(orjson.loads(line))
+                record = JournalRecord(*orjson.loads(line))
                 records.append((record, float(record.ended)))
     return records
 

@@ -232,7 +232,7 @@ class JournalReader:
         records: deque[Queued] = deque()
         done = offset  # acknowledged so far
         at = offset
-        loads, make = orjson.loads, JournalRecord._make
+        loads = orjson.loads
         for line in data.split(b"\n")[:-1]:
             end = at + len(line) + 1
             if line.startswith(b"{"):
@@ -241,7 +241,7 @@ class JournalReader:
                 self._switch(line)
             elif line:
                 try:  # (`record_of_line`'s values, without its RequestRecord: JournalRecord)
-                    record = make(loads(line))
+                    record = JournalRecord(*loads(line))
                     records.append((record, float(record.ended)))
                 except Exception as exc:
                     self._refuse(line, exc)

@@ -124,8 +124,9 @@ def _without_tool(record: RequestRecord) -> RequestRecord:
 
 class JournalRecord(NamedTuple):
     """A journal's record line as the journal child prices it: the line's values in
-    their order (journalfiles.py `record_line`), made in C (`JournalRecord._make`), where
-    a `RequestRecord` of them (`record_of_line`) runs its 26-field `__init__` in Python
+    their order (journalfiles.py `record_line`), one tuple (`JournalRecord(*values)`: a
+    line of another length is a TypeError), where a `RequestRecord` of them
+    (`record_of_line`) runs its 26-field `__init__` in Python
     and makes a list it never fills: ~as many instructions as the line's JSON parse. The
     pricer reads the same attribute names of either; the rare records it prices by
     `record_cost` (no tokens, an image tool) it takes as `RequestRecord` (`request_record`)."""
