@@ -100,7 +100,7 @@ def read_lines(prefix: str) -> deque[Queued]:
     for data in _segments(prefix):
         for line in data.split(b"\n")[:-1]:
             if line.startswith(b"["):
-                record = JournalRecord(*orjson.loads(line))
+                record = JournalRecord.of_values(orjson.loads(line))
                 records.append((record, float(record.ended)))
     return records
 

@@ -241,7 +241,7 @@ class JournalReader:
                 self._switch(line)
             elif line:
                 try:  # (`record_of_line`'s values, without its RequestRecord: JournalRecord)
-                    record = JournalRecord(*loads(line))
+                    record = JournalRecord.of_values(loads(line))
                     records.append((record, float(record.ended)))
                 except Exception as exc:
                     self._refuse(line, exc)

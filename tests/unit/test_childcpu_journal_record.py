@@ -80,7 +80,7 @@ def test_every_shape_prices_into_the_same_row_as_from_a_request_record() -> None
     as_before = _priced(deque(record_of_line(orjson.loads(line)) for line in lines))
     as_the_child = deque[Queued]()
     for line in lines:
-        record = JournalRecord(*orjson.loads(line))
+        record = JournalRecord.of_values(orjson.loads(line))
         as_the_child.append((record, float(record.ended)))
     rows = _priced(as_the_child)
     assert rows == as_before
@@ -90,9 +90,9 @@ def test_every_shape_prices_into_the_same_row_as_from_a_request_record() -> None
 def test_a_line_of_another_length_is_no_journal_record() -> None:
     values = orjson.loads(record_line(_records()[0], 1.0))
     with pytest.raises(TypeError):
-        JournalRecord(*values[:-1])
+        JournalRecord.of_values(values[:-1])
     with pytest.raises(TypeError):
-        JournalRecord(*values, None)
+        JournalRecord.of_values([*values, None])
 
 
 def test_the_child_writes_what_the_request_records_price_to(tmp_path: Path) -> None:
