@@ -348,13 +348,12 @@ def run(prefix: str, database: Path, busy_ms: int) -> int:
 
 def quiet_collector() -> None:
     """The cyclic collector run rarely: a batch's objects (up to 2,000 records' tuples and
-    usage dicts, ~12,000 containers) are freed by their counts when it is written, and
-    nothing the child makes a record is a cycle, but at the default threshold (700 net
-    allocations) 20,000 records took 130 young and 12 older collections, each batch
-    scanned ~13 times by the first and its survivors again by the others
-    (bench/README.md, session 31). Cycles (a
-    traceback's) are still collected, once 50,000 containers outlive their counts. What
-    the start-up made is left out of every scan (`gc.freeze`)."""
+    usage dicts, ~12,000 containers) are freed by their counts once it is written, and no
+    record makes a cycle; at the default threshold (700 net allocations) 20,000 records
+    took 130 young and 12 older collections, each batch scanned ~13 times
+    (bench/README.md, session 31). Cycles (a traceback's) are still collected, once
+    50,000 containers outlive their counts. What the start-up made is left out of every
+    scan (`gc.freeze`)."""
     gc.freeze()
     gc.set_threshold(50_000, 10, 10)
 
