@@ -97,10 +97,11 @@ def _segments(prefix: str) -> list[bytes]:
 def read_lines(prefix: str) -> deque[Queued]:
     """Phase `lines`: the records as the child parses them (the prices lines skipped)."""
     records: deque[Queued] = deque()
+    make = JournalRecord.of_values
     for data in _segments(prefix):
         for line in data.split(b"\n")[:-1]:
             if line.startswith(b"["):
-                record = JournalRecord.of_values(orjson.loads(line))
+                record = make(orjson.loads(line))
                 records.append((record, float(record.ended)))
     return records
 

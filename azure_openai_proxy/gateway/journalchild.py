@@ -232,7 +232,7 @@ class JournalReader:
         records: deque[Queued] = deque()
         done = offset  # acknowledged so far
         at = offset
-        loads = orjson.loads
+        loads, make = orjson.loads, JournalRecord.of_values
         for line in data.split(b"\n")[:-1]:
             end = at + len(line) + 1
             if line.startswith(b"{"):
@@ -241,7 +241,7 @@ class JournalReader:
                 self._switch(line)
             elif line:
                 try:  # (`record_of_line`'s values, without its RequestRecord: JournalRecord)
-                    record = JournalRecord.of_values(loads(line))
+                    record = make(loads(line))
                     records.append((record, float(record.ended)))
                 except Exception as exc:
                     self._refuse(line, exc)

@@ -122,6 +122,9 @@ def _without_tool(record: RequestRecord) -> RequestRecord:
     return dataclasses.replace(record, usage=usage, retries=[])
 
 
+_new_tuple = tuple.__new__
+
+
 class JournalRecord(NamedTuple):
     """A journal's record line as the journal child prices it: the line's values in
     their order (journalfiles.py `record_line`), one tuple (`of_values`), where a
@@ -150,7 +153,7 @@ class JournalRecord(NamedTuple):
         """A record line's values as one (a line of another length: TypeError). The
         tuple made in C: `JournalRecord(*values)` runs the generated `__new__` in Python
         (~1,450 instructions more a record, bench/README.md session 31)."""
-        record = tuple.__new__(cls, values)
+        record = _new_tuple(cls, values)
         if len(record) != _LINE_VALUES:
             raise TypeError(f"a record line has {_LINE_VALUES} values, not {len(record)}")
         return record
