@@ -15,7 +15,7 @@ difference (instructions counted by callgrind over the whole run, `--phase none`
 base):
 
     none      the journal written, nothing read
-    lines     + the segments read, split, each line parsed (`record_of_line`)
+    lines     + the segments read, split, each line parsed (`JournalRecord.of_values`)
     priced    + the records priced into rows (`RowPricer.take`)
     full      + written to SQLite, acknowledged, the segments removed (the child's work)
 
