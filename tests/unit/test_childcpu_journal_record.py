@@ -95,13 +95,13 @@ def test_a_line_of_another_length_is_no_journal_record() -> None:
         JournalRecord.of_values([*values, None])
 
 
-def test_the_child_writes_what_the_request_records_price_to(tmp_path: Path) -> None:
-    database = tmp_path / "gateway.db"
+def child_writes(database: Path, models: dict[tuple[str, str], str],
+                 records: list[RequestRecord], ended: list[float]) -> None:
+    """A new `database` given a journal of `records` (the shipped prices, `models`) by
+    the child's reader, as it writes a stopped worker's."""
     LedgerStore.open(database).close()
     prefix = str(database) + ".journal-test"
-    records = _records()
-    ended = [1_796_212_800.0 + n for n in range(len(records))]
-    lines = [prices_line(PriceTable.shipped(), _MODELS),
+    lines = [prices_line(PriceTable.shipped(), models),
              *(record_line(r, t) for r, t in zip(records, ended, strict=True))]
     segment_path(prefix, 1).write_bytes(b"\n".join(lines) + b"\n")
     ledger = Ledger(database, 1000)
@@ -109,6 +109,13 @@ def test_the_child_writes_what_the_request_records_price_to(tmp_path: Path) -> N
     while reader.step(finished=True) != DONE:
         pass
     ledger.close()
+
+
+def test_the_child_writes_what_the_request_records_price_to(tmp_path: Path) -> None:
+    database = tmp_path / "gateway.db"
+    records = _records()
+    ended = [1_796_212_800.0 + n for n in range(len(records))]
+    child_writes(database, _MODELS, records, ended)
     store = LedgerStore.open(database)
     try:
         written = sorted(store.records(), key=lambda r: r.request_id)

@@ -14,17 +14,11 @@ from pathlib import Path
 
 import orjson
 
-from azure_openai_proxy.gateway.journalchild import DONE, JournalReader, Ledger
-from azure_openai_proxy.gateway.journalfiles import (
-    prices_line,
-    record_line,
-    record_of_line,
-    segment_path,
-)
-from azure_openai_proxy.gateway.ledgerrows import JournalRecord, Queued, RowPricer
-from azure_openai_proxy.governance.prices import PriceTable
+from azure_openai_proxy.gateway.journalfiles import record_line, record_of_line
+from azure_openai_proxy.gateway.ledgerrows import JournalRecord
 from azure_openai_proxy.observability.record import RequestRecord
-from azure_openai_proxy.store.ledger import LedgerRow, LedgerStore
+from azure_openai_proxy.store.ledger import LedgerStore
+from tests.unit.test_childcpu_journal_record import _priced, child_writes
 
 _MODELS = {("https://e/", "gpt-4o"): "gpt-4o", ("https://e/", "pictures"): "gpt-image-1"}
 _TOOL = {"input_tokens": 20, "output_tokens": 1056, "total_tokens": 1076,
@@ -41,16 +35,8 @@ def _record(request_id: str, usage: object) -> RequestRecord:
 
 def _written(tmp_path: Path, records: list[RequestRecord]) -> tuple[list[str], bytes]:
     database = tmp_path / "gateway.db"
-    LedgerStore.open(database).close()
-    prefix = str(database) + ".journal-test"
-    lines = [prices_line(PriceTable.shipped(), _MODELS),
-             *(record_line(r, 1_796_212_800.0 + n) for n, r in enumerate(records))]
-    segment_path(prefix, 1).write_bytes(b"\n".join(lines) + b"\n")
-    ledger = Ledger(database, 1000)
-    reader = JournalReader(prefix, ledger)
-    while reader.step(finished=True) != DONE:
-        pass
-    ledger.close()
+    child_writes(database, _MODELS, records,
+                 [1_796_212_800.0 + n for n in range(len(records))])
     store = LedgerStore.open(database)
     try:
         ids = sorted(r.request_id for r in store.records())
@@ -66,13 +52,6 @@ def test_a_record_that_prices_into_nothing_is_set_aside_as_its_line(tmp_path: Pa
     ids, refused = _written(tmp_path, [_record("req-1", good), bad, _record("req-2", good)])
     assert ids == ["req-1", "req-2"]
     assert refused == record_line(bad, 1_796_212_801.0) + b"\n"
-
-
-def _priced(queue: deque[Queued]) -> list[LedgerRow]:
-    rows: list[LedgerRow] = []
-    RowPricer(PriceTable.shipped(), _MODELS).take(queue, len(queue), rows,
-                                                  (-1e308, -1e308, ""), lambda labels: 7)
-    return rows
 
 
 def test_no_tokens_but_an_image_tool_prices_as_a_request_records_does() -> None:
