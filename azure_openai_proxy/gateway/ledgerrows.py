@@ -10,8 +10,9 @@ import dataclasses
 import math
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
+from azure_openai_proxy.gateway.journalfiles import record_of_line
 from azure_openai_proxy.governance.budget import day_of
 from azure_openai_proxy.governance.mediatokens import ESTIMATED_TOKENS, refused_pictures
 from azure_openai_proxy.governance.model import UsageRecord
@@ -35,12 +36,14 @@ __all__ = [
     "NO_TOKENS",
     "RELOADED",
     "UNIT_PRICED",
+    "JournalRecord",
     "Queued",
     "RowPricer",
     "ledger_row",
     "no_label",
     "owner_costs",
     "record_cost",
+    "request_record",
     "usage_record",
 ]
 
@@ -119,10 +122,57 @@ def _without_tool(record: RequestRecord) -> RequestRecord:
     return dataclasses.replace(record, usage=usage, retries=[])
 
 
+_new_tuple = tuple.__new__
+
+
+class JournalRecord(NamedTuple):
+    """A journal's record line as the journal child prices it: the line's values in
+    their order (journalfiles.py `record_line`), one tuple (`of_values`), where a
+    `RequestRecord` of them (`record_of_line`) runs its 26-field `__init__` in Python
+    and makes a list it never fills: ~as many instructions as the line's JSON parse. The
+    pricer reads the same attribute names of either; the rare records it prices by
+    `record_cost` (no tokens, an image tool) it takes as `RequestRecord` (`request_record`)."""
+
+    request_id: str
+    ended: float
+    total_ms: float
+    upstream_ms: float | None
+    status: int
+    attempts: int
+    stream: bool
+    key_id: str | None
+    team_id: str | None
+    model: str | None
+    deployment: str | None
+    endpoint: str | None
+    route: str
+    usage: dict[str, Any] | None
+
+    @classmethod
+    def of_values(cls, values: list[Any]) -> JournalRecord:
+        """A record line's values as one (a line of another length: TypeError). The
+        tuple made in C: `JournalRecord(*values)` runs the generated `__new__` in Python
+        (~1,450 instructions more a record, bench/README.md session 31)."""
+        record = _new_tuple(cls, values)
+        if len(record) != _LINE_VALUES:
+            raise TypeError(f"a record line has {_LINE_VALUES} values, not {len(record)}")
+        return record
+
+
+_LINE_VALUES = len(JournalRecord.__annotations__)
+
+
+def request_record(record: RequestRecord | JournalRecord) -> RequestRecord:
+    """`record` as a `RequestRecord` (a journal's as `record_of_line` reads its line)."""
+    if isinstance(record, RequestRecord):
+        return record
+    return record_of_line(list(record))[0]
+
+
 # The queue: (a finished request, when it ended); or a reload's mark, `RELOADED` (its
 # prices wait in `LedgerWriter._reloads`): a record is told from a mark by `is None`,
 # where an isinstance that fails would look up `__class__` (~400 instructions a record).
-Queued = tuple[RequestRecord | None, float]
+Queued = tuple[RequestRecord | JournalRecord | None, float]
 # A record's key, team, client model, deployment, endpoint and route, as it has them.
 _Names = tuple[str | None, str | None, str | None, str | None, str | None, str]
 # labels, token rates (() for none), label id, audio rates (None for none)
@@ -268,8 +318,9 @@ class RowPricer:
                     cost = 0.0
                     self._unpriced.recorded(self.prices, *names[2:5])
             else:
-                cost, priced = record_cost(record, self.prices, self.models, NO_TOKENS)
-                if flags == _MEASURED and _by_estimated_tokens(record, self.prices, self.models):
+                full = request_record(record)
+                cost, priced = record_cost(full, self.prices, self.models, NO_TOKENS)
+                if flags == _MEASURED and _by_estimated_tokens(full, self.prices, self.models):
                     flags = _ESTIMATED  # a speech priced by its tokens, estimated
                 flags |= priced << 1
             append((arrived, record.request_id, label, record.status, prompt, cached,
@@ -277,12 +328,13 @@ class RowPricer:
                     record.attempts, flags | record.stream, labels, day))
         return (start, end, day), False
 
-    def _tool_row(self, record: RequestRecord, arrived: float, day: str,
+    def _tool_row(self, queued: RequestRecord | JournalRecord, arrived: float, day: str,
                   label_of: Callable[[Labels], int]) -> LedgerRow:
         """The row of a Responses request whose usage has its image tool's part
         (`governance/toolusage.py`): the text model's tokens, and a cost of both parts,
         each at its own model's rates; estimated when either is, or when the image deployment
         is priced by its models on other endpoints (`image_gen_elsewhere`)."""
+        record = request_record(queued)
         usage = record.usage or {}
         prompt, cached, completion, reasoning = count_tokens(usage)
         names = (record.key_id, record.team_id, record.model, record.deployment,
