@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from azure_openai_proxy.store.keys import KeyStore
-from tests.e2e.conftest import Emulator
+from tests.e2e.conftest import CLIENT_KEY, Emulator
 from tests.e2e.test_ledger import _DEAR, ledger_gateway, records, sdk  # noqa: F401
 from tests.support import ServerThread, load_keys_now
 
@@ -79,3 +79,24 @@ def test_a_thread_made_with_its_run_is_the_keys_and_counted_once(
     assert (record.prompt_tokens, record.completion_tokens) == (
         read.usage.prompt_tokens, read.usage.completion_tokens)
     assert record.usage_source == "measured" and record.cost_usd > 0
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["answered", "streamed"])
+def test_a_static_keys_thread_and_run_is_counted_once(
+        emulator: Emulator, ledger_gateway: Callable[..., ServerThread],  # noqa: F811
+        streamed: bool) -> None:
+    gateway = ledger_gateway(emulator, **_DEAR)
+    client = sdk(gateway, CLIENT_KEY)
+    helper = client.beta.assistants.create(model="gpt-4o", instructions="Be brief.")
+    thread = {"messages": [{"role": "user", "content": "Hello there"}]}
+    if streamed:
+        run = list(client.beta.threads.create_and_run(assistant_id=helper.id, thread=thread,
+                                                      stream=True))[-1].data
+    else:
+        run = client.beta.threads.create_and_run(assistant_id=helper.id, thread=thread)
+    for _ in range(2):
+        read = client.beta.threads.runs.retrieve(run.id, thread_id=run.thread_id)
+    assert read.usage is not None
+    counted = [r for r in records(gateway) if r.usage_source != "none"]
+    assert [(r.stream, r.prompt_tokens, r.completion_tokens) for r in counted] == [
+        (streamed, read.usage.prompt_tokens, read.usage.completion_tokens)]
