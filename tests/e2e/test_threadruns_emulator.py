@@ -5,28 +5,11 @@ true` answered as a streamed run is with `thread.created` first, and bad input A
 
 from __future__ import annotations
 
-import httpx
-import openai
 import pytest
 
 from azure_openai_proxy.emulator.app import STATE_KEY
-from tests.e2e.conftest import AZURE_KEY, Emulator
-
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:The Assistants API is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning"),
-]
-_VERSION = "2024-05-01-preview"
-
-
-def _azure(emulator: Emulator) -> openai.AzureOpenAI:
-    return openai.AzureOpenAI(azure_endpoint=emulator.url, api_key=AZURE_KEY,
-                              api_version=_VERSION, max_retries=0)
-
-
-def _post(emulator: Emulator, path: str, body: object) -> httpx.Response:
-    return httpx.post(f"{emulator.url}/openai/{path}", json=body, timeout=10,
-                      params={"api-version": _VERSION}, headers={"api-key": AZURE_KEY})
+from tests.e2e.conftest import Emulator
+from tests.e2e.test_rereads3_emulator_assistants import _azure, _post, pytestmark  # noqa: F401
 
 
 def test_a_thread_and_its_run_are_made_in_one_call(emulator: Emulator) -> None:
