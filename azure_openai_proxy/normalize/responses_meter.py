@@ -163,8 +163,14 @@ class ResponsesStreamMeter:
             if type(usage) is dict:
                 self.usage = usage
             self._response_created(obj)
-            if self.thread_made:  # (after the run: the record's `created_id` is the run's)
-                self._ids_of([{"id": obj.get("thread_id")}])
+            made = obj.get("thread_id")
+            if (self.thread_made and self.response_id is not None and type(made) is str
+                    and made not in self._seen):
+                # after the run (the record's `created_id` is the run's): the key's, and
+                # its home's, so a request naming it goes where it was made
+                self._ids_of([{"id": made}])
+                if made in self._seen and self.created is not None:
+                    self.created(made)
         elif kind == "thread.message.delta":
             delta = obj.get("delta")
             parts = delta.get("content") if type(delta) is dict else None

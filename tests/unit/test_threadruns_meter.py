@@ -6,11 +6,12 @@ run names is claimed after it, once; a run's stream on a thread that exists
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 
-from azure_openai_proxy.gateway.streammeter import stream_meter
+from azure_openai_proxy.gateway.streammeter import run_created, stream_meter
 from azure_openai_proxy.normalize.responses_meter import ResponsesStreamMeter
 
 _THREAD = {"id": "thread_new", "object": "thread", "created_at": 1, "metadata": {}}
@@ -43,7 +44,7 @@ def _metered(operation: str) -> tuple[list[str], list[list[str]], ResponsesStrea
 
 def test_a_thread_made_with_its_run_is_claimed_after_the_run() -> None:
     created, claimed, meter = _metered("threads/runs")
-    assert created == ["run_abc"]
+    assert created == ["run_abc", "thread_new"]  # both homed (gateway/attempts.py)
     assert claimed == [["run_abc"], ["thread_new"]]
     assert meter.usage == _USAGE
 
@@ -53,3 +54,17 @@ def test_a_run_on_a_thread_that_exists_claims_no_thread() -> None:
     assert created == ["run_abc"]
     assert claimed == [["run_abc"]]
     assert meter.usage == _USAGE
+
+
+def test_the_thread_made_is_homed_and_the_record_stays_the_runs() -> None:
+    """`created` of a run's stream (streammeter.run_created): the record's `created_id`
+    is the run's, the thread made with it is homed as the run is (review revthreadruns:
+    a static key's thread, owned by no one, was routed at random across resources)."""
+    record = SimpleNamespace(created_id=None)
+    homed: list[str] = []
+    meter = stream_meter("threads/runs", None, run_created(record, homed.append),  # type: ignore[arg-type]
+                         1 << 20)
+    assert type(meter) is ResponsesStreamMeter
+    meter.feed(_STREAM)
+    assert record.created_id == "run_abc"
+    assert homed == ["run_abc", "thread_new"]
