@@ -69,5 +69,9 @@ def test_bad_input_is_azures_400_and_makes_nothing(emulator: Emulator,
 
 
 def test_an_unknown_assistant_is_a_404(emulator: Emulator) -> None:
-    answer = _post(emulator, "threads/runs", {"assistant_id": "asst_nope"})
+    state = emulator.server.app[STATE_KEY]
+    before = len(state.stores.threads)
+    answer = _post(emulator, "threads/runs", {
+        "assistant_id": "asst_nope", "thread": {"messages": [{"role": "user", "content": "Hi"}]}})
     assert answer.status_code == 404, answer.text
+    assert len(state.stores.threads) == before  # (review: nothing made, as for a 400)
