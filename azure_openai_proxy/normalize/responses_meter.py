@@ -163,14 +163,8 @@ class ResponsesStreamMeter:
             if type(usage) is dict:
                 self.usage = usage
             self._response_created(obj)
-            made = obj.get("thread_id")
-            if (self.thread_made and self.response_id is not None and type(made) is str
-                    and made not in self._seen):
-                # after the run (the record's `created_id` is the run's): the key's, and
-                # its home's, so a request naming it goes where it was made
-                self._ids_of([{"id": made}])
-                if made in self._seen and self.created is not None:
-                    self.created(made)
+            if self.thread_made and self.response_id is not None:
+                self._thread_made(obj.get("thread_id"))
         elif kind == "thread.message.delta":
             delta = obj.get("delta")
             parts = delta.get("content") if type(delta) is dict else None
@@ -179,6 +173,15 @@ class ResponsesStreamMeter:
                 value = text.get("value") if type(text) is dict else None
                 if type(value) is str:
                     self.content_chars += len(value) if value.isascii() else text_length(value)
+
+    def _thread_made(self, made: Any) -> None:
+        """The thread a `threads/runs` made, named by its run: after the run (the
+        record's `created_id` is the run's), the key's (`claim`) and its home's
+        (`created`), so a request naming it goes where it was made."""
+        if type(made) is str and made not in self._seen:
+            self._ids_of([{"id": made}])
+            if made in self._seen and self.created is not None:
+                self.created(made)
 
     def _response_created(self, response: dict[str, Any]) -> None:
         response_id = response.get("id")
