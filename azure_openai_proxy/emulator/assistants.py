@@ -14,8 +14,10 @@ cancel of a run not yet read stops it (`cancelled`, no usage); of one done, Azur
 400. A run made with `"stream": true` is done at once and answered as Azure's event
 stream (emulator/assistants_stream.py). A request's messages are all checked before any
 is kept (a bad role: a 400, nothing made); a message's `content` parts are kept one
-block each. Not emulated: `threads/runs` (404), tool calls (a run with tools answers
-with a message)."""
+block each. `threads/runs` makes a thread (its `thread`: messages, metadata, tool
+resources) and a run of it in one call, checked whole before either is made: answered
+as a run is (its `thread_id` the new thread's), streamed with `thread.created` first.
+Not emulated: tool calls (a run with tools answers with a message)."""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ _ASSISTANT_FIELDS = ("name", "description", "instructions", "tools", "tool_resou
 # Fields kept and read later (a run's `instructions` make its prompt): a wrong type is
 # Azure's 400 at once, never a 500 at a later read of the thread.
 _TYPES = {"instructions": (str, "a string"), "metadata": (dict, "an object"),
+          "thread": (dict, "an object"),
           "additional_messages": (list, "an array"), "messages": (list, "an array")}
 
 
@@ -171,19 +174,22 @@ def _message(stores: Stores, thread_id: str, body: dict[str, Any],
     return message
 
 
-async def thread_create(ex: Exchange) -> web.StreamResponse:
-    stores = ex.state.stores
-    messages = _checked_messages(_checked(ex.body, "messages", "metadata").get("messages")
-                                 or [])
+def _new_thread(stores: Stores, body: dict[str, Any]) -> dict[str, Any]:
+    """A thread made from `body` (a thread's create request), its messages checked first."""
+    messages = _checked_messages(_checked(body, "messages", "metadata").get("messages") or [])
     thread_id = stores.new_id("thread_")
     thread = {"id": thread_id, "object": "thread",
-              "created_at": stores.clock(), "metadata": ex.body.get("metadata") or {},
-              "tool_resources": ex.body.get("tool_resources") or {}}
+              "created_at": stores.clock(), "metadata": body.get("metadata") or {},
+              "tool_resources": body.get("tool_resources") or {}}
     stores.threads[thread_id] = thread
     stores.thread_messages[thread_id] = []
     for message in messages:
         _message(stores, thread_id, message)
-    return ex.json(thread)
+    return thread
+
+
+async def thread_create(ex: Exchange) -> web.StreamResponse:
+    return ex.json(_new_thread(ex.state.stores, ex.body))
 
 
 def _thread(ex: Exchange) -> dict[str, Any]:
@@ -235,14 +241,40 @@ async def message(ex: Exchange) -> web.StreamResponse:
 
 
 async def run_create(ex: Exchange) -> web.StreamResponse:
-    stores, thread_id = ex.state.stores, _thread(ex)["id"]
+    thread_id = _thread(ex)["id"]
     added = _checked_messages(_checked(ex.body, "instructions", "metadata",
                                        "additional_messages").get("additional_messages") or [])
+    helper, model = _runner(ex)
+    for message_body in added:
+        _message(ex.state.stores, thread_id, message_body)
+    return await _started(ex, thread_id, helper, model)
+
+
+async def thread_run_create(ex: Exchange) -> web.StreamResponse:
+    """`threads/runs`: a thread made from the body's `thread` and a run of it. The run's
+    fields and the thread's messages are all checked before either is made."""
+    made = _checked(ex.body, "instructions", "metadata", "thread").get("thread") or {}
+    _checked_messages(_checked(made, "messages", "metadata").get("messages") or [])
+    helper, model = _runner(ex)
+    thread = _new_thread(ex.state.stores, made)
+    return await _started(ex, thread["id"], helper, model, thread)
+
+
+def _runner(ex: Exchange) -> tuple[dict[str, Any], str]:
+    """The assistant a run's body names (a 400 without one, a 404 for an unknown one)
+    and the deployment it runs on."""
     if not _text(ex.body, "assistant_id"):
         raise wire_errors.invalid_request("Missing required parameter: 'assistant_id'.",
                                           "assistant_id", "missing_required_parameter")
-    helper = _found(stores.assistants, "Assistant", _text(ex.body, "assistant_id"))
-    model = _deployment(ex, ex.body.get("model") or helper["model"])
+    helper = _found(ex.state.stores.assistants, "Assistant", _text(ex.body, "assistant_id"))
+    return helper, _deployment(ex, ex.body.get("model") or helper["model"])
+
+
+async def _started(ex: Exchange, thread_id: str, helper: dict[str, Any], model: str,
+                   thread: dict[str, Any] | None = None) -> web.StreamResponse:
+    """A run of `thread_id` by `helper` made (queued), answered as JSON, or done at once
+    and streamed (`stream: true`; `thread`, one made with it, told first)."""
+    stores = ex.state.stores
     run = {"id": stores.new_id("run_"), "object": "thread.run", "created_at": stores.clock(),
            "assistant_id": helper["id"], "thread_id": thread_id, "status": "queued",
            "started_at": None, "expires_at": None, "cancelled_at": None, "failed_at": None,
@@ -257,13 +289,11 @@ async def run_create(ex: Exchange) -> web.StreamResponse:
            "truncation_strategy": {"type": "auto", "last_messages": None},
            "incomplete_details": None, "response_format": "auto", "tool_choice": "auto",
            "parallel_tool_calls": True}
-    for message_body in added:
-        _message(stores, thread_id, message_body)
     stores.thread_runs.setdefault(thread_id, {})[run["id"]] = run
     stores.run_steps[run["id"]] = []
     if ex.body.get("stream") is True:  # done now, told as Azure's events
         made = dict(run)
-        return await ex.stream(streamed_run(made, run, _complete(stores, run), stores))
+        return await ex.stream(streamed_run(made, run, _complete(stores, run), stores, thread))
     return ex.json(dict(run))
 
 
@@ -335,5 +365,6 @@ HANDLERS: dict[str, Callable[[Exchange], Awaitable[web.StreamResponse]]] = {
     "thread_create": thread_create, "thread": thread, "thread_update": thread_update,
     "thread_delete": thread_delete, "message_create": message_create,
     "messages": messages, "message": message, "run_create": run_create, "runs": runs,
+    "thread_run_create": thread_run_create,
     "run": run, "run_cancel": run_cancel, "run_steps": run_steps, "run_step": run_step,
 }

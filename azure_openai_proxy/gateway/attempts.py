@@ -22,14 +22,15 @@ from azure_openai_proxy.errors import (
     UpstreamPoolTimeout,
     UpstreamTimeout,
 )
-from azure_openai_proxy.gateway.affinity import ResourceAffinity
+from azure_openai_proxy.gateway.affinity import Home, ResourceAffinity
 from azure_openai_proxy.gateway.balancer import Balancer, Failover
+from azure_openai_proxy.gateway.ownedanswers import run_thread_id
 from azure_openai_proxy.gateway.relay import relay
 from azure_openai_proxy.gateway.requestbody import RequestBody, cost_of
 from azure_openai_proxy.gateway.streammeter import made_run, run_created
 from azure_openai_proxy.gateway.translation import RequestTranslator
 from azure_openai_proxy.http.busypoll import BusyPoll
-from azure_openai_proxy.http.interface import HttpRequest, Reply
+from azure_openai_proxy.http.interface import Answer, HttpRequest, Reply
 from azure_openai_proxy.normalize.upstream_errors import is_retryable, translate_upstream_error
 from azure_openai_proxy.observability.record import RequestRecord
 from azure_openai_proxy.routing import Pool, Target
@@ -195,9 +196,10 @@ class UpstreamAttempts:
                                                       deployment)
                                          if target.kind == "resource" else None))
                 if record.created_id is not None:
-                    self.affinity.remember(
-                        record.created_id, (deployment.endpoint, deployment.deployment_name)
-                    )
+                    home = (deployment.endpoint, deployment.deployment_name)
+                    self.affinity.remember(record.created_id, home)
+                    if target.operation == "threads/runs" and isinstance(answer, Answer):
+                        _thread_made(self.affinity, answer, home)  # (streamed: the meter's)
                 return answer
             finally:
                 # Whatever happened (a client that left, a stalled upstream), the upstream
@@ -211,6 +213,14 @@ def _note_answer(record: RequestRecord, response: UpstreamResponse, sent: float)
     record.azure_request_id = response.headers.get("x-request-id") or response.headers.get(
         "apim-request-id"
     )
+
+
+def _thread_made(affinity: ResourceAffinity, answer: Answer, home: Home) -> None:
+    """The thread a `threads/runs` answered as JSON made (its run's `thread_id`) lives
+    where the run was made: a request naming it goes there, whoever owns it."""
+    made = run_thread_id(answer.body)
+    if made is not None:
+        affinity.remember(made, home)
 
 
 def _run_created(affinity: ResourceAffinity, operation: str, record: RequestRecord,

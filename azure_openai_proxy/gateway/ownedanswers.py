@@ -1,7 +1,7 @@
 """What a resource answer names, for ownership (gateway/ownership.py): the ids a list
 answer lists (and the list with only a key's own), a created response's output items,
-and which response or conversation an answer holds the items of. Pure: answers in, ids
-out.
+the thread a run made with it names (`threads/runs`), and which response or
+conversation an answer holds the items of. Pure: answers in, ids out.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from typing import Any
 
 import orjson
 
-__all__ = ["filtered", "is_list", "item_holder", "list_ids", "listed_ids", "output_item_ids"]
+__all__ = ["filtered", "is_list", "item_holder", "list_ids", "listed_ids", "output_item_ids",
+           "run_thread_id"]
 
 # Collections whose GET lists objects created at the top level.
 _LISTS = frozenset({"files", "batches", "vector_stores", "assistants", "fine_tuning/jobs",
@@ -59,6 +60,16 @@ def output_item_ids(raw: bytes) -> list[str]:
     return [item["id"] for item in output if isinstance(item, dict)
             and isinstance(item.get("id"), str) and item["id"]] if isinstance(
         output, list) else []
+
+
+def run_thread_id(raw: bytes) -> str | None:
+    """The `thread_id` of a run's JSON answer (`threads/runs`: the thread it made)."""
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    made = answer.get("thread_id") if isinstance(answer, dict) else None
+    return made if isinstance(made, str) and made else None
 
 
 def item_holder(method: str, operation: str) -> str | None:

@@ -39,9 +39,12 @@ them from the stream (normalize/responses_meter.py `ResponsesStreamMeter`) and `
 the events naming them pass: in memory at once, in the database in the background. So a
 stream the client leaves midway leaves what it showed the key's. A chat Azure stores
 (`store: true`) is the key's: answered as JSON (`own_chat`), or streamed, `claim`ed as
-its first frame shows its id (normalize/stream.py `ChatStreamNormalizer.claim`). Objects
-created inside another answer (an upload's file) are not recorded: a key with restrictions
-cannot name them later.
+its first frame shows its id (normalize/stream.py `ChatStreamNormalizer.claim`). A
+`threads/runs` (create a thread and run it) makes the thread the key's with its run: the
+thread its JSON answer names (`thread_id`), or, streamed, the one its first run event
+names, claimed after the run (the meter's `thread_made`). Other objects created inside
+another answer (an upload's file) are not recorded: a key with restrictions cannot name
+them later.
 
 Batch input files: when a virtual key with an allow-list uploads a file with purpose
 `batch`, the models its lines name (`body.model`) are recorded with it
@@ -81,6 +84,7 @@ from azure_openai_proxy.gateway.ownedanswers import (
     list_ids,
     listed_ids,
     output_item_ids,
+    run_thread_id,
 )
 from azure_openai_proxy.gateway.ownedpages import NextPage, own_page, pager
 from azure_openai_proxy.gateway.ownerdatabase import OwnerDatabase
@@ -199,13 +203,15 @@ class ObjectOwners(OwnerDatabase):
 
     async def stream_claim(self, request: HttpRequest, operation: str, key_id: str,
                            record: RequestRecord) -> Callable[[list[str]], None] | None:
-        """The `claim` of a Responses stream `key_id` asks for: a POST's (`claimer`), or
+        """The `claim` of a Responses stream `key_id` asks for: a POST's (`claimer`; a
+        `threads/runs`' too, which claims the run and the thread it made), or
         a background response's resumed (`GET responses/{id}?stream=true`) when the
         response is the key's own (`check` has just read its owner into memory): the
         items it shows are the key's with it, as a read's are (`owned_answer`)."""
         method = request.method
         if method == "POST":
-            return self.claimer(key_id, record) if operation == "responses" else None
+            made = operation == "responses" or operation == "threads/runs"
+            return self.claimer(key_id, record) if made else None
         record.sequence = await self.counted.replaying(request, operation)  # (rereads.py)
         if method == "GET" and operation.count("/") == 1:
             owned = self._owners.get(operation.partition("/")[2])
@@ -405,6 +411,10 @@ async def _owned(
                 await owners.remember_all(output_item_ids(reply.body), owned)
         elif operation == "responses/compact" and isinstance(reply, Answer):
             await owners.remember_all(output_item_ids(reply.body), owned)  # as a turn's
+        elif operation == "threads/runs" and isinstance(reply, Answer):  # its new thread
+            made = run_thread_id(reply.body)
+            if made is not None:
+                await owners.remember(made, owned)
         elif operation == "conversations":  # its first turn's context: known, not guessed
             owners.keep_chained(key_id, owners.chained.started(key_id, record.created_id,
                                                                body))

@@ -272,7 +272,7 @@ class Gateway:
         if chained and type(chained) is not GuessedContext:
             record.context_tokens = chained  # in its estimate if no usage comes back
         stored = chat and json is not None and json.get("store") is True  # Azure keeps it
-        if operation.startswith("responses"):  # its ids the key's; awaited before the hold
+        if operation.startswith("responses") or operation == "threads/runs":  # (before the hold)
             record.claim = await self.owners.stream_claim(request, operation, key.id, record)
         elif stored and json is not None and json.get("stream") is True:  # a chat's too
             record.claim = self.owners.claimer(key.id, record)

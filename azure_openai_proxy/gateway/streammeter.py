@@ -2,7 +2,8 @@
 its operation: the Responses API's (a response's stream, or a background one's resumed),
 a gpt-image-1 picture's, a speech's (`stream_format: "sse"`), an Assistants run's made
 with `stream: true` (read by the Responses meter: its `thread.run.completed` carries the
-run's usage). Each holds one event up to `sse.MAX_RELAYED_EVENT_BYTES` at most."""
+run's usage; a `threads/runs`' names the thread it made). Each holds one event up to
+`sse.MAX_RELAYED_EVENT_BYTES` at most."""
 
 from __future__ import annotations
 
@@ -28,7 +29,8 @@ def stream_meter(operation: str, body: RequestBody | None,
     stream's hands its id to `created`; a speech without its input text has none (Azure's
     400, never a stream). `body` (the client's) is read for a speech only."""
     if operation == "responses" or made_run(operation):
-        return ResponsesStreamMeter(created=created, event_limit=event_limit)
+        return ResponsesStreamMeter(created=created, event_limit=event_limit,
+                                    thread_made=operation == "threads/runs")
     if operation.startswith("responses/") and operation.count("/") == 1:
         # A background response's stream resumed (GET responses/{id}?stream=true): its
         # `response.completed` carries the usage, as a read's answer does (rereads.py).

@@ -3,7 +3,8 @@ normalizer), and this reads, as they pass, what the gateway must know of them: t
 the characters of generated text (for an estimate when the stream ends first) and the
 ids the stream creates (so that they become the caller's key's own). An Assistants run's
 stream (`stream: true`) is read by it too: its events' `data` is the object itself (the
-run's: its id first, its usage at `thread.run.completed`; a message delta's text)."""
+run's: its id first, its usage at `thread.run.completed`; a message delta's text; the
+thread a `threads/runs` made, named by its run, claimed after the run)."""
 
 from __future__ import annotations
 
@@ -50,12 +51,15 @@ class ResponsesStreamMeter:
     gateway/affinity.py). Only the events that can carry one of these are parsed."""
 
     __slots__ = ("_decoder", "_partials", "_pictures", "_seen", "_tail", "after", "claim",
-                 "content_chars", "created", "image_gen", "response_id", "usage")
+                 "content_chars", "created", "image_gen", "response_id", "thread_made",
+                 "usage")
 
     def __init__(self, claim: Callable[[list[str]], None] | None = None,
                  created: Callable[[str], None] | None = None,
-                 event_limit: int = MAX_RELAYED_EVENT_BYTES) -> None:
+                 event_limit: int = MAX_RELAYED_EVENT_BYTES, thread_made: bool = False) -> None:
         self._decoder = SseDecoder(event_limit, MAX_RELAYED_EVENT_BYTES)
+        # A run's stream that made its thread (`threads/runs`): its `thread_id` claimed too
+        self.thread_made = thread_made
         self.claim = claim
         self.created = created
         self._seen: set[str] = set()
@@ -159,6 +163,8 @@ class ResponsesStreamMeter:
             if type(usage) is dict:
                 self.usage = usage
             self._response_created(obj)
+            if self.thread_made and self.response_id is not None:
+                self._thread_made(obj.get("thread_id"))
         elif kind == "thread.message.delta":
             delta = obj.get("delta")
             parts = delta.get("content") if type(delta) is dict else None
@@ -167,6 +173,15 @@ class ResponsesStreamMeter:
                 value = text.get("value") if type(text) is dict else None
                 if type(value) is str:
                     self.content_chars += len(value) if value.isascii() else text_length(value)
+
+    def _thread_made(self, made: Any) -> None:
+        """The thread a `threads/runs` made, named by its run: after the run (the
+        record's `created_id` is the run's), the key's (`claim`) and its home's
+        (`created`), so a request naming it goes where it was made."""
+        if type(made) is str and made not in self._seen:
+            self._ids_of([{"id": made}])
+            if made in self._seen and self.created is not None:
+                self.created(made)
 
     def _response_created(self, response: dict[str, Any]) -> None:
         response_id = response.get("id")
