@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Callable
 
 from azure_openai_proxy.http.request import CHUNK_LINES, CHUNK_LINES_KEPT, FastStream, chunk
+from azure_openai_proxy.normalize.annotation import AnnotationFrameTemplate
 from azure_openai_proxy.normalize.steady import SteadyFrameTemplate
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer
 from azure_openai_proxy.upstream.fast import FastResponse
@@ -24,7 +25,7 @@ class StreamPush:
     read (over HTTP/2, a DATA frame) yields is written to the client in one write.
     `outcome` is set once: the tail to end with, or the exception to raise."""
 
-    __slots__ = ("_channel", "_direct", "_drop", "_framed", "_loop", "_more", "_normalizer",
+    __slots__ = ("_annotation", "_channel", "_direct", "_drop", "_framed", "_loop", "_more", "_normalizer",
                  "_out", "_pending", "_response", "_steady", "_waiter", "_write", "feed_flushes",
                  "outcome", "paused")
 
@@ -40,6 +41,7 @@ class StreamPush:
         # The normalizer's shortcut for a whole steady event (`steady_relay`), or None.
         self._steady: Callable[[bytes], bytes | None] | None = None
         self._drop: Callable[[bytes], bool] | None = None  # and `annotation_drop`
+        self._annotation: AnnotationFrameTemplate | None = None  # `_drop`'s template
         self._waiter: asyncio.Future[None] | None = None
         self._channel = out.channel  # for chunks written here, not by `FastStream.send`
         self._write = out.transport.write
@@ -86,9 +88,35 @@ class StreamPush:
                 return
             cut = data.find(b"\n\n") + 2
             if 1 < cut < len(data):
-                self._feed_events(data, cut)
+                if direct is None or not self._relay_annotated(data, cut, direct):
+                    self._feed_events(data, cut)
                 return
         self._feed_general(data)
+
+    def _relay_annotated(self, data: bytes, cut: int,
+                         framed: Callable[[bytes, tuple[bytes, ...]], bytes | None]) -> bool:
+        """A steady content event with the async filter's annotation after it, in one
+        DATA frame (a long stream's every tenth with the filter on): the first written
+        framed by the template, the second dropped, and True; False (nothing done) for
+        any other piece, which `_feed_events` then cuts. What `_feed_events` and `flush`
+        would write and count, without their calls: a steady template's event starts with
+        `content_filter_results`, an annotation's with `content_filter_offsets`, so
+        neither shortcut takes the other's, and `relay` leaves the shortcuts as they are."""
+        annotation = self._annotation
+        if annotation is None or not annotation.ends(data, cut):
+            return False
+        try:
+            relayed = framed(data[:cut], CHUNK_LINES)
+            if relayed is None:
+                return False
+            annotation.dropped += 1
+            self._write(relayed)
+        except Exception as exc:  # a bug of ours, or the client's transport closed
+            self._settle(exc)
+            return True
+        if self._channel.write_paused and not self.paused:
+            self._pause()
+        return True
 
     def _feed_events(self, data: bytes, cut: int) -> None:
         """A piece of several events while the stream is steady: each whole event is
@@ -126,6 +154,8 @@ class StreamPush:
             self._settle(exc)
             return
         self._steady, self._drop = normalizer.shortcuts()
+        annotation = getattr(self._drop, "__self__", None)
+        self._annotation = annotation if isinstance(annotation, AnnotationFrameTemplate) else None
         self._frame_steady()
         if normalizer.done:
             # Azure's [DONE]: the client's stream ends with it; the rest of Azure's body
