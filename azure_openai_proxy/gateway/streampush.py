@@ -103,13 +103,13 @@ class StreamPush:
         `content_filter_results`, an annotation's with `content_filter_offsets`, so
         neither shortcut takes the other's, and `relay` leaves the shortcuts as they are."""
         annotation = self._annotation
-        if annotation is None or not annotation.ends(data, cut):
+        if annotation is None or not annotation.drop(data, cut):
             return False
         try:
             relayed = framed(data[:cut], CHUNK_LINES)
-            if relayed is None:
+            if relayed is None:  # (rare: the annotation's drop is taken back)
+                annotation.dropped -= 1
                 return False
-            annotation.dropped += 1
             self._write(relayed)
         except Exception as exc:  # a bug of ours, or the client's transport closed
             self._settle(exc)

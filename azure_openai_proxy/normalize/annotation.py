@@ -103,21 +103,14 @@ class AnnotationFrameTemplate:
             return False
         return True
 
-    def drop(self, event: bytes) -> bool:
-        """Whether `event`, one whole SSE event (nothing buffered before it), is the
-        learned annotation frame with other offsets, as `matches()` tells of a frame's
-        data; counted in `dropped` if so."""
-        if self.ends(event, 0):
-            self.dropped += 1
-            return True
-        return False
-
-    def ends(self, data: bytes, at: int) -> bool:
-        """Whether `data[at:]` is one whole SSE event that `drop()` would drop (not counted
-        here): a piece's last event, tested where it starts without copying it. No line
-        break may hide in the offsets (as JSON whitespace): the event would then be
-        another one. The offsets' bytes are parsed between the template's own braces
-        (the prefix's last byte and the suffix's first), not copied into new ones."""
+    def drop(self, data: bytes, at: int = 0) -> bool:
+        """Whether `data[at:]`, one whole SSE event (nothing buffered before it; a piece's
+        last event, tested where it starts without copying it), is the learned annotation
+        frame with other offsets, as `matches()` tells of a frame's data; counted in
+        `dropped` if so. No line break may hide in the offsets (as JSON whitespace): the
+        event would then be another one. The offsets' bytes are parsed between the
+        template's own braces (the prefix's last byte, the suffix's first), not copied
+        into new ones."""
         start = at + self._event_start_size
         end = len(data) - self._event_end_size
         if (end < start or not data.startswith(self._event_start, at)
@@ -128,4 +121,5 @@ class AnnotationFrameTemplate:
             orjson.loads(data[start - 1:end + 1])
         except orjson.JSONDecodeError:
             return False
+        self.dropped += 1
         return True
