@@ -113,8 +113,8 @@ class AnnotationFrameTemplate:
         into new ones."""
         start = at + self._event_start_size
         end = len(data) - self._event_end_size
-        if (end < start or not data.startswith(self._event_start, at)
-                or not data.endswith(self._event_end)
+        # (slices compared, not `startswith`/`endswith`: fewer instructions, Session 28)
+        if (end < start or data[at:start] != self._event_start or data[end:] != self._event_end
                 or data.find(b"\n", start, end) >= 0 or data.find(b"\r", start, end) >= 0):
             return False
         try:
