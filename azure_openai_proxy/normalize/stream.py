@@ -30,6 +30,8 @@ What reaches the client, one output event per kept upstream event (never split/m
   as `APIError`: the content filter's, or `stream_interrupted` for a stream cut before
   `[DONE]` (`choices.closing_error` says when). None is added if Azure itself sent an
   error event (forwarded as is).
+
+The general path after a frame's parse, and the stream's end, are `parsed.py`'s.
 """
 
 from __future__ import annotations
@@ -42,17 +44,9 @@ import orjson
 
 from azure_openai_proxy.governance.estimate import text_length
 from azure_openai_proxy.normalize.annotation import ANNOTATION_HEAD, AnnotationFrameTemplate
-from azure_openai_proxy.normalize.choices import (
-    CHOICE_FILTER_KEYS,
-    CONTENT_FILTER_MESSAGE,
-    PROMPT_FILTER_KEYS,
-    blocking_verdict,
-    choice_chars,
-    closing_error,
-    is_annotation,
-    strip_azure_fields,
-)
-from azure_openai_proxy.normalize.steady import SteadyFrameTemplate, role_frame_ends
+from azure_openai_proxy.normalize.choices import CONTENT_FILTER_MESSAGE, choice_chars
+from azure_openai_proxy.normalize.parsed import ParsedFrames
+from azure_openai_proxy.normalize.steady import SteadyFrameTemplate
 from azure_openai_proxy.sse import MAX_EVENT_BYTES, SseDecoder, SseEvent
 
 # As `sse.py` builds its events: a NamedTuple's own constructor is a Python function.
@@ -60,8 +54,6 @@ _new_event = tuple.__new__
 
 __all__ = ["CONTENT_FILTER_MESSAGE", "ChatStreamNormalizer", "StreamPolicy"]
 
-DONE = b"data: [DONE]\n\n"
-_AZURE_FIELDS = frozenset(PROMPT_FILTER_KEYS + CHOICE_FILTER_KEYS)
 _LEARNING_TRIES = 3  # steady frames a template is tried from (one extra dumps each)
 
 
@@ -75,11 +67,7 @@ class StreamPolicy:
     error_on_content_filter: bool = True
 
 
-def _sse(payload: bytes) -> bytes:
-    return b"data: " + payload + b"\n\n"
-
-
-class ChatStreamNormalizer:
+class ChatStreamNormalizer(ParsedFrames):
     """Feed upstream bytes, get client bytes; `finish()` once at upstream EOF or failure.
 
     After the stream: `usage` (the usage frame's object, forwarded or not),
@@ -88,12 +76,6 @@ class ChatStreamNormalizer:
     `done` (the client's stream is complete), `content_chars` (content relayed, counted as
     a prompt, `text_length`: the ledger's estimate when it ends before Azure's usage frame).
     """
-
-    # An annotation's verdict blocked the answer (no finish says so). A class default,
-    # set on the instance only for such a stream: a 22nd instance attribute cost 9k
-    # instructions a stream in callgrind (the instances' shared keys outgrown).
-    _blocked = False
-    claim: Callable[[list[str]], None] | None = None  # so too: a stored chat's (ownership.py)
 
     def __init__(self, policy: StreamPolicy, event_limit: int = MAX_EVENT_BYTES, *,
                  fast: bool = True) -> None:
@@ -218,7 +200,28 @@ class ChatStreamNormalizer:
         data = self._decoder.single(chunk)
         if data is not None:  # one whole event, as Azure sends each: no list of events
             return self._frame(_new_event(SseEvent, (chunk, data, None, None, None)))
+        cut = chunk.find(b"\n\n") + 2
+        if 1 < cut < len(chunk) and chunk[-2:] == b"\n\n":
+            return self._events(chunk, cut)
         return self._emit(self._decoder.feed(chunk))
+
+    def _events(self, chunk: bytes, cut: int) -> bytes:
+        """A read of several events that ends where an event does (Azure's first DATA
+        frame holds the prompt filter's frame and the role frame): each piece up to a
+        blank line fed alone, as relay.py's `_feed_events` cuts a steady stream's. The
+        output does not depend on where the input is cut (test_stream_steady.py); a whole
+        event takes `single()` and the steady paths, not the decoder's scan and a list
+        of events (session 31). Every piece ends an event, so none is held, and none
+        raises `UpstreamEventTooLarge` after earlier pieces' output. A loop: a read after
+        a pause may hold thousands of events."""
+        out = []
+        start, size = 0, len(chunk)
+        while 1 < cut < size:  # ("\n\n\n" ends it, its last blank line not found)
+            out.append(self.feed(chunk[start:cut]))
+            start = cut
+            cut = chunk.find(b"\n\n", start) + 2
+        out.append(self.feed(chunk[start:]))
+        return b"".join(out)
 
     def finish(self, *, upstream_failed: str | None = None) -> bytes:
         """Close the client's stream: flush, add an error event if needed, then `[DONE]`.
@@ -303,198 +306,3 @@ class ChatStreamNormalizer:
         self._content_chars += choice_chars(choice)
         self._frames_out += 1
         return template.relayed(data)
-
-    def _steady_frame(self, event: SseEvent, obj: dict[str, Any]) -> bytes | None:
-        """The hot path: a one-choice content frame that needs no change goes out raw.
-
-        None sends the frame down the general path, which gives the same result."""
-        choices = obj.get("choices")
-        if type(choices) is not list or len(choices) != 1 or "usage" in obj:
-            return None
-        choice = choices[0]
-        if (
-            type(choice) is not dict
-            or ("delta" not in choice and "text" not in choice)
-            or obj.get("id") != self._id
-            or obj.get("created") != self._created
-            or obj.get("object") != self._object
-            or "error" in obj
-        ):
-            return None
-        if not self._policy.keep_azure_fields and (
-            not _AZURE_FIELDS.isdisjoint(obj) or not _AZURE_FIELDS.isdisjoint(choice)
-        ):
-            return None
-        if choice.get("finish_reason") is not None:
-            self._note_finish(choices)
-        elif self._learning and "delta" in choice:
-            self._learning -= 1
-            model = self._model
-            assert model is not None  # steady
-            data = event.data or b""
-            # (A presumed template replaced here counted nothing: it matched no frame.)
-            template = self._template = SteadyFrameTemplate.learn(data, obj, model)
-            if template is not None:
-                self._learning = 0
-                self._content_chars += choice_chars(choice)
-                self._frames_out += 1
-                # What `_out` would write: learning proved the frame in orjson's form
-                # with `model` once, in the suffix the template splices (no dumps again).
-                return template.relayed(data)
-        self._content_chars += choice_chars(choice)
-        if obj.get("model") == self._model:
-            return self._out(event, obj, changed=False)
-        obj["model"] = self._model  # the client's name, or Azure's first one
-        return self._out(event, obj, changed=True)
-
-    def _usage_frame(self, event: SseEvent, obj: dict[str, Any]) -> bytes:
-        usage = obj.get("usage")
-        if type(usage) is not dict:
-            # the prompt-annotation frame, or anything else without choice data
-            if self._policy.keep_azure_fields:
-                for key in PROMPT_FILTER_KEYS:
-                    if key in obj:
-                        self._carried[key] = obj[key]
-                        self._steady = False
-            return b""
-        self.usage = usage
-        if self._policy.strip_usage_frame:
-            return b""
-        changed = self._restore(obj)
-        if type(obj.get("choices")) is not list:
-            obj["choices"] = []
-            changed = True
-        if not self._policy.keep_azure_fields:
-            changed = strip_azure_fields(obj, []) or changed
-        return self._out(event, obj, changed=changed)
-
-    def _choices_frame(self, event: SseEvent, obj: dict[str, Any], choices: list[Any]) -> bytes:
-        kept = [c for c in choices if type(c) is dict and not is_annotation(c)]
-        changed = len(kept) != len(choices)
-        # The first real frame's (the role frame's) ends, before it is changed (`_presume`).
-        ends = (role_frame_ends(event.data or b"", obj) if self._id is None and self._learning
-                and not changed and self._template is None and len(kept) == 1 else None)
-        own = (obj.get("id"), obj.get("created"), obj.get("object")) if ends else None
-        # A block the async filter found after the model's stop comes only as an
-        # annotation with `filtered: true`: the stream then ends with the content filter's
-        # error, never silently. (Never learned: the template drops only what carries no
-        # such verdict.) A verdict that blocks is spelled with `true`: a frame without
-        # one, the usual annotation, is not searched.
-        blocked = (changed and (event.data or b"").find(b"true") != -1
-                   and self._note_block(choices))
-        if not kept:
-            if not blocked and self._annotation_learning and self._annotation is None:
-                self._annotation_learning -= 1
-                self._annotation = AnnotationFrameTemplate.learn(event.data or b"", obj)
-            return b""
-        if changed:
-            obj["choices"] = kept
-        self._note_finish(kept)
-        for choice in kept:
-            self._content_chars += choice_chars(choice)
-        if self._policy.strip_usage_frame and "usage" in obj:
-            if type(obj["usage"]) is dict:
-                self.usage = obj["usage"]
-            del obj["usage"]
-            changed = True
-        elif type(obj.get("usage")) is dict:
-            self.usage = obj["usage"]
-        changed = self._restore(obj) or changed
-        key, empty = ("text", "") if self._object == "text_completion" else ("delta", {})
-        for choice in kept:
-            if "delta" not in choice and "text" not in choice:
-                choice[key] = empty
-                changed = True
-        if self._carried:
-            obj.update(self._carried)
-            self._carried = {}
-            changed = True
-            # Nothing left to carry: the next frame may take the steady path.
-            self._steady = None not in (self._id, self._created, self._model, self._object)
-        if not self._policy.keep_azure_fields:
-            changed = strip_azure_fields(obj, kept) or changed
-        elif ends is not None and self._steady and own == (self._id, self._created, self._object):
-            self._presume(ends)
-        return self._out(event, obj, changed=changed)
-
-    def _presume(self, ends: tuple[bytes, bytes, bytes]) -> None:
-        """After the role frame, whose id, created and object are the stream's: the
-        template presumed from it (steady.py), completed by the first content frame."""
-        model = self._model
-        assert model is not None  # steady
-        self._template = SteadyFrameTemplate.presumed(ends, model)
-
-    def _note_block(self, choices: list[Any]) -> bool:
-        """Whether a dropped annotation choice's verdict blocks the text; noted if so."""
-        verdict = blocking_verdict(choices)
-        if verdict is None:
-            return False
-        self._blocked = True
-        if not self._filter_result:
-            self._filter_result = verdict
-        return True
-
-    def _note_finish(self, choices: list[dict[str, Any]]) -> None:
-        for choice in choices:
-            reason = choice.get("finish_reason")
-            if type(reason) is str:
-                index = choice.get("index")
-                self.finish_reasons[index if type(index) is int else 0] = reason
-                if reason == "content_filter":
-                    self._filter_result = choice.get("content_filter_results")
-
-    def _restore(self, obj: dict[str, Any]) -> bool:
-        """Adopt the first real id/created/model/object; write them into `obj`."""
-        if self._id is None and type(obj.get("id")) is str and obj["id"]:
-            self._id = obj["id"]
-            if self.claim is not None:  # once a stream
-                self.claim([obj["id"]])
-        created = obj.get("created")
-        if self._created is None and type(created) is int and created:
-            self._created = created
-        if self._model is None and type(obj.get("model")) is str and obj["model"]:
-            self._model = obj["model"]
-        if self._object is None and type(obj.get("object")) is str and obj["object"]:
-            self._object = obj["object"]
-        want_id, want_created, want_model, want_object = (
-            self._id, self._created, self._model, self._object)
-        self._steady = not self._carried and None not in (
-            want_id, want_created, want_model, want_object)
-        # Each field in turn, unrolled: a loop over (key, value) pairs cost ~60 bytecodes.
-        changed = False
-        if want_id is not None and obj.get("id") != want_id:
-            obj["id"] = want_id
-            changed = True
-        if want_created is not None and obj.get("created") != want_created:
-            obj["created"] = want_created
-            changed = True
-        if want_model is not None and obj.get("model") != want_model:
-            obj["model"] = want_model
-            changed = True
-        if want_object is not None and obj.get("object") != want_object:
-            obj["object"] = want_object
-            changed = True
-        return changed
-
-    def _out(self, event: SseEvent, obj: dict[str, Any], *, changed: bool) -> bytes:
-        self._frames_out += 1
-        if not changed:
-            raw, data = event.raw, event.data
-            assert data is not None
-            if len(raw) == len(data) + 8 and raw[:6] == b"data: " and raw[-2:] == b"\n\n":
-                return raw
-            if b"\n" not in data and b"\r" not in data:
-                return _sse(data)
-        return _sse(orjson.dumps(obj))
-
-    def _close(self, *, cut: bool, reason: str | None) -> bytes:
-        self.done = True
-        out = b""
-        if not self._error_sent:
-            blocked = self._blocked or "content_filter" in self.finish_reasons.values()
-            error = closing_error(self._policy, self._filter_result, blocked, cut, reason)
-            if error is not None:
-                self._frames_out += 1
-                out = _sse(orjson.dumps(error))
-        self._frames_out += 1
-        return out + DONE

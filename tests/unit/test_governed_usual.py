@@ -180,9 +180,14 @@ def _seen(answer: object) -> tuple[object, ...]:
 
 
 def one_deployment_settings(directory: Path) -> Settings:
-    """A gateway with its key database in `directory` and one deployment, gpt-4o."""
+    """A gateway with its key database in `directory` and one deployment, gpt-4o. Its
+    usage ledger is the thread writer: these tests read no record, and the default
+    journal writer starts a child process per gateway (twice per Hypothesis example
+    here: ~28 ms of CPU each, about half an example's), whose own tests are
+    tests/unit/test_ledger_journal*.py and tests/e2e/test_ledger*.py."""
     return load_settings({
         "database": f"sqlite:///{directory}/gateway.db", "log_level": "warning",
+        "ledger_writer": "thread",
         "deployment_config": [{
             "deployment_name": "gpt-4o", "model_name": "gpt-4o",
             "endpoint": "http://127.0.0.1:9/", "api_key": "azure-key",

@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -34,6 +33,7 @@ from azure_openai_proxy.runtime.workers import (
 )
 from azure_openai_proxy.settings import Settings
 from tests.e2e.pools import pool_settings
+from tests.spawn_targets import exit_at_sigterm, exit_with
 from tests.waiting import until
 
 
@@ -45,23 +45,10 @@ class Clock:
         return self.now
 
 
-def _exit(code: int) -> None:
-    if code < 0:
-        os.kill(os.getpid(), -code)
-    os._exit(code)
-
-
 def _process(code: int) -> multiprocessing.process.BaseProcess:
-    process = multiprocessing.get_context("spawn").Process(target=_exit, args=(code,))
+    process = multiprocessing.get_context("spawn").Process(target=exit_with, args=(code,))
     process.start()
     return process
-
-
-def _exit_once(ready: Any) -> None:
-    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # drained, as a worker does
-    ready.set()
-    time.sleep(30)  # (bounded: a failed test does not leave it behind; no lock held)
-    os._exit(0)
 
 
 def _serving() -> multiprocessing.process.BaseProcess:
@@ -70,7 +57,7 @@ def _serving() -> multiprocessing.process.BaseProcess:
     once its SIGTERM handler is in place."""
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
-    process = context.Process(target=_exit_once, args=(ready,))
+    process = context.Process(target=exit_at_sigterm, args=(ready,))
     process.start()
     assert ready.wait(30)
     return process

@@ -25,6 +25,11 @@ _ENTRY_OVERHEAD = 32  # RFC 7541 §4.1
 _MAX_INTEGER = 1 << 32  # larger is hostile: no header block needs it
 _HOSTILE = 16  # a header list this many times the limit ends the connection
 _CACHED = 128  # Huffman strings up to this long are remembered: names and short values
+# Values Azure makes anew for every answer (`/work/shared/azure-openai-wire.md` §4): decoded,
+# never looked up nor remembered. Remembered, four an answer filled the cache to its clear
+# every ~256 answers, and each paid a look-up that missed and a `put` (session 31).
+_PER_ANSWER = frozenset({b"apim-request-id", b"x-request-id", b"x-ratelimit-remaining-requests",
+                         b"x-ratelimit-remaining-tokens"})
 
 
 class HeaderBlockError(Exception):
@@ -130,8 +135,11 @@ class HpackDecoder:
             raise HeaderBlockError("a string past the block's end")
         value = block[pos:end]
         if byte & 0x80:
-            decoded = self._huffman.get(value) if length <= _CACHED else None
-            value = self._huffman_miss(value) if decoded is None else decoded
+            if name in _PER_ANSWER:
+                value = _decoded(value)
+            else:
+                decoded = self._huffman.get(value) if length <= _CACHED else None
+                value = self._huffman_miss(value) if decoded is None else decoded
         return (name, value), end
 
     def _string(self, block: bytes, pos: int) -> tuple[bytes, int]:
@@ -152,10 +160,7 @@ class HpackDecoder:
 
     def _huffman_miss(self, raw: bytes) -> bytes:
         """A Huffman string not remembered: decoded, and remembered if short."""
-        try:
-            decoded = decode(raw)  # a byte a step: Azure's ids are new on every answer
-        except HuffmanError as exc:
-            raise HeaderBlockError(f"a bad Huffman string ({exc})") from None
+        decoded = _decoded(raw)
         if len(raw) <= _CACHED:  # a long one would be held 1,024 times over
             self._huffman.put(raw, decoded)
         return decoded
@@ -175,6 +180,14 @@ class HpackDecoder:
         while self._size > self._max and table:
             name, value = table.pop()
             self._size -= len(name) + len(value) + _ENTRY_OVERHEAD
+
+
+def _decoded(raw: bytes) -> bytes:
+    """A Huffman string decoded (a byte a step); `HeaderBlockError` if it codes none."""
+    try:
+        return decode(raw)
+    except HuffmanError as exc:
+        raise HeaderBlockError(f"a bad Huffman string ({exc})") from None
 
 
 def _integer(block: bytes, pos: int, bits: int) -> tuple[int, int]:
