@@ -22,10 +22,12 @@ from azure_openai_proxy.gateway.requestbody import RequestBody
 from azure_openai_proxy.http.request import FastRequest
 from azure_openai_proxy.normalize.stream import ChatStreamNormalizer, StreamPolicy
 from azure_openai_proxy.observability.record import RequestRecord
+from azure_openai_proxy.upstream.h2 import frames as f
 from azure_openai_proxy.upstream.h2.connection import _H2Connection
 from azure_openai_proxy.upstream.h2.stream import H2Response
 from tests.e2e.h2raw import frame, head_block
-from tests.unit.test_framecut2_annotation import _paired, _stream
+from tests.unit.test_framecut2_annotation import _LEARNED, _paired, _stream, _template
+from tests.unit.test_h2_connection import _connection, _request
 from tests.unit.test_h2cut_relay import (
     DATA,
     END_HEADERS,
@@ -129,3 +131,33 @@ def test_a_client_full_at_a_content_and_annotation_write_pauses_azures_stream() 
     which = [n for n, piece in enumerate(pieces) if piece.count(b"data: ") == 2][2]
     paused = asyncio.run(_paused_at(pieces, which))
     assert paused == [False] * which + [True]
+
+
+@pytest.mark.parametrize("pad", [b"\x0b", b"\x0c", b"\x00", b"\x1c", b"\xc2\xa0", b" ", b"\t"])
+def test_drop_takes_only_jsons_own_whitespace_around_the_offsets(pad: bytes) -> None:
+    # The offsets are parsed between the event's own braces: a byte Python's `strip()`
+    # or `split()` takes for whitespace but JSON does not (vertical tab, form feed, NUL,
+    # separators, a no-break space) leaves the event to the general path.
+    template = _template()
+    inner = b'"check_offset":0,"start_offset":0,"end_offset":22'
+    event = _LEARNED.replace(inner, pad + b'"check_offset":7' + pad)
+    json_space = pad in (b" ", b"\t")
+    assert template.drop(event) is json_space
+    assert template.drop(delta("y") + event, len(delta("y"))) is json_space
+
+
+@pytest.mark.parametrize("kind", [0, 1, 8])  # DATA, HEADERS, WINDOW_UPDATE
+def test_the_data_loops_frame_size_limit_is_exact(kind: int) -> None:
+    # framecut2 computes a frame's length once: a frame announcing one byte past
+    # SETTINGS_MAX_FRAME_SIZE ends the connection at its 9-byte head (FRAME_SIZE_ERROR),
+    # one of exactly the limit is read.
+    loop = asyncio.new_event_loop()
+    try:
+        for size, refused in ((f.OUR_MAX_FRAME + 1, True), (f.OUR_MAX_FRAME, False)):
+            conn, wire = _connection(loop)
+            _request(conn)
+            conn.data_received(frame(kind, 0, 1, b"\0" * size)[:9])
+            assert (conn.closed, wire.goaway()) == (
+                (True, f.FRAME_SIZE_ERROR) if refused else (False, None))
+    finally:
+        loop.close()
