@@ -114,11 +114,16 @@ class AnnotationFrameTemplate:
         start = at + self._event_start_size
         end = len(data) - self._event_end_size
         # (slices compared, not `startswith`/`endswith`: fewer instructions, Session 28)
-        if (end < start or data[at:start] != self._event_start or data[end:] != self._event_end
-                or data.find(b"\n", start, end) >= 0 or data.find(b"\r", start, end) >= 0):
+        if end < start or data[at:start] != self._event_start or data[end:] != self._event_end:
+            return False
+        braced = data[start - 1:end + 1]
+        # Line breaks: `splitlines()` of the braced offsets, not two `find(b, start, end)`
+        # (their argument parsing: ~3.2k instructions a drop against ~0.3k, callgrind;
+        # HTTP/1.1's lone annotation frames were ~1.1k worse than main with them).
+        if len(braced.splitlines()[0]) != len(braced):
             return False
         try:
-            orjson.loads(data[start - 1:end + 1])
+            orjson.loads(braced)
         except orjson.JSONDecodeError:
             return False
         self.dropped += 1
