@@ -80,14 +80,16 @@ class _Client:
     async def drain(self) -> None: ...
 
 
-async def relay_streams(content: int, streams: int, per_read: int) -> tuple[int, int]:
+async def relay_streams(content: int, streams: int, per_read: int,
+                        annotate_every: int = 10) -> tuple[int, int]:
     """Relay `streams` paced streams of `content` content frames; the bytes written and
     the content tokens among them."""
     loop = asyncio.get_running_loop()
     conn = _H2Connection(loop, "azure.test", 600.0)
     conn.connection_made(_Wire())  # type: ignore[arg-type]
     conn.data_received(_frame(4, 0, 0))  # the server's SETTINGS
-    head, steps, tail = frames(PacedStream(content_frames=content))
+    head, steps, tail = frames(PacedStream(content_frames=content,
+                                           annotate_every=annotate_every))
     clients, tasks, sids = [], [], []
     for _ in range(streams):
         stream = conn.open_stream(b"\x82", True)
@@ -115,7 +117,8 @@ async def relay_streams(content: int, streams: int, per_read: int) -> tuple[int,
 
 def _callgrind_total(content: int, args: argparse.Namespace) -> int:
     return module_total("bench.h2frame", "--frames", str(content), "--streams",
-                        str(args.streams), "--per-read", str(args.per_read))
+                        str(args.streams), "--per-read", str(args.per_read),
+                        "--annotate-every", str(args.annotate_every))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,11 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=50, help="content frames per stream")
     parser.add_argument("--streams", type=int, default=100)
     parser.add_argument("--per-read", type=int, default=1, help="DATA frames a read")
+    parser.add_argument("--annotate-every", type=int, default=10,
+                        help="an annotation frame after every N-th content frame (0: none); "
+                        "the difference to 0 is the annotation frames' share")
     parser.add_argument("--count", action="store_true",
                         help="callgrind at 10 and 110 content frames: per added frame")
     args = parser.parse_args(argv)
     if not args.count:
-        written, tokens = uvloop.run(relay_streams(args.frames, args.streams, args.per_read))
+        written, tokens = uvloop.run(relay_streams(args.frames, args.streams, args.per_read,
+                                                   args.annotate_every))
         print(f"{args.streams} streams relayed, {written:,} bytes and {tokens:,} content "
               "tokens to the clients")
         return 0

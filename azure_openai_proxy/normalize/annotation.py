@@ -103,20 +103,27 @@ class AnnotationFrameTemplate:
             return False
         return True
 
-    def drop(self, event: bytes) -> bool:
-        """Whether `event`, one whole SSE event (nothing buffered before it), is the
-        learned annotation frame with other offsets, as `matches()` tells of a frame's
-        data; counted in `dropped` if so. No line break may hide in the offsets (as JSON
-        whitespace): the event would then be another one."""
-        start = self._event_start_size
-        end = len(event) - self._event_end_size
-        if end < start or event[:start] != self._event_start or event[end:] != self._event_end:
+    def drop(self, data: bytes, at: int = 0) -> bool:
+        """Whether `data[at:]`, one whole SSE event (nothing buffered before it; a piece's
+        last event, tested where it starts without copying it), is the learned annotation
+        frame with other offsets, as `matches()` tells of a frame's data; counted in
+        `dropped` if so. No line break may hide in the offsets (as JSON whitespace): the
+        event would then be another one. The offsets' bytes are parsed between the
+        template's own braces (the prefix's last byte, the suffix's first), not copied
+        into new ones."""
+        start = at + self._event_start_size
+        end = len(data) - self._event_end_size
+        # (slices compared, not `startswith`/`endswith`: fewer instructions, Session 28)
+        if end < start or data[at:start] != self._event_start or data[end:] != self._event_end:
             return False
-        middle = event[start:end]
-        if middle and len(middle.splitlines()[0]) != end - start:
+        braced = data[start - 1:end + 1]
+        # Line breaks: `splitlines()` of the braced offsets, not two `find(b, start, end)`
+        # (their bounds' parsing: ~3.3k instructions a drop against ~1.9k, callgrind;
+        # HTTP/1.1's lone annotation frames were ~1.1k worse than main with them).
+        if len(braced.splitlines()[0]) != len(braced):
             return False
         try:
-            orjson.loads(b"{" + middle + b"}")
+            orjson.loads(braced)
         except orjson.JSONDecodeError:
             return False
         self.dropped += 1

@@ -44,7 +44,7 @@ def _calls(seen: list[str], chains: list[list[str]]) -> Iterator[None]:
         if event != "call" or not code.co_filename.startswith(_PACKAGE):
             return
         seen.append(_where(frame))
-        if code.co_name == "changed" and code.co_filename.endswith("relay.py"):
+        if code.co_name == "changed" and code.co_filename.endswith("streampush.py"):
             chain: list[str] = []
             above = frame.f_back
             while above is not None:

@@ -205,8 +205,10 @@ class _H2Connection(asyncio.Protocol):
             try:
                 while size - pos >= 9:
                     head, flags, sid = unpack(buf, pos)
-                    end = pos + 9 + (head >> 8)
-                    if head >> 8 > OUR_MAX_FRAME:
+                    length = head >> 8
+                    start = pos + 9  # (each computed once: a frame's arithmetic)
+                    end = start + length
+                    if length > OUR_MAX_FRAME:
                         raise ProtocolError("a frame larger than allowed", f.FRAME_SIZE_ERROR)
                     if end > size:
                         break
@@ -215,16 +217,15 @@ class _H2Connection(asyncio.Protocol):
                             raise ProtocolError("a header block was interrupted")
                         stream = streams.get(sid)  # (a reserved bit set: not found)
                         if (stream is not None and (sink := stream.sink) is not None
-                                and not flags and end > pos + 9
+                                and not flags and length
                                 and not stream.paused and stream.decoder is None):
                             # `_on_data`'s pushed case, inline for a frame without
                             # flags (no padding, not the last): a Python call less a
                             # frame, and the connection's window counted once a read.
-                            length = end - pos - 9
                             received += length
                             stream.heard = True
                             stream.unread += length
-                            sink.feed(buf[pos + 9:end])
+                            sink.feed(buf[start:end])
                             # (a sink that flushes from `feed` needs no call; else,
                             # unless it detached itself, it is flushed)
                             if not stream.sink_flushes and stream.sink is sink:
@@ -232,9 +233,9 @@ class _H2Connection(asyncio.Protocol):
                             if stream.unread >= _CREDIT_AT:
                                 self._credit(stream)
                         else:
-                            self._on_data(sid & 0x7FFFFFFF, flags, buf, pos + 9, end)
+                            self._on_data(sid & 0x7FFFFFFF, flags, buf, start, end)
                     else:
-                        self._on_frame(head & 0xFF, flags, sid & 0x7FFFFFFF, buf[pos + 9:end])
+                        self._on_frame(head & 0xFF, flags, sid & 0x7FFFFFFF, buf[start:end])
                     pos = end
                 break
             except ProtocolError as exc:
