@@ -13,7 +13,7 @@ from tests.unit.test_ledger_writer import finished, stored
 
 def test_a_journal_writers_flush_returns_well_before_its_interval(tmp_path: Path) -> None:
     path = tmp_path / "gw.db"
-    ledger = journal(path)
+    ledger = journal(path, interval=2)  # (0.5 s by default: 2 s, a busy machine's margin)
     ledger.start()
     try:
         assert ledger.flush()  # the child up, the thread idle on its timer
@@ -24,6 +24,6 @@ def test_a_journal_writers_flush_returns_well_before_its_interval(tmp_path: Path
         assert ledger.flush()
         took = time.monotonic() - began
         assert stored(path) == ["req-0", "req-1", "req-2"]
-        assert took < 0.3, took
+        assert took < 1.0, took
     finally:
         ledger.close()

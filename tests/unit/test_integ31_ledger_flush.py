@@ -13,7 +13,7 @@ from tests.unit.test_ledger_writer import finished, stored, writer
 
 def test_a_flush_on_an_idle_writer_returns_well_before_its_interval(tmp_path: Path) -> None:
     path = tmp_path / "gw.db"
-    ledger = writer(path)  # interval 0.5 s
+    ledger = writer(path, interval=2)  # (0.5 s by default: 2 s, a busy machine's margin)
     ledger.start()
     try:
         time.sleep(0.1)  # the thread waiting on its timer
@@ -23,7 +23,7 @@ def test_a_flush_on_an_idle_writer_returns_well_before_its_interval(tmp_path: Pa
         assert ledger.flush()
         took = time.monotonic() - began
         assert stored(path) == ["req-0", "req-1", "req-2"]
-        assert took < 0.25, took
+        assert took < 1.0, took
     finally:
         ledger.close()
 
