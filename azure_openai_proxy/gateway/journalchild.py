@@ -52,7 +52,7 @@ from azure_openai_proxy.store.ledger import FULL_BATCH, LedgerRow, LedgerStore
 from azure_openai_proxy.store.replaced import FileWatch
 from azure_openai_proxy.store.sqlite import LockWaits
 
-__all__ = ["JournalReader", "main", "quiet_collector"]
+__all__ = ["JournalReader", "claim_dead_journals", "main", "quiet_collector"]
 
 log = logging.getLogger("azure_openai_proxy")
 
@@ -290,8 +290,10 @@ class JournalReader:
         remove_journal(self.prefix)
 
 
-def _claim(database: Path, own: str, ledger: Ledger) -> None:
-    """Write and remove the journals of dead workers (their lock free)."""
+def claim_dead_journals(database: Path, own: str, ledger: Ledger) -> None:
+    """Write and remove the journals of dead workers (their lock free; `own`: this
+    worker's journal prefix, or ""), as a child does every few seconds (and a worker
+    running none: ledgerclaim.py)."""
     for prefix in dead_journals(database, own):
         try:
             fd = os.open(prefix + ".lock", os.O_RDWR)
@@ -342,7 +344,7 @@ def run(prefix: str, database: Path, busy_ms: int) -> int:
             ledger.close()
             return 0
         if time.monotonic() >= next_claim:
-            _claim(database, prefix, ledger)
+            claim_dead_journals(database, prefix, ledger)
             next_claim = time.monotonic() + _CLAIM_EVERY
 
 

@@ -172,7 +172,8 @@ class LedgerWriter(LedgerDatabase):
         self._wake = threading.Event()
         self._stopping = False
         self._idle = threading.Condition()
-        self._written = 0  # batches handled, for flush()
+        self._begun = 0  # passes (`_cycle`) begun, for flush()
+        self._written = 0  # passes done: the one numbered `_begun` once it is done
         self._thread: threading.Thread | None = None
         self._store: LedgerStore | None = None
         self._opened = self._opens_late and file_identity(database) is not None  # never made anew
@@ -236,7 +237,9 @@ class LedgerWriter(LedgerDatabase):
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until what was queued before the call is written or spooled."""
         with self._idle:
-            target = self._written + 2  # the batch in progress may predate the call
+            # A pass that begins after this call drains what was added before it: the
+            # pass in progress (begun, not done) may have drained before the call.
+            target = self._begun + 1
             self._asked = True
             self._wake.set()
             return self._idle.wait_for(lambda: self._written >= target or self._thread is None,
@@ -279,6 +282,9 @@ class LedgerWriter(LedgerDatabase):
             self._idle.notify_all()
 
     def _cycle(self) -> None:
+        with self._idle:
+            self._begun += 1
+            begun = self._begun
         try:
             self._drain()
             now = time.monotonic()
@@ -289,7 +295,7 @@ class LedgerWriter(LedgerDatabase):
         except Exception:  # a bug of ours must not stop the ledger
             log.exception("ledger writer: unexpected error")
         with self._idle:
-            self._written += 1
+            self._written = begun
             self._idle.notify_all()
 
     def _take(self, count: int, *, labelled: bool = False, block: bool = True,

@@ -19,8 +19,8 @@ from azure_openai_proxy.gateway.journalchild import (
     DatabaseRefused,
     JournalReader,
     Ledger,
+    claim_dead_journals,
 )
-from azure_openai_proxy.gateway.journalchild import _claim as claim_journals
 
 __all__ = ["ThreadLedger", "claim_dead_journals", "read_journal"]
 
@@ -55,9 +55,3 @@ def read_journal(reader: JournalReader, finished: bool) -> bool:
     except DatabaseRefused:
         return False
     return state == DONE
-
-
-def claim_dead_journals(database: Path, own: str, ledger: Ledger) -> None:
-    """Write and remove the journals of dead workers (their locks free), as a child does
-    every few seconds (`own`: this worker's journal prefix, or "")."""
-    claim_journals(database, own, ledger)

@@ -59,12 +59,12 @@ from azure_openai_proxy.gateway.journalfiles import (
     prices_line,
     prices_of_line,
     read_ack,
-    record_of_line,
     remove_journal,
     segment_path,
 )
 from azure_openai_proxy.gateway.ledger import LedgerWriter
 from azure_openai_proxy.gateway.ledgerclaim import read_journal
+from azure_openai_proxy.gateway.ledgerrows import JournalRecord
 from azure_openai_proxy.gateway.ledgersupervise import ChildSupervision
 from azure_openai_proxy.governance.budget import BudgetGuard, SpendBook, earliest_period_start
 from azure_openai_proxy.governance.prices import PriceTable
@@ -250,8 +250,9 @@ class JournalLedgerWriter(ChildSupervision, LedgerWriter):
 
     def _queue_lines(self) -> None:
         """The lines waiting, as the thread writer's queue: records, and a reload's prices
-        as its marks, in order (a line a crash cut is left out)."""
-        pop = self._lines.popleft
+        as its marks, in order (a line a crash cut is left out). A record as the child
+        reads it (`JournalRecord`, which the pricer takes as it takes a `RequestRecord`)."""
+        pop, make = self._lines.popleft, JournalRecord.of_values
         for _ in range(len(self._lines)):
             line = pop()
             try:
@@ -259,7 +260,8 @@ class JournalLedgerWriter(ChildSupervision, LedgerWriter):
                 if line.startswith(b"{"):
                     LedgerWriter.reconfigure(self, *prices_of_line(values))
                 else:
-                    self._queue.append(record_of_line(values))
+                    record = make(values)
+                    self._queue.append((record, float(record.ended)))
             except Exception as exc:  # (a line cut by a failed append)
                 if line:
                     log.error("usage ledger: a journal line dropped (%s)", type(exc).__name__)

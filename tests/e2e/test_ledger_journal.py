@@ -457,7 +457,7 @@ def test_a_claim_while_a_worker_starts_never_takes_its_journal(
     be claimed after a crash of its worker)."""
     import fcntl
 
-    from azure_openai_proxy.gateway.journalchild import Ledger, _claim
+    from azure_openai_proxy.gateway.journalchild import Ledger, claim_dead_journals
 
     path = tmp_path / "gw.db"
     LedgerStore.open(path).close()
@@ -465,7 +465,7 @@ def test_a_claim_while_a_worker_starts_never_takes_its_journal(
 
     def claimed_first(fd: int, operation: int) -> None:  # the worker's first lock
         monkeypatch.setattr(fcntl, "flock", real)
-        _claim(path, f"{path}.journal-another", Ledger(path, 1000))
+        claim_dead_journals(path, f"{path}.journal-another", Ledger(path, 1000))
         real(fd, operation)
 
     monkeypatch.setattr(fcntl, "flock", claimed_first)
