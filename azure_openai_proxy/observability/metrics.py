@@ -125,6 +125,10 @@ class Metrics(Protocol):
     realtime: RealtimeSeries
     ledger: LedgerSeries  # given the app's ledger writer to watch
 
+    @property
+    def in_flight(self) -> int:
+        """Requests begun and not finished (0 where not counted)."""
+
     def request_started(self) -> None: ...
 
     def request_finished(self, record: RequestRecord) -> None: ...
@@ -144,6 +148,10 @@ class NoMetrics:
     def __init__(self) -> None:
         self.realtime = RealtimeSeries()  # counted, never shown
         self.ledger = LedgerSeries()
+
+    @property
+    def in_flight(self) -> int:
+        return 0
 
     def request_started(self) -> None:
         pass
@@ -317,6 +325,10 @@ class PrometheusMetrics:
         # Finished requests not yet counted: counted in batches (and before every scrape),
         # which costs measurably less than one at a time between two requests.
         self._pending: list[RequestRecord] = []
+
+    @property
+    def in_flight(self) -> int:
+        return self._series.in_flight
 
     def request_started(self) -> None:
         self._series.in_flight += 1

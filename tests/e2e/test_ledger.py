@@ -3,6 +3,7 @@ bundled emulator, and the records read back from the SQLite database."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -73,8 +74,14 @@ def _app(server: ServerThread) -> GatewayApp:
 
 
 def records(server: ServerThread) -> list[UsageRecord]:
-    """Every record, once the writer has written what was queued."""
-    ledger = _app(server).ledger
+    """Every record, once the writer has written what was queued. A request's record is
+    added as its handler ends, which can be just after the client read its last byte (a
+    stream's): the requests still in the gateway's hands end first (bounded: a test may
+    leave one hanging on purpose)."""
+    app = _app(server)
+    with contextlib.suppress(AssertionError):
+        until(lambda: app.metrics.in_flight == 0, timeout=2.0)
+    ledger = app.ledger
     assert ledger is not None
     assert ledger.flush()
     store = LedgerStore.open(ledger.database)
